@@ -1,0 +1,5 @@
+import sys
+
+from pgwarden.cli import main
+
+sys.exit(main())

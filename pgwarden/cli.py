@@ -1,0 +1,103 @@
+"""The `pgwarden` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pgwarden.config import ConfigError, load_config
+
+
+def _cmd_run(args) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from pgwarden.app import Application
+
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    try:
+        app = Application(config, reactor)
+        port = app.listen()
+    except Exception as e:  # config files that exist but cannot be used (keys, certs)
+        print(f"pgwarden: cannot start: {e}", file=sys.stderr)
+        return 2
+    if args.ready_file:
+        Path(args.ready_file).write_text(str(port.getHost().port))
+    reactor.run()
+    return 0
+
+
+def _cmd_check(args) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(f"{config.source}: OK — listen {config.listen.host}:{config.listen.port}, "
+          f"upstream {config.upstream.host}:{config.upstream.port}/{config.upstream.database}")
+    return 0
+
+
+def _cmd_token(args) -> int:
+    from pgwarden.tokens import mint
+
+    print(
+        mint(
+            Path(args.key),
+            subject=args.subject,
+            issuer=args.issuer,
+            audience=args.audience,
+            groups=args.group,
+            ttl_s=args.ttl,
+            kid=args.kid,
+        )
+    )
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from pgwarden.demo import run_demo
+
+    return run_demo(Path(args.dir), port=args.port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="pgwarden", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("run", help="run the proxy")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--ready-file", help="write the listening port here once listening")
+    p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("check", help="validate a config file")
+    p.add_argument("-c", "--config", required=True)
+    p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("token", help="mint a signed test token from a local key")
+    p.add_argument("--key", required=True, help="PEM private key")
+    p.add_argument("--subject", required=True)
+    p.add_argument("--issuer", required=True)
+    p.add_argument("--audience", default="pgwarden")
+    p.add_argument("--group", action="append", default=[])
+    p.add_argument("--ttl", type=int, default=3600)
+    p.add_argument("--kid", default="pgwarden-local")
+    p.set_defaults(func=_cmd_token)
+
+    p = sub.add_parser("demo", help="throwaway PostgreSQL + pgwarden, with a ready psql line")
+    p.add_argument("--dir", default=".demo")
+    p.add_argument("--port", type=int, default=6432)
+    p.set_defaults(func=_cmd_demo)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,245 @@
+"""The configuration file: frozen attrs classes, structured by one cattrs converter.
+
+Loaded in one place (`load_config`) and handed around as an instance; nothing
+reads a file or the environment at import time. Unknown keys are errors, every
+problem is reported at once with its path (and line, where YAML gives one), and
+secrets never appear in a repr.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+import cattrs
+import yaml
+from cattrs.gen import make_dict_structure_fn, override
+
+
+class ConfigError(Exception):
+    """The file cannot be used; ``problems`` lists each one, with its path."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def __str__(self) -> str:
+        return "\n".join(f"{self.source}: {p}" for p in self.problems)
+
+
+def _positive(_inst, attribute, value) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def _port(_inst, attribute, value) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be a TCP port (0-65535), got {value}")
+
+
+@attrs.frozen
+class ListenTLS:
+    cert_file: str
+    key_file: str
+
+
+@attrs.frozen
+class Listen:
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=5432, validator=_port)
+    tls: ListenTLS | None = None
+    # A token sent in clear text over a network is a stolen token: refused
+    # unless the socket is loopback, TLS is on, or this says otherwise.
+    allow_cleartext_remote: bool = False
+
+
+@attrs.frozen
+class UpstreamTLS:
+    mode: Literal["disable", "prefer", "require", "verify-ca", "verify-full"] = "disable"
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@attrs.frozen
+class Upstream:
+    host: str
+    database: str
+    user: str
+    port: int = attrs.field(default=5432, validator=_port)
+    password_file: str | None = None
+    tls: UpstreamTLS = UpstreamTLS()
+    connect_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+
+    def read_password(self) -> str | None:
+        """Read at each connection, so a rotated Secret takes effect without a restart."""
+        if self.password_file is None:
+            return None
+        return Path(self.password_file).read_text().rstrip("\r\n")
+
+
+@attrs.frozen
+class JwtAuth:
+    issuer: str
+    audience: str
+    jwks_file: str | None = None
+    public_key_file: str | None = None
+    jwks_url: str | None = None
+    identity_claim: str = "sub"
+    groups_claim: str = "groups"
+    leeway_s: float = 30.0
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+
+    def __attrs_post_init__(self) -> None:
+        sources = [s for s in (self.jwks_file, self.public_key_file, self.jwks_url) if s]
+        if len(sources) != 1:
+            raise ValueError("give exactly one of jwks_file, public_key_file or jwks_url")
+        for alg in self.algorithms:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(f"algorithm {alg!r} is not allowed for tokens (use RS*, PS*, ES*, EdDSA)")
+
+
+@attrs.frozen
+class Auth:
+    jwt: JwtAuth
+    startup_timeout_s: float = attrs.field(default=15.0, validator=_positive)
+
+
+@attrs.frozen
+class Admin:
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=9187, validator=_port)
+
+
+@attrs.frozen
+class Limits:
+    max_message_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
+    # Client messages held back while a verdict is pending before reading pauses.
+    max_backlog_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
+
+
+@attrs.frozen
+class Config:
+    upstream: Upstream
+    auth: Auth
+    listen: Listen = Listen()
+    admin: Admin = Admin()
+    limits: Limits = Limits()
+    # Sections of later layers, validated by the components that own them.
+    approvals: dict[str, Any] | None = None
+    recording: dict[str, Any] | None = None
+    plugins: dict[str, Any] | None = None
+    policies: list[dict[str, Any]] = attrs.Factory(list)
+    #: where it was read from; set by load_config
+    source: str = "<config>"
+
+
+def _converter() -> cattrs.Converter:
+    c = cattrs.Converter(forbid_extra_keys=True)
+    for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Limits):
+        c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
+    c.register_structure_hook(
+        Config,
+        make_dict_structure_fn(Config, c, _cattrs_forbid_extra_keys=True, source=override(omit=True)),
+    )
+    c.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda v, _t: tuple(_strs(v)))
+    return c
+
+
+def _strs(v):
+    if isinstance(v, str) or not isinstance(v, (list, tuple)):
+        raise ValueError(f"expected a list of strings, got {v!r}")
+    for item in v:
+        if not isinstance(item, str):
+            raise ValueError(f"expected a list of strings, got {v!r}")
+    return v
+
+
+_CONVERTER = _converter()
+
+
+def _line_index(text: str) -> dict[tuple, int]:
+    """Maps each key path of the YAML document to its line number."""
+    index: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return index
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                p = path + (k.value,)
+                index[p] = k.start_mark.line + 1
+                walk(v, p)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                p = path + (i,)
+                index[p] = v.start_mark.line + 1
+                walk(v, p)
+
+    if root is not None:
+        walk(root, ())
+    return index
+
+
+def _format_path(path: str) -> tuple[str, tuple]:
+    """'$.upstream.port' -> ('upstream.port', ('upstream', 'port'))."""
+    parts: list = []
+    text = path.lstrip("$").lstrip(".")
+    for piece in text.replace("[", ".[").split("."):
+        if not piece:
+            continue
+        if piece.startswith("["):
+            inner = piece[1:-1]
+            parts.append(int(inner) if inner.isdigit() else inner.strip("'\""))
+        else:
+            parts.append(piece)
+    pretty = ""
+    for p in parts:
+        pretty += f"[{p}]" if isinstance(p, int) else (f".{p}" if pretty else p)
+    return pretty or "(top level)", tuple(parts)
+
+
+def _problems(exc: Exception, lines: dict[tuple, int]) -> list[str]:
+    out = []
+    for msg in cattrs.transform_error(exc, path="$"):
+        text, _, path = msg.rpartition(" @ ")
+        if not text:
+            text, path = msg, "$"
+        pretty, parts = _format_path(path)
+        line = lines.get(parts)
+        if line is None and "extra fields found" in text:
+            line = lines.get(parts)
+        where = f"line {line}: " if line else ""
+        out.append(f"{where}{pretty}: {text}")
+    return out
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Structures a YAML document into a Config, or raises ConfigError listing every problem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise ConfigError(source, [f"{where}not valid YAML: {getattr(e, 'problem', e)}"]) from None
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["expected a mapping of sections (upstream:, auth:, ...)"])
+    try:
+        config = _CONVERTER.structure(data, Config)
+    except Exception as e:  # cattrs raises ClassValidationError / ValueError groups
+        raise ConfigError(source, _problems(e, _line_index(text))) from None
+    return attrs.evolve(config, source=source)
+
+
+def load_config(path: str | os.PathLike) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise ConfigError(str(p), [f"cannot read the file: {e.strerror}"]) from None
+    return parse_config(text, str(p))

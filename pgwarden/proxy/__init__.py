@@ -1,0 +1,1 @@
+"""The Twisted edges: client listener, upstream connection, back-pressure."""

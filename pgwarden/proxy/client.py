@@ -1,0 +1,366 @@
+"""The Twisted edge towards the client: startup, TLS, token login, then the relay.
+
+Phases: ``startup`` (untyped packets: SSLRequest, GSSENCRequest, CancelRequest,
+StartupMessage) → ``password`` (the token) → ``upstream`` (logging in upstream;
+nothing is read from the client) → ``relay`` → ``closed``. The startup timeout
+covers everything before ``relay``, so a silent or slow client is dropped.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import TYPE_CHECKING
+
+from twisted.internet import address
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pgwarden.identity import AuthenticationFailed, Identity
+from pgwarden.relay.engine import ALLOW, PENDING, Relay, StatementRequest
+from pgwarden.relay.handshake import UpstreamLogin
+from pgwarden.verdict import Refusal
+from pgwarden.wire import messages as m
+from pgwarden.wire.errors import ProtocolError
+from pgwarden.wire.framing import NEED_DATA, MessageFramer, StartupFramer
+from pgwarden.proxy.upstream import UpstreamProtocol
+
+if TYPE_CHECKING:
+    from pgwarden.app import Application
+
+log = Logger(namespace="pgwarden.proxy")
+
+# Startup parameters a client may pass on to the upstream session. Everything
+# else (options, role, session_authorization, replication, ...) stays here.
+FORWARDED_PARAMETERS = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "DateStyle",
+        "TimeZone",
+        "IntervalStyle",
+        "extra_float_digits",
+        "search_path",
+        "lc_monetary",
+        "lc_numeric",
+        "lc_time",
+        "bytea_output",
+        "intervalstyle",
+        "datestyle",
+        "timezone",
+    }
+)
+
+
+def is_loopback(peer) -> bool:
+    if isinstance(peer, address.UNIXAddress):
+        return True
+    host = getattr(peer, "host", "")
+    return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
+
+
+class ClientConnection(Protocol):
+    """One agent connection."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self.phase = "startup"
+        self._startup = StartupFramer()
+        self._messages: MessageFramer | None = None
+        self._tls_active = False
+        self.startup: m.StartupMessage | None = None
+        self.identity: Identity | None = None
+        self.upstream: UpstreamProtocol | None = None
+        self.relay: Relay | None = None
+        self.key: tuple[int, int] | None = None
+        self._timeout = None
+        self._paused_for_backlog = False
+
+    # ------------------------------------------------------------------ life cycle
+
+    def connectionMade(self) -> None:
+        self.app.connection_opened(self)
+        self._timeout = self.app.reactor.callLater(
+            self.app.config.auth.startup_timeout_s, self._startup_timed_out
+        )
+
+    def _startup_timed_out(self) -> None:
+        self._timeout = None
+        if self.phase in ("startup", "password", "upstream"):
+            log.info("startup timeout from {peer}", peer=str(self.transport.getPeer()))
+            self._fatal("08006", "pgwarden: timed out waiting for the startup to complete")
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.phase = "closed"
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+        if self.key is not None:
+            self.app.cancel_keys.pop(self.key, None)
+        if self.upstream is not None and self.upstream.transport is not None:
+            if self.relay is not None and not self.relay.terminated:
+                self.upstream.transport.write(m.Terminate().encode())
+            self.upstream.transport.loseConnection()
+        self.app.connection_closed(self)
+
+    def _fatal(self, sqlstate: str, message: str) -> None:
+        """Sends a FATAL error and closes; nothing else is read from the client."""
+        if self.phase == "closed":
+            return
+        if self.relay is not None:
+            self.relay.fail(message.removeprefix("pgwarden: "), sqlstate)
+            self._flush()
+        else:
+            self.transport.write(m.ErrorResponse.build("FATAL", sqlstate, message).encode())
+        self.phase = "closed"
+        self.transport.loseConnection()
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.loseConnection()
+
+    # ------------------------------------------------------------------ bytes in
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.phase == "relay":
+            relay = self.relay
+            relay.client_data(data)
+            self._flush()
+            if relay.waiting is not None and relay.backlog > self.app.config.limits.max_backlog_bytes:
+                self._paused_for_backlog = True
+                self.transport.pauseProducing()
+            return
+        try:
+            if self.phase == "startup":
+                self._startup.feed(data)
+                self._read_startup()
+            elif self.phase == "password":
+                self._messages.feed(data)
+                self._read_password()
+            elif self.phase == "upstream":
+                # The client may not speak before AuthenticationOk/ReadyForQuery.
+                self._messages.feed(data)
+                if self._messages.buffered > 64 * 1024:
+                    self._fatal("08P01", "pgwarden: client sent data before the session was ready")
+        except ProtocolError as e:
+            self._fatal(e.sqlstate, f"pgwarden: invalid message: {e}")
+
+    def _read_startup(self) -> None:
+        while self.phase == "startup":
+            packet = self._startup.next_packet()
+            if packet is NEED_DATA:
+                return
+            if isinstance(packet, m.SSLRequest):
+                if self._tls_active:
+                    raise ProtocolError("SSLRequest inside TLS")
+                if self._startup.take_rest():
+                    raise ProtocolError("unencrypted data after SSLRequest")
+                tls = self.app.client_tls
+                if tls is None:
+                    self.transport.write(b"N")
+                else:
+                    self.transport.write(b"S")
+                    self.transport.startTLS(tls)
+                    self._tls_active = True
+            elif isinstance(packet, m.GSSENCRequest):
+                self.transport.write(b"N")
+            elif isinstance(packet, m.CancelRequest):
+                self.app.cancel(packet.process_id, packet.secret_key)
+                self.phase = "closed"
+                self.transport.loseConnection()
+            else:
+                self._startup_message(packet)
+
+    def _startup_message(self, startup: m.StartupMessage) -> None:
+        self.startup = startup
+        if startup.get("replication") not in (None, "false", "0", "off", "no"):
+            self._fatal("08004", "pgwarden: replication connections are not allowed")
+            return
+        if startup.get("database") is not None and startup.get("user") is None:
+            self._fatal("28000", "pgwarden: no user name specified")
+            return
+        if startup.minor > 0:
+            unknown = tuple(k for k, _ in startup.parameters if k.startswith("_pq_."))
+            self.transport.write(m.NegotiateProtocolVersion(0, unknown).encode())
+        if not (self._tls_active or is_loopback(self.transport.getPeer())
+                or self.app.config.listen.allow_cleartext_remote):
+            self._fatal(
+                "28000",
+                "pgwarden: a token is not accepted in clear text over the network; connect with TLS",
+            )
+            return
+        self.phase = "password"
+        self._messages = MessageFramer(64 * 1024, valid_types=frozenset(b"pX"))
+        self._messages.feed(self._startup.take_rest())
+        self.transport.write(m.Authentication(m.Authentication.CLEARTEXT).encode())
+        self._read_password()
+
+    def _read_password(self) -> None:
+        raw = self._messages.next_frame()
+        if raw is NEED_DATA:
+            return
+        if raw[:1] == b"X":
+            self.phase = "closed"
+            self.transport.loseConnection()
+            return
+        token = m.PasswordMessage.decode(raw[5:]).password()
+        try:
+            self.identity = self.app.authenticate(self.startup, token)
+        except AuthenticationFailed as e:
+            log.info(
+                "authentication failed from {peer}: {reason}",
+                peer=str(self.transport.getPeer()),
+                reason=e.reason,
+            )
+            self._fatal("28P01", "pgwarden: authentication failed")
+            return
+        self.phase = "upstream"
+        self._connect_upstream()
+
+    # ------------------------------------------------------------------ upstream
+
+    def _connect_upstream(self) -> None:
+        cfg = self.app.config.upstream
+        params = [
+            (k, v) for k, v in self.startup.parameters if k in FORWARDED_PARAMETERS and k != "application_name"
+        ]
+        params.append(("application_name", self.app.application_name(self.identity, self.startup)))
+        try:
+            password = cfg.read_password()
+        except OSError as e:
+            log.error("cannot read upstream.password_file: {err}", err=e.strerror)
+            self._fatal("08006", "pgwarden: cannot connect to the database (see pgwarden's log)")
+            return
+        login = UpstreamLogin(cfg.user, cfg.database, password, tuple(params))
+        proto = UpstreamProtocol(
+            login, cfg.tls.mode, self.app.upstream_tls, self._upstream_ready, self._upstream_failed
+        )
+        endpoint = HostnameEndpoint(self.app.reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout_s)
+        d = endpoint.connect(_Once(proto))
+        d.addErrback(self._upstream_unreachable)
+        self.upstream = proto
+
+    def _upstream_unreachable(self, failure: Failure) -> None:
+        log.error("cannot reach the database: {err}", err=failure.getErrorMessage())
+        self._fatal("08006", "pgwarden: cannot connect to the database")
+
+    def _upstream_failed(self, message: str, sqlstate: str) -> None:
+        log.error("{msg}", msg=message)
+        if self.phase == "relay":
+            self._fatal("08006", "pgwarden: lost the connection to the database")
+        else:
+            self._fatal(sqlstate if sqlstate.startswith("08") or sqlstate == "53300" else "08006",
+                        "pgwarden: cannot connect to the database")
+
+    def _upstream_ready(self, upstream: UpstreamProtocol) -> None:
+        if self.phase != "upstream":
+            upstream.transport.loseConnection()
+            return
+        if self._timeout is not None and self._timeout.active():
+            self._timeout.cancel()
+        self._timeout = None
+        login = upstream.login
+        secret = secrets.randbits(32)
+        pid = login.key.process_id if login.key else 0
+        self.key = (pid, secret)
+        self.app.cancel_keys[self.key] = self
+        self.upstream_key = login.key
+        out = [m.Authentication(m.Authentication.OK).encode()]
+        out += [p.encode() for p in login.server_parameters]
+        out += login.notices
+        out.append(m.BackendKeyData(pid, secret).encode())
+        out.append(m.ReadyForQuery(login.transaction_status).encode())
+        self.transport.writeSequence(out)
+
+        self.relay = Relay(
+            self._decide,
+            max_message_size=self.app.config.limits.max_message_bytes,
+            on_shape=None,
+        )
+        for p in login.server_parameters:
+            self.relay.state.parameters[p.name] = p.value
+        self.phase = "relay"
+        upstream.data_sink = self._from_upstream
+        upstream.lost_sink = self._upstream_lost
+        # Back-pressure both ways: a slow reader pauses the other side's reads.
+        self.transport.registerProducer(upstream.transport, True)
+        upstream.transport.registerProducer(self.transport, True)
+        leftover = login.leftover()
+        if leftover:
+            self._from_upstream(leftover)
+        early = self._messages.take_rest() if self._messages else b""
+        if early:
+            self.dataReceived(early)
+
+    def _from_upstream(self, data: bytes) -> None:
+        self.relay.server_data(data)
+        self._flush()
+
+    def _upstream_lost(self, reason: Failure) -> None:
+        if self.phase == "relay" and not self.relay.terminated:
+            log.error("lost the database connection: {err}", err=reason.getErrorMessage())
+            self._fatal("08006", "pgwarden: lost the connection to the database")
+
+    def _flush(self) -> None:
+        relay = self.relay
+        up = relay.pop_upstream()
+        if up and self.upstream is not None and self.upstream.transport is not None:
+            self.upstream.transport.writeSequence(up)
+        down = relay.pop_client()
+        if down:
+            self.transport.writeSequence(down)
+        if relay.closing and self.phase != "closed":
+            self.phase = "closed"
+            self.transport.loseConnection()
+            if self.upstream is not None and self.upstream.transport is not None:
+                self.upstream.transport.loseConnection()
+
+    # ------------------------------------------------------------------ verdicts
+
+    def _decide(self, request: StatementRequest):
+        result = self.app.decide(self, request)
+        if result is ALLOW or isinstance(result, Refusal):
+            return result
+        # A Deferred: resolve when it fires; meanwhile the relay queues.
+        fired = []
+        result.addBoth(fired.append)
+        if fired:
+            return self._settle(fired[0])
+        result.addBoth(lambda outcome: self._late_verdict(request, outcome))
+        return PENDING
+
+    def _settle(self, outcome):
+        if outcome is ALLOW or isinstance(outcome, Refusal):
+            return outcome
+        if isinstance(outcome, Failure):
+            log.failure("verdict failed", failure=outcome)
+        return Refusal("42501", "pgwarden: blocked: the policy check failed", None, None)
+
+    def _late_verdict(self, request: StatementRequest, outcome) -> None:
+        if self.phase != "relay":
+            return
+        self.relay.resolve(request, self._settle(outcome))
+        self._flush()
+        if self._paused_for_backlog and self.relay.waiting is None:
+            self._paused_for_backlog = False
+            self.transport.resumeProducing()
+
+    def cancel_requested(self) -> None:
+        """A CancelRequest named this session's key."""
+        if self.relay is not None and self.relay.cancel_waiting():
+            self._flush()
+
+
+class _Once:
+    """A protocol factory for exactly one, already built, protocol instance."""
+
+    def __init__(self, proto: Protocol) -> None:
+        self._proto = proto
+
+    def doStart(self) -> None:
+        pass
+
+    def doStop(self) -> None:
+        pass
+
+    def buildProtocol(self, addr) -> Protocol:
+        return self._proto

@@ -1,0 +1,121 @@
+"""The Twisted edge towards PostgreSQL: connect, negotiate TLS, log in, then move bytes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from twisted.internet import ssl
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+
+from pgwarden.config import Upstream
+from pgwarden.relay.handshake import LoginFailed, UpstreamLogin
+from pgwarden.wire import messages as m
+
+
+def tls_options(cfg: Upstream):
+    """Client TLS options for the upstream, by ``upstream.tls.mode``."""
+    t = cfg.tls
+    if t.mode in ("disable",):
+        return None
+    client_cert = None
+    if t.cert_file and t.key_file:
+        client_cert = ssl.PrivateCertificate.loadPEM(
+            Path(t.cert_file).read_text() + Path(t.key_file).read_text()
+        )
+    if t.mode in ("verify-ca", "verify-full"):
+        if not t.ca_file:
+            raise ValueError(f"upstream.tls.mode {t.mode} needs upstream.tls.ca_file")
+        ca = ssl.Certificate.loadPEM(Path(t.ca_file).read_text())
+        if t.mode == "verify-full":
+            return ssl.optionsForClientTLS(cfg.host, trustRoot=ca, clientCertificate=client_cert)
+        # verify-ca: the chain must lead to the CA; the name is not checked.
+        return ssl.CertificateOptions(
+            trustRoot=ca,
+            privateKey=client_cert.privateKey.original if client_cert else None,
+            certificate=client_cert.original if client_cert else None,
+        )
+    # require / prefer: encrypted, not authenticated (as libpq's sslmode=require).
+    return ssl.CertificateOptions(
+        privateKey=client_cert.privateKey.original if client_cert else None,
+        certificate=client_cert.original if client_cert else None,
+    )
+
+
+class UpstreamProtocol(Protocol):
+    """One connection to PostgreSQL on behalf of one client session."""
+
+    def __init__(
+        self,
+        login: UpstreamLogin,
+        tls_mode: str,
+        tls: object | None,
+        on_ready: Callable[[UpstreamProtocol], None],
+        on_failed: Callable[[str, str], None],
+    ) -> None:
+        self.login = login
+        self._tls_mode = tls_mode
+        self._tls = tls
+        self._on_ready = on_ready
+        self._on_failed = on_failed
+        self._phase = "connecting"
+        #: set by the session once logged in: receives every byte from the server.
+        self.data_sink: Callable[[bytes], None] | None = None
+        self.lost_sink: Callable[[Failure], None] | None = None
+
+    def connectionMade(self) -> None:
+        if self._tls is not None:
+            self._phase = "ssl"
+            self.transport.write(m.SSLRequest().encode())
+        else:
+            self._send_startup()
+
+    def _send_startup(self) -> None:
+        self._phase = "login"
+        self.transport.write(self.login.start())
+
+    def _fail(self, message: str, sqlstate: str = "08006") -> None:
+        if self._phase == "failed":
+            return
+        self._phase = "failed"
+        self._on_failed(message, sqlstate)
+        self.transport.abortConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._phase == "relay":
+            self.data_sink(data)
+            return
+        if self._phase == "ssl":
+            answer, data = data[:1], data[1:]
+            if answer == b"S":
+                if data:
+                    # Bytes after 'S' before the handshake: a man in the middle (CVE-2021-23222).
+                    self._fail("the database sent unencrypted data after accepting TLS")
+                    return
+                self.transport.startTLS(self._tls)
+                self._send_startup()
+                return
+            if answer == b"N" and self._tls_mode == "prefer":
+                self._send_startup()
+            else:
+                self._fail("the database does not accept TLS connections (upstream.tls.mode requires it)")
+                return
+        if self._phase == "login":
+            try:
+                reply = self.login.receive(data)
+            except LoginFailed as e:
+                self._fail(f"cannot log in to the database: {e}", e.sqlstate)
+                return
+            if reply:
+                self.transport.write(reply)
+            if self.login.done:
+                self._phase = "relay"
+                self._on_ready(self)
+
+    def connectionLost(self, reason: Failure = None) -> None:
+        phase, self._phase = self._phase, "closed"
+        if phase in ("connecting", "ssl", "login"):
+            self._on_failed("the database closed the connection during login", "08006")
+        elif phase == "relay" and self.lost_sink is not None:
+            self.lost_sink(reason)

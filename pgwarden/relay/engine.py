@@ -1,0 +1,506 @@
+"""The relay: one client session after authentication, as a sans-IO state machine.
+
+Bytes from the client and from the server go in (`client_data`, `server_data`);
+bytes for each side come out (`pop_upstream`, `pop_client`). The edge that owns
+the sockets moves them and nothing else.
+
+What it guarantees:
+
+* **Verdict before forwarding.** Every Query, Parse and FunctionCall is put to
+  the decider before a byte of it goes upstream. A decider may answer later
+  (`PENDING`, then `resolve`): meanwhile later client messages queue in order,
+  so pipelines keep working, and nothing reaches the upstream.
+* **Refusals raised by the server.** A refused statement is replaced by one that
+  makes the server raise pgwarden's error in the same protocol position (see
+  `refusal`); the server's answers to pgwarden's own messages are swallowed.
+* **Every result has a shape.** Responses are matched to requests through a
+  queue of expectations, so each DataRow is known to belong to a result whose
+  RowDescription (table OID, attribute number, type OID, format) is known. When
+  a client executes a portal it never described, the relay asks the server with
+  its own Describe and consumes the answer.
+* **Raw rows.** DataRow and CopyData are relayed as the bytes that arrived,
+  unless a row transform is installed for the current shape.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable, Final
+
+import attrs
+
+from pgwarden.relay import refusal as own
+from pgwarden.verdict import Refusal
+from pgwarden.wire import messages as m
+from pgwarden.wire.errors import ProtocolError
+from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+ALLOW: Final = _Marker("ALLOW")
+PENDING: Final = _Marker("PENDING")
+
+FRONTEND_TYPES: Final = frozenset(t[0] for t in m.FRONTEND)
+BACKEND_TYPES: Final = frozenset(t[0] for t in m.BACKEND)
+
+# Type bytes as ints, named as in the protocol documentation.
+_B_DATA_ROW, _B_COMMAND_COMPLETE, _B_READY = ord("D"), ord("C"), ord("Z")
+_B_ROW_DESCRIPTION, _B_NO_DATA, _B_PARAM_DESCRIPTION = ord("T"), ord("n"), ord("t")
+_B_PARSE_COMPLETE, _B_BIND_COMPLETE, _B_CLOSE_COMPLETE = ord("1"), ord("2"), ord("3")
+_B_ERROR, _B_NOTICE, _B_NOTIFICATION, _B_PARAMETER = ord("E"), ord("N"), ord("A"), ord("S")
+_B_EMPTY_QUERY, _B_SUSPENDED = ord("I"), ord("s")
+_B_COPY_DATA, _B_COPY_DONE = ord("d"), ord("c")
+_B_COPY_IN, _B_COPY_OUT, _B_COPY_BOTH = ord("G"), ord("H"), ord("W")
+
+_F_QUERY, _F_PARSE, _F_BIND, _F_DESCRIBE = ord("Q"), ord("P"), ord("B"), ord("D")
+_F_EXECUTE, _F_CLOSE, _F_SYNC, _F_FLUSH = ord("E"), ord("C"), ord("S"), ord("H")
+_F_COPY_DATA, _F_COPY_DONE, _F_COPY_FAIL = ord("d"), ord("c"), ord("f")
+_F_FUNCTION_CALL, _F_TERMINATE, _F_PASSWORD = ord("F"), ord("X"), ord("p")
+
+
+@attrs.define(eq=False)
+class PreparedStatement:
+    """A statement as the client parsed it, and what the server said it returns."""
+
+    name: str
+    sql: str
+    param_types: tuple[int, ...] = ()
+    described: bool = False  # a Describe has been sent for it
+    shape: m.RowDescription | None = None  # None: not known (yet) or NoData
+    no_data: bool = False
+
+
+@attrs.define(eq=False)
+class Portal:
+    """A bound statement ready to execute, with the formats its rows will come in."""
+
+    name: str
+    statement: PreparedStatement
+    result_formats: tuple[int, ...]
+    generation: int
+    described: bool = False
+    shape: m.RowDescription | None = None
+    no_data: bool = False
+
+    def result_shape(self) -> m.RowDescription | None:
+        if self.shape is not None:
+            return self.shape
+        if self.statement.shape is not None:
+            return self.statement.shape.with_formats(self.result_formats)
+        return None
+
+
+@attrs.frozen
+class StatementRequest:
+    """What the decider is asked about: one SQL string on its way upstream."""
+
+    protocol: str  # "simple" | "extended" | "function_call"
+    sql: str
+    statement_name: str | None = None
+    seq: int = 0
+
+
+# Kinds of expectation: what the server will answer, in order.
+_E_QUERY, _E_PARSE, _E_BIND, _E_DESCRIBE, _E_EXECUTE = range(5)
+_E_CLOSE, _E_SYNC, _E_OWN_PARSE, _E_OWN_BIND, _E_OWN_EXECUTE, _E_OWN_DESCRIBE = range(5, 11)
+
+
+@attrs.define(slots=True, eq=False)
+class _Expect:
+    kind: int
+    target: object = None  # PreparedStatement | Portal | (kind, name)
+    own_error: bool = False  # the error this answer carries is pgwarden's own
+
+
+@attrs.define
+class SessionState:
+    """What the session looks like, as the server has confirmed it."""
+
+    transaction_status: str = "I"
+    parameters: dict[str, str] = attrs.Factory(dict)
+    statements: dict[str, PreparedStatement] = attrs.Factory(dict)
+    portals: dict[str, Portal] = attrs.Factory(dict)
+
+
+Decider = Callable[[StatementRequest], object]  # -> ALLOW | Refusal | PENDING
+ShapeListener = Callable[[m.RowDescription], Callable[[bytes], bytes] | None]
+
+
+class Relay:
+    """One proxied session. See the module docstring for what it guarantees."""
+
+    def __init__(
+        self,
+        decide: Decider,
+        *,
+        max_message_size: int = DEFAULT_MAX_MESSAGE,
+        on_shape: ShapeListener | None = None,
+        state: SessionState | None = None,
+    ) -> None:
+        self._decide = decide
+        self._on_shape = on_shape
+        self.state = state or SessionState()
+        self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
+        self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES)
+        self._server.streamable = frozenset({_B_DATA_ROW, _B_COPY_DATA})
+        self._up: list[bytes] = []
+        self._down: list[bytes] = []
+        self._queue: deque[bytes] = deque()
+        self._queued_bytes = 0
+        self._waiting: StatementRequest | None = None
+        self._waiting_raw: bytes | None = None
+        self._seq = 0
+        self._skip_to_sync = False  # pgwarden refused an extended message
+        self._server_discarding = False  # the server is skipping until Sync
+        self._expect: deque[_Expect] = deque()
+        self._generation = 0  # Syncs and Queries sent: portals die with their transaction
+        self._done_generation = 0
+        # The result whose rows are flowing, and the transform installed for it.
+        self.shape: m.RowDescription | None = None
+        self._in_result = False
+        self._transform: Callable[[bytes], bytes] | None = None
+        #: set when the session must end: the reason, for the edge's log.
+        self.closing: str | None = None
+        #: the client said Terminate.
+        self.terminated = False
+
+    # ------------------------------------------------------------------ edge API
+
+    def pop_upstream(self) -> list[bytes]:
+        out, self._up = self._up, []
+        return out
+
+    def pop_client(self) -> list[bytes]:
+        out, self._down = self._down, []
+        return out
+
+    @property
+    def backlog(self) -> int:
+        """Bytes of client messages held back while a verdict is pending."""
+        return self._queued_bytes + self._client.buffered
+
+    @property
+    def waiting(self) -> StatementRequest | None:
+        """The statement whose verdict is pending, if any."""
+        return self._waiting
+
+    def client_data(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self._client.feed(data)
+            frames = self._client.frames()
+        except ProtocolError as e:
+            self.fail(str(e))
+            return
+        if self._waiting is not None:
+            self._queue.extend(frames)
+            self._queued_bytes += sum(len(f) for f in frames)
+            return
+        self._process_client(frames)
+
+    def resolve(self, request: StatementRequest, decision: object) -> None:
+        """The decider's late answer for ``request``: ALLOW or a Refusal."""
+        if request is not self._waiting or self.closing:
+            return
+        raw = self._waiting_raw
+        self._waiting = self._waiting_raw = None
+        self._apply(raw, request, decision)
+        queued = list(self._queue)
+        self._queue.clear()
+        self._queued_bytes = 0
+        self._process_client(queued)
+
+    def cancel_waiting(self) -> bool:
+        """A CancelRequest arrived: a statement still waiting for its verdict is cancelled."""
+        if self._waiting is None:
+            return False
+        self.resolve(self._waiting, Refusal("57014", "canceling statement due to user request"))
+        return True
+
+    def fail(self, reason: str, sqlstate: str = "08P01") -> None:
+        """Ends the session: a FATAL error to the client, Terminate upstream."""
+        if self.closing:
+            return
+        self.closing = reason
+        self._down.append(m.ErrorResponse.build("FATAL", sqlstate, f"pgwarden: {reason}").encode())
+        self._up.append(m.Terminate().encode())
+
+    # ------------------------------------------------------------------ client side
+
+    def _process_client(self, frames) -> None:
+        i = 0
+        n = len(frames)
+        while i < n:
+            if self.closing:
+                return
+            raw = frames[i]
+            i += 1
+            t = raw[0]
+            if self._skip_to_sync:
+                if t != _F_SYNC:
+                    continue
+                self._skip_to_sync = False
+            if t == _F_QUERY or t == _F_PARSE or t == _F_FUNCTION_CALL:
+                try:
+                    request = self._request(raw)
+                except ProtocolError as e:
+                    self.fail(str(e))
+                    return
+                decision = self._decide(request)
+                if decision is PENDING:
+                    self._waiting = request
+                    self._waiting_raw = raw
+                    rest = frames[i:]
+                    self._queue.extend(rest)
+                    self._queued_bytes += sum(len(f) for f in rest)
+                    return
+                self._apply(raw, request, decision)
+            else:
+                self._forward_other(t, raw)
+
+    def _request(self, raw: bytes) -> StatementRequest:
+        self._seq += 1
+        t = raw[0]
+        if t == _F_QUERY:
+            return StatementRequest("simple", m.Query.decode(raw[5:]).sql, None, self._seq)
+        if t == _F_PARSE:
+            p = m.Parse.decode(raw[5:])
+            return StatementRequest("extended", p.sql, p.name, self._seq)
+        m.FunctionCall.decode(raw[5:])
+        return StatementRequest("function_call", "", None, self._seq)
+
+    def _apply(self, raw: bytes, request: StatementRequest, decision: object) -> None:
+        t = raw[0]
+        if decision is not ALLOW and not isinstance(decision, Refusal):
+            decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
+        if t == _F_QUERY:
+            self._generation += 1
+            if decision is ALLOW:
+                self._up.append(raw)
+                self._expect.append(_Expect(_E_QUERY))
+            else:
+                self._up.append(own.raising_query(decision))
+                self._expect.append(_Expect(_E_QUERY, None, True))
+        elif t == _F_FUNCTION_CALL:
+            # A call by function OID escapes every statement rule: always refused.
+            self._generation += 1
+            if decision is ALLOW:
+                decision = Refusal(
+                    "42501",
+                    "pgwarden: blocked: the FunctionCall protocol message is not allowed",
+                    None,
+                    "Call the function from a SQL statement instead, e.g. SELECT f(...).",
+                )
+            self._up.append(own.raising_query(decision))
+            self._expect.append(_Expect(_E_QUERY, None, True))
+        else:  # Parse
+            if decision is ALLOW:
+                p = m.Parse.decode(raw[5:])
+                stmt = PreparedStatement(p.name, p.sql, p.param_types)
+                self.state.statements[p.name] = stmt
+                self._up.append(raw)
+                self._expect_extended(_Expect(_E_PARSE, stmt))
+            else:
+                self._up.append(own.raising_extended(decision))
+                self._expect_extended(_Expect(_E_OWN_PARSE))
+                self._expect_extended(_Expect(_E_OWN_BIND))
+                self._expect_extended(_Expect(_E_OWN_EXECUTE, None, True))
+                self._skip_to_sync = True
+
+    def _expect_extended(self, e: _Expect) -> None:
+        # While the server discards until Sync, messages sent before that Sync get no answer.
+        if not self._server_discarding:
+            self._expect.append(e)
+
+    def _forward_other(self, t: int, raw: bytes) -> None:
+        st = self.state
+        if t == _F_BIND:
+            b = m.Bind.decode(raw[5:])
+            stmt = st.statements.get(b.statement)
+            if stmt is None:  # the server will say it does not exist
+                stmt = PreparedStatement(b.statement, "")
+            portal = Portal(b.portal, stmt, b.result_formats, self._generation)
+            st.portals[b.portal] = portal
+            self._up.append(raw)
+            self._expect_extended(_Expect(_E_BIND, portal))
+        elif t == _F_EXECUTE:
+            name = m.Execute.decode(raw[5:]).portal
+            portal = st.portals.get(name)
+            if portal is not None and not portal.described and not portal.statement.described:
+                # The client never asked what this portal returns: ask for it.
+                portal.described = True
+                self._up.append(m.Describe("P", name).encode())
+                self._expect_extended(_Expect(_E_OWN_DESCRIBE, portal))
+            self._up.append(raw)
+            self._expect_extended(_Expect(_E_EXECUTE, portal))
+        elif t == _F_DESCRIBE:
+            d = m.Describe.decode(raw[5:])
+            target = (st.statements if d.kind == "S" else st.portals).get(d.name)
+            if target is not None:
+                target.described = True
+            self._up.append(raw)
+            self._expect_extended(_Expect(_E_DESCRIBE, target))
+        elif t == _F_SYNC:
+            self._generation += 1
+            self._server_discarding = False
+            self._up.append(raw)
+            self._expect.append(_Expect(_E_SYNC))
+        elif t == _F_CLOSE:
+            c = m.Close.decode(raw[5:])
+            (st.statements if c.kind == "S" else st.portals).pop(c.name, None)
+            self._up.append(raw)
+            self._expect_extended(_Expect(_E_CLOSE))
+        elif t == _F_FLUSH or t == _F_COPY_DATA or t == _F_COPY_DONE or t == _F_COPY_FAIL:
+            self._up.append(raw)
+        elif t == _F_TERMINATE:
+            self._up.append(raw)
+            self.terminated = True
+            self.closing = "client terminated"
+        elif t == _F_PASSWORD:
+            self.fail("unexpected password message after authentication")
+        else:  # pragma: no cover - FRONTEND_TYPES makes the framer refuse it first
+            self.fail(f"unknown message type {chr(t)!r}")
+
+    # ------------------------------------------------------------------ server side
+
+    def server_data(self, data: bytes) -> None:
+        try:
+            self._server.feed(data)
+            frames = self._server.frames()
+        except ProtocolError as e:
+            self.fail(f"the database sent an invalid message: {e}", "08006")
+            return
+        down = self._down
+        expect = self._expect
+        for raw in frames:
+            if type(raw) is Fragment:
+                down.append(raw.data)
+                continue
+            t = raw[0]
+            if t == _B_DATA_ROW:
+                if not self._in_result:
+                    self._begin_rows()
+                if self._transform is None:
+                    down.append(raw)
+                else:
+                    down.append(self._transform(raw))
+            elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
+                self._end_result()
+                if expect and expect[0].kind == _E_EXECUTE:
+                    expect.popleft()
+                down.append(raw)
+            elif t == _B_READY:
+                self._ready(raw)
+            elif t == _B_ROW_DESCRIPTION or t == _B_NO_DATA or t == _B_PARAM_DESCRIPTION:
+                self._description(t, raw)
+            elif t == _B_PARSE_COMPLETE or t == _B_BIND_COMPLETE or t == _B_CLOSE_COMPLETE:
+                e = expect.popleft() if expect else None
+                if e is None or e.kind not in (_E_OWN_PARSE, _E_OWN_BIND):
+                    down.append(raw)
+            elif t == _B_ERROR:
+                self._error(raw)
+            elif t == _B_PARAMETER:
+                p = m.ParameterStatus.decode(raw[5:])
+                self.state.parameters[p.name] = p.value
+                down.append(raw)
+            elif t == _B_COPY_OUT or t == _B_COPY_BOTH:
+                # COPY TO STDOUT rows are text or binary lines; their shape comes
+                # from the statement, which only the SQL analysis knows.
+                down.append(raw)
+            else:  # Notice, Notification, CopyIn, CopyData, CopyDone, ...
+                down.append(raw)
+        if self._transform is not None:
+            self._server.streamable = frozenset()
+
+    def _begin_rows(self) -> None:
+        """The first row of a result whose RowDescription came earlier (a portal's)."""
+        head = self._expect[0] if self._expect else None
+        shape = None
+        if head is not None and head.kind == _E_EXECUTE and head.target is not None:
+            shape = head.target.result_shape()
+        self._start_result(shape)
+
+    def _start_result(self, shape: m.RowDescription | None) -> None:
+        self._in_result = True
+        self.shape = shape
+        transform = None
+        if shape is not None and self._on_shape is not None:
+            transform = self._on_shape(shape)
+        self._transform = transform
+        self._server.streamable = (
+            frozenset({_B_DATA_ROW, _B_COPY_DATA}) if transform is None else frozenset()
+        )
+
+    def _end_result(self) -> None:
+        self._in_result = False
+        if self.shape is not None or self._transform is not None:
+            self.shape = None
+            self._transform = None
+            self._server.streamable = frozenset({_B_DATA_ROW, _B_COPY_DATA})
+
+    def _description(self, t: int, raw: bytes) -> None:
+        expect = self._expect
+        head = expect[0] if expect else None
+        if head is None or head.kind == _E_QUERY:
+            # Simple query: each result announces its own shape.
+            if t == _B_ROW_DESCRIPTION:
+                self._start_result(m.RowDescription.decode(raw[5:]))
+            self._down.append(raw)
+            return
+        target = head.target
+        if t == _B_PARAM_DESCRIPTION:
+            # Describe of a statement: the row part follows.
+            self._down.append(raw)
+            return
+        expect.popleft()
+        shape = m.RowDescription.decode(raw[5:]) if t == _B_ROW_DESCRIPTION else None
+        if target is not None:
+            target.shape = shape
+            target.no_data = shape is None
+        if head.kind == _E_DESCRIBE:
+            self._down.append(raw)
+        # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.
+
+    def _error(self, raw: bytes) -> None:
+        self._end_result()
+        expect = self._expect
+        head = expect[0] if expect else None
+        if head is not None and head.own_error:
+            raw = own.clean_own_error(raw)
+        if head is None or head.kind == _E_QUERY:
+            self._down.append(raw)
+            return
+        # Extended protocol: the server now discards everything until Sync.
+        while expect and expect[0].kind != _E_SYNC:
+            expect.popleft()
+        if not expect:
+            self._server_discarding = True
+        self._down.append(raw)
+
+    def _ready(self, raw: bytes) -> None:
+        self._end_result()
+        expect = self._expect
+        while expect:
+            e = expect.popleft()
+            if e.kind == _E_SYNC or e.kind == _E_QUERY:
+                break
+        status = chr(raw[5])
+        self.state.transaction_status = status
+        self._done_generation += 1
+        if status == "I" and self.state.portals:
+            # Portals end with their transaction; keep those bound after this Sync.
+            done = self._done_generation
+            self.state.portals = {
+                k: p for k, p in self.state.portals.items() if p.generation >= done
+            }
+        self._down.append(raw)

@@ -1,0 +1,59 @@
+"""Refusals raised by the server itself.
+
+pgwarden never emulates what a server error does to a session. In place of a
+refused statement it sends a statement of its own that raises pgwarden's error
+(a ``DO`` block with ``RAISE ... USING``), in the same protocol position. The
+server then aborts the transaction, applies skip-until-Sync, rolls back an
+implicit pipeline transaction and reports the transaction status, exactly as it
+would for an error of its own; there is no emulated state to get wrong.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from pgwarden.verdict import Refusal
+from pgwarden.wire import messages as m
+
+# ErrorResponse fields that describe pgwarden's DO block rather than the
+# client's statement; they are removed before the client sees the error.
+OWN_ERROR_NOISE = "WFLRPpq"
+
+
+def _literal(text: str) -> str:
+    """An escape-string literal, valid whatever standard_conforming_strings says."""
+    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+def raising_sql(refusal: Refusal) -> str:
+    """SQL that makes the server raise ``refusal`` as its own error."""
+    items = [f"ERRCODE = {_literal(refusal.sqlstate)}", f"MESSAGE = {_literal(refusal.message)}"]
+    if refusal.detail:
+        items.append(f"DETAIL = {_literal(refusal.detail)}")
+    if refusal.hint:
+        items.append(f"HINT = {_literal(refusal.hint)}")
+    body = f"BEGIN RAISE EXCEPTION USING {', '.join(items)}; END"
+    tag = "$pgwarden$"
+    while tag in body:
+        tag = f"$pgwarden_{secrets.token_hex(4)}$"
+    return f"DO {tag}{body}{tag}"
+
+
+def raising_query(refusal: Refusal) -> bytes:
+    """A simple-protocol Query that raises ``refusal``."""
+    return m.Query(raising_sql(refusal)).encode()
+
+
+def raising_extended(refusal: Refusal) -> bytes:
+    """Parse/Bind/Execute of the unnamed statement and portal, raising ``refusal`` on Execute."""
+    return (
+        m.Parse("", raising_sql(refusal)).encode()
+        + m.Bind("", "").encode()
+        + m.Execute("", 0).encode()
+    )
+
+
+def clean_own_error(raw: bytes) -> bytes:
+    """The server's report of pgwarden's own error, without the DO block's context."""
+    error = m.decode_backend(raw)
+    return error.without(OWN_ERROR_NOISE).encode()

@@ -1,0 +1,1 @@
+"""Testing tools for pgwarden and its plugin authors: a throwaway PostgreSQL, keys, fixtures."""

@@ -1,0 +1,164 @@
+"""A throwaway PostgreSQL server: initdb and pg_ctl in a temporary directory.
+
+PostgreSQL refuses to run as root; when we are root the server runs as an
+unprivileged user (``postgres`` if it exists, else one created for the purpose).
+Authentication over TCP is SCRAM by default; a few roles exercise the other
+methods pgwarden must speak upstream (md5, password, trust) and TLS.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+
+from pgwarden.testing.certs import make_ca_and_server
+
+SUPERUSER = "postgres"
+SUPERUSER_PASSWORD = "postgres-test-secret"
+APP_USER = "app"
+APP_PASSWORD = "app-upstream-Secr3t!"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _server_user() -> pwd.struct_passwd | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "pgwarden-test"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "pgwarden-test"],
+        check=True,
+    )
+    return pwd.getpwnam("pgwarden-test")
+
+
+def _bin(name: str) -> str:
+    found = shutil.which(name)
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    raise FileNotFoundError(f"{name} not found on PATH nor under /usr/lib/postgresql")
+
+
+class TempPostgres:
+    """One server, started by `start()` and removed by `stop()`."""
+
+    def __init__(self, base: Path | None = None, port: int | None = None) -> None:
+        self.base = Path(base or tempfile.mkdtemp(prefix="pgwarden-pg-"))
+        self.data = self.base / "data"
+        self.socket_dir = self.base / "sock"
+        self.port = port or free_port()
+        self.host = "127.0.0.1"
+        self._user = _server_user()
+        self.certs: dict[str, Path] = {}
+
+    # ------------------------------------------------------------------ running as the server user
+
+    def _run(self, args: list[str], **kw) -> subprocess.CompletedProcess:
+        if self._user is not None:
+            kw.setdefault("user", self._user.pw_uid)
+            kw.setdefault("group", self._user.pw_gid)
+            kw.setdefault("extra_groups", [])
+        done = subprocess.run(args, capture_output=True, text=True, **kw)
+        if done.returncode != 0:
+            raise RuntimeError(f"{Path(args[0]).name} failed ({done.returncode}): {done.stderr.strip()}")
+        return done
+
+    def start(self) -> TempPostgres:
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        pwfile = self.base / "pwfile"
+        pwfile.write_text(SUPERUSER_PASSWORD + "\n")
+        self.certs = make_ca_and_server(self.base / "tls")
+        if self._user is not None:
+            for p in (self.base, self.socket_dir, pwfile, *self.base.joinpath("tls").iterdir(), self.base / "tls"):
+                os.chown(p, self._user.pw_uid, self._user.pw_gid)
+            os.chmod(self.base, 0o755)
+        self._run(
+            [
+                _bin("initdb"), "-D", str(self.data), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--locale=C",
+                "--no-sync",
+            ]
+        )
+        with open(self.data / "postgresql.conf", "a") as conf:
+            conf.write(
+                f"""
+listen_addresses = '127.0.0.1'
+port = {self.port}
+unix_socket_directories = '{self.socket_dir}'
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+ssl = on
+ssl_cert_file = '{self.certs["cert"]}'
+ssl_key_file = '{self.certs["key"]}'
+password_encryption = 'scram-sha-256'
+log_min_messages = warning
+"""
+            )
+        hba = self.data / "pg_hba.conf"
+        hba.write_text(
+            "local all all trust\n"
+            "hostssl all tls_only 127.0.0.1/32 scram-sha-256\n"
+            "host all tls_only 127.0.0.1/32 reject\n"
+            "host all md5_user 127.0.0.1/32 md5\n"
+            "host all clear_user 127.0.0.1/32 password\n"
+            "host all trust_user 127.0.0.1/32 trust\n"
+            "host all all 127.0.0.1/32 scram-sha-256\n"
+        )
+        self._run([_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"), "-w", "start"])
+        self.psql(
+            f"CREATE ROLE {APP_USER} LOGIN SUPERUSER PASSWORD '{APP_PASSWORD}';"
+            "SET password_encryption = 'md5';"
+            f"CREATE ROLE md5_user LOGIN SUPERUSER PASSWORD '{APP_PASSWORD}';"
+            "RESET password_encryption;"
+            f"CREATE ROLE clear_user LOGIN SUPERUSER PASSWORD '{APP_PASSWORD}';"
+            "CREATE ROLE trust_user LOGIN SUPERUSER;"
+            f"CREATE ROLE tls_only LOGIN SUPERUSER PASSWORD '{APP_PASSWORD}';"
+        )
+        self.psql(f"CREATE DATABASE appdb OWNER {APP_USER}")
+        return self
+
+    def psql(self, sql: str, database: str = "postgres") -> str:
+        """Runs SQL over the Unix socket as the superuser; returns the unaligned output."""
+        out = subprocess.run(
+            [_bin("psql"), "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", str(self.socket_dir),
+             "-p", str(self.port), "-U", SUPERUSER, "-d", database, "-c", sql],
+            capture_output=True, text=True,
+        )
+        if out.returncode != 0:
+            raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+        return out.stdout.strip()
+
+    def dsn(self, user: str = APP_USER, password: str = APP_PASSWORD, database: str = "appdb") -> str:
+        return f"host={self.host} port={self.port} user={user} password={password} dbname={database}"
+
+    def stop(self) -> None:
+        if self.data.exists():
+            try:
+                self._run([_bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"])
+            except RuntimeError:
+                pass
+        shutil.rmtree(self.base, ignore_errors=True)
+
+    def __enter__(self) -> TempPostgres:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -1,0 +1,140 @@
+"""pytest fixtures: a throwaway PostgreSQL, signing keys, and pgwarden in front of it.
+
+Loaded through the ``pytest11`` entry point, so a plugin author's tests get the
+same fixtures as pgwarden's own. pgwarden runs in-process on a reactor thread
+(so an inline decider or plugin can be handed in); the clients under test run
+in the test's thread and speak to it over real sockets.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres, free_port
+
+ISSUER = "https://issuer.pgwarden.test"
+AUDIENCE = "pgwarden"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> TempPostgres:
+    """A PostgreSQL server for the whole test session."""
+    # Not under pytest's tmp_path: that is private to root, and the server may not be root.
+    server = TempPostgres()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory) -> dict[str, Path]:
+    from pgwarden.tokens import generate_key
+
+    private, jwks = generate_key(tmp_path_factory.mktemp("keys"))
+    return {"private": private, "jwks": jwks}
+
+
+@pytest.fixture(scope="session")
+def reactor_thread():
+    """The Twisted reactor, running in a background thread for the session."""
+    from twisted.internet import reactor
+
+    if not reactor.running:
+        thread = threading.Thread(
+            target=reactor.run, kwargs={"installSignalHandlers": False}, daemon=True, name="reactor"
+        )
+        thread.start()
+    yield reactor
+
+
+@attrs.define
+class RunningPgwarden:
+    """A pgwarden listening in this process, and how to reach it."""
+
+    app: Any
+    port: int
+    keys: dict[str, Path]
+    reactor: Any
+    host: str = "127.0.0.1"
+
+    def token(self, subject: str = "agent-1", groups: list[str] | None = None, **kw) -> str:
+        from pgwarden.tokens import mint
+
+        return mint(self.keys["private"], subject=subject, issuer=ISSUER, audience=AUDIENCE,
+                    groups=groups if groups is not None else ["ai-agents"], **kw)
+
+    def dsn(self, token: str | None = None, database: str = "appdb", **params: str) -> str:
+        parts = [f"host={self.host}", f"port={self.port}", "user=agent", f"dbname={database}",
+                 f"password={token or self.token()}", "sslmode=disable"]
+        parts += [f"{k}={v}" for k, v in params.items()]
+        return " ".join(parts)
+
+    def url(self, token: str | None = None, database: str = "appdb") -> str:
+        return f"postgresql://agent:{token or self.token()}@{self.host}:{self.port}/{database}"
+
+    def call(self, f, *args, **kw):
+        """Runs ``f`` on the reactor thread and waits for its result."""
+        from twisted.internet.threads import blockingCallFromThread
+
+        return blockingCallFromThread(self.reactor, f, *args, **kw)
+
+
+def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overrides) -> dict:
+    """The config document (a dict, as YAML would give) of a pgwarden in front of ``pg``."""
+    pwfile = workdir / "upstream-password"
+    pwfile.write_text(APP_PASSWORD + "\n")
+    doc: dict = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "upstream": {
+            "host": pg.host, "port": pg.port, "database": "appdb", "user": APP_USER,
+            "password_file": str(pwfile),
+        },
+        "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(keys["jwks"])}},
+    }
+    for section, value in overrides.items():
+        if isinstance(value, dict) and isinstance(doc.get(section), dict):
+            doc[section] = {**doc[section], **value}
+        else:
+            doc[section] = value
+    return doc
+
+
+@pytest.fixture
+def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
+    """Starts a pgwarden with config overrides and an optional decider; stopped after the test."""
+    from pgwarden.app import Application, allow_everything
+    from pgwarden.config import _CONVERTER, Config
+
+    started: list[RunningPgwarden] = []
+
+    def start(decide=allow_everything, **overrides) -> RunningPgwarden:
+        doc = base_config(pg_server, signing_keys, tmp_path, **overrides)
+        config = _CONVERTER.structure(doc, Config)
+
+        def listen():
+            app = Application(config, reactor_thread, decide=decide)
+            port = app.listen()
+            return app, port.getHost().port
+
+        rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
+        rp.app, rp.port = rp.call(listen)
+        started.append(rp)
+        return rp
+
+    yield start
+    for rp in started:
+        rp.call(rp.app.stop)
+
+
+@pytest.fixture
+def pgwarden(make_pgwarden) -> RunningPgwarden:
+    """A pass-through pgwarden (every statement allowed)."""
+    return make_pgwarden()
+
+
+__all__ = ["RunningPgwarden", "base_config", "free_port"]

@@ -1,0 +1,200 @@
+"""Incremental framers: any split of the byte stream gives the same messages.
+
+`StartupFramer` reads the untyped packets a client sends before authentication;
+`MessageFramer` reads typed messages. Both buffer into a `bytearray`, refuse a
+length prefix above their bound before allocating anything, and hand out whole
+messages as raw bytes: decoding is left to whoever needs the fields.
+
+A message of a *streamable* type (DataRow, CopyData when nothing needs to look
+inside) may exceed the bound: once its header has arrived it is handed out as
+`Fragment`s as bytes come in, so a gigabyte value passes with bounded memory.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Final
+
+import attrs
+
+from pgwarden.wire.errors import MessageTooLarge, ProtocolError
+from pgwarden.wire.messages import decode_startup
+
+
+class _NeedData:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NEED_DATA"
+
+
+NEED_DATA: Final = _NeedData()
+
+_LEN = struct.Struct("!i")
+_HEADER = struct.Struct("!Bi")
+
+DEFAULT_MAX_MESSAGE: Final = 16 * 1024 * 1024
+# Startup packets are tiny; PostgreSQL itself caps them at 10000 bytes.
+MAX_STARTUP_PACKET: Final = 10000
+# A streamable message longer than this is relayed in pieces as it arrives.
+STREAM_THRESHOLD: Final = 256 * 1024
+
+
+@attrs.frozen
+class Fragment:
+    """A piece of a large message relayed without buffering it whole.
+
+    ``first`` is true for the piece that starts with the type byte and length;
+    ``last`` for the piece that ends the message.
+    """
+
+    type: int
+    data: bytes
+    first: bool
+    last: bool
+
+
+class StartupFramer:
+    """Frames untyped startup packets: a length word, then the body."""
+
+    def __init__(self, max_size: int = MAX_STARTUP_PACKET) -> None:
+        self._buf = bytearray()
+        self._max = max_size
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    def next_packet(self):
+        """The next decoded startup packet, or NEED_DATA."""
+        buf = self._buf
+        if len(buf) < 4:
+            return NEED_DATA
+        (length,) = _LEN.unpack_from(buf, 0)
+        if length < 8 or length > self._max:
+            raise ProtocolError(f"invalid startup packet length {length}")
+        if len(buf) < length:
+            return NEED_DATA
+        body = bytes(buf[4:length])
+        del buf[:length]
+        return decode_startup(body)
+
+    def take_rest(self) -> bytes:
+        """Bytes received after the last packet (they belong to the next phase)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
+
+class MessageFramer:
+    """Frames typed messages: type byte, int32 length (itself included), body."""
+
+    __slots__ = ("_buf", "_max", "_need", "streamable", "_stream_left", "_stream_type", "valid_types")
+
+    def __init__(
+        self,
+        max_size: int = DEFAULT_MAX_MESSAGE,
+        valid_types: frozenset[int] | None = None,
+    ) -> None:
+        self._buf = bytearray()
+        self._max = max_size
+        #: type bytes (as ints) that may be handed out as Fragments when large.
+        self.streamable: frozenset[int] = frozenset()
+        #: when set, any other type byte is a ProtocolError as soon as it is seen.
+        self.valid_types = valid_types
+        self._stream_left = 0
+        self._stream_type = 0
+        self._need = 0
+
+    def feed(self, data: bytes) -> None:
+        self._buf += data
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
+
+    def frames(self) -> list:
+        """Every complete message buffered so far (raw bytes), plus Fragments.
+
+        Raises ProtocolError for a length that cannot be right or that exceeds
+        the bound; nothing of the claimed size is allocated first.
+        """
+        buf = self._buf
+        n = len(buf)
+        if n < self._need:
+            return []
+        out: list = []
+        pos = 0
+        if self._stream_left:
+            take = min(self._stream_left, n)
+            self._stream_left -= take
+            out.append(Fragment(self._stream_type, bytes(buf[:take]), False, self._stream_left == 0))
+            pos = take
+        # One copy of the buffer, then slices of immutable bytes: cheaper per
+        # message than slicing the bytearray and converting each slice.
+        data = bytes(buf)
+        unpack = _HEADER.unpack_from
+        valid = self.valid_types
+        maximum = self._max
+        need = 0
+        while n - pos >= 5:
+            t, length = unpack(data, pos)
+            end = pos + 1 + length
+            if end <= n and 4 <= length <= maximum:
+                if valid is not None and t not in valid:
+                    raise ProtocolError(f"unknown message type {chr(t)!r}")
+                out.append(data[pos:end])
+                pos = end
+                continue
+            if valid is not None and t not in valid:
+                raise ProtocolError(f"unknown message type {chr(t)!r}")
+            if length < 4:
+                raise ProtocolError(f"invalid message length {length} for type {chr(t)!r}")
+            if t in self.streamable:
+                if end <= n:
+                    out.append(data[pos:end])
+                    pos = end
+                    continue
+                if length > STREAM_THRESHOLD:
+                    # Relay what has arrived; the rest follows as Fragments.
+                    out.append(Fragment(t, data[pos:n], True, False))
+                    self._stream_left = end - n
+                    self._stream_type = t
+                    pos = n
+                    break
+            elif length > maximum:
+                raise MessageTooLarge(
+                    f"message of type {chr(t)!r} claims {length} bytes, "
+                    f"more than the limit of {maximum}"
+                )
+            need = end - pos
+            break
+        if pos:
+            del buf[:pos]
+        self._need = need
+        return out
+
+    def next_frame(self):
+        """One complete message as raw bytes, or NEED_DATA (convenience for handshakes)."""
+        buf = self._buf
+        if len(buf) < 5:
+            return NEED_DATA
+        t, length = _HEADER.unpack_from(buf, 0)
+        if self.valid_types is not None and t not in self.valid_types:
+            raise ProtocolError(f"unknown message type {chr(t)!r}")
+        if length < 4:
+            raise ProtocolError(f"invalid message length {length} for type {chr(t)!r}")
+        if length > self._max:
+            raise MessageTooLarge(
+                f"message of type {chr(t)!r} claims {length} bytes, more than the limit of {self._max}"
+            )
+        end = 1 + length
+        if len(buf) < end:
+            return NEED_DATA
+        raw = bytes(buf[:end])
+        del buf[:end]
+        return raw
+
+    def take_rest(self) -> bytes:
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest

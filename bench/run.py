@@ -1,0 +1,972 @@
+#!/usr/bin/env python3
+"""pgbench against PostgreSQL directly, through pgwarden and through PgBouncer, in one run.
+
+Why one script does everything: the three figures of a workload only mean
+something next to each other when they were taken on the same machine, the same
+data and the same minute. So this starts a throwaway PostgreSQL, fills it with
+``pgbench -i``, puts pgwarden and PgBouncer in front of it, and then runs each
+workload against the three targets back to back (rotating which goes first)
+before moving on to the next workload.
+
+Prints a table of TPS and ratios, the latency pgwarden adds per statement, and
+pgwarden's memory; writes the same to ``.bench/results.json``. Everything it
+started is stopped and every temporary directory removed on exit, Ctrl-C and
+errors included.
+
+    make bench                      # default: 15 s per run
+    .venv/bin/python bench/run.py --quick --only select-simple --no-pgbouncer
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # benchmark the working tree, not some other install
+
+import yaml  # noqa: E402  (after the path tweak on purpose)
+
+from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres, free_port  # noqa: E402
+from pgwarden.tokens import generate_key, mint  # noqa: E402
+
+RESULTS_FILE = REPO / ".bench" / "results.json"
+DATABASE = "appdb"
+SCALE = 10
+CLIENTS = 8
+THREADS = 2
+ISSUER = "https://issuer.pgwarden.bench"
+AUDIENCE = "pgwarden"
+BENCH_SUBJECT = "bench-agent"
+PGBOUNCER_RUN_AS = "postgres"
+ROWS_SCRIPT = "SELECT * FROM pgbench_accounts WHERE aid <= 10000;\n"
+
+DIRECT, PGWARDEN, PGBOUNCER = "direct", "pgwarden", "pgbouncer"
+
+
+# ---------------------------------------------------------------------------------------------
+# What is measured
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One pgbench invocation pattern, run identically against every target."""
+
+    name: str
+    title: str
+    args: tuple[str, ...]
+    script: str | None = None  # a custom script file's text, instead of a built-in script
+    clients: int = CLIENTS
+    threads: int = THREADS
+
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload("select-simple", "select-only, simple protocol", ("-S", "-M", "simple")),
+    Workload("select-extended", "select-only, extended protocol", ("-S", "-M", "extended")),
+    Workload("select-prepared", "select-only, prepared statements", ("-S", "-M", "prepared")),
+    Workload("tpcb", "TPC-B-like (pgbench default script)", ("-M", "simple")),
+    Workload("rows-10k", "10,000-row result per transaction", ("-M", "simple"), script=ROWS_SCRIPT),
+    Workload("connect", "new connection per transaction (-C), select-only simple",
+             ("-S", "-M", "simple", "-C")),
+)
+
+# Not a throughput figure: one client, so pgbench's average latency is the round
+# trip of one statement and the difference to direct is what the proxy adds.
+LATENCY = Workload("latency-1c", "1 client, select-only simple (added latency)",
+                   ("-S", "-M", "simple"), clients=1, threads=1)
+
+ALL_NAMES = [w.name for w in WORKLOADS] + [LATENCY.name]
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where pgbench connects, and as whom."""
+
+    name: str
+    host: str
+    port: int
+    user: str
+    password: str
+
+    def env(self) -> dict[str, str]:
+        """The environment for libpq clients: our password, and no inherited PG* surprises.
+
+        TLS and GSS encryption are off for every target so that none of them pays
+        for encryption the others do not (the test server does have ssl = on).
+        """
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env.update(PGPASSWORD=self.password, PGSSLMODE="disable", PGGSSENCMODE="disable",
+                   PGCONNECT_TIMEOUT="15")
+        return env
+
+    def conn_args(self) -> list[str]:
+        return ["-h", self.host, "-p", str(self.port), "-U", self.user]
+
+
+@dataclass
+class RunResult:
+    """The outcome of one pgbench run against one target."""
+
+    target: str
+    ok: bool = False
+    tps: float | None = None
+    tps_basis: str | None = None  # pgbench's words, e.g. "without initial connection time"
+    latency_ms: float | None = None
+    connection_ms: float | None = None  # pgbench's "average connection time" (-C runs)
+    transactions: int | None = None
+    failed_transactions: int | None = None
+    error: str | None = None
+    command: str = ""
+    # pgwarden only: its resources while this run lasted
+    pgwarden_peak_rss_kib: int | None = None
+    pgwarden_cpu_percent: float | None = None
+    pgwarden_log_errors: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=int, default=None,
+                   help="seconds per pgbench run (default 15, or 5 with --quick)")
+    p.add_argument("--quick", action="store_true", help="5-second runs: a smoke test, not a measurement")
+    p.add_argument("--only", action="append", choices=ALL_NAMES, metavar="WORKLOAD",
+                   help=f"run only this workload (repeatable): {', '.join(ALL_NAMES)}")
+    p.add_argument("--no-pgbouncer", action="store_true", help="leave PgBouncer out")
+    args = p.parse_args(argv)
+    if args.duration is None:
+        args.duration = 5 if args.quick else 15
+    if args.duration <= 0:
+        p.error("--duration must be positive")
+    return args
+
+
+def say(message: str) -> None:
+    """Progress goes to stderr, so stdout carries only the report."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Child processes
+
+
+class Service:
+    """A long-running child process we started, with its output in a log file.
+
+    Started in its own session so a Ctrl-C in the terminal reaches us, not it:
+    we then stop it ourselves, in order, and know it is gone.
+    """
+
+    def __init__(self, name: str, argv: list[str], log_path: Path, **popen_kw) -> None:
+        self.name = name
+        self.argv = argv
+        self.log_path = log_path
+        self._popen_kw = popen_kw
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Service:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         start_new_session=True, **self._popen_kw)
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_since(0).splitlines()[-lines:])
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL if it will not go; only ever our own pid."""
+        if not self.alive():
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout)
+
+
+def wait_for_port(host: str, port: int, service: Service, timeout: float = 20.0) -> None:
+    """Returns once something accepts TCP connections there; raises if the service died first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not service.alive():
+            raise RuntimeError(f"{service.name} exited ({service.proc.returncode}):\n{service.log_tail()}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{service.name} did not listen on {host}:{port} within {timeout:.0f}s:\n"
+                       f"{service.log_tail()}")
+
+
+def tool(name: str) -> str:
+    """The path of a command, looking in the sbin directories too (pgbouncer lives in /usr/sbin)."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/usr/local/sbin:/sbin")
+    if found:
+        return found
+    for candidate in sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), reverse=True):
+        return str(candidate)
+    raise FileNotFoundError(f"{name} not found on PATH")
+
+
+def probe(target: Target) -> str | None:
+    """One `SELECT 1` through the target; returns why it failed, or None.
+
+    Why: a target that cannot serve a trivial query would otherwise fail every
+    workload one by one (or hang each until its timeout) with less clear output.
+    """
+    cmd = [tool("psql"), "-X", "-q", "-A", "-t", *target.conn_args(), "-d", DATABASE, "-c", "SELECT 1"]
+    try:
+        done = subprocess.run(cmd, env=target.env(), capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "SELECT 1 did not answer within 30 s"
+    if done.returncode != 0 or done.stdout.strip() != "1":
+        return f"SELECT 1 failed (exit {done.returncode}): {done.stderr.strip() or done.stdout.strip()}"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL
+
+
+def start_postgres(stack: contextlib.ExitStack) -> TempPostgres:
+    """A throwaway server; its stop() is registered before start() so a half start is cleaned up."""
+    pg = TempPostgres()
+    stack.callback(pg.stop)
+    say(f"starting PostgreSQL on {pg.host}:{pg.port}")
+    return pg.start()
+
+
+def init_pgbench_data(direct: Target) -> None:
+    """`pgbench -i` as the application role over TCP, the way the benchmark clients connect."""
+    say(f"pgbench -i -s {SCALE} (about {SCALE * 100_000:,} accounts)")
+    cmd = [tool("pgbench"), "-i", "-s", str(SCALE), "-q", *direct.conn_args(), DATABASE]
+    done = subprocess.run(cmd, env=direct.env(), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench -i failed ({done.returncode}):\n{done.stderr.strip()}")
+
+
+def reset_tables(pg: TempPostgres) -> None:
+    """What pgbench does before a run (vacuum, empty history), done here directly.
+
+    Why here and not by pgbench: it is then the same for every target, costs no
+    target anything, and the runs pass -n. The checkpoint keeps one run's dirty
+    pages from being written during the next.
+    """
+    pg.psql("VACUUM pgbench_branches, pgbench_tellers", DATABASE)
+    pg.psql("TRUNCATE pgbench_history", DATABASE)
+    pg.psql("CHECKPOINT", DATABASE)
+
+
+# ---------------------------------------------------------------------------------------------
+# pgwarden
+
+
+def write_pgwarden_config(pg: TempPostgres, workdir: Path) -> tuple[Path, str]:
+    """A pass-through pgwarden before ``pg`` (same shape as the test harness's), and a token for it.
+
+    Port 0 plus --ready-file: the kernel picks a free port, so there is no race
+    with anything else choosing one.
+    """
+    private_key, jwks = generate_key(workdir / "keys")
+    password_file = workdir / "upstream-password"
+    password_file.write_text(APP_PASSWORD + "\n")
+    password_file.chmod(0o600)
+    doc = {
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "upstream": {"host": pg.host, "port": pg.port, "database": DATABASE, "user": APP_USER,
+                     "password_file": str(password_file)},
+        "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(jwks)}},
+    }
+    config = workdir / "pgwarden.yaml"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    # Long-lived, so a long --duration never outlives it mid-run.
+    token = mint(private_key, subject=BENCH_SUBJECT, issuer=ISSUER, audience=AUDIENCE,
+                 groups=["bench"], ttl_s=24 * 3600)
+    return config, token
+
+
+def start_pgwarden(config: Path, workdir: Path, stack: contextlib.ExitStack) -> tuple[Service, int]:
+    """`python -m pgwarden run` as a child process; returns it and the port from its ready file."""
+    ready = workdir / "pgwarden.ready"
+    ready.unlink(missing_ok=True)
+    svc = Service(PGWARDEN, [sys.executable, "-m", "pgwarden", "run", "-c", str(config),
+                             "--ready-file", str(ready)],
+                  workdir / "pgwarden.log", cwd=str(REPO)).start()
+    stack.callback(svc.stop)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not svc.alive():
+            raise RuntimeError(f"pgwarden exited ({svc.proc.returncode}) before listening:\n{svc.log_tail()}")
+        with contextlib.suppress(OSError, ValueError):
+            return svc, int(ready.read_text().strip())
+        time.sleep(0.05)
+    raise RuntimeError(f"pgwarden wrote no ready file within 30 s:\n{svc.log_tail()}")
+
+
+ERROR_LINE = re.compile(r"#(error|critical|failure)\]|Traceback|Unhandled", re.IGNORECASE)
+
+
+def error_lines(log_text: str, limit: int = 20) -> list[str]:
+    """The lines of pgwarden's log that report an error, so a run that 'passed' still shows them."""
+    found = [line for line in log_text.splitlines() if ERROR_LINE.search(line)]
+    if len(found) > limit:
+        found = found[:limit] + [f"... and {len(found) - limit} more"]
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# PgBouncer
+
+
+def find_or_install_pgbouncer() -> tuple[str | None, str]:
+    """pgbouncer's path, installing the Debian package if needed; or None and the reason."""
+    with contextlib.suppress(FileNotFoundError):
+        return tool("pgbouncer"), ""
+    if os.geteuid() != 0:
+        return None, "pgbouncer is not installed and we are not root, so apt-get cannot install it"
+    if not shutil.which("apt-get"):
+        return None, "pgbouncer is not installed and there is no apt-get to install it"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", "pgbouncer"]
+    say("pgbouncer not found; installing it with apt-get")
+    done = subprocess.run(install, env=env, capture_output=True, text=True)
+    if done.returncode != 0:  # perhaps stale package lists: refresh once and retry
+        say("apt-get install failed; running apt-get update and retrying")
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True, text=True)
+        done = subprocess.run(install, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
+        return None, f"apt-get install pgbouncer failed ({done.returncode}): {tail}"
+    try:
+        return tool("pgbouncer"), ""
+    except FileNotFoundError:
+        return None, "apt-get installed pgbouncer but no pgbouncer binary was found"
+
+
+def pgbouncer_version(binary: str) -> str:
+    done = subprocess.run([binary, "--version"], capture_output=True, text=True)
+    return (done.stdout or done.stderr).strip().splitlines()[0] if done.returncode == 0 else "unknown"
+
+
+def write_pgbouncer_config(pg: TempPostgres, directory: Path, port: int) -> Path:
+    """Session pooling, SCRAM with a userlist, TCP on loopback only, no Unix socket.
+
+    The userlist holds the plain password so PgBouncer can both check the
+    client's SCRAM login and log in upstream with SCRAM itself.
+    """
+    (directory / "userlist.txt").write_text(f'"{APP_USER}" "{APP_PASSWORD}"\n')
+    ini = directory / "pgbouncer.ini"
+    ini.write_text(
+        f"""[databases]
+{DATABASE} = host={pg.host} port={pg.port} dbname={DATABASE}
+
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = {port}
+unix_socket_dir =
+auth_type = scram-sha-256
+auth_file = {directory / "userlist.txt"}
+pool_mode = session
+max_client_conn = 100
+default_pool_size = 20
+server_tls_sslmode = disable
+client_tls_sslmode = disable
+logfile =
+syslog = 0
+log_connections = 0
+log_disconnections = 0
+"""
+    )
+    return ini
+
+
+def start_pgbouncer(binary: str, pg: TempPostgres, stack: contextlib.ExitStack) -> tuple[Service, int]:
+    """PgBouncer in the foreground as an unprivileged user, in a temp dir only that user can read."""
+    user = pwd.getpwnam(PGBOUNCER_RUN_AS) if os.geteuid() == 0 else None
+    directory = Path(tempfile.mkdtemp(prefix="pgwarden-bench-pgbouncer-"))
+    stack.callback(shutil.rmtree, directory, ignore_errors=True)
+    port = free_port()
+    ini = write_pgbouncer_config(pg, directory, port)
+    popen_kw: dict = {"cwd": str(directory)}
+    if user is not None:
+        for path in (directory, *directory.iterdir()):
+            os.chown(path, user.pw_uid, user.pw_gid)
+        popen_kw.update(user=user.pw_uid, group=user.pw_gid, extra_groups=[])
+    directory.chmod(0o700)
+    svc = Service(PGBOUNCER, [binary, str(ini)], directory / "pgbouncer.log", **popen_kw).start()
+    stack.callback(svc.stop)
+    wait_for_port("127.0.0.1", port, svc)
+    return svc, port
+
+
+def setup_pgbouncer(pg: TempPostgres, stack: contextlib.ExitStack) -> tuple[Target | None, str, str]:
+    """PgBouncer as a target, or None with the reason it could not be had (the run goes on)."""
+    binary, why = find_or_install_pgbouncer()
+    if binary is None:
+        return None, why, ""
+    version = pgbouncer_version(binary)
+    try:
+        _svc, port = start_pgbouncer(binary, pg, stack)
+    except (RuntimeError, OSError, KeyError) as e:
+        return None, f"pgbouncer did not start: {e}", version
+    target = Target(PGBOUNCER, "127.0.0.1", port, APP_USER, APP_PASSWORD)
+    failure = probe(target)
+    if failure:
+        return None, f"pgbouncer does not serve queries: {failure}", version
+    return target, "", version
+
+
+# ---------------------------------------------------------------------------------------------
+# pgwarden's memory and CPU
+
+
+class ResourceSampler:
+    """Polls /proc/<pid>/status for VmRSS in a background thread.
+
+    Why poll: the peak while a large result streams through is what matters for
+    sizing, and it lasts only as long as the stream; VmHWM at the end gives the
+    true high-water mark, the per-run peaks say which workload reached it.
+    """
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._phase_peak = 0
+        self._thread = threading.Thread(target=self._loop, name="rss-sampler", daemon=True)
+        self._phase_cpu: tuple[float, float] | None = None
+
+    def start(self) -> ResourceSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+
+    def watch(self, pid: int) -> None:
+        """Follow a restarted pgwarden."""
+        with self._lock:
+            self.pid = pid
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            rss = read_status_kib(self.pid, "VmRSS")
+            if rss is not None:
+                with self._lock:
+                    self._phase_peak = max(self._phase_peak, rss)
+
+    def begin_phase(self) -> None:
+        with self._lock:
+            self._phase_peak = read_status_kib(self.pid, "VmRSS") or 0
+        self._phase_cpu = (time.monotonic(), read_cpu_seconds(self.pid) or 0.0)
+
+    def end_phase(self) -> tuple[int, float | None]:
+        """Peak RSS (KiB) since begin_phase, and CPU use as a percentage of one core."""
+        with self._lock:
+            peak = max(self._phase_peak, read_status_kib(self.pid, "VmRSS") or 0)
+        cpu_percent = None
+        cpu_now = read_cpu_seconds(self.pid)
+        if self._phase_cpu and cpu_now is not None:
+            started, cpu_then = self._phase_cpu
+            wall = time.monotonic() - started
+            if wall > 0 and cpu_now >= cpu_then:
+                cpu_percent = 100.0 * (cpu_now - cpu_then) / wall
+        return peak, cpu_percent
+
+
+def read_status_kib(pid: int, key: str) -> int | None:
+    """A `kB` line (VmRSS, VmHWM, ...) of /proc/<pid>/status, or None if the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def read_cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of the process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# pgbench
+
+
+TPS_LINE = re.compile(r"^tps = ([0-9.]+) \(([^)]*)\)", re.MULTILINE)
+LATENCY_LINE = re.compile(r"^latency average = ([0-9.]+) ms", re.MULTILINE)
+CONNECTION_LINE = re.compile(r"^average connection time = ([0-9.]+) ms", re.MULTILINE)
+PROCESSED_LINE = re.compile(r"^number of transactions actually processed: (\d+)", re.MULTILINE)
+FAILED_LINE = re.compile(r"^number of failed transactions: (\d+)", re.MULTILINE)
+
+
+def parse_pgbench(stdout: str, result: RunResult) -> None:
+    """Fills TPS, latency and counts from pgbench's summary.
+
+    pgbench 15 prints "tps = N (without initial connection time)" normally, and
+    with -C only "tps = N (including reconnection times)", connecting being the
+    point there; pgbench before 14 printed both an "including connections
+    establishing" and an "excluding" line. The figure without connection time is
+    taken where there is one, else the one including it; which one is recorded.
+    """
+    lines = TPS_LINE.findall(stdout)
+    without = [(v, b) for v, b in lines if b.startswith(("without", "excluding"))]
+    chosen = (without or lines or [None])[0]
+    if chosen is not None:
+        result.tps, result.tps_basis = float(chosen[0]), chosen[1]
+    if m := LATENCY_LINE.search(stdout):
+        result.latency_ms = float(m.group(1))
+    if m := CONNECTION_LINE.search(stdout):
+        result.connection_ms = float(m.group(1))
+    if m := PROCESSED_LINE.search(stdout):
+        result.transactions = int(m.group(1))
+    if m := FAILED_LINE.search(stdout):
+        result.failed_transactions = int(m.group(1))
+
+
+def summarize_failure(done: subprocess.CompletedProcess) -> str:
+    """pgbench's own error lines (all of them, bounded), then the tail of its stderr."""
+    lines = (done.stderr or "").strip().splitlines()
+    errors = [ln for ln in lines if "error" in ln.lower() or "fatal" in ln.lower()]
+    picked = errors[:8] + (["..."] if len(errors) > 8 else []) + lines[-4:]
+    seen: list[str] = []
+    for ln in picked:
+        if ln not in seen:
+            seen.append(ln)
+    return f"pgbench exited {done.returncode}:\n" + "\n".join(seen)
+
+
+def run_pgbench(workload: Workload, target: Target, duration: int, script_dir: Path) -> RunResult:
+    """One timed pgbench run; never raises for a failing target, the failure is the result."""
+    cmd = [tool("pgbench"), *target.conn_args(), "-n", "-T", str(duration),
+           "-c", str(workload.clients), "-j", str(workload.threads), *workload.args]
+    if workload.script is not None:
+        script = script_dir / f"{workload.name}.sql"
+        script.write_text(workload.script)
+        cmd += ["-f", str(script)]
+    cmd.append(DATABASE)
+    result = RunResult(target=target.name, command=" ".join(cmd))
+    try:
+        done = subprocess.run(cmd, env=target.env(), capture_output=True, text=True,
+                              timeout=duration + 120)
+    except subprocess.TimeoutExpired as e:
+        result.error = f"pgbench did not finish within {duration + 120} s (killed)\n" + \
+            (e.stderr.decode(errors="replace") if isinstance(e.stderr, bytes) else (e.stderr or ""))[-2000:]
+        return result
+    parse_pgbench(done.stdout, result)
+    if done.returncode != 0:
+        result.error = summarize_failure(done)
+    elif result.tps is None:
+        result.error = f"no tps line in pgbench's output:\n{done.stdout[-1500:]}"
+    elif result.failed_transactions:
+        result.error = f"{result.failed_transactions} failed transactions"
+    result.ok = result.error is None
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# Running the workloads
+
+
+class PgwardenRunner:
+    """Keeps pgwarden up across workloads and notes what it did during each run.
+
+    Why a class: a pgwarden that crashes in one workload is a finding to report,
+    not a reason to lose the others, so it is restarted (and the crash recorded).
+    """
+
+    def __init__(self, config: Path, workdir: Path, token: str, stack: contextlib.ExitStack) -> None:
+        self.config, self.workdir, self.token, self.stack = config, workdir, token, stack
+        self.service, port = start_pgwarden(config, workdir, stack)
+        self.target = Target(PGWARDEN, "127.0.0.1", port, BENCH_SUBJECT, token)
+        self.sampler = ResourceSampler(self.service.pid).start()
+        stack.callback(self.sampler.stop)
+        self.crashes: list[dict] = []
+
+    def restart_if_dead(self, during: str) -> None:
+        if self.service.alive():
+            return
+        crash = {"during": during, "exit_code": self.service.proc.returncode,
+                 "log_tail": self.service.log_tail(40)}
+        self.crashes.append(crash)
+        say(f"pgwarden DIED during {during} (exit {crash['exit_code']}); restarting it. Log tail:\n"
+            f"{crash['log_tail']}")
+        self.service, port = start_pgwarden(self.config, self.workdir, self.stack)
+        self.target = Target(PGWARDEN, "127.0.0.1", port, BENCH_SUBJECT, self.token)
+        self.sampler.watch(self.service.pid)
+
+    def run(self, workload: Workload, duration: int, script_dir: Path) -> RunResult:
+        log_offset = self.service.log_size()
+        self.sampler.begin_phase()
+        result = run_pgbench(workload, self.target, duration, script_dir)
+        result.pgwarden_peak_rss_kib, result.pgwarden_cpu_percent = self.sampler.end_phase()
+        result.pgwarden_log_errors = error_lines(self.service.log_since(log_offset))
+        if not self.service.alive():
+            result.ok = False
+            result.error = (result.error or "") + f"\npgwarden exited ({self.service.proc.returncode})"
+        self.restart_if_dead(workload.name)
+        return result
+
+
+def run_workload(workload: Workload, targets: list[Target], pgwarden: PgwardenRunner | None,
+                 pg: TempPostgres, duration: int, script_dir: Path, turn: int,
+                 skip: dict[str, str]) -> dict[str, RunResult]:
+    """Each target once, back to back, starting with a different one each workload.
+
+    Why rotate: the first run after a heavy one (or after the vacuum) meets a
+    slightly different server; rotating spreads that over all targets.
+    """
+    names = [t.name for t in targets]
+    order = names[turn % len(names):] + names[:turn % len(names)]
+    results: dict[str, RunResult] = {}
+    for name in order:
+        if name in skip:
+            results[name] = RunResult(target=name, error=skip[name])
+            continue
+        reset_tables(pg)
+        say(f"{workload.name:<16} {name:<10} {duration}s ...")
+        if name == PGWARDEN and pgwarden is not None:
+            result = pgwarden.run(workload, duration, script_dir)
+        else:
+            result = run_pgbench(workload, next(t for t in targets if t.name == name), duration, script_dir)
+        results[name] = result
+        if result.ok:
+            say(f"{'':<16} {name:<10} tps {result.tps:,.1f}  latency {result.latency_ms} ms")
+        else:
+            say(f"{'':<16} {name:<10} FAILED: {result.error}")
+        if result.pgwarden_log_errors:
+            say(f"{'':<16} pgwarden logged errors:\n  " + "\n  ".join(result.pgwarden_log_errors))
+    return {n: results[n] for n in names}
+
+
+# ---------------------------------------------------------------------------------------------
+# Reporting
+
+
+def ratio(a: RunResult | None, b: RunResult | None) -> float | None:
+    if a is None or b is None or not a.ok or not b.ok or not b.tps:
+        return None
+    return a.tps / b.tps
+
+
+def fmt_tps(r: RunResult | None) -> str:
+    if r is None:
+        return "-"
+    return f"{r.tps:,.0f}" if r.ok else "FAIL"
+
+
+def fmt_ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def fmt_mib(kib: int | None) -> str:
+    return "-" if kib is None else f"{kib / 1024:.1f} MiB"
+
+
+def ratios_of(results: dict[str, RunResult]) -> dict[str, float | None]:
+    return {
+        "pgwarden_over_direct": ratio(results.get(PGWARDEN), results.get(DIRECT)),
+        "pgwarden_over_pgbouncer": ratio(results.get(PGWARDEN), results.get(PGBOUNCER)),
+        "pgbouncer_over_direct": ratio(results.get(PGBOUNCER), results.get(DIRECT)),
+    }
+
+
+def render_table(rows: list[tuple[Workload, dict[str, RunResult]]]) -> str:
+    header = ("workload", "TPS direct", "TPS pgwarden", "TPS pgbouncer",
+              "pgwarden/direct", "pgwarden/pgbouncer", "pgbouncer/direct")
+    body = []
+    for workload, results in rows:
+        r = ratios_of(results)
+        body.append((workload.name, fmt_tps(results.get(DIRECT)), fmt_tps(results.get(PGWARDEN)),
+                     fmt_tps(results.get(PGBOUNCER)), fmt_ratio(r["pgwarden_over_direct"]),
+                     fmt_ratio(r["pgwarden_over_pgbouncer"]), fmt_ratio(r["pgbouncer_over_direct"])))
+    widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
+    line = lambda row: "  ".join(  # noqa: E731
+        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+    return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, body)])
+
+
+def added_latency(results: dict[str, RunResult]) -> dict:
+    """Per-statement latency of each target at one client, and what each proxy adds to direct (µs)."""
+    out: dict = {"latency_ms": {n: r.latency_ms for n, r in results.items() if r.ok}}
+    direct = results.get(DIRECT)
+    for name in (PGWARDEN, PGBOUNCER):
+        r = results.get(name)
+        if direct and direct.ok and r and r.ok:
+            out[f"{name}_added_us"] = round((r.latency_ms - direct.latency_ms) * 1000, 1)
+    return out
+
+
+def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration: int) -> str:
+    parts = [f"pgbench, {CLIENTS} clients / {THREADS} threads, {duration} s per run, scale {SCALE}", ""]
+    if rows:
+        parts += [render_table(rows), ""]
+        for workload, results in rows:
+            parts.append(f"  {workload.name:<16} {workload.title}")
+            bases = sorted({r.tps_basis for r in results.values() if r.ok and r.tps_basis})
+            if bases and not all(b.startswith(("without", "excluding")) for b in bases):
+                parts.append(f"  {'':<16} TPS {' / '.join(bases)}")
+            connect = [f"{r.target} {r.connection_ms:.1f} ms" for r in results.values()
+                       if r.ok and r.connection_ms is not None]
+            if connect and "-C" in workload.args:
+                parts.append(f"  {'':<16} average connection time: {', '.join(connect)}")
+        parts.append("")
+    if latency is not None:
+        lat = added_latency(latency)
+        per = ", ".join(f"{n} {v:.3f} ms" for n, v in lat["latency_ms"].items())
+        parts.append(f"Latency, 1 client, select-only simple: {per}")
+        for name in (PGWARDEN, PGBOUNCER):
+            if f"{name}_added_us" in lat:
+                parts.append(f"  {name} adds {lat[f'{name}_added_us']:+.0f} µs per statement")
+        for r in latency.values():
+            if not r.ok:
+                parts.append(f"  {r.target}: FAILED: {r.error}")
+        parts.append("")
+    parts.append("pgwarden memory (RSS):")
+    parts.append(f"  {'idle after start':<28} {fmt_mib(pgwarden_info.get('idle_rss_kib'))}")
+    for name, peak in pgwarden_info.get("peak_rss_kib_by_workload", {}).items():
+        cpu = pgwarden_info["cpu_percent_by_workload"].get(name)
+        cpu_text = f"   (CPU {cpu:.0f}% of one core)" if cpu is not None else ""
+        parts.append(f"  {'peak during ' + name:<28} {fmt_mib(peak)}{cpu_text}")
+    parts.append(f"  {'VmHWM at the end':<28} {fmt_mib(pgwarden_info.get('vmhwm_kib'))}")
+    failures = [(w.name, r) for w, res in rows for r in res.values() if not r.ok]
+    failures += [(LATENCY.name, r) for r in (latency or {}).values() if not r.ok]
+    if failures:
+        parts += ["", "FAILURES:"]
+        for name, r in failures:
+            parts.append(f"  {name} / {r.target}: {r.error}")
+            parts.append(f"    command: {r.command}")
+    log_errors = [(w.name, r) for w, res in rows for r in res.values() if r.pgwarden_log_errors]
+    log_errors += [(LATENCY.name, r) for r in (latency or {}).values() if r.pgwarden_log_errors]
+    if log_errors:
+        parts += ["", "pgwarden logged errors:"]
+        for name, r in log_errors:
+            parts.append(f"  {name}:")
+            parts += [f"    {ln}" for ln in r.pgwarden_log_errors]
+    if pgwarden_info.get("crashes"):
+        parts += ["", "pgwarden CRASHED:"]
+        for c in pgwarden_info["crashes"]:
+            parts.append(f"  during {c['during']} (exit {c['exit_code']}):")
+            parts += [f"    {ln}" for ln in c["log_tail"].splitlines()]
+    if notes:
+        parts += ["", "Notes:", *(f"  {n}" for n in notes)]
+    return "\n".join(parts)
+
+
+def git_revision() -> str:
+    def git(*a):
+        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True)
+
+    rev = git("rev-parse", "--short", "HEAD").stdout.strip() or "unknown"
+    dirty = git("diff", "--quiet", "HEAD", "--", "pgwarden").returncode != 0
+    return rev + ("+dirty" if dirty else "")
+
+
+def write_json(path: Path, rows, latency, pgwarden_info, meta: dict, notes: list[str]) -> None:
+    """The same figures as the printed report, for comparing runs over time."""
+    doc = {
+        "meta": meta,
+        "workloads": [
+            {"name": w.name, "title": w.title, "pgbench_args": list(w.args), "script": w.script,
+             "clients": w.clients, "threads": w.threads,
+             "results": {n: asdict(r) for n, r in res.items()}, "ratios": ratios_of(res)}
+            for w, res in rows
+        ],
+        "latency_1_client": None if latency is None else {
+            **added_latency(latency), "results": {n: asdict(r) for n, r in latency.items()}},
+        "pgwarden": pgwarden_info,
+        "notes": notes,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole run
+
+
+@dataclass
+class Setup:
+    """What is running: the server, the targets in report order, and what to skip."""
+
+    pg: TempPostgres
+    targets: list[Target]
+    pgwarden: PgwardenRunner
+    idle_rss_kib: int | None
+    skip: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    pgbouncer_version: str | None = None
+
+
+def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
+    """PostgreSQL with pgbench's tables, then PgBouncer (if wanted and possible), then pgwarden."""
+    for name in ("pgbench", "psql", "initdb", "pg_ctl"):
+        tool(name)  # fail early and clearly if PostgreSQL's tools are missing
+    pg = start_postgres(stack)
+    direct = Target(DIRECT, pg.host, pg.port, APP_USER, APP_PASSWORD)
+    init_pgbench_data(direct)
+
+    notes: list[str] = []
+    bouncer, bouncer_version = None, None
+    if args.no_pgbouncer:
+        notes.append("PgBouncer left out (--no-pgbouncer).")
+    else:
+        say("starting PgBouncer")
+        bouncer, why, bouncer_version = setup_pgbouncer(pg, stack)
+        if bouncer is None:
+            say(f"continuing without PgBouncer: {why}")
+            notes.append(f"PgBouncer left out: {why}")
+
+    say("starting pgwarden")
+    config, token = write_pgwarden_config(pg, workdir)
+    pgwarden = PgwardenRunner(config, workdir, token, stack)
+    time.sleep(1.0)  # let the interpreter settle before calling its memory "idle"
+    idle_rss = read_status_kib(pgwarden.service.pid, "VmRSS")
+    skip: dict[str, str] = {}
+    failure = probe(pgwarden.target)
+    if failure:
+        say(f"pgwarden cannot serve SELECT 1: {failure}\n{pgwarden.service.log_tail()}")
+        skip[PGWARDEN] = f"skipped: the SELECT 1 probe failed: {failure}"
+    targets = [direct, pgwarden.target] + ([bouncer] if bouncer else [])
+    return Setup(pg, targets, pgwarden, idle_rss, skip, notes, bouncer_version)
+
+
+def summarize_pgwarden(setup: Setup, rows, latency) -> dict:
+    """pgwarden's memory and CPU: idle, per workload, and its high-water mark at the end."""
+    runs = [(w.name, res[PGWARDEN]) for w, res in rows if PGWARDEN in res]
+    if latency and PGWARDEN in latency:
+        runs.append((LATENCY.name, latency[PGWARDEN]))
+    return {
+        "idle_rss_kib": setup.idle_rss_kib,
+        "peak_rss_kib_by_workload": {n: r.pgwarden_peak_rss_kib for n, r in runs},
+        "cpu_percent_by_workload": {n: None if r.pgwarden_cpu_percent is None
+                                    else round(r.pgwarden_cpu_percent, 1) for n, r in runs},
+        "vmhwm_kib": read_status_kib(setup.pgwarden.service.pid, "VmHWM"),
+        "crashes": setup.pgwarden.crashes,
+    }
+
+
+def run_metadata(args, setup: Setup) -> dict:
+    """Enough context to tell whether two results files can be compared."""
+    pgbench = subprocess.run([tool("pgbench"), "--version"], capture_output=True, text=True)
+    return {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "duration_s": args.duration, "clients": CLIENTS, "threads": THREADS, "scale": SCALE,
+        "cpus": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version(),
+        "pgbench": pgbench.stdout.strip(), "pgbouncer": setup.pgbouncer_version,
+        "pgwarden_revision": git_revision(), "targets": [t.name for t in setup.targets],
+    }
+
+
+def run_benchmark(args, stack: contextlib.ExitStack) -> int:
+    names = set(args.only or ALL_NAMES)
+    workloads = [w for w in WORKLOADS if w.name in names]
+    workdir = Path(tempfile.mkdtemp(prefix="pgwarden-bench-"))
+    stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+    setup = set_up(args, workdir, stack)
+    script_dir = workdir / "scripts"
+    script_dir.mkdir()
+
+    def run(workload: Workload, turn: int) -> dict[str, RunResult]:
+        return run_workload(workload, setup.targets, setup.pgwarden, setup.pg, args.duration,
+                            script_dir, turn, setup.skip)
+
+    rows = [(w, run(w, turn)) for turn, w in enumerate(workloads)]
+    # PgBouncer too, where there, as a yardstick for what a proxy adds.
+    latency = run(LATENCY, len(workloads)) if LATENCY.name in names else None
+
+    pgwarden_info = summarize_pgwarden(setup, rows, latency)
+    notes = list(setup.notes)
+    if setup.pgwarden.crashes:
+        notes.append("pgwarden was restarted after a crash, so VmHWM covers only the last process.")
+    if any(t.name == PGBOUNCER for t in setup.targets) and any("-C" in w.args for w in workloads):
+        notes.append("PgBouncer pools server connections (session mode): with -C each new client "
+                     "still logs in to PgBouncer (SCRAM) but reuses a server connection, skipping the "
+                     "backend start and upstream login that direct and pgwarden pay for every time.")
+    print(render_report(rows, latency, pgwarden_info, notes, args.duration), flush=True)
+    write_json(RESULTS_FILE, rows, latency, pgwarden_info, run_metadata(args, setup), notes)
+    print(f"\nresults written to {RESULTS_FILE.relative_to(REPO)}", flush=True)
+    return 0
+
+
+def _terminate(signum, _frame):
+    """SIGTERM (and SIGHUP) unwind like Ctrl-C, so the teardown below runs."""
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    with contextlib.ExitStack() as stack:
+        try:
+            return run_benchmark(args, stack)
+        except KeyboardInterrupt:
+            say("interrupted; tearing everything down")
+            return 130
+        except RuntimeError as e:  # our own, already explanatory
+            say(f"benchmark failed: {e}")
+            return 1
+        except Exception:  # noqa: BLE001  unexpected: the whole traceback, then the same teardown
+            say("benchmark failed:\n" + traceback.format_exc())
+            return 1
+        finally:
+            # Ctrl-C again during teardown must not leave servers behind.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

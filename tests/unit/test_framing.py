@@ -1,0 +1,564 @@
+"""Framers: any split of the byte stream gives the same messages; bounds hold before allocation.
+
+Property tests carry "property" or "fuzz" in their names so that
+``make fuzz`` (``-k "property or fuzz"``, profile ``deep``) picks them up.
+"""
+
+from __future__ import annotations
+
+import struct
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgwarden.wire import framing
+from pgwarden.wire import messages as m
+from pgwarden.wire.errors import MessageTooLarge, ProtocolError
+from pgwarden.wire.framing import NEED_DATA, Fragment, MessageFramer, StartupFramer
+
+FRONTEND_TYPES = frozenset(t[0] for t in m.FRONTEND)
+BACKEND_TYPES = frozenset(t[0] for t in m.BACKEND)
+TYPES = {"frontend": FRONTEND_TYPES, "backend": BACKEND_TYPES}
+REGISTRIES = {"frontend": m.FRONTEND, "backend": m.BACKEND}
+D = ord("D")
+
+
+def header(type_byte: bytes, length: int) -> bytes:
+    return type_byte + struct.pack("!i", length)
+
+
+# --------------------------------------------------------------------------- strategies
+#
+# The framer only looks at the type byte and the length, so a message here is a
+# registered type byte with an arbitrary body, framed by hand (not by the encoder).
+
+
+def typed_frames(direction: str, max_body: int = 40):
+    types = sorted(REGISTRIES[direction])
+    return st.builds(lambda t, body: header(t, len(body) + 4) + body, st.sampled_from(types), st.binary(max_size=max_body))
+
+
+NAME = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12)
+TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+STARTUP_PACKETS = st.one_of(
+    st.just(m.SSLRequest()),
+    st.just(m.GSSENCRequest()),
+    st.builds(m.CancelRequest, st.integers(-(2**31), 2**31 - 1), st.integers(0, 2**32 - 1)),
+    st.builds(
+        m.StartupMessage,
+        st.integers(0, 0xFFFF).map(lambda minor: m.PROTOCOL_3_0 | minor),
+        st.lists(st.tuples(NAME, TEXT), max_size=4).map(tuple),
+    ),
+)
+
+
+@st.composite
+def split(draw, data: bytes):
+    """``data`` cut into chunks at hypothesis-chosen points (empty chunks included)."""
+    cuts = sorted(draw(st.lists(st.integers(0, len(data)), max_size=12)))
+    bounds = [0, *cuts, len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:])]
+
+
+def byte_by_byte(data: bytes) -> list[bytes]:
+    return [data[i : i + 1] for i in range(len(data))]
+
+
+def feed_frames(framer: MessageFramer, chunks) -> list:
+    out = []
+    for chunk in chunks:
+        framer.feed(chunk)
+        out += framer.frames()
+    return out
+
+
+def feed_next_frame(framer: MessageFramer, chunks) -> list:
+    out = []
+    for chunk in chunks:
+        framer.feed(chunk)
+        while (raw := framer.next_frame()) is not NEED_DATA:
+            out.append(raw)
+    return out
+
+
+def feed_packets(framer: StartupFramer, chunks) -> list:
+    out = []
+    for chunk in chunks:
+        framer.feed(chunk)
+        while (packet := framer.next_packet()) is not NEED_DATA:
+            out.append(packet)
+    return out
+
+
+# --------------------------------------------------------------------------- splits: MessageFramer
+
+
+@pytest.mark.parametrize("direction", ["frontend", "backend"])
+@given(data=st.data())
+def test_split_property_frames(direction, data):
+    frames = data.draw(st.lists(typed_frames(direction), max_size=10))
+    stream = b"".join(frames)
+    chunks = data.draw(split(stream))
+    framer = MessageFramer(valid_types=TYPES[direction])
+    assert feed_frames(framer, chunks) == frames
+    assert framer.buffered == 0
+
+
+@pytest.mark.parametrize("direction", ["frontend", "backend"])
+@given(data=st.data())
+def test_split_property_frames_byte_by_byte_and_whole(direction, data):
+    frames = data.draw(st.lists(typed_frames(direction), min_size=1, max_size=6))
+    stream = b"".join(frames)
+    framer = MessageFramer(valid_types=TYPES[direction])
+    assert feed_frames(framer, byte_by_byte(stream)) == frames
+    assert framer.buffered == 0
+    framer = MessageFramer(valid_types=TYPES[direction])
+    assert feed_frames(framer, [stream]) == frames
+    assert framer.buffered == 0
+
+
+@given(data=st.data())
+def test_split_property_real_messages(data):
+    """The same with messages from the real encoder, decoded again after framing."""
+    msgs = data.draw(
+        st.lists(
+            st.one_of(
+                st.builds(m.Query, TEXT),
+                st.builds(m.Parse, TEXT, TEXT, st.lists(st.integers(0, 2**32 - 1), max_size=3).map(tuple)),
+                st.builds(m.Bind, TEXT, TEXT, st.just((1,)), st.lists(st.none() | st.binary(max_size=8), max_size=3).map(tuple)),
+                st.builds(m.Execute, TEXT, st.integers(0, 100)),
+                st.just(m.Sync()),
+                st.builds(m.CopyData, st.binary(max_size=30)),
+            ),
+            max_size=8,
+        )
+    )
+    encoded = [msg.encode() for msg in msgs]
+    chunks = data.draw(split(b"".join(encoded)))
+    framer = MessageFramer(valid_types=FRONTEND_TYPES)
+    frames = feed_frames(framer, chunks)
+    assert frames == encoded
+    assert [m.decode(m.FRONTEND, raw[:1], raw[5:]) for raw in frames] == msgs
+
+
+@given(data=st.data())
+def test_split_property_next_frame(data):
+    frames = data.draw(st.lists(typed_frames("frontend"), max_size=8))
+    stream = b"".join(frames)
+    chunks = data.draw(split(stream))
+    framer = MessageFramer(valid_types=FRONTEND_TYPES)
+    assert feed_next_frame(framer, chunks) == frames
+    assert framer.buffered == 0
+
+
+@given(data=st.data())
+def test_split_property_frames_keep_a_partial_tail(data):
+    """An incomplete last message stays buffered and is not handed out."""
+    frames = data.draw(st.lists(typed_frames("backend"), max_size=5))
+    last = data.draw(typed_frames("backend"))
+    cut = data.draw(st.integers(0, len(last) - 1))
+    stream = b"".join(frames) + last[:cut]
+    framer = MessageFramer(valid_types=BACKEND_TYPES)
+    assert feed_frames(framer, data.draw(split(stream))) == frames
+    assert framer.buffered == cut
+    framer.feed(last[cut:])
+    assert framer.frames() == [last]
+    assert framer.buffered == 0
+
+
+def test_take_rest_returns_what_is_buffered():
+    framer = MessageFramer()
+    framer.feed(m.Sync().encode() + b"Q\x00\x00")
+    assert framer.frames() == [m.Sync().encode()]
+    assert framer.take_rest() == b"Q\x00\x00"
+    assert framer.buffered == 0
+
+
+# --------------------------------------------------------------------------- splits: StartupFramer
+
+
+@given(data=st.data())
+def test_split_property_startup(data):
+    packets = data.draw(st.lists(STARTUP_PACKETS, max_size=5))
+    stream = b"".join(p.encode() for p in packets)
+    framer = StartupFramer()
+    assert feed_packets(framer, data.draw(split(stream))) == packets
+    assert framer.take_rest() == b""
+
+
+@given(data=st.data())
+def test_split_property_startup_ssl_then_startup_message(data):
+    """The usual opening: SSLRequest, then (say, after a refusal 'N') a StartupMessage."""
+    startup = data.draw(STARTUP_PACKETS.filter(lambda p: isinstance(p, m.StartupMessage)))
+    stream = m.SSLRequest().encode() + startup.encode()
+    for chunks in (data.draw(split(stream)), byte_by_byte(stream), [stream]):
+        framer = StartupFramer()
+        assert feed_packets(framer, chunks) == [m.SSLRequest(), startup]
+        assert framer.take_rest() == b""
+
+
+@given(data=st.data())
+def test_split_property_startup_take_rest(data):
+    """After an SSLRequest, whatever follows (a TLS ClientHello) is handed back untouched."""
+    tail = data.draw(st.binary(max_size=64))
+    stream = m.SSLRequest().encode() + tail
+    framer = StartupFramer()
+    chunks = data.draw(split(stream))
+    got = []
+    for chunk in chunks:
+        framer.feed(chunk)
+        if not got and (packet := framer.next_packet()) is not NEED_DATA:
+            got.append(packet)
+    assert got == [m.SSLRequest()]
+    assert framer.take_rest() == tail
+
+
+# --------------------------------------------------------------------------- fuzz: only ProtocolError
+
+
+def frames_until_error(framer: MessageFramer, chunks):
+    """Every frame handed out, and the error that stopped the stream (or None)."""
+    out = []
+    try:
+        for chunk in chunks:
+            framer.feed(chunk)
+            out += framer.frames()
+    except ProtocolError as e:
+        return out, e
+    return out, None
+
+
+def check_frames(frames, valid_types, maximum):
+    for raw in frames:
+        if isinstance(raw, Fragment):
+            continue
+        assert isinstance(raw, bytes)
+        assert raw[0] in valid_types
+        (length,) = struct.unpack("!i", raw[1:5])
+        assert length == len(raw) - 1
+        assert 4 <= length <= maximum
+
+
+# A stream of mostly well-formed frames with garbage mixed in reaches further
+# into the decoders than uniformly random bytes, which die at the first byte.
+NOISY_STREAM = st.lists(typed_frames("frontend") | st.binary(min_size=1, max_size=12), max_size=8).map(b"".join)
+
+
+@given(data=st.data())
+def test_fuzz_message_framer_and_frontend_decoders(data):
+    stream = data.draw(st.binary(max_size=300) | NOISY_STREAM)
+    maximum = data.draw(st.sampled_from([16, 64, framing.DEFAULT_MAX_MESSAGE]))
+    framer = MessageFramer(max_size=maximum, valid_types=FRONTEND_TYPES)
+    frames, error = frames_until_error(framer, data.draw(split(stream)))
+    check_frames(frames, FRONTEND_TYPES, maximum)
+    assert b"".join(frames) == stream[: sum(map(len, frames))]
+    for raw in frames:
+        try:
+            msg = m.decode(m.FRONTEND, raw[:1], raw[5:])
+        except ProtocolError:
+            continue
+        assert type(msg) is m.FRONTEND[raw[:1]]
+
+
+@given(data=st.data())
+def test_fuzz_split_does_not_change_the_outcome(data):
+    """Fed whole, byte by byte or in random chunks, a stream gives the same frames and error."""
+    stream = data.draw(st.binary(max_size=200) | NOISY_STREAM)
+    maximum = data.draw(st.sampled_from([16, framing.DEFAULT_MAX_MESSAGE]))
+    outcomes = []
+    for chunks in ([stream], byte_by_byte(stream), data.draw(split(stream))):
+        framer = MessageFramer(max_size=maximum, valid_types=FRONTEND_TYPES)
+        frames, error = frames_until_error(framer, chunks)
+        outcomes.append((frames, type(error)))
+    whole, *others = outcomes
+    for frames, error in others:
+        assert error is whole[1]
+        if whole[1] is None:
+            assert frames == whole[0]
+        else:
+            # frames() raising drops what it framed in that call: the whole feed
+            # may show fewer frames, never different ones.
+            assert frames[: len(whole[0])] == whole[0]
+
+
+@given(data=st.data())
+def test_fuzz_message_framer_without_valid_types(data):
+    """With no type filter, unknown types reach the decoder, which refuses them."""
+    stream = data.draw(st.binary(max_size=300) | NOISY_STREAM)
+    framer = MessageFramer(max_size=1024)
+    frames, _ = frames_until_error(framer, data.draw(split(stream)))
+    for raw in frames:
+        try:
+            m.decode(m.BACKEND, raw[:1], raw[5:])
+        except ProtocolError:
+            pass
+
+
+NOISY_STARTUP = st.lists(
+    STARTUP_PACKETS.map(lambda p: p.encode()) | st.binary(min_size=1, max_size=12), max_size=5
+).map(b"".join)
+
+
+@given(data=st.data())
+def test_fuzz_startup_framer(data):
+    stream = data.draw(st.binary(max_size=200) | NOISY_STARTUP)
+    framer = StartupFramer()
+    try:
+        for chunk in data.draw(split(stream)):
+            framer.feed(chunk)
+            while (packet := framer.next_packet()) is not NEED_DATA:
+                assert isinstance(packet, (m.StartupMessage, m.SSLRequest, m.GSSENCRequest, m.CancelRequest))
+    except ProtocolError:
+        pass
+
+
+# --------------------------------------------------------------------------- bounds
+
+
+@pytest.mark.parametrize("length", [0x7FFFFFFF, framing.DEFAULT_MAX_MESSAGE + 1])
+def test_huge_length_is_refused_after_the_header(length):
+    framer = MessageFramer()
+    framer.feed(header(b"Q", length)[:4])
+    assert framer.frames() == []  # the length is not known yet
+    framer.feed(header(b"Q", length)[4:])
+    assert framer.buffered == 5
+    tracemalloc.start()
+    try:
+        with pytest.raises(MessageTooLarge):
+            framer.frames()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1024 * 1024, f"{peak} bytes allocated to refuse a header"
+
+
+def test_huge_length_is_refused_by_next_frame():
+    framer = MessageFramer()
+    framer.feed(header(b"Q", 0x7FFFFFFF))
+    with pytest.raises(MessageTooLarge):
+        framer.next_frame()
+
+
+def test_huge_length_is_refused_after_complete_messages():
+    framer = MessageFramer()
+    framer.feed(m.Sync().encode() + header(b"d", 0x7FFFFFFF))
+    with pytest.raises(MessageTooLarge):
+        framer.frames()
+
+
+@pytest.mark.parametrize("maximum", [64, 1000])
+def test_max_size_boundary(maximum):
+    at_limit = m.Query("x" * (maximum - 5)).encode()  # length word == maximum
+    assert struct.unpack("!i", at_limit[1:5])[0] == maximum
+    framer = MessageFramer(max_size=maximum)
+    framer.feed(at_limit)
+    assert framer.frames() == [at_limit]
+    framer.feed(header(b"Q", maximum + 1))
+    with pytest.raises(MessageTooLarge):
+        framer.frames()
+    framer = MessageFramer(max_size=maximum)
+    framer.feed(header(b"Q", maximum + 1))
+    with pytest.raises(MessageTooLarge):
+        framer.next_frame()
+
+
+@pytest.mark.parametrize("length", [3, 2, 1, 0, -1, -(2**31)])
+@pytest.mark.parametrize("streamable", [False, True])
+def test_length_below_four_is_a_protocol_error(length, streamable):
+    framer = MessageFramer()
+    if streamable:
+        framer.streamable = frozenset({D})
+    framer.feed(header(b"D", length))
+    with pytest.raises(ProtocolError) as info:
+        framer.frames()
+    assert type(info.value) is ProtocolError
+    framer = MessageFramer()
+    framer.feed(header(b"D", length))
+    with pytest.raises(ProtocolError):
+        framer.next_frame()
+
+
+@pytest.mark.parametrize("type_byte", [b"?", b"Z", b"q", b"\x00", b"\xff"])
+def test_unknown_type_is_refused_with_valid_types(type_byte):
+    # Refused as soon as the header is in, before the body arrives ...
+    framer = MessageFramer(valid_types=FRONTEND_TYPES)
+    framer.feed(header(type_byte, 100))
+    with pytest.raises(ProtocolError):
+        framer.frames()
+    # ... and when the whole message is there.
+    framer = MessageFramer(valid_types=FRONTEND_TYPES)
+    framer.feed(header(type_byte, 4))
+    with pytest.raises(ProtocolError):
+        framer.frames()
+    framer = MessageFramer(valid_types=FRONTEND_TYPES)
+    framer.feed(header(type_byte, 4))
+    with pytest.raises(ProtocolError):
+        framer.next_frame()
+    # Without valid_types the framer does not judge types.
+    framer = MessageFramer()
+    framer.feed(header(type_byte, 4))
+    assert framer.frames() == [header(type_byte, 4)]
+
+
+@pytest.mark.parametrize("length", [7, 4, 0, -1, -(2**31), framing.MAX_STARTUP_PACKET + 1, 0x7FFFFFFF])
+def test_startup_framer_refuses_bad_lengths(length):
+    framer = StartupFramer()
+    framer.feed(struct.pack("!i", length)[:3])
+    assert framer.next_packet() is NEED_DATA
+    framer.feed(struct.pack("!i", length)[3:])
+    with pytest.raises(ProtocolError):
+        framer.next_packet()
+
+
+def test_startup_framer_length_bounds_are_inclusive():
+    assert framing.MAX_STARTUP_PACKET == 10000
+    framer = StartupFramer()
+    framer.feed(m.SSLRequest().encode())  # length 8
+    assert framer.next_packet() == m.SSLRequest()
+    # A StartupMessage of exactly 10000 bytes: 4 + 4 + "user\0" + value + "\0" + "\0".
+    value = "v" * (10000 - 4 - 4 - 5 - 1 - 1)
+    biggest = m.StartupMessage(m.PROTOCOL_3_0, (("user", value),))
+    assert len(biggest.encode()) == 10000
+    framer.feed(biggest.encode())
+    assert framer.next_packet() == biggest
+
+
+def test_startup_framer_custom_bound():
+    framer = StartupFramer(max_size=100)
+    framer.feed(struct.pack("!i", 101))
+    with pytest.raises(ProtocolError):
+        framer.next_packet()
+
+
+def test_startup_framer_invalid_packet_is_a_protocol_error():
+    framer = StartupFramer()
+    framer.feed(struct.pack("!ii", 8, 2 << 16))  # protocol 2.0
+    with pytest.raises(ProtocolError):
+        framer.next_packet()
+
+
+# --------------------------------------------------------------------------- streaming
+
+
+def big_row(size: int) -> bytes:
+    return m.DataRow((b"x" * size, None, b"tail")).encode()
+
+
+def reassemble(items, streamable, threshold=framing.STREAM_THRESHOLD):
+    """Whole messages from frames() output, checking the Fragment bookkeeping on the way."""
+    messages = []
+    current = None  # pieces of the message being streamed
+    for item in items:
+        if isinstance(item, Fragment):
+            assert item.type in streamable
+            if current is None:
+                assert item.first and not item.last, item
+                assert item.data[0] == item.type
+                assert struct.unpack("!i", item.data[1:5])[0] > threshold
+                current = [item]
+            else:
+                assert not item.first
+                assert item.type == current[0].type
+                current.append(item)
+            if item.last:
+                messages.append(b"".join(f.data for f in current))
+                current = None
+        else:
+            assert current is None, "a whole message in the middle of a streamed one"
+            assert isinstance(item, bytes)
+            messages.append(item)
+    assert current is None, "a streamed message never ended"
+    return messages
+
+
+def test_streaming_large_data_row():
+    size = framing.STREAM_THRESHOLD + 54321
+    row = big_row(size)
+    before = m.RowDescription((m.Column("big"),)).encode()
+    after = [m.DataRow((b"small",)).encode(), m.CommandComplete("SELECT 2").encode(), m.ReadyForQuery("I").encode()]
+    stream = before + row + b"".join(after)
+    framer = MessageFramer(valid_types=BACKEND_TYPES)
+    framer.streamable = frozenset({D})
+    out = []
+    step = 40000
+    for i in range(0, len(stream), step):
+        framer.feed(stream[i : i + step])
+        out += framer.frames()
+        # Bounded memory: the big row never sits in the buffer.
+        assert framer.buffered < step
+    assert framer.buffered == 0
+    assert out[0] == before
+    fragments = [x for x in out if isinstance(x, Fragment)]
+    assert len(fragments) >= 2
+    assert b"".join(f.data for f in fragments) == row
+    assert fragments[0].first and not fragments[0].last
+    assert fragments[-1].last and not fragments[-1].first
+    assert all(not f.first and not f.last for f in fragments[1:-1])
+    assert all(f.type == D for f in fragments)
+    assert out[-3:] == after
+    assert reassemble(out, {D}) == [before, row, *after]
+    assert m.decode_backend(row) == m.DataRow((b"x" * size, None, b"tail"))
+
+
+def test_streamable_message_may_exceed_max_size_but_others_may_not():
+    maximum = 1024
+    row = big_row(framing.STREAM_THRESHOLD + 100)
+    framer = MessageFramer(max_size=maximum, valid_types=BACKEND_TYPES)
+    framer.streamable = frozenset({D})
+    out = feed_frames(framer, [row[i : i + 8192] for i in range(0, len(row), 8192)])
+    assert all(isinstance(x, Fragment) for x in out)
+    assert reassemble(out, {D}) == [row]
+
+    # The same size in a type that is not streamable is refused at its header.
+    copy = m.CopyData(b"x" * (framing.STREAM_THRESHOLD + 100)).encode()
+    framer = MessageFramer(max_size=maximum, valid_types=BACKEND_TYPES)
+    framer.streamable = frozenset({D})
+    framer.feed(copy[:5])
+    with pytest.raises(MessageTooLarge):
+        framer.frames()
+
+    # And DataRow itself when it is not declared streamable.
+    framer = MessageFramer(max_size=maximum, valid_types=BACKEND_TYPES)
+    framer.feed(row[:5])
+    with pytest.raises(MessageTooLarge):
+        framer.frames()
+
+
+def test_small_streamable_messages_are_not_fragmented():
+    rows = [m.DataRow((b"v" * n,)).encode() for n in (0, 10, 1000)]
+    stream = b"".join(rows)
+    framer = MessageFramer(valid_types=BACKEND_TYPES)
+    framer.streamable = frozenset({D})
+    assert feed_frames(framer, byte_by_byte(stream)) == rows
+
+
+_STREAM_EXAMPLES = max(5, settings().max_examples // 10)
+
+
+@settings(max_examples=_STREAM_EXAMPLES)
+@given(data=st.data())
+def test_split_property_streaming(data):
+    """Random splits of a stream holding large rows: the messages come back intact."""
+    threshold = framing.STREAM_THRESHOLD
+    sizes = data.draw(
+        st.lists(st.sampled_from([0, 100, threshold - 20, threshold + 1, threshold + 5000]), min_size=1, max_size=4)
+    )
+    messages = []
+    for size in sizes:
+        messages.append(m.DataRow((b"r" * size,)).encode())
+        messages.append(data.draw(typed_frames("backend", max_body=16)))
+    stream = b"".join(messages)
+    maximum = data.draw(st.sampled_from([1024, framing.DEFAULT_MAX_MESSAGE]))
+    framer = MessageFramer(max_size=maximum, valid_types=BACKEND_TYPES)
+    framer.streamable = frozenset({D})
+    chunks = data.draw(split(stream))
+    out = []
+    for chunk in chunks:
+        framer.feed(chunk)
+        out += framer.frames()
+        # What stays buffered is at most one message short enough to be held whole.
+        assert framer.buffered <= max(threshold, maximum) + 5
+    assert framer.buffered == 0
+    assert reassemble(out, {D}) == messages

@@ -748,7 +748,8 @@ def added_latency(results: dict[str, RunResult]) -> dict:
 
 
 def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration: int) -> str:
-    parts = [f"pgbench, {CLIENTS} clients / {THREADS} threads, {duration} s per run, scale {SCALE}", ""]
+    parts = [f"pgbench {duration} s per run, scale {SCALE}; throughput runs with {CLIENTS} clients / "
+             f"{THREADS} threads", ""]
     if rows:
         parts += [render_table(rows), ""]
         for workload, results in rows:
@@ -767,10 +768,10 @@ def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration
         parts.append(f"Latency, 1 client, select-only simple: {per}")
         for name in (PGWARDEN, PGBOUNCER):
             if f"{name}_added_us" in lat:
-                parts.append(f"  {name} adds {lat[f'{name}_added_us']:+.0f} µs per statement")
+                parts.append(f"  {name} adds {lat[f'{name}_added_us']:+.0f} µs per statement over direct")
         for r in latency.values():
             if not r.ok:
-                parts.append(f"  {r.target}: FAILED: {r.error}")
+                parts.append(f"  {r.target}: FAILED (see below)")
         parts.append("")
     parts.append("pgwarden memory (RSS):")
     parts.append(f"  {'idle after start':<28} {fmt_mib(pgwarden_info.get('idle_rss_kib'))}")
@@ -784,7 +785,8 @@ def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration
     if failures:
         parts += ["", "FAILURES:"]
         for name, r in failures:
-            parts.append(f"  {name} / {r.target}: {r.error}")
+            error = (r.error or "").strip().replace("\n", "\n      ")
+            parts.append(f"  {name} / {r.target}: {error}")
             parts.append(f"    command: {r.command}")
     log_errors = [(w.name, r) for w, res in rows for r in res.values() if r.pgwarden_log_errors]
     log_errors += [(LATENCY.name, r) for r in (latency or {}).values() if r.pgwarden_log_errors]

@@ -322,8 +322,14 @@ class ClientConnection(Protocol):
             return result
         # A Deferred: resolve when it fires; meanwhile the relay queues.
         fired = []
-        result.addBoth(fired.append)
+
+        def seen(outcome):
+            fired.append(outcome)
+            return outcome
+
+        result.addBoth(seen)
         if fired:
+            result.addErrback(lambda _f: None)  # handled by _settle; not an "unhandled error"
             return self._settle(fired[0])
         result.addBoth(lambda outcome: self._late_verdict(request, outcome))
         return PENDING

@@ -850,17 +850,23 @@ class Setup:
     skip: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     pgbouncer_version: str | None = None
+    load_before: list[float] = field(default_factory=list)
 
 
 def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
     """PostgreSQL with pgbench's tables, then PgBouncer (if wanted and possible), then pgwarden."""
     for name in ("pgbench", "psql", "initdb", "pg_ctl"):
         tool(name)  # fail early and clearly if PostgreSQL's tools are missing
+    load_before = list(os.getloadavg())
+    notes: list[str] = []
+    if load_before[0] > 0.5 * (os.cpu_count() or 1):
+        # Not refused: but figures taken on a busy machine should say so.
+        notes.append(f"The machine was busy before the run started (load average {load_before[0]:.2f} "
+                     f"on {os.cpu_count()} CPUs): absolute figures are lower and noisier than usual.")
     pg = start_postgres(stack)
     direct = Target(DIRECT, pg.host, pg.port, APP_USER, APP_PASSWORD)
     init_pgbench_data(direct)
 
-    notes: list[str] = []
     bouncer, bouncer_version = None, None
     if args.no_pgbouncer:
         notes.append("PgBouncer left out (--no-pgbouncer).")
@@ -882,7 +888,7 @@ def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
         say(f"pgwarden cannot serve SELECT 1: {failure}\n{pgwarden.service.log_tail()}")
         skip[PGWARDEN] = f"skipped: the SELECT 1 probe failed: {failure}"
     targets = [direct, pgwarden.target] + ([bouncer] if bouncer else [])
-    return Setup(pg, targets, pgwarden, idle_rss, skip, notes, bouncer_version)
+    return Setup(pg, targets, pgwarden, idle_rss, skip, notes, bouncer_version, load_before)
 
 
 def summarize_pgwarden(setup: Setup, rows, latency) -> dict:
@@ -909,6 +915,7 @@ def run_metadata(args, setup: Setup) -> dict:
         "cpus": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version(),
         "pgbench": pgbench.stdout.strip(), "pgbouncer": setup.pgbouncer_version,
         "pgwarden_revision": git_revision(), "targets": [t.name for t in setup.targets],
+        "load_average_before": setup.load_before, "load_average_after": list(os.getloadavg()),
     }
 
 

@@ -249,7 +249,7 @@ NOISY_STREAM = st.lists(typed_frames("frontend") | st.binary(min_size=1, max_siz
 @given(data=st.data())
 def test_fuzz_message_framer_and_frontend_decoders(data):
     stream = data.draw(st.binary(max_size=300) | NOISY_STREAM)
-    maximum = data.draw(st.sampled_from([16, 64, framing.DEFAULT_MAX_MESSAGE]))
+    maximum = data.draw(st.integers(4, 64) | st.just(framing.DEFAULT_MAX_MESSAGE))
     framer = MessageFramer(max_size=maximum, valid_types=FRONTEND_TYPES)
     frames, error = frames_until_error(framer, data.draw(split(stream)))
     check_frames(frames, FRONTEND_TYPES, maximum)
@@ -346,6 +346,36 @@ def test_huge_length_is_refused_after_complete_messages():
     framer.feed(m.Sync().encode() + header(b"d", 0x7FFFFFFF))
     with pytest.raises(MessageTooLarge):
         framer.frames()
+
+
+@given(data=st.data())
+def test_split_property_max_size(data):
+    """Oversized messages are refused however they arrive: header alone or whole."""
+    frames = data.draw(st.lists(typed_frames("frontend"), min_size=1, max_size=6))
+    maximum = data.draw(st.integers(4, 48))
+    framer = MessageFramer(max_size=maximum, valid_types=FRONTEND_TYPES)
+    got, error = frames_until_error(framer, data.draw(split(b"".join(frames))))
+    lengths = [len(raw) - 1 for raw in frames]
+    if max(lengths) <= maximum:
+        assert error is None and got == frames
+    else:
+        assert isinstance(error, MessageTooLarge)
+        first_too_large = next(i for i, n in enumerate(lengths) if n > maximum)
+        assert got == frames[: len(got)] and len(got) <= first_too_large
+
+
+@pytest.mark.parametrize("maximum", [64, 1000])
+def test_whole_oversized_message_is_refused(maximum):
+    """Even when the whole message is already buffered, it is not handed out."""
+    too_big = m.Query("x" * (maximum - 4)).encode()  # length word == maximum + 1
+    framer = MessageFramer(max_size=maximum)
+    framer.feed(m.Sync().encode() + too_big)
+    with pytest.raises(MessageTooLarge):
+        framer.frames()
+    framer = MessageFramer(max_size=maximum)
+    framer.feed(too_big)
+    with pytest.raises(MessageTooLarge):
+        framer.next_frame()
 
 
 @pytest.mark.parametrize("maximum", [64, 1000])

@@ -57,7 +57,14 @@ class Application:
         self.client_tls = None
         if config.listen.tls is not None:
             pem = Path(config.listen.tls.cert_file).read_text() + Path(config.listen.tls.key_file).read_text()
-            self.client_tls = ssl.PrivateCertificate.loadPEM(pem).options()
+            cert = ssl.PrivateCertificate.loadPEM(pem)
+            # libpq 17+ offers ALPN "postgresql" and aborts the handshake when a
+            # server that negotiates ALPN at all does not select it.
+            self.client_tls = ssl.CertificateOptions(
+                privateKey=cert.privateKey.original.to_cryptography_key(),
+                certificate=cert.original.to_cryptography(),
+                acceptableProtocols=[b"postgresql"],
+            )
         self._decide = decide
         self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
         self.connections: set[ClientConnection] = set()

@@ -33,13 +33,13 @@ def tls_options(cfg: Upstream):
         # verify-ca: the chain must lead to the CA; the name is not checked.
         return ssl.CertificateOptions(
             trustRoot=ca,
-            privateKey=client_cert.privateKey.original if client_cert else None,
-            certificate=client_cert.original if client_cert else None,
+            privateKey=client_cert.privateKey.original.to_cryptography_key() if client_cert else None,
+            certificate=client_cert.original.to_cryptography() if client_cert else None,
         )
     # require / prefer: encrypted, not authenticated (as libpq's sslmode=require).
     return ssl.CertificateOptions(
-        privateKey=client_cert.privateKey.original if client_cert else None,
-        certificate=client_cert.original if client_cert else None,
+        privateKey=client_cert.privateKey.original.to_cryptography_key() if client_cert else None,
+        certificate=client_cert.original.to_cryptography() if client_cert else None,
     )
 
 

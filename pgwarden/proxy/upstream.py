@@ -65,6 +65,7 @@ class UpstreamProtocol(Protocol):
         self.lost_sink: Callable[[Failure], None] | None = None
 
     def connectionMade(self) -> None:
+        self.transport.setTcpNoDelay(True)
         if self._tls is not None:
             self._phase = "ssl"
             self.transport.write(m.SSLRequest().encode())

@@ -67,20 +67,42 @@ _F_COPY_DATA, _F_COPY_DONE, _F_COPY_FAIL = ord("d"), ord("c"), ord("f")
 _F_FUNCTION_CALL, _F_TERMINATE, _F_PASSWORD = ord("F"), ord("X"), ord("p")
 
 
+class _Described:
+    """Holds a RowDescription as the raw message; decodes it only when asked.
+
+    Pass-through sessions never look inside, so decoding on every result would
+    be wasted work on the hottest path.
+    """
+
+    description: bytes | None
+    _decoded: m.RowDescription | None
+
+    @property
+    def shape(self) -> m.RowDescription | None:
+        if self._decoded is None and self.description is not None:
+            self._decoded = m.RowDescription.decode(self.description[5:])
+        return self._decoded
+
+    def describe(self, raw: bytes | None) -> None:
+        """Records the server's answer: a RowDescription message, or None for NoData."""
+        self.description = raw
+        self._decoded = None
+
+
 @attrs.define(eq=False)
-class PreparedStatement:
+class PreparedStatement(_Described):
     """A statement as the client parsed it, and what the server said it returns."""
 
     name: str
     sql: str
     param_types: tuple[int, ...] = ()
     described: bool = False  # a Describe has been sent for it
-    shape: m.RowDescription | None = None  # None: not known (yet) or NoData
-    no_data: bool = False
+    description: bytes | None = None  # its RowDescription (raw), once the server said
+    _decoded: m.RowDescription | None = None
 
 
 @attrs.define(eq=False)
-class Portal:
+class Portal(_Described):
     """A bound statement ready to execute, with the formats its rows will come in."""
 
     name: str
@@ -88,15 +110,32 @@ class Portal:
     result_formats: tuple[int, ...]
     generation: int
     described: bool = False
-    shape: m.RowDescription | None = None
-    no_data: bool = False
+    description: bytes | None = None
+    _decoded: m.RowDescription | None = None
 
     def result_shape(self) -> m.RowDescription | None:
-        if self.shape is not None:
+        if self.description is not None:
             return self.shape
-        if self.statement.shape is not None:
+        if self.statement.description is not None:
             return self.statement.shape.with_formats(self.result_formats)
         return None
+
+
+class _Result(_Described):
+    """The result in flight: its own RowDescription, or the portal it comes from."""
+
+    __slots__ = ("description", "_decoded", "_portal")
+
+    def __init__(self, raw: bytes | None = None, decoded=None, portal: Portal | None = None) -> None:
+        self.description = raw
+        self._decoded = decoded
+        self._portal = portal
+
+    @property
+    def shape(self) -> m.RowDescription | None:
+        if self._portal is not None:
+            return self._portal.result_shape()
+        return super().shape
 
 
 @attrs.frozen
@@ -165,7 +204,7 @@ class Relay:
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
         self._done_generation = 0
         # The result whose rows are flowing, and the transform installed for it.
-        self.shape: m.RowDescription | None = None
+        self._result = _Result()
         self._in_result = False
         self._transform: Callable[[bytes], bytes] | None = None
         #: set when the session must end: the reason, for the edge's log.
@@ -272,6 +311,11 @@ class Relay:
         self._seq += 1
         t = raw[0]
         if t == _F_QUERY:
+            if raw[-1] == 0 and raw.find(b"\0", 5) == len(raw) - 1:
+                try:  # the common case, without building a message object
+                    return StatementRequest("simple", raw[5:-1].decode("utf-8"), None, self._seq)
+                except UnicodeDecodeError:
+                    pass
             return StatementRequest("simple", m.Query.decode(raw[5:]).sql, None, self._seq)
         if t == _F_PARSE:
             p = m.Parse.decode(raw[5:])
@@ -422,20 +466,27 @@ class Relay:
         if self._transform is not None:
             self._server.streamable = frozenset()
 
+    @property
+    def shape(self) -> m.RowDescription | None:
+        """The shape of the result whose rows are flowing now, if any."""
+        return self._result.shape if self._in_result else None
+
     def _begin_rows(self) -> None:
         """The first row of a result whose RowDescription came earlier (a portal's)."""
         head = self._expect[0] if self._expect else None
-        shape = None
+        portal = None
         if head is not None and head.kind == _E_EXECUTE and head.target is not None:
-            shape = head.target.result_shape()
-        self._start_result(shape)
+            portal = head.target
+        self._start_result(None, portal)
 
-    def _start_result(self, shape: m.RowDescription | None) -> None:
+    def _start_result(self, raw: bytes | None, portal: Portal | None = None) -> None:
         self._in_result = True
-        self.shape = shape
+        self._result = _Result(raw, None, portal)
         transform = None
-        if shape is not None and self._on_shape is not None:
-            transform = self._on_shape(shape)
+        if self._on_shape is not None:
+            shape = self._result.shape
+            if shape is not None:
+                transform = self._on_shape(shape)
         self._transform = transform
         self._server.streamable = (
             frozenset({_B_DATA_ROW, _B_COPY_DATA}) if transform is None else frozenset()
@@ -443,8 +494,7 @@ class Relay:
 
     def _end_result(self) -> None:
         self._in_result = False
-        if self.shape is not None or self._transform is not None:
-            self.shape = None
+        if self._transform is not None:
             self._transform = None
             self._server.streamable = frozenset({_B_DATA_ROW, _B_COPY_DATA})
 
@@ -454,7 +504,7 @@ class Relay:
         if head is None or head.kind == _E_QUERY:
             # Simple query: each result announces its own shape.
             if t == _B_ROW_DESCRIPTION:
-                self._start_result(m.RowDescription.decode(raw[5:]))
+                self._start_result(raw)
             self._down.append(raw)
             return
         target = head.target
@@ -463,10 +513,8 @@ class Relay:
             self._down.append(raw)
             return
         expect.popleft()
-        shape = m.RowDescription.decode(raw[5:]) if t == _B_ROW_DESCRIPTION else None
         if target is not None:
-            target.shape = shape
-            target.no_data = shape is None
+            target.describe(raw if t == _B_ROW_DESCRIPTION else None)
         if head.kind == _E_DESCRIBE:
             self._down.append(raw)
         # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.

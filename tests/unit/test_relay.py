@@ -1,0 +1,284 @@
+"""The sans-IO relay, driven as a conversation: client bytes in, server bytes in, bytes out.
+
+Each test reads as the exchange it checks: ``client(...)`` is what the agent
+sends, ``upstream()`` what pgwarden forwards, ``server(...)`` what PostgreSQL
+answers and ``down()`` what the agent receives.
+"""
+
+from __future__ import annotations
+
+import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgwarden.relay.engine import ALLOW, PENDING, Relay
+from pgwarden.verdict import Refusal
+from pgwarden.wire import messages as m
+
+COL = m.Column("n", 16400, 2, 23, 4, -1, 0)
+SHAPE = m.RowDescription((COL,))
+
+
+class Talk:
+    """A relay with a scripted decider, and helpers that speak messages."""
+
+    def __init__(self, decide=lambda req: ALLOW, on_shape=None) -> None:
+        self.requests = []
+
+        def recording(req):
+            self.requests.append(req)
+            return decide(req)
+
+        self.relay = Relay(recording, on_shape=on_shape)
+
+    def client(self, *msgs) -> None:
+        self.relay.client_data(b"".join(x.encode() for x in msgs))
+
+    def server(self, *msgs) -> None:
+        self.relay.server_data(b"".join(x.encode() for x in msgs))
+
+    def upstream(self) -> list:
+        return _split(b"".join(self.relay.pop_upstream()), m.decode_frontend)
+
+    def down(self) -> list:
+        return _split(b"".join(self.relay.pop_client()), m.decode_backend)
+
+
+def _split(data: bytes, decode) -> list:
+    out = []
+    while data:
+        n = int.from_bytes(data[1:5], "big") + 1
+        out.append(decode(data[:n]))
+        data = data[n:]
+    return out
+
+
+def test_simple_query_passes_through_and_tracks_status():
+    t = Talk()
+    t.client(m.Query("begin; select 1"))
+    assert t.upstream() == [m.Query("begin; select 1")]
+    t.server(m.CommandComplete("BEGIN"), SHAPE, m.DataRow((b"1",)), m.CommandComplete("SELECT 1"),
+             m.ReadyForQuery("T"))
+    assert [type(x) for x in t.down()] == [m.CommandComplete, m.RowDescription, m.DataRow,
+                                            m.CommandComplete, m.ReadyForQuery]
+    assert t.relay.state.transaction_status == "T"
+    assert t.requests[0].sql == "begin; select 1" and t.requests[0].protocol == "simple"
+
+
+def test_refused_query_is_replaced_by_one_that_raises_in_the_server():
+    t = Talk(lambda req: Refusal("42501", "pgwarden: blocked: no", "Refused by rule 'r'.", "Do reads."))
+    t.client(m.Query("drop table x"))
+    (sent,) = t.upstream()
+    assert isinstance(sent, m.Query) and sent.sql.startswith("DO $pgwarden$")
+    assert "drop table" not in sent.sql
+    assert "E'pgwarden: blocked: no'" in sent.sql and "HINT = E'Do reads.'" in sent.sql
+    # The server's report carries the DO block's context: the agent does not see it.
+    t.server(m.ErrorResponse((("S", "ERROR"), ("C", "42501"), ("M", "pgwarden: blocked: no"),
+                              ("W", "PL/pgSQL function inline_code_block line 1 at RAISE"),
+                              ("F", "pl_exec.c"), ("L", "3911"), ("R", "exec_stmt_raise"))),
+             m.ReadyForQuery("I"))
+    err, ready = t.down()
+    assert err.fields == (("S", "ERROR"), ("C", "42501"), ("M", "pgwarden: blocked: no"))
+    assert ready == m.ReadyForQuery("I")
+
+
+def test_refusal_text_cannot_break_out_of_its_literal():
+    nasty = "x'; drop table t; --\\' $pgwarden$ end $$"
+    t = Talk(lambda req: Refusal("42501", nasty, nasty, nasty))
+    t.client(m.Query("select 1"))
+    (sent,) = t.upstream()
+    import pglast
+
+    tree = pglast.parse_sql(sent.sql)
+    assert len(tree) == 1 and type(tree[0].stmt).__name__ == "DoStmt"
+
+
+def test_refused_parse_skips_until_sync_and_swallows_own_completions():
+    t = Talk(lambda req: Refusal("42501", "no") if "bad" in req.sql else ALLOW)
+    t.client(m.Parse("", "insert into t values (1)"), m.Bind("", ""), m.Execute(""),
+             m.Parse("s", "bad"), m.Bind("", "s"), m.Describe("P", ""), m.Execute(""),
+             m.Sync())
+    sent = t.upstream()
+    # (the insert's portal was never described: pgwarden asks, for the row shape)
+    assert [type(x) for x in sent] == [m.Parse, m.Bind, m.Describe, m.Execute,
+                                       m.Parse, m.Bind, m.Execute, m.Sync]
+    assert sent[4].sql.startswith("DO ") and sent[4].name == ""
+    # The server runs the insert, then pgwarden's own Parse/Bind, then raises.
+    t.server(m.ParseComplete(), m.BindComplete(), m.NoData(), m.CommandComplete("INSERT 0 1"),
+             m.ParseComplete(), m.BindComplete(),
+             m.ErrorResponse.build("ERROR", "42501", "no"), m.ReadyForQuery("I"))
+    got = t.down()
+    assert [type(x) for x in got] == [m.ParseComplete, m.BindComplete, m.CommandComplete,
+                                      m.ErrorResponse, m.ReadyForQuery]
+    # The session goes on with the next Sync cycle.
+    t.client(m.Parse("", "select 1"), m.Sync())
+    assert [type(x) for x in t.upstream()] == [m.Parse, m.Sync]
+    assert "s" not in t.relay.state.statements
+
+
+def test_pending_verdict_holds_later_messages_in_order():
+    waits = []
+    t = Talk(lambda req: (waits.append(req), PENDING)[1])
+    t.client(m.Query("select 1"), m.Query("select 2"))
+    assert t.upstream() == []
+    assert t.relay.waiting is waits[0]
+    t.relay.resolve(waits[0], ALLOW)
+    # The second one was decided as soon as the queue moved on: now pending too.
+    assert t.upstream() == [m.Query("select 1")]
+    t.relay.resolve(waits[1], Refusal("42501", "no"))
+    (raised,) = t.upstream()
+    assert raised.sql.startswith("DO ")
+
+
+def test_cancel_while_pending_becomes_query_canceled():
+    t = Talk(lambda req: PENDING)
+    t.client(m.Query("select pg_sleep(1)"))
+    assert t.relay.cancel_waiting()
+    (sent,) = t.upstream()
+    assert "57014" in sent.sql and "canceling statement due to user request" in sent.sql
+
+
+def test_function_call_always_refused():
+    t = Talk()
+    t.client(m.FunctionCall(1598, (), (), 0))
+    (sent,) = t.upstream()
+    assert isinstance(sent, m.Query) and "FunctionCall" in sent.sql
+
+
+def test_execute_of_undescribed_portal_asks_the_server_and_hides_the_answer():
+    shapes = []
+    t = Talk(on_shape=lambda shape: shapes.append(shape) or None)
+    t.client(m.Parse("s", "select n from t"), m.Bind("p", "s", (), (), (1,)), m.Execute("p"), m.Sync())
+    sent = t.upstream()
+    assert [type(x) for x in sent] == [m.Parse, m.Bind, m.Describe, m.Execute, m.Sync]
+    assert sent[2] == m.Describe("P", "p")
+    binary = attrs.evolve(COL, format=1)
+    t.server(m.ParseComplete(), m.BindComplete(), m.RowDescription((binary,)),
+             m.DataRow((b"\0\0\0\1",)), m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"))
+    got = t.down()
+    assert [type(x) for x in got] == [m.ParseComplete, m.BindComplete, m.DataRow,
+                                      m.CommandComplete, m.ReadyForQuery]
+    assert shapes == [m.RowDescription((binary,))]
+
+
+def test_statement_description_plus_bind_formats_gives_the_shape():
+    shapes = []
+    t = Talk(on_shape=lambda shape: shapes.append(shape) or None)
+    t.client(m.Parse("s", "select n"), m.Describe("S", "s"), m.Sync())
+    assert [type(x) for x in t.upstream()] == [m.Parse, m.Describe, m.Sync]
+    t.server(m.ParseComplete(), m.ParameterDescription(()), SHAPE, m.ReadyForQuery("I"))
+    assert [type(x) for x in t.down()] == [m.ParseComplete, m.ParameterDescription,
+                                           m.RowDescription, m.ReadyForQuery]
+    # Described already: no Describe of pgwarden's own; the formats come from Bind.
+    t.client(m.Bind("", "s", (), (), (1,)), m.Execute(""), m.Sync())
+    assert [type(x) for x in t.upstream()] == [m.Bind, m.Execute, m.Sync]
+    t.server(m.BindComplete(), m.DataRow((b"\0\0\0\7",)), m.CommandComplete("SELECT 1"),
+             m.ReadyForQuery("I"))
+    assert shapes == [m.RowDescription((attrs.evolve(COL, format=1),))]
+
+
+def test_row_transform_applies_to_its_result_only():
+    def on_shape(shape):
+        if shape.columns[0].name == "secret":
+            return lambda raw: m.DataRow((b"***",)).encode()
+        return None
+
+    t = Talk(on_shape=on_shape)
+    t.client(m.Query("select secret; select n"))
+    t.upstream()
+    t.server(m.RowDescription((m.Column("secret"),)), m.DataRow((b"s3cr3t",)), m.CommandComplete("SELECT 1"),
+             SHAPE, m.DataRow((b"5",)), m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"))
+    rows = [x for x in t.down() if isinstance(x, m.DataRow)]
+    assert rows == [m.DataRow((b"***",)), m.DataRow((b"5",))]
+
+
+def test_error_in_pipeline_drops_expectations_until_sync():
+    t = Talk()
+    t.client(m.Parse("", "select 1/0"), m.Bind("", ""), m.Execute(""), m.Sync(),
+             m.Parse("", "select 2"), m.Bind("", ""), m.Execute(""), m.Sync())
+    t.upstream()
+    t.server(m.ParseComplete(), m.BindComplete(), m.ErrorResponse.build("ERROR", "22012", "division by zero"),
+             m.ReadyForQuery("I"), m.ParseComplete(), m.BindComplete(), m.DataRow((b"2",)),
+             m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"))
+    assert [type(x) for x in t.down()] == [
+        m.ParseComplete, m.BindComplete, m.ErrorResponse, m.ReadyForQuery,
+        m.ParseComplete, m.BindComplete, m.DataRow, m.CommandComplete, m.ReadyForQuery,
+    ]
+    assert not t.relay._expect
+
+
+def test_terminate_and_protocol_errors_close():
+    t = Talk()
+    t.client(m.Terminate())
+    assert t.relay.terminated and t.upstream() == [m.Terminate()]
+    t = Talk()
+    t.relay.client_data(b"Z\0\0\0\4")
+    assert t.relay.closing
+    (fatal,) = t.down()
+    assert fatal.get("S") == "FATAL" and fatal.sqlstate == "08P01"
+
+
+# -------------------------------------------------------------------- any split gives the same bytes
+
+CONVERSATION_CLIENT = b"".join(
+    x.encode()
+    for x in (
+        m.Query("select 1; select 2"),
+        m.Parse("a", "select $1::int"),
+        m.Bind("", "a", (0,), (b"5",), (0,)),
+        m.Describe("P", ""),
+        m.Execute(""),
+        m.Sync(),
+        m.Query("copy t from stdin"),
+        m.CopyData(b"1\n" * 100),
+        m.CopyDone(),
+    )
+)
+CONVERSATION_SERVER = b"".join(
+    x.encode()
+    for x in (
+        SHAPE, m.DataRow((b"1",)), m.CommandComplete("SELECT 1"),
+        SHAPE, m.DataRow((b"2",)), m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"),
+        m.ParseComplete(), m.BindComplete(), SHAPE, m.DataRow((b"5",)), m.CommandComplete("SELECT 1"),
+        m.NoticeResponse.build("NOTICE", "00000", "hello"), m.ParameterStatus("TimeZone", "UTC"),
+        m.ReadyForQuery("I"),
+        m.CopyInResponse(0, (0,)), m.CommandComplete("COPY 100"), m.ReadyForQuery("I"),
+    )
+)
+
+
+def _run(splits_client, splits_server):
+    t = Talk()
+    up = []
+    down = []
+    for part in _cut(CONVERSATION_CLIENT, splits_client):
+        t.relay.client_data(part)
+        up += t.relay.pop_upstream()
+    for part in _cut(CONVERSATION_SERVER, splits_server):
+        t.relay.server_data(part)
+        down += t.relay.pop_client()
+    return b"".join(up), b"".join(down), t
+
+
+def _cut(data: bytes, points) -> list[bytes]:
+    points = sorted({p % (len(data) + 1) for p in points})
+    out, last = [], 0
+    for p in points + [len(data)]:
+        out.append(data[last:p])
+        last = p
+    return out
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(0, 10_000), max_size=30), st.lists(st.integers(0, 10_000), max_size=30))
+def test_property_any_split_relays_the_same_bytes(cuts_client, cuts_server):
+    up, down, t = _run(cuts_client, cuts_server)
+    assert up == CONVERSATION_CLIENT
+    assert down == CONVERSATION_SERVER
+    assert t.relay.state.parameters["TimeZone"] == "UTC"
+    assert not t.relay._expect
+
+
+def test_byte_by_byte():
+    up, down, _ = _run(range(len(CONVERSATION_CLIENT)), range(len(CONVERSATION_SERVER)))
+    assert (up, down) == (CONVERSATION_CLIENT, CONVERSATION_SERVER)

@@ -18,6 +18,10 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# Unit and property tests only: seconds, no database.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q tests/unit
+
 # Deep fuzzing of the codec and relay (opt-in, minutes).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q tests/unit -k "property or fuzz"

@@ -125,6 +125,8 @@ class MessageFramer:
         out: list = []
         pos = 0
         if self._stream_left:
+            if not n:
+                return []
             take = min(self._stream_left, n)
             self._stream_left -= take
             out.append(Fragment(self._stream_type, bytes(buf[:take]), False, self._stream_left == 0))

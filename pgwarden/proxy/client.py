@@ -12,7 +12,6 @@ import secrets
 from typing import TYPE_CHECKING
 
 from twisted.internet import address
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -268,8 +267,7 @@ class ClientConnection(Protocol):
         proto = UpstreamProtocol(
             login, cfg.tls.mode, self.app.upstream_tls, self._upstream_ready, self._upstream_failed
         )
-        endpoint = HostnameEndpoint(self.app.reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout_s)
-        d = endpoint.connect(_Once(proto))
+        d = self.app.upstream_endpoint().connect(_Once(proto))
         d.addErrback(self._upstream_unreachable)
         self.upstream = proto
 

@@ -107,7 +107,7 @@ class Portal(_Described):
 
     name: str
     statement: PreparedStatement
-    result_formats: tuple[int, ...]
+    bind: bytes  # the client's Bind message, decoded only if the shape is wanted
     generation: int
     described: bool = False
     description: bytes | None = None
@@ -119,6 +119,10 @@ class Portal(_Described):
         if self.statement.description is not None:
             return self.statement.shape.with_formats(self.result_formats)
         return None
+
+    @property
+    def result_formats(self) -> tuple[int, ...]:
+        return m.Bind.decode(self.bind[5:]).result_formats
 
 
 class _Result(_Described):
@@ -172,6 +176,14 @@ class SessionState:
 
 Decider = Callable[[StatementRequest], object]  # -> ALLOW | Refusal | PENDING
 ShapeListener = Callable[[m.RowDescription], Callable[[bytes], bytes] | None]
+
+
+def _name(raw: bytes, start: int) -> tuple[str, int]:
+    """A NUL-terminated name at ``start`` and the offset after it."""
+    end = raw.find(b"\0", start)
+    if end < 0 or len(raw) < 6:
+        raise ProtocolError(f"message {chr(raw[0])!r}: unterminated name")
+    return raw[start:end].decode("utf-8", "replace"), end + 1
 
 
 class Relay:
@@ -305,7 +317,11 @@ class Relay:
                     return
                 self._apply(raw, request, decision)
             else:
-                self._forward_other(t, raw)
+                try:
+                    self._forward_other(t, raw)
+                except ProtocolError as e:
+                    self.fail(str(e))
+                    return
 
     def _request(self, raw: bytes) -> StatementRequest:
         self._seq += 1
@@ -369,16 +385,19 @@ class Relay:
     def _forward_other(self, t: int, raw: bytes) -> None:
         st = self.state
         if t == _F_BIND:
-            b = m.Bind.decode(raw[5:])
-            stmt = st.statements.get(b.statement)
+            # Only the names are read here: the rest is for the server (and for
+            # Portal.result_formats, should anyone ask for the shape).
+            portal_name, end = _name(raw, 5)
+            statement_name, _ = _name(raw, end)
+            stmt = st.statements.get(statement_name)
             if stmt is None:  # the server will say it does not exist
-                stmt = PreparedStatement(b.statement, "")
-            portal = Portal(b.portal, stmt, b.result_formats, self._generation)
-            st.portals[b.portal] = portal
+                stmt = PreparedStatement(statement_name, "")
+            portal = Portal(portal_name, stmt, raw, self._generation)
+            st.portals[portal_name] = portal
             self._up.append(raw)
             self._expect_extended(_Expect(_E_BIND, portal))
         elif t == _F_EXECUTE:
-            name = m.Execute.decode(raw[5:]).portal
+            name, _ = _name(raw, 5)
             portal = st.portals.get(name)
             if portal is not None and not portal.described and not portal.statement.described:
                 # The client never asked what this portal returns: ask for it.
@@ -388,8 +407,10 @@ class Relay:
             self._up.append(raw)
             self._expect_extended(_Expect(_E_EXECUTE, portal))
         elif t == _F_DESCRIBE:
-            d = m.Describe.decode(raw[5:])
-            target = (st.statements if d.kind == "S" else st.portals).get(d.name)
+            name, _ = _name(raw, 6)
+            target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
+            if raw[5] not in (83, 80):
+                raise ProtocolError("Describe: target must be 'S' or 'P'")
             if target is not None:
                 target.described = True
             self._up.append(raw)
@@ -400,8 +421,10 @@ class Relay:
             self._up.append(raw)
             self._expect.append(_Expect(_E_SYNC))
         elif t == _F_CLOSE:
-            c = m.Close.decode(raw[5:])
-            (st.statements if c.kind == "S" else st.portals).pop(c.name, None)
+            name, _ = _name(raw, 6)
+            if raw[5] not in (83, 80):
+                raise ProtocolError("Close: target must be 'S' or 'P'")
+            (st.statements if raw[5] == 83 else st.portals).pop(name, None)
             self._up.append(raw)
             self._expect_extended(_Expect(_E_CLOSE))
         elif t == _F_FLUSH or t == _F_COPY_DATA or t == _F_COPY_DONE or t == _F_COPY_FAIL:

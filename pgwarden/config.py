@@ -9,6 +9,7 @@ secrets never appear in a repr.
 from __future__ import annotations
 
 import os
+import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -204,16 +205,28 @@ def _format_path(path: str) -> tuple[str, tuple]:
     return pretty or "(top level)", tuple(parts)
 
 
+def _describe(exc: BaseException, type_) -> str:
+    """One problem in words: what was expected, and what was found when it helps."""
+    args = typing.get_args(type_) if typing.get_origin(type_) is Literal else ()
+    if args:
+        return "expected one of " + ", ".join(map(str, args))
+    if type_ is None and isinstance(exc, (ValueError, TypeError)) and str(exc):
+        return f"invalid value: {exc}"
+    return cattrs.v.format_exception(exc, type_)
+
+
 def _problems(exc: Exception, lines: dict[tuple, int]) -> list[str]:
     out = []
-    for msg in cattrs.transform_error(exc, path="$"):
+    for msg in cattrs.transform_error(exc, path="$", format_exception=_describe):
         text, _, path = msg.rpartition(" @ ")
         if not text:
             text, path = msg, "$"
         pretty, parts = _format_path(path)
-        line = lines.get(parts)
-        if line is None and "extra fields found" in text:
-            line = lines.get(parts)
+        line = None
+        for n in range(len(parts), 0, -1):  # a missing key: the line of its parent
+            line = lines.get(parts[:n])
+            if line is not None:
+                break
         where = f"line {line}: " if line else ""
         out.append(f"{where}{pretty}: {text}")
     return out

@@ -6,12 +6,11 @@ and nothing depends on a global.
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Callable
 
 from twisted.internet import ssl
-from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -79,16 +78,6 @@ class Application:
         log.info("pgwarden listening on {host}:{port}", host=lc.host, port=self.port.getHost().port)
         return self.port
 
-    def upstream_endpoint(self):
-        """Where the database is. An IP address skips the (threaded) name resolution."""
-        cfg = self.config.upstream
-        try:
-            ip = ipaddress.ip_address(cfg.host)
-        except ValueError:
-            return HostnameEndpoint(self.reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout_s)
-        endpoint = TCP6ClientEndpoint if ip.version == 6 else TCP4ClientEndpoint
-        return endpoint(self.reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout_s)
-
     def stop(self):
         """Stops listening and closes every session; returns a Deferred."""
         for conn in list(self.connections):
@@ -127,5 +116,7 @@ class Application:
         if key is None:
             return
         packet = m.CancelRequest(key.process_id, key.secret_key).encode()
-        d = self.upstream_endpoint().connect(Factory.forProtocol(lambda: _CancelSender(packet)))
+        cfg = self.config.upstream
+        endpoint = HostnameEndpoint(self.reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout_s)
+        d = endpoint.connect(Factory.forProtocol(lambda: _CancelSender(packet)))
         d.addErrback(lambda f: log.error("cannot forward a cancel request: {err}", err=f.getErrorMessage()))

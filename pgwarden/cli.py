@@ -15,7 +15,9 @@ def _cmd_run(args) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
-    from twisted.internet import reactor
+    from pgwarden.proxy.reactor import install
+
+    reactor = install()
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from pgwarden.app import Application
@@ -62,6 +64,9 @@ def _cmd_token(args) -> int:
 
 
 def _cmd_demo(args) -> int:
+    from pgwarden.proxy.reactor import install
+
+    install()
     from pgwarden.demo import run_demo
 
     return run_demo(Path(args.dir), port=args.port)

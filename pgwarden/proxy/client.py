@@ -12,7 +12,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from twisted.internet import address
-from twisted.internet.protocol import Protocol, connectionDone
+from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -267,12 +267,15 @@ class ClientConnection(Protocol):
         proto = UpstreamProtocol(
             login, cfg.tls.mode, self.app.upstream_tls, self._upstream_ready, self._upstream_failed
         )
-        d = self.app.upstream_endpoint().connect(_Once(proto))
-        d.addErrback(self._upstream_unreachable)
+        # connectTCP rather than an endpoint: the endpoint's wrapping protocol
+        # would add a call to every read of the session.
+        self.app.reactor.connectTCP(
+            cfg.host, cfg.port, _Once(proto, self._upstream_unreachable), timeout=cfg.connect_timeout_s
+        )
         self.upstream = proto
 
-    def _upstream_unreachable(self, failure: Failure) -> None:
-        log.error("cannot reach the database: {err}", err=failure.getErrorMessage())
+    def _upstream_unreachable(self, reason: Failure) -> None:
+        log.error("cannot reach the database: {err}", err=reason.getErrorMessage())
         self._fatal("08006", "pgwarden: cannot connect to the database")
 
     def _upstream_failed(self, message: str, sqlstate: str) -> None:
@@ -388,17 +391,17 @@ class ClientConnection(Protocol):
             self._flush()
 
 
-class _Once:
-    """A protocol factory for exactly one, already built, protocol instance."""
+class _Once(ClientFactory):
+    """A client factory for exactly one, already built, protocol instance."""
 
-    def __init__(self, proto: Protocol) -> None:
+    def __init__(self, proto: Protocol, failed) -> None:
         self._proto = proto
+        self._failed = failed
 
-    def doStart(self) -> None:
-        pass
+    noisy = False  # one factory per session: "Starting factory" lines would flood the log
 
-    def doStop(self) -> None:
-        pass
+    def clientConnectionFailed(self, connector, reason: Failure) -> None:
+        self._failed(reason)
 
     def buildProtocol(self, addr) -> Protocol:
         return self._proto

@@ -17,6 +17,7 @@ from twisted.logger import Logger
 from pgwarden.config import Config
 from pgwarden.identity import Identity, TokenVerifier
 from pgwarden.proxy.client import ClientConnection
+from pgwarden.proxy.reactor import send_now
 from pgwarden.proxy.upstream import tls_options
 from pgwarden.relay.engine import ALLOW, StatementRequest
 from pgwarden.wire import messages as m
@@ -66,6 +67,7 @@ class Application:
                 acceptableProtocols=[b"postgresql"],
             )
         self._decide = decide
+        self._queue_send = getattr(reactor, "queue_send", None)
         self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
         self.connections: set[ClientConnection] = set()
         self.port = None
@@ -87,6 +89,13 @@ class Application:
         return None
 
     # ------------------------------------------------------------------ sessions
+
+    def send(self, transport, chunks: list[bytes]) -> None:
+        """Relays bytes: at the end of this poll iteration with pgwarden's reactor, else now."""
+        if self._queue_send is not None:
+            self._queue_send(transport, chunks)
+        else:
+            send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def connection_opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)

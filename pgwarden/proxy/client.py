@@ -59,38 +59,6 @@ def is_loopback(peer) -> bool:
     return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
 
 
-def send_now(transport, chunks: list[bytes]) -> None:
-    """Sends at once when nothing is queued, instead of on the reactor's next turn.
-
-    Twisted's ``write`` only buffers: the bytes leave on a later reactor turn,
-    after two epoll_ctl calls (start and stop polling for writability). For a
-    proxy that is paid on every hop of every round trip. When the transport has
-    nothing queued, a plain TCP socket can take the bytes now; whatever the
-    kernel does not take (and everything on a TLS transport, or behind queued
-    bytes) goes through ``write`` as usual, so ordering and back-pressure
-    (which pauses the producer when the queue grows) are unchanged.
-    """
-    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    if (
-        transport.TLS
-        or transport.disconnecting
-        or not transport.connected
-        or transport.dataBuffer
-        or transport._tempDataLen
-    ):
-        transport.write(data)
-        return
-    try:
-        sent = transport.socket.send(data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        transport.write(data)  # the reactor will notice the broken connection itself
-        return
-    if sent < len(data):
-        transport.write(data[sent:])
-
-
 class ClientConnection(Protocol):
     """One agent connection."""
 
@@ -339,10 +307,10 @@ class ClientConnection(Protocol):
         relay = self.relay
         up = relay.pop_upstream()
         if up and self.upstream is not None and self.upstream.transport is not None:
-            send_now(self.upstream.transport, up)
+            self.app.send(self.upstream.transport, up)
         down = relay.pop_client()
         if down:
-            send_now(self.transport, down)
+            self.app.send(self.transport, down)
         if relay.closing and self.phase != "closed":
             self.phase = "closed"
             self.transport.loseConnection()

@@ -41,7 +41,17 @@ def signing_keys(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def reactor_thread():
-    """The Twisted reactor, running in a background thread for the session."""
+    """The Twisted reactor, running in a background thread for the session.
+
+    pgwarden's own reactor (the one `pgwarden run` uses) unless another one was
+    installed first, so the tests exercise what runs in production.
+    """
+    import sys
+
+    if "twisted.internet.reactor" not in sys.modules:
+        from pgwarden.proxy.reactor import install
+
+        install()
     from twisted.internet import reactor
 
     if not reactor.running:

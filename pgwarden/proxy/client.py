@@ -179,6 +179,12 @@ class ClientConnection(Protocol):
         if startup.get("database") is not None and startup.get("user") is None:
             self._fatal("28000", "pgwarden: no user name specified")
             return
+        served = self.app.config.upstream.database
+        wanted = startup.get("database") or startup.get("user")
+        if wanted is not None and wanted != served:
+            # Silently serving another database than the one asked for would surprise.
+            self._fatal("3D000", f'pgwarden: database "{wanted}" is not served here; connect to "{served}"')
+            return
         if startup.minor > 0:
             unknown = tuple(k for k, _ in startup.parameters if k.startswith("_pq_."))
             self.transport.write(m.NegotiateProtocolVersion(0, unknown).encode())

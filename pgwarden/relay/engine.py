@@ -451,6 +451,12 @@ class Relay:
         expect = self._expect
         for raw in frames:
             if type(raw) is Fragment:
+                if raw.first and raw.type == _B_DATA_ROW and not self._in_result:
+                    self._begin_rows()
+                    if self._transform is not None:
+                        # Its rows must be rewritten, and this one is too large to hold whole.
+                        self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
+                        return
                 down.append(raw.data)
                 continue
             t = raw[0]

@@ -311,3 +311,11 @@ def test_cleartext_token_rule_only_trusts_loopback():
 def test_upstream_password_file_in_config_not_password(pgwarden):
     # The config holds a path, never the secret itself.
     assert APP_PASSWORD not in repr(pgwarden.app.config)
+
+
+def test_another_database_is_refused_clearly(pgwarden):
+    rc = RawClient(pgwarden.host, pgwarden.port)
+    rc.send(m.StartupMessage(m.PROTOCOL_3_0, (("user", "agent"), ("database", "postgres"))).encode())
+    msg = rc.recv_message()
+    assert fatal(msg) and msg.sqlstate == "3D000"
+    assert msg.message == 'pgwarden: database "postgres" is not served here; connect to "appdb"'

@@ -282,3 +282,34 @@ def test_property_any_split_relays_the_same_bytes(cuts_client, cuts_server):
 def test_byte_by_byte():
     up, down, _ = _run(range(len(CONVERSATION_CLIENT)), range(len(CONVERSATION_SERVER)))
     assert (up, down) == (CONVERSATION_CLIENT, CONVERSATION_SERVER)
+
+
+def test_a_row_too_large_to_rewrite_fails_closed():
+    from pgwarden.wire.framing import STREAM_THRESHOLD
+
+    t = Talk(on_shape=lambda shape: (lambda raw: raw))  # every result needs rewriting
+    t.client(m.Parse("", "select big"), m.Bind("", ""), m.Describe("P", ""), m.Execute(""), m.Sync())
+    t.upstream()
+    t.server(m.ParseComplete(), m.BindComplete(), SHAPE)
+    huge = m.DataRow((b"x" * (STREAM_THRESHOLD * 2),)).encode()
+    t.relay.server_data(huge[: STREAM_THRESHOLD + 100])
+    got = t.down()
+    assert not any(isinstance(x, m.DataRow) for x in got)
+    assert got[-1].get("S") == "FATAL" and got[-1].sqlstate == "54000"
+    assert t.relay.closing
+
+
+def test_large_rows_stream_when_nothing_rewrites_them():
+    from pgwarden.wire.framing import STREAM_THRESHOLD
+
+    t = Talk()
+    t.client(m.Query("select big"))
+    t.upstream()
+    t.server(SHAPE)
+    huge = m.DataRow((b"x" * (STREAM_THRESHOLD * 2),)).encode()
+    t.relay.server_data(huge[: STREAM_THRESHOLD + 100])
+    first = b"".join(t.relay.pop_client())
+    assert len(first) > STREAM_THRESHOLD  # relayed before the row is complete
+    t.relay.server_data(huge[STREAM_THRESHOLD + 100:] + m.CommandComplete("SELECT 1").encode())
+    rest = b"".join(t.relay.pop_client())
+    assert first + rest == SHAPE.encode() + huge + m.CommandComplete("SELECT 1").encode()

@@ -7,15 +7,22 @@ and nothing depends on a global.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
+
+import attrs
 
 from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from pgwarden.config import Config
-from pgwarden.identity import Identity, TokenVerifier
+from pgwarden.config import Config, ConfigError
+from pgwarden.identity import AuthenticationFailed, Identity
+from pgwarden.masking import row_transform
+from pgwarden.plugins import PluginHost
+from pgwarden.sql.cache import StatementCache
+from pgwarden.verdict import Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
 from pgwarden.proxy.reactor import send_now
 from pgwarden.proxy.upstream import tls_options
@@ -28,8 +35,17 @@ Decide = Callable[[ClientConnection, StatementRequest], object]
 
 
 def allow_everything(_conn: ClientConnection, _request: StatementRequest) -> object:
-    """The decider used until policies are configured: every statement passes."""
+    """A decider that lets every statement pass (for tests of the relay)."""
     return ALLOW
+
+
+@attrs.frozen
+class ApprovalRequest:
+    """A statement held for a human: what it is, why, and from whom."""
+
+    statement: object
+    verdict: Verdict
+    session: object
 
 
 class _ClientFactory(Factory):
@@ -50,10 +66,24 @@ class _CancelSender(Protocol):
 
 
 class Application:
-    def __init__(self, config: Config, reactor, decide: Decide = allow_everything) -> None:
+    """One pgwarden. ``decide`` replaces the plugins' decisions (tests of the relay use it)."""
+
+    def __init__(
+        self,
+        config: Config,
+        reactor,
+        decide: Decide | None = None,
+        *,
+        plugins: PluginHost | None = None,
+        extra_plugins: Iterable[tuple[str, object]] = (),
+    ) -> None:
         self.config = config
         self.reactor = reactor
-        self.verifier = TokenVerifier(config.auth.jwt)
+        self.plugins = plugins or PluginHost(config, reactor, extra_plugins)
+        if not self.plugins._impls("pgwarden_authenticate"):
+            raise ConfigError(config.source, ["no loaded plugin authenticates clients (is 'jwt' disabled?)"])
+        self.plugins.configure(config)
+        self.statements = StatementCache()
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = None
         if config.listen.tls is not None:
@@ -103,8 +133,49 @@ class Application:
     def connection_closed(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
 
+    def session_started(self, conn: ClientConnection) -> None:
+        self._call_each("pgwarden_session_start", session=conn.session)
+
+    def session_ended(self, conn: ClientConnection) -> None:
+        relay = conn.relay
+        summary = {"statements": relay._seq if relay is not None else 0}
+        self._call_each("pgwarden_session_end", session=conn.session, summary=summary)
+
+    def _call_each(self, hook_name: str, **kwargs) -> None:
+        """A notification hook: one plugin's failure is logged and does not stop the others."""
+        for impl in self.plugins._impls(hook_name):
+            try:
+                impl.function(*[kwargs[a] for a in impl.argnames])
+            except Exception:
+                log.failure("plugin {plugin} failed in {hook}", plugin=impl.plugin_name, hook=hook_name)
+
+    def shape_listener(self, conn: ClientConnection):
+        """The relay's ``on_shape``: None (rows pass untouched) unless a plugin masks results."""
+        if not self.plugins._impls("pgwarden_result_masks"):
+            return None
+
+        def on_shape(shape):
+            maskers: dict = {}
+            for answer in self.plugins.pm.hook.pgwarden_result_masks(
+                shape=shape, statement=None, session=conn.session
+            ):
+                maskers.update(answer or {})
+            return row_transform(shape, maskers) if maskers else None
+
+        return on_shape
+
     def authenticate(self, startup: m.StartupMessage, token: str) -> Identity:
-        return self.verifier.verify(token)
+        """The identity behind ``token``; AuthenticationFailed when no plugin vouches for it."""
+        try:
+            identity = self.plugins.pm.hook.pgwarden_authenticate(startup=startup, secret=token)
+        except AuthenticationFailed:
+            raise
+        except Exception as e:  # a broken plugin refuses, never admits
+            log.failure("authentication plugin failed")
+            raise AuthenticationFailed(f"authentication plugin failed: {e!r}") from None
+        if not isinstance(identity, Identity):
+            raise AuthenticationFailed("no plugin accepted the credential")
+        return identity
 
     def application_name(self, identity: Identity, startup: m.StartupMessage) -> str:
         client = startup.get("application_name")
@@ -112,7 +183,37 @@ class Application:
         return f"{name} ({client})" if client else name
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
-        return self._decide(conn, request)
+        """ALLOW, a Refusal, or a Deferred of one of them."""
+        if self._decide is not None:
+            return self._decide(conn, request)
+        if request.protocol == "function_call" or not self.plugins.checks:
+            return ALLOW  # (the relay refuses FunctionCall whatever the verdict)
+        statement = self.statements.get(request.sql)
+        verdict = self.plugins.check(statement, conn.session)
+        if isinstance(verdict, Deferred):
+            return verdict.addCallback(self._enforce, statement, conn)
+        return self._enforce(verdict, statement, conn)
+
+    def _enforce(self, verdict: Verdict, statement, conn: ClientConnection):
+        if verdict.action == "allow":
+            return ALLOW
+        if verdict.action == "block":
+            return Refusal.from_verdict(verdict)
+        # approve: hold until a human decides, if an approval store is loaded.
+        request = ApprovalRequest(statement, verdict, conn.session)
+        waiting = self.plugins.approval(request, conn.session)
+        if waiting is None:
+            return Refusal(
+                "42501",
+                f"pgwarden: approval required: {verdict.reason or 'this statement needs a human'}",
+                "No approval store is configured, so it cannot be approved here.",
+                None,
+            )
+        self.plugins.pm.hook.pgwarden_approval_requested(request=request)
+        return maybeDeferred(lambda: waiting).addCallback(
+            lambda decided: ALLOW if isinstance(decided, Verdict) and decided.action == "allow"
+            else Refusal("42501", f"pgwarden: approval denied: {getattr(decided, 'reason', None) or ''}".rstrip(": "))
+        )
 
     def cancel(self, pid: int, secret: int) -> None:
         """Maps a client's CancelRequest to the upstream backend behind it."""

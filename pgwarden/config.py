@@ -215,7 +215,7 @@ def _describe(exc: BaseException, type_) -> str:
     return cattrs.v.format_exception(exc, type_)
 
 
-def _problems(exc: Exception, lines: dict[tuple, int]) -> list[str]:
+def _problems(exc: Exception, lines: dict[tuple, int], prefix: str = "") -> list[str]:
     out = []
     for msg in cattrs.transform_error(exc, path="$", format_exception=_describe):
         text, _, path = msg.rpartition(" @ ")
@@ -228,6 +228,8 @@ def _problems(exc: Exception, lines: dict[tuple, int]) -> list[str]:
             if line is not None:
                 break
         where = f"line {line}: " if line else ""
+        if prefix:
+            pretty = prefix if pretty == "(top level)" else f"{prefix}.{pretty}"
         out.append(f"{where}{pretty}: {text}")
     return out
 
@@ -247,6 +249,16 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     except Exception as e:  # cattrs raises ClassValidationError / ValueError groups
         raise ConfigError(source, _problems(e, _line_index(text))) from None
     return attrs.evolve(config, source=source)
+
+
+def structure_section(data: Any, cls: type, path: str, source: str = "<config>"):
+    """Structures one section (a plugin's options, say) with the config's own rules."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, [f"{path}: expected a mapping, got {data!r}"])
+    try:
+        return _CONVERTER.structure(data, cls)
+    except Exception as e:
+        raise ConfigError(source, _problems(e, {}, path)) from None
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.relay.engine import ALLOW, PENDING, Relay, StatementRequest
 from pgwarden.relay.handshake import UpstreamLogin
+from pgwarden.session import Session
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
@@ -72,6 +73,7 @@ class ClientConnection(Protocol):
         self.identity: Identity | None = None
         self.upstream: UpstreamProtocol | None = None
         self.relay: Relay | None = None
+        self.session: Session | None = None
         self.key: tuple[int, int] | None = None
         self._timeout = None
         self._paused_for_backlog = False
@@ -99,6 +101,8 @@ class ClientConnection(Protocol):
         self._timeout = None
         if self.key is not None:
             self.app.cancel_keys.pop(self.key, None)
+        if self.session is not None:
+            self.app.session_ended(self)
         if self.upstream is not None and self.upstream.transport is not None:
             if self.relay is not None and not self.relay.terminated:
                 self.upstream.transport.write(m.Terminate().encode())
@@ -280,14 +284,22 @@ class ClientConnection(Protocol):
         out.append(m.ReadyForQuery(login.transaction_status).encode())
         self.transport.writeSequence(out)
 
+        self.session = Session(
+            id=secrets.token_hex(8),
+            identity=self.identity,
+            database=self.app.config.upstream.database,
+            application_name=self.startup.get("application_name"),
+            client_address=str(self.transport.getPeer()),
+        )
         self.relay = Relay(
             self._decide,
             max_message_size=self.app.config.limits.max_message_bytes,
-            on_shape=None,
+            on_shape=self.app.shape_listener(self),
         )
         for p in login.server_parameters:
             self.relay.state.parameters[p.name] = p.value
         self.phase = "relay"
+        self.app.session_started(self)
         upstream.data_sink = self._from_upstream
         upstream.lost_sink = self._upstream_lost
         # Back-pressure both ways: a slow reader pauses the other side's reads.

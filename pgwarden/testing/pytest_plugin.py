@@ -117,17 +117,18 @@ def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overri
 @pytest.fixture
 def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
     """Starts a pgwarden with config overrides and an optional decider; stopped after the test."""
-    from pgwarden.app import Application, allow_everything
+    from pgwarden.app import Application
     from pgwarden.config import _CONVERTER, Config
 
     started: list[RunningPgwarden] = []
 
-    def start(decide=allow_everything, **overrides) -> RunningPgwarden:
+    def start(decide=None, plugins=(), **overrides) -> RunningPgwarden:
+        """``plugins``: (name, plugin object) pairs registered beside the installed ones."""
         doc = base_config(pg_server, signing_keys, tmp_path, **overrides)
         config = _CONVERTER.structure(doc, Config)
 
         def listen():
-            app = Application(config, reactor_thread, decide=decide)
+            app = Application(config, reactor_thread, decide=decide, extra_plugins=plugins)
             port = app.listen()
             return app, port.getHost().port
 

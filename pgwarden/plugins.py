@@ -1,0 +1,215 @@
+"""The plugin host: loads plugins, validates their options, and turns hook answers into decisions.
+
+Built per `Application` (never a module global). Every plugin, built-in or not,
+comes from the entry-point group ``pgwarden``; tests and embedders may add
+plugin objects directly. After loading, ``check_pending()`` makes a misspelled
+hook fail at start-up instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib.metadata import entry_points
+from typing import Any, Iterable
+
+import attrs
+import pluggy
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pgwarden import hookspecs
+from pgwarden.config import Config, ConfigError, structure_section
+from pgwarden.verdict import Refusal, Verdict
+
+log = Logger(namespace="pgwarden.plugins")
+
+ENTRY_POINT_GROUP = "pgwarden"
+# Keys of the `plugins:` section that are not plugin names.
+RESERVED_KEYS = frozenset({"disable", "timeout_s"})
+# Rule keys that name or explain a rule rather than say what it does.
+RULE_META_KEYS = frozenset({"name", "reason", "hint"})
+DECISION_HOOKS = ("pgwarden_check",)
+
+
+class PluginError(Exception):
+    """A plugin could not be loaded or does not fit the hook specifications."""
+
+
+@attrs.frozen
+class LoadedPlugin:
+    name: str
+    version: str | None
+    source: str  # "entry point" or "inline"
+    hooks: tuple[str, ...]
+
+
+class PluginHost:
+    """The loaded plugins of one pgwarden, and how the core calls them."""
+
+    def __init__(
+        self,
+        config: Config,
+        reactor,
+        extra: Iterable[tuple[str, object]] = (),
+        *,
+        use_entry_points: bool = True,
+    ) -> None:
+        self.reactor = reactor
+        self.pm = pluggy.PluginManager("pgwarden")
+        self.pm.add_hookspecs(hookspecs)
+        self._versions: dict[str, tuple[str | None, str]] = {}
+        section = config.plugins or {}
+        disabled = set(section.get("disable", []) or [])
+        self.timeout_s = float(section.get("timeout_s", 10.0))
+        if use_entry_points:
+            for ep in entry_points(group=ENTRY_POINT_GROUP):
+                if ep.name in disabled:
+                    continue
+                try:
+                    plugin = ep.load()
+                except Exception as e:
+                    raise PluginError(f"plugin {ep.name!r} ({ep.value}) cannot be imported: {e}") from e
+                self._register(ep.name, plugin, ep.dist.version if ep.dist else None, "entry point")
+        for name, plugin in extra:
+            if name not in disabled:
+                self._register(name, plugin, None, "inline")
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as e:
+            raise PluginError(str(e)) from None
+        if os.environ.get("PGWARDEN_TRACE_HOOKS") == "1":
+            self.pm.trace.root.setwriter(lambda text: log.info("hook: {text}", text=text.rstrip()))
+            self.pm.enable_tracing()
+        self.options: dict[str, Any] = {}
+        self.validate(config)
+        self._guard_decisions()
+
+    def _register(self, name: str, plugin: object, version: str | None, source: str) -> None:
+        if self.pm.has_plugin(name):
+            raise PluginError(f"two plugins are named {name!r}")
+        try:
+            self.pm.register(plugin, name=name)
+        except ValueError as e:
+            raise PluginError(f"plugin {name!r}: {e}") from None
+        except pluggy.PluginValidationError as e:
+            raise PluginError(f"plugin {name!r} does not fit the hook specifications: {e}") from None
+        self._versions[name] = (version, source)
+
+    # ------------------------------------------------------------------ configuration
+
+    def _impls(self, hook_name: str):
+        return getattr(self.pm.hook, hook_name).get_hookimpls()
+
+    def validate(self, config: Config) -> None:
+        """Checks the plugin options and rule kinds of ``config``; raises ConfigError."""
+        problems: list[str] = []
+        section = config.plugins or {}
+        names = {n for n, _ in self.pm.list_name_plugin()}
+        for key in section:
+            if key not in RESERVED_KEYS and key not in names:
+                problems.append(f"plugins.{key}: no loaded plugin is named {key!r}")
+        options: dict[str, Any] = {}
+        for impl in self._impls("pgwarden_options"):
+            cls = impl.function()
+            if cls is None:
+                continue
+            try:
+                options[impl.plugin_name] = structure_section(
+                    section.get(impl.plugin_name) or {}, cls, f"plugins.{impl.plugin_name}", config.source
+                )
+            except ConfigError as e:
+                problems.extend(e.problems)
+        claimed: set[str] = set()
+        for impl in self._impls("pgwarden_rule_kinds"):
+            claimed.update(impl.function() or ())
+        for i, policy in enumerate(config.policies):
+            for j, rule in enumerate((policy or {}).get("rules") or []):
+                kinds = [k for k in (rule or {}) if k not in RULE_META_KEYS]
+                for kind in kinds:
+                    if kind not in claimed:
+                        problems.append(
+                            f"policies[{i}].rules[{j}]: rule kind {kind!r} is interpreted by no loaded plugin"
+                            + (f" (loaded rule kinds: {', '.join(sorted(claimed))})" if claimed else "")
+                        )
+        if problems:
+            raise ConfigError(config.source, problems)
+        self.options = options
+
+    def configure(self, config: Config) -> None:
+        """Hands each plugin the config and its own options (start-up and reload)."""
+        for impl in self._impls("pgwarden_configure"):
+            kwargs = {"config": config, "options": self.options.get(impl.plugin_name)}
+            impl.function(*[kwargs[a] for a in impl.argnames])
+
+    # ------------------------------------------------------------------ decisions
+
+    def _guard_decisions(self) -> None:
+        """Wraps each decision hook so that a failing plugin blocks, naming itself."""
+        for hook_name in DECISION_HOOKS:
+            for impl in self._impls(hook_name):
+                impl.function = _guarded(impl.function, impl.plugin_name, self.reactor, self.timeout_s)
+
+    @property
+    def checks(self) -> bool:
+        """Whether any plugin decides about statements (else every statement passes)."""
+        return bool(self._impls("pgwarden_check"))
+
+    def check(self, statement, session) -> Verdict | Deferred:
+        """The strictest verdict of all plugins: a Verdict, or a Deferred of one."""
+        results = self.pm.hook.pgwarden_check(statement=statement, session=session)
+        if not any(isinstance(r, Deferred) for r in results):
+            return Verdict.strictest(results)
+        return gatherResults([maybeDeferred(lambda r=r: r) for r in results]).addCallback(Verdict.strictest)
+
+    def approval(self, request, session) -> Deferred | None:
+        result = self.pm.hook.pgwarden_await_approval(request=request, session=session)
+        return result
+
+    # ------------------------------------------------------------------ listing
+
+    def loaded(self) -> list[LoadedPlugin]:
+        out = []
+        for name, plugin in self.pm.list_name_plugin():
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
+            version, source = self._versions.get(name, (None, "inline"))
+            out.append(LoadedPlugin(name, version, source, hooks))
+        return sorted(out, key=lambda p: p.name)
+
+
+def _guarded(function, plugin_name: str, reactor, timeout_s: float):
+    def block(why: str) -> Verdict:
+        return Verdict.block(
+            f"plugin {plugin_name!r} {why}",
+            "This is pgwarden's fault, not the statement's: retry later or ask an operator.",
+            rule=f"plugin:{plugin_name}",
+        )
+
+    def failed(failure: Failure) -> Verdict:
+        if failure.check(defer.TimeoutError):
+            log.error("plugin {plugin} did not answer within {t}s", plugin=plugin_name, t=timeout_s)
+            return block(f"did not answer within {timeout_s:g}s")
+        log.failure("plugin {plugin} failed", failure=failure, plugin=plugin_name)
+        return block("failed")
+
+    def guarded(*args):
+        try:
+            result = function(*args)
+        except Exception:
+            return failed(Failure())
+        if isinstance(result, Deferred):
+            result.addTimeout(timeout_s, reactor)
+            result.addCallback(lambda v: v if v is None or isinstance(v, Verdict) else block(f"answered {v!r}"))
+            result.addErrback(failed)
+            return result
+        if result is not None and not isinstance(result, Verdict):
+            return block(f"answered {type(result).__name__}, not a Verdict")
+        return result
+
+    guarded.__wrapped__ = function
+    return guarded
+
+
+def refusal_for(verdict: Verdict) -> Refusal:
+    return Refusal.from_verdict(verdict)

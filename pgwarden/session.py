@@ -1,0 +1,77 @@
+"""What plugins see of one agent session, and a typed place for their own state.
+
+Plugins keep per-session state in `Session.store` under a `StoreKey` they own
+(the idea of pytest's stash): no attributes stuck onto the session, no clashes
+between plugins, and a type checker knows what each key holds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar, cast
+
+import attrs
+
+from pgwarden.identity import Identity
+
+T = TypeVar("T")
+D = TypeVar("D")
+
+
+class StoreKey(Generic[T]):
+    """A key of `Store`; create one per kind of state, at module level."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str = "") -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"StoreKey({self.name!r})"
+
+
+class Store:
+    """A mapping from `StoreKey[T]` to values of type T."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self) -> None:
+        self._data: dict[StoreKey[Any], object] = {}
+
+    def __setitem__(self, key: StoreKey[T], value: T) -> None:
+        self._data[key] = value
+
+    def __getitem__(self, key: StoreKey[T]) -> T:
+        return cast(T, self._data[key])
+
+    def get(self, key: StoreKey[T], default: D) -> T | D:
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def setdefault(self, key: StoreKey[T], default: T) -> T:
+        if key not in self._data:
+            self._data[key] = default
+        return self[key]
+
+    def __contains__(self, key: StoreKey[Any]) -> bool:
+        return key in self._data
+
+    def __delitem__(self, key: StoreKey[Any]) -> None:
+        del self._data[key]
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+
+@attrs.define(eq=False)
+class Session:
+    """One agent connection as plugins see it."""
+
+    id: str
+    identity: Identity
+    database: str
+    application_name: str | None = None
+    client_address: str | None = None
+    #: per-plugin state, keyed by each plugin's own StoreKey
+    store: Store = attrs.field(factory=Store, repr=False)

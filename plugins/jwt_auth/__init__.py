@@ -1,0 +1,26 @@
+"""Built-in plugin ``jwt``: the agent's password is a JWT, verified against ``auth.jwt``."""
+
+from __future__ import annotations
+
+from pgwarden import hookimpl
+from pgwarden.identity import TokenVerifier
+
+
+class JwtAuthentication:
+    """Verifies tokens with the keys of the current config (replaced on reload)."""
+
+    def __init__(self) -> None:
+        self._verifier: TokenVerifier | None = None
+
+    @hookimpl
+    def pgwarden_configure(self, config) -> None:
+        self._verifier = TokenVerifier(config.auth.jwt)
+
+    @hookimpl
+    def pgwarden_authenticate(self, startup, secret: str):
+        if self._verifier is None:  # pragma: no cover - configure always runs first
+            return None
+        return self._verifier.verify(secret)
+
+
+plugin = JwtAuthentication()

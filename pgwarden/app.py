@@ -145,7 +145,7 @@ class Application:
         """A notification hook: one plugin's failure is logged and does not stop the others."""
         for impl in self.plugins._impls(hook_name):
             try:
-                impl.function(*[kwargs[a] for a in impl.argnames])
+                self.plugins.call_one(hook_name, impl.plugin_name, **kwargs)
             except Exception:
                 log.failure("plugin {plugin} failed in {hook}", plugin=impl.plugin_name, hook=hook_name)
 

@@ -63,6 +63,28 @@ def _cmd_token(args) -> int:
     return 0
 
 
+def _cmd_plugins(args) -> int:
+    from pgwarden.plugins import PluginError, PluginHost
+
+    config = None
+    if args.config:
+        try:
+            config = load_config(args.config)
+        except ConfigError as e:
+            print(e, file=sys.stderr)
+            return 2
+    try:
+        host = PluginHost(config, reactor=None)
+    except (PluginError, ConfigError) as e:
+        print(f"pgwarden: {e}", file=sys.stderr)
+        return 2
+    for p in host.loaded():
+        print(f"{p.name} {p.version or '-'} ({p.source})")
+        for hook in p.hooks:
+            print(f"    {hook}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from pgwarden.proxy.reactor import install
 
@@ -94,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ttl", type=int, default=3600)
     p.add_argument("--kid", default="pgwarden-local")
     p.set_defaults(func=_cmd_token)
+
+    p = sub.add_parser("plugins", help="list the loaded plugins, their versions and hooks")
+    p.add_argument("-c", "--config", help="apply this config's plugins.disable and validate options")
+    p.set_defaults(func=_cmd_plugins)
 
     p = sub.add_parser("demo", help="throwaway PostgreSQL + pgwarden, with a ready psql line")
     p.add_argument("--dir", default=".demo")

@@ -50,17 +50,21 @@ class PluginHost:
 
     def __init__(
         self,
-        config: Config,
+        config: Config | None,
         reactor,
         extra: Iterable[tuple[str, object]] = (),
         *,
         use_entry_points: bool = True,
     ) -> None:
+        """Loads every plugin; with a config, also validates and guards them.
+
+        ``config`` None only discovers (for `pgwarden plugins`).
+        """
         self.reactor = reactor
         self.pm = pluggy.PluginManager("pgwarden")
         self.pm.add_hookspecs(hookspecs)
         self._versions: dict[str, tuple[str | None, str]] = {}
-        section = config.plugins or {}
+        section = (config.plugins if config is not None else None) or {}
         disabled = set(section.get("disable", []) or [])
         self.timeout_s = float(section.get("timeout_s", 10.0))
         if use_entry_points:
@@ -83,8 +87,9 @@ class PluginHost:
             self.pm.trace.root.setwriter(lambda text: log.info("hook: {text}", text=text.rstrip()))
             self.pm.enable_tracing()
         self.options: dict[str, Any] = {}
-        self.validate(config)
-        self._guard_decisions()
+        if config is not None:
+            self.validate(config)
+            self._guard_decisions()
 
     def _register(self, name: str, plugin: object, version: str | None, source: str) -> None:
         if self.pm.has_plugin(name):
@@ -137,11 +142,16 @@ class PluginHost:
             raise ConfigError(config.source, problems)
         self.options = options
 
+    def call_one(self, hook_name: str, plugin_name: str, **kwargs):
+        """Calls one plugin's implementation, through pluggy (so tracing sees it)."""
+        others = [p for n, p in self.pm.list_name_plugin() if n != plugin_name]
+        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+
     def configure(self, config: Config) -> None:
         """Hands each plugin the config and its own options (start-up and reload)."""
         for impl in self._impls("pgwarden_configure"):
-            kwargs = {"config": config, "options": self.options.get(impl.plugin_name)}
-            impl.function(*[kwargs[a] for a in impl.argnames])
+            self.call_one("pgwarden_configure", impl.plugin_name,
+                          config=config, options=self.options.get(impl.plugin_name))
 
     # ------------------------------------------------------------------ decisions
 

@@ -122,8 +122,11 @@ def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
 
     started: list[RunningPgwarden] = []
 
-    def start(decide=None, plugins=(), **overrides) -> RunningPgwarden:
-        """``plugins``: (name, plugin object) pairs registered beside the installed ones."""
+    def start(decide=None, plugins=(), plugins_section=None, **overrides) -> RunningPgwarden:
+        """``plugins``: (name, plugin object) pairs registered beside the installed ones;
+        ``plugins_section``: the config's ``plugins:`` section; other keywords: config sections."""
+        if plugins_section is not None:
+            overrides["plugins"] = plugins_section
         doc = base_config(pg_server, signing_keys, tmp_path, **overrides)
         config = _CONVERTER.structure(doc, Config)
 

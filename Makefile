@@ -4,7 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test test-fast fuzz bench demo clean
+EXAMPLE := examples/pgwarden-business-hours
+EXAMPLE_VENV ?= .venv-example
+EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
+
+.PHONY: venv test test-fast test-example fuzz bench suites demo clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +18,21 @@ $(STAMP): setup.cfg pyproject.toml
 
 venv: $(STAMP)
 
-# The whole suite: unit, property-based (fast profile) and end to end.
-test: $(STAMP)
+# The example third-party plugin lives in a venv of its own: once installed, a
+# plugin applies to every pgwarden of that environment, the main suite's included.
+$(EXAMPLE_STAMP): setup.cfg pyproject.toml $(EXAMPLE)/setup.cfg
+	$(PYTHON) -m venv $(EXAMPLE_VENV)
+	$(EXAMPLE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(EXAMPLE_VENV)/bin/python -m pip install -q -e '.[test]' -e $(EXAMPLE)
+	touch $(EXAMPLE_STAMP)
+
+# The whole suite: unit, property-based (fast profile), end to end, and the example plugin's own.
+test: $(STAMP) $(EXAMPLE_STAMP)
 	$(PY) -m pytest -q
+	$(EXAMPLE_VENV)/bin/python -m pytest -q $(EXAMPLE)/tests
+
+test-example: $(EXAMPLE_STAMP)
+	$(EXAMPLE_VENV)/bin/python -m pytest -q $(EXAMPLE)/tests
 
 # Unit and property tests only: seconds, no database.
 test-fast: $(STAMP)
@@ -35,4 +51,4 @@ demo: $(STAMP)
 	$(VENV)/bin/pgwarden demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) $(EXAMPLE_VENV) .pytest_cache .hypothesis build *.egg-info

@@ -1,0 +1,52 @@
+"""The plugin through a real pgwarden, with pgwarden's own fixtures (pgwarden.testing)."""
+
+import datetime
+
+import psycopg
+import pytest
+
+from pgwarden_business_hours import BusinessHours, Options
+
+SATURDAY_NOON = datetime.datetime(2026, 11, 28, 12, tzinfo=datetime.timezone.utc)
+MONDAY_TEN = datetime.datetime(2026, 11, 30, 10, tzinfo=datetime.timezone.utc)
+
+
+def running_at(make_pgwarden, moment):
+    # Registered inline with a fixed clock, so the test does not depend on today.
+    plugin = BusinessHours(clock=lambda: moment)
+    return make_pgwarden(plugins=[("business-hours-test", plugin)],
+                         plugins_section={"disable": ["business-hours"]})
+
+
+def test_weekend_write_needs_approval(make_pgwarden):
+    running = running_at(make_pgwarden, SATURDAY_NOON)
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute("create temp table t (x int)")
+        assert excinfo.value.diag.message_primary.startswith("pgwarden: approval required: writes outside")
+        assert c.execute("select 1").fetchone() == (1,)  # reads pass
+
+
+def test_weekday_write_passes(make_pgwarden):
+    running = running_at(make_pgwarden, MONDAY_TEN)
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("create temp table t (x int)")
+        c.execute("insert into t values (1)")
+        assert c.execute("select count(*) from t").fetchone() == (1,)
+
+
+def test_installed_through_the_entry_point(make_pgwarden):
+    running = make_pgwarden(plugins_section={"business-hours": {"timezone": "Europe/Berlin", "start": 8}})
+    names = [p.name for p in running.app.plugins.loaded()]
+    assert "business-hours" in names
+    from pgwarden_business_hours import plugin
+
+    assert plugin.options == Options(timezone="Europe/Berlin", start=8)
+
+
+def test_bad_options_are_config_errors(make_pgwarden):
+    from pgwarden.config import ConfigError
+
+    with pytest.raises(ConfigError) as excinfo:
+        make_pgwarden(plugins_section={"business-hours": {"start": "nine"}})
+    assert any(p.startswith("plugins.business-hours.start:") for p in excinfo.value.problems)

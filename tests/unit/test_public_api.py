@@ -1,0 +1,69 @@
+"""The plugin API is a product surface: pinned here, documented in docs/plugins.md."""
+
+from __future__ import annotations
+
+import inspect
+from pathlib import Path
+
+import pgwarden
+from pgwarden import hookspecs
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
+
+
+def test_public_names_are_exactly_these():
+    assert sorted(pgwarden.__all__) == sorted(
+        ["Identity", "Session", "Statement", "StoreKey", "Verdict", "__version__", "hookimpl"]
+    )
+    for name in pgwarden.__all__:
+        assert getattr(pgwarden, name) is not None
+
+
+def test_verdict_constructors():
+    from pgwarden import Verdict
+
+    assert Verdict.allow().action == "allow"
+    b = Verdict.block("why", "hint", policy="p", rule="r")
+    assert (b.action, b.reason, b.hint, b.policy, b.rule) == ("block", "why", "hint", "p", "r")
+    assert Verdict.approve("human").action == "approve"
+    assert Verdict.strictest([Verdict.allow(), None, Verdict.approve("a"), Verdict.allow()]).action == "approve"
+    assert Verdict.strictest([Verdict.approve("a"), b]) is b
+
+
+def test_statement_and_session_surface():
+    from pgwarden import Identity, Session, Statement, StoreKey
+
+    s = Statement("select 1; delete from t where id = 1")
+    assert s.sql.startswith("select") and {"select", "delete"} <= s.kinds
+    assert isinstance(s.fingerprint, str)
+    for attr in ("tables", "writes", "functions", "has_where"):
+        assert hasattr(s, attr)
+    assert Statement("selec 1").kinds == frozenset({"unknown"})
+    session = Session("id1", Identity("agent", frozenset({"g"})), "appdb")
+    key = StoreKey[int]("n")
+    session.store[key] = 3
+    assert session.store[key] == 3 and session.store.get(StoreKey[int](), 0) == 0
+
+
+def hook_signature(fn) -> str:
+    ann = fn.__annotations__
+    params = ", ".join(f"{p}: {ann[p]}" for p in inspect.signature(fn).parameters)
+    return f"{fn.__name__}({params}) -> {ann.get('return')}"
+
+
+def hooks():
+    return [getattr(hookspecs, n) for n in dir(hookspecs) if n.startswith("pgwarden_")]
+
+
+def test_every_hook_is_documented_with_its_signature():
+    text = DOCS.read_text()
+    missing = [hook_signature(fn) for fn in hooks() if f"### `{hook_signature(fn)}`" not in text]
+    assert not missing, f"docs/plugins.md lacks: {missing}"
+
+
+def test_every_hookspec_has_a_docstring_in_the_template():
+    for fn in hooks():
+        doc = fn.__doc__ or ""
+        assert "versionadded" in doc, fn.__name__
+        for param in inspect.signature(fn).parameters:
+            assert f":param {param}:" in doc, (fn.__name__, param)

@@ -13,7 +13,7 @@ import attrs
 
 from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -57,12 +57,30 @@ class _ClientFactory(Factory):
 
 
 class _CancelSender(Protocol):
-    def __init__(self, packet: bytes) -> None:
+    """Sends one CancelRequest and waits for the server to close the connection.
+
+    PostgreSQL closes it only after it has signalled the backend; clients (libpq,
+    asyncpg) wait for that close before sending their next statement, so the
+    client's own cancel connection must not close any earlier, or the cancel
+    could hit the statement after the one it was meant for.
+    """
+
+    def __init__(self, packet: bytes, done: Deferred, reactor, timeout_s: float) -> None:
         self._packet = packet
+        self._done = done
+        self._timer = reactor.callLater(timeout_s, self._give_up)
 
     def connectionMade(self) -> None:
         self.transport.write(self._packet)
-        self.transport.loseConnection()
+
+    def _give_up(self) -> None:
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason=None) -> None:
+        if self._timer.active():
+            self._timer.cancel()
+        if not self._done.called:
+            self._done.callback(None)
 
 
 class Application:
@@ -215,18 +233,32 @@ class Application:
             else Refusal("42501", f"pgwarden: approval denied: {getattr(decided, 'reason', None) or ''}".rstrip(": "))
         )
 
-    def cancel(self, pid: int, secret: int) -> None:
-        """Maps a client's CancelRequest to the upstream backend behind it."""
+    def cancel(self, pid: int, secret: int) -> Deferred:
+        """Maps a client's CancelRequest to the upstream backend behind it.
+
+        The Deferred fires once the upstream has closed the cancel connection
+        (it has signalled its backend), or the attempt failed or timed out.
+        """
         conn = self.cancel_keys.get((pid, secret))
         if conn is None:
             log.info("cancel request with an unknown key ignored")
-            return
+            return succeed(None)
         conn.cancel_requested()
         key = getattr(conn, "upstream_key", None)
         if key is None:
-            return
+            return succeed(None)
         packet = m.CancelRequest(key.process_id, key.secret_key).encode()
         cfg = self.config.upstream
+        done: Deferred = Deferred()
         endpoint = HostnameEndpoint(self.reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout_s)
-        d = endpoint.connect(Factory.forProtocol(lambda: _CancelSender(packet)))
-        d.addErrback(lambda f: log.error("cannot forward a cancel request: {err}", err=f.getErrorMessage()))
+        connecting = endpoint.connect(
+            Factory.forProtocol(lambda: _CancelSender(packet, done, self.reactor, cfg.connect_timeout_s))
+        )
+
+        def unreachable(failure):
+            log.error("cannot forward a cancel request: {err}", err=failure.getErrorMessage())
+            if not done.called:
+                done.callback(None)
+
+        connecting.addErrback(unreachable)
+        return done

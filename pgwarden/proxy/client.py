@@ -169,9 +169,11 @@ class ClientConnection(Protocol):
             elif isinstance(packet, m.GSSENCRequest):
                 self.transport.write(b"N")
             elif isinstance(packet, m.CancelRequest):
-                self.app.cancel(packet.process_id, packet.secret_key)
+                # Closed only once the upstream has taken the cancel (see app.cancel).
                 self.phase = "closed"
-                self.transport.loseConnection()
+                self.app.cancel(packet.process_id, packet.secret_key).addBoth(
+                    lambda _: self.transport.loseConnection()
+                )
             else:
                 self._startup_message(packet)
 
@@ -278,7 +280,13 @@ class ClientConnection(Protocol):
         self.app.cancel_keys[self.key] = self
         self.upstream_key = login.key
         out = [m.Authentication(m.Authentication.OK).encode()]
-        out += [p.encode() for p in login.server_parameters]
+        # The upstream session's application_name carries the identity (for
+        # pg_stat_activity and the server's logs); the client is told its own.
+        own_name = self.startup.get("application_name") or ""
+        out += [
+            (m.ParameterStatus(p.name, own_name) if p.name == "application_name" else p).encode()
+            for p in login.server_parameters
+        ]
         out += login.notices
         out.append(m.BackendKeyData(pid, secret).encode())
         out.append(m.ReadyForQuery(login.transaction_status).encode())
@@ -317,9 +325,16 @@ class ClientConnection(Protocol):
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:
-        if self.phase == "relay" and not self.relay.terminated:
-            log.error("lost the database connection: {err}", err=reason.getErrorMessage())
-            self._fatal("08006", "pgwarden: lost the connection to the database")
+        if self.phase != "relay" or self.relay.terminated:
+            return
+        if self.relay.server_fatal:
+            # The server said why (e.g. 57P01, terminated by an administrator) and the
+            # client has it: a second FATAL of ours would hide the real reason.
+            self.phase = "closed"
+            self.transport.loseConnection()
+            return
+        log.error("lost the database connection: {err}", err=reason.getErrorMessage())
+        self._fatal("08006", "pgwarden: lost the connection to the database")
 
     def _flush(self) -> None:
         relay = self.relay

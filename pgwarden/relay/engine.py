@@ -223,6 +223,8 @@ class Relay:
         self.closing: str | None = None
         #: the client said Terminate.
         self.terminated = False
+        #: the server sent a FATAL error (it closes next).
+        self.server_fatal = False
 
     # ------------------------------------------------------------------ edge API
 
@@ -550,6 +552,12 @@ class Relay:
 
     def _error(self, raw: bytes) -> None:
         self._end_result()
+        try:
+            severity = m.ErrorResponse.decode(raw[5:]).get("V")
+        except ProtocolError:
+            severity = None
+        if severity in ("FATAL", "PANIC"):
+            self.server_fatal = True  # the server is closing and has said why
         expect = self._expect
         head = expect[0] if expect else None
         if head is not None and head.own_error:

@@ -285,4 +285,5 @@ def test_trace_hooks(tmp_path, pg_server, signing_keys):
          f"h = PluginHost(load_config({str(cfg)!r}), None)\nh.configure(load_config({str(cfg)!r}))\n"],
         capture_output=True, text=True, env={"PGWARDEN_TRACE_HOOKS": "1", "PATH": "/usr/bin:/bin"},
     )
-    assert "hook: pgwarden_configure" in out.stdout or "pgwarden_configure" in out.stdout, out.stdout + out.stderr
+    assert "hook:   pgwarden_configure [hook]" in out.stdout, out.stdout + out.stderr
+    assert "finish pgwarden_configure" in out.stdout

@@ -319,3 +319,40 @@ def test_another_database_is_refused_clearly(pgwarden):
     msg = rc.recv_message()
     assert fatal(msg) and msg.sqlstate == "3D000"
     assert msg.message == 'pgwarden: database "postgres" is not served here; connect to "appdb"'
+
+
+def test_server_fatal_reaches_the_client_unhidden(pgwarden, pg_server):
+    rc = RawClient(pgwarden.host, pgwarden.port)
+    rc.login(pgwarden.token())
+    rc.send(m.Query("select pg_backend_pid()").encode())
+    pid = int(next(x for x in rc.until_ready() if isinstance(x, m.DataRow)).values[0])
+    pg_server.psql(f"select pg_terminate_backend({pid})")
+    got = []
+    while (msg := rc.recv_message()) is not None:
+        got.append(msg)
+    # Exactly the server's own reason, and nothing of pgwarden's after it.
+    assert [(x.get("V"), x.sqlstate) for x in got] == [("FATAL", "57P01")]
+
+
+def test_client_sees_its_own_application_name(pgwarden):
+    with psycopg.connect(pgwarden.dsn(application_name="my-agent"), autocommit=True) as c:
+        assert c.info.parameter_status("application_name") == "my-agent"
+        # ... while the server knows who it really is
+        tagged = c.execute("select application_name from pg_stat_activity where pid = pg_backend_pid()").fetchone()
+        assert tagged == ("pgwarden:agent-1 (my-agent)",)
+
+
+def test_cancel_connection_closes_only_after_the_server_took_it(pgwarden):
+    """A client waits for its cancel connection to close, then sends its next statement:
+    that statement must never be the one cancelled."""
+    rc = RawClient(pgwarden.host, pgwarden.port)
+    ready = rc.login(pgwarden.token())
+    key = next(x for x in ready if isinstance(x, m.BackendKeyData))
+    for _ in range(10):
+        cancel = RawClient(pgwarden.host, pgwarden.port)
+        cancel.send(m.CancelRequest(key.process_id, key.secret_key).encode())
+        assert cancel.closed()
+        rc.send(m.Query("select pg_sleep(0.05)").encode())
+        answer = rc.until_ready()
+        assert not any(isinstance(x, m.ErrorResponse) for x in answer), answer
+    rc.close()

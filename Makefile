@@ -46,6 +46,11 @@ fuzz: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/run.py
 
+# asyncpg's own test suite, directly and through pgwarden, compared test by test (opt-in, ~2 min).
+suites: $(STAMP)
+	$(PY) -m pip install -q distro pytest-timeout
+	$(PY) tests/suites/run_asyncpg_suite.py
+
 # A throwaway PostgreSQL with sample data and pgwarden in front; prints a psql line.
 demo: $(STAMP)
 	$(VENV)/bin/pgwarden demo

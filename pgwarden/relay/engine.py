@@ -33,7 +33,7 @@ from pgwarden.relay import refusal as own
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
-from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer
+from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer, split_run
 
 
 class _Marker:
@@ -201,7 +201,7 @@ class Relay:
         self._on_shape = on_shape
         self.state = state or SessionState()
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
-        self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES)
+        self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
         self._server.streamable = frozenset({_B_DATA_ROW, _B_COPY_DATA})
         self._up: list[bytes] = []
         self._down: list[bytes] = []
@@ -462,13 +462,14 @@ class Relay:
                 down.append(raw.data)
                 continue
             t = raw[0]
-            if t == _B_DATA_ROW:
+            if t == _B_DATA_ROW:  # one or more consecutive rows (a run)
                 if not self._in_result:
                     self._begin_rows()
                 if self._transform is None:
                     down.append(raw)
                 else:
-                    down.append(self._transform(raw))
+                    transform = self._transform
+                    down.extend(transform(row) for row in split_run(raw))
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
                 self._end_result()
                 if expect and expect[0].kind == _E_EXECUTE:

@@ -88,15 +88,19 @@ class StartupFramer:
 class MessageFramer:
     """Frames typed messages: type byte, int32 length (itself included), body."""
 
-    __slots__ = ("_buf", "_max", "_need", "streamable", "_stream_left", "_stream_type", "valid_types")
+    __slots__ = ("_buf", "_max", "_need", "streamable", "_stream_left", "_stream_type", "valid_types", "run_type")
 
     def __init__(
         self,
         max_size: int = DEFAULT_MAX_MESSAGE,
         valid_types: frozenset[int] | None = None,
+        run_type: int | None = None,
     ) -> None:
         self._buf = bytearray()
         self._max = max_size
+        #: consecutive complete messages of this type are handed out as one
+        #: bytes object (a run): a 10,000-row result costs a few objects, not 10,000.
+        self.run_type = run_type
         #: type bytes (as ints) that may be handed out as Fragments when large.
         self.streamable: frozenset[int] = frozenset()
         #: when set, any other type byte is a ProtocolError as soon as it is seen.
@@ -135,8 +139,10 @@ class MessageFramer:
         # message than slicing the bytearray and converting each slice.
         data = bytes(buf)
         unpack = _HEADER.unpack_from
+        unpack_length = _LEN.unpack_from
         valid = self.valid_types
         maximum = self._max
+        run_type = self.run_type
         need = 0
         while n - pos >= 5:
             t, length = unpack(data, pos)
@@ -144,6 +150,17 @@ class MessageFramer:
             if end <= n and 4 <= length <= maximum:
                 if valid is not None and t not in valid:
                     raise ProtocolError(f"unknown message type {chr(t)!r}")
+                if t == run_type:
+                    start = pos
+                    pos = end
+                    while n - pos >= 5 and data[pos] == t:
+                        (length,) = unpack_length(data, pos + 1)
+                        end = pos + 1 + length
+                        if end > n or length < 4 or length > maximum:
+                            break
+                        pos = end
+                    out.append(data[start:pos])
+                    continue
                 out.append(data[pos:end])
                 pos = end
                 continue
@@ -200,3 +217,16 @@ class MessageFramer:
         rest = bytes(self._buf)
         self._buf.clear()
         return rest
+
+
+def split_run(run: bytes) -> list[bytes]:
+    """The messages of a run (see ``MessageFramer.run_type``), one bytes object each."""
+    out = []
+    pos = 0
+    n = len(run)
+    unpack_length = _LEN.unpack_from
+    while pos < n:
+        (length,) = unpack_length(run, pos + 1)
+        out.append(run[pos : pos + 1 + length])
+        pos += 1 + length
+    return out

@@ -592,3 +592,20 @@ def test_split_property_streaming(data):
         assert framer.buffered <= max(threshold, maximum) + 5
     assert framer.buffered == 0
     assert reassemble(out, {D}) == messages
+
+
+def test_runs_of_rows_come_out_as_one_object_and_split_back():
+    from pgwarden.wire import messages as m
+    from pgwarden.wire.framing import MessageFramer, split_run
+
+    rows = [m.DataRow((str(i).encode(),)).encode() for i in range(50)]
+    stream = m.RowDescription((m.Column("x"),)).encode() + b"".join(rows) + m.CommandComplete("SELECT 50").encode()
+    framer = MessageFramer(run_type=ord("D"))
+    got = []
+    for i in range(0, len(stream), 7):  # runs may be cut anywhere
+        framer.feed(stream[i:i + 7])
+        got += framer.frames()
+    assert b"".join(got) == stream
+    runs = [g for g in got if g[:1] == b"D"]
+    assert [row for run in runs for row in split_run(run)] == rows
+    assert len(runs) < len(rows)

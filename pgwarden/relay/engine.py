@@ -74,6 +74,7 @@ class _Described:
     be wasted work on the hottest path.
     """
 
+    __slots__ = ()
     description: bytes | None
     _decoded: m.RowDescription | None
 
@@ -89,7 +90,7 @@ class _Described:
         self._decoded = None
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=True)
 class PreparedStatement(_Described):
     """A statement as the client parsed it, and what the server said it returns."""
 
@@ -101,7 +102,7 @@ class PreparedStatement(_Described):
     _decoded: m.RowDescription | None = None
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, slots=True)
 class Portal(_Described):
     """A bound statement ready to execute, with the formats its rows will come in."""
 
@@ -157,11 +158,9 @@ _E_QUERY, _E_PARSE, _E_BIND, _E_DESCRIBE, _E_EXECUTE = range(5)
 _E_CLOSE, _E_SYNC, _E_OWN_PARSE, _E_OWN_BIND, _E_OWN_EXECUTE, _E_OWN_DESCRIBE = range(5, 11)
 
 
-@attrs.define(slots=True, eq=False)
-class _Expect:
-    kind: int
-    target: object = None  # PreparedStatement | Portal | (kind, name)
-    own_error: bool = False  # the error this answer carries is pgwarden's own
+# An expectation is a tuple (kind, target, own_error): kind is one of _E_*, target
+# the PreparedStatement or Portal it concerns, own_error whether the error this
+# answer may carry is pgwarden's own. (Tuples: this is on the per-message path.)
 
 
 @attrs.define
@@ -212,7 +211,7 @@ class Relay:
         self._seq = 0
         self._skip_to_sync = False  # pgwarden refused an extended message
         self._server_discarding = False  # the server is skipping until Sync
-        self._expect: deque[_Expect] = deque()
+        self._expect: deque[tuple] = deque()
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
         self._done_generation = 0
         # The result whose rows are flowing, and the transform installed for it.
@@ -349,10 +348,10 @@ class Relay:
             self._generation += 1
             if decision is ALLOW:
                 self._up.append(raw)
-                self._expect.append(_Expect(_E_QUERY))
+                self._expect.append((_E_QUERY, None, False))
             else:
                 self._up.append(own.raising_query(decision))
-                self._expect.append(_Expect(_E_QUERY, None, True))
+                self._expect.append((_E_QUERY, None, True))
         elif t == _F_FUNCTION_CALL:
             # A call by function OID escapes every statement rule: always refused.
             self._generation += 1
@@ -364,22 +363,22 @@ class Relay:
                     "Call the function from a SQL statement instead, e.g. SELECT f(...).",
                 )
             self._up.append(own.raising_query(decision))
-            self._expect.append(_Expect(_E_QUERY, None, True))
+            self._expect.append((_E_QUERY, None, True))
         else:  # Parse
             if decision is ALLOW:
                 p = m.Parse.decode(raw[5:])
                 stmt = PreparedStatement(p.name, p.sql, p.param_types)
                 self.state.statements[p.name] = stmt
                 self._up.append(raw)
-                self._expect_extended(_Expect(_E_PARSE, stmt))
+                self._expect_extended((_E_PARSE, stmt, False))
             else:
                 self._up.append(own.raising_extended(decision))
-                self._expect_extended(_Expect(_E_OWN_PARSE))
-                self._expect_extended(_Expect(_E_OWN_BIND))
-                self._expect_extended(_Expect(_E_OWN_EXECUTE, None, True))
+                self._expect_extended((_E_OWN_PARSE, None, False))
+                self._expect_extended((_E_OWN_BIND, None, False))
+                self._expect_extended((_E_OWN_EXECUTE, None, True))
                 self._skip_to_sync = True
 
-    def _expect_extended(self, e: _Expect) -> None:
+    def _expect_extended(self, e: tuple) -> None:
         # While the server discards until Sync, messages sent before that Sync get no answer.
         if not self._server_discarding:
             self._expect.append(e)
@@ -397,7 +396,7 @@ class Relay:
             portal = Portal(portal_name, stmt, raw, self._generation)
             st.portals[portal_name] = portal
             self._up.append(raw)
-            self._expect_extended(_Expect(_E_BIND, portal))
+            self._expect_extended((_E_BIND, portal, False))
         elif t == _F_EXECUTE:
             name, _ = _name(raw, 5)
             portal = st.portals.get(name)
@@ -405,9 +404,9 @@ class Relay:
                 # The client never asked what this portal returns: ask for it.
                 portal.described = True
                 self._up.append(m.Describe("P", name).encode())
-                self._expect_extended(_Expect(_E_OWN_DESCRIBE, portal))
+                self._expect_extended((_E_OWN_DESCRIBE, portal, False))
             self._up.append(raw)
-            self._expect_extended(_Expect(_E_EXECUTE, portal))
+            self._expect_extended((_E_EXECUTE, portal, False))
         elif t == _F_DESCRIBE:
             name, _ = _name(raw, 6)
             target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
@@ -416,19 +415,19 @@ class Relay:
             if target is not None:
                 target.described = True
             self._up.append(raw)
-            self._expect_extended(_Expect(_E_DESCRIBE, target))
+            self._expect_extended((_E_DESCRIBE, target, False))
         elif t == _F_SYNC:
             self._generation += 1
             self._server_discarding = False
             self._up.append(raw)
-            self._expect.append(_Expect(_E_SYNC))
+            self._expect.append((_E_SYNC, None, False))
         elif t == _F_CLOSE:
             name, _ = _name(raw, 6)
             if raw[5] not in (83, 80):
                 raise ProtocolError("Close: target must be 'S' or 'P'")
             (st.statements if raw[5] == 83 else st.portals).pop(name, None)
             self._up.append(raw)
-            self._expect_extended(_Expect(_E_CLOSE))
+            self._expect_extended((_E_CLOSE, None, False))
         elif t == _F_FLUSH or t == _F_COPY_DATA or t == _F_COPY_DONE or t == _F_COPY_FAIL:
             self._up.append(raw)
         elif t == _F_TERMINATE:
@@ -472,7 +471,7 @@ class Relay:
                     down.extend(transform(row) for row in split_run(raw))
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
                 self._end_result()
-                if expect and expect[0].kind == _E_EXECUTE:
+                if expect and expect[0][0] == _E_EXECUTE:
                     expect.popleft()
                 down.append(raw)
             elif t == _B_READY:
@@ -481,7 +480,7 @@ class Relay:
                 self._description(t, raw)
             elif t == _B_PARSE_COMPLETE or t == _B_BIND_COMPLETE or t == _B_CLOSE_COMPLETE:
                 e = expect.popleft() if expect else None
-                if e is None or e.kind not in (_E_OWN_PARSE, _E_OWN_BIND):
+                if e is None or e[0] not in (_E_OWN_PARSE, _E_OWN_BIND):
                     down.append(raw)
             elif t == _B_ERROR:
                 self._error(raw)
@@ -507,8 +506,8 @@ class Relay:
         """The first row of a result whose RowDescription came earlier (a portal's)."""
         head = self._expect[0] if self._expect else None
         portal = None
-        if head is not None and head.kind == _E_EXECUTE and head.target is not None:
-            portal = head.target
+        if head is not None and head[0] == _E_EXECUTE and head[1] is not None:
+            portal = head[1]
         self._start_result(None, portal)
 
     def _start_result(self, raw: bytes | None, portal: Portal | None = None) -> None:
@@ -533,13 +532,13 @@ class Relay:
     def _description(self, t: int, raw: bytes) -> None:
         expect = self._expect
         head = expect[0] if expect else None
-        if head is None or head.kind == _E_QUERY:
+        if head is None or head[0] == _E_QUERY:
             # Simple query: each result announces its own shape.
             if t == _B_ROW_DESCRIPTION:
                 self._start_result(raw)
             self._down.append(raw)
             return
-        target = head.target
+        target = head[1]
         if t == _B_PARAM_DESCRIPTION:
             # Describe of a statement: the row part follows.
             self._down.append(raw)
@@ -547,7 +546,7 @@ class Relay:
         expect.popleft()
         if target is not None:
             target.describe(raw if t == _B_ROW_DESCRIPTION else None)
-        if head.kind == _E_DESCRIBE:
+        if head[0] == _E_DESCRIBE:
             self._down.append(raw)
         # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.
 
@@ -561,13 +560,13 @@ class Relay:
             self.server_fatal = True  # the server is closing and has said why
         expect = self._expect
         head = expect[0] if expect else None
-        if head is not None and head.own_error:
+        if head is not None and head[2]:
             raw = own.clean_own_error(raw)
-        if head is None or head.kind == _E_QUERY:
+        if head is None or head[0] == _E_QUERY:
             self._down.append(raw)
             return
         # Extended protocol: the server now discards everything until Sync.
-        while expect and expect[0].kind != _E_SYNC:
+        while expect and expect[0][0] != _E_SYNC:
             expect.popleft()
         if not expect:
             self._server_discarding = True
@@ -578,7 +577,7 @@ class Relay:
         expect = self._expect
         while expect:
             e = expect.popleft()
-            if e.kind == _E_SYNC or e.kind == _E_QUERY:
+            if e[0] == _E_SYNC or e[0] == _E_QUERY:
                 break
         status = chr(raw[5])
         self.state.transaction_status = status

@@ -321,7 +321,11 @@ class ClientConnection(Protocol):
             self.dataReceived(early)
 
     def _from_upstream(self, data: bytes) -> None:
-        self.relay.server_data(data)
+        relay = self.relay
+        relay.server_data(data)
+        if relay.error is not None:
+            log.failure("relaying results failed", failure=Failure(relay.error))
+            relay.error = None
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:

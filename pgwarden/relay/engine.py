@@ -224,6 +224,8 @@ class Relay:
         self.terminated = False
         #: the server sent a FATAL error (it closes next).
         self.server_fatal = False
+        #: the exception that ended the session, for the edge's log.
+        self.error: Exception | None = None
 
     # ------------------------------------------------------------------ edge API
 
@@ -448,9 +450,18 @@ class Relay:
         except ProtocolError as e:
             self.fail(f"the database sent an invalid message: {e}", "08006")
             return
+        try:
+            self._relay_server(frames)
+        except Exception as e:  # a masker that raised, or a bug: rows must not pass unchecked
+            self.error = e
+            self.fail(f"internal error while relaying results ({type(e).__name__}); see pgwarden's log", "XX000")
+
+    def _relay_server(self, frames: list) -> None:
         down = self._down
         expect = self._expect
         for raw in frames:
+            if self.closing:
+                return
             if type(raw) is Fragment:
                 if raw.first and raw.type == _B_DATA_ROW and not self._in_result:
                     self._begin_rows()

@@ -287,3 +287,25 @@ def test_trace_hooks(tmp_path, pg_server, signing_keys):
     )
     assert "hook:   pgwarden_configure [hook]" in out.stdout, out.stdout + out.stderr
     assert "finish pgwarden_configure" in out.stdout
+
+
+def test_a_failing_masker_ends_the_session_without_leaking(make_pgwarden, pg_server):
+    pg_server.psql(
+        "drop table if exists people2; create table people2 (ssn text); insert into people2 values ('123-45-6789')",
+        "appdb",
+    )
+
+    class Broken:
+        @hookimpl
+        def pgwarden_result_masks(self, shape, statement, session):
+            if any(c.name == "ssn" for c in shape.columns):
+                raise RuntimeError("masker bug")
+            return None
+
+    running = make_pgwarden(plugins=[("broken", Broken())])
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InternalError_) as excinfo:
+            c.execute("select ssn from people2").fetchall()
+        assert "123-45-6789" not in str(excinfo.value)
+        assert "internal error while relaying results" in str(excinfo.value)
+        assert c.closed or c.pgconn.status != psycopg.pq.ConnStatus.OK

@@ -357,7 +357,10 @@ class ClientConnection(Protocol):
     # ------------------------------------------------------------------ verdicts
 
     def _decide(self, request: StatementRequest):
-        result = self.app.decide(self, request)
+        try:
+            result = self.app.decide(self, request)
+        except Exception:  # never let a statement through unchecked
+            return self._settle(Failure())
         if result is ALLOW or isinstance(result, Refusal):
             return result
         # A Deferred: resolve when it fires; meanwhile the relay queues.

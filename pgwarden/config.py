@@ -18,6 +18,18 @@ import cattrs
 import yaml
 from cattrs.gen import make_dict_structure_fn, override
 
+from pgwarden.policy.model import (
+    LimitSpec,
+    MaskSpec,
+    MaskWith,
+    Partial,
+    PartialMask,
+    Policy,
+    Rule,
+    StatementMatch,
+    When,
+)
+
 
 class ConfigError(Exception):
     """The file cannot be used; ``problems`` lists each one, with its path."""
@@ -74,6 +86,9 @@ class Upstream:
     password_file: str | None = None
     tls: UpstreamTLS = UpstreamTLS()
     connect_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    # The upstream session's application_name: {subject} and {client} (the
+    # client's own application_name, or nothing) are filled in.
+    application_name: str = "pgwarden:{subject}"
 
     def read_password(self) -> str | None:
         """Read at each connection, so a rotated Secret takes effect without a restart."""
@@ -107,6 +122,8 @@ class JwtAuth:
 class Auth:
     jwt: JwtAuth
     startup_timeout_s: float = attrs.field(default=15.0, validator=_positive)
+    # By default a session ends when its token expires; true lets it run on.
+    session_outlives_token: bool = False
 
 
 @attrs.frozen
@@ -123,25 +140,70 @@ class Limits:
 
 
 @attrs.frozen
+class Approvals:
+    mode: Literal["hold", "retry"] = "hold"
+    timeout_s: float = attrs.field(default=300.0, validator=_positive)
+    store: Literal["memory", "postgres"] = "memory"
+    approver_groups: tuple[str, ...] = ()
+    notify: tuple[dict[str, str], ...] = ()
+
+
+@attrs.frozen
+class RecordingResults:
+    max_rows: int = 0
+
+
+@attrs.frozen
+class Recording:
+    sinks: tuple[str | dict[str, str], ...] = ("stdout",)
+    results: RecordingResults = RecordingResults()
+
+
+@attrs.frozen
 class Config:
     upstream: Upstream
     auth: Auth
     listen: Listen = Listen()
     admin: Admin = Admin()
     limits: Limits = Limits()
-    # Sections of later layers, validated by the components that own them.
-    approvals: dict[str, Any] | None = None
-    recording: dict[str, Any] | None = None
+    approvals: Approvals = Approvals()
+    recording: Recording = Recording()
+    # `disable`, `timeout_s`, and each plugin's own options (validated by the plugin host).
     plugins: dict[str, Any] | None = None
-    policies: list[dict[str, Any]] = attrs.Factory(list)
+    policies: tuple[Policy, ...] = ()
     #: where it was read from; set by load_config
     source: str = "<config>"
 
 
+def _mask_with(value, _type):
+    choices = ("redact", "partial", "hash", "null")
+    if isinstance(value, str) and value in ("redact", "hash", "null"):
+        return value
+    if isinstance(value, dict) and set(value) == {"partial"}:
+        return _CONVERTER.structure(value, PartialMask)
+    raise ValueError(f"expected one of {', '.join(choices)} (partial as {{partial: {{keep_last: N}}}}), got {value!r}")
+
+
+def _str_or_mapping(value, _type):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return value
+    raise ValueError(f"expected a sink name or a mapping like {{file: PATH}}, got {value!r}")
+
+
 def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
-    for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Limits):
+    c.register_structure_hook_func(lambda t: t == MaskWith, _mask_with)
+    c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
+    for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Limits,
+                Approvals, RecordingResults, Recording, When, StatementMatch, Partial, PartialMask,
+                LimitSpec, Rule, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
+    c.register_structure_hook(
+        MaskSpec,
+        make_dict_structure_fn(MaskSpec, c, _cattrs_forbid_extra_keys=True, with_=override(rename="with")),
+    )
     c.register_structure_hook(
         Config,
         make_dict_structure_fn(Config, c, _cattrs_forbid_extra_keys=True, source=override(omit=True)),
@@ -198,7 +260,7 @@ def _format_path(path: str) -> tuple[str, tuple]:
             inner = piece[1:-1]
             parts.append(int(inner) if inner.isdigit() else inner.strip("'\""))
         else:
-            parts.append(piece)
+            parts.append(piece.rstrip("_") if piece == "with_" else piece)
     pretty = ""
     for p in parts:
         pretty += f"[{p}]" if isinstance(p, int) else (f".{p}" if pretty else p)
@@ -210,6 +272,8 @@ def _describe(exc: BaseException, type_) -> str:
     args = typing.get_args(type_) if typing.get_origin(type_) is Literal else ()
     if args:
         return "expected one of " + ", ".join(map(str, args))
+    if isinstance(exc, (ValueError, TypeError)) and str(exc).startswith("expected "):
+        return str(exc)
     if type_ is None and isinstance(exc, (ValueError, TypeError)) and str(exc):
         return f"invalid value: {exc}"
     return cattrs.v.format_exception(exc, type_)

@@ -28,8 +28,6 @@ log = Logger(namespace="pgwarden.plugins")
 ENTRY_POINT_GROUP = "pgwarden"
 # Keys of the `plugins:` section that are not plugin names.
 RESERVED_KEYS = frozenset({"disable", "timeout_s"})
-# Rule keys that name or explain a rule rather than say what it does.
-RULE_META_KEYS = frozenset({"name", "reason", "hint"})
 DECISION_HOOKS = ("pgwarden_check",)
 
 
@@ -130,14 +128,12 @@ class PluginHost:
         for impl in self._impls("pgwarden_rule_kinds"):
             claimed.update(impl.function() or ())
         for i, policy in enumerate(config.policies):
-            for j, rule in enumerate((policy or {}).get("rules") or []):
-                kinds = [k for k in (rule or {}) if k not in RULE_META_KEYS]
-                for kind in kinds:
-                    if kind not in claimed:
-                        problems.append(
-                            f"policies[{i}].rules[{j}]: rule kind {kind!r} is interpreted by no loaded plugin"
-                            + (f" (loaded rule kinds: {', '.join(sorted(claimed))})" if claimed else "")
-                        )
+            for j, rule in enumerate(policy.rules):
+                if rule.kind not in claimed:
+                    problems.append(
+                        f"policies[{i}].rules[{j}]: rule kind {rule.kind!r} is interpreted by no loaded plugin"
+                        + (f" (loaded rule kinds: {', '.join(sorted(claimed))})" if claimed else "")
+                    )
         if problems:
             raise ConfigError(config.source, problems)
         self.options = options

@@ -1,0 +1,145 @@
+"""Policies: who they apply to (`When`) and what they say (`Rule`s), as frozen attrs classes.
+
+Structured from the config file by the config's converter (see
+`pgwarden.config`); interpreted by plugins (each claims the rule kinds it
+understands). An identity may match several policies: every one applies and the
+strictest verdict wins.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import TYPE_CHECKING, Any, Literal
+
+import attrs
+
+if TYPE_CHECKING:
+    from pgwarden.identity import Identity
+
+RULE_KINDS = ("block", "approve", "mask", "limit")
+STATEMENT_KINDS = frozenset(
+    {
+        "select", "insert", "update", "delete", "merge", "copy_from", "copy_to", "copy_program",
+        "copy_file", "ddl", "truncate", "grant", "role", "system", "do", "call", "lock",
+        "maintenance", "prepare", "execute", "explain", "transaction", "set", "show", "listen",
+        "cursor", "unknown",
+    }
+)
+
+
+def _kinds(_inst, attribute, value) -> None:
+    unknown = [k for k in value if k not in STATEMENT_KINDS]
+    if unknown:
+        raise ValueError(
+            f"unknown statement kind(s) {', '.join(unknown)}; expected any of {', '.join(sorted(STATEMENT_KINDS))}"
+        )
+
+
+@attrs.frozen
+class When:
+    """Conditions an identity must meet; all that are given must hold."""
+
+    groups: tuple[str, ...] = ()  # any one of these groups
+    subject: str | None = None  # a glob: agent-*, system:serviceaccount:ns:*
+    claims: dict[str, Any] = attrs.Factory(dict)  # claim path (a.b.c) -> value or list of values
+
+    def matches(self, identity: Identity) -> bool:
+        if self.groups and not identity.groups.intersection(self.groups):
+            return False
+        if self.subject is not None and not fnmatch.fnmatchcase(identity.subject, self.subject):
+            return False
+        for path, wanted in self.claims.items():
+            value = _claim(identity.claims, path)
+            accepted = wanted if isinstance(wanted, list) else [wanted]
+            if isinstance(value, list):
+                if not any(v in accepted for v in value):
+                    return False
+            elif value not in accepted:
+                return False
+        return True
+
+
+_MISSING = object()
+
+
+def _claim(claims: dict, path: str):
+    value: Any = claims
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return _MISSING
+        value = value[part]
+    return value
+
+
+@attrs.frozen
+class StatementMatch:
+    """What a block or approve rule matches: kinds, tables, functions, a missing WHERE."""
+
+    statements: tuple[str, ...] = attrs.field(default=(), validator=_kinds)
+    tables: tuple[str, ...] = ()  # globs over schema.table
+    functions: tuple[str, ...] = ()
+    where: Literal["absent"] | None = None
+
+
+@attrs.frozen
+class Partial:
+    keep_last: int = 4
+
+
+@attrs.frozen
+class PartialMask:
+    partial: Partial
+
+
+MaskWith = Literal["redact", "hash", "null"] | PartialMask
+
+
+@attrs.frozen
+class MaskSpec:
+    columns: tuple[str, ...] = ()  # schema.table.column
+    detect: tuple[Literal["ssn", "credit_card", "email"], ...] = ()
+    with_: Literal["redact", "hash", "null"] | PartialMask = "redact"
+
+
+@attrs.frozen
+class LimitSpec:
+    rows: int | None = None
+    statement_timeout: str | None = None  # a PostgreSQL interval: 30s, 2min
+
+
+@attrs.frozen
+class Rule:
+    """One rule: exactly one of block, approve, mask, limit."""
+
+    name: str | None = None
+    reason: str | None = None
+    hint: str | None = None
+    block: StatementMatch | None = None
+    approve: StatementMatch | None = None
+    mask: MaskSpec | None = None
+    limit: LimitSpec | None = None
+
+    def __attrs_post_init__(self) -> None:
+        given = [k for k in RULE_KINDS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"a rule says exactly one of {', '.join(RULE_KINDS)}"
+                + (f"; this one says {', '.join(given)}" if given else "; this one says none")
+            )
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in RULE_KINDS if getattr(self, k) is not None)
+
+
+@attrs.frozen
+class Policy:
+    name: str
+    when: When = When()
+    default: Literal["allow", "block"] = "allow"
+    rules: tuple[Rule, ...] = ()
+
+
+def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+    """Every policy whose `when` the identity meets (all of them apply)."""
+    return tuple(p for p in policies if p.when.matches(identity))

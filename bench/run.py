@@ -317,6 +317,8 @@ def write_pgwarden_config(pg: TempPostgres, workdir: Path) -> tuple[Path, str]:
         "upstream": {"host": pg.host, "port": pg.port, "database": DATABASE, "user": APP_USER,
                      "password_file": str(password_file)},
         "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(jwks)}},
+        # pass-through: one policy for everyone, no rules
+        "policies": [{"name": "everyone", "default": "allow"}],
     }
     config = workdir / "pgwarden.yaml"
     config.write_text(yaml.safe_dump(doc, sort_keys=False))

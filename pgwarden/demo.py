@@ -61,6 +61,8 @@ def write_config(directory: Path, pg: TempPostgres, jwks: Path, port: int) -> Pa
             "password_file": str(password_file),
         },
         "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(jwks)}},
+        # Agents in the group ai-agents get this policy; anyone else is refused.
+        "policies": [{"name": "agents", "when": {"groups": ["ai-agents"]}, "default": "allow"}],
     }
     path = directory / "pgwarden.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))

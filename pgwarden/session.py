@@ -73,5 +73,7 @@ class Session:
     database: str
     application_name: str | None = None
     client_address: str | None = None
+    #: the policies that apply to this identity (kept current across reloads)
+    policies: tuple = ()
     #: per-plugin state, keyed by each plugin's own StoreKey
     store: Store = attrs.field(factory=Store, repr=False)

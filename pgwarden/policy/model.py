@@ -62,13 +62,18 @@ class When:
 _MISSING = object()
 
 
-def _claim(claims: dict, path: str):
-    value: Any = claims
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return _MISSING
-        value = value[part]
-    return value
+def _claim(claims: Any, path: str):
+    """The value at a dotted path; keys that contain dots themselves (``kubernetes.io``) work too."""
+    if path in claims if isinstance(claims, dict) else False:
+        return claims[path]
+    parts = path.split(".")
+    for i in range(len(parts) - 1, 0, -1):  # the longest key first
+        key = ".".join(parts[:i])
+        if isinstance(claims, dict) and key in claims:
+            found = _claim(claims[key], ".".join(parts[i:]))
+            if found is not _MISSING:
+                return found
+    return _MISSING
 
 
 @attrs.frozen

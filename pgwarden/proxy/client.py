@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.relay.engine import ALLOW, PENDING, Relay, StatementRequest
 from pgwarden.relay.handshake import UpstreamLogin
+from pgwarden.policy import policies_for
 from pgwarden.session import Session
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
@@ -74,6 +75,7 @@ class ClientConnection(Protocol):
         self.upstream: UpstreamProtocol | None = None
         self.relay: Relay | None = None
         self.session: Session | None = None
+        self.policies: tuple = ()
         self.key: tuple[int, int] | None = None
         self._timeout = None
         self._paused_for_backlog = False
@@ -226,6 +228,12 @@ class ClientConnection(Protocol):
             )
             self._fatal("28P01", "pgwarden: authentication failed")
             return
+        self.policies = policies_for(self.identity, self.app.config.policies)
+        if not self.policies:
+            log.info("no policy for {subject} from {peer}", subject=self.identity.subject,
+                     peer=str(self.transport.getPeer()))
+            self._fatal("28000", "pgwarden: no policy for this identity")
+            return
         self.phase = "upstream"
         self._connect_upstream()
 
@@ -298,6 +306,7 @@ class ClientConnection(Protocol):
             database=self.app.config.upstream.database,
             application_name=self.startup.get("application_name"),
             client_address=str(self.transport.getPeer()),
+            policies=self.policies,
         )
         self.relay = Relay(
             self._decide,

@@ -105,6 +105,8 @@ def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overri
             "password_file": str(pwfile),
         },
         "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(keys["jwks"])}},
+        # pass-through: one policy for everyone, no rules
+        "policies": [{"name": "everyone", "default": "allow"}],
     }
     for section, value in overrides.items():
         if isinstance(value, dict) and isinstance(doc.get(section), dict):

@@ -356,3 +356,16 @@ def test_cancel_connection_closes_only_after_the_server_took_it(pgwarden):
         answer = rc.until_ready()
         assert not any(isinstance(x, m.ErrorResponse) for x in answer), answer
     rc.close()
+
+
+def test_identity_without_a_policy_is_refused(make_pgwarden):
+    running = make_pgwarden(policies=[{"name": "agents", "when": {"groups": ["ai-agents"]}},
+                                      {"name": "ci", "when": {"subject": "ci-*"}}])
+    rc = RawClient(running.host, running.port)
+    answer = rc.login(running.token("intruder", groups=["humans"]))
+    assert len(answer) == 1 and fatal(answer[0])
+    assert (answer[0].sqlstate, answer[0].message) == ("28000", "pgwarden: no policy for this identity")
+    # a subject glob or a group is enough
+    for token in (running.token("ci-7", groups=[]), running.token("x", groups=["ai-agents"])):
+        ok = RawClient(running.host, running.port).login(token)
+        assert isinstance(ok[-1], m.ReadyForQuery)

@@ -150,6 +150,8 @@ class Pgwarden:
                 "password_file": str(pwfile),
             },
             "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(self.jwks)}},
+            # pass-through: one policy for everyone, no rules
+            "policies": [{"name": "everyone", "default": "allow"}],
         }
         self.config = self.dir / "pgwarden.yaml"
         self.config.write_text(yaml.safe_dump(doc, sort_keys=False))

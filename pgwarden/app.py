@@ -17,10 +17,11 @@ from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
-from pgwarden.config import Config, ConfigError
+from pgwarden.config import Config, ConfigError, load_config
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.masking import row_transform
-from pgwarden.plugins import PluginHost
+from pgwarden.plugins import PluginError, PluginHost
+from pgwarden.policy import policies_for
 from pgwarden.sql.cache import StatementCache
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
@@ -119,6 +120,7 @@ class Application:
         self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
         self.connections: set[ClientConnection] = set()
         self.port = None
+        self.reloads = 0
 
     # ------------------------------------------------------------------ listening
 
@@ -196,14 +198,50 @@ class Application:
         return identity
 
     def application_name(self, identity: Identity, startup: m.StartupMessage) -> str:
-        client = startup.get("application_name")
-        name = f"pgwarden:{identity.subject}"
-        return f"{name} ({client})" if client else name
+        """The upstream session's application_name: who the agent is, for the server's eyes."""
+        client = startup.get("application_name") or ""
+        template = self.config.upstream.application_name
+        name = template.replace("{subject}", identity.subject).replace("{client}", client)
+        if client and "{client}" not in template:
+            name = f"{name} ({client})"
+        return name[:63]  # PostgreSQL keeps NAMEDATALEN - 1 bytes
+
+    # ------------------------------------------------------------------ reload
+
+    def reload(self, config: Config | None = None) -> bool:
+        """Takes a new config (by default, the file again); a bad one keeps the running one.
+
+        The next statement of every live session uses the new policies. Changes
+        that need a restart (the listen address, its TLS) are reported and not applied.
+        """
+        try:
+            new = config if config is not None else load_config(self.config.source)
+            self.plugins.validate(new)
+        except (ConfigError, PluginError) as e:
+            for problem in getattr(e, "problems", [str(e)]):
+                log.error("reload refused, keeping the running config: {source}: {problem}",
+                          source=getattr(e, "source", self.config.source), problem=problem)
+            return False
+        if new.listen != self.config.listen:
+            log.warn("listen changed in {source}: that needs a restart; still listening as before",
+                     source=new.source)
+            new = attrs.evolve(new, listen=self.config.listen)
+        self.config = new
+        self.upstream_tls = tls_options(new.upstream)
+        self.plugins.configure(new)
+        for conn in list(self.connections):
+            if conn.session is not None:
+                conn.session.policies = policies_for(conn.session.identity, new.policies)
+        self.reloads += 1
+        log.info("reloaded {source}", source=new.source)
+        return True
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
         """ALLOW, a Refusal, or a Deferred of one of them."""
         if self._decide is not None:
             return self._decide(conn, request)
+        if not conn.session.policies:  # a reload took the identity's last policy away
+            return Refusal("28000", "pgwarden: no policy for this identity")
         if request.protocol == "function_call" or not self.plugins.checks:
             return ALLOW  # (the relay refuses FunctionCall whatever the verdict)
         statement = self.statements.get(request.sql)

@@ -9,6 +9,17 @@ from pathlib import Path
 from pgwarden.config import ConfigError, load_config
 
 
+def _watch_config(app, reactor, path: str, interval_s: float) -> None:
+    """Reload on SIGHUP and when the file changes (a ConfigMap update included)."""
+    import signal
+
+    from pgwarden.watch import ConfigWatcher
+
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(app.reload))
+    if interval_s > 0:
+        ConfigWatcher(path, reactor, app.reload, interval_s).start()
+
+
 def _tune_gc() -> None:
     """Moves start-up objects out of the collector's way and collects young objects less often.
 
@@ -44,6 +55,7 @@ def _cmd_run(args) -> int:
         return 2
     if args.ready_file:
         Path(args.ready_file).write_text(str(port.getHost().port))
+    _watch_config(app, reactor, args.config, args.reload_poll_s)
     _tune_gc()
     reactor.run()
     return 0
@@ -115,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--ready-file", help="write the listening port here once listening")
+    p.add_argument("--reload-poll-s", type=float, default=2.0,
+                   help="how often to look for a changed config file (0: only on SIGHUP)")
     p.set_defaults(func=_cmd_run)
 
     p = sub.add_parser("check", help="validate a config file")

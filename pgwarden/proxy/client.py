@@ -316,6 +316,7 @@ class ClientConnection(Protocol):
         for p in login.server_parameters:
             self.relay.state.parameters[p.name] = p.value
         self.phase = "relay"
+        self._watch_token_expiry()
         self.app.session_started(self)
         upstream.data_sink = self._from_upstream
         upstream.lost_sink = self._upstream_lost
@@ -328,6 +329,20 @@ class ClientConnection(Protocol):
         early = self._messages.take_rest() if self._messages else b""
         if early:
             self.dataReceived(early)
+
+    def _watch_token_expiry(self) -> None:
+        """By default a session lives no longer than the token that opened it."""
+        expires = self.identity.expires_at
+        if expires is None or self.app.config.auth.session_outlives_token:
+            return
+        delay = max(0.0, expires - self.app.reactor.seconds())
+        self._timeout = self.app.reactor.callLater(delay, self._token_expired)
+
+    def _token_expired(self) -> None:
+        self._timeout = None
+        if self.phase == "relay":
+            log.info("token of {subject} expired: session ended", subject=self.identity.subject)
+            self._fatal("28P01", "pgwarden: your token expired; reconnect with a fresh token")
 
     def _from_upstream(self, data: bytes) -> None:
         relay = self.relay

@@ -40,6 +40,12 @@ def allow_everything(_conn: ClientConnection, _request: StatementRequest) -> obj
     return ALLOW
 
 
+def _an_identity(identity) -> Identity:
+    if not isinstance(identity, Identity):
+        raise AuthenticationFailed("no plugin accepted the credential")
+    return identity
+
+
 @attrs.frozen
 class ApprovalRequest:
     """A statement held for a human: what it is, why, and from whom."""
@@ -193,9 +199,9 @@ class Application:
         except Exception as e:  # a broken plugin refuses, never admits
             log.failure("authentication plugin failed")
             raise AuthenticationFailed(f"authentication plugin failed: {e!r}") from None
-        if not isinstance(identity, Identity):
-            raise AuthenticationFailed("no plugin accepted the credential")
-        return identity
+        if isinstance(identity, Deferred):
+            return identity.addCallback(_an_identity)
+        return _an_identity(identity)
 
     def application_name(self, identity: Identity, startup: m.StartupMessage) -> str:
         """The upstream session's application_name: who the agent is, for the server's eyes."""

@@ -104,15 +104,20 @@ class JwtAuth:
     jwks_file: str | None = None
     public_key_file: str | None = None
     jwks_url: str | None = None
+    # or none of the three and discovery: true (keys from the issuer's OIDC discovery document)
+    discovery: bool = False
     identity_claim: str = "sub"
     groups_claim: str = "groups"
     leeway_s: float = 30.0
     algorithms: tuple[str, ...] = ("RS256", "ES256")
+    keys_cache_s: float = attrs.field(default=300.0, validator=_positive)
+    keys_refresh_interval_s: float = attrs.field(default=30.0, validator=_positive)
+    keys_keep_last_good_s: float = attrs.field(default=3600.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
-        sources = [s for s in (self.jwks_file, self.public_key_file, self.jwks_url) if s]
+        sources = [s for s in (self.jwks_file, self.public_key_file, self.jwks_url, self.discovery) if s]
         if len(sources) != 1:
-            raise ValueError("give exactly one of jwks_file, public_key_file or jwks_url")
+            raise ValueError("give exactly one of jwks_file, public_key_file, jwks_url or discovery: true")
         for alg in self.algorithms:
             if alg.lower() == "none" or alg.upper().startswith("HS"):
                 raise ValueError(f"algorithm {alg!r} is not allowed for tokens (use RS*, PS*, ES*, EdDSA)")

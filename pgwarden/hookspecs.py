@@ -57,7 +57,7 @@ def pgwarden_rule_kinds() -> list[str] | None:
 
 
 @hookspec
-def pgwarden_configure(config: Config, options: Any) -> None:
+def pgwarden_configure(config: Config, options: Any, reactor: Any) -> None:
     """Called at start-up and at each reload, before any session uses the new config.
 
     Called once per plugin with that plugin's own options.
@@ -65,6 +65,8 @@ def pgwarden_configure(config: Config, options: Any) -> None:
     :param config: the whole validated configuration.
     :param options: this plugin's options (an instance of its `pgwarden_options`
         class), or None when it declares none.
+    :param reactor: the reactor pgwarden runs on, for plugins that need time or
+        the network (never import the global one).
 
     .. versionadded:: 0.1
     """
@@ -80,7 +82,8 @@ def pgwarden_authenticate(startup: StartupMessage, secret: str) -> Identity | No
 
     :param startup: the client's StartupMessage (user, database, parameters).
     :param secret: the password the client sent (normally a JWT).
-    :return: the verified `Identity`, or None to let the next plugin try.
+    :return: the verified `Identity`, a Deferred of one (keys fetched from the
+        issuer, say), or None to let the next plugin try.
 
     .. versionadded:: 0.1
     """

@@ -31,31 +31,44 @@ class AuthenticationFailed(Exception):
 
 
 class TokenVerifier:
-    """Verifies tokens against keys from a local file (JWKS or one public key).
+    """Verifies tokens against keys from a local file or from the issuer.
 
     The accepted algorithms come from the config, never from the token's header,
     so ``alg: none`` and HMAC-keyed-with-the-public-key tokens are refused.
+    ``verify`` answers at once (local keys) or with a Deferred (keys fetched
+    from the issuer, see `pgwarden.jwks`).
     """
 
-    def __init__(self, config: JwtAuth) -> None:
+    def __init__(self, config: JwtAuth, reactor=None) -> None:
         self._config = config
         self._keys: dict[str | None, Any] = {}
+        self._remote = None
         if config.jwks_file:
             jwks = jwt.PyJWKSet.from_dict(json.loads(Path(config.jwks_file).read_text()))
             for key in jwks.keys:
                 self._keys[key.key_id] = key.key
         elif config.public_key_file:
-            pem = Path(config.public_key_file).read_bytes()
-            self._keys[None] = pem
+            self._keys[None] = Path(config.public_key_file).read_bytes()
         else:
-            raise ValueError("jwks_url needs the OIDC key fetcher, not available in this build")
+            from pgwarden.jwks import RemoteKeys
 
-    def _key_for(self, token: str):
+            self._remote = RemoteKeys(
+                reactor,
+                jwks_url=config.jwks_url,
+                issuer=None if config.jwks_url else config.issuer,
+                cache_s=config.keys_cache_s,
+                refresh_interval_s=config.keys_refresh_interval_s,
+                keep_last_good_s=config.keys_keep_last_good_s,
+            )
+
+    @staticmethod
+    def _kid(token: str) -> str | None:
         try:
-            header = jwt.get_unverified_header(token)
+            return jwt.get_unverified_header(token).get("kid")
         except jwt.PyJWTError as e:
             raise AuthenticationFailed(f"malformed token: {e}") from None
-        kid = header.get("kid")
+
+    def _local_key(self, kid: str | None):
         if None in self._keys and len(self._keys) == 1:
             return self._keys[None]
         if kid in self._keys:
@@ -64,9 +77,27 @@ class TokenVerifier:
             return next(iter(self._keys.values()))
         raise AuthenticationFailed(f"unknown key id {kid!r}")
 
-    def verify(self, token: str) -> Identity:
+    def verify(self, token: str):
+        """The Identity (local keys), or a Deferred of it (remote keys)."""
+        kid = self._kid(token)
+        if self._remote is None:
+            return self._decode(token, self._local_key(kid))
+
+        def refused(failure):
+            from pgwarden.jwks import KeysUnavailable
+
+            if failure.check(KeyError):
+                raise AuthenticationFailed(f"unknown key id {kid!r} (after a refresh)")
+            if failure.check(KeysUnavailable):
+                raise AuthenticationFailed(str(failure.value))
+            return failure
+
+        d = self._remote.key_for(kid)
+        d.addCallbacks(lambda key: self._decode(token, key), refused)
+        return d
+
+    def _decode(self, token: str, key) -> Identity:
         c = self._config
-        key = self._key_for(token)
         try:
             claims = jwt.decode(
                 token,

@@ -71,8 +71,10 @@ class PluginHost:
                     continue
                 try:
                     plugin = ep.load()
+                    if isinstance(plugin, type):  # a class: one instance per pgwarden
+                        plugin = plugin()
                 except Exception as e:
-                    raise PluginError(f"plugin {ep.name!r} ({ep.value}) cannot be imported: {e}") from e
+                    raise PluginError(f"plugin {ep.name!r} ({ep.value}) cannot be loaded: {e}") from e
                 self._register(ep.name, plugin, ep.dist.version if ep.dist else None, "entry point")
         for name, plugin in extra:
             if name not in disabled:
@@ -147,7 +149,7 @@ class PluginHost:
         """Hands each plugin the config and its own options (start-up and reload)."""
         for impl in self._impls("pgwarden_configure"):
             self.call_one("pgwarden_configure", impl.plugin_name,
-                          config=config, options=self.options.get(impl.plugin_name))
+                          config=config, options=self.options.get(impl.plugin_name), reactor=self.reactor)
 
     # ------------------------------------------------------------------ decisions
 

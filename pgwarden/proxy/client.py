@@ -12,6 +12,7 @@ import secrets
 from typing import TYPE_CHECKING
 
 from twisted.internet import address
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -92,7 +93,7 @@ class ClientConnection(Protocol):
 
     def _startup_timed_out(self) -> None:
         self._timeout = None
-        if self.phase in ("startup", "password", "upstream"):
+        if self.phase in ("startup", "password", "authenticating", "upstream"):
             log.info("startup timeout from {peer}", peer=str(self.transport.getPeer()))
             self._fatal("08006", "pgwarden: timed out waiting for the startup to complete")
 
@@ -143,7 +144,7 @@ class ClientConnection(Protocol):
             elif self.phase == "password":
                 self._messages.feed(data)
                 self._read_password()
-            elif self.phase == "upstream":
+            elif self.phase in ("authenticating", "upstream"):
                 # The client may not speak before AuthenticationOk/ReadyForQuery.
                 self._messages.feed(data)
                 if self._messages.buffered > 64 * 1024:
@@ -218,16 +219,29 @@ class ClientConnection(Protocol):
             self.transport.loseConnection()
             return
         token = m.PasswordMessage.decode(raw[5:]).password()
+        self.phase = "authenticating"
         try:
-            self.identity = self.app.authenticate(self.startup, token)
+            outcome = self.app.authenticate(self.startup, token)
         except AuthenticationFailed as e:
-            log.info(
-                "authentication failed from {peer}: {reason}",
-                peer=str(self.transport.getPeer()),
-                reason=e.reason,
-            )
-            self._fatal("28P01", "pgwarden: authentication failed")
+            self._auth_failed(e.reason)
             return
+        if isinstance(outcome, Deferred):  # keys being fetched from the issuer
+            outcome.addCallbacks(self._authenticated, self._auth_failure)
+        else:
+            self._authenticated(outcome)
+
+    def _auth_failure(self, failure: Failure) -> None:
+        reason = failure.value.reason if failure.check(AuthenticationFailed) else repr(failure.value)
+        self._auth_failed(reason)
+
+    def _auth_failed(self, reason: str) -> None:
+        log.info("authentication failed from {peer}: {reason}", peer=str(self.transport.getPeer()), reason=reason)
+        self._fatal("28P01", "pgwarden: authentication failed")
+
+    def _authenticated(self, identity: Identity) -> None:
+        if self.phase != "authenticating":
+            return  # the client left, or timed out, meanwhile
+        self.identity = identity
         self.policies = policies_for(self.identity, self.app.config.policies)
         if not self.policies:
             log.info("no policy for {subject} from {peer}", subject=self.identity.subject,

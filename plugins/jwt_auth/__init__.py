@@ -11,10 +11,14 @@ class JwtAuthentication:
 
     def __init__(self) -> None:
         self._verifier: TokenVerifier | None = None
+        self._settings = None
 
     @hookimpl
-    def pgwarden_configure(self, config) -> None:
-        self._verifier = TokenVerifier(config.auth.jwt)
+    def pgwarden_configure(self, config, reactor) -> None:
+        if self._verifier is not None and self._settings == config.auth.jwt:
+            return  # unchanged by a reload: keep the cached keys
+        self._verifier = TokenVerifier(config.auth.jwt, reactor)
+        self._settings = config.auth.jwt
 
     @hookimpl
     def pgwarden_authenticate(self, startup, secret: str):
@@ -22,5 +26,3 @@ class JwtAuthentication:
             return None
         return self._verifier.verify(secret)
 
-
-plugin = JwtAuthentication()

@@ -22,4 +22,4 @@ def test_builtin_plugins_are_entry_points():
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     eps = cfg["options.entry_points"]["pgwarden"]
-    assert "jwt = pgwarden_plugins.jwt_auth:plugin" in eps
+    assert "jwt = pgwarden_plugins.jwt_auth:JwtAuthentication" in eps

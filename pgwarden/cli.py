@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+import attrs
+
 from pgwarden.config import ConfigError, load_config
 
 
@@ -67,9 +69,47 @@ def _cmd_check(args) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
-    print(f"{config.source}: OK — listen {config.listen.host}:{config.listen.port}, "
-          f"upstream {config.upstream.host}:{config.upstream.port}/{config.upstream.database}")
+    from pgwarden.plugins import PluginError, PluginHost
+
+    try:
+        PluginHost(config, reactor=None)  # plugin options and rule kinds
+    except (PluginError, ConfigError) as e:
+        print(e, file=sys.stderr)
+        return 2
+    print(describe_config(config))
     return 0
+
+
+def describe_config(config) -> str:
+    """What a valid file grants, for people: who gets which policy, and its rules."""
+    lines = [
+        f"{config.source}: valid",
+        f"  listen   {config.listen.host}:{config.listen.port}" + (" (TLS)" if config.listen.tls else ""),
+        f"  upstream {config.upstream.user}@{config.upstream.host}:{config.upstream.port}/"
+        f"{config.upstream.database} (TLS {config.upstream.tls.mode})",
+        f"  tokens   issuer {config.auth.jwt.issuer}, audience {config.auth.jwt.audience}, "
+        f"algorithms {', '.join(config.auth.jwt.algorithms)}",
+    ]
+    if not config.policies:
+        lines.append("  no policies: every connection is refused")
+    for policy in config.policies:
+        w = policy.when
+        who = []
+        if w.groups:
+            who.append("groups " + ", ".join(w.groups))
+        if w.subject:
+            who.append(f"subject {w.subject}")
+        for k, v in w.claims.items():
+            who.append(f"claim {k}={v}")
+        lines.append(f"  policy {policy.name}: for {' and '.join(who) or 'everyone'}; "
+                     f"default {policy.default}; {len(policy.rules)} rule(s)")
+        for rule in policy.rules:
+            spec = getattr(rule, rule.kind)
+            fields = {k: v for k, v in attrs.asdict(spec, recurse=False).items() if v not in ((), None, {})}
+            detail = ", ".join(f"{k.rstrip('_')}={v}" for k, v in fields.items())
+            lines.append(f"    {rule.kind:8} {rule.name or '(unnamed)'}: {detail}"
+                         + (f" — {rule.reason}" if rule.reason else ""))
+    return "\n".join(lines)
 
 
 def _cmd_token(args) -> int:

@@ -130,6 +130,11 @@ class PluginHost:
         for impl in self._impls("pgwarden_rule_kinds"):
             claimed.update(impl.function() or ())
         for i, policy in enumerate(config.policies):
+            if policy.default == "block" and "block" not in claimed:
+                # Nothing would enforce it: refuse rather than silently allow.
+                problems.append(
+                    f"policies[{i}].default: 'block' needs a plugin that interprets block rules; none is loaded"
+                )
             for j, rule in enumerate(policy.rules):
                 if rule.kind not in claimed:
                     problems.append(

@@ -91,3 +91,63 @@ def test_password_is_read_from_its_file_not_kept_in_the_config(tmp_path):
     c = parse_config(GOOD.replace("/run/secrets/pw", str(pw)))
     assert c.upstream.read_password() == "s3cret-value"
     assert "s3cret-value" not in repr(c)
+
+
+def test_check_prints_what_the_file_grants(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(GOOD + "policies:\n  - {name: agents, when: {groups: [ai-agents]}}\n"
+                   "  - {name: ci, when: {subject: 'ci-*'}}\n")
+    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "policy agents: for groups ai-agents; default allow; 0 rule(s)" in out.stdout
+    assert "policy ci: for subject ci-*; default allow" in out.stdout
+    cfg.write_text(GOOD.replace("port: 6432", "port: x") + "policies: [{name: p, rules: [{limit: {rows: 5}}]}]\n")
+    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "line 2: listen.port: invalid value for type, expected int" in out.stderr
+
+
+def test_unclaimed_rule_kind_fails_check(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(GOOD + "policies: [{name: p, rules: [{name: r, limit: {rows: 5}}]}]\n")
+    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "policies[0].rules[0]: rule kind 'limit' is interpreted by no loaded plugin" in out.stderr
+
+
+def test_rule_must_say_exactly_one_thing():
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{name: r, reason: why}]}]\n")
+    assert "exactly one of block, approve, mask, limit" in p and "policies[0].rules[0]" in p
+
+
+def test_mask_strategy_is_checked():
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {columns: [a.b.c], with: hsah}}]}]\n")
+    assert p.endswith("policies[0].rules[0].mask.with: expected one of redact, partial, hash, null "
+                      "(partial as {partial: {keep_last: N}}), got 'hsah'")
+
+
+def test_statement_kinds_are_checked():
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{block: {statements: [delet]}}]}]\n")
+    assert "unknown statement kind(s) delet" in p
+
+
+def test_policy_needs_a_name():
+    (p,) = problems(GOOD + "policies: [{when: {groups: [a]}}]\n")
+    assert "policies[0].name: required field missing" in p
+
+
+def test_default_block_without_an_enforcer_is_refused(tmp_path):
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(GOOD + "policies: [{name: p, default: block}]\n")
+    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert "policies[0].default: 'block' needs a plugin that interprets block rules" in out.stderr

@@ -369,3 +369,48 @@ def test_identity_without_a_policy_is_refused(make_pgwarden):
     for token in (running.token("ci-7", groups=[]), running.token("x", groups=["ai-agents"])):
         ok = RawClient(running.host, running.port).login(token)
         assert isinstance(ok[-1], m.ReadyForQuery)
+
+
+def test_token_not_yet_valid(pgwarden):
+    import time as _time
+
+    _login_fails(pgwarden, pgwarden.token(extra={"nbf": int(_time.time()) + 3600}))
+
+
+def test_token_without_exp_or_iat(pgwarden):
+    import time as _time
+
+    claims = {"iss": "https://issuer.pgwarden.test", "aud": "pgwarden", "sub": "x", "iat": int(_time.time())}
+    no_exp = jwt.encode(claims, pgwarden.keys["private"].read_bytes(), algorithm="RS256",
+                        headers={"kid": "pgwarden-local"})
+    _login_fails(pgwarden, no_exp)
+
+
+def test_startup_options_and_role_never_reach_the_upstream(pgwarden):
+    rc = RawClient(pgwarden.host, pgwarden.port)
+    startup = m.StartupMessage(m.PROTOCOL_3_0, (
+        ("user", "agent"), ("database", "appdb"), ("options", "-c statement_timeout=1234 -c role=pg_monitor"),
+        ("role", "pg_monitor"), ("session_authorization", "postgres"), ("search_path", "pg_catalog"),
+    ))
+    rc.send(startup.encode())
+    rc.recv_message()
+    rc.send(m.PasswordMessage.cleartext(pgwarden.token()).encode())
+    assert isinstance(rc.until_ready()[-1], m.ReadyForQuery)
+    rc.send(m.Query("select current_setting('statement_timeout'), current_user, current_setting('search_path')").encode())
+    row = next(x for x in rc.until_ready() if isinstance(x, m.DataRow))
+    # options and role were dropped; search_path is on the allow-list
+    assert row.values == (b"0", b"app", b"pg_catalog")
+    rc.close()
+
+
+def test_listen_change_needs_a_restart(make_pgwarden, pg_server, signing_keys, tmp_path):
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.postgres import free_port
+    from pgwarden.testing.pytest_plugin import base_config
+
+    running = make_pgwarden()
+    before = running.app.config.listen
+    doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()})
+    assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+    assert running.app.config.listen == before
+    assert isinstance(RawClient(running.host, running.port).login(running.token())[-1], m.ReadyForQuery)

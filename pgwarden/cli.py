@@ -36,10 +36,8 @@ def _tune_gc() -> None:
 
 
 def _cmd_run(args) -> int:
-    try:
-        config = load_config(args.config)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 2
     from pgwarden.proxy.reactor import install
 
@@ -63,18 +61,29 @@ def _cmd_run(args) -> int:
     return 0
 
 
-def _cmd_check(args) -> int:
+def _load(path: str):
+    """The config, or None after printing every problem (the caller exits 2)."""
     try:
-        config = load_config(args.config)
+        return load_config(path)
     except ConfigError as e:
         print(e, file=sys.stderr)
-        return 2
+        return None
+
+
+def _plugin_host(config):
+    """The plugins for ``config`` (None: discovery only), or None after printing why not."""
     from pgwarden.plugins import PluginError, PluginHost
 
     try:
-        PluginHost(config, reactor=None)  # plugin options and rule kinds
+        return PluginHost(config, reactor=None)
     except (PluginError, ConfigError) as e:
         print(e, file=sys.stderr)
+        return None
+
+
+def _cmd_check(args) -> int:
+    config = _load(args.config)
+    if config is None or _plugin_host(config) is None:  # plugin options and rule kinds too
         return 2
     print(describe_config(config))
     return 0
@@ -130,19 +139,13 @@ def _cmd_token(args) -> int:
 
 
 def _cmd_plugins(args) -> int:
-    from pgwarden.plugins import PluginError, PluginHost
-
     config = None
     if args.config:
-        try:
-            config = load_config(args.config)
-        except ConfigError as e:
-            print(e, file=sys.stderr)
+        config = _load(args.config)
+        if config is None:
             return 2
-    try:
-        host = PluginHost(config, reactor=None)
-    except (PluginError, ConfigError) as e:
-        print(f"pgwarden: {e}", file=sys.stderr)
+    host = _plugin_host(config)
+    if host is None:
         return 2
     for p in host.loaded():
         print(f"{p.name} {p.version or '-'} ({p.source})")

@@ -129,8 +129,24 @@ class Writer:
         self._parts.append(bytes(b))
         return self
 
+    def byte(self, v: int) -> Writer:
+        if not 0 <= v <= 255:
+            raise LocalProtocolError(f"byte out of range: {v}")
+        self._parts.append(bytes((v,)))
+        return self
+
+    def code(self, c: str, allowed: str | None = None) -> Writer:
+        """A one-character code (a field code, a Describe target, a status)."""
+        if len(c) != 1 or c == "\0" or ord(c) > 255 or (allowed is not None and c not in allowed):
+            raise LocalProtocolError(f"invalid one-character code {c!r}" + (f" (expected one of {allowed})" if allowed else ""))
+        self._parts.append(c.encode("latin-1"))
+        return self
+
     def cstring(self, s: str) -> Writer:
-        b = s.encode("utf-8")
+        try:
+            b = s.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise LocalProtocolError(f"a protocol string must be encodable: {e}") from None
         if b"\0" in b:
             raise LocalProtocolError("a protocol string cannot contain NUL")
         self._parts.append(b + b"\0")
@@ -266,7 +282,7 @@ class Describe:
         return d
 
     def encode(self) -> bytes:
-        return Writer().raw(self.kind.encode()).cstring(self.name).frame(self.TYPE)
+        return Writer().code(self.kind, "SP").cstring(self.name).frame(self.TYPE)
 
 
 @attrs.frozen
@@ -283,7 +299,7 @@ class Close:
         return c
 
     def encode(self) -> bytes:
-        return Writer().raw(self.kind.encode()).cstring(self.name).frame(self.TYPE)
+        return Writer().code(self.kind, "SP").cstring(self.name).frame(self.TYPE)
 
 
 @attrs.frozen
@@ -530,7 +546,7 @@ class _CopyResponse:
         return cls(fmt, cols)
 
     def encode(self) -> bytes:
-        w = Writer().raw(bytes([self.format])).int16(len(self.column_formats))
+        w = Writer().byte(self.format).int16(len(self.column_formats))
         for f in self.column_formats:
             w.int16(f)
         return w.frame(self.TYPE)
@@ -610,7 +626,7 @@ class _FieldsMessage:
     def encode(self) -> bytes:
         w = Writer()
         for code, value in self.fields:
-            w.raw(code.encode("latin-1")).cstring(value)
+            w.code(code).cstring(value)
         return w.raw(b"\0").frame(self.TYPE)
 
     def get(self, code: str, default: str | None = None) -> str | None:
@@ -768,7 +784,7 @@ class ReadyForQuery:
         return cls(status)
 
     def encode(self) -> bytes:
-        return frame(self.TYPE, self.status.encode())
+        return Writer().code(self.status, "ITE").frame(self.TYPE)
 
 
 @attrs.frozen
@@ -866,9 +882,8 @@ class CancelRequest:
     secret_key: int
 
     def encode(self) -> bytes:
-        return _I32.pack(16) + _I32.pack(CANCEL_REQUEST_CODE) + _I32.pack(self.process_id) + _U32.pack(
-            self.secret_key
-        )
+        body = Writer().int32(CANCEL_REQUEST_CODE).int32(self.process_id).uint32(self.secret_key).body()
+        return _I32.pack(len(body) + 4) + body
 
 
 def decode_startup(body: bytes):

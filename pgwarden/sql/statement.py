@@ -1,65 +1,14 @@
-"""`Statement`: one SQL string as plugins see it.
-
-Provisional: ``kinds`` here come from the top-level node of each statement in
-the parse tree (pglast, the real PostgreSQL parser), so a multi-statement string
-has the kinds of all its statements and a string that does not parse is
-``unknown``. The full analysis (writes hidden in CTEs, EXPLAIN ANALYZE,
-functions, tables, ``has_where``) fills in the remaining attributes.
-"""
+"""`Statement`: one SQL string as plugins see it, analysed once (see `analysis`)."""
 
 from __future__ import annotations
 
 from functools import cached_property
 
-# Top-level parse node -> statement kind (DESIGN.md §3). Anything else: "other".
-_KINDS = {
-    "SelectStmt": "select",
-    "InsertStmt": "insert",
-    "UpdateStmt": "update",
-    "DeleteStmt": "delete",
-    "MergeStmt": "merge",
-    "TruncateStmt": "truncate",
-    "GrantStmt": "grant",
-    "GrantRoleStmt": "grant",
-    "CreateRoleStmt": "role",
-    "AlterRoleStmt": "role",
-    "DropRoleStmt": "role",
-    "AlterSystemStmt": "system",
-    "DoStmt": "do",
-    "CallStmt": "call",
-    "LockStmt": "lock",
-    "VacuumStmt": "maintenance",
-    "ReindexStmt": "maintenance",
-    "ClusterStmt": "maintenance",
-    "PrepareStmt": "prepare",
-    "ExecuteStmt": "execute",
-    "ExplainStmt": "explain",
-    "TransactionStmt": "transaction",
-    "VariableSetStmt": "set",
-    "VariableShowStmt": "show",
-    "ListenStmt": "listen",
-    "NotifyStmt": "listen",
-    "UnlistenStmt": "listen",
-    "DeclareCursorStmt": "cursor",
-    "FetchStmt": "cursor",
-    "ClosePortalStmt": "cursor",
-}
-
-
-def _kind_of(node_name: str) -> str:
-    if node_name in _KINDS:
-        return _KINDS[node_name]
-    if node_name.startswith(("Create", "Alter", "Drop", "Rename", "Comment")) or node_name in (
-        "IndexStmt",
-        "ViewStmt",
-        "RuleStmt",
-    ):
-        return "ddl"
-    return "other"
+from pgwarden.sql.analysis import Analysis, analyze_sql
 
 
 class Statement:
-    """One SQL string, analysed once and shared by every plugin."""
+    """One SQL string, analysed on first use and shared by every plugin."""
 
     __slots__ = ("sql", "__dict__")
 
@@ -70,18 +19,33 @@ class Statement:
         return f"Statement({self.sql!r})"
 
     @cached_property
-    def kinds(self) -> frozenset[str]:
-        """The classes of the statements in this string (select, insert, ddl, ...)."""
-        import pglast
-        from pglast.parser import ParseError
+    def analysis(self) -> Analysis:
+        return analyze_sql(self.sql)
 
-        try:
-            tree = pglast.parse_sql(self.sql)
-        except ParseError:
-            return frozenset({"unknown"})
-        if not tree:
-            return frozenset({"empty"})
-        return frozenset(_kind_of(type(raw.stmt).__name__) for raw in tree)
+    @property
+    def kinds(self) -> frozenset[str]:
+        """The classes of everything this string does (select, insert, ddl, role, ...); ``unknown``
+        when it does not parse."""
+        return self.analysis.kinds
+
+    @property
+    def tables(self) -> frozenset[str]:
+        """Every table it names, as schema.table (unqualified names as public.name)."""
+        return self.analysis.tables
+
+    @property
+    def writes(self) -> frozenset[str]:
+        """The tables it writes, however deep the write is nested."""
+        return self.analysis.writes
+
+    @property
+    def functions(self) -> frozenset[str]:
+        return self.analysis.functions
+
+    @property
+    def has_where(self) -> bool | None:
+        """For UPDATE/DELETE: whether every one has a WHERE that can be false; None otherwise."""
+        return self.analysis.has_where
 
     @cached_property
     def fingerprint(self) -> str | None:
@@ -92,12 +56,6 @@ class Statement:
             return fingerprint(self.sql)
         except ParseError:
             return None
-
-    # Filled in by the full analysis; empty until then.
-    tables: frozenset[str] = frozenset()
-    writes: frozenset[str] = frozenset()
-    functions: frozenset[str] = frozenset()
-    has_where: bool | None = None
 
 
 def analyze(sql: str) -> Statement:

@@ -16,7 +16,7 @@ import attrs
 if TYPE_CHECKING:
     from pgwarden.identity import Identity
 
-RULE_KINDS = ("block", "approve", "mask", "limit")
+RULE_KINDS = ("block", "allow", "approve", "mask", "limit")
 STATEMENT_KINDS = frozenset(
     {
         "select", "insert", "update", "delete", "merge", "copy_from", "copy_to", "copy_program",
@@ -114,12 +114,13 @@ class LimitSpec:
 
 @attrs.frozen
 class Rule:
-    """One rule: exactly one of block, approve, mask, limit."""
+    """One rule: exactly one of block, allow, approve, mask, limit."""
 
     name: str | None = None
     reason: str | None = None
     hint: str | None = None
     block: StatementMatch | None = None
+    allow: StatementMatch | None = None  # what a `default: block` policy permits
     approve: StatementMatch | None = None
     mask: MaskSpec | None = None
     limit: LimitSpec | None = None

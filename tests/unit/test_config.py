@@ -123,7 +123,7 @@ def test_unclaimed_rule_kind_fails_check(tmp_path):
 
 def test_rule_must_say_exactly_one_thing():
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{name: r, reason: why}]}]\n")
-    assert "exactly one of block, approve, mask, limit" in p and "policies[0].rules[0]" in p
+    assert "exactly one of block, allow, approve, mask, limit" in p and "policies[0].rules[0]" in p
 
 
 def test_mask_strategy_is_checked():

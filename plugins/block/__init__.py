@@ -1,0 +1,101 @@
+"""Built-in plugin ``block``: interprets ``block`` and ``allow`` rules and ``default: block``.
+
+Every matching rule of every policy that applies to the session is considered;
+the strictest verdict wins. A policy with ``default: block`` blocks what none of
+its ``allow`` (or ``approve``) rules matches. Refusals follow the error contract:
+SQLSTATE 42501, ``pgwarden: blocked: <reason>``, DETAIL naming policy and rule,
+and a HINT an agent can act on.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+
+from pgwarden import hookimpl
+from pgwarden.verdict import Verdict
+
+_NAMES = {
+    "delete": "DELETE", "update": "UPDATE", "insert": "INSERT", "merge": "MERGE", "truncate": "TRUNCATE",
+    "ddl": "schema changes (DDL)", "grant": "GRANT/REVOKE", "role": "role changes", "system": "system administration",
+    "copy_program": "COPY ... PROGRAM", "copy_file": "COPY to or from a server file", "copy_from": "COPY FROM",
+    "copy_to": "COPY TO", "do": "DO blocks", "call": "CALL", "lock": "LOCK", "maintenance": "maintenance (VACUUM, ...)",
+    "unknown": "statements that do not parse", "select": "SELECT",
+}
+
+
+def matches(spec, statement) -> list[str]:
+    """What of ``statement`` the match ``spec`` hits (empty: no match). All given fields must hold."""
+    hit: list[str] = []
+    if spec.statements:
+        kinds = statement.kinds & set(spec.statements)
+        if not kinds:
+            return []
+        hit += sorted(kinds)
+    if spec.tables:
+        tables = sorted(t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in spec.tables))
+        if not tables:
+            return []
+        hit += tables
+    if spec.functions:
+        functions = sorted(
+            f for f in statement.functions if any(fnmatch.fnmatchcase(f, g.lower()) for g in spec.functions)
+        )
+        if not functions:
+            return []
+        hit += [f"{f}()" for f in functions]
+    if spec.where == "absent":
+        if statement.has_where is not False:
+            return []
+        hit.append("without a WHERE clause")
+    return hit or ["everything"]
+
+
+def _reason(rule, hit: list[str]) -> str:
+    if rule.reason:
+        return rule.reason
+    words = [_NAMES.get(h, h) for h in hit if h != "without a WHERE clause"]
+    text = ", ".join(words) or "this statement"
+    if "without a WHERE clause" in hit:
+        text += " without a WHERE clause that selects rows"
+    return f"{text} is not allowed"
+
+
+def _hint(rule, hit: list[str], statement) -> str:
+    if rule.hint:
+        return rule.hint
+    if "without a WHERE clause" in hit:
+        verb = "DELETE" if "delete" in statement.kinds else "UPDATE"
+        return f"{verb} needs a WHERE clause that selects the rows to change; reads are allowed."
+    if "unknown" in hit:
+        return "The statement does not parse as PostgreSQL SQL; fix its syntax."
+    return "This statement is refused by policy; reads (SELECT) may be allowed, ask an operator for anything else."
+
+
+class Blocking:
+    @hookimpl
+    def pgwarden_rule_kinds(self):
+        return ["block", "allow"]
+
+    @hookimpl
+    def pgwarden_check(self, statement, session):
+        verdicts = []
+        for policy in session.policies:
+            allowed_here = False
+            for i, rule in enumerate(policy.rules):
+                where = {"policy": policy.name, "rule": rule.name or f"rules[{i}]"}
+                if rule.block is not None:
+                    hit = matches(rule.block, statement)
+                    if hit:
+                        verdicts.append(Verdict.block(_reason(rule, hit), _hint(rule, hit, statement), **where))
+                elif rule.allow is not None and matches(rule.allow, statement):
+                    allowed_here = True
+                elif rule.approve is not None and matches(rule.approve, statement):
+                    allowed_here = True  # the approval plugin decides about it
+            if policy.default == "block" and not allowed_here:
+                verdicts.append(Verdict.block(
+                    f"{', '.join(_NAMES.get(k, k) for k in sorted(statement.kinds)) or 'this statement'} "
+                    f"is not among what policy {policy.name!r} allows",
+                    "Only the statements this policy's allow rules name are permitted; ask an operator for more.",
+                    policy=policy.name, rule="default: block",
+                ))
+        return Verdict.strictest(verdicts) if verdicts else None

@@ -267,8 +267,9 @@ def test_disabling_the_only_authenticator_is_refused(make_pgwarden):
 def test_pgwarden_plugins_lists_builtins_with_hooks():
     out = subprocess.run([sys.executable, "-m", "pgwarden", "plugins"], capture_output=True, text=True, check=True)
     lines = out.stdout.splitlines()
-    assert lines[0].startswith("jwt ") and "(entry point)" in lines[0]
-    assert "    pgwarden_authenticate" in lines
+    assert "jwt 0.1.0 (entry point)" in lines and "block 0.1.0 (entry point)" in lines
+    jwt_hooks = lines[lines.index("jwt 0.1.0 (entry point)") + 1:]
+    assert jwt_hooks[:2] == ["    pgwarden_authenticate", "    pgwarden_configure"]
 
 
 def test_trace_hooks(tmp_path, pg_server, signing_keys):

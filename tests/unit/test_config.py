@@ -147,7 +147,7 @@ def test_default_block_without_an_enforcer_is_refused(tmp_path):
     import sys
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(GOOD + "policies: [{name: p, default: block}]\n")
+    cfg.write_text(GOOD + "plugins: {disable: [block]}\npolicies: [{name: p, default: block}]\n")
     out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "policies[0].default: 'block' needs a plugin that interprets block rules" in out.stderr

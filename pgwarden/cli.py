@@ -121,6 +121,64 @@ def describe_config(config) -> str:
     return "\n".join(lines)
 
 
+def _cmd_explain(args) -> int:
+    """The analysis of one statement and the verdict the policies give it, with no database."""
+    import json
+
+    from twisted.internet.defer import Deferred
+
+    from pgwarden.identity import Identity
+    from pgwarden.policy import policies_for
+    from pgwarden.session import Session
+    from pgwarden.sql import Statement
+    from pgwarden.verdict import Verdict
+
+    config = _load(args.config)
+    host = _plugin_host(config) if config is not None else None
+    if host is None:
+        return 2
+    identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
+    policies = policies_for(identity, config.policies)
+    statement = Statement(args.sql)
+    if not policies:
+        verdict = Verdict.block("no policy for this identity", rule="(connection refused, SQLSTATE 28000)")
+    else:
+        session = Session("explain", identity, config.upstream.database, policies=policies)
+        answers = host.pm.hook.pgwarden_check(statement=statement, session=session)
+        settled = []
+        for a in answers:
+            if isinstance(a, Deferred):
+                a.addBoth(settled.append)
+            else:
+                settled.append(a)
+        verdict = Verdict.strictest(v for v in settled if isinstance(v, Verdict))
+    result = {
+        "sql": statement.sql,
+        "kinds": sorted(statement.kinds),
+        "tables": sorted(statement.tables),
+        "writes": sorted(statement.writes),
+        "functions": sorted(statement.functions),
+        "has_where": statement.has_where,
+        "policies": [p.name for p in policies],
+        "verdict": {"action": verdict.action, "policy": verdict.policy, "rule": verdict.rule,
+                    "reason": verdict.reason, "hint": verdict.hint},
+    }
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for key in ("kinds", "tables", "writes", "functions"):
+            print(f"{key:10} {', '.join(result[key]) or '-'}")
+        print(f"{'has_where':10} {result['has_where']}")
+        print(f"{'policies':10} {', '.join(result['policies']) or '-'}")
+        v = result["verdict"]
+        print(f"{'verdict':10} {v['action']}" + (f" by {v['policy']} / {v['rule']}" if v["policy"] else ""))
+        if v["reason"]:
+            print(f"{'reason':10} {v['reason']}")
+        if v["hint"]:
+            print(f"{'hint':10} {v['hint']}")
+    return 0 if verdict.action == "allow" else 1
+
+
 def _cmd_token(args) -> int:
     from pgwarden.tokens import mint
 
@@ -177,6 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("explain", help="the verdict on one statement for one identity, without a database")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--subject", required=True)
+    p.add_argument("--group", action="append", default=[])
+    p.add_argument("--json", action="store_true")
+    p.add_argument("sql")
+    p.set_defaults(func=_cmd_explain)
 
     p = sub.add_parser("token", help="mint a signed test token from a local key")
     p.add_argument("--key", required=True, help="PEM private key")

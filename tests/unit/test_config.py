@@ -151,3 +151,24 @@ def test_default_block_without_an_enforcer_is_refused(tmp_path):
     out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 2
     assert "policies[0].default: 'block' needs a plugin that interprets block rules" in out.stderr
+
+
+def test_explain_without_a_database(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(GOOD + "policies:\n  - name: agents\n    when: {groups: [ai-agents]}\n    rules:\n"
+                   "      - {name: unfiltered-writes, block: {statements: [delete, update], where: absent}}\n")
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), *a],
+                                    capture_output=True, text=True)
+    out = run("--subject", "a", "--group", "ai-agents", "--json", "WITH d AS (DELETE FROM t RETURNING 1) SELECT 1")
+    assert out.returncode == 1, out.stderr
+    result = json.loads(out.stdout)
+    assert result["kinds"] == ["delete", "select"] and result["writes"] == ["public.t"]
+    assert result["verdict"]["action"] == "block" and result["verdict"]["rule"] == "unfiltered-writes"
+    ok = run("--subject", "a", "--group", "ai-agents", "DELETE FROM t WHERE id = 1")
+    assert ok.returncode == 0 and "verdict    allow" in ok.stdout
+    nobody = run("--subject", "a", "SELECT 1")
+    assert nobody.returncode == 1 and "no policy for this identity" in nobody.stdout

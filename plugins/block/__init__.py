@@ -78,6 +78,9 @@ class Blocking:
 
     @hookimpl
     def pgwarden_check(self, statement, session):
+        policies = session.policies
+        if not any(p.rules or p.default == "block" for p in policies):
+            return None  # nothing for this plugin to enforce (and no analysis needed)
         verdicts = []
         for policy in session.policies:
             allowed_here = False

@@ -44,6 +44,7 @@ fuzz: $(STAMP)
 
 # pgbench: direct, through pgwarden and through PgBouncer, in one run.
 bench: $(STAMP)
+	$(PY) bench/analysis.py
 	$(PY) bench/run.py
 
 # asyncpg's own test suite, directly and through pgwarden, compared test by test (opt-in, ~2 min).

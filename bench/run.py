@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """pgbench against PostgreSQL directly, through pgwarden and through PgBouncer, in one run.
 
-Why one script does everything: the three figures of a workload only mean
-something next to each other when they were taken on the same machine, the same
-data and the same minute. So this starts a throwaway PostgreSQL, fills it with
+Why one script does everything: the figures of a workload only mean something
+next to each other when they were taken on the same machine, the same data and
+the same minute. So this starts a throwaway PostgreSQL, fills it with
 ``pgbench -i``, puts pgwarden and PgBouncer in front of it, and then runs each
-workload against the three targets back to back (rotating which goes first)
-before moving on to the next workload.
+workload against the targets back to back (rotating which goes first) before
+moving on to the next workload. For the select-only simple and prepared
+workloads a fourth target joins: a second pgwarden whose policy has ten block
+rules, so what checking rules costs is measured beside the pass-through figure.
 
 Prints a table of TPS and ratios, the latency pgwarden adds per statement, and
 pgwarden's memory; writes the same to ``.bench/results.json``. Everything it
@@ -15,6 +17,7 @@ errors included.
 
     make bench                      # default: 15 s per run
     .venv/bin/python bench/run.py --quick --only select-simple --no-pgbouncer
+    .venv/bin/python bench/run.py --no-rules        # without the pgwarden with rules
 """
 
 from __future__ import annotations
@@ -59,6 +62,31 @@ PGBOUNCER_RUN_AS = "postgres"
 ROWS_SCRIPT = "SELECT * FROM pgbench_accounts WHERE aid <= 10000;\n"
 
 DIRECT, PGWARDEN, PGBOUNCER = "direct", "pgwarden", "pgbouncer"
+PGWARDEN_RULES = "pgwarden-rules"
+
+# The pass-through pgwarden: one policy for everyone, no rules.
+PASS_THROUGH_POLICY = {"name": "everyone", "default": "allow"}
+# The pgwarden with rules: ten block rules of the kinds this release interprets
+# (the same as bench/analysis.py's), as an agent deployment might have. Every
+# statement is checked against all of them; none matches pgbench's statements,
+# so the figure is the cost of checking, not of refusing.
+BLOCK_RULES = [
+    {"name": "no-ddl", "block": {"statements": ["ddl", "truncate", "grant", "role", "system"]}},
+    {"name": "no-files", "block": {"functions": ["pg_read_file", "lo_export", "dblink"]}},
+    {"name": "no-programs", "block": {"statements": ["copy_program", "copy_file", "do", "unknown"]}},
+    {"name": "unfiltered-writes", "block": {"statements": ["delete", "update"], "where": "absent"}},
+    {"name": "secrets", "block": {"tables": ["vault.*"]}},
+    {"name": "no-locks", "block": {"statements": ["lock"]}},
+    {"name": "no-listen", "block": {"statements": ["listen"]}},
+    {"name": "no-maintenance", "block": {"statements": ["maintenance"]}},
+    {"name": "no-call", "block": {"statements": ["call"]}},
+    {"name": "audit-tables", "block": {"tables": ["audit.*"], "statements": ["insert", "update", "delete"]}},
+]
+RULES_POLICY = {"name": "agents", "rules": BLOCK_RULES}
+RULES_LABEL = f"{len(BLOCK_RULES)} rules"
+# Only where the targets for pgwarden with rules are set (a share of direct with
+# -M simple and with -M prepared): a run for every workload would add minutes.
+RULES_WORKLOADS = ("select-simple", "select-prepared")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,6 +180,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--only", action="append", choices=ALL_NAMES, metavar="WORKLOAD",
                    help=f"run only this workload (repeatable): {', '.join(ALL_NAMES)}")
     p.add_argument("--no-pgbouncer", action="store_true", help="leave PgBouncer out")
+    p.add_argument("--no-rules", action="store_true",
+                   help=f"leave out the pgwarden with {RULES_LABEL} (run for {', '.join(RULES_WORKLOADS)})")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 5 if args.quick else 15
@@ -302,13 +332,22 @@ def reset_tables(pg: TempPostgres) -> None:
 # pgwarden
 
 
-def write_pgwarden_config(pg: TempPostgres, workdir: Path) -> tuple[Path, str]:
-    """A pass-through pgwarden before ``pg`` (same shape as the test harness's), and a token for it.
+def mint_bench_token(workdir: Path) -> tuple[Path, str]:
+    """A local JWKS and a token it verifies; one of each serves every pgwarden of the run."""
+    private_key, jwks = generate_key(workdir / "keys")
+    # Long-lived, so a long --duration never outlives it mid-run.
+    token = mint(private_key, subject=BENCH_SUBJECT, issuer=ISSUER, audience=AUDIENCE,
+                 groups=["bench"], ttl_s=24 * 3600)
+    return jwks, token
+
+
+def write_pgwarden_config(pg: TempPostgres, workdir: Path, name: str, policy: dict, jwks: Path) -> Path:
+    """A pgwarden before ``pg`` (same shape as the test harness's) with this one policy.
 
     Port 0 plus --ready-file: the kernel picks a free port, so there is no race
-    with anything else choosing one.
+    with anything else choosing one. Only the policy differs between the
+    pgwardens of a run, so their figures differ by what the policy costs.
     """
-    private_key, jwks = generate_key(workdir / "keys")
     password_file = workdir / "upstream-password"
     password_file.write_text(APP_PASSWORD + "\n")
     password_file.chmod(0o600)
@@ -317,33 +356,30 @@ def write_pgwarden_config(pg: TempPostgres, workdir: Path) -> tuple[Path, str]:
         "upstream": {"host": pg.host, "port": pg.port, "database": DATABASE, "user": APP_USER,
                      "password_file": str(password_file)},
         "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(jwks)}},
-        # pass-through: one policy for everyone, no rules
-        "policies": [{"name": "everyone", "default": "allow"}],
+        "policies": [policy],
     }
-    config = workdir / "pgwarden.yaml"
+    config = workdir / f"{name}.yaml"
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
-    # Long-lived, so a long --duration never outlives it mid-run.
-    token = mint(private_key, subject=BENCH_SUBJECT, issuer=ISSUER, audience=AUDIENCE,
-                 groups=["bench"], ttl_s=24 * 3600)
-    return config, token
+    return config
 
 
-def start_pgwarden(config: Path, workdir: Path, stack: contextlib.ExitStack) -> tuple[Service, int]:
+def start_pgwarden(name: str, config: Path, workdir: Path,
+                   stack: contextlib.ExitStack) -> tuple[Service, int]:
     """`python -m pgwarden run` as a child process; returns it and the port from its ready file."""
-    ready = workdir / "pgwarden.ready"
+    ready = workdir / f"{name}.ready"
     ready.unlink(missing_ok=True)
-    svc = Service(PGWARDEN, [sys.executable, "-m", "pgwarden", "run", "-c", str(config),
-                             "--ready-file", str(ready)],
-                  workdir / "pgwarden.log", cwd=str(REPO)).start()
+    svc = Service(name, [sys.executable, "-m", "pgwarden", "run", "-c", str(config),
+                         "--ready-file", str(ready)],
+                  workdir / f"{name}.log", cwd=str(REPO)).start()
     stack.callback(svc.stop)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if not svc.alive():
-            raise RuntimeError(f"pgwarden exited ({svc.proc.returncode}) before listening:\n{svc.log_tail()}")
+            raise RuntimeError(f"{name} exited ({svc.proc.returncode}) before listening:\n{svc.log_tail()}")
         with contextlib.suppress(OSError, ValueError):
             return svc, int(ready.read_text().strip())
         time.sleep(0.05)
-    raise RuntimeError(f"pgwarden wrote no ready file within 30 s:\n{svc.log_tail()}")
+    raise RuntimeError(f"{name} wrote no ready file within 30 s:\n{svc.log_tail()}")
 
 
 ERROR_LINE = re.compile(r"#(error|critical|failure)\]|Traceback|Unhandled", re.IGNORECASE)
@@ -627,10 +663,11 @@ class PgwardenRunner:
     not a reason to lose the others, so it is restarted (and the crash recorded).
     """
 
-    def __init__(self, config: Path, workdir: Path, token: str, stack: contextlib.ExitStack) -> None:
-        self.config, self.workdir, self.token, self.stack = config, workdir, token, stack
-        self.service, port = start_pgwarden(config, workdir, stack)
-        self.target = Target(PGWARDEN, "127.0.0.1", port, BENCH_SUBJECT, token)
+    def __init__(self, name: str, config: Path, workdir: Path, token: str,
+                 stack: contextlib.ExitStack) -> None:
+        self.name, self.config, self.workdir, self.token, self.stack = name, config, workdir, token, stack
+        self.service, port = start_pgwarden(name, config, workdir, stack)
+        self.target = Target(name, "127.0.0.1", port, BENCH_SUBJECT, token)
         self.sampler = ResourceSampler(self.service.pid).start()
         stack.callback(self.sampler.stop)
         self.crashes: list[dict] = []
@@ -641,10 +678,10 @@ class PgwardenRunner:
         crash = {"during": during, "exit_code": self.service.proc.returncode,
                  "log_tail": self.service.log_tail(40)}
         self.crashes.append(crash)
-        say(f"pgwarden DIED during {during} (exit {crash['exit_code']}); restarting it. Log tail:\n"
+        say(f"{self.name} DIED during {during} (exit {crash['exit_code']}); restarting it. Log tail:\n"
             f"{crash['log_tail']}")
-        self.service, port = start_pgwarden(self.config, self.workdir, self.stack)
-        self.target = Target(PGWARDEN, "127.0.0.1", port, BENCH_SUBJECT, self.token)
+        self.service, port = start_pgwarden(self.name, self.config, self.workdir, self.stack)
+        self.target = Target(self.name, "127.0.0.1", port, BENCH_SUBJECT, self.token)
         self.sampler.watch(self.service.pid)
 
     def run(self, workload: Workload, duration: int, script_dir: Path) -> RunResult:
@@ -655,12 +692,12 @@ class PgwardenRunner:
         result.pgwarden_log_errors = error_lines(self.service.log_since(log_offset))
         if not self.service.alive():
             result.ok = False
-            result.error = (result.error or "") + f"\npgwarden exited ({self.service.proc.returncode})"
+            result.error = (result.error or "") + f"\n{self.name} exited ({self.service.proc.returncode})"
         self.restart_if_dead(workload.name)
         return result
 
 
-def run_workload(workload: Workload, targets: list[Target], pgwarden: PgwardenRunner | None,
+def run_workload(workload: Workload, targets: list[Target], pgwardens: dict[str, PgwardenRunner],
                  pg: TempPostgres, duration: int, script_dir: Path, turn: int,
                  skip: dict[str, str]) -> dict[str, RunResult]:
     """Each target once, back to back, starting with a different one each workload.
@@ -676,18 +713,18 @@ def run_workload(workload: Workload, targets: list[Target], pgwarden: PgwardenRu
             results[name] = RunResult(target=name, error=skip[name])
             continue
         reset_tables(pg)
-        say(f"{workload.name:<16} {name:<10} {duration}s ...")
-        if name == PGWARDEN and pgwarden is not None:
-            result = pgwarden.run(workload, duration, script_dir)
+        say(f"{workload.name:<16} {name:<14} {duration}s ...")
+        if name in pgwardens:
+            result = pgwardens[name].run(workload, duration, script_dir)
         else:
             result = run_pgbench(workload, next(t for t in targets if t.name == name), duration, script_dir)
         results[name] = result
         if result.ok:
-            say(f"{'':<16} {name:<10} tps {result.tps:,.1f}  latency {result.latency_ms} ms")
+            say(f"{'':<16} {name:<14} tps {result.tps:,.1f}  latency {result.latency_ms} ms")
         else:
-            say(f"{'':<16} {name:<10} FAILED: {result.error}")
+            say(f"{'':<16} {name:<14} FAILED: {result.error}")
         if result.pgwarden_log_errors:
-            say(f"{'':<16} pgwarden logged errors:\n  " + "\n  ".join(result.pgwarden_log_errors))
+            say(f"{'':<16} {name} logged errors:\n  " + "\n  ".join(result.pgwarden_log_errors))
     return {n: results[n] for n in names}
 
 
@@ -716,11 +753,31 @@ def fmt_mib(kib: int | None) -> str:
 
 
 def ratios_of(results: dict[str, RunResult]) -> dict[str, float | None]:
-    return {
+    ratios = {
         "pgwarden_over_direct": ratio(results.get(PGWARDEN), results.get(DIRECT)),
         "pgwarden_over_pgbouncer": ratio(results.get(PGWARDEN), results.get(PGBOUNCER)),
         "pgbouncer_over_direct": ratio(results.get(PGBOUNCER), results.get(DIRECT)),
     }
+    if PGWARDEN_RULES in results:  # only the workloads it ran for, so the others' stay as they were
+        ratios.update({
+            "pgwarden_rules_over_direct": ratio(results.get(PGWARDEN_RULES), results.get(DIRECT)),
+            "pgwarden_rules_over_pgbouncer": ratio(results.get(PGWARDEN_RULES), results.get(PGBOUNCER)),
+            "pgwarden_rules_over_pgwarden": ratio(results.get(PGWARDEN_RULES), results.get(PGWARDEN)),
+        })
+    return ratios
+
+
+def rules_row(workload: Workload, results: dict[str, RunResult]) -> tuple[str, ...]:
+    """The pgwarden-with-rules line under its workload's, in the pgwarden columns.
+
+    Why a row of its own rather than columns: it runs for two workloads only, so
+    columns of its own would be empty on every other line. Direct and PgBouncer
+    were not run again, so their cells are empty; the ratios are to the runs of
+    the line above.
+    """
+    rules = results[PGWARDEN_RULES]
+    return (f"{workload.name} ({RULES_LABEL})", "", fmt_tps(rules), "",
+            fmt_ratio(ratio(rules, results.get(DIRECT))), fmt_ratio(ratio(rules, results.get(PGBOUNCER))), "")
 
 
 def render_table(rows: list[tuple[Workload, dict[str, RunResult]]]) -> str:
@@ -732,9 +789,11 @@ def render_table(rows: list[tuple[Workload, dict[str, RunResult]]]) -> str:
         body.append((workload.name, fmt_tps(results.get(DIRECT)), fmt_tps(results.get(PGWARDEN)),
                      fmt_tps(results.get(PGBOUNCER)), fmt_ratio(r["pgwarden_over_direct"]),
                      fmt_ratio(r["pgwarden_over_pgbouncer"]), fmt_ratio(r["pgbouncer_over_direct"])))
+        if PGWARDEN_RULES in results:
+            body.append(rules_row(workload, results))
     widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
     line = lambda row: "  ".join(  # noqa: E731
-        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+        cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
     return "\n".join([line(header), line(tuple("-" * w for w in widths)), *map(line, body)])
 
 
@@ -754,6 +813,10 @@ def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration
              f"{THREADS} threads", ""]
     if rows:
         parts += [render_table(rows), ""]
+        if any(PGWARDEN_RULES in results for _w, results in rows):
+            parts += [f"  ({RULES_LABEL}): a second pgwarden whose one policy has {len(BLOCK_RULES)} block rules "
+                      f"(bench/README.md);",
+                      "  its ratios are to the direct and PgBouncer runs of the line above.", ""]
         for workload, results in rows:
             parts.append(f"  {workload.name:<16} {workload.title}")
             bases = sorted({r.tps_basis for r in results.values() if r.ok and r.tps_basis})
@@ -795,7 +858,7 @@ def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration
     if log_errors:
         parts += ["", "pgwarden logged errors:"]
         for name, r in log_errors:
-            parts.append(f"  {name}:")
+            parts.append(f"  {name}:" if r.target == PGWARDEN else f"  {name} ({r.target}):")
             parts += [f"    {ln}" for ln in r.pgwarden_log_errors]
     if pgwarden_info.get("crashes"):
         parts += ["", "pgwarden CRASHED:"]
@@ -853,10 +916,36 @@ class Setup:
     notes: list[str] = field(default_factory=list)
     pgbouncer_version: str | None = None
     load_before: list[float] = field(default_factory=list)
+    pgwarden_rules: PgwardenRunner | None = None  # the pgwarden with rules, when it is wanted
+
+    @property
+    def pgwardens(self) -> dict[str, PgwardenRunner]:
+        """Every pgwarden of the run, by target name."""
+        found = {PGWARDEN: self.pgwarden}
+        if self.pgwarden_rules is not None:
+            found[PGWARDEN_RULES] = self.pgwarden_rules
+        return found
+
+    def targets_for(self, workload: Workload) -> list[Target]:
+        """The targets of one workload: all but the pgwarden with rules outside RULES_WORKLOADS."""
+        return [t for t in self.targets if t.name != PGWARDEN_RULES or workload.name in RULES_WORKLOADS]
+
+
+def probe_pgwarden(pgwarden: PgwardenRunner, skip: dict[str, str]) -> None:
+    """Marks a pgwarden that cannot serve `SELECT 1` to be skipped, saying why."""
+    failure = probe(pgwarden.target)
+    if failure:
+        say(f"{pgwarden.name} cannot serve SELECT 1: {failure}\n{pgwarden.service.log_tail()}")
+        skip[pgwarden.name] = f"skipped: the SELECT 1 probe failed: {failure}"
+
+
+def rules_wanted(args) -> bool:
+    """Whether to start the pgwarden with rules: not refused, and a workload of it selected."""
+    return not args.no_rules and bool(set(args.only or ALL_NAMES) & set(RULES_WORKLOADS))
 
 
 def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
-    """PostgreSQL with pgbench's tables, then PgBouncer (if wanted and possible), then pgwarden."""
+    """PostgreSQL with pgbench's tables, PgBouncer (if wanted and possible), pgwarden, pgwarden with rules."""
     for name in ("pgbench", "psql", "initdb", "pg_ctl"):
         tool(name)  # fail early and clearly if PostgreSQL's tools are missing
     load_before = list(os.getloadavg())
@@ -880,17 +969,25 @@ def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
             notes.append(f"PgBouncer left out: {why}")
 
     say("starting pgwarden")
-    config, token = write_pgwarden_config(pg, workdir)
-    pgwarden = PgwardenRunner(config, workdir, token, stack)
+    jwks, token = mint_bench_token(workdir)
+    config = write_pgwarden_config(pg, workdir, PGWARDEN, PASS_THROUGH_POLICY, jwks)
+    pgwarden = PgwardenRunner(PGWARDEN, config, workdir, token, stack)
     time.sleep(1.0)  # let the interpreter settle before calling its memory "idle"
     idle_rss = read_status_kib(pgwarden.service.pid, "VmRSS")
     skip: dict[str, str] = {}
-    failure = probe(pgwarden.target)
-    if failure:
-        say(f"pgwarden cannot serve SELECT 1: {failure}\n{pgwarden.service.log_tail()}")
-        skip[PGWARDEN] = f"skipped: the SELECT 1 probe failed: {failure}"
-    targets = [direct, pgwarden.target] + ([bouncer] if bouncer else [])
-    return Setup(pg, targets, pgwarden, idle_rss, skip, notes, bouncer_version, load_before)
+    probe_pgwarden(pgwarden, skip)
+
+    rules = None
+    if args.no_rules:
+        notes.append(f"pgwarden with {RULES_LABEL} left out (--no-rules).")
+    elif rules_wanted(args):
+        say(f"starting pgwarden with {RULES_LABEL}")
+        config = write_pgwarden_config(pg, workdir, PGWARDEN_RULES, RULES_POLICY, jwks)
+        rules = PgwardenRunner(PGWARDEN_RULES, config, workdir, token, stack)
+        probe_pgwarden(rules, skip)
+    targets = [direct, pgwarden.target] + ([rules.target] if rules else []) + ([bouncer] if bouncer else [])
+    return Setup(pg, targets, pgwarden, idle_rss, skip, notes, bouncer_version, load_before,
+                 pgwarden_rules=rules)
 
 
 def summarize_pgwarden(setup: Setup, rows, latency) -> dict:
@@ -904,7 +1001,10 @@ def summarize_pgwarden(setup: Setup, rows, latency) -> dict:
         "cpu_percent_by_workload": {n: None if r.pgwarden_cpu_percent is None
                                     else round(r.pgwarden_cpu_percent, 1) for n, r in runs},
         "vmhwm_kib": read_status_kib(setup.pgwarden.service.pid, "VmHWM"),
-        "crashes": setup.pgwarden.crashes,
+        # the pgwarden with rules crashing is as much a finding, so it is listed here too
+        "crashes": setup.pgwarden.crashes + [
+            {**c, "during": f"{c['during']} ({PGWARDEN_RULES})"}
+            for c in (setup.pgwarden_rules.crashes if setup.pgwarden_rules else [])],
     }
 
 
@@ -917,6 +1017,7 @@ def run_metadata(args, setup: Setup) -> dict:
         "cpus": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version(),
         "pgbench": pgbench.stdout.strip(), "pgbouncer": setup.pgbouncer_version,
         "pgwarden_revision": git_revision(), "targets": [t.name for t in setup.targets],
+        "pgwarden_rules_policy": RULES_POLICY if setup.pgwarden_rules is not None else None,
         "load_average_before": setup.load_before, "load_average_after": list(os.getloadavg()),
     }
 
@@ -931,8 +1032,8 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
     script_dir.mkdir()
 
     def run(workload: Workload, turn: int) -> dict[str, RunResult]:
-        return run_workload(workload, setup.targets, setup.pgwarden, setup.pg, args.duration,
-                            script_dir, turn, setup.skip)
+        return run_workload(workload, setup.targets_for(workload), setup.pgwardens, setup.pg,
+                            args.duration, script_dir, turn, setup.skip)
 
     rows = [(w, run(w, turn)) for turn, w in enumerate(workloads)]
     # PgBouncer too, where there, as a yardstick for what a proxy adds.

@@ -22,6 +22,7 @@ from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.masking import row_transform
 from pgwarden.plugins import PluginError, PluginHost
 from pgwarden.policy import policies_for
+from pgwarden.policy.model import row_cap
 from pgwarden.sql.cache import StatementCache
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
@@ -238,6 +239,7 @@ class Application:
         for conn in list(self.connections):
             if conn.session is not None:
                 conn.session.policies = policies_for(conn.session.identity, new.policies)
+                conn.relay.row_cap = row_cap(conn.session.policies)
         self.reloads += 1
         log.info("reloaded {source}", source=new.source)
         return True

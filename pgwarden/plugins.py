@@ -29,6 +29,9 @@ ENTRY_POINT_GROUP = "pgwarden"
 # Keys of the `plugins:` section that are not plugin names.
 RESERVED_KEYS = frozenset({"disable", "timeout_s"})
 DECISION_HOOKS = ("pgwarden_check",)
+# Rule kinds the core itself enforces: `limit` acts on the relay (row cap) and
+# on the upstream session (statement_timeout), not on a verdict.
+CORE_RULE_KINDS = frozenset({"limit"})
 
 
 class PluginError(Exception):
@@ -128,7 +131,7 @@ class PluginHost:
                 )
             except ConfigError as e:
                 problems.extend(e.problems)
-        claimed: set[str] = set()
+        claimed: set[str] = set(CORE_RULE_KINDS)
         for impl in self._impls("pgwarden_rule_kinds"):
             claimed.update(impl.function() or ())
         for i, policy in enumerate(config.policies):

@@ -106,10 +106,34 @@ class MaskSpec:
     with_: Literal["redact", "hash", "null"] | PartialMask = "redact"
 
 
+_UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+
+def duration_ms(text: str) -> int:
+    """'30s', '2min', '500ms', '1h' (PostgreSQL's units) -> milliseconds."""
+    t = text.strip()
+    for unit in sorted(_UNITS_MS, key=len, reverse=True):
+        if t.endswith(unit) and t[: -len(unit)].strip().isdigit():
+            return int(t[: -len(unit)]) * _UNITS_MS[unit]
+    if t.isdigit():
+        return int(t)
+    raise ValueError(f"expected a duration like 30s, 2min, 500ms or 1h, got {text!r}")
+
+
+def _duration(_inst, _attribute, value) -> None:
+    if value is not None:
+        duration_ms(value)
+
+
+def _positive_rows(_inst, _attribute, value) -> None:
+    if value is not None and value < 1:
+        raise ValueError(f"rows must be at least 1, got {value}")
+
+
 @attrs.frozen
 class LimitSpec:
-    rows: int | None = None
-    statement_timeout: str | None = None  # a PostgreSQL interval: 30s, 2min
+    rows: int | None = attrs.field(default=None, validator=_positive_rows)
+    statement_timeout: str | None = attrs.field(default=None, validator=_duration)  # 30s, 2min
 
 
 @attrs.frozen
@@ -149,3 +173,16 @@ class Policy:
 def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
     """Every policy whose `when` the identity meets (all of them apply)."""
     return tuple(p for p in policies if p.when.matches(identity))
+
+
+def row_cap(policies: tuple[Policy, ...]) -> int | None:
+    """The smallest row limit of the `limit` rules that apply; None when there is none."""
+    caps = [r.limit.rows for p in policies for r in p.rules if r.limit is not None and r.limit.rows]
+    return min(caps) if caps else None
+
+
+def statement_timeout_ms(policies: tuple[Policy, ...]) -> int | None:
+    """The smallest statement_timeout of the `limit` rules that apply, in milliseconds."""
+    found = [duration_ms(r.limit.statement_timeout) for p in policies for r in p.rules
+             if r.limit is not None and r.limit.statement_timeout]
+    return min(found) if found else None

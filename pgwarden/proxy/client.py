@@ -21,6 +21,7 @@ from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.relay.engine import ALLOW, PENDING, Relay, StatementRequest
 from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.policy import policies_for
+from pgwarden.policy.model import row_cap, statement_timeout_ms
 from pgwarden.session import Session
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
@@ -259,6 +260,9 @@ class ClientConnection(Protocol):
             (k, v) for k, v in self.startup.parameters if k in FORWARDED_PARAMETERS and k != "application_name"
         ]
         params.append(("application_name", self.app.application_name(self.identity, self.startup)))
+        timeout_ms = statement_timeout_ms(self.policies)
+        if timeout_ms is not None:  # a `limit` rule: enforced by the server itself
+            params.append(("statement_timeout", str(timeout_ms)))
         try:
             password = cfg.read_password()
         except OSError as e:
@@ -329,6 +333,7 @@ class ClientConnection(Protocol):
         )
         for p in login.server_parameters:
             self.relay.state.parameters[p.name] = p.value
+        self.relay.row_cap = row_cap(self.policies)
         self.phase = "relay"
         self._watch_token_expiry()
         self.app.session_started(self)

@@ -113,6 +113,7 @@ class Portal(_Described):
     described: bool = False
     description: bytes | None = None
     _decoded: m.RowDescription | None = None
+    rows_sent: int = 0
 
     def result_shape(self) -> m.RowDescription | None:
         if self.description is not None:
@@ -217,6 +218,10 @@ class Relay:
         # The result whose rows are flowing, and the transform installed for it.
         self._result = _Result()
         self._in_result = False
+        self._row_cap: int | None = None
+        self._rows_left: int | None = None
+        self._truncated = False
+        self._sent_in_result = 0
         self._transform: Callable[[bytes], bytes] | None = None
         #: set when the session must end: the reason, for the edge's log.
         self.closing: str | None = None
@@ -465,8 +470,8 @@ class Relay:
             if type(raw) is Fragment:
                 if raw.first and raw.type == _B_DATA_ROW and not self._in_result:
                     self._begin_rows()
-                    if self._transform is not None:
-                        # Its rows must be rewritten, and this one is too large to hold whole.
+                    if self._transform is not None or self._rows_left is not None:
+                        # Its rows must be rewritten or counted, and this one is too large to hold whole.
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
                         return
                 down.append(raw.data)
@@ -475,12 +480,13 @@ class Relay:
             if t == _B_DATA_ROW:  # one or more consecutive rows (a run)
                 if not self._in_result:
                     self._begin_rows()
-                if self._transform is None:
+                if self._transform is None and self._rows_left is None:
                     down.append(raw)
                 else:
-                    transform = self._transform
-                    down.extend(transform(row) for row in split_run(raw))
+                    self._rows(raw)
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
+                if self._truncated:
+                    raw = self._truncation_notice(t, raw)
                 self._end_result()
                 if expect and expect[0][0] == _E_EXECUTE:
                     expect.popleft()
@@ -509,6 +515,17 @@ class Relay:
             self._server.streamable = frozenset()
 
     @property
+    def row_cap(self) -> int | None:
+        """Rows of one result (or one portal) beyond which nothing is sent; None: no cap."""
+        return self._row_cap
+
+    @row_cap.setter
+    def row_cap(self, cap: int | None) -> None:
+        self._row_cap = cap
+        # Counted rows must arrive whole: no streaming of large rows under a cap.
+        self._server.streamable = frozenset() if cap is not None else frozenset({_B_DATA_ROW, _B_COPY_DATA})
+
+    @property
     def shape(self) -> m.RowDescription | None:
         """The shape of the result whose rows are flowing now, if any."""
         return self._result.shape if self._in_result else None
@@ -521,9 +538,50 @@ class Relay:
             portal = head[1]
         self._start_result(None, portal)
 
+    def _rows(self, run: bytes) -> None:
+        """Rows that must be rewritten (masks) or counted (a row cap)."""
+        rows = split_run(run)
+        if self._transform is not None:
+            transform = self._transform
+            rows = [transform(row) for row in rows]
+        left = self._rows_left
+        if left is not None:
+            if len(rows) > left:
+                rows = rows[:left]
+                self._truncated = True
+            self._rows_left = left - len(rows)
+            self._sent_in_result += len(rows)
+            portal = self._result._portal
+            if portal is not None:
+                portal.rows_sent += len(rows)
+        self._down.extend(rows)
+
+    def _truncation_notice(self, t: int, raw: bytes) -> bytes:
+        """Before the end of a cut result: a notice, and the command tag counting what was sent."""
+        cap = self.row_cap
+        self._down.append(m.NoticeResponse.build(
+            "NOTICE", "01000", f"pgwarden: result truncated at {cap} rows",
+            "Rows beyond the limit of this identity's policy were not sent.",
+            "Narrow the query (WHERE, LIMIT) or aggregate in SQL.",
+        ).encode())
+        if t != _B_COMMAND_COMPLETE:
+            return raw
+        tag = m.CommandComplete.decode(raw[5:]).tag
+        words = tag.split(" ")
+        if words[-1].isdigit():
+            words[-1] = str(self._sent_in_result)
+        return m.CommandComplete(" ".join(words)).encode()
+
     def _start_result(self, raw: bytes | None, portal: Portal | None = None) -> None:
         self._in_result = True
         self._result = _Result(raw, None, portal)
+        self._truncated = False
+        self._sent_in_result = 0
+        cap = self.row_cap
+        if cap is None:
+            self._rows_left = None
+        else:  # a portal fetched in several Executes counts all it has sent
+            self._rows_left = max(0, cap - (portal.rows_sent if portal is not None else 0))
         transform = None
         if self._on_shape is not None:
             shape = self._result.shape
@@ -531,14 +589,15 @@ class Relay:
                 transform = self._on_shape(shape)
         self._transform = transform
         self._server.streamable = (
-            frozenset({_B_DATA_ROW, _B_COPY_DATA}) if transform is None else frozenset()
+            frozenset({_B_DATA_ROW, _B_COPY_DATA}) if transform is None and cap is None else frozenset()
         )
 
     def _end_result(self) -> None:
         self._in_result = False
         if self._transform is not None:
             self._transform = None
-            self._server.streamable = frozenset({_B_DATA_ROW, _B_COPY_DATA})
+            if self._row_cap is None:
+                self._server.streamable = frozenset({_B_DATA_ROW, _B_COPY_DATA})
 
     def _description(self, t: int, raw: bytes) -> None:
         expect = self._expect

@@ -115,10 +115,10 @@ def test_unclaimed_rule_kind_fails_check(tmp_path):
     import sys
 
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(GOOD + "policies: [{name: p, rules: [{name: r, limit: {rows: 5}}]}]\n")
+    cfg.write_text(GOOD + "policies: [{name: p, rules: [{name: r, mask: {columns: [public.u.ssn]}}]}]\n")
     out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
     assert out.returncode == 2
-    assert "policies[0].rules[0]: rule kind 'limit' is interpreted by no loaded plugin" in out.stderr
+    assert "policies[0].rules[0]: rule kind 'mask' is interpreted by no loaded plugin" in out.stderr
 
 
 def test_rule_must_say_exactly_one_thing():
@@ -172,3 +172,10 @@ def test_explain_without_a_database(tmp_path):
     assert ok.returncode == 0 and "verdict    allow" in ok.stdout
     nobody = run("--subject", "a", "SELECT 1")
     assert nobody.returncode == 1 and "no policy for this identity" in nobody.stdout
+
+
+def test_limits_are_checked():
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{limit: {statement_timeout: soon}}]}]\n")
+    assert "expected a duration like 30s" in p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{limit: {rows: 0}}]}]\n")
+    assert "rows must be at least 1" in p

@@ -99,6 +99,10 @@ class Analysis:
     has_where: bool | None = None  # for UPDATE/DELETE: a WHERE that can be false; None otherwise
     prepares: tuple[tuple[str, str], ...] = ()  # (name, kinds...) of PREPAREd statements, for EXECUTE
     executes: tuple[str, ...] = ()  # names of prepared statements EXECUTEd
+    # True when no constant's value mattered: then every statement with the same
+    # fingerprint (libpg_query's, which ignores constants) has this same analysis.
+    # set_config('role', ...) and set_config('work_mem', ...) share a fingerprint.
+    constant_free: bool = True
 
 
 def analyze_sql(sql: str) -> Analysis:
@@ -141,30 +145,37 @@ def _qualified(fields: dict) -> str:
     return f"{schema}.{fields.get('relname', '')}"
 
 
-def _constant_true(obj: Any) -> bool:
-    """A WHERE that is true for every row: true, 1 = 1, 'a' = 'a', x OR true, true AND true."""
+def _constant_true(obj: Any, looked: list | None = None) -> bool:
+    """A WHERE that is true for every row: true, 1 = 1, 'a' = 'a', x OR true, true AND true.
+
+    ``looked`` gets an entry whenever the answer depended on a constant's value.
+    """
     n = _node(obj)
     if n is None:
         return False
     name, f = n
     if name == "A_Const":
+        if looked is not None:
+            looked.append(name)
         if "boolval" in f:
             return bool(f["boolval"].get("boolval", False))
         return False
     if name == "TypeCast":
-        return _constant_true(f.get("arg"))
+        return _constant_true(f.get("arg"), looked)
     if name == "BoolExpr":
         args = f.get("args", [])
         op = f.get("boolop")
         if op == "OR_EXPR":
-            return any(_constant_true(a) for a in args)
+            return any([_constant_true(a, looked) for a in args])
         if op == "AND_EXPR":
-            return all(_constant_true(a) for a in args)
+            return all([_constant_true(a, looked) for a in args])
         return False
     if name == "A_Expr" and f.get("kind") == "AEXPR_OP":
         ops = [_string(o) for o in f.get("name", [])]
         left, right = _node(f.get("lexpr")), _node(f.get("rexpr"))
         if ops == ["="] and left and right and left[0] == right[0] == "A_Const":
+            if looked is not None:
+                looked.append(name)
             return left[1].keys() - {"location"} == right[1].keys() - {"location"} and all(
                 left[1][k] == right[1][k] for k in left[1] if k != "location"
             )
@@ -181,6 +192,7 @@ class _Walker:
         self.where: list[bool] = []
         self.prepares: list[tuple[str, str]] = []
         self.executes: list[str] = []
+        self.constants_looked: list = []
 
     def result(self) -> Analysis:
         return Analysis(
@@ -191,6 +203,7 @@ class _Walker:
             all(self.where) if self.where else None,
             tuple(self.prepares),
             tuple(self.executes),
+            not self.constants_looked,
         )
 
     def statement(self, stmt: Any) -> None:
@@ -226,6 +239,7 @@ class _Walker:
         self.functions |= other.functions
         self.ctes |= other.ctes
         self.where += other.where
+        self.constants_looked += other.constants_looked
 
     def _kind(self, name: str, f: dict) -> str:
         if name == "CopyStmt":
@@ -260,7 +274,7 @@ class _Walker:
                     self.writes.add(_qualified(rel))
                 if name in ("UpdateStmt", "DeleteStmt"):
                     w = f.get("whereClause")
-                    self.where.append(w is not None and not _constant_true(w))
+                    self.where.append(w is not None and not _constant_true(w, self.constants_looked))
             elif name == "CommonTableExpr":
                 self.ctes.add(f.get("ctename", ""))
             elif name == "RangeVar" or ("relname" in f and name in ("relation", "rel")):
@@ -289,6 +303,7 @@ class _Walker:
         if fname in SYSTEM_FUNCTIONS:
             self.kinds.add("system")
         if fname == "set_config" and args:
+            self.constants_looked.append(fname)
             setting = (_string(args[0]) or "").lower()
             if setting in ROLE_SETTINGS:
                 self.kinds.add("role")
@@ -297,6 +312,7 @@ class _Walker:
             elif _string(args[0]) is None:
                 self.kinds.add("role")  # a setting chosen at run time: assume the worst
         if fname in SQL_STRING_FUNCTIONS and args:
+            self.constants_looked.append(fname)
             index = SQL_STRING_FUNCTIONS[fname]
             literal = _string(args[index]) if index is not None else None
             if literal is not None:

@@ -1,13 +1,20 @@
-"""A bounded cache of analysed statements, keyed by their text.
+"""Bounded caches of analysed statements: by text, then by fingerprint.
 
 Agents repeat themselves: the same SQL text, analysed once, serves every later
-occurrence in every session (a `Statement` is immutable once analysed).
+occurrence in every session. Statements that differ only in constants
+(``WHERE id = 1`` / ``WHERE id = 2``) share libpg_query's fingerprint, which
+costs a fraction of an analysis; an analysis is shared that way only when no
+constant's value mattered to it (see `Analysis.constant_free`), since
+``set_config('role', ...)`` and ``set_config('work_mem', ...)`` share a fingerprint.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
 
+from pglast.parser import ParseError, fingerprint
+
+from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.statement import Statement
 
 
@@ -15,7 +22,9 @@ class StatementCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._items: OrderedDict[str, Statement] = OrderedDict()
+        self._by_fingerprint: OrderedDict[str, object] = OrderedDict()
         self.hits = 0
+        self.fingerprint_hits = 0
         self.misses = 0
 
     def get(self, sql: str) -> Statement:
@@ -25,10 +34,28 @@ class StatementCache:
             items.move_to_end(sql)
             self.hits += 1
             return statement
-        self.misses += 1
         statement = items[sql] = Statement(sql)
         if len(items) > self._size:
             items.popitem(last=False)
+        try:
+            fp = fingerprint(sql)
+        except ParseError:
+            self.misses += 1
+            return statement  # analysed on demand: kind unknown
+        known = self._by_fingerprint.get(fp)
+        if known is not None:
+            self.fingerprint_hits += 1
+            statement.__dict__["analysis"] = known  # the cached_property, filled in
+            statement.__dict__["fingerprint"] = fp
+            return statement
+        self.misses += 1
+        analysis = analyze_sql(sql)
+        statement.__dict__["analysis"] = analysis
+        statement.__dict__["fingerprint"] = fp
+        if analysis.constant_free:
+            self._by_fingerprint[fp] = analysis
+            if len(self._by_fingerprint) > self._size:
+                self._by_fingerprint.popitem(last=False)
         return statement
 
     def __len__(self) -> int:

@@ -115,3 +115,20 @@ def test_tables_and_functions():
     assert {"lower", "f"} <= a.functions
     cte = analyze_sql("WITH x AS (SELECT 1) SELECT * FROM x")
     assert "public.x" not in cte.tables
+
+
+def test_fingerprint_cache_shares_only_constant_free_analyses():
+    from pgwarden.sql.cache import StatementCache
+
+    cache = StatementCache()
+    assert cache.get("SELECT * FROM t WHERE id = 1").kinds == {"select"}
+    assert cache.get("SELECT * FROM t WHERE id = 2").kinds == {"select"}
+    assert cache.fingerprint_hits == 1
+    # Same fingerprint, different meaning: never shared.
+    assert "role" not in cache.get("SELECT set_config('work_mem', '1MB', false)").kinds
+    assert "role" in cache.get("SELECT set_config('role', 'postgres', false)").kinds
+    assert cache.get("DELETE FROM t WHERE 1 = 2").has_where is True
+    assert cache.get("DELETE FROM t WHERE 1 = 1").has_where is False
+    assert "delete" not in cache.get("SELECT query_to_xml('select 1', true, false, '')").kinds
+    assert "delete" in cache.get("SELECT query_to_xml('delete from t', true, false, '')").kinds
+    assert cache.get("sel ect").kinds == {"unknown"}

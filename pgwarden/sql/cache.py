@@ -28,35 +28,36 @@ class StatementCache:
         self.misses = 0
 
     def get(self, sql: str) -> Statement:
+        """The Statement for ``sql``; analysed only when a plugin first asks (see `analysis_for`)."""
         items = self._items
         statement = items.get(sql)
         if statement is not None:
             items.move_to_end(sql)
             self.hits += 1
             return statement
-        statement = items[sql] = Statement(sql)
+        statement = items[sql] = Statement(sql, self.analysis_for)
         if len(items) > self._size:
             items.popitem(last=False)
+        return statement
+
+    def analysis_for(self, sql: str):
+        """The analysis of ``sql``: shared by fingerprint when that is safe, else computed."""
         try:
             fp = fingerprint(sql)
         except ParseError:
             self.misses += 1
-            return statement  # analysed on demand: kind unknown
+            return analyze_sql(sql)  # kind unknown
         known = self._by_fingerprint.get(fp)
         if known is not None:
             self.fingerprint_hits += 1
-            statement.__dict__["analysis"] = known  # the cached_property, filled in
-            statement.__dict__["fingerprint"] = fp
-            return statement
+            return known
         self.misses += 1
         analysis = analyze_sql(sql)
-        statement.__dict__["analysis"] = analysis
-        statement.__dict__["fingerprint"] = fp
         if analysis.constant_free:
             self._by_fingerprint[fp] = analysis
             if len(self._by_fingerprint) > self._size:
                 self._by_fingerprint.popitem(last=False)
-        return statement
+        return analysis
 
     def __len__(self) -> int:
         return len(self._items)

@@ -10,17 +10,18 @@ from pgwarden.sql.analysis import Analysis, analyze_sql
 class Statement:
     """One SQL string, analysed on first use and shared by every plugin."""
 
-    __slots__ = ("sql", "__dict__")
+    __slots__ = ("sql", "_analyze", "__dict__")
 
-    def __init__(self, sql: str) -> None:
+    def __init__(self, sql: str, analyze=None) -> None:
         self.sql = sql
+        self._analyze = analyze or analyze_sql
 
     def __repr__(self) -> str:
         return f"Statement({self.sql!r})"
 
     @cached_property
     def analysis(self) -> Analysis:
-        return analyze_sql(self.sql)
+        return self._analyze(self.sql)
 
     @property
     def kinds(self) -> frozenset[str]:

@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))  # benchmark the working tree, not some other inst
 
 import yaml  # noqa: E402  (after the path tweak on purpose)
 
+from analysis import RULES as TEN_RULES  # noqa: E402  (bench/analysis.py: one list for both)
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres, free_port  # noqa: E402
 from pgwarden.tokens import generate_key, mint  # noqa: E402
 
@@ -70,18 +71,7 @@ PASS_THROUGH_POLICY = {"name": "everyone", "default": "allow"}
 # (the same as bench/analysis.py's), as an agent deployment might have. Every
 # statement is checked against all of them; none matches pgbench's statements,
 # so the figure is the cost of checking, not of refusing.
-BLOCK_RULES = [
-    {"name": "no-ddl", "block": {"statements": ["ddl", "truncate", "grant", "role", "system"]}},
-    {"name": "no-files", "block": {"functions": ["pg_read_file", "lo_export", "dblink"]}},
-    {"name": "no-programs", "block": {"statements": ["copy_program", "copy_file", "do", "unknown"]}},
-    {"name": "unfiltered-writes", "block": {"statements": ["delete", "update"], "where": "absent"}},
-    {"name": "secrets", "block": {"tables": ["vault.*"]}},
-    {"name": "no-locks", "block": {"statements": ["lock"]}},
-    {"name": "no-listen", "block": {"statements": ["listen"]}},
-    {"name": "no-maintenance", "block": {"statements": ["maintenance"]}},
-    {"name": "no-call", "block": {"statements": ["call"]}},
-    {"name": "audit-tables", "block": {"tables": ["audit.*"], "statements": ["insert", "update", "delete"]}},
-]
+BLOCK_RULES = TEN_RULES
 RULES_POLICY = {"name": "agents", "rules": BLOCK_RULES}
 RULES_LABEL = f"{len(BLOCK_RULES)} rules"
 # Only where the targets for pgwarden with rules are set (a share of direct with

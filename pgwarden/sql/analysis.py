@@ -97,7 +97,7 @@ class Analysis:
     writes: frozenset[str] = frozenset()
     functions: frozenset[str] = frozenset()
     has_where: bool | None = None  # for UPDATE/DELETE: a WHERE that can be false; None otherwise
-    prepares: tuple[tuple[str, str], ...] = ()  # (name, kinds...) of PREPAREd statements, for EXECUTE
+    prepares: tuple[tuple[str, Analysis], ...] = ()  # SQL-level PREPAREs: (name, what the body does)
     executes: tuple[str, ...] = ()  # names of prepared statements EXECUTEd
     # True when no constant's value mattered: then every statement with the same
     # fingerprint (libpg_query's, which ignores constants) has this same analysis.
@@ -190,7 +190,7 @@ class _Walker:
         self.functions: set[str] = set()
         self.ctes: set[str] = set()
         self.where: list[bool] = []
-        self.prepares: list[tuple[str, str]] = []
+        self.prepares: list[tuple[str, Analysis]] = []
         self.executes: list[str] = []
         self.constants_looked: list = []
 
@@ -225,7 +225,7 @@ class _Walker:
         if name == "PrepareStmt":
             inner = _Walker()
             inner.statement(f.get("query"))
-            self.prepares.append((f.get("name", ""), ",".join(sorted(inner.kinds))))
+            self.prepares.append((f.get("name", ""), inner.result()))
             self._merge(inner)
             return
         if name == "ExecuteStmt":

@@ -11,8 +11,45 @@ from __future__ import annotations
 
 import fnmatch
 
-from pgwarden import hookimpl
+import attrs
+
+from pgwarden import StoreKey, hookimpl
 from pgwarden.verdict import Verdict
+
+# What each SQL-level PREPAREd statement of a session does, for its later EXECUTEs.
+PREPARED = StoreKey[dict]("block.prepared")
+
+
+@attrs.frozen
+class _Executed:
+    """A statement together with the prepared statements it EXECUTEs."""
+
+    kinds: frozenset[str]
+    tables: frozenset[str]
+    functions: frozenset[str]
+    has_where: bool | None
+
+
+def _with_executed(statement, session):
+    analysis = statement.analysis
+    prepared = session.store.setdefault(PREPARED, {})
+    for name, body in analysis.prepares:
+        prepared[name.lower()] = body
+    if not analysis.executes:
+        return statement
+    kinds, tables, functions = set(analysis.kinds), set(analysis.tables), set(analysis.functions)
+    wheres = [] if analysis.has_where is None else [analysis.has_where]
+    for name in analysis.executes:
+        body = prepared.get(name.lower())
+        if body is None:  # prepared before pgwarden could see it, or it failed: judge the worst
+            kinds.add("unknown")
+            continue
+        kinds |= body.kinds
+        tables |= body.tables
+        functions |= body.functions
+        if body.has_where is not None:
+            wheres.append(body.has_where)
+    return _Executed(frozenset(kinds), frozenset(tables), frozenset(functions), all(wheres) if wheres else None)
 
 _NAMES = {
     "delete": "DELETE", "update": "UPDATE", "insert": "INSERT", "merge": "MERGE", "truncate": "TRUNCATE",
@@ -81,6 +118,7 @@ class Blocking:
         policies = session.policies
         if not any(p.rules or p.default == "block" for p in policies):
             return None  # nothing for this plugin to enforce (and no analysis needed)
+        statement = _with_executed(statement, session)
         verdicts = []
         for policy in session.policies:
             allowed_here = False

@@ -141,3 +141,25 @@ def test_default_block_allows_only_what_allow_rules_name(make_pgwarden, pg_serve
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
             c.execute("insert into items values (1)")
         assert excinfo.value.diag.message_detail == "Refused by policy 'readonly', rule 'default: block'."
+
+
+def test_execute_is_judged_by_what_was_prepared(make_pgwarden, pg_server, signing_keys, tmp_path):
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    pg_server.psql("drop table if exists items; create table items (n int); insert into items values (1)", "appdb")
+    lenient = [{"name": "p", "rules": [{"name": "no-vault", "block": {"tables": ["vault.*"]}}]}]
+    strict = [{"name": "p", "rules": [{"name": "no-delete", "block": {"statements": ["delete", "unknown"]},
+                                       "reason": "no deletes"}]}]
+    running = make_pgwarden(policies=lenient)
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("PREPARE p AS DELETE FROM items")  # allowed under the lenient policy
+        # The rules change while the session lives: EXECUTE p is judged by what p does.
+        doc = base_config(pg_server, signing_keys, tmp_path, policies=strict)
+        assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute("EXECUTE p")
+        assert excinfo.value.diag.message_primary == "pgwarden: blocked: no deletes"
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("EXECUTE never_prepared")  # unknown to pgwarden: judged as unknown
+    assert pg_server.psql("select count(*) from items", "appdb") == "1"

@@ -109,6 +109,13 @@ def _hint(rule, hit: list[str], statement) -> str:
 
 
 class Blocking:
+    """The verdicts depend only on what a statement does and on the policies: they are
+    memoised per (analysis, policies), and analyses are shared by statements that
+    differ only in constants, so the rules are evaluated once per kind of statement."""
+
+    def __init__(self) -> None:
+        self._verdicts: dict[tuple[int, int], tuple] = {}
+
     @hookimpl
     def pgwarden_rule_kinds(self):
         return ["block", "allow"]
@@ -118,9 +125,23 @@ class Blocking:
         policies = session.policies
         if not any(p.rules or p.default == "block" for p in policies):
             return None  # nothing for this plugin to enforce (and no analysis needed)
-        statement = _with_executed(statement, session)
+        analysis = statement.analysis
+        if analysis.prepares or analysis.executes:
+            return self._judge(_with_executed(statement, session), policies)
+        key = (id(analysis), id(policies))
+        known = self._verdicts.get(key)
+        if known is not None and known[0] is analysis and known[1] is policies:
+            return known[2]
+        verdict = self._judge(statement, policies)
+        if len(self._verdicts) > 10_000:
+            self._verdicts.clear()
+        # The entry keeps both objects alive, so their ids cannot be reused meanwhile.
+        self._verdicts[key] = (analysis, policies, verdict)
+        return verdict
+
+    def _judge(self, statement, policies):
         verdicts = []
-        for policy in session.policies:
+        for policy in policies:
             allowed_here = False
             for i, rule in enumerate(policy.rules):
                 where = {"policy": policy.name, "rule": rule.name or f"rules[{i}]"}

@@ -163,3 +163,16 @@ def test_execute_is_judged_by_what_was_prepared(make_pgwarden, pg_server, signin
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("EXECUTE never_prepared")  # unknown to pgwarden: judged as unknown
     assert pg_server.psql("select count(*) from items", "appdb") == "1"
+
+
+def test_same_fingerprint_different_verdicts_in_one_session(guarded):
+    """WHERE 1 = 1 and WHERE 1 = 2 share a fingerprint; only one of them selects rows."""
+    with psycopg.connect(guarded.dsn(), autocommit=True) as c:
+        c.execute("DELETE FROM items WHERE 1 = 2")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("DELETE FROM items WHERE 1 = 1")
+        c.execute("DELETE FROM items WHERE 1 = 2")
+        c.execute("SELECT set_config('work_mem', '8MB', false)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("SELECT set_config('role', 'postgres', false)")
+        assert c.execute("select count(*) from items").fetchone() == (5,)

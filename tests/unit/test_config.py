@@ -26,6 +26,14 @@ def test_good_file_structures_with_defaults():
     assert c.source == "good.yaml"
 
 
+def pgwarden_check(cfg):
+    """`pgwarden check -c cfg` as an operator runs it."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+
+
 def problems(text: str) -> list[str]:
     with pytest.raises(ConfigError) as excinfo:
         parse_config(text, "f.yaml")
@@ -94,29 +102,23 @@ def test_password_is_read_from_its_file_not_kept_in_the_config(tmp_path):
 
 
 def test_check_prints_what_the_file_grants(tmp_path):
-    import subprocess
-    import sys
-
     cfg = tmp_path / "c.yaml"
     cfg.write_text(GOOD + "policies:\n  - {name: agents, when: {groups: [ai-agents]}}\n"
                    "  - {name: ci, when: {subject: 'ci-*'}}\n")
-    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+    out = pgwarden_check(cfg)
     assert out.returncode == 0, out.stderr
     assert "policy agents: for groups ai-agents; default allow; 0 rule(s)" in out.stdout
     assert "policy ci: for subject ci-*; default allow" in out.stdout
     cfg.write_text(GOOD.replace("port: 6432", "port: x") + "policies: [{name: p, rules: [{limit: {rows: 5}}]}]\n")
-    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+    out = pgwarden_check(cfg)
     assert out.returncode == 2
     assert "line 2: listen.port: invalid value for type, expected int" in out.stderr
 
 
 def test_unclaimed_rule_kind_fails_check(tmp_path):
-    import subprocess
-    import sys
-
     cfg = tmp_path / "c.yaml"
     cfg.write_text(GOOD + "policies: [{name: p, rules: [{name: r, mask: {columns: [public.u.ssn]}}]}]\n")
-    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+    out = pgwarden_check(cfg)
     assert out.returncode == 2
     assert "policies[0].rules[0]: rule kind 'mask' is interpreted by no loaded plugin" in out.stderr
 
@@ -143,12 +145,9 @@ def test_policy_needs_a_name():
 
 
 def test_default_block_without_an_enforcer_is_refused(tmp_path):
-    import subprocess
-    import sys
-
     cfg = tmp_path / "c.yaml"
     cfg.write_text(GOOD + "plugins: {disable: [block]}\npolicies: [{name: p, default: block}]\n")
-    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
+    out = pgwarden_check(cfg)
     assert out.returncode == 2
     assert "policies[0].default: 'block' needs a plugin that interprets block rules" in out.stderr
 

@@ -24,12 +24,14 @@ What it guarantees:
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Callable, Final
 
 import attrs
 
 from pgwarden.relay import refusal as own
+from pgwarden.relay.execution import Execution, RowSampler, tag_rows
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
@@ -100,6 +102,8 @@ class PreparedStatement(_Described):
     described: bool = False  # a Describe has been sent for it
     description: bytes | None = None  # its RowDescription (raw), once the server said
     _decoded: m.RowDescription | None = None
+    seq: int = 0  # the StatementRequest that parsed it
+    decide_s: float = 0.0  # time spent deciding its Parse, reported by its first Execute
 
 
 @attrs.define(eq=False, slots=True)
@@ -176,6 +180,7 @@ class SessionState:
 
 Decider = Callable[[StatementRequest], object]  # -> ALLOW | Refusal | PENDING
 ShapeListener = Callable[[m.RowDescription], Callable[[bytes], bytes] | None]
+CompletionListener = Callable[[Execution], None]
 
 
 def _name(raw: bytes, start: int) -> tuple[str, int]:
@@ -196,9 +201,26 @@ class Relay:
         max_message_size: int = DEFAULT_MAX_MESSAGE,
         on_shape: ShapeListener | None = None,
         state: SessionState | None = None,
+        on_complete: CompletionListener | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+        sample_rows: int = 0,
+        sample_bytes: int = 0,
     ) -> None:
         self._decide = decide
         self._on_shape = on_shape
+        # Tracking what each execution did (for records) costs a little per
+        # result, so it is on only when someone listens.
+        self._on_complete = on_complete
+        self._clock = clock
+        self._arrived = 0.0
+        self._waiting_arrived = 0.0
+        self._acc_rows = 0
+        self._acc_bytes = 0
+        self._acc_truncated = False
+        self._sample_rows = sample_rows
+        self._sample_bytes = sample_bytes
+        self._sampler: RowSampler | None = None
+        self._masked: tuple[str, ...] = ()
         self.state = state or SessionState()
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
@@ -273,6 +295,7 @@ class Relay:
             return
         raw = self._waiting_raw
         self._waiting = self._waiting_raw = None
+        self._arrived = self._waiting_arrived
         self._apply(raw, request, decision)
         queued = list(self._queue)
         self._queue.clear()
@@ -315,8 +338,11 @@ class Relay:
                 except ProtocolError as e:
                     self.fail(str(e))
                     return
+                if self._on_complete is not None:
+                    self._arrived = self._clock()
                 decision = self._decide(request)
                 if decision is PENDING:
+                    self._waiting_arrived = self._arrived
                     self._waiting = request
                     self._waiting_raw = raw
                     rest = frames[i:]
@@ -351,14 +377,18 @@ class Relay:
         t = raw[0]
         if decision is not ALLOW and not isinstance(decision, Refusal):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
+        ex = None
+        if self._on_complete is not None:
+            now = self._clock()
+            ex = Execution(request.seq, request.protocol, self._arrived, now)
         if t == _F_QUERY:
             self._generation += 1
             if decision is ALLOW:
                 self._up.append(raw)
-                self._expect.append((_E_QUERY, None, False))
+                self._expect.append((_E_QUERY, None, False, ex))
             else:
                 self._up.append(own.raising_query(decision))
-                self._expect.append((_E_QUERY, None, True))
+                self._expect.append((_E_QUERY, None, True, ex))
         elif t == _F_FUNCTION_CALL:
             # A call by function OID escapes every statement rule: always refused.
             self._generation += 1
@@ -370,19 +400,22 @@ class Relay:
                     "Call the function from a SQL statement instead, e.g. SELECT f(...).",
                 )
             self._up.append(own.raising_query(decision))
-            self._expect.append((_E_QUERY, None, True))
+            self._expect.append((_E_QUERY, None, True, ex))
         else:  # Parse
             if decision is ALLOW:
                 p = m.Parse.decode(raw[5:])
                 stmt = PreparedStatement(p.name, p.sql, p.param_types)
+                if ex is not None:
+                    stmt.seq = request.seq
+                    stmt.decide_s = ex.forwarded - ex.arrived
                 self.state.statements[p.name] = stmt
                 self._up.append(raw)
-                self._expect_extended((_E_PARSE, stmt, False))
+                self._expect_extended((_E_PARSE, stmt, False, ex))
             else:
                 self._up.append(own.raising_extended(decision))
                 self._expect_extended((_E_OWN_PARSE, None, False))
                 self._expect_extended((_E_OWN_BIND, None, False))
-                self._expect_extended((_E_OWN_EXECUTE, None, True))
+                self._expect_extended((_E_OWN_EXECUTE, None, True, ex))
                 self._skip_to_sync = True
 
     def _expect_extended(self, e: tuple) -> None:
@@ -413,7 +446,18 @@ class Relay:
                 self._up.append(m.Describe("P", name).encode())
                 self._expect_extended((_E_OWN_DESCRIBE, portal, False))
             self._up.append(raw)
-            self._expect_extended((_E_EXECUTE, portal, False))
+            ex = None
+            if self._on_complete is not None:
+                now = self._clock()
+                stmt = portal.statement if portal is not None else None
+                ex = Execution(stmt.seq if stmt is not None else 0, "extended", now, now,
+                               stmt.decide_s if stmt is not None else 0.0,
+                               portal.bind if portal is not None else None)
+                # A portal that suspends sent exactly the rows the Execute asked for.
+                ex.rows = max(0, int.from_bytes(raw[-4:], "big", signed=True))
+                if stmt is not None:
+                    stmt.decide_s = 0.0  # reported once, by the first Execute
+            self._expect_extended((_E_EXECUTE, portal, False, ex))
         elif t == _F_DESCRIBE:
             name, _ = _name(raw, 6)
             target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
@@ -464,6 +508,7 @@ class Relay:
     def _relay_server(self, frames: list) -> None:
         down = self._down
         expect = self._expect
+        track = self._on_complete is not None
         for raw in frames:
             if self.closing:
                 return
@@ -475,6 +520,10 @@ class Relay:
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
                         return
                 down.append(raw.data)
+                if track:
+                    self._acc_bytes += len(raw.data)
+                    if self._sample_rows:  # a row too large to keep whole is not sampled
+                        self._sampler_now().clipped = True
                 continue
             t = raw[0]
             if t == _B_DATA_ROW:  # one or more consecutive rows (a run)
@@ -482,14 +531,30 @@ class Relay:
                     self._begin_rows()
                 if self._transform is None and self._rows_left is None:
                     down.append(raw)
+                    if track:
+                        self._track_rows(raw)
                 else:
                     self._rows(raw)
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
-                if self._truncated:
+                truncated = self._truncated
+                if truncated:
                     raw = self._truncation_notice(t, raw)
                 self._end_result()
-                if expect and expect[0][0] == _E_EXECUTE:
+                head = expect[0] if expect else None
+                if head is not None and head[0] == _E_EXECUTE:
                     expect.popleft()
+                    if head[3] is not None:
+                        ex = head[3]
+                        ex.truncated = truncated
+                        if t == _B_COMMAND_COMPLETE:
+                            ex.rows = tag_rows(raw)
+                        elif t == _B_SUSPENDED and truncated:
+                            ex.rows = self._sent_in_result
+                        self._complete(ex)
+                elif track and head is not None and head[0] == _E_QUERY:
+                    if t == _B_COMMAND_COMPLETE:
+                        self._acc_rows += tag_rows(raw)
+                    self._acc_truncated = self._acc_truncated or truncated
                 down.append(raw)
             elif t == _B_READY:
                 self._ready(raw)
@@ -510,6 +575,8 @@ class Relay:
                 # from the statement, which only the SQL analysis knows.
                 down.append(raw)
             else:  # Notice, Notification, CopyIn, CopyData, CopyDone, ...
+                if track and t == _B_COPY_DATA:
+                    self._acc_bytes += len(raw)
                 down.append(raw)
         if self._transform is not None:
             self._server.streamable = frozenset()
@@ -555,6 +622,37 @@ class Relay:
             if portal is not None:
                 portal.rows_sent += len(rows)
         self._down.extend(rows)
+        if self._on_complete is not None and rows:
+            self._track_rows(rows[0] if len(rows) == 1 else b"".join(rows))
+
+    # ------------------------------------------------------------------ executions
+
+    def _sampler_now(self) -> RowSampler:
+        if self._sampler is None:
+            self._sampler = RowSampler(self._sample_rows, self._sample_bytes)
+        return self._sampler
+
+    def _track_rows(self, run: bytes) -> None:
+        """Rows as they went to the agent (after masks and the row cap): counted, maybe sampled."""
+        self._acc_bytes += len(run)
+        if self._sample_rows:
+            sampler = self._sampler_now()
+            if not sampler.full:
+                shape = self._result.shape
+                sampler.take(run, tuple(c.format for c in shape.columns) if shape is not None else ())
+
+    def _complete(self, ex: Execution) -> None:
+        """An execution ended: what went to the agent since the previous one is its."""
+        ex.finished = self._clock()
+        ex.bytes = self._acc_bytes
+        self._acc_bytes = 0
+        sampler = self._sampler
+        if sampler is not None:
+            ex.sample, ex.sample_clipped = sampler.rows, sampler.clipped
+            self._sampler = None
+        ex.masked = self._masked
+        self._masked = ()
+        self._on_complete(ex)
 
     def _truncation_notice(self, t: int, raw: bytes) -> bytes:
         """Before the end of a cut result: a notice, and the command tag counting what was sent."""
@@ -588,6 +686,8 @@ class Relay:
             if shape is not None:
                 transform = self._on_shape(shape)
         self._transform = transform
+        if transform is not None and self._on_complete is not None:
+            self._masked = tuple(dict.fromkeys(self._masked + getattr(transform, "columns", ())))
         self._server.streamable = (
             frozenset({_B_DATA_ROW, _B_COPY_DATA}) if transform is None and cap is None else frozenset()
         )
@@ -633,8 +733,16 @@ class Relay:
         if head is not None and head[2]:
             raw = own.clean_own_error(raw)
         if head is None or head[0] == _E_QUERY:
+            if head is not None and head[3] is not None:
+                head[3].error(raw)
             self._down.append(raw)
             return
+        kind = head[0]
+        if (kind == _E_EXECUTE or kind == _E_PARSE or kind == _E_OWN_EXECUTE) and head[3] is not None:
+            ex = head[3]
+            ex.error(raw)
+            ex.rows = 0
+            self._complete(ex)
         # Extended protocol: the server now discards everything until Sync.
         while expect and expect[0][0] != _E_SYNC:
             expect.popleft()
@@ -647,7 +755,14 @@ class Relay:
         expect = self._expect
         while expect:
             e = expect.popleft()
-            if e[0] == _E_SYNC or e[0] == _E_QUERY:
+            if e[0] == _E_QUERY:
+                if e[3] is not None:
+                    ex = e[3]
+                    ex.rows, ex.truncated = self._acc_rows, self._acc_truncated
+                    self._acc_rows, self._acc_truncated = 0, False
+                    self._complete(ex)
+                break
+            if e[0] == _E_SYNC:
                 break
         status = chr(raw[5])
         self.state.transaction_status = status

@@ -1,0 +1,122 @@
+"""What one execution of a statement did, as the agent saw it: the stuff of a result record.
+
+The relay fills an `Execution` as the server answers (rows, bytes, the error)
+and hands it to its ``on_complete`` listener when the execution ends. Timing
+uses the clock the relay was given, so the relay itself stays free of I/O.
+"""
+
+from __future__ import annotations
+
+from pgwarden.wire import messages as m
+from pgwarden.wire.framing import split_run
+
+
+class Execution:
+    """One run of a statement: a simple Query, an Execute of a portal, or a Parse that failed."""
+
+    __slots__ = (
+        "seq", "protocol", "arrived", "forwarded", "finished", "decide_s", "bind", "rows", "bytes",
+        "sqlstate", "message", "truncated", "sample", "sample_clipped", "masked",
+    )
+
+    def __init__(self, seq: int, protocol: str, arrived: float, forwarded: float,
+                 decide_s: float = 0.0, bind: bytes | None = None) -> None:
+        self.seq = seq  # the StatementRequest it runs (0: a statement parsed before it was tracked)
+        self.protocol = protocol  # "simple" | "extended" | "function_call"
+        self.arrived = arrived
+        self.forwarded = forwarded
+        self.finished = forwarded
+        self.decide_s = decide_s
+        self.bind = bind  # the Bind message of an Execute: its parameters, decoded on demand
+        self.rows = 0
+        self.bytes = 0
+        self.sqlstate: str | None = None
+        self.message: str | None = None
+        self.truncated = False
+        self.sample: list[list[str | None]] | None = None
+        self.sample_clipped = False
+        self.masked: tuple[str, ...] = ()
+
+    @property
+    def upstream_s(self) -> float:
+        return self.finished - self.forwarded
+
+    @property
+    def pgwarden_s(self) -> float:
+        """pgwarden's own share: deciding (and any wait for approval) before forwarding."""
+        return (self.forwarded - self.arrived) + self.decide_s
+
+    def parameters(self, max_bytes: int) -> list[str | None] | None:
+        """The Bind parameters as sent: text as text, binary as ``\\x`` hex; each cut at max_bytes."""
+        if self.bind is None:
+            return None
+        bind = m.Bind.decode(self.bind[5:])
+        formats = bind.param_formats
+        out: list[str | None] = []
+        for i, value in enumerate(bind.params):
+            fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
+            out.append(render_value(value, fmt, max_bytes))
+        return out
+
+    def error(self, raw: bytes) -> None:
+        """The first error of the execution is the one the agent acted on."""
+        if self.sqlstate is not None:
+            return
+        try:
+            e = m.ErrorResponse.decode(raw[5:])
+        except Exception:  # noqa: BLE001 - a record must not fail over a bad message
+            self.sqlstate, self.message = "XX000", "unreadable error message"
+            return
+        self.sqlstate = e.get("C")
+        self.message = e.get("M")
+
+
+def render_value(value: bytes | None, fmt: int, max_bytes: int) -> str | None:
+    if value is None:
+        return None
+    clipped = value[:max_bytes]
+    if fmt == 0:
+        text = clipped.decode("utf-8", "replace")
+    else:
+        text = "\\x" + clipped.hex()
+    return text + "…" if len(value) > max_bytes else text
+
+
+def tag_rows(raw: bytes) -> int:
+    """The row count a CommandComplete reports (``SELECT 5``, ``INSERT 0 3``), else 0."""
+    end = len(raw) - 1 if raw[-1:] == b"\0" else len(raw)
+    space = raw.rfind(b" ", 5, end)
+    word = raw[space + 1:end]
+    return int(word) if word.isdigit() else 0
+
+
+class RowSampler:
+    """Keeps the first rows of a result as text, bounded in rows and bytes."""
+
+    __slots__ = ("max_rows", "max_bytes", "rows", "used", "clipped")
+
+    def __init__(self, max_rows: int, max_bytes: int) -> None:
+        self.max_rows = max_rows
+        self.max_bytes = max_bytes
+        self.rows: list[list[str | None]] = []
+        self.used = 0
+        self.clipped = False
+
+    @property
+    def full(self) -> bool:
+        return len(self.rows) >= self.max_rows or self.clipped
+
+    def take(self, run: bytes, formats: tuple[int, ...]) -> None:
+        for raw in split_run(run):
+            if self.full:
+                return
+            values = m.DataRow.decode(raw[5:]).values
+            size = sum(len(v) for v in values if v is not None)
+            if self.used + size > self.max_bytes:
+                self.clipped = True
+                return
+            self.used += size
+            self.rows.append([
+                render_value(v, formats[i] if i < len(formats) else (formats[0] if len(formats) == 1 else 0), size + 1)
+                for i, v in enumerate(values)
+            ])

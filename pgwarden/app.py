@@ -6,6 +6,7 @@ and nothing depends on a global.
 
 from __future__ import annotations
 
+import secrets
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -15,6 +16,7 @@ from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from pgwarden.config import Config, ConfigError, load_config
@@ -23,15 +25,23 @@ from pgwarden.masking import row_transform
 from pgwarden.plugins import PluginError, PluginHost
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
+from pgwarden.recorder import Recorder, RecordingFailed
 from pgwarden.sql.cache import StatementCache
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
 from pgwarden.proxy.reactor import send_now
 from pgwarden.proxy.upstream import tls_options
-from pgwarden.relay.engine import ALLOW, StatementRequest
+from pgwarden.relay.engine import ALLOW, PENDING, StatementRequest
 from pgwarden.wire import messages as m
 
 log = Logger(namespace="pgwarden.app")
+
+_RECORDING_FAILED = Refusal(
+    "58030",
+    "pgwarden: statement refused: records cannot be written",
+    "pgwarden records every statement before it runs; a record sink is failing.",
+    "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
+)
 
 Decide = Callable[[ClientConnection, StatementRequest], object]
 
@@ -109,6 +119,7 @@ class Application:
         if not self.plugins._impls("pgwarden_authenticate"):
             raise ConfigError(config.source, ["no loaded plugin authenticates clients (is 'jwt' disabled?)"])
         self.plugins.configure(config)
+        self.recorder = Recorder(self)
         self.statements = StatementCache()
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = None
@@ -137,13 +148,18 @@ class Application:
         log.info("pgwarden listening on {host}:{port}", host=lc.host, port=self.port.getHost().port)
         return self.port
 
-    def stop(self):
-        """Stops listening and closes every session; returns a Deferred."""
+    def stop(self) -> Deferred:
+        """Stops listening, closes every session, then the plugins (their last records written)."""
         for conn in list(self.connections):
             conn.transport.abortConnection()
-        if self.port is not None:
-            return self.port.stopListening()
-        return None
+        stopping = maybeDeferred(self.port.stopListening) if self.port is not None else succeed(None)
+        # Aborted connections end on the next reactor turn, with their session_end records.
+        return stopping.addCallback(lambda _: deferLater(self.reactor, 0, self.close_plugins))
+
+    def close_plugins(self) -> None:
+        """The last records out, then every plugin closes what it holds (sinks, files)."""
+        self.recorder.close()
+        self._call_each("pgwarden_stop")
 
     # ------------------------------------------------------------------ sessions
 
@@ -161,12 +177,41 @@ class Application:
         self.connections.discard(conn)
 
     def session_started(self, conn: ClientConnection) -> None:
+        if self.recorder.active:
+            self.recorder.session_start(conn)  # a failure here refuses the session's statements
         self._call_each("pgwarden_session_start", session=conn.session)
 
-    def session_ended(self, conn: ClientConnection) -> None:
-        relay = conn.relay
-        summary = {"statements": relay._seq if relay is not None else 0}
+    def session_ended(self, conn: ClientConnection, reason: str) -> None:
+        log_ = conn.log
+        summary = {"statements": log_.statements, "refused": log_.refused, "rows": log_.rows,
+                   "bytes": log_.bytes, "reason": reason}
+        if self.recorder.active:
+            try:
+                self.recorder.session_end(conn, reason)
+            except RecordingFailed:
+                pass  # already logged; the session is over either way
         self._call_each("pgwarden_session_end", session=conn.session, summary=summary)
+
+    def completion_listener(self, conn: ClientConnection):
+        """The relay's ``on_complete``: a result record per execution, when anyone records."""
+        if not self.recorder.active:
+            return None
+        recorder = self.recorder
+
+        def on_complete(ex) -> None:
+            try:
+                recorder.result(conn, ex)
+            except RecordingFailed:
+                pass  # the recorder now refuses statements and says why
+
+        return on_complete
+
+    def auth_failed(self, conn: ClientConnection, reason: str, sqlstate: str) -> None:
+        if self.recorder.active:
+            try:
+                self.recorder.auth_failure(conn, reason, sqlstate)
+            except RecordingFailed:
+                pass
 
     def _call_each(self, hook_name: str, **kwargs) -> None:
         """A notification hook: one plugin's failure is logged and does not stop the others."""
@@ -236,6 +281,7 @@ class Application:
         self.config = new
         self.upstream_tls = tls_options(new.upstream)
         self.plugins.configure(new)
+        self.recorder.configure()
         for conn in list(self.connections):
             if conn.session is not None:
                 conn.session.policies = policies_for(conn.session.identity, new.policies)
@@ -245,39 +291,80 @@ class Application:
         return True
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
-        """ALLOW, a Refusal, or a Deferred of one of them."""
+        """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect."""
         if self._decide is not None:
             return self._decide(conn, request)
         if not conn.session.policies:  # a reload took the identity's last policy away
-            return Refusal("28000", "pgwarden: no policy for this identity")
-        if request.protocol == "function_call" or not self.plugins.checks:
-            return ALLOW  # (the relay refuses FunctionCall whatever the verdict)
+            return self.recorded(conn, request, None, Verdict.block("no policy for this identity"),
+                                 Refusal("28000", "pgwarden: no policy for this identity"))
+        if request.protocol == "function_call":
+            # The relay refuses FunctionCall whatever the verdict (it escapes every statement rule).
+            return self.recorded(conn, request, None,
+                                 Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
+        if not self.plugins.checks:
+            if not self.recorder.active:
+                return ALLOW
+            return self.recorded(conn, request, self.statements.get(request.sql), Verdict.ALLOW, ALLOW)
         statement = self.statements.get(request.sql)
         verdict = self.plugins.check(statement, conn.session)
         if isinstance(verdict, Deferred):
-            return verdict.addCallback(self._enforce, statement, conn)
-        return self._enforce(verdict, statement, conn)
+            return verdict.addCallback(self._enforce, statement, conn, request)
+        return self._enforce(verdict, statement, conn, request)
 
-    def _enforce(self, verdict: Verdict, statement, conn: ClientConnection):
+    def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
+        """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
+        recorder = self.recorder
+        if not recorder.active:
+            return outcome
+        if recorder.failure is not None:
+            verdict, outcome = Verdict.block("records cannot be written"), _RECORDING_FAILED
+        try:
+            recorder.statement(conn, request, statement, verdict, waits=outcome is ALLOW)
+        except RecordingFailed:
+            return _RECORDING_FAILED
+        return outcome
+
+    def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest):
         if verdict.action == "allow":
-            return ALLOW
+            return self.recorded(conn, request, statement, verdict, ALLOW)
         if verdict.action == "block":
-            return Refusal.from_verdict(verdict)
+            return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict))
         # approve: hold until a human decides, if an approval store is loaded.
-        request = ApprovalRequest(statement, verdict, conn.session)
-        waiting = self.plugins.approval(request, conn.session)
+        approval = ApprovalRequest(statement, verdict, conn.session)
+        waiting = self.plugins.approval(approval, conn.session)
         if waiting is None:
-            return Refusal(
+            return self.recorded(conn, request, statement, verdict, Refusal(
                 "42501",
                 f"pgwarden: approval required: {verdict.reason or 'this statement needs a human'}",
                 "No approval store is configured, so it cannot be approved here.",
                 None,
-            )
-        self.plugins.pm.hook.pgwarden_approval_requested(request=request)
-        return maybeDeferred(lambda: waiting).addCallback(
-            lambda decided: ALLOW if isinstance(decided, Verdict) and decided.action == "allow"
-            else Refusal("42501", f"pgwarden: approval denied: {getattr(decided, 'reason', None) or ''}".rstrip(": "))
-        )
+            ))
+        held = self.recorded(conn, request, statement, verdict, PENDING)
+        if held is not PENDING:
+            return held
+        request_id = secrets.token_hex(6)
+        if self.recorder.active:
+            try:
+                self.recorder.approval(conn, request_id, "requested", request, reason=verdict.reason)
+            except RecordingFailed:
+                return _RECORDING_FAILED
+        self.plugins.pm.hook.pgwarden_approval_requested(request=approval)
+
+        def decided(answer):
+            approved = isinstance(answer, Verdict) and answer.action == "allow"
+            reason = getattr(answer, "reason", None)
+            outcome = ALLOW if approved else Refusal(
+                "42501", f"pgwarden: approval denied: {reason or ''}".rstrip(": "))
+            if self.recorder.active:
+                try:
+                    self.recorder.approval(conn, request_id, "approved" if approved else "denied", request,
+                                           approver=getattr(answer, "approver", None), reason=reason,
+                                           waits=approved)
+                except RecordingFailed:
+                    return _RECORDING_FAILED
+            return outcome
+
+        return maybeDeferred(lambda: waiting).addCallback(decided)
 
     def cancel(self, pid: int, secret: int) -> Deferred:
         """Maps a client's CancelRequest to the upstream backend behind it.

@@ -48,6 +48,11 @@ def _positive(_inst, attribute, value) -> None:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
+def _non_negative(_inst, attribute, value) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must be zero or more, got {value}")
+
+
 def _port(_inst, attribute, value) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be a TCP port (0-65535), got {value}")
@@ -155,13 +160,48 @@ class Approvals:
 
 @attrs.frozen
 class RecordingResults:
-    max_rows: int = 0
+    # The first rows of each result as the agent received them (after masks); 0: none.
+    max_rows: int = attrs.field(default=0, validator=_non_negative)
+    max_bytes: int = attrs.field(default=8192, validator=_non_negative)
+
+
+@attrs.frozen
+class StdoutSink:
+    """Records as JSON lines on standard output (`kubectl logs -c pgwarden -f | jq`)."""
+
+    stdout: bool = True
+    # closed: a failed write refuses statements; open: it is logged and counted, statements go on.
+    on_error: Literal["closed", "open"] = "closed"
+
+    @property
+    def name(self) -> str:
+        return "stdout"
+
+
+@attrs.frozen
+class FileSink:
+    """Records appended to a file, rotated by size; the hash chain continues across files."""
+
+    file: str
+    max_bytes: int = attrs.field(default=100 * 1024 * 1024, validator=_positive)
+    keep: int = attrs.field(default=5, validator=_non_negative)  # rotated files kept besides the live one
+    fsync_s: float = attrs.field(default=1.0, validator=_non_negative)  # 0: fsync every write
+    on_error: Literal["closed", "open"] = "closed"
+
+    @property
+    def name(self) -> str:
+        return f"file:{self.file}"
+
+
+Sink = StdoutSink | FileSink
 
 
 @attrs.frozen
 class Recording:
-    sinks: tuple[str | dict[str, str], ...] = ("stdout",)
+    sinks: tuple[Sink, ...] = (StdoutSink(),)
     results: RecordingResults = RecordingResults()
+    # Bind parameters of each execution, each cut at this many bytes; 0: not recorded.
+    max_parameter_bytes: int = attrs.field(default=1024, validator=_non_negative)
 
 
 @attrs.frozen
@@ -189,6 +229,16 @@ def _mask_with(value, _type):
     raise ValueError(f"expected one of {', '.join(choices)} (partial as {{partial: {{keep_last: N}}}}), got {value!r}")
 
 
+def _sink(value, _type):
+    if value == "stdout":
+        return StdoutSink()
+    if isinstance(value, dict) and "file" in value:
+        return _CONVERTER.structure(value, FileSink)
+    if isinstance(value, dict) and "stdout" in value:
+        return _CONVERTER.structure(value, StdoutSink)
+    raise ValueError(f"expected stdout, {{stdout: true, on_error: open}} or {{file: PATH, ...}}, got {value!r}")
+
+
 def _str_or_mapping(value, _type):
     if isinstance(value, str):
         return value
@@ -201,8 +251,9 @@ def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
     c.register_structure_hook_func(lambda t: t == MaskWith, _mask_with)
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
+    c.register_structure_hook_func(lambda t: t == Sink, _sink)
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Limits,
-                Approvals, RecordingResults, Recording, When, StatementMatch, Partial, PartialMask,
+                Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch, Partial, PartialMask,
                 LimitSpec, Rule, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
     c.register_structure_hook(

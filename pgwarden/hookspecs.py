@@ -165,6 +165,34 @@ def pgwarden_record(record: dict) -> None:
 
 
 @hookspec
+def pgwarden_records_flush() -> list[str] | None:
+    """Make every record received through `pgwarden_record` so far reach the operating system.
+
+    The core calls it once per reactor turn, before that turn's bytes go
+    upstream, so a sink may buffer records and write them with one call. Raise
+    when records could not be written and statements must stop (fail closed):
+    the sessions whose statements were waiting on this flush are ended before
+    those statements reach the database, and later statements are refused
+    until a flush succeeds.
+
+    :return: problems of sinks that fail open (reported on /readyz and in the
+        log, not fatal), or None.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def pgwarden_stop() -> None:
+    """pgwarden is stopping: flush and close what the plugin holds open.
+
+    Called once, after the last session ended and its records were passed on.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
 def pgwarden_session_end(session: Session, summary: dict) -> None:
     """A session has ended, for whatever reason.
 

@@ -22,11 +22,13 @@ from pgwarden.relay.engine import ALLOW, PENDING, Relay, StatementRequest
 from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap, statement_timeout_ms
+from pgwarden.recorder import SessionLog, new_session_id
 from pgwarden.session import Session
-from pgwarden.verdict import Refusal
+from pgwarden.verdict import Refusal, Verdict
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
 from pgwarden.wire.framing import NEED_DATA, MessageFramer, StartupFramer
+from pgwarden.proxy.peer import peer_text
 from pgwarden.proxy.upstream import UpstreamProtocol
 
 if TYPE_CHECKING:
@@ -81,6 +83,14 @@ class ClientConnection(Protocol):
         self.key: tuple[int, int] | None = None
         self._timeout = None
         self._paused_for_backlog = False
+        #: records of this connection (its id is the session id)
+        self.log = SessionLog(new_session_id())
+        #: why the session ended, for its session_end record
+        self.end_reason: str | None = None
+
+    @property
+    def tls_active(self) -> bool:
+        return self._tls_active
 
     # ------------------------------------------------------------------ life cycle
 
@@ -106,7 +116,7 @@ class ClientConnection(Protocol):
         if self.key is not None:
             self.app.cancel_keys.pop(self.key, None)
         if self.session is not None:
-            self.app.session_ended(self)
+            self.app.session_ended(self, self.end_reason or "client disconnected")
         if self.upstream is not None and self.upstream.transport is not None:
             if self.relay is not None and not self.relay.terminated:
                 self.upstream.transport.write(m.Terminate().encode())
@@ -117,6 +127,8 @@ class ClientConnection(Protocol):
         """Sends a FATAL error and closes; nothing else is read from the client."""
         if self.phase == "closed":
             return
+        if self.end_reason is None:
+            self.end_reason = f"{message} ({sqlstate})"
         if self.relay is not None:
             self.relay.fail(message.removeprefix("pgwarden: "), sqlstate)
             self._flush()
@@ -237,6 +249,7 @@ class ClientConnection(Protocol):
 
     def _auth_failed(self, reason: str) -> None:
         log.info("authentication failed from {peer}: {reason}", peer=str(self.transport.getPeer()), reason=reason)
+        self.app.auth_failed(self, reason, "28P01")
         self._fatal("28P01", "pgwarden: authentication failed")
 
     def _authenticated(self, identity: Identity) -> None:
@@ -247,6 +260,8 @@ class ClientConnection(Protocol):
         if not self.policies:
             log.info("no policy for {subject} from {peer}", subject=self.identity.subject,
                      peer=str(self.transport.getPeer()))
+            self.log.identity = {"subject": identity.subject, "groups": sorted(identity.groups)}
+            self.app.auth_failed(self, "no policy for this identity", "28000")
             self._fatal("28000", "pgwarden: no policy for this identity")
             return
         self.phase = "upstream"
@@ -319,17 +334,20 @@ class ClientConnection(Protocol):
         self.transport.writeSequence(out)
 
         self.session = Session(
-            id=secrets.token_hex(8),
+            id=self.log.id,
             identity=self.identity,
             database=self.app.config.upstream.database,
             application_name=self.startup.get("application_name"),
-            client_address=str(self.transport.getPeer()),
+            client_address=peer_text(self.transport.getPeer()),
             policies=self.policies,
         )
         self.relay = Relay(
             self._decide,
             max_message_size=self.app.config.limits.max_message_bytes,
             on_shape=self.app.shape_listener(self),
+            on_complete=self.app.completion_listener(self),
+            sample_rows=self.app.recorder.sample_rows,
+            sample_bytes=self.app.recorder.sample_bytes,
         )
         for p in login.server_parameters:
             self.relay.state.parameters[p.name] = p.value
@@ -392,6 +410,8 @@ class ClientConnection(Protocol):
         if down:
             self.app.send(self.transport, down)
         if relay.closing and self.phase != "closed":
+            if self.end_reason is None:
+                self.end_reason = relay.closing
             self.phase = "closed"
             self.transport.loseConnection()
             if self.upstream is not None and self.upstream.transport is not None:
@@ -403,7 +423,8 @@ class ClientConnection(Protocol):
         try:
             result = self.app.decide(self, request)
         except Exception:  # never let a statement through unchecked
-            return self._settle(Failure())
+            refusal = self._settle(Failure())
+            return self.app.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
         if result is ALLOW or isinstance(result, Refusal):
             return result
         # A Deferred: resolve when it fires; meanwhile the relay queues.
@@ -416,7 +437,7 @@ class ClientConnection(Protocol):
         result.addBoth(seen)
         if fired:
             result.addErrback(lambda _f: None)  # handled by _settle; not an "unhandled error"
-            return self._settle(fired[0])
+            return self._settle_recorded(request, fired[0])
         result.addBoth(lambda outcome: self._late_verdict(request, outcome))
         return PENDING
 
@@ -427,14 +448,32 @@ class ClientConnection(Protocol):
             log.failure("verdict failed", failure=outcome)
         return Refusal("42501", "pgwarden: blocked: the policy check failed", None, None)
 
+    def _settle_recorded(self, request: StatementRequest, outcome):
+        """A verdict the app recorded passes; a failure becomes a recorded refusal."""
+        if outcome is ALLOW or isinstance(outcome, Refusal):
+            return outcome
+        refusal = self._settle(outcome)
+        return self.app.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
+
     def _late_verdict(self, request: StatementRequest, outcome) -> None:
         if self.phase != "relay":
             return
-        self.relay.resolve(request, self._settle(outcome))
+        self.relay.resolve(request, self._settle_recorded(request, outcome))
         self._flush()
         if self._paused_for_backlog and self.relay.waiting is None:
             self._paused_for_backlog = False
             self.transport.resumeProducing()
+
+    def recording_failed(self) -> None:
+        """The record this session's next statement waited on could not be written: it must not run."""
+        if self.phase != "relay":
+            return
+        upstream = self.upstream.transport if self.upstream is not None else None
+        discard = getattr(self.app.reactor, "discard_sends", None)
+        if upstream is not None and discard is not None:
+            discard(upstream)
+        self._fatal("58030", "pgwarden: records cannot be written; the session ended before its "
+                             "statement ran")
 
     def cancel_requested(self) -> None:
         """A CancelRequest named this session's key."""

@@ -54,12 +54,27 @@ class PgwardenReactor(EPollReactor):
     def __init__(self) -> None:
         super().__init__()
         self._sends: list = []
+        self._barriers: list = []
 
     def queue_send(self, transport, chunks: list[bytes]) -> None:
         """Sends ``chunks`` on ``transport`` once the events of this poll are handled."""
         self._sends.append((transport, chunks))
 
+    def add_barrier(self, barrier) -> None:
+        """``barrier()`` runs before the queued sends of each turn leave (records go first)."""
+        self._barriers.append(barrier)
+
+    def remove_barrier(self, barrier) -> None:
+        if barrier in self._barriers:
+            self._barriers.remove(barrier)
+
+    def discard_sends(self, transport) -> None:
+        """Drops what is queued for ``transport`` (a barrier found it must not be sent)."""
+        self._sends = [s for s in self._sends if s[0] is not transport]
+
     def _flush_sends(self) -> None:
+        for barrier in self._barriers:
+            barrier()
         while self._sends:
             sends, self._sends = self._sends, []
             for transport, chunks in sends:
@@ -67,7 +82,7 @@ class PgwardenReactor(EPollReactor):
 
     def doPoll(self, timeout):
         # Sends queued by timed calls and thread callbacks (runUntilCurrent) go now.
-        if self._sends:
+        if self._sends or self._barriers:
             self._flush_sends()
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
@@ -79,7 +94,7 @@ class PgwardenReactor(EPollReactor):
             selectable = selectables.get(fd)
             if selectable is not None:
                 handle(selectable, fd, event)
-        if self._sends:
+        if self._sends or self._barriers:
             self._flush_sends()
 
     doIteration = doPoll

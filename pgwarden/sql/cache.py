@@ -35,16 +35,24 @@ class StatementCache:
             items.move_to_end(sql)
             self.hits += 1
             return statement
-        statement = items[sql] = Statement(sql, self.analysis_for)
+        statement = items[sql] = Statement(sql)
+        statement._analyze = lambda text: self.analysis_for(text, statement)
         if len(items) > self._size:
             items.popitem(last=False)
         return statement
 
-    def analysis_for(self, sql: str):
-        """The analysis of ``sql``: shared by fingerprint when that is safe, else computed."""
+    def analysis_for(self, sql: str, statement: Statement | None = None):
+        """The analysis of ``sql``: shared by fingerprint when that is safe, else computed.
+
+        The fingerprint computed on the way is kept on ``statement`` (records name it).
+        """
         try:
             fp = fingerprint(sql)
         except ParseError:
+            fp = None
+        if statement is not None:
+            statement.__dict__["fingerprint"] = fp
+        if fp is None:
             self.misses += 1
             return analyze_sql(sql)  # kind unknown
         known = self._by_fingerprint.get(fp)

@@ -107,6 +107,8 @@ def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overri
         "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(keys["jwks"])}},
         # pass-through: one policy for everyone, no rules
         "policies": [{"name": "everyone", "default": "allow"}],
+        # records to a file of the test (checked against the schema and the chain after it)
+        "recording": {"sinks": [{"file": str(workdir / "records.jsonl"), "fsync_s": 0}]},
     }
     for section, value in overrides.items():
         if isinstance(value, dict) and isinstance(doc.get(section), dict):

@@ -1,0 +1,262 @@
+"""Records of what happened (DESIGN.md §6, docs/records.md), built by the core, written by plugins.
+
+The core builds each record once and passes it to every ``pgwarden_record``
+implementation; sinks may buffer. Before the bytes of a reactor turn leave
+for the database, the recorder's barrier (`flush`) makes every sink write
+(``pgwarden_records_flush``): a statement allowed in that turn reaches the
+server only after its record reached the operating system. When a sink that
+fails closed cannot write, the sessions whose statements were waiting on that
+write are ended before the statements leave, and every later statement is
+refused until a write succeeds again.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import TYPE_CHECKING
+
+from twisted.logger import Logger
+
+from pgwarden.proxy.peer import peer_text
+
+if TYPE_CHECKING:
+    from pgwarden.app import Application
+    from pgwarden.proxy.client import ClientConnection
+    from pgwarden.relay.execution import Execution
+
+log = Logger(namespace="pgwarden.recording")
+
+
+class RecordingFailed(Exception):
+    """Records cannot be written: what would depend on them must not happen."""
+
+
+_second = -1
+_prefix = ""
+
+
+def timestamp(now: float | None = None) -> str:
+    """RFC 3339, microseconds, UTC (``2026-11-25T15:16:50.123456Z``), cheap on the hot path."""
+    global _second, _prefix
+    t = time.time() if now is None else now
+    second = int(t)
+    if second != _second:
+        _prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second = second
+    return f"{_prefix}.{int((t - second) * 1e6):06d}Z"
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 3)
+
+
+class SessionLog:
+    """The record-keeping of one connection: its id, who it is, and running totals."""
+
+    __slots__ = ("id", "identity", "seq", "statements", "refused", "rows", "bytes", "started")
+
+    def __init__(self, session_id: str) -> None:
+        self.id = session_id
+        self.identity = {"subject": None, "groups": []}
+        self.seq = 0
+        self.statements = 0
+        self.refused = 0
+        self.rows = 0
+        self.bytes = 0
+        self.started = time.monotonic()
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(8)
+
+
+class Recorder:
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        #: why statements are refused now (a sink failing closed could not write), or None
+        self.failure: str | None = None
+        #: problems of sinks that fail open
+        self.warnings: list[str] = []
+        self.sink_errors = 0
+        self._held: list[ClientConnection] = []
+        self._dirty = False
+        barrier = getattr(app.reactor, "add_barrier", None)
+        self._batched = barrier is not None
+        if barrier is not None:
+            barrier(self.flush)
+        self.configure()
+
+    def configure(self) -> None:
+        plugins = self.app.plugins
+        self._writers = [(i.plugin_name, i.function) for i in plugins._impls("pgwarden_record")]
+        self._flushers = [(i.plugin_name, i.function) for i in plugins._impls("pgwarden_records_flush")]
+        self.active = bool(self._writers)
+        rec = self.app.config.recording
+        self.sample_rows = rec.results.max_rows
+        self.sample_bytes = rec.results.max_bytes
+        self.parameter_bytes = rec.max_parameter_bytes
+
+    # ------------------------------------------------------------------ writing
+
+    def emit(self, record: dict, waiting: ClientConnection | None = None) -> None:
+        """Passes ``record`` to every sink; ``waiting``: a session whose next bytes depend on it."""
+        for name, write in self._writers:
+            try:
+                write(record=record)
+            except Exception as e:  # a sink plugin that raised: nothing depending on it may happen
+                self._fail(f"{name}: {e}")
+                raise RecordingFailed(self.failure) from None
+        self._dirty = True
+        if not self._batched:
+            self.flush()
+            if self.failure is not None:
+                raise RecordingFailed(self.failure)
+        elif waiting is not None:
+            self._held.append(waiting)
+
+    def flush(self) -> None:
+        """The barrier: every sink writes what it holds. Runs before each turn's sends."""
+        if not self._dirty:
+            return
+        self._dirty = False
+        held, self._held = self._held, []
+        failed = None
+        warnings: list[str] = []
+        for name, flush in self._flushers:
+            try:
+                problems = flush()
+            except Exception as e:
+                failed = failed or f"{name}: {e}"
+                continue
+            if problems:
+                warnings.extend(problems)
+        if len(warnings) > len(self.warnings):
+            self.sink_errors += len(warnings) - len(self.warnings)
+        self.warnings = warnings
+        if failed is not None:
+            self._fail(failed)
+            for conn in held:
+                conn.recording_failed()
+        elif self.failure is not None:
+            log.info("records are written again; statements are accepted")
+            self.failure = None
+
+    def _fail(self, why: str) -> None:
+        self.sink_errors += 1
+        if self.failure is None:
+            log.error("records cannot be written, statements are refused: {why}", why=why)
+        self.failure = why
+
+    def close(self) -> None:
+        """Writes what is left and leaves the reactor's barriers."""
+        self._dirty = True
+        self.flush()
+        remove = getattr(self.app.reactor, "remove_barrier", None)
+        if remove is not None:
+            remove(self.flush)
+
+    # ------------------------------------------------------------------ records
+
+    def _base(self, kind: str, slog: SessionLog) -> dict:
+        slog.seq += 1
+        return {"ts": timestamp(), "type": kind, "session": slog.id, "seq": slog.seq, "identity": slog.identity}
+
+    def session_start(self, conn: ClientConnection) -> None:
+        slog = conn.log
+        session = conn.session
+        identity = session.identity
+        slog.identity = {"subject": identity.subject, "groups": sorted(identity.groups)}
+        record = self._base("session_start", slog)
+        record["client"] = session.client_address
+        record["database"] = session.database
+        record["application_name"] = session.application_name
+        record["tls"] = conn.tls_active
+        record["policies"] = [p.name for p in session.policies]
+        self.emit(record)
+
+    def auth_failure(self, conn: ClientConnection, reason: str, sqlstate: str) -> None:
+        record = self._base("auth_failure", conn.log)
+        startup = conn.startup
+        record["client"] = peer_text(conn.transport.getPeer())
+        record["user"] = startup.get("user") if startup is not None else None
+        record["database"] = startup.get("database") if startup is not None else None
+        record["reason"] = reason
+        record["sqlstate"] = sqlstate
+        self.emit(record)
+
+    def statement(self, conn: ClientConnection, request, statement, verdict, waits: bool) -> None:
+        slog = conn.log
+        slog.statements += 1
+        if verdict.action == "block":
+            slog.refused += 1
+        record = self._base("statement", slog)
+        record["statement"] = request.seq
+        record["protocol"] = request.protocol
+        if request.statement_name:
+            record["name"] = request.statement_name
+        if statement is not None:
+            fields = statement.__dict__.get("_record_fields")
+            if fields is None:
+                a = statement.analysis
+                fields = statement.__dict__["_record_fields"] = {
+                    "sql": statement.sql,
+                    "fingerprint": statement.fingerprint,
+                    "kinds": sorted(a.kinds),
+                    "tables": sorted(a.tables),
+                    "writes": sorted(a.writes),
+                    "functions": sorted(a.functions),
+                }
+            record.update(fields)
+        else:
+            record["sql"] = request.sql
+        record["verdict"] = {"action": verdict.action, "policy": verdict.policy, "rule": verdict.rule,
+                             "reason": verdict.reason}
+        self.emit(record, conn if waits else None)
+
+    def approval(self, conn: ClientConnection, request_id: str, state: str, request, *,
+                 approver: str | None = None, reason: str | None = None, waits: bool = False) -> None:
+        record = self._base("approval", conn.log)
+        record["request"] = request_id
+        record["state"] = state
+        record["statement"] = request.seq
+        record["approver"] = approver
+        record["reason"] = reason
+        self.emit(record, conn if waits else None)
+
+    def result(self, conn: ClientConnection, ex: Execution) -> None:
+        slog = conn.log
+        slog.rows += ex.rows
+        slog.bytes += ex.bytes
+        record = self._base("result", slog)
+        record["statement"] = ex.seq
+        record["rows"] = ex.rows
+        record["bytes"] = ex.bytes
+        record["duration_ms"] = _ms(ex.finished - ex.arrived + ex.decide_s)
+        record["upstream_ms"] = _ms(ex.upstream_s)
+        record["pgwarden_ms"] = _ms(ex.pgwarden_s)
+        record["sqlstate"] = ex.sqlstate
+        if ex.message is not None:
+            record["error"] = ex.message
+        if ex.bind is not None and self.parameter_bytes:
+            record["parameters"] = ex.parameters(self.parameter_bytes)
+        if ex.truncated:
+            record["truncated"] = True
+        if ex.masked:
+            record["masked"] = list(ex.masked)
+        if ex.sample is not None:
+            record["rows_sample"] = ex.sample
+            if ex.sample_clipped:
+                record["rows_sample_clipped"] = True
+        self.emit(record)
+
+    def session_end(self, conn: ClientConnection, reason: str) -> None:
+        slog = conn.log
+        record = self._base("session_end", slog)
+        record["reason"] = reason
+        record["statements"] = slog.statements
+        record["refused"] = slog.refused
+        record["rows"] = slog.rows
+        record["bytes"] = slog.bytes
+        record["duration_ms"] = _ms(time.monotonic() - slog.started)
+        self.emit(record)

@@ -1,0 +1,76 @@
+"""Built-in plugin ``recording``: writes every record to the sinks of ``recording:``.
+
+Each sink keeps its own hash chain. Records are buffered during a reactor turn
+and written together by `pgwarden_records_flush`, which the core calls before
+any byte of that turn goes upstream: a statement never runs before its record
+is with the operating system.
+"""
+
+from __future__ import annotations
+
+from pgwarden import hookimpl
+from pgwarden.config import FileSink as FileSinkConfig
+from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
+
+
+class Recording:
+    def __init__(self) -> None:
+        self.sinks: list[Sink] = []
+        self._ticker = None
+
+    @hookimpl
+    def pgwarden_configure(self, config, options, reactor) -> None:
+        """Opens the configured sinks; those configured before (same file) keep their chain."""
+        known = {s.name: s for s in self.sinks}
+        sinks: list[Sink] = []
+        for spec in config.recording.sinks:
+            sink = known.pop(spec.name, None)
+            if sink is None:
+                if isinstance(spec, FileSinkConfig):
+                    sink = FileSink(spec.file, max_bytes=spec.max_bytes, keep=spec.keep,
+                                    fsync_s=spec.fsync_s, on_error=spec.on_error)
+                else:
+                    sink = StdoutSink(spec.on_error)
+            else:
+                sink.on_error = spec.on_error
+                if isinstance(spec, FileSinkConfig):
+                    sink.max_bytes, sink.keep, sink.fsync_s = spec.max_bytes, spec.keep, spec.fsync_s
+            sinks.append(sink)
+        for dropped in known.values():
+            dropped.close()
+        self.sinks = sinks
+        if self._ticker is None and reactor is not None:
+            from twisted.internet.task import LoopingCall
+
+            self._ticker = LoopingCall(self._tick)
+            self._ticker.clock = reactor
+            self._ticker.start(0.25, now=False)
+
+    def _tick(self) -> None:
+        for sink in self.sinks:
+            sink.tick()
+
+    @hookimpl
+    def pgwarden_record(self, record: dict) -> None:
+        for sink in self.sinks:
+            sink.add(record)
+
+    @hookimpl
+    def pgwarden_records_flush(self) -> list[str]:
+        """Writes every sink's buffer; raises naming the sinks that fail closed and could not write."""
+        failed = []
+        for sink in self.sinks:
+            try:
+                sink.flush()
+            except SinkFailed as e:
+                failed.append(str(e))
+        if failed:
+            raise SinkFailed("; ".join(failed))
+        return [s.failure for s in self.sinks if s.failure]  # failing open: reported, not fatal
+
+    @hookimpl
+    def pgwarden_stop(self) -> None:
+        if self._ticker is not None and self._ticker.running:
+            self._ticker.stop()
+        for sink in self.sinks:
+            sink.close()

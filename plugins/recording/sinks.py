@@ -1,0 +1,216 @@
+"""Where records go: standard output or a rotated file, each with its own hash chain.
+
+A sink buffers the lines of a reactor turn and writes them with one call at
+the barrier (`flush`), before the sends of that turn reach the network. A write
+that fails keeps the unwritten bytes (up to `MAX_PENDING_BYTES`) for the next
+flush, so the chain stays whole while, say, a full disk is being freed.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+
+import orjson
+from twisted.logger import Logger
+
+from pgwarden.chain import GENESIS, seal
+
+log = Logger(namespace="pgwarden.recording")
+
+#: Unwritten bytes kept for a retry; beyond this the oldest are dropped (the chain shows the gap).
+MAX_PENDING_BYTES = 64 * 1024 * 1024
+
+
+class SinkFailed(Exception):
+    """A sink could not write; the message names the sink and the reason."""
+
+
+class Sink:
+    """One destination: a chain, a buffer, and a way to write bytes."""
+
+    def __init__(self, name: str, on_error: str) -> None:
+        self.name = name
+        self.on_error = on_error
+        self.prev = GENESIS
+        self.written_head = GENESIS  # the hash of the last record known to be written
+        self._lines: list[bytes] = []
+        self._pending = b""  # bytes a failed write left behind, written first next time
+        self.failure: str | None = None
+        self.errors = 0  # failed writes since start, for /metrics
+
+    def add(self, record: dict) -> None:
+        line, self.prev = seal(record, self.prev)
+        self._lines.append(line)
+
+    @property
+    def dirty(self) -> bool:
+        return bool(self._lines or self._pending)
+
+    def flush(self) -> None:
+        """Writes what is buffered; raises SinkFailed if this sink fails closed and could not."""
+        if not self._lines and not self._pending:
+            return
+        data = self._pending + b"".join(self._lines)
+        head = self.prev
+        self._lines.clear()
+        self._pending = b""
+        try:
+            written = self._write(data)
+        except OSError as e:
+            written = getattr(e, "written", 0)
+            self._pending = data[written:]
+            if len(self._pending) > MAX_PENDING_BYTES:
+                log.error("{sink}: dropping {n} bytes of records that could not be written",
+                          sink=self.name, n=len(self._pending))
+                self._pending = b""
+            self.errors += 1
+            self.failure = f"{self.name}: {e.strerror or e}"
+            if self.on_error == "closed":
+                raise SinkFailed(self.failure) from None
+            log.error("records not written (on_error: open, statements go on): {why}", why=self.failure)
+            return
+        self.written_head = head
+        if self.failure is not None:
+            log.info("{sink} writes again", sink=self.name)
+        self.failure = None
+
+    def _write(self, data: bytes) -> int:
+        raise NotImplementedError
+
+    def tick(self) -> None:
+        """Periodic work (fsync); default none."""
+
+    def close(self) -> None:
+        """Final flush; failures are logged (nothing is left to refuse)."""
+        try:
+            self.flush()
+        except SinkFailed as e:
+            log.error("records lost at shutdown: {why}", why=e)
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """os.write until all is written; an error carries how much was, as ``.written``."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        try:
+            done += os.write(fd, view[done:])
+        except OSError as e:
+            e.written = done
+            raise
+    return done
+
+
+class StdoutSink(Sink):
+    """JSON lines on fd 1. The write blocks when the reader lags: records never outrun their reader."""
+
+    def __init__(self, on_error: str, fd: int = 1) -> None:
+        super().__init__("stdout", on_error)
+        self._fd = fd
+
+    def _write(self, data: bytes) -> int:
+        return _write_all(self._fd, data)
+
+
+class FileSink(Sink):
+    """Appends to ``path``; rotates to path.1 .. path.N by size; fsyncs every ``fsync_s``."""
+
+    def __init__(self, path: str, *, max_bytes: int, keep: int, fsync_s: float, on_error: str,
+                 clock=time.monotonic) -> None:
+        super().__init__(f"file:{path}", on_error)
+        self.path = path
+        self.max_bytes = max_bytes
+        self.keep = keep
+        self.fsync_s = fsync_s
+        self._clock = clock
+        self._unsynced = False
+        self._last_sync = clock()
+        self.prev = self.written_head = self._resume()
+        self._open()
+
+    def _resume(self) -> str:
+        """The chain goes on from the file's last record; an incomplete last line is cut off."""
+        try:
+            with open(self.path, "rb+") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size == 0:
+                    return GENESIS
+                tail_at = max(0, size - 1024 * 1024)
+                f.seek(tail_at)
+                tail = f.read()
+                if not tail.endswith(b"\n"):
+                    cut = tail.rfind(b"\n") + 1
+                    f.truncate(tail_at + cut)
+                    log.warn("{path}: removed an incomplete last record ({n} bytes; pgwarden stopped while "
+                             "writing it)", path=self.path, n=len(tail) - cut)
+                    tail = tail[:cut]
+                lines = tail.splitlines()
+                if not lines:
+                    return GENESIS
+                last = orjson.loads(lines[-1])
+                return last["hash"] if isinstance(last.get("hash"), str) else GENESIS
+        except FileNotFoundError:
+            return GENESIS
+        except (ValueError, KeyError, AttributeError):
+            log.warn("{path}: the last line is not a chained record; a new chain starts", path=self.path)
+            return GENESIS
+
+    def _open(self) -> None:
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+        self.size = os.fstat(self._fd).st_size
+
+    def _write(self, data: bytes) -> int:
+        if self.size > 0 and self.size + len(data) > self.max_bytes:
+            self._rotate()
+        try:
+            written = _write_all(self._fd, data)
+        except OSError as e:
+            self.size += getattr(e, "written", 0)
+            if e.errno == errno.ENOSPC and getattr(e, "written", 0):
+                self._unsynced = True
+            raise
+        self.size += written
+        self._unsynced = True
+        if self.fsync_s == 0 or self._clock() - self._last_sync >= self.fsync_s:
+            self._sync()
+        return written
+
+    def _sync(self) -> None:
+        os.fsync(self._fd)
+        self._unsynced = False
+        self._last_sync = self._clock()
+
+    def tick(self) -> None:
+        if self._unsynced and self._clock() - self._last_sync >= self.fsync_s:
+            try:
+                self._sync()
+            except OSError as e:
+                self.errors += 1
+                self.failure = f"{self.name}: fsync: {e.strerror}"
+                log.error("{why}", why=self.failure)
+
+    def _rotate(self) -> None:
+        self._sync()
+        os.close(self._fd)
+        if self.keep == 0:
+            os.unlink(self.path)
+        else:
+            for k in range(self.keep - 1, 0, -1):
+                older = f"{self.path}.{k}"
+                if os.path.exists(older):
+                    os.replace(older, f"{self.path}.{k + 1}")
+            os.replace(self.path, f"{self.path}.1")
+        log.info("{path} rotated; chain head {head}", path=self.path, head=self.written_head)
+        self._open()
+
+    def close(self) -> None:
+        super().close()
+        try:
+            if self._unsynced:
+                self._sync()
+            os.close(self._fd)
+        except OSError as e:
+            log.error("{path}: {err}", path=self.path, err=e.strerror)
+        log.info("{path} closed; chain head {head}", path=self.path, head=self.written_head)

@@ -147,6 +147,33 @@ def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
     yield start
     for rp in started:
         rp.call(rp.app.stop)
+    for rp in started:  # every record a test produced: valid against the schema, chain intact
+        for sink in rp.app.config.recording.sinks:
+            path = getattr(sink, "file", None)
+            if path is not None and Path(path).exists():
+                check_records([path])
+
+
+def check_records(paths: list) -> list[dict]:
+    """The records of ``paths`` (oldest first), each valid against the schema, the chain intact."""
+    import json
+
+    import jsonschema
+
+    from pgwarden.chain import verify
+    from pgwarden.schemas import record_schema
+
+    report = verify([str(p) for p in paths])
+    assert report.problem is None, f"record chain broken: {report.problem}"
+    validator = jsonschema.Draft202012Validator(record_schema())
+    records = []
+    for p in paths:
+        for number, line in enumerate(Path(p).read_text().splitlines(), 1):
+            record = json.loads(line)
+            errors = sorted(validator.iter_errors(record), key=str)
+            assert not errors, f"{p}:{number}: {errors[0].message} in {record}"
+            records.append(record)
+    return records
 
 
 @pytest.fixture
@@ -155,4 +182,4 @@ def pgwarden(make_pgwarden) -> RunningPgwarden:
     return make_pgwarden()
 
 
-__all__ = ["RunningPgwarden", "base_config", "free_port"]
+__all__ = ["RunningPgwarden", "base_config", "check_records", "free_port"]

@@ -263,6 +263,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--port", type=int, default=6432)
     p.set_defaults(func=_cmd_demo)
 
+    from pgwarden import records_cli
+
+    records_cli.add_parsers(sub)
+
     args = parser.parse_args(argv)
     return args.func(args)
 

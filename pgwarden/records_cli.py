@@ -1,0 +1,257 @@
+"""`pgwarden verify`, `pgwarden replay` and `pgwarden tail`: record logs for auditors and SREs."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from typing import IO, Iterable, Iterator
+
+import orjson
+
+from pgwarden.chain import GENESIS, verify
+
+# ---------------------------------------------------------------------- verify
+
+
+def cmd_verify(args) -> int:
+    try:
+        report = verify(args.files, allow_restarts=args.allow_restarts, head=args.head)
+    except OSError as e:
+        print(f"pgwarden verify: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    if report.problem is not None:
+        print(f"pgwarden verify: BROKEN after {report.records} intact records: {report.problem}")
+        return 1
+    start = "the start of the chain" if report.starts_at == GENESIS else f"prev {report.starts_at[:16]}… " \
+        "(earlier files not given)"
+    print(f"pgwarden verify: ok: {report.records} records from {start}; head {report.head or '-'}")
+    return 0
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def _records(paths: Iterable[str]) -> Iterator[dict]:
+    for path in paths:
+        with open(path, "rb") as f:
+            for line in f:
+                try:
+                    record = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue  # `verify` is the tool that names broken lines
+                if isinstance(record, dict):
+                    yield record
+
+
+# ---------------------------------------------------------------------- replay
+
+
+def _table(rows: list[list[str | None]]) -> list[str]:
+    if not rows:
+        return []
+    cells = [["" if v is None else v.replace("\n", "\\n") for v in row] for row in rows]
+    widths = [max(len(r[i]) if i < len(r) else 0 for r in cells) for i in range(max(map(len, cells)))]
+    return [" " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in cells]
+
+
+def render_session(records: list[dict]) -> list[str]:
+    """A psql-like transcript of one session's records."""
+    out: list[str] = []
+    database = "db"
+    statements: dict[int, dict] = {}
+    for r in records:
+        kind = r.get("type")
+        who = r.get("identity") or {}
+        if kind == "session_start":
+            database = r.get("database") or database
+            groups = ", ".join(who.get("groups") or [])
+            out.append(f"-- session {r['session']} · {who.get('subject')} ({groups}) from {r.get('client')} · "
+                       f"{database} · {r.get('ts')}")
+        elif kind == "auth_failure":
+            out.append(f"-- authentication failed from {r.get('client')}: {r.get('reason')} ({r.get('sqlstate')})")
+        elif kind == "statement":
+            statements[r["statement"]] = r
+            sql = r.get("sql", "").strip()
+            out.append(f"{database}=> {sql}{'' if sql.endswith(';') else ';'}")
+            v = r.get("verdict") or {}
+            if v.get("action") != "allow" or v.get("rule"):
+                where = ", ".join(f"{k} {v[k]}" for k in ("policy", "rule") if v.get(k))
+                out.append(f"-- {v.get('action', '?').upper()}{' by ' + where if where else ''}"
+                           f"{': ' + v['reason'] if v.get('reason') else ''}")
+        elif kind == "approval":
+            out.append(f"-- approval {r.get('request')}: {r.get('state')}"
+                       f"{' by ' + r['approver'] if r.get('approver') else ''}"
+                       f"{': ' + r['reason'] if r.get('reason') else ''}")
+        elif kind == "result":
+            stmt = statements.get(r.get("statement"), {})
+            if stmt.get("protocol") == "extended" and r.get("parameters") is not None:
+                out.append(f"-- parameters: {', '.join('NULL' if p is None else repr(p) for p in r['parameters'])}")
+            if r.get("sqlstate"):
+                out.append(f"ERROR:  {r['sqlstate']}: {r.get('error', '')}")
+            else:
+                sample = r.get("rows_sample")
+                if sample:
+                    out.extend(_table(sample))
+                    shown = len(sample)
+                    if r["rows"] > shown or r.get("rows_sample_clipped"):
+                        out.append(f" … ({r['rows'] - shown} more rows not recorded)")
+                n = r.get("rows", 0)
+                out.append(f"({n} row{'' if n == 1 else 's'}{', truncated by the row limit' if r.get('truncated') else ''})")
+            if r.get("masked"):
+                out.append(f"-- masked: {', '.join(r['masked'])}")
+            out.append(f"-- {r.get('duration_ms')} ms (upstream {r.get('upstream_ms')}, pgwarden "
+                       f"{r.get('pgwarden_ms')}), {r.get('bytes')} bytes")
+        elif kind == "session_end":
+            out.append(f"-- session ended: {r.get('reason')} · {r.get('statements')} statements, "
+                       f"{r.get('refused')} refused, {r.get('rows')} rows, {r.get('duration_ms')} ms")
+    return out
+
+
+def cmd_replay(args) -> int:
+    try:
+        records = [r for r in _records(args.files) if r.get("session", "").startswith(args.session)]
+    except OSError as e:
+        print(f"pgwarden replay: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    sessions = {r["session"] for r in records}
+    if not sessions:
+        print(f"pgwarden replay: no session {args.session!r} in {', '.join(args.files)}", file=sys.stderr)
+        return 1
+    if len(sessions) > 1:
+        print(f"pgwarden replay: {args.session!r} matches {len(sessions)} sessions: {', '.join(sorted(sessions))}",
+              file=sys.stderr)
+        return 1
+    records.sort(key=lambda r: r.get("seq", 0))
+    print("\n".join(render_session(records)))
+    return 0
+
+
+# ---------------------------------------------------------------------- tail
+
+_COLOURS = {"allow": "32", "approve": "33", "block": "31", "error": "31", "auth": "35", "session": "36"}
+
+
+def summary(r: dict) -> tuple[str, str]:
+    """One line for a person, and the colour class of it."""
+    kind = r.get("type", "?")
+    who = (r.get("identity") or {}).get("subject") or "-"
+    head = f"{r.get('ts', '')[11:23]} {r.get('session', '')[:8]} {who:<16} "
+    if kind == "statement":
+        v = r.get("verdict") or {}
+        action = v.get("action", "?")
+        rule = f" [{v.get('policy')}/{v.get('rule')}]" if v.get("rule") else ""
+        sql = " ".join(r.get("sql", "").split())
+        return head + f"{action.upper():<7} {sql[:160]}{rule}", action
+    if kind == "result":
+        if r.get("sqlstate"):
+            return head + f"ERROR   {r['sqlstate']} {r.get('error', '')}", "error"
+        return head + f"RESULT  {r.get('rows')} rows, {r.get('bytes')} bytes, {r.get('duration_ms')} ms", ""
+    if kind == "auth_failure":
+        return head + f"AUTH    failed from {r.get('client')}: {r.get('reason')}", "auth"
+    if kind == "approval":
+        return head + f"APPROVAL {r.get('request')} {r.get('state')}", "approve"
+    if kind == "session_start":
+        return head + f"START   from {r.get('client')} ({r.get('application_name') or '-'})", "session"
+    if kind == "session_end":
+        return head + f"END     {r.get('reason')}: {r.get('statements')} statements, {r.get('refused')} refused", \
+            "session"
+    return head + kind, ""
+
+
+def _wanted(r: dict, args) -> bool:
+    if args.type and r.get("type") not in args.type:
+        return False
+    if args.verdict and (r.get("verdict") or {}).get("action") not in args.verdict:
+        return False
+    if args.subject:
+        import fnmatch
+
+        subject = (r.get("identity") or {}).get("subject") or ""
+        if not any(fnmatch.fnmatchcase(subject, s) for s in args.subject):
+            return False
+    return True
+
+
+def _follow(path: str, poll_s: float = 0.2) -> Iterator[bytes]:
+    """Lines appended to ``path`` from now on, across rotation (the file renamed and recreated)."""
+    f = open(path, "rb")
+    f.seek(0, os.SEEK_END)
+    inode = os.fstat(f.fileno()).st_ino
+    partial = b""
+    while True:
+        chunk = f.readline()
+        if chunk:
+            partial += chunk
+            if partial.endswith(b"\n"):
+                yield partial
+                partial = b""
+            continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_ino != inode or st.st_size < f.tell()):
+            f.close()
+            f = open(path, "rb")
+            inode = os.fstat(f.fileno()).st_ino
+            continue
+        sys.stdout.flush()
+        time.sleep(poll_s)
+
+
+def cmd_tail(args, out: IO[str] | None = None) -> int:
+    out = out or sys.stdout
+    colour = args.color == "always" or (args.color == "auto" and out.isatty())
+    if args.json:
+        def show(r):
+            out.write(orjson.dumps(r).decode() + "\n")
+    else:
+        def show(r):
+            text, cls = summary(r)
+            code = _COLOURS.get(cls)
+            out.write(f"\x1b[{code}m{text}\x1b[0m\n" if colour and code else text + "\n")
+    try:
+        for r in _records(args.files):
+            if _wanted(r, args):
+                show(r)
+        out.flush()
+        if args.follow:
+            for line in _follow(args.files[-1]):
+                try:
+                    r = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(r, dict) and _wanted(r, args):
+                    show(r)
+                    out.flush()
+    except OSError as e:
+        print(f"pgwarden tail: {e.filename}: {e.strerror}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    return 0
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser("verify", help="check the hash chain of record files (oldest first)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--allow-restarts", action="store_true",
+                   help="accept new chains inside the files (stdout logs of several pgwarden processes)")
+    p.add_argument("--head", help="a chain head known from elsewhere (pgwarden's log): the files must reach it")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("replay", help="a session as a psql-like transcript")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--session", required=True, help="the session id (a unique prefix will do)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("tail", help="records for people, filtered; -f follows the file")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("-f", "--follow", action="store_true")
+    p.add_argument("--type", action="append", help="record type (repeatable): statement, result, ...")
+    p.add_argument("--verdict", action="append", help="allow, approve or block (repeatable)")
+    p.add_argument("--subject", action="append", help="identity subject glob (repeatable)")
+    p.add_argument("--json", action="store_true", help="the matching records as JSON lines")
+    p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
+    p.set_defaults(func=cmd_tail)

@@ -25,6 +25,7 @@ from pgwarden.masking import row_transform
 from pgwarden.plugins import PluginError, PluginHost
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
+from pgwarden.metrics import Stats
 from pgwarden.recorder import Recorder, RecordingFailed
 from pgwarden.sql.cache import StatementCache
 from pgwarden.verdict import Refusal, Verdict
@@ -120,6 +121,9 @@ class Application:
             raise ConfigError(config.source, ["no loaded plugin authenticates clients (is 'jwt' disabled?)"])
         self.plugins.configure(config)
         self.recorder = Recorder(self)
+        self.stats = Stats()
+        self.stopping = False
+        self.admin_port = None
         self.statements = StatementCache()
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = None
@@ -148,11 +152,22 @@ class Application:
         log.info("pgwarden listening on {host}:{port}", host=lc.host, port=self.port.getHost().port)
         return self.port
 
+    def listen_admin(self):
+        """/healthz, /readyz and /metrics on ``admin.host:admin.port``."""
+        from pgwarden.admin import listen_admin
+
+        self.admin_port = listen_admin(self)
+        log.info("admin endpoint on {host}:{port}", host=self.config.admin.host,
+                 port=self.admin_port.getHost().port)
+        return self.admin_port
+
     def stop(self) -> Deferred:
         """Stops listening, closes every session, then the plugins (their last records written)."""
         for conn in list(self.connections):
             conn.transport.abortConnection()
         stopping = maybeDeferred(self.port.stopListening) if self.port is not None else succeed(None)
+        if self.admin_port is not None:
+            stopping.addCallback(lambda _: self.admin_port.stopListening())
         # Aborted connections end on the next reactor turn, with their session_end records.
         return stopping.addCallback(lambda _: deferLater(self.reactor, 0, self.close_plugins))
 
@@ -193,20 +208,22 @@ class Application:
         self._call_each("pgwarden_session_end", session=conn.session, summary=summary)
 
     def completion_listener(self, conn: ClientConnection):
-        """The relay's ``on_complete``: a result record per execution, when anyone records."""
-        if not self.recorder.active:
-            return None
+        """The relay's ``on_complete``: the overhead histogram, and a result record if anyone records."""
         recorder = self.recorder
+        stats = self.stats
 
         def on_complete(ex) -> None:
-            try:
-                recorder.result(conn, ex)
-            except RecordingFailed:
-                pass  # the recorder now refuses statements and says why
+            stats.overhead(ex.pgwarden_s)
+            if recorder.active:
+                try:
+                    recorder.result(conn, ex)
+                except RecordingFailed:
+                    pass  # the recorder now refuses statements and says why
 
         return on_complete
 
     def auth_failed(self, conn: ClientConnection, reason: str, sqlstate: str) -> None:
+        self.stats.auth_failure(reason)
         if self.recorder.active:
             try:
                 self.recorder.auth_failure(conn, reason, sqlstate)
@@ -270,6 +287,7 @@ class Application:
             new = config if config is not None else load_config(self.config.source)
             self.plugins.validate(new)
         except (ConfigError, PluginError) as e:
+            self.stats.reload_failures += 1
             for problem in getattr(e, "problems", [str(e)]):
                 log.error("reload refused, keeping the running config: {source}: {problem}",
                           source=getattr(e, "source", self.config.source), problem=problem)
@@ -303,6 +321,7 @@ class Application:
                                  Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
         if not self.plugins.checks:
             if not self.recorder.active:
+                self.stats.statement("allow", None)
                 return ALLOW
             return self.recorded(conn, request, self.statements.get(request.sql), Verdict.ALLOW, ALLOW)
         statement = self.statements.get(request.sql)
@@ -313,6 +332,7 @@ class Application:
 
     def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
+        self.stats.statement(verdict.action, statement.analysis.kinds if statement is not None else None)
         recorder = self.recorder
         if not recorder.active:
             return outcome

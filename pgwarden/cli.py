@@ -42,20 +42,24 @@ def _cmd_run(args) -> int:
     from pgwarden.proxy.reactor import install
 
     reactor = install()
-    from twisted.logger import globalLogBeginner, textFileLogObserver
-
+    from pgwarden import oplog
     from pgwarden.app import Application
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    oplog.start()
     try:
         app = Application(config, reactor)
         port = app.listen()
-    except Exception as e:  # config files that exist but cannot be used (keys, certs)
+        app.listen_admin()
+    except Exception as e:  # config files that exist but cannot be used (keys, certs, ports)
         print(f"pgwarden: cannot start: {e}", file=sys.stderr)
         return 2
     if args.ready_file:
         Path(args.ready_file).write_text(str(port.getHost().port))
+    if args.admin_port_file:
+        Path(args.admin_port_file).write_text(str(app.admin_port.getHost().port))
     _watch_config(app, reactor, args.config, args.reload_poll_s)
+    # Whatever stops the reactor, the last records are written and the sinks closed.
+    reactor.addSystemEventTrigger("before", "shutdown", app.stop)
     _tune_gc()
     reactor.run()
     return 0
@@ -228,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--ready-file", help="write the listening port here once listening")
+    p.add_argument("--admin-port-file", help="write the admin endpoint's port here once listening")
     p.add_argument("--reload-poll-s", type=float, default=2.0,
                    help="how often to look for a changed config file (0: only on SIGHUP)")
     p.set_defaults(func=_cmd_run)

@@ -140,6 +140,8 @@ class Auth:
 class Admin:
     host: str = "127.0.0.1"
     port: int = attrs.field(default=9187, validator=_port)
+    # /readyz opens a TCP connection to the database; how long it may take.
+    probe_timeout_s: float = attrs.field(default=1.0, validator=_positive)
 
 
 @attrs.frozen

@@ -53,6 +53,9 @@ def write_config(directory: Path, pg: TempPostgres, jwks: Path, port: int) -> Pa
     password_file.chmod(0o600)
     config = {
         "listen": {"host": "127.0.0.1", "port": port},
+        "admin": {"host": "127.0.0.1", "port": 0},
+        # Records to a file: `pgwarden tail -f` it in another terminal.
+        "recording": {"sinks": [{"file": str(directory / "records.jsonl")}]},
         "upstream": {
             "host": pg.host,
             "port": pg.port,
@@ -91,6 +94,7 @@ def run_demo(directory: Path, port: int = 6432) -> int:
         app = Application(config, reactor)
         try:
             app.listen()
+            admin = app.listen_admin().getHost().port
         except Exception as e:
             print(f"pgwarden demo: cannot listen on 127.0.0.1:{port}: {e} (try --port)", file=sys.stderr)
             return 1
@@ -111,10 +115,13 @@ Connect as the agent would, with the token as the password:
   PGPASSWORD="$(cat {directory / 'token'})" psql "host=127.0.0.1 port={port} user=agent dbname=appdb sslmode=disable"
 
 Config: {directory / 'pgwarden.yaml'}   Log: {directory / 'pgwarden.log'}
+Records: pgwarden tail -f {directory / 'records.jsonl'}
+Metrics: http://127.0.0.1:{admin}/metrics   Readiness: http://127.0.0.1:{admin}/readyz
 Press Ctrl-C to stop and remove everything.
 """,
             flush=True,
         )
+        reactor.addSystemEventTrigger("before", "shutdown", app.stop)
         reactor.run()
     finally:
         pg.stop()

@@ -97,6 +97,7 @@ class ClientConnection(Protocol):
     def connectionMade(self) -> None:
         # Every message is a whole round trip for someone: never wait for Nagle.
         self.transport.setTcpNoDelay(True)
+        self.app.stats.connections += 1
         self.app.connection_opened(self)
         self._timeout = self.app.reactor.callLater(
             self.app.config.auth.startup_timeout_s, self._startup_timed_out
@@ -143,6 +144,7 @@ class ClientConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.phase == "relay":
+            self.app.stats.bytes_from_clients += len(data)
             relay = self.relay
             relay.client_data(data)
             self._flush()
@@ -382,6 +384,7 @@ class ClientConnection(Protocol):
             self._fatal("28P01", "pgwarden: your token expired; reconnect with a fresh token")
 
     def _from_upstream(self, data: bytes) -> None:
+        self.app.stats.bytes_from_upstream += len(data)
         relay = self.relay
         relay.server_data(data)
         if relay.error is not None:

@@ -100,6 +100,7 @@ def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overri
     pwfile.write_text(APP_PASSWORD + "\n")
     doc: dict = {
         "listen": {"host": "127.0.0.1", "port": 0},
+        "admin": {"host": "127.0.0.1", "port": 0},
         "upstream": {
             "host": pg.host, "port": pg.port, "database": "appdb", "user": APP_USER,
             "password_file": str(pwfile),

@@ -1,0 +1,124 @@
+"""What /metrics reports: plain counters on the hot path, turned into Prometheus metrics on scrape.
+
+Incrementing a prometheus_client metric takes a lock and a few calls; a relay
+counts bytes on every read. So the hot path adds to plain integers here and a
+custom collector (`StatsCollector`) reads them when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from typing import TYPE_CHECKING, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.registry import Collector, CollectorRegistry
+
+if TYPE_CHECKING:
+    from pgwarden.app import Application
+
+#: upper bounds (seconds) of pgwarden's own overhead per statement
+OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 10.0)
+
+_AUTH_REASONS = (
+    ("malformed token", "malformed_token"),
+    ("unknown key id", "unknown_key"),
+    ("ExpiredSignatureError", "expired"),
+    ("ImmatureSignatureError", "not_yet_valid"),
+    ("InvalidSignatureError", "bad_signature"),
+    ("InvalidAudienceError", "wrong_audience"),
+    ("InvalidIssuerError", "wrong_issuer"),
+    ("InvalidAlgorithmError", "bad_algorithm"),
+    ("MissingRequiredClaimError", "missing_claim"),
+    ("claim ", "bad_claims"),
+    ("no policy", "no_policy"),
+    ("no plugin accepted", "rejected"),
+    ("authentication plugin failed", "plugin_error"),
+    ("keys", "keys_unavailable"),
+    ("pod", "pod_identity"),
+)
+
+
+def auth_reason_class(reason: str) -> str:
+    """A bounded label for an authentication failure (the full reason goes to the log and records)."""
+    for needle, label in _AUTH_REASONS:
+        if needle in reason:
+            return label
+    return "other"
+
+
+class Stats:
+    """Counters of one pgwarden, bumped by the core."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self.bytes_from_clients = 0
+        self.bytes_from_upstream = 0
+        self.statements: dict[tuple[str, str], int] = {}
+        self.auth_failures: dict[str, int] = {}
+        self.reload_failures = 0
+        self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS) + 1)
+        self.overhead_sum = 0.0
+
+    def statement(self, action: str, kinds) -> None:
+        key = (action, "+".join(sorted(kinds)) if kinds else "none")
+        self.statements[key] = self.statements.get(key, 0) + 1
+
+    def overhead(self, seconds: float) -> None:
+        self.overhead_buckets[bisect.bisect_left(OVERHEAD_BUCKETS, seconds)] += 1
+        self.overhead_sum += seconds
+
+    def auth_failure(self, reason: str) -> None:
+        label = auth_reason_class(reason)
+        self.auth_failures[label] = self.auth_failures.get(label, 0) + 1
+
+
+class StatsCollector(Collector):
+    def __init__(self, app: Application) -> None:
+        self.app = app
+
+    def collect(self) -> Iterator:
+        app, stats = self.app, self.app.stats
+        c = CounterMetricFamily("pgwarden_connections", "Client connections accepted.")
+        c.add_metric([], stats.connections)
+        yield c
+        g = GaugeMetricFamily("pgwarden_connections_open", "Client connections open now.")
+        g.add_metric([], len(app.connections))
+        yield g
+        c = CounterMetricFamily("pgwarden_statements", "Statements decided, by verdict and kinds.",
+                                labels=["verdict", "kind"])
+        for (verdict, kind), n in sorted(stats.statements.items()):
+            c.add_metric([verdict, kind], n)
+        yield c
+        h = HistogramMetricFamily("pgwarden_overhead_seconds",
+                                  "pgwarden's own time per execution: deciding before forwarding.")
+        cumulative, buckets = 0, []
+        for bound, n in zip(OVERHEAD_BUCKETS + (float("inf"),), stats.overhead_buckets):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        h.add_metric([], buckets, stats.overhead_sum)
+        yield h
+        c = CounterMetricFamily("pgwarden_bytes", "Bytes relayed, by direction.", labels=["direction"])
+        c.add_metric(["from_client"], stats.bytes_from_clients)
+        c.add_metric(["from_upstream"], stats.bytes_from_upstream)
+        yield c
+        c = CounterMetricFamily("pgwarden_auth_failures", "Refused logins, by reason.", labels=["reason"])
+        for reason, n in sorted(stats.auth_failures.items()):
+            c.add_metric([reason], n)
+        yield c
+        c = CounterMetricFamily("pgwarden_reloads", "Config reloads, by outcome.", labels=["outcome"])
+        c.add_metric(["applied"], app.reloads)
+        c.add_metric(["refused"], stats.reload_failures)
+        yield c
+        c = CounterMetricFamily("pgwarden_record_sink_errors", "Record writes that failed.")
+        c.add_metric([], app.recorder.sink_errors)
+        yield c
+        g = GaugeMetricFamily("pgwarden_recording_failed", "1 while statements are refused because "
+                              "records cannot be written.")
+        g.add_metric([], 1 if app.recorder.failure else 0)
+        yield g
+
+
+def registry_for(app: Application) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(StatsCollector(app))
+    return registry

@@ -336,7 +336,7 @@ class Application:
         recorder = self.recorder
         if not recorder.active:
             return outcome
-        if recorder.failure is not None:
+        if recorder.failure is not None and not recorder.retry():
             verdict, outcome = Verdict.block("records cannot be written"), _RECORDING_FAILED
         try:
             recorder.statement(conn, request, statement, verdict, waits=outcome is ALLOW)

@@ -142,6 +142,13 @@ class Recorder:
             log.info("records are written again; statements are accepted")
             self.failure = None
 
+    def retry(self) -> bool:
+        """After a failure: whether the sinks can write again now (what they hold is written)."""
+        # Sessions waiting on records still in the sinks are settled by this write too.
+        self._dirty = True
+        self.flush()
+        return self.failure is None
+
     def _fail(self, why: str) -> None:
         self.sink_errors += 1
         if self.failure is None:

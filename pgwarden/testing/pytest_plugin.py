@@ -151,7 +151,7 @@ def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
     for rp in started:  # every record a test produced: valid against the schema, chain intact
         for sink in rp.app.config.recording.sinks:
             path = getattr(sink, "file", None)
-            if path is not None and Path(path).exists():
+            if path is not None and Path(path).is_file():
                 check_records([path])
 
 

@@ -1,0 +1,337 @@
+"""Records through real clients: what they say, that they precede what they record, and fail-closed sinks."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from pgwarden import hookimpl
+from pgwarden.testing.pytest_plugin import check_records
+
+POLICY = {
+    "name": "agents",
+    "default": "allow",
+    "rules": [{"name": "no-ddl", "block": {"statements": ["ddl"]}, "reason": "schema changes go through migrations"}],
+}
+
+
+def _records(tmp_path: Path) -> list[dict]:
+    return check_records([tmp_path / "records.jsonl"])
+
+
+def _http(port: int, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class SecretMask:
+    """Masks every column named ``secret`` (a stand-in for the masking plugin)."""
+
+    @hookimpl
+    def pgwarden_result_masks(self, shape, statement, session):
+        return {i: (lambda v, c: b"***") for i, c in enumerate(shape.columns) if c.name == "secret"}
+
+
+def test_a_session_in_records(make_pgwarden, pg_server, tmp_path):
+    pg_server.psql("drop table if exists rec_items; create table rec_items (n int, secret text);"
+                   "insert into rec_items select g, 's' || g from generate_series(1, 5) g", "appdb")
+    running = make_pgwarden(policies=[POLICY], plugins=[("secret-mask", SecretMask())],
+                            recording={"results": {"max_rows": 2}})
+    with psycopg.connect(running.dsn(application_name="agent-app"), autocommit=True) as c:
+        c.execute("select n, secret from rec_items where n > %s order by n", (1,))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("create table rec_nope (x int)")
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            c.execute("select 1/0")
+        c.execute("select n from rec_items limit 3", prepare=True)
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(running.dsn(token="not-a-token"))
+    running.call(running.app.stop)
+    records = _records(tmp_path)
+    by_type: dict[str, list[dict]] = {}
+    for r in records:
+        by_type.setdefault(r["type"], []).append(r)
+
+    start = by_type["session_start"][0]
+    assert start["identity"] == {"subject": "agent-1", "groups": ["ai-agents"]}
+    assert start["application_name"] == "agent-app" and start["database"] == "appdb"
+    assert start["client"].startswith("127.0.0.1:") and start["policies"] == ["agents"]
+    session = start["session"]
+    ours = [r for r in records if r["session"] == session]
+    assert [r["seq"] for r in ours] == list(range(1, len(ours) + 1))
+
+    stmts = {r["sql"]: r for r in by_type["statement"]}
+    select = stmts["select n, secret from rec_items where n > $1 order by n"]
+    assert select["protocol"] == "extended" and select["kinds"] == ["select"]
+    assert select["tables"] == ["public.rec_items"] and select["verdict"]["action"] == "allow"
+    result = next(r for r in by_type["result"] if r["statement"] == select["statement"])
+    assert result["rows"] == 4 and result["sqlstate"] is None and result["bytes"] > 0
+    assert result["parameters"] is not None and len(result["parameters"]) == 1
+    # the first rows exactly as the agent got them: masked
+    assert result["rows_sample"] == [["2", "***"], ["3", "***"]] and result["masked"] == ["secret"]
+    assert result["duration_ms"] >= result["upstream_ms"] >= 0 and result["pgwarden_ms"] >= 0
+
+    blocked = stmts["create table rec_nope (x int)"]
+    assert blocked["verdict"] == {"action": "block", "policy": "agents", "rule": "no-ddl",
+                                  "reason": "schema changes go through migrations"}
+    refused = next(r for r in by_type["result"] if r["statement"] == blocked["statement"])
+    assert refused["sqlstate"] == "42501" and refused["error"].startswith("pgwarden: blocked:")
+    failed = next(r for r in by_type["result"] if r["statement"] == stmts["select 1/0"]["statement"])
+    assert failed["sqlstate"] == "22012"
+
+    end = by_type["session_end"][0]
+    assert end["statements"] == 4 and end["refused"] == 1 and end["rows"] == 4 + 3
+    assert by_type["auth_failure"][0]["sqlstate"] == "28P01"
+    assert "ExpiredSignature" not in by_type["auth_failure"][0]["reason"]  # it was malformed, not expired
+    # the upstream credential appears nowhere in the records
+    password = (tmp_path / "upstream-password").read_text().strip()
+    assert password not in (tmp_path / "records.jsonl").read_text()
+
+
+def test_the_record_reaches_the_file_before_the_statement_reaches_the_server(make_pgwarden, tmp_path,
+                                                                             monkeypatch):
+    import pgwarden.proxy.reactor as reactor_module
+
+    running = make_pgwarden()
+    log = tmp_path / "records.jsonl"
+    seen = []
+    real = reactor_module.send_now
+
+    def checking_send(transport, data):
+        if b"record-before-run" in data and not seen:  # the first time: the Query on its way upstream
+            seen.append(b"record-before-run" in log.read_bytes())
+        real(transport, data)
+
+    monkeypatch.setattr(reactor_module, "send_now", checking_send)
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("select 'record-before-run'")
+    assert seen == [True]
+
+
+class ToggledSink:
+    """A third-party sink whose writes fail while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.records: list[dict] = []
+        self._buffer: list[dict] = []
+
+    @hookimpl
+    def pgwarden_record(self, record):
+        self._buffer.append(record)
+
+    @hookimpl
+    def pgwarden_records_flush(self):
+        if self.failing:
+            raise OSError(28, "No space left on device")
+        self.records += self._buffer
+        self._buffer.clear()
+
+
+def test_a_statement_whose_record_cannot_be_written_never_runs(make_pgwarden, pg_server, tmp_path):
+    pg_server.psql("drop table if exists rec_writes; create table rec_writes (n int)", "appdb")
+    sink = ToggledSink()
+    running = make_pgwarden(plugins=[("toggled", sink)])
+    admin = running.call(running.app.listen_admin).getHost().port
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("insert into rec_writes values (1)")
+        running.call(setattr, sink, "failing", True)
+        with pytest.raises(psycopg.OperationalError) as excinfo:
+            c.execute("insert into rec_writes values (2)")
+        assert "records cannot be written" in str(excinfo.value)
+    assert pg_server.psql("select string_agg(n::text, ',') from rec_writes", "appdb") == "1"
+    status, body = _http(admin, "/readyz")
+    assert status == 503 and "records cannot be written: toggled: [Errno 28] No space left on device" in body
+    # while the sink fails, new statements are refused with a clear error ...
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.IoError) as excinfo:
+            c.execute("insert into rec_writes values (3)")
+        assert excinfo.value.diag.message_primary == "pgwarden: statement refused: records cannot be written"
+        running.call(setattr, sink, "failing", False)
+        # ... and once a write succeeds (the refusal's own record), they run again
+        c.execute("insert into rec_writes values (4)")
+    assert pg_server.psql("select string_agg(n::text, ',' order by n) from rec_writes", "appdb") == "1,4"
+    assert _http(admin, "/readyz")[0] == 200
+    _, metrics = _http(admin, "/metrics")
+    assert "pgwarden_record_sink_errors_total" in metrics
+
+
+def test_a_file_on_a_full_device_fails_closed(make_pgwarden, pg_server):
+    running = make_pgwarden(recording={"sinks": [{"file": "/dev/full"}]})
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.IoError):
+            c.execute("select 1")
+    admin = running.call(running.app.listen_admin).getHost().port
+    status, body = _http(admin, "/readyz")
+    assert status == 503 and "file:/dev/full: No space left on device" in body
+
+
+def test_a_sink_may_fail_open_when_configured_so(make_pgwarden, tmp_path):
+    running = make_pgwarden(recording={"sinks": [{"file": "/dev/full", "on_error": "open"},
+                                                 {"file": str(tmp_path / "records.jsonl")}]})
+    admin = running.call(running.app.listen_admin).getHost().port
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select 41 + 1").fetchone() == (42,)
+    status, body = _http(admin, "/readyz")
+    assert status == 200 and "records failing open: file:/dev/full" in body
+    assert "select 41 + 1" in (tmp_path / "records.jsonl").read_text()
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_refuses_statements_until_space_is_freed(make_pgwarden, small_disk):
+    filler = small_disk / "filler"
+    running = make_pgwarden(recording={"sinks": [{"file": str(small_disk / "records.jsonl"), "fsync_s": 0}]})
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("select 1")
+        with open(filler, "wb", buffering=0) as f:  # fill the device
+            try:
+                while True:
+                    f.write(b"x" * 4096)
+            except OSError:
+                pass
+        with pytest.raises((psycopg.errors.IoError, psycopg.OperationalError)):
+            for _ in range(200):  # the records of a few statements fit in what the filler left
+                c.execute("select 'a statement with a longer text, to fill the last bytes of the device'")
+    filler.unlink()
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select 2").fetchone() == (2,)
+    running.call(running.app.stop)
+    check_records([small_disk / "records.jsonl"])  # nothing half-written, the chain whole
+
+
+def test_rotation_keeps_the_chain_and_a_restart_continues_it(make_pgwarden, tmp_path):
+    log = tmp_path / "rot.jsonl"
+    sinks = {"sinks": [{"file": str(log), "max_bytes": 4000, "keep": 50}]}
+    running = make_pgwarden(recording=sinks)
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        for i in range(20):
+            c.execute(f"select {i}")
+    running.call(running.app.stop)
+    again = make_pgwarden(recording=sinks)
+    with psycopg.connect(again.dsn(), autocommit=True) as c:
+        c.execute("select 'after restart'")
+    again.call(again.app.stop)
+    rotated = sorted(tmp_path.glob("rot.jsonl.*"), key=lambda p: -int(p.suffix[1:]))
+    assert len(rotated) >= 3
+    files = rotated + [log]
+    assert all(p.stat().st_size <= 4000 for p in files)
+    records = check_records(files)  # one chain through every file, across the restart
+    assert any(r.get("sql") == "select 'after restart'" for r in records)
+    assert sum(1 for r in records if r["type"] == "session_start") == 2
+
+
+def test_metrics_and_health(make_pgwarden, tmp_path):
+    running = make_pgwarden(policies=[POLICY])
+    admin = running.call(running.app.listen_admin).getHost().port
+    assert _http(admin, "/healthz") == (200, "ok\n")
+    assert _http(admin, "/readyz")[0] == 200
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("select 1")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("drop table whatever")
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(running.dsn(token="x.y.z"))
+    status, text = _http(admin, "/metrics")
+    assert status == 200
+    assert 'pgwarden_statements_total{kind="select",verdict="allow"} 1.0' in text
+    assert 'pgwarden_statements_total{kind="ddl",verdict="block"} 1.0' in text
+    assert 'pgwarden_auth_failures_total{reason="malformed_token"} 1.0' in text
+    assert "pgwarden_overhead_seconds_bucket" in text and 'pgwarden_bytes_total{direction="from_client"}' in text
+    assert "pgwarden_connections_total 2.0" in text
+    password = (tmp_path / "upstream-password").read_text().strip()
+    assert password not in text
+    assert _http(admin, "/nothing")[0] == 404
+
+
+def test_readyz_names_an_unreachable_database(make_pgwarden):
+    from pgwarden.testing.postgres import free_port
+
+    port = free_port()
+    running = make_pgwarden(upstream={"port": port})
+    admin = running.call(running.app.listen_admin).getHost().port
+    status, body = _http(admin, "/readyz")
+    assert status == 503 and f"database 127.0.0.1:{port} unreachable" in body
+
+
+def test_a_plugin_sink_that_raises_refuses_the_statement(make_pgwarden):
+    class Broken:
+        @hookimpl
+        def pgwarden_record(self, record):
+            if record["type"] == "statement":
+                raise RuntimeError("sink is broken")
+
+    running = make_pgwarden(plugins=[("broken-sink", Broken())])
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.IoError):
+            c.execute("select 1")
+    assert running.app.recorder.sink_errors >= 1
+
+
+def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_keys, tmp_path):
+    """`pgwarden run` with the default sink: records on stdout, its own log as JSON on stderr."""
+    import sys
+
+    import yaml
+
+    from pgwarden.chain import verify
+    from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER, base_config
+    from pgwarden.tokens import mint
+
+    doc = base_config(pg_server, signing_keys, tmp_path)
+    del doc["recording"]  # the default: stdout
+    cfg = tmp_path / "pgwarden.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    ready, admin_file = tmp_path / "ready", tmp_path / "admin"
+    out, err = open(tmp_path / "out", "wb"), open(tmp_path / "err", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready),
+                             "--admin-port-file", str(admin_file)], stdout=out, stderr=err)
+    try:
+        _wait_ready(proc, ready)
+        token = mint(signing_keys["private"], subject="agent-9", issuer=ISSUER, audience=AUDIENCE, groups=["g"])
+        dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute("select 'from stdout'")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    out.close(), err.close()
+    lines = (tmp_path / "out").read_text().splitlines()
+    assert any('"sql":"select \'from stdout\'"' in line for line in lines)
+    (tmp_path / "stdout.jsonl").write_text("\n".join(lines) + "\n")
+    assert verify([str(tmp_path / "stdout.jsonl")]).problem is None
+    oplog = [json.loads(line) for line in (tmp_path / "err").read_text().splitlines()]
+    assert any(e["msg"].startswith("pgwarden listening on") and e["level"] == "info" for e in oplog)
+    assert all({"ts", "level", "logger", "msg"} <= set(e) for e in oplog)
+    assert not any('"type":' in line for line in (tmp_path / "err").read_text().splitlines())
+
+
+def _wait_ready(proc, ready: Path) -> None:
+    """Polls for the ready file (pgwarden writes it once listening), failing fast if it died."""
+    import time
+
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail("pgwarden did not start")
+        time.sleep(0.05)

@@ -1,0 +1,117 @@
+"""The hash chain: intact logs verify; every kind of tampering is named with its line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgwarden.chain import GENESIS, seal, verify
+from pgwarden.cli import main
+
+
+def write_chain(path, records, prev=GENESIS):
+    lines = []
+    for r in records:
+        line, prev = seal(r, prev)
+        lines.append(line)
+    path.write_bytes(b"".join(lines))
+    return lines, prev
+
+
+def records(n, start=1):
+    return [{"type": "statement", "seq": i, "sql": f"select {i}", "note": "é ☃"} for i in range(start, start + n)]
+
+
+def test_an_intact_chain_verifies_and_reports_its_head(tmp_path):
+    f = tmp_path / "r.jsonl"
+    _, head = write_chain(f, records(5))
+    report = verify([str(f)], head=head)
+    assert report.problem is None and report.records == 5 and report.head == head
+    assert report.starts_at == GENESIS
+
+
+def test_lines_are_canonical_json_with_the_hash_last(tmp_path):
+    line, digest = seal({"b": 1, "a": "x"}, GENESIS)
+    record = json.loads(line)
+    assert list(record) == ["a", "b", "prev", "hash"] and record["hash"] == digest
+
+
+@pytest.mark.parametrize("tamper, line, why", [
+    (lambda ls: ls.__setitem__(2, ls[2].replace(b"select 3", b"select 4")), 3, "edited"),
+    (lambda ls: ls.pop(2), 3, "missing records"),
+    (lambda ls: ls.insert(1, ls.pop(3)), 2, "reordered"),
+    (lambda ls: ls.__setitem__(5, ls[5][:-20]), 6, "truncated"),  # the write cut short
+    (lambda ls: ls.__setitem__(1, b"{not json\n"), 2, "not a JSON record"),
+    (lambda ls: ls.__setitem__(1, json.dumps({**json.loads(ls[1]), "hash": None}).encode() + b"\n"), 2,
+     "no hash"),
+    (lambda ls: ls.insert(2, ls[1]), 3, "reordered"),  # a line duplicated
+])
+def test_every_kind_of_tampering_is_caught_at_its_line(tmp_path, tamper, line, why):
+    f = tmp_path / "r.jsonl"
+    lines, _ = write_chain(f, records(6))
+    tamper(lines)
+    f.write_bytes(b"".join(lines))
+    report = verify([str(f)])
+    assert report.problem is not None, "tampering not detected"
+    assert report.problem.line == line and why in report.problem.why
+
+
+def test_whole_lines_cut_from_the_end_are_caught_against_a_known_head(tmp_path):
+    f = tmp_path / "r.jsonl"
+    lines, head = write_chain(f, records(6))
+    f.write_bytes(b"".join(lines[:-2]))
+    assert verify([str(f)]).problem is None  # undetectable from the file alone ...
+    problem = verify([str(f)], head=head).problem  # ... but not against the logged head
+    assert problem is not None and "never reaches the head" in problem.why
+
+
+def test_a_chain_continues_across_rotated_files_in_order(tmp_path):
+    old, new = tmp_path / "r.jsonl.1", tmp_path / "r.jsonl"
+    _, prev = write_chain(old, records(3))
+    write_chain(new, records(3, 4), prev)
+    assert verify([str(old), str(new)]).problem is None
+    wrong = verify([str(new), str(old)]).problem
+    assert wrong is not None and wrong.file == str(old)
+    alone = verify([str(new)])  # a later file alone: intact, but it says where it starts
+    assert alone.problem is None and alone.starts_at == prev
+
+
+def test_a_new_chain_inside_a_file_needs_allow_restarts(tmp_path):
+    f = tmp_path / "r.jsonl"
+    a, _ = write_chain(tmp_path / "a", records(2))
+    b, _ = write_chain(tmp_path / "b", records(2, 3))
+    f.write_bytes(b"".join(a + b))
+    assert "starts again" in verify([str(f)]).problem.why
+    assert verify([str(f)], allow_restarts=True).problem is None
+
+
+def test_verify_command_exit_codes_and_messages(tmp_path, capsys):
+    f = tmp_path / "r.jsonl"
+    lines, _ = write_chain(f, records(3))
+    assert main(["verify", str(f)]) == 0
+    assert "ok: 3 records" in capsys.readouterr().out
+    lines[1] = lines[1].replace(b"select 2", b"select 9")
+    f.write_bytes(b"".join(lines))
+    assert main(["verify", str(f)]) == 1
+    assert f"{f}:2: edited" in capsys.readouterr().out
+    assert main(["verify", str(tmp_path / "missing")]) == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: k not in ("prev", "hash")),
+                                st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False),
+                                          st.text()), max_size=5), min_size=1, max_size=8),
+       st.data())
+def test_any_records_chain_and_any_single_byte_change_is_caught(tmp_path_factory, recs, data):
+    f = tmp_path_factory.mktemp("c") / "r.jsonl"
+    lines, _ = write_chain(f, recs)
+    assert verify([str(f)]).problem is None
+    blob = bytearray(b"".join(lines))
+    i = data.draw(st.integers(0, len(blob) - 1))
+    new = data.draw(st.integers(0, 255).filter(lambda b: b != blob[i]))
+    blob[i] = new
+    f.write_bytes(bytes(blob))
+    assert verify([str(f)]).problem is not None

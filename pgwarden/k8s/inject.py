@@ -14,7 +14,7 @@ No Twisted and no I/O (`pgwarden.k8s.server` is the HTTP edge). A pod annotated
 
 A pod that already has the sidecar or that annotation is allowed unchanged, so
 the webhook is idempotent. A pod that asks for injection but cannot get it
-(annotations missing, names or ports taken, host network) is refused with a
+(annotations missing, names or ports taken, host network, Windows) is refused with a
 message that says what to change: letting it start without its guard would
 hide the problem.
 """
@@ -171,6 +171,8 @@ def inject(pod: dict, config: InjectorConfig) -> Outcome:
                                 f"which the pgwarden sidecar listens on")
     if spec.get("hostNetwork") is True:
         problems.append("the pod uses the host network, where the sidecar's ports would be the node's")
+    if _mapping(spec, "os", "object.spec").get("name") == "windows":
+        problems.append("the pod runs on Windows; the pgwarden sidecar is a Linux container")
     if problems:
         return Outcome("refuse", "pgwarden: cannot inject the sidecar: " + "; ".join(problems))
 

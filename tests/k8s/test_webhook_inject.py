@@ -175,6 +175,8 @@ def test_clashing_names_are_refused_each_named():
      "annotation pgwarden.dev/database must be a database name, got ''"),
     (lambda p: p["spec"].update({"hostNetwork": True}),
      "the pod uses the host network, where the sidecar's ports would be the node's"),
+    (lambda p: p["spec"].update({"os": {"name": "windows"}}),
+     "the pod runs on Windows; the pgwarden sidecar is a Linux container"),
     (lambda p: p["spec"]["containers"][0].update({"ports": [{"containerPort": 5432}]}),
      "container 'agent' declares port 5432, which the pgwarden sidecar listens on"),
 ])

@@ -225,6 +225,12 @@ def _cmd_demo(args) -> int:
     return run_demo(Path(args.dir), port=args.port)
 
 
+def _cmd_webhook(args) -> int:
+    from pgwarden.k8s.server import run
+
+    return run(args.config)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgwarden", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -267,6 +273,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dir", default=".demo")
     p.add_argument("--port", type=int, default=6432)
     p.set_defaults(func=_cmd_demo)
+
+    p = sub.add_parser("webhook", help="the Kubernetes admission webhook that injects the pgwarden sidecar")
+    p.add_argument("-c", "--config", required=True, help="the injector config (injector.yaml)")
+    p.set_defaults(func=_cmd_webhook)
 
     from pgwarden import records_cli
 

@@ -356,8 +356,9 @@ def _problems(exc: Exception, lines: dict[tuple, int], prefix: str = "") -> list
     return out
 
 
-def parse_config(text: str, source: str = "<config>") -> Config:
-    """Structures a YAML document into a Config, or raises ConfigError listing every problem."""
+def parse_document(text: str, source: str, cls: type, converter: cattrs.Converter, sections: str):
+    """Structures a YAML document into ``cls`` with ``converter``, or raises ConfigError listing
+    every problem with its path and line. ``sections`` names the expected top-level keys."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -365,11 +366,25 @@ def parse_config(text: str, source: str = "<config>") -> Config:
         where = f"line {mark.line + 1}: " if mark else ""
         raise ConfigError(source, [f"{where}not valid YAML: {getattr(e, 'problem', e)}"]) from None
     if not isinstance(data, dict):
-        raise ConfigError(source, ["expected a mapping of sections (upstream:, auth:, ...)"])
+        raise ConfigError(source, [f"expected a mapping of sections ({sections})"])
     try:
-        config = _CONVERTER.structure(data, Config)
+        return converter.structure(data, cls)
     except Exception as e:  # cattrs raises ClassValidationError / ValueError groups
         raise ConfigError(source, _problems(e, _line_index(text))) from None
+
+
+def read_document(path: str | os.PathLike) -> tuple[str, str]:
+    """The text of a config file and the name to report it by, or ConfigError."""
+    p = Path(path)
+    try:
+        return p.read_text(), str(p)
+    except OSError as e:
+        raise ConfigError(str(p), [f"cannot read the file: {e.strerror}"]) from None
+
+
+def parse_config(text: str, source: str = "<config>") -> Config:
+    """Structures a YAML document into a Config, or raises ConfigError listing every problem."""
+    config = parse_document(text, source, Config, _CONVERTER, "upstream:, auth:, ...")
     return attrs.evolve(config, source=source)
 
 
@@ -384,9 +399,4 @@ def structure_section(data: Any, cls: type, path: str, source: str = "<config>")
 
 
 def load_config(path: str | os.PathLike) -> Config:
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as e:
-        raise ConfigError(str(p), [f"cannot read the file: {e.strerror}"]) from None
-    return parse_config(text, str(p))
+    return parse_config(*read_document(path))

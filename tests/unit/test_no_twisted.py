@@ -81,3 +81,9 @@ def test_module_does_not_import_twisted(module):
 def test_the_probe_sees_twisted():
     """The check itself works: a module that does import Twisted is caught."""
     assert "twisted.internet.defer" in probe("twisted.internet.defer")["twisted"]
+
+
+@pytest.mark.parametrize("module", ["pgwarden.k8s.inject", "pgwarden.k8s.config"])
+def test_the_webhook_decision_does_not_import_twisted(module):
+    """The admission decision is a pure function; only pgwarden.k8s.server is the Twisted edge."""
+    assert probe(module)["twisted"] == []

@@ -163,6 +163,8 @@ class Application:
 
     def stop(self) -> Deferred:
         """Stops listening, closes every session, then the plugins (their last records written)."""
+        if self.stopping:  # a graceful shutdown closes everything itself
+            return self._shut
         for conn in list(self.connections):
             conn.transport.abortConnection()
         stopping = maybeDeferred(self.port.stopListening) if self.port is not None else succeed(None)
@@ -190,6 +192,49 @@ class Application:
 
     def connection_closed(self, conn: ClientConnection) -> None:
         self.connections.discard(conn)
+        if self.stopping:
+            self._drained()
+
+    # ------------------------------------------------------------------ graceful shutdown
+
+    def shutdown(self, grace_s: float | None = None) -> Deferred:
+        """Stops accepting; statements running may finish for ``grace_s`` (``shutdown.grace_s``);
+        then the sessions left end with 57P01 (their statements cancelled upstream). Fires once
+        the last session ended and the plugins closed (records flushed)."""
+        if self.stopping:
+            return self._shut
+        self.stopping = True
+        self._shut = Deferred()
+        grace = self.config.shutdown.grace_s if grace_s is None else grace_s
+        log.info("shutting down: {n} sessions may finish their statements for {grace}s",
+                 n=len(self.connections), grace=grace)
+        if self.port is not None:
+            self.port.stopListening()
+            self.port = None
+        for conn in list(self.connections):
+            conn.shutdown_requested()
+        self._grace = self.reactor.callLater(grace, self._grace_over)
+        self._drained()
+        return self._shut
+
+    def _grace_over(self) -> None:
+        if self.connections:
+            log.info("grace period over: ending {n} sessions", n=len(self.connections))
+        for conn in list(self.connections):
+            conn.end_for_shutdown(running=True)
+
+    def _drained(self) -> None:
+        if self.connections or self._shut.called:
+            return
+        if self._grace.active():
+            self._grace.cancel()
+        self.close_plugins()
+        stopping = self.admin_port.stopListening() if self.admin_port is not None else None
+        log.info("all sessions ended; records flushed")
+        if isinstance(stopping, Deferred):
+            stopping.addBoth(lambda _: self._shut.callback(None))
+        else:
+            self._shut.callback(None)
 
     def session_started(self, conn: ClientConnection) -> None:
         if self.recorder.active:

@@ -60,9 +60,26 @@ def _cmd_run(args) -> int:
     _watch_config(app, reactor, args.config, args.reload_poll_s)
     # Whatever stops the reactor, the last records are written and the sinks closed.
     reactor.addSystemEventTrigger("before", "shutdown", app.stop)
+    reactor.callWhenRunning(_graceful_on_sigterm, app, reactor)
     _tune_gc()
     reactor.run()
     return 0
+
+
+def _graceful_on_sigterm(app, reactor) -> None:
+    """SIGTERM (Kubernetes stopping the pod): drain gracefully, then exit 0; a second one stops now.
+
+    Installed once the reactor runs, replacing Twisted's handler (which stops at once).
+    """
+    import signal
+
+    def drain() -> None:
+        if app.stopping:
+            reactor.stop()
+            return
+        app.shutdown().addBoth(lambda _: reactor.stop())
+
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(drain))
 
 
 def _load(path: str):

@@ -118,6 +118,10 @@ class JwtAuth:
     keys_cache_s: float = attrs.field(default=300.0, validator=_positive)
     keys_refresh_interval_s: float = attrs.field(default=30.0, validator=_positive)
     keys_keep_last_good_s: float = attrs.field(default=3600.0, validator=_positive)
+    # Fetching keys over HTTPS: the CA to trust (else the system's), and a bearer token to present
+    # (Kubernetes serves its discovery document to service accounts: the pod's API token).
+    ca_file: str | None = None
+    bearer_token_file: str | None = None
 
     def __attrs_post_init__(self) -> None:
         sources = [s for s in (self.jwks_file, self.public_key_file, self.jwks_url, self.discovery) if s]
@@ -131,6 +135,10 @@ class JwtAuth:
 @attrs.frozen
 class Auth:
     jwt: JwtAuth
+    # token: the client's password is its token. pod: connections over loopback take the identity of
+    # the pod's own projected service-account token (pod_token_file); no password is asked.
+    mode: Literal["token", "pod"] = "token"
+    pod_token_file: str = "/var/run/secrets/pgwarden-token/token"
     startup_timeout_s: float = attrs.field(default=15.0, validator=_positive)
     # By default a session ends when its token expires; true lets it run on.
     session_outlives_token: bool = False
@@ -142,6 +150,12 @@ class Admin:
     port: int = attrs.field(default=9187, validator=_port)
     # /readyz opens a TCP connection to the database; how long it may take.
     probe_timeout_s: float = attrs.field(default=1.0, validator=_positive)
+
+
+@attrs.frozen
+class Shutdown:
+    # On SIGTERM: statements running may finish for this long; then sessions end with 57P01.
+    grace_s: float = attrs.field(default=20.0, validator=_non_negative)
 
 
 @attrs.frozen
@@ -213,6 +227,7 @@ class Config:
     listen: Listen = Listen()
     admin: Admin = Admin()
     limits: Limits = Limits()
+    shutdown: Shutdown = Shutdown()
     approvals: Approvals = Approvals()
     recording: Recording = Recording()
     # `disable`, `timeout_s`, and each plugin's own options (validated by the plugin host).
@@ -254,7 +269,7 @@ def _converter() -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: t == MaskWith, _mask_with)
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
-    for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Limits,
+    for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
                 Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch, Partial, PartialMask,
                 LimitSpec, Rule, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))

@@ -59,6 +59,8 @@ class TokenVerifier:
                 cache_s=config.keys_cache_s,
                 refresh_interval_s=config.keys_refresh_interval_s,
                 keep_last_good_s=config.keys_keep_last_good_s,
+                ca_file=config.ca_file,
+                bearer_token_file=config.bearer_token_file,
             )
 
     @staticmethod

@@ -20,6 +20,23 @@ from twisted.web.http_headers import Headers
 log = Logger(namespace="pgwarden.jwks")
 
 
+def _agent(reactor, ca_file: str | None) -> Agent:
+    """An HTTP client that trusts ``ca_file`` alone when given (a cluster's own CA), else the system's."""
+    if ca_file is None:
+        return Agent(reactor)
+    from twisted.internet.ssl import Certificate, trustRootFromCertificates
+    from twisted.web.client import BrowserLikePolicyForHTTPS
+
+    with open(ca_file, "rb") as f:
+        pem = f.read()
+    end = b"-----END CERTIFICATE-----"
+    certificates = [Certificate.loadPEM(part + end) for part in pem.split(end) if b"-----BEGIN" in part]
+    if not certificates:
+        raise ValueError(f"{ca_file}: no PEM certificate in it")
+    trust = trustRootFromCertificates(certificates)
+    return Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust))
+
+
 class KeysUnavailable(Exception):
     """No usable keys: the issuer is unreachable and nothing good is cached."""
 
@@ -35,6 +52,8 @@ class RemoteKeys:
         refresh_interval_s: float = 30.0,
         keep_last_good_s: float = 3600.0,
         agent=None,
+        ca_file: str | None = None,
+        bearer_token_file: str | None = None,
     ) -> None:
         if not jwks_url and not issuer:
             raise ValueError("a JWKS URL or an issuer (for OIDC discovery) is needed")
@@ -44,7 +63,8 @@ class RemoteKeys:
         self._cache_s = cache_s
         self._refresh_interval_s = refresh_interval_s
         self._keep_last_good_s = keep_last_good_s
-        self._agent = agent or Agent(reactor)
+        self._agent = agent or _agent(reactor, ca_file)
+        self._bearer_token_file = bearer_token_file
         self._keys: dict[str | None, Any] = {}
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last attempt, successful or not
@@ -111,7 +131,11 @@ class RemoteKeys:
 
     @inlineCallbacks
     def _get_json(self, url: str):
-        response = yield self._agent.request(b"GET", url.encode(), Headers({b"accept": [b"application/json"]}))
+        headers = Headers({b"accept": [b"application/json"]})
+        if self._bearer_token_file:  # re-read each time: the kubelet rotates it
+            with open(self._bearer_token_file, "rb") as f:
+                headers.addRawHeader(b"authorization", b"Bearer " + f.read().strip())
+        response = yield self._agent.request(b"GET", url.encode(), headers)
         body = yield readBody(response)
         if response.code != 200:
             raise ValueError(f"GET {url}: HTTP {response.code}")

@@ -212,6 +212,9 @@ class ClientConnection(Protocol):
         if startup.minor > 0:
             unknown = tuple(k for k, _ in startup.parameters if k.startswith("_pq_."))
             self.transport.write(m.NegotiateProtocolVersion(0, unknown).encode())
+        if self.app.config.auth.mode == "pod":
+            self._pod_identity()
+            return
         if not (self._tls_active or is_loopback(self.transport.getPeer())
                 or self.app.config.listen.allow_cleartext_remote):
             self._fatal(
@@ -225,6 +228,28 @@ class ClientConnection(Protocol):
         self.transport.write(m.Authentication(m.Authentication.CLEARTEXT).encode())
         self._read_password()
 
+    def _pod_identity(self) -> None:
+        """auth.mode pod: a connection from inside the pod is the pod; no password is asked."""
+        if not is_loopback(self.transport.getPeer()):
+            log.info("pod identity refused to {peer}: not a loopback connection",
+                     peer=peer_text(self.transport.getPeer()))
+            self.app.auth_failed(self, "pod identity: connection not from loopback", "28000")
+            self._fatal("28000", "pgwarden: only connections from inside the pod (loopback) are accepted")
+            return
+        self._messages = MessageFramer(64 * 1024, valid_types=frozenset(b"pX"))
+        self._messages.feed(self._startup.take_rest())
+        path = self.app.config.auth.pod_token_file
+        try:  # read on every connection: the kubelet rotates the token in place
+            with open(path, encoding="utf-8") as f:
+                token = f.read().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            self._auth_failed(f"pod identity: cannot read {path}: {getattr(e, 'strerror', None) or e}")
+            return
+        if not token:
+            self._auth_failed(f"pod identity: {path} is empty")
+            return
+        self._authenticate(token)
+
     def _read_password(self) -> None:
         raw = self._messages.next_frame()
         if raw is NEED_DATA:
@@ -233,7 +258,9 @@ class ClientConnection(Protocol):
             self.phase = "closed"
             self.transport.loseConnection()
             return
-        token = m.PasswordMessage.decode(raw[5:]).password()
+        self._authenticate(m.PasswordMessage.decode(raw[5:]).password())
+
+    def _authenticate(self, token: str) -> None:
         self.phase = "authenticating"
         try:
             outcome = self.app.authenticate(self.startup, token)
@@ -406,6 +433,9 @@ class ClientConnection(Protocol):
 
     def _flush(self) -> None:
         relay = self.relay
+        if self.app.stopping and relay.idle and not relay.closing and self.phase == "relay":
+            self.end_for_shutdown(running=False)
+            return
         up = relay.pop_upstream()
         if up and self.upstream is not None and self.upstream.transport is not None:
             self.app.send(self.upstream.transport, up)
@@ -477,6 +507,18 @@ class ClientConnection(Protocol):
             discard(upstream)
         self._fatal("58030", "pgwarden: records cannot be written; the session ended before its "
                              "statement ran")
+
+    def shutdown_requested(self) -> None:
+        """pgwarden is shutting down: a session with nothing running ends now, others when idle."""
+        if self.phase != "relay" or self.relay.idle:
+            self.end_for_shutdown(running=False)
+
+    def end_for_shutdown(self, running: bool) -> None:
+        if self.phase == "closed":
+            return
+        if running and self.key is not None and self.relay is not None and not self.relay.idle:
+            self.app.cancel(*self.key)  # the statement must not go on running without its client
+        self._fatal("57P01", "pgwarden: terminating connection because pgwarden is shutting down")
 
     def cancel_requested(self) -> None:
         """A CancelRequest named this session's key."""

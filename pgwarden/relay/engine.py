@@ -270,6 +270,11 @@ class Relay:
         return self._queued_bytes + self._client.buffered
 
     @property
+    def idle(self) -> bool:
+        """Nothing in flight: no answer awaited from the server, no statement held or queued."""
+        return not self._expect and self._waiting is None and not self._queue and not self._up
+
+    @property
     def waiting(self) -> StatementRequest | None:
         """The statement whose verdict is pending, if any."""
         return self._waiting

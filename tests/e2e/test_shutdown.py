@@ -1,0 +1,141 @@
+"""Graceful shutdown: stop accepting, let running statements finish, then 57P01; records flushed."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import psycopg
+import pytest
+import yaml
+
+from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER, base_config, check_records
+from pgwarden.testing.postgres import free_port
+from pgwarden.tokens import mint
+from pgwarden.wire import messages as m
+
+from rawclient import RawClient
+
+LOCK = 4242
+
+
+def wait_until(predicate, what: str, timeout_s: float = 30.0) -> None:
+    """Polls a condition another process makes true (there is nothing to wait on instead)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def waiting_on_lock(pg_server) -> bool:
+    return pg_server.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                          "and query like '%pg_advisory_lock%' and pid <> pg_backend_pid()", "appdb") == "1"
+
+
+class Blocked:
+    """A statement through pgwarden that runs until the test releases an advisory lock."""
+
+    def __init__(self, dsn: str, pg_server) -> None:
+        self.holder = psycopg.connect(pg_server.dsn(), autocommit=True)  # straight to PostgreSQL
+        self.holder.execute("select pg_advisory_lock(%s)", (LOCK,))
+        self.conn = psycopg.connect(dsn, autocommit=True)
+        self.outcome: list = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        wait_until(lambda: waiting_on_lock(pg_server), "the statement to be running")
+
+    def _run(self) -> None:
+        try:
+            self.outcome.append(self.conn.execute("select pg_advisory_lock(%s), 'finished'", (LOCK,)).fetchone())
+        except psycopg.Error as e:
+            self.outcome.append(e)
+
+    def release(self) -> None:
+        self.holder.execute("select pg_advisory_unlock_all()")
+
+    def close(self) -> None:
+        self.holder.close()
+        self.conn.close()
+
+
+def test_running_statements_finish_idle_sessions_end_new_ones_are_refused(make_pgwarden, pg_server, tmp_path):
+    running = make_pgwarden(shutdown={"grace_s": 60})
+    idle = RawClient(running.host, running.port)
+    idle.login(running.token())
+    busy = Blocked(running.dsn(), pg_server)
+    try:
+        done = []
+        running.call(lambda: running.app.shutdown().addCallback(done.append) and None)  # do not wait for it
+        # the idle session ends at once, with 57P01 (read without sending: no race with the close)
+        fatal = idle.recv_message()
+        assert isinstance(fatal, m.ErrorResponse) and fatal.get("V") == "FATAL" and fatal.get("C") == "57P01"
+        assert fatal.get("M") == "pgwarden: terminating connection because pgwarden is shutting down"
+        assert idle.closed()
+        # nothing new is accepted
+        with pytest.raises(psycopg.OperationalError):
+            psycopg.connect(running.dsn(), connect_timeout=5)
+        assert not done, "stopped while a statement was still running"
+        # the running statement finishes and its client gets the result ...
+        busy.release()
+        busy.thread.join(30)
+        assert busy.outcome == [("", "finished")]
+        # ... then its session ends too (57P01, in the records below), and pgwarden is done
+        with pytest.raises(psycopg.OperationalError):
+            busy.conn.execute("select 1")
+        wait_until(lambda: bool(done), "the shutdown to complete")
+    finally:
+        busy.close()
+        idle.close()
+    records = check_records([tmp_path / "records.jsonl"])
+    ends = [r for r in records if r["type"] == "session_end"]
+    assert len(ends) == 2 and all("(57P01)" in r["reason"] for r in ends)
+
+
+def test_after_the_grace_period_running_statements_are_cancelled(make_pgwarden, pg_server):
+    running = make_pgwarden(shutdown={"grace_s": 0.5})
+    busy = Blocked(running.dsn(), pg_server)
+    try:
+        done = []
+        running.call(lambda: running.app.shutdown().addCallback(done.append) and None)  # do not wait for it
+        busy.thread.join(30)
+        assert len(busy.outcome) == 1 and isinstance(busy.outcome[0], psycopg.OperationalError)
+        assert "pgwarden is shutting down" in str(busy.outcome[0])
+        # the statement does not go on running upstream without its client
+        wait_until(lambda: not waiting_on_lock(pg_server), "the upstream statement to be cancelled")
+        wait_until(lambda: bool(done), "the shutdown to complete")
+    finally:
+        busy.close()
+
+
+def test_sigterm_drains_and_exits_zero(pg_server, signing_keys, tmp_path):
+    doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()}, shutdown={"grace_s": 60})
+    cfg = tmp_path / "pgwarden.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err", "wb"))
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, "pgwarden to listen")
+        assert proc.poll() is None, (tmp_path / "err").read_text()
+        token = mint(signing_keys["private"], subject="agent-1", issuer=ISSUER, audience=AUDIENCE,
+                     groups=["ai-agents"])
+        dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
+        busy = Blocked(dsn, pg_server)
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: b"shutting down" in (tmp_path / "err").read_bytes(), "pgwarden to start draining")
+        assert proc.poll() is None  # still draining: the statement runs
+        busy.release()
+        busy.thread.join(30)
+        assert busy.outcome == [("", "finished")]
+        assert proc.wait(30) == 0
+        busy.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert records[-1]["type"] == "session_end" and "(57P01)" in records[-1]["reason"]
+    check_records([tmp_path / "records.jsonl"])

@@ -8,12 +8,11 @@ the pod around it.
 
 from __future__ import annotations
 
-import attrs
 import pytest
 import yaml
 
 from deployfiles import SIDECAR_NAME, Example, env
-from pgwarden.config import Auth, Config, JwtAuth, parse_config
+from pgwarden.config import parse_config
 
 IMAGE = "ghcr.io/pgwarden/pgwarden:0.1.0"
 
@@ -224,25 +223,8 @@ def test_records_go_to_stdout(ex):
     assert ex.config()["recording"]["sinks"] == ["stdout"]
 
 
-# Keys of the example that arrive with the rest of issue 7: dropped before parsing
-# only while this pgwarden does not know them yet, so that once they exist they are
-# checked too.
-PENDING = [
-    ((), "shutdown", Config),
-    (("auth",), "mode", Auth),
-    (("auth",), "pod_token_file", Auth),
-    (("auth", "jwt"), "ca_file", JwtAuth),
-]
-
-
 def test_the_example_policy_is_valid_for_pgwarden(ex, tmp_path):
     doc = ex.config()
-    for path, key, cls in PENDING:
-        if key not in attrs.fields_dict(cls):
-            section = doc
-            for p in path:
-                section = section[p]
-            del section[key]
     config = parse_config(yaml.safe_dump(doc), "configmap pgwarden-policy")
     from pgwarden.plugins import PluginHost
 

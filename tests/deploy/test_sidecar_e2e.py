@@ -23,7 +23,6 @@ import pytest
 import yaml
 
 from deployfiles import Example, env, exec_form, stages
-from pgwarden.config import Config
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, free_port
 from pgwarden.testing.pytest_plugin import ISSUER
 from pgwarden.tokens import mint
@@ -89,11 +88,12 @@ def rewrite_for_the_test(doc: dict, container: Container, pg_server, signing_key
     # The database's CA: the test server's in place of the ConfigMap's placeholder.
     # The TLS mode (verify-full) stays: the connection is verified as in the cluster.
     Path(upstream["tls"]["ca_file"]).write_bytes(pg_server.certs["ca"].read_bytes())
-    # Identity: no cluster issues service-account tokens here, and pod mode is not in
-    # this pgwarden yet. The client sends a token signed by the test's key (issuer and
-    # key source change); the audience and the identity claim stay as configured.
+    # Identity: pod mode stays, reading the token file at the projected volume's
+    # (re-rooted) path, where the test writes what the kubelet would. No cluster
+    # issuer here: its keys come from the test's JWKS file instead of discovery over
+    # the API server (issuer, key source, the API server's CA and token change); the
+    # audience and the identity claim stay as configured.
     jwt = doc["auth"]["jwt"]
-    doc["auth"] = {k: v for k, v in doc["auth"].items() if k not in ("mode", "pod_token_file", "jwt")}
     doc["auth"]["jwt"] = {"issuer": ISSUER, "jwks_file": str(signing_keys["jwks"]),
                           "audience": jwt["audience"], "identity_claim": jwt["identity_claim"]}
     # Ports: 5432 and 9187 may be taken on a shared machine. The proxy takes any free
@@ -101,10 +101,6 @@ def rewrite_for_the_test(doc: dict, container: Container, pg_server, signing_key
     # opens nothing beyond this machine).
     doc["listen"]["port"] = 0
     doc["admin"] = {"host": "127.0.0.1", "port": free_port()}
-    # Graceful shutdown arrives with the rest of issue 7: dropped only while this
-    # pgwarden does not know the key (unknown keys are errors).
-    if "shutdown" not in attrs.fields_dict(Config):
-        del doc["shutdown"]
     return doc
 
 
@@ -131,10 +127,15 @@ def sidecar(tmp_path, pg_server, signing_keys):
     changed = {path for path in before.keys() | after.keys() if before.get(path) != after.get(path)}
     assert changed <= {
         ("upstream", "host"), ("upstream", "port"), ("upstream", "user"), ("upstream", "password_file"),
-        ("upstream", "tls", "ca_file"), ("auth", "mode"), ("auth", "pod_token_file"), ("auth", "jwt", "issuer"),
-        ("auth", "jwt", "discovery"), ("auth", "jwt", "ca_file"), ("auth", "jwt", "jwks_file"),
-        ("listen", "port"), ("admin", "host"), ("admin", "port"), ("shutdown", "grace_s"),
+        ("upstream", "tls", "ca_file"), ("auth", "pod_token_file"), ("auth", "jwt", "issuer"),
+        ("auth", "jwt", "discovery"), ("auth", "jwt", "ca_file"), ("auth", "jwt", "bearer_token_file"),
+        ("auth", "jwt", "jwks_file"), ("listen", "port"), ("admin", "host"), ("admin", "port"),
     }, changed
+    assert rewritten["auth"]["mode"] == "pod"
+    # The kubelet's projected token, for the Deployment's own service account.
+    token_file = Path(rewritten["auth"]["pod_token_file"])
+    token_file.parent.mkdir(parents=True, exist_ok=True)
+    token_file.write_text(_token(ex, signing_keys))
     config_file.write_text(yaml.safe_dump(rewritten))
 
     # The container's command: the Deployment's, else the image's ENTRYPOINT; the
@@ -156,7 +157,7 @@ def sidecar(tmp_path, pg_server, signing_keys):
                 assert time.monotonic() < deadline, "pgwarden never became ready:\n" + log_path.read_text()
             else:
                 pytest.fail(f"pgwarden exited with {proc.returncode}:\n{log_path.read_text()}")
-        yield int(ready.read_text()), ex
+        yield int(ready.read_text()), ex, token_file
     finally:
         proc.terminate()
         proc.wait(15)
@@ -171,17 +172,18 @@ def _token(ex: Example, signing_keys, namespace: str | None = None, account: str
                 extra={"kubernetes.io": {"namespace": namespace, "serviceaccount": {"name": account}}})
 
 
-def _connect(port: int, ex: Example, token: str) -> psycopg.Connection:
+def _connect(port: int, ex: Example) -> psycopg.Connection:
+    """As the agent container connects: its PGHOST and PGDATABASE, no password (pod identity)."""
     (agent,) = ex.others()
     agent_env = env(agent)  # PGHOST, PGPORT, PGDATABASE of the agent container
+    assert "PGPASSWORD" not in agent_env
     return psycopg.connect(host=agent_env["PGHOST"], port=port, dbname=agent_env["PGDATABASE"],
-                           user="agent", password=token, sslmode="disable", autocommit=True,
-                           connect_timeout=30)
+                           user="agent", sslmode="disable", autocommit=True, connect_timeout=30)
 
 
 def test_the_agent_reaches_the_database_through_the_example_sidecar(sidecar, signing_keys):
-    port, ex = sidecar
-    with _connect(port, ex, _token(ex, signing_keys)) as conn:
+    port, ex, _ = sidecar
+    with _connect(port, ex) as conn:
         row = conn.execute("select current_user, current_database(), application_name from pg_stat_activity"
                            " where pid = pg_backend_pid()").fetchone()
         assert row == (APP_USER, "appdb", f"pgwarden:system:serviceaccount:agents:{ex.pod['serviceAccountName']}")
@@ -196,6 +198,8 @@ def test_the_agent_reaches_the_database_through_the_example_sidecar(sidecar, sig
 
 
 def test_a_service_account_the_policies_do_not_name_is_refused(sidecar, signing_keys):
-    port, ex = sidecar
+    port, ex, token_file = sidecar
+    # the kubelet rotates the token; here into one for a service account no policy names
+    token_file.write_text(_token(ex, signing_keys, namespace="other-team", account="coding-agent"))
     with pytest.raises(psycopg.OperationalError, match="pgwarden: no policy"):
-        _connect(port, ex, _token(ex, signing_keys, namespace="other-team", account="coding-agent"))
+        _connect(port, ex)

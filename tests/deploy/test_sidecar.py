@@ -212,8 +212,12 @@ def test_pod_identity_config_matches_the_projected_token(ex):
         "audience": token["serviceAccountToken"]["audience"],
         "discovery": True,
         "ca_file": "/var/run/secrets/kubernetes.io/serviceaccount/ca.crt",
+        "bearer_token_file": "/var/run/secrets/kubernetes.io/serviceaccount/token",
         "identity_claim": "sub",
     }
+    # the API token and CA come from the volume mounted into pgwarden only
+    mounts = {m["mountPath"]: m["name"] for m in ex.pgwarden["volumeMounts"]}
+    assert mounts["/var/run/secrets/kubernetes.io/serviceaccount"] == "pgwarden-kube-api"
     # The coding agent's policy matches its service account's subject.
     subject = f"system:serviceaccount:{ex.namespace}:{ex.pod['serviceAccountName']}"
     assert any(p["when"].get("subject") == subject for p in ex.config()["policies"])

@@ -7,17 +7,23 @@ the same minute. So this starts a throwaway PostgreSQL, fills it with
 ``pgbench -i``, puts pgwarden and PgBouncer in front of it, and then runs each
 workload against the targets back to back (rotating which goes first) before
 moving on to the next workload. For the select-only simple and prepared
-workloads a fourth target joins: a second pgwarden whose policy has ten block
-rules, so what checking rules costs is measured beside the pass-through figure.
+workloads two more targets join: a second pgwarden whose policy has ten block
+rules, so what checking rules costs is measured beside the pass-through figure,
+and a third that records every statement to a file, so what recording costs is
+measured against recording off in the same run. The pgwardens without a record
+sink run with recording off (no sink, the recording plugin disabled).
 
-Prints a table of TPS and ratios, the latency pgwarden adds per statement, and
-pgwarden's memory; writes the same to ``.bench/results.json``. Everything it
-started is stopped and every temporary directory removed on exit, Ctrl-C and
-errors included.
+Prints a table of TPS and ratios, the cost of recording and the size of its
+records, the latency pgwarden adds per statement, and pgwarden's memory; writes
+the same to ``.bench/results.json``. At the end the record file is checked with
+`pgwarden.chain.verify` against the chain head pgwarden logged when it closed it.
+Everything it started is stopped and every temporary directory removed on exit,
+Ctrl-C and errors included.
 
     make bench                      # default: 15 s per run
     .venv/bin/python bench/run.py --quick --only select-simple --no-pgbouncer
     .venv/bin/python bench/run.py --no-rules        # without the pgwarden with rules
+    .venv/bin/python bench/run.py --no-recording    # without the pgwarden that records
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ sys.path.insert(0, str(REPO))  # benchmark the working tree, not some other inst
 import yaml  # noqa: E402  (after the path tweak on purpose)
 
 from analysis import RULES as TEN_RULES  # noqa: E402  (bench/analysis.py: one list for both)
+from pgwarden.chain import verify as verify_chain  # noqa: E402
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres, free_port  # noqa: E402
 from pgwarden.tokens import generate_key, mint  # noqa: E402
 
@@ -64,6 +71,7 @@ ROWS_SCRIPT = "SELECT * FROM pgbench_accounts WHERE aid <= 10000;\n"
 
 DIRECT, PGWARDEN, PGBOUNCER = "direct", "pgwarden", "pgbouncer"
 PGWARDEN_RULES = "pgwarden-rules"
+PGWARDEN_RECORDING = "pgwarden-recording"
 
 # The pass-through pgwarden: one policy for everyone, no rules.
 PASS_THROUGH_POLICY = {"name": "everyone", "default": "allow"}
@@ -77,6 +85,25 @@ RULES_LABEL = f"{len(BLOCK_RULES)} rules"
 # Only where the targets for pgwarden with rules are set (a share of direct with
 # -M simple and with -M prepared): a run for every workload would add minutes.
 RULES_WORKLOADS = ("select-simple", "select-prepared")
+
+# Recording off, for every pgwarden but the recording one: no sink, and the
+# recording plugin disabled. Why both: with `sinks: []` alone the core still
+# builds every record and hands it to the plugin (which has nowhere to write
+# it), a cost pgwarden before recording did not have; disabled, no record is
+# built and the figures compare with those of earlier releases.
+RECORDING_OFF = {"recording": {"sinks": []}, "plugins": {"disable": ["recording"]}}
+# The pgwarden that records: every statement to one file sink in the run's temp
+# dir, with the defaults of a file sink (fsync_s 1, max_bytes 100 MiB) but
+# enough rotated files kept that no record of the run is dropped.
+RECORDS_FILE = "records.jsonl"
+RECORDS_KEEP = 1000
+RECORDING_LABEL = "recording"
+# Where the target for recording is set (at most 10% of select-only TPS, against
+# recording off in the same run).
+RECORDING_WORKLOADS = ("select-simple", "select-prepared")
+RECORDING_TARGET_COST = 0.10
+# The extra pgwardens run only for their workloads: a run for every workload would add minutes.
+EXTRA_TARGET_WORKLOADS = {PGWARDEN_RULES: RULES_WORKLOADS, PGWARDEN_RECORDING: RECORDING_WORKLOADS}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -156,6 +183,8 @@ class RunResult:
     pgwarden_peak_rss_kib: int | None = None
     pgwarden_cpu_percent: float | None = None
     pgwarden_log_errors: list[str] = field(default_factory=list)
+    # the recording pgwarden only: bytes its record file grew by during the run
+    record_bytes: int | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,6 +201,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-pgbouncer", action="store_true", help="leave PgBouncer out")
     p.add_argument("--no-rules", action="store_true",
                    help=f"leave out the pgwarden with {RULES_LABEL} (run for {', '.join(RULES_WORKLOADS)})")
+    p.add_argument("--no-recording", action="store_true",
+                   help="leave out the pgwarden that records every statement to a file "
+                        f"(run for {', '.join(RECORDING_WORKLOADS)})")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 5 if args.quick else 15
@@ -331,12 +363,15 @@ def mint_bench_token(workdir: Path) -> tuple[Path, str]:
     return jwks, token
 
 
-def write_pgwarden_config(pg: TempPostgres, workdir: Path, name: str, policy: dict, jwks: Path) -> Path:
+def write_pgwarden_config(pg: TempPostgres, workdir: Path, name: str, policy: dict, jwks: Path,
+                          recording: dict | None = None) -> Path:
     """A pgwarden before ``pg`` (same shape as the test harness's) with this one policy.
 
     Port 0 plus --ready-file: the kernel picks a free port, so there is no race
-    with anything else choosing one. Only the policy differs between the
-    pgwardens of a run, so their figures differ by what the policy costs.
+    with anything else choosing one; the admin endpoint also takes port 0, so
+    several pgwardens can run side by side. Only the policy and the
+    ``recording`` section (None: recording off) differ between the pgwardens of
+    a run, so their figures differ by what those cost.
     """
     password_file = workdir / "upstream-password"
     password_file.write_text(APP_PASSWORD + "\n")
@@ -346,7 +381,9 @@ def write_pgwarden_config(pg: TempPostgres, workdir: Path, name: str, policy: di
         "upstream": {"host": pg.host, "port": pg.port, "database": DATABASE, "user": APP_USER,
                      "password_file": str(password_file)},
         "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(jwks)}},
+        "admin": {"host": "127.0.0.1", "port": 0},
         "policies": [policy],
+        **(RECORDING_OFF if recording is None else {"recording": recording}),
     }
     config = workdir / f"{name}.yaml"
     config.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -372,7 +409,10 @@ def start_pgwarden(name: str, config: Path, workdir: Path,
     raise RuntimeError(f"{name} wrote no ready file within 30 s:\n{svc.log_tail()}")
 
 
-ERROR_LINE = re.compile(r"#(error|critical|failure)\]|Traceback|Unhandled", re.IGNORECASE)
+# pgwarden's op log is JSON lines when not on a terminal ("level":"error"); the
+# bracketed form is Twisted's own text format, kept for older revisions.
+ERROR_LINE = re.compile(r'"level":\s*"(error|critical)"|#(error|critical|failure)\]|Traceback|Unhandled',
+                        re.IGNORECASE)
 
 
 def error_lines(log_text: str, limit: int = 20) -> list[str]:
@@ -643,6 +683,82 @@ def run_pgbench(workload: Workload, target: Target, duration: int, script_dir: P
 
 
 # ---------------------------------------------------------------------------------------------
+# Records of the recording pgwarden
+
+
+class RecordLog:
+    """The record file of the recording pgwarden, with the files rotated out of it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def files(self) -> list[Path]:
+        """Oldest first, the order `pgwarden verify` wants: path.N, ..., path.1, path."""
+        rotated = [p for p in self.path.parent.glob(self.path.name + ".*") if p.suffix[1:].isdigit()]
+        live = [self.path] if self.path.exists() else []
+        return sorted(rotated, key=lambda p: -int(p.suffix[1:])) + live
+
+    def size(self) -> int:
+        total = 0
+        for p in self.files():
+            with contextlib.suppress(OSError):
+                total += p.stat().st_size
+        return total
+
+    def settled_size(self, quiet_s: float = 0.2, timeout_s: float = 3.0) -> int:
+        """The size once nothing has been appended for ``quiet_s`` (the last session_end records)."""
+        deadline = time.monotonic() + timeout_s
+        size = self.size()
+        while time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            now = self.size()
+            if now == size:
+                break
+            size = now
+        return size
+
+
+def closed_head(log_text: str, path: Path) -> str | None:
+    """The chain head pgwarden logged when it last closed ``path`` ("... closed; chain head H")."""
+    for line in reversed(log_text.splitlines()):
+        if "closed; chain head" not in line:
+            continue
+        with contextlib.suppress(ValueError, AttributeError):
+            event = json.loads(line)
+            if event.get("path") == str(path) and isinstance(event.get("head"), str):
+                return event["head"]
+        m = re.search(rf"{re.escape(str(path))} closed; chain head ([0-9a-f]{{64}})", line)
+        if m:
+            return m.group(1)
+    return None
+
+
+def verify_records(runner: PgwardenRunner, log: RecordLog) -> dict:
+    """Stops the recording pgwarden, then checks its record files with `pgwarden.chain.verify`.
+
+    Why stop it first: closing the sink makes pgwarden log the chain head it
+    last wrote ("closed; chain head H", its op log). Verifying against that head
+    also catches records cut off the end, which the chain alone cannot show
+    (the procedure docs/records.md describes for auditors).
+    """
+    runner.service.stop(timeout=30)
+    head = closed_head(runner.service.log_since(0), log.path)
+    files = log.files()
+    started = time.monotonic()
+    report = verify_chain([str(p) for p in files], head=head)
+    return {
+        "ok": report.problem is None,
+        "problem": None if report.problem is None else str(report.problem),
+        "files": [p.name for p in files],
+        "bytes": sum(p.stat().st_size for p in files),
+        "records": report.records,
+        "head": report.head,
+        "closed_head": head,
+        "verify_s": round(time.monotonic() - started, 2),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
 # Running the workloads
 
 
@@ -654,8 +770,9 @@ class PgwardenRunner:
     """
 
     def __init__(self, name: str, config: Path, workdir: Path, token: str,
-                 stack: contextlib.ExitStack) -> None:
+                 stack: contextlib.ExitStack, record_log: RecordLog | None = None) -> None:
         self.name, self.config, self.workdir, self.token, self.stack = name, config, workdir, token, stack
+        self.record_log = record_log  # its record file, if it records
         self.service, port = start_pgwarden(name, config, workdir, stack)
         self.target = Target(name, "127.0.0.1", port, BENCH_SUBJECT, token)
         self.sampler = ResourceSampler(self.service.pid).start()
@@ -676,9 +793,12 @@ class PgwardenRunner:
 
     def run(self, workload: Workload, duration: int, script_dir: Path) -> RunResult:
         log_offset = self.service.log_size()
+        records_before = self.record_log.size() if self.record_log is not None else 0
         self.sampler.begin_phase()
         result = run_pgbench(workload, self.target, duration, script_dir)
         result.pgwarden_peak_rss_kib, result.pgwarden_cpu_percent = self.sampler.end_phase()
+        if self.record_log is not None:
+            result.record_bytes = self.record_log.settled_size() - records_before
         result.pgwarden_log_errors = error_lines(self.service.log_since(log_offset))
         if not self.service.alive():
             result.ok = False
@@ -748,26 +868,61 @@ def ratios_of(results: dict[str, RunResult]) -> dict[str, float | None]:
         "pgwarden_over_pgbouncer": ratio(results.get(PGWARDEN), results.get(PGBOUNCER)),
         "pgbouncer_over_direct": ratio(results.get(PGBOUNCER), results.get(DIRECT)),
     }
-    if PGWARDEN_RULES in results:  # only the workloads it ran for, so the others' stay as they were
-        ratios.update({
-            "pgwarden_rules_over_direct": ratio(results.get(PGWARDEN_RULES), results.get(DIRECT)),
-            "pgwarden_rules_over_pgbouncer": ratio(results.get(PGWARDEN_RULES), results.get(PGBOUNCER)),
-            "pgwarden_rules_over_pgwarden": ratio(results.get(PGWARDEN_RULES), results.get(PGWARDEN)),
-        })
+    for extra in (PGWARDEN_RULES, PGWARDEN_RECORDING):
+        if extra in results:  # only the workloads it ran for, so the others' stay as they were
+            key = extra.replace("-", "_")
+            ratios.update({
+                f"{key}_over_direct": ratio(results.get(extra), results.get(DIRECT)),
+                f"{key}_over_pgbouncer": ratio(results.get(extra), results.get(PGBOUNCER)),
+                f"{key}_over_pgwarden": ratio(results.get(extra), results.get(PGWARDEN)),
+            })
     return ratios
 
 
-def rules_row(workload: Workload, results: dict[str, RunResult]) -> tuple[str, ...]:
-    """The pgwarden-with-rules line under its workload's, in the pgwarden columns.
+EXTRA_LABELS = {PGWARDEN_RULES: RULES_LABEL, PGWARDEN_RECORDING: RECORDING_LABEL}
+
+
+def extra_row(workload: Workload, results: dict[str, RunResult], name: str) -> tuple[str, ...]:
+    """The line of an extra pgwarden (with rules, recording) under its workload's, in the pgwarden columns.
 
     Why a row of its own rather than columns: it runs for two workloads only, so
     columns of its own would be empty on every other line. Direct and PgBouncer
     were not run again, so their cells are empty; the ratios are to the runs of
     the line above.
     """
-    rules = results[PGWARDEN_RULES]
-    return (f"{workload.name} ({RULES_LABEL})", "", fmt_tps(rules), "",
-            fmt_ratio(ratio(rules, results.get(DIRECT))), fmt_ratio(ratio(rules, results.get(PGBOUNCER))), "")
+    extra = results[name]
+    return (f"{workload.name} ({EXTRA_LABELS[name]})", "", fmt_tps(extra), "",
+            fmt_ratio(ratio(extra, results.get(DIRECT))), fmt_ratio(ratio(extra, results.get(PGBOUNCER))), "")
+
+
+def short_name(workload_name: str) -> str:
+    return workload_name.removeprefix("select-")
+
+
+def recording_summary(rows, verification: dict | None) -> dict | None:
+    """What recording costs per workload (TPS against recording off, same run), its bytes, the check."""
+    per_workload = {}
+    for workload, results in rows:
+        rec, off = results.get(PGWARDEN_RECORDING), results.get(PGWARDEN)
+        if rec is None:
+            continue
+        over_off = ratio(rec, off)
+        statements = rec.transactions if rec.ok else None  # select-only: one statement per transaction
+        per_workload[workload.name] = {
+            "tps_recording": rec.tps if rec.ok else None,
+            "tps_off": off.tps if off is not None and off.ok else None,
+            "recording_over_off": over_off,
+            "cost": None if over_off is None else 1.0 - over_off,
+            "record_bytes": rec.record_bytes,
+            "statements": statements,
+            "bytes_per_statement": (rec.record_bytes / statements
+                                    if statements and rec.record_bytes is not None else None),
+            "cpu_percent_recording": rec.pgwarden_cpu_percent,
+            "cpu_percent_off": off.pgwarden_cpu_percent if off is not None else None,
+        }
+    if not per_workload:
+        return None
+    return {"target_cost": RECORDING_TARGET_COST, "workloads": per_workload, "verification": verification}
 
 
 def render_table(rows: list[tuple[Workload, dict[str, RunResult]]]) -> str:
@@ -779,8 +934,9 @@ def render_table(rows: list[tuple[Workload, dict[str, RunResult]]]) -> str:
         body.append((workload.name, fmt_tps(results.get(DIRECT)), fmt_tps(results.get(PGWARDEN)),
                      fmt_tps(results.get(PGBOUNCER)), fmt_ratio(r["pgwarden_over_direct"]),
                      fmt_ratio(r["pgwarden_over_pgbouncer"]), fmt_ratio(r["pgbouncer_over_direct"])))
-        if PGWARDEN_RULES in results:
-            body.append(rules_row(workload, results))
+        for extra in (PGWARDEN_RULES, PGWARDEN_RECORDING):
+            if extra in results:
+                body.append(extra_row(workload, results, extra))
     widths = [max(len(row[i]) for row in (header, *body)) for i in range(len(header))]
     line = lambda row: "  ".join(  # noqa: E731
         cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))).rstrip()
@@ -798,7 +954,38 @@ def added_latency(results: dict[str, RunResult]) -> dict:
     return out
 
 
-def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration: int) -> str:
+def render_recording(summary: dict) -> list[str]:
+    """The cost of recording, the size of its records, and whether their chain verified."""
+    parts = []
+    costs = ", ".join(f"{short_name(n)} " + ("FAILED" if w["cost"] is None else f"{-w['cost'] * 100:+.0f}%")
+                      for n, w in summary["workloads"].items())
+    parts.append(f"recording cost: {costs}  (TPS recording every statement to a file against recording off, "
+                 f"same run; target: at most {summary['target_cost'] * 100:.0f}%)")
+    for name, w in summary["workloads"].items():
+        if w["cost"] is None:
+            parts.append(f"  {name:<16} no figure (a run failed, see below)")
+            continue
+        size = "-" if w["bytes_per_statement"] is None else f"{w['bytes_per_statement']:,.0f} bytes of records"
+        cpu = ""
+        if w["cpu_percent_recording"] is not None and w["cpu_percent_off"] is not None:
+            cpu = (f"; pgwarden CPU {w['cpu_percent_recording']:.0f}% against "
+                   f"{w['cpu_percent_off']:.0f}% of one core")
+        parts.append(f"  {name:<16} {w['tps_recording']:,.0f} TPS against {w['tps_off']:,.0f}: "
+                     f"{w['recording_over_off']:.2f}x; {size} per statement{cpu}")
+    v = summary["verification"]
+    if v is None:
+        parts.append("  record file: not verified (the recording pgwarden did not run to the end)")
+    else:
+        against = (f"up to the chain head pgwarden logged when it closed the file ({v['closed_head'][:16]}…)"
+                   if v["closed_head"] else "without a chain head (pgwarden logged none when it stopped)")
+        outcome = "intact" if v["ok"] else f"BROKEN: {v['problem']}"
+        parts.append(f"  record file: {v['bytes'] / 1e6:,.1f} MB in {len(v['files'])} file(s), "
+                     f"{v['records']:,} records; chain checked with pgwarden.chain.verify {against}: {outcome}")
+    return parts
+
+
+def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration: int,
+                  recording: dict | None = None) -> str:
     parts = [f"pgbench {duration} s per run, scale {SCALE}; throughput runs with {CLIENTS} clients / "
              f"{THREADS} threads", ""]
     if rows:
@@ -806,7 +993,13 @@ def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration
         if any(PGWARDEN_RULES in results for _w, results in rows):
             parts += [f"  ({RULES_LABEL}): a second pgwarden whose one policy has {len(BLOCK_RULES)} block rules "
                       f"(bench/README.md);",
-                      "  its ratios are to the direct and PgBouncer runs of the line above.", ""]
+                      "  its ratios are to the direct and PgBouncer runs of the line above."]
+        if any(PGWARDEN_RECORDING in results for _w, results in rows):
+            parts += [f"  ({RECORDING_LABEL}): a pgwarden that records every statement to a file sink "
+                      "(default fsync_s); the others run with recording off;",
+                      "  its ratios are to the direct and PgBouncer runs of the line above."]
+        if any(PGWARDEN_RULES in results or PGWARDEN_RECORDING in results for _w, results in rows):
+            parts.append("")
         for workload, results in rows:
             parts.append(f"  {workload.name:<16} {workload.title}")
             bases = sorted({r.tps_basis for r in results.values() if r.ok and r.tps_basis})
@@ -817,6 +1010,8 @@ def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration
             if connect and "-C" in workload.args:
                 parts.append(f"  {'':<16} average connection time: {', '.join(connect)}")
         parts.append("")
+    if recording is not None:
+        parts += [*render_recording(recording), ""]
     if latency is not None:
         lat = added_latency(latency)
         per = ", ".join(f"{n} {v:.3f} ms" for n, v in lat["latency_ms"].items())
@@ -869,7 +1064,8 @@ def git_revision() -> str:
     return rev + ("+dirty" if dirty else "")
 
 
-def write_json(path: Path, rows, latency, pgwarden_info, meta: dict, notes: list[str]) -> None:
+def write_json(path: Path, rows, latency, pgwarden_info, meta: dict, notes: list[str],
+               recording: dict | None = None) -> None:
     """The same figures as the printed report, for comparing runs over time."""
     doc = {
         "meta": meta,
@@ -882,6 +1078,7 @@ def write_json(path: Path, rows, latency, pgwarden_info, meta: dict, notes: list
         "latency_1_client": None if latency is None else {
             **added_latency(latency), "results": {n: asdict(r) for n, r in latency.items()}},
         "pgwarden": pgwarden_info,
+        "recording": recording,
         "notes": notes,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -907,6 +1104,7 @@ class Setup:
     pgbouncer_version: str | None = None
     load_before: list[float] = field(default_factory=list)
     pgwarden_rules: PgwardenRunner | None = None  # the pgwarden with rules, when it is wanted
+    pgwarden_recording: PgwardenRunner | None = None  # the pgwarden that records, when it is wanted
 
     @property
     def pgwardens(self) -> dict[str, PgwardenRunner]:
@@ -914,11 +1112,14 @@ class Setup:
         found = {PGWARDEN: self.pgwarden}
         if self.pgwarden_rules is not None:
             found[PGWARDEN_RULES] = self.pgwarden_rules
+        if self.pgwarden_recording is not None:
+            found[PGWARDEN_RECORDING] = self.pgwarden_recording
         return found
 
     def targets_for(self, workload: Workload) -> list[Target]:
-        """The targets of one workload: all but the pgwarden with rules outside RULES_WORKLOADS."""
-        return [t for t in self.targets if t.name != PGWARDEN_RULES or workload.name in RULES_WORKLOADS]
+        """The targets of one workload: all but the extra pgwardens outside their workloads."""
+        return [t for t in self.targets
+                if t.name not in EXTRA_TARGET_WORKLOADS or workload.name in EXTRA_TARGET_WORKLOADS[t.name]]
 
 
 def probe_pgwarden(pgwarden: PgwardenRunner, skip: dict[str, str]) -> None:
@@ -934,8 +1135,18 @@ def rules_wanted(args) -> bool:
     return not args.no_rules and bool(set(args.only or ALL_NAMES) & set(RULES_WORKLOADS))
 
 
+def recording_wanted(args) -> bool:
+    """Whether to start the pgwarden that records: not refused, and a workload of it selected."""
+    return not args.no_recording and bool(set(args.only or ALL_NAMES) & set(RECORDING_WORKLOADS))
+
+
+def recording_section(workdir: Path) -> dict:
+    """The recording pgwarden's ``recording:``: one file sink, its defaults but for ``keep``."""
+    return {"sinks": [{"file": str(workdir / RECORDS_FILE), "keep": RECORDS_KEEP}]}
+
+
 def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
-    """PostgreSQL with pgbench's tables, PgBouncer (if wanted and possible), pgwarden, pgwarden with rules."""
+    """PostgreSQL with pgbench's tables, PgBouncer (if wanted and possible), and the pgwardens."""
     for name in ("pgbench", "psql", "initdb", "pg_ctl"):
         tool(name)  # fail early and clearly if PostgreSQL's tools are missing
     load_before = list(os.getloadavg())
@@ -975,9 +1186,21 @@ def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
         config = write_pgwarden_config(pg, workdir, PGWARDEN_RULES, RULES_POLICY, jwks)
         rules = PgwardenRunner(PGWARDEN_RULES, config, workdir, token, stack)
         probe_pgwarden(rules, skip)
-    targets = [direct, pgwarden.target] + ([rules.target] if rules else []) + ([bouncer] if bouncer else [])
+
+    recording = None
+    if args.no_recording:
+        notes.append("pgwarden with recording left out (--no-recording).")
+    elif recording_wanted(args):
+        say("starting pgwarden with recording to a file")
+        section = recording_section(workdir)
+        config = write_pgwarden_config(pg, workdir, PGWARDEN_RECORDING, PASS_THROUGH_POLICY, jwks, section)
+        recording = PgwardenRunner(PGWARDEN_RECORDING, config, workdir, token, stack,
+                                   record_log=RecordLog(workdir / RECORDS_FILE))
+        probe_pgwarden(recording, skip)
+    targets = [direct, pgwarden.target] + ([rules.target] if rules else []) + \
+        ([recording.target] if recording else []) + ([bouncer] if bouncer else [])
     return Setup(pg, targets, pgwarden, idle_rss, skip, notes, bouncer_version, load_before,
-                 pgwarden_rules=rules)
+                 pgwarden_rules=rules, pgwarden_recording=recording)
 
 
 def summarize_pgwarden(setup: Setup, rows, latency) -> dict:
@@ -991,10 +1214,11 @@ def summarize_pgwarden(setup: Setup, rows, latency) -> dict:
         "cpu_percent_by_workload": {n: None if r.pgwarden_cpu_percent is None
                                     else round(r.pgwarden_cpu_percent, 1) for n, r in runs},
         "vmhwm_kib": read_status_kib(setup.pgwarden.service.pid, "VmHWM"),
-        # the pgwarden with rules crashing is as much a finding, so it is listed here too
+        # the extra pgwardens crashing is as much a finding, so it is listed here too
         "crashes": setup.pgwarden.crashes + [
-            {**c, "during": f"{c['during']} ({PGWARDEN_RULES})"}
-            for c in (setup.pgwarden_rules.crashes if setup.pgwarden_rules else [])],
+            {**c, "during": f"{c['during']} ({extra.name})"}
+            for extra in (setup.pgwarden_rules, setup.pgwarden_recording) if extra is not None
+            for c in extra.crashes],
     }
 
 
@@ -1008,6 +1232,9 @@ def run_metadata(args, setup: Setup) -> dict:
         "pgbench": pgbench.stdout.strip(), "pgbouncer": setup.pgbouncer_version,
         "pgwarden_revision": git_revision(), "targets": [t.name for t in setup.targets],
         "pgwarden_rules_policy": RULES_POLICY if setup.pgwarden_rules is not None else None,
+        "recording_off": RECORDING_OFF,
+        "pgwarden_recording": (recording_section(Path("$WORKDIR")) if setup.pgwarden_recording is not None
+                               else None),
         "load_average_before": setup.load_before, "load_average_after": list(os.getloadavg()),
     }
 
@@ -1030,6 +1257,13 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
     latency = run(LATENCY, len(workloads)) if LATENCY.name in names else None
 
     pgwarden_info = summarize_pgwarden(setup, rows, latency)
+    recording = None
+    if setup.pgwarden_recording is not None and any(PGWARDEN_RECORDING in res for _w, res in rows):
+        say("stopping pgwarden-recording and verifying its record file")
+        verification = verify_records(setup.pgwarden_recording, setup.pgwarden_recording.record_log)
+        say(f"record chain {'intact' if verification['ok'] else 'BROKEN: ' + str(verification['problem'])} "
+            f"({verification['records']:,} records, {verification['verify_s']} s)")
+        recording = recording_summary(rows, verification)
     notes = list(setup.notes)
     if setup.pgwarden.crashes:
         notes.append("pgwarden was restarted after a crash, so VmHWM covers only the last process.")
@@ -1037,10 +1271,10 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
         notes.append("PgBouncer pools server connections (session mode): with -C each new client "
                      "still logs in to PgBouncer (SCRAM) but reuses a server connection, skipping the "
                      "backend start and upstream login that direct and pgwarden pay for every time.")
-    print(render_report(rows, latency, pgwarden_info, notes, args.duration), flush=True)
-    write_json(RESULTS_FILE, rows, latency, pgwarden_info, run_metadata(args, setup), notes)
+    print(render_report(rows, latency, pgwarden_info, notes, args.duration, recording), flush=True)
+    write_json(RESULTS_FILE, rows, latency, pgwarden_info, run_metadata(args, setup), notes, recording)
     print(f"\nresults written to {RESULTS_FILE.relative_to(REPO)}", flush=True)
-    return 0
+    return 0 if recording is None or recording["verification"]["ok"] else 1
 
 
 def _terminate(signum, _frame):

@@ -22,6 +22,8 @@ import attrs
 import orjson
 
 GENESIS = "0" * 64
+_dumps = orjson.dumps
+_sha256 = hashlib.sha256
 
 
 def canonical(record: dict) -> bytes:
@@ -29,10 +31,16 @@ def canonical(record: dict) -> bytes:
 
 
 def seal(record: dict, prev: str) -> tuple[bytes, str]:
-    """The record as one chained line (with its newline), and its hash."""
-    body = canonical({**record, "prev": prev})
-    digest = hashlib.sha256(body).hexdigest()
-    return body[:-1] + b',"hash":"' + digest.encode() + b'"}\n', digest
+    """The record as one chained line (with its newline), and its hash.
+
+    ``prev`` is put into ``record`` for the time of serialising (cheaper than a copy);
+    the record is left as it was given.
+    """
+    record["prev"] = prev  # records never carry their own: sinks chain them
+    body = _dumps(record, option=orjson.OPT_SORT_KEYS)
+    del record["prev"]
+    digest = _sha256(body).hexdigest()
+    return b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode()), digest
 
 
 @attrs.frozen

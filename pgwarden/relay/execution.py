@@ -7,6 +7,8 @@ uses the clock the relay was given, so the relay itself stays free of I/O.
 
 from __future__ import annotations
 
+import struct
+
 from pgwarden.wire import messages as m
 from pgwarden.wire.framing import split_run
 
@@ -47,16 +49,18 @@ class Execution:
         return (self.forwarded - self.arrived) + self.decide_s
 
     def parameters(self, max_bytes: int) -> list[str | None] | None:
-        """The Bind parameters as sent: text as text, binary as ``\\x`` hex; each cut at max_bytes."""
-        if self.bind is None:
+        """The Bind parameters as sent: text as text, binary as ``\\x`` hex; each cut at max_bytes.
+
+        Read straight from the message (this runs for every Execute that is recorded):
+        the relay has already checked its framing, and a malformed one is the server's to refuse.
+        """
+        raw = self.bind
+        if raw is None:
             return None
-        bind = m.Bind.decode(self.bind[5:])
-        formats = bind.param_formats
-        out: list[str | None] = []
-        for i, value in enumerate(bind.params):
-            fmt = formats[i] if len(formats) > 1 else (formats[0] if formats else 0)
-            out.append(render_value(value, fmt, max_bytes))
-        return out
+        try:
+            return _bind_parameters(raw, max_bytes)
+        except (ValueError, struct.error):
+            return ["<malformed Bind>"]
 
     def error(self, raw: bytes) -> None:
         """The first error of the execution is the one the agent acted on."""
@@ -69,6 +73,39 @@ class Execution:
             return
         self.sqlstate = e.get("C")
         self.message = e.get("M")
+
+
+_H = struct.Struct("!H").unpack_from
+_I = struct.Struct("!i").unpack_from
+
+
+def _bind_parameters(raw: bytes, max_bytes: int) -> list[str | None]:
+    i = raw.index(b"\0", 5) + 1  # portal name
+    i = raw.index(b"\0", i) + 1  # statement name
+    (nformats,) = _H(raw, i)
+    if nformats == 0:
+        formats: tuple = ()
+    elif nformats == 1:
+        formats = _H(raw, i + 2)
+    else:
+        formats = struct.unpack_from(f"!{nformats}H", raw, i + 2)
+    i += 2 + 2 * nformats
+    (count,) = _H(raw, i)
+    i += 2
+    single = formats[0] if nformats == 1 else 0
+    out: list[str | None] = []
+    for k in range(count):
+        (size,) = _I(raw, i)
+        i += 4
+        if size < 0:
+            out.append(None)
+            continue
+        value = raw[i:i + min(size, max_bytes)]
+        i += size
+        fmt = formats[k] if nformats > 1 else single
+        text = value.decode("utf-8", "replace") if fmt == 0 else "\\x" + value.hex()
+        out.append(text + "…" if size > max_bytes else text)
+    return out
 
 
 def render_value(value: bytes | None, fmt: int, max_bytes: int) -> str | None:

@@ -59,7 +59,7 @@ class Readyz(_Text):
             problems.append("shutting down")
         if app.port is None:
             problems.append("not listening")
-        if app.recorder.failure is not None:
+        if app.recorder.failure is not None and not app.recorder.retry():  # freed space is noticed here too
             problems.append(f"records cannot be written: {app.recorder.failure}")
         warnings = [f"records failing open: {w}" for w in app.recorder.warnings]
 

@@ -14,7 +14,7 @@ import attrs
 
 from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -267,6 +267,19 @@ class Application:
 
         return on_complete
 
+    def execute_gate(self):
+        """For the relay: no Execute of an earlier Parse while records cannot be written."""
+        recorder = self.recorder
+        if not recorder.active:
+            return None
+
+        def gate() -> str | None:
+            if recorder.failure is None or recorder.retry():
+                return None
+            return "records cannot be written; the session ended before its statement ran"
+
+        return gate
+
     def auth_failed(self, conn: ClientConnection, reason: str, sqlstate: str) -> None:
         self.stats.auth_failure(reason)
         if self.recorder.active:
@@ -420,6 +433,8 @@ class Application:
             reason = getattr(answer, "reason", None)
             outcome = ALLOW if approved else Refusal(
                 "42501", f"pgwarden: approval denied: {reason or ''}".rstrip(": "))
+            if not approved:
+                conn.log.refused += 1
             if self.recorder.active:
                 try:
                     self.recorder.approval(conn, request_id, "approved" if approved else "denied", request,
@@ -429,7 +444,21 @@ class Application:
                     return _RECORDING_FAILED
             return outcome
 
-        return maybeDeferred(lambda: waiting).addCallback(decided)
+        def failed(failure):
+            # No answer (timed out, store unreachable, cancelled): refused, never allowed.
+            conn.log.refused += 1
+            timed_out = failure.check(TimeoutError, CancelledError) is not None
+            if self.recorder.active:
+                try:
+                    self.recorder.approval(conn, request_id, "expired" if timed_out else "withdrawn", request,
+                                           reason=failure.getErrorMessage())
+                except RecordingFailed:
+                    return _RECORDING_FAILED
+            if timed_out:
+                return Refusal("57014", "pgwarden: approval timed out")
+            return Refusal("42501", "pgwarden: approval failed: the approval store did not answer")
+
+        return maybeDeferred(lambda: waiting).addCallbacks(decided, failed)
 
     def cancel(self, pid: int, secret: int) -> Deferred:
         """Maps a client's CancelRequest to the upstream backend behind it.

@@ -93,10 +93,15 @@ class Recorder:
 
     def configure(self) -> None:
         plugins = self.app.plugins
-        self._writers = [(i.plugin_name, i.function) for i in plugins._impls("pgwarden_record")]
-        self._flushers = [(i.plugin_name, i.function) for i in plugins._impls("pgwarden_records_flush")]
-        self.active = bool(self._writers)
         rec = self.app.config.recording
+
+        def wanted(impl) -> bool:  # the built-in sinks with none configured: recording is off
+            return not (impl.plugin_name == "recording" and not rec.sinks)
+
+        self._writers = [(i.plugin_name, i.function) for i in plugins._impls("pgwarden_record") if wanted(i)]
+        self._flushers = [(i.plugin_name, i.function) for i in plugins._impls("pgwarden_records_flush")
+                          if wanted(i)]
+        self.active = bool(self._writers)
         self.sample_rows = rec.results.max_rows
         self.sample_bytes = rec.results.max_bytes
         self.parameter_bytes = rec.max_parameter_bytes
@@ -135,8 +140,7 @@ class Recorder:
                 continue
             if problems:
                 warnings.extend(problems)
-        if len(warnings) > len(self.warnings):
-            self.sink_errors += len(warnings) - len(self.warnings)
+        self.sink_errors += len(warnings)  # sinks failing open: every failed write
         self.warnings = warnings
         if failed is not None:
             self._fail(failed)

@@ -55,6 +55,11 @@ def _table(rows: list[list[str | None]]) -> list[str]:
     return [" " + " | ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in cells]
 
 
+def _literal(value: str | None) -> str:
+    """A parameter as psql would show it in SQL: NULL, or quoted with '' doubled."""
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+
+
 def render_session(records: list[dict]) -> list[str]:
     """A psql-like transcript of one session's records."""
     out: list[str] = []
@@ -86,7 +91,7 @@ def render_session(records: list[dict]) -> list[str]:
         elif kind == "result":
             stmt = statements.get(r.get("statement"), {})
             if stmt.get("protocol") == "extended" and r.get("parameters") is not None:
-                out.append(f"-- parameters: {', '.join('NULL' if p is None else repr(p) for p in r['parameters'])}")
+                out.append(f"-- parameters: {', '.join(_literal(p) for p in r['parameters'])}")
             if r.get("sqlstate"):
                 out.append(f"ERROR:  {r['sqlstate']}: {r.get('error', '')}")
             else:
@@ -225,6 +230,12 @@ def cmd_tail(args, out: IO[str] | None = None) -> int:
                 if isinstance(r, dict) and _wanted(r, args):
                     show(r)
                     out.flush()
+    except BrokenPipeError:  # `pgwarden tail ... | head`: the reader has what it wanted
+        try:
+            sys.stdout = open(os.devnull, "w")  # no second error when Python flushes at exit
+        except OSError:
+            pass
+        return 0
     except OSError as e:
         print(f"pgwarden tail: {e.filename}: {e.strerror}", file=sys.stderr)
         return 2

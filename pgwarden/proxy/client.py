@@ -377,6 +377,7 @@ class ClientConnection(Protocol):
             on_complete=self.app.completion_listener(self),
             sample_rows=self.app.recorder.sample_rows,
             sample_bytes=self.app.recorder.sample_bytes,
+            execute_gate=self.app.execute_gate(),
         )
         for p in login.server_parameters:
             self.relay.state.parameters[p.name] = p.value

@@ -205,6 +205,7 @@ class Relay:
         clock: Callable[[], float] = time.perf_counter,
         sample_rows: int = 0,
         sample_bytes: int = 0,
+        execute_gate: Callable[[], str | None] | None = None,
     ) -> None:
         self._decide = decide
         self._on_shape = on_shape
@@ -220,6 +221,8 @@ class Relay:
         self._sample_rows = sample_rows
         self._sample_bytes = sample_bytes
         self._sampler: RowSampler | None = None
+        # Asked before each Execute (a statement parsed earlier runs again): a reason ends the session.
+        self._execute_gate = execute_gate
         self._masked: tuple[str, ...] = ()
         self.state = state or SessionState()
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
@@ -443,6 +446,11 @@ class Relay:
             self._up.append(raw)
             self._expect_extended((_E_BIND, portal, False))
         elif t == _F_EXECUTE:
+            if self._execute_gate is not None:
+                why = self._execute_gate()
+                if why is not None:
+                    self.fail(why, "58030")
+                    return
             name, _ = _name(raw, 5)
             portal = st.portals.get(name)
             if portal is not None and not portal.described and not portal.statement.described:

@@ -39,6 +39,7 @@ class Sink:
         self._pending = b""  # bytes a failed write left behind, written first next time
         self.failure: str | None = None
         self.errors = 0  # failed writes since start, for /metrics
+        self._sync_failed = False  # a periodic fsync failed: the next flush must try again
 
     def add(self, record: dict) -> None:
         line, self.prev = seal(record, self.prev)
@@ -50,6 +51,13 @@ class Sink:
 
     def flush(self) -> None:
         """Writes what is buffered; raises SinkFailed if this sink fails closed and could not."""
+        if self._sync_failed:
+            try:
+                self._sync()
+                self._sync_failed = False
+            except OSError as e:
+                self._failed(f"{self.name}: fsync: {e.strerror or e}")
+                return
         if not self._lines and not self._pending:
             return
         data = self._pending + b"".join(self._lines)
@@ -60,24 +68,34 @@ class Sink:
             written = self._write(data)
         except OSError as e:
             written = getattr(e, "written", 0)
+            if written >= len(data):  # written, but fsync failed
+                self.written_head = head
             self._pending = data[written:]
             if len(self._pending) > MAX_PENDING_BYTES:
                 log.error("{sink}: dropping {n} bytes of records that could not be written",
                           sink=self.name, n=len(self._pending))
                 self._pending = b""
-            self.errors += 1
-            self.failure = f"{self.name}: {e.strerror or e}"
-            if self.on_error == "closed":
-                raise SinkFailed(self.failure) from None
-            log.error("records not written (on_error: open, statements go on): {why}", why=self.failure)
+            self._failed(f"{self.name}: {e.strerror or e}")
             return
         self.written_head = head
         if self.failure is not None:
             log.info("{sink} writes again", sink=self.name)
         self.failure = None
 
+    def _failed(self, why: str) -> None:
+        self.errors += 1
+        first = self.failure is None
+        self.failure = why
+        if self.on_error == "closed":
+            raise SinkFailed(why)
+        if first:  # once per episode: a failing sink must not flood the log
+            log.error("records not written (on_error: open, statements go on): {why}", why=why)
+
     def _write(self, data: bytes) -> int:
         raise NotImplementedError
+
+    def _sync(self) -> None:
+        """Makes what was written durable; nothing to do for a stream."""
 
     def tick(self) -> None:
         """Periodic work (fsync); default none."""
@@ -88,6 +106,7 @@ class Sink:
             self.flush()
         except SinkFailed as e:
             log.error("records lost at shutdown: {why}", why=e)
+        log.info("{sink} closed; chain head {head}", sink=self.name, head=self.written_head)
 
 
 def _write_all(fd: int, data: bytes) -> int:
@@ -141,10 +160,15 @@ class FileSink(Sink):
                 f.seek(tail_at)
                 tail = f.read()
                 if not tail.endswith(b"\n"):
+                    # pgwarden stopped while writing it: kept aside as evidence, then cut so the
+                    # chain can go on from the last whole record.
                     cut = tail.rfind(b"\n") + 1
+                    aside = f"{self.path}.incomplete-{int(time.time())}"
+                    with open(aside, "wb") as evidence:
+                        evidence.write(tail[cut:])
                     f.truncate(tail_at + cut)
-                    log.warn("{path}: removed an incomplete last record ({n} bytes; pgwarden stopped while "
-                             "writing it)", path=self.path, n=len(tail) - cut)
+                    log.warn("{path}: an incomplete last record ({n} bytes) moved to {aside}",
+                             path=self.path, n=len(tail) - cut, aside=aside)
                     tail = tail[:cut]
                 lines = tail.splitlines()
                 if not lines:
@@ -174,7 +198,12 @@ class FileSink(Sink):
         self.size += written
         self._unsynced = True
         if self.fsync_s == 0 or self._clock() - self._last_sync >= self.fsync_s:
-            self._sync()
+            try:
+                self._sync()
+            except OSError as e:
+                e.written = written  # written, just not known durable: never written twice
+                self._sync_failed = True
+                raise
         return written
 
     def _sync(self) -> None:
@@ -186,10 +215,9 @@ class FileSink(Sink):
         if self._unsynced and self._clock() - self._last_sync >= self.fsync_s:
             try:
                 self._sync()
-            except OSError as e:
-                self.errors += 1
-                self.failure = f"{self.name}: fsync: {e.strerror}"
-                log.error("{why}", why=self.failure)
+            except OSError as e:  # reported (and refused, failing closed) by the next flush
+                self._sync_failed = True
+                log.error("{sink}: fsync: {err}", sink=self.name, err=e.strerror)
 
     def _rotate(self) -> None:
         self._sync()
@@ -213,4 +241,3 @@ class FileSink(Sink):
             os.close(self._fd)
         except OSError as e:
             log.error("{path}: {err}", path=self.path, err=e.strerror)
-        log.info("{path} closed; chain head {head}", path=self.path, head=self.written_head)

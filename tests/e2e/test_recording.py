@@ -335,3 +335,88 @@ def _wait_ready(proc, ready: Path) -> None:
             proc.kill()
             pytest.fail("pgwarden did not start")
         time.sleep(0.05)
+
+
+def test_a_prepared_statement_does_not_run_again_while_records_cannot_be_written(make_pgwarden, pg_server):
+    pg_server.psql("drop table if exists rec_prepared; create table rec_prepared (n int)", "appdb")
+    sink = ToggledSink()
+    running = make_pgwarden(plugins=[("toggled", sink)])
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("insert into rec_prepared values (%s)", (1,), prepare=True)  # parsed once, named
+        running.call(setattr, sink, "failing", True)
+        with pytest.raises(psycopg.OperationalError):  # another session finds the sink failing
+            with psycopg.connect(running.dsn(), autocommit=True) as other:
+                other.execute("select 1")
+        # an Execute of a statement parsed (and recorded) before: no new record precedes it, so
+        # while records cannot be written it must not run either
+        with pytest.raises(psycopg.OperationalError) as excinfo:
+            c.execute("insert into rec_prepared values (%s)", (2,), prepare=True)  # Bind/Execute only
+        assert "records cannot be written" in str(excinfo.value)
+    assert pg_server.psql("select string_agg(n::text, ',') from rec_prepared", "appdb") == "1"
+
+
+def test_no_sinks_means_no_records_are_built(make_pgwarden):
+    running = make_pgwarden(recording={"sinks": []})
+    assert running.app.recorder.active is False
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+
+
+def test_readyz_notices_that_the_sink_writes_again(make_pgwarden):
+    sink = ToggledSink()
+    running = make_pgwarden(plugins=[("toggled", sink)])
+    admin = running.call(running.app.listen_admin).getHost().port
+    running.call(setattr, sink, "failing", True)
+    with pytest.raises(psycopg.OperationalError):
+        with psycopg.connect(running.dsn(), autocommit=True) as c:
+            c.execute("select 1")
+    assert _http(admin, "/readyz")[0] == 503
+    running.call(setattr, sink, "failing", False)
+    assert _http(admin, "/readyz")[0] == 200  # without waiting for a statement to try
+
+
+def test_fsync_failure_never_writes_records_twice(tmp_path):
+    from pgwarden_plugins.recording.sinks import FileSink, SinkFailed
+
+    class FlakyDisk(FileSink):
+        fail_next = False
+
+        def _sync(self):
+            if self.fail_next:
+                self.fail_next = False
+                raise OSError(5, "Input/output error")
+            super()._sync()
+
+    path = tmp_path / "r.jsonl"
+    sink = FlakyDisk(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
+    sink.add({"type": "statement", "n": 1})
+    sink.fail_next = True
+    with pytest.raises(SinkFailed, match="Input/output error"):
+        sink.flush()
+    sink.add({"type": "statement", "n": 2})
+    sink.flush()
+    sink.close()
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 2]
+    from pgwarden.chain import verify
+
+    assert verify([str(path)]).problem is None
+
+
+def test_an_incomplete_last_record_is_kept_aside_and_the_chain_goes_on(tmp_path):
+    from pgwarden.chain import verify
+    from pgwarden_plugins.recording.sinks import FileSink
+
+    path = tmp_path / "r.jsonl"
+    sink = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
+    sink.add({"type": "statement", "n": 1})
+    sink.flush()
+    sink.close()
+    with open(path, "ab") as f:
+        f.write(b'{"type":"statement","n":2,"pre')  # a write cut short by a crash
+    again = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
+    again.add({"type": "statement", "n": 3})
+    again.flush()
+    again.close()
+    assert verify([str(path)]).problem is None
+    (aside,) = tmp_path.glob("r.jsonl.incomplete-*")
+    assert aside.read_bytes() == b'{"type":"statement","n":2,"pre'

@@ -51,7 +51,7 @@ def test_replay_renders_a_psql_like_transcript(session_log, capsys):
     assert out[blocked + 2].startswith("ERROR:  42501: pgwarden: blocked: schema changes go through migrations")
     assert "ERROR:  22012: division by zero" in out
     prepared = out.index("appdb=> select name from cli_items where n = $1;")
-    assert out[prepared + 1].startswith("-- parameters: ")
+    assert out[prepared + 1] == "-- parameters: '\\x0002'"  # binary int2 2, as psycopg sent it
     assert out[-1].startswith("-- session ended: client ")  # terminated (Terminate read) or disconnected
     assert " · 4 statements, 1 refused, 4 rows, " in out[-1]
     assert all(line.startswith("-- ") or "ms (upstream" not in line for line in out)
@@ -176,3 +176,19 @@ def test_op_log_is_text_on_a_terminal_and_json_otherwise():
         publisher = LogPublisher(observer_for(out))
         Logger(namespace="pgwarden.test", observer=publisher).info("reloaded {source}", source="x.yaml")
         assert check(out.getvalue()), out.getvalue()
+
+
+def test_tail_into_a_closed_pipe_ends_quietly(tmp_path):
+    log, prev = tmp_path / "big.jsonl", "0" * 64
+    lines = []
+    for i in range(5000):  # far more than a pipe holds, so the writer meets the closed pipe
+        record = {"ts": "2026-11-25T10:00:00.000000Z", "type": "statement", "session": "ab" * 8, "seq": i + 1,
+                  "identity": {"subject": "agent-1", "groups": []}, "statement": i + 1, "protocol": "simple",
+                  "sql": f"select {i}", "verdict": {"action": "allow", "policy": None, "rule": None, "reason": None}}
+        line, prev = seal(record, prev)
+        lines.append(line)
+    log.write_bytes(b"".join(lines))
+    done = subprocess.run(f"{sys.executable} -m pgwarden tail --color never {log} | head -1",
+                          shell=True, capture_output=True, text=True, timeout=60)
+    assert done.stdout.count("\n") == 1
+    assert done.stderr == ""

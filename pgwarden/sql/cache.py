@@ -35,8 +35,7 @@ class StatementCache:
             items.move_to_end(sql)
             self.hits += 1
             return statement
-        statement = items[sql] = Statement(sql)
-        statement._analyze = lambda text: self.analysis_for(text, statement)
+        statement = items[sql] = Statement(sql, cache=self)
         if len(items) > self._size:
             items.popitem(last=False)
         return statement

@@ -10,17 +10,23 @@ from pgwarden.sql.analysis import Analysis, analyze_sql
 class Statement:
     """One SQL string, analysed on first use and shared by every plugin."""
 
-    __slots__ = ("sql", "_analyze", "__dict__")
+    __slots__ = ("sql", "_analyze", "_cache", "__dict__")
 
-    def __init__(self, sql: str, analyze=None) -> None:
+    def __init__(self, sql: str, analyze=None, cache=None) -> None:
         self.sql = sql
         self._analyze = analyze or analyze_sql
+        # A StatementCache analyses (and keeps the fingerprint) for us. Referring to it, not
+        # to a closure over this statement, keeps statements free of reference cycles: an
+        # evicted one is freed at once instead of waiting for the cycle collector.
+        self._cache = cache
 
     def __repr__(self) -> str:
         return f"Statement({self.sql!r})"
 
     @cached_property
     def analysis(self) -> Analysis:
+        if self._cache is not None:
+            return self._cache.analysis_for(self.sql, self)
         return self._analyze(self.sql)
 
     @property

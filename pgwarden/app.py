@@ -14,7 +14,8 @@ import attrs
 
 from twisted.internet import ssl
 from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -123,6 +124,8 @@ class Application:
         self.recorder = Recorder(self)
         self.stats = Stats()
         self.stopping = False
+        #: cancel requests sent upstream during a shutdown, which waits for them
+        self.cancels: list[Deferred] = []
         self.admin_port = None
         self.statements = StatementCache()
         self.upstream_tls = tls_options(config.upstream)
@@ -163,7 +166,8 @@ class Application:
 
     def stop(self) -> Deferred:
         """Stops listening, closes every session, then the plugins (their last records written)."""
-        if self.stopping:  # a graceful shutdown closes everything itself
+        if self.stopping:  # draining already: now the sessions left end at once
+            self._grace_over()
             return self._shut
         for conn in list(self.connections):
             conn.transport.abortConnection()
@@ -204,6 +208,7 @@ class Application:
         if self.stopping:
             return self._shut
         self.stopping = True
+        self._closing = False
         self._shut = Deferred()
         grace = self.config.shutdown.grace_s if grace_s is None else grace_s
         log.info("shutting down: {n} sessions may finish their statements for {grace}s",
@@ -224,10 +229,14 @@ class Application:
             conn.end_for_shutdown(running=True)
 
     def _drained(self) -> None:
-        if self.connections or self._shut.called:
+        if self.connections or self._shut.called or self._closing:
             return
+        self._closing = True
         if self._grace.active():
             self._grace.cancel()
+        DeferredList(self.cancels).addCallback(lambda _: self._closed())
+
+    def _closed(self) -> None:
         self.close_plugins()
         stopping = self.admin_port.stopListening() if self.admin_port is not None else None
         log.info("all sessions ended; records flushed")
@@ -270,11 +279,9 @@ class Application:
     def execute_gate(self):
         """For the relay: no Execute of an earlier Parse while records cannot be written."""
         recorder = self.recorder
-        if not recorder.active:
-            return None
 
-        def gate() -> str | None:
-            if recorder.failure is None or recorder.retry():
+        def gate() -> str | None:  # (recording may be switched on by a reload)
+            if not recorder.active or recorder.failure is None or recorder.retry():
                 return None
             return "records cannot be written; the session ended before its statement ran"
 
@@ -379,7 +386,7 @@ class Application:
                                  Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
         if not self.plugins.checks:
             if not self.recorder.active:
-                self.stats.statement("allow", None)
+                self.stats.statement("allow", ("unanalysed",))
                 return ALLOW
             return self.recorded(conn, request, self.statements.get(request.sql), Verdict.ALLOW, ALLOW)
         statement = self.statements.get(request.sql)
@@ -390,7 +397,10 @@ class Application:
 
     def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
-        self.stats.statement(verdict.action, statement.analysis.kinds if statement is not None else None)
+        # Kinds only when something needed the analysis: parsing for a metric alone would
+        # cost more than relaying the statement.
+        analysis = statement.__dict__.get("analysis") if statement is not None else None
+        self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
         recorder = self.recorder
         if not recorder.active:
             return outcome
@@ -447,7 +457,7 @@ class Application:
         def failed(failure):
             # No answer (timed out, store unreachable, cancelled): refused, never allowed.
             conn.log.refused += 1
-            timed_out = failure.check(TimeoutError, CancelledError) is not None
+            timed_out = failure.check(TimeoutError, DeferredTimeout, CancelledError) is not None
             if self.recorder.active:
                 try:
                     self.recorder.approval(conn, request_id, "expired" if timed_out else "withdrawn", request,

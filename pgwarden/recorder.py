@@ -115,6 +115,7 @@ class Recorder:
                 write(record=record)
         except Exception as e:  # a sink plugin that raised: nothing depending on it may happen
             self._fail(f"{name}: {e}")
+            self._to_the_others(record, name)
             raise RecordingFailed(self.failure) from None
         self._dirty = True
         if not self._batched:
@@ -123,6 +124,17 @@ class Recorder:
                 raise RecordingFailed(self.failure)
         elif waiting is not None:
             self._held.append(waiting)
+
+    def _to_the_others(self, record: dict, failed: str) -> None:
+        """The sinks after one that raised still get the record (no gap in their chains)."""
+        after = False
+        for name, write in self._writers:
+            if after:
+                try:
+                    write(record=record)
+                except Exception as e:
+                    self._fail(f"{name}: {e}")
+            after = after or name == failed
 
     def flush(self) -> None:
         """The barrier: every sink writes what it holds. Runs before each turn's sends."""

@@ -518,7 +518,8 @@ class ClientConnection(Protocol):
         if self.phase == "closed":
             return
         if running and self.key is not None and self.relay is not None and not self.relay.idle:
-            self.app.cancel(*self.key)  # the statement must not go on running without its client
+            # The statement must not go on running without its client; shutdown waits for this.
+            self.app.cancels.append(self.app.cancel(*self.key))
         self._fatal("57P01", "pgwarden: terminating connection because pgwarden is shutting down")
 
     def cancel_requested(self) -> None:

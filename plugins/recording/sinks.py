@@ -56,8 +56,8 @@ class Sink:
                 self._sync()
                 self._sync_failed = False
             except OSError as e:
-                self._failed(f"{self.name}: fsync: {e.strerror or e}")
-                return
+                self._failed(f"{self.name}: fsync: {e.strerror or e}")  # raises when failing closed
+                # failing open: the records are still written (not held without bound)
         if not self._lines and not self._pending:
             return
         data = self._pending + b"".join(self._lines)
@@ -216,8 +216,9 @@ class FileSink(Sink):
             try:
                 self._sync()
             except OSError as e:  # reported (and refused, failing closed) by the next flush
+                if not self._sync_failed:
+                    log.error("{sink}: fsync: {err}", sink=self.name, err=e.strerror)
                 self._sync_failed = True
-                log.error("{sink}: fsync: {err}", sink=self.name, err=e.strerror)
 
     def _rotate(self) -> None:
         self._sync()

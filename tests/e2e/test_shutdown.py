@@ -139,3 +139,30 @@ def test_sigterm_drains_and_exits_zero(pg_server, signing_keys, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
     assert records[-1]["type"] == "session_end" and "(57P01)" in records[-1]["reason"]
     check_records([tmp_path / "records.jsonl"])
+
+
+def test_a_second_sigterm_ends_the_sessions_left_at_once(pg_server, signing_keys, tmp_path):
+    doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()}, shutdown={"grace_s": 600})
+    cfg = tmp_path / "pgwarden.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    ready = tmp_path / "ready"
+    proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
+                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err", "wb"))
+    try:
+        wait_until(lambda: ready.exists() or proc.poll() is not None, "pgwarden to listen")
+        token = mint(signing_keys["private"], subject="agent-1", issuer=ISSUER, audience=AUDIENCE,
+                     groups=["ai-agents"])
+        dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
+        busy = Blocked(dsn, pg_server)
+        proc.send_signal(signal.SIGTERM)
+        wait_until(lambda: b"shutting down" in (tmp_path / "err").read_bytes(), "pgwarden to start draining")
+        proc.send_signal(signal.SIGTERM)  # the operator will not wait the grace period out
+        assert proc.wait(30) == 0
+        busy.thread.join(30)
+        assert len(busy.outcome) == 1 and isinstance(busy.outcome[0], psycopg.OperationalError)
+        wait_until(lambda: not waiting_on_lock(pg_server), "the upstream statement to be cancelled")
+        busy.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    check_records([tmp_path / "records.jsonl"])

@@ -903,7 +903,11 @@ def recording_summary(rows, verification: dict | None) -> dict | None:
     """What recording costs per workload (TPS against recording off, same run), its bytes, the check."""
     per_workload = {}
     for workload, results in rows:
-        rec, off = results.get(PGWARDEN_RECORDING), results.get(PGWARDEN)
+        # Against the same policy with recording off: the 10-rule pgwarden when it ran (records
+        # and rules both need the statement's analysis, so only recording's own cost shows),
+        # else the pass-through one (then the analysis records need is part of the cost).
+        baseline = PGWARDEN_RULES if PGWARDEN_RULES in results else PGWARDEN
+        rec, off = results.get(PGWARDEN_RECORDING), results.get(baseline)
         if rec is None:
             continue
         over_off = ratio(rec, off)
@@ -911,6 +915,7 @@ def recording_summary(rows, verification: dict | None) -> dict | None:
         per_workload[workload.name] = {
             "tps_recording": rec.tps if rec.ok else None,
             "tps_off": off.tps if off is not None and off.ok else None,
+            "baseline": baseline,
             "recording_over_off": over_off,
             "cost": None if over_off is None else 1.0 - over_off,
             "record_bytes": rec.record_bytes,
@@ -970,7 +975,8 @@ def render_recording(summary: dict) -> list[str]:
         if w["cpu_percent_recording"] is not None and w["cpu_percent_off"] is not None:
             cpu = (f"; pgwarden CPU {w['cpu_percent_recording']:.0f}% against "
                    f"{w['cpu_percent_off']:.0f}% of one core")
-        parts.append(f"  {name:<16} {w['tps_recording']:,.0f} TPS against {w['tps_off']:,.0f}: "
+        against = RULES_LABEL if w.get("baseline") == PGWARDEN_RULES else "pass-through"
+        parts.append(f"  {name:<16} {w['tps_recording']:,.0f} TPS against {w['tps_off']:,.0f} ({against}, recording off): "
                      f"{w['recording_over_off']:.2f}x; {size} per statement{cpu}")
     v = summary["verification"]
     if v is None:
@@ -996,7 +1002,8 @@ def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration
                       "  its ratios are to the direct and PgBouncer runs of the line above."]
         if any(PGWARDEN_RECORDING in results for _w, results in rows):
             parts += [f"  ({RECORDING_LABEL}): a pgwarden that records every statement to a file sink "
-                      "(default fsync_s); the others run with recording off;",
+                      f"(default fsync_s), with the {RULES_LABEL} policy when that pgwarden runs, else "
+                      "pass-through; the others run with recording off;",
                       "  its ratios are to the direct and PgBouncer runs of the line above."]
         if any(PGWARDEN_RULES in results or PGWARDEN_RECORDING in results for _w, results in rows):
             parts.append("")
@@ -1193,7 +1200,9 @@ def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
     elif recording_wanted(args):
         say("starting pgwarden with recording to a file")
         section = recording_section(workdir)
-        config = write_pgwarden_config(pg, workdir, PGWARDEN_RECORDING, PASS_THROUGH_POLICY, jwks, section)
+        # The same policy as the pgwarden it is compared with (see recording_summary).
+        policy = RULES_POLICY if rules is not None else PASS_THROUGH_POLICY
+        config = write_pgwarden_config(pg, workdir, PGWARDEN_RECORDING, policy, jwks, section)
         recording = PgwardenRunner(PGWARDEN_RECORDING, config, workdir, token, stack,
                                    record_log=RecordLog(workdir / RECORDS_FILE))
         probe_pgwarden(recording, skip)

@@ -85,10 +85,12 @@ class Recorder:
         self.sink_errors = 0
         self._held: list[ClientConnection] = []
         self._dirty = False
+        self._results: list = []  # executions whose result records are built after the turn's sends
         barrier = getattr(app.reactor, "add_barrier", None)
         self._batched = barrier is not None
         if barrier is not None:
             barrier(self.flush)
+            app.reactor.add_after_sends(self.build_results)
         self.configure()
 
     def configure(self) -> None:
@@ -177,15 +179,19 @@ class Recorder:
 
     def close(self) -> None:
         """Writes what is left and leaves the reactor's barriers."""
+        self.build_results()
         self._dirty = True
         self.flush()
         remove = getattr(self.app.reactor, "remove_barrier", None)
         if remove is not None:
             remove(self.flush)
+            remove(self.build_results)
 
     # ------------------------------------------------------------------ records
 
     def _base(self, kind: str, slog: SessionLog) -> dict:
+        if self._results:  # a session's records stay in order
+            self.build_results()
         slog.seq += 1
         return {"ts": timestamp(), "type": kind, "session": slog.id, "seq": slog.seq, "identity": slog.identity}
 
@@ -252,6 +258,25 @@ class Recorder:
         self.emit(record, conn if waits else None)
 
     def result(self, conn: ClientConnection, ex: Execution) -> None:
+        """A result record for ``ex``: built once the turn's bytes have gone to the clients.
+
+        Nothing waits on a result record, so building it can wait until the rows are on their
+        way; it is written by the next barrier, before any later statement of the session leaves.
+        """
+        if self._batched:
+            self._results.append((conn, ex))
+        else:
+            self._result(conn, ex)
+
+    def build_results(self) -> None:
+        results, self._results = self._results, []
+        for conn, ex in results:
+            try:
+                self._result(conn, ex)
+            except RecordingFailed:
+                pass  # the recorder now refuses statements and says why
+
+    def _result(self, conn: ClientConnection, ex: Execution) -> None:
         # One record per execution, on the hot path of prepared statements: built in one go.
         slog = conn.log
         rows, size = ex.rows, ex.bytes

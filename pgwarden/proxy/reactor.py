@@ -55,6 +55,7 @@ class PgwardenReactor(EPollReactor):
         super().__init__()
         self._sends: list = []
         self._barriers: list = []
+        self._after: list = []
 
     def queue_send(self, transport, chunks: list[bytes]) -> None:
         """Sends ``chunks`` on ``transport`` once the events of this poll are handled."""
@@ -67,6 +68,12 @@ class PgwardenReactor(EPollReactor):
     def remove_barrier(self, barrier) -> None:
         if barrier in self._barriers:
             self._barriers.remove(barrier)
+        if barrier in self._after:
+            self._after.remove(barrier)
+
+    def add_after_sends(self, work) -> None:
+        """``work()`` runs once the queued sends of a turn have left: what can wait, off the latency path."""
+        self._after.append(work)
 
     def discard_sends(self, transport) -> None:
         """Drops what is queued for ``transport`` (a barrier found it must not be sent)."""
@@ -79,6 +86,8 @@ class PgwardenReactor(EPollReactor):
             sends, self._sends = self._sends, []
             for transport, chunks in sends:
                 send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        for work in self._after:
+            work()
 
     def doPoll(self, timeout):
         # Sends queued by timed calls and thread callbacks (runUntilCurrent) go now.

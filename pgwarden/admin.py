@@ -14,7 +14,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.protocol import Factory, Protocol
-from twisted.web import server
+from twisted.web import pages, server
 from twisted.web.resource import Resource
 
 from pgwarden.metrics import registry_for
@@ -89,8 +89,13 @@ class Metrics(_Text):
         return generate_latest(self.registry)
 
 
+class _Root(Resource):
+    def getChild(self, path, request):
+        return pages.notFound()
+
+
 def site(app: Application) -> server.Site:
-    root = Resource()
+    root = _Root()
     root.putChild(b"healthz", Healthz(app))
     root.putChild(b"readyz", Readyz(app))
     root.putChild(b"metrics", Metrics(app))

@@ -109,6 +109,23 @@ class Sink:
         log.info("{sink} closed; chain head {head}", sink=self.name, head=self.written_head)
 
 
+def _last_lines(f, size: int) -> tuple[int, bytes]:
+    """Where the file's last whole line starts (or the start), and the bytes from there on.
+
+    Reads backwards in growing steps: a record can be far longer than any fixed window
+    (a statement's SQL may be megabytes).
+    """
+    window = 64 * 1024
+    while True:
+        start = max(0, size - window)
+        f.seek(start)
+        tail = f.read(size - start)
+        # a newline before the last line's own end: the last line (whole or cut) is inside
+        if start == 0 or tail.rfind(b"\n", 0, len(tail) - 1) >= 0:
+            return start, tail
+        window *= 4
+
+
 def _write_all(fd: int, data: bytes) -> int:
     """os.write until all is written; an error carries how much was, as ``.written``."""
     view = memoryview(data)
@@ -150,15 +167,13 @@ class FileSink(Sink):
         self._open()
 
     def _resume(self) -> str:
-        """The chain goes on from the file's last record; an incomplete last line is cut off."""
+        """The chain goes on from the file's last record; an incomplete last line is set aside."""
         try:
             with open(self.path, "rb+") as f:
                 size = f.seek(0, os.SEEK_END)
                 if size == 0:
                     return GENESIS
-                tail_at = max(0, size - 1024 * 1024)
-                f.seek(tail_at)
-                tail = f.read()
+                tail_at, tail = _last_lines(f, size)
                 if not tail.endswith(b"\n"):
                     # pgwarden stopped while writing it: kept aside as evidence, then cut so the
                     # chain can go on from the last whole record.

@@ -420,3 +420,20 @@ def test_an_incomplete_last_record_is_kept_aside_and_the_chain_goes_on(tmp_path)
     assert verify([str(path)]).problem is None
     (aside,) = tmp_path.glob("r.jsonl.incomplete-*")
     assert aside.read_bytes() == b'{"type":"statement","n":2,"pre'
+
+
+def test_the_chain_goes_on_after_a_record_longer_than_any_read_window(tmp_path):
+    from pgwarden.chain import verify
+    from pgwarden_plugins.recording.sinks import FileSink
+
+    path = tmp_path / "r.jsonl"
+    sink = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
+    sink.add({"type": "statement", "sql": "select '" + "x" * 3_000_000 + "'"})  # a 3 MB statement
+    sink.flush()
+    sink.close()
+    again = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
+    again.add({"type": "statement", "sql": "select 1"})
+    again.flush()
+    again.close()
+    report = verify([str(path)])
+    assert report.problem is None and report.records == 2

@@ -1,0 +1,134 @@
+"""The image's two stages run without Docker (none here): the builder's wheel command on a copy of
+what the Dockerfile COPYs, the final stage's offline install into an empty environment, then the
+ENTRYPOINT + CMD as the image's non-root user, through which a client connects.
+
+What this cannot show is the base image itself (no registry is reachable from the test machines);
+the Dockerfile's instructions are taken from the file, so a changed command is run as changed.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import tempfile
+import shutil
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from deployfiles import ROOT, exec_form, stages
+from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, free_port
+from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER
+from pgwarden.tokens import mint
+
+
+def _pip_command(run: str, keyword: str) -> list[str]:
+    """The `python -m pip <keyword> ...` command of a RUN instruction (before any `&&`)."""
+    for part in run.split("&&"):
+        words = shlex.split(part)
+        if "pip" in words and keyword in words:
+            return words[words.index("python"):]
+    raise AssertionError(f"no pip {keyword} in: {run}")
+
+
+@pytest.fixture(scope="module")
+def image_root():
+    builder, final = stages()
+    # Not under pytest's temp dir: that is private to root, and the image's user must read this.
+    root = Path(tempfile.mkdtemp(prefix="pgwarden-image-"))
+    root.chmod(0o755)
+    try:
+        yield _build(root, builder, final), final
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _build(root, builder, final):
+    src, wheels = root / "src", root / "wheels"
+    src.mkdir()
+    for copy in builder.all("COPY"):  # COPY <sources...> <dest>
+        *sources, _dest = shlex.split(copy.value)
+        for source in sources:
+            path = ROOT / source.rstrip("/")
+            (shutil.copytree if path.is_dir() else shutil.copy)(path, src / path.name)
+    wheel = _pip_command(builder.last("RUN").value, "wheel")
+    wheel = [sys.executable] + wheel[1:]
+    wheel[wheel.index("--wheel-dir") + 1] = str(wheels)
+    subprocess.run(wheel, cwd=src, check=True, capture_output=True, timeout=600)
+
+    env_dir = root / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = str(env_dir / "bin" / "python")
+    install = _pip_command(final.last("RUN").value, "install")
+    install = [python] + install[1:]
+    install[install.index(next(a for a in install if a.startswith("--find-links")))] = f"--find-links={wheels}"
+    subprocess.run(install, check=True, capture_output=True, timeout=600)  # --no-index: offline
+    uninstall = _pip_command(final.last("RUN").value, "uninstall")
+    subprocess.run([python] + uninstall[1:], check=True, capture_output=True, timeout=120)
+    for p in [env_dir, *env_dir.rglob("*")]:
+        if not p.is_symlink():
+            p.chmod(0o755 if p.is_dir() or os.access(p, os.X_OK) else 0o644)
+    return env_dir
+
+
+def test_the_final_stage_has_no_build_tools(image_root):
+    env_dir, _ = image_root
+    names = {p.name.lower() for p in (env_dir / "lib").glob("python3*/site-packages/*")}
+    assert not any(n.startswith(("pip", "setuptools", "wheel-", "wheel")) for n in names), names
+
+
+def test_the_image_entrypoint_serves_as_its_non_root_user(image_root, pg_server, signing_keys):
+    env_dir, final = image_root
+    tmp_path = Path(tempfile.mkdtemp(prefix="pgwarden-image-fs-"))
+    if os.geteuid() != 0 or shutil.which("setpriv") is None:
+        pytest.skip("switching to the image's user needs root and setpriv")
+    uid, gid = final.last("USER").value.split(":")
+    work = tmp_path / "image-fs"
+    (work / "etc").mkdir(parents=True)
+    (work / "secrets").mkdir()
+    (work / "secrets" / "password").write_text(APP_PASSWORD)
+    shutil.copy(signing_keys["jwks"], work / "etc" / "jwks.json")
+    port, admin = free_port(), free_port()
+    config = work / "etc" / "pgwarden.yaml"
+    config.write_text(yaml.safe_dump({
+        "listen": {"host": "127.0.0.1", "port": port}, "admin": {"host": "127.0.0.1", "port": admin},
+        "upstream": {"host": pg_server.host, "port": pg_server.port, "database": "appdb", "user": APP_USER,
+                     "password_file": str(work / "secrets" / "password")},
+        "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(work / "etc" / "jwks.json")}},
+        "policies": [{"name": "agents", "rules": [{"name": "no-ddl", "block": {"statements": ["ddl"]}}]}],
+    }))
+    for p in [tmp_path, work, *work.rglob("*")]:
+        os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    entrypoint, cmd = exec_form(final.last("ENTRYPOINT")), exec_form(final.last("CMD"))
+    assert cmd[:2] == ["run", "-c"]
+    argv = [str(env_dir / "bin" / entrypoint[0]), *entrypoint[1:], *cmd[:2], str(config)]
+    err = tmp_path / "err"
+    proc = subprocess.Popen(["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups", *argv],
+                            env={"PATH": f"{env_dir}/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+                            cwd="/", stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
+    try:
+        deadline = time.monotonic() + 60
+        while b"pgwarden listening on" not in err.read_bytes():  # polled: its own log says when
+            assert proc.poll() is None, err.read_text()
+            assert time.monotonic() < deadline, err.read_text()
+            time.sleep(0.05)
+        status = [line for line in open(f"/proc/{proc.pid}/status") if line.startswith("Uid:")][0].split()
+        assert status[1:3] == [uid, uid]
+        token = mint(signing_keys["private"], subject="agent-1", issuer=ISSUER, audience=AUDIENCE)
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=agent dbname=appdb password={token} "
+                             "sslmode=disable", autocommit=True) as c:
+            assert c.execute("select 41 + 1").fetchone() == (42,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute("create table from_the_image (i int)")
+        proc.terminate()
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(tmp_path, ignore_errors=True)

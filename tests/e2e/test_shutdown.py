@@ -111,58 +111,49 @@ def test_after_the_grace_period_running_statements_are_cancelled(make_pgwarden, 
         busy.close()
 
 
-def test_sigterm_drains_and_exits_zero(pg_server, signing_keys, tmp_path):
-    doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()}, shutdown={"grace_s": 60})
-    cfg = tmp_path / "pgwarden.yaml"
-    cfg.write_text(yaml.safe_dump(doc))
-    ready = tmp_path / "ready"
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err", "wb"))
-    try:
-        wait_until(lambda: ready.exists() or proc.poll() is not None, "pgwarden to listen")
-        assert proc.poll() is None, (tmp_path / "err").read_text()
-        token = mint(signing_keys["private"], subject="agent-1", issuer=ISSUER, audience=AUDIENCE,
-                     groups=["ai-agents"])
-        dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
-        busy = Blocked(dsn, pg_server)
-        proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: b"shutting down" in (tmp_path / "err").read_bytes(), "pgwarden to start draining")
-        assert proc.poll() is None  # still draining: the statement runs
-        busy.release()
-        busy.thread.join(30)
-        assert busy.outcome == [("", "finished")]
-        assert proc.wait(30) == 0
-        busy.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
-    assert records[-1]["type"] == "session_end" and "(57P01)" in records[-1]["reason"]
-    check_records([tmp_path / "records.jsonl"])
-
-
-def test_a_second_sigterm_ends_the_sessions_left_at_once(pg_server, signing_keys, tmp_path):
+@pytest.fixture
+def draining(pg_server, signing_keys, tmp_path):
+    """`pgwarden run` (grace 600 s) with a statement running through it, just sent SIGTERM."""
     doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()}, shutdown={"grace_s": 600})
     cfg = tmp_path / "pgwarden.yaml"
     cfg.write_text(yaml.safe_dump(doc))
-    ready = tmp_path / "ready"
+    ready, err = tmp_path / "ready", tmp_path / "err"
     proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
-                            stdout=subprocess.DEVNULL, stderr=open(tmp_path / "err", "wb"))
+                            stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
+    busy = None
     try:
         wait_until(lambda: ready.exists() or proc.poll() is not None, "pgwarden to listen")
+        assert proc.poll() is None, err.read_text()
         token = mint(signing_keys["private"], subject="agent-1", issuer=ISSUER, audience=AUDIENCE,
                      groups=["ai-agents"])
         dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
         busy = Blocked(dsn, pg_server)
         proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: b"shutting down" in (tmp_path / "err").read_bytes(), "pgwarden to start draining")
-        proc.send_signal(signal.SIGTERM)  # the operator will not wait the grace period out
-        assert proc.wait(30) == 0
-        busy.thread.join(30)
-        assert len(busy.outcome) == 1 and isinstance(busy.outcome[0], psycopg.OperationalError)
-        wait_until(lambda: not waiting_on_lock(pg_server), "the upstream statement to be cancelled")
-        busy.close()
+        wait_until(lambda: b"shutting down" in err.read_bytes(), "pgwarden to start draining")
+        yield proc, busy
     finally:
         if proc.poll() is None:
             proc.kill()
+        if busy is not None:
+            busy.close()
     check_records([tmp_path / "records.jsonl"])
+
+
+def test_sigterm_drains_and_exits_zero(draining, tmp_path):
+    proc, busy = draining
+    assert proc.poll() is None  # still draining: the statement runs
+    busy.release()
+    busy.thread.join(30)
+    assert busy.outcome == [("", "finished")]
+    assert proc.wait(30) == 0
+    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert records[-1]["type"] == "session_end" and "(57P01)" in records[-1]["reason"]
+
+
+def test_a_second_sigterm_ends_the_sessions_left_at_once(draining, pg_server):
+    proc, busy = draining
+    proc.send_signal(signal.SIGTERM)  # the operator will not wait the grace period out
+    assert proc.wait(30) == 0
+    busy.thread.join(30)
+    assert len(busy.outcome) == 1 and isinstance(busy.outcome[0], psycopg.OperationalError)
+    wait_until(lambda: not waiting_on_lock(pg_server), "the upstream statement to be cancelled")

@@ -388,7 +388,7 @@ class Application:
             if not self.recorder.active:
                 self.stats.statement("allow", ("unanalysed",))
                 return ALLOW
-            return self.recorded(conn, request, self.statements.get(request.sql), Verdict.ALLOW, ALLOW)
+            return self.recorded(conn, request, self.statements.get(request.sql), Verdict.allow(), ALLOW)
         statement = self.statements.get(request.sql)
         verdict = self.plugins.check(statement, conn.session)
         if isinstance(verdict, Deferred):

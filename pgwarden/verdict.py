@@ -6,8 +6,6 @@ answer policies give (block, approve) and `Refusal` is what reaches the client.
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import attrs
 
 # Strictness order used to reduce several answers: the strictest wins.
@@ -23,8 +21,6 @@ class Verdict:
     hint: str | None = None
     policy: str | None = None
     rule: str | None = None
-
-    ALLOW: ClassVar[Verdict]
 
     @classmethod
     def allow(cls) -> Verdict:

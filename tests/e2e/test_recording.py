@@ -437,3 +437,14 @@ def test_the_chain_goes_on_after_a_record_longer_than_any_read_window(tmp_path):
     again.close()
     report = verify([str(path)])
     assert report.problem is None and report.records == 2
+
+
+def test_statements_are_recorded_when_no_plugin_judges_them(make_pgwarden, tmp_path):
+    running = make_pgwarden(plugins_section={"disable": ["block"]})
+    assert not running.app.plugins.checks
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select 'unjudged'").fetchone() == ("unjudged",)
+    running.call(running.app.stop)
+    statement = next(r for r in _records(tmp_path) if r["type"] == "statement")
+    assert statement["sql"] == "select 'unjudged'" and statement["verdict"]["action"] == "allow"
+    assert statement["kinds"] == ["select"]

@@ -86,6 +86,8 @@ class Recorder:
         self._held: list[ClientConnection] = []
         self._dirty = False
         self._results: list = []  # executions whose result records are built after the turn's sends
+        self._by_analysis: dict[int, tuple] = {}
+        self._by_verdict: dict[int, tuple] = {}
         barrier = getattr(app.reactor, "add_barrier", None)
         self._batched = barrier is not None
         if barrier is not None:
@@ -229,23 +231,36 @@ class Recorder:
         if request.statement_name:
             record["name"] = request.statement_name
         if statement is not None:
-            fields = statement.__dict__.get("_record_fields")
-            if fields is None:
-                a = statement.analysis
-                fields = statement.__dict__["_record_fields"] = {
-                    "sql": statement.sql,
-                    "fingerprint": statement.fingerprint,
-                    "kinds": sorted(a.kinds),
-                    "tables": sorted(a.tables),
-                    "writes": sorted(a.writes),
-                    "functions": sorted(a.functions),
-                }
-            record.update(fields)
+            record["sql"] = statement.sql
+            record["fingerprint"] = statement.fingerprint
+            record.update(self._analysis_fields(statement.analysis))
         else:
             record["sql"] = request.sql
-        record["verdict"] = {"action": verdict.action, "policy": verdict.policy, "rule": verdict.rule,
-                             "reason": verdict.reason}
+        record["verdict"] = self._verdict_fields(verdict)
         self.emit(record, conn if waits else None)
+
+    # Statements that differ only in constants share one analysis, and verdicts are memoised:
+    # their parts of a record are built once (the objects are kept, so their ids stay theirs).
+
+    def _analysis_fields(self, a) -> dict:
+        known = self._by_analysis.get(id(a))
+        if known is None:
+            if len(self._by_analysis) >= 4096:
+                self._by_analysis.clear()
+            known = self._by_analysis[id(a)] = (a, {
+                "kinds": sorted(a.kinds), "tables": sorted(a.tables),
+                "writes": sorted(a.writes), "functions": sorted(a.functions),
+            })
+        return known[1]
+
+    def _verdict_fields(self, v) -> dict:
+        known = self._by_verdict.get(id(v))
+        if known is None:
+            if len(self._by_verdict) >= 4096:
+                self._by_verdict.clear()
+            known = self._by_verdict[id(v)] = (v, {"action": v.action, "policy": v.policy, "rule": v.rule,
+                                                   "reason": v.reason})
+        return known[1]
 
     def approval(self, conn: ClientConnection, request_id: str, state: str, request, *,
                  approver: str | None = None, reason: str | None = None, waits: bool = False) -> None:

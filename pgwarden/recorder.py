@@ -298,12 +298,11 @@ class Recorder:
         slog.rows += rows
         slog.bytes += size
         slog.seq += 1
-        upstream = ex.finished - ex.forwarded
-        own = ex.forwarded - ex.arrived + ex.decide_s
+        upstream, own = ex.upstream_s, ex.pgwarden_s
         record = {"ts": timestamp(), "type": "result", "session": slog.id, "seq": slog.seq,
                   "identity": slog.identity, "statement": ex.seq, "rows": rows, "bytes": size,
-                  "duration_ms": int((upstream + own) * 1e6) / 1000, "upstream_ms": int(upstream * 1e6) / 1000,
-                  "pgwarden_ms": int(own * 1e6) / 1000, "sqlstate": ex.sqlstate}
+                  "duration_ms": _ms(upstream + own), "upstream_ms": _ms(upstream),
+                  "pgwarden_ms": _ms(own), "sqlstate": ex.sqlstate}
         if ex.message is not None:
             record["error"] = ex.message
         if ex.bind is not None and self.parameter_bytes:

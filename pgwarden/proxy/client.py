@@ -457,8 +457,7 @@ class ClientConnection(Protocol):
         try:
             result = self.app.decide(self, request)
         except Exception:  # never let a statement through unchecked
-            refusal = self._settle(Failure())
-            return self.app.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
+            return self._settle_recorded(request, Failure())
         if result is ALLOW or isinstance(result, Refusal):
             return result
         # A Deferred: resolve when it fires; meanwhile the relay queues.

@@ -45,10 +45,6 @@ class Sink:
         line, self.prev = seal(record, self.prev)
         self._lines.append(line)
 
-    @property
-    def dirty(self) -> bool:
-        return bool(self._lines or self._pending)
-
     def flush(self) -> None:
         """Writes what is buffered; raises SinkFailed if this sink fails closed and could not."""
         if self._sync_failed:

@@ -1,10 +1,18 @@
 """The hash chain that makes a record log tamper-evident, and its verification.
 
-Each record line is the canonical JSON of the record with ``prev`` (the hash
-of the line before it in the same sink, or GENESIS) and then ``hash``: the
-SHA-256 of the canonical JSON of everything but ``hash``. Canonical means
-orjson with sorted keys, compact, UTF-8: a line parsed and serialised again
-gives the same bytes, so `verify` needs nothing but the line itself.
+A record line is the record's JSON object as serialised (orjson, compact,
+UTF-8, keys in the order the record was built) with two keys appended:
+``prev``, the hash of the line before it in the same sink (or GENESIS), and
+then ``hash``: the SHA-256 of the line's own bytes without ``,"hash":"…"``,
+that is of ``{…,"prev":"…"}``. The hash covers the bytes exactly as written,
+so checking a line needs no canonical form and no particular JSON library:
+cut the fixed-size ``hash`` field off the end, hash what is left.
+
+Why bytes and not a canonical re-serialisation (which an earlier release
+used): a record is serialised once for all sinks, only ``prev`` differs per
+sink, and sorting keys is not needed on the hot path; and a checker that
+hashes what it reads cannot disagree with the writer about float formatting
+or key order.
 
 An edited line no longer matches its hash; a deleted, inserted or moved line
 breaks the ``prev`` link of the line after it. Lines cut off at the end of a
@@ -22,25 +30,32 @@ import attrs
 import orjson
 
 GENESIS = "0" * 64
-_dumps = orjson.dumps
 _sha256 = hashlib.sha256
+_HASH_KEY = b',"hash":"'
+#: the bytes ``,"hash":"<64 hex>"}\n`` at the end of every line
+_TAIL = len(_HASH_KEY) + 64 + len(b'"}\n')
 
 
-def canonical(record: dict) -> bytes:
-    return orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+def seal(body: bytes, prev: str) -> tuple[bytes, str]:
+    """The line for one serialised record (a JSON object, ``orjson.dumps(record)``), and its hash."""
+    if body == b"{}":
+        covered = b'{"prev":"%s"}' % prev.encode()
+    else:
+        covered = b'%s,"prev":"%s"}' % (body[:-1], prev.encode())
+    digest = _sha256(covered).hexdigest()
+    return b'%s,"hash":"%s"}\n' % (covered[:-1], digest.encode()), digest
 
 
-def seal(record: dict, prev: str) -> tuple[bytes, str]:
-    """The record as one chained line (with its newline), and its hash.
+def seal_record(record: dict, prev: str) -> tuple[bytes, str]:
+    """`seal` for a record not yet serialised."""
+    return seal(orjson.dumps(record), prev)
 
-    ``prev`` is put into ``record`` for the time of serialising (cheaper than a copy);
-    the record is left as it was given.
-    """
-    record["prev"] = prev  # records never carry their own: sinks chain them
-    body = _dumps(record, option=orjson.OPT_SORT_KEYS)
-    del record["prev"]
-    digest = _sha256(body).hexdigest()
-    return b'%s,"hash":"%s"}\n' % (body[:-1], digest.encode()), digest
+
+def _claimed_hash(line: bytes) -> str | None:
+    """The hash a line ends with, or None if it does not end with a hash field."""
+    if len(line) <= _TAIL or line[-_TAIL:-_TAIL + len(_HASH_KEY)] != _HASH_KEY or line[-3:] != b'"}\n':
+        return None
+    return line[-_TAIL + len(_HASH_KEY):-3].decode("ascii", "replace")
 
 
 @attrs.frozen
@@ -73,11 +88,8 @@ def verify(paths: list[str], *, allow_restarts: bool = False, head: str | None =
     # The positions of every hash first, so a moved line can be told from a missing one.
     where: dict[str, tuple[str, int]] = {}
     for path, number, line in _lines(paths):
-        try:
-            h = orjson.loads(line).get("hash")
-        except (orjson.JSONDecodeError, AttributeError):
-            continue
-        if isinstance(h, str):
+        h = _claimed_hash(line)
+        if h is not None:
             where.setdefault(h, (path, number))
 
     count = 0
@@ -91,15 +103,22 @@ def verify(paths: list[str], *, allow_restarts: bool = False, head: str | None =
     for path, number, line in _lines(paths):
         if not line.endswith(b"\n"):
             return report(path, number, "truncated: the last record is incomplete")
+        claimed = _claimed_hash(line)
+        if claimed is None:
+            try:
+                orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return report(path, number, "not a JSON record (edited or damaged)")
+            return report(path, number, "not a chained record (no hash)")
+        covered = line[:-_TAIL] + b"}"
         try:
-            record = orjson.loads(line)
+            record = orjson.loads(covered)
         except orjson.JSONDecodeError:
             return report(path, number, "not a JSON record (edited or damaged)")
-        if not isinstance(record, dict) or not isinstance(record.get("hash"), str):
+        if not isinstance(record, dict):
             return report(path, number, "not a chained record (no hash)")
-        claimed = record.pop("hash")
         prev = record.get("prev")
-        if hashlib.sha256(canonical(record)).hexdigest() != claimed:
+        if _sha256(covered).hexdigest() != claimed:
             return report(path, number, "edited: the record does not match its hash")
         if expected is None:
             starts_at = prev

@@ -41,8 +41,9 @@ class Sink:
         self.errors = 0  # failed writes since start, for /metrics
         self._sync_failed = False  # a periodic fsync failed: the next flush must try again
 
-    def add(self, record: dict) -> None:
-        line, self.prev = seal(record, self.prev)
+    def add(self, body: bytes) -> None:
+        """Chains one record, serialised once for every sink (`pgwarden.chain.seal`)."""
+        line, self.prev = seal(body, self.prev)
         self._lines.append(line)
 
     def flush(self) -> None:

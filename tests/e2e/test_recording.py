@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 
@@ -389,11 +390,11 @@ def test_fsync_failure_never_writes_records_twice(tmp_path):
 
     path = tmp_path / "r.jsonl"
     sink = FlakyDisk(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    sink.add({"type": "statement", "n": 1})
+    sink.add(orjson.dumps({"type": "statement", "n": 1}))
     sink.fail_next = True
     with pytest.raises(SinkFailed, match="Input/output error"):
         sink.flush()
-    sink.add({"type": "statement", "n": 2})
+    sink.add(orjson.dumps({"type": "statement", "n": 2}))
     sink.flush()
     sink.close()
     assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 2]
@@ -408,13 +409,13 @@ def test_an_incomplete_last_record_is_kept_aside_and_the_chain_goes_on(tmp_path)
 
     path = tmp_path / "r.jsonl"
     sink = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    sink.add({"type": "statement", "n": 1})
+    sink.add(orjson.dumps({"type": "statement", "n": 1}))
     sink.flush()
     sink.close()
     with open(path, "ab") as f:
         f.write(b'{"type":"statement","n":2,"pre')  # a write cut short by a crash
     again = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    again.add({"type": "statement", "n": 3})
+    again.add(orjson.dumps({"type": "statement", "n": 3}))
     again.flush()
     again.close()
     assert verify([str(path)]).problem is None
@@ -428,11 +429,11 @@ def test_the_chain_goes_on_after_a_record_longer_than_any_read_window(tmp_path):
 
     path = tmp_path / "r.jsonl"
     sink = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    sink.add({"type": "statement", "sql": "select '" + "x" * 3_000_000 + "'"})  # a 3 MB statement
+    sink.add(orjson.dumps({"type": "statement", "sql": "select '" + "x" * 3_000_000 + "'"}))  # a 3 MB statement
     sink.flush()
     sink.close()
     again = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    again.add({"type": "statement", "sql": "select 1"})
+    again.add(orjson.dumps({"type": "statement", "sql": "select 1"}))
     again.flush()
     again.close()
     report = verify([str(path)])

@@ -13,7 +13,7 @@ import pytest
 from twisted.internet.defer import Deferred
 
 from pgwarden import Verdict, hookimpl
-from pgwarden.chain import seal
+from pgwarden.chain import seal_record
 from pgwarden.cli import main
 from pgwarden.testing.pytest_plugin import check_records
 
@@ -108,7 +108,7 @@ def test_tail_follows_appends_and_rotation(tmp_path):
         record = {"ts": "2026-11-25T10:00:00.000000Z", "type": "statement", "session": "ab" * 8, "seq": 1,
                   "identity": {"subject": "agent-1", "groups": []}, "statement": 1, "protocol": "simple",
                   "sql": sql, "verdict": {"action": "allow", "policy": None, "rule": None, "reason": None}}
-        line, prev = seal(record, prev)
+        line, prev = seal_record(record, prev)
         with open(path, "ab") as f:
             f.write(line)
 
@@ -185,7 +185,7 @@ def test_tail_into_a_closed_pipe_ends_quietly(tmp_path):
         record = {"ts": "2026-11-25T10:00:00.000000Z", "type": "statement", "session": "ab" * 8, "seq": i + 1,
                   "identity": {"subject": "agent-1", "groups": []}, "statement": i + 1, "protocol": "simple",
                   "sql": f"select {i}", "verdict": {"action": "allow", "policy": None, "rule": None, "reason": None}}
-        line, prev = seal(record, prev)
+        line, prev = seal_record(record, prev)
         lines.append(line)
     log.write_bytes(b"".join(lines))
     done = subprocess.run(f"{sys.executable} -m pgwarden tail --color never {log} | head -1",

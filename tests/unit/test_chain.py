@@ -8,14 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgwarden.chain import GENESIS, seal, verify
+import hashlib
+
+from pgwarden.chain import GENESIS, seal, seal_record, verify
 from pgwarden.cli import main
 
 
 def write_chain(path, records, prev=GENESIS):
     lines = []
     for r in records:
-        line, prev = seal(r, prev)
+        line, prev = seal_record(r, prev)
         lines.append(line)
     path.write_bytes(b"".join(lines))
     return lines, prev
@@ -33,10 +35,30 @@ def test_an_intact_chain_verifies_and_reports_its_head(tmp_path):
     assert report.starts_at == GENESIS
 
 
-def test_lines_are_canonical_json_with_the_hash_last(tmp_path):
-    line, digest = seal({"b": 1, "a": "x"}, GENESIS)
+def test_a_line_is_the_record_as_built_then_prev_then_a_hash_of_the_bytes_before_it(tmp_path):
+    line, digest = seal_record({"b": 1, "a": "x"}, GENESIS)
     record = json.loads(line)
-    assert list(record) == ["a", "b", "prev", "hash"] and record["hash"] == digest
+    assert list(record) == ["b", "a", "prev", "hash"]  # build order kept: nothing re-sorts it
+    assert record["prev"] == GENESIS and record["hash"] == digest
+    # What an auditor with nothing but sha256 does: cut the hash field off the end, hash the rest.
+    cut = line.rindex(b',"hash":')
+    assert hashlib.sha256(line[:cut] + b"}").hexdigest() == digest
+    assert line[cut:] == b',"hash":"%s"}\n' % digest.encode()
+
+
+def test_an_empty_record_still_seals_to_valid_json():
+    line, digest = seal(b"{}", GENESIS)
+    assert json.loads(line) == {"prev": GENESIS, "hash": digest}
+
+
+def test_whitespace_added_to_a_line_is_an_edit(tmp_path):
+    # A canonical re-serialisation would have forgiven this; hashing the bytes does not.
+    f = tmp_path / "r.jsonl"
+    lines, _ = write_chain(f, records(3))
+    lines[1] = lines[1].replace(b'"seq":2', b'"seq": 2')
+    f.write_bytes(b"".join(lines))
+    problem = verify([str(f)]).problem
+    assert problem is not None and problem.line == 2 and "edited" in problem.why
 
 
 @pytest.mark.parametrize("tamper, line, why", [
@@ -115,3 +137,20 @@ def test_any_records_chain_and_any_single_byte_change_is_caught(tmp_path_factory
     blob[i] = new
     f.write_bytes(bytes(blob))
     assert verify([str(f)]).problem is not None
+
+
+def test_the_example_records_in_the_docs_carry_their_own_hashes_and_field_order():
+    """docs/records.md shows real lines: each must check as `verify` checks it, in builder order."""
+    import re
+    from pathlib import Path
+
+    from pgwarden.chain import _claimed_hash
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "records.md").read_text()
+    lines = [m.encode() + b"\n" for m in re.findall(r'^\{"ts":.*"hash":"[0-9a-f]{64}"\}$', docs, flags=re.M)]
+    assert len(lines) >= 10
+    for line in lines:
+        claimed = _claimed_hash(line)
+        assert claimed is not None, line
+        assert hashlib.sha256(line[:line.rindex(b',"hash":"')] + b"}").hexdigest() == claimed, line
+        assert list(json.loads(line))[:5] == ["ts", "type", "session", "seq", "identity"], line

@@ -38,12 +38,28 @@ _TAIL = len(_HASH_KEY) + 64 + len(b'"}\n')
 
 def seal(body: bytes, prev: str) -> tuple[bytes, str]:
     """The line for one serialised record (a JSON object, ``orjson.dumps(record)``), and its hash."""
-    if body == b"{}":
-        covered = b'{"prev":"%s"}' % prev.encode()
-    else:
-        covered = b'%s,"prev":"%s"}' % (body[:-1], prev.encode())
-    digest = _sha256(covered).hexdigest()
-    return b'%s,"hash":"%s"}\n' % (covered[:-1], digest.encode()), digest
+    lines: list[bytes] = []
+    digest = lines_for([body], prev, lines)
+    return lines[0], digest
+
+
+def lines_for(bodies: list[bytes], prev: str, out: list[bytes]) -> str:
+    """Appends to ``out`` the chained line of each serialised record, in order; returns the last hash.
+
+    One loop for a reactor turn's records: sealing is most of what recording costs per
+    statement, and a call per record would add to it.
+    """
+    sha256 = _sha256
+    append = out.append
+    head = prev.encode()
+    for body in bodies:
+        if body == b"{}":
+            covered = b'{"prev":"%s"}' % head
+        else:
+            covered = b'%s,"prev":"%s"}' % (body[:-1], head)
+        head = sha256(covered).hexdigest().encode()
+        append(b'%s,"hash":"%s"}\n' % (covered[:-1], head))
+    return head.decode()
 
 
 def seal_record(record: dict, prev: str) -> tuple[bytes, str]:

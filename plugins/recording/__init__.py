@@ -1,9 +1,10 @@
 """Built-in plugin ``recording``: writes every record to the sinks of ``recording:``.
 
-Each sink keeps its own hash chain. Records are buffered during a reactor turn
-and written together by `pgwarden_records_flush`, which the core calls before
-any byte of that turn goes upstream: a statement never runs before its record
-is with the operating system.
+Each sink keeps its own hash chain. Records are kept as they come during a
+reactor turn; `pgwarden_records_flush`, which the core calls before any byte
+of that turn goes upstream, serialises each once, seals it into every sink's
+chain and writes each sink's lines with one call: a statement never runs
+before its record is with the operating system.
 """
 
 from __future__ import annotations
@@ -14,15 +15,28 @@ from pgwarden import hookimpl
 from pgwarden.config import FileSink as FileSinkConfig
 from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
 
+_dumps = orjson.dumps
+
+
+def _thread_runner(reactor):
+    """``f -> Deferred`` running ``f`` in the reactor's thread pool; None without one (tests' clocks)."""
+    if reactor is None or not hasattr(reactor, "getThreadPool"):
+        return None
+    from twisted.internet.threads import deferToThreadPool
+
+    return lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)
+
 
 class Recording:
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
+        self._batch: list[dict] = []  # the records of this reactor turn, not yet serialised
         self._ticker = None
 
     @hookimpl
     def pgwarden_configure(self, config, options, reactor) -> None:
         """Opens the configured sinks; those configured before (same file) keep their chain."""
+        self._seal_batch()  # records emitted before the reload go where they were meant to
         known = {s.name: s for s in self.sinks}
         sinks: list[Sink] = []
         for spec in config.recording.sinks:
@@ -30,7 +44,8 @@ class Recording:
             if sink is None:
                 if isinstance(spec, FileSinkConfig):
                     sink = FileSink(spec.file, max_bytes=spec.max_bytes, keep=spec.keep,
-                                    fsync_s=spec.fsync_s, on_error=spec.on_error)
+                                    fsync_s=spec.fsync_s, on_error=spec.on_error,
+                                    in_thread=_thread_runner(reactor))
                 else:
                     sink = StdoutSink(spec.on_error)
             else:
@@ -54,13 +69,19 @@ class Recording:
 
     @hookimpl
     def pgwarden_record(self, record: dict) -> None:
-        body = orjson.dumps(record)  # once: the sinks' lines differ only in their chain fields
-        for sink in self.sinks:
-            sink.add(body)
+        self._batch.append(record)  # serialised and sealed at the barrier, with the turn's others
+
+    def _seal_batch(self) -> None:
+        if self._batch:
+            batch, self._batch = self._batch, []
+            bodies = [_dumps(record) for record in batch]  # once: sinks differ only in their chains
+            for sink in self.sinks:
+                sink.add(bodies)
 
     @hookimpl
     def pgwarden_records_flush(self) -> list[str]:
         """Writes every sink's buffer; raises naming the sinks that fail closed and could not write."""
+        self._seal_batch()
         failed = []
         for sink in self.sinks:
             try:
@@ -75,5 +96,6 @@ class Recording:
     def pgwarden_stop(self) -> None:
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
+        self._seal_batch()
         for sink in self.sinks:
             sink.close()

@@ -15,7 +15,7 @@ import time
 import orjson
 from twisted.logger import Logger
 
-from pgwarden.chain import GENESIS, seal
+from pgwarden.chain import GENESIS, lines_for
 
 log = Logger(namespace="pgwarden.recording")
 
@@ -41,10 +41,9 @@ class Sink:
         self.errors = 0  # failed writes since start, for /metrics
         self._sync_failed = False  # a periodic fsync failed: the next flush must try again
 
-    def add(self, body: bytes) -> None:
-        """Chains one record, serialised once for every sink (`pgwarden.chain.seal`)."""
-        line, self.prev = seal(body, self.prev)
-        self._lines.append(line)
+    def add(self, bodies: list[bytes]) -> None:
+        """Chains records serialised once for every sink (`pgwarden.chain.lines_for`)."""
+        self.prev = lines_for(bodies, self.prev, self._lines)
 
     def flush(self) -> None:
         """Writes what is buffered; raises SinkFailed if this sink fails closed and could not."""
@@ -125,8 +124,14 @@ def _last_lines(f, size: int) -> tuple[int, bytes]:
 
 def _write_all(fd: int, data: bytes) -> int:
     """os.write until all is written; an error carries how much was, as ``.written``."""
+    try:
+        done = os.write(fd, data)
+    except OSError as e:
+        e.written = 0
+        raise
+    if done == len(data):  # the usual case: one call, no view
+        return done
     view = memoryview(data)
-    done = 0
     while done < len(data):
         try:
             done += os.write(fd, view[done:])
@@ -151,13 +156,17 @@ class FileSink(Sink):
     """Appends to ``path``; rotates to path.1 .. path.N by size; fsyncs every ``fsync_s``."""
 
     def __init__(self, path: str, *, max_bytes: int, keep: int, fsync_s: float, on_error: str,
-                 clock=time.monotonic) -> None:
+                 clock=time.monotonic, in_thread=None) -> None:
         super().__init__(f"file:{path}", on_error)
         self.path = path
         self.max_bytes = max_bytes
         self.keep = keep
         self.fsync_s = fsync_s
         self._clock = clock
+        # Runs a blocking call off the reactor thread, returning a Deferred (None: run it inline).
+        # A periodic fsync can take tens of milliseconds; inline, every session would wait.
+        self._in_thread = in_thread
+        self._syncing = False
         self._unsynced = False
         self._last_sync = clock()
         self.prev = self.written_head = self._resume()
@@ -209,7 +218,8 @@ class FileSink(Sink):
             raise
         self.size += written
         self._unsynced = True
-        if self.fsync_s == 0 or self._clock() - self._last_sync >= self.fsync_s:
+        # fsync_s 0: durable before the statement goes. Otherwise the ticker syncs, in a thread.
+        if self.fsync_s == 0 or (self._in_thread is None and self._clock() - self._last_sync >= self.fsync_s):
             try:
                 self._sync()
             except OSError as e:
@@ -224,13 +234,48 @@ class FileSink(Sink):
         self._last_sync = self._clock()
 
     def tick(self) -> None:
-        if self._unsynced and self._clock() - self._last_sync >= self.fsync_s:
+        if not self._unsynced or self._syncing or self._clock() - self._last_sync < self.fsync_s:
+            return
+        if self._in_thread is not None:
+            self._sync_in_background()
+            return
+        try:
+            self._sync()
+        except OSError as e:
+            self._sync_error(e)
+
+    def _sync_error(self, e: OSError) -> None:
+        """Reported (and refused, failing closed) by the next flush, which syncs again first."""
+        if not self._sync_failed:
+            log.error("{sink}: fsync: {err}", sink=self.name, err=getattr(e, "strerror", None) or e)
+        self._sync_failed = True
+        self._unsynced = True
+
+    def _sync_in_background(self) -> None:
+        started = self._clock()
+        try:
+            fd = os.dup(self._fd)  # its own descriptor: a rotation may close ours meanwhile
+        except OSError as e:
+            self._sync_error(e)
+            return
+        self._syncing = True
+        self._unsynced = False  # what is written after this point waits for the next sync
+
+        def sync() -> None:
             try:
-                self._sync()
-            except OSError as e:  # reported (and refused, failing closed) by the next flush
-                if not self._sync_failed:
-                    log.error("{sink}: fsync: {err}", sink=self.name, err=e.strerror)
-                self._sync_failed = True
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+        def synced(_) -> None:
+            self._syncing = False
+            self._last_sync = started
+
+        def failed(failure) -> None:
+            self._syncing = False
+            self._sync_error(failure.value)
+
+        self._in_thread(sync).addCallbacks(synced, failed)
 
     def _rotate(self) -> None:
         self._sync()

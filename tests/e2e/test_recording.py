@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import urllib.error
 import urllib.request
@@ -376,6 +377,66 @@ def test_readyz_notices_that_the_sink_writes_again(make_pgwarden):
     assert _http(admin, "/readyz")[0] == 200  # without waiting for a statement to try
 
 
+def test_periodic_fsync_runs_off_the_reactor_on_its_own_descriptor_and_a_failure_fails_closed(tmp_path):
+    """With fsync_s > 0 a write never waits for fsync: the ticker hands it to a thread."""
+    from twisted.internet.defer import Deferred
+
+    from pgwarden_plugins.recording.sinks import FileSink, SinkFailed
+
+    now = [0.0]
+    handed: list[tuple] = []
+
+    def in_thread(f):  # what the reactor's pool would do, run when the test says
+        d = Deferred()
+        handed.append((f, d))
+        return d
+
+    class Disk(FileSink):
+        broken = False
+        inline_syncs = 0
+
+        def _sync(self):
+            self.inline_syncs += 1
+            if self.broken:
+                raise OSError(5, "Input/output error")
+            super()._sync()
+
+    path = tmp_path / "r.jsonl"
+    sink = Disk(str(path), max_bytes=10**9, keep=0, fsync_s=1, on_error="closed",
+                clock=lambda: now[0], in_thread=in_thread)
+    now[0] = 5.0  # long past the interval: inline, this write would have synced
+    sink.add([orjson.dumps({"type": "statement", "n": 1})])
+    sink.flush()
+    assert sink.inline_syncs == 0 and not handed
+    sink.tick()
+    sink.tick()  # one sync in flight at a time
+    assert len(handed) == 1
+    fsynced = []
+    real_fsync = os.fsync
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "fsync", lambda fd: (fsynced.append(fd), real_fsync(fd)))
+        handed[0][0]()
+    assert fsynced and fsynced[0] != sink._fd  # a duplicate: a rotation may close the sink's own
+    handed[0][1].callback(None)
+    sink.tick()
+    assert len(handed) == 1  # synced, nothing written since
+
+    # A background fsync that fails: the next flush syncs inline first and, failing, refuses.
+    sink.add([orjson.dumps({"type": "statement", "n": 2})])
+    sink.flush()
+    now[0] = 10.0
+    sink.tick()
+    handed[1][1].errback(OSError(5, "Input/output error"))
+    sink.broken = True
+    sink.add([orjson.dumps({"type": "statement", "n": 3})])
+    with pytest.raises(SinkFailed, match="fsync: Input/output error"):
+        sink.flush()
+    sink.broken = False
+    sink.flush()  # the disk is back: the held record is written, once
+    sink.close()
+    assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 2, 3]
+
+
 def test_fsync_failure_never_writes_records_twice(tmp_path):
     from pgwarden_plugins.recording.sinks import FileSink, SinkFailed
 
@@ -390,11 +451,11 @@ def test_fsync_failure_never_writes_records_twice(tmp_path):
 
     path = tmp_path / "r.jsonl"
     sink = FlakyDisk(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    sink.add(orjson.dumps({"type": "statement", "n": 1}))
+    sink.add([orjson.dumps({"type": "statement", "n": 1})])
     sink.fail_next = True
     with pytest.raises(SinkFailed, match="Input/output error"):
         sink.flush()
-    sink.add(orjson.dumps({"type": "statement", "n": 2}))
+    sink.add([orjson.dumps({"type": "statement", "n": 2})])
     sink.flush()
     sink.close()
     assert [json.loads(line)["n"] for line in path.read_text().splitlines()] == [1, 2]
@@ -409,13 +470,13 @@ def test_an_incomplete_last_record_is_kept_aside_and_the_chain_goes_on(tmp_path)
 
     path = tmp_path / "r.jsonl"
     sink = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    sink.add(orjson.dumps({"type": "statement", "n": 1}))
+    sink.add([orjson.dumps({"type": "statement", "n": 1})])
     sink.flush()
     sink.close()
     with open(path, "ab") as f:
         f.write(b'{"type":"statement","n":2,"pre')  # a write cut short by a crash
     again = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    again.add(orjson.dumps({"type": "statement", "n": 3}))
+    again.add([orjson.dumps({"type": "statement", "n": 3})])
     again.flush()
     again.close()
     assert verify([str(path)]).problem is None
@@ -429,11 +490,11 @@ def test_the_chain_goes_on_after_a_record_longer_than_any_read_window(tmp_path):
 
     path = tmp_path / "r.jsonl"
     sink = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    sink.add(orjson.dumps({"type": "statement", "sql": "select '" + "x" * 3_000_000 + "'"}))  # a 3 MB statement
+    sink.add([orjson.dumps({"type": "statement", "sql": "select '" + "x" * 3_000_000 + "'"})])  # a 3 MB statement
     sink.flush()
     sink.close()
     again = FileSink(str(path), max_bytes=10**9, keep=0, fsync_s=0, on_error="closed")
-    again.add(orjson.dumps({"type": "statement", "sql": "select 1"}))
+    again.add([orjson.dumps({"type": "statement", "sql": "select 1"})])
     again.flush()
     again.close()
     report = verify([str(path)])

@@ -106,6 +106,17 @@ def _cmd_check(args) -> int:
     config = _load(args.config)
     if config is None or _plugin_host(config) is None:  # plugin options and rule kinds too
         return 2
+    jwks_file = config.auth.jwt.jwks_file
+    # A key file that is there but cannot be used would stop `run`. One that is not there is
+    # left alone, as a missing password_file is: check also runs where the secrets are not.
+    if jwks_file and Path(jwks_file).exists():
+        from pgwarden.identity import KeyFileError, TokenVerifier
+
+        try:
+            TokenVerifier(config.auth.jwt)
+        except KeyFileError as e:
+            print(f"{config.source}: {e}", file=sys.stderr)
+            return 2
     print(describe_config(config))
     return 0
 

@@ -30,6 +30,27 @@ class AuthenticationFailed(Exception):
         self.reason = reason
 
 
+class KeyFileError(ValueError):
+    """A local key file that cannot be used; the message names the setting, the file and why."""
+
+
+def _read_jwks(path: str) -> jwt.PyJWKSet:
+    where = f"auth.jwt.jwks_file: {path}"
+    try:
+        doc = json.loads(Path(path).read_bytes())
+    except OSError as e:
+        raise KeyFileError(f"{where}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise KeyFileError(f"{where}: not JSON ({e})") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("keys"), list):
+        raise KeyFileError(f"{where}: expected a JWKS, a JSON object with a \"keys\" list, "
+                           f"got {type(doc).__name__}")
+    try:
+        return jwt.PyJWKSet.from_dict(doc)
+    except jwt.PyJWTError as e:
+        raise KeyFileError(f"{where}: {e}") from None
+
+
 class TokenVerifier:
     """Verifies tokens against keys from a local file or from the issuer.
 
@@ -44,8 +65,7 @@ class TokenVerifier:
         self._keys: dict[str | None, Any] = {}
         self._remote = None
         if config.jwks_file:
-            jwks = jwt.PyJWKSet.from_dict(json.loads(Path(config.jwks_file).read_text()))
-            for key in jwks.keys:
+            for key in _read_jwks(config.jwks_file).keys:
                 self._keys[key.key_id] = key.key
         elif config.public_key_file:
             self._keys[None] = Path(config.public_key_file).read_bytes()

@@ -58,6 +58,7 @@ _NAMES = {
     "copy_to": "COPY TO", "do": "DO blocks", "call": "CALL", "lock": "LOCK", "maintenance": "maintenance (VACUUM, ...)",
     "unknown": "statements that do not parse", "select": "SELECT",
 }
+_PLURAL = {"ddl", "role", "do", "unknown"}  # their names above are plural: "... are not allowed"
 
 
 def matches(spec, statement) -> list[str]:
@@ -90,11 +91,12 @@ def matches(spec, statement) -> list[str]:
 def _reason(rule, hit: list[str]) -> str:
     if rule.reason:
         return rule.reason
-    words = [_NAMES.get(h, h) for h in hit if h != "without a WHERE clause"]
-    text = ", ".join(words) or "this statement"
+    named = [h for h in hit if h != "without a WHERE clause"]
+    text = ", ".join(_NAMES.get(h, h) for h in named) or "this statement"
     if "without a WHERE clause" in hit:
         text += " without a WHERE clause that selects rows"
-    return f"{text} is not allowed"
+    plural = len(named) > 1 or (len(named) == 1 and named[0] in _PLURAL)
+    return f"{text} {'are' if plural else 'is'} not allowed"
 
 
 def _hint(rule, hit: list[str], statement) -> str:

@@ -178,3 +178,22 @@ def test_limits_are_checked():
     assert "expected a duration like 30s" in p
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{limit: {rows: 0}}]}]\n")
     assert "rows must be at least 1" in p
+
+
+@pytest.mark.parametrize("statements, sql, reason", [
+    (["ddl"], "CREATE TABLE x (a int)", "schema changes (DDL) are not allowed"),
+    (["role"], "SET ROLE postgres", "role changes are not allowed"),
+    (["truncate"], "TRUNCATE t", "TRUNCATE is not allowed"),
+    (["delete", "update"], "WITH d AS (DELETE FROM t RETURNING 1) UPDATE u SET a = 1", "DELETE, UPDATE are not allowed"),
+])
+def test_reasons_written_from_rules_agree_in_number(tmp_path, statements, sql, reason):
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(GOOD + "policies:\n  - name: agents\n    rules:\n"
+                   f"      - {{name: r, block: {{statements: {json.dumps(statements)}}}}}\n")
+    out = subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), "--subject", "a", "--json", sql],
+                         capture_output=True, text=True)
+    assert json.loads(out.stdout)["verdict"]["reason"] == reason, out.stderr

@@ -8,7 +8,7 @@ that is of ``{…,"prev":"…"}``. The hash covers the bytes exactly as written,
 so checking a line needs no canonical form and no particular JSON library:
 cut the fixed-size ``hash`` field off the end, hash what is left.
 
-Why bytes and not a canonical re-serialisation (which an earlier release
+Why bytes and not a canonical re-serialisation (which earlier builds
 used): a record is serialised once for all sinks, only ``prev`` differs per
 sink, and sorting keys is not needed on the hot path; and a checker that
 hashes what it reads cannot disagree with the writer about float formatting

@@ -1,24 +1,30 @@
 #!/usr/bin/env python3
-"""What recording costs, from interleaved runs: pgwarden with and without a file sink, A B B A ...
+"""Two pgwardens in interleaved runs, A B B A ...: what recording costs, or what a code change did.
 
 Why a second tool beside `run.py`: on this kind of machine two pgbench runs
 of the same target minutes apart differ by 20-40%, so one run per target (what
 `run.py` does for its table) cannot resolve a 10% difference. Here two
-pgwardens with the same ten-rule policy, one recording every statement to a
-file (`run.py`'s `(recording)` pgwarden) and one with recording off, run in
-alternating order for several rounds of short runs, and what is reported per
-round and as the median is:
+pgwardens run in alternating order for several rounds of short runs:
 
-* TPS of each, and the recording one's TPS as a ratio to the other's;
+* by default, both with the same ten-rule policy, one recording every
+  statement to a file (`run.py`'s `(recording)` pgwarden) and one with
+  recording off: what recording costs;
+* with ``--against REV``, this working tree's pgwarden and the one of git
+  revision REV (checked out into a temporary worktree), both with the same
+  configuration (``--config``): what the change since REV did.
+
+What is reported per round and as the median:
+
+* TPS of each, and the second one's TPS as a ratio to the first's;
 * pgwarden's CPU per transaction (user and system, from /proc/PID/stat), which
-  moves far less than TPS between runs: the cost of recording in pgwarden's own
-  time;
+  moves far less than TPS between runs: the cost in pgwarden's own time;
 * the whole machine's idle share during the run (/proc/stat): idle CPU while
   pgwarden is below one core means pgwarden's single thread is what bounds TPS,
   so its added CPU per statement costs TPS almost one for one.
 
     .venv/bin/python bench/ab.py                       # select-only simple, 5 rounds of 8 s
     .venv/bin/python bench/ab.py --mode prepared --rounds 7 --duration 10
+    .venv/bin/python bench/ab.py --against HEAD~3 --config rules
 """
 
 from __future__ import annotations
@@ -75,45 +81,85 @@ def one_run(name: str, runner: bench.PgwardenRunner, mode: str, duration: int) -
     }
 
 
+CONFIGS = ("pass", "rules", "recording")
+
+
+def write_config(kind: str, name: str, pg, work: Path, jwks: Path) -> Path:
+    """One of the configurations `run.py` measures: pass-through, ten rules, ten rules + file sink."""
+    if kind == "pass":
+        return bench.write_pgwarden_config(pg, work, name, bench.PASS_THROUGH_POLICY, jwks)
+    if kind == "rules":
+        return bench.write_pgwarden_config(pg, work, name, bench.RULES_POLICY, jwks)
+    sink = {"file": str(work / f"{name}-{bench.RECORDS_FILE}"), "keep": bench.RECORDS_KEEP}
+    return bench.write_pgwarden_config(pg, work, name, bench.RULES_POLICY, jwks, recording={"sinks": [sink]})
+
+
+@contextlib.contextmanager
+def worktree(rev: str):
+    """A checkout of ``rev`` in a temporary directory, removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="pgwarden-ab-tree-")) / "tree"
+    subprocess.run(["git", "-C", str(bench.REPO), "worktree", "add", "--detach", str(path), rev],
+                   check=True, capture_output=True)
+    try:
+        yield path
+    finally:
+        subprocess.run(["git", "-C", str(bench.REPO), "worktree", "remove", "--force", str(path)],
+                       capture_output=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("simple", "prepared"), default="simple")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=int, default=8, help="seconds per run")
+    p.add_argument("--against", metavar="REV",
+                   help="compare this working tree with git revision REV instead of recording on and off")
+    p.add_argument("--config", choices=CONFIGS, default="rules",
+                   help="with --against: the configuration both run (default: the ten-rule policy)")
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgwarden-ab-")))
         pg = bench.start_postgres(stack)
         bench.init_pgbench_data(bench.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD))
         jwks, token = bench.mint_bench_token(work)
-        sink = {"file": str(work / bench.RECORDS_FILE), "keep": bench.RECORDS_KEEP}
-        runners = {
-            "off": bench.PgwardenRunner(
-                "off", bench.write_pgwarden_config(pg, work, "off", bench.RULES_POLICY, jwks), work, token, stack),
-            "recording": bench.PgwardenRunner(
-                "recording", bench.write_pgwarden_config(pg, work, "recording", bench.RULES_POLICY, jwks,
-                                                         recording={"sinks": [sink]}), work, token, stack),
-        }
+        if args.against:
+            tree = stack.enter_context(worktree(args.against))
+            first, second = args.against, "working tree"
+            runners = {
+                first: bench.PgwardenRunner("base", write_config(args.config, "base", pg, work, jwks),
+                                            work, token, stack, tree=tree),
+                second: bench.PgwardenRunner("work", write_config(args.config, "work", pg, work, jwks),
+                                             work, token, stack),
+            }
+            what = f"{args.config} configuration, the working tree against {args.against}"
+        else:
+            first, second = "off", "recording"
+            runners = {
+                first: bench.PgwardenRunner("off", write_config("rules", "off", pg, work, jwks), work, token, stack),
+                second: bench.PgwardenRunner("recording", write_config("recording", "recording", pg, work, jwks),
+                                             work, token, stack),
+            }
+            what = "ten-rule policy, recording against recording off"
         rounds = []
         for r in range(args.rounds):
-            order = ["off", "recording"] if r % 2 == 0 else ["recording", "off"]
+            order = [first, second] if r % 2 == 0 else [second, first]
             got = {}
             for name in order:
                 bench.reset_tables(pg)
                 got[name] = one_run(name, runners[name], args.mode, args.duration)
             rounds.append(got)
-            off, rec = got["off"], got["recording"]
-            print(f"round {r + 1}: off {off['tps']:8,.0f} TPS {off['user_us']:5.0f}+{off['sys_us']:3.0f} µs/tx "
-                  f"idle {off['machine_idle']:4.0%} | recording {rec['tps']:8,.0f} TPS "
-                  f"{rec['user_us']:5.0f}+{rec['sys_us']:3.0f} µs/tx idle {rec['machine_idle']:4.0%} | "
-                  f"ratio {rec['tps'] / off['tps']:.2f}", flush=True)
-    ratios = [g["recording"]["tps"] / g["off"]["tps"] for g in rounds]
-    added = [(g["recording"]["user_us"] + g["recording"]["sys_us"]) - (g["off"]["user_us"] + g["off"]["sys_us"])
+            a, b = got[first], got[second]
+            print(f"round {r + 1}: {first} {a['tps']:8,.0f} TPS {a['user_us']:5.0f}+{a['sys_us']:3.0f} µs/tx "
+                  f"idle {a['machine_idle']:4.0%} | {second} {b['tps']:8,.0f} TPS "
+                  f"{b['user_us']:5.0f}+{b['sys_us']:3.0f} µs/tx idle {b['machine_idle']:4.0%} | "
+                  f"ratio {b['tps'] / a['tps']:.2f}", flush=True)
+    ratios = [g[second]["tps"] / g[first]["tps"] for g in rounds]
+    added = [(g[second]["user_us"] + g[second]["sys_us"]) - (g[first]["user_us"] + g[first]["sys_us"])
              for g in rounds]
-    base = statistics.median(g["off"]["user_us"] + g["off"]["sys_us"] for g in rounds)
-    print(f"select-only {args.mode}, {args.rounds} rounds of {args.duration} s, ten-rule policy: recording "
-          f"costs {1 - statistics.median(ratios):.0%} of TPS (median; rounds {min(ratios):.2f}-{max(ratios):.2f}), "
-          f"pgwarden CPU +{statistics.median(added):.0f} µs per transaction on {base:.0f} (median)")
+    base = statistics.median(g[first]["user_us"] + g[first]["sys_us"] for g in rounds)
+    print(f"select-only {args.mode}, {args.rounds} rounds of {args.duration} s, {what}: "
+          f"TPS ratio {statistics.median(ratios):.2f} (median; rounds {min(ratios):.2f}-{max(ratios):.2f}), "
+          f"pgwarden CPU {statistics.median(added):+.0f} µs per transaction on {base:.0f} (median)")
     return 0
 
 

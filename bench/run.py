@@ -391,13 +391,27 @@ def write_pgwarden_config(pg: TempPostgres, workdir: Path, name: str, policy: di
 
 
 def start_pgwarden(name: str, config: Path, workdir: Path,
-                   stack: contextlib.ExitStack) -> tuple[Service, int]:
-    """`python -m pgwarden run` as a child process; returns it and the port from its ready file."""
+                   stack: contextlib.ExitStack, tree: Path | None = None) -> tuple[Service, int]:
+    """`python -m pgwarden run` as a child process; returns it and the port from its ready file.
+
+    ``tree``: another checkout of the repository (`ab.py --against`) whose pgwarden
+    and built-in plugins run instead of this one's, on the same interpreter.
+    """
     ready = workdir / f"{name}.ready"
     ready.unlink(missing_ok=True)
+    env = None
+    if tree is not None:
+        # The built-in plugins install as the package pgwarden_plugins (setup.cfg): a link of
+        # that name to the tree's plugins/ ahead of site-packages makes its own ones load.
+        shim = workdir / f"{name}.path"
+        shim.mkdir(exist_ok=True)
+        link = shim / "pgwarden_plugins"
+        if not link.exists():
+            link.symlink_to(tree / "plugins")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(shim)])}
     svc = Service(name, [sys.executable, "-m", "pgwarden", "run", "-c", str(config),
                          "--ready-file", str(ready)],
-                  workdir / f"{name}.log", cwd=str(REPO)).start()
+                  workdir / f"{name}.log", cwd=str(tree or REPO), env=env).start()
     stack.callback(svc.stop)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -770,10 +784,12 @@ class PgwardenRunner:
     """
 
     def __init__(self, name: str, config: Path, workdir: Path, token: str,
-                 stack: contextlib.ExitStack, record_log: RecordLog | None = None) -> None:
+                 stack: contextlib.ExitStack, record_log: RecordLog | None = None,
+                 tree: Path | None = None) -> None:
         self.name, self.config, self.workdir, self.token, self.stack = name, config, workdir, token, stack
+        self.tree = tree
         self.record_log = record_log  # its record file, if it records
-        self.service, port = start_pgwarden(name, config, workdir, stack)
+        self.service, port = start_pgwarden(name, config, workdir, stack, tree)
         self.target = Target(name, "127.0.0.1", port, BENCH_SUBJECT, token)
         self.sampler = ResourceSampler(self.service.pid).start()
         stack.callback(self.sampler.stop)
@@ -787,7 +803,7 @@ class PgwardenRunner:
         self.crashes.append(crash)
         say(f"{self.name} DIED during {during} (exit {crash['exit_code']}); restarting it. Log tail:\n"
             f"{crash['log_tail']}")
-        self.service, port = start_pgwarden(self.name, self.config, self.workdir, self.stack)
+        self.service, port = start_pgwarden(self.name, self.config, self.workdir, self.stack, self.tree)
         self.target = Target(self.name, "127.0.0.1", port, BENCH_SUBJECT, self.token)
         self.sampler.watch(self.service.pid)
 

@@ -391,15 +391,15 @@ class Application:
             return self.recorded(conn, request, self.statements.get(request.sql), Verdict.allow(), ALLOW)
         statement = self.statements.get(request.sql)
         verdict = self.plugins.check(statement, conn.session)
-        if isinstance(verdict, Deferred):
-            return verdict.addCallback(self._enforce, statement, conn, request)
-        return self._enforce(verdict, statement, conn, request)
+        if isinstance(verdict, Verdict):
+            return self._enforce(verdict, statement, conn, request)
+        return verdict.addCallback(self._enforce, statement, conn, request)
 
     def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
         # Kinds only when something needed the analysis: parsing for a metric alone would
         # cost more than relaying the statement.
-        analysis = statement.__dict__.get("analysis") if statement is not None else None
+        analysis = statement.analysed if statement is not None else None
         self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
         recorder = self.recorder
         if not recorder.active:

@@ -54,13 +54,17 @@ class Stats:
         self.bytes_from_clients = 0
         self.bytes_from_upstream = 0
         self.statements: dict[tuple[str, str], int] = {}
+        self._labels: dict[object, str] = {}  # kinds -> their label: few distinct ones
         self.auth_failures: dict[str, int] = {}
         self.reload_failures = 0
         self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS) + 1)
         self.overhead_sum = 0.0
 
     def statement(self, action: str, kinds) -> None:
-        key = (action, "+".join(sorted(kinds)) if kinds else "none")
+        labels = self._labels.get(kinds)
+        if labels is None:
+            labels = self._labels[kinds] = "+".join(sorted(kinds)) if kinds else "none"
+        key = (action, labels)
         self.statements[key] = self.statements.get(key, 0) + 1
 
     def overhead(self, seconds: float) -> None:

@@ -169,11 +169,14 @@ class PluginHost:
             for impl in self._impls(hook_name):
                 impl.function = _guarded(impl.function, impl.plugin_name, self.reactor, self.timeout_s)
         # pluggy's call order: the last registered first.
-        self._checkers = [(impl.function, tuple(impl.argnames)) for impl in reversed(self._impls("pgwarden_check"))]
+        self._checkers = [_positional(impl.function, tuple(impl.argnames))
+                          for impl in reversed(self._impls("pgwarden_check"))]
 
     @property
     def checks(self) -> bool:
         """Whether any plugin decides about statements (else every statement passes)."""
+        if self._checkers:
+            return True
         return bool(self._impls("pgwarden_check"))
 
     def check(self, statement, session) -> Verdict | Deferred:
@@ -185,12 +188,16 @@ class PluginHost:
         if self._tracing:
             results = self.pm.hook.pgwarden_check(statement=statement, session=session)
         else:
-            kwargs = {"statement": statement, "session": session}
             results = []
-            for function, argnames in self._checkers:
-                answer = function(*[kwargs[a] for a in argnames])
+            deferred = False
+            for call in self._checkers:
+                answer = call(statement, session)
                 if answer is not None:
                     results.append(answer)
+                    if answer.__class__ is not Verdict:
+                        deferred = True  # guarded: anything but a Verdict is a Deferred
+            if not deferred:
+                return Verdict.strictest(results)
         if not any(isinstance(r, Deferred) for r in results):
             return Verdict.strictest(results)
         return gatherResults([maybeDeferred(lambda r=r: r) for r in results]).addCallback(Verdict.strictest)
@@ -208,6 +215,19 @@ class PluginHost:
             version, source = self._versions.get(name, (None, "inline"))
             out.append(LoadedPlugin(name, version, source, hooks))
         return sorted(out, key=lambda p: p.name)
+
+
+def _positional(function, argnames: tuple[str, ...]):
+    """``function`` as a callable of (statement, session), whatever subset and order of the
+    two its implementation declared (pluggy passes only the arguments named)."""
+    if argnames == ("statement", "session"):
+        return function
+
+    def call(statement, session):
+        given = {"statement": statement, "session": session}
+        return function(*[given[name] for name in argnames])
+
+    return call
 
 
 def _guarded(function, plugin_name: str, reactor, timeout_s: float):
@@ -230,6 +250,8 @@ def _guarded(function, plugin_name: str, reactor, timeout_s: float):
             result = function(*args)
         except Exception:
             return failed(Failure())
+        if result is None or result.__class__ is Verdict:
+            return result  # the common case, before isinstance on Deferred (a slow ABC check)
         if isinstance(result, Deferred):
             result.addTimeout(timeout_s, reactor)
             result.addCallback(lambda v: v if v is None or isinstance(v, Verdict) else block(f"answered {v!r}"))

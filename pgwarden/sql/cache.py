@@ -50,7 +50,7 @@ class StatementCache:
         except ParseError:
             fp = None
         if statement is not None:
-            statement.__dict__["fingerprint"] = fp
+            statement._fingerprint = fp
         if fp is None:
             self.misses += 1
             return analyze_sql(sql)  # kind unknown

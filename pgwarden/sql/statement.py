@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-from functools import cached_property
+from pglast.parser import ParseError, fingerprint
 
 from pgwarden.sql.analysis import Analysis, analyze_sql
 
+_UNSET = object()
+
 
 class Statement:
-    """One SQL string, analysed on first use and shared by every plugin."""
+    """One SQL string, analysed on first use and shared by every plugin.
 
-    __slots__ = ("sql", "_analyze", "_cache", "__dict__")
+    The analysis and the fingerprint are computed at most once, into slots:
+    ``functools.cached_property`` would take a lock on every first access, and
+    with statements that all differ in a constant every access is a first one.
+    """
+
+    __slots__ = ("sql", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
 
     def __init__(self, sql: str, analyze=None, cache=None) -> None:
         self.sql = sql
@@ -19,15 +26,27 @@ class Statement:
         # to a closure over this statement, keeps statements free of reference cycles: an
         # evicted one is freed at once instead of waiting for the cycle collector.
         self._cache = cache
+        self._analysis = None
+        self._fingerprint = _UNSET
 
     def __repr__(self) -> str:
         return f"Statement({self.sql!r})"
 
-    @cached_property
+    @property
     def analysis(self) -> Analysis:
-        if self._cache is not None:
-            return self._cache.analysis_for(self.sql, self)
-        return self._analyze(self.sql)
+        analysis = self._analysis
+        if analysis is None:
+            if self._cache is not None:
+                analysis = self._cache.analysis_for(self.sql, self)
+            else:
+                analysis = self._analyze(self.sql)
+            self._analysis = analysis
+        return analysis
+
+    @property
+    def analysed(self) -> Analysis | None:
+        """The analysis if something has asked for it already, else None (nothing is parsed)."""
+        return self._analysis
 
     @property
     def kinds(self) -> frozenset[str]:
@@ -54,15 +73,17 @@ class Statement:
         """For UPDATE/DELETE: whether every one has a WHERE that can be false; None otherwise."""
         return self.analysis.has_where
 
-    @cached_property
+    @property
     def fingerprint(self) -> str | None:
         """libpg_query's fingerprint: the same for statements that differ only in constants."""
-        from pglast.parser import ParseError, fingerprint
-
-        try:
-            return fingerprint(self.sql)
-        except ParseError:
-            return None
+        fp = self._fingerprint
+        if fp is _UNSET:
+            try:
+                fp = fingerprint(self.sql)
+            except ParseError:
+                fp = None
+            self._fingerprint = fp
+        return fp
 
 
 def analyze(sql: str) -> Statement:

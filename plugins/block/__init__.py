@@ -117,6 +117,7 @@ class Blocking:
 
     def __init__(self) -> None:
         self._verdicts: dict[tuple[int, int], tuple] = {}
+        self._enforcing: tuple[object, bool] = ((), False)
 
     @hookimpl
     def pgwarden_rule_kinds(self):
@@ -125,7 +126,11 @@ class Blocking:
     @hookimpl
     def pgwarden_check(self, statement, session):
         policies = session.policies
-        if not any(p.rules or p.default == "block" for p in policies):
+        known_policies, enforcing = self._enforcing
+        if policies is not known_policies:
+            enforcing = any(p.rules or p.default == "block" for p in policies)
+            self._enforcing = (policies, enforcing)
+        if not enforcing:
             return None  # nothing for this plugin to enforce (and no analysis needed)
         analysis = statement.analysis
         if analysis.prepares or analysis.executes:

@@ -117,7 +117,7 @@ class Blocking:
 
     def __init__(self) -> None:
         self._verdicts: dict[tuple[int, int], tuple] = {}
-        self._enforcing: tuple[object, bool] = ((), False)
+        self._enforcing: dict[int, tuple[object, bool]] = {}  # per policies tuple: any rule to enforce
 
     @hookimpl
     def pgwarden_rule_kinds(self):
@@ -126,10 +126,14 @@ class Blocking:
     @hookimpl
     def pgwarden_check(self, statement, session):
         policies = session.policies
-        known_policies, enforcing = self._enforcing
-        if policies is not known_policies:
+        known = self._enforcing.get(id(policies))
+        if known is not None and known[0] is policies:
+            enforcing = known[1]
+        else:
             enforcing = any(p.rules or p.default == "block" for p in policies)
-            self._enforcing = (policies, enforcing)
+            if len(self._enforcing) > 1000:
+                self._enforcing.clear()
+            self._enforcing[id(policies)] = (policies, enforcing)  # keeps the tuple, and so its id
         if not enforcing:
             return None  # nothing for this plugin to enforce (and no analysis needed)
         analysis = statement.analysis

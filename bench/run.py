@@ -10,8 +10,11 @@ moving on to the next workload. For the select-only simple and prepared
 workloads two more targets join: a second pgwarden whose policy has ten block
 rules, so what checking rules costs is measured beside the pass-through figure,
 and a third that records every statement to a file, so what recording costs is
-measured against recording off in the same run. The pgwardens without a record
-sink run with recording off (no sink, the recording plugin disabled).
+measured against recording off in the same run, once per workload like the
+other targets and then in a few paired rounds of shorter runs (recording off
+and on, alternating order) whose median resolves what one pair cannot. The
+pgwardens without a record sink run with recording off (no sink, the
+recording plugin disabled).
 
 Prints a table of TPS and ratios, the cost of recording and the size of its
 records, the latency pgwarden adds per statement, and pgwarden's memory; writes
@@ -24,6 +27,7 @@ Ctrl-C and errors included.
     .venv/bin/python bench/run.py --quick --only select-simple --no-pgbouncer
     .venv/bin/python bench/run.py --no-rules        # without the pgwarden with rules
     .venv/bin/python bench/run.py --no-recording    # without the pgwarden that records
+    .venv/bin/python bench/run.py --paired-rounds 5 # more paired rounds for the recording cost
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -101,6 +106,10 @@ RECORDING_LABEL = "recording"
 # Where the target for recording is set (at most 10% of select-only TPS, against
 # recording off in the same run).
 RECORDING_WORKLOADS = ("select-simple", "select-prepared")
+# One run each of recording on and off cannot resolve 10% on a machine where a
+# target's TPS moves by 20-40% between runs; the cost is also measured from this
+# many rounds of a shorter pair of runs in alternating order (median and range).
+PAIRED_ROUNDS = 3
 RECORDING_TARGET_COST = 0.10
 # The extra pgwardens run only for their workloads: a run for every workload would add minutes.
 EXTRA_TARGET_WORKLOADS = {PGWARDEN_RULES: RULES_WORKLOADS, PGWARDEN_RECORDING: RECORDING_WORKLOADS}
@@ -204,6 +213,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-recording", action="store_true",
                    help="leave out the pgwarden that records every statement to a file "
                         f"(run for {', '.join(RECORDING_WORKLOADS)})")
+    p.add_argument("--paired-rounds", type=int, default=PAIRED_ROUNDS, metavar="N",
+                   help="rounds of paired runs (recording off, recording; alternating order) that give "
+                        f"the recording cost as a median (default {PAIRED_ROUNDS}; 0: none)")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 5 if args.quick else 15
@@ -915,7 +927,50 @@ def short_name(workload_name: str) -> str:
     return workload_name.removeprefix("select-")
 
 
-def recording_summary(rows, verification: dict | None) -> dict | None:
+def paired_rounds(workload: Workload, off: PgwardenRunner, rec: PgwardenRunner, pg: TempPostgres,
+                  duration: int, script_dir: Path, rounds: int) -> list[tuple[RunResult, RunResult]]:
+    """``rounds`` pairs of runs, recording off and on, in alternating order (off rec, rec off, ...).
+
+    Why: consecutive runs of one target differ by up to 40% here, so a single pair of
+    runs says little about a 10% difference; the median over pairs run close together does.
+    """
+    pairs = []
+    for r in range(rounds):
+        got = {}
+        for runner in ((off, rec) if r % 2 == 0 else (rec, off)):
+            reset_tables(pg)
+            say(f"{workload.name:<16} {runner.name:<14} {duration}s (paired round {r + 1} of {rounds}) ...")
+            got[runner.name] = runner.run(workload, duration, script_dir)
+        pairs.append((got[off.name], got[rec.name]))
+    return pairs
+
+
+def cpu_us_per_transaction(r: RunResult) -> float | None:
+    """pgwarden's CPU per transaction (user + system), from its CPU share over the run."""
+    if not r.ok or not r.tps or r.pgwarden_cpu_percent is None:
+        return None
+    return r.pgwarden_cpu_percent / 100 / r.tps * 1e6
+
+
+def paired_summary(duration: int, pairs: list[tuple[RunResult, RunResult]]) -> dict | None:
+    """The median and range of recording/off over the pairs, and pgwarden's CPU per transaction."""
+    ratios = [rec.tps / off.tps for off, rec in pairs if off.ok and rec.ok and off.tps]
+    if not ratios:
+        return None
+    added = [cpu_us_per_transaction(rec) - cpu_us_per_transaction(off) for off, rec in pairs
+             if cpu_us_per_transaction(rec) is not None and cpu_us_per_transaction(off) is not None]
+    base = [cpu_us_per_transaction(off) for off, _ in pairs if cpu_us_per_transaction(off) is not None]
+    return {
+        "rounds": len(ratios), "duration_s": duration,
+        "ratios": [round(x, 3) for x in ratios],
+        "recording_over_off_median": statistics.median(ratios),
+        "cost_median": 1.0 - statistics.median(ratios),
+        "cpu_us_added_median": statistics.median(added) if added else None,
+        "cpu_us_off_median": statistics.median(base) if base else None,
+    }
+
+
+def recording_summary(rows, verification: dict | None, paired: dict | None = None) -> dict | None:
     """What recording costs per workload (TPS against recording off, same run), its bytes, the check."""
     per_workload = {}
     for workload, results in rows:
@@ -940,6 +995,7 @@ def recording_summary(rows, verification: dict | None) -> dict | None:
                                     if statements and rec.record_bytes is not None else None),
             "cpu_percent_recording": rec.pgwarden_cpu_percent,
             "cpu_percent_off": off.pgwarden_cpu_percent if off is not None else None,
+            "paired": paired_summary(*(paired or {}).get(workload.name, (0, []))),
         }
     if not per_workload:
         return None
@@ -994,6 +1050,14 @@ def render_recording(summary: dict) -> list[str]:
         against = RULES_LABEL if w.get("baseline") == PGWARDEN_RULES else "pass-through"
         parts.append(f"  {name:<16} {w['tps_recording']:,.0f} TPS against {w['tps_off']:,.0f} ({against}, recording off): "
                      f"{w['recording_over_off']:.2f}x; {size} per statement{cpu}")
+        pr = w.get("paired")
+        if pr is not None:
+            cpu_added = ("" if pr["cpu_us_added_median"] is None else
+                         f"; pgwarden CPU {pr['cpu_us_added_median']:+.0f} µs per statement on "
+                         f"{pr['cpu_us_off_median']:.0f}")
+            parts.append(f"  {'':<16} paired rounds: cost {pr['cost_median'] * 100:.0f}% (median of {pr['rounds']} pairs "
+                         f"of {pr['duration_s']} s runs, recording/off "
+                         f"{min(pr['ratios']):.2f}-{max(pr['ratios']):.2f}){cpu_added}")
     v = summary["verification"]
     if v is None:
         parts.append("  record file: not verified (the recording pgwarden did not run to the end)")
@@ -1278,6 +1342,14 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
                             args.duration, script_dir, turn, setup.skip)
 
     rows = [(w, run(w, turn)) for turn, w in enumerate(workloads)]
+    paired: dict[str, list] = {}
+    if setup.pgwarden_recording is not None and args.paired_rounds > 0:
+        off = setup.pgwarden_rules or setup.pgwarden  # the same baseline as recording_summary's
+        for w in workloads:
+            if w.name in RECORDING_WORKLOADS:
+                duration = max(3, args.duration // 3)
+                paired[w.name] = (duration, paired_rounds(w, off, setup.pgwarden_recording, setup.pg,
+                                                          duration, script_dir, args.paired_rounds))
     # PgBouncer too, where there, as a yardstick for what a proxy adds.
     latency = run(LATENCY, len(workloads)) if LATENCY.name in names else None
 
@@ -1288,7 +1360,7 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
         verification = verify_records(setup.pgwarden_recording, setup.pgwarden_recording.record_log)
         say(f"record chain {'intact' if verification['ok'] else 'BROKEN: ' + str(verification['problem'])} "
             f"({verification['records']:,} records, {verification['verify_s']} s)")
-        recording = recording_summary(rows, verification)
+        recording = recording_summary(rows, verification, paired)
     notes = list(setup.notes)
     if setup.pgwarden.crashes:
         notes.append("pgwarden was restarted after a crash, so VmHWM covers only the last process.")

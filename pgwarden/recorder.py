@@ -8,6 +8,14 @@ server only after its record reached the operating system. When a sink that
 fails closed cannot write, the sessions whose statements were waiting on that
 write are ended before the statements leave, and every later statement is
 refused until a write succeeds again.
+
+Records that carry no verdict (``result``, ``session_start``, ``session_end``)
+gate nothing, so a turn with only such records does not make the sinks write:
+they are written with the next record that carries a verdict, or once
+LAZY_RECORDS of them wait, or LAZY_S after the first, whichever comes first.
+Under load that saves most writes (a prepared statement's executions make only
+``result`` records); the price is that a crash of pgwarden loses at most those
+few milliseconds of results, never a verdict.
 """
 
 from __future__ import annotations
@@ -26,6 +34,10 @@ if TYPE_CHECKING:
     from pgwarden.relay.execution import Execution
 
 log = Logger(namespace="pgwarden.recording")
+
+#: Records without a verdict wait at most this long, or for this many of them, before a write.
+LAZY_S = 0.01
+LAZY_RECORDS = 64
 
 
 class RecordingFailed(Exception):
@@ -85,6 +97,9 @@ class Recorder:
         self.sink_errors = 0
         self._held: list[ClientConnection] = []
         self._dirty = False
+        self._urgent = False  # a record carrying a verdict is buffered: the next barrier writes
+        self._lazy = 0  # records without a verdict buffered since the last write
+        self._lazy_timer = None
         self._results: list = []  # executions whose result records are built after the turn's sends
         self._by_analysis: dict[int, tuple] = {}
         self._by_verdict: dict[int, tuple] = {}
@@ -112,8 +127,11 @@ class Recorder:
 
     # ------------------------------------------------------------------ writing
 
-    def emit(self, record: dict, waiting: ClientConnection | None = None) -> None:
-        """Passes ``record`` to every sink; ``waiting``: a session whose next bytes depend on it."""
+    def emit(self, record: dict, waiting: ClientConnection | None = None, *, lazy: bool = False) -> None:
+        """Passes ``record`` to every sink; ``waiting``: a session whose next bytes depend on it.
+
+        ``lazy``: the record carries no verdict, so its write may wait (see the module's doc).
+        """
         try:
             for name, write in self._writers:
                 write(record=record)
@@ -126,8 +144,13 @@ class Recorder:
             self.flush()
             if self.failure is not None:
                 raise RecordingFailed(self.failure)
-        elif waiting is not None:
+            return
+        if waiting is not None:
             self._held.append(waiting)
+        if lazy:
+            self._lazy += 1
+        else:
+            self._urgent = True
 
     def _to_the_others(self, record: dict, failed: str) -> None:
         """The sinks after one that raised still get the record (no gap in their chains)."""
@@ -140,10 +163,24 @@ class Recorder:
                     self._fail(f"{name}: {e}")
             after = after or name == failed
 
-    def flush(self) -> None:
-        """The barrier: every sink writes what it holds. Runs before each turn's sends."""
+    def flush(self, force: bool = False) -> None:
+        """The barrier: every sink writes what it holds. Runs before each turn's sends.
+
+        Unless ``force``, only records without a verdict buffered, and few and recent
+        enough: they wait (a timer writes them at the latest LAZY_S after the first).
+        """
         if not self._dirty:
             return
+        if not (force or self._urgent or self._lazy >= LAZY_RECORDS or not self._batched):
+            if self._lazy_timer is None:
+                self._lazy_timer = self.app.reactor.callLater(LAZY_S, self._lazy_due)
+            return
+        if self._lazy_timer is not None:
+            if self._lazy_timer.active():
+                self._lazy_timer.cancel()
+            self._lazy_timer = None
+        self._urgent = False
+        self._lazy = 0
         self._dirty = False
         held, self._held = self._held, []
         failed = None
@@ -166,11 +203,15 @@ class Recorder:
             log.info("records are written again; statements are accepted")
             self.failure = None
 
+    def _lazy_due(self) -> None:
+        self._lazy_timer = None
+        self.flush(force=True)
+
     def retry(self) -> bool:
         """After a failure: whether the sinks can write again now (what they hold is written)."""
         # Sessions waiting on records still in the sinks are settled by this write too.
         self._dirty = True
-        self.flush()
+        self.flush(force=True)
         return self.failure is None
 
     def _fail(self, why: str) -> None:
@@ -183,7 +224,7 @@ class Recorder:
         """Writes what is left and leaves the reactor's barriers."""
         self.build_results()
         self._dirty = True
-        self.flush()
+        self.flush(force=True)
         remove = getattr(self.app.reactor, "remove_barrier", None)
         if remove is not None:
             remove(self.flush)
@@ -208,7 +249,7 @@ class Recorder:
         record["application_name"] = session.application_name
         record["tls"] = conn.tls_active
         record["policies"] = [p.name for p in session.policies]
-        self.emit(record)
+        self.emit(record, lazy=True)
 
     def auth_failure(self, conn: ClientConnection, reason: str, sqlstate: str) -> None:
         record = self._base("auth_failure", conn.log)
@@ -315,7 +356,7 @@ class Recorder:
             record["rows_sample"] = ex.sample
             if ex.sample_clipped:
                 record["rows_sample_clipped"] = True
-        self.emit(record)
+        self.emit(record, lazy=True)
 
     def session_end(self, conn: ClientConnection, reason: str) -> None:
         slog = conn.log
@@ -326,4 +367,4 @@ class Recorder:
         record["rows"] = slog.rows
         record["bytes"] = slog.bytes
         record["duration_ms"] = _ms(time.monotonic() - slog.started)
-        self.emit(record)
+        self.emit(record, lazy=True)

@@ -12,6 +12,8 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
+import yaml
+from twisted.internet.task import Clock
 
 from pgwarden import hookimpl
 from pgwarden.testing.pytest_plugin import check_records
@@ -510,3 +512,104 @@ def test_statements_are_recorded_when_no_plugin_judges_them(make_pgwarden, tmp_p
     statement = next(r for r in _records(tmp_path) if r["type"] == "statement")
     assert statement["sql"] == "select 'unjudged'" and statement["verdict"]["action"] == "allow"
     assert statement["kinds"] == ["select"]
+
+
+class _Turns(Clock):
+    """A clock with the barrier API of pgwarden's reactor; the test plays its turns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.barriers: list = []
+        self.after: list = []
+
+    def add_barrier(self, barrier) -> None:
+        self.barriers.append(barrier)
+
+    def remove_barrier(self, barrier) -> None:
+        for hooks in (self.barriers, self.after):
+            if barrier in hooks:
+                hooks.remove(barrier)
+
+    def add_after_sends(self, work) -> None:
+        self.after.append(work)
+
+    def turn(self) -> None:
+        """The end of one poll iteration: the barriers, the sends (none here), then what waits for them."""
+        for barrier in self.barriers:
+            barrier()
+        for work in self.after:
+            work()
+
+
+class _Writes:
+    """A sink that notes what each of its writes contained."""
+
+    def __init__(self) -> None:
+        self.buffer: list[str] = []
+        self.writes: list[list[str]] = []
+
+    @hookimpl
+    def pgwarden_record(self, record):
+        self.buffer.append(record["type"])
+
+    @hookimpl
+    def pgwarden_records_flush(self):
+        if self.buffer:
+            self.writes.append(self.buffer)
+            self.buffer = []
+
+
+def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_path):
+    from types import SimpleNamespace
+
+    from pgwarden.app import Application
+    from pgwarden.config import load_config
+    from pgwarden.recorder import LAZY_RECORDS, LAZY_S, SessionLog
+    from pgwarden.relay.engine import StatementRequest
+    from pgwarden.relay.execution import Execution
+    from pgwarden.tokens import generate_key
+    from pgwarden.verdict import Verdict
+
+    _, jwks = generate_key(tmp_path / "keys")
+    password = tmp_path / "pw"
+    password.write_text("x\n")
+    password.chmod(0o600)
+    config = tmp_path / "pgwarden.yaml"
+    config.write_text(yaml.safe_dump({
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "upstream": {"host": "127.0.0.1", "database": "appdb", "user": "app", "password_file": str(password)},
+        "auth": {"jwt": {"issuer": "i", "audience": "a", "jwks_file": str(jwks)}},
+        "policies": [POLICY],
+        "recording": {"sinks": []},  # only the sink of this test
+    }))
+    reactor, sink = _Turns(), _Writes()
+    recorder = Application(load_config(str(config)), reactor, extra_plugins=[("writes", sink)]).recorder
+    conn = SimpleNamespace(log=SessionLog("0123456789abcdef"))
+
+    def result(seq: int) -> None:
+        recorder.result(conn, Execution(seq, "extended", 0.0, 0.0, 0.0, None))
+
+    result(1)
+    reactor.turn()  # built after the turn's sends
+    reactor.turn()  # a barrier: a result carries no verdict, so it may wait
+    assert sink.writes == []
+    reactor.advance(LAZY_S)  # but not longer than this
+    assert sink.writes == [["result"]]
+
+    for seq in range(LAZY_RECORDS):  # nor for more than this many
+        result(seq)
+    reactor.turn()
+    reactor.turn()
+    assert sink.writes[1:] == [["result"] * LAZY_RECORDS]
+
+    result(100)
+    reactor.turn()
+    request = StatementRequest("simple", "select 1", None, 101)
+    recorder.statement(conn, request, None, Verdict.allow(), waits=True)
+    reactor.turn()  # a verdict: written by this very barrier, with what waited before it, in order
+    assert sink.writes[2:] == [["result", "statement"]]
+    refused = StatementRequest("simple", "drop table t", None, 102)
+    recorder.statement(conn, refused, None, Verdict.block("no"), waits=False)
+    reactor.turn()  # a refusal's record too, though no statement waits on it
+    assert sink.writes[3:] == [["statement"]]
+    assert not [c for c in reactor.getDelayedCalls() if c.func == recorder._lazy_due]  # no timer left behind

@@ -13,6 +13,8 @@ import orjson
 import psycopg
 import pytest
 import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from pgwarden import hookimpl
@@ -540,6 +542,12 @@ class _Turns(Clock):
         for work in self.after:
             work()
 
+    def sleep(self, seconds: float) -> None:
+        """The reactor waits for events: it runs the barriers first (`PgwardenReactor.doPoll`)."""
+        for barrier in self.barriers:
+            barrier()
+        self.advance(seconds)
+
 
 class _Writes:
     """A sink that notes what each of its writes contained."""
@@ -559,35 +567,62 @@ class _Writes:
             self.buffer = []
 
 
+class _Recorded:
+    """A Recorder of a real Application on a clock the test plays, writing to `_Writes` only."""
+
+    def __init__(self, directory: Path) -> None:
+        from types import SimpleNamespace
+
+        from pgwarden.app import Application
+        from pgwarden.config import load_config
+        from pgwarden.recorder import SessionLog
+        from pgwarden.tokens import generate_key
+
+        _, jwks = generate_key(directory / "keys")
+        password = directory / "pw"
+        password.write_text("x\n")
+        password.chmod(0o600)
+        config = directory / "pgwarden.yaml"
+        config.write_text(yaml.safe_dump({
+            "listen": {"host": "127.0.0.1", "port": 0},
+            "upstream": {"host": "127.0.0.1", "database": "appdb", "user": "app", "password_file": str(password)},
+            "auth": {"jwt": {"issuer": "i", "audience": "a", "jwks_file": str(jwks)}},
+            "policies": [POLICY],
+            "recording": {"sinks": []},  # only the sink of this test
+        }))
+        self.reactor, self.sink = _Turns(), _Writes()
+        app = Application(load_config(str(config)), self.reactor, extra_plugins=[("writes", self.sink)])
+        self.recorder = app.recorder
+        self.conn = SimpleNamespace(log=SessionLog("0123456789abcdef"))
+
+    def result(self, seq: int) -> None:
+        from pgwarden.relay.execution import Execution
+
+        self.recorder.result(self.conn, Execution(seq, "extended", 0.0, 0.0, 0.0, None))
+
+    def statement(self, seq: int, allowed: bool = True) -> None:
+        from pgwarden.relay.engine import StatementRequest
+        from pgwarden.verdict import Verdict
+
+        verdict = Verdict.allow() if allowed else Verdict.block("no")
+        self.recorder.statement(self.conn, StatementRequest("simple", "select 1", None, seq), None, verdict,
+                                waits=allowed)
+
+    def timers(self) -> list:
+        return [c for c in self.reactor.getDelayedCalls() if c.func == self.recorder._lazy_due]
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory) -> _Recorded:
+    return _Recorded(tmp_path_factory.mktemp("lazy"))
+
+
 def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_path):
-    from types import SimpleNamespace
+    from pgwarden.recorder import LAZY_RECORDS, LAZY_S
 
-    from pgwarden.app import Application
-    from pgwarden.config import load_config
-    from pgwarden.recorder import LAZY_RECORDS, LAZY_S, SessionLog
-    from pgwarden.relay.engine import StatementRequest
-    from pgwarden.relay.execution import Execution
-    from pgwarden.tokens import generate_key
-    from pgwarden.verdict import Verdict
-
-    _, jwks = generate_key(tmp_path / "keys")
-    password = tmp_path / "pw"
-    password.write_text("x\n")
-    password.chmod(0o600)
-    config = tmp_path / "pgwarden.yaml"
-    config.write_text(yaml.safe_dump({
-        "listen": {"host": "127.0.0.1", "port": 0},
-        "upstream": {"host": "127.0.0.1", "database": "appdb", "user": "app", "password_file": str(password)},
-        "auth": {"jwt": {"issuer": "i", "audience": "a", "jwks_file": str(jwks)}},
-        "policies": [POLICY],
-        "recording": {"sinks": []},  # only the sink of this test
-    }))
-    reactor, sink = _Turns(), _Writes()
-    recorder = Application(load_config(str(config)), reactor, extra_plugins=[("writes", sink)]).recorder
-    conn = SimpleNamespace(log=SessionLog("0123456789abcdef"))
-
-    def result(seq: int) -> None:
-        recorder.result(conn, Execution(seq, "extended", 0.0, 0.0, 0.0, None))
+    r = _Recorded(tmp_path)
+    reactor, sink, recorder = r.reactor, r.sink, r.recorder
+    result = r.result
 
     result(1)
     reactor.turn()  # built after the turn's sends
@@ -604,12 +639,55 @@ def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_
 
     result(100)
     reactor.turn()
-    request = StatementRequest("simple", "select 1", None, 101)
-    recorder.statement(conn, request, None, Verdict.allow(), waits=True)
+    r.statement(101)
     reactor.turn()  # a verdict: written by this very barrier, with what waited before it, in order
     assert sink.writes[2:] == [["result", "statement"]]
-    refused = StatementRequest("simple", "drop table t", None, 102)
-    recorder.statement(conn, refused, None, Verdict.block("no"), waits=False)
+    r.statement(102, allowed=False)
     reactor.turn()  # a refusal's record too, though no statement waits on it
     assert sink.writes[3:] == [["statement"]]
-    assert not [c for c in reactor.getDelayedCalls() if c.func == recorder._lazy_due]  # no timer left behind
+    assert not r.timers()  # no timer left behind
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.sampled_from(["result", "allowed", "refused", "turn", "wait"]), max_size=120))
+def test_whatever_the_order_records_are_written_in_order_verdicts_at_once_the_rest_in_time(recorded, steps):
+    from pgwarden.recorder import LAZY_RECORDS, LAZY_S
+
+    r = recorded
+    sink, reactor = r.sink, r.reactor
+    reactor.turn()  # what an example that failed left behind (while hypothesis shrinks)
+    reactor.sleep(LAZY_S)
+    sink.writes.clear()
+    emitted: list[str] = []
+    emitted_at: list[float] = []  # when each was passed to the sinks
+
+    def emit(kind: str, n: int = 1) -> None:
+        emitted.extend([kind] * n)
+        emitted_at.extend([reactor.seconds()] * n)
+
+    for n, step in enumerate(steps):
+        if step == "result":
+            r.result(n)  # passed on after the turn's sends
+        elif step in ("allowed", "refused"):
+            emit("result", len(r.recorder._results))  # a session's results go before its next record
+            r.statement(n, allowed=step == "allowed")
+            emit("statement")
+        else:  # the turn ends; "wait": then nothing happens for a while
+            before = len(r.recorder._results)
+            reactor.turn()
+            emit("result", before)
+            if step == "wait":
+                reactor.sleep(LAZY_S / 3)
+        written = [t for w in sink.writes for t in w]
+        assert written == emitted[:len(written)]  # in order, nothing twice
+        waiting = emitted[len(written):]
+        if step in ("turn", "wait"):
+            assert "statement" not in waiting  # a verdict never waits past its barrier
+            assert len(waiting) < LAZY_RECORDS
+        if waiting:  # nothing waits longer than LAZY_S (give or take the clock's float sums)
+            assert reactor.seconds() - emitted_at[len(written)] <= LAZY_S + 1e-6
+    before = len(r.recorder._results)
+    reactor.turn()  # the last results are passed on after this turn's sends,
+    reactor.sleep(LAZY_S)  # and are written in time while nothing else happens
+    assert [t for w in sink.writes for t in w] == emitted + ["result"] * before
+    assert not sink.buffer and not r.timers()

@@ -621,7 +621,7 @@ def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_
     from pgwarden.recorder import LAZY_RECORDS, LAZY_S
 
     r = _Recorded(tmp_path)
-    reactor, sink, recorder = r.reactor, r.sink, r.recorder
+    reactor, sink = r.reactor, r.sink
     result = r.result
 
     result(1)

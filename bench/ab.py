@@ -109,7 +109,7 @@ def worktree(rev: str):
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", choices=("simple", "prepared"), default="simple")
+    p.add_argument("--mode", choices=("simple", "extended", "prepared"), default="simple")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--duration", type=int, default=8, help="seconds per run")
     p.add_argument("--against", metavar="REV",

@@ -235,6 +235,7 @@ class Relay:
         self._waiting: StatementRequest | None = None
         self._waiting_raw: bytes | None = None
         self._seq = 0
+        self._parsed: tuple[bytes, m.Parse] | None = None  # the last Parse read: _apply needs it again
         self._skip_to_sync = False  # pgwarden refused an extended message
         self._server_discarding = False  # the server is skipping until Sync
         self._expect: deque[tuple] = deque()
@@ -377,6 +378,7 @@ class Relay:
             return StatementRequest("simple", m.Query.decode(raw[5:]).sql, None, self._seq)
         if t == _F_PARSE:
             p = m.Parse.decode(raw[5:])
+            self._parsed = (raw, p)
             return StatementRequest("extended", p.sql, p.name, self._seq)
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
@@ -410,8 +412,9 @@ class Relay:
             self._up.append(own.raising_query(decision))
             self._expect.append((_E_QUERY, None, True, ex))
         else:  # Parse
+            parsed, self._parsed = self._parsed, None
             if decision is ALLOW:
-                p = m.Parse.decode(raw[5:])
+                p = parsed[1] if parsed is not None and parsed[0] is raw else m.Parse.decode(raw[5:])
                 stmt = PreparedStatement(p.name, p.sql, p.param_types)
                 if ex is not None:
                     stmt.seq = request.seq

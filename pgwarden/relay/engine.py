@@ -68,6 +68,11 @@ _F_EXECUTE, _F_CLOSE, _F_SYNC, _F_FLUSH = ord("E"), ord("C"), ord("S"), ord("H")
 _F_COPY_DATA, _F_COPY_DONE, _F_COPY_FAIL = ord("d"), ord("c"), ord("f")
 _F_FUNCTION_CALL, _F_TERMINATE, _F_PASSWORD = ord("F"), ord("X"), ord("p")
 
+# What the server framer may hand on in fragments: rows and COPY data, unless their
+# messages must be read whole (a transform, or a row cap counting them).
+_STREAMED: Final = frozenset({_B_DATA_ROW, _B_COPY_DATA})
+_WHOLE: Final = frozenset()
+
 
 class _Described:
     """Holds a RowDescription as the raw message; decodes it only when asked.
@@ -231,7 +236,7 @@ class Relay:
         self.state = state or SessionState()
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
-        self._server.streamable = frozenset({_B_DATA_ROW, _B_COPY_DATA})
+        self._server.streamable = _STREAMED
         self._up: list[bytes] = []
         self._down: list[bytes] = []
         self._queue: deque[bytes] = deque()
@@ -599,7 +604,7 @@ class Relay:
                     self._acc_bytes += len(raw)
                 down.append(raw)
         if self._transform is not None:
-            self._server.streamable = frozenset()
+            self._server.streamable = _WHOLE
 
     @property
     def row_cap(self) -> int | None:
@@ -610,7 +615,7 @@ class Relay:
     def row_cap(self, cap: int | None) -> None:
         self._row_cap = cap
         # Counted rows must arrive whole: no streaming of large rows under a cap.
-        self._server.streamable = frozenset() if cap is not None else frozenset({_B_DATA_ROW, _B_COPY_DATA})
+        self._server.streamable = _WHOLE if cap is not None else _STREAMED
 
     @property
     def shape(self) -> m.RowDescription | None:
@@ -695,7 +700,7 @@ class Relay:
         self._result = _Result(raw, None, portal)
         self._truncated = False
         self._sent_in_result = 0
-        cap = self.row_cap
+        cap = self._row_cap
         if cap is None:
             self._rows_left = None
         else:  # a portal fetched in several Executes counts all it has sent
@@ -709,7 +714,7 @@ class Relay:
         if transform is not None and self._on_complete is not None:
             self._masked = tuple(dict.fromkeys(self._masked + getattr(transform, "columns", ())))
         self._server.streamable = (
-            frozenset({_B_DATA_ROW, _B_COPY_DATA}) if transform is None and cap is None else frozenset()
+            _STREAMED if transform is None and cap is None else _WHOLE
         )
 
     def _end_result(self) -> None:
@@ -717,7 +722,7 @@ class Relay:
         if self._transform is not None:
             self._transform = None
             if self._row_cap is None:
-                self._server.streamable = frozenset({_B_DATA_ROW, _B_COPY_DATA})
+                self._server.streamable = _STREAMED
 
     def _description(self, t: int, raw: bytes) -> None:
         expect = self._expect

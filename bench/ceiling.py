@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -52,8 +53,6 @@ def one_run(target: bench.Target, pid: int | None, mode: str, duration: int) -> 
     cmd = [bench.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(bench.CLIENTS), "-j", str(bench.THREADS),
            "-T", str(duration), *target.conn_args(), bench.DATABASE]
     before = process_cpu(pid) if pid else (0.0, 0.0)
-    import subprocess
-
     done = subprocess.run(cmd, env=target.env(), capture_output=True, text=True)
     after = process_cpu(pid) if pid else (0.0, 0.0)
     result = bench.RunResult(target.name)

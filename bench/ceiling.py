@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -39,14 +38,7 @@ def start_forwarder(pg, work: Path, stack: contextlib.ExitStack) -> tuple[bench.
     svc = bench.Service("forwarder", [sys.executable, str(HERE / "forwarder.py"), "0", pg.host, str(pg.port),
                                       "--ready-file", str(ready)], work / "forwarder.log").start()
     stack.callback(svc.stop)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if not svc.alive():
-            raise RuntimeError(f"the forwarder exited:\n{svc.log_tail()}")
-        with contextlib.suppress(OSError, ValueError):
-            return svc, int(ready.read_text().strip())
-        time.sleep(0.05)
-    raise RuntimeError("the forwarder wrote no ready file within 30 s")
+    return svc, bench.read_ready_port(svc, ready)
 
 
 def one_run(target: bench.Target, pid: int | None, mode: str, duration: int) -> dict:

@@ -425,14 +425,19 @@ def start_pgwarden(name: str, config: Path, workdir: Path,
                          "--ready-file", str(ready)],
                   workdir / f"{name}.log", cwd=str(tree or REPO), env=env).start()
     stack.callback(svc.stop)
-    deadline = time.monotonic() + 30
+    return svc, read_ready_port(svc, ready)
+
+
+def read_ready_port(svc: Service, ready: Path, timeout_s: float = 30) -> int:
+    """The port a service we started wrote to its ready file, once it has."""
+    deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if not svc.alive():
-            raise RuntimeError(f"{name} exited ({svc.proc.returncode}) before listening:\n{svc.log_tail()}")
+            raise RuntimeError(f"{svc.name} exited ({svc.proc.returncode}) before listening:\n{svc.log_tail()}")
         with contextlib.suppress(OSError, ValueError):
-            return svc, int(ready.read_text().strip())
+            return int(ready.read_text().strip())
         time.sleep(0.05)
-    raise RuntimeError(f"{name} wrote no ready file within 30 s:\n{svc.log_tail()}")
+    raise RuntimeError(f"{svc.name} wrote no ready file within {timeout_s:g} s:\n{svc.log_tail()}")
 
 
 # pgwarden's op log is JSON lines when not on a terminal ("level":"error"); the

@@ -141,7 +141,7 @@ class Recorder:
             raise RecordingFailed(self.failure) from None
         self._dirty = True
         if not self._batched:
-            self.flush()
+            self.flush(force=True)
             if self.failure is not None:
                 raise RecordingFailed(self.failure)
             return
@@ -171,7 +171,7 @@ class Recorder:
         """
         if not self._dirty:
             return
-        if not (force or self._urgent or self._lazy >= LAZY_RECORDS or not self._batched):
+        if not (force or self._urgent or self._lazy >= LAZY_RECORDS):
             if self._lazy_timer is None:
                 self._lazy_timer = self.app.reactor.callLater(LAZY_S, self._lazy_due)
             return
@@ -225,10 +225,10 @@ class Recorder:
         self.build_results()
         self._dirty = True
         self.flush(force=True)
-        remove = getattr(self.app.reactor, "remove_barrier", None)
-        if remove is not None:
-            remove(self.flush)
-            remove(self.build_results)
+        reactor = self.app.reactor
+        if self._batched:
+            reactor.remove_barrier(self.flush)
+            reactor.remove_after_sends(self.build_results)
 
     # ------------------------------------------------------------------ records
 

@@ -68,12 +68,14 @@ class PgwardenReactor(EPollReactor):
     def remove_barrier(self, barrier) -> None:
         if barrier in self._barriers:
             self._barriers.remove(barrier)
-        if barrier in self._after:
-            self._after.remove(barrier)
 
     def add_after_sends(self, work) -> None:
         """``work()`` runs once the queued sends of a turn have left: what can wait, off the latency path."""
         self._after.append(work)
+
+    def remove_after_sends(self, work) -> None:
+        if work in self._after:
+            self._after.remove(work)
 
     def discard_sends(self, transport) -> None:
         """Drops what is queued for ``transport`` (a barrier found it must not be sent)."""

@@ -528,12 +528,13 @@ class _Turns(Clock):
         self.barriers.append(barrier)
 
     def remove_barrier(self, barrier) -> None:
-        for hooks in (self.barriers, self.after):
-            if barrier in hooks:
-                hooks.remove(barrier)
+        self.barriers.remove(barrier)
 
     def add_after_sends(self, work) -> None:
         self.after.append(work)
+
+    def remove_after_sends(self, work) -> None:
+        self.after.remove(work)
 
     def turn(self) -> None:
         """The end of one poll iteration: the barriers, the sends (none here), then what waits for them."""

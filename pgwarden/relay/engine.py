@@ -194,6 +194,8 @@ CompletionListener = Callable[[Execution], None]
 
 def _name(raw: bytes, start: int) -> tuple[str, int]:
     """A NUL-terminated name at ``start`` and the offset after it."""
+    if len(raw) > start and raw[start] == 0:  # the unnamed statement or portal: the usual case
+        return "", start + 1
     end = raw.find(b"\0", start)
     if end < 0 or len(raw) < 6:
         raise ProtocolError(f"message {chr(raw[0])!r}: unterminated name")
@@ -296,8 +298,7 @@ class Relay:
         if self.closing:
             return
         try:
-            self._client.feed(data)
-            frames = self._client.frames()
+            frames = self._client.take(data)
         except ProtocolError as e:
             self.fail(str(e))
             return
@@ -456,7 +457,8 @@ class Relay:
             portal = Portal(portal_name, stmt, raw, self._generation)
             st.portals[portal_name] = portal
             self._up.append(raw)
-            self._expect_extended((_E_BIND, portal, False))
+            if not self._server_discarding:
+                self._expect.append((_E_BIND, portal, False))
         elif t == _F_EXECUTE:
             if self._execute_gate is not None:
                 why = self._execute_gate()
@@ -482,7 +484,8 @@ class Relay:
                 ex.rows = max(0, int.from_bytes(raw[-4:], "big", signed=True))
                 if stmt is not None:
                     stmt.decide_s = 0.0  # reported once, by the first Execute
-            self._expect_extended((_E_EXECUTE, portal, False, ex))
+            if not self._server_discarding:
+                self._expect.append((_E_EXECUTE, portal, False, ex))
         elif t == _F_DESCRIBE:
             name, _ = _name(raw, 6)
             target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
@@ -519,8 +522,7 @@ class Relay:
 
     def server_data(self, data: bytes) -> None:
         try:
-            self._server.feed(data)
-            frames = self._server.frames()
+            frames = self._server.take(data)
         except ProtocolError as e:
             self.fail(f"the database sent an invalid message: {e}", "08006")
             return

@@ -137,7 +137,31 @@ class MessageFramer:
             pos = take
         # One copy of the buffer, then slices of immutable bytes: cheaper per
         # message than slicing the bytearray and converting each slice.
-        data = bytes(buf)
+        pos, self._need = self._scan(bytes(buf), pos, n, out)
+        if pos:
+            del buf[:pos]
+        return out
+
+    def take(self, data: bytes) -> list:
+        """`feed` then `frames`, without copying ``data`` into the buffer when nothing waits there.
+
+        The common case on a busy session: each read holds whole messages, so they are
+        sliced straight out of what was read and only a trailing partial message is kept.
+        """
+        if self._buf or self._stream_left:
+            self._buf += data
+            return self.frames()
+        out: list = []
+        n = len(data)
+        pos, need = self._scan(data, 0, n, out) if n >= 5 else (0, 0)
+        if pos < n:
+            self._buf += data[pos:] if pos else data
+        self._need = need
+        return out
+
+    def _scan(self, data: bytes, pos: int, n: int, out: list) -> tuple[int, int]:
+        """Appends to ``out`` the messages of ``data[pos:n]``; returns where it stopped and the
+        buffered length the next message needs (0: unknown yet)."""
         unpack = _HEADER.unpack_from
         unpack_length = _LEN.unpack_from
         valid = self.valid_types
@@ -187,10 +211,7 @@ class MessageFramer:
                 )
             need = end - pos
             break
-        if pos:
-            del buf[:pos]
-        self._need = need
-        return out
+        return pos, need
 
     def next_frame(self):
         """One complete message as raw bytes, or NEED_DATA (convenience for handshakes)."""

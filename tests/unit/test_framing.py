@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import struct
 import tracemalloc
+import unittest.mock
 
 import pytest
 from hypothesis import given, settings
@@ -281,6 +282,52 @@ def test_fuzz_split_does_not_change_the_outcome(data):
             # frames() raising drops what it framed in that call: the whole feed
             # may show fewer frames, never different ones.
             assert frames[: len(whole[0])] == whole[0]
+
+
+def outcome_per_chunk(framer: MessageFramer, chunks, through_take: bool) -> list:
+    """What each chunk gave, then what is left buffered; or, if the stream broke, the error's type
+    (the session ends there: what is buffered no longer matters)."""
+    out = []
+    for chunk in chunks:
+        try:
+            if through_take:
+                out.append(framer.take(chunk))
+            else:
+                framer.feed(chunk)
+                out.append(framer.frames())
+        except ProtocolError as e:
+            return out + [type(e)]
+    return out + [framer.buffered]
+
+
+@given(data=st.data())
+def test_fuzz_take_is_feed_then_frames(data):
+    """`take` (the relay's path, which skips the buffer when it is empty) hands out exactly what
+    `feed` then `frames` would, chunk by chunk: runs of rows, fragments of large rows, errors."""
+    stream = data.draw(st.binary(max_size=200) | NOISY_STREAM | st.lists(
+        typed_frames("backend", max_body=24), max_size=10).map(b"".join))
+    maximum = data.draw(st.sampled_from([16, 40, framing.DEFAULT_MAX_MESSAGE]))
+    types = data.draw(st.sampled_from([FRONTEND_TYPES, BACKEND_TYPES, None]))
+    run_type = data.draw(st.sampled_from([None, D]))
+    streamable = data.draw(st.sampled_from([frozenset(), frozenset({D, ord("d")})]))
+    chunks = data.draw(split(stream))
+    outcomes = []
+    # A low streaming threshold, so that fragments show up in streams this small.
+    with unittest.mock.patch.object(framing, "STREAM_THRESHOLD", 12):
+        for through_take in (False, True):
+            framer = MessageFramer(max_size=maximum, valid_types=types, run_type=run_type)
+            framer.streamable = streamable
+            outcomes.append(outcome_per_chunk(framer, chunks, through_take))
+    assert outcomes[1] == outcomes[0]
+
+
+def test_take_keeps_a_partial_message_for_the_next_read():
+    framer = MessageFramer()
+    sync, query = m.Sync().encode(), m.Query("SELECT 1").encode()
+    assert framer.take(sync + query[:7]) == [sync]
+    assert framer.buffered == 7
+    assert framer.take(query[7:]) == [query]
+    assert framer.buffered == 0
 
 
 @given(data=st.data())

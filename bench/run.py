@@ -13,6 +13,8 @@ and a third that records every statement to a file, so what recording costs is
 measured against recording off in the same run, once per workload like the
 other targets and then in a few paired rounds of shorter runs (recording off
 and on, alternating order) whose median resolves what one pair cannot. The
+ratios to direct of the pgwarden with rules, for which the targets are set,
+are also measured that way: rounds of direct, it and PgBouncer. The
 pgwardens without a record sink run with recording off (no sink, the
 recording plugin disabled).
 
@@ -27,7 +29,7 @@ Ctrl-C and errors included.
     .venv/bin/python bench/run.py --quick --only select-simple --no-pgbouncer
     .venv/bin/python bench/run.py --no-rules        # without the pgwarden with rules
     .venv/bin/python bench/run.py --no-recording    # without the pgwarden that records
-    .venv/bin/python bench/run.py --paired-rounds 5 # more paired rounds for the recording cost
+    .venv/bin/python bench/run.py --paired-rounds 5 # more rounds for the recording cost and the rules targets
 """
 
 from __future__ import annotations
@@ -111,6 +113,9 @@ RECORDING_WORKLOADS = ("select-simple", "select-prepared")
 # many rounds of a shorter pair of runs in alternating order (median and range).
 PAIRED_ROUNDS = 3
 RECORDING_TARGET_COST = 0.10
+# The targets for the pgwarden with rules (a share of direct TPS): its ratio is also measured
+# from --paired-rounds rounds of short runs of direct, it and PgBouncer in rotating order.
+RULES_TARGETS = {"select-simple": 0.45, "select-prepared": 0.55}
 # The extra pgwardens run only for their workloads: a run for every workload would add minutes.
 EXTRA_TARGET_WORKLOADS = {PGWARDEN_RULES: RULES_WORKLOADS, PGWARDEN_RECORDING: RECORDING_WORKLOADS}
 
@@ -214,8 +219,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="leave out the pgwarden that records every statement to a file "
                         f"(run for {', '.join(RECORDING_WORKLOADS)})")
     p.add_argument("--paired-rounds", type=int, default=PAIRED_ROUNDS, metavar="N",
-                   help="rounds of paired runs (recording off, recording; alternating order) that give "
-                        f"the recording cost as a median (default {PAIRED_ROUNDS}; 0: none)")
+                   help="rounds of short runs in rotating order that give the recording cost (recording "
+                        f"off, on) and the {RULES_LABEL} ratios to direct (direct, {PGWARDEN_RULES}, "
+                        f"PgBouncer) as medians (default {PAIRED_ROUNDS}; 0: none)")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 5 if args.quick else 15
@@ -932,22 +938,69 @@ def short_name(workload_name: str) -> str:
     return workload_name.removeprefix("select-")
 
 
-def paired_rounds(workload: Workload, off: PgwardenRunner, rec: PgwardenRunner, pg: TempPostgres,
-                  duration: int, script_dir: Path, rounds: int) -> list[tuple[RunResult, RunResult]]:
-    """``rounds`` pairs of runs, recording off and on, in alternating order (off rec, rec off, ...).
+class PgbenchRunner:
+    """A target that is not a pgwarden (direct, PgBouncer) with the interface of `PgwardenRunner`."""
 
-    Why: consecutive runs of one target differ by up to 40% here, so a single pair of
-    runs says little about a 10% difference; the median over pairs run close together does.
+    def __init__(self, target: Target) -> None:
+        self.name, self.target = target.name, target
+
+    def run(self, workload: Workload, duration: int, script_dir: Path) -> RunResult:
+        return run_pgbench(workload, self.target, duration, script_dir)
+
+
+def rotating_rounds(workload: Workload, runners: list, pg: TempPostgres, duration: int,
+                    script_dir: Path, rounds: int) -> list[dict[str, RunResult]]:
+    """``rounds`` rounds of one short run of each runner, each round starting with the next one.
+
+    Why: consecutive runs of one target differ by up to 40% here, so a single run of
+    each says little about a 10% difference; the median over rounds run close together does.
     """
-    pairs = []
+    out = []
     for r in range(rounds):
         got = {}
-        for runner in ((off, rec) if r % 2 == 0 else (rec, off)):
+        for runner in runners[r % len(runners):] + runners[:r % len(runners)]:
             reset_tables(pg)
-            say(f"{workload.name:<16} {runner.name:<14} {duration}s (paired round {r + 1} of {rounds}) ...")
+            say(f"{workload.name:<16} {runner.name:<14} {duration}s (round {r + 1} of {rounds}) ...")
             got[runner.name] = runner.run(workload, duration, script_dir)
-        pairs.append((got[off.name], got[rec.name]))
-    return pairs
+        out.append(got)
+    return out
+
+
+def paired_rounds(workload: Workload, off: PgwardenRunner, rec: PgwardenRunner, pg: TempPostgres,
+                  duration: int, script_dir: Path, rounds: int) -> list[tuple[RunResult, RunResult]]:
+    """Pairs of runs, recording off and on, in alternating order (off rec, rec off, ...)."""
+    return [(got[off.name], got[rec.name])
+            for got in rotating_rounds(workload, [off, rec], pg, duration, script_dir, rounds)]
+
+
+def target_rounds_summary(workload: Workload, duration: int, rounds: list[dict[str, RunResult]]) -> dict | None:
+    """The median and range of each target's TPS over direct's, round by round, and the rules target."""
+    by_target = {}
+    for name in (PGWARDEN_RULES, PGBOUNCER):
+        ratios = [ratio(got.get(name), got.get(DIRECT)) for got in rounds]
+        ratios = [x for x in ratios if x is not None]
+        if ratios:
+            by_target[name] = {"ratios": [round(x, 3) for x in ratios], "median": statistics.median(ratios)}
+    if PGWARDEN_RULES not in by_target:
+        return None
+    target = RULES_TARGETS[workload.name]
+    return {"rounds": len(rounds), "duration_s": duration, "target": target,
+            "met": by_target[PGWARDEN_RULES]["median"] >= target, "over_direct": by_target}
+
+
+def render_target_rounds(summaries: dict[str, dict]) -> list[str]:
+    first = next(iter(summaries.values()))
+    parts = [f"{RULES_LABEL} against direct, median of {first['rounds']} rounds of {first['duration_s']} s runs "
+             "(direct, pgwarden-rules and PgBouncer in rotating order):"]
+    for name, s in summaries.items():
+        line = [f"  {name:<16}"]
+        for target, label in ((PGWARDEN_RULES, RULES_LABEL), (PGBOUNCER, "PgBouncer")):
+            r = s["over_direct"].get(target)
+            if r is not None:
+                line.append(f"{label} {r['median']:.2f}x ({min(r['ratios']):.2f}-{max(r['ratios']):.2f})")
+        line.append(f"target {s['target']:.2f}: {'met' if s['met'] else 'NOT met'}")
+        parts.append("  ".join(line))
+    return parts
 
 
 def cpu_us_per_transaction(r: RunResult) -> float | None:
@@ -1076,7 +1129,7 @@ def render_recording(summary: dict) -> list[str]:
 
 
 def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration: int,
-                  recording: dict | None = None) -> str:
+                  recording: dict | None = None, target_rounds: dict | None = None) -> str:
     parts = [f"pgbench {duration} s per run, scale {SCALE}; throughput runs with {CLIENTS} clients / "
              f"{THREADS} threads", ""]
     if rows:
@@ -1102,6 +1155,8 @@ def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration
             if connect and "-C" in workload.args:
                 parts.append(f"  {'':<16} average connection time: {', '.join(connect)}")
         parts.append("")
+    if target_rounds:
+        parts += [*render_target_rounds(target_rounds), ""]
     if recording is not None:
         parts += [*render_recording(recording), ""]
     if latency is not None:
@@ -1157,7 +1212,7 @@ def git_revision() -> str:
 
 
 def write_json(path: Path, rows, latency, pgwarden_info, meta: dict, notes: list[str],
-               recording: dict | None = None) -> None:
+               recording: dict | None = None, target_rounds: dict | None = None) -> None:
     """The same figures as the printed report, for comparing runs over time."""
     doc = {
         "meta": meta,
@@ -1171,6 +1226,7 @@ def write_json(path: Path, rows, latency, pgwarden_info, meta: dict, notes: list
             **added_latency(latency), "results": {n: asdict(r) for n, r in latency.items()}},
         "pgwarden": pgwarden_info,
         "recording": recording,
+        "rules_target_rounds": target_rounds or None,
         "notes": notes,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1355,6 +1411,18 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
                 duration = max(3, args.duration // 3)
                 paired[w.name] = (duration, paired_rounds(w, off, setup.pgwarden_recording, setup.pg,
                                                           duration, script_dir, args.paired_rounds))
+    target_rounds: dict[str, dict] = {}
+    if setup.pgwarden_rules is not None and args.paired_rounds > 0:
+        duration = max(3, args.duration // 3)
+        for w in workloads:
+            if w.name in RULES_TARGETS:
+                runners = [PgbenchRunner(t) if t.name not in setup.pgwardens else setup.pgwardens[t.name]
+                           for t in setup.targets_for(w) if t.name in (DIRECT, PGWARDEN_RULES, PGBOUNCER)
+                           and t.name not in setup.skip]
+                summary = target_rounds_summary(
+                    w, duration, rotating_rounds(w, runners, setup.pg, duration, script_dir, args.paired_rounds))
+                if summary is not None:
+                    target_rounds[w.name] = summary
     # PgBouncer too, where there, as a yardstick for what a proxy adds.
     latency = run(LATENCY, len(workloads)) if LATENCY.name in names else None
 
@@ -1373,8 +1441,9 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
         notes.append("PgBouncer pools server connections (session mode): with -C each new client "
                      "still logs in to PgBouncer (SCRAM) but reuses a server connection, skipping the "
                      "backend start and upstream login that direct and pgwarden pay for every time.")
-    print(render_report(rows, latency, pgwarden_info, notes, args.duration, recording), flush=True)
-    write_json(RESULTS_FILE, rows, latency, pgwarden_info, run_metadata(args, setup), notes, recording)
+    print(render_report(rows, latency, pgwarden_info, notes, args.duration, recording, target_rounds), flush=True)
+    write_json(RESULTS_FILE, rows, latency, pgwarden_info, run_metadata(args, setup), notes, recording,
+               target_rounds)
     print(f"\nresults written to {RESULTS_FILE.relative_to(REPO)}", flush=True)
     return 0 if recording is None or recording["verification"]["ok"] else 1
 

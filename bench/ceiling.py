@@ -11,6 +11,7 @@ pgwarden runs pass-through (one policy, recording off), as in `run.py`.
 
     .venv/bin/python bench/ceiling.py                        # simple and prepared, 3 rounds of 8 s
     .venv/bin/python bench/ceiling.py --mode prepared --rounds 5
+    .venv/bin/python bench/ceiling.py --forwarder-processes 1 --forwarder-processes 2   # one against two
 """
 
 from __future__ import annotations
@@ -33,26 +34,34 @@ from pgwarden.testing.postgres import APP_PASSWORD, APP_USER  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
-def start_forwarder(pg, work: Path, stack: contextlib.ExitStack) -> tuple[bench.Service, int]:
-    ready = work / "forwarder.ready"
-    svc = bench.Service("forwarder", [sys.executable, str(HERE / "forwarder.py"), "0", pg.host, str(pg.port),
-                                      "--ready-file", str(ready)], work / "forwarder.log").start()
-    stack.callback(svc.stop)
-    return svc, bench.read_ready_port(svc, ready)
+def start_forwarder(pg, work: Path, stack: contextlib.ExitStack, processes: int = 1) -> tuple[list, int]:
+    """``processes`` forwarders on one port (SO_REUSEPORT when more than one); their services and the port."""
+    work.mkdir(exist_ok=True)
+    services, port = [], 0
+    for i in range(processes):
+        ready = work / f"forwarder-{i}.ready"
+        extra = ["--reuseport"] if processes > 1 else []
+        svc = bench.Service(f"forwarder-{i}", [sys.executable, str(HERE / "forwarder.py"), str(port), pg.host,
+                                               str(pg.port), "--ready-file", str(ready), *extra],
+                            work / f"forwarder-{i}.log").start()
+        stack.callback(svc.stop)
+        port = bench.read_ready_port(svc, ready)
+        services.append(svc)
+    return services, port
 
 
-def one_run(target: bench.Target, pid: int | None, mode: str, duration: int) -> dict:
+def one_run(target: bench.Target, pids: list[int], mode: str, duration: int) -> dict:
     cmd = [bench.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(bench.CLIENTS), "-j", str(bench.THREADS),
            "-T", str(duration), *target.conn_args(), bench.DATABASE]
-    before = process_cpu(pid) if pid else (0.0, 0.0)
+    before = sum(sum(process_cpu(pid)) for pid in pids)
     done = subprocess.run(cmd, env=target.env(), capture_output=True, text=True)
-    after = process_cpu(pid) if pid else (0.0, 0.0)
+    after = sum(sum(process_cpu(pid)) for pid in pids)
     result = bench.RunResult(target.name)
     bench.parse_pgbench(done.stdout, result)
     if not result.tps:
         raise RuntimeError(f"{target.name}: pgbench failed:\n{done.stdout}\n{done.stderr}")
-    cpu = sum(after) - sum(before)
-    return {"tps": result.tps, "cpu_us": 1e6 * cpu / (result.tps * duration) if pid else None}
+    cpu = after - before
+    return {"tps": result.tps, "cpu_us": 1e6 * cpu / (result.tps * duration) if pids else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", action="append", choices=("simple", "extended", "prepared"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=8, help="seconds per run")
+    p.add_argument("--forwarder-processes", type=int, action="append", metavar="N",
+                   help="forwarders sharing one port (SO_REUSEPORT), their CPU summed; repeat to compare "
+                        "several counts in the same rounds (default: 1)")
     args = p.parse_args(argv)
     modes = args.mode or ["simple", "prepared"]
     with contextlib.ExitStack() as stack:
@@ -71,34 +83,35 @@ def main(argv: list[str] | None = None) -> int:
         pgwarden = bench.PgwardenRunner(
             "pgwarden", bench.write_pgwarden_config(pg, work, "pgwarden", bench.PASS_THROUGH_POLICY, jwks),
             work, token, stack)
-        forwarder_svc, port = start_forwarder(pg, work, stack)
-        targets = {
-            "direct": (direct, None),
-            "forwarder": (bench.Target("forwarder", "127.0.0.1", port, APP_USER, APP_PASSWORD), forwarder_svc.pid),
-            "pgwarden": (pgwarden.target, pgwarden.service.pid),
-        }
+        targets = {"direct": (direct, [])}
+        for n in args.forwarder_processes or [1]:
+            name = "forwarder" if n == 1 else f"forwarder-x{n}"
+            forwarders, port = start_forwarder(pg, work / name, stack, n)
+            targets[name] = (bench.Target(name, "127.0.0.1", port, APP_USER, APP_PASSWORD),
+                             [svc.pid for svc in forwarders])
+        targets["pgwarden"] = (pgwarden.target, [pgwarden.service.pid])
         names = list(targets)
+        proxies = names[1:]
         for mode in modes:
             rounds = []
             for r in range(args.rounds):
-                order = names[r % 3:] + names[:r % 3]
+                order = names[r % len(names):] + names[:r % len(names)]
                 got = {}
                 for name in order:
                     bench.reset_tables(pg)
-                    target, pid = targets[name]
-                    got[name] = one_run(target, pid, mode, args.duration)
+                    target, pids = targets[name]
+                    got[name] = one_run(target, pids, mode, args.duration)
                 rounds.append(got)
                 print(f"{mode} round {r + 1}: " + " | ".join(
                     f"{n} {got[n]['tps']:8,.0f} TPS" + (f" {got[n]['cpu_us']:4.0f} µs/tx" if got[n]["cpu_us"] else "")
-                    for n in names) + f" | forwarder/direct {got['forwarder']['tps'] / got['direct']['tps']:.2f} "
-                    f"pgwarden/direct {got['pgwarden']['tps'] / got['direct']['tps']:.2f}", flush=True)
-            fwd = statistics.median(g["forwarder"]["tps"] / g["direct"]["tps"] for g in rounds)
-            pgw = statistics.median(g["pgwarden"]["tps"] / g["direct"]["tps"] for g in rounds)
-            fwd_cpu = statistics.median(g["forwarder"]["cpu_us"] for g in rounds)
-            pgw_cpu = statistics.median(g["pgwarden"]["cpu_us"] for g in rounds)
-            print(f"select-only {mode}, {args.rounds} rounds of {args.duration} s (medians): forwarder/direct "
-                  f"{fwd:.2f} ({fwd_cpu:.0f} µs CPU per transaction), pgwarden/direct {pgw:.2f} "
-                  f"({pgw_cpu:.0f} µs)", flush=True)
+                    for n in names) + " | " + " ".join(
+                    f"{n}/direct {got[n]['tps'] / got['direct']['tps']:.2f}" for n in proxies), flush=True)
+            print(f"select-only {mode}, {args.rounds} rounds of {args.duration} s (medians): " + ", ".join(
+                f"{n}/direct {statistics.median(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f} "
+                f"({min(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f}-"
+                f"{max(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f}; "
+                f"{statistics.median(g[n]['cpu_us'] for g in rounds):.0f} µs CPU per transaction)"
+                for n in proxies), flush=True)
     return 0
 
 

@@ -10,7 +10,11 @@ It uses the reactor `pgwarden run` installs (`pgwarden.proxy.reactor`: sends
 batched at the end of each poll iteration), so the only difference from
 pass-through pgwarden is the work pgwarden does on the bytes.
 
-    python bench/forwarder.py LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT [--ready-file F]
+    python bench/forwarder.py LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT [--ready-file F] [--reuseport]
+
+With ``--reuseport`` several forwarders can listen on one port (SO_REUSEPORT: the
+kernel spreads connections over them), to see whether a second process, and so
+a second core, raises the ceiling.
 
 `bench/ceiling.py` runs pgbench directly, through this and through pgwarden
 in alternating rounds and prints the ratios.
@@ -19,6 +23,7 @@ in alternating rounds and prints the ratios.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 from pathlib import Path
 
@@ -82,11 +87,21 @@ def main() -> int:
     p.add_argument("upstream_host")
     p.add_argument("upstream_port", type=int)
     p.add_argument("--ready-file")
+    p.add_argument("--reuseport", action="store_true", help="listen with SO_REUSEPORT")
     args = p.parse_args()
     factory = Factory()
     factory.noisy = False
     factory.buildProtocol = lambda addr: _Client(args.upstream_host, args.upstream_port)
-    listening = reactor.listenTCP(args.port, factory, interface="127.0.0.1")
+    if args.reuseport:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", args.port))
+        sock.listen(128)
+        sock.setblocking(False)
+        listening = reactor.adoptStreamPort(sock.fileno(), socket.AF_INET, factory)
+        sock.close()  # the reactor holds its own duplicate
+    else:
+        listening = reactor.listenTCP(args.port, factory, interface="127.0.0.1")
     if args.ready_file:
         Path(args.ready_file).write_text(str(listening.getHost().port))
     reactor.run()

@@ -53,6 +53,12 @@ def _non_negative(_inst, attribute, value) -> None:
         raise ValueError(f"{attribute.name} must be zero or more, got {value}")
 
 
+def _delay_ms(_inst, attribute, value) -> None:
+    # Records waiting this long are lost if pgwarden is killed: a second is already a lot.
+    if not 0 <= value <= 1000:
+        raise ValueError(f"{attribute.name} must be between 0 and 1000 (milliseconds), got {value}")
+
+
 def _port(_inst, attribute, value) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be a TCP port (0-65535), got {value}")
@@ -218,6 +224,9 @@ class Recording:
     results: RecordingResults = RecordingResults()
     # Bind parameters of each execution, each cut at this many bytes; 0: not recorded.
     max_parameter_bytes: int = attrs.field(default=1024, validator=_non_negative)
+    # Records without a verdict (result, session_start, session_end) may wait this long for a
+    # write (docs/records.md); 0: every record is written at the end of its own turn.
+    results_delay_ms: float = attrs.field(default=10.0, validator=_delay_ms)
 
 
 @attrs.frozen

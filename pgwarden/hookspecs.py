@@ -171,7 +171,8 @@ def pgwarden_records_flush() -> list[str] | None:
     The core calls it once per reactor turn, before that turn's bytes go
     upstream, so a sink may buffer records and write them with one call; when
     the records of a turn carry no verdict (``result``, ``session_start``,
-    ``session_end``), up to 10 ms or 64 records later (docs/records.md). Raise
+    ``session_end``), up to ``recording.results_delay_ms`` (10 ms by default) or 64
+    records later (docs/records.md). Raise
     when records could not be written and statements must stop (fail closed):
     the sessions whose statements were waiting on this flush are ended before
     those statements reach the database, and later statements are refused

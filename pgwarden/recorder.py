@@ -12,10 +12,11 @@ refused until a write succeeds again.
 Records that carry no verdict (``result``, ``session_start``, ``session_end``)
 gate nothing, so a turn with only such records does not make the sinks write:
 they are written with the next record that carries a verdict, or once
-LAZY_RECORDS of them wait, or LAZY_S after the first, whichever comes first.
-Under load that saves most writes (a prepared statement's executions make only
-``result`` records); the price is that a crash of pgwarden loses at most those
-few milliseconds of results, never a verdict.
+LAZY_RECORDS of them wait, or ``recording.results_delay_ms`` (default 10) after
+the first, whichever comes first. Under load that saves most writes (a prepared
+statement's executions make only ``result`` records); the price is that a crash
+of pgwarden loses at most those few milliseconds of results, never a verdict.
+With a delay of 0 every record is written at the end of its own turn.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="pgwarden.recording")
 
-#: Records without a verdict wait at most this long, or for this many of them, before a write.
-LAZY_S = 0.01
+#: Records without a verdict wait at most for this many of them before a write.
 LAZY_RECORDS = 64
 
 
@@ -124,6 +124,8 @@ class Recorder:
         self.sample_rows = rec.results.max_rows
         self.sample_bytes = rec.results.max_bytes
         self.parameter_bytes = rec.max_parameter_bytes
+        #: how long records without a verdict may wait for a write; 0: they do not wait
+        self.lazy_s = rec.results_delay_ms / 1000
 
     # ------------------------------------------------------------------ writing
 
@@ -147,7 +149,7 @@ class Recorder:
             return
         if waiting is not None:
             self._held.append(waiting)
-        if lazy:
+        if lazy and self.lazy_s:
             self._lazy += 1
         else:
             self._urgent = True
@@ -167,13 +169,13 @@ class Recorder:
         """The barrier: every sink writes what it holds. Runs before each turn's sends.
 
         Unless ``force``, only records without a verdict buffered, and few and recent
-        enough: they wait (a timer writes them at the latest LAZY_S after the first).
+        enough: they wait (a timer writes them at the latest ``lazy_s`` after the first).
         """
         if not self._dirty:
             return
         if not (force or self._urgent or self._lazy >= LAZY_RECORDS):
             if self._lazy_timer is None:
-                self._lazy_timer = self.app.reactor.callLater(LAZY_S, self._lazy_due)
+                self._lazy_timer = self.app.reactor.callLater(self.lazy_s, self._lazy_due)
             return
         if self._lazy_timer is not None:
             if self._lazy_timer.active():

@@ -571,7 +571,7 @@ class _Writes:
 class _Recorded:
     """A Recorder of a real Application on a clock the test plays, writing to `_Writes` only."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, results_delay_ms: float | None = None) -> None:
         from types import SimpleNamespace
 
         from pgwarden.app import Application
@@ -589,7 +589,8 @@ class _Recorded:
             "upstream": {"host": "127.0.0.1", "database": "appdb", "user": "app", "password_file": str(password)},
             "auth": {"jwt": {"issuer": "i", "audience": "a", "jwks_file": str(jwks)}},
             "policies": [POLICY],
-            "recording": {"sinks": []},  # only the sink of this test
+            "recording": {"sinks": [],  # only the sink of this test
+                          **({} if results_delay_ms is None else {"results_delay_ms": results_delay_ms})},
         }))
         self.reactor, self.sink = _Turns(), _Writes()
         app = Application(load_config(str(config)), self.reactor, extra_plugins=[("writes", self.sink)])
@@ -619,11 +620,22 @@ def recorded(tmp_path_factory) -> _Recorded:
 
 
 def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_path):
-    from pgwarden.recorder import LAZY_RECORDS, LAZY_S
+    from pgwarden.recorder import LAZY_RECORDS
 
-    r = _Recorded(tmp_path)
+    r = _Recorded(tmp_path, results_delay_ms=25)
     reactor, sink = r.reactor, r.sink
     result = r.result
+    LAZY_S = 0.025  # noqa: N806 - recording.results_delay_ms, as configured
+    assert r.recorder.lazy_s == LAZY_S
+
+    result(0)
+    reactor.turn()
+    reactor.turn()
+    reactor.advance(LAZY_S * 0.9)  # within the delay: still waiting
+    assert sink.writes == []
+    reactor.advance(LAZY_S * 0.1 + 1e-9)
+    assert sink.writes == [["result"]]
+    sink.writes.clear()
 
     result(1)
     reactor.turn()  # built after the turn's sends
@@ -652,9 +664,10 @@ def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(["result", "allowed", "refused", "turn", "wait"]), max_size=120))
 def test_whatever_the_order_records_are_written_in_order_verdicts_at_once_the_rest_in_time(recorded, steps):
-    from pgwarden.recorder import LAZY_RECORDS, LAZY_S
+    from pgwarden.recorder import LAZY_RECORDS
 
     r = recorded
+    LAZY_S = r.recorder.lazy_s  # noqa: N806 - recording.results_delay_ms (its default)
     sink, reactor = r.sink, r.reactor
     reactor.turn()  # what an example that failed left behind (while hypothesis shrinks)
     reactor.sleep(LAZY_S)
@@ -692,3 +705,19 @@ def test_whatever_the_order_records_are_written_in_order_verdicts_at_once_the_re
     reactor.sleep(LAZY_S)  # and are written in time while nothing else happens
     assert [t for w in sink.writes for t in w] == emitted + ["result"] * before
     assert not sink.buffer and not r.timers()
+
+
+def test_with_no_results_delay_every_record_is_written_at_the_end_of_its_turn(tmp_path):
+    """recording.results_delay_ms: 0, for an operator who wants no record to wait (docs/records.md)."""
+    r = _Recorded(tmp_path, results_delay_ms=0)
+    reactor, sink = r.reactor, r.sink
+    r.result(1)
+    reactor.turn()  # built after the turn's sends ...
+    reactor.turn()  # ... and written by the next barrier, with no timer
+    assert sink.writes == [["result"]]
+    r.result(2)
+    r.result(3)
+    reactor.turn()
+    reactor.turn()
+    assert sink.writes[1:] == [["result", "result"]]
+    assert not r.timers()

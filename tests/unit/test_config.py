@@ -180,6 +180,16 @@ def test_limits_are_checked():
     assert "rows must be at least 1" in p
 
 
+def test_results_delay_is_checked():
+    assert parse_config(GOOD, "f.yaml").recording.results_delay_ms == 10
+    assert parse_config(GOOD + "recording: {results_delay_ms: 0}\n", "f.yaml").recording.results_delay_ms == 0
+    for bad in ("-1", "5000"):
+        (p,) = problems(GOOD + f"recording: {{results_delay_ms: {bad}}}\n")
+        assert p.startswith("line 10: recording") and "results_delay_ms must be between 0 and 1000" in p, p
+    (p,) = problems(GOOD + "recording: {results_delay_ms: soon}\n")
+    assert "recording.results_delay_ms" in p and "expected float" in p, p
+
+
 @pytest.mark.parametrize("statements, sql, reason", [
     (["ddl"], "CREATE TABLE x (a int)", "schema changes (DDL) are not allowed"),
     (["role"], "SET ROLE postgres", "role changes are not allowed"),

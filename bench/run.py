@@ -89,9 +89,12 @@ PASS_THROUGH_POLICY = {"name": "everyone", "default": "allow"}
 BLOCK_RULES = TEN_RULES
 RULES_POLICY = {"name": "agents", "rules": BLOCK_RULES}
 RULES_LABEL = f"{len(BLOCK_RULES)} rules"
-# Only where the targets for pgwarden with rules are set (a share of direct with
-# -M simple and with -M prepared): a run for every workload would add minutes.
-RULES_WORKLOADS = ("select-simple", "select-prepared")
+# Only where the targets for pgwarden with rules are set (a share of direct TPS with
+# -M simple and with -M prepared): a run for every workload would add minutes. Its
+# ratios are also measured from --paired-rounds rounds of short runs of direct, it
+# and PgBouncer in rotating order.
+RULES_TARGETS = {"select-simple": 0.45, "select-prepared": 0.55}
+RULES_WORKLOADS = tuple(RULES_TARGETS)
 
 # Recording off, for every pgwarden but the recording one: no sink, and the
 # recording plugin disabled. Why both: with `sinks: []` alone the core still
@@ -113,9 +116,6 @@ RECORDING_WORKLOADS = ("select-simple", "select-prepared")
 # many rounds of a shorter pair of runs in alternating order (median and range).
 PAIRED_ROUNDS = 3
 RECORDING_TARGET_COST = 0.10
-# The targets for the pgwarden with rules (a share of direct TPS): its ratio is also measured
-# from --paired-rounds rounds of short runs of direct, it and PgBouncer in rotating order.
-RULES_TARGETS = {"select-simple": 0.45, "select-prepared": 0.55}
 # The extra pgwardens run only for their workloads: a run for every workload would add minutes.
 EXTRA_TARGET_WORKLOADS = {PGWARDEN_RULES: RULES_WORKLOADS, PGWARDEN_RECORDING: RECORDING_WORKLOADS}
 

@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""What several pgwarden processes behind one port would reach: a measurement of a design not built.
+
+A single-threaded proxy is a serialisation point: while it waits for the CPU, every
+client waits. `bench/ceiling.py --forwarder-processes 2` showed that two bare
+forwarders sharing a port (SO_REUSEPORT) reach more of direct than one. This
+measures the same for pgwarden itself, with the ten-rule policy of `run.py`'s
+`pgwarden-rules`: direct, one pgwarden, and N pgwardens sharing one port, in
+rotating order, select-only.
+
+pgwarden has no option to share its port, and this does not add one: the
+processes are started through this file (``--serve``), which sets SO_REUSEPORT
+on Twisted's listening sockets before running `pgwarden run`. What such a
+deployment would still lack, and why it is not built, is in docs/performance.md
+("A second process raises the ceiling"): a CancelRequest reaching another
+process than its session's is ignored, every process keeps its own record chain
+and metrics.
+
+    .venv/bin/python bench/processes.py                          # 2 processes, simple and prepared
+    .venv/bin/python bench/processes.py --processes 3 --rounds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import socket
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def serve(argv: list[str]) -> int:
+    """`pgwarden run` with SO_REUSEPORT on every listening socket."""
+    from twisted.internet import tcp
+
+    create = tcp.Port.createInternetSocket
+
+    def create_shared(port):
+        sock = create(port)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        return sock
+
+    tcp.Port.createInternetSocket = create_shared
+    from pgwarden.cli import main as pgwarden
+
+    return pgwarden(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(HERE))
+    import run as bench
+    import yaml
+    from ceiling import one_run
+
+    from pgwarden.testing.postgres import APP_PASSWORD, APP_USER
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mode", action="append", choices=("simple", "extended", "prepared"))
+    p.add_argument("--processes", type=int, default=2)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--duration", type=int, default=6, help="seconds per run")
+    args = p.parse_args(argv)
+    modes = args.mode or ["simple", "prepared"]
+    with contextlib.ExitStack() as stack:
+        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgwarden-processes-")))
+        pg = bench.start_postgres(stack)
+        direct = bench.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD)
+        bench.init_pgbench_data(direct)
+        jwks, token = bench.mint_bench_token(work)
+        one = bench.PgwardenRunner(
+            "one", bench.write_pgwarden_config(pg, work, "one", bench.RULES_POLICY, jwks), work, token, stack)
+        config = bench.write_pgwarden_config(pg, work, "shared", bench.RULES_POLICY, jwks)
+        with socket.socket() as probe:  # a free port for all of them (port 0 would give each its own)
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        doc = yaml.safe_load(config.read_text())
+        doc["listen"]["port"] = port
+        config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        pids = []
+        for i in range(args.processes):
+            ready = work / f"shared-{i}.ready"
+            svc = bench.Service(f"shared-{i}", [sys.executable, __file__, "--serve", "run", "-c", str(config),
+                                                "--ready-file", str(ready)],
+                                work / f"shared-{i}.log", cwd=str(HERE.parent)).start()
+            stack.callback(svc.stop)
+            bench.read_ready_port(svc, ready)
+            pids.append(svc.pid)
+        shared = f"x{args.processes}"
+        targets = {
+            "direct": (direct, []),
+            "x1": (one.target, [one.service.pid]),
+            shared: (bench.Target(shared, "127.0.0.1", port, bench.BENCH_SUBJECT, token), pids),
+        }
+        names = list(targets)
+        for mode in modes:
+            rounds = []
+            for r in range(args.rounds):
+                got = {}
+                for name in names[r % len(names):] + names[:r % len(names)]:
+                    bench.reset_tables(pg)
+                    target, target_pids = targets[name]
+                    got[name] = one_run(target, target_pids, mode, args.duration)
+                rounds.append(got)
+                print(f"{mode} round {r + 1}: " + " | ".join(
+                    f"{n} {got[n]['tps']:8,.0f} TPS" + (f" {got[n]['cpu_us']:4.0f} µs/tx" if got[n]["cpu_us"] else "")
+                    for n in names), flush=True)
+            print(f"select-only {mode}, ten rules, {args.rounds} rounds of {args.duration} s, to direct (median, "
+                  "range): " + ", ".join(
+                      f"{n} process{'es' if n != 'x1' else ''} "
+                      f"{statistics.median(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f} "
+                      f"({min(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f}-"
+                      f"{max(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f})"
+                      for n in names[1:]), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--serve"]:
+        sys.path.insert(0, str(HERE.parent))
+        sys.exit(serve(sys.argv[2:]))
+    sys.exit(main())

@@ -64,6 +64,47 @@ def one_run(target: bench.Target, pids: list[int], mode: str, duration: int) -> 
     return {"tps": result.tps, "cpu_us": 1e6 * cpu / (result.tps * duration) if pids else None}
 
 
+def setting_up(stack: contextlib.ExitStack, prefix: str):
+    """A temp dir, PostgreSQL with pgbench's data, the direct target, and a JWKS with a token for pgwarden."""
+    work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
+    pg = bench.start_postgres(stack)
+    direct = bench.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD)
+    bench.init_pgbench_data(direct)
+    jwks, token = bench.mint_bench_token(work)
+    return work, pg, direct, jwks, token
+
+
+def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, title: str = "") -> None:
+    """For each mode, rounds of one run of each target in rotating order; each round's line, then
+    every target's median ratio to direct (the first target), its range and its CPU per transaction.
+
+    ``targets``: name -> (bench.Target, the pids whose CPU is the target's; none for direct).
+    """
+    names = list(targets)
+    others = names[1:]
+    for mode in modes:
+        results = []
+        for r in range(rounds):
+            got = {}
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                bench.reset_tables(pg)
+                target, pids = targets[name]
+                got[name] = one_run(target, pids, mode, duration)
+            results.append(got)
+            print(f"{mode} round {r + 1}: " + " | ".join(
+                f"{n} {got[n]['tps']:8,.0f} TPS" + (f" {got[n]['cpu_us']:4.0f} µs/tx" if got[n]["cpu_us"] else "")
+                for n in names) + " | " + " ".join(
+                f"{n}/direct {got[n]['tps'] / got['direct']['tps']:.2f}" for n in others), flush=True)
+
+        def to_direct(n: str) -> list[float]:
+            return [g[n]["tps"] / g["direct"]["tps"] for g in results]
+
+        print(f"select-only {mode}{title}, {rounds} rounds of {duration} s (medians): " + ", ".join(
+            f"{n}/direct {statistics.median(to_direct(n)):.2f} ({min(to_direct(n)):.2f}-{max(to_direct(n)):.2f}; "
+            f"{statistics.median(g[n]['cpu_us'] for g in results):.0f} µs CPU per transaction)"
+            for n in others), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", action="append", choices=("simple", "extended", "prepared"))
@@ -73,13 +114,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="forwarders sharing one port (SO_REUSEPORT), their CPU summed; repeat to compare "
                         "several counts in the same rounds (default: 1)")
     args = p.parse_args(argv)
-    modes = args.mode or ["simple", "prepared"]
     with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgwarden-ceiling-")))
-        pg = bench.start_postgres(stack)
-        direct = bench.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD)
-        bench.init_pgbench_data(direct)
-        jwks, token = bench.mint_bench_token(work)
+        work, pg, direct, jwks, token = setting_up(stack, "pgwarden-ceiling-")
         pgwarden = bench.PgwardenRunner(
             "pgwarden", bench.write_pgwarden_config(pg, work, "pgwarden", bench.PASS_THROUGH_POLICY, jwks),
             work, token, stack)
@@ -90,28 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             targets[name] = (bench.Target(name, "127.0.0.1", port, APP_USER, APP_PASSWORD),
                              [svc.pid for svc in forwarders])
         targets["pgwarden"] = (pgwarden.target, [pgwarden.service.pid])
-        names = list(targets)
-        proxies = names[1:]
-        for mode in modes:
-            rounds = []
-            for r in range(args.rounds):
-                order = names[r % len(names):] + names[:r % len(names)]
-                got = {}
-                for name in order:
-                    bench.reset_tables(pg)
-                    target, pids = targets[name]
-                    got[name] = one_run(target, pids, mode, args.duration)
-                rounds.append(got)
-                print(f"{mode} round {r + 1}: " + " | ".join(
-                    f"{n} {got[n]['tps']:8,.0f} TPS" + (f" {got[n]['cpu_us']:4.0f} µs/tx" if got[n]["cpu_us"] else "")
-                    for n in names) + " | " + " ".join(
-                    f"{n}/direct {got[n]['tps'] / got['direct']['tps']:.2f}" for n in proxies), flush=True)
-            print(f"select-only {mode}, {args.rounds} rounds of {args.duration} s (medians): " + ", ".join(
-                f"{n}/direct {statistics.median(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f} "
-                f"({min(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f}-"
-                f"{max(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f}; "
-                f"{statistics.median(g[n]['cpu_us'] for g in rounds):.0f} µs CPU per transaction)"
-                for n in proxies), flush=True)
+        compare(pg, targets, args.mode or ["simple", "prepared"], args.rounds, args.duration)
     return 0
 
 

@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import socket
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -54,9 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     import run as bench
     import yaml
-    from ceiling import one_run
-
-    from pgwarden.testing.postgres import APP_PASSWORD, APP_USER
+    from ceiling import compare, setting_up
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", action="append", choices=("simple", "extended", "prepared"))
@@ -64,15 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--duration", type=int, default=6, help="seconds per run")
     args = p.parse_args(argv)
-    modes = args.mode or ["simple", "prepared"]
     with contextlib.ExitStack() as stack:
-        work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgwarden-processes-")))
-        pg = bench.start_postgres(stack)
-        direct = bench.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD)
-        bench.init_pgbench_data(direct)
-        jwks, token = bench.mint_bench_token(work)
+        work, pg, direct, jwks, token = setting_up(stack, "pgwarden-processes-")
         one = bench.PgwardenRunner(
-            "one", bench.write_pgwarden_config(pg, work, "one", bench.RULES_POLICY, jwks), work, token, stack)
+            "x1", bench.write_pgwarden_config(pg, work, "x1", bench.RULES_POLICY, jwks), work, token, stack)
         config = bench.write_pgwarden_config(pg, work, "shared", bench.RULES_POLICY, jwks)
         with socket.socket() as probe:  # a free port for all of them (port 0 would give each its own)
             probe.bind(("127.0.0.1", 0))
@@ -95,26 +86,8 @@ def main(argv: list[str] | None = None) -> int:
             "x1": (one.target, [one.service.pid]),
             shared: (bench.Target(shared, "127.0.0.1", port, bench.BENCH_SUBJECT, token), pids),
         }
-        names = list(targets)
-        for mode in modes:
-            rounds = []
-            for r in range(args.rounds):
-                got = {}
-                for name in names[r % len(names):] + names[:r % len(names)]:
-                    bench.reset_tables(pg)
-                    target, target_pids = targets[name]
-                    got[name] = one_run(target, target_pids, mode, args.duration)
-                rounds.append(got)
-                print(f"{mode} round {r + 1}: " + " | ".join(
-                    f"{n} {got[n]['tps']:8,.0f} TPS" + (f" {got[n]['cpu_us']:4.0f} µs/tx" if got[n]["cpu_us"] else "")
-                    for n in names), flush=True)
-            print(f"select-only {mode}, ten rules, {args.rounds} rounds of {args.duration} s, to direct (median, "
-                  "range): " + ", ".join(
-                      f"{n} process{'es' if n != 'x1' else ''} "
-                      f"{statistics.median(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f} "
-                      f"({min(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f}-"
-                      f"{max(g[n]['tps'] / g['direct']['tps'] for g in rounds):.2f})"
-                      for n in names[1:]), flush=True)
+        compare(pg, targets, args.mode or ["simple", "prepared"], args.rounds, args.duration,
+                f", ten rules, x1: one pgwarden, {shared}: {args.processes} sharing a port")
     return 0
 
 

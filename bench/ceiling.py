@@ -76,12 +76,12 @@ def setting_up(stack: contextlib.ExitStack, prefix: str):
 
 def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, title: str = "") -> None:
     """For each mode, rounds of one run of each target in rotating order; each round's line, then
-    every target's median ratio to direct (the first target), its range and its CPU per transaction.
+    every target's median ratio to the first target (direct, say), its range and its CPU per transaction.
 
     ``targets``: name -> (bench.Target, the pids whose CPU is the target's; none for direct).
     """
     names = list(targets)
-    others = names[1:]
+    first, others = names[0], names[1:]
     for mode in modes:
         results = []
         for r in range(rounds):
@@ -94,13 +94,13 @@ def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, tit
             print(f"{mode} round {r + 1}: " + " | ".join(
                 f"{n} {got[n]['tps']:8,.0f} TPS" + (f" {got[n]['cpu_us']:4.0f} µs/tx" if got[n]["cpu_us"] else "")
                 for n in names) + " | " + " ".join(
-                f"{n}/direct {got[n]['tps'] / got['direct']['tps']:.2f}" for n in others), flush=True)
+                f"{n}/{first} {got[n]['tps'] / got[first]['tps']:.2f}" for n in others), flush=True)
 
-        def to_direct(n: str) -> list[float]:
-            return [g[n]["tps"] / g["direct"]["tps"] for g in results]
+        def to_first(n: str) -> list[float]:
+            return [g[n]["tps"] / g[first]["tps"] for g in results]
 
         print(f"select-only {mode}{title}, {rounds} rounds of {duration} s (medians): " + ", ".join(
-            f"{n}/direct {statistics.median(to_direct(n)):.2f} ({min(to_direct(n)):.2f}-{max(to_direct(n)):.2f}; "
+            f"{n}/{first} {statistics.median(to_first(n)):.2f} ({min(to_first(n)):.2f}-{max(to_first(n)):.2f}; "
             f"{statistics.median(g[n]['cpu_us'] for g in results):.0f} µs CPU per transaction)"
             for n in others), flush=True)
 

@@ -99,7 +99,9 @@ def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, tit
         def to_first(n: str) -> list[float]:
             return [g[n]["tps"] / g[first]["tps"] for g in results]
 
-        print(f"select-only {mode}{title}, {rounds} rounds of {duration} s (medians): " + ", ".join(
+        own = [g[first]["cpu_us"] for g in results if g[first]["cpu_us"]]  # none for direct
+        print(f"select-only {mode}{title}, {rounds} rounds of {duration} s (medians): " + (
+            f"{first} {statistics.median(own):.0f} µs CPU per transaction, " if own else "") + ", ".join(
             f"{n}/{first} {statistics.median(to_first(n)):.2f} ({min(to_first(n)):.2f}-{max(to_first(n)):.2f}; "
             f"{statistics.median(g[n]['cpu_us'] for g in results):.0f} µs CPU per transaction)"
             for n in others), flush=True)

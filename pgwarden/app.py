@@ -23,7 +23,7 @@ from twisted.logger import Logger
 from pgwarden.config import Config, ConfigError, load_config
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.masking import row_transform
-from pgwarden.plugins import PluginError, PluginHost
+from pgwarden.plugins import PluginHost
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
 from pgwarden.metrics import Stats
@@ -348,22 +348,30 @@ class Application:
         The next statement of every live session uses the new policies. Changes
         that need a restart (the listen address, its TLS) are reported and not applied.
         """
+        running, running_options = self.config, self.plugins.options
+        applying = False
         try:
             new = config if config is not None else load_config(self.config.source)
             self.plugins.validate(new)
-        except (ConfigError, PluginError) as e:
+            if new.listen != running.listen:
+                log.warn("listen changed in {source}: that needs a restart; still listening as before",
+                         source=new.source)
+                new = attrs.evolve(new, listen=running.listen)
+            # A plugin may find the config unusable only when it applies it (a record sink
+            # that cannot be opened): then every plugin goes back to the running config.
+            applying = True
+            self.plugins.configure(new)
+        except Exception as e:
             self.stats.reload_failures += 1
             for problem in getattr(e, "problems", [str(e)]):
                 log.error("reload refused, keeping the running config: {source}: {problem}",
-                          source=getattr(e, "source", self.config.source), problem=problem)
+                          source=getattr(e, "source", running.source), problem=problem)
+            if applying:
+                self.plugins.options = running_options
+                self.plugins.configure(running)
             return False
-        if new.listen != self.config.listen:
-            log.warn("listen changed in {source}: that needs a restart; still listening as before",
-                     source=new.source)
-            new = attrs.evolve(new, listen=self.config.listen)
         self.config = new
         self.upstream_tls = tls_options(new.upstream)
-        self.plugins.configure(new)
         self.recorder.configure()
         for conn in list(self.connections):
             if conn.session is not None:

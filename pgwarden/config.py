@@ -218,9 +218,20 @@ class FileSink:
 Sink = StdoutSink | FileSink
 
 
+def _distinct_sinks(_inst, attribute, value) -> None:
+    # Two sinks writing to one stream would interleave two hash chains that `verify` cannot follow.
+    where: dict[str, int] = {}
+    for i, sink in enumerate(value):
+        target = os.path.abspath(sink.file) if isinstance(sink, FileSink) else "standard output"
+        if target in where:
+            raise ValueError(f"sinks[{i}] writes to {target}, as sinks[{where[target]}] does: "
+                             "expected each sink to write somewhere of its own")
+        where[target] = i
+
+
 @attrs.frozen
 class Recording:
-    sinks: tuple[Sink, ...] = (StdoutSink(),)
+    sinks: tuple[Sink, ...] = attrs.field(default=(StdoutSink(),), validator=_distinct_sinks)
     results: RecordingResults = RecordingResults()
     # Bind parameters of each execution, each cut at this many bytes; 0: not recorded.
     max_parameter_bytes: int = attrs.field(default=1024, validator=_non_negative)

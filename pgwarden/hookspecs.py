@@ -68,6 +68,10 @@ def pgwarden_configure(config: Config, options: Any, reactor: Any) -> None:
     :param reactor: the reactor pgwarden runs on, for plugins that need time or
         the network (never import the global one).
 
+    Raise (a `pgwarden.config.ConfigError` naming the key reads best) if the config
+    cannot be applied: pgwarden then does not start, or refuses the reload and
+    configures every plugin again with the running config.
+
     .. versionadded:: 0.1
     """
 

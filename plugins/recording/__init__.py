@@ -12,6 +12,7 @@ from __future__ import annotations
 import orjson
 
 from pgwarden import hookimpl
+from pgwarden.config import ConfigError
 from pgwarden.config import FileSink as FileSinkConfig
 from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
 
@@ -38,16 +39,28 @@ class Recording:
         """Opens the configured sinks; those configured before (same file) keep their chain."""
         self._seal_batch()  # records emitted before the reload go where they were meant to
         known = {s.name: s for s in self.sinks}
+        # Every new sink opens before anything changes: one that cannot refuses the config (at
+        # start-up, or a reload, which then keeps the sinks in use as they are).
+        fresh: dict[str, Sink] = {}
+        for i, spec in enumerate(config.recording.sinks):
+            if spec.name in known:
+                continue
+            if isinstance(spec, FileSinkConfig):
+                try:
+                    fresh[spec.name] = FileSink(spec.file, max_bytes=spec.max_bytes, keep=spec.keep,
+                                                fsync_s=spec.fsync_s, on_error=spec.on_error,
+                                                in_thread=_thread_runner(reactor))
+                except SinkFailed as e:
+                    for sink in fresh.values():
+                        sink.discard()
+                    raise ConfigError(config.source, [f"recording.sinks[{i}].file: {e}"]) from None
+            else:
+                fresh[spec.name] = StdoutSink(spec.on_error)
         sinks: list[Sink] = []
         for spec in config.recording.sinks:
             sink = known.pop(spec.name, None)
             if sink is None:
-                if isinstance(spec, FileSinkConfig):
-                    sink = FileSink(spec.file, max_bytes=spec.max_bytes, keep=spec.keep,
-                                    fsync_s=spec.fsync_s, on_error=spec.on_error,
-                                    in_thread=_thread_runner(reactor))
-                else:
-                    sink = StdoutSink(spec.on_error)
+                sink = fresh[spec.name]
             else:
                 sink.on_error = spec.on_error
                 if isinstance(spec, FileSinkConfig):

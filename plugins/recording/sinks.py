@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 import time
 
 import orjson
@@ -96,6 +97,9 @@ class Sink:
     def tick(self) -> None:
         """Periodic work (fsync); default none."""
 
+    def discard(self) -> None:
+        """Lets go of a sink that never took a record (a config refused after it was opened)."""
+
     def close(self) -> None:
         """Final flush; failures are logged (nothing is left to refuse)."""
         try:
@@ -152,6 +156,27 @@ class StdoutSink(Sink):
         return _write_all(self._fd, data)
 
 
+def why_not_a_sink_file(path: str) -> str | None:
+    """Why ``path`` cannot be a file sink, or None if it is a regular file or can be created as one.
+
+    A device, a pipe or a directory would take pgwarden's start-up (or a reload) and only fail
+    later, at the first write or fsync, refusing every statement from then on.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(parent):
+            return f"cannot create {path}: no directory {parent}"
+        return None
+    except OSError as e:
+        return f"{path}: {e.strerror or e}"
+    if not stat.S_ISREG(mode):
+        return (f"{path} is not a regular file: a file sink appends to, rotates and fsyncs a file of its "
+                "own (for standard output, use the stdout sink)")
+    return None
+
+
 class FileSink(Sink):
     """Appends to ``path``; rotates to path.1 .. path.N by size; fsyncs every ``fsync_s``."""
 
@@ -169,8 +194,14 @@ class FileSink(Sink):
         self._syncing = False
         self._unsynced = False
         self._last_sync = clock()
-        self.prev = self.written_head = self._resume()
-        self._open()
+        unusable = why_not_a_sink_file(path)
+        if unusable is not None:
+            raise SinkFailed(unusable)
+        try:
+            self.prev = self.written_head = self._resume()
+            self._open()
+        except OSError as e:
+            raise SinkFailed(f"cannot append to {path}: {e.strerror or e}") from None
 
     def _resume(self) -> str:
         """The chain goes on from the file's last record; an incomplete last line is set aside."""
@@ -290,6 +321,9 @@ class FileSink(Sink):
             os.replace(self.path, f"{self.path}.1")
         log.info("{path} rotated; chain head {head}", path=self.path, head=self.written_head)
         self._open()
+
+    def discard(self) -> None:
+        os.close(self._fd)
 
     def close(self) -> None:
         super().close()

@@ -171,24 +171,26 @@ def test_a_statement_whose_record_cannot_be_written_never_runs(make_pgwarden, pg
     assert "pgwarden_record_sink_errors_total" in metrics
 
 
-def test_a_file_on_a_full_device_fails_closed(make_pgwarden, pg_server):
-    running = make_pgwarden(recording={"sinks": [{"file": "/dev/full"}]})
+def test_a_file_on_a_full_device_fails_closed(make_pgwarden, full_disk):
+    records = full_disk / "records.jsonl"
+    running = make_pgwarden(recording={"sinks": [{"file": str(records)}]})
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         with pytest.raises(psycopg.errors.IoError):
             c.execute("select 1")
     admin = running.call(running.app.listen_admin).getHost().port
     status, body = _http(admin, "/readyz")
-    assert status == 503 and "file:/dev/full: No space left on device" in body
+    assert status == 503 and f"file:{records}: No space left on device" in body
 
 
-def test_a_sink_may_fail_open_when_configured_so(make_pgwarden, tmp_path):
-    running = make_pgwarden(recording={"sinks": [{"file": "/dev/full", "on_error": "open"},
+def test_a_sink_may_fail_open_when_configured_so(make_pgwarden, full_disk, tmp_path):
+    full = full_disk / "records.jsonl"
+    running = make_pgwarden(recording={"sinks": [{"file": str(full), "on_error": "open"},
                                                  {"file": str(tmp_path / "records.jsonl")}]})
     admin = running.call(running.app.listen_admin).getHost().port
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         assert c.execute("select 41 + 1").fetchone() == (42,)
     status, body = _http(admin, "/readyz")
-    assert status == 200 and "records failing open: file:/dev/full" in body
+    assert status == 200 and f"records failing open: file:{full}" in body
     assert "select 41 + 1" in (tmp_path / "records.jsonl").read_text()
 
 
@@ -204,17 +206,29 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
+@pytest.fixture
+def full_disk(small_disk):
+    """A small tmpfs with no space left: files can be created there, not written."""
+    _fill(small_disk / "filler")
+    return small_disk
+
+
+def _fill(path: Path) -> None:
+    """Writes to ``path`` until its device is full."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"x" * 4096)
+        except OSError:
+            pass
+
+
 def test_a_full_disk_refuses_statements_until_space_is_freed(make_pgwarden, small_disk):
     filler = small_disk / "filler"
     running = make_pgwarden(recording={"sinks": [{"file": str(small_disk / "records.jsonl"), "fsync_s": 0}]})
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         c.execute("select 1")
-        with open(filler, "wb", buffering=0) as f:  # fill the device
-            try:
-                while True:
-                    f.write(b"x" * 4096)
-            except OSError:
-                pass
+        _fill(filler)
         with pytest.raises((psycopg.errors.IoError, psycopg.OperationalError)):
             for _ in range(200):  # the records of a few statements fit in what the filler left
                 c.execute("select 'a statement with a longer text, to fill the last bytes of the device'")
@@ -721,3 +735,70 @@ def test_with_no_results_delay_every_record_is_written_at_the_end_of_its_turn(tm
     reactor.turn()
     assert sink.writes[1:] == [["result", "result"]]
     assert not r.timers()
+
+
+@pytest.mark.parametrize("where, why", [
+    ("missing/records.jsonl", r"cannot create .*missing/records.jsonl: no directory .*missing"),
+    ("/dev/null", r"/dev/null is not a regular file: a file sink appends to, rotates and fsyncs a file"),
+    (".", r".* is not a regular file"),
+])
+def test_a_file_sink_that_cannot_be_used_stops_start_up_naming_its_key(make_pgwarden, tmp_path, where, why):
+    from pgwarden.config import ConfigError
+
+    path = where if where.startswith("/") else str(tmp_path / where)
+    with pytest.raises(ConfigError, match=r"recording\.sinks\[1\]\.file: " + why):
+        make_pgwarden(recording={"sinks": [{"file": str(tmp_path / "ok.jsonl")}, {"file": path}]})
+    # what opened before the refusal is let go, not left open
+    ok = str(tmp_path / "ok.jsonl")
+    assert ok not in [os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")]
+    running = make_pgwarden(recording={"sinks": [{"file": str(tmp_path / "ok.jsonl")}]})
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("select 'after a refused start'")
+    running.call(running.app.stop)
+    assert any(r.get("sql") == "select 'after a refused start'" for r in check_records([tmp_path / "ok.jsonl"]))
+
+
+class _Picky:
+    """A plugin that cannot take a config whose only sink writes to ``refused``."""
+
+    def __init__(self, refused: str) -> None:
+        self.refused = refused
+
+    @hookimpl
+    def pgwarden_configure(self, config, options, reactor):
+        if [getattr(s, "file", None) for s in config.recording.sinks] == [self.refused]:
+            raise ValueError("picky cannot work with that sink")
+
+
+def test_a_reload_that_a_plugin_cannot_apply_is_refused_and_every_plugin_keeps_the_running_config(
+        make_pgwarden, pg_server, signing_keys, tmp_path):
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    first, second, unusable = (str(tmp_path / n) for n in ("first.jsonl", "second.jsonl", "no-dir/x.jsonl"))
+    running = make_pgwarden(recording={"sinks": [{"file": first}]}, plugins=[("picky", _Picky(second))])
+
+    def config(*files: str) -> Config:
+        doc = base_config(pg_server, signing_keys, tmp_path, recording={"sinks": [{"file": f} for f in files]})
+        return _CONVERTER.structure(doc, Config)
+
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("select 'before'")
+        # the recording plugin cannot open the new sink: it keeps the sink in use
+        assert running.call(running.app.reload, config(first, unusable)) is False
+        c.execute("select 'after a sink that cannot be opened'")
+        # the recording plugin takes the new sink, another plugin refuses: both go back
+        assert running.call(running.app.reload, config(second)) is False
+        c.execute("select 'after a plugin refused'")
+        assert running.app.stats.reload_failures == 2
+        assert [s.file for s in running.app.config.recording.sinks] == [first]
+    running.call(running.app.stop)
+    records = check_records([first])  # one chain, every statement in it
+    sqls = [r["sql"] for r in records if r["type"] == "statement"]
+    assert sqls == ["select 'before'", "select 'after a sink that cannot be opened'", "select 'after a plugin refused'"]
+    assert not os.path.exists(tmp_path / "no-dir")
+    assert not any(r.get("type") == "statement" for r in _lines_of(second))
+
+
+def _lines_of(path: str) -> list[dict]:
+    return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()] if os.path.exists(path) else []

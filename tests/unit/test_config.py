@@ -207,3 +207,12 @@ def test_reasons_written_from_rules_agree_in_number(tmp_path, statements, sql, r
     out = subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), "--subject", "a", "--json", sql],
                          capture_output=True, text=True)
     assert json.loads(out.stdout)["verdict"]["reason"] == reason, out.stderr
+
+
+def test_two_sinks_may_not_write_to_one_stream():
+    (p,) = problems(GOOD + "recording: {sinks: [{file: /var/log/r.jsonl}, {file: /var/log/../log/r.jsonl}]}\n")
+    assert "sinks[1] writes to /var/log/r.jsonl, as sinks[0] does" in p, p
+    (p,) = problems(GOOD + "recording: {sinks: [stdout, {file: /var/log/r.jsonl}, {stdout: true}]}\n")
+    assert "sinks[2] writes to standard output, as sinks[0] does" in p, p
+    assert len(parse_config(GOOD + "recording: {sinks: [stdout, {file: /var/log/r.jsonl}]}\n", "f.yaml")
+               .recording.sinks) == 2

@@ -10,6 +10,7 @@ from typing import IO, Iterable, Iterator
 import orjson
 
 from pgwarden.chain import GENESIS, verify
+from pgwarden.schemas import record_schema
 
 # ---------------------------------------------------------------------- verify
 
@@ -260,8 +261,14 @@ def add_parsers(sub) -> None:
     p = sub.add_parser("tail", help="records for people, filtered; -f follows the file")
     p.add_argument("files", nargs="+", metavar="FILE")
     p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("--type", action="append", help="record type (repeatable): statement, result, ...")
-    p.add_argument("--verdict", action="append", help="allow, approve or block (repeatable)")
+    # The choices come from the record schema: a misspelt type is an error, not an empty screen.
+    schema = record_schema()
+    types = schema["properties"]["type"]["enum"]
+    actions = schema["$defs"]["statement"]["properties"]["verdict"]["properties"]["action"]["enum"]
+    p.add_argument("--type", action="append", choices=types, metavar="TYPE",
+                   help=f"record type (repeatable): {', '.join(types)}")
+    p.add_argument("--verdict", action="append", choices=actions, metavar="ACTION",
+                   help=f"{', '.join(actions)} (repeatable)")
     p.add_argument("--subject", action="append", help="identity subject glob (repeatable)")
     p.add_argument("--json", action="store_true", help="the matching records as JSON lines")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")

@@ -92,6 +92,18 @@ def test_tail_filters_and_colours(session_log):
     assert coloured[0].startswith("\x1b[31m") and coloured[0].endswith("\x1b[0m")
 
 
+@pytest.mark.parametrize("option, value, expected", [
+    ("--type", "statments", "argument --type: invalid choice: 'statments' (choose from 'session_start', 'statement'"),
+    ("--verdict", "deny", "argument --verdict: invalid choice: 'deny' (choose from 'allow', 'approve', 'block')"),
+])
+def test_tail_refuses_a_filter_no_record_can_match(tmp_path, option, value, expected):
+    log = tmp_path / "r.jsonl"
+    log.write_text("")
+    done = subprocess.run([sys.executable, "-m", "pgwarden", "tail", option, value, str(log)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and expected in done.stderr, done.stderr
+
+
 def _read_line(proc, timeout_s: float = 20.0) -> str:
     selector = selectors.DefaultSelector()
     selector.register(proc.stdout, selectors.EVENT_READ)

@@ -405,11 +405,14 @@ class Application:
 
     def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
-        # Kinds only when something needed the analysis: parsing for a metric alone would
-        # cost more than relaying the statement.
-        analysis = statement.analysed if statement is not None else None
-        self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
+        # Kinds only when something needs the analysis (a check, or the record, which carries
+        # the kinds): parsing for a metric alone would cost more than relaying the statement.
         recorder = self.recorder
+        if statement is None:
+            analysis = None
+        else:
+            analysis = statement.analysis if recorder.active else statement.analysed
+        self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
         if not recorder.active:
             return outcome
         if recorder.failure is not None and not recorder.retry():

@@ -283,6 +283,21 @@ def test_metrics_and_health(make_pgwarden, tmp_path):
     assert _http(admin, "/nothing")[0] == 404
 
 
+@pytest.mark.parametrize("recording, kind", [
+    (None, "select"),  # the record carries the kinds: the metric has them too, from the first time
+    ({"recording": {"sinks": []}, "plugins_section": {"disable": ["recording"]}}, "unanalysed"),
+])
+def test_statements_are_counted_by_kind_whenever_their_record_needs_the_analysis(make_pgwarden, recording,
+                                                                                  kind):
+    running = make_pgwarden(policies=[{"name": "everyone", "default": "allow"}], **(recording or {}))
+    admin = running.call(running.app.listen_admin).getHost().port
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("select 'seen once'")  # nothing checks it (no rules), and its text is new
+    text = _http(admin, "/metrics")[1]
+    counted = [line for line in text.splitlines() if line.startswith("pgwarden_statements_total{")]
+    assert counted == [f'pgwarden_statements_total{{kind="{kind}",verdict="allow"}} 1.0'], counted
+
+
 def test_readyz_names_an_unreachable_database(make_pgwarden):
     from pgwarden.testing.postgres import free_port
 

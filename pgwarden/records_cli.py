@@ -23,11 +23,28 @@ def cmd_verify(args) -> int:
         return 2
     if report.problem is not None:
         print(f"pgwarden verify: BROKEN after {report.records} intact records: {report.problem}")
+        oldest_first = _rotation_order(args.files)
+        if oldest_first is not None and oldest_first != args.files:  # `verify records.jsonl*`, say
+            print("pgwarden verify: hint: these are the files of one rotated log, given out of order; "
+                  f"oldest first: pgwarden verify {' '.join(oldest_first)}")
         return 1
     start = "the start of the chain" if report.starts_at == GENESIS else f"prev {report.starts_at[:16]}… " \
         "(earlier files not given)"
     print(f"pgwarden verify: ok: {report.records} records from {start}; head {report.head or '-'}")
     return 0
+
+
+def _rotation_order(paths: list[str]) -> list[str] | None:
+    """``paths`` oldest first if they are files of one rotated log (FILE.2, FILE.1, FILE), else None."""
+
+    def age(path: str) -> tuple[str, int]:  # FILE.N was rotated out N times ago; FILE is the newest
+        head, dot, n = path.rpartition(".")
+        return (head, int(n)) if dot and n.isdigit() else (path, 0)
+
+    aged = {path: age(path) for path in paths}
+    if len(paths) < 2 or len(aged) != len(paths) or len({base for base, _ in aged.values()}) != 1:
+        return None
+    return sorted(paths, key=lambda path: -aged[path][1])
 
 
 # ---------------------------------------------------------------------- reading

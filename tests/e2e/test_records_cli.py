@@ -7,7 +7,9 @@ import os
 import selectors
 import subprocess
 import sys
+from pathlib import Path
 
+import orjson
 import psycopg
 import pytest
 from twisted.internet.defer import Deferred
@@ -204,3 +206,28 @@ def test_tail_into_a_closed_pipe_ends_quietly(tmp_path):
                           shell=True, capture_output=True, text=True, timeout=60)
     assert done.stdout.count("\n") == 1
     assert done.stderr == ""
+
+
+def test_verify_of_a_rotated_log_given_as_a_glob_says_the_order_it_needs(tmp_path):
+    from pgwarden_plugins.recording.sinks import FileSink
+
+    log = tmp_path / "records.jsonl"
+    sink = FileSink(str(log), max_bytes=300, keep=20, fsync_s=1, on_error="closed")
+    for n in range(14):  # a record per file: records.jsonl.1 .. records.jsonl.13, and records.jsonl
+        sink.add([orjson.dumps({"type": "statement", "n": n, "pad": "x" * 100})])
+        sink.flush()
+    sink.close()
+    as_the_shell_expands = sorted(str(p) for p in tmp_path.glob("records.jsonl*"))  # .1 .10 .11 ... .2
+    oldest_first = [str(log) + f".{k}" for k in range(13, 0, -1)] + [str(log)]
+
+    def verify(paths):
+        return subprocess.run([sys.executable, "-m", "pgwarden", "verify", *paths], capture_output=True, text=True)
+
+    done = verify(as_the_shell_expands)
+    assert done.returncode == 1 and "reordered" in done.stdout
+    assert f"oldest first: pgwarden verify {' '.join(oldest_first)}\n" in done.stdout, done.stdout
+    done = verify(oldest_first)
+    assert done.returncode == 0 and "ok: 14 records from the start of the chain" in done.stdout, done.stdout
+    Path(oldest_first[3]).write_text('{"edited": true}\n')  # in order but damaged: no hint about order
+    done = verify(oldest_first)
+    assert done.returncode == 1 and "hint" not in done.stdout, done.stdout

@@ -74,6 +74,23 @@ def setting_up(stack: contextlib.ExitStack, prefix: str):
     return work, pg, direct, jwks, token
 
 
+def round_arguments(p: argparse.ArgumentParser, rounds: int, duration: int) -> None:
+    """The options every rounds script takes: which protocols, how many rounds, how long each run."""
+    p.add_argument("--mode", action="append", choices=("simple", "extended", "prepared"))
+    p.add_argument("--rounds", type=int, default=rounds)
+    p.add_argument("--duration", type=int, default=duration, help="seconds per run")
+
+
+def serve_through(script: str, name: str, config: Path, work: Path, stack: contextlib.ExitStack):
+    """`pgwarden run -c config` started through ``script --serve`` (which changes something first);
+    the service and its port (0 in the config: its own free one)."""
+    ready = work / f"{name}.ready"
+    svc = bench.Service(name, [sys.executable, script, "--serve", "run", "-c", str(config), "--ready-file",
+                               str(ready)], work / f"{name}.log", cwd=str(HERE.parent)).start()
+    stack.callback(svc.stop)
+    return svc, bench.read_ready_port(svc, ready)
+
+
 def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, title: str = "") -> None:
     """For each mode, rounds of one run of each target in rotating order; each round's line, then
     every target's median ratio to the first target (direct, say), its range and its CPU per transaction.
@@ -109,9 +126,7 @@ def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, tit
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", action="append", choices=("simple", "extended", "prepared"))
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--duration", type=int, default=8, help="seconds per run")
+    round_arguments(p, rounds=3, duration=8)
     p.add_argument("--forwarder-processes", type=int, action="append", metavar="N",
                    help="forwarders sharing one port (SO_REUSEPORT), their CPU summed; repeat to compare "
                         "several counts in the same rounds (default: 1)")

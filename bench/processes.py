@@ -52,13 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     import run as bench
     import yaml
-    from ceiling import compare, setting_up
+    from ceiling import compare, round_arguments, serve_through, setting_up
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", action="append", choices=("simple", "extended", "prepared"))
+    round_arguments(p, rounds=4, duration=6)
     p.add_argument("--processes", type=int, default=2)
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--duration", type=int, default=6, help="seconds per run")
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work, pg, direct, jwks, token = setting_up(stack, "pgwarden-processes-")
@@ -73,12 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         config.write_text(yaml.safe_dump(doc, sort_keys=False))
         pids = []
         for i in range(args.processes):
-            ready = work / f"shared-{i}.ready"
-            svc = bench.Service(f"shared-{i}", [sys.executable, __file__, "--serve", "run", "-c", str(config),
-                                                "--ready-file", str(ready)],
-                                work / f"shared-{i}.log", cwd=str(HERE.parent)).start()
-            stack.callback(svc.stop)
-            bench.read_ready_port(svc, ready)
+            svc, _ = serve_through(__file__, f"shared-{i}", config, work, stack)
             pids.append(svc.pid)
         shared = f"x{args.processes}"
         targets = {

@@ -73,12 +73,10 @@ def serve(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     import run as bench
-    from ceiling import compare, setting_up
+    from ceiling import compare, round_arguments, serve_through, setting_up
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--mode", action="append", choices=("simple", "extended", "prepared"))
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--duration", type=int, default=6, help="seconds per run")
+    round_arguments(p, rounds=4, duration=6)
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work, pg, _, jwks, token = setting_up(stack, "pgwarden-recording-floor-")
@@ -92,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "recording").mkdir()
         (work / "floor").mkdir()
         rec = bench.PgwardenRunner("recording", recording("recording"), work, token, stack)
-        ready = work / "floor.ready"
-        floor = bench.Service("floor", [sys.executable, __file__, "--serve", "run", "-c", str(recording("floor")),
-                                        "--ready-file", str(ready)], work / "floor.log", cwd=str(HERE.parent)).start()
-        stack.callback(floor.stop)
-        port = bench.read_ready_port(floor, ready)
+        floor, port = serve_through(__file__, "floor", recording("floor"), work, stack)
         targets = {
             "off": (off.target, [off.service.pid]),
             "recording": (rec.target, [rec.service.pid]),

@@ -103,6 +103,14 @@ class Analysis:
     # fingerprint (libpg_query's, which ignores constants) has this same analysis.
     # set_config('role', ...) and set_config('work_mem', ...) share a fingerprint.
     constant_free: bool = True
+    # Run-time settings the string changes: (name in lower case, the literal value as the
+    # server receives it, or None for RESET / DEFAULT / a value computed at run time).
+    # The name is "*" when it is not known before the statement runs (set_config with a
+    # computed name, RESET ALL, DISCARD ALL).
+    settings: tuple[tuple[str, str | None], ...] = ()
+    # True when the string asks for a read-write transaction (BEGIN / START TRANSACTION /
+    # SET TRANSACTION / SET SESSION CHARACTERISTICS ... READ WRITE).
+    read_write: bool = False
 
 
 def analyze_sql(sql: str) -> Analysis:
@@ -137,6 +145,31 @@ def _string(obj: Any) -> str | None:
         return fields.get("sval", "")
     if name == "A_Const" and "sval" in fields:
         return fields["sval"].get("sval", "")
+    return None
+
+
+# Settings whose list elements the server keeps quoted as identifiers (GUC_LIST_QUOTE).
+_LIST_QUOTE_SETTINGS = frozenset({"search_path", "temp_tablespaces", "session_preload_libraries",
+                                  "shared_preload_libraries", "local_preload_libraries"})
+
+
+def _const_text(obj: Any) -> str | None:
+    """The text of a constant as the server's SET receives it; None for anything else."""
+    n = _node(obj)
+    if n is None:
+        return None
+    name, f = n
+    if name == "TypeCast":  # SET x = interval '1 day' and the like
+        return _const_text(f.get("arg"))
+    if name != "A_Const" or f.get("isnull"):
+        return None
+    for key in ("sval", "ival", "fval", "boolval", "bsval"):
+        if key in f:
+            inner = f[key]
+            value = inner.get(key, 0 if key == "ival" else False if key == "boolval" else "")
+            if key == "boolval":
+                return "on" if value else "off"
+            return str(value)
     return None
 
 
@@ -193,6 +226,8 @@ class _Walker:
         self.prepares: list[tuple[str, Analysis]] = []
         self.executes: list[str] = []
         self.constants_looked: list = []
+        self.settings: list[tuple[str, str | None]] = []
+        self.read_write = False
 
     def result(self) -> Analysis:
         return Analysis(
@@ -204,6 +239,8 @@ class _Walker:
             tuple(self.prepares),
             tuple(self.executes),
             not self.constants_looked,
+            tuple(self.settings),
+            self.read_write,
         )
 
     def statement(self, stmt: Any) -> None:
@@ -230,7 +267,38 @@ class _Walker:
             return
         if name == "ExecuteStmt":
             self.executes.append(f.get("name", ""))
+        if name in ("VariableSetStmt", "TransactionStmt", "DiscardStmt"):
+            self._settings(name, f)
         self._collect(stmt)
+
+    def _settings(self, name: str, f: dict) -> None:
+        """What a SET, RESET, DISCARD or transaction statement does to run-time settings."""
+        for option in f.get("options", []) + (f.get("args", []) if f.get("kind") == "VAR_SET_MULTI" else []):
+            o = _node(option)
+            if o and o[0] == "DefElem" and o[1].get("defname") == "transaction_read_only":
+                value = (_node(o[1].get("arg")) or ("", {}))[1]
+                if "ival" in value and not value["ival"].get("ival"):
+                    self.read_write = True
+        if name == "DiscardStmt":
+            if f.get("target") == "DISCARD_ALL":
+                self.settings.append(("*", None))
+            return
+        if name != "VariableSetStmt":
+            return
+        kind = f.get("kind")
+        if kind == "VAR_RESET_ALL":
+            self.settings.append(("*", None))
+        elif kind in ("VAR_SET_VALUE", "VAR_SET_DEFAULT", "VAR_RESET", "VAR_SET_CURRENT"):
+            value = None
+            if kind == "VAR_SET_VALUE":
+                self.constants_looked.append(name)
+                setting = (f.get("name") or "").lower()
+                parts = [_const_text(arg) for arg in f.get("args", [])]
+                if setting in _LIST_QUOTE_SETTINGS:  # as the server flattens them: identifiers quoted
+                    parts = [p if p is None or p.isidentifier() and p == p.lower() else '"' + p.replace('"', '""') + '"'
+                             for p in parts]
+                value = None if None in parts else ", ".join(parts)
+            self.settings.append(((f.get("name") or "").lower(), value))
 
     def _merge(self, other: _Walker) -> None:
         self.kinds |= other.kinds
@@ -240,6 +308,8 @@ class _Walker:
         self.ctes |= other.ctes
         self.where += other.where
         self.constants_looked += other.constants_looked
+        self.settings += other.settings
+        self.read_write = self.read_write or other.read_write
 
     def _kind(self, name: str, f: dict) -> str:
         if name == "CopyStmt":
@@ -305,6 +375,8 @@ class _Walker:
         if fname == "set_config" and args:
             self.constants_looked.append(fname)
             setting = (_string(args[0]) or "").lower()
+            value = _string(args[1]) if len(args) > 1 else None
+            self.settings.append((setting or "*", value))
             if setting in ROLE_SETTINGS:
                 self.kinds.add("role")
             elif setting in SYSTEM_SETTINGS:

@@ -28,7 +28,9 @@ from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
 from pgwarden.metrics import Stats
 from pgwarden.recorder import Recorder, RecordingFailed
+from pgwarden.catalog import builtin_catalog
 from pgwarden.sql.cache import StatementCache
+from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
 from pgwarden.proxy.reactor import send_now
@@ -44,6 +46,9 @@ _RECORDING_FAILED = Refusal(
     "pgwarden records every statement before it runs; a record sink is failing.",
     "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
 )
+
+# Statement kinds after which catalog facts may be stale.
+_CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
 
 Decide = Callable[[ClientConnection, StatementRequest], object]
 
@@ -66,6 +71,16 @@ class ApprovalRequest:
     statement: object
     verdict: Verdict
     session: object
+
+
+class _Fixed:
+    """A catalog source that never changes (the shipped snapshot)."""
+
+    def __init__(self, catalog) -> None:
+        self.current = catalog
+
+    def invalidate(self, reason: str) -> None:
+        pass
 
 
 class _ClientFactory(Factory):
@@ -128,6 +143,8 @@ class Application:
         self.cancels: list[Deferred] = []
         self.admin_port = None
         self.statements = StatementCache()
+        #: where the catalog facts come from: an object whose ``current`` is the newest Catalog
+        self.catalog = _Fixed(builtin_catalog())
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = None
         if config.listen.tls is not None:
@@ -396,8 +413,10 @@ class Application:
             if not self.recorder.active:
                 self.stats.statement("allow", ("unanalysed",))
                 return ALLOW
-            return self.recorded(conn, request, self.statements.get(request.sql), Verdict.allow(), ALLOW)
-        statement = self.statements.get(request.sql)
+            return self.recorded(conn, request, self.statements.get(request.sql, conn.sql_context),
+                                 Verdict.allow(), ALLOW)
+        context = conn.sql_context.with_catalog(self.catalog.current)
+        statement = self.statements.get(request.sql, context)
         verdict = self.plugins.check(statement, conn.session)
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)
@@ -423,8 +442,27 @@ class Application:
             return _RECORDING_FAILED
         return outcome
 
+    def session_context(self, startup: m.StartupMessage) -> SqlContext:
+        """The context a new session's statements are analysed in: the catalog, the upstream
+        role (``$user``) and the search_path the session starts with."""
+        given = startup.get("search_path")
+        path = parse_path(given) if given else parse_path(", ".join(DEFAULT_SEARCH_PATH))
+        return SqlContext(self.catalog.current, user=self.config.upstream.user, search_path=path,
+                          default_path=path)
+
+    def ran(self, conn: ClientConnection, statement) -> None:
+        """``statement`` goes to the server: what it does to the session's search_path, and to
+        the catalog (DDL), is taken into account for the statements after it."""
+        analysis = statement.analysed if statement is not None else None
+        if analysis is None:
+            return
+        conn.sql_context = conn.sql_context.after(analysis)
+        if analysis.kinds & _CATALOG_CHANGES:
+            self.catalog.invalidate("a statement may have changed the catalog")
+
     def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest):
         if verdict.action == "allow":
+            self.ran(conn, statement)
             return self.recorded(conn, request, statement, verdict, ALLOW)
         if verdict.action == "block":
             return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict))
@@ -454,7 +492,9 @@ class Application:
             reason = getattr(answer, "reason", None)
             outcome = ALLOW if approved else Refusal(
                 "42501", f"pgwarden: approval denied: {reason or ''}".rstrip(": "))
-            if not approved:
+            if approved:
+                self.ran(conn, statement)
+            else:
                 conn.log.refused += 1
             if self.recorder.active:
                 try:

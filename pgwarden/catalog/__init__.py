@@ -10,3 +10,19 @@ snapshot of a PostgreSQL release's built-in catalog shipped with pgwarden
 from pgwarden.catalog.model import Catalog, FunctionFacts, OperatorFacts, RelationFacts
 
 __all__ = ["Catalog", "FunctionFacts", "OperatorFacts", "RelationFacts"]
+
+
+_builtin: Catalog | None = None
+
+
+def builtin_catalog() -> Catalog:
+    """The shipped snapshot of the built-in catalog (loaded once)."""
+    global _builtin
+    if _builtin is None:
+        try:
+            from pgwarden.catalog.snapshot import load_snapshot
+        except ImportError:  # pragma: no cover - until a snapshot ships
+            _builtin = Catalog(source="empty")
+        else:
+            _builtin = load_snapshot()
+    return _builtin

@@ -381,6 +381,8 @@ class ClientConnection(Protocol):
         )
         for p in login.server_parameters:
             self.relay.state.parameters[p.name] = p.value
+        #: what statements of this session are analysed against (catalog, search_path)
+        self.sql_context = self.app.session_context(self.startup)
         self.relay.row_cap = row_cap(self.policies)
         self.phase = "relay"
         self._watch_token_expiry()

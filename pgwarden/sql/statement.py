@@ -4,27 +4,28 @@ from __future__ import annotations
 
 from pglast.parser import ParseError, fingerprint
 
-from pgwarden.sql.analysis import Analysis, analyze_sql
+from pgwarden.sql.analysis import Analysis
 
 _UNSET = object()
 
 
 class Statement:
-    """One SQL string, analysed on first use and shared by every plugin.
+    """One SQL string in one session context, analysed on first use and shared by every plugin.
 
     The analysis and the fingerprint are computed at most once, into slots:
     ``functools.cached_property`` would take a lock on every first access, and
     with statements that all differ in a constant every access is a first one.
     """
 
-    __slots__ = ("sql", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
+    __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
 
-    def __init__(self, sql: str, analyze=None, cache=None) -> None:
+    def __init__(self, sql: str, analyze=None, cache=None, context=None) -> None:
         self.sql = sql
-        self._analyze = analyze or analyze_sql
-        # A StatementCache analyses (and keeps the fingerprint) for us. Referring to it, not
-        # to a closure over this statement, keeps statements free of reference cycles: an
-        # evicted one is freed at once instead of waiting for the cycle collector.
+        self.context = context
+        self._analyze = analyze
+        # A StatementCache analyses for us. Referring to it, not to a closure over this
+        # statement, keeps statements free of reference cycles: an evicted one is freed
+        # at once instead of waiting for the cycle collector.
         self._cache = cache
         self._analysis = None
         self._fingerprint = _UNSET
@@ -37,9 +38,13 @@ class Statement:
         analysis = self._analysis
         if analysis is None:
             if self._cache is not None:
-                analysis = self._cache.analysis_for(self.sql, self)
-            else:
+                analysis = self._cache.analysis_for(self.sql, self.context)
+            elif self._analyze is not None:
                 analysis = self._analyze(self.sql)
+            else:
+                from pgwarden.sql.analysis import analyze_sql
+
+                analysis = analyze_sql(self.sql, self.context)
             self._analysis = analysis
         return analysis
 
@@ -50,13 +55,14 @@ class Statement:
 
     @property
     def kinds(self) -> frozenset[str]:
-        """The classes of everything this string does (select, insert, ddl, role, ...); ``unknown``
-        when it does not parse."""
+        """The classes of everything this string does (select, insert, ddl, role, side_effect, ...);
+        ``unknown`` when it does not parse or runs something pgwarden cannot identify."""
         return self.analysis.kinds
 
     @property
     def tables(self) -> frozenset[str]:
-        """Every table it names, as schema.table (unqualified names as public.name)."""
+        """Every table it reads or writes, as schema.table; an unqualified name is given in each
+        schema of the session's search_path it may resolve to (and views' base tables)."""
         return self.analysis.tables
 
     @property
@@ -66,11 +72,12 @@ class Statement:
 
     @property
     def functions(self) -> frozenset[str]:
+        """The functions it runs (lower-case names), however they are called."""
         return self.analysis.functions
 
     @property
     def has_where(self) -> bool | None:
-        """For UPDATE/DELETE: whether every one has a WHERE that can be false; None otherwise."""
+        """For UPDATE/DELETE: whether every one has a WHERE that filters rows; None otherwise."""
         return self.analysis.has_where
 
     @property

@@ -33,7 +33,7 @@ BLOCKED = [
     ("SET session_replication_role = replica", "no-ddl"),
     ("SELECT pg_reload_conf()", "no-ddl"),
     ("GRANT ALL ON items TO public", "no-ddl"),
-    ("SELECT pg_read_file('/etc/passwd')", "no-files"),
+    ("SELECT pg_read_file('/etc/passwd')", "no-ddl"),  # an admin function (EXECUTE revoked from PUBLIC): system
     ("COPY items TO PROGRAM 'cat'", "no-copy-out-of-bounds"),
     ("COPY items FROM '/etc/passwd'", "no-copy-out-of-bounds"),
     ("DO $$BEGIN DELETE FROM items; END$$", "no-copy-out-of-bounds"),

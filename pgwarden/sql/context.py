@@ -1,0 +1,139 @@
+"""What a statement's meaning depends on besides its text: the catalog and the session.
+
+PostgreSQL resolves an unqualified name through the session's search_path, and
+a function's name to whatever the catalog holds. `SqlContext` carries both (and
+the lexer settings the text is parsed under) so that one SQL text can be
+analysed once per distinct context and shared by every session in it.
+
+The search_path is tracked from what the session's statements do to it
+(`after`): a literal SET or set_config moves it; anything pgwarden cannot follow
+(a setting name computed at run time, a function that may change state, a role
+change) makes it uncertain, and then an unqualified name may be any schema that
+holds a relation of that name. ``possible`` keeps every schema that has been on
+the path (a SET that failed on the server leaves the old one in force), so a
+table rule is matched against each of them: more than the server will use,
+never less.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from pgwarden.catalog.model import Catalog
+from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
+
+DEFAULT_SEARCH_PATH = ('"$user"', "public")
+# Statement kinds after which the search_path may have changed in ways the text does not show.
+_UNCERTAIN_AFTER = frozenset({"side_effect", "do", "call", "unknown", "role"})
+
+
+def parse_path(value: str) -> tuple[str, ...]:
+    """A search_path value ('"$user", public, "My Schema"') as schema names (quotes removed,
+    unquoted names folded to lower case as the server does)."""
+    items: list[str] = []
+    current: list[str] = []
+    quoted = False
+    was_quoted = False
+    i = 0
+    while i < len(value):
+        ch = value[i]
+        if quoted:
+            if ch == '"':
+                if i + 1 < len(value) and value[i + 1] == '"':
+                    current.append('"')
+                    i += 1
+                else:
+                    quoted = False
+            else:
+                current.append(ch)
+        elif ch == '"':
+            quoted = was_quoted = True
+        elif ch == ",":
+            items.append(_item(current, was_quoted))
+            current, was_quoted = [], False
+        elif not ch.isspace():
+            current.append(ch)
+        i += 1
+    if current or was_quoted:
+        items.append(_item(current, was_quoted))
+    return tuple(i for i in items if i)
+
+
+def _item(chars: list[str], quoted: bool) -> str:
+    text = "".join(chars)
+    return text if quoted else text.lower()
+
+
+@attrs.frozen
+class SqlContext:
+    """Everything besides the text that a statement's analysis depends on."""
+
+    catalog: Catalog
+    user: str = ""  # what "$user" stands for: the upstream role
+    search_path: tuple[str, ...] | None = ("$user", "public")  # None: uncertain
+    default_path: tuple[str, ...] = ("$user", "public")  # what RESET returns to
+    possible: frozenset[str] = frozenset()  # schemas that may be on the path (besides search_path)
+    lexer: LexerSettings = DEFAULT_LEXER
+
+    @property
+    def key(self) -> tuple:
+        return (self.catalog.generation, self.user, self.search_path, self.possible, self.lexer)
+
+    def schemas(self) -> tuple[str, ...]:
+        """The schemas an unqualified name may resolve to, in the server's order, and then
+        every other schema that may be on the path."""
+        path = self.search_path if self.search_path is not None else self.default_path
+        out = ["pg_temp", "pg_catalog"]
+        for entry in path:
+            name = self.user if entry == "$user" else entry
+            if name.startswith("pg_temp"):
+                name = "pg_temp"
+            if name and name not in out:
+                out.append(name)
+        for name in sorted(self.possible):
+            if name not in out:
+                out.append(name)
+        return tuple(out)
+
+    def after(self, analysis) -> SqlContext:
+        """The context for the session's next statement once ``analysis``'s statement ran."""
+        path, possible = self.search_path, self.possible
+        changed = False
+        for name, value in analysis.settings:
+            if name == "search_path":
+                old = path if path is not None else self.default_path
+                possible = possible | frozenset(old)
+                path = self.default_path if value is None else parse_path(value)
+                changed = True
+            elif name == "*":
+                if "role" in analysis.kinds:  # set_config with a computed name
+                    path = None
+                else:  # RESET ALL / DISCARD ALL
+                    possible = possible | frozenset(path or self.default_path)
+                    path = self.default_path
+                changed = True
+        if analysis.kinds & _UNCERTAIN_AFTER:
+            if path is not None:
+                possible = possible | frozenset(path)
+            path = None
+            changed = True
+        if not changed:
+            return self
+        return attrs.evolve(self, search_path=path, possible=possible - frozenset({"$user"}))
+
+    def with_catalog(self, catalog: Catalog) -> SqlContext:
+        return self if catalog is self.catalog else attrs.evolve(self, catalog=catalog)
+
+
+_default: SqlContext | None = None
+
+
+def default_context() -> SqlContext:
+    """The context of a session pgwarden knows nothing about yet: the shipped snapshot of
+    the built-in catalog, the default search_path."""
+    global _default
+    if _default is None:
+        from pgwarden.catalog import builtin_catalog
+
+        _default = SqlContext(builtin_catalog())
+    return _default

@@ -1,0 +1,353 @@
+"""From what a statement says (`Syntax`) to what it does (`Analysis`), by the catalog.
+
+A function's effect is decided from pg_proc, not from a list of names:
+
+* ``system`` — an administrator's function: a built-in (or extension) function
+  whose initial privileges do not grant EXECUTE to PUBLIC (pg_read_file,
+  pg_stat_reset, pg_terminate_backend, replication slot functions, ...).
+* ``side_effect`` — a function that may change state: volatile and not on the
+  short list of volatile built-ins that change nothing (`HARMLESS_VOLATILE`),
+  or user code in an untrusted language.
+* ``server_files`` — a function or view that reads or lists server files.
+* ``unknown`` — a name the catalog does not know (or an operator it cannot
+  place): pgwarden cannot tell what runs, so the statement is judged the worst.
+
+A setting's effect comes from pg_settings: one a plain user cannot set
+(context other than ``user``) is ``system``; settings that lift read-only
+transactions are ``system`` too.
+
+Bodies are followed: SQL and PL/pgSQL functions are judged by what their
+statements do as well; views by the functions and relations their definitions
+use.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from pgwarden.catalog.model import Catalog, FunctionFacts
+from pgwarden.sql.analysis import Analysis
+from pgwarden.sql.context import SqlContext
+from pgwarden.sql.syntax import Call, Syntax
+
+# Volatile built-ins that change nothing a policy cares about: clocks, randomness,
+# sleeping, reading sequences' current values, identifiers of the running transaction.
+HARMLESS_VOLATILE = frozenset({
+    "random", "random_normal", "setseed", "clock_timestamp", "timeofday", "pg_sleep", "pg_sleep_for",
+    "pg_sleep_until", "gen_random_uuid", "uuid_generate_v1", "uuid_generate_v1mc", "uuid_generate_v4",
+    "currval", "lastval", "txid_current", "txid_current_if_assigned", "pg_current_xact_id",
+    "pg_current_xact_id_if_assigned", "pg_stat_clear_snapshot", "pg_trigger_depth",
+    "set_config",  # judged by the setting it changes (see `_settings`)
+    "now", "statement_timestamp", "transaction_timestamp",
+    # sizes, positions and states the server reports (behind views such as pg_locks,
+    # pg_sequences, pg_prepared_xacts and pg_stat_xact_*)
+    "pg_database_size", "pg_relation_size", "pg_table_size", "pg_indexes_size", "pg_total_relation_size",
+    "pg_tablespace_size", "pg_is_in_recovery", "pg_current_wal_lsn", "pg_current_wal_insert_lsn",
+    "pg_current_wal_flush_lsn", "pg_last_wal_receive_lsn", "pg_last_wal_replay_lsn",
+    "pg_last_xact_replay_timestamp", "pg_lock_status", "pg_blocking_pids", "pg_safe_snapshot_blocking_pids",
+    "pg_notification_queue_usage", "pg_partition_tree", "pg_partition_ancestors", "pg_sequence_last_value",
+    "pg_prepared_xact", "pg_jit_available", "pg_stat_have_stats", "pg_xact_commit_timestamp",
+    "pg_xact_commit_timestamp_origin", "pg_xact_status", "txid_status", "pg_collation_actual_version",
+    "pg_database_collation_actual_version", "pg_get_wal_resource_managers", "pg_get_multixact_members",
+    "current_query", "cursor_to_xml", "cursor_to_xmlschema", "pg_isolation_test_session_is_blocked",
+    "currtid2", "pg_export_snapshot", "pg_stat_force_next_flush", "pg_stat_get_recovery_prefetch",
+    "pg_stat_get_xact_blocks_fetched", "pg_stat_get_xact_blocks_hit", "pg_stat_get_xact_function_calls",
+    "pg_stat_get_xact_function_self_time", "pg_stat_get_xact_function_total_time",
+    "pg_stat_get_xact_numscans", "pg_stat_get_xact_tuples_deleted", "pg_stat_get_xact_tuples_fetched",
+    "pg_stat_get_xact_tuples_hot_updated", "pg_stat_get_xact_tuples_inserted",
+    "pg_stat_get_xact_tuples_returned", "pg_stat_get_xact_tuples_updated", "pg_get_replication_slots",
+    "pg_last_committed_xact", "pg_get_wal_replay_pause_state", "pg_is_wal_replay_paused",
+    # trigger functions, access-method and language handlers: not callable from a query
+    "bernoulli", "system", "amvalidate", "unique_key_recheck", "suppress_redundant_updates_trigger",
+    "tsvector_update_trigger", "tsvector_update_trigger_column", "plpgsql_call_handler",
+    "plpgsql_inline_handler", "plpgsql_validator", "dsnowball_init", "dsnowball_lexize",
+    "brinhandler", "bthandler", "ginhandler", "gisthandler", "hashhandler", "heap_tableam_handler",
+    "spghandler",
+})
+# Volatile built-ins whose effect has a kind of its own.
+VOLATILE_KINDS = {
+    "pg_advisory_lock": "lock", "pg_advisory_lock_shared": "lock", "pg_advisory_unlock": "lock",
+    "pg_advisory_unlock_all": "lock", "pg_advisory_unlock_shared": "lock", "pg_advisory_xact_lock": "lock",
+    "pg_advisory_xact_lock_shared": "lock", "pg_try_advisory_lock": "lock", "pg_try_advisory_lock_shared": "lock",
+    "pg_try_advisory_xact_lock": "lock", "pg_try_advisory_xact_lock_shared": "lock", "pg_notify": "listen",
+}
+# Functions that read or list files of the server.
+SERVER_FILE_FUNCTIONS = frozenset({
+    "pg_read_file", "pg_read_binary_file", "pg_stat_file", "pg_ls_dir", "pg_ls_logdir", "pg_ls_waldir",
+    "pg_ls_tmpdir", "pg_ls_archive_statusdir", "pg_ls_logicalsnapdir", "pg_ls_logicalmapdir",
+    "pg_ls_replslotdir", "pg_current_logfile", "lo_import", "lo_export", "pg_file_write", "pg_file_rename",
+    "pg_file_unlink", "pg_file_sync", "pg_logdir_ls", "pg_show_all_file_settings", "pg_hba_file_rules",
+    "pg_ident_file_mappings", "pg_file_read", "pg_file_length",
+})
+# Functions that signal other backends: administration, whatever their privileges say.
+SIGNAL_FUNCTIONS = frozenset({"pg_terminate_backend", "pg_cancel_backend", "pg_signal_backend"})
+# Built-ins that run SQL they are given as text: the literal is analysed as what it is.
+SQL_TEXT_FUNCTIONS = frozenset({
+    "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
+    "dblink", "dblink_exec", "dblink_send_query", "dblink_open", "crosstab", "crosstab2", "crosstab3",
+    "crosstab4", "connectby",
+})
+# Settings that give a transaction the right to write.
+READ_ONLY_SETTINGS = frozenset({"transaction_read_only", "default_transaction_read_only"})
+ROLE_SETTINGS = frozenset({"role", "session_authorization"})
+_OFF = frozenset({"off", "false", "0", "no", "f", "n", "of"})
+
+
+def resolve(syntax: Syntax, ctx: SqlContext) -> Analysis:
+    return _Resolver(ctx).analysis(syntax)
+
+
+class _Resolver:
+    def __init__(self, ctx: SqlContext) -> None:
+        self.ctx = ctx
+        self.catalog: Catalog = ctx.catalog
+        self.schemas = ctx.schemas()
+        self._body_kinds: dict[int, frozenset[str]] = {}
+        self._in_progress: set[int] = set()
+
+    def analysis(self, syntax: Syntax) -> Analysis:
+        kinds = set(syntax.kinds)
+        functions: set[str] = set()
+        defined = {name: (schema, volatility, body) for schema, name, volatility, body in syntax.defines}
+        nested: list[Analysis] = []
+        for call in syntax.calls:
+            self._call(call, kinds, functions, defined, nested)
+        tables, writes = self._relations(syntax, kinds, functions)
+        for inner in nested:  # SQL handed to a function as text, which it runs
+            tables |= inner.tables
+            writes |= inner.writes
+        self._settings(syntax, kinds)
+        if syntax.read_write:
+            kinds.add("system")
+        prepares = tuple((name, self.analysis(body)) for name, body in syntax.prepares)
+        return Analysis(
+            frozenset(kinds),
+            frozenset(tables),
+            frozenset(writes),
+            frozenset(functions),
+            syntax.has_where,
+            prepares,
+            syntax.executes,
+            syntax.constant_free,
+            syntax.settings,
+            syntax.read_write,
+        )
+
+    # ------------------------------------------------------------------ functions
+
+    def _candidates(self, call: Call) -> list[FunctionFacts]:
+        found = []
+        for fn in self.catalog.functions_named(call.name):
+            if call.schema is not None:
+                if fn.schema != call.schema:
+                    continue
+            elif fn.schema not in self.schemas and not fn.schema.startswith("pg_temp"):
+                continue
+            if fn.accepts(call.nargs) or (call.how == "call" and fn.kind == "p"):
+                found.append(fn)
+        return found
+
+    def _call(self, call: Call, kinds: set[str], functions: set[str], defined: dict, nested: list) -> None:
+        if call.how == "operator":
+            self._operator(call, kinds, functions)
+            return
+        candidates = self._candidates(call)
+        local = defined.get(call.name)
+        if not candidates and local is None:
+            if call.how == "attribute":
+                return  # a column or a field, not a function
+            kinds.add("unknown")  # pgwarden cannot tell what runs
+            functions.add(call.name)
+            return
+        found: set[str] = set()
+        for fn in candidates:
+            found |= self.function_kinds(fn)
+        if local is not None:
+            _schema, volatility, body = local
+            if body is None:
+                found.add("unknown")
+            else:
+                found |= {k for k in body.kinds if k not in ("select",)}
+                found |= self._call_kinds_of(body)
+            if volatility == "v":
+                found.add("side_effect")
+        if call.how == "attribute" and not found:
+            return  # a harmless function, or (more likely) a column: nothing to add
+        functions.add(call.name)
+        kinds |= found
+        runs_sql = call.name in SQL_TEXT_FUNCTIONS or any(
+            fn.volatility == "v" and fn.name not in HARMLESS_VOLATILE or not fn.builtin for fn in candidates) \
+            or (local is not None and local[1] == "v")
+        if runs_sql:
+            for inner in call.literal_sql:
+                ran = self.analysis(inner)
+                kinds |= ran.kinds
+                functions |= ran.functions
+                nested.append(ran)
+        if call.name in SQL_TEXT_FUNCTIONS and call.computed_text and not call.literal_sql:
+            kinds.add("unknown")  # SQL built at run time cannot be checked
+
+    def _call_kinds_of(self, body: Syntax) -> set[str]:
+        return set(self.analysis(body).kinds) - {"select"}
+
+    def _operator(self, call: Call, kinds: set[str], functions: set[str]) -> None:
+        operators = [o for o in self.catalog.operators_named(call.name)
+                     if (o.schema == call.schema if call.schema is not None else o.schema in self.schemas)]
+        if not operators:
+            if self.catalog.complete or call.schema not in (None, "pg_catalog"):
+                kinds.add("unknown")
+            elif not self.catalog.operators:
+                return  # no operator facts at all (an empty catalog): nothing to judge by
+            else:
+                kinds.add("unknown")  # not a built-in operator, and the live catalog is not at hand
+            return
+        for op in operators:
+            fn = self.catalog.function(op.function)
+            if fn is None:
+                if op.function >= 16384 or not self.catalog.complete:
+                    kinds.add("unknown")
+                continue
+            found = self.function_kinds(fn)
+            if found:
+                kinds |= found
+                functions.add(fn.name)
+
+    def function_kinds(self, fn: FunctionFacts) -> frozenset[str]:
+        """What calling ``fn`` may do, as statement kinds (empty: nothing a policy cares about)."""
+        cached = self._body_kinds.get(fn.oid)
+        if cached is not None:
+            return cached
+        found: set[str] = set()
+        if fn.name in SERVER_FILE_FUNCTIONS and fn.builtin:
+            found.add("server_files")
+        if fn.name in SIGNAL_FUNCTIONS and fn.builtin:
+            found.add("system")
+        if fn.builtin and not fn.public_execute and not fn.name.startswith(("RI_FKey", "binary_upgrade")):
+            found.add("system")
+        if fn.volatility == "v" and fn.name not in HARMLESS_VOLATILE:
+            found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
+        if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
+            found.add("side_effect")  # C or an untrusted language: anything may happen
+        if not fn.builtin and fn.source is not None and fn.oid not in self._in_progress:
+            self._in_progress.add(fn.oid)
+            try:
+                found |= self._body(fn)
+            finally:
+                self._in_progress.discard(fn.oid)
+        result = frozenset(found)
+        self._body_kinds[fn.oid] = result
+        return result
+
+    def _body(self, fn: FunctionFacts) -> set[str]:
+        from pgwarden.sql.syntax import _dollar_quote, plpgsql_syntax, syntax_of
+
+        if fn.language == "sql":
+            body = syntax_of(fn.source or "", self.ctx.lexer)
+        else:
+            body = plpgsql_syntax(
+                f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE plpgsql AS {_dollar_quote(fn.source or '')}",
+                self.ctx.lexer)
+        if "unknown" in body.kinds and body.statements == 0 and fn.language == "sql":
+            return {"unknown"}
+        return set(self.analysis(body).kinds) - {"select"}
+
+    # ------------------------------------------------------------------ relations
+
+    def _relations(self, syntax: Syntax, kinds: set[str], functions: set[str]) -> tuple[set[str], set[str]]:
+        tables: set[str] = set()
+        writes: set[str] = set()
+        seen_views: set[int] = set()
+        for rel in syntax.relations:
+            names = self._qualified(rel.schema, rel.name)
+            tables |= names
+            if rel.written:
+                writes |= names
+            for schema_name in names:
+                schema, _, name = schema_name.partition(".")
+                for facts in self.catalog.relations_named(name):
+                    if _schema(facts.schema) == schema and facts.kind in ("v", "m"):
+                        self._view(facts, tables, kinds, functions, seen_views)
+            if rel.name in ("pg_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings") and \
+                    rel.schema in (None, "pg_catalog"):
+                kinds.add("server_files")
+        return tables, writes
+
+    def _view(self, view, tables, kinds, functions, seen: set[int]) -> None:
+        if view.oid in seen:
+            return
+        seen.add(view.oid)
+        for oid in view.functions:
+            fn = self.catalog.function(oid)
+            if fn is None:
+                kinds.add("unknown")
+                continue
+            found = self.function_kinds(fn)
+            if found:
+                kinds |= found
+                functions.add(fn.name)
+            if fn.name in SERVER_FILE_FUNCTIONS:
+                kinds.add("server_files")
+        for oid in view.relations:
+            rel = self.catalog.relation(oid)
+            if rel is None or rel.oid == view.oid:
+                continue
+            tables.add(f"{_schema(rel.schema)}.{rel.name}")
+            if rel.kind in ("v", "m"):
+                self._view(rel, tables, kinds, functions, seen)
+
+    def _qualified(self, schema: str | None, name: str) -> set[str]:
+        """schema.name for a qualified name; for an unqualified one, every schema it may be in."""
+        if schema is not None:
+            return {f"{_schema(schema)}.{name}"}
+        ctx = self.ctx
+        known = {_schema(r.schema) for r in self.catalog.relations_named(name)}
+        if ctx.search_path is None:  # uncertain: any schema holding such a relation
+            candidates = set(known) | {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")}
+        else:
+            candidates = set(self.schemas)
+            if known:
+                candidates &= known
+            else:  # nothing of that name yet: the first schema it would be created in
+                candidates = {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")}
+        if not candidates:
+            candidates = {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")} or {"public"}
+        return {f"{s}.{name}" for s in candidates}
+
+    # ------------------------------------------------------------------ settings
+
+    def _settings(self, syntax: Syntax, kinds: set[str]) -> None:
+        for name, value in syntax.settings:
+            if name == "*":
+                continue
+            if name in ROLE_SETTINGS:
+                kinds.add("role")
+            elif name in READ_ONLY_SETTINGS:
+                if value is None or value.strip().lower() in _OFF:
+                    kinds.add("system")
+            else:
+                kinds.update(self.setting_kinds(name))
+
+    def setting_kinds(self, name: str) -> set[str]:
+        context = self.catalog.setting_context(name)
+        if context is None:
+            if not self.catalog.settings:
+                return set()  # no settings facts at all
+            if "." in name:
+                prefix = name.split(".", 1)[0] + "."
+                if any(s.startswith(prefix) for s in self.catalog.settings):
+                    return {"unknown"}  # an extension's setting that the server does not have
+                return set()  # a custom placeholder: anyone may set it, nothing reads it
+            return {"unknown"}
+        if context != "user":
+            return {"system"}
+        return set()
+
+
+def _schema(name: str) -> str:
+    return "pg_temp" if name.startswith("pg_temp") else name
+
+
+def kinds_of_functions(functions: Iterable[FunctionFacts], ctx: SqlContext) -> dict[str, frozenset[str]]:
+    """For tools (`pgwarden explain`): each function's kinds under ``ctx``."""
+    r = _Resolver(ctx)
+    return {f"{fn.schema}.{fn.name}": r.function_kinds(fn) for fn in functions}

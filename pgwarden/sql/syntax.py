@@ -1,0 +1,934 @@
+"""What one SQL string says, read from the parse tree PostgreSQL itself builds (no catalog).
+
+The walk records everything a decision may depend on, in the names the text
+uses: the class of each statement, the relations named (CTE names scoped as the
+server scopes them), every way a function may run (calls, attribute notation,
+operators, SQL handed to functions as text, PL/pgSQL bodies), the settings
+changed, and whether UPDATE/DELETE filter rows. What those names *are* (which
+schema, which function, how volatile) is the business of `resolve`, against the
+catalog and the session's search_path.
+
+Nothing here looks at the SQL text itself: comments, quoting, case, dollar
+quoting and Unicode escapes are the parser's business.
+
+`Syntax.constant_free` is True when no constant's value mattered: then every
+string with the same normalized text (libpg_query's ``normalize``, which replaces
+constants and keeps every name) has this same `Syntax`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from pglast.parser import ParseError, parse_plpgsql_json
+
+from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, deep, parse_tree
+
+_TOP_KINDS = {
+    "SelectStmt": "select",
+    "InsertStmt": "insert",
+    "UpdateStmt": "update",
+    "DeleteStmt": "delete",
+    "MergeStmt": "merge",
+    "TruncateStmt": "truncate",
+    "GrantStmt": "grant",
+    "GrantRoleStmt": "grant",
+    "AlterDefaultPrivilegesStmt": "grant",
+    "CreateRoleStmt": "role",
+    "AlterRoleStmt": "role",
+    "AlterRoleSetStmt": "role",
+    "DropRoleStmt": "role",
+    "ReassignOwnedStmt": "role",
+    "AlterSystemStmt": "system",
+    "LoadStmt": "system",
+    "CheckPointStmt": "system",
+    "DoStmt": "do",
+    "CallStmt": "call",
+    "LockStmt": "lock",
+    "VacuumStmt": "maintenance",
+    "ReindexStmt": "maintenance",
+    "ClusterStmt": "maintenance",
+    "PrepareStmt": "prepare",
+    "ExecuteStmt": "execute",
+    "DeallocateStmt": "prepare",
+    "ExplainStmt": "explain",
+    "TransactionStmt": "transaction",
+    "ConstraintsSetStmt": "transaction",
+    "VariableSetStmt": "set",
+    "VariableShowStmt": "show",
+    "ListenStmt": "listen",
+    "UnlistenStmt": "listen",
+    "NotifyStmt": "listen",
+    "DeclareCursorStmt": "cursor",
+    "FetchStmt": "cursor",
+    "ClosePortalStmt": "cursor",
+    "DiscardStmt": "set",
+}
+_WRITES = {"InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "delete", "MergeStmt": "merge"}
+_DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Comment", "Security", "Import", "Refresh")
+_DDL_NODES = frozenset({"IndexStmt", "ViewStmt", "RuleStmt", "CreateTableAsStmt", "CreateTrigStmt",
+                        "CreateFunctionStmt", "DefineStmt", "CompositeTypeStmt", "CreateEnumStmt",
+                        "CreateRangeStmt", "ReplicaIdentityStmt", "ObjectWithArgs"})
+# Two-phase commit outlives the session: an administrator's business.
+_TWO_PHASE = frozenset({"TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"})
+# Settings whose list elements the server keeps quoted as identifiers (GUC_LIST_QUOTE).
+_LIST_QUOTE_SETTINGS = frozenset({"search_path", "temp_tablespaces", "session_preload_libraries",
+                                  "shared_preload_libraries", "local_preload_libraries"})
+# Columns every table has: a condition on them alone selects every row.
+SYSTEM_COLUMNS = frozenset({"ctid", "xmin", "xmax", "cmin", "cmax", "tableoid", "oid"})
+
+# Truth of a WHERE clause (see `_truth`): always true, never true (false or NULL),
+# a constant that may be true for every row, or a real filter on the target's rows.
+_T, _F, _C, _X = "T", "F", "C", "X"
+
+
+@attrs.frozen
+class Relation:
+    """A relation as the text names it: schema None when unqualified."""
+
+    schema: str | None
+    name: str
+    written: bool = False
+
+
+@attrs.frozen
+class Call:
+    """Somewhere a function may run.
+
+    ``how``: ``call`` (f(...)), ``attribute`` (x.f, a one-argument call when such a
+    function exists), ``operator`` (the function behind an operator).
+    """
+
+    schema: str | None
+    name: str
+    nargs: int = 0
+    how: str = "call"
+    # Statements handed to this call as string literals (SQL it may run), analysed.
+    literal_sql: tuple[Syntax, ...] = ()
+    # An argument that could be SQL text but is computed at run time.
+    computed_text: bool = False
+
+
+@attrs.frozen
+class Syntax:
+    kinds: frozenset[str]
+    relations: frozenset[Relation] = frozenset()
+    calls: frozenset[Call] = frozenset()
+    has_where: bool | None = None  # for UPDATE/DELETE: every one filters rows; None when there is none
+    prepares: tuple[tuple[str, Syntax], ...] = ()  # SQL-level PREPARE: (name, its body)
+    executes: tuple[str, ...] = ()  # names of prepared statements EXECUTEd
+    settings: tuple[tuple[str, str | None], ...] = ()  # (name, literal value or None); "*": unknown name
+    read_write: bool = False  # asks for a READ WRITE transaction
+    constant_free: bool = True
+    statements: int = 0  # top-level statements in the string
+    # Functions created by this same string: (schema, name, volatility, body) so calls to them
+    # are judged by what their bodies do.
+    defines: tuple[tuple[str | None, str, str, Syntax | None], ...] = ()
+
+
+UNPARSABLE = Syntax(frozenset({"unknown"}))
+
+
+def syntax_of(sql: str, lexer: LexerSettings = DEFAULT_LEXER) -> Syntax:
+    """The `Syntax` of ``sql`` as the server will parse it; `UNPARSABLE` when it does not parse."""
+    try:
+        tree = parse_tree(sql, lexer)
+    except ParseError:
+        return UNPARSABLE
+    try:
+        return _walk_tree(tree, lexer)
+    except RecursionError:
+        return deep(lambda: _walk_tree(tree, lexer))
+
+
+def _walk_tree(tree: dict, lexer: LexerSettings) -> Syntax:
+    walker = _Walker(lexer)
+    stmts = tree.get("stmts", [])
+    for raw in stmts:
+        walker.statement(raw.get("stmt", {}), ())
+    return walker.result(len(stmts))
+
+
+def _node(obj: Any) -> tuple[str, dict] | None:
+    """('SelectStmt', fields) for a wrapped node, else None."""
+    if isinstance(obj, dict) and len(obj) == 1:
+        (name, fields), = obj.items()
+        if name[:1].isupper() and isinstance(fields, dict):
+            return name, fields
+    return None
+
+
+def _str(obj: Any) -> str | None:
+    """The text of a String node (names, never constants)."""
+    n = _node(obj)
+    if n is not None and n[0] == "String":
+        return n[1].get("sval", "")
+    return None
+
+
+def _names(items: list) -> list[str]:
+    return [s for s in (_str(i) for i in items or []) if s is not None]
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Structural equality of two expressions, locations aside."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        ka = a.keys() - {"location"}
+        if ka != b.keys() - {"location"}:
+            return False
+        return all(_same(a[k], b[k]) for k in ka)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+class _Walker:
+    def __init__(self, lexer: LexerSettings) -> None:
+        self.lexer = lexer
+        self.kinds: set[str] = set()
+        self.relations: set[Relation] = set()
+        self.calls: set[Call] = set()
+        self.where: list[bool] = []
+        self.prepares: list[tuple[str, Syntax]] = []
+        self.executes: list[str] = []
+        self.settings: list[tuple[str, str | None]] = []
+        self.read_write = False
+        self.constants_read = False
+        self.defines: list[tuple[str | None, str, str, Syntax | None]] = []
+
+    def result(self, statements: int = 0) -> Syntax:
+        return Syntax(
+            frozenset(self.kinds),
+            frozenset(self.relations),
+            frozenset(self.calls),
+            all(self.where) if self.where else None,
+            tuple(self.prepares),
+            tuple(self.executes),
+            tuple(self.settings),
+            self.read_write,
+            not self.constants_read,
+            statements,
+            tuple(self.defines),
+        )
+
+    def merge(self, other: Syntax) -> None:
+        """What a nested statement (a body, a literal that is run) does counts here too."""
+        self.kinds |= other.kinds
+        self.relations |= other.relations
+        self.calls |= other.calls
+        if other.has_where is not None:
+            self.where.append(other.has_where)
+        self.prepares += other.prepares
+        self.executes += other.executes
+        self.settings += other.settings
+        self.read_write = self.read_write or other.read_write
+        self.defines += other.defines
+
+    # ------------------------------------------------------------------ constants
+
+    def const(self, obj: Any) -> tuple[bool, Any]:
+        """(True, value) for a constant (None for NULL), else (False, None); marks that a value mattered."""
+        n = _node(obj)
+        if n is None:
+            return False, None
+        name, f = n
+        if name == "TypeCast":
+            return self.const(f.get("arg"))
+        if name != "A_Const":
+            return False, None
+        self.constants_read = True
+        if f.get("isnull"):
+            return True, None
+        for key in ("sval", "ival", "fval", "boolval", "bsval"):
+            if key in f:
+                inner = f[key]
+                default = 0 if key == "ival" else False if key == "boolval" else ""
+                value = inner.get(key, default) if isinstance(inner, dict) else inner
+                if key == "fval":
+                    try:
+                        value = float(value)
+                    except ValueError:
+                        pass
+                return True, value
+        return True, None
+
+    def text(self, obj: Any) -> str | None:
+        """A string constant's text (marks that a value mattered), else None."""
+        is_const, value = self.const(obj)
+        return value if is_const and isinstance(value, str) else None
+
+    def setting_text(self, obj: Any) -> str | None:
+        """A constant as SET receives it (numbers and booleans too)."""
+        is_const, value = self.const(obj)
+        if not is_const or value is None:
+            return None
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        if isinstance(value, float) and value.is_integer() and "." not in str(value):
+            return str(int(value))
+        return str(value)
+
+    # ------------------------------------------------------------------ statements
+
+    def statement(self, stmt: Any, scope: tuple) -> None:
+        """A statement that runs (top level, or nested and executed)."""
+        n = _node(stmt)
+        if n is None:
+            return
+        name, f = n
+        self.kinds.add(self._kind(name, f))
+        if name == "ExplainStmt":
+            if self._explain_analyze(f):  # EXPLAIN ANALYZE runs its statement
+                self.statement(f.get("query"), scope)
+            else:  # planned only: the names count, nothing runs
+                inner = _Walker(self.lexer)
+                inner.expr(f.get("query"), scope)
+                self.relations |= {attrs.evolve(r, written=False) for r in inner.relations}
+                self.constants_read = self.constants_read or inner.constants_read
+            return
+        if name == "PrepareStmt":
+            inner = _Walker(self.lexer)
+            inner.statement(f.get("query"), ())
+            body = inner.result(1)
+            self.prepares.append((f.get("name", ""), body))
+            self.merge(body)
+            self.constants_read = self.constants_read or inner.constants_read
+            for arg in f.get("argtypes", []) or []:
+                self.expr(arg, scope)
+            return
+        if name == "ExecuteStmt":
+            self.executes.append(f.get("name", ""))
+        elif name in ("VariableSetStmt", "TransactionStmt", "DiscardStmt"):
+            self._settings(name, f)
+        elif name == "DoStmt":
+            self._do(f)
+            return
+        elif name == "CreateFunctionStmt":
+            self._create_function(f, scope)
+        self.expr(stmt, scope)
+
+    def _kind(self, name: str, f: dict) -> str:
+        if name == "CopyStmt":
+            if f.get("is_program"):
+                return "copy_program"
+            if f.get("filename"):
+                return "copy_file"
+            return "copy_from" if f.get("is_from") else "copy_to"
+        if name == "VariableSetStmt":
+            setting = (f.get("name") or "").lower()
+            if setting in ("role", "session_authorization"):
+                return "role"
+            if setting in ("transaction", "session characteristics"):
+                return "transaction"
+            return "set"
+        if name == "DiscardStmt" and f.get("target") == "DISCARD_ALL":
+            return "role"  # DISCARD ALL resets the role (and every setting)
+        if name == "TransactionStmt" and f.get("kind") in _TWO_PHASE:
+            return "system"
+        if name == "SelectStmt" and f.get("intoClause"):
+            return "ddl"  # SELECT INTO creates a table
+        if name == "VariableShowStmt":
+            return "show"
+        if name in _TOP_KINDS:
+            return _TOP_KINDS[name]
+        if name.startswith(_DDL_PREFIXES) or name in _DDL_NODES:
+            return "ddl"
+        return "unknown"
+
+    def _explain_analyze(self, f: dict) -> bool:
+        for option in f.get("options", []) or []:
+            o = _node(option)
+            if o is None or o[1].get("defname") != "analyze":
+                continue
+            arg = o[1].get("arg")
+            if arg is None:
+                return True
+            a = _node(arg)
+            if a is None:
+                return True
+            if a[0] == "Boolean":
+                return bool(a[1].get("boolval", False))
+            if a[0] == "String":
+                return a[1].get("sval", "").lower() not in ("false", "off", "no", "0", "f", "n")
+            if a[0] == "Integer":
+                return bool(a[1].get("ival", 0))
+            return True
+        return False
+
+    def _settings(self, name: str, f: dict) -> None:
+        """What a SET, RESET, DISCARD or transaction statement does to run-time settings."""
+        options = list(f.get("options", []) or [])
+        if f.get("kind") == "VAR_SET_MULTI":
+            options += f.get("args", []) or []
+        for option in options:
+            o = _node(option)
+            if o and o[0] == "DefElem" and o[1].get("defname") == "transaction_read_only":
+                is_const, value = self.const(o[1].get("arg"))
+                if is_const and not value:
+                    self.read_write = True
+        if name == "DiscardStmt":
+            if f.get("target") == "DISCARD_ALL":
+                self.settings.append(("*", None))
+            return
+        if name != "VariableSetStmt":
+            return
+        kind = f.get("kind")
+        setting = (f.get("name") or "").lower()
+        if kind == "VAR_RESET_ALL":
+            self.settings.append(("*", None))
+        elif kind == "VAR_SET_VALUE":
+            parts = [self.setting_text(arg) for arg in f.get("args", []) or []]
+            if setting in _LIST_QUOTE_SETTINGS:  # as the server flattens them: identifiers quoted
+                parts = [p if p is None or (p.isidentifier() and p == p.lower()) else '"' + p.replace('"', '""') + '"'
+                         for p in parts]
+            self.settings.append((setting, None if None in parts else ", ".join(parts)))
+        elif kind in ("VAR_SET_DEFAULT", "VAR_RESET", "VAR_SET_CURRENT"):
+            self.settings.append((setting, None))
+
+    def _body_options(self, f: dict) -> tuple[str | None, str | None, bool]:
+        """(language, body text, whether the body is a constant) of DO or CREATE FUNCTION."""
+        language, body, known = None, None, True
+        for option in f.get("args", []) or f.get("options", []) or []:
+            o = _node(option)
+            if o is None:
+                continue
+            defname, arg = o[1].get("defname"), o[1].get("arg")
+            if defname == "language":
+                language = (_str(arg) or "").lower()
+            elif defname == "as":
+                if isinstance(arg, dict) and "List" in arg:
+                    items = arg["List"].get("items", [])
+                    body = _str(items[0]) if items else None
+                else:
+                    body = _str(arg)
+                self.constants_read = True  # the body is a constant to the normalizer
+                known = body is not None
+        return language, body, known
+
+    def _do(self, f: dict) -> None:
+        language, body, _ = self._body_options(f)
+        language = language or "plpgsql"
+        if language != "plpgsql" or body is None:
+            self.kinds.add("unknown")  # a body pgwarden cannot read
+            return
+        inner = plpgsql_syntax(f"CREATE FUNCTION pg_temp.pgwarden_do() RETURNS void LANGUAGE plpgsql AS "
+                               f"{_dollar_quote(body)}", self.lexer)
+        self.merge(inner)
+
+    def _create_function(self, f: dict, scope: tuple) -> None:
+        """A function created here may be called later in the same string: read its body."""
+        parts = _names(f.get("funcname", []))
+        if not parts:
+            return
+        schema, fname = (parts[-2] if len(parts) > 1 else None), parts[-1]
+        language, body, _ = self._body_options(f)
+        volatility = "v"
+        for option in f.get("options", []) or []:
+            o = _node(option)
+            if o and o[1].get("defname") == "volatility":
+                volatility = {"immutable": "i", "stable": "s"}.get(_str(o[1].get("arg")) or "", "v")
+        syntax: Syntax | None = None
+        if f.get("sql_body") is not None:  # BEGIN ATOMIC ... END: already parsed
+            inner = _Walker(self.lexer)
+            inner.expr(f.get("sql_body"), ())
+            syntax = inner.result()
+        elif body is not None and language == "sql":
+            syntax = syntax_of(body, self.lexer)
+        elif body is not None and language == "plpgsql":
+            syntax = plpgsql_syntax(
+                f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE plpgsql AS {_dollar_quote(body)}",
+                self.lexer)
+        self.defines.append((schema, fname, volatility, syntax))
+
+    # ------------------------------------------------------------------ expressions
+
+    def expr(self, obj: Any, scope: tuple) -> None:
+        """Everything below ``obj``: relations, calls, nested writes. ``scope``: CTE names visible."""
+        if isinstance(obj, list):
+            for item in obj:
+                self.expr(item, scope)
+            return
+        if not isinstance(obj, dict):
+            return
+        n = _node(obj)
+        if n is None:  # a typed field holding a bare struct (relation: {...}, into: {...})
+            if "relname" in obj:
+                self._relation(obj, scope, written=False)
+                return
+            if isinstance(obj.get("rel"), dict) and "relname" in obj["rel"]:  # an IntoClause: created
+                self._into(obj, scope)
+                obj = {k: v for k, v in obj.items() if k != "rel"}
+            for v in obj.values():
+                if isinstance(v, (dict, list)):
+                    self.expr(v, scope)
+            return
+        name, f = n
+        handler = _HANDLERS.get(name)
+        if handler is not None:
+            handler(self, f, scope)
+            return
+        if name in _STATEMENT_NODES:  # a statement nested in a rule, a CREATE ... AS, a COPY
+            self.kinds.add(self._kind(name, f))
+        for v in f.values():
+            if isinstance(v, (dict, list)):
+                self.expr(v, scope)
+
+    def _with(self, f: dict, scope: tuple) -> tuple:
+        """Walks a WITH clause; returns the scope the statement's body sees."""
+        w = f.get("withClause")
+        if not w:
+            return scope
+        wf = _node(w)[1] if _node(w) else w
+        ctes = [(_node(c) or ("", {}))[1] for c in wf.get("ctes", []) or []]
+        names = tuple(c.get("ctename", "") for c in ctes)
+        recursive = bool(wf.get("recursive"))
+        for i, cte in enumerate(ctes):
+            visible = scope + (names if recursive else names[:i])
+            query = cte.get("ctequery")
+            q = _node(query)
+            if q is not None and q[0] in _WRITES:
+                self.statement(query, visible)  # a data-modifying CTE runs
+            else:
+                self.expr(query, visible)
+        return scope + names
+
+    def _select(self, f: dict, scope: tuple) -> None:
+        inner = self._with(f, scope)
+        if f.get("lockingClause"):
+            self.kinds.add("lock")  # SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE locks rows
+        if f.get("intoClause"):
+            into = f["intoClause"]
+            rel = into.get("rel") if isinstance(into, dict) else None
+            if isinstance(rel, dict):
+                self._relation(rel, (), written=True)
+        for key, value in f.items():
+            if key in ("withClause", "intoClause") or not isinstance(value, (dict, list)):
+                continue
+            self.expr(value, inner)
+
+    def _write(self, f: dict, scope: tuple, kind: str) -> None:
+        self.kinds.add(kind)
+        inner = self._with(f, scope)
+        rel = f.get("relation")
+        target_names: set[str] = set()
+        if isinstance(rel, dict):
+            r = _node(rel)
+            fields = r[1] if r else rel
+            self._relation(fields, (), written=True)  # a write's target is never a CTE
+            target_names.add(fields.get("relname", ""))
+            alias = fields.get("alias")
+            if isinstance(alias, dict):
+                target_names.add(alias.get("aliasname", ""))
+        if kind in ("update", "delete"):
+            where = f.get("whereClause")
+            if f.get("whereClause") is None:
+                self.where.append(False)
+            else:
+                self.where.append(self._truth(where, frozenset(target_names)) in (_X, _F))
+        for key, value in f.items():
+            if key in ("withClause", "relation") or not isinstance(value, (dict, list)):
+                continue
+            self.expr(value, inner)
+
+    def _relation(self, fields: dict, scope: tuple, written: bool) -> None:
+        schema = fields.get("schemaname") or None
+        name = fields.get("relname", "")
+        if schema is None and not written and name in scope:
+            return  # a CTE
+        self.relations.add(Relation(schema, name, written))
+
+    def _func_call(self, f: dict, scope: tuple) -> None:
+        parts = _names(f.get("funcname", []))
+        if not parts:
+            return
+        schema, fname = (parts[-2] if len(parts) > 1 else None), parts[-1]
+        args = f.get("args", []) or []
+        literal_sql: list[Syntax] = []
+        computed = False
+        for arg in args:
+            a = _node(arg)
+            if a is not None and a[0] == "NamedArgExpr":
+                arg = a[1].get("arg")
+            text = self.text(arg)
+            if text is not None:
+                inner = syntax_of(text, self.lexer) if _looks_like_sql(text) else None
+                if inner is not None and inner is not UNPARSABLE and inner.statements:
+                    literal_sql.append(inner)
+            elif not _is_constant(arg):
+                computed = True
+        self.calls.add(Call(schema, fname, len(args), "call", tuple(literal_sql), computed))
+        if fname == "set_config" and schema in (None, "pg_catalog"):
+            setting = self.text(args[0]) if args else None
+            value = self.text(args[1]) if len(args) > 1 else None
+            if setting is None:
+                self.kinds.add("role")  # a setting chosen at run time: assume the worst
+            self.settings.append((setting.lower() if setting is not None else "*", value))
+        for key, value in f.items():
+            if key != "funcname" and isinstance(value, (dict, list)):
+                self.expr(value, scope)
+
+    def _operator(self, f: dict, scope: tuple) -> None:
+        parts = _names(f.get("name", []))
+        if parts:
+            schema, op = (parts[-2] if len(parts) > 1 else None), parts[-1]
+            nargs = int(f.get("lexpr") is not None) + int(f.get("rexpr") is not None)
+            self.calls.add(Call(schema, op, nargs, "operator"))
+        for key in ("lexpr", "rexpr"):
+            self.expr(f.get(key), scope)
+
+    def _indirection(self, f: dict, scope: tuple) -> None:
+        text = self.text(f.get("arg"))
+        literal = ()
+        if text is not None and _looks_like_sql(text):
+            inner = syntax_of(text, self.lexer)
+            literal = (inner,) if inner is not UNPARSABLE and inner.statements else ()
+        for item in f.get("indirection", []) or []:
+            name = _str(item)
+            if name is not None:  # (x).f: f(x) when f is a function of one argument
+                self.calls.add(Call(None, name, 1, "attribute", literal, text is None and not _is_constant(f.get("arg"))))
+            else:
+                self.expr(item, scope)
+        self.expr(f.get("arg"), scope)
+
+    def _column_ref(self, f: dict, scope: tuple) -> None:
+        fields = _names(f.get("fields", []))
+        if len(fields) >= 2:  # t.f may be f(t): functional notation
+            self.calls.add(Call(None, fields[-1], 1, "attribute"))
+
+    def _copy(self, f: dict, scope: tuple) -> None:
+        rel = f.get("relation")
+        if isinstance(rel, dict):
+            self._relation(_node(rel)[1] if _node(rel) else rel, (), written=bool(f.get("is_from")))
+        query = f.get("query")
+        if query is not None:
+            self.statement(query, scope)
+
+    def _truncate(self, f: dict, scope: tuple) -> None:
+        for rel in f.get("relations", []) or []:
+            r = _node(rel)
+            if r:
+                self._relation(r[1], (), written=True)
+
+    def _into(self, f: dict, scope: tuple) -> None:
+        rel = f.get("rel")
+        if isinstance(rel, dict):
+            r = _node(rel)
+            self._relation(r[1] if r else rel, (), written=True)
+
+    def _nested_statement(self, f: dict, scope: tuple, name: str) -> None:
+        self.statement({name: f}, scope)
+
+    # ------------------------------------------------------------------ WHERE
+
+    def _truth(self, e: Any, target: frozenset[str]) -> str:
+        """Folds a WHERE clause: T, F (never true), C (a constant, maybe true), X (a filter)."""
+        n = _node(e)
+        if n is None:
+            return _C
+        name, f = n
+        if name == "A_Const":
+            self.constants_read = True
+            if f.get("isnull"):
+                return _F
+            if "boolval" in f:
+                return _T if f["boolval"].get("boolval") else _F
+            return _C
+        if name == "TypeCast":
+            is_const, value = self.const(e)
+            if is_const:
+                if value is None:
+                    return _F
+                text = str(value).strip().lower()
+                if text in ("t", "true", "y", "yes", "on", "1"):
+                    return _T
+                if text in ("f", "false", "n", "no", "off", "0"):
+                    return _F
+                return _C
+            return self._truth(f.get("arg"), target)
+        if name == "BoolExpr":
+            parts = [self._truth(a, target) for a in f.get("args", [])]
+            op = f.get("boolop")
+            if op == "AND_EXPR":
+                if _F in parts:
+                    return _F
+                if _X in parts:
+                    return _X
+                return _T if all(p == _T for p in parts) else _C
+            if op == "OR_EXPR":
+                if _T in parts:
+                    return _T
+                if _C in parts:
+                    return _C
+                return _X if _X in parts else _F
+            if op == "NOT_EXPR":
+                p = parts[0] if parts else _C
+                return {_T: _F, _F: _T}.get(p, p)
+            return _C
+        if name == "NullTest":
+            arg = f.get("arg")
+            refs = self._target_refs(arg, target)
+            if not refs:
+                is_const, value = self.const(arg)
+                if is_const:
+                    is_null = value is None
+                    return _T if is_null == (f.get("nulltesttype") == "IS_NULL") else _F
+                return _C
+            if f.get("nulltesttype") == "IS_NOT_NULL" and refs <= SYSTEM_COLUMNS:
+                return _C  # ctid IS NOT NULL: every row
+            return _X
+        if name == "BooleanTest":
+            return self._truth(f.get("arg"), target)
+        if name == "A_Expr":
+            return self._compare(f, target)
+        if name == "SubLink":
+            sub = f.get("subselect")
+            test = f.get("testexpr")
+            if self._target_refs(test, target) or self._qualified_target_refs(sub, target):
+                if f.get("subLinkType") == "ANY_SUBLINK" and self._self_lookup(test, sub, target):
+                    return _C  # id IN (SELECT id FROM the same table): every row with an id
+                return _X
+            return _C
+        if self._target_refs(e, target):
+            return _X
+        return _C
+
+    def _compare(self, f: dict, target: frozenset[str]) -> str:
+        ops = _names(f.get("name", []))
+        op = ops[-1] if ops else ""
+        left, right = f.get("lexpr"), f.get("rexpr")
+        kind = f.get("kind")
+        left_refs, right_refs = self._target_refs(left, target), self._target_refs(right, target)
+        if left_refs or right_refs:
+            if kind == "AEXPR_OP" and _same(left, right):
+                # x = x, x >= x: every row (but NULLs); x <> x, x < x: none
+                return _C if op in ("=", ">=", "<=") else _F if op in ("<>", "!=", "<", ">") else _X
+            if kind == "AEXPR_NOT_DISTINCT" and _same(left, right):
+                return _C
+            if kind in ("AEXPR_LIKE", "AEXPR_ILIKE") and op in ("~~", "~~*"):
+                pattern = self.text(right)
+                if pattern is not None and pattern and set(pattern) == {"%"}:
+                    return _C  # LIKE '%': every non-NULL value
+            if left_refs and left_refs <= SYSTEM_COLUMNS and not right_refs and kind == "AEXPR_OP":
+                return _X
+            return _X
+        if kind == "AEXPR_OP" and op in ("=", "<>", "!=", "<", ">", "<=", ">="):
+            lc, lv = self.const(left)
+            rc, rv = self.const(right)
+            if lc and rc:
+                if lv is None or rv is None:
+                    return _F  # NULL: never true
+                if type(lv) is type(rv) or (isinstance(lv, (int, float)) and isinstance(rv, (int, float))):
+                    try:
+                        result = {"=": lv == rv, "<>": lv != rv, "!=": lv != rv, "<": lv < rv, ">": lv > rv,
+                                  "<=": lv <= rv, ">=": lv >= rv}[op]
+                    except TypeError:
+                        return _C
+                    return _T if result else _F
+        return _C
+
+    def _target_refs(self, e: Any, target: frozenset[str]) -> set[str]:
+        """Columns of the written table that ``e`` reads (outside sub-queries: unqualified ones
+        there belong to the sub-query)."""
+        found: set[str] = set()
+        stack = [e]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(item)
+                continue
+            if not isinstance(item, dict):
+                continue
+            n = _node(item)
+            if n is None:
+                stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+                continue
+            name, f = n
+            if name == "ColumnRef":
+                fields = _names(f.get("fields", []))
+                if not fields:
+                    if any(_node(x) and _node(x)[0] == "A_Star" for x in f.get("fields", [])):
+                        found.add("*")
+                    continue
+                if len(fields) == 1:
+                    found.add(fields[0])
+                elif fields[0] in target or (len(fields) >= 3 and fields[1] in target):
+                    found.add(fields[-1])
+                continue
+            if name == "SubLink":
+                stack.append(f.get("testexpr"))
+                found |= self._qualified_target_refs(f.get("subselect"), target)
+                continue
+            stack.extend(v for v in f.values() if isinstance(v, (dict, list)))
+        return found
+
+    def _qualified_target_refs(self, e: Any, target: frozenset[str]) -> set[str]:
+        found: set[str] = set()
+        stack = [e]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(item)
+            elif isinstance(item, dict):
+                n = _node(item)
+                if n is not None and n[0] == "ColumnRef":
+                    fields = _names(n[1].get("fields", []))
+                    if len(fields) >= 2 and fields[0] in target:
+                        found.add(fields[-1])
+                    continue
+                stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        return found
+
+    def _self_lookup(self, test: Any, sub: Any, target: frozenset[str]) -> bool:
+        """``col IN (SELECT col FROM target)`` with no WHERE: true for every row with a value."""
+        s = _node(sub)
+        if s is None or s[0] != "SelectStmt":
+            return False
+        f = s[1]
+        if f.get("whereClause") is not None or f.get("havingClause") is not None or f.get("limitCount"):
+            return False
+        froms = f.get("fromClause", []) or []
+        if len(froms) != 1:
+            return False
+        r = _node(froms[0])
+        if r is None or r[0] != "RangeVar" or r[1].get("relname") not in target:
+            return False
+        targets = f.get("targetList", []) or []
+        if len(targets) != 1:
+            return False
+        val = (_node(targets[0]) or ("", {}))[1].get("val")
+        return _same_column(val, test)
+
+
+def _same_column(a: Any, b: Any) -> bool:
+    na, nb = _node(a), _node(b)
+    if not na or not nb or na[0] != "ColumnRef" or nb[0] != "ColumnRef":
+        return False
+    fa, fb = _names(na[1].get("fields", [])), _names(nb[1].get("fields", []))
+    return bool(fa) and bool(fb) and fa[-1] == fb[-1]
+
+
+def _is_constant(obj: Any) -> bool:
+    n = _node(obj)
+    if n is None:
+        return True
+    if n[0] == "TypeCast":
+        return _is_constant(n[1].get("arg"))
+    return n[0] in ("A_Const", "ParamRef")
+
+
+def _looks_like_sql(text: str) -> bool:
+    """Cheap gate before parsing a literal as SQL: a statement starts with a keyword, a
+    parenthesis or a comment."""
+    head = text.lstrip()
+    return bool(head) and (head[0].isalpha() or head[0] in "(/-")
+
+
+def _dollar_quote(body: str) -> str:
+    tag = "$pgwarden$"
+    i = 0
+    while tag in body:
+        i += 1
+        tag = f"$pgwarden{i}$"
+    return f"{tag}{body}{tag}"
+
+
+# ---------------------------------------------------------------------- PL/pgSQL
+
+def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -> Syntax:
+    """What a PL/pgSQL body does: its static SQL with its own kinds; a dynamic EXECUTE whose
+    text is not a literal makes it `unknown`."""
+    import json
+
+    try:
+        tree = json.loads(parse_plpgsql_json(create_function))
+    except (ParseError, ValueError):
+        return UNPARSABLE
+    except RecursionError:
+        try:
+            tree = deep(lambda: json.loads(parse_plpgsql_json(create_function)))
+        except ParseError:
+            return UNPARSABLE
+    walker = _Walker(lexer)
+    stack: list = [tree]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        n = _node(item)
+        if n is not None and n[0] == "PLpgSQL_stmt_dynexecute" or n is not None and n[0] == "PLpgSQL_stmt_dynfors" \
+                or n is not None and n[0] == "PLpgSQL_stmt_open" and n[1].get("dynquery"):
+            f = n[1]
+            query = f.get("query") or f.get("dynquery")
+            q = _node(query)
+            text = q[1].get("query", "") if q else ""
+            literal = _plpgsql_literal(text, lexer)
+            if literal is None:
+                walker.kinds.add("unknown")  # SQL built at run time
+            else:
+                walker.merge(syntax_of(literal, lexer))
+            # the expression itself may call functions too
+            walker.merge(syntax_of("SELECT " + text, lexer))
+            for k, v in f.items():
+                if k not in ("query", "dynquery") and isinstance(v, (dict, list)):
+                    stack.append(v)
+            continue
+        if n is not None and n[0] == "PLpgSQL_expr":
+            walker.merge(_plpgsql_expr(n[1], lexer))
+            continue
+        stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+    return walker.result()
+
+
+def _plpgsql_expr(f: dict, lexer: LexerSettings) -> Syntax:
+    text = f.get("query", "")
+    mode = f.get("parseMode", 0)
+    if mode == 0:
+        return syntax_of(text, lexer)
+    if mode == 3:  # target := expression
+        head, sep, tail = text.partition(":=")
+        if sep and "'" not in head and '"' not in head:
+            text = tail
+    return syntax_of("SELECT " + text, lexer)
+
+
+def _plpgsql_literal(expr_text: str, lexer: LexerSettings) -> str | None:
+    """The SQL of ``EXECUTE 'literal'``, None when the text is computed."""
+    try:
+        tree = parse_tree("SELECT " + expr_text, lexer)
+    except ParseError:
+        return None
+    stmts = tree.get("stmts", [])
+    if len(stmts) != 1:
+        return None
+    select = (_node(stmts[0].get("stmt")) or ("", {}))[1]
+    targets = select.get("targetList", []) or []
+    if len(targets) != 1 or select.get("fromClause"):
+        return None
+    val = (_node(targets[0]) or ("", {}))[1].get("val")
+    w = _Walker(lexer)
+    return w.text(val)
+
+
+_STATEMENT_NODES = frozenset(_TOP_KINDS) | {"CopyStmt"}
+
+_HANDLERS = {
+    "SelectStmt": _Walker._select,
+    "InsertStmt": lambda w, f, s: w._write(f, s, "insert"),
+    "UpdateStmt": lambda w, f, s: w._write(f, s, "update"),
+    "DeleteStmt": lambda w, f, s: w._write(f, s, "delete"),
+    "MergeStmt": lambda w, f, s: w._write(f, s, "merge"),
+    "RangeVar": lambda w, f, s: w._relation(f, s, written=False),
+    "FuncCall": _Walker._func_call,
+    "A_Expr": _Walker._operator,
+    "A_Indirection": _Walker._indirection,
+    "ColumnRef": _Walker._column_ref,
+    "CopyStmt": _Walker._copy,
+    "TruncateStmt": _Walker._truncate,
+    "ExplainStmt": lambda w, f, s: w._nested_statement(f, s, "ExplainStmt"),
+    "DoStmt": lambda w, f, s: w._do(f),
+    "IntoClause": _Walker._into,
+}

@@ -39,11 +39,15 @@ class FunctionFacts:
     public_execute: bool = True
     security_definer: bool = False
     returns_set: bool = False
-    # prosrc for SQL and PL/pgSQL functions (their bodies can be analysed), else None.
+    # The body of SQL and PL/pgSQL functions (so it can be analysed): prosrc, or the
+    # SQL-standard body (see ``sql_body``); None for other languages and in snapshots.
     source: str | None = None
     extension: str | None = None
     # proconfig: settings the function sets while it runs, "name=value".
     config: tuple[str, ...] = ()
+    # True when ``source`` is an SQL-standard body (``RETURN expr`` or ``BEGIN ATOMIC ... END``,
+    # as pg_get_function_sqlbody prints it): such functions have an empty prosrc.
+    sql_body: bool = False
 
     def accepts(self, given: int) -> bool:
         """Whether a call with ``given`` positional arguments could resolve to this function."""

@@ -1,0 +1,366 @@
+"""The control connection: pgwarden's own session to the upstream, reading the live catalog.
+
+One `LiveCatalog` per pgwarden. It reads the catalog with pgwarden's upstream
+credential over psycopg 3 (libpq: SCRAM, MD5, TLS exactly as any client), in a
+worker thread so the reactor never waits on the database, and keeps the newest
+`Catalog` in `current`:
+
+- until the first load succeeds, and whenever the live facts are older than
+  ``max_stale_s``, `current` is the shipped snapshot of the built-in catalog: a
+  database's own functions, views and tables are then unknown, and what depends
+  on them fails closed;
+- a load runs at `start`, every ``ttl_s`` after the last one, and soon after
+  `invalidate` (a DDL statement was seen); invalidations while a load is pending
+  or running are coalesced into one more load;
+- a failed load keeps the previous live facts (they stay in use until they are
+  ``max_stale_s`` old) and is retried sooner than the TTL, backing off.
+
+The password is read from ``upstream.password_file`` at each connection (so a
+rotated Secret is used without a restart) and never appears in a status, a log
+line or an exception this module lets out.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any, Callable, Literal
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+
+from pgwarden.catalog.loader import build_catalog, read_rows
+from pgwarden.catalog.model import Catalog
+from pgwarden.catalog.snapshot import load_snapshot
+from pgwarden.config import Upstream
+
+log = Logger()
+
+APPLICATION_NAME = "pgwarden catalog"
+
+
+@attrs.frozen
+class CatalogStatus:
+    """Where `LiveCatalog.current` comes from and how the loads go, for /readyz and the logs.
+
+    ``state``: loading (no load has finished yet), ok (the last load succeeded), failed
+    (the last load failed: ``error`` says why, ``since`` when the failures began) or
+    stopped. ``since`` and ``loaded_at`` are reactor times (seconds since the epoch);
+    ``loaded_at`` is when the live facts in use were read, None while on the snapshot.
+    """
+
+    state: Literal["loading", "ok", "failed", "stopped"]
+    since: float
+    source: str
+    error: str | None = None
+    loaded_at: float | None = None
+
+    def describe(self, now: float) -> str:
+        """One line for a human: what is in use and why."""
+        if self.loaded_at is not None:
+            using = f"the live catalog read {now - self.loaded_at:.0f}s ago"
+        else:
+            using = f"the {self.source} (the database's own objects are unknown)"
+        if self.state == "failed":
+            return f"catalog: loads failing for {now - self.since:.0f}s ({self.error}); using {using}"
+        return f"catalog: {self.state}; using {using}"
+
+
+def connection_parameters(upstream: Upstream, timeout_s: float = 30.0) -> dict[str, Any]:
+    """libpq parameters for pgwarden's own connection to ``upstream``, the password left out.
+
+    Everything that decides where and how to connect is given, so that nothing of
+    the environment (PGSSLMODE, ~/.pgpass, a GSSAPI ticket) changes it: the control
+    connection goes where the sessions go, the way they go.
+    """
+    tls = upstream.tls
+    if tls.mode in ("verify-ca", "verify-full") and not tls.ca_file:
+        raise ValueError(f"upstream.tls.mode {tls.mode} needs upstream.tls.ca_file")
+    params: dict[str, Any] = {
+        "host": upstream.host,
+        "port": upstream.port,
+        "dbname": upstream.database,
+        "user": upstream.user,
+        "sslmode": tls.mode,
+        "gssencmode": "disable",
+        "passfile": os.devnull,
+        # libpq counts whole seconds and takes less than 2 as 2.
+        "connect_timeout": max(2, math.ceil(upstream.connect_timeout_s)),
+        "application_name": APPLICATION_NAME,
+        # A server gone silent is noticed instead of waited on forever.
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(timeout_s * 1000),
+    }
+    for name, value in (("sslrootcert", tls.ca_file), ("sslcert", tls.cert_file), ("sslkey", tls.key_file)):
+        if value:
+            params[name] = value
+    return params
+
+
+def _scrub(text: str, password: str | None) -> str:
+    return text.replace(password, "[password]") if password else text
+
+
+@attrs.frozen
+class _Failed:
+    """A load's failure, as text already free of the password (never an exception with frames)."""
+
+    error: str
+
+
+class LiveCatalog:
+    """The newest catalog facts of the upstream database, kept fresh (see the module's docstring).
+
+    ``reactor`` provides the time (``callLater``, ``seconds``) and, unless
+    ``run_in_thread`` is given, the thread pool loads run in. ``snapshot`` is what
+    `current` falls back to (default: the shipped snapshot of the server's release,
+    the newest one until the server's release is known).
+    """
+
+    def __init__(
+        self,
+        upstream: Upstream,
+        reactor: Any,
+        *,
+        ttl_s: float = 60.0,
+        max_stale_s: float = 300.0,
+        retry_s: float = 5.0,
+        settle_s: float = 0.05,
+        load_timeout_s: float = 30.0,
+        snapshot: Catalog | None = None,
+        run_in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
+    ) -> None:
+        for name, value in (("ttl_s", ttl_s), ("max_stale_s", max_stale_s), ("retry_s", retry_s),
+                            ("load_timeout_s", load_timeout_s)):
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if max_stale_s <= ttl_s:
+            # Else the live facts would expire before the next load could renew them.
+            raise ValueError(f"max_stale_s ({max_stale_s}) must be longer than ttl_s ({ttl_s})")
+        self._upstream = upstream
+        self._reactor = reactor
+        self._params = connection_parameters(upstream, load_timeout_s)
+        self.ttl_s = ttl_s
+        self.max_stale_s = max_stale_s
+        self.retry_s = retry_s
+        self.settle_s = settle_s
+        self.load_timeout_s = load_timeout_s
+        self._fixed_snapshot = snapshot is not None
+        self._fallback = snapshot if snapshot is not None else load_snapshot()
+        self._run_in_thread = run_in_thread or (
+            lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)
+        )
+        self._current = self._fallback
+        self._status = CatalogStatus("loading", reactor.seconds(), self._fallback.source)
+        self._started = False
+        self._stopped = False
+        self._conn = None  # the psycopg connection; touched only by the one load running
+        self._in_flight = False
+        self._again = False  # an invalidation came while a load ran: load once more after it
+        self._timer = None  # the next load
+        self._expiry = None  # when the live facts in use become too old
+        self._failures = 0
+        self._invalidations = 0  # invalidations seen so far
+        self._covered = 0  # invalidations the last finished load began after
+        self._waiters: list[tuple[int, defer.Deferred]] = []
+        self._closed: defer.Deferred | None = None
+
+    def __repr__(self) -> str:
+        u = self._upstream
+        return f"<LiveCatalog {u.user}@{u.host}:{u.port}/{u.database} {self._status.state}: {self._current!r}>"
+
+    @property
+    def current(self) -> Catalog:
+        """The facts to decide with now: live if fresh enough, else the snapshot."""
+        return self._current
+
+    @property
+    def status(self) -> CatalogStatus:
+        return self._status
+
+    @property
+    def pending(self) -> bool:
+        """Whether a DDL was seen that no finished load has caught up with yet."""
+        return self._covered < self._invalidations
+
+    def start(self) -> None:
+        """Loads now, then every ``ttl_s``."""
+        if self._started:
+            return
+        self._started = True
+        self._load()
+
+    def invalidate(self, reason: str) -> None:
+        """A DDL statement committed: load again soon (several calls make one load).
+
+        Call it once the statement's transaction has ended: a load that starts before
+        the commit does not see the change.
+        """
+        if not self._started or self._stopped:
+            return
+        self._invalidations += 1
+        log.debug("catalog: reload requested ({reason})", reason=reason)
+        if self._in_flight:
+            self._again = True
+            return
+        now = self._reactor.seconds()
+        if self._timer is not None and self._timer.active() and self._timer.getTime() <= now + self.settle_s:
+            return
+        self._cancel_timer()
+        self._timer = self._reactor.callLater(self.settle_s, self._load)
+
+    def fresh(self) -> defer.Deferred:
+        """Fires with `current` once the loads have caught up with every invalidation so far.
+
+        Fires with whatever `current` is then, also if that load failed: the caller
+        decides what stale facts mean for it.
+        """
+        if not self.pending or self._stopped:
+            return defer.succeed(self._current)
+        waiter: defer.Deferred = defer.Deferred()
+        self._waiters.append((self._invalidations, waiter))
+        return waiter
+
+    def stop(self) -> defer.Deferred:
+        """Stops loading and closes the connection; fires once it is closed."""
+        if self._closed is not None:
+            return self._closed
+        self._stopped = True
+        self._cancel_timer()
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._status = attrs.evolve(self._status, state="stopped", since=self._reactor.seconds())
+        self._release_waiters(self._invalidations)
+        self._closed = defer.Deferred()
+        if not self._in_flight:
+            self._close()
+        return self._closed
+
+    # ------------------------------------------------------------------ loading
+
+    def _load(self) -> None:
+        if self._stopped:
+            return
+        if self._in_flight:
+            self._again = True
+            return
+        self._cancel_timer()
+        self._in_flight = True
+        covers = self._invalidations
+        began = self._reactor.seconds()
+        loading = self._run_in_thread(self._read)
+        loading.addCallback(self._finished, began, covers)
+        loading.addErrback(lambda failure: log.failure("catalog: a load went wrong", failure))
+
+    def _read(self) -> Catalog | _Failed:
+        """In a worker thread: the live catalog, or what went wrong (free of the password)."""
+        password = None
+        try:
+            password = self._upstream.read_password()
+            rows = self._read_rows(password)
+            return build_catalog(rows, source="live", complete=True, base_settings=self._fallback.settings)
+        except Exception as e:  # noqa: BLE001 - any failure keeps the previous facts; its text is all we keep
+            return _Failed(_scrub(f"{type(e).__name__}: {e}".strip(), password))
+
+    def _read_rows(self, password: str | None):
+        import psycopg
+
+        for _ in range(2):
+            conn, fresh = self._conn, self._conn is None or self._conn.closed
+            if fresh:
+                self._conn = None
+                conn = psycopg.connect(**self._params, password=password or "", autocommit=True,
+                                       prepare_threshold=None)
+                self._conn = conn
+            try:
+                return read_rows(conn, self.load_timeout_s)
+            except psycopg.Error:
+                self._conn = None
+                conn.close()
+                if fresh:
+                    raise
+                # A connection kept since the last load may have been cut (a restart, an idle
+                # timeout): one more try on a new one before calling the load failed.
+        raise AssertionError("unreachable")
+
+    def _finished(self, result: Catalog | _Failed, began: float, covers: int) -> None:
+        self._in_flight = False
+        if self._stopped:
+            self._close()
+            return
+        now = self._reactor.seconds()
+        if isinstance(result, Catalog):
+            self._loaded(result, began, now)
+        else:
+            self._failed(result.error, now)
+        self._covered = covers
+        self._release_waiters(covers)
+        if self._again:
+            self._again = False
+            self._load()
+        else:
+            self._schedule_next()
+
+    def _loaded(self, catalog: Catalog, began: float, now: float) -> None:
+        if not self._fixed_snapshot:
+            fallback = load_snapshot(catalog.server_version)
+            if fallback is not self._fallback:
+                self._fallback = fallback
+        if self._status.state == "failed":
+            log.info("catalog: loading again after {seconds:.0f}s of failures", seconds=now - self._status.since)
+        since = self._status.since if self._status.state == "ok" else now
+        self._current = catalog
+        self._failures = 0
+        self._status = CatalogStatus("ok", since, catalog.source, loaded_at=began)
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = self._reactor.callLater(max(0.0, began + self.max_stale_s - now), self._expire)
+
+    def _failed(self, error: str, now: float) -> None:
+        self._failures += 1
+        since = self._status.since if self._status.state == "failed" else now
+        self._status = attrs.evolve(self._status, state="failed", since=since, error=error)
+        log.warn("catalog: load failed ({error}); {using}", error=error,
+                 using="keeping the live facts read before" if self._status.loaded_at is not None
+                 else f"using the {self._current.source}")
+
+    def _expire(self) -> None:
+        """The live facts are too old to decide with: fail closed on the database's own objects."""
+        log.warn("catalog: the live catalog is more than {max}s old; using the {snapshot} until a load succeeds",
+                 max=self.max_stale_s, snapshot=self._fallback.source)
+        self._current = self._fallback
+        self._status = attrs.evolve(self._status, source=self._fallback.source, loaded_at=None)
+
+    def _schedule_next(self) -> None:
+        if self._status.state == "ok":
+            delay = self.ttl_s
+        else:
+            delay = min(self.ttl_s, self.retry_s * 2 ** min(self._failures - 1, 30))
+        self._cancel_timer()
+        self._timer = self._reactor.callLater(delay, self._load)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _release_waiters(self, covered: int) -> None:
+        ready = [d for needed, d in self._waiters if needed <= covered]
+        self._waiters = [(needed, d) for needed, d in self._waiters if needed > covered]
+        for waiter in ready:
+            waiter.callback(self._current)
+
+    def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        closed = self._closed
+
+        def close() -> None:
+            if conn is not None:
+                conn.close()
+
+        self._run_in_thread(close).addBoth(lambda _: closed.callback(None))

@@ -1,0 +1,165 @@
+"""The SQL that reads the catalog facts, one query per kind of fact.
+
+Each query names its columns after the fields of the fact it fills (`COLUMNS`),
+so the loader can check that the server answered what it expects instead of
+trusting positions. All of them run in one REPEATABLE READ, READ ONLY
+transaction with ``search_path = pg_catalog, pg_temp`` (`TRANSACTION`), so the
+facts are one consistent picture and no object of a user's schema can stand in
+for a catalog table, function or operator used here.
+
+The queries are written once for PostgreSQL 11 and later; `for_version` adjusts
+the few expressions that depend on the release (SQL-standard function bodies
+exist from 14).
+"""
+
+from __future__ import annotations
+
+from pgwarden.catalog.model import FIRST_NORMAL_OID
+
+# The oldest release the queries are written for: pg_proc.prokind appeared in 11.
+OLDEST_SERVER_VERSION = 110000
+
+#: What starts the transaction the queries run in, after BEGIN (given by the client).
+TRANSACTION = (
+    "SET LOCAL search_path = pg_catalog, pg_temp",
+    # The regular expressions below are written for it (a server may have it off).
+    "SET LOCAL standard_conforming_strings = on",
+    # A load must end: a stuck catalog query would keep the previous facts forever.
+    "SET LOCAL statement_timeout = {timeout_ms}",
+)
+
+VERSION = "SELECT pg_catalog.current_setting('server_version_num')::int4"
+
+COLUMNS: dict[str, tuple[str, ...]] = {
+    "functions": (
+        "oid", "schema", "name", "nargs", "ndefaults", "variadic", "volatility", "language",
+        "trusted_language", "kind", "builtin", "public_execute", "security_definer", "returns_set",
+        "source", "extension", "config", "sql_body",
+    ),
+    "relations": ("oid", "schema", "name", "kind"),
+    # One row per (view, function or relation it depends on): kind 'f' for pg_proc, 'r' for pg_class.
+    "dependencies": ("relation", "kind", "target"),
+    "operators": ("oid", "schema", "name", "function", "left", "right"),
+    "settings": ("name", "context"),
+    "schemas": ("name",),
+}
+
+# EXECUTE for PUBLIC by the function's initial privileges: those pg_init_privs keeps for objects
+# of initdb ('i') and of extension scripts ('e'), else the current ones. A NULL ACL is the default,
+# under which PUBLIC may execute a function; otherwise PUBLIC (grantee 0) needs an EXECUTE item.
+_PUBLIC_EXECUTE = """
+    CASE WHEN coalesce(i.initprivs, p.proacl) IS NULL THEN true
+         ELSE EXISTS (SELECT FROM aclexplode(coalesce(i.initprivs, p.proacl)) AS a
+                      WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
+    END"""
+
+_FUNCTIONS = f"""
+SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name,
+       p.pronargs AS nargs, p.pronargdefaults AS ndefaults, p.provariadic <> 0 AS variadic,
+       p.provolatile AS volatility, l.lanname AS language, l.lanpltrusted AS trusted_language,
+       p.prokind AS kind,
+       (p.oid < {FIRST_NORMAL_OID} OR x.extname IS NOT NULL) AS builtin,
+       {_PUBLIC_EXECUTE} AS public_execute,
+       p.prosecdef AS security_definer, p.proretset AS returns_set,
+       CASE WHEN l.lanname NOT IN ('sql', 'plpgsql') THEN NULL
+            {{body}}
+            ELSE p.prosrc END AS source,
+       x.extname AS extension, p.proconfig AS config,
+       {{sql_body}} AS sql_body
+FROM pg_proc AS p
+JOIN pg_namespace AS n ON n.oid = p.pronamespace
+JOIN pg_language AS l ON l.oid = p.prolang
+LEFT JOIN pg_init_privs AS i
+       ON i.objoid = p.oid AND i.classoid = 'pg_proc'::regclass AND i.objsubid = 0
+LEFT JOIN pg_depend AS d
+       ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.objsubid = 0
+      AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
+LEFT JOIN pg_extension AS x ON x.oid = d.refobjid
+ORDER BY p.oid"""
+
+RELATIONS = """
+SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind
+FROM pg_class AS c
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+ORDER BY c.oid"""
+
+# What reading each view and materialized view calls and reads, from its SELECT rule's query tree
+# (pg_rewrite.ev_action), not from pg_depend: PostgreSQL records no dependency on a pinned object
+# (one initdb made, below FirstUnpinnedObjectId), so pg_depend would not show a view calling
+# pg_read_file or reading pg_class. The tree names every function it runs by OID: FuncExpr
+# (funcid), Aggref (aggfnoid), WindowFunc (winfnoid), operators (opfuncid of OpExpr and
+# ScalarArrayOpExpr, with their hash and negator functions), tablesample handlers, RANGE window
+# frames' in-range functions; and operators by OID only (opno, sort and equality operators of
+# ORDER BY / GROUP BY / DISTINCT, the opnos list of a row comparison), which run their oprcode.
+# Relations are the relid of its range table entries, less the view itself (its OLD and NEW).
+# Strings in a tree are written with their spaces escaped, so a name cannot forge a field.
+# The view's other rules (ON INSERT/UPDATE/DELETE DO INSTEAD ...) run on writes, not on reading.
+_FUNCTION_FIELDS = (
+    "funcid", "opfuncid", "hashfuncid", "negfuncid", "aggfnoid", "winfnoid", "tsmhandler",
+    "startInRangeFunc", "endInRangeFunc",
+)
+_OPERATOR_FIELDS = ("opno", "eqop", "sortop")
+_OPERATORS = ", ".join(f"'{field}'" for field in _OPERATOR_FIELDS)
+DEPENDENCIES = f"""
+WITH rules AS (
+    SELECT r.ev_class, r.ev_action::text AS tree
+    FROM pg_rewrite AS r
+    JOIN pg_class AS c ON c.oid = r.ev_class AND c.relkind IN ('v', 'm')
+    WHERE r.ev_type = '1'
+), refs AS (
+    SELECT rules.ev_class, m[1] AS field, m[2]::oid AS ref
+    FROM rules, regexp_matches(
+        rules.tree, ':({"|".join(_FUNCTION_FIELDS + _OPERATOR_FIELDS)}|relid) (\\d+)', 'g') AS m
+    UNION ALL
+    SELECT rules.ev_class, 'opno', n::oid
+    FROM rules, regexp_matches(rules.tree, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
+         regexp_split_to_table(btrim(m[1]), ' ') AS n
+)
+SELECT DISTINCT * FROM (
+    SELECT refs.ev_class::int8 AS relation,
+           CASE WHEN refs.field = 'relid' THEN 'r' ELSE 'f' END AS kind,
+           CASE WHEN refs.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE refs.ref END::int8 AS target
+    FROM refs
+    LEFT JOIN pg_operator AS o
+           ON refs.field IN ({_OPERATORS}) AND o.oid = refs.ref
+    WHERE refs.ref <> 0 AND NOT (refs.field = 'relid' AND refs.ref = refs.ev_class)
+) AS found
+WHERE target IS NOT NULL AND target <> 0
+ORDER BY 1, 2, 3"""
+
+# A shell operator (oprcode 0) cannot be used until it is defined: there is nothing to call.
+OPERATORS = """
+SELECT o.oid::int8 AS oid, n.nspname AS schema, o.oprname AS name, o.oprcode::oid::int8 AS function,
+       o.oprleft::int8 AS left, o.oprright::int8 AS right
+FROM pg_operator AS o
+JOIN pg_namespace AS n ON n.oid = o.oprnamespace
+WHERE o.oprcode <> 0
+ORDER BY o.oid"""
+
+# pg_settings hides GUC_SUPERUSER_ONLY settings from roles without pg_read_all_settings and
+# GUC_NO_SHOW_ALL ones (role, session_authorization, seed, ...) from everyone.
+SETTINGS = "SELECT lower(name) AS name, context FROM pg_settings ORDER BY 1"
+
+SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
+
+
+def for_version(server_version: int) -> dict[str, str]:
+    """The queries for a server of ``server_version`` (server_version_num), by kind of fact."""
+    if server_version < OLDEST_SERVER_VERSION:
+        raise ValueError(
+            f"PostgreSQL {server_version // 10000} is older than pgwarden's catalog queries support (11)"
+        )
+    if server_version >= 140000:
+        body = "WHEN p.prosqlbody IS NOT NULL THEN pg_get_function_sqlbody(p.oid)"
+        sql_body = "p.prosqlbody IS NOT NULL"
+    else:
+        body, sql_body = "", "false"
+    return {
+        "functions": _FUNCTIONS.format(body=body, sql_body=sql_body),
+        "relations": RELATIONS,
+        "dependencies": DEPENDENCIES,
+        "operators": OPERATORS,
+        "settings": SETTINGS,
+        "schemas": SCHEMAS,
+    }

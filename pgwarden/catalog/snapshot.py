@@ -1,0 +1,167 @@
+"""The built-in catalog of each supported PostgreSQL release, shipped with pgwarden.
+
+A snapshot is what `pgwarden explain` knows without a database, and what the
+proxy falls back to while the live catalog cannot be read: the functions,
+relations and operators initdb creates (OID below 16384, in pg_catalog and
+information_schema) and every setting with its context. It knows nothing of a
+database's own objects, so it is never `complete`: a name it lacks may exist.
+
+Snapshots are generated, never edited: one gzip'd JSON file per major release in
+``pgwarden/catalog/snapshots/postgresql-<major>.json.gz``, written by::
+
+    python -m pgwarden.catalog.snapshot generate -o pgwarden/catalog/snapshots/postgresql-15.json.gz
+
+against a fresh server of that release (``--dsn`` names one; without it a throwaway
+server is initdb'd from the PostgreSQL binaries found on PATH or under
+/usr/lib/postgresql). The output is byte-for-byte the same for the same release.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gzip
+import json
+import re
+import sys
+from importlib import resources
+from typing import Any
+
+from pgwarden.catalog import queries
+from pgwarden.catalog.loader import KINDS, CatalogRows, CatalogShapeError, build_catalog, read_rows, rows_from_lists
+from pgwarden.catalog.model import FIRST_NORMAL_OID, Catalog
+
+FORMAT = 1
+BUILTIN_SCHEMAS = ("pg_catalog", "information_schema")
+_FILE = re.compile(r"postgresql-(\d+)\.json\.gz")
+
+
+def major(server_version: int) -> int:
+    """The major release of a server_version_num (150006 -> 15)."""
+    return server_version // 10000
+
+
+def available() -> dict[int, Any]:
+    """The shipped snapshots by major release."""
+    found = {}
+    for entry in resources.files("pgwarden.catalog").joinpath("snapshots").iterdir():
+        matched = _FILE.fullmatch(entry.name)
+        if matched:
+            found[int(matched.group(1))] = entry
+    return found
+
+
+def release_for(version: int | None) -> int:
+    """The release whose snapshot describes a server of ``version`` (a major release or a
+    server_version_num): that release if pgwarden ships it, else the newest shipped."""
+    shipped = available()
+    if not shipped:
+        raise FileNotFoundError("pgwarden ships no catalog snapshot (pgwarden/catalog/snapshots/ is empty)")
+    if version is not None and version >= 10000:
+        version = major(version)
+    return version if version in shipped else max(shipped)
+
+
+def load_snapshot(version: int | None = None) -> Catalog:
+    """The built-in catalog of PostgreSQL ``version`` (a major release, or a server_version_num).
+
+    Without a version, or for a release pgwarden ships no snapshot of, the newest.
+    The same release gives the same `Catalog` (same generation) every time.
+    """
+    return _load(release_for(version))
+
+
+@functools.cache
+def _load(release: int) -> Catalog:
+    document = json.loads(gzip.decompress(available()[release].read_bytes()))
+    rows = rows_of(document)
+    return build_catalog(rows, source=f"snapshot postgresql-{release}", complete=False)
+
+
+def rows_of(document: dict) -> CatalogRows:
+    """The rows a snapshot document holds, checked against the columns the facts are built from."""
+    if document.get("format") != FORMAT:
+        raise CatalogShapeError(f"snapshot format {document.get('format')!r}, expected {FORMAT}")
+    for kind in KINDS:
+        if tuple(document["columns"][kind]) != queries.COLUMNS[kind]:
+            raise CatalogShapeError(
+                f"the snapshot's {kind} columns are {document['columns'][kind]}, not {queries.COLUMNS[kind]}: "
+                "regenerate it (python -m pgwarden.catalog.snapshot generate)"
+            )
+    return rows_from_lists(document["server_version"], document)
+
+
+def builtin_rows(rows: CatalogRows) -> CatalogRows:
+    """Only what initdb creates: objects below FirstNormalObjectId in the built-in schemas.
+
+    Function bodies are left out (a built-in is decided by its facts, not its text).
+    """
+
+    def builtin(row: tuple) -> bool:
+        return row[0] < FIRST_NORMAL_OID and row[1] in BUILTIN_SCHEMAS
+
+    source = queries.COLUMNS["functions"].index("source")
+    functions = tuple(row[:source] + (None,) + row[source + 1:] for row in rows.functions if builtin(row))
+    relations = tuple(row for row in rows.relations if builtin(row))
+    kept = {row[0] for row in relations}
+    return CatalogRows(
+        server_version=rows.server_version,
+        functions=functions,
+        relations=relations,
+        dependencies=tuple(row for row in rows.dependencies if row[0] in kept and row[2] < FIRST_NORMAL_OID),
+        operators=tuple(row for row in rows.operators if builtin(row)),
+        settings=rows.settings,
+        schemas=tuple(row for row in rows.schemas if row[0] in BUILTIN_SCHEMAS),
+    )
+
+
+def encode(rows: CatalogRows) -> bytes:
+    """The snapshot file: gzip'd JSON, byte-for-byte the same for the same rows."""
+    document = {
+        "format": FORMAT,
+        "postgresql": major(rows.server_version),
+        "server_version": rows.server_version,
+        "columns": {kind: list(queries.COLUMNS[kind]) for kind in KINDS},
+        **{kind: [list(row) for row in sorted(answer)] for kind, answer in rows.by_kind().items()},
+    }
+    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
+    # One row per line: a regenerated snapshot diffs readably once decompressed.
+    text = text.replace("],[", "],\n[")
+    return gzip.compress(text.encode(), compresslevel=9, mtime=0)
+
+
+def generate(dsn: str) -> bytes:
+    """The snapshot of the server at ``dsn`` (which should be freshly initdb'd)."""
+    import psycopg
+
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return encode(builtin_rows(read_rows(conn)))
+
+
+def _generate_fresh() -> bytes:
+    from pgwarden.testing.postgres import SUPERUSER, SUPERUSER_PASSWORD, TempPostgres
+
+    with TempPostgres() as server:
+        return generate(server.dsn(SUPERUSER, SUPERUSER_PASSWORD, "postgres"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pgwarden.catalog.snapshot", description=__doc__.split("\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    gen = commands.add_parser("generate", help="write the snapshot of a fresh server's built-in catalog")
+    gen.add_argument("--dsn", help="a libpq connection string (default: initdb a throwaway server)")
+    gen.add_argument("-o", "--output", required=True, help="the file to write (postgresql-<major>.json.gz)")
+    args = parser.parse_args(argv)
+    data = generate(args.dsn) if args.dsn else _generate_fresh()
+    release = json.loads(gzip.decompress(data))["postgresql"]
+    if not args.output.endswith(f"postgresql-{release}.json.gz"):
+        print(f"warning: the server is PostgreSQL {release}; name the file postgresql-{release}.json.gz "
+              "for pgwarden to find it", file=sys.stderr)
+    with open(args.output, "wb") as out:
+        out.write(data)
+    print(f"{args.output}: PostgreSQL {release}, {len(data)} bytes")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

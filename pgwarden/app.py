@@ -29,6 +29,7 @@ from pgwarden.policy.model import row_cap
 from pgwarden.metrics import Stats
 from pgwarden.recorder import Recorder, RecordingFailed
 from pgwarden.catalog import builtin_catalog
+from pgwarden.catalog.live import LiveCatalog
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
 from pgwarden.verdict import Refusal, Verdict
@@ -79,8 +80,17 @@ class _Fixed:
     def __init__(self, catalog) -> None:
         self.current = catalog
 
+    def start(self) -> None:
+        pass
+
     def invalidate(self, reason: str) -> None:
         pass
+
+    def stop(self) -> None:
+        pass
+
+    def first_load(self) -> Deferred:
+        return succeed(self.current)
 
 
 class _ClientFactory(Factory):
@@ -143,8 +153,11 @@ class Application:
         self.cancels: list[Deferred] = []
         self.admin_port = None
         self.statements = StatementCache()
-        #: where the catalog facts come from: an object whose ``current`` is the newest Catalog
-        self.catalog = _Fixed(builtin_catalog())
+        #: the catalog facts: live from the upstream over pgwarden's own connection once
+        #: `listen` started it, the shipped snapshot until then and whenever it is unreachable
+        self.catalog = LiveCatalog(config.upstream, reactor, ttl_s=config.catalog.ttl_s,
+                                   max_stale_s=config.catalog.max_stale_s) \
+            if config.catalog.live else _Fixed(builtin_catalog())
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = None
         if config.listen.tls is not None:
@@ -168,6 +181,7 @@ class Application:
 
     def listen(self):
         lc = self.config.listen
+        self.catalog.start()
         self.port = self.reactor.listenTCP(lc.port, _ClientFactory(self), interface=lc.host)
         log.info("pgwarden listening on {host}:{port}", host=lc.host, port=self.port.getHost().port)
         return self.port
@@ -196,6 +210,7 @@ class Application:
 
     def close_plugins(self) -> None:
         """The last records out, then every plugin closes what it holds (sinks, files)."""
+        self.catalog.stop()
         self.recorder.close()
         self._call_each("pgwarden_stop")
 
@@ -458,7 +473,7 @@ class Application:
             return
         conn.sql_context = conn.sql_context.after(analysis)
         if analysis.kinds & _CATALOG_CHANGES:
-            self.catalog.invalidate("a statement may have changed the catalog")
+            conn.catalog_changed = True
 
     def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest):
         if verdict.action == "allow":

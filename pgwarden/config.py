@@ -172,6 +172,21 @@ class Limits:
 
 
 @attrs.frozen
+class CatalogSection:
+    """The catalog facts the analysis decides by (docs/catalog.md)."""
+
+    # Read them from the upstream over pgwarden's own connection; off: the shipped
+    # snapshot of the built-in catalog only (user functions and operators are unknown).
+    live: bool = True
+    ttl_s: float = attrs.field(default=60.0, validator=_positive)
+    max_stale_s: float = attrs.field(default=300.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_stale_s <= self.ttl_s:
+            raise ValueError(f"max_stale_s ({self.max_stale_s}) must be longer than ttl_s ({self.ttl_s})")
+
+
+@attrs.frozen
 class Approvals:
     mode: Literal["hold", "retry"] = "hold"
     timeout_s: float = attrs.field(default=300.0, validator=_positive)
@@ -247,6 +262,7 @@ class Config:
     listen: Listen = Listen()
     admin: Admin = Admin()
     limits: Limits = Limits()
+    catalog: CatalogSection = CatalogSection()
     shutdown: Shutdown = Shutdown()
     approvals: Approvals = Approvals()
     recording: Recording = Recording()

@@ -169,6 +169,7 @@ class LiveCatalog:
         self._covered = 0  # invalidations the last finished load began after
         self._waiters: list[tuple[int, defer.Deferred]] = []
         self._closed: defer.Deferred | None = None
+        self._first: list[defer.Deferred] | None = []  # waiting for the first load; None once it ended
 
     def __repr__(self) -> str:
         u = self._upstream
@@ -224,6 +225,14 @@ class LiveCatalog:
             return defer.succeed(self._current)
         waiter: defer.Deferred = defer.Deferred()
         self._waiters.append((self._invalidations, waiter))
+        return waiter
+
+    def first_load(self) -> defer.Deferred:
+        """Fires with `current` once the first load has ended, whether it succeeded or not."""
+        if self._first is None or self._stopped:
+            return defer.succeed(self._current)
+        waiter: defer.Deferred = defer.Deferred()
+        self._first.append(waiter)
         return waiter
 
     def stop(self) -> defer.Deferred:
@@ -300,6 +309,9 @@ class LiveCatalog:
             self._failed(result.error, now)
         self._covered = covers
         self._release_waiters(covers)
+        first, self._first = self._first, None
+        for waiter in first or ():
+            waiter.callback(self._current)
         if self._again:
             self._again = False
             self._load()

@@ -113,9 +113,12 @@ class _Resolver:
         for call in syntax.calls:
             self._call(call, kinds, functions, defined, nested)
         tables, writes = self._relations(syntax, kinds, functions)
+        wheres = [] if syntax.has_where is None else [syntax.has_where]
         for inner in nested:  # SQL handed to a function as text, which it runs
             tables |= inner.tables
             writes |= inner.writes
+            if inner.has_where is not None:
+                wheres.append(inner.has_where)
         self._settings(syntax, kinds)
         if syntax.read_write:
             kinds.add("system")
@@ -125,7 +128,7 @@ class _Resolver:
             frozenset(tables),
             frozenset(writes),
             frozenset(functions),
-            syntax.has_where,
+            all(wheres) if wheres else None,
             prepares,
             syntax.executes,
             syntax.constant_free,
@@ -309,6 +312,8 @@ class _Resolver:
                 candidates &= known
             else:  # nothing of that name yet: the first schema it would be created in
                 candidates = {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")}
+        if self.catalog.complete and self.catalog.schemas:  # a schema that does not exist holds nothing
+            candidates &= set(self.catalog.schemas) | {"pg_temp"}
         if not candidates:
             candidates = {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")} or {"public"}
         return {f"{s}.{name}" for s in candidates}

@@ -143,6 +143,7 @@ def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
         rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
         rp.app, rp.port = rp.call(listen)
         started.append(rp)
+        rp.call(rp.app.catalog.first_load)  # decisions by the live catalog from the first statement
         return rp
 
     yield start

@@ -432,6 +432,15 @@ class Application:
                                  Verdict.allow(), ALLOW)
         context = conn.sql_context.with_catalog(self.catalog.current)
         statement = self.statements.get(request.sql, context)
+        if getattr(self.catalog, "pending", False) and "unknown" in statement.kinds:
+            # It names what the catalog may not know yet (a function just created): decide once
+            # the catalog has been read again.
+            return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
+        return self._check(conn, request, statement)
+
+    def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
+        if statement is None:
+            statement = self.statements.get(request.sql, conn.sql_context.with_catalog(self.catalog.current))
         verdict = self.plugins.check(statement, conn.session)
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)

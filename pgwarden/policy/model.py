@@ -22,7 +22,7 @@ STATEMENT_KINDS = frozenset(
         "select", "insert", "update", "delete", "merge", "copy_from", "copy_to", "copy_program",
         "copy_file", "ddl", "truncate", "grant", "role", "system", "do", "call", "lock",
         "maintenance", "prepare", "execute", "explain", "transaction", "set", "show", "listen",
-        "cursor", "unknown",
+        "cursor", "side_effect", "server_files", "unknown",
     }
 )
 

@@ -285,7 +285,9 @@ def test_metrics_and_health(make_pgwarden, tmp_path):
 
 @pytest.mark.parametrize("recording, kind", [
     (None, "select"),  # the record carries the kinds: the metric has them too, from the first time
-    ({"recording": {"sinks": []}, "plugins_section": {"disable": ["recording"]}}, "unanalysed"),
+    # the blocking plugin analyses every statement, rules or none (what cannot be analysed is refused)
+    ({"recording": {"sinks": []}, "plugins_section": {"disable": ["recording"]}}, "select"),
+    ({"recording": {"sinks": []}, "plugins_section": {"disable": ["recording", "block"]}}, "unanalysed"),
 ])
 def test_statements_are_counted_by_kind_whenever_their_record_needs_the_analysis(make_pgwarden, recording,
                                                                                   kind):

@@ -817,3 +817,15 @@ def test_a_reload_that_a_plugin_cannot_apply_is_refused_and_every_plugin_keeps_t
 
 def _lines_of(path: str) -> list[dict]:
     return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()] if os.path.exists(path) else []
+
+
+def test_a_statement_of_several_kinds_counts_under_each_kind(make_pgwarden):
+    running = make_pgwarden(policies=[{"name": "everyone", "default": "allow"}])
+    admin = running.call(running.app.listen_admin).getHost().port
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("begin; select 1; commit")
+    text = _http(admin, "/metrics")[1]
+    counted = sorted(line for line in text.splitlines() if line.startswith("pgwarden_statements_total{"))
+    assert counted == ['pgwarden_statements_total{kind="select",verdict="allow"} 1.0',
+                       'pgwarden_statements_total{kind="transaction",verdict="allow"} 1.0'], counted
+    assert 'pgwarden_verdicts_total{verdict="allow"} 1.0' in text

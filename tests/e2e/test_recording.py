@@ -322,7 +322,7 @@ def test_a_plugin_sink_that_raises_refuses_the_statement(make_pgwarden):
     assert running.app.recorder.sink_errors >= 1
 
 
-def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_keys, tmp_path):
+def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_keys, tmp_path, spawn):
     """`pgwarden run` with the default sink: records on stdout, its own log as JSON on stderr."""
     import sys
 
@@ -338,17 +338,15 @@ def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_key
     cfg.write_text(yaml.safe_dump(doc))
     ready, admin_file = tmp_path / "ready", tmp_path / "admin"
     out, err = open(tmp_path / "out", "wb"), open(tmp_path / "err", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready),
-                             "--admin-port-file", str(admin_file)], stdout=out, stderr=err)
-    try:
-        _wait_ready(proc, ready)
-        token = mint(signing_keys["private"], subject="agent-9", issuer=ISSUER, audience=AUDIENCE, groups=["g"])
-        dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute("select 'from stdout'")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc = spawn([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready),
+                  "--admin-port-file", str(admin_file)], stdout=out, stderr=err)
+    _wait_ready(proc, ready)
+    token = mint(signing_keys["private"], subject="agent-9", issuer=ISSUER, audience=AUDIENCE, groups=["g"])
+    dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("select 'from stdout'")
+    proc.terminate()
+    proc.wait(timeout=30)
     out.close(), err.close()
     lines = (tmp_path / "out").read_text().splitlines()
     assert any('"sql":"select \'from stdout\'"' in line for line in lines)
@@ -367,7 +365,6 @@ def _wait_ready(proc, ready: Path) -> None:
     deadline = time.monotonic() + 30
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
             pytest.fail("pgwarden did not start")
         time.sleep(0.05)
 

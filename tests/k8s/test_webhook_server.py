@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from pgwarden.testing.certs import make_ca_and_server
+from pgwarden.testing.processes import ProcessGroup
 from webhook_helpers import apply, fixture, patch_of, validate, K8S_VERSIONS
 
 MAX_BODY = 64 * 1024
@@ -58,24 +59,28 @@ class Webhook:
         self.config = directory / "injector.yaml"
         self.config.write_text(yaml.safe_dump(doc))
         self.log = directory / "webhook.log"
-        self.proc = subprocess.Popen(
+        self.group = ProcessGroup(
             [sys.executable, "-m", "pgwarden", "webhook", "--config", str(self.config)],
             stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
         )
-        line = self._readiness_line(30)
-        self.port = int(re.fullmatch(r"pgwarden webhook: listening on https://127\.0\.0\.1:(\d+)\n", line)[1])
+        self.proc = self.group.proc
+        try:
+            line = self._readiness_line(30)
+            self.port = int(re.fullmatch(r"pgwarden webhook: listening on https://127\.0\.0\.1:(\d+)\n", line)[1])
+        except BaseException:
+            self.group.stop()  # a fixture whose set-up fails is not torn down
+            raise
 
     def _readiness_line(self, timeout_s: float) -> str:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
-            self.proc.kill()
             pytest.fail(f"pgwarden webhook did not start: {self.log.read_text()}")
         return line
 
     def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(15)
+        """SIGTERM; killed with all it started if it has not exited 15 s later."""
+        return self.group.stop()
 
     def url(self, path: str) -> str:
         return f"https://127.0.0.1:{self.port}{path}"

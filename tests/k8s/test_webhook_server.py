@@ -122,6 +122,19 @@ def test_a_pod_is_injected_over_https(webhook):
     assert re.search(r"webhook: agents/agent-7d9f8b6c5d-\*: inject \(sidecar injected\)", webhook.log.read_text())
 
 
+def test_the_log_is_json_lines_like_pgwarden_runs(webhook):
+    post_review(webhook, "annotated")
+    events = [json.loads(line) for line in webhook.log.read_text().splitlines()]  # every line one object
+    assert all({"ts", "level", "logger", "msg"} <= set(e) for e in events)
+    assert any(e["msg"].startswith("webhook: listening on https://127.0.0.1:") for e in events)
+    decision = [e for e in events if e.get("action") == "inject"][-1]
+    assert decision["who"] == "agents/agent-7d9f8b6c5d-*" and decision["reason"] == "sidecar injected"
+    assert decision["level"] == "info" and decision["logger"] == "pgwarden.webhook"
+    # The config names no sidecar.image: the default is the placeholder, and the log says so.
+    (warning,) = [e for e in events if e["level"] == "warn"]
+    assert "placeholder" in warning["msg"] and warning["image"] == "ghcr.io/pgwarden/pgwarden:0.1.0"
+
+
 def test_refusal_and_pass_over_https(webhook):
     refused = post_review(webhook, "missing-policy")["response"]
     assert refused["allowed"] is False and refused["status"]["code"] == 400

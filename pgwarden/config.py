@@ -124,6 +124,10 @@ class JwtAuth:
     keys_cache_s: float = attrs.field(default=300.0, validator=_positive)
     keys_refresh_interval_s: float = attrs.field(default=30.0, validator=_positive)
     keys_keep_last_good_s: float = attrs.field(default=3600.0, validator=_positive)
+    # A fetch of the keys: connecting, the whole exchange, and the largest body taken.
+    keys_connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    keys_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    keys_max_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
     # Fetching keys over HTTPS: the CA to trust (else the system's), and a bearer token to present
     # (Kubernetes serves its discovery document to service accounts: the pod's API token).
     ca_file: str | None = None

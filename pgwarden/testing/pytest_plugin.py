@@ -184,4 +184,23 @@ def pgwarden(make_pgwarden) -> RunningPgwarden:
     return make_pgwarden()
 
 
+@pytest.fixture
+def spawn():
+    """Starts a process as ``subprocess.Popen`` would (same arguments, plus ``stop_signal`` and
+    ``grace_s``), in a group of its own; after the test, pass or fail, it and all it started
+    are gone (see `pgwarden.testing.processes`)."""
+    from pgwarden.testing.processes import ProcessGroup
+
+    groups: list[ProcessGroup] = []
+
+    def start(argv, **kw):
+        group = ProcessGroup(argv, **kw)
+        groups.append(group)
+        return group.proc
+
+    yield start
+    for group in reversed(groups):
+        group.stop()
+
+
 __all__ = ["RunningPgwarden", "base_config", "check_records", "free_port"]

@@ -11,11 +11,11 @@ import sys
 from pgwarden.testing.postgres import free_port
 
 
-def test_demo_prints_a_working_psql_line_and_cleans_up(tmp_path):
+def test_demo_prints_a_working_psql_line_and_cleans_up(tmp_path, spawn):
     directory = tmp_path / "demo"
-    proc = subprocess.Popen(
+    proc = spawn(  # should the demo hang, the fixture kills it and its PostgreSQL
         [sys.executable, "-m", "pgwarden", "demo", "--dir", str(directory), "--port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stop_signal=signal.SIGINT,
     )
     try:
         lines = []

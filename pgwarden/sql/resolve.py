@@ -144,8 +144,9 @@ class _Resolver:
             if call.schema is not None:
                 if fn.schema != call.schema:
                     continue
-            elif fn.schema not in self.schemas and not fn.schema.startswith("pg_temp"):
-                continue
+            elif self.ctx.search_path is not None and fn.schema not in self.schemas \
+                    and not fn.schema.startswith("pg_temp"):
+                continue  # (an uncertain search_path may reach any schema)
             if fn.accepts(call.nargs) or (call.how == "call" and fn.kind == "p"):
                 found.append(fn)
         return found
@@ -179,7 +180,8 @@ class _Resolver:
         functions.add(call.name)
         kinds |= found
         runs_sql = call.name in SQL_TEXT_FUNCTIONS or any(
-            fn.volatility == "v" and fn.name not in HARMLESS_VOLATILE or not fn.builtin for fn in candidates) \
+            fn.volatility == "v" and not (fn.builtin and fn.name in HARMLESS_VOLATILE) or not fn.builtin
+            for fn in candidates) \
             or (local is not None and local[1] == "v")
         if runs_sql:
             for inner in call.literal_sql:
@@ -195,7 +197,8 @@ class _Resolver:
 
     def _operator(self, call: Call, kinds: set[str], functions: set[str]) -> None:
         operators = [o for o in self.catalog.operators_named(call.name)
-                     if (o.schema == call.schema if call.schema is not None else o.schema in self.schemas)]
+                     if (o.schema == call.schema if call.schema is not None
+                         else self.ctx.search_path is None or o.schema in self.schemas)]
         if not operators:
             if self.catalog.complete or call.schema not in (None, "pg_catalog"):
                 kinds.add("unknown")
@@ -227,7 +230,7 @@ class _Resolver:
             found.add("system")
         if fn.builtin and not fn.public_execute and not fn.name.startswith(("RI_FKey", "binary_upgrade")):
             found.add("system")
-        if fn.volatility == "v" and fn.name not in HARMLESS_VOLATILE:
+        if fn.volatility == "v" and not (fn.builtin and fn.name in HARMLESS_VOLATILE):
             found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
         if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
             found.add("side_effect")  # C or an untrusted language: anything may happen

@@ -245,14 +245,18 @@ class _Resolver:
         return result
 
     def _body(self, fn: FunctionFacts) -> set[str]:
-        from pgwarden.sql.syntax import _dollar_quote, plpgsql_syntax, syntax_of
+        from pgwarden.sql.syntax import plpgsql_body, syntax_of
 
-        if fn.language == "sql":
+        if fn.language == "sql" and fn.sql_body:  # RETURN expr / BEGIN ATOMIC ... END
+            wrapper = syntax_of(f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE sql {fn.source}",
+                                self.ctx.lexer)
+            if not wrapper.defines or wrapper.defines[0][3] is None:
+                return {"unknown"}
+            body = wrapper.defines[0][3]
+        elif fn.language == "sql":
             body = syntax_of(fn.source or "", self.ctx.lexer)
         else:
-            body = plpgsql_syntax(
-                f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE plpgsql AS {_dollar_quote(fn.source or '')}",
-                self.ctx.lexer)
+            body = plpgsql_body(fn.source or "", self.ctx.lexer)
         if "unknown" in body.kinds and body.statements == 0 and fn.language == "sql":
             return {"unknown"}
         return set(self.analysis(body).kinds) - {"select"}

@@ -167,6 +167,7 @@ class LiveCatalog:
         self._failures = 0
         self._invalidations = 0  # invalidations seen so far
         self._covered = 0  # invalidations the last finished load began after
+        self._finished_loads = 0
         self._waiters: list[tuple[int, defer.Deferred]] = []
         self._closed: defer.Deferred | None = None
 
@@ -185,8 +186,10 @@ class LiveCatalog:
 
     @property
     def pending(self) -> bool:
-        """Whether a DDL was seen that no finished load has caught up with yet."""
-        return self._covered < self._invalidations
+        """Whether a load is awaited: the first one, or one that catches up with a DDL seen."""
+        return self._started and not self._stopped and (
+            self._finished_loads == 0 or self._covered < self._invalidations
+        )
 
     def start(self) -> None:
         """Loads now, then every ``ttl_s``."""
@@ -215,12 +218,13 @@ class LiveCatalog:
         self._timer = self._reactor.callLater(self.settle_s, self._load)
 
     def fresh(self) -> defer.Deferred:
-        """Fires with `current` once the loads have caught up with every invalidation so far.
+        """Fires with `current` once a load has finished after every invalidation so far
+        (and after `start`, the first load).
 
         Fires with whatever `current` is then, also if that load failed: the caller
         decides what stale facts mean for it.
         """
-        if not self.pending or self._stopped:
+        if not self.pending:
             return defer.succeed(self._current)
         waiter: defer.Deferred = defer.Deferred()
         self._waiters.append((self._invalidations, waiter))
@@ -298,6 +302,7 @@ class LiveCatalog:
             self._loaded(result, began, now)
         else:
             self._failed(result.error, now)
+        self._finished_loads += 1
         self._covered = covers
         self._release_waiters(covers)
         if self._again:

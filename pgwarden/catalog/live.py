@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from pgwarden.catalog.loader import build_catalog, read_rows
+from pgwarden.catalog.loader import ViewDependencies, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
 from pgwarden.catalog.snapshot import load_snapshot
 from pgwarden.config import Upstream
@@ -160,6 +160,8 @@ class LiveCatalog:
         self._started = False
         self._stopped = False
         self._conn = None  # the psycopg connection; touched only by the one load running
+        self._views = ViewDependencies()  # likewise
+        self._last: tuple | None = None  # likewise: the rows, settings and Catalog of the last load
         self._in_flight = False
         self._again = False  # an invalidation came while a load ran: load once more after it
         self._timer = None  # the next load
@@ -267,7 +269,14 @@ class LiveCatalog:
         try:
             password = self._upstream.read_password()
             rows = self._read_rows(password)
-            return build_catalog(rows, source="live", complete=True, base_settings=self._fallback.settings)
+            base = self._fallback.settings
+            if self._last is not None and self._last[0] == rows and self._last[1] is base:
+                # Nothing changed: the same Catalog, the same generation, so what was
+                # cached by generation (verdicts) stays valid across a TTL reload.
+                return self._last[2]
+            catalog = build_catalog(rows, source="live", complete=True, base_settings=base)
+            self._last = (rows, base, catalog)
+            return catalog
         except Exception as e:  # noqa: BLE001 - any failure keeps the previous facts; its text is all we keep
             return _Failed(_scrub(f"{type(e).__name__}: {e}".strip(), password))
 
@@ -282,7 +291,7 @@ class LiveCatalog:
                                        prepare_threshold=None)
                 self._conn = conn
             try:
-                return read_rows(conn, self.load_timeout_s)
+                return read_rows(conn, self.load_timeout_s, self._views)
             except psycopg.Error:
                 self._conn = None
                 conn.close()

@@ -36,21 +36,22 @@ def _tune_gc() -> None:
 
 
 def _cmd_run(args) -> int:
-    config = _load(args.config)
-    if config is None:
-        return 2
     from pgwarden.proxy.reactor import install
 
     reactor = install()
+    checked = _checked(args.config, reactor)  # exactly what `pgwarden check` validates
+    if checked is None:
+        return 2
+    config, plugins = checked
     from pgwarden import oplog
     from pgwarden.app import Application
 
     oplog.start()
     try:
-        app = Application(config, reactor)
+        app = Application(config, reactor, plugins=plugins)
         port = app.listen()
         app.listen_admin()
-    except Exception as e:  # config files that exist but cannot be used (keys, certs, ports)
+    except Exception as e:  # what only applying the config shows (files missing, sinks, ports)
         print(f"pgwarden: cannot start: {e}", file=sys.stderr)
         return 2
     if args.ready_file:
@@ -102,22 +103,22 @@ def _plugin_host(config):
         return None
 
 
-def _cmd_check(args) -> int:
-    config = _load(args.config)
-    if config is None or _plugin_host(config) is None:  # plugin options and rule kinds too
-        return 2
-    jwks_file = config.auth.jwt.jwks_file
-    # A key file that is there but cannot be used would stop `run`. One that is not there is
-    # left alone, as a missing password_file is: check also runs where the secrets are not.
-    if jwks_file and Path(jwks_file).exists():
-        from pgwarden.identity import KeyFileError, TokenVerifier
+def _checked(path: str, reactor=None):
+    """The config and its plugins as `run` validates them, or None after printing every problem."""
+    from pgwarden.preflight import load_checked
 
-        try:
-            TokenVerifier(config.auth.jwt)
-        except KeyFileError as e:
-            print(f"{config.source}: {e}", file=sys.stderr)
-            return 2
-    print(describe_config(config))
+    try:
+        return load_checked(path, reactor)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return None
+
+
+def _cmd_check(args) -> int:
+    checked = _checked(args.config)
+    if checked is None:
+        return 2
+    print(describe_config(checked[0]))
     return 0
 
 

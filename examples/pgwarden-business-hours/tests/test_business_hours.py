@@ -50,3 +50,14 @@ def test_bad_options_are_config_errors(make_pgwarden):
     with pytest.raises(ConfigError) as excinfo:
         make_pgwarden(plugins_section={"business-hours": {"start": "nine"}})
     assert any(p.startswith("plugins.business-hours.start:") for p in excinfo.value.problems)
+
+
+def test_an_unknown_time_zone_is_a_config_error(make_pgwarden):
+    # Refused while the options are structured, so `pgwarden check` refuses it too.
+    from pgwarden.config import ConfigError
+
+    with pytest.raises(ConfigError) as excinfo:
+        make_pgwarden(plugins_section={"business-hours": {"timezone": "Mars/Olympus"}})
+    assert excinfo.value.problems == [
+        "plugins.business-hours.timezone: expected an IANA time zone like Europe/Berlin, got 'Mars/Olympus'"
+    ]

@@ -59,12 +59,17 @@ class PluginHost:
         extra: Iterable[tuple[str, object]] = (),
         *,
         use_entry_points: bool = True,
+        only: Iterable[str] | None = None,
         section: dict | None = None,
     ) -> None:
         """Loads every plugin; with a config, also validates and guards them.
 
-        ``config`` None only discovers (for `pgwarden plugins`), by the ``plugins:``
-        ``section`` if given (a file that did not structure, for `pgwarden check`).
+        ``extra``: (name, plugin) pairs registered beside the entry points (inline
+        plugins). ``only``: the names of the entry-point plugins to load, the others
+        being left out as if not installed (tests that must not depend on what else
+        is installed); None loads all. ``config`` None only discovers (for `pgwarden
+        plugins`), by the ``plugins:`` ``section`` if given (a file that did not
+        structure, for `pgwarden check`).
         """
         self.reactor = reactor
         self.pm = pluggy.PluginManager("pgwarden")
@@ -77,8 +82,16 @@ class PluginHost:
         #: plugins found but switched off by ``plugins.disable``
         self.disabled: set[str] = set()
         self.timeout_s = _timeout(section.get("timeout_s")) or 10.0
+        wanted = None if only is None else set(only)
         if use_entry_points:
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
+            found = entry_points(group=ENTRY_POINT_GROUP)
+            missing = sorted((wanted or set()) - set(found.names))
+            if missing:
+                raise PluginError(f"no installed plugin is named {', '.join(map(repr, missing))} "
+                                  f"(installed: {', '.join(sorted(found.names)) or 'none'})")
+            for ep in found:
+                if wanted is not None and ep.name not in wanted:
+                    continue
                 if ep.name in disabled:
                     self.disabled.add(ep.name)
                     continue

@@ -35,6 +35,13 @@ def test_weekday_write_passes(make_pgwarden):
         assert c.execute("select count(*) from t").fetchone() == (1,)
 
 
+def test_only_leaves_the_installed_plugin_out(make_pgwarden):
+    from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
+
+    running = make_pgwarden(only=BUILTIN_PLUGINS)
+    assert "business-hours" not in [p.name for p in running.app.plugins.loaded()]
+
+
 def test_installed_through_the_entry_point(make_pgwarden):
     running = make_pgwarden(plugins_section={"business-hours": {"timezone": "Europe/Berlin", "start": 8}})
     names = [p.name for p in running.app.plugins.loaded()]

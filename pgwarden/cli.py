@@ -11,17 +11,6 @@ import attrs
 from pgwarden.config import ConfigError, load_config
 
 
-def _watch_config(app, reactor, path: str, interval_s: float) -> None:
-    """Reload on SIGHUP and when the file changes (a ConfigMap update included)."""
-    import signal
-
-    from pgwarden.watch import ConfigWatcher
-
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(app.reload))
-    if interval_s > 0:
-        ConfigWatcher(path, reactor, app.reload, interval_s).start()
-
-
 def _tune_gc() -> None:
     """Moves start-up objects out of the collector's way and collects young objects less often.
 
@@ -58,7 +47,9 @@ def _cmd_run(args) -> int:
         Path(args.ready_file).write_text(str(port.getHost().port))
     if args.admin_port_file:
         Path(args.admin_port_file).write_text(str(app.admin_port.getHost().port))
-    _watch_config(app, reactor, args.config, args.reload_poll_s)
+    from pgwarden.watch import watch_config
+
+    watch_config(app, reactor, args.config, args.reload_poll_s)
     # Whatever stops the reactor, the last records are written and the sinks closed.
     reactor.addSystemEventTrigger("before", "shutdown", app.stop)
     reactor.callWhenRunning(_graceful_on_sigterm, app, reactor)
@@ -251,7 +242,7 @@ def _cmd_demo(args) -> int:
     install()
     from pgwarden.demo import run_demo
 
-    return run_demo(Path(args.dir), port=args.port)
+    return run_demo(Path(args.dir), port=args.port, reload_poll_s=args.reload_poll_s)
 
 
 def _cmd_webhook(args) -> int:
@@ -301,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="throwaway PostgreSQL + pgwarden, with a ready psql line")
     p.add_argument("--dir", default=".demo")
     p.add_argument("--port", type=int, default=6432)
+    p.add_argument("--reload-poll-s", type=float, default=2.0,
+                   help="how often to look for a changed config file (0: only on SIGHUP)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("webhook", help="the Kubernetes admission webhook that injects the pgwarden sidecar")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import attrs
 
-from pgwarden.config import ConfigError, load_config
+from pgwarden.config import ConfigError
 
 
 def _tune_gc() -> None:
@@ -74,22 +74,13 @@ def _graceful_on_sigterm(app, reactor) -> None:
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(drain))
 
 
-def _load(path: str):
-    """The config, or None after printing every problem (the caller exits 2)."""
-    try:
-        return load_config(path)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
-        return None
-
-
-def _plugin_host(config):
-    """The plugins for ``config`` (None: discovery only), or None after printing why not."""
+def _plugin_host():
+    """Every installed plugin (discovery only), or None after printing why not."""
     from pgwarden.plugins import PluginError, PluginHost
 
     try:
-        return PluginHost(config, reactor=None)
-    except (PluginError, ConfigError) as e:
+        return PluginHost(None, reactor=None)
+    except PluginError as e:
         print(e, file=sys.stderr)
         return None
 
@@ -157,10 +148,10 @@ def _cmd_explain(args) -> int:
     from pgwarden.sql import Statement
     from pgwarden.verdict import Verdict
 
-    config = _load(args.config)
-    host = _plugin_host(config) if config is not None else None
-    if host is None:
+    checked = _checked(args.config)
+    if checked is None:
         return 2
+    config, host = checked
     identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
     policies = policies_for(identity, config.policies)
     statement = Statement(args.sql)
@@ -221,14 +212,15 @@ def _cmd_token(args) -> int:
 
 
 def _cmd_plugins(args) -> int:
-    config = None
     if args.config:
-        config = _load(args.config)
-        if config is None:
+        checked = _checked(args.config)
+        if checked is None:
             return 2
-    host = _plugin_host(config)
-    if host is None:
-        return 2
+        host = checked[1]
+    else:
+        host = _plugin_host()
+        if host is None:
+            return 2
     for p in host.loaded():
         print(f"{p.name} {p.version or '-'} ({p.source})")
         for hook in p.hooks:

@@ -20,10 +20,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from pgwarden.config import Config, ConfigError, load_config
+from pgwarden.config import Config, ConfigError, ListenTLS, load_config
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.masking import row_transform
-from pgwarden.plugins import PluginHost
+from pgwarden.plugins import NO_AUTHENTICATOR, PluginHost
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
 from pgwarden.metrics import Stats
@@ -91,6 +91,16 @@ class _Fixed:
 
     def first_load(self) -> Deferred:
         return succeed(self.current)
+def client_tls(tls: ListenTLS) -> ssl.CertificateOptions:
+    """The TLS that clients get, from ``listen.tls``'s certificate and key files."""
+    cert = ssl.PrivateCertificate.loadPEM(Path(tls.cert_file).read_text() + Path(tls.key_file).read_text())
+    # libpq 17+ offers ALPN "postgresql" and aborts the handshake when a
+    # server that negotiates ALPN at all does not select it.
+    return ssl.CertificateOptions(
+        privateKey=cert.privateKey.original.to_cryptography_key(),
+        certificate=cert.original.to_cryptography(),
+        acceptableProtocols=[b"postgresql"],
+    )
 
 
 class _ClientFactory(Factory):
@@ -143,8 +153,8 @@ class Application:
         self.config = config
         self.reactor = reactor
         self.plugins = plugins or PluginHost(config, reactor, extra_plugins)
-        if not self.plugins._impls("pgwarden_authenticate"):
-            raise ConfigError(config.source, ["no loaded plugin authenticates clients (is 'jwt' disabled?)"])
+        if not self.plugins.authenticates:
+            raise ConfigError(config.source, [NO_AUTHENTICATOR])
         self.plugins.configure(config)
         self.recorder = Recorder(self)
         self.stats = Stats()
@@ -159,17 +169,7 @@ class Application:
                                    max_stale_s=config.catalog.max_stale_s) \
             if config.catalog.live else _Fixed(builtin_catalog())
         self.upstream_tls = tls_options(config.upstream)
-        self.client_tls = None
-        if config.listen.tls is not None:
-            pem = Path(config.listen.tls.cert_file).read_text() + Path(config.listen.tls.key_file).read_text()
-            cert = ssl.PrivateCertificate.loadPEM(pem)
-            # libpq 17+ offers ALPN "postgresql" and aborts the handshake when a
-            # server that negotiates ALPN at all does not select it.
-            self.client_tls = ssl.CertificateOptions(
-                privateKey=cert.privateKey.original.to_cryptography_key(),
-                certificate=cert.original.to_cryptography(),
-                acceptableProtocols=[b"postgresql"],
-            )
+        self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
         self._decide = decide
         self._queue_send = getattr(reactor, "queue_send", None)
         self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}

@@ -165,7 +165,7 @@ class InjectorConfig:
     sidecar: Sidecar = Sidecar()
     agent: Agent = Agent()
     #: where it was read from; set by load_injector_config
-    source: str = "<injector config>"
+    source: str = attrs.field(default="<injector config>", metadata={"internal": True})
 
 
 def _converter() -> cattrs.Converter:

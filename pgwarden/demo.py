@@ -60,13 +60,8 @@ FROM generate_series(1, 500) g;
 NO_DDL_REASON = "schema changes go through migrations"
 NO_DDL_HINT = "Reads are allowed, and so are writes that name their rows (UPDATE/DELETE ... WHERE)."
 
-# Functions that read or list the server's files, or administer the server.
-SERVER_FUNCTIONS = [
-    "pg_read_file", "pg_read_binary_file", "pg_ls_*", "pg_stat_file", "lo_import", "lo_export",
-    "pg_file_*", "dblink*", "pg_terminate_backend", "pg_cancel_backend", "pg_reload_conf",
-    "pg_rotate_logfile", "pg_promote", "pg_switch_wal", "pg_backup_*", "pg_create_restore_point",
-    "pg_logical_emit_message",
-]
+# Functions a rule names on top of what the catalog tells (server_files, system, side_effect).
+SERVER_FUNCTIONS = ["dblink*"]
 
 # The statements the demo suggests, and what each shows.
 DROP = "DROP TABLE orders;"
@@ -113,12 +108,14 @@ policies:
         reason: {_q(NO_DDL_REASON)}
         hint: {_q(NO_DDL_HINT)}
       - name: no-server-access     # the server's programs and files
-        block: {{statements: [copy_program, copy_file]}}
+        block: {{statements: [copy_program, copy_file, server_files]}}
         hint: "COPY ... TO STDOUT and COPY ... FROM STDIN are allowed."
+      - name: no-side-effects      # functions that change state (nextval, lo_*, volatile user functions)
+        block: {{statements: [side_effect]}}
+        hint: "Query the tables instead; ask an operator for anything on the server itself."
       - name: no-server-functions
         block: {{functions: [{functions}]}}
-        reason: functions that reach the server's files or administer it are not allowed
-        hint: "Query the tables instead; ask an operator for anything on the server itself."
+        reason: functions that reach other servers are not allowed
       - name: no-opaque-code       # code pgwarden cannot see into
         block: {{statements: [do]}}
       - name: unparsable

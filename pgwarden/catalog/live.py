@@ -242,9 +242,11 @@ class LiveCatalog:
         return waiter
 
     def stop(self) -> defer.Deferred:
-        """Stops loading and closes the connection; fires once it is closed."""
+        """Stops loading and closes the connection; fires once it is closed (each call its own Deferred)."""
+        done: defer.Deferred = defer.Deferred()
         if self._closed is not None:
-            return self._closed
+            self._closed.addBoth(lambda result: (done.callback(None), result)[1])
+            return done
         self._stopped = True
         self._cancel_timer()
         if self._expiry is not None and self._expiry.active():
@@ -252,9 +254,10 @@ class LiveCatalog:
         self._status = attrs.evolve(self._status, state="stopped", since=self._reactor.seconds())
         self._release_waiters(self._invalidations)
         self._closed = defer.Deferred()
+        self._closed.addBoth(lambda result: (done.callback(None), result)[1])
         if not self._in_flight:
             self._close()
-        return self._closed
+        return done
 
     # ------------------------------------------------------------------ loading
 

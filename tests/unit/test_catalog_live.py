@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 
 from pgwarden.catalog.live import CatalogStatus, LiveCatalog, connection_parameters
 from pgwarden.catalog.snapshot import load_snapshot
@@ -66,3 +66,10 @@ def test_status_lines():
         "catalog: loads failing for 60s (OperationalError: refused); "
         "using the snapshot postgresql-15 (the database's own objects are unknown)"
     )
+
+
+def test_stop_gives_each_caller_its_own_deferred():
+    live = LiveCatalog(upstream(), task.Clock(), run_in_thread=defer.maybeDeferred)
+    first, second = live.stop(), live.stop()
+    assert first is not second and first.called and second.called and live.status.state == "stopped"
+    assert live.stop().result is None

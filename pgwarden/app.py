@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from pgwarden.config import Config, ConfigError, load_config
 from pgwarden.identity import AuthenticationFailed, Identity
+from pgwarden import lexical
 from pgwarden.masking import row_transform
 from pgwarden.plugins import PluginHost
 from pgwarden.policy import policies_for
@@ -392,16 +393,28 @@ class Application:
             # The relay refuses FunctionCall whatever the verdict (it escapes every statement rule).
             return self.recorded(conn, request, None,
                                  Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
+        if request.refusal is not None:  # the relay cannot read the text as the server would
+            return self._refused(conn, request, None, request.refusal)
+        if not self.plugins.checks and not self.recorder.active:
+            self.stats.statement("allow", ("unanalysed",))
+            return ALLOW
+        statement = self.statements.get(request.sql, request.lexer)
+        analysis = statement.analysis
+        if analysis.settings:  # before any policy: nothing may change how later statements are read
+            refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
+            if refusal is not None:
+                return self._refused(conn, request, statement, refusal)
         if not self.plugins.checks:
-            if not self.recorder.active:
-                self.stats.statement("allow", ("unanalysed",))
-                return ALLOW
-            return self.recorded(conn, request, self.statements.get(request.sql), Verdict.allow(), ALLOW)
-        statement = self.statements.get(request.sql)
+            return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         verdict = self.plugins.check(statement, conn.session)
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
+
+    def _refused(self, conn: ClientConnection, request, statement, refusal: Refusal):
+        """A refusal of the core's own (not a policy's), recorded like a blocked statement."""
+        verdict = Verdict.block(refusal.message.removeprefix("pgwarden: blocked: "), refusal.hint)
+        return self.recorded(conn, request, statement, verdict, refusal)
 
     def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""

@@ -21,8 +21,24 @@ OWN_ERROR_NOISE = "WFLRPpq"
 
 
 def _literal(text: str) -> str:
-    """An escape-string literal, valid whatever standard_conforming_strings says."""
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+    """An escape-string literal, valid whatever standard_conforming_strings says.
+
+    ASCII only (other characters as ``\\uXXXX`` escapes), so that the server reads it
+    the same in every client_encoding: sent as UTF-8 to an SJIS session, the last
+    byte of a character followed by an escaping backslash would make one SJIS
+    character and free the quote after it.
+    """
+    escaped = text.replace("\\", "\\\\").replace("'", "''")
+    if escaped.isascii():
+        return "E'" + escaped + "'"
+    return "E'" + "".join(c if c < "\x80" else _unicode_escape(c) for c in escaped) + "'"
+
+
+def _unicode_escape(c: str) -> str:
+    code = ord(c)
+    if 0xD800 <= code <= 0xDFFF:  # a lone surrogate is no character: the server would refuse it
+        return "?"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def raising_sql(refusal: Refusal) -> str:

@@ -15,27 +15,30 @@ from collections import OrderedDict
 from pglast.parser import ParseError, fingerprint
 
 from pgwarden.sql.analysis import analyze_sql
-from pgwarden.sql.statement import Statement
+from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
+from pgwarden.sql.statement import Statement, analyze_lexed
 
 
 class StatementCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[str, Statement] = OrderedDict()
+        self._items: OrderedDict[object, Statement] = OrderedDict()  # by sql, or (sql, lexer)
         self._by_fingerprint: OrderedDict[str, object] = OrderedDict()
         self.hits = 0
         self.fingerprint_hits = 0
         self.misses = 0
 
-    def get(self, sql: str) -> Statement:
-        """The Statement for ``sql``; analysed only when a plugin first asks (see `analysis_for`)."""
+    def get(self, sql: str, lexer: LexerSettings = DEFAULT_LEXER) -> Statement:
+        """The Statement for ``sql`` parsed under ``lexer``; analysed only when a plugin first asks
+        (see `analysis_for`)."""
         items = self._items
-        statement = items.get(sql)
+        key = sql if lexer is DEFAULT_LEXER or lexer.default else (sql, lexer)
+        statement = items.get(key)
         if statement is not None:
-            items.move_to_end(sql)
+            items.move_to_end(key)
             self.hits += 1
             return statement
-        statement = items[sql] = Statement(sql, cache=self)
+        statement = items[key] = Statement(sql, cache=self, lexer=lexer)
         if len(items) > self._size:
             items.popitem(last=False)
         return statement
@@ -44,7 +47,11 @@ class StatementCache:
         """The analysis of ``sql``: shared by fingerprint when that is safe, else computed.
 
         The fingerprint computed on the way is kept on ``statement`` (records name it).
+        Under non-default lexer settings nothing is shared: fingerprints read the defaults.
         """
+        if statement is not None and not statement.lexer.default:
+            self.misses += 1
+            return analyze_lexed(sql, statement.lexer)
         try:
             fp = fingerprint(sql)
         except ParseError:

@@ -4,9 +4,33 @@ from __future__ import annotations
 
 from pglast.parser import ParseError, fingerprint
 
+from pgwarden.sql import analysis as _analysis
 from pgwarden.sql.analysis import Analysis, analyze_sql
+from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
 
 _UNSET = object()
+
+
+def analyze_lexed(sql: str, lexer: LexerSettings) -> Analysis:
+    """The analysis of ``sql`` as the server parses it under the session's ``lexer`` settings.
+
+    Interim, until `analyze_sql` takes the lexer settings itself: the same walk, over
+    the tree parsed with the session's settings. (SQL in string literals handed to
+    functions, ``query_to_xml('...')``, is still parsed with the defaults in here.)
+    """
+    if lexer.default:
+        return analyze_sql(sql)
+    try:
+        tree = parse_tree(sql, lexer)
+    except ParseError:
+        return Analysis(frozenset({"unknown"}))
+    stmts = tree.get("stmts", [])
+    if not stmts:
+        return Analysis(frozenset())
+    walker = _analysis._Walker()
+    for raw in stmts:
+        walker.statement(raw.get("stmt", {}))
+    return walker.result()
 
 
 class Statement:
@@ -17,10 +41,12 @@ class Statement:
     with statements that all differ in a constant every access is a first one.
     """
 
-    __slots__ = ("sql", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
+    __slots__ = ("sql", "lexer", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
 
-    def __init__(self, sql: str, analyze=None, cache=None) -> None:
+    def __init__(self, sql: str, analyze=None, cache=None, lexer: LexerSettings = DEFAULT_LEXER) -> None:
         self.sql = sql
+        #: the session's lexer settings (standard_conforming_strings): how the server parses ``sql``
+        self.lexer = lexer
         self._analyze = analyze or analyze_sql
         # A StatementCache analyses (and keeps the fingerprint) for us. Referring to it, not
         # to a closure over this statement, keeps statements free of reference cycles: an
@@ -38,8 +64,10 @@ class Statement:
         if analysis is None:
             if self._cache is not None:
                 analysis = self._cache.analysis_for(self.sql, self)
-            else:
+            elif self.lexer.default:
                 analysis = self._analyze(self.sql)
+            else:
+                analysis = analyze_lexed(self.sql, self.lexer)
             self._analysis = analysis
         return analysis
 
@@ -75,8 +103,13 @@ class Statement:
 
     @property
     def fingerprint(self) -> str | None:
-        """libpg_query's fingerprint: the same for statements that differ only in constants."""
+        """libpg_query's fingerprint: the same for statements that differ only in constants.
+
+        None when it does not parse, and under non-default lexer settings (fingerprints are
+        taken with the defaults, which would read another statement)."""
         fp = self._fingerprint
+        if fp is _UNSET and not self.lexer.default:
+            fp = self._fingerprint = None
         if fp is _UNSET:
             try:
                 fp = fingerprint(self.sql)

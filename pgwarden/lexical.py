@@ -17,22 +17,23 @@ NAMES``. ``RESET``, ``SET ... TO DEFAULT``, ``RESET ALL`` and ``DISCARD ALL`` go
 back to the login value and pass. Should the server report a change all the same
 (a function did it), the relay ends the session (`changed_from_login`).
 
-``backslash_quote`` is left alone: it only makes the server refuse ``\\'`` where
-pgwarden accepts it, never end a literal elsewhere.
+``backslash_quote`` is not reported by the server and never changes where a
+literal ends, only whether ``\\'`` is refused: pgwarden assumes its default
+(``safe_encoding``: refused in a client-only encoding such as SJIS) so that it
+refuses the same statements as the server, and leaves changes of it alone.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
-from pgwarden.sql.encoding import canonical
+from pgwarden.sql.encoding import ClientEncoding, canonical
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
 from pgwarden.verdict import Refusal
 
 CLIENT_ENCODING = "client_encoding"
 STANDARD_CONFORMING_STRINGS = "standard_conforming_strings"
 TRACKED = frozenset({CLIENT_ENCODING, STANDARD_CONFORMING_STRINGS})
-_OFF_LEXER = LexerSettings(standard_conforming_strings=False)
 
 
 def parse_bool(text: str) -> bool | None:
@@ -55,12 +56,13 @@ def parse_bool(text: str) -> bool | None:
     return None
 
 
-def lexer_of(parameters: dict[str, str]) -> LexerSettings:
-    """The lexer settings of a session whose server reported ``parameters``."""
+def lexer_of(parameters: dict[str, str], encoding: ClientEncoding) -> LexerSettings:
+    """The lexer settings of a session in ``encoding`` whose server reported ``parameters``."""
     value = parameters.get(STANDARD_CONFORMING_STRINGS)
-    if value is None or parse_bool(value) is not False:
+    standard = value is None or parse_bool(value) is not False
+    if standard and not encoding.client_only:
         return DEFAULT_LEXER
-    return _OFF_LEXER
+    return LexerSettings(standard_conforming_strings=standard, backslash_quote=not encoding.client_only)
 
 
 def changed_from_login(name: str, value: str, encoding: str, lexer: LexerSettings) -> bool:

@@ -254,7 +254,7 @@ class Relay:
         parameters = self.state.parameters
         self._encoding = client_encoding(parameters.get(lexical.CLIENT_ENCODING, "UTF8"))
         self._utf8 = self._encoding.codec == "utf-8"
-        self._lexer = lexical.lexer_of(parameters)
+        self._lexer = lexical.lexer_of(parameters, self._encoding)
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
         self._server.streamable = _STREAMED
@@ -486,7 +486,7 @@ class Relay:
                 if ex is not None:
                     stmt.seq = request.seq
                     stmt.decide_s = ex.forwarded - ex.arrived
-                self.state.statements[p.name] = stmt
+                self.state.statements[stmt.name] = stmt
                 self._up.append(raw)
                 self._expect_extended((_E_PARSE, stmt, False, ex))
             else:

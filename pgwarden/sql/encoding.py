@@ -31,10 +31,10 @@ import attrs
 # (src/common/wchar.c). Trail bytes may be anything: the codec (or the server) refuses
 # what is not a character, and an ASCII trail byte stays inside its character.
 _ONE_BYTE = b""  # single-byte: the codec reads every byte from 0x80 as non-ASCII (a unit test proves it)
-_EUC = rb"\x8f[\x00-\xff]{2}|[\x80-\xff][\x00-\xff]"  # SS3 + 2, SS2 + 1, others + 1 (pg_euc_mblen)
+_EUC = rb"\x8f[\x00-\xff]{2}|[\x80-\x8e\x90-\xff][\x00-\xff]"  # SS3: three bytes, others two (pg_euc_mblen)
 _TWO_BYTES = rb"[\x80-\xff][\x00-\xff]"  # BIG5, GBK, UHC, EUC_CN
-_SJIS = rb"[\xa1-\xdf]|[\x80-\xff][\x00-\xff]"  # half-width katakana are one byte (pg_sjis_mblen)
-_GB18030 = rb"[\x80-\xff][\x30-\x39][\x00-\xff]{2}|[\x80-\xff][\x00-\xff]"  # a digit second: four bytes
+_SJIS = rb"[\xa1-\xdf]|[\x80-\xa0\xe0-\xff][\x00-\xff]"  # half-width katakana: one byte (pg_sjis_mblen)
+_GB18030 = rb"[\x80-\xff][\x30-\x39][\x00-\xff]{2}|[\x80-\xff][\x00-\x2f\x3a-\xff]"  # digit second: four
 
 # PostgreSQL's name → (Python codec, one non-ASCII character). None: no codec reads it
 # as PostgreSQL does; a session in it is refused.
@@ -83,6 +83,9 @@ _ENCODINGS: dict[str, tuple[str, bytes] | None] = {
     "JOHAB": ("johab", _EUC),  # pg_johab_mblen is pg_euc_mblen
     "SHIFT_JIS_2004": ("shift_jis_2004", _SJIS),  # its codec reads 0x5C as a yen sign: the cut fixes it
 }
+
+# Encodings the server only converts from (PG_ENCODING_IS_CLIENT_ONLY): a trail byte may be ASCII.
+_CLIENT_ONLY = frozenset({"SJIS", "BIG5", "GBK", "UHC", "GB18030", "JOHAB", "SHIFT_JIS_2004"})
 
 # Every spelling PostgreSQL accepts (encnames.c), cleaned as it cleans them: ASCII letters
 # and digits only, lower case.
@@ -146,9 +149,16 @@ class ClientEncoding:
     codec: str
     _run: re.Pattern | None = attrs.field(default=None, repr=False)  # non-ASCII characters in a row
 
+    @property
+    def client_only(self) -> bool:
+        """Not a server encoding: a character's second byte may be ASCII (0x5C, a backslash)."""
+        return self.name in _CLIENT_ONLY
+
     def decode(self, data: bytes) -> str:
         """The text the server's lexer will see; UnreadableText when it must not be guessed."""
-        if self._run is None or data.isascii():
+        if data.isascii():  # ASCII bytes are ASCII in every encoding PostgreSQL has for clients
+            return data.decode("ascii")
+        if self._run is None:
             try:
                 return data.decode(self.codec)
             except UnicodeDecodeError as e:
@@ -184,8 +194,12 @@ class ClientEncoding:
         """For names and records: the text, or the bytes that are not text as ``\\xNN`` escapes."""
         try:
             return self.decode(data)
-        except UnreadableText:
-            return data.decode(self.codec, "backslashreplace")
+        except UnreadableText as e:  # what could be read, then the rest as bytes
+            try:
+                head = self.decode(data[: e.offset])
+            except UnreadableText:
+                head = data[: e.offset].decode("ascii", "backslashreplace")
+            return head + data[e.offset :].decode("ascii", "backslashreplace")
 
 
 def client_encoding(name: str) -> ClientEncoding:

@@ -14,6 +14,7 @@ import secrets
 
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
+from pgwarden.wire.errors import ProtocolError
 
 # ErrorResponse fields that describe pgwarden's DO block rather than the
 # client's statement; they are removed before the client sees the error.
@@ -70,6 +71,19 @@ def raising_extended(refusal: Refusal) -> bytes:
 
 
 def clean_own_error(raw: bytes) -> bytes:
-    """The server's report of pgwarden's own error, without the DO block's context."""
-    error = m.decode_backend(raw)
-    return error.without(OWN_ERROR_NOISE).encode()
+    """The server's report of pgwarden's own error, without the DO block's context.
+
+    Cut as bytes: the texts are in the session's client_encoding, which decoding
+    and encoding again as UTF-8 would garble.
+    """
+    body = raw[5:]
+    kept = []
+    at = 0
+    while at < len(body) and body[at] != 0:
+        end = body.find(b"\0", at + 1)
+        if end < 0:
+            raise ProtocolError("ErrorResponse: unterminated field")
+        if chr(body[at]) not in OWN_ERROR_NOISE:
+            kept.append(body[at : end + 1])
+        at = end + 1
+    return m.frame(raw[:1], b"".join(kept) + b"\0")

@@ -205,6 +205,12 @@ ShapeListener = Callable[[m.RowDescription], Callable[[bytes], bytes] | None]
 CompletionListener = Callable[[Execution], None]
 
 
+def _unaffected(text: bytes) -> bool:
+    """Text every client encoding reads alike (ASCII) and in which standard_conforming_strings
+    changes nothing (no backslash)."""
+    return text.isascii() and b"\\" not in text
+
+
 def _name(raw: bytes, start: int, encoding: ClientEncoding = UTF8) -> tuple[str, int]:
     """A NUL-terminated name at ``start`` and the offset after it."""
     if len(raw) > start and raw[start] == 0:  # the unnamed statement or portal: the usual case
@@ -255,6 +261,9 @@ class Relay:
         self._encoding = client_encoding(parameters.get(lexical.CLIENT_ENCODING, "UTF8"))
         self._utf8 = self._encoding.codec == "utf-8"
         self._lexer = lexical.lexer_of(parameters, self._encoding)
+        # The count of ReadyForQuery by which the server will have reported (ParameterStatus)
+        # what the last statement forwarded did to the settings; compare _done_generation.
+        self._report_due = 0
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
         self._server.streamable = _STREAMED
@@ -403,6 +412,8 @@ class Relay:
                 m.Query.decode(raw[5:])  # raises the ProtocolError that names the problem
                 raise ProtocolError("Query: malformed message")
             body = raw[5:-1]
+            if self._done_generation < self._report_due and not _unaffected(body):
+                return self._unconfirmed("simple", body, None)
             try:  # the common case without building a message object
                 sql = body.decode("utf-8") if self._utf8 else self._encoding.decode(body)
             except ValueError as e:
@@ -414,6 +425,8 @@ class Relay:
             # The name and the text as the server will read them, from the bytes.
             name_end = raw.index(b"\0", 5)
             name, body = raw[5:name_end], raw[name_end + 1 : raw.index(b"\0", name_end + 1)]
+            if self._done_generation < self._report_due and not (_unaffected(body) and _unaffected(name)):
+                return self._unconfirmed("extended", body, name)
             what = "statement"
             try:
                 if self._utf8:
@@ -429,6 +442,30 @@ class Relay:
             return StatementRequest("extended", sql, name, self._seq, self._lexer, self._encoding.name)
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
+
+    def _unconfirmed(self, protocol: str, body: bytes, name: bytes | None) -> StatementRequest:
+        """Text that settings could have changed under, pipelined behind unfinished statements: refused.
+
+        A statement sent before the server has reported the end of the ones before it
+        is read with the settings as they were; a function among those could have changed
+        client_encoding or standard_conforming_strings (the report, and the end of the
+        session, would come too late). Only text that reads the same whatever they are
+        (`_unaffected`) may go ahead.
+        """
+        encoding = self._encoding
+        refusal = Refusal(
+            "42501",
+            "pgwarden: blocked: a statement with non-ASCII text or backslashes must wait for the "
+            "statements sent before it",
+            "Until the server reports the end of the statements before it (ReadyForQuery), pgwarden "
+            "cannot know that they left client_encoding and standard_conforming_strings as they were, "
+            "and those decide how this text is read.",
+            "Send it after the results of the statements before it (outside a pipeline), or pass its "
+            "values as parameters.",
+        )
+        return StatementRequest(protocol, encoding.readable(body),
+                                None if name is None else encoding.readable(name), self._seq,
+                                self._lexer, encoding.name, refusal)
 
     def _unreadable(self, protocol: str, body: bytes, name: bytes | None, error: ValueError,
                     what: str = "statement") -> StatementRequest:
@@ -461,6 +498,7 @@ class Relay:
         if t == _F_QUERY:
             self._generation += 1
             if decision is ALLOW:
+                self._report_due = self._generation
                 self._up.append(raw)
                 self._expect.append((_E_QUERY, None, False, ex))
             else:
@@ -544,6 +582,7 @@ class Relay:
                     stmt.decide_s = 0.0  # reported once, by the first Execute
             if not self._server_discarding:
                 self._expect.append((_E_EXECUTE, portal, False, ex))
+                self._report_due = self._generation + 1  # reported before the next Sync's ReadyForQuery
         elif t == _F_DESCRIBE:
             name, _ = _name(raw, 6, self._encoding)
             target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
@@ -859,6 +898,8 @@ class Relay:
         status = chr(raw[5])
         self.state.transaction_status = status
         self._done_generation += 1
+        if not expect:  # nothing sent after this point is running: every change is reported
+            self._report_due = min(self._report_due, self._done_generation)
         if status == "I" and self.state.portals:
             # Portals end with their transaction; keep those bound after this Sync.
             done = self._done_generation

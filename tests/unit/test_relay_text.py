@@ -38,6 +38,7 @@ SNEAKY = "SELECT E'表'; DELETE FROM t; --'"
 def test_query_and_parse_are_decoded_in_the_session_encoding():
     t = Session(client_encoding="SJIS")
     t.raw(b"Q", SNEAKY.encode("cp932") + b"\0")
+    t.server(m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"))
     t.raw(b"P", "名".encode("cp932") + b"\0" + SNEAKY.encode("cp932") + b"\0\0\0")
     simple, extended = t.requests
     assert simple.sql == SNEAKY and simple.encoding == "SJIS" and simple.refusal is None
@@ -160,3 +161,34 @@ def test_refusals_are_ascii_so_every_encoding_reads_them_alike():
 
     tree = pglast.parse_sql(sent.sql)
     assert len(tree) == 1 and type(tree[0].stmt).__name__ == "DoStmt"
+
+
+WAIT = "pgwarden: blocked: a statement with non-ASCII text or backslashes must wait"
+
+
+def test_text_settings_could_change_waits_for_the_statements_before_it():
+    t = Session(client_encoding="UTF8")
+    t.client(m.Query("select f()"), m.Query("select 'é'"), m.Query("select 'a\\'"), m.Query("select 2"))
+    first, accented, backslash, ascii_ = t.requests
+    assert first.refusal is None and ascii_.refusal is None
+    assert accented.refusal.message.startswith(WAIT) and backslash.refusal.message.startswith(WAIT)
+    t.upstream()
+    for _ in range(4):
+        t.server(m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"))
+    t.client(m.Query("select 'é'"))  # everything before it has been reported: read as it is
+    assert t.requests[-1].refusal is None
+
+
+def test_an_execute_is_reported_at_the_ready_for_query_of_its_sync():
+    t = Session(client_encoding="UTF8")
+    t.client(m.Parse("", "select f()"), m.Bind("", ""), m.Execute("", 0), m.Sync())
+    t.server(m.ParseComplete(), m.BindComplete(), m.CommandComplete("SELECT 1"))
+    t.client(m.Parse("n", "select 'é'"))  # f() has run, but what it did is reported only at ReadyForQuery
+    assert t.requests[-1].refusal.message.startswith(WAIT)
+    t.client(m.Sync())
+    t.upstream()
+    t.server(m.ReadyForQuery("I"))  # f()'s Sync
+    t.server(m.ParseComplete(), m.BindComplete(), m.ErrorResponse.build("ERROR", "42501", "x"),
+             m.ReadyForQuery("I"))  # the refusal's
+    t.client(m.Parse("n", "select 'é'"))
+    assert t.requests[-1].refusal is None

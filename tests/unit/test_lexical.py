@@ -113,3 +113,18 @@ def test_lexer_settings_follow_what_the_server_reported():
 ])
 def test_which_reports_contradict_the_login(name, value, changed):
     assert lexical.changed_from_login(name, value, "UTF8", DEFAULT_LEXER) is changed
+
+
+def test_the_statement_cache_keeps_readings_under_other_lexer_settings_apart():
+    from pgwarden.sql.cache import StatementCache
+
+    cache = StatementCache()
+    sneaky = "SELECT 'x\\''; DELETE FROM t; --'"
+    default, off = cache.get(sneaky), cache.get(sneaky, OFF)
+    assert default is not off and cache.get(sneaky) is default and cache.get(sneaky, OFF) is off
+    assert default.analysis.kinds == {"select"}
+    assert off.analysis.kinds == {"select", "delete"} and off.fingerprint is None
+    # Same fingerprint under the defaults, another statement under OFF: nothing shared.
+    twin = "SELECT 'y\\''; DELETE FROM t; --'"
+    cache.get(twin).analysis
+    assert cache.get(twin, OFF).analysis.kinds == {"select", "delete"}

@@ -34,8 +34,10 @@ from pgwarden.wire.framing import NEED_DATA, MessageFramer
 
 ENCODINGS = sorted(name for name, entry in enc._ENCODINGS.items() if entry is not None)
 
-# Where the server raises errors while reading the text: the lexer and the grammar.
-READING = {"scan.l", "scansup.c", "gram.y", "parser.c"}
+# Where the server raises errors while reading the text: the lexer, the grammar, and the checks of
+# the bytes an escape makes (the server's own encoding; its conversion of the client's bytes is
+# told apart in server_reading). An error in a result's output comes after its RowDescription.
+READING = {"scan.l", "scansup.c", "gram.y", "parser.c", "mbutils.c", "wchar.c"}
 
 
 class ServerSession:
@@ -137,11 +139,13 @@ def statement_bytes(draw, name: str) -> bytes:
     if plain:
         pieces.append(st.sampled_from(plain))
     content = st.lists(st.one_of(pieces), max_size=6).map(b"".join)
+    # Most mistakes need a character of the encoding and an ASCII special near each other.
+    mixed = st.tuples(st.sampled_from(ASCII), st.one_of(pieces[1:] or pieces), st.sampled_from(ASCII)).map(b"".join)
 
     def literal():
         opener = draw(st.sampled_from(OPENERS))
         closer = draw(st.one_of(st.just(CLOSERS[opener]), st.sampled_from(OPENERS)))
-        return opener + draw(content) + closer
+        return opener + draw(content) + draw(st.one_of(st.just(b""), mixed)) + draw(content) + closer
 
     statements = []
     for _ in range(draw(st.integers(1, 3))):

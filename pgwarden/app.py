@@ -399,8 +399,12 @@ class Application:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
         statement = self.statements.get(request.sql, request.lexer)
-        analysis = statement.analysis
-        if analysis.settings:  # before any policy: nothing may change how later statements are read
+        # Before any policy: nothing may change how later statements are read. (Parsed for it
+        # only when the text could say SET, RESET, DISCARD or set_config.)
+        analysis = statement.analysed
+        if analysis is None and lexical.may_change(request.sql):
+            analysis = statement.analysis
+        if analysis is not None and analysis.settings:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
             if refusal is not None:
                 return self._refused(conn, request, statement, refusal)

@@ -74,6 +74,18 @@ def changed_from_login(name: str, value: str, encoding: str, lexer: LexerSetting
     return False
 
 
+def may_change(sql: str) -> bool:
+    """False when the text cannot name SET, RESET, DISCARD or set_config: then nothing in it
+    changes a setting, and it need not be parsed for `refusal`.
+
+    Keywords and unquoted names are spelt out (in any case), quoted names too, except
+    ``U&"..."`` with escapes: those are looked at. (A function that changes a setting
+    from inside is no text here: see the relay's wait rule and its end of the session.)
+    """
+    low = sql.lower()
+    return "set" in low or "discard" in low or "u&" in low
+
+
 def _on(flag: bool) -> str:
     return "on" if flag else "off"
 

@@ -128,3 +128,12 @@ def test_the_statement_cache_keeps_readings_under_other_lexer_settings_apart():
     twin = "SELECT 'y\\''; DELETE FROM t; --'"
     cache.get(twin).analysis
     assert cache.get(twin, OFF).analysis.kinds == {"select", "delete"}
+
+
+@pytest.mark.parametrize("sql, may", [
+    ("SELECT 1", False), ("select * from t where x = 'a'", False), ("DISCARD ALL", True),
+    ("ReSeT all", True), ("select SET_CONFIG('a', 'b', false)", True), ('select U&"\\0073et_config"(1)', True),
+    ("SELECT u&'x'", True), ("select 'settings'", True),
+])
+def test_text_that_cannot_name_a_setting_change_is_not_parsed_for_it(sql, may):
+    assert lexical.may_change(sql) is may

@@ -49,6 +49,9 @@ _RECORDING_FAILED = Refusal(
     "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
 )
 
+# Statement kinds that may change run-time settings (client_encoding, standard_conforming_strings)
+# without naming them: what runs code, and what the analysis cannot see into.
+_MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
 # Statement kinds after which catalog facts may be stale.
 _CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
 
@@ -507,6 +510,9 @@ class Application:
     def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest):
         if verdict.action == "allow":
             self.ran(conn, statement)
+            analysis = statement.analysed
+            if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
+                request.may_change_settings = False  # later pipelined text is read as this one was
             return self.recorded(conn, request, statement, verdict, ALLOW)
         if verdict.action == "block":
             return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict))

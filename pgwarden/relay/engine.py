@@ -117,6 +117,7 @@ class PreparedStatement(_Described):
     _decoded: m.RowDescription | None = None
     seq: int = 0  # the StatementRequest that parsed it
     decide_s: float = 0.0  # time spent deciding its Parse, reported by its first Execute
+    may_change_settings: bool = True  # see StatementRequest
 
 
 @attrs.define(eq=False, slots=True)
@@ -178,6 +179,10 @@ class StatementRequest:
     # Set when the relay cannot read the text as the server would: the relay refuses the
     # statement with this whatever the decider answers (the decider records it).
     refusal: Refusal | None = None
+    # Whether running it may change how the server reads later text (a function, a SET): the
+    # decider clears it when the analysis shows it cannot. While the server has not reported the
+    # end of such a statement, later text that settings could change is refused (`_unconfirmed`).
+    may_change_settings: bool = True
 
 
 # Kinds of expectation: what the server will answer, in order.
@@ -498,7 +503,8 @@ class Relay:
         if t == _F_QUERY:
             self._generation += 1
             if decision is ALLOW:
-                self._report_due = self._generation
+                if request.may_change_settings:
+                    self._report_due = self._generation
                 self._up.append(raw)
                 self._expect.append((_E_QUERY, None, False, ex))
             else:
@@ -521,6 +527,7 @@ class Relay:
             if decision is ALLOW:
                 p = parsed[1] if parsed is not None and parsed[0] is raw else m.Parse.decode(raw[5:])
                 stmt = PreparedStatement(request.statement_name, request.sql, p.param_types)
+                stmt.may_change_settings = request.may_change_settings
                 if ex is not None:
                     stmt.seq = request.seq
                     stmt.decide_s = ex.forwarded - ex.arrived
@@ -582,7 +589,8 @@ class Relay:
                     stmt.decide_s = 0.0  # reported once, by the first Execute
             if not self._server_discarding:
                 self._expect.append((_E_EXECUTE, portal, False, ex))
-                self._report_due = self._generation + 1  # reported before the next Sync's ReadyForQuery
+                if portal is None or portal.statement.may_change_settings:
+                    self._report_due = self._generation + 1  # reported before the next Sync's ReadyForQuery
         elif t == _F_DESCRIBE:
             name, _ = _name(raw, 6, self._encoding)
             target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'

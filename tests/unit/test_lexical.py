@@ -28,10 +28,7 @@ def refusal(sql: str, encoding: str = "UTF8", lexer: LexerSettings = DEFAULT_LEX
     "SELECT set_config('standard_conforming_strings', current_setting('x.y'), false)",
     "SET standard_conforming_strings = 'maybe'",
     "PREPARE p AS SELECT set_config('standard_conforming_strings', 'off', false)",
-    pytest.param(
-        "SELECT query_to_xml('SELECT set_config(''standard_conforming_strings'', ''off'', false)', true, false, '')",
-        marks=pytest.mark.xfail(strict=True, reason="Analysis.settings leaves out the settings of SQL run "
-                                                    "from a literal (for the analysis rewrite)")),
+    "SELECT query_to_xml('SELECT set_config(''standard_conforming_strings'', ''off'', false)', true, false, '')",
 ])
 def test_a_change_of_standard_conforming_strings_is_refused(sql):
     r = refusal(sql)

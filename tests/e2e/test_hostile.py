@@ -392,7 +392,8 @@ def _params():
     for case in CASES:
         for protocol in case.protocols:
             marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
-            label = f"{case.cause}-{case.policy}-{protocol}-{case.sql[:60]}"
+            after = f"{case.setup[-1][:40]} then " if case.setup else ""
+            label = f"{case.cause}-{case.policy}-{protocol}-{after}{case.sql[:60]}"
             out.append(pytest.param(case, protocol, id=label, marks=marks))
     return out
 
@@ -537,3 +538,106 @@ def test_hostile(hostile, server, case: Case, protocol: str):
 def test_corpus_size():
     """The corpus stays about the size the issue asks for (~100 cases over both protocols)."""
     assert len(CASES) >= 100
+
+
+# ---------------------------------------------------------------------- 4: the statement cache after a reload
+
+LENIENT = [{"name": "p", "rules": [{"name": "secrets", "block": {"tables": ["secret.*"]}}]}]
+NO_INSERTS = [{"name": "p", "rules": [{"name": "no-inserts", "block": {"statements": ["insert", "unknown"]},
+                                       "reason": "no inserts"}]}]
+
+
+@pytest.fixture
+def reloadable(make_pgwarden, hostile_db, pg_server, signing_keys, tmp_path, server):
+    """A pgwarden of its own (its policy changes while sessions live), lenient to begin with."""
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    server.reset()
+    running = make_pgwarden(policies=LENIENT, upstream={"database": DB})
+
+    def tighten():
+        doc = base_config(pg_server, signing_keys, tmp_path, policies=NO_INSERTS, upstream={"database": DB})
+        assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+
+    return running, tighten
+
+
+def _session(reloadable, protocol, before=(), after=(), group="ai-agents"):
+    """Runs ``before``, tightens the policy, runs ``after``; the answers of ``after``."""
+    running, tighten = reloadable
+    agent = Agent(running, group, protocol)
+    try:
+        for step in before:
+            assert not errors(answer := agent.run(step)), (step, answer)
+        tighten()
+        return [agent.run(step) for step in after]
+    finally:
+        agent.close()
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_execute_after_a_reload_is_judged_by_its_own_name(reloadable, server, protocol):
+    before = server.state()
+    answers = _session(reloadable, protocol,
+                       ["PREPARE a AS SELECT 1", "PREPARE b AS INSERT INTO things VALUES (100, 0)"],
+                       ["EXECUTE a", "EXECUTE b", "EXECUTE a"])
+    assert not errors(answers[0]) and not errors(answers[2])
+    assert_refused(answers[1], "EXECUTE b")
+    assert server.state() == before
+
+
+def test_execute_a_then_b_in_one_string_after_a_reload(reloadable, server):
+    before = server.state()
+    answers = _session(reloadable, "simple",
+                       ["PREPARE a AS SELECT 1", "PREPARE b AS INSERT INTO things VALUES (100, 0)"],
+                       ["EXECUTE a", "EXECUTE a; EXECUTE b"])
+    assert not errors(answers[0])
+    assert_refused(answers[1], "EXECUTE a; EXECUTE b")
+    assert server.state() == before
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.xfail(strict=True, reason='pgwarden keys SQL-level prepared names in lower case: PREPARE b overwrites '
+                   'what it knows of "B", so EXECUTE "B" is judged as SELECT 1 and runs the INSERT')
+def test_a_quoted_prepared_name_is_not_another_names_twin(reloadable, server, protocol):
+    before = server.state()
+    answers = _session(reloadable, protocol, ['PREPARE "B" AS INSERT INTO things VALUES (100, 0)'],
+                       ["PREPARE b AS SELECT 1", 'EXECUTE "B"'])
+    assert not errors(answers[0])
+    assert_refused(answers[1], 'EXECUTE "B"')
+    assert server.state() == before
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.xfail(strict=True, reason="a PREPARE the server refuses (the name exists) still replaces what pgwarden "
+                   "knows of the name: EXECUTE b is judged as SELECT 1 and runs the INSERT prepared before")
+def test_a_prepare_the_server_refuses_does_not_rename_the_statement(reloadable, server, protocol):
+    before = server.state()
+    answers = _session(reloadable, protocol, ["PREPARE b AS INSERT INTO things VALUES (100, 0)"],
+                       ["PREPARE b AS SELECT 1", "EXECUTE b"])
+    assert errors(answers[0])[0].sqlstate == "42P05"  # duplicate_prepared_statement
+    assert_refused(answers[1], "EXECUTE b")
+    assert server.state() == before
+
+
+# ---------------------------------------------------------------------- 5: a protocol-level statement re-analysed
+
+
+@pytest.mark.xfail(strict=True, reason="the server re-analyses a named statement when the search_path has changed "
+                   "(secret.things is read at Bind); pgwarden judged it once, at Parse, as public.things")
+def test_a_named_statement_bound_after_a_search_path_change(hostile, server):
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], "simple")
+    rc = agent.rc
+    try:
+        rc.send(m.Parse("q", "SELECT n FROM things").encode() + m.Sync().encode())
+        assert not errors(rc.until_ready())
+        assert not errors(agent.run(SECRET_PATH[0]))
+        rc.send(m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = rc.until_ready()
+        leaked = [int(r.values[0]) for r in answer if isinstance(r, m.DataRow) and int(r.values[0]) > 1000]
+        assert leaked == []
+        assert_refused(answer, "Bind q")
+    finally:
+        agent.close()

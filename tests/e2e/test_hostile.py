@@ -118,6 +118,7 @@ CREATE TYPE public.ticket AS (id int);
 CREATE FUNCTION public.to_ticket(int) RETURNS public.ticket LANGUAGE sql VOLATILE
     AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT row($1)::public.ticket $$;
 CREATE CAST (int AS public.ticket) WITH FUNCTION public.to_ticket(int);
+CREATE DOMAIN public.checked AS int CHECK (public.purge() >= 0);
 CREATE FUNCTION public.purge_step(int, int) RETURNS int LANGUAGE sql VOLATILE
     AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT 1 $$;
 CREATE AGGREGATE public.agg_purge(int) (SFUNC = public.purge_step, STYPE = int);
@@ -198,6 +199,8 @@ CASES = [
     refused("2", "SELECT 5::ticket", xfail="a cast runs public.to_ticket (volatile, deletes): kinds {select}"),
     refused("2", "SELECT CAST(5 AS public.ticket)",
             xfail="a cast runs public.to_ticket (volatile, deletes): kinds {select}"),
+    refused("2", "SELECT 5::checked", xfail="casting to the domain runs its CHECK, which calls the volatile "
+            "purge(): kinds {select}"),
     refused("2", "SELECT agg_purge(id) FROM things"),
     refused("2", 'SELECT "pg_read_file"(\'/etc/passwd\')'),
     refused("2", "SELECT U&\"\\0070g_read_file\"('/etc/passwd')"),
@@ -288,6 +291,14 @@ CASES = [
     refused("5", "EXECUTE p", setup=("PREPARE p AS SELECT * FROM things",) + SECRET_PATH,
             xfail="the server re-analyses p under the new search_path (secret.things); pgwarden judges "
                   "EXECUTE p by PREPARE's analysis (public.things)"),
+    refused("5", "SELECT * FROM things", setup=(
+        "PREPARE sp(text) AS SELECT set_config('search_path', $1, false)", "EXECUTE sp('secret')"),
+            xfail="a search_path value from a parameter is taken for RESET: public.things only"),
+    refused("5", "SELECT * FROM things", setup=("DO $$ BEGIN PERFORM set_config('search_path', 'secret', false); "
+                                                "END $$",)),
+    refused("5", "SELECT * FROM things", setup=(
+        "SELECT * FROM things, LATERAL (SELECT set_config('search_path', 'secret', false)) AS s",)),
+    refused("5", "WITH RECURSIVE things AS (SELECT * FROM secret.things) SELECT * FROM things"),
     refused("5", "WITH things AS (SELECT 1 AS id, 2 AS n) SELECT * FROM secret.things"),
     refused("5", "WITH x AS (SELECT * FROM things) SELECT * FROM x", setup=SECRET_PATH),
     refused("5", "SELECT * FROM (WITH things AS (SELECT 1 AS id) SELECT * FROM things) AS a, things AS b",
@@ -309,6 +320,8 @@ CASES = [
             xfail="id is NOT NULL (primary key): the condition selects every row; has_where True"),
     refused("6", "DELETE FROM things WHERE n IS NULL OR n IS NOT NULL",
             xfail="always true whatever the column: has_where True"),
+    refused("6", "DELETE FROM things WHERE EXISTS (SELECT 1 FROM things AS t2 WHERE t2.id = things.id)",
+            xfail="every row finds itself: has_where True"),
     refused("6", "UPDATE things AS t SET n = 0 WHERE t.id = t.id"),
     refused("6", "WITH d AS (DELETE FROM things WHERE true RETURNING *) SELECT * FROM d"),
     refused("6", "EXPLAIN ANALYZE DELETE FROM things WHERE 1 = 1"),
@@ -333,6 +346,8 @@ CASES = [
     refused("9", "DO $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'DELETE FROM things RETURNING id' LOOP END LOOP; END $$"),
     refused("9", "DO $$ BEGIN EXECUTE 'DO $b$ BEGIN DROP TABLE public.victim; END $b$'; END $$"),
     refused("9", "DO $$ BEGIN PERFORM pg_read_file('/etc/passwd'); END $$"),
+    refused("9", "DO $$ BEGIN SET ROLE postgres; END $$"),
+    refused("9", "DECLARE c CURSOR WITH HOLD FOR SELECT public.purge()"),
     refused("9", "DO $$ BEGIN PERFORM nextval('public.s'); END $$"),
     refused("9", "DO $$ BEGIN PERFORM * FROM secret.things; END $$"),
     refused("9", "DO $$ DECLARE x bigint; BEGIN x := public.purge(); END $$"),
@@ -619,6 +634,21 @@ def test_a_prepare_the_server_refuses_does_not_rename_the_statement(reloadable, 
     assert errors(answers[0])[0].sqlstate == "42P05"  # duplicate_prepared_statement
     assert_refused(answers[1], "EXECUTE b")
     assert server.state() == before
+
+
+# ---------------------------------------------------------------------- 5: names from the startup packet
+
+
+@pytest.mark.parametrize("path", ["secret", "secret, public", '"secret"'])
+def test_a_search_path_given_at_startup_is_followed(hostile, server, path):
+    server.reset()
+    rc = RawClient(hostile.host, hostile.port)
+    try:
+        rc.login(hostile.token(groups=[GROUPS["design"]]), database=DB, search_path=path)
+        rc.send(m.Query("SELECT * FROM things").encode())
+        assert_refused(rc.until_ready(), "SELECT * FROM things")
+    finally:
+        rc.close()
 
 
 # ---------------------------------------------------------------------- 5: a protocol-level statement re-analysed

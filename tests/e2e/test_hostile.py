@@ -263,6 +263,10 @@ CASES = [
     refused("3", "PREPARE TRANSACTION 'hostile'", setup=("BEGIN", "INSERT INTO things VALUES (9, 9)"),
             protocols=SIMPLE),
     refused("3", "ALTER SYSTEM SET work_mem = '64MB'"),
+    refused("3", "COPY (SELECT 1) TO PROGRAM 'touch {marker}'"),
+    refused("3", "COPY (SELECT 1) TO '{marker}'"),
+    refused("3", "COPY (SELECT 1) TO PROGRAM 'touch {marker}'", policy="nowrite"),
+    refused("9", "DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; END $$"),
     allowed("3", "SELECT random(), clock_timestamp(), pg_sleep(0), now(), txid_current()"),
     allowed("3", "SELECT set_config('application_name', 'x', false)"),
     allowed("3", "SELECT count(*) FROM pg_stat_activity"),
@@ -529,7 +533,7 @@ def assert_refused(answer: list, sql: str) -> None:
 def test_hostile(hostile, server, case: Case, protocol: str):
     server.reset()
     victim_pid = server.victim.info.backend_pid
-    sql = case.sql.replace("{victim}", str(victim_pid))
+    sql = case.sql.replace("{victim}", str(victim_pid)).replace("{marker}", str(MARKER))
     agent = Agent(hostile, GROUPS[case.policy], protocol)
     try:
         for step in case.setup:

@@ -17,7 +17,9 @@ class Analysis:
     writes: frozenset[str] = frozenset()
     functions: frozenset[str] = frozenset()
     has_where: bool | None = None  # for UPDATE/DELETE: a WHERE that filters rows; None otherwise
-    prepares: tuple[tuple[str, Analysis], ...] = ()  # SQL-level PREPAREs: (name, what the body does)
+    # SQL-level PREPAREs: (name, what the body does here, its Syntax — the server plans the body
+    # again under the search_path of each EXECUTE, so it is resolved again then).
+    prepares: tuple[tuple[str, Analysis, object], ...] = ()
     executes: tuple[str, ...] = ()  # names of prepared statements EXECUTEd
     # True when no constant's value mattered: every string with the same normalized
     # text (constants replaced, names kept) has this same analysis in the same context.
@@ -27,6 +29,8 @@ class Analysis:
     # The name is "*" when it is not known before the statement runs (set_config with a
     # computed name, RESET ALL, DISCARD ALL).
     settings: tuple[tuple[str, str | None], ...] = ()
+    # Names of SQL-level prepared statements DEALLOCATEd ("*": all, also by DISCARD ALL).
+    deallocates: tuple[str, ...] = ()
     # True when the string asks for a read-write transaction (BEGIN / START TRANSACTION /
     # SET TRANSACTION / SET SESSION CHARACTERISTICS ... READ WRITE).
     read_write: bool = False

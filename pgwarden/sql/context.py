@@ -21,6 +21,7 @@ import attrs
 
 from pgwarden.catalog.model import Catalog
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
+from pgwarden.sql.syntax import COMPUTED
 
 DEFAULT_SEARCH_PATH = ('"$user"', "public")
 # Statement kinds after which the search_path may have changed in ways the text does not show.
@@ -103,7 +104,10 @@ class SqlContext:
             if name == "search_path":
                 old = path if path is not None else self.default_path
                 possible = possible | frozenset(old)
-                path = self.default_path if value is None else parse_path(value)
+                if value == COMPUTED:  # a value the text does not give: any schema
+                    path = None
+                else:
+                    path = self.default_path if value is None else parse_path(value)
                 changed = True
             elif name == "*":
                 if "role" in analysis.kinds:  # set_config with a computed name
@@ -112,7 +116,7 @@ class SqlContext:
                     possible = possible | frozenset(path or self.default_path)
                     path = self.default_path
                 changed = True
-        if analysis.kinds & _UNCERTAIN_AFTER:
+        if analysis.kinds & _UNCERTAIN_AFTER or analysis.executes:  # (a prepared body may set it)
             if path is not None:
                 possible = possible | frozenset(path)
             path = None

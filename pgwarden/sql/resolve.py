@@ -102,10 +102,26 @@ class _Resolver:
         self.ctx = ctx
         self.catalog: Catalog = ctx.catalog
         self.schemas = ctx.schemas()
+        self.uncertain = ctx.search_path is None  # an unqualified name may be in any schema
         self._body_kinds: dict[int, frozenset[str]] = {}
+        self._body_tables: dict[int, frozenset[str]] = {}
         self._in_progress: set[int] = set()
 
     def analysis(self, syntax: Syntax) -> Analysis:
+        saved = self.schemas, self.uncertain
+        if (syntax.settings and syntax.statements > 1) or syntax.executes:
+            # A statement of the string may move the search_path for the statements after it in the
+            # same string: names are matched in the schemas of both paths.
+            later = self.ctx.after(syntax)
+            if later is not self.ctx:
+                self.schemas = tuple(dict.fromkeys(self.schemas + later.schemas()))
+                self.uncertain = self.uncertain or later.search_path is None
+        try:
+            return self._analysis(syntax)
+        finally:
+            self.schemas, self.uncertain = saved
+
+    def _analysis(self, syntax: Syntax) -> Analysis:
         kinds = set(syntax.kinds)
         functions: set[str] = set()
         defined = {name: (schema, volatility, body) for schema, name, volatility, body in syntax.defines}
@@ -123,18 +139,19 @@ class _Resolver:
         self._settings(syntax, kinds)
         if syntax.read_write:
             kinds.add("system")
-        prepares = tuple((name, self.analysis(body)) for name, body in syntax.prepares)
+        prepares = tuple((name, self.analysis(body), body) for name, body in syntax.prepares)
         return Analysis(
-            frozenset(kinds),
-            frozenset(tables),
-            frozenset(writes),
-            frozenset(functions),
-            all(wheres) if wheres else None,
-            prepares,
-            syntax.executes,
-            syntax.constant_free,
-            settings,
-            syntax.read_write or any(inner.read_write for inner in nested),
+            kinds=frozenset(kinds),
+            tables=frozenset(tables),
+            writes=frozenset(writes),
+            functions=frozenset(functions),
+            has_where=all(wheres) if wheres else None,
+            prepares=prepares,
+            executes=syntax.executes,
+            constant_free=syntax.constant_free,
+            settings=settings,
+            deallocates=syntax.deallocates,
+            read_write=syntax.read_write or any(inner.read_write for inner in nested),
         )
 
     # ------------------------------------------------------------------ functions
@@ -145,7 +162,7 @@ class _Resolver:
             if call.schema is not None:
                 if fn.schema != call.schema:
                     continue
-            elif self.ctx.search_path is not None and fn.schema not in self.schemas \
+            elif not self.uncertain and fn.schema not in self.schemas \
                     and not fn.schema.startswith("pg_temp"):
                 continue  # (an uncertain search_path may reach any schema)
             if fn.accepts(call.nargs) or (call.how == "call" and fn.kind == "p"):
@@ -158,6 +175,13 @@ class _Resolver:
             return
         candidates = self._candidates(call)
         local = defined.get(call.name)
+        if call.planned and (candidates or local is not None):
+            # Under a plain EXPLAIN nothing runs but what planning folds: IMMUTABLE calls.
+            candidates = [fn for fn in candidates if fn.volatility == "i"]
+            if local is not None and local[1] != "i":
+                local = None
+            if not candidates and local is None:
+                return
         if not candidates and local is None:
             if call.how == "attribute":
                 return  # a column or a field, not a function
@@ -167,13 +191,17 @@ class _Resolver:
         found: set[str] = set()
         for fn in candidates:
             found |= self.function_kinds(fn)
+            body_tables = self._body_tables.get(fn.oid)
+            if body_tables:  # what its body reads counts as read here (a SECURITY DEFINER reader)
+                nested.append(Analysis(frozenset(), tables=body_tables))
         if local is not None:
             _schema, volatility, body = local
             if body is None:
                 found.add("unknown")
             else:
-                found |= {k for k in body.kinds if k not in ("select",)}
-                found |= self._call_kinds_of(body)
+                ran = self.analysis(body)
+                found |= set(ran.kinds) - {"select"}
+                nested.append(Analysis(frozenset(), tables=ran.tables))
             if volatility == "v":
                 found.add("side_effect")
         if call.how == "attribute" and not found:
@@ -193,13 +221,10 @@ class _Resolver:
         if call.name in SQL_TEXT_FUNCTIONS and call.computed_text and not call.literal_sql:
             kinds.add("unknown")  # SQL built at run time cannot be checked
 
-    def _call_kinds_of(self, body: Syntax) -> set[str]:
-        return set(self.analysis(body).kinds) - {"select"}
-
     def _operator(self, call: Call, kinds: set[str], functions: set[str]) -> None:
         operators = [o for o in self.catalog.operators_named(call.name)
                      if (o.schema == call.schema if call.schema is not None
-                         else self.ctx.search_path is None or o.schema in self.schemas)]
+                         else self.uncertain or o.schema in self.schemas)]
         if not operators:
             if self.catalog.complete or call.schema not in (None, "pg_catalog"):
                 kinds.add("unknown")
@@ -238,29 +263,35 @@ class _Resolver:
         if not fn.builtin and fn.source is not None and fn.oid not in self._in_progress:
             self._in_progress.add(fn.oid)
             try:
-                found |= self._body(fn)
+                body = self._body(fn)
             finally:
                 self._in_progress.discard(fn.oid)
+            if body is None:
+                found.add("unknown")
+            else:
+                found |= set(body.kinds) - {"select"}
+                self._body_tables[fn.oid] = body.tables
         result = frozenset(found)
         self._body_kinds[fn.oid] = result
         return result
 
-    def _body(self, fn: FunctionFacts) -> set[str]:
+    def _body(self, fn: FunctionFacts) -> Analysis | None:
+        """What ``fn``'s body does; None when it cannot be read."""
         from pgwarden.sql.syntax import plpgsql_body, syntax_of
 
         if fn.language == "sql" and fn.sql_body:  # RETURN expr / BEGIN ATOMIC ... END
             wrapper = syntax_of(f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE sql {fn.source}",
                                 self.ctx.lexer)
             if not wrapper.defines or wrapper.defines[0][3] is None:
-                return {"unknown"}
+                return None
             body = wrapper.defines[0][3]
         elif fn.language == "sql":
             body = syntax_of(fn.source or "", self.ctx.lexer)
         else:
             body = plpgsql_body(fn.source or "", self.ctx.lexer)
         if "unknown" in body.kinds and body.statements == 0 and fn.language == "sql":
-            return {"unknown"}
-        return set(self.analysis(body).kinds) - {"select"}
+            return None
+        return self.analysis(body)
 
     # ------------------------------------------------------------------ relations
 
@@ -312,7 +343,7 @@ class _Resolver:
             return {f"{_schema(schema)}.{name}"}
         ctx = self.ctx
         known = {_schema(r.schema) for r in self.catalog.relations_named(name)}
-        if ctx.search_path is None:  # uncertain: any schema holding such a relation
+        if self.uncertain:  # any schema holding such a relation
             candidates = set(known) | {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")}
         else:
             candidates = set(self.schemas)

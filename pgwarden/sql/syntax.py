@@ -108,6 +108,8 @@ class Call:
     literal_sql: tuple[Syntax, ...] = ()
     # An argument that could be SQL text but is computed at run time.
     computed_text: bool = False
+    # Under a plain EXPLAIN: only what planning runs (IMMUTABLE functions folded) counts.
+    planned: bool = False
 
 
 @attrs.frozen
@@ -125,9 +127,13 @@ class Syntax:
     # Functions created by this same string: (schema, name, volatility, body) so calls to them
     # are judged by what their bodies do.
     defines: tuple[tuple[str | None, str, str, Syntax | None], ...] = ()
+    deallocates: tuple[str, ...] = ()  # prepared statement names DEALLOCATEd; "*": all
 
 
 UNPARSABLE = Syntax(frozenset({"unknown"}))
+# The value of a setting that the text does not give (a column, an expression, a parameter):
+# never a literal's text (a protocol string cannot hold a NUL byte).
+COMPUTED = "\x00"
 
 
 def syntax_of(sql: str, lexer: LexerSettings = DEFAULT_LEXER) -> Syntax:
@@ -196,6 +202,7 @@ class _Walker:
         self.read_write = False
         self.constants_read = False
         self.defines: list[tuple[str | None, str, str, Syntax | None]] = []
+        self.deallocates: list[str] = []
 
     def result(self, statements: int = 0) -> Syntax:
         return Syntax(
@@ -210,6 +217,7 @@ class _Walker:
             not self.constants_read,
             statements,
             tuple(self.defines),
+            tuple(self.deallocates),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -224,6 +232,7 @@ class _Walker:
         self.settings += other.settings
         self.read_write = self.read_write or other.read_write
         self.defines += other.defines
+        self.deallocates += other.deallocates
 
     # ------------------------------------------------------------------ constants
 
@@ -281,10 +290,11 @@ class _Walker:
         if name == "ExplainStmt":
             if self._explain_analyze(f):  # EXPLAIN ANALYZE runs its statement
                 self.statement(f.get("query"), scope)
-            else:  # planned only: the names count, nothing runs
+            else:  # planned only: the names count; planning folds IMMUTABLE calls, which run
                 inner = _Walker(self.lexer)
                 inner.expr(f.get("query"), scope)
                 self.relations |= {attrs.evolve(r, written=False) for r in inner.relations}
+                self.calls |= {attrs.evolve(c, planned=True) for c in inner.calls}
                 self.constants_read = self.constants_read or inner.constants_read
             return
         if name == "PrepareStmt":
@@ -299,11 +309,18 @@ class _Walker:
             return
         if name == "ExecuteStmt":
             self.executes.append(f.get("name", ""))
+        elif name == "DeallocateStmt":
+            self.deallocates.append("*" if f.get("isall") or not f.get("name") else f["name"])
         elif name in ("VariableSetStmt", "TransactionStmt", "DiscardStmt"):
+            if name == "DiscardStmt" and f.get("target") == "DISCARD_ALL":
+                self.deallocates.append("*")
             self._settings(name, f)
         elif name == "DoStmt":
             self._do(f)
             return
+        elif name == "CallStmt" and isinstance(f.get("funccall"), dict):
+            call = f["funccall"]
+            self._func_call(_node(call)[1] if _node(call) else call, scope)
         elif name == "CreateFunctionStmt":
             self._create_function(f, scope)
         self.expr(stmt, scope)
@@ -337,24 +354,25 @@ class _Walker:
         return "unknown"
 
     def _explain_analyze(self, f: dict) -> bool:
+        """Whether EXPLAIN runs its statement: the last ANALYZE option decides, as on the server."""
+        analyze = False
         for option in f.get("options", []) or []:
             o = _node(option)
             if o is None or o[1].get("defname") != "analyze":
                 continue
             arg = o[1].get("arg")
-            if arg is None:
-                return True
-            a = _node(arg)
+            a = _node(arg) if arg is not None else None
             if a is None:
-                return True
-            if a[0] == "Boolean":
-                return bool(a[1].get("boolval", False))
-            if a[0] == "String":
-                return a[1].get("sval", "").lower() not in ("false", "off", "no", "0", "f", "n")
-            if a[0] == "Integer":
-                return bool(a[1].get("ival", 0))
-            return True
-        return False
+                analyze = True
+            elif a[0] == "Boolean":
+                analyze = bool(a[1].get("boolval", False))
+            elif a[0] == "String":
+                analyze = a[1].get("sval", "").lower() not in ("false", "off", "no", "0", "f", "n", "of")
+            elif a[0] == "Integer":
+                analyze = bool(a[1].get("ival", 0))
+            else:
+                analyze = True
+        return analyze
 
     def _settings(self, name: str, f: dict) -> None:
         """What a SET, RESET, DISCARD or transaction statement does to run-time settings."""
@@ -382,7 +400,7 @@ class _Walker:
             if setting in _LIST_QUOTE_SETTINGS:  # as the server flattens them: identifiers quoted
                 parts = [p if p is None or (p.isidentifier() and p == p.lower()) else '"' + p.replace('"', '""') + '"'
                          for p in parts]
-            self.settings.append((setting, None if None in parts else ", ".join(parts)))
+            self.settings.append((setting, COMPUTED if None in parts else ", ".join(parts)))
         elif kind in ("VAR_SET_DEFAULT", "VAR_RESET", "VAR_SET_CURRENT"):
             self.settings.append((setting, None))
 
@@ -559,6 +577,9 @@ class _Walker:
             value = self.text(args[1]) if len(args) > 1 else None
             if setting is None:
                 self.kinds.add("role")  # a setting chosen at run time: assume the worst
+            if value is None and len(args) > 1:
+                is_const, _ = self.const(args[1])
+                value = None if is_const else COMPUTED  # NULL resets; anything else is unknown here
             self.settings.append((setting.lower() if setting is not None else "*", value))
         for key, value in f.items():
             if key != "funcname" and isinstance(value, (dict, list)):
@@ -566,6 +587,10 @@ class _Walker:
 
     def _operator(self, f: dict, scope: tuple) -> None:
         parts = _names(f.get("name", []))
+        if f.get("kind", "").startswith(("AEXPR_BETWEEN", "AEXPR_NOT_BETWEEN")):
+            parts = []  # x BETWEEN a AND b: the operators >= and <=
+            for op in (">=", "<="):
+                self.calls.add(Call(None, op, 2, "operator"))
         if parts:
             schema, op = (parts[-2] if len(parts) > 1 else None), parts[-1]
             nargs = int(f.get("lexpr") is not None) + int(f.get("rexpr") is not None)
@@ -652,7 +677,7 @@ class _Walker:
                     return _X
                 return _T if all(p == _T for p in parts) else _C
             if op == "OR_EXPR":
-                if _T in parts:
+                if _T in parts or _complementary_null_tests(f.get("args", [])):
                     return _T
                 if _C in parts:
                     return _C
@@ -794,6 +819,14 @@ class _Walker:
             return False
         val = (_node(targets[0]) or ("", {}))[1].get("val")
         return _same_column(val, test)
+
+
+def _complementary_null_tests(args: list) -> bool:
+    """``x IS NULL OR x IS NOT NULL``: true for every row."""
+    tests = [(_node(a) or ("", {})) for a in args]
+    nulls = [f.get("arg") for name, f in tests if name == "NullTest" and f.get("nulltesttype") == "IS_NULL"]
+    not_nulls = [f.get("arg") for name, f in tests if name == "NullTest" and f.get("nulltesttype") == "IS_NOT_NULL"]
+    return any(_same(a, b) for a in nulls for b in not_nulls)
 
 
 def _same_column(a: Any, b: Any) -> bool:

@@ -14,10 +14,11 @@ import fnmatch
 import attrs
 
 from pgwarden import StoreKey, hookimpl
+from pgwarden.sql.resolve import resolve
 from pgwarden.verdict import Verdict
 
 # What each SQL-level PREPAREd statement of a session does, for its later EXECUTEs.
-PREPARED = StoreKey[dict]("block.prepared")
+PREPARED = StoreKey[dict]("block.prepared")  # name -> the Syntax of every body prepared under it
 
 
 @attrs.frozen
@@ -31,25 +32,45 @@ class _Executed:
 
 
 def _with_executed(statement, session):
+    """The statement with what the prepared statements it EXECUTEs do.
+
+    Names are kept as the server keeps them (case-sensitive once the parser has folded
+    them). A PREPARE of a name already prepared fails on the server (the old statement
+    stays), and pgwarden cannot tell here whether the statement will run at all: every
+    body ever prepared under a name counts until it is deallocated. Each body is resolved
+    again in the context of the EXECUTE, since the server plans it again under the
+    search_path then.
+    """
     analysis = statement.analysis
     prepared = session.store.setdefault(PREPARED, {})
-    for name, body in analysis.prepares:
-        prepared[name.lower()] = body
+    for name in analysis.deallocates:
+        if name == "*":
+            prepared.clear()
+        else:
+            prepared.pop(name, None)
+    for name, _body, syntax in analysis.prepares:
+        prepared.setdefault(name, []).append(syntax)
     if not analysis.executes:
         return statement
     kinds, tables, functions = set(analysis.kinds), set(analysis.tables), set(analysis.functions)
     wheres = [] if analysis.has_where is None else [analysis.has_where]
     for name in analysis.executes:
-        body = prepared.get(name.lower())
-        if body is None:  # prepared before pgwarden could see it, or it failed: judge the worst
+        bodies = prepared.get(name)
+        if not bodies:  # prepared before pgwarden could see it, or never: judge the worst
             kinds.add("unknown")
             continue
-        kinds |= body.kinds
-        tables |= body.tables
-        functions |= body.functions
-        if body.has_where is not None:
-            wheres.append(body.has_where)
+        for syntax in bodies:
+            body = resolve(syntax, statement.context) if statement.context is not None else None
+            if body is None:
+                kinds.add("unknown")
+                continue
+            kinds |= body.kinds
+            tables |= body.tables
+            functions |= body.functions
+            if body.has_where is not None:
+                wheres.append(body.has_where)
     return _Executed(frozenset(kinds), frozenset(tables), frozenset(functions), all(wheres) if wheres else None)
+
 
 _NAMES = {
     "delete": "DELETE", "update": "UPDATE", "insert": "INSERT", "merge": "MERGE", "truncate": "TRUNCATE",
@@ -142,7 +163,7 @@ class Blocking:
                 return self._judge(statement, policies)
             return None
         analysis = statement.analysis
-        if analysis.prepares or analysis.executes:
+        if analysis.prepares or analysis.executes or analysis.deallocates:
             return self._judge(_with_executed(statement, session), policies)
         key = (id(analysis), id(policies))
         known = self._verdicts.get(key)
@@ -159,7 +180,7 @@ class Blocking:
         verdicts = []
         unknown = "unknown" in statement.kinds
         for policy in policies:
-            allowed_here = False
+            covered: set[str] = set()  # the kinds of the statement that allow/approve rules name
             # What pgwarden cannot analyse is blocked unless a rule names `unknown` in an allow rule.
             unknown_allowed = not unknown or any(
                 (r.allow is not None and "unknown" in r.allow.statements)
@@ -175,13 +196,16 @@ class Blocking:
                     hit = matches(rule.block, statement)
                     if hit:
                         verdicts.append(Verdict.block(_reason(rule, hit), _hint(rule, hit, statement), **where))
-                elif rule.allow is not None and matches(rule.allow, statement):
-                    allowed_here = True
-                elif rule.approve is not None and matches(rule.approve, statement):
-                    allowed_here = True  # the approval plugin decides about it
-            if policy.default == "block" and not allowed_here:
+                else:
+                    spec = rule.allow if rule.allow is not None else rule.approve  # approve: its plugin decides
+                    if spec is not None and matches(spec, statement):
+                        covered |= set(spec.statements) if spec.statements else set(statement.kinds)
+            # `default: block` allows a statement only when every kind of it is allowed: a SELECT
+            # that deletes in a CTE or calls nextval() is not "a select".
+            uncovered = statement.kinds - covered
+            if policy.default == "block" and (uncovered or not statement.kinds and not covered):
                 verdicts.append(Verdict.block(
-                    f"{', '.join(_NAMES.get(k, k) for k in sorted(statement.kinds)) or 'this statement'} "
+                    f"{', '.join(_NAMES.get(k, k) for k in sorted(uncovered or statement.kinds)) or 'this statement'} "
                     f"is not among what policy {policy.name!r} allows",
                     "Only the statements this policy's allow rules name are permitted; ask an operator for more.",
                     policy=policy.name, rule="default: block",

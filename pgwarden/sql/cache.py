@@ -55,7 +55,7 @@ class StatementCache:
             ctx = default_context().with_lexer(context)
         else:
             ctx = context
-        key = (sql, ctx.key)
+        key = (sql, ctx)  # (its hash is cached; a session reuses one context object)
         items = self._items
         statement = items.get(key)
         if statement is not None:
@@ -67,21 +67,21 @@ class StatementCache:
         return statement
 
     def syntax_for(self, sql: str, lexer: LexerSettings) -> Syntax:
-        key = (sql, lexer)
+        default = lexer.default
+        key = sql if default else (sql, lexer)
         known = self._syntax.get(key)
         if known is not None:
             return known
         normalized = None
-        if lexer.default:  # normalize parses with the default lexer settings only
+        if default:  # normalize parses with the default lexer settings only
             try:
-                normalized = (normalize(sql), lexer)
+                normalized = normalize(sql)
             except ParseError:
                 normalized = None
             if normalized is not None:
                 shared = self._by_normalized.get(normalized)
                 if shared is not None:
                     self.fingerprint_hits += 1
-                    _put(self._syntax, key, shared, self._size)
                     return shared
         self.misses += 1
         syntax = syntax_of(sql, lexer)
@@ -92,7 +92,7 @@ class StatementCache:
 
     def analysis_for(self, sql: str, context: SqlContext) -> Analysis:
         syntax = self.syntax_for(sql, context.lexer)
-        key = (id(syntax), context.key)
+        key = (id(syntax), context)
         known = self._resolved.get(key)
         if known is not None and known[0] is syntax:
             return known[1]

@@ -65,7 +65,7 @@ def _item(chars: list[str], quoted: bool) -> str:
     return text if quoted else text.lower()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class SqlContext:
     """Everything besides the text that a statement's analysis depends on."""
 
@@ -78,6 +78,7 @@ class SqlContext:
 
     @property
     def key(self) -> tuple:
+        """What the analyses in this context depend on (the catalog by its generation)."""
         return (self.catalog.generation, self.user, self.search_path, self.possible, self.lexer)
 
     def schemas(self) -> tuple[str, ...]:
@@ -129,7 +130,7 @@ class SqlContext:
         return self if catalog is self.catalog else attrs.evolve(self, catalog=catalog)
 
     def with_lexer(self, lexer: LexerSettings | None) -> SqlContext:
-        if lexer is None or lexer == self.lexer:
+        if lexer is None or lexer is self.lexer or lexer == self.lexer:
             return self
         return attrs.evolve(self, lexer=lexer)
 

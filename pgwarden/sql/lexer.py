@@ -33,7 +33,7 @@ _DISABLE_BACKSLASH_QUOTE = 16
 _DISABLE_STANDARD_CONFORMING_STRINGS = 32
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)
 class LexerSettings:
     """The session settings that change how the server splits text into tokens."""
 

@@ -22,6 +22,7 @@ from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, Iterabl
 from cattrs.gen import make_dict_structure_fn, override
 
 from pgwarden.policy.model import (
+    RULE_KEYS,
     LimitSpec,
     MaskSpec,
     MaskWith,
@@ -30,6 +31,7 @@ from pgwarden.policy.model import (
     Policy,
     Rule,
     StatementMatch,
+    Unread,
     When,
 )
 
@@ -153,7 +155,9 @@ class JwtAuth:
 
 @attrs.frozen
 class Auth:
-    jwt: JwtAuth
+    # The settings of the built-in plugin `jwt`, which declares it needs them: another
+    # authenticator (a plugin) may take its place, and then this may be left out.
+    jwt: JwtAuth | None = None
     # token: the client's password is its token. pod: connections over loopback take the identity of
     # the pod's own projected service-account token (pod_token_file); no password is asked.
     mode: Literal["token", "pod"] = "token"
@@ -314,14 +318,42 @@ def _str_or_mapping(value, _type):
     raise ValueError(f"expected a sink name or a mapping like {{file: PATH}}, got {value!r}")
 
 
+@attrs.frozen
+class _RuleKeys:
+    """The keys every rule may have besides its kind."""
+
+    name: str | None = None
+    reason: str | None = None
+    hint: str | None = None
+
+
+def _rule(value, _type) -> Rule:
+    """A rule: the keys of every rule, and one more, its kind, whose options are read later
+    by the plugin host with the schema of that kind (the loaded plugins declare kinds)."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a rule, a mapping like {{name: ..., block: {{...}}}}, got {value!r}")
+    kinds = [k for k in value if k not in RULE_KEYS]
+    if len(kinds) != 1:
+        misspelt = {k for k in kinds if nearest(str(k), RULE_KEYS)}
+        if misspelt:  # `reasn: ...` beside `block: ...`: said as an unknown key, with what it was meant to be
+            raise ForbiddenExtraKeysError("", _RuleKeys, misspelt)
+        raise ValueError("expected exactly one rule kind (block, allow, approve, mask, limit or one a plugin "
+                         "declares) besides name, reason and hint; this one says "
+                         + (", ".join(map(str, kinds)) if kinds else "none"))
+    keys = _CONVERTER.structure({k: v for k, v in value.items() if k in RULE_KEYS}, _RuleKeys)
+    kind = kinds[0]
+    return Rule(str(kind), Unread(value[kind]), keys.name, keys.reason, keys.hint)
+
+
 def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
     c.register_structure_hook_func(lambda t: t == MaskWith, _mask_with)
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
+    c.register_structure_hook(Rule, _rule)
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
                 Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch, Partial, PartialMask,
-                LimitSpec, Rule, Policy):
+                LimitSpec, _RuleKeys, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
     c.register_structure_hook(
         MaskSpec,
@@ -570,14 +602,15 @@ def parse_config(text: str, source: str = "<config>") -> Config:
     return structure_config(parse_yaml(text, source, SECTIONS), source, line_index(text))
 
 
-def structure_section(data: Any, cls: type, path: str, source: str = "<config>",
+def structure_section(data: Any, cls: type, path: str | tuple, source: str = "<config>",
                       lines: Mapping[tuple, int] | None = None):
-    """Structures one section (a plugin's options, say) with the config's own rules.
+    """Structures one section (a plugin's options, a rule's) with the config's own rules.
 
-    ``path`` is where the section is in the file (``plugins.business-hours``), for the
-    problems' paths and, with ``lines``, their line numbers.
+    ``path`` is where the section is in the file (``plugins.business-hours``, or a key
+    path like ``("policies", 0, "rules", 2, "hours")``), for the problems' paths and,
+    with ``lines``, their line numbers.
     """
-    parts = tuple(path.split("."))
+    parts = tuple(path.split(".")) if isinstance(path, str) else path
     if not isinstance(data, dict):
         raise ConfigError(source, [located(lines or {}, parts, f"expected a mapping, got {data!r}")])
     try:

@@ -1,32 +1,61 @@
-"""The hooks a pgwarden plugin may implement: a stable, versioned API.
+"""The hooks a pgwarden plugin may implement: the plugin contract, version 1.
 
-Every hook is named ``pgwarden_*`` so a grep finds every implementation.
-Decision hooks (``pgwarden_check``) are called on every plugin and reduced by
-the core, strictest verdict first; ``firstresult`` hooks stop at the first
-answer that is not None. A hook that may have to wait returns a Deferred and
-the core waits for it; pluggy itself is synchronous.
+Every hook is named ``pgwarden_*`` so a grep finds every implementation; every
+type a hook receives or returns is exported by `pgwarden.api`. Decision hooks
+(``pgwarden_check``) are called on every plugin and reduced by the core,
+strictest verdict first; ``firstresult`` hooks stop at the first answer that is
+not None. Hooks are called through pluggy (tracing, ``wrapper=True``
+implementations), and pluggy is synchronous: a hook that may have to wait
+returns a Deferred, or is an ``async def`` (its coroutine runs as a Deferred),
+and the core waits for it.
 
 A plugin that raises in a decision hook, or whose Deferred fails or does not
 fire within ``plugins.timeout_s``, makes the statement blocked with a reason
 naming the plugin: never allowed.
+
+A hook or argument that is to go is first marked here with pluggy's
+``warn_on_impl`` / ``warn_on_impl_args`` and a `PgwardenDeprecationWarning`, for
+at least one minor version: implementations get the warning when they are
+loaded (logged, and shown by ``pgwarden plugins``).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
-    from pgwarden.config import Config
-    from pgwarden.identity import Identity
-    from pgwarden.session import Session
-    from pgwarden.sql import Statement
-    from pgwarden.verdict import Verdict
-    from pgwarden.wire.messages import RowDescription, StartupMessage
+    from collections.abc import Mapping, Sequence
+
+    from pgwarden.api import (
+        ApprovalRequest,
+        ConfigProblem,
+        ConfigSection,
+        Identity,
+        Later,
+        Masker,
+        Reactor,
+        Record,
+        RowDescription,
+        RuleKind,
+        Sections,
+        Session,
+        SessionSummary,
+        StartupMessage,
+        Statement,
+        Verdict,
+    )
 
 hookspec = pluggy.HookspecMarker("pgwarden")
 hookimpl = pluggy.HookimplMarker("pgwarden")
+
+
+class PgwardenDeprecationWarning(DeprecationWarning):
+    """A plugin uses a hook or an argument that a later version of the contract removes."""
+
+
+# ---------------------------------------------------------------------------- declarations
 
 
 @hookspec
@@ -46,47 +75,94 @@ def pgwarden_options() -> type | None:
 
 
 @hookspec
-def pgwarden_rule_kinds() -> list[str] | None:
-    """The rule kinds of the policy file this plugin interprets (``block``, ``mask``, ...).
+def pgwarden_config_sections() -> Sequence[ConfigSection[object]] | None:
+    """The parts of pgwarden's own configuration this plugin needs besides its options.
 
-    A rule whose kind no loaded plugin claims is a configuration error, so
-    disabling a plugin never silently disables its rules.
+    Each is handed to `pgwarden_validate` and `pgwarden_configure` in ``sections``;
+    nothing else of the file is. A path that is not in the configuration, or holds
+    another class, refuses the plugin at load.
 
-    :return: a list of rule-kind names.
+    :return: `ConfigSection` keys, such as ``ConfigSection("upstream", Upstream)``, or None.
 
-    .. versionadded:: 0.1
+    .. versionadded:: 1.0
     """
 
 
 @hookspec
-def pgwarden_configure(config: Config, options: Any, reactor: Any) -> None:
-    """Called at start-up and at each reload, before any session uses the new config.
+def pgwarden_rule_kinds() -> Sequence[RuleKind[object]] | None:
+    """The rule kinds of the policy file this plugin interprets, each with its options class.
 
-    Called once per plugin with that plugin's own options.
+    Its own (``RuleKind("hours", HoursRule)``), or built-in ones it takes on
+    (`pgwarden.api.MASK`, `pgwarden.api.APPROVE`). pgwarden reads every rule of these
+    kinds into their options class, with path and line for each problem; a rule
+    whose kind no loaded plugin interprets is a configuration error, so disabling
+    a plugin never silently disables its rules. Read a rule with ``KIND.of(rule)``.
 
-    :param config: the whole validated configuration.
-    :param options: this plugin's options (an instance of its `pgwarden_options`
-        class), or None when it declares none.
-    :param reactor: the reactor pgwarden runs on, for plugins that need time or
-        the network (never import the global one).
-
-    Raise (a `pgwarden.config.ConfigError` naming the key reads best) if the config
-    cannot be applied: pgwarden then does not start, or refuses the reload and
-    configures every plugin again with the running config. `pgwarden check` does
-    not call this hook (applying may open files or connections): a value that
-    can be judged without applying it belongs in the options class.
+    :return: `RuleKind` objects, or None.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 1.0
+       `RuleKind` objects with their options class, not names.
     """
 
 
+# ---------------------------------------------------------------------------- configuration
+
+
+@hookspec
+def pgwarden_validate(options: object, sections: Sections) -> Sequence[ConfigProblem] | None:
+    """What is wrong with the configuration this plugin would be given, without applying it.
+
+    Called by `pgwarden check` and before `pgwarden run` serves, with every other
+    problem of the file; not at reloads (`pgwarden_configure` refuses what it cannot
+    apply). Look, do not act: no connections, no files opened for writing. A file
+    the config names that is not there is best left alone (`check` also runs where
+    the secrets are not mounted).
+
+    :param options: this plugin's options (an instance of its `pgwarden_options`
+        class), or None when it declares none.
+    :param sections: the sections it declared with `pgwarden_config_sections`.
+    :return: a `ConfigProblem` per problem (reported at its key's line), or None.
+
+    .. versionadded:: 1.0
+    """
+
+
+@hookspec
+def pgwarden_configure(options: object, sections: Sections, reactor: Reactor) -> None:
+    """Called at start-up and at each reload, before any session uses the new config.
+
+    Called once per plugin with that plugin's own options and sections.
+
+    :param options: this plugin's options (an instance of its `pgwarden_options`
+        class), or None when it declares none.
+    :param sections: the sections it declared with `pgwarden_config_sections`.
+    :param reactor: the reactor pgwarden runs on, for plugins that need time or
+        the network (never import the global one).
+
+    Raise a `ConfigProblem` (or several, in an ``ExceptionGroup``) if the config
+    cannot be applied: pgwarden then does not start, or refuses the reload and
+    configures every plugin again with the running config. `pgwarden check` does
+    not call this hook (applying may open files or connections): a value that
+    can be judged without applying it belongs in the options class or in
+    `pgwarden_validate`.
+
+    .. versionadded:: 0.1
+    .. versionchanged:: 1.0
+       ``config`` (the whole configuration) is gone: declare ``sections``.
+    """
+
+
+# ---------------------------------------------------------------------------- sessions
+
+
 @hookspec(firstresult=True)
-def pgwarden_authenticate(startup: StartupMessage, secret: str) -> Identity | None:
+def pgwarden_authenticate(startup: StartupMessage, secret: str) -> Identity | Later[Identity | None] | None:
     """Turns what a client presented as its password into an identity.
 
-    Stops at the first non-None result. Raise
-    `pgwarden.identity.AuthenticationFailed` to refuse outright; the client only
-    ever sees ``pgwarden: authentication failed``.
+    Stops at the first non-None result (an ``async def`` implementation always
+    answers). Raise `pgwarden.api.AuthenticationFailed` to refuse outright; the client
+    only ever sees ``pgwarden: authentication failed``.
 
     :param startup: the client's StartupMessage (user, database, parameters).
     :param secret: the password the client sent (normally a JWT).
@@ -108,11 +184,29 @@ def pgwarden_session_start(session: Session) -> None:
 
 
 @hookspec
-def pgwarden_check(statement: Statement, session: Session) -> Verdict | None:
+def pgwarden_session_end(session: Session, summary: SessionSummary) -> None:
+    """A session has ended, for whatever reason.
+
+    :param session: the session that ended.
+    :param summary: its totals (statements, refused, rows, bytes) and why it ended.
+
+    .. versionadded:: 0.1
+    .. versionchanged:: 1.0
+       ``summary`` is a `SessionSummary`, not a dict.
+    """
+
+
+# ---------------------------------------------------------------------------- decisions
+
+
+@hookspec
+def pgwarden_check(statement: Statement, session: Session) -> Verdict | Later[Verdict | None] | None:
     """Decides about one statement before any byte of it reaches the database.
 
     Called on every plugin; the core keeps the strictest answer (block >
-    approve > allow). A plugin may return a Deferred that fires with a Verdict.
+    approve > allow). Each plugin is called through pluggy on its own, with the
+    ``wrapper=True`` implementations of every plugin that only wraps this hook
+    around it, so that a failure names the plugin that failed.
 
     :param statement: the analysed SQL string (shared by all plugins, read-only).
     :param session: the session it comes from.
@@ -123,7 +217,7 @@ def pgwarden_check(statement: Statement, session: Session) -> Verdict | None:
 
 
 @hookspec(firstresult=True)
-def pgwarden_await_approval(request: Any, session: Session) -> Any:
+def pgwarden_await_approval(request: ApprovalRequest, session: Session) -> Later[Verdict] | None:
     """Holds a statement whose verdict is ``approve`` until a human decides.
 
     Stops at the first non-None result. Without any implementation, statements
@@ -138,7 +232,7 @@ def pgwarden_await_approval(request: Any, session: Session) -> Any:
 
 
 @hookspec
-def pgwarden_approval_requested(request: Any) -> None:
+def pgwarden_approval_requested(request: ApprovalRequest) -> None:
     """An approval is now pending: notify people (webhook, chat).
 
     :param request: the approval request.
@@ -148,32 +242,51 @@ def pgwarden_approval_requested(request: Any) -> None:
 
 
 @hookspec
-def pgwarden_result_masks(shape: RowDescription, statement: Statement | None, session: Session) -> dict | None:
+def pgwarden_result_masks(shape: RowDescription, statement: Statement | None,
+                          session: Session) -> Mapping[int, Masker] | None:
     """Per-column maskers for one result shape, asked once per result.
 
     :param shape: the RowDescription of the result (table OID, attribute number,
         type OID and format of each column).
     :param statement: the statement that produced it, when known.
     :param session: the session.
-    :return: a mapping of column index to a callable ``(value: bytes | None, column)
-        -> bytes | None``, or None when nothing needs masking.
+    :return: a mapping of column index to a `Masker`, ``(value: bytes | None,
+        column: Column) -> bytes | None``, or None when nothing needs masking.
 
     .. versionadded:: 0.1
     """
 
 
+# ---------------------------------------------------------------------------- records
+
+
 @hookspec
-def pgwarden_record(record: dict) -> None:
+def pgwarden_records_wanted() -> bool | None:
+    """Whether this plugin's `pgwarden_record` wants records with the configuration it has now.
+
+    Asked after every `pgwarden_configure`. When no plugin wants records, the core
+    builds none (what ``recording: {sinks: []}`` does for the built-in sinks). A
+    plugin that does not implement it always gets them.
+
+    :return: False to get no records until the next configuration; True or None to get them.
+
+    .. versionadded:: 1.0
+    """
+
+
+@hookspec
+def pgwarden_record(record: Record) -> None:
     """A structured record (statement, approval, session start/end, ...) to write.
 
-    :param record: the record, a JSON-ready mapping.
+    :param record: the record, a JSON-ready mapping (docs/records.md); the same one
+        goes to every sink: read it, do not change it.
 
     .. versionadded:: 0.1
     """
 
 
 @hookspec
-def pgwarden_records_flush() -> list[str] | None:
+def pgwarden_records_flush() -> Sequence[str] | None:
     """Make every record received through `pgwarden_record` so far reach the operating system.
 
     The core calls it once per reactor turn, before that turn's bytes go
@@ -198,17 +311,6 @@ def pgwarden_stop() -> None:
     """pgwarden is stopping: flush and close what the plugin holds open.
 
     Called once, after the last session ended and its records were passed on.
-
-    .. versionadded:: 0.1
-    """
-
-
-@hookspec
-def pgwarden_session_end(session: Session, summary: dict) -> None:
-    """A session has ended, for whatever reason.
-
-    :param session: the session that ended.
-    :param summary: totals (statements, refusals, duration).
 
     .. versionadded:: 0.1
     """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +15,12 @@ from pgwarden.config import JwtAuth
 
 @attrs.frozen
 class Identity:
-    """The verified caller. ``claims`` holds every claim of the token."""
+    """The verified caller. ``claims`` holds every claim of the token (read-only)."""
 
     subject: str
     groups: frozenset[str] = frozenset()
-    claims: dict[str, Any] = attrs.field(factory=dict, eq=False, repr=False)
+    claims: Mapping[str, object] = attrs.field(factory=dict, eq=False, repr=False)
+    #: when the credential stops being valid (seconds since the epoch); the session ends then
     expires_at: float | None = None
 
 

@@ -7,11 +7,14 @@ between plugins, and a type checker knows what each key holds.
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import attrs
 
 from pgwarden.identity import Identity
+
+if TYPE_CHECKING:
+    from pgwarden.policy.model import Policy
 
 T = TypeVar("T")
 D = TypeVar("D")
@@ -64,9 +67,14 @@ class Store:
         return len(self._data)
 
 
-@attrs.define(eq=False)
+@attrs.frozen(eq=False)
 class Session:
-    """One agent connection as plugins see it."""
+    """One agent connection as plugins see it: who, to which database, under which policies.
+
+    Frozen: a plugin keeps its own state in ``store``. The core replaces ``policies``
+    when a reload changes them (`replace_policies`), so a plugin reads them afresh
+    at each statement.
+    """
 
     id: str
     identity: Identity
@@ -74,6 +82,23 @@ class Session:
     application_name: str | None = None
     client_address: str | None = None
     #: the policies that apply to this identity (kept current across reloads)
-    policies: tuple = ()
+    policies: tuple[Policy, ...] = ()
     #: per-plugin state, keyed by each plugin's own StoreKey
     store: Store = attrs.field(factory=Store, repr=False)
+
+
+def replace_policies(session: Session, policies: tuple[Policy, ...]) -> None:
+    """A reload changed what applies to ``session``: the core's one change to a live session."""
+    object.__setattr__(session, "policies", policies)
+
+
+@attrs.frozen
+class SessionSummary:
+    """What one session did, handed to ``pgwarden_session_end``."""
+
+    statements: int
+    refused: int
+    rows: int
+    bytes: int
+    #: why it ended: ``client`` (Terminate or the client went away), ``shutdown``, ...
+    reason: str

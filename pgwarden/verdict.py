@@ -6,7 +6,13 @@ answer policies give (block, approve) and `Refusal` is what reaches the client.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:
+    from pgwarden.session import Session
+    from pgwarden.sql.statement import Statement
 
 # Strictness order used to reduce several answers: the strictest wins.
 _RANK = {"allow": 0, "approve": 1, "block": 2}
@@ -21,10 +27,12 @@ class Verdict:
     hint: str | None = None
     policy: str | None = None
     rule: str | None = None
+    #: who decided, in the answer of an approval store (``pgwarden_await_approval``)
+    approver: str | None = None
 
     @classmethod
-    def allow(cls) -> Verdict:
-        return _ALLOW
+    def allow(cls, approver: str | None = None) -> Verdict:
+        return _ALLOW if approver is None else cls("allow", approver=approver)
 
     @classmethod
     def block(cls, reason: str, hint: str | None = None, **where: str) -> Verdict:
@@ -49,6 +57,15 @@ class Verdict:
 
 
 _ALLOW = Verdict("allow")
+
+
+@attrs.frozen
+class ApprovalRequest:
+    """A statement held for a human: what it is, why, and from whom."""
+
+    statement: Statement
+    verdict: Verdict
+    session: Session
 
 
 @attrs.frozen

@@ -1,9 +1,11 @@
 """Policies: who they apply to (`When`) and what they say (`Rule`s), as frozen attrs classes.
 
 Structured from the config file by the config's converter (see
-`pgwarden.config`); interpreted by plugins (each claims the rule kinds it
-understands). An identity may match several policies: every one applies and the
-strictest verdict wins.
+`pgwarden.config`). A rule is of one kind (``block``, ``mask``, or one a plugin
+declares, see `pgwarden.policy.kinds`); the plugin host reads each rule's options
+with the schema of its kind and refuses a kind that no loaded plugin interprets.
+An identity may match several policies: every one applies and the strictest
+verdict wins.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import attrs
 if TYPE_CHECKING:
     from pgwarden.identity import Identity
 
-RULE_KINDS = ("block", "allow", "approve", "mask", "limit")
+#: The keys of a rule that are not its kind.
+RULE_KEYS = ("name", "reason", "hint")
 STATEMENT_KINDS = frozenset(
     {
         "select", "insert", "update", "delete", "merge", "copy_from", "copy_to", "copy_program",
@@ -143,29 +146,27 @@ class LimitSpec:
 
 
 @attrs.frozen
-class Rule:
-    """One rule: exactly one of block, allow, approve, mask, limit."""
+class Unread:
+    """A rule's options as the file gives them, before the plugin host reads them with the
+    schema of the rule's kind (which only the loaded plugins know)."""
 
+    data: Any
+
+
+@attrs.frozen
+class Rule:
+    """One rule: its kind and that kind's options, with a name, a reason and a hint.
+
+    ``spec`` is an instance of the options class the kind declares (`RuleKind.options`);
+    read it through the kind, ``BLOCK.of(rule)``, which is typed. Until the plugin host
+    has read the policies it is `Unread`.
+    """
+
+    kind: str = attrs.field(metadata={"internal": True})
+    spec: object = attrs.field(default=None, metadata={"internal": True})
     name: str | None = None
     reason: str | None = None
     hint: str | None = None
-    block: StatementMatch | None = None
-    allow: StatementMatch | None = None  # what a `default: block` policy permits
-    approve: StatementMatch | None = None
-    mask: MaskSpec | None = None
-    limit: LimitSpec | None = None
-
-    def __attrs_post_init__(self) -> None:
-        given = [k for k in RULE_KINDS if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"a rule says exactly one of {', '.join(RULE_KINDS)}"
-                + (f"; this one says {', '.join(given)}" if given else "; this one says none")
-            )
-
-    @property
-    def kind(self) -> str:
-        return next(k for k in RULE_KINDS if getattr(self, k) is not None)
 
 
 @attrs.frozen
@@ -181,14 +182,23 @@ def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Poli
     return tuple(p for p in policies if p.when.matches(identity))
 
 
+def _limits(policies: tuple[Policy, ...]):
+    from pgwarden.policy.kinds import LIMIT
+
+    for policy in policies:
+        for rule in policy.rules:
+            spec = LIMIT.of(rule)
+            if spec is not None:
+                yield spec
+
+
 def row_cap(policies: tuple[Policy, ...]) -> int | None:
     """The smallest row limit of the `limit` rules that apply; None when there is none."""
-    caps = [r.limit.rows for p in policies for r in p.rules if r.limit is not None and r.limit.rows]
+    caps = [spec.rows for spec in _limits(policies) if spec.rows]
     return min(caps) if caps else None
 
 
 def statement_timeout_ms(policies: tuple[Policy, ...]) -> int | None:
     """The smallest statement_timeout of the `limit` rules that apply, in milliseconds."""
-    found = [duration_ms(r.limit.statement_timeout) for p in policies for r in p.rules
-             if r.limit is not None and r.limit.statement_timeout]
+    found = [duration_ms(spec.statement_timeout) for spec in _limits(policies) if spec.statement_timeout]
     return min(found) if found else None

@@ -58,6 +58,7 @@ def main() -> int:
     }
     config = _CONVERTER.structure(doc, Config)
     host = PluginHost(config, reactor=None)
+    config = host.config  # its rules read by the kinds the plugins declare
     identity = Identity("bench", frozenset({"ai-agents"}))
     session = Session("bench", identity, "appdb", policies=policies_for(identity, config.policies))
     cache = StatementCache()

@@ -24,16 +24,17 @@ from pgwarden.config import Config, ConfigError, ListenTLS, load_config
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden import lexical
 from pgwarden.masking import row_transform
-from pgwarden.plugins import NO_AUTHENTICATOR, PluginHost
+from pgwarden.plugins import PluginHost
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
+from pgwarden.session import SessionSummary, replace_policies
 from pgwarden.metrics import Stats
 from pgwarden.recorder import Recorder, RecordingFailed
 from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.live import LiveCatalog
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
-from pgwarden.verdict import Refusal, Verdict
+from pgwarden.verdict import ApprovalRequest, Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
 from pgwarden.proxy.reactor import send_now
 from pgwarden.proxy.upstream import tls_options
@@ -67,15 +68,6 @@ def _an_identity(identity) -> Identity:
     if not isinstance(identity, Identity):
         raise AuthenticationFailed("no plugin accepted the credential")
     return identity
-
-
-@attrs.frozen
-class ApprovalRequest:
-    """A statement held for a human: what it is, why, and from whom."""
-
-    statement: object
-    verdict: Verdict
-    session: object
 
 
 class _Fixed:
@@ -154,11 +146,12 @@ class Application:
         plugins: PluginHost | None = None,
         extra_plugins: Iterable[tuple[str, object]] = (),
     ) -> None:
-        self.config = config
         self.reactor = reactor
         self.plugins = plugins or PluginHost(config, reactor, extra_plugins)
+        # Its rules read by the kinds the plugins declare (once only: a rule read is kept).
+        self.config = config = self.plugins.accept(config)
         if not self.plugins.authenticates:
-            raise ConfigError(config.source, [NO_AUTHENTICATOR])
+            raise ConfigError(config.source, [self.plugins.no_authenticator()])
         self.plugins.configure(config)
         self.recorder = Recorder(self)
         self.stats = Stats()
@@ -216,7 +209,7 @@ class Application:
         """The last records out, then every plugin closes what it holds (sinks, files)."""
         self.catalog.stop()
         self.recorder.close()
-        self._call_each("pgwarden_stop")
+        self.plugins.notify("pgwarden_stop")
 
     # ------------------------------------------------------------------ sessions
 
@@ -284,18 +277,17 @@ class Application:
     def session_started(self, conn: ClientConnection) -> None:
         if self.recorder.active:
             self.recorder.session_start(conn)  # a failure here refuses the session's statements
-        self._call_each("pgwarden_session_start", session=conn.session)
+        self.plugins.notify("pgwarden_session_start", session=conn.session)
 
     def session_ended(self, conn: ClientConnection, reason: str) -> None:
         log_ = conn.log
-        summary = {"statements": log_.statements, "refused": log_.refused, "rows": log_.rows,
-                   "bytes": log_.bytes, "reason": reason}
+        summary = SessionSummary(log_.statements, log_.refused, log_.rows, log_.bytes, reason)
         if self.recorder.active:
             try:
                 self.recorder.session_end(conn, reason)
             except RecordingFailed:
                 pass  # already logged; the session is over either way
-        self._call_each("pgwarden_session_end", session=conn.session, summary=summary)
+        self.plugins.notify("pgwarden_session_end", session=conn.session, summary=summary)
 
     def completion_listener(self, conn: ClientConnection):
         """The relay's ``on_complete``: the overhead histogram, and a result record if anyone records."""
@@ -331,25 +323,13 @@ class Application:
             except RecordingFailed:
                 pass
 
-    def _call_each(self, hook_name: str, **kwargs) -> None:
-        """A notification hook: one plugin's failure is logged and does not stop the others."""
-        for impl in self.plugins._impls(hook_name):
-            try:
-                self.plugins.call_one(hook_name, impl.plugin_name, **kwargs)
-            except Exception:
-                log.failure("plugin {plugin} failed in {hook}", plugin=impl.plugin_name, hook=hook_name)
-
     def shape_listener(self, conn: ClientConnection):
         """The relay's ``on_shape``: None (rows pass untouched) unless a plugin masks results."""
-        if not self.plugins._impls("pgwarden_result_masks"):
+        if not self.plugins.masks:
             return None
 
         def on_shape(shape):
-            maskers: dict = {}
-            for answer in self.plugins.pm.hook.pgwarden_result_masks(
-                shape=shape, statement=None, session=conn.session
-            ):
-                maskers.update(answer or {})
+            maskers = self.plugins.result_masks(shape, None, conn.session)
             return row_transform(shape, maskers) if maskers else None
 
         return on_shape
@@ -357,7 +337,7 @@ class Application:
     def authenticate(self, startup: m.StartupMessage, token: str) -> Identity:
         """The identity behind ``token``; AuthenticationFailed when no plugin vouches for it."""
         try:
-            identity = self.plugins.pm.hook.pgwarden_authenticate(startup=startup, secret=token)
+            identity = self.plugins.authenticate(startup, token)
         except AuthenticationFailed:
             raise
         except Exception as e:  # a broken plugin refuses, never admits
@@ -388,7 +368,7 @@ class Application:
         applying = False
         try:
             new = config if config is not None else load_config(self.config.source)
-            self.plugins.validate(new)
+            new = self.plugins.validate(new)
             if new.listen != running.listen:
                 log.warn("listen changed in {source}: that needs a restart; still listening as before",
                          source=new.source)
@@ -411,7 +391,7 @@ class Application:
         self.recorder.configure()
         for conn in list(self.connections):
             if conn.session is not None:
-                conn.session.policies = policies_for(conn.session.identity, new.policies)
+                replace_policies(conn.session, policies_for(conn.session.identity, new.policies))
                 conn.relay.row_cap = row_cap(conn.session.policies)
         self.reloads += 1
         log.info("reloaded {source}", source=new.source)
@@ -535,7 +515,7 @@ class Application:
                 self.recorder.approval(conn, request_id, "requested", request, reason=verdict.reason)
             except RecordingFailed:
                 return _RECORDING_FAILED
-        self.plugins.pm.hook.pgwarden_approval_requested(request=approval)
+        self.plugins.notify("pgwarden_approval_requested", request=approval)
 
         def decided(answer):
             approved = isinstance(answer, Verdict) and answer.action == "allow"

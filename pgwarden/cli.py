@@ -100,20 +100,23 @@ def _cmd_check(args) -> int:
     checked = _checked(args.config)
     if checked is None:
         return 2
-    print(describe_config(checked[0]))
+    print(describe_config(*checked))
     return 0
 
 
-def describe_config(config) -> str:
-    """What a valid file grants, for people: who gets which policy, and its rules."""
+def describe_config(config, plugins=None) -> str:
+    """What a valid file grants, for people: who gets which policy, and its rules (each kind's
+    options as its plugin's class reads them); with the plugin host, which plugins run."""
     lines = [
         f"{config.source}: valid",
         f"  listen   {config.listen.host}:{config.listen.port}" + (" (TLS)" if config.listen.tls else ""),
         f"  upstream {config.upstream.user}@{config.upstream.host}:{config.upstream.port}/"
         f"{config.upstream.database} (TLS {config.upstream.tls.mode})",
-        f"  tokens   issuer {config.auth.jwt.issuer}, audience {config.auth.jwt.audience}, "
-        f"algorithms {', '.join(config.auth.jwt.algorithms)}",
     ]
+    if plugins is not None:
+        lines.append(f"  plugins  {', '.join(p.name for p in plugins.loaded()) or 'none'}")
+        lines.append("  rules    " + "; ".join(f"{kind} by {', '.join(names)}"
+                                               for kind, names in plugins.rule_kinds.items()))
     if not config.policies:
         lines.append("  no policies: every connection is refused")
     for policy in config.policies:
@@ -128,8 +131,9 @@ def describe_config(config) -> str:
         lines.append(f"  policy {policy.name}: for {' and '.join(who) or 'everyone'}; "
                      f"default {policy.default}; {len(policy.rules)} rule(s)")
         for rule in policy.rules:
-            spec = getattr(rule, rule.kind)
-            fields = {k: v for k, v in attrs.asdict(spec, recurse=False).items() if v not in ((), None, {})}
+            spec = rule.spec
+            fields = {k: v for k, v in attrs.asdict(spec, recurse=False).items() if v not in ((), None, {})} \
+                if attrs.has(type(spec)) else {}
             detail = ", ".join(f"{k.rstrip('_')}={v}" for k, v in fields.items())
             lines.append(f"    {rule.kind:8} {rule.name or '(unnamed)'}: {detail}"
                          + (f" — {rule.reason}" if rule.reason else ""))
@@ -235,10 +239,16 @@ def _cmd_plugins(args) -> int:
         host = _plugin_host()
         if host is None:
             return 2
+    kinds = host.declared_rule_kinds
     for p in host.loaded():
         print(f"{p.name} {p.version or '-'} ({p.source})")
         for hook in p.hooks:
             print(f"    {hook}")
+        for name in p.rule_kinds:
+            kind = kinds[name]
+            print(f"    rule kind {name}: {kind.options.__name__}" + (f" — {kind.doc}" if kind.doc else ""))
+        for warning in p.warnings:
+            print(f"    deprecated: {warning}")
     return 0
 
 

@@ -1,40 +1,64 @@
-"""The plugin host: loads plugins, validates their options, and turns hook answers into decisions.
+"""The plugin host: loads plugins, validates their options and rules, and calls their hooks.
 
 Built per `Application` (never a module global). Every plugin, built-in or not,
 comes from the entry-point group ``pgwarden``; tests and embedders may add
 plugin objects directly. After loading, ``check_pending()`` makes a misspelled
 hook fail at start-up instead of being silently ignored.
+
+Every hook is called through pluggy, so tracing (``PGWARDEN_TRACE_HOOKS=1``),
+``wrapper=True`` implementations and pluggy's deprecation warnings apply to all
+of them, `pgwarden explain` included. Where the core must know which plugin
+answered (a decision that failed, a sink that could not write), it calls each
+plugin through a subset caller of its own, built once at load: the plugin's
+implementations, with the wrappers of every plugin that only wraps around them.
+Answers that are coroutines (``async def`` implementations) become Deferreds.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
-from collections.abc import Mapping
-from typing import Any, Iterable
+from types import CodeType, TracebackType
+from typing import TYPE_CHECKING
 
 import attrs
 import pluggy
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pgwarden import hookspecs
 from pgwarden.config import Config, ConfigError, did_you_mean, line_of, located, structure_section
-from pgwarden.policy.model import RULE_KINDS
-from pgwarden.verdict import Refusal, Verdict
+from pgwarden.hookspecs import PgwardenDeprecationWarning
+from pgwarden.identity import AuthenticationFailed
+from pgwarden.policy.kinds import BLOCK, BUILTIN_RULE_KINDS, CORE_RULE_KINDS, RuleKind
+from pgwarden.policy.model import RULE_KEYS, Policy, Rule, Unread
+from pgwarden.sections import ConfigProblem, ConfigSection, Sections, resolve, value_at
+from pgwarden.verdict import Verdict
+
+if TYPE_CHECKING:
+    from pgwarden.session import Session
+    from pgwarden.sql.statement import Statement
+    from pgwarden.wire.messages import RowDescription, StartupMessage
 
 log = Logger(namespace="pgwarden.plugins")
 
 ENTRY_POINT_GROUP = "pgwarden"
 # Keys of the `plugins:` section that are not plugin names.
 RESERVED_KEYS = frozenset({"disable", "timeout_s"})
-DECISION_HOOKS = ("pgwarden_check",)
-# Rule kinds the core itself enforces: `limit` acts on the relay (row cap) and
-# on the upstream session (statement_timeout), not on a verdict.
-CORE_RULE_KINDS = frozenset({"limit"})
-NO_AUTHENTICATOR = "no loaded plugin authenticates clients (is 'jwt' disabled?)"
+NO_AUTHENTICATOR = "no loaded plugin authenticates clients (pgwarden_authenticate)"
+# Who interprets the kinds the core enforces itself, in messages and listings.
+CORE = "pgwarden"
+# What plugin contract v1 removed, for the error that says so at load.
+_REMOVED = {
+    ("pgwarden_configure", "config"): "pgwarden_configure no longer gets the whole config (plugin contract v1): "
+                                      "declare the sections you need with pgwarden_config_sections "
+                                      "(docs/plugins.md, changelog)",
+}
 
 
 class PluginError(Exception):
@@ -47,6 +71,13 @@ class LoadedPlugin:
     version: str | None
     source: str  # "entry point" or "inline"
     hooks: tuple[str, ...]
+    #: the rule kinds it interprets
+    rule_kinds: tuple[str, ...] = ()
+    #: deprecation warnings it got when it was loaded
+    warnings: tuple[str, ...] = ()
+
+
+Call = Callable[..., list]
 
 
 class PluginHost:
@@ -62,7 +93,7 @@ class PluginHost:
         only: Iterable[str] | None = None,
         section: dict | None = None,
     ) -> None:
-        """Loads every plugin; with a config, also validates and guards them.
+        """Loads every plugin; with a config, also validates it (`accept`).
 
         ``extra``: (name, plugin) pairs registered beside the entry points (inline
         plugins). ``only``: the names of the entry-point plugins to load, the others
@@ -75,6 +106,7 @@ class PluginHost:
         self.pm = pluggy.PluginManager("pgwarden")
         self.pm.add_hookspecs(hookspecs)
         self._versions: dict[str, tuple[str | None, str]] = {}
+        self._warnings: dict[str, list[str]] = {}
         if config is not None:
             section = config.plugins
         section = section if isinstance(section, dict) else {}
@@ -111,51 +143,220 @@ class PluginHost:
             self.pm.check_pending()
         except pluggy.PluginValidationError as e:
             raise PluginError(str(e)) from None
-        self._tracing = os.environ.get("PGWARDEN_TRACE_HOOKS") == "1"
-        self._checkers: list = []
-        if self._tracing:
+        if os.environ.get("PGWARDEN_TRACE_HOOKS") == "1":
             self.pm.trace.root.setwriter(lambda text: log.info("hook: {text}", text=text.rstrip()))
             self.pm.enable_tracing()
-        self.options: dict[str, Any] = {}
+        self._callers: dict[str, list[tuple[str, Call]]] = {}
+        self._codes: dict[str, dict[CodeType, str]] = {}
+        self._kinds, self._claims = self._declared_rule_kinds()
+        self._sections = self._declared_sections()
+        # The hot path's callers, built once: the plugins are all registered by now.
+        self._checkers = self._each("pgwarden_check")
+        self._authenticate = self.pm.hook.pgwarden_authenticate
+        self._approve = self.pm.hook.pgwarden_await_approval
+        self._masks = self.pm.hook.pgwarden_result_masks
+        self._recording: set[str] = set()  # the plugins that want records now
+        self.options: dict[str, object] = {}
+        #: the configuration `accept` took, its rules read
+        self.config: Config | None = None
         if config is not None:
             self.accept(config)
-
-    def accept(self, config: Config) -> None:
-        """Validates ``config`` (ConfigError) and then guards the decision hooks: once, for
-        a host built without a config. Reloads call `validate` alone."""
-        self.validate(config)
-        self._guard_decisions()
 
     def _register(self, name: str, plugin: object, version: str | None, source: str) -> None:
         if self.pm.has_plugin(name):
             raise PluginError(f"two plugins are named {name!r}")
         try:
-            self.pm.register(plugin, name=name)
+            # pluggy warns about implementations of deprecated hooks (warn_on_impl) as it registers them.
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                self.pm.register(plugin, name=name)
         except ValueError as e:
             raise PluginError(f"plugin {name!r}: {e}") from None
         except pluggy.PluginValidationError as e:
-            raise PluginError(f"plugin {name!r} does not fit the hook specifications: {e}") from None
+            text = str(e)
+            hints = [hint for (hook, arg), hint in _REMOVED.items() if hook in text and repr(arg) in text]
+            raise PluginError(f"plugin {name!r} does not fit the hook specifications: {text}"
+                              + "".join(f"\n{hint}" for hint in hints)) from None
+        for w in caught:
+            if issubclass(w.category, PgwardenDeprecationWarning):
+                self._deprecated(name, str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         self._versions[name] = (version, source)
+
+    def _deprecated(self, name: str, message: str) -> None:
+        log.warn("plugin {plugin}: {warning}", plugin=name, warning=message)
+        self._warnings.setdefault(name, []).append(message)
+
+    # ------------------------------------------------------------------ calling
+
+    def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
+        return getattr(self.pm.hook, hook_name).get_hookimpls()
+
+    def _each(self, hook_name: str) -> list[tuple[str, Call]]:
+        """(plugin name, caller) for each plugin that implements ``hook_name``, in pluggy's
+        order: through pluggy, the plugin's implementations with the wrappers of every
+        plugin that only wraps this hook around them. Built once per hook."""
+        known = self._callers.get(hook_name)
+        if known is not None:
+            return known
+        deciders: dict[str, object] = {}
+        for impl in reversed(self._impls(hook_name)):  # pluggy calls the last of the list first
+            if not (impl.wrapper or impl.hookwrapper):
+                deciders.setdefault(impl.plugin_name, impl.plugin)
+        callers = [(name, self.pm.subset_hook_caller(hook_name, [p for n, p in deciders.items() if n != name]))
+                   for name in deciders]
+        self._callers[hook_name] = callers
+        return callers
+
+    def _culprit(self, hook_name: str, error: BaseException, default: str) -> str:
+        """The plugin whose code raised ``error`` in a call of ``hook_name``: the innermost
+        implementation (or wrapper) in its traceback, else ``default``."""
+        codes = self._codes.get(hook_name)
+        if codes is None:
+            codes = self._codes[hook_name] = {}
+            for impl in self._impls(hook_name):
+                code = getattr(getattr(impl.function, "__func__", impl.function), "__code__", None)
+                if code is not None:
+                    codes[code] = impl.plugin_name
+        found = default
+        tb: TracebackType | None = error.__traceback__
+        while tb is not None:
+            found = codes.get(tb.tb_frame.f_code, found)
+            tb = tb.tb_next
+        return found
+
+    def notify(self, hook_name: str, **kwargs: object) -> None:
+        """A notification hook: one plugin's failure (raised, or of its Deferred or coroutine)
+        is logged and does not stop the others."""
+        for name, call in self._each(hook_name):
+            try:
+                answers = call(**kwargs)
+            except Exception as e:
+                log.failure("plugin {plugin} failed in {hook}", plugin=self._culprit(hook_name, e, name),
+                            hook=hook_name)
+                continue
+            for answer in answers:
+                waiting = later(answer)
+                if isinstance(waiting, Deferred):
+                    waiting.addErrback(lambda f, n=name: log.failure("plugin {plugin} failed in {hook}", f,
+                                                                     plugin=n, hook=hook_name))
+
+    # ------------------------------------------------------------------ declarations
+
+    def _declared_rule_kinds(self) -> tuple[dict[str, RuleKind[object]], dict[str, list[str]]]:
+        """The rule kinds known (built-in, and each plugin's), and who interprets each."""
+        kinds: dict[str, RuleKind[object]] = {k.name: k for k in BUILTIN_RULE_KINDS}
+        declared_by: dict[str, str] = {k.name: CORE for k in BUILTIN_RULE_KINDS}
+        claims: dict[str, list[str]] = {k.name: [CORE] for k in CORE_RULE_KINDS}
+        for name, call in self._each("pgwarden_rule_kinds"):
+            try:
+                answers = call()
+            except Exception as e:
+                raise PluginError(f"plugin {name!r} failed in pgwarden_rule_kinds: {e!r}") from e
+            for answer in answers:
+                if isinstance(answer, (str, bytes)) or not isinstance(answer, Iterable):
+                    raise PluginError(f"plugin {name!r}: pgwarden_rule_kinds answered {answer!r}, "
+                                      "not a list of pgwarden.api.RuleKind")
+                for kind in answer:
+                    if isinstance(kind, str) and kind in kinds:  # plugin contract v0
+                        self._deprecated(name, f"claims rule kind {kind!r} by its name; return the RuleKind "
+                                               f"object (pgwarden.api.{kind.upper()}): names go after v1")
+                        kind = kinds[kind]
+                    if not isinstance(kind, RuleKind):
+                        raise PluginError(f"plugin {name!r}: pgwarden_rule_kinds answered {kind!r}, "
+                                          "not a pgwarden.api.RuleKind")
+                    known = kinds.setdefault(kind.name, kind)
+                    if known is not kind:
+                        owner = declared_by[kind.name]
+                        raise PluginError(f"plugin {name!r} declares rule kind {kind.name!r}, which "
+                                          + ("pgwarden declares" if owner == CORE else f"plugin {owner!r} declares")
+                                          + " already; to interpret it, return that RuleKind object")
+                    declared_by.setdefault(kind.name, name)
+                    if name not in claims.setdefault(kind.name, []):
+                        claims[kind.name].append(name)
+        return kinds, claims
+
+    def _declared_sections(self) -> dict[str, tuple[ConfigSection[object], ...]]:
+        sections: dict[str, tuple[ConfigSection[object], ...]] = {}
+        for name, call in self._each("pgwarden_config_sections"):
+            try:
+                answers = call()
+            except Exception as e:
+                raise PluginError(f"plugin {name!r} failed in pgwarden_config_sections: {e!r}") from e
+            mine: list[ConfigSection[object]] = []
+            for answer in answers:
+                for section in answer:
+                    if not isinstance(section, ConfigSection):
+                        raise PluginError(f"plugin {name!r}: pgwarden_config_sections answered {section!r}, "
+                                          "not a pgwarden.api.ConfigSection")
+                    why = resolve(Config, section)
+                    if why is not None:
+                        raise PluginError(f"plugin {name!r} needs {why}")
+                    mine.append(section)
+            sections[name] = tuple(mine)
+        return sections
+
+    def sections_for(self, plugin_name: str, config: Config) -> Sections:
+        """The sections ``plugin_name`` declared, from ``config``."""
+        return Sections({s: value_at(config, s) for s in self._sections.get(plugin_name, ())})
+
+    @property
+    def declared_rule_kinds(self) -> dict[str, RuleKind[object]]:
+        """Every rule kind known, built-in or a plugin's, by name."""
+        return dict(self._kinds)
+
+    @property
+    def rule_kinds(self) -> dict[str, tuple[str, ...]]:
+        """Each rule kind some loaded plugin (or the core) interprets, and who does."""
+        return {kind: tuple(names) for kind, names in sorted(self._claims.items())}
 
     # ------------------------------------------------------------------ configuration
 
-    def _impls(self, hook_name: str):
-        return getattr(self.pm.hook, hook_name).get_hookimpls()
+    def accept(self, config: Config) -> Config:
+        """`validate` ``config`` and keep it as `config`."""
+        self.config = self.validate(config)
+        return self.config
 
-    def validate(self, config: Config) -> None:
-        """Checks the plugin options and rule kinds of ``config``; raises ConfigError."""
-        options, problems = self._problems(config.plugins or {}, _rule_kinds(config.policies),
-                                           config.source, config.lines)
+    def validate(self, config: Config) -> Config:
+        """``config`` with its rules read (each into its kind's options class), after checking
+        the plugin options and the rule kinds; raises ConfigError listing every problem."""
+        options, problems = self._problems(config.plugins or {}, config.lines)
+        policies, rule_problems = self._read_policies(config.policies, config.lines)
+        problems += rule_problems
         if problems:
             raise ConfigError(config.source, sorted(problems, key=line_of))
         self.options = options
+        return attrs.evolve(config, policies=policies)
+
+    def preflight_problems(self, config: Config) -> list[str]:
+        """What the plugins' `pgwarden_validate` finds wrong with ``config`` (a validated one),
+        at its lines: `check` and start-up report it, a reload does not ask."""
+        problems: list[str] = []
+        for name, call in self._each("pgwarden_validate"):
+            try:
+                answers = call(options=self.options.get(name), sections=self.sections_for(name, config))
+            except Exception as e:
+                problems.append(f"plugin {name!r} failed in pgwarden_validate: {e!r}")
+                continue
+            for answer in answers:
+                for problem in answer or ():
+                    if isinstance(problem, ConfigProblem):
+                        problems.append(located(config.lines, tuple(problem.path), problem.message))
+                    else:
+                        problems.append(f"plugin {name!r}: {problem}")
+        return problems
 
     def document_problems(self, data: dict, source: str, lines: Mapping[tuple, int]) -> list[str]:
         """What `validate` would say of a config file that did not structure (its raw mapping),
         so that `pgwarden check` reports these problems together with the file's others."""
         section = data.get("plugins")
-        _, problems = self._problems(section if isinstance(section, dict) else {},
-                                     _document_rule_kinds(data.get("policies")), source, lines)
+        _, problems = self._problems(section if isinstance(section, dict) else {}, lines)
+        for path, kind, spec in _document_rules(data.get("policies")):
+            if kind == "default":
+                problems += self._default_block(path, lines)
+            else:
+                problems += self._read_rule(path, kind, spec, lines)[1]
         return problems
 
     @property
@@ -163,10 +364,12 @@ class PluginHost:
         """Whether any loaded plugin can let a client in (else no session could start)."""
         return bool(self._impls("pgwarden_authenticate"))
 
-    def _problems(self, section: dict, rules: Iterable[tuple[tuple, str]], source: str,
-                  lines: Mapping[tuple, int]) -> tuple[dict[str, Any], list[str]]:
-        """The options of each plugin, and every problem of the ``plugins:`` section and of
-        the rule kinds (each rule's path and kind; ``default: block`` counts as a block rule)."""
+    def no_authenticator(self) -> str:
+        """Why no session could start, naming the plugins switched off."""
+        return NO_AUTHENTICATOR + (f"; disabled: {', '.join(sorted(self.disabled))}" if self.disabled else "")
+
+    def _problems(self, section: dict, lines: Mapping[tuple, int]) -> tuple[dict[str, object], list[str]]:
+        """The options of each plugin, and every problem of the ``plugins:`` section."""
         problems: list[str] = []
         names = {n for n, _ in self.pm.list_name_plugin()}
         known = names | self.disabled
@@ -187,86 +390,176 @@ class PluginHost:
             elif key not in names:
                 problems.append(located(lines, where, f"no loaded plugin is named {key!r}"
                                         + did_you_mean(key, names | RESERVED_KEYS)))
-        options: dict[str, Any] = {}
-        for impl in self._impls("pgwarden_options"):
-            cls = impl.function()
-            if cls is None:
+        options: dict[str, object] = {}
+        for name, call in self._each("pgwarden_options"):
+            classes = [cls for cls in call() if cls is not None]
+            if not classes:
                 continue
             try:
-                options[impl.plugin_name] = structure_section(
-                    section.get(impl.plugin_name) or {}, cls, f"plugins.{impl.plugin_name}", source, lines
-                )
+                options[name] = structure_section(section.get(name) or {}, classes[0], ("plugins", name),
+                                                  lines=lines)
             except ConfigError as e:
                 problems.extend(e.problems)
-        claimed: set[str] = set(CORE_RULE_KINDS)
-        for impl in self._impls("pgwarden_rule_kinds"):
-            claimed.update(impl.function() or ())
-        for path, kind in rules:
-            if path[-1] == "default":
-                if "block" not in claimed:  # nothing would enforce it: refuse rather than silently allow
-                    problems.append(located(lines, path, "'block' needs a plugin that interprets block rules; "
-                                                         "none is loaded"))
-            elif kind not in claimed:
-                problems.append(located(
-                    lines, path, f"rule kind {kind!r} is interpreted by no loaded plugin"
-                    + (f" (loaded rule kinds: {', '.join(sorted(claimed))})" if claimed else "")))
         return options, problems
 
-    def call_one(self, hook_name: str, plugin_name: str, **kwargs):
-        """Calls one plugin's implementation, through pluggy (so tracing sees it)."""
-        others = [p for n, p in self.pm.list_name_plugin() if n != plugin_name]
-        return self.pm.subset_hook_caller(hook_name, remove_plugins=others)(**kwargs)
+    def _read_policies(self, policies: tuple[Policy, ...],
+                       lines: Mapping[tuple, int]) -> tuple[tuple[Policy, ...], list[str]]:
+        """The policies with every rule's options read by its kind, and the problems."""
+        problems: list[str] = []
+        read: list[Policy] = []
+        for i, policy in enumerate(policies):
+            if policy.default == "block":
+                problems += self._default_block(("policies", i, "default"), lines)
+            rules: list[Rule] = []
+            for j, rule in enumerate(policy.rules):
+                spec, found = self._read_rule(("policies", i, "rules", j), rule.kind, rule.spec, lines)
+                problems += found
+                rules.append(attrs.evolve(rule, spec=spec))
+            read.append(attrs.evolve(policy, rules=tuple(rules)))
+        return tuple(read), problems
+
+    def _default_block(self, path: tuple, lines: Mapping[tuple, int]) -> list[str]:
+        if BLOCK.name in self._claims:
+            return []
+        # nothing would enforce it: refuse rather than silently allow
+        return [located(lines, path, "'block' needs a plugin that interprets block rules; none is loaded")]
+
+    def _read_rule(self, path: tuple, kind_name: str, spec: object,
+                   lines: Mapping[tuple, int]) -> tuple[object, list[str]]:
+        """One rule's options, read with the schema of its kind (once: a rule read is kept);
+        and its problems, those of its options first."""
+        problems: list[str] = []
+        kind = self._kinds.get(kind_name)
+        if kind is not None and isinstance(spec, Unread):  # an unknown kind is said below
+            try:
+                spec = structure_section(spec.data, kind.options, path + (kind_name,), lines=lines)
+            except ConfigError as e:
+                problems += e.problems
+        if kind_name not in self._claims:
+            interpreted = sorted(self._claims)
+            problems.append(located(
+                lines, path, f"rule kind {kind_name!r} is interpreted by no loaded plugin"
+                + (did_you_mean(kind_name, interpreted + list(RULE_KEYS)) if kind is None else "")
+                + (f" (loaded rule kinds: {', '.join(interpreted)})" if interpreted else "")))
+        return spec, problems
 
     def configure(self, config: Config) -> None:
-        """Hands each plugin the config and its own options (start-up and reload)."""
-        for impl in self._impls("pgwarden_configure"):
-            self.call_one("pgwarden_configure", impl.plugin_name,
-                          config=config, options=self.options.get(impl.plugin_name), reactor=self.reactor)
+        """Hands each plugin its own options and sections (start-up and reload); a ConfigError
+        (with the lines of the problems) when one cannot apply them."""
+        for name, call in self._each("pgwarden_configure"):
+            try:
+                call(options=self.options.get(name), sections=self.sections_for(name, config), reactor=self.reactor)
+            except ConfigProblem as e:
+                raise ConfigError(config.source, [located(config.lines, tuple(e.path), e.message)]) from None
+            except ExceptionGroup as group:
+                matched, rest = group.split(ConfigProblem)
+                if rest is not None or matched is None:
+                    raise
+                raise ConfigError(config.source, [located(config.lines, tuple(p.path), p.message)
+                                                  for p in _problems_in(matched)]) from None
+        self._recording = {name for name, _ in self._each("pgwarden_record")}
+        for name, call in self._each("pgwarden_records_wanted"):
+            if any(answer is False for answer in call()):
+                self._recording.discard(name)
+
+    # ------------------------------------------------------------------ records
+
+    def record_writers(self) -> list[tuple[str, Callable[..., object]]]:
+        """(plugin name, ``write(record=...)``) of each plugin that wants records now."""
+        return [(name, call) for name, call in self._each("pgwarden_record") if name in self._recording]
+
+    def record_flushers(self) -> list[tuple[str, Callable[[], list[str]]]]:
+        """(plugin name, ``flush() -> problems``) of each plugin that wants records now."""
+        def flusher(call: Call) -> Callable[[], list[str]]:
+            return lambda: [problem for answer in call() for problem in answer or ()]
+
+        return [(name, flusher(call)) for name, call in self._each("pgwarden_records_flush")
+                if name in self._recording]
 
     # ------------------------------------------------------------------ decisions
-
-    def _guard_decisions(self) -> None:
-        """Wraps each decision hook so that a failing plugin blocks, naming itself."""
-        for hook_name in DECISION_HOOKS:
-            for impl in self._impls(hook_name):
-                impl.function = _guarded(impl.function, impl.plugin_name, self.reactor, self.timeout_s)
-        # pluggy's call order: the last registered first.
-        self._checkers = [_positional(impl.function, tuple(impl.argnames))
-                          for impl in reversed(self._impls("pgwarden_check"))]
 
     @property
     def checks(self) -> bool:
         """Whether any plugin decides about statements (else every statement passes)."""
-        if self._checkers:
-            return True
-        return bool(self._impls("pgwarden_check"))
+        return bool(self._checkers)
 
-    def check(self, statement, session) -> Verdict | Deferred:
+    def check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict]:
         """The strictest verdict of all plugins: a Verdict, or a Deferred of one.
 
-        Called for every statement: unless hooks are traced, the (guarded)
-        implementations are called directly, without pluggy's generic call path.
+        Each plugin is called through its own subset caller (pluggy), so that a
+        failure is blocked in that plugin's name; a plugin answering a Verdict at once
+        costs one pluggy call and no Deferred.
         """
-        if self._tracing:
-            results = self.pm.hook.pgwarden_check(statement=statement, session=session)
-        else:
-            results = []
-            deferred = False
-            for call in self._checkers:
-                answer = call(statement, session)
-                if answer is not None:
-                    results.append(answer)
-                    if answer.__class__ is not Verdict:
-                        deferred = True  # guarded: anything but a Verdict is a Deferred
-            if not deferred:
-                return Verdict.strictest(results)
-        if not any(isinstance(r, Deferred) for r in results):
-            return Verdict.strictest(results)
-        return gatherResults([maybeDeferred(lambda r=r: r) for r in results]).addCallback(Verdict.strictest)
+        answers: list[Verdict | Deferred[Verdict | None]] = []
+        waits = False
+        for name, call in self._checkers:
+            try:
+                got = call(statement=statement, session=session)
+            except Exception as e:
+                answers.append(self._failed(self._culprit("pgwarden_check", e, name), Failure()))
+                continue
+            for answer in got:
+                if answer.__class__ is not Verdict:  # the common case first (isinstance costs more)
+                    answer = self._settle(name, answer)
+                    if answer is None:
+                        continue
+                    waits = waits or answer.__class__ is not Verdict
+                answers.append(answer)
+        if not waits:
+            return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
+        return gatherResults([a if isinstance(a, Deferred) else succeed(a) for a in answers]) \
+            .addCallback(Verdict.strictest)
 
-    def approval(self, request, session) -> Deferred | None:
-        result = self.pm.hook.pgwarden_await_approval(request=request, session=session)
-        return result
+    def _settle(self, name: str, answer: object) -> Verdict | Deferred[Verdict | None] | None:
+        """A plugin's answer that is not a Verdict: None, a Deferred or a coroutine (a Verdict
+        within ``timeout_s``, else blocked in the plugin's name), or nonsense (blocked)."""
+        if answer is None or isinstance(answer, Verdict):
+            return answer
+        waiting = later(answer)
+        if not isinstance(waiting, Deferred):
+            return _blocked(name, f"answered {type(answer).__name__}, not a Verdict")
+        if self.reactor is not None:  # None: `pgwarden explain`, which takes only what is there at once
+            waiting.addTimeout(self.timeout_s, self.reactor)
+        waiting.addCallback(lambda v: v if v is None or isinstance(v, Verdict) else _blocked(name, f"answered {v!r}"))
+        waiting.addErrback(lambda failure: self._failed(name, failure))
+        return waiting
+
+    def _failed(self, name: str, failure: Failure) -> Verdict:
+        if failure.check(defer.TimeoutError):
+            log.error("plugin {plugin} did not answer within {t}s", plugin=name, t=self.timeout_s)
+            return _blocked(name, f"did not answer within {self.timeout_s:g}s")
+        log.failure("plugin {plugin} failed", failure=failure, plugin=name)
+        return _blocked(name, "failed")
+
+    def authenticate(self, startup: StartupMessage, secret: str) -> object:
+        """The first plugin's answer (an Identity, a Deferred of one, or None); raises
+        AuthenticationFailed, naming the plugin when one failed otherwise."""
+        try:
+            answer = self._authenticate(startup=startup, secret=secret)
+        except AuthenticationFailed:
+            raise
+        except Exception as e:
+            name = self._culprit("pgwarden_authenticate", e, "?")
+            log.failure("authentication plugin {plugin} failed", plugin=name)
+            raise AuthenticationFailed(f"authentication plugin {name!r} failed: {e!r}") from None
+        return later(answer)
+
+    def approval(self, request: object, session: Session) -> Deferred[Verdict] | None:
+        """The approval store's Deferred decision, or None when no plugin holds approvals."""
+        answer = later(self._approve(request=request, session=session))
+        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)
+
+    @property
+    def masks(self) -> bool:
+        """Whether any plugin masks results (else rows pass untouched)."""
+        return bool(self._impls("pgwarden_result_masks"))
+
+    def result_masks(self, shape: RowDescription, statement: Statement | None, session: Session) -> dict:
+        """Column index -> masker, from every plugin (a later plugin's masker for a column wins)."""
+        maskers: dict = {}
+        for answer in self._masks(shape=shape, statement=statement, session=session):
+            maskers.update(answer or {})
+        return maskers
 
     # ------------------------------------------------------------------ listing
 
@@ -275,8 +568,32 @@ class PluginHost:
         for name, plugin in self.pm.list_name_plugin():
             hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
             version, source = self._versions.get(name, (None, "inline"))
-            out.append(LoadedPlugin(name, version, source, hooks))
+            kinds = tuple(sorted(k for k, names in self._claims.items() if name in names))
+            out.append(LoadedPlugin(name, version, source, hooks, kinds, tuple(self._warnings.get(name, ()))))
         return sorted(out, key=lambda p: p.name)
+
+
+def later(answer: object) -> object:
+    """A hook's answer, with a coroutine (an ``async def`` implementation) run as a Deferred."""
+    if inspect.iscoroutine(answer):
+        return Deferred.fromCoroutine(answer)
+    return answer
+
+
+def _blocked(plugin_name: str, why: str) -> Verdict:
+    return Verdict.block(
+        f"plugin {plugin_name!r} {why}",
+        "This is pgwarden's fault, not the statement's: retry later or ask an operator.",
+        rule=f"plugin:{plugin_name}",
+    )
+
+
+def _problems_in(group: BaseExceptionGroup) -> Iterable[ConfigProblem]:
+    for e in group.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from _problems_in(e)
+        elif isinstance(e, ConfigProblem):
+            yield e
 
 
 def _names(value) -> set[str] | None:
@@ -297,78 +614,18 @@ def _timeout(value) -> float | None:
     return None
 
 
-def _rule_kinds(policies) -> Iterable[tuple[tuple, str]]:
-    """(path, kind) of each rule of structured policies, and of each ``default: block``."""
-    for i, policy in enumerate(policies):
-        if policy.default == "block":
-            yield ("policies", i, "default"), "block"
-        for j, rule in enumerate(policy.rules):
-            yield ("policies", i, "rules", j), rule.kind
-
-
-def _document_rule_kinds(policies) -> Iterable[tuple[tuple, str]]:
-    """The same, read from the file's own mapping: each kind a rule names, when the
-    policies did not structure (a rule naming two kinds is reported by structuring)."""
+def _document_rules(policies) -> Iterable[tuple[tuple, str, Unread]]:
+    """(path, kind, options) of each rule of a file whose policies did not structure, read
+    from its own mapping (a rule naming no kind or two is reported by structuring); and
+    (path, "default", ...) for each ``default: block``."""
     for i, policy in enumerate(policies if isinstance(policies, list) else ()):
         if not isinstance(policy, dict):
             continue
         if policy.get("default") == "block":
-            yield ("policies", i, "default"), "block"
+            yield ("policies", i, "default"), "default", Unread(None)
         rules = policy.get("rules")
         for j, rule in enumerate(rules if isinstance(rules, list) else ()):
             if isinstance(rule, dict):
-                for kind in RULE_KINDS:
-                    if rule.get(kind) is not None:
-                        yield ("policies", i, "rules", j), kind
-
-
-def _positional(function, argnames: tuple[str, ...]):
-    """``function`` as a callable of (statement, session), whatever subset and order of the
-    two its implementation declared (pluggy passes only the arguments named)."""
-    if argnames == ("statement", "session"):
-        return function
-
-    def call(statement, session):
-        given = {"statement": statement, "session": session}
-        return function(*[given[name] for name in argnames])
-
-    return call
-
-
-def _guarded(function, plugin_name: str, reactor, timeout_s: float):
-    def block(why: str) -> Verdict:
-        return Verdict.block(
-            f"plugin {plugin_name!r} {why}",
-            "This is pgwarden's fault, not the statement's: retry later or ask an operator.",
-            rule=f"plugin:{plugin_name}",
-        )
-
-    def failed(failure: Failure) -> Verdict:
-        if failure.check(defer.TimeoutError):
-            log.error("plugin {plugin} did not answer within {t}s", plugin=plugin_name, t=timeout_s)
-            return block(f"did not answer within {timeout_s:g}s")
-        log.failure("plugin {plugin} failed", failure=failure, plugin=plugin_name)
-        return block("failed")
-
-    def guarded(*args):
-        try:
-            result = function(*args)
-        except Exception:
-            return failed(Failure())
-        if result is None or result.__class__ is Verdict:
-            return result  # the common case, before isinstance on Deferred (a slow ABC check)
-        if isinstance(result, Deferred):
-            result.addTimeout(timeout_s, reactor)
-            result.addCallback(lambda v: v if v is None or isinstance(v, Verdict) else block(f"answered {v!r}"))
-            result.addErrback(failed)
-            return result
-        if result is not None and not isinstance(result, Verdict):
-            return block(f"answered {type(result).__name__}, not a Verdict")
-        return result
-
-    guarded.__wrapped__ = function
-    return guarded
-
-
-def refusal_for(verdict: Verdict) -> Refusal:
-    return Refusal.from_verdict(verdict)
+                kinds = [k for k in rule if k not in RULE_KEYS]
+                if len(kinds) == 1:
+                    yield ("policies", i, "rules", j), str(kinds[0]), Unread(rule[kinds[0]])

@@ -27,7 +27,7 @@ from pgwarden.config import (
     read_document,
     structure_config,
 )
-from pgwarden.plugins import NO_AUTHENTICATOR, PluginError, PluginHost
+from pgwarden.plugins import PluginError, PluginHost
 
 
 def load_checked(
@@ -39,8 +39,9 @@ def load_checked(
 ) -> tuple[Config, PluginHost]:
     """The config of ``path`` and its plugins, validated; or ConfigError listing every problem.
 
-    ``reactor`` is the one `run` serves on (None for `check`): the plugins' decision
-    hooks are guarded with it.
+    ``reactor`` is the one `run` serves on (None for `check`): the plugins' decisions
+    are timed with it. The config comes back with its rules read by the kinds the
+    plugins declare.
     """
     text, source = read_document(path)
     data = parse_yaml(text, source, SECTIONS)  # not a mapping: nothing more can be read from it
@@ -59,27 +60,30 @@ def load_checked(
         problems += host.document_problems(data, source, lines)
     else:
         try:
-            host.accept(config)
+            config = host.accept(config)
         except ConfigError as e:
             problems += e.problems
+        else:
+            problems += host.preflight_problems(config)  # what each plugin finds wrong with its part
         problems += key_material_problems(config)
     if not host.authenticates:
         plugins = data.get("plugins")
         disabling = isinstance(plugins, dict) and "disable" in plugins
-        problems.append(located(lines, ("plugins", "disable"), NO_AUTHENTICATOR) if disabling else NO_AUTHENTICATOR)
+        why = host.no_authenticator()
+        problems.append(located(lines, ("plugins", "disable"), why) if disabling else why)
     if problems:
         raise ConfigError(source, sorted(problems, key=line_of))
     return config, host
 
 
 def key_material_problems(config: Config) -> list[str]:
-    """Key and certificate files the config names that are there but cannot be used.
+    """The core's key and certificate files that the config names, there but unusable (the
+    plugins' own, such as ``auth.jwt``'s keys, are theirs to check: `pgwarden_validate`).
 
     Each is loaded as `run` loads it. A file that is not there is left alone, as a
     missing ``password_file`` is: `check` also runs where the secrets are not.
     """
     from pgwarden.app import client_tls
-    from pgwarden.identity import KeyFileError, TokenVerifier
     from pgwarden.proxy.upstream import tls_options
 
     def there(*names: str | None) -> bool:
@@ -87,12 +91,6 @@ def key_material_problems(config: Config) -> list[str]:
 
     problems: list[str] = []
     lines = config.lines
-    jwks_file = config.auth.jwt.jwks_file
-    if jwks_file and there(jwks_file):
-        try:
-            TokenVerifier(config.auth.jwt)
-        except KeyFileError as e:
-            problems.append(located(lines, ("auth", "jwt", "jwks_file"), str(e).removeprefix("auth.jwt.jwks_file: ")))
     listen_tls = config.listen.tls
     if listen_tls is not None and there(listen_tls.cert_file, listen_tls.key_file):
         try:

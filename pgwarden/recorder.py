@@ -113,13 +113,9 @@ class Recorder:
     def configure(self) -> None:
         plugins = self.app.plugins
         rec = self.app.config.recording
-
-        def wanted(impl) -> bool:  # the built-in sinks with none configured: recording is off
-            return not (impl.plugin_name == "recording" and not rec.sinks)
-
-        self._writers = [(i.plugin_name, i.function) for i in plugins._impls("pgwarden_record") if wanted(i)]
-        self._flushers = [(i.plugin_name, i.function) for i in plugins._impls("pgwarden_records_flush")
-                          if wanted(i)]
+        # Through pluggy, one caller per plugin that wants records now (pgwarden_records_wanted).
+        self._writers = plugins.record_writers()
+        self._flushers = plugins.record_flushers()
         self.active = bool(self._writers)
         self.sample_rows = rec.results.max_rows
         self.sample_bytes = rec.results.max_bytes

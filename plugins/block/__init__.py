@@ -13,9 +13,8 @@ import fnmatch
 
 import attrs
 
-from pgwarden import StoreKey, hookimpl
+from pgwarden.api import ALLOW, APPROVE, BLOCK, Policy, Session, Statement, StatementMatch, StoreKey, Verdict, hookimpl
 from pgwarden.sql.resolve import resolve
-from pgwarden.verdict import Verdict
 
 # What each SQL-level PREPAREd statement of a session does, for its later EXECUTEs.
 PREPARED = StoreKey[dict]("block.prepared")  # name -> the Syntax of every body prepared under it
@@ -83,7 +82,12 @@ _NAMES = {
 _PLURAL = {"ddl", "role", "do", "unknown", "side_effect"}  # their names above are plural: "... are not allowed"
 
 
-def matches(spec, statement) -> list[str]:
+def _statement_rule(rule) -> StatementMatch | None:
+    """The options of a block or allow rule (those that may name `unknown`), else None."""
+    return BLOCK.of(rule) or ALLOW.of(rule)
+
+
+def matches(spec: StatementMatch, statement) -> list[str]:
     """What of ``statement`` the match ``spec`` hits (empty: no match). All given fields must hold."""
     hit: list[str] = []
     if spec.statements:
@@ -144,10 +148,10 @@ class Blocking:
 
     @hookimpl
     def pgwarden_rule_kinds(self):
-        return ["block", "allow"]
+        return [BLOCK, ALLOW]
 
     @hookimpl
-    def pgwarden_check(self, statement, session):
+    def pgwarden_check(self, statement: Statement, session: Session) -> Verdict | None:
         policies = session.policies
         known = self._enforcing.get(id(policies))
         if known is not None and known[0] is policies:
@@ -176,28 +180,28 @@ class Blocking:
         self._verdicts[key] = (analysis, policies, verdict)
         return verdict
 
-    def _judge(self, statement, policies):
+    def _judge(self, statement, policies: tuple[Policy, ...]) -> Verdict | None:
         verdicts = []
         unknown = "unknown" in statement.kinds
         for policy in policies:
             covered: set[str] = set()  # the kinds of the statement that allow/approve rules name
-            # What pgwarden cannot analyse is blocked unless a rule names `unknown` in an allow rule.
+            # What pgwarden cannot analyse is blocked unless a rule names `unknown` in an allow rule
+            # (or in a block rule, which then says why).
             unknown_allowed = not unknown or any(
-                (r.allow is not None and "unknown" in r.allow.statements)
-                or (r.block is not None and "unknown" in r.block.statements)  # that rule says why
-                for r in policy.rules)
+                "unknown" in spec.statements for spec in map(_statement_rule, policy.rules) if spec is not None)
             if not unknown_allowed:
                 verdicts.append(Verdict.block(
                     "statements pgwarden cannot analyse are not allowed",
                     _hint(None, ["unknown"], statement), policy=policy.name, rule="unknown: block"))
             for i, rule in enumerate(policy.rules):
                 where = {"policy": policy.name, "rule": rule.name or f"rules[{i}]"}
-                if rule.block is not None:
-                    hit = matches(rule.block, statement)
+                blocks = BLOCK.of(rule)
+                if blocks is not None:
+                    hit = matches(blocks, statement)
                     if hit:
                         verdicts.append(Verdict.block(_reason(rule, hit), _hint(rule, hit, statement), **where))
                 else:
-                    spec = rule.allow if rule.allow is not None else rule.approve  # approve: its plugin decides
+                    spec = ALLOW.of(rule) or APPROVE.of(rule)  # approve: its plugin decides
                     if spec is not None and matches(spec, statement):
                         covered |= set(spec.statements) if spec.statements else set(statement.kinds)
             # `default: block` allows a statement only when every kind of it is allowed: a SELECT

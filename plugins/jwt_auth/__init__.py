@@ -1,4 +1,9 @@
-"""Built-in plugin ``jwt``: the agent's password is a JWT, verified against ``auth.jwt``."""
+"""Built-in plugin ``jwt``: the agent's password is a JWT, verified against ``auth.jwt``.
+
+It gets ``auth.jwt`` as any plugin gets a section of pgwarden's configuration:
+by declaring it (`pgwarden_config_sections`). Another authenticator can take its
+place (``plugins: {disable: [jwt]}``), and then ``auth.jwt`` may be left out.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,14 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from pgwarden import hookimpl
-from pgwarden.identity import TokenVerifier
+from pgwarden.api import AUTH_JWT, ConfigProblem, JwtAuth, Reactor, Sections, StartupMessage, hookimpl
+from pgwarden.identity import KeyFileError, TokenVerifier
 
 log = Logger(namespace="pgwarden.auth")
+
+MISSING = ConfigProblem(("auth", "jwt"), "expected the token issuer's settings (issuer, audience and a key source) "
+                                         "for the plugin jwt; or disable it (plugins.disable) if another plugin "
+                                         "authenticates")
 
 
 class JwtAuthentication:
@@ -17,12 +26,32 @@ class JwtAuthentication:
 
     def __init__(self) -> None:
         self._verifier: TokenVerifier | None = None
-        self._settings = None
+        self._settings: JwtAuth | None = None
         self._keys: bytes | None = None  # the key file's bytes the verifier was built from
 
     @hookimpl
-    def pgwarden_configure(self, config, reactor) -> None:
-        settings = config.auth.jwt
+    def pgwarden_config_sections(self):
+        return [AUTH_JWT]
+
+    @hookimpl
+    def pgwarden_validate(self, sections: Sections) -> list[ConfigProblem]:
+        """A key file that is there but cannot be used (one not there is left to start-up:
+        `check` also runs where the secrets are not mounted)."""
+        settings = sections[AUTH_JWT]
+        if settings is None:
+            return [MISSING]
+        if settings.jwks_file and Path(settings.jwks_file).exists():
+            try:
+                TokenVerifier(settings)
+            except KeyFileError as e:
+                return [ConfigProblem(("auth", "jwt", "jwks_file"), str(e).removeprefix("auth.jwt.jwks_file: "))]
+        return []
+
+    @hookimpl
+    def pgwarden_configure(self, sections: Sections, reactor: Reactor) -> None:
+        settings = sections[AUTH_JWT]
+        if settings is None:
+            raise MISSING
         key_file = settings.jwks_file or settings.public_key_file
         try:
             # A key file is read again at every reload: rotating keys in the ConfigMap that
@@ -40,8 +69,7 @@ class JwtAuthentication:
         self._verifier, self._settings, self._keys = verifier, settings, keys
 
     @hookimpl
-    def pgwarden_authenticate(self, startup, secret: str):
+    def pgwarden_authenticate(self, startup: StartupMessage, secret: str):
         if self._verifier is None:  # pragma: no cover - configure always runs first
             return None
         return self._verifier.verify(secret)
-

@@ -5,14 +5,17 @@ reactor turn; `pgwarden_records_flush`, which the core calls before any byte
 of that turn goes upstream, serialises each once, seals it into every sink's
 chain and writes each sink's lines with one call: a statement never runs
 before its record is with the operating system.
+
+It reads ``recording:`` as any plugin reads a section of pgwarden's
+configuration, by declaring it; with no sinks there it wants no records
+(`pgwarden_records_wanted`), and pgwarden builds none.
 """
 
 from __future__ import annotations
 
 import orjson
 
-from pgwarden import hookimpl
-from pgwarden.config import ConfigError
+from pgwarden.api import RECORDING, ConfigProblem, Reactor, Record, Sections, hookimpl
 from pgwarden.config import FileSink as FileSinkConfig
 from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
 
@@ -31,18 +34,27 @@ def _thread_runner(reactor):
 class Recording:
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
-        self._batch: list[dict] = []  # the records of this reactor turn, not yet serialised
+        self._batch: list[Record] = []  # the records of this reactor turn, not yet serialised
         self._ticker = None
 
     @hookimpl
-    def pgwarden_configure(self, config, options, reactor) -> None:
+    def pgwarden_config_sections(self):
+        return [RECORDING]
+
+    @hookimpl
+    def pgwarden_records_wanted(self) -> bool:
+        return bool(self.sinks)
+
+    @hookimpl
+    def pgwarden_configure(self, sections: Sections, reactor: Reactor) -> None:
         """Opens the configured sinks; those configured before (same file) keep their chain."""
+        recording = sections[RECORDING]
         self._seal_batch()  # records emitted before the reload go where they were meant to
         known = {s.name: s for s in self.sinks}
         # Every new sink opens before anything changes: one that cannot refuses the config (at
         # start-up, or a reload, which then keeps the sinks in use as they are).
         fresh: dict[str, Sink] = {}
-        for i, spec in enumerate(config.recording.sinks):
+        for i, spec in enumerate(recording.sinks):
             if spec.name in known:
                 continue
             if isinstance(spec, FileSinkConfig):
@@ -53,11 +65,11 @@ class Recording:
                 except SinkFailed as e:
                     for sink in fresh.values():
                         sink.discard()
-                    raise ConfigError(config.source, [f"recording.sinks[{i}].file: {e}"]) from None
+                    raise ConfigProblem(("recording", "sinks", i, "file"), str(e)) from None
             else:
                 fresh[spec.name] = StdoutSink(spec.on_error)
         sinks: list[Sink] = []
-        for spec in config.recording.sinks:
+        for spec in recording.sinks:
             sink = known.pop(spec.name, None)
             if sink is None:
                 sink = fresh[spec.name]
@@ -81,7 +93,7 @@ class Recording:
             sink.tick()
 
     @hookimpl
-    def pgwarden_record(self, record: dict) -> None:
+    def pgwarden_record(self, record: Record) -> None:
         self._batch.append(record)  # serialised and sealed at the barrier, with the turn's others
 
     def _seal_batch(self) -> None:

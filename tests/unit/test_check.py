@@ -119,7 +119,8 @@ def test_plugins_section_problems_with_lines_and_suggestions(tmp_path):
 
 def test_no_authenticator_is_refused_by_check_too(tmp_path):
     found = check_and_run(tmp_path, GOOD + "plugins: {disable: [jwt]}\n")
-    assert found == ["line 10: plugins.disable: no loaded plugin authenticates clients (is 'jwt' disabled?)"]
+    assert found == ["line 10: plugins.disable: no loaded plugin authenticates clients (pgwarden_authenticate); "
+                     "disabled: jwt"]
 
 
 def test_upstream_tls_that_cannot_verify_is_refused(tmp_path):

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from pgwarden.api import APPROVE, MASK, hookimpl
 from pgwarden.config import ConfigError, load_config, parse_config
+from pgwarden.plugins import PluginHost
 
 GOOD = """
 listen: {host: 127.0.0.1, port: 6432}
@@ -34,9 +36,18 @@ def pgwarden_check(cfg):
     return subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], capture_output=True, text=True)
 
 
+class TakesOnMaskAndApprove:
+    """Interprets the built-in kinds no built-in plugin does, so their rules are only read."""
+
+    @hookimpl
+    def pgwarden_rule_kinds(self):
+        return [MASK, APPROVE]
+
+
 def problems(text: str) -> list[str]:
+    """Every problem of ``text``, its rules read by their kinds as `check` and `run` read them."""
     with pytest.raises(ConfigError) as excinfo:
-        parse_config(text, "f.yaml")
+        PluginHost(parse_config(text, "f.yaml"), None, [("masks", TakesOnMaskAndApprove())])
     return excinfo.value.problems
 
 
@@ -52,7 +63,10 @@ def test_unknown_key_is_an_error_at_its_own_line_with_the_nearest_key():
     ]
     assert problems(GOOD + "polices: []\n") == ["line 10: polices: unknown key; did you mean `policies`?"]
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{blok: {statements: [ddl]}}]}]\n")
-    assert p.startswith("line 10: policies[0].rules[0].blok: unknown key; did you mean `block`?"), p
+    assert p.startswith("line 10: policies[0].rules[0]: rule kind 'blok' is interpreted by no loaded plugin; "
+                        "did you mean `block`?"), p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{block: {statements: [ddl]}, reasn: x}]}]\n")
+    assert p == "line 10: policies[0].rules[0].reasn: unknown key; did you mean `reason`?"
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {columns: [a.b.c], wiht: hash}}]}]\n")
     assert p == "line 10: policies[0].rules[0].mask.wiht: unknown key; did you mean `with`?"
 
@@ -144,7 +158,10 @@ def test_unclaimed_rule_kind_fails_check(tmp_path):
 
 def test_rule_must_say_exactly_one_thing():
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{name: r, reason: why}]}]\n")
-    assert "exactly one of block, allow, approve, mask, limit" in p and "policies[0].rules[0]" in p
+    assert p == ("line 10: policies[0].rules[0]: expected exactly one rule kind (block, allow, approve, mask, "
+                 "limit or one a plugin declares) besides name, reason and hint; this one says none")
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{block: {}, mask: {}}]}]\n")
+    assert p.endswith("this one says block, mask"), p
 
 
 def test_mask_strategy_is_checked():

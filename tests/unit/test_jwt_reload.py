@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import types
-
 import pytest
 
-from pgwarden.config import JwtAuth
+from pgwarden.api import AUTH_JWT, JwtAuth, Sections
 from pgwarden.identity import AuthenticationFailed, KeyFileError
 from pgwarden.tokens import generate_key, mint
 from pgwarden_plugins.jwt_auth import JwtAuthentication
@@ -23,30 +21,28 @@ def test_a_reload_with_the_same_settings_reads_rotated_keys_and_keeps_them_when_
     new_key, new_jwks = generate_key(tmp_path / "new")
     jwks = tmp_path / "jwks.json"
     jwks.write_bytes(old_jwks.read_bytes())
-    config = types.SimpleNamespace(auth=types.SimpleNamespace(
-        jwt=JwtAuth(issuer=ISSUER, audience=AUDIENCE, jwks_file=str(jwks))))
+    sections = Sections({AUTH_JWT: JwtAuth(issuer=ISSUER, audience=AUDIENCE, jwks_file=str(jwks))})
     plugin = JwtAuthentication()
-    plugin.pgwarden_configure(config=config, reactor=None)
+    plugin.pgwarden_configure(sections=sections, reactor=None)
     assert plugin.pgwarden_authenticate(None, token(old_key, "a")).subject == "a"
 
     jwks.write_bytes(new_jwks.read_bytes())  # the ConfigMap now carries the new key only
-    plugin.pgwarden_configure(config=config, reactor=None)  # the same auth.jwt: a reload
+    plugin.pgwarden_configure(sections=sections, reactor=None)  # the same auth.jwt: a reload
     assert plugin.pgwarden_authenticate(None, token(new_key, "b")).subject == "b"
     with pytest.raises(AuthenticationFailed):
         plugin.pgwarden_authenticate(None, token(old_key, "a"))
 
     jwks.write_text("{not json")  # half-written, or wrong: the keys in use stay
-    plugin.pgwarden_configure(config=config, reactor=None)
+    plugin.pgwarden_configure(sections=sections, reactor=None)
     assert plugin.pgwarden_authenticate(None, token(new_key, "c")).subject == "c"
 
 
 def test_a_broken_key_file_at_start_up_is_an_error(tmp_path):
     jwks = tmp_path / "jwks.json"
     jwks.write_text("[]")
-    config = types.SimpleNamespace(auth=types.SimpleNamespace(
-        jwt=JwtAuth(issuer=ISSUER, audience=AUDIENCE, jwks_file=str(jwks))))
+    sections = Sections({AUTH_JWT: JwtAuth(issuer=ISSUER, audience=AUDIENCE, jwks_file=str(jwks))})
     with pytest.raises(KeyFileError, match=r"auth.jwt.jwks_file: .*jwks.json: expected a JWKS"):
-        JwtAuthentication().pgwarden_configure(config=config, reactor=None)
+        JwtAuthentication().pgwarden_configure(sections=sections, reactor=None)
 
 
 @pytest.mark.parametrize("content, why", [

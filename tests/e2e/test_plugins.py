@@ -11,6 +11,7 @@ import pytest
 from twisted.internet import defer
 
 from pgwarden import Session, Statement, StoreKey, Verdict, hookimpl
+from pgwarden.api import MASK
 from pgwarden.config import ConfigError
 from pgwarden.plugins import PluginError
 
@@ -159,7 +160,7 @@ def test_session_hooks_and_typed_store(make_pgwarden):
 
         @hookimpl
         def pgwarden_session_end(self, session, summary):
-            seen[session.identity.subject] = (session.store[COUNT], summary["statements"])
+            seen[session.identity.subject] = (session.store[COUNT], summary.statements)
 
     running = make_pgwarden(plugins=[("counter", Counter())])
     with psycopg.connect(running.dsn(running.token("counted")), autocommit=True) as c:
@@ -223,7 +224,7 @@ class WithOptions:
         return LimitOptions
 
     @hookimpl
-    def pgwarden_configure(self, config, options):
+    def pgwarden_configure(self, options):
         WithOptions.configured = options
 
 
@@ -248,7 +249,7 @@ def test_rule_kind_without_a_plugin_is_a_config_error(make_pgwarden):
     class Masker:
         @hookimpl
         def pgwarden_rule_kinds(self):
-            return ["mask"]
+            return [MASK]
 
     policies = [{"name": "p", "rules": [{"name": "pii", "mask": {"columns": ["public.users.ssn"]}}]}]
     make_pgwarden(plugins=[("masker", Masker())], policies=policies)  # claimed: fine
@@ -269,7 +270,10 @@ def test_pgwarden_plugins_lists_builtins_with_hooks():
     lines = out.stdout.splitlines()
     assert "jwt 0.1.0 (entry point)" in lines and "block 0.1.0 (entry point)" in lines
     jwt_hooks = lines[lines.index("jwt 0.1.0 (entry point)") + 1:]
-    assert jwt_hooks[:2] == ["    pgwarden_authenticate", "    pgwarden_configure"]
+    assert jwt_hooks[:4] == ["    pgwarden_authenticate", "    pgwarden_config_sections", "    pgwarden_configure",
+                             "    pgwarden_validate"]
+    block = lines[lines.index("block 0.1.0 (entry point)") + 1:]
+    assert "    rule kind block: StatementMatch — refuses the statements it matches" in block
 
 
 def test_trace_hooks(tmp_path, pg_server, signing_keys):

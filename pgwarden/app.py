@@ -20,11 +20,12 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from pgwarden.config import Config, ConfigError, ListenTLS, load_config
+from pgwarden.config import Config, ConfigError, ListenTLS
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden import lexical
 from pgwarden.masking import row_transform
 from pgwarden.plugins import PluginHost
+from pgwarden.preflight import reread
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
 from pgwarden.session import SessionSummary, replace_policies
@@ -367,8 +368,7 @@ class Application:
         running, running_options = self.config, self.plugins.options
         applying = False
         try:
-            new = config if config is not None else load_config(self.config.source)
-            new = self.plugins.validate(new)
+            new = self.plugins.validate(config) if config is not None else reread(self.config.source, self.plugins)
             if new.listen != running.listen:
                 log.warn("listen changed in {source}: that needs a restart; still listening as before",
                          source=new.source)

@@ -76,6 +76,20 @@ def load_checked(
     return config, host
 
 
+def reread(path: str | os.PathLike, host: PluginHost) -> Config:
+    """The config of ``path`` as a reload takes it: structured, its rules read by the running
+    plugins; or ConfigError listing every problem, as `load_checked` would."""
+    text, source = read_document(path)
+    data = parse_yaml(text, source, SECTIONS)
+    lines = line_index(text)
+    try:
+        config = structure_config(data, source, lines)
+    except ConfigError as e:
+        raise ConfigError(source, sorted(e.problems + host.document_problems(data, source, lines),
+                                         key=line_of)) from None
+    return host.validate(config)
+
+
 def key_material_problems(config: Config) -> list[str]:
     """The core's key and certificate files that the config names, there but unusable (the
     plugins' own, such as ``auth.jwt``'s keys, are theirs to check: `pgwarden_validate`).

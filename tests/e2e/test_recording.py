@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 
 from pgwarden import hookimpl
+from pgwarden.api import RECORDING
 from pgwarden.testing.pytest_plugin import check_records
 
 POLICY = {
@@ -779,8 +780,12 @@ class _Picky:
         self.refused = refused
 
     @hookimpl
-    def pgwarden_configure(self, config, options, reactor):
-        if [getattr(s, "file", None) for s in config.recording.sinks] == [self.refused]:
+    def pgwarden_config_sections(self):
+        return [RECORDING]
+
+    @hookimpl
+    def pgwarden_configure(self, sections):
+        if [getattr(s, "file", None) for s in sections[RECORDING].sinks] == [self.refused]:
             raise ValueError("picky cannot work with that sink")
 
 

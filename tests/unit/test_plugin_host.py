@@ -1,11 +1,15 @@
-"""How the core calls statement checks: directly, not through pluggy, so the call must match pluggy's.
+"""How the core calls plugins: through pluggy, one plugin at a time where it must know who answered.
 
 pluggy passes an implementation only the arguments it names, in its own order;
-`PluginHost.check` calls the (guarded) implementations itself on the hot path,
-and must do the same.
+wrappers (``wrapper=True``) wrap each plugin's decision; ``async def``
+implementations run as Deferreds; a plugin that raises, fails later, answers
+nonsense or not in time blocks the statement in its own name. The clock is
+Twisted's `task.Clock`, so timeouts are tested without waiting.
 """
 
 from __future__ import annotations
+
+from twisted.internet import defer, task
 
 from pgwarden import Verdict, hookimpl
 from pgwarden.config import parse_config
@@ -54,10 +58,20 @@ def session() -> Session:
     return Session("s1", Identity("agent-1", frozenset()), "appdb")
 
 
-def host(*plugins) -> PluginHost:
+def host(*plugins, reactor=None) -> PluginHost:
     config = parse_config(CONFIG, "t.yaml")
-    return PluginHost(config, reactor=None, extra=[(type(p).__name__, p) for p in plugins],
+    return PluginHost(config, reactor=reactor, extra=[(type(p).__name__, p) for p in plugins],
                       use_entry_points=False)
+
+
+def settled(answer):
+    """What a Deferred has fired with (or the answer itself)."""
+    if not isinstance(answer, defer.Deferred):
+        return answer
+    out = []
+    answer.addBoth(out.append)
+    assert out, "the Deferred has not fired"
+    return out[0]
 
 
 def test_each_check_gets_the_arguments_it_names_in_its_own_order():
@@ -82,3 +96,165 @@ def test_no_check_at_all_allows():
     plugins = host()
     assert not plugins.checks
     assert plugins.check(Statement("select 1"), session()).action == "allow"
+
+
+class Allows(Seen):
+    @hookimpl
+    def pgwarden_check(self, statement):
+        self.calls.append((statement,))
+        return Verdict.allow()
+
+
+class NoDropsOnFridays:
+    """Only wraps: sees each plugin's decision through pluggy, and may change it."""
+
+    def __init__(self) -> None:
+        self.seen: list[list] = []
+
+    @hookimpl(wrapper=True)
+    def pgwarden_check(self, statement):
+        answers = yield
+        self.seen.append(list(answers))
+        if "drop" in statement.sql:
+            return [Verdict.block("not on a Friday", rule="friday")]
+        return answers
+
+
+def test_a_wrapper_wraps_each_plugins_decision_and_may_change_it():
+    wrapper, allows, statement_only = NoDropsOnFridays(), Allows(), StatementOnly()
+    plugins = host(wrapper, allows, statement_only)
+    assert plugins.check(Statement("select 1"), session()).action == "allow"
+    assert sorted(map(len, wrapper.seen)) == [0, 1]  # one call per deciding plugin: [allow] and []
+    verdict = plugins.check(Statement("drop table t"), session())
+    assert (verdict.action, verdict.rule) == ("block", "friday")
+    assert [type(p).__name__ for p in (allows, statement_only) if p.calls] == ["Allows", "StatementOnly"]
+
+
+class WrapperRaises:
+    @hookimpl(wrapper=True)
+    def pgwarden_check(self):
+        yield
+        raise RuntimeError("wrapper bug")
+
+
+def test_a_wrapper_that_raises_blocks_in_its_own_name():
+    verdict = host(WrapperRaises(), Allows()).check(Statement("select 1"), session())
+    assert (verdict.action, verdict.reason) == ("block", "plugin 'WrapperRaises' failed")
+
+
+class Raises:
+    @hookimpl
+    def pgwarden_check(self, statement):
+        return statement.no_such_attribute  # a bug, deep in the plugin
+
+
+def test_a_raising_plugin_blocks_in_its_own_name_and_the_others_still_decide():
+    allows = Allows()
+    verdict = host(allows, Raises()).check(Statement("select 1"), session())
+    assert (verdict.action, verdict.reason, verdict.rule) == ("block", "plugin 'Raises' failed", "plugin:Raises")
+    assert allows.calls
+
+
+class Later:
+    """An ``async def`` implementation: its coroutine runs as a Deferred."""
+
+    def __init__(self, clock: task.Clock) -> None:
+        self.clock = clock
+
+    @hookimpl
+    async def pgwarden_check(self, statement):
+        await task.deferLater(self.clock, 1.0, lambda: None)
+        if "forever" in statement.sql:
+            await defer.Deferred()
+        if "oops" in statement.sql:
+            raise ValueError("async bug")
+        return Verdict.block("later no", rule="later") if "no" in statement.sql else None
+
+
+def test_an_async_plugin_is_awaited_within_the_timeout():
+    clock = task.Clock()
+    plugins = host(Later(clock), Allows(), reactor=clock)
+    answer = plugins.check(Statement("select 'no'"), session())
+    assert isinstance(answer, defer.Deferred) and not answer.called
+    clock.advance(1.0)
+    assert settled(answer).rule == "later"
+    answer = plugins.check(Statement("select 'yes'"), session())
+    clock.advance(1.0)
+    assert settled(answer).action == "allow"
+    answer = plugins.check(Statement("select 'oops'"), session())
+    clock.advance(1.0)
+    assert settled(answer).reason == "plugin 'Later' failed"
+    answer = plugins.check(Statement("select 'forever'"), session())
+    clock.advance(plugins.timeout_s - 0.1)
+    assert not answer.called
+    clock.advance(0.1)
+    assert settled(answer).reason == "plugin 'Later' did not answer within 10s"
+
+
+class Nonsense:
+    @hookimpl
+    def pgwarden_check(self):
+        return "yes"
+
+
+class LaterNonsense:
+    @hookimpl
+    async def pgwarden_check(self):
+        return "yes"
+
+
+def test_nonsense_blocks_now_or_later():
+    assert host(Nonsense()).check(Statement("select 1"), session()).reason == \
+        "plugin 'Nonsense' answered str, not a Verdict"
+    assert settled(host(LaterNonsense()).check(Statement("select 1"), session())).reason == \
+        "plugin 'LaterNonsense' answered 'yes'"
+
+
+class AsyncAuthenticator:
+    @hookimpl
+    async def pgwarden_authenticate(self, secret):
+        from pgwarden import Identity
+
+        return Identity(secret) if secret.startswith("ok-") else None
+
+
+class BrokenAuthenticator:
+    @hookimpl
+    def pgwarden_authenticate(self):
+        raise KeyError("bug")
+
+
+def test_authentication_through_pluggy_async_and_failing():
+    from pgwarden.identity import AuthenticationFailed
+
+    plugins = host(AsyncAuthenticator())
+    assert settled(plugins.authenticate(None, "ok-agent")).subject == "ok-agent"
+    assert settled(plugins.authenticate(None, "nope")) is None
+    try:
+        host(BrokenAuthenticator()).authenticate(None, "x")
+    except AuthenticationFailed as e:
+        assert "'BrokenAuthenticator' failed" in e.reason
+    else:
+        raise AssertionError("a broken authenticator let a client in")
+
+
+def test_notifications_go_on_past_a_failing_plugin():
+    seen = []
+
+    class Fails:
+        @hookimpl
+        def pgwarden_session_start(self, session):
+            raise RuntimeError("notifier bug")
+
+    class FailsLater:
+        @hookimpl
+        async def pgwarden_session_start(self, session):
+            raise RuntimeError("async notifier bug")
+
+    class Counts:
+        @hookimpl
+        def pgwarden_session_start(self, session):
+            seen.append(session.id)
+
+    host(Counts(), Fails(), FailsLater()).notify("pgwarden_session_start", session=session())
+    assert seen == ["s1"]

@@ -79,13 +79,60 @@ class AnswersNonsense:
         ("nonsense", AnswersNonsense(), "select 'nonsense'", "answered str, not a Verdict"),
     ],
 )
-def test_a_failing_plugin_blocks_and_names_itself(make_pgwarden, name, plugin, sql, why):
+def test_a_failing_plugin_blocks_and_names_itself(make_pgwarden, tmp_path, name, plugin, sql, why):
+    from pgwarden.testing.pytest_plugin import check_records
+
     running = make_pgwarden(plugins=[(name, plugin)], plugins_section={"timeout_s": 0.2})
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
             c.execute(sql)
         assert excinfo.value.diag.message_primary == f"pgwarden: blocked: plugin {name!r} {why}"
         assert c.execute("select 1").fetchone() == (1,)  # the session goes on
+    # and recorded as refused, in the plugin's name
+    (refused,) = [r for r in check_records([tmp_path / "records.jsonl"])
+                  if r["type"] == "statement" and r["sql"] == sql]
+    assert refused["verdict"]["action"] == "block" and refused["verdict"]["rule"] == f"plugin:{name}"
+
+
+def test_an_async_plugin_is_awaited(make_pgwarden, reactor_thread):
+    from twisted.internet import task
+
+    class AsyncLater:
+        @hookimpl
+        async def pgwarden_check(self, statement, session):
+            await task.deferLater(reactor_thread, 0.01, lambda: None)  # a look-up elsewhere, say
+            return Verdict.block("async no", rule="async") if "no" in statement.sql else None
+
+    running = make_pgwarden(plugins=[("async", AsyncLater())])
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select 'yes'").fetchone() == ("yes",)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="async no"):
+            c.execute("select 'no'")
+
+
+def test_a_wrapper_wraps_the_built_in_decisions(make_pgwarden):
+    seen = []
+
+    class Audit:
+        """Wraps every plugin's decision (the built-in block plugin's here) through pluggy."""
+
+        @hookimpl(wrapper=True)
+        def pgwarden_check(self, statement):
+            answers = yield
+            seen.append((statement.sql, [a.action for a in answers if a is not None]))
+            if "pg_sleep" in statement.functions:
+                return [Verdict.block("no sleeping on the job", rule="audit")]
+            return answers
+
+    running = make_pgwarden(plugins=[("audit", Audit())],
+                            policies=[{"name": "everyone", "rules": [{"block": {"statements": ["ddl"]}}]}])
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="no sleeping on the job"):
+            c.execute("select pg_sleep(0)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("create table audited (x int)")
+    assert ("create table audited (x int)", ["block"]) in seen and ("select 1", []) in seen
 
 
 def test_a_deferred_verdict_is_awaited(make_pgwarden, reactor_thread):

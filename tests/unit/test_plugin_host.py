@@ -258,3 +258,28 @@ def test_notifications_go_on_past_a_failing_plugin():
 
     host(Counts(), Fails(), FailsLater()).notify("pgwarden_session_start", session=session())
     assert seen == ["s1"]
+
+
+def test_explain_takes_the_proxys_path_through_pluggy(tmp_path, monkeypatch, capsys):
+    """`pgwarden explain` decides as the proxy does: hook tracing sees its pgwarden_check."""
+    from twisted.logger import globalLogPublisher
+
+    from pgwarden import cli
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(CONFIG.replace("/etc/jwks.json", "/nonexistent/jwks.json")
+                   + "    rules: [{name: no-ddl, block: {statements: [ddl]}}]\n")
+    traced: list[str] = []
+
+    def observe(event):
+        if event.get("log_namespace") == "pgwarden.plugins" and "text" in event:
+            traced.append(event["text"])
+
+    monkeypatch.setenv("PGWARDEN_TRACE_HOOKS", "1")
+    globalLogPublisher.addObserver(observe)
+    try:
+        assert cli.main(["explain", "-c", str(cfg), "--subject", "a", "drop table t"]) == 1
+    finally:
+        globalLogPublisher.removeObserver(observe)
+    assert "verdict    block by agents / no-ddl" in capsys.readouterr().out
+    assert any(text.strip().startswith("pgwarden_check [hook]") for text in traced), traced

@@ -85,3 +85,42 @@ def test_the_shipped_pytest_plugin_uses_no_private_names():
            if node.attr.startswith("_") and not node.attr.startswith("__")}
     )
     assert private == []
+
+
+def test_the_api_module_is_exactly_these_names_each_documented():
+    from pgwarden import api
+
+    assert sorted(api.__all__) == sorted([
+        "ALLOW", "APPROVALS", "APPROVE", "AUTH_JWT", "BLOCK", "LIMIT", "MASK", "RECORDING", "STATEMENT_KINDS",
+        "UPSTREAM", "Approvals", "ApprovalRequest", "AuthenticationFailed", "Column", "ConfigProblem",
+        "ConfigSection", "Identity", "JwtAuth", "Later", "LimitSpec", "MaskSpec", "Masker", "Partial",
+        "PartialMask", "PgwardenDeprecationWarning", "Policy", "Reactor", "Record", "Recording", "RowDescription",
+        "Rule", "RuleKind", "Sections", "Session", "SessionSummary", "StartupMessage", "Statement",
+        "StatementMatch", "Store", "StoreKey", "Upstream", "Verdict", "When", "hookimpl",
+    ])
+    text = DOCS.read_text()
+    assert [name for name in api.__all__ if f"`{name}`" not in text] == []
+    for name in ("hookimpl", "Verdict", "Statement", "Identity", "Session", "StoreKey"):
+        assert getattr(pgwarden, name) is getattr(api, name)
+
+
+def test_hook_signatures_say_what_they_take_and_give():
+    """No Any, no bare dict: every argument and answer is a class of pgwarden.api (or a builtin)."""
+    import re
+
+    for fn in hooks():
+        signature = hook_signature(fn)
+        assert not re.search(r"\b(Any|dict)\b", signature), signature
+
+
+def test_what_hooks_receive_is_frozen():
+    import attrs
+
+    from pgwarden import api
+
+    classes = [getattr(api, n) for n in api.__all__ if isinstance(getattr(api, n), type)
+               and attrs.has(getattr(api, n))]
+    assert {c.__name__ for c in classes} >= {"Verdict", "Identity", "Session", "SessionSummary", "Rule", "Policy",
+                                             "ApprovalRequest", "RowDescription", "StartupMessage", "RuleKind"}
+    mutable = [c.__name__ for c in classes if c.__setattr__ is object.__setattr__]
+    assert mutable == []

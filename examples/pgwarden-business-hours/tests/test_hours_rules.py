@@ -110,21 +110,26 @@ def test_check_shows_an_hours_rule(tmp_path):
     assert "hours by business-hours" in out.stdout
 
 
-def test_check_names_each_problem_of_an_hours_rule_at_its_line(tmp_path):
+def test_check_names_each_problem_of_hours_rules_at_its_line(tmp_path):
+    # (a class's validators run once its keys structure, the first that fails says why)
     cfg = tmp_path / "c.yaml"
     cfg.write_text(CONFIG + "          tabels: [public.orders]\n"
-                            "          between: 9-18\n"
+                            "      - hours: {tables: [a.b], between: 9-18}\n"
+                            "      - hours:\n"
+                            "          tables: [a.b]\n"
                             "          tz: Mars/Olympus\n"
-                            "          statements: [selct]\n")
+                            "      - {hours: {tables: [a.b], statements: [selct], outside: ask}}\n"
+                            "      - {hour: {tables: [a.b]}}\n")
     out = pgwarden("check", "-c", str(cfg))
     assert out.returncode == 2
     assert [line.removeprefix(f"{cfg}: ") for line in out.stderr.splitlines()] == [
-        "line 8: policies[0].rules[0].hours: required field missing",
         "line 9: policies[0].rules[0].hours.tabels: unknown key; did you mean `tables`?",
-        "line 10: policies[0].rules[0].hours.between: expected a window like 09:00-18:00 (22:00-06:00 spans "
+        "line 10: policies[0].rules[1].hours.between: expected a window like 09:00-18:00 (22:00-06:00 spans "
         "midnight), got '9-18'",
-        "line 11: policies[0].rules[0].hours.tz: expected an IANA time zone like Europe/Berlin, got 'Mars/Olympus'",
-        "line 12: policies[0].rules[0].hours.statements: unknown statement kind(s) selct",
+        "line 13: policies[0].rules[2].hours.tz: expected an IANA time zone like Europe/Berlin, got 'Mars/Olympus'",
+        "line 14: policies[0].rules[3].hours.outside: expected one of block, approve",
+        "line 15: policies[0].rules[4]: rule kind 'hour' is interpreted by no loaded plugin; did you mean `hours`? "
+        "(loaded rule kinds: allow, block, hours, limit)",
     ]
 
 

@@ -1,0 +1,225 @@
+"""`limit: {rows_written: N}`: the server counts what a statement wrote; more than N is rolled back.
+
+Every test checks the table on a direct connection afterwards: a refused write must
+leave nothing behind, and its RETURNING rows must never reach the client.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import pq
+
+from pgwarden.wire import messages as m
+
+from rawclient import RawClient
+
+CAP = 5
+POLICY = [{"name": "agents", "rules": [{"name": "small-writes", "limit": {"rows_written": CAP}}]}]
+
+
+@pytest.fixture
+def capped(make_pgwarden, pg_server):
+    pg_server.psql(
+        "drop table if exists rw_t, rw_log cascade;"
+        "create table rw_t (id int primary key, v int);"
+        "insert into rw_t select g, 0 from generate_series(1, 20) g;"
+        "create table rw_log (id int);"
+        "create or replace function rw_fill(n int) returns int language plpgsql as "
+        "$$ begin insert into rw_log select generate_series(1, n); return n; end $$;"
+        "create or replace function rw_trigger() returns trigger language plpgsql as "
+        "$$ begin insert into rw_log select generate_series(1, 10); return new; end $$;",
+        "appdb",
+    )
+    return make_pgwarden(policies=POLICY)
+
+
+def rows(pg_server, table: str = "rw_t", where: str = "true") -> int:
+    return int(pg_server.psql(f"select count(*) from {table} where {where}", "appdb"))
+
+
+def assert_refused_for_rows(excinfo) -> None:
+    diag = excinfo.value.diag
+    assert excinfo.value.sqlstate == "42501"
+    assert diag.message_primary.startswith("pgwarden: blocked: the statement wrote ")
+    assert f"more than the {CAP} allowed" in diag.message_primary
+    assert f"at most {CAP} rows" in diag.message_hint
+    assert "policy 'agents', rule 'small-writes'" in diag.message_detail
+    assert diag.context is None  # pgwarden's DO block stays invisible
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_a_small_write_passes_in_both_protocols(capped, pg_server, prepare):
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        if prepare:
+            cur = c.execute("update rw_t set v = %s where id <= %s returning id", (1, 3))
+        else:
+            cur = c.execute("update rw_t set v = 1 where id <= 3 returning id")
+        assert sorted(r[0] for r in cur.fetchall()) == [1, 2, 3]
+        assert cur.statusmessage == "UPDATE 3"
+        assert c.execute("select 1").fetchone() == (1,)
+    assert rows(pg_server, where="v = 1") == 3
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_a_large_write_is_rolled_back_outside_a_transaction(capped, pg_server, prepare):
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            if prepare:
+                c.execute("update rw_t set v = %s where id = id returning id", (2,))
+            else:
+                c.execute("update rw_t set v = 2 where id = id returning id")
+        assert_refused_for_rows(excinfo)
+        assert "wrote 20 rows" in excinfo.value.diag.message_primary
+        assert c.execute("select count(*) from rw_t where v = 2").fetchone() == (0,)
+    assert rows(pg_server, where="v = 2") == 0
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_inside_a_transaction_the_refusal_aborts_it(capped, pg_server, prepare):
+    with psycopg.connect(capped.dsn()) as c:
+        c.execute("insert into rw_log values (1)")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            if prepare:
+                c.execute("delete from rw_t where id > %s", (0,))
+            else:
+                c.execute("delete from rw_t where id > 0")
+        assert_refused_for_rows(excinfo)
+        assert c.info.transaction_status == pq.TransactionStatus.INERROR
+        c.rollback()
+        # Writes that fit pass, and count per statement (not per transaction).
+        c.execute("delete from rw_t where id <= 4")
+        c.execute("delete from rw_t where id between 5 and 8")
+        c.commit()
+    assert rows(pg_server) == 12 and rows(pg_server, "rw_log") == 0
+
+
+def test_pipeline_refusal_rolls_back_the_implicit_transaction(capped, pg_server):
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            with c.pipeline():
+                c.execute("insert into rw_log values (%s)", (1,))
+                c.execute("update rw_t set v = %s", (3,))
+                c.execute("insert into rw_log values (%s)", (2,))
+        assert_refused_for_rows(excinfo)
+        with c.pipeline():
+            a = c.execute("update rw_t set v = %s where id = %s returning id", (4, 1))
+            b = c.execute("update rw_t set v = %s where id = %s returning id", (4, 2))
+        assert a.fetchall() == [(1,)] and b.fetchall() == [(2,)]
+    assert rows(pg_server, "rw_log") == 0
+    assert rows(pg_server, where="v = 3") == 0 and rows(pg_server, where="v = 4") == 2
+
+
+@pytest.mark.parametrize("sql", [
+    "with d as (delete from rw_t returning id) select count(*) from d",
+    "explain analyze update rw_t set v = 5",
+    "select rw_fill(6)",
+    "insert into rw_log select generate_series(1, 6)",
+    "merge into rw_t using (select g from generate_series(1, 6) g) s on rw_t.id = s.g "
+    "when matched then update set v = 5",
+    "do $$ begin update rw_t set v = 5; end $$",
+])
+def test_writes_at_any_depth_are_counted(capped, pg_server, sql):
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute(sql)
+        assert_refused_for_rows(excinfo)
+    assert rows(pg_server) == 20 and rows(pg_server, where="v = 5") == 0
+    assert rows(pg_server, "rw_log") == 0
+
+
+def test_rows_a_trigger_writes_are_counted(capped, pg_server):
+    pg_server.psql("create trigger rw_t_trigger before update on rw_t for each row execute function rw_trigger()",
+                   "appdb")
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute("update rw_t set v = 6 where id = 1")  # 1 row, and 10 by its trigger
+        assert "wrote 11 rows" in excinfo.value.diag.message_primary
+    assert rows(pg_server, where="v = 6") == 0 and rows(pg_server, "rw_log") == 0
+
+
+def test_a_multi_statement_query_with_a_write_is_refused(capped, pg_server):
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute("select 1; delete from rw_t where id = 1")
+        assert "must be sent on its own" in excinfo.value.diag.message_primary
+        assert excinfo.value.diag.message_primary.startswith("pgwarden: blocked:")
+        # Reads may still come several to a string.
+        c.execute("select 1; select 2")
+    assert rows(pg_server) == 20
+
+
+def test_copy_from_is_refused_under_the_limit(capped, pg_server):
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            with c.cursor().copy("copy rw_log from stdin") as copy:
+                copy.write_row((1,))
+        assert "COPY FROM" in excinfo.value.diag.message_primary
+    assert rows(pg_server, "rw_log") == 0
+
+
+def test_the_statements_own_error_reaches_the_client(capped, pg_server):
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("insert into rw_t values (1, 0)")
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            c.execute("insert into rw_t values (%s, 0)", (1,))
+        with c.transaction():
+            with pytest.raises(psycopg.errors.UndefinedTable):
+                with c.transaction():  # a savepoint: the transaction goes on
+                    c.execute("insert into rw_missing values (1)")
+            c.execute("insert into rw_log values (7)")
+        # An aborted transaction block: the server's own 25P02, as without pgwarden.
+        c.autocommit = False
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            c.execute("select 1/0")
+        with pytest.raises(psycopg.errors.InFailedSqlTransaction):
+            c.execute("insert into rw_log values (8)")
+        c.rollback()
+    assert rows(pg_server, "rw_log") == 1
+
+
+def test_returning_rows_are_held_until_the_count_is_known(capped, pg_server):
+    rc = RawClient(capped.host, capped.port)
+    rc.login(capped.token())
+    rc.send(m.Query("update rw_t set v = 9 returning id").encode())
+    answer = rc.until_ready()
+    # Nothing of the refused write: no RowDescription, no rows, no tag; only the error.
+    assert [type(x) for x in answer] == [m.ErrorResponse, m.ReadyForQuery]
+    assert answer[0].sqlstate == "42501" and answer[1].status == "I"
+    # A write within the cap: the simple protocol's answer, exactly.
+    rc.send(m.Query("update rw_t set v = 9 where id in (1, 2) returning id").encode())
+    answer = rc.until_ready()
+    assert [type(x) for x in answer] == [m.RowDescription, m.DataRow, m.DataRow, m.CommandComplete,
+                                         m.ReadyForQuery]
+    assert answer[3].tag == "UPDATE 2"
+    rc.close()
+    assert rows(pg_server, where="v = 9") == 2
+
+
+def test_a_portal_fetched_in_parts_is_counted_as_one_statement(capped, pg_server):
+    rc = RawClient(capped.host, capped.port)
+    rc.login(capped.token())
+    rc.send(m.Query("begin").encode())
+    rc.until_ready()
+    # Each Execute fetches 3 rows, and writes 3: together 9, more than the cap.
+    rc.send(m.Parse("", "select rw_fill(1) from generate_series(1, 9)").encode() + m.Bind("p", "").encode()
+            + m.Execute("p", 3).encode() + m.Execute("p", 3).encode() + m.Execute("p", 3).encode()
+            + m.Sync().encode())
+    answer = rc.until_ready()
+    kinds = [type(x) for x in answer]
+    assert kinds[-2:] == [m.ErrorResponse, m.ReadyForQuery] and answer[-1].status == "E"
+    assert kinds.count(m.PortalSuspended) == 1  # the first part (3 rows) was within the cap
+    assert "wrote 6 rows" in answer[-2].message
+    rc.send(m.Query("rollback").encode())
+    rc.until_ready()
+    rc.close()
+    assert rows(pg_server, "rw_log") == 0
+
+
+def test_sql_level_prepare_then_execute_is_counted(capped, pg_server):
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        c.execute("prepare wipe as delete from rw_t")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("execute wipe")
+    assert rows(pg_server) == 20

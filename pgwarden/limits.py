@@ -121,12 +121,11 @@ def setting_changes(analysis, names: tuple[str, ...]):
         if name in names or name == "*":
             if value is None and computed_calls:
                 value = COMPUTED  # set_config(name, <computed>): None would read as RESET
-            if name == "*":
-                if value is COMPUTED:
-                    for n in names:
-                        yield n, COMPUTED
-                continue
-            yield name, value
+            if name != "*":
+                yield name, value
+            elif value is not None:  # set_config(<computed name>, value): it may be any of them
+                for n in names:
+                    yield n, value
 
 
 _NUMBER = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*(?![.eE0-9])|[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]+)?)\s*([a-z]*)\s*$")

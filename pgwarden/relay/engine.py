@@ -68,6 +68,7 @@ def settled(decision: object) -> bool:
     """Whether ``decision`` is a final answer of a decider: ALLOW, a CountRows or a Refusal."""
     return decision is ALLOW or isinstance(decision, (Refusal, CountRows))
 
+
 FRONTEND_TYPES: Final = frozenset(t[0] for t in m.FRONTEND)
 BACKEND_TYPES: Final = frozenset(t[0] for t in m.BACKEND)
 

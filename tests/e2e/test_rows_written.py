@@ -223,3 +223,21 @@ def test_sql_level_prepare_then_execute_is_counted(capped, pg_server):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("execute wipe")
     assert rows(pg_server) == 20
+
+
+def test_records_show_what_ran_and_what_the_count_refused(capped, pg_server, tmp_path):
+    from pgwarden.testing.pytest_plugin import check_records
+
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        c.execute("update rw_t set v = 1 where id = 1")
+        c.execute("update rw_t set v = %s where id = %s", (1, 2))
+        for sql, params in (("update rw_t set v = 2", None), ("update rw_t set v = %s", (2,))):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(sql, params)
+    records = check_records([tmp_path / "records.jsonl"])
+    statements = {r["statement"]: r for r in records if r["type"] == "statement"}
+    results = [r for r in records if r["type"] == "result"]
+    assert [(statements[r["statement"]]["protocol"], r["rows"], r["sqlstate"]) for r in results] == [
+        ("simple", 1, None), ("extended", 1, None), ("simple", 0, "42501"), ("extended", 0, "42501")]
+    assert all("wrote 20 rows" in r["error"] for r in results[2:])
+    assert not any("pgwarden_" in r.get("sql", "") for r in records)  # pgwarden's own are not the agent's

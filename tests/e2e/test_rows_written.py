@@ -234,6 +234,7 @@ def test_records_show_what_ran_and_what_the_count_refused(capped, pg_server, tmp
         for sql, params in (("update rw_t set v = 2", None), ("update rw_t set v = %s", (2,))):
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 c.execute(sql, params)
+    capped.call(capped.app.stop)  # every record written
     records = check_records([tmp_path / "records.jsonl"])
     statements = {r["statement"]: r for r in records if r["type"] == "statement"}
     results = [r for r in records if r["type"] == "result"]
@@ -241,3 +242,44 @@ def test_records_show_what_ran_and_what_the_count_refused(capped, pg_server, tmp
         ("simple", 1, None), ("extended", 1, None), ("simple", 0, "42501"), ("extended", 0, "42501")]
     assert all("wrote 20 rows" in r["error"] for r in results[2:])
     assert not any("pgwarden_" in r.get("sql", "") for r in records)  # pgwarden's own are not the agent's
+
+
+def test_switching_the_count_off_is_refused(capped, pg_server):
+    pg_server.psql(
+        "create or replace function rw_uncounted() returns int language plpgsql as "
+        "$$ begin perform set_config('track_counts', 'off', true); "
+        "insert into rw_log select generate_series(1, 20); return 20; end $$",
+        "appdb",
+    )
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute("set track_counts = off")
+        assert "track_counts" in excinfo.value.diag.message_primary
+        # Switched off inside the statement (by a function, unseen): the check will not guess.
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute("select rw_uncounted()")
+        assert excinfo.value.diag.message_primary == (
+            "pgwarden: blocked: the rows this statement writes cannot be counted")
+    assert rows(pg_server, "rw_log") == 0
+
+
+def test_operators_on_the_agents_search_path_do_not_change_the_count(capped, pg_server):
+    """pgwarden's statements run under the agent's search_path: they name pg_catalog's operators."""
+    pg_server.psql(
+        "drop schema if exists rw_evil cascade; create schema rw_evil;"
+        "create function rw_evil.zero(bigint, bigint) returns bigint language sql as 'select 0::bigint';"
+        "create function rw_evil.none(bigint, integer) returns bigint language sql as 'select 0::bigint';"
+        "create function rw_evil.never(bigint, integer) returns boolean language sql as 'select false';"
+        "create operator rw_evil.+ (leftarg = bigint, rightarg = bigint, function = rw_evil.zero);"
+        "create operator rw_evil.- (leftarg = bigint, rightarg = integer, function = rw_evil.none);"
+        "create operator rw_evil.> (leftarg = bigint, rightarg = integer, function = rw_evil.never);"
+        "create table rw_evil.rw_t (id int, v int); insert into rw_evil.rw_t select g, 0 from generate_series(1, 20) g",
+        "appdb",
+    )
+    with psycopg.connect(capped.dsn(), autocommit=True) as c:
+        c.execute("set search_path = rw_evil, pg_catalog")
+        assert c.execute("select 7::bigint > 1").fetchone() == (False,)  # the agent's operator wins here
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute("update rw_t set v = 1")
+        assert "wrote 20 rows" in excinfo.value.diag.message_primary
+    assert rows(pg_server, "rw_evil.rw_t", "v = 1") == 0

@@ -256,7 +256,7 @@ class _Count:
         self.ex: Execution | None = ex  # its record, completed once the check has answered
         self.held: list[bytes] = []
         self.held_bytes = 0
-        self.overflow = False  # more was held than max_message_size: none of it is kept
+        self.overflow = False  # more than max_message_size came: the results flow unheld
         self.capture: list[bytes] = []  # the before statement's row
 
 
@@ -389,7 +389,7 @@ class Relay:
     def pop_client(self) -> list[bytes]:
         out = self._out
         self._out = []
-        if self._holding is None:
+        if self._holding is None or self._holding.overflow:
             self._down = self._out
         return out
 
@@ -479,9 +479,8 @@ class Relay:
                 if t == _F_QUERY or t == _F_PARSE or t == _F_FUNCTION_CALL:
                     request = self._request(raw)
                 elif t == _F_BIND:
-                    request = self._bind_request(raw)
+                    request = self._bind(raw)
                     if request is None:
-                        self._forward_other(t, raw)
                         continue
                 else:
                     self._forward_other(t, raw)
@@ -519,21 +518,34 @@ class Relay:
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
 
-    def _bind_request(self, raw: bytes) -> StatementRequest | None:
-        """A Bind of a statement decided under policies since changed: it is decided again."""
-        if self._server_discarding:
-            return None
-        _, end = _name(raw, 5)
+    def _bind(self, raw: bytes, decided: bool = False) -> StatementRequest | None:
+        """Forwards a Bind, or refuses it; or, for a statement decided under policies that
+        have changed since, returns the request to decide it again (nothing forwarded)."""
+        st = self.state
+        # Only the names are read here: the rest is for the server (and for
+        # Portal.result_formats, should anyone ask for the shape).
+        portal_name, end = _name(raw, 5)
         statement_name, _ = _name(raw, end)
-        stmt = self.state.statements.get(statement_name)
-        if stmt is None or stmt.generation == self.policy_generation:
-            return None
-        self._seq += 1
-        return StatementRequest("extended", stmt.sql, stmt.name, self._seq)
+        stmt = st.statements.get(statement_name)
+        if stmt is None:
+            if not self._server_discarding:
+                # Never Parsed here (an SQL-level PREPARE, or gone): nothing pgwarden decided.
+                self._refuse_here(_unknown_statement(statement_name, statement_name in self._refused), None)
+                return None
+            stmt = PreparedStatement(statement_name, "")  # skipped by the server anyway
+        elif stmt.generation != self.policy_generation and not decided and not self._server_discarding:
+            self._seq += 1
+            return StatementRequest("extended", stmt.sql, stmt.name, self._seq)
+        portal = Portal(portal_name, stmt, raw, self._generation)
+        st.portals[portal_name] = portal
+        self._up.append(raw)
+        if not self._server_discarding:
+            self._expect.append((_E_BIND, portal, False))
+        return None
 
     def _apply(self, raw: bytes, request: StatementRequest, decision: object) -> None:
         t = raw[0]
-        if not settled(decision):
+        if decision is not ALLOW and not isinstance(decision, (Refusal, CountRows)):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
         runs = decision is ALLOW or isinstance(decision, CountRows)
         ex = None
@@ -543,13 +555,16 @@ class Relay:
         if t == _F_QUERY:
             self._generation += 1
             # A simple Query drops the unnamed statement and portal, as the server does.
-            self.state.statements.pop("", None)
-            self.state.portals.pop("", None)
-            if isinstance(decision, CountRows) and not self._server_discarding:
-                self._count_query(raw, decision, ex)
-            elif runs:
+            st = self.state
+            if st.statements:
+                st.statements.pop("", None)
+            if st.portals:
+                st.portals.pop("", None)
+            if decision is ALLOW or (runs and self._server_discarding):
                 self._up.append(raw)
                 self._expect.append((_E_QUERY, request.sql, False, ex))
+            elif runs:
+                self._count_query(raw, decision, ex)
             else:
                 self._up.append(own.raising_query(decision))
                 self._expect.append((_E_QUERY, None, True, ex))
@@ -571,7 +586,7 @@ class Relay:
                 if stmt is not None and stmt.sql == request.sql:
                     stmt.generation = self.policy_generation
                     stmt.count = decision if isinstance(decision, CountRows) else None
-                self._forward_other(t, raw)
+                self._bind(raw, decided=True)
             else:
                 self._refuse_here(decision, ex)
         else:  # Parse
@@ -654,7 +669,7 @@ class Relay:
     def _counted_execute(self, portal: Portal) -> _Count | None:
         """Before a counted portal's Execute: the before statement, or (a later Execute of the
         same portal) only the marker whose answer starts holding its results."""
-        if portal.statement.count is None or self._server_discarding:
+        if self._server_discarding:
             return None
         count = _Count(portal.statement.count, portal, False)
         if portal.counting:
@@ -669,22 +684,7 @@ class Relay:
     def _forward_other(self, t: int, raw: bytes) -> None:
         st = self.state
         if t == _F_BIND:
-            # Only the names are read here: the rest is for the server (and for
-            # Portal.result_formats, should anyone ask for the shape).
-            portal_name, end = _name(raw, 5)
-            statement_name, _ = _name(raw, end)
-            stmt = st.statements.get(statement_name)
-            if stmt is None:
-                if not self._server_discarding:
-                    # Never Parsed here (an SQL-level PREPARE, or gone): nothing pgwarden decided.
-                    self._refuse_here(_unknown_statement(statement_name, statement_name in self._refused), None)
-                    return
-                stmt = PreparedStatement(statement_name, "")  # skipped by the server anyway
-            portal = Portal(portal_name, stmt, raw, self._generation)
-            st.portals[portal_name] = portal
-            self._up.append(raw)
-            if not self._server_discarding:
-                self._expect.append((_E_BIND, portal, False))
+            self._bind(raw, decided=True)
         elif t == _F_EXECUTE:
             if self._execute_gate is not None:
                 why = self._execute_gate()
@@ -693,7 +693,9 @@ class Relay:
                     return
             name, _ = _name(raw, 5)
             portal = st.portals.get(name)
-            count = self._counted_execute(portal) if portal is not None else None
+            count = None
+            if portal is not None and portal.statement.count is not None:
+                count = self._counted_execute(portal)
             if portal is not None and not portal.described and not portal.statement.described:
                 # The client never asked what this portal returns: ask for it.
                 portal.described = True
@@ -798,7 +800,10 @@ class Relay:
                 if not self._in_result:
                     self._begin_rows()
                 if self._transform is None and self._rows_left is None:
-                    self._hold_or_send(raw)
+                    if self._holding is None:
+                        self._down.append(raw)
+                    else:
+                        self._hold_or_send(raw)
                     if track:
                         self._track_rows(raw)
                 else:
@@ -833,9 +838,12 @@ class Relay:
                         if t == _B_COMMAND_COMPLETE:
                             self._acc_rows += tag_rows(raw)
                         self._acc_truncated = self._acc_truncated or truncated
-                if t == _B_COMMAND_COMPLETE and raw[5:15] in _FORGETS:
+                if t == _B_COMMAND_COMPLETE and raw[5] == 68 and raw[5:15] in _FORGETS:  # 68: D
                     self._forget_prepared(head, raw)
-                self._hold_or_send(raw)
+                if self._holding is None:
+                    self._down.append(raw)
+                else:
+                    self._hold_or_send(raw)
             elif t == _B_READY:
                 self._ready(raw)
             elif t == _B_ROW_DESCRIPTION or t == _B_NO_DATA or t == _B_PARAM_DESCRIPTION:
@@ -890,16 +898,18 @@ class Relay:
     def _hold_or_send(self, raw: bytes) -> None:
         """A result message: to the client, or held while its statement's count is unknown."""
         held = self._holding
-        if held is None:
+        if held is None or held.overflow:
             self._down.append(raw)
             return
         held.held_bytes += len(raw)
-        if held.held_bytes > self._max_held:
-            # Too much to hold: none of it will be sent; the check still decides the outcome.
-            held.overflow = True
-            held.held.clear()
-            return
         held.held.append(raw)
+        if held.held_bytes > self._max_held:
+            # Too much to hold: from here the results flow, and the check still decides whether
+            # the write stays (its error then follows the rows, as a server error mid-result would).
+            held.overflow = True
+            self._out.extend(held.held)
+            held.held = []
+            self._down = self._out
 
     def _hold(self, count: _Count) -> None:
         """From here until the check answers, the counted statement's results are held."""
@@ -940,10 +950,6 @@ class Relay:
             return
         # The check passed: what the statement sent goes to the client.
         self._release(True)
-        if count.overflow:
-            self.fail("the results of a write were too large to hold while its rows were counted "
-                      "(limits.max_message_bytes); the write was not rolled back", "54000")
-            return
         if not count.translated and count.ex is not None:
             self._complete(count.ex)
 
@@ -1087,7 +1093,10 @@ class Relay:
             # Simple query: each result announces its own shape.
             if t == _B_ROW_DESCRIPTION:
                 self._start_result(raw)
-            self._hold_or_send(raw)
+            if self._holding is None:
+                self._down.append(raw)
+            else:
+                self._hold_or_send(raw)
             return
         target = head[1]
         if t == _B_PARAM_DESCRIPTION:
@@ -1168,7 +1177,8 @@ class Relay:
 
     def _ready(self, raw: bytes) -> None:
         self._end_result()
-        self._release(False)  # (a check always answers before this: nothing is held here)
+        if self._holding is not None:  # (a check always answers before this: nothing is held here)
+            self._release(False)
         expect = self._expect
         while expect:
             e = expect.popleft()

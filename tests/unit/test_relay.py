@@ -321,6 +321,7 @@ def test_large_rows_stream_when_nothing_rewrites_them():
 _RESULT = st.one_of(
     st.tuples(st.integers(0, 8), st.just(0)),  # SELECT n
     st.tuples(st.none(), st.integers(0, 30)),  # UPDATE n: no RowDescription, no rows
+    st.tuples(st.just("empty"), st.just(0)),  # an empty query: EmptyQueryResponse
 )
 _STATEMENT = st.tuples(
     st.sampled_from(["simple", "extended"]),
@@ -345,6 +346,9 @@ def test_property_a_command_tag_is_rewritten_only_for_a_cut_result(statements):
         answer = [m.ParseComplete(), m.BindComplete()] if protocol == "extended" else []
         expected_tags, expected_notices = [], 0
         for returned, changed in results:
+            if returned == "empty":
+                answer.append(m.EmptyQueryResponse())
+                continue
             if protocol == "extended":  # pgwarden's own Describe of the portal
                 answer.append(SHAPE if returned is not None else m.NoData())
             elif returned is not None:
@@ -363,7 +367,7 @@ def test_property_a_command_tag_is_rewritten_only_for_a_cut_result(statements):
         got = t.down()
         assert [x.tag for x in got if isinstance(x, m.CommandComplete)] == expected_tags
         assert sum(isinstance(x, m.NoticeResponse) for x in got) == expected_notices
-        sent = sum(min(n, cap) if cap is not None else n for n, _ in results if n is not None)
+        sent = sum(min(n, cap) if cap is not None else n for n, _ in results if isinstance(n, int))
         assert sum(isinstance(x, m.DataRow) for x in got) == sent
         assert isinstance(got[-1], m.ReadyForQuery)
 
@@ -480,18 +484,23 @@ def test_an_extended_counted_execute_is_checked_before_the_clients_sync():
     assert t.down() == [m.CommandComplete("UPDATE 2"), m.ReadyForQuery("I")]
 
 
-def test_results_too_large_to_hold_end_the_session_if_the_write_passed():
+def test_results_too_large_to_hold_flow_and_the_check_still_decides():
     t = Talk(_counted)
     t.relay._max_held = 100
     t.client(m.Query("update t set n = 1 returning n"))
     t.upstream()
-    t.server(*_before_answer(0), m.ParseComplete(), m.BindComplete(), SHAPE,
-             *[m.DataRow((b"x" * 20,))] * 10, m.CommandComplete("UPDATE 10"))
-    assert t.down() == []
+    rows = [m.DataRow((str(i).encode() * 20,)) for i in range(10)]
+    t.server(*_before_answer(0), m.ParseComplete(), m.BindComplete(), SHAPE, *rows[:2])
+    assert t.down() == []  # held, while they fit
+    t.server(*rows[2:5])
+    assert t.down() == [SHAPE, *rows[:5]]  # beyond the bound: they flow
+    t.server(*rows[5:], m.CommandComplete("UPDATE 10"))
+    assert t.down() == [*rows[5:], m.CommandComplete("UPDATE 10")]
     t.upstream()
-    t.server(*_OWN_RUN_ANSWER, m.CommandComplete("DO"))
-    (fatal,) = t.down()
-    assert fatal.get("S") == "FATAL" and fatal.sqlstate == "54000" and t.relay.closing
+    error = m.ErrorResponse.build("ERROR", "42501", "pgwarden: blocked: wrote 10")
+    t.server(*_OWN_RUN_ANSWER, error, m.ReadyForQuery("I"))
+    assert t.down() == [error, m.ReadyForQuery("I")]  # rolled back all the same
+    assert not t.relay.closing
 
 
 def test_a_bind_after_the_policies_changed_waits_for_its_new_verdict():

@@ -283,3 +283,32 @@ def test_operators_on_the_agents_search_path_do_not_change_the_count(capped, pg_
             c.execute("update rw_t set v = 1")
         assert "wrote 20 rows" in excinfo.value.diag.message_primary
     assert rows(pg_server, "rw_evil.rw_t", "v = 1") == 0
+
+
+def test_asyncpg_statements_executemany_and_a_cursor(capped, pg_server):
+    import asyncio
+
+    import asyncpg
+
+    async def main():
+        conn = await asyncpg.connect(capped.url(), ssl=False)
+        try:
+            rows_back = await conn.fetch("update rw_t set v = $1 where id <= $2 returning id", 11, 2)
+            assert sorted(r["id"] for r in rows_back) == [1, 2]
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.fetch("update rw_t set v = $1 returning id", 12)
+            # One statement per row, each counted on its own, in one implicit transaction.
+            await conn.executemany("insert into rw_log values ($1)", [(i,) for i in range(8)])
+            with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                await conn.executemany("insert into rw_log select generate_series(1, $1)", [(1,), (6,)])
+            async with conn.transaction():  # a cursor fetched in parts: one statement
+                cursor = await conn.cursor("select rw_fill(1) from generate_series(1, 9)")
+                assert len(await cursor.fetch(4)) == 4
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await cursor.fetch(4)
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+    assert rows(pg_server, where="v = 11") == 2 and rows(pg_server, where="v = 12") == 0
+    assert rows(pg_server, "rw_log") == 8

@@ -8,7 +8,7 @@ EXAMPLE := examples/pgwarden-business-hours
 EXAMPLE_VENV ?= .venv-example
 EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 
-.PHONY: venv test test-fast test-example fuzz bench suites demo clean
+.PHONY: venv test test-fast test-example fuzz bench suites demo image image-name push clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,27 @@ suites: $(STAMP)
 # A throwaway PostgreSQL with sample data and pgwarden in front; prints a psql line.
 demo: $(STAMP)
 	$(VENV)/bin/pgwarden demo
+
+# The container image (deploy/Dockerfile), built with docker, else podman (CONTAINER=podman to
+# choose). The manifests under deploy/k8s name ghcr.io/pgwarden/pgwarden:0.1.0, a PLACEHOLDER
+# that nobody publishes: build and push your own, then put its name there (docs/kubernetes.md).
+#   make image                                        # pgwarden:<version>, local only
+#   make push IMAGE=registry.example/pgwarden:0.1.0   # build, then push to your registry
+VERSION := $(shell sed -n 's/^version = //p' setup.cfg)
+IMAGE ?= pgwarden:$(VERSION)
+CONTAINER ?= $(shell command -v docker >/dev/null 2>&1 && echo docker || (command -v podman >/dev/null 2>&1 && echo podman))
+
+image:
+	@test -n "$(CONTAINER)" || { echo "make image: neither docker nor podman is on the PATH" >&2; exit 1; }
+	$(CONTAINER) build -f deploy/Dockerfile -t $(IMAGE) .
+
+# Checked before the build: a push needs a name with the registry (and path) in it.
+image-name:
+	@case "$(IMAGE)" in */*) ;; *) echo "make push: IMAGE=$(IMAGE) names no registry;" \
+	  "say where to push, e.g. make push IMAGE=registry.example/pgwarden:$(VERSION)" >&2; exit 1;; esac
+
+push: image-name image
+	$(CONTAINER) push $(IMAGE)
 
 clean:
 	rm -rf $(VENV) $(EXAMPLE_VENV) .pytest_cache .hypothesis build *.egg-info

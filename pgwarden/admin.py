@@ -62,6 +62,11 @@ class Readyz(_Text):
         if app.recorder.failure is not None and not app.recorder.retry():  # freed space is noticed here too
             problems.append(f"records cannot be written: {app.recorder.failure}")
         warnings = [f"records failing open: {w}" for w in app.recorder.warnings]
+        catalog = getattr(app.catalog, "status", None)
+        if catalog is not None and catalog.state == "failed":
+            # Statements go on; what only the live catalog knows (user functions, operators,
+            # views) is judged unknown and refused until a load succeeds.
+            warnings.append(catalog.describe(app.reactor.seconds()))
 
         def answer(unreachable) -> None:
             if unreachable:

@@ -20,15 +20,16 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
-from pgwarden.config import Config, ConfigError, load_config
+from pgwarden.config import Config, ConfigError, ListenTLS, load_config
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.masking import row_transform
-from pgwarden.plugins import PluginHost
+from pgwarden.plugins import NO_AUTHENTICATOR, PluginHost
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
 from pgwarden.metrics import Stats
 from pgwarden.recorder import Recorder, RecordingFailed
 from pgwarden.catalog import builtin_catalog
+from pgwarden.catalog.live import LiveCatalog
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
 from pgwarden.verdict import Refusal, Verdict
@@ -81,8 +82,27 @@ class _Fixed:
     def __init__(self, catalog) -> None:
         self.current = catalog
 
+    def start(self) -> None:
+        pass
+
     def invalidate(self, reason: str) -> None:
         pass
+
+    def stop(self) -> None:
+        pass
+
+    def first_load(self) -> Deferred:
+        return succeed(self.current)
+def client_tls(tls: ListenTLS) -> ssl.CertificateOptions:
+    """The TLS that clients get, from ``listen.tls``'s certificate and key files."""
+    cert = ssl.PrivateCertificate.loadPEM(Path(tls.cert_file).read_text() + Path(tls.key_file).read_text())
+    # libpq 17+ offers ALPN "postgresql" and aborts the handshake when a
+    # server that negotiates ALPN at all does not select it.
+    return ssl.CertificateOptions(
+        privateKey=cert.privateKey.original.to_cryptography_key(),
+        certificate=cert.original.to_cryptography(),
+        acceptableProtocols=[b"postgresql"],
+    )
 
 
 class _ClientFactory(Factory):
@@ -135,8 +155,8 @@ class Application:
         self.config = config
         self.reactor = reactor
         self.plugins = plugins or PluginHost(config, reactor, extra_plugins)
-        if not self.plugins._impls("pgwarden_authenticate"):
-            raise ConfigError(config.source, ["no loaded plugin authenticates clients (is 'jwt' disabled?)"])
+        if not self.plugins.authenticates:
+            raise ConfigError(config.source, [NO_AUTHENTICATOR])
         self.plugins.configure(config)
         self.recorder = Recorder(self)
         self.stats = Stats()
@@ -145,20 +165,13 @@ class Application:
         self.cancels: list[Deferred] = []
         self.admin_port = None
         self.statements = StatementCache()
-        #: where the catalog facts come from: an object whose ``current`` is the newest Catalog
-        self.catalog = _Fixed(builtin_catalog())
+        #: the catalog facts: live from the upstream over pgwarden's own connection once
+        #: `listen` started it, the shipped snapshot until then and whenever it is unreachable
+        self.catalog = LiveCatalog(config.upstream, reactor, ttl_s=config.catalog.ttl_s,
+                                   max_stale_s=config.catalog.max_stale_s) \
+            if config.catalog.live else _Fixed(builtin_catalog())
         self.upstream_tls = tls_options(config.upstream)
-        self.client_tls = None
-        if config.listen.tls is not None:
-            pem = Path(config.listen.tls.cert_file).read_text() + Path(config.listen.tls.key_file).read_text()
-            cert = ssl.PrivateCertificate.loadPEM(pem)
-            # libpq 17+ offers ALPN "postgresql" and aborts the handshake when a
-            # server that negotiates ALPN at all does not select it.
-            self.client_tls = ssl.CertificateOptions(
-                privateKey=cert.privateKey.original.to_cryptography_key(),
-                certificate=cert.original.to_cryptography(),
-                acceptableProtocols=[b"postgresql"],
-            )
+        self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
         self._decide = decide
         self._queue_send = getattr(reactor, "queue_send", None)
         self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
@@ -170,6 +183,7 @@ class Application:
 
     def listen(self):
         lc = self.config.listen
+        self.catalog.start()
         self.port = self.reactor.listenTCP(lc.port, _ClientFactory(self), interface=lc.host)
         log.info("pgwarden listening on {host}:{port}", host=lc.host, port=self.port.getHost().port)
         return self.port
@@ -198,6 +212,7 @@ class Application:
 
     def close_plugins(self) -> None:
         """The last records out, then every plugin closes what it holds (sinks, files)."""
+        self.catalog.stop()
         self.recorder.close()
         self._call_each("pgwarden_stop")
 
@@ -425,6 +440,16 @@ class Application:
                                  Verdict.allow(), ALLOW)
         context = conn.sql_context.with_catalog(self.catalog.current)
         statement = self.statements.get(request.sql, context)
+        if getattr(self.catalog, "pending", False) and "unknown" in statement.kinds:
+            # It names what the catalog may not know yet (a function just created): decide once
+            # the catalog has been read again.
+            return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
+        return self._check(conn, request, statement)
+
+    def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
+        if statement is None:
+            statement = self.statements.get(request.sql, conn.sql_context.with_catalog(self.catalog.current))
+        limits = conn.limits
         if limits.any:  # the core's own limits come first: no plugin, no approver, can lift them
             refused = core_limits.refusal(statement.analysis, limits)
             if refused is not None:
@@ -471,7 +496,7 @@ class Application:
             return
         conn.sql_context = conn.sql_context.after(analysis)
         if analysis.kinds & _CATALOG_CHANGES:
-            self.catalog.invalidate("a statement may have changed the catalog")
+            conn.catalog_changed = True
 
     def _runs_as(self, statement, conn: ClientConnection, request: StatementRequest):
         """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the

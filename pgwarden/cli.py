@@ -8,18 +8,7 @@ from pathlib import Path
 
 import attrs
 
-from pgwarden.config import ConfigError, load_config
-
-
-def _watch_config(app, reactor, path: str, interval_s: float) -> None:
-    """Reload on SIGHUP and when the file changes (a ConfigMap update included)."""
-    import signal
-
-    from pgwarden.watch import ConfigWatcher
-
-    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(app.reload))
-    if interval_s > 0:
-        ConfigWatcher(path, reactor, app.reload, interval_s).start()
+from pgwarden.config import ConfigError
 
 
 def _tune_gc() -> None:
@@ -36,28 +25,31 @@ def _tune_gc() -> None:
 
 
 def _cmd_run(args) -> int:
-    config = _load(args.config)
-    if config is None:
-        return 2
     from pgwarden.proxy.reactor import install
 
     reactor = install()
+    checked = _checked(args.config, reactor)  # exactly what `pgwarden check` validates
+    if checked is None:
+        return 2
+    config, plugins = checked
     from pgwarden import oplog
     from pgwarden.app import Application
 
     oplog.start()
     try:
-        app = Application(config, reactor)
+        app = Application(config, reactor, plugins=plugins)
         port = app.listen()
         app.listen_admin()
-    except Exception as e:  # config files that exist but cannot be used (keys, certs, ports)
+    except Exception as e:  # what only applying the config shows (files missing, sinks, ports)
         print(f"pgwarden: cannot start: {e}", file=sys.stderr)
         return 2
     if args.ready_file:
         Path(args.ready_file).write_text(str(port.getHost().port))
     if args.admin_port_file:
         Path(args.admin_port_file).write_text(str(app.admin_port.getHost().port))
-    _watch_config(app, reactor, args.config, args.reload_poll_s)
+    from pgwarden.watch import watch_config
+
+    watch_config(app, reactor, args.config, args.reload_poll_s)
     # Whatever stops the reactor, the last records are written and the sinks closed.
     reactor.addSystemEventTrigger("before", "shutdown", app.stop)
     reactor.callWhenRunning(_graceful_on_sigterm, app, reactor)
@@ -82,42 +74,33 @@ def _graceful_on_sigterm(app, reactor) -> None:
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(drain))
 
 
-def _load(path: str):
-    """The config, or None after printing every problem (the caller exits 2)."""
+def _plugin_host():
+    """Every installed plugin (discovery only), or None after printing why not."""
+    from pgwarden.plugins import PluginError, PluginHost
+
     try:
-        return load_config(path)
+        return PluginHost(None, reactor=None)
+    except PluginError as e:
+        print(e, file=sys.stderr)
+        return None
+
+
+def _checked(path: str, reactor=None):
+    """The config and its plugins as `run` validates them, or None after printing every problem."""
+    from pgwarden.preflight import load_checked
+
+    try:
+        return load_checked(path, reactor)
     except ConfigError as e:
         print(e, file=sys.stderr)
         return None
 
 
-def _plugin_host(config):
-    """The plugins for ``config`` (None: discovery only), or None after printing why not."""
-    from pgwarden.plugins import PluginError, PluginHost
-
-    try:
-        return PluginHost(config, reactor=None)
-    except (PluginError, ConfigError) as e:
-        print(e, file=sys.stderr)
-        return None
-
-
 def _cmd_check(args) -> int:
-    config = _load(args.config)
-    if config is None or _plugin_host(config) is None:  # plugin options and rule kinds too
+    checked = _checked(args.config)
+    if checked is None:
         return 2
-    jwks_file = config.auth.jwt.jwks_file
-    # A key file that is there but cannot be used would stop `run`. One that is not there is
-    # left alone, as a missing password_file is: check also runs where the secrets are not.
-    if jwks_file and Path(jwks_file).exists():
-        from pgwarden.identity import KeyFileError, TokenVerifier
-
-        try:
-            TokenVerifier(config.auth.jwt)
-        except KeyFileError as e:
-            print(f"{config.source}: {e}", file=sys.stderr)
-            return 2
-    print(describe_config(config))
+    print(describe_config(checked[0]))
     return 0
 
 
@@ -165,10 +148,10 @@ def _cmd_explain(args) -> int:
     from pgwarden.sql import Statement
     from pgwarden.verdict import Verdict
 
-    config = _load(args.config)
-    host = _plugin_host(config) if config is not None else None
-    if host is None:
+    checked = _checked(args.config)
+    if checked is None:
         return 2
+    config, host = checked
     identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
     policies = policies_for(identity, config.policies)
     statement = Statement(args.sql)
@@ -229,14 +212,15 @@ def _cmd_token(args) -> int:
 
 
 def _cmd_plugins(args) -> int:
-    config = None
     if args.config:
-        config = _load(args.config)
-        if config is None:
+        checked = _checked(args.config)
+        if checked is None:
             return 2
-    host = _plugin_host(config)
-    if host is None:
-        return 2
+        host = checked[1]
+    else:
+        host = _plugin_host()
+        if host is None:
+            return 2
     for p in host.loaded():
         print(f"{p.name} {p.version or '-'} ({p.source})")
         for hook in p.hooks:
@@ -250,7 +234,7 @@ def _cmd_demo(args) -> int:
     install()
     from pgwarden.demo import run_demo
 
-    return run_demo(Path(args.dir), port=args.port)
+    return run_demo(Path(args.dir), port=args.port, reload_poll_s=args.reload_poll_s)
 
 
 def _cmd_webhook(args) -> int:
@@ -300,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="throwaway PostgreSQL + pgwarden, with a ready psql line")
     p.add_argument("--dir", default=".demo")
     p.add_argument("--port", type=int, default=6432)
+    p.add_argument("--reload-poll-s", type=float, default=2.0,
+                   help="how often to look for a changed config file (0: only on SIGHUP)")
     p.set_defaults(func=_cmd_demo)
 
     p = sub.add_parser("webhook", help="the Kubernetes admission webhook that injects the pgwarden sidecar")

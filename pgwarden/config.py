@@ -8,14 +8,17 @@ secrets never appear in a repr.
 
 from __future__ import annotations
 
+import difflib
 import os
 import typing
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import attrs
 import cattrs
 import yaml
+from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
 from cattrs.gen import make_dict_structure_fn, override
 
 from pgwarden.policy.model import (
@@ -87,6 +90,12 @@ class UpstreamTLS:
     cert_file: str | None = None
     key_file: str | None = None
 
+    def __attrs_post_init__(self) -> None:
+        if self.mode.startswith("verify-") and not self.ca_file:
+            raise ValueError(f"expected ca_file with mode {self.mode} (it verifies the server against that CA)")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("expected both cert_file and key_file for a client certificate, or neither")
+
 
 @attrs.frozen
 class Upstream:
@@ -124,6 +133,10 @@ class JwtAuth:
     keys_cache_s: float = attrs.field(default=300.0, validator=_positive)
     keys_refresh_interval_s: float = attrs.field(default=30.0, validator=_positive)
     keys_keep_last_good_s: float = attrs.field(default=3600.0, validator=_positive)
+    # A fetch of the keys: connecting, the whole exchange, and the largest body taken.
+    keys_connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    keys_timeout_s: float = attrs.field(default=10.0, validator=_positive)
+    keys_max_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
     # Fetching keys over HTTPS: the CA to trust (else the system's), and a bearer token to present
     # (Kubernetes serves its discovery document to service accounts: the pod's API token).
     ca_file: str | None = None
@@ -169,6 +182,21 @@ class Limits:
     max_message_bytes: int = attrs.field(default=16 * 1024 * 1024, validator=_positive)
     # Client messages held back while a verdict is pending before reading pauses.
     max_backlog_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
+
+
+@attrs.frozen
+class CatalogSection:
+    """The catalog facts the analysis decides by (docs/catalog.md)."""
+
+    # Read them from the upstream over pgwarden's own connection; off: the shipped
+    # snapshot of the built-in catalog only (user functions and operators are unknown).
+    live: bool = True
+    ttl_s: float = attrs.field(default=60.0, validator=_positive)
+    max_stale_s: float = attrs.field(default=300.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_stale_s <= self.ttl_s:
+            raise ValueError(f"max_stale_s ({self.max_stale_s}) must be longer than ttl_s ({self.ttl_s})")
 
 
 @attrs.frozen
@@ -247,14 +275,16 @@ class Config:
     listen: Listen = Listen()
     admin: Admin = Admin()
     limits: Limits = Limits()
+    catalog: CatalogSection = CatalogSection()
     shutdown: Shutdown = Shutdown()
     approvals: Approvals = Approvals()
     recording: Recording = Recording()
     # `disable`, `timeout_s`, and each plugin's own options (validated by the plugin host).
     plugins: dict[str, Any] | None = None
     policies: tuple[Policy, ...] = ()
-    #: where it was read from; set by load_config
-    source: str = "<config>"
+    #: where it was read from, and the line of each key path in it; set by the loader
+    source: str = attrs.field(default="<config>", metadata={"internal": True})
+    lines: Mapping[tuple, int] = attrs.field(factory=dict, eq=False, repr=False, metadata={"internal": True})
 
 
 def _mask_with(value, _type):
@@ -299,7 +329,8 @@ def _converter() -> cattrs.Converter:
     )
     c.register_structure_hook(
         Config,
-        make_dict_structure_fn(Config, c, _cattrs_forbid_extra_keys=True, source=override(omit=True)),
+        make_dict_structure_fn(Config, c, _cattrs_forbid_extra_keys=True, source=override(omit=True),
+                               lines=override(omit=True)),
     )
     c.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda v, _t: tuple(_strs(v)))
     return c
@@ -317,7 +348,7 @@ def _strs(v):
 _CONVERTER = _converter()
 
 
-def _line_index(text: str) -> dict[tuple, int]:
+def line_index(text: str) -> dict[tuple, int]:
     """Maps each key path of the YAML document to its line number."""
     index: dict[tuple, int] = {}
     try:
@@ -342,29 +373,89 @@ def _line_index(text: str) -> dict[tuple, int]:
     return index
 
 
-def _format_path(path: str) -> tuple[str, tuple]:
-    """'$.upstream.port' -> ('upstream.port', ('upstream', 'port'))."""
-    parts: list = []
-    text = path.lstrip("$").lstrip(".")
-    for piece in text.replace("[", ".[").split("."):
-        if not piece:
-            continue
-        if piece.startswith("["):
-            inner = piece[1:-1]
-            parts.append(int(inner) if inner.isdigit() else inner.strip("'\""))
-        else:
-            parts.append(piece.rstrip("_") if piece == "with_" else piece)
+def format_path(parts: tuple) -> str:
+    """('policies', 0, 'rules', 2, 'mask') -> 'policies[0].rules[2].mask'."""
     pretty = ""
     for p in parts:
-        pretty += f"[{p}]" if isinstance(p, int) else (f".{p}" if pretty else p)
-    return pretty or "(top level)", tuple(parts)
+        pretty += f"[{p}]" if isinstance(p, int) else (f".{p}" if pretty else str(p))
+    return pretty or "(top level)"
 
 
-def _describe(exc: BaseException, type_) -> str:
+def located(lines: Mapping[tuple, int], parts: tuple, text: str) -> str:
+    """One problem as it is reported: ``line N: path: what``; a key that is not in the file
+    (a missing one) takes the line of the nearest enclosing key that is."""
+    line = None
+    for n in range(len(parts), 0, -1):
+        line = lines.get(parts[:n])
+        if line is not None:
+            break
+    return f"{'line ' + str(line) + ': ' if line else ''}{format_path(parts)}: {text}"
+
+
+def line_of(problem: str) -> float:
+    """The line a problem names, to list problems in file order (those with none last)."""
+    head, _, _ = problem.partition(":")
+    number = head.removeprefix("line ")
+    return int(number) if head.startswith("line ") and number.isdigit() else float("inf")
+
+
+def nearest(word: str, choices) -> str | None:
+    """The choice ``word`` was probably meant to be (a misspelt key or name), or None."""
+    found = difflib.get_close_matches(word, [str(c) for c in choices], n=1)
+    return found[0] if found else None
+
+
+def did_you_mean(word: str, choices) -> str:
+    """'; did you mean `x`?' for a misspelt ``word``, or nothing when no choice is close."""
+    guess = nearest(word, choices)
+    return f"; did you mean `{guess}`?" if guess else ""
+
+
+def _keys_of(cls: type) -> list[str]:
+    """The keys a config class takes in a file: its fields as spelt in YAML (``with``, not
+    ``with_``), without those set by the loader (``source``)."""
+    return [a.name.rstrip("_") for a in attrs.fields(cls) if not a.metadata.get("internal")]
+
+
+def _leaves(exc: BaseException, path: tuple = (), type_=None):
+    """(path, exception, expected type) for each problem in a cattrs error tree.
+
+    A class's own validator (it runs once every field is there) may name the field it
+    is about, as ``ValueError("timezone: expected ...")``: the problem is then put at
+    that key, and its line.
+    """
+    if isinstance(exc, (ClassValidationError, IterableValidationError)):
+        with_notes, without = exc.group_exceptions()
+        for sub, note in with_notes:
+            key = note.name.rstrip("_") if isinstance(exc, ClassValidationError) else note.index
+            yield from _leaves(sub, path + (key,), note.type)
+        for sub in without:
+            field, _, rest = str(sub).partition(": ")
+            if (isinstance(exc, ClassValidationError) and isinstance(sub, ValueError) and rest
+                    and attrs.has(exc.cl) and field in _keys_of(exc.cl)):
+                yield path + (field,), ValueError(rest), None
+            else:
+                yield from _leaves(sub, path, None)
+    else:
+        yield path, exc, type_
+
+
+def _value_at(data: Any, parts: tuple) -> Any:
+    for p in parts:
+        try:
+            data = data[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _describe(exc: BaseException, type_, value: Any = None) -> str:
     """One problem in words: what was expected, and what was found when it helps."""
     args = typing.get_args(type_) if typing.get_origin(type_) is Literal else ()
     if args:
-        return "expected one of " + ", ".join(map(str, args))
+        text = "expected one of " + ", ".join(map(str, args))
+        meant = did_you_mean(value, args) if isinstance(value, str) else ""
+        return text + (f", got {value!r}{meant}" if meant else "")
     if isinstance(exc, (ValueError, TypeError)) and str(exc).startswith("expected "):
         return str(exc)
     if type_ is None and isinstance(exc, (ValueError, TypeError)) and str(exc):
@@ -372,28 +463,38 @@ def _describe(exc: BaseException, type_) -> str:
     return cattrs.v.format_exception(exc, type_)
 
 
-def _problems(exc: Exception, lines: dict[tuple, int], prefix: str = "") -> list[str]:
-    out = []
-    for msg in cattrs.transform_error(exc, path="$", format_exception=_describe):
-        text, _, path = msg.rpartition(" @ ")
-        if not text:
-            text, path = msg, "$"
-        pretty, parts = _format_path(path)
-        line = None
-        for n in range(len(parts), 0, -1):  # a missing key: the line of its parent
-            line = lines.get(parts[:n])
-            if line is not None:
-                break
-        where = f"line {line}: " if line else ""
-        if prefix:
-            pretty = prefix if pretty == "(top level)" else f"{prefix}.{pretty}"
-        out.append(f"{where}{pretty}: {text}")
-    return out
+def _problems(exc: Exception, lines: Mapping[tuple, int], data: Any = None, prefix: tuple = ()) -> list[str]:
+    """Every problem of a cattrs error tree, each with its path and line.
+
+    A misspelt key is reported once, at its own line, with the nearest key the class
+    takes; the "required field missing" of the key it was meant to be is left out.
+    """
+    leaves = list(_leaves(exc))
+    out: list[tuple[tuple, str]] = []
+    meant: set[tuple] = set()
+    for path, error, _type in leaves:
+        if isinstance(error, ForbiddenExtraKeysError):
+            keys = _keys_of(error.cl) if attrs.has(error.cl) else []
+            for extra in sorted(error.extra_fields):
+                guess = nearest(extra, keys)
+                if guess is not None:
+                    meant.add(path + (guess,))
+                    text = f"unknown key; did you mean `{guess}`?"
+                else:
+                    text = "unknown key" + (f"; expected one of {', '.join(keys)}" if keys else "")
+                out.append((path + (extra,), text))
+    for path, error, type_ in leaves:
+        if isinstance(error, ForbiddenExtraKeysError):
+            continue
+        if isinstance(error, KeyError) and path in meant:
+            continue  # said with the misspelt key
+        out.append((path, _describe(error, type_, _value_at(data, path))))
+    ordered = sorted(enumerate(out), key=lambda item: (line_of(located(lines, prefix + item[1][0], "")), item[0]))
+    return [located(lines, prefix + path, text) for _, (path, text) in ordered]
 
 
-def parse_document(text: str, source: str, cls: type, converter: cattrs.Converter, sections: str):
-    """Structures a YAML document into ``cls`` with ``converter``, or raises ConfigError listing
-    every problem with its path and line. ``sections`` names the expected top-level keys."""
+def parse_yaml(text: str, source: str, sections: str) -> dict:
+    """The mapping a YAML document holds, or ConfigError. ``sections`` names the expected keys."""
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -402,10 +503,17 @@ def parse_document(text: str, source: str, cls: type, converter: cattrs.Converte
         raise ConfigError(source, [f"{where}not valid YAML: {getattr(e, 'problem', e)}"]) from None
     if not isinstance(data, dict):
         raise ConfigError(source, [f"expected a mapping of sections ({sections})"])
+    return data
+
+
+def parse_document(text: str, source: str, cls: type, converter: cattrs.Converter, sections: str):
+    """Structures a YAML document into ``cls`` with ``converter``, or raises ConfigError listing
+    every problem with its path and line. ``sections`` names the expected top-level keys."""
+    data = parse_yaml(text, source, sections)
     try:
         return converter.structure(data, cls)
     except Exception as e:  # cattrs raises ClassValidationError / ValueError groups
-        raise ConfigError(source, _problems(e, _line_index(text))) from None
+        raise ConfigError(source, _problems(e, line_index(text), data)) from None
 
 
 def read_document(path: str | os.PathLike) -> tuple[str, str]:
@@ -417,20 +525,65 @@ def read_document(path: str | os.PathLike) -> tuple[str, str]:
         raise ConfigError(str(p), [f"cannot read the file: {e.strerror}"]) from None
 
 
+def _document_problems(data: dict, lines: Mapping[tuple, int]) -> list[str]:
+    """What the classes alone cannot see: a policy name used twice (records and verdicts name
+    the policy, so two of one name could not be told apart)."""
+    policies = data.get("policies")
+    if not isinstance(policies, list):
+        return []
+    problems = []
+    first: dict[str, int] = {}
+    for i, policy in enumerate(policies):
+        name = policy.get("name") if isinstance(policy, dict) else None
+        if not isinstance(name, str):
+            continue
+        if name in first:
+            problems.append(located(lines, ("policies", i, "name"),
+                                    f"policy name {name!r} is taken by policies[{first[name]}]; "
+                                    "expected each policy to have a name of its own"))
+        else:
+            first[name] = i
+    return problems
+
+
+def structure_config(data: dict, source: str = "<config>", lines: Mapping[tuple, int] | None = None) -> Config:
+    """A Config from a mapping (as YAML gives), or ConfigError listing every problem at once.
+
+    ``lines`` (key path -> line, from the YAML) puts line numbers on the problems.
+    """
+    lines = lines or {}
+    problems = _document_problems(data, lines)
+    try:
+        config = _CONVERTER.structure(data, Config)
+    except Exception as e:  # cattrs raises ClassValidationError / ValueError groups
+        problems = _problems(e, lines, data) + problems
+    if problems:
+        raise ConfigError(source, sorted(problems, key=line_of))
+    return attrs.evolve(config, source=source, lines=lines)
+
+
+SECTIONS = "upstream:, auth:, listen:, policies:, plugins:, ..."
+
+
 def parse_config(text: str, source: str = "<config>") -> Config:
     """Structures a YAML document into a Config, or raises ConfigError listing every problem."""
-    config = parse_document(text, source, Config, _CONVERTER, "upstream:, auth:, ...")
-    return attrs.evolve(config, source=source)
+    return structure_config(parse_yaml(text, source, SECTIONS), source, line_index(text))
 
 
-def structure_section(data: Any, cls: type, path: str, source: str = "<config>"):
-    """Structures one section (a plugin's options, say) with the config's own rules."""
+def structure_section(data: Any, cls: type, path: str, source: str = "<config>",
+                      lines: Mapping[tuple, int] | None = None):
+    """Structures one section (a plugin's options, say) with the config's own rules.
+
+    ``path`` is where the section is in the file (``plugins.business-hours``), for the
+    problems' paths and, with ``lines``, their line numbers.
+    """
+    parts = tuple(path.split("."))
     if not isinstance(data, dict):
-        raise ConfigError(source, [f"{path}: expected a mapping, got {data!r}"])
+        raise ConfigError(source, [located(lines or {}, parts, f"expected a mapping, got {data!r}")])
     try:
         return _CONVERTER.structure(data, cls)
     except Exception as e:
-        raise ConfigError(source, _problems(e, {}, path)) from None
+        raise ConfigError(source, _problems(e, lines or {}, data, parts)) from None
 
 
 def load_config(path: str | os.PathLike) -> Config:

@@ -1,5 +1,11 @@
 """`pgwarden demo`: a throwaway PostgreSQL with sample data, pgwarden in front, a ready psql line.
 
+What a newcomer sees is what pgwarden is for: the upstream role is an ordinary
+one that owns the sample data (not a superuser), the policy blocks what an
+agent should not do (DESIGN.md §3), and three statements to try show a
+refusal, a read and a filtered write. The config file is watched as `pgwarden
+run` watches it, so an edit to the policy applies within seconds.
+
 Everything lives under one directory (``.demo`` by default) and is removed on
 Ctrl-C; the PostgreSQL cluster itself lives in a temporary directory that the
 unprivileged server user can reach.
@@ -7,16 +13,23 @@ unprivileged server user can reach.
 
 from __future__ import annotations
 
+import json
+import os
+import secrets
+import shlex
 import shutil
 import sys
 from pathlib import Path
 
-import yaml
-
-from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres
+from pgwarden.testing.postgres import TempPostgres
+from pgwarden.verdict import Refusal, Verdict
 
 ISSUER = "https://pgwarden.demo"
 AUDIENCE = "pgwarden"
+DATABASE = "appdb"
+# The role pgwarden logs in as: owns the sample data, and nothing more.
+OWNER = "demo_owner"
+POLICY = "agents"
 
 SAMPLE_DATA = """
 CREATE TABLE users (
@@ -42,43 +55,160 @@ FROM generate_series(1, 50) g;
 INSERT INTO orders (user_id, amount, created_at)
 SELECT (g % 50) + 1, round((g * 13.37 % 500)::numeric, 2), now() - g * interval '1 hour'
 FROM generate_series(1, 500) g;
-ALTER TABLE users OWNER TO app;
-ALTER TABLE orders OWNER TO app;
+"""
+
+NO_DDL_REASON = "schema changes go through migrations"
+NO_DDL_HINT = "Reads are allowed, and so are writes that name their rows (UPDATE/DELETE ... WHERE)."
+
+# Functions a rule names on top of what the catalog tells (server_files, system, side_effect).
+SERVER_FUNCTIONS = ["dblink*"]
+
+# The statements the demo suggests, and what each shows.
+DROP = "DROP TABLE orders;"
+READ = "SELECT name, email FROM users ORDER BY id LIMIT 3;"
+WRITE = "UPDATE orders SET amount = amount + 1 WHERE id = 1;"
+
+
+def drop_refusal() -> Refusal:
+    """The error the agent gets for DROP: the one the `no-ddl` rule below gives."""
+    return Refusal.from_verdict(Verdict.block(NO_DDL_REASON, NO_DDL_HINT, policy=POLICY, rule="no-ddl"))
+
+
+def _q(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a YAML string
+
+
+def config_text(directory: Path, pg: TempPostgres, jwks: Path, port: int, password_file: Path) -> str:
+    """The demo's config file, commented for a reader who opens it to change the policy."""
+    functions = ", ".join(map(_q, SERVER_FUNCTIONS))
+    return f"""\
+# The config of `pgwarden demo`. Edit and save: pgwarden applies it within seconds, as
+# `pgwarden run` does (a file with a mistake is refused and the running policy stays; the
+# reason is in pgwarden.log). docs/configuration.md describes every key.
+listen: {{host: 127.0.0.1, port: {port}}}
+admin: {{host: 127.0.0.1, port: 0}}
+# Records to a file: `pgwarden tail -f` it in another terminal.
+recording:
+  sinks: [{{file: {_q(str(directory / "records.jsonl"))}}}]
+upstream:
+  host: {pg.host}
+  port: {pg.port}
+  database: {DATABASE}
+  user: {OWNER}                # owns the sample tables; not a superuser
+  password_file: {_q(str(password_file))}
+auth:
+  jwt: {{issuer: {_q(ISSUER)}, audience: {AUDIENCE}, jwks_file: {_q(str(jwks))}}}
+policies:
+  - name: {POLICY}
+    when: {{groups: [ai-agents]}}   # the demo token's group; any other identity is refused
+    default: allow                # what no rule below matches: reads, filtered writes
+    rules:
+      - name: no-ddl
+        block: {{statements: [ddl, truncate, grant, role, system]}}
+        reason: {_q(NO_DDL_REASON)}
+        hint: {_q(NO_DDL_HINT)}
+      - name: no-server-access     # the server's programs and files
+        block: {{statements: [copy_program, copy_file, server_files]}}
+        hint: "COPY ... TO STDOUT and COPY ... FROM STDIN are allowed."
+      - name: no-side-effects      # functions that change state (nextval, lo_*, volatile user functions)
+        block: {{statements: [side_effect]}}
+        hint: "Query the tables instead; ask an operator for anything on the server itself."
+      - name: no-server-functions
+        block: {{functions: [{functions}]}}
+        reason: functions that reach other servers are not allowed
+      - name: no-opaque-code       # code pgwarden cannot see into
+        block: {{statements: [do]}}
+      - name: unparsable
+        block: {{statements: [unknown]}}
+      - name: unfiltered-writes
+        block: {{statements: [delete, update], where: absent}}
+      # Masking and approval: `mask` and `approve` rules need the plugins that interpret
+      # them, which are not built yet; until then `pgwarden check` and start-up refuse them.
+      # Once they land, these belong here:
+      # - {{name: pii, mask: {{columns: [public.users.ssn], with: redact}}}}
+      # - {{name: cards, mask: {{columns: [public.users.card_number], with: {{partial: {{keep_last: 4}}}}}}}}
+      # - {{name: writes-need-a-human, approve: {{statements: [insert, update, delete], tables: [public.orders]}}}}
 """
 
 
-def write_config(directory: Path, pg: TempPostgres, jwks: Path, port: int) -> Path:
+def write_config(directory: Path, pg: TempPostgres, jwks: Path, port: int, password: str) -> Path:
     password_file = directory / "upstream-password"
-    password_file.write_text(APP_PASSWORD + "\n")
+    password_file.write_text(password + "\n")
     password_file.chmod(0o600)
-    config = {
-        "listen": {"host": "127.0.0.1", "port": port},
-        "admin": {"host": "127.0.0.1", "port": 0},
-        # Records to a file: `pgwarden tail -f` it in another terminal.
-        "recording": {"sinks": [{"file": str(directory / "records.jsonl")}]},
-        "upstream": {
-            "host": pg.host,
-            "port": pg.port,
-            "database": "appdb",
-            "user": APP_USER,
-            "password_file": str(password_file),
-        },
-        "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(jwks)}},
-        # Agents in the group ai-agents get this policy; anyone else is refused.
-        "policies": [{"name": "agents", "when": {"groups": ["ai-agents"]}, "default": "allow"}],
-    }
     path = directory / "pgwarden.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.write_text(config_text(directory, pg, jwks, port, password_file))
     return path
 
 
-def run_demo(directory: Path, port: int = 6432) -> int:
+def create_sample_data(pg: TempPostgres) -> str:
+    """The owner role and its tables; returns the role's password (new for each demo)."""
+    password = secrets.token_urlsafe(24)
+    pg.psql(
+        f"CREATE ROLE {OWNER} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+        f"PASSWORD '{password}';"
+        f"ALTER DATABASE {DATABASE} OWNER TO {OWNER};"
+    )
+    pg.psql(f"SET ROLE {OWNER};" + SAMPLE_DATA, DATABASE)
+    return password
+
+
+def self_command() -> str:
+    """This pgwarden, as a shell runs it: the running executable (`make demo` puts pgwarden in
+    .venv/bin, not on the PATH), else this Python with ``-m pgwarden``."""
+    argv0 = sys.argv[0]
+    if argv0 and not argv0.endswith(".py") and os.path.isfile(argv0) and os.access(argv0, os.X_OK):
+        return shlex.quote(os.path.abspath(argv0))
+    return shlex.join([sys.executable, "-m", "pgwarden"])
+
+
+def _indented(lines: list[str], by: str) -> str:
+    return "\n".join(by + line for line in lines)
+
+
+def banner(directory: Path, pg: TempPostgres, port: int, admin: int, reload_poll_s: float) -> str:
+    me = self_command()
+    token = shlex.quote(str(directory / "token"))
+    config = shlex.quote(str(directory / "pgwarden.yaml"))
+    refusal = drop_refusal()
+    error = [f"ERROR:  {refusal.message}", f"DETAIL:  {refusal.detail}", f"HINT:  {refusal.hint}"]
+    watching = (f"applied within {reload_poll_s:g}s of saving" if reload_poll_s > 0 else "applied on SIGHUP")
+    return f"""
+pgwarden is listening on 127.0.0.1:{port}, in front of PostgreSQL on {pg.host}:{pg.port}.
+It logs in upstream as {OWNER}, an ordinary role that owns the sample data: tables users (name,
+email, ssn, card_number) and orders. Your token (subject demo-agent, group ai-agents) is in {token}.
+
+Connect as the agent would, with the token as the password:
+
+  PGPASSWORD="$(cat {token})" psql "host=127.0.0.1 port={port} user=agent dbname={DATABASE} sslmode=disable"
+
+and try:
+
+  {DROP}
+      refused before it reaches the database, with an error the agent can act on:
+{_indented(error, "      ")}
+  {READ}
+      a read: allowed, three rows
+  {WRITE}
+      a write that names its rows: allowed (UPDATE 1); without the WHERE it is refused
+
+The policy is in {config} ({watching}; check an edit first with
+{me} check -c {config}).
+Records:   {me} tail -f {shlex.quote(str(directory / 'records.jsonl'))}
+Log:       {directory / 'pgwarden.log'}
+Metrics:   http://127.0.0.1:{admin}/metrics   Readiness: http://127.0.0.1:{admin}/readyz
+Press Ctrl-C to stop and remove everything.
+"""
+
+
+def run_demo(directory: Path, port: int = 6432, reload_poll_s: float = 2.0) -> int:
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
     from pgwarden.app import Application
-    from pgwarden.config import load_config
+    from pgwarden.config import ConfigError
+    from pgwarden.preflight import load_checked
     from pgwarden.tokens import generate_key, mint
+    from pgwarden.watch import watch_config
 
     directory = directory.resolve()
     if directory.exists():
@@ -88,10 +218,15 @@ def run_demo(directory: Path, port: int = 6432) -> int:
     pg = TempPostgres()
     try:
         pg.start()
-        pg.psql(SAMPLE_DATA, "appdb")
+        password = create_sample_data(pg)
         private, jwks = generate_key(directory / "keys")
-        config = load_config(write_config(directory, pg, jwks, port))
-        app = Application(config, reactor)
+        path = write_config(directory, pg, jwks, port, password)
+        try:
+            config, plugins = load_checked(path, reactor)  # as `pgwarden run` checks its file
+        except ConfigError as e:
+            print(f"pgwarden demo: the demo's own config is refused:\n{e}", file=sys.stderr)
+            return 1
+        app = Application(config, reactor, plugins=plugins)
         try:
             app.listen()
             admin = app.listen_admin().getHost().port
@@ -104,23 +239,8 @@ def run_demo(directory: Path, port: int = 6432) -> int:
         globalLogBeginner.beginLoggingTo(
             [textFileLogObserver(open(directory / "pgwarden.log", "a"))], redirectStandardIO=False
         )
-        print(
-            f"""
-pgwarden is listening on 127.0.0.1:{port}, in front of PostgreSQL on {pg.host}:{pg.port}.
-Sample data: tables users (name, email, ssn, card_number) and orders.
-Your token (subject demo-agent, group ai-agents) is in {directory / 'token'}.
-
-Connect as the agent would, with the token as the password:
-
-  PGPASSWORD="$(cat {directory / 'token'})" psql "host=127.0.0.1 port={port} user=agent dbname=appdb sslmode=disable"
-
-Config: {directory / 'pgwarden.yaml'}   Log: {directory / 'pgwarden.log'}
-Records: pgwarden tail -f {directory / 'records.jsonl'}
-Metrics: http://127.0.0.1:{admin}/metrics   Readiness: http://127.0.0.1:{admin}/readyz
-Press Ctrl-C to stop and remove everything.
-""",
-            flush=True,
-        )
+        watch_config(app, reactor, str(path), reload_poll_s)
+        print(banner(directory, pg, port, admin, reload_poll_s), flush=True)
         reactor.addSystemEventTrigger("before", "shutdown", app.stop)
         reactor.run()
     finally:

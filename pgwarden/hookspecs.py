@@ -35,7 +35,9 @@ def pgwarden_options() -> type | None:
 
     pgwarden structures ``plugins.<name>`` of the config file into it with the
     same converter as the rest of the config (unknown keys are errors) and hands
-    the instance to `pgwarden_configure`.
+    the instance to `pgwarden_configure`. Validate the values here, with attrs
+    validators: `pgwarden check` and every reload run them, and a ValueError
+    whose message starts with ``<field>: `` is reported at that key's line.
 
     :return: an attrs class whose fields all have defaults, or None.
 
@@ -70,7 +72,9 @@ def pgwarden_configure(config: Config, options: Any, reactor: Any) -> None:
 
     Raise (a `pgwarden.config.ConfigError` naming the key reads best) if the config
     cannot be applied: pgwarden then does not start, or refuses the reload and
-    configures every plugin again with the running config.
+    configures every plugin again with the running config. `pgwarden check` does
+    not call this hook (applying may open files or connections): a value that
+    can be judged without applying it belongs in the options class.
 
     .. versionadded:: 0.1
     """

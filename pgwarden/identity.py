@@ -79,6 +79,9 @@ class TokenVerifier:
                 cache_s=config.keys_cache_s,
                 refresh_interval_s=config.keys_refresh_interval_s,
                 keep_last_good_s=config.keys_keep_last_good_s,
+                connect_timeout_s=config.keys_connect_timeout_s,
+                timeout_s=config.keys_timeout_s,
+                max_bytes=config.keys_max_bytes,
                 ca_file=config.ca_file,
                 bearer_token_file=config.bearer_token_file,
             )

@@ -4,6 +4,13 @@ Keys are cached; a token whose ``kid`` is unknown triggers a refresh (at most on
 per ``refresh_interval_s``, so a flood of forged kids cannot hammer the issuer);
 when the issuer cannot be reached the last good keys keep serving for
 ``keep_last_good_s``, then tokens are refused (fail closed).
+
+A login never waits on a refresh it does not need: once the cache is stale, a
+token signed by a key still held is verified at once while the refresh runs in
+the background. A fetch has a connect timeout, a deadline for the whole
+exchange (discovery and keys) and a cap on each body, so a hung or hostile
+issuer costs at most one deadline to the logins that do wait (no key yet, or an
+unknown ``kid``) and never unbounded memory.
 """
 
 from __future__ import annotations
@@ -12,18 +19,23 @@ import json
 from typing import Any
 
 import jwt
+import treq
 from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.error import ConnectingCancelledError, TimeoutError as ConnectTimeout
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, readBody
-from twisted.web.http_headers import Headers
+from twisted.web.client import Agent, ResponseDone
+from twisted.web.http import PotentialDataLoss
 
 log = Logger(namespace="pgwarden.jwks")
 
+MAX_BYTES = 1024 * 1024
 
-def _agent(reactor, ca_file: str | None) -> Agent:
+
+def _agent(reactor, ca_file: str | None, connect_timeout_s: float) -> Agent:
     """An HTTP client that trusts ``ca_file`` alone when given (a cluster's own CA), else the system's."""
     if ca_file is None:
-        return Agent(reactor)
+        return Agent(reactor, connectTimeout=connect_timeout_s)
     from twisted.internet.ssl import Certificate, trustRootFromCertificates
     from twisted.web.client import BrowserLikePolicyForHTTPS
 
@@ -34,11 +46,59 @@ def _agent(reactor, ca_file: str | None) -> Agent:
     if not certificates:
         raise ValueError(f"{ca_file}: no PEM certificate in it")
     trust = trustRootFromCertificates(certificates)
-    return Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust))
+    return Agent(reactor, contextFactory=BrowserLikePolicyForHTTPS(trustRoot=trust), connectTimeout=connect_timeout_s)
 
 
 class KeysUnavailable(Exception):
     """No usable keys: the issuer is unreachable and nothing good is cached."""
+
+
+class FetchFailed(Exception):
+    """One fetch of the issuer's documents failed; the message says why, for the log."""
+
+
+class _CappedBody(Protocol):
+    """Collects a response body up to ``limit`` bytes.
+
+    Not ``treq.content``: its Deferred cannot be cancelled, so a body that stalls
+    would keep its connection open after the deadline; and not ``readBody``: it
+    fails a body ended by closing the connection (HTTP/1.0 without
+    Content-Length, which is legal) with ``PartialDownloadError: 200 OK``.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self.finished: Deferred | None = Deferred(self._cancel)
+
+    def _settle(self) -> Deferred | None:
+        d, self.finished = self.finished, None
+        return d
+
+    def _cancel(self, _d) -> None:
+        self._settle()
+        self.transport.loseConnection()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.finished is None:
+            return
+        self._size += len(data)
+        if self._size > self._limit:
+            d = self._settle()
+            self.transport.loseConnection()
+            d.errback(FetchFailed(f"the answer is larger than {self._limit} bytes"))
+            return
+        self._chunks.append(data)
+
+    def connectionLost(self, reason) -> None:
+        d = self._settle()
+        if d is None:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            d.callback(b"".join(self._chunks))
+        else:
+            d.errback(reason)
 
 
 class RemoteKeys:
@@ -51,6 +111,9 @@ class RemoteKeys:
         cache_s: float = 300.0,
         refresh_interval_s: float = 30.0,
         keep_last_good_s: float = 3600.0,
+        connect_timeout_s: float = 5.0,
+        timeout_s: float = 10.0,
+        max_bytes: int = MAX_BYTES,
         agent=None,
         ca_file: str | None = None,
         bearer_token_file: str | None = None,
@@ -63,7 +126,10 @@ class RemoteKeys:
         self._cache_s = cache_s
         self._refresh_interval_s = refresh_interval_s
         self._keep_last_good_s = keep_last_good_s
-        self._agent = agent or _agent(reactor, ca_file)
+        self._connect_timeout_s = connect_timeout_s
+        self._timeout_s = timeout_s
+        self._max_bytes = max_bytes
+        self._http = treq.client.HTTPClient(agent or _agent(reactor, ca_file, connect_timeout_s))
         self._bearer_token_file = bearer_token_file
         self._keys: dict[str | None, Any] = {}
         self._fetched_at: float | None = None  # last successful fetch
@@ -80,15 +146,19 @@ class RemoteKeys:
     def _usable(self) -> bool:
         return self._fetched_at is not None and self._now() - self._fetched_at < self._keep_last_good_s
 
+    def _may_retry(self) -> bool:
+        return self._attempted_at is None or self._now() - self._attempted_at >= self._refresh_interval_s
+
     @inlineCallbacks
     def key_for(self, kid: str | None):
         """A Deferred of the key for ``kid``; fails with KeysUnavailable or KeyError."""
-        if not self._fresh():
+        if not self._usable():
             yield self._refresh()
-        elif kid not in self._keys and (
-            self._attempted_at is None or self._now() - self._attempted_at >= self._refresh_interval_s
-        ):
-            yield self._refresh()  # perhaps the issuer rotated its keys
+        elif kid not in self._keys and not (kid is None and len(self._keys) == 1):
+            if self._may_retry():
+                yield self._refresh()  # perhaps the issuer rotated its keys
+        elif not self._fresh() and (self._inflight is not None or self._may_retry()):
+            self._refresh()  # in the background: the key held still serves meanwhile
         if not self._usable():
             raise KeysUnavailable("the issuer's keys cannot be fetched and none are cached")
         if kid in self._keys:
@@ -98,6 +168,7 @@ class RemoteKeys:
         raise KeyError(kid)
 
     def _refresh(self) -> Deferred:
+        """A Deferred that fires (never fails) when the fetch under way, or a new one, is over."""
         if self._inflight is None:
             self._inflight = self._fetch()
             self._inflight.addBoth(self._done)
@@ -109,34 +180,60 @@ class RemoteKeys:
         self._inflight = None
         return None
 
-    @inlineCallbacks
-    def _fetch(self):
+    def _fetch(self) -> Deferred:
         self._attempted_at = self._now()
         self.fetches += 1
+        d = self._download()
+        # One deadline for the whole exchange; cancelling it aborts the connection in use.
+        d.addTimeout(self._timeout_s, self._reactor, onTimeoutCancel=self._timed_out)
+        d.addCallbacks(self._store, self._failed)
+        return d
+
+    def _timed_out(self, result, timeout):
+        raise FetchFailed(f"no complete answer within {timeout:g} s (auth.jwt.keys_timeout_s)")
+
+    def _store(self, keys) -> None:
+        self._keys = keys
+        self._fetched_at = self._now()
+
+    def _failed(self, failure) -> None:
+        if failure.check(ConnectTimeout, ConnectingCancelledError):
+            why = f"no connection within {self._connect_timeout_s:g} s (auth.jwt.keys_connect_timeout_s)"
+        else:
+            why = str(failure.value) or type(failure.value).__name__
+        source = self._jwks_url or f"{self._issuer} (OIDC discovery)"
+        log.error("cannot fetch the token signing keys from {source}: {err}", source=source, err=why)
+
+    @inlineCallbacks
+    def _download(self):
+        url = self._jwks_url
+        if url is None:
+            discovery = yield self._get_json(f"{self._issuer}/.well-known/openid-configuration")
+            url = discovery.get("jwks_uri") if isinstance(discovery, dict) else None
+            if not isinstance(url, str):
+                raise FetchFailed("the OIDC discovery document has no jwks_uri")
+        document = yield self._get_json(url)
         try:
-            url = self._jwks_url
-            if url is None:
-                discovery = yield self._get_json(f"{self._issuer}/.well-known/openid-configuration")
-                url = discovery.get("jwks_uri")
-                if not isinstance(url, str):
-                    raise ValueError("the OIDC discovery document has no jwks_uri")
-            document = yield self._get_json(url)
-            keys = {}
-            for key in jwt.PyJWKSet.from_dict(document).keys:
-                keys[key.key_id] = key.key
-            self._keys = keys
-            self._fetched_at = self._now()
-        except Exception as e:
-            log.error("cannot fetch the token signing keys: {err}", err=e)
+            return {key.key_id: key.key for key in jwt.PyJWKSet.from_dict(document).keys}
+        except (jwt.PyJWTError, AttributeError, TypeError) as e:
+            raise FetchFailed(f"GET {url}: not a JWKS: {e}") from None
 
     @inlineCallbacks
     def _get_json(self, url: str):
-        headers = Headers({b"accept": [b"application/json"]})
+        headers = {b"accept": [b"application/json"]}
         if self._bearer_token_file:  # re-read each time: the kubelet rotates it
             with open(self._bearer_token_file, "rb") as f:
-                headers.addRawHeader(b"authorization", b"Bearer " + f.read().strip())
-        response = yield self._agent.request(b"GET", url.encode(), headers)
-        body = yield readBody(response)
+                headers[b"authorization"] = [b"Bearer " + f.read().strip()]
+        response = yield self._http.get(url, headers=headers, unbuffered=True, reactor=self._reactor)
+        body = _CappedBody(self._max_bytes)
+        finished = body.finished
+        response.deliverBody(body)
         if response.code != 200:
-            raise ValueError(f"GET {url}: HTTP {response.code}")
-        return json.loads(body)
+            finished.addErrback(lambda _: None)
+            finished.cancel()  # nothing wanted from it: the connection is closed
+            raise FetchFailed(f"GET {url}: HTTP {response.code}")
+        data = yield finished
+        try:
+            return json.loads(data)
+        except ValueError as e:
+            raise FetchFailed(f"GET {url}: not JSON: {e}") from None

@@ -53,19 +53,26 @@ class Stats:
         self.connections = 0
         self.bytes_from_clients = 0
         self.bytes_from_upstream = 0
-        self.statements: dict[tuple[str, str], int] = {}
-        self._labels: dict[object, str] = {}  # kinds -> their label: few distinct ones
+        self.statements: dict[tuple[str, str], int] = {}  # (verdict, kind) -> count
+        self.verdicts: dict[str, int] = {}  # verdict -> statements, each counted once
         self.auth_failures: dict[str, int] = {}
         self.reload_failures = 0
         self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS) + 1)
         self.overhead_sum = 0.0
 
     def statement(self, action: str, kinds) -> None:
-        labels = self._labels.get(kinds)
-        if labels is None:
-            labels = self._labels[kinds] = "+".join(sorted(kinds)) if kinds else "none"
-        key = (action, labels)
-        self.statements[key] = self.statements.get(key, 0) + 1
+        """Counts the statement once under each of its kinds.
+
+        Not under its kinds joined (``transaction+update``): combinations would make
+        an unbounded label set, one series each, and a query for ``kind="update"``
+        would miss the updates that came with something else. ``none``: no kind at
+        all (an empty query string).
+        """
+        statements = self.statements
+        for kind in kinds or ("none",):
+            key = (action, kind)
+            statements[key] = statements.get(key, 0) + 1
+        self.verdicts[action] = self.verdicts.get(action, 0) + 1
 
     def overhead(self, seconds: float) -> None:
         self.overhead_buckets[bisect.bisect_left(OVERHEAD_BUCKETS, seconds)] += 1
@@ -88,10 +95,15 @@ class StatsCollector(Collector):
         g = GaugeMetricFamily("pgwarden_connections_open", "Client connections open now.")
         g.add_metric([], len(app.connections))
         yield g
-        c = CounterMetricFamily("pgwarden_statements", "Statements decided, by verdict and kinds.",
-                                labels=["verdict", "kind"])
+        c = CounterMetricFamily("pgwarden_statements", "Statements decided, by verdict and kind (a statement "
+                                "of several kinds counts under each).", labels=["verdict", "kind"])
         for (verdict, kind), n in sorted(stats.statements.items()):
             c.add_metric([verdict, kind], n)
+        yield c
+        c = CounterMetricFamily("pgwarden_verdicts", "Statements decided, by verdict (each counted once).",
+                                labels=["verdict"])
+        for verdict, n in sorted(stats.verdicts.items()):
+            c.add_metric([verdict], n)
         yield c
         h = HistogramMetricFamily("pgwarden_overhead_seconds",
                                   "pgwarden's own time per execution: deciding before forwarding.")

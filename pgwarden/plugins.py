@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from importlib.metadata import entry_points
+from collections.abc import Mapping
 from typing import Any, Iterable
 
 import attrs
@@ -20,7 +21,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pgwarden import hookspecs
-from pgwarden.config import Config, ConfigError, structure_section
+from pgwarden.config import Config, ConfigError, did_you_mean, line_of, located, structure_section
+from pgwarden.policy.model import RULE_KINDS
 from pgwarden.verdict import Refusal, Verdict
 
 log = Logger(namespace="pgwarden.plugins")
@@ -32,6 +34,7 @@ DECISION_HOOKS = ("pgwarden_check",)
 # Rule kinds the core itself enforces: `limit` acts on the relay (row cap) and
 # on the upstream session (statement_timeout), not on a verdict.
 CORE_RULE_KINDS = frozenset({"limit"})
+NO_AUTHENTICATOR = "no loaded plugin authenticates clients (is 'jwt' disabled?)"
 
 
 class PluginError(Exception):
@@ -56,21 +59,41 @@ class PluginHost:
         extra: Iterable[tuple[str, object]] = (),
         *,
         use_entry_points: bool = True,
+        only: Iterable[str] | None = None,
+        section: dict | None = None,
     ) -> None:
         """Loads every plugin; with a config, also validates and guards them.
 
-        ``config`` None only discovers (for `pgwarden plugins`).
+        ``extra``: (name, plugin) pairs registered beside the entry points (inline
+        plugins). ``only``: the names of the entry-point plugins to load, the others
+        being left out as if not installed (tests that must not depend on what else
+        is installed); None loads all. ``config`` None only discovers (for `pgwarden
+        plugins`), by the ``plugins:`` ``section`` if given (a file that did not
+        structure, for `pgwarden check`).
         """
         self.reactor = reactor
         self.pm = pluggy.PluginManager("pgwarden")
         self.pm.add_hookspecs(hookspecs)
         self._versions: dict[str, tuple[str | None, str]] = {}
-        section = (config.plugins if config is not None else None) or {}
-        disabled = set(section.get("disable", []) or [])
-        self.timeout_s = float(section.get("timeout_s", 10.0))
+        if config is not None:
+            section = config.plugins
+        section = section if isinstance(section, dict) else {}
+        disabled = _names(section.get("disable")) or set()
+        #: plugins found but switched off by ``plugins.disable``
+        self.disabled: set[str] = set()
+        self.timeout_s = _timeout(section.get("timeout_s")) or 10.0
+        wanted = None if only is None else set(only)
         if use_entry_points:
-            for ep in entry_points(group=ENTRY_POINT_GROUP):
+            found = entry_points(group=ENTRY_POINT_GROUP)
+            missing = sorted((wanted or set()) - set(found.names))
+            if missing:
+                raise PluginError(f"no installed plugin is named {', '.join(map(repr, missing))} "
+                                  f"(installed: {', '.join(sorted(found.names)) or 'none'})")
+            for ep in found:
+                if wanted is not None and ep.name not in wanted:
+                    continue
                 if ep.name in disabled:
+                    self.disabled.add(ep.name)
                     continue
                 try:
                     plugin = ep.load()
@@ -80,7 +103,9 @@ class PluginHost:
                     raise PluginError(f"plugin {ep.name!r} ({ep.value}) cannot be loaded: {e}") from e
                 self._register(ep.name, plugin, ep.dist.version if ep.dist else None, "entry point")
         for name, plugin in extra:
-            if name not in disabled:
+            if name in disabled:
+                self.disabled.add(name)
+            else:
                 self._register(name, plugin, None, "inline")
         try:
             self.pm.check_pending()
@@ -93,8 +118,13 @@ class PluginHost:
             self.pm.enable_tracing()
         self.options: dict[str, Any] = {}
         if config is not None:
-            self.validate(config)
-            self._guard_decisions()
+            self.accept(config)
+
+    def accept(self, config: Config) -> None:
+        """Validates ``config`` (ConfigError) and then guards the decision hooks: once, for
+        a host built without a config. Reloads call `validate` alone."""
+        self.validate(config)
+        self._guard_decisions()
 
     def _register(self, name: str, plugin: object, version: str | None, source: str) -> None:
         if self.pm.has_plugin(name):
@@ -114,12 +144,49 @@ class PluginHost:
 
     def validate(self, config: Config) -> None:
         """Checks the plugin options and rule kinds of ``config``; raises ConfigError."""
+        options, problems = self._problems(config.plugins or {}, _rule_kinds(config.policies),
+                                           config.source, config.lines)
+        if problems:
+            raise ConfigError(config.source, sorted(problems, key=line_of))
+        self.options = options
+
+    def document_problems(self, data: dict, source: str, lines: Mapping[tuple, int]) -> list[str]:
+        """What `validate` would say of a config file that did not structure (its raw mapping),
+        so that `pgwarden check` reports these problems together with the file's others."""
+        section = data.get("plugins")
+        _, problems = self._problems(section if isinstance(section, dict) else {},
+                                     _document_rule_kinds(data.get("policies")), source, lines)
+        return problems
+
+    @property
+    def authenticates(self) -> bool:
+        """Whether any loaded plugin can let a client in (else no session could start)."""
+        return bool(self._impls("pgwarden_authenticate"))
+
+    def _problems(self, section: dict, rules: Iterable[tuple[tuple, str]], source: str,
+                  lines: Mapping[tuple, int]) -> tuple[dict[str, Any], list[str]]:
+        """The options of each plugin, and every problem of the ``plugins:`` section and of
+        the rule kinds (each rule's path and kind; ``default: block`` counts as a block rule)."""
         problems: list[str] = []
-        section = config.plugins or {}
         names = {n for n, _ in self.pm.list_name_plugin()}
-        for key in section:
-            if key not in RESERVED_KEYS and key not in names:
-                problems.append(f"plugins.{key}: no loaded plugin is named {key!r}")
+        known = names | self.disabled
+        for key, value in section.items():
+            where = ("plugins", key)
+            if key == "disable":
+                if _names(value) is None:
+                    problems.append(located(lines, where, f"expected a list of plugin names, got {value!r}"))
+                    continue
+                for i, name in enumerate(value):
+                    if name not in known:
+                        problems.append(located(lines, where + (i,), f"no plugin is named {name!r}"
+                                                + (did_you_mean(name, known) or
+                                                   f"; installed: {', '.join(sorted(known)) or 'none'}")))
+            elif key == "timeout_s":
+                if _timeout(value) is None:
+                    problems.append(located(lines, where, f"expected a number of seconds above 0, got {value!r}"))
+            elif key not in names:
+                problems.append(located(lines, where, f"no loaded plugin is named {key!r}"
+                                        + did_you_mean(key, names | RESERVED_KEYS)))
         options: dict[str, Any] = {}
         for impl in self._impls("pgwarden_options"):
             cls = impl.function()
@@ -127,28 +194,23 @@ class PluginHost:
                 continue
             try:
                 options[impl.plugin_name] = structure_section(
-                    section.get(impl.plugin_name) or {}, cls, f"plugins.{impl.plugin_name}", config.source
+                    section.get(impl.plugin_name) or {}, cls, f"plugins.{impl.plugin_name}", source, lines
                 )
             except ConfigError as e:
                 problems.extend(e.problems)
         claimed: set[str] = set(CORE_RULE_KINDS)
         for impl in self._impls("pgwarden_rule_kinds"):
             claimed.update(impl.function() or ())
-        for i, policy in enumerate(config.policies):
-            if policy.default == "block" and "block" not in claimed:
-                # Nothing would enforce it: refuse rather than silently allow.
-                problems.append(
-                    f"policies[{i}].default: 'block' needs a plugin that interprets block rules; none is loaded"
-                )
-            for j, rule in enumerate(policy.rules):
-                if rule.kind not in claimed:
-                    problems.append(
-                        f"policies[{i}].rules[{j}]: rule kind {rule.kind!r} is interpreted by no loaded plugin"
-                        + (f" (loaded rule kinds: {', '.join(sorted(claimed))})" if claimed else "")
-                    )
-        if problems:
-            raise ConfigError(config.source, problems)
-        self.options = options
+        for path, kind in rules:
+            if path[-1] == "default":
+                if "block" not in claimed:  # nothing would enforce it: refuse rather than silently allow
+                    problems.append(located(lines, path, "'block' needs a plugin that interprets block rules; "
+                                                         "none is loaded"))
+            elif kind not in claimed:
+                problems.append(located(
+                    lines, path, f"rule kind {kind!r} is interpreted by no loaded plugin"
+                    + (f" (loaded rule kinds: {', '.join(sorted(claimed))})" if claimed else "")))
+        return options, problems
 
     def call_one(self, hook_name: str, plugin_name: str, **kwargs):
         """Calls one plugin's implementation, through pluggy (so tracing sees it)."""
@@ -215,6 +277,49 @@ class PluginHost:
             version, source = self._versions.get(name, (None, "inline"))
             out.append(LoadedPlugin(name, version, source, hooks))
         return sorted(out, key=lambda p: p.name)
+
+
+def _names(value) -> set[str] | None:
+    """``plugins.disable`` as a set of names; None when it is not a list of strings."""
+    if value is None:
+        return set()
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return set(value)
+    return None
+
+
+def _timeout(value) -> float | None:
+    """``plugins.timeout_s`` in seconds; None when it is not a positive number."""
+    if value is None:
+        return 10.0
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    return None
+
+
+def _rule_kinds(policies) -> Iterable[tuple[tuple, str]]:
+    """(path, kind) of each rule of structured policies, and of each ``default: block``."""
+    for i, policy in enumerate(policies):
+        if policy.default == "block":
+            yield ("policies", i, "default"), "block"
+        for j, rule in enumerate(policy.rules):
+            yield ("policies", i, "rules", j), rule.kind
+
+
+def _document_rule_kinds(policies) -> Iterable[tuple[tuple, str]]:
+    """The same, read from the file's own mapping: each kind a rule names, when the
+    policies did not structure (a rule naming two kinds is reported by structuring)."""
+    for i, policy in enumerate(policies if isinstance(policies, list) else ()):
+        if not isinstance(policy, dict):
+            continue
+        if policy.get("default") == "block":
+            yield ("policies", i, "default"), "block"
+        rules = policy.get("rules")
+        for j, rule in enumerate(rules if isinstance(rules, list) else ()):
+            if isinstance(rule, dict):
+                for kind in RULE_KINDS:
+                    if rule.get(kind) is not None:
+                        yield ("policies", i, "rules", j), kind
 
 
 def _positional(function, argnames: tuple[str, ...]):

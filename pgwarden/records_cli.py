@@ -197,9 +197,9 @@ def _wanted(r: dict, args) -> bool:
 
 
 def _follow(path: str, poll_s: float = 0.2) -> Iterator[bytes]:
-    """Lines appended to ``path`` from now on, across rotation (the file renamed and recreated)."""
+    """Every line of ``path``, then the lines appended to it, across rotation (the file renamed
+    and recreated). One handle reads both, so no line appended in between is missed."""
     f = open(path, "rb")
-    f.seek(0, os.SEEK_END)
     inode = os.fstat(f.fileno()).st_ino
     partial = b""
     while True:
@@ -235,7 +235,7 @@ def cmd_tail(args, out: IO[str] | None = None) -> int:
             code = _COLOURS.get(cls)
             out.write(f"\x1b[{code}m{text}\x1b[0m\n" if colour and code else text + "\n")
     try:
-        for r in _records(args.files):
+        for r in _records(args.files[:-1] if args.follow else args.files):
             if _wanted(r, args):
                 show(r)
         out.flush()

@@ -44,3 +44,16 @@ class ConfigWatcher:
         if current is not None and current != self._last:
             self._last = current
             self._on_change()
+
+
+def watch_config(app, reactor, path: str, interval_s: float) -> ConfigWatcher | None:
+    """Reloads ``app`` on SIGHUP and when its config file changes (a ConfigMap update included),
+    as `pgwarden run` and `pgwarden demo` do. Call it from the main thread (signals)."""
+    import signal
+
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(app.reload))
+    if interval_s <= 0:
+        return None
+    watcher = ConfigWatcher(path, reactor, app.reload, interval_s)
+    watcher.start()
+    return watcher

@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
-from pgwarden.catalog.loader import build_catalog, read_rows
+from pgwarden.catalog.loader import ViewDependencies, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
 from pgwarden.catalog.snapshot import load_snapshot
 from pgwarden.config import Upstream
@@ -160,6 +160,8 @@ class LiveCatalog:
         self._started = False
         self._stopped = False
         self._conn = None  # the psycopg connection; touched only by the one load running
+        self._views = ViewDependencies()  # likewise
+        self._last: tuple | None = None  # likewise: the rows, settings and Catalog of the last load
         self._in_flight = False
         self._again = False  # an invalidation came while a load ran: load once more after it
         self._timer = None  # the next load
@@ -167,8 +169,10 @@ class LiveCatalog:
         self._failures = 0
         self._invalidations = 0  # invalidations seen so far
         self._covered = 0  # invalidations the last finished load began after
+        self._finished_loads = 0
         self._waiters: list[tuple[int, defer.Deferred]] = []
         self._closed: defer.Deferred | None = None
+        self._first: list[defer.Deferred] | None = []  # waiting for the first load; None once it ended
 
     def __repr__(self) -> str:
         u = self._upstream
@@ -185,8 +189,10 @@ class LiveCatalog:
 
     @property
     def pending(self) -> bool:
-        """Whether a DDL was seen that no finished load has caught up with yet."""
-        return self._covered < self._invalidations
+        """Whether a load is awaited: the first one, or one that catches up with a DDL seen."""
+        return self._started and not self._stopped and (
+            self._finished_loads == 0 or self._covered < self._invalidations
+        )
 
     def start(self) -> None:
         """Loads now, then every ``ttl_s``."""
@@ -215,21 +221,32 @@ class LiveCatalog:
         self._timer = self._reactor.callLater(self.settle_s, self._load)
 
     def fresh(self) -> defer.Deferred:
-        """Fires with `current` once the loads have caught up with every invalidation so far.
+        """Fires with `current` once a load has finished after every invalidation so far
+        (and after `start`, the first load).
 
         Fires with whatever `current` is then, also if that load failed: the caller
         decides what stale facts mean for it.
         """
-        if not self.pending or self._stopped:
+        if not self.pending:
             return defer.succeed(self._current)
         waiter: defer.Deferred = defer.Deferred()
         self._waiters.append((self._invalidations, waiter))
         return waiter
 
+    def first_load(self) -> defer.Deferred:
+        """Fires with `current` once the first load has ended, whether it succeeded or not."""
+        if self._first is None or self._stopped:
+            return defer.succeed(self._current)
+        waiter: defer.Deferred = defer.Deferred()
+        self._first.append(waiter)
+        return waiter
+
     def stop(self) -> defer.Deferred:
-        """Stops loading and closes the connection; fires once it is closed."""
+        """Stops loading and closes the connection; fires once it is closed (each call its own Deferred)."""
+        done: defer.Deferred = defer.Deferred()
         if self._closed is not None:
-            return self._closed
+            self._closed.addBoth(lambda result: (done.callback(None), result)[1])
+            return done
         self._stopped = True
         self._cancel_timer()
         if self._expiry is not None and self._expiry.active():
@@ -237,9 +254,10 @@ class LiveCatalog:
         self._status = attrs.evolve(self._status, state="stopped", since=self._reactor.seconds())
         self._release_waiters(self._invalidations)
         self._closed = defer.Deferred()
+        self._closed.addBoth(lambda result: (done.callback(None), result)[1])
         if not self._in_flight:
             self._close()
-        return self._closed
+        return done
 
     # ------------------------------------------------------------------ loading
 
@@ -263,7 +281,14 @@ class LiveCatalog:
         try:
             password = self._upstream.read_password()
             rows = self._read_rows(password)
-            return build_catalog(rows, source="live", complete=True, base_settings=self._fallback.settings)
+            base = self._fallback.settings
+            if self._last is not None and self._last[0] == rows and self._last[1] is base:
+                # Nothing changed: the same Catalog, the same generation, so what was
+                # cached by generation (verdicts) stays valid across a TTL reload.
+                return self._last[2]
+            catalog = build_catalog(rows, source="live", complete=True, base_settings=base)
+            self._last = (rows, base, catalog)
+            return catalog
         except Exception as e:  # noqa: BLE001 - any failure keeps the previous facts; its text is all we keep
             return _Failed(_scrub(f"{type(e).__name__}: {e}".strip(), password))
 
@@ -278,7 +303,7 @@ class LiveCatalog:
                                        prepare_threshold=None)
                 self._conn = conn
             try:
-                return read_rows(conn, self.load_timeout_s)
+                return read_rows(conn, self.load_timeout_s, self._views)
             except psycopg.Error:
                 self._conn = None
                 conn.close()
@@ -298,8 +323,12 @@ class LiveCatalog:
             self._loaded(result, began, now)
         else:
             self._failed(result.error, now)
+        self._finished_loads += 1
         self._covered = covers
         self._release_waiters(covers)
+        first, self._first = self._first, None
+        for waiter in first or ():
+            waiter.callback(self._current)
         if self._again:
             self._again = False
             self._load()

@@ -37,14 +37,53 @@ class CatalogRows:
         return {kind: getattr(self, kind) for kind in KINDS}
 
 
-def read_rows(conn: Any, timeout_s: float = 30.0) -> CatalogRows:
+class ViewDependencies:
+    """What each view's SELECT rule calls and reads, kept from one load to the next.
+
+    Keyed by the rule's row version (its OID and xmin): a view created or replaced
+    since has a new one and is read again, a view dropped is forgotten. Used by one
+    load at a time.
+    """
+
+    def __init__(self) -> None:
+        self._known: dict[int, tuple[str, tuple[tuple, ...]]] = {}
+        #: how many views the last load read (the others were known)
+        self.last_read = 0
+
+    def read(self, cur: Any, sql: str) -> tuple[tuple, ...]:
+        cur.execute(queries.VIEW_RULES)
+        versions = dict(cur.fetchall())
+        wanted = [view for view, version in versions.items() if self._known.get(view, ("",))[0] != version]
+        found: dict[int, list[tuple]] = {view: [] for view in wanted}
+        if wanted:
+            cur.execute(sql, {"views": wanted})
+            _check(cur, "dependencies")
+            for row in cur.fetchall():
+                found[row[0]].append(row)
+        self._known = {
+            view: (version, tuple(found[view])) if view in found else self._known[view]
+            for view, version in versions.items()
+        }
+        self.last_read = len(wanted)
+        return tuple(row for view in sorted(self._known) for row in self._known[view][1])
+
+
+def _check(cur: Any, kind: str) -> None:
+    names = tuple(column.name for column in cur.description)
+    if names != queries.COLUMNS[kind]:
+        raise CatalogShapeError(f"the {kind} query answered {names}, not {queries.COLUMNS[kind]}")
+
+
+def read_rows(conn: Any, timeout_s: float = 30.0, views: ViewDependencies | None = None) -> CatalogRows:
     """Runs every query in one read-only, repeatable-read transaction on a psycopg 3 connection.
 
     The connection must be in autocommit mode: the transaction is begun here, with
-    the isolation that makes all the answers one picture of the catalog.
+    the isolation that makes all the answers one picture of the catalog. ``views``
+    remembers the views' dependencies between loads (else every view is read).
     """
     import psycopg
 
+    views = views if views is not None else ViewDependencies()
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
     conn.read_only = True
     with conn.transaction(), conn.cursor() as cur:
@@ -54,10 +93,11 @@ def read_rows(conn: Any, timeout_s: float = 30.0) -> CatalogRows:
         (server_version,) = cur.fetchone()
         answers = {}
         for kind, sql in queries.for_version(server_version).items():
+            if kind == "dependencies":
+                answers[kind] = views.read(cur, sql)
+                continue
             cur.execute(sql)
-            names = tuple(column.name for column in cur.description)
-            if names != queries.COLUMNS[kind]:
-                raise CatalogShapeError(f"the {kind} query answered {names}, not {queries.COLUMNS[kind]}")
+            _check(cur, kind)
             answers[kind] = tuple(cur.fetchall())
     return CatalogRows(server_version=server_version, **answers)
 

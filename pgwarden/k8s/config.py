@@ -19,6 +19,8 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from pgwarden.config import parse_document, read_document
 
+# A PLACEHOLDER: nothing is published under this name. An injector config without
+# sidecar.image injects pods that cannot pull it; build and push your own (make push).
 DEFAULT_IMAGE = "ghcr.io/pgwarden/pgwarden:0.1.0"
 DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
 DEFAULT_LIMITS = {"cpu": "1", "memory": "256Mi"}
@@ -163,7 +165,7 @@ class InjectorConfig:
     sidecar: Sidecar = Sidecar()
     agent: Agent = Agent()
     #: where it was read from; set by load_injector_config
-    source: str = "<injector config>"
+    source: str = attrs.field(default="<injector config>", metadata={"internal": True})
 
 
 def _converter() -> cattrs.Converter:

@@ -28,11 +28,11 @@ from twisted.logger import Logger
 from twisted.web import resource, server
 from zope.interface import implementer
 
-from pgwarden.k8s.config import InjectorConfig
+from pgwarden.k8s.config import DEFAULT_IMAGE, InjectorConfig
 from pgwarden.k8s.inject import BadReview, respond
 from pgwarden.watch import signature
 
-log = Logger()
+log = Logger(namespace="pgwarden.webhook")
 
 # Past this many times max_request_bytes, a body is not even read to its end.
 _DISCARD_FACTOR = 4
@@ -203,14 +203,19 @@ def run(config_path: str) -> int:
     from pgwarden.proxy.reactor import install
 
     reactor = install()
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from pgwarden import oplog
 
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stderr)], redirectStandardIO=False)
+    oplog.start()  # as `pgwarden run`: JSON lines on stderr (text on a terminal)
     try:
         port, _tls = listen(config, reactor)
     except Exception as e:  # unreadable or mismatched certificate files, a port in use
         print(f"pgwarden webhook: cannot start: {e}", file=sys.stderr)
         return 2
+    log.info("webhook: listening on https://{host}:{port}", host=config.listen.host, port=port.getHost().port)
+    if config.sidecar.image == DEFAULT_IMAGE:
+        log.warn("webhook: sidecar.image is {image}, a placeholder nothing is published under: injected pods "
+                 "will not pull it; build and push your own (make push IMAGE=...) and set sidecar.image",
+                 image=DEFAULT_IMAGE)
     # The readiness line (tests and people wait for it).
     print(f"pgwarden webhook: listening on https://{config.listen.host}:{port.getHost().port}", flush=True)
     reactor.run()

@@ -8,6 +8,7 @@ strictest verdict wins.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -22,7 +23,7 @@ STATEMENT_KINDS = frozenset(
         "select", "insert", "update", "delete", "merge", "copy_from", "copy_to", "copy_program",
         "copy_file", "ddl", "truncate", "grant", "role", "system", "do", "call", "lock",
         "maintenance", "prepare", "execute", "explain", "transaction", "set", "show", "listen",
-        "cursor", "unknown",
+        "cursor", "side_effect", "server_files", "unknown",
     }
 )
 
@@ -30,8 +31,13 @@ STATEMENT_KINDS = frozenset(
 def _kinds(_inst, attribute, value) -> None:
     unknown = [k for k in value if k not in STATEMENT_KINDS]
     if unknown:
+        meant = {k: difflib.get_close_matches(k, STATEMENT_KINDS, n=1) for k in unknown}
+        if all(meant.values()):
+            guesses = ", ".join(f"`{meant[k][0]}`" for k in unknown)
+            raise ValueError(f"{attribute.name}: unknown statement kind(s) {', '.join(unknown)}; "
+                             f"did you mean {guesses}?")
         raise ValueError(
-            f"unknown statement kind(s) {', '.join(unknown)}; expected any of {', '.join(sorted(STATEMENT_KINDS))}"
+            f"{attribute.name}: unknown statement kind(s) {', '.join(unknown)}; expected any of {', '.join(sorted(STATEMENT_KINDS))}"
         )
 
 

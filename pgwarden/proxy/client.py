@@ -80,6 +80,8 @@ class ClientConnection(Protocol):
         self.upstream: UpstreamProtocol | None = None
         self.relay: Relay | None = None
         self.session: Session | None = None
+        #: a statement that may change the catalog went upstream; its transaction has not ended yet
+        self.catalog_changed = False
         self.policies: tuple = ()
         #: what the core enforces in this session whatever the plugins say (see `pgwarden.limits`)
         self.limits = SessionLimits()
@@ -428,6 +430,10 @@ class ClientConnection(Protocol):
         if relay.error is not None:
             log.failure("relaying results failed", failure=Failure(relay.error))
             relay.error = None
+        if self.catalog_changed and relay.state.transaction_status == "I":
+            # A statement that may have changed the catalog has committed (or not): read it again.
+            self.catalog_changed = False
+            self.app.catalog.invalidate("a statement may have changed the catalog")
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:

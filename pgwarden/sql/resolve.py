@@ -113,9 +113,12 @@ class _Resolver:
         for call in syntax.calls:
             self._call(call, kinds, functions, defined, nested)
         tables, writes = self._relations(syntax, kinds, functions)
+        wheres = [] if syntax.has_where is None else [syntax.has_where]
         for inner in nested:  # SQL handed to a function as text, which it runs
             tables |= inner.tables
             writes |= inner.writes
+            if inner.has_where is not None:
+                wheres.append(inner.has_where)
         self._settings(syntax, kinds)
         if syntax.read_write:
             kinds.add("system")
@@ -125,7 +128,7 @@ class _Resolver:
             frozenset(tables),
             frozenset(writes),
             frozenset(functions),
-            syntax.has_where,
+            all(wheres) if wheres else None,
             prepares,
             syntax.executes,
             syntax.constant_free,
@@ -141,8 +144,9 @@ class _Resolver:
             if call.schema is not None:
                 if fn.schema != call.schema:
                     continue
-            elif fn.schema not in self.schemas and not fn.schema.startswith("pg_temp"):
-                continue
+            elif self.ctx.search_path is not None and fn.schema not in self.schemas \
+                    and not fn.schema.startswith("pg_temp"):
+                continue  # (an uncertain search_path may reach any schema)
             if fn.accepts(call.nargs) or (call.how == "call" and fn.kind == "p"):
                 found.append(fn)
         return found
@@ -176,7 +180,8 @@ class _Resolver:
         functions.add(call.name)
         kinds |= found
         runs_sql = call.name in SQL_TEXT_FUNCTIONS or any(
-            fn.volatility == "v" and fn.name not in HARMLESS_VOLATILE or not fn.builtin for fn in candidates) \
+            fn.volatility == "v" and not (fn.builtin and fn.name in HARMLESS_VOLATILE) or not fn.builtin
+            for fn in candidates) \
             or (local is not None and local[1] == "v")
         if runs_sql:
             for inner in call.literal_sql:
@@ -192,7 +197,8 @@ class _Resolver:
 
     def _operator(self, call: Call, kinds: set[str], functions: set[str]) -> None:
         operators = [o for o in self.catalog.operators_named(call.name)
-                     if (o.schema == call.schema if call.schema is not None else o.schema in self.schemas)]
+                     if (o.schema == call.schema if call.schema is not None
+                         else self.ctx.search_path is None or o.schema in self.schemas)]
         if not operators:
             if self.catalog.complete or call.schema not in (None, "pg_catalog"):
                 kinds.add("unknown")
@@ -224,7 +230,7 @@ class _Resolver:
             found.add("system")
         if fn.builtin and not fn.public_execute and not fn.name.startswith(("RI_FKey", "binary_upgrade")):
             found.add("system")
-        if fn.volatility == "v" and fn.name not in HARMLESS_VOLATILE:
+        if fn.volatility == "v" and not (fn.builtin and fn.name in HARMLESS_VOLATILE):
             found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
         if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
             found.add("side_effect")  # C or an untrusted language: anything may happen
@@ -239,14 +245,18 @@ class _Resolver:
         return result
 
     def _body(self, fn: FunctionFacts) -> set[str]:
-        from pgwarden.sql.syntax import _dollar_quote, plpgsql_syntax, syntax_of
+        from pgwarden.sql.syntax import plpgsql_body, syntax_of
 
-        if fn.language == "sql":
+        if fn.language == "sql" and fn.sql_body:  # RETURN expr / BEGIN ATOMIC ... END
+            wrapper = syntax_of(f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE sql {fn.source}",
+                                self.ctx.lexer)
+            if not wrapper.defines or wrapper.defines[0][3] is None:
+                return {"unknown"}
+            body = wrapper.defines[0][3]
+        elif fn.language == "sql":
             body = syntax_of(fn.source or "", self.ctx.lexer)
         else:
-            body = plpgsql_syntax(
-                f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE plpgsql AS {_dollar_quote(fn.source or '')}",
-                self.ctx.lexer)
+            body = plpgsql_body(fn.source or "", self.ctx.lexer)
         if "unknown" in body.kinds and body.statements == 0 and fn.language == "sql":
             return {"unknown"}
         return set(self.analysis(body).kinds) - {"select"}
@@ -309,6 +319,8 @@ class _Resolver:
                 candidates &= known
             else:  # nothing of that name yet: the first schema it would be created in
                 candidates = {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")}
+        if self.catalog.complete and self.catalog.schemas:  # a schema that does not exist holds nothing
+            candidates &= set(self.catalog.schemas) | {"pg_temp"}
         if not candidates:
             candidates = {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")} or {"public"}
         return {f"{s}.{name}" for s in candidates}

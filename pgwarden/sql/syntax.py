@@ -412,9 +412,7 @@ class _Walker:
         if language != "plpgsql" or body is None:
             self.kinds.add("unknown")  # a body pgwarden cannot read
             return
-        inner = plpgsql_syntax(f"CREATE FUNCTION pg_temp.pgwarden_do() RETURNS void LANGUAGE plpgsql AS "
-                               f"{_dollar_quote(body)}", self.lexer)
-        self.merge(inner)
+        self.merge(plpgsql_body(body, self.lexer))
 
     def _create_function(self, f: dict, scope: tuple) -> None:
         """A function created here may be called later in the same string: read its body."""
@@ -436,9 +434,7 @@ class _Walker:
         elif body is not None and language == "sql":
             syntax = syntax_of(body, self.lexer)
         elif body is not None and language == "plpgsql":
-            syntax = plpgsql_syntax(
-                f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE plpgsql AS {_dollar_quote(body)}",
-                self.lexer)
+            syntax = plpgsql_body(body, self.lexer)
         self.defines.append((schema, fname, volatility, syntax))
 
     # ------------------------------------------------------------------ expressions
@@ -835,6 +831,22 @@ def _dollar_quote(body: str) -> str:
 
 # ---------------------------------------------------------------------- PL/pgSQL
 
+def plpgsql_body(body: str, lexer: LexerSettings = DEFAULT_LEXER) -> Syntax:
+    """What a PL/pgSQL function body or DO block does (see `plpgsql_syntax`).
+
+    The parser checks RETURN against the declared result (``RETURN 1`` in a void
+    function does not parse), so the body is tried under each kind of result.
+    """
+    quoted = _dollar_quote(body)
+    result = UNPARSABLE
+    for returns in ("void", "text", "SETOF text", "record", "trigger"):
+        result = plpgsql_syntax(
+            f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS {returns} LANGUAGE plpgsql AS {quoted}", lexer)
+        if result is not UNPARSABLE:
+            return result
+    return result
+
+
 def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -> Syntax:
     """What a PL/pgSQL body does: its static SQL with its own kinds; a dynamic EXECUTE whose
     text is not a literal makes it `unknown`."""
@@ -888,7 +900,9 @@ def _plpgsql_expr(f: dict, lexer: LexerSettings) -> Syntax:
     mode = f.get("parseMode", 0)
     if mode == 0:
         return syntax_of(text, lexer)
-    if mode == 3:  # target := expression
+    if mode == 1:  # a type name
+        return Syntax(frozenset())
+    if mode in (3, 4, 5):  # target := expression (targets of one, two or three names)
         head, sep, tail = text.partition(":=")
         if sep and "'" not in head and '"' not in head:
             text = tail

@@ -119,30 +119,44 @@ def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overri
     return doc
 
 
+#: The entry-point plugins pgwarden itself installs: ``make_pgwarden(only=BUILTIN_PLUGINS)``
+#: runs pgwarden as shipped, whatever else is installed in the environment.
+BUILTIN_PLUGINS = ("jwt", "block", "recording")
+
+
 @pytest.fixture
 def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
-    """Starts a pgwarden with config overrides and an optional decider; stopped after the test."""
+    """Starts a pgwarden with config overrides and an optional decider; stopped after the test.
+
+    Like `pgwarden run`, it loads every plugin installed in the environment (entry
+    points), a third party's included, unless ``only`` names the ones to load.
+    """
     from pgwarden.app import Application
-    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.config import structure_config
+    from pgwarden.plugins import PluginHost
 
     started: list[RunningPgwarden] = []
 
-    def start(decide=None, plugins=(), plugins_section=None, **overrides) -> RunningPgwarden:
+    def start(decide=None, plugins=(), plugins_section=None, only=None, **overrides) -> RunningPgwarden:
         """``plugins``: (name, plugin object) pairs registered beside the installed ones;
+        ``only``: the names of the installed (entry-point) plugins to load, say
+        `BUILTIN_PLUGINS`; the others are left out as if not installed (None: all);
         ``plugins_section``: the config's ``plugins:`` section; other keywords: config sections."""
         if plugins_section is not None:
             overrides["plugins"] = plugins_section
         doc = base_config(pg_server, signing_keys, tmp_path, **overrides)
-        config = _CONVERTER.structure(doc, Config)
+        config = structure_config(doc)
 
         def listen():
-            app = Application(config, reactor_thread, decide=decide, extra_plugins=plugins)
+            host = PluginHost(config, reactor_thread, plugins, only=only)
+            app = Application(config, reactor_thread, decide=decide, plugins=host)
             port = app.listen()
             return app, port.getHost().port
 
         rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
         rp.app, rp.port = rp.call(listen)
         started.append(rp)
+        rp.call(rp.app.catalog.first_load)  # decisions by the live catalog from the first statement
         return rp
 
     yield start
@@ -183,4 +197,23 @@ def pgwarden(make_pgwarden) -> RunningPgwarden:
     return make_pgwarden()
 
 
-__all__ = ["RunningPgwarden", "base_config", "check_records", "free_port"]
+@pytest.fixture
+def spawn():
+    """Starts a process as ``subprocess.Popen`` would (same arguments, plus ``stop_signal`` and
+    ``grace_s``), in a group of its own; after the test, pass or fail, it and all it started
+    are gone (see `pgwarden.testing.processes`)."""
+    from pgwarden.testing.processes import ProcessGroup
+
+    groups: list[ProcessGroup] = []
+
+    def start(argv, **kw):
+        group = ProcessGroup(argv, **kw)
+        groups.append(group)
+        return group.proc
+
+    yield start
+    for group in reversed(groups):
+        group.stop()
+
+
+__all__ = ["BUILTIN_PLUGINS", "RunningPgwarden", "base_config", "check_records", "free_port"]

@@ -56,9 +56,10 @@ _NAMES = {
     "ddl": "schema changes (DDL)", "grant": "GRANT/REVOKE", "role": "role changes", "system": "system administration",
     "copy_program": "COPY ... PROGRAM", "copy_file": "COPY to or from a server file", "copy_from": "COPY FROM",
     "copy_to": "COPY TO", "do": "DO blocks", "call": "CALL", "lock": "LOCK", "maintenance": "maintenance (VACUUM, ...)",
-    "unknown": "statements that do not parse", "select": "SELECT",
+    "unknown": "statements pgwarden cannot analyse", "select": "SELECT",
+    "side_effect": "functions that change state", "server_files": "reading server files",
 }
-_PLURAL = {"ddl", "role", "do", "unknown"}  # their names above are plural: "... are not allowed"
+_PLURAL = {"ddl", "role", "do", "unknown", "side_effect"}  # their names above are plural: "... are not allowed"
 
 
 def matches(spec, statement) -> list[str]:
@@ -100,13 +101,14 @@ def _reason(rule, hit: list[str]) -> str:
 
 
 def _hint(rule, hit: list[str], statement) -> str:
-    if rule.hint:
+    if rule is not None and rule.hint:
         return rule.hint
     if "without a WHERE clause" in hit:
         verb = "DELETE" if "delete" in statement.kinds else "UPDATE"
         return f"{verb} needs a WHERE clause that selects the rows to change; reads are allowed."
     if "unknown" in hit:
-        return "The statement does not parse as PostgreSQL SQL; fix its syntax."
+        return ("pgwarden could not tell what this statement does (it does not parse, or it calls a function or "
+                "operator the catalog does not know, or runs SQL built at run time); write it plainly.")
     return "This statement is refused by policy; reads (SELECT) may be allowed, ask an operator for anything else."
 
 
@@ -135,7 +137,10 @@ class Blocking:
                 self._enforcing.clear()
             self._enforcing[id(policies)] = (policies, enforcing)  # keeps the tuple, and so its id
         if not enforcing:
-            return None  # nothing for this plugin to enforce (and no analysis needed)
+            # No rule to enforce; still, what cannot be analysed is refused (DESIGN.md §3).
+            if "unknown" in statement.kinds:
+                return self._judge(statement, policies)
+            return None
         analysis = statement.analysis
         if analysis.prepares or analysis.executes:
             return self._judge(_with_executed(statement, session), policies)
@@ -152,8 +157,18 @@ class Blocking:
 
     def _judge(self, statement, policies):
         verdicts = []
+        unknown = "unknown" in statement.kinds
         for policy in policies:
             allowed_here = False
+            # What pgwarden cannot analyse is blocked unless a rule names `unknown` in an allow rule.
+            unknown_allowed = not unknown or any(
+                (r.allow is not None and "unknown" in r.allow.statements)
+                or (r.block is not None and "unknown" in r.block.statements)  # that rule says why
+                for r in policy.rules)
+            if not unknown_allowed:
+                verdicts.append(Verdict.block(
+                    "statements pgwarden cannot analyse are not allowed",
+                    _hint(None, ["unknown"], statement), policy=policy.name, rule="unknown: block"))
             for i, rule in enumerate(policy.rules):
                 where = {"policy": policy.name, "rule": rule.name or f"rules[{i}]"}
                 if rule.block is not None:

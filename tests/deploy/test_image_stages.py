@@ -83,7 +83,7 @@ def test_the_final_stage_has_no_build_tools(image_root):
     assert not any(n.startswith(("pip", "setuptools", "wheel-", "wheel")) for n in names), names
 
 
-def test_the_image_entrypoint_serves_as_its_non_root_user(image_root, pg_server, signing_keys):
+def test_the_image_entrypoint_serves_as_its_non_root_user(image_root, pg_server, signing_keys, spawn):
     env_dir, final = image_root
     tmp_path = Path(tempfile.mkdtemp(prefix="pgwarden-image-fs-"))
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
@@ -109,9 +109,9 @@ def test_the_image_entrypoint_serves_as_its_non_root_user(image_root, pg_server,
     assert cmd[:2] == ["run", "-c"]
     argv = [str(env_dir / "bin" / entrypoint[0]), *entrypoint[1:], *cmd[:2], str(config)]
     err = tmp_path / "err"
-    proc = subprocess.Popen(["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups", *argv],
-                            env={"PATH": f"{env_dir}/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
-                            cwd="/", stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
+    proc = spawn(["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups", *argv],
+                 env={"PATH": f"{env_dir}/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
+                 cwd="/", stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
     try:
         deadline = time.monotonic() + 60
         while b"pgwarden listening on" not in err.read_bytes():  # polled: its own log says when
@@ -131,4 +131,5 @@ def test_the_image_entrypoint_serves_as_its_non_root_user(image_root, pg_server,
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
         shutil.rmtree(tmp_path, ignore_errors=True)

@@ -114,7 +114,7 @@ def _leaves(value, prefix=()) -> dict[tuple, object]:
 
 
 @pytest.fixture
-def sidecar(tmp_path, pg_server, signing_keys):
+def sidecar(tmp_path, pg_server, signing_keys, spawn):
     """pgwarden as the example Deployment runs it; yields (port, example); stopped after."""
     ex = Example.load()
     root = tmp_path / "pgwarden-container"
@@ -147,20 +147,16 @@ def sidecar(tmp_path, pg_server, signing_keys):
     assert argv[1:4] == ["run", "-c", str(config_file)]
     log_path = tmp_path / "pgwarden.log"
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    try:
-        deadline = time.monotonic() + 60
-        while not (ready.exists() and ready.read_text()):
-            try:
-                proc.wait(timeout=0.05)  # returns only if pgwarden exits
-            except subprocess.TimeoutExpired:
-                assert time.monotonic() < deadline, "pgwarden never became ready:\n" + log_path.read_text()
-            else:
-                pytest.fail(f"pgwarden exited with {proc.returncode}:\n{log_path.read_text()}")
-        yield int(ready.read_text()), ex, token_file
-    finally:
-        proc.terminate()
-        proc.wait(15)
+        proc = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+    deadline = time.monotonic() + 60
+    while not (ready.exists() and ready.read_text()):
+        try:
+            proc.wait(timeout=0.05)  # returns only if pgwarden exits
+        except subprocess.TimeoutExpired:
+            assert time.monotonic() < deadline, "pgwarden never became ready:\n" + log_path.read_text()
+        else:
+            pytest.fail(f"pgwarden exited with {proc.returncode}:\n{log_path.read_text()}")
+    return int(ready.read_text()), ex, token_file
 
 
 def _token(ex: Example, signing_keys, namespace: str | None = None, account: str | None = None) -> str:

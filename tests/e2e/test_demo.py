@@ -1,41 +1,144 @@
-"""`pgwarden demo` as a newcomer runs it: start, connect with the printed line, Ctrl-C."""
+"""`pgwarden demo` as a newcomer runs it: start it as `make demo` does, do what it prints, Ctrl-C.
+
+What it prints must be true: the psql line connects, each suggested statement does what the
+banner says (the refusal word for word), the commands it prints run as printed, and an edit of
+its config file applies without a restart.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
 
 from pgwarden.testing.postgres import free_port
 
 
-def test_demo_prints_a_working_psql_line_and_cleans_up(tmp_path):
-    directory = tmp_path / "demo"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pgwarden", "demo", "--dir", str(directory), "--port", str(free_port())],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+class Demo:
+    """A running `pgwarden demo` and what it printed."""
+
+    def __init__(self, proc: subprocess.Popen, banner: str, directory: Path) -> None:
+        self.proc = proc
+        self.banner = banner
+        self.directory = directory
+        match = re.search(r'PGPASSWORD="\$\(cat (\S+)\)" psql "([^"]+)"', banner)
+        assert match, banner
+        self.token = Path(match.group(1)).read_text().strip()
+        self.dsn = match.group(2)
+
+    def psql(self, sql: str) -> subprocess.CompletedProcess:
+        """``sql`` through the printed psql line, as the newcomer runs it."""
+        return subprocess.run(["psql", "-X", self.dsn, "-c", sql], env=dict(os.environ, PGPASSWORD=self.token),
+                              capture_output=True, text=True, timeout=60)
+
+    def connect(self) -> psycopg.Connection:
+        return psycopg.connect(self.dsn, password=self.token, autocommit=True)
+
+    def printed(self, containing: str) -> str:
+        """The command printed on the line with ``containing`` (a label before it removed)."""
+        line = next(line for line in self.banner.splitlines() if containing in line)
+        return re.sub(r"^[A-Z][a-z]+:\s+", "", line.strip()).rstrip(").")
+
+
+def start_demo(directory: Path, spawn) -> Demo:
+    # The console script in this venv, as `make demo` runs `.venv/bin/pgwarden demo`: not on PATH.
+    exe = Path(sys.executable).parent / "pgwarden"
+    proc = spawn(  # should the demo hang, the fixture kills it and its PostgreSQL
+        [str(exe), "demo", "--dir", str(directory), "--port", str(free_port()), "--reload-poll-s", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, stop_signal=signal.SIGINT,
     )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Press Ctrl-C" in line:
+            break
+    return Demo(proc, "".join(lines), directory)
+
+
+def stop_demo(demo: Demo) -> str:
+    """Ctrl-C, as a newcomer stops it; the rest of its output. Should it not stop in time, the
+    ``spawn`` fixture kills it and its PostgreSQL."""
+    demo.proc.send_signal(signal.SIGINT)
+    rest, _ = demo.proc.communicate(timeout=60)
+    return rest
+
+
+def refused_by_pgwarden(conn: psycopg.Connection, sql: str) -> psycopg.errors.Diagnostic:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+        conn.execute(sql)
+    diag = excinfo.value.diag
+    assert diag.sqlstate == "42501"
+    assert diag.message_primary.startswith("pgwarden: blocked:"), diag.message_primary  # not the server's own
+    return diag
+
+
+def wait_for_log(path: Path, text: str, timeout_s: float = 30.0) -> None:
+    """Until ``text`` is in the demo's log (the watcher polls the file every 0.2 s)."""
+    deadline = time.monotonic() + timeout_s
+    while text not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{text!r} not in {path} after {timeout_s}s"
+        time.sleep(0.05)
+
+
+def test_a_newcomers_session_through_the_demo(tmp_path, spawn):
+    directory = tmp_path / "demo"
+    demo = start_demo(directory, spawn)
     try:
-        lines = []
-        for line in proc.stdout:
-            lines.append(line)
-            if "Press Ctrl-C" in line:
-                break
-        text = "".join(lines)
-        match = re.search(r'PGPASSWORD="\$\(cat (\S+)\)" psql "([^"]+)"', text)
-        assert match, text
-        token = open(match.group(1)).read().strip()
-        out = subprocess.run(
-            ["psql", "-X", "-A", "-t", match.group(2), "-c", "select count(*) from users; select count(*) from orders"],
-            env=dict(os.environ, PGPASSWORD=token), capture_output=True, text=True, timeout=60,
-        )
-        assert out.returncode == 0, out.stderr
-        assert out.stdout.split() == ["50", "500"]
+        # The upstream role is an ordinary one (seen through the proxy), owning the sample data.
+        with demo.connect() as conn:
+            assert conn.execute("select rolsuper from pg_roles where rolname = current_user").fetchone() == (False,)
+            owners = conn.execute("select distinct tableowner = current_user from pg_tables "
+                                  "where tablename in ('users', 'orders')").fetchall()
+            assert owners == [(True,)]
+
+        # The three statements the banner suggests do what it says they do.
+        tries = re.findall(r"^  ([A-Z][^\n]*;)$", demo.banner, re.M)
+        assert len(tries) == 3, demo.banner
+        drop, read, write = tries
+        assert drop.startswith("DROP TABLE")
+        dropped = demo.psql(drop)
+        assert dropped.returncode != 0
+        printed_error = re.findall(r"^      ((?:ERROR|DETAIL|HINT):  .*)$", demo.banner, re.M)
+        assert dropped.stderr.splitlines() == printed_error  # word for word
+        assert "three rows" in demo.banner and "(3 rows)" in demo.psql(read).stdout
+        assert demo.psql(write).stdout.strip() == "UPDATE 1"
+
+        with demo.connect() as conn:
+            assert "schema changes" in refused_by_pgwarden(conn, drop).message_primary
+            assert conn.execute("select count(*) from orders").fetchone() == (500,)  # still there
+            refused_by_pgwarden(conn, "COPY users TO PROGRAM 'id'")
+            refused_by_pgwarden(conn, "select pg_read_file('/etc/passwd')")
+            refused_by_pgwarden(conn, "DELETE FROM orders")
+
+        # The commands it prints run as printed: pgwarden is not on the PATH.
+        check, tail = demo.printed(" check -c "), demo.printed(" tail -f ")
+        for command in (check, tail):
+            exe = shlex.split(command)[0]
+            assert os.path.isabs(exe) and os.access(exe, os.X_OK), command
+        assert subprocess.run(check, shell=True, capture_output=True, text=True).stdout.endswith(
+            "block    unfiltered-writes: statements=('delete', 'update'), where=absent\n")
+        shown = subprocess.run(tail.replace(" -f ", " "), shell=True, capture_output=True, text=True)
+        assert "BLOCK   DROP TABLE orders" in shown.stdout, shown.stdout + shown.stderr
+
+        # An edit of the config file applies without a restart, as `pgwarden run` does it.
+        config = directory / "pgwarden.yaml"
+        with demo.connect() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+            with config.open("a") as f:
+                f.write("      - {name: no-reads, block: {statements: [select]}}\n")
+            wait_for_log(directory / "pgwarden.log", f"reloaded {config}")
+            assert refused_by_pgwarden(conn, "select 1").message_detail == \
+                "Refused by policy 'agents', rule 'no-reads'."
     finally:
-        proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, rest
+        rest = stop_demo(demo)
+    assert demo.proc.returncode == 0, rest
     assert "cleaned up" in rest
     assert not directory.exists()

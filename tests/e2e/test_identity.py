@@ -62,7 +62,7 @@ def test_reload_applies_to_live_sessions_and_a_bad_config_keeps_the_old(make_pgw
         assert running.app.config.policies[0].name == "humans"
 
 
-def _serve(tmp_path, pg_server, signing_keys, policies):
+def _serve(tmp_path, pg_server, signing_keys, policies, spawn):
     """pgwarden run on a config reached through a ConfigMap-like symlink (..data -> version dir)."""
     def write_version(name, pols):
         d = tmp_path / name
@@ -78,7 +78,7 @@ def _serve(tmp_path, pg_server, signing_keys, policies):
     (tmp_path / "pgwarden.yaml").symlink_to("..data/pgwarden.yaml")
     ready = tmp_path / "ready"
     log = open(tmp_path / "pgwarden.log", "w")
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "pgwarden", "run", "-c", str(tmp_path / "pgwarden.yaml"),
          "--ready-file", str(ready), "--reload-poll-s", "0.1"],
         stdout=log, stderr=subprocess.STDOUT, text=True,
@@ -97,12 +97,12 @@ def _login_state(port, token) -> str:
     return "ok" if isinstance(answer[-1], m.ReadyForQuery) else answer[0].sqlstate
 
 
-def test_configmap_symlink_swap_and_sighup_reload(tmp_path, pg_server, signing_keys):
+def test_configmap_symlink_swap_and_sighup_reload(tmp_path, pg_server, signing_keys, spawn):
     from pgwarden.tokens import mint
 
     token = mint(signing_keys["private"], subject="agent-1", issuer="https://issuer.pgwarden.test",
                  audience="pgwarden", groups=["ai-agents"])
-    proc, port, write_version = _serve(tmp_path, pg_server, signing_keys, [{"name": "everyone"}])
+    proc, port, write_version = _serve(tmp_path, pg_server, signing_keys, [{"name": "everyone"}], spawn)
     try:
         assert _login_state(port, token) == "ok"
         # The kubelet's update: a new version directory, then an atomic swap of ..data.

@@ -310,3 +310,58 @@ def test_a_failing_masker_ends_the_session_without_leaking(make_pgwarden, pg_ser
         assert "123-45-6789" not in str(excinfo.value)
         assert "internal error while relaying results" in str(excinfo.value)
         assert c.closed or c.pgconn.status != psycopg.pq.ConnStatus.OK
+
+
+INTRUDER = '''
+from pgwarden import Verdict, hookimpl
+
+
+class Intruder:
+    @hookimpl
+    def pgwarden_check(self, statement, session):
+        return Verdict.block("a plugin installed for something else", rule="intruder")
+
+
+plugin = Intruder()
+'''
+
+
+@pytest.fixture
+def installed_intruder(tmp_path, monkeypatch):
+    """A third-party plugin installed in the environment (a distribution with an entry point)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "pgwarden_intruder.py").write_text(INTRUDER)
+    dist = site / "pgwarden_intruder-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: pgwarden-intruder\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[pgwarden]\nintruder = pgwarden_intruder:plugin\n")
+    monkeypatch.syspath_prepend(str(site))
+    yield
+    sys.modules.pop("pgwarden_intruder", None)
+
+
+def test_an_installed_plugin_applies_to_the_fixture_unless_only_leaves_it_out(make_pgwarden, installed_intruder,
+                                                                             tmp_path):
+    from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
+
+    everything = make_pgwarden()
+    assert "intruder" in {p.name for p in everything.app.plugins.loaded()}
+    with psycopg.connect(everything.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="a plugin installed for something else"):
+            c.execute("select 1")
+
+    shipped = make_pgwarden(only=BUILTIN_PLUGINS, plugins=[("block-deletes", BlockDeletes())],  # records apart
+                            recording={"sinks": [{"file": str(tmp_path / "shipped.jsonl"), "fsync_s": 0}]})
+    assert {p.name for p in shipped.app.plugins.loaded()} == {"jwt", "block", "recording", "block-deletes"}
+    with psycopg.connect(shipped.dsn(), autocommit=True) as c:
+        assert c.execute("select 1").fetchone() == (1,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="DELETE is not allowed here"):
+            c.execute("delete from pg_class where false")
+
+
+def test_only_names_installed_plugins(make_pgwarden):
+    with pytest.raises(PluginError, match=r"no installed plugin is named 'blok' \(installed: .*block"):
+        make_pgwarden(only=["jwt", "blok"])
+    with pytest.raises(ConfigError, match="rule kind 'block' is interpreted by no loaded plugin"):
+        make_pgwarden(only=["jwt", "recording"], policies=[{"name": "p", "rules": [{"block": {"statements": ["ddl"]}}]}])

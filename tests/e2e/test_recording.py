@@ -285,7 +285,9 @@ def test_metrics_and_health(make_pgwarden, tmp_path):
 
 @pytest.mark.parametrize("recording, kind", [
     (None, "select"),  # the record carries the kinds: the metric has them too, from the first time
-    ({"recording": {"sinks": []}, "plugins_section": {"disable": ["recording"]}}, "unanalysed"),
+    # the blocking plugin analyses every statement, rules or none (what cannot be analysed is refused)
+    ({"recording": {"sinks": []}, "plugins_section": {"disable": ["recording"]}}, "select"),
+    ({"recording": {"sinks": []}, "plugins_section": {"disable": ["recording", "block"]}}, "unanalysed"),
 ])
 def test_statements_are_counted_by_kind_whenever_their_record_needs_the_analysis(make_pgwarden, recording,
                                                                                   kind):
@@ -322,7 +324,7 @@ def test_a_plugin_sink_that_raises_refuses_the_statement(make_pgwarden):
     assert running.app.recorder.sink_errors >= 1
 
 
-def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_keys, tmp_path):
+def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_keys, tmp_path, spawn):
     """`pgwarden run` with the default sink: records on stdout, its own log as JSON on stderr."""
     import sys
 
@@ -338,17 +340,15 @@ def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_key
     cfg.write_text(yaml.safe_dump(doc))
     ready, admin_file = tmp_path / "ready", tmp_path / "admin"
     out, err = open(tmp_path / "out", "wb"), open(tmp_path / "err", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready),
-                             "--admin-port-file", str(admin_file)], stdout=out, stderr=err)
-    try:
-        _wait_ready(proc, ready)
-        token = mint(signing_keys["private"], subject="agent-9", issuer=ISSUER, audience=AUDIENCE, groups=["g"])
-        dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
-        with psycopg.connect(dsn, autocommit=True) as c:
-            c.execute("select 'from stdout'")
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    proc = spawn([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready),
+                  "--admin-port-file", str(admin_file)], stdout=out, stderr=err)
+    _wait_ready(proc, ready)
+    token = mint(signing_keys["private"], subject="agent-9", issuer=ISSUER, audience=AUDIENCE, groups=["g"])
+    dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("select 'from stdout'")
+    proc.terminate()
+    proc.wait(timeout=30)
     out.close(), err.close()
     lines = (tmp_path / "out").read_text().splitlines()
     assert any('"sql":"select \'from stdout\'"' in line for line in lines)
@@ -367,7 +367,6 @@ def _wait_ready(proc, ready: Path) -> None:
     deadline = time.monotonic() + 30
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
             pytest.fail("pgwarden did not start")
         time.sleep(0.05)
 
@@ -817,3 +816,15 @@ def test_a_reload_that_a_plugin_cannot_apply_is_refused_and_every_plugin_keeps_t
 
 def _lines_of(path: str) -> list[dict]:
     return [orjson.loads(line) for line in Path(path).read_bytes().splitlines()] if os.path.exists(path) else []
+
+
+def test_a_statement_of_several_kinds_counts_under_each_kind(make_pgwarden):
+    running = make_pgwarden(policies=[{"name": "everyone", "default": "allow"}])
+    admin = running.call(running.app.listen_admin).getHost().port
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("begin; select 1; commit")
+    text = _http(admin, "/metrics")[1]
+    counted = sorted(line for line in text.splitlines() if line.startswith("pgwarden_statements_total{"))
+    assert counted == ['pgwarden_statements_total{kind="select",verdict="allow"} 1.0',
+                       'pgwarden_statements_total{kind="transaction",verdict="allow"} 1.0'], counted
+    assert 'pgwarden_verdicts_total{verdict="allow"} 1.0' in text

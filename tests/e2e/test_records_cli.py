@@ -113,7 +113,7 @@ def _read_line(proc, timeout_s: float = 20.0) -> str:
     return proc.stdout.readline().decode()
 
 
-def test_tail_follows_appends_and_rotation(tmp_path):
+def test_tail_follows_appends_and_rotation(tmp_path, spawn):
     log = tmp_path / "r.jsonl"
     prev = "0" * 64
 
@@ -127,18 +127,14 @@ def test_tail_follows_appends_and_rotation(tmp_path):
             f.write(line)
 
     append(log, "select 'before'")
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "tail", "-f", str(log), "--color", "never"],
-                            stdout=subprocess.PIPE)
-    try:
-        assert "select 'before'" in _read_line(proc)
-        append(log, "select 'appended'")
-        assert "select 'appended'" in _read_line(proc)
-        os.replace(log, tmp_path / "r.jsonl.1")  # rotation: renamed, a new file takes the name
-        append(log, "select 'after rotation'")
-        assert "select 'after rotation'" in _read_line(proc)
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    proc = spawn([sys.executable, "-m", "pgwarden", "tail", "-f", str(log), "--color", "never"],
+                 stdout=subprocess.PIPE)
+    assert "select 'before'" in _read_line(proc)
+    append(log, "select 'appended'")
+    assert "select 'appended'" in _read_line(proc)
+    os.replace(log, tmp_path / "r.jsonl.1")  # rotation: renamed, a new file takes the name
+    append(log, "select 'after rotation'")
+    assert "select 'after rotation'" in _read_line(proc)
 
 
 class Approvals:

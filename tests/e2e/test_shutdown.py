@@ -112,14 +112,14 @@ def test_after_the_grace_period_running_statements_are_cancelled(make_pgwarden, 
 
 
 @pytest.fixture
-def draining(pg_server, signing_keys, tmp_path):
+def draining(pg_server, signing_keys, tmp_path, spawn):
     """`pgwarden run` (grace 600 s) with a statement running through it, just sent SIGTERM."""
     doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()}, shutdown={"grace_s": 600})
     cfg = tmp_path / "pgwarden.yaml"
     cfg.write_text(yaml.safe_dump(doc))
     ready, err = tmp_path / "ready", tmp_path / "err"
-    proc = subprocess.Popen([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
-                            stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
+    proc = spawn([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
+                 stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
     busy = None
     try:
         wait_until(lambda: ready.exists() or proc.poll() is not None, "pgwarden to listen")
@@ -133,7 +133,8 @@ def draining(pg_server, signing_keys, tmp_path):
         yield proc, busy
     finally:
         if proc.poll() is None:
-            proc.kill()
+            proc.kill()  # at once: the records are checked below
+            proc.wait()
         if busy is not None:
             busy.close()
     check_records([tmp_path / "records.jsonl"])

@@ -29,12 +29,12 @@ def status_kib(pid: int, field: str) -> int:
 
 
 @pytest.fixture
-def pgwarden_process(pg_server, signing_keys, tmp_path):
+def pgwarden_process(pg_server, signing_keys, tmp_path, spawn):
     doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()})
     cfg = tmp_path / "pgwarden.yaml"
     cfg.write_text(yaml.safe_dump(doc))
     ready = tmp_path / "ready"
-    proc = subprocess.Popen(
+    proc = spawn(
         [sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
     )
@@ -44,9 +44,7 @@ def pgwarden_process(pg_server, signing_keys, tmp_path):
             proc.kill()
             pytest.fail(f"pgwarden did not start: {proc.stdout.read().decode()}")
         time.sleep(0.05)
-    yield proc, int(ready.read_text())
-    proc.terminate()
-    proc.wait(10)
+    return proc, int(ready.read_text())
 
 
 def test_stalled_reader_keeps_memory_flat(pgwarden_process, pg_server, signing_keys):

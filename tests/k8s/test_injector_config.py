@@ -57,14 +57,15 @@ def test_not_quantities(text):
     ("listen: {port: '8443'}\n", "line 2: listen.port: expected an integer, got '8443'"),
     ("max_request_bytes: -1\n", "line 2: max_request_bytes: expected a positive integer, got -1"),
     ("sidecar: {image: ''}\n", "line 2: sidecar.image: expected a container image reference, got ''"),
-    ("sidecar: {imagePullPolicy: Always}\n", "line 2: sidecar: extra fields found (imagePullPolicy)"),
+    ("sidecar: {imagePullPolicy: Always}\n",
+     "line 2: sidecar.imagePullPolicy: unknown key; did you mean `image_pull_policy`?"),
     ("sidecar:\n  resources:\n    requests: {gpu: 1}\n",
      "line 4: sidecar.resources.requests.gpu: expected cpu, memory, ephemeral-storage, hugepages-<size> "
      "or domain/name, got 'gpu'"),
     ("sidecar:\n  resources:\n    requests: {memory: 1Gi}\n    limits: {memory: 512Mi}\n",
      "line 3: sidecar.resources: expected requests.memory (1Gi) not above limits.memory (512Mi)"),
     ("agent: {database: ''}\n", "line 2: agent.database: expected a non-empty string"),
-    ("agents: {}\n", "(top level): extra fields found (agents)"),
+    ("agents: {}\n", "line 2: agents: unknown key; did you mean `agent`?"),
 ])
 def test_problems_name_line_key_and_expectation(extra, expected):
     assert problems(MINIMAL + extra) == [expected]

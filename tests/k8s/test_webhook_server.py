@@ -24,6 +24,7 @@ import pytest
 import yaml
 
 from pgwarden.testing.certs import make_ca_and_server
+from pgwarden.testing.processes import ProcessGroup
 from webhook_helpers import apply, fixture, patch_of, validate, K8S_VERSIONS
 
 MAX_BODY = 64 * 1024
@@ -58,24 +59,28 @@ class Webhook:
         self.config = directory / "injector.yaml"
         self.config.write_text(yaml.safe_dump(doc))
         self.log = directory / "webhook.log"
-        self.proc = subprocess.Popen(
+        self.group = ProcessGroup(
             [sys.executable, "-m", "pgwarden", "webhook", "--config", str(self.config)],
             stdout=subprocess.PIPE, stderr=self.log.open("w"), text=True,
         )
-        line = self._readiness_line(30)
-        self.port = int(re.fullmatch(r"pgwarden webhook: listening on https://127\.0\.0\.1:(\d+)\n", line)[1])
+        self.proc = self.group.proc
+        try:
+            line = self._readiness_line(30)
+            self.port = int(re.fullmatch(r"pgwarden webhook: listening on https://127\.0\.0\.1:(\d+)\n", line)[1])
+        except BaseException:
+            self.group.stop()  # a fixture whose set-up fails is not torn down
+            raise
 
     def _readiness_line(self, timeout_s: float) -> str:
         ready, _, _ = select.select([self.proc.stdout], [], [], timeout_s)
         line = self.proc.stdout.readline() if ready else ""
         if not line:
-            self.proc.kill()
             pytest.fail(f"pgwarden webhook did not start: {self.log.read_text()}")
         return line
 
     def stop(self) -> int:
-        self.proc.terminate()
-        return self.proc.wait(15)
+        """SIGTERM; killed with all it started if it has not exited 15 s later."""
+        return self.group.stop()
 
     def url(self, path: str) -> str:
         return f"https://127.0.0.1:{self.port}{path}"
@@ -115,6 +120,19 @@ def test_a_pod_is_injected_over_https(webhook):
     assert patched["spec"]["initContainers"][0]["name"] == "pgwarden"
     validate(patched, K8S_VERSIONS[-1])
     assert re.search(r"webhook: agents/agent-7d9f8b6c5d-\*: inject \(sidecar injected\)", webhook.log.read_text())
+
+
+def test_the_log_is_json_lines_like_pgwarden_runs(webhook):
+    post_review(webhook, "annotated")
+    events = [json.loads(line) for line in webhook.log.read_text().splitlines()]  # every line one object
+    assert all({"ts", "level", "logger", "msg"} <= set(e) for e in events)
+    assert any(e["msg"].startswith("webhook: listening on https://127.0.0.1:") for e in events)
+    decision = [e for e in events if e.get("action") == "inject"][-1]
+    assert decision["who"] == "agents/agent-7d9f8b6c5d-*" and decision["reason"] == "sidecar injected"
+    assert decision["level"] == "info" and decision["logger"] == "pgwarden.webhook"
+    # The config names no sidecar.image: the default is the placeholder, and the log says so.
+    (warning,) = [e for e in events if e["level"] == "warn"]
+    assert "placeholder" in warning["msg"] and warning["image"] == "ghcr.io/pgwarden/pgwarden:0.1.0"
 
 
 def test_refusal_and_pass_over_https(webhook):

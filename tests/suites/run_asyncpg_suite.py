@@ -46,6 +46,7 @@ from pathlib import Path
 import yaml
 
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres
+from pgwarden.testing.processes import ProcessGroup
 from pgwarden.tokens import generate_key, mint
 
 ISSUER = "https://issuer.pgwarden.test"
@@ -167,10 +168,11 @@ class Pgwarden:
         ready = self.dir / "ready"
         ready.unlink(missing_ok=True)
         self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
+        self.group = ProcessGroup(
             [sys.executable, "-m", "pgwarden", "run", "-c", str(self.config), "--ready-file", str(ready)],
-            stdout=self._log, stderr=subprocess.STDOUT,
+            stdout=self._log, stderr=subprocess.STDOUT, grace_s=10,
         )
+        self.proc = self.group.proc
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if ready.exists() and ready.read_text().strip():
@@ -182,14 +184,8 @@ class Pgwarden:
         raise RuntimeError(f"pgwarden not ready after 30 s; see {self.log_path}")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
         if self.proc is not None:
+            self.group.stop()
             self._log.close()
 
 

@@ -152,3 +152,128 @@ def test_statements_evicted_from_the_cache_need_no_cycle_collector():
         assert gc.collect() == 0, "statements left garbage cycles behind"
     finally:
         gc.enable()
+
+
+# ---------------------------------------------------------------- issue 15: the analysis agrees with the server
+
+CATALOG_KINDS = [
+    ("SELECT ('/etc/passwd'::text).pg_read_file", {"server_files", "system"}),
+    ("SELECT (pid).pg_terminate_backend FROM pg_stat_activity", {"system"}),
+    ("SELECT ('s'::regclass).nextval", {"side_effect"}),
+    ("SELECT ts_stat('DELETE FROM t RETURNING v')", {"delete", "side_effect"}),
+    ("SELECT setval('s', 1)", {"side_effect"}),
+    ("SELECT lo_create(0)", {"side_effect"}),
+    ("SELECT lo_from_bytea(0, 'x')", {"side_effect"}),
+    ("SELECT pg_logical_emit_message(true, 'a', 'b')", {"side_effect"}),
+    ("SELECT brin_summarize_new_values('i'::regclass)", {"side_effect"}),
+    ("SELECT pg_stat_reset()", {"system"}),
+    ("SELECT pg_backup_start('x')", {"system"}),
+    ("SET log_min_messages = debug5", {"system"}),
+    ("SET log_min_error_statement = panic", {"system"}),
+    ("SET log_duration = off", {"system"}),
+    ("SELECT set_config('track_activities', 'off', false)", {"system"}),
+    ("SELECT * FROM pg_file_settings", {"server_files", "system"}),
+    ("SELECT * FROM pg_hba_file_rules", {"server_files"}),
+    ("SELECT pg_ls_logdir()", {"server_files"}),
+    ("SELECT pg_ls_waldir()", {"server_files"}),
+    ("SET TRANSACTION READ WRITE", {"system"}),
+    ("SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE", {"system"}),
+    ("START TRANSACTION READ WRITE", {"system"}),
+    ("SET default_transaction_read_only = off", {"system"}),
+    ("DISCARD ALL", {"role"}),
+    ("PREPARE TRANSACTION 'x'", {"system"}),
+    ("COMMIT PREPARED 'x'", {"system"}),
+    ("ROLLBACK PREPARED 'x'", {"system"}),
+    ("SELECT * FROM pg_class FOR UPDATE", {"lock"}),
+    ("SELECT * FROM pg_class FOR NO KEY UPDATE", {"lock"}),
+    ("SELECT * FROM pg_class FOR SHARE", {"lock"}),
+    ("SELECT nosuch_function(1)", {"unknown"}),
+    ("SELECT 1 OPERATOR(public.===) 2", {"unknown"}),
+    ("DO $$ BEGIN EXECUTE 'DROP TABLE users'; END $$", {"ddl", "do"}),
+    ("DO $$ BEGIN EXECUTE format('DROP TABLE %I', 'users'); END $$", {"unknown"}),
+    ("DO $$ BEGIN DELETE FROM users; END $$", {"delete"}),
+    ("DO LANGUAGE plpython3u $$ import os $$", {"unknown"}),
+    ("CREATE FUNCTION f() RETURNS int LANGUAGE sql VOLATILE AS 'DELETE FROM t RETURNING 1'; SELECT f()",
+     {"delete", "side_effect"}),
+]
+
+
+@pytest.mark.parametrize("sql, kinds", CATALOG_KINDS, ids=[c[0][:40] for c in CATALOG_KINDS])
+def test_what_the_catalog_says_a_statement_does(sql, kinds):
+    a = analyze_sql(sql)
+    assert kinds <= a.kinds, a
+    if not kinds:
+        assert not a.kinds & {"side_effect", "system", "unknown", "server_files"}, a
+
+
+FALSE_ALARMS = [
+    ("EXPLAIN (ANALYZE false) DELETE FROM t", {"explain"}),
+    ("EXPLAIN (ANALYZE off) DELETE FROM t", {"explain"}),
+    ("SET CONSTRAINTS ALL DEFERRED", {"transaction"}),
+    ("SELECT random(), clock_timestamp(), pg_sleep(0), now(), lower('X')", {"select"}),
+    ("SELECT * FROM pg_locks", {"select"}),
+    ("SELECT currval('s')", {"select"}),
+    ("SET work_mem = '64MB'", {"set"}),
+    ("SET myapp.tenant = 'x'", {"set"}),
+]
+
+
+@pytest.mark.parametrize("sql, kinds", FALSE_ALARMS, ids=[c[0][:40] for c in FALSE_ALARMS])
+def test_no_false_alarm(sql, kinds):
+    assert analyze_sql(sql).kinds == kinds
+
+
+TAUTOLOGIES = ["NOT false", "1 < 2", "1::boolean", "coalesce(true, false)", "EXISTS (SELECT 1)", "(SELECT true)",
+               "length('a') = 1", "now() IS NOT NULL", "'x' LIKE '%'", "id = id", "id IN (SELECT id FROM t)",
+               "ctid IS NOT NULL", "t.id >= t.id", "true OR id = 1"]
+
+
+@pytest.mark.parametrize("where", TAUTOLOGIES)
+def test_a_where_that_selects_every_row_is_absent(where):
+    assert analyze_sql(f"DELETE FROM t WHERE {where}").has_where is False
+    assert analyze_sql(f"UPDATE t SET v = 1 WHERE {where}").has_where is False
+
+
+@pytest.mark.parametrize("where", ["id = 3 OR NULL = NULL", "id = 3", "id IN (SELECT x FROM other)",
+                                   "EXISTS (SELECT 1 FROM o WHERE o.t_id = t.id)", "false", "1 = 2"])
+def test_a_where_that_filters(where):
+    assert analyze_sql(f"DELETE FROM t WHERE {where}").has_where is True
+
+
+def test_cte_names_are_scoped_as_the_server_scopes_them():
+    assert analyze_sql("WITH users AS (SELECT 1) SELECT * FROM public.users").tables == {"public.users"}
+    assert analyze_sql("WITH users AS (SELECT 1) SELECT * FROM users").tables == frozenset()
+    # a CTE is not visible in the one before it, nor outside its statement
+    a = analyze_sql("WITH a AS (SELECT * FROM b), b AS (SELECT 1) SELECT * FROM a")
+    assert "public.b" in a.tables
+    a = analyze_sql("SELECT * FROM (WITH users AS (SELECT 1) SELECT * FROM users) s, users")
+    assert "public.users" in a.tables
+    # a write's target is the table, never a CTE
+    assert analyze_sql("WITH t AS (SELECT 1) DELETE FROM t WHERE id = 1").writes == {"public.t"}
+
+
+def test_a_search_path_set_in_the_session_is_followed():
+    from pgwarden.sql.context import default_context
+
+    ctx = default_context()
+    after = ctx.after(analyze_sql("SELECT set_config('search_path', 'secret', false)", ctx))
+    assert after.search_path == ("secret",)
+    assert "secret.things" in analyze_sql("SELECT * FROM things", after).tables
+    again = after.after(analyze_sql("SET search_path = public", after))
+    assert {"secret.things", "public.things"} <= analyze_sql("SELECT * FROM things", again).tables
+    unknown = ctx.after(analyze_sql("SELECT set_config(s, 'x', false) FROM t", ctx))
+    assert unknown.search_path is None
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT " + "(SELECT " * 150 + "1" + ")" * 150,
+    "SELECT " + " + ".join(["1"] * 1000),
+    "DELETE FROM t WHERE " + " AND ".join(["(id = 1 OR id = 2)"] * 1500),
+])
+def test_any_depth_the_server_accepts(sql):
+    a = analyze_sql(sql)
+    assert "unknown" not in a.kinds
+
+
+def test_depth_does_not_hide_what_runs():
+    assert "server_files" in analyze_sql("SELECT " + " + ".join(["1"] * 999 + ["length(pg_read_file('x'))"])).kinds

@@ -46,18 +46,37 @@ def test_wrong_type_names_path_and_line():
     ]
 
 
-def test_unknown_key_is_an_error():
-    (p,) = problems(GOOD.replace("user: app", "user: app\n  pasword_file: /x"))
-    assert "upstream" in p and "pasword_file" in p and p.startswith("line 3:")
+def test_unknown_key_is_an_error_at_its_own_line_with_the_nearest_key():
+    assert problems(GOOD.replace("user: app", "user: app\n  pasword_file: /x")) == [
+        "line 7: upstream.pasword_file: unknown key; did you mean `password_file`?"
+    ]
+    assert problems(GOOD + "polices: []\n") == ["line 10: polices: unknown key; did you mean `policies`?"]
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{blok: {statements: [ddl]}}]}]\n")
+    assert p.startswith("line 10: policies[0].rules[0].blok: unknown key; did you mean `block`?"), p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {columns: [a.b.c], wiht: hash}}]}]\n")
+    assert p == "line 10: policies[0].rules[0].mask.wiht: unknown key; did you mean `with`?"
+
+
+def test_a_key_nothing_like_any_other_lists_the_keys():
+    (p,) = problems(GOOD.replace("port: 6432", "port: 6432, zzz: 1"))
+    assert p == "line 2: listen.zzz: unknown key; expected one of host, port, tls, allow_cleartext_remote"
+
+
+def test_a_misspelt_required_key_is_one_problem_not_two():
+    assert problems(GOOD.replace("database: appdb", "databse: appdb")) == [
+        "line 5: upstream.databse: unknown key; did you mean `database`?"
+    ]
 
 
 def test_every_problem_at_once():
-    text = GOOD.replace("port: 6432", "port: 70000").replace("host: db", "hots: db")
+    text = GOOD.replace("port: 6432", "port: 70000").replace("user: app", "usr: app")
     found = problems(text)
-    assert len(found) == 3
-    assert any("listen" in p and "70000" in p and p.startswith("line 2:") for p in found)
-    assert any("extra fields found (hots)" in p for p in found)
-    assert "line 3: upstream.host: required field missing" in found
+    assert found == [
+        "line 2: listen: invalid value: port must be a TCP port (0-65535), got 70000",
+        "line 6: upstream.usr: unknown key; did you mean `user`?",
+    ]
+    (missing,) = problems(GOOD.replace("  host: db\n", ""))
+    assert missing == "line 3: upstream.host: required field missing"
 
 
 def test_missing_required_section():
@@ -220,3 +239,29 @@ def test_two_sinks_may_not_write_to_one_stream():
     assert "sinks[2] writes to standard output, as sinks[0] does" in p, p
     assert len(parse_config(GOOD + "recording: {sinks: [stdout, {file: /var/log/r.jsonl}]}\n", "f.yaml")
                .recording.sinks) == 2
+
+
+def test_two_policies_may_not_share_a_name():
+    found = problems(GOOD + "policies:\n  - {name: agents}\n  - {name: agents, when: {groups: [x]}}\n")
+    assert found == ["line 12: policies[1].name: policy name 'agents' is taken by policies[0]; "
+                     "expected each policy to have a name of its own"]
+
+
+def test_misspelt_values_get_the_nearest_choice():
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{block: {statements: [ddl, delet]}}]}]\n")
+    assert p.endswith("unknown statement kind(s) delet; did you mean `delete`?"), p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {detect: [credit_crad]}}]}]\n")
+    assert p == ("line 10: policies[0].rules[0].mask.detect[0]: expected one of ssn, credit_card, email, "
+                 "got 'credit_crad'; did you mean `credit_card`?")
+    (p,) = problems(GOOD + "policies: [{name: p, default: blok}]\n")
+    assert p == "line 10: policies[0].default: expected one of allow, block, got 'blok'; did you mean `block`?"
+
+
+def test_upstream_tls_files_go_together():
+    (p,) = problems(GOOD.replace("user: app", "user: app\n  tls: {mode: require, cert_file: /c.pem}"))
+    assert p == "line 7: upstream.tls: expected both cert_file and key_file for a client certificate, or neither"
+
+
+def test_structuring_problems_come_in_file_order():
+    text = GOOD.replace("port: 6432", "port: 6432, hots: x") + "policies: [{name: p, default: x}]\nlisten2: {}\n"
+    assert [p.split(":")[0] for p in problems(text)] == ["line 2", "line 10", "line 11"]

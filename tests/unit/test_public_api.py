@@ -67,3 +67,21 @@ def test_every_hookspec_has_a_docstring_in_the_template():
         assert "versionadded" in doc, fn.__name__
         for param in inspect.signature(fn).parameters:
             assert f":param {param}:" in doc, (fn.__name__, param)
+
+
+def test_the_shipped_pytest_plugin_uses_no_private_names():
+    """A plugin author's tests load it: what it imports must stay where it is."""
+    import ast
+
+    from pgwarden.testing import pytest_plugin
+
+    tree = ast.parse(Path(pytest_plugin.__file__).read_text())
+    private = sorted(
+        {alias.name for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+         for alias in node.names if alias.name.startswith("_")}
+        | {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+           if node.module and any(part.startswith("_") and part != "__future__" for part in node.module.split("."))}
+        | {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+           if node.attr.startswith("_") and not node.attr.startswith("__")}
+    )
+    assert private == []

@@ -9,7 +9,7 @@ Configured under ``plugins.business-hours`` of pgwarden's config file::
 from __future__ import annotations
 
 import datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
@@ -18,11 +18,27 @@ from pgwarden import Session, Statement, Verdict, hookimpl
 WRITES = frozenset({"insert", "update", "delete", "merge", "truncate", "ddl", "copy_from"})
 
 
+# Each message starts with the field's name and a colon: pgwarden then reports the
+# problem at that key's line of the config file.
+def _time_zone(_inst, attribute, value: str) -> None:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"{attribute.name}: expected an IANA time zone like Europe/Berlin, got {value!r}") from None
+
+
+def _hour(_inst, attribute, value: int) -> None:
+    if not 0 <= value <= 24:
+        raise ValueError(f"{attribute.name}: expected an hour from 0 to 24, got {value!r}")
+
+
+# Validated here, when pgwarden structures the options, not in pgwarden_configure:
+# so `pgwarden check` reports a bad value (with its line), as `pgwarden run` would.
 @attrs.frozen
 class Options:
-    timezone: str = "UTC"
-    start: int = 9  # first hour of business
-    end: int = 18  # first hour after business
+    timezone: str = attrs.field(default="UTC", validator=_time_zone)
+    start: int = attrs.field(default=9, validator=_hour)  # first hour of business
+    end: int = attrs.field(default=18, validator=_hour)  # first hour after business
     weekdays: tuple[int, ...] = (0, 1, 2, 3, 4)  # Monday is 0
 
 
@@ -37,8 +53,7 @@ class BusinessHours:
 
     @hookimpl
     def pgwarden_configure(self, config, options: Options) -> None:
-        ZoneInfo(options.timezone)  # an unknown zone fails at start-up, not at 3 a.m.
-        self.options = options
+        self.options = options  # already validated: an unknown zone fails `check` and start-up
 
     def open_now(self) -> bool:
         o = self.options

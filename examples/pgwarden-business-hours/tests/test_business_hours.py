@@ -35,6 +35,13 @@ def test_weekday_write_passes(make_pgwarden):
         assert c.execute("select count(*) from t").fetchone() == (1,)
 
 
+def test_only_leaves_the_installed_plugin_out(make_pgwarden):
+    from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
+
+    running = make_pgwarden(only=BUILTIN_PLUGINS)
+    assert "business-hours" not in [p.name for p in running.app.plugins.loaded()]
+
+
 def test_installed_through_the_entry_point(make_pgwarden):
     running = make_pgwarden(plugins_section={"business-hours": {"timezone": "Europe/Berlin", "start": 8}})
     names = [p.name for p in running.app.plugins.loaded()]
@@ -50,3 +57,14 @@ def test_bad_options_are_config_errors(make_pgwarden):
     with pytest.raises(ConfigError) as excinfo:
         make_pgwarden(plugins_section={"business-hours": {"start": "nine"}})
     assert any(p.startswith("plugins.business-hours.start:") for p in excinfo.value.problems)
+
+
+def test_an_unknown_time_zone_is_a_config_error(make_pgwarden):
+    # Refused while the options are structured, so `pgwarden check` refuses it too.
+    from pgwarden.config import ConfigError
+
+    with pytest.raises(ConfigError) as excinfo:
+        make_pgwarden(plugins_section={"business-hours": {"timezone": "Mars/Olympus"}})
+    assert excinfo.value.problems == [
+        "plugins.business-hours.timezone: expected an IANA time zone like Europe/Berlin, got 'Mars/Olympus'"
+    ]

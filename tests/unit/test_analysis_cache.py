@@ -1,0 +1,85 @@
+"""The statement cache shares an analysis only when everything it depends on is equal.
+
+Property: whatever sequence of statements goes through one cache (statements
+that differ in names, in constants that matter and in constants that do not, in
+several contexts), each analysis equals the one computed with no cache at all.
+"""
+
+from __future__ import annotations
+
+import attrs
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgwarden.sql.analysis import analyze_sql
+from pgwarden.sql.cache import StatementCache
+from pgwarden.sql.context import default_context
+
+NAMES = st.sampled_from(["a", "b", "users", "things", "secret.things", '"Odd"'])
+NUMBERS = st.integers(min_value=-2, max_value=3)
+SETTINGS = st.sampled_from(["role", "work_mem", "search_path", "log_min_messages", "statement_timeout"])
+TEXTS = st.sampled_from(["x", "secret", "DELETE FROM t", "SELECT 1", "DROP TABLE users", "off", "0"])
+
+
+@st.composite
+def statements(draw) -> str:
+    n = draw(NAMES)
+    i, j = draw(NUMBERS), draw(NUMBERS)
+    text = draw(TEXTS)
+    templates = [
+        f"PREPARE {n.replace('.', '_').strip(chr(34))} AS INSERT INTO t VALUES ({i})",
+        f"PREPARE {n.replace('.', '_').strip(chr(34))} AS SELECT {i}",
+        f"EXECUTE {n.replace('.', '_').strip(chr(34))}",
+        f"SELECT * FROM {n} WHERE id = {i}",
+        f"DELETE FROM {n} WHERE {i} = {j}",
+        f"DELETE FROM {n} WHERE id = {i} OR {i} = {j}",
+        f"UPDATE {n} SET x = {i} WHERE {i}::boolean",
+        f"SELECT set_config('{draw(SETTINGS)}', '{text}', false)",
+        f"SET {draw(SETTINGS)} = '{text}'",
+        f"SELECT query_to_xml('{text}', true, false, '')",
+        f"DO $$BEGIN EXECUTE '{text}'; END$$",
+        f"EXPLAIN (ANALYZE {'true' if i > 0 else 'false'}) DELETE FROM {n}",
+        f"SELECT ('{text}'::text).pg_read_file",
+        f"DECLARE {n.replace('.', '_').strip(chr(34))} CURSOR FOR SELECT {i}",
+        f"WITH {n.split('.')[-1].strip(chr(34))} AS (SELECT {i}) SELECT * FROM {n}",
+    ]
+    return draw(st.sampled_from(templates))
+
+
+@settings(max_examples=200)
+@given(st.lists(st.tuples(statements(), st.sampled_from([None, ("secret", "public"), ("a",)])), min_size=1,
+                max_size=12))
+def test_property_cached_analysis_equals_a_fresh_one(sequence):
+    cache = StatementCache()
+    base = default_context()
+    for sql, path in sequence:
+        ctx = base if path is None else attrs.evolve(base, search_path=path)
+        assert cache.get(sql, ctx).analysis == analyze_sql(sql, ctx), sql
+
+
+def test_execute_names_are_not_shared():
+    cache = StatementCache()
+    first = cache.get("EXECUTE a").analysis
+    second = cache.get("EXECUTE b").analysis
+    assert first.executes == ("a",) and second.executes == ("b",)
+
+
+def test_a_constant_that_matters_is_not_shared():
+    cache = StatementCache()
+    assert "role" not in cache.get("SELECT set_config('work_mem', '1MB', false)").kinds
+    assert "role" in cache.get("SELECT set_config('role', 'postgres', false)").kinds
+
+
+def test_constants_that_do_not_matter_share_one_analysis():
+    cache = StatementCache()
+    first = cache.get("SELECT * FROM users WHERE id = 1").analysis
+    second = cache.get("SELECT * FROM users WHERE id = 2").analysis
+    assert first is second and cache.fingerprint_hits == 1
+
+
+def test_the_context_is_part_of_the_key():
+    cache = StatementCache()
+    base = default_context()
+    public = cache.get("SELECT * FROM things", base).tables
+    secret = cache.get("SELECT * FROM things", attrs.evolve(base, search_path=("secret",))).tables
+    assert "secret.things" in secret and "secret.things" not in public

@@ -1,0 +1,75 @@
+"""The control connection's parameters and status, without a server (loading: tests/e2e/test_catalog.py)."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet import defer, task
+
+from pgwarden.catalog.live import CatalogStatus, LiveCatalog, connection_parameters
+from pgwarden.catalog.snapshot import load_snapshot
+from pgwarden.config import Upstream, UpstreamTLS
+
+
+def upstream(**kw) -> Upstream:
+    return Upstream(host="db.internal", port=6432, database="appdb", user="pgwarden", **kw)
+
+
+def test_parameters_are_pgwardens_own_upstream_settings():
+    params = connection_parameters(upstream(connect_timeout_s=2.5))
+    assert {k: params[k] for k in ("host", "port", "dbname", "user", "sslmode", "connect_timeout")} == {
+        "host": "db.internal", "port": 6432, "dbname": "appdb", "user": "pgwarden", "sslmode": "disable",
+        "connect_timeout": 3,
+    }
+    assert "password" not in params
+    # nothing of the environment decides: no ~/.pgpass, no GSSAPI encryption
+    assert params["gssencmode"] == "disable" and params["passfile"] == "/dev/null"
+    assert connection_parameters(upstream(connect_timeout_s=0.5))["connect_timeout"] == 2  # libpq's least
+
+
+@pytest.mark.parametrize("mode", ["disable", "prefer", "require", "verify-ca", "verify-full"])
+def test_tls_modes_are_libpq_sslmodes(mode, tmp_path):
+    ca, cert, key = (str(tmp_path / n) for n in ("ca.pem", "client.pem", "client.key"))
+    params = connection_parameters(upstream(tls=UpstreamTLS(mode=mode, ca_file=ca, cert_file=cert, key_file=key)))
+    assert params["sslmode"] == mode
+    assert (params["sslrootcert"], params["sslcert"], params["sslkey"]) == (ca, cert, key)
+
+
+@pytest.mark.parametrize("mode", ["verify-ca", "verify-full"])
+def test_verifying_without_a_ca_is_refused_as_the_sessions_refuse_it(mode):
+    with pytest.raises(ValueError, match="ca_file"):
+        connection_parameters(upstream(tls=UpstreamTLS(mode=mode)))
+
+
+def test_before_any_load_the_snapshot_is_current():
+    clock = task.Clock()
+    clock.advance(1000)
+    live = LiveCatalog(upstream(), clock)
+    assert live.current is load_snapshot()
+    assert live.status == CatalogStatus("loading", 1000, "snapshot postgresql-15")
+    assert not live.pending and live.fresh().result is live.current  # not started: nothing to wait for
+    assert "db.internal" in repr(live)
+
+
+@pytest.mark.parametrize(
+    "kw", [{"ttl_s": 0}, {"max_stale_s": -1}, {"retry_s": 0}, {"ttl_s": 60, "max_stale_s": 60}]
+)
+def test_timings_that_cannot_work_are_refused(kw):
+    with pytest.raises(ValueError):
+        LiveCatalog(upstream(), task.Clock(), **kw)
+
+
+def test_status_lines():
+    ok = CatalogStatus("ok", 100, "live", loaded_at=130)
+    assert ok.describe(now=150) == "catalog: ok; using the live catalog read 20s ago"
+    failed = CatalogStatus("failed", 100, "snapshot postgresql-15", error="OperationalError: refused")
+    assert failed.describe(now=160) == (
+        "catalog: loads failing for 60s (OperationalError: refused); "
+        "using the snapshot postgresql-15 (the database's own objects are unknown)"
+    )
+
+
+def test_stop_gives_each_caller_its_own_deferred():
+    live = LiveCatalog(upstream(), task.Clock(), run_in_thread=defer.maybeDeferred)
+    first, second = live.stop(), live.stop()
+    assert first is not second and first.called and second.called and live.status.state == "stopped"
+    assert live.stop().result is None

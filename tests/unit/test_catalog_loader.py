@@ -1,0 +1,216 @@
+"""The catalog loader on canned rows, the shipped snapshot, and the control connection's parameters.
+
+The queries themselves run against a real server in tests/e2e/test_catalog.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pgwarden.catalog import queries, snapshot
+from pgwarden.catalog.loader import CatalogRows, CatalogShapeError, build_catalog, rows_from_lists
+from pgwarden.catalog.model import FIRST_NORMAL_OID
+
+# oid schema name nargs ndefaults variadic volatility language trusted kind builtin public_execute
+# security_definer returns_set source extension config sql_body
+LOWER = (870, "pg_catalog", "lower", 1, 0, False, "i", "internal", False, "f", True, True, False, False,
+         None, None, None, False)
+READ_FILE = (2624, "pg_catalog", "pg_read_file", 1, 0, False, "v", "internal", False, "f", True, False, False,
+             False, None, None, None, False)
+DBLINK_EXEC = (16416, "public", "dblink_exec", 2, 0, False, "v", "c", False, "f", True, True, False, False,
+               None, "dblink", None, False)
+MINE = (16500, "app", "touch", 1, 1, True, "v", "plpgsql", True, "p", False, False, True, True,
+        "BEGIN NULL; END", None, ["search_path=app", "work_mem=1MB"], False)
+
+
+def rows(**overrides) -> CatalogRows:
+    answers = dict(
+        functions=(LOWER, READ_FILE, DBLINK_EXEC, MINE),
+        relations=((1259, "pg_catalog", "pg_class", "r"), (12110, "pg_catalog", "pg_file_settings", "v"),
+                   (16600, "app", "files", "v"), (16601, "app", "t", "r"), (16602, "app", "s", "S")),
+        dependencies=((12110, "f", 3329), (16600, "f", 2624), (16600, "f", 16500), (16600, "r", 16601),
+                      (16600, "r", 1259)),
+        operators=((551, "pg_catalog", "+", 177, 23, 23), (16700, "app", "|>", 16500, 0, 25)),
+        settings=(("work_mem", "user"), ("log_min_messages", "superuser"), ("pgaudit.log", "superuser")),
+        schemas=(("app",), ("pg_catalog",), ("public",)),
+    )
+    answers.update(overrides)
+    return CatalogRows(server_version=150006, **answers)
+
+
+def test_function_rows_become_facts_field_by_field():
+    catalog = build_catalog(rows(), source="live", complete=True)
+    (mine,) = catalog.functions_named("touch")
+    assert mine.oid == 16500 and (mine.schema, mine.name) == ("app", "touch")
+    assert (mine.nargs, mine.ndefaults, mine.variadic) == (1, 1, True)
+    assert (mine.volatility, mine.language, mine.trusted_language, mine.kind) == ("v", "plpgsql", True, "p")
+    assert (mine.builtin, mine.public_execute, mine.security_definer, mine.returns_set) == (False, False, True, True)
+    assert mine.source == "BEGIN NULL; END" and mine.extension is None and not mine.sql_body
+    assert mine.config == ("search_path=app", "work_mem=1MB")
+    (lower,) = catalog.functions_named("lower")
+    assert lower.config == () and lower.public_execute and lower.builtin
+    assert catalog.function(2624).public_execute is False
+    assert catalog.function(16416).extension == "dblink"
+
+
+def test_views_carry_what_they_call_and_read():
+    catalog = build_catalog(rows(), source="live", complete=True)
+    (files,) = catalog.relations_named("files")
+    assert files.functions == (2624, 16500) and files.relations == (16601, 1259)
+    assert catalog.relation(12110).functions == (3329,)
+    assert catalog.relation(16601).functions == () and catalog.relation(16602).kind == "S"
+
+
+def test_operators_settings_schemas_and_where_they_come_from():
+    catalog = build_catalog(rows(), source="live", complete=True)
+    (custom,) = catalog.operators_named("|>")
+    assert (custom.function, custom.left, custom.right) == (16500, 0, 25)
+    assert catalog.operators_named("+")[0].function == 177
+    assert catalog.setting_context("log_min_messages") == "superuser"
+    assert catalog.setting_context("pgaudit.log") == "superuser"
+    assert catalog.setting_context("no_such_setting") is None
+    assert catalog.schemas == {"app", "pg_catalog", "public"}
+    assert (catalog.server_version, catalog.source, catalog.complete) == (150006, "live", True)
+
+
+def test_settings_the_server_hid_come_from_the_base_and_the_server_wins():
+    catalog = build_catalog(
+        rows(settings=(("WORK_MEM", "user"),)), source="live", complete=True,
+        base_settings={"dynamic_library_path": "superuser", "work_mem": "superuser"},
+    )
+    assert catalog.settings == {"dynamic_library_path": "superuser", "work_mem": "user"}
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"functions": (LOWER[:-1],)},
+        {"relations": ((1, "s", "t"),)},
+        {"dependencies": ((16600, "x", 1),)},
+        {"operators": ((1, "s", "+", 2, 3),)},
+        {"settings": (("work_mem",),)},
+    ],
+)
+def test_rows_of_another_shape_are_refused(broken):
+    with pytest.raises(CatalogShapeError):
+        build_catalog(rows(**broken), source="live", complete=True)
+
+
+def test_rows_from_json_lists():
+    document = json.loads(json.dumps({kind: list(answer) for kind, answer in rows().by_kind().items()}))
+    again = rows_from_lists(150006, document)
+    assert again == rows()
+    assert build_catalog(again, source="x", complete=False).function(16500).config == (
+        "search_path=app", "work_mem=1MB")
+
+
+# ---------------------------------------------------------------------------- queries
+
+
+def test_queries_by_release():
+    assert "prosqlbody" in queries.for_version(150006)["functions"]
+    assert "prosqlbody" not in queries.for_version(130010)["functions"]
+    with pytest.raises(ValueError, match="older"):
+        queries.for_version(100023)
+    assert set(queries.for_version(150006)) == set(queries.COLUMNS)
+
+
+def test_every_query_names_the_columns_the_facts_are_built_from():
+    for kind, sql in queries.for_version(150006).items():
+        for column in queries.COLUMNS[kind]:
+            assert f" AS {column}" in sql, (kind, column)
+
+
+# ---------------------------------------------------------------------------- the snapshot
+
+
+def test_the_shipped_snapshot_is_postgresql_15s_builtin_catalog():
+    catalog = snapshot.load_snapshot()
+    assert catalog.source == "snapshot postgresql-15" and not catalog.complete
+    assert catalog.server_version // 10000 == 15
+    assert catalog.schemas == {"pg_catalog", "information_schema"}
+    assert all(f.oid < FIRST_NORMAL_OID and f.builtin and f.source is None for f in catalog.functions)
+    assert all(r.oid < FIRST_NORMAL_OID for r in catalog.relations)
+    assert len(catalog.functions) > 3000 and len(catalog.settings) > 300
+    # initdb revokes these from PUBLIC; lower is everyone's
+    assert not any(f.public_execute for f in catalog.functions_named("pg_read_file"))
+    assert not any(f.public_execute for f in catalog.functions_named("pg_ls_logdir"))
+    assert all(f.public_execute for f in catalog.functions_named("lower"))
+    assert catalog.setting_context("log_min_messages") == "superuser"
+    assert catalog.setting_context("dynamic_library_path") == "superuser"
+    assert catalog.setting_context("work_mem") == "user"
+    # views that read server files say so
+    (file_settings,) = catalog.relations_named("pg_file_settings")
+    assert [catalog.function(o).name for o in file_settings.functions] == ["pg_show_all_file_settings"]
+    (activity,) = catalog.relations_named("pg_stat_activity")
+    assert {catalog.relation(o).name for o in activity.relations} == {"pg_authid", "pg_database"}
+    assert "plpgsql" in {f.extension for f in catalog.functions}
+
+
+def test_the_snapshot_is_chosen_by_release_and_loaded_once():
+    assert snapshot.release_for(150006) == 15 and snapshot.release_for(15) == 15
+    assert snapshot.release_for(None) == max(snapshot.available())
+    assert snapshot.release_for(990001) == max(snapshot.available())  # unknown: the newest
+    assert snapshot.load_snapshot(150006) is snapshot.load_snapshot(15) is snapshot.load_snapshot()
+
+
+def test_a_snapshot_of_other_columns_is_refused():
+    document = json.loads(gzip.decompress(snapshot.available()[15].read_bytes()))
+    snapshot.rows_of(document)
+    document["columns"]["functions"] = document["columns"]["functions"][:-1]
+    with pytest.raises(CatalogShapeError, match="regenerate"):
+        snapshot.rows_of(document)
+    with pytest.raises(CatalogShapeError, match="format"):
+        snapshot.rows_of({**document, "format": 0})
+
+
+def test_builtin_rows_keep_only_what_initdb_made_without_bodies():
+    plpgsql = (13560, "pg_catalog", "plpgsql_call_handler", 0, 0, False, "v", "c", False, "f", True, True,
+               False, False, None, "plpgsql", None, False)
+    sql_builtin = (13000, "information_schema", "_pg_expandarray", 1, 0, False, "i", "sql", True, "f", True,
+                   True, False, True, "select $1[s] ...", None, None, False)
+    public_builtin = (13001, "public", "odd", 0, 0, False, "v", "sql", True, "f", True, True, False, False,
+                      "select 1", None, None, False)
+    kept = snapshot.builtin_rows(rows(functions=(LOWER, MINE, DBLINK_EXEC, plpgsql, sql_builtin, public_builtin)))
+    assert [f[0] for f in kept.functions] == [870, 13560, 13000]
+    assert all(f[queries.COLUMNS["functions"].index("source")] is None for f in kept.functions)
+    assert [r[0] for r in kept.relations] == [1259, 12110]
+    assert kept.dependencies == ((12110, "f", 3329),)
+    assert [o[0] for o in kept.operators] == [551]
+    assert kept.schemas == (("pg_catalog",),)
+    assert kept.settings == rows().settings
+
+
+def test_encoding_is_deterministic_and_round_trips():
+    data = snapshot.encode(rows())
+    assert data == snapshot.encode(rows())
+    again = snapshot.rows_of(json.loads(gzip.decompress(data)))
+    assert again == CatalogRows(150006, **{kind: tuple(sorted(answer)) for kind, answer in rows().by_kind().items()})
+
+
+def test_the_snapshot_is_package_data():
+    import configparser
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cfg = configparser.ConfigParser()
+    cfg.read(root / "setup.cfg")
+    data = cfg["options.package_data"]["pgwarden.catalog"].split()
+    shipped = sorted(p.name for p in (root / "pgwarden/catalog/snapshots").iterdir())
+    assert shipped and all(any(Path(name).match(glob.split("/")[-1]) for glob in data) for name in shipped)
+    assert "pgwarden.catalog" in cfg["options"]["packages"].split()
+
+
+def test_the_facts_import_no_twisted_and_no_database_client():
+    """The analysis reads `Catalog`s on the hot path; building one must not drag in the reactor."""
+    probe = ("import sys, pgwarden.catalog, pgwarden.catalog.loader, pgwarden.catalog.snapshot;"
+             "pgwarden.catalog.snapshot.load_snapshot();"
+             "print(sorted({m.split('.')[0] for m in sys.modules} & {'twisted', 'psycopg'}))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

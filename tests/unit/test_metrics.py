@@ -1,0 +1,49 @@
+"""The statement counters: one series per verdict and kind, never one per combination of kinds."""
+
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from pgwarden.metrics import Stats
+from pgwarden.policy.model import STATEMENT_KINDS
+from pgwarden.sql.analysis import analyze_sql
+
+#: every label pgwarden_statements_total may carry: the kinds, and the two words for "no kinds"
+KIND_LABELS = STATEMENT_KINDS | {"unanalysed", "none"}
+
+# Statements of many kinds, several of them of more than one kind on their own.
+CORPUS = [
+    "select 1", "insert into t values (1)", "update t set a = 1 where id = 1", "delete from t",
+    "merge into t using s on t.id = s.id when matched then delete", "copy t from stdin",
+    "copy t to stdout", "copy t to program 'true'", "copy t from '/etc/passwd'", "drop table t",
+    "truncate t", "grant all on t to public", "set role postgres", "alter system set work_mem = 1",
+    "do $$begin end$$", "call p()", "lock table t", "vacuum t", "prepare p as delete from t",
+    "execute p", "explain analyze update t set a = 1", "begin", "commit", "set work_mem = 1",
+    "show work_mem", "listen x", "declare c cursor for select 1", "sel ect broken", "",
+    "with d as (delete from t returning *) select * from d",
+]
+
+statements = st.lists(st.sampled_from(CORPUS), min_size=1, max_size=6).map("; ".join)
+
+
+@given(st.lists(st.one_of(statements, st.text(max_size=40)), max_size=20),
+       st.sampled_from(["allow", "block", "approve"]))
+def test_each_kind_counts_on_its_own_and_the_labels_are_bounded(sqls, verdict):
+    stats = Stats()
+    expected: dict[str, int] = {}
+    for sql in sqls:
+        kinds = analyze_sql(sql).kinds
+        stats.statement(verdict, kinds)
+        for kind in kinds or {"none"}:
+            expected[kind] = expected.get(kind, 0) + 1
+    assert {kind for _, kind in stats.statements} <= KIND_LABELS
+    assert {kind: n for (_, kind), n in stats.statements.items()} == expected
+    assert stats.verdicts == ({verdict: len(sqls)} if sqls else {})
+
+
+def test_a_transaction_with_an_update_counts_once_as_each():
+    stats = Stats()
+    stats.statement("allow", analyze_sql("begin; update t set a = 1 where id = 1; commit").kinds)
+    stats.statement("allow", ("unanalysed",))
+    assert stats.statements == {("allow", "transaction"): 1, ("allow", "update"): 1, ("allow", "unanalysed"): 1}
+    assert stats.verdicts == {"allow": 2}

@@ -79,6 +79,8 @@ def test_every_way_of_lifting_read_only_is_refused(make_pgwarden, pg_server, sql
         # Keeping it read-only, or going back to the session's value, is fine.
         c.execute("set default_transaction_read_only = on")
         c.execute("reset default_transaction_read_only")
+        c.execute("reset all")
+        assert c.execute("show default_transaction_read_only").fetchone() == ("on",)  # the startup value
         c.execute("begin read only")
         c.execute("rollback")
 

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from pgwarden.config import Config, ConfigError, ListenTLS, load_config
 from pgwarden.identity import AuthenticationFailed, Identity
+from pgwarden import lexical
 from pgwarden.masking import row_transform
 from pgwarden.plugins import NO_AUTHENTICATOR, PluginHost
 from pgwarden.policy import policies_for
@@ -50,6 +51,9 @@ _RECORDING_FAILED = Refusal(
     "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
 )
 
+# Statement kinds that may change run-time settings (client_encoding, standard_conforming_strings)
+# without naming them: what runs code, and what the analysis cannot see into.
+_MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
 # Statement kinds after which catalog facts may be stale.
 _CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
 
@@ -431,24 +435,38 @@ class Application:
             # The relay refuses FunctionCall whatever the verdict (it escapes every statement rule).
             return self.recorded(conn, request, None,
                                  Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
+        if request.refusal is not None:  # the relay cannot read the text as the server would
+            return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
+        if not self.plugins.checks and not self.recorder.active and not limits.any:
+            self.stats.statement("allow", ("unanalysed",))
+            return ALLOW
+        statement = self.statements.get(request.sql, self._context(conn, request))
+        # Before any policy: nothing may change how later statements are read. (Parsed for it
+        # only when the text could say SET, RESET, DISCARD or set_config.)
+        analysis = statement.analysed
+        if analysis is None and lexical.may_change(request.sql):
+            analysis = statement.analysis
+        if analysis is not None and analysis.settings:
+            refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
+            if refusal is not None:
+                return self._refused(conn, request, statement, refusal)
         if not self.plugins.checks and not limits.any:
-            if not self.recorder.active:
-                self.stats.statement("allow", ("unanalysed",))
-                return ALLOW
-            return self.recorded(conn, request, self.statements.get(request.sql, conn.sql_context),
-                                 Verdict.allow(), ALLOW)
-        context = conn.sql_context.with_catalog(self.catalog.current)
-        statement = self.statements.get(request.sql, context)
+            return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         if getattr(self.catalog, "pending", False) and "unknown" in statement.kinds:
             # It names what the catalog may not know yet (a function just created): decide once
             # the catalog has been read again.
             return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
         return self._check(conn, request, statement)
 
+    def _context(self, conn: ClientConnection, request: StatementRequest):
+        """What ``request``'s text means in: the newest catalog, the session's search_path, the
+        lexer settings it was read under."""
+        return conn.sql_context.with_catalog(self.catalog.current).with_lexer(request.lexer)
+
     def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
         if statement is None:
-            statement = self.statements.get(request.sql, conn.sql_context.with_catalog(self.catalog.current))
+            statement = self.statements.get(request.sql, self._context(conn, request))
         limits = conn.limits
         if limits.any:  # the core's own limits come first: no plugin, no approver, can lift them
             refused = core_limits.refusal(statement.analysis, limits)
@@ -458,6 +476,11 @@ class Application:
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
+
+    def _refused(self, conn: ClientConnection, request, statement, refusal: Refusal):
+        """A refusal of the core's own (not a policy's), recorded like a blocked statement."""
+        verdict = Verdict.block(refusal.message.removeprefix("pgwarden: blocked: "), refusal.hint)
+        return self.recorded(conn, request, statement, verdict, refusal)
 
     def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
@@ -514,6 +537,9 @@ class Application:
                 verdict = runs
         if verdict.action == "allow":
             self.ran(conn, statement)
+            analysis = statement.analysed
+            if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
+                request.may_change_settings = False  # later pipelined text is read as this one was
             return self.recorded(conn, request, statement, verdict, runs)
         if verdict.action == "block":
             return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict))

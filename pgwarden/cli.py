@@ -152,28 +152,42 @@ def _cmd_explain(args) -> int:
     if checked is None:
         return 2
     config, host = checked
+    try:
+        args.sql.encode("utf-8")
+    except UnicodeEncodeError as e:
+        # The shell handed over bytes that are not UTF-8 (Python keeps them as lone surrogates).
+        byte = args.sql[e.start].encode("utf-8", "surrogateescape")
+        print(f"pgwarden explain: the statement is not valid UTF-8 (byte 0x{byte.hex()} at character {e.start}); "
+              "a UTF-8 server would refuse it as well", file=sys.stderr)
+        return 2
     identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
     policies = policies_for(identity, config.policies)
     statement = Statement(args.sql)
+    try:
+        analysis = statement.analysis
+    except Exception as e:  # pgwarden's own fault: the proxy would refuse the statement, say so plainly
+        print(f"pgwarden explain: the analysis failed ({type(e).__name__}: {e}); pgwarden refuses such a "
+              "statement", file=sys.stderr)
+        return 1
     if not policies:
         verdict = Verdict.block("no policy for this identity", rule="(connection refused, SQLSTATE 28000)")
     else:
         session = Session("explain", identity, config.upstream.database, policies=policies)
-        answers = host.pm.hook.pgwarden_check(statement=statement, session=session)
-        settled = []
-        for a in answers:
-            if isinstance(a, Deferred):
-                a.addBoth(settled.append)
-            else:
-                settled.append(a)
-        verdict = Verdict.strictest(v for v in settled if isinstance(v, Verdict))
+        # The guarded path the proxy takes: a plugin that raises blocks the statement.
+        answer = host.check(statement, session)
+        if isinstance(answer, Deferred):
+            settled = []
+            answer.addBoth(settled.append)
+            answer = settled[0] if settled else None
+        verdict = answer if isinstance(answer, Verdict) else Verdict.block(
+            "no verdict: a plugin failed or did not decide at once", rule="(undecided)")
     result = {
         "sql": statement.sql,
-        "kinds": sorted(statement.kinds),
-        "tables": sorted(statement.tables),
-        "writes": sorted(statement.writes),
-        "functions": sorted(statement.functions),
-        "has_where": statement.has_where,
+        "kinds": sorted(analysis.kinds),
+        "tables": sorted(analysis.tables),
+        "writes": sorted(analysis.writes),
+        "functions": sorted(analysis.functions),
+        "has_where": analysis.has_where,
         "policies": [p.name for p in policies],
         "verdict": {"action": verdict.action, "policy": verdict.policy, "rule": verdict.rule,
                     "reason": verdict.reason, "hint": verdict.hint},

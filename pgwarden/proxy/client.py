@@ -19,12 +19,13 @@ from twisted.python.failure import Failure
 
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.limits import SessionLimits, read_only_policy, session_limits
-from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
+from pgwarden.relay.engine import PENDING, Relay, SessionState, StatementRequest, settled
 from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap, statement_timeout_ms
 from pgwarden.recorder import SessionLog, new_session_id
 from pgwarden.session import Session
+from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
@@ -353,6 +354,14 @@ class ClientConnection(Protocol):
             self._timeout.cancel()
         self._timeout = None
         login = upstream.login
+        parameters = {p.name: p.value for p in login.server_parameters}
+        try:  # statements are read in the session's encoding: one pgwarden cannot read is refused
+            client_encoding(parameters.get("client_encoding", "UTF8"))
+        except UnsupportedEncoding as e:
+            self._fatal("0A000", f"pgwarden: client_encoding {e.name} is not supported: pgwarden cannot read "
+                                 f"statements in it as the server does; connect with another client_encoding "
+                                 f"(e.g. UTF8)")
+            return
         secret = secrets.randbits(32)
         pid = login.key.process_id if login.key else 0
         self.key = (pid, secret)
@@ -381,6 +390,7 @@ class ClientConnection(Protocol):
         )
         self.relay = Relay(
             self._decide,
+            state=SessionState(parameters=parameters),
             max_message_size=self.app.config.limits.max_message_bytes,
             on_shape=self.app.shape_listener(self),
             on_complete=self.app.completion_listener(self),
@@ -388,8 +398,6 @@ class ClientConnection(Protocol):
             sample_bytes=self.app.recorder.sample_bytes,
             execute_gate=self.app.execute_gate(),
         )
-        for p in login.server_parameters:
-            self.relay.state.parameters[p.name] = p.value
         #: what statements of this session are analysed against (catalog, search_path)
         self.sql_context = self.app.session_context(self.startup)
         self.relay.row_cap = row_cap(self.policies)

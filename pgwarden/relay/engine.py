@@ -28,6 +28,11 @@ What it guarantees:
 * **Binds decided too.** A Bind of a statement the client never Parsed through
   the protocol (an SQL-level PREPARE) is refused; one Parsed before the policies
   changed is decided again.
+* **The server's reading of the text.** Statement text and names are decoded
+  with the session's ``client_encoding`` and parsed with its
+  ``standard_conforming_strings``, as the server reported them at login (see
+  `pgwarden.lexical`): bytes that are not text in that encoding are refused,
+  and a report that either changed ends the session.
 """
 
 from __future__ import annotations
@@ -39,11 +44,13 @@ from typing import Callable, Final
 
 import attrs
 
+from pgwarden import lexical
 from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.execution import Execution, RowSampler, tag_rows
-from pgwarden.sql.lexer import parse_tree
+from pgwarden.sql.encoding import UTF8, ClientEncoding, UnreadableText, client_encoding
+from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
@@ -149,6 +156,7 @@ class PreparedStatement(_Described):
     decide_s: float = 0.0  # time spent deciding its Parse, reported by its first Execute
     generation: int = 0  # the relay's policy_generation it was decided under
     count: CountRows | None = None  # its rows written are counted against this cap
+    may_change_settings: bool = True  # see StatementRequest
 
 
 @attrs.define(eq=False, slots=True)
@@ -208,6 +216,15 @@ class StatementRequest:
     sql: str
     statement_name: str | None = None
     seq: int = 0
+    lexer: LexerSettings = DEFAULT_LEXER  # how the server parses ``sql`` in this session
+    encoding: str = "UTF8"  # the client_encoding ``sql`` was decoded from (PostgreSQL's name)
+    # Set when the relay cannot read the text as the server would: the relay refuses the
+    # statement with this whatever the decider answers (the decider records it).
+    refusal: Refusal | None = None
+    # Whether running it may change how the server reads later text (a function, a SET): the
+    # decider clears it when the analysis shows it cannot. While the server has not reported the
+    # end of such a statement, later text that settings could change is refused (`_unconfirmed`).
+    may_change_settings: bool = True
 
 
 # Kinds of expectation: what the server will answer, in order.
@@ -284,14 +301,20 @@ def _deallocated(sql: str) -> list[str] | None:
     return names
 
 
-def _name(raw: bytes, start: int) -> tuple[str, int]:
+def _unaffected(text: bytes) -> bool:
+    """Text every client encoding reads alike (ASCII) and in which standard_conforming_strings
+    changes nothing (no backslash)."""
+    return text.isascii() and b"\\" not in text
+
+
+def _name(raw: bytes, start: int, encoding: ClientEncoding = UTF8) -> tuple[str, int]:
     """A NUL-terminated name at ``start`` and the offset after it."""
     if len(raw) > start and raw[start] == 0:  # the unnamed statement or portal: the usual case
         return "", start + 1
     end = raw.find(b"\0", start)
     if end < 0 or len(raw) < 6:
         raise ProtocolError(f"message {chr(raw[0])!r}: unterminated name")
-    return raw[start:end].decode("utf-8", "replace"), end + 1
+    return encoding.readable(raw[start:end]), end + 1
 
 
 class Relay:
@@ -371,6 +394,15 @@ class Relay:
         self.policy_generation = 0
         #: the upstream session was opened read-only and must stay so
         self.read_only = False
+        # How the server reads text in this session, from its reports at login: fixed for
+        # the session (see pgwarden.lexical). UnsupportedEncoding for an encoding without a codec.
+        parameters = self.state.parameters
+        self._encoding = client_encoding(parameters.get(lexical.CLIENT_ENCODING, "UTF8"))
+        self._utf8 = self._encoding.codec == "utf-8"
+        self._lexer = lexical.lexer_of(parameters, self._encoding)
+        # The count of ReadyForQuery by which the server will have reported (ParameterStatus)
+        # what the last statement forwarded did to the settings; compare _done_generation.
+        self._report_due = 0
         #: set when the session must end: the reason, for the edge's log.
         self.closing: str | None = None
         #: the client said Terminate.
@@ -505,18 +537,82 @@ class Relay:
         self._seq += 1
         t = raw[0]
         if t == _F_QUERY:
-            if raw[-1] == 0 and raw.find(b"\0", 5) == len(raw) - 1:
-                try:  # the common case, without building a message object
-                    return StatementRequest("simple", raw[5:-1].decode("utf-8"), None, self._seq)
-                except UnicodeDecodeError:
-                    pass
-            return StatementRequest("simple", m.Query.decode(raw[5:]).sql, None, self._seq)
+            if raw[-1] != 0 or raw.find(b"\0", 5) != len(raw) - 1:
+                m.Query.decode(raw[5:])  # raises the ProtocolError that names the problem
+                raise ProtocolError("Query: malformed message")
+            body = raw[5:-1]
+            if self._done_generation < self._report_due and not _unaffected(body):
+                return self._unconfirmed("simple", body, None)
+            try:  # the common case without building a message object
+                sql = body.decode("utf-8") if self._utf8 else self._encoding.decode(body)
+            except ValueError as e:
+                return self._unreadable("simple", body, None, e)
+            return StatementRequest("simple", sql, None, self._seq, self._lexer, self._encoding.name)
         if t == _F_PARSE:
-            p = m.Parse.decode(raw[5:])
+            p = m.Parse.decode(raw[5:])  # checks the whole message
             self._parsed = (raw, p)
-            return StatementRequest("extended", p.sql, p.name, self._seq)
+            # The name and the text as the server will read them, from the bytes.
+            name_end = raw.index(b"\0", 5)
+            name, body = raw[5:name_end], raw[name_end + 1 : raw.index(b"\0", name_end + 1)]
+            if self._done_generation < self._report_due and not (_unaffected(body) and _unaffected(name)):
+                return self._unconfirmed("extended", body, name)
+            what = "statement"
+            try:
+                if self._utf8:
+                    sql = body.decode("utf-8")
+                    what = "statement name"
+                    name = name.decode("utf-8")
+                else:
+                    sql = self._encoding.decode(body)
+                    what = "statement name"
+                    name = self._encoding.decode(name)
+            except ValueError as e:
+                return self._unreadable("extended", body, name, e, what)
+            return StatementRequest("extended", sql, name, self._seq, self._lexer, self._encoding.name)
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
+
+    def _unconfirmed(self, protocol: str, body: bytes, name: bytes | None) -> StatementRequest:
+        """Text that settings could have changed under, pipelined behind unfinished statements: refused.
+
+        A statement sent before the server has reported the end of the ones before it
+        is read with the settings as they were; a function among those could have changed
+        client_encoding or standard_conforming_strings (the report, and the end of the
+        session, would come too late). Only text that reads the same whatever they are
+        (`_unaffected`) may go ahead.
+        """
+        encoding = self._encoding
+        refusal = Refusal(
+            "42501",
+            "pgwarden: blocked: a statement with non-ASCII text or backslashes must wait for the "
+            "statements sent before it",
+            "Until the server reports the end of the statements before it (ReadyForQuery), pgwarden "
+            "cannot know that they left client_encoding and standard_conforming_strings as they were, "
+            "and those decide how this text is read.",
+            "Send it after the results of the statements before it (outside a pipeline), or pass its "
+            "values as parameters.",
+        )
+        return StatementRequest(protocol, encoding.readable(body),
+                                None if name is None else encoding.readable(name), self._seq,
+                                self._lexer, encoding.name, refusal)
+
+    def _unreadable(self, protocol: str, body: bytes, name: bytes | None, error: ValueError,
+                    what: str = "statement") -> StatementRequest:
+        """A statement whose bytes are not text pgwarden reads as the server would: refused."""
+        encoding = self._encoding
+        if isinstance(error, UnicodeDecodeError):
+            error = UnreadableText(encoding.name, error.start, f"is not valid {encoding.name} text")
+        refusal = Refusal(
+            "42501",
+            f"pgwarden: blocked: the {what} {error.why}",
+            f"pgwarden reads statements in the session's client_encoding ({encoding.name}) as the server "
+            f"does; it cannot read byte {error.offset} of the {what}, so it cannot check what would run.",
+            f"Send the statement encoded in {encoding.name}, or set client_encoding in the connection "
+            "string to the encoding your client sends.",
+        )
+        return StatementRequest(protocol, encoding.readable(body),
+                                None if name is None else encoding.readable(name), self._seq,
+                                self._lexer, encoding.name, refusal)
 
     def _bind(self, raw: bytes, decided: bool = False) -> StatementRequest | None:
         """Forwards a Bind, or refuses it; or, for a statement decided under policies that
@@ -524,8 +620,8 @@ class Relay:
         st = self.state
         # Only the names are read here: the rest is for the server (and for
         # Portal.result_formats, should anyone ask for the shape).
-        portal_name, end = _name(raw, 5)
-        statement_name, _ = _name(raw, end)
+        portal_name, end = _name(raw, 5, self._encoding)
+        statement_name, _ = _name(raw, end, self._encoding)
         stmt = st.statements.get(statement_name)
         if stmt is None:
             if not self._server_discarding:
@@ -535,7 +631,8 @@ class Relay:
             stmt = PreparedStatement(statement_name, "")  # skipped by the server anyway
         elif stmt.generation != self.policy_generation and not decided and not self._server_discarding:
             self._seq += 1
-            return StatementRequest("extended", stmt.sql, stmt.name, self._seq)
+            return StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
+                                    self._encoding.name)
         portal = Portal(portal_name, stmt, raw, self._generation)
         st.portals[portal_name] = portal
         self._up.append(raw)
@@ -545,6 +642,8 @@ class Relay:
 
     def _apply(self, raw: bytes, request: StatementRequest, decision: object) -> None:
         t = raw[0]
+        if request.refusal is not None:  # unreadable: refused whatever the decider said
+            decision = request.refusal
         if decision is not ALLOW and not isinstance(decision, (Refusal, CountRows)):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
         runs = decision is ALLOW or isinstance(decision, CountRows)
@@ -560,6 +659,8 @@ class Relay:
                 st.statements.pop("", None)
             if st.portals:
                 st.portals.pop("", None)
+            if runs and request.may_change_settings:
+                self._report_due = self._generation
             if decision is ALLOW or (runs and self._server_discarding):
                 self._up.append(raw)
                 self._expect.append((_E_QUERY, request.sql, False, ex))
@@ -593,14 +694,16 @@ class Relay:
             parsed, self._parsed = self._parsed, None
             if runs:
                 p = parsed[1] if parsed is not None and parsed[0] is raw else m.Parse.decode(raw[5:])
-                stmt = PreparedStatement(p.name, p.sql, p.param_types, generation=self.policy_generation,
+                stmt = PreparedStatement(request.statement_name, request.sql, p.param_types,
+                                         generation=self.policy_generation,
                                          count=decision if isinstance(decision, CountRows) else None)
+                stmt.may_change_settings = request.may_change_settings
                 if ex is not None:
                     stmt.seq = request.seq
                     stmt.decide_s = ex.forwarded - ex.arrived
                 if not self._server_discarding:  # else the server skips the Parse: nothing is created
-                    self.state.statements[p.name] = stmt
-                    self._refused.discard(p.name)
+                    self.state.statements[stmt.name] = stmt
+                    self._refused.discard(stmt.name)
                 self._up.append(raw)
                 self._expect_extended((_E_PARSE, stmt, False, ex))
             else:
@@ -662,7 +765,7 @@ class Relay:
             self._end_counted_query(count)
 
     def _end_counted_query(self, count: _Count) -> None:
-        self._generation += 1
+        # (No generation of its own: it ends the Query's, which _apply counted.)
         self._up.append(_SYNC)
         self._expect.append((_E_TSYNC, None, False, count.ex))
 
@@ -691,15 +794,16 @@ class Relay:
                 if why is not None:
                     self.fail(why, "58030")
                     return
-            name, _ = _name(raw, 5)
+            name, end = _name(raw, 5, self._encoding)
             portal = st.portals.get(name)
             count = None
             if portal is not None and portal.statement.count is not None:
                 count = self._counted_execute(portal)
             if portal is not None and not portal.described and not portal.statement.described:
-                # The client never asked what this portal returns: ask for it.
+                # The client never asked what this portal returns: ask for it (the name as the
+                # client's bytes: the server reads it in the session's encoding).
                 portal.described = True
-                self._up.append(m.Describe("P", name).encode())
+                self._up.append(m.frame(b"D", b"P" + raw[5:end]))
                 self._expect_extended((_E_OWN_DESCRIBE, portal, False))
             self._up.append(raw)
             ex = None
@@ -715,13 +819,15 @@ class Relay:
                     stmt.decide_s = 0.0  # reported once, by the first Execute
             if not self._server_discarding:
                 self._expect.append((_E_EXECUTE, portal, False, ex))
+                if portal is None or portal.statement.may_change_settings:
+                    self._report_due = self._generation + 1  # reported before the next Sync's ReadyForQuery
             if count is not None:
                 if count.known:  # a later Execute of the portal: counted from its first
                     self._send_check(count)
                 else:
                     self._count_waiting = count
         elif t == _F_DESCRIBE:
-            name, _ = _name(raw, 6)
+            name, _ = _name(raw, 6, self._encoding)
             target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
             if raw[5] not in (83, 80):
                 raise ProtocolError("Describe: target must be 'S' or 'P'")
@@ -735,7 +841,7 @@ class Relay:
             self._up.append(raw)
             self._expect.append((_E_SYNC, None, False))
         elif t == _F_CLOSE:
-            name, _ = _name(raw, 6)
+            name, _ = _name(raw, 6, self._encoding)
             if raw[5] not in (83, 80):
                 raise ProtocolError("Close: target must be 'S' or 'P'")
             (st.statements if raw[5] == 83 else st.portals).pop(name, None)
@@ -859,6 +965,13 @@ class Relay:
             elif t == _B_PARAMETER:
                 p = m.ParameterStatus.decode(raw[5:])
                 self.state.parameters[p.name] = p.value
+                if p.name in lexical.TRACKED and lexical.changed_from_login(
+                        p.name, p.value, self._encoding.name, self._lexer):
+                    # Statements already decided were read the old way (see pgwarden.lexical).
+                    self.fail(f"the server reports that {p.name} changed to {p.value} during the session; "
+                              f"pgwarden reads statements as the session started, so the session ends",
+                              "42501")
+                    return
                 down.append(raw)
             elif t == _B_COPY_OUT or t == _B_COPY_BOTH:
                 # COPY TO STDOUT rows are text or binary lines; their shape comes
@@ -1199,6 +1312,8 @@ class Relay:
         status = chr(raw[5])
         self.state.transaction_status = status
         self._done_generation += 1
+        if not expect:  # nothing sent after this point is running: every change is reported
+            self._report_due = min(self._report_due, self._done_generation)
         if status == "I" and self.state.portals:
             # Portals end with their transaction; keep those bound after this Sync.
             done = self._done_generation

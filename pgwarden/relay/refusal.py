@@ -14,6 +14,7 @@ import secrets
 
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
+from pgwarden.wire.errors import ProtocolError
 
 # ErrorResponse fields that describe pgwarden's DO block rather than the
 # client's statement; they are removed before the client sees the error.
@@ -21,8 +22,24 @@ OWN_ERROR_NOISE = "WFLRPpq"
 
 
 def literal(text: str) -> str:
-    """An escape-string literal, valid whatever standard_conforming_strings says."""
-    return "E'" + text.replace("\\", "\\\\").replace("'", "''") + "'"
+    """An escape-string literal, valid whatever standard_conforming_strings says.
+
+    ASCII only (other characters as ``\\uXXXX`` escapes), so that the server reads it
+    the same in every client_encoding: sent as UTF-8 to an SJIS session, the last
+    byte of a character followed by an escaping backslash would make one SJIS
+    character and free the quote after it.
+    """
+    escaped = text.replace("\\", "\\\\").replace("'", "''")
+    if escaped.isascii():
+        return "E'" + escaped + "'"
+    return "E'" + "".join(c if c < "\x80" else _unicode_escape(c) for c in escaped) + "'"
+
+
+def _unicode_escape(c: str) -> str:
+    code = ord(c)
+    if 0xD800 <= code <= 0xDFFF:  # a lone surrogate is no character: the server would refuse it
+        return "?"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def raise_items(refusal: Refusal) -> str:
@@ -63,6 +80,19 @@ def raising_extended(refusal: Refusal) -> bytes:
 
 
 def clean_own_error(raw: bytes) -> bytes:
-    """The server's report of pgwarden's own error, without the DO block's context."""
-    error = m.decode_backend(raw)
-    return error.without(OWN_ERROR_NOISE).encode()
+    """The server's report of pgwarden's own error, without the DO block's context.
+
+    Cut as bytes: the texts are in the session's client_encoding, which decoding
+    and encoding again as UTF-8 would garble.
+    """
+    body = raw[5:]
+    kept = []
+    at = 0
+    while at < len(body) and body[at] != 0:
+        end = body.find(b"\0", at + 1)
+        if end < 0:
+            raise ProtocolError("ErrorResponse: unterminated field")
+        if chr(body[at]) not in OWN_ERROR_NOISE:
+            kept.append(body[at : end + 1])
+        at = end + 1
+    return m.frame(raw[:1], b"".join(kept) + b"\0")

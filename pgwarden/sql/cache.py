@@ -46,9 +46,15 @@ class StatementCache:
         self.fingerprint_hits = 0  # analyses shared by normalized text (name kept for the metrics)
         self.misses = 0
 
-    def get(self, sql: str, context: SqlContext | None = None) -> Statement:
-        """The Statement for ``sql`` in ``context``; analysed only when a plugin first asks."""
-        ctx = context if context is not None else default_context()
+    def get(self, sql: str, context: SqlContext | LexerSettings | None = None) -> Statement:
+        """The Statement for ``sql`` in ``context`` (or the default context read under the given
+        lexer settings); analysed only when a plugin first asks."""
+        if context is None:
+            ctx = default_context()
+        elif isinstance(context, LexerSettings):
+            ctx = default_context().with_lexer(context)
+        else:
+            ctx = context
         key = (sql, ctx.key)
         items = self._items
         statement = items.get(key)

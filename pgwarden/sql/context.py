@@ -124,6 +124,11 @@ class SqlContext:
     def with_catalog(self, catalog: Catalog) -> SqlContext:
         return self if catalog is self.catalog else attrs.evolve(self, catalog=catalog)
 
+    def with_lexer(self, lexer: LexerSettings | None) -> SqlContext:
+        if lexer is None or lexer == self.lexer:
+            return self
+        return attrs.evolve(self, lexer=lexer)
+
 
 _default: SqlContext | None = None
 

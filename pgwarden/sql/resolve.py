@@ -119,6 +119,7 @@ class _Resolver:
             writes |= inner.writes
             if inner.has_where is not None:
                 wheres.append(inner.has_where)
+        settings = syntax.settings + tuple(x for inner in nested for x in inner.settings)
         self._settings(syntax, kinds)
         if syntax.read_write:
             kinds.add("system")
@@ -132,8 +133,8 @@ class _Resolver:
             prepares,
             syntax.executes,
             syntax.constant_free,
-            syntax.settings,
-            syntax.read_write,
+            settings,
+            syntax.read_write or any(inner.read_write for inner in nested),
         )
 
     # ------------------------------------------------------------------ functions

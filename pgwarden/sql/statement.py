@@ -19,8 +19,12 @@ class Statement:
 
     __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
 
-    def __init__(self, sql: str, analyze=None, cache=None, context=None) -> None:
+    def __init__(self, sql: str, analyze=None, cache=None, context=None, lexer=None) -> None:
         self.sql = sql
+        if lexer is not None:
+            from pgwarden.sql.context import default_context
+
+            context = (context or default_context()).with_lexer(lexer)
         self.context = context
         self._analyze = analyze
         # A StatementCache analyses for us. Referring to it, not to a closure over this
@@ -84,6 +88,8 @@ class Statement:
     def fingerprint(self) -> str | None:
         """libpg_query's fingerprint: the same for statements that differ only in constants."""
         fp = self._fingerprint
+        if fp is _UNSET and self.context is not None and not self.context.lexer.default:
+            fp = self._fingerprint = None  # a fingerprint reads the text under the default settings
         if fp is _UNSET:
             try:
                 fp = fingerprint(self.sql)

@@ -1,0 +1,677 @@
+"""A hostile corpus, end to end: what an agent trying to get around its policy would send.
+
+Grouped by the causes of issue 15 (function calls without call syntax, catalog
+knowledge, the statement cache, names and search_path, missing WHERE, depth,
+bodies, false alarms), plus objects of the database's own that only the live
+catalog knows: a volatile SQL function that deletes, an operator whose function
+writes, views over pg_read_file and over a volatile function, SECURITY DEFINER
+functions, a cast and an aggregate whose functions write, a procedure.
+
+Every case runs through one pgwarden over both protocols (a simple Query, and
+Parse/Bind/Describe/Execute/Sync), each in a new session, after its set-up
+statements. A refusal is not taken at its word: the server's state (row counts
+and sums, a table that must survive, a sequence, large objects, replication
+slots and origins, statistics resets, ACLs, roles, prepared transactions,
+postgresql.auto.conf, a marker file a program would create, another backend
+that must stay alive) is read on a direct connection before and after, and must
+be unchanged; a refused statement must not have sent a single row.
+
+A case that fails because the analysis is wrong is marked ``xfail(strict=True)``
+with what the analysis says: the list for whoever fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import attrs
+import psycopg
+import pytest
+
+from pgwarden.testing.postgres import APP_PASSWORD, APP_USER
+from pgwarden.wire import messages as m
+
+from rawclient import RawClient
+
+DB = "hostile"
+MARKER = Path(f"/tmp/pgwarden-hostile-{os.getpid()}-pwned")
+
+# DESIGN.md §3 with the new kinds; the table rule also covers the schema named after the
+# upstream role (what "$user" on the default search_path stands for).
+DESIGN = {
+    "name": "agents",
+    "when": {"groups": ["ai-agents"]},
+    "rules": [
+        {"name": "no-ddl", "block": {"statements": [
+            "ddl", "truncate", "grant", "role", "system", "side_effect", "server_files", "copy_program",
+            "copy_file", "unknown"]}},
+        {"name": "no-files", "block": {"functions": ["pg_read_file", "lo_export", "dblink"]}},
+        {"name": "unfiltered-writes", "block": {"statements": ["delete", "update"], "where": "absent"}},
+        {"name": "secrets", "block": {"tables": ["secret.*", "app.*"]}},
+    ],
+}
+# Every write refused, by naming what writes.
+NO_WRITES = {
+    "name": "no-writes",
+    "when": {"groups": ["no-writes"]},
+    "rules": [
+        {"name": "writes", "block": {"statements": [
+            "insert", "update", "delete", "merge", "truncate", "copy_from", "ddl", "grant", "role", "system",
+            "side_effect", "server_files", "copy_program", "copy_file", "unknown"]}},
+    ],
+}
+# Every write refused, by allowing only reads (default: block).
+READ_ONLY = {
+    "name": "read-only",
+    "when": {"groups": ["read-only"]},
+    "default": "block",
+    "rules": [{"name": "reads", "allow": {"statements": ["select", "show", "set", "explain", "transaction"]}}],
+}
+# DDL allowed (a migration tool's identity), so functions can be created and called in one string.
+MIGRATORS = {
+    "name": "migrators",
+    "when": {"groups": ["migrators"]},
+    "rules": [
+        {"name": "no-admin", "block": {"statements": [
+            "truncate", "grant", "role", "system", "side_effect", "server_files", "copy_program", "copy_file",
+            "unknown"]}},
+        {"name": "unfiltered-writes", "block": {"statements": ["delete", "update"], "where": "absent"}},
+        {"name": "secrets", "block": {"tables": ["secret.*"]}},
+    ],
+}
+POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS]
+GROUPS = {"design": "ai-agents", "nowrite": "no-writes", "readonly": "read-only", "migrators": "migrators"}
+
+# What the database's owner created: objects only the live catalog knows.
+SETUP = """
+CREATE EXTENSION dblink;
+CREATE EXTENSION tablefunc;
+CREATE SCHEMA secret;
+CREATE SCHEMA app;
+CREATE TABLE public.things (id int PRIMARY KEY, n int);
+CREATE INDEX things_brin ON public.things USING brin (n);
+CREATE TABLE secret.things (id int PRIMARY KEY, n int);
+CREATE TABLE app.notes (id int, n int);
+INSERT INTO app.notes VALUES (1, 7);
+CREATE SEQUENCE public.s;
+CREATE FUNCTION public.purge() RETURNS bigint LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d $$;
+CREATE FUNCTION public.bump(int) RETURNS int LANGUAGE plpgsql VOLATILE
+    AS $$ BEGIN UPDATE public.things SET n = n + 1; RETURN $1; END $$;
+CREATE FUNCTION public.harmless(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT $1 + 1';
+CREATE FUNCTION public.plus_one(int) RETURNS int LANGUAGE plpgsql IMMUTABLE AS 'BEGIN RETURN $1 + 1; END';
+CREATE FUNCTION public.count_things() RETURNS bigint LANGUAGE plpgsql STABLE
+    AS 'BEGIN RETURN (SELECT count(*) FROM public.things); END';
+CREATE FUNCTION public.op_purge(int, int) RETURNS boolean LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT true $$;
+CREATE OPERATOR public.### (LEFTARG = int, RIGHTARG = int, FUNCTION = public.op_purge);
+CREATE VIEW public.file_peek AS SELECT pg_read_file('/etc/hostname') AS f;
+CREATE VIEW public.purging AS SELECT public.purge() AS n;
+CREATE VIEW public.leak AS SELECT * FROM secret.things;
+CREATE FUNCTION public.peek_secret() RETURNS bigint LANGUAGE sql STABLE SECURITY DEFINER
+    AS 'SELECT sum(n) FROM secret.things';
+CREATE FUNCTION public.stable_purge() RETURNS bigint LANGUAGE plpgsql STABLE SECURITY DEFINER
+    AS 'BEGIN RETURN public.purge(); END';
+CREATE FUNCTION public.liar() RETURNS bigint LANGUAGE sql IMMUTABLE AS 'SELECT public.purge()';
+CREATE TYPE public.ticket AS (id int);
+CREATE FUNCTION public.to_ticket(int) RETURNS public.ticket LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT row($1)::public.ticket $$;
+CREATE CAST (int AS public.ticket) WITH FUNCTION public.to_ticket(int);
+CREATE DOMAIN public.checked AS int CHECK (public.purge() >= 0);
+CREATE FUNCTION public.purge_step(int, int) RETURNS int LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT 1 $$;
+CREATE AGGREGATE public.agg_purge(int) (SFUNC = public.purge_step, STYPE = int);
+CREATE PROCEDURE public.proc_purge() LANGUAGE sql AS $$ DELETE FROM public.things $$;
+"""
+RESET = """
+DELETE FROM public.things; INSERT INTO public.things SELECT g, g FROM generate_series(1, 5) g;
+DELETE FROM secret.things; INSERT INTO secret.things SELECT g, 1000 + g FROM generate_series(1, 3) g;
+CREATE TABLE IF NOT EXISTS public.victim (a int);
+SELECT setval('public.s', 1, false);
+SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
+SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;
+SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin;
+"""
+STATE = """
+SELECT (SELECT count(*) FROM public.things) AS things,
+       (SELECT sum(n) FROM public.things) AS things_sum,
+       (SELECT count(*) FROM secret.things) AS secret_things,
+       to_regclass('public.victim') IS NOT NULL AS victim_table,
+       (SELECT last_value || '/' || is_called FROM public.s) AS sequence,
+       (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
+       (SELECT count(*) FROM pg_replication_slots) AS slots,
+       (SELECT count(*) FROM pg_replication_origin) AS origins,
+       (SELECT count(*) FROM pg_prepared_xacts) AS prepared_xacts,
+       (SELECT stats_reset FROM pg_stat_database WHERE datname = current_database()) AS db_stats_reset,
+       (SELECT stats_reset FROM pg_stat_bgwriter) AS bgwriter_stats_reset,
+       (SELECT relacl::text FROM pg_class WHERE oid = 'public.things'::regclass) AS acl,
+       (SELECT count(*) FROM pg_roles) AS roles,
+       (SELECT count(*) FROM pg_collation WHERE collnamespace = 'public'::regnamespace) AS collations,
+       (SELECT count(*) FROM pg_file_settings WHERE sourcefile LIKE '%postgresql.auto.conf') AS auto_conf
+"""
+
+
+@attrs.frozen
+class Case:
+    cause: str
+    sql: str
+    setup: tuple[str, ...] = ()
+    policy: str = "design"
+    allowed: bool = False
+    changes: dict = attrs.field(factory=dict)  # for allowed writes: state fields and their new values
+    probe: tuple[str, str] | None = None  # (SQL run in the same session afterwards, its expected value)
+    xfail: str | None = None
+    protocols: tuple[str, ...] = ("simple", "extended")
+
+
+def refused(cause, sql, **kw) -> Case:
+    return Case(cause, sql, **kw)
+
+
+def allowed(cause, sql, **kw) -> Case:
+    return Case(cause, sql, allowed=True, **kw)
+
+
+SIMPLE = ("simple",)  # several statements in one string: the extended protocol takes only one
+SECRET_PATH = ("SELECT set_config('search_path', 'secret', false)",)
+
+
+def _nested(inner: str, depth: int) -> str:
+    for i in range(depth):
+        inner = f"SELECT * FROM ({inner}) AS s{i}"
+    return inner
+
+
+CASES = [
+    # ---------------------------------------------------------------- 2: calls without call syntax
+    refused("2", "SELECT ('/etc/passwd'::text).pg_read_file"),
+    refused("2", "SELECT x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) AS q"),
+    refused("2", "SELECT ({victim}).pg_terminate_backend"),
+    refused("2", "SELECT ('public.s'::regclass).nextval"),
+    refused("2", "SELECT ('DROP TABLE public.victim'::text).dblink_exec"),
+    refused("2", "SELECT (0::oid).lo_create"),
+    refused("2", "SELECT ('bgwriter'::text).pg_stat_reset_shared"),
+    refused("2", "SELECT (5).bump"),
+    refused("2", "SELECT x.bump FROM (SELECT 5 AS x) AS q"),
+    refused("2", "SELECT 1 ### 2"),
+    refused("2", "SELECT * FROM things WHERE id OPERATOR(public.###) 1"),
+    refused("2", "SELECT 5::ticket", xfail="a cast runs public.to_ticket (volatile, deletes): kinds {select}"),
+    refused("2", "SELECT CAST(5 AS public.ticket)",
+            xfail="a cast runs public.to_ticket (volatile, deletes): kinds {select}"),
+    refused("2", "SELECT 5::checked", xfail="casting to the domain runs its CHECK, which calls the volatile "
+            "purge(): kinds {select}"),
+    refused("2", "SELECT agg_purge(id) FROM things"),
+    refused("2", 'SELECT "pg_read_file"(\'/etc/passwd\')'),
+    refused("2", "SELECT U&\"\\0070g_read_file\"('/etc/passwd')"),
+    refused("2", "SELECT * FROM ROWS FROM (public.purge()) AS r(n)"),
+    refused("2", "COPY (SELECT public.purge()) TO STDOUT"),
+    refused("2", "EXPLAIN SELECT liar()", xfail="plain EXPLAIN folds the IMMUTABLE liar() at plan time and it "
+            "calls the volatile purge(): rows deleted; kinds {explain}, the calls under EXPLAIN are dropped"),
+    # ---------------------------------------------------------------- user-defined objects (live catalog)
+    refused("udf", "SELECT public.purge()"),
+    refused("udf", "SELECT purge()", policy="nowrite"),
+    refused("udf", "SELECT * FROM purging"),
+    refused("udf", "SELECT * FROM purging", policy="nowrite"),
+    refused("udf", "SELECT * FROM file_peek"),
+    refused("udf", "SELECT * FROM leak"),
+    refused("udf", "TABLE leak"),
+    refused("udf", "SELECT l.n FROM public.leak AS l JOIN things USING (id)"),
+    refused("udf", "SELECT stable_purge()"),
+    refused("udf", "SELECT peek_secret()", xfail="the SECURITY DEFINER function reads secret.things: "
+            "tables {} (a function body's tables are not counted, a view's are)"),
+    refused("udf", "CALL proc_purge()", xfail="CALL's FuncCall is a bare struct the walker never resolves: "
+            "kinds {call}, functions {}"),
+    refused("udf", "CALL proc_purge()", policy="nowrite", xfail="kinds {call}: the procedure's DELETE is not seen"),
+    refused("udf", "SELECT 1 ### 2", policy="nowrite"),
+    allowed("udf", "SELECT harmless(1)"),
+    allowed("udf", "SELECT plus_one(1)", xfail="false alarm: every PL/pgSQL function with RETURN <expr> is "
+            "unknown (its body is re-parsed as RETURNS void): kinds {select, unknown}"),
+    allowed("udf", "SELECT count_things()", xfail="false alarm: kinds {select, unknown} (RETURN <expr>)"),
+    # ---------------------------------------------------------------- 3: the catalog, not lists
+    refused("3", "SELECT nextval('public.s')"),
+    refused("3", "SELECT setval('public.s', 100)"),
+    refused("3", "SELECT lo_create(0)"),
+    refused("3", "SELECT lo_from_bytea(0, '\\x41')"),
+    refused("3", "SELECT lo_import('/etc/passwd')"),
+    refused("3", "SELECT pg_logical_emit_message(true, 'x', 'y')"),
+    refused("3", "SELECT brin_summarize_new_values('public.things_brin'::regclass)"),
+    refused("3", "SELECT pg_stat_reset()"),
+    refused("3", "SELECT pg_stat_reset_shared('bgwriter')"),
+    refused("3", "SELECT pg_create_physical_replication_slot('hostile_slot')"),
+    refused("3", "SELECT pg_replication_origin_create('hostile_origin')"),
+    refused("3", "SELECT pg_import_system_collations('public')"),
+    refused("3", "SELECT pg_reload_conf()"),
+    refused("3", "SELECT * FROM pg_file_settings"),
+    refused("3", "SELECT * FROM pg_hba_file_rules"),
+    refused("3", "SELECT * FROM pg_ls_logdir()"),
+    refused("3", "SELECT * FROM pg_ls_waldir()"),
+    refused("3", "SELECT pg_read_binary_file('/etc/passwd')"),
+    refused("3", "SELECT * FROM pg_stat_file('/etc/passwd')"),
+    refused("3", "SELECT * FROM ts_stat('DELETE FROM things RETURNING to_tsvector(n::text)')"),
+    refused("3", "SELECT * FROM crosstab('DELETE FROM things RETURNING id, id, n') AS c(a int, b int, c int)"),
+    refused("3", "SELECT query_to_xml('INSERT INTO things VALUES (9, 9) RETURNING 1', true, false, '')",
+            policy="nowrite"),
+    refused("3", "SET log_min_messages = debug5", probe=("SELECT current_setting('log_min_messages')", "warning")),
+    refused("3", "SET log_min_error_statement = panic",
+            probe=("SELECT current_setting('log_min_error_statement')", "error")),
+    refused("3", "SET track_activities = off", probe=("SELECT current_setting('track_activities')", "on")),
+    refused("3", "SELECT set_config('log_statement', 'none', false)"),
+    refused("3", "SET SESSION CHARACTERISTICS AS TRANSACTION READ WRITE"),
+    refused("3", "START TRANSACTION READ WRITE"),
+    refused("3", "DISCARD ALL"),
+    refused("3", "PREPARE TRANSACTION 'hostile'", setup=("BEGIN", "INSERT INTO things VALUES (9, 9)"),
+            protocols=SIMPLE),
+    refused("3", "ALTER SYSTEM SET work_mem = '64MB'"),
+    refused("3", "COPY (SELECT 1) TO PROGRAM 'touch {marker}'"),
+    refused("3", "COPY (SELECT 1) TO '{marker}'"),
+    refused("3", "COPY (SELECT 1) TO PROGRAM 'touch {marker}'", policy="nowrite"),
+    refused("9", "DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; END $$"),
+    allowed("3", "SELECT random(), clock_timestamp(), pg_sleep(0), now(), txid_current()"),
+    allowed("3", "SELECT set_config('application_name', 'x', false)"),
+    allowed("3", "SELECT count(*) FROM pg_stat_activity"),
+    allowed("3", "SELECT count(*) FROM pg_settings WHERE name = 'work_mem'"),
+    allowed("3", "SELECT count(*) FROM pg_locks"),
+    # ---------------------------------------------------------------- 4: the statement cache
+    refused("4", "EXECUTE never_prepared"),
+    # ---------------------------------------------------------------- 5: names and search_path
+    refused("5", "SELECT * FROM things", setup=SECRET_PATH),
+    refused("5", "SELECT * FROM things", setup=("SET search_path = secret",)),
+    refused("5", "SELECT * FROM things", setup=("SET search_path TO secret, public",)),
+    refused("5", "SELECT * FROM things", setup=("SET search_path = pg_temp, secret",)),
+    refused("5", "SELECT * FROM things", setup=("BEGIN", "SET LOCAL search_path = secret")),
+    refused("5", "SELECT * FROM things", setup=("BEGIN", "SELECT set_config('search_path', 'secret', true)")),
+    refused("5", "SELECT * FROM notes"),  # "$user" (the upstream role, app) is on the default path
+    refused("5", "SELECT * FROM notes", setup=("SET search_path = \"$user\"",)),
+    refused("5", "SELECT * FROM things", setup=("SELECT set_config('search_path', 'sec' || 'ret', false)",),
+            xfail="a computed search_path value is taken for RESET: things resolves to public.things only"),
+    refused("5", "SELECT * FROM things",
+            setup=("SELECT set_config('search_path', p, false) FROM (VALUES ('secret')) AS v(p)",),
+            xfail="a search_path value from a column is taken for RESET: public.things only"),
+    refused("5", "SET search_path = secret; SELECT * FROM things", protocols=SIMPLE,
+            xfail="a search_path change does not reach the later statements of the same string: public.things"),
+    refused("5", "SELECT set_config('search_path', 'secret', false); SELECT * FROM things", protocols=SIMPLE,
+            xfail="set_config does not reach the later statements of the same string: public.things"),
+    refused("5", "EXECUTE p", setup=("PREPARE p AS SELECT * FROM things",) + SECRET_PATH,
+            xfail="the server re-analyses p under the new search_path (secret.things); pgwarden judges "
+                  "EXECUTE p by PREPARE's analysis (public.things)"),
+    refused("5", "SELECT * FROM things", setup=(
+        "PREPARE sp(text) AS SELECT set_config('search_path', $1, false)", "EXECUTE sp('secret')"),
+            xfail="a search_path value from a parameter is taken for RESET: public.things only"),
+    refused("5", "SELECT * FROM things", setup=("DO $$ BEGIN PERFORM set_config('search_path', 'secret', false); "
+                                                "END $$",)),
+    refused("5", "SELECT * FROM things", setup=(
+        "SELECT * FROM things, LATERAL (SELECT set_config('search_path', 'secret', false)) AS s",)),
+    refused("5", "WITH RECURSIVE things AS (SELECT * FROM secret.things) SELECT * FROM things"),
+    refused("5", "WITH things AS (SELECT 1 AS id, 2 AS n) SELECT * FROM secret.things"),
+    refused("5", "WITH x AS (SELECT * FROM things) SELECT * FROM x", setup=SECRET_PATH),
+    refused("5", "SELECT * FROM (WITH things AS (SELECT 1 AS id) SELECT * FROM things) AS a, things AS b",
+            setup=SECRET_PATH),
+    refused("5", 'SELECT * FROM "secret"."things"'),
+    refused("5", "SELECT * FROM SECRET.THINGS"),
+    refused("5", 'SELECT * FROM U&"\\0073ecret".things'),
+    refused("5", "SELECT * FROM hostile.secret.things"),
+    refused("5", "SELECT * FROM ONLY secret.things"),
+    allowed("5", "SELECT * FROM things"),
+    allowed("5", "WITH things AS (SELECT 1 AS id) SELECT * FROM things", setup=SECRET_PATH),
+    # ---------------------------------------------------------------- 6: missing WHERE
+    *(refused("6", f"DELETE FROM things WHERE {w}") for w in (
+        "NOT false", "1 < 2", "1::boolean", "coalesce(true, false)", "EXISTS (SELECT 1)", "(SELECT true)",
+        "length('a') = 1", "now() IS NOT NULL", "'x' LIKE '%'", "id = id", "id IN (SELECT id FROM things)",
+        "ctid IS NOT NULL", "id + 0 = id + 0", "id IS NOT DISTINCT FROM id", "current_user = current_user",
+        "1 IN (1, 2)", "(id = id) IS NOT FALSE", "EXISTS (SELECT 1 FROM things)", "id = id OR id = 1")),
+    refused("6", "DELETE FROM things WHERE id IS NOT NULL",
+            xfail="id is NOT NULL (primary key): the condition selects every row; has_where True"),
+    refused("6", "DELETE FROM things WHERE n IS NULL OR n IS NOT NULL",
+            xfail="always true whatever the column: has_where True"),
+    refused("6", "DELETE FROM things WHERE EXISTS (SELECT 1 FROM things AS t2 WHERE t2.id = things.id)",
+            xfail="every row finds itself: has_where True"),
+    refused("6", "UPDATE things AS t SET n = 0 WHERE t.id = t.id"),
+    refused("6", "WITH d AS (DELETE FROM things WHERE true RETURNING *) SELECT * FROM d"),
+    refused("6", "EXPLAIN ANALYZE DELETE FROM things WHERE 1 = 1"),
+    allowed("6", "DELETE FROM things WHERE id = 3 OR NULL = NULL", changes={"things": 4, "things_sum": 12}),
+    allowed("6", "UPDATE things SET n = 0 WHERE id = 3 OR false", changes={"things_sum": 12}),
+    allowed("6", "DELETE FROM things WHERE id IN (1, 2)", changes={"things": 3, "things_sum": 12}),
+    allowed("6", "SELECT * FROM things WHERE id BETWEEN 1 AND 3",
+            xfail="false alarm: BETWEEN is taken for an operator the catalog does not know: kinds {select, unknown}"),
+    # ---------------------------------------------------------------- 8: depth
+    allowed("8", _nested("SELECT id FROM things", 150)),
+    allowed("8", "SELECT " + " + ".join(["id"] * 1000) + " FROM things"),
+    refused("8", _nested("SELECT pg_read_file('/etc/passwd')", 150)),
+    refused("8", "SELECT " + " + ".join(["1"] * 1000) + " + nextval('public.s')"),
+    refused("8", "DELETE FROM things WHERE " + "NOT " * 1001 + "false"),
+    # ---------------------------------------------------------------- 9: bodies
+    refused("9", "DO $$ BEGIN EXECUTE 'DROP TABLE public.victim'; END $$"),
+    refused("9", "DO $x$ BEGIN EXECUTE $q$DROP TABLE public.victim$q$; END $x$"),
+    refused("9", "DO $$ BEGIN DROP TABLE public.victim; END $$"),
+    refused("9", "DO $$ BEGIN EXECUTE 'DELETE FROM things'; END $$"),
+    refused("9", "DO $$ BEGIN EXECUTE 'DELETE FROM ' || 'things'; END $$"),
+    refused("9", "DO $$ BEGIN EXECUTE format('DROP TABLE %I', 'victim'); END $$"),
+    refused("9", "DO $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'DELETE FROM things RETURNING id' LOOP END LOOP; END $$"),
+    refused("9", "DO $$ BEGIN EXECUTE 'DO $b$ BEGIN DROP TABLE public.victim; END $b$'; END $$"),
+    refused("9", "DO $$ BEGIN PERFORM pg_read_file('/etc/passwd'); END $$"),
+    refused("9", "DO $$ BEGIN SET ROLE postgres; END $$"),
+    refused("9", "DECLARE c CURSOR WITH HOLD FOR SELECT public.purge()"),
+    refused("9", "DO $$ BEGIN PERFORM nextval('public.s'); END $$"),
+    refused("9", "DO $$ BEGIN PERFORM * FROM secret.things; END $$"),
+    refused("9", "DO $$ DECLARE x bigint; BEGIN x := public.purge(); END $$"),
+    refused("9", "DO $$ BEGIN RAISE NOTICE '%', public.purge(); END $$"),
+    refused("9", "DO $$ BEGIN UPDATE things SET n = 0 WHERE id = id; END $$"),
+    refused("9", "DO $$ BEGIN EXECUTE 'DELETE FROM things WHERE id = 1'; END $$", policy="nowrite"),
+    refused("9", "DO $$ BEGIN CALL public.proc_purge(); END $$",
+            xfail="CALL inside the body: kinds {do, call}, the procedure is not resolved"),
+    refused("9", "CREATE FUNCTION pg_temp.f() RETURNS bigint LANGUAGE sql AS "
+            "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'; SELECT pg_temp.f()",
+            policy="migrators"),
+    refused("9", "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE plpgsql AS "
+            "'BEGIN TRUNCATE public.things; RETURN 1; END'; SELECT pg_temp.f()", policy="migrators"),
+    refused("9", "CREATE FUNCTION pg_temp.g() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT sum(n) FROM secret.things'; "
+            "SELECT pg_temp.g()", policy="migrators", protocols=SIMPLE,
+            xfail="the body's tables are not counted: tables {} (kinds {ddl, select})"),
+    refused("9", "SELECT pg_temp.h()", policy="migrators", setup=(
+        "CREATE FUNCTION pg_temp.h() RETURNS bigint LANGUAGE sql AS "
+        "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",)),
+    refused("9", "CREATE TEMP VIEW v AS SELECT * FROM secret.things", policy="migrators"),
+    allowed("9", "DO $$ BEGIN PERFORM 1; END $$"),
+    allowed("9", "DO $$ BEGIN UPDATE things SET n = n + 1 WHERE id = 1; END $$", changes={"things_sum": 16}),
+    # ---------------------------------------------------------------- 10: false alarms (and their twins)
+    allowed("10", "EXPLAIN (ANALYZE false) DELETE FROM things"),
+    allowed("10", "EXPLAIN (ANALYZE off, COSTS off) DELETE FROM things"),
+    allowed("10", "EXPLAIN DELETE FROM things"),
+    allowed("10", "SET CONSTRAINTS ALL DEFERRED", setup=("BEGIN",)),
+    allowed("10", "EXPLAIN (ANALYZE false) INSERT INTO things VALUES (9, 9)", policy="nowrite"),
+    refused("10", "EXPLAIN (ANALYZE) DELETE FROM things"),
+    refused("10", "EXPLAIN (ANALYZE 1) DELETE FROM things"),
+    refused("10", "EXPLAIN (ANALYZE false, ANALYZE true) DELETE FROM things",
+            xfail="PostgreSQL 15 takes the last ANALYZE option (it runs the DELETE); pgwarden the first: kinds {explain}"),
+    refused("10", "EXPLAIN ANALYZE INSERT INTO things VALUES (9, 9)", policy="nowrite"),
+    refused("10", "EXPLAIN (ANALYZE false, ANALYZE true) INSERT INTO things VALUES (9, 9)", policy="nowrite",
+            xfail="the last ANALYZE option wins on the server: kinds {explain}"),
+    # ---------------------------------------------------------------- writes under the other policies
+    refused("w", "WITH d AS (DELETE FROM things WHERE id = 1 RETURNING *) SELECT * FROM d", policy="nowrite"),
+    refused("w", "INSERT INTO things VALUES (9, 9) ON CONFLICT DO NOTHING", policy="nowrite"),
+    refused("w", "MERGE INTO things USING (SELECT 9 AS id) AS s ON things.id = s.id "
+            "WHEN NOT MATCHED THEN INSERT VALUES (9, 9)", policy="nowrite"),
+    refused("w", "SELECT lo_from_bytea(0, '\\x41')", policy="nowrite"),
+    allowed("w", "SELECT count(*) FROM things", policy="nowrite"),
+    refused("w", "WITH d AS (DELETE FROM things WHERE id = 1 RETURNING *) SELECT * FROM d", policy="readonly",
+            xfail="an allow rule matches when any kind is allowed: kinds {delete, select} pass 'allow: select'"),
+    refused("w", "SELECT nextval('public.s')", policy="readonly",
+            xfail="kinds {select, side_effect} pass 'allow: select'"),
+    refused("w", "EXPLAIN ANALYZE DELETE FROM things WHERE id = 1", policy="readonly",
+            xfail="kinds {explain, delete} pass 'allow: explain'"),
+    refused("w", "SELECT public.purge()", policy="readonly",
+            xfail="kinds {select, delete, side_effect} pass 'allow: select'"),
+    allowed("w", "SELECT count(*) FROM things", policy="readonly"),
+]
+
+
+def _params():
+    out = []
+    for case in CASES:
+        for protocol in case.protocols:
+            marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
+            after = f"{case.setup[-1][:40]} then " if case.setup else ""
+            label = f"{case.cause}-{case.policy}-{protocol}-{after}{case.sql[:60]}"
+            out.append(pytest.param(case, protocol, id=label, marks=marks))
+    return out
+
+
+# ---------------------------------------------------------------------- the server and pgwarden
+
+
+def _direct(pg_server) -> psycopg.Connection:
+    return psycopg.connect(pg_server.dsn(database=DB), autocommit=True)
+
+
+@pytest.fixture(scope="module")
+def hostile_db(pg_server):
+    pg_server.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
+    pg_server.psql(f"CREATE DATABASE {DB} OWNER {APP_USER}")
+    pg_server.psql(SETUP, DB)
+    yield DB
+    MARKER.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def hostile(hostile_db, pg_server, signing_keys, reactor_thread, tmp_path_factory):
+    """One pgwarden for the module, with the four policies, in front of the hostile database."""
+    from pgwarden.app import Application
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import RunningPgwarden, base_config, check_records
+
+    workdir = tmp_path_factory.mktemp("hostile")
+    doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB})
+    config = _CONVERTER.structure(doc, Config)
+    rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
+
+    def listen():
+        app = Application(config, reactor_thread)
+        return app, app.listen().getHost().port
+
+    rp.app, rp.port = rp.call(listen)
+    rp.call(rp.app.catalog.first_load)
+    yield rp
+    rp.call(rp.app.stop)
+    check_records([workdir / "records.jsonl"])
+
+
+class Server:
+    """A direct connection to the hostile database (no pgwarden), and a backend to protect."""
+
+    def __init__(self, pg_server) -> None:
+        self.pg = pg_server
+        self.conn = _direct(pg_server)
+        self.victim = _direct(pg_server)
+
+    def reset(self) -> None:
+        self.conn.execute(RESET)
+        MARKER.unlink(missing_ok=True)
+        if not self.victim_alive():
+            self.victim = _direct(self.pg)
+
+    def victim_alive(self) -> bool:
+        try:
+            self.victim.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            return False
+
+    def state(self) -> dict:
+        cur = self.conn.execute(STATE)
+        state = dict(zip((d.name for d in cur.description), cur.fetchone()))
+        state["marker_file"] = MARKER.exists()
+        state["victim_alive"] = self.victim_alive()
+        return state
+
+
+@pytest.fixture(scope="module")
+def server(hostile_db, pg_server):
+    s = Server(pg_server)
+    yield s
+    s.conn.close()
+    s.victim.close()
+
+
+class Agent:
+    """One session through pgwarden, statement by statement, over one protocol."""
+
+    def __init__(self, running, group: str, protocol: str) -> None:
+        self.rc = RawClient(running.host, running.port)
+        answer = self.rc.login(running.token(groups=[group]), database=DB)
+        assert isinstance(answer[-1], m.ReadyForQuery), answer
+        self.protocol = protocol
+
+    def run(self, sql: str) -> list:
+        if self.protocol == "simple":
+            self.rc.send(m.Query(sql).encode())
+        else:
+            self.rc.send(m.Parse("", sql).encode() + m.Bind("", "").encode() + m.Describe("P", "").encode()
+                         + m.Execute("").encode() + m.Sync().encode())
+        return self.rc.until_ready()
+
+    def close(self) -> None:
+        self.rc.close()
+
+
+def errors(answer: list) -> list:
+    return [x for x in answer if isinstance(x, m.ErrorResponse)]
+
+
+def assert_refused(answer: list, sql: str) -> None:
+    errs = errors(answer)
+    assert errs, f"not refused: {sql[:200]!r}: {answer[-3:]}"
+    assert (errs[0].sqlstate, errs[0].message.split(":")[0]) == ("42501", "pgwarden"), errs[0]
+    assert errs[0].message.startswith("pgwarden: blocked: "), errs[0]
+    assert not any(isinstance(x, (m.DataRow, m.CopyData)) for x in answer), "rows sent before the refusal"
+
+
+# ---------------------------------------------------------------------- the corpus
+
+
+@pytest.mark.parametrize("case, protocol", _params())
+def test_hostile(hostile, server, case: Case, protocol: str):
+    server.reset()
+    victim_pid = server.victim.info.backend_pid
+    sql = case.sql.replace("{victim}", str(victim_pid)).replace("{marker}", str(MARKER))
+    agent = Agent(hostile, GROUPS[case.policy], protocol)
+    try:
+        for step in case.setup:
+            assert not errors(answer := agent.run(step)), (step, answer)
+        before = server.state()
+        answer = agent.run(sql)
+        if case.allowed:
+            assert not errors(answer), answer
+        else:
+            assert_refused(answer, sql)
+        if case.probe is not None:
+            probe_sql, expected = case.probe
+            rows = [x for x in agent.run(probe_sql) if isinstance(x, m.DataRow)]
+            assert [r.values[0].decode() for r in rows] == [expected]
+    finally:
+        agent.close()
+    after = server.state()
+    assert after == {**before, **case.changes}
+
+
+def test_corpus_size():
+    """The corpus stays about the size the issue asks for (~100 cases over both protocols)."""
+    assert len(CASES) >= 100
+
+
+# ---------------------------------------------------------------------- 4: the statement cache after a reload
+
+LENIENT = [{"name": "p", "rules": [{"name": "secrets", "block": {"tables": ["secret.*"]}}]}]
+NO_INSERTS = [{"name": "p", "rules": [{"name": "no-inserts", "block": {"statements": ["insert", "unknown"]},
+                                       "reason": "no inserts"}]}]
+
+
+@pytest.fixture
+def reloadable(make_pgwarden, hostile_db, pg_server, signing_keys, tmp_path, server):
+    """A pgwarden of its own (its policy changes while sessions live), lenient to begin with."""
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    server.reset()
+    running = make_pgwarden(policies=LENIENT, upstream={"database": DB})
+
+    def tighten():
+        doc = base_config(pg_server, signing_keys, tmp_path, policies=NO_INSERTS, upstream={"database": DB})
+        assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+
+    return running, tighten
+
+
+def _session(reloadable, protocol, before=(), after=(), group="ai-agents"):
+    """Runs ``before``, tightens the policy, runs ``after``; the answers of ``after``."""
+    running, tighten = reloadable
+    agent = Agent(running, group, protocol)
+    try:
+        for step in before:
+            assert not errors(answer := agent.run(step)), (step, answer)
+        tighten()
+        return [agent.run(step) for step in after]
+    finally:
+        agent.close()
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_execute_after_a_reload_is_judged_by_its_own_name(reloadable, server, protocol):
+    before = server.state()
+    answers = _session(reloadable, protocol,
+                       ["PREPARE a AS SELECT 1", "PREPARE b AS INSERT INTO things VALUES (100, 0)"],
+                       ["EXECUTE a", "EXECUTE b", "EXECUTE a"])
+    assert not errors(answers[0]) and not errors(answers[2])
+    assert_refused(answers[1], "EXECUTE b")
+    assert server.state() == before
+
+
+def test_execute_a_then_b_in_one_string_after_a_reload(reloadable, server):
+    before = server.state()
+    answers = _session(reloadable, "simple",
+                       ["PREPARE a AS SELECT 1", "PREPARE b AS INSERT INTO things VALUES (100, 0)"],
+                       ["EXECUTE a", "EXECUTE a; EXECUTE b"])
+    assert not errors(answers[0])
+    assert_refused(answers[1], "EXECUTE a; EXECUTE b")
+    assert server.state() == before
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.xfail(strict=True, reason='pgwarden keys SQL-level prepared names in lower case: PREPARE b overwrites '
+                   'what it knows of "B", so EXECUTE "B" is judged as SELECT 1 and runs the INSERT')
+def test_a_quoted_prepared_name_is_not_another_names_twin(reloadable, server, protocol):
+    before = server.state()
+    answers = _session(reloadable, protocol, ['PREPARE "B" AS INSERT INTO things VALUES (100, 0)'],
+                       ["PREPARE b AS SELECT 1", 'EXECUTE "B"'])
+    assert not errors(answers[0])
+    assert_refused(answers[1], 'EXECUTE "B"')
+    assert server.state() == before
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.xfail(strict=True, reason="a PREPARE the server refuses (the name exists) still replaces what pgwarden "
+                   "knows of the name: EXECUTE b is judged as SELECT 1 and runs the INSERT prepared before")
+def test_a_prepare_the_server_refuses_does_not_rename_the_statement(reloadable, server, protocol):
+    before = server.state()
+    answers = _session(reloadable, protocol, ["PREPARE b AS INSERT INTO things VALUES (100, 0)"],
+                       ["PREPARE b AS SELECT 1", "EXECUTE b"])
+    assert errors(answers[0])[0].sqlstate == "42P05"  # duplicate_prepared_statement
+    assert_refused(answers[1], "EXECUTE b")
+    assert server.state() == before
+
+
+# ---------------------------------------------------------------------- 5: names from the startup packet
+
+
+@pytest.mark.parametrize("path", ["secret", "secret, public", '"secret"'])
+def test_a_search_path_given_at_startup_is_followed(hostile, server, path):
+    server.reset()
+    rc = RawClient(hostile.host, hostile.port)
+    try:
+        rc.login(hostile.token(groups=[GROUPS["design"]]), database=DB, search_path=path)
+        rc.send(m.Query("SELECT * FROM things").encode())
+        assert_refused(rc.until_ready(), "SELECT * FROM things")
+    finally:
+        rc.close()
+
+
+# ---------------------------------------------------------------------- 5: a protocol-level statement re-analysed
+
+
+@pytest.mark.xfail(strict=True, reason="the server re-analyses a named statement when the search_path has changed "
+                   "(secret.things is read at Bind); pgwarden judged it once, at Parse, as public.things")
+def test_a_named_statement_bound_after_a_search_path_change(hostile, server):
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], "simple")
+    rc = agent.rc
+    try:
+        rc.send(m.Parse("q", "SELECT n FROM things").encode() + m.Sync().encode())
+        assert not errors(rc.until_ready())
+        assert not errors(agent.run(SECRET_PATH[0]))
+        rc.send(m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = rc.until_ready()
+        leaked = [int(r.values[0]) for r in answer if isinstance(r, m.DataRow) and int(r.values[0]) > 1000]
+        assert leaked == []
+        assert_refused(answer, "Bind q")
+    finally:
+        agent.close()

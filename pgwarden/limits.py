@@ -41,6 +41,7 @@ WRITE_KINDS = MAY_WRITE_KINDS - {"execute", "cursor"} | UNCOUNTABLE_KINDS | {
 _READ_ONLY_SETTINGS = ("default_transaction_read_only", "transaction_read_only")
 _TRUE = frozenset({"on", "true", "yes", "1", "t", "y"})
 COMPUTED = object()  # a setting's value that is known only when the statement runs
+from pgwarden.sql.syntax import COMPUTED as TEXT_COMPUTED  # noqa: E402  (how the analysis says it)
 
 
 @attrs.frozen
@@ -119,8 +120,8 @@ def setting_changes(analysis, names: tuple[str, ...]):
     computed_calls = "set_config" in analysis.functions
     for name, value in analysis.settings:
         if name in names or name == "*":
-            if value is None and computed_calls:
-                value = COMPUTED  # set_config(name, <computed>): None would read as RESET
+            if value == TEXT_COMPUTED or (value is None and computed_calls):
+                value = COMPUTED  # a value known only at run time (None from set_config: NULL or computed)
             if name != "*":
                 yield name, value
             elif value is not None:  # set_config(<computed name>, value): it may be any of them

@@ -28,7 +28,7 @@ from typing import Iterable
 from pgwarden.catalog.model import Catalog, FunctionFacts
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext
-from pgwarden.sql.syntax import Call, Syntax
+from pgwarden.sql.syntax import COMPUTED, Call, Syntax
 
 # Volatile built-ins that change nothing a policy cares about: clocks, randomness,
 # sleeping, reading sequences' current values, identifiers of the running transaction.
@@ -366,7 +366,8 @@ class _Resolver:
             if name in ROLE_SETTINGS:
                 kinds.add("role")
             elif name in READ_ONLY_SETTINGS:
-                if value is None or value.strip().lower() in _OFF:
+                # off, or a value computed at run time; RESET returns to the session's own value
+                if value is not None and (value == COMPUTED or value.strip().lower() in _OFF):
                     kinds.add("system")
             else:
                 kinds.update(self.setting_kinds(name))

@@ -517,7 +517,12 @@ class Application:
         analysis = statement.analysed if statement is not None else None
         if analysis is None:
             return
-        conn.sql_context = conn.sql_context.after(analysis)
+        before = conn.sql_context
+        conn.sql_context = before.after(analysis)
+        if conn.sql_context is not before and conn.relay is not None:
+            # The server plans a named statement again under the new search_path at its next
+            # Bind: so is it decided again.
+            conn.relay.policy_generation += 1
         if analysis.kinds & _CATALOG_CHANGES:
             conn.catalog_changed = True
 

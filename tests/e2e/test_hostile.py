@@ -633,8 +633,6 @@ def test_a_search_path_given_at_startup_is_followed(hostile, server, path):
 # ---------------------------------------------------------------------- 5: a protocol-level statement re-analysed
 
 
-@pytest.mark.xfail(strict=True, reason="the server re-analyses a named statement when the search_path has changed "
-                   "(secret.things is read at Bind); pgwarden judged it once, at Parse, as public.things")
 def test_a_named_statement_bound_after_a_search_path_change(hostile, server):
     server.reset()
     agent = Agent(hostile, GROUPS["design"], "simple")

@@ -517,10 +517,8 @@ class ClientConnection(Protocol):
         """The record this session's next statement waited on could not be written: it must not run."""
         if self.phase != "relay":
             return
-        upstream = self.upstream.transport if self.upstream is not None else None
-        discard = getattr(self.app.reactor, "discard_sends", None)
-        if upstream is not None and discard is not None:
-            discard(upstream)
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.app.turns.discard(self.upstream.transport)
         self._fatal("58030", "pgwarden: records cannot be written; the session ended before its "
                              "statement ran")
 

@@ -71,6 +71,7 @@ class Turns:
 
     def __init__(self, reactor) -> None:
         self._sends: list[tuple[object, list[bytes]]] = []
+        self._closes: list = []
         self._barriers: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
         self._due = False  # the end of this turn has been asked for
@@ -88,6 +89,19 @@ class Turns:
 
     def wake(self) -> None:
         """Something for the barriers or the after-sends work: the end of this turn is needed."""
+        if not self._due:
+            self._due = True
+            self._at_end(self._end)
+
+    def close(self, transport) -> None:
+        """Closes ``transport`` once this turn's bytes for it are sent (a FATAL, then the close).
+
+        Twisted closes a transport as soon as what was *written* has left, and
+        the bytes of this turn are not written yet: without this, a close asked
+        for by a timed call (a token expiring, a grace period over) could, on a
+        reactor whose turn ends with ``callLater(0)``, happen before them.
+        """
+        self._closes.append(transport)
         if not self._due:
             self._due = True
             self._at_end(self._end)
@@ -113,13 +127,18 @@ class Turns:
             self._after.remove(work)
 
     def _end(self) -> None:
-        # Cleared first: what the barriers or the after-sends work queue asks for the next turn.
-        self._due = False
-        for barrier in self._barriers:
-            barrier()
-        while self._sends:
-            sends, self._sends = self._sends, []
-            for transport, chunks in sends:
-                send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+        try:
+            for barrier in self._barriers:
+                barrier()  # may end sessions: discard their upstream bytes, send their FATAL, close
+            while self._sends:
+                sends, self._sends = self._sends, []
+                for transport, chunks in sends:
+                    send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            if self._closes:
+                closes, self._closes = self._closes, []
+                for transport in closes:
+                    transport.loseConnection()
+        finally:
+            self._due = False  # what the after-sends work queues asks for an end of its own
         for work in self._after:
             work()

@@ -139,9 +139,10 @@ class ClientConnection(Protocol):
         else:
             self.transport.write(m.ErrorResponse.build("FATAL", sqlstate, message).encode())
         self.phase = "closed"
-        self.transport.loseConnection()
+        turns = self.app.turns  # closed after this turn's bytes (the FATAL) have left
+        turns.close(self.transport)
         if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.loseConnection()
+            turns.close(self.upstream.transport)
 
     # ------------------------------------------------------------------ bytes in
 
@@ -443,7 +444,7 @@ class ClientConnection(Protocol):
             # The server said why (e.g. 57P01, terminated by an administrator) and the
             # client has it: a second FATAL of ours would hide the real reason.
             self.phase = "closed"
-            self.transport.loseConnection()
+            self.app.turns.close(self.transport)  # after the server's FATAL, relayed this turn
             return
         log.error("lost the database connection: {err}", err=reason.getErrorMessage())
         self._fatal("08006", "pgwarden: lost the connection to the database")
@@ -463,9 +464,9 @@ class ClientConnection(Protocol):
             if self.end_reason is None:
                 self.end_reason = relay.closing
             self.phase = "closed"
-            self.transport.loseConnection()
+            self.app.turns.close(self.transport)
             if self.upstream is not None and self.upstream.transport is not None:
-                self.upstream.transport.loseConnection()
+                self.app.turns.close(self.upstream.transport)
 
     # ------------------------------------------------------------------ verdicts
 

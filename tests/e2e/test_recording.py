@@ -15,12 +15,10 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.task import Clock
-from zope.interface import implementer
 
 from pgwarden import hookimpl
 from pgwarden.testing.pytest_plugin import check_records
-from pgwarden.turns import IEndOfPoll
+from pgwarden.testing.clocks import EndOfPollClock, StockClock
 
 POLICY = {
     "name": "agents",
@@ -551,43 +549,8 @@ def test_statements_are_recorded_when_no_plugin_judges_them(make_pgwarden, tmp_p
     assert statement["kinds"] == ["select"]
 
 
-@implementer(IEndOfPoll)
-class _PollClock(Clock):
-    """A clock with the end of poll of pgwarden's reactor; the test plays the polls."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.at_end: list = []
-
-    def call_at_end_of_poll(self, f) -> None:
-        self.at_end.append(f)
-
-    def turn(self) -> None:
-        """The end of one poll: what was asked for runs, and what that asks for (`PgwardenReactor`)."""
-        while self.at_end:
-            calls, self.at_end = self.at_end, []
-            for f in calls:
-                f()
-
-    def sleep(self, seconds: float) -> None:
-        """The reactor waits for events: what was asked for runs first (`PgwardenReactor.doPoll`)."""
-        self.turn()
-        self.advance(seconds)
-
-
-class _StockClock(Clock):
-    """A clock like any other reactor: `Turns` ends a turn with ``callLater(0)``."""
-
-    def turn(self) -> None:
-        self.advance(0)
-
-    def sleep(self, seconds: float) -> None:
-        self.advance(0)  # what is due now runs before the reactor waits for events
-        self.advance(seconds)
-
-
 #: The two ways a turn ends (`pgwarden.turns`): the same records must be written the same way.
-CLOCKS = [pytest.param(_PollClock, id="pgwarden-reactor"), pytest.param(_StockClock, id="stock-reactor")]
+CLOCKS = [pytest.param(EndOfPollClock, id="pgwarden-reactor"), pytest.param(StockClock, id="stock-reactor")]
 
 
 class _Writes:

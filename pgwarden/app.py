@@ -29,13 +29,13 @@ from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap
 from pgwarden.metrics import Stats
 from pgwarden.recorder import Recorder, RecordingFailed
+from pgwarden.turns import Turns
 from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.live import LiveCatalog
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
-from pgwarden.proxy.reactor import send_now
 from pgwarden.proxy.upstream import tls_options
 from pgwarden import limits as core_limits
 from pgwarden.relay.counting import CountRows
@@ -162,6 +162,10 @@ class Application:
         if not self.plugins.authenticates:
             raise ConfigError(config.source, [NO_AUTHENTICATOR])
         self.plugins.configure(config)
+        #: the end of each reactor turn: records written, then the relayed bytes sent
+        self.turns = Turns(reactor)
+        #: relays bytes at the end of this turn, after its records (`Turns.send`)
+        self.send = self.turns.send
         self.recorder = Recorder(self)
         self.stats = Stats()
         self.stopping = False
@@ -177,7 +181,6 @@ class Application:
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
         self._decide = decide
-        self._queue_send = getattr(reactor, "queue_send", None)
         self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
         self.connections: set[ClientConnection] = set()
         self.port = None
@@ -221,13 +224,6 @@ class Application:
         self._call_each("pgwarden_stop")
 
     # ------------------------------------------------------------------ sessions
-
-    def send(self, transport, chunks: list[bytes]) -> None:
-        """Relays bytes: at the end of this poll iteration with pgwarden's reactor, else now."""
-        if self._queue_send is not None:
-            self._queue_send(transport, chunks)
-        else:
-            send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def connection_opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)

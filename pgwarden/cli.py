@@ -24,18 +24,34 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def _cmd_run(args) -> int:
+def _install_reactor():
+    """The reactor PGWARDEN_REACTOR names (pgwarden's own unless it says ``default``), or None
+    after saying why not."""
     from pgwarden.proxy.reactor import install
 
-    reactor = install()
+    try:
+        return install()
+    except ValueError as e:
+        print(f"pgwarden: {e}", file=sys.stderr)
+        return None
+
+
+def _cmd_run(args) -> int:
+    reactor = _install_reactor()
+    if reactor is None:
+        return 2
     checked = _checked(args.config, reactor)  # exactly what `pgwarden check` validates
     if checked is None:
         return 2
     config, plugins = checked
+    from twisted.logger import Logger
+
     from pgwarden import oplog
     from pgwarden.app import Application
+    from pgwarden.proxy.reactor import name_of
 
     oplog.start()
+    Logger(namespace="pgwarden.run").info("reactor: {reactor}", reactor=name_of(reactor))
     try:
         app = Application(config, reactor, plugins=plugins)
         port = app.listen()
@@ -243,9 +259,8 @@ def _cmd_plugins(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from pgwarden.proxy.reactor import install
-
-    install()
+    if _install_reactor() is None:
+        return 2
     from pgwarden.demo import run_demo
 
     return run_demo(Path(args.dir), port=args.port, reload_poll_s=args.reload_poll_s)

@@ -142,9 +142,10 @@ class ClientConnection(Protocol):
         else:
             self.transport.write(m.ErrorResponse.build("FATAL", sqlstate, message).encode())
         self.phase = "closed"
-        self.transport.loseConnection()
+        turns = self.app.turns  # closed after this turn's bytes (the FATAL) have left
+        turns.close(self.transport)
         if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.loseConnection()
+            turns.close(self.upstream.transport)
 
     # ------------------------------------------------------------------ bytes in
 
@@ -451,7 +452,7 @@ class ClientConnection(Protocol):
             # The server said why (e.g. 57P01, terminated by an administrator) and the
             # client has it: a second FATAL of ours would hide the real reason.
             self.phase = "closed"
-            self.transport.loseConnection()
+            self.app.turns.close(self.transport)  # after the server's FATAL, relayed this turn
             return
         log.error("lost the database connection: {err}", err=reason.getErrorMessage())
         self._fatal("08006", "pgwarden: lost the connection to the database")
@@ -471,9 +472,9 @@ class ClientConnection(Protocol):
             if self.end_reason is None:
                 self.end_reason = relay.closing
             self.phase = "closed"
-            self.transport.loseConnection()
+            self.app.turns.close(self.transport)
             if self.upstream is not None and self.upstream.transport is not None:
-                self.upstream.transport.loseConnection()
+                self.app.turns.close(self.upstream.transport)
 
     # ------------------------------------------------------------------ verdicts
 
@@ -525,10 +526,8 @@ class ClientConnection(Protocol):
         """The record this session's next statement waited on could not be written: it must not run."""
         if self.phase != "relay":
             return
-        upstream = self.upstream.transport if self.upstream is not None else None
-        discard = getattr(self.app.reactor, "discard_sends", None)
-        if upstream is not None and discard is not None:
-            discard(upstream)
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.app.turns.discard(self.upstream.transport)
         self._fatal("58030", "pgwarden: records cannot be written; the session ended before its "
                              "statement ran")
 

@@ -43,15 +43,16 @@ def signing_keys(tmp_path_factory) -> dict[str, Path]:
 def reactor_thread():
     """The Twisted reactor, running in a background thread for the session.
 
-    pgwarden's own reactor (the one `pgwarden run` uses) unless another one was
-    installed first, so the tests exercise what runs in production.
+    The one `pgwarden run` would install (pgwarden's own, or Twisted's default with
+    ``PGWARDEN_REACTOR=default``) unless another one was installed first, so the
+    tests exercise what runs in production, and `make test` runs them on both.
     """
     import sys
 
     if "twisted.internet.reactor" not in sys.modules:
         from pgwarden.proxy.reactor import install
 
-        install()
+        install()  # PGWARDEN_REACTOR's choice
     from twisted.internet import reactor
 
     if not reactor.running:

@@ -100,7 +100,7 @@ READ_ONLY_SETTINGS = frozenset({"transaction_read_only", "default_transaction_re
 ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 _OFF = frozenset({"off", "false", "0", "no", "f", "n", "of"})
 # Statements that convert values to types the text does not show (a procedure's or prepared
-# statement's parameters, a PL/pgSQL assignment), besides any with a call, a cast or a relation.
+# statement's arguments, PL/pgSQL), besides any with a call, a cast or a relation.
 _CONVERTING = frozenset({"do", "call", "execute"})
 # Statements that store values in columns (with assignment casts; COPY FROM reads text).
 _ASSIGNING = frozenset({"insert", "update", "merge"})
@@ -284,6 +284,10 @@ class _Resolver:
         return found
 
     def _cast(self, call: Call, kinds: set[str], functions: set[str], nested: list) -> None:
+        if call.name == "*" and call.schema is None:  # a PL/pgSQL variable of a type not known
+            for type_oid in self._converting_types():
+                self._convert(type_oid, False, kinds, functions, nested)
+            return
         key = (call.schema, call.name)
         inert = self._inert_casts.get(key)
         if inert is None:
@@ -311,17 +315,17 @@ class _Resolver:
 
         An implicit cast may convert any value to fit a function's, an operator's or a
         column's type: it counts wherever values are computed. An assignment cast converts
-        a value stored in a column (INSERT, UPDATE, MERGE) or a parameter (CALL, EXECUTE,
-        PL/pgSQL assignments): to a type of the database's own it counts through the
-        columns of that type (see `_relations`); to a built-in type, which any column may
-        have, it counts for every statement that writes rows.
+        a value stored in a column (INSERT, UPDATE, MERGE) or a PL/pgSQL variable: to a type
+        of the database's own it counts through the columns of that type (see `_relations`)
+        and the variables (their types are casts of the body); to a built-in type, which any
+        column may have, it counts for every statement that writes rows. (A prepared
+        statement's parameters are converted to its declared types, casts of its body.)
         """
-        converting = bool(syntax.kinds & _CONVERTING)
-        computing = converting or bool(syntax.calls or syntax.relations)
-        assigning = converting or bool(syntax.kinds & _ASSIGNING)
+        computing = bool(syntax.calls or syntax.relations or syntax.kinds & _CONVERTING)
+        assigning = bool(syntax.kinds & _ASSIGNING)
         for cast in self._ambient():
             if cast.context == "i" and computing or \
-                    cast.context == "a" and (converting or assigning and cast.target < FIRST_NORMAL_OID):
+                    cast.context == "a" and assigning and cast.target < FIRST_NORMAL_OID:
                 self._runs(cast.function, kinds, functions, nested, named=False)
 
     def _ambient(self) -> tuple[CastFacts, ...]:
@@ -332,6 +336,14 @@ class _Resolver:
             known = self.catalog.derived["ambient casts"] = tuple(
                 cast for cast in self.catalog.ambient_casts
                 if (fn := self.catalog.function(cast.function)) is None or not fn.builtin or self.function_kinds(fn))
+        return known
+
+    def _converting_types(self) -> tuple[int, ...]:
+        """Every type a value assigned to it may run something for: computed once per catalog."""
+        known = self.catalog.derived.get("converting types")
+        if known is None:
+            known = self.catalog.derived["converting types"] = tuple(
+                t.oid for t in self.catalog.types if not self._inert_type(t.oid, False))
         return known
 
     def _inert_cast(self, schema: str | None, name: str) -> bool:

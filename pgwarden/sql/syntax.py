@@ -627,6 +627,21 @@ class _Walker:
             if isinstance(v, (dict, list)):
                 self.expr(v, scope)
 
+    def plpgsql_variable(self, datum: Any) -> None:
+        """A PL/pgSQL variable: a value assigned to it is converted to its type (a domain's CHECK
+        runs). libpg_query's PL/pgSQL parser knows the built-in types only (by their names in
+        pg_catalog); a variable of any other type, or of ``record``, is a row variable with no
+        type, and ``%TYPE`` is a column's: those may be any type (``*``)."""
+        n = _node(datum)
+        if n is None:
+            return
+        if n[0] == "PLpgSQL_rec":
+            self.calls.add(_cast(None, "*"))
+        elif n[0] == "PLpgSQL_var":
+            typ = _node(n[1].get("datatype"))
+            typname = typ[1].get("typname", "") if typ is not None else ""
+            self.calls.add(_cast("pg_catalog", typname) if typname and "%" not in typname else _cast(None, "*"))
+
     def type_name(self, type_name: Any) -> None:
         """A conversion to the type a TypeName names (``int[]`` converts to ``int`` element-wise):
         the name as the parser gives it (``int`` is ``pg_catalog.int4``, ``text`` unqualified)."""
@@ -931,6 +946,9 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
         except ParseError:
             return UNPARSABLE
     walker = _Walker(lexer)
+    for function in tree if isinstance(tree, list) else [tree]:
+        for datum in (_node(function) or ("", {}))[1].get("datums", []) or []:
+            walker.plpgsql_variable(datum)
     stack: list = [tree]
     while stack:
         item = stack.pop()

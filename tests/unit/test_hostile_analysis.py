@@ -315,6 +315,8 @@ CASTS_THAT_DELETE = [
     "SELECT 1 FROM plain ORDER BY a::checked",
     "EXPLAIN ANALYZE SELECT 5::checked",
     "DO $$ BEGIN PERFORM 5::checked; END $$",
+    "DO $$ DECLARE x public.checked; BEGIN x := 6; END $$",  # a variable of the domain
+    "DO $$ DECLARE x public.checked := 6; BEGIN NULL; END $$",
     "PREPARE p(checked) AS SELECT $1",  # EXECUTE p(5) runs the CHECK
     "ALTER TABLE plain ALTER COLUMN a TYPE checked",  # every row's value
     "ALTER TABLE plain ADD COLUMN c checked",
@@ -408,10 +410,17 @@ def test_assignment_and_implicit_casts_count_where_the_server_may_apply_them():
     volatile = _own("sneaky", "DELETE FROM public.things", 1)
     # an assignment cast to a built-in type: any column may have it
     assigned = _with(volatile, casts=(CastFacts(next(_OIDS), ticket, int4, volatile.oid, "a"),))
-    for sql in ("INSERT INTO plain VALUES (1)", "UPDATE plain SET a = 1 WHERE a = 2", "CALL p(1)", "EXECUTE q(1)",
-                "DO $$ BEGIN NULL; END $$"):
+    for sql in ("INSERT INTO plain VALUES (1)", "UPDATE plain SET a = 1 WHERE a = 2",
+                "DO $$ DECLARE x int; BEGIN x := 1; END $$", "DO $$ DECLARE r record; BEGIN NULL; END $$"):
         assert "side_effect" in analyze_sql(sql, assigned).kinds, sql
-    for sql in ("SELECT * FROM plain", "DELETE FROM plain WHERE a = 1", "SELECT 1", "BEGIN"):
+    # a record variable may be of any type: only the conversions that do something count
+    loop = "DO $$ DECLARE r record; i int; BEGIN FOR r IN SELECT * FROM plain LOOP i := 1; END LOOP; END $$"
+    assert analyze_sql(loop).kinds == {"do", "select"}
+    assert "side_effect" in analyze_sql(loop, _cast_db()).kinds  # checked's CHECK, stamp's cast
+    # (a procedure's arguments are converted by implicit casts only; a prepared statement's
+    # parameters to the types of its PREPARE, which count there)
+    for sql in ("SELECT * FROM plain", "DELETE FROM plain WHERE a = 1", "SELECT 1", "BEGIN", "CALL p(1)",
+                "EXECUTE q(1)", "DO $$ BEGIN NULL; END $$"):
         assert "side_effect" not in analyze_sql(sql, assigned).kinds, sql
     # an implicit cast: wherever a value is computed
     implicit = _with(volatile, casts=(CastFacts(next(_OIDS), ticket, int4, volatile.oid, "i"),))

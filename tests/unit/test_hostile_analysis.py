@@ -390,6 +390,13 @@ def test_a_type_is_found_on_the_search_path():
     assert "side_effect" in analyze_sql("SELECT 5::secret.checked", ctx).kinds
     ctx = ctx.after(analyze_sql("SET search_path = secret, public", ctx))
     assert "side_effect" in analyze_sql("SELECT 5::checked", ctx).kinds
+    # a type whose conversion runs nothing is still looked for on the path
+    mood = _type("mood", "e", [_builtin("enum_in")], schema="secret")
+    ctx = _with(types=(mood,), complete=True)
+    assert "unknown" in analyze_sql("SELECT 'happy'::mood", ctx).kinds
+    assert analyze_sql("SELECT 'happy'::secret.mood", ctx).kinds == {"select"}
+    ctx = ctx.after(analyze_sql("SET search_path = secret", ctx))
+    assert analyze_sql("SELECT 'happy'::mood", ctx).kinds == {"select"}
 
 
 def test_a_type_of_the_database_named_as_a_built_in_one_counts():

@@ -296,7 +296,8 @@ class _Resolver:
             return
         types = self._types(call.schema, call.name)
         if not types:
-            if any(call.schema in (None, rel.schema) for rel in self.catalog.relations_named(call.name)):
+            if any(call.schema is None or _schema(call.schema) == _schema(rel.schema)
+                   for rel in self.catalog.relations_named(call.name)):
                 return  # a table's row type: its columns' types are not followed
             if self.catalog.types:  # (an empty catalog has nothing to judge by)
                 kinds.add("unknown")  # a type of the database's own that these facts do not know

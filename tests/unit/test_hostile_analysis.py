@@ -356,7 +356,7 @@ def test_a_cast_to_a_built_in_type_runs_a_cast_of_the_database():
 NO_CONVERSION_THAT_MATTERS = [
     "SELECT 1::int, 'x'::varchar, now()::date, 1.5::numeric(10, 2), '{1}'::int[], interval '1 day'",
     "SELECT 5::information_schema.cardinal_number",  # a built-in domain: CHECK (VALUE >= 0)
-    "SELECT '(1)'::plain",  # a table's row type
+    "SELECT '(1)'::plain, '(1)'::public.plain",  # a table's row type
     "SELECT * FROM guarded",  # reading a column of the domain converts nothing
     "DELETE FROM guarded WHERE c IS NULL",
     "INSERT INTO plain VALUES (5)",

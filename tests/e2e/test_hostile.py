@@ -29,7 +29,7 @@ import attrs
 import psycopg
 import pytest
 
-from pgwarden.testing.postgres import APP_PASSWORD, APP_USER
+from pgwarden.testing.postgres import APP_USER
 from pgwarden.wire import messages as m
 
 from rawclient import RawClient

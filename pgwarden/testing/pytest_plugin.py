@@ -204,6 +204,11 @@ def check_records_after(config, stdout: Path | None = None) -> None:
     went) checked with `check_records`; against the schema when jsonschema is installed."""
     from pgwarden.config import FileSink, StdoutSink
 
+    paths = [stdout if isinstance(sink, StdoutSink) else Path(sink.file) if isinstance(sink, FileSink) else None
+             for sink in config.recording.sinks]
+    paths = [p for p in paths if p is not None and p.is_file() and p.stat().st_size]
+    if not paths:
+        return
     try:
         import jsonschema  # noqa: F401
     except ImportError:
@@ -212,10 +217,8 @@ def check_records_after(config, stdout: Path | None = None) -> None:
                       pytest.PytestWarning, stacklevel=2)
     else:
         schema = True
-    for sink in config.recording.sinks:
-        path = stdout if isinstance(sink, StdoutSink) else Path(sink.file) if isinstance(sink, FileSink) else None
-        if path is not None and path.is_file() and path.stat().st_size:
-            check_records([path], schema=schema)
+    for path in paths:
+        check_records([path], schema=schema)
 
 
 @pytest.fixture
@@ -234,7 +237,7 @@ def pgwarden_process(pg_server, signing_keys, tmp_path):
     from pgwarden.config import load_config
     from pgwarden.testing.running import launch
 
-    started: list[PgwardenProcess] = []
+    started: list[tuple[PgwardenProcess, Any]] = []  # and the config it started with
 
     def start(*, config: Path | None = None, directory: Path | None = None,
               command: Sequence[str] = PYTHON_PGWARDEN, args: Sequence[str] = (), timeout_s: float = 60.0,
@@ -258,14 +261,14 @@ def pgwarden_process(pg_server, signing_keys, tmp_path):
             raise TypeError(f"config sections {sorted(config_sections)} given with a config file")
         running = launch(config, signing_keys, directory, command=command, args=args, timeout_s=timeout_s,
                          stop_signal=stop_signal, grace_s=grace_s, env=env, cwd=cwd)
-        started.append(running)
+        started.append((running, load_config(config)))
         return running
 
     yield start
-    for running in started:
+    for running, _ in started:
         running.stop()
-    for running in started:
-        check_records_after(load_config(running.config), stdout=running.directory / "pgwarden.out")
+    for running, loaded in started:
+        check_records_after(loaded, stdout=running.directory / "pgwarden.out")
 
 
 @pytest.fixture

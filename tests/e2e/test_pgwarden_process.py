@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -33,3 +35,26 @@ def test_waiting_for_a_log_line_ends_when_pgwarden_exits(pgwarden_process):
     with pytest.raises(ExitedEarly, match=r"pgwarden exited \(-9\) without logging 'never said'"):
         running.wait_for_log("never said", timeout_s=60)
     assert time.monotonic() - started < 30
+
+
+TAMPERING_TEST = """
+import psycopg
+
+
+def test_changes_a_record(pgwarden_process):
+    running = pgwarden_process()
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("select 'as sent'")
+    assert running.stop() == 0
+    records = running.directory / "records.jsonl"
+    records.write_text(records.read_text().replace("as sent", "as told"))
+"""
+
+
+def test_after_the_test_the_records_of_its_sinks_are_checked(tmp_path):
+    """In a pytest session of its own, since what is tested is that session's teardown."""
+    (tmp_path / "test_tampering.py").write_text(TAMPERING_TEST)
+    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "test_tampering.py"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert "1 passed, 1 error" in done.stdout, done.stdout + done.stderr
+    assert "record chain broken" in done.stdout

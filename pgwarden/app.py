@@ -60,11 +60,6 @@ _CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "ro
 Decide = Callable[[ClientConnection, StatementRequest], object]
 
 
-def allow_everything(_conn: ClientConnection, _request: StatementRequest) -> object:
-    """A decider that lets every statement pass (for tests of the relay)."""
-    return ALLOW
-
-
 def _an_identity(identity) -> Identity:
     if not isinstance(identity, Identity):
         raise AuthenticationFailed("no plugin accepted the credential")

@@ -59,10 +59,11 @@ def _cmd_run(args) -> int:
     except Exception as e:  # what only applying the config shows (files missing, sinks, ports)
         print(f"pgwarden: cannot start: {e}", file=sys.stderr)
         return 2
-    if args.ready_file:
-        Path(args.ready_file).write_text(str(port.getHost().port))
+    # The admin port first: whoever waits for the ready file may read both then.
     if args.admin_port_file:
-        Path(args.admin_port_file).write_text(str(app.admin_port.getHost().port))
+        _write_at_once(args.admin_port_file, str(app.admin_port.getHost().port))
+    if args.ready_file:
+        _write_at_once(args.ready_file, str(port.getHost().port))
     from pgwarden.watch import watch_config
 
     watch_config(app, reactor, args.config, args.reload_poll_s)
@@ -72,6 +73,14 @@ def _cmd_run(args) -> int:
     _tune_gc()
     reactor.run()
     return 0
+
+
+def _write_at_once(path: str, text: str) -> None:
+    """Writes a file that a poller never sees empty or half written (a rename is atomic)."""
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(text)
+    partial.replace(target)
 
 
 def _graceful_on_sigterm(app, reactor) -> None:
@@ -278,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("-c", "--config", required=True)
-    p.add_argument("--ready-file", help="write the listening port here once listening")
+    p.add_argument("--ready-file", help="write the listening port here once listening (after --admin-port-file)")
     p.add_argument("--admin-port-file", help="write the admin endpoint's port here once listening")
     p.add_argument("--reload-poll-s", type=float, default=2.0,
                    help="how often to look for a changed config file (0: only on SIGHUP)")

@@ -1,4 +1,4 @@
-"""Records of what happened (DESIGN.md §6, docs/records.md), built by the core, written by plugins.
+"""Records of what happened (docs/records.md), built by the core, written by plugins.
 
 The core builds each record once and passes it to every ``pgwarden_record``
 implementation; sinks may buffer. Before the bytes of a reactor turn leave

@@ -1,6 +1,6 @@
 """What the server's catalog says about functions, settings, relations, operators, types and casts.
 
-One component shared by the analysis, masking and approval (DESIGN.md §8b): a
+One component shared by the analysis, masking and approval (docs/catalog.md): a
 `Catalog` is an immutable set of facts, from the live server (`live`) or from the
 snapshot of a PostgreSQL release's built-in catalog shipped with pgwarden
 (`snapshot`), so `pgwarden explain` works without a database and decisions go on

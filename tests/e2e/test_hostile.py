@@ -29,7 +29,7 @@ import attrs
 import psycopg
 import pytest
 
-from pgwarden.testing.postgres import APP_PASSWORD, APP_USER
+from pgwarden.testing.postgres import APP_USER
 from pgwarden.wire import messages as m
 
 from rawclient import RawClient
@@ -37,7 +37,7 @@ from rawclient import RawClient
 DB = "hostile"
 MARKER = Path(f"/tmp/pgwarden-hostile-{os.getpid()}-pwned")
 
-# DESIGN.md §3 with the new kinds; the table rule also covers the schema named after the
+# The design's example policy (its block rules) with the new kinds; the table rule also covers the schema named after the
 # upstream role (what "$user" on the default search_path stands for).
 DESIGN = {
     "name": "agents",

@@ -324,56 +324,27 @@ def test_a_plugin_sink_that_raises_refuses_the_statement(make_pgwarden):
     assert running.app.recorder.sink_errors >= 1
 
 
-def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_keys, tmp_path, spawn):
+def test_stdout_records_and_json_op_log_from_pgwarden_run(pgwarden_process, tmp_path):
     """`pgwarden run` with the default sink: records on stdout, its own log as JSON on stderr."""
-    import sys
-
-    import yaml
-
     from pgwarden.chain import verify
     from pgwarden.proxy.reactor import chosen
-    from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER, base_config
-    from pgwarden.tokens import mint
 
-    doc = base_config(pg_server, signing_keys, tmp_path)
-    del doc["recording"]  # the default: stdout
-    cfg = tmp_path / "pgwarden.yaml"
-    cfg.write_text(yaml.safe_dump(doc))
-    ready, admin_file = tmp_path / "ready", tmp_path / "admin"
-    out, err = open(tmp_path / "out", "wb"), open(tmp_path / "err", "wb")
-    proc = spawn([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready),
-                  "--admin-port-file", str(admin_file)], stdout=out, stderr=err)
-    _wait_ready(proc, ready)
-    token = mint(signing_keys["private"], subject="agent-9", issuer=ISSUER, audience=AUDIENCE, groups=["g"])
-    dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
-    with psycopg.connect(dsn, autocommit=True) as c:
+    running = pgwarden_process(recording=None)  # the default sink: stdout
+    with psycopg.connect(running.dsn(running.token("agent-9", ["g"])), autocommit=True) as c:
         c.execute("select 'from stdout'")
-    proc.terminate()
-    proc.wait(timeout=30)
-    out.close(), err.close()
-    lines = (tmp_path / "out").read_text().splitlines()
+    assert running.stop() == 0
+    lines = running.output().splitlines()
     assert any('"sql":"select \'from stdout\'"' in line for line in lines)
     (tmp_path / "stdout.jsonl").write_text("\n".join(lines) + "\n")
     assert verify([str(tmp_path / "stdout.jsonl")]).problem is None
-    oplog = [json.loads(line) for line in (tmp_path / "err").read_text().splitlines()]
+    oplog = [json.loads(line) for line in running.log().splitlines()]
     assert any(e["msg"].startswith("pgwarden listening on") and e["level"] == "info" for e in oplog)
     # on the reactor PGWARDEN_REACTOR names (inherited from the suite's environment)
     reactor = next(e["reactor"] for e in oplog if e["msg"].startswith("reactor: "))
     assert reactor == {"pgwarden": "pgwarden.proxy.reactor.PgwardenReactor",
                        "default": "twisted.internet.epollreactor.EPollReactor"}[chosen()]
     assert all({"ts", "level", "logger", "msg"} <= set(e) for e in oplog)
-    assert not any('"type":' in line for line in (tmp_path / "err").read_text().splitlines())
-
-
-def _wait_ready(proc, ready: Path) -> None:
-    """Polls for the ready file (pgwarden writes it once listening), failing fast if it died."""
-    import time
-
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("pgwarden did not start")
-        time.sleep(0.05)
+    assert not any('"type":' in line for line in running.log().splitlines())
 
 
 def test_a_prepared_statement_does_not_run_again_while_records_cannot_be_written(make_pgwarden, pg_server):

@@ -40,7 +40,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402  (bench/run.py: one way of starting everything)
+# bench/run.py's package: one way of starting everything
+from pgbench_run import REPO, pgwardens, servers, settings, workloads  # noqa: E402
 
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER  # noqa: E402
 
@@ -58,17 +59,18 @@ def machine_cpu() -> list[int]:
     return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:1 + len(CPU_FIELDS)]]
 
 
-def one_run(name: str, runner: bench.PgwardenRunner, mode: str, duration: int) -> dict:
-    cmd = [bench.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(bench.CLIENTS), "-j", str(bench.THREADS),
-           "-T", str(duration), *runner.target.conn_args(), bench.DATABASE]
+def one_run(name: str, runner: pgwardens.PgwardenRunner, mode: str, duration: int) -> dict:
+    cmd = [settings.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(settings.CLIENTS),
+           "-j", str(settings.THREADS),
+           "-T", str(duration), *runner.target.conn_args(), settings.DATABASE]
     pid = runner.service.pid
     user0, sys0 = process_cpu(pid)
     machine0 = machine_cpu()
     done = subprocess.run(cmd, env=runner.target.env(), capture_output=True, text=True)
     user1, sys1 = process_cpu(pid)
     machine1 = machine_cpu()
-    result = bench.RunResult(name)
-    bench.parse_pgbench(done.stdout, result)
+    result = workloads.RunResult(name)
+    workloads.parse_pgbench(done.stdout, result)
     if not result.tps:
         raise RuntimeError(f"{name}: pgbench failed:\n{done.stdout}\n{done.stderr}")
     transactions = result.tps * duration
@@ -87,23 +89,24 @@ CONFIGS = ("pass", "rules", "recording")
 def write_config(kind: str, name: str, pg, work: Path, jwks: Path) -> Path:
     """One of the configurations `run.py` measures: pass-through, ten rules, ten rules + file sink."""
     if kind == "pass":
-        return bench.write_pgwarden_config(pg, work, name, bench.PASS_THROUGH_POLICY, jwks)
+        return pgwardens.write_pgwarden_config(pg, work, name, settings.PASS_THROUGH_POLICY, jwks)
     if kind == "rules":
-        return bench.write_pgwarden_config(pg, work, name, bench.RULES_POLICY, jwks)
-    sink = {"file": str(work / f"{name}-{bench.RECORDS_FILE}"), "keep": bench.RECORDS_KEEP}
-    return bench.write_pgwarden_config(pg, work, name, bench.RULES_POLICY, jwks, recording={"sinks": [sink]})
+        return pgwardens.write_pgwarden_config(pg, work, name, settings.RULES_POLICY, jwks)
+    sink = {"file": str(work / f"{name}-{settings.RECORDS_FILE}"), "keep": settings.RECORDS_KEEP}
+    return pgwardens.write_pgwarden_config(pg, work, name, settings.RULES_POLICY, jwks,
+                                           recording={"sinks": [sink]})
 
 
 @contextlib.contextmanager
 def worktree(rev: str):
     """A checkout of ``rev`` in a temporary directory, removed afterwards."""
     path = Path(tempfile.mkdtemp(prefix="pgwarden-ab-tree-")) / "tree"
-    subprocess.run(["git", "-C", str(bench.REPO), "worktree", "add", "--detach", str(path), rev],
+    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(path), rev],
                    check=True, capture_output=True)
     try:
         yield path
     finally:
-        subprocess.run(["git", "-C", str(bench.REPO), "worktree", "remove", "--force", str(path)],
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(path)],
                        capture_output=True)
 
 
@@ -119,25 +122,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pgwarden-ab-")))
-        pg = bench.start_postgres(stack)
-        bench.init_pgbench_data(bench.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD))
-        jwks, token = bench.mint_bench_token(work)
+        pg = servers.start_postgres(stack)
+        servers.init_pgbench_data(workloads.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD))
+        jwks, token = pgwardens.mint_bench_token(work)
         if args.against:
             tree = stack.enter_context(worktree(args.against))
             first, second = args.against, "working tree"
             runners = {
-                first: bench.PgwardenRunner("base", write_config(args.config, "base", pg, work, jwks),
+                first: pgwardens.PgwardenRunner("base", write_config(args.config, "base", pg, work, jwks),
                                             work, token, stack, tree=tree),
-                second: bench.PgwardenRunner("work", write_config(args.config, "work", pg, work, jwks),
+                second: pgwardens.PgwardenRunner("work", write_config(args.config, "work", pg, work, jwks),
                                              work, token, stack),
             }
             what = f"{args.config} configuration, the working tree against {args.against}"
         else:
             first, second = "off", "recording"
             runners = {
-                first: bench.PgwardenRunner("off", write_config("rules", "off", pg, work, jwks), work, token, stack),
-                second: bench.PgwardenRunner("recording", write_config("recording", "recording", pg, work, jwks),
-                                             work, token, stack),
+                first: pgwardens.PgwardenRunner("off", write_config("rules", "off", pg, work, jwks),
+                                                work, token, stack),
+                second: pgwardens.PgwardenRunner("recording",
+                                                 write_config("recording", "recording", pg, work, jwks),
+                                                 work, token, stack),
             }
             what = "ten-rule policy, recording against recording off"
         rounds = []
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             order = [first, second] if r % 2 == 0 else [second, first]
             got = {}
             for name in order:
-                bench.reset_tables(pg)
+                servers.reset_tables(pg)
                 got[name] = one_run(name, runners[name], args.mode, args.duration)
             rounds.append(got)
             a, b = got[first], got[second]

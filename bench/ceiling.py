@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import run as bench  # noqa: E402
+from pgbench_run import pgwardens, servers, settings, workloads  # noqa: E402
 from ab import process_cpu  # noqa: E402
 
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER  # noqa: E402
@@ -41,23 +41,24 @@ def start_forwarder(pg, work: Path, stack: contextlib.ExitStack, processes: int 
     for i in range(processes):
         ready = work / f"forwarder-{i}.ready"
         extra = ["--reuseport"] if processes > 1 else []
-        svc = bench.Service(f"forwarder-{i}", [sys.executable, str(HERE / "forwarder.py"), str(port), pg.host,
+        svc = servers.Service(f"forwarder-{i}", [sys.executable, str(HERE / "forwarder.py"), str(port), pg.host,
                                                str(pg.port), "--ready-file", str(ready), *extra],
                             work / f"forwarder-{i}.log").start()
         stack.callback(svc.stop)
-        port = bench.read_ready_port(svc, ready)
+        port = servers.read_ready_port(svc, ready)
         services.append(svc)
     return services, port
 
 
-def one_run(target: bench.Target, pids: list[int], mode: str, duration: int) -> dict:
-    cmd = [bench.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(bench.CLIENTS), "-j", str(bench.THREADS),
-           "-T", str(duration), *target.conn_args(), bench.DATABASE]
+def one_run(target: workloads.Target, pids: list[int], mode: str, duration: int) -> dict:
+    cmd = [settings.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(settings.CLIENTS),
+           "-j", str(settings.THREADS),
+           "-T", str(duration), *target.conn_args(), settings.DATABASE]
     before = sum(sum(process_cpu(pid)) for pid in pids)
     done = subprocess.run(cmd, env=target.env(), capture_output=True, text=True)
     after = sum(sum(process_cpu(pid)) for pid in pids)
-    result = bench.RunResult(target.name)
-    bench.parse_pgbench(done.stdout, result)
+    result = workloads.RunResult(target.name)
+    workloads.parse_pgbench(done.stdout, result)
     if not result.tps:
         raise RuntimeError(f"{target.name}: pgbench failed:\n{done.stdout}\n{done.stderr}")
     cpu = after - before
@@ -67,10 +68,10 @@ def one_run(target: bench.Target, pids: list[int], mode: str, duration: int) -> 
 def setting_up(stack: contextlib.ExitStack, prefix: str):
     """A temp dir, PostgreSQL with pgbench's data, the direct target, and a JWKS with a token for pgwarden."""
     work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=prefix)))
-    pg = bench.start_postgres(stack)
-    direct = bench.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD)
-    bench.init_pgbench_data(direct)
-    jwks, token = bench.mint_bench_token(work)
+    pg = servers.start_postgres(stack)
+    direct = workloads.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD)
+    servers.init_pgbench_data(direct)
+    jwks, token = pgwardens.mint_bench_token(work)
     return work, pg, direct, jwks, token
 
 
@@ -85,17 +86,17 @@ def serve_through(script: str, name: str, config: Path, work: Path, stack: conte
     """`pgwarden run -c config` started through ``script --serve`` (which changes something first);
     the service and its port (0 in the config: its own free one)."""
     ready = work / f"{name}.ready"
-    svc = bench.Service(name, [sys.executable, script, "--serve", "run", "-c", str(config), "--ready-file",
+    svc = servers.Service(name, [sys.executable, script, "--serve", "run", "-c", str(config), "--ready-file",
                                str(ready)], work / f"{name}.log", cwd=str(HERE.parent)).start()
     stack.callback(svc.stop)
-    return svc, bench.read_ready_port(svc, ready)
+    return svc, servers.read_ready_port(svc, ready)
 
 
 def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, title: str = "") -> None:
     """For each mode, rounds of one run of each target in rotating order; each round's line, then
     every target's median ratio to the first target (direct, say), its range and its CPU per transaction.
 
-    ``targets``: name -> (bench.Target, the pids whose CPU is the target's; none for direct).
+    ``targets``: name -> (workloads.Target, the pids whose CPU is the target's; none for direct).
     """
     names = list(targets)
     first, others = names[0], names[1:]
@@ -104,7 +105,7 @@ def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, tit
         for r in range(rounds):
             got = {}
             for name in names[r % len(names):] + names[:r % len(names)]:
-                bench.reset_tables(pg)
+                servers.reset_tables(pg)
                 target, pids = targets[name]
                 got[name] = one_run(target, pids, mode, duration)
             results.append(got)
@@ -133,14 +134,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work, pg, direct, jwks, token = setting_up(stack, "pgwarden-ceiling-")
-        pgwarden = bench.PgwardenRunner(
-            "pgwarden", bench.write_pgwarden_config(pg, work, "pgwarden", bench.PASS_THROUGH_POLICY, jwks),
+        pgwarden = pgwardens.PgwardenRunner(
+            "pgwarden", pgwardens.write_pgwarden_config(pg, work, "pgwarden", settings.PASS_THROUGH_POLICY, jwks),
             work, token, stack)
         targets = {"direct": (direct, [])}
         for n in args.forwarder_processes or [1]:
             name = "forwarder" if n == 1 else f"forwarder-x{n}"
             forwarders, port = start_forwarder(pg, work / name, stack, n)
-            targets[name] = (bench.Target(name, "127.0.0.1", port, APP_USER, APP_PASSWORD),
+            targets[name] = (workloads.Target(name, "127.0.0.1", port, APP_USER, APP_PASSWORD),
                              [svc.pid for svc in forwarders])
         targets["pgwarden"] = (pgwarden.target, [pgwarden.service.pid])
         compare(pg, targets, args.mode or ["simple", "prepared"], args.rounds, args.duration)

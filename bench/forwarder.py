@@ -6,9 +6,10 @@ much of the gap is pgwarden's work (framing, the relay, decisions, records)
 and how much is being a proxy in CPython on Twisted at all (two more sockets
 per session, the event loop, the system calls), this forwards bytes between
 client and server without reading them: no protocol, no parsing, no policy.
-It uses the reactor `pgwarden run` installs (`pgwarden.proxy.reactor`: sends
-batched at the end of each poll iteration), so the only difference from
-pass-through pgwarden is the work pgwarden does on the bytes.
+It uses the reactor `pgwarden run` installs (`pgwarden.proxy.reactor`) and
+pgwarden's turn batching (`pgwarden.turns`: sends at the end of each poll
+iteration), so the only difference from pass-through pgwarden is the work
+pgwarden does on the bytes.
 
     python bench/forwarder.py LISTEN_PORT UPSTREAM_HOST UPSTREAM_PORT [--ready-file F] [--reuseport]
 
@@ -33,6 +34,10 @@ from pgwarden.proxy.reactor import install  # noqa: E402
 
 reactor = install()
 
+from pgwarden.turns import Turns  # noqa: E402
+
+turns = Turns(reactor)
+
 from twisted.internet.protocol import ClientFactory, Factory, Protocol  # noqa: E402
 
 
@@ -44,7 +49,7 @@ class _Upstream(Protocol):
         self.client.upstream_ready(self)
 
     def dataReceived(self, data: bytes) -> None:
-        reactor.queue_send(self.client.transport, [data])
+        turns.send(self.client.transport, [data])
 
     def connectionLost(self, reason=None) -> None:
         self.client.transport.loseConnection()
@@ -67,14 +72,14 @@ class _Client(Protocol):
         upstream.transport.setTcpNoDelay(True)
         self.upstream = upstream
         if self.early:
-            reactor.queue_send(upstream.transport, self.early)
+            turns.send(upstream.transport, self.early)
             self.early = []
 
     def dataReceived(self, data: bytes) -> None:
         if self.upstream is None:
             self.early.append(data)
         else:
-            reactor.queue_send(self.upstream.transport, [data])
+            turns.send(self.upstream.transport, [data])
 
     def connectionLost(self, reason=None) -> None:
         if self.upstream is not None:

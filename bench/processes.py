@@ -50,7 +50,7 @@ def serve(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
-    import run as bench
+    from pgbench_run import pgwardens, settings, workloads
     import yaml
     from ceiling import compare, round_arguments, serve_through, setting_up
 
@@ -60,9 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     with contextlib.ExitStack() as stack:
         work, pg, direct, jwks, token = setting_up(stack, "pgwarden-processes-")
-        one = bench.PgwardenRunner(
-            "x1", bench.write_pgwarden_config(pg, work, "x1", bench.RULES_POLICY, jwks), work, token, stack)
-        config = bench.write_pgwarden_config(pg, work, "shared", bench.RULES_POLICY, jwks)
+        one = pgwardens.PgwardenRunner(
+            "x1", pgwardens.write_pgwarden_config(pg, work, "x1", settings.RULES_POLICY, jwks), work, token, stack)
+        config = pgwardens.write_pgwarden_config(pg, work, "shared", settings.RULES_POLICY, jwks)
         with socket.socket() as probe:  # a free port for all of them (port 0 would give each its own)
             probe.bind(("127.0.0.1", 0))
             port = probe.getsockname()[1]
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = {
             "direct": (direct, []),
             "x1": (one.target, [one.service.pid]),
-            shared: (bench.Target(shared, "127.0.0.1", port, bench.BENCH_SUBJECT, token), pids),
+            shared: (workloads.Target(shared, "127.0.0.1", port, settings.BENCH_SUBJECT, token), pids),
         }
         compare(pg, targets, args.mode or ["simple", "prepared"], args.rounds, args.duration,
                 f", ten rules, x1: one pgwarden, {shared}: {args.processes} sharing a port")

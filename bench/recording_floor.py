@@ -72,7 +72,7 @@ def serve(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
-    import run as bench
+    from pgbench_run import pgwardens, settings, workloads
     from ceiling import compare, round_arguments, serve_through, setting_up
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -82,19 +82,20 @@ def main(argv: list[str] | None = None) -> int:
         work, pg, _, jwks, token = setting_up(stack, "pgwarden-recording-floor-")
 
         def recording(name: str) -> Path:
-            return bench.write_pgwarden_config(pg, work, name, bench.RULES_POLICY, jwks,
-                                               recording=bench.recording_section(work / name))
+            return pgwardens.write_pgwarden_config(pg, work, name, settings.RULES_POLICY, jwks,
+                                               recording=pgwardens.recording_section(work / name))
 
-        off = bench.PgwardenRunner(
-            "off", bench.write_pgwarden_config(pg, work, "off", bench.RULES_POLICY, jwks), work, token, stack)
+        off = pgwardens.PgwardenRunner(
+            "off", pgwardens.write_pgwarden_config(pg, work, "off", settings.RULES_POLICY, jwks), work, token,
+            stack)
         (work / "recording").mkdir()
         (work / "floor").mkdir()
-        rec = bench.PgwardenRunner("recording", recording("recording"), work, token, stack)
+        rec = pgwardens.PgwardenRunner("recording", recording("recording"), work, token, stack)
         floor, port = serve_through(__file__, "floor", recording("floor"), work, stack)
         targets = {
             "off": (off.target, [off.service.pid]),
             "recording": (rec.target, [rec.service.pid]),
-            "floor": (bench.Target("floor", "127.0.0.1", port, bench.BENCH_SUBJECT, token), [floor.pid]),
+            "floor": (workloads.Target("floor", "127.0.0.1", port, settings.BENCH_SUBJECT, token), [floor.pid]),
         }
         compare(pg, targets, args.mode or ["simple", "prepared"], args.rounds, args.duration,
                 ", ten rules, to recording off; floor: records built as ever, written the least way")

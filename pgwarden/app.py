@@ -31,14 +31,16 @@ from pgwarden.policy.model import row_cap
 from pgwarden.session import SessionSummary, replace_policies
 from pgwarden.metrics import Stats
 from pgwarden.recorder import Recorder, RecordingFailed
+from pgwarden.turns import Turns
 from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.live import LiveCatalog
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
 from pgwarden.verdict import ApprovalRequest, Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
-from pgwarden.proxy.reactor import send_now
 from pgwarden.proxy.upstream import tls_options
+from pgwarden import limits as core_limits
+from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, PENDING, StatementRequest
 from pgwarden.wire import messages as m
 
@@ -58,11 +60,6 @@ _MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set",
 _CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
 
 Decide = Callable[[ClientConnection, StatementRequest], object]
-
-
-def allow_everything(_conn: ClientConnection, _request: StatementRequest) -> object:
-    """A decider that lets every statement pass (for tests of the relay)."""
-    return ALLOW
 
 
 def _an_identity(identity) -> Identity:
@@ -154,6 +151,10 @@ class Application:
         if not self.plugins.authenticates:
             raise ConfigError(config.source, [self.plugins.no_authenticator()])
         self.plugins.configure(config)
+        #: the end of each reactor turn: records written, then the relayed bytes sent
+        self.turns = Turns(reactor)
+        #: relays bytes at the end of this turn, after its records (`Turns.send`)
+        self.send = self.turns.send
         self.recorder = Recorder(self)
         self.stats = Stats()
         self.stopping = False
@@ -169,7 +170,6 @@ class Application:
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
         self._decide = decide
-        self._queue_send = getattr(reactor, "queue_send", None)
         self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
         self.connections: set[ClientConnection] = set()
         self.port = None
@@ -213,13 +213,6 @@ class Application:
         self.plugins.notify("pgwarden_stop")
 
     # ------------------------------------------------------------------ sessions
-
-    def send(self, transport, chunks: list[bytes]) -> None:
-        """Relays bytes: at the end of this poll iteration with pgwarden's reactor, else now."""
-        if self._queue_send is not None:
-            self._queue_send(transport, chunks)
-        else:
-            send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
 
     def connection_opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)
@@ -391,8 +384,13 @@ class Application:
         self.recorder.configure()
         for conn in list(self.connections):
             if conn.session is not None:
-                replace_policies(conn.session, policies_for(conn.session.identity, new.policies))
-                conn.relay.row_cap = row_cap(conn.session.policies)
+                policies = policies_for(conn.session.identity, new.policies)
+                replace_policies(conn.session, policies)
+                conn.relay.row_cap = row_cap(policies)
+                # The upstream session keeps how it was opened (read-only, its statement_timeout).
+                conn.limits = core_limits.session_limits(
+                    policies, read_only=conn.limits.read_only, startup_timeout_ms=conn.limits.startup_timeout_ms)
+                conn.relay.policy_generation += 1  # statements parsed before are decided again at Bind
         self.reloads += 1
         log.info("reloaded {source}", source=new.source)
         return True
@@ -410,7 +408,8 @@ class Application:
                                  Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
-        if not self.plugins.checks and not self.recorder.active:
+        limits = conn.limits
+        if not self.plugins.checks and not self.recorder.active and not limits.any:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
         statement = self.statements.get(request.sql, self._context(conn, request))
@@ -423,7 +422,7 @@ class Application:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
             if refusal is not None:
                 return self._refused(conn, request, statement, refusal)
-        if not self.plugins.checks:
+        if not self.plugins.checks and not limits.any:
             return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         if getattr(self.catalog, "pending", False) and "unknown" in statement.kinds:
             # It names what the catalog may not know yet (a function just created): decide once
@@ -439,7 +438,12 @@ class Application:
     def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
         if statement is None:
             statement = self.statements.get(request.sql, self._context(conn, request))
-        verdict = self.plugins.check(statement, conn.session)
+        limits = conn.limits
+        if limits.any:  # the core's own limits come first: no plugin, no approver, can lift them
+            refused = core_limits.refusal(statement.analysis, limits)
+            if refused is not None:
+                return self.recorded(conn, request, statement, refused, Refusal.from_verdict(refused))
+        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else Verdict.allow()
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
@@ -464,7 +468,8 @@ class Application:
         if recorder.failure is not None and not recorder.retry():
             verdict, outcome = Verdict.block("records cannot be written"), _RECORDING_FAILED
         try:
-            recorder.statement(conn, request, statement, verdict, waits=outcome is ALLOW)
+            recorder.statement(conn, request, statement, verdict,
+                               waits=outcome is ALLOW or isinstance(outcome, CountRows))
         except RecordingFailed:
             return _RECORDING_FAILED
         return outcome
@@ -483,17 +488,35 @@ class Application:
         analysis = statement.analysed if statement is not None else None
         if analysis is None:
             return
-        conn.sql_context = conn.sql_context.after(analysis)
+        before = conn.sql_context
+        conn.sql_context = before.after(analysis)
+        if conn.sql_context is not before and conn.relay is not None:
+            # The server plans a named statement again under the new search_path at its next
+            # Bind: so is it decided again.
+            conn.relay.policy_generation += 1
         if analysis.kinds & _CATALOG_CHANGES:
             conn.catalog_changed = True
 
+    def _runs_as(self, statement, conn: ClientConnection, request: StatementRequest):
+        """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the
+        server), or a Verdict refusing it when its writes cannot be counted."""
+        if conn.limits.rows_written is None:
+            return ALLOW
+        syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)
+        return core_limits.counting(statement.analysis, syntax.statements, conn.limits, request.protocol) or ALLOW
+
     def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest):
+        runs = ALLOW
+        if verdict.action != "block":
+            runs = self._runs_as(statement, conn, request)
+            if isinstance(runs, Verdict):
+                verdict = runs
         if verdict.action == "allow":
             self.ran(conn, statement)
             analysis = statement.analysed
             if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
                 request.may_change_settings = False  # later pipelined text is read as this one was
-            return self.recorded(conn, request, statement, verdict, ALLOW)
+            return self.recorded(conn, request, statement, verdict, runs)
         if verdict.action == "block":
             return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict))
         # approve: hold until a human decides, if an approval store is loaded.
@@ -520,7 +543,7 @@ class Application:
         def decided(answer):
             approved = isinstance(answer, Verdict) and answer.action == "allow"
             reason = getattr(answer, "reason", None)
-            outcome = ALLOW if approved else Refusal(
+            outcome = runs if approved else Refusal(
                 "42501", f"pgwarden: approval denied: {reason or ''}".rstrip(": "))
             if approved:
                 self.ran(conn, statement)

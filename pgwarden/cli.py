@@ -24,18 +24,34 @@ def _tune_gc() -> None:
     gc.set_threshold(50_000, 20, 20)
 
 
-def _cmd_run(args) -> int:
+def _install_reactor():
+    """The reactor PGWARDEN_REACTOR names (pgwarden's own unless it says ``default``), or None
+    after saying why not."""
     from pgwarden.proxy.reactor import install
 
-    reactor = install()
+    try:
+        return install()
+    except ValueError as e:
+        print(f"pgwarden: {e}", file=sys.stderr)
+        return None
+
+
+def _cmd_run(args) -> int:
+    reactor = _install_reactor()
+    if reactor is None:
+        return 2
     checked = _checked(args.config, reactor)  # exactly what `pgwarden check` validates
     if checked is None:
         return 2
     config, plugins = checked
+    from twisted.logger import Logger
+
     from pgwarden import oplog
     from pgwarden.app import Application
+    from pgwarden.proxy.reactor import name_of
 
     oplog.start()
+    Logger(namespace="pgwarden.run").info("reactor: {reactor}", reactor=name_of(reactor))
     try:
         app = Application(config, reactor, plugins=plugins)
         port = app.listen()
@@ -43,10 +59,11 @@ def _cmd_run(args) -> int:
     except Exception as e:  # what only applying the config shows (files missing, sinks, ports)
         print(f"pgwarden: cannot start: {e}", file=sys.stderr)
         return 2
-    if args.ready_file:
-        Path(args.ready_file).write_text(str(port.getHost().port))
+    # The admin port first: whoever waits for the ready file may read both then.
     if args.admin_port_file:
-        Path(args.admin_port_file).write_text(str(app.admin_port.getHost().port))
+        _write_at_once(args.admin_port_file, str(app.admin_port.getHost().port))
+    if args.ready_file:
+        _write_at_once(args.ready_file, str(port.getHost().port))
     from pgwarden.watch import watch_config
 
     watch_config(app, reactor, args.config, args.reload_poll_s)
@@ -56,6 +73,14 @@ def _cmd_run(args) -> int:
     _tune_gc()
     reactor.run()
     return 0
+
+
+def _write_at_once(path: str, text: str) -> None:
+    """Writes a file that a poller never sees empty or half written (a rename is atomic)."""
+    target = Path(path)
+    partial = target.with_name(target.name + ".partial")
+    partial.write_text(text)
+    partial.replace(target)
 
 
 def _graceful_on_sigterm(app, reactor) -> None:
@@ -253,9 +278,8 @@ def _cmd_plugins(args) -> int:
 
 
 def _cmd_demo(args) -> int:
-    from pgwarden.proxy.reactor import install
-
-    install()
+    if _install_reactor() is None:
+        return 2
     from pgwarden.demo import run_demo
 
     return run_demo(Path(args.dir), port=args.port, reload_poll_s=args.reload_poll_s)
@@ -273,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("run", help="run the proxy")
     p.add_argument("-c", "--config", required=True)
-    p.add_argument("--ready-file", help="write the listening port here once listening")
+    p.add_argument("--ready-file", help="write the listening port here once listening (after --admin-port-file)")
     p.add_argument("--admin-port-file", help="write the admin endpoint's port here once listening")
     p.add_argument("--reload-poll-s", type=float, default=2.0,
                    help="how often to look for a changed config file (0: only on SIGHUP)")

@@ -2,7 +2,7 @@
 
 What a newcomer sees is what pgwarden is for: the upstream role is an ordinary
 one that owns the sample data (not a superuser), the policy blocks what an
-agent should not do (DESIGN.md §3), and three statements to try show a
+agent should not do (docs/configuration.md), and three statements to try show a
 refusal, a read and a filtered write. The config file is watched as `pgwarden
 run` watches it, so an edit to the policy applies within seconds.
 

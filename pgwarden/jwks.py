@@ -135,7 +135,6 @@ class RemoteKeys:
         self._fetched_at: float | None = None  # last successful fetch
         self._attempted_at: float | None = None  # last attempt, successful or not
         self._inflight: Deferred | None = None
-        self.fetches = 0
 
     def _now(self) -> float:
         return self._reactor.seconds()
@@ -182,7 +181,6 @@ class RemoteKeys:
 
     def _fetch(self) -> Deferred:
         self._attempted_at = self._now()
-        self.fetches += 1
         d = self._download()
         # One deadline for the whole exchange; cancelling it aborts the connection in use.
         d.addTimeout(self._timeout_s, self._reactor, onTimeoutCancel=self._timed_out)

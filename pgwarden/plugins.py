@@ -402,6 +402,14 @@ class PluginHost:
                 problems.extend(e.problems)
         return options, problems
 
+    def read_policies(self, policies: tuple[Policy, ...], source: str = "<policies>") -> tuple[Policy, ...]:
+        """``policies`` (structured, from a file or built in code) with their rules read by the
+        kinds the loaded plugins declare; ConfigError listing every problem."""
+        read, problems = self._read_policies(policies, {})
+        if problems:
+            raise ConfigError(source, problems)
+        return read
+
     def _read_policies(self, policies: tuple[Policy, ...],
                        lines: Mapping[tuple, int]) -> tuple[tuple[Policy, ...], list[str]]:
         """The policies with every rule's options read by its kind, and the problems."""

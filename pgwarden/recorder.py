@@ -1,8 +1,9 @@
-"""Records of what happened (DESIGN.md §6, docs/records.md), built by the core, written by plugins.
+"""Records of what happened (docs/records.md), built by the core, written by plugins.
 
 The core builds each record once and passes it to every ``pgwarden_record``
 implementation; sinks may buffer. Before the bytes of a reactor turn leave
-for the database, the recorder's barrier (`flush`) makes every sink write
+for the database, the recorder's barrier (`flush`, run by the Application's
+`pgwarden.turns.Turns`, the same way on every reactor) makes every sink write
 (``pgwarden_records_flush``): a statement allowed in that turn reaches the
 server only after its record reached the operating system. When a sink that
 fails closed cannot write, the sessions whose statements were waiting on that
@@ -103,11 +104,9 @@ class Recorder:
         self._results: list = []  # executions whose result records are built after the turn's sends
         self._by_analysis: dict[int, tuple] = {}
         self._by_verdict: dict[int, tuple] = {}
-        barrier = getattr(app.reactor, "add_barrier", None)
-        self._batched = barrier is not None
-        if barrier is not None:
-            barrier(self.flush)
-            app.reactor.add_after_sends(self.build_results)
+        self._turns = app.turns
+        self._turns.add_barrier(self.flush)
+        self._turns.add_after_sends(self.build_results)
         self.configure()
 
     def configure(self) -> None:
@@ -138,11 +137,7 @@ class Recorder:
             self._to_the_others(record, name)
             raise RecordingFailed(self.failure) from None
         self._dirty = True
-        if not self._batched:
-            self.flush(force=True)
-            if self.failure is not None:
-                raise RecordingFailed(self.failure)
-            return
+        self._turns.wake()  # the barrier at the end of this turn writes it, or sets the lazy timer
         if waiting is not None:
             self._held.append(waiting)
         if lazy and self.lazy_s:
@@ -219,14 +214,12 @@ class Recorder:
         self.failure = why
 
     def close(self) -> None:
-        """Writes what is left and leaves the reactor's barriers."""
+        """Writes what is left and leaves the turns' barriers."""
         self.build_results()
         self._dirty = True
         self.flush(force=True)
-        reactor = self.app.reactor
-        if self._batched:
-            reactor.remove_barrier(self.flush)
-            reactor.remove_after_sends(self.build_results)
+        self._turns.remove_barrier(self.flush)
+        self._turns.remove_after_sends(self.build_results)
 
     # ------------------------------------------------------------------ records
 
@@ -317,10 +310,8 @@ class Recorder:
         Nothing waits on a result record, so building it can wait until the rows are on their
         way; it is written by the next barrier, before any later statement of the session leaves.
         """
-        if self._batched:
-            self._results.append((conn, ex))
-        else:
-            self._result(conn, ex)
+        self._results.append((conn, ex))
+        self._turns.wake()
 
     def build_results(self) -> None:
         results, self._results = self._results, []

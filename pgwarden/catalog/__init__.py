@@ -1,15 +1,15 @@
-"""What the server's catalog says about functions, settings, relations and operators.
+"""What the server's catalog says about functions, settings, relations, operators, types and casts.
 
-One component shared by the analysis, masking and approval (DESIGN.md §8b): a
+One component shared by the analysis, masking and approval (docs/catalog.md): a
 `Catalog` is an immutable set of facts, from the live server (`live`) or from the
 snapshot of a PostgreSQL release's built-in catalog shipped with pgwarden
 (`snapshot`), so `pgwarden explain` works without a database and decisions go on
 (failing closed for what only the live catalog could tell) while it is unreachable.
 """
 
-from pgwarden.catalog.model import Catalog, FunctionFacts, OperatorFacts, RelationFacts
+from pgwarden.catalog.model import Catalog, CastFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts
 
-__all__ = ["Catalog", "FunctionFacts", "OperatorFacts", "RelationFacts"]
+__all__ = ["Catalog", "CastFacts", "FunctionFacts", "OperatorFacts", "RelationFacts", "TypeFacts"]
 
 
 _builtin: Catalog | None = None

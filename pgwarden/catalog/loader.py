@@ -12,7 +12,7 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from pgwarden.catalog import queries
-from pgwarden.catalog.model import Catalog, FunctionFacts, OperatorFacts, RelationFacts
+from pgwarden.catalog.model import Catalog, CastFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts
 
 KINDS = tuple(queries.COLUMNS)
 
@@ -28,8 +28,11 @@ class CatalogRows:
     server_version: int
     functions: tuple[tuple, ...] = ()
     relations: tuple[tuple, ...] = ()
+    column_types: tuple[tuple, ...] = ()
     dependencies: tuple[tuple, ...] = ()
     operators: tuple[tuple, ...] = ()
+    types: tuple[tuple, ...] = ()
+    casts: tuple[tuple, ...] = ()
     settings: tuple[tuple, ...] = ()
     schemas: tuple[tuple, ...] = ()
 
@@ -108,6 +111,11 @@ def _function(row: tuple) -> FunctionFacts:
     return FunctionFacts(**fields)
 
 
+def _type(row: tuple) -> TypeFacts:
+    oid, schema, name, kind, functions, parts = row
+    return TypeFacts(oid, schema, name, kind, functions=tuple(functions or ()), parts=tuple(parts or ()))
+
+
 def build_catalog(
     rows: CatalogRows,
     *,
@@ -135,10 +143,14 @@ def build_catalog(
             relations_of.setdefault(relation, []).append(target)
         else:
             raise CatalogShapeError(f"a dependency of kind {kind!r} (expected 'f' or 'r')")
+    column_types: dict[int, list[int]] = {}
+    for relation, type_oid in rows.column_types:
+        column_types.setdefault(relation, []).append(type_oid)
     relations = [
         RelationFacts(
             oid, schema, name, kind,
             functions=tuple(functions_of.get(oid, ())), relations=tuple(relations_of.get(oid, ())),
+            column_types=tuple(column_types.get(oid, ())),
         )
         for oid, schema, name, kind in rows.relations
     ]
@@ -148,6 +160,8 @@ def build_catalog(
         functions=map(_function, rows.functions),
         relations=relations,
         operators=(OperatorFacts(*row) for row in rows.operators),
+        types=map(_type, rows.types),
+        casts=(CastFacts(*row) for row in rows.casts),
         settings=settings,
         schemas=(name for (name,) in rows.schemas),
         server_version=rows.server_version,

@@ -67,6 +67,9 @@ class RelationFacts:
     # For views and materialized views: what their definition calls and reads (from pg_depend).
     functions: tuple[int, ...] = ()  # pg_proc OIDs
     relations: tuple[int, ...] = ()  # pg_class OIDs
+    # The types of its columns that initdb did not pin (a domain, a type of the database's own or
+    # of an extension): a write converts values to them (pg_type OIDs).
+    column_types: tuple[int, ...] = ()
 
 
 @attrs.frozen
@@ -79,6 +82,39 @@ class OperatorFacts:
     function: int  # oprcode's pg_proc OID
     left: int = 0  # oprleft type OID (0: prefix operator)
     right: int = 0
+
+
+@attrs.frozen
+class TypeFacts:
+    """One row of pg_type that a value can be converted to (tables' row types are left out).
+
+    Converting a value to a type runs functions the statement's text does not name:
+    ``functions`` are the type's own, ``parts`` the types whose conversion it runs too.
+    """
+
+    oid: int
+    schema: str
+    name: str
+    kind: str  # typtype: b base (arrays too), c composite, d domain, e enum, p pseudo, r range, m multirange
+    # Its input function (typinput) and type-modifier input function (typmodin), a domain's CHECK
+    # constraints' functions (an operator as its function), a range's canonical function.
+    functions: tuple[int, ...] = ()
+    # A domain's base type, an array's element type, a range's subtype, a multirange's range
+    # type, a composite type's field types (pg_type OIDs).
+    parts: tuple[int, ...] = ()
+
+
+@attrs.frozen
+class CastFacts:
+    """One row of pg_cast made after initdb (by a user or an extension's script)."""
+
+    oid: int
+    source: int  # castsource: pg_type OID
+    target: int  # casttarget
+    function: int = 0  # castfunc: pg_proc OID; 0 for a binary-coercible cast or one through text
+    # castcontext: e only written as a cast, a also on assignment (INSERT, UPDATE), i also implicitly
+    context: str = "e"
+    method: str = "f"  # castmethod: f function, i through the types' text input and output, b binary
 
 
 def _index(items: Iterable, key) -> dict[str, tuple]:
@@ -102,6 +138,8 @@ class Catalog:
         functions: Iterable[FunctionFacts] = (),
         relations: Iterable[RelationFacts] = (),
         operators: Iterable[OperatorFacts] = (),
+        types: Iterable[TypeFacts] = (),
+        casts: Iterable[CastFacts] = (),
         settings: dict[str, str] | None = None,
         schemas: Iterable[str] = (),
         server_version: int = 0,
@@ -111,6 +149,8 @@ class Catalog:
         self.functions: tuple[FunctionFacts, ...] = tuple(functions)
         self.relations: tuple[RelationFacts, ...] = tuple(relations)
         self.operators: tuple[OperatorFacts, ...] = tuple(operators)
+        self.types: tuple[TypeFacts, ...] = tuple(types)
+        self.casts: tuple[CastFacts, ...] = tuple(casts)
         #: setting name (lower-case) -> pg_settings.context
         self.settings: dict[str, str] = dict(settings or {})
         self.schemas: frozenset[str] = frozenset(schemas)
@@ -123,6 +163,16 @@ class Catalog:
         self._relations_by_name = _index(self.relations, lambda r: r.name)
         self._relations_by_oid = {r.oid: r for r in self.relations}
         self._operators_by_name = _index(self.operators, lambda o: o.name)
+        self._types_by_name = _index(self.types, lambda t: t.name)
+        self._types_by_oid = {t.oid: t for t in self.types}
+        self._casts_by_target = _index(self.casts, lambda c: c.target)
+        #: casts with a function that the server may apply where the text shows no cast: on
+        #: assignment to a column or parameter (context a) or to fit any expression (context i)
+        self.ambient_casts: tuple[CastFacts, ...] = tuple(
+            c for c in self.casts if c.context in ("a", "i") and c.function)
+        self._conversions: dict[tuple[int, bool], tuple[int, ...]] = {}
+        #: what the analysis derives from these facts alone, kept for as long as they are current
+        self.derived: dict = {}
 
     def __repr__(self) -> str:
         return f"<Catalog {self.source} generation {self.generation}: {len(self.functions)} functions>"
@@ -141,6 +191,56 @@ class Catalog:
 
     def operators_named(self, name: str) -> tuple[OperatorFacts, ...]:
         return self._operators_by_name.get(name, ())
+
+    def types_named(self, name: str) -> tuple[TypeFacts, ...]:
+        return self._types_by_name.get(name, ())
+
+    def type(self, oid: int) -> TypeFacts | None:
+        return self._types_by_oid.get(oid)
+
+    def casts_to(self, oid: int) -> tuple[CastFacts, ...]:
+        return self._casts_by_target.get(oid, ())
+
+    def conversion(self, oid: int, explicit: bool = True) -> tuple[int, ...]:
+        """The functions (pg_proc OIDs) that converting a value to type ``oid`` may run.
+
+        A conversion runs a cast's function from whatever type the value has (every cast
+        to the type counts: the value's type is not known), or, for text, the type's input
+        function; a domain's CHECK constraints, after the conversion to its base type; for
+        an array, the conversion of each element. Reading a composite or range value from
+        text reads its fields or bounds with their types' input functions (no casts there).
+        ``explicit``: a cast written in the text, which may use any cast; else the server's
+        own conversion of a value assigned to a column or parameter, which uses only
+        assignment and implicit casts. Only casts made after initdb are known: initdb's
+        run built-in functions that do nothing a policy cares about.
+        """
+        known = self._conversions.get((oid, explicit))
+        if known is not None:
+            return known
+        contexts = ("e", "a", "i") if explicit else ("a", "i")
+        found: dict[int, None] = {}
+        seen: set[tuple[int, bool]] = set()
+        stack = [(oid, True)]  # (type, whether it is reached by a cast rather than by text input)
+        while stack:
+            item = stack.pop()
+            if item in seen:
+                continue
+            seen.add(item)
+            type_oid, cast = item
+            if cast:
+                found.update((c.function, None) for c in self.casts_to(type_oid)
+                             if c.function and c.context in contexts)
+            facts = self._types_by_oid.get(type_oid)
+            if facts is None:
+                continue
+            found.update((f, None) for f in facts.functions)
+            # a domain's base and an array's element are cast to as the value is; a composite's
+            # fields, a range's bounds and a multirange's ranges are read from text
+            by_cast = cast and (facts.kind == "d" or facts.kind == "b")
+            stack.extend((part, by_cast) for part in facts.parts)
+        result = tuple(found)
+        self._conversions[oid, explicit] = result
+        return result
 
     def setting_context(self, name: str) -> str | None:
         """pg_settings.context of ``name`` (lower-case), None when the server has no such setting."""

@@ -37,9 +37,13 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "source", "extension", "config", "sql_body",
     ),
     "relations": ("oid", "schema", "name", "kind"),
+    # One row per (relation, type of one of its columns) for the types initdb did not pin.
+    "column_types": ("relation", "type"),
     # One row per (view, function or relation it depends on): kind 'f' for pg_proc, 'r' for pg_class.
     "dependencies": ("relation", "kind", "target"),
     "operators": ("oid", "schema", "name", "function", "left", "right"),
+    "types": ("oid", "schema", "name", "kind", "functions", "parts"),
+    "casts": ("oid", "source", "target", "function", "context", "method"),
     "settings": ("name", "context"),
     "schemas": ("name",),
 }
@@ -84,6 +88,19 @@ JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
 ORDER BY c.oid"""
 
+# The types of the relations' columns that a write converts values to, where that may run a
+# function of the database's own: a domain's CHECK, an assignment cast, a type's input function.
+# Read from pg_depend (a column records a dependency on its type; through its index on the
+# referenced object), which leaves out the types initdb pinned (int4, text, ...): those run only
+# built-in functions, and pinned objects have no dependencies recorded.
+COLUMN_TYPES = """
+SELECT DISTINCT d.objid::int8 AS relation, d.refobjid::int8 AS type
+FROM pg_depend AS d
+JOIN pg_class AS c ON c.oid = d.objid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+WHERE d.refclassid = 'pg_type'::regclass AND d.classid = 'pg_class'::regclass AND d.objsubid > 0
+  AND d.deptype = 'n'
+ORDER BY 1, 2"""
+
 # What reading each view and materialized view calls and reads, from its SELECT rule's query tree
 # (pg_rewrite.ev_action), not from pg_depend: PostgreSQL records no dependency on a pinned object
 # (one initdb made, below FirstUnpinnedObjectId), so pg_depend would not show a view calling
@@ -102,6 +119,9 @@ _FUNCTION_FIELDS = (
 )
 _OPERATOR_FIELDS = ("opno", "eqop", "sortop")
 _OPERATORS = ", ".join(f"'{field}'" for field in _OPERATOR_FIELDS)
+# The references to functions and operators in a stored expression tree (pg_node_tree as text):
+# m[1] the field, m[2] the OID.
+_TREE_REFS = ":({fields}) (\\d+)".format(fields="|".join(_FUNCTION_FIELDS + _OPERATOR_FIELDS))
 # Reading the trees is the one costly query (about 0.3 ms a view): it is asked only for the
 # views whose rule changed since the last load (`VIEW_RULES` gives each rule's row version:
 # CREATE OR REPLACE VIEW writes a new one), the rest is remembered (`loader.ViewDependencies`).
@@ -155,6 +175,58 @@ JOIN pg_namespace AS n ON n.oid = o.oprnamespace
 WHERE o.oprcode <> 0
 ORDER BY o.oid"""
 
+# Every type a value can be cast to, but the row types of tables, views, sequences, ... and their
+# arrays (there is one of each for every table; a composite type made by CREATE TYPE is kept).
+# What converting a value to it runs (see `model.TypeFacts`): the functions of a domain's CHECK
+# constraints come from their stored expression trees (pg_constraint.conbin), read as the views'
+# trees are (pg_depend records no dependency on a pinned function or operator). An array is the
+# typarray of its element; typelem alone also marks fixed-length types such as point and name.
+_TYPES = f"""
+WITH checks AS (
+    SELECT k.contypid AS type, m[1] AS field, m[2]::oid AS ref
+    FROM pg_constraint AS k, regexp_matches(k.conbin::text, '{_TREE_REFS}', 'g') AS m
+    WHERE k.contypid <> 0 AND k.contype = 'c'
+    UNION ALL
+    SELECT k.contypid, 'opno', n::oid
+    FROM pg_constraint AS k, regexp_matches(k.conbin::text, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
+         regexp_split_to_table(btrim(m[1]), ' ') AS n
+    WHERE k.contypid <> 0 AND k.contype = 'c'
+), check_functions AS (
+    SELECT checks.type, CASE WHEN checks.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE checks.ref END AS function
+    FROM checks
+    LEFT JOIN pg_operator AS o ON checks.field IN ({_OPERATORS}) AND o.oid = checks.ref
+)
+SELECT t.oid::int8 AS oid, n.nspname AS schema, t.typname AS name, t.typtype AS kind,
+       ARRAY(SELECT DISTINCT f.function::int8
+             FROM (SELECT t.typinput::oid AS function UNION ALL SELECT t.typmodin::oid
+                   UNION ALL SELECT r.rngcanonical::oid
+                   UNION ALL SELECT cf.function FROM check_functions AS cf WHERE cf.type = t.oid) AS f
+             WHERE f.function IS NOT NULL AND f.function <> 0 ORDER BY 1) AS functions,
+       ARRAY(SELECT p.part::int8
+             FROM (SELECT nullif(t.typbasetype, 0) AS part, 0 AS attnum UNION ALL SELECT e.oid, 0
+                   UNION ALL SELECT r.rngsubtype, 0 UNION ALL SELECT {{multirange_of}}, 0
+                   UNION ALL SELECT a.atttypid, a.attnum FROM pg_attribute AS a
+                   WHERE c.relkind = 'c' AND a.attrelid = t.typrelid AND a.attnum > 0
+                     AND NOT a.attisdropped) AS p
+             WHERE p.part IS NOT NULL ORDER BY p.attnum, p.part) AS parts
+FROM pg_type AS t
+JOIN pg_namespace AS n ON n.oid = t.typnamespace
+LEFT JOIN pg_type AS e ON e.typarray = t.oid
+LEFT JOIN pg_class AS c ON c.oid = coalesce(e.typrelid, t.typrelid)
+LEFT JOIN pg_range AS r ON r.rngtypid = t.oid
+{{multirange_join}}
+WHERE c.oid IS NULL OR c.relkind = 'c'
+ORDER BY t.oid"""
+
+# The casts made after initdb: initdb's own cast between built-in types only and run built-in
+# functions, which do nothing a policy cares about.
+CASTS = f"""
+SELECT c.oid::int8 AS oid, c.castsource::int8 AS source, c.casttarget::int8 AS target,
+       c.castfunc::oid::int8 AS function, c.castcontext AS context, c.castmethod AS method
+FROM pg_cast AS c
+WHERE c.oid >= {FIRST_NORMAL_OID}
+ORDER BY c.oid"""
+
 # pg_settings hides GUC_SUPERUSER_ONLY settings from roles without pg_read_all_settings and
 # GUC_NO_SHOW_ALL ones (role, session_authorization, seed, ...) from everyone.
 SETTINGS = "SELECT lower(s.name) AS name, s.context AS context FROM pg_settings AS s ORDER BY 1"
@@ -171,13 +243,19 @@ def for_version(server_version: int) -> dict[str, str]:
     if server_version >= 140000:
         body = "WHEN p.prosqlbody IS NOT NULL THEN pg_get_function_sqlbody(p.oid)"
         sql_body = "p.prosqlbody IS NOT NULL"
+        # multiranges exist from 14: a multirange's part is its range type
+        multirange_of, multirange_join = "mr.rngtypid", "LEFT JOIN pg_range AS mr ON mr.rngmultitypid = t.oid"
     else:
         body, sql_body = "", "false"
+        multirange_of, multirange_join = "NULL::oid", ""
     return {
         "functions": _FUNCTIONS.format(body=body, sql_body=sql_body),
         "relations": RELATIONS,
+        "column_types": COLUMN_TYPES,
         "dependencies": DEPENDENCIES,
         "operators": OPERATORS,
+        "types": _TYPES.format(multirange_of=multirange_of, multirange_join=multirange_join),
+        "casts": CASTS,
         "settings": SETTINGS,
         "schemas": SCHEMAS,
     }

@@ -2,8 +2,8 @@
 
 A snapshot is what `pgwarden explain` knows without a database, and what the
 proxy falls back to while the live catalog cannot be read: the functions,
-relations and operators initdb creates (OID below 16384, in pg_catalog and
-information_schema) and every setting with its context. It knows nothing of a
+relations, operators and types initdb creates (OID below 16384, in pg_catalog
+and information_schema) and every setting with its context. It knows nothing of a
 database's own objects, so it is never `complete`: a name it lacks may exist.
 
 Snapshots are generated, never edited: one gzip'd JSON file per major release in
@@ -83,9 +83,10 @@ def rows_of(document: dict) -> CatalogRows:
     if document.get("format") != FORMAT:
         raise CatalogShapeError(f"snapshot format {document.get('format')!r}, expected {FORMAT}")
     for kind in KINDS:
-        if tuple(document["columns"][kind]) != queries.COLUMNS[kind]:
+        columns = document["columns"].get(kind)
+        if tuple(columns or ()) != queries.COLUMNS[kind]:
             raise CatalogShapeError(
-                f"the snapshot's {kind} columns are {document['columns'][kind]}, not {queries.COLUMNS[kind]}: "
+                f"the snapshot's {kind} columns are {columns}, not {queries.COLUMNS[kind]}: "
                 "regenerate it (python -m pgwarden.catalog.snapshot generate)"
             )
     return rows_from_lists(document["server_version"], document)
@@ -108,8 +109,11 @@ def builtin_rows(rows: CatalogRows) -> CatalogRows:
         server_version=rows.server_version,
         functions=functions,
         relations=relations,
+        column_types=tuple(row for row in rows.column_types if row[0] in kept),
         dependencies=tuple(row for row in rows.dependencies if row[0] in kept and row[2] < FIRST_NORMAL_OID),
         operators=tuple(row for row in rows.operators if builtin(row)),
+        types=tuple(row for row in rows.types if builtin(row)),
+        casts=(),  # the casts query reads only those made after initdb
         settings=rows.settings,
         schemas=tuple(row for row in rows.schemas if row[0] in BUILTIN_SCHEMAS),
     )
@@ -117,16 +121,21 @@ def builtin_rows(rows: CatalogRows) -> CatalogRows:
 
 def encode(rows: CatalogRows) -> bytes:
     """The snapshot file: gzip'd JSON, byte-for-byte the same for the same rows."""
-    document = {
+    def dumps(value) -> str:
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+    head = {
         "format": FORMAT,
         "postgresql": major(rows.server_version),
         "server_version": rows.server_version,
         "columns": {kind: list(queries.COLUMNS[kind]) for kind in KINDS},
-        **{kind: [list(row) for row in sorted(answer)] for kind, answer in rows.by_kind().items()},
     }
-    text = json.dumps(document, separators=(",", ":"), ensure_ascii=False)
-    # One row per line: a regenerated snapshot diffs readably once decompressed.
-    text = text.replace("],[", "],\n[")
+    # One row per line (a row's own lists stay on it): a regenerated snapshot diffs readably
+    # once decompressed.
+    parts = [dumps(head)[:-1]]
+    for kind, answer in rows.by_kind().items():
+        parts.append(f",{dumps(kind)}:[" + ",\n".join(dumps(list(row)) for row in sorted(answer)) + "]")
+    text = "".join(parts) + "}"
     return gzip.compress(text.encode(), compresslevel=9, mtime=0)
 
 

@@ -200,9 +200,9 @@ def run(config_path: str) -> int:
     except ConfigError as e:
         print(e, file=sys.stderr)
         return 2
-    from pgwarden.proxy.reactor import install
-
-    reactor = install()
+    # Twisted's own reactor: pgwarden's (`pgwarden.proxy.reactor`) is tuned for relaying bytes
+    # between sessions, and the webhook relays none; it serves a few HTTPS requests.
+    from twisted.internet import reactor
     from pgwarden import oplog
 
     oplog.start()  # as `pgwarden run`: JSON lines on stderr (text on a terminal)
@@ -211,7 +211,10 @@ def run(config_path: str) -> int:
     except Exception as e:  # unreadable or mismatched certificate files, a port in use
         print(f"pgwarden webhook: cannot start: {e}", file=sys.stderr)
         return 2
-    log.info("webhook: listening on https://{host}:{port}", host=config.listen.host, port=port.getHost().port)
+    from pgwarden.proxy.reactor import name_of
+
+    log.info("webhook: listening on https://{host}:{port}", host=config.listen.host, port=port.getHost().port,
+             reactor=name_of(reactor))
     if config.sidecar.image == DEFAULT_IMAGE:
         log.warn("webhook: sidecar.image is {image}, a placeholder nothing is published under: injected pods "
                  "will not pull it; build and push your own (make push IMAGE=...) and set sidecar.image",

@@ -134,15 +134,17 @@ def _duration(_inst, _attribute, value) -> None:
         duration_ms(value)
 
 
-def _positive_rows(_inst, _attribute, value) -> None:
+def _positive_rows(_inst, attribute, value) -> None:
     if value is not None and value < 1:
-        raise ValueError(f"rows must be at least 1, got {value}")
+        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
 
 
 @attrs.frozen
 class LimitSpec:
-    rows: int | None = attrs.field(default=None, validator=_positive_rows)
+    rows: int | None = attrs.field(default=None, validator=_positive_rows)  # per result sent
     statement_timeout: str | None = attrs.field(default=None, validator=_duration)  # 30s, 2min
+    # Rows one statement may insert, update or delete (counted by the server, at any depth).
+    rows_written: int | None = attrs.field(default=None, validator=_positive_rows)
 
 
 @attrs.frozen
@@ -182,20 +184,35 @@ def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Poli
     return tuple(p for p in policies if p.when.matches(identity))
 
 
-def _limits(policies: tuple[Policy, ...]):
+def limit_rules(policies: tuple[Policy, ...]):
+    """(options, policy, rule) of each `limit` rule of ``policies``, in order."""
     from pgwarden.policy.kinds import LIMIT
 
     for policy in policies:
         for rule in policy.rules:
             spec = LIMIT.of(rule)
             if spec is not None:
-                yield spec
+                yield spec, policy, rule
+
+
+def _limits(policies: tuple[Policy, ...]):
+    return (spec for spec, _, _ in limit_rules(policies))
 
 
 def row_cap(policies: tuple[Policy, ...]) -> int | None:
     """The smallest row limit of the `limit` rules that apply; None when there is none."""
     caps = [spec.rows for spec in _limits(policies) if spec.rows]
     return min(caps) if caps else None
+
+
+def rows_written_cap(policies: tuple[Policy, ...]) -> tuple[int, Policy, Rule] | None:
+    """The smallest rows_written limit of the `limit` rules that apply, with its policy and rule."""
+    found = [(spec.rows_written, i, p, r) for i, (spec, p, r) in enumerate(limit_rules(policies))
+             if spec.rows_written]
+    if not found:
+        return None
+    cap, _, policy, rule = min(found, key=lambda f: (f[0], f[1]))
+    return cap, policy, rule
 
 
 def statement_timeout_ms(policies: tuple[Policy, ...]) -> int | None:

@@ -18,7 +18,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pgwarden.identity import AuthenticationFailed, Identity
-from pgwarden.relay.engine import ALLOW, PENDING, Relay, SessionState, StatementRequest
+from pgwarden.limits import SessionLimits, read_only_policy, session_limits
+from pgwarden.relay.engine import PENDING, Relay, SessionState, StatementRequest, settled
 from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap, statement_timeout_ms
@@ -83,6 +84,8 @@ class ClientConnection(Protocol):
         #: a statement that may change the catalog went upstream; its transaction has not ended yet
         self.catalog_changed = False
         self.policies: tuple = ()
+        #: what the core enforces in this session whatever the plugins say (see `pgwarden.limits`)
+        self.limits = SessionLimits()
         self.key: tuple[int, int] | None = None
         self._timeout = None
         self._paused_for_backlog = False
@@ -139,9 +142,10 @@ class ClientConnection(Protocol):
         else:
             self.transport.write(m.ErrorResponse.build("FATAL", sqlstate, message).encode())
         self.phase = "closed"
-        self.transport.loseConnection()
+        turns = self.app.turns  # closed after this turn's bytes (the FATAL) have left
+        turns.close(self.transport)
         if self.upstream is not None and self.upstream.transport is not None:
-            self.upstream.transport.loseConnection()
+            turns.close(self.upstream.transport)
 
     # ------------------------------------------------------------------ bytes in
 
@@ -310,6 +314,10 @@ class ClientConnection(Protocol):
         timeout_ms = statement_timeout_ms(self.policies)
         if timeout_ms is not None:  # a `limit` rule: enforced by the server itself
             params.append(("statement_timeout", str(timeout_ms)))
+        read_only = read_only_policy(self.policies) is not None
+        if read_only:  # no write can pass the policies: the server refuses what the analysis misses
+            params.append(("default_transaction_read_only", "on"))
+        self.limits = session_limits(self.policies, read_only=read_only, startup_timeout_ms=timeout_ms)
         try:
             password = cfg.read_password()
         except OSError as e:
@@ -394,6 +402,7 @@ class ClientConnection(Protocol):
         #: what statements of this session are analysed against (catalog, search_path)
         self.sql_context = self.app.session_context(self.startup)
         self.relay.row_cap = row_cap(self.policies)
+        self.relay.read_only = self.limits.read_only
         self.phase = "relay"
         self._watch_token_expiry()
         self.app.session_started(self)
@@ -443,7 +452,7 @@ class ClientConnection(Protocol):
             # The server said why (e.g. 57P01, terminated by an administrator) and the
             # client has it: a second FATAL of ours would hide the real reason.
             self.phase = "closed"
-            self.transport.loseConnection()
+            self.app.turns.close(self.transport)  # after the server's FATAL, relayed this turn
             return
         log.error("lost the database connection: {err}", err=reason.getErrorMessage())
         self._fatal("08006", "pgwarden: lost the connection to the database")
@@ -463,9 +472,9 @@ class ClientConnection(Protocol):
             if self.end_reason is None:
                 self.end_reason = relay.closing
             self.phase = "closed"
-            self.transport.loseConnection()
+            self.app.turns.close(self.transport)
             if self.upstream is not None and self.upstream.transport is not None:
-                self.upstream.transport.loseConnection()
+                self.app.turns.close(self.upstream.transport)
 
     # ------------------------------------------------------------------ verdicts
 
@@ -474,7 +483,7 @@ class ClientConnection(Protocol):
             result = self.app.decide(self, request)
         except Exception:  # never let a statement through unchecked
             return self._settle_recorded(request, Failure())
-        if result is ALLOW or isinstance(result, Refusal):
+        if settled(result):
             return result
         # A Deferred: resolve when it fires; meanwhile the relay queues.
         fired = []
@@ -491,7 +500,7 @@ class ClientConnection(Protocol):
         return PENDING
 
     def _settle(self, outcome):
-        if outcome is ALLOW or isinstance(outcome, Refusal):
+        if settled(outcome):
             return outcome
         if isinstance(outcome, Failure):
             log.failure("verdict failed", failure=outcome)
@@ -499,7 +508,7 @@ class ClientConnection(Protocol):
 
     def _settle_recorded(self, request: StatementRequest, outcome):
         """A verdict the app recorded passes; a failure becomes a recorded refusal."""
-        if outcome is ALLOW or isinstance(outcome, Refusal):
+        if settled(outcome):
             return outcome
         refusal = self._settle(outcome)
         return self.app.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
@@ -517,10 +526,8 @@ class ClientConnection(Protocol):
         """The record this session's next statement waited on could not be written: it must not run."""
         if self.phase != "relay":
             return
-        upstream = self.upstream.transport if self.upstream is not None else None
-        discard = getattr(self.app.reactor, "discard_sends", None)
-        if upstream is not None and discard is not None:
-            discard(upstream)
+        if self.upstream is not None and self.upstream.transport is not None:
+            self.app.turns.discard(self.upstream.transport)
         self._fatal("58030", "pgwarden: records cannot be written; the session ended before its "
                              "statement ran")
 

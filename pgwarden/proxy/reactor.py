@@ -7,94 +7,57 @@ select-only workload (see docs/performance.md):
   ``log.callWithLogger`` (four nested calls, for the prefix of old-style log
   lines). Events here go straight to ``_doReadOrWrite``, the same handler,
   which still logs and disconnects on errors.
-* Sends at the end of the poll iteration. ``queue_send`` collects what the
-  sessions relay while handling the events of one poll, and after the last
-  event hands each transport's bytes to the kernel directly (`send_now`).
-  Reading everything that is ready before writing means pgwarden is not
-  preempted by each process its sends wake up, and, unlike Twisted's own
-  buffered writes, it costs no epoll_ctl calls.
+* An end of the poll (`IEndOfPoll`). Functions handed to `call_at_end_of_poll`
+  run once the last event of the poll is handled. `pgwarden.turns.Turns` ends
+  its turns there (its barriers, then its sends): reading everything that is
+  ready before writing means pgwarden is not preempted by each process its
+  sends wake up, and costs no timed call per turn. On any other reactor the
+  same `Turns` ends its turns with ``callLater(0)``; what a turn does is the same.
+
+`install` chooses the reactor: this one, or Twisted's default when the
+environment says ``PGWARDEN_REACTOR=default`` (the test suite runs once on each).
 """
 
 from __future__ import annotations
 
+import os
+
 from twisted.internet.epollreactor import EPollReactor
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from pgwarden.turns import IEndOfPoll
+
+log = Logger(namespace="pgwarden.reactor")
+
+#: The values of PGWARDEN_REACTOR: pgwarden's own reactor, or Twisted's default for the platform.
+REACTORS = ("pgwarden", "default")
 
 
-def send_now(transport, data: bytes) -> None:
-    """Hands ``data`` to the kernel at once when the transport has nothing queued.
-
-    Twisted's ``write`` only buffers: the bytes leave on a later reactor turn,
-    after an epoll_ctl to poll for writability and another to stop. When the
-    transport has nothing queued, a plain TCP socket can take the bytes now;
-    whatever the kernel does not take (and everything on a TLS transport, or
-    behind queued bytes) goes through ``write`` as usual, so ordering and
-    back-pressure (which pauses the producer when the queue grows) are unchanged.
-    """
-    if (
-        transport.TLS
-        or transport.disconnecting
-        or not transport.connected
-        or transport.dataBuffer
-        or transport._tempDataLen
-    ):
-        transport.write(data)
-        return
-    try:
-        sent = transport.socket.send(data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        transport.write(data)  # the reactor notices the broken connection itself
-        return
-    if sent < len(data):
-        transport.write(data[sent:])
-
-
+@implementer(IEndOfPoll)
 class PgwardenReactor(EPollReactor):
     def __init__(self) -> None:
         super().__init__()
-        self._sends: list = []
-        self._barriers: list = []
-        self._after: list = []
+        self._at_end: list = []
 
-    def queue_send(self, transport, chunks: list[bytes]) -> None:
-        """Sends ``chunks`` on ``transport`` once the events of this poll are handled."""
-        self._sends.append((transport, chunks))
+    def call_at_end_of_poll(self, f) -> None:
+        """``f()`` runs once the events of this poll are handled."""
+        self._at_end.append(f)
 
-    def add_barrier(self, barrier) -> None:
-        """``barrier()`` runs before the queued sends of each turn leave (records go first)."""
-        self._barriers.append(barrier)
-
-    def remove_barrier(self, barrier) -> None:
-        if barrier in self._barriers:
-            self._barriers.remove(barrier)
-
-    def add_after_sends(self, work) -> None:
-        """``work()`` runs once the queued sends of a turn have left: what can wait, off the latency path."""
-        self._after.append(work)
-
-    def remove_after_sends(self, work) -> None:
-        if work in self._after:
-            self._after.remove(work)
-
-    def discard_sends(self, transport) -> None:
-        """Drops what is queued for ``transport`` (a barrier found it must not be sent)."""
-        self._sends = [s for s in self._sends if s[0] is not transport]
-
-    def _flush_sends(self) -> None:
-        for barrier in self._barriers:
-            barrier()
-        while self._sends:
-            sends, self._sends = self._sends, []
-            for transport, chunks in sends:
-                send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
-        for work in self._after:
-            work()
+    def _end_of_poll(self) -> None:
+        # What these calls ask for (records built after a turn's sends) runs now too.
+        while self._at_end:
+            calls, self._at_end = self._at_end, []
+            for f in calls:
+                try:
+                    f()
+                except Exception:  # as a timed call's failure: logged, the other calls still run
+                    log.failure("end of poll call {f!r} failed", f=f)
 
     def doPoll(self, timeout):
-        # Sends queued by timed calls and thread callbacks (runUntilCurrent) go now.
-        if self._sends or self._barriers:
-            self._flush_sends()
+        # What timed calls and thread callbacks (runUntilCurrent) asked for runs now.
+        if self._at_end:
+            self._end_of_poll()
         try:
             events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
         except InterruptedError:
@@ -105,14 +68,42 @@ class PgwardenReactor(EPollReactor):
             selectable = selectables.get(fd)
             if selectable is not None:
                 handle(selectable, fd, event)
-        if self._sends or self._barriers:
-            self._flush_sends()
+        if self._at_end:
+            self._end_of_poll()
 
     doIteration = doPoll
 
 
-def install() -> PgwardenReactor:
-    """Installs the reactor; must run before anything imports twisted.internet.reactor."""
+def name_of(reactor) -> str:
+    """The reactor's class by its full name, for the log: which event loop runs, at a glance."""
+    kind = type(reactor)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def chosen(environ=os.environ) -> str:
+    """The reactor PGWARDEN_REACTOR names (``pgwarden`` when unset); ValueError for another value."""
+    choice = environ.get("PGWARDEN_REACTOR") or "pgwarden"
+    if choice not in REACTORS:
+        raise ValueError(f"PGWARDEN_REACTOR={choice!r}: expected one of {', '.join(REACTORS)}")
+    return choice
+
+
+def install(choice: str | None = None):
+    """Installs the reactor ``choice`` names (by default, PGWARDEN_REACTOR's) and returns it.
+
+    Must run before anything imports twisted.internet.reactor. ``default`` is Twisted's
+    own choice for the platform, the reactor a library user of pgwarden would have.
+    """
+    choice = choice or chosen()
+    if choice not in REACTORS:
+        raise ValueError(f"reactor {choice!r}: expected one of {', '.join(REACTORS)}")
+    if choice == "default":
+        from twisted.internet import default
+
+        default.install()
+        from twisted.internet import reactor
+
+        return reactor
     from twisted.internet.main import installReactor
 
     reactor = PgwardenReactor()

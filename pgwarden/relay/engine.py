@@ -20,6 +20,14 @@ What it guarantees:
   its own Describe and consumes the answer.
 * **Raw rows.** DataRow and CopyData are relayed as the bytes that arrived,
   unless a row transform is installed for the current shape.
+* **Counted writes.** A statement decided `CountRows` runs between two statements
+  of pgwarden's own in its transaction (see `counting`): its results are held
+  until the server's count of rows written is checked, then released, or dropped
+  for the check's error. A simple Query is run through the extended protocol for
+  this, so pgwarden can read the count before the check is sent.
+* **Binds decided too.** A Bind of a statement the client never Parsed through
+  the protocol (an SQL-level PREPARE) is refused; one Parsed before the policies
+  changed is decided again.
 * **The server's reading of the text.** Statement text and names are decoded
   with the session's ``client_encoding`` and parsed with its
   ``standard_conforming_strings``, as the server reported them at login (see
@@ -29,6 +37,7 @@ What it guarantees:
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import deque
 from typing import Callable, Final
@@ -36,10 +45,12 @@ from typing import Callable, Final
 import attrs
 
 from pgwarden import lexical
+from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
+from pgwarden.relay.counting import CountRows
 from pgwarden.relay.execution import Execution, RowSampler, tag_rows
 from pgwarden.sql.encoding import UTF8, ClientEncoding, UnreadableText, client_encoding
-from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
+from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
@@ -58,6 +69,12 @@ class _Marker:
 
 ALLOW: Final = _Marker("ALLOW")
 PENDING: Final = _Marker("PENDING")
+
+
+def settled(decision: object) -> bool:
+    """Whether ``decision`` is a final answer of a decider: ALLOW, a CountRows or a Refusal."""
+    return decision is ALLOW or isinstance(decision, (Refusal, CountRows))
+
 
 FRONTEND_TYPES: Final = frozenset(t[0] for t in m.FRONTEND)
 BACKEND_TYPES: Final = frozenset(t[0] for t in m.BACKEND)
@@ -80,6 +97,26 @@ _F_FUNCTION_CALL, _F_TERMINATE, _F_PASSWORD = ord("F"), ord("X"), ord("p")
 # messages must be read whole (a transform, or a row cap counting them).
 _STREAMED: Final = frozenset({_B_DATA_ROW, _B_COPY_DATA})
 _WHOLE: Final = frozenset()
+
+_FLUSH: Final = m.Flush().encode()
+# Command tags (their first ten bytes) after which SQL has removed prepared statements.
+_FORGETS: Final = (b"DEALLOCATE", b"DISCARD AL")
+_SYNC: Final = m.Sync().encode()
+# Bind, Describe and Execute of the unnamed statement and portal: a simple Query's own parts.
+_RUN_UNNAMED: Final = m.Bind("", "").encode() + m.Describe("P", "").encode() + m.Execute("", 0).encode()
+
+
+def _unknown_statement(name: str, refused: bool) -> Refusal:
+    which = f'prepared statement "{name}"' if name else "the unnamed prepared statement"
+    if refused:  # as the server would say: it was never created
+        return Refusal("26000", f"pgwarden: {which} does not exist: its Parse was refused")
+    return Refusal(
+        "42501",
+        f"pgwarden: blocked: {which} was not prepared through the protocol in this session",
+        "pgwarden decides each statement when it is parsed; one prepared in SQL (PREPARE) "
+        "is decided when it is EXECUTEd.",
+        "Send a Parse for the statement before binding it, or run it with EXECUTE.",
+    )
 
 
 class _Described:
@@ -117,6 +154,8 @@ class PreparedStatement(_Described):
     _decoded: m.RowDescription | None = None
     seq: int = 0  # the StatementRequest that parsed it
     decide_s: float = 0.0  # time spent deciding its Parse, reported by its first Execute
+    generation: int = 0  # the relay's policy_generation it was decided under
+    count: CountRows | None = None  # its rows written are counted against this cap
     may_change_settings: bool = True  # see StatementRequest
 
 
@@ -132,6 +171,9 @@ class Portal(_Described):
     description: bytes | None = None
     _decoded: m.RowDescription | None = None
     rows_sent: int = 0
+    # A counted portal fetched in several Executes is one statement: its count starts once.
+    counting: bool = False
+    count_before: int | None = None
 
     def result_shape(self) -> m.RowDescription | None:
         if self.description is not None:
@@ -188,6 +230,17 @@ class StatementRequest:
 # Kinds of expectation: what the server will answer, in order.
 _E_QUERY, _E_PARSE, _E_BIND, _E_DESCRIBE, _E_EXECUTE = range(5)
 _E_CLOSE, _E_SYNC, _E_OWN_PARSE, _E_OWN_BIND, _E_OWN_EXECUTE, _E_OWN_DESCRIBE = range(5, 11)
+# pgwarden's own Close; a counted statement's before and check; the CloseComplete that
+# starts holding a counted portal's later Execute; a simple Query run as Parse/Bind/
+# Describe/Execute/Sync for counting (the T kinds: the client sees it as its Query).
+_E_OWN_CLOSE, _E_BEFORE, _E_CHECK, _E_HOLD = range(11, 15)
+_E_TPARSE, _E_TBIND, _E_TDESCRIBE, _E_TEXECUTE, _E_TSYNC = range(15, 20)
+# Completions (ParseComplete, BindComplete, CloseComplete) the client never asked for.
+_OWN_COMPLETIONS = frozenset({_E_OWN_PARSE, _E_OWN_BIND, _E_OWN_CLOSE, _E_HOLD, _E_TPARSE, _E_TBIND})
+_SYNCS = (_E_SYNC, _E_TSYNC)
+# What `counting.own_run` is answered with before its Execute's answer.
+_OWN_RUN = ((_E_OWN_CLOSE, None, False), (_E_OWN_CLOSE, None, False), (_E_OWN_PARSE, None, False),
+            (_E_OWN_BIND, None, False))
 
 
 # An expectation is a tuple (kind, target, own_error): kind is one of _E_*, target
@@ -205,9 +258,47 @@ class SessionState:
     portals: dict[str, Portal] = attrs.Factory(dict)
 
 
-Decider = Callable[[StatementRequest], object]  # -> ALLOW | Refusal | PENDING
+class _Count:
+    """One counted execution: the cap, the count before it, and its results while held."""
+
+    __slots__ = ("decision", "portal", "translated", "before", "known", "ex", "held", "held_bytes",
+                 "overflow", "capture")
+
+    def __init__(self, decision: CountRows, portal: Portal | None, translated: bool, ex=None) -> None:
+        self.decision = decision
+        self.portal = portal
+        self.translated = translated  # a simple Query run through the extended protocol
+        self.before: int | None = None
+        self.known = False  # the count before it is known (None: the server keeps none)
+        self.ex: Execution | None = ex  # its record, completed once the check has answered
+        self.held: list[bytes] = []
+        self.held_bytes = 0
+        self.overflow = False  # more than max_message_size came: the results flow unheld
+        self.capture: list[bytes] = []  # the before statement's row
+
+
+Decider = Callable[[StatementRequest], object]  # -> ALLOW | CountRows | Refusal | PENDING
 ShapeListener = Callable[[m.RowDescription], Callable[[bytes], bytes] | None]
 CompletionListener = Callable[[Execution], None]
+
+
+def _deallocated(sql: str) -> list[str] | None:
+    """The names a string's DEALLOCATE statements remove; None when it cannot be read (or ALL)."""
+    try:
+        tree = parse_tree(sql)
+    except Exception:  # noqa: BLE001 - unreadable: the caller forgets every name
+        return None
+    names = []
+    for item in tree.get("stmts", []):
+        stmt = item.get("stmt", {})
+        if "DeallocateStmt" in stmt:
+            name = stmt["DeallocateStmt"].get("name")
+            if not name:
+                return None
+            names.append(name)
+        elif "DiscardStmt" in stmt:
+            return None
+    return names
 
 
 def _unaffected(text: bytes) -> bool:
@@ -253,6 +344,7 @@ class Relay:
         self._acc_rows = 0
         self._acc_bytes = 0
         self._acc_truncated = False
+        self._capturing = False  # rows of pgwarden's own before statement are flowing
         self._sample_rows = sample_rows
         self._sample_bytes = sample_bytes
         self._sampler: RowSampler | None = None
@@ -260,26 +352,21 @@ class Relay:
         self._execute_gate = execute_gate
         self._masked: tuple[str, ...] = ()
         self.state = state or SessionState()
-        # How the server reads text in this session, from its reports at login: fixed for
-        # the session (see pgwarden.lexical). UnsupportedEncoding for an encoding without a codec.
-        parameters = self.state.parameters
-        self._encoding = client_encoding(parameters.get(lexical.CLIENT_ENCODING, "UTF8"))
-        self._utf8 = self._encoding.codec == "utf-8"
-        self._lexer = lexical.lexer_of(parameters, self._encoding)
-        # The count of ReadyForQuery by which the server will have reported (ParameterStatus)
-        # what the last statement forwarded did to the settings; compare _done_generation.
-        self._report_due = 0
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
         self._server.streamable = _STREAMED
         self._up: list[bytes] = []
-        self._down: list[bytes] = []
+        # What goes to the client: ``_out``. Results go to ``_down``, which is ``_out``
+        # unless a counted statement's results are held.
+        self._out: list[bytes] = []
+        self._down: list[bytes] = self._out
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._waiting: StatementRequest | None = None
         self._waiting_raw: bytes | None = None
         self._seq = 0
         self._parsed: tuple[bytes, m.Parse] | None = None  # the last Parse read: _apply needs it again
+        self._refused: set[str] = set()  # statement names whose latest Parse pgwarden refused
         self._skip_to_sync = False  # pgwarden refused an extended message
         self._server_discarding = False  # the server is skipping until Sync
         self._expect: deque[tuple] = deque()
@@ -293,6 +380,29 @@ class Relay:
         self._truncated = False
         self._sent_in_result = 0
         self._transform: Callable[[bytes], bytes] | None = None
+        # Counted writes (see `counting`): the statement whose results are held, the one whose
+        # check waits for its count (client messages queue meanwhile), and pgwarden's own
+        # statement names (a per-session suffix no client guesses).
+        self._holding: _Count | None = None
+        self._count_waiting: _Count | None = None
+        self._drain = False
+        self._max_held = max_message_size
+        own_name = "pgwarden_" + secrets.token_hex(4)
+        self._before_name, self._check_name = own_name + "_before", own_name + "_check"
+        self._raise_name, self._hold_name = own_name + "_refused", own_name + "_hold"
+        #: bumped when the policies change: statements parsed under an older one are decided again
+        self.policy_generation = 0
+        #: the upstream session was opened read-only and must stay so
+        self.read_only = False
+        # How the server reads text in this session, from its reports at login: fixed for
+        # the session (see pgwarden.lexical). UnsupportedEncoding for an encoding without a codec.
+        parameters = self.state.parameters
+        self._encoding = client_encoding(parameters.get(lexical.CLIENT_ENCODING, "UTF8"))
+        self._utf8 = self._encoding.codec == "utf-8"
+        self._lexer = lexical.lexer_of(parameters, self._encoding)
+        # The count of ReadyForQuery by which the server will have reported (ParameterStatus)
+        # what the last statement forwarded did to the settings; compare _done_generation.
+        self._report_due = 0
         #: set when the session must end: the reason, for the edge's log.
         self.closing: str | None = None
         #: the client said Terminate.
@@ -309,7 +419,10 @@ class Relay:
         return out
 
     def pop_client(self) -> list[bytes]:
-        out, self._down = self._down, []
+        out = self._out
+        self._out = []
+        if self._holding is None or self._holding.overflow:
+            self._down = self._out
         return out
 
     @property
@@ -320,7 +433,8 @@ class Relay:
     @property
     def idle(self) -> bool:
         """Nothing in flight: no answer awaited from the server, no statement held or queued."""
-        return not self._expect and self._waiting is None and not self._queue and not self._up
+        return (not self._expect and self._waiting is None and self._count_waiting is None
+                and not self._queue and not self._up)
 
     @property
     def waiting(self) -> StatementRequest | None:
@@ -335,7 +449,7 @@ class Relay:
         except ProtocolError as e:
             self.fail(str(e))
             return
-        if self._waiting is not None:
+        if self._waiting is not None or self._count_waiting is not None:
             self._queue.extend(frames)
             self._queued_bytes += sum(len(f) for f in frames)
             return
@@ -366,7 +480,10 @@ class Relay:
         if self.closing:
             return
         self.closing = reason
-        self._down.append(m.ErrorResponse.build("FATAL", sqlstate, f"pgwarden: {reason}").encode())
+        if self._holding is not None:  # held results of a write never reach the client
+            self._holding = None
+            self._down = self._out
+        self._out.append(m.ErrorResponse.build("FATAL", sqlstate, f"pgwarden: {reason}").encode())
         self._up.append(m.Terminate().encode())
 
     # ------------------------------------------------------------------ client side
@@ -377,6 +494,12 @@ class Relay:
         while i < n:
             if self.closing:
                 return
+            if self._count_waiting is not None:
+                # A counted statement's check goes right after its Execute: the rest waits for it.
+                rest = frames[i:]
+                self._queue.extend(rest)
+                self._queued_bytes += sum(len(f) for f in rest)
+                return
             raw = frames[i]
             i += 1
             t = raw[0]
@@ -384,30 +507,31 @@ class Relay:
                 if t != _F_SYNC:
                     continue
                 self._skip_to_sync = False
-            if t == _F_QUERY or t == _F_PARSE or t == _F_FUNCTION_CALL:
-                try:
+            try:
+                if t == _F_QUERY or t == _F_PARSE or t == _F_FUNCTION_CALL:
                     request = self._request(raw)
-                except ProtocolError as e:
-                    self.fail(str(e))
-                    return
-                if self._on_complete is not None:
-                    self._arrived = self._clock()
-                decision = self._decide(request)
-                if decision is PENDING:
-                    self._waiting_arrived = self._arrived
-                    self._waiting = request
-                    self._waiting_raw = raw
-                    rest = frames[i:]
-                    self._queue.extend(rest)
-                    self._queued_bytes += sum(len(f) for f in rest)
-                    return
-                self._apply(raw, request, decision)
-            else:
-                try:
+                elif t == _F_BIND:
+                    request = self._bind(raw)
+                    if request is None:
+                        continue
+                else:
                     self._forward_other(t, raw)
-                except ProtocolError as e:
-                    self.fail(str(e))
-                    return
+                    continue
+            except ProtocolError as e:
+                self.fail(str(e))
+                return
+            if self._on_complete is not None:
+                self._arrived = self._clock()
+            decision = self._decide(request)
+            if decision is PENDING:
+                self._waiting_arrived = self._arrived
+                self._waiting = request
+                self._waiting_raw = raw
+                rest = frames[i:]
+                self._queue.extend(rest)
+                self._queued_bytes += sum(len(f) for f in rest)
+                return
+            self._apply(raw, request, decision)
 
     def _request(self, raw: bytes) -> StatementRequest:
         self._seq += 1
@@ -490,30 +614,65 @@ class Relay:
                                 None if name is None else encoding.readable(name), self._seq,
                                 self._lexer, encoding.name, refusal)
 
+    def _bind(self, raw: bytes, decided: bool = False) -> StatementRequest | None:
+        """Forwards a Bind, or refuses it; or, for a statement decided under policies that
+        have changed since, returns the request to decide it again (nothing forwarded)."""
+        st = self.state
+        # Only the names are read here: the rest is for the server (and for
+        # Portal.result_formats, should anyone ask for the shape).
+        portal_name, end = _name(raw, 5, self._encoding)
+        statement_name, _ = _name(raw, end, self._encoding)
+        stmt = st.statements.get(statement_name)
+        if stmt is None:
+            if not self._server_discarding:
+                # Never Parsed here (an SQL-level PREPARE, or gone): nothing pgwarden decided.
+                self._refuse_here(_unknown_statement(statement_name, statement_name in self._refused), None)
+                return None
+            stmt = PreparedStatement(statement_name, "")  # skipped by the server anyway
+        elif stmt.generation != self.policy_generation and not decided and not self._server_discarding:
+            self._seq += 1
+            return StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
+                                    self._encoding.name)
+        portal = Portal(portal_name, stmt, raw, self._generation)
+        st.portals[portal_name] = portal
+        self._up.append(raw)
+        if not self._server_discarding:
+            self._expect.append((_E_BIND, portal, False))
+        return None
+
     def _apply(self, raw: bytes, request: StatementRequest, decision: object) -> None:
         t = raw[0]
         if request.refusal is not None:  # unreadable: refused whatever the decider said
             decision = request.refusal
-        if decision is not ALLOW and not isinstance(decision, Refusal):
+        if decision is not ALLOW and not isinstance(decision, (Refusal, CountRows)):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
+        runs = decision is ALLOW or isinstance(decision, CountRows)
         ex = None
         if self._on_complete is not None:
             now = self._clock()
             ex = Execution(request.seq, request.protocol, self._arrived, now)
         if t == _F_QUERY:
             self._generation += 1
-            if decision is ALLOW:
-                if request.may_change_settings:
-                    self._report_due = self._generation
+            # A simple Query drops the unnamed statement and portal, as the server does.
+            st = self.state
+            if st.statements:
+                st.statements.pop("", None)
+            if st.portals:
+                st.portals.pop("", None)
+            if runs and request.may_change_settings:
+                self._report_due = self._generation
+            if decision is ALLOW or (runs and self._server_discarding):
                 self._up.append(raw)
-                self._expect.append((_E_QUERY, None, False, ex))
+                self._expect.append((_E_QUERY, request.sql, False, ex))
+            elif runs:
+                self._count_query(raw, decision, ex)
             else:
                 self._up.append(own.raising_query(decision))
                 self._expect.append((_E_QUERY, None, True, ex))
         elif t == _F_FUNCTION_CALL:
             # A call by function OID escapes every statement rule: always refused.
             self._generation += 1
-            if decision is ALLOW:
+            if runs:
                 decision = Refusal(
                     "42501",
                     "pgwarden: blocked: the FunctionCall protocol message is not allowed",
@@ -522,19 +681,35 @@ class Relay:
                 )
             self._up.append(own.raising_query(decision))
             self._expect.append((_E_QUERY, None, True, ex))
+        elif t == _F_BIND:
+            if runs:
+                stmt = self.state.statements.get(request.statement_name or "")
+                if stmt is not None and stmt.sql == request.sql:
+                    stmt.generation = self.policy_generation
+                    stmt.count = decision if isinstance(decision, CountRows) else None
+                self._bind(raw, decided=True)
+            else:
+                self._refuse_here(decision, ex)
         else:  # Parse
             parsed, self._parsed = self._parsed, None
-            if decision is ALLOW:
+            if runs:
                 p = parsed[1] if parsed is not None and parsed[0] is raw else m.Parse.decode(raw[5:])
-                stmt = PreparedStatement(request.statement_name, request.sql, p.param_types)
+                stmt = PreparedStatement(request.statement_name, request.sql, p.param_types,
+                                         generation=self.policy_generation,
+                                         count=decision if isinstance(decision, CountRows) else None)
                 stmt.may_change_settings = request.may_change_settings
                 if ex is not None:
                     stmt.seq = request.seq
                     stmt.decide_s = ex.forwarded - ex.arrived
-                self.state.statements[stmt.name] = stmt
+                if not self._server_discarding:  # else the server skips the Parse: nothing is created
+                    self.state.statements[stmt.name] = stmt
+                    self._refused.discard(stmt.name)
                 self._up.append(raw)
                 self._expect_extended((_E_PARSE, stmt, False, ex))
             else:
+                if len(self._refused) > 1000:
+                    self._refused.clear()
+                self._refused.add(request.statement_name or "")
                 self._up.append(own.raising_extended(decision))
                 self._expect_extended((_E_OWN_PARSE, None, False))
                 self._expect_extended((_E_OWN_BIND, None, False))
@@ -546,21 +721,73 @@ class Relay:
         if not self._server_discarding:
             self._expect.append(e)
 
+    def _refuse_here(self, refusal: Refusal, ex: Execution | None) -> None:
+        """Refuses an extended-protocol message in its position, then skips to Sync.
+
+        pgwarden's own named statement raises the error, so the client's unnamed
+        statement survives (an error does not remove prepared statements).
+        """
+        self._own_run(self._raise_name, own.raising_sql(refusal), (_E_OWN_EXECUTE, None, True, ex))
+        self._skip_to_sync = True
+
+    def _own_run(self, name: str, sql: str, execute: tuple) -> None:
+        """pgwarden's own statement (see `counting.own_run`); ``execute``: what its Execute expects."""
+        self._up.append(counting.own_run(name, sql))
+        for e in _OWN_RUN:
+            self._expect_extended(e)
+        self._expect_extended(execute)
+
+    # ------------------------------------------------------------------ counted writes
+
+    def _begin_count(self, count: _Count) -> None:
+        """pgwarden's before statement, flushed so its count comes back at once."""
+        self._own_run(self._before_name, counting.BEFORE_SQL, (_E_BEFORE, count, False, None))
+        self._up.append(_FLUSH)
+
+    def _count_query(self, raw: bytes, decision: CountRows, ex: Execution | None) -> None:
+        """A simple Query that may write, run as the unnamed statement of the extended protocol
+        (what a simple Query uses too), so that its count can be read before its check is sent."""
+        count = _Count(decision, None, True, ex)
+        self._begin_count(count)
+        sql = raw[5:raw.index(b"\0", 5) + 1]  # the text as the client encoded it, with its NUL
+        self._up.append(b"P" + (len(sql) + 7).to_bytes(4, "big") + b"\0" + sql + b"\0\0" + _RUN_UNNAMED)
+        self._expect.append((_E_TPARSE, None, False))
+        self._expect.append((_E_TBIND, None, False))
+        self._expect.append((_E_TDESCRIBE, None, False))
+        self._expect.append((_E_TEXECUTE, None, False, None))
+        self._count_waiting = count
+
+    def _send_check(self, count: _Count) -> None:
+        """The check right after the counted Execute (and the Sync ending a counted Query)."""
+        self._own_run(self._check_name, counting.check_sql(count.decision, count.before),
+                      (_E_CHECK, count, True, None))
+        if count.translated:
+            self._end_counted_query(count)
+
+    def _end_counted_query(self, count: _Count) -> None:
+        # (No generation of its own: it ends the Query's, which _apply counted.)
+        self._up.append(_SYNC)
+        self._expect.append((_E_TSYNC, None, False, count.ex))
+
+    def _counted_execute(self, portal: Portal) -> _Count | None:
+        """Before a counted portal's Execute: the before statement, or (a later Execute of the
+        same portal) only the marker whose answer starts holding its results."""
+        if self._server_discarding:
+            return None
+        count = _Count(portal.statement.count, portal, False)
+        if portal.counting:
+            count.before, count.known = portal.count_before, True
+            self._up.append(m.Close("S", self._hold_name).encode())
+            self._expect.append((_E_HOLD, count, False))
+        else:
+            portal.counting = True
+            self._begin_count(count)
+        return count
+
     def _forward_other(self, t: int, raw: bytes) -> None:
         st = self.state
         if t == _F_BIND:
-            # Only the names are read here: the rest is for the server (and for
-            # Portal.result_formats, should anyone ask for the shape).
-            portal_name, end = _name(raw, 5, self._encoding)
-            statement_name, _ = _name(raw, end, self._encoding)
-            stmt = st.statements.get(statement_name)
-            if stmt is None:  # the server will say it does not exist
-                stmt = PreparedStatement(statement_name, "")
-            portal = Portal(portal_name, stmt, raw, self._generation)
-            st.portals[portal_name] = portal
-            self._up.append(raw)
-            if not self._server_discarding:
-                self._expect.append((_E_BIND, portal, False))
+            self._bind(raw, decided=True)
         elif t == _F_EXECUTE:
             if self._execute_gate is not None:
                 why = self._execute_gate()
@@ -569,6 +796,9 @@ class Relay:
                     return
             name, end = _name(raw, 5, self._encoding)
             portal = st.portals.get(name)
+            count = None
+            if portal is not None and portal.statement.count is not None:
+                count = self._counted_execute(portal)
             if portal is not None and not portal.described and not portal.statement.described:
                 # The client never asked what this portal returns: ask for it (the name as the
                 # client's bytes: the server reads it in the session's encoding).
@@ -591,6 +821,11 @@ class Relay:
                 self._expect.append((_E_EXECUTE, portal, False, ex))
                 if portal is None or portal.statement.may_change_settings:
                     self._report_due = self._generation + 1  # reported before the next Sync's ReadyForQuery
+            if count is not None:
+                if count.known:  # a later Execute of the portal: counted from its first
+                    self._send_check(count)
+                else:
+                    self._count_waiting = count
         elif t == _F_DESCRIBE:
             name, _ = _name(raw, 6, self._encoding)
             target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
@@ -633,12 +868,21 @@ class Relay:
             return
         try:
             self._relay_server(frames)
+            if self._drain and not self.closing:
+                # A count came back and its check went up: the client messages held meanwhile follow.
+                self._drain = False
+                queued = list(self._queue)
+                self._queue.clear()
+                self._queued_bytes = 0
+                self._process_client(queued)
         except Exception as e:  # a masker that raised, or a bug: rows must not pass unchecked
             self.error = e
             self.fail(f"internal error while relaying results ({type(e).__name__}); see pgwarden's log", "XX000")
 
     def _relay_server(self, frames: list) -> None:
-        down = self._down
+        # ``down``: straight to the client (messages that may come at any time). Results go to
+        # ``self._down``, where a counted statement's are held.
+        down = self._out
         expect = self._expect
         track = self._on_complete is not None
         for raw in frames:
@@ -651,7 +895,7 @@ class Relay:
                         # Its rows must be rewritten or counted, and this one is too large to hold whole.
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
                         return
-                down.append(raw.data)
+                self._hold_or_send(raw.data)
                 if track:
                     self._acc_bytes += len(raw.data)
                     if self._sample_rows:  # a row too large to keep whole is not sampled
@@ -662,17 +906,24 @@ class Relay:
                 if not self._in_result:
                     self._begin_rows()
                 if self._transform is None and self._rows_left is None:
-                    down.append(raw)
+                    if self._holding is None:
+                        self._down.append(raw)
+                    else:
+                        self._hold_or_send(raw)
                     if track:
                         self._track_rows(raw)
                 else:
                     self._rows(raw)
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
+                head = expect[0] if expect else None
+                if head is not None and (head[0] == _E_BEFORE or head[0] == _E_CHECK):
+                    self._count_answer(head, raw)
+                    continue
                 truncated = self._truncated
+                sent = self._sent_in_result
                 if truncated:
                     raw = self._truncation_notice(t, raw)
                 self._end_result()
-                head = expect[0] if expect else None
                 if head is not None and head[0] == _E_EXECUTE:
                     expect.popleft()
                     if head[3] is not None:
@@ -681,21 +932,34 @@ class Relay:
                         if t == _B_COMMAND_COMPLETE:
                             ex.rows = tag_rows(raw)
                         elif t == _B_SUSPENDED and truncated:
-                            ex.rows = self._sent_in_result
-                        self._complete(ex)
-                elif track and head is not None and head[0] == _E_QUERY:
-                    if t == _B_COMMAND_COMPLETE:
-                        self._acc_rows += tag_rows(raw)
-                    self._acc_truncated = self._acc_truncated or truncated
-                down.append(raw)
+                            ex.rows = sent
+                        if self._holding is not None:
+                            self._holding.ex = ex  # completed once the check has answered
+                        else:
+                            self._complete(ex)
+                elif head is not None and (head[0] == _E_QUERY or head[0] == _E_TEXECUTE):
+                    if head[0] == _E_TEXECUTE:
+                        expect.popleft()
+                    if track:
+                        if t == _B_COMMAND_COMPLETE:
+                            self._acc_rows += tag_rows(raw)
+                        self._acc_truncated = self._acc_truncated or truncated
+                if t == _B_COMMAND_COMPLETE and raw[5] == 68 and raw[5:15] in _FORGETS:  # 68: D
+                    self._forget_prepared(head, raw)
+                if self._holding is None:
+                    self._down.append(raw)
+                else:
+                    self._hold_or_send(raw)
             elif t == _B_READY:
                 self._ready(raw)
             elif t == _B_ROW_DESCRIPTION or t == _B_NO_DATA or t == _B_PARAM_DESCRIPTION:
                 self._description(t, raw)
             elif t == _B_PARSE_COMPLETE or t == _B_BIND_COMPLETE or t == _B_CLOSE_COMPLETE:
                 e = expect.popleft() if expect else None
-                if e is None or e[0] not in (_E_OWN_PARSE, _E_OWN_BIND):
-                    down.append(raw)
+                if e is None or e[0] not in _OWN_COMPLETIONS:
+                    self._down.append(raw)
+                elif e[0] == _E_HOLD:
+                    self._hold(e[1])
             elif t == _B_ERROR:
                 self._error(raw)
             elif t == _B_PARAMETER:
@@ -712,13 +976,95 @@ class Relay:
             elif t == _B_COPY_OUT or t == _B_COPY_BOTH:
                 # COPY TO STDOUT rows are text or binary lines; their shape comes
                 # from the statement, which only the SQL analysis knows.
-                down.append(raw)
-            else:  # Notice, Notification, CopyIn, CopyData, CopyDone, ...
+                self._hold_or_send(raw)
+            elif t == _B_NOTIFICATION:
+                down.append(raw)  # never held: it is another session's, and may not wait
+            else:  # Notice, CopyIn, CopyData, CopyDone, ...
                 if track and t == _B_COPY_DATA:
                     self._acc_bytes += len(raw)
-                down.append(raw)
+                self._hold_or_send(raw)
         if self._transform is not None:
             self._server.streamable = _WHOLE
+
+    def _forget_prepared(self, head: tuple | None, raw: bytes) -> None:
+        """SQL removed prepared statements (DEALLOCATE, DISCARD ALL): a later Bind of one of
+        those names must not be taken for the statement pgwarden decided at its Parse, since
+        an SQL PREPARE may have reused the name."""
+        statements = self.state.statements
+        if raw[5:-1] in (b"DEALLOCATE ALL", b"DISCARD ALL"):
+            statements.clear()
+            return
+        sql = None
+        if head is not None and head[0] == _E_QUERY:
+            sql = head[1]
+        elif head is not None and head[0] == _E_EXECUTE and head[1] is not None:
+            sql = head[1].statement.sql
+        names = _deallocated(sql) if sql else None
+        if names is None:  # cannot tell which: forget every one
+            statements.clear()
+            return
+        for name in names:
+            statements.pop(name, None)
+
+    # ------------------------------------------------------------------ holding counted results
+
+    def _hold_or_send(self, raw: bytes) -> None:
+        """A result message: to the client, or held while its statement's count is unknown."""
+        held = self._holding
+        if held is None or held.overflow:
+            self._down.append(raw)
+            return
+        held.held_bytes += len(raw)
+        held.held.append(raw)
+        if held.held_bytes > self._max_held:
+            # Too much to hold: from here the results flow, and the check still decides whether
+            # the write stays (its error then follows the rows, as a server error mid-result would).
+            held.overflow = True
+            self._out.extend(held.held)
+            held.held = []
+            self._down = self._out
+
+    def _hold(self, count: _Count) -> None:
+        """From here until the check answers, the counted statement's results are held."""
+        self._holding = count
+        self._down = count.held
+
+    def _release(self, send: bool) -> _Count | None:
+        """The check answered (or the statement failed): held results go to the client, or nowhere."""
+        count = self._holding
+        if count is None:
+            return None
+        self._holding = None
+        self._down = self._out
+        if send and not count.overflow:
+            self._out.extend(count.held)
+        count.held = []
+        return count
+
+    def _count_answer(self, head: tuple, raw: bytes) -> None:
+        """CommandComplete of pgwarden's before statement (its count) or of its check (passed)."""
+        self._expect.popleft()
+        self._end_result()
+        count = head[1]
+        if head[0] == _E_BEFORE:
+            self._capturing = False
+            self._down = self._out
+            if count.capture:
+                count.before = counting.parse_count(count.capture[0])
+            count.known = True
+            count.capture = []
+            if count.portal is not None:
+                count.portal.count_before = count.before
+            self._hold(count)
+            if self._count_waiting is count:
+                self._count_waiting = None
+                self._send_check(count)
+                self._drain = True
+            return
+        # The check passed: what the statement sent goes to the client.
+        self._release(True)
+        if not count.translated and count.ex is not None:
+            self._complete(count.ex)
 
     @property
     def row_cap(self) -> int | None:
@@ -740,8 +1086,16 @@ class Relay:
         """The first row of a result whose RowDescription came earlier (a portal's)."""
         head = self._expect[0] if self._expect else None
         portal = None
-        if head is not None and head[0] == _E_EXECUTE and head[1] is not None:
-            portal = head[1]
+        if head is not None:
+            if head[0] == _E_EXECUTE and head[1] is not None:
+                portal = head[1]
+            elif head[0] == _E_BEFORE:  # pgwarden's own count: kept, never sent
+                self._in_result = True
+                self._result = _Result()
+                self._transform = self._rows_left = None
+                self._capturing = True
+                self._down = head[1].capture
+                return
         self._start_result(None, portal)
 
     def _rows(self, run: bytes) -> None:
@@ -760,7 +1114,8 @@ class Relay:
             portal = self._result._portal
             if portal is not None:
                 portal.rows_sent += len(rows)
-        self._down.extend(rows)
+        for row in rows:
+            self._hold_or_send(row)
         if self._on_complete is not None and rows:
             self._track_rows(rows[0] if len(rows) == 1 else b"".join(rows))
 
@@ -773,6 +1128,8 @@ class Relay:
 
     def _track_rows(self, run: bytes) -> None:
         """Rows as they went to the agent (after masks and the row cap): counted, maybe sampled."""
+        if self._capturing:
+            return
         self._acc_bytes += len(run)
         if self._sample_rows:
             sampler = self._sampler_now()
@@ -796,7 +1153,7 @@ class Relay:
     def _truncation_notice(self, t: int, raw: bytes) -> bytes:
         """Before the end of a cut result: a notice, and the command tag counting what was sent."""
         cap = self.row_cap
-        self._down.append(m.NoticeResponse.build(
+        self._hold_or_send(m.NoticeResponse.build(
             "NOTICE", "01000", f"pgwarden: result truncated at {cap} rows",
             "Rows beyond the limit of this identity's policy were not sent.",
             "Narrow the query (WHERE, LIMIT) or aggregate in SQL.",
@@ -833,6 +1190,10 @@ class Relay:
 
     def _end_result(self) -> None:
         self._in_result = False
+        # The next statement may return no rows (no RowDescription, no _start_result):
+        # nothing of this result's cut may carry over to its CommandComplete.
+        self._truncated = False
+        self._sent_in_result = 0
         if self._transform is not None:
             self._transform = None
             if self._row_cap is None:
@@ -845,7 +1206,10 @@ class Relay:
             # Simple query: each result announces its own shape.
             if t == _B_ROW_DESCRIPTION:
                 self._start_result(raw)
-            self._down.append(raw)
+            if self._holding is None:
+                self._down.append(raw)
+            else:
+                self._hold_or_send(raw)
             return
         target = head[1]
         if t == _B_PARAM_DESCRIPTION:
@@ -853,6 +1217,12 @@ class Relay:
             self._down.append(raw)
             return
         expect.popleft()
+        if head[0] == _E_TDESCRIBE:
+            # A counted simple Query: its shape, as the simple protocol would have announced it.
+            if t == _B_ROW_DESCRIPTION:
+                self._start_result(raw)
+                self._hold_or_send(raw)
+            return
         if target is not None:
             target.describe(raw if t == _B_ROW_DESCRIPTION else None)
         if head[0] == _E_DESCRIBE:
@@ -871,6 +1241,23 @@ class Relay:
         head = expect[0] if expect else None
         if head is not None and head[2]:
             raw = own.clean_own_error(raw)
+        if self._capturing:  # pgwarden's before statement failed: nothing of it is sent
+            self._capturing = False
+            self._down = self._out
+        if head is not None and head[0] == _E_CHECK:
+            # More was written than the cap allows: the transaction is rolled back, and
+            # what the statement sent is dropped; the client gets the check's error instead.
+            count = self._release(False)
+            if count is not None and count.ex is not None:
+                count.ex.error(raw)
+                count.ex.rows = 0
+                if count.translated:
+                    self._acc_rows = 0
+                else:
+                    self._complete(count.ex)
+        else:
+            # The counted statement failed on its own: what it sent, then the server's error.
+            self._release(severity not in ("FATAL", "PANIC"))
         if head is None or head[0] == _E_QUERY:
             if head is not None and head[3] is not None:
                 head[3].error(raw)
@@ -883,18 +1270,32 @@ class Relay:
             ex.rows = 0
             self._complete(ex)
         # Extended protocol: the server now discards everything until Sync.
-        while expect and expect[0][0] != _E_SYNC:
-            expect.popleft()
+        statements = self.state.statements
+        while expect and expect[0][0] not in _SYNCS:
+            e = expect.popleft()
+            if e[0] == _E_PARSE and statements.get(e[1].name) is e[1]:
+                del statements[e[1].name]  # failed or skipped: the server does not have it
+        waiting = self._count_waiting
+        if waiting is not None:
+            # The count's before statement failed or was skipped: no check will follow it.
+            self._count_waiting = None
+            self._drain = True
+            if waiting.translated:
+                if waiting.ex is not None:
+                    waiting.ex.error(raw)
+                self._end_counted_query(waiting)
         if not expect:
             self._server_discarding = True
         self._down.append(raw)
 
     def _ready(self, raw: bytes) -> None:
         self._end_result()
+        if self._holding is not None:  # (a check always answers before this: nothing is held here)
+            self._release(False)
         expect = self._expect
         while expect:
             e = expect.popleft()
-            if e[0] == _E_QUERY:
+            if e[0] == _E_QUERY or e[0] == _E_TSYNC:
                 if e[3] is not None:
                     ex = e[3]
                     ex.rows, ex.truncated = self._acc_rows, self._acc_truncated
@@ -903,6 +1304,11 @@ class Relay:
                 break
             if e[0] == _E_SYNC:
                 break
+        if self.read_only and self.state.parameters.get("default_transaction_read_only") == "off":
+            # A function the analysis could not see made the session writable.
+            self.fail("the session's read-only mode was changed; it ended, since the policies that "
+                      "apply to it allow no writes", "42501")
+            return
         status = chr(raw[5])
         self.state.transaction_status = status
         self._done_generation += 1

@@ -21,7 +21,7 @@ from pgwarden.wire.errors import ProtocolError
 OWN_ERROR_NOISE = "WFLRPpq"
 
 
-def _literal(text: str) -> str:
+def literal(text: str) -> str:
     """An escape-string literal, valid whatever standard_conforming_strings says.
 
     ASCII only (other characters as ``\\uXXXX`` escapes), so that the server reads it
@@ -42,18 +42,27 @@ def _unicode_escape(c: str) -> str:
     return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
-def raising_sql(refusal: Refusal) -> str:
-    """SQL that makes the server raise ``refusal`` as its own error."""
-    items = [f"ERRCODE = {_literal(refusal.sqlstate)}", f"MESSAGE = {_literal(refusal.message)}"]
+def raise_items(refusal: Refusal) -> str:
+    """The ``USING`` list of a PL/pgSQL RAISE of ``refusal``."""
+    items = [f"ERRCODE = {literal(refusal.sqlstate)}", f"MESSAGE = {literal(refusal.message)}"]
     if refusal.detail:
-        items.append(f"DETAIL = {_literal(refusal.detail)}")
+        items.append(f"DETAIL = {literal(refusal.detail)}")
     if refusal.hint:
-        items.append(f"HINT = {_literal(refusal.hint)}")
-    body = f"BEGIN RAISE EXCEPTION USING {', '.join(items)}; END"
+        items.append(f"HINT = {literal(refusal.hint)}")
+    return ", ".join(items)
+
+
+def do_block(body: str) -> str:
+    """``DO`` with ``body`` dollar-quoted under a tag the body does not contain."""
     tag = "$pgwarden$"
     while tag in body:
         tag = f"$pgwarden_{secrets.token_hex(4)}$"
     return f"DO {tag}{body}{tag}"
+
+
+def raising_sql(refusal: Refusal) -> str:
+    """SQL that makes the server raise ``refusal`` as its own error."""
+    return do_block(f"BEGIN RAISE EXCEPTION USING {raise_items(refusal)}; END")
 
 
 def raising_query(refusal: Refusal) -> bytes:

@@ -124,7 +124,8 @@ class SqlContext:
             changed = True
         if not changed:
             return self
-        return attrs.evolve(self, search_path=path, possible=possible - frozenset({"$user"}))
+        after = attrs.evolve(self, search_path=path, possible=possible - frozenset({"$user"}))
+        return self if after == self else after
 
     def with_catalog(self, catalog: Catalog) -> SqlContext:
         return self if catalog is self.catalog else attrs.evolve(self, catalog=catalog)

@@ -9,8 +9,14 @@ A function's effect is decided from pg_proc, not from a list of names:
   short list of volatile built-ins that change nothing (`HARMLESS_VOLATILE`),
   or user code in an untrusted language.
 * ``server_files`` — a function or view that reads or lists server files.
-* ``unknown`` — a name the catalog does not know (or an operator it cannot
-  place): pgwarden cannot tell what runs, so the statement is judged the worst.
+* ``unknown`` — a name the catalog does not know (or an operator or a type it
+  cannot place): pgwarden cannot tell what runs, so the statement is judged the worst.
+
+Casts are calls too: converting a value to a type runs the cast's function, the
+type's input function and a domain's CHECK constraints (`Catalog.conversion`),
+each judged as if it were called; the server's own conversions count where it
+makes them: a stored row's values to its columns' types, assignment and implicit
+casts wherever they may apply.
 
 A setting's effect comes from pg_settings: one a plain user cannot set
 (context other than ``user``) is ``system``; settings that lift read-only
@@ -25,10 +31,12 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from pgwarden.catalog.model import Catalog, FunctionFacts
+import attrs
+
+from pgwarden.catalog.model import FIRST_NORMAL_OID, Catalog, CastFacts, FunctionFacts, TypeFacts
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext
-from pgwarden.sql.syntax import Call, Syntax
+from pgwarden.sql.syntax import COMPUTED, Call, Syntax
 
 # Volatile built-ins that change nothing a policy cares about: clocks, randomness,
 # sleeping, reading sequences' current values, identifiers of the running transaction.
@@ -91,6 +99,12 @@ SQL_TEXT_FUNCTIONS = frozenset({
 READ_ONLY_SETTINGS = frozenset({"transaction_read_only", "default_transaction_read_only"})
 ROLE_SETTINGS = frozenset({"role", "session_authorization"})
 _OFF = frozenset({"off", "false", "0", "no", "f", "n", "of"})
+# Statements that convert values to types the text does not show (a procedure's or prepared
+# statement's arguments, PL/pgSQL), besides any with a call, a cast or a relation.
+_CONVERTING = frozenset({"do", "call", "execute"})
+# Statements that store values in columns (with assignment casts; COPY FROM reads text).
+_ASSIGNING = frozenset({"insert", "update", "merge"})
+_STORING = _ASSIGNING | {"copy_from"}
 
 
 def resolve(syntax: Syntax, ctx: SqlContext) -> Analysis:
@@ -106,6 +120,8 @@ class _Resolver:
         self._body_kinds: dict[int, frozenset[str]] = {}
         self._body_tables: dict[int, frozenset[str]] = {}
         self._in_progress: set[int] = set()
+        # casts to types whose conversion runs nothing a policy cares about (see `_inert_cast`)
+        self._inert_casts: dict = self.catalog.derived.setdefault("inert casts", {})
 
     def analysis(self, syntax: Syntax) -> Analysis:
         saved = self.schemas, self.uncertain
@@ -128,7 +144,9 @@ class _Resolver:
         nested: list[Analysis] = []
         for call in syntax.calls:
             self._call(call, kinds, functions, defined, nested)
-        tables, writes = self._relations(syntax, kinds, functions)
+        if self.catalog.ambient_casts:
+            self._ambient_casts(syntax, kinds, functions, nested)
+        tables, writes = self._relations(syntax, kinds, functions, nested)
         wheres = [] if syntax.has_where is None else [syntax.has_where]
         for inner in nested:  # SQL handed to a function as text, which it runs
             tables |= inner.tables
@@ -173,6 +191,9 @@ class _Resolver:
         if call.how == "operator":
             self._operator(call, kinds, functions)
             return
+        if call.how == "cast":
+            self._cast(call, kinds, functions, nested)
+            return
         candidates = self._candidates(call)
         local = defined.get(call.name)
         if call.planned and (candidates or local is not None):
@@ -185,6 +206,10 @@ class _Resolver:
         if not candidates and local is None:
             if call.how == "attribute":
                 return  # a column or a field, not a function
+            if call.how == "call" and call.nargs == 1 and self._types(call.schema, call.name):
+                # ticket(5), with no function of that name: the server reads it as a cast
+                self._cast(attrs.evolve(call, how="cast"), kinds, functions, nested)
+                return
             kinds.add("unknown")  # pgwarden cannot tell what runs
             functions.add(call.name)
             return
@@ -244,6 +269,127 @@ class _Resolver:
                 kinds |= found
                 functions.add(fn.name)
 
+    # ------------------------------------------------------------------ casts
+
+    def _types(self, schema: str | None, name: str) -> list[TypeFacts]:
+        """The types ``schema.name`` (or ``name`` on the search_path) may be."""
+        found = []
+        for t in self.catalog.types_named(name):
+            if schema is not None:
+                if _schema(t.schema) != _schema(schema):
+                    continue
+            elif not self.uncertain and _schema(t.schema) not in self.schemas:
+                continue
+            found.append(t)
+        return found
+
+    def _cast(self, call: Call, kinds: set[str], functions: set[str], nested: list) -> None:
+        if call.name == "*" and call.schema is None:  # a PL/pgSQL variable of a type not known
+            for type_oid in self._converting_types():
+                self._convert(type_oid, False, kinds, functions, nested)
+            return
+        key = (call.schema, call.name)
+        inert = self._inert_casts.get(key)
+        if inert is None:
+            inert = self._inert_casts[key] = self._inert_cast(call.schema, call.name)
+        if inert:
+            return
+        types = self._types(call.schema, call.name)
+        if not types:
+            if any(call.schema is None or _schema(call.schema) == _schema(rel.schema)
+                   for rel in self.catalog.relations_named(call.name)):
+                return  # a table's row type: its columns' types are not followed
+            if self.catalog.types:  # (an empty catalog has nothing to judge by)
+                kinds.add("unknown")  # a type of the database's own that these facts do not know
+            return
+        for t in types:
+            self._convert(t.oid, True, kinds, functions, nested)
+
+    def _convert(self, type_oid: int, explicit: bool, kinds: set[str], functions: set[str], nested: list) -> None:
+        """A value is converted to type ``type_oid`` (see `Catalog.conversion`)."""
+        if not self._inert_type(type_oid, explicit):
+            for oid in self.catalog.conversion(type_oid, explicit):
+                self._runs(oid, kinds, functions, nested, named=explicit)
+
+    def _ambient_casts(self, syntax: Syntax, kinds: set[str], functions: set[str], nested: list) -> None:
+        """Casts the server applies where the text shows none.
+
+        An implicit cast may convert any value to fit a function's, an operator's or a
+        column's type: it counts wherever values are computed. An assignment cast converts
+        a value stored in a column (INSERT, UPDATE, MERGE) or a PL/pgSQL variable: to a type
+        of the database's own it counts through the columns of that type (see `_relations`)
+        and the variables (their types are casts of the body); to a built-in type, which any
+        column may have, it counts for every statement that writes rows. (A prepared
+        statement's parameters are converted to its declared types, casts of its body.)
+        """
+        computing = bool(syntax.calls or syntax.relations or syntax.kinds & _CONVERTING)
+        assigning = bool(syntax.kinds & _ASSIGNING)
+        for cast in self._ambient():
+            if cast.context == "i" and computing or \
+                    cast.context == "a" and assigning and cast.target < FIRST_NORMAL_OID:
+                self._runs(cast.function, kinds, functions, nested, named=False)
+
+    def _ambient(self) -> tuple[CastFacts, ...]:
+        """The catalog's assignment and implicit casts, less those whose function is a built-in
+        that does nothing (an extension's casts are usually such): computed once per catalog."""
+        known = self.catalog.derived.get("ambient casts")
+        if known is None:
+            known = self.catalog.derived["ambient casts"] = tuple(
+                cast for cast in self.catalog.ambient_casts
+                if (fn := self.catalog.function(cast.function)) is None or not fn.builtin or self.function_kinds(fn))
+        return known
+
+    def _converting_types(self) -> tuple[int, ...]:
+        """Every type a value assigned to it may run something for: computed once per catalog."""
+        known = self.catalog.derived.get("converting types")
+        if known is None:
+            known = self.catalog.derived["converting types"] = tuple(
+                t.oid for t in self.catalog.types if not self._inert_type(t.oid, False))
+        return known
+
+    def _inert_cast(self, schema: str | None, name: str) -> bool:
+        """Whether a cast to ``schema.name`` runs nothing a policy cares about, whatever the
+        search_path: every type it may name is known, one is always on the path (pg_catalog's,
+        or the one named with its schema), and each is `_inert_type`."""
+        types = [t for t in self.catalog.types_named(name) if schema is None or _schema(t.schema) == _schema(schema)]
+        if not types or (schema is None and not any(t.schema == "pg_catalog" for t in types)):
+            return False
+        return all(self._inert_type(t.oid, True) for t in types)
+
+    def _inert_type(self, type_oid: int, explicit: bool) -> bool:
+        """Whether converting a value to the type runs only built-in functions that do nothing a
+        policy cares about (judged by their facts alone, the same in every context): computed
+        once per catalog. Most conversions are such: to int4, text, numeric, ..."""
+        inert = self.catalog.derived.setdefault("inert types", {})
+        key = (type_oid, explicit)
+        known = inert.get(key)
+        if known is None:
+            known = inert[key] = all(
+                (fn := self.catalog.function(oid)) is not None and fn.builtin and not self.function_kinds(fn)
+                for oid in self.catalog.conversion(type_oid, explicit))
+        return known
+
+    def _runs(self, oid: int, kinds: set[str], functions: set[str], nested: list, named: bool) -> None:
+        """Function ``oid`` runs where the text does not call it (a cast): judged as a call.
+
+        ``named``: its name is among the statement's functions when it is not a built-in
+        (a cast the text shows); else only when it does something a policy cares about.
+        """
+        fn = self.catalog.function(oid)
+        if fn is None:
+            kinds.add("unknown")
+            return
+        found = self.function_kinds(fn)
+        if found:
+            kinds |= found
+        if found or (named and not fn.builtin):
+            functions.add(fn.name)
+        body_tables = self._body_tables.get(fn.oid)
+        if body_tables:
+            nested.append(Analysis(frozenset(), tables=body_tables))
+
+    # ------------------------------------------------------------------ function kinds
+
     def function_kinds(self, fn: FunctionFacts) -> frozenset[str]:
         """What calling ``fn`` may do, as statement kinds (empty: nothing a policy cares about)."""
         cached = self._body_kinds.get(fn.oid)
@@ -295,10 +441,14 @@ class _Resolver:
 
     # ------------------------------------------------------------------ relations
 
-    def _relations(self, syntax: Syntax, kinds: set[str], functions: set[str]) -> tuple[set[str], set[str]]:
+    def _relations(self, syntax: Syntax, kinds: set[str], functions: set[str],
+                   nested: list) -> tuple[set[str], set[str]]:
         tables: set[str] = set()
         writes: set[str] = set()
         seen_views: set[int] = set()
+        # A row stored converts each value to its column's type (a COPY FROM reads it as text):
+        # the columns of types that may run the database's own functions count.
+        storing = bool(syntax.kinds & _STORING)
         for rel in syntax.relations:
             names = self._qualified(rel.schema, rel.name)
             tables |= names
@@ -307,8 +457,13 @@ class _Resolver:
             for schema_name in names:
                 schema, _, name = schema_name.partition(".")
                 for facts in self.catalog.relations_named(name):
-                    if _schema(facts.schema) == schema and facts.kind in ("v", "m"):
+                    if _schema(facts.schema) != schema:
+                        continue
+                    if facts.kind in ("v", "m"):
                         self._view(facts, tables, kinds, functions, seen_views)
+                    if rel.written and storing:
+                        for type_oid in facts.column_types:
+                            self._convert(type_oid, False, kinds, functions, nested)
             if rel.name in ("pg_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings") and \
                     rel.schema in (None, "pg_catalog"):
                 kinds.add("server_files")
@@ -366,7 +521,8 @@ class _Resolver:
             if name in ROLE_SETTINGS:
                 kinds.add("role")
             elif name in READ_ONLY_SETTINGS:
-                if value is None or value.strip().lower() in _OFF:
+                # off, or a value computed at run time; RESET returns to the session's own value
+                if value is not None and (value == COMPUTED or value.strip().lower() in _OFF):
                     kinds.add("system")
             else:
                 kinds.update(self.setting_kinds(name))

@@ -18,6 +18,7 @@ constants and keeps every name) has this same `Syntax`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import attrs
@@ -97,7 +98,9 @@ class Call:
     """Somewhere a function may run.
 
     ``how``: ``call`` (f(...)), ``attribute`` (x.f, a one-argument call when such a
-    function exists), ``operator`` (the function behind an operator).
+    function exists), ``operator`` (the function behind an operator), ``cast`` (a
+    conversion to the type named: the cast's function, the type's input function, a
+    domain's CHECK constraints).
     """
 
     schema: str | None
@@ -128,6 +131,12 @@ class Syntax:
     # are judged by what their bodies do.
     defines: tuple[tuple[str | None, str, str, Syntax | None], ...] = ()
     deallocates: tuple[str, ...] = ()  # prepared statement names DEALLOCATEd; "*": all
+
+
+@functools.lru_cache(maxsize=1024)
+def _cast(schema: str | None, name: str) -> Call:
+    """The `Call` of a cast to ``schema.name``: made once (most casts are to a few built-in types)."""
+    return Call(schema, name, 1, "cast")
 
 
 UNPARSABLE = Syntax(frozenset({"unknown"}))
@@ -300,6 +309,8 @@ class _Walker:
         if name == "PrepareStmt":
             inner = _Walker(self.lexer)
             inner.statement(f.get("query"), ())
+            for arg in f.get("argtypes", []) or []:  # EXECUTE converts its values to these types
+                inner.type_name((_node(arg) or ("", {}))[1])
             body = inner.result(1)
             self.prepares.append((f.get("name", ""), body))
             self.merge(body)
@@ -598,6 +609,46 @@ class _Walker:
         for key in ("lexpr", "rexpr"):
             self.expr(f.get(key), scope)
 
+    def _type_cast(self, f: dict, scope: tuple) -> None:
+        type_name = f.get("typeName")
+        self.type_name(type_name)
+        self.expr(f.get("arg"), scope)
+        if isinstance(type_name, dict) and type_name.get("typmods"):  # (10, 2): expressions too
+            self.expr(type_name["typmods"], scope)
+
+    def _alter_table_cmd(self, f: dict, scope: tuple) -> None:
+        if f.get("subtype") in ("AT_AddColumn", "AT_AlterColumnType"):
+            # every row's value is converted to the column's new type (a domain's CHECK runs
+            # even for the NULLs of a column added without a default)
+            column = _node(f.get("def"))
+            if column is not None and column[0] == "ColumnDef":
+                self.type_name(column[1].get("typeName"))
+        for v in f.values():
+            if isinstance(v, (dict, list)):
+                self.expr(v, scope)
+
+    def plpgsql_variable(self, datum: Any) -> None:
+        """A PL/pgSQL variable: a value assigned to it is converted to its type (a domain's CHECK
+        runs). libpg_query's PL/pgSQL parser knows the built-in types only (by their names in
+        pg_catalog); a variable of any other type, or of ``record``, is a row variable with no
+        type, and ``%TYPE`` is a column's: those may be any type (``*``)."""
+        n = _node(datum)
+        if n is None:
+            return
+        if n[0] == "PLpgSQL_rec":
+            self.calls.add(_cast(None, "*"))
+        elif n[0] == "PLpgSQL_var":
+            typ = _node(n[1].get("datatype"))
+            typname = typ[1].get("typname", "") if typ is not None else ""
+            self.calls.add(_cast("pg_catalog", typname) if typname and "%" not in typname else _cast(None, "*"))
+
+    def type_name(self, type_name: Any) -> None:
+        """A conversion to the type a TypeName names (``int[]`` converts to ``int`` element-wise):
+        the name as the parser gives it (``int`` is ``pg_catalog.int4``, ``text`` unqualified)."""
+        parts = _names(type_name.get("names", [])) if isinstance(type_name, dict) else []
+        if parts:
+            self.calls.add(_cast(parts[-2] if len(parts) > 1 else None, parts[-1]))
+
     def _indirection(self, f: dict, scope: tuple) -> None:
         text = self.text(f.get("arg"))
         literal = ()
@@ -895,6 +946,9 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
         except ParseError:
             return UNPARSABLE
     walker = _Walker(lexer)
+    for function in tree if isinstance(tree, list) else [tree]:
+        for datum in (_node(function) or ("", {}))[1].get("datums", []) or []:
+            walker.plpgsql_variable(datum)
     stack: list = [tree]
     while stack:
         item = stack.pop()
@@ -972,6 +1026,8 @@ _HANDLERS = {
     "FuncCall": _Walker._func_call,
     "A_Expr": _Walker._operator,
     "A_Indirection": _Walker._indirection,
+    "TypeCast": _Walker._type_cast,
+    "AlterTableCmd": _Walker._alter_table_cmd,
     "ColumnRef": _Walker._column_ref,
     "CopyStmt": _Walker._copy,
     "TruncateStmt": _Walker._truncate,

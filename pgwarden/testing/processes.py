@@ -31,6 +31,11 @@ class ProcessGroup:
     """
 
     def __init__(self, argv, *, stop_signal: int = signal.SIGTERM, grace_s: float = 15.0, **popen) -> None:
+        try:  # stop() needs it: a missing psutil fails here, before anything was started
+            import psutil  # noqa: F401
+        except ImportError as e:
+            raise ImportError("starting processes for a test needs psutil, to kill what they leave behind "
+                              "(pip install psutil, or pgwarden[test])") from e
         self.stop_signal = stop_signal
         self.grace_s = grace_s
         self.marker = secrets.token_hex(8)

@@ -4,21 +4,31 @@ Loaded through the ``pytest11`` entry point, so a plugin author's tests get the
 same fixtures as pgwarden's own. pgwarden runs in-process on a reactor thread
 (so an inline decider or plugin can be handed in); the clients under test run
 in the test's thread and speak to it over real sockets.
+
+What it imports at module level, and what its fixtures import, is what a
+plugin author has after ``pip install pgwarden pytest``: nothing of the
+``[test]`` extra (``tests/unit/test_public_api.py`` runs it with those blocked).
+Only `spawn` and `pgwarden_process` need psutil (to kill what a process left
+behind), and the records `make_pgwarden` checks after each test are checked
+against the schema only when jsonschema is installed (their chain always).
 """
 
 from __future__ import annotations
 
+import signal
 import threading
+import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
 
+from pgwarden.testing.endpoint import AUDIENCE, ISSUER, Endpoint
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres, free_port
-
-ISSUER = "https://issuer.pgwarden.test"
-AUDIENCE = "pgwarden"
+from pgwarden.testing.running import PYTHON_PGWARDEN, PgwardenProcess
+from pgwarden.testing.waiting import WaitTimeout, wait_until
 
 
 @pytest.fixture(scope="session")
@@ -43,15 +53,16 @@ def signing_keys(tmp_path_factory) -> dict[str, Path]:
 def reactor_thread():
     """The Twisted reactor, running in a background thread for the session.
 
-    pgwarden's own reactor (the one `pgwarden run` uses) unless another one was
-    installed first, so the tests exercise what runs in production.
+    The one `pgwarden run` would install (pgwarden's own, or Twisted's default with
+    ``PGWARDEN_REACTOR=default``) unless another one was installed first, so the
+    tests exercise what runs in production, and `make test` runs them on both.
     """
     import sys
 
     if "twisted.internet.reactor" not in sys.modules:
         from pgwarden.proxy.reactor import install
 
-        install()
+        install()  # PGWARDEN_REACTOR's choice
     from twisted.internet import reactor
 
     if not reactor.running:
@@ -63,29 +74,14 @@ def reactor_thread():
 
 
 @attrs.define
-class RunningPgwarden:
-    """A pgwarden listening in this process, and how to reach it."""
+class RunningPgwarden(Endpoint):
+    """A pgwarden listening in this process, and how to reach it (`Endpoint`: tokens, DSNs)."""
 
     app: Any
     port: int
     keys: dict[str, Path]
     reactor: Any
     host: str = "127.0.0.1"
-
-    def token(self, subject: str = "agent-1", groups: list[str] | None = None, **kw) -> str:
-        from pgwarden.tokens import mint
-
-        return mint(self.keys["private"], subject=subject, issuer=ISSUER, audience=AUDIENCE,
-                    groups=groups if groups is not None else ["ai-agents"], **kw)
-
-    def dsn(self, token: str | None = None, database: str = "appdb", **params: str) -> str:
-        parts = [f"host={self.host}", f"port={self.port}", "user=agent", f"dbname={database}",
-                 f"password={token or self.token()}", "sslmode=disable"]
-        parts += [f"{k}={v}" for k, v in params.items()]
-        return " ".join(parts)
-
-    def url(self, token: str | None = None, database: str = "appdb") -> str:
-        return f"postgresql://agent:{token or self.token()}@{self.host}:{self.port}/{database}"
 
     def call(self, f, *args, **kw):
         """Runs ``f`` on the reactor thread and waits for its result."""
@@ -95,7 +91,10 @@ class RunningPgwarden:
 
 
 def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overrides) -> dict:
-    """The config document (a dict, as YAML would give) of a pgwarden in front of ``pg``."""
+    """The config document (a dict, as YAML would give) of a pgwarden in front of ``pg``.
+
+    An override of a section that is a mapping is merged into it, any other replaces it,
+    and None removes it (the section's default then applies)."""
     pwfile = workdir / "upstream-password"
     pwfile.write_text(APP_PASSWORD + "\n")
     doc: dict = {
@@ -112,7 +111,9 @@ def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overri
         "recording": {"sinks": [{"file": str(workdir / "records.jsonl"), "fsync_s": 0}]},
     }
     for section, value in overrides.items():
-        if isinstance(value, dict) and isinstance(doc.get(section), dict):
+        if value is None:
+            doc.pop(section, None)
+        elif isinstance(value, dict) and isinstance(doc.get(section), dict):
             doc[section] = {**doc[section], **value}
         else:
             doc[section] = value
@@ -163,38 +164,112 @@ def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
     for rp in started:
         rp.call(rp.app.stop)
     for rp in started:  # every record a test produced: valid against the schema, chain intact
-        for sink in rp.app.config.recording.sinks:
-            path = getattr(sink, "file", None)
-            if path is not None and Path(path).is_file():
-                check_records([path])
+        check_records_after(rp.app.config)
 
 
-def check_records(paths: list) -> list[dict]:
-    """The records of ``paths`` (oldest first), each valid against the schema, the chain intact."""
+def check_records(paths: Sequence[str | Path], *, schema: bool = True) -> list[dict]:
+    """The records of ``paths`` (oldest first), the chain intact and, unless ``schema`` is false,
+    each valid against the schema (which needs jsonschema)."""
     import json
 
-    import jsonschema
-
     from pgwarden.chain import verify
-    from pgwarden.schemas import record_schema
 
     report = verify([str(p) for p in paths])
     assert report.problem is None, f"record chain broken: {report.problem}"
-    validator = jsonschema.Draft202012Validator(record_schema())
+    validator = record_validator() if schema else None
     records = []
     for p in paths:
         for number, line in enumerate(Path(p).read_text().splitlines(), 1):
             record = json.loads(line)
-            errors = sorted(validator.iter_errors(record), key=str)
-            assert not errors, f"{p}:{number}: {errors[0].message} in {record}"
+            if validator is not None:
+                errors = sorted(validator.iter_errors(record), key=str)
+                assert not errors, f"{p}:{number}: {errors[0].message} in {record}"
             records.append(record)
     return records
+
+
+def record_validator():
+    """A jsonschema validator of pgwarden/schemas/records.schema.json."""
+    try:
+        import jsonschema
+    except ImportError as e:
+        raise ImportError("checking records against their schema needs jsonschema "
+                          "(pip install jsonschema, or pgwarden[test])") from e
+    from pgwarden.schemas import record_schema
+
+    return jsonschema.Draft202012Validator(record_schema())
+
+
+def check_records_after(config, stdout: Path | None = None) -> None:
+    """After a test: the current file of each of ``config``'s sinks (``stdout``: where its stdout
+    went) checked with `check_records`; against the schema when jsonschema is installed."""
+    from pgwarden.config import FileSink, StdoutSink
+
+    paths = [stdout if isinstance(sink, StdoutSink) else Path(sink.file) if isinstance(sink, FileSink) else None
+             for sink in config.recording.sinks]
+    paths = [p for p in paths if p is not None and p.is_file() and p.stat().st_size]
+    if not paths:
+        return
+    try:
+        import jsonschema  # noqa: F401
+    except ImportError:
+        schema = False
+        warnings.warn("pgwarden's records were checked without their schema: jsonschema is not installed",
+                      pytest.PytestWarning, stacklevel=2)
+    else:
+        schema = True
+    for path in paths:
+        check_records([path], schema=schema)
 
 
 @pytest.fixture
 def pgwarden(make_pgwarden) -> RunningPgwarden:
     """A pass-through pgwarden (every statement allowed)."""
     return make_pgwarden()
+
+
+@pytest.fixture
+def pgwarden_process(pg_server, signing_keys, tmp_path):
+    """Starts `pgwarden run` in a process of its own, in front of `pg_server`; returns once it listens.
+
+    After the test, pass or fail, it and all it started are stopped (`ProcessGroup`) and
+    the records of its sinks checked, as `make_pgwarden` does. See `start` for the options.
+    """
+    from pgwarden.config import load_config
+    from pgwarden.testing.running import launch
+
+    started: list[tuple[PgwardenProcess, Any]] = []  # and the config it started with
+
+    def start(*, config: Path | None = None, directory: Path | None = None,
+              command: Sequence[str] = PYTHON_PGWARDEN, args: Sequence[str] = (), timeout_s: float = 60.0,
+              stop_signal: int = signal.SIGTERM, grace_s: float = 15.0, env: dict | None = None,
+              cwd: Path | str | None = None, **config_sections) -> PgwardenProcess:
+        """``config``: a config file to run as is, else `base_config` with ``config_sections``
+        written to ``directory``/pgwarden.yaml; ``directory``: where its stdout, op log and port
+        files go (by default ``tmp_path``/pgwarden, then pgwarden-2, ...; one who runs it as
+        another user gives one that user can write); ``command``: what runs pgwarden (this
+        interpreter's ``-m pgwarden``; a console script; ``setpriv ... pgwarden``); ``args``: more
+        arguments of ``run``, after ``-c CONFIG``."""
+        import yaml
+
+        if directory is None:
+            directory = tmp_path / ("pgwarden" if not started else f"pgwarden-{len(started) + 1}")
+        directory.mkdir(parents=True, exist_ok=True)
+        if config is None:
+            config = directory / "pgwarden.yaml"
+            config.write_text(yaml.safe_dump(base_config(pg_server, signing_keys, directory, **config_sections)))
+        elif config_sections:
+            raise TypeError(f"config sections {sorted(config_sections)} given with a config file")
+        running = launch(config, signing_keys, directory, command=command, args=args, timeout_s=timeout_s,
+                         stop_signal=stop_signal, grace_s=grace_s, env=env, cwd=cwd)
+        started.append((running, load_config(config)))
+        return running
+
+    yield start
+    for running, _ in started:
+        running.stop()
+    for running, loaded in started:
+        check_records_after(loaded, stdout=running.directory / "pgwarden.out")
 
 
 @pytest.fixture
@@ -216,4 +291,5 @@ def spawn():
         group.stop()
 
 
-__all__ = ["BUILTIN_PLUGINS", "RunningPgwarden", "base_config", "check_records", "free_port"]
+__all__ = ["AUDIENCE", "BUILTIN_PLUGINS", "ISSUER", "PgwardenProcess", "RunningPgwarden", "WaitTimeout",
+           "base_config", "check_records", "free_port", "wait_until"]

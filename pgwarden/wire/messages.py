@@ -586,29 +586,6 @@ class DataRow:
         return w.frame(self.TYPE)
 
 
-# Field codes of ErrorResponse / NoticeResponse, named as in the protocol docs.
-FIELD_CODES = {
-    "S": "severity_local",
-    "V": "severity",
-    "C": "code",
-    "M": "message",
-    "D": "detail",
-    "H": "hint",
-    "P": "position",
-    "p": "internal_position",
-    "q": "internal_query",
-    "W": "where",
-    "s": "schema_name",
-    "t": "table_name",
-    "c": "column_name",
-    "d": "data_type_name",
-    "n": "constraint_name",
-    "F": "file",
-    "L": "line",
-    "R": "routine",
-}
-
-
 @attrs.frozen
 class _FieldsMessage:
     TYPE: ClassVar[bytes] = b"?"

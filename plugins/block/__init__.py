@@ -162,7 +162,7 @@ class Blocking:
                 self._enforcing.clear()
             self._enforcing[id(policies)] = (policies, enforcing)  # keeps the tuple, and so its id
         if not enforcing:
-            # No rule to enforce; still, what cannot be analysed is refused (DESIGN.md §3).
+            # No rule to enforce; still, what cannot be analysed is refused (docs/analysis.md, kinds).
             if "unknown" in statement.kinds:
                 return self._judge(statement, policies)
             return None

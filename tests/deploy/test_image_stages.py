@@ -14,7 +14,6 @@ import tempfile
 import shutil
 import subprocess
 import sys
-import time
 import venv
 from pathlib import Path
 
@@ -25,7 +24,6 @@ import yaml
 from deployfiles import ROOT, exec_form, stages
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, free_port
 from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER
-from pgwarden.tokens import mint
 
 
 def _pip_command(run: str, keyword: str) -> list[str]:
@@ -83,13 +81,21 @@ def test_the_final_stage_has_no_build_tools(image_root):
     assert not any(n.startswith(("pip", "setuptools", "wheel-", "wheel")) for n in names), names
 
 
-def test_the_image_entrypoint_serves_as_its_non_root_user(image_root, pg_server, signing_keys, spawn):
+@pytest.fixture
+def image_fs():
+    """A directory the image's user can read (pytest's temp dir is private to root)."""
+    root = Path(tempfile.mkdtemp(prefix="pgwarden-image-fs-"))
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_image_entrypoint_serves_as_its_non_root_user(image_root, image_fs, pg_server, signing_keys,
+                                                         pgwarden_process):
     env_dir, final = image_root
-    tmp_path = Path(tempfile.mkdtemp(prefix="pgwarden-image-fs-"))
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("switching to the image's user needs root and setpriv")
     uid, gid = final.last("USER").value.split(":")
-    work = tmp_path / "image-fs"
+    work = image_fs / "image-fs"
     (work / "etc").mkdir(parents=True)
     (work / "secrets").mkdir()
     (work / "secrets" / "password").write_text(APP_PASSWORD)
@@ -103,33 +109,23 @@ def test_the_image_entrypoint_serves_as_its_non_root_user(image_root, pg_server,
         "auth": {"jwt": {"issuer": ISSUER, "audience": AUDIENCE, "jwks_file": str(work / "etc" / "jwks.json")}},
         "policies": [{"name": "agents", "rules": [{"name": "no-ddl", "block": {"statements": ["ddl"]}}]}],
     }))
-    for p in [tmp_path, work, *work.rglob("*")]:
+    for p in [image_fs, work, *work.rglob("*")]:
         os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    run = image_fs / "run"  # its port files, written by the image's user
+    run.mkdir()
+    os.chown(run, int(uid), int(gid))
     entrypoint, cmd = exec_form(final.last("ENTRYPOINT")), exec_form(final.last("CMD"))
     assert cmd[:2] == ["run", "-c"]
-    argv = [str(env_dir / "bin" / entrypoint[0]), *entrypoint[1:], *cmd[:2], str(config)]
-    err = tmp_path / "err"
-    proc = spawn(["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups", *argv],
-                 env={"PATH": f"{env_dir}/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"},
-                 cwd="/", stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
-    try:
-        deadline = time.monotonic() + 60
-        while b"pgwarden listening on" not in err.read_bytes():  # polled: its own log says when
-            assert proc.poll() is None, err.read_text()
-            assert time.monotonic() < deadline, err.read_text()
-            time.sleep(0.05)
-        status = [line for line in open(f"/proc/{proc.pid}/status") if line.startswith("Uid:")][0].split()
-        assert status[1:3] == [uid, uid]
-        token = mint(signing_keys["private"], subject="agent-1", issuer=ISSUER, audience=AUDIENCE)
-        with psycopg.connect(f"host=127.0.0.1 port={port} user=agent dbname=appdb password={token} "
-                             "sslmode=disable", autocommit=True) as c:
-            assert c.execute("select 41 + 1").fetchone() == (42,)
-            with pytest.raises(psycopg.errors.InsufficientPrivilege):
-                c.execute("create table from_the_image (i int)")
-        proc.terminate()
-        assert proc.wait(30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        shutil.rmtree(tmp_path, ignore_errors=True)
+    running = pgwarden_process(
+        config=config, directory=run,  # ENTRYPOINT + CMD, the test's config for the image's
+        command=["setpriv", "--reuid", uid, "--regid", gid, "--clear-groups",
+                 str(env_dir / "bin" / entrypoint[0]), *entrypoint[1:]],
+        env={"PATH": f"{env_dir}/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}, cwd="/")
+    assert running.port == port
+    status = [line for line in open(f"/proc/{running.pid}/status") if line.startswith("Uid:")][0].split()
+    assert status[1:3] == [uid, uid]
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select 41 + 1").fetchone() == (42,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("create table from_the_image (i int)")
+    assert running.stop() == 0

@@ -12,9 +12,7 @@ PGDATABASE), with a token for the Deployment's service account.
 from __future__ import annotations
 
 import base64
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import attrs
@@ -114,7 +112,7 @@ def _leaves(value, prefix=()) -> dict[tuple, object]:
 
 
 @pytest.fixture
-def sidecar(tmp_path, pg_server, signing_keys, spawn):
+def sidecar(tmp_path, pg_server, signing_keys, pgwarden_process):
     """pgwarden as the example Deployment runs it; yields (port, example); stopped after."""
     ex = Example.load()
     root = tmp_path / "pgwarden-container"
@@ -140,23 +138,12 @@ def sidecar(tmp_path, pg_server, signing_keys, spawn):
 
     # The container's command: the Deployment's, else the image's ENTRYPOINT; the
     # executable is this environment's console script (on the image's PATH there).
+    # Its args, paths re-rooted, are `run -c CONFIG`; the port files are added.
     command = ex.pgwarden.get("command") or exec_form(stages()[-1].last("ENTRYPOINT"))
     executable = Path(sys.executable).with_name(command[0])
-    ready = tmp_path / "ready"
-    argv = [str(executable), *command[1:], *container.reroot(ex.pgwarden["args"]), "--ready-file", str(ready)]
-    assert argv[1:4] == ["run", "-c", str(config_file)]
-    log_path = tmp_path / "pgwarden.log"
-    with open(log_path, "w") as log:
-        proc = spawn(argv, stdout=log, stderr=subprocess.STDOUT, cwd=root)
-    deadline = time.monotonic() + 60
-    while not (ready.exists() and ready.read_text()):
-        try:
-            proc.wait(timeout=0.05)  # returns only if pgwarden exits
-        except subprocess.TimeoutExpired:
-            assert time.monotonic() < deadline, "pgwarden never became ready:\n" + log_path.read_text()
-        else:
-            pytest.fail(f"pgwarden exited with {proc.returncode}:\n{log_path.read_text()}")
-    return int(ready.read_text()), ex, token_file
+    assert container.reroot(ex.pgwarden["args"]) == ["run", "-c", str(config_file)]
+    running = pgwarden_process(config=config_file, command=[str(executable), *command[1:]], cwd=root)
+    return running.port, ex, token_file
 
 
 def _token(ex: Example, signing_keys, namespace: str | None = None, account: str | None = None) -> str:

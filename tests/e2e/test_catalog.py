@@ -52,6 +52,15 @@ CREATE VIEW app.compared AS SELECT id FROM app.t WHERE (id, id) < (1, 2);
 CREATE VIEW app.classes AS SELECT relname FROM pg_class;
 CREATE VIEW app.settings_files AS SELECT * FROM pg_file_settings;
 CREATE MATERIALIZED VIEW app.mv AS SELECT app.twice(id) AS d FROM app.t;
+-- types whose conversions run functions: a domain's CHECKs (a call, a row comparison), a composite
+-- with a field of the domain and an assignment cast, a range, a table with columns of them
+CREATE FUNCTION app.positive(int) RETURNS boolean LANGUAGE sql IMMUTABLE RETURN $1 > 0;
+CREATE DOMAIN app.pos AS int CHECK (app.positive(VALUE)) CHECK ((VALUE, VALUE) < (1000, 1000));
+CREATE TYPE app.pair AS (a app.pos, b text);
+CREATE FUNCTION app.to_pair(int) RETURNS app.pair LANGUAGE sql AS $$ SELECT ROW($1, 'x')::app.pair $$;
+CREATE CAST (int AS app.pair) WITH FUNCTION app.to_pair(int) AS ASSIGNMENT;
+CREATE TYPE app.span AS RANGE (subtype = int);
+CREATE TABLE app.holds (p app.pos, q app.pair[], n int);
 -- changed after initdb / after the extension's script: the initial privileges still decide
 GRANT EXECUTE ON FUNCTION pg_read_file(text) TO PUBLIC;
 GRANT EXECUTE ON FUNCTION dblink_connect_u(text) TO PUBLIC;
@@ -154,7 +163,34 @@ def test_function_facts(catalog):
 def test_relations_of_every_kind_a_statement_can_name(catalog):
     kinds = {r.name: r.kind for r in catalog.relations if r.schema == "app"}
     assert kinds == {"t": "r", "parts": "p", "s": "S", "ft": "f", "files": "v", "ordered": "v", "compared": "v",
-                     "classes": "v", "settings_files": "v", "mv": "m"}
+                     "classes": "v", "settings_files": "v", "mv": "m", "holds": "r"}
+
+
+def test_types_casts_and_the_types_of_columns(catalog):
+    def typ(name):
+        (found,) = [t for t in catalog.types_named(name) if t.schema == "app"]
+        return found
+
+    def names(oids):
+        return {catalog.function(o).name for o in oids}
+
+    int4, text = catalog.types_named("int4")[0].oid, catalog.types_named("text")[0].oid
+    pos, pair, span = typ("pos"), typ("pair"), typ("span")
+    # the CHECKs' functions come from their expression trees: a call, a row comparison's operators
+    assert (pos.kind, pos.parts) == ("d", (int4,)) and names(pos.functions) == {"domain_in", "positive", "int4lt"}
+    assert (pair.kind, pair.parts, names(pair.functions)) == ("c", (pos.oid, text), {"record_in"})
+    assert typ("_pair").parts == (pair.oid,) and names(typ("_pair").functions) == {"array_in"}
+    assert (span.kind, span.parts) == ("r", (int4,)) and typ("span_multirange").parts == (span.oid,)
+    # tables' row types (and their arrays) are left out: one of each for every table
+    assert not [t for t in catalog.types if t.schema == "app" and t.name in ("t", "_t", "holds", "_holds")]
+    (to_pair,) = [c for c in catalog.casts if c.target == pair.oid]
+    assert (to_pair.source, catalog.function(to_pair.function).name, to_pair.context) == (int4, "to_pair", "a")
+    assert all(c.oid >= 16384 for c in catalog.casts)  # initdb's casts are not listed
+    assert names(catalog.conversion(pair.oid)) >= {"to_pair", "record_in", "positive", "int4lt", "textin"}
+    # the columns' types that are not pinned: a domain and an array of a composite, not int4
+    (holds,) = catalog.relations_named("holds")
+    assert set(holds.column_types) == {pos.oid, typ("_pair").oid}
+    assert catalog.relations_named("t")[0].column_types == ()
 
 
 def test_views_know_what_reading_them_calls_and_reads(catalog):
@@ -208,6 +244,7 @@ def test_an_unprivileged_control_role_reads_the_same_facts(pg_server, catalog):
     assert reader.functions == catalog.functions
     assert reader.relations == catalog.relations
     assert reader.operators == catalog.operators
+    assert reader.types == catalog.types and reader.casts == catalog.casts
     # pg_settings hides superuser-only settings from it; the snapshot fills them in
     assert reader.setting_context("dynamic_library_path") is None
     with psycopg.connect(pg_server.dsn("catalog_reader", READER_PASSWORD, DB), autocommit=True) as conn:

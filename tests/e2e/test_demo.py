@@ -13,12 +13,12 @@ import shlex
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
+from pgwarden.testing import wait_until
 from pgwarden.testing.postgres import free_port
 
 
@@ -82,10 +82,8 @@ def refused_by_pgwarden(conn: psycopg.Connection, sql: str) -> psycopg.errors.Di
 
 def wait_for_log(path: Path, text: str, timeout_s: float = 30.0) -> None:
     """Until ``text`` is in the demo's log (the watcher polls the file every 0.2 s)."""
-    deadline = time.monotonic() + timeout_s
-    while text not in (path.read_text() if path.exists() else ""):
-        assert time.monotonic() < deadline, f"{text!r} not in {path} after {timeout_s}s"
-        time.sleep(0.05)
+    wait_until(timeout_s, path.read_text, f"{text!r} in {path}", until=lambda log: text in log,
+               ignore=(FileNotFoundError,))
 
 
 def test_a_newcomers_session_through_the_demo(tmp_path, spawn):

@@ -7,11 +7,11 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 
+from pgwarden.testing import wait_until
 from pgwarden.testing.postgres import free_port
 from pgwarden.testing.processes import MARKER, ProcessGroup
 
@@ -39,6 +39,11 @@ def detached(group: ProcessGroup) -> list[psutil.Process]:
     return found
 
 
+def alive(group: ProcessGroup) -> bool:
+    assert group.proc.poll() is None, f"the demo exited ({group.proc.returncode})"
+    return True
+
+
 def test_a_demo_that_ignores_ctrl_c_is_killed_with_its_postgresql(tmp_path):
     group = ProcessGroup([sys.executable, "-m", "pgwarden", "demo", "--dir", str(tmp_path / "demo"),
                           "--port", str(free_port())],
@@ -47,10 +52,7 @@ def test_a_demo_that_ignores_ctrl_c_is_killed_with_its_postgresql(tmp_path):
     try:
         # The server, once pg_ctl has started it, runs in a session of its own: the demo's
         # process group does not hold it (initdb's own runs of postgres are in the group).
-        deadline = time.monotonic() + 60
-        while not (postmaster := detached(group)):
-            assert group.proc.poll() is None and time.monotonic() < deadline, "the demo started no PostgreSQL"
-            time.sleep(0.1)
+        postmaster = wait_until(60, lambda: alive(group) and detached(group), "the demo to start its PostgreSQL")
         data = Path(postmaster[0].cwd())  # the server's data directory, left behind by a kill
         group.proc.send_signal(signal.SIGSTOP)  # a demo that hangs: Ctrl-C will do nothing
     finally:

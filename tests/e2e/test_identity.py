@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import psycopg
 import pytest
 import yaml
 
 from pgwarden.config import _CONVERTER, Config
+from pgwarden.testing import wait_until
 from pgwarden.testing.postgres import free_port
 from pgwarden.testing.pytest_plugin import base_config
 from pgwarden.wire import messages as m
@@ -62,32 +60,21 @@ def test_reload_applies_to_live_sessions_and_a_bad_config_keeps_the_old(make_pgw
         assert running.app.config.policies[0].name == "humans"
 
 
-def _serve(tmp_path, pg_server, signing_keys, policies, spawn):
+def _serve(tmp_path, pg_server, signing_keys, policies, pgwarden_process):
     """pgwarden run on a config reached through a ConfigMap-like symlink (..data -> version dir)."""
     def write_version(name, pols):
         d = tmp_path / name
         d.mkdir()
-        doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()}, policies=pols)
-        doc["listen"]["port"] = port
+        doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": port}, policies=pols)
         (d / "pgwarden.yaml").write_text(yaml.safe_dump(doc))
         return d
 
-    port = free_port()
+    port = free_port()  # the same in every version: a reload cannot move the listener
     write_version("v1", policies)
     (tmp_path / "..data").symlink_to("v1")
     (tmp_path / "pgwarden.yaml").symlink_to("..data/pgwarden.yaml")
-    ready = tmp_path / "ready"
-    log = open(tmp_path / "pgwarden.log", "w")
-    proc = spawn(
-        [sys.executable, "-m", "pgwarden", "run", "-c", str(tmp_path / "pgwarden.yaml"),
-         "--ready-file", str(ready), "--reload-poll-s", "0.1"],
-        stdout=log, stderr=subprocess.STDOUT, text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "pgwarden.log").read_text()
-        time.sleep(0.05)
-    return proc, port, write_version
+    running = pgwarden_process(config=tmp_path / "pgwarden.yaml", args=["--reload-poll-s", "0.1"])
+    return running, write_version
 
 
 def _login_state(port, token) -> str:
@@ -97,40 +84,29 @@ def _login_state(port, token) -> str:
     return "ok" if isinstance(answer[-1], m.ReadyForQuery) else answer[0].sqlstate
 
 
-def test_configmap_symlink_swap_and_sighup_reload(tmp_path, pg_server, signing_keys, spawn):
-    from pgwarden.tokens import mint
-
-    token = mint(signing_keys["private"], subject="agent-1", issuer="https://issuer.pgwarden.test",
-                 audience="pgwarden", groups=["ai-agents"])
-    proc, port, write_version = _serve(tmp_path, pg_server, signing_keys, [{"name": "everyone"}], spawn)
-    try:
-        assert _login_state(port, token) == "ok"
-        # The kubelet's update: a new version directory, then an atomic swap of ..data.
-        write_version("v2", [{"name": "humans", "when": {"groups": ["humans"]}}])
-        (tmp_path / "..data_tmp").symlink_to("v2")
-        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
-        deadline = time.monotonic() + 20
-        while _login_state(port, token) != "28000":
-            assert time.monotonic() < deadline, "the swap was not noticed"
-        # A broken file is refused and the running policy stays.
-        v3 = write_version("v3", [{"name": "everyone"}])
-        (v3 / "pgwarden.yaml").write_text("policies: [{name: x, rules: [{blok: {}}]}]\n")
-        (tmp_path / "..data_tmp").symlink_to("v3")
-        os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
-        # SIGHUP re-reads the same (fixed) file.
-        v3_fixed = yaml.safe_load((tmp_path / "v2" / "pgwarden.yaml").read_text())
-        v3_fixed["policies"] = [{"name": "everyone"}]
-        deadline = time.monotonic() + 20
-        while "reload refused, keeping the running config" not in (tmp_path / "pgwarden.log").read_text():
-            assert time.monotonic() < deadline, "the broken version was not noticed"
-        assert _login_state(port, token) == "28000"
-        (v3 / "pgwarden.yaml").write_text(yaml.safe_dump(v3_fixed))
-        proc.send_signal(signal.SIGHUP)
-        deadline = time.monotonic() + 20
-        while _login_state(port, token) != "ok":
-            assert time.monotonic() < deadline, "SIGHUP reload did not apply"
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    out = (tmp_path / "pgwarden.log").read_text()
+def test_configmap_symlink_swap_and_sighup_reload(tmp_path, pg_server, signing_keys, pgwarden_process):
+    running, write_version = _serve(tmp_path, pg_server, signing_keys, [{"name": "everyone"}], pgwarden_process)
+    token = running.token()
+    login_state = lambda: _login_state(running.port, token)  # noqa: E731
+    assert login_state() == "ok"
+    # The kubelet's update: a new version directory, then an atomic swap of ..data.
+    write_version("v2", [{"name": "humans", "when": {"groups": ["humans"]}}])
+    (tmp_path / "..data_tmp").symlink_to("v2")
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    wait_until(20, login_state, "the swap to be noticed (no policy for the agent)", until=lambda s: s == "28000")
+    # A broken file is refused and the running policy stays.
+    v3 = write_version("v3", [{"name": "everyone"}])
+    (v3 / "pgwarden.yaml").write_text("policies: [{name: x, rules: [{blok: {}}]}]\n")
+    (tmp_path / "..data_tmp").symlink_to("v3")
+    os.replace(tmp_path / "..data_tmp", tmp_path / "..data")
+    # SIGHUP re-reads the same (fixed) file.
+    v3_fixed = yaml.safe_load((tmp_path / "v2" / "pgwarden.yaml").read_text())
+    v3_fixed["policies"] = [{"name": "everyone"}]
+    running.wait_for_log("reload refused, keeping the running config", timeout_s=20)
+    assert login_state() == "28000"
+    (v3 / "pgwarden.yaml").write_text(yaml.safe_dump(v3_fixed))
+    running.proc.send_signal(signal.SIGHUP)
+    wait_until(20, login_state, "the SIGHUP reload to apply", until=lambda s: s == "ok")
+    assert running.stop() == 0
+    out = running.log()
     assert "rules[0]" in out and "blok" in out

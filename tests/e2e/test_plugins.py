@@ -190,6 +190,55 @@ def test_approval_store_decides(make_pgwarden):
     assert [r.verdict.reason for r in requests] == ["held", "held"]
 
 
+def _cancelled(_reactor) -> defer.Deferred:
+    waiting = defer.Deferred()
+    waiting.cancel()  # no canceller: fails with CancelledError
+    return waiting
+
+
+# How an approval wait can fail, and what the request ends as (docs/records.md, approval).
+APPROVAL_FAILURES = {
+    "python-timeout": (lambda _reactor: defer.fail(TimeoutError("nobody answered")),
+                       "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
+    "twisted-addTimeout": (lambda reactor: defer.Deferred().addTimeout(0.05, reactor),
+                           "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
+    "cancelled": (_cancelled, "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
+    "store-unreachable": (lambda _reactor: defer.fail(ConnectionRefusedError("the store is down")),
+                          "withdrawn", psycopg.errors.InsufficientPrivilege,
+                          "pgwarden: approval failed: the approval store did not answer"),
+}
+
+
+@pytest.mark.parametrize("how", APPROVAL_FAILURES)
+def test_an_approval_wait_that_fails_is_expired_or_withdrawn_never_allowed(make_pgwarden, tmp_path, how):
+    from pgwarden.testing.pytest_plugin import check_records
+
+    fail, state, error, message = APPROVAL_FAILURES[how]
+
+    class FailingStore:
+        @hookimpl
+        def pgwarden_check(self, statement, session):
+            return Verdict.approve("held") if "insert" in statement.kinds else None
+
+        @hookimpl
+        def pgwarden_await_approval(self, request, session):
+            return fail(running.reactor)
+
+    running = make_pgwarden(plugins=[("failing-store", FailingStore())])
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("create temp table held (x int)")
+        with pytest.raises(error) as excinfo:
+            c.execute("insert into held values (1)")
+        assert excinfo.value.diag.message_primary == message
+        assert c.execute("select count(*) from held").fetchone() == (0,)
+    running.call(running.app.stop)
+    records = check_records([tmp_path / "records.jsonl"])
+    approvals = [r for r in records if r["type"] == "approval"]
+    assert [r["state"] for r in approvals] == ["requested", state]
+    assert approvals[1]["approver"] is None and isinstance(approvals[1]["reason"], str)  # the failure's message
+    assert next(r for r in records if r["type"] == "session_end")["refused"] == 1
+
+
 COUNT = StoreKey[int]("count")
 
 

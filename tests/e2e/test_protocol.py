@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import struct
-import time
 
 import jwt
 import psycopg
 import pytest
 
+from pgwarden.testing import wait_until
 from pgwarden.testing.postgres import APP_PASSWORD
 from pgwarden.wire import messages as m
 
@@ -154,11 +154,8 @@ def test_client_gone_mid_message_closes_the_upstream(pgwarden, pg_server, logged
     pid = int([r for r in rows if isinstance(r, m.DataRow)][0].values[0])
     logged_in.send(b"Q\0\0\0\x50select")  # half a message, then the client vanishes
     logged_in.close()
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if pg_server.psql(f"select count(*) from pg_stat_activity where pid = {pid}") == "0":
-            return
-    pytest.fail("the upstream backend outlived its client")
+    wait_until(20, lambda: pg_server.psql(f"select count(*) from pg_stat_activity where pid = {pid}"),
+               "the upstream backend to end with its client", until=lambda n: n == "0")
 
 
 # ---------------------------------------------------------------------------- tokens

@@ -15,11 +15,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from twisted.internet.task import Clock
 
 from pgwarden import hookimpl
 from pgwarden.api import RECORDING
 from pgwarden.testing.pytest_plugin import check_records
+from pgwarden.testing.clocks import EndOfPollClock, StockClock
 
 POLICY = {
     "name": "agents",
@@ -106,19 +106,19 @@ def test_a_session_in_records(make_pgwarden, pg_server, tmp_path):
 
 def test_the_record_reaches_the_file_before_the_statement_reaches_the_server(make_pgwarden, tmp_path,
                                                                              monkeypatch):
-    import pgwarden.proxy.reactor as reactor_module
+    import pgwarden.turns as turns_module
 
     running = make_pgwarden()
     log = tmp_path / "records.jsonl"
     seen = []
-    real = reactor_module.send_now
+    real = turns_module.send_now
 
     def checking_send(transport, data):
         if b"record-before-run" in data and not seen:  # the first time: the Query on its way upstream
             seen.append(b"record-before-run" in log.read_bytes())
         real(transport, data)
 
-    monkeypatch.setattr(reactor_module, "send_now", checking_send)
+    monkeypatch.setattr(turns_module, "send_now", checking_send)
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         c.execute("select 'record-before-run'")
     assert seen == [True]
@@ -325,51 +325,27 @@ def test_a_plugin_sink_that_raises_refuses_the_statement(make_pgwarden):
     assert running.app.recorder.sink_errors >= 1
 
 
-def test_stdout_records_and_json_op_log_from_pgwarden_run(pg_server, signing_keys, tmp_path, spawn):
+def test_stdout_records_and_json_op_log_from_pgwarden_run(pgwarden_process, tmp_path):
     """`pgwarden run` with the default sink: records on stdout, its own log as JSON on stderr."""
-    import sys
-
-    import yaml
-
     from pgwarden.chain import verify
-    from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER, base_config
-    from pgwarden.tokens import mint
+    from pgwarden.proxy.reactor import chosen
 
-    doc = base_config(pg_server, signing_keys, tmp_path)
-    del doc["recording"]  # the default: stdout
-    cfg = tmp_path / "pgwarden.yaml"
-    cfg.write_text(yaml.safe_dump(doc))
-    ready, admin_file = tmp_path / "ready", tmp_path / "admin"
-    out, err = open(tmp_path / "out", "wb"), open(tmp_path / "err", "wb")
-    proc = spawn([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready),
-                  "--admin-port-file", str(admin_file)], stdout=out, stderr=err)
-    _wait_ready(proc, ready)
-    token = mint(signing_keys["private"], subject="agent-9", issuer=ISSUER, audience=AUDIENCE, groups=["g"])
-    dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
-    with psycopg.connect(dsn, autocommit=True) as c:
+    running = pgwarden_process(recording=None)  # the default sink: stdout
+    with psycopg.connect(running.dsn(running.token("agent-9", ["g"])), autocommit=True) as c:
         c.execute("select 'from stdout'")
-    proc.terminate()
-    proc.wait(timeout=30)
-    out.close(), err.close()
-    lines = (tmp_path / "out").read_text().splitlines()
+    assert running.stop() == 0
+    lines = running.output().splitlines()
     assert any('"sql":"select \'from stdout\'"' in line for line in lines)
     (tmp_path / "stdout.jsonl").write_text("\n".join(lines) + "\n")
     assert verify([str(tmp_path / "stdout.jsonl")]).problem is None
-    oplog = [json.loads(line) for line in (tmp_path / "err").read_text().splitlines()]
+    oplog = [json.loads(line) for line in running.log().splitlines()]
     assert any(e["msg"].startswith("pgwarden listening on") and e["level"] == "info" for e in oplog)
+    # on the reactor PGWARDEN_REACTOR names (inherited from the suite's environment)
+    reactor = next(e["reactor"] for e in oplog if e["msg"].startswith("reactor: "))
+    assert reactor == {"pgwarden": "pgwarden.proxy.reactor.PgwardenReactor",
+                       "default": "twisted.internet.epollreactor.EPollReactor"}[chosen()]
     assert all({"ts", "level", "logger", "msg"} <= set(e) for e in oplog)
-    assert not any('"type":' in line for line in (tmp_path / "err").read_text().splitlines())
-
-
-def _wait_ready(proc, ready: Path) -> None:
-    """Polls for the ready file (pgwarden writes it once listening), failing fast if it died."""
-    import time
-
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            pytest.fail("pgwarden did not start")
-        time.sleep(0.05)
+    assert not any('"type":' in line for line in running.log().splitlines())
 
 
 def test_a_prepared_statement_does_not_run_again_while_records_cannot_be_written(make_pgwarden, pg_server):
@@ -545,38 +521,8 @@ def test_statements_are_recorded_when_no_plugin_judges_them(make_pgwarden, tmp_p
     assert statement["kinds"] == ["select"]
 
 
-class _Turns(Clock):
-    """A clock with the barrier API of pgwarden's reactor; the test plays its turns."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.barriers: list = []
-        self.after: list = []
-
-    def add_barrier(self, barrier) -> None:
-        self.barriers.append(barrier)
-
-    def remove_barrier(self, barrier) -> None:
-        self.barriers.remove(barrier)
-
-    def add_after_sends(self, work) -> None:
-        self.after.append(work)
-
-    def remove_after_sends(self, work) -> None:
-        self.after.remove(work)
-
-    def turn(self) -> None:
-        """The end of one poll iteration: the barriers, the sends (none here), then what waits for them."""
-        for barrier in self.barriers:
-            barrier()
-        for work in self.after:
-            work()
-
-    def sleep(self, seconds: float) -> None:
-        """The reactor waits for events: it runs the barriers first (`PgwardenReactor.doPoll`)."""
-        for barrier in self.barriers:
-            barrier()
-        self.advance(seconds)
+#: The two ways a turn ends (`pgwarden.turns`): the same records must be written the same way.
+CLOCKS = [pytest.param(EndOfPollClock, id="pgwarden-reactor"), pytest.param(StockClock, id="stock-reactor")]
 
 
 class _Writes:
@@ -600,7 +546,7 @@ class _Writes:
 class _Recorded:
     """A Recorder of a real Application on a clock the test plays, writing to `_Writes` only."""
 
-    def __init__(self, directory: Path, results_delay_ms: float | None = None) -> None:
+    def __init__(self, directory: Path, clock, results_delay_ms: float | None = None) -> None:
         from types import SimpleNamespace
 
         from pgwarden.app import Application
@@ -621,7 +567,7 @@ class _Recorded:
             "recording": {"sinks": [],  # only the sink of this test
                           **({} if results_delay_ms is None else {"results_delay_ms": results_delay_ms})},
         }))
-        self.reactor, self.sink = _Turns(), _Writes()
+        self.reactor, self.sink = clock(), _Writes()
         app = Application(load_config(str(config)), self.reactor, extra_plugins=[("writes", self.sink)])
         self.recorder = app.recorder
         self.conn = SimpleNamespace(log=SessionLog("0123456789abcdef"))
@@ -643,15 +589,16 @@ class _Recorded:
         return [c for c in self.reactor.getDelayedCalls() if c.func == self.recorder._lazy_due]
 
 
-@pytest.fixture(scope="module")
-def recorded(tmp_path_factory) -> _Recorded:
-    return _Recorded(tmp_path_factory.mktemp("lazy"))
+@pytest.fixture(scope="module", params=CLOCKS)
+def recorded(request, tmp_path_factory) -> _Recorded:
+    return _Recorded(tmp_path_factory.mktemp("lazy"), request.param)
 
 
-def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_path):
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_path, clock):
     from pgwarden.recorder import LAZY_RECORDS
 
-    r = _Recorded(tmp_path, results_delay_ms=25)
+    r = _Recorded(tmp_path, clock, results_delay_ms=25)
     reactor, sink = r.reactor, r.sink
     result = r.result
     LAZY_S = 0.025  # noqa: N806 - recording.results_delay_ms, as configured
@@ -736,9 +683,10 @@ def test_whatever_the_order_records_are_written_in_order_verdicts_at_once_the_re
     assert not sink.buffer and not r.timers()
 
 
-def test_with_no_results_delay_every_record_is_written_at_the_end_of_its_turn(tmp_path):
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_with_no_results_delay_every_record_is_written_at_the_end_of_its_turn(tmp_path, clock):
     """recording.results_delay_ms: 0, for an operator who wants no record to wait (docs/records.md)."""
-    r = _Recorded(tmp_path, results_delay_ms=0)
+    r = _Recorded(tmp_path, clock, results_delay_ms=0)
     reactor, sink = r.reactor, r.sink
     r.result(1)
     reactor.turn()  # built after the turn's sends ...

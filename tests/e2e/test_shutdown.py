@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
-import time
 
 import psycopg
 import pytest
-import yaml
 
-from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER, base_config, check_records
-from pgwarden.testing.postgres import free_port
-from pgwarden.tokens import mint
+from pgwarden.testing import wait_until
+from pgwarden.testing.pytest_plugin import check_records
 from pgwarden.wire import messages as m
 
 from rawclient import RawClient
@@ -23,17 +18,18 @@ from rawclient import RawClient
 LOCK = 4242
 
 
-def wait_until(predicate, what: str, timeout_s: float = 30.0) -> None:
-    """Polls a condition another process makes true (there is nothing to wait on instead)."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+def on_lock(pg_server) -> int:
+    """How many backends wait for the advisory lock (the test's statement, while it runs)."""
+    return int(pg_server.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
+                              "and query like '%pg_advisory_lock%' and pid <> pg_backend_pid()", "appdb"))
 
 
-def waiting_on_lock(pg_server) -> bool:
-    return pg_server.psql("select count(*) from pg_stat_activity where wait_event_type = 'Lock' "
-                          "and query like '%pg_advisory_lock%' and pid <> pg_backend_pid()", "appdb") == "1"
+def running_upstream(pg_server) -> None:
+    wait_until(30, lambda: on_lock(pg_server), "the statement to be running upstream", until=lambda n: n == 1)
+
+
+def cancelled_upstream(pg_server) -> None:
+    wait_until(30, lambda: on_lock(pg_server), "the upstream statement to be cancelled", until=lambda n: n == 0)
 
 
 class Blocked:
@@ -46,7 +42,7 @@ class Blocked:
         self.outcome: list = []
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
-        wait_until(lambda: waiting_on_lock(pg_server), "the statement to be running")
+        running_upstream(pg_server)
 
     def _run(self) -> None:
         try:
@@ -86,7 +82,7 @@ def test_running_statements_finish_idle_sessions_end_new_ones_are_refused(make_p
         # ... then its session ends too (57P01, in the records below), and pgwarden is done
         with pytest.raises(psycopg.OperationalError):
             busy.conn.execute("select 1")
-        wait_until(lambda: bool(done), "the shutdown to complete")
+        wait_until(30, lambda: done, "the shutdown to complete")
     finally:
         busy.close()
         idle.close()
@@ -105,56 +101,43 @@ def test_after_the_grace_period_running_statements_are_cancelled(make_pgwarden, 
         assert len(busy.outcome) == 1 and isinstance(busy.outcome[0], psycopg.OperationalError)
         assert "pgwarden is shutting down" in str(busy.outcome[0])
         # the statement does not go on running upstream without its client
-        wait_until(lambda: not waiting_on_lock(pg_server), "the upstream statement to be cancelled")
-        wait_until(lambda: bool(done), "the shutdown to complete")
+        cancelled_upstream(pg_server)
+        wait_until(30, lambda: done, "the shutdown to complete")
     finally:
         busy.close()
 
 
 @pytest.fixture
-def draining(pg_server, signing_keys, tmp_path, spawn):
+def draining(pg_server, pgwarden_process):
     """`pgwarden run` (grace 600 s) with a statement running through it, just sent SIGTERM."""
-    doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()}, shutdown={"grace_s": 600})
-    cfg = tmp_path / "pgwarden.yaml"
-    cfg.write_text(yaml.safe_dump(doc))
-    ready, err = tmp_path / "ready", tmp_path / "err"
-    proc = spawn([sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
-                 stdout=subprocess.DEVNULL, stderr=open(err, "wb"))
-    busy = None
+    running = pgwarden_process(shutdown={"grace_s": 600})
+    busy = Blocked(running.dsn(), pg_server)
     try:
-        wait_until(lambda: ready.exists() or proc.poll() is not None, "pgwarden to listen")
-        assert proc.poll() is None, err.read_text()
-        token = mint(signing_keys["private"], subject="agent-1", issuer=ISSUER, audience=AUDIENCE,
-                     groups=["ai-agents"])
-        dsn = f"host=127.0.0.1 port={int(ready.read_text())} user=agent dbname=appdb password={token} sslmode=disable"
-        busy = Blocked(dsn, pg_server)
-        proc.send_signal(signal.SIGTERM)
-        wait_until(lambda: b"shutting down" in err.read_bytes(), "pgwarden to start draining")
-        yield proc, busy
+        running.proc.send_signal(signal.SIGTERM)
+        running.wait_for_log("shutting down")
+        yield running, busy
     finally:
-        if proc.poll() is None:
-            proc.kill()  # at once: the records are checked below
-            proc.wait()
-        if busy is not None:
-            busy.close()
-    check_records([tmp_path / "records.jsonl"])
+        if running.proc.poll() is None:
+            running.proc.kill()  # at once: the fixture checks the records after
+            running.proc.wait()
+        busy.close()
 
 
-def test_sigterm_drains_and_exits_zero(draining, tmp_path):
-    proc, busy = draining
-    assert proc.poll() is None  # still draining: the statement runs
+def test_sigterm_drains_and_exits_zero(draining):
+    running, busy = draining
+    assert running.proc.poll() is None  # still draining: the statement runs
     busy.release()
     busy.thread.join(30)
     assert busy.outcome == [("", "finished")]
-    assert proc.wait(30) == 0
-    records = [json.loads(line) for line in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert running.proc.wait(30) == 0
+    records = [json.loads(line) for line in (running.directory / "records.jsonl").read_text().splitlines()]
     assert records[-1]["type"] == "session_end" and "(57P01)" in records[-1]["reason"]
 
 
 def test_a_second_sigterm_ends_the_sessions_left_at_once(draining, pg_server):
-    proc, busy = draining
-    proc.send_signal(signal.SIGTERM)  # the operator will not wait the grace period out
-    assert proc.wait(30) == 0
+    running, busy = draining
+    running.proc.send_signal(signal.SIGTERM)  # the operator will not wait the grace period out
+    assert running.proc.wait(30) == 0
     busy.thread.join(30)
     assert len(busy.outcome) == 1 and isinstance(busy.outcome[0], psycopg.OperationalError)
-    wait_until(lambda: not waiting_on_lock(pg_server), "the upstream statement to be cancelled")
+    cancelled_upstream(pg_server)

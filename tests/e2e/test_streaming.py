@@ -2,17 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-import pytest
-import yaml
-
-from pgwarden.testing.postgres import free_port
-from pgwarden.testing.pytest_plugin import base_config
-from pgwarden.tokens import mint
+from pgwarden.testing import wait_until
 from pgwarden.wire import messages as m
 from pgwarden.wire.framing import MessageFramer
 
@@ -28,33 +20,12 @@ def status_kib(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
-@pytest.fixture
-def pgwarden_process(pg_server, signing_keys, tmp_path, spawn):
-    doc = base_config(pg_server, signing_keys, tmp_path, listen={"port": free_port()})
-    cfg = tmp_path / "pgwarden.yaml"
-    cfg.write_text(yaml.safe_dump(doc))
-    ready = tmp_path / "ready"
-    proc = spawn(
-        [sys.executable, "-m", "pgwarden", "run", "-c", str(cfg), "--ready-file", str(ready)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"pgwarden did not start: {proc.stdout.read().decode()}")
-        time.sleep(0.05)
-    return proc, int(ready.read_text())
-
-
-def test_stalled_reader_keeps_memory_flat(pgwarden_process, pg_server, signing_keys):
-    proc, port = pgwarden_process
+def test_stalled_reader_keeps_memory_flat(pgwarden_process, pg_server):
+    running = pgwarden_process()
     # Idle RSS (about 52 MiB: Twisted with pyOpenSSL and cryptography) is reported by `make bench`.
 
-    token = mint(signing_keys["private"], subject="streamer", issuer="https://issuer.pgwarden.test",
-                 audience="pgwarden", groups=["ai-agents"])
-    rc = RawClient("127.0.0.1", port, timeout=60)
-    rc.login(token)
+    rc = RawClient(running.host, running.port, timeout=60)
+    rc.login(running.token("streamer"))
     rc.send(m.Query("select pg_backend_pid()").encode())
     backend = int(next(x for x in rc.until_ready() if isinstance(x, m.DataRow)).values[0])
 
@@ -63,10 +34,10 @@ def test_stalled_reader_keeps_memory_flat(pgwarden_process, pg_server, signing_k
 
     # Read nothing until the server itself is blocked writing: back-pressure has
     # reached it through pgwarden, which therefore is not buffering the result.
-    deadline = time.monotonic() + 60
-    while pg_server.psql(f"select wait_event from pg_stat_activity where pid = {backend}") != "ClientWrite":
-        assert time.monotonic() < deadline, "the server never blocked: pgwarden is buffering"
-    stalled_kib = status_kib(proc.pid, "VmRSS")
+    wait_until(60, lambda: pg_server.psql(f"select wait_event from pg_stat_activity where pid = {backend}"),
+               "the server to block writing to pgwarden (else pgwarden is buffering)",
+               until=lambda event: event == "ClientWrite")
+    stalled_kib = status_kib(running.pid, "VmRSS")
 
     framer = MessageFramer(MIB)
     seen = 0
@@ -85,6 +56,6 @@ def test_stalled_reader_keeps_memory_flat(pgwarden_process, pg_server, signing_k
     rc.close()
     assert seen == rows
     assert [type(x) for x in tail] == [m.RowDescription, m.CommandComplete, m.ReadyForQuery]
-    peak_kib = status_kib(proc.pid, "VmHWM")
+    peak_kib = status_kib(running.pid, "VmHWM")
     assert stalled_kib < 100 * 1024, f"RSS while stalled {stalled_kib} KiB"
     assert peak_kib < 100 * 1024, f"peak RSS {peak_kib} KiB"

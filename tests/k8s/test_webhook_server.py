@@ -126,7 +126,9 @@ def test_the_log_is_json_lines_like_pgwarden_runs(webhook):
     post_review(webhook, "annotated")
     events = [json.loads(line) for line in webhook.log.read_text().splitlines()]  # every line one object
     assert all({"ts", "level", "logger", "msg"} <= set(e) for e in events)
-    assert any(e["msg"].startswith("webhook: listening on https://127.0.0.1:") for e in events)
+    (listening,) = [e for e in events if e["msg"].startswith("webhook: listening on https://127.0.0.1:")]
+    # Twisted's own reactor, whatever PGWARDEN_REACTOR says: pgwarden's is for relaying sessions.
+    assert listening["reactor"].startswith("twisted.internet."), listening["reactor"]
     decision = [e for e in events if e.get("action") == "inject"][-1]
     assert decision["who"] == "agents/agent-7d9f8b6c5d-*" and decision["reason"] == "sidecar injected"
     assert decision["level"] == "info" and decision["logger"] == "pgwarden.webhook"

@@ -46,7 +46,7 @@ from pathlib import Path
 import yaml
 
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres
-from pgwarden.testing.processes import ProcessGroup
+from pgwarden.testing.running import PgwardenProcess, launch
 from pgwarden.tokens import generate_key, mint
 
 ISSUER = "https://issuer.pgwarden.test"
@@ -156,8 +156,8 @@ class Pgwarden:
         }
         self.config = self.dir / "pgwarden.yaml"
         self.config.write_text(yaml.safe_dump(doc, sort_keys=False))
-        self.log_path = self.dir / "pgwarden.log"
-        self.proc: subprocess.Popen | None = None
+        self.log_path = self.dir / "pgwarden.log"  # its op log; the records (stdout) in pgwarden.out
+        self.running: PgwardenProcess | None = None
         self.port = 0
 
     def token(self, ttl_s: int) -> str:
@@ -165,28 +165,12 @@ class Pgwarden:
                     groups=["ai-agents"], ttl_s=ttl_s)
 
     def start(self) -> None:
-        ready = self.dir / "ready"
-        ready.unlink(missing_ok=True)
-        self._log = open(self.log_path, "ab")
-        self.group = ProcessGroup(
-            [sys.executable, "-m", "pgwarden", "run", "-c", str(self.config), "--ready-file", str(ready)],
-            stdout=self._log, stderr=subprocess.STDOUT, grace_s=10,
-        )
-        self.proc = self.group.proc
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if ready.exists() and ready.read_text().strip():
-                self.port = int(ready.read_text())
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"pgwarden exited ({self.proc.returncode}); see {self.log_path}")
-            time.sleep(0.05)
-        raise RuntimeError(f"pgwarden not ready after 30 s; see {self.log_path}")
+        self.running = launch(self.config, {"jwks": self.jwks}, self.dir, timeout_s=30, grace_s=10)
+        self.port = self.running.port
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.group.stop()
-            self._log.close()
+        if self.running is not None:
+            self.running.stop()
 
 
 # ---------------------------------------------------------------------------- running and reading

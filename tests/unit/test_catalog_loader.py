@@ -14,7 +14,7 @@ import pytest
 
 from pgwarden.catalog import queries, snapshot
 from pgwarden.catalog.loader import CatalogRows, CatalogShapeError, build_catalog, rows_from_lists
-from pgwarden.catalog.model import FIRST_NORMAL_OID
+from pgwarden.catalog.model import FIRST_NORMAL_OID, Catalog, CastFacts, TypeFacts
 
 # oid schema name nargs ndefaults variadic volatility language trusted kind builtin public_execute
 # security_definer returns_set source extension config sql_body
@@ -36,6 +36,11 @@ def rows(**overrides) -> CatalogRows:
         dependencies=((12110, "f", 3329), (16600, "f", 2624), (16600, "f", 16500), (16600, "r", 16601),
                       (16600, "r", 1259)),
         operators=((551, "pg_catalog", "+", 177, 23, 23), (16700, "app", "|>", 16500, 0, 25)),
+        # oid schema name kind functions parts (lists, as psycopg reads arrays)
+        types=((23, "pg_catalog", "int4", "b", [42], []), (1007, "pg_catalog", "_int4", "b", [750], [23]),
+               (16800, "app", "positive", "d", [2597, 16500], [23])),
+        casts=((16900, 23, 16800, 16500, "a", "f"),),
+        column_types=((16601, 16800),),
         settings=(("work_mem", "user"), ("log_min_messages", "superuser"), ("pgaudit.log", "superuser")),
         schemas=(("app",), ("pg_catalog",), ("public",)),
     )
@@ -66,6 +71,41 @@ def test_views_carry_what_they_call_and_read():
     assert catalog.relation(16601).functions == () and catalog.relation(16602).kind == "S"
 
 
+def test_types_casts_and_the_types_of_columns():
+    catalog = build_catalog(rows(), source="live", complete=True)
+    (positive,) = catalog.types_named("positive")
+    assert positive == TypeFacts(16800, "app", "positive", "d", functions=(2597, 16500), parts=(23,))
+    assert catalog.type(1007).parts == (23,)
+    assert catalog.casts == (CastFacts(16900, 23, 16800, 16500, "a", "f"),)
+    assert catalog.casts_to(16800) == catalog.casts and catalog.casts_to(23) == ()
+    assert catalog.ambient_casts == catalog.casts
+    assert catalog.relation(16601).column_types == (16800,) and catalog.relation(16602).column_types == ()
+
+
+def _conversions(*types: TypeFacts, casts=()) -> Catalog:
+    return Catalog(types=types, casts=casts)
+
+
+def test_a_conversion_runs_casts_to_the_type_and_to_what_it_is_made_of():
+    """A cast reaches a domain's base type and an array's elements by casting; a composite's fields
+    and a range's bounds are read from text (their input functions, no cast)."""
+    catalog = _conversions(
+        TypeFacts(23, "pg_catalog", "int4", "b", (42,)),
+        TypeFacts(100, "app", "checked", "d", (2597, 501), (23,)),  # CHECK calls 501
+        TypeFacts(101, "app", "_checked", "b", (750,), (100,)),
+        TypeFacts(102, "app", "pair", "c", (2290,), (100, 25)),
+        TypeFacts(103, "app", "checked_range", "r", (3834, 502), (100,)),  # canonical 502
+        casts=(CastFacts(900, 20, 23, 600, "e"), CastFacts(901, 21, 100, 601, "a"), CastFacts(902, 700, 102, 602, "i")),
+    )
+    assert set(catalog.conversion(100)) == {600, 601, 2597, 501, 42}
+    assert set(catalog.conversion(101)) == {750, 600, 601, 2597, 501, 42}
+    assert set(catalog.conversion(102)) == {602, 2290, 2597, 501, 42}  # fields by text: no 600, 601
+    assert set(catalog.conversion(103)) == {3834, 502, 2597, 501, 42}
+    # a value stored in a column is converted by assignment and implicit casts only
+    assert set(catalog.conversion(100, explicit=False)) == {601, 2597, 501, 42}
+    assert catalog.conversion(999) == ()  # a type not known (a table's row type): nothing known runs
+
+
 def test_operators_settings_schemas_and_where_they_come_from():
     catalog = build_catalog(rows(), source="live", complete=True)
     (custom,) = catalog.operators_named("|>")
@@ -94,6 +134,9 @@ def test_settings_the_server_hid_come_from_the_base_and_the_server_wins():
         {"dependencies": ((16600, "x", 1),)},
         {"operators": ((1, "s", "+", 2, 3),)},
         {"settings": (("work_mem",),)},
+        {"types": ((1, "s", "t", "b", []),)},
+        {"casts": ((1, 2, 3, 4, "e"),)},
+        {"column_types": ((1,),)},
     ],
 )
 def test_rows_of_another_shape_are_refused(broken):
@@ -150,6 +193,17 @@ def test_the_shipped_snapshot_is_postgresql_15s_builtin_catalog():
     (activity,) = catalog.relations_named("pg_stat_activity")
     assert {catalog.relation(o).name for o in activity.relations} == {"pg_authid", "pg_database"}
     assert "plpgsql" in {f.extension for f in catalog.functions}
+    # every type a value can be cast to, but tables' row types; no casts (only those made after initdb)
+    (int4,) = catalog.types_named("int4")
+    assert [catalog.function(o).name for o in int4.functions] == ["int4in"]
+    assert catalog.types_named("_int4")[0].parts == (int4.oid,)
+    assert not catalog.types_named("pg_class") and not catalog.types_named("_pg_class")
+    (cardinal,) = catalog.types_named("cardinal_number")  # information_schema's: CHECK (VALUE >= 0)
+    assert cardinal.kind == "d" and cardinal.parts == (int4.oid,)
+    assert {catalog.function(o).name for o in cardinal.functions} == {"domain_in", "int4ge"}
+    assert catalog.casts == ()
+    (roles,) = catalog.relations_named("applicable_roles")
+    assert {catalog.type(t).name for t in roles.column_types} == {"sql_identifier", "yes_or_no"}
 
 
 def test_the_snapshot_is_chosen_by_release_and_loaded_once():
@@ -167,6 +221,10 @@ def test_a_snapshot_of_other_columns_is_refused():
         snapshot.rows_of(document)
     with pytest.raises(CatalogShapeError, match="format"):
         snapshot.rows_of({**document, "format": 0})
+    older = json.loads(gzip.decompress(snapshot.available()[15].read_bytes()))
+    del older["columns"]["types"]  # a snapshot written before a kind of fact was loaded
+    with pytest.raises(CatalogShapeError, match="regenerate"):
+        snapshot.rows_of(older)
 
 
 def test_builtin_rows_keep_only_what_initdb_made_without_bodies():
@@ -182,6 +240,8 @@ def test_builtin_rows_keep_only_what_initdb_made_without_bodies():
     assert [r[0] for r in kept.relations] == [1259, 12110]
     assert kept.dependencies == ((12110, "f", 3329),)
     assert [o[0] for o in kept.operators] == [551]
+    assert [t[0] for t in kept.types] == [23, 1007] and kept.casts == ()  # casts: only those made after initdb
+    assert kept.column_types == ()  # app.t's are not initdb's
     assert kept.schemas == (("pg_catalog",),)
     assert kept.settings == rows().settings
 

@@ -214,6 +214,10 @@ def test_limits_are_checked():
     assert "expected a duration like 30s" in p
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{limit: {rows: 0}}]}]\n")
     assert "rows must be at least 1" in p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{limit: {rows_written: 0}}]}]\n")
+    assert "rows_written must be at least 1" in p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{limit: {rows_written: many}}]}]\n")
+    assert "rows_written" in p
 
 
 def test_results_delay_is_checked():

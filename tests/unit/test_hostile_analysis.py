@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 from pgwarden.catalog import builtin_catalog
-from pgwarden.catalog.model import Catalog, FunctionFacts
+from pgwarden.catalog.model import Catalog, CastFacts, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.context import default_context
 
@@ -30,12 +30,15 @@ def _nested(inner: str, depth: int) -> str:
     return inner
 
 
-def _with(*functions: FunctionFacts):
-    """The default context, its catalog extended by the database's own ``functions``."""
+def _with(*functions: FunctionFacts, types: tuple[TypeFacts, ...] = (), casts: tuple[CastFacts, ...] = (),
+          relations: tuple[RelationFacts, ...] = (), complete: bool = False):
+    """The default context, its catalog extended by the database's own ``functions``, ``types``,
+    ``casts`` and ``relations`` (``complete``: as the live catalog, which knows every object)."""
     base = builtin_catalog()
-    catalog = Catalog(functions=base.functions + functions, relations=base.relations, operators=base.operators,
+    catalog = Catalog(functions=base.functions + functions, relations=base.relations + relations,
+                      operators=base.operators, types=base.types + types, casts=base.casts + casts,
                       settings=base.settings, schemas=base.schemas | {"public", "secret"},
-                      server_version=base.server_version, source="test", complete=False)
+                      server_version=base.server_version, source="test", complete=complete)
     return attrs.evolve(default_context(), catalog=catalog)
 
 
@@ -253,3 +256,187 @@ def test_explain_of_invalid_utf8_says_so(config_file):
     assert out.stderr.decode().strip() == (
         "pgwarden explain: the statement is not valid UTF-8 (byte 0xff at character 8); "
         "a UTF-8 server would refuse it as well")
+
+
+# ---------------------------------------------------------------------- casts, domains and types
+
+
+def _builtin(name: str) -> int:
+    """The OID of a built-in function of the snapshot (one of that name)."""
+    return builtin_catalog().functions_named(name)[0].oid
+
+
+def _type(name: str, kind: str, functions=(), parts=(), schema: str = "public") -> TypeFacts:
+    return TypeFacts(next(_OIDS), schema, name, kind, functions=tuple(functions), parts=tuple(parts))
+
+
+def _cast_db(*extra_casts, schema: str = "public", complete: bool = False):
+    """A database with types whose conversions run its own functions, as tests/e2e/test_hostile.py's:
+
+    ticket (composite) with an explicit cast from int4 through to_ticket, which deletes; checked,
+    a domain over int4 whose CHECK calls purge(), which deletes, and its array type; pair, a
+    composite with a checked field; a cast from ticket to text through leak, a SECURITY DEFINER
+    reader of secret.things; stamp with an assignment cast from int4 through to_stamp, which
+    deletes; tables with columns of those types, and one without.
+    """
+    int4 = builtin_catalog().types_named("int4")[0].oid
+    text = builtin_catalog().types_named("text")[0].oid
+    deletes = "WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d"
+    purge, to_ticket, to_stamp = _own("purge", deletes), _own("to_ticket", deletes, 1), _own("to_stamp", deletes, 1)
+    leak = _own("leak", "SELECT sum(n)::text FROM secret.things", 1, volatility="s", security_definer=True)
+    ticket = _type("ticket", "c", [_builtin("record_in")], [int4])
+    checked = _type("checked", "d", [_builtin("domain_in"), purge.oid, _builtin("int8ge")], [int4], schema=schema)
+    checked_array = _type("_checked", "b", [_builtin("array_in")], [checked.oid], schema=schema)
+    pair = _type("pair", "c", [_builtin("record_in")], [checked.oid, text])
+    stamp = _type("stamp", "c", [_builtin("record_in")], [int4])
+    relations = (RelationFacts(next(_OIDS), "public", "guarded", "r", column_types=(checked.oid,)),
+                 RelationFacts(next(_OIDS), "public", "stamps", "r", column_types=(stamp.oid,)),
+                 RelationFacts(next(_OIDS), "public", "tickets", "r", column_types=(ticket.oid,)),
+                 RelationFacts(next(_OIDS), "public", "plain", "r"))
+    casts = (CastFacts(next(_OIDS), int4, ticket.oid, to_ticket.oid, "e"),
+             CastFacts(next(_OIDS), ticket.oid, text, leak.oid, "e"),
+             CastFacts(next(_OIDS), int4, stamp.oid, to_stamp.oid, "a")) + extra_casts
+    return _with(purge, to_ticket, to_stamp, leak, types=(ticket, checked, checked_array, pair, stamp),
+                 casts=casts, relations=relations, complete=complete)
+
+
+CASTS_THAT_DELETE = [
+    "SELECT 5::ticket",
+    "SELECT CAST(5 AS public.ticket)",
+    "SELECT ticket '5'",  # (text input: counted with every cast to ticket, more than runs)
+    "SELECT ticket(5)",  # no function of that name: a cast
+    "SELECT ARRAY[5]::ticket[]",
+    "SELECT 5::checked",
+    "SELECT '5'::checked",
+    "SELECT '{5}'::checked[]",
+    "SELECT '{5}'::_checked",
+    "SELECT '(5,x)'::pair",  # a field of the domain
+    "SELECT * FROM plain WHERE a = 1::checked",
+    "SELECT 1 FROM plain ORDER BY a::checked",
+    "EXPLAIN ANALYZE SELECT 5::checked",
+    "DO $$ BEGIN PERFORM 5::checked; END $$",
+    "DO $$ DECLARE x public.checked; BEGIN x := 6; END $$",  # a variable of the domain
+    "DO $$ DECLARE x public.checked := 6; BEGIN NULL; END $$",
+    "PREPARE p(checked) AS SELECT $1",  # EXECUTE p(5) runs the CHECK
+    "ALTER TABLE plain ALTER COLUMN a TYPE checked",  # every row's value
+    "ALTER TABLE plain ADD COLUMN c checked",
+    "SELECT 'x'::pg_catalog.int4(public.purge())",  # a modifier is an expression (the server wants a constant)
+    "INSERT INTO guarded VALUES (1)",  # a column of the domain
+    "COPY guarded FROM STDIN",
+    "UPDATE guarded SET c = 2 WHERE c = 1",
+    "MERGE INTO guarded USING plain ON false WHEN NOT MATCHED THEN INSERT VALUES (1)",
+    "INSERT INTO stamps VALUES (5)",  # an assignment cast to the column's type
+    "UPDATE stamps SET s = 5 WHERE s IS NULL",
+    "WITH x AS (INSERT INTO guarded VALUES (1) RETURNING 1) SELECT * FROM x",
+]
+
+
+@pytest.mark.parametrize("sql", CASTS_THAT_DELETE)
+def test_a_conversion_runs_the_functions_of_casts_domains_and_types(sql):
+    got = analyze_sql(sql, _cast_db()).kinds
+    assert {"side_effect", "delete"} <= got, f"{sql}: kinds {sorted(got)}"
+
+
+def test_a_cast_names_the_functions_it_runs():
+    ctx = _cast_db()
+    assert analyze_sql("SELECT 5::ticket", ctx).functions == {"to_ticket"}
+    assert analyze_sql("SELECT 5::checked", ctx).functions == {"purge"}  # not domain_in, int8ge, int4in
+
+
+def test_a_cast_to_a_built_in_type_runs_a_cast_of_the_database():
+    """ticket -> text runs leak, which reads secret.things as its owner."""
+    analysis = analyze_sql("SELECT t::text FROM tickets AS t", _cast_db())
+    assert "leak" in analysis.functions and "secret.things" in analysis.tables
+    assert "leak" not in analyze_sql("SELECT t::varchar FROM tickets AS t", _cast_db()).functions
+    # pgwarden does not know a value's type, so every cast to text counts, more than runs
+    # (and a constant's kind cannot decide: '5'::ticket and 5::ticket share a normalized text)
+    assert "leak" in analyze_sql("SELECT 'x'::text", _cast_db()).functions
+
+
+NO_CONVERSION_THAT_MATTERS = [
+    "SELECT 1::int, 'x'::varchar, now()::date, 1.5::numeric(10, 2), '{1}'::int[], interval '1 day'",
+    "SELECT 5::information_schema.cardinal_number",  # a built-in domain: CHECK (VALUE >= 0)
+    "SELECT '(1)'::plain, '(1)'::public.plain",  # a table's row type
+    "SELECT * FROM guarded",  # reading a column of the domain converts nothing
+    "DELETE FROM guarded WHERE c IS NULL",
+    "INSERT INTO plain VALUES (5)",
+    "INSERT INTO tickets VALUES (ROW(5))",  # int4 -> ticket is an explicit cast: not on assignment
+    "SELECT * FROM tickets",
+]
+
+
+@pytest.mark.parametrize("sql", NO_CONVERSION_THAT_MATTERS)
+def test_conversions_that_run_nothing_of_the_databases_own_add_nothing(sql):
+    analysis = analyze_sql(sql, _cast_db())
+    assert not analysis.kinds & {"side_effect", "unknown"}, f"{sql}: kinds {sorted(analysis.kinds)}"
+    assert analysis.functions <= {"now"}
+
+
+def test_a_type_the_catalog_does_not_know_is_unknown():
+    # the snapshot knows initdb's types only: a type of the database's own may do anything
+    assert "unknown" in analyze_sql("SELECT 5::ticket").kinds
+    assert "unknown" in analyze_sql("SELECT '5'::public.checked").kinds
+    assert analyze_sql("SELECT 5::int4, 'x'::text, 1::pg_catalog.int8").kinds == {"select"}
+    # the live catalog knows them all: a name it lacks is not a type (yet)
+    assert "unknown" in analyze_sql("SELECT 5::nosuch", _cast_db(complete=True)).kinds
+    assert "unknown" in analyze_sql("SELECT 5::secret.checked", _cast_db(complete=True)).kinds
+    # a catalog without type facts has nothing to judge by
+    empty = attrs.evolve(default_context(), catalog=Catalog())
+    assert analyze_sql("SELECT 5::ticket", empty).kinds == {"select"}
+
+
+def test_a_type_is_found_on_the_search_path():
+    ctx = _cast_db(schema="secret", complete=True)
+    assert "unknown" in analyze_sql("SELECT 5::checked", ctx).kinds  # not on the path: the server fails too
+    assert "side_effect" in analyze_sql("SELECT 5::secret.checked", ctx).kinds
+    ctx = ctx.after(analyze_sql("SET search_path = secret, public", ctx))
+    assert "side_effect" in analyze_sql("SELECT 5::checked", ctx).kinds
+    # a type whose conversion runs nothing is still looked for on the path
+    mood = _type("mood", "e", [_builtin("enum_in")], schema="secret")
+    ctx = _with(types=(mood,), complete=True)
+    assert "unknown" in analyze_sql("SELECT 'happy'::mood", ctx).kinds
+    assert analyze_sql("SELECT 'happy'::secret.mood", ctx).kinds == {"select"}
+    ctx = ctx.after(analyze_sql("SET search_path = secret", ctx))
+    assert analyze_sql("SELECT 'happy'::mood", ctx).kinds == {"select"}
+
+
+def test_a_type_of_the_database_named_as_a_built_in_one_counts():
+    """``int4`` unqualified may be public.int4 when public comes first on the path: every type the
+    name may be counts; ``int`` is the grammar's pg_catalog.int4."""
+    int4 = builtin_catalog().types_named("int4")[0].oid
+    purge = _own("purge", "DELETE FROM public.things")
+    shadow = _type("int4", "d", [_builtin("domain_in"), purge.oid], [int4])
+    ctx = _with(purge, types=(shadow,))
+    assert "side_effect" in analyze_sql("SELECT 5::int4", ctx).kinds
+    assert analyze_sql("SELECT 5::int", ctx).kinds == {"select"}
+    assert analyze_sql("SELECT 5::pg_catalog.int4", ctx).kinds == {"select"}
+
+
+def test_assignment_and_implicit_casts_count_where_the_server_may_apply_them():
+    int4 = builtin_catalog().types_named("int4")[0].oid
+    ticket = _cast_db().catalog.types_named("ticket")[0].oid
+    volatile = _own("sneaky", "DELETE FROM public.things", 1)
+    # an assignment cast to a built-in type: any column may have it
+    assigned = _with(volatile, casts=(CastFacts(next(_OIDS), ticket, int4, volatile.oid, "a"),))
+    for sql in ("INSERT INTO plain VALUES (1)", "UPDATE plain SET a = 1 WHERE a = 2",
+                "DO $$ DECLARE x int; BEGIN x := 1; END $$", "DO $$ DECLARE r record; BEGIN NULL; END $$"):
+        assert "side_effect" in analyze_sql(sql, assigned).kinds, sql
+    # a record variable may be of any type: only the conversions that do something count
+    loop = "DO $$ DECLARE r record; i int; BEGIN FOR r IN SELECT * FROM plain LOOP i := 1; END LOOP; END $$"
+    assert analyze_sql(loop).kinds == {"do", "select"}
+    assert "side_effect" in analyze_sql(loop, _cast_db()).kinds  # checked's CHECK, stamp's cast
+    # (a procedure's arguments are converted by implicit casts only; a prepared statement's
+    # parameters to the types of its PREPARE, which count there)
+    for sql in ("SELECT * FROM plain", "DELETE FROM plain WHERE a = 1", "SELECT 1", "BEGIN", "CALL p(1)",
+                "EXECUTE q(1)", "DO $$ BEGIN NULL; END $$"):
+        assert "side_effect" not in analyze_sql(sql, assigned).kinds, sql
+    # an implicit cast: wherever a value is computed
+    implicit = _with(volatile, casts=(CastFacts(next(_OIDS), ticket, int4, volatile.oid, "i"),))
+    for sql in ("SELECT * FROM plain", "SELECT abs(1)", "SELECT 1 + 1", "INSERT INTO plain VALUES (1)"):
+        assert "side_effect" in analyze_sql(sql, implicit).kinds, sql
+    assert analyze_sql("SELECT 1", implicit).kinds == {"select"}
+    assert analyze_sql("SHOW work_mem", implicit).kinds == {"show"}
+    # an extension's casts run built-ins that do nothing: no kind, no name
+    harmless = _with(casts=(CastFacts(next(_OIDS), ticket, int4, _builtin("lower"), "i"),))
+    analysis = analyze_sql("SELECT * FROM plain", harmless)
+    assert analysis.kinds == {"select"} and analysis.functions == frozenset()

@@ -5,11 +5,13 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 import pytest
 
 from pgwarden.testing.processes import ProcessGroup
+from pgwarden.testing.running import ExitedEarly, launch
 
 # Starts a grandchild the way pg_ctl starts PostgreSQL (a session of its own: only the marker
 # in its environment finds it), another in its group with an environment of its own (only the
@@ -57,3 +59,15 @@ def test_a_process_that_stops_when_asked_exits_on_its_own():
                       stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout.readline() == "up\n"
     assert proc.returncode == -signal.SIGTERM
+
+
+def test_a_pgwarden_that_cannot_start_fails_at_once_with_its_log(tmp_path):
+    """Not at the deadline, and with what pgwarden said (here: the config's problem)."""
+    config = tmp_path / "pgwarden.yaml"
+    config.write_text("listen: {port: 0}\npolicies: [{name: p, rules: [{blok: {}}]}]\n")
+    started = time.monotonic()
+    with pytest.raises(ExitedEarly) as failure:
+        launch(config, {}, tmp_path / "run", timeout_s=30)
+    assert time.monotonic() - started < 20
+    assert "pgwarden exited (2) before listening" in str(failure.value)
+    assert "blok" in str(failure.value)

@@ -313,3 +313,257 @@ def test_large_rows_stream_when_nothing_rewrites_them():
     t.relay.server_data(huge[STREAM_THRESHOLD + 100:] + m.CommandComplete("SELECT 1").encode())
     rest = b"".join(t.relay.pop_client())
     assert first + rest == SHAPE.encode() + huge + m.CommandComplete("SELECT 1").encode()
+
+
+# -------------------------------------------------------------------- row caps: per-result state
+
+# One result: (rows it returns, or None for a statement that returns none; rows it changed).
+_RESULT = st.one_of(
+    st.tuples(st.integers(0, 8), st.just(0)),  # SELECT n
+    st.tuples(st.none(), st.integers(0, 30)),  # UPDATE n: no RowDescription, no rows
+    st.tuples(st.just("empty"), st.just(0)),  # an empty query: EmptyQueryResponse
+)
+_STATEMENT = st.tuples(
+    st.sampled_from(["simple", "extended"]),
+    st.one_of(st.none(), st.integers(1, 5)),  # the row cap while it runs (a reload may change it)
+    st.lists(_RESULT, min_size=1, max_size=3),  # results (the extended protocol takes the first)
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(_STATEMENT, min_size=1, max_size=8))
+def test_property_a_command_tag_is_rewritten_only_for_a_cut_result(statements):
+    """Every CommandComplete the client gets equals the server's unless that result was cut."""
+    t = Talk()
+    for protocol, cap, results in statements:
+        t.relay.row_cap = cap
+        if protocol == "extended":
+            results = results[:1]
+            t.client(m.Parse("", "x"), m.Bind("", ""), m.Execute(""), m.Sync())
+        else:
+            t.client(m.Query("x"))
+        t.upstream()
+        answer = [m.ParseComplete(), m.BindComplete()] if protocol == "extended" else []
+        expected_tags, expected_notices = [], 0
+        for returned, changed in results:
+            if returned == "empty":
+                answer.append(m.EmptyQueryResponse())
+                continue
+            if protocol == "extended":  # pgwarden's own Describe of the portal
+                answer.append(SHAPE if returned is not None else m.NoData())
+            elif returned is not None:
+                answer.append(SHAPE)
+            if returned is None:
+                tag = f"UPDATE {changed}"
+                expected_tags.append(tag)
+            else:
+                answer += [m.DataRow((str(i).encode(),)) for i in range(returned)]
+                tag = f"SELECT {returned}"
+                cut = cap is not None and returned > cap
+                expected_tags.append(f"SELECT {cap}" if cut else tag)
+                expected_notices += cut
+            answer.append(m.CommandComplete(tag))
+        t.server(*answer, m.ReadyForQuery("I"))
+        got = t.down()
+        assert [x.tag for x in got if isinstance(x, m.CommandComplete)] == expected_tags
+        assert sum(isinstance(x, m.NoticeResponse) for x in got) == expected_notices
+        sent = sum(min(n, cap) if cap is not None else n for n, _ in results if isinstance(n, int))
+        assert sum(isinstance(x, m.DataRow) for x in got) == sent
+        assert isinstance(got[-1], m.ReadyForQuery)
+
+
+def test_a_statement_without_rows_after_a_cut_result_keeps_its_tag():
+    """Issue 16: after a truncated result, `UPDATE 1` came back as `UPDATE 20` with a notice."""
+    t = Talk()
+    t.relay.row_cap = 2
+    t.client(m.Query("select g from generate_series(1, 5) g"))
+    t.server(SHAPE, *[m.DataRow((b"1",))] * 5, m.CommandComplete("SELECT 5"), m.ReadyForQuery("I"))
+    assert [x.tag for x in t.down() if isinstance(x, m.CommandComplete)] == ["SELECT 2"]
+    t.client(m.Query("update t set n = 1 where id = 1"))
+    t.server(m.CommandComplete("UPDATE 1"), m.ReadyForQuery("I"))
+    assert t.down() == [m.CommandComplete("UPDATE 1"), m.ReadyForQuery("I")]
+
+
+# -------------------------------------------------------------------- counted writes (rows_written)
+
+from pgwarden.relay.counting import CountRows  # noqa: E402
+
+CAP = CountRows(5, "p", "r")
+_OWN_RUN_ANSWER = (m.CloseComplete(), m.CloseComplete(), m.ParseComplete(), m.BindComplete())
+
+
+def _counted(req):
+    return CAP if "update" in req.sql else ALLOW
+
+
+def _before_answer(count: int) -> tuple:
+    return (*_OWN_RUN_ANSWER, m.DataRow((str(count).encode(),)), m.CommandComplete("SELECT 1"))
+
+
+def test_a_counted_simple_query_runs_between_pgwarden_statements_and_its_results_wait():
+    t = Talk(_counted)
+    t.client(m.Query("update t set n = 1 returning n"), m.Query("select 2"))
+    sent = t.upstream()
+    assert [type(x) for x in sent] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Flush,
+                                       m.Parse, m.Bind, m.Describe, m.Execute]
+    assert sent[2].sql.startswith("SELECT CASE WHEN") and sent[2].name.startswith("pgwarden_")
+    assert sent[6] == m.Parse("", "update t set n = 1 returning n")
+    # The statement runs; the relay waits for the count before sending anything more.
+    t.server(*_before_answer(7), m.ParseComplete(), m.BindComplete(), SHAPE, m.DataRow((b"1",)))
+    assert t.down() == []
+    check = t.upstream()
+    assert [type(x) for x in check] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync, m.Query]
+    assert "OPERATOR(pg_catalog.-) 7;" in check[2].sql and "OPERATOR(pg_catalog.>) 5 THEN" in check[2].sql
+    assert check[-1] == m.Query("select 2")
+    t.server(m.NoticeResponse.build("NOTICE", "00000", "from a trigger"), m.CommandComplete("UPDATE 1"))
+    assert t.down() == []  # held until the check answers
+    t.server(*_OWN_RUN_ANSWER, m.CommandComplete("DO"), m.ReadyForQuery("I"))
+    assert [type(x) for x in t.down()] == [m.RowDescription, m.DataRow, m.NoticeResponse,
+                                           m.CommandComplete, m.ReadyForQuery]
+    assert [e[0] for e in t.relay._expect] == [0]  # only "select 2" is still to answer
+
+
+def test_a_failed_check_drops_what_the_statement_sent():
+    t = Talk(_counted)
+    t.client(m.Query("update t set n = 1 returning n"))
+    t.upstream()
+    t.server(*_before_answer(0), m.ParseComplete(), m.BindComplete(), SHAPE, m.DataRow((b"1",)),
+             m.CommandComplete("UPDATE 9"), *_OWN_RUN_ANSWER,
+             m.ErrorResponse((("S", "ERROR"), ("C", "42501"), ("M", "pgwarden: blocked: wrote 9"),
+                              ("W", "PL/pgSQL function inline_code_block line 1 at RAISE"))),
+             m.ReadyForQuery("I"))
+    assert t.down() == [m.ErrorResponse((("S", "ERROR"), ("C", "42501"), ("M", "pgwarden: blocked: wrote 9"))),
+                        m.ReadyForQuery("I")]
+
+
+def test_a_notification_is_not_held_with_the_results():
+    t = Talk(_counted)
+    t.client(m.Query("update t set n = 1"))
+    t.upstream()
+    t.server(*_before_answer(0), m.ParseComplete(), m.BindComplete(), m.NoData(),
+             m.NotificationResponse(42, "ch", "hi"), m.ParameterStatus("TimeZone", "UTC"))
+    assert t.down() == [m.NotificationResponse(42, "ch", "hi"), m.ParameterStatus("TimeZone", "UTC")]
+
+
+def test_the_statements_own_error_comes_after_what_it_sent():
+    t = Talk(_counted)
+    t.client(m.Query("update t set n = 1"))
+    t.upstream()
+    notice = m.NoticeResponse.build("NOTICE", "00000", "before the error")
+    error = m.ErrorResponse.build("ERROR", "23505", "duplicate key")
+    t.server(*_before_answer(0), m.ParseComplete(), m.BindComplete(), m.NoData(), notice, error)
+    assert t.down() == [notice, error]
+    t.upstream()  # (the check, skipped by the server)
+    t.server(m.ReadyForQuery("I"))
+    assert t.down() == [m.ReadyForQuery("I")] and not t.relay._expect
+
+
+def test_when_pgwarden_cannot_count_in_an_aborted_transaction_the_client_gets_the_servers_error():
+    t = Talk(_counted)
+    t.relay.state.transaction_status = "E"
+    t.client(m.Query("update t set n = 1"), m.Query("rollback"))
+    t.upstream()
+    aborted = m.ErrorResponse.build("ERROR", "25P02", "current transaction is aborted")
+    t.server(m.CloseComplete(), m.CloseComplete(), aborted)
+    assert t.down() == [aborted]
+    assert [type(x) for x in t.upstream()] == [m.Sync, m.Query]  # ends the skipping; then the rest
+    t.server(m.ReadyForQuery("E"), m.CommandComplete("ROLLBACK"), m.ReadyForQuery("I"))
+    assert t.down() == [m.ReadyForQuery("E"), m.CommandComplete("ROLLBACK"), m.ReadyForQuery("I")]
+
+
+def test_an_extended_counted_execute_is_checked_before_the_clients_sync():
+    t = Talk(_counted)
+    t.client(m.Parse("s", "update t set n = $1"), m.Bind("", "s"), m.Execute(""), m.Sync())
+    sent = t.upstream()
+    assert [type(x) for x in sent] == [m.Parse, m.Bind, m.Close, m.Close, m.Parse, m.Bind, m.Execute,
+                                       m.Flush, m.Describe, m.Execute]
+    t.server(m.ParseComplete(), m.BindComplete(), *_before_answer(3), m.NoData(), m.CommandComplete("UPDATE 2"))
+    assert t.down() == [m.ParseComplete(), m.BindComplete()]
+    assert [type(x) for x in t.upstream()] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync]
+    t.server(*_OWN_RUN_ANSWER, m.CommandComplete("DO"), m.ReadyForQuery("I"))
+    assert t.down() == [m.CommandComplete("UPDATE 2"), m.ReadyForQuery("I")]
+
+
+def test_results_too_large_to_hold_flow_and_the_check_still_decides():
+    t = Talk(_counted)
+    t.relay._max_held = 100
+    t.client(m.Query("update t set n = 1 returning n"))
+    t.upstream()
+    rows = [m.DataRow((str(i).encode() * 20,)) for i in range(10)]
+    t.server(*_before_answer(0), m.ParseComplete(), m.BindComplete(), SHAPE, *rows[:2])
+    assert t.down() == []  # held, while they fit
+    t.server(*rows[2:5])
+    assert t.down() == [SHAPE, *rows[:5]]  # beyond the bound: they flow
+    t.server(*rows[5:], m.CommandComplete("UPDATE 10"))
+    assert t.down() == [*rows[5:], m.CommandComplete("UPDATE 10")]
+    t.upstream()
+    error = m.ErrorResponse.build("ERROR", "42501", "pgwarden: blocked: wrote 10")
+    t.server(*_OWN_RUN_ANSWER, error, m.ReadyForQuery("I"))
+    assert t.down() == [error, m.ReadyForQuery("I")]  # rolled back all the same
+    assert not t.relay.closing
+
+
+def test_a_bind_after_the_policies_changed_waits_for_its_new_verdict():
+    verdicts = {}
+    t = Talk(lambda req: verdicts.get(req.sql, ALLOW))
+    t.client(m.Parse("s", "insert into t values (1)"), m.Sync())
+    t.upstream()
+    t.server(m.ParseComplete(), m.ReadyForQuery("I"))
+    t.down()
+    t.relay.policy_generation += 1
+    verdicts["insert into t values (1)"] = PENDING
+    t.client(m.Bind("", "s"), m.Execute(""), m.Sync())
+    assert t.upstream() == [] and t.relay.waiting.sql == "insert into t values (1)"
+    t.relay.resolve(t.relay.waiting, Refusal("42501", "pgwarden: blocked: no"))
+    sent = t.upstream()
+    assert [type(x) for x in sent] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync]
+    assert "pgwarden: blocked: no" in sent[2].sql and sent[2].name != ""  # the unnamed one is the client's
+    # Decided again at its next Bind too, until a verdict lets it run.
+    verdicts["insert into t values (1)"] = ALLOW
+    t.client(m.Bind("", "s"), m.Execute(""), m.Sync())
+    assert [type(x) for x in t.upstream()] == [m.Bind, m.Describe, m.Execute, m.Sync]
+    assert len(t.requests) == 3
+    t.client(m.Bind("", "s"), m.Execute(""), m.Sync())
+    assert len(t.requests) == 3  # decided under the current policies now
+
+
+def test_a_bind_of_a_statement_never_parsed_here_is_refused_in_place():
+    t = Talk()
+    t.client(m.Query("prepare b as insert into t values (1)"))
+    t.upstream()
+    t.client(m.Bind("", "b"), m.Execute(""), m.Sync(), m.Query("select 1"))
+    sent = t.upstream()
+    assert [type(x) for x in sent] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync, m.Query]
+    assert 'prepared statement "b" was not prepared through the protocol' in sent[2].sql
+
+
+# What the server sends before pgwarden's check (the count, the statement's results), then after it.
+_COUNTED_SERVER = (
+    b"".join(x.encode() for x in (
+        *_before_answer(4), m.ParseComplete(), m.BindComplete(), SHAPE, m.DataRow((b"1",)),
+        m.DataRow((b"2",)), m.NotificationResponse(1, "ch", ""), m.CommandComplete("UPDATE 2"))),
+    b"".join(x.encode() for x in (
+        *_OWN_RUN_ANSWER, m.CommandComplete("DO"), m.ReadyForQuery("I"),
+        m.RowDescription((COL,)), m.DataRow((b"3",)), m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"))),
+)
+
+
+@settings(max_examples=200)
+@given(st.lists(st.integers(0, 10_000), max_size=30), st.lists(st.integers(0, 10_000), max_size=30))
+def test_property_a_counted_write_relays_the_same_whatever_the_split(cuts, more_cuts):
+    t = Talk(_counted)
+    t.client(m.Query("update t set n = n returning n"), m.Query("select 3"))
+    up, down = b"".join(t.relay.pop_upstream()), []
+    for phase, points in zip(_COUNTED_SERVER, (cuts, more_cuts)):
+        for part in _cut(phase, points):
+            t.relay.server_data(part)
+            down += t.relay.pop_client()
+            up += b"".join(t.relay.pop_upstream())
+    got = _split(b"".join(down), m.decode_backend)
+    assert got == [m.NotificationResponse(1, "ch", ""), SHAPE, m.DataRow((b"1",)), m.DataRow((b"2",)),
+                   m.CommandComplete("UPDATE 2"), m.ReadyForQuery("I"),
+                   m.RowDescription((COL,)), m.DataRow((b"3",)), m.CommandComplete("SELECT 1"),
+                   m.ReadyForQuery("I")]
+    sent = _split(up, m.decode_frontend)
+    assert [type(x) for x in sent][-7:] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync, m.Query]
+    assert not t.relay._expect

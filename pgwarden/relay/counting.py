@@ -1,0 +1,123 @@
+"""Rows written, counted by the server: the statements pgwarden runs around a write.
+
+No syntax check finds every WHERE that matches every row, so a ``limit: {rows_written: N}``
+asks the server what a statement did. ``pg_stat_xact_user_tables`` holds, per table, the rows
+the current transaction has inserted, updated and deleted so far — at any depth: CTEs,
+EXPLAIN ANALYZE, functions, triggers, rolled-back subtransactions included.
+
+Around a statement that may write, pgwarden runs two statements of its own in the same
+transaction (the extended protocol, with no Sync in between, so no commit):
+
+* **before**: a SELECT of the sum, whose value pgwarden reads from the answer;
+* **check**, right after the client's Execute: a ``DO`` block that computes the sum again and
+  raises pgwarden's error (42501) if it grew by more than N. The server then rolls the
+  transaction back (or aborts the client's transaction block) exactly as for any error.
+
+Why this shape, and not a setting holding the value, nor a separate statement first:
+
+* the counts are the backend's *pending* statistics: they carry over from earlier
+  transactions until the backend flushes them, which it does only when idle between
+  transactions. A "before" read in a transaction of its own can be followed by a flush
+  that resets the counts, and the write would then look smaller than it was. Both of
+  pgwarden's statements therefore run in the client's statement's own transaction;
+* the value goes to pgwarden and comes back as a literal in the check. Kept in the
+  session (``set_config``), it could be overwritten by the statement being counted
+  (a function that calls ``set_config``), and the check would pass whatever was written.
+
+Every name is schema-qualified and every operator is ``OPERATOR(pg_catalog.…)``: the
+statements run under the agent's search_path, where a ``public.+`` or a ``public.text``
+could otherwise stand in for the built-ins. If ``track_counts`` is off the server keeps no
+counts, and the check refuses rather than pass a write it cannot count.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from pgwarden.relay.refusal import do_block, literal, raise_items
+from pgwarden.verdict import Refusal
+from pgwarden.wire import messages as m
+
+# The rows the current transaction has written so far, at any depth.
+WRITTEN_SQL = (
+    "(SELECT COALESCE(pg_catalog.sum(n_tup_ins OPERATOR(pg_catalog.+) n_tup_upd"
+    " OPERATOR(pg_catalog.+) n_tup_del), 0)::pg_catalog.int8 FROM pg_catalog.pg_stat_xact_user_tables)"
+)
+_COUNTING = "pg_catalog.current_setting('track_counts')::pg_catalog.bool"
+# One row: the count, or NULL when the server keeps none.
+BEFORE_SQL = f"SELECT CASE WHEN {_COUNTING} THEN {WRITTEN_SQL} END"
+
+
+@attrs.frozen
+class CountRows:
+    """A decision: the statement may run, and the rows it writes are counted against ``cap``."""
+
+    cap: int
+    policy: str | None = None
+    rule: str | None = None
+
+    def where(self) -> str:
+        named = [f"policy {self.policy!r}"] if self.policy else []
+        if self.rule:
+            named.append(f"rule {self.rule!r}")
+        return ", ".join(named) or "a policy"
+
+
+def uncountable(decision: CountRows) -> Refusal:
+    """The refusal when the server keeps no counts (``track_counts`` off)."""
+    return Refusal(
+        "42501",
+        "pgwarden: blocked: the rows this statement writes cannot be counted",
+        f"Refused by {decision.where()} (limit rows_written: {decision.cap}): the server's "
+        "track_counts setting is off, so it keeps no count of rows written.",
+        "An operator must turn track_counts on for writes to be allowed under this limit.",
+    )
+
+
+def check_sql(decision: CountRows, before: int | None) -> str:
+    """The DO block that raises pgwarden's error when more than the cap was written since ``before``."""
+    if before is None:
+        return do_block(f"BEGIN RAISE EXCEPTION USING {raise_items(uncountable(decision))}; END")
+    cap = decision.cap
+    detail = (f"Refused by {decision.where()} (limit rows_written: {cap}). "
+              "The statement's changes were rolled back.")
+    hint = (f"Write at most {cap} rows per statement: narrow the WHERE clause, "
+            "or split the change into smaller statements.")
+    refuse = (
+        "RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = pg_catalog.concat("
+        f"{literal('pgwarden: blocked: the statement wrote ')}, written, "
+        f"{literal(f' rows, more than the {cap} allowed')}), "
+        f"DETAIL = {literal(detail)}, HINT = {literal(hint)}"
+    )
+    not_counting = f"RAISE EXCEPTION USING {raise_items(uncountable(decision))}"
+    return do_block(
+        "DECLARE written pg_catalog.int8; BEGIN "
+        f"IF {_COUNTING} IS NOT TRUE THEN {not_counting}; END IF; "
+        f"written := {WRITTEN_SQL} OPERATOR(pg_catalog.-) {int(before)}; "
+        f"IF written OPERATOR(pg_catalog.>) {int(cap)} THEN {refuse}; END IF; END"
+    )
+
+
+def own_run(name: str, sql: str) -> bytes:
+    """Runs ``sql`` as pgwarden's own named statement and portal, leaving the client's unnamed ones.
+
+    The Closes first remove what an earlier run left: its portal lives until the end of the
+    transaction, and after an error that skipped its cleanup the statement lives on too.
+    A Close of a name that does not exist is not an error. Answers: two CloseComplete,
+    ParseComplete, BindComplete, then the Execute's.
+    """
+    return (
+        m.Close("P", name).encode()
+        + m.Close("S", name).encode()
+        + m.Parse(name, sql).encode()
+        + m.Bind(name, name).encode()
+        + m.Execute(name, 0).encode()
+    )
+
+
+def parse_count(row: bytes) -> int | None:
+    """The before statement's DataRow (text format): the count, or None for NULL."""
+    values = m.DataRow.decode(row[5:]).values
+    if not values or values[0] is None:
+        return None
+    return int(values[0])

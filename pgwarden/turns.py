@@ -1,0 +1,144 @@
+"""The end of a reactor turn: records first, then the turn's sends, then what can wait.
+
+Why a component of pgwarden's own, and not the reactor's: the guarantee that a
+statement's record reaches the operating system before the statement reaches
+the database must hold whatever reactor pgwarden runs on, through one code path.
+What the sessions relay while the events of a turn are handled is queued here
+(`send`); when the turn ends, `_end` runs the *barriers* (the recorder's flush:
+every sink writes), then hands each transport's bytes to the kernel
+(`send_now`), then the work that waits for the sends (result records, built
+off the latency path).
+
+Only when a turn ends depends on the reactor, chosen once: pgwarden's own
+reactor (`proxy/reactor.py`, which provides `IEndOfPoll`) calls `_end` once the
+events of the poll are handled, so everything that is ready is read before
+anything is written; on any other reactor it is a ``callLater(0)``, which runs
+after the events of the iteration too. Either way the end is asked for only in
+a turn that queued something (`wake`), once.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+from twisted.logger import Logger
+from zope.interface import Interface
+
+log = Logger(namespace="pgwarden.turns")
+
+
+class IEndOfPoll(Interface):
+    """A reactor that can call a function once the events of the current poll are handled."""
+
+    def call_at_end_of_poll(f: Callable[[], None]) -> None:
+        """``f()`` runs once, after the events of this poll (before the next poll when asked
+        for outside event handling, by a timed call or a thread's callback)."""
+
+
+def send_now(transport, data: bytes) -> None:
+    """Hands ``data`` to the kernel at once when the transport has nothing queued.
+
+    Twisted's ``write`` only buffers: the bytes leave on a later reactor turn,
+    after an epoll_ctl to poll for writability and another to stop. When the
+    transport has nothing queued, a plain TCP socket can take the bytes now;
+    whatever the kernel does not take (and everything on a TLS transport, or
+    behind queued bytes) goes through ``write`` as usual, so ordering and
+    back-pressure (which pauses the producer when the queue grows) are unchanged.
+    """
+    if (
+        transport.TLS
+        or transport.disconnecting
+        or not transport.connected
+        or transport.dataBuffer
+        or transport._tempDataLen
+    ):
+        transport.write(data)
+        return
+    try:
+        sent = transport.socket.send(data)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        transport.write(data)  # the reactor notices the broken connection itself
+        return
+    if sent < len(data):
+        transport.write(data[sent:])
+
+
+class Turns:
+    """The turn batching of one Application: its sends, its barriers, what waits for the sends."""
+
+    def __init__(self, reactor) -> None:
+        self._sends: list[tuple[object, list[bytes]]] = []
+        self._closes: list = []
+        self._barriers: list[Callable[[], None]] = []
+        self._after: list[Callable[[], None]] = []
+        self._due = False  # the end of this turn has been asked for
+        if IEndOfPoll.providedBy(reactor):
+            self._at_end = reactor.call_at_end_of_poll
+        else:
+            self._at_end = partial(reactor.callLater, 0)
+
+    def send(self, transport, chunks: list[bytes]) -> None:
+        """Sends ``chunks`` on ``transport`` when this turn ends, after its barriers."""
+        self._sends.append((transport, chunks))
+        if not self._due:
+            self._due = True
+            self._at_end(self._end)
+
+    def wake(self) -> None:
+        """Something for the barriers or the after-sends work: the end of this turn is needed."""
+        if not self._due:
+            self._due = True
+            self._at_end(self._end)
+
+    def close(self, transport) -> None:
+        """Closes ``transport`` once this turn's bytes for it are sent (a FATAL, then the close).
+
+        Twisted closes a transport as soon as what was *written* has left, and
+        the bytes of this turn are not written yet: without this, a close asked
+        for by a timed call (a token expiring, a grace period over) could, on a
+        reactor whose turn ends with ``callLater(0)``, happen before them.
+        """
+        self._closes.append(transport)
+        if not self._due:
+            self._due = True
+            self._at_end(self._end)
+
+    def discard(self, transport) -> None:
+        """Drops what is queued for ``transport`` (a barrier found it must not be sent)."""
+        self._sends = [s for s in self._sends if s[0] is not transport]
+
+    def add_barrier(self, barrier: Callable[[], None]) -> None:
+        """``barrier()`` runs at the end of every turn that queued something, before the sends."""
+        self._barriers.append(barrier)
+
+    def remove_barrier(self, barrier: Callable[[], None]) -> None:
+        if barrier in self._barriers:
+            self._barriers.remove(barrier)
+
+    def add_after_sends(self, work: Callable[[], None]) -> None:
+        """``work()`` runs once the sends of a turn have left: what can wait, off the latency path."""
+        self._after.append(work)
+
+    def remove_after_sends(self, work: Callable[[], None]) -> None:
+        if work in self._after:
+            self._after.remove(work)
+
+    def _end(self) -> None:
+        try:
+            for barrier in self._barriers:
+                barrier()  # may end sessions: discard their upstream bytes, send their FATAL, close
+            while self._sends:
+                sends, self._sends = self._sends, []
+                for transport, chunks in sends:
+                    send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+            if self._closes:
+                closes, self._closes = self._closes, []
+                for transport in closes:
+                    transport.loseConnection()
+        finally:
+            self._due = False  # what the after-sends work queues asks for an end of its own
+        for work in self._after:
+            work()

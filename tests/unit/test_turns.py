@@ -1,0 +1,181 @@
+"""The end of a turn (`pgwarden.turns.Turns`): barriers, then sends, then the after-sends work,
+asked for once per turn that queued something, the same way on pgwarden's reactor and any other."""
+
+from __future__ import annotations
+
+import pytest
+from twisted.internet.testing import StringTransport
+
+from pgwarden.proxy.reactor import PgwardenReactor
+from pgwarden.testing.clocks import EndOfPollClock, StockClock
+from pgwarden.turns import IEndOfPoll, Turns
+
+CLOCKS = [pytest.param(EndOfPollClock, id="pgwarden-reactor"), pytest.param(StockClock, id="stock-reactor")]
+
+
+class _Tls(StringTransport):
+    """A transport `send_now` hands to ``write`` (as a TLS one): what was written, in order."""
+
+    TLS = True
+
+
+def _pending(clock) -> int:
+    """How many ends of turn are asked for and not yet run."""
+    if IEndOfPoll.providedBy(clock):
+        return len(clock.at_end)
+    return len(clock.getDelayedCalls())
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_a_turns_bytes_leave_at_its_end_after_its_barriers_and_before_the_after_work(clock):
+    reactor = clock()
+    turns = Turns(reactor)
+    up, down = _Tls(), _Tls()
+    seen = []
+    turns.add_barrier(lambda: seen.append(("barrier", up.value(), down.value())))
+    turns.add_after_sends(lambda: seen.append(("after", up.value(), down.value())))
+    turns.send(up, [b"Q", b"uery"])
+    turns.send(down, [b"row"])
+    turns.send(up, [b"Sync"])
+    assert (up.value(), down.value()) == (b"", b"")  # nothing leaves during the turn
+    assert _pending(reactor) == 1  # one end asked for, however many sends
+    reactor.turn()
+    assert seen == [("barrier", b"", b""), ("after", b"QuerySync", b"row")]
+    assert _pending(reactor) == 0
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_a_turn_that_queued_nothing_asks_for_no_end_and_a_wake_asks_for_one(clock):
+    reactor = clock()
+    turns = Turns(reactor)
+    barriers = []
+    turns.add_barrier(lambda: barriers.append(1))
+    reactor.turn()
+    assert barriers == [] and _pending(reactor) == 0
+    turns.wake()
+    turns.wake()
+    assert _pending(reactor) == 1
+    reactor.turn()
+    assert barriers == [1]
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_what_the_after_work_queues_gets_an_end_of_its_own(clock):
+    reactor = clock()
+    turns = Turns(reactor)
+    barriers, after = [], []
+    turns.add_barrier(lambda: barriers.append(len(after)))
+
+    def build() -> None:  # as the recorder's result records: built after the sends, then written
+        after.append(1)
+        if len(after) == 1:
+            turns.wake()
+
+    turns.add_after_sends(build)
+    turns.wake()
+    reactor.turn()
+    assert barriers == [0, 1]  # the second barrier saw what the first after-work built
+    assert _pending(reactor) == 0
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_discard_drops_only_that_transports_bytes(clock):
+    reactor = clock()
+    turns = Turns(reactor)
+    up, down = _Tls(), _Tls()
+    turns.add_barrier(lambda: turns.discard(up))  # as a failed record write: the statement stays
+    turns.send(up, [b"DELETE"])
+    turns.send(down, [b"FATAL"])
+    reactor.turn()
+    assert (up.value(), down.value()) == (b"", b"FATAL")
+
+
+class _Ordered(_Tls):
+    """Notes writes and the close in the order they happen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list = []
+
+    def write(self, data: bytes) -> None:
+        self.events.append(data)
+        super().write(data)
+
+    def loseConnection(self) -> None:
+        self.events.append("close")
+        super().loseConnection()
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_a_close_asked_for_during_a_turn_follows_that_turns_bytes(clock):
+    # As a session whose token expired (a timed call): the FATAL queued, then the close.
+    reactor = clock()
+    turns = Turns(reactor)
+    client = _Ordered()
+    turns.send(client, [b"FATAL"])
+    turns.close(client)
+    turns.send(client, [b"late"])  # Twisted would still send what was written before the close
+    assert client.events == []
+    reactor.turn()
+    assert client.events == [b"FATAL", b"late", "close"]
+
+
+def test_removed_barriers_and_work_no_longer_run():
+    reactor = StockClock()
+    turns = Turns(reactor)
+    ran = []
+
+    def barrier() -> None:
+        ran.append("barrier")
+
+    def work() -> None:
+        ran.append("after")
+
+    turns.add_barrier(barrier)
+    turns.add_after_sends(work)
+    turns.remove_barrier(barrier)
+    turns.remove_after_sends(work)
+    turns.remove_barrier(barrier)  # twice: no error (a recorder closed twice)
+    turns.wake()
+    reactor.turn()
+    assert ran == []
+
+
+@pytest.fixture
+def pgwarden_reactor():
+    """pgwarden's reactor, not installed: polled by the test."""
+    reactor = PgwardenReactor()
+    yield reactor
+    reactor.waker.connectionLost(None)  # its pipe
+    reactor._poller.close()
+
+
+def test_pgwarden_reactor_ends_a_turn_once_the_polls_events_are_handled(pgwarden_reactor):
+    reactor = pgwarden_reactor
+    turns = Turns(reactor)
+    assert IEndOfPoll.providedBy(reactor) and not reactor.getDelayedCalls()
+    up = _Tls()
+    turns.send(up, [b"x"])
+    assert not reactor.getDelayedCalls()  # no timed call: the end of the poll
+    reactor.doPoll(0)
+    assert up.value() == b"x"
+
+
+def test_a_failing_end_of_poll_call_is_logged_and_the_others_still_run(pgwarden_reactor):
+    from twisted.logger import globalLogPublisher
+
+    reactor = pgwarden_reactor
+    ran, logged = [], []
+
+    def fails() -> None:
+        raise RuntimeError("a bug")
+
+    globalLogPublisher.addObserver(logged.append)
+    try:
+        reactor.call_at_end_of_poll(fails)
+        reactor.call_at_end_of_poll(lambda: ran.append(1))
+        reactor.doPoll(0)
+    finally:
+        globalLogPublisher.removeObserver(logged.append)
+    assert ran == [1]
+    assert any(e.get("log_failure") is not None and "a bug" in str(e["log_failure"].value) for e in logged)

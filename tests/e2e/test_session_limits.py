@@ -37,10 +37,16 @@ def count(pg_server, table: str = "ro_log") -> int:
 
 
 def test_a_session_whose_policies_allow_no_write_is_read_only_upstream(make_pgwarden, pg_server, lifted):
-    running = make_pgwarden(policies=READS)
+    # The analysis sees the write a domain's CHECK hides (a cast runs it)...
+    analysed = make_pgwarden(policies=READS, recording={"sinks": []})  # (one record file per test)
+    with psycopg.connect(analysed.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            c.execute("select 1::ro_sneaky")
+    # ... and where an analysis misses one (here: a decider that lets everything pass), the
+    # server refuses it: the session is read-only upstream.
+    running = make_pgwarden(policies=READS, decide=lambda conn, request: ALLOW)
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         assert c.execute("show default_transaction_read_only").fetchone() == ("on",)
-        # The analysis takes this for a read; the server refuses the write it hides.
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
             c.execute("select 1::ro_sneaky")
         with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):

@@ -140,7 +140,7 @@ def describe_config(config, plugins=None) -> str:
     ]
     if plugins is not None:
         lines.append(f"  plugins  {', '.join(p.name for p in plugins.loaded()) or 'none'}")
-        lines.append("  rules    " + "; ".join(f"{kind} by {', '.join(names)}"
+        lines.append("  kinds    " + "; ".join(f"{kind} by {', '.join(names)}"
                                                for kind, names in plugins.rule_kinds.items()))
     if not config.policies:
         lines.append("  no policies: every connection is refused")

@@ -510,7 +510,7 @@ class ClientConnection(Protocol):
         if settled(outcome):
             return outcome
         refusal = self._settle(outcome)
-        return self.app.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
+        return self.app.decisions.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
 
     def _late_verdict(self, request: StatementRequest, outcome) -> None:
         if self.phase != "relay":

@@ -1,4 +1,4 @@
-"""One running pgwarden: its config, listener, live sessions and cancel keys.
+"""One running pgwarden: its config, listener, live sessions, reload and shutdown.
 
 Built per process with the reactor injected, so tests run several side by side
 and nothing depends on a global.
@@ -12,12 +12,12 @@ from typing import Callable, Iterable
 import attrs
 
 from twisted.internet import ssl
-from twisted.internet.endpoints import HostnameEndpoint
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from pgwarden.cancels import CancelForwarder
 from pgwarden.config import Config, ConfigError, ListenTLS, load_config
 from pgwarden.decisions import Decisions
 from pgwarden.identity import AuthenticationFailed, Identity
@@ -91,33 +91,6 @@ class _ClientFactory(Factory):
         return ClientConnection(self.app)
 
 
-class _CancelSender(Protocol):
-    """Sends one CancelRequest and waits for the server to close the connection.
-
-    PostgreSQL closes it only after it has signalled the backend; clients (libpq,
-    asyncpg) wait for that close before sending their next statement, so the
-    client's own cancel connection must not close any earlier, or the cancel
-    could hit the statement after the one it was meant for.
-    """
-
-    def __init__(self, packet: bytes, done: Deferred, reactor, timeout_s: float) -> None:
-        self._packet = packet
-        self._done = done
-        self._timer = reactor.callLater(timeout_s, self._give_up)
-
-    def connectionMade(self) -> None:
-        self.transport.write(self._packet)
-
-    def _give_up(self) -> None:
-        self.transport.abortConnection()
-
-    def connectionLost(self, reason=None) -> None:
-        if self._timer.active():
-            self._timer.cancel()
-        if not self._done.called:
-            self._done.callback(None)
-
-
 class Application:
     """One pgwarden. ``decide`` replaces the plugins' decisions (tests of the relay use it)."""
 
@@ -153,7 +126,8 @@ class Application:
         self._decide = decide
         self.decisions = Decisions(self.plugins, self.recorder, self.stats, self.statements, self.catalog)
         self._queue_send = getattr(reactor, "queue_send", None)
-        self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
+        #: the cancel keys handed to sessions, and forwarding a CancelRequest upstream
+        self.canceller = CancelForwarder(reactor, config.upstream)
         self.connections: set[ClientConnection] = set()
         self.port = None
         self.reloads = 0
@@ -385,6 +359,7 @@ class Application:
             return False
         self.config = new
         self.upstream_tls = tls_options(new.upstream)
+        self.canceller.upstream = new.upstream
         self.recorder.configure()
         for conn in list(self.connections):
             if conn.session is not None:
@@ -413,33 +388,3 @@ class Application:
         path = parse_path(given) if given else parse_path(", ".join(DEFAULT_SEARCH_PATH))
         return SqlContext(self.catalog.current, user=self.config.upstream.user, search_path=path,
                           default_path=path)
-
-    def cancel(self, pid: int, secret: int) -> Deferred:
-        """Maps a client's CancelRequest to the upstream backend behind it.
-
-        The Deferred fires once the upstream has closed the cancel connection
-        (it has signalled its backend), or the attempt failed or timed out.
-        """
-        conn = self.cancel_keys.get((pid, secret))
-        if conn is None:
-            log.info("cancel request with an unknown key ignored")
-            return succeed(None)
-        conn.cancel_requested()
-        key = getattr(conn, "upstream_key", None)
-        if key is None:
-            return succeed(None)
-        packet = m.CancelRequest(key.process_id, key.secret_key).encode()
-        cfg = self.config.upstream
-        done: Deferred = Deferred()
-        endpoint = HostnameEndpoint(self.reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout_s)
-        connecting = endpoint.connect(
-            Factory.forProtocol(lambda: _CancelSender(packet, done, self.reactor, cfg.connect_timeout_s))
-        )
-
-        def unreachable(failure):
-            log.error("cannot forward a cancel request: {err}", err=failure.getErrorMessage())
-            if not done.called:
-                done.callback(None)
-
-        connecting.addErrback(unreachable)
-        return done

@@ -8,7 +8,7 @@ records writable, not shutting down; 503 and the reasons otherwise (readiness).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
@@ -17,10 +17,41 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.web import pages, server
 from twisted.web.resource import Resource
 
-from pgwarden.metrics import registry_for
+from pgwarden.metrics import MetricsSource, RecordingHealth, registry_for
 
 if TYPE_CHECKING:
-    from pgwarden.app import Application
+    from pgwarden.config import Config
+
+
+class RecorderState(RecordingHealth, Protocol):
+    """What /readyz asks the recorder: whether records can be written (trying again first)."""
+
+    @property
+    def warnings(self) -> list[str]: ...
+
+    def retry(self) -> bool: ...
+
+
+class AdminSource(MetricsSource, Protocol):
+    """What the admin endpoint reads of the running pgwarden (an `Application`), per request."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def reactor(self) -> Any: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    @property
+    def port(self) -> object | None: ...
+
+    @property
+    def recorder(self) -> RecorderState: ...
+
+    @property
+    def catalog(self) -> object: ...
 
 
 class _Probe(Protocol):
@@ -28,7 +59,7 @@ class _Probe(Protocol):
         self.transport.loseConnection()
 
 
-def upstream_reachable(app: Application, timeout_s: float) -> Deferred:
+def upstream_reachable(app: AdminSource, timeout_s: float) -> Deferred:
     """Fires with None when a TCP connection to the database opens, else with the reason."""
     cfg = app.config.upstream
     endpoint = HostnameEndpoint(app.reactor, cfg.host, cfg.port, timeout=timeout_s)
@@ -40,7 +71,7 @@ def upstream_reachable(app: Application, timeout_s: float) -> Deferred:
 class _Text(Resource):
     isLeaf = True
 
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: AdminSource) -> None:
         super().__init__()
         self.app = app
 
@@ -85,7 +116,7 @@ class Readyz(_Text):
 
 
 class Metrics(_Text):
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: AdminSource) -> None:
         super().__init__(app)
         self.registry = registry_for(app)
 
@@ -99,7 +130,7 @@ class _Root(Resource):
         return pages.notFound()
 
 
-def site(app: Application) -> server.Site:
+def site(app: AdminSource) -> server.Site:
     root = _Root()
     root.putChild(b"healthz", Healthz(app))
     root.putChild(b"readyz", Readyz(app))
@@ -111,7 +142,7 @@ def site(app: Application) -> server.Site:
     return s
 
 
-def listen_admin(app: Application):
+def listen_admin(app: AdminSource):
     """Listens on ``admin.host:admin.port``; returns the listening port."""
     cfg = app.config.admin
     return app.reactor.listenTCP(cfg.port, site(app), interface=cfg.host)

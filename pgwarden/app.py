@@ -1,4 +1,4 @@
-"""One running pgwarden: its config, listener, live sessions and cancel keys.
+"""One running pgwarden: its config, listener, live sessions, reload and shutdown.
 
 Built per process with the reactor injected, so tests run several side by side
 and nothing depends on a global.
@@ -6,23 +6,21 @@ and nothing depends on a global.
 
 from __future__ import annotations
 
-import secrets
 from pathlib import Path
 from typing import Callable, Iterable
 
 import attrs
 
 from twisted.internet import ssl
-from twisted.internet.endpoints import HostnameEndpoint
-from twisted.internet.defer import CancelledError, Deferred, DeferredList, maybeDeferred, succeed
-from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from pgwarden.cancels import CancelForwarder
 from pgwarden.config import Config, ConfigError, ListenTLS
+from pgwarden.decisions import Decisions
 from pgwarden.identity import AuthenticationFailed, Identity
-from pgwarden import lexical
 from pgwarden.masking import row_transform
 from pgwarden.plugins import PluginHost
 from pgwarden.preflight import reread
@@ -36,28 +34,13 @@ from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.live import LiveCatalog
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
-from pgwarden.verdict import ApprovalRequest, Refusal, Verdict
 from pgwarden.proxy.client import ClientConnection
 from pgwarden.proxy.upstream import tls_options
 from pgwarden import limits as core_limits
-from pgwarden.relay.counting import CountRows
-from pgwarden.relay.engine import ALLOW, PENDING, StatementRequest
+from pgwarden.relay.engine import ALLOW, StatementRequest
 from pgwarden.wire import messages as m
 
 log = Logger(namespace="pgwarden.app")
-
-_RECORDING_FAILED = Refusal(
-    "58030",
-    "pgwarden: statement refused: records cannot be written",
-    "pgwarden records every statement before it runs; a record sink is failing.",
-    "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
-)
-
-# Statement kinds that may change run-time settings (client_encoding, standard_conforming_strings)
-# without naming them: what runs code, and what the analysis cannot see into.
-_MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
-# Statement kinds after which catalog facts may be stale.
-_CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
 
 Decide = Callable[[ClientConnection, StatementRequest], object]
 
@@ -105,33 +88,6 @@ class _ClientFactory(Factory):
         return ClientConnection(self.app)
 
 
-class _CancelSender(Protocol):
-    """Sends one CancelRequest and waits for the server to close the connection.
-
-    PostgreSQL closes it only after it has signalled the backend; clients (libpq,
-    asyncpg) wait for that close before sending their next statement, so the
-    client's own cancel connection must not close any earlier, or the cancel
-    could hit the statement after the one it was meant for.
-    """
-
-    def __init__(self, packet: bytes, done: Deferred, reactor, timeout_s: float) -> None:
-        self._packet = packet
-        self._done = done
-        self._timer = reactor.callLater(timeout_s, self._give_up)
-
-    def connectionMade(self) -> None:
-        self.transport.write(self._packet)
-
-    def _give_up(self) -> None:
-        self.transport.abortConnection()
-
-    def connectionLost(self, reason=None) -> None:
-        if self._timer.active():
-            self._timer.cancel()
-        if not self._done.called:
-            self._done.callback(None)
-
-
 class Application:
     """One pgwarden. ``decide`` replaces the plugins' decisions (tests of the relay use it)."""
 
@@ -170,7 +126,9 @@ class Application:
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
         self._decide = decide
-        self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
+        self.decisions = Decisions(self.plugins, self.recorder, self.stats, self.statements, self.catalog)
+        #: the cancel keys handed to sessions, and forwarding a CancelRequest upstream
+        self.canceller = CancelForwarder(reactor, config.upstream)
         self.connections: set[ClientConnection] = set()
         self.port = None
         self.reloads = 0
@@ -381,6 +339,7 @@ class Application:
             return False
         self.config = new
         self.upstream_tls = tls_options(new.upstream)
+        self.canceller.upstream = new.upstream
         self.recorder.configure()
         for conn in list(self.connections):
             if conn.session is not None:
@@ -396,83 +355,11 @@ class Application:
         return True
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
-        """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect."""
+        """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect
+        (see `pgwarden.decisions`)."""
         if self._decide is not None:
             return self._decide(conn, request)
-        if not conn.session.policies:  # a reload took the identity's last policy away
-            return self.recorded(conn, request, None, Verdict.block("no policy for this identity"),
-                                 Refusal("28000", "pgwarden: no policy for this identity"))
-        if request.protocol == "function_call":
-            # The relay refuses FunctionCall whatever the verdict (it escapes every statement rule).
-            return self.recorded(conn, request, None,
-                                 Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
-        if request.refusal is not None:  # the relay cannot read the text as the server would
-            return self._refused(conn, request, None, request.refusal)
-        limits = conn.limits
-        if not self.plugins.checks and not self.recorder.active and not limits.any:
-            self.stats.statement("allow", ("unanalysed",))
-            return ALLOW
-        statement = self.statements.get(request.sql, self._context(conn, request))
-        # Before any policy: nothing may change how later statements are read. (Parsed for it
-        # only when the text could say SET, RESET, DISCARD or set_config.)
-        analysis = statement.analysed
-        if analysis is None and lexical.may_change(request.sql):
-            analysis = statement.analysis
-        if analysis is not None and analysis.settings:
-            refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
-            if refusal is not None:
-                return self._refused(conn, request, statement, refusal)
-        if not self.plugins.checks and not limits.any:
-            return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
-        if getattr(self.catalog, "pending", False) and "unknown" in statement.kinds:
-            # It names what the catalog may not know yet (a function just created): decide once
-            # the catalog has been read again.
-            return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
-        return self._check(conn, request, statement)
-
-    def _context(self, conn: ClientConnection, request: StatementRequest):
-        """What ``request``'s text means in: the newest catalog, the session's search_path, the
-        lexer settings it was read under."""
-        return conn.sql_context.with_catalog(self.catalog.current).with_lexer(request.lexer)
-
-    def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
-        if statement is None:
-            statement = self.statements.get(request.sql, self._context(conn, request))
-        limits = conn.limits
-        if limits.any:  # the core's own limits come first: no plugin, no approver, can lift them
-            refused = core_limits.refusal(statement.analysis, limits)
-            if refused is not None:
-                return self.recorded(conn, request, statement, refused, Refusal.from_verdict(refused))
-        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else Verdict.allow()
-        if isinstance(verdict, Verdict):
-            return self._enforce(verdict, statement, conn, request)
-        return verdict.addCallback(self._enforce, statement, conn, request)
-
-    def _refused(self, conn: ClientConnection, request, statement, refusal: Refusal):
-        """A refusal of the core's own (not a policy's), recorded like a blocked statement."""
-        verdict = Verdict.block(refusal.message.removeprefix("pgwarden: blocked: "), refusal.hint)
-        return self.recorded(conn, request, statement, verdict, refusal)
-
-    def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
-        """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
-        # Kinds only when something needs the analysis (a check, or the record, which carries
-        # the kinds): parsing for a metric alone would cost more than relaying the statement.
-        recorder = self.recorder
-        if statement is None:
-            analysis = None
-        else:
-            analysis = statement.analysis if recorder.active else statement.analysed
-        self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
-        if not recorder.active:
-            return outcome
-        if recorder.failure is not None and not recorder.retry():
-            verdict, outcome = Verdict.block("records cannot be written"), _RECORDING_FAILED
-        try:
-            recorder.statement(conn, request, statement, verdict,
-                               waits=outcome is ALLOW or isinstance(outcome, CountRows))
-        except RecordingFailed:
-            return _RECORDING_FAILED
-        return outcome
+        return self.decisions.decide(conn, request)
 
     def session_context(self, startup: m.StartupMessage) -> SqlContext:
         """The context a new session's statements are analysed in: the catalog, the upstream
@@ -481,125 +368,3 @@ class Application:
         path = parse_path(given) if given else parse_path(", ".join(DEFAULT_SEARCH_PATH))
         return SqlContext(self.catalog.current, user=self.config.upstream.user, search_path=path,
                           default_path=path)
-
-    def ran(self, conn: ClientConnection, statement) -> None:
-        """``statement`` goes to the server: what it does to the session's search_path, and to
-        the catalog (DDL), is taken into account for the statements after it."""
-        analysis = statement.analysed if statement is not None else None
-        if analysis is None:
-            return
-        before = conn.sql_context
-        conn.sql_context = before.after(analysis)
-        if conn.sql_context is not before and conn.relay is not None:
-            # The server plans a named statement again under the new search_path at its next
-            # Bind: so is it decided again.
-            conn.relay.policy_generation += 1
-        if analysis.kinds & _CATALOG_CHANGES:
-            conn.catalog_changed = True
-
-    def _runs_as(self, statement, conn: ClientConnection, request: StatementRequest):
-        """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the
-        server), or a Verdict refusing it when its writes cannot be counted."""
-        if conn.limits.rows_written is None:
-            return ALLOW
-        syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)
-        return core_limits.counting(statement.analysis, syntax.statements, conn.limits, request.protocol) or ALLOW
-
-    def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest):
-        runs = ALLOW
-        if verdict.action != "block":
-            runs = self._runs_as(statement, conn, request)
-            if isinstance(runs, Verdict):
-                verdict = runs
-        if verdict.action == "allow":
-            self.ran(conn, statement)
-            analysis = statement.analysed
-            if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
-                request.may_change_settings = False  # later pipelined text is read as this one was
-            return self.recorded(conn, request, statement, verdict, runs)
-        if verdict.action == "block":
-            return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict))
-        # approve: hold until a human decides, if an approval store is loaded.
-        approval = ApprovalRequest(statement, verdict, conn.session)
-        waiting = self.plugins.approval(approval, conn.session)
-        if waiting is None:
-            return self.recorded(conn, request, statement, verdict, Refusal(
-                "42501",
-                f"pgwarden: approval required: {verdict.reason or 'this statement needs a human'}",
-                "No approval store is configured, so it cannot be approved here.",
-                None,
-            ))
-        held = self.recorded(conn, request, statement, verdict, PENDING)
-        if held is not PENDING:
-            return held
-        request_id = secrets.token_hex(6)
-        if self.recorder.active:
-            try:
-                self.recorder.approval(conn, request_id, "requested", request, reason=verdict.reason)
-            except RecordingFailed:
-                return _RECORDING_FAILED
-        self.plugins.notify("pgwarden_approval_requested", request=approval)
-
-        def decided(answer):
-            approved = isinstance(answer, Verdict) and answer.action == "allow"
-            reason = getattr(answer, "reason", None)
-            outcome = runs if approved else Refusal(
-                "42501", f"pgwarden: approval denied: {reason or ''}".rstrip(": "))
-            if approved:
-                self.ran(conn, statement)
-            else:
-                conn.log.refused += 1
-            if self.recorder.active:
-                try:
-                    self.recorder.approval(conn, request_id, "approved" if approved else "denied", request,
-                                           approver=getattr(answer, "approver", None), reason=reason,
-                                           waits=approved)
-                except RecordingFailed:
-                    return _RECORDING_FAILED
-            return outcome
-
-        def failed(failure):
-            # No answer (timed out, store unreachable, cancelled): refused, never allowed.
-            conn.log.refused += 1
-            timed_out = failure.check(TimeoutError, DeferredTimeout, CancelledError) is not None
-            if self.recorder.active:
-                try:
-                    self.recorder.approval(conn, request_id, "expired" if timed_out else "withdrawn", request,
-                                           reason=failure.getErrorMessage())
-                except RecordingFailed:
-                    return _RECORDING_FAILED
-            if timed_out:
-                return Refusal("57014", "pgwarden: approval timed out")
-            return Refusal("42501", "pgwarden: approval failed: the approval store did not answer")
-
-        return maybeDeferred(lambda: waiting).addCallbacks(decided, failed)
-
-    def cancel(self, pid: int, secret: int) -> Deferred:
-        """Maps a client's CancelRequest to the upstream backend behind it.
-
-        The Deferred fires once the upstream has closed the cancel connection
-        (it has signalled its backend), or the attempt failed or timed out.
-        """
-        conn = self.cancel_keys.get((pid, secret))
-        if conn is None:
-            log.info("cancel request with an unknown key ignored")
-            return succeed(None)
-        conn.cancel_requested()
-        key = getattr(conn, "upstream_key", None)
-        if key is None:
-            return succeed(None)
-        packet = m.CancelRequest(key.process_id, key.secret_key).encode()
-        cfg = self.config.upstream
-        done: Deferred = Deferred()
-        endpoint = HostnameEndpoint(self.reactor, cfg.host, cfg.port, timeout=cfg.connect_timeout_s)
-        connecting = endpoint.connect(
-            Factory.forProtocol(lambda: _CancelSender(packet, done, self.reactor, cfg.connect_timeout_s))
-        )
-
-        def unreachable(failure):
-            log.error("cannot forward a cancel request: {err}", err=failure.getErrorMessage())
-            if not done.called:
-                done.callback(None)
-
-        connecting.addErrback(unreachable)
-        return done

@@ -8,13 +8,10 @@ custom collector (`StatsCollector`) reads them when Prometheus scrapes.
 from __future__ import annotations
 
 import bisect
-from typing import TYPE_CHECKING, Iterator
+from typing import Collection, Iterator, Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
-
-if TYPE_CHECKING:
-    from pgwarden.app import Application
 
 #: upper bounds (seconds) of pgwarden's own overhead per statement
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 10.0)
@@ -83,8 +80,34 @@ class Stats:
         self.auth_failures[label] = self.auth_failures.get(label, 0) + 1
 
 
+class RecordingHealth(Protocol):
+    """What /metrics reads of the recorder."""
+
+    @property
+    def sink_errors(self) -> int: ...
+
+    @property
+    def failure(self) -> str | None: ...
+
+
+class MetricsSource(Protocol):
+    """What /metrics reads of the running pgwarden (an `Application`), at scrape time only."""
+
+    @property
+    def stats(self) -> Stats: ...
+
+    @property
+    def connections(self) -> Collection[object]: ...
+
+    @property
+    def reloads(self) -> int: ...
+
+    @property
+    def recorder(self) -> RecordingHealth: ...
+
+
 class StatsCollector(Collector):
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: MetricsSource) -> None:
         self.app = app
 
     def collect(self) -> Iterator:
@@ -134,7 +157,7 @@ class StatsCollector(Collector):
         yield g
 
 
-def registry_for(app: Application) -> CollectorRegistry:
+def registry_for(app: MetricsSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(StatsCollector(app))
     return registry

@@ -24,14 +24,15 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.logger import Logger
 
 from pgwarden.proxy.peer import peer_text
 
 if TYPE_CHECKING:
-    from pgwarden.app import Application
+    from pgwarden.config import Config
+    from pgwarden.plugins import PluginHost
     from pgwarden.proxy.client import ClientConnection
     from pgwarden.relay.execution import Execution
 
@@ -88,8 +89,23 @@ def new_session_id() -> str:
     return secrets.token_hex(8)
 
 
+class RecorderHost(Protocol):
+    """What the recorder uses of the running pgwarden (an `Application`): the reactor (its
+    barriers, timers), the plugin host (who writes records) and the config, read again at
+    each `Recorder.configure` (``recording``: after a reload)."""
+
+    @property
+    def reactor(self) -> Any: ...
+
+    @property
+    def plugins(self) -> PluginHost: ...
+
+    @property
+    def config(self) -> Config: ...
+
+
 class Recorder:
-    def __init__(self, app: Application) -> None:
+    def __init__(self, app: RecorderHost) -> None:
         self.app = app
         #: why statements are refused now (a sink failing closed could not write), or None
         self.failure: str | None = None

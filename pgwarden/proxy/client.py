@@ -121,7 +121,7 @@ class ClientConnection(Protocol):
             self._timeout.cancel()
         self._timeout = None
         if self.key is not None:
-            self.app.cancel_keys.pop(self.key, None)
+            self.app.canceller.keys.pop(self.key, None)
         if self.session is not None:
             self.app.session_ended(self, self.end_reason or "client disconnected")
         if self.upstream is not None and self.upstream.transport is not None:
@@ -194,9 +194,9 @@ class ClientConnection(Protocol):
             elif isinstance(packet, m.GSSENCRequest):
                 self.transport.write(b"N")
             elif isinstance(packet, m.CancelRequest):
-                # Closed only once the upstream has taken the cancel (see app.cancel).
+                # Closed only once the upstream has taken the cancel (see CancelForwarder.cancel).
                 self.phase = "closed"
-                self.app.cancel(packet.process_id, packet.secret_key).addBoth(
+                self.app.canceller.cancel(packet.process_id, packet.secret_key).addBoth(
                     lambda _: self.transport.loseConnection()
                 )
             else:
@@ -366,7 +366,7 @@ class ClientConnection(Protocol):
         secret = secrets.randbits(32)
         pid = login.key.process_id if login.key else 0
         self.key = (pid, secret)
-        self.app.cancel_keys[self.key] = self
+        self.app.canceller.keys[self.key] = self
         self.upstream_key = login.key
         out = [m.Authentication(m.Authentication.OK).encode()]
         # The upstream session's application_name carries the identity (for
@@ -511,7 +511,7 @@ class ClientConnection(Protocol):
         if settled(outcome):
             return outcome
         refusal = self._settle(outcome)
-        return self.app.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
+        return self.app.decisions.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
 
     def _late_verdict(self, request: StatementRequest, outcome) -> None:
         if self.phase != "relay":
@@ -541,7 +541,7 @@ class ClientConnection(Protocol):
             return
         if running and self.key is not None and self.relay is not None and not self.relay.idle:
             # The statement must not go on running without its client; shutdown waits for this.
-            self.app.cancels.append(self.app.cancel(*self.key))
+            self.app.cancels.append(self.app.canceller.cancel(*self.key))
         self._fatal("57P01", "pgwarden: terminating connection because pgwarden is shutting down")
 
     def cancel_requested(self) -> None:

@@ -40,7 +40,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from typing import Callable, Final
+from typing import Any, Callable, Final
 
 import attrs
 
@@ -238,14 +238,46 @@ _E_TPARSE, _E_TBIND, _E_TDESCRIBE, _E_TEXECUTE, _E_TSYNC = range(15, 20)
 # Completions (ParseComplete, BindComplete, CloseComplete) the client never asked for.
 _OWN_COMPLETIONS = frozenset({_E_OWN_PARSE, _E_OWN_BIND, _E_OWN_CLOSE, _E_HOLD, _E_TPARSE, _E_TBIND})
 _SYNCS = (_E_SYNC, _E_TSYNC)
+
+
+class Expectation:
+    """One answer the server owes, in the order it will come, and what it answers.
+
+    One is made for most messages forwarded: a class with ``__slots__`` costs a few hundred
+    nanoseconds more to make than the bare tuple it replaced and reads its fields as fast;
+    a NamedTuple is slower at both (``bench/relay_loop.py`` measures the relay's loop).
+    Never changed once made: the ones with nothing of their own are shared.
+    """
+
+    __slots__ = ("kind", "target", "own_error", "execution")
+
+    def __init__(self, kind: int, target: object = None, own_error: bool = False,
+                 execution: Execution | None = None) -> None:
+        #: what the server will answer: one of the ``_E_*`` kinds
+        self.kind = kind
+        #: what the answer concerns: the PreparedStatement (Parse), the Portal (Bind, Execute,
+        #: a portal's Describe), the statement's text (a simple Query), a counted write's `_Count`
+        self.target: Any = target
+        #: an error in this answer is pgwarden's own (its DO block's context is removed)
+        self.own_error = own_error
+        #: what the Query, Parse or Execute did, for ``on_complete``; None when no one listens
+        self.execution = execution
+
+    def __repr__(self) -> str:
+        return f"Expectation({self.kind}, {self.target!r}, {self.own_error}, {self.execution!r})"
+
+
+# Expectations with nothing of their own, made once.
+_EXPECT_SYNC = Expectation(_E_SYNC)
+_EXPECT_CLOSE = Expectation(_E_CLOSE)
+_EXPECT_OWN_PARSE = Expectation(_E_OWN_PARSE)
+_EXPECT_OWN_BIND = Expectation(_E_OWN_BIND)
+_EXPECT_TPARSE = Expectation(_E_TPARSE)
+_EXPECT_TBIND = Expectation(_E_TBIND)
+_EXPECT_TDESCRIBE = Expectation(_E_TDESCRIBE)
+_EXPECT_TEXECUTE = Expectation(_E_TEXECUTE)
 # What `counting.own_run` is answered with before its Execute's answer.
-_OWN_RUN = ((_E_OWN_CLOSE, None, False), (_E_OWN_CLOSE, None, False), (_E_OWN_PARSE, None, False),
-            (_E_OWN_BIND, None, False))
-
-
-# An expectation is a tuple (kind, target, own_error): kind is one of _E_*, target
-# the PreparedStatement or Portal it concerns, own_error whether the error this
-# answer may carry is pgwarden's own. (Tuples: this is on the per-message path.)
+_OWN_RUN = (Expectation(_E_OWN_CLOSE), Expectation(_E_OWN_CLOSE), _EXPECT_OWN_PARSE, _EXPECT_OWN_BIND)
 
 
 @attrs.define
@@ -369,7 +401,7 @@ class Relay:
         self._refused: set[str] = set()  # statement names whose latest Parse pgwarden refused
         self._skip_to_sync = False  # pgwarden refused an extended message
         self._server_discarding = False  # the server is skipping until Sync
-        self._expect: deque[tuple] = deque()
+        self._expect: deque[Expectation] = deque()
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
         self._done_generation = 0
         # The result whose rows are flowing, and the transform installed for it.
@@ -637,7 +669,7 @@ class Relay:
         st.portals[portal_name] = portal
         self._up.append(raw)
         if not self._server_discarding:
-            self._expect.append((_E_BIND, portal, False))
+            self._expect.append(Expectation(_E_BIND, portal, False))
         return None
 
     def _apply(self, raw: bytes, request: StatementRequest, decision: object) -> None:
@@ -663,12 +695,12 @@ class Relay:
                 self._report_due = self._generation
             if decision is ALLOW or (runs and self._server_discarding):
                 self._up.append(raw)
-                self._expect.append((_E_QUERY, request.sql, False, ex))
+                self._expect.append(Expectation(_E_QUERY, request.sql, False, ex))
             elif runs:
                 self._count_query(raw, decision, ex)
             else:
                 self._up.append(own.raising_query(decision))
-                self._expect.append((_E_QUERY, None, True, ex))
+                self._expect.append(Expectation(_E_QUERY, None, True, ex))
         elif t == _F_FUNCTION_CALL:
             # A call by function OID escapes every statement rule: always refused.
             self._generation += 1
@@ -680,7 +712,7 @@ class Relay:
                     "Call the function from a SQL statement instead, e.g. SELECT f(...).",
                 )
             self._up.append(own.raising_query(decision))
-            self._expect.append((_E_QUERY, None, True, ex))
+            self._expect.append(Expectation(_E_QUERY, None, True, ex))
         elif t == _F_BIND:
             if runs:
                 stmt = self.state.statements.get(request.statement_name or "")
@@ -705,18 +737,18 @@ class Relay:
                     self.state.statements[stmt.name] = stmt
                     self._refused.discard(stmt.name)
                 self._up.append(raw)
-                self._expect_extended((_E_PARSE, stmt, False, ex))
+                self._expect_extended(Expectation(_E_PARSE, stmt, False, ex))
             else:
                 if len(self._refused) > 1000:
                     self._refused.clear()
                 self._refused.add(request.statement_name or "")
                 self._up.append(own.raising_extended(decision))
-                self._expect_extended((_E_OWN_PARSE, None, False))
-                self._expect_extended((_E_OWN_BIND, None, False))
-                self._expect_extended((_E_OWN_EXECUTE, None, True, ex))
+                self._expect_extended(_EXPECT_OWN_PARSE)
+                self._expect_extended(_EXPECT_OWN_BIND)
+                self._expect_extended(Expectation(_E_OWN_EXECUTE, None, True, ex))
                 self._skip_to_sync = True
 
-    def _expect_extended(self, e: tuple) -> None:
+    def _expect_extended(self, e: Expectation) -> None:
         # While the server discards until Sync, messages sent before that Sync get no answer.
         if not self._server_discarding:
             self._expect.append(e)
@@ -727,10 +759,10 @@ class Relay:
         pgwarden's own named statement raises the error, so the client's unnamed
         statement survives (an error does not remove prepared statements).
         """
-        self._own_run(self._raise_name, own.raising_sql(refusal), (_E_OWN_EXECUTE, None, True, ex))
+        self._own_run(self._raise_name, own.raising_sql(refusal), Expectation(_E_OWN_EXECUTE, None, True, ex))
         self._skip_to_sync = True
 
-    def _own_run(self, name: str, sql: str, execute: tuple) -> None:
+    def _own_run(self, name: str, sql: str, execute: Expectation) -> None:
         """pgwarden's own statement (see `counting.own_run`); ``execute``: what its Execute expects."""
         self._up.append(counting.own_run(name, sql))
         for e in _OWN_RUN:
@@ -741,7 +773,7 @@ class Relay:
 
     def _begin_count(self, count: _Count) -> None:
         """pgwarden's before statement, flushed so its count comes back at once."""
-        self._own_run(self._before_name, counting.BEFORE_SQL, (_E_BEFORE, count, False, None))
+        self._own_run(self._before_name, counting.BEFORE_SQL, Expectation(_E_BEFORE, count, False, None))
         self._up.append(_FLUSH)
 
     def _count_query(self, raw: bytes, decision: CountRows, ex: Execution | None) -> None:
@@ -751,23 +783,23 @@ class Relay:
         self._begin_count(count)
         sql = raw[5:raw.index(b"\0", 5) + 1]  # the text as the client encoded it, with its NUL
         self._up.append(b"P" + (len(sql) + 7).to_bytes(4, "big") + b"\0" + sql + b"\0\0" + _RUN_UNNAMED)
-        self._expect.append((_E_TPARSE, None, False))
-        self._expect.append((_E_TBIND, None, False))
-        self._expect.append((_E_TDESCRIBE, None, False))
-        self._expect.append((_E_TEXECUTE, None, False, None))
+        self._expect.append(_EXPECT_TPARSE)
+        self._expect.append(_EXPECT_TBIND)
+        self._expect.append(_EXPECT_TDESCRIBE)
+        self._expect.append(_EXPECT_TEXECUTE)
         self._count_waiting = count
 
     def _send_check(self, count: _Count) -> None:
         """The check right after the counted Execute (and the Sync ending a counted Query)."""
         self._own_run(self._check_name, counting.check_sql(count.decision, count.before),
-                      (_E_CHECK, count, True, None))
+                      Expectation(_E_CHECK, count, True, None))
         if count.translated:
             self._end_counted_query(count)
 
     def _end_counted_query(self, count: _Count) -> None:
         # (No generation of its own: it ends the Query's, which _apply counted.)
         self._up.append(_SYNC)
-        self._expect.append((_E_TSYNC, None, False, count.ex))
+        self._expect.append(Expectation(_E_TSYNC, None, False, count.ex))
 
     def _counted_execute(self, portal: Portal) -> _Count | None:
         """Before a counted portal's Execute: the before statement, or (a later Execute of the
@@ -778,7 +810,7 @@ class Relay:
         if portal.counting:
             count.before, count.known = portal.count_before, True
             self._up.append(m.Close("S", self._hold_name).encode())
-            self._expect.append((_E_HOLD, count, False))
+            self._expect.append(Expectation(_E_HOLD, count, False))
         else:
             portal.counting = True
             self._begin_count(count)
@@ -804,7 +836,7 @@ class Relay:
                 # client's bytes: the server reads it in the session's encoding).
                 portal.described = True
                 self._up.append(m.frame(b"D", b"P" + raw[5:end]))
-                self._expect_extended((_E_OWN_DESCRIBE, portal, False))
+                self._expect_extended(Expectation(_E_OWN_DESCRIBE, portal, False))
             self._up.append(raw)
             ex = None
             if self._on_complete is not None:
@@ -818,7 +850,7 @@ class Relay:
                 if stmt is not None:
                     stmt.decide_s = 0.0  # reported once, by the first Execute
             if not self._server_discarding:
-                self._expect.append((_E_EXECUTE, portal, False, ex))
+                self._expect.append(Expectation(_E_EXECUTE, portal, False, ex))
                 if portal is None or portal.statement.may_change_settings:
                     self._report_due = self._generation + 1  # reported before the next Sync's ReadyForQuery
             if count is not None:
@@ -834,19 +866,19 @@ class Relay:
             if target is not None:
                 target.described = True
             self._up.append(raw)
-            self._expect_extended((_E_DESCRIBE, target, False))
+            self._expect_extended(Expectation(_E_DESCRIBE, target, False))
         elif t == _F_SYNC:
             self._generation += 1
             self._server_discarding = False
             self._up.append(raw)
-            self._expect.append((_E_SYNC, None, False))
+            self._expect.append(_EXPECT_SYNC)
         elif t == _F_CLOSE:
             name, _ = _name(raw, 6, self._encoding)
             if raw[5] not in (83, 80):
                 raise ProtocolError("Close: target must be 'S' or 'P'")
             (st.statements if raw[5] == 83 else st.portals).pop(name, None)
             self._up.append(raw)
-            self._expect_extended((_E_CLOSE, None, False))
+            self._expect_extended(_EXPECT_CLOSE)
         elif t == _F_FLUSH or t == _F_COPY_DATA or t == _F_COPY_DONE or t == _F_COPY_FAIL:
             self._up.append(raw)
         elif t == _F_TERMINATE:
@@ -916,7 +948,7 @@ class Relay:
                     self._rows(raw)
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
                 head = expect[0] if expect else None
-                if head is not None and (head[0] == _E_BEFORE or head[0] == _E_CHECK):
+                if head is not None and (head.kind == _E_BEFORE or head.kind == _E_CHECK):
                     self._count_answer(head, raw)
                     continue
                 truncated = self._truncated
@@ -924,10 +956,10 @@ class Relay:
                 if truncated:
                     raw = self._truncation_notice(t, raw)
                 self._end_result()
-                if head is not None and head[0] == _E_EXECUTE:
+                if head is not None and head.kind == _E_EXECUTE:
                     expect.popleft()
-                    if head[3] is not None:
-                        ex = head[3]
+                    if head.execution is not None:
+                        ex = head.execution
                         ex.truncated = truncated
                         if t == _B_COMMAND_COMPLETE:
                             ex.rows = tag_rows(raw)
@@ -937,8 +969,8 @@ class Relay:
                             self._holding.ex = ex  # completed once the check has answered
                         else:
                             self._complete(ex)
-                elif head is not None and (head[0] == _E_QUERY or head[0] == _E_TEXECUTE):
-                    if head[0] == _E_TEXECUTE:
+                elif head is not None and (head.kind == _E_QUERY or head.kind == _E_TEXECUTE):
+                    if head.kind == _E_TEXECUTE:
                         expect.popleft()
                     if track:
                         if t == _B_COMMAND_COMPLETE:
@@ -956,10 +988,10 @@ class Relay:
                 self._description(t, raw)
             elif t == _B_PARSE_COMPLETE or t == _B_BIND_COMPLETE or t == _B_CLOSE_COMPLETE:
                 e = expect.popleft() if expect else None
-                if e is None or e[0] not in _OWN_COMPLETIONS:
+                if e is None or e.kind not in _OWN_COMPLETIONS:
                     self._down.append(raw)
-                elif e[0] == _E_HOLD:
-                    self._hold(e[1])
+                elif e.kind == _E_HOLD:
+                    self._hold(e.target)
             elif t == _B_ERROR:
                 self._error(raw)
             elif t == _B_PARAMETER:
@@ -986,7 +1018,7 @@ class Relay:
         if self._transform is not None:
             self._server.streamable = _WHOLE
 
-    def _forget_prepared(self, head: tuple | None, raw: bytes) -> None:
+    def _forget_prepared(self, head: Expectation | None, raw: bytes) -> None:
         """SQL removed prepared statements (DEALLOCATE, DISCARD ALL): a later Bind of one of
         those names must not be taken for the statement pgwarden decided at its Parse, since
         an SQL PREPARE may have reused the name."""
@@ -995,10 +1027,10 @@ class Relay:
             statements.clear()
             return
         sql = None
-        if head is not None and head[0] == _E_QUERY:
-            sql = head[1]
-        elif head is not None and head[0] == _E_EXECUTE and head[1] is not None:
-            sql = head[1].statement.sql
+        if head is not None and head.kind == _E_QUERY:
+            sql = head.target
+        elif head is not None and head.kind == _E_EXECUTE and head.target is not None:
+            sql = head.target.statement.sql
         names = _deallocated(sql) if sql else None
         if names is None:  # cannot tell which: forget every one
             statements.clear()
@@ -1041,12 +1073,12 @@ class Relay:
         count.held = []
         return count
 
-    def _count_answer(self, head: tuple, raw: bytes) -> None:
+    def _count_answer(self, head: Expectation, raw: bytes) -> None:
         """CommandComplete of pgwarden's before statement (its count) or of its check (passed)."""
         self._expect.popleft()
         self._end_result()
-        count = head[1]
-        if head[0] == _E_BEFORE:
+        count = head.target
+        if head.kind == _E_BEFORE:
             self._capturing = False
             self._down = self._out
             if count.capture:
@@ -1087,14 +1119,14 @@ class Relay:
         head = self._expect[0] if self._expect else None
         portal = None
         if head is not None:
-            if head[0] == _E_EXECUTE and head[1] is not None:
-                portal = head[1]
-            elif head[0] == _E_BEFORE:  # pgwarden's own count: kept, never sent
+            if head.kind == _E_EXECUTE and head.target is not None:
+                portal = head.target
+            elif head.kind == _E_BEFORE:  # pgwarden's own count: kept, never sent
                 self._in_result = True
                 self._result = _Result()
                 self._transform = self._rows_left = None
                 self._capturing = True
-                self._down = head[1].capture
+                self._down = head.target.capture
                 return
         self._start_result(None, portal)
 
@@ -1202,7 +1234,7 @@ class Relay:
     def _description(self, t: int, raw: bytes) -> None:
         expect = self._expect
         head = expect[0] if expect else None
-        if head is None or head[0] == _E_QUERY:
+        if head is None or head.kind == _E_QUERY:
             # Simple query: each result announces its own shape.
             if t == _B_ROW_DESCRIPTION:
                 self._start_result(raw)
@@ -1211,13 +1243,13 @@ class Relay:
             else:
                 self._hold_or_send(raw)
             return
-        target = head[1]
+        target = head.target
         if t == _B_PARAM_DESCRIPTION:
             # Describe of a statement: the row part follows.
             self._down.append(raw)
             return
         expect.popleft()
-        if head[0] == _E_TDESCRIBE:
+        if head.kind == _E_TDESCRIBE:
             # A counted simple Query: its shape, as the simple protocol would have announced it.
             if t == _B_ROW_DESCRIPTION:
                 self._start_result(raw)
@@ -1225,7 +1257,7 @@ class Relay:
             return
         if target is not None:
             target.describe(raw if t == _B_ROW_DESCRIPTION else None)
-        if head[0] == _E_DESCRIBE:
+        if head.kind == _E_DESCRIBE:
             self._down.append(raw)
         # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.
 
@@ -1239,12 +1271,12 @@ class Relay:
             self.server_fatal = True  # the server is closing and has said why
         expect = self._expect
         head = expect[0] if expect else None
-        if head is not None and head[2]:
+        if head is not None and head.own_error:
             raw = own.clean_own_error(raw)
         if self._capturing:  # pgwarden's before statement failed: nothing of it is sent
             self._capturing = False
             self._down = self._out
-        if head is not None and head[0] == _E_CHECK:
+        if head is not None and head.kind == _E_CHECK:
             # More was written than the cap allows: the transaction is rolled back, and
             # what the statement sent is dropped; the client gets the check's error instead.
             count = self._release(False)
@@ -1258,23 +1290,23 @@ class Relay:
         else:
             # The counted statement failed on its own: what it sent, then the server's error.
             self._release(severity not in ("FATAL", "PANIC"))
-        if head is None or head[0] == _E_QUERY:
-            if head is not None and head[3] is not None:
-                head[3].error(raw)
+        if head is None or head.kind == _E_QUERY:
+            if head is not None and head.execution is not None:
+                head.execution.error(raw)
             self._down.append(raw)
             return
-        kind = head[0]
-        if (kind == _E_EXECUTE or kind == _E_PARSE or kind == _E_OWN_EXECUTE) and head[3] is not None:
-            ex = head[3]
+        kind = head.kind
+        if (kind == _E_EXECUTE or kind == _E_PARSE or kind == _E_OWN_EXECUTE) and head.execution is not None:
+            ex = head.execution
             ex.error(raw)
             ex.rows = 0
             self._complete(ex)
         # Extended protocol: the server now discards everything until Sync.
         statements = self.state.statements
-        while expect and expect[0][0] not in _SYNCS:
+        while expect and expect[0].kind not in _SYNCS:
             e = expect.popleft()
-            if e[0] == _E_PARSE and statements.get(e[1].name) is e[1]:
-                del statements[e[1].name]  # failed or skipped: the server does not have it
+            if e.kind == _E_PARSE and statements.get(e.target.name) is e.target:
+                del statements[e.target.name]  # failed or skipped: the server does not have it
         waiting = self._count_waiting
         if waiting is not None:
             # The count's before statement failed or was skipped: no check will follow it.
@@ -1295,14 +1327,14 @@ class Relay:
         expect = self._expect
         while expect:
             e = expect.popleft()
-            if e[0] == _E_QUERY or e[0] == _E_TSYNC:
-                if e[3] is not None:
-                    ex = e[3]
+            if e.kind == _E_QUERY or e.kind == _E_TSYNC:
+                if e.execution is not None:
+                    ex = e.execution
                     ex.rows, ex.truncated = self._acc_rows, self._acc_truncated
                     self._acc_rows, self._acc_truncated = 0, False
                     self._complete(ex)
                 break
-            if e[0] == _E_SYNC:
+            if e.kind == _E_SYNC:
                 break
         if self.read_only and self.state.parameters.get("default_transaction_read_only") == "off":
             # A function the analysis could not see made the session writable.

@@ -420,7 +420,7 @@ def test_a_counted_simple_query_runs_between_pgwarden_statements_and_its_results
     t.server(*_OWN_RUN_ANSWER, m.CommandComplete("DO"), m.ReadyForQuery("I"))
     assert [type(x) for x in t.down()] == [m.RowDescription, m.DataRow, m.NoticeResponse,
                                            m.CommandComplete, m.ReadyForQuery]
-    assert [e[0] for e in t.relay._expect] == [0]  # only "select 2" is still to answer
+    assert [e.kind for e in t.relay._expect] == [0]  # only "select 2" is still to answer
 
 
 def test_a_failed_check_drops_what_the_statement_sent():

@@ -473,17 +473,11 @@ class _Resolver:
         if view.oid in seen:
             return
         seen.add(view.oid)
-        for oid in view.functions:
-            fn = self.catalog.function(oid)
-            if fn is None:
-                kinds.add("unknown")
-                continue
-            found = self.function_kinds(fn)
-            if found:
-                kinds |= found
-                functions.add(fn.name)
-            if fn.name in SERVER_FILE_FUNCTIONS:
-                kinds.add("server_files")
+        read: list[Analysis] = []
+        for oid in view.functions:  # what reading the view runs, judged as calls
+            self._runs(oid, kinds, functions, read, named=False)
+        for inner in read:  # and what those functions' bodies read
+            tables |= inner.tables
         for oid in view.relations:
             rel = self.catalog.relation(oid)
             if rel is None or rel.oid == view.oid:

@@ -19,7 +19,7 @@ constants and keeps every name) has this same `Syntax`.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 import attrs
 from pglast.parser import ParseError, parse_plpgsql_json
@@ -803,52 +803,28 @@ class _Walker:
         """Columns of the written table that ``e`` reads (outside sub-queries: unqualified ones
         there belong to the sub-query)."""
         found: set[str] = set()
-        stack = [e]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, list):
-                stack.extend(item)
-                continue
-            if not isinstance(item, dict):
-                continue
-            n = _node(item)
-            if n is None:
-                stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
-                continue
-            name, f = n
+        for name, f in _nodes(e, stop=_SUBLINK):
             if name == "ColumnRef":
                 fields = _names(f.get("fields", []))
                 if not fields:
                     if any(_node(x) and _node(x)[0] == "A_Star" for x in f.get("fields", [])):
                         found.add("*")
-                    continue
-                if len(fields) == 1:
+                elif len(fields) == 1:
                     found.add(fields[0])
                 elif fields[0] in target or (len(fields) >= 3 and fields[1] in target):
                     found.add(fields[-1])
-                continue
-            if name == "SubLink":
-                stack.append(f.get("testexpr"))
+            elif name == "SubLink":
+                found |= self._target_refs(f.get("testexpr"), target)
                 found |= self._qualified_target_refs(f.get("subselect"), target)
-                continue
-            stack.extend(v for v in f.values() if isinstance(v, (dict, list)))
         return found
 
     def _qualified_target_refs(self, e: Any, target: frozenset[str]) -> set[str]:
         found: set[str] = set()
-        stack = [e]
-        while stack:
-            item = stack.pop()
-            if isinstance(item, list):
-                stack.extend(item)
-            elif isinstance(item, dict):
-                n = _node(item)
-                if n is not None and n[0] == "ColumnRef":
-                    fields = _names(n[1].get("fields", []))
-                    if len(fields) >= 2 and fields[0] in target:
-                        found.add(fields[-1])
-                    continue
-                stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+        for name, f in _nodes(e):
+            if name == "ColumnRef":
+                fields = _names(f.get("fields", []))
+                if len(fields) >= 2 and fields[0] in target:
+                    found.add(fields[-1])
         return found
 
     def _self_lookup(self, test: Any, sub: Any, target: frozenset[str]) -> bool:
@@ -870,6 +846,29 @@ class _Walker:
             return False
         val = (_node(targets[0]) or ("", {}))[1].get("val")
         return _same_column(val, test)
+
+
+_SUBLINK = frozenset({"SubLink"})
+
+
+def _nodes(root: Any, stop: frozenset[str] = frozenset()) -> Iterator[tuple[str, dict]]:
+    """Every wrapped node below ``root`` (and ``root`` itself), without recursion; the nodes
+    named in ``stop`` are yielded but not entered (the caller handles their inside)."""
+    stack = [root]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if not isinstance(item, dict):
+            continue
+        n = _node(item)
+        if n is None:
+            stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
+            continue
+        yield n
+        if n[0] not in stop:
+            stack.extend(v for v in n[1].values() if isinstance(v, (dict, list)))
 
 
 def _complementary_null_tests(args: list) -> bool:

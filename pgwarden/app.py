@@ -324,6 +324,9 @@ class Application:
                 log.warn("listen changed in {source}: that needs a restart; still listening as before",
                          source=new.source)
                 new = attrs.evolve(new, listen=running.listen)
+            # The records built so far go to the sinks of the running config (the recorder keeps
+            # a turn's records until its barrier).
+            self.recorder.flush(force=True)
             # A plugin may find the config unusable only when it applies it (a record sink
             # that cannot be opened): then every plugin goes back to the running config.
             applying = True

@@ -181,7 +181,10 @@ class PluginHost:
             hints = [hint for (hook, arg), hint in _REMOVED.items() if hook in text and repr(arg) in text]
             raise PluginError(f"plugin {name!r} does not fit the hook specifications: {text}"
                               + "".join(f"\n{hint}" for hint in hints)) from None
+        batches = any(impl.plugin_name == name for impl in self._impls("pgwarden_records"))
         for w in caught:
+            if w.message is hookspecs.RECORD_DEPRECATED and batches:
+                continue  # it takes records the v1 way, and keeps the old hook for older pgwardens
             if issubclass(w.category, PgwardenDeprecationWarning):
                 self._deprecated(name, str(w.message))
             else:
@@ -472,16 +475,23 @@ class PluginHost:
                     raise
                 raise ConfigError(config.source, [located(config.lines, tuple(p.path), p.message)
                                                   for p in _problems_in(matched)]) from None
-        self._recording = {name for name, _ in self._each("pgwarden_record")}
+        self._recording = {name for hook in ("pgwarden_records", "pgwarden_record") for name, _ in self._each(hook)}
         for name, call in self._each("pgwarden_records_wanted"):
             if any(answer is False for answer in call()):
                 self._recording.discard(name)
 
     # ------------------------------------------------------------------ records
 
+    def record_takers(self) -> list[tuple[str, Callable[..., object]]]:
+        """(plugin name, ``take(records=...)``) of each plugin that wants records now, in batches."""
+        return [(name, call) for name, call in self._each("pgwarden_records") if name in self._recording]
+
     def record_writers(self) -> list[tuple[str, Callable[..., object]]]:
-        """(plugin name, ``write(record=...)``) of each plugin that wants records now."""
-        return [(name, call) for name, call in self._each("pgwarden_record") if name in self._recording]
+        """(plugin name, ``write(record=...)``) of each plugin that wants records now one by one
+        (``pgwarden_record``, deprecated)."""
+        batched = {name for name, _ in self._each("pgwarden_records")}
+        return [(name, call) for name, call in self._each("pgwarden_record")
+                if name in self._recording and name not in batched]
 
     def record_flushers(self) -> list[tuple[str, Callable[[], list[str]]]]:
         """(plugin name, ``flush() -> problems``) of each plugin that wants records now."""

@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from types import CodeType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import pluggy
@@ -607,16 +607,17 @@ class _PluginCall:
     passes every argument the hookspec names (it declares no defaults).
     """
 
-    __slots__ = ("name", "impls", "firstresult", "_hookexec")
+    __slots__ = ("_hookexec", "impls", "name")
 
     def __init__(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl]) -> None:
+        if hook.spec is not None and hook.spec.opts.get("firstresult"):
+            raise PluginError(f"{hook.name} stops at the first answer: call it through pm.hook, not plugin by plugin")
         self.name = hook.name
         self.impls = impls
-        self.firstresult = bool(hook.spec and hook.spec.opts.get("firstresult", False))
         self._hookexec = hook._hookexec
 
-    def __call__(self, **kwargs: object) -> list:
-        return self._hookexec(self.name, self.impls, kwargs, self.firstresult)
+    def __call__(self, **kwargs: object) -> list[object]:
+        return cast("list[object]", self._hookexec(self.name, self.impls, kwargs, False))
 
 
 def later(answer: object) -> object:

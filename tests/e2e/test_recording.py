@@ -201,9 +201,8 @@ def test_a_statement_whose_record_a_sink_cannot_take_never_runs(make_pgwarden, p
     assert running.app.recorder.sink_errors >= 1
     # Nothing it is handed can be taken: another session's statement does not run either (refused,
     # or its session ended, depending on whether a retry in between ended the failure).
-    with pytest.raises(psycopg.OperationalError):
-        with psycopg.connect(running.dsn(), autocommit=True) as c:
-            c.execute("insert into rec_takes values (3)")
+    with pytest.raises(psycopg.OperationalError), psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("insert into rec_takes values (3)")
     assert pg_server.psql("select string_agg(n::text, ',') from rec_takes", "appdb") == "1"
     running.call(setattr, sink, "failing", False)
     with psycopg.connect(running.dsn(), autocommit=True) as c:

@@ -283,7 +283,8 @@ def pgwarden_records(records: Sequence[Record]) -> None:
     that carry no verdict: see that hook), which is where they must reach the
     operating system. Raise when they cannot be taken and statements must stop (fail
     closed), as from `pgwarden_records_flush`: the sessions whose statements wait on
-    these records end before those statements reach the database.
+    these records end before those statements reach the database. A retry calls only
+    the flush: to keep statements refused while you cannot write, raise there too.
 
     :param records: JSON-ready mappings (docs/records.md); the same sequence goes to
         every sink: read it, keep it if you like, do not change it.

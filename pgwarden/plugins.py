@@ -158,7 +158,9 @@ class PluginHost:
         self.checks = bool(self._checkers)
         self._authenticate = self.pm.hook.pgwarden_authenticate
         self._approve = self.pm.hook.pgwarden_await_approval
-        self._masks = self.pm.hook.pgwarden_result_masks
+        # asked once per result: all plugins in one call, their answers merged (nobody is blamed)
+        masks = self.pm.hook.pgwarden_result_masks
+        self._masks = _PluginCall(masks, masks.get_hookimpls())
         self._recording: set[str] = set()  # the plugins that want records now
         self.options: dict[str, object] = {}
         #: the configuration `accept` took, its rules read

@@ -1,9 +1,9 @@
-"""The Twisted edge towards the client: startup, TLS, token login, then the relay.
+"""The Twisted edge towards the client: the login, then the relay.
 
-Phases: ``startup`` (untyped packets: SSLRequest, GSSENCRequest, CancelRequest,
-StartupMessage) → ``password`` (the token) → ``upstream`` (logging in upstream;
-nothing is read from the client) → ``relay`` → ``closed``. The startup timeout
-covers everything before ``relay``, so a silent or slow client is dropped.
+Phases: ``login`` (startup packets, TLS, the token, logging in upstream: the states of
+`pgwarden.proxy.client_login`, sans-IO; this module carries out its actions) → ``relay`` →
+``closed``. The startup timeout covers everything before ``relay``, so a silent or slow
+client is dropped.
 """
 
 from __future__ import annotations
@@ -28,8 +28,19 @@ from pgwarden.session import Session
 from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.wire import messages as m
-from pgwarden.wire.errors import ProtocolError
-from pgwarden.wire.framing import NEED_DATA, MessageFramer, StartupFramer
+from pgwarden.proxy.client_login import (
+    Action,
+    Authenticate,
+    ClientLogin,
+    ForwardCancel,
+    LoginSettings,
+    ReadPodToken,
+    Refuse,
+    Send,
+    StartTLS,
+    State,
+    greeting,
+)
 from pgwarden.proxy.peer import peer_text
 from pgwarden.proxy.upstream import UpstreamProtocol
 
@@ -72,11 +83,10 @@ class ClientConnection(Protocol):
 
     def __init__(self, app: Application) -> None:
         self.app = app
-        self.phase = "startup"
-        self._startup = StartupFramer()
-        self._messages: MessageFramer | None = None
-        self._tls_active = False
-        self.startup: m.StartupMessage | None = None
+        #: login (`ClientLogin` has its own states) → relay → closed
+        self.phase = "login"
+        #: the login, sans-IO; made once the peer's address is known (`connectionMade`)
+        self.login: ClientLogin
         self.identity: Identity | None = None
         self.upstream: UpstreamProtocol | None = None
         self.relay: Relay | None = None
@@ -96,7 +106,11 @@ class ClientConnection(Protocol):
 
     @property
     def tls_active(self) -> bool:
-        return self._tls_active
+        return self.login.tls_active
+
+    @property
+    def startup(self) -> m.StartupMessage | None:
+        return self.login.startup
 
     # ------------------------------------------------------------------ life cycle
 
@@ -105,18 +119,27 @@ class ClientConnection(Protocol):
         self.transport.setTcpNoDelay(True)
         self.app.stats.connections += 1
         self.app.connection_opened(self)
+        config = self.app.config
+        self.login = ClientLogin(LoginSettings(
+            database=config.upstream.database,
+            tls_available=self.app.client_tls is not None,
+            pod=config.auth.mode == "pod",
+            loopback=is_loopback(self.transport.getPeer()),
+            allow_cleartext_remote=config.listen.allow_cleartext_remote,
+        ))
         self._timeout = self.app.reactor.callLater(
             self.app.config.auth.startup_timeout_s, self._startup_timed_out
         )
 
     def _startup_timed_out(self) -> None:
         self._timeout = None
-        if self.phase in ("startup", "password", "authenticating", "upstream"):
+        if self.phase == "login":
             log.info("startup timeout from {peer}", peer=str(self.transport.getPeer()))
             self._fatal("08006", "pgwarden: timed out waiting for the startup to complete")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.phase = "closed"
+        self.login.close()
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
@@ -142,6 +165,7 @@ class ClientConnection(Protocol):
         else:
             self.transport.write(m.ErrorResponse.build("FATAL", sqlstate, message).encode())
         self.phase = "closed"
+        self.login.close()
         turns = self.app.turns  # closed after this turn's bytes (the FATAL) have left
         turns.close(self.transport)
         if self.upstream is not None and self.upstream.transport is not None:
@@ -159,120 +183,53 @@ class ClientConnection(Protocol):
                 self._paused_for_backlog = True
                 self.transport.pauseProducing()
             return
-        try:
-            if self.phase == "startup":
-                self._startup.feed(data)
-                self._read_startup()
-            elif self.phase == "password":
-                self._messages.feed(data)
-                self._read_password()
-            elif self.phase in ("authenticating", "upstream"):
-                # The client may not speak before AuthenticationOk/ReadyForQuery.
-                self._messages.feed(data)
-                if self._messages.buffered > 64 * 1024:
-                    self._fatal("08P01", "pgwarden: client sent data before the session was ready")
-        except ProtocolError as e:
-            self._fatal(e.sqlstate, f"pgwarden: invalid message: {e}")
+        if self.phase == "login":
+            self._apply(self.login.receive(data))
 
-    def _read_startup(self) -> None:
-        while self.phase == "startup":
-            packet = self._startup.next_packet()
-            if packet is NEED_DATA:
-                return
-            if isinstance(packet, m.SSLRequest):
-                if self._tls_active:
-                    raise ProtocolError("SSLRequest inside TLS")
-                if self._startup.take_rest():
-                    raise ProtocolError("unencrypted data after SSLRequest")
-                tls = self.app.client_tls
-                if tls is None:
-                    self.transport.write(b"N")
-                else:
-                    self.transport.write(b"S")
-                    self.transport.startTLS(tls)
-                    self._tls_active = True
-            elif isinstance(packet, m.GSSENCRequest):
-                self.transport.write(b"N")
-            elif isinstance(packet, m.CancelRequest):
+    def _apply(self, actions: list[Action]) -> None:
+        """Carries out what the login asks for (`pgwarden.proxy.client_login`)."""
+        for action in actions:
+            if isinstance(action, Send):
+                self.transport.write(action.data)
+            elif isinstance(action, StartTLS):
+                self.transport.startTLS(self.app.client_tls)
+            elif isinstance(action, ForwardCancel):
                 # Closed only once the upstream has taken the cancel (see CancelForwarder.cancel).
                 self.phase = "closed"
-                self.app.canceller.cancel(packet.process_id, packet.secret_key).addBoth(
+                self.app.canceller.cancel(action.process_id, action.secret_key).addBoth(
                     lambda _: self.transport.loseConnection()
                 )
-            else:
-                self._startup_message(packet)
+            elif isinstance(action, Authenticate):
+                self._authenticate(action.token)
+            elif isinstance(action, ReadPodToken):
+                self._read_pod_token()
+            elif isinstance(action, Refuse):
+                if action.auth_failure is not None:
+                    log.info("authentication failed from {peer}: {reason}", peer=peer_text(self.transport.getPeer()),
+                             reason=action.auth_failure)
+                    self.app.auth_failed(self, action.auth_failure, action.sqlstate)
+                self._fatal(action.sqlstate, action.message)
+            else:  # Close: the client said Terminate
+                self.phase = "closed"
+                self.transport.loseConnection()
 
-    def _startup_message(self, startup: m.StartupMessage) -> None:
-        self.startup = startup
-        if startup.get("replication") not in (None, "false", "0", "off", "no"):
-            self._fatal("08004", "pgwarden: replication connections are not allowed")
-            return
-        if startup.get("database") is not None and startup.get("user") is None:
-            self._fatal("28000", "pgwarden: no user name specified")
-            return
-        served = self.app.config.upstream.database
-        wanted = startup.get("database") or startup.get("user")
-        if wanted is not None and wanted != served:
-            # Silently serving another database than the one asked for would surprise.
-            self._fatal("3D000", f'pgwarden: database "{wanted}" is not served here; connect to "{served}"')
-            return
-        if startup.minor > 0:
-            unknown = tuple(k for k, _ in startup.parameters if k.startswith("_pq_."))
-            self.transport.write(m.NegotiateProtocolVersion(0, unknown).encode())
-        if self.app.config.auth.mode == "pod":
-            self._pod_identity()
-            return
-        if not (self._tls_active or is_loopback(self.transport.getPeer())
-                or self.app.config.listen.allow_cleartext_remote):
-            self._fatal(
-                "28000",
-                "pgwarden: a token is not accepted in clear text over the network; connect with TLS",
-            )
-            return
-        self.phase = "password"
-        self._messages = MessageFramer(64 * 1024, valid_types=frozenset(b"pX"))
-        self._messages.feed(self._startup.take_rest())
-        self.transport.write(m.Authentication(m.Authentication.CLEARTEXT).encode())
-        self._read_password()
-
-    def _pod_identity(self) -> None:
+    def _read_pod_token(self) -> None:
         """auth.mode pod: a connection from inside the pod is the pod; no password is asked."""
-        if not is_loopback(self.transport.getPeer()):
-            log.info("pod identity refused to {peer}: not a loopback connection",
-                     peer=peer_text(self.transport.getPeer()))
-            self.app.auth_failed(self, "pod identity: connection not from loopback", "28000")
-            self._fatal("28000", "pgwarden: only connections from inside the pod (loopback) are accepted")
-            return
-        self._messages = MessageFramer(64 * 1024, valid_types=frozenset(b"pX"))
-        self._messages.feed(self._startup.take_rest())
         path = self.app.config.auth.pod_token_file
         try:  # read on every connection: the kubelet rotates the token in place
             with open(path, encoding="utf-8") as f:
-                token = f.read().strip()
+                token = f.read()
         except (OSError, UnicodeDecodeError) as e:
-            self._auth_failed(f"pod identity: cannot read {path}: {getattr(e, 'strerror', None) or e}")
+            self._apply(self.login.auth_failed(f"pod identity: cannot read {path}: "
+                                               f"{getattr(e, 'strerror', None) or e}"))
             return
-        if not token:
-            self._auth_failed(f"pod identity: {path} is empty")
-            return
-        self._authenticate(token)
-
-    def _read_password(self) -> None:
-        raw = self._messages.next_frame()
-        if raw is NEED_DATA:
-            return
-        if raw[:1] == b"X":
-            self.phase = "closed"
-            self.transport.loseConnection()
-            return
-        self._authenticate(m.PasswordMessage.decode(raw[5:]).password())
+        self._apply(self.login.pod_token(token, path))
 
     def _authenticate(self, token: str) -> None:
-        self.phase = "authenticating"
         try:
-            outcome = self.app.authenticate(self.startup, token)
+            outcome = self.app.authenticate(self.login.startup, token)
         except AuthenticationFailed as e:
-            self._auth_failed(e.reason)
+            self._apply(self.login.auth_failed(e.reason))
             return
         if isinstance(outcome, Deferred):  # keys being fetched from the issuer
             outcome.addCallbacks(self._authenticated, self._auth_failure)
@@ -281,15 +238,10 @@ class ClientConnection(Protocol):
 
     def _auth_failure(self, failure: Failure) -> None:
         reason = failure.value.reason if failure.check(AuthenticationFailed) else repr(failure.value)
-        self._auth_failed(reason)
-
-    def _auth_failed(self, reason: str) -> None:
-        log.info("authentication failed from {peer}: {reason}", peer=str(self.transport.getPeer()), reason=reason)
-        self.app.auth_failed(self, reason, "28P01")
-        self._fatal("28P01", "pgwarden: authentication failed")
+        self._apply(self.login.auth_failed(reason))
 
     def _authenticated(self, identity: Identity) -> None:
-        if self.phase != "authenticating":
+        if self.phase != "login" or not self.login.authenticated():
             return  # the client left, or timed out, meanwhile
         self.identity = identity
         self.policies = policies_for(self.identity, self.app.config.policies)
@@ -300,7 +252,6 @@ class ClientConnection(Protocol):
             self.app.auth_failed(self, "no policy for this identity", "28000")
             self._fatal("28000", "pgwarden: no policy for this identity")
             return
-        self.phase = "upstream"
         self._connect_upstream()
 
     # ------------------------------------------------------------------ upstream
@@ -348,7 +299,7 @@ class ClientConnection(Protocol):
                         "pgwarden: cannot connect to the database")
 
     def _upstream_ready(self, upstream: UpstreamProtocol) -> None:
-        if self.phase != "upstream":
+        if self.phase != "login" or self.login.state is not State.CONNECTING:
             upstream.transport.loseConnection()
             return
         if self._timeout is not None and self._timeout.active():
@@ -368,18 +319,9 @@ class ClientConnection(Protocol):
         self.key = (pid, secret)
         self.app.canceller.keys[self.key] = self
         self.upstream_key = login.key
-        out = [m.Authentication(m.Authentication.OK).encode()]
-        # The upstream session's application_name carries the identity (for
-        # pg_stat_activity and the server's logs); the client is told its own.
-        own_name = self.startup.get("application_name") or ""
-        out += [
-            (m.ParameterStatus(p.name, own_name) if p.name == "application_name" else p).encode()
-            for p in login.server_parameters
-        ]
-        out += login.notices
-        out.append(m.BackendKeyData(pid, secret).encode())
-        out.append(m.ReadyForQuery(login.transaction_status).encode())
-        self.transport.writeSequence(out)
+        startup = self.login.startup
+        self.transport.writeSequence(greeting(login.server_parameters, login.notices, m.BackendKeyData(pid, secret),
+                                              login.transaction_status, startup.get("application_name") or ""))
 
         self.session = Session(
             id=self.log.id,
@@ -403,6 +345,7 @@ class ClientConnection(Protocol):
         self.sql_context = self.app.session_context(self.startup)
         self.relay.row_cap = row_cap(self.policies)
         self.relay.read_only = self.limits.read_only
+        early = self.login.ready()
         self.phase = "relay"
         self._watch_token_expiry()
         self.app.session_started(self)
@@ -414,7 +357,6 @@ class ClientConnection(Protocol):
         leftover = login.leftover()
         if leftover:
             self._from_upstream(leftover)
-        early = self._messages.take_rest() if self._messages else b""
         if early:
             self.dataReceived(early)
 

@@ -9,8 +9,11 @@ client is dropped.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+from typing import Protocol as Interface
 
+import attrs
 from twisted.internet import address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
@@ -19,15 +22,8 @@ from twisted.python.failure import Failure
 
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.limits import SessionLimits, read_only_policy, session_limits
-from pgwarden.relay.engine import PENDING, Relay, SessionState, StatementRequest, settled
-from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap, statement_timeout_ms
-from pgwarden.recorder import SessionLog, new_session_id
-from pgwarden.session import Session
-from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
-from pgwarden.verdict import Refusal, Verdict
-from pgwarden.wire import messages as m
 from pgwarden.proxy.client_login import (
     Action,
     Authenticate,
@@ -43,9 +39,26 @@ from pgwarden.proxy.client_login import (
 )
 from pgwarden.proxy.peer import peer_text
 from pgwarden.proxy.upstream import UpstreamProtocol
+from pgwarden.recorder import SessionLog, new_session_id
+from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
+from pgwarden.relay.handshake import UpstreamLogin
+from pgwarden.session import Session, replace_policies
+from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
+from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
+from pgwarden.verdict import Refusal, Verdict
+from pgwarden.wire import messages as m
 
 if TYPE_CHECKING:
-    from pgwarden.app import Application
+    from twisted.internet.interfaces import IConnector, IDelayedCall
+    from twisted.internet.ssl import CertificateOptions
+
+    from pgwarden.cancels import CancelForwarder
+    from pgwarden.catalog.model import Catalog
+    from pgwarden.config import Config
+    from pgwarden.metrics import Stats
+    from pgwarden.policy.model import Policy
+    from pgwarden.relay.engine import Decider
+    from pgwarden.turns import Turns
 
 log = Logger(namespace="pgwarden.proxy")
 
@@ -71,18 +84,140 @@ FORWARDED_PARAMETERS = frozenset(
 )
 
 
-def is_loopback(peer) -> bool:
+def is_loopback(peer: object) -> bool:
     if isinstance(peer, address.UNIXAddress):
         return True
     host = getattr(peer, "host", "")
     return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
 
 
+def upstream_application_name(template: str, identity: Identity, startup: m.StartupMessage) -> str:
+    """The upstream session's application_name: who the agent is, for the server's eyes."""
+    client = startup.get("application_name") or ""
+    name = template.replace("{subject}", identity.subject).replace("{client}", client)
+    if client and "{client}" not in template:
+        name = f"{name} ({client})"
+    return name[:63]  # PostgreSQL keeps NAMEDATALEN - 1 bytes
+
+
+def session_sql_context(catalog: Catalog, user: str, startup: m.StartupMessage) -> SqlContext:
+    """The context a new session's statements are analysed in: the catalog, the upstream
+    role (``$user``) and the search_path the session starts with."""
+    given = startup.get("search_path")
+    path = parse_path(given) if given else parse_path(", ".join(DEFAULT_SEARCH_PATH))
+    return SqlContext(catalog, user=user, search_path=path, default_path=path)
+
+
+# ---------------------------------------------------------------------- what a connection works with
+#
+# Each collaborator by the narrow interface a connection needs of it. The `Application`
+# builds one `SessionServices` and hands it to every connection it accepts.
+
+
+class SessionHost(Interface):
+    """The running pgwarden (an `Application`) as a connection sees it: the settings of the
+    moment (a reload replaces ``config`` and ``upstream_tls``; a connection reads them when
+    it needs them), whether it is shutting down, and the registry the shutdown walks."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def client_tls(self) -> CertificateOptions | None: ...
+
+    @property
+    def upstream_tls(self) -> object | None: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def connection_opened(self, conn: ClientConnection) -> None: ...
+
+    def connection_closed(self, conn: ClientConnection) -> None: ...
+
+    def hold_shutdown(self, until: Deferred[None]) -> None:
+        """The shutdown waits for ``until`` (a cancel on its way to the upstream)."""
+
+
+class Authenticator(Interface):
+    def authenticate(self, startup: m.StartupMessage, token: str) -> Identity | Deferred[Identity]:
+        """The identity behind ``token``; raises (or fails with) AuthenticationFailed."""
+
+
+class SessionDecider(Interface):
+    """Statements' verdicts (`pgwarden.decisions.Decisions`)."""
+
+    def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
+        """ALLOW, a Refusal, CountRows or a Deferred of one; recorded before it takes effect."""
+
+    def recorded(self, conn: ClientConnection, request: StatementRequest, statement: None, verdict: Verdict,
+                 outcome: Refusal) -> object:
+        """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
+
+
+class SessionObserver(Interface):
+    """Records, hooks and metrics of a session's life (`pgwarden.session_events`)."""
+
+    def session_started(self, conn: ClientConnection) -> None: ...
+
+    def session_ended(self, conn: ClientConnection, reason: str) -> None: ...
+
+    def auth_failed(self, conn: ClientConnection, reason: str, sqlstate: str) -> None: ...
+
+
+class RelayFactory(Interface):
+    def relay(self, conn: ClientConnection, decide: Decider, parameters: dict[str, str],
+              max_message_size: int) -> Relay:
+        """The relay of ``conn``'s session, with the listeners the records and plugins need."""
+
+
+class CatalogSource(Interface):
+    """The catalog facts statements are analysed with (`pgwarden.catalog.live.LiveCatalog`)."""
+
+    @property
+    def current(self) -> Catalog: ...
+
+    def invalidate(self, reason: str) -> None: ...
+
+
+class ConnectionReactor(Interface):
+    """The reactor as a connection uses it: timers, and a TCP connection to the upstream."""
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
+                  **kwargs: object) -> IDelayedCall: ...
+
+    def seconds(self) -> float: ...
+
+    def connectTCP(self, host: str, port: int, factory: ClientFactory, timeout: float = 30,  # noqa: N802
+                   bindAddress: tuple[str, int] | None = None) -> IConnector: ...  # noqa: N803
+
+
+@attrs.frozen
+class SessionServices:
+    """Everything a connection works with, each by the interface it needs."""
+
+    host: SessionHost
+    reactor: ConnectionReactor
+    authenticator: Authenticator
+    decider: SessionDecider
+    events: SessionObserver
+    relays: RelayFactory
+    catalog: CatalogSource
+    canceller: CancelForwarder
+    turns: Turns
+    stats: Stats
+
+
 class ClientConnection(Protocol):
     """One agent connection."""
 
-    def __init__(self, app: Application) -> None:
-        self.app = app
+    def __init__(self, services: SessionServices) -> None:
+        self.services = services
+        self.host = services.host
+        self.reactor = services.reactor
+        self.turns = services.turns
+        self.stats = services.stats
+        self.canceller = services.canceller
         #: login (`ClientLogin` has its own states) → relay → closed
         self.phase = "login"
         #: the login, sans-IO; made once the peer's address is known (`connectionMade`)
@@ -117,18 +252,18 @@ class ClientConnection(Protocol):
     def connectionMade(self) -> None:
         # Every message is a whole round trip for someone: never wait for Nagle.
         self.transport.setTcpNoDelay(True)
-        self.app.stats.connections += 1
-        self.app.connection_opened(self)
-        config = self.app.config
+        self.stats.connections += 1
+        self.host.connection_opened(self)
+        config = self.host.config
         self.login = ClientLogin(LoginSettings(
             database=config.upstream.database,
-            tls_available=self.app.client_tls is not None,
+            tls_available=self.host.client_tls is not None,
             pod=config.auth.mode == "pod",
             loopback=is_loopback(self.transport.getPeer()),
             allow_cleartext_remote=config.listen.allow_cleartext_remote,
         ))
-        self._timeout = self.app.reactor.callLater(
-            self.app.config.auth.startup_timeout_s, self._startup_timed_out
+        self._timeout = self.reactor.callLater(
+            self.host.config.auth.startup_timeout_s, self._startup_timed_out
         )
 
     def _startup_timed_out(self) -> None:
@@ -144,14 +279,14 @@ class ClientConnection(Protocol):
             self._timeout.cancel()
         self._timeout = None
         if self.key is not None:
-            self.app.canceller.keys.pop(self.key, None)
+            self.canceller.keys.pop(self.key, None)
         if self.session is not None:
-            self.app.session_ended(self, self.end_reason or "client disconnected")
+            self.services.events.session_ended(self, self.end_reason or "client disconnected")
         if self.upstream is not None and self.upstream.transport is not None:
             if self.relay is not None and not self.relay.terminated:
                 self.upstream.transport.write(m.Terminate().encode())
             self.upstream.transport.loseConnection()
-        self.app.connection_closed(self)
+        self.host.connection_closed(self)
 
     def _fatal(self, sqlstate: str, message: str) -> None:
         """Sends a FATAL error and closes; nothing else is read from the client."""
@@ -166,7 +301,7 @@ class ClientConnection(Protocol):
             self.transport.write(m.ErrorResponse.build("FATAL", sqlstate, message).encode())
         self.phase = "closed"
         self.login.close()
-        turns = self.app.turns  # closed after this turn's bytes (the FATAL) have left
+        turns = self.turns  # closed after this turn's bytes (the FATAL) have left
         turns.close(self.transport)
         if self.upstream is not None and self.upstream.transport is not None:
             turns.close(self.upstream.transport)
@@ -175,11 +310,11 @@ class ClientConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.phase == "relay":
-            self.app.stats.bytes_from_clients += len(data)
+            self.stats.bytes_from_clients += len(data)
             relay = self.relay
             relay.client_data(data)
             self._flush()
-            if relay.waiting is not None and relay.backlog > self.app.config.limits.max_backlog_bytes:
+            if relay.waiting is not None and relay.backlog > self.host.config.limits.max_backlog_bytes:
                 self._paused_for_backlog = True
                 self.transport.pauseProducing()
             return
@@ -192,11 +327,11 @@ class ClientConnection(Protocol):
             if isinstance(action, Send):
                 self.transport.write(action.data)
             elif isinstance(action, StartTLS):
-                self.transport.startTLS(self.app.client_tls)
+                self.transport.startTLS(self.host.client_tls)
             elif isinstance(action, ForwardCancel):
                 # Closed only once the upstream has taken the cancel (see CancelForwarder.cancel).
                 self.phase = "closed"
-                self.app.canceller.cancel(action.process_id, action.secret_key).addBoth(
+                self.canceller.cancel(action.process_id, action.secret_key).addBoth(
                     lambda _: self.transport.loseConnection()
                 )
             elif isinstance(action, Authenticate):
@@ -207,7 +342,7 @@ class ClientConnection(Protocol):
                 if action.auth_failure is not None:
                     log.info("authentication failed from {peer}: {reason}", peer=peer_text(self.transport.getPeer()),
                              reason=action.auth_failure)
-                    self.app.auth_failed(self, action.auth_failure, action.sqlstate)
+                    self.services.events.auth_failed(self, action.auth_failure, action.sqlstate)
                 self._fatal(action.sqlstate, action.message)
             else:  # Close: the client said Terminate
                 self.phase = "closed"
@@ -215,7 +350,7 @@ class ClientConnection(Protocol):
 
     def _read_pod_token(self) -> None:
         """auth.mode pod: a connection from inside the pod is the pod; no password is asked."""
-        path = self.app.config.auth.pod_token_file
+        path = self.host.config.auth.pod_token_file
         try:  # read on every connection: the kubelet rotates the token in place
             with open(path, encoding="utf-8") as f:
                 token = f.read()
@@ -227,7 +362,7 @@ class ClientConnection(Protocol):
 
     def _authenticate(self, token: str) -> None:
         try:
-            outcome = self.app.authenticate(self.login.startup, token)
+            outcome = self.services.authenticator.authenticate(self.login.startup, token)
         except AuthenticationFailed as e:
             self._apply(self.login.auth_failed(e.reason))
             return
@@ -244,12 +379,12 @@ class ClientConnection(Protocol):
         if self.phase != "login" or not self.login.authenticated():
             return  # the client left, or timed out, meanwhile
         self.identity = identity
-        self.policies = policies_for(self.identity, self.app.config.policies)
+        self.policies = policies_for(self.identity, self.host.config.policies)
         if not self.policies:
             log.info("no policy for {subject} from {peer}", subject=self.identity.subject,
                      peer=str(self.transport.getPeer()))
             self.log.identity = {"subject": identity.subject, "groups": sorted(identity.groups)}
-            self.app.auth_failed(self, "no policy for this identity", "28000")
+            self.services.events.auth_failed(self, "no policy for this identity", "28000")
             self._fatal("28000", "pgwarden: no policy for this identity")
             return
         self._connect_upstream()
@@ -257,11 +392,12 @@ class ClientConnection(Protocol):
     # ------------------------------------------------------------------ upstream
 
     def _connect_upstream(self) -> None:
-        cfg = self.app.config.upstream
+        cfg = self.host.config.upstream
         params = [
             (k, v) for k, v in self.startup.parameters if k in FORWARDED_PARAMETERS and k != "application_name"
         ]
-        params.append(("application_name", self.app.application_name(self.identity, self.startup)))
+        params.append(("application_name",
+                       upstream_application_name(cfg.application_name, self.identity, self.startup)))
         timeout_ms = statement_timeout_ms(self.policies)
         if timeout_ms is not None:  # a `limit` rule: enforced by the server itself
             params.append(("statement_timeout", str(timeout_ms)))
@@ -277,11 +413,11 @@ class ClientConnection(Protocol):
             return
         login = UpstreamLogin(cfg.user, cfg.database, password, tuple(params))
         proto = UpstreamProtocol(
-            login, cfg.tls.mode, self.app.upstream_tls, self._upstream_ready, self._upstream_failed
+            login, cfg.tls.mode, self.host.upstream_tls, self._upstream_ready, self._upstream_failed
         )
         # connectTCP rather than an endpoint: the endpoint's wrapping protocol
         # would add a call to every read of the session.
-        self.app.reactor.connectTCP(
+        self.reactor.connectTCP(
             cfg.host, cfg.port, _Once(proto, self._upstream_unreachable), timeout=cfg.connect_timeout_s
         )
         self.upstream = proto
@@ -317,7 +453,7 @@ class ClientConnection(Protocol):
         secret = secrets.randbits(32)
         pid = login.key.process_id if login.key else 0
         self.key = (pid, secret)
-        self.app.canceller.keys[self.key] = self
+        self.canceller.keys[self.key] = self
         self.upstream_key = login.key
         startup = self.login.startup
         self.transport.writeSequence(greeting(login.server_parameters, login.notices, m.BackendKeyData(pid, secret),
@@ -326,29 +462,22 @@ class ClientConnection(Protocol):
         self.session = Session(
             id=self.log.id,
             identity=self.identity,
-            database=self.app.config.upstream.database,
+            database=self.host.config.upstream.database,
             application_name=self.startup.get("application_name"),
             client_address=peer_text(self.transport.getPeer()),
             policies=self.policies,
         )
-        self.relay = Relay(
-            self._decide,
-            state=SessionState(parameters=parameters),
-            max_message_size=self.app.config.limits.max_message_bytes,
-            on_shape=self.app.shape_listener(self),
-            on_complete=self.app.completion_listener(self),
-            sample_rows=self.app.recorder.sample_rows,
-            sample_bytes=self.app.recorder.sample_bytes,
-            execute_gate=self.app.execute_gate(),
-        )
+        self.relay = self.services.relays.relay(self, self._decide, parameters,
+                                                self.host.config.limits.max_message_bytes)
         #: what statements of this session are analysed against (catalog, search_path)
-        self.sql_context = self.app.session_context(self.startup)
+        self.sql_context = session_sql_context(self.services.catalog.current, self.host.config.upstream.user,
+                                               self.startup)
         self.relay.row_cap = row_cap(self.policies)
         self.relay.read_only = self.limits.read_only
         early = self.login.ready()
         self.phase = "relay"
         self._watch_token_expiry()
-        self.app.session_started(self)
+        self.services.events.session_started(self)
         upstream.data_sink = self._from_upstream
         upstream.lost_sink = self._upstream_lost
         # Back-pressure both ways: a slow reader pauses the other side's reads.
@@ -363,10 +492,10 @@ class ClientConnection(Protocol):
     def _watch_token_expiry(self) -> None:
         """By default a session lives no longer than the token that opened it."""
         expires = self.identity.expires_at
-        if expires is None or self.app.config.auth.session_outlives_token:
+        if expires is None or self.host.config.auth.session_outlives_token:
             return
-        delay = max(0.0, expires - self.app.reactor.seconds())
-        self._timeout = self.app.reactor.callLater(delay, self._token_expired)
+        delay = max(0.0, expires - self.reactor.seconds())
+        self._timeout = self.reactor.callLater(delay, self._token_expired)
 
     def _token_expired(self) -> None:
         self._timeout = None
@@ -375,7 +504,7 @@ class ClientConnection(Protocol):
             self._fatal("28P01", "pgwarden: your token expired; reconnect with a fresh token")
 
     def _from_upstream(self, data: bytes) -> None:
-        self.app.stats.bytes_from_upstream += len(data)
+        self.stats.bytes_from_upstream += len(data)
         relay = self.relay
         relay.server_data(data)
         if relay.error is not None:
@@ -384,7 +513,7 @@ class ClientConnection(Protocol):
         if self.catalog_changed and relay.state.transaction_status == "I":
             # A statement that may have changed the catalog has committed (or not): read it again.
             self.catalog_changed = False
-            self.app.catalog.invalidate("a statement may have changed the catalog")
+            self.services.catalog.invalidate("a statement may have changed the catalog")
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:
@@ -394,35 +523,35 @@ class ClientConnection(Protocol):
             # The server said why (e.g. 57P01, terminated by an administrator) and the
             # client has it: a second FATAL of ours would hide the real reason.
             self.phase = "closed"
-            self.app.turns.close(self.transport)  # after the server's FATAL, relayed this turn
+            self.turns.close(self.transport)  # after the server's FATAL, relayed this turn
             return
         log.error("lost the database connection: {err}", err=reason.getErrorMessage())
         self._fatal("08006", "pgwarden: lost the connection to the database")
 
     def _flush(self) -> None:
         relay = self.relay
-        if self.app.stopping and relay.idle and not relay.closing and self.phase == "relay":
+        if self.host.stopping and relay.idle and not relay.closing and self.phase == "relay":
             self.end_for_shutdown(running=False)
             return
         up = relay.pop_upstream()
         if up and self.upstream is not None and self.upstream.transport is not None:
-            self.app.send(self.upstream.transport, up)
+            self.turns.send(self.upstream.transport, up)
         down = relay.pop_client()
         if down:
-            self.app.send(self.transport, down)
+            self.turns.send(self.transport, down)
         if relay.closing and self.phase != "closed":
             if self.end_reason is None:
                 self.end_reason = relay.closing
             self.phase = "closed"
-            self.app.turns.close(self.transport)
+            self.turns.close(self.transport)
             if self.upstream is not None and self.upstream.transport is not None:
-                self.app.turns.close(self.upstream.transport)
+                self.turns.close(self.upstream.transport)
 
     # ------------------------------------------------------------------ verdicts
 
     def _decide(self, request: StatementRequest):
         try:
-            result = self.app.decide(self, request)
+            result = self.services.decider.decide(self, request)
         except Exception:  # never let a statement through unchecked
             return self._settle_recorded(request, Failure())
         if settled(result):
@@ -453,7 +582,7 @@ class ClientConnection(Protocol):
         if settled(outcome):
             return outcome
         refusal = self._settle(outcome)
-        return self.app.decisions.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
+        return self.services.decider.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
 
     def _late_verdict(self, request: StatementRequest, outcome) -> None:
         if self.phase != "relay":
@@ -469,7 +598,7 @@ class ClientConnection(Protocol):
         if self.phase != "relay":
             return
         if self.upstream is not None and self.upstream.transport is not None:
-            self.app.turns.discard(self.upstream.transport)
+            self.turns.discard(self.upstream.transport)
         self._fatal("58030", "pgwarden: records cannot be written; the session ended before its "
                              "statement ran")
 
@@ -483,8 +612,19 @@ class ClientConnection(Protocol):
             return
         if running and self.key is not None and self.relay is not None and not self.relay.idle:
             # The statement must not go on running without its client; shutdown waits for this.
-            self.app.cancels.append(self.app.canceller.cancel(*self.key))
+            self.host.hold_shutdown(self.canceller.cancel(*self.key))
         self._fatal("57P01", "pgwarden: terminating connection because pgwarden is shutting down")
+
+    def policies_replaced(self, policies: tuple[Policy, ...]) -> None:
+        """A reload gave this session's identity ``policies``: its next statement is decided by them."""
+        if self.session is None or self.relay is None:
+            return
+        replace_policies(self.session, policies)
+        self.relay.row_cap = row_cap(policies)
+        # The upstream session keeps how it was opened (read-only, its statement_timeout).
+        self.limits = session_limits(
+            policies, read_only=self.limits.read_only, startup_timeout_ms=self.limits.startup_timeout_ms)
+        self.relay.policy_generation += 1  # statements parsed before are decided again at Bind
 
     def cancel_requested(self) -> None:
         """A CancelRequest named this session's key."""

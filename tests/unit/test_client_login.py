@@ -94,7 +94,7 @@ def test_any_split_of_the_login_gives_the_same_actions(data):
     cuts = sorted(data.draw(st.sets(st.integers(1, len(stream) - 1), max_size=12)))
     login = ClientLogin(LOCAL)
     actions = []
-    for a, b in zip([0, *cuts], [*cuts, len(stream)]):
+    for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True):
         actions += login.receive(stream[a:b])
     assert actions == [Send(b"N"), CLEARTEXT, Authenticate(TOKEN)]
     login.authenticated()

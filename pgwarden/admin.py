@@ -8,7 +8,8 @@ records writable, not shutting down; 503 and the reasons otherwise (readiness).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import typing
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from pgwarden.config import Config
 
 
-class RecorderState(RecordingHealth, Protocol):
+class RecorderState(RecordingHealth, typing.Protocol):
     """What /readyz asks the recorder: whether records can be written (trying again first)."""
 
     @property
@@ -32,7 +33,7 @@ class RecorderState(RecordingHealth, Protocol):
     def retry(self) -> bool: ...
 
 
-class AdminSource(MetricsSource, Protocol):
+class AdminSource(MetricsSource, typing.Protocol):
     """What the admin endpoint reads of the running pgwarden (an `Application`), per request."""
 
     @property

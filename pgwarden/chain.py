@@ -24,7 +24,7 @@ pgwarden logs the head of each file sink when it rotates and when it stops).
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 import orjson

@@ -21,7 +21,8 @@ from typing import Any
 import jwt
 import treq
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ConnectingCancelledError, TimeoutError as ConnectTimeout
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.error import TimeoutError as ConnectTimeout
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.client import Agent, ResponseDone

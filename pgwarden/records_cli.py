@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 import orjson
 
@@ -120,7 +121,8 @@ def render_session(records: list[dict]) -> list[str]:
                     if r["rows"] > shown or r.get("rows_sample_clipped"):
                         out.append(f" … ({r['rows'] - shown} more rows not recorded)")
                 n = r.get("rows", 0)
-                out.append(f"({n} row{'' if n == 1 else 's'}{', truncated by the row limit' if r.get('truncated') else ''})")
+                cut = ", truncated by the row limit" if r.get("truncated") else ""
+                out.append(f"({n} row{'' if n == 1 else 's'}{cut})")
             if r.get("masked"):
                 out.append(f"-- masked: {', '.join(r['masked'])}")
             out.append(f"-- {r.get('duration_ms')} ms (upstream {r.get('upstream_ms')}, pgwarden "

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import attrs
 from twisted.internet import defer

@@ -9,7 +9,7 @@ cache key that depends on catalog facts.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 

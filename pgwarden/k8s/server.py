@@ -203,6 +203,7 @@ def run(config_path: str) -> int:
     # Twisted's own reactor: pgwarden's (`pgwarden.proxy.reactor`) is tuned for relaying bytes
     # between sessions, and the webhook relays none; it serves a few HTTPS requests.
     from twisted.internet import reactor
+
     from pgwarden import oplog
 
     oplog.start()  # as `pgwarden run`: JSON lines on stderr (text on a terminal)

@@ -9,9 +9,9 @@ client is dropped.
 from __future__ import annotations
 
 import secrets
+import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING
-from typing import Protocol as Interface
 
 import attrs
 from twisted.internet import address
@@ -114,7 +114,7 @@ def session_sql_context(catalog: Catalog, user: str, startup: m.StartupMessage) 
 # builds one `SessionServices` and hands it to every connection it accepts.
 
 
-class SessionHost(Interface):
+class SessionHost(typing.Protocol):
     """The running pgwarden (an `Application`) as a connection sees it: the settings of the
     moment (a reload replaces ``config`` and ``upstream_tls``; a connection reads them when
     it needs them), whether it is shutting down, and the registry the shutdown walks."""
@@ -139,12 +139,12 @@ class SessionHost(Interface):
         """The shutdown waits for ``until`` (a cancel on its way to the upstream)."""
 
 
-class Authenticator(Interface):
+class Authenticator(typing.Protocol):
     def authenticate(self, startup: m.StartupMessage, token: str) -> Identity | Deferred[Identity]:
         """The identity behind ``token``; raises (or fails with) AuthenticationFailed."""
 
 
-class SessionDecider(Interface):
+class SessionDecider(typing.Protocol):
     """Statements' verdicts (`pgwarden.decisions.Decisions`)."""
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
@@ -155,7 +155,7 @@ class SessionDecider(Interface):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
 
 
-class SessionObserver(Interface):
+class SessionObserver(typing.Protocol):
     """Records, hooks and metrics of a session's life (`pgwarden.session_events`)."""
 
     def session_started(self, conn: ClientConnection) -> None: ...
@@ -165,13 +165,13 @@ class SessionObserver(Interface):
     def auth_failed(self, conn: ClientConnection, reason: str, sqlstate: str) -> None: ...
 
 
-class RelayFactory(Interface):
+class RelayFactory(typing.Protocol):
     def relay(self, conn: ClientConnection, decide: Decider, parameters: dict[str, str],
               max_message_size: int) -> Relay:
         """The relay of ``conn``'s session, with the listeners the records and plugins need."""
 
 
-class CatalogSource(Interface):
+class CatalogSource(typing.Protocol):
     """The catalog facts statements are analysed with (`pgwarden.catalog.live.LiveCatalog`)."""
 
     @property
@@ -180,7 +180,7 @@ class CatalogSource(Interface):
     def invalidate(self, reason: str) -> None: ...
 
 
-class ConnectionReactor(Interface):
+class ConnectionReactor(typing.Protocol):
     """The reactor as a connection uses it: timers, and a TCP connection to the upstream."""
 
     def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from twisted.internet import ssl
 from twisted.internet.protocol import Protocol

@@ -20,7 +20,8 @@ import ctypes
 import json
 import sys
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import attrs
 from pglast import parser as _pglast

@@ -29,11 +29,11 @@ use.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 
-from pgwarden.catalog.model import FIRST_NORMAL_OID, Catalog, CastFacts, FunctionFacts, TypeFacts
+from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, TypeFacts
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.syntax import COMPUTED, Call, Syntax
@@ -490,7 +490,6 @@ class _Resolver:
         """schema.name for a qualified name; for an unqualified one, every schema it may be in."""
         if schema is not None:
             return {f"{_schema(schema)}.{name}"}
-        ctx = self.ctx
         known = {_schema(r.schema) for r in self.catalog.relations_named(name)}
         if self.uncertain:  # any schema holding such a relation
             candidates = set(known) | {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")}

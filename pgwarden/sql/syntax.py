@@ -19,7 +19,8 @@ constants and keeps every name) has this same `Syntax`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import attrs
 from pglast.parser import ParseError, parse_plpgsql_json
@@ -658,7 +659,8 @@ class _Walker:
         for item in f.get("indirection", []) or []:
             name = _str(item)
             if name is not None:  # (x).f: f(x) when f is a function of one argument
-                self.calls.add(Call(None, name, 1, "attribute", literal, text is None and not _is_constant(f.get("arg"))))
+                self.calls.add(Call(None, name, 1, "attribute", literal,
+                                    text is None and not _is_constant(f.get("arg"))))
             else:
                 self.expr(item, scope)
         self.expr(f.get("arg"), scope)

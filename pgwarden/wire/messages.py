@@ -138,7 +138,8 @@ class Writer:
     def code(self, c: str, allowed: str | None = None) -> Writer:
         """A one-character code (a field code, a Describe target, a status)."""
         if len(c) != 1 or c == "\0" or ord(c) > 255 or (allowed is not None and c not in allowed):
-            raise LocalProtocolError(f"invalid one-character code {c!r}" + (f" (expected one of {allowed})" if allowed else ""))
+            raise LocalProtocolError(f"invalid one-character code {c!r}"
+                                     + (f" (expected one of {allowed})" if allowed else ""))
         self._parts.append(c.encode("latin-1"))
         return self
 

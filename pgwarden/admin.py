@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.web import pages, server
 from twisted.web.resource import Resource
@@ -56,6 +57,8 @@ class AdminSource(MetricsSource, typing.Protocol):
 
 
 class _Probe(Protocol):
+    transport: ITransport
+
     def connectionMade(self) -> None:
         self.transport.loseConnection()
 
@@ -138,7 +141,7 @@ def site(app: AdminSource) -> server.Site:
     root.putChild(b"metrics", Metrics(app))
     s = server.Site(root)
     s.noisy = False
-    s.log = lambda _request: None  # no access log: probes every few seconds would drown the op log
+    s.log = lambda _request: None  # type: ignore[method-assign,assignment]  # no access log: probes every few seconds would drown the op log
     s.displayTracebacks = False
     return s
 

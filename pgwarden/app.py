@@ -12,6 +12,7 @@ from pathlib import Path
 import attrs
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
@@ -90,6 +91,11 @@ class _Overridden:
 class Application:
     """One pgwarden. ``decide`` replaces the plugins' decisions (tests of the relay use it)."""
 
+    # The shutdown's, once `shutdown` began.
+    _shut: Deferred[None]
+    _grace: IDelayedCall
+    _closing: bool
+
     def __init__(
         self,
         config: Config,
@@ -115,7 +121,7 @@ class Application:
         self.stopping = False
         #: cancel requests sent upstream during a shutdown, which waits for them
         self.cancels: list[Deferred] = []
-        self.admin_port = None
+        self.admin_port: IListeningPort | None = None
         self.statements = StatementCache()
         #: the catalog facts: live from the upstream over pgwarden's own connection once
         #: `listen` started it, the shipped snapshot until then and whenever it is unreachable
@@ -128,7 +134,7 @@ class Application:
         #: the cancel keys handed to sessions, and forwarding a CancelRequest upstream
         self.canceller = CancelForwarder(reactor, config.upstream)
         self.connections: set[ClientConnection] = set()
-        self.port = None
+        self.port: IListeningPort | None = None
         self.reloads = 0
         #: what each connection works with, by the interfaces it needs (`pgwarden.proxy.client`)
         events = SessionEvents(self.plugins, self.recorder, self.stats)
@@ -147,21 +153,20 @@ class Application:
 
     # ------------------------------------------------------------------ listening
 
-    def listen(self):
+    def listen(self) -> IListeningPort:
         lc = self.config.listen
         self.catalog.start()
-        self.port = self.reactor.listenTCP(lc.port, _ClientFactory(self.services), interface=lc.host)
-        log.info("pgwarden listening on {host}:{port}", host=lc.host, port=self.port.getHost().port)
-        return self.port
+        self.port = port = self.reactor.listenTCP(lc.port, _ClientFactory(self.services), interface=lc.host)
+        log.info("pgwarden listening on {host}:{port}", host=lc.host, port=port.getHost().port)
+        return port
 
     def listen_admin(self):
         """/healthz, /readyz and /metrics on ``admin.host:admin.port``."""
         from pgwarden.admin import listen_admin
 
-        self.admin_port = listen_admin(self)
-        log.info("admin endpoint on {host}:{port}", host=self.config.admin.host,
-                 port=self.admin_port.getHost().port)
-        return self.admin_port
+        self.admin_port = port = listen_admin(self)
+        log.info("admin endpoint on {host}:{port}", host=self.config.admin.host, port=port.getHost().port)
+        return port
 
     def stop(self) -> Deferred:
         """Stops listening, closes every session, then the plugins (their last records written)."""
@@ -170,9 +175,11 @@ class Application:
             return self._shut
         for conn in list(self.connections):
             conn.transport.abortConnection()
-        stopping = maybeDeferred(self.port.stopListening) if self.port is not None else succeed(None)
-        if self.admin_port is not None:
-            stopping.addCallback(lambda _: self.admin_port.stopListening())
+        stopping: Deferred[object] = maybeDeferred(self.port.stopListening) if self.port is not None \
+            else succeed(None)
+        admin_port = self.admin_port
+        if admin_port is not None:
+            stopping.addCallback(lambda _: maybeDeferred(admin_port.stopListening))
         # Aborted connections end on the next reactor turn, with their session_end records.
         return stopping.addCallback(lambda _: deferLater(self.reactor, 0, self.close_plugins))
 

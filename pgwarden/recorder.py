@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from pgwarden.plugins import PluginHost
     from pgwarden.proxy.client import ClientConnection
     from pgwarden.relay.execution import Execution
+    from pgwarden.turns import Turns
 
 log = Logger(namespace="pgwarden.recording")
 
@@ -76,7 +77,7 @@ class SessionLog:
 
     def __init__(self, session_id: str) -> None:
         self.id = session_id
-        self.identity = {"subject": None, "groups": []}
+        self.identity: dict[str, object] = {"subject": None, "groups": []}
         self.seq = 0
         self.statements = 0
         self.refused = 0
@@ -99,6 +100,9 @@ class RecorderHost(Protocol):
 
     @property
     def plugins(self) -> PluginHost: ...
+
+    @property
+    def turns(self) -> Turns: ...
 
     @property
     def config(self) -> Config: ...

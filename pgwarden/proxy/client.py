@@ -37,7 +37,7 @@ from pgwarden.proxy.client_login import (
     State,
     greeting,
 )
-from pgwarden.proxy.peer import peer_text
+from pgwarden.proxy.peer import IRelayTransport, peer_text
 from pgwarden.proxy.upstream import UpstreamProtocol
 from pgwarden.recorder import SessionLog, new_session_id
 from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
@@ -47,9 +47,10 @@ from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
 from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.wire import messages as m
+from pgwarden.wire.errors import LocalProtocolError
 
 if TYPE_CHECKING:
-    from twisted.internet.interfaces import IConnector, IDelayedCall
+    from twisted.internet.interfaces import IConnector, IDelayedCall, IOpenSSLClientConnectionCreator
     from twisted.internet.ssl import CertificateOptions
 
     from pgwarden.cancels import CancelForwarder
@@ -126,7 +127,7 @@ class SessionHost(typing.Protocol):
     def client_tls(self) -> CertificateOptions | None: ...
 
     @property
-    def upstream_tls(self) -> object | None: ...
+    def upstream_tls(self) -> IOpenSSLClientConnectionCreator | None: ...
 
     @property
     def stopping(self) -> bool: ...
@@ -211,6 +212,13 @@ class SessionServices:
 class ClientConnection(Protocol):
     """One agent connection."""
 
+    transport: IRelayTransport
+    # Set once the login is over. Only the relay phase reads them, and it always has them; the
+    # life cycle (connectionLost, a reload) checks them against None.
+    identity: Identity
+    relay: Relay
+    session: Session
+
     def __init__(self, services: SessionServices) -> None:
         self.services = services
         self.host = services.host
@@ -222,17 +230,17 @@ class ClientConnection(Protocol):
         self.phase = "login"
         #: the login, sans-IO; made once the peer's address is known (`connectionMade`)
         self.login: ClientLogin
-        self.identity: Identity | None = None
+        self.identity = None  # type: ignore[assignment]
         self.upstream: UpstreamProtocol | None = None
-        self.relay: Relay | None = None
-        self.session: Session | None = None
+        self.relay = None  # type: ignore[assignment]
+        self.session = None  # type: ignore[assignment]
         #: a statement that may change the catalog went upstream; its transaction has not ended yet
         self.catalog_changed = False
-        self.policies: tuple = ()
+        self.policies: tuple[Policy, ...] = ()
         #: what the core enforces in this session whatever the plugins say (see `pgwarden.limits`)
         self.limits = SessionLimits()
         self.key: tuple[int, int] | None = None
-        self._timeout = None
+        self._timeout: IDelayedCall | None = None
         self._paused_for_backlog = False
         #: records of this connection (its id is the session id)
         self.log = SessionLog(new_session_id())
@@ -327,7 +335,10 @@ class ClientConnection(Protocol):
             if isinstance(action, Send):
                 self.transport.write(action.data)
             elif isinstance(action, StartTLS):
-                self.transport.startTLS(self.host.client_tls)
+                tls = self.host.client_tls
+                if tls is None:  # the login was told that a certificate is configured
+                    raise LocalProtocolError("StartTLS without listen.tls")
+                self.transport.startTLS(tls)
             elif isinstance(action, ForwardCancel):
                 # Closed only once the upstream has taken the cancel (see CancelForwarder.cancel).
                 self.phase = "closed"
@@ -362,7 +373,7 @@ class ClientConnection(Protocol):
 
     def _authenticate(self, token: str) -> None:
         try:
-            outcome = self.services.authenticator.authenticate(self.login.startup, token)
+            outcome = self.services.authenticator.authenticate(self.login.startup_message, token)
         except AuthenticationFailed as e:
             self._apply(self.login.auth_failed(e.reason))
             return
@@ -372,7 +383,8 @@ class ClientConnection(Protocol):
             self._authenticated(outcome)
 
     def _auth_failure(self, failure: Failure) -> None:
-        reason = failure.value.reason if failure.check(AuthenticationFailed) else repr(failure.value)
+        error = failure.value
+        reason = error.reason if isinstance(error, AuthenticationFailed) else repr(error)
         self._apply(self.login.auth_failed(reason))
 
     def _authenticated(self, identity: Identity) -> None:
@@ -393,11 +405,9 @@ class ClientConnection(Protocol):
 
     def _connect_upstream(self) -> None:
         cfg = self.host.config.upstream
-        params = [
-            (k, v) for k, v in self.startup.parameters if k in FORWARDED_PARAMETERS and k != "application_name"
-        ]
-        params.append(("application_name",
-                       upstream_application_name(cfg.application_name, self.identity, self.startup)))
+        startup = self.login.startup_message
+        params = [(k, v) for k, v in startup.parameters if k in FORWARDED_PARAMETERS and k != "application_name"]
+        params.append(("application_name", upstream_application_name(cfg.application_name, self.identity, startup)))
         timeout_ms = statement_timeout_ms(self.policies)
         if timeout_ms is not None:  # a `limit` rule: enforced by the server itself
             params.append(("statement_timeout", str(timeout_ms)))
@@ -455,7 +465,7 @@ class ClientConnection(Protocol):
         self.key = (pid, secret)
         self.canceller.keys[self.key] = self
         self.upstream_key = login.key
-        startup = self.login.startup
+        startup = self.login.startup_message
         self.transport.writeSequence(greeting(login.server_parameters, login.notices, m.BackendKeyData(pid, secret),
                                               login.transaction_status, startup.get("application_name") or ""))
 
@@ -463,7 +473,7 @@ class ClientConnection(Protocol):
             id=self.log.id,
             identity=self.identity,
             database=self.host.config.upstream.database,
-            application_name=self.startup.get("application_name"),
+            application_name=startup.get("application_name"),
             client_address=peer_text(self.transport.getPeer()),
             policies=self.policies,
         )
@@ -471,7 +481,7 @@ class ClientConnection(Protocol):
                                                 self.host.config.limits.max_message_bytes)
         #: what statements of this session are analysed against (catalog, search_path)
         self.sql_context = session_sql_context(self.services.catalog.current, self.host.config.upstream.user,
-                                               self.startup)
+                                               startup)
         self.relay.row_cap = row_cap(self.policies)
         self.relay.read_only = self.limits.read_only
         early = self.login.ready()
@@ -556,6 +566,8 @@ class ClientConnection(Protocol):
             return self._settle_recorded(request, Failure())
         if settled(result):
             return result
+        if not isinstance(result, Deferred):  # a decider that answers nonsense refuses
+            return self._settle_recorded(request, Failure(TypeError(f"a decider answered {result!r}")))
         # A Deferred: resolve when it fires; meanwhile the relay queues.
         fired = []
 

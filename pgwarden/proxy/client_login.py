@@ -145,6 +145,13 @@ class ClientLogin:
     _startup_framer: StartupFramer = attrs.Factory(StartupFramer)
     _framer: MessageFramer = attrs.Factory(lambda: MessageFramer(MAX_LOGIN_MESSAGE, valid_types=frozenset(b"pX")))
 
+    @property
+    def startup_message(self) -> m.StartupMessage:
+        """The StartupMessage, for what comes after it (there is none before)."""
+        if self.startup is None:
+            raise LocalProtocolError("client login: no StartupMessage yet")
+        return self.startup
+
     # ------------------------------------------------------------------ inputs
 
     def receive(self, data: bytes) -> list[Action]:

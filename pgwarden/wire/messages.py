@@ -14,7 +14,8 @@ these when it needs a field.
 from __future__ import annotations
 
 import struct
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import ClassVar, Protocol, Self
 
 import attrs
 
@@ -171,21 +172,20 @@ def frame(type_byte: bytes, body: bytes = b"") -> bytes:
     return type_byte + _I32.pack(len(body) + 4) + body
 
 
-def _empty(cls):
-    """Decorates a message class that has no fields."""
+class _Empty:
+    """A message that has no fields: its type byte and length say everything."""
+
+    __slots__ = ()
+    TYPE: ClassVar[bytes]
 
     @classmethod
-    def decode(klass, body: bytes):
+    def decode(cls, body: bytes) -> Self:
         if body:
-            raise ProtocolError(f"{klass.__name__}: unexpected bytes in an empty message")
-        return klass()
+            raise ProtocolError(f"{cls.__name__}: unexpected bytes in an empty message")
+        return cls()
 
     def encode(self) -> bytes:
         return frame(self.TYPE)
-
-    cls.decode = decode
-    cls.encode = encode
-    return cls
 
 
 # --------------------------------------------------------------------------- frontend
@@ -320,21 +320,18 @@ class Execute:
         return Writer().cstring(self.portal).int32(self.max_rows).frame(self.TYPE)
 
 
-@_empty
 @attrs.frozen
-class Flush:
+class Flush(_Empty):
     TYPE: ClassVar[bytes] = b"H"
 
 
-@_empty
 @attrs.frozen
-class Sync:
+class Sync(_Empty):
     TYPE: ClassVar[bytes] = b"S"
 
 
-@_empty
 @attrs.frozen
-class Terminate:
+class Terminate(_Empty):
     TYPE: ClassVar[bytes] = b"X"
 
 
@@ -351,9 +348,8 @@ class CopyData:
         return frame(self.TYPE, self.data)
 
 
-@_empty
 @attrs.frozen
-class CopyDone:
+class CopyDone(_Empty):
     TYPE: ClassVar[bytes] = b"c"
 
 
@@ -480,39 +476,33 @@ class BackendKeyData:
         return Writer().int32(self.process_id).uint32(self.secret_key).frame(self.TYPE)
 
 
-@_empty
 @attrs.frozen
-class ParseComplete:
+class ParseComplete(_Empty):
     TYPE: ClassVar[bytes] = b"1"
 
 
-@_empty
 @attrs.frozen
-class BindComplete:
+class BindComplete(_Empty):
     TYPE: ClassVar[bytes] = b"2"
 
 
-@_empty
 @attrs.frozen
-class CloseComplete:
+class CloseComplete(_Empty):
     TYPE: ClassVar[bytes] = b"3"
 
 
-@_empty
 @attrs.frozen
-class NoData:
+class NoData(_Empty):
     TYPE: ClassVar[bytes] = b"n"
 
 
-@_empty
 @attrs.frozen
-class EmptyQueryResponse:
+class EmptyQueryResponse(_Empty):
     TYPE: ClassVar[bytes] = b"I"
 
 
-@_empty
 @attrs.frozen
-class PortalSuspended:
+class PortalSuspended(_Empty):
     TYPE: ClassVar[bytes] = b"s"
 
 
@@ -890,7 +880,13 @@ def decode_startup(body: bytes):
     return StartupMessage(code, tuple(params))
 
 
-FRONTEND: dict[bytes, type] = {
+class MessageClass(Protocol):
+    """What a registry holds: a message class, which decodes a body into its message."""
+
+    def decode(self, body: bytes) -> object: ...
+
+
+FRONTEND: dict[bytes, MessageClass] = {
     cls.TYPE: cls
     for cls in (
         Bind,
@@ -910,7 +906,7 @@ FRONTEND: dict[bytes, type] = {
     )
 }
 
-BACKEND: dict[bytes, type] = {
+BACKEND: dict[bytes, MessageClass] = {
     cls.TYPE: cls
     for cls in (
         Authentication,
@@ -941,7 +937,7 @@ BACKEND: dict[bytes, type] = {
 }
 
 
-def decode(registry: dict[bytes, type], type_byte: bytes, body: bytes):
+def decode(registry: Mapping[bytes, MessageClass], type_byte: bytes, body: bytes) -> object:
     """Decodes one message body with the class its type byte names in ``registry``."""
     cls = registry.get(type_byte)
     if cls is None:

@@ -30,6 +30,7 @@ $(EXAMPLE_STAMP): setup.cfg pyproject.toml $(EXAMPLE)/setup.cfg
 # ruff (style, imports, likely bugs) and mypy (the annotations), as configured in pyproject.toml.
 lint: $(STAMP)
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 # The whole suite: lint first, then unit, property-based (fast profile), end to end, again on
 # Twisted's own reactor (test-stock-reactor), and the example plugin's own.

@@ -5,23 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import attrs
 
 from pgwarden.config import ConfigError
-
-if TYPE_CHECKING:
-    from twisted.internet.interfaces import IListeningPort
-
-
-def _port_number(listening: IListeningPort) -> int:
-    from twisted.internet.address import IPv4Address, IPv6Address
-
-    address = listening.getHost()
-    if not isinstance(address, IPv4Address | IPv6Address):
-        raise TypeError(f"not listening on TCP: {address}")
-    return address.port
 
 
 def _tune_gc() -> None:
@@ -61,6 +49,7 @@ def _cmd_run(args) -> int:
 
     from pgwarden import oplog
     from pgwarden.app import Application
+    from pgwarden.proxy.peer import port_number
     from pgwarden.proxy.reactor import name_of
 
     oplog.start()
@@ -74,9 +63,9 @@ def _cmd_run(args) -> int:
         return 2
     # The admin port first: whoever waits for the ready file may read both then.
     if args.admin_port_file:
-        _write_at_once(args.admin_port_file, str(_port_number(admin_port)))
+        _write_at_once(args.admin_port_file, str(port_number(admin_port)))
     if args.ready_file:
-        _write_at_once(args.ready_file, str(_port_number(port)))
+        _write_at_once(args.ready_file, str(port_number(port)))
     from pgwarden.watch import watch_config
 
     watch_config(app, reactor, args.config, args.reload_poll_s)

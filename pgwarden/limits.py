@@ -195,6 +195,8 @@ def refusal(analysis, limits: SessionLimits) -> Verdict | None:
 
 def _timeout_refusal(analysis, limits: SessionLimits) -> Verdict | None:
     limit = limits.timeout_ms
+    if limit is None:
+        return None
     policy, rule = limits.timeout_where
     for _name, value in setting_changes(analysis, ("statement_timeout",)):
         if value is None:  # RESET / DEFAULT: the value the session started with

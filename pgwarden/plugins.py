@@ -206,8 +206,8 @@ class PluginHost:
                 deciders.setdefault(impl.plugin_name, impl.plugin)
         callers = [(name, self.pm.subset_hook_caller(hook_name, [p for n, p in deciders.items() if n != name]))
                    for name in deciders]
-        self._callers[hook_name] = callers
-        return callers
+        self._callers[hook_name] = callers  # type: ignore[assignment]  # a HookCaller is such a Call
+        return callers  # type: ignore[return-value]
 
     def _culprit(self, hook_name: str, error: BaseException, default: str) -> str:
         """The plugin whose code raised ``error`` in a call of ``hook_name``: the innermost
@@ -239,8 +239,8 @@ class PluginHost:
             for answer in answers:
                 waiting = later(answer)
                 if isinstance(waiting, Deferred):
-                    waiting.addErrback(lambda f, n=name: log.failure("plugin {plugin} failed in {hook}", f,
-                                                                     plugin=n, hook=hook_name))
+                    waiting.addErrback(lambda f, n=name: log.failure(  # type: ignore[call-overload]
+                        "plugin {plugin} failed in {hook}", f, plugin=n, hook=hook_name))
 
     # ------------------------------------------------------------------ declarations
 
@@ -515,8 +515,8 @@ class PluginHost:
                 answers.append(answer)
         if not waits:
             return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
-        return gatherResults([a if isinstance(a, Deferred) else succeed(a) for a in answers]) \
-            .addCallback(Verdict.strictest)
+        return gatherResults(  # type: ignore[misc]
+            [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)
 
     def _settle(self, name: str, answer: object) -> Verdict | Deferred[Verdict | None] | None:
         """A plugin's answer that is not a Verdict: None, a Deferred or a coroutine (a Verdict
@@ -555,7 +555,7 @@ class PluginHost:
     def approval(self, request: object, session: Session) -> Deferred[Verdict] | None:
         """The approval store's Deferred decision, or None when no plugin holds approvals."""
         answer = later(self._approve(request=request, session=session))
-        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)
+        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)  # type: ignore[arg-type]
 
     @property
     def masks(self) -> bool:

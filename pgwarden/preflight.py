@@ -71,7 +71,7 @@ def load_checked(
         disabling = isinstance(plugins, dict) and "disable" in plugins
         why = host.no_authenticator()
         problems.append(located(lines, ("plugins", "disable"), why) if disabling else why)
-    if problems:
+    if problems or config is None:
         raise ConfigError(source, sorted(problems, key=line_of))
     return config, host
 

@@ -108,7 +108,7 @@ def render_session(records: list[dict]) -> list[str]:
                        f"{' by ' + r['approver'] if r.get('approver') else ''}"
                        f"{': ' + r['reason'] if r.get('reason') else ''}")
         elif kind == "result":
-            stmt = statements.get(r.get("statement"), {})
+            stmt = statements.get(r["statement"], {}) if "statement" in r else {}
             if stmt.get("protocol") == "extended" and r.get("parameters") is not None:
                 out.append(f"-- parameters: {', '.join(_literal(p) for p in r['parameters'])}")
             if r.get("sqlstate"):

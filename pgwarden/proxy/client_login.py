@@ -246,7 +246,7 @@ class ClientLogin:
             elif isinstance(packet, m.CancelRequest):
                 self._go(State.CLOSED)
                 out.append(ForwardCancel(packet.process_id, packet.secret_key))
-            else:
+            elif isinstance(packet, m.StartupMessage):
                 self._startup_message(packet, out)
 
     def _startup_message(self, startup: m.StartupMessage, out: list[Action]) -> None:
@@ -284,7 +284,7 @@ class ClientLogin:
 
     def _read_password(self, out: list[Action]) -> None:
         raw = self._framer.next_frame()
-        if raw is NEED_DATA:
+        if not isinstance(raw, bytes):  # NEED_DATA
             return
         if raw[:1] == b"X":
             self._go(State.CLOSED)

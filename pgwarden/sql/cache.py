@@ -18,6 +18,7 @@ Agents repeat themselves: the same statement with another constant costs one
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TypeVar
 
 from pglast.parser import ParseError, normalize
 
@@ -28,8 +29,11 @@ from pgwarden.sql.resolve import resolve
 from pgwarden.sql.statement import Statement
 from pgwarden.sql.syntax import Syntax, syntax_of
 
+K = TypeVar("K")
+V = TypeVar("V")
 
-def _put(cache: OrderedDict, key, value, size: int) -> None:
+
+def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
     cache[key] = value
     if len(cache) > size:
         cache.popitem(last=False)
@@ -39,8 +43,8 @@ class StatementCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._items: OrderedDict[tuple, Statement] = OrderedDict()
-        self._syntax: OrderedDict[tuple, Syntax] = OrderedDict()
-        self._by_normalized: OrderedDict[tuple, Syntax] = OrderedDict()
+        self._syntax: OrderedDict[str | tuple[str, LexerSettings], Syntax] = OrderedDict()
+        self._by_normalized: OrderedDict[str, Syntax] = OrderedDict()
         self._resolved: OrderedDict[tuple, tuple[Syntax, Analysis]] = OrderedDict()
         self.hits = 0
         self.fingerprint_hits = 0  # analyses shared by normalized text (name kept for the metrics)

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 import attrs
 
-from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, TypeFacts
+from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.syntax import COMPUTED, Call, Syntax
@@ -367,7 +367,7 @@ class _Resolver:
             known = inert[key] = all(
                 (fn := self.catalog.function(oid)) is not None and fn.builtin and not self.function_kinds(fn)
                 for oid in self.catalog.conversion(type_oid, explicit))
-        return known
+        return bool(known)
 
     def _runs(self, oid: int, kinds: set[str], functions: set[str], nested: list, named: bool) -> None:
         """Function ``oid`` runs where the text does not call it (a cast): judged as a call.
@@ -469,7 +469,8 @@ class _Resolver:
                 kinds.add("server_files")
         return tables, writes
 
-    def _view(self, view, tables, kinds, functions, seen: set[int]) -> None:
+    def _view(self, view: RelationFacts, tables: set[str], kinds: set[str], functions: set[str],
+              seen: set[int]) -> None:
         if view.oid in seen:
             return
         seen.add(view.oid)

@@ -51,13 +51,16 @@ class Reader:
         return bytes(chunk)
 
     def int16(self) -> int:
-        return _I16.unpack(self._take(2))[0]
+        value: int = _I16.unpack(self._take(2))[0]
+        return value
 
     def int32(self) -> int:
-        return _I32.unpack(self._take(4))[0]
+        value: int = _I32.unpack(self._take(4))[0]
+        return value
 
     def uint32(self) -> int:
-        return _U32.unpack(self._take(4))[0]
+        value: int = _U32.unpack(self._take(4))[0]
+        return value
 
     def byte(self) -> bytes:
         return self._take(1)
@@ -529,7 +532,7 @@ class _CopyResponse:
     column_formats: tuple[int, ...] = ()
 
     @classmethod
-    def decode(cls, body: bytes):
+    def decode(cls, body: bytes) -> Self:
         r = Reader(body, cls.__name__)
         fmt = r.byte()[0]
         cols = tuple(r.int16() for _ in range(r.count()))
@@ -583,7 +586,7 @@ class _FieldsMessage:
     fields: tuple[tuple[str, str], ...]
 
     @classmethod
-    def decode(cls, body: bytes):
+    def decode(cls, body: bytes) -> Self:
         r = Reader(body, cls.__name__)
         fields = []
         while (code := r.byte()) != b"\0":
@@ -619,7 +622,7 @@ class _FieldsMessage:
         message: str,
         detail: str | None = None,
         hint: str | None = None,
-    ):
+    ) -> Self:
         fields = [("S", severity), ("V", severity), ("C", sqlstate), ("M", message)]
         if detail:
             fields.append(("D", detail))
@@ -627,7 +630,7 @@ class _FieldsMessage:
             fields.append(("H", hint))
         return cls(tuple(fields))
 
-    def without(self, codes: str):
+    def without(self, codes: str) -> Self:
         return type(self)(tuple(f for f in self.fields if f[0] not in codes))
 
 
@@ -854,7 +857,7 @@ class CancelRequest:
         return _I32.pack(len(body) + 4) + body
 
 
-def decode_startup(body: bytes):
+def decode_startup(body: bytes) -> SSLRequest | GSSENCRequest | CancelRequest | StartupMessage:
     """Decodes an untyped startup packet (the bytes after its length word)."""
     r = Reader(body, "startup packet")
     code = r.int32()
@@ -945,11 +948,11 @@ def decode(registry: Mapping[bytes, MessageClass], type_byte: bytes, body: bytes
     return cls.decode(body)
 
 
-def decode_frontend(raw: bytes):
+def decode_frontend(raw: bytes) -> object:
     """Decodes one whole frontend message (type byte and length included)."""
     return decode(FRONTEND, raw[:1], raw[5:])
 
 
-def decode_backend(raw: bytes):
+def decode_backend(raw: bytes) -> object:
     """Decodes one whole backend message (type byte and length included)."""
     return decode(BACKEND, raw[:1], raw[5:])

@@ -36,8 +36,9 @@ from pgwarden.wire import messages as m
 DB = "hostile"
 MARKER = Path(f"/tmp/pgwarden-hostile-{os.getpid()}-pwned")
 
-# The design's example policy (its block rules) with the new kinds; the table rule also covers the
-# schema named after the upstream role (what "$user" on the default search_path stands for).
+# Block rules like those of `pgwarden demo`'s policy, with the new kinds;
+# the table rule also covers the schema named after the upstream role (what "$user" on the default
+# search_path stands for).
 DESIGN = {
     "name": "agents",
     "when": {"groups": ["ai-agents"]},

@@ -46,9 +46,7 @@ class StatementCache:
         self._syntax: OrderedDict[str | tuple[str, LexerSettings], Syntax] = OrderedDict()
         self._by_normalized: OrderedDict[str, Syntax] = OrderedDict()
         self._resolved: OrderedDict[tuple, tuple[Syntax, Analysis]] = OrderedDict()
-        self.hits = 0
-        self.fingerprint_hits = 0  # analyses shared by normalized text (name kept for the metrics)
-        self.misses = 0
+        self.fingerprint_hits = 0  # analyses shared by normalized text
 
     def get(self, sql: str, context: SqlContext | LexerSettings | None = None) -> Statement:
         """The Statement for ``sql`` in ``context`` (or the default context read under the given
@@ -64,7 +62,6 @@ class StatementCache:
         statement = items.get(key)
         if statement is not None:
             items.move_to_end(key)
-            self.hits += 1
             return statement
         statement = Statement(sql, cache=self, context=ctx)
         _put(items, key, statement, self._size)
@@ -87,7 +84,6 @@ class StatementCache:
                 if shared is not None:
                     self.fingerprint_hits += 1
                     return shared
-        self.misses += 1
         syntax = syntax_of(sql, lexer)
         _put(self._syntax, key, syntax, self._size)
         if normalized is not None and syntax.constant_free:

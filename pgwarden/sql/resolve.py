@@ -29,8 +29,6 @@ use.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import attrs
 
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
@@ -540,8 +538,3 @@ class _Resolver:
 def _schema(name: str) -> str:
     return "pg_temp" if name.startswith("pg_temp") else name
 
-
-def kinds_of_functions(functions: Iterable[FunctionFacts], ctx: SqlContext) -> dict[str, frozenset[str]]:
-    """For tools (`pgwarden explain`): each function's kinds under ``ctx``."""
-    r = _Resolver(ctx)
-    return {f"{fn.schema}.{fn.name}": r.function_kinds(fn) for fn in functions}

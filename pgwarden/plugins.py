@@ -251,8 +251,8 @@ class PluginHost:
             for answer in answers:
                 waiting = later(answer)
                 if isinstance(waiting, Deferred):
-                    waiting.addErrback(lambda f, n=name: log.failure("plugin {plugin} failed in {hook}", f,
-                                                                     plugin=n, hook=hook_name))
+                    waiting.addErrback(lambda f, n=name: log.failure(  # type: ignore[call-overload]
+                        "plugin {plugin} failed in {hook}", f, plugin=n, hook=hook_name))
 
     # ------------------------------------------------------------------ declarations
 
@@ -529,8 +529,8 @@ class PluginHost:
                 answers.append(answer)
         if not waits:
             return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
-        return gatherResults([a if isinstance(a, Deferred) else succeed(a) for a in answers]) \
-            .addCallback(Verdict.strictest)
+        return gatherResults(  # type: ignore[misc]
+            [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)
 
     def _settle(self, name: str, answer: object) -> Verdict | Deferred[Verdict | None] | None:
         """A plugin's answer that is not a Verdict: None, a Deferred or a coroutine (a Verdict
@@ -569,7 +569,7 @@ class PluginHost:
     def approval(self, request: object, session: Session) -> Deferred[Verdict] | None:
         """The approval store's Deferred decision, or None when no plugin holds approvals."""
         answer = later(self._approve(request=request, session=session))
-        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)
+        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)  # type: ignore[arg-type]
 
     @property
     def masks(self) -> bool:
@@ -580,7 +580,7 @@ class PluginHost:
         """Column index -> masker, from every plugin (a later plugin's masker for a column wins)."""
         maskers: dict = {}
         for answer in self._masks(shape=shape, statement=statement, session=session):
-            maskers.update(answer or {})
+            maskers.update(answer or {})  # type: ignore[call-overload]  # the hook promises a dict
         return maskers
 
     # ------------------------------------------------------------------ listing

@@ -9,7 +9,8 @@ cache key that depends on catalog facts.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -117,8 +118,8 @@ class CastFacts:
     method: str = "f"  # castmethod: f function, i through the types' text input and output, b binary
 
 
-def _index(items: Iterable, key) -> dict[str, tuple]:
-    out: dict[str, list] = {}
+def _index(items: Iterable, key) -> dict[Any, tuple]:
+    out: dict[Any, list] = {}
     for item in items:
         out.setdefault(key(item), []).append(item)
     return {k: tuple(v) for k, v in out.items()}

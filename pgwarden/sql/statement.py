@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
 from pglast.parser import ParseError, fingerprint
 
 from pgwarden.sql.analysis import Analysis
+
+if TYPE_CHECKING:
+    from pgwarden.sql.cache import StatementCache
+    from pgwarden.sql.context import SqlContext
+    from pgwarden.sql.lexer import LexerSettings
 
 _UNSET = object()
 
@@ -19,7 +27,9 @@ class Statement:
 
     __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
 
-    def __init__(self, sql: str, analyze=None, cache=None, context=None, lexer=None) -> None:
+    def __init__(self, sql: str, analyze: Callable[[str], Analysis] | None = None,
+                 cache: StatementCache | None = None, context: SqlContext | None = None,
+                 lexer: LexerSettings | None = None) -> None:
         self.sql = sql
         if lexer is not None:
             from pgwarden.sql.context import default_context
@@ -31,8 +41,8 @@ class Statement:
         # statement, keeps statements free of reference cycles: an evicted one is freed
         # at once instead of waiting for the cycle collector.
         self._cache = cache
-        self._analysis = None
-        self._fingerprint = _UNSET
+        self._analysis: Analysis | None = None
+        self._fingerprint: str | None | object = _UNSET
 
     def __repr__(self) -> str:
         return f"Statement({self.sql!r})"
@@ -42,7 +52,7 @@ class Statement:
         analysis = self._analysis
         if analysis is None:
             if self._cache is not None:
-                analysis = self._cache.analysis_for(self.sql, self.context)
+                analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
             elif self._analyze is not None:
                 analysis = self._analyze(self.sql)
             else:
@@ -96,7 +106,7 @@ class Statement:
             except ParseError:
                 fp = None
             self._fingerprint = fp
-        return fp
+        return cast("str | None", fp)  # set by now
 
 
 def analyze(sql: str) -> Statement:

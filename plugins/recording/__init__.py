@@ -15,12 +15,16 @@ configuration, by declaring it; with no sinks there it wants no records
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import orjson
 
 from pgwarden.api import RECORDING, ConfigProblem, Reactor, Record, Sections, hookimpl
 from pgwarden.config import FileSink as FileSinkConfig
 from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
+
+if TYPE_CHECKING:
+    from twisted.internet.task import LoopingCall
 
 _dumps = orjson.dumps
 
@@ -38,7 +42,7 @@ class Recording:
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
         self._batch: list[Record] = []  # the records of this reactor turn, not yet serialised
-        self._ticker = None
+        self._ticker: LoopingCall | None = None
 
     @hookimpl
     def pgwarden_config_sections(self):
@@ -88,7 +92,7 @@ class Recording:
             from twisted.internet.task import LoopingCall
 
             self._ticker = LoopingCall(self._tick)
-            self._ticker.clock = reactor
+            self._ticker.clock = reactor  # type: ignore[assignment]  # the whole reactor
             self._ticker.start(0.25, now=False)
 
     def _tick(self) -> None:

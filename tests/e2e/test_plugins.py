@@ -464,4 +464,5 @@ def test_only_names_installed_plugins(make_pgwarden):
     with pytest.raises(PluginError, match=r"no installed plugin is named 'blok' \(installed: .*block"):
         make_pgwarden(only=["jwt", "blok"])
     with pytest.raises(ConfigError, match="rule kind 'block' is interpreted by no loaded plugin"):
-        make_pgwarden(only=["jwt", "recording"], policies=[{"name": "p", "rules": [{"block": {"statements": ["ddl"]}}]}])
+        make_pgwarden(only=["jwt", "recording"],
+                      policies=[{"name": "p", "rules": [{"block": {"statements": ["ddl"]}}]}])

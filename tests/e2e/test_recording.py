@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from pgwarden import hookimpl
 from pgwarden.api import RECORDING
-from pgwarden.testing.pytest_plugin import check_records
 from pgwarden.testing.clocks import EndOfPollClock, StockClock
+from pgwarden.testing.pytest_plugin import check_records
 
 POLICY = {
     "name": "agents",

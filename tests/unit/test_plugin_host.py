@@ -13,8 +13,8 @@ from twisted.internet import defer, task
 
 from pgwarden import Verdict, hookimpl
 from pgwarden.config import parse_config
-from pgwarden.plugins import PluginHost
 from pgwarden.identity import Identity
+from pgwarden.plugins import PluginHost
 from pgwarden.session import Session
 from pgwarden.sql.statement import Statement
 

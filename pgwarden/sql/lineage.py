@@ -29,6 +29,7 @@ from pglast.parser import ParseError
 from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
+from pgwarden.sql.syntax import SYSTEM_COLUMNS
 
 
 @attrs.frozen
@@ -118,7 +119,11 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
     stmts = [raw.get("stmt", {}) for raw in tree.get("stmts", [])] if isinstance(tree, dict) else []
 
     def run() -> tuple[Lineage, ...]:
-        return tuple(_Walker(context).statement(stmt) for stmt in stmts)
+        first = _Walker(context).statement(stmts[0]) if stmts else None
+        if len(stmts) <= 1:
+            return (first,) if first is not None else ()
+        later = _later_context(tree, context)
+        return (first,) + tuple(_Walker(later).statement(stmt) for stmt in stmts[1:])
 
     try:
         try:
@@ -127,6 +132,17 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
             return deep(run)
     except Exception:  # noqa: BLE001 - a bug here must not let a statement through unmasked
         return tuple(UNKNOWN for _ in stmts) or (UNKNOWN,)
+
+
+def _later_context(tree: dict[str, Any], context: SqlContext) -> SqlContext:
+    """The context for the second and later statements of a string: an earlier one may have
+    moved the search_path (SET, set_config, a function), so an unqualified name may be in any
+    schema that holds a relation of that name (as the analysis matches table rules)."""
+    from pgwarden.sql.syntax import _walk_tree
+
+    after = context.after(_walk_tree(tree, context.lexer))
+    possible = after.possible | frozenset(after.search_path or ()) | frozenset(context.search_path or ())
+    return attrs.evolve(after, search_path=None, possible=possible - {"$user"})
 
 
 class NamedLineage:
@@ -208,11 +224,14 @@ class _Rel:
     # on it is taken to exist.
     unknown: tuple[tuple[str, ...], str] | None = None
     opaque: bool = False  # a FROM item lineage cannot follow (any column, any number of them)
+    system: bool = False  # a stored relation: ctid, xmin, tableoid, ... hold no column's value
 
     def find(self, name: str) -> _Val | None:
         found = [v for n, v in self.columns if n == name]
         if found:
             return found[0] if len(found) == 1 else _union(found)
+        if self.system and name in SYSTEM_COLUMNS:
+            return _NONE
         if self.unknown is not None:
             schemas, table = self.unknown
             sources = frozenset(Source(s, table, name) for s in schemas)
@@ -665,13 +684,15 @@ class _Walker:
             columns_each = [self.relation_columns(r) for r in found]
             if any(c is None for c in columns_each):
                 return self.unknown_item(schema, name, alias)
+            alike = True
             if len(columns_each) == 1:
                 columns = columns_each[0] or []
             else:  # an uncertain search_path: any of them
-                columns = _merge_alternatives([c or [] for c in columns_each])
+                columns, alike = _merge_alternatives([c or [] for c in columns_each])
             columns = _rename(columns, alias[1])
-            rel = _Rel(alias[0] or name, columns, schema=schema or found[0].schema)
-            return _Item([rel], columns, [])
+            rel = _Rel(alias[0] or name, columns, schema=schema or found[0].schema,
+                       system=all(r.kind in ("r", "p", "m", "f", "S") for r in found), opaque=not alike)
+            return _Item([rel], columns, [] if alike else [rel])
         return self.unknown_item(schema, name, alias)
 
     def unknown_item(self, schema: str | None, name: str, alias: tuple[str | None, list[str]]) -> _Item:
@@ -769,7 +790,7 @@ class _Walker:
         results: list[Columns] = []
         for fn in candidates:
             results.append(self.function_result(fn, defs, fname))
-        columns = _merge_alternatives(results) if len(results) > 1 else results[0]
+        columns = _merge_alternatives(results)[0] if len(results) > 1 else results[0]
         if argv.sources or argv.opaque:
             columns = [(nm, _Val(v.sources | argv.sources, False, v.opaque or argv.opaque)) for nm, v in columns]
         return columns, fname
@@ -948,6 +969,8 @@ class _Walker:
                 if hits:
                     return hits[0] if len(hits) == 1 else _union(hits)
                 if name in s.params:
+                    return _NONE
+                if name in SYSTEM_COLUMNS and any(r.system for item in s.items for r in item.rels):
                     return _NONE
                 opens = [r for item in s.items for r in item.open_rels]
                 if opens:
@@ -1275,16 +1298,17 @@ def _rename(columns: Columns, aliases: list[str]) -> Columns:
     return [(aliases[i] if i < len(aliases) else n, v) for i, (n, v) in enumerate(columns)]
 
 
-def _merge_alternatives(alternatives: list[Columns]) -> Columns:
-    """Columns of a name that may be any of several relations (an uncertain search_path)."""
-    first = alternatives[0]
+def _merge_alternatives(alternatives: list[Columns]) -> tuple[Columns, bool]:
+    """Columns of a name that may be any of several relations (an uncertain search_path), by
+    name; and whether they all have the same columns (else ``*`` cannot be expanded)."""
+    names = [n for n, _ in alternatives[0]]
+    alike = all([n for n, _ in alt] == names for alt in alternatives)
+    order = list(dict.fromkeys(n for alt in alternatives for n, _ in alt))
     out: Columns = []
-    for i, (name, _) in enumerate(first):
-        vals = [alt[i][1] for alt in alternatives if i < len(alt)]
+    for name in order:
+        vals = [v for alt in alternatives for n, v in alt if n == name]
         out.append((name, _either(vals)))
-    if any(len(a) != len(first) for a in alternatives):
-        out.append(("*", _OPAQUE))
-    return out
+    return out, alike
 
 
 def _alias(f: dict) -> tuple[str | None, list[str]]:

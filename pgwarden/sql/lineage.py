@@ -275,10 +275,11 @@ class _Scope:
 
 
 def _node(obj: Any) -> tuple[str, dict] | None:
-    if isinstance(obj, dict) and len(obj) == 1:
-        (name, fields), = obj.items()
-        if name[:1].isupper() and isinstance(fields, dict):
-            return name, fields
+    """('SelectStmt', fields) for a wrapped node, else None (the hottest function here)."""
+    if type(obj) is dict and len(obj) == 1:
+        for name, fields in obj.items():
+            if type(fields) is dict and "A" <= name[:1] <= "Z":
+                return name, fields
     return None
 
 
@@ -916,10 +917,15 @@ class _Walker:
         schema = _schema(rel.schema)
         if rel.kind in ("v", "m"):
             return self.view_columns(rel)
-        cols = self.catalog.columns_of(rel.oid)
-        if cols is None:
-            return None
-        return [(c.name, _Val(frozenset({Source(schema, rel.name, c.name)}), True, False)) for c in cols]
+        cache: dict = self.catalog.derived.setdefault("lineage tables", {})
+        known = cache.get(rel.oid)
+        if known is None:
+            cols = self.catalog.columns_of(rel.oid)
+            if cols is None:
+                return None
+            known = cache[rel.oid] = [(c.name, _Val(frozenset({Source(schema, rel.name, c.name)}), True, False))
+                                      for c in cols]
+        return known
 
     def view_columns(self, view: RelationFacts) -> Columns | None:
         """A view's columns as its definition computes them (views inside it followed)."""

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from pgwarden.catalog import builtin_catalog  # noqa: E402
-from pgwarden.catalog.model import Catalog, ColumnFacts, RelationFacts  # noqa: E402
+from pgwarden.catalog.model import Catalog, RelationFacts  # noqa: E402
 from pgwarden.sql.cache import StatementCache  # noqa: E402
 from pgwarden.sql.context import SqlContext  # noqa: E402
 from pgwarden.sql.lineage import lineage_of  # noqa: E402
@@ -32,13 +32,14 @@ def catalog() -> Catalog:
               "orders": ("id", "user_id", "product_id", "amount", "note", "status", "created", "a", "b", "c"),
               "products": ("id", "title", "price", "sku", "stock", "d", "e", "f", "g", "h")}
     relations = list(base.relations)
-    columns = [c for r in base.relations for c in (base.columns_of(r.oid) or ())]
+    attributes = [(r.oid, [c.name for c in cols], [c.type for c in cols])
+                  for r in base.relations for cols in [base.columns_of(r.oid)] if cols is not None]
     for i, (name, cols) in enumerate(tables.items()):
         oid = 20000 + i
         relations.append(RelationFacts(oid, "public", name, "r"))
-        columns += [ColumnFacts(oid, n + 1, col, 25) for n, col in enumerate(cols)]
+        attributes.append((oid, list(cols), [25] * len(cols)))
     return Catalog(functions=base.functions, relations=relations, operators=base.operators, types=base.types,
-                   columns=columns, settings=base.settings, schemas=base.schemas | {"public"},
+                   attributes=attributes, settings=base.settings, schemas=base.schemas | {"public"},
                    source="bench", complete=True)
 
 

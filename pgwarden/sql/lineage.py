@@ -163,7 +163,7 @@ class NamedLineage:
         if body is None:
             return Lineage(outputs=None, reads=None, opaque=True, refers=lineage.refers)
         if lineage.refers[0] == "cursor" and lineage.outputs is None:  # MOVE: no rows
-            return attrs.evolve(lineage, reads=body.reads)
+            return attrs.evolve(lineage, reads=body.reads, opaque=False)
         return attrs.evolve(body, defines=(), forgets=(), refers=lineage.refers,
                             oracles=body.oracles + lineage.oracles)
 
@@ -358,9 +358,10 @@ class _Walker:
             return Lineage(outputs=None, reads=body.reads, oracles=body.oracles,
                            defines=(("cursor", f.get("portalname", ""), body),))
         if kind == "FetchStmt":
+            # Opaque until `NamedLineage.resolve` gives it the cursor's lineage: fail closed.
             name = f.get("portalname", "")
             outputs: tuple[Output, ...] | None = None if f.get("ismove") else ()
-            return Lineage(outputs=outputs, reads=frozenset(), refers=("cursor", name))
+            return Lineage(outputs=outputs, reads=None, opaque=True, refers=("cursor", name))
         if kind == "ClosePortalStmt":
             return Lineage(outputs=None, reads=frozenset(), forgets=(("cursor", f.get("portalname") or "*"),))
         if kind == "PrepareStmt":
@@ -369,7 +370,8 @@ class _Walker:
         if kind == "ExecuteStmt":
             for param in f.get("params") or ():
                 self.expr(param, _Scope([]))
-            return attrs.evolve(self.result(()), refers=("prepared", f.get("name", "")))
+            # Opaque until `NamedLineage.resolve` gives it the prepared body's lineage.
+            return Lineage(outputs=(), reads=None, opaque=True, refers=("prepared", f.get("name", "")))
         if kind == "DeallocateStmt":
             name = "*" if f.get("isall") or not f.get("name") else f["name"]
             return Lineage(outputs=None, reads=frozenset(), forgets=(("prepared", name),))

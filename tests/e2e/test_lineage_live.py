@@ -146,6 +146,21 @@ def test_outputs(ctx, conn, sql, expected):
             assert [c.name for c in cur.description] == [o.name for o in lineage.outputs]
 
 
+@pytest.mark.parametrize("sql, clauses", [
+    ("INSERT INTO orders (note) SELECT ssn FROM users", {("ssn", "write")}),
+    ("INSERT INTO orders (id, note) VALUES (1, 'x') ON CONFLICT DO NOTHING", set()),
+    ("MERGE INTO orders o USING users u ON u.id = o.user_id WHEN MATCHED AND u.ssn > '5' THEN "
+     "UPDATE SET note = u.email", {("id", "JOIN"), ("user_id", "JOIN"), ("ssn", "WHERE"), ("email", "write")}),
+    ("SELECT DISTINCT ssn FROM users", {("ssn", "DISTINCT")}),
+    ("SELECT count(*) FILTER (WHERE ssn LIKE '1%') FROM users", {("ssn", "FILTER")}),
+])
+def test_writes_and_other_oracles(ctx, sql, clauses):
+    lineage = one(sql, ctx)
+    assert {(o.source.column, o.clause) for o in lineage.oracles} == clauses
+    if not sql.startswith("SELECT"):
+        assert lineage.outputs is None
+
+
 def test_reads_include_what_views_filter_on(ctx):
     assert one("SELECT ident FROM v_nested", ctx).reads == {U("id"), U("ssn"), U("name")}
 

@@ -40,6 +40,16 @@ def test_cursor_fetch_takes_the_declare_lineage():
     named.after(declare)
     assert named.resolve(fetch).outputs == (Output("ssn", frozenset({users("ssn")}), True),)
     assert NamedLineage().resolve(fetch).opaque
+    assert fetch.opaque and fetch.reads is None  # unresolved, it fails closed
+
+
+def test_execute_is_opaque_until_resolved():
+    prepare, execute = lineage_of("PREPARE p AS SELECT ssn FROM users; EXECUTE p", default_context())
+    assert execute.opaque and execute.refers == ("prepared", "p")
+    named = NamedLineage()
+    named.after(prepare)
+    resolved = named.resolve(execute)
+    assert not resolved.opaque and resolved.outputs == (Output("ssn", frozenset({users("ssn")}), True),)
 
 
 def test_text_that_does_not_parse_is_opaque():

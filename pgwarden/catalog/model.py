@@ -9,7 +9,7 @@ cache key that depends on catalog facts.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -227,7 +227,7 @@ class Catalog:
             names, types = raw
             known = self._columns[oid] = tuple(
                 ColumnFacts(oid, attnum, name, type_oid, dropped=not name)
-                for attnum, (name, type_oid) in enumerate(zip(names, types), 1))
+                for attnum, (name, type_oid) in enumerate(zip(names, types, strict=True), 1))
         return known
 
     def columns_of(self, oid: int) -> tuple[ColumnFacts, ...] | None:

@@ -21,7 +21,8 @@ Pure: no Twisted, no I/O. The catalog facts come from the `SqlContext`.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import attrs
 from pglast.parser import ParseError
@@ -119,9 +120,11 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
     stmts = [raw.get("stmt", {}) for raw in tree.get("stmts", [])] if isinstance(tree, dict) else []
 
     def run() -> tuple[Lineage, ...]:
-        first = _Walker(context).statement(stmts[0]) if stmts else None
-        if len(stmts) <= 1:
-            return (first,) if first is not None else ()
+        if not stmts:
+            return ()
+        first = _Walker(context).statement(stmts[0])
+        if len(stmts) == 1:
+            return (first,)
         later = _later_context(tree, context)
         return (first,) + tuple(_Walker(later).statement(stmt) for stmt in stmts[1:])
 
@@ -281,6 +284,11 @@ def _node(obj: Any) -> tuple[str, dict] | None:
             if type(fields) is dict and "A" <= name[:1] <= "Z":
                 return name, fields
     return None
+
+
+def _is_star(obj: Any) -> bool:
+    n = _node(obj)
+    return n is not None and n[0] == "A_Star"
 
 
 def _str(obj: Any) -> str | None:
@@ -466,7 +474,7 @@ class _Walker:
         if op != "SETOP_NONE":
             left = self.query(f.get("larg"), scope)
             right = self.query(f.get("rarg"), scope)
-            columns = [(name, _either([lv, rv])) for (name, lv), (_, rv) in zip(left, right)]
+            columns = [(name, _either([lv, rv])) for (name, lv), (_, rv) in zip(left, right, strict=False)]
             if len(left) != len(right):
                 self.shape_unknown = True
             self.tail(f, scope, columns)
@@ -536,7 +544,7 @@ class _Walker:
         for _ in range(8):
             scope.ctes[name] = columns
             right = self.query(qf.get("rarg"), scope)
-            grown = [(n, _either([v, rv])) for (n, v), (_, rv) in zip(columns, right)]
+            grown = [(n, _either([v, rv])) for (n, v), (_, rv) in zip(columns, right, strict=False)]
             if grown == columns:
                 return columns
             columns = grown
@@ -566,7 +574,7 @@ class _Walker:
             return None
         if n[0] == "ColumnRef":
             fields = n[1].get("fields") or []
-            if not fields or _node(fields[-1]) is None or _node(fields[-1])[0] != "A_Star":
+            if not fields or not _is_star(fields[-1]):
                 return None
             out: Columns = []
             if len(fields) == 1:
@@ -587,7 +595,7 @@ class _Walker:
             return out
         if n[0] == "A_Indirection":
             ind = n[1].get("indirection") or []
-            if ind and _node(ind[-1]) is not None and _node(ind[-1])[0] == "A_Star":
+            if ind and _is_star(ind[-1]):
                 v = self.read(self.expr(n[1].get("arg"), scope))
                 rel = self.row_rel(n[1].get("arg"), scope) if len(ind) == 1 else None
                 if rel is not None:
@@ -754,7 +762,7 @@ class _Walker:
             if len(columns) != len(names):
                 columns = [(nm, _Val(base.sources, False, base.opaque)) for nm in names]
             else:
-                columns = [(nm, v) for nm, (_, v) in zip(names, columns)]
+                columns = [(nm, v) for nm, (_, v) in zip(names, columns, strict=False)]
         alias = _alias(f)
         if len(columns) == 1 and single_name is not None and alias[0] and not alias[1] \
                 and columns[0][0] == single_name:
@@ -811,7 +819,7 @@ class _Walker:
         if body is not None and (not names or len(body) == len(names)):
             if not names:
                 names = [fname] if len(body) == 1 else [n for n, _ in body]
-            return [(nm, v) for nm, (_, v) in zip(names, body)]
+            return [(nm, v) for nm, (_, v) in zip(names, body, strict=False)]
         # By the declared type: the values may come from anywhere the body reads.
         extra = self.body_reads(fn)
         if names:
@@ -963,7 +971,7 @@ class _Walker:
             cache.pop(view.oid, None)
         if columns is None or walker.shape_unknown or len(columns) != len(cols):
             return (None, None)
-        named = [(c.name, v) for c, (_, v) in zip(cols, columns)]
+        named = [(c.name, v) for c, (_, v) in zip(cols, columns, strict=False)]
         return (named, None if walker.unknown_reads else frozenset(walker.reads))
 
     def lookup(self, names: list[str], scope: _Scope) -> _Val | None:

@@ -62,7 +62,7 @@ def U(column: str) -> Source:
     return Source("public", "users", column)
 
 
-def O(column: str) -> Source:
+def Ord(column: str) -> Source:
     return Source("public", "orders", column)
 
 
@@ -83,12 +83,12 @@ CASES = [
                              ("email", {U("email")}, D), ("card", {U("card")}, D)]),
     ('SELECT u.ssn AS "Tax", "u".name FROM users u', [("Tax", {U("ssn")}, D), ("name", {U("name")}, D)]),
     ("SELECT o.*, u.ssn FROM orders o JOIN users u ON u.id = o.user_id",
-     [("id", {O("id")}, D), ("user_id", {O("user_id")}, D), ("total", {O("total")}, D),
-      ("note", {O("note")}, D), ("ssn", {U("ssn")}, D)]),
+     [("id", {Ord("id")}, D), ("user_id", {Ord("user_id")}, D), ("total", {Ord("total")}, D),
+      ("note", {Ord("note")}, D), ("ssn", {U("ssn")}, D)]),
     ("SELECT * FROM users JOIN orders USING (id) LIMIT 0",  # USING column once, first
-     [("id", {U("id"), O("id")}, D), ("name", {U("name")}, D), ("ssn", {U("ssn")}, D),
-      ("email", {U("email")}, D), ("card", {U("card")}, D), ("user_id", {O("user_id")}, D),
-      ("total", {O("total")}, D), ("note", {O("note")}, D)]),
+     [("id", {U("id"), Ord("id")}, D), ("name", {U("name")}, D), ("ssn", {U("ssn")}, D),
+      ("email", {U("email")}, D), ("card", {U("card")}, D), ("user_id", {Ord("user_id")}, D),
+      ("total", {Ord("total")}, D), ("note", {Ord("note")}, D)]),
     ('SELECT * FROM hr."Staff"', [("Full Name", {Source("hr", "Staff", "Full Name")}, D),
                                   ("ssn", {Source("hr", "Staff", "ssn")}, D)]),
     ("SELECT s.x FROM (SELECT ssn AS x FROM users) s", [("x", {U("ssn")}, D)]),
@@ -97,7 +97,7 @@ CASES = [
      "WHERE n < 2) SELECT s, n FROM r", [("s", {U("ssn"), U("name")}, X), ("n", set(), X)]),
     ("SELECT name FROM users UNION SELECT ssn FROM users", [("name", {U("name"), U("ssn")}, D)]),
     ("SELECT name, 1 FROM users UNION ALL SELECT note, id FROM orders",
-     [("name", {U("name"), O("note")}, D), ("?column?", {O("id")}, X)]),
+     [("name", {U("name"), Ord("note")}, D), ("?column?", {Ord("id")}, X)]),
     ("SELECT * FROM v_users", [("id", {U("id")}, D), ("tax_id", {U("ssn")}, D), ("shout", {U("name")}, X)]),
     ("SELECT tin, ident FROM v_nested", [("tin", {U("ssn")}, D), ("ident", {U("id")}, D)]),
     ("SELECT * FROM mv_users", [("id", {U("id")}, D), ("email", {U("email")}, D)]),
@@ -270,8 +270,10 @@ def test_explain_with_a_dsn_resolves_against_the_live_catalog(pg_server, ctx, tm
                    "auth: {jwt: {issuer: https://i, audience: pgwarden, jwks_file: /etc/jwks.json}}\n"
                    "policies: [{name: agents, rules: []}]\n")
     dsn = pg_server.dsn(APP_USER, APP_PASSWORD, DB)
-    run = lambda *a: subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), "--subject", "a",
-                                     *a], capture_output=True, text=True)
+    def run(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), "--subject", "a", *a],
+                              capture_output=True, text=True, check=False)
+
     out = run("--dsn", dsn, "--json", "SELECT * FROM v_nested WHERE tin LIKE '1%'")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout)

@@ -65,7 +65,10 @@ class OracleUse:
 
     source: Source
     # WHERE, JOIN, ORDER BY, GROUP BY, DISTINCT, HAVING, window, aggregate, FILTER, LIMIT, CASE,
+    # rows (the arguments of a set-returning function: how many rows it returns),
     # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later).
+    # "aggregate" and "CASE" uses reveal only through the value they make, which carries the
+    # source (an output derived from it, or another clause listed for it): a plugin may let them be.
     clause: str
 
 
@@ -791,6 +794,8 @@ class _Walker:
         else:
             defs = []
         candidates = self.functions(names, len(args))
+        # How many rows it returns follows its arguments: generate_series(1, ascii(ssn)).
+        self.oracle(argv, "rows")
         if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
             self.unknown_reads = True
             if defs:
@@ -1162,6 +1167,8 @@ class _Walker:
         if f.get("agg_filter") is not None:
             self.oracle(self.read(self.expr(f["agg_filter"], scope)), "FILTER")
         candidates = self.functions(names, len(args))
+        if any(fn.returns_set for fn in candidates):
+            self.oracle(argv, "rows")  # a set-returning function in an expression multiplies rows
         aggregate = bool(f.get("agg_star") or f.get("agg_distinct") or f.get("agg_order")
                          or f.get("agg_within_group")) or any(fn.kind == "a" for fn in candidates)
         over = f.get("over")

@@ -188,6 +188,10 @@ def test_a_dropped_column_keeps_the_attnums(ctx):
     ("UPDATE orders SET note = u.ssn FROM users u WHERE u.id = orders.user_id",
      {("ssn", "write"), ("id", "WHERE"), ("user_id", "WHERE")}),
     ("SELECT * FROM starts('1')", {("ssn", "WHERE")}),  # the caller's argument steers the body's filter
+    ("SELECT 1 FROM users u, generate_series(1, ascii(u.ssn))", {("ssn", "rows")}),
+    ("SELECT generate_series(1, length(ssn)) FROM users", {("ssn", "rows")}),
+    ("SELECT k FROM users u, json_object_keys(row_to_json(u)) k",
+     {(c, "rows") for c in ("id", "name", "ssn", "email", "card")}),
     ("SELECT tin FROM v_nested", set()),  # a view's own filter is not the agent's
     ("EXPLAIN ANALYZE SELECT id FROM users WHERE ssn = '1'", {("ssn", "WHERE")}),
 ])

@@ -1166,7 +1166,9 @@ class _Walker:
         order = _union(self.expr((_node(s) or ("", {}))[1].get("node"), scope) for s in f.get("agg_order") or ())
         if f.get("agg_filter") is not None:
             self.oracle(self.read(self.expr(f["agg_filter"], scope)), "FILTER")
-        candidates = self.functions(names, len(args))
+        # An ordered-set aggregate's WITHIN GROUP (ORDER BY ...) items are arguments too.
+        nargs = len(args) + (len(f.get("agg_order") or ()) if f.get("agg_within_group") else 0)
+        candidates = self.functions(names, nargs)
         if any(fn.returns_set for fn in candidates):
             self.oracle(argv, "rows")  # a set-returning function in an expression multiplies rows
         aggregate = bool(f.get("agg_star") or f.get("agg_distinct") or f.get("agg_order")

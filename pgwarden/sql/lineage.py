@@ -486,7 +486,7 @@ class _Walker:
             rows = [[self.read(self.expr(e, scope)) for e in (_node(row) or ("", {}))[1].get("items", [])]
                     for row in f["valuesLists"]]
             width = max((len(r) for r in rows), default=0)
-            return [(f"column{i + 1}", _union(r[i] for r in rows if i < len(r))) for i in range(width)]
+            return [(f"column{i + 1}", _either([r[i] for r in rows if i < len(r)])) for i in range(width)]
         for item in f.get("fromClause") or ():
             scope.items.append(self.from_item(item, scope))
         columns = self.targets(f.get("targetList") or (), scope)
@@ -599,15 +599,33 @@ class _Walker:
         if n[0] == "A_Indirection":
             ind = n[1].get("indirection") or []
             if ind and _is_star(ind[-1]):
+                fields = self.composite(n[1].get("arg"), scope) if len(ind) == 1 else None
+                if fields is not None:
+                    for _, fv in fields:
+                        self.read(fv)
+                    return list(fields)
                 v = self.read(self.expr(n[1].get("arg"), scope))
-                rel = self.row_rel(n[1].get("arg"), scope) if len(ind) == 1 else None
-                if rel is not None:
-                    return list(rel.columns)
                 out = []
                 self.star_unknown(out)
                 out[-1] = ("*", _Val(v.sources, False, True))
                 return out
         return None
+
+    def composite(self, arg: Any, scope: _Scope) -> Columns | None:
+        """The fields of a row value whose columns are known: a whole-row reference (``u`` in
+        ``(u).*``) or a function's result (``(f()).*``, ``(f()).a``); None otherwise."""
+        rel = self.row_rel(arg, scope)
+        if rel is not None:
+            return None if rel.unknown is not None or rel.opaque else rel.columns
+        n = _node(arg)
+        if n is None or n[0] != "FuncCall":
+            return None
+        saved = self.shape_unknown
+        columns, _ = self.function_columns(arg, None, scope)
+        if any(name == "*" and v.opaque for name, v in columns):
+            self.shape_unknown = saved
+            return None
+        return columns
 
     def row_rel(self, arg: Any, scope: _Scope) -> _Rel | None:
         """The relation a whole-row reference (``u`` in ``(u).*``) stands for."""
@@ -795,7 +813,8 @@ class _Walker:
             defs = []
         candidates = self.functions(names, len(args))
         # How many rows it returns follows its arguments: generate_series(1, ascii(ssn)).
-        self.oracle(argv, "rows")
+        if not candidates or any(fn.returns_set for fn in candidates):
+            self.oracle(argv, "rows")
         if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
             self.unknown_reads = True
             if defs:
@@ -1136,11 +1155,10 @@ class _Walker:
         ind = f.get("indirection") or []
         field = _str(ind[0]) if len(ind) == 1 else None
         if field is not None:
-            rel = self.row_rel(f.get("arg"), scope)
-            if rel is not None:
-                v = rel.find(field)
-                if v is not None:
-                    return v
+            fields = self.composite(f.get("arg"), scope)
+            found = [v for name, v in fields or () if name == field]
+            if found:
+                return found[0] if len(found) == 1 else _union(found)
         v = self.expr(f.get("arg"), scope)
         rest = _union(self.expr(i, scope) for i in ind)
         return _Val(v.sources | rest.sources, False, v.opaque or rest.opaque)

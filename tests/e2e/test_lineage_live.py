@@ -128,6 +128,8 @@ CASES = [
     ("SELECT first_value(ssn) OVER w FROM users WINDOW w AS (PARTITION BY email)", [("first_value", {U("ssn")}, X)]),
     ("WITH d AS (DELETE FROM users WHERE id = 1 RETURNING ssn) SELECT * FROM d", [("ssn", {U("ssn")}, D)]),
     ("SELECT ssn FROM users UNION SELECT 'x'", [("ssn", {U("ssn")}, X)]),
+    ("SELECT (pairs()).*, (all_users()).ssn", [("who", {U("name")}, D), ("tin", {U("ssn")}, D), ("ssn", {U("ssn")}, D)]),
+    ("VALUES ((SELECT ssn FROM users LIMIT 1))", [("column1", {U("ssn")}, D)]),
     ("SELECT users FROM users", [("users", {U(c) for c in ("id", "name", "ssn", "email", "card")}, X)]),
     ("SELECT * FROM all_users()", [(c, {U(c)}, D) for c in ("id", "name", "ssn", "email", "card")]),
     ("SELECT who, tin FROM pairs()", [("who", {U("name")}, D), ("tin", {U("ssn")}, D)]),

@@ -346,6 +346,7 @@ class _Walker:
         self.shape_unknown = False
         self.oracles: dict[OracleUse, None] = {}
         self.record_oracles = oracles
+        self.missing_relation = False  # a relation the catalog does not know was named
         self.depth = depth  # views and function bodies inside views and bodies
         self._schemas: tuple[str, ...] | None = None
 
@@ -728,6 +729,7 @@ class _Walker:
         return self.unknown_item(schema, name, alias)
 
     def unknown_item(self, schema: str | None, name: str, alias: tuple[str | None, list[str]]) -> _Item:
+        self.missing_relation = True
         schemas = (schema,) if schema is not None else self.unqualified_schemas(name)
         rel = _Rel(alias[0] or name, [], schema=schema, unknown=(schemas, name))
         if alias[1]:  # column aliases name the first columns; what they are is not known
@@ -993,7 +995,10 @@ class _Walker:
             columns = None
         finally:
             cache.pop(view.oid, None)
-        if columns is None or walker.shape_unknown or len(columns) != len(cols):
+        # A relation the catalog does not know in a view's definition: the text is stale (the
+        # definition is kept while the view's rule is unchanged, but a table it reads may have
+        # been renamed since, and pg_get_viewdef printed the old name): nothing can be told.
+        if columns is None or walker.shape_unknown or walker.missing_relation or len(columns) != len(cols):
             return (None, None)
         named = [(c.name, v) for c, (_, v) in zip(cols, columns, strict=False)]
         return (named, None if walker.unknown_reads else frozenset(walker.reads))

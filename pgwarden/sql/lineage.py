@@ -938,11 +938,16 @@ class _Walker:
             return [r for r in found if _schema(r.schema) == _schema(schema)]
         if self.ctx.search_path is None:
             return found
+        # A temporary table comes first, but the catalog holds every session's (pg_temp_N), and
+        # which one is this session's is not known: it is one more possibility, never the answer.
+        temporary = [r for r in found if _schema(r.schema) == "pg_temp"]
         for s in self.schemas():
+            if s == "pg_temp":
+                continue
             here = [r for r in found if _schema(r.schema) == s]
             if here:
-                return here[:1]
-        return []
+                return temporary + here[:1]
+        return temporary
 
     def unqualified_schemas(self, name: str) -> tuple[str, ...]:
         from pgwarden.sql.resolve import _Resolver

@@ -326,3 +326,12 @@ def test_a_view_whose_kept_definition_names_a_renamed_table_is_opaque(pg_server,
     finally:
         pg_server.psql(f"SET ROLE {APP_USER}; DROP VIEW IF EXISTS over_t; DROP TABLE IF EXISTS after_t, before_t",
                        database=DB)
+
+
+def test_another_sessions_temporary_table_does_not_hide_the_real_one(pg_server, ctx):
+    with psycopg.connect(pg_server.dsn(APP_USER, APP_PASSWORD, DB), autocommit=True) as other, \
+            psycopg.connect(pg_server.dsn(APP_USER, APP_PASSWORD, DB), autocommit=True) as conn:
+        other.execute("CREATE TEMP TABLE users (ssn text, id int)")
+        catalog = build_catalog(read_rows(conn), source="live", complete=True)
+        lineage = one("SELECT ssn FROM users", SqlContext(catalog, user=APP_USER))
+        assert U("ssn") in lineage.outputs[0].sources  # pg_temp.users.ssn too: which one is not known

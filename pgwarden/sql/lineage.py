@@ -129,7 +129,16 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
         if len(stmts) == 1:
             return (first,)
         later = _later_context(tree, context)
-        return (first,) + tuple(_Walker(later).statement(stmt) for stmt in stmts[1:])
+        out = [first]
+        for stmt in stmts[1:]:
+            lineage = _Walker(later).statement(stmt)
+            reads_nothing = lineage.outputs is None and lineage.reads == frozenset()
+            if not reads_nothing and any(_changes_catalog(p) for p in stmts[:len(out)]):
+                # What the catalog said may have changed before this statement runs (a view
+                # replaced, a table renamed): nothing it returns can be traced.
+                lineage = attrs.evolve(lineage, reads=None, opaque=True)
+            out.append(lineage)
+        return tuple(out)
 
     try:
         try:
@@ -138,6 +147,15 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
             return deep(run)
     except Exception:  # noqa: BLE001 - a bug here must not let a statement through unmasked
         return tuple(UNKNOWN for _ in stmts) or (UNKNOWN,)
+
+
+def _changes_catalog(stmt: Any) -> bool:
+    """DDL, DO, CALL: statements after which the catalog facts may be out of date."""
+    n = _node(stmt)
+    if n is None:
+        return True
+    kind = n[0]
+    return kind.startswith(_FROM_DDL_PREFIXES) or kind in _CATALOG_CHANGING
 
 
 def _later_context(tree: dict[str, Any], context: SqlContext) -> SqlContext:
@@ -239,9 +257,10 @@ class _Rel:
         if self.system and name in SYSTEM_COLUMNS:
             return _NONE
         if self.unknown is not None:
+            # Taken to exist by its name (what `explain` shows), and opaque: a relation the catalog
+            # does not know may be a view over anything (a TEMP VIEW made since the last load).
             schemas, table = self.unknown
-            sources = frozenset(Source(s, table, name) for s in schemas)
-            return _Val(sources, len(sources) == 1, False)
+            return _Val(frozenset(Source(s, table, name) for s in schemas), False, True)
         if self.opaque:
             return _OPAQUE
         return None
@@ -335,6 +354,7 @@ _STATEMENTS_WITHOUT_ROWS = frozenset({
     "AlterSystemStmt", "CommentStmt", "SecLabelStmt",
 })
 _FROM_DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Import", "Refresh")
+_CATALOG_CHANGING = frozenset({"ViewStmt", "RuleStmt", "DoStmt", "CallStmt", "DefineStmt", "CompositeTypeStmt"})
 
 
 class _Walker:
@@ -730,6 +750,7 @@ class _Walker:
 
     def unknown_item(self, schema: str | None, name: str, alias: tuple[str | None, list[str]]) -> _Item:
         self.missing_relation = True
+        self.unknown_reads = True
         schemas = (schema,) if schema is not None else self.unqualified_schemas(name)
         rel = _Rel(alias[0] or name, [], schema=schema, unknown=(schemas, name))
         if alias[1]:  # column aliases name the first columns; what they are is not known
@@ -1280,7 +1301,7 @@ class _Walker:
             stmt = stmts[-1].get("stmt") if stmts else None
         if stmt is None:
             return (None, None, ())
-        walker = _Walker(self.ctx, depth=self.depth + 1)
+        walker = _Walker(_body_context(fn, self.ctx), depth=self.depth + 1)
         scope_params = frozenset(fn.argument_names)
         n = _node(stmt)
         if n is None:
@@ -1327,6 +1348,18 @@ class _Walker:
                     sources |= v.sources
         self.reads |= sources
         return _Val(frozenset(sources), False, True)
+
+
+def _body_context(fn: FunctionFacts, ctx: SqlContext) -> SqlContext:
+    """The context a function's body runs in: the caller's, or the search_path it sets itself
+    (``SET search_path = ...``, proconfig)."""
+    from pgwarden.sql.context import parse_path
+
+    for item in fn.config:
+        name, _, value = item.partition("=")
+        if name.strip().lower() == "search_path":
+            return attrs.evolve(ctx, search_path=parse_path(value))
+    return ctx
 
 
 def scope_params(scope: _Scope) -> frozenset[str]:

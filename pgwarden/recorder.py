@@ -6,9 +6,9 @@ reactor), which runs before the bytes of a reactor turn leave for the database:
 it passes the records kept to every sink in one call (``pgwarden_records``),
 then makes every sink write (``pgwarden_records_flush``), so a statement allowed
 in that turn reaches the server only after its record reached the operating
-system. One hook call per sink and turn, not one per record: through pluggy a
-call costs about a microsecond, and a simple-protocol statement makes two
-records. When a sink that fails closed cannot take or write the records, the
+system. One hook call per sink and turn, not one per record: each call through
+pluggy has a cost of its own (docs/performance.md), and a simple-protocol
+statement makes two records. When a sink that fails closed cannot take or write the records, the
 sessions whose statements were waiting on them are ended before the statements
 leave, and every later statement is refused until a write succeeds again.
 Plugins still on the per-record ``pgwarden_record`` (deprecated) get each

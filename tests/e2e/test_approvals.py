@@ -237,7 +237,7 @@ def test_each_execution_of_a_prepared_statement_is_approved_with_its_own_paramet
             try:
                 await insert.fetch(9, "two")
             except asyncpg.exceptions.InsufficientPrivilegeError as e:
-                return str(e)
+                return e.args[0]
             return "ran"
         finally:
             await conn.close()

@@ -260,9 +260,9 @@ def test_each_execution_of_a_prepared_statement_is_approved_with_its_own_paramet
 def test_retry_mode_with_a_grant_window(make_pgwarden, orders):
     running = start(make_pgwarden, mode="retry")
     insert = "insert into ap_orders values (%s, 'retried') on conflict (id) do update set note = 'again'"
-    with psycopg.connect(running.dsn(), autocommit=True) as c:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
-            c.execute(insert, (10,))
+    with psycopg.connect(running.dsn(), autocommit=True) as c, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+        c.execute(insert, (10,))
     diag = excinfo.value.diag
     request = api(running).pending()[0]
     assert diag.message_primary == f"pgwarden: approval required: request {request['id']}"
@@ -274,9 +274,9 @@ def test_retry_mode_with_a_grant_window(make_pgwarden, orders):
         c.execute(insert, (10,))  # within the window, as often as it comes
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # other parameters: another statement
             c.execute(insert, (11,))
-    with psycopg.connect(running.dsn(running.token("agent-2")), autocommit=True) as c:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # another identity
-            c.execute(insert, (10,))
+    with psycopg.connect(running.dsn(running.token("agent-2")), autocommit=True) as c, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):  # another identity
+        c.execute(insert, (10,))
     assert orders() == "10:again"
 
 

@@ -83,11 +83,11 @@ class World:
         return self.waits.begin(conn, request, statement, verdict, ALLOW,
                                 lambda _c, _r, _s, _v, outcome: outcome, lambda: self.ran.append(sql))
 
-    def decide(self, approved: bool, approver: str = "ann", reason: str | None = "ok", grant: Grant = Grant()):
+    def decide(self, approved: bool, approver: str = "ann", reason: str | None = "ok", grant: Grant | None = None):
         store = self.plugin.store
         (request,) = _result(store.pending())
         return _result(store.decide(request.id, Decision(approved, approver, ("dba",), reason, self.clock.seconds(),
-                                                         grant), ApprovalRules(("dba",))))
+                                                         grant or Grant()), ApprovalRules(("dba",))))
 
 
 def _keep(out: list):

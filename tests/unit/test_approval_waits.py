@@ -272,3 +272,26 @@ def test_a_failing_store_refuses_and_a_failing_notifier_does_not_matter():
     refusal = fired(world.run(world.conn(), "delete from t where id = 1"))
     assert isinstance(refusal, Refusal) and refusal.message.startswith("pgwarden: approval failed")
     assert world.stats.approvals == {"requested": 1, "withdrawn": 1} and world.stats.approvals_pending == 0
+
+
+def test_sessions_without_approve_rules_never_call_the_plugins_check():
+    calls = []
+
+    class Counting(Approving):
+        def pgwarden_check(self, statement, session):
+            calls.append(statement.sql)
+            return super().pgwarden_check(statement, session)
+
+    from pgwarden.api import hookimpl
+
+    Counting.pgwarden_check = hookimpl(Counting.pgwarden_check)
+    host = PluginHost(None, None, [("approve", Counting())], only=())
+    statement = StatementCache().get("insert into t values (1)", default_context())
+    for rules, expected in (([{"limit": {"rows": 10}}], []),
+                            ([{"name": "w", "approve": {"statements": ["insert"]}}], ["insert into t values (1)"])):
+        calls.clear()
+        structured = _CONVERTER.structure({"name": "p", "default": "allow", "rules": rules}, Policy)
+        session = Session("s", Identity("a"), "db", policies=host.read_policies((structured,)))
+        verdict = host.check(statement, session)
+        assert calls == expected
+        assert (verdict.action if verdict is not None else None) == ("approve" if expected else "allow")

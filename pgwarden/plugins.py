@@ -492,6 +492,10 @@ class PluginHost:
                     raise
                 raise ConfigError(config.source, [located(config.lines, tuple(p.path), p.message)
                                                   for p in _problems_in(matched)]) from None
+        # Checkers that only read their own rules count only when the policies have such rules.
+        kinds = {rule.kind for policy in config.policies for rule in policy.rules}
+        self.checks = any(name not in self._rules_only or self._claimed_by(name) & kinds
+                          for name, _ in self._checkers)
         self._recording = {name for hook in ("pgwarden_records", "pgwarden_record") for name, _ in self._each(hook)}
         for name, call in self._each("pgwarden_records_wanted"):
             if any(answer is False for answer in call()):
@@ -554,13 +558,16 @@ class PluginHost:
         return gatherResults(  # type: ignore[misc]
             [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)
 
+    def _claimed_by(self, name: str) -> set[str]:
+        """The rule kinds plugin ``name`` interprets."""
+        return {kind for kind, names in self._claims.items() if name in names}
+
     def _checkers_for_policies(self, policies: tuple[Policy, ...]) -> tuple[tuple[Policy, ...], list]:
         """The checkers to call for sessions under ``policies`` (memoised; the entry keeps the
         tuple alive, so its id is not reused meanwhile)."""
         kinds = {rule.kind for policy in policies for rule in policy.rules}
-        claimed = {name: {k for k, names in self._claims.items() if name in names} for name in self._rules_only}
         checkers = [(name, call) for name, call in self._checkers
-                    if name not in self._rules_only or claimed[name] & kinds]
+                    if name not in self._rules_only or self._claimed_by(name) & kinds]
         if len(self._checkers_for) > 1000:
             self._checkers_for.clear()
         known = self._checkers_for[id(policies)] = (policies, checkers)

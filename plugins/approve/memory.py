@@ -84,7 +84,8 @@ class MemoryStore:
         watchers.append(d)
         return d
 
-    def take_grant(self, subject: str, fingerprint: str | None, exact: str, now: float) -> Deferred[StoredRequest | None]:
+    def take_grant(self, subject: str, fingerprint: str | None, exact: str,
+                   now: float) -> Deferred[StoredRequest | None]:
         for request in reversed(self._requests.values()):
             if covers(request, subject, fingerprint, exact, now):
                 if request.grant_until is None:

@@ -255,7 +255,8 @@ class ApprovalStore(Protocol):
         """Fires with the request once it is final (decided, expired or withdrawn); at once
         when it already is. Cancelling the Deferred stops watching, nothing else."""
 
-    def take_grant(self, subject: str, fingerprint: str | None, exact: str, now: float) -> Deferred[StoredRequest | None]:
+    def take_grant(self, subject: str, fingerprint: str | None, exact: str,
+                   now: float) -> Deferred[StoredRequest | None]:
         """An approved retry-mode request of ``subject`` that `covers` this statement now, or None;
         a ``once`` grant is marked used by the same call (atomically: two sidecars cannot both use it)."""
 

@@ -49,6 +49,9 @@ if TYPE_CHECKING:
 log = Logger(namespace="pgwarden.plugins")
 
 ENTRY_POINT_GROUP = "pgwarden"
+#: A plugin whose ``pgwarden_check`` only interprets the rule kinds it declares sets this
+#: attribute to True: it is not called for sessions whose policies have none of those rules.
+RULES_ONLY = "pgwarden_checks_only_its_rules"
 # Keys of the `plugins:` section that are not plugin names.
 RESERVED_KEYS = frozenset({"disable", "timeout_s"})
 NO_AUTHENTICATOR = "no loaded plugin authenticates clients (pgwarden_authenticate)"
@@ -156,6 +159,11 @@ class PluginHost:
         #: whether any plugin decides about statements (else every statement passes); an
         #: attribute, not a property: the decision path reads it up to three times a statement
         self.checks = bool(self._checkers)
+        # Checkers that only interpret their own rule kinds (`RULES_ONLY`), by name: skipped for
+        # sessions whose policies have no rule of those kinds.
+        self._rules_only = {name for name, _ in self._checkers
+                            if getattr(self.pm.get_plugin(name), RULES_ONLY, False) is True}
+        self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, Call]]]] = {}
         self._authenticate = self.pm.hook.pgwarden_authenticate
         self._approve = self.pm.hook.pgwarden_await_approval
         # asked once per result: all plugins in one call, their answers merged (nobody is blamed)
@@ -238,21 +246,28 @@ class PluginHost:
             tb = tb.tb_next
         return found
 
-    def notify(self, hook_name: str, **kwargs: object) -> None:
+    def notify(self, hook_name: str, on_failure: Callable[[str], object] | None = None, **kwargs: object) -> None:
         """A notification hook: one plugin's failure (raised, or of its Deferred or coroutine)
-        is logged and does not stop the others."""
+        is logged, passed to ``on_failure`` with the plugin's name, and does not stop the others."""
+        def failed(failure: Failure, name: str) -> None:
+            log.failure("plugin {plugin} failed in {hook}", failure, plugin=name, hook=hook_name)
+            if on_failure is not None:
+                on_failure(name)
+
         for name, call in self._each(hook_name):
             try:
                 answers = call(**kwargs)
             except Exception as e:
-                log.failure("plugin {plugin} failed in {hook}", plugin=self._culprit(hook_name, e, name),
-                            hook=hook_name)
+                failed(Failure(), self._culprit(hook_name, e, name))
                 continue
             for answer in answers:
-                waiting = later(answer)
+                try:
+                    waiting = later(answer)
+                except Exception:  # noqa: BLE001 - a coroutine that cannot be started
+                    failed(Failure(), name)
+                    continue
                 if isinstance(waiting, Deferred):
-                    waiting.addErrback(lambda f, n=name: log.failure(  # type: ignore[call-overload]
-                        "plugin {plugin} failed in {hook}", f, plugin=n, hook=hook_name))
+                    waiting.addErrback(failed, name)
 
     # ------------------------------------------------------------------ declarations
 
@@ -477,6 +492,10 @@ class PluginHost:
                     raise
                 raise ConfigError(config.source, [located(config.lines, tuple(p.path), p.message)
                                                   for p in _problems_in(matched)]) from None
+        # Checkers that only read their own rules count only when the policies have such rules.
+        kinds = {rule.kind for policy in config.policies for rule in policy.rules}
+        self.checks = any(name not in self._rules_only or self._claimed_by(name) & kinds
+                          for name, _ in self._checkers)
         self._recording = {name for hook in ("pgwarden_records", "pgwarden_record") for name, _ in self._each(hook)}
         for name, call in self._each("pgwarden_records_wanted"):
             if any(answer is False for answer in call()):
@@ -514,7 +533,14 @@ class PluginHost:
         """
         answers: list[Verdict | Deferred[Verdict | None]] = []
         waits = False
-        for name, call in self._checkers:
+        checkers = self._checkers
+        if self._rules_only:
+            policies = session.policies
+            known = self._checkers_for.get(id(policies))
+            if known is None or known[0] is not policies:
+                known = self._checkers_for_policies(policies)
+            checkers = known[1]
+        for name, call in checkers:
             try:
                 got = call(statement=statement, session=session)
             except Exception as e:
@@ -531,6 +557,21 @@ class PluginHost:
             return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
         return gatherResults(  # type: ignore[misc]
             [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)
+
+    def _claimed_by(self, name: str) -> set[str]:
+        """The rule kinds plugin ``name`` interprets."""
+        return {kind for kind, names in self._claims.items() if name in names}
+
+    def _checkers_for_policies(self, policies: tuple[Policy, ...]) -> tuple[tuple[Policy, ...], list]:
+        """The checkers to call for sessions under ``policies`` (memoised; the entry keeps the
+        tuple alive, so its id is not reused meanwhile)."""
+        kinds = {rule.kind for policy in policies for rule in policy.rules}
+        checkers = [(name, call) for name, call in self._checkers
+                    if name not in self._rules_only or self._claimed_by(name) & kinds]
+        if len(self._checkers_for) > 1000:
+            self._checkers_for.clear()
+        known = self._checkers_for[id(policies)] = (policies, checkers)
+        return known
 
     def _settle(self, name: str, answer: object) -> Verdict | Deferred[Verdict | None] | None:
         """A plugin's answer that is not a Verdict: None, a Deferred or a coroutine (a Verdict
@@ -566,10 +607,42 @@ class PluginHost:
             raise AuthenticationFailed(f"authentication plugin {name!r} failed: {e!r}") from None
         return later(answer)
 
-    def approval(self, request: object, session: Session) -> Deferred[Verdict] | None:
-        """The approval store's Deferred decision, or None when no plugin holds approvals."""
+    def approval(self, request: object, session: Session) -> Deferred[object] | None:
+        """The approval store's answer as a Deferred (an `ApprovalAnswer`, or a `Verdict` from a
+        plugin of contract 1.0), or None when no plugin keeps approvals. Raises what the plugin raised."""
         answer = later(self._approve(request=request, session=session))
         return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)  # type: ignore[arg-type]
+
+    # ------------------------------------------------------------------ the admin port
+
+    def admin_resources(self, taken: Iterable[str]) -> dict[str, object]:
+        """Path segment -> twisted.web resource, of every plugin; a PluginError when two
+        want the same segment or one of ``taken``."""
+        found: dict[str, object] = {}
+        owners: dict[str, str] = {name: "pgwarden" for name in taken}
+        for name, call in self._each("pgwarden_admin_resources"):
+            for answer in call():
+                for segment, resource in (answer or {}).items():
+                    if segment in owners:
+                        raise PluginError(f"plugin {name!r} serves /{segment} on the admin port, "
+                                          f"which {owners[segment]} serves")
+                    owners[segment] = repr(name)
+                    found[segment] = resource
+        return found
+
+    def readiness(self) -> list[str]:
+        """What the plugins say keeps pgwarden from serving (/readyz); a plugin that fails to
+        answer is one such problem."""
+        problems: list[str] = []
+        for name, call in self._each("pgwarden_readiness"):
+            try:
+                for answer in call():
+                    problems += answer or ()
+            except Exception as e:
+                log.failure("plugin {plugin} failed in pgwarden_readiness", plugin=self._culprit(
+                    "pgwarden_readiness", e, name))
+                problems.append(f"plugin {name!r} could not say whether it is ready")
+        return problems
 
     @property
     def masks(self) -> bool:

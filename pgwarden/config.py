@@ -395,8 +395,8 @@ def _converter() -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
     c.register_structure_hook(Rule, _rule)
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
-                ApprovalsPostgres, Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch, Partial, PartialMask,
-                LimitSpec, _RuleKeys, Policy):
+                ApprovalsPostgres, Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch,
+                Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
     c.register_structure_hook(
         MaskSpec,

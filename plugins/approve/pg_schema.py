@@ -44,55 +44,46 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step(1, "requests, approvals, grants; NOTIFY on every change of a request", (
-        # One row per approval request. The columns are what the store queries by; `request`
-        # holds the rest of the request as pgwarden wrote it (JSON), `decision` the decision.
+    Step(1, "requests and decisions; NOTIFY on every change of a request", (
+        # One row per approval request. `request` is the whole request as the store contract
+        # defines it (`store.to_json`), the one source of truth; the other columns repeat what
+        # the store selects by (and an operator reads with psql), written in the same statement.
         """
         CREATE TABLE {schema}.requests (
             id text PRIMARY KEY,
             state text NOT NULL DEFAULT 'pending'
                 CHECK (state IN ('pending', 'approved', 'denied', 'expired', 'withdrawn')),
+            mode text NOT NULL CHECK (mode IN ('hold', 'retry')),
             subject text NOT NULL,
-            fingerprint text NOT NULL,
+            fingerprint text,
+            params_hash text NOT NULL,
             created_at timestamptz NOT NULL,
             expires_at timestamptz NOT NULL,
+            closed_at timestamptz,
+            grant_until timestamptz,
+            used boolean NOT NULL DEFAULT false,
             request jsonb NOT NULL,
-            decided_at timestamptz,
-            decision jsonb,
-            CHECK ((state = 'pending') = (decided_at IS NULL))
+            CHECK ((state = 'pending') = (closed_at IS NULL))
         )
         """,
-        "CREATE INDEX requests_pending ON {schema}.requests (expires_at) WHERE state = 'pending'",
-        "CREATE INDEX requests_created ON {schema}.requests (created_at DESC)",
-        # Each approver's yes, once per request: the unique key is what counts distinct
-        # approvers when two of them approve at once through two sidecars.
+        "CREATE INDEX requests_pending ON {schema}.requests (created_at) WHERE state = 'pending'",
+        "CREATE INDEX requests_closed ON {schema}.requests (closed_at DESC) WHERE state <> 'pending'",
+        "CREATE INDEX requests_grants ON {schema}.requests (subject) WHERE state = 'approved' AND mode = 'retry'",
+        # Each approver's yes or no, once per request: the primary key counts distinct approvers
+        # whatever the sidecars and inboxes that decide at once.
         """
-        CREATE TABLE {schema}.approvals (
+        CREATE TABLE {schema}.decisions (
             request_id text NOT NULL REFERENCES {schema}.requests (id) ON DELETE CASCADE,
             approver text NOT NULL,
-            approved_at timestamptz NOT NULL,
+            approved boolean NOT NULL,
+            decided_at timestamptz NOT NULL,
             reason text,
             PRIMARY KEY (request_id, approver)
         )
         """,
-        # What an approval allows later (retry mode): this fingerprint from this subject,
-        # with these parameters (or any, when `parameters` is null), until `until`; a grant
-        # for one use is spent by the first statement that takes it (`used_at`).
-        """
-        CREATE TABLE {schema}.grants (
-            request_id text PRIMARY KEY REFERENCES {schema}.requests (id) ON DELETE CASCADE,
-            subject text NOT NULL,
-            fingerprint text NOT NULL,
-            parameters text,
-            until timestamptz NOT NULL,
-            once boolean NOT NULL,
-            used_at timestamptz
-        )
-        """,
-        "CREATE INDEX grants_lookup ON {schema}.grants (subject, fingerprint, until)",
         # The payload is the request's id; the channel is the schema's name, so two stores
         # in one database (two fleets) do not wake each other. A trigger, so that a request
-        # decided by anything (an inbox, psql) reaches the waiting sidecar too.
+        # changed by anything (an inbox, psql) wakes the sidecar that waits on it too.
         """
         CREATE FUNCTION {schema}.notify_change() RETURNS trigger LANGUAGE plpgsql AS $body$
         BEGIN
@@ -102,7 +93,7 @@ STEPS: tuple[Step, ...] = (
         $body$
         """,
         """
-        CREATE TRIGGER requests_notify AFTER INSERT OR UPDATE OF state ON {schema}.requests
+        CREATE TRIGGER requests_notify AFTER INSERT OR UPDATE ON {schema}.requests
             FOR EACH ROW EXECUTE FUNCTION {schema}.notify_change()
         """,
     )),

@@ -223,7 +223,11 @@ class PostgresStore:
                 return request
             ended = attrs.evolve(request, state=state, closed_reason=why,  # type: ignore[arg-type]
                                  closed_at=request.expires if at is None else at)
-            return self._update(conn, ended) or request
+            written = self._update(conn, ended)
+            if written is None:  # unreachable under the row lock: whatever ended it, read it as it is
+                return _one(conn.execute(sql.SQL("SELECT request FROM {} WHERE id = %s").format(
+                    self._t("requests")), [request_id]).fetchone())
+            return written
 
     def _notified(self, request_id: str) -> None:
         """A request changed (the trigger's NOTIFY): read it again if someone here waits on it."""

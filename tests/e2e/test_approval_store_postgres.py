@@ -331,6 +331,19 @@ def test_the_same_approver_racing_through_two_sidecars_counts_once(reactor_threa
                             [r.id]) == [("alice",)]
 
 
+def test_two_approvers_at_once_through_two_sidecars_both_count(reactor_thread, stores, store_db):
+    """Each decision is judged on the request as the other left it (the row lock), never on a stale copy."""
+    one, two = stores(), stores()
+    for n in range(10):
+        r = request(n, approvals_needed=2)
+        call(reactor_thread, one.submit, r)
+        outcomes = _race(reactor_thread, [lambda r=r: one.decide(r.id, yes("alice"), RULES),
+                                          lambda r=r: two.decide(r.id, yes("carol"), RULES)])
+        assert all(ok for ok, _ in outcomes), outcomes
+        stored = call(reactor_thread, one.get, r.id)
+        assert stored.state == "approved" and set(stored.approvers) == {"alice", "carol"}, stored
+
+
 def test_a_once_grant_is_taken_by_one_sidecar_only(reactor_thread, stores):
     one, two = stores(), stores()
     r = request(mode="retry")
@@ -431,7 +444,7 @@ def test_unreachable_at_start_then_reachable(reactor_thread, stores, store_db):
 # ---------------------------------------------------------------------- the credential
 
 
-@pytest.mark.parametrize("where", ["password_file", "dsn", "dsn_file", "bad_dsn"])
+@pytest.mark.parametrize("where", ["password_file", "dsn", "dsn_file", "bad_dsn", "bad_uri"])
 def test_the_credential_appears_in_no_error_log_or_repr(reactor_thread, stores, store_db, tmp_path, op_log, where):
     wrong = "Wr0ng-But-Still-Secret-Pw"
     dsn = f"host={store_db.pg.host} port={store_db.pg.port} dbname={store_db.name} user={ROLE}"
@@ -443,8 +456,10 @@ def test_the_credential_appears_in_no_error_log_or_repr(reactor_thread, stores, 
     elif where == "dsn_file":
         (tmp_path / "dsn").write_text(f"postgresql://{ROLE}:{wrong}@{store_db.pg.host}:{store_db.pg.port}/x")
         kw = {"password_file": None, "dsn": None, "dsn_file": str(tmp_path / "dsn")}
-    else:
+    elif where == "bad_dsn":
         kw = {"password_file": None, "dsn": f"{dsn} password={wrong} nonsense"}
+    else:  # libpq's own message quotes the bad token: here, the password
+        kw = {"password_file": None, "dsn": f"postgresql://{ROLE}:{wrong}%zz@{store_db.pg.host}/x"}
     store = stores(**kw)
     problem = call(reactor_thread, store.health)
     assert problem is not None
@@ -453,7 +468,7 @@ def test_the_credential_appears_in_no_error_log_or_repr(reactor_thread, stores, 
     shown = "\n".join([problem, str(refused.value), repr(store), repr(store_db.settings(**kw)), *op_log])
     assert wrong not in shown
     assert ROLE_PASSWORD not in shown
-    if where != "bad_dsn":
+    if not where.startswith("bad_"):
         assert "password authentication failed" in problem
     else:
         assert "not a valid connection string" in problem

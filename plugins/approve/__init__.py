@@ -8,7 +8,7 @@ statements need approval (``pgwarden_check``: `Verdict.approve`), keeps each req
 approvals API (`api`) on the admin port and says on /readyz when its store is down. The core
 owns the request id, the time limit, cancellation, the records and the client's errors.
 
-Stores: ``memory`` here; others register a factory in `STORES` (``approvals.store``).
+Stores: ``memory`` here, ``postgres`` in `postgres_store` (a fleet's shared queue); others register a factory in `STORES` (``approvals.store``).
 """
 
 from __future__ import annotations
@@ -47,7 +47,14 @@ log = Logger(namespace="pgwarden.approvals")
 #: ``approvals.store`` -> a factory of the store: (approvals, sections, reactor) -> ApprovalStore.
 #: A store that keeps connections implements ``close()``.
 StoreFactory = Callable[[Approvals, Sections, Reactor], ApprovalStore]
-STORES: dict[str, StoreFactory] = {"memory": lambda _a, _s, _r: MemoryStore()}
+def _postgres_store(approvals: Approvals, _sections: Sections, reactor: Reactor) -> ApprovalStore:
+    from pgwarden_plugins.approve.postgres_store import PostgresStore
+
+    assert approvals.postgres is not None  # required with store: postgres, by the config's validation
+    return PostgresStore.opened(approvals.postgres, reactor)  # type: ignore[arg-type]
+
+
+STORES: dict[str, StoreFactory] = {"memory": lambda _a, _s, _r: MemoryStore(), "postgres": _postgres_store}
 
 
 def rules_of(approvals: Approvals) -> ApprovalRules:

@@ -34,7 +34,7 @@ from typing import Any, Protocol, TypeVar
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -155,10 +155,12 @@ class Link:
         self._stopping = threading.Event()
         self._conn: psycopg.Connection | None = None  # touched only in the query thread
         self._last_used = 0.0  # likewise (monotonic)
+        self._suspect = False  # the query connection is checked before its next use
         self.query_problem: str | None = None
         self.listen_problem: str | None = "not listening yet"
         self._started = False
         self._first: Deferred[None] | None = None  # the first connection's attempt, while it runs
+        self._listen_first: Deferred[None] | None = None  # the first LISTEN's outcome, until known
         self._retry: Any = None  # the IDelayedCall of the next reconnection attempt of the query connection
         self._failures = 0
         self._threads: list[threading.Thread] = []
@@ -193,7 +195,9 @@ class Link:
             thread.start()
         first = self._attempt()
         self._first = first
-        return first
+        listening: Deferred[None] = Deferred()
+        self._listen_first = listening
+        return DeferredList([first, listening]).addCallback(lambda _: None)
 
     def stop(self) -> Deferred[None]:
         """Stops both threads (closing the connections); fires once they ended."""
@@ -224,14 +228,18 @@ class Link:
 
     # ------------------------------------------------------------------ queries
 
-    def run(self, work: Callable[[psycopg.Connection], T]) -> Deferred[T]:
+    def run(self, work: Callable[[psycopg.Connection], T], *, reads_only: bool = False) -> Deferred[T]:
         """``work(conn)`` in the query thread; fails with StoreUnavailable at once while the store is
-        down, or when the connection fails under it (the link is then down, and reconnects)."""
+        down, or when the connection fails under it (the link is then down, and reconnects).
+
+        ``reads_only``: ``work`` changes nothing, so when a connection kept from before turns out
+        to be cut (a restart, a terminated backend) it runs once more on a new one.
+        """
         if self._stopping.is_set():
             return _failed(StoreUnavailable("approval store: stopped"))
         if self.query_problem is not None and self._first is None:
             return _failed(StoreUnavailable(self.query_problem))
-        return self._submit(lambda: self._use(work))
+        return self._submit(lambda: self._use(work, reads_only))
 
     def _submit(self, job: Callable[[], T]) -> Deferred[T]:
         d: Deferred[T] = Deferred()
@@ -252,11 +260,18 @@ class Link:
 
         return d.addCallbacks(ok, failed)
 
-    def _use(self, work: Callable[[psycopg.Connection], T]) -> T:
+    def _use(self, work: Callable[[psycopg.Connection], T], again: bool = False) -> T:
         """In the query thread: the connection (made, or checked after idling), then ``work``."""
         try:
+            kept = self._conn is not None and not self._conn.closed
             conn = self._connection()
-            result = work(conn)
+            try:
+                result = work(conn)
+            except (psycopg.OperationalError, psycopg.InterfaceError):
+                if not (again and kept):
+                    raise
+                self._close()
+                result = work(self._connection())
             self._last_used = time.monotonic()
         except Exception as e:
             if not _down(e):
@@ -273,7 +288,8 @@ class Link:
 
     def _connection(self) -> psycopg.Connection:
         conn = self._conn
-        if conn is not None and not conn.closed and time.monotonic() - self._last_used > PING_S:
+        if conn is not None and not conn.closed and (self._suspect or time.monotonic() - self._last_used > PING_S):
+            self._suspect = False
             try:  # idle for a while: a restart or an idle timeout may have cut it; cheaper than a failed decision
                 conn.execute("SELECT 1")
             except psycopg.Error:
@@ -385,12 +401,20 @@ class Link:
         if self.listen_problem is not None and self.listen_problem != "not listening yet":
             log.info("approval store: listening again")
         self.listen_problem = None
+        self._listen_known()
         self._on_listening()
 
     def _not_listening(self, message: str) -> None:
+        self._suspect = True  # what cut the listen connection has likely cut the other one too
         if self.listen_problem is None:
             log.warn("approval store: stopped listening for decisions ({message}); reconnecting", message=message)
         self.listen_problem = message
+        self._listen_known()
+
+    def _listen_known(self) -> None:
+        first, self._listen_first = self._listen_first, None
+        if first is not None:
+            first.callback(None)
 
 
 def _failed(error: Exception) -> Deferred[T]:

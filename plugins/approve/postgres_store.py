@@ -84,6 +84,18 @@ class PostgresStore:
     def __repr__(self) -> str:
         return f"<PostgresStore schema={self._schema} {self.health() or 'ok'}>"
 
+    @classmethod
+    def opened(cls, settings: ApprovalsPostgres, reactor: ThreadedReactor) -> PostgresStore:
+        """A store already connecting (the approve plugin's factory): until its first connection
+        is made, requests wait for it; if that fails, they are refused and `health` says why."""
+        store = cls(settings, reactor)
+        store.start()
+        return store
+
+    def close(self) -> None:
+        """Stops (the approve plugin's `pgwarden_stop`): the threads end within a moment."""
+        self.stop()
+
     def start(self) -> Deferred[None]:
         """Fires after the first connection attempt, whether it worked or not (`health` says)."""
         return self._link.start()
@@ -114,17 +126,19 @@ class PostgresStore:
 
     def get(self, request_id: str) -> Deferred[StoredRequest | None]:
         query = sql.SQL("SELECT request FROM {} WHERE id = %s").format(self._t("requests"))
-        return self._link.run(lambda conn: _one(conn.execute(query, [request_id]).fetchone()))
+        return self._link.run(lambda conn: _one(conn.execute(query, [request_id]).fetchone()), reads_only=True)
 
     def pending(self) -> Deferred[list[StoredRequest]]:
         query = sql.SQL("SELECT request FROM {} WHERE state = 'pending' ORDER BY created_at, id").format(
             self._t("requests"))
-        return self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query).fetchall()])
+        return self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query).fetchall()],
+                              reads_only=True)
 
     def history(self, limit: int) -> Deferred[list[StoredRequest]]:
         query = sql.SQL("SELECT request FROM {} WHERE state <> 'pending' ORDER BY closed_at DESC, id LIMIT %s").format(
             self._t("requests"))
-        return self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query, [limit]).fetchall()])
+        return self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query, [limit]).fetchall()],
+                              reads_only=True)
 
     def decide(self, request_id: str, decision: Decision, rules: ApprovalRules) -> Deferred[StoredRequest]:
         def work(conn: psycopg.Connection) -> StoredRequest:
@@ -265,8 +279,8 @@ class PostgresStore:
             log.debug("approval store: catching up failed: {why}", why=failure.getErrorMessage())
             self._link.on_working_once(self._catch_up)
 
-        self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query, [waiting]).fetchall()]) \
-            .addCallbacks(delivered, failed)
+        self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query, [waiting]).fetchall()],
+                       reads_only=True).addCallbacks(delivered, failed)
 
     def _deliver(self, request: StoredRequest) -> None:
         for d in self._watchers.pop(request.id, []):

@@ -472,3 +472,114 @@ def test_the_credential_appears_in_no_error_log_or_repr(reactor_thread, stores, 
         assert "password authentication failed" in problem
     else:
         assert "not a valid connection string" in problem
+
+
+# ---------------------------------------------------------------------- two pgwarden processes, one store
+
+
+WRITES = {"name": "agents", "default": "allow", "rules": [
+    {"name": "writes", "approve": {"statements": ["insert", "update", "delete"]}, "reason": "writes need a human"},
+]}
+
+
+def _http(url: str, token: str | None = None, body: dict | None = None) -> tuple[int, str]:
+    import json
+    import urllib.error
+    import urllib.request
+
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    data = json.dumps(body).encode() if body is not None else None
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data, headers=headers), timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+@pytest.fixture
+def fleet(pgwarden_process, store_db, pg_server):
+    """Two `pgwarden run` processes sharing one postgres store: (holder, inbox)."""
+    import json
+
+    pg_server.psql("drop table if exists fleet_orders; create table fleet_orders (id int primary key); "
+                   "grant all on fleet_orders to public", "appdb")
+    approvals = {"store": "postgres", "approver_groups": ["dba"], "timeout_s": 20,
+                 "postgres": {"dsn": f"host={pg_server.host} port={pg_server.port} dbname={store_db.name} "
+                                     f"user={ROLE}", "password_file": str(store_db.password_file),
+                              "retry_s": 0.1, "max_retry_s": 0.5}}
+    sidecars = [pgwarden_process(approvals=approvals, policies=[WRITES]) for _ in range(2)]
+
+    def pending(sidecar) -> list[dict]:
+        status, text = _http(f"http://127.0.0.1:{sidecar.admin_port}/approvals/api/requests",
+                             sidecar.token("ann", ["dba"]))
+        assert status == 200, text
+        return json.loads(text)["requests"]
+
+    for s in sidecars:
+        s.pending = lambda s=s: pending(s)
+        s.readyz = lambda s=s: _http(f"http://127.0.0.1:{s.admin_port}/readyz")
+        wait_until(10, s.readyz, "the sidecar to be ready", until=lambda r: r[0] == 200)
+    return sidecars
+
+
+def test_a_statement_held_on_one_sidecar_runs_once_approved_through_the_other(fleet, pg_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    holder, inbox = fleet
+
+    def agent(sql: str) -> object:
+        with psycopg.connect(holder.dsn(), autocommit=True) as conn:
+            return conn.execute(sql).fetchall()
+
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(agent, "insert into fleet_orders values (1) returning id")
+        held = wait_until(10, inbox.pending, "the request to show in the other sidecar's inbox",
+                          until=lambda rs: len(rs) == 1)[0]
+        assert held["sql"] == "insert into fleet_orders values (1) returning id" and held["subject"] == "agent-1"
+        assert pg_server.psql("select count(*) from fleet_orders", "appdb") == "0"
+        started = time.monotonic()
+        status, text = _http(f"http://127.0.0.1:{inbox.admin_port}/approvals/api/requests/{held['id']}/approve",
+                             inbox.token("ann", ["dba"]), {"reason": "ok"})
+        assert status == 200, text
+        assert done.result(10) == [(1,)]
+        assert time.monotonic() - started < 1.0
+    assert pg_server.psql("select count(*) from fleet_orders", "appdb") == "1"
+
+
+def test_store_down_refuses_new_requests_says_so_on_readyz_and_recovers(fleet, store_db, pg_server):
+    from concurrent.futures import ThreadPoolExecutor
+
+    holder, inbox = fleet
+    _cut(store_db)
+    status, text = wait_until(10, holder.readyz, "/readyz to say the store is down", until=lambda r: r[0] == 503)
+    assert "approval store (postgres)" in text and "new approval requests are refused" in text
+    with psycopg.connect(holder.dsn(), autocommit=True) as conn:
+        started = time.monotonic()
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="approval store"):
+            conn.execute("insert into fleet_orders values (2)")
+        assert time.monotonic() - started < 2.0  # refused, not held
+        assert conn.execute("select count(*) from fleet_orders").fetchone() == (0,)  # the rest goes on
+    store_db.pg.psql(f"ALTER ROLE {ROLE} LOGIN")
+    wait_until(10, holder.readyz, "/readyz to be ready again", until=lambda r: r[0] == 200)
+
+    def agent() -> str:
+        with psycopg.connect(holder.dsn(), autocommit=True) as conn:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+                conn.execute("insert into fleet_orders values (3)")
+            return refused.value.diag.message_primary or ""
+
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(agent)
+        held = wait_until(10, inbox.pending, "a pending request", until=lambda rs: len(rs) == 1)[0]
+        status, text = _http(f"http://127.0.0.1:{inbox.admin_port}/approvals/api/requests/{held['id']}/deny",
+                             inbox.token("ann", ["dba"]), {"reason": "not now"})
+        assert status == 200, text
+        assert done.result(10) == "pgwarden: approval denied: not now"
+    for sidecar in fleet:  # the credential is in no record, log line or metric
+        _, metrics = _http(f"http://127.0.0.1:{sidecar.admin_port}/metrics")
+        for text in (sidecar.output(), sidecar.log(), metrics,
+                     (sidecar.directory / "records.jsonl").read_text()):
+            assert ROLE_PASSWORD not in text
+    assert "approval store" in holder.log()

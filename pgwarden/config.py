@@ -209,7 +209,7 @@ def _store_schema(_inst, attribute, value) -> None:
     # The schema's name is also the NOTIFY channel's: a plain lower-case identifier of at most
     # 63 bytes (NAMEDATALEN) means the same in every quoting and is never cut.
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
-        raise ValueError(f"expected a lower-case SQL identifier of at most 63 characters "
+        raise ValueError(f"expected {attribute.name} to be a lower-case SQL identifier of at most 63 characters "
                          f"(letters, digits, _), got {value!r}")
 
 

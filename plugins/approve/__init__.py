@@ -8,7 +8,8 @@ statements need approval (``pgwarden_check``: `Verdict.approve`), keeps each req
 approvals API (`api`) on the admin port and says on /readyz when its store is down. The core
 owns the request id, the time limit, cancellation, the records and the client's errors.
 
-Stores: ``memory`` here, ``postgres`` in `postgres_store` (a fleet's shared queue); others register a factory in `STORES` (``approvals.store``).
+Stores: ``memory`` here, ``postgres`` in `postgres_store` (a fleet's shared queue); others
+register a factory in `STORES` (``approvals.store``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pgwarden.api import (
     UPSTREAM,
     ApprovalRequest,
     Approvals,
+    ConfigProblem,
     Policy,
     Reactor,
     Sections,
@@ -113,6 +115,15 @@ class Approving:
     @hookimpl
     def pgwarden_config_sections(self):
         return [APPROVALS, AUTH_JWT, UPSTREAM]
+
+    @hookimpl
+    def pgwarden_validate(self, sections: Sections) -> Sequence[ConfigProblem] | None:
+        approvals = sections[APPROVALS]
+        if approvals is not None and approvals.store == "postgres" and approvals.postgres is not None:
+            from pgwarden_plugins.approve.pg_link import config_problems
+
+            return config_problems(approvals.postgres)
+        return None
 
     @hookimpl
     def pgwarden_configure(self, sections: Sections, reactor: Reactor) -> None:

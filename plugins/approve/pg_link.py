@@ -38,7 +38,7 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from pgwarden.api import Reactor
+from pgwarden.api import ConfigProblem, Reactor
 from pgwarden.config import ApprovalsPostgres
 from pgwarden_plugins.approve import pg_schema
 from pgwarden_plugins.approve.store import StoreUnavailable
@@ -132,6 +132,27 @@ class Credentials:
         """What went wrong, in one line free of the credential (never the exception with its frames)."""
         text = " ".join(str(error).split()) or type(error).__name__
         return "approval store: " + self.scrub(text)
+
+
+def config_problems(settings: ApprovalsPostgres) -> list[ConfigProblem]:
+    """What `pgwarden check` can tell about ``approvals.postgres`` without connecting: whether the
+    DSN parses. Never the DSN itself in the message (it may hold a password); a ``dsn_file`` that
+    is not there is left alone, as a missing ``password_file`` is (check runs where secrets are not)."""
+    if settings.dsn is not None:
+        where, text = "dsn", settings.dsn
+    else:
+        assert settings.dsn_file is not None
+        try:
+            where, text = "dsn_file", Path(settings.dsn_file).read_text().strip()
+        except OSError:
+            return []
+    try:
+        conninfo_to_dict(text)
+    except psycopg.Error:
+        return [ConfigProblem(("approvals", "postgres", where),
+                              "expected a libpq connection string (host=... dbname=... user=...) or a URI "
+                              "(postgresql://...); this one does not parse (it is not shown: it may hold a password)")]
+    return []
 
 
 def _down(error: BaseException) -> bool:

@@ -249,18 +249,19 @@ class Link:
 
     # ------------------------------------------------------------------ queries
 
-    def run(self, work: Callable[[psycopg.Connection], T], *, reads_only: bool = False) -> Deferred[T]:
+    def run(self, work: Callable[[psycopg.Connection], T], *, idempotent: bool = False) -> Deferred[T]:
         """``work(conn)`` in the query thread; fails with StoreUnavailable at once while the store is
         down, or when the connection fails under it (the link is then down, and reconnects).
 
-        ``reads_only``: ``work`` changes nothing, so when a connection kept from before turns out
-        to be cut (a restart, a terminated backend) it runs once more on a new one.
+        ``idempotent``: running ``work`` twice does what running it once does (a read, an expiry),
+        so when a connection kept from before turns out to be cut (a restart, a terminated
+        backend) it runs once more on a new one.
         """
         if self._stopping.is_set():
             return _failed(StoreUnavailable("approval store: stopped"))
         if self.query_problem is not None and self._first is None:
             return _failed(StoreUnavailable(self.query_problem))
-        return self._submit(lambda: self._use(work, reads_only))
+        return self._submit(lambda: self._use(work, idempotent))
 
     def _submit(self, job: Callable[[], T]) -> Deferred[T]:
         d: Deferred[T] = Deferred()

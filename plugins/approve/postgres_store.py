@@ -126,19 +126,33 @@ class PostgresStore:
 
     def get(self, request_id: str) -> Deferred[StoredRequest | None]:
         query = sql.SQL("SELECT request FROM {} WHERE id = %s").format(self._t("requests"))
-        return self._link.run(lambda conn: _one(conn.execute(query, [request_id]).fetchone()), reads_only=True)
+        return self._link.run(lambda conn: _one(conn.execute(query, [request_id]).fetchone()), idempotent=True)
 
     def pending(self) -> Deferred[list[StoredRequest]]:
+        """Requests waiting for a decision; those past their expiry are ended as ``expired`` first.
+
+        The sidecar that made a request expires it when its statement stops waiting, but a
+        sidecar can die first (a pod deleted, a crash): whoever lists the queue ends what no one
+        waits on any more, so the inbox never offers a request nobody can decide.
+        """
+        now = self._reactor.seconds()
+        stale = sql.SQL("SELECT id FROM {} WHERE state = 'pending' AND expires_at <= pg_catalog.to_timestamp(%s)"
+                        ).format(self._t("requests"))
         query = sql.SQL("SELECT request FROM {} WHERE state = 'pending' ORDER BY created_at, id").format(
             self._t("requests"))
-        return self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query).fetchall()],
-                              reads_only=True)
+
+        def work(conn: psycopg.Connection) -> list[StoredRequest]:
+            for (request_id,) in conn.execute(stale, [now]).fetchall():
+                self._end(conn, request_id, "expired", "no decision before the request expired", None)
+            return [from_json(r[0]) for r in conn.execute(query).fetchall()]
+
+        return self._link.run(work, idempotent=True)
 
     def history(self, limit: int) -> Deferred[list[StoredRequest]]:
         query = sql.SQL("SELECT request FROM {} WHERE state <> 'pending' ORDER BY closed_at DESC, id LIMIT %s").format(
             self._t("requests"))
         return self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query, [limit]).fetchall()],
-                              reads_only=True)
+                              idempotent=True)
 
     def decide(self, request_id: str, decision: Decision, rules: ApprovalRules) -> Deferred[StoredRequest]:
         def work(conn: psycopg.Connection) -> StoredRequest:
@@ -280,7 +294,7 @@ class PostgresStore:
             self._link.on_working_once(self._catch_up)
 
         self._link.run(lambda conn: [from_json(r[0]) for r in conn.execute(query, [waiting]).fetchall()],
-                       reads_only=True).addCallbacks(delivered, failed)
+                       idempotent=True).addCallbacks(delivered, failed)
 
     def _deliver(self, request: StoredRequest) -> None:
         for d in self._watchers.pop(request.id, []):

@@ -583,3 +583,16 @@ def test_store_down_refuses_new_requests_says_so_on_readyz_and_recovers(fleet, s
                      (sidecar.directory / "records.jsonl").read_text()):
             assert ROLE_PASSWORD not in text
     assert "approval store" in holder.log()
+
+
+def test_listing_the_queue_expires_what_no_sidecar_waits_on_any_more(reactor_thread, stores):
+    """A sidecar died with a request pending: the next one to list the queue ends it at its expiry."""
+    store = stores()
+    gone = request(1, now=time.time() - 400)  # expired 100 s ago
+    live = request(2)
+    call(reactor_thread, store.submit, gone)
+    call(reactor_thread, store.submit, live)
+    assert [r.id for r in call(reactor_thread, store.pending)] == [live.id]
+    ended = call(reactor_thread, store.get, gone.id)
+    assert ended.state == "expired" and ended.closed_at == gone.expires
+    assert [r.id for r in call(reactor_thread, store.history, 10)] == [gone.id]

@@ -596,3 +596,39 @@ def test_listing_the_queue_expires_what_no_sidecar_waits_on_any_more(reactor_thr
     ended = call(reactor_thread, store.get, gone.id)
     assert ended.state == "expired" and ended.closed_at == gone.expires
     assert [r.id for r in call(reactor_thread, store.history, 10)] == [gone.id]
+
+
+def test_the_fleet_inbox_serve_decides_for_a_sidecar(pgwarden_process, store_db, pg_server, spawn, tmp_path):
+    """`pgwarden approvals serve` on the same store is the fleet's one inbox: what it decides runs on the sidecar."""
+    import json
+    import re
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    pg_server.psql("drop table if exists inbox_orders; create table inbox_orders (id int primary key); "
+                   "grant all on inbox_orders to public", "appdb")
+    approvals = {"store": "postgres", "approver_groups": ["dba"], "timeout_s": 20,
+                 "postgres": {"dsn": f"host={pg_server.host} port={pg_server.port} dbname={store_db.name} "
+                                     f"user={ROLE}", "password_file": str(store_db.password_file)}}
+    sidecar = pgwarden_process(approvals=approvals, policies=[WRITES])
+    out = tmp_path / "serve.out"
+    with open(out, "wb") as sink:
+        spawn([sys.executable, "-m", "pgwarden", "approvals", "serve", "-c", str(sidecar.config), "--port", "0"],
+              stdout=sink, stderr=subprocess.STDOUT)
+    port = int(wait_until(30, lambda: re.search(r"serving http://127\.0\.0\.1:(\d+)/", out.read_text()),
+                          "serve to listen", detail=out.read_text).group(1))
+    base = f"http://127.0.0.1:{port}/approvals/api/requests"
+    approver = sidecar.token("ann", ["dba"])
+
+    def agent() -> object:
+        with psycopg.connect(sidecar.dsn(), autocommit=True) as conn:
+            return conn.execute("insert into inbox_orders values (7) returning id").fetchall()
+
+    with ThreadPoolExecutor(1) as pool:
+        done = pool.submit(agent)
+        held = wait_until(10, lambda: json.loads(_http(base, approver)[1])["requests"], "the request in the inbox",
+                          until=lambda rs: len(rs) == 1)[0]
+        status, text = _http(f"{base}/{held['id']}/approve", approver, {"reason": "fine"})
+        assert status == 200, text
+        assert done.result(10) == [(7,)]

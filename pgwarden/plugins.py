@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 log = Logger(namespace="pgwarden.plugins")
 
 ENTRY_POINT_GROUP = "pgwarden"
+#: A plugin whose ``pgwarden_check`` only interprets the rule kinds it declares sets this
+#: attribute to True: it is not called for sessions whose policies have none of those rules.
+RULES_ONLY = "pgwarden_checks_only_its_rules"
 # Keys of the `plugins:` section that are not plugin names.
 RESERVED_KEYS = frozenset({"disable", "timeout_s"})
 NO_AUTHENTICATOR = "no loaded plugin authenticates clients (pgwarden_authenticate)"
@@ -152,6 +155,11 @@ class PluginHost:
         self._sections = self._declared_sections()
         # The hot path's callers, built once: the plugins are all registered by now.
         self._checkers = self._each("pgwarden_check")
+        # Checkers that only interpret their own rule kinds (`RULES_ONLY`), by name: skipped for
+        # sessions whose policies have no rule of those kinds.
+        self._rules_only = {name for name, _ in self._checkers
+                            if getattr(self.pm.get_plugin(name), RULES_ONLY, False) is True}
+        self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, Call]]]] = {}
         self._authenticate = self.pm.hook.pgwarden_authenticate
         self._approve = self.pm.hook.pgwarden_await_approval
         self._masks = self.pm.hook.pgwarden_result_masks
@@ -507,7 +515,14 @@ class PluginHost:
         """
         answers: list[Verdict | Deferred[Verdict | None]] = []
         waits = False
-        for name, call in self._checkers:
+        checkers = self._checkers
+        if self._rules_only:
+            policies = session.policies
+            known = self._checkers_for.get(id(policies))
+            if known is None or known[0] is not policies:
+                known = self._checkers_for_policies(policies)
+            checkers = known[1]
+        for name, call in checkers:
             try:
                 got = call(statement=statement, session=session)
             except Exception as e:
@@ -524,6 +539,18 @@ class PluginHost:
             return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
         return gatherResults([a if isinstance(a, Deferred) else succeed(a) for a in answers]) \
             .addCallback(Verdict.strictest)
+
+    def _checkers_for_policies(self, policies: tuple[Policy, ...]) -> tuple[tuple[Policy, ...], list]:
+        """The checkers to call for sessions under ``policies`` (memoised; the entry keeps the
+        tuple alive, so its id is not reused meanwhile)."""
+        kinds = {rule.kind for policy in policies for rule in policy.rules}
+        claimed = {name: {k for k, names in self._claims.items() if name in names} for name in self._rules_only}
+        checkers = [(name, call) for name, call in self._checkers
+                    if name not in self._rules_only or claimed[name] & kinds]
+        if len(self._checkers_for) > 1000:
+            self._checkers_for.clear()
+        known = self._checkers_for[id(policies)] = (policies, checkers)
+        return known
 
     def _settle(self, name: str, answer: object) -> Verdict | Deferred[Verdict | None] | None:
         """A plugin's answer that is not a Verdict: None, a Deferred or a coroutine (a Verdict

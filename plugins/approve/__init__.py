@@ -95,6 +95,9 @@ def answer_of(stored: StoredRequest) -> ApprovalAnswer:
 class Approving:
     """The ``approve`` plugin: one store, one previewer, one API for this pgwarden."""
 
+    #: its check only reads approve rules: not called for sessions without any (no cost to them)
+    pgwarden_checks_only_its_rules = True
+
     def __init__(self) -> None:
         self.store: ApprovalStore | None = None
         self._store_kind: str | None = None

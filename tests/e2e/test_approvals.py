@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -237,7 +239,7 @@ def test_each_execution_of_a_prepared_statement_is_approved_with_its_own_paramet
             try:
                 await insert.fetch(9, "two")
             except asyncpg.exceptions.InsufficientPrivilegeError as e:
-                return str(e)
+                return e.args[0]
             return "ran"
         finally:
             await conn.close()
@@ -260,9 +262,9 @@ def test_each_execution_of_a_prepared_statement_is_approved_with_its_own_paramet
 def test_retry_mode_with_a_grant_window(make_pgwarden, orders):
     running = start(make_pgwarden, mode="retry")
     insert = "insert into ap_orders values (%s, 'retried') on conflict (id) do update set note = 'again'"
-    with psycopg.connect(running.dsn(), autocommit=True) as c:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
-            c.execute(insert, (10,))
+    with psycopg.connect(running.dsn(), autocommit=True) as c, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+        c.execute(insert, (10,))
     diag = excinfo.value.diag
     request = api(running).pending()[0]
     assert diag.message_primary == f"pgwarden: approval required: request {request['id']}"
@@ -274,9 +276,9 @@ def test_retry_mode_with_a_grant_window(make_pgwarden, orders):
         c.execute(insert, (10,))  # within the window, as often as it comes
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # other parameters: another statement
             c.execute(insert, (11,))
-    with psycopg.connect(running.dsn(running.token("agent-2")), autocommit=True) as c:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # another identity
-            c.execute(insert, (10,))
+    with psycopg.connect(running.dsn(running.token("agent-2")), autocommit=True) as c, \
+            pytest.raises(psycopg.errors.InsufficientPrivilege):  # another identity
+        c.execute(insert, (10,))
     assert orders() == "10:again"
 
 
@@ -351,3 +353,61 @@ def test_the_api_speaks_json_errors(make_pgwarden):
     with pytest.raises(urllib.error.HTTPError) as bad:
         urllib.request.urlopen(request)
     assert bad.value.code == 400 and "expected a JSON object" in json.loads(bad.value.read())["error"]
+
+
+def test_a_store_that_is_down_refuses_new_requests_and_readyz_says_so(make_pgwarden, orders):
+    running = start(make_pgwarden)
+
+    class Down:
+        def health(self):
+            return "connection refused"
+
+        def take_grant(self, *args):
+            from twisted.internet.defer import fail
+
+            return fail(ConnectionRefusedError("connection refused"))
+
+        def submit(self, request):
+            from twisted.internet.defer import fail
+
+            return fail(ConnectionRefusedError("connection refused"))
+
+    plugin = running.app.plugins.pm.get_plugin("approve")
+    running.call(setattr, plugin, "store", Down())
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+            c.execute("insert into ap_orders values (15, 'store down')")
+        assert excinfo.value.diag.message_primary == "pgwarden: approval failed: the approval store did not answer"
+        assert c.execute("select 1").fetchone() == (1,)  # reads go on
+    with pytest.raises(urllib.error.HTTPError) as ready:
+        urllib.request.urlopen(f"http://127.0.0.1:{running.admin}/readyz")
+    assert ready.value.code == 503
+    assert "approval store (memory): connection refused; new approval requests are refused" in ready.value.read().decode()
+    assert orders() == ""
+
+
+def test_the_cli_shows_and_denies(make_pgwarden, orders, pool, tmp_path):
+    running = start(make_pgwarden)
+    done = pool.submit(lambda: psycopg.connect(running.dsn(), autocommit=True).execute(
+        "insert into ap_orders values (16, 'cli')"))
+    rid = pending_one(api(running))["id"]
+    token = tmp_path / "approver-token"
+    token.write_text(running.token("ann", ["dba"]))
+    url = f"http://127.0.0.1:{running.admin}"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pgwarden", "approvals", *args, "--url", url,
+                               "--token-file", str(token)], capture_output=True, text=True, timeout=60)
+
+    shown = cli("show", rid)
+    assert shown.returncode == 0 and f"request {rid}: pending" in shown.stdout
+    assert "writes public.ap_orders" in shown.stdout and "insert into ap_orders values (16, 'cli')" in shown.stdout
+    no_reason = subprocess.run([sys.executable, "-m", "pgwarden", "approvals", "deny", rid, "--url", url],
+                               capture_output=True, text=True, timeout=60)
+    assert no_reason.returncode == 2  # argparse: --reason is required
+    denied = cli("deny", rid, "--reason", "use the batch job")
+    assert denied.returncode == 0 and "denied by ann: use the batch job" in denied.stdout
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        done.result(10)
+    again = cli("approve", rid)
+    assert again.returncode == 1 and "already denied (HTTP 409)" in again.stderr

@@ -53,7 +53,7 @@ def _postgres_store(approvals: Approvals, _sections: Sections, reactor: Reactor)
     from pgwarden_plugins.approve.postgres_store import PostgresStore
 
     assert approvals.postgres is not None  # required with store: postgres, by the config's validation
-    return PostgresStore.opened(approvals.postgres, reactor)  # type: ignore[arg-type]
+    return PostgresStore.opened(approvals.postgres, reactor)
 
 
 STORES: dict[str, StoreFactory] = {"memory": lambda _a, _s, _r: MemoryStore(), "postgres": _postgres_store}

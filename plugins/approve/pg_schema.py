@@ -150,7 +150,7 @@ def migrate(conn: psycopg.Connection, schema: str, by: str, steps: Sequence[Step
             if step.version <= before:
                 continue
             for statement in step.statements:
-                conn.execute(sql.SQL(statement).format(schema=sql.Identifier(schema)))  # type: ignore[arg-type]
+                conn.execute(sql.SQL(statement).format(schema=sql.Identifier(schema)))
             conn.execute(sql.SQL("INSERT INTO {} (version, summary, applied_by) VALUES (%s, %s, %s)").format(
                 sql.Identifier(schema, "schema_version")), [step.version, step.summary, by])
     return before, max(before, known)

@@ -249,7 +249,7 @@ class PostgresStore:
             request = from_json(row[0])
             if request.final:
                 return request
-            ended = attrs.evolve(request, state=state, closed_reason=why,  # type: ignore[arg-type]
+            ended = attrs.evolve(request, state=state, closed_reason=why,
                                  closed_at=request.expires if at is None else at)
             written = self._update(conn, ended)
             if written is None:  # unreachable under the row lock: whatever ended it, read it as it is
@@ -302,4 +302,4 @@ class PostgresStore:
 
 
 def _one(row: tuple[object, ...] | None) -> StoredRequest | None:
-    return from_json(row[0]) if row is not None else None  # type: ignore[arg-type]
+    return from_json(row[0]) if row is not None else None

@@ -10,11 +10,13 @@ problems (``pgwarden_readiness``: an approval store that is down).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import typing
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.web import pages, server
 from twisted.web.resource import Resource
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from pgwarden.plugins import PluginHost
 
 
-class RecorderState(RecordingHealth, Protocol):
+class RecorderState(RecordingHealth, typing.Protocol):
     """What /readyz asks the recorder: whether records can be written (trying again first)."""
 
     @property
@@ -35,7 +37,7 @@ class RecorderState(RecordingHealth, Protocol):
     def retry(self) -> bool: ...
 
 
-class AdminSource(MetricsSource, Protocol):
+class AdminSource(MetricsSource, typing.Protocol):
     """What the admin endpoint reads of the running pgwarden (an `Application`), per request."""
 
     @property
@@ -61,6 +63,8 @@ class AdminSource(MetricsSource, Protocol):
 
 
 class _Probe(Protocol):
+    transport: ITransport
+
     def connectionMade(self) -> None:
         self.transport.loseConnection()
 
@@ -146,7 +150,7 @@ def site(app: AdminSource) -> server.Site:
         root.putChild(segment.encode(), resource)
     s = server.Site(root)
     s.noisy = False
-    s.log = lambda _request: None  # no access log: probes every few seconds would drown the op log
+    s.log = lambda _request: None  # type: ignore[method-assign,assignment]  # no access log: probes every few seconds would drown the op log
     s.displayTracebacks = False
     return s
 

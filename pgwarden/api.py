@@ -15,7 +15,7 @@ keeps working; the rest is here.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Protocol, TypeVar, Union
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -46,14 +46,14 @@ T = TypeVar("T")
 
 #: What a hook that may wait returns instead of its answer: a Deferred of it, or the
 #: coroutine of an ``async def`` implementation (run with ``Deferred.fromCoroutine``).
-Later = Union[Deferred[T], Coroutine[object, object, T]]
+Later = Deferred[T] | Coroutine[object, object, T]
 
 #: One record (docs/records.md): a JSON-ready mapping, shared by every sink, read-only.
 Record = Mapping[str, object]
 
 #: Rewrites one value of a result column (text or binary format, as the column says);
 #: None is SQL NULL. Keep the value valid for the column's type.
-Masker = Callable[[Union[bytes, None], Column], Union[bytes, None]]
+Masker = Callable[[bytes | None, Column], bytes | None]
 
 
 class Reactor(Protocol):

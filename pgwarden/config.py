@@ -19,7 +19,12 @@ from typing import Any, Literal
 import attrs
 import cattrs
 import yaml
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
 from cattrs.gen import make_dict_structure_fn, override
 
 from pgwarden.policy.model import (
@@ -519,7 +524,7 @@ def _leaves(exc: BaseException, path: tuple = (), type_=None):
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
-            key = note.name.rstrip("_") if isinstance(exc, ClassValidationError) else note.index
+            key = note.name.rstrip("_") if isinstance(note, AttributeValidationNote) else note.index
             yield from _leaves(sub, path + (key,), note.type)
         for sub in without:
             field, _, rest = str(sub).partition(": ")

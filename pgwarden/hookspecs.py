@@ -310,7 +310,7 @@ def pgwarden_readiness() -> Sequence[str] | None:
 
 @hookspec
 def pgwarden_records_wanted() -> bool | None:
-    """Whether this plugin's `pgwarden_record` wants records with the configuration it has now.
+    """Whether this plugin's `pgwarden_records` wants records with the configuration it has now.
 
     Asked after every `pgwarden_configure`. When no plugin wants records, the core
     builds none (what ``recording: {sinks: []}`` does for the built-in sinks). A
@@ -323,19 +323,53 @@ def pgwarden_records_wanted() -> bool | None:
 
 
 @hookspec
+def pgwarden_records(records: Sequence[Record]) -> None:
+    """The records to write now (statement, result, approval, session start/end, ...), in order.
+
+    Called once for all the records built since the last call, just before
+    `pgwarden_records_flush` (so at most once per reactor turn, and later for records
+    that carry no verdict: see that hook), which is where they must reach the
+    operating system. Raise when they cannot be taken and statements must stop (fail
+    closed), as from `pgwarden_records_flush`: the sessions whose statements wait on
+    these records end before those statements reach the database. A retry calls only
+    the flush: to keep statements refused while you cannot write, raise there too.
+
+    :param records: JSON-ready mappings (docs/records.md); the same sequence goes to
+        every sink: read it, keep it if you like, do not change it.
+
+    .. versionadded:: 1.0
+       Replaces `pgwarden_record`: one call per turn instead of one per record.
+    """
+
+
+#: What a plugin that implements `pgwarden_record` (and not `pgwarden_records`) is told at load.
+RECORD_DEPRECATED = PgwardenDeprecationWarning(
+    "pgwarden_record (one call per record) is deprecated: implement pgwarden_records(records), "
+    "which gets the records of a turn in one call (docs/plugins.md, changelog); pgwarden_record "
+    "goes in plugin contract v2")
+
+
+@hookspec(warn_on_impl=RECORD_DEPRECATED)
 def pgwarden_record(record: Record) -> None:
     """A structured record (statement, approval, session start/end, ...) to write.
+
+    Called as each record is built. Raising refuses the statement the record is
+    about (SQLSTATE 58030), and the later ones until a flush succeeds. A plugin that
+    implements `pgwarden_records` too (to work with pgwarden before and after 1.0) gets
+    its records there only, and no deprecation warning.
 
     :param record: the record, a JSON-ready mapping (docs/records.md); the same one
         goes to every sink: read it, do not change it.
 
     .. versionadded:: 0.1
+    .. deprecated:: 1.0
+       Implement `pgwarden_records`; this hook goes in plugin contract v2.
     """
 
 
 @hookspec
 def pgwarden_records_flush() -> Sequence[str] | None:
-    """Make every record received through `pgwarden_record` so far reach the operating system.
+    """Make every record received through `pgwarden_records` so far reach the operating system.
 
     The core calls it once per reactor turn, before that turn's bytes go
     upstream, so a sink may buffer records and write them with one call; when

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from pgwarden.wire import messages as m
 
@@ -21,5 +21,5 @@ def row_transform(shape: m.RowDescription, maskers: dict[int, Masker]) -> Callab
                 values[i] = masker(values[i], columns[i])
         return m.DataRow(tuple(values)).encode()
 
-    transform.columns = tuple(columns[i].name for i, _ in plan)  # named in result records
+    transform.columns = tuple(columns[i].name for i, _ in plan)  # type: ignore[attr-defined]  # named in result records
     return transform

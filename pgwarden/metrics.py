@@ -8,7 +8,8 @@ custom collector (`StatsCollector`) reads them when Prometheus scrapes.
 from __future__ import annotations
 
 import bisect
-from typing import Collection, Iterator, Protocol
+from collections.abc import Collection, Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry

@@ -9,8 +9,9 @@ Every hook is called through pluggy, so tracing (``PGWARDEN_TRACE_HOOKS=1``),
 ``wrapper=True`` implementations and pluggy's deprecation warnings apply to all
 of them, `pgwarden explain` included. Where the core must know which plugin
 answered (a decision that failed, a sink that could not write), it calls each
-plugin through a subset caller of its own, built once at load: the plugin's
-implementations, with the wrappers of every plugin that only wraps around them.
+plugin on its own through pluggy's hook executor (`_PluginCall`), with the subset
+chosen once at load: the plugin's implementations, with the wrappers of every
+plugin that only wraps around them.
 Answers that are coroutines (``async def`` implementations) become Deferreds.
 """
 
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from types import CodeType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import pluggy
@@ -155,6 +156,9 @@ class PluginHost:
         self._sections = self._declared_sections()
         # The hot path's callers, built once: the plugins are all registered by now.
         self._checkers = self._each("pgwarden_check")
+        #: whether any plugin decides about statements (else every statement passes); an
+        #: attribute, not a property: the decision path reads it up to three times a statement
+        self.checks = bool(self._checkers)
         # Checkers that only interpret their own rule kinds (`RULES_ONLY`), by name: skipped for
         # sessions whose policies have no rule of those kinds.
         self._rules_only = {name for name, _ in self._checkers
@@ -162,7 +166,9 @@ class PluginHost:
         self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, Call]]]] = {}
         self._authenticate = self.pm.hook.pgwarden_authenticate
         self._approve = self.pm.hook.pgwarden_await_approval
-        self._masks = self.pm.hook.pgwarden_result_masks
+        # asked once per result: all plugins in one call, their answers merged (nobody is blamed)
+        masks = self.pm.hook.pgwarden_result_masks
+        self._masks = _PluginCall(masks, masks.get_hookimpls())
         self._recording: set[str] = set()  # the plugins that want records now
         self.options: dict[str, object] = {}
         #: the configuration `accept` took, its rules read
@@ -185,7 +191,10 @@ class PluginHost:
             hints = [hint for (hook, arg), hint in _REMOVED.items() if hook in text and repr(arg) in text]
             raise PluginError(f"plugin {name!r} does not fit the hook specifications: {text}"
                               + "".join(f"\n{hint}" for hint in hints)) from None
+        batches = any(impl.plugin_name == name for impl in self._impls("pgwarden_records"))
         for w in caught:
+            if w.message is hookspecs.RECORD_DEPRECATED and batches:
+                continue  # it takes records the v1 way, and keeps the old hook for older pgwardens
             if issubclass(w.category, PgwardenDeprecationWarning):
                 self._deprecated(name, str(w.message))
             else:
@@ -212,8 +221,11 @@ class PluginHost:
         for impl in reversed(self._impls(hook_name)):  # pluggy calls the last of the list first
             if not (impl.wrapper or impl.hookwrapper):
                 deciders.setdefault(impl.plugin_name, impl.plugin)
-        callers = [(name, self.pm.subset_hook_caller(hook_name, [p for n, p in deciders.items() if n != name]))
-                   for name in deciders]
+        hook = getattr(self.pm.hook, hook_name)
+        impls = hook.get_hookimpls()
+        callers: list[tuple[str, Call]] = [
+            (name, _PluginCall(hook, [i for i in impls if i.plugin_name == name or i.plugin_name not in deciders]))
+            for name in deciders]
         self._callers[hook_name] = callers
         return callers
 
@@ -480,16 +492,23 @@ class PluginHost:
                     raise
                 raise ConfigError(config.source, [located(config.lines, tuple(p.path), p.message)
                                                   for p in _problems_in(matched)]) from None
-        self._recording = {name for name, _ in self._each("pgwarden_record")}
+        self._recording = {name for hook in ("pgwarden_records", "pgwarden_record") for name, _ in self._each(hook)}
         for name, call in self._each("pgwarden_records_wanted"):
             if any(answer is False for answer in call()):
                 self._recording.discard(name)
 
     # ------------------------------------------------------------------ records
 
+    def record_takers(self) -> list[tuple[str, Callable[..., object]]]:
+        """(plugin name, ``take(records=...)``) of each plugin that wants records now, in batches."""
+        return [(name, call) for name, call in self._each("pgwarden_records") if name in self._recording]
+
     def record_writers(self) -> list[tuple[str, Callable[..., object]]]:
-        """(plugin name, ``write(record=...)``) of each plugin that wants records now."""
-        return [(name, call) for name, call in self._each("pgwarden_record") if name in self._recording]
+        """(plugin name, ``write(record=...)``) of each plugin that wants records now one by one
+        (``pgwarden_record``, deprecated)."""
+        batched = {name for name, _ in self._each("pgwarden_records")}
+        return [(name, call) for name, call in self._each("pgwarden_record")
+                if name in self._recording and name not in batched]
 
     def record_flushers(self) -> list[tuple[str, Callable[[], list[str]]]]:
         """(plugin name, ``flush() -> problems``) of each plugin that wants records now."""
@@ -501,15 +520,10 @@ class PluginHost:
 
     # ------------------------------------------------------------------ decisions
 
-    @property
-    def checks(self) -> bool:
-        """Whether any plugin decides about statements (else every statement passes)."""
-        return bool(self._checkers)
-
     def check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict]:
         """The strictest verdict of all plugins: a Verdict, or a Deferred of one.
 
-        Each plugin is called through its own subset caller (pluggy), so that a
+        Each plugin is called through pluggy on its own (`_PluginCall`), so that a
         failure is blocked in that plugin's name; a plugin answering a Verdict at once
         costs one pluggy call and no Deferred.
         """
@@ -537,8 +551,8 @@ class PluginHost:
                 answers.append(answer)
         if not waits:
             return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
-        return gatherResults([a if isinstance(a, Deferred) else succeed(a) for a in answers]) \
-            .addCallback(Verdict.strictest)
+        return gatherResults(  # type: ignore[misc]
+            [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)
 
     def _checkers_for_policies(self, policies: tuple[Policy, ...]) -> tuple[tuple[Policy, ...], list]:
         """The checkers to call for sessions under ``policies`` (memoised; the entry keeps the
@@ -590,7 +604,7 @@ class PluginHost:
         """The approval store's answer as a Deferred (an `ApprovalAnswer`, or a `Verdict` from a
         plugin of contract 1.0), or None when no plugin keeps approvals. Raises what the plugin raised."""
         answer = later(self._approve(request=request, session=session))
-        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)
+        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ the admin port
 
@@ -632,7 +646,7 @@ class PluginHost:
         """Column index -> masker, from every plugin (a later plugin's masker for a column wins)."""
         maskers: dict = {}
         for answer in self._masks(shape=shape, statement=statement, session=session):
-            maskers.update(answer or {})
+            maskers.update(answer or {})  # type: ignore[call-overload]  # the hook promises a dict
         return maskers
 
     # ------------------------------------------------------------------ listing
@@ -645,6 +659,33 @@ class PluginHost:
             kinds = tuple(sorted(k for k, names in self._claims.items() if name in names))
             out.append(LoadedPlugin(name, version, source, hooks, kinds, tuple(self._warnings.get(name, ()))))
         return sorted(out, key=lambda p: p.name)
+
+
+class _PluginCall:
+    """One plugin's implementations of one hook, with the wrappers of the plugins that only wrap
+    it, run by pluggy's own executor: what ``pm.subset_hook_caller`` runs, without its cost at
+    every call.
+
+    A subset caller chooses its implementations again at each call (a list built by a filter)
+    and goes through the generic ``HookCaller.__call__`` (argument checks, a copy of the list):
+    half of the microsecond a pluggy call costs, on the path of every statement. The subset is
+    chosen here once, at load (plugins are not registered later), and each call goes straight
+    to the plugin manager's hook executor, the one that tracing (``PGWARDEN_TRACE_HOOKS``) and
+    pluggy's call monitoring replace, and that runs wrappers and implementations. The core
+    passes every argument the hookspec names (it declares no defaults).
+    """
+
+    __slots__ = ("_hookexec", "impls", "name")
+
+    def __init__(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl]) -> None:
+        if hook.spec is not None and hook.spec.opts.get("firstresult"):
+            raise PluginError(f"{hook.name} stops at the first answer: call it through pm.hook, not plugin by plugin")
+        self.name = hook.name
+        self.impls = impls
+        self._hookexec = hook._hookexec
+
+    def __call__(self, **kwargs: object) -> list[object]:
+        return cast("list[object]", self._hookexec(self.name, self.impls, kwargs, False))
 
 
 def later(answer: object) -> object:

@@ -35,11 +35,11 @@ class Verdict:
         return _ALLOW if approver is None else cls("allow", approver=approver)
 
     @classmethod
-    def block(cls, reason: str, hint: str | None = None, **where: str) -> Verdict:
+    def block(cls, reason: str, hint: str | None = None, **where: str | None) -> Verdict:
         return cls("block", reason, hint, **where)
 
     @classmethod
-    def approve(cls, reason: str, **where: str) -> Verdict:
+    def approve(cls, reason: str, **where: str | None) -> Verdict:
         return cls("approve", reason, None, **where)
 
     @property

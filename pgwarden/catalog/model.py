@@ -9,7 +9,8 @@ cache key that depends on catalog facts.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -48,6 +49,14 @@ class FunctionFacts:
     # True when ``source`` is an SQL-standard body (``RETURN expr`` or ``BEGIN ATOMIC ... END``,
     # as pg_get_function_sqlbody prints it): such functions have an empty prosrc.
     sql_body: bool = False
+    # What it returns, for lineage: prorettype; the relation (pg_class OID) whose row type that is
+    # (a table's, a view's or a composite type's: RETURNS [SETOF] users), else 0; the names of its
+    # OUT, INOUT and TABLE arguments in order (the columns it returns, RETURNS TABLE(a, b)); the
+    # names of the arguments it takes (IN, INOUT, VARIADIC: what its body may name them by).
+    result_type: int = 0
+    result_relation: int = 0
+    result_columns: tuple[str, ...] = ()
+    argument_names: tuple[str, ...] = ()
 
     def accepts(self, given: int) -> bool:
         """Whether a call with ``given`` positional arguments could resolve to this function."""
@@ -70,6 +79,21 @@ class RelationFacts:
     # The types of its columns that initdb did not pin (a domain, a type of the database's own or
     # of an extension): a write converts values to them (pg_type OIDs).
     column_types: tuple[int, ...] = ()
+    # A view's or materialized view's query as pg_get_viewdef prints it (read with search_path
+    # pg_catalog, pg_temp, so every name outside pg_catalog is schema-qualified); None otherwise.
+    definition: str | None = None
+
+
+@attrs.frozen
+class ColumnFacts:
+    """One column (pg_attribute, attnum > 0) of a relation or composite type: what lineage names
+    outputs by. Dropped columns are kept (``dropped``, no name) so that an attnum maps correctly."""
+
+    relation: int  # attrelid: pg_class OID
+    attnum: int
+    name: str  # attname ("" for a dropped column: the server shows "........pg.dropped.N........")
+    type: int = 0  # atttypid (0 for a dropped column)
+    dropped: bool = False
 
 
 @attrs.frozen
@@ -117,8 +141,8 @@ class CastFacts:
     method: str = "f"  # castmethod: f function, i through the types' text input and output, b binary
 
 
-def _index(items: Iterable, key) -> dict[str, tuple]:
-    out: dict[str, list] = {}
+def _index(items: Iterable, key) -> dict[Any, tuple]:
+    out: dict[Any, list] = {}
     for item in items:
         out.setdefault(key(item), []).append(item)
     return {k: tuple(v) for k, v in out.items()}
@@ -140,6 +164,7 @@ class Catalog:
         operators: Iterable[OperatorFacts] = (),
         types: Iterable[TypeFacts] = (),
         casts: Iterable[CastFacts] = (),
+        attributes: Iterable[tuple[int, Sequence[str], Sequence[int]]] = (),
         settings: dict[str, str] | None = None,
         schemas: Iterable[str] = (),
         server_version: int = 0,
@@ -166,6 +191,11 @@ class Catalog:
         self._types_by_name = _index(self.types, lambda t: t.name)
         self._types_by_oid = {t.oid: t for t in self.types}
         self._casts_by_target = _index(self.casts, lambda c: c.target)
+        #: relation OID -> its columns' names and types by attnum ("" and 0: dropped); made into
+        #: `ColumnFacts` when first asked for (most relations never are)
+        self._attributes: dict[int, tuple[Sequence[str], Sequence[int]]] = {
+            relation: (names, types) for relation, names, types in attributes}
+        self._columns: dict[int, tuple[ColumnFacts, ...]] = {}
         #: casts with a function that the server may apply where the text shows no cast: on
         #: assignment to a column or parameter (context a) or to fit any expression (context i)
         self.ambient_casts: tuple[CastFacts, ...] = tuple(
@@ -188,6 +218,32 @@ class Catalog:
 
     def relation(self, oid: int) -> RelationFacts | None:
         return self._relations_by_oid.get(oid)
+
+    def _all_columns(self, oid: int) -> tuple[ColumnFacts, ...] | None:
+        known = self._columns.get(oid)
+        if known is None:
+            raw = self._attributes.get(oid)
+            if raw is None:
+                return None
+            names, types = raw
+            known = self._columns[oid] = tuple(
+                ColumnFacts(oid, attnum, name, type_oid, dropped=not name)
+                for attnum, (name, type_oid) in enumerate(zip(names, types, strict=True), 1))
+        return known
+
+    def columns_of(self, oid: int) -> tuple[ColumnFacts, ...] | None:
+        """The columns of relation ``oid`` in order (what ``*`` expands to); None when unknown."""
+        columns = self._all_columns(oid)
+        return None if columns is None else tuple(c for c in columns if not c.dropped)
+
+    def column(self, relation: int, attnum: int) -> ColumnFacts | None:
+        """Column ``attnum`` of relation ``relation`` (as a RowDescription names it), None when
+        unknown or dropped."""
+        columns = self._all_columns(relation)
+        if columns is None or not 0 < attnum <= len(columns):
+            return None
+        found = columns[attnum - 1]
+        return None if found.dropped else found
 
     def operators_named(self, name: str) -> tuple[OperatorFacts, ...]:
         return self._operators_by_name.get(name, ())

@@ -40,7 +40,8 @@ def _kinds(_inst, attribute, value) -> None:
             raise ValueError(f"{attribute.name}: unknown statement kind(s) {', '.join(unknown)}; "
                              f"did you mean {guesses}?")
         raise ValueError(
-            f"{attribute.name}: unknown statement kind(s) {', '.join(unknown)}; expected any of {', '.join(sorted(STATEMENT_KINDS))}"
+            f"{attribute.name}: unknown statement kind(s) {', '.join(unknown)}; "
+            f"expected any of {', '.join(sorted(STATEMENT_KINDS))}"
         )
 
 

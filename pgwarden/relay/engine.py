@@ -44,7 +44,8 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from typing import Any, Callable, Final
+from collections.abc import Callable
+from typing import Any, Final
 
 import attrs
 

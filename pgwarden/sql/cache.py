@@ -18,18 +18,23 @@ Agents repeat themselves: the same statement with another constant costs one
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TypeVar
 
 from pglast.parser import ParseError, normalize
 
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext, default_context
 from pgwarden.sql.lexer import LexerSettings
+from pgwarden.sql.lineage import Lineage, lineage_of
 from pgwarden.sql.resolve import resolve
 from pgwarden.sql.statement import Statement
 from pgwarden.sql.syntax import Syntax, syntax_of
 
+K = TypeVar("K")
+V = TypeVar("V")
 
-def _put(cache: OrderedDict, key, value, size: int) -> None:
+
+def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
     cache[key] = value
     if len(cache) > size:
         cache.popitem(last=False)
@@ -39,12 +44,11 @@ class StatementCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._items: OrderedDict[tuple, Statement] = OrderedDict()
-        self._syntax: OrderedDict[tuple, Syntax] = OrderedDict()
-        self._by_normalized: OrderedDict[tuple, Syntax] = OrderedDict()
+        self._syntax: OrderedDict[str | tuple[str, LexerSettings], Syntax] = OrderedDict()
+        self._by_normalized: OrderedDict[str, Syntax] = OrderedDict()
         self._resolved: OrderedDict[tuple, tuple[Syntax, Analysis]] = OrderedDict()
-        self.hits = 0
-        self.fingerprint_hits = 0  # analyses shared by normalized text (name kept for the metrics)
-        self.misses = 0
+        self._lineage: OrderedDict[tuple, tuple[Lineage, ...]] = OrderedDict()
+        self.fingerprint_hits = 0  # analyses shared by normalized text
 
     def get(self, sql: str, context: SqlContext | LexerSettings | None = None) -> Statement:
         """The Statement for ``sql`` in ``context`` (or the default context read under the given
@@ -60,7 +64,6 @@ class StatementCache:
         statement = items.get(key)
         if statement is not None:
             items.move_to_end(key)
-            self.hits += 1
             return statement
         statement = Statement(sql, cache=self, context=ctx)
         _put(items, key, statement, self._size)
@@ -83,7 +86,6 @@ class StatementCache:
                 if shared is not None:
                     self.fingerprint_hits += 1
                     return shared
-        self.misses += 1
         syntax = syntax_of(sql, lexer)
         _put(self._syntax, key, syntax, self._size)
         if normalized is not None and syntax.constant_free:
@@ -100,6 +102,18 @@ class StatementCache:
         # The entry keeps the Syntax alive, so its id cannot be reused meanwhile.
         _put(self._resolved, key, (syntax, analysis), self._size)
         return analysis
+
+    def lineage_for(self, sql: str, context: SqlContext) -> tuple[Lineage, ...]:
+        """Lineage per text and context: a constant may matter (``ORDER BY 1``), so texts that
+        differ only in constants do not share it."""
+        key = (sql, context)
+        known = self._lineage.get(key)
+        if known is not None:
+            self._lineage.move_to_end(key)
+            return known
+        lineage = lineage_of(sql, context)
+        _put(self._lineage, key, lineage, self._size)
+        return lineage
 
     def __len__(self) -> int:
         return len(self._items)

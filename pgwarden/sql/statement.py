@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
 from pglast.parser import ParseError, fingerprint
 
 from pgwarden.sql.analysis import Analysis
+
+if TYPE_CHECKING:
+    from pgwarden.sql.cache import StatementCache
+    from pgwarden.sql.context import SqlContext
+    from pgwarden.sql.lexer import LexerSettings
+    from pgwarden.sql.lineage import Lineage
 
 _UNSET = object()
 
@@ -17,9 +26,11 @@ class Statement:
     with statements that all differ in a constant every access is a first one.
     """
 
-    __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
+    __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "_lineage", "__dict__")
 
-    def __init__(self, sql: str, analyze=None, cache=None, context=None, lexer=None) -> None:
+    def __init__(self, sql: str, analyze: Callable[[str], Analysis] | None = None,
+                 cache: StatementCache | None = None, context: SqlContext | None = None,
+                 lexer: LexerSettings | None = None) -> None:
         self.sql = sql
         if lexer is not None:
             from pgwarden.sql.context import default_context
@@ -31,8 +42,9 @@ class Statement:
         # statement, keeps statements free of reference cycles: an evicted one is freed
         # at once instead of waiting for the cycle collector.
         self._cache = cache
-        self._analysis = None
-        self._fingerprint = _UNSET
+        self._analysis: Analysis | None = None
+        self._fingerprint: str | None | object = _UNSET
+        self._lineage: tuple[Lineage, ...] | None = None
 
     def __repr__(self) -> str:
         return f"Statement({self.sql!r})"
@@ -42,7 +54,7 @@ class Statement:
         analysis = self._analysis
         if analysis is None:
             if self._cache is not None:
-                analysis = self._cache.analysis_for(self.sql, self.context)
+                analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
             elif self._analyze is not None:
                 analysis = self._analyze(self.sql)
             else:
@@ -51,6 +63,23 @@ class Statement:
                 analysis = analyze_sql(self.sql, self.context)
             self._analysis = analysis
         return analysis
+
+    @property
+    def lineage(self) -> tuple[Lineage, ...]:
+        """Where each output column of each statement of the string comes from, what it reads,
+        and its oracles (`pgwarden.sql.lineage`); computed when first asked (masking rules
+        exist), shared by every session in the same context."""
+        lineage = self._lineage
+        if lineage is None:
+            if self._cache is not None:
+                lineage = self._cache.lineage_for(self.sql, self.context)  # type: ignore[arg-type]
+            else:
+                from pgwarden.sql.context import default_context
+                from pgwarden.sql.lineage import lineage_of
+
+                lineage = lineage_of(self.sql, self.context or default_context())
+            self._lineage = lineage
+        return lineage
 
     @property
     def analysed(self) -> Analysis | None:
@@ -96,7 +125,7 @@ class Statement:
             except ParseError:
                 fp = None
             self._fingerprint = fp
-        return fp
+        return cast("str | None", fp)  # set by now
 
 
 def analyze(sql: str) -> Statement:

@@ -453,7 +453,7 @@ def test_an_installed_plugin_applies_to_the_fixture_unless_only_leaves_it_out(ma
 
     shipped = make_pgwarden(only=BUILTIN_PLUGINS, plugins=[("block-deletes", BlockDeletes())],  # records apart
                             recording={"sinks": [{"file": str(tmp_path / "shipped.jsonl"), "fsync_s": 0}]})
-    assert {p.name for p in shipped.app.plugins.loaded()} == {"jwt", "block", "recording", "block-deletes"}
+    assert {p.name for p in shipped.app.plugins.loaded()} == {"jwt", "block", "recording", "approve", "block-deletes"}
     with psycopg.connect(shipped.dsn(), autocommit=True) as c:
         assert c.execute("select 1").fetchone() == (1,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="DELETE is not allowed here"):
@@ -464,4 +464,5 @@ def test_only_names_installed_plugins(make_pgwarden):
     with pytest.raises(PluginError, match=r"no installed plugin is named 'blok' \(installed: .*block"):
         make_pgwarden(only=["jwt", "blok"])
     with pytest.raises(ConfigError, match="rule kind 'block' is interpreted by no loaded plugin"):
-        make_pgwarden(only=["jwt", "recording"], policies=[{"name": "p", "rules": [{"block": {"statements": ["ddl"]}}]}])
+        make_pgwarden(only=["jwt", "recording"],
+                      policies=[{"name": "p", "rules": [{"block": {"statements": ["ddl"]}}]}])

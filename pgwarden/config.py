@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -209,6 +210,41 @@ class CatalogSection:
             raise ValueError(f"max_stale_s ({self.max_stale_s}) must be longer than ttl_s ({self.ttl_s})")
 
 
+def _store_schema(_inst, attribute, value) -> None:
+    # The schema's name is also the NOTIFY channel's: a plain lower-case identifier of at most
+    # 63 bytes (NAMEDATALEN) means the same in every quoting and is never cut.
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+        raise ValueError(f"expected {attribute.name} to be a lower-case SQL identifier of at most 63 characters "
+                         f"(letters, digits, _), got {value!r}")
+
+
+@attrs.frozen
+class ApprovalsPostgres:
+    """Where the `postgres` approval store lives: any database the sidecars (and the inbox) reach.
+
+    The credential is ``password_file`` (read at each connection, so a rotated Secret is
+    used without a restart) or a password inside the DSN; neither appears in a repr, an
+    error, a log line, a record or a metric.
+    """
+
+    # libpq connection string or URI (postgresql://user@host/db?sslmode=verify-full&...)
+    dsn: str | None = attrs.field(default=None, repr=False)
+    # or a file holding it (a Secret), read at each connection
+    dsn_file: str | None = None
+    password_file: str | None = None
+    schema: str = attrs.field(default="pgwarden_approvals", validator=_store_schema)
+    connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    # each query of the store; the store counts as unreachable when one takes longer
+    statement_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    # reconnecting after a loss: the first wait, doubled up to the longest
+    retry_s: float = attrs.field(default=0.5, validator=_positive)
+    max_retry_s: float = attrs.field(default=15.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.dsn is None) == (self.dsn_file is None):
+            raise ValueError("expected exactly one of dsn or dsn_file")
+
+
 @attrs.frozen
 class Approvals:
     """How statements that need approval wait, where requests are kept, and who may decide
@@ -232,6 +268,13 @@ class Approvals:
     # The impact preview (EXPLAIN, never ANALYZE, on pgwarden's own connection), and its time limit.
     preview: bool = True
     preview_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    # the `postgres` store's database (required with store: postgres)
+    postgres: ApprovalsPostgres | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.store == "postgres" and self.postgres is None:
+            raise ValueError("expected a postgres: {dsn or dsn_file, password_file, schema} section "
+                             "with store: postgres")
 
 
 @attrs.frozen
@@ -374,8 +417,8 @@ def _converter() -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
     c.register_structure_hook(Rule, _rule)
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
-                Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch, ApproveMatch,
-                Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
+                ApprovalsPostgres, Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch,
+                ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
     c.register_structure_hook(
         MaskSpec,

@@ -8,7 +8,8 @@ statements need approval (``pgwarden_check``: `Verdict.approve`), keeps each req
 approvals API (`api`) on the admin port and says on /readyz when its store is down. The core
 owns the request id, the time limit, cancellation, the records and the client's errors.
 
-Stores: ``memory`` here; others register a factory in `STORES` (``approvals.store``).
+Stores: ``memory`` here, ``postgres`` in `postgres_store` (a fleet's shared queue); others
+register a factory in `STORES` (``approvals.store``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pgwarden.api import (
     UPSTREAM,
     ApprovalRequest,
     Approvals,
+    ConfigProblem,
     Policy,
     Reactor,
     Sections,
@@ -47,7 +49,14 @@ log = Logger(namespace="pgwarden.approvals")
 #: ``approvals.store`` -> a factory of the store: (approvals, sections, reactor) -> ApprovalStore.
 #: A store that keeps connections implements ``close()``.
 StoreFactory = Callable[[Approvals, Sections, Reactor], ApprovalStore]
-STORES: dict[str, StoreFactory] = {"memory": lambda _a, _s, _r: MemoryStore()}
+def _postgres_store(approvals: Approvals, _sections: Sections, reactor: Reactor) -> ApprovalStore:
+    from pgwarden_plugins.approve.postgres_store import PostgresStore
+
+    assert approvals.postgres is not None  # required with store: postgres, by the config's validation
+    return PostgresStore.opened(approvals.postgres, reactor)
+
+
+STORES: dict[str, StoreFactory] = {"memory": lambda _a, _s, _r: MemoryStore(), "postgres": _postgres_store}
 
 
 def rules_of(approvals: Approvals) -> ApprovalRules:
@@ -109,6 +118,15 @@ class Approving:
     @hookimpl
     def pgwarden_config_sections(self):
         return [APPROVALS, AUTH_JWT, UPSTREAM]
+
+    @hookimpl
+    def pgwarden_validate(self, sections: Sections) -> Sequence[ConfigProblem] | None:
+        approvals = sections[APPROVALS]
+        if approvals is not None and approvals.store == "postgres" and approvals.postgres is not None:
+            from pgwarden_plugins.approve.pg_link import config_problems
+
+            return config_problems(approvals.postgres)
+        return None
 
     @hookimpl
     def pgwarden_configure(self, sections: Sections, reactor: Reactor) -> None:

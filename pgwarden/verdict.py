@@ -61,11 +61,64 @@ _ALLOW = Verdict("allow")
 
 @attrs.frozen
 class ApprovalRequest:
-    """A statement held for a human: what it is, why, and from whom."""
+    """A statement that needs a human's yes: what it is, why, from whom, and until when.
+
+    Built by the core (its ``id`` too) and handed to ``pgwarden_await_approval`` and
+    ``pgwarden_approval_requested``. ``parameters`` are the statement's bind parameters
+    as records show them (text; None for NULL; binary values as ``\\x`` hex), None for a
+    statement without any (a simple Query). Times are the reactor's seconds.
+
+    .. versionchanged:: 1.1
+       ``id``, ``parameters``, ``created`` and ``expires``.
+    """
 
     statement: Statement
     verdict: Verdict
     session: Session
+    id: str = ""
+    parameters: tuple[str | None, ...] | None = None
+    created: float = 0.0
+    expires: float = 0.0
+
+
+#: What an approval store says about a request (`ApprovalAnswer.state`).
+ANSWER_STATES = ("approved", "denied", "expired", "required")
+
+
+@attrs.frozen
+class ApprovalAnswer:
+    """An approval store's answer about one request (``pgwarden_await_approval``).
+
+    ``approved`` runs the statement; ``denied`` and ``expired`` refuse it; ``required``
+    (retry mode) refuses it at once, saying the request waits for a human and that the
+    same statement may be sent again once it is approved. ``request`` names an earlier
+    request whose approval covers this statement (a retry-mode grant), when it is not
+    this request's own.
+
+    .. versionadded:: 1.1
+    """
+
+    state: str = attrs.field(validator=attrs.validators.in_(ANSWER_STATES))
+    approver: str | None = None
+    reason: str | None = None
+    request: str | None = None
+
+    @classmethod
+    def approved(cls, approver: str | None = None, reason: str | None = None,
+                 request: str | None = None) -> ApprovalAnswer:
+        return cls("approved", approver, reason, request)
+
+    @classmethod
+    def denied(cls, reason: str | None = None, approver: str | None = None) -> ApprovalAnswer:
+        return cls("denied", approver, reason)
+
+    @classmethod
+    def expired(cls, reason: str | None = None) -> ApprovalAnswer:
+        return cls("expired", None, reason)
+
+    @classmethod
+    def required(cls) -> ApprovalAnswer:
+        return cls("required")
 
 
 @attrs.frozen

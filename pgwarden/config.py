@@ -217,7 +217,7 @@ def _http_url(_inst, attribute, value) -> None:
 class WebhookNotify:
     """POSTs each new approval request as JSON (`pgwarden_plugins.approve.notify`)."""
 
-    webhook: str = attrs.field(validator=_http_url)
+    webhook: str = attrs.field(validator=_http_url, repr=False)  # may carry a token: never shown
     # The whole exchange: a receiver slower than this counts as a failure; nothing waits for it.
     timeout_s: float = attrs.field(default=5.0, validator=_positive)
 
@@ -230,7 +230,7 @@ class WebhookNotify:
 class SlackNotify:
     """POSTs a Slack-compatible Block Kit message to an incoming-webhook URL."""
 
-    slack: str = attrs.field(validator=_http_url)
+    slack: str = attrs.field(validator=_http_url, repr=False)  # the URL is the credential: never shown
     timeout_s: float = attrs.field(default=5.0, validator=_positive)
 
     @property

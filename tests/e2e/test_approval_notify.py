@@ -1,0 +1,196 @@
+"""Approval notifications to real local HTTP receivers: what they get, and that failures decide nothing."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from twisted.internet.defer import gatherResults
+from twisted.internet.threads import blockingCallFromThread
+from twisted.logger import globalLogPublisher
+from twisted.web import resource, server
+
+from pgwarden.config import ConfigError, SlackNotify, WebhookNotify, parse_config
+from pgwarden_plugins.approve.notify import NotifyCollector, Notifiers
+from pgwarden_plugins.approve.store import Preview, StoredRequest
+
+HOSTILE_SQL = "update public.orders set note = '<script>alert(\"x\")</script> ``` <!channel> & co' where id = 1"
+
+
+class Receiver(resource.Resource):
+    """Takes POSTs and keeps them; ``modes`` by path: ok (the default), fail (500), hang (never answers)."""
+
+    isLeaf = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.posts: list[tuple[str, dict[str, list[str]], dict]] = []
+        self.modes: dict[str, str] = {}
+        self.hanging: list[server.Request] = []
+
+    def render_POST(self, request):
+        headers = {k.decode().lower(): [v.decode() for v in vs] for k, vs in request.requestHeaders.getAllRawHeaders()}
+        self.posts.append((request.path.decode(), headers, json.loads(request.content.read())))
+        mode = self.modes.get(request.path.decode(), "ok")
+        if mode == "hang":
+            self.hanging.append(request)
+            return server.NOT_DONE_YET
+        if mode == "fail":
+            request.setResponseCode(500)
+            return b"no"
+        return b"ok"
+
+
+@pytest.fixture
+def receiver(reactor_thread):
+    site = Receiver()
+    port = blockingCallFromThread(reactor_thread, reactor_thread.listenTCP, 0, server.Site(site),
+                                  interface="127.0.0.1")
+    site.base = f"http://127.0.0.1:{port.getHost().port}"
+    yield site
+
+    def close():
+        for r in site.hanging:
+            r.channel.transport.abortConnection()
+        return port.stopListening()
+
+    blockingCallFromThread(reactor_thread, close)
+
+
+@pytest.fixture
+def warnings():
+    seen: list[dict] = []
+
+    def observe(event):
+        if event.get("log_namespace", "").startswith("pgwarden.approvals"):
+            seen.append(event)
+
+    globalLogPublisher.addObserver(observe)
+    yield seen
+    globalLogPublisher.removeObserver(observe)
+
+
+def request(sql: str = HOSTILE_SQL, preview: Preview | None = None) -> StoredRequest:
+    return StoredRequest(
+        id="r7k2m9", subject="agent-1", groups=("ai-agents",), session="s1", sql=sql, fingerprint="f",
+        params_hash="h", created=1_800_000_000.0, expires=1_800_000_300.0, kinds=("update",),
+        tables=("public.orders",), policy="agents", rule="prod-writes", reason="writes need a human",
+        preview=preview or Preview(ok=True, rows=42.0, cost=12.5, writes=("public.orders",)),
+    )
+
+
+def send(reactor, notifiers: Notifiers, req: StoredRequest) -> None:
+    """Sends and waits until every POST is over (the caller never waits: `send` returns at once)."""
+    blockingCallFromThread(reactor, lambda: gatherResults(notifiers.send(req)))
+
+
+def test_webhook_and_slack_receive_the_request_with_a_link_to_the_inbox(reactor_thread, receiver):
+    targets = [WebhookNotify(webhook=receiver.base + "/hook"), SlackNotify(slack=receiver.base + "/slack")]
+    notifiers = Notifiers(reactor_thread, targets, "https://approvals.example/inbox")
+    send(reactor_thread, notifiers, request())
+
+    by_path = {path: (headers, body) for path, headers, body in receiver.posts}
+    headers, hook = by_path["/hook"]
+    assert headers["content-type"] == ["application/json; charset=UTF-8"]
+    assert hook["type"] == "approval_requested"
+    assert hook["request"]["id"] == "r7k2m9" and hook["request"]["sql"] == HOSTILE_SQL
+    assert hook["request"]["preview"]["rows"] == 42.0
+    assert hook["preview"] == "~42 rows; cost 12.50; writes public.orders"
+    assert hook["inbox_url"] == "https://approvals.example/inbox#request-r7k2m9"
+
+    _, slack = by_path["/slack"]
+    blocks = slack["blocks"]
+    assert [b["type"] for b in blocks] == ["header", "section", "section", "context", "actions"]
+    code = blocks[1]["text"]["text"]
+    assert code.startswith("```") and code.endswith("```")
+    # Slack's control characters escaped: no <!channel> ping, no link markup; backticks cannot end the block.
+    assert "<" not in code and ">" not in code and "&lt;script&gt;" in code and "&lt;!channel&gt;" in code
+    assert code.count("```") == 2
+    fields = {f["text"].split("\n", 1)[0]: f["text"].split("\n", 1)[1] for f in blocks[2]["fields"]}
+    assert fields["*Requested by*"] == "agent-1"
+    assert fields["*Rule*"] == "agents / prod-writes"
+    assert fields["*Impact preview*"] == "~42 rows; cost 12.50; writes public.orders"
+    button = blocks[4]["elements"][0]
+    assert button["type"] == "button" and button["url"] == "https://approvals.example/inbox#request-r7k2m9"
+    assert notifiers.stats.counts == {("notify[0]:webhook", "sent"): 1, ("notify[1]:slack", "sent"): 1}
+
+
+def test_a_failed_preview_is_said_and_no_inbox_url_means_no_button(reactor_thread, receiver):
+    notifiers = Notifiers(reactor_thread, [SlackNotify(slack=receiver.base + "/slack")], None)
+    send(reactor_thread, notifiers, request("delete from t where id = 1", Preview(ok=False, error="relation gone")))
+    blocks = receiver.posts[0][2]["blocks"]
+    assert [b["type"] for b in blocks] == ["header", "section", "section", "context"]
+    assert "*Impact preview*\npreview failed: relation gone" in [f["text"] for f in blocks[2]["fields"]]
+
+
+def _closed_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.mark.parametrize("how", ["fail", "hang", "down"])
+def test_a_failing_receiver_is_logged_and_counted_and_decides_nothing(reactor_thread, receiver, warnings, how):
+    secret = "/services/T000/B000/very-secret-token"
+    receiver.modes[secret] = how
+    base = f"http://127.0.0.1:{_closed_port()}" if how == "down" else receiver.base
+    targets = [SlackNotify(slack=base + secret, timeout_s=0.5), WebhookNotify(webhook=receiver.base + "/ok")]
+    notifiers = Notifiers(reactor_thread, targets, None)
+
+    def start():
+        sent = notifiers.send(request())
+        # send() returned before any answer: nothing the caller does waits on a receiver
+        assert not any(d.called for d in sent[:1])
+        return gatherResults(sent)
+
+    outcomes = blockingCallFromThread(reactor_thread, start)
+    assert outcomes == [None, None]  # a failure is never raised to whoever sent
+    if how != "down":
+        assert secret in [p for p, _h, _b in receiver.posts]
+    counts = notifiers.stats.counts
+    assert counts[("notify[0]:slack", "failed")] == 1
+    assert ("notify[0]:slack", "sent") not in counts
+    assert notifiers.stats.failures() == 1
+
+    text = " ".join(str(e.get("why")) + str(e.get("notifier")) for e in warnings)
+    assert "notify[0]:slack" in text
+    assert {"fail": "500", "hang": "no answer within timeout_s", "down": "refused"}[how] in text
+    assert "very-secret-token" not in repr(warnings) and "very-secret-token" not in repr(targets)
+
+    registry = CollectorRegistry()
+    registry.register(NotifyCollector(notifiers.stats))
+    metrics = generate_latest(registry).decode()
+    assert 'pgwarden_approval_notifications_total{notifier="notify[0]:slack",outcome="failed"} 1.0' in metrics
+
+
+CONFIG = """
+upstream: {host: db, database: appdb, user: app}
+auth:
+  jwt: {issuer: https://i, audience: pgwarden, jwks_file: /etc/jwks.json}
+approvals:
+  inbox_url: https://approvals.example/inbox
+  notify:
+"""
+
+
+def test_notify_targets_are_typed_and_checked():
+    good = parse_config(CONFIG + "    - {webhook: https://hooks.example/pgwarden}\n"
+                                 "    - {slack: https://hooks.slack.com/services/X, timeout_s: 2}\n", "f.yaml")
+    assert good.approvals.notify == (WebhookNotify("https://hooks.example/pgwarden"),
+                                     SlackNotify("https://hooks.slack.com/services/X", 2.0))
+    assert "hooks.slack.com" not in repr(good)
+    with pytest.raises(ConfigError) as bad:
+        parse_config(CONFIG + "    - {webhook: 'file:///etc/passwd'}\n"
+                              "    - {slak: https://x}\n"
+                              "    - {slack: https://x, timeout_s: 0}\n", "f.yaml")
+    assert bad.value.problems == [
+        "line 8: approvals.notify[0].webhook: expected an http:// or https:// URL with a host, "
+        "got 'file:///etc/passwd'",
+        "line 9: approvals.notify[1]: expected {webhook: URL} or {slack: URL} (each may add timeout_s), "
+        "got {'slak': 'https://x'}",
+        "line 10: approvals.notify[2]: invalid value: timeout_s must be positive, got 0.0",
+    ]

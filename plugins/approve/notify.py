@@ -2,9 +2,9 @@
 
 A notification is a courtesy, never a control: it is sent after the request is stored, nothing
 waits for it, and its outcome decides nothing. A receiver that is down, slow (past the target's
-``timeout_s``, body included) or answers other than 2xx is logged and counted
-(`NotifyStats`, ``pgwarden_approval_notifications_total{notifier, outcome}``), and the request
-waits for its approvers all the same.
+``timeout_s``, body included) or answers other than 2xx is logged with its reason, and the send's
+Deferred fails naming it, which the plugin host counts (``pgwarden_notifier_failures``); the
+request waits for its approvers all the same.
 
 The targets' URLs are secrets (a Slack incoming-webhook URL *is* its credential): they never
 appear in a log line or a repr; a target is named by its place in ``approvals.notify``.
@@ -12,14 +12,11 @@ appear in a log line or a repr; a target is named by its place in ``approvals.no
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
-import attrs
 from treq.client import HTTPClient
-from prometheus_client.core import CounterMetricFamily
-from prometheus_client.registry import Collector
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, IResponse
@@ -132,34 +129,6 @@ def slack_payload(request: StoredRequest, inbox_url: str | None) -> dict[str, ob
     }
 
 
-@attrs.define
-class NotifyStats:
-    """Notifications by target and outcome, for /metrics."""
-
-    counts: dict[tuple[str, str], int] = attrs.field(factory=dict)
-
-    def count(self, notifier: str, outcome: str) -> None:
-        key = (notifier, outcome)
-        self.counts[key] = self.counts.get(key, 0) + 1
-
-    def failures(self, notifier: str | None = None) -> int:
-        return sum(n for (name, outcome), n in self.counts.items()
-                   if outcome == "failed" and notifier in (None, name))
-
-
-class NotifyCollector(Collector):
-    def __init__(self, stats: NotifyStats) -> None:
-        self.stats = stats
-
-    def collect(self) -> Iterator[CounterMetricFamily]:
-        c = CounterMetricFamily("pgwarden_approval_notifications",
-                                "Approval notifications, by target (notify[i]:kind) and outcome (sent, failed).",
-                                labels=["notifier", "outcome"])
-        for (notifier, outcome), n in sorted(self.stats.counts.items()):
-            c.add_metric([notifier, outcome], n)
-        yield c
-
-
 class NotifyFailed(Exception):
     """A receiver answered, but not with a 2xx."""
 
@@ -167,30 +136,36 @@ class NotifyFailed(Exception):
 class Notifiers:
     """Sends each new request to every target of ``approvals.notify``, in the background."""
 
-    def __init__(self, reactor: Reactor, targets: Sequence[Notify], inbox_url: str | None,
-                 stats: NotifyStats | None = None) -> None:
+    def __init__(self, reactor: Reactor, targets: Sequence[Notify], inbox_url: str | None) -> None:
         self._reactor = reactor
         self._targets = tuple(targets)
         self._inbox_url = inbox_url
-        self.stats = stats if stats is not None else NotifyStats()
-        self._sending: set[Deferred[None]] = set()
+        self._sending: set[Deferred[str | None]] = set()
 
-    def send(self, request: StoredRequest) -> list[Deferred[None]]:
-        """Starts one POST per target and returns at once; each Deferred fires (never fails)
-        when that POST is over, for whoever wants to know (tests, `stop`)."""
-        sent = []
+    def send(self, request: StoredRequest) -> Deferred[None]:
+        """Starts one POST per target and returns at once. The Deferred fires when every POST
+        is over: None, or `NotifyFailed` naming each target that failed (the plugin host logs
+        it and counts it in ``pgwarden_notifier_failures``); each failure is logged here too,
+        with its reason."""
+        posts = []
         for i, target in enumerate(self._targets):
             name = f"notify[{i}]:{target.name}"
             try:
                 d = self._post(target, request)
-            except Exception:  # a payload that cannot be built: counted like any other failure
+            except Exception:  # noqa: BLE001 - a payload that cannot be built fails like any other
                 d = Deferred()
                 d.errback(Failure())
             d = self._settle(d, name, request.id)
             self._sending.add(d)
             d.addBoth(self._done, d)
-            sent.append(d)
-        return sent
+            posts.append(d)
+
+        def judge(outcomes: list[str | None]) -> None:
+            failed = [why for why in outcomes if why is not None]
+            if failed:
+                raise NotifyFailed(f"request {request.id}: " + "; ".join(failed))
+
+        return gatherResults(posts).addCallback(judge)
 
     def stop(self) -> None:
         """Abandons the POSTs still going (pgwarden is stopping)."""
@@ -238,18 +213,16 @@ class Notifiers:
 
         return finished.addCallback(judge)
 
-    def _settle(self, d: Deferred[None], name: str, request_id: str) -> Deferred[None]:
-        def sent(_: None) -> None:
-            self.stats.count(name, "sent")
-
-        def failed(failure: Failure) -> None:
-            self.stats.count(name, "failed")
+    def _settle(self, d: Deferred[None], name: str, request_id: str) -> Deferred[str | None]:
+        """Fires with None (sent) or why ``name`` failed; never fails."""
+        def failed(failure: Failure) -> str:
             why = failure.getErrorMessage() or str(failure.type)
             log.warn("approval request {request}: notification {notifier} failed ({why}); the request "
                      "waits for its approvers all the same", request=request_id, notifier=name, why=why)
+            return f"{name}: {why}"
 
-        return d.addCallbacks(sent, failed)
+        return d.addCallbacks(lambda _: None, failed)
 
-    def _done(self, result: object, d: Deferred[None]) -> object:
+    def _done(self, result: object, d: Deferred[str | None]) -> object:
         self._sending.discard(d)
         return result

@@ -45,10 +45,13 @@ class NotAllowed(Exception):
 def bearer_token(request: IRequest) -> str | None:
     """The token the request carries, or None."""
     for name in TOKEN_HEADERS:
-        value = request.getHeader(name)
-        if not value:
+        raw = request.getHeader(name)
+        if not raw:
             continue
-        value = value.strip()
+        try:
+            value = (raw.decode("ascii") if isinstance(raw, bytes) else raw).strip()
+        except UnicodeDecodeError:  # no JWT has such bytes
+            continue
         if name == b"authorization":
             scheme, _, credentials = value.partition(" ")
             if scheme.lower() != "bearer" or not credentials.strip():

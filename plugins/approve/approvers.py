@@ -11,8 +11,7 @@ page of another site cannot make a browser decide anything (no CSRF).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Iterable
 
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
@@ -25,12 +24,6 @@ log = Logger(namespace="pgwarden.approvals.auth")
 
 #: the headers a token is taken from, in this order
 TOKEN_HEADERS = (b"authorization", b"x-forwarded-access-token")
-
-
-class Verifier(Protocol):
-    """`pgwarden.identity.TokenVerifier`: an Identity, or a Deferred of one (remote keys)."""
-
-    def verify(self, token: str) -> Identity | Deferred[Identity]: ...
 
 
 class NotAllowed(Exception):
@@ -62,11 +55,19 @@ def bearer_token(request: IRequest) -> str | None:
 
 
 class Approvers:
-    """Turns a request into the approver's verified identity, or `NotAllowed`."""
+    """Turns a request into the approver's verified identity, or `NotAllowed`.
 
-    def __init__(self, verifier: Verifier, approver_groups: Sequence[str]) -> None:
-        self._verifier = verifier
-        self.groups = frozenset(approver_groups)
+    Both are read at each request: a reload replaces the keys and the groups.
+
+    :param verify: a token -> its Identity, or a Deferred of one; raises (or fails with)
+        `AuthenticationFailed` for a token that is refused
+    :param groups: the groups whose members may decide (``approvals.approver_groups``)
+    """
+
+    def __init__(self, verify: Callable[[str], Identity | Deferred[Identity]],
+                 groups: Callable[[], Iterable[str]]) -> None:
+        self._verify = verify
+        self._groups = groups
 
     def approver(self, request: IRequest) -> Deferred[Identity]:
         """The approver's identity; fails with NotAllowed (401 / 403)."""
@@ -84,9 +85,9 @@ class Approvers:
             return Failure(NotAllowed("the token could not be verified now", 503))
 
         def member(identity: Identity) -> Identity:
-            if not identity.groups & self.groups:
+            if not identity.groups & frozenset(self._groups()):
                 raise NotAllowed(f"{identity.subject} is not an approver: the token has none of the groups "
                                  "in approvals.approver_groups", 403)
             return identity
 
-        return maybeDeferred(self._verifier.verify, token).addCallbacks(member, refused)
+        return maybeDeferred(self._verify, token).addCallbacks(member, refused)

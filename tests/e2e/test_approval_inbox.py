@@ -39,7 +39,7 @@ def stored(id_: str, sql: str, subject: str = "agent-1", **kw) -> StoredRequest:
 def inbox(reactor_thread, signing_keys):
     store = MemoryStore()
     jwt = JwtAuth(issuer=ISSUER, audience=AUDIENCE, jwks_file=str(signing_keys["jwks"]))
-    approvers = Approvers(TokenVerifier(jwt), ["db-approvers"])
+    approvers = Approvers(TokenVerifier(jwt).verify, lambda: ["db-approvers"])
     root = Resource()
     approvals = Resource()
     root.putChild(b"approvals", approvals)

@@ -232,13 +232,14 @@ def page(body: Tag | None, api: str) -> Tag:
 class Inbox(Resource):
     """``<inbox>/`` (the page), ``<inbox>/requests`` (the list), ``inbox.js``, ``inbox.css``.
 
-    :param store: where requests are read (decisions go through the JSON API)
+    :param store: where requests are read, asked at each request (a reload may replace it);
+        decisions go through the JSON API
     :param authenticate: the approver of a request (`approvers.Approvers.approver`)
     :param api: the JSON API's base, as the page's script should reach it from the page's URL
     :param clock: seconds since the epoch, for ages and expiries (the reactor's)
     """
 
-    def __init__(self, store: ApprovalStore, authenticate: Authenticate, *, api: str = "../api/requests/",
+    def __init__(self, store: Callable[[], ApprovalStore | None], authenticate: Authenticate, *, api: str = "../api/requests/",
                  clock: Callable[[], float] = _time.time, max_grant_minutes: int = 60) -> None:
         super().__init__()
         self.store = store
@@ -279,7 +280,10 @@ class Inbox(Resource):
 
     def _listing(self, request: IRequest) -> Deferred[Tag]:
         def read(me: Identity) -> Deferred[Tag]:
-            reads = gatherResults([self.store.pending(), self.store.history(HISTORY)], consumeErrors=True)
+            store = self.store()
+            if store is None:
+                raise NotAllowed("no approval store is configured", 503)
+            reads = gatherResults([store.pending(), store.history(HISTORY)], consumeErrors=True)
             return reads.addCallback(lambda got: requests_fragment(got[0], got[1], me, self.clock(),
                                                                    self.max_grant_minutes))
 

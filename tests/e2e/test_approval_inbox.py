@@ -43,7 +43,7 @@ def inbox(reactor_thread, signing_keys):
     root = Resource()
     approvals = Resource()
     root.putChild(b"approvals", approvals)
-    approvals.putChild(b"inbox", Inbox(store, approvers.approver, clock=lambda: NOW))
+    approvals.putChild(b"inbox", Inbox(lambda: store, approvers.approver, clock=lambda: NOW))
 
     def listen():
         return reactor_thread.listenTCP(0, server.Site(root), interface="127.0.0.1")

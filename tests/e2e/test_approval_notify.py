@@ -142,7 +142,7 @@ def test_a_failing_receiver_is_logged_and_counted_and_decides_nothing(reactor_th
     def start():
         d = notifiers.send(request())
         assert not d.called  # send() returned before any answer: nothing waits on a receiver
-        return d
+        return d.addTimeout(10, reactor_thread)  # the test's own bound, well past timeout_s
 
     with pytest.raises(NotifyFailed) as failed:  # the plugin host counts it (pgwarden_notifier_failures)
         blockingCallFromThread(reactor_thread, start)

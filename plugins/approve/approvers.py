@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.iweb import IRequest
+from twisted.web.server import Request
 
 from pgwarden.identity import AuthenticationFailed, Identity
 
@@ -35,7 +35,7 @@ class NotAllowed(Exception):
         self.status = status
 
 
-def bearer_token(request: IRequest) -> str | None:
+def bearer_token(request: Request) -> str | None:
     """The token the request carries, or None."""
     for name in TOKEN_HEADERS:
         raw = request.getHeader(name)
@@ -69,7 +69,7 @@ class Approvers:
         self._verify = verify
         self._groups = groups
 
-    def approver(self, request: IRequest) -> Deferred[Identity]:
+    def approver(self, request: Request) -> Deferred[Identity]:
         """The approver's identity; fails with NotAllowed (401 / 403)."""
         token = bearer_token(request)
         if token is None:

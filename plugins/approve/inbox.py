@@ -31,7 +31,6 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web import server
-from twisted.web.iweb import IRequest
 from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString, tags
 
@@ -68,7 +67,7 @@ STATIC = {
 class Authenticate(Protocol):
     """`approvers.Approvers.approver`: the approver of a request, or a failure with `NotAllowed`."""
 
-    def __call__(self, request: IRequest) -> Deferred[Identity]: ...
+    def __call__(self, request: server.Request) -> Deferred[Identity]: ...
 
 
 def pretty_sql(sql: str) -> str:
@@ -106,11 +105,11 @@ def _at(seconds: float | None, now: float) -> Tag:
     return tags.time(when, datetime=_iso(seconds), title=_iso(seconds))
 
 
-def _row(label: str, *value: object) -> list[Tag]:
+def _row(label: str, *value: str | Tag) -> list[Tag]:
     return [tags.dt(label), tags.dd(*value)]
 
 
-def _parameters(parameters: Sequence[str | None] | None) -> object:
+def _parameters(parameters: Sequence[str | None] | None) -> str | Tag:
     if parameters is None:
         return "none"
     return tags.ol(*[tags.li(tags.code("NULL" if p is None else p)) for p in parameters], class_="parameters")
@@ -250,7 +249,7 @@ class Inbox(Resource):
         self._static = {name: (resources.files("pgwarden_plugins.approve").joinpath("static", name.decode())
                                .read_bytes(), kind) for name, kind in STATIC.items()}
 
-    def getChild(self, path: bytes, request: IRequest) -> Resource:  # noqa: N802 - twisted.web's name
+    def getChild(self, path: bytes, request: server.Request) -> Resource:  # noqa: N802 - twisted.web's name
         if path == b"":
             return _Leaf(self._page)
         if path == b"requests":
@@ -260,7 +259,7 @@ class Inbox(Resource):
             return _Leaf(lambda req: _static(req, body, kind))
         return _Leaf(lambda req: _text(req, 404, "not found"))
 
-    def render_GET(self, request: IRequest) -> bytes:  # noqa: N802 - twisted.web's name
+    def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web's name
         # /approvals/inbox without the slash: the page's relative links need it.
         request.redirect(request.uri.split(b"?", 1)[0] + b"/")
         _secure(request)
@@ -268,17 +267,18 @@ class Inbox(Resource):
 
     # ------------------------------------------------------------------ pages
 
-    def _page(self, request: IRequest) -> object:
+    def _page(self, request: server.Request) -> object:
         if not _has_token(request):
             return self._send(request, 200, flattenString(None, page(None, self.api)), doctype=True)
-        d = self._listing(request)
-        d.addCallback(lambda body: flattenString(None, page(body, self.api)))
-        return self._send(request, 200, d, doctype=True)
+        rendered: Deferred[bytes] = self._listing(request).addCallback(
+            lambda body: flattenString(None, page(body, self.api)))
+        return self._send(request, 200, rendered, doctype=True)
 
-    def _requests(self, request: IRequest) -> object:
-        return self._send(request, 200, self._listing(request).addCallback(lambda body: flattenString(None, body)))
+    def _requests(self, request: server.Request) -> object:
+        rendered: Deferred[bytes] = self._listing(request).addCallback(lambda body: flattenString(None, body))
+        return self._send(request, 200, rendered)
 
-    def _listing(self, request: IRequest) -> Deferred[Tag]:
+    def _listing(self, request: server.Request) -> Deferred[Tag]:
         def read(me: Identity) -> Deferred[Tag]:
             store = self.store()
             if store is None:
@@ -289,7 +289,7 @@ class Inbox(Resource):
 
         return self.authenticate(request).addCallback(read)
 
-    def _send(self, request: IRequest, code: int, body: Deferred[bytes], doctype: bool = False) -> object:
+    def _send(self, request: server.Request, code: int, body: Deferred[bytes], doctype: bool = False) -> object:
         def ok(html: bytes) -> None:
             if request.finished or getattr(request, "_disconnected", False):
                 return
@@ -320,26 +320,26 @@ class Inbox(Resource):
 class _Leaf(Resource):
     isLeaf = True
 
-    def __init__(self, render: Callable[[IRequest], object]) -> None:
+    def __init__(self, render: Callable[[server.Request], object]) -> None:
         super().__init__()
         self._render = render
 
-    def render_GET(self, request: IRequest) -> object:  # noqa: N802 - twisted.web's name
+    def render_GET(self, request: server.Request) -> object:  # noqa: N802 - twisted.web's name
         return self._render(request)
 
 
-def _has_token(request: IRequest) -> bool:
+def _has_token(request: server.Request) -> bool:
     from pgwarden_plugins.approve.approvers import bearer_token
 
     return bearer_token(request) is not None
 
 
-def _secure(request: IRequest) -> None:
+def _secure(request: server.Request) -> None:
     for name, value in SECURITY_HEADERS:
         request.setHeader(name, value)
 
 
-def _text(request: IRequest, code: int, text: str) -> bytes:
+def _text(request: server.Request, code: int, text: str) -> bytes:
     """A plain-text answer's headers set; its body."""
     _secure(request)
     request.setResponseCode(code)
@@ -347,7 +347,7 @@ def _text(request: IRequest, code: int, text: str) -> bytes:
     return (text + "\n").encode()
 
 
-def _static(request: IRequest, body: bytes, kind: str) -> bytes:
+def _static(request: server.Request, body: bytes, kind: str) -> bytes:
     _secure(request)
     request.setHeader(b"content-type", kind.encode())
     request.setHeader(b"cache-control", b"no-cache")

@@ -238,7 +238,8 @@ class Inbox(Resource):
     :param clock: seconds since the epoch, for ages and expiries (the reactor's)
     """
 
-    def __init__(self, store: Callable[[], ApprovalStore | None], authenticate: Authenticate, *, api: str = "../api/requests/",
+    def __init__(self, store: Callable[[], ApprovalStore | None], authenticate: Authenticate, *,
+                 api: str = "../api/requests/",
                  clock: Callable[[], float] = _time.time, max_grant_minutes: int = 60) -> None:
         super().__init__()
         self.store = store

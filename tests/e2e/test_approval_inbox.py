@@ -24,7 +24,8 @@ from pgwarden_plugins.approve.inbox import CONTENT_SECURITY_POLICY, Inbox
 from pgwarden_plugins.approve.memory import MemoryStore
 from pgwarden_plugins.approve.store import Decision, Preview, StoredRequest
 
-XSS_SQL = """update public.orders set note = '</code></pre><script>alert("x")</script><img src=x onerror=alert(1)>' where id = 1"""
+XSS_SQL = ("""update public.orders set note = '</code></pre><script>alert("x")</script>"""
+           """<img src=x onerror=alert(1)>' where id = 1""")
 NOW = 1_800_000_100.0
 
 

@@ -1,9 +1,11 @@
-"""The admin HTTP endpoint (``admin: {host, port}``): /healthz, /readyz, /metrics.
+"""The admin HTTP endpoint (``admin: {host, port}``): /healthz, /readyz, /metrics, and what plugins serve.
 
 /healthz answers as long as the reactor turns (liveness). /readyz says whether
 statements can be served: a policy loaded and listening, the database reachable,
 records writable, not shutting down; 503 and the reasons otherwise (readiness).
-/metrics is the Prometheus text format (see `metrics`).
+/metrics is the Prometheus text format (see `metrics`). Plugins add their own
+resources (``pgwarden_admin_resources``: the approvals API) and readiness
+problems (``pgwarden_readiness``: an approval store that is down).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pgwarden.metrics import MetricsSource, RecordingHealth, registry_for
 
 if TYPE_CHECKING:
     from pgwarden.config import Config
+    from pgwarden.plugins import PluginHost
 
 
 class RecorderState(RecordingHealth, Protocol):
@@ -52,6 +55,9 @@ class AdminSource(MetricsSource, Protocol):
 
     @property
     def catalog(self) -> object: ...
+
+    @property
+    def plugins(self) -> PluginHost: ...
 
 
 class _Probe(Protocol):
@@ -92,6 +98,7 @@ class Readyz(_Text):
             problems.append("not listening")
         if app.recorder.failure is not None and not app.recorder.retry():  # freed space is noticed here too
             problems.append(f"records cannot be written: {app.recorder.failure}")
+        problems += app.plugins.readiness()
         warnings = [f"records failing open: {w}" for w in app.recorder.warnings]
         catalog = getattr(app.catalog, "status", None)
         if catalog is not None and catalog.state == "failed":
@@ -135,6 +142,8 @@ def site(app: AdminSource) -> server.Site:
     root.putChild(b"healthz", Healthz(app))
     root.putChild(b"readyz", Readyz(app))
     root.putChild(b"metrics", Metrics(app))
+    for segment, resource in app.plugins.admin_resources(("healthz", "readyz", "metrics")).items():
+        root.putChild(segment.encode(), resource)
     s = server.Site(root)
     s.noisy = False
     s.log = lambda _request: None  # no access log: probes every few seconds would drown the op log

@@ -26,6 +26,7 @@ from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.policy.kinds import ALLOW, APPROVE, BLOCK, LIMIT, MASK, RuleKind
 from pgwarden.policy.model import (
     STATEMENT_KINDS,
+    ApproveMatch,
     LimitSpec,
     MaskSpec,
     Partial,
@@ -38,7 +39,7 @@ from pgwarden.policy.model import (
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections
 from pgwarden.session import Session, SessionSummary, Store, StoreKey
 from pgwarden.sql.statement import Statement
-from pgwarden.verdict import ApprovalRequest, Verdict
+from pgwarden.verdict import ApprovalAnswer, ApprovalRequest, Verdict
 from pgwarden.wire.messages import Column, RowDescription, StartupMessage
 
 T = TypeVar("T")
@@ -84,8 +85,10 @@ __all__ = [
     "RECORDING",
     "STATEMENT_KINDS",
     "UPSTREAM",
-    "Approvals",
+    "ApprovalAnswer",
     "ApprovalRequest",
+    "Approvals",
+    "ApproveMatch",
     "AuthenticationFailed",
     "Column",
     "ConfigProblem",

@@ -126,7 +126,8 @@ class Application:
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
         self._decide = decide
-        self.decisions = Decisions(self.plugins, self.recorder, self.stats, self.statements, self.catalog)
+        self.decisions = Decisions(self.plugins, self.recorder, self.stats, self.statements, self.catalog,
+                                   reactor, lambda: self.config.approvals)
         #: the cancel keys handed to sessions, and forwarding a CancelRequest upstream
         self.canceller = CancelForwarder(reactor, config.upstream)
         self.connections: set[ClientConnection] = set()

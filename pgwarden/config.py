@@ -23,6 +23,7 @@ from cattrs.gen import make_dict_structure_fn, override
 
 from pgwarden.policy.model import (
     RULE_KEYS,
+    ApproveMatch,
     LimitSpec,
     MaskSpec,
     MaskWith,
@@ -243,13 +244,29 @@ Notify = WebhookNotify | SlackNotify
 
 @attrs.frozen
 class Approvals:
+    """How statements that need approval wait, where requests are kept, and who may decide
+    (docs/approvals.md)."""
+
+    # hold: the statement waits on the wire; retry: refused at once, passes when sent again once
+    # approved (for agents whose tool calls time out). An approve rule may say otherwise (`mode`).
     mode: Literal["hold", "retry"] = "hold"
+    # How long a request waits for a decision (hold: the statement waits that long at most).
     timeout_s: float = attrs.field(default=300.0, validator=_positive)
     store: Literal["memory", "postgres"] = "memory"
+    # Groups (from the approver's token) whose members may decide; none: nobody can.
     approver_groups: tuple[str, ...] = ()
+    # Who is told when a request starts waiting: [{webhook: URL}, {slack: URL}] (docs/approvals.md).
     notify: tuple[Notify, ...] = ()
-    # Where approvers open the inbox (behind their authenticating proxy): notifications link to it.
+    # A reason is always required to deny; this requires one to approve too.
+    reason_on_approve: bool = False
+    # The longest window a retry-mode grant may give.
+    max_grant_minutes: int = attrs.field(default=60, validator=_positive)
+    # Where approvers find the inbox (behind their authenticating proxy), named in the notice a held
+    # client gets and linked from notifications.
     inbox_url: str | None = attrs.field(default=None, validator=attrs.validators.optional(_http_url))
+    # The impact preview (EXPLAIN, never ANALYZE, on pgwarden's own connection), and its time limit.
+    preview: bool = True
+    preview_timeout_s: float = attrs.field(default=5.0, validator=_positive)
 
 
 @attrs.frozen
@@ -401,8 +418,8 @@ def _converter() -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: t == Notify, _notify)
     c.register_structure_hook(Rule, _rule)
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
-                WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch, Partial, PartialMask,
-                LimitSpec, _RuleKeys, Policy):
+                WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink, Recording, When,
+                StatementMatch, ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
     c.register_structure_hook(
         MaskSpec,
@@ -533,6 +550,8 @@ def _value_at(data: Any, parts: tuple) -> Any:
 def _describe(exc: BaseException, type_, value: Any = None) -> str:
     """One problem in words: what was expected, and what was found when it helps."""
     args = typing.get_args(type_) if typing.get_origin(type_) is Literal else ()
+    if not args and type(None) in typing.get_args(type_):  # an optional Literal
+        args = tuple(a for t in typing.get_args(type_) if typing.get_origin(t) is Literal for a in typing.get_args(t))
     if args:
         text = "expected one of " + ", ".join(map(str, args))
         meant = did_you_mean(value, args) if isinstance(value, str) else ""

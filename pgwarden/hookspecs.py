@@ -28,7 +28,10 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from twisted.web.resource import Resource
+
     from pgwarden.api import (
+        ApprovalAnswer,
         ApprovalRequest,
         ConfigProblem,
         ConfigSection,
@@ -217,23 +220,41 @@ def pgwarden_check(statement: Statement, session: Session) -> Verdict | Later[Ve
 
 
 @hookspec(firstresult=True)
-def pgwarden_await_approval(request: ApprovalRequest, session: Session) -> Later[Verdict] | None:
-    """Holds a statement whose verdict is ``approve`` until a human decides.
+def pgwarden_await_approval(request: ApprovalRequest, session: Session) -> Later[ApprovalAnswer] | None:
+    """Keeps a request for approval and answers when people have decided (an approval store).
 
     Stops at the first non-None result. Without any implementation, statements
-    that need approval are refused (fail closed).
+    that need approval are refused (fail closed). The core owns the rest: the
+    request's id and expiry, the records of each state, the time limit
+    (``approvals.timeout_s``), and the end of the wait — when the statement is
+    cancelled, its session ends or the time is up, the core **cancels** the
+    Deferred: give it a canceller that ends the request in the store. A Deferred
+    that fails refuses the statement (the request ends ``withdrawn``).
 
-    :param request: the approval request: statement, verdict, session.
+    ``request.mode`` is ``hold``: answer once the request is decided (approved,
+    denied, expired). ``retry``: answer at once — ``approved`` when an earlier
+    approval's grant covers this statement (``request`` naming that approval), else
+    keep the request and answer `ApprovalAnswer.required`.
+
+    :param request: the approval request (statement, verdict, session, id, parameters,
+        times, mode).
     :param session: the session waiting.
-    :return: a Deferred that fires with ``Verdict.allow()`` or a block verdict.
+    :return: an `ApprovalAnswer`, a Deferred of one, or the coroutine of an ``async def``.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 1.1
+       Answers an `ApprovalAnswer`; a `Verdict` (allow or block) still works, with a
+       `PgwardenDeprecationWarning`. The Deferred is cancelled when the wait ends early.
     """
 
 
 @hookspec
 def pgwarden_approval_requested(request: ApprovalRequest) -> None:
-    """An approval is now pending: notify people (webhook, chat).
+    """An approval request now waits for people: notify them (webhook, chat).
+
+    Called when a held statement starts waiting, or when a retry-mode request is
+    made. A notifier that raises, or whose Deferred fails, is logged and counted
+    (``pgwarden_notifier_failures``); it never holds, allows or refuses anything.
 
     :param request: the approval request.
 
@@ -254,6 +275,33 @@ def pgwarden_result_masks(shape: RowDescription, statement: Statement | None,
         column: Column) -> bytes | None``, or None when nothing needs masking.
 
     .. versionadded:: 0.1
+    """
+
+
+# ---------------------------------------------------------------------------- the admin port
+
+
+@hookspec
+def pgwarden_admin_resources() -> Mapping[str, Resource] | None:
+    """HTTP resources this plugin serves on the admin port (``admin: {host, port}``).
+
+    Asked once, when the admin port opens. A resource is served under ``/<name>``;
+    the names of pgwarden's own (healthz, readyz, metrics) and of another plugin's
+    are refused at start-up. The resource authenticates its callers itself.
+
+    :return: a mapping of a path segment to a ``twisted.web.resource.Resource``, or None.
+
+    .. versionadded:: 1.1
+    """
+
+
+@hookspec
+def pgwarden_readiness() -> Sequence[str] | None:
+    """Why this plugin cannot serve now, for ``/readyz`` (asked at each probe: answer at once).
+
+    :return: problems, each one line (``/readyz`` answers 503 and lists them), or None.
+
+    .. versionadded:: 1.1
     """
 
 

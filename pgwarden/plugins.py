@@ -226,21 +226,28 @@ class PluginHost:
             tb = tb.tb_next
         return found
 
-    def notify(self, hook_name: str, **kwargs: object) -> None:
+    def notify(self, hook_name: str, on_failure: Callable[[str], object] | None = None, **kwargs: object) -> None:
         """A notification hook: one plugin's failure (raised, or of its Deferred or coroutine)
-        is logged and does not stop the others."""
+        is logged, passed to ``on_failure`` with the plugin's name, and does not stop the others."""
+        def failed(failure: Failure, name: str) -> None:
+            log.failure("plugin {plugin} failed in {hook}", failure, plugin=name, hook=hook_name)
+            if on_failure is not None:
+                on_failure(name)
+
         for name, call in self._each(hook_name):
             try:
                 answers = call(**kwargs)
             except Exception as e:
-                log.failure("plugin {plugin} failed in {hook}", plugin=self._culprit(hook_name, e, name),
-                            hook=hook_name)
+                failed(Failure(), self._culprit(hook_name, e, name))
                 continue
             for answer in answers:
-                waiting = later(answer)
+                try:
+                    waiting = later(answer)
+                except Exception:  # noqa: BLE001 - a coroutine that cannot be started
+                    failed(Failure(), name)
+                    continue
                 if isinstance(waiting, Deferred):
-                    waiting.addErrback(lambda f, n=name: log.failure("plugin {plugin} failed in {hook}", f,
-                                                                     plugin=n, hook=hook_name))
+                    waiting.addErrback(failed, name)
 
     # ------------------------------------------------------------------ declarations
 
@@ -552,10 +559,42 @@ class PluginHost:
             raise AuthenticationFailed(f"authentication plugin {name!r} failed: {e!r}") from None
         return later(answer)
 
-    def approval(self, request: object, session: Session) -> Deferred[Verdict] | None:
-        """The approval store's Deferred decision, or None when no plugin holds approvals."""
+    def approval(self, request: object, session: Session) -> Deferred[object] | None:
+        """The approval store's answer as a Deferred (an `ApprovalAnswer`, or a `Verdict` from a
+        plugin of contract 1.0), or None when no plugin keeps approvals. Raises what the plugin raised."""
         answer = later(self._approve(request=request, session=session))
         return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)
+
+    # ------------------------------------------------------------------ the admin port
+
+    def admin_resources(self, taken: Iterable[str]) -> dict[str, object]:
+        """Path segment -> twisted.web resource, of every plugin; a PluginError when two
+        want the same segment or one of ``taken``."""
+        found: dict[str, object] = {}
+        owners: dict[str, str] = {name: "pgwarden" for name in taken}
+        for name, call in self._each("pgwarden_admin_resources"):
+            for answer in call():
+                for segment, resource in (answer or {}).items():
+                    if segment in owners:
+                        raise PluginError(f"plugin {name!r} serves /{segment} on the admin port, "
+                                          f"which {owners[segment]} serves")
+                    owners[segment] = repr(name)
+                    found[segment] = resource
+        return found
+
+    def readiness(self) -> list[str]:
+        """What the plugins say keeps pgwarden from serving (/readyz); a plugin that fails to
+        answer is one such problem."""
+        problems: list[str] = []
+        for name, call in self._each("pgwarden_readiness"):
+            try:
+                for answer in call():
+                    problems += answer or ()
+            except Exception as e:
+                log.failure("plugin {plugin} failed in pgwarden_readiness", plugin=self._culprit(
+                    "pgwarden_readiness", e, name))
+                problems.append(f"plugin {name!r} could not say whether it is ready")
+        return problems
 
     @property
     def masks(self) -> bool:

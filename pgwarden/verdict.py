@@ -69,7 +69,8 @@ class ApprovalRequest:
     statement without any (a simple Query). Times are the reactor's seconds.
 
     .. versionchanged:: 1.1
-       ``id``, ``parameters``, ``created`` and ``expires``.
+       ``id``, ``parameters``, ``created``, ``expires``, ``mode``, ``exact``, ``approvers``
+       and ``session_id``.
     """
 
     statement: Statement
@@ -79,6 +80,16 @@ class ApprovalRequest:
     parameters: tuple[str | None, ...] | None = None
     created: float = 0.0
     expires: float = 0.0
+    #: ``hold`` (the statement waits) or ``retry`` (answer at once: a grant covers it, or
+    #: `ApprovalAnswer.required`), from the approve rule or ``approvals.mode``
+    mode: str = "hold"
+    #: identifies this exact statement (text and parameter values; a SHA-256 in hex): an
+    #: earlier approval's grant covers a statement sent again with the same ``exact``
+    exact: str = ""
+    #: distinct approvers whose yes is needed (the approve rule's ``approvers``)
+    approvers: int = 1
+    #: the id of the session in records (``session`` of each record)
+    session_id: str = ""
 
 
 #: What an approval store says about a request (`ApprovalAnswer.state`).

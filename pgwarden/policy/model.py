@@ -95,6 +95,22 @@ class StatementMatch:
     where: Literal["absent"] | None = None
 
 
+def _at_least_one(_inst, attribute, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+
+
+@attrs.frozen
+class ApproveMatch(StatementMatch):
+    """An approve rule: what it matches, and how its approvals go (docs/approvals.md)."""
+
+    #: hold (the statement waits on the wire) or retry (refused at once, passes when sent again
+    #: after approval); None: ``approvals.mode``
+    mode: Literal["hold", "retry"] | None = None
+    #: distinct approvers whose yes is needed
+    approvers: int = attrs.field(default=1, validator=_at_least_one)
+
+
 @attrs.frozen
 class Partial:
     keep_last: int = 4

@@ -35,6 +35,7 @@ from pgwarden.proxy.upstream import UpstreamProtocol
 
 if TYPE_CHECKING:
     from pgwarden.app import Application
+    from pgwarden.approvals import Wait
 
 log = Logger(namespace="pgwarden.proxy")
 
@@ -93,6 +94,8 @@ class ClientConnection(Protocol):
         self.log = SessionLog(new_session_id())
         #: why the session ended, for its session_end record
         self.end_reason: str | None = None
+        #: the statement waiting for a human's approval, if any (`pgwarden.approvals.Wait`)
+        self.approval_wait: Wait | None = None
 
     @property
     def tls_active(self) -> bool:
@@ -122,6 +125,8 @@ class ClientConnection(Protocol):
         self._timeout = None
         if self.key is not None:
             self.app.canceller.keys.pop(self.key, None)
+        if self.approval_wait is not None:  # never approved, never run: withdrawn, before the session's end
+            self.approval_wait.withdraw("the session ended")
         if self.session is not None:
             self.app.session_ended(self, self.end_reason or "client disconnected")
         if self.upstream is not None and self.upstream.transport is not None:
@@ -545,8 +550,16 @@ class ClientConnection(Protocol):
         self._fatal("57P01", "pgwarden: terminating connection because pgwarden is shutting down")
 
     def cancel_requested(self) -> None:
-        """A CancelRequest named this session's key."""
+        """A CancelRequest named this session's key: a statement waiting for its verdict is
+        refused with 57014 (an approval it waited for is withdrawn)."""
         if self.relay is not None and self.relay.cancel_waiting():
+            if self.approval_wait is not None:
+                self.approval_wait.withdraw("the client cancelled the statement")
+            self._flush()
+
+    def flush_soon(self) -> None:
+        """Bytes the relay produced outside a client or server read (a notice): on their way."""
+        if self.phase == "relay" and self.relay is not None:
             self._flush()
 
 

@@ -142,6 +142,11 @@ class MessageFramer:
             del buf[:pos]
         return out
 
+    @property
+    def streaming(self) -> bool:
+        """Whether a message is being handed on in parts (`Fragment`): the next bytes are its rest."""
+        return self._stream_left > 0
+
     def take(self, data: bytes) -> list:
         """`feed` then `frames`, without copying ``data`` into the buffer when nothing waits there.
 

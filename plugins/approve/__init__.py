@@ -1,4 +1,269 @@
-"""Built-in plugin ``approve``: interprets ``approve`` rules and holds their statements for a human.
+"""Built-in plugin ``approve``: interprets ``approve`` rules and keeps their requests until people decide.
 
-Work in progress (issue 19): the store contract is `pgwarden_plugins.approve.store`.
+What it does, and what the core does (`pgwarden.approvals`): this plugin says which
+statements need approval (``pgwarden_check``: `Verdict.approve`), keeps each request in an
+`ApprovalStore` with its impact preview (`preview`) and answers the core's
+``pgwarden_await_approval`` — in hold mode when the request is decided, in retry mode at once
+(an earlier approval's grant covers the statement, or the request now waits). It serves the
+approvals API (`api`) on the admin port and says on /readyz when its store is down. The core
+owns the request id, the time limit, cancellation, the records and the client's errors.
+
+Stores: ``memory`` here; others register a factory in `STORES` (``approvals.store``).
 """
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from twisted.internet.defer import CancelledError as _Cancelled
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.web.resource import Resource
+
+from pgwarden.api import (
+    APPROVALS,
+    APPROVE,
+    AUTH_JWT,
+    UPSTREAM,
+    ApprovalRequest,
+    Approvals,
+    Policy,
+    Reactor,
+    Sections,
+    Session,
+    Statement,
+    Verdict,
+    hookimpl,
+)
+from pgwarden.identity import Identity, TokenVerifier
+from pgwarden.verdict import ApprovalAnswer
+from pgwarden_plugins.approve.api import ApiContext, ApprovalsRoot
+from pgwarden_plugins.approve.memory import MemoryStore
+from pgwarden_plugins.approve.store import ApprovalRules, ApprovalStore, Preview, StoredRequest
+from pgwarden_plugins.block import _with_executed, matches
+
+log = Logger(namespace="pgwarden.approvals")
+
+#: ``approvals.store`` -> a factory of the store: (approvals, sections, reactor) -> ApprovalStore.
+#: A store that keeps connections implements ``close()``.
+StoreFactory = Callable[[Approvals, Sections, Reactor], ApprovalStore]
+STORES: dict[str, StoreFactory] = {"memory": lambda _a, _s, _r: MemoryStore()}
+
+
+def rules_of(approvals: Approvals) -> ApprovalRules:
+    return ApprovalRules(tuple(approvals.approver_groups), reason_on_deny=True,
+                         reason_on_approve=approvals.reason_on_approve,
+                         max_grant_minutes=approvals.max_grant_minutes)
+
+
+def stored_request(request: ApprovalRequest, preview: Preview | None) -> StoredRequest:
+    """The store's form of the core's request."""
+    statement, verdict, session = request.statement, request.verdict, request.session
+    identity = session.identity
+    return StoredRequest(
+        id=request.id, subject=identity.subject, groups=tuple(sorted(identity.groups)),
+        session=request.session_id, sql=statement.sql, fingerprint=statement.fingerprint,
+        params_hash=request.exact, created=request.created, expires=request.expires,
+        parameters=request.parameters, kinds=tuple(sorted(statement.kinds)),
+        tables=tuple(sorted(statement.tables)), policy=verdict.policy, rule=verdict.rule,
+        reason=verdict.reason, mode="retry" if request.mode == "retry" else "hold",
+        approvals_needed=request.approvers, preview=preview,
+    )
+
+
+def answer_of(stored: StoredRequest) -> ApprovalAnswer:
+    """What the core is told once a request has ended."""
+    approvers = ", ".join(stored.approvers) or None
+    if stored.state == "approved":
+        reasons = "; ".join(d.reason for d in stored.decisions if d.approved and d.reason) or None
+        return ApprovalAnswer.approved(approvers, reasons)
+    if stored.state == "denied":
+        denier = next((d.approver for d in stored.decisions if not d.approved), None)
+        return ApprovalAnswer.denied(stored.closed_reason, denier)
+    return ApprovalAnswer.expired(stored.closed_reason)
+
+
+class Approving:
+    """The ``approve`` plugin: one store, one previewer, one API for this pgwarden."""
+
+    def __init__(self) -> None:
+        self.store: ApprovalStore | None = None
+        self._store_kind: str | None = None
+        self.approvals = Approvals()
+        self.reactor: Reactor | None = None
+        self.previewer: object | None = None
+        self._verifier: TokenVerifier | None = None
+        self._having: dict[int, tuple[tuple[Policy, ...], bool]] = {}
+        self._verdicts: dict[tuple[int, int], tuple[object, tuple[Policy, ...], Verdict | None]] = {}
+        self._root: ApprovalsRoot | None = None
+
+    # ------------------------------------------------------------------ declarations
+
+    @hookimpl
+    def pgwarden_rule_kinds(self):
+        return [APPROVE]
+
+    @hookimpl
+    def pgwarden_config_sections(self):
+        return [APPROVALS, AUTH_JWT, UPSTREAM]
+
+    @hookimpl
+    def pgwarden_configure(self, sections: Sections, reactor: Reactor) -> None:
+        approvals = sections[APPROVALS] or Approvals()
+        kind = approvals.store  # a reload keeps the store, and the requests pending in it
+        if self.store is None or kind != self._store_kind:
+            factory = STORES.get(approvals.store)
+            if factory is None:
+                from pgwarden.api import ConfigProblem
+
+                raise ConfigProblem(("approvals", "store"), f"no approval store {approvals.store!r} is loaded "
+                                                            f"(known: {', '.join(sorted(STORES))})")
+            self._close_store()
+            self.store, self._store_kind = factory(approvals, sections, reactor), kind
+        self.approvals, self.reactor = approvals, reactor
+        jwt = sections[AUTH_JWT]
+        try:
+            self._verifier = TokenVerifier(jwt, reactor) if jwt is not None else None
+        except (OSError, ValueError) as e:
+            log.error("approver tokens cannot be verified: {err}", err=e)
+            self._verifier = None
+        upstream = sections[UPSTREAM]
+        self.previewer = None
+        if approvals.preview and upstream is not None and hasattr(reactor, "getThreadPool"):
+            from pgwarden_plugins.approve.preview import Previewer
+
+            self.previewer = Previewer(upstream, reactor, approvals.preview_timeout_s)
+
+    @hookimpl
+    def pgwarden_stop(self) -> None:
+        self._close_store()
+
+    def _close_store(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+        if self.previewer is not None:
+            self.previewer.close()  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ decisions
+
+    @hookimpl
+    def pgwarden_check(self, statement: Statement, session: Session) -> Verdict | None:
+        policies = session.policies
+        known = self._having.get(id(policies))
+        if known is None or known[0] is not policies:
+            having = any(APPROVE.of(rule) is not None for p in policies for rule in p.rules)
+            if len(self._having) > 1000:
+                self._having.clear()
+            self._having[id(policies)] = known = (policies, having)
+        if not known[1]:
+            return None
+        analysis = statement.analysis
+        if analysis.prepares or analysis.executes or analysis.deallocates:
+            return self._judge(_with_executed(statement, session), policies)
+        key = (id(analysis), id(policies))
+        cached = self._verdicts.get(key)
+        if cached is not None and cached[0] is analysis and cached[1] is policies:
+            return cached[2]
+        verdict = self._judge(statement, policies)
+        if len(self._verdicts) > 10_000:
+            self._verdicts.clear()
+        self._verdicts[key] = (analysis, policies, verdict)
+        return verdict
+
+    @staticmethod
+    def _judge(statement: object, policies: tuple[Policy, ...]) -> Verdict | None:
+        for policy in policies:
+            for i, rule in enumerate(policy.rules):
+                spec = APPROVE.of(rule)
+                if spec is None:
+                    continue
+                hit = matches(spec, statement)
+                if hit:
+                    reason = rule.reason or f"{', '.join(h.upper() if h.isalpha() else h for h in hit)} needs approval"
+                    return Verdict.approve(reason, policy=policy.name, rule=rule.name or f"rules[{i}]")
+        return None
+
+    @hookimpl
+    def pgwarden_await_approval(self, request: ApprovalRequest, session: Session) -> Deferred[ApprovalAnswer] | None:
+        store = self.store
+        if store is None:
+            return None
+        if request.mode == "retry":
+            return self._retry(store, request)
+        return self._hold(store, request)
+
+    def _retry(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:
+        identity = request.session.identity
+        statement = request.statement
+
+        def granted(stored: StoredRequest | None) -> Deferred[ApprovalAnswer] | ApprovalAnswer:
+            if stored is not None:
+                answer = answer_of(stored)
+                return ApprovalAnswer.approved(answer.approver, answer.reason, request=stored.id)
+            return self._submit(store, request).addCallback(lambda _: ApprovalAnswer.required())
+
+        return store.take_grant(identity.subject, statement.fingerprint, request.exact,
+                                request.created).addCallback(granted)
+
+    def _hold(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:
+        """Fires when the request ends; cancelled by the core (a cancel, the session's end, the time
+        limit), it ends the request in the store: expired at its expiry, else withdrawn."""
+        inner: list[Deferred[object]] = []
+
+        def cancelled(_d: Deferred[ApprovalAnswer]) -> None:
+            for d in inner:
+                d.cancel()
+            now = self.reactor.seconds() if self.reactor is not None else 0.0
+            end = store.expire(request.id) if now >= request.expires else \
+                store.withdraw(request.id, "the statement no longer waits (cancelled, or its session ended)")
+            end.addErrback(lambda f: log.failure("could not end approval request {id}", f, id=request.id))
+
+        outer: Deferred[ApprovalAnswer] = Deferred(cancelled)
+
+        def watch(_: object) -> None:
+            watching = store.watch(request.id)
+            inner[:] = [watching]
+            watching.addCallbacks(lambda stored: outer.called or outer.callback(answer_of(stored)),
+                                  lambda f: None if f.check(_Cancelled) else (outer.called or outer.errback(f)))
+
+        submitted = self._submit(store, request)
+        inner[:] = [submitted]
+        submitted.addCallbacks(watch, lambda f: None if f.check(_Cancelled) else (outer.called or outer.errback(f)))
+        return outer
+
+    def _submit(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[None]:
+        previewing = self._preview(request)
+        return previewing.addCallback(lambda preview: store.submit(stored_request(request, preview)))
+
+    def _preview(self, request: ApprovalRequest) -> Deferred[Preview | None]:
+        if self.previewer is None:
+            return succeed(None)
+        return self.previewer.preview(request.statement.sql, request.parameters)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ the admin port
+
+    @hookimpl
+    def pgwarden_admin_resources(self) -> Mapping[str, Resource] | None:
+        if self._root is None:
+            self._root = ApprovalsRoot(ApiContext(
+                store=lambda: self.store, rules=lambda: rules_of(self.approvals), verify=self._verify,
+                seconds=lambda: self.reactor.seconds() if self.reactor is not None else 0.0,
+            ))
+        return {"approvals": self._root}
+
+    @hookimpl
+    def pgwarden_readiness(self) -> Sequence[str] | None:
+        if self.store is None:
+            return None
+        problem = self.store.health()
+        return [f"approval store ({self.approvals.store}): {problem}; new approval requests are refused"] \
+            if problem else None
+
+    def _verify(self, token: str) -> Identity | Deferred[Identity]:
+        from pgwarden.identity import AuthenticationFailed
+
+        if self._verifier is None:
+            raise AuthenticationFailed("approver tokens cannot be verified: auth.jwt has no usable keys")
+        return self._verifier.verify(token)
+

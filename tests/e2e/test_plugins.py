@@ -157,7 +157,7 @@ def test_approve_without_an_approval_store_fails_closed(make_pgwarden):
         def pgwarden_check(self, statement, session):
             return Verdict.approve("writes need a human") if "insert" in statement.kinds else None
 
-    running = make_pgwarden(plugins=[("approve", NeedsApproval())])
+    running = make_pgwarden(plugins=[("needs-approval", NeedsApproval())], plugins_section={"disable": ["approve"]})
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         c.execute("create temp table ap (x int)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
@@ -199,10 +199,10 @@ def _cancelled(_reactor) -> defer.Deferred:
 # How an approval wait can fail, and what the request ends as (docs/records.md, approval).
 APPROVAL_FAILURES = {
     "python-timeout": (lambda _reactor: defer.fail(TimeoutError("nobody answered")),
-                       "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
+                       "expired", psycopg.errors.InsufficientPrivilege, "pgwarden: approval expired"),
     "twisted-addTimeout": (lambda reactor: defer.Deferred().addTimeout(0.05, reactor),
-                           "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
-    "cancelled": (_cancelled, "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
+                           "expired", psycopg.errors.InsufficientPrivilege, "pgwarden: approval expired"),
+    "cancelled": (_cancelled, "expired", psycopg.errors.InsufficientPrivilege, "pgwarden: approval expired"),
     "store-unreachable": (lambda _reactor: defer.fail(ConnectionRefusedError("the store is down")),
                           "withdrawn", psycopg.errors.InsufficientPrivilege,
                           "pgwarden: approval failed: the approval store did not answer"),

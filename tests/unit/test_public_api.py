@@ -92,7 +92,7 @@ def test_the_api_module_is_exactly_these_names_each_documented():
 
     assert sorted(api.__all__) == sorted([
         "ALLOW", "APPROVALS", "APPROVE", "AUTH_JWT", "BLOCK", "LIMIT", "MASK", "RECORDING", "STATEMENT_KINDS",
-        "UPSTREAM", "Approvals", "ApprovalRequest", "AuthenticationFailed", "Column", "ConfigProblem",
+        "UPSTREAM", "ApprovalAnswer", "Approvals", "ApprovalRequest", "ApproveMatch", "AuthenticationFailed", "Column", "ConfigProblem",
         "ConfigSection", "Identity", "JwtAuth", "Later", "LimitSpec", "MaskSpec", "Masker", "Partial",
         "PartialMask", "PgwardenDeprecationWarning", "Policy", "Reactor", "Record", "Recording", "RowDescription",
         "Rule", "RuleKind", "Sections", "Session", "SessionSummary", "StartupMessage", "Statement",

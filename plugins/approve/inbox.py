@@ -25,7 +25,7 @@ import time as _time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
@@ -35,9 +35,12 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString, tags
 
 from pgwarden.identity import Identity
-from pgwarden_plugins.approve.approvers import NotAllowed
+from pgwarden_plugins.approve.approvers import Approvers, NotAllowed, bearer_token
 from pgwarden_plugins.approve.notify import describe_preview
 from pgwarden_plugins.approve.store import ApprovalStore, StoredRequest
+
+if TYPE_CHECKING:
+    from pgwarden_plugins.approve.api import ApiContext
 
 log = Logger(namespace="pgwarden.approvals.inbox")
 
@@ -167,10 +170,12 @@ def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int)
 
 def _ended(r: StoredRequest) -> Tag:
     by = ", ".join(d.approver for d in r.decisions) or "-"
+    # A denial's reason ends the request; approvals give theirs with each decision.
+    reason = r.closed_reason or "; ".join(d.reason for d in r.decisions if d.reason) or "-"
     sql = r.sql if len(r.sql) <= 200 else r.sql[:199] + "…"
     return tags.tr(
         tags.td(tags.code(r.id)), tags.td(r.subject), tags.td(tags.code(sql), class_="sql"),
-        tags.td(r.state, class_=f"state {r.state}"), tags.td(by), tags.td(r.closed_reason or "-"),
+        tags.td(r.state, class_=f"state {r.state}"), tags.td(by), tags.td(reason),
         tags.td(tags.time(_iso(r.closed_at), datetime=_iso(r.closed_at)) if r.closed_at else "-"),
         id=f"request-{r.id}",
     )
@@ -236,11 +241,12 @@ class Inbox(Resource):
     :param authenticate: the approver of a request (`approvers.Approvers.approver`)
     :param api: the JSON API's base, as the page's script should reach it from the page's URL
     :param clock: seconds since the epoch, for ages and expiries (the reactor's)
+    :param max_grant_minutes: the longest grant window offered (``approvals.max_grant_minutes``)
     """
 
     def __init__(self, store: Callable[[], ApprovalStore | None], authenticate: Authenticate, *,
                  api: str = "../api/requests/",
-                 clock: Callable[[], float] = _time.time, max_grant_minutes: int = 60) -> None:
+                 clock: Callable[[], float] = _time.time, max_grant_minutes: Callable[[], int] = lambda: 60) -> None:
         super().__init__()
         self.store = store
         self.authenticate = authenticate
@@ -286,7 +292,7 @@ class Inbox(Resource):
                 raise NotAllowed("no approval store is configured", 503)
             reads = gatherResults([store.pending(), store.history(HISTORY)], consumeErrors=True)
             return reads.addCallback(lambda got: requests_fragment(got[0], got[1], me, self.clock(),
-                                                                   self.max_grant_minutes))
+                                                                   self.max_grant_minutes()))
 
         return self.authenticate(request).addCallback(read)
 
@@ -329,9 +335,14 @@ class _Leaf(Resource):
         return self._render(request)
 
 
-def _has_token(request: server.Request) -> bool:
-    from pgwarden_plugins.approve.approvers import bearer_token
+def inbox_for(context: ApiContext) -> Inbox:
+    """The inbox of an API: the same store, keys, approver groups and clock, read at each request."""
+    approvers = Approvers(context.verify, lambda: context.rules().approver_groups)
+    return Inbox(context.store, approvers.approver, clock=context.seconds,
+                 max_grant_minutes=lambda: context.rules().max_grant_minutes)
 
+
+def _has_token(request: server.Request) -> bool:
     return bearer_token(request) is not None
 
 

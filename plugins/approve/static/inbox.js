@@ -39,7 +39,7 @@
     const fresh = new DOMParser().parseFromString(text, "text/html").getElementById("requests");
     document.getElementById("requests").replaceWith(document.adoptNode(fresh));
     signin.hidden = token() === null;
-    say("");
+    if (status.className === "bad") say(""); // an error is over; news of a decision stays
   }
 
   // Refresh unless the approver is writing a reason (a new list would drop it).

@@ -186,3 +186,64 @@ def test_notify_targets_are_typed_and_checked():
          "got {'slak': 'https://x'}"),
         "line 10: approvals.notify[2]: invalid value: timeout_s must be positive, got 0.0",
     ]
+
+
+def test_a_held_statement_is_announced_with_its_preview_and_a_failing_target_changes_nothing(
+        make_pgwarden, pg_server, receiver):
+    """Through the whole pgwarden: the webhook gets the request as kept (the preview included);
+    the Slack target answers 500, which is logged and counted on /metrics, and the statement
+    still waits for, and runs after, an approver's yes."""
+    import threading
+    import urllib.request
+
+    import psycopg
+
+    from pgwarden.testing.waiting import wait_until
+
+    pg_server.psql("drop table if exists orders; create table orders (id int primary key, note text);"
+                   "insert into orders select g, 'n' from generate_series(1, 100) g", "appdb")
+    receiver.modes["/slack"] = "fail"
+    running = make_pgwarden(
+        policies=[{"name": "agents", "when": {"groups": ["ai-agents"]}, "default": "allow",
+                   "rules": [{"name": "order-writes",
+                              "approve": {"statements": ["update"], "tables": ["public.orders"]}}]}],
+        approvals={"approver_groups": ["db-approvers"], "inbox_url": "https://approvals.example/approvals/inbox/",
+                   "notify": [{"webhook": receiver.base + "/hook"}, {"slack": receiver.base + "/slack"}]},
+    )
+    admin = f"http://127.0.0.1:{running.call(running.app.listen_admin).getHost().port}"
+    outcome: list[object] = []
+
+    def client() -> None:
+        with psycopg.connect(running.dsn(), autocommit=True) as conn:
+            outcome.append(conn.execute("update orders set note = 'x' where id < 11 returning id").fetchall())
+
+    thread = threading.Thread(target=client, daemon=True)
+    thread.start()
+
+    def posts() -> dict[str, dict]:
+        return {path: body for path, _h, body in receiver.posts}
+
+    got = wait_until(30, posts, "both notifications", until=lambda p: {"/hook", "/slack"} <= set(p))
+    hook = got["/hook"]
+    request_id = hook["request"]["id"]
+    assert hook["request"]["sql"] == "update orders set note = 'x' where id < 11 returning id"
+    assert hook["request"]["preview"]["ok"] is True, hook["request"]["preview"]
+    assert hook["request"]["preview"]["writes"] == ["public.orders"]
+    assert hook["preview"].startswith("~") and "writes public.orders" in hook["preview"], hook["preview"]
+    assert hook["inbox_url"] == f"https://approvals.example/approvals/inbox/#request-{request_id}"
+    assert "Impact preview" in json.dumps(got["/slack"])
+
+    def failures() -> str:
+        text = urllib.request.urlopen(admin + "/metrics", timeout=10).read().decode()
+        return next((line for line in text.splitlines() if line.startswith("pgwarden_notifier_failures_total")), "")
+
+    assert wait_until(10, failures, "the failed notification counted", until=lambda line: line.endswith(" 1.0"))
+    assert thread.is_alive() and outcome == []  # the failure neither refused nor let it through
+
+    token = running.token("alice", ["db-approvers"])
+    answer = urllib.request.urlopen(urllib.request.Request(
+        f"{admin}/approvals/api/requests/{request_id}/approve", data=b'{"reason": "ok"}', method="POST",
+        headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"}), timeout=10)
+    assert json.loads(answer.read())["state"] == "approved"
+    thread.join(30)
+    assert outcome and sorted(outcome[0]) == [(i,) for i in range(1, 11)]

@@ -188,3 +188,17 @@ def test_static_files_and_unknown_paths(inbox):
     assert get(inbox.base + "nope")[0] == 404
     redirected = urllib.request.urlopen(inbox.base.rstrip("/"), timeout=10)
     assert redirected.url == inbox.base
+
+
+def test_on_the_admin_port_beside_the_api(make_pgwarden):
+    """A sidecar (memory store) serves the inbox at /approvals/inbox/ beside the JSON API, and
+    both take the token an authenticating proxy passes (X-Forwarded-Access-Token)."""
+    running = make_pgwarden(approvals={"approver_groups": ["db-approvers"]})
+    admin = f"http://127.0.0.1:{running.call(running.app.listen_admin).getHost().port}"
+    assert urllib.request.urlopen(admin + "/approvals/", timeout=10).url == admin + "/approvals/inbox/"
+    token = running.token("alice", ["db-approvers"])
+    status, headers, body = get(admin + "/approvals/inbox/", **{"X-Forwarded-Access-Token": token})
+    assert status == 200 and "Signed in as" in body and headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    status, _h, body = get(admin + "/approvals/api/requests", **{"X-Forwarded-Access-Token": token})
+    assert status == 200 and '"requests": []' in body
+    assert get(admin + "/approvals/api/requests")[0] == 401

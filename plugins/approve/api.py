@@ -229,6 +229,7 @@ class ApprovalsRoot(Resource):
 
     def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
         # People come here for the inbox; programs know the API's path (api/requests).
+        # A relative Location, so that no path a client sends can make it point to another host.
         base = request.uri.split(b"?", 1)[0]
-        request.redirect(base + (b"inbox/" if base.endswith(b"/") else b"/inbox/"))
+        request.redirect(b"inbox/" if base.endswith(b"/") else base.rsplit(b"/", 1)[-1] + b"/inbox/")
         return b""

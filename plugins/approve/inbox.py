@@ -267,8 +267,9 @@ class Inbox(Resource):
         return _Leaf(lambda req: _text(req, 404, "not found"))
 
     def render_GET(self, request: server.Request) -> bytes:  # noqa: N802 - twisted.web's name
-        # /approvals/inbox without the slash: the page's relative links need it.
-        request.redirect(request.uri.split(b"?", 1)[0] + b"/")
+        # /approvals/inbox without the slash: the page's relative links need it. A relative
+        # Location, so that no path a client sends can make it point to another host.
+        request.redirect(request.uri.split(b"?", 1)[0].rsplit(b"/", 1)[-1] + b"/")
         _secure(request)
         return b""
 

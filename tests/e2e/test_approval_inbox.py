@@ -196,6 +196,7 @@ def test_on_the_admin_port_beside_the_api(make_pgwarden):
     running = make_pgwarden(approvals={"approver_groups": ["db-approvers"]})
     admin = f"http://127.0.0.1:{running.call(running.app.listen_admin).getHost().port}"
     assert urllib.request.urlopen(admin + "/approvals/", timeout=10).url == admin + "/approvals/inbox/"
+    assert urllib.request.urlopen(admin + "/approvals", timeout=10).url == admin + "/approvals/inbox/"
     token = running.token("alice", ["db-approvers"])
     status, headers, body = get(admin + "/approvals/inbox/", **{"X-Forwarded-Access-Token": token})
     assert status == 200 and "Signed in as" in body and headers["content-security-policy"] == CONTENT_SECURITY_POLICY

@@ -203,3 +203,14 @@ def test_on_the_admin_port_beside_the_api(make_pgwarden):
     status, _h, body = get(admin + "/approvals/api/requests", **{"X-Forwarded-Access-Token": token})
     assert status == 200 and '"requests": []' in body
     assert get(admin + "/approvals/api/requests")[0] == 401
+
+
+def test_a_retry_mode_request_offers_a_grant_window_up_to_the_maximum(inbox):
+    inbox.put(stored("held", "update public.orders set paid = true where id = 1"))
+    inbox.put(stored("later", "update public.orders set paid = true where id = 2", mode="retry"))
+    _s, _h, body = get(inbox.base + "requests", Authorization="Bearer " + inbox.token("alice", ["db-approvers"]))
+    page = Elements(body)
+    selects = [a for t, a in page.elements if t == "select"]
+    assert selects == [{"name": "grant"}]  # the retry-mode request's form only
+    minutes = next(a for t, a in page.elements if t == "input" and a.get("name") == "minutes")
+    assert minutes["max"] == "60" and minutes["min"] == "1"

@@ -212,5 +212,6 @@ def test_a_retry_mode_request_offers_a_grant_window_up_to_the_maximum(inbox):
     page = Elements(body)
     selects = [a for t, a in page.elements if t == "select"]
     assert selects == [{"name": "grant"}]  # the retry-mode request's form only
+    assert body.index('id="request-held"') < body.index('id="request-later"') < body.index('name="grant"')
     minutes = next(a for t, a in page.elements if t == "input" and a.get("name") == "minutes")
     assert minutes["max"] == "60" and minutes["min"] == "1"

@@ -24,7 +24,8 @@ import hashlib
 import secrets
 import struct
 import warnings
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.defer import TimeoutError as DeferredTimeout
@@ -153,7 +154,7 @@ class ApprovalWaits:
         )
         try:
             waiting = self.plugins.approval(approval, conn.session)
-        except Exception:  # a store that raises holds nothing: refused
+        except Exception:  # noqa: BLE001 - a store that raises holds nothing: refused
             log.failure("the approval store failed")
             return recorded(conn, request, statement, Verdict.block("the approval store failed"),
                             _store_failed(approval.id))
@@ -256,8 +257,8 @@ class ApprovalWaits:
         return (
             f"pgwarden: waiting for approval: request {approval.id}",
             _why(verdict),
-            f"An approver decides it with `pgwarden approvals approve {approval.id}` (or deny){_inbox(cfg)}; "
-            f"the statement runs once approved, or fails if denied or not decided within {cfg.timeout_s:g}s.",
+            (f"An approver decides it with `pgwarden approvals approve {approval.id}` (or deny){_inbox(cfg)}; "
+             f"the statement runs once approved, or fails if denied or not decided within {cfg.timeout_s:g}s."),
         )
 
     @staticmethod

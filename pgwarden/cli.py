@@ -340,9 +340,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True, help="the injector config (injector.yaml)")
     p.set_defaults(func=_cmd_webhook)
 
-    from pgwarden import records_cli
+    from pgwarden import approvals_cli, records_cli
 
     records_cli.add_parsers(sub)
+    approvals_cli.add_parsers(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -175,9 +175,7 @@ class ApprovalsApi(Resource):
 
     def _failed(self, request: server.Request, failure: Failure) -> None:
         error = failure.value
-        if isinstance(error, _HttpError):
-            status, message = error.status, str(error)
-        elif isinstance(error, DecisionRefused):
+        if isinstance(error, (_HttpError, DecisionRefused)):
             status, message = error.status, str(error)
         elif isinstance(error, AuthenticationFailed):
             status, message = 401, "the token was refused"  # the reason is for the log, not the caller

@@ -311,7 +311,7 @@ class Inbox(Resource):
             if request.finished or getattr(request, "_disconnected", False):
                 return
             if failure.check(NotAllowed):
-                error: NotAllowed = failure.value  # type: ignore[assignment]
+                error: NotAllowed = failure.value
                 if error.status == 401:
                     request.setHeader(b"www-authenticate", b'Bearer realm="pgwarden approvals"')
                 body = _text(request, error.status, str(error))

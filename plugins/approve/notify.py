@@ -19,7 +19,9 @@ from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, IResponse
+from twisted.web.client import Agent
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import IResponse
 
 from pgwarden.api import Reactor
 from pgwarden.config import Notify, SlackNotify
@@ -147,25 +149,26 @@ class Notifiers:
         is over: None, or `NotifyFailed` naming each target that failed (the plugin host logs
         it and counts it in ``pgwarden_notifier_failures``); each failure is logged here too,
         with its reason."""
-        posts = []
+        posts: list[Deferred[str | None]] = []
         for i, target in enumerate(self._targets):
             name = f"notify[{i}]:{target.name}"
             try:
-                d = self._post(target, request)
+                posting = self._post(target, request)
             except Exception:  # noqa: BLE001 - a payload that cannot be built fails like any other
-                d = Deferred()
-                d.errback(Failure())
-            d = self._settle(d, name, request.id)
-            self._sending.add(d)
-            d.addBoth(self._done, d)
-            posts.append(d)
+                posting = Deferred()
+                posting.errback(Failure())
+            settled = self._settle(posting, name, request.id)
+            self._sending.add(settled)
+            settled.addBoth(self._done, settled)
+            posts.append(settled)
 
         def judge(outcomes: list[str | None]) -> None:
             failed = [why for why in outcomes if why is not None]
             if failed:
                 raise NotifyFailed(f"request {request.id}: " + "; ".join(failed))
 
-        return gatherResults(posts).addCallback(judge)
+        done: Deferred[None] = gatherResults(posts).addCallback(judge)
+        return done
 
     def stop(self) -> None:
         """Abandons the POSTs still going (pgwarden is stopping)."""
@@ -178,8 +181,8 @@ class Notifiers:
         else:
             url, body = target.webhook, webhook_payload(request, self._inbox_url)
         client = HTTPClient(Agent(self._reactor, connectTimeout=target.timeout_s))
-        d: Deferred[None] = client.post(url, json=body, headers={"User-Agent": ["pgwarden"]})
-        d.addCallback(self._drain)
+        d: Deferred[None] = client.post(url, json=body, headers=Headers({b"User-Agent": [b"pgwarden"]})).addCallback(
+            self._drain)
         # One deadline for the whole exchange, the answer's body included: a receiver that
         # accepts and then stalls costs a connection for timeout_s at most.
         late: list[bool] = []

@@ -11,7 +11,7 @@ from twisted.logger import globalLogPublisher
 from twisted.web import resource, server
 
 from pgwarden.config import ConfigError, SlackNotify, WebhookNotify, parse_config
-from pgwarden_plugins.approve.notify import NotifyFailed, Notifiers
+from pgwarden_plugins.approve.notify import Notifiers, NotifyFailed
 from pgwarden_plugins.approve.store import Preview, StoredRequest
 
 HOSTILE_SQL = "update public.orders set note = '<script>alert(\"x\")</script> ``` <!channel> & co' where id = 1"

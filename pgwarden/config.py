@@ -245,6 +245,44 @@ class ApprovalsPostgres:
             raise ValueError("expected exactly one of dsn or dsn_file")
 
 
+def _http_url(_inst, attribute, value) -> None:
+    # A notification carries SQL and identities: an http(s) URL with a host, nothing else (no file:).
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # Prefixed with the key: reported at that key and its line (`_leaves`).
+        raise ValueError(f"{attribute.name}: expected an http:// or https:// URL with a host, got {value!r}")
+
+
+@attrs.frozen
+class WebhookNotify:
+    """POSTs each new approval request as JSON (`pgwarden_plugins.approve.notify`)."""
+
+    webhook: str = attrs.field(validator=_http_url, repr=False)  # may carry a token: never shown
+    # The whole exchange: a receiver slower than this counts as a failure; nothing waits for it.
+    timeout_s: float = attrs.field(default=5.0, validator=_positive)
+
+    @property
+    def name(self) -> str:
+        return "webhook"
+
+
+@attrs.frozen
+class SlackNotify:
+    """POSTs a Slack-compatible Block Kit message to an incoming-webhook URL."""
+
+    slack: str = attrs.field(validator=_http_url, repr=False)  # the URL is the credential: never shown
+    timeout_s: float = attrs.field(default=5.0, validator=_positive)
+
+    @property
+    def name(self) -> str:
+        return "slack"
+
+
+Notify = WebhookNotify | SlackNotify
+
+
 @attrs.frozen
 class Approvals:
     """How statements that need approval wait, where requests are kept, and who may decide
@@ -258,13 +296,15 @@ class Approvals:
     store: Literal["memory", "postgres"] = "memory"
     # Groups (from the approver's token) whose members may decide; none: nobody can.
     approver_groups: tuple[str, ...] = ()
-    notify: tuple[dict[str, str], ...] = ()
+    # Who is told when a request starts waiting: [{webhook: URL}, {slack: URL}] (docs/approvals.md).
+    notify: tuple[Notify, ...] = ()
     # A reason is always required to deny; this requires one to approve too.
     reason_on_approve: bool = False
     # The longest window a retry-mode grant may give.
     max_grant_minutes: int = attrs.field(default=60, validator=_positive)
-    # Where approvers find the inbox, named in the notice a held client gets and in notifications.
-    inbox_url: str | None = None
+    # Where approvers find the inbox (behind their authenticating proxy), named in the notice a held
+    # client gets and linked from notifications.
+    inbox_url: str | None = attrs.field(default=None, validator=attrs.validators.optional(_http_url))
     # The impact preview (EXPLAIN, never ANALYZE, on pgwarden's own connection), and its time limit.
     preview: bool = True
     preview_timeout_s: float = attrs.field(default=5.0, validator=_positive)
@@ -375,6 +415,14 @@ def _sink(value, _type):
     raise ValueError(f"expected stdout, {{stdout: true, on_error: open}} or {{file: PATH, ...}}, got {value!r}")
 
 
+def _notify(value, _type):
+    if isinstance(value, dict) and "webhook" in value:
+        return _CONVERTER.structure(value, WebhookNotify)
+    if isinstance(value, dict) and "slack" in value:
+        return _CONVERTER.structure(value, SlackNotify)
+    raise ValueError(f"expected {{webhook: URL}} or {{slack: URL}} (each may add timeout_s), got {value!r}")
+
+
 def _str_or_mapping(value, _type):
     if isinstance(value, str):
         return value
@@ -415,10 +463,11 @@ def _converter() -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: t == MaskWith, _mask_with)
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
+    c.register_structure_hook_func(lambda t: t == Notify, _notify)
     c.register_structure_hook(Rule, _rule)
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
-                ApprovalsPostgres, Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch,
-                ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
+                ApprovalsPostgres, WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink,
+                Recording, When, StatementMatch, ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
     c.register_structure_hook(
         MaskSpec,

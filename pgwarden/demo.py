@@ -208,7 +208,8 @@ and try:
         export PGWARDEN_TOKEN="$(cat {approver_token})"
         {me} approvals list --url http://127.0.0.1:{admin}
         {me} approvals approve ID --url http://127.0.0.1:{admin}
-      (or deny ID --reason "..."); the JSON API is http://127.0.0.1:{admin}/approvals/api/requests
+      (or deny ID --reason "..."); or in a browser: http://127.0.0.1:{admin}/approvals/inbox/
+      (paste the token there); the JSON API is http://127.0.0.1:{admin}/approvals/api/requests
 
 The policy is in {config} ({watching}; check an edit first with
 {me} check -c {config}).

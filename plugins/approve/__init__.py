@@ -14,11 +14,13 @@ register a factory in `STORES` (``approvals.store``).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from twisted.internet.defer import CancelledError as _Cancelled
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 
 from pgwarden.api import (
@@ -41,10 +43,14 @@ from pgwarden.identity import Identity, TokenVerifier
 from pgwarden.verdict import ApprovalAnswer
 from pgwarden_plugins.approve.api import ApiContext, ApprovalsRoot
 from pgwarden_plugins.approve.memory import MemoryStore
+from pgwarden_plugins.approve.notify import Notifiers
 from pgwarden_plugins.approve.store import ApprovalRules, ApprovalStore, Preview, StoredRequest
 from pgwarden_plugins.block import _with_executed, matches
 
 log = Logger(namespace="pgwarden.approvals")
+
+#: requests whose stored form waits for their notification, at most (the oldest are forgotten)
+KEEP_FOR_NOTIFYING = 1000
 
 #: ``approvals.store`` -> a factory of the store: (approvals, sections, reactor) -> ApprovalStore.
 #: A store that keeps connections implements ``close()``.
@@ -108,6 +114,9 @@ class Approving:
         self._having: dict[int, tuple[tuple[Policy, ...], bool]] = {}
         self._verdicts: dict[tuple[int, int], tuple[object, tuple[Policy, ...], Verdict | None]] = {}
         self._root: ApprovalsRoot | None = None
+        self.notifiers: Notifiers | None = None
+        #: each request's stored form (with its preview) once kept, for its notification
+        self._kept: OrderedDict[str, Deferred[StoredRequest | None]] = OrderedDict()
 
     # ------------------------------------------------------------------ declarations
 
@@ -142,6 +151,9 @@ class Approving:
             self._close_store()
             self.store, self._store_kind = factory(approvals, sections, reactor), kind
         self.approvals, self.reactor = approvals, reactor
+        if self.notifiers is not None:
+            self.notifiers.stop()
+        self.notifiers = Notifiers(reactor, approvals.notify, approvals.inbox_url) if approvals.notify else None
         jwt = sections[AUTH_JWT]
         try:
             self._verifier = TokenVerifier(jwt, reactor) if jwt is not None else None
@@ -158,6 +170,8 @@ class Approving:
     @hookimpl
     def pgwarden_stop(self) -> None:
         self._close_store()
+        if self.notifiers is not None:
+            self.notifiers.stop()
 
     def _close_store(self) -> None:
         close = getattr(self.store, "close", None)
@@ -254,13 +268,37 @@ class Approving:
         return outer
 
     def _submit(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[None]:
-        previewing = self._preview(request)
-        return previewing.addCallback(lambda preview: store.submit(stored_request(request, preview)))
+        kept: Deferred[StoredRequest | None] = Deferred()
+        self._kept[request.id] = kept
+        while len(self._kept) > KEEP_FOR_NOTIFYING:  # requests nobody announced (their wait ended at once)
+            self._kept.popitem(last=False)
+
+        def submit(preview: Preview | None) -> Deferred[None]:
+            stored = stored_request(request, preview)
+            return store.submit(stored).addCallback(lambda _: kept.callback(stored))
+
+        def not_kept(failure: Failure) -> Failure:
+            if not kept.called:
+                kept.callback(None)  # nothing kept, nothing to announce
+            return failure
+
+        return self._preview(request).addCallback(submit).addErrback(not_kept)
 
     def _preview(self, request: ApprovalRequest) -> Deferred[Preview | None]:
         if self.previewer is None:
             return succeed(None)
         return self.previewer.preview(request.statement.sql, request.parameters)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ notifications
+
+    @hookimpl
+    def pgwarden_approval_requested(self, request: ApprovalRequest) -> Deferred[None] | None:
+        """Sends the request as kept (its preview included) to ``approvals.notify``. Nothing
+        waits for it; a failure reaches the plugin host, which logs and counts it."""
+        notifiers, kept = self.notifiers, self._kept.pop(request.id, None)
+        if notifiers is None or kept is None:
+            return None
+        return kept.addCallback(lambda stored: None if stored is None else notifiers.send(stored))
 
     # ------------------------------------------------------------------ the admin port
 

@@ -33,6 +33,8 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from pgwarden.identity import AuthenticationFailed, Identity
+from pgwarden_plugins.approve.approvers import bearer_token
+from pgwarden_plugins.approve.inbox import inbox_for
 from pgwarden_plugins.approve.store import (
     ApprovalRules,
     ApprovalStore,
@@ -105,9 +107,8 @@ class ApprovalsApi(Resource):
     # ------------------------------------------------------------------ steps
 
     def _authenticated(self, request: server.Request) -> Deferred[Identity] | Identity:
-        header = (request.getHeader("authorization") or "").strip()
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token.strip():
+        token = bearer_token(request)  # Authorization: Bearer, or an authenticating proxy's header
+        if token is None:
             raise _HttpError(401, "an approver's token is needed: Authorization: Bearer <JWT>")
         rules = self.context.rules()
 
@@ -117,7 +118,7 @@ class ApprovalsApi(Resource):
                                       "approvals.approver_groups")
             return identity
 
-        return maybeDeferred(self.context.verify, token.strip()).addCallback(approver)
+        return maybeDeferred(self.context.verify, token).addCallback(approver)
 
     def _route(self, request: server.Request, approver: Identity) -> Deferred[object]:
         store = self.context.store()
@@ -217,6 +218,7 @@ class ApprovalsRoot(Resource):
         super().__init__()
         self.context = context
         self.putChild(b"api", ApprovalsApi(context))
+        self.putChild(b"inbox", inbox_for(context))
 
     def getChild(self, path: bytes, request: server.Request) -> Resource:  # noqa: N802
         if path == b"":
@@ -224,5 +226,8 @@ class ApprovalsRoot(Resource):
         return super().getChild(path, request)
 
     def render_GET(self, request: server.Request) -> bytes:  # noqa: N802
-        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-        return b"pgwarden approvals: the JSON API is under api/requests (Authorization: Bearer <JWT>)\n"
+        # People come here for the inbox; programs know the API's path (api/requests).
+        # A relative Location, so that no path a client sends can make it point to another host.
+        base = request.uri.split(b"?", 1)[0]
+        request.redirect(b"inbox/" if base.endswith(b"/") else base.rsplit(b"/", 1)[-1] + b"/inbox/")
+        return b""

@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -142,6 +143,11 @@ def test_a_newcomers_session_through_the_demo(tmp_path, spawn):
         assert f"request {request}: approved" in approved.stdout, approved.stdout + approved.stderr
         out, err = waiting.communicate(timeout=30)
         assert out.strip() == "INSERT 0 1" and f"waiting for approval: request {request}" in err, out + err
+        # The inbox it names lists that request, for the approver's token (the page's script sends it so).
+        inbox = re.search(r"http://\S+/approvals/inbox/", demo.printed("/approvals/inbox/")).group(0)
+        page = urllib.request.urlopen(urllib.request.Request(
+            inbox + "requests", headers={"Authorization": "Bearer " + approver["PGWARDEN_TOKEN"]}), timeout=10)
+        assert f'id="request-{request}"' in page.read().decode()
 
         # An edit of the config file applies without a restart, as `pgwarden run` does it.
         config = directory / "pgwarden.yaml"

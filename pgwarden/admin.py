@@ -147,7 +147,7 @@ def site(app: AdminSource) -> server.Site:
     root.putChild(b"readyz", Readyz(app))
     root.putChild(b"metrics", Metrics(app))
     for segment, resource in app.plugins.admin_resources(("healthz", "readyz", "metrics")).items():
-        root.putChild(segment.encode(), resource)
+        root.putChild(segment.encode(), resource)  # type: ignore[arg-type]  # a plugin's IResource
     s = server.Site(root)
     s.noisy = False
     s.log = lambda _request: None  # type: ignore[method-assign,assignment]  # no access log: probes every few seconds would drown the op log

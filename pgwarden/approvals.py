@@ -176,7 +176,7 @@ class ApprovalWaits:
         self.stats.approvals_pending += 1
         wait = Wait(approval, waiting)
         conn.approval_wait = wait
-        waiting.addTimeout(cfg.timeout_s, self.reactor)
+        waiting.addTimeout(cfg.timeout_s, self.reactor)  # type: ignore[arg-type]
         if mode == "hold" and not waiting.called:
             self._notify(approval)
             relay = conn.relay

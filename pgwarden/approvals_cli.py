@@ -204,9 +204,10 @@ def _serve(args: Any) -> int:
     top.putChild(b"approvals", root)
     site = server.Site(top)
     site.displayTracebacks = False
-    port = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[attr-defined]
-    print(f"pgwarden approvals: serving http://{args.host}:{port.getHost().port}/approvals", flush=True)
-    reactor.run()  # type: ignore[attr-defined]
+    port = reactor.listenTCP(args.port, site, interface=args.host)  # type: ignore[arg-type]
+    print(f"pgwarden approvals: serving http://{args.host}:{port.getHost().port}/approvals",  # type: ignore[attr-defined]
+          flush=True)
+    reactor.run()
     return 0
 
 

@@ -8,14 +8,15 @@ the `ClientConnection` passed in with it (its limits, its SQL context, its relay
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pgwarden import lexical
 from pgwarden import limits as core_limits
-from pgwarden.recorder import RecordingFailed
-from pgwarden.relay.counting import CountRows
 from pgwarden.approvals import ApprovalWaits
 from pgwarden.config import Approvals
+from pgwarden.recorder import RecordingFailed
+from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
 from pgwarden.verdict import Refusal, Verdict
 

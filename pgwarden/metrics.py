@@ -179,7 +179,8 @@ class StatsCollector(Collector):
             buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
         h.add_metric([], buckets, stats.decision_sum)
         yield h
-        c = CounterMetricFamily("pgwarden_notifier_failures", "Notifications (pgwarden_approval_requested) that failed.")
+        c = CounterMetricFamily("pgwarden_notifier_failures",
+                                "Notifications (pgwarden_approval_requested) that failed.")
         c.add_metric([], stats.notifier_failures)
         yield c
         c = CounterMetricFamily("pgwarden_record_sink_errors", "Record writes that failed.")

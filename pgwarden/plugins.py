@@ -611,7 +611,7 @@ class PluginHost:
         """The approval store's answer as a Deferred (an `ApprovalAnswer`, or a `Verdict` from a
         plugin of contract 1.0), or None when no plugin keeps approvals. Raises what the plugin raised."""
         answer = later(self._approve(request=request, session=session))
-        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)  # type: ignore[arg-type]
+        return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)
 
     # ------------------------------------------------------------------ the admin port
 

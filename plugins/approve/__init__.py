@@ -244,7 +244,7 @@ class Approving:
     def _hold(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:
         """Fires when the request ends; cancelled by the core (a cancel, the session's end, the time
         limit), it ends the request in the store: expired at its expiry, else withdrawn."""
-        inner: list[Deferred[object]] = []
+        inner: list[Deferred] = []  # what the request waits on now: submitting, then watching
 
         def cancelled(_d: Deferred[ApprovalAnswer]) -> None:
             for d in inner:
@@ -256,15 +256,22 @@ class Approving:
 
         outer: Deferred[ApprovalAnswer] = Deferred(cancelled)
 
+        def failed(f: Failure) -> None:
+            if not f.check(_Cancelled) and not outer.called:
+                outer.errback(f)
+
+        def answered(stored: StoredRequest) -> None:
+            if not outer.called:
+                outer.callback(answer_of(stored))
+
         def watch(_: object) -> None:
             watching = store.watch(request.id)
             inner[:] = [watching]
-            watching.addCallbacks(lambda stored: outer.called or outer.callback(answer_of(stored)),
-                                  lambda f: None if f.check(_Cancelled) else (outer.called or outer.errback(f)))
+            watching.addCallbacks(answered, failed)
 
         submitted = self._submit(store, request)
         inner[:] = [submitted]
-        submitted.addCallbacks(watch, lambda f: None if f.check(_Cancelled) else (outer.called or outer.errback(f)))
+        submitted.addCallbacks(watch, failed)
         return outer
 
     def _submit(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[None]:

@@ -100,7 +100,7 @@ class ApprovalsApi(Resource):
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         d = maybeDeferred(self._authenticated, request)
-        d.addCallback(lambda approver: self._route(request, approver))
+        d.addCallback(lambda approver: self._route(request, approver))  # type: ignore[call-overload]
         d.addCallbacks(lambda body: self._answer(request, 200, body), lambda f: self._failed(request, f))
         return server.NOT_DONE_YET
 
@@ -118,13 +118,13 @@ class ApprovalsApi(Resource):
                                       "approvals.approver_groups")
             return identity
 
-        return maybeDeferred(self.context.verify, token).addCallback(approver)
+        return maybeDeferred(self.context.verify, token).addCallback(approver)  # type: ignore[call-overload]
 
     def _route(self, request: server.Request, approver: Identity) -> Deferred[object]:
         store = self.context.store()
         if store is None:
             raise _HttpError(503, "no approval store is configured")
-        parts = [p.decode() for p in request.postpath if p]
+        parts = [p.decode() for p in request.postpath or () if p]
         method = request.method
         if parts == ["requests"] and method == b"GET":
             state = _arg(request, "state") or "pending"
@@ -144,7 +144,7 @@ class ApprovalsApi(Resource):
             decision = Decision(
                 approved=parts[2] == "approve", approver=approver.subject, groups=tuple(sorted(approver.groups)),
                 reason=body.reason, at=self.context.seconds(),
-                grant=Grant(grant.kind, grant.minutes, grant.by_fingerprint_only),  # type: ignore[arg-type]
+                grant=Grant(grant.kind, grant.minutes, grant.by_fingerprint_only),
             )
             d = store.decide(parts[1], decision, self.context.rules())
             return d.addCallback(self._decided)
@@ -167,7 +167,7 @@ class ApprovalsApi(Resource):
 
     @staticmethod
     def _answer(request: server.Request, status: int, body: object) -> None:
-        if request._disconnected:  # type: ignore[attr-defined]
+        if request._disconnected:
             return
         request.setResponseCode(status)
         request.write(json.dumps(body, indent=1).encode() + b"\n")

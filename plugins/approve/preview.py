@@ -23,6 +23,7 @@ from typing import Any
 from pglast.parser import ParseError, split
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.threads import deferToThreadPool
+from twisted.python.failure import Failure
 
 from pgwarden.catalog.live import connection_parameters
 from pgwarden.config import Upstream
@@ -80,7 +81,11 @@ class Previewer:
             return succeed(Preview(False, error=f"does not parse: {e}"))
         d = self._run(lambda: self._explain(sql, len(parameters or ())))
         d.addTimeout(self.timeout_s + 1, self._reactor)
-        return d.addErrback(lambda f: Preview(False, error=f"no preview: {f.getErrorMessage() or f.type.__name__}"))
+
+        def failed(f: Failure) -> Preview:
+            return Preview(False, error=f"no preview: {f.getErrorMessage() or getattr(f.type, "__name__", "error")}")
+
+        return d.addErrback(failed)
 
     def close(self) -> None:
         with self._lock:

@@ -27,7 +27,14 @@ from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden_plugins.approve import Approving
 from pgwarden_plugins.approve.memory import MemoryStore
-from pgwarden_plugins.approve.store import ApprovalRules, Decision, DecisionRefused, Grant, StoredRequest, apply_decision
+from pgwarden_plugins.approve.store import (
+    ApprovalRules,
+    Decision,
+    DecisionRefused,
+    Grant,
+    StoredRequest,
+    apply_decision,
+)
 
 START = 1_780_000_000.0
 

@@ -83,7 +83,7 @@ class Previewer:
         d.addTimeout(self.timeout_s + 1, self._reactor)
 
         def failed(f: Failure) -> Preview:
-            return Preview(False, error=f"no preview: {f.getErrorMessage() or getattr(f.type, "__name__", "error")}")
+            return Preview(False, error=f"no preview: {f.getErrorMessage() or getattr(f.type, '__name__', 'error')}")
 
         return d.addErrback(failed)
 

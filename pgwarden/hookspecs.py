@@ -26,17 +26,20 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
     from pgwarden.api import (
         ApprovalRequest,
+        ColumnMask,
         ConfigProblem,
+        Detector,
         ConfigSection,
         Identity,
         Later,
         Masker,
         Reactor,
         Record,
+        ResultShape,
         RowDescription,
         RuleKind,
         Sections,
@@ -241,19 +244,58 @@ def pgwarden_approval_requested(request: ApprovalRequest) -> None:
     """
 
 
-@hookspec
-def pgwarden_result_masks(shape: RowDescription, statement: Statement | None,
-                          session: Session) -> Mapping[int, Masker] | None:
-    """Per-column maskers for one result shape, asked once per result.
+@hookspec(warn_on_impl_args={
+    "shape": PgwardenDeprecationWarning(
+        "pgwarden_result_masks(shape=...) is deprecated since plugin contract 1.1: name `result` instead "
+        "(a ResultShape: each column resolved to its source; result.description is the RowDescription)"),
+})
+def pgwarden_result_masks(result: ResultShape, statement: Statement | None, session: Session,
+                          shape: RowDescription) -> Mapping[int, ColumnMask | Masker] | None:
+    """How to mask the columns of one result, asked once per result (rows and COPY TO STDOUT).
 
-    :param shape: the RowDescription of the result (table OID, attribute number,
-        type OID and format of each column).
-    :param statement: the statement that produced it, when known.
+    Called on every plugin; for each column the strictest `ColumnMask` wins (a plain
+    `Masker` counts as ``redact``). The core applies the masks to every row, in text and
+    binary format; runs of rows no mask needs go out as they came. A plugin that raises
+    here makes the result refused (the session goes on; log and record name the plugin).
+
+    :param result: the result's columns, each resolved before you see it: the base column
+        it is (``direct``, from RowDescription through the catalog, or from lineage), every
+        base column it is computed from (``sources``), or ``opaque`` when lineage cannot
+        tell; and what the statement ``reads``.
+    :param statement: the statement whose result it is (one statement of a multi-statement
+        Query; the prepared statement of a portal; the FETCH of a cursor), when known.
     :param session: the session.
-    :return: a mapping of column index to a `Masker`, ``(value: bytes | None,
-        column: Column) -> bytes | None``, or None when nothing needs masking.
+    :param shape: deprecated: ``result.description``.
+    :return: a mapping of column index to a `ColumnMask` (or a plain `Masker`), or None.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 1.1
+       ``result`` (a `ResultShape`) replaces ``shape``; masks of several plugins compose,
+       strictest first, instead of the last plugin's overwriting the others'.
+    """
+
+
+@hookspec
+def pgwarden_mask_detectors() -> Sequence[Detector] | None:
+    """Detectors of this plugin for ``mask: {detect: [...]}`` rules, named ``<plugin>.<name>``
+    in the rules (``acme.employee_id``): a `Detector` with a pattern and an optional validator.
+
+    :return: `Detector` objects, or None.
+
+    .. versionadded:: 1.1
+    """
+
+
+@hookspec
+def pgwarden_message_masks(statement: Statement | None, session: Session) -> Callable[[str], str] | None:
+    """A rewrite of the text fields of the ErrorResponse and NoticeResponse messages a statement
+    causes (the server quotes values in them: ``invalid input syntax for type integer: "..."``).
+
+    :param statement: the statement the message is about, when known.
+    :param session: the session.
+    :return: a function from a field's text to the text the client gets, or None.
+
+    .. versionadded:: 1.1
     """
 
 

@@ -23,7 +23,7 @@ from twisted.internet.interfaces import IDelayedCall
 from pgwarden.config import Approvals, JwtAuth, Recording, Upstream
 from pgwarden.hookspecs import PgwardenDeprecationWarning, hookimpl
 from pgwarden.identity import AuthenticationFailed, Identity
-from pgwarden.masking import ColumnMask, Detector, Masker, ResultColumn, ResultShape
+from pgwarden.masking import ColumnMask, Detector, Masker, MessageMask, ResultColumn, ResultShape
 from pgwarden.policy.kinds import ALLOW, APPROVE, BLOCK, LIMIT, MASK, RuleKind
 from pgwarden.policy.model import (
     BUILTIN_DETECTORS,
@@ -98,6 +98,7 @@ __all__ = [
     "LimitSpec",
     "MaskSpec",
     "Masker",
+    "MessageMask",
     "Partial",
     "PartialMask",
     "PgwardenDeprecationWarning",

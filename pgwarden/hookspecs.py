@@ -37,6 +37,7 @@ if TYPE_CHECKING:
         Identity,
         Later,
         Masker,
+        MessageMask,
         Reactor,
         Record,
         ResultShape,
@@ -132,7 +133,8 @@ def pgwarden_validate(options: object, sections: Sections) -> Sequence[ConfigPro
 
 
 @hookspec
-def pgwarden_configure(options: object, sections: Sections, reactor: Reactor) -> None:
+def pgwarden_configure(options: object, sections: Sections, reactor: Reactor,
+                       detectors: Mapping[str, Detector]) -> None:
     """Called at start-up and at each reload, before any session uses the new config.
 
     Called once per plugin with that plugin's own options and sections.
@@ -142,6 +144,8 @@ def pgwarden_configure(options: object, sections: Sections, reactor: Reactor) ->
     :param sections: the sections it declared with `pgwarden_config_sections`.
     :param reactor: the reactor pgwarden runs on, for plugins that need time or
         the network (never import the global one).
+    :param detectors: the content detectors loaded plugins add (`pgwarden_mask_detectors`),
+        by the name rules give them (``<plugin>.<name>``).
 
     Raise a `ConfigProblem` (or several, in an ``ExceptionGroup``) if the config
     cannot be applied: pgwarden then does not start, or refuses the reload and
@@ -153,6 +157,8 @@ def pgwarden_configure(options: object, sections: Sections, reactor: Reactor) ->
     .. versionadded:: 0.1
     .. versionchanged:: 1.0
        ``config`` (the whole configuration) is gone: declare ``sections``.
+    .. versionchanged:: 1.1
+       ``detectors``.
     """
 
 
@@ -287,13 +293,16 @@ def pgwarden_mask_detectors() -> Sequence[Detector] | None:
 
 
 @hookspec
-def pgwarden_message_masks(statement: Statement | None, session: Session) -> Callable[[str], str] | None:
-    """A rewrite of the text fields of the ErrorResponse and NoticeResponse messages a statement
-    causes (the server quotes values in them: ``invalid input syntax for type integer: "..."``).
+def pgwarden_message_masks(statement: Statement | None, session: Session) -> MessageMask | None:
+    """A rewrite of the ErrorResponse and NoticeResponse messages a statement causes (the server
+    quotes values in them: ``invalid input syntax for type integer: "..."``; a function may
+    RAISE one).
 
     :param statement: the statement the message is about, when known.
     :param session: the session.
-    :return: a function from a field's text to the text the client gets, or None.
+    :return: a function from the message's fields (``(code, text)`` pairs, as the protocol
+        names them: ``M`` message, ``D`` detail, ...) to the fields the client gets; or None.
+        Several plugins' rewrites apply one after the other.
 
     .. versionadded:: 1.1
     """

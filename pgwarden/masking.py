@@ -13,16 +13,23 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import attrs
 
 from pgwarden.wire import messages as m
 from pgwarden.wire.framing import split_run
 
+if TYPE_CHECKING:
+    from pgwarden.catalog.model import Catalog
+    from pgwarden.sql.lineage import Lineage
+
 #: Rewrites one value of a result column (text or binary format, as the column says);
 #: None is SQL NULL. Keep the value valid for the column's type.
 Masker = Callable[[Union[bytes, None], m.Column], Union[bytes, None]]
+
+#: Rewrites the fields, ``(code, text)`` pairs, of an ErrorResponse or NoticeResponse.
+MessageMask = Callable[[tuple[tuple[str, str], ...]], tuple[tuple[str, str], ...]]
 
 #: How strict a plain `Masker` (plugin contract v1) counts when masks compose: as ``redact``.
 PLAIN_STRENGTH = 4
@@ -265,3 +272,63 @@ def copy_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mas
     transform.plan = plan  # type: ignore[attr-defined]
     transform.columns = tuple(o.column for o in plan.outputs)  # type: ignore[attr-defined]
     return transform
+
+
+# ---------------------------------------------------------------------------- resolving a result's columns
+
+#: pg_class.relkind of relations whose columns hold values of their own (not views)
+_BASE_KINDS = frozenset({"r", "p", "f"})
+
+
+def _told(description: m.RowDescription, catalog: Catalog) -> list[tuple[str | None, bool]]:
+    """What the server's RowDescription says each column is: (base column or None, unknown),
+    ``unknown`` when it names a table column the catalog cannot name (stale, or unreachable)."""
+    told: list[tuple[str | None, bool]] = []
+    for column in description.columns:
+        if not column.table_oid:
+            told.append((None, False))
+            continue
+        relation = catalog.relation(column.table_oid)
+        facts = catalog.column(column.table_oid, column.attnum) if relation is not None else None
+        if relation is None or facts is None:
+            told.append((None, True))
+        elif relation.kind in _BASE_KINDS:
+            told.append((f"{relation.schema}.{relation.name}.{facts.name}", False))
+        else:  # a view's column: what it is comes from lineage
+            told.append((None, False))
+    return told
+
+
+def resolve_shape(description: m.RowDescription, lineage: Lineage | None, catalog: Catalog,
+                  kind: str = "rows") -> ResultShape:
+    """The columns of a result, from both authorities: the server's RowDescription (a column that
+    is a table's column as stored, even where lineage missed it) and the statement's lineage
+    (what every other column is computed from). Where neither can tell, the column is opaque."""
+    columns = description.columns
+    outputs = None
+    if lineage is not None and not lineage.opaque and lineage.outputs is not None \
+            and len(lineage.outputs) == len(columns):
+        outputs = lineage.outputs
+    told = _told(description, catalog)
+    resolved = []
+    for i, column in enumerate(columns):
+        stored, unknown = told[i]
+        if outputs is not None:
+            out = outputs[i]
+            sources = frozenset(str(s) for s in out.sources)
+            direct = stored
+            if direct is None and out.direct and len(sources) == 1 and not unknown:
+                (direct,) = sources
+            opaque = out.opaque or unknown
+        else:
+            sources = frozenset()
+            direct = stored
+            opaque = stored is None
+        if stored is not None:
+            sources |= {stored}
+        resolved.append(ResultColumn(i, column.name, column.type_oid, column.format, direct, sources, opaque,
+                                     column))
+    reads = None
+    if lineage is not None and lineage.reads is not None:
+        reads = frozenset(str(s) for s in lineage.reads)
+    return ResultShape(description, tuple(resolved), reads, kind)

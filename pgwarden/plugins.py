@@ -35,7 +35,7 @@ from pgwarden import hookspecs
 from pgwarden.config import Config, ConfigError, did_you_mean, line_of, located, structure_section
 from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.identity import AuthenticationFailed
-from pgwarden.masking import ColumnMask, Detector, ResultShape, compose
+from pgwarden.masking import ColumnMask, Detector, MessageMask, ResultShape, compose
 from pgwarden.policy.kinds import BLOCK, BUILTIN_RULE_KINDS, CORE_RULE_KINDS, RuleKind
 from pgwarden.policy.model import RULE_KEYS, Policy, Rule, Unread
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections, resolve, value_at
@@ -462,9 +462,11 @@ class PluginHost:
     def configure(self, config: Config) -> None:
         """Hands each plugin its own options and sections (start-up and reload); a ConfigError
         (with the lines of the problems) when one cannot apply them."""
+        detectors = self.detectors()
         for name, call in self._each("pgwarden_configure"):
             try:
-                call(options=self.options.get(name), sections=self.sections_for(name, config), reactor=self.reactor)
+                call(options=self.options.get(name), sections=self.sections_for(name, config), reactor=self.reactor,
+                     detectors=detectors)
             except ConfigProblem as e:
                 raise ConfigError(config.source, [located(config.lines, tuple(e.path), e.message)]) from None
             except ExceptionGroup as group:
@@ -570,6 +572,11 @@ class PluginHost:
         """Whether any plugin masks results (else rows pass untouched)."""
         return bool(self._impls("pgwarden_result_masks"))
 
+    @property
+    def masks_messages(self) -> bool:
+        """Whether any plugin rewrites the text of errors and notices."""
+        return bool(self._impls("pgwarden_message_masks"))
+
     def result_masks(self, result: ResultShape, statement: Statement | None, session: Session) -> dict[int, ColumnMask]:
         """Column index -> the strictest mask of every plugin; `MaskingFailed` naming the plugin
         that raised or answered nonsense (the core then refuses the result)."""
@@ -587,9 +594,9 @@ class PluginHost:
                 answers.append((name, answer))
         return compose(answers, len(result.columns))  # type: ignore[arg-type]
 
-    def message_masks(self, statement: Statement | None, session: Session) -> list[Callable[[str], str]]:
-        """The rewrites plugins ask for the text of a statement's errors and notices."""
-        found: list[Callable[[str], str]] = []
+    def message_masks(self, statement: Statement | None, session: Session) -> list[MessageMask]:
+        """The rewrites plugins ask for a statement's errors and notices."""
+        found: list[MessageMask] = []
         for name, call in self._each("pgwarden_message_masks"):
             try:
                 got = call(statement=statement, session=session)

@@ -420,7 +420,8 @@ class Relay:
         self._sampler: RowSampler | None = None
         # Asked before each Execute (a statement parsed earlier runs again): a reason ends the session.
         self._execute_gate = execute_gate
-        self._masked: tuple[str, ...] = ()
+        # The masking plans of the results since the last execution ended (records, metrics).
+        self._masked: tuple[object, ...] = ()
         self.state = state or SessionState()
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
@@ -1078,6 +1079,9 @@ class Relay:
                         continue
                     if self._copy_transform is not None:
                         self._server.streamable = _WHOLE
+                        plan = getattr(self._copy_transform, "plan", None)
+                        if plan is not None and self._on_complete is not None:
+                            self._masked += (plan,)
                 self._hold_or_send(raw)
             elif t == _B_NOTIFICATION:
                 down.append(raw)  # never held: it is another session's, and may not wait
@@ -1337,7 +1341,9 @@ class Relay:
                     transform = _refused_result(e)
         self._transform = transform
         if transform is not None and self._on_complete is not None:
-            self._masked = tuple(dict.fromkeys(self._masked + getattr(transform, "columns", ())))
+            plan = getattr(transform, "plan", None)
+            if plan is not None:
+                self._masked += (plan,)
         self._server.streamable = (
             _STREAMED if transform is None and cap is None else _WHOLE
         )

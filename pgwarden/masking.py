@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Union
 
 import attrs
 
+from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.framing import split_run
 
 if TYPE_CHECKING:
     from pgwarden.catalog.model import Catalog
+    from pgwarden.sql.lexer import LexerSettings
     from pgwarden.sql.lineage import Lineage
 
 #: Rewrites one value of a result column (text or binary format, as the column says);
@@ -332,3 +334,42 @@ def resolve_shape(description: m.RowDescription, lineage: Lineage | None, catalo
     if lineage is not None and lineage.reads is not None:
         reads = frozenset(str(s) for s in lineage.reads)
     return ResultShape(description, tuple(resolved), reads, kind)
+
+
+# ---------------------------------------------------------------------------- COPY's options
+
+COPY_REFUSAL = Refusal(
+    "42501", "pgwarden: blocked: COPY of masked columns in binary format or with its own delimiter, quote, "
+             "escape or NULL",
+    "pgwarden masks COPY TO STDOUT rows in the default text and CSV forms only.",
+    "Use COPY ... TO STDOUT in text or CSV format with the default options, or a SELECT.")
+
+
+def copy_options(sql: str, index: int, lexer: LexerSettings | None = None) -> dict[str, object] | None:
+    """The options of statement ``index`` of ``sql`` when it is a COPY (``format``, ``header``,
+    and whether it sets delimiters, quoting or NULL), else None."""
+    from pglast.parser import ParseError
+
+    from pgwarden.sql.lexer import parse_tree
+
+    try:
+        tree = parse_tree(sql, lexer) if lexer is not None else parse_tree(sql)
+        stmt = tree["stmts"][index]["stmt"]["CopyStmt"]
+    except (ParseError, KeyError, IndexError, TypeError):
+        return None
+    options: dict[str, object] = {"format": "text", "header": False, "custom": False}
+    for item in stmt.get("options", ()):
+        elem = item.get("DefElem", {})
+        name = elem.get("defname")
+        arg = elem.get("arg", {})
+        value = arg.get("String", {}).get("sval") if isinstance(arg, dict) else None
+        if name == "format":
+            options["format"] = (value or "text").lower()
+        elif name == "header":
+            options["header"] = value is None or value.lower() not in ("false", "off", "0")
+        elif name in ("delimiter", "quote", "escape", "null", "encoding", "force_quote", "force_not_null",
+                      "force_null", "default"):
+            options["custom"] = True
+    return options
+
+

@@ -16,6 +16,7 @@ redacted, and every error and notice is scanned by the detectors (`pgwarden_mess
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from pgwarden.api import (
     MessageMask,
     hookimpl,
 )
+from pgwarden.masking import COPY_REFUSAL, copy_options
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
 from pgwarden_plugins.mask.rules import MaskRule, SessionRules
@@ -139,12 +141,19 @@ class Masking:
             return None
         catalog = statement.context.catalog if statement.context is not None else None
         lineages = statement.lineage
-        if catalog is not None and not catalog.complete and self._may_touch(rules, statement, lineages):
+        if catalog is not None and not catalog.complete and self._may_touch(rules, statement, lineages, True):
             return Verdict.block(
                 "the live catalog is unreachable, and this statement may read masked columns",
                 "pgwarden masks columns by what the database's catalog says they are; until it can read the "
                 "catalog again, statements that may touch masked tables are refused. Retry shortly.",
                 rule="mask: catalog")
+        if "copy_to" in statement.kinds:
+            for index, lineage in enumerate(lineages):
+                options = copy_options(statement.sql, index, statement.context.lexer if statement.context else None)
+                if options is not None and (options["format"] == "binary" or options["custom"]) \
+                        and self._may_touch(rules, statement, [lineage]):
+                    return Verdict.block(COPY_REFUSAL.message.removeprefix("pgwarden: blocked: "), COPY_REFUSAL.hint,
+                                         rule="mask: copy")
         for lineage in lineages:
             bodies = [lineage] + [body for _, _, body in lineage.defines]
             for body in bodies:
@@ -175,13 +184,16 @@ class Masking:
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         return None
 
-    def _may_touch(self, rules: SessionRules, statement: Statement, lineages) -> bool:
+    @staticmethod
+    def _may_touch(rules: SessionRules, statement: Statement, lineages, by_tables: bool = False) -> bool:
+        """Whether the statement may read a masked column: by lineage; ``by_tables`` also when it
+        names a table masked columns are in (lineage without the catalog cannot say)."""
         if any(lineage.reads is None for lineage in lineages):
             return True
         if any(rules.rule_for(str(s)) for lineage in lineages for s in lineage.reads or ()):
             return True
-        import fnmatch
-
+        if not by_tables:
+            return False
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)
 

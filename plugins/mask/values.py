@@ -57,7 +57,7 @@ _FAMILIES = {
     JSON: Family.JSON, JSONB: Family.JSONB, BYTEA: Family.BYTEA,
 }
 #: The type OIDs whose values are text as they are, in either format (detectors read them).
-TEXT_TYPES = frozenset(oid for oid, f in _FAMILIES.items() if f is Family.TEXT) | {JSON, XML}
+TEXT_TYPES = frozenset(oid for oid, f in _FAMILIES.items() if f is Family.TEXT) | {JSON, JSONB, XML}
 
 
 def family_of(type_oid: int) -> Family:

@@ -182,3 +182,70 @@ def test_records_name_sources_and_rules_never_values(masked, tmp_path):
     assert result["masked"] == ["public.people.ssn", "public.people.card"]
     assert {(m["column"], m["source"], m["rule"], m["strategy"]) for m in result["masks"]} == {
         ("s", "public.people.ssn", "agents/ssn", "partial"), ("card", "public.people.card", "agents/card", "redact")}
+
+
+FUNCTIONS = """
+create or replace function leak(i int) returns text language plpgsql as $$
+begin return (select ssn from people where id = i); end $$;
+"""
+
+
+def test_a_function_that_hides_where_its_value_comes_from_is_masked_whole_or_refused(make_pgwarden, pg_server,
+                                                                                    tmp_path):
+    pg_server.psql(TABLES + FUNCTIONS, "appdb")
+    key = tmp_path / "mask-key"
+    key.write_text("a-test-key-of-enough-bytes-0123456789\n")
+    running = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, plugins_section={"mask": {"key_file": str(key)}})
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select leak(1)").fetchone() == ("***",)
+        assert c.execute("select 1, 'plain'").fetchone() == (1, "plain")  # nothing masked reads nothing masked
+    strict = [{**RULES[0], "mask": {**RULES[0]["mask"], "unknown": "refuse"}}]
+    running = make_pgwarden(policies=[{**POLICY, "rules": strict}], only=BUILTIN_PLUGINS,
+                            recording={"sinks": [{"file": str(tmp_path / "strict.jsonl"), "fsync_s": 0}]})
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            c.execute("select leak(1)")
+        assert "cannot tell which columns this statement returns" in str(e.value)
+        assert c.execute("select name, ssn from people where id = 1").fetchone() == ("ann", "***-**-6789")
+
+
+def test_without_the_live_catalog_statements_near_masked_columns_are_refused(make_pgwarden, pg_server):
+    pg_server.psql(TABLES, "appdb")
+    running = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, catalog={"live": False})
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            c.execute("select name from people")
+        assert "live catalog is unreachable" in str(e.value)
+        assert c.execute("select 1, 'fine'").fetchone() == (1, "fine")
+
+
+DETECT = {"name": "agents", "default": "allow",
+          "rules": [{"name": "pii", "mask": {"detect": ["ssn", "credit_card", "email"]}}]}
+
+
+def test_detectors_on_text_columns_and_messages_counted_never_shown(make_pgwarden, pg_server, tmp_path):
+    pg_server.psql(TABLES, "appdb")
+    running = make_pgwarden(policies=[DETECT], only=BUILTIN_PLUGINS)
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        got = c.execute("select id, body from notes order by id").fetchall()
+        assert got == [(1, "call me at [ssn] or mail [email]"), (2, "nothing here")]
+        with c.cursor(binary=True) as cur:
+            assert cur.execute("select body from notes where id = 1").fetchone() == ("call me at [ssn] or mail [email]",)
+        assert c.execute("select to_jsonb(n) from notes n where id = 1").fetchone() == ("[ssn,email]",)
+        with pytest.raises(psycopg.errors.RaiseException) as e:
+            c.execute(f"do $$ begin raise exception 'card 4111 1111 1111 1111 rejected'; end $$")
+        assert e.value.diag.message_primary == "card [credit_card] rejected"
+    running.call(running.app.stop)
+    records = check_records([tmp_path / "records.jsonl"])
+    # (the statement records hold the SQL the agent sent; what came back is masked)
+    assert _leaks(records) == [] and "4111" not in repr([r for r in records if r["type"] == "result"])
+    result = next(r for r in records if r["type"] == "result" and r.get("detected"))
+    assert sorted((d["detector"], d["count"]) for d in result["detected"]) == [("email", 1), ("ssn", 1)]
+    assert running.app.stats.detections[("ssn", "public.notes.body")] >= 1
+
+
+def test_metrics_name_masked_values_by_source(masked):
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        c.execute("select ssn as alias from people").fetchall()
+    stats = masked.app.stats.masked_values
+    assert stats[("public.people.ssn", "agents/ssn", "partial")] == 2  # two non-NULL values

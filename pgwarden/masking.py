@@ -373,3 +373,28 @@ def copy_options(sql: str, index: int, lexer: LexerSettings | None = None) -> di
     return options
 
 
+
+
+# ---------------------------------------------------------------------------- rules naming no column
+
+def missing_columns(policies: Iterable[object], catalog: Catalog) -> list[str]:
+    """A warning for each column glob of a ``mask`` rule that matches no column of ``catalog``
+    (a live one: the snapshot knows no table of the database). Not an error: the column may come
+    with the next migration; until then the rule masks nothing, which an operator should know."""
+    import fnmatch
+
+    from pgwarden.policy.kinds import MASK
+
+    names = [f"{r.schema}.{r.name}.{c.name}" for r in catalog.relations
+             for c in (catalog.columns_of(r.oid) or ())]
+    warnings: list[str] = []
+    for policy in policies:
+        for i, rule in enumerate(getattr(policy, "rules", ())):
+            spec = MASK.of(rule)
+            if spec is None or spec.detect:
+                continue
+            for glob in spec.columns:
+                if not any(fnmatch.fnmatchcase(name, glob) for name in names):
+                    warnings.append(f"mask rule {policy.name}/{rule.name or f'rules[{i}]'}: {glob} matches no "  # type: ignore[attr-defined]
+                                    f"column of the database; it masks nothing")
+    return warnings

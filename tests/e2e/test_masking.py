@@ -249,3 +249,30 @@ def test_metrics_name_masked_values_by_source(masked):
         c.execute("select ssn as alias from people").fetchall()
     stats = masked.app.stats.masked_values
     assert stats[("public.people.ssn", "agents/ssn", "partial")] == 2  # two non-NULL values
+
+
+def test_rules_naming_columns_that_do_not_exist_warn_at_start_reload_and_check(make_pgwarden, pg_server, tmp_path):
+    import sys
+
+    import yaml
+
+    from pgwarden.testing.pytest_plugin import base_config
+    from pgwarden.testing.postgres import APP_PASSWORD
+
+    pg_server.psql(TABLES, "appdb")
+    typo = {"name": "agents", "default": "allow",
+            "rules": [{"name": "typo", "mask": {"columns": ["public.people.ssnn"]}}, RULES[1]]}
+    running = make_pgwarden(policies=[typo], only=BUILTIN_PLUGINS)
+    expected = ["mask rule agents/typo: public.people.ssnn matches no column of the database; it masks nothing"]
+    assert running.call(lambda: running.app.warn_mask_columns(running.app.catalog.current)) == expected
+    doc = base_config(pg_server, running.keys, tmp_path, policies=[typo])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(doc))
+    out = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg), "--dsn", pg_server.dsn()],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.strip() == "warning: " + expected[0]
+    assert APP_PASSWORD not in out.stdout + out.stderr
+    bad = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg), "--dsn",
+                          "postgresql://nobody@127.0.0.1:1/x"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.startswith("cannot read the catalog at --dsn:")

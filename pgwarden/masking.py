@@ -110,6 +110,9 @@ class ColumnMask:
     candidate: Callable[[bytes], bool] | None = attrs.field(default=None, eq=False)
     #: detector hits (name -> count) the masker counts; recorded with the result, never values
     hits: Counter[str] | None = attrs.field(default=None, eq=False)
+    #: the masker gives every non-NULL value the same answer (``redact``, ``null``, ``fixed``):
+    #: it is asked once per result
+    constant: bool = False
 
 
 @attrs.frozen
@@ -163,37 +166,28 @@ _NULL = b"\xff\xff\xff\xff"
 _MEMO = 4096
 
 
-def _memoised(masker: Masker, column: m.Column, values: Counter[int], index: int) -> Callable[[bytes], bytes]:
-    """``masker`` for the non-NULL values of one column, as a field of a DataRow (length and
-    value), remembering its answers; counts the values it masks."""
-    memo: dict[bytes, bytes] = {}
-
-    def field(value: bytes) -> bytes:
-        values[index] += 1
-        got = memo.get(value)
-        if got is None:
-            new = masker(value, column)
-            got = _NULL if new is None else len(new).to_bytes(4, "big") + new
-            if len(memo) >= _MEMO:
-                memo.clear()
-            memo[value] = got
-        return got
-
-    return field
-
-
 def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Masker]) -> Callable[[bytes], bytes]:
     """A function rewriting a run of raw DataRows of ``shape`` with ``masks`` (column index -> mask);
     runs in which no mask has anything to do come back as they went in.
 
     The hot path of masking: each row is walked by its length words up to its last masked
     column, and rebuilt from slices of the run and the masked fields (no message objects).
-    A masker gets NULL (None) only if it is a plain `Masker` of contract v1; NULL stays NULL.
+    A masker's answer depends on the value alone, so answers are remembered per column (a
+    column's values repeat); one whose ``constant`` is set is asked once. NULL is given to
+    plain `Masker`s of contract v1 only; otherwise NULL stays NULL.
     """
     plan = _Plan(shape, compose([("", masks)], len(shape.columns)))
     values = plan.values
-    steps = tuple((i, _memoised(mask.masker, plan.columns[i], values, i), mask.masker, plan.columns[i])
-                  for i, mask in plan.masks)
+    # (index, memo of value -> field, masker, column, constant field or None, plain v1 masker)
+    steps = []
+    for i, mask in plan.masks:
+        column = plan.columns[i]
+        constant = None
+        if mask.constant:
+            new = mask.masker(b"", column)
+            constant = _NULL if new is None else len(new).to_bytes(4, "big") + new
+        steps.append((i, {}, mask.masker, column, constant, mask.strategy == "plugin"))
+    last = steps[-1][0] if steps else -1
     quick = plan.quick
     length = _LENGTH
 
@@ -205,13 +199,16 @@ def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mask
         pos = 0
         size_run = len(run)
         while pos < size_run:
-            end = pos + 1 + length(run, pos + 1)[0]
+            old = length(run, pos + 1)[0]
+            end = pos + 1 + old
             ncols = (run[pos + 5] << 8) | run[pos + 6]
             p = pos + 7
             col = 0
             start = pos + 5
-            pieces: list[bytes] = []
-            for i, field, masker, column in steps:
+            header = len(out)
+            append(b"")
+            delta = 0
+            for i, memo, masker, column, constant, plain in steps:
                 if i >= ncols:
                     break
                 while col < i:
@@ -219,19 +216,38 @@ def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mask
                     p += 4 + size if size > 0 else 4
                     col += 1
                 size = length(run, p)[0]
-                pieces.append(run[start:p])
+                append(run[start:p])
                 if size < 0:
-                    new = masker(None, column)  # a v1 Masker may give NULL a value; it stays NULL otherwise
-                    pieces.append(_NULL if new is None else len(new).to_bytes(4, "big") + new)
+                    if plain:  # a v1 Masker may give NULL a value
+                        new = masker(None, column)
+                        got = _NULL if new is None else len(new).to_bytes(4, "big") + new
+                        append(got)
+                        delta += len(got) - 4
+                    else:
+                        append(_NULL)
                     p += 4
                 else:
-                    pieces.append(field(run[p + 4:p + 4 + size]))
+                    values[i] += 1
+                    if constant is not None:
+                        got = constant
+                    else:
+                        value = run[p + 4:p + 4 + size]
+                        got = memo.get(value)
+                        if got is None:
+                            new = masker(value, column)
+                            got = _NULL if new is None else len(new).to_bytes(4, "big") + new
+                            if len(memo) >= _MEMO:
+                                memo.clear()
+                            memo[value] = got
+                    append(got)
+                    delta += len(got) - 4 - size
                     p += 4 + size
                 col += 1
                 start = p
-            pieces.append(run[start:end])
-            body = b"".join(pieces)
-            append(b"D" + (len(body) + 4).to_bytes(4, "big") + body)
+                if col > last:
+                    break
+            append(run[start:end])
+            out[header] = b"D" + (old + delta).to_bytes(4, "big")
             pos = end
         return b"".join(out)
 

@@ -229,7 +229,7 @@ class Masking:
         if column.direct is not None:
             rule = rules.rule_for(column.direct)
             if rule is not None:
-                chosen = (rule.strength, self._strategy(rule, column.direct))
+                chosen = (rule.strength, self._strategy(rule, column.direct, column))
         others = [s for s in column.sources if s != column.direct]
         involved = rules.strictest(others) if others else None
         if column.opaque:
@@ -241,13 +241,13 @@ class Masking:
             strategy, strength = _WHOLE_STRENGTH[involved.spec.with_ == "null"]
             source = next(iter(sorted(s for s in column.sources if rules.rule_for(s) is involved)), "") \
                 or column.direct or ""
-            whole = ColumnMask(_masker(_NULL if strategy == "null" else _REDACT, column.column), strength,
-                               involved.name, source or "(unknown)", strategy)
+            whole = ColumnMask(_strategy_masker(_NULL if strategy == "null" else _REDACT, column), strength,
+                               involved.name, source or "(unknown)", strategy, constant=True)
             if chosen is None or strength > chosen[0]:
                 chosen = (strength, whole)
         return chosen[1] if chosen is not None else None
 
-    def _strategy(self, rule: MaskRule, source: str) -> ColumnMask:
+    def _strategy(self, rule: MaskRule, source: str, column: ResultColumn) -> ColumnMask:
         spec = rule.spec
         kind = spec.with_
         if kind == "redact":
@@ -262,7 +262,8 @@ class Masking:
             strategy = values.fixed(spec.value or "")
         else:  # hash: the check refused the statement when there is no key; NULL if it came here anyway
             strategy = values.hashed(self.key) if self.key is not None else _NULL
-        return ColumnMask(_strategy_masker(strategy), rule.strength, rule.name, source, kind)
+        return ColumnMask(_strategy_masker(strategy, column), rule.strength, rule.name, source, kind,
+                          constant=kind in ("redact", "null", "fixed"))
 
     def _detection(self, column: ResultColumn, rules: SessionRules) -> ColumnMask | None:
         if column.type_oid not in values.TEXT_TYPES:
@@ -334,19 +335,13 @@ class Masking:
         return self._may_touch(rules, statement, lineages)
 
 
-def _masker(strategy: values.Strategy, column: Column) -> Callable[[bytes | None, Column], bytes | None]:
-    return _strategy_masker(strategy)
-
-
-def _strategy_masker(strategy: values.Strategy) -> Callable[[bytes | None, Column], bytes | None]:
-    families: dict[int, values.Family] = {}
+def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn) -> Callable[[bytes | None, Column], bytes | None]:
+    """The strategy as a `Masker` of one result column: its type family and format bound once."""
+    family, fmt = values.family_of(resolved.type_oid), resolved.format
 
     def masker(value: bytes | None, column: Column) -> bytes | None:
         if value is None:
             return None
-        family = families.get(column.type_oid)
-        if family is None:
-            family = families[column.type_oid] = values.family_of(column.type_oid)
-        return strategy(value, family, column.format)
+        return strategy(value, family, fmt)
 
     return masker

@@ -23,6 +23,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
+from pgwarden_plugins.mask import values
+from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
+from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 from pgwarden.api import (
     MASK,
@@ -30,18 +33,15 @@ from pgwarden.api import (
     ColumnMask,
     ConfigProblem,
     Detector,
+    MessageMask,
     ResultColumn,
     ResultShape,
     Session,
     Statement,
     Verdict,
-    MessageMask,
     hookimpl,
 )
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden_plugins.mask import values
-from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
-from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 _REDACT = values.redact()
 _NULL = values.null()
@@ -175,11 +175,11 @@ class Masking:
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         if self.key is None:
             for lineage in lineages:
-                for source in (lineage.reads or ()):
-                    rule = rules.rule_for(str(source))
+                for read in (lineage.reads or ()):
+                    rule = rules.rule_for(str(read))
                     if rule is not None and rule.spec.with_ == "hash":
                         return Verdict.block(
-                            f"masked column {source} is hashed, and no hash key is configured",
+                            f"masked column {read} is hashed, and no hash key is configured",
                             "An operator must set plugins.mask.key_file; this is not caused by the statement.",
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         return None

@@ -116,8 +116,8 @@ def test_extended_protocol_prepared_and_undescribed_portal(masked):
 
 
 def test_multi_statement_query_masks_each_result_by_its_own_statement(masked):
-    out = subprocess.run(["psql", masked.dsn(), "-At", "-c", "select 1, 'x'; select ssn, name from people where id = 1"],
-                         capture_output=True, text=True, timeout=30)
+    sql = "select 1, 'x'; select ssn, name from people where id = 1"
+    out = subprocess.run(["psql", masked.dsn(), "-At", "-c", sql], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1|x", "***-**-6789|ann"]
 
@@ -129,8 +129,8 @@ def _copied(c: psycopg.Connection, sql: str) -> bytes:
 
 def test_copy_to_stdout_text_and_csv_masked_binary_refused(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
-        text, csv = (_copied(c, "copy people (id, ssn, card) to stdout"),
-                     _copied(c, "copy (select id, ssn, email from people order by id) to stdout with (format csv, header)"))
+        text = _copied(c, "copy people (id, ssn, card) to stdout")
+        csv = _copied(c, "copy (select id, ssn, email from people order by id) to stdout with (format csv, header)")
         assert _leaks(text) == [] and _leaks(csv) == []
         assert b"1\t***-**-6789\t***\n" in text and b"3\t\\N\t\\N\n" in text
         assert csv.splitlines()[0] == b"id,ssn,email" and csv.splitlines()[1] == b"1,***-**-6789,***@example.com"
@@ -230,10 +230,11 @@ def test_detectors_on_text_columns_and_messages_counted_never_shown(make_pgwarde
         got = c.execute("select id, body from notes order by id").fetchall()
         assert got == [(1, "call me at [ssn] or mail [email]"), (2, "nothing here")]
         with c.cursor(binary=True) as cur:
-            assert cur.execute("select body from notes where id = 1").fetchone() == ("call me at [ssn] or mail [email]",)
+            got = cur.execute("select body from notes where id = 1").fetchone()
+        assert got == ("call me at [ssn] or mail [email]",)
         assert c.execute("select to_jsonb(n) from notes n where id = 1").fetchone() == ("[ssn,email]",)
         with pytest.raises(psycopg.errors.RaiseException) as e:
-            c.execute(f"do $$ begin raise exception 'card 4111 1111 1111 1111 rejected'; end $$")
+            c.execute("do $$ begin raise exception 'card 4111 1111 1111 1111 rejected'; end $$")
         assert e.value.diag.message_primary == "card [credit_card] rejected"
     running.call(running.app.stop)
     records = check_records([tmp_path / "records.jsonl"])
@@ -256,8 +257,8 @@ def test_rules_naming_columns_that_do_not_exist_warn_at_start_reload_and_check(m
 
     import yaml
 
-    from pgwarden.testing.pytest_plugin import base_config
     from pgwarden.testing.postgres import APP_PASSWORD
+    from pgwarden.testing.pytest_plugin import base_config
 
     pg_server.psql(TABLES, "appdb")
     typo = {"name": "agents", "default": "allow",

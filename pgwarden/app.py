@@ -21,7 +21,7 @@ from pgwarden.cancels import CancelForwarder
 from pgwarden.config import Config, ConfigError, ListenTLS
 from pgwarden.decisions import Decisions
 from pgwarden.identity import AuthenticationFailed, Identity
-from pgwarden.masking import row_transform
+from pgwarden.results import SessionMasks
 from pgwarden.plugins import PluginHost
 from pgwarden.preflight import reread
 from pgwarden.policy import policies_for
@@ -248,6 +248,8 @@ class Application:
 
         def on_complete(ex) -> None:
             stats.overhead(ex.pgwarden_s)
+            if ex.masked:
+                stats.masked(ex.masked)
             if recorder.active:
                 try:
                     recorder.result(conn, ex)
@@ -275,16 +277,12 @@ class Application:
             except RecordingFailed:
                 pass
 
-    def shape_listener(self, conn: ClientConnection):
-        """The relay's ``on_shape``: None (rows pass untouched) unless a plugin masks results."""
+    def masks_for(self, conn: ClientConnection) -> SessionMasks | None:
+        """The relay's masking listeners for ``conn`` (`SessionMasks`: ``shape``, ``copy``,
+        ``message``); None, and rows pass untouched, unless a plugin masks results."""
         if not self.plugins.masks:
             return None
-
-        def on_shape(shape):
-            maskers = self.plugins.result_masks(shape, None, conn.session)
-            return row_transform(shape, maskers) if maskers else None
-
-        return on_shape
+        return SessionMasks(self, conn)
 
     def authenticate(self, startup: m.StartupMessage, token: str) -> Identity:
         """The identity behind ``token``; AuthenticationFailed when no plugin vouches for it."""

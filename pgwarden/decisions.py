@@ -140,6 +140,8 @@ class Decisions:
         analysis = statement.analysed if statement is not None else None
         if analysis is None:
             return
+        if conn.masks is not None:
+            conn.masks.ran(statement)
         before = conn.sql_context
         conn.sql_context = before.after(analysis)
         if conn.sql_context is not before and conn.relay is not None:

@@ -7,9 +7,11 @@ snapshot of a PostgreSQL release's built-in catalog shipped with pgwarden
 (failing closed for what only the live catalog could tell) while it is unreachable.
 """
 
-from pgwarden.catalog.model import Catalog, CastFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts
+from pgwarden.catalog.model import (
+    Catalog, CastFacts, ColumnFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts,
+)
 
-__all__ = ["Catalog", "CastFacts", "FunctionFacts", "OperatorFacts", "RelationFacts", "TypeFacts"]
+__all__ = ["Catalog", "CastFacts", "ColumnFacts", "FunctionFacts", "OperatorFacts", "RelationFacts", "TypeFacts"]
 
 
 _builtin: Catalog | None = None

@@ -12,7 +12,9 @@ from typing import Any, Iterable, Mapping
 import attrs
 
 from pgwarden.catalog import queries
-from pgwarden.catalog.model import Catalog, CastFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts
+from pgwarden.catalog.model import (
+    Catalog, CastFacts, ColumnFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts,
+)
 
 KINDS = tuple(queries.COLUMNS)
 
@@ -28,6 +30,8 @@ class CatalogRows:
     server_version: int
     functions: tuple[tuple, ...] = ()
     relations: tuple[tuple, ...] = ()
+    attributes: tuple[tuple, ...] = ()  # (the key "columns" of a snapshot names each kind's columns)
+    definitions: tuple[tuple, ...] = ()
     column_types: tuple[tuple, ...] = ()
     dependencies: tuple[tuple, ...] = ()
     operators: tuple[tuple, ...] = ()
@@ -41,7 +45,8 @@ class CatalogRows:
 
 
 class ViewDependencies:
-    """What each view's SELECT rule calls and reads, kept from one load to the next.
+    """What each view's SELECT rule calls and reads, and its query as text, kept from one load
+    to the next.
 
     Keyed by the rule's row version (its OID and xmin): a view created or replaced
     since has a new one and is read again, a view dropped is forgotten. Used by one
@@ -49,26 +54,34 @@ class ViewDependencies:
     """
 
     def __init__(self) -> None:
-        self._known: dict[int, tuple[str, tuple[tuple, ...]]] = {}
+        self._known: dict[int, tuple[str, tuple[tuple, ...], tuple[tuple, ...]]] = {}
         #: how many views the last load read (the others were known)
         self.last_read = 0
 
-    def read(self, cur: Any, sql: str) -> tuple[tuple, ...]:
+    def read(self, cur: Any, sql: str, definitions_sql: str) -> tuple[tuple[tuple, ...], tuple[tuple, ...]]:
+        """The dependencies' rows and the definitions' rows of every view."""
         cur.execute(queries.VIEW_RULES)
         versions = dict(cur.fetchall())
         wanted = [view for view, version in versions.items() if self._known.get(view, ("",))[0] != version]
         found: dict[int, list[tuple]] = {view: [] for view in wanted}
+        texts: dict[int, list[tuple]] = {view: [] for view in wanted}
         if wanted:
             cur.execute(sql, {"views": wanted})
             _check(cur, "dependencies")
             for row in cur.fetchall():
                 found[row[0]].append(row)
+            cur.execute(definitions_sql, {"views": wanted})
+            _check(cur, "definitions")
+            for row in cur.fetchall():
+                texts[row[0]].append(row)
         self._known = {
-            view: (version, tuple(found[view])) if view in found else self._known[view]
+            view: (version, tuple(found[view]), tuple(texts[view])) if view in found else self._known[view]
             for view, version in versions.items()
         }
         self.last_read = len(wanted)
-        return tuple(row for view in sorted(self._known) for row in self._known[view][1])
+        views = sorted(self._known)
+        return (tuple(row for view in views for row in self._known[view][1]),
+                tuple(row for view in views for row in self._known[view][2]))
 
 
 def _check(cur: Any, kind: str) -> None:
@@ -95,9 +108,12 @@ def read_rows(conn: Any, timeout_s: float = 30.0, views: ViewDependencies | None
         cur.execute(queries.VERSION)
         (server_version,) = cur.fetchone()
         answers = {}
-        for kind, sql in queries.for_version(server_version).items():
+        every = queries.for_version(server_version)
+        for kind, sql in every.items():
+            if kind == "definitions":
+                continue  # read with the dependencies
             if kind == "dependencies":
-                answers[kind] = views.read(cur, sql)
+                answers[kind], answers["definitions"] = views.read(cur, sql, every["definitions"])
                 continue
             cur.execute(sql)
             _check(cur, kind)
@@ -108,7 +124,15 @@ def read_rows(conn: Any, timeout_s: float = 30.0, views: ViewDependencies | None
 def _function(row: tuple) -> FunctionFacts:
     fields = dict(zip(queries.COLUMNS["functions"], row))
     fields["config"] = tuple(fields["config"] or ())
+    fields["result_columns"] = _named(fields["result_columns"])
+    fields["argument_names"] = tuple(fields["argument_names"] or ())
     return FunctionFacts(**fields)
+
+
+def _named(names: Iterable[str] | None) -> tuple[str, ...]:
+    """Result columns as the server names them: an unnamed OUT argument is columnN (its place
+    among the OUT arguments)."""
+    return tuple(name or f"column{i}" for i, name in enumerate(names or (), 1))
 
 
 def _type(row: tuple) -> TypeFacts:
@@ -143,6 +167,7 @@ def build_catalog(
             relations_of.setdefault(relation, []).append(target)
         else:
             raise CatalogShapeError(f"a dependency of kind {kind!r} (expected 'f' or 'r')")
+    definitions = dict(rows.definitions)
     column_types: dict[int, list[int]] = {}
     for relation, type_oid in rows.column_types:
         column_types.setdefault(relation, []).append(type_oid)
@@ -150,7 +175,7 @@ def build_catalog(
         RelationFacts(
             oid, schema, name, kind,
             functions=tuple(functions_of.get(oid, ())), relations=tuple(relations_of.get(oid, ())),
-            column_types=tuple(column_types.get(oid, ())),
+            column_types=tuple(column_types.get(oid, ())), definition=definitions.get(oid),
         )
         for oid, schema, name, kind in rows.relations
     ]
@@ -162,6 +187,7 @@ def build_catalog(
         operators=(OperatorFacts(*row) for row in rows.operators),
         types=map(_type, rows.types),
         casts=(CastFacts(*row) for row in rows.casts),
+        columns=(ColumnFacts(*row) for row in rows.attributes),
         settings=settings,
         schemas=(name for (name,) in rows.schemas),
         server_version=rows.server_version,

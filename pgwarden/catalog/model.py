@@ -48,6 +48,14 @@ class FunctionFacts:
     # True when ``source`` is an SQL-standard body (``RETURN expr`` or ``BEGIN ATOMIC ... END``,
     # as pg_get_function_sqlbody prints it): such functions have an empty prosrc.
     sql_body: bool = False
+    # What it returns, for lineage: prorettype; the relation (pg_class OID) whose row type that is
+    # (a table's, a view's or a composite type's: RETURNS [SETOF] users), else 0; the names of its
+    # OUT, INOUT and TABLE arguments in order (the columns it returns, RETURNS TABLE(a, b)); the
+    # names of the arguments it takes (IN, INOUT, VARIADIC: what its body may name them by).
+    result_type: int = 0
+    result_relation: int = 0
+    result_columns: tuple[str, ...] = ()
+    argument_names: tuple[str, ...] = ()
 
     def accepts(self, given: int) -> bool:
         """Whether a call with ``given`` positional arguments could resolve to this function."""
@@ -70,6 +78,21 @@ class RelationFacts:
     # The types of its columns that initdb did not pin (a domain, a type of the database's own or
     # of an extension): a write converts values to them (pg_type OIDs).
     column_types: tuple[int, ...] = ()
+    # A view's or materialized view's query as pg_get_viewdef prints it (read with search_path
+    # pg_catalog, pg_temp, so every name outside pg_catalog is schema-qualified); None otherwise.
+    definition: str | None = None
+
+
+@attrs.frozen
+class ColumnFacts:
+    """One column (pg_attribute, attnum > 0) of a relation or composite type: what lineage names
+    outputs by. Dropped columns are kept (``dropped``, no name) so that an attnum maps correctly."""
+
+    relation: int  # attrelid: pg_class OID
+    attnum: int
+    name: str  # attname ("" for a dropped column: the server shows "........pg.dropped.N........")
+    type: int = 0  # atttypid (0 for a dropped column)
+    dropped: bool = False
 
 
 @attrs.frozen
@@ -140,6 +163,7 @@ class Catalog:
         operators: Iterable[OperatorFacts] = (),
         types: Iterable[TypeFacts] = (),
         casts: Iterable[CastFacts] = (),
+        columns: Iterable[ColumnFacts] = (),
         settings: dict[str, str] | None = None,
         schemas: Iterable[str] = (),
         server_version: int = 0,
@@ -166,6 +190,14 @@ class Catalog:
         self._types_by_name = _index(self.types, lambda t: t.name)
         self._types_by_oid = {t.oid: t for t in self.types}
         self._casts_by_target = _index(self.casts, lambda c: c.target)
+        by_relation: dict[int, list[ColumnFacts]] = {}
+        for column in columns:
+            by_relation.setdefault(column.relation, []).append(column)
+        #: relation OID -> its columns (dropped ones too) in attnum order
+        self._columns: dict[int, tuple[ColumnFacts, ...]] = {
+            oid: tuple(sorted(cols, key=lambda c: c.attnum)) for oid, cols in by_relation.items()}
+        self._live_columns: dict[int, tuple[ColumnFacts, ...]] = {
+            oid: tuple(c for c in cols if not c.dropped) for oid, cols in self._columns.items()}
         #: casts with a function that the server may apply where the text shows no cast: on
         #: assignment to a column or parameter (context a) or to fit any expression (context i)
         self.ambient_casts: tuple[CastFacts, ...] = tuple(
@@ -188,6 +220,18 @@ class Catalog:
 
     def relation(self, oid: int) -> RelationFacts | None:
         return self._relations_by_oid.get(oid)
+
+    def columns_of(self, oid: int) -> tuple[ColumnFacts, ...] | None:
+        """The columns of relation ``oid`` in order (what ``*`` expands to); None when unknown."""
+        return self._live_columns.get(oid)
+
+    def column(self, relation: int, attnum: int) -> ColumnFacts | None:
+        """Column ``attnum`` of relation ``relation`` (as a RowDescription names it), None when
+        unknown or dropped."""
+        for column in self._columns.get(relation, ()):
+            if column.attnum == attnum:
+                return None if column.dropped else column
+        return None
 
     def operators_named(self, name: str) -> tuple[OperatorFacts, ...]:
         return self._operators_by_name.get(name, ())

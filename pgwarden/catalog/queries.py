@@ -34,9 +34,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "functions": (
         "oid", "schema", "name", "nargs", "ndefaults", "variadic", "volatility", "language",
         "trusted_language", "kind", "builtin", "public_execute", "security_definer", "returns_set",
-        "source", "extension", "config", "sql_body",
+        "source", "extension", "config", "sql_body", "result_type", "result_relation", "result_columns",
+        "argument_names",
     ),
     "relations": ("oid", "schema", "name", "kind"),
+    # One row per column of a relation or composite type (dropped ones too: attnums stay right).
+    "attributes": ("relation", "attnum", "name", "type", "dropped"),
+    # A view's or materialized view's query as text (pg_get_viewdef), for lineage.
+    "definitions": ("relation", "definition"),
     # One row per (relation, type of one of its columns) for the types initdb did not pin.
     "column_types": ("relation", "type"),
     # One row per (view, function or relation it depends on): kind 'f' for pg_proc, 'r' for pg_class.
@@ -57,6 +62,11 @@ _PUBLIC_EXECUTE = """
                       WHERE a.grantee = 0 AND a.privilege_type = 'EXECUTE')
     END"""
 
+# A function's arguments with their modes: (name, mode, i); a NULL proargmodes means all IN.
+# (Braces doubled: the functions query is formatted once more by `for_version`.)
+_ARGUMENTS = """unnest(coalesce(p.proargnames, '{{}}'::text[]),
+                       coalesce(p.proargmodes, '{{}}'::"char"[])) WITH ORDINALITY AS a(name, mode, i)"""
+
 _FUNCTIONS = f"""
 SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name,
        p.pronargs AS nargs, p.pronargdefaults AS ndefaults, p.provariadic <> 0 AS variadic,
@@ -69,7 +79,13 @@ SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name,
             {{body}}
             ELSE p.prosrc END AS source,
        x.extname AS extension, p.proconfig AS config,
-       {{sql_body}} AS sql_body
+       {{sql_body}} AS sql_body,
+       p.prorettype::int8 AS result_type,
+       coalesce((SELECT t.typrelid::int8 FROM pg_type AS t WHERE t.oid = p.prorettype), 0) AS result_relation,
+       ARRAY(SELECT coalesce(a.name, '') FROM {_ARGUMENTS} WHERE a.mode IN ('o', 'b', 't')
+             ORDER BY a.i) AS result_columns,
+       ARRAY(SELECT coalesce(a.name, '') FROM {_ARGUMENTS} WHERE coalesce(a.mode, 'i') IN ('i', 'b', 'v')
+             ORDER BY a.i) AS argument_names
 FROM pg_proc AS p
 JOIN pg_namespace AS n ON n.oid = p.pronamespace
 JOIN pg_language AS l ON l.oid = p.prolang
@@ -87,6 +103,26 @@ FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
 ORDER BY c.oid"""
+
+# The columns of every relation and composite type, by attnum, for lineage: what ``*`` expands
+# to, what a RowDescription's (table OID, attnum) names. A dropped column keeps its attnum.
+ATTRIBUTES = """
+SELECT a.attrelid::int8 AS relation, a.attnum::int4 AS attnum,
+       CASE WHEN a.attisdropped THEN '' ELSE a.attname::text END AS name,
+       CASE WHEN a.attisdropped THEN 0 ELSE a.atttypid::int8 END AS type, a.attisdropped AS dropped
+FROM pg_attribute AS a
+JOIN pg_class AS c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S')
+WHERE a.attnum > 0
+ORDER BY 1, 2"""
+
+# A view's query as text, for lineage. Printed under this transaction's search_path (pg_catalog,
+# pg_temp), so every relation outside pg_catalog comes schema-qualified. Asked only for the
+# views whose rule changed since the last load, like their dependencies (`VIEW_RULES`).
+DEFINITIONS = """
+SELECT c.oid::int8 AS relation, pg_get_viewdef(c.oid) AS definition
+FROM pg_class AS c
+WHERE c.relkind IN ('v', 'm') AND c.oid = ANY(%(views)s::oid[])
+ORDER BY 1"""
 
 # The types of the relations' columns that a write converts values to, where that may run a
 # function of the database's own: a domain's CHECK, an assignment cast, a type's input function.
@@ -251,6 +287,8 @@ def for_version(server_version: int) -> dict[str, str]:
     return {
         "functions": _FUNCTIONS.format(body=body, sql_body=sql_body),
         "relations": RELATIONS,
+        "attributes": ATTRIBUTES,
+        "definitions": DEFINITIONS,
         "column_types": COLUMN_TYPES,
         "dependencies": DEPENDENCIES,
         "operators": OPERATORS,

@@ -105,10 +105,14 @@ def builtin_rows(rows: CatalogRows) -> CatalogRows:
     functions = tuple(row[:source] + (None,) + row[source + 1:] for row in rows.functions if builtin(row))
     relations = tuple(row for row in rows.relations if builtin(row))
     kept = {row[0] for row in relations}
+    # the built-in composite types' columns too (what a built-in function returning one names)
+    type_relations = {row[0] for row in rows.attributes if row[0] < FIRST_NORMAL_OID} - kept
     return CatalogRows(
         server_version=rows.server_version,
         functions=functions,
         relations=relations,
+        attributes=tuple(row for row in rows.attributes if row[0] in kept or row[0] in type_relations),
+        definitions=tuple(row for row in rows.definitions if row[0] in kept),
         column_types=tuple(row for row in rows.column_types if row[0] in kept),
         dependencies=tuple(row for row in rows.dependencies if row[0] in kept and row[2] < FIRST_NORMAL_OID),
         operators=tuple(row for row in rows.operators if builtin(row)),

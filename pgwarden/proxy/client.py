@@ -35,6 +35,7 @@ from pgwarden.proxy.upstream import UpstreamProtocol
 
 if TYPE_CHECKING:
     from pgwarden.app import Application
+    from pgwarden.results import SessionMasks
 
 log = Logger(namespace="pgwarden.proxy")
 
@@ -81,6 +82,7 @@ class ClientConnection(Protocol):
         self.upstream: UpstreamProtocol | None = None
         self.relay: Relay | None = None
         self.session: Session | None = None
+        self.masks: SessionMasks | None = None
         #: a statement that may change the catalog went upstream; its transaction has not ended yet
         self.catalog_changed = False
         self.policies: tuple = ()
@@ -389,11 +391,15 @@ class ClientConnection(Protocol):
             client_address=peer_text(self.transport.getPeer()),
             policies=self.policies,
         )
+        #: masking of this session's results and messages (None: no plugin masks)
+        self.masks = masks = self.app.masks_for(self)
         self.relay = Relay(
             self._decide,
             state=SessionState(parameters=parameters),
             max_message_size=self.app.config.limits.max_message_bytes,
-            on_shape=self.app.shape_listener(self),
+            on_shape=masks.shape if masks is not None else None,
+            on_copy=masks.copy if masks is not None else None,
+            on_message=masks.message if masks is not None and self.app.plugins.masks_messages else None,
             on_complete=self.app.completion_listener(self),
             sample_rows=self.app.recorder.sample_rows,
             sample_bytes=self.app.recorder.sample_bytes,

@@ -24,6 +24,7 @@ from pglast.parser import ParseError, normalize
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext, default_context
 from pgwarden.sql.lexer import LexerSettings
+from pgwarden.sql.lineage import Lineage, lineage_of
 from pgwarden.sql.resolve import resolve
 from pgwarden.sql.statement import Statement
 from pgwarden.sql.syntax import Syntax, syntax_of
@@ -42,6 +43,7 @@ class StatementCache:
         self._syntax: OrderedDict[tuple, Syntax] = OrderedDict()
         self._by_normalized: OrderedDict[tuple, Syntax] = OrderedDict()
         self._resolved: OrderedDict[tuple, tuple[Syntax, Analysis]] = OrderedDict()
+        self._lineage: OrderedDict[tuple, tuple[Lineage, ...]] = OrderedDict()
         self.hits = 0
         self.fingerprint_hits = 0  # analyses shared by normalized text (name kept for the metrics)
         self.misses = 0
@@ -100,6 +102,18 @@ class StatementCache:
         # The entry keeps the Syntax alive, so its id cannot be reused meanwhile.
         _put(self._resolved, key, (syntax, analysis), self._size)
         return analysis
+
+    def lineage_for(self, sql: str, context: SqlContext) -> tuple[Lineage, ...]:
+        """Lineage per text and context: a constant may matter (``ORDER BY 1``), so texts that
+        differ only in constants do not share it."""
+        key = (sql, context)
+        known = self._lineage.get(key)
+        if known is not None:
+            self._lineage.move_to_end(key)
+            return known
+        lineage = lineage_of(sql, context)
+        _put(self._lineage, key, lineage, self._size)
+        return lineage
 
     def __len__(self) -> int:
         return len(self._items)

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from pglast.parser import ParseError, fingerprint
 
+from typing import TYPE_CHECKING
+
 from pgwarden.sql.analysis import Analysis
+
+if TYPE_CHECKING:
+    from pgwarden.sql.lineage import Lineage
 
 _UNSET = object()
 
@@ -17,7 +22,7 @@ class Statement:
     with statements that all differ in a constant every access is a first one.
     """
 
-    __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "__dict__")
+    __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "_lineage", "__dict__")
 
     def __init__(self, sql: str, analyze=None, cache=None, context=None, lexer=None) -> None:
         self.sql = sql
@@ -33,6 +38,7 @@ class Statement:
         self._cache = cache
         self._analysis = None
         self._fingerprint = _UNSET
+        self._lineage: tuple[Lineage, ...] | None = None
 
     def __repr__(self) -> str:
         return f"Statement({self.sql!r})"
@@ -51,6 +57,23 @@ class Statement:
                 analysis = analyze_sql(self.sql, self.context)
             self._analysis = analysis
         return analysis
+
+    @property
+    def lineage(self) -> tuple[Lineage, ...]:
+        """Where each output column of each statement of the string comes from, what it reads,
+        and its oracles (`pgwarden.sql.lineage`); computed when first asked (masking rules
+        exist), shared by every session in the same context."""
+        lineage = self._lineage
+        if lineage is None:
+            if self._cache is not None:
+                lineage = self._cache.lineage_for(self.sql, self.context)
+            else:
+                from pgwarden.sql.context import default_context
+                from pgwarden.sql.lineage import lineage_of
+
+                lineage = lineage_of(self.sql, self.context or default_context())
+            self._lineage = lineage
+        return lineage
 
     @property
     def analysed(self) -> Analysis | None:

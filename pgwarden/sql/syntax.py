@@ -958,7 +958,8 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
             continue
         n = _node(item)
         if n is not None and n[0] == "PLpgSQL_stmt_dynexecute" or n is not None and n[0] == "PLpgSQL_stmt_dynfors" \
-                or n is not None and n[0] == "PLpgSQL_stmt_open" and n[1].get("dynquery"):
+                or n is not None and n[0] in ("PLpgSQL_stmt_open", "PLpgSQL_stmt_return_query") \
+                and n[1].get("dynquery"):
             f = n[1]
             query = f.get("query") or f.get("dynquery")
             q = _node(query)

@@ -17,15 +17,16 @@ from pgwarden.catalog.loader import CatalogRows, CatalogShapeError, build_catalo
 from pgwarden.catalog.model import FIRST_NORMAL_OID, Catalog, CastFacts, TypeFacts
 
 # oid schema name nargs ndefaults variadic volatility language trusted kind builtin public_execute
-# security_definer returns_set source extension config sql_body
+# security_definer returns_set source extension config sql_body result_type result_relation
+# result_columns argument_names
 LOWER = (870, "pg_catalog", "lower", 1, 0, False, "i", "internal", False, "f", True, True, False, False,
-         None, None, None, False)
+         None, None, None, False, 25, 0, [], [""])
 READ_FILE = (2624, "pg_catalog", "pg_read_file", 1, 0, False, "v", "internal", False, "f", True, False, False,
-             False, None, None, None, False)
+             False, None, None, None, False, 25, 0, [], [""])
 DBLINK_EXEC = (16416, "public", "dblink_exec", 2, 0, False, "v", "c", False, "f", True, True, False, False,
-               None, "dblink", None, False)
+               None, "dblink", None, False, 25, 0, [], ["", ""])
 MINE = (16500, "app", "touch", 1, 1, True, "v", "plpgsql", True, "p", False, False, True, True,
-        "BEGIN NULL; END", None, ["search_path=app", "work_mem=1MB"], False)
+        "BEGIN NULL; END", None, ["search_path=app", "work_mem=1MB"], False, 16601, 16601, ["a", "", "c"], ["x"])
 
 
 def rows(**overrides) -> CatalogRows:
@@ -41,6 +42,9 @@ def rows(**overrides) -> CatalogRows:
                (16800, "app", "positive", "d", [2597, 16500], [23])),
         casts=((16900, 23, 16800, 16500, "a", "f"),),
         column_types=((16601, 16800),),
+        # relation attnum name type dropped
+        attributes=((16601, 1, "id", 23, False), (16601, 2, "", 0, True), (16601, 3, "ssn", 25, False)),
+        definitions=((16600, " SELECT t.id\n   FROM app.t;"),),
         settings=(("work_mem", "user"), ("log_min_messages", "superuser"), ("pgaudit.log", "superuser")),
         schemas=(("app",), ("pg_catalog",), ("public",)),
     )
@@ -57,6 +61,8 @@ def test_function_rows_become_facts_field_by_field():
     assert (mine.builtin, mine.public_execute, mine.security_definer, mine.returns_set) == (False, False, True, True)
     assert mine.source == "BEGIN NULL; END" and mine.extension is None and not mine.sql_body
     assert mine.config == ("search_path=app", "work_mem=1MB")
+    assert (mine.result_type, mine.result_relation) == (16601, 16601)
+    assert mine.result_columns == ("a", "column2", "c") and mine.argument_names == ("x",)
     (lower,) = catalog.functions_named("lower")
     assert lower.config == () and lower.public_execute and lower.builtin
     assert catalog.function(2624).public_execute is False
@@ -69,6 +75,15 @@ def test_views_carry_what_they_call_and_read():
     assert files.functions == (2624, 16500) and files.relations == (16601, 1259)
     assert catalog.relation(12110).functions == (3329,)
     assert catalog.relation(16601).functions == () and catalog.relation(16602).kind == "S"
+
+
+def test_columns_by_attnum_and_view_definitions():
+    catalog = build_catalog(rows(), source="live", complete=True)
+    assert [c.name for c in catalog.columns_of(16601)] == ["id", "ssn"]  # (what * expands to)
+    assert catalog.column(16601, 3).name == "ssn" and catalog.column(16601, 2) is None
+    assert catalog.column(16601, 9) is None and catalog.columns_of(1) is None
+    (files,) = catalog.relations_named("files")
+    assert files.definition == " SELECT t.id\n   FROM app.t;" and catalog.relation(16601).definition is None
 
 
 def test_types_casts_and_the_types_of_columns():

@@ -94,6 +94,10 @@ MUST_SEE = [
     ("9", "DO $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'DELETE FROM t RETURNING 1' LOOP END LOOP; END $$",
      {"delete"}),
     ("9", "DO $$ BEGIN PERFORM nextval('s'); END $$", {"side_effect"}),
+    ("9", "CREATE FUNCTION pg_temp.f(q text) RETURNS SETOF record LANGUAGE plpgsql AS "
+          "$$ BEGIN RETURN QUERY EXECUTE 'SELECT ' || q; END $$; SELECT * FROM pg_temp.f('1') AS t(a int)", {"unknown"}),
+    ("9", "CREATE FUNCTION pg_temp.f() RETURNS SETOF int LANGUAGE plpgsql AS "
+          "$$ BEGIN RETURN QUERY EXECUTE 'DELETE FROM t RETURNING 1'; END $$; SELECT pg_temp.f()", {"delete"}),
     ("9", "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE sql AS 'DELETE FROM t RETURNING 1'; SELECT pg_temp.f()",
      {"delete", "side_effect"}),
 ]

@@ -1,0 +1,155 @@
+"""The relay's listeners for masking: each result, COPY TO STDOUT and error message of a session,
+with the statement it belongs to, resolved and handed to the masking plugins.
+
+The relay says which statement a result answers (its text and its index in a multi-statement
+Query, a portal's prepared statement); this module finds that statement's lineage (through the
+session's SQL-level prepared statements and cursors for EXECUTE and FETCH), resolves the
+columns (`masking.resolve_shape`), asks the plugins, and gives the relay a transform of raw rows,
+or None so that the rows go out as they came.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pglast.parser import ParseError
+
+from pgwarden.masking import ResultShape, copy_transform, resolve_shape, row_transform
+from pgwarden.plugins import MaskingFailed
+from pgwarden.sql.lexer import parse_tree
+from pgwarden.sql.lineage import Lineage, NamedLineage
+from pgwarden.wire import messages as m
+from pgwarden.wire.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from pgwarden.app import Application
+    from pgwarden.proxy.client import ClientConnection
+    from pgwarden.sql.statement import Statement
+
+Origin = tuple[str | None, int]
+
+
+class CopyRefused(Exception):
+    """A COPY TO STDOUT whose masked columns pgwarden cannot rewrite (binary, custom delimiters)."""
+
+
+def _copy_options(sql: str | None, index: int, lexer) -> dict[str, object] | None:
+    """The options of statement ``index`` of ``sql`` when it is a COPY (``format``, ``header``,
+    and whether it sets delimiters, quoting or NULL), else None."""
+    if sql is None:
+        return None
+    try:
+        tree = parse_tree(sql, lexer)
+        stmt = tree["stmts"][index]["stmt"]["CopyStmt"]
+    except (ParseError, KeyError, IndexError, TypeError):
+        return None
+    options: dict[str, object] = {"format": "text", "header": False, "custom": False}
+    for item in stmt.get("options", ()):
+        elem = item.get("DefElem", {})
+        name = elem.get("defname")
+        arg = elem.get("arg", {})
+        value = arg.get("String", {}).get("sval") if isinstance(arg, dict) else None
+        if name == "format":
+            options["format"] = (value or "text").lower()
+        elif name == "header":
+            options["header"] = value is None or value.lower() not in ("false", "off", "0")
+        elif name in ("delimiter", "quote", "escape", "null", "encoding", "force_quote", "force_not_null",
+                      "force_null", "default"):
+            options["custom"] = True
+    return options
+
+
+class SessionMasks:
+    """Masking for one session: the relay's ``on_shape``, ``on_copy`` and ``on_message``."""
+
+    def __init__(self, app: Application, conn: ClientConnection) -> None:
+        self.app = app
+        self.conn = conn
+        #: the session's SQL-level prepared statements and cursors (EXECUTE, FETCH), fed by `ran`
+        self.named = NamedLineage()
+
+    def ran(self, statement: Statement) -> None:
+        """``statement`` goes to the server: what it prepares, declares or forgets is remembered
+        (its lineage is cached by text, and the masking plugin's check has asked for it already)."""
+        for lineage in statement.lineage:
+            self.named.after(lineage)
+
+    def _statement(self, sql: str | None) -> Statement | None:
+        if sql is None:
+            return None
+        conn, app = self.conn, self.app
+        context = conn.sql_context.with_catalog(app.catalog.current).with_lexer(conn.relay.lexer)
+        return app.statements.get(sql, context)
+
+    def _lineage(self, statement: Statement | None, index: int) -> Lineage | None:
+        if statement is None:
+            return None
+        lineages = statement.lineage
+        if index >= len(lineages):
+            return None
+        return self.named.resolve(lineages[index])
+
+    def _masks(self, shape: ResultShape, statement: Statement | None) -> dict:
+        try:
+            return self.app.plugins.result_masks(shape, statement, self.conn.session)
+        except MaskingFailed as e:
+            stats = self.app.stats.results_refused
+            stats[e.plugin] = stats.get(e.plugin, 0) + 1
+            raise
+
+    def shape(self, description: m.RowDescription, origin: Origin) -> Callable[[bytes], bytes] | None:
+        sql, index = origin
+        statement = self._statement(sql)
+        shape = resolve_shape(description, self._lineage(statement, index), self.app.catalog.current)
+        masks = self._masks(shape, statement)
+        return row_transform(description, masks) if masks else None
+
+    def copy(self, response: m.CopyOutResponse, origin: Origin) -> Callable[[bytes], bytes] | None:
+        sql, index = origin
+        statement = self._statement(sql)
+        lineage = self._lineage(statement, index)
+        names = [o.name for o in lineage.outputs] if lineage is not None and lineage.outputs is not None \
+            and len(lineage.outputs) == len(response.column_formats) else [f"column{i + 1}" for i in
+                                                                   range(len(response.column_formats))]
+        description = m.RowDescription(tuple(m.Column(name) for name in names))
+        shape = resolve_shape(description, lineage, self.app.catalog.current, kind="copy")
+        masks = self._masks(shape, statement)
+        if not masks:
+            return None
+        options = _copy_options(sql, index, self.conn.relay.lexer)
+        if response.format != 0 or options is None or options["format"] == "binary":
+            raise CopyRefused("pgwarden: blocked: binary COPY of masked columns: pgwarden cannot mask them; "
+                              "use COPY ... TO STDOUT in text or CSV format")
+        if options["custom"]:
+            raise CopyRefused("pgwarden: blocked: COPY of masked columns with its own delimiter, quote, escape "
+                              "or NULL: pgwarden masks only the default text and CSV forms")
+        transform = copy_transform(description, masks, csv=options["format"] == "csv")
+        if not options["header"]:
+            return transform
+        first = [True]
+
+        def after_header(raw: bytes) -> bytes:
+            if first[0]:
+                first[0] = False
+                return raw
+            return transform(raw)
+
+        after_header.plan = transform.plan  # type: ignore[attr-defined]
+        return after_header
+
+    def message(self, raw: bytes, origin: Origin) -> bytes:
+        statement = self._statement(origin[0])
+        rewrites = self.app.plugins.message_masks(statement, self.conn.session)
+        if not rewrites:
+            return raw
+        cls = m.ErrorResponse if raw[0] == ord("E") else m.NoticeResponse
+        try:
+            message = cls.decode(raw[5:])
+        except ProtocolError:
+            return cls.build("ERROR" if cls is m.ErrorResponse else "NOTICE", "XX000",
+                             "pgwarden: an unreadable message from the server was withheld").encode()
+        fields = message.fields
+        for rewrite in rewrites:
+            fields = rewrite(fields)
+        return cls(tuple(fields)).encode()

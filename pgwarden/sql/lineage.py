@@ -1,0 +1,1382 @@
+"""Lineage: which base columns each output of a statement comes from, and where columns are used
+in ways that reveal their values without returning them (oracles).
+
+Masking needs to know, for every column of a result, whether it *is* a masked column's value
+(the rule's strategy applies), is *derived* from one (it is masked whole), or cannot be traced
+(it is masked whole, or refused, whenever a masked column could be involved). Names cannot tell:
+an alias, a view, a sub-select, ``row_to_json(u)`` or a set-returning function all hide them. So
+the outputs are traced through the parse tree the way the server resolves names: scopes of
+FROM items (joins with USING, LATERAL, correlated sub-queries), CTEs (recursive ones to a fixed
+point), set operations column by column, views and materialized views through their stored
+definitions, SQL functions through their bodies, and everything else by its declared type or as
+opaque. A value passed through any expression, cast or function is derived from every column the
+expression mentions; a whole-row reference is derived from every column of the row.
+
+What this does not know it says (`Output.opaque`, `Lineage.opaque`, ``reads = None``): an unknown
+node, a function whose body cannot be read, a relation whose columns are not in the catalog.
+It never raises on odd input; the caller fails closed on what is opaque.
+
+Pure: no Twisted, no I/O. The catalog facts come from the `SqlContext`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, NamedTuple
+
+import attrs
+from pglast.parser import ParseError
+
+from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts
+from pgwarden.sql.context import SqlContext
+from pgwarden.sql.lexer import deep, parse_tree
+
+
+@attrs.frozen
+class Source:
+    """A base table's column (views resolved to the tables they read)."""
+
+    schema: str
+    table: str
+    column: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.table}.{self.column}"
+
+
+@attrs.frozen
+class Output:
+    """One column of the result, in RowDescription order."""
+
+    name: str  # as the server names it in RowDescription
+    sources: frozenset[Source]  # every base column its value depends on
+    # Each value IS one source's value, unchanged (an alias, quoting, *, t.*, a sub-select, a CTE,
+    # a view, a UNION of such references: then a value is one of the ``sources``' values).
+    direct: bool
+    # Lineage could not be established: any column of the statement's ``reads`` (all columns of
+    # the tables it touches when ``reads`` is None) may be involved. Fail closed.
+    opaque: bool = False
+
+
+@attrs.frozen
+class OracleUse:
+    """A use of a column that can reveal its values without returning them."""
+
+    source: Source
+    # WHERE, JOIN, ORDER BY, GROUP BY, DISTINCT, HAVING, window, aggregate, FILTER, LIMIT, CASE,
+    # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later).
+    clause: str
+
+
+@attrs.frozen
+class Lineage:
+    """What one statement returns and reads."""
+
+    outputs: tuple[Output, ...] | None  # None: the statement returns no rows
+    reads: frozenset[Source] | None  # every base column read anywhere; None: unknown (all of the tables)
+    oracles: tuple[OracleUse, ...] = ()
+    # The outputs could not all be established, nor perhaps their number (``*`` over a relation
+    # whose columns are unknown, FETCH of a cursor never declared, CALL, a statement not known to
+    # return nothing): treat every column of the result as opaque.
+    opaque: bool = False
+    # SQL-level names this statement defines: ("prepared" | "cursor", name, the body's lineage).
+    defines: tuple[tuple[str, str, Lineage], ...] = ()
+    # SQL-level names this statement removes: ("prepared" | "cursor", name, or "*" for all).
+    forgets: tuple[tuple[str, str], ...] = ()
+    # ("prepared", name) for EXECUTE, ("cursor", name) for FETCH: the rows are that body's;
+    # `NamedLineage.resolve` gives this statement's lineage in the session.
+    refers: tuple[str, str] | None = None
+
+
+NO_ROWS = Lineage(outputs=None, reads=frozenset())
+UNKNOWN = Lineage(outputs=None, reads=None, opaque=True)
+
+
+def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Lineage, ...]:
+    """One `Lineage` per statement of ``statement`` (SQL text, or a parse tree as
+    `lexer.parse_tree` gives it) under ``context``. Text that does not parse: one opaque lineage."""
+    try:
+        tree = parse_tree(statement, context.lexer) if isinstance(statement, str) else statement
+    except ParseError:
+        return (UNKNOWN,)
+    except Exception:  # noqa: BLE001 - never raise on odd input: fail closed
+        return (UNKNOWN,)
+    stmts = [raw.get("stmt", {}) for raw in tree.get("stmts", [])] if isinstance(tree, dict) else []
+
+    def run() -> tuple[Lineage, ...]:
+        return tuple(_Walker(context).statement(stmt) for stmt in stmts)
+
+    try:
+        try:
+            return run()
+        except RecursionError:
+            return deep(run)
+    except Exception:  # noqa: BLE001 - a bug here must not let a statement through unmasked
+        return tuple(UNKNOWN for _ in stmts) or (UNKNOWN,)
+
+
+class NamedLineage:
+    """A session's SQL-level prepared statements and cursors, for EXECUTE and FETCH.
+
+    The relay feeds it each statement's lineage in the order the server runs them
+    (`after`) and asks it for the lineage of a statement in the session (`resolve`).
+    A name it never saw defined (or one defined by text it could not trace) is opaque.
+    """
+
+    def __init__(self) -> None:
+        self._named: dict[tuple[str, str], Lineage] = {}
+
+    def resolve(self, lineage: Lineage) -> Lineage:
+        if lineage.refers is None:
+            return lineage
+        body = self._named.get(lineage.refers)
+        if body is None:
+            return Lineage(outputs=None, reads=None, opaque=True, refers=lineage.refers)
+        if lineage.refers[0] == "cursor" and lineage.outputs is None:  # MOVE: no rows
+            return attrs.evolve(lineage, reads=body.reads)
+        return attrs.evolve(body, defines=(), forgets=(), refers=lineage.refers,
+                            oracles=body.oracles + lineage.oracles)
+
+    def after(self, lineage: Lineage) -> None:
+        for kind, name in lineage.forgets:
+            if name == "*":
+                for key in [k for k in self._named if k[0] == kind]:
+                    del self._named[key]
+            else:
+                self._named.pop((kind, name), None)
+        for kind, name, body in lineage.defines:
+            self._named[kind, name] = body
+
+
+# ---------------------------------------------------------------------------- internals
+
+
+class _Val(NamedTuple):
+    """What a value depends on while the tree is walked."""
+
+    sources: frozenset[Source]
+    direct: bool
+    opaque: bool
+
+
+_NONE = _Val(frozenset(), False, False)
+_OPAQUE = _Val(frozenset(), False, True)
+
+
+def _union(vals: Iterable[_Val]) -> _Val:
+    sources: set[Source] = set()
+    opaque = False
+    for v in vals:
+        sources |= v.sources
+        opaque = opaque or v.opaque
+    return _Val(frozenset(sources), False, opaque)
+
+
+def _either(vals: list[_Val]) -> _Val:
+    """A value that is one of ``vals`` unchanged (UNION arms, USING columns, recursive CTEs)."""
+    if not vals:
+        return _NONE
+    u = _union(vals)
+    return _Val(u.sources, all(v.direct for v in vals) and bool(u.sources), u.opaque)
+
+
+Columns = list[tuple[str, _Val]]
+
+
+@attrs.define
+class _Rel:
+    """A FROM item a qualified name can reach: a table, view, sub-select, function, CTE."""
+
+    name: str  # the alias, else the relation's name
+    columns: Columns
+    schema: str | None = None
+    # A relation whose columns are not known: (schemas it may be in, its name); a column named
+    # on it is taken to exist.
+    unknown: tuple[tuple[str, ...], str] | None = None
+    opaque: bool = False  # a FROM item lineage cannot follow (any column, any number of them)
+
+    def find(self, name: str) -> _Val | None:
+        found = [v for n, v in self.columns if n == name]
+        if found:
+            return found[0] if len(found) == 1 else _union(found)
+        if self.unknown is not None:
+            schemas, table = self.unknown
+            sources = frozenset(Source(s, table, name) for s in schemas)
+            return _Val(sources, len(sources) == 1, False)
+        if self.opaque:
+            return _OPAQUE
+        return None
+
+    def whole(self) -> _Val:
+        u = _union(v for _, v in self.columns)
+        if self.unknown is not None or self.opaque:
+            return _Val(u.sources, False, True)
+        return u
+
+
+@attrs.define
+class _Item:
+    """One entry of a FROM list: the relations it makes visible, the columns an unqualified
+    name or ``*`` reaches (a join's USING columns once)."""
+
+    rels: list[_Rel]
+    columns: Columns
+    open_rels: list[_Rel]  # relations inside whose columns are not known
+    hidden_rels: list[_Rel] = attrs.Factory(list)  # inside an aliased join: reached only unqualified
+
+
+@attrs.define
+class _Scope:
+    items: list[_Item]
+    parent: _Scope | None = None
+    ctes: dict[str, Columns] = attrs.Factory(dict)
+    params: frozenset[str] = frozenset()
+
+    def cte(self, name: str) -> Columns | None:
+        scope: _Scope | None = self
+        while scope is not None:
+            if name in scope.ctes:
+                return scope.ctes[name]
+            scope = scope.parent
+        return None
+
+
+def _node(obj: Any) -> tuple[str, dict] | None:
+    if isinstance(obj, dict) and len(obj) == 1:
+        (name, fields), = obj.items()
+        if name[:1].isupper() and isinstance(fields, dict):
+            return name, fields
+    return None
+
+
+def _str(obj: Any) -> str | None:
+    n = _node(obj)
+    if n is not None and n[0] == "String":
+        return n[1].get("sval", "")
+    return None
+
+
+def _names(items: Any) -> list[str]:
+    return [s for s in (_str(i) for i in items or []) if s is not None]
+
+
+def _int_const(obj: Any) -> int | None:
+    n = _node(obj)
+    if n is not None and n[0] == "A_Const" and "ival" in n[1]:
+        return int(n[1]["ival"].get("ival", 0))
+    return None
+
+
+def _select_fields(obj: Any) -> dict | None:
+    """A SelectStmt's fields, wrapped or not (set operations' arms are not wrapped)."""
+    n = _node(obj)
+    if n is not None:
+        return n[1] if n[0] == "SelectStmt" else None
+    return obj if isinstance(obj, dict) else None
+
+
+# Built-ins that read what their arguments name (SQL text, a table, a cursor, another database).
+_READS_BY_NAME = frozenset({
+    "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
+    "crosstab", "crosstab2", "crosstab3", "crosstab4", "connectby", "table_to_xml", "table_to_xmlschema",
+    "table_to_xml_and_xmlschema", "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
+    "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema", "cursor_to_xml",
+    "cursor_to_xmlschema",
+})
+_STATEMENTS_WITHOUT_ROWS = frozenset({
+    "TransactionStmt", "VariableSetStmt", "DiscardStmt", "ListenStmt", "UnlistenStmt", "NotifyStmt",
+    "LockStmt", "CheckPointStmt", "LoadStmt", "ConstraintsSetStmt", "DeallocateStmt", "ClosePortalStmt",
+    "VacuumStmt", "ClusterStmt", "ReindexStmt", "TruncateStmt", "GrantStmt", "GrantRoleStmt",
+    "AlterSystemStmt", "CommentStmt", "SecLabelStmt",
+})
+_FROM_DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Import", "Refresh")
+
+
+class _Walker:
+    def __init__(self, ctx: SqlContext, *, oracles: bool = True, depth: int = 0) -> None:
+        self.ctx = ctx
+        self.catalog: Catalog = ctx.catalog
+        self.reads: set[Source] = set()
+        self.unknown_reads = False
+        self.shape_unknown = False
+        self.oracles: dict[OracleUse, None] = {}
+        self.record_oracles = oracles
+        self.depth = depth  # views and function bodies inside views and bodies
+        self._schemas: tuple[str, ...] | None = None
+
+    # ------------------------------------------------------------------ statements
+
+    def statement(self, stmt: Any) -> Lineage:
+        n = _node(stmt)
+        if n is None:
+            return UNKNOWN
+        kind, f = n
+        if kind == "SelectStmt":
+            columns = self.query(stmt, None)
+            if f.get("intoClause") is not None:  # SELECT INTO: a table, no rows
+                self._written(columns)
+                return self.result(None)
+            return self.result(columns)
+        if kind in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+            return self.result(self.write(kind, f, None))
+        if kind == "DeclareCursorStmt":
+            body = _Walker(self.ctx).statement(f.get("query"))
+            return Lineage(outputs=None, reads=body.reads, oracles=body.oracles,
+                           defines=(("cursor", f.get("portalname", ""), body),))
+        if kind == "FetchStmt":
+            name = f.get("portalname", "")
+            outputs: tuple[Output, ...] | None = None if f.get("ismove") else ()
+            return Lineage(outputs=outputs, reads=frozenset(), refers=("cursor", name))
+        if kind == "ClosePortalStmt":
+            return Lineage(outputs=None, reads=frozenset(), forgets=(("cursor", f.get("portalname") or "*"),))
+        if kind == "PrepareStmt":
+            body = _Walker(self.ctx).statement(f.get("query"))
+            return Lineage(outputs=None, reads=frozenset(), defines=(("prepared", f.get("name", ""), body),))
+        if kind == "ExecuteStmt":
+            for param in f.get("params") or ():
+                self.expr(param, _Scope([]))
+            return attrs.evolve(self.result(()), refers=("prepared", f.get("name", "")))
+        if kind == "DeallocateStmt":
+            name = "*" if f.get("isall") or not f.get("name") else f["name"]
+            return Lineage(outputs=None, reads=frozenset(), forgets=(("prepared", name),))
+        if kind == "DiscardStmt" and f.get("target") in ("DISCARD_ALL", None):
+            return Lineage(outputs=None, reads=frozenset(), forgets=(("prepared", "*"), ("cursor", "*")))
+        if kind == "CopyStmt":
+            return self.copy(f)
+        if kind == "ExplainStmt":
+            inner = _Walker(self.ctx).statement(f.get("query"))
+            # The plan shows no values of the rows, but row counts and estimates follow the filters.
+            return Lineage(outputs=(Output("QUERY PLAN", frozenset(), False),), reads=inner.reads,
+                           oracles=inner.oracles)
+        if kind == "VariableShowStmt":
+            name = f.get("name", "")
+            if name == "all":
+                return Lineage(outputs=tuple(Output(c, frozenset(), False)
+                                             for c in ("name", "setting", "description")), reads=frozenset())
+            return Lineage(outputs=(Output(name, frozenset(), False),), reads=frozenset())
+        if kind == "CreateTableAsStmt":
+            self._written(self.query(f.get("query"), None) if _select_fields(f.get("query")) else [])
+            return self.result(None)
+        if kind == "ViewStmt":
+            return NO_ROWS  # defines a view; reading it is traced when it is read
+        if kind in _STATEMENTS_WITHOUT_ROWS or kind.startswith(_FROM_DDL_PREFIXES):
+            return NO_ROWS
+        # CALL (OUT arguments come back as a row), DO (RAISE may show values), anything else.
+        return UNKNOWN
+
+    def result(self, columns: Columns | None) -> Lineage:
+        outputs = None if columns is None else tuple(
+            Output(name, v.sources, v.direct and not v.opaque, v.opaque) for name, v in columns)
+        return Lineage(
+            outputs=outputs,
+            reads=None if self.unknown_reads else frozenset(self.reads),
+            oracles=tuple(self.oracles),
+            opaque=self.shape_unknown,
+        )
+
+    def copy(self, f: dict) -> Lineage:
+        if f.get("is_from"):
+            return NO_ROWS
+        if f.get("query") is not None:
+            inner = self.statement(f["query"])
+            return inner if inner.outputs is not None else attrs.evolve(inner, outputs=(), opaque=True)
+        rel = f.get("relation") or {}
+        item = self.range_var(rel, _Scope([]))
+        wanted = _names(f.get("attlist"))
+        if wanted:
+            columns = [(name, self.column_of(item.rels[0], name)) for name in wanted]
+        else:
+            columns = list(item.columns)
+            if item.open_rels:
+                self.star_unknown(columns)
+        for _, v in columns:
+            self.read(v)
+        return self.result(columns)
+
+    def _written(self, columns: Columns) -> None:
+        for _, v in columns:
+            self.oracle(v, "write")
+
+    # ------------------------------------------------------------------ reads, oracles
+
+    def read(self, v: _Val) -> _Val:
+        self.reads |= v.sources
+        return v
+
+    def oracle(self, v: _Val, clause: str) -> None:
+        if self.record_oracles:
+            for s in sorted(v.sources, key=str):
+                self.oracles[OracleUse(s, clause)] = None
+
+    def star_unknown(self, columns: Columns) -> None:
+        self.shape_unknown = True
+        self.unknown_reads = True
+        columns.append(("*", _OPAQUE))
+
+    # ------------------------------------------------------------------ queries
+
+    def query(self, stmt: Any, parent: _Scope | None, ctes: dict[str, Columns] | None = None) -> Columns:
+        """The output columns of a SELECT (set operations, VALUES, WITH included)."""
+        f = _select_fields(stmt)
+        if f is None:
+            n = _node(stmt)
+            if n is not None and n[0] in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+                return self.write(n[0], n[1], parent) or []
+            self.unknown_reads = self.shape_unknown = True
+            return [("?column?", _OPAQUE)]
+        scope = _Scope([], parent, dict(ctes or {}))
+        self.with_clause(f.get("withClause"), scope)
+        op = f.get("op", "SETOP_NONE")
+        if op != "SETOP_NONE":
+            left = self.query(f.get("larg"), scope)
+            right = self.query(f.get("rarg"), scope)
+            columns = [(name, _either([lv, rv])) for (name, lv), (_, rv) in zip(left, right)]
+            if len(left) != len(right):
+                self.shape_unknown = True
+            self.tail(f, scope, columns)
+            return columns
+        if f.get("valuesLists"):
+            rows = [[self.read(self.expr(e, scope)) for e in (_node(row) or ("", {}))[1].get("items", [])]
+                    for row in f["valuesLists"]]
+            width = max((len(r) for r in rows), default=0)
+            return [(f"column{i + 1}", _union(r[i] for r in rows if i < len(r))) for i in range(width)]
+        for item in f.get("fromClause") or ():
+            scope.items.append(self.from_item(item, scope))
+        columns = self.targets(f.get("targetList") or (), scope)
+        if f.get("whereClause") is not None:
+            self.oracle(self.read(self.expr(f["whereClause"], scope)), "WHERE")
+        for g in f.get("groupClause") or ():
+            self.oracle(self.read(self.sort_expr(g, scope, columns, prefer_input=True)), "GROUP BY")
+        if f.get("havingClause") is not None:
+            self.oracle(self.read(self.expr(f["havingClause"], scope)), "HAVING")
+        for w in f.get("windowClause") or ():
+            self.window(w, scope)
+        distinct = f.get("distinctClause")
+        if distinct is not None:
+            exprs = [d for d in distinct if d]
+            if exprs:
+                for d in exprs:
+                    self.oracle(self.read(self.sort_expr(d, scope, columns)), "DISTINCT")
+            else:
+                for _, v in columns:
+                    self.oracle(v, "DISTINCT")
+        self.tail(f, scope, columns)
+        return columns
+
+    def tail(self, f: dict, scope: _Scope, columns: Columns) -> None:
+        for s in f.get("sortClause") or ():
+            n = _node(s)
+            target = n[1].get("node") if n is not None else None
+            self.oracle(self.read(self.sort_expr(target, scope, columns)), "ORDER BY")
+        for key in ("limitCount", "limitOffset"):
+            if f.get(key) is not None:
+                self.oracle(self.read(self.expr(f[key], scope)), "LIMIT")
+
+    def with_clause(self, w: Any, scope: _Scope) -> None:
+        n = _node(w)
+        fields = n[1] if n is not None else (w if isinstance(w, dict) else None)
+        if not fields:
+            return
+        recursive = bool(fields.get("recursive"))
+        for c in fields.get("ctes") or ():
+            cn = _node(c)
+            if cn is None:
+                continue
+            cf = cn[1]
+            name = cf.get("ctename", "")
+            aliases = _names(cf.get("aliascolnames"))
+            query = cf.get("ctequery")
+            qf = _select_fields(query)
+            if recursive and qf is not None and qf.get("op", "SETOP_NONE") != "SETOP_NONE":
+                columns = self.recursive_cte(name, aliases, qf, scope)
+            else:
+                columns = self.query(query, scope)
+            scope.ctes[name] = _rename(columns, aliases)
+
+    def recursive_cte(self, name: str, aliases: list[str], qf: dict, scope: _Scope) -> Columns:
+        """A recursive CTE's columns: its non-recursive arm, then the union with the recursive arm
+        computed again until nothing new is added (a column may feed another one)."""
+        columns = _rename(self.query(qf.get("larg"), scope), aliases)
+        for _ in range(8):
+            scope.ctes[name] = columns
+            right = self.query(qf.get("rarg"), scope)
+            grown = [(n, _either([v, rv])) for (n, v), (_, rv) in zip(columns, right)]
+            if grown == columns:
+                return columns
+            columns = grown
+        return [(n, _Val(v.sources, False, True)) for n, v in columns]
+
+    def targets(self, targets: Iterable[Any], scope: _Scope) -> Columns:
+        columns: Columns = []
+        for t in targets:
+            n = _node(t)
+            if n is None or n[0] != "ResTarget":
+                columns.append(("?column?", _OPAQUE))
+                continue
+            val = n[1].get("val")
+            name = n[1].get("name")
+            stars = self.star(val, scope)
+            if stars is not None:
+                columns.extend(stars)
+                continue
+            v = self.read(self.expr(val, scope, output=True))
+            columns.append((name or _colname(val), v))
+        return columns
+
+    def star(self, val: Any, scope: _Scope) -> Columns | None:
+        """``*``, ``t.*``, ``(x).*`` expanded as the server does; None when ``val`` is none of them."""
+        n = _node(val)
+        if n is None:
+            return None
+        if n[0] == "ColumnRef":
+            fields = n[1].get("fields") or []
+            if not fields or _node(fields[-1]) is None or _node(fields[-1])[0] != "A_Star":
+                return None
+            out: Columns = []
+            if len(fields) == 1:
+                for item in scope.items:
+                    out.extend(item.columns)
+                    if item.open_rels:
+                        self.star_unknown(out)
+            else:
+                rel = self.find_rel(_names(fields[:-1]), scope)
+                if rel is None:
+                    self.star_unknown(out)
+                else:
+                    out.extend(rel.columns)
+                    if rel.unknown is not None or rel.opaque:
+                        self.star_unknown(out)
+            for _, v in out:
+                self.read(v)
+            return out
+        if n[0] == "A_Indirection":
+            ind = n[1].get("indirection") or []
+            if ind and _node(ind[-1]) is not None and _node(ind[-1])[0] == "A_Star":
+                v = self.read(self.expr(n[1].get("arg"), scope))
+                rel = self.row_rel(n[1].get("arg"), scope) if len(ind) == 1 else None
+                if rel is not None:
+                    return list(rel.columns)
+                out = []
+                self.star_unknown(out)
+                out[-1] = ("*", _Val(v.sources, False, True))
+                return out
+        return None
+
+    def row_rel(self, arg: Any, scope: _Scope) -> _Rel | None:
+        """The relation a whole-row reference (``u`` in ``(u).*``) stands for."""
+        n = _node(arg)
+        if n is not None and n[0] == "ColumnRef":
+            names = _names(n[1].get("fields"))
+            if len(names) == len(n[1].get("fields") or []) and self.lookup(names, scope) is None:
+                return self.find_rel(names, scope)
+        return None
+
+    def sort_expr(self, node: Any, scope: _Scope, columns: Columns, prefer_input: bool = False) -> _Val:
+        """ORDER BY / GROUP BY / DISTINCT ON items: an output's ordinal or name, else an expression."""
+        k = _int_const(node)
+        if k is not None:
+            return columns[k - 1][1] if 0 < k <= len(columns) else _NONE
+        n = _node(node)
+        if n is not None and n[0] == "ColumnRef":
+            names = _names(n[1].get("fields"))
+            if len(names) == 1:
+                outputs = [v for name, v in columns if name == names[0]]
+                if outputs and not (prefer_input and self.lookup(names, scope) is not None):
+                    return _either(outputs)
+        return self.expr(node, scope)
+
+    def window(self, w: Any, scope: _Scope) -> None:
+        n = _node(w)
+        if n is None:
+            return
+        for key in ("partitionClause", "orderClause"):
+            for item in n[1].get(key) or ():
+                sn = _node(item)
+                target = sn[1].get("node") if sn is not None and sn[0] == "SortBy" else item
+                self.oracle(self.read(self.expr(target, scope)), "window")
+
+    # ------------------------------------------------------------------ FROM
+
+    def from_item(self, node: Any, scope: _Scope) -> _Item:
+        n = _node(node)
+        if n is None:
+            return self.opaque_item("?")
+        kind, f = n
+        if kind == "RangeVar":
+            return self.range_var(f, scope)
+        if kind == "RangeSubselect":
+            # A LATERAL sub-select sees the items before it; any sub-select sees the outer scopes.
+            if f.get("lateral"):
+                inner_parent = scope
+            else:
+                inner_parent = _Scope([], scope.parent, scope.ctes, scope.params)
+            columns = self.query(f.get("subquery"), inner_parent)
+            alias = _alias(f)
+            columns = _rename(columns, alias[1])
+            rel = _Rel(alias[0] or "", columns)
+            return _Item([rel] if alias[0] else [], columns, [])
+        if kind == "JoinExpr":
+            return self.join(f, scope)
+        if kind == "RangeFunction":
+            return self.range_function(f, scope)
+        if kind == "RangeTableSample":
+            item = self.from_item(f.get("relation"), scope)
+            for arg in f.get("args") or ():
+                self.read(self.expr(arg, scope))
+            return item
+        if kind == "RangeTableFunc":  # XMLTABLE
+            doc = self.read(_union([self.expr(f.get("docexpr"), scope), self.expr(f.get("rowexpr"), scope)]))
+            names = [(_node(c) or ("", {}))[1].get("colname", "?column?") for c in f.get("columns") or ()]
+            alias = _alias(f)
+            columns = _rename([(name, _Val(doc.sources, False, doc.opaque)) for name in names], alias[1])
+            return _Item([_Rel(alias[0] or "xmltable", columns)], columns, [])
+        return self.opaque_item(_alias(f)[0] or "?")
+
+    def opaque_item(self, name: str) -> _Item:
+        self.unknown_reads = True
+        rel = _Rel(name, [], opaque=True)
+        return _Item([rel], [], [rel])
+
+    def range_var(self, f: dict, scope: _Scope) -> _Item:
+        schema, name = f.get("schemaname"), f.get("relname", "")
+        alias = _alias(f)
+        if schema is None:
+            cte = scope.cte(name)
+            if cte is not None:
+                columns = _rename(cte, alias[1])
+                rel = _Rel(alias[0] or name, columns)
+                return _Item([rel], columns, [])
+        found = self.relations(schema, name)
+        if found:
+            columns_each = [self.relation_columns(r) for r in found]
+            if any(c is None for c in columns_each):
+                return self.unknown_item(schema, name, alias)
+            if len(columns_each) == 1:
+                columns = columns_each[0] or []
+            else:  # an uncertain search_path: any of them
+                columns = _merge_alternatives([c or [] for c in columns_each])
+            columns = _rename(columns, alias[1])
+            rel = _Rel(alias[0] or name, columns, schema=schema or found[0].schema)
+            return _Item([rel], columns, [])
+        return self.unknown_item(schema, name, alias)
+
+    def unknown_item(self, schema: str | None, name: str, alias: tuple[str | None, list[str]]) -> _Item:
+        schemas = (schema,) if schema is not None else self.unqualified_schemas(name)
+        rel = _Rel(alias[0] or name, [], schema=schema, unknown=(schemas, name))
+        if alias[1]:  # column aliases name the first columns; what they are is not known
+            rel.columns = [(a, _Val(frozenset(Source(s, name, f"#{i + 1}") for s in schemas), False, True))
+                           for i, a in enumerate(alias[1])]
+        return _Item([rel], rel.columns, [rel])
+
+    def join(self, f: dict, scope: _Scope) -> _Item:
+        left = self.from_item(f.get("larg"), scope)
+        # The right side of a join sees the left side only if it is LATERAL (handled as a scope).
+        lateral_scope = _Scope(scope.items + [left], scope.parent, scope.ctes, scope.params)
+        right = self.from_item(f.get("rarg"), lateral_scope)
+        using = _names(f.get("usingClause"))
+        if f.get("isNatural"):
+            right_names = {n for n, _ in right.columns}
+            using = [n for n, _ in left.columns if n in right_names]
+        merged: Columns = []
+        for name in using:
+            lv = _find(left, name)
+            rv = _find(right, name)
+            v = _either([x for x in (lv, rv) if x is not None])
+            merged.append((name, v))
+            self.oracle(self.read(v), "JOIN")
+        rest = [(n, v) for n, v in left.columns if n not in using] + \
+               [(n, v) for n, v in right.columns if n not in using]
+        columns = merged + rest
+        item_scope = _Scope(scope.items + [left, right], scope.parent, scope.ctes, scope.params)
+        if f.get("quals") is not None:
+            self.oracle(self.read(self.expr(f["quals"], item_scope)), "JOIN")
+        alias = _alias(f)
+        open_rels = left.open_rels + right.open_rels
+        if alias[0]:
+            columns = _rename(columns, alias[1])
+            rel = _Rel(alias[0], columns, opaque=bool(open_rels))
+            return _Item([rel], columns, open_rels, hidden_rels=left.rels + right.rels)
+        return _Item(left.rels + right.rels, columns, open_rels)
+
+    def range_function(self, f: dict, scope: _Scope) -> _Item:
+        columns: Columns = []
+        fn_scope = scope  # a function's arguments see the items before it, LATERAL or not
+        single_name: str | None = None
+        for entry in f.get("functions") or ():
+            n = _node(entry)
+            items = n[1].get("items", []) if n is not None and n[0] == "List" else []
+            call = items[0] if items else None
+            coldefs = items[1] if len(items) > 1 else None
+            cols, name = self.function_columns(call, coldefs, fn_scope)
+            single_name = name
+            columns.extend(cols)
+        if f.get("coldeflist") and len(f.get("functions") or ()) == 1:
+            names = [(_node(c) or ("", {}))[1].get("colname", "?column?") for c in f["coldeflist"]]
+            base = _union(v for _, v in columns)
+            if len(columns) != len(names):
+                columns = [(nm, _Val(base.sources, False, base.opaque)) for nm in names]
+            else:
+                columns = [(nm, v) for nm, (_, v) in zip(names, columns)]
+        alias = _alias(f)
+        if len(columns) == 1 and single_name is not None and alias[0] and not alias[1] \
+                and columns[0][0] == single_name:
+            columns = [(alias[0], columns[0][1])]  # a scalar function's column takes the alias
+        if f.get("ordinality"):
+            columns.append(("ordinality", _NONE))
+        columns = _rename(columns, alias[1])
+        name = alias[0] or (single_name or "?")
+        opaque = any(v.opaque and n == "*" for n, v in columns)
+        rel = _Rel(name, columns, opaque=opaque)
+        return _Item([rel], columns, [rel] if opaque else [])
+
+    def function_columns(self, call: Any, coldefs: Any, scope: _Scope) -> tuple[Columns, str | None]:
+        """The columns a function in FROM returns: from its SQL body, its declared result, else opaque."""
+        n = _node(call)
+        if n is None or n[0] != "FuncCall":
+            v = self.read(self.expr(call, scope))  # e.g. a SQLValueFunction
+            return [(_colname(call), _Val(v.sources, False, v.opaque))], None
+        f = n[1]
+        names = _names(f.get("funcname"))
+        fname = names[-1] if names else "?"
+        args = [self.read(self.expr(a, scope)) for a in f.get("args") or ()]
+        argv = _union(args)
+        if coldefs:
+            defs = [(_node(c) or ("", {}))[1].get("colname", "?column?") for c in coldefs]
+        else:
+            defs = []
+        candidates = self.functions(names, len(args))
+        if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
+            self.unknown_reads = True
+            if defs:
+                return [(d, _Val(argv.sources, False, True)) for d in defs], fname
+            out: Columns = []
+            self.star_unknown(out)
+            return out, fname
+        results: list[Columns] = []
+        for fn in candidates:
+            results.append(self.function_result(fn, defs, fname))
+        columns = _merge_alternatives(results) if len(results) > 1 else results[0]
+        if argv.sources or argv.opaque:
+            columns = [(nm, _Val(v.sources | argv.sources, False, v.opaque or argv.opaque)) for nm, v in columns]
+        return columns, fname
+
+    def function_result(self, fn: FunctionFacts, defs: list[str], fname: str) -> Columns:
+        names = list(fn.result_columns)
+        if not names and fn.result_relation:
+            cols = self.catalog.columns_of(fn.result_relation)
+            names = [c.name for c in cols] if cols is not None else []
+        if not names and defs:
+            names = defs
+        if fn.builtin:  # what a built-in returns is computed from its arguments
+            return [(nm, _NONE) for nm in names] if names else [(fname, _NONE)]
+        body = self.body_outputs(fn)
+        if body is not None and (not names or len(body) == len(names)):
+            if not names:
+                names = [fname] if len(body) == 1 else [n for n, _ in body]
+            return [(nm, v) for nm, (_, v) in zip(names, body)]
+        # By the declared type: the values may come from anywhere the body reads.
+        extra = self.body_reads(fn)
+        if names:
+            guesses = self.catalog.columns_of(fn.result_relation) if fn.result_relation else None
+            rel = self.catalog.relation(fn.result_relation) if fn.result_relation else None
+            out = []
+            for i, nm in enumerate(names):
+                sources = set(extra.sources)
+                if guesses is not None and rel is not None and i < len(guesses) and rel.kind != "c":
+                    sources.add(Source(_schema(rel.schema), rel.name, guesses[i].name))
+                out.append((nm, _Val(frozenset(sources), False, True)))
+            return out
+        self.shape_unknown = True
+        return [(fname, _Val(extra.sources, False, True))]
+
+    # ------------------------------------------------------------------ writes
+
+    def write(self, kind: str, f: dict, parent: _Scope | None) -> Columns | None:
+        scope = _Scope([], parent)
+        self.with_clause(f.get("withClause"), scope)
+        target = self.range_var(f.get("relation") or {}, scope)
+        rel = target.rels[0]
+        if kind == "InsertStmt":
+            select = f.get("selectStmt")
+            values = self.query(select, scope) if select is not None else []
+            self._written(values)
+            on_conflict = _node(f.get("onConflictClause")) if f.get("onConflictClause") else None
+            conflict = on_conflict[1] if on_conflict else (f.get("onConflictClause") or {})
+            if conflict:
+                excluded = _Rel("excluded", rel.columns, unknown=rel.unknown)
+                cscope = _Scope([target, _Item([excluded], [], [])], scope.parent, scope.ctes)
+                for t in conflict.get("targetList") or ():
+                    self._written([("", self.read(self.expr((_node(t) or ("", {}))[1].get("val"), cscope)))])
+                if conflict.get("whereClause") is not None:
+                    self.oracle(self.read(self.expr(conflict["whereClause"], cscope)), "WHERE")
+            scope.items.append(target)
+        elif kind == "UpdateStmt":
+            scope.items.append(target)
+            for item in f.get("fromClause") or ():
+                scope.items.append(self.from_item(item, scope))
+            for t in f.get("targetList") or ():
+                self._written([("", self.read(self.expr((_node(t) or ("", {}))[1].get("val"), scope)))])
+            if f.get("whereClause") is not None:
+                self.oracle(self.read(self.expr(f["whereClause"], scope)), "WHERE")
+        elif kind == "DeleteStmt":
+            scope.items.append(target)
+            for item in f.get("usingClause") or ():
+                scope.items.append(self.from_item(item, scope))
+            if f.get("whereClause") is not None:
+                self.oracle(self.read(self.expr(f["whereClause"], scope)), "WHERE")
+        else:  # MERGE
+            scope.items.append(target)
+            scope.items.append(self.from_item(f.get("sourceRelation"), scope))
+            if f.get("joinCondition") is not None:
+                self.oracle(self.read(self.expr(f["joinCondition"], scope)), "JOIN")
+            for w in f.get("mergeWhenClauses") or ():
+                wf = (_node(w) or ("", {}))[1]
+                if wf.get("condition") is not None:
+                    self.oracle(self.read(self.expr(wf["condition"], scope)), "WHERE")
+                for t in wf.get("targetList") or ():
+                    self._written([("", self.read(self.expr((_node(t) or ("", {}))[1].get("val"), scope)))])
+                for v in wf.get("values") or ():
+                    self._written([("", self.read(self.expr(v, scope)))])
+        returning = f.get("returningClause") or {}
+        rn = _node(returning)
+        rfields = rn[1] if rn is not None else returning
+        exprs = rfields.get("exprs") or f.get("returningList")
+        if not exprs:
+            return None
+        aliases = {"old": "old", "new": "new"}
+        for o in rfields.get("options") or ():
+            of = (_node(o) or ("", {}))[1]
+            aliases["old" if of.get("option") == "RETURNING_OPTION_OLD" else "new"] = of.get("value", "")
+        extra = [_Item([_Rel(a, rel.columns, unknown=rel.unknown)], [], []) for a in aliases.values() if a]
+        rscope = _Scope(scope.items + extra, scope.parent, scope.ctes)
+        return self.targets(exprs, rscope)
+
+    # ------------------------------------------------------------------ names
+
+    def schemas(self) -> tuple[str, ...]:
+        if self._schemas is None:
+            self._schemas = self.ctx.schemas()
+        return self._schemas
+
+    def relations(self, schema: str | None, name: str) -> list[RelationFacts]:
+        """The relations ``schema.name`` may be: the first on the search_path (every one it may
+        be when the path is uncertain)."""
+        found = list(self.catalog.relations_named(name))
+        if schema is not None:
+            return [r for r in found if _schema(r.schema) == _schema(schema)]
+        if self.ctx.search_path is None:
+            return found
+        for s in self.schemas():
+            here = [r for r in found if _schema(r.schema) == s]
+            if here:
+                return here[:1]
+        return []
+
+    def unqualified_schemas(self, name: str) -> tuple[str, ...]:
+        from pgwarden.sql.resolve import _Resolver
+
+        return tuple(sorted(s.partition(".")[0] for s in _Resolver(self.ctx)._qualified(None, name)))
+
+    def relation_columns(self, rel: RelationFacts) -> Columns | None:
+        schema = _schema(rel.schema)
+        if rel.kind in ("v", "m"):
+            return self.view_columns(rel)
+        cols = self.catalog.columns_of(rel.oid)
+        if cols is None:
+            return None
+        return [(c.name, _Val(frozenset({Source(schema, rel.name, c.name)}), True, False)) for c in cols]
+
+    def view_columns(self, view: RelationFacts) -> Columns | None:
+        """A view's columns as its definition computes them (views inside it followed)."""
+        cache: dict = self.catalog.derived.setdefault("lineage views", {})
+        known = cache.get(view.oid)
+        if known is None:
+            known = cache[view.oid] = self._view_lineage(view, cache)
+        if known == "pending":  # a view inside its own definition: cannot be
+            self.unknown_reads = True
+            return None
+        columns, reads = known
+        if columns is None:
+            return None
+        if reads is None:
+            self.unknown_reads = True
+        else:
+            self.reads |= reads
+        return columns
+
+    def _view_lineage(self, view: RelationFacts, cache: dict) -> Any:
+        cols = self.catalog.columns_of(view.oid)
+        if view.definition is None or cols is None or self.depth > 32:
+            return (None, None)
+        cache[view.oid] = "pending"
+        try:
+            tree = parse_tree(view.definition)
+            stmts = tree.get("stmts", [])
+            walker = _Walker(self.ctx, oracles=False, depth=self.depth + 1)
+            columns = walker.query(stmts[0].get("stmt"), None) if len(stmts) == 1 else None
+        except Exception:  # noqa: BLE001 - a definition pgwarden cannot read: unknown
+            columns = None
+        finally:
+            cache.pop(view.oid, None)
+        if columns is None or walker.shape_unknown or len(columns) != len(cols):
+            return (None, None)
+        named = [(c.name, v) for c, (_, v) in zip(cols, columns)]
+        return (named, None if walker.unknown_reads else frozenset(walker.reads))
+
+    def lookup(self, names: list[str], scope: _Scope) -> _Val | None:
+        """A column reference as the server resolves it, innermost scope first; None when it
+        names no column (it may name a whole row)."""
+        s: _Scope | None = scope
+        while s is not None:
+            if len(names) == 1:
+                name = names[0]
+                hits = [v for item in s.items for v in [_find(item, name)] if v is not None]
+                if hits:
+                    return hits[0] if len(hits) == 1 else _union(hits)
+                if name in s.params:
+                    return _NONE
+                opens = [r for item in s.items for r in item.open_rels]
+                if opens:
+                    found = [v for r in opens for v in [r.find(name)] if v is not None]
+                    if found:
+                        return found[0] if len(found) == 1 else _union(found)
+            else:
+                rel = self._rel_at(names[:-1], s)
+                if rel is not None:
+                    v = rel.find(names[-1])
+                    if v is not None:
+                        return v
+                    return None
+            s = s.parent
+        return None
+
+    def _rel_at(self, qualifier: list[str], s: _Scope) -> _Rel | None:
+        for item in s.items:
+            for rel in item.rels:
+                if rel.name == qualifier[-1] and (len(qualifier) == 1 or rel.schema is None
+                                                  or _schema(rel.schema) == qualifier[-2]):
+                    return rel
+        return None
+
+    def find_rel(self, qualifier: list[str], scope: _Scope) -> _Rel | None:
+        s: _Scope | None = scope
+        while s is not None:
+            rel = self._rel_at(qualifier, s)
+            if rel is not None:
+                return rel
+            s = s.parent
+        return None
+
+    def column_of(self, rel: _Rel, name: str) -> _Val:
+        v = rel.find(name)
+        if v is None:
+            self.unknown_reads = True
+            return _OPAQUE
+        return v
+
+    def functions(self, names: list[str], nargs: int) -> list[FunctionFacts]:
+        if not names:
+            return []
+        schema = names[-2] if len(names) > 1 else None
+        out = []
+        schemas = self.schemas()
+        for fn in self.catalog.functions_named(names[-1]):
+            if schema is not None and _schema(fn.schema) != schema:
+                continue
+            if schema is None and self.ctx.search_path is not None and _schema(fn.schema) not in schemas:
+                continue
+            if fn.accepts(nargs):
+                out.append(fn)
+        return out
+
+    # ------------------------------------------------------------------ expressions
+
+    def expr(self, node: Any, scope: _Scope, output: bool = False) -> _Val:
+        n = _node(node)
+        if n is None:
+            if isinstance(node, list):
+                return _union(self.expr(x, scope) for x in node)
+            return _NONE
+        kind, f = n
+        if kind == "ColumnRef":
+            return self.column_ref(f, scope)
+        if kind in ("A_Const", "ParamRef", "SQLValueFunction", "SetToDefault", "A_Star", "String",
+                    "Integer", "Float", "Boolean", "BitString", "TypeName"):
+            return _NONE
+        if kind == "CollateClause":
+            return self.expr(f.get("arg"), scope, output)
+        if kind == "TypeCast":
+            v = self.expr(f.get("arg"), scope)
+            return _Val(v.sources, False, v.opaque)
+        if kind == "A_Indirection":
+            return self.indirection(f, scope)
+        if kind == "SubLink":
+            return self.sublink(f, scope)
+        if kind == "FuncCall":
+            return self.call(f, scope, output)
+        if kind == "CaseExpr":
+            conds: list[_Val] = []
+            results: list[_Val] = []
+            for w in f.get("args") or ():
+                wf = (_node(w) or ("", {}))[1]
+                conds.append(self.expr(wf.get("expr"), scope))
+                results.append(self.expr(wf.get("result"), scope))
+            arg = self.expr(f.get("arg"), scope)
+            results.append(self.expr(f.get("defresult"), scope))
+            for c in conds + [arg]:
+                self.oracle(c, "CASE")
+            return _union(conds + results + [arg])
+        if kind in ("SelectStmt",):  # e.g. JSON_ARRAY(SELECT ...)
+            return _union(v for _, v in self.query(node, scope))
+        if kind in ("RangeVar", "JoinExpr", "RangeSubselect", "RangeFunction"):
+            self.unknown_reads = True
+            return _OPAQUE
+        # Any other expression: derived from everything inside it.
+        return _union(self.expr(child, scope) for child in _children(f))
+
+    def column_ref(self, f: dict, scope: _Scope) -> _Val:
+        fields = f.get("fields") or []
+        names = _names(fields)
+        if len(names) != len(fields):  # t.* inside an expression: the whole row
+            rel = self.find_rel(names, scope) if names else None
+            if rel is None and not names:
+                return _union(it.columns[i][1] for it in scope.items for i in range(len(it.columns))) \
+                    if not any(it.open_rels for it in scope.items) else self._opaque_read()
+            return rel.whole() if rel is not None else self._opaque_read()
+        v = self.lookup(names, scope)
+        if v is not None:
+            return v
+        rel = self.find_rel(names, scope)
+        if rel is not None:  # a whole-row reference: u, s.u
+            w = rel.whole()
+            if w.opaque:
+                self.unknown_reads = True
+            return w
+        if len(names) >= 2:
+            # t.f on a row: a column of t named f, or the function f applied to the row
+            rel = self.find_rel(names[:-1], scope)
+            if rel is not None:
+                w = rel.whole()
+                fns = [fn for fn in self.catalog.functions_named(names[-1]) if fn.nargs == 1]
+                opaque = w.opaque or any(not fn.builtin for fn in fns)
+                if opaque:
+                    self.unknown_reads = True
+                return _Val(w.sources, False, opaque)
+        if len(names) == 1 and names[0] in scope_params(scope):
+            return _NONE
+        return self._opaque_read()
+
+    def _opaque_read(self) -> _Val:
+        self.unknown_reads = True
+        return _OPAQUE
+
+    def indirection(self, f: dict, scope: _Scope) -> _Val:
+        ind = f.get("indirection") or []
+        field = _str(ind[0]) if len(ind) == 1 else None
+        if field is not None:
+            rel = self.row_rel(f.get("arg"), scope)
+            if rel is not None:
+                v = rel.find(field)
+                if v is not None:
+                    return v
+        v = self.expr(f.get("arg"), scope)
+        rest = _union(self.expr(i, scope) for i in ind)
+        return _Val(v.sources | rest.sources, False, v.opaque or rest.opaque)
+
+    def sublink(self, f: dict, scope: _Scope) -> _Val:
+        kind = f.get("subLinkType", "")
+        columns = self.query(f.get("subselect"), scope)
+        test = self.expr(f.get("testexpr"), scope) if f.get("testexpr") is not None else _NONE
+        if kind == "EXPR_SUBLINK" and len(columns) == 1:
+            return columns[0][1]
+        if kind == "EXISTS_SUBLINK":
+            return _NONE  # its value follows the sub-query's filters (listed as oracles there)
+        inner = _union(v for _, v in columns)
+        if kind in ("ANY_SUBLINK", "ALL_SUBLINK", "ROWCOMPARE_SUBLINK"):
+            return _union([test, inner])
+        return _Val(inner.sources | test.sources, False, inner.opaque or test.opaque)
+
+    def call(self, f: dict, scope: _Scope, output: bool) -> _Val:
+        names = _names(f.get("funcname"))
+        fname = names[-1] if names else "?"
+        args = [self.expr(a, scope) for a in f.get("args") or ()]
+        argv = _union(args)
+        order = _union(self.expr((_node(s) or ("", {}))[1].get("node"), scope) for s in f.get("agg_order") or ())
+        if f.get("agg_filter") is not None:
+            self.oracle(self.read(self.expr(f["agg_filter"], scope)), "FILTER")
+        candidates = self.functions(names, len(args))
+        aggregate = bool(f.get("agg_star") or f.get("agg_distinct") or f.get("agg_order")
+                         or f.get("agg_within_group")) or any(fn.kind == "a" for fn in candidates)
+        over = f.get("over")
+        if over is not None:
+            self.window({"WindowDef": over}, scope)
+        elif aggregate:
+            self.oracle(argv, "aggregate")
+            self.oracle(order, "aggregate")
+        value = _union([argv, order])
+        sources, opaque = set(value.sources), value.opaque
+        if fname in _READS_BY_NAME or fname.startswith("dblink"):
+            self.unknown_reads = True
+            opaque = True
+        elif not candidates:
+            # A function the catalog does not know (with the snapshot: any of the database's own).
+            self.unknown_reads = True
+            opaque = True
+        for fn in candidates:
+            if fn.builtin:
+                continue
+            body = self.body_outputs(fn)
+            if body is not None and len(body) >= 1:
+                b = _union(v for _, v in body)
+                sources |= b.sources
+                opaque = opaque or b.opaque
+            else:
+                extra = self.body_reads(fn)
+                sources |= extra.sources
+                opaque = True
+        return _Val(frozenset(sources), False, opaque)
+
+    # ------------------------------------------------------------------ function bodies
+
+    def body_outputs(self, fn: FunctionFacts) -> Columns | None:
+        """The columns the last statement of an SQL function's body returns (its arguments'
+        values aside); None when the body cannot be traced."""
+        if fn.language != "sql" or fn.source is None or self.depth > 32:
+            return None
+        cache: dict = self.catalog.derived.setdefault("lineage bodies", {})
+        key = (fn.oid, self.ctx.search_path, self.ctx.possible, self.ctx.user)
+        known = cache.get(key)
+        if known == "pending":
+            self.unknown_reads = True
+            return None
+        if known is None:
+            cache[key] = "pending"
+            try:
+                known = self._body_lineage(fn)
+            except Exception:  # noqa: BLE001 - unreadable: unknown
+                known = (None, None, ())
+            finally:
+                cache.pop(key, None)
+            cache[key] = known
+        columns, reads, oracles = known
+        if columns is None or reads is None:
+            self.unknown_reads = True
+        else:
+            self.reads |= reads
+        if fn.nargs and self.record_oracles:  # the caller's arguments steer the body's filters
+            for o in oracles:
+                self.oracles[o] = None
+        return columns
+
+    def _body_lineage(self, fn: FunctionFacts) -> tuple[Columns | None, frozenset[Source] | None, tuple]:
+        if fn.sql_body:
+            tree = parse_tree(f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS void LANGUAGE sql {fn.source}")
+            create = (_node(tree["stmts"][0]["stmt"]) or ("", {}))[1]
+            body = create.get("sql_body")
+            bn = _node(body)
+            if bn is not None and bn[0] == "ReturnStmt":
+                stmt: Any = {"SelectStmt": {"targetList": [{"ResTarget": {"val": bn[1].get("returnval")}}]}}
+            else:
+                items = (bn[1].get("items") if bn is not None and bn[0] == "List" else None) or []
+                inner = _node(items[0]) if items else None
+                stmts = inner[1].get("items", []) if inner is not None and inner[0] == "List" else items
+                stmt = stmts[-1] if stmts else None
+        else:
+            stmts = parse_tree(fn.source or "").get("stmts", [])
+            stmt = stmts[-1].get("stmt") if stmts else None
+        if stmt is None:
+            return (None, None, ())
+        walker = _Walker(self.ctx, depth=self.depth + 1)
+        scope_params = frozenset(fn.argument_names)
+        n = _node(stmt)
+        if n is None:
+            return (None, None, ())
+        if n[0] in ("InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"):
+            columns = walker.write(n[0], n[1], _Scope([], None, params=scope_params))
+        elif n[0] == "SelectStmt":
+            columns = walker.query(stmt, _Scope([], None, params=scope_params))
+        else:
+            return (None, None, ())
+        if columns is None or walker.shape_unknown:
+            return (None, None, ())
+        return (columns, None if walker.unknown_reads else frozenset(walker.reads), tuple(walker.oracles))
+
+    def body_reads(self, fn: FunctionFacts) -> _Val:
+        """Every column of every table a function's body reads (PL/pgSQL, or SQL that cannot be
+        traced); unknown reads when the body cannot be read or reads what cannot be named."""
+        if fn.source is None or fn.language not in ("sql", "plpgsql"):
+            self.unknown_reads = True
+            return _OPAQUE
+        from pgwarden.sql.resolve import resolve
+        from pgwarden.sql.syntax import plpgsql_body, syntax_of
+
+        try:
+            syntax = plpgsql_body(fn.source) if fn.language == "plpgsql" else syntax_of(fn.source)
+            analysis = resolve(syntax, self.ctx)
+        except Exception:  # noqa: BLE001
+            self.unknown_reads = True
+            return _OPAQUE
+        if "unknown" in analysis.kinds:
+            self.unknown_reads = True
+        sources: set[Source] = set()
+        for qualified in analysis.tables:
+            schema, _, name = qualified.partition(".")
+            rels = [r for r in self.catalog.relations_named(name) if _schema(r.schema) == schema]
+            if not rels:
+                self.unknown_reads = True
+            for r in rels:
+                cols = self.relation_columns(r)
+                if cols is None:
+                    self.unknown_reads = True
+                    continue
+                for _, v in cols:
+                    sources |= v.sources
+        self.reads |= sources
+        return _Val(frozenset(sources), False, True)
+
+
+def scope_params(scope: _Scope) -> frozenset[str]:
+    s: _Scope | None = scope
+    out: frozenset[str] = frozenset()
+    while s is not None:
+        out |= s.params
+        s = s.parent
+    return out
+
+
+def _find(item: _Item, name: str) -> _Val | None:
+    found = [v for n, v in item.columns if n == name]
+    if found:
+        return found[0] if len(found) == 1 else _union(found)
+    return None
+
+
+def _rename(columns: Columns, aliases: list[str]) -> Columns:
+    if not aliases:
+        return list(columns)
+    return [(aliases[i] if i < len(aliases) else n, v) for i, (n, v) in enumerate(columns)]
+
+
+def _merge_alternatives(alternatives: list[Columns]) -> Columns:
+    """Columns of a name that may be any of several relations (an uncertain search_path)."""
+    first = alternatives[0]
+    out: Columns = []
+    for i, (name, _) in enumerate(first):
+        vals = [alt[i][1] for alt in alternatives if i < len(alt)]
+        out.append((name, _either(vals)))
+    if any(len(a) != len(first) for a in alternatives):
+        out.append(("*", _OPAQUE))
+    return out
+
+
+def _alias(f: dict) -> tuple[str | None, list[str]]:
+    a = f.get("alias")
+    n = _node(a)
+    fields = n[1] if n is not None else (a if isinstance(a, dict) else {})
+    return fields.get("aliasname"), _names(fields.get("colnames"))
+
+
+def _schema(name: str) -> str:
+    return "pg_temp" if name.startswith("pg_temp") else name
+
+
+def _children(fields: dict) -> Iterator[Any]:
+    for key, value in fields.items():
+        if key == "location":
+            continue
+        if isinstance(value, dict):
+            yield value
+        elif isinstance(value, list):
+            yield from value
+
+
+_SQL_VALUE_NAMES = {
+    "SVFOP_CURRENT_DATE": "current_date", "SVFOP_CURRENT_TIME": "current_time",
+    "SVFOP_CURRENT_TIME_N": "current_time", "SVFOP_CURRENT_TIMESTAMP": "current_timestamp",
+    "SVFOP_CURRENT_TIMESTAMP_N": "current_timestamp", "SVFOP_LOCALTIME": "localtime",
+    "SVFOP_LOCALTIME_N": "localtime", "SVFOP_LOCALTIMESTAMP": "localtimestamp",
+    "SVFOP_LOCALTIMESTAMP_N": "localtimestamp", "SVFOP_CURRENT_ROLE": "current_role",
+    "SVFOP_CURRENT_USER": "current_user", "SVFOP_USER": "current_user", "SVFOP_SESSION_USER": "session_user",
+    "SVFOP_CURRENT_CATALOG": "current_catalog", "SVFOP_CURRENT_SCHEMA": "current_schema",
+}
+_XML_NAMES = {
+    "IS_XMLCONCAT": "xmlconcat", "IS_XMLELEMENT": "xmlelement", "IS_XMLFOREST": "xmlforest",
+    "IS_XMLPARSE": "xmlparse", "IS_XMLPI": "xmlpi", "IS_XMLROOT": "xmlroot", "IS_XMLSERIALIZE": "xmlserialize",
+    "IS_DOCUMENT": "?column?",
+}
+
+
+def _colname(node: Any) -> str:
+    """The name the server gives an output without an alias (FigureColname)."""
+    name = _figure(node)
+    return name if name is not None else "?column?"
+
+
+def _figure(node: Any) -> str | None:
+    n = _node(node)
+    if n is None:
+        return None
+    kind, f = n
+    if kind == "ColumnRef":
+        names = _names(f.get("fields"))
+        return names[-1] if names and len(names) == len(f.get("fields") or []) else None
+    if kind == "A_Indirection":
+        for i in reversed(f.get("indirection") or []):
+            s = _str(i)
+            if s is not None:
+                return s
+            break
+        return _figure(f.get("arg"))
+    if kind == "FuncCall":
+        names = _names(f.get("funcname"))
+        return names[-1] if names else None
+    if kind == "A_Expr" and f.get("kind") == "AEXPR_NULLIF":
+        return "nullif"
+    if kind == "TypeCast":
+        inner = _figure(f.get("arg"))
+        if inner is not None:
+            return inner
+        tn = (_node(f.get("typeName")) or ("", {}))[1]
+        names = _names(tn.get("names"))
+        return names[-1] if names else None
+    if kind == "CollateClause":
+        return _figure(f.get("arg"))
+    if kind == "SubLink":
+        t = f.get("subLinkType")
+        if t == "EXISTS_SUBLINK":
+            return "exists"
+        if t == "ARRAY_SUBLINK":
+            return "array"
+        if t == "EXPR_SUBLINK":
+            sf = _select_fields(f.get("subselect")) or {}
+            targets = sf.get("targetList") or []
+            if len(targets) == 1:
+                rt = (_node(targets[0]) or ("", {}))[1]
+                return rt.get("name") or _figure(rt.get("val"))
+        return None
+    if kind == "CaseExpr":
+        return "case"
+    if kind == "A_ArrayExpr":
+        return "array"
+    if kind == "RowExpr":
+        return "row"
+    if kind == "CoalesceExpr":
+        return "coalesce"
+    if kind == "MinMaxExpr":
+        return "greatest" if f.get("op") == "IS_GREATEST" else "least"
+    if kind == "SQLValueFunction":
+        return _SQL_VALUE_NAMES.get(f.get("op", ""))
+    if kind == "XmlExpr":
+        return _XML_NAMES.get(f.get("op", ""))
+    if kind == "XmlSerialize":
+        return "xmlserialize"
+    if kind == "GroupingFunc":
+        return "grouping"
+    if kind == "MergeSupportFunc":
+        return "merge_action"
+    if kind in ("JsonObjectConstructor", "JsonObjectAgg"):
+        return "json_object" if kind == "JsonObjectConstructor" else "json_objectagg"
+    if kind in ("JsonArrayConstructor", "JsonArrayQueryConstructor"):
+        return "json_array"
+    if kind == "JsonArrayAgg":
+        return "json_arrayagg"
+    return None

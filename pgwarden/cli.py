@@ -175,6 +175,8 @@ def _cmd_explain(args) -> int:
     from pgwarden.policy import policies_for
     from pgwarden.session import Session
     from pgwarden.sql import Statement
+    from pgwarden.sql.context import default_context
+    from pgwarden.sql.lineage import lineage_json
     from pgwarden.verdict import Verdict
 
     checked = _checked(args.config)
@@ -191,9 +193,15 @@ def _cmd_explain(args) -> int:
         return 2
     identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
     policies = policies_for(identity, config.policies)
-    statement = Statement(args.sql)
+    context = None
+    if args.dsn:
+        context = _live_context(args.dsn)
+        if context is None:
+            return 2
+    statement = Statement(args.sql, context=context)
     try:
         analysis = statement.analysis
+        lineage = statement.lineage
     except Exception as e:  # pgwarden's own fault: the proxy would refuse the statement, say so plainly
         print(f"pgwarden explain: the analysis failed ({type(e).__name__}: {e}); pgwarden refuses such a "
               "statement", file=sys.stderr)
@@ -217,6 +225,8 @@ def _cmd_explain(args) -> int:
         "writes": sorted(analysis.writes),
         "functions": sorted(analysis.functions),
         "has_where": analysis.has_where,
+        "lineage": [lineage_json(one) for one in lineage],
+        "catalog": (context.catalog if context is not None else default_context().catalog).source,
         "policies": [p.name for p in policies],
         "verdict": {"action": verdict.action, "policy": verdict.policy, "rule": verdict.rule,
                     "reason": verdict.reason, "hint": verdict.hint},
@@ -227,6 +237,9 @@ def _cmd_explain(args) -> int:
         for key in ("kinds", "tables", "writes", "functions"):
             print(f"{key:10} {', '.join(result[key]) or '-'}")
         print(f"{'has_where':10} {result['has_where']}")
+        for i, one in enumerate(lineage, 1):
+            for line in _lineage_lines(one, i if len(lineage) > 1 else None):
+                print(line)
         print(f"{'policies':10} {', '.join(result['policies']) or '-'}")
         v = result["verdict"]
         print(f"{'verdict':10} {v['action']}" + (f" by {v['policy']} / {v['rule']}" if v["policy"] else ""))
@@ -235,6 +248,56 @@ def _cmd_explain(args) -> int:
         if v["hint"]:
             print(f"{'hint':10} {v['hint']}")
     return 0 if verdict.action == "allow" else 1
+
+
+def _live_context(dsn: str):
+    """The analysis context of the database at ``dsn``: its live catalog, its user and search_path
+    (None after saying why it cannot be read)."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    from pgwarden.catalog.live import _scrub
+    from pgwarden.catalog.loader import build_catalog, read_rows
+    from pgwarden.catalog.snapshot import load_snapshot
+    from pgwarden.sql.context import SqlContext, parse_path
+
+    password = None
+    try:
+        password = conninfo_to_dict(dsn).get("password")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            user, path = conn.execute("SELECT current_user, current_setting('search_path')").fetchone()
+            rows = read_rows(conn)
+    except Exception as e:  # noqa: BLE001 - any failure is reported, never with the password
+        print(f"pgwarden explain: cannot read the catalog of --dsn: "
+              f"{_scrub(f'{type(e).__name__}: {e}'.strip(), password)}", file=sys.stderr)
+        return None
+    base = load_snapshot(rows.server_version)
+    catalog = build_catalog(rows, source="live", complete=True, base_settings=base.settings)
+    return SqlContext(catalog, user=user, search_path=parse_path(path), default_path=parse_path(path))
+
+
+def _lineage_lines(lineage, number: int | None) -> list[str]:
+    """Each output as ``name <- sources (direct | derived | opaque)``, then the oracles."""
+    head = "lineage" if number is None else f"lineage {number}"
+    if lineage.refers is not None:
+        kind, name = lineage.refers
+        return [f"{head:10} the rows of {kind} {name} (as the session defined it)"]
+    if lineage.outputs is None and not lineage.opaque:
+        lines = [f"{head:10} returns no rows"]
+    elif lineage.outputs is None:
+        lines = [f"{head:10} opaque: what it returns cannot be traced"]
+    else:
+        lines = [f"{head:10} " + ("(the outputs cannot all be traced: every column counts as opaque)"
+                                  if lineage.opaque else f"{len(lineage.outputs)} output(s)")]
+        for output in lineage.outputs:
+            kind = "opaque" if output.opaque else "direct" if output.direct else "derived"
+            sources = ", ".join(sorted(map(str, output.sources))) or "no column"
+            lines.append(f"  {output.name} <- {sources} ({kind})")
+    for use in lineage.oracles:
+        lines.append(f"  oracle: {use.source} in {use.clause}")
+    if lineage.reads is None:
+        lines.append("  reads: not known (every column of the tables it touches)")
+    return lines
 
 
 def _cmd_token(args) -> int:
@@ -307,8 +370,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("explain", help="the verdict on one statement for one identity, without a database")
+    p = sub.add_parser("explain", help="the verdict on one statement for one identity and its outputs' "
+                                       "lineage, without a database (or with --dsn, against its catalog)")
     p.add_argument("-c", "--config", required=True)
+    p.add_argument("--dsn", help="a libpq connection string: resolve names against that database's catalog")
     p.add_argument("--subject", required=True)
     p.add_argument("--group", action="append", default=[])
     p.add_argument("--json", action="store_true")

@@ -87,6 +87,21 @@ class Lineage:
     refers: tuple[str, str] | None = None
 
 
+def lineage_json(lineage: Lineage) -> dict[str, object]:
+    """A lineage as JSON values (for `pgwarden explain --json` and records): sources as
+    schema.table.column, each output's kind as direct / derived / opaque."""
+    return {
+        "outputs": None if lineage.outputs is None else [
+            {"name": o.name, "sources": sorted(map(str, o.sources)),
+             "lineage": "opaque" if o.opaque else "direct" if o.direct else "derived"}
+            for o in lineage.outputs],
+        "reads": None if lineage.reads is None else sorted(map(str, lineage.reads)),
+        "oracles": [{"source": str(o.source), "clause": o.clause} for o in lineage.oracles],
+        "opaque": lineage.opaque,
+        "refers": None if lineage.refers is None else f"{lineage.refers[0]} {lineage.refers[1]}",
+    }
+
+
 NO_ROWS = Lineage(outputs=None, reads=frozenset())
 UNKNOWN = Lineage(outputs=None, reads=None, opaque=True)
 
@@ -1043,9 +1058,13 @@ class _Walker:
                     if not any(it.open_rels for it in scope.items) else self._opaque_read()
             return rel.whole() if rel is not None else self._opaque_read()
         v = self.lookup(names, scope)
-        if v is not None:
-            return v
         rel = self.find_rel(names, scope)
+        if v is not None:
+            if rel is not None and (rel.unknown is not None or rel.opaque):
+                # ``u`` where u's columns are not known: a column u, or the whole row of u
+                self.unknown_reads = True
+                return _Val(v.sources | rel.whole().sources, False, True)
+            return v
         if rel is not None:  # a whole-row reference: u, s.u
             w = rel.whole()
             if w.opaque:

@@ -228,3 +228,33 @@ def test_the_search_path_decides_which_table(ctx):
 
 def test_oracle_use_names_the_source(ctx):
     assert OracleUse(U("ssn"), "WHERE") in one("SELECT 1 FROM users WHERE ssn = '1'", ctx).oracles
+
+
+def test_explain_with_a_dsn_resolves_against_the_live_catalog(pg_server, ctx, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("listen: {host: 127.0.0.1, port: 6432}\n"
+                   "upstream: {host: db, database: appdb, user: app, password_file: /run/secrets/pw}\n"
+                   "auth: {jwt: {issuer: https://i, audience: pgwarden, jwks_file: /etc/jwks.json}}\n"
+                   "policies: [{name: agents, rules: []}]\n")
+    dsn = pg_server.dsn(APP_USER, APP_PASSWORD, DB)
+    run = lambda *a: subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), "--subject", "a",
+                                     *a], capture_output=True, text=True)
+    out = run("--dsn", dsn, "--json", "SELECT * FROM v_nested WHERE tin LIKE '1%'")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result["catalog"] == "live"
+    (lineage,) = result["lineage"]
+    assert lineage["outputs"] == [{"name": "ident", "sources": ["public.users.id"], "lineage": "direct"},
+                                  {"name": "tin", "sources": ["public.users.ssn"], "lineage": "direct"}]
+    assert lineage["oracles"] == [{"source": "public.users.ssn", "clause": "WHERE"}]
+    text = run("--dsn", dsn, "SELECT upper(tin) FROM v_nested")
+    assert "  upper <- public.users.ssn (derived)" in text.stdout
+    # without the database, v_nested is not known: opaque
+    offline = json.loads(run("--json", "SELECT * FROM v_nested").stdout)
+    assert offline["lineage"][0]["opaque"] and offline["catalog"].startswith("snapshot")
+    bad = run("--dsn", dsn.replace(APP_PASSWORD, "wrong-Secret-pw"), "SELECT 1")
+    assert bad.returncode == 2 and "cannot read the catalog" in bad.stderr and "wrong-Secret-pw" not in bad.stderr

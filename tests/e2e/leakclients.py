@@ -46,7 +46,19 @@ class Copy:
         return f"COPY {source} TO STDOUT" + ("" if self.format == "text" else f" (FORMAT {self.format})")
 
 
-Step = str | Copy
+@attrs.frozen
+class Pipeline:
+    """Statements sent together, before any answer: one Query string (simple), a psycopg pipeline
+    (one Sync), or Parse/Bind/Execute for each and one Sync (portal). Not for asyncpg."""
+
+    statements: tuple[str, ...]
+
+    @property
+    def sql(self) -> str:
+        return "; ".join(self.statements)
+
+
+Step = str | Copy | Pipeline
 
 
 @attrs.frozen
@@ -134,6 +146,13 @@ class Client:
             self._loop.run_until_complete(self._asyncpg(step))
         elif self.protocol == "portal":
             self._portal(step)
+        elif isinstance(step, Pipeline):
+            if self.protocol == "simple":
+                self._conn.execute(step.sql)
+                return
+            with self._conn.pipeline(), self._conn.cursor(binary=self.protocol == "ext-binary") as cur:
+                for sql in step.statements:
+                    cur.execute(sql)
         elif isinstance(step, Copy):
             with self._conn.cursor() as cur, cur.copy(step.sql) as copy:
                 for _ in copy:
@@ -148,6 +167,8 @@ class Client:
             self._conn.cursor(binary=True).execute(step)
 
     async def _asyncpg(self, step: Step) -> None:
+        if isinstance(step, Pipeline):
+            raise TypeError("asyncpg has no pipeline of statements")
         if isinstance(step, Copy):
             out = io.BytesIO()
             if step.is_query:
@@ -161,6 +182,11 @@ class Client:
         rc = self._raw
         if isinstance(step, Copy):
             rc.send(m.Query(step.sql).encode())
+            rc.until_ready()
+            return
+        if isinstance(step, Pipeline):
+            rc.send(b"".join(m.Parse("", sql).encode() + m.Bind("", "", result_formats=(1,)).encode()
+                             + m.Execute("").encode() for sql in step.statements) + m.Sync().encode())
             rc.until_ready()
             return
         name = self._named.get(step)

@@ -53,7 +53,7 @@ from pgwarden.testing.leaks import (
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.testing.tap import Tap
 
-from leakclients import PROTOCOLS, Answer, Client, Copy, Step
+from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Step
 
 DB, TWIN = "leaks", "leaks_twin"
 
@@ -141,6 +141,7 @@ class World:
     users: list[User]
     twin: list[User]
     finder: LeakFinder
+    direct: dict[str, psycopg.Connection]  # to the real and the twin database, for the differential
 
     @property
     def canaries(self) -> list[bytes]:
@@ -160,14 +161,17 @@ def _build(pg_server, database: str, users: list[User]) -> None:
 
 
 @pytest.fixture(scope="module")
-def world(pg_server) -> World:
+def world(pg_server):
     rng = random.Random(os.urandom(16))
     users, twin = make_users(rng), make_users(rng)
     # the twin differs only in what is masked: unmasked outputs are equal, so they are never flagged
     twin = [attrs.evolve(t, name=u.name, dept=u.dept) for u, t in zip(users, twin)]
     _build(pg_server, DB, users)
     _build(pg_server, TWIN, twin)
-    return World(users, twin, LeakFinder(secrets_of(users)))
+    direct = {db: psycopg.connect(pg_server.dsn(database=db), autocommit=True) for db in (DB, TWIN)}
+    yield World(users, twin, LeakFinder(secrets_of(users)), direct)
+    for conn in direct.values():
+        conn.close()
 
 
 # ---------------------------------------------------------------------- pgwarden and the tap
@@ -196,9 +200,12 @@ POLICIES = [
 class Warden:
     running: object
     tap: Tap
+    tokens: dict[str, str] = attrs.field(factory=dict)
 
     def client(self, protocol: str, group: str) -> Client:
-        return Client(protocol, self.tap, self.running.token(groups=[group]), DB)
+        if group not in self.tokens:
+            self.tokens[group] = self.running.token(groups=[group])
+        return Client(protocol, self.tap, self.tokens[group], DB)
 
 
 @pytest.fixture(scope="module")
@@ -210,9 +217,8 @@ def warden(world, pg_server, signing_keys, reactor_thread, tmp_path_factory):
 
     workdir = tmp_path_factory.mktemp("leaks")
     (workdir / "hash-key").write_text(HASH_KEY)
-    doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB})
-    if os.environ.get("LEAKS_DEV_OPEN_ONLY"):  # TEMP while no plugin takes mask rules
-        doc["policies"] = [p for p in POLICIES if p["name"] == "open"]
+    doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB},
+                      plugins={"mask": {"key_file": str(workdir / "hash-key")}})
     config = structure_config(doc)
     running = RunningPgwarden(None, 0, signing_keys, reactor_thread)
 
@@ -259,15 +265,17 @@ class Case:
     policy: str = "mask"
     protocols: tuple[str, ...] = PROTOCOLS
     open_leaks: bool = True  # without masks, the attempt delivers a secret the finder sees
+    canary: bool = True  # PLAIN: the unmasked names must arrive
     differential: bool = True  # compare with the twin database (a single statement without side effects)
     reveals: object = None  # users -> strings the attempt's own encoding turns a secret into
     xfail: str | None = None  # the reason, for every protocol
     xfail_on: tuple[str, ...] = ()  # ... or only these
+    xfail_strict: bool = True  # False only for a race, which fails some of the time
 
     @property
     def label(self) -> str:
         last = self.steps[-1]
-        return f"{self.technique}: {last.sql if isinstance(last, Copy) else last}"[:110]
+        return f"{self.technique}: {last if isinstance(last, str) else last.sql}"[:110]
 
 
 def c(technique: str, *steps: Step, **kw) -> Case:
@@ -276,11 +284,27 @@ def c(technique: str, *steps: Step, **kw) -> Case:
 
 BEGIN, ROLLBACK, COMMIT = "BEGIN", "ROLLBACK", "COMMIT"
 SIMPLE = ("simple",)
+NO_ASYNCPG = ("simple", "ext-text", "ext-binary", "portal")
 LETTERS = str.maketrans("0123456789", "abcdefghij")
 RECONSTRUCT_WHERE = ("SELECT string_agg(d::text, '' ORDER BY i) FROM users u, generate_series(1, 11) i, "
                      "generate_series(0, 9) d WHERE substr(u.ssn, i, 1) = d::text GROUP BY u.id")
 RECONSTRUCT_CASE = ("SELECT (SELECT string_agg(CASE WHEN substr(u.ssn, i, 1) = d::text THEN d::text END, '' "
                     "ORDER BY i) FROM generate_series(1, 11) i, generate_series(0, 9) d) FROM users u")
+
+# What the implementation does not handle yet (xfail, strict: a fix makes them fail until the mark goes).
+TEMP_VIEWS = ("a view the session created with CREATE TEMP VIEW is invisible to the catalog's control connection "
+              "(another session): its outputs pass unmasked instead of being masked whole or refused as unknown")
+BINARY_COPY = ("binary COPY of a masked column is refused only when its data arrives, as XX000 'pgwarden: result "
+               "refused: CopyRefused' (\"pgwarden's fault\"), not with 42501 before it runs")
+PG_STATS = ("pg_stats.most_common_vals / histogram_bounds hold the masked column's values; no lineage reaches "
+            "them (a mask policy without detectors lets them through)")
+STALE_VIEW = ("RACE: right after CREATE OR REPLACE VIEW, a read of the view is judged on the catalog from before "
+              "the change while the reload is pending (decisions wait for a fresh catalog only for 'unknown' "
+              "statements): the new column passes unmasked in some runs")
+CHANGED_IN_PIPELINE = ("CREATE OR REPLACE VIEW and a read of the view sent together (one Query string, or one "
+                       "pipeline before Sync): the read is judged on the view as it was, the new column passes unmasked")
+ACTIVITY = ("pg_stat_activity.query shows other sessions' statements with their literals; detectors catch a "
+            "shaped value, not reverse(query)")
 
 CASES = [
     # ------------------------------------------------------------ plain reads: masked, never refused
@@ -362,7 +386,7 @@ CASES = [
     c("whole-row", "SELECT (jsonb_populate_record(NULL::users, to_jsonb(u))).email FROM users u"),
     c("whole-row", "SELECT x.* FROM users u, jsonb_to_record(to_jsonb(u)) AS x(ssn text, card_number text)"),
     # ------------------------------------------------------------ aggregates, arrays, windows
-    c("aggregate", "SELECT json_agg(u) FROM users u"),
+    c("aggregate", "SELECT json_agg(u) FROM users u", expect=EITHER),
     c("aggregate", "SELECT array_agg(ssn ORDER BY id) FROM users", expect=EITHER),
     c("aggregate", "SELECT string_agg(email, ',') FROM users", expect=EITHER),
     c("aggregate", "SELECT jsonb_object_agg(id, card_number) FROM users", expect=EITHER),
@@ -384,12 +408,18 @@ CASES = [
       ROLLBACK, expect=ANY),
     c("launder", "INSERT INTO notes (body) SELECT card_number FROM users", "SELECT body FROM notes", expect=ANY),
     c("launder", "CREATE TEMP TABLE t AS SELECT ssn, email FROM users", "SELECT * FROM t", expect=ANY),
-    c("launder", "CREATE TEMP VIEW tv AS SELECT email AS x FROM users", "SELECT x FROM tv", expect=EITHER),
+    c("launder", "CREATE TEMP VIEW tv AS SELECT email AS x FROM users", "SELECT x FROM tv", expect=EITHER,
+      xfail=TEMP_VIEWS),
     c("launder", "CREATE FUNCTION leak_fn() RETURNS text LANGUAGE sql STABLE "
                  "AS $$ SELECT string_agg(ssn, ',') FROM users $$", "SELECT leak_fn()", expect=EITHER),
     # a named statement (ext-text, asyncpg, portal: reused by its text) whose view changes under it
-    c("launder", "CREATE TEMP VIEW sw AS SELECT name AS x FROM users", "SELECT x FROM sw",
-      "CREATE OR REPLACE TEMP VIEW sw AS SELECT ssn AS x FROM users", "SELECT x FROM sw", expect=EITHER),
+    c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
+      "CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view", expect=EITHER,
+      xfail=STALE_VIEW, xfail_strict=False),
+    # ... and the same with the change and the read sent together, before the change has run
+    c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
+      Pipeline(("CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view")),
+      expect=ANY, protocols=NO_ASYNCPG, xfail=CHANGED_IN_PIPELINE),
     # ------------------------------------------------------------ cursors
     c("cursor", BEGIN, "DECLARE k CURSOR FOR SELECT ssn, card_number FROM users", "FETCH ALL FROM k", COMMIT,
       expect=ANY),
@@ -418,8 +448,10 @@ CASES = [
     c("copy", Copy("users", is_query=False), protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("users", "csv", is_query=False), protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("SELECT reverse(ssn), email, salary FROM users", "csv"), protocols=("simple", "asyncpg", "portal")),
-    c("copy", Copy("users", "binary", is_query=False), expect=REFUSED, protocols=("simple", "asyncpg", "portal")),
-    c("copy", Copy("SELECT ssn FROM users", "binary"), expect=REFUSED, protocols=("simple", "asyncpg", "portal")),
+    c("copy", Copy("users", "binary", is_query=False), expect=REFUSED, protocols=("simple", "asyncpg", "portal"),
+      xfail=BINARY_COPY),
+    c("copy", Copy("SELECT ssn FROM users", "binary"), expect=REFUSED, protocols=("simple", "asyncpg", "portal"),
+      xfail=BINARY_COPY),
     c("copy", Copy("SELECT id, name FROM users", "binary"), expect=PLAIN, open_leaks=False,
       protocols=("simple", "asyncpg", "portal")),
     # ------------------------------------------------------------ errors and notices that quote a value
@@ -468,14 +500,14 @@ CASES = [
     c("session", "DISCARD ALL", "SELECT * FROM users"),
     # ------------------------------------------------------------ the catalog and server state
     c("catalog", "SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats "
-                 "WHERE tablename = 'users' AND attname IN ('ssn', 'card_number')", expect=EITHER),
+                 "WHERE tablename = 'users' AND attname IN ('ssn', 'card_number')", expect=EITHER, xfail=PG_STATS),
     c("catalog", "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'users' AND attname = 'ssn'",
       policy="detect", expect=EITHER),
     c("catalog", "SELECT query FROM pg_stat_activity WHERE query LIKE '%card_number%'", policy="detect",
       expect=EITHER),
     c("catalog", "SELECT reverse(query) FROM pg_stat_activity WHERE query LIKE '%card_number%'", policy="detect",
-      expect=EITHER),
-    c("catalog", "SELECT current_query()", expect=PLAIN, open_leaks=False),
+      expect=EITHER, xfail=ACTIVITY),
+    c("catalog", "SELECT current_query()", expect=PLAIN, open_leaks=False, canary=False),
 ]
 
 
@@ -484,7 +516,7 @@ def _params(cases: list[Case]):
     for case in cases:
         for protocol in case.protocols:
             reason = case.xfail if case.xfail and (not case.xfail_on or protocol in case.xfail_on) else None
-            marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
+            marks = [pytest.mark.xfail(strict=case.xfail_strict, reason=reason)] if reason else []
             out.append(pytest.param(case, protocol, id=f"{protocol}-{case.label}", marks=marks))
     return out
 
@@ -492,32 +524,34 @@ def _params(cases: list[Case]):
 # ---------------------------------------------------------------------- running and judging
 
 
-def _differential(pg_server, sql: str) -> list[tuple[str, bytes]]:
+def _differential(world: World, sql: str) -> list[tuple[str, bytes]]:
     """What ``sql`` returns run directly on the real and on the twin database, in text and in
     binary, that differs between the two: cells, or the quoted values and texts of an error.
     Those depend on masked data, in whatever encoding the attacker chose: none may arrive."""
-    results = {database: _direct_results(pg_server, database, sql) for database in (DB, TWIN)}
+    results = {database: _direct_results(conn, sql) for database, conn in world.direct.items()}
     twin = dict(results[TWIN])
     return [(label, value) for label, value in results[DB] if value is not None and value != twin.get(label)]
 
 
-def _direct_results(pg_server, database: str, sql: str) -> list[tuple[str, bytes | None]]:
+def _direct_results(conn: psycopg.Connection, sql: str) -> list[tuple[str, bytes | None]]:
     out: list[tuple[str, bytes | None]] = []
-    with psycopg.connect(pg_server.dsn(database=database)) as conn:  # a transaction, rolled back
-        for fmt in (0, 1):
-            res = conn.pgconn.exec_params(sql.encode(), [], result_format=fmt)
-            if res.status == psycopg.pq.ExecStatus.TUPLES_OK:
-                kind = "binary" if fmt else "text"
-                out += [(f"unmasked result ({kind}) row {r} column {f}", res.get_value(r, f))
-                        for r in range(res.ntuples) for f in range(res.nfields)]
-            elif res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
-                for code in (DiagnosticField.MESSAGE_PRIMARY, DiagnosticField.MESSAGE_DETAIL):
-                    text = res.error_field(code)
-                    out.append((f"unmasked error {code.name}", text))
-                    quoted = re.findall(r'"([^"]*)"|\(([^)]*)\)', (text or b"").decode())
-                    out += [(f"unmasked error {code.name} quoted value", "".join(q).encode()) for q in quoted]
-            conn.pgconn.exec_(b"ROLLBACK")
-            conn.pgconn.exec_(b"BEGIN")
+    pgconn = conn.pgconn
+    for fmt in (0, 1):
+        pgconn.exec_(b"BEGIN")  # whatever it does is rolled back
+        try:
+            res = pgconn.exec_params(sql.encode(), [], result_format=fmt)
+        finally:
+            pgconn.exec_(b"ROLLBACK")
+        if res.status == psycopg.pq.ExecStatus.TUPLES_OK:
+            kind = "binary" if fmt else "text"
+            out += [(f"unmasked result ({kind}) row {r} column {f}", res.get_value(r, f))
+                    for r in range(res.ntuples) for f in range(res.nfields)]
+        elif res.status == psycopg.pq.ExecStatus.FATAL_ERROR:
+            for code in (DiagnosticField.MESSAGE_PRIMARY, DiagnosticField.MESSAGE_DETAIL):
+                text = res.error_field(code)
+                out.append((f"unmasked error {code.name}", text))
+                quoted = re.findall(r'"([^"]*)"|\(([^)]*)\)', (text or b"").decode())
+                out += [(f"unmasked error {code.name} quoted value", "".join(q).encode()) for q in quoted]
     return out
 
 
@@ -532,7 +566,7 @@ def run_case(warden: Warden, world: World, direct, pg_server, case: Case, protoc
         stream = client.close()
     last = case.steps[-1]
     single = len(case.steps) == 1 and isinstance(last, str) and case.differential
-    extra = _differential(pg_server, last) if single else []
+    extra = _differential(world, last) if single else []
     if case.reveals is not None:
         extra += [("the attempt's own encoding", text.encode()) for u in world.users for text in case.reveals(u)]
     return answer, world.finder.find(stream, extra), stream, client.problems
@@ -544,7 +578,7 @@ def judge(case: Case, answer: Answer, stream: bytes, world: World) -> str | None
     if case.expect in (MASKED, PLAIN) and (answer.errors or not answer.rows):
         kind = "refused" if refused else "failed" if answer.errors else "returned nothing"
         return f"a read that must be answered {kind}: {answer.summary()}"
-    if case.expect == PLAIN and not any(name in stream for name in world.canaries):
+    if case.expect == PLAIN and case.canary and not any(name in stream for name in world.canaries):
         return "the unmasked values of a plain read did not arrive"
     if case.expect == REFUSED and not refused:
         return f"not refused by pgwarden: {answer.summary()}"
@@ -570,7 +604,7 @@ def test_corpus_size():
 
 # ---------------------------------------------------------------------- the corpus and the finder, checked
 
-OPEN_PROTOCOLS = ("simple", "ext-binary", "asyncpg")
+OPEN_PROTOCOLS = ("simple", "ext-binary")  # text, and binary encodings (asyncpg's are the same)
 
 
 @pytest.mark.parametrize("case, protocol", [
@@ -641,7 +675,7 @@ def test_property_no_generated_select_delivers_a_masked_value(warden, world, pg_
                                                              sql: str, protocol: str):
     client = property_clients(protocol)
     answer = client.run(sql)
-    leaks = world.finder.find(answer.raw, _differential(pg_server, sql))
+    leaks = world.finder.find(answer.raw, _differential(world, sql))
     assert not leaks, f"{sql!r} over {protocol}: " + "; ".join(map(str, leaks[:3]))
     if not any(col in sql for col in MASKED_COLUMNS):
         assert not answer.refused(), f"a read of unmasked columns refused: {answer.summary()}"

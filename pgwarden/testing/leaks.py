@@ -175,6 +175,10 @@ def _windows(text: str) -> list[str]:
     return out
 
 
+def _window_forms(text: str) -> list[Form]:
+    return [Form("substring", w.encode(), "digits" if w.isdigit() else "text") for w in _windows(text)]
+
+
 def _text_forms(value: str, hidden: str | None) -> list[Form]:
     secret = hidden or value
     forms = []
@@ -182,8 +186,7 @@ def _text_forms(value: str, hidden: str | None) -> list[Form]:
                        ("hidden reversed", secret[::-1])):
         forms += _encodings(name, text)
     forms += _digests("value", value) + _digests("upper", value.upper())
-    for text in _windows(secret) + _windows(secret[::-1]):
-        forms.append(Form("substring", text.encode()))
+    forms += _window_forms(secret) + _window_forms(secret[::-1])
     digits = "".join(c for c in secret if c.isdigit())
     if len(digits) >= MIN_DIGITS:
         forms += [Form("digits", digits.encode(), "digits"), Form("digits reversed", digits[::-1].encode(), "digits")]
@@ -207,7 +210,7 @@ def _numeric_forms(value: Decimal) -> list[Form]:
               Form("float4", struct.pack(">f", float(value)), "binary"),
               Form("integer part", str(whole).encode(), "digits")]
     forms += _integer_forms("integer part", whole) + _integer_forms("cents", int(value * 100))
-    forms += [Form("substring", w.encode()) for w in _windows(text)]
+    forms += _window_forms(text)
     return forms
 
 
@@ -224,6 +227,7 @@ def _date_forms(value: dt.date) -> list[Form]:
     julian = value.toordinal() + 1721425  # to_char(d, 'J')
     epoch = (value - dt.date(1970, 1, 1)).days * 86400
     forms += [Form("julian day", str(julian).encode()), Form("epoch seconds", str(epoch).encode()),
+              Form("days since 2000", str(days).encode()), Form("days since 1970", str(epoch // 86400).encode()),
               Form("date", struct.pack(">i", days), "binary"),
               Form("timestamp", struct.pack(">q", days * 86_400_000_000), "binary")]
     forms += _integer_forms("julian day", julian) + _integer_forms("epoch seconds", epoch)
@@ -280,7 +284,7 @@ def random_word(rng: random.Random, n: int) -> str:
 
 
 def random_salary(rng: random.Random) -> Decimal:
-    return Decimal(rng.randint(1_000_000_00, 9_999_999_99)) / 100
+    return (Decimal(rng.randint(10_000_000_00, 99_999_999_99)) / 100).quantize(Decimal("0.01"))
 
 
 def random_date(rng: random.Random) -> dt.date:

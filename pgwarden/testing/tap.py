@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import socket
 import threading
+from typing import Self
 
 
 class TapSession:
@@ -122,7 +123,7 @@ class Tap:
                 except OSError:
                     pass
 
-    def __enter__(self) -> Tap:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

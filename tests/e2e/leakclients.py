@@ -137,7 +137,7 @@ class Client:
             self._run(step)
         except (psycopg.Error, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
             self.problems.append(f"{type(e).__name__}: {e}")
-        except Exception as e:  # a driver that could not decode what it got: the bytes still tell
+        except Exception as e:  # noqa: BLE001 - a driver that could not decode what it got: the bytes still tell
             self.problems.append(f"{type(e).__name__}: {e}")
         return Answer.parse(self.session.received[start:])
 
@@ -220,6 +220,6 @@ class Client:
                 self._raw.close()
             else:
                 self._conn.close()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - a session pgwarden already ended: its bytes are what counts
             self.problems.append(f"closing: {type(e).__name__}: {e}")
         return self.session.wait_closed()

@@ -94,6 +94,7 @@ DELETE FROM notes;
 DROP FUNCTION IF EXISTS leak_fn();
 DROP VIEW IF EXISTS leak_view;
 DROP TABLE IF EXISTS leak_copy;
+SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
 """
 USERS = 4  # user 4 shares user 1's SSN: equal values make most_common_vals and unique violations
 
@@ -303,6 +304,8 @@ STALE_VIEW = ("RACE: right after CREATE OR REPLACE VIEW, a read of the view is j
               "statements): the new column passes unmasked in some runs")
 CHANGED_IN_PIPELINE = ("CREATE OR REPLACE VIEW and a read of the view sent together (one Query string, or one "
                        "pipeline before Sync): the read is judged on the view as it was, the new column passes unmasked")
+SIDE_EFFECT = ("a masked value passed to a function that keeps it (set_config, lo_from_bytea) is stored in the "
+               "clear and read back unmasked: only writes to tables count as a use that is refused")
 ACTIVITY = ("pg_stat_activity.query shows other sessions' statements with their literals; detectors catch a "
             "shaped value, not reverse(query)")
 
@@ -314,6 +317,8 @@ CASES = [
     c("plain", "TABLE users"),
     c("plain", "SELECT * FROM users WHERE id = 2"),
     c("plain", "SELECT u.* FROM users u ORDER BY u.id LIMIT 3 OFFSET 1"),
+    c("plain", "SELECT * FROM ONLY users FOR SHARE"),
+    c("plain", "SELECT ssn, email FROM users TABLESAMPLE SYSTEM (100) WHERE id = ANY('{1,2,3}')"),
     c("plain", "SELECT id, name, dept FROM users", expect=PLAIN, open_leaks=False),
     c("plain", "SELECT * FROM v_safe WHERE dept = 'eng'", expect=PLAIN, open_leaks=False),
     # ------------------------------------------------------------ aliases and quoting
@@ -384,6 +389,7 @@ CASES = [
     c("whole-row", "SELECT json_build_object('s', ssn, 'c', card_number) FROM users"),
     c("whole-row", "SELECT * FROM jsonb_each_text((SELECT to_jsonb(u) FROM users u WHERE id = 1))"),
     c("whole-row", "SELECT (jsonb_populate_record(NULL::users, to_jsonb(u))).email FROM users u"),
+    c("whole-row", "SELECT key, value FROM users u, json_each_text(row_to_json(u))"),
     c("whole-row", "SELECT x.* FROM users u, jsonb_to_record(to_jsonb(u)) AS x(ssn text, card_number text)"),
     # ------------------------------------------------------------ aggregates, arrays, windows
     c("aggregate", "SELECT json_agg(u) FROM users u", expect=EITHER),
@@ -420,6 +426,15 @@ CASES = [
     c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
       Pipeline(("CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view")),
       expect=ANY, protocols=NO_ASYNCPG, xfail=CHANGED_IN_PIPELINE),
+    # session state and side channels that carry a value out of the statement that read it
+    c("launder", "SELECT set_config('leak.x', ssn, false) FROM users WHERE id = 1", "SELECT current_setting('leak.x')",
+      expect=ANY, xfail=SIDE_EFFECT),
+    c("launder", "SELECT set_config('leak.x', reverse(card_number), false) FROM users WHERE id = 2", "SHOW leak.x",
+      expect=ANY, xfail=SIDE_EFFECT),
+    c("launder", "SELECT lo_from_bytea(4242, convert_to(email, 'UTF8')) FROM users WHERE id = 3",
+      "SELECT lo_get(4242)", expect=ANY, xfail=SIDE_EFFECT),
+    c("launder", "LISTEN leak", "SELECT pg_notify('leak', ssn) FROM users", "SELECT 1", expect=ANY),
+    c("launder", "LISTEN leak", "SELECT pg_notify('leak', reverse(card_number)) FROM users", "SELECT 1", expect=ANY),
     # ------------------------------------------------------------ cursors
     c("cursor", BEGIN, "DECLARE k CURSOR FOR SELECT ssn, card_number FROM users", "FETCH ALL FROM k", COMMIT,
       expect=ANY),
@@ -461,6 +476,7 @@ CASES = [
     c("error", "SELECT reverse(email)::int FROM users", expect=ERROR),
     c("error", "SELECT ('x' || translate(ssn, '0123456789', 'abcdefghij'))::numeric FROM users", expect=ERROR,
       reveals=lambda u: [u.ssn.translate(LETTERS)]),
+    c("error", "SELECT ssn::regclass FROM users", expect=ERROR),
     c("error", "SELECT noisy(2)", expect=ANY),
     c("error", "SELECT loud(2)", expect=ERROR),
     c("error", "DO $$ DECLARE s text; BEGIN SELECT ssn INTO s FROM users WHERE id = 1; RAISE NOTICE '%', s; END $$",
@@ -472,6 +488,7 @@ CASES = [
     # ------------------------------------------------------------ oracles
     c("oracle", "SELECT id FROM users WHERE ssn LIKE '1%'", expect=REFUSED, open_leaks=False),
     c("oracle", RECONSTRUCT_WHERE, expect=REFUSED),
+    c("oracle", "SELECT 1/0 FROM users WHERE ssn LIKE '1%'", expect=REFUSED, open_leaks=False),
     c("oracle", RECONSTRUCT_CASE, expect=EITHER),
     c("oracle", "SELECT id FROM users ORDER BY ssn", expect=REFUSED, open_leaks=False),
     c("oracle", "SELECT count(*) FROM users GROUP BY card_number", expect=REFUSED, open_leaks=False),
@@ -679,3 +696,36 @@ def test_property_no_generated_select_delivers_a_masked_value(warden, world, pg_
     assert not leaks, f"{sql!r} over {protocol}: " + "; ".join(map(str, leaks[:3]))
     if not any(col in sql for col in MASKED_COLUMNS):
         assert not answer.refused(), f"a read of unmasked columns refused: {answer.summary()}"
+
+
+# ---------------------------------------------------------------------- the finder against the server's own encodings
+
+# What the server sends for each, in binary and in text: the finder must know every one. Not here: what
+# keeps fewer than eight digits or six characters of a secret (salary::float4 as text, dob - a date), which
+# the finder does not look for (too short to tell from chance); a single statement's differential still
+# flags such values when they are six bytes or longer.
+ENCODINGS = [
+    "ssn", "reverse(ssn)", "upper(email)", "replace(ssn, '-', '')::int", "replace(ssn, '-', '')::bigint",
+    "replace(ssn, '-', '')::numeric", "card_number::bigint", "card_number::numeric", "substring(card_number, 1, 12)",
+    "encode(convert_to(ssn, 'UTF8'), 'hex')", "encode(convert_to(email, 'UTF8'), 'base64')", "ssn::bytea",
+    "decode(md5(ssn), 'hex')", "md5(ssn)", "sha256(convert_to(ssn, 'UTF8'))", "to_json(email)", "to_jsonb(ssn)",
+    "split_part(email, '@', 1)", "salary", "salary::float8", "salary::text", "salary::money",
+    "(salary * 100)::bigint", "to_char(salary, 'FM999G999G999D00')", "dob", "dob::timestamp", "to_char(dob, 'J')",
+    "extract(epoch FROM dob)::bigint", "to_char(dob, 'MM/DD/YYYY')", "to_char(dob, 'DD.MM.YYYY')", "dob::text",
+    "to_hex(replace(ssn, '-', '')::bigint)", "to_hex(card_number::bigint)",
+]
+
+
+@pytest.mark.parametrize("expression", ENCODINGS)
+def test_the_finder_knows_the_servers_encodings(world, expression: str):
+    """Every encoding the server gives of a secret is found; the same expression over the twin's
+    secrets (other random values) is not: no false alarm."""
+    for database, should_find in ((DB, True), (TWIN, False)):
+        pgconn = world.direct[database].pgconn
+        for fmt in (0, 1):
+            res = pgconn.exec_params(f"SELECT {expression} FROM users ORDER BY id".encode(), [], result_format=fmt)
+            assert res.status == psycopg.pq.ExecStatus.TUPLES_OK, res.error_message
+            for r in range(res.ntuples):
+                value = res.get_value(r, 0)
+                leaks = world.finder.find(b"\x00\x00\x00" + value + b"\x00\x00\x00")
+                assert bool(leaks) == should_find, (database, fmt, r, value, leaks[:2])

@@ -21,6 +21,7 @@ from pgwarden.cancels import CancelForwarder
 from pgwarden.config import Config, ConfigError, ListenTLS
 from pgwarden.decisions import Decisions
 from pgwarden.identity import AuthenticationFailed, Identity
+from pgwarden.masking import missing_columns
 from pgwarden.results import SessionMasks
 from pgwarden.plugins import PluginHost
 from pgwarden.preflight import reread
@@ -138,6 +139,7 @@ class Application:
     def listen(self):
         lc = self.config.listen
         self.catalog.start()
+        self.catalog.first_load().addCallback(lambda catalog: self.warn_mask_columns(catalog))
         self.port = self.reactor.listenTCP(lc.port, _ClientFactory(self), interface=lc.host)
         log.info("pgwarden listening on {host}:{port}", host=lc.host, port=self.port.getHost().port)
         return self.port
@@ -350,7 +352,18 @@ class Application:
                 conn.relay.policy_generation += 1  # statements parsed before are decided again at Bind
         self.reloads += 1
         log.info("reloaded {source}", source=new.source)
+        self.warn_mask_columns(self.catalog.current)
         return True
+
+    def warn_mask_columns(self, catalog) -> list[str]:
+        """Logs a warning for each mask rule's column that the database does not have (at start,
+        once the catalog is read, and at each reload); nothing without the live catalog."""
+        if not getattr(catalog, "complete", False):
+            return []
+        warnings = missing_columns(self.config.policies, catalog)
+        for warning in warnings:
+            log.warn("{source}: {warning}", source=self.config.source, warning=warning)
+        return warnings
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
         """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect

@@ -11,17 +11,20 @@ strictest per column winning (`compose`). The core then rewrites DataRows and CO
 from __future__ import annotations
 
 import re
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Union
 
 import attrs
 
+from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.framing import split_run
 
 if TYPE_CHECKING:
     from pgwarden.catalog.model import Catalog
+    from pgwarden.sql.lexer import LexerSettings
     from pgwarden.sql.lineage import Lineage
 
 #: Rewrites one value of a result column (text or binary format, as the column says);
@@ -107,6 +110,9 @@ class ColumnMask:
     candidate: Callable[[bytes], bool] | None = attrs.field(default=None, eq=False)
     #: detector hits (name -> count) the masker counts; recorded with the result, never values
     hits: Counter[str] | None = attrs.field(default=None, eq=False)
+    #: the masker gives every non-NULL value the same answer (``redact``, ``null``, ``fixed``):
+    #: it is asked once per result
+    constant: bool = False
 
 
 @attrs.frozen
@@ -153,27 +159,96 @@ class _Plan:
                                           mask.strategy) for i, mask in self.masks)
 
 
+_LENGTH = struct.Struct("!i").unpack_from
+_NULL = b"\xff\xff\xff\xff"
+# Values remembered per masked column: a column's values repeat (and a masker's answer
+# depends on the value alone), so most rows cost a dictionary lookup per masked column.
+_MEMO = 4096
+
+
 def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Masker]) -> Callable[[bytes], bytes]:
     """A function rewriting a run of raw DataRows of ``shape`` with ``masks`` (column index -> mask);
-    runs in which no mask has anything to do come back as they went in."""
+    runs in which no mask has anything to do come back as they went in.
+
+    The hot path of masking: each row is walked by its length words up to its last masked
+    column, and rebuilt from slices of the run and the masked fields (no message objects).
+    A masker's answer depends on the value alone, so answers are remembered per column (a
+    column's values repeat); one whose ``constant`` is set is asked once. NULL is given to
+    plain `Masker`s of contract v1 only; otherwise NULL stays NULL.
+    """
     plan = _Plan(shape, compose([("", masks)], len(shape.columns)))
-    steps = [(i, mask.masker, plan.columns[i]) for i, mask in plan.masks]
-    quick = plan.quick
     values = plan.values
+    # (index, memo of value -> field, masker, column, constant field or None, plain v1 masker)
+    steps = []
+    for i, mask in plan.masks:
+        column = plan.columns[i]
+        constant = None
+        if mask.constant:
+            new = mask.masker(b"", column)
+            constant = _NULL if new is None else len(new).to_bytes(4, "big") + new
+        steps.append((i, {}, mask.masker, column, constant, mask.strategy == "plugin"))
+    last = steps[-1][0] if steps else -1
+    quick = plan.quick
+    length = _LENGTH
 
     def transform(run: bytes) -> bytes:
         if quick is not None and not any(q(run) for q in quick):
             return run
-        out = []
-        for raw in split_run(run):
-            row = list(m.DataRow.decode(raw[5:]).values)
-            for i, masker, column in steps:
-                if i < len(row):
-                    before = row[i]
-                    row[i] = masker(before, column)
-                    if before is not None:
-                        values[i] += 1
-            out.append(m.DataRow(tuple(row)).encode())
+        out: list[bytes] = []
+        append = out.append
+        pos = 0
+        size_run = len(run)
+        while pos < size_run:
+            old = length(run, pos + 1)[0]
+            end = pos + 1 + old
+            ncols = (run[pos + 5] << 8) | run[pos + 6]
+            p = pos + 7
+            col = 0
+            start = pos + 5
+            header = len(out)
+            append(b"")
+            delta = 0
+            for i, memo, masker, column, constant, plain in steps:
+                if i >= ncols:
+                    break
+                while col < i:
+                    size = length(run, p)[0]
+                    p += 4 + size if size > 0 else 4
+                    col += 1
+                size = length(run, p)[0]
+                append(run[start:p])
+                if size < 0:
+                    if plain:  # a v1 Masker may give NULL a value
+                        new = masker(None, column)
+                        got = _NULL if new is None else len(new).to_bytes(4, "big") + new
+                        append(got)
+                        delta += len(got) - 4
+                    else:
+                        append(_NULL)
+                    p += 4
+                else:
+                    values[i] += 1
+                    if constant is not None:
+                        got = constant
+                    else:
+                        value = run[p + 4:p + 4 + size]
+                        got = memo.get(value)
+                        if got is None:
+                            new = masker(value, column)
+                            got = _NULL if new is None else len(new).to_bytes(4, "big") + new
+                            if len(memo) >= _MEMO:
+                                memo.clear()
+                            memo[value] = got
+                    append(got)
+                    delta += len(got) - 4 - size
+                    p += 4 + size
+                col += 1
+                start = p
+                if col > last:
+                    break
+            append(run[start:end])
+            out[header] = b"D" + (old + delta).to_bytes(4, "big")
+            pos = end
         return b"".join(out)
 
     transform.plan = plan  # type: ignore[attr-defined]  # named in result records and metrics
@@ -332,3 +407,67 @@ def resolve_shape(description: m.RowDescription, lineage: Lineage | None, catalo
     if lineage is not None and lineage.reads is not None:
         reads = frozenset(str(s) for s in lineage.reads)
     return ResultShape(description, tuple(resolved), reads, kind)
+
+
+# ---------------------------------------------------------------------------- COPY's options
+
+COPY_REFUSAL = Refusal(
+    "42501", "pgwarden: blocked: COPY of masked columns in binary format or with its own delimiter, quote, "
+             "escape or NULL",
+    "pgwarden masks COPY TO STDOUT rows in the default text and CSV forms only.",
+    "Use COPY ... TO STDOUT in text or CSV format with the default options, or a SELECT.")
+
+
+def copy_options(sql: str, index: int, lexer: LexerSettings | None = None) -> dict[str, object] | None:
+    """The options of statement ``index`` of ``sql`` when it is a COPY (``format``, ``header``,
+    and whether it sets delimiters, quoting or NULL), else None."""
+    from pglast.parser import ParseError
+
+    from pgwarden.sql.lexer import parse_tree
+
+    try:
+        tree = parse_tree(sql, lexer) if lexer is not None else parse_tree(sql)
+        stmt = tree["stmts"][index]["stmt"]["CopyStmt"]
+    except (ParseError, KeyError, IndexError, TypeError):
+        return None
+    options: dict[str, object] = {"format": "text", "header": False, "custom": False}
+    for item in stmt.get("options", ()):
+        elem = item.get("DefElem", {})
+        name = elem.get("defname")
+        arg = elem.get("arg", {})
+        value = arg.get("String", {}).get("sval") if isinstance(arg, dict) else None
+        if name == "format":
+            options["format"] = (value or "text").lower()
+        elif name == "header":
+            options["header"] = value is None or value.lower() not in ("false", "off", "0")
+        elif name in ("delimiter", "quote", "escape", "null", "encoding", "force_quote", "force_not_null",
+                      "force_null", "default"):
+            options["custom"] = True
+    return options
+
+
+
+
+# ---------------------------------------------------------------------------- rules naming no column
+
+def missing_columns(policies: Iterable[object], catalog: Catalog) -> list[str]:
+    """A warning for each column glob of a ``mask`` rule that matches no column of ``catalog``
+    (a live one: the snapshot knows no table of the database). Not an error: the column may come
+    with the next migration; until then the rule masks nothing, which an operator should know."""
+    import fnmatch
+
+    from pgwarden.policy.kinds import MASK
+
+    names = [f"{r.schema}.{r.name}.{c.name}" for r in catalog.relations
+             for c in (catalog.columns_of(r.oid) or ())]
+    warnings: list[str] = []
+    for policy in policies:
+        for i, rule in enumerate(getattr(policy, "rules", ())):
+            spec = MASK.of(rule)
+            if spec is None or spec.detect:
+                continue
+            for glob in spec.columns:
+                if not any(fnmatch.fnmatchcase(name, glob) for name in names):
+                    warnings.append(f"mask rule {policy.name}/{rule.name or f'rules[{i}]'}: {glob} matches no "  # type: ignore[attr-defined]
+                                    f"column of the database; it masks nothing")
+    return warnings

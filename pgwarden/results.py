@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pglast.parser import ParseError
-
-from pgwarden.masking import ResultShape, copy_transform, resolve_shape, row_transform
+from pgwarden.masking import COPY_REFUSAL, ResultShape, copy_options, copy_transform, resolve_shape, row_transform
 from pgwarden.plugins import MaskingFailed
-from pgwarden.sql.lexer import parse_tree
+from pgwarden.verdict import Refusal
 from pgwarden.sql.lineage import Lineage, NamedLineage
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
@@ -33,31 +31,9 @@ Origin = tuple[str | None, int]
 class CopyRefused(Exception):
     """A COPY TO STDOUT whose masked columns pgwarden cannot rewrite (binary, custom delimiters)."""
 
-
-def _copy_options(sql: str | None, index: int, lexer) -> dict[str, object] | None:
-    """The options of statement ``index`` of ``sql`` when it is a COPY (``format``, ``header``,
-    and whether it sets delimiters, quoting or NULL), else None."""
-    if sql is None:
-        return None
-    try:
-        tree = parse_tree(sql, lexer)
-        stmt = tree["stmts"][index]["stmt"]["CopyStmt"]
-    except (ParseError, KeyError, IndexError, TypeError):
-        return None
-    options: dict[str, object] = {"format": "text", "header": False, "custom": False}
-    for item in stmt.get("options", ()):
-        elem = item.get("DefElem", {})
-        name = elem.get("defname")
-        arg = elem.get("arg", {})
-        value = arg.get("String", {}).get("sval") if isinstance(arg, dict) else None
-        if name == "format":
-            options["format"] = (value or "text").lower()
-        elif name == "header":
-            options["header"] = value is None or value.lower() not in ("false", "off", "0")
-        elif name in ("delimiter", "quote", "escape", "null", "encoding", "force_quote", "force_not_null",
-                      "force_null", "default"):
-            options["custom"] = True
-    return options
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
 
 
 class SessionMasks:
@@ -117,13 +93,9 @@ class SessionMasks:
         masks = self._masks(shape, statement)
         if not masks:
             return None
-        options = _copy_options(sql, index, self.conn.relay.lexer)
-        if response.format != 0 or options is None or options["format"] == "binary":
-            raise CopyRefused("pgwarden: blocked: binary COPY of masked columns: pgwarden cannot mask them; "
-                              "use COPY ... TO STDOUT in text or CSV format")
-        if options["custom"]:
-            raise CopyRefused("pgwarden: blocked: COPY of masked columns with its own delimiter, quote, escape "
-                              "or NULL: pgwarden masks only the default text and CSV forms")
+        options = copy_options(sql, index, self.conn.relay.lexer) if sql is not None else None
+        if response.format != 0 or options is None or options["format"] == "binary" or options["custom"]:
+            raise CopyRefused(COPY_REFUSAL)
         transform = copy_transform(description, masks, csv=options["format"] == "csv")
         if not options["header"]:
             return transform

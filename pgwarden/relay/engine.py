@@ -335,6 +335,10 @@ class _Refused:
 
 
 def _refused_result(e: Exception) -> _Refused:
+    refusal = getattr(e, "refusal", None)
+    if isinstance(refusal, Refusal):  # the listener says why, as the client is to see it
+        return _Refused(m.ErrorResponse.build("ERROR", refusal.sqlstate, refusal.message, refusal.detail,
+                                              refusal.hint).encode())
     message = str(e) if isinstance(e, Exception) and str(e).startswith("plugin ") else f"{type(e).__name__}"
     return _Refused(m.ErrorResponse.build(
         "ERROR", "XX000", f"pgwarden: result refused: {message}",
@@ -1390,7 +1394,8 @@ class Relay:
         # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.
 
     def _error(self, raw: bytes) -> None:
-        raw = self._message(raw)
+        if not (self._expect and self._expect[0].own_error):  # pgwarden's own refusal says nothing masked
+            raw = self._message(raw)
         self._end_result()
         self._query_index = 0
         if self._copy_transform is not None:

@@ -16,6 +16,7 @@ redacted, and every error and notice is scanned by the detectors (`pgwarden_mess
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -37,6 +38,7 @@ from pgwarden.api import (
     MessageMask,
     hookimpl,
 )
+from pgwarden.masking import COPY_REFUSAL, copy_options
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
 from pgwarden_plugins.mask.rules import MaskRule, SessionRules
@@ -139,12 +141,19 @@ class Masking:
             return None
         catalog = statement.context.catalog if statement.context is not None else None
         lineages = statement.lineage
-        if catalog is not None and not catalog.complete and self._may_touch(rules, statement, lineages):
+        if catalog is not None and not catalog.complete and self._may_touch(rules, statement, lineages, True):
             return Verdict.block(
                 "the live catalog is unreachable, and this statement may read masked columns",
                 "pgwarden masks columns by what the database's catalog says they are; until it can read the "
                 "catalog again, statements that may touch masked tables are refused. Retry shortly.",
                 rule="mask: catalog")
+        if "copy_to" in statement.kinds:
+            for index, lineage in enumerate(lineages):
+                options = copy_options(statement.sql, index, statement.context.lexer if statement.context else None)
+                if options is not None and (options["format"] == "binary" or options["custom"]) \
+                        and self._may_touch(rules, statement, [lineage]):
+                    return Verdict.block(COPY_REFUSAL.message.removeprefix("pgwarden: blocked: "), COPY_REFUSAL.hint,
+                                         rule="mask: copy")
         for lineage in lineages:
             bodies = [lineage] + [body for _, _, body in lineage.defines]
             for body in bodies:
@@ -175,13 +184,16 @@ class Masking:
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         return None
 
-    def _may_touch(self, rules: SessionRules, statement: Statement, lineages) -> bool:
+    @staticmethod
+    def _may_touch(rules: SessionRules, statement: Statement, lineages, by_tables: bool = False) -> bool:
+        """Whether the statement may read a masked column: by lineage; ``by_tables`` also when it
+        names a table masked columns are in (lineage without the catalog cannot say)."""
         if any(lineage.reads is None for lineage in lineages):
             return True
         if any(rules.rule_for(str(s)) for lineage in lineages for s in lineage.reads or ()):
             return True
-        import fnmatch
-
+        if not by_tables:
+            return False
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)
 
@@ -217,7 +229,7 @@ class Masking:
         if column.direct is not None:
             rule = rules.rule_for(column.direct)
             if rule is not None:
-                chosen = (rule.strength, self._strategy(rule, column.direct))
+                chosen = (rule.strength, self._strategy(rule, column.direct, column))
         others = [s for s in column.sources if s != column.direct]
         involved = rules.strictest(others) if others else None
         if column.opaque:
@@ -229,13 +241,13 @@ class Masking:
             strategy, strength = _WHOLE_STRENGTH[involved.spec.with_ == "null"]
             source = next(iter(sorted(s for s in column.sources if rules.rule_for(s) is involved)), "") \
                 or column.direct or ""
-            whole = ColumnMask(_masker(_NULL if strategy == "null" else _REDACT, column.column), strength,
-                               involved.name, source or "(unknown)", strategy)
+            whole = ColumnMask(_strategy_masker(_NULL if strategy == "null" else _REDACT, column), strength,
+                               involved.name, source or "(unknown)", strategy, constant=True)
             if chosen is None or strength > chosen[0]:
                 chosen = (strength, whole)
         return chosen[1] if chosen is not None else None
 
-    def _strategy(self, rule: MaskRule, source: str) -> ColumnMask:
+    def _strategy(self, rule: MaskRule, source: str, column: ResultColumn) -> ColumnMask:
         spec = rule.spec
         kind = spec.with_
         if kind == "redact":
@@ -250,7 +262,8 @@ class Masking:
             strategy = values.fixed(spec.value or "")
         else:  # hash: the check refused the statement when there is no key; NULL if it came here anyway
             strategy = values.hashed(self.key) if self.key is not None else _NULL
-        return ColumnMask(_strategy_masker(strategy), rule.strength, rule.name, source, kind)
+        return ColumnMask(_strategy_masker(strategy, column), rule.strength, rule.name, source, kind,
+                          constant=kind in ("redact", "null", "fixed"))
 
     def _detection(self, column: ResultColumn, rules: SessionRules) -> ColumnMask | None:
         if column.type_oid not in values.TEXT_TYPES:
@@ -322,19 +335,13 @@ class Masking:
         return self._may_touch(rules, statement, lineages)
 
 
-def _masker(strategy: values.Strategy, column: Column) -> Callable[[bytes | None, Column], bytes | None]:
-    return _strategy_masker(strategy)
-
-
-def _strategy_masker(strategy: values.Strategy) -> Callable[[bytes | None, Column], bytes | None]:
-    families: dict[int, values.Family] = {}
+def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn) -> Callable[[bytes | None, Column], bytes | None]:
+    """The strategy as a `Masker` of one result column: its type family and format bound once."""
+    family, fmt = values.family_of(resolved.type_oid), resolved.format
 
     def masker(value: bytes | None, column: Column) -> bytes | None:
         if value is None:
             return None
-        family = families.get(column.type_oid)
-        if family is None:
-            family = families[column.type_oid] = values.family_of(column.type_oid)
-        return strategy(value, family, column.format)
+        return strategy(value, family, fmt)
 
     return masker

@@ -13,7 +13,7 @@ import attrs
 
 from pgwarden.catalog import queries
 from pgwarden.catalog.model import (
-    Catalog, CastFacts, ColumnFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts,
+    Catalog, CastFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts,
 )
 
 KINDS = tuple(queries.COLUMNS)
@@ -187,7 +187,7 @@ def build_catalog(
         operators=(OperatorFacts(*row) for row in rows.operators),
         types=map(_type, rows.types),
         casts=(CastFacts(*row) for row in rows.casts),
-        columns=(ColumnFacts(*row) for row in rows.attributes),
+        attributes=((relation, tuple(names), tuple(types)) for relation, names, types in rows.attributes),
         settings=settings,
         schemas=(name for (name,) in rows.schemas),
         server_version=rows.server_version,

@@ -9,7 +9,7 @@ cache key that depends on catalog facts.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable
+from collections.abc import Iterable, Sequence
 
 import attrs
 
@@ -163,7 +163,7 @@ class Catalog:
         operators: Iterable[OperatorFacts] = (),
         types: Iterable[TypeFacts] = (),
         casts: Iterable[CastFacts] = (),
-        columns: Iterable[ColumnFacts] = (),
+        attributes: Iterable[tuple[int, Sequence[str], Sequence[int]]] = (),
         settings: dict[str, str] | None = None,
         schemas: Iterable[str] = (),
         server_version: int = 0,
@@ -190,14 +190,11 @@ class Catalog:
         self._types_by_name = _index(self.types, lambda t: t.name)
         self._types_by_oid = {t.oid: t for t in self.types}
         self._casts_by_target = _index(self.casts, lambda c: c.target)
-        by_relation: dict[int, list[ColumnFacts]] = {}
-        for column in columns:
-            by_relation.setdefault(column.relation, []).append(column)
-        #: relation OID -> its columns (dropped ones too) in attnum order
-        self._columns: dict[int, tuple[ColumnFacts, ...]] = {
-            oid: tuple(sorted(cols, key=lambda c: c.attnum)) for oid, cols in by_relation.items()}
-        self._live_columns: dict[int, tuple[ColumnFacts, ...]] = {
-            oid: tuple(c for c in cols if not c.dropped) for oid, cols in self._columns.items()}
+        #: relation OID -> its columns' names and types by attnum ("" and 0: dropped); made into
+        #: `ColumnFacts` when first asked for (most relations never are)
+        self._attributes: dict[int, tuple[Sequence[str], Sequence[int]]] = {
+            relation: (names, types) for relation, names, types in attributes}
+        self._columns: dict[int, tuple[ColumnFacts, ...]] = {}
         #: casts with a function that the server may apply where the text shows no cast: on
         #: assignment to a column or parameter (context a) or to fit any expression (context i)
         self.ambient_casts: tuple[CastFacts, ...] = tuple(
@@ -221,17 +218,31 @@ class Catalog:
     def relation(self, oid: int) -> RelationFacts | None:
         return self._relations_by_oid.get(oid)
 
+    def _all_columns(self, oid: int) -> tuple[ColumnFacts, ...] | None:
+        known = self._columns.get(oid)
+        if known is None:
+            raw = self._attributes.get(oid)
+            if raw is None:
+                return None
+            names, types = raw
+            known = self._columns[oid] = tuple(
+                ColumnFacts(oid, attnum, name, type_oid, dropped=not name)
+                for attnum, (name, type_oid) in enumerate(zip(names, types, strict=True), 1))
+        return known
+
     def columns_of(self, oid: int) -> tuple[ColumnFacts, ...] | None:
         """The columns of relation ``oid`` in order (what ``*`` expands to); None when unknown."""
-        return self._live_columns.get(oid)
+        columns = self._all_columns(oid)
+        return None if columns is None else tuple(c for c in columns if not c.dropped)
 
     def column(self, relation: int, attnum: int) -> ColumnFacts | None:
         """Column ``attnum`` of relation ``relation`` (as a RowDescription names it), None when
         unknown or dropped."""
-        for column in self._columns.get(relation, ()):
-            if column.attnum == attnum:
-                return None if column.dropped else column
-        return None
+        columns = self._all_columns(relation)
+        if columns is None or not 0 < attnum <= len(columns):
+            return None
+        found = columns[attnum - 1]
+        return None if found.dropped else found
 
     def operators_named(self, name: str) -> tuple[OperatorFacts, ...]:
         return self._operators_by_name.get(name, ())

@@ -38,8 +38,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "argument_names",
     ),
     "relations": ("oid", "schema", "name", "kind"),
-    # One row per column of a relation or composite type (dropped ones too: attnums stay right).
-    "attributes": ("relation", "attnum", "name", "type", "dropped"),
+    # One row per relation or composite type: its columns' names and types by attnum ("" and 0
+    # for a dropped column: attnums stay right).
+    "attributes": ("relation", "names", "types"),
     # A view's or materialized view's query as text (pg_get_viewdef), for lineage.
     "definitions": ("relation", "definition"),
     # One row per (relation, type of one of its columns) for the types initdb did not pin.
@@ -104,16 +105,20 @@ JOIN pg_namespace AS n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
 ORDER BY c.oid"""
 
-# The columns of every relation and composite type, by attnum, for lineage: what ``*`` expands
-# to, what a RowDescription's (table OID, attnum) names. A dropped column keeps its attnum.
+# The columns of every relation and composite type, for lineage: what ``*`` expands to, what a
+# RowDescription's (table OID, attnum) names. One row per relation, its columns' names and types
+# in attnum order (attnums start at 1 and have no gaps: a dropped column keeps its place, with the
+# name "" — no column can be named so — and type 0). One row per relation, not per column: a
+# database of 100,000 tables has a million columns.
 ATTRIBUTES = """
-SELECT a.attrelid::int8 AS relation, a.attnum::int4 AS attnum,
-       CASE WHEN a.attisdropped THEN '' ELSE a.attname::text END AS name,
-       CASE WHEN a.attisdropped THEN 0 ELSE a.atttypid::int8 END AS type, a.attisdropped AS dropped
+SELECT a.attrelid::int8 AS relation,
+       array_agg(CASE WHEN a.attisdropped THEN '' ELSE a.attname::text END ORDER BY a.attnum) AS names,
+       array_agg(CASE WHEN a.attisdropped THEN 0 ELSE a.atttypid::int8 END ORDER BY a.attnum) AS types
 FROM pg_attribute AS a
 JOIN pg_class AS c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S')
 WHERE a.attnum > 0
-ORDER BY 1, 2"""
+GROUP BY a.attrelid
+ORDER BY 1"""
 
 # A view's query as text, for lineage. Printed under this transaction's search_path (pg_catalog,
 # pg_temp), so every relation outside pg_catalog comes schema-qualified. Asked only for the

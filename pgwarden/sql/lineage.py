@@ -21,7 +21,8 @@ Pure: no Twisted, no I/O. The catalog facts come from the `SqlContext`.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, NamedTuple
+from collections.abc import Iterable, Iterator
+from typing import Any, NamedTuple
 
 import attrs
 from pglast.parser import ParseError
@@ -29,6 +30,7 @@ from pglast.parser import ParseError
 from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
+from pgwarden.sql.syntax import SYSTEM_COLUMNS
 
 
 @attrs.frozen
@@ -63,7 +65,10 @@ class OracleUse:
 
     source: Source
     # WHERE, JOIN, ORDER BY, GROUP BY, DISTINCT, HAVING, window, aggregate, FILTER, LIMIT, CASE,
+    # rows (the arguments of a set-returning function: how many rows it returns),
     # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later).
+    # "aggregate" and "CASE" uses reveal only through the value they make, which carries the
+    # source (an output derived from it, or another clause listed for it): a plugin may let them be.
     clause: str
 
 
@@ -118,7 +123,13 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
     stmts = [raw.get("stmt", {}) for raw in tree.get("stmts", [])] if isinstance(tree, dict) else []
 
     def run() -> tuple[Lineage, ...]:
-        return tuple(_Walker(context).statement(stmt) for stmt in stmts)
+        if not stmts:
+            return ()
+        first = _Walker(context).statement(stmts[0])
+        if len(stmts) == 1:
+            return (first,)
+        later = _later_context(tree, context)
+        return (first,) + tuple(_Walker(later).statement(stmt) for stmt in stmts[1:])
 
     try:
         try:
@@ -127,6 +138,17 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
             return deep(run)
     except Exception:  # noqa: BLE001 - a bug here must not let a statement through unmasked
         return tuple(UNKNOWN for _ in stmts) or (UNKNOWN,)
+
+
+def _later_context(tree: dict[str, Any], context: SqlContext) -> SqlContext:
+    """The context for the second and later statements of a string: an earlier one may have
+    moved the search_path (SET, set_config, a function), so an unqualified name may be in any
+    schema that holds a relation of that name (as the analysis matches table rules)."""
+    from pgwarden.sql.syntax import _walk_tree
+
+    after = context.after(_walk_tree(tree, context.lexer))
+    possible = after.possible | frozenset(after.search_path or ()) | frozenset(context.search_path or ())
+    return attrs.evolve(after, search_path=None, possible=possible - {"$user"})
 
 
 class NamedLineage:
@@ -147,7 +169,7 @@ class NamedLineage:
         if body is None:
             return Lineage(outputs=None, reads=None, opaque=True, refers=lineage.refers)
         if lineage.refers[0] == "cursor" and lineage.outputs is None:  # MOVE: no rows
-            return attrs.evolve(lineage, reads=body.reads)
+            return attrs.evolve(lineage, reads=body.reads, opaque=False)
         return attrs.evolve(body, defines=(), forgets=(), refers=lineage.refers,
                             oracles=body.oracles + lineage.oracles)
 
@@ -208,11 +230,14 @@ class _Rel:
     # on it is taken to exist.
     unknown: tuple[tuple[str, ...], str] | None = None
     opaque: bool = False  # a FROM item lineage cannot follow (any column, any number of them)
+    system: bool = False  # a stored relation: ctid, xmin, tableoid, ... hold no column's value
 
     def find(self, name: str) -> _Val | None:
         found = [v for n, v in self.columns if n == name]
         if found:
             return found[0] if len(found) == 1 else _union(found)
+        if self.system and name in SYSTEM_COLUMNS:
+            return _NONE
         if self.unknown is not None:
             schemas, table = self.unknown
             sources = frozenset(Source(s, table, name) for s in schemas)
@@ -256,11 +281,17 @@ class _Scope:
 
 
 def _node(obj: Any) -> tuple[str, dict] | None:
-    if isinstance(obj, dict) and len(obj) == 1:
-        (name, fields), = obj.items()
-        if name[:1].isupper() and isinstance(fields, dict):
-            return name, fields
+    """('SelectStmt', fields) for a wrapped node, else None (the hottest function here)."""
+    if type(obj) is dict and len(obj) == 1:
+        for name, fields in obj.items():
+            if type(fields) is dict and "A" <= name[:1] <= "Z":
+                return name, fields
     return None
+
+
+def _is_star(obj: Any) -> bool:
+    n = _node(obj)
+    return n is not None and n[0] == "A_Star"
 
 
 def _str(obj: Any) -> str | None:
@@ -338,9 +369,10 @@ class _Walker:
             return Lineage(outputs=None, reads=body.reads, oracles=body.oracles,
                            defines=(("cursor", f.get("portalname", ""), body),))
         if kind == "FetchStmt":
+            # Opaque until `NamedLineage.resolve` gives it the cursor's lineage: fail closed.
             name = f.get("portalname", "")
             outputs: tuple[Output, ...] | None = None if f.get("ismove") else ()
-            return Lineage(outputs=outputs, reads=frozenset(), refers=("cursor", name))
+            return Lineage(outputs=outputs, reads=None, opaque=True, refers=("cursor", name))
         if kind == "ClosePortalStmt":
             return Lineage(outputs=None, reads=frozenset(), forgets=(("cursor", f.get("portalname") or "*"),))
         if kind == "PrepareStmt":
@@ -349,7 +381,8 @@ class _Walker:
         if kind == "ExecuteStmt":
             for param in f.get("params") or ():
                 self.expr(param, _Scope([]))
-            return attrs.evolve(self.result(()), refers=("prepared", f.get("name", "")))
+            # Opaque until `NamedLineage.resolve` gives it the prepared body's lineage.
+            return Lineage(outputs=(), reads=None, opaque=True, refers=("prepared", f.get("name", "")))
         if kind == "DeallocateStmt":
             name = "*" if f.get("isall") or not f.get("name") else f["name"]
             return Lineage(outputs=None, reads=frozenset(), forgets=(("prepared", name),))
@@ -444,7 +477,7 @@ class _Walker:
         if op != "SETOP_NONE":
             left = self.query(f.get("larg"), scope)
             right = self.query(f.get("rarg"), scope)
-            columns = [(name, _either([lv, rv])) for (name, lv), (_, rv) in zip(left, right)]
+            columns = [(name, _either([lv, rv])) for (name, lv), (_, rv) in zip(left, right, strict=False)]
             if len(left) != len(right):
                 self.shape_unknown = True
             self.tail(f, scope, columns)
@@ -453,7 +486,7 @@ class _Walker:
             rows = [[self.read(self.expr(e, scope)) for e in (_node(row) or ("", {}))[1].get("items", [])]
                     for row in f["valuesLists"]]
             width = max((len(r) for r in rows), default=0)
-            return [(f"column{i + 1}", _union(r[i] for r in rows if i < len(r))) for i in range(width)]
+            return [(f"column{i + 1}", _either([r[i] for r in rows if i < len(r)])) for i in range(width)]
         for item in f.get("fromClause") or ():
             scope.items.append(self.from_item(item, scope))
         columns = self.targets(f.get("targetList") or (), scope)
@@ -514,7 +547,7 @@ class _Walker:
         for _ in range(8):
             scope.ctes[name] = columns
             right = self.query(qf.get("rarg"), scope)
-            grown = [(n, _either([v, rv])) for (n, v), (_, rv) in zip(columns, right)]
+            grown = [(n, _either([v, rv])) for (n, v), (_, rv) in zip(columns, right, strict=False)]
             if grown == columns:
                 return columns
             columns = grown
@@ -544,7 +577,7 @@ class _Walker:
             return None
         if n[0] == "ColumnRef":
             fields = n[1].get("fields") or []
-            if not fields or _node(fields[-1]) is None or _node(fields[-1])[0] != "A_Star":
+            if not fields or not _is_star(fields[-1]):
                 return None
             out: Columns = []
             if len(fields) == 1:
@@ -565,16 +598,34 @@ class _Walker:
             return out
         if n[0] == "A_Indirection":
             ind = n[1].get("indirection") or []
-            if ind and _node(ind[-1]) is not None and _node(ind[-1])[0] == "A_Star":
+            if ind and _is_star(ind[-1]):
+                fields = self.composite(n[1].get("arg"), scope) if len(ind) == 1 else None
+                if fields is not None:
+                    for _, fv in fields:
+                        self.read(fv)
+                    return list(fields)
                 v = self.read(self.expr(n[1].get("arg"), scope))
-                rel = self.row_rel(n[1].get("arg"), scope) if len(ind) == 1 else None
-                if rel is not None:
-                    return list(rel.columns)
                 out = []
                 self.star_unknown(out)
                 out[-1] = ("*", _Val(v.sources, False, True))
                 return out
         return None
+
+    def composite(self, arg: Any, scope: _Scope) -> Columns | None:
+        """The fields of a row value whose columns are known: a whole-row reference (``u`` in
+        ``(u).*``) or a function's result (``(f()).*``, ``(f()).a``); None otherwise."""
+        rel = self.row_rel(arg, scope)
+        if rel is not None:
+            return None if rel.unknown is not None or rel.opaque else rel.columns
+        n = _node(arg)
+        if n is None or n[0] != "FuncCall":
+            return None
+        saved = self.shape_unknown
+        columns, _ = self.function_columns(arg, None, scope)
+        if any(name == "*" and v.opaque for name, v in columns):
+            self.shape_unknown = saved
+            return None
+        return columns
 
     def row_rel(self, arg: Any, scope: _Scope) -> _Rel | None:
         """The relation a whole-row reference (``u`` in ``(u).*``) stands for."""
@@ -665,13 +716,15 @@ class _Walker:
             columns_each = [self.relation_columns(r) for r in found]
             if any(c is None for c in columns_each):
                 return self.unknown_item(schema, name, alias)
+            alike = True
             if len(columns_each) == 1:
                 columns = columns_each[0] or []
             else:  # an uncertain search_path: any of them
-                columns = _merge_alternatives([c or [] for c in columns_each])
+                columns, alike = _merge_alternatives([c or [] for c in columns_each])
             columns = _rename(columns, alias[1])
-            rel = _Rel(alias[0] or name, columns, schema=schema or found[0].schema)
-            return _Item([rel], columns, [])
+            rel = _Rel(alias[0] or name, columns, schema=schema or found[0].schema,
+                       system=all(r.kind in ("r", "p", "m", "f", "S") for r in found), opaque=not alike)
+            return _Item([rel], columns, [] if alike else [rel])
         return self.unknown_item(schema, name, alias)
 
     def unknown_item(self, schema: str | None, name: str, alias: tuple[str | None, list[str]]) -> _Item:
@@ -730,7 +783,7 @@ class _Walker:
             if len(columns) != len(names):
                 columns = [(nm, _Val(base.sources, False, base.opaque)) for nm in names]
             else:
-                columns = [(nm, v) for nm, (_, v) in zip(names, columns)]
+                columns = [(nm, v) for nm, (_, v) in zip(names, columns, strict=False)]
         alias = _alias(f)
         if len(columns) == 1 and single_name is not None and alias[0] and not alias[1] \
                 and columns[0][0] == single_name:
@@ -759,6 +812,9 @@ class _Walker:
         else:
             defs = []
         candidates = self.functions(names, len(args))
+        # How many rows it returns follows its arguments: generate_series(1, ascii(ssn)).
+        if not candidates or any(fn.returns_set for fn in candidates):
+            self.oracle(argv, "rows")
         if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
             self.unknown_reads = True
             if defs:
@@ -769,7 +825,7 @@ class _Walker:
         results: list[Columns] = []
         for fn in candidates:
             results.append(self.function_result(fn, defs, fname))
-        columns = _merge_alternatives(results) if len(results) > 1 else results[0]
+        columns = _merge_alternatives(results)[0] if len(results) > 1 else results[0]
         if argv.sources or argv.opaque:
             columns = [(nm, _Val(v.sources | argv.sources, False, v.opaque or argv.opaque)) for nm, v in columns]
         return columns, fname
@@ -787,7 +843,7 @@ class _Walker:
         if body is not None and (not names or len(body) == len(names)):
             if not names:
                 names = [fname] if len(body) == 1 else [n for n, _ in body]
-            return [(nm, v) for nm, (_, v) in zip(names, body)]
+            return [(nm, v) for nm, (_, v) in zip(names, body, strict=False)]
         # By the declared type: the values may come from anywhere the body reads.
         extra = self.body_reads(fn)
         if names:
@@ -895,10 +951,15 @@ class _Walker:
         schema = _schema(rel.schema)
         if rel.kind in ("v", "m"):
             return self.view_columns(rel)
-        cols = self.catalog.columns_of(rel.oid)
-        if cols is None:
-            return None
-        return [(c.name, _Val(frozenset({Source(schema, rel.name, c.name)}), True, False)) for c in cols]
+        cache: dict = self.catalog.derived.setdefault("lineage tables", {})
+        known = cache.get(rel.oid)
+        if known is None:
+            cols = self.catalog.columns_of(rel.oid)
+            if cols is None:
+                return None
+            known = cache[rel.oid] = [(c.name, _Val(frozenset({Source(schema, rel.name, c.name)}), True, False))
+                                      for c in cols]
+        return known
 
     def view_columns(self, view: RelationFacts) -> Columns | None:
         """A view's columns as its definition computes them (views inside it followed)."""
@@ -934,7 +995,7 @@ class _Walker:
             cache.pop(view.oid, None)
         if columns is None or walker.shape_unknown or len(columns) != len(cols):
             return (None, None)
-        named = [(c.name, v) for c, (_, v) in zip(cols, columns)]
+        named = [(c.name, v) for c, (_, v) in zip(cols, columns, strict=False)]
         return (named, None if walker.unknown_reads else frozenset(walker.reads))
 
     def lookup(self, names: list[str], scope: _Scope) -> _Val | None:
@@ -948,6 +1009,8 @@ class _Walker:
                 if hits:
                     return hits[0] if len(hits) == 1 else _union(hits)
                 if name in s.params:
+                    return _NONE
+                if name in SYSTEM_COLUMNS and any(r.system for item in s.items for r in item.rels):
                     return _NONE
                 opens = [r for item in s.items for r in item.open_rels]
                 if opens:
@@ -1092,11 +1155,10 @@ class _Walker:
         ind = f.get("indirection") or []
         field = _str(ind[0]) if len(ind) == 1 else None
         if field is not None:
-            rel = self.row_rel(f.get("arg"), scope)
-            if rel is not None:
-                v = rel.find(field)
-                if v is not None:
-                    return v
+            fields = self.composite(f.get("arg"), scope)
+            found = [v for name, v in fields or () if name == field]
+            if found:
+                return found[0] if len(found) == 1 else _union(found)
         v = self.expr(f.get("arg"), scope)
         rest = _union(self.expr(i, scope) for i in ind)
         return _Val(v.sources | rest.sources, False, v.opaque or rest.opaque)
@@ -1122,7 +1184,11 @@ class _Walker:
         order = _union(self.expr((_node(s) or ("", {}))[1].get("node"), scope) for s in f.get("agg_order") or ())
         if f.get("agg_filter") is not None:
             self.oracle(self.read(self.expr(f["agg_filter"], scope)), "FILTER")
-        candidates = self.functions(names, len(args))
+        # An ordered-set aggregate's WITHIN GROUP (ORDER BY ...) items are arguments too.
+        nargs = len(args) + (len(f.get("agg_order") or ()) if f.get("agg_within_group") else 0)
+        candidates = self.functions(names, nargs)
+        if any(fn.returns_set for fn in candidates):
+            self.oracle(argv, "rows")  # a set-returning function in an expression multiplies rows
         aggregate = bool(f.get("agg_star") or f.get("agg_distinct") or f.get("agg_order")
                          or f.get("agg_within_group")) or any(fn.kind == "a" for fn in candidates)
         over = f.get("over")
@@ -1275,16 +1341,17 @@ def _rename(columns: Columns, aliases: list[str]) -> Columns:
     return [(aliases[i] if i < len(aliases) else n, v) for i, (n, v) in enumerate(columns)]
 
 
-def _merge_alternatives(alternatives: list[Columns]) -> Columns:
-    """Columns of a name that may be any of several relations (an uncertain search_path)."""
-    first = alternatives[0]
+def _merge_alternatives(alternatives: list[Columns]) -> tuple[Columns, bool]:
+    """Columns of a name that may be any of several relations (an uncertain search_path), by
+    name; and whether they all have the same columns (else ``*`` cannot be expanded)."""
+    names = [n for n, _ in alternatives[0]]
+    alike = all([n for n, _ in alt] == names for alt in alternatives)
+    order = list(dict.fromkeys(n for alt in alternatives for n, _ in alt))
     out: Columns = []
-    for i, (name, _) in enumerate(first):
-        vals = [alt[i][1] for alt in alternatives if i < len(alt)]
+    for name in order:
+        vals = [v for alt in alternatives for n, v in alt if n == name]
         out.append((name, _either(vals)))
-    if any(len(a) != len(first) for a in alternatives):
-        out.append(("*", _OPAQUE))
-    return out
+    return out, alike
 
 
 def _alias(f: dict) -> tuple[str | None, list[str]]:

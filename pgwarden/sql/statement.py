@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pglast.parser import ParseError, fingerprint
-
 from typing import TYPE_CHECKING
+
+from pglast.parser import ParseError, fingerprint
 
 from pgwarden.sql.analysis import Analysis
 

@@ -42,8 +42,8 @@ def rows(**overrides) -> CatalogRows:
                (16800, "app", "positive", "d", [2597, 16500], [23])),
         casts=((16900, 23, 16800, 16500, "a", "f"),),
         column_types=((16601, 16800),),
-        # relation attnum name type dropped
-        attributes=((16601, 1, "id", 23, False), (16601, 2, "", 0, True), (16601, 3, "ssn", 25, False)),
+        # relation, names and types by attnum ("" and 0: dropped)
+        attributes=((16601, ["id", "", "ssn"], [23, 0, 25]),),
         definitions=((16600, " SELECT t.id\n   FROM app.t;"),),
         settings=(("work_mem", "user"), ("log_min_messages", "superuser"), ("pgaudit.log", "superuser")),
         schemas=(("app",), ("pg_catalog",), ("public",)),

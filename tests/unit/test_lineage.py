@@ -40,3 +40,52 @@ def test_cursor_fetch_takes_the_declare_lineage():
     named.after(declare)
     assert named.resolve(fetch).outputs == (Output("ssn", frozenset({users("ssn")}), True),)
     assert NamedLineage().resolve(fetch).opaque
+    assert fetch.opaque and fetch.reads is None  # unresolved, it fails closed
+
+
+def test_execute_is_opaque_until_resolved():
+    prepare, execute = lineage_of("PREPARE p AS SELECT ssn FROM users; EXECUTE p", default_context())
+    assert execute.opaque and execute.refers == ("prepared", "p")
+    named = NamedLineage()
+    named.after(prepare)
+    resolved = named.resolve(execute)
+    assert not resolved.opaque and resolved.outputs == (Output("ssn", frozenset({users("ssn")}), True),)
+
+
+def test_text_that_does_not_parse_is_opaque():
+    (lin,) = lineage_of("SELEC ssn FROM users", default_context())
+    assert lin.opaque and lin.reads is None
+
+
+def test_star_over_a_relation_the_catalog_does_not_know_is_opaque():
+    lin = one("SELECT * FROM users")
+    assert lin.opaque and lin.reads is None and all(o.opaque for o in lin.outputs)
+
+
+def test_a_name_that_may_be_a_whole_row_of_an_unknown_relation_is_opaque():
+    (out,) = one("SELECT row_to_json(u) FROM users u").outputs
+    assert out.opaque
+
+
+def test_values_and_built_in_views_through_their_definitions():
+    assert [(o.name, o.sources) for o in one("VALUES (1, 'a')").outputs] == [
+        ("column1", frozenset()), ("column2", frozenset())]
+    passwd = {o.name: o for o in one("SELECT * FROM pg_shadow").outputs}["passwd"]
+    assert passwd.sources == {Source("pg_catalog", "pg_authid", "rolpassword")} and passwd.direct
+
+
+def test_deep_expressions_do_not_raise():
+    sql = "SELECT " + "(" * 3000 + "ssn" + ")" * 3000 + " || " + " || ".join(["name"] * 2000) + " FROM users"
+    (out,) = one(sql).outputs
+    assert out.sources == {users("ssn"), users("name")} and not out.direct
+
+
+def test_lineage_json_names_sources_and_kinds():
+    from pgwarden.sql.lineage import lineage_json
+
+    assert lineage_json(one("SELECT ssn FROM users WHERE id = 1")) == {
+        "outputs": [{"name": "ssn", "sources": ["public.users.ssn"], "lineage": "direct"}],
+        "reads": ["public.users.id", "public.users.ssn"],
+        "oracles": [{"source": "public.users.id", "clause": "WHERE"}],
+        "opaque": False, "refers": None,
+    }

@@ -120,10 +120,21 @@ class SessionMasks:
         return after_header
 
     def message(self, raw: bytes, origin: Origin) -> bytes:
+        """An ErrorResponse, NoticeResponse or NotificationResponse as the client may see it."""
         statement = self._statement(origin[0])
         rewrites = self.app.plugins.message_masks(statement, self.session)
         if not rewrites:
             return raw
+        if raw[0] == ord("A"):  # a notification: its payload, as a notice's message
+            try:
+                note = m.NotificationResponse.decode(raw[5:])
+            except ProtocolError:
+                return m.NotificationResponse(0, "", "").encode()
+            fields: tuple[tuple[str, str], ...] = (("S", "NOTIFY"), ("V", "NOTIFY"), ("M", note.payload))
+            for rewrite in rewrites:
+                fields = rewrite(fields)
+            payload = next((text for code, text in fields if code == "M"), "")
+            return m.NotificationResponse(note.process_id, note.channel, payload).encode()
         cls = m.ErrorResponse if raw[0] == ord("E") else m.NoticeResponse
         try:
             message = cls.decode(raw[5:])

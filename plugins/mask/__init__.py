@@ -52,6 +52,8 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "distinct": "DISTINCT", "having": "HAVING", "window": "a window's PARTITION BY / ORDER BY",
             "aggregate": "an aggregate's argument", "filter": "an aggregate's FILTER", "limit": "LIMIT",
             "case": "a CASE condition", "write": "a value written to a table"}
+# Statement kinds that keep a value somewhere a later statement reads it back unmasked.
+_KEEPS = frozenset({"side_effect", "listen", "set"})
 # Values the server quotes in its messages: "...", '...', Key (col)=(value), Failing row contains (...).
 _QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'|=\((?:[^()]|\([^()]*\))*\)|contains \((?:[^()]|\([^()]*\))*\)')
 
@@ -173,6 +175,17 @@ class Masking:
                             "masked columns",
                             "Name the columns you need in a plain SELECT; masked columns come back masked.",
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+        analysis = statement.analysis
+        keeps = statement.kinds & _KEEPS or analysis.settings
+        if keeps and self._may_touch(rules, statement, lineages):
+            rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
+                or rules.columns[0]
+            return Verdict.block(
+                "a statement that reads masked columns may not also keep values elsewhere "
+                "(set_config, large objects, NOTIFY, sequences, functions that change state)",
+                "A value passed there would be stored in clear and could be read back unmasked. Read the "
+                "masked columns in one statement and change state in another.",
+                policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         if self.key is None:
             for lineage in lineages:
                 for read in (lineage.reads or ()):

@@ -277,3 +277,16 @@ def test_rules_naming_columns_that_do_not_exist_warn_at_start_reload_and_check(m
     bad = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg), "--dsn",
                           "postgresql://nobody@127.0.0.1:1/x"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("cannot read the catalog at --dsn:")
+
+
+def test_values_kept_elsewhere_are_refused_and_notifications_masked(masked):
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        for sql in ("select set_config('leak.x', ssn, false) from people where id = 1",
+                    "select lo_from_bytea(4242, convert_to(email, 'UTF8')) from people where id = 1",
+                    "select pg_notify('leak', ssn) from people"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                c.execute(sql)
+            assert "may not also keep values elsewhere" in str(e.value), sql
+        c.execute("listen leak")
+        c.execute(f"notify leak, 'ssn {SSN}'")  # a value of the agent's own, in SSN shape: detected
+        assert [n.payload for n in c.notifies(timeout=1, stop_after=1)] == ["ssn [ssn]"]

@@ -185,7 +185,7 @@ def test_records_name_sources_and_rules_never_values(masked, tmp_path):
 
 
 FUNCTIONS = """
-create or replace function leak(i int) returns text language plpgsql as $$
+create or replace function leak(i int) returns text language plpgsql stable as $$
 begin return (select ssn from people where id = i); end $$;
 """
 

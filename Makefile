@@ -8,7 +8,8 @@ EXAMPLE := examples/pgwarden-business-hours
 EXAMPLE_VENV ?= .venv-example
 EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 
-.PHONY: venv lint test test-fast test-stock-reactor test-newest-twisted test-example fuzz bench suites demo image \
+.PHONY: venv lint test test-fast test-stock-reactor test-newest-twisted test-example fuzz fuzz-leaks leak-table \
+	bench suites demo image \
 	image-name push clean
 
 $(STAMP): setup.cfg pyproject.toml
@@ -73,6 +74,15 @@ test-fast: $(STAMP)
 # Deep fuzzing of the codec and relay (opt-in, minutes).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q tests/unit -k "property or fuzz"
+
+# The masking leak property deep (opt-in, minutes): thousands of generated SELECTs through pgwarden,
+# every byte to the client searched for the secrets (tests/e2e/test_mask_leaks.py).
+fuzz-leaks: $(STAMP)
+	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q -p no:randomly tests/e2e/test_mask_leaks.py -k property
+
+# The leak corpus's table: per technique and protocol, passed / failed / xfailed attempts.
+leak-table: $(STAMP)
+	$(PY) tests/e2e/leak_table.py
 
 # pgbench: direct, through pgwarden and through PgBouncer, in one run.
 bench: $(STAMP)

@@ -23,8 +23,11 @@ from twisted.internet.interfaces import IDelayedCall
 from pgwarden.config import Approvals, JwtAuth, Recording, Upstream
 from pgwarden.hookspecs import PgwardenDeprecationWarning, hookimpl
 from pgwarden.identity import AuthenticationFailed, Identity
+from pgwarden.masking import ColumnMask, Detector, Masker, MessageMask, ResultColumn, ResultShape
 from pgwarden.policy.kinds import ALLOW, APPROVE, BLOCK, LIMIT, MASK, RuleKind
 from pgwarden.policy.model import (
+    BUILTIN_DETECTORS,
+    MASK_STRATEGIES,
     STATEMENT_KINDS,
     ApproveMatch,
     LimitSpec,
@@ -51,11 +54,6 @@ Later = Deferred[T] | Coroutine[object, object, T]
 #: One record (docs/records.md): a JSON-ready mapping, shared by every sink, read-only.
 Record = Mapping[str, object]
 
-#: Rewrites one value of a result column (text or binary format, as the column says);
-#: None is SQL NULL. Keep the value valid for the column's type.
-Masker = Callable[[bytes | None, Column], bytes | None]
-
-
 class Reactor(Protocol):
     """The reactor pgwarden runs on, as every plugin may use it (time). It is the
     whole reactor (TCP, threads): a plugin that needs more says so with Twisted's
@@ -80,8 +78,10 @@ __all__ = [
     "APPROVE",
     "AUTH_JWT",
     "BLOCK",
+    "BUILTIN_DETECTORS",
     "LIMIT",
     "MASK",
+    "MASK_STRATEGIES",
     "RECORDING",
     "STATEMENT_KINDS",
     "UPSTREAM",
@@ -91,14 +91,17 @@ __all__ = [
     "ApproveMatch",
     "AuthenticationFailed",
     "Column",
+    "ColumnMask",
     "ConfigProblem",
     "ConfigSection",
+    "Detector",
     "Identity",
     "JwtAuth",
     "Later",
     "LimitSpec",
     "MaskSpec",
     "Masker",
+    "MessageMask",
     "Partial",
     "PartialMask",
     "PgwardenDeprecationWarning",
@@ -106,6 +109,8 @@ __all__ = [
     "Reactor",
     "Record",
     "Recording",
+    "ResultColumn",
+    "ResultShape",
     "RowDescription",
     "Rule",
     "RuleKind",

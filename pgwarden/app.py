@@ -23,6 +23,7 @@ from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.live import LiveCatalog
 from pgwarden.config import Config, ConfigError, ListenTLS
 from pgwarden.decisions import Decisions
+from pgwarden.masking import missing_columns
 from pgwarden.metrics import Stats
 from pgwarden.plugins import PluginHost
 from pgwarden.policy import policies_for
@@ -138,7 +139,7 @@ class Application:
         self.port: IListeningPort | None = None
         self.reloads = 0
         #: what each connection works with, by the interfaces it needs (`pgwarden.proxy.client`)
-        events = SessionEvents(self.plugins, self.recorder, self.stats)
+        events = SessionEvents(self.plugins, self.recorder, self.stats, self.catalog, self.statements)
         self.services = SessionServices(
             host=self,
             reactor=reactor,
@@ -157,6 +158,7 @@ class Application:
     def listen(self) -> IListeningPort:
         lc = self.config.listen
         self.catalog.start()
+        self.catalog.first_load().addCallback(lambda catalog: self.warn_mask_columns(catalog))
         self.port = port = self.reactor.listenTCP(lc.port, _ClientFactory(self.services), interface=lc.host)
         log.info("pgwarden listening on {host}:{port}", host=lc.host, port=port.getHost().port)
         return port
@@ -287,8 +289,19 @@ class Application:
                 conn.policies_replaced(policies_for(conn.session.identity, new.policies))
         self.reloads += 1
         log.info("reloaded {source}", source=new.source)
+        self.warn_mask_columns(self.catalog.current)
         return True
 
     def hold_shutdown(self, until: Deferred[None]) -> None:
         """A cancel on its way to the upstream: the shutdown waits for it."""
         self.cancels.append(until)
+
+    def warn_mask_columns(self, catalog) -> list[str]:
+        """Logs a warning for each mask rule's column that the database does not have (at start,
+        once the catalog is read, and at each reload); nothing without the live catalog."""
+        if not getattr(catalog, "complete", False):
+            return []
+        warnings = missing_columns(self.config.policies, catalog)
+        for warning in warnings:
+            log.warn("{source}: {warning}", source=self.config.source, warning=warning)
+        return warnings

@@ -128,7 +128,30 @@ def _cmd_check(args) -> int:
     if checked is None:
         return 2
     print(describe_config(*checked))
+    if args.dsn:
+        warnings = _mask_warnings(checked[0], args.dsn)
+        if warnings is None:
+            return 2
+        for warning in warnings:
+            print(f"warning: {warning}", file=sys.stderr)
     return 0
+
+
+def _mask_warnings(config, dsn: str) -> list[str] | None:
+    """The mask rules' columns the database at ``dsn`` does not have; None after printing why
+    the catalog could not be read."""
+    import psycopg
+
+    from pgwarden.catalog.loader import build_catalog, read_rows
+    from pgwarden.masking import missing_columns
+
+    try:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            catalog = build_catalog(read_rows(conn), source="live", complete=True)
+    except Exception as e:  # noqa: BLE001 - any failure to read it is reported, never a traceback
+        print(f"cannot read the catalog at --dsn: {e}", file=sys.stderr)
+        return None
+    return missing_columns(config.policies, catalog)
 
 
 def describe_config(config, plugins=None) -> str:
@@ -373,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("-c", "--config", required=True)
+    p.add_argument("--dsn", help="also check the mask rules' columns against this database's catalog")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("explain", help="the verdict on one statement for one identity and its outputs' "

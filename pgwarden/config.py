@@ -28,11 +28,11 @@ from cattrs.errors import (
 from cattrs.gen import make_dict_structure_fn, override
 
 from pgwarden.policy.model import (
+    MASK_STRATEGIES,
     RULE_KEYS,
     ApproveMatch,
     LimitSpec,
     MaskSpec,
-    MaskWith,
     Partial,
     PartialMask,
     Policy,
@@ -396,13 +396,21 @@ class Config:
     lines: Mapping[tuple, int] = attrs.field(factory=dict, eq=False, repr=False, metadata={"internal": True})
 
 
-def _mask_with(value, _type):
-    choices = ("redact", "partial", "hash", "null")
-    if isinstance(value, str) and value in ("redact", "hash", "null"):
-        return value
-    if isinstance(value, dict) and set(value) == {"partial"}:
-        return _CONVERTER.structure(value, PartialMask)
-    raise ValueError(f"expected one of {', '.join(choices)} (partial as {{partial: {{keep_last: N}}}}), got {value!r}")
+def _mask_spec(value):
+    """A mask rule; ``with`` is a strategy's name, or the design card's mapping form
+    (``{partial: {keep_last: 4}}``, ``{fixed: "n/a"}``) read into the flat one."""
+    if isinstance(value, dict) and isinstance(value.get("with"), dict):
+        given = value["with"]
+        value = {k: v for k, v in value.items() if k != "with"}
+        if set(given) == {"partial"} and isinstance(given["partial"], dict):
+            value["with"] = "partial"
+            value.update(attrs.asdict(_CONVERTER.structure(given, PartialMask).partial))
+        elif set(given) == {"fixed"}:
+            value["with"], value["value"] = "fixed", given["fixed"]
+        else:
+            raise ValueError(f"with: expected one of {', '.join(MASK_STRATEGIES)} (or {{partial: {{keep_last: N}}}}, "
+                             f"{{fixed: VALUE}}), got {given!r}")
+    return value
 
 
 def _sink(value, _type):
@@ -460,7 +468,6 @@ def _rule(value, _type) -> Rule:
 
 def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
-    c.register_structure_hook_func(lambda t: t == MaskWith, _mask_with)
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
     c.register_structure_hook_func(lambda t: t == Notify, _notify)
@@ -469,10 +476,8 @@ def _converter() -> cattrs.Converter:
                 ApprovalsPostgres, WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink,
                 Recording, When, StatementMatch, ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
-    c.register_structure_hook(
-        MaskSpec,
-        make_dict_structure_fn(MaskSpec, c, _cattrs_forbid_extra_keys=True, with_=override(rename="with")),
-    )
+    flat = make_dict_structure_fn(MaskSpec, c, _cattrs_forbid_extra_keys=True, with_=override(rename="with"))
+    c.register_structure_hook(MaskSpec, lambda value, t: flat(_mask_spec(value), t))
     c.register_structure_hook(
         Config,
         make_dict_structure_fn(Config, c, _cattrs_forbid_extra_keys=True, source=override(omit=True),

@@ -86,9 +86,11 @@ class Decisions:
                 return self._refused(conn, request, statement, refusal)
         if not self.plugins.checks and not limits.any:
             return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
-        if getattr(self.catalog, "pending", False) and "unknown" in statement.kinds:
-            # It names what the catalog may not know yet (a function just created): decide once
-            # the catalog has been read again.
+        if getattr(self.catalog, "pending", False) and (
+                "unknown" in statement.kinds or not self.catalog.current.complete):
+            # It names what the catalog may not know yet (a function just created), or the first
+            # read of the live catalog has not ended (masking needs to know the tables' columns):
+            # decide once the catalog has been read again.
             return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
         return self._check(conn, request, statement)
 
@@ -142,6 +144,8 @@ class Decisions:
         analysis = statement.analysed if statement is not None else None
         if analysis is None:
             return
+        if conn.masks is not None:
+            conn.masks.ran(statement)
         before = conn.sql_context
         conn.sql_context = before.after(analysis)
         if conn.sql_context is not before and conn.relay is not None:

@@ -65,7 +65,7 @@ SERVER_FUNCTIONS = ["dblink*"]
 
 # The statements the demo suggests, and what each shows.
 DROP = "DROP TABLE orders;"
-READ = "SELECT name, email FROM users ORDER BY id LIMIT 3;"
+READ = "SELECT name, ssn, card_number FROM users ORDER BY id LIMIT 3;"
 WRITE = "UPDATE orders SET amount = amount + 1 WHERE id = 1;"
 APPROVE = "INSERT INTO orders (user_id, amount) VALUES (1, 99.50);"
 APPROVE_REASON = "new orders need a human"
@@ -135,10 +135,9 @@ policies:
       - name: new-orders
         approve: {{statements: [insert], tables: [public.orders]}}
         reason: {_q(APPROVE_REASON)}
-      # Masking: `mask` rules need the plugin that interprets them, which is not built yet;
-      # until then `pgwarden check` and start-up refuse them. Once it lands, these belong here:
-      # - {{name: pii, mask: {{columns: [public.users.ssn], with: redact}}}}
-      # - {{name: cards, mask: {{columns: [public.users.card_number], with: {{partial: {{keep_last: 4}}}}}}}}
+      # Masking (docs/masking.md): the agent reads these columns masked, never in clear.
+      - {{name: pii, mask: {{columns: [public.users.ssn], with: redact}}}}
+      - {{name: cards, mask: {{columns: [public.users.card_number], with: partial, keep_last: 4}}}}
 """
 
 
@@ -199,7 +198,7 @@ and try:
       refused before it reaches the database, with an error the agent can act on:
 {_indented(error, "      ")}
   {READ}
-      a read: allowed, three rows
+      a read: allowed, three rows, ssn and card_number masked (***, **** **** **** 0097)
   {WRITE}
       a write that names its rows: allowed (UPDATE 1); without the WHERE it is refused
   {APPROVE}

@@ -33,13 +33,17 @@ if TYPE_CHECKING:
     from pgwarden.api import (
         ApprovalAnswer,
         ApprovalRequest,
+        ColumnMask,
         ConfigProblem,
         ConfigSection,
+        Detector,
         Identity,
         Later,
         Masker,
+        MessageMask,
         Reactor,
         Record,
+        ResultShape,
         RowDescription,
         RuleKind,
         Sections,
@@ -132,7 +136,8 @@ def pgwarden_validate(options: object, sections: Sections) -> Sequence[ConfigPro
 
 
 @hookspec
-def pgwarden_configure(options: object, sections: Sections, reactor: Reactor) -> None:
+def pgwarden_configure(options: object, sections: Sections, reactor: Reactor,
+                       detectors: Mapping[str, Detector]) -> None:
     """Called at start-up and at each reload, before any session uses the new config.
 
     Called once per plugin with that plugin's own options and sections.
@@ -142,6 +147,8 @@ def pgwarden_configure(options: object, sections: Sections, reactor: Reactor) ->
     :param sections: the sections it declared with `pgwarden_config_sections`.
     :param reactor: the reactor pgwarden runs on, for plugins that need time or
         the network (never import the global one).
+    :param detectors: the content detectors loaded plugins add (`pgwarden_mask_detectors`),
+        by the name rules give them (``<plugin>.<name>``).
 
     Raise a `ConfigProblem` (or several, in an ``ExceptionGroup``) if the config
     cannot be applied: pgwarden then does not start, or refuses the reload and
@@ -153,6 +160,8 @@ def pgwarden_configure(options: object, sections: Sections, reactor: Reactor) ->
     .. versionadded:: 0.1
     .. versionchanged:: 1.0
        ``config`` (the whole configuration) is gone: declare ``sections``.
+    .. versionchanged:: 1.1
+       ``detectors``.
     """
 
 
@@ -262,19 +271,61 @@ def pgwarden_approval_requested(request: ApprovalRequest) -> None:
     """
 
 
-@hookspec
-def pgwarden_result_masks(shape: RowDescription, statement: Statement | None,
-                          session: Session) -> Mapping[int, Masker] | None:
-    """Per-column maskers for one result shape, asked once per result.
+@hookspec(warn_on_impl_args={
+    "shape": PgwardenDeprecationWarning(
+        "pgwarden_result_masks(shape=...) is deprecated since plugin contract 1.1: name `result` instead "
+        "(a ResultShape: each column resolved to its source; result.description is the RowDescription)"),
+})
+def pgwarden_result_masks(result: ResultShape, statement: Statement | None, session: Session,
+                          shape: RowDescription) -> Mapping[int, ColumnMask | Masker] | None:
+    """How to mask the columns of one result, asked once per result (rows and COPY TO STDOUT).
 
-    :param shape: the RowDescription of the result (table OID, attribute number,
-        type OID and format of each column).
-    :param statement: the statement that produced it, when known.
+    Called on every plugin; for each column the strictest `ColumnMask` wins (a plain
+    `Masker` counts as ``redact``). The core applies the masks to every row, in text and
+    binary format; runs of rows no mask needs go out as they came. A plugin that raises
+    here makes the result refused (the session goes on; log and record name the plugin).
+
+    :param result: the result's columns, each resolved before you see it: the base column
+        it is (``direct``, from RowDescription through the catalog, or from lineage), every
+        base column it is computed from (``sources``), or ``opaque`` when lineage cannot
+        tell; and what the statement ``reads``.
+    :param statement: the statement whose result it is (one statement of a multi-statement
+        Query; the prepared statement of a portal; the FETCH of a cursor), when known.
     :param session: the session.
-    :return: a mapping of column index to a `Masker`, ``(value: bytes | None,
-        column: Column) -> bytes | None``, or None when nothing needs masking.
+    :param shape: deprecated: ``result.description``.
+    :return: a mapping of column index to a `ColumnMask` (or a plain `Masker`), or None.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 1.1
+       ``result`` (a `ResultShape`) replaces ``shape``; masks of several plugins compose,
+       strictest first, instead of the last plugin's overwriting the others'.
+    """
+
+
+@hookspec
+def pgwarden_mask_detectors() -> Sequence[Detector] | None:
+    """Detectors of this plugin for ``mask: {detect: [...]}`` rules, named ``<plugin>.<name>``
+    in the rules (``acme.employee_id``): a `Detector` with a pattern and an optional validator.
+
+    :return: `Detector` objects, or None.
+
+    .. versionadded:: 1.1
+    """
+
+
+@hookspec
+def pgwarden_message_masks(statement: Statement | None, session: Session) -> MessageMask | None:
+    """A rewrite of the ErrorResponse and NoticeResponse messages a statement causes (the server
+    quotes values in them: ``invalid input syntax for type integer: "..."``; a function may
+    RAISE one).
+
+    :param statement: the statement the message is about, when known.
+    :param session: the session.
+    :return: a function from the message's fields (``(code, text)`` pairs, as the protocol
+        names them: ``M`` message, ``D`` detail, ...) to the fields the client gets; or None.
+        Several plugins' rewrites apply one after the other.
+
+    .. versionadded:: 1.1
     """
 
 

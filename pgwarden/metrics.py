@@ -71,6 +71,9 @@ class Stats:
         if waited_s is not None:
             self.decision_buckets[bisect.bisect_left(DECISION_BUCKETS, waited_s)] += 1
             self.decision_sum += waited_s
+        self.masked_values: dict[tuple[str, str, str], int] = {}  # (source, rule, strategy) -> values
+        self.detections: dict[tuple[str, str], int] = {}  # (detector, column) -> hits
+        self.results_refused: dict[str, int] = {}  # plugin -> results refused because it failed
 
     def statement(self, action: str, kinds) -> None:
         """Counts the statement once under each of its kinds.
@@ -85,6 +88,17 @@ class Stats:
             key = (action, kind)
             statements[key] = statements.get(key, 0) + 1
         self.verdicts[action] = self.verdicts.get(action, 0) + 1
+
+    def masked(self, plans) -> None:
+        """Counts what the masking plans (`pgwarden.masking`) of an execution's results did,
+        by source column (never by alias), rule and strategy; detector hits by type and column."""
+        values, detections = self.masked_values, self.detections
+        for plan in plans:
+            for (index, mask), output in zip(plan.masks, plan.outputs, strict=True):
+                key = (output.source, output.rule, output.strategy)
+                values[key] = values.get(key, 0) + plan.values.get(index, 0)
+                for name, n in (mask.hits or {}).items():
+                    detections[name, output.source] = detections.get((name, output.source), 0) + n
 
     def overhead(self, seconds: float) -> None:
         self.overhead_buckets[bisect.bisect_left(OVERHEAD_BUCKETS, seconds)] += 1
@@ -182,6 +196,21 @@ class StatsCollector(Collector):
         c = CounterMetricFamily("pgwarden_notifier_failures",
                                 "Notifications (pgwarden_approval_requested) that failed.")
         c.add_metric([], stats.notifier_failures)
+        yield c
+        c = CounterMetricFamily("pgwarden_masked_values", "Values masked in results, by the source column "
+                                "(schema.table.column), rule and strategy.", labels=["source", "rule", "strategy"])
+        for (source, rule, strategy), n in sorted(stats.masked_values.items()):
+            c.add_metric([source, rule, strategy], n)
+        yield c
+        c = CounterMetricFamily("pgwarden_mask_detections", "Values found by content detectors, by detector "
+                                "and column (never the values).", labels=["detector", "column"])
+        for (detector, column), n in sorted(stats.detections.items()):
+            c.add_metric([detector, column], n)
+        yield c
+        c = CounterMetricFamily("pgwarden_results_refused", "Results refused because a masking plugin failed.",
+                                labels=["plugin"])
+        for plugin, n in sorted(stats.results_refused.items()):
+            c.add_metric([plugin], n)
         yield c
         c = CounterMetricFamily("pgwarden_record_sink_errors", "Record writes that failed.")
         c.add_metric([], app.recorder.sink_errors)

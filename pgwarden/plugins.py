@@ -36,6 +36,7 @@ from pgwarden import hookspecs
 from pgwarden.config import Config, ConfigError, did_you_mean, line_of, located, structure_section
 from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.identity import AuthenticationFailed
+from pgwarden.masking import ColumnMask, Detector, MessageMask, ResultShape, compose
 from pgwarden.policy.kinds import BLOCK, BUILTIN_RULE_KINDS, CORE_RULE_KINDS, RuleKind
 from pgwarden.policy.model import RULE_KEYS, Policy, Rule, Unread
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections, resolve, value_at
@@ -44,7 +45,7 @@ from pgwarden.verdict import Verdict
 if TYPE_CHECKING:
     from pgwarden.session import Session
     from pgwarden.sql.statement import Statement
-    from pgwarden.wire.messages import RowDescription, StartupMessage
+    from pgwarden.wire.messages import StartupMessage
 
 log = Logger(namespace="pgwarden.plugins")
 
@@ -67,6 +68,14 @@ _REMOVED = {
 
 class PluginError(Exception):
     """A plugin could not be loaded or does not fit the hook specifications."""
+
+
+class MaskingFailed(Exception):
+    """A plugin failed while saying how to mask a result: the result is refused, in its name."""
+
+    def __init__(self, plugin: str, why: str) -> None:
+        super().__init__(f"plugin {plugin!r} failed to mask the result: {why}")
+        self.plugin = plugin
 
 
 @attrs.frozen
@@ -166,9 +175,6 @@ class PluginHost:
         self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, Call]]]] = {}
         self._authenticate = self.pm.hook.pgwarden_authenticate
         self._approve = self.pm.hook.pgwarden_await_approval
-        # asked once per result: all plugins in one call, their answers merged (nobody is blamed)
-        masks = self.pm.hook.pgwarden_result_masks
-        self._masks = _PluginCall(masks, masks.get_hookimpls())
         self._recording: set[str] = set()  # the plugins that want records now
         self.options: dict[str, object] = {}
         #: the configuration `accept` took, its rules read
@@ -481,9 +487,11 @@ class PluginHost:
     def configure(self, config: Config) -> None:
         """Hands each plugin its own options and sections (start-up and reload); a ConfigError
         (with the lines of the problems) when one cannot apply them."""
+        detectors = self.detectors()
         for name, call in self._each("pgwarden_configure"):
             try:
-                call(options=self.options.get(name), sections=self.sections_for(name, config), reactor=self.reactor)
+                call(options=self.options.get(name), sections=self.sections_for(name, config), reactor=self.reactor,
+                     detectors=detectors)
             except ConfigProblem as e:
                 raise ConfigError(config.source, [located(config.lines, tuple(e.path), e.message)]) from None
             except ExceptionGroup as group:
@@ -649,12 +657,50 @@ class PluginHost:
         """Whether any plugin masks results (else rows pass untouched)."""
         return bool(self._impls("pgwarden_result_masks"))
 
-    def result_masks(self, shape: RowDescription, statement: Statement | None, session: Session) -> dict:
-        """Column index -> masker, from every plugin (a later plugin's masker for a column wins)."""
-        maskers: dict = {}
-        for answer in self._masks(shape=shape, statement=statement, session=session):
-            maskers.update(answer or {})  # type: ignore[call-overload]  # the hook promises a dict
-        return maskers
+    @property
+    def masks_messages(self) -> bool:
+        """Whether any plugin rewrites the text of errors and notices."""
+        return bool(self._impls("pgwarden_message_masks"))
+
+    def result_masks(self, result: ResultShape, statement: Statement | None, session: Session) -> dict[int, ColumnMask]:
+        """Column index -> the strictest mask of every plugin; `MaskingFailed` naming the plugin
+        that raised or answered nonsense (the core then refuses the result)."""
+        answers: list[tuple[str, object]] = []
+        for name, call in self._each("pgwarden_result_masks"):
+            try:
+                got = call(result=result, statement=statement, session=session, shape=result.description)
+            except Exception as e:
+                culprit = self._culprit("pgwarden_result_masks", e, name)
+                log.failure("plugin {plugin} failed in pgwarden_result_masks", plugin=culprit)
+                raise MaskingFailed(culprit, repr(e)) from e
+            for answer in got:
+                if answer is not None and not isinstance(answer, Mapping):
+                    raise MaskingFailed(name, f"answered {type(answer).__name__}, not a mapping of column masks")
+                answers.append((name, answer))
+        return compose(answers, len(result.description.columns))  # type: ignore[arg-type]
+
+    def message_masks(self, statement: Statement | None, session: Session) -> list[MessageMask]:
+        """The rewrites plugins ask for a statement's errors and notices."""
+        found: list[MessageMask] = []
+        for name, call in self._each("pgwarden_message_masks"):
+            try:
+                got = call(statement=statement, session=session)
+            except Exception as e:
+                raise MaskingFailed(self._culprit("pgwarden_message_masks", e, name), repr(e)) from e
+            found.extend(f for f in got if f is not None)
+        return found
+
+    def detectors(self) -> dict[str, Detector]:
+        """Every detector plugins add, by the name rules use (``<plugin>.<name>``)."""
+        found: dict[str, Detector] = {}
+        for name, call in self._each("pgwarden_mask_detectors"):
+            for answer in call():
+                for detector in answer or ():
+                    if not isinstance(detector, Detector):
+                        raise PluginError(f"plugin {name!r}: pgwarden_mask_detectors answered {detector!r}, "
+                                          "not a pgwarden.api.Detector")
+                    found[f"{name}.{detector.name}"] = detector
+        return found
 
     # ------------------------------------------------------------------ listing
 

@@ -71,6 +71,28 @@ def timestamp(now: float | None = None) -> str:
     return "%s%06dZ" % (_prefix, micro)  # noqa: UP031 (the cheapest of the formats, per record)
 
 
+def masked_fields(plans) -> dict[str, object]:
+    """What a result's masks did, for its record: ``masked`` (the sources masked, by their
+    schema.table.column), ``masks`` (each output masked: column, source, rule, strategy, values),
+    ``detected`` (detector hits by type and column, never the values)."""
+    masks: dict[tuple, int] = {}
+    detected: dict[tuple[str, str], int] = {}
+    for plan in plans:
+        for (index, mask), output in zip(plan.masks, plan.outputs, strict=True):
+            key = (output.column, output.source, output.rule, output.strategy)
+            masks[key] = masks.get(key, 0) + plan.values.get(index, 0)
+            for name, count in (mask.hits or {}).items():
+                detected[name, output.column] = detected.get((name, output.column), 0) + count
+    fields: dict[str, object] = {
+        "masked": list(dict.fromkeys(source for _, source, _, _ in masks)),
+        "masks": [{"column": c, "source": s, "rule": r, "strategy": k, "values": n}
+                  for (c, s, r, k), n in masks.items()],
+    }
+    if detected:
+        fields["detected"] = [{"detector": d, "column": c, "count": n} for (d, c), n in detected.items()]
+    return fields
+
+
 def _ms(seconds: float) -> float:
     return int(seconds * 1e6) / 1000  # microsecond resolution, in ms
 
@@ -388,7 +410,7 @@ class Recorder:
         if ex.truncated:
             record["truncated"] = True
         if ex.masked:
-            record["masked"] = list(ex.masked)
+            record.update(masked_fields(ex.masked))
         if ex.sample is not None:
             record["rows_sample"] = ex.sample
             if ex.sample_clipped:

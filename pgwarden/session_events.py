@@ -12,28 +12,32 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pgwarden.masking import row_transform
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.engine import Decider, Relay, SessionState
+from pgwarden.results import SessionMasks
 from pgwarden.session import SessionSummary
 
 if TYPE_CHECKING:
     from pgwarden.metrics import Stats
     from pgwarden.plugins import PluginHost
-    from pgwarden.proxy.client import ClientConnection
+    from pgwarden.proxy.client import CatalogSource, ClientConnection
     from pgwarden.recorder import Recorder
-    from pgwarden.relay.engine import CompletionListener, ShapeListener
+    from pgwarden.relay.engine import CompletionListener
     from pgwarden.relay.execution import Execution
-    from pgwarden.wire import messages as m
+    from pgwarden.sql.cache import StatementCache
 
 
 class SessionEvents:
     """Records, hooks and metrics of sessions: opened, ended, refused at login."""
 
-    def __init__(self, plugins: PluginHost, recorder: Recorder, stats: Stats) -> None:
+    def __init__(self, plugins: PluginHost, recorder: Recorder, stats: Stats, catalog: CatalogSource,
+                 statements: StatementCache) -> None:
         self.plugins = plugins
         self.recorder = recorder
         self.stats = stats
+        #: what masking resolves a result's columns with (`pgwarden.results.SessionMasks`)
+        self.catalog = catalog
+        self.statements = statements
 
     def session_started(self, conn: ClientConnection) -> None:
         if self.recorder.active:
@@ -62,12 +66,16 @@ class SessionEvents:
 
     def relay(self, conn: ClientConnection, decide: Decider, parameters: dict[str, str],
               max_message_size: int) -> Relay:
-        """The relay of ``conn``'s session, opened with the server's ``parameters``."""
+        """The relay of ``conn``'s session, opened with the server's ``parameters``; its masking
+        listeners (``conn.masks``) when a plugin masks results."""
+        conn.masks = masks = self.masks_for(conn)
         return Relay(
             decide,
             state=SessionState(parameters=parameters),
             max_message_size=max_message_size,
-            on_shape=self.shape_listener(conn),
+            on_shape=masks.shape if masks is not None else None,
+            on_copy=masks.copy if masks is not None else None,
+            on_message=masks.message if masks is not None and self.plugins.masks_messages else None,
             on_complete=self.completion_listener(conn),
             sample_rows=self.recorder.sample_rows,
             sample_bytes=self.recorder.sample_bytes,
@@ -81,6 +89,8 @@ class SessionEvents:
 
         def on_complete(ex: Execution) -> None:
             stats.overhead(ex.pgwarden_s)
+            if ex.masked:
+                stats.masked(ex.masked)
             if recorder.active:
                 try:
                     recorder.result(conn, ex)
@@ -100,13 +110,9 @@ class SessionEvents:
 
         return gate
 
-    def shape_listener(self, conn: ClientConnection) -> ShapeListener | None:
-        """The relay's ``on_shape``: None (rows pass untouched) unless a plugin masks results."""
+    def masks_for(self, conn: ClientConnection) -> SessionMasks | None:
+        """The relay's masking listeners for ``conn`` (`SessionMasks`: ``shape``, ``copy``,
+        ``message``); None, and rows pass untouched, unless a plugin masks results."""
         if not self.plugins.masks:
             return None
-
-        def on_shape(shape: m.RowDescription) -> Callable[[bytes], bytes] | None:
-            maskers = self.plugins.result_masks(shape, None, conn.session)
-            return row_transform(shape, maskers) if maskers else None
-
-        return on_shape
+        return SessionMasks(self.plugins, self.stats, self.catalog, self.statements, conn)

@@ -96,6 +96,14 @@ class StatementMatch:
     where: Literal["absent"] | None = None
 
 
+#: The masking strategies, weakest first: a column several rules mask gets the strictest
+#: (`MaskSpec.strength`). ``hash`` keeps equality, ``partial`` and ``email`` keep a part,
+#: ``fixed`` and ``redact`` keep nothing but NULL-ness, ``null`` keeps nothing.
+MASK_STRATEGIES = ("hash", "partial", "email", "fixed", "redact", "null")
+#: The detectors pgwarden ships; a plugin's own are named ``<plugin>.<name>`` (`pgwarden_mask_detectors`).
+BUILTIN_DETECTORS = ("ssn", "credit_card", "email", "iban", "phone", "jwt", "api_key")
+
+
 def _at_least_one(_inst, attribute, value: int) -> None:
     if value < 1:
         raise ValueError(f"{attribute.name} must be at least 1, got {value}")
@@ -114,7 +122,10 @@ class ApproveMatch(StatementMatch):
 
 @attrs.frozen
 class Partial:
-    keep_last: int = 4
+    """``with: {partial: {keep_first: N, keep_last: N}}`` (design card form of ``with: partial``)."""
+
+    keep_first: int = attrs.field(default=0, validator=attrs.validators.ge(0))
+    keep_last: int = attrs.field(default=4, validator=attrs.validators.ge(0))
 
 
 @attrs.frozen
@@ -122,14 +133,61 @@ class PartialMask:
     partial: Partial
 
 
-MaskWith = Literal["redact", "hash", "null"] | PartialMask
+def _column_globs(_inst, attribute, value: tuple[str, ...]) -> None:
+    for glob in value:
+        if glob.count(".") != 2 or not all(glob.split(".")):
+            raise ValueError(f"{attribute.name}: expected schema.table.column (globs allowed: public.*.ssn), "
+                             f"got {glob!r}")
+
+
+def _detectors(_inst, attribute, value: tuple[str, ...]) -> None:
+    for name in value:
+        if name not in BUILTIN_DETECTORS and "." not in name:
+            meant = difflib.get_close_matches(name, BUILTIN_DETECTORS, n=1)
+            raise ValueError(f"{attribute.name}: expected one of {', '.join(BUILTIN_DETECTORS)} or a plugin's "
+                             f"<plugin>.<name>, got {name!r}" + (f"; did you mean `{meant[0]}`?" if meant else ""))
 
 
 @attrs.frozen
 class MaskSpec:
-    columns: tuple[str, ...] = ()  # schema.table.column
-    detect: tuple[Literal["ssn", "credit_card", "email"], ...] = ()
-    with_: Literal["redact", "hash", "null"] | PartialMask = "redact"
+    """A ``mask`` rule: the columns it masks and how, or the detectors it runs over result text.
+
+    ``{columns: [public.users.ssn], with: partial, keep_last: 4}``,
+    ``{columns: [public.users.email], with: hash, oracle: allow}``, ``{detect: [ssn, credit_card]}``
+    (every text column of every result; ``columns`` narrows it). See docs/masking.md.
+    """
+
+    columns: tuple[str, ...] = attrs.field(default=(), validator=_column_globs)  # schema.table.column globs
+    detect: tuple[str, ...] = attrs.field(default=(), validator=_detectors)
+    with_: Literal["redact", "partial", "hash", "null", "email", "fixed"] = "redact"
+    keep_first: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    keep_last: int | None = attrs.field(default=None, validator=attrs.validators.optional(attrs.validators.ge(0)))
+    value: str | None = None  # with: fixed
+    # A masked column in WHERE, JOIN ON, ORDER BY, GROUP BY, ... reveals it bit by bit: refused unless allowed.
+    oracle: Literal["refuse", "allow"] = "refuse"
+    # An output whose lineage pgwarden cannot establish, of a statement that may read these columns:
+    # masked whole, or the statement refused.
+    unknown: Literal["mask", "refuse"] = "mask"
+
+    def __attrs_post_init__(self) -> None:
+        if not self.columns and not self.detect:
+            raise ValueError("columns: a mask rule names columns, detectors (detect), or both")
+        if (self.keep_first is not None or self.keep_last is not None) and self.with_ != "partial":
+            raise ValueError(f"keep_first: keep_first and keep_last go with `with: partial`, not {self.with_}")
+        if self.with_ == "fixed" and self.value is None:
+            raise ValueError("value: `with: fixed` needs the value to show (value: ...)")
+        if self.value is not None and self.with_ != "fixed":
+            raise ValueError(f"value: a value goes with `with: fixed`, not {self.with_}")
+
+    @property
+    def strength(self) -> int:
+        """How little of the value this rule's strategy lets through: higher is stricter."""
+        return MASK_STRATEGIES.index(self.with_)
+
+    @property
+    def kept(self) -> tuple[int, int]:
+        """(keep_first, keep_last) of ``with: partial``."""
+        return (self.keep_first or 0, 4 if self.keep_last is None and not self.keep_first else self.keep_last or 0)
 
 
 _UNITS_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}

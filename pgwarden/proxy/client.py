@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from pgwarden.metrics import Stats
     from pgwarden.policy.model import Policy
     from pgwarden.relay.engine import Decider
+    from pgwarden.results import SessionMasks
     from pgwarden.turns import Turns
 
 log = Logger(namespace="pgwarden.proxy")
@@ -235,6 +236,8 @@ class ClientConnection(Protocol):
         self.upstream: UpstreamProtocol | None = None
         self.relay = None  # type: ignore[assignment]
         self.session = None  # type: ignore[assignment]
+        #: masking of this session's results and messages (None: no plugin masks), set with its relay
+        self.masks: SessionMasks | None = None
         #: a statement that may change the catalog went upstream; its transaction has not ended yet
         self.catalog_changed = False
         self.policies: tuple[Policy, ...] = ()

@@ -285,7 +285,6 @@ _EXPECT_OWN_PARSE = Expectation(_E_OWN_PARSE)
 _EXPECT_OWN_BIND = Expectation(_E_OWN_BIND)
 _EXPECT_TPARSE = Expectation(_E_TPARSE)
 _EXPECT_TBIND = Expectation(_E_TBIND)
-_EXPECT_TDESCRIBE = Expectation(_E_TDESCRIBE)
 _EXPECT_TEXECUTE = Expectation(_E_TEXECUTE)
 # What `counting.own_run` is answered with before its Execute's answer.
 _OWN_RUN = (Expectation(_E_OWN_CLOSE), Expectation(_E_OWN_CLOSE), _EXPECT_OWN_PARSE, _EXPECT_OWN_BIND)
@@ -321,7 +320,42 @@ class _Count:
 
 
 Decider = Callable[[StatementRequest], object]  # -> ALLOW | CountRows | Refusal | PENDING
-ShapeListener = Callable[[m.RowDescription], Callable[[bytes], bytes] | None]
+#: Which statement a result, an error or a notice belongs to: its text (None: not known, or
+#: pgwarden's own) and the statement's index within that text (a multi-statement Query).
+Origin = tuple[str | None, int]
+#: Answers a result's shape with a transform of its raw rows (None: relayed raw); raises to refuse it.
+ShapeListener = Callable[[m.RowDescription, Origin], Callable[[bytes], bytes] | None]
+#: Answers COPY TO STDOUT's CopyOutResponse with a transform of its CopyData (None: relayed raw);
+#: raises to refuse it.
+CopyListener = Callable[[m.CopyOutResponse, Origin], Callable[[bytes], bytes] | None]
+#: Rewrites an ErrorResponse or NoticeResponse (raw) a statement caused.
+MessageListener = Callable[[bytes, Origin], bytes]
+
+
+class _Refused:
+    """The result being relayed was refused (a masking plugin failed): its rows are dropped and
+    its completion replaced with this error."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: bytes) -> None:
+        self.error = error
+
+    def __call__(self, run: bytes) -> bytes:
+        return b""
+
+
+def _refused_result(e: Exception) -> _Refused:
+    refusal = getattr(e, "refusal", None)
+    if isinstance(refusal, Refusal):  # the listener says why, as the client is to see it
+        return _Refused(m.ErrorResponse.build("ERROR", refusal.sqlstate, refusal.message, refusal.detail,
+                                              refusal.hint).encode())
+    message = str(e) if isinstance(e, Exception) and str(e).startswith("plugin ") else f"{type(e).__name__}"
+    return _Refused(m.ErrorResponse.build(
+        "ERROR", "XX000", f"pgwarden: result refused: {message}",
+        "pgwarden masks results before they reach the client; masking this one failed, so none of it is sent.",
+        "This is pgwarden's fault, not the statement's: retry later or ask an operator.",
+    ).encode())
 CompletionListener = Callable[[Execution], None]
 
 
@@ -375,9 +409,17 @@ class Relay:
         sample_rows: int = 0,
         sample_bytes: int = 0,
         execute_gate: Callable[[], str | None] | None = None,
+        on_copy: CopyListener | None = None,
+        on_message: MessageListener | None = None,
     ) -> None:
         self._decide = decide
         self._on_shape = on_shape
+        self._on_copy = on_copy
+        self._on_message = on_message
+        # The statement of a multi-statement Query whose results flow now (counted by completions).
+        self._query_index = 0
+        # COPY TO STDOUT rows being rewritten, or a refused COPY whose messages are dropped.
+        self._copy_transform: Callable[[bytes], bytes] | None = None
         # Tracking what each execution did (for records) costs a little per
         # result, so it is on only when someone listens.
         self._on_complete = on_complete
@@ -393,7 +435,8 @@ class Relay:
         self._sampler: RowSampler | None = None
         # Asked before each Execute (a statement parsed earlier runs again): a reason ends the session.
         self._execute_gate = execute_gate
-        self._masked: tuple[str, ...] = ()
+        # The masking plans of the results since the last execution ended (records, metrics).
+        self._masked: tuple[object, ...] = ()
         self.state = state or SessionState()
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
@@ -726,7 +769,7 @@ class Relay:
                 self._up.append(raw)
                 self._expect.append(Expectation(_E_QUERY, request.sql, False, ex))
             elif runs:
-                self._count_query(raw, decision, ex)
+                self._count_query(raw, decision, ex, request.sql)
             else:
                 self._up.append(own.raising_query(decision))
                 self._expect.append(Expectation(_E_QUERY, None, True, ex))
@@ -806,7 +849,7 @@ class Relay:
         self._own_run(self._before_name, counting.BEFORE_SQL, Expectation(_E_BEFORE, count, False, None))
         self._up.append(_FLUSH)
 
-    def _count_query(self, raw: bytes, decision: CountRows, ex: Execution | None) -> None:
+    def _count_query(self, raw: bytes, decision: CountRows, ex: Execution | None, text: str) -> None:
         """A simple Query that may write, run as the unnamed statement of the extended protocol
         (what a simple Query uses too), so that its count can be read before its check is sent."""
         count = _Count(decision, None, True, ex)
@@ -815,7 +858,7 @@ class Relay:
         self._up.append(b"P" + (len(sql) + 7).to_bytes(4, "big") + b"\0" + sql + b"\0\0" + _RUN_UNNAMED)
         self._expect.append(_EXPECT_TPARSE)
         self._expect.append(_EXPECT_TBIND)
-        self._expect.append(_EXPECT_TDESCRIBE)
+        self._expect.append(Expectation(_E_TDESCRIBE, text))
         self._expect.append(_EXPECT_TEXECUTE)
         self._count_waiting = count
 
@@ -951,10 +994,13 @@ class Relay:
             if self.closing:
                 return
             if type(raw) is Fragment:
-                if raw.first and raw.type == _B_DATA_ROW and not self._in_result:
-                    self._begin_rows()
-                    if self._transform is not None or self._rows_left is not None:
-                        # Its rows must be rewritten or counted, and this one is too large to hold whole.
+                if raw.first:
+                    if raw.type == _B_DATA_ROW and not self._in_result:
+                        self._begin_rows()
+                    if (self._transform is not None or self._rows_left is not None) if raw.type == _B_DATA_ROW \
+                            else self._copy_transform is not None:
+                        # Its rows must be rewritten or counted, and this one is too large to hold whole
+                        # (framed before the result's shape asked for whole messages).
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
                         return
                 self._hold_or_send(raw.data)
@@ -988,6 +1034,20 @@ class Relay:
                 sent = self._sent_in_result
                 if truncated:
                     raw = self._truncation_notice(t, raw)
+                refused = self._transform
+                if refused.__class__ is _Refused:
+                    raw = refused.error
+                    if head is not None and head.execution is not None:
+                        head.execution.error(raw)
+                copying = self._copy_transform
+                if copying is not None:
+                    self._copy_transform = None
+                    if self._row_cap is None:
+                        self._server.streamable = _STREAMED
+                    if copying.__class__ is _Refused:
+                        raw = b""  # the COPY's own completion: its error went instead of CopyOutResponse
+                if head is not None and head.kind == _E_QUERY:
+                    self._query_index += 1
                 self._end_result()
                 if head is not None and head.kind == _E_EXECUTE:
                     expect.popleft()
@@ -1009,6 +1069,8 @@ class Relay:
                         if t == _B_COMMAND_COMPLETE:
                             self._acc_rows += tag_rows(raw)
                         self._acc_truncated = self._acc_truncated or truncated
+                if not raw:
+                    continue
                 if t == _B_COMMAND_COMPLETE and raw[5] == 68 and raw[5:15] in _FORGETS:  # 68: D
                     self._forget_prepared(head, raw)
                 if self._holding is None:
@@ -1041,12 +1103,40 @@ class Relay:
             elif t == _B_COPY_OUT or t == _B_COPY_BOTH:
                 # COPY TO STDOUT rows are text or binary lines; their shape comes
                 # from the statement, which only the SQL analysis knows.
+                if self._on_copy is not None:
+                    try:
+                        self._copy_transform = self._on_copy(m.CopyOutResponse.decode(raw[5:]), self._origin())
+                    except Exception as e:  # noqa: BLE001 - refused (binary, or a plugin failed): none of it is sent
+                        self.error = e
+                        self._copy_transform = refused_copy = _refused_result(e)
+                        head = expect[0] if expect else None
+                        if head is not None and head.execution is not None:
+                            head.execution.error(refused_copy.error)
+                        self._hold_or_send(refused_copy.error)
+                        continue
+                    if self._copy_transform is not None:
+                        self._server.streamable = _WHOLE
+                        plan = getattr(self._copy_transform, "plan", None)
+                        if plan is not None and self._on_complete is not None:
+                            self._masked += (plan,)
                 self._hold_or_send(raw)
             elif t == _B_NOTIFICATION:
-                down.append(raw)  # never held: it is another session's, and may not wait
-            else:  # Notice, CopyIn, CopyData, CopyDone, ...
+                # Never held: it may be another session's, and may not wait. Its payload may
+                # carry a value a statement passed to pg_notify: masked like a notice.
+                down.append(self._message(raw))
+            elif t == _B_COPY_DATA or t == _B_COPY_DONE:
+                copying = self._copy_transform
+                if copying is not None:
+                    if copying.__class__ is _Refused:
+                        continue
+                    if t == _B_COPY_DATA:
+                        raw = copying(raw)
                 if track and t == _B_COPY_DATA:
                     self._acc_bytes += len(raw)
+                self._hold_or_send(raw)
+            elif t == _B_NOTICE:
+                self._hold_or_send(self._message(raw))
+            else:  # CopyIn, ...
                 self._hold_or_send(raw)
         if self._transform is not None:
             self._server.streamable = _WHOLE
@@ -1165,11 +1255,19 @@ class Relay:
 
     def _rows(self, run: bytes) -> None:
         """Rows that must be rewritten (masks) or counted (a row cap)."""
-        rows = split_run(run)
-        if self._transform is not None:
-            transform = self._transform
-            rows = [transform(row) for row in rows]
+        transform = self._transform
         left = self._rows_left
+        if left is None and transform is not None:
+            # A transform takes the whole run: runs no mask needs come back as they went in.
+            out = transform(run)
+            if out:
+                self._hold_or_send(out)
+                if self._on_complete is not None:
+                    self._track_rows(out)
+            return
+        rows = split_run(run)
+        if transform is not None:
+            rows = [out for out in (transform(row) for row in rows) if out]
         if left is not None:
             if len(rows) > left:
                 rows = rows[:left]
@@ -1183,6 +1281,36 @@ class Relay:
             self._hold_or_send(row)
         if self._on_complete is not None and rows:
             self._track_rows(rows[0] if len(rows) == 1 else b"".join(rows))
+
+    # ------------------------------------------------------------------ whose result
+
+    @property
+    def lexer(self) -> LexerSettings:
+        """How the server reads this session's statement text (fixed at login)."""
+        return self._lexer
+
+    def _origin(self) -> Origin:
+        """The statement whose answer is coming now (see `Origin`)."""
+        head = self._expect[0] if self._expect else None
+        if head is None:
+            return None, 0
+        kind = head.kind
+        if kind == _E_QUERY:
+            return head.target, self._query_index
+        if kind == _E_EXECUTE or kind == _E_BIND or kind == _E_DESCRIBE:
+            target = head.target
+            statement = getattr(target, "statement", target)
+            return (statement.sql or None) if statement is not None else None, 0
+        if kind == _E_TDESCRIBE:
+            return head.target, 0
+        if kind == _E_PARSE:
+            return head.target.sql, 0
+        return None, 0
+
+    def _message(self, raw: bytes) -> bytes:
+        """An ErrorResponse or NoticeResponse as the client may see it (plugins' message masks)."""
+        listener = self._on_message
+        return raw if listener is None else listener(raw, self._origin())
 
     # ------------------------------------------------------------------ executions
 
@@ -1245,10 +1373,16 @@ class Relay:
         if self._on_shape is not None:
             shape = self._result.shape
             if shape is not None:
-                transform = self._on_shape(shape)
+                try:
+                    transform = self._on_shape(shape, self._origin())
+                except Exception as e:  # noqa: BLE001 - a masking plugin failed: this result is refused
+                    self.error = e
+                    transform = _refused_result(e)
         self._transform = transform
         if transform is not None and self._on_complete is not None:
-            self._masked = tuple(dict.fromkeys(self._masked + getattr(transform, "columns", ())))
+            plan = getattr(transform, "plan", None)
+            if plan is not None:
+                self._masked += (plan,)
         self._server.streamable = (
             _STREAMED if transform is None and cap is None else _WHOLE
         )
@@ -1295,7 +1429,14 @@ class Relay:
         # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.
 
     def _error(self, raw: bytes) -> None:
+        if not (self._expect and self._expect[0].own_error):  # pgwarden's own refusal says nothing masked
+            raw = self._message(raw)
         self._end_result()
+        self._query_index = 0
+        if self._copy_transform is not None:
+            self._copy_transform = None
+            if self._row_cap is None:
+                self._server.streamable = _STREAMED
         try:
             severity = m.ErrorResponse.decode(raw[5:]).get("V")
         except ProtocolError:
@@ -1355,6 +1496,7 @@ class Relay:
 
     def _ready(self, raw: bytes) -> None:
         self._end_result()
+        self._query_index = 0
         if self._holding is not None:  # (a check always answers before this: nothing is held here)
             self._release(False)
         expect = self._expect

@@ -37,7 +37,8 @@ class Execution:
         self.truncated = False
         self.sample: list[list[str | None]] | None = None
         self.sample_clipped = False
-        self.masked: tuple[str, ...] = ()
+        #: the masking plans (`pgwarden.masking`) of its results: what was masked, by which rule
+        self.masked: tuple[object, ...] = ()
 
     @property
     def upstream_s(self) -> float:

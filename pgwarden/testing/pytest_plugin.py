@@ -122,7 +122,7 @@ def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overri
 
 #: The entry-point plugins pgwarden itself installs: ``make_pgwarden(only=BUILTIN_PLUGINS)``
 #: runs pgwarden as shipped, whatever else is installed in the environment.
-BUILTIN_PLUGINS = ("jwt", "block", "recording", "approve")
+BUILTIN_PLUGINS = ("jwt", "block", "recording", "mask", "approve")
 
 
 @pytest.fixture

@@ -108,6 +108,10 @@ def test_a_newcomers_session_through_the_demo(tmp_path, spawn):
         printed_error = re.findall(r"^      ((?:ERROR|DETAIL|HINT):  .*)$", demo.banner, re.M)
         assert dropped.stderr.splitlines() == printed_error  # word for word
         assert "three rows" in demo.banner and "(3 rows)" in demo.psql(read).stdout
+        # the seeded SSN and card columns come back masked
+        read_out = demo.psql(read).stdout
+        assert " User 1 | *** | **** **** **** 0097" in read_out, read_out
+        assert not re.search(r"\d{3}-\d{2}-\d{4}|4111", read_out)
         assert demo.psql(write).stdout.strip() == "UPDATE 1"
 
         with demo.connect() as conn:
@@ -125,6 +129,8 @@ def test_a_newcomers_session_through_the_demo(tmp_path, spawn):
         checked = subprocess.run(check, shell=True, capture_output=True, text=True).stdout
         assert "block    unfiltered-writes: statements=('delete', 'update'), where=absent\n" in checked, checked
         assert "new-orders" in checked, checked
+        assert ("mask     cards: columns=('public.users.card_number',), with=partial, keep_last=4, oracle=refuse, "
+                "unknown=mask\n") in checked, checked
         shown = subprocess.run(tail.replace(" -f ", " "), shell=True, capture_output=True, text=True)
         assert "BLOCK   DROP TABLE orders" in shown.stdout, shown.stdout + shown.stderr
 

@@ -14,6 +14,7 @@ from pgwarden import Session, Statement, StoreKey, Verdict, hookimpl
 from pgwarden.api import MASK
 from pgwarden.config import ConfigError
 from pgwarden.plugins import PluginError
+from pgwarden.testing.pytest_plugin import check_records
 
 
 class BlockDeletes:
@@ -283,7 +284,7 @@ def test_masks_rewrite_rows(make_pgwarden, pg_server):
             return {i: (lambda v, col: None if v is None else b"***-**-****")
                     for i, col in enumerate(shape.columns) if col.name == "ssn"}
 
-    running = make_pgwarden(plugins=[("mask", MaskSsn())])
+    running = make_pgwarden(plugins=[("ssn-mask", MaskSsn())])
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         assert c.execute("select name, ssn from people").fetchall() == [("ann", "***-**-****")]
         # extended protocol, prepared, and a portal nobody described: masked all the same
@@ -351,7 +352,7 @@ def test_rule_kind_without_a_plugin_is_a_config_error(make_pgwarden):
     make_pgwarden(plugins=[("masker", Masker())], policies=policies)  # claimed: fine
     with pytest.raises(ConfigError) as excinfo:
         make_pgwarden(plugins=[("masker", Masker())], policies=policies,
-                      plugins_section={"disable": ["masker"]})
+                      plugins_section={"disable": ["masker", "mask"]})
     assert "policies[0].rules[0]: rule kind 'mask' is interpreted by no loaded plugin" in excinfo.value.problems[0]
 
 
@@ -390,7 +391,7 @@ def test_trace_hooks(tmp_path, pg_server, signing_keys):
     assert "finish pgwarden_configure" in out.stdout
 
 
-def test_a_failing_masker_ends_the_session_without_leaking(make_pgwarden, pg_server):
+def test_a_failing_masker_refuses_the_result_and_the_session_goes_on(make_pgwarden, pg_server, tmp_path):
     pg_server.psql(
         "drop table if exists people2; create table people2 (ssn text); insert into people2 values ('123-45-6789')",
         "appdb",
@@ -398,18 +399,26 @@ def test_a_failing_masker_ends_the_session_without_leaking(make_pgwarden, pg_ser
 
     class Broken:
         @hookimpl
-        def pgwarden_result_masks(self, shape, statement, session):
-            if any(c.name == "ssn" for c in shape.columns):
+        def pgwarden_result_masks(self, result, statement, session):
+            if any(c.name == "ssn" for c in result.columns):
                 raise RuntimeError("masker bug")
             return None
 
     running = make_pgwarden(plugins=[("broken", Broken())])
     with psycopg.connect(running.dsn(), autocommit=True) as c:
-        with pytest.raises(psycopg.errors.InternalError_) as excinfo:
-            c.execute("select ssn from people2").fetchall()
-        assert "123-45-6789" not in str(excinfo.value)
-        assert "internal error while relaying results" in str(excinfo.value)
-        assert c.closed or c.pgconn.status != psycopg.pq.ConnStatus.OK
+        for prepare in (False, True):  # simple protocol, then extended
+            with pytest.raises(psycopg.errors.InternalError_) as excinfo:
+                c.execute("select ssn from people2", prepare=prepare).fetchall()
+            assert "123-45-6789" not in str(excinfo.value)
+            assert excinfo.value.diag.message_primary == (
+                "pgwarden: result refused: plugin 'broken' failed to mask the result: RuntimeError('masker bug')")
+            assert c.execute("select 1").fetchone() == (1,)  # the session goes on
+    running.call(running.app.stop)
+    records = [r for r in check_records([tmp_path / "records.jsonl"]) if r["type"] == "result"]
+    refused = [r for r in records if r["sqlstate"] == "XX000"]
+    assert len(refused) == 2 and all("plugin 'broken'" in r["error"] for r in refused)
+    assert "123-45-6789" not in repr(records)
+    assert running.app.stats.results_refused == {"broken": 2}
 
 
 INTRUDER = '''
@@ -453,7 +462,8 @@ def test_an_installed_plugin_applies_to_the_fixture_unless_only_leaves_it_out(ma
 
     shipped = make_pgwarden(only=BUILTIN_PLUGINS, plugins=[("block-deletes", BlockDeletes())],  # records apart
                             recording={"sinks": [{"file": str(tmp_path / "shipped.jsonl"), "fsync_s": 0}]})
-    assert {p.name for p in shipped.app.plugins.loaded()} == {"jwt", "block", "recording", "approve", "block-deletes"}
+    assert {p.name for p in shipped.app.plugins.loaded()} == {"jwt", "block", "recording", "mask", "approve",
+                                                               "block-deletes"}
     with psycopg.connect(shipped.dsn(), autocommit=True) as c:
         assert c.execute("select 1").fetchone() == (1,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="DELETE is not allowed here"):

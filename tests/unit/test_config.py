@@ -150,7 +150,9 @@ def test_check_prints_what_the_file_grants(tmp_path):
 
 def test_unclaimed_rule_kind_fails_check(tmp_path):
     cfg = tmp_path / "c.yaml"
-    cfg.write_text(GOOD + "policies: [{name: p, rules: [{name: r, mask: {columns: [public.u.ssn]}}]}]\n")
+    # the plugin that interprets mask rules is switched off: its rules are not silently dropped
+    cfg.write_text(GOOD + "plugins: {disable: [mask]}\n"
+                   "policies: [{name: p, rules: [{name: r, mask: {columns: [public.u.ssn]}}]}]\n")
     out = pgwarden_check(cfg)
     assert out.returncode == 2
     assert "policies[0].rules[0]: rule kind 'mask' is interpreted by no loaded plugin" in out.stderr
@@ -166,8 +168,16 @@ def test_rule_must_say_exactly_one_thing():
 
 def test_mask_strategy_is_checked():
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {columns: [a.b.c], with: hsah}}]}]\n")
-    assert p.endswith("policies[0].rules[0].mask.with: expected one of redact, partial, hash, null "
-                      "(partial as {partial: {keep_last: N}}), got 'hsah'")
+    assert p.endswith("policies[0].rules[0].mask.with: expected one of redact, partial, hash, null, email, fixed, "
+                      "got 'hsah'; did you mean `hash`?"), p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {columns: [a.b.c], with: hash, keep_last: 2}}]}]\n")
+    assert p.endswith("policies[0].rules[0].mask.keep_first: invalid value: keep_first and keep_last go with `with: partial`, "
+                      "not hash"), p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {columns: [users.ssn]}}]}]\n")
+    assert p.endswith("policies[0].rules[0].mask.columns: expected schema.table.column (globs allowed: "
+                      "public.*.ssn), got 'users.ssn'"), p
+    (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {columns: [a.b.c], with: fixed}}]}]\n")
+    assert p.endswith("policies[0].rules[0].mask.value: invalid value: `with: fixed` needs the value to show (value: ...)"), p
 
 
 def test_statement_kinds_are_checked():
@@ -271,8 +281,8 @@ def test_misspelt_values_get_the_nearest_choice():
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{block: {statements: [ddl, delet]}}]}]\n")
     assert p.endswith("unknown statement kind(s) delet; did you mean `delete`?"), p
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{mask: {detect: [credit_crad]}}]}]\n")
-    assert p == ("line 10: policies[0].rules[0].mask.detect[0]: expected one of ssn, credit_card, email, "
-                 "got 'credit_crad'; did you mean `credit_card`?")
+    assert p == ("line 10: policies[0].rules[0].mask.detect: expected one of ssn, credit_card, email, iban, phone, "
+                 "jwt, api_key or a plugin's <plugin>.<name>, got 'credit_crad'; did you mean `credit_card`?")
     (p,) = problems(GOOD + "policies: [{name: p, default: blok}]\n")
     assert p == "line 10: policies[0].default: expected one of allow, block, got 'blok'; did you mean `block`?"
 

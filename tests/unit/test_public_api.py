@@ -91,9 +91,12 @@ def test_the_api_module_is_exactly_these_names_each_documented():
     from pgwarden import api
 
     assert sorted(api.__all__) == sorted([
-        "ALLOW", "APPROVALS", "APPROVE", "AUTH_JWT", "BLOCK", "LIMIT", "MASK", "RECORDING", "STATEMENT_KINDS",
-        "UPSTREAM", "ApprovalAnswer", "Approvals", "ApprovalRequest", "ApproveMatch", "AuthenticationFailed", "Column", "ConfigProblem",
-        "ConfigSection", "Identity", "JwtAuth", "Later", "LimitSpec", "MaskSpec", "Masker", "Partial",
+        "ALLOW", "APPROVALS", "APPROVE", "AUTH_JWT", "BLOCK", "BUILTIN_DETECTORS", "LIMIT", "MASK",
+        "MASK_STRATEGIES", "RECORDING", "STATEMENT_KINDS",
+        "UPSTREAM", "ApprovalAnswer", "Approvals", "ApprovalRequest", "ApproveMatch", "AuthenticationFailed", "Column",
+        "ColumnMask", "ConfigProblem",
+        "ConfigSection", "Detector", "Identity", "JwtAuth", "Later", "LimitSpec", "MaskSpec", "Masker",
+        "MessageMask", "Partial", "ResultColumn", "ResultShape",
         "PartialMask", "PgwardenDeprecationWarning", "Policy", "Reactor", "Record", "Recording", "RowDescription",
         "Rule", "RuleKind", "Sections", "Session", "SessionSummary", "StartupMessage", "Statement",
         "StatementMatch", "Store", "StoreKey", "Upstream", "Verdict", "When", "hookimpl",

@@ -147,7 +147,7 @@ def test_function_call_always_refused():
 
 def test_execute_of_undescribed_portal_asks_the_server_and_hides_the_answer():
     shapes = []
-    t = Talk(on_shape=lambda shape: shapes.append(shape) or None)
+    t = Talk(on_shape=lambda shape, origin: shapes.append(shape) or None)
     t.client(m.Parse("s", "select n from t"), m.Bind("p", "s", (), (), (1,)), m.Execute("p"), m.Sync())
     sent = t.upstream()
     assert [type(x) for x in sent] == [m.Parse, m.Bind, m.Describe, m.Execute, m.Sync]
@@ -163,7 +163,7 @@ def test_execute_of_undescribed_portal_asks_the_server_and_hides_the_answer():
 
 def test_statement_description_plus_bind_formats_gives_the_shape():
     shapes = []
-    t = Talk(on_shape=lambda shape: shapes.append(shape) or None)
+    t = Talk(on_shape=lambda shape, origin: shapes.append(shape) or None)
     t.client(m.Parse("s", "select n"), m.Describe("S", "s"), m.Sync())
     assert [type(x) for x in t.upstream()] == [m.Parse, m.Describe, m.Sync]
     t.server(m.ParseComplete(), m.ParameterDescription(()), SHAPE, m.ReadyForQuery("I"))
@@ -178,7 +178,7 @@ def test_statement_description_plus_bind_formats_gives_the_shape():
 
 
 def test_row_transform_applies_to_its_result_only():
-    def on_shape(shape):
+    def on_shape(shape, origin):
         if shape.columns[0].name == "secret":
             return lambda raw: m.DataRow((b"***",)).encode()
         return None
@@ -287,7 +287,7 @@ def test_byte_by_byte():
 def test_a_row_too_large_to_rewrite_fails_closed():
     from pgwarden.wire.framing import STREAM_THRESHOLD
 
-    t = Talk(on_shape=lambda shape: (lambda raw: raw))  # every result needs rewriting
+    t = Talk(on_shape=lambda shape, origin: (lambda raw: raw))  # every result needs rewriting
     t.client(m.Parse("", "select big"), m.Bind("", ""), m.Describe("P", ""), m.Execute(""), m.Sync())
     t.upstream()
     t.server(m.ParseComplete(), m.BindComplete(), SHAPE)

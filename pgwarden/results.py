@@ -1,0 +1,153 @@
+"""The relay's listeners for masking: each result, COPY TO STDOUT and error message of a session,
+with the statement it belongs to, resolved and handed to the masking plugins.
+
+The relay says which statement a result answers (its text and its index in a multi-statement
+Query, a portal's prepared statement); this module finds that statement's lineage (through the
+session's SQL-level prepared statements and cursors for EXECUTE and FETCH), resolves the
+columns (`masking.resolve_shape`), asks the plugins, and gives the relay a transform of raw rows,
+or None so that the rows go out as they came.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from pgwarden.masking import COPY_REFUSAL, ResultShape, copy_options, copy_transform, resolve_shape, row_transform
+from pgwarden.plugins import MaskingFailed
+from pgwarden.sql.lineage import Lineage, NamedLineage
+from pgwarden.verdict import Refusal
+from pgwarden.wire import messages as m
+from pgwarden.wire.errors import ProtocolError
+
+if TYPE_CHECKING:
+    from pgwarden.metrics import Stats
+    from pgwarden.plugins import PluginHost
+    from pgwarden.proxy.client import CatalogSource, ClientConnection
+    from pgwarden.session import Session
+    from pgwarden.sql.cache import StatementCache
+    from pgwarden.sql.lexer import LexerSettings
+    from pgwarden.sql.statement import Statement
+
+Origin = tuple[str | None, int]
+
+
+class CopyRefused(Exception):
+    """A COPY TO STDOUT whose masked columns pgwarden cannot rewrite (binary, custom delimiters)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+class SessionMasks:
+    """Masking for one session: the relay's ``on_shape``, ``on_copy`` and ``on_message``."""
+
+    def __init__(self, plugins: PluginHost, stats: Stats, catalog: CatalogSource, statements: StatementCache,
+                 conn: ClientConnection) -> None:
+        self.plugins = plugins
+        self.stats = stats
+        self.catalog = catalog
+        self.statements = statements
+        self.conn = conn
+        # Made once the session is logged in: it has these for as long as it relays.
+        assert conn.session is not None
+        self.session: Session = conn.session
+        #: the session's SQL-level prepared statements and cursors (EXECUTE, FETCH), fed by `ran`
+        self.named = NamedLineage()
+
+    def ran(self, statement: Statement) -> None:
+        """``statement`` goes to the server: what it prepares, declares or forgets is remembered
+        (its lineage is cached by text, and the masking plugin's check has asked for it already)."""
+        for lineage in statement.lineage:
+            self.named.after(lineage)
+
+    def _lexer(self) -> LexerSettings | None:
+        relay = self.conn.relay
+        return relay.lexer if relay is not None else None
+
+    def _statement(self, sql: str | None) -> Statement | None:
+        if sql is None:
+            return None
+        conn = self.conn
+        context = conn.sql_context.with_catalog(self.catalog.current).with_lexer(self._lexer())
+        return self.statements.get(sql, context)
+
+    def _lineage(self, statement: Statement | None, index: int) -> Lineage | None:
+        if statement is None:
+            return None
+        lineages = statement.lineage
+        if index >= len(lineages):
+            return None
+        return self.named.resolve(lineages[index])
+
+    def _masks(self, shape: ResultShape, statement: Statement | None) -> dict:
+        try:
+            return self.plugins.result_masks(shape, statement, self.session)
+        except MaskingFailed as e:
+            stats = self.stats.results_refused
+            stats[e.plugin] = stats.get(e.plugin, 0) + 1
+            raise
+
+    def shape(self, description: m.RowDescription, origin: Origin) -> Callable[[bytes], bytes] | None:
+        sql, index = origin
+        statement = self._statement(sql)
+        shape = resolve_shape(description, lambda: self._lineage(statement, index), self.catalog.current)
+        masks = self._masks(shape, statement)
+        return row_transform(description, masks) if masks else None
+
+    def copy(self, response: m.CopyOutResponse, origin: Origin) -> Callable[[bytes], bytes] | None:
+        sql, index = origin
+        statement = self._statement(sql)
+        lineage = self._lineage(statement, index)
+        names = [o.name for o in lineage.outputs] if lineage is not None and lineage.outputs is not None \
+            and len(lineage.outputs) == len(response.column_formats) else [f"column{i + 1}" for i in
+                                                                   range(len(response.column_formats))]
+        description = m.RowDescription(tuple(m.Column(name) for name in names))
+        shape = resolve_shape(description, lambda: lineage, self.catalog.current, kind="copy")
+        masks = self._masks(shape, statement)
+        if not masks:
+            return None
+        options = copy_options(sql, index, self._lexer()) if sql is not None else None
+        if response.format != 0 or options is None or options["format"] == "binary" or options["custom"]:
+            raise CopyRefused(COPY_REFUSAL)
+        transform = copy_transform(description, masks, csv=options["format"] == "csv")
+        if not options["header"]:
+            return transform
+        first = [True]
+
+        def after_header(raw: bytes) -> bytes:
+            if first[0]:
+                first[0] = False
+                return raw
+            return transform(raw)
+
+        after_header.plan = transform.plan  # type: ignore[attr-defined]
+        return after_header
+
+    def message(self, raw: bytes, origin: Origin) -> bytes:
+        """An ErrorResponse, NoticeResponse or NotificationResponse as the client may see it."""
+        statement = self._statement(origin[0])
+        rewrites = self.plugins.message_masks(statement, self.session)
+        if not rewrites:
+            return raw
+        if raw[0] == ord("A"):  # a notification: its payload, as a notice's message
+            try:
+                note = m.NotificationResponse.decode(raw[5:])
+            except ProtocolError:
+                return m.NotificationResponse(0, "", "").encode()
+            fields: tuple[tuple[str, str], ...] = (("S", "NOTIFY"), ("V", "NOTIFY"), ("M", note.payload))
+            for rewrite in rewrites:
+                fields = rewrite(fields)
+            payload = next((text for code, text in fields if code == "M"), "")
+            return m.NotificationResponse(note.process_id, note.channel, payload).encode()
+        cls = m.ErrorResponse if raw[0] == ord("E") else m.NoticeResponse
+        try:
+            message = cls.decode(raw[5:])
+        except ProtocolError:
+            return cls.build("ERROR" if cls is m.ErrorResponse else "NOTICE", "XX000",
+                             "pgwarden: an unreadable message from the server was withheld").encode()
+        fields = message.fields
+        for rewrite in rewrites:
+            fields = rewrite(fields)
+        return cls(tuple(fields)).encode()

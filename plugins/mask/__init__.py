@@ -1,0 +1,362 @@
+"""Built-in plugin ``mask``: interprets ``mask`` rules (docs/masking.md).
+
+At statement time (`pgwarden_check`) it refuses what masking cannot make safe: a masked column
+used where it reveals its values without being returned (an *oracle*: ``WHERE ssn LIKE '1%'``),
+unless the rule says ``oracle: allow``; a statement whose lineage cannot be established when a
+rule says ``unknown: refuse``; anything that could touch a masked column while the live catalog
+is unreachable. A plain read is never refused: it is masked.
+
+At result time (`pgwarden_result_masks`) each output column gets, from the columns the core
+resolved: the rule's strategy when it *is* a masked column; the whole value masked (``redact``,
+or NULL where the type has no text form) when it is *derived* from one or its lineage is
+unknown and a masked column could be involved; the detectors of ``detect`` rules on text
+columns. Errors and notices of statements that read masked columns have their quoted values
+redacted, and every error and notice is scanned by the detectors (`pgwarden_message_masks`).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import attrs
+
+from pgwarden.api import (
+    MASK,
+    Column,
+    ColumnMask,
+    ConfigProblem,
+    Detector,
+    MessageMask,
+    ResultColumn,
+    ResultShape,
+    Session,
+    Statement,
+    Verdict,
+    hookimpl,
+)
+from pgwarden.masking import COPY_REFUSAL, copy_options
+from pgwarden_plugins.mask import values
+from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
+from pgwarden_plugins.mask.rules import MaskRule, SessionRules
+
+_REDACT = values.redact()
+_NULL = values.null()
+# A derived or untraceable output is masked whole: redacted, or NULL where the rule says null.
+_WHOLE_STRENGTH = {True: ("null", 5), False: ("redact", 4)}
+# What clauses are called in a refusal's hint.
+_CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "group by": "GROUP BY",
+            "distinct": "DISTINCT", "having": "HAVING", "window": "a window's PARTITION BY / ORDER BY",
+            "aggregate": "an aggregate's argument", "filter": "an aggregate's FILTER", "limit": "LIMIT",
+            "case": "a CASE condition", "write": "a value written to a table"}
+# Statement kinds that keep a value somewhere a later statement reads it back unmasked.
+_KEEPS = frozenset({"side_effect", "listen", "set"})
+# Values the server quotes in its messages: "...", '...', Key (col)=(value), Failing row contains (...).
+_QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\''
+                     r'|=\((?:[^()]|\([^()]*\))*\)|contains \((?:[^()]|\([^()]*\))*\)')
+
+
+# Fields of ErrorResponse / NoticeResponse that carry codes, not text a value could hide in.
+_CODE_FIELDS = frozenset("SVCPpFLR")
+Fields = tuple[tuple[str, str], ...]
+
+
+def _quoted(match: re.Match[str]) -> str:
+    text = match.group(0)
+    if text.startswith("="):
+        return "=(***)"
+    if text.startswith("contains"):
+        return "contains (***)"
+    return text[0] + "***" + text[0]
+
+
+@attrs.frozen
+class Options:
+    """``plugins: {mask: {...}}``."""
+
+    #: the HMAC key of ``with: hash`` (a Kubernetes Secret's file); read at start and each reload
+    key_file: str | None = None
+    #: the region of phone numbers written without a country code (``phone`` detector)
+    phone_region: str = "US"
+
+
+class Masking:
+    def __init__(self) -> None:
+        self.key: bytes | None = None
+        self.detectors: dict[str, Detector] = {d.name: d for d in BUILTIN}
+        self._rules: dict[int, tuple[object, SessionRules]] = {}
+        self._scanners: dict[tuple[str, ...], Scanner] = {}
+
+    # ------------------------------------------------------------------ configuration
+
+    @hookimpl
+    def pgwarden_options(self) -> type:
+        return Options
+
+    @hookimpl
+    def pgwarden_rule_kinds(self):
+        return [MASK]
+
+    @hookimpl
+    def pgwarden_configure(self, options: Options | None, detectors: Mapping[str, Detector]) -> None:
+        options = options or Options()
+        key = None
+        if options.key_file is not None:
+            try:
+                key = Path(options.key_file).read_bytes().strip()
+            except OSError as e:
+                raise ConfigProblem(("plugins", "mask", "key_file"),
+                                    f"cannot read the hash key: {e.strerror or e}") from None
+            if len(key) < 16:
+                raise ConfigProblem(("plugins", "mask", "key_file"),
+                                    f"the hash key in {options.key_file} is {len(key)} bytes; use at least 16")
+        self.key = key
+        self.detectors = {d.name: d for d in BUILTIN} | dict(detectors)
+        self._rules.clear()
+        self._scanners.clear()
+
+    def rules(self, session: Session) -> SessionRules:
+        policies = session.policies
+        known = self._rules.get(id(policies))
+        if known is not None and known[0] is policies:
+            return known[1]
+        rules = SessionRules(policies)
+        if len(self._rules) > 1000:
+            self._rules.clear()
+        self._rules[id(policies)] = (policies, rules)  # keeps the tuple, and so its id
+        return rules
+
+    def scanner(self, names: tuple[str, ...]) -> Scanner:
+        scanner = self._scanners.get(names)
+        if scanner is None:
+            scanner = self._scanners[names] = Scanner(self.detectors[n] for n in names if n in self.detectors)
+        return scanner
+
+    # ------------------------------------------------------------------ statements
+
+    @hookimpl
+    def pgwarden_check(self, statement: Statement, session: Session) -> Verdict | None:
+        rules = self.rules(session)
+        if not rules.columns:
+            return None
+        catalog = statement.context.catalog if statement.context is not None else None
+        lineages = statement.lineage
+        if catalog is not None and not catalog.complete and self._may_touch(rules, statement, lineages, True):
+            return Verdict.block(
+                "the live catalog is unreachable, and this statement may read masked columns",
+                "pgwarden masks columns by what the database's catalog says they are; until it can read the "
+                "catalog again, statements that may touch masked tables are refused. Retry shortly.",
+                rule="mask: catalog")
+        if "copy_to" in statement.kinds:
+            for index, lineage in enumerate(lineages):
+                options = copy_options(statement.sql, index, statement.context.lexer if statement.context else None)
+                if options is not None and (options["format"] == "binary" or options["custom"]) \
+                        and self._may_touch(rules, statement, [lineage]):
+                    return Verdict.block(COPY_REFUSAL.message.removeprefix("pgwarden: blocked: "), COPY_REFUSAL.hint,
+                                         rule="mask: copy")
+        for lineage in lineages:
+            bodies = [lineage] + [body for _, _, body in lineage.defines]
+            for body in bodies:
+                for use in body.oracles:
+                    source = str(use.source)
+                    rule = rules.rule_for(source)
+                    if rule is not None and rule.spec.oracle == "refuse":
+                        return self._oracle(source, use.clause, rule)
+                opaque = body.opaque or body.outputs is not None and any(o.opaque for o in body.outputs)
+                if opaque or body.reads is None:
+                    involved = rules.strictest(None if body.reads is None else (str(s) for s in body.reads))
+                    refusing = [r for r in rules.columns if r.spec.unknown == "refuse"]
+                    if involved is not None and refusing and (body.reads is None or involved.spec.unknown == "refuse"):
+                        rule = involved if involved.spec.unknown == "refuse" else refusing[0]
+                        return Verdict.block(
+                            "pgwarden cannot tell which columns this statement returns, and it may read "
+                            "masked columns",
+                            "Name the columns you need in a plain SELECT; masked columns come back masked.",
+                            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+        analysis = statement.analysis
+        keeps = statement.kinds & _KEEPS or analysis.settings
+        if keeps and self._may_touch(rules, statement, lineages):
+            rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
+                or rules.columns[0]
+            return Verdict.block(
+                "a statement that reads masked columns may not also keep values elsewhere "
+                "(set_config, large objects, NOTIFY, sequences, functions that change state)",
+                "A value passed there would be stored in clear and could be read back unmasked. Read the "
+                "masked columns in one statement and change state in another.",
+                policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+        if self.key is None:
+            for lineage in lineages:
+                for read in (lineage.reads or ()):
+                    rule = rules.rule_for(str(read))
+                    if rule is not None and rule.spec.with_ == "hash":
+                        return Verdict.block(
+                            f"masked column {read} is hashed, and no hash key is configured",
+                            "An operator must set plugins.mask.key_file; this is not caused by the statement.",
+                            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+        return None
+
+    @staticmethod
+    def _may_touch(rules: SessionRules, statement: Statement, lineages, by_tables: bool = False) -> bool:
+        """Whether the statement may read a masked column: by lineage; ``by_tables`` also when it
+        names a table masked columns are in (lineage without the catalog cannot say)."""
+        if any(lineage.reads is None for lineage in lineages):
+            return True
+        if any(rules.rule_for(str(s)) for lineage in lineages for s in lineage.reads or ()):
+            return True
+        if not by_tables:
+            return False
+        tables = rules.masked_tables()
+        return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)
+
+    @staticmethod
+    def _oracle(source: str, clause: str, rule: MaskRule) -> Verdict:
+        where = _CLAUSES.get(clause.lower(), clause)
+        column = source.rsplit(".", 1)[1]
+        return Verdict.block(
+            f"masked column {source} used in {where}",
+            f"A masked column may be returned (masked) but not used in {where}: that reveals its values "
+            f"without returning them. Select {column} and work on the masked values, filter on other "
+            f"columns, or ask an operator for `oracle: allow` on rule {rule.name}.",
+            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+
+    # ------------------------------------------------------------------ results
+
+    @hookimpl
+    def pgwarden_result_masks(self, result: ResultShape, session: Session) -> dict[int, ColumnMask] | None:
+        rules = self.rules(session)
+        if not rules:
+            return None
+        masks: dict[int, ColumnMask] = {}
+        for column in result.columns:
+            mask = self._column_mask(column, result, rules)
+            if mask is None and rules.detect:
+                mask = self._detection(column, rules)
+            if mask is not None:
+                masks[column.index] = mask
+        return masks or None
+
+    def _column_mask(self, column: ResultColumn, result: ResultShape, rules: SessionRules) -> ColumnMask | None:
+        chosen: tuple[int, ColumnMask] | None = None
+        if column.direct is not None:
+            rule = rules.rule_for(column.direct)
+            if rule is not None:
+                chosen = (rule.strength, self._strategy(rule, column.direct, column))
+        others = [s for s in column.sources if s != column.direct]
+        involved = rules.strictest(others) if others else None
+        if column.opaque:
+            reads = result.reads
+            possible = rules.strictest(None if reads is None else reads | column.sources)
+            if possible is not None and (involved is None or possible.strength > involved.strength):
+                involved = possible
+        if involved is not None:
+            strategy, strength = _WHOLE_STRENGTH[involved.spec.with_ == "null"]
+            source = next(iter(sorted(s for s in column.sources if rules.rule_for(s) is involved)), "") \
+                or column.direct or ""
+            whole = ColumnMask(_strategy_masker(_NULL if strategy == "null" else _REDACT, column), strength,
+                               involved.name, source or "(unknown)", strategy, constant=True)
+            if chosen is None or strength > chosen[0]:
+                chosen = (strength, whole)
+        return chosen[1] if chosen is not None else None
+
+    def _strategy(self, rule: MaskRule, source: str, column: ResultColumn) -> ColumnMask:
+        spec = rule.spec
+        kind = spec.with_
+        if kind == "redact":
+            strategy = _REDACT
+        elif kind == "null":
+            strategy = _NULL
+        elif kind == "partial":
+            strategy = values.partial(*spec.kept)
+        elif kind == "email":
+            strategy = values.email()
+        elif kind == "fixed":
+            strategy = values.fixed(spec.value or "")
+        else:  # hash: the check refused the statement when there is no key; NULL if it came here anyway
+            strategy = values.hashed(self.key) if self.key is not None else _NULL
+        return ColumnMask(_strategy_masker(strategy, column), rule.strength, rule.name, source, kind,
+                          constant=kind in ("redact", "null", "fixed"))
+
+    def _detection(self, column: ResultColumn, rules: SessionRules) -> ColumnMask | None:
+        if column.type_oid not in values.TEXT_TYPES:
+            return None
+        names = rules.detectors_for(column.direct)
+        if not names:
+            return None
+        scanner = self.scanner(names)
+        hits: Counter[str] = Counter()
+        json = values.family_of(column.type_oid) in (values.Family.JSON, values.Family.JSONB)
+        binary_jsonb = column.type_oid == values.JSONB and column.format == 1
+
+        def masker(value: bytes | None, _column: Column) -> bytes | None:
+            if value is None or not scanner.candidate(value):
+                return value
+            body = value[1:] if binary_jsonb else value
+            text, found = scanner.scrub(body.decode("utf-8", "replace"))
+            if not found:
+                return value
+            hits.update(found)
+            if json:  # a hit may sit outside a JSON string: the whole document goes
+                text = '"[' + ",".join(dict.fromkeys(found)) + ']"'
+            out = text.encode()
+            return b"\x01" + out if binary_jsonb else out
+
+        rule = next(r for r in rules.detect if set(names) & set(r.spec.detect))
+        return ColumnMask(masker, -1, rule.name, column.direct or column.name, "detect",
+                          candidate=scanner.candidate, hits=hits)
+
+    # ------------------------------------------------------------------ errors and notices
+
+    @hookimpl
+    def pgwarden_message_masks(self, statement: Statement | None, session: Session) -> MessageMask | None:
+        rules = self.rules(session)
+        if not rules:
+            return None
+        names = tuple(dict.fromkeys(n for r in rules.detect for n in r.spec.detect)) or tuple(
+            d.name for d in BUILTIN)
+        scanner = self.scanner(names)
+        reads_masked = bool(rules.columns) and (statement is None or self._reads_masked(rules, statement))
+
+        def rewrite(fields: Fields) -> Fields:
+            codes = dict(fields)
+            # Text a function raised (RAISE) may hold a masked value unquoted: withheld whole.
+            raised = reads_masked and (codes.get("C") == "P0001" or codes.get("V", codes.get("S")) != "ERROR")
+            out = []
+            for code, text in fields:
+                if code in _CODE_FIELDS:
+                    out.append((code, text))
+                    continue
+                if raised and code in "MD":
+                    text = ("pgwarden: message withheld: the statement reads masked columns" if code == "M"
+                            else "")
+                elif reads_masked:
+                    text = _QUOTED.sub(_quoted, text)
+                if scanner.candidate(text.encode()):
+                    text = scanner.scrub(text)[0]
+                if text or code == "M":
+                    out.append((code, text))
+            return tuple(out)
+
+        return rewrite
+
+    def _reads_masked(self, rules: SessionRules, statement: Statement) -> bool:
+        try:
+            lineages = statement.lineage
+        except Exception:  # noqa: BLE001 - cannot tell: as if it did
+            return True
+        return self._may_touch(rules, statement, lineages)
+
+
+def _strategy_masker(strategy: values.Strategy,
+                     resolved: ResultColumn) -> Callable[[bytes | None, Column], bytes | None]:
+    """The strategy as a `Masker` of one result column: its type family and format bound once."""
+    family, fmt = values.family_of(resolved.type_oid), resolved.format
+
+    def masker(value: bytes | None, column: Column) -> bytes | None:
+        if value is None:
+            return None
+        return strategy(value, family, fmt)
+
+    return masker

@@ -1,0 +1,76 @@
+"""The ``mask`` rules that apply to a session, and which of them masks a given base column."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable
+
+import attrs
+
+from pgwarden.api import MASK, MaskSpec, Policy
+
+
+@attrs.frozen
+class MaskRule:
+    """One mask rule with where it comes from (``policy/rule``, for records, metrics and refusals)."""
+
+    name: str
+    spec: MaskSpec
+
+    @property
+    def strength(self) -> int:
+        return self.spec.strength
+
+
+class SessionRules:
+    """The mask rules of a tuple of policies; which rule masks each column, memoised by column."""
+
+    def __init__(self, policies: Iterable[Policy]) -> None:
+        columns: list[MaskRule] = []
+        detect: list[MaskRule] = []
+        for policy in policies:
+            for i, rule in enumerate(policy.rules):
+                spec = MASK.of(rule)
+                if spec is None:
+                    continue
+                named = MaskRule(f"{policy.name}/{rule.name or f'rules[{i}]'}", spec)
+                if spec.columns and not spec.detect:
+                    columns.append(named)
+                if spec.detect:
+                    detect.append(named)
+        self.columns = tuple(columns)
+        self.detect = tuple(detect)
+        self._of: dict[str, MaskRule | None] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.columns or self.detect)
+
+    def rule_for(self, source: str) -> MaskRule | None:
+        """The strictest column rule masking ``source`` (``schema.table.column``), or None."""
+        known = self._of.get(source, self)
+        if known is not self:
+            return known  # type: ignore[return-value]
+        found = [r for r in self.columns if any(fnmatch.fnmatchcase(source, glob) for glob in r.spec.columns)]
+        best = max(found, key=lambda r: r.strength) if found else None
+        if len(self._of) > 10_000:
+            self._of.clear()
+        self._of[source] = best
+        return best
+
+    def strictest(self, sources: Iterable[str] | None) -> MaskRule | None:
+        """The strictest rule masking any of ``sources``; with None (unknown), of every column rule."""
+        rules = self.columns if sources is None else [r for r in map(self.rule_for, sources) if r is not None]
+        return max(rules, key=lambda r: r.strength) if rules else None
+
+    def masked_tables(self) -> list[str]:
+        """``schema.table`` globs of the tables masked columns are in."""
+        return [glob.rsplit(".", 1)[0] for r in self.columns for glob in r.spec.columns]
+
+    def detectors_for(self, source: str | None) -> tuple[str, ...]:
+        """The detectors of the rules that scan ``source`` (every column when a rule names none)."""
+        names: list[str] = []
+        for r in self.detect:
+            if not r.spec.columns or (source is not None and
+                                      any(fnmatch.fnmatchcase(source, g) for g in r.spec.columns)):
+                names.extend(r.spec.detect)
+        return tuple(dict.fromkeys(names))

@@ -4,6 +4,7 @@ approve plugin loaded but no approve rule, and with an approve rule on writes (d
     .venv/bin/python bench/approve_check.py
 """
 import timeit
+
 from pgwarden.config import _CONVERTER
 from pgwarden.identity import Identity
 from pgwarden.plugins import PluginHost
@@ -13,6 +14,7 @@ from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.context import default_context
 from pgwarden_plugins.approve import Approving
 from pgwarden_plugins.block import Blocking
+
 
 def case(load_approve: bool, with_rule: bool) -> float:
     rules = [{"name": "no-ddl", "block": {"statements": ["ddl"]}}]

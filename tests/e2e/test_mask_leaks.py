@@ -275,8 +275,8 @@ class Case:
 
     @property
     def label(self) -> str:
-        last = self.steps[-1]
-        return f"{self.technique}: {last if isinstance(last, str) else last.sql}"[:110]
+        texts = [step if isinstance(step, str) else step.sql for step in self.steps]
+        return f"{self.technique}: {max(texts, key=len)}"[:110]  # the longest step is the attempt
 
 
 def c(technique: str, *steps: Step, **kw) -> Case:
@@ -295,8 +295,6 @@ RECONSTRUCT_CASE = ("SELECT (SELECT string_agg(CASE WHEN substr(u.ssn, i, 1) = d
 # What the implementation does not handle yet (xfail, strict: a fix makes them fail until the mark goes).
 TEMP_VIEWS = ("a view the session created with CREATE TEMP VIEW is invisible to the catalog's control connection "
               "(another session): its outputs pass unmasked instead of being masked whole or refused as unknown")
-BINARY_COPY = ("binary COPY of a masked column is refused only when its data arrives, as XX000 'pgwarden: result "
-               "refused: CopyRefused' (\"pgwarden's fault\"), not with 42501 before it runs")
 PG_STATS = ("pg_stats.most_common_vals / histogram_bounds hold the masked column's values; no lineage reaches "
             "them (a mask policy without detectors lets them through)")
 STALE_VIEW = ("RACE: right after CREATE OR REPLACE VIEW, a read of the view is judged on the catalog from before "
@@ -304,6 +302,8 @@ STALE_VIEW = ("RACE: right after CREATE OR REPLACE VIEW, a read of the view is j
               "statements): the new column passes unmasked in some runs")
 CHANGED_IN_PIPELINE = ("CREATE OR REPLACE VIEW and a read of the view sent together (one Query string, or one "
                        "pipeline before Sync): the read is judged on the view as it was, the new column passes unmasked")
+NOTIFY = ("pg_notify(channel, ssn) is allowed (its own output masked) and the NotificationResponse that reaches "
+          "the listening agent carries the value in the clear")
 SIDE_EFFECT = ("a masked value passed to a function that keeps it (set_config, lo_from_bytea) is stored in the "
                "clear and read back unmasked: only writes to tables count as a use that is refused")
 ACTIVITY = ("pg_stat_activity.query shows other sessions' statements with their literals; detectors catch a "
@@ -387,9 +387,10 @@ CASES = [
     c("whole-row", "SELECT to_jsonb(u) - 'name' FROM users u"),
     c("whole-row", "SELECT ROW(u.ssn, u.email), (u).card_number, (u.*).salary FROM users u"),
     c("whole-row", "SELECT json_build_object('s', ssn, 'c', card_number) FROM users"),
-    c("whole-row", "SELECT * FROM jsonb_each_text((SELECT to_jsonb(u) FROM users u WHERE id = 1))"),
+    # a set-returning function over masked values: 'rows' is an oracle (refused) or masked
+    c("whole-row", "SELECT * FROM jsonb_each_text((SELECT to_jsonb(u) FROM users u WHERE id = 1))", expect=EITHER),
     c("whole-row", "SELECT (jsonb_populate_record(NULL::users, to_jsonb(u))).email FROM users u"),
-    c("whole-row", "SELECT key, value FROM users u, json_each_text(row_to_json(u))"),
+    c("whole-row", "SELECT key, value FROM users u, json_each_text(row_to_json(u))", expect=EITHER),
     c("whole-row", "SELECT x.* FROM users u, jsonb_to_record(to_jsonb(u)) AS x(ssn text, card_number text)"),
     # ------------------------------------------------------------ aggregates, arrays, windows
     c("aggregate", "SELECT json_agg(u) FROM users u", expect=EITHER),
@@ -400,7 +401,8 @@ CASES = [
     c("aggregate", "SELECT json_agg(salary), array_agg(dob) FROM users", expect=EITHER),
     c("array", "SELECT ARRAY[ssn, email] FROM users"),
     c("array", "SELECT ARRAY(SELECT card_number FROM users ORDER BY id)"),
-    c("array", "SELECT (ARRAY[name, ssn])[2], unnest(ARRAY[email, card_number]) FROM users"),
+    c("array", "SELECT (ARRAY[name, ssn])[2] FROM users"),
+    c("array", "SELECT unnest(ARRAY[email, card_number]) FROM users", expect=EITHER),
     c("window", "SELECT lag(ssn) OVER (ORDER BY id), first_value(email) OVER (ORDER BY id) FROM users"),
     c("window", "SELECT nth_value(card_number, 2) OVER w FROM users "
                 "WINDOW w AS (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"),
@@ -433,8 +435,9 @@ CASES = [
       expect=ANY, xfail=SIDE_EFFECT),
     c("launder", "SELECT lo_from_bytea(4242, convert_to(email, 'UTF8')) FROM users WHERE id = 3",
       "SELECT lo_get(4242)", expect=ANY, xfail=SIDE_EFFECT),
-    c("launder", "LISTEN leak", "SELECT pg_notify('leak', ssn) FROM users", "SELECT 1", expect=ANY),
-    c("launder", "LISTEN leak", "SELECT pg_notify('leak', reverse(card_number)) FROM users", "SELECT 1", expect=ANY),
+    c("launder", "LISTEN leak", "SELECT pg_notify('leak', ssn) FROM users", "SELECT 1", expect=ANY, xfail=NOTIFY),
+    c("launder", "LISTEN leak", "SELECT pg_notify('leak', reverse(card_number)) FROM users", "SELECT 1", expect=ANY,
+      xfail=NOTIFY),
     # ------------------------------------------------------------ cursors
     c("cursor", BEGIN, "DECLARE k CURSOR FOR SELECT ssn, card_number FROM users", "FETCH ALL FROM k", COMMIT,
       expect=ANY),
@@ -463,10 +466,8 @@ CASES = [
     c("copy", Copy("users", is_query=False), protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("users", "csv", is_query=False), protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("SELECT reverse(ssn), email, salary FROM users", "csv"), protocols=("simple", "asyncpg", "portal")),
-    c("copy", Copy("users", "binary", is_query=False), expect=REFUSED, protocols=("simple", "asyncpg", "portal"),
-      xfail=BINARY_COPY),
-    c("copy", Copy("SELECT ssn FROM users", "binary"), expect=REFUSED, protocols=("simple", "asyncpg", "portal"),
-      xfail=BINARY_COPY),
+    c("copy", Copy("users", "binary", is_query=False), expect=REFUSED, protocols=("simple", "asyncpg", "portal")),
+    c("copy", Copy("SELECT ssn FROM users", "binary"), expect=REFUSED, protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("SELECT id, name FROM users", "binary"), expect=PLAIN, open_leaks=False,
       protocols=("simple", "asyncpg", "portal")),
     # ------------------------------------------------------------ errors and notices that quote a value

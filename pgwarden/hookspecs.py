@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING
 import pluggy
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Mapping, Sequence
+    from collections.abc import Mapping, Sequence
 
     from pgwarden.api import (
         ApprovalRequest,
         ColumnMask,
         ConfigProblem,
-        Detector,
         ConfigSection,
+        Detector,
         Identity,
         Later,
         Masker,

@@ -14,13 +14,12 @@ import re
 import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import attrs
 
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
-from pgwarden.wire.framing import split_run
 
 if TYPE_CHECKING:
     from pgwarden.catalog.model import Catalog
@@ -29,7 +28,7 @@ if TYPE_CHECKING:
 
 #: Rewrites one value of a result column (text or binary format, as the column says);
 #: None is SQL NULL. Keep the value valid for the column's type.
-Masker = Callable[[Union[bytes, None], m.Column], Union[bytes, None]]
+Masker = Callable[[bytes | None, m.Column], bytes | None]
 
 #: Rewrites the fields, ``(code, text)`` pairs, of an ErrorResponse or NoticeResponse.
 MessageMask = Callable[[tuple[tuple[str, str], ...]], tuple[tuple[str, str], ...]]
@@ -179,7 +178,7 @@ def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mask
     plan = _Plan(shape, compose([("", masks)], len(shape.columns)))
     values = plan.values
     # (index, memo of value -> field, masker, column, constant field or None, plain v1 masker)
-    steps = []
+    steps: list[tuple[int, dict[bytes, bytes], Masker, m.Column, bytes | None, bool]] = []
     for i, mask in plan.masks:
         column = plan.columns[i]
         constant = None
@@ -232,13 +231,14 @@ def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mask
                         got = constant
                     else:
                         value = run[p + 4:p + 4 + size]
-                        got = memo.get(value)
-                        if got is None:
+                        known = memo.get(value)
+                        if known is None:
                             new = masker(value, column)
-                            got = _NULL if new is None else len(new).to_bytes(4, "big") + new
+                            known = _NULL if new is None else len(new).to_bytes(4, "big") + new
                             if len(memo) >= _MEMO:
                                 memo.clear()
-                            memo[value] = got
+                            memo[value] = known
+                        got = known
                     append(got)
                     delta += len(got) - 4 - size
                     p += 4 + size

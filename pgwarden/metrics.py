@@ -79,7 +79,7 @@ class Stats:
         by source column (never by alias), rule and strategy; detector hits by type and column."""
         values, detections = self.masked_values, self.detections
         for plan in plans:
-            for (index, mask), output in zip(plan.masks, plan.outputs):
+            for (index, mask), output in zip(plan.masks, plan.outputs, strict=True):
                 key = (output.source, output.rule, output.strategy)
                 values[key] = values.get(key, 0) + plan.values.get(index, 0)
                 for name, n in (mask.hits or {}).items():

@@ -44,7 +44,7 @@ from pgwarden.verdict import Verdict
 if TYPE_CHECKING:
     from pgwarden.session import Session
     from pgwarden.sql.statement import Statement
-    from pgwarden.wire.messages import RowDescription, StartupMessage
+    from pgwarden.wire.messages import StartupMessage
 
 log = Logger(namespace="pgwarden.plugins")
 

@@ -72,7 +72,7 @@ def masked_fields(plans) -> dict[str, object]:
     masks: dict[tuple, int] = {}
     detected: dict[tuple[str, str], int] = {}
     for plan in plans:
-        for (index, mask), output in zip(plan.masks, plan.outputs):
+        for (index, mask), output in zip(plan.masks, plan.outputs, strict=True):
             key = (output.column, output.source, output.rule, output.strategy)
             masks[key] = masks.get(key, 0) + plan.values.get(index, 0)
             for name, count in (mask.hits or {}).items():

@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING
 
 from pgwarden.masking import COPY_REFUSAL, ResultShape, copy_options, copy_transform, resolve_shape, row_transform
 from pgwarden.plugins import MaskingFailed
-from pgwarden.verdict import Refusal
 from pgwarden.sql.lineage import Lineage, NamedLineage
+from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
 
 if TYPE_CHECKING:
     from pgwarden.app import Application
     from pgwarden.proxy.client import ClientConnection
+    from pgwarden.session import Session
+    from pgwarden.sql.lexer import LexerSettings
     from pgwarden.sql.statement import Statement
 
 Origin = tuple[str | None, int]
@@ -42,6 +44,9 @@ class SessionMasks:
     def __init__(self, app: Application, conn: ClientConnection) -> None:
         self.app = app
         self.conn = conn
+        # Made once the session is logged in: it has these for as long as it relays.
+        assert conn.session is not None
+        self.session: Session = conn.session
         #: the session's SQL-level prepared statements and cursors (EXECUTE, FETCH), fed by `ran`
         self.named = NamedLineage()
 
@@ -51,11 +56,15 @@ class SessionMasks:
         for lineage in statement.lineage:
             self.named.after(lineage)
 
+    def _lexer(self) -> LexerSettings | None:
+        relay = self.conn.relay
+        return relay.lexer if relay is not None else None
+
     def _statement(self, sql: str | None) -> Statement | None:
         if sql is None:
             return None
         conn, app = self.conn, self.app
-        context = conn.sql_context.with_catalog(app.catalog.current).with_lexer(conn.relay.lexer)
+        context = conn.sql_context.with_catalog(app.catalog.current).with_lexer(self._lexer())
         return app.statements.get(sql, context)
 
     def _lineage(self, statement: Statement | None, index: int) -> Lineage | None:
@@ -68,7 +77,7 @@ class SessionMasks:
 
     def _masks(self, shape: ResultShape, statement: Statement | None) -> dict:
         try:
-            return self.app.plugins.result_masks(shape, statement, self.conn.session)
+            return self.app.plugins.result_masks(shape, statement, self.session)
         except MaskingFailed as e:
             stats = self.app.stats.results_refused
             stats[e.plugin] = stats.get(e.plugin, 0) + 1
@@ -93,7 +102,7 @@ class SessionMasks:
         masks = self._masks(shape, statement)
         if not masks:
             return None
-        options = copy_options(sql, index, self.conn.relay.lexer) if sql is not None else None
+        options = copy_options(sql, index, self._lexer()) if sql is not None else None
         if response.format != 0 or options is None or options["format"] == "binary" or options["custom"]:
             raise CopyRefused(COPY_REFUSAL)
         transform = copy_transform(description, masks, csv=options["format"] == "csv")
@@ -111,10 +120,21 @@ class SessionMasks:
         return after_header
 
     def message(self, raw: bytes, origin: Origin) -> bytes:
+        """An ErrorResponse, NoticeResponse or NotificationResponse as the client may see it."""
         statement = self._statement(origin[0])
-        rewrites = self.app.plugins.message_masks(statement, self.conn.session)
+        rewrites = self.app.plugins.message_masks(statement, self.session)
         if not rewrites:
             return raw
+        if raw[0] == ord("A"):  # a notification: its payload, as a notice's message
+            try:
+                note = m.NotificationResponse.decode(raw[5:])
+            except ProtocolError:
+                return m.NotificationResponse(0, "", "").encode()
+            fields: tuple[tuple[str, str], ...] = (("S", "NOTIFY"), ("V", "NOTIFY"), ("M", note.payload))
+            for rewrite in rewrites:
+                fields = rewrite(fields)
+            payload = next((text for code, text in fields if code == "M"), "")
+            return m.NotificationResponse(note.process_id, note.channel, payload).encode()
         cls = m.ErrorResponse if raw[0] == ord("E") else m.NoticeResponse
         try:
             message = cls.decode(raw[5:])

@@ -1088,7 +1088,9 @@ class Relay:
                             self._masked += (plan,)
                 self._hold_or_send(raw)
             elif t == _B_NOTIFICATION:
-                down.append(raw)  # never held: it is another session's, and may not wait
+                # Never held: it may be another session's, and may not wait. Its payload may
+                # carry a value a statement passed to pg_notify: masked like a notice.
+                down.append(self._message(raw))
             elif t == _B_COPY_DATA or t == _B_COPY_DONE:
                 copying = self._copy_transform
                 if copying is not None:

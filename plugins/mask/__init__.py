@@ -23,6 +23,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
+from pgwarden_plugins.mask import values
+from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
+from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 from pgwarden.api import (
     MASK,
@@ -30,18 +33,15 @@ from pgwarden.api import (
     ColumnMask,
     ConfigProblem,
     Detector,
+    MessageMask,
     ResultColumn,
     ResultShape,
     Session,
     Statement,
     Verdict,
-    MessageMask,
     hookimpl,
 )
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden_plugins.mask import values
-from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
-from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 _REDACT = values.redact()
 _NULL = values.null()
@@ -52,6 +52,8 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "distinct": "DISTINCT", "having": "HAVING", "window": "a window's PARTITION BY / ORDER BY",
             "aggregate": "an aggregate's argument", "filter": "an aggregate's FILTER", "limit": "LIMIT",
             "case": "a CASE condition", "write": "a value written to a table"}
+# Statement kinds that keep a value somewhere a later statement reads it back unmasked.
+_KEEPS = frozenset({"side_effect", "listen", "set"})
 # Values the server quotes in its messages: "...", '...', Key (col)=(value), Failing row contains (...).
 _QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'|=\((?:[^()]|\([^()]*\))*\)|contains \((?:[^()]|\([^()]*\))*\)')
 
@@ -173,13 +175,24 @@ class Masking:
                             "masked columns",
                             "Name the columns you need in a plain SELECT; masked columns come back masked.",
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+        analysis = statement.analysis
+        keeps = statement.kinds & _KEEPS or analysis.settings
+        if keeps and self._may_touch(rules, statement, lineages):
+            rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
+                or rules.columns[0]
+            return Verdict.block(
+                "a statement that reads masked columns may not also keep values elsewhere "
+                "(set_config, large objects, NOTIFY, sequences, functions that change state)",
+                "A value passed there would be stored in clear and could be read back unmasked. Read the "
+                "masked columns in one statement and change state in another.",
+                policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         if self.key is None:
             for lineage in lineages:
-                for source in (lineage.reads or ()):
-                    rule = rules.rule_for(str(source))
+                for read in (lineage.reads or ()):
+                    rule = rules.rule_for(str(read))
                     if rule is not None and rule.spec.with_ == "hash":
                         return Verdict.block(
-                            f"masked column {source} is hashed, and no hash key is configured",
+                            f"masked column {read} is hashed, and no hash key is configured",
                             "An operator must set plugins.mask.key_file; this is not caused by the statement.",
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         return None

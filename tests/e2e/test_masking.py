@@ -116,8 +116,8 @@ def test_extended_protocol_prepared_and_undescribed_portal(masked):
 
 
 def test_multi_statement_query_masks_each_result_by_its_own_statement(masked):
-    out = subprocess.run(["psql", masked.dsn(), "-At", "-c", "select 1, 'x'; select ssn, name from people where id = 1"],
-                         capture_output=True, text=True, timeout=30)
+    sql = "select 1, 'x'; select ssn, name from people where id = 1"
+    out = subprocess.run(["psql", masked.dsn(), "-At", "-c", sql], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1|x", "***-**-6789|ann"]
 
@@ -129,8 +129,8 @@ def _copied(c: psycopg.Connection, sql: str) -> bytes:
 
 def test_copy_to_stdout_text_and_csv_masked_binary_refused(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
-        text, csv = (_copied(c, "copy people (id, ssn, card) to stdout"),
-                     _copied(c, "copy (select id, ssn, email from people order by id) to stdout with (format csv, header)"))
+        text = _copied(c, "copy people (id, ssn, card) to stdout")
+        csv = _copied(c, "copy (select id, ssn, email from people order by id) to stdout with (format csv, header)")
         assert _leaks(text) == [] and _leaks(csv) == []
         assert b"1\t***-**-6789\t***\n" in text and b"3\t\\N\t\\N\n" in text
         assert csv.splitlines()[0] == b"id,ssn,email" and csv.splitlines()[1] == b"1,***-**-6789,***@example.com"
@@ -185,7 +185,7 @@ def test_records_name_sources_and_rules_never_values(masked, tmp_path):
 
 
 FUNCTIONS = """
-create or replace function leak(i int) returns text language plpgsql as $$
+create or replace function leak(i int) returns text language plpgsql stable as $$
 begin return (select ssn from people where id = i); end $$;
 """
 
@@ -230,10 +230,11 @@ def test_detectors_on_text_columns_and_messages_counted_never_shown(make_pgwarde
         got = c.execute("select id, body from notes order by id").fetchall()
         assert got == [(1, "call me at [ssn] or mail [email]"), (2, "nothing here")]
         with c.cursor(binary=True) as cur:
-            assert cur.execute("select body from notes where id = 1").fetchone() == ("call me at [ssn] or mail [email]",)
+            got = cur.execute("select body from notes where id = 1").fetchone()
+        assert got == ("call me at [ssn] or mail [email]",)
         assert c.execute("select to_jsonb(n) from notes n where id = 1").fetchone() == ("[ssn,email]",)
         with pytest.raises(psycopg.errors.RaiseException) as e:
-            c.execute(f"do $$ begin raise exception 'card 4111 1111 1111 1111 rejected'; end $$")
+            c.execute("do $$ begin raise exception 'card 4111 1111 1111 1111 rejected'; end $$")
         assert e.value.diag.message_primary == "card [credit_card] rejected"
     running.call(running.app.stop)
     records = check_records([tmp_path / "records.jsonl"])
@@ -256,8 +257,8 @@ def test_rules_naming_columns_that_do_not_exist_warn_at_start_reload_and_check(m
 
     import yaml
 
-    from pgwarden.testing.pytest_plugin import base_config
     from pgwarden.testing.postgres import APP_PASSWORD
+    from pgwarden.testing.pytest_plugin import base_config
 
     pg_server.psql(TABLES, "appdb")
     typo = {"name": "agents", "default": "allow",
@@ -276,3 +277,16 @@ def test_rules_naming_columns_that_do_not_exist_warn_at_start_reload_and_check(m
     bad = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg), "--dsn",
                           "postgresql://nobody@127.0.0.1:1/x"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and bad.stderr.startswith("cannot read the catalog at --dsn:")
+
+
+def test_values_kept_elsewhere_are_refused_and_notifications_masked(masked):
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        for sql in ("select set_config('leak.x', ssn, false) from people where id = 1",
+                    "select lo_from_bytea(4242, convert_to(email, 'UTF8')) from people where id = 1",
+                    "select pg_notify('leak', ssn) from people"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                c.execute(sql)
+            assert "may not also keep values elsewhere" in str(e.value), sql
+        c.execute("listen leak")
+        c.execute(f"notify leak, 'ssn {SSN}'")  # a value of the agent's own, in SSN shape: detected
+        assert [n.payload for n in c.notifies(timeout=1, stop_after=1)] == ["ssn [ssn]"]

@@ -9,11 +9,10 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from psycopg.adapt import Transformer
-from psycopg.pq import Format
-
 from pgwarden_plugins.mask import values as v
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
+from psycopg.adapt import Transformer
+from psycopg.pq import Format
 
 KEY = b"k" * 32
 _T = Transformer()

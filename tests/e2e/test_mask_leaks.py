@@ -293,19 +293,8 @@ RECONSTRUCT_CASE = ("SELECT (SELECT string_agg(CASE WHEN substr(u.ssn, i, 1) = d
                     "ORDER BY i) FROM generate_series(1, 11) i, generate_series(0, 9) d) FROM users u")
 
 # What the implementation does not handle yet (xfail, strict: a fix makes them fail until the mark goes).
-TEMP_VIEWS = ("a view the session created with CREATE TEMP VIEW is invisible to the catalog's control connection "
-              "(another session): its outputs pass unmasked instead of being masked whole or refused as unknown")
 PG_STATS = ("pg_stats.most_common_vals / histogram_bounds hold the masked column's values; no lineage reaches "
             "them (a mask policy without detectors lets them through)")
-STALE_VIEW = ("RACE: right after CREATE OR REPLACE VIEW, a read of the view is judged on the catalog from before "
-              "the change while the reload is pending (decisions wait for a fresh catalog only for 'unknown' "
-              "statements): the new column passes unmasked in some runs")
-CHANGED_IN_PIPELINE = ("CREATE OR REPLACE VIEW and a read of the view sent together (one Query string, or one "
-                       "pipeline before Sync): the read is judged on the view as it was, the new column passes unmasked")
-NOTIFY = ("pg_notify(channel, ssn) is allowed (its own output masked) and the NotificationResponse that reaches "
-          "the listening agent carries the value in the clear")
-SIDE_EFFECT = ("a masked value passed to a function that keeps it (set_config, lo_from_bytea) is stored in the "
-               "clear and read back unmasked: only writes to tables count as a use that is refused")
 ACTIVITY = ("pg_stat_activity.query shows other sessions' statements with their literals; detectors catch a "
             "shaped value, not reverse(query)")
 
@@ -416,28 +405,25 @@ CASES = [
       ROLLBACK, expect=ANY),
     c("launder", "INSERT INTO notes (body) SELECT card_number FROM users", "SELECT body FROM notes", expect=ANY),
     c("launder", "CREATE TEMP TABLE t AS SELECT ssn, email FROM users", "SELECT * FROM t", expect=ANY),
-    c("launder", "CREATE TEMP VIEW tv AS SELECT email AS x FROM users", "SELECT x FROM tv", expect=EITHER,
-      xfail=TEMP_VIEWS),
+    c("launder", "CREATE TEMP VIEW tv AS SELECT email AS x FROM users", "SELECT x FROM tv", expect=EITHER),
     c("launder", "CREATE FUNCTION leak_fn() RETURNS text LANGUAGE sql STABLE "
                  "AS $$ SELECT string_agg(ssn, ',') FROM users $$", "SELECT leak_fn()", expect=EITHER),
     # a named statement (ext-text, asyncpg, portal: reused by its text) whose view changes under it
     c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
-      "CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view", expect=EITHER,
-      xfail=STALE_VIEW, xfail_strict=False),
+      "CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view", expect=EITHER),
     # ... and the same with the change and the read sent together, before the change has run
     c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
       Pipeline(("CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view")),
-      expect=ANY, protocols=NO_ASYNCPG, xfail=CHANGED_IN_PIPELINE),
+      expect=ANY, protocols=NO_ASYNCPG),
     # session state and side channels that carry a value out of the statement that read it
     c("launder", "SELECT set_config('leak.x', ssn, false) FROM users WHERE id = 1", "SELECT current_setting('leak.x')",
-      expect=ANY, xfail=SIDE_EFFECT),
+      expect=ANY),
     c("launder", "SELECT set_config('leak.x', reverse(card_number), false) FROM users WHERE id = 2", "SHOW leak.x",
-      expect=ANY, xfail=SIDE_EFFECT),
+      expect=ANY),
     c("launder", "SELECT lo_from_bytea(4242, convert_to(email, 'UTF8')) FROM users WHERE id = 3",
-      "SELECT lo_get(4242)", expect=ANY, xfail=SIDE_EFFECT),
-    c("launder", "LISTEN leak", "SELECT pg_notify('leak', ssn) FROM users", "SELECT 1", expect=ANY, xfail=NOTIFY),
-    c("launder", "LISTEN leak", "SELECT pg_notify('leak', reverse(card_number)) FROM users", "SELECT 1", expect=ANY,
-      xfail=NOTIFY),
+      "SELECT lo_get(4242)", expect=ANY),
+    c("launder", "LISTEN leak", "SELECT pg_notify('leak', ssn) FROM users", "SELECT 1", expect=ANY),
+    c("launder", "LISTEN leak", "SELECT pg_notify('leak', reverse(card_number)) FROM users", "SELECT 1", expect=ANY),
     # ------------------------------------------------------------ cursors
     c("cursor", BEGIN, "DECLARE k CURSOR FOR SELECT ssn, card_number FROM users", "FETCH ALL FROM k", COMMIT,
       expect=ANY),

@@ -93,6 +93,7 @@ DELETE FROM notes;
 DROP FUNCTION IF EXISTS leak_fn();
 DROP VIEW IF EXISTS leak_view;
 DROP TABLE IF EXISTS leak_copy;
+DROP DOMAIN IF EXISTS leak_dom;
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
 """
 USERS = 4  # user 4 shares user 1's SSN: equal values make most_common_vals and unique violations
@@ -366,6 +367,14 @@ CASES = [
     c("cast", "SELECT xmlelement(name s, ssn), xmlforest(card_number, email) FROM users"),
     c("cast", "SELECT replace(ssn, '-', '')::int, card_number::bigint, card_number::numeric FROM users"),
     c("cast", "SELECT salary::float8, salary::bigint, salary::text FROM users"),
+    # values of other types: masked values must stay valid encodings of their type (clients decode by OID)
+    c("type", "CREATE DOMAIN leak_dom AS text", "SELECT ssn::leak_dom, card_number::leak_dom FROM users"),
+    c("type", "SELECT ROW(ssn, salary, dob)::text, (ssn, email) FROM users"),
+    c("type", "SELECT int8range(replace(ssn, '-', '')::bigint, NULL), point(card_number::float8, 0) FROM users"),
+    c("type", "SELECT make_interval(days => replace(ssn, '-', '')::int), replace(ssn, '-', '')::oid FROM users"),
+    c("type", "SELECT to_tsvector('simple', email), ssn::char(20), ssn::name, ssn::varchar FROM users"),
+    c("type", "SELECT salary::numeric(20, 4), dob::timestamptz, dob::date + 0, ARRAY[salary] FROM users"),
+    c("type", "SELECT jsonb_build_array(ssn, salary, dob), to_json(ARRAY[card_number]) FROM users"),
     c("cast", "SELECT dob::timestamp, dob::text, ssn COLLATE \"C\", card_number::varchar(12) FROM users"),
     # ------------------------------------------------------------ whole rows and JSON
     c("whole-row", "SELECT u FROM users u"),
@@ -578,6 +587,8 @@ def run_case(warden: Warden, world: World, direct, pg_server, case: Case, protoc
 def judge(case: Case, answer: Answer, stream: bytes, world: World) -> str | None:
     """What is wrong with the outcome, or None."""
     refused = answer.refused()
+    if answer.raised and not answer.errors and answer.rows:
+        return f"the client could not read the rows it was sent (an invalid value?): {answer.raised}"
     if case.expect in (MASKED, PLAIN) and (answer.errors or not answer.rows):
         kind = "refused" if refused else "failed" if answer.errors else "returned nothing"
         return f"a read that must be answered {kind}: {answer.summary()}"

@@ -55,7 +55,8 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
 # Values the server quotes in its messages: "...", '...', Key (col)=(value), Failing row contains (...).
-_QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\'|=\((?:[^()]|\([^()]*\))*\)|contains \((?:[^()]|\([^()]*\))*\)')
+_QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\''
+                     r'|=\((?:[^()]|\([^()]*\))*\)|contains \((?:[^()]|\([^()]*\))*\)')
 
 
 # Fields of ErrorResponse / NoticeResponse that carry codes, not text a value could hide in.
@@ -348,7 +349,8 @@ class Masking:
         return self._may_touch(rules, statement, lineages)
 
 
-def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn) -> Callable[[bytes | None, Column], bytes | None]:
+def _strategy_masker(strategy: values.Strategy,
+                     resolved: ResultColumn) -> Callable[[bytes | None, Column], bytes | None]:
     """The strategy as a `Masker` of one result column: its type family and format bound once."""
     family, fmt = values.family_of(resolved.type_oid), resolved.format
 

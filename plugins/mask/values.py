@@ -235,7 +235,7 @@ def partial(first: int, last: int) -> Strategy:
     # ASCII values (the usual SSN, card, phone) are done in bytes by C code: translate and two
     # anchored expressions find where the kept characters begin and end.
     head_re = re.compile(rb"(?:[^A-Za-z0-9]*[A-Za-z0-9]){%d}" % first) if first else None
-    tail_re = re.compile(rb"(?:[A-Za-z0-9][^A-Za-z0-9]*){%d}\Z" % last) if last else None
+    tail_re = re.compile(rb"(?:[^A-Za-z0-9]*[A-Za-z0-9]){%d}" % last) if last else None  # over the reversed value
 
     def masked(value: bytes, family: Family, fmt: int) -> bytes | None:
         if family is not Family.TEXT:
@@ -246,7 +246,7 @@ def partial(first: int, last: int) -> Strategy:
         if first + last >= len(value) - len(value.translate(None, _ALNUM_B)):
             return starred
         head = head_re.match(value).end() if head_re is not None else 0  # type: ignore[union-attr]
-        tail = tail_re.search(value).start() if tail_re is not None else len(value)  # type: ignore[union-attr]
+        tail = len(value) - tail_re.match(value[::-1]).end() if tail_re is not None else len(value)  # type: ignore[union-attr]
         return value[:head] + starred[head:tail] + value[tail:]
     return masked
 

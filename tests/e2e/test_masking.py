@@ -1,6 +1,6 @@
 """Masking end to end: every path a value takes to the client, through real clients.
 
-The table ``people`` holds values no byte the client receives may contain (``SECRETS``); each
+The table ``mpeople`` holds values no byte the client receives may contain (``SECRETS``); each
 test reads them one way and checks the client's view, and where the path allows it, that what
 the client got is still a valid value of the column's type (binary results decoded by type OID).
 """
@@ -26,24 +26,24 @@ SECRET_UUID = uuid.UUID("6f1e2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b")
 SECRETS = (SSN, "123456789", CARD, "ann.secret", str(SECRET_ID), str(SECRET_UUID))
 
 TABLES = f"""
-drop table if exists people cascade;
-drop table if exists notes cascade;
-create table people (id int primary key, name text, ssn text, card text, email text, emp_id int,
+drop table if exists mpeople cascade;
+drop table if exists mnotes cascade;
+create table mpeople (id int primary key, name text, ssn text, card text, email text, emp_id int,
                      token uuid, born date);
-insert into people values (1, 'ann', '{SSN}', '{CARD}', '{EMAIL}', {SECRET_ID}, '{SECRET_UUID}', '1980-02-03'),
+insert into mpeople values (1, 'ann', '{SSN}', '{CARD}', '{EMAIL}', {SECRET_ID}, '{SECRET_UUID}', '1980-02-03'),
                           (2, 'bob', '234-56-7890', '5500000000000004', 'bob@example.org', 42,
                            '00000000-0000-4000-8000-000000000002', '1990-01-01'),
                           (3, 'cy', null, null, null, null, null, null);
-create view people_v as select id, name, ssn as social, upper(card) as c from people;
-create table notes (id int, body text);
-insert into notes values (1, 'call me at {SSN} or mail {EMAIL}'), (2, 'nothing here');
+create view mpeople_v as select id, name, ssn as social, upper(card) as c from mpeople;
+create table mnotes (id int, body text);
+insert into mnotes values (1, 'call me at {SSN} or mail {EMAIL}'), (2, 'nothing here');
 """
 
 RULES = [
-    {"name": "ssn", "mask": {"columns": ["public.people.ssn"], "with": "partial", "keep_last": 4}},
-    {"name": "card", "mask": {"columns": ["public.people.card"], "with": "redact"}},
-    {"name": "email", "mask": {"columns": ["public.people.email"], "with": "email"}},
-    {"name": "ids", "mask": {"columns": ["public.people.emp_id", "public.people.token"], "with": "hash",
+    {"name": "ssn", "mask": {"columns": ["public.mpeople.ssn"], "with": "partial", "keep_last": 4}},
+    {"name": "card", "mask": {"columns": ["public.mpeople.card"], "with": "redact"}},
+    {"name": "email", "mask": {"columns": ["public.mpeople.email"], "with": "email"}},
+    {"name": "ids", "mask": {"columns": ["public.mpeople.emp_id", "public.mpeople.token"], "with": "hash",
                              "oracle": "allow"}},
 ]
 POLICY = {"name": "agents", "default": "allow", "rules": RULES}
@@ -64,7 +64,7 @@ def _leaks(payload: object) -> list[str]:
 
 def test_plain_select_is_masked_not_refused_text_and_binary(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
-        rows = c.execute("select * from people order by id").fetchall()
+        rows = c.execute("select * from mpeople order by id").fetchall()
         assert _leaks(rows) == []
         ann = rows[0]
         assert ann[2] == "***-**-6789" and ann[3] == "***" and ann[4] == "***@example.com"
@@ -73,50 +73,50 @@ def test_plain_select_is_masked_not_refused_text_and_binary(masked):
         assert ann[7] == datetime.date(1980, 2, 3)  # not masked
         assert rows[2][2:7] == (None, None, None, None, None)  # NULL stays NULL
         with c.cursor(binary=True) as cur:
-            brows = cur.execute("select * from people order by id").fetchall()
+            brows = cur.execute("select * from mpeople order by id").fetchall()
         assert _leaks(brows) == []
         assert brows == rows  # binary values are the same masked values, decoded by type OID
         # deterministic: equal values hash alike, joins on the hash work
-        again = c.execute("select emp_id from people where id = 1").fetchone()
+        again = c.execute("select emp_id from mpeople where id = 1").fetchone()
         assert again == (ann[5],)
 
 
 def test_aliases_expressions_and_views_are_masked_whole(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
         got = c.execute("select ssn as x, upper(ssn), ssn || '', reverse(card), row_to_json(p)::text, "
-                        "to_jsonb(p) ->> 'email' from people p").fetchall()
+                        "to_jsonb(p) ->> 'email' from mpeople p").fetchall()
         assert _leaks(got) == []
         assert got[0][0] in ("***-**-6789", "***-**-7890", None)
         assert all(v in ("***", None) for row in got for v in row[1:5])
-        view = c.execute("select social, c from people_v order by id").fetchall()
+        view = c.execute("select social, c from mpeople_v order by id").fetchall()
         assert _leaks(view) == [] and view[0] == ("***-**-6789", "***")
 
 
 def test_oracles_are_refused_with_a_hint_and_allowed_where_the_rule_says(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
-            c.execute("select name from people where ssn like '1%'")
+            c.execute("select name from mpeople where ssn like '1%'")
         diag = e.value.diag
-        assert diag.message_primary.startswith("pgwarden: blocked: masked column public.people.ssn used in")
+        assert diag.message_primary.startswith("pgwarden: blocked: masked column public.mpeople.ssn used in")
         assert "ssn" in diag.message_hint
         assert diag.message_detail == "Refused by policy 'agents', rule 'ssn'."
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # an aggregate's argument is an oracle too
-            c.execute("select max(ssn) from people")
+            c.execute("select max(ssn) from mpeople")
         # the session goes on; a hashed column may be joined on (oracle: allow)
-        assert c.execute("select count(*) from people a join people b on a.emp_id = b.emp_id").fetchone() == (2,)
+        assert c.execute("select count(*) from mpeople a join mpeople b on a.emp_id = b.emp_id").fetchone() == (2,)
 
 
 def test_extended_protocol_prepared_and_undescribed_portal(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
         for prepare in (False, True):
-            got = c.execute("select ssn, card from people where id = %s", (1,), prepare=prepare).fetchone()
+            got = c.execute("select ssn, card from mpeople where id = %s", (1,), prepare=prepare).fetchone()
             assert got == ("***-**-6789", "***")
         with c.cursor(binary=True) as cur:
-            assert cur.execute("select ssn from people where id = %s", (1,)).fetchone() == ("***-**-6789",)
+            assert cur.execute("select ssn from mpeople where id = %s", (1,)).fetchone() == ("***-**-6789",)
 
 
 def test_multi_statement_query_masks_each_result_by_its_own_statement(masked):
-    sql = "select 1, 'x'; select ssn, name from people where id = 1"
+    sql = "select 1, 'x'; select ssn, name from mpeople where id = 1"
     out = subprocess.run(["psql", masked.dsn(), "-At", "-c", sql], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1|x", "***-**-6789|ann"]
@@ -129,24 +129,24 @@ def _copied(c: psycopg.Connection, sql: str) -> bytes:
 
 def test_copy_to_stdout_text_and_csv_masked_binary_refused(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
-        text = _copied(c, "copy people (id, ssn, card) to stdout")
-        csv = _copied(c, "copy (select id, ssn, email from people order by id) to stdout with (format csv, header)")
+        text = _copied(c, "copy mpeople (id, ssn, card) to stdout")
+        csv = _copied(c, "copy (select id, ssn, email from mpeople order by id) to stdout with (format csv, header)")
         assert _leaks(text) == [] and _leaks(csv) == []
         assert b"1\t***-**-6789\t***\n" in text and b"3\t\\N\t\\N\n" in text
         assert csv.splitlines()[0] == b"id,ssn,email" and csv.splitlines()[1] == b"1,***-**-6789,***@example.com"
         for options in ("format binary", "delimiter ';'"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
-                _copied(c, f"copy people to stdout with ({options})")
+                _copied(c, f"copy mpeople to stdout with ({options})")
             assert "COPY of masked columns in binary format" in str(e.value)
         # unmasked columns may go out in binary
-        assert _copied(c, "copy (select id from people) to stdout with (format binary)").startswith(b"PGCOPY")
+        assert _copied(c, "copy (select id from mpeople) to stdout with (format binary)").startswith(b"PGCOPY")
         assert c.execute("select 1").fetchone() == (1,)  # the session goes on
 
 
 def test_error_messages_do_not_echo_masked_values(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
         with pytest.raises(psycopg.errors.InvalidTextRepresentation) as e:
-            c.execute("select ssn::int from people where id = 1")
+            c.execute("select ssn::int from mpeople where id = 1")
         assert _leaks(e.value.diag.message_primary) == [] and '"***"' in e.value.diag.message_primary
         notices = []
         c.add_notice_handler(lambda d: notices.append((d.message_primary, d.message_detail)))
@@ -158,8 +158,8 @@ def test_asyncpg_binary_codecs(masked):
     async def run():
         conn = await asyncpg.connect(masked.url(), ssl=False)
         try:
-            rows = await conn.fetch("select id, ssn, emp_id, token, email from people order by id")
-            stmt = await conn.prepare("select ssn, card from people where id = $1")
+            rows = await conn.fetch("select id, ssn, emp_id, token, email from mpeople order by id")
+            stmt = await conn.prepare("select ssn, card from mpeople where id = $1")
             one = await stmt.fetchrow(1)
             return [tuple(r) for r in rows], tuple(one)
         finally:
@@ -173,20 +173,20 @@ def test_asyncpg_binary_codecs(masked):
 
 def test_records_name_sources_and_rules_never_values(masked, tmp_path):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
-        c.execute("select ssn as s, card from people").fetchall()
+        c.execute("select ssn as s, card from mpeople").fetchall()
     masked.call(masked.app.recorder.flush) if hasattr(masked.app.recorder, "flush") else None
     masked.call(masked.app.stop)
     records = check_records([tmp_path / "records.jsonl"])
     assert _leaks(records) == []
     result = [r for r in records if r["type"] == "result" and r.get("masked")][0]
-    assert result["masked"] == ["public.people.ssn", "public.people.card"]
+    assert result["masked"] == ["public.mpeople.ssn", "public.mpeople.card"]
     assert {(m["column"], m["source"], m["rule"], m["strategy"]) for m in result["masks"]} == {
-        ("s", "public.people.ssn", "agents/ssn", "partial"), ("card", "public.people.card", "agents/card", "redact")}
+        ("s", "public.mpeople.ssn", "agents/ssn", "partial"), ("card", "public.mpeople.card", "agents/card", "redact")}
 
 
 FUNCTIONS = """
 create or replace function leak(i int) returns text language plpgsql stable as $$
-begin return (select ssn from people where id = i); end $$;
+begin return (select ssn from mpeople where id = i); end $$;
 """
 
 
@@ -206,7 +206,7 @@ def test_a_function_that_hides_where_its_value_comes_from_is_masked_whole_or_ref
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
             c.execute("select leak(1)")
         assert "cannot tell which columns this statement returns" in str(e.value)
-        assert c.execute("select name, ssn from people where id = 1").fetchone() == ("ann", "***-**-6789")
+        assert c.execute("select name, ssn from mpeople where id = 1").fetchone() == ("ann", "***-**-6789")
 
 
 def test_without_the_live_catalog_statements_near_masked_columns_are_refused(make_pgwarden, pg_server):
@@ -214,7 +214,7 @@ def test_without_the_live_catalog_statements_near_masked_columns_are_refused(mak
     running = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, catalog={"live": False})
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
-            c.execute("select name from people")
+            c.execute("select name from mpeople")
         assert "live catalog is unreachable" in str(e.value)
         assert c.execute("select 1, 'fine'").fetchone() == (1, "fine")
 
@@ -227,12 +227,12 @@ def test_detectors_on_text_columns_and_messages_counted_never_shown(make_pgwarde
     pg_server.psql(TABLES, "appdb")
     running = make_pgwarden(policies=[DETECT], only=BUILTIN_PLUGINS)
     with psycopg.connect(running.dsn(), autocommit=True) as c:
-        got = c.execute("select id, body from notes order by id").fetchall()
+        got = c.execute("select id, body from mnotes order by id").fetchall()
         assert got == [(1, "call me at [ssn] or mail [email]"), (2, "nothing here")]
         with c.cursor(binary=True) as cur:
-            got = cur.execute("select body from notes where id = 1").fetchone()
+            got = cur.execute("select body from mnotes where id = 1").fetchone()
         assert got == ("call me at [ssn] or mail [email]",)
-        assert c.execute("select to_jsonb(n) from notes n where id = 1").fetchone() == ("[ssn,email]",)
+        assert c.execute("select to_jsonb(n) from mnotes n where id = 1").fetchone() == ("[ssn,email]",)
         with pytest.raises(psycopg.errors.RaiseException) as e:
             c.execute("do $$ begin raise exception 'card 4111 1111 1111 1111 rejected'; end $$")
         assert e.value.diag.message_primary == "card [credit_card] rejected"
@@ -242,14 +242,14 @@ def test_detectors_on_text_columns_and_messages_counted_never_shown(make_pgwarde
     assert _leaks(records) == [] and "4111" not in repr([r for r in records if r["type"] == "result"])
     result = next(r for r in records if r["type"] == "result" and r.get("detected"))
     assert sorted((d["detector"], d["count"]) for d in result["detected"]) == [("email", 1), ("ssn", 1)]
-    assert running.app.stats.detections[("ssn", "public.notes.body")] >= 1
+    assert running.app.stats.detections[("ssn", "public.mnotes.body")] >= 1
 
 
 def test_metrics_name_masked_values_by_source(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
-        c.execute("select ssn as alias from people").fetchall()
+        c.execute("select ssn as alias from mpeople").fetchall()
     stats = masked.app.stats.masked_values
-    assert stats[("public.people.ssn", "agents/ssn", "partial")] == 2  # two non-NULL values
+    assert stats[("public.mpeople.ssn", "agents/ssn", "partial")] == 2  # two non-NULL values
 
 
 def test_rules_naming_columns_that_do_not_exist_warn_at_start_reload_and_check(make_pgwarden, pg_server, tmp_path):
@@ -262,9 +262,9 @@ def test_rules_naming_columns_that_do_not_exist_warn_at_start_reload_and_check(m
 
     pg_server.psql(TABLES, "appdb")
     typo = {"name": "agents", "default": "allow",
-            "rules": [{"name": "typo", "mask": {"columns": ["public.people.ssnn"]}}, RULES[1]]}
+            "rules": [{"name": "typo", "mask": {"columns": ["public.mpeople.ssnn"]}}, RULES[1]]}
     running = make_pgwarden(policies=[typo], only=BUILTIN_PLUGINS)
-    expected = ["mask rule agents/typo: public.people.ssnn matches no column of the database; it masks nothing"]
+    expected = ["mask rule agents/typo: public.mpeople.ssnn matches no column of the database; it masks nothing"]
     assert running.call(lambda: running.app.warn_mask_columns(running.app.catalog.current)) == expected
     doc = base_config(pg_server, running.keys, tmp_path, policies=[typo])
     cfg = tmp_path / "c.yaml"
@@ -281,9 +281,9 @@ def test_rules_naming_columns_that_do_not_exist_warn_at_start_reload_and_check(m
 
 def test_values_kept_elsewhere_are_refused_and_notifications_masked(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
-        for sql in ("select set_config('leak.x', ssn, false) from people where id = 1",
-                    "select lo_from_bytea(4242, convert_to(email, 'UTF8')) from people where id = 1",
-                    "select pg_notify('leak', ssn) from people"):
+        for sql in ("select set_config('leak.x', ssn, false) from mpeople where id = 1",
+                    "select lo_from_bytea(4242, convert_to(email, 'UTF8')) from mpeople where id = 1",
+                    "select pg_notify('leak', ssn) from mpeople"):
             with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
                 c.execute(sql)
             assert "may not also keep values elsewhere" in str(e.value), sql

@@ -1301,7 +1301,7 @@ class _Walker:
             stmt = stmts[-1].get("stmt") if stmts else None
         if stmt is None:
             return (None, None, ())
-        walker = _Walker(self.ctx, depth=self.depth + 1)
+        walker = _Walker(_body_context(fn, self.ctx), depth=self.depth + 1)
         scope_params = frozenset(fn.argument_names)
         n = _node(stmt)
         if n is None:
@@ -1348,6 +1348,18 @@ class _Walker:
                     sources |= v.sources
         self.reads |= sources
         return _Val(frozenset(sources), False, True)
+
+
+def _body_context(fn: FunctionFacts, ctx: SqlContext) -> SqlContext:
+    """The context a function's body runs in: the caller's, or the search_path it sets itself
+    (``SET search_path = ...``, proconfig)."""
+    from pgwarden.sql.context import parse_path
+
+    for item in fn.config:
+        name, _, value = item.partition("=")
+        if name.strip().lower() == "search_path":
+            return attrs.evolve(ctx, search_path=parse_path(value))
+    return ctx
 
 
 def scope_params(scope: _Scope) -> frozenset[str]:

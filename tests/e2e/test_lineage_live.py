@@ -36,6 +36,7 @@ CREATE FUNCTION pl_secret(uid int) RETURNS text LANGUAGE plpgsql STABLE
     AS $$ DECLARE s text; BEGIN SELECT ssn INTO s FROM users WHERE id = uid; RETURN s; END $$;
 CREATE FUNCTION anything() RETURNS SETOF record LANGUAGE plpgsql
     AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT ssn FROM users'; END $$;
+CREATE FUNCTION hr_ssn() RETURNS SETOF text LANGUAGE sql STABLE SET search_path = hr AS 'SELECT ssn FROM users';
 CREATE FUNCTION computed(q text) RETURNS SETOF record LANGUAGE plpgsql
     AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT ' || q || ' FROM users'; END $$;
 """
@@ -128,13 +129,15 @@ CASES = [
     ("SELECT first_value(ssn) OVER w FROM users WINDOW w AS (PARTITION BY email)", [("first_value", {U("ssn")}, X)]),
     ("WITH d AS (DELETE FROM users WHERE id = 1 RETURNING ssn) SELECT * FROM d", [("ssn", {U("ssn")}, D)]),
     ("SELECT ssn FROM users UNION SELECT 'x'", [("ssn", {U("ssn")}, X)]),
-    ("SELECT (pairs()).*, (all_users()).ssn", [("who", {U("name")}, D), ("tin", {U("ssn")}, D), ("ssn", {U("ssn")}, D)]),
+    ("SELECT (pairs()).*, (all_users()).ssn",
+     [("who", {U("name")}, D), ("tin", {U("ssn")}, D), ("ssn", {U("ssn")}, D)]),
     ("VALUES ((SELECT ssn FROM users LIMIT 1))", [("column1", {U("ssn")}, D)]),
     ("SELECT users FROM users", [("users", {U(c) for c in ("id", "name", "ssn", "email", "card")}, X)]),
     ("SELECT * FROM all_users()", [(c, {U(c)}, D) for c in ("id", "name", "ssn", "email", "card")]),
     ("SELECT who, tin FROM pairs()", [("who", {U("name")}, D), ("tin", {U("ssn")}, D)]),
     ("SELECT user_ssn(1)", [("user_ssn", {U("ssn")}, X)]),
     ("SELECT * FROM starts('1')", [("starts", {U("id")}, D)]),
+    ("SELECT * FROM hr_ssn()", [("hr_ssn", {Source("hr", "users", "ssn")}, D)]),  # its own search_path
     ("SELECT t.ssn FROM pl_users() t", [("ssn", {U(c) for c in ("id", "name", "ssn", "email", "card")}, Q)]),
     ("SELECT pl_secret(1)", [("pl_secret", {U(c) for c in ("id", "name", "ssn", "email", "card")}, Q)]),
     ("INSERT INTO users (id) VALUES (9) RETURNING ssn, id", [("ssn", {U("ssn")}, D), ("id", {U("id")}, D)]),

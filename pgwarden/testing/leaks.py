@@ -157,8 +157,9 @@ def _digests(name: str, text: str) -> list[Form]:
 
 
 def _integer_forms(name: str, n: int) -> list[Form]:
-    forms = [Form(f"hex({name})", format(n, "x").encode()), Form(f"numeric({name})", numeric_binary(Decimal(n)),
-                                                              "binary")]
+    forms = [Form(f"hex({name})", format(n, "x").encode()),
+             Form(f"numeric({name})", numeric_binary(Decimal(n)), "binary"),
+             Form(f"float8({name})", struct.pack(">d", float(n)), "binary")]
     if -2**31 <= n < 2**31:
         forms.append(Form(f"int4({name})", struct.pack(">i", n), "binary"))
     if -2**63 <= n < 2**63:

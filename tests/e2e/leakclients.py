@@ -66,9 +66,10 @@ class Answer:
 
     raw: bytes
     messages: tuple
+    raised: str | None = None  # what the client raised on it
 
     @classmethod
-    def parse(cls, raw: bytes) -> Answer:
+    def parse(cls, raw: bytes, raised: str | None = None) -> Answer:
         out, at = [], 0
         while at + 5 <= len(raw):
             (length,) = struct.unpack_from(">i", raw, at + 1)
@@ -79,7 +80,7 @@ class Answer:
             # only what an outcome is judged by is decoded (a run of 10,000 rows stays cheap)
             out.append(m.decode_backend(frame) if kind in b"EZsn" else kind)
             at += 1 + length
-        return cls(raw, tuple(out))
+        return cls(raw, tuple(out), raised)
 
     @property
     def errors(self) -> list[m.ErrorResponse]:
@@ -131,14 +132,15 @@ class Client:
             self._conn = psycopg.connect(self._dsn(), autocommit=True)
 
     def run(self, step: Step) -> Answer:
+        """Runs the step; its answer, with what the client raised (None if nothing)."""
         start = len(self.session.received)
+        raised = None
         try:
             self._run(step)
-        except (psycopg.Error, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-            self.problems.append(f"{type(e).__name__}: {e}")
-        except Exception as e:  # noqa: BLE001 - a driver that could not decode what it got: the bytes still tell
-            self.problems.append(f"{type(e).__name__}: {e}")
-        return Answer.parse(self.session.received[start:])
+        except Exception as e:  # noqa: BLE001 - a server error, or a value the driver could not decode
+            raised = f"{type(e).__name__}: {e}"
+            self.problems.append(raised)
+        return Answer.parse(self.session.received[start:], raised)
 
     def _run(self, step: Step) -> None:
         if self.protocol == "asyncpg":

@@ -93,6 +93,7 @@ DELETE FROM notes;
 DROP FUNCTION IF EXISTS leak_fn();
 DROP VIEW IF EXISTS leak_view;
 DROP TABLE IF EXISTS leak_copy;
+DROP DOMAIN IF EXISTS leak_dom;
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
 """
 USERS = 4  # user 4 shares user 1's SSN: equal values make most_common_vals and unique violations
@@ -274,8 +275,8 @@ class Case:
 
     @property
     def label(self) -> str:
-        last = self.steps[-1]
-        return f"{self.technique}: {last if isinstance(last, str) else last.sql}"[:110]
+        texts = [step if isinstance(step, str) else step.sql for step in self.steps]
+        return f"{self.technique}: {max(texts, key=len)}"[:110]  # the longest step is the attempt
 
 
 def c(technique: str, *steps: Step, **kw) -> Case:
@@ -292,19 +293,11 @@ RECONSTRUCT_CASE = ("SELECT (SELECT string_agg(CASE WHEN substr(u.ssn, i, 1) = d
                     "ORDER BY i) FROM generate_series(1, 11) i, generate_series(0, 9) d) FROM users u")
 
 # What the implementation does not handle yet (xfail, strict: a fix makes them fail until the mark goes).
-TEMP_VIEWS = ("a view the session created with CREATE TEMP VIEW is invisible to the catalog's control connection "
-              "(another session): its outputs pass unmasked instead of being masked whole or refused as unknown")
-BINARY_COPY = ("binary COPY of a masked column is refused only when its data arrives, as XX000 'pgwarden: result "
-               "refused: CopyRefused' (\"pgwarden's fault\"), not with 42501 before it runs")
 PG_STATS = ("pg_stats.most_common_vals / histogram_bounds hold the masked column's values; no lineage reaches "
             "them (a mask policy without detectors lets them through)")
-STALE_VIEW = ("RACE: right after CREATE OR REPLACE VIEW, a read of the view is judged on the catalog from before "
-              "the change while the reload is pending (decisions wait for a fresh catalog only for 'unknown' "
-              "statements): the new column passes unmasked in some runs")
-CHANGED_IN_PIPELINE = ("CREATE OR REPLACE VIEW and a read of the view sent together (one Query string, or one "
-                       "pipeline before Sync): the read is judged on the view as it was, the new column passes unmasked")
-SIDE_EFFECT = ("a masked value passed to a function that keeps it (set_config, lo_from_bytea) is stored in the "
-               "clear and read back unmasked: only writes to tables count as a use that is refused")
+PIPELINED_DDL = ("RACE (1 run in 6 on the portal client, after helper-mask 18fe03a / helper-lineage 257f289): "
+                 "CREATE OR REPLACE VIEW and a read of the view in one extended-protocol pipeline (one Sync) — the "
+                 "read can be judged on the view before the change, and the new column arrives unmasked")
 ACTIVITY = ("pg_stat_activity.query shows other sessions' statements with their literals; detectors catch a "
             "shaped value, not reverse(query)")
 
@@ -377,6 +370,14 @@ CASES = [
     c("cast", "SELECT xmlelement(name s, ssn), xmlforest(card_number, email) FROM users"),
     c("cast", "SELECT replace(ssn, '-', '')::int, card_number::bigint, card_number::numeric FROM users"),
     c("cast", "SELECT salary::float8, salary::bigint, salary::text FROM users"),
+    # values of other types: masked values must stay valid encodings of their type (clients decode by OID)
+    c("type", "CREATE DOMAIN leak_dom AS text", "SELECT ssn::leak_dom, card_number::leak_dom FROM users"),
+    c("type", "SELECT ROW(ssn, salary, dob)::text, (ssn, email) FROM users"),
+    c("type", "SELECT int8range(replace(ssn, '-', '')::bigint, NULL), point(card_number::float8, 0) FROM users"),
+    c("type", "SELECT make_interval(days => replace(ssn, '-', '')::int), replace(ssn, '-', '')::oid FROM users"),
+    c("type", "SELECT to_tsvector('simple', email), ssn::char(20), ssn::name, ssn::varchar FROM users"),
+    c("type", "SELECT salary::numeric(20, 4), dob::timestamptz, dob::date + 0, ARRAY[salary] FROM users"),
+    c("type", "SELECT jsonb_build_array(ssn, salary, dob), to_json(ARRAY[card_number]) FROM users"),
     c("cast", "SELECT dob::timestamp, dob::text, ssn COLLATE \"C\", card_number::varchar(12) FROM users"),
     # ------------------------------------------------------------ whole rows and JSON
     c("whole-row", "SELECT u FROM users u"),
@@ -386,9 +387,10 @@ CASES = [
     c("whole-row", "SELECT to_jsonb(u) - 'name' FROM users u"),
     c("whole-row", "SELECT ROW(u.ssn, u.email), (u).card_number, (u.*).salary FROM users u"),
     c("whole-row", "SELECT json_build_object('s', ssn, 'c', card_number) FROM users"),
-    c("whole-row", "SELECT * FROM jsonb_each_text((SELECT to_jsonb(u) FROM users u WHERE id = 1))"),
+    # a set-returning function over masked values: 'rows' is an oracle (refused) or masked
+    c("whole-row", "SELECT * FROM jsonb_each_text((SELECT to_jsonb(u) FROM users u WHERE id = 1))", expect=EITHER),
     c("whole-row", "SELECT (jsonb_populate_record(NULL::users, to_jsonb(u))).email FROM users u"),
-    c("whole-row", "SELECT key, value FROM users u, json_each_text(row_to_json(u))"),
+    c("whole-row", "SELECT key, value FROM users u, json_each_text(row_to_json(u))", expect=EITHER),
     c("whole-row", "SELECT x.* FROM users u, jsonb_to_record(to_jsonb(u)) AS x(ssn text, card_number text)"),
     # ------------------------------------------------------------ aggregates, arrays, windows
     c("aggregate", "SELECT json_agg(u) FROM users u", expect=EITHER),
@@ -399,7 +401,8 @@ CASES = [
     c("aggregate", "SELECT json_agg(salary), array_agg(dob) FROM users", expect=EITHER),
     c("array", "SELECT ARRAY[ssn, email] FROM users"),
     c("array", "SELECT ARRAY(SELECT card_number FROM users ORDER BY id)"),
-    c("array", "SELECT (ARRAY[name, ssn])[2], unnest(ARRAY[email, card_number]) FROM users"),
+    c("array", "SELECT (ARRAY[name, ssn])[2] FROM users"),
+    c("array", "SELECT unnest(ARRAY[email, card_number]) FROM users", expect=EITHER),
     c("window", "SELECT lag(ssn) OVER (ORDER BY id), first_value(email) OVER (ORDER BY id) FROM users"),
     c("window", "SELECT nth_value(card_number, 2) OVER w FROM users "
                 "WINDOW w AS (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"),
@@ -413,25 +416,24 @@ CASES = [
       ROLLBACK, expect=ANY),
     c("launder", "INSERT INTO notes (body) SELECT card_number FROM users", "SELECT body FROM notes", expect=ANY),
     c("launder", "CREATE TEMP TABLE t AS SELECT ssn, email FROM users", "SELECT * FROM t", expect=ANY),
-    c("launder", "CREATE TEMP VIEW tv AS SELECT email AS x FROM users", "SELECT x FROM tv", expect=EITHER,
-      xfail=TEMP_VIEWS),
+    c("launder", "CREATE TEMP VIEW tv AS SELECT email AS x FROM users", "SELECT x FROM tv", expect=EITHER),
     c("launder", "CREATE FUNCTION leak_fn() RETURNS text LANGUAGE sql STABLE "
                  "AS $$ SELECT string_agg(ssn, ',') FROM users $$", "SELECT leak_fn()", expect=EITHER),
     # a named statement (ext-text, asyncpg, portal: reused by its text) whose view changes under it
     c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
-      "CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view", expect=EITHER,
-      xfail=STALE_VIEW, xfail_strict=False),
+      "CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view", expect=EITHER),
     # ... and the same with the change and the read sent together, before the change has run
     c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
       Pipeline(("CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view")),
-      expect=ANY, protocols=NO_ASYNCPG, xfail=CHANGED_IN_PIPELINE),
+      expect=ANY, protocols=NO_ASYNCPG, xfail=PIPELINED_DDL, xfail_on=("ext-text", "ext-binary", "portal"),
+      xfail_strict=False),
     # session state and side channels that carry a value out of the statement that read it
     c("launder", "SELECT set_config('leak.x', ssn, false) FROM users WHERE id = 1", "SELECT current_setting('leak.x')",
-      expect=ANY, xfail=SIDE_EFFECT),
+      expect=ANY),
     c("launder", "SELECT set_config('leak.x', reverse(card_number), false) FROM users WHERE id = 2", "SHOW leak.x",
-      expect=ANY, xfail=SIDE_EFFECT),
+      expect=ANY),
     c("launder", "SELECT lo_from_bytea(4242, convert_to(email, 'UTF8')) FROM users WHERE id = 3",
-      "SELECT lo_get(4242)", expect=ANY, xfail=SIDE_EFFECT),
+      "SELECT lo_get(4242)", expect=ANY),
     c("launder", "LISTEN leak", "SELECT pg_notify('leak', ssn) FROM users", "SELECT 1", expect=ANY),
     c("launder", "LISTEN leak", "SELECT pg_notify('leak', reverse(card_number)) FROM users", "SELECT 1", expect=ANY),
     # ------------------------------------------------------------ cursors
@@ -462,10 +464,8 @@ CASES = [
     c("copy", Copy("users", is_query=False), protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("users", "csv", is_query=False), protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("SELECT reverse(ssn), email, salary FROM users", "csv"), protocols=("simple", "asyncpg", "portal")),
-    c("copy", Copy("users", "binary", is_query=False), expect=REFUSED, protocols=("simple", "asyncpg", "portal"),
-      xfail=BINARY_COPY),
-    c("copy", Copy("SELECT ssn FROM users", "binary"), expect=REFUSED, protocols=("simple", "asyncpg", "portal"),
-      xfail=BINARY_COPY),
+    c("copy", Copy("users", "binary", is_query=False), expect=REFUSED, protocols=("simple", "asyncpg", "portal")),
+    c("copy", Copy("SELECT ssn FROM users", "binary"), expect=REFUSED, protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("SELECT id, name FROM users", "binary"), expect=PLAIN, open_leaks=False,
       protocols=("simple", "asyncpg", "portal")),
     # ------------------------------------------------------------ errors and notices that quote a value
@@ -520,9 +520,9 @@ CASES = [
     c("catalog", "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'users' AND attname = 'ssn'",
       policy="detect", expect=EITHER),
     c("catalog", "SELECT query FROM pg_stat_activity WHERE query LIKE '%card_number%'", policy="detect",
-      expect=EITHER),
+      expect=EITHER, differential=False),  # other sessions differ between the two databases
     c("catalog", "SELECT reverse(query) FROM pg_stat_activity WHERE query LIKE '%card_number%'", policy="detect",
-      expect=EITHER, xfail=ACTIVITY),
+      expect=EITHER, xfail=ACTIVITY, differential=False),
     c("catalog", "SELECT current_query()", expect=PLAIN, open_leaks=False, canary=False),
 ]
 
@@ -591,6 +591,8 @@ def run_case(warden: Warden, world: World, direct, pg_server, case: Case, protoc
 def judge(case: Case, answer: Answer, stream: bytes, world: World) -> str | None:
     """What is wrong with the outcome, or None."""
     refused = answer.refused()
+    if answer.raised and not answer.errors and answer.rows:
+        return f"the client could not read the rows it was sent (an invalid value?): {answer.raised}"
     if case.expect in (MASKED, PLAIN) and (answer.errors or not answer.rows):
         kind = "refused" if refused else "failed" if answer.errors else "returned nothing"
         return f"a read that must be answered {kind}: {answer.summary()}"

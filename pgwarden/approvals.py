@@ -78,6 +78,15 @@ def approve_rule(policies: tuple[Policy, ...], verdict: Verdict) -> ApproveMatch
     return None
 
 
+def policy_mode(policies: tuple[Policy, ...], verdict: Verdict) -> str | None:
+    """The ``approval_mode`` of the policy the verdict names: between a rule's ``mode`` and
+    ``approvals.mode`` (a policy for agents may say ``retry`` for all its approve rules)."""
+    for policy in policies:
+        if policy.name == verdict.policy:
+            return policy.approval_mode
+    return None
+
+
 def parameters_of(bind: bytes | None) -> tuple[tuple[str | None, ...] | None, bytes]:
     """The parameters as records show them, and the bytes that identify their values exactly."""
     if bind is None:
@@ -145,7 +154,7 @@ class ApprovalWaits:
         cfg = self.approvals()
         now = self.reactor.seconds()  # type: ignore[attr-defined]
         spec = approve_rule(conn.session.policies, verdict)
-        mode = (spec.mode if spec is not None else None) or cfg.mode
+        mode = (spec.mode if spec is not None else None) or policy_mode(conn.session.policies, verdict) or cfg.mode
         shown, values = parameters_of(request.bind)
         approval = ApprovalRequest(
             statement, verdict, conn.session, id=new_request_id(), parameters=shown, created=now,

@@ -252,6 +252,9 @@ class Policy:
     when: When = When()
     default: Literal["allow", "block"] = "allow"
     rules: tuple[Rule, ...] = ()
+    #: how this policy's approve rules wait (hold or retry) when a rule does not say;
+    #: None: ``approvals.mode`` (docs/approvals.md)
+    approval_mode: Literal["hold", "retry"] | None = None
 
 
 def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:

@@ -295,6 +295,18 @@ def test_retry_mode_once_grant_passes_once(make_pgwarden, orders):
     assert orders() == ""
 
 
+def test_a_policy_approval_mode_applies_to_its_rules_that_do_not_say(make_pgwarden, orders):
+    # approvals.mode is hold; the policy says retry; its rule says nothing: refused at once.
+    running = make_pgwarden(policies=[dict(WRITES, approval_mode="retry")],
+                            approvals={"approver_groups": ["dba"], "timeout_s": 30, "mode": "hold"})
+    running.admin = running.call(running.app.listen_admin).getHost().port
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+            c.execute("insert into ap_orders values (14, 'policy retry')")
+        assert "approval required: request" in str(refused.value)
+    assert orders() == ""
+
+
 def test_who_may_decide(make_pgwarden, orders, pool):
     running = start(make_pgwarden, rules=[
         {"name": "two", "approve": {"statements": ["insert"], "approvers": 2}}])

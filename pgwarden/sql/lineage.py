@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import attrs
 from pglast.parser import ParseError
 
-from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts
+from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
 from pgwarden.sql.syntax import SYSTEM_COLUMNS
@@ -1305,6 +1305,8 @@ class _Walker:
                 out.append(self.array_dimensions(element, _OPAQUE, scope))
             elif e[0] == "ColumnRef" and self.not_an_array(e[1], scope):
                 continue
+            elif e[0] == "TypeCast" and self.names_no_array(_type_name(e[1].get("typeName"))):
+                continue
             else:  # its type is not known here: it may be an array
                 out.append(self.read(self.expr(element, scope)))
         return _union(out)
@@ -1325,9 +1327,17 @@ class _Walker:
             cols = [c for c in self.catalog.columns_of(rel.oid) or () if c.name == source.column]
             if len(cols) != 1:
                 return False
-            t = self.catalog.type(cols[0].type)
-            return t is not None and t.kind in ("b", "e", "r", "m", "c") and not (t.kind == "b" and t.parts)
+            return _not_an_array(self.catalog.type(cols[0].type))
         return False
+
+    def names_no_array(self, type_name: dict) -> bool:
+        """Whether a cast's type is not an array (nor a domain, which may be over one)."""
+        names = _names(type_name.get("names"))
+        if not names or type_name.get("arrayBounds") or type_name.get("setof"):
+            return False
+        types = [t for t in self.catalog.types_named(names[-1])
+                 if len(names) == 1 or _schema(t.schema) == names[-2]]
+        return bool(types) and all(_not_an_array(t) for t in types)
 
     def fixes_keys(self, fname: str, f: dict, scope: _Scope) -> bool:
         """Whether a call builds a JSON object whose keys its text fixes: from a whole row (the
@@ -1504,6 +1514,15 @@ def _alias(f: dict) -> tuple[str | None, list[str]]:
     n = _node(a)
     fields = n[1] if n is not None else (a if isinstance(a, dict) else {})
     return fields.get("aliasname"), _names(fields.get("colnames"))
+
+
+def _type_name(obj: Any) -> dict:
+    n = _node(obj)
+    return n[1] if n is not None else obj if isinstance(obj, dict) else {}
+
+
+def _not_an_array(t: TypeFacts | None) -> bool:
+    return t is not None and t.kind in ("b", "e", "r", "m", "c") and not (t.kind == "b" and t.parts)
 
 
 def _schema(name: str) -> str:

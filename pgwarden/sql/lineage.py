@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import attrs
 from pglast.parser import ParseError
 
-from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts
+from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
 from pgwarden.sql.syntax import SYSTEM_COLUMNS
@@ -355,6 +355,14 @@ _STATEMENTS_WITHOUT_ROWS = frozenset({
 })
 _FROM_DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Import", "Refresh")
 _CATALOG_CHANGING = frozenset({"ViewStmt", "RuleStmt", "DoStmt", "CallStmt", "DefineStmt", "CompositeTypeStmt"})
+# Set-returning functions that return one row per top-level key of a JSON object: how many follows
+# the object's keys only, which the statement fixes when it builds the object from a row or from
+# constant keys (`_Walker.shaped`).
+_PER_KEY = frozenset({"json_each", "jsonb_each", "json_each_text", "jsonb_each_text", "json_object_keys",
+                      "jsonb_object_keys"})
+# JSON made from a whole row: its keys are the row's column names, whatever the values.
+_ROW_TO_JSON = frozenset({"to_json", "to_jsonb", "row_to_json"})
+_BUILD_OBJECT = frozenset({"json_build_object", "jsonb_build_object"})
 
 
 class _Walker:
@@ -366,6 +374,9 @@ class _Walker:
         self.shape_unknown = False
         self.oracles: dict[OracleUse, None] = {}
         self.record_oracles = oracles
+        # The JSON objects (ids of their nodes' fields) whose keys the statement's text fixes:
+        # to_jsonb(u), json_build_object('k', ssn), a scalar sub-select of one.
+        self.shaped: set[int] = set()
         self.missing_relation = False  # a relation the catalog does not know was named
         self.depth = depth  # views and function bodies inside views and bodies
         self._schemas: tuple[str, ...] | None = None
@@ -837,7 +848,7 @@ class _Walker:
         candidates = self.functions(names, len(args))
         # How many rows it returns follows its arguments: generate_series(1, ascii(ssn)).
         if not candidates or any(fn.returns_set for fn in candidates):
-            self.oracle(argv, "rows")
+            self.oracle(self.steering(fname, candidates, f.get("args") or (), args, scope), "rows")
         if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
             self.unknown_reads = True
             if defs:
@@ -1199,6 +1210,12 @@ class _Walker:
         columns = self.query(f.get("subselect"), scope)
         test = self.expr(f.get("testexpr"), scope) if f.get("testexpr") is not None else _NONE
         if kind == "EXPR_SUBLINK" and len(columns) == 1:
+            sub = (_node(f.get("subselect")) or ("", {}))[1]
+            targets = sub.get("targetList") or ()
+            if len(targets) == 1 and sub.get("op", "SETOP_NONE") == "SETOP_NONE":
+                val = _node((_node(targets[0]) or ("", {}))[1].get("val"))
+                if val is not None and id(val[1]) in self.shaped:
+                    self.shaped.add(id(f))  # (SELECT to_jsonb(u) FROM users u WHERE id = 1)
             return columns[0][1]
         if kind == "EXISTS_SUBLINK":
             return _NONE  # its value follows the sub-query's filters (listed as oracles there)
@@ -1219,7 +1236,10 @@ class _Walker:
         nargs = len(args) + (len(f.get("agg_order") or ()) if f.get("agg_within_group") else 0)
         candidates = self.functions(names, nargs)
         if any(fn.returns_set for fn in candidates):
-            self.oracle(argv, "rows")  # a set-returning function in an expression multiplies rows
+            # a set-returning function in an expression multiplies rows
+            self.oracle(self.steering(fname, candidates, f.get("args") or (), args, scope), "rows")
+        if candidates and all(fn.builtin for fn in candidates) and self.fixes_keys(fname, f, scope):
+            self.shaped.add(id(f))
         aggregate = bool(f.get("agg_star") or f.get("agg_distinct") or f.get("agg_order")
                          or f.get("agg_within_group")) or any(fn.kind == "a" for fn in candidates)
         over = f.get("over")
@@ -1250,6 +1270,98 @@ class _Walker:
                 sources |= extra.sources
                 opaque = True
         return _Val(frozenset(sources), False, opaque)
+
+    # ------------------------------------------------------------------ set-returning functions
+
+    def steering(self, fname: str, candidates: list[FunctionFacts], nodes: Any, args: list[_Val],
+                 scope: _Scope) -> _Val:
+        """What decides how many rows a set-returning function returns: its arguments, except
+        where the statement fixes their structure. unnest(ARRAY[email, ssn]) returns one row per
+        element (NULLs too), jsonb_each(to_jsonb(u)) one per column of u: the values steer
+        nothing. Anything else (unnest(string_to_array(ssn, '-')), jsonb_each(ssn::jsonb),
+        generate_series(1, length(ssn))) counts what the masked value holds."""
+        argv = _union(args)
+        if not candidates or not all(fn.builtin for fn in candidates) or len(args) != len(nodes):
+            return argv
+        if fname in _PER_KEY and len(nodes) == 1:
+            n = _node(nodes[0])
+            return _NONE if n is not None and id(n[1]) in self.shaped else argv
+        if fname == "unnest":
+            return _union(self.array_dimensions(node, v, scope) for node, v in zip(nodes, args, strict=True))
+        return argv
+
+    def array_dimensions(self, node: Any, v: _Val, scope: _Scope) -> _Val:
+        """What decides the size of an array: nothing for ARRAY[...] of values that are not
+        arrays themselves (an element that is an array adds a dimension as long as it is)."""
+        n = _node(node)
+        if n is None or n[0] != "A_ArrayExpr":
+            return v
+        out: list[_Val] = []
+        for element in n[1].get("elements") or ():
+            e = _node(element)
+            if e is None or e[0] == "A_Const":
+                continue
+            if e[0] == "A_ArrayExpr":
+                out.append(self.array_dimensions(element, _OPAQUE, scope))
+            elif e[0] == "ColumnRef" and self.not_an_array(e[1], scope):
+                continue
+            elif e[0] == "TypeCast" and self.names_no_array(_type_name(e[1].get("typeName"))):
+                continue
+            else:  # its type is not known here: it may be an array
+                out.append(self.read(self.expr(element, scope)))
+        return _union(out)
+
+    def not_an_array(self, f: dict, scope: _Scope) -> bool:
+        """Whether a column reference is a base column of a type that is not an array."""
+        fields = f.get("fields") or []
+        names = _names(fields)
+        if len(names) != len(fields) or not names:
+            return False
+        v = self.lookup(names, scope)
+        if v is None or not v.direct or v.opaque or len(v.sources) != 1:
+            return False
+        (source,) = v.sources
+        for rel in self.catalog.relations_named(source.table):
+            if _schema(rel.schema) != source.schema:
+                continue
+            cols = [c for c in self.catalog.columns_of(rel.oid) or () if c.name == source.column]
+            if len(cols) != 1:
+                return False
+            return _not_an_array(self.catalog.type(cols[0].type))
+        return False
+
+    def names_no_array(self, type_name: dict) -> bool:
+        """Whether a cast's type is not an array (nor a domain, which may be over one)."""
+        names = _names(type_name.get("names"))
+        if not names or type_name.get("arrayBounds") or type_name.get("setof"):
+            return False
+        types = [t for t in self.catalog.types_named(names[-1])
+                 if len(names) == 1 or _schema(t.schema) == names[-2]]
+        return bool(types) and all(_not_an_array(t) for t in types)
+
+    def fixes_keys(self, fname: str, f: dict, scope: _Scope) -> bool:
+        """Whether a call builds a JSON object whose keys its text fixes: from a whole row (the
+        keys are the column names) or from constant keys."""
+        args = f.get("args") or ()
+        if fname in _ROW_TO_JSON and args:
+            n = _node(args[0])
+            if n is None or fname != "row_to_json" and len(args) != 1:
+                return False
+            if n[0] == "RowExpr":
+                return True
+            if n[0] != "ColumnRef":
+                return False
+            fields = n[1].get("fields") or []
+            names = _names(fields)
+            if not names:
+                return False
+            if len(names) == len(fields) and self.lookup(names, scope) is not None:
+                return False  # a column (a json column's keys are its value's)
+            rel = self.find_rel(names, scope)
+            return rel is not None and rel.unknown is None and not rel.opaque
+        if fname in _BUILD_OBJECT and f.get("agg_star") is None and not f.get("func_variadic"):
+            return len(args) % 2 == 0 and all((_node(k) or ("", {}))[0] == "A_Const" for k in args[::2])
+        return False
 
     # ------------------------------------------------------------------ function bodies
 
@@ -1402,6 +1514,15 @@ def _alias(f: dict) -> tuple[str | None, list[str]]:
     n = _node(a)
     fields = n[1] if n is not None else (a if isinstance(a, dict) else {})
     return fields.get("aliasname"), _names(fields.get("colnames"))
+
+
+def _type_name(obj: Any) -> dict:
+    n = _node(obj)
+    return n[1] if n is not None else obj if isinstance(obj, dict) else {}
+
+
+def _not_an_array(t: TypeFacts | None) -> bool:
+    return t is not None and t.kind in ("b", "e", "r", "m", "c") and not (t.kind == "b" and t.parts)
 
 
 def _schema(name: str) -> str:

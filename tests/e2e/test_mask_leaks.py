@@ -392,6 +392,9 @@ CASES = [
     c("whole-row", "SELECT (jsonb_populate_record(NULL::users, to_jsonb(u))).email FROM users u"),
     c("whole-row", "SELECT key, value FROM users u, json_each_text(row_to_json(u))", expect=EITHER),
     c("whole-row", "SELECT x.* FROM users u, jsonb_to_record(to_jsonb(u)) AS x(ssn text, card_number text)"),
+    # a set-returning function over a structure the statement fixes: as many rows whatever the values
+    c("whole-row", "SELECT u.id, e.* FROM users u, jsonb_each(jsonb_build_object('s', u.ssn, 'c', u.card_number)) e"),
+    c("whole-row", "SELECT k FROM users u, jsonb_object_keys(to_jsonb(u)) k", open_leaks=False),
     # ------------------------------------------------------------ aggregates, arrays, windows
     c("aggregate", "SELECT json_agg(u) FROM users u", expect=EITHER),
     c("aggregate", "SELECT array_agg(ssn ORDER BY id) FROM users", expect=EITHER),
@@ -402,7 +405,8 @@ CASES = [
     c("array", "SELECT ARRAY[ssn, email] FROM users"),
     c("array", "SELECT ARRAY(SELECT card_number FROM users ORDER BY id)"),
     c("array", "SELECT (ARRAY[name, ssn])[2] FROM users"),
-    c("array", "SELECT unnest(ARRAY[email, card_number]) FROM users", expect=EITHER),
+    c("array", "SELECT unnest(ARRAY[email, card_number]) FROM users"),
+    c("array", "SELECT u.id, t.* FROM users u, unnest(ARRAY[u.ssn, u.email, u.salary::text]) WITH ORDINALITY t"),
     c("window", "SELECT lag(ssn) OVER (ORDER BY id), first_value(email) OVER (ORDER BY id) FROM users"),
     c("window", "SELECT nth_value(card_number, 2) OVER w FROM users "
                 "WINDOW w AS (ORDER BY id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)"),
@@ -497,6 +501,19 @@ CASES = [
     c("oracle", "SELECT id, rank() OVER (PARTITION BY email ORDER BY id) FROM users", expect=REFUSED,
       open_leaks=False),
     c("oracle", "SELECT count(DISTINCT ssn) FROM users", expect=REFUSED, open_leaks=False),
+    # a set-returning function whose row count follows a masked value (its outputs aside)
+    c("oracle", "SELECT u.id, count(*) FROM users u, generate_series(1, ascii(u.ssn)) GROUP BY u.id",
+      expect=REFUSED, open_leaks=False),
+    c("oracle", "SELECT u.id, count(*) FROM users u, regexp_split_to_table(u.email, '') GROUP BY u.id",
+      expect=REFUSED, open_leaks=False),
+    c("oracle", "SELECT count(*) FROM users u, unnest(string_to_array(u.email, NULL)) WHERE u.id = 1",
+      expect=REFUSED, open_leaks=False),
+    c("oracle", "SELECT count(*) FROM users u, unnest(ARRAY[string_to_array(u.email, NULL)]) WHERE u.id = 1",
+      expect=REFUSED, open_leaks=False),
+    c("oracle", "SELECT count(*) FROM users u, jsonb_array_elements(to_jsonb(regexp_split_to_array(u.email, ''))) "
+                "WHERE u.id = 1", expect=REFUSED, open_leaks=False),
+    c("oracle", "SELECT count(*) FROM users u, jsonb_object_keys(jsonb_build_object(u.ssn, 1, u.card_number, 2))",
+      expect=REFUSED, open_leaks=False),
     c("oracle", "SELECT id FROM users WHERE salary > 5000000 AND dob < '1970-01-01'", expect=REFUSED,
       open_leaks=False),
     c("oracle", "SELECT id, ssn LIKE '1%' AS bit FROM users", expect=EITHER, open_leaks=False),

@@ -49,6 +49,39 @@ def test_where_is_an_oracle():
     assert one("SELECT id FROM users WHERE ssn LIKE '1%'").oracles == (OracleUse(users("ssn"), "WHERE"),)
 
 
+def rows_oracles(sql: str) -> set[str]:
+    return {o.source.column for o in one(sql).oracles if o.clause == "rows"}
+
+
+def test_a_set_returning_function_over_a_fixed_structure_counts_no_value():
+    assert rows_oracles("SELECT unnest(ARRAY[email, ssn]) FROM users") == set()
+    assert rows_oracles("SELECT unnest(ARRAY[email::text, ssn::varchar(9), ssn::int]) FROM users") == set()
+    assert rows_oracles("SELECT key, value FROM users u, json_each_text(row_to_json(u))") == set()
+    assert rows_oracles("SELECT * FROM users u, jsonb_object_keys(to_jsonb(u.*))") == set()
+    assert rows_oracles("SELECT * FROM jsonb_each((SELECT to_jsonb(u) FROM users u WHERE id = 1))") == set()
+    assert rows_oracles("SELECT * FROM users, json_each(json_build_object('s', ssn, 'e', email))") == set()
+    # its outputs are still derived from every column of the structure: masked whole
+    key, value = one("SELECT key, value FROM users u, json_each_text(row_to_json(u))").outputs
+    assert users("ssn") in value.sources and users("ssn") in key.sources and not value.direct
+
+
+def test_a_set_returning_function_over_a_masked_value_counts_it():
+    assert rows_oracles("SELECT unnest(string_to_array(ssn, '-')) FROM users") == {"ssn"}
+    assert rows_oracles("SELECT unnest(ARRAY[string_to_array(ssn, '-')]) FROM users") == {"ssn"}
+    assert rows_oracles("SELECT unnest(ARRAY[lower(ssn)]) FROM users") == {"ssn"}  # its type is not known here
+    assert rows_oracles("SELECT unnest(ARRAY[name::text, ssn::text[]]) FROM users") == {"ssn"}
+    assert rows_oracles("SELECT unnest(ARRAY[ssn::_text]) FROM users") == {"ssn"}
+    assert rows_oracles("SELECT * FROM users, jsonb_array_elements(ssn::jsonb)") == {"ssn"}
+    assert rows_oracles("SELECT * FROM users, jsonb_each(to_jsonb(ssn))") == {"ssn"}
+    # s names the column before the row: a JSON value whose keys are the value's
+    assert rows_oracles("SELECT * FROM (SELECT ssn::jsonb AS s FROM users) s, jsonb_each(to_jsonb(s))") == {"ssn"}
+    assert rows_oracles("SELECT * FROM users, jsonb_each((SELECT to_jsonb(ssn) FROM users LIMIT 1))") == {"ssn"}
+    assert rows_oracles("SELECT * FROM users, jsonb_object_keys(jsonb_build_object(ssn, 1))") == {"ssn"}
+    assert rows_oracles("SELECT regexp_split_to_table(ssn, '-') FROM users") == {"ssn"}
+    assert rows_oracles("SELECT * FROM users, generate_series(1, length(ssn))") == {"ssn"}
+    assert rows_oracles("SELECT generate_series(1, ascii(ssn)) FROM users") == {"ssn"}
+
+
 def test_statement_without_rows():
     assert one("SET work_mem = '4MB'").outputs is None
 

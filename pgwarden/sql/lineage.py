@@ -1213,7 +1213,7 @@ class _Walker:
             sub = (_node(f.get("subselect")) or ("", {}))[1]
             targets = sub.get("targetList") or ()
             if len(targets) == 1 and sub.get("op", "SETOP_NONE") == "SETOP_NONE":
-                val = _node((_node(targets[0]) or ("", {}))[1].get("val"))
+                val = _node((_node(targets[0]) or ("", {}))[1].get("val"))  # type: ignore[misc]
                 if val is not None and id(val[1]) in self.shaped:
                     self.shaped.add(id(f))  # (SELECT to_jsonb(u) FROM users u WHERE id = 1)
             return columns[0][1]

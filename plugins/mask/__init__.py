@@ -276,7 +276,10 @@ class Masking:
             strategy = values.fixed(spec.value or "")
         else:  # hash: the check refused the statement when there is no key; NULL if it came here anyway
             strategy = values.hashed(self.key) if self.key is not None else _NULL
-        return ColumnMask(_strategy_masker(strategy, column), rule.strength, rule.name, source, kind,
+        masker = _strategy_masker(strategy, column)
+        if kind == "partial" and values.family_of(column.type_oid) is values.Family.TEXT:
+            masker = values.partial_text(*spec.kept)  # the same answers, sooner (a text format is text)
+        return ColumnMask(masker, rule.strength, rule.name, source, kind,
                           constant=kind in ("redact", "null", "fixed"))
 
     def _detection(self, column: ResultColumn, rules: SessionRules) -> ColumnMask | None:

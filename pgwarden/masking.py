@@ -184,6 +184,7 @@ _NULL = b"\xff\xff\xff\xff"
 # Values remembered per masked column: a column's values repeat (and a masker's answer
 # depends on the value alone), so most rows cost a dictionary lookup per masked column.
 _MEMO = 4096
+_WATCH = 1024
 
 
 def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Masker]) -> Callable[[bytes], bytes]:
@@ -211,12 +212,16 @@ def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mask
         steps.append(_Step(i, mask.masker, column, constant, mask.strategy == "plugin"))
     quick = plan.quick
     walk = _walker(steps, len(shape.columns), values)
+    watched = [step for step in steps if step.remember]
 
     def transform(run: bytes) -> bytes:
+        nonlocal walk
         if quick is not None and not any(q(run) for q in quick):
             return run
         out: list[bytes] = []
         walk(run, out)
+        if watched and _forgotten(watched):
+            walk = _walker(steps, len(shape.columns), values)
         return b"".join(out)
 
     transform.plan = plan  # type: ignore[attr-defined]  # named in result records and metrics
@@ -227,7 +232,7 @@ def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mask
 class _Step:
     """One masked column of a result: its masker, and the fields (length word and value) it gave."""
 
-    __slots__ = ("index", "masker", "column", "constant", "plain", "memo")
+    __slots__ = ("index", "masker", "column", "constant", "plain", "memo", "remember", "looked", "misses")
 
     def __init__(self, index: int, masker: Masker, column: m.Column, constant: bytes | None, plain: bool) -> None:
         self.index = index
@@ -236,6 +241,9 @@ class _Step:
         self.constant = constant
         self.plain = plain  # a v1 Masker: it is given NULL too
         self.memo: dict[bytes, bytes] = {}
+        # Whether values are remembered: until `_WATCH` values show that they seldom repeat.
+        self.remember = constant is None
+        self.looked = self.misses = 0
 
     def field(self, value: bytes | None) -> bytes:
         """The field (length word and value) the masker gives ``value``."""
@@ -250,6 +258,21 @@ class _Step:
             memo.clear()
         memo[value] = known
         return known
+
+
+def _forgotten(watched: list[_Step]) -> bool:
+    """Whether a watched column's memo stopped (and ``watched`` shrank): once `_WATCH` values
+    have been looked up, a column whose values hardly repeat (every SSN of a table is another)
+    is masked without its memo, which cost a lookup and a store per value for nothing."""
+    forgot = False
+    for step in list(watched):
+        if step.looked >= _WATCH:
+            watched.remove(step)
+            if step.misses * 10 > step.looked * 9:
+                step.remember = False
+                step.memo.clear()
+                forgot = True
+    return forgot
 
 
 def _general(steps: list[_Step], values: Counter[int]) -> Callable[[bytes, int, list[bytes]], int]:
@@ -311,7 +334,7 @@ def _walker(steps: list[_Step], width: int, values: Counter[int]) -> Callable[[b
              "    extend = out.extend",
              "    pos = 0",
              "    size_run = len(run)",
-             "    " + " = ".join(f"n{k}" for k in range(len(steps))) + " = 0" if steps else "    pass",
+             "    " + " = ".join(f"{c}{k}" for k in range(len(steps)) for c in "nm") + " = 0" if steps else "    pass",
              "    try:",
              "        while pos < size_run:",
              "            old = length(run, pos + 1)[0]",
@@ -349,14 +372,19 @@ def _walker(steps: list[_Step], width: int, values: Counter[int]) -> Callable[[b
             env[f"memo{k}"] = step.memo
             env[f"masker{k}"] = step.masker
             env[f"column{k}"] = step.column
-            lines += [body + "    v = run[p + 4:p + 4 + s]",
-                      body + f"    f{k} = memo{k}.get(v)",
-                      body + f"    if f{k} is None:",
-                      body + f"        new = masker{k}(v, column{k})",
-                      body + f"        f{k} = NULL if new is None else len(new).to_bytes(4, 'big') + new",
-                      body + f"        if len(memo{k}) >= MEMO:",
-                      body + f"            memo{k}.clear()",
-                      body + f"        memo{k}[v] = f{k}"]
+            if step.remember:
+                lines += [body + "    v = run[p + 4:p + 4 + s]",
+                          body + f"    f{k} = memo{k}.get(v)",
+                          body + f"    if f{k} is None:",
+                          body + f"        m{k} += 1",
+                          body + f"        new = masker{k}(v, column{k})",
+                          body + f"        f{k} = NULL if new is None else len(new).to_bytes(4, 'big') + new",
+                          body + f"        if len(memo{k}) >= MEMO:",
+                          body + f"            memo{k}.clear()",
+                          body + f"        memo{k}[v] = f{k}"]
+            else:
+                lines += [body + f"    new = masker{k}(run[p + 4:p + 4 + s], column{k})",
+                          body + f"    f{k} = NULL if new is None else len(new).to_bytes(4, 'big') + new"]
         lines.append(body + "    p += 4 + s")
         if k:
             if steps[k - 1].index + 1 != step.index:
@@ -373,9 +401,12 @@ def _walker(steps: list[_Step], width: int, values: Counter[int]) -> Callable[[b
     lines.append("    finally:")
     for k, step in enumerate(steps):
         lines.append(f"        values[{step.index}] += n{k}")
+        lines.append(f"        steps[{k}].looked += n{k}")
+        lines.append(f"        steps[{k}].misses += m{k}")
     if not steps:
         lines.append("        pass")
     env["values"] = values
+    env["steps"] = steps
     exec(compile("\n".join(lines), "<pgwarden.masking walker>", "exec"), env)  # noqa: S102 - our own text
     return env["walk"]  # type: ignore[return-value]
 

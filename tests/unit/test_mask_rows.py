@@ -88,3 +88,20 @@ def test_a_run_no_quick_test_finds_anything_in_comes_back_as_it_was():
     assert transform(run) is run
     secret = m.DataRow((b"secret",) * WIDTH).encode()
     assert transform(secret) == m.DataRow((b"secret",) * 2 + (b"SECRET!",) + (b"secret",) * 3).encode()
+
+
+def test_a_column_whose_values_do_not_repeat_is_masked_alike_without_its_memo():
+    asked: list[bytes | None] = []
+
+    def counting(value: bytes | None, column: m.Column) -> bytes | None:
+        asked.append(value)
+        return _upper(value, column)
+
+    masks = {1: ColumnMask(counting, 1, strategy="partial"), 3: ColumnMask(counting, 1, strategy="partial")}
+    transform = row_transform(SHAPE, masks)
+    for start in range(0, 3000, 500):  # column 1: every value another; column 3: ten values
+        rows = [(b"x", b"%d" % g, None, b"%d" % (g % 10), b"", None) for g in range(start, start + 500)]
+        run = b"".join(m.DataRow(r).encode() for r in rows)
+        assert transform(run) == _expected(rows, {1: MASKERS["upper"](), 3: MASKERS["upper"]()})
+    assert len(asked) == 3000 + 10  # each distinct value asked once: column 3's remembered throughout
+    assert dict(transform.plan.values) == {1: 3000, 3: 3000}

@@ -179,10 +179,12 @@ class _Plan:
 
 
 _LENGTH = struct.Struct("!i").unpack_from
+_HEADER = struct.Struct("!ci").pack
 _NULL = b"\xff\xff\xff\xff"
 # Values remembered per masked column: a column's values repeat (and a masker's answer
 # depends on the value alone), so most rows cost a dictionary lookup per masked column.
 _MEMO = 4096
+_WATCH = 1024
 
 
 def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Masker]) -> Callable[[bytes], bytes]:
@@ -194,86 +196,219 @@ def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mask
     A masker's answer depends on the value alone, so answers are remembered per column (a
     column's values repeat); one whose ``constant`` is set is asked once. NULL is given to
     plain `Masker`s of contract v1 only; otherwise NULL stays NULL.
+
+    Rows with as many columns as ``shape`` (all of them, from a server) go through a loop
+    written for this result's masks (`_walker`); any other row through the general one.
     """
     plan = _Plan(shape, compose([("", masks)], len(shape.columns)))
     values = plan.values
-    # (index, memo of value -> field, masker, column, constant field or None, plain v1 masker)
-    steps: list[tuple[int, dict[bytes, bytes], Masker, m.Column, bytes | None, bool]] = []
+    steps: list[_Step] = []
     for i, mask in plan.masks:
         column = plan.columns[i]
         constant = None
         if mask.constant:
             new = mask.masker(b"", column)
             constant = _NULL if new is None else len(new).to_bytes(4, "big") + new
-        steps.append((i, {}, mask.masker, column, constant, mask.strategy == "plugin"))
-    last = steps[-1][0] if steps else -1
+        steps.append(_Step(i, mask.masker, column, constant, mask.strategy == "plugin"))
     quick = plan.quick
-    length = _LENGTH
+    walk = _walker(steps, len(shape.columns), values)
+    watched = [step for step in steps if step.remember]
 
     def transform(run: bytes) -> bytes:
+        nonlocal walk
         if quick is not None and not any(q(run) for q in quick):
             return run
         out: list[bytes] = []
-        append = out.append
-        pos = 0
-        size_run = len(run)
-        while pos < size_run:
-            old = length(run, pos + 1)[0]
-            end = pos + 1 + old
-            ncols = (run[pos + 5] << 8) | run[pos + 6]
-            p = pos + 7
-            col = 0
-            start = pos + 5
-            header = len(out)
-            append(b"")
-            delta = 0
-            for i, memo, masker, column, constant, plain in steps:
-                if i >= ncols:
-                    break
-                while col < i:
-                    size = length(run, p)[0]
-                    p += 4 + size if size > 0 else 4
-                    col += 1
-                size = length(run, p)[0]
-                append(run[start:p])
-                if size < 0:
-                    if plain:  # a v1 Masker may give NULL a value
-                        new = masker(None, column)
-                        got = _NULL if new is None else len(new).to_bytes(4, "big") + new
-                        append(got)
-                        delta += len(got) - 4
-                    else:
-                        append(_NULL)
-                    p += 4
-                else:
-                    values[i] += 1
-                    if constant is not None:
-                        got = constant
-                    else:
-                        value = run[p + 4:p + 4 + size]
-                        known = memo.get(value)
-                        if known is None:
-                            new = masker(value, column)
-                            known = _NULL if new is None else len(new).to_bytes(4, "big") + new
-                            if len(memo) >= _MEMO:
-                                memo.clear()
-                            memo[value] = known
-                        got = known
-                    append(got)
-                    delta += len(got) - 4 - size
-                    p += 4 + size
-                col += 1
-                start = p
-                if col > last:
-                    break
-            append(run[start:end])
-            out[header] = b"D" + (old + delta).to_bytes(4, "big")
-            pos = end
+        walk(run, out)
+        if watched and _forgotten(watched):
+            walk = _walker(steps, len(shape.columns), values)
         return b"".join(out)
 
     transform.plan = plan  # type: ignore[attr-defined]  # named in result records and metrics
     transform.columns = tuple(o.column for o in plan.outputs)  # type: ignore[attr-defined]
     return transform
+
+
+class _Step:
+    """One masked column of a result: its masker, and the fields (length word and value) it gave."""
+
+    __slots__ = ("index", "masker", "column", "constant", "plain", "memo", "remember", "looked", "misses")
+
+    def __init__(self, index: int, masker: Masker, column: m.Column, constant: bytes | None, plain: bool) -> None:
+        self.index = index
+        self.masker = masker
+        self.column = column
+        self.constant = constant
+        self.plain = plain  # a v1 Masker: it is given NULL too
+        self.memo: dict[bytes, bytes] = {}
+        # Whether values are remembered: until `_WATCH` values show that they seldom repeat.
+        self.remember = constant is None
+        self.looked = self.misses = 0
+
+    def field(self, value: bytes | None) -> bytes:
+        """The field (length word and value) the masker gives ``value``."""
+        new = self.masker(value, self.column)
+        return _NULL if new is None else len(new).to_bytes(4, "big") + new
+
+    def miss(self, value: bytes) -> bytes:
+        """`field` for a value the memo does not know, remembered."""
+        known = self.field(value)
+        memo = self.memo
+        if len(memo) >= _MEMO:
+            memo.clear()
+        memo[value] = known
+        return known
+
+
+def _forgotten(watched: list[_Step]) -> bool:
+    """Whether a watched column's memo stopped (and ``watched`` shrank): once `_WATCH` values
+    have been looked up, a column whose values hardly repeat (every SSN of a table is another)
+    is masked without its memo, which cost a lookup and a store per value for nothing."""
+    forgot = False
+    for step in list(watched):
+        if step.looked >= _WATCH:
+            watched.remove(step)
+            if step.misses * 10 > step.looked * 9:
+                step.remember = False
+                step.memo.clear()
+                forgot = True
+    return forgot
+
+
+def _general(steps: list[_Step], values: Counter[int]) -> Callable[[bytes, int, list[bytes]], int]:
+    """Rewrites the one row at ``pos`` of a run (any number of columns) into ``out``; its end."""
+    last = steps[-1].index if steps else -1
+    length = _LENGTH
+
+    def row(run: bytes, pos: int, out: list[bytes]) -> int:
+        append = out.append
+        old = length(run, pos + 1)[0]
+        end = pos + 1 + old
+        ncols = (run[pos + 5] << 8) | run[pos + 6]
+        p = pos + 7
+        col = 0
+        start = pos + 5
+        header = len(out)
+        append(b"")
+        delta = 0
+        for step in steps:
+            i = step.index
+            if i >= ncols:
+                break
+            while col < i:
+                size = length(run, p)[0]
+                p += 4 + size if size > 0 else 4
+                col += 1
+            size = length(run, p)[0]
+            append(run[start:p])
+            if size < 0:
+                got = step.field(None) if step.plain else _NULL
+                p += 4
+            else:
+                values[i] += 1
+                if step.constant is not None:
+                    got = step.constant
+                else:
+                    value = run[p + 4:p + 4 + size]
+                    got = step.memo.get(value) or step.miss(value)
+                p += 4 + size
+            append(got)
+            delta += len(got) - 4 - (size if size > 0 else 0)
+            col += 1
+            start = p
+            if col > last:
+                break
+        append(run[start:end])
+        out[header] = _HEADER(b"D", old + delta)
+        return end
+
+    return row
+
+
+def _walker(steps: list[_Step], width: int, values: Counter[int]) -> Callable[[bytes, list[bytes]], None]:
+    """The loop over a run of rows for these masks, written out for them: the columns before
+    each masked one skipped by their length words, each masked field taken from its memo (or
+    its constant), the row rebuilt in one ``extend``. Compiled once per result; rows of another
+    width go through `_general`."""
+    lines = ["def walk(run, out):",
+             "    extend = out.extend",
+             "    pos = 0",
+             "    size_run = len(run)",
+             "    " + " = ".join(f"{c}{k}" for k in range(len(steps)) for c in "nm") + " = 0" if steps else "    pass",
+             "    try:",
+             "        while pos < size_run:",
+             "            old = length(run, pos + 1)[0]",
+             "            end = pos + 1 + old",
+             "            if run[pos + 5:pos + 7] != WIDTH:",
+             "                pos = general(run, pos, out)",
+             "                continue",
+             "            p = pos + 7"]
+    col = 0
+    pieces = ["run[pos + 5:a0]"]
+    change = []
+    env: dict[str, object] = {"length": _LENGTH, "header": _HEADER, "general": _general(steps, values),
+                              "WIDTH": width.to_bytes(2, "big"), "NULL": _NULL, "MEMO": _MEMO}
+    body = "            "
+    for k, step in enumerate(steps):
+        for _ in range(step.index - col):
+            lines.append(body + "s = length(run, p)[0]")
+            lines.append(body + "p += 4 + s if s > 0 else 4")
+        col = step.index + 1
+        lines.append(body + f"a{k} = p")
+        lines.append(body + "s = length(run, p)[0]")
+        lines.append(body + "if s < 0:")
+        if step.plain:
+            env[f"null{k}"] = step.field
+            lines.append(body + f"    f{k} = null{k}(None)")
+        else:
+            lines.append(body + f"    f{k} = NULL")
+        lines.append(body + "    p += 4")
+        lines.append(body + "else:")
+        lines.append(body + f"    n{k} += 1")
+        if step.constant is not None:
+            env[f"c{k}"] = step.constant
+            lines.append(body + f"    f{k} = c{k}")
+        else:
+            env[f"memo{k}"] = step.memo
+            env[f"masker{k}"] = step.masker
+            env[f"column{k}"] = step.column
+            if step.remember:
+                lines += [body + "    v = run[p + 4:p + 4 + s]",
+                          body + f"    f{k} = memo{k}.get(v)",
+                          body + f"    if f{k} is None:",
+                          body + f"        m{k} += 1",
+                          body + f"        new = masker{k}(v, column{k})",
+                          body + f"        f{k} = NULL if new is None else len(new).to_bytes(4, 'big') + new",
+                          body + f"        if len(memo{k}) >= MEMO:",
+                          body + f"            memo{k}.clear()",
+                          body + f"        memo{k}[v] = f{k}"]
+            else:
+                lines += [body + f"    new = masker{k}(run[p + 4:p + 4 + s], column{k})",
+                          body + f"    f{k} = NULL if new is None else len(new).to_bytes(4, 'big') + new"]
+        lines.append(body + "    p += 4 + s")
+        if k:
+            if steps[k - 1].index + 1 != step.index:
+                pieces.append(f"run[b{k - 1}:a{k}]")
+        pieces.append(f"f{k}")
+        change.append(f"len(f{k}) - (b{k} - a{k})")
+        lines.append(body + f"b{k} = p")
+    pieces.append(f"run[b{len(steps) - 1}:end]" if steps else "run[pos + 5:end]")
+    if not steps:
+        pieces = ["run[pos + 5:end]"]
+        change = ["0"]
+    lines.append(body + f"extend((header(b'D', old + {' + '.join(change)}), {', '.join(pieces)}))")
+    lines.append(body + "pos = end")
+    lines.append("    finally:")
+    for k, step in enumerate(steps):
+        lines.append(f"        values[{step.index}] += n{k}")
+        lines.append(f"        steps[{k}].looked += n{k}")
+        lines.append(f"        steps[{k}].misses += m{k}")
+    if not steps:
+        lines.append("        pass")
+    env["values"] = values
+    env["steps"] = steps
+    exec(compile("\n".join(lines), "<pgwarden.masking walker>", "exec"), env)  # noqa: S102 - our own text
+    return env["walk"]  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------- COPY TO STDOUT rows

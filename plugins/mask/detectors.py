@@ -73,6 +73,11 @@ class Scanner:
         self._text = re.compile(alternation)
         self._without: dict[int, Scanner] = {}
 
+    @property
+    def pattern(self) -> re.Pattern[bytes]:
+        """The combined expression over bytes (`candidate`'s)."""
+        return self._run
+
     def candidate(self, raw: bytes) -> bool:
         """Whether anything in ``raw`` (a run of rows, a message) could be a hit."""
         return self._run.search(raw) is not None

@@ -92,6 +92,21 @@ def test_partial_keeps_separators_and_email_keeps_the_domain():
     assert v.partial(2, 2)(b"abcdefgh", v.Family.TEXT, 0) == b"ab****gh"
     assert partial(b"1234", v.Family.TEXT, 0) == b"****"  # keeping 4 of 4 would keep it all
     assert partial(b"1234", v.Family.INT4, 0) is None
+
+
+@pytest.mark.parametrize("kept", [(0, 4), (0, 1), (2, 2), (1, 0), (0, 0)])
+def test_partial_for_text_answers_as_partial(kept):
+    """The text columns' short way (`partial_text`) must give exactly `partial`'s answers."""
+    import random
+
+    chars = "0123456789-- aZ*é_\\"
+    rng = random.Random(18)
+    samples = [b"", b"1234", b"123-45-6789", b"-1234", b"12-34", b"***-1234", "é1234".encode(), b"ab", b"----"]
+    samples += ["".join(rng.choice(chars) for _ in range(rng.randrange(12))).encode() for _ in range(3000)]
+    general, text = v.partial(*kept), v.partial_text(*kept)
+    for value in samples:
+        assert text(value, None) == general(value, v.Family.TEXT, 0), value
+    assert text(None, None) is None
     assert v.email()(b"ann.secret@example.com", v.Family.TEXT, 0) == b"***@example.com"
     assert v.email()(b"no at sign", v.Family.TEXT, 0) == b"***"
 

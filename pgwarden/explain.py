@@ -9,6 +9,7 @@ masking plugins answer, not a re-implementation of their rules.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING
 
 import attrs
@@ -57,6 +58,10 @@ def _facts(catalog: Catalog, source: Source) -> ColumnFacts | None:
     return None
 
 
+def _same(lineage: Lineage) -> Lineage:
+    return lineage
+
+
 def description_of(lineage: Lineage, catalog: Catalog) -> m.RowDescription | None:
     """The RowDescription the server would send, as far as lineage and the catalog tell: None when
     the statement returns no rows; one opaque column when lineage cannot say what it returns."""
@@ -87,7 +92,7 @@ def statement_masks(host: PluginHost, statement: Statement, session: Session, ca
         if description is None:
             found.append(StatementMasks(None))
             continue
-        shape = resolve_shape(description, lambda resolved=resolved: resolved, catalog)
+        shape = resolve_shape(description, functools.partial(_same, resolved), catalog)
         try:
             masks = host.result_masks(shape, statement, session)
         except MaskingFailed as e:

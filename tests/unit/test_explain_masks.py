@@ -19,6 +19,7 @@ policies:
     rules:
       - {name: pii, mask: {columns: [public.users.ssn], with: partial, keep_last: 4}}
       - {name: contact, mask: {columns: [public.users.email], with: "null", oracle: allow}}
+      - {name: detect, mask: {detect: [ssn]}}
 """
 
 
@@ -80,3 +81,11 @@ def test_an_oracle_is_a_refusal_of_the_mask_plugin(explain):
 def test_no_rows_no_masks(explain):
     code, out = explain("SET work_mem = '4MB'", "--json")
     assert json.loads(out)["masks"] == [{"outputs": None, "refused": None}]
+
+
+def test_direct_outputs_take_their_type_from_the_catalog(explain):
+    """Detectors scan text columns only: users.id is int4 in the catalog, not text."""
+    _, out = explain("SELECT id, name, 'x' AS lit FROM users")
+    assert "masks      2 of 3 output(s) masked\n" in out
+    assert "  name: detect by agents/detect (source public.users.name)\n" in out
+    assert "  id:" not in out

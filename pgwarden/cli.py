@@ -196,6 +196,7 @@ def _cmd_explain(args) -> int:
 
     from twisted.internet.defer import Deferred
 
+    from pgwarden.explain import StatementMasks, masks_json, masks_lines, statement_masks
     from pgwarden.identity import Identity
     from pgwarden.policy import policies_for
     from pgwarden.session import Session
@@ -231,6 +232,9 @@ def _cmd_explain(args) -> int:
         print(f"pgwarden explain: the analysis failed ({type(e).__name__}: {e}); pgwarden refuses such a "
               "statement", file=sys.stderr)
         return 1
+    catalog = (context or default_context()).catalog
+    masks: list[StatementMasks] = []
+    refusals: list[tuple[str, Verdict]] = []
     if not policies:
         verdict = Verdict.block("no policy for this identity", rule="(connection refused, SQLSTATE 28000)")
     else:
@@ -243,6 +247,9 @@ def _cmd_explain(args) -> int:
             answer = settled[0] if settled else None
         verdict = answer if isinstance(answer, Verdict) else Verdict.block(
             "no verdict: a plugin failed or did not decide at once", rule="(undecided)")
+        # What the masking plugins would do to the rows, asked as the proxy asks them.
+        masks = statement_masks(host, statement, session, catalog)
+        refusals = host.masking_refusals(statement, session)
     result: dict[str, Any] = {
         "sql": statement.sql,
         "kinds": sorted(analysis.kinds),
@@ -251,8 +258,11 @@ def _cmd_explain(args) -> int:
         "functions": sorted(analysis.functions),
         "has_where": analysis.has_where,
         "lineage": [lineage_json(one) for one in lineage],
-        "catalog": (context.catalog if context is not None else default_context().catalog).source,
+        "catalog": catalog.source,
         "policies": [p.name for p in policies],
+        "masks": masks_json(masks),
+        "masking_refusals": [{"plugin": name, "policy": v.policy, "rule": v.rule, "reason": v.reason}
+                             for name, v in refusals],
         "verdict": {"action": verdict.action, "policy": verdict.policy, "rule": verdict.rule,
                     "reason": verdict.reason, "hint": verdict.hint},
     }
@@ -266,6 +276,11 @@ def _cmd_explain(args) -> int:
             for line in _lineage_lines(one, i if len(lineage) > 1 else None):
                 print(line)
         print(f"{'policies':10} {', '.join(result['policies']) or '-'}")
+        for line in masks_lines(masks):
+            print(line)
+        for name, v in refusals:
+            by = f"{v.policy}/{v.rule}" if v.policy else v.rule
+            print(f"{'refused':10} {v.reason} (plugin {name}, {by})")
         v = result["verdict"]
         print(f"{'verdict':10} {v['action']}" + (f" by {v['policy']} / {v['rule']}" if v["policy"] else ""))
         if v["reason"]:
@@ -399,8 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dsn", help="also check the mask rules' columns against this database's catalog")
     p.set_defaults(func=_cmd_check)
 
-    p = sub.add_parser("explain", help="the verdict on one statement for one identity and its outputs' "
-                                       "lineage, without a database (or with --dsn, against its catalog)")
+    p = sub.add_parser("explain", help="the verdict on one statement for one identity, its outputs' lineage "
+                                       "and masks, without a database (or with --dsn, against its catalog)")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--dsn", help="a libpq connection string: resolve names against that database's catalog")
     p.add_argument("--subject", required=True)

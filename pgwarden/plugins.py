@@ -662,6 +662,26 @@ class PluginHost:
         """Whether any plugin rewrites the text of errors and notices."""
         return bool(self._impls("pgwarden_message_masks"))
 
+    def masking_refusals(self, statement: Statement, session: Session) -> list[tuple[str, Verdict]]:
+        """What each masking plugin's own ``pgwarden_check`` refuses (oracles, ``unknown: refuse``,
+        ...), each on its own: `check` gives only the strictest verdict of all plugins, which may
+        be another plugin's. For `pgwarden explain`; an answer that is not there at once is left out."""
+        maskers = {name for name, _ in self._each("pgwarden_result_masks")}
+        refusals: list[tuple[str, Verdict]] = []
+        for name, call in self._each("pgwarden_check"):
+            if name not in maskers:
+                continue
+            try:
+                got = call(statement=statement, session=session)
+            except Exception as e:
+                refusals.append((name, self._failed(self._culprit("pgwarden_check", e, name), Failure())))
+                continue
+            for answer in got:
+                settled = self._settle(name, answer)
+                if isinstance(settled, Verdict) and settled.action != "allow":
+                    refusals.append((name, settled))
+        return refusals
+
     def result_masks(self, result: ResultShape, statement: Statement | None, session: Session) -> dict[int, ColumnMask]:
         """Column index -> the strictest mask of every plugin; `MaskingFailed` naming the plugin
         that raised or answered nonsense (the core then refuses the result)."""

@@ -348,3 +348,32 @@ def test_another_sessions_temporary_table_does_not_hide_the_real_one(pg_server, 
         catalog = build_catalog(read_rows(conn), source="live", complete=True)
         lineage = one("SELECT ssn FROM users", SqlContext(catalog, user=APP_USER))
         assert U("ssn") in lineage.outputs[0].sources  # pg_temp.users.ssn too: which one is not known
+
+
+def test_explain_with_a_dsn_says_what_is_masked_through_views_and_functions(pg_server, ctx, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("listen: {host: 127.0.0.1, port: 6432}\n"
+                   "upstream: {host: db, database: appdb, user: app, password_file: /run/secrets/pw}\n"
+                   "auth: {jwt: {issuer: https://i, audience: pgwarden, jwks_file: /etc/jwks.json}}\n"
+                   "policies: [{name: agents, rules: [{name: pii, mask: {columns: [public.users.ssn], "
+                   "with: partial, keep_last: 2}}]}]\n")
+    dsn = pg_server.dsn(APP_USER, APP_PASSWORD, DB)
+
+    def run(*a: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), "--subject", "a",
+                               "--dsn", dsn, *a], capture_output=True, text=True, check=False)
+
+    out = run("SELECT ident, tin, user_ssn(ident) AS again FROM v_nested")
+    assert out.returncode == 0, out.stderr
+    assert "masks      2 of 3 output(s) masked\n" in out.stdout
+    assert "  tin: partial by agents/pii (source public.users.ssn)\n" in out.stdout
+    assert "  again: redact (masked whole) by agents/pii (source public.users.ssn)\n" in out.stdout
+    refused = json.loads(run("--json", "SELECT id FROM users WHERE ssn = '1'").stdout)
+    assert refused["masking_refusals"] == [{"plugin": "mask", "policy": "agents", "rule": "pii",
+                                           "reason": "masked column public.users.ssn used in WHERE"}]
+    assert refused["masks"] == [{"outputs": [{"output": "id", "rule": None, "strategy": None, "source": None,
+                                              "whole": False}], "refused": None}]

@@ -48,13 +48,14 @@ from pgwarden import lexical
 from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
 from pgwarden.relay.counting import CountRows
-from pgwarden.relay.execution import Execution, RowSampler, tag_rows
+from pgwarden.relay.execution import Execution, tag_rows
+from pgwarden.relay.results import Refused, ResultMeter, ResultStream, refused
 from pgwarden.sql.encoding import UTF8, ClientEncoding, UnreadableText, client_encoding
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
-from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer, split_run
+from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer
 
 
 class _Marker:
@@ -187,23 +188,6 @@ class Portal(_Described):
         return m.Bind.decode(self.bind[5:]).result_formats
 
 
-class _Result(_Described):
-    """The result in flight: its own RowDescription, or the portal it comes from."""
-
-    __slots__ = ("description", "_decoded", "_portal")
-
-    def __init__(self, raw: bytes | None = None, decoded=None, portal: Portal | None = None) -> None:
-        self.description = raw
-        self._decoded = decoded
-        self._portal = portal
-
-    @property
-    def shape(self) -> m.RowDescription | None:
-        if self._portal is not None:
-            return self._portal.result_shape()
-        return super().shape
-
-
 @attrs.define(eq=False)
 class StatementRequest:
     """What the decider is asked about: one SQL string on its way upstream.
@@ -321,30 +305,6 @@ CopyListener = Callable[[m.CopyOutResponse, Origin], Callable[[bytes], bytes] | 
 MessageListener = Callable[[bytes, Origin], bytes]
 
 
-class _Refused:
-    """The result being relayed was refused (a masking plugin failed): its rows are dropped and
-    its completion replaced with this error."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: bytes) -> None:
-        self.error = error
-
-    def __call__(self, run: bytes) -> bytes:
-        return b""
-
-
-def _refused_result(e: Exception) -> _Refused:
-    refusal = getattr(e, "refusal", None)
-    if isinstance(refusal, Refusal):  # the listener says why, as the client is to see it
-        return _Refused(m.ErrorResponse.build("ERROR", refusal.sqlstate, refusal.message, refusal.detail,
-                                              refusal.hint).encode())
-    message = str(e) if isinstance(e, Exception) and str(e).startswith("plugin ") else f"{type(e).__name__}"
-    return _Refused(m.ErrorResponse.build(
-        "ERROR", "XX000", f"pgwarden: result refused: {message}",
-        "pgwarden masks results before they reach the client; masking this one failed, so none of it is sent.",
-        "This is pgwarden's fault, not the statement's: retry later or ask an operator.",
-    ).encode())
 CompletionListener = Callable[[Execution], None]
 
 
@@ -415,17 +375,10 @@ class Relay:
         self._clock = clock
         self._arrived = 0.0
         self._waiting_arrived = 0.0
-        self._acc_rows = 0
-        self._acc_bytes = 0
-        self._acc_truncated = False
+        self._meter = ResultMeter(sample_rows, sample_bytes)
         self._capturing = False  # rows of pgwarden's own before statement are flowing
-        self._sample_rows = sample_rows
-        self._sample_bytes = sample_bytes
-        self._sampler: RowSampler | None = None
         # Asked before each Execute (a statement parsed earlier runs again): a reason ends the session.
         self._execute_gate = execute_gate
-        # The masking plans of the results since the last execution ended (records, metrics).
-        self._masked: tuple[object, ...] = ()
         self.state = state or SessionState()
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
@@ -447,14 +400,9 @@ class Relay:
         self._expect: deque[Expectation] = deque()
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
         self._done_generation = 0
-        # The result whose rows are flowing, and the transform installed for it.
-        self._result = _Result()
-        self._in_result = False
+        # The result whose rows are flowing (its cap and transform: see `results`), if any.
+        self._result: ResultStream | None = None
         self._row_cap: int | None = None
-        self._rows_left: int | None = None
-        self._truncated = False
-        self._sent_in_result = 0
-        self._transform: Callable[[bytes], bytes] | None = None
         # Counted writes (see `counting`): the statement whose results are held, the one whose
         # check waits for its count (client messages queue meanwhile), and pgwarden's own
         # statement names (a per-session suffix no client guesses).
@@ -965,25 +913,23 @@ class Relay:
                 return
             if type(raw) is Fragment:
                 if raw.first:
-                    if raw.type == _B_DATA_ROW and not self._in_result:
-                        self._begin_rows()
-                    if (self._transform is not None or self._rows_left is not None) if raw.type == _B_DATA_ROW \
-                            else self._copy_transform is not None:
+                    if raw.type == _B_DATA_ROW:
+                        inspected = (self._result or self._begin_rows()).inspects
+                    else:
+                        inspected = self._copy_transform is not None
+                    if inspected:
                         # Its rows must be rewritten or counted, and this one is too large to hold whole
                         # (framed before the result's shape asked for whole messages).
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
                         return
                 self._hold_or_send(raw.data)
-                if track:
-                    self._acc_bytes += len(raw.data)
-                    if self._sample_rows:  # a row too large to keep whole is not sampled
-                        self._sampler_now().clipped = True
+                if track:  # a row too large to keep whole is not sampled
+                    self._meter.fragment_sent(len(raw.data))
                 continue
             t = raw[0]
             if t == _B_DATA_ROW:  # one or more consecutive rows (a run)
-                if not self._in_result:
-                    self._begin_rows()
-                if self._transform is None and self._rows_left is None:
+                result = self._result or self._begin_rows()
+                if not result.inspects:
                     if self._holding is None:
                         self._down.append(raw)
                     else:
@@ -991,19 +937,24 @@ class Relay:
                     if track:
                         self._track_rows(raw)
                 else:
-                    self._rows(raw)
+                    self._rows(result, raw)
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
                 head = expect[0] if expect else None
                 if head is not None and (head.kind == _E_BEFORE or head.kind == _E_CHECK):
                     self._count_answer(head, raw)
                     continue
-                truncated = self._truncated
-                sent = self._sent_in_result
-                if truncated:
-                    raw = self._truncation_notice(t, raw)
-                refused = self._transform
-                if refused.__class__ is _Refused:
-                    raw = refused.error  # type: ignore[union-attr]
+                result = self._result
+                truncated, sent = False, 0
+                refusal = None
+                if result is not None:
+                    truncated, sent = result.truncated, result.sent
+                    if truncated:
+                        notice, raw = result.truncation_notice(self._row_cap, t, raw)
+                        self._hold_or_send(notice)
+                    if isinstance(result.transform, Refused):
+                        refusal = result.transform
+                if refusal is not None:
+                    raw = refusal.error
                     if head is not None and head.execution is not None:
                         head.execution.error(raw)
                 copying = self._copy_transform
@@ -1011,7 +962,7 @@ class Relay:
                     self._copy_transform = None
                     if self._row_cap is None:
                         self._server.streamable = _STREAMED
-                    if copying.__class__ is _Refused:
+                    if copying.__class__ is Refused:
                         raw = b""  # the COPY's own completion: its error went instead of CopyOutResponse
                 if head is not None and head.kind == _E_QUERY:
                     self._query_index += 1
@@ -1034,8 +985,8 @@ class Relay:
                         expect.popleft()
                     if track:
                         if t == _B_COMMAND_COMPLETE:
-                            self._acc_rows += tag_rows(raw)
-                        self._acc_truncated = self._acc_truncated or truncated
+                            self._meter.rows += tag_rows(raw)
+                        self._meter.truncated = self._meter.truncated or truncated
                 if not raw:
                     continue
                 if t == _B_COMMAND_COMPLETE and raw[5] == 68 and raw[5:15] in _FORGETS:  # 68: D
@@ -1075,7 +1026,7 @@ class Relay:
                         self._copy_transform = self._on_copy(m.CopyOutResponse.decode(raw[5:]), self._origin())
                     except Exception as e:  # noqa: BLE001 - refused (binary, or a plugin failed): none of it is sent
                         self.error = e
-                        self._copy_transform = refused_copy = _refused_result(e)
+                        self._copy_transform = refused_copy = refused(e)
                         head = expect[0] if expect else None
                         if head is not None and head.execution is not None:
                             head.execution.error(refused_copy.error)
@@ -1083,9 +1034,8 @@ class Relay:
                         continue
                     if self._copy_transform is not None:
                         self._server.streamable = _WHOLE
-                        plan = getattr(self._copy_transform, "plan", None)
-                        if plan is not None and self._on_complete is not None:
-                            self._masked += (plan,)
+                        if self._on_complete is not None:
+                            self._meter.mask(self._copy_transform)
                 self._hold_or_send(raw)
             elif t == _B_NOTIFICATION:
                 # Never held: it may be another session's, and may not wait. Its payload may
@@ -1094,18 +1044,19 @@ class Relay:
             elif t == _B_COPY_DATA or t == _B_COPY_DONE:
                 copying = self._copy_transform
                 if copying is not None:
-                    if copying.__class__ is _Refused:
+                    if copying.__class__ is Refused:
                         continue
                     if t == _B_COPY_DATA:
                         raw = copying(raw)
                 if track and t == _B_COPY_DATA:
-                    self._acc_bytes += len(raw)
+                    self._meter.bytes += len(raw)
                 self._hold_or_send(raw)
             elif t == _B_NOTICE:
                 self._hold_or_send(self._message(raw))
             else:  # CopyIn, ...
                 self._hold_or_send(raw)
-        if self._transform is not None:
+        result = self._result
+        if result is not None and result.transform is not None:
             self._server.streamable = _WHOLE
 
     def _forget_prepared(self, head: Expectation | None, raw: bytes) -> None:
@@ -1202,9 +1153,9 @@ class Relay:
     @property
     def shape(self) -> m.RowDescription | None:
         """The shape of the result whose rows are flowing now, if any."""
-        return self._result.shape if self._in_result else None
+        return self._result.shape if self._result is not None else None
 
-    def _begin_rows(self) -> None:
+    def _begin_rows(self) -> ResultStream:
         """The first row of a result whose RowDescription came earlier (a portal's)."""
         head = self._expect[0] if self._expect else None
         portal = None
@@ -1212,38 +1163,15 @@ class Relay:
             if head.kind == _E_EXECUTE and head.target is not None:
                 portal = head.target
             elif head.kind == _E_BEFORE:  # pgwarden's own count: kept, never sent
-                self._in_result = True
-                self._result = _Result()
-                self._transform = self._rows_left = None
+                self._result = result = ResultStream()
                 self._capturing = True
                 self._down = head.target.capture
-                return
-        self._start_result(None, portal)
+                return result
+        return self._start_result(None, portal)
 
-    def _rows(self, run: bytes) -> None:
+    def _rows(self, result: ResultStream, run: bytes) -> None:
         """Rows that must be rewritten (masks) or counted (a row cap)."""
-        transform = self._transform
-        left = self._rows_left
-        if left is None and transform is not None:
-            # A transform takes the whole run: runs no mask needs come back as they went in.
-            out = transform(run)
-            if out:
-                self._hold_or_send(out)
-                if self._on_complete is not None:
-                    self._track_rows(out)
-            return
-        rows = split_run(run)
-        if transform is not None:
-            rows = [out for out in (transform(row) for row in rows) if out]
-        if left is not None:
-            if len(rows) > left:
-                rows = rows[:left]
-                self._truncated = True
-            self._rows_left = left - len(rows)
-            self._sent_in_result += len(rows)
-            portal = self._result._portal
-            if portal is not None:
-                portal.rows_sent += len(rows)
+        rows = result.rows(run)
         for row in rows:
             self._hold_or_send(row)
         if self._on_complete is not None and rows:
@@ -1281,89 +1209,41 @@ class Relay:
 
     # ------------------------------------------------------------------ executions
 
-    def _sampler_now(self) -> RowSampler:
-        if self._sampler is None:
-            self._sampler = RowSampler(self._sample_rows, self._sample_bytes)
-        return self._sampler
-
     def _track_rows(self, run: bytes) -> None:
         """Rows as they went to the agent (after masks and the row cap): counted, maybe sampled."""
-        if self._capturing:
-            return
-        self._acc_bytes += len(run)
-        if self._sample_rows:
-            sampler = self._sampler_now()
-            if not sampler.full:
-                shape = self._result.shape
-                sampler.take(run, tuple(c.format for c in shape.columns) if shape is not None else ())
+        if not self._capturing:
+            self._meter.rows_sent(run, self._result)
 
     def _complete(self, ex: Execution) -> None:
         """An execution ended: what went to the agent since the previous one is its."""
         ex.finished = self._clock()
-        ex.bytes = self._acc_bytes
-        self._acc_bytes = 0
-        sampler = self._sampler
-        if sampler is not None:
-            ex.sample, ex.sample_clipped = sampler.rows, sampler.clipped
-            self._sampler = None
-        ex.masked = self._masked
-        self._masked = ()
+        self._meter.finish(ex)
         self._on_complete(ex)
 
-    def _truncation_notice(self, t: int, raw: bytes) -> bytes:
-        """Before the end of a cut result: a notice, and the command tag counting what was sent."""
-        cap = self.row_cap
-        self._hold_or_send(m.NoticeResponse.build(
-            "NOTICE", "01000", f"pgwarden: result truncated at {cap} rows",
-            "Rows beyond the limit of this identity's policy were not sent.",
-            "Narrow the query (WHERE, LIMIT) or aggregate in SQL.",
-        ).encode())
-        if t != _B_COMMAND_COMPLETE:
-            return raw
-        tag = m.CommandComplete.decode(raw[5:]).tag
-        words = tag.split(" ")
-        if words[-1].isdigit():
-            words[-1] = str(self._sent_in_result)
-        return m.CommandComplete(" ".join(words)).encode()
-
-    def _start_result(self, raw: bytes | None, portal: Portal | None = None) -> None:
-        self._in_result = True
-        self._result = _Result(raw, None, portal)
-        self._truncated = False
-        self._sent_in_result = 0
+    def _start_result(self, raw: bytes | None, portal: Portal | None = None) -> ResultStream:
         cap = self._row_cap
-        if cap is None:
-            self._rows_left = None
-        else:  # a portal fetched in several Executes counts all it has sent
-            self._rows_left = max(0, cap - (portal.rows_sent if portal is not None else 0))
+        self._result = result = ResultStream(raw, portal, cap)
         transform = None
         if self._on_shape is not None:
-            shape = self._result.shape
+            shape = result.shape
             if shape is not None:
                 try:
                     transform = self._on_shape(shape, self._origin())
                 except Exception as e:  # noqa: BLE001 - a masking plugin failed: this result is refused
                     self.error = e
-                    transform = _refused_result(e)
-        self._transform = transform
+                    transform = refused(e)
+        result.transform = transform
         if transform is not None and self._on_complete is not None:
-            plan = getattr(transform, "plan", None)
-            if plan is not None:
-                self._masked += (plan,)
+            self._meter.mask(transform)
         self._server.streamable = (
             _STREAMED if transform is None and cap is None else _WHOLE
         )
+        return result
 
     def _end_result(self) -> None:
-        self._in_result = False
-        # The next statement may return no rows (no RowDescription, no _start_result):
-        # nothing of this result's cut may carry over to its CommandComplete.
-        self._truncated = False
-        self._sent_in_result = 0
-        if self._transform is not None:
-            self._transform = None
-            if self._row_cap is None:
-                self._server.streamable = _STREAMED
+        result, self._result = self._result, None
+        if result is not None and result.transform is not None and self._row_cap is None:
+            self._server.streamable = _STREAMED
 
     def _description(self, t: int, raw: bytes) -> None:
         expect = self._expect
@@ -1425,7 +1305,7 @@ class Relay:
                 count.ex.error(raw)
                 count.ex.rows = 0
                 if count.translated:
-                    self._acc_rows = 0
+                    self._meter.rows = 0
                 else:
                     self._complete(count.ex)
         else:
@@ -1472,8 +1352,8 @@ class Relay:
             if e.kind == _E_QUERY or e.kind == _E_TSYNC:
                 if e.execution is not None:
                     ex = e.execution
-                    ex.rows, ex.truncated = self._acc_rows, self._acc_truncated
-                    self._acc_rows, self._acc_truncated = 0, False
+                    ex.rows, ex.truncated = self._meter.rows, self._meter.truncated
+                    self._meter.rows, self._meter.truncated = 0, False
                     self._complete(ex)
                 break
             if e.kind == _E_SYNC:

@@ -74,19 +74,39 @@ class ResultColumn:
     column: m.Column = attrs.field(eq=False, repr=False)
 
 
+Resolved = tuple[tuple[ResultColumn, ...], "frozenset[str] | None"]
+
+
 @attrs.frozen
 class ResultShape:
     """A result's columns as the core resolved them, handed to ``pgwarden_result_masks``.
+
+    Resolved when first read (``columns``, ``reads``): a plugin that has nothing to mask in a
+    session answers without the statement's lineage ever being computed.
 
     .. versionadded:: 1.1
     """
 
     description: m.RowDescription = attrs.field(repr=False)
-    columns: tuple[ResultColumn, ...]
-    #: every base column the statement may read; None when lineage cannot tell
-    reads: frozenset[str] | None
-    #: ``copy`` for the rows of COPY TO STDOUT (text values, no type OIDs: ``type_oid`` 0), else ``rows``
+    _resolve: Callable[[], Resolved] = attrs.field(repr=False, eq=False)
+    #: ``copy`` for the rows of COPY TO STDOUT (text values, no type OIDs: ``type_oid`` 25), else ``rows``
     kind: str = "rows"
+    _resolved: list[Resolved] = attrs.field(factory=list, repr=False, eq=False)
+
+    def _get(self) -> Resolved:
+        if not self._resolved:
+            self._resolved.append(self._resolve())
+        return self._resolved[0]
+
+    @property
+    def columns(self) -> tuple[ResultColumn, ...]:
+        """Each output column, resolved (`ResultColumn`)."""
+        return self._get()[0]
+
+    @property
+    def reads(self) -> frozenset[str] | None:
+        """Every base column the statement may read; None when lineage cannot tell."""
+        return self._get()[1]
 
 
 @attrs.frozen
@@ -374,11 +394,20 @@ def _told(description: m.RowDescription, catalog: Catalog) -> list[tuple[str | N
     return told
 
 
-def resolve_shape(description: m.RowDescription, lineage: Lineage | None, catalog: Catalog,
+def resolve_shape(description: m.RowDescription, lineage: Callable[[], Lineage | None], catalog: Catalog,
                   kind: str = "rows") -> ResultShape:
     """The columns of a result, from both authorities: the server's RowDescription (a column that
     is a table's column as stored, even where lineage missed it) and the statement's lineage
-    (what every other column is computed from). Where neither can tell, the column is opaque."""
+    (what every other column is computed from). Where neither can tell, the column is opaque.
+    Resolved lazily: ``lineage`` is called when a plugin first reads the columns."""
+
+    def resolve() -> Resolved:
+        return _resolved(description, lineage(), catalog)
+
+    return ResultShape(description, resolve, kind)
+
+
+def _resolved(description: m.RowDescription, lineage: Lineage | None, catalog: Catalog) -> Resolved:
     columns = description.columns
     outputs = None
     if lineage is not None and not lineage.opaque and lineage.outputs is not None \
@@ -406,7 +435,7 @@ def resolve_shape(description: m.RowDescription, lineage: Lineage | None, catalo
     reads = None
     if lineage is not None and lineage.reads is not None:
         reads = frozenset(str(s) for s in lineage.reads)
-    return ResultShape(description, tuple(resolved), reads, kind)
+    return tuple(resolved), reads
 
 
 # ---------------------------------------------------------------------------- COPY's options

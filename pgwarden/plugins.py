@@ -592,7 +592,7 @@ class PluginHost:
                 if answer is not None and not isinstance(answer, Mapping):
                     raise MaskingFailed(name, f"answered {type(answer).__name__}, not a mapping of column masks")
                 answers.append((name, answer))
-        return compose(answers, len(result.columns))  # type: ignore[arg-type]
+        return compose(answers, len(result.description.columns))  # type: ignore[arg-type]
 
     def message_masks(self, statement: Statement | None, session: Session) -> list[MessageMask]:
         """The rewrites plugins ask for a statement's errors and notices."""

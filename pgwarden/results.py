@@ -86,7 +86,7 @@ class SessionMasks:
     def shape(self, description: m.RowDescription, origin: Origin) -> Callable[[bytes], bytes] | None:
         sql, index = origin
         statement = self._statement(sql)
-        shape = resolve_shape(description, self._lineage(statement, index), self.app.catalog.current)
+        shape = resolve_shape(description, lambda: self._lineage(statement, index), self.app.catalog.current)
         masks = self._masks(shape, statement)
         return row_transform(description, masks) if masks else None
 
@@ -98,7 +98,7 @@ class SessionMasks:
             and len(lineage.outputs) == len(response.column_formats) else [f"column{i + 1}" for i in
                                                                    range(len(response.column_formats))]
         description = m.RowDescription(tuple(m.Column(name) for name in names))
-        shape = resolve_shape(description, lineage, self.app.catalog.current, kind="copy")
+        shape = resolve_shape(description, lambda: lineage, self.app.catalog.current, kind="copy")
         masks = self._masks(shape, statement)
         if not masks:
             return None

@@ -49,7 +49,7 @@ from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.execution import Execution, tag_rows
-from pgwarden.relay.results import Refused, ResultMeter, ResultStream, refused
+from pgwarden.relay.rows import Refused, ResultMeter, ResultStream, refused
 from pgwarden.sql.encoding import UTF8, ClientEncoding, UnreadableText, client_encoding
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
 from pgwarden.verdict import Refusal

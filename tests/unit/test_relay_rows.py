@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
+from pgwarden.relay.engine import ALLOW, Relay
 from pgwarden.relay.execution import Execution
 from pgwarden.relay.rows import Refused, ResultMeter, ResultStream, refused
 from pgwarden.verdict import Refusal
@@ -137,3 +140,40 @@ def test_masking_plans_go_to_the_execution_that_ends_next() -> None:
     ex = Execution(1, "simple", 0.0, 0.0)
     meter.finish(ex)
     assert ex.masked == ("p",) and meter.masked == ()
+
+
+def _relayed(on_shape, *server: object, row_cap: int | None = None) -> tuple[Relay, bytes]:
+    relay = Relay(lambda req: ALLOW, on_shape=on_shape)
+    relay.row_cap = row_cap
+    relay.client_data(m.Query("select n from t").encode())
+    relay.pop_upstream()
+    relay.server_data(b"".join(x.encode() for x in server))  # type: ignore[attr-defined]
+    return relay, b"".join(relay.pop_client())
+
+
+@pytest.mark.parametrize("row_cap", [None, 1])
+def test_in_the_relay_a_transform_that_raises_mid_result_ends_the_session_before_its_rows(row_cap) -> None:
+    def on_shape(shape: m.RowDescription, origin: object) -> Callable[[bytes], bytes]:
+        def transform(data: bytes) -> bytes:
+            if b"secret" in data:
+                raise RuntimeError("masker broke")
+            return data
+        return transform
+
+    relay, down = _relayed(on_shape, SHAPE, m.DataRow((b"ok",)), m.DataRow((b"secret",)),
+                           m.CommandComplete("SELECT 2"), m.ReadyForQuery("I"), row_cap=row_cap)
+    assert b"secret" not in down and relay.closing and isinstance(relay.error, RuntimeError)
+    last = down
+    while int.from_bytes(last[1:5], "big") + 1 < len(last):
+        last = last[int.from_bytes(last[1:5], "big") + 1:]
+    assert m.ErrorResponse.decode(last[5:]).get("C") == "XX000"
+
+
+def test_in_the_relay_a_result_whose_plan_failed_sends_its_error_for_its_rows() -> None:
+    def on_shape(shape: m.RowDescription, origin: object) -> Callable[[bytes], bytes]:
+        raise ValueError("no plan")
+
+    relay, down = _relayed(on_shape, SHAPE, m.DataRow((b"secret",)), m.CommandComplete("SELECT 1"),
+                           m.ReadyForQuery("I"))
+    assert b"secret" not in down and b"SELECT 1" not in down and not relay.closing
+    assert b"pgwarden: result refused: ValueError" in down

@@ -8,8 +8,8 @@ EXAMPLE := examples/pgwarden-business-hours
 EXAMPLE_VENV ?= .venv-example
 EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 
-.PHONY: venv test test-fast test-stock-reactor test-newest-twisted test-example fuzz fuzz-leaks leak-table bench suites \
-	demo image \
+.PHONY: venv lint test test-fast test-stock-reactor test-newest-twisted test-example fuzz fuzz-leaks leak-table \
+	bench suites demo image \
 	image-name push clean
 
 $(STAMP): setup.cfg pyproject.toml
@@ -28,9 +28,14 @@ $(EXAMPLE_STAMP): setup.cfg pyproject.toml $(EXAMPLE)/setup.cfg
 	$(EXAMPLE_VENV)/bin/python -m pip install -q -e '.[test]' -e $(EXAMPLE)
 	touch $(EXAMPLE_STAMP)
 
-# The whole suite: unit, property-based (fast profile), end to end, again on Twisted's own
-# reactor (test-stock-reactor), and the example plugin's own.
-test: $(STAMP) $(EXAMPLE_STAMP)
+# ruff (style, imports, likely bugs) and mypy (the annotations), as configured in pyproject.toml.
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# The whole suite: lint first, then unit, property-based (fast profile), end to end, again on
+# Twisted's own reactor (test-stock-reactor), and the example plugin's own.
+test: lint $(STAMP) $(EXAMPLE_STAMP)
 	$(PY) -m pytest -q
 	PGWARDEN_REACTOR=default $(PY) -m pytest -q
 	$(EXAMPLE_VENV)/bin/python -m pytest -q $(EXAMPLE)/tests

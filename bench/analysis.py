@@ -3,7 +3,7 @@
 
 Prints the p50/p99 of: analysing a typical statement the first time (parse and
 walk), and the whole decision for a statement already in the cache, with a
-ten-rule policy like the design's example (its block rules: the rules of the
+ten-rule policy like `pgwarden demo`'s (its block rules: the rules of the
 kinds this release interprets; bench/README.md lists them).
 """
 

@@ -65,14 +65,14 @@ def main() -> int:
                 t0 = time.perf_counter()
                 rows = read_rows(conn, views=views)
                 t1 = time.perf_counter()
-                catalog = build_catalog(rows, source="live", complete=True, base_settings=base)
+                catalog = build_catalog(rows, source="live", complete=True, base_settings=base)  # noqa: F841 (alive while measured)
                 t2 = time.perf_counter()
                 print(f"load {n}: {t2 - t0:.2f}s (reading {t1 - t0:.2f}s, {views.last_read} views' trees; "
                       f"building {t2 - t1:.2f}s): {len(catalog.relations)} relations, {len(catalog.functions)} "
                       f"functions, {len(rows.dependencies)} view dependencies")
             del catalog
             tracemalloc.start()  # slows everything down: only for the size, after the timings
-            catalog = build_catalog(rows, source="live", complete=True, base_settings=base)
+            catalog = build_catalog(rows, source="live", complete=True, base_settings=base)  # noqa: F841 (alive while measured)
             print(f"the Catalog takes {tracemalloc.get_traced_memory()[0] / 1e6:.0f} MB")
     return 0
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pgbench_run import pgwardens, servers, settings, workloads  # noqa: E402
 from ab import process_cpu  # noqa: E402
+from pgbench_run import pgwardens, servers, settings, workloads  # noqa: E402
 
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER  # noqa: E402
 
@@ -115,7 +115,7 @@ def compare(pg, targets: dict, modes: list[str], rounds: int, duration: int, tit
                 f"{n}/{first} {got[n]['tps'] / got[first]['tps']:.2f}" for n in others), flush=True)
 
         def to_first(n: str) -> list[float]:
-            return [g[n]["tps"] / g[first]["tps"] for g in results]
+            return [g[n]["tps"] / g[first]["tps"] for g in results]  # noqa: B023 (used in this iteration)
 
         own = [g[first]["cpu_us"] for g in results if g[first]["cpu_us"]]  # none for direct
         print(f"select-only {mode}{title}, {rounds} rounds of {duration} s (medians): " + (

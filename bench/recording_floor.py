@@ -72,8 +72,8 @@ def serve(argv: list[str]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
-    from pgbench_run import pgwardens, settings, workloads
     from ceiling import compare, round_arguments, serve_through, setting_up
+    from pgbench_run import pgwardens, settings, workloads
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     round_arguments(p, rounds=4, duration=6)

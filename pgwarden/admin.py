@@ -1,18 +1,22 @@
-"""The admin HTTP endpoint (``admin: {host, port}``): /healthz, /readyz, /metrics.
+"""The admin HTTP endpoint (``admin: {host, port}``): /healthz, /readyz, /metrics, and what plugins serve.
 
 /healthz answers as long as the reactor turns (liveness). /readyz says whether
 statements can be served: a policy loaded and listening, the database reachable,
 records writable, not shutting down; 503 and the reasons otherwise (readiness).
-/metrics is the Prometheus text format (see `metrics`).
+/metrics is the Prometheus text format (see `metrics`). Plugins add their own
+resources (``pgwarden_admin_resources``: the approvals API) and readiness
+problems (``pgwarden_readiness``: an approval store that is down).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
+import typing
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import ITransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.web import pages, server
 from twisted.web.resource import Resource
@@ -21,9 +25,10 @@ from pgwarden.metrics import MetricsSource, RecordingHealth, registry_for
 
 if TYPE_CHECKING:
     from pgwarden.config import Config
+    from pgwarden.plugins import PluginHost
 
 
-class RecorderState(RecordingHealth, Protocol):
+class RecorderState(RecordingHealth, typing.Protocol):
     """What /readyz asks the recorder: whether records can be written (trying again first)."""
 
     @property
@@ -32,7 +37,7 @@ class RecorderState(RecordingHealth, Protocol):
     def retry(self) -> bool: ...
 
 
-class AdminSource(MetricsSource, Protocol):
+class AdminSource(MetricsSource, typing.Protocol):
     """What the admin endpoint reads of the running pgwarden (an `Application`), per request."""
 
     @property
@@ -53,8 +58,13 @@ class AdminSource(MetricsSource, Protocol):
     @property
     def catalog(self) -> object: ...
 
+    @property
+    def plugins(self) -> PluginHost: ...
+
 
 class _Probe(Protocol):
+    transport: ITransport
+
     def connectionMade(self) -> None:
         self.transport.loseConnection()
 
@@ -92,6 +102,7 @@ class Readyz(_Text):
             problems.append("not listening")
         if app.recorder.failure is not None and not app.recorder.retry():  # freed space is noticed here too
             problems.append(f"records cannot be written: {app.recorder.failure}")
+        problems += app.plugins.readiness()
         warnings = [f"records failing open: {w}" for w in app.recorder.warnings]
         catalog = getattr(app.catalog, "status", None)
         if catalog is not None and catalog.state == "failed":
@@ -135,9 +146,11 @@ def site(app: AdminSource) -> server.Site:
     root.putChild(b"healthz", Healthz(app))
     root.putChild(b"readyz", Readyz(app))
     root.putChild(b"metrics", Metrics(app))
+    for segment, resource in app.plugins.admin_resources(("healthz", "readyz", "metrics")).items():
+        root.putChild(segment.encode(), resource)  # type: ignore[arg-type]  # a plugin's IResource
     s = server.Site(root)
     s.noisy = False
-    s.log = lambda _request: None  # no access log: probes every few seconds would drown the op log
+    s.log = lambda _request: None  # type: ignore[method-assign,assignment]  # no access log: probes every few seconds would drown the op log
     s.displayTracebacks = False
     return s
 

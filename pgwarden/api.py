@@ -15,7 +15,7 @@ keeps working; the rest is here.
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Protocol, TypeVar, Union
+from typing import Protocol, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
@@ -29,6 +29,7 @@ from pgwarden.policy.model import (
     BUILTIN_DETECTORS,
     MASK_STRATEGIES,
     STATEMENT_KINDS,
+    ApproveMatch,
     LimitSpec,
     MaskSpec,
     Partial,
@@ -41,14 +42,14 @@ from pgwarden.policy.model import (
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections
 from pgwarden.session import Session, SessionSummary, Store, StoreKey
 from pgwarden.sql.statement import Statement
-from pgwarden.verdict import ApprovalRequest, Verdict
+from pgwarden.verdict import ApprovalAnswer, ApprovalRequest, Verdict
 from pgwarden.wire.messages import Column, RowDescription, StartupMessage
 
 T = TypeVar("T")
 
 #: What a hook that may wait returns instead of its answer: a Deferred of it, or the
 #: coroutine of an ``async def`` implementation (run with ``Deferred.fromCoroutine``).
-Later = Union[Deferred[T], Coroutine[object, object, T]]
+Later = Deferred[T] | Coroutine[object, object, T]
 
 #: One record (docs/records.md): a JSON-ready mapping, shared by every sink, read-only.
 Record = Mapping[str, object]
@@ -84,8 +85,10 @@ __all__ = [
     "RECORDING",
     "STATEMENT_KINDS",
     "UPSTREAM",
-    "Approvals",
+    "ApprovalAnswer",
     "ApprovalRequest",
+    "Approvals",
+    "ApproveMatch",
     "AuthenticationFailed",
     "Column",
     "ColumnMask",

@@ -6,50 +6,39 @@ and nothing depends on a global.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import attrs
-
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
+from pgwarden.authentication import Authentication
 from pgwarden.cancels import CancelForwarder
-from pgwarden.config import Config, ConfigError, ListenTLS
-from pgwarden.decisions import Decisions
-from pgwarden.identity import AuthenticationFailed, Identity
-from pgwarden.masking import missing_columns
-from pgwarden.results import SessionMasks
-from pgwarden.plugins import PluginHost
-from pgwarden.preflight import reread
-from pgwarden.policy import policies_for
-from pgwarden.policy.model import row_cap
-from pgwarden.session import SessionSummary, replace_policies
-from pgwarden.metrics import Stats
-from pgwarden.recorder import Recorder, RecordingFailed
-from pgwarden.turns import Turns
 from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.live import LiveCatalog
-from pgwarden.sql.cache import StatementCache
-from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
-from pgwarden.proxy.client import ClientConnection
+from pgwarden.config import Config, ConfigError, ListenTLS
+from pgwarden.decisions import Decisions
+from pgwarden.masking import missing_columns
+from pgwarden.metrics import Stats
+from pgwarden.plugins import PluginHost
+from pgwarden.policy import policies_for
+from pgwarden.preflight import reread
+from pgwarden.proxy.client import ClientConnection, SessionServices
 from pgwarden.proxy.upstream import tls_options
-from pgwarden import limits as core_limits
-from pgwarden.relay.engine import ALLOW, StatementRequest
-from pgwarden.wire import messages as m
+from pgwarden.recorder import Recorder
+from pgwarden.relay.engine import StatementRequest
+from pgwarden.session_events import SessionEvents
+from pgwarden.sql.cache import StatementCache
+from pgwarden.turns import Turns
 
 log = Logger(namespace="pgwarden.app")
 
 Decide = Callable[[ClientConnection, StatementRequest], object]
-
-
-def _an_identity(identity) -> Identity:
-    if not isinstance(identity, Identity):
-        raise AuthenticationFailed("no plugin accepted the credential")
-    return identity
 
 
 class _Fixed:
@@ -69,6 +58,8 @@ class _Fixed:
 
     def first_load(self) -> Deferred:
         return succeed(self.current)
+
+
 def client_tls(tls: ListenTLS) -> ssl.CertificateOptions:
     """The TLS that clients get, from ``listen.tls``'s certificate and key files."""
     cert = ssl.PrivateCertificate.loadPEM(Path(tls.cert_file).read_text() + Path(tls.key_file).read_text())
@@ -82,15 +73,29 @@ def client_tls(tls: ListenTLS) -> ssl.CertificateOptions:
 
 
 class _ClientFactory(Factory):
-    def __init__(self, app: Application) -> None:
-        self.app = app
+    def __init__(self, services: SessionServices) -> None:
+        self.services = services
 
-    def buildProtocol(self, addr) -> Protocol:
-        return ClientConnection(self.app)
+    def buildProtocol(self, addr: object) -> Protocol:
+        return ClientConnection(self.services)
+
+
+class _Overridden:
+    """A decider given to the `Application` (tests of the relay decide themselves); what fails
+    is still recorded by the real decisions."""
+
+    def __init__(self, decide: Decide, decisions: Decisions) -> None:
+        self.decide = decide
+        self.recorded = decisions.recorded
 
 
 class Application:
     """One pgwarden. ``decide`` replaces the plugins' decisions (tests of the relay use it)."""
+
+    # The shutdown's, once `shutdown` began.
+    _shut: Deferred[None]
+    _grace: IDelayedCall
+    _closing: bool
 
     def __init__(
         self,
@@ -117,7 +122,7 @@ class Application:
         self.stopping = False
         #: cancel requests sent upstream during a shutdown, which waits for them
         self.cancels: list[Deferred] = []
-        self.admin_port = None
+        self.admin_port: IListeningPort | None = None
         self.statements = StatementCache()
         #: the catalog facts: live from the upstream over pgwarden's own connection once
         #: `listen` started it, the shipped snapshot until then and whenever it is unreachable
@@ -126,32 +131,45 @@ class Application:
             if config.catalog.live else _Fixed(builtin_catalog())
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
-        self._decide = decide
-        self.decisions = Decisions(self.plugins, self.recorder, self.stats, self.statements, self.catalog)
+        self.decisions = Decisions(self.plugins, self.recorder, self.stats, self.statements, self.catalog,
+                                   reactor, lambda: self.config.approvals)
         #: the cancel keys handed to sessions, and forwarding a CancelRequest upstream
         self.canceller = CancelForwarder(reactor, config.upstream)
         self.connections: set[ClientConnection] = set()
-        self.port = None
+        self.port: IListeningPort | None = None
         self.reloads = 0
+        #: what each connection works with, by the interfaces it needs (`pgwarden.proxy.client`)
+        events = SessionEvents(self.plugins, self.recorder, self.stats, self.catalog, self.statements)
+        self.services = SessionServices(
+            host=self,
+            reactor=reactor,
+            authenticator=Authentication(self.plugins),
+            decider=self.decisions if decide is None else _Overridden(decide, self.decisions),
+            events=events,
+            relays=events,
+            catalog=self.catalog,
+            canceller=self.canceller,
+            turns=self.turns,
+            stats=self.stats,
+        )
 
     # ------------------------------------------------------------------ listening
 
-    def listen(self):
+    def listen(self) -> IListeningPort:
         lc = self.config.listen
         self.catalog.start()
         self.catalog.first_load().addCallback(lambda catalog: self.warn_mask_columns(catalog))
-        self.port = self.reactor.listenTCP(lc.port, _ClientFactory(self), interface=lc.host)
-        log.info("pgwarden listening on {host}:{port}", host=lc.host, port=self.port.getHost().port)
-        return self.port
+        self.port = port = self.reactor.listenTCP(lc.port, _ClientFactory(self.services), interface=lc.host)
+        log.info("pgwarden listening on {host}:{port}", host=lc.host, port=port.getHost().port)
+        return port
 
     def listen_admin(self):
         """/healthz, /readyz and /metrics on ``admin.host:admin.port``."""
         from pgwarden.admin import listen_admin
 
-        self.admin_port = listen_admin(self)
-        log.info("admin endpoint on {host}:{port}", host=self.config.admin.host,
-                 port=self.admin_port.getHost().port)
-        return self.admin_port
+        self.admin_port = port = listen_admin(self)
+        log.info("admin endpoint on {host}:{port}", host=self.config.admin.host, port=port.getHost().port)
+        return port
 
     def stop(self) -> Deferred:
         """Stops listening, closes every session, then the plugins (their last records written)."""
@@ -160,9 +178,11 @@ class Application:
             return self._shut
         for conn in list(self.connections):
             conn.transport.abortConnection()
-        stopping = maybeDeferred(self.port.stopListening) if self.port is not None else succeed(None)
-        if self.admin_port is not None:
-            stopping.addCallback(lambda _: self.admin_port.stopListening())
+        stopping: Deferred[object] = maybeDeferred(self.port.stopListening) if self.port is not None \
+            else succeed(None)
+        admin_port = self.admin_port
+        if admin_port is not None:
+            stopping.addCallback(lambda _: maybeDeferred(admin_port.stopListening))
         # Aborted connections end on the next reactor turn, with their session_end records.
         return stopping.addCallback(lambda _: deferLater(self.reactor, 0, self.close_plugins))
 
@@ -228,86 +248,6 @@ class Application:
         else:
             self._shut.callback(None)
 
-    def session_started(self, conn: ClientConnection) -> None:
-        if self.recorder.active:
-            self.recorder.session_start(conn)  # a failure here refuses the session's statements
-        self.plugins.notify("pgwarden_session_start", session=conn.session)
-
-    def session_ended(self, conn: ClientConnection, reason: str) -> None:
-        log_ = conn.log
-        summary = SessionSummary(log_.statements, log_.refused, log_.rows, log_.bytes, reason)
-        if self.recorder.active:
-            try:
-                self.recorder.session_end(conn, reason)
-            except RecordingFailed:
-                pass  # already logged; the session is over either way
-        self.plugins.notify("pgwarden_session_end", session=conn.session, summary=summary)
-
-    def completion_listener(self, conn: ClientConnection):
-        """The relay's ``on_complete``: the overhead histogram, and a result record if anyone records."""
-        recorder = self.recorder
-        stats = self.stats
-
-        def on_complete(ex) -> None:
-            stats.overhead(ex.pgwarden_s)
-            if ex.masked:
-                stats.masked(ex.masked)
-            if recorder.active:
-                try:
-                    recorder.result(conn, ex)
-                except RecordingFailed:
-                    pass  # the recorder now refuses statements and says why
-
-        return on_complete
-
-    def execute_gate(self):
-        """For the relay: no Execute of an earlier Parse while records cannot be written."""
-        recorder = self.recorder
-
-        def gate() -> str | None:  # (recording may be switched on by a reload)
-            if not recorder.active or recorder.failure is None or recorder.retry():
-                return None
-            return "records cannot be written; the session ended before its statement ran"
-
-        return gate
-
-    def auth_failed(self, conn: ClientConnection, reason: str, sqlstate: str) -> None:
-        self.stats.auth_failure(reason)
-        if self.recorder.active:
-            try:
-                self.recorder.auth_failure(conn, reason, sqlstate)
-            except RecordingFailed:
-                pass
-
-    def masks_for(self, conn: ClientConnection) -> SessionMasks | None:
-        """The relay's masking listeners for ``conn`` (`SessionMasks`: ``shape``, ``copy``,
-        ``message``); None, and rows pass untouched, unless a plugin masks results."""
-        if not self.plugins.masks:
-            return None
-        return SessionMasks(self, conn)
-
-    def authenticate(self, startup: m.StartupMessage, token: str) -> Identity:
-        """The identity behind ``token``; AuthenticationFailed when no plugin vouches for it."""
-        try:
-            identity = self.plugins.authenticate(startup, token)
-        except AuthenticationFailed:
-            raise
-        except Exception as e:  # a broken plugin refuses, never admits
-            log.failure("authentication plugin failed")
-            raise AuthenticationFailed(f"authentication plugin failed: {e!r}") from None
-        if isinstance(identity, Deferred):
-            return identity.addCallback(_an_identity)
-        return _an_identity(identity)
-
-    def application_name(self, identity: Identity, startup: m.StartupMessage) -> str:
-        """The upstream session's application_name: who the agent is, for the server's eyes."""
-        client = startup.get("application_name") or ""
-        template = self.config.upstream.application_name
-        name = template.replace("{subject}", identity.subject).replace("{client}", client)
-        if client and "{client}" not in template:
-            name = f"{name} ({client})"
-        return name[:63]  # PostgreSQL keeps NAMEDATALEN - 1 bytes
-
     # ------------------------------------------------------------------ reload
 
     def reload(self, config: Config | None = None) -> bool:
@@ -324,6 +264,9 @@ class Application:
                 log.warn("listen changed in {source}: that needs a restart; still listening as before",
                          source=new.source)
                 new = attrs.evolve(new, listen=running.listen)
+            # The records built so far go to the sinks of the running config (the recorder keeps
+            # a turn's records until its barrier).
+            self.recorder.flush(force=True)
             # A plugin may find the config unusable only when it applies it (a record sink
             # that cannot be opened): then every plugin goes back to the running config.
             applying = True
@@ -343,17 +286,15 @@ class Application:
         self.recorder.configure()
         for conn in list(self.connections):
             if conn.session is not None:
-                policies = policies_for(conn.session.identity, new.policies)
-                replace_policies(conn.session, policies)
-                conn.relay.row_cap = row_cap(policies)
-                # The upstream session keeps how it was opened (read-only, its statement_timeout).
-                conn.limits = core_limits.session_limits(
-                    policies, read_only=conn.limits.read_only, startup_timeout_ms=conn.limits.startup_timeout_ms)
-                conn.relay.policy_generation += 1  # statements parsed before are decided again at Bind
+                conn.policies_replaced(policies_for(conn.session.identity, new.policies))
         self.reloads += 1
         log.info("reloaded {source}", source=new.source)
         self.warn_mask_columns(self.catalog.current)
         return True
+
+    def hold_shutdown(self, until: Deferred[None]) -> None:
+        """A cancel on its way to the upstream: the shutdown waits for it."""
+        self.cancels.append(until)
 
     def warn_mask_columns(self, catalog) -> list[str]:
         """Logs a warning for each mask rule's column that the database does not have (at start,
@@ -364,18 +305,3 @@ class Application:
         for warning in warnings:
             log.warn("{source}: {warning}", source=self.config.source, warning=warning)
         return warnings
-
-    def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
-        """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect
-        (see `pgwarden.decisions`)."""
-        if self._decide is not None:
-            return self._decide(conn, request)
-        return self.decisions.decide(conn, request)
-
-    def session_context(self, startup: m.StartupMessage) -> SqlContext:
-        """The context a new session's statements are analysed in: the catalog, the upstream
-        role (``$user``) and the search_path the session starts with."""
-        given = startup.get("search_path")
-        path = parse_path(given) if given else parse_path(", ".join(DEFAULT_SEARCH_PATH))
-        return SqlContext(self.catalog.current, user=self.config.upstream.user, search_path=path,
-                          default_path=path)

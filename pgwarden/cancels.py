@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import ITCPTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 
@@ -33,6 +34,8 @@ class _CancelSender(Protocol):
     client's own cancel connection must not close any earlier, or the cancel
     could hit the statement after the one it was meant for.
     """
+
+    transport: ITCPTransport
 
     def __init__(self, packet: bytes, done: Deferred, reactor, timeout_s: float) -> None:
         self._packet = packet

@@ -24,7 +24,7 @@ pgwarden logs the head of each file sink when it rotates and when it stops).
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 import attrs
 import orjson
@@ -110,7 +110,7 @@ def verify(paths: list[str], *, allow_restarts: bool = False, head: str | None =
 
     count = 0
     expected: str | None = None
-    starts_at = GENESIS
+    starts_at: str = GENESIS
     previous_at: tuple[str, int] | None = None
 
     def report(path: str, number: int, why: str) -> Report:
@@ -134,6 +134,8 @@ def verify(paths: list[str], *, allow_restarts: bool = False, head: str | None =
         if not isinstance(record, dict):
             return report(path, number, "not a chained record (no hash)")
         prev = record.get("prev")
+        if not isinstance(prev, str):
+            return report(path, number, "not a chained record (no prev)")
         if _sha256(covered).hexdigest() != claimed:
             return report(path, number, "edited: the record does not match its hash")
         if expected is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -48,6 +49,7 @@ def _cmd_run(args) -> int:
 
     from pgwarden import oplog
     from pgwarden.app import Application
+    from pgwarden.proxy.peer import port_number
     from pgwarden.proxy.reactor import name_of
 
     oplog.start()
@@ -55,15 +57,15 @@ def _cmd_run(args) -> int:
     try:
         app = Application(config, reactor, plugins=plugins)
         port = app.listen()
-        app.listen_admin()
+        admin_port = app.listen_admin()
     except Exception as e:  # what only applying the config shows (files missing, sinks, ports)
         print(f"pgwarden: cannot start: {e}", file=sys.stderr)
         return 2
     # The admin port first: whoever waits for the ready file may read both then.
     if args.admin_port_file:
-        _write_at_once(args.admin_port_file, str(app.admin_port.getHost().port))
+        _write_at_once(args.admin_port_file, str(port_number(admin_port)))
     if args.ready_file:
-        _write_at_once(args.ready_file, str(port.getHost().port))
+        _write_at_once(args.ready_file, str(port_number(port)))
     from pgwarden.watch import watch_config
 
     watch_config(app, reactor, args.config, args.reload_poll_s)
@@ -236,12 +238,12 @@ def _cmd_explain(args) -> int:
         # The guarded path the proxy takes: a plugin that raises blocks the statement.
         answer = host.check(statement, session)
         if isinstance(answer, Deferred):
-            settled = []
+            settled: list[object] = []
             answer.addBoth(settled.append)
             answer = settled[0] if settled else None
         verdict = answer if isinstance(answer, Verdict) else Verdict.block(
             "no verdict: a plugin failed or did not decide at once", rule="(undecided)")
-    result = {
+    result: dict[str, Any] = {
         "sql": statement.sql,
         "kinds": sorted(analysis.kinds),
         "tables": sorted(analysis.tables),
@@ -286,9 +288,12 @@ def _live_context(dsn: str):
 
     password = None
     try:
-        password = conninfo_to_dict(dsn).get("password")
+        given = conninfo_to_dict(dsn).get("password")
+        password = None if given is None else str(given)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            user, path = conn.execute("SELECT current_user, current_setting('search_path')").fetchone()
+            row = conn.execute("SELECT current_user, current_setting('search_path')").fetchone()
+            assert row is not None  # one row, always
+            user, path = row
             rows = read_rows(conn)
     except Exception as e:  # noqa: BLE001 - any failure is reported, never with the password
         print(f"pgwarden explain: cannot read the catalog of --dsn: "
@@ -429,9 +434,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True, help="the injector config (injector.yaml)")
     p.set_defaults(func=_cmd_webhook)
 
-    from pgwarden import records_cli
+    from pgwarden import approvals_cli, records_cli
 
     records_cli.add_parsers(sub)
+    approvals_cli.add_parsers(sub)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,14 +19,20 @@ from typing import Any, Literal
 import attrs
 import cattrs
 import yaml
-from cattrs.errors import ClassValidationError, ForbiddenExtraKeysError, IterableValidationError
+from cattrs.errors import (
+    AttributeValidationNote,
+    ClassValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationError,
+)
 from cattrs.gen import make_dict_structure_fn, override
 
 from pgwarden.policy.model import (
+    MASK_STRATEGIES,
     RULE_KEYS,
+    ApproveMatch,
     LimitSpec,
     MaskSpec,
-    MASK_STRATEGIES,
     Partial,
     PartialMask,
     Policy,
@@ -203,13 +210,111 @@ class CatalogSection:
             raise ValueError(f"max_stale_s ({self.max_stale_s}) must be longer than ttl_s ({self.ttl_s})")
 
 
+def _store_schema(_inst, attribute, value) -> None:
+    # The schema's name is also the NOTIFY channel's: a plain lower-case identifier of at most
+    # 63 bytes (NAMEDATALEN) means the same in every quoting and is never cut.
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", value):
+        raise ValueError(f"expected {attribute.name} to be a lower-case SQL identifier of at most 63 characters "
+                         f"(letters, digits, _), got {value!r}")
+
+
+@attrs.frozen
+class ApprovalsPostgres:
+    """Where the `postgres` approval store lives: any database the sidecars (and the inbox) reach.
+
+    The credential is ``password_file`` (read at each connection, so a rotated Secret is
+    used without a restart) or a password inside the DSN; neither appears in a repr, an
+    error, a log line, a record or a metric.
+    """
+
+    # libpq connection string or URI (postgresql://user@host/db?sslmode=verify-full&...)
+    dsn: str | None = attrs.field(default=None, repr=False)
+    # or a file holding it (a Secret), read at each connection
+    dsn_file: str | None = None
+    password_file: str | None = None
+    schema: str = attrs.field(default="pgwarden_approvals", validator=_store_schema)
+    connect_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    # each query of the store; the store counts as unreachable when one takes longer
+    statement_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    # reconnecting after a loss: the first wait, doubled up to the longest
+    retry_s: float = attrs.field(default=0.5, validator=_positive)
+    max_retry_s: float = attrs.field(default=15.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if (self.dsn is None) == (self.dsn_file is None):
+            raise ValueError("expected exactly one of dsn or dsn_file")
+
+
+def _http_url(_inst, attribute, value) -> None:
+    # A notification carries SQL and identities: an http(s) URL with a host, nothing else (no file:).
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        # Prefixed with the key: reported at that key and its line (`_leaves`).
+        raise ValueError(f"{attribute.name}: expected an http:// or https:// URL with a host, got {value!r}")
+
+
+@attrs.frozen
+class WebhookNotify:
+    """POSTs each new approval request as JSON (`pgwarden_plugins.approve.notify`)."""
+
+    webhook: str = attrs.field(validator=_http_url, repr=False)  # may carry a token: never shown
+    # The whole exchange: a receiver slower than this counts as a failure; nothing waits for it.
+    timeout_s: float = attrs.field(default=5.0, validator=_positive)
+
+    @property
+    def name(self) -> str:
+        return "webhook"
+
+
+@attrs.frozen
+class SlackNotify:
+    """POSTs a Slack-compatible Block Kit message to an incoming-webhook URL."""
+
+    slack: str = attrs.field(validator=_http_url, repr=False)  # the URL is the credential: never shown
+    timeout_s: float = attrs.field(default=5.0, validator=_positive)
+
+    @property
+    def name(self) -> str:
+        return "slack"
+
+
+Notify = WebhookNotify | SlackNotify
+
+
 @attrs.frozen
 class Approvals:
+    """How statements that need approval wait, where requests are kept, and who may decide
+    (docs/approvals.md)."""
+
+    # hold: the statement waits on the wire; retry: refused at once, passes when sent again once
+    # approved (for agents whose tool calls time out). An approve rule may say otherwise (`mode`).
     mode: Literal["hold", "retry"] = "hold"
+    # How long a request waits for a decision (hold: the statement waits that long at most).
     timeout_s: float = attrs.field(default=300.0, validator=_positive)
     store: Literal["memory", "postgres"] = "memory"
+    # Groups (from the approver's token) whose members may decide; none: nobody can.
     approver_groups: tuple[str, ...] = ()
-    notify: tuple[dict[str, str], ...] = ()
+    # Who is told when a request starts waiting: [{webhook: URL}, {slack: URL}] (docs/approvals.md).
+    notify: tuple[Notify, ...] = ()
+    # A reason is always required to deny; this requires one to approve too.
+    reason_on_approve: bool = False
+    # The longest window a retry-mode grant may give.
+    max_grant_minutes: int = attrs.field(default=60, validator=_positive)
+    # Where approvers find the inbox (behind their authenticating proxy), named in the notice a held
+    # client gets and linked from notifications.
+    inbox_url: str | None = attrs.field(default=None, validator=attrs.validators.optional(_http_url))
+    # The impact preview (EXPLAIN, never ANALYZE, on pgwarden's own connection), and its time limit.
+    preview: bool = True
+    preview_timeout_s: float = attrs.field(default=5.0, validator=_positive)
+    # the `postgres` store's database (required with store: postgres)
+    postgres: ApprovalsPostgres | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.store == "postgres" and self.postgres is None:
+            raise ValueError("expected a postgres: {dsn or dsn_file, password_file, schema} section "
+                             "with store: postgres")
 
 
 @attrs.frozen
@@ -318,6 +423,14 @@ def _sink(value, _type):
     raise ValueError(f"expected stdout, {{stdout: true, on_error: open}} or {{file: PATH, ...}}, got {value!r}")
 
 
+def _notify(value, _type):
+    if isinstance(value, dict) and "webhook" in value:
+        return _CONVERTER.structure(value, WebhookNotify)
+    if isinstance(value, dict) and "slack" in value:
+        return _CONVERTER.structure(value, SlackNotify)
+    raise ValueError(f"expected {{webhook: URL}} or {{slack: URL}} (each may add timeout_s), got {value!r}")
+
+
 def _str_or_mapping(value, _type):
     if isinstance(value, str):
         return value
@@ -357,10 +470,11 @@ def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
+    c.register_structure_hook_func(lambda t: t == Notify, _notify)
     c.register_structure_hook(Rule, _rule)
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
-                Approvals, RecordingResults, StdoutSink, FileSink, Recording, When, StatementMatch, Partial, PartialMask,
-                LimitSpec, _RuleKeys, Policy):
+                ApprovalsPostgres, WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink,
+                Recording, When, StatementMatch, ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
     flat = make_dict_structure_fn(MaskSpec, c, _cattrs_forbid_extra_keys=True, with_=override(rename="with"))
     c.register_structure_hook(MaskSpec, lambda value, t: flat(_mask_spec(value), t))
@@ -464,7 +578,7 @@ def _leaves(exc: BaseException, path: tuple = (), type_=None):
     if isinstance(exc, (ClassValidationError, IterableValidationError)):
         with_notes, without = exc.group_exceptions()
         for sub, note in with_notes:
-            key = note.name.rstrip("_") if isinstance(exc, ClassValidationError) else note.index
+            key = note.name.rstrip("_") if isinstance(note, AttributeValidationNote) else note.index
             yield from _leaves(sub, path + (key,), note.type)
         for sub in without:
             field, _, rest = str(sub).partition(": ")
@@ -489,6 +603,8 @@ def _value_at(data: Any, parts: tuple) -> Any:
 def _describe(exc: BaseException, type_, value: Any = None) -> str:
     """One problem in words: what was expected, and what was found when it helps."""
     args = typing.get_args(type_) if typing.get_origin(type_) is Literal else ()
+    if not args and type(None) in typing.get_args(type_):  # an optional Literal
+        args = tuple(a for t in typing.get_args(type_) if typing.get_origin(t) is Literal for a in typing.get_args(t))
     if args:
         text = "expected one of " + ", ".join(map(str, args))
         meant = did_you_mean(value, args) if isinstance(value, str) else ""

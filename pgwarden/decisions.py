@@ -8,18 +8,17 @@ the `ClientConnection` passed in with it (its limits, its SQL context, its relay
 
 from __future__ import annotations
 
-import secrets
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-from twisted.internet.defer import CancelledError, maybeDeferred
-from twisted.internet.defer import TimeoutError as DeferredTimeout
 
 from pgwarden import lexical
 from pgwarden import limits as core_limits
+from pgwarden.approvals import ApprovalWaits
+from pgwarden.config import Approvals
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
-from pgwarden.relay.engine import ALLOW, PENDING, StatementRequest
-from pgwarden.verdict import ApprovalRequest, Refusal, Verdict
+from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
+from pgwarden.verdict import Refusal, Verdict
 
 if TYPE_CHECKING:
     from pgwarden.metrics import Stats
@@ -49,13 +48,16 @@ class Decisions:
     """
 
     def __init__(self, plugins: PluginHost, recorder: Recorder, stats: Stats,
-                 statements: StatementCache, catalog) -> None:
+                 statements: StatementCache, catalog, reactor: object = None,
+                 approvals: Callable[[], Approvals] = Approvals) -> None:
         self.plugins = plugins
         self.recorder = recorder
         self.stats = stats
         self.statements = statements
         #: a catalog source (`LiveCatalog`, or a fixed snapshot): `current`, maybe `pending`/`fresh()`
         self.catalog = catalog
+        #: statements that need approval: their requests and waits
+        self.approvals = ApprovalWaits(plugins, recorder, stats, reactor, approvals)
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
         """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect."""
@@ -131,7 +133,7 @@ class Decisions:
             verdict, outcome = Verdict.block("records cannot be written"), _RECORDING_FAILED
         try:
             recorder.statement(conn, request, statement, verdict,
-                               waits=outcome is ALLOW or isinstance(outcome, CountRows))
+                               waits=outcome is ALLOW or outcome is BIND_DECIDES or isinstance(outcome, CountRows))
         except RecordingFailed:
             return _RECORDING_FAILED
         return outcome
@@ -175,57 +177,8 @@ class Decisions:
             return self.recorded(conn, request, statement, verdict, runs)
         if verdict.action == "block":
             return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict))
-        # approve: hold until a human decides, if an approval store is loaded.
-        approval = ApprovalRequest(statement, verdict, conn.session)
-        waiting = self.plugins.approval(approval, conn.session)
-        if waiting is None:
-            return self.recorded(conn, request, statement, verdict, Refusal(
-                "42501",
-                f"pgwarden: approval required: {verdict.reason or 'this statement needs a human'}",
-                "No approval store is configured, so it cannot be approved here.",
-                None,
-            ))
-        held = self.recorded(conn, request, statement, verdict, PENDING)
-        if held is not PENDING:
-            return held
-        request_id = secrets.token_hex(6)
-        if self.recorder.active:
-            try:
-                self.recorder.approval(conn, request_id, "requested", request, reason=verdict.reason)
-            except RecordingFailed:
-                return _RECORDING_FAILED
-        self.plugins.notify("pgwarden_approval_requested", request=approval)
-
-        def decided(answer):
-            approved = isinstance(answer, Verdict) and answer.action == "allow"
-            reason = getattr(answer, "reason", None)
-            outcome = runs if approved else Refusal(
-                "42501", f"pgwarden: approval denied: {reason or ''}".rstrip(": "))
-            if approved:
-                self.ran(conn, statement)
-            else:
-                conn.log.refused += 1
-            if self.recorder.active:
-                try:
-                    self.recorder.approval(conn, request_id, "approved" if approved else "denied", request,
-                                           approver=getattr(answer, "approver", None), reason=reason,
-                                           waits=approved)
-                except RecordingFailed:
-                    return _RECORDING_FAILED
-            return outcome
-
-        def failed(failure):
-            # No answer (timed out, store unreachable, cancelled): refused, never allowed.
-            conn.log.refused += 1
-            timed_out = failure.check(TimeoutError, DeferredTimeout, CancelledError) is not None
-            if self.recorder.active:
-                try:
-                    self.recorder.approval(conn, request_id, "expired" if timed_out else "withdrawn", request,
-                                           reason=failure.getErrorMessage())
-                except RecordingFailed:
-                    return _RECORDING_FAILED
-            if timed_out:
-                return Refusal("57014", "pgwarden: approval timed out")
-            return Refusal("42501", "pgwarden: approval failed: the approval store did not answer")
-
-        return maybeDeferred(lambda: waiting).addCallbacks(decided, failed)
+        # approve: a human decides; an extended statement at each Bind, with its parameters.
+        if request.protocol == "extended" and request.bind is None:
+            return self.recorded(conn, request, statement, verdict, BIND_DECIDES)
+        return self.approvals.begin(conn, request, statement, verdict, runs, self.recorded,
+                                    lambda: self.ran(conn, statement))

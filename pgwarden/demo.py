@@ -67,6 +67,10 @@ SERVER_FUNCTIONS = ["dblink*"]
 DROP = "DROP TABLE orders;"
 READ = "SELECT name, ssn, card_number FROM users ORDER BY id LIMIT 3;"
 WRITE = "UPDATE orders SET amount = amount + 1 WHERE id = 1;"
+APPROVE = "INSERT INTO orders (user_id, amount) VALUES (1, 99.50);"
+APPROVE_REASON = "new orders need a human"
+# Who may approve: the demo's approver token carries this group.
+APPROVERS = "db-approvers"
 
 
 def drop_refusal() -> Refusal:
@@ -98,6 +102,10 @@ upstream:
   password_file: {_q(str(password_file))}
 auth:
   jwt: {{issuer: {_q(ISSUER)}, audience: {AUDIENCE}, jwks_file: {_q(str(jwks))}}}
+approvals:
+  mode: hold                   # the statement waits on the wire until decided
+  timeout_s: 600
+  approver_groups: [{APPROVERS}]   # the approver token's group
 policies:
   - name: {POLICY}
     when: {{groups: [ai-agents]}}   # the demo token's group; any other identity is refused
@@ -122,11 +130,14 @@ policies:
         block: {{statements: [unknown]}}
       - name: unfiltered-writes
         block: {{statements: [delete, update], where: absent}}
+      # Held until a person approves (docs/approvals.md): `mode: retry` refuses at once instead,
+      # with a request id the agent has approved and then sends the statement again.
+      - name: new-orders
+        approve: {{statements: [insert], tables: [public.orders]}}
+        reason: {_q(APPROVE_REASON)}
       # Masking (docs/masking.md): the agent reads these columns masked, never in clear.
       - {{name: pii, mask: {{columns: [public.users.ssn], with: redact}}}}
       - {{name: cards, mask: {{columns: [public.users.card_number], with: partial, keep_last: 4}}}}
-      # Approval: `approve` rules need the plugin that interprets them, not built yet; then:
-      # - {{name: writes-need-a-human, approve: {{statements: [insert, update, delete], tables: [public.orders]}}}}
 """
 
 
@@ -167,6 +178,7 @@ def _indented(lines: list[str], by: str) -> str:
 def banner(directory: Path, pg: TempPostgres, port: int, admin: int, reload_poll_s: float) -> str:
     me = self_command()
     token = shlex.quote(str(directory / "token"))
+    approver_token = shlex.quote(str(directory / "approver-token"))
     config = shlex.quote(str(directory / "pgwarden.yaml"))
     refusal = drop_refusal()
     error = [f"ERROR:  {refusal.message}", f"DETAIL:  {refusal.detail}", f"HINT:  {refusal.hint}"]
@@ -189,6 +201,14 @@ and try:
       a read: allowed, three rows, ssn and card_number masked (***, **** **** **** 0097)
   {WRITE}
       a write that names its rows: allowed (UPDATE 1); without the WHERE it is refused
+  {APPROVE}
+      held for a person ({APPROVE_REASON}): psql waits, with a NOTICE naming the request.
+      In another terminal, as the approver (token {approver_token}, group {APPROVERS}):
+        export PGWARDEN_TOKEN="$(cat {approver_token})"
+        {me} approvals list --url http://127.0.0.1:{admin}
+        {me} approvals approve ID --url http://127.0.0.1:{admin}
+      (or deny ID --reason "..."); or in a browser: http://127.0.0.1:{admin}/approvals/inbox/
+      (paste the token there); the JSON API is http://127.0.0.1:{admin}/approvals/api/requests
 
 The policy is in {config} ({watching}; check an edit first with
 {me} check -c {config}).
@@ -235,6 +255,10 @@ def run_demo(directory: Path, port: int = 6432, reload_poll_s: float = 2.0) -> i
         token = mint(private, subject="demo-agent", issuer=ISSUER, audience=AUDIENCE,
                      groups=["ai-agents"], ttl_s=8 * 3600)
         (directory / "token").write_text(token + "\n")
+        approver = mint(private, subject="demo-approver", issuer=ISSUER, audience=AUDIENCE,
+                        groups=[APPROVERS], ttl_s=8 * 3600)
+        (directory / "approver-token").write_text(approver + "\n")
+        (directory / "approver-token").chmod(0o600)
         globalLogBeginner.beginLoggingTo(
             [textFileLogObserver(open(directory / "pgwarden.log", "a"))], redirectStandardIO=False
         )

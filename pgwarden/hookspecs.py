@@ -28,7 +28,10 @@ import pluggy
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
+    from twisted.web.resource import Resource
+
     from pgwarden.api import (
+        ApprovalAnswer,
         ApprovalRequest,
         ColumnMask,
         ConfigProblem,
@@ -226,23 +229,41 @@ def pgwarden_check(statement: Statement, session: Session) -> Verdict | Later[Ve
 
 
 @hookspec(firstresult=True)
-def pgwarden_await_approval(request: ApprovalRequest, session: Session) -> Later[Verdict] | None:
-    """Holds a statement whose verdict is ``approve`` until a human decides.
+def pgwarden_await_approval(request: ApprovalRequest, session: Session) -> Later[ApprovalAnswer] | None:
+    """Keeps a request for approval and answers when people have decided (an approval store).
 
     Stops at the first non-None result. Without any implementation, statements
-    that need approval are refused (fail closed).
+    that need approval are refused (fail closed). The core owns the rest: the
+    request's id and expiry, the records of each state, the time limit
+    (``approvals.timeout_s``), and the end of the wait — when the statement is
+    cancelled, its session ends or the time is up, the core **cancels** the
+    Deferred: give it a canceller that ends the request in the store. A Deferred
+    that fails refuses the statement (the request ends ``withdrawn``).
 
-    :param request: the approval request: statement, verdict, session.
+    ``request.mode`` is ``hold``: answer once the request is decided (approved,
+    denied, expired). ``retry``: answer at once — ``approved`` when an earlier
+    approval's grant covers this statement (``request`` naming that approval), else
+    keep the request and answer `ApprovalAnswer.required`.
+
+    :param request: the approval request (statement, verdict, session, id, parameters,
+        times, mode).
     :param session: the session waiting.
-    :return: a Deferred that fires with ``Verdict.allow()`` or a block verdict.
+    :return: an `ApprovalAnswer`, a Deferred of one, or the coroutine of an ``async def``.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 1.1
+       Answers an `ApprovalAnswer`; a `Verdict` (allow or block) still works, with a
+       `PgwardenDeprecationWarning`. The Deferred is cancelled when the wait ends early.
     """
 
 
 @hookspec
 def pgwarden_approval_requested(request: ApprovalRequest) -> None:
-    """An approval is now pending: notify people (webhook, chat).
+    """An approval request now waits for people: notify them (webhook, chat).
+
+    Called when a held statement starts waiting, or when a retry-mode request is
+    made. A notifier that raises, or whose Deferred fails, is logged and counted
+    (``pgwarden_notifier_failures``); it never holds, allows or refuses anything.
 
     :param request: the approval request.
 
@@ -308,12 +329,39 @@ def pgwarden_message_masks(statement: Statement | None, session: Session) -> Mes
     """
 
 
+# ---------------------------------------------------------------------------- the admin port
+
+
+@hookspec
+def pgwarden_admin_resources() -> Mapping[str, Resource] | None:
+    """HTTP resources this plugin serves on the admin port (``admin: {host, port}``).
+
+    Asked once, when the admin port opens. A resource is served under ``/<name>``;
+    the names of pgwarden's own (healthz, readyz, metrics) and of another plugin's
+    are refused at start-up. The resource authenticates its callers itself.
+
+    :return: a mapping of a path segment to a ``twisted.web.resource.Resource``, or None.
+
+    .. versionadded:: 1.1
+    """
+
+
+@hookspec
+def pgwarden_readiness() -> Sequence[str] | None:
+    """Why this plugin cannot serve now, for ``/readyz`` (asked at each probe: answer at once).
+
+    :return: problems, each one line (``/readyz`` answers 503 and lists them), or None.
+
+    .. versionadded:: 1.1
+    """
+
+
 # ---------------------------------------------------------------------------- records
 
 
 @hookspec
 def pgwarden_records_wanted() -> bool | None:
-    """Whether this plugin's `pgwarden_record` wants records with the configuration it has now.
+    """Whether this plugin's `pgwarden_records` wants records with the configuration it has now.
 
     Asked after every `pgwarden_configure`. When no plugin wants records, the core
     builds none (what ``recording: {sinks: []}`` does for the built-in sinks). A
@@ -326,19 +374,53 @@ def pgwarden_records_wanted() -> bool | None:
 
 
 @hookspec
+def pgwarden_records(records: Sequence[Record]) -> None:
+    """The records to write now (statement, result, approval, session start/end, ...), in order.
+
+    Called once for all the records built since the last call, just before
+    `pgwarden_records_flush` (so at most once per reactor turn, and later for records
+    that carry no verdict: see that hook), which is where they must reach the
+    operating system. Raise when they cannot be taken and statements must stop (fail
+    closed), as from `pgwarden_records_flush`: the sessions whose statements wait on
+    these records end before those statements reach the database. A retry calls only
+    the flush: to keep statements refused while you cannot write, raise there too.
+
+    :param records: JSON-ready mappings (docs/records.md); the same sequence goes to
+        every sink: read it, keep it if you like, do not change it.
+
+    .. versionadded:: 1.0
+       Replaces `pgwarden_record`: one call per turn instead of one per record.
+    """
+
+
+#: What a plugin that implements `pgwarden_record` (and not `pgwarden_records`) is told at load.
+RECORD_DEPRECATED = PgwardenDeprecationWarning(
+    "pgwarden_record (one call per record) is deprecated: implement pgwarden_records(records), "
+    "which gets the records of a turn in one call (docs/plugins.md, changelog); pgwarden_record "
+    "goes in plugin contract v2")
+
+
+@hookspec(warn_on_impl=RECORD_DEPRECATED)
 def pgwarden_record(record: Record) -> None:
     """A structured record (statement, approval, session start/end, ...) to write.
+
+    Called as each record is built. Raising refuses the statement the record is
+    about (SQLSTATE 58030), and the later ones until a flush succeeds. A plugin that
+    implements `pgwarden_records` too (to work with pgwarden before and after 1.0) gets
+    its records there only, and no deprecation warning.
 
     :param record: the record, a JSON-ready mapping (docs/records.md); the same one
         goes to every sink: read it, do not change it.
 
     .. versionadded:: 0.1
+    .. deprecated:: 1.0
+       Implement `pgwarden_records`; this hook goes in plugin contract v2.
     """
 
 
 @hookspec
 def pgwarden_records_flush() -> Sequence[str] | None:
-    """Make every record received through `pgwarden_record` so far reach the operating system.
+    """Make every record received through `pgwarden_records` so far reach the operating system.
 
     The core calls it once per reactor turn, before that turn's bytes go
     upstream, so a sink may buffer records and write them with one call; when

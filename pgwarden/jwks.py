@@ -21,9 +21,12 @@ from typing import Any
 import jwt
 import treq
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.error import ConnectingCancelledError, TimeoutError as ConnectTimeout
-from twisted.internet.protocol import Protocol
+from twisted.internet.error import ConnectingCancelledError
+from twisted.internet.error import TimeoutError as ConnectTimeout
+from twisted.internet.interfaces import ITransport
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web.client import Agent, ResponseDone
 from twisted.web.http import PotentialDataLoss
 
@@ -66,13 +69,18 @@ class _CappedBody(Protocol):
     Content-Length, which is legal) with ``PartialDownloadError: 200 OK``.
     """
 
+    transport: ITransport
+
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._chunks: list[bytes] = []
         self._size = 0
-        self.finished: Deferred | None = Deferred(self._cancel)
+        #: the body, or the reason there is none
+        self.body: Deferred[bytes] = Deferred(self._cancel)
+        #: `body` until it has fired
+        self.finished: Deferred[bytes] | None = self.body
 
-    def _settle(self) -> Deferred | None:
+    def _settle(self) -> Deferred[bytes] | None:
         d, self.finished = self.finished, None
         return d
 
@@ -87,11 +95,12 @@ class _CappedBody(Protocol):
         if self._size > self._limit:
             d = self._settle()
             self.transport.loseConnection()
-            d.errback(FetchFailed(f"the answer is larger than {self._limit} bytes"))
+            if d is not None:
+                d.errback(FetchFailed(f"the answer is larger than {self._limit} bytes"))
             return
         self._chunks.append(data)
 
-    def connectionLost(self, reason) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         d = self._settle()
         if d is None:
             return
@@ -168,11 +177,17 @@ class RemoteKeys:
 
     def _refresh(self) -> Deferred:
         """A Deferred that fires (never fails) when the fetch under way, or a new one, is over."""
-        if self._inflight is None:
-            self._inflight = self._fetch()
-            self._inflight.addBoth(self._done)
-        d: Deferred = Deferred()
-        self._inflight.addBoth(lambda r: (d.callback(None), r)[1])
+        inflight = self._inflight
+        if inflight is None:
+            inflight = self._inflight = self._fetch()
+            inflight.addBoth(self._done)
+        d: Deferred[None] = Deferred()
+
+        def over(result: object) -> object:
+            d.callback(None)
+            return result
+
+        inflight.addBoth(over)
         return d
 
     def _done(self, result):
@@ -218,13 +233,13 @@ class RemoteKeys:
 
     @inlineCallbacks
     def _get_json(self, url: str):
-        headers = {b"accept": [b"application/json"]}
+        headers: dict[bytes | str, list[bytes | str]] = {b"accept": [b"application/json"]}
         if self._bearer_token_file:  # re-read each time: the kubelet rotates it
             with open(self._bearer_token_file, "rb") as f:
                 headers[b"authorization"] = [b"Bearer " + f.read().strip()]
         response = yield self._http.get(url, headers=headers, unbuffered=True, reactor=self._reactor)
         body = _CappedBody(self._max_bytes)
-        finished = body.finished
+        finished = body.body
         response.deliverBody(body)
         if response.code != 200:
             finished.addErrback(lambda _: None)

@@ -25,7 +25,7 @@ refuses the same statements as the server, and leaves changes of it alone.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from pgwarden.sql.encoding import ClientEncoding, canonical
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings

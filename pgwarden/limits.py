@@ -128,7 +128,8 @@ def setting_changes(analysis, names: tuple[str, ...]):
                     yield n, value
 
 
-_NUMBER = re.compile(r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*(?![.eE0-9])|[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]+)?)\s*([a-z]*)\s*$")
+_NUMBER = re.compile(
+    r"\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*(?![.eE0-9])|[0-9]*\.?[0-9]*(?:[eE][+-]?[0-9]+)?)\s*([a-z]*)\s*$")
 _TIME_UNITS_MS = {"": 1.0, "us": 0.001, "ms": 1.0, "s": 1000.0, "min": 60_000.0, "h": 3_600_000.0,
                   "d": 86_400_000.0}
 
@@ -183,7 +184,7 @@ def refusal(analysis, limits: SessionLimits) -> Verdict | None:
         if found is not None:
             return found
     if limits.rows_written is not None:
-        for name, _value in setting_changes(analysis, ("track_counts",)):
+        for _name, _value in setting_changes(analysis, ("track_counts",)):
             return Verdict.block(
                 "changing track_counts is not allowed",
                 "The server's count of rows written enforces this session's rows_written limit.",
@@ -194,6 +195,8 @@ def refusal(analysis, limits: SessionLimits) -> Verdict | None:
 
 def _timeout_refusal(analysis, limits: SessionLimits) -> Verdict | None:
     limit = limits.timeout_ms
+    if limit is None:
+        return None
     policy, rule = limits.timeout_where
     for _name, value in setting_changes(analysis, ("statement_timeout",)):
         if value is None:  # RESET / DEFAULT: the value the session started with

@@ -8,12 +8,15 @@ custom collector (`StatsCollector`) reads them when Prometheus scrapes.
 from __future__ import annotations
 
 import bisect
-from typing import Collection, Iterator, Protocol
+from collections.abc import Collection, Iterator
+from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 #: upper bounds (seconds) of pgwarden's own overhead per statement
+#: upper bounds (seconds) of the time from an approval request to its decision
+DECISION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
 OVERHEAD_BUCKETS = (0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1.0, 10.0)
 
 _AUTH_REASONS = (
@@ -56,6 +59,18 @@ class Stats:
         self.reload_failures = 0
         self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS) + 1)
         self.overhead_sum = 0.0
+        self.approvals: dict[str, int] = {}  # state (requested, approved, ...) -> count
+        self.approvals_pending = 0
+        self.decision_buckets = [0] * (len(DECISION_BUCKETS) + 1)
+        self.decision_sum = 0.0
+        self.notifier_failures = 0
+
+    def approval(self, state: str, waited_s: float | None = None) -> None:
+        """An approval request changed state; ``waited_s``: since it was requested (a decision)."""
+        self.approvals[state] = self.approvals.get(state, 0) + 1
+        if waited_s is not None:
+            self.decision_buckets[bisect.bisect_left(DECISION_BUCKETS, waited_s)] += 1
+            self.decision_sum += waited_s
         self.masked_values: dict[tuple[str, str, str], int] = {}  # (source, rule, strategy) -> values
         self.detections: dict[tuple[str, str], int] = {}  # (detector, column) -> hits
         self.results_refused: dict[str, int] = {}  # plugin -> results refused because it failed
@@ -161,6 +176,26 @@ class StatsCollector(Collector):
         c = CounterMetricFamily("pgwarden_reloads", "Config reloads, by outcome.", labels=["outcome"])
         c.add_metric(["applied"], app.reloads)
         c.add_metric(["refused"], stats.reload_failures)
+        yield c
+        c = CounterMetricFamily("pgwarden_approvals", "Approval requests, by state reached (requested, "
+                                "approved, denied, expired, withdrawn).", labels=["state"])
+        for state, n in sorted(stats.approvals.items()):
+            c.add_metric([state], n)
+        yield c
+        g = GaugeMetricFamily("pgwarden_approvals_pending", "Statements of this pgwarden waiting for approval now.")
+        g.add_metric([], stats.approvals_pending)
+        yield g
+        h = HistogramMetricFamily("pgwarden_approval_decision_seconds",
+                                  "Time from an approval request to its decision (approved or denied).")
+        cumulative, buckets = 0, []
+        for bound, n in zip(DECISION_BUCKETS + (float("inf"),), stats.decision_buckets):
+            cumulative += n
+            buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+        h.add_metric([], buckets, stats.decision_sum)
+        yield h
+        c = CounterMetricFamily("pgwarden_notifier_failures",
+                                "Notifications (pgwarden_approval_requested) that failed.")
+        c.add_metric([], stats.notifier_failures)
         yield c
         c = CounterMetricFamily("pgwarden_masked_values", "Values masked in results, by the source column "
                                 "(schema.table.column), rule and strategy.", labels=["source", "rule", "strategy"])

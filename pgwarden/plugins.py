@@ -9,8 +9,9 @@ Every hook is called through pluggy, so tracing (``PGWARDEN_TRACE_HOOKS=1``),
 ``wrapper=True`` implementations and pluggy's deprecation warnings apply to all
 of them, `pgwarden explain` included. Where the core must know which plugin
 answered (a decision that failed, a sink that could not write), it calls each
-plugin through a subset caller of its own, built once at load: the plugin's
-implementations, with the wrappers of every plugin that only wraps around them.
+plugin on its own through pluggy's hook executor (`_PluginCall`), with the subset
+chosen once at load: the plugin's implementations, with the wrappers of every
+plugin that only wraps around them.
 Answers that are coroutines (``async def`` implementations) become Deferreds.
 """
 
@@ -22,7 +23,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from types import CodeType, TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import attrs
 import pluggy
@@ -49,6 +50,9 @@ if TYPE_CHECKING:
 log = Logger(namespace="pgwarden.plugins")
 
 ENTRY_POINT_GROUP = "pgwarden"
+#: A plugin whose ``pgwarden_check`` only interprets the rule kinds it declares sets this
+#: attribute to True: it is not called for sessions whose policies have none of those rules.
+RULES_ONLY = "pgwarden_checks_only_its_rules"
 # Keys of the `plugins:` section that are not plugin names.
 RESERVED_KEYS = frozenset({"disable", "timeout_s"})
 NO_AUTHENTICATOR = "no loaded plugin authenticates clients (pgwarden_authenticate)"
@@ -161,6 +165,14 @@ class PluginHost:
         self._sections = self._declared_sections()
         # The hot path's callers, built once: the plugins are all registered by now.
         self._checkers = self._each("pgwarden_check")
+        #: whether any plugin decides about statements (else every statement passes); an
+        #: attribute, not a property: the decision path reads it up to three times a statement
+        self.checks = bool(self._checkers)
+        # Checkers that only interpret their own rule kinds (`RULES_ONLY`), by name: skipped for
+        # sessions whose policies have no rule of those kinds.
+        self._rules_only = {name for name, _ in self._checkers
+                            if getattr(self.pm.get_plugin(name), RULES_ONLY, False) is True}
+        self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, Call]]]] = {}
         self._authenticate = self.pm.hook.pgwarden_authenticate
         self._approve = self.pm.hook.pgwarden_await_approval
         self._recording: set[str] = set()  # the plugins that want records now
@@ -185,7 +197,10 @@ class PluginHost:
             hints = [hint for (hook, arg), hint in _REMOVED.items() if hook in text and repr(arg) in text]
             raise PluginError(f"plugin {name!r} does not fit the hook specifications: {text}"
                               + "".join(f"\n{hint}" for hint in hints)) from None
+        batches = any(impl.plugin_name == name for impl in self._impls("pgwarden_records"))
         for w in caught:
+            if w.message is hookspecs.RECORD_DEPRECATED and batches:
+                continue  # it takes records the v1 way, and keeps the old hook for older pgwardens
             if issubclass(w.category, PgwardenDeprecationWarning):
                 self._deprecated(name, str(w.message))
             else:
@@ -212,8 +227,11 @@ class PluginHost:
         for impl in reversed(self._impls(hook_name)):  # pluggy calls the last of the list first
             if not (impl.wrapper or impl.hookwrapper):
                 deciders.setdefault(impl.plugin_name, impl.plugin)
-        callers = [(name, self.pm.subset_hook_caller(hook_name, [p for n, p in deciders.items() if n != name]))
-                   for name in deciders]
+        hook = getattr(self.pm.hook, hook_name)
+        impls = hook.get_hookimpls()
+        callers: list[tuple[str, Call]] = [
+            (name, _PluginCall(hook, [i for i in impls if i.plugin_name == name or i.plugin_name not in deciders]))
+            for name in deciders]
         self._callers[hook_name] = callers
         return callers
 
@@ -234,21 +252,28 @@ class PluginHost:
             tb = tb.tb_next
         return found
 
-    def notify(self, hook_name: str, **kwargs: object) -> None:
+    def notify(self, hook_name: str, on_failure: Callable[[str], object] | None = None, **kwargs: object) -> None:
         """A notification hook: one plugin's failure (raised, or of its Deferred or coroutine)
-        is logged and does not stop the others."""
+        is logged, passed to ``on_failure`` with the plugin's name, and does not stop the others."""
+        def failed(failure: Failure, name: str) -> None:
+            log.failure("plugin {plugin} failed in {hook}", failure, plugin=name, hook=hook_name)
+            if on_failure is not None:
+                on_failure(name)
+
         for name, call in self._each(hook_name):
             try:
                 answers = call(**kwargs)
             except Exception as e:
-                log.failure("plugin {plugin} failed in {hook}", plugin=self._culprit(hook_name, e, name),
-                            hook=hook_name)
+                failed(Failure(), self._culprit(hook_name, e, name))
                 continue
             for answer in answers:
-                waiting = later(answer)
+                try:
+                    waiting = later(answer)
+                except Exception:  # noqa: BLE001 - a coroutine that cannot be started
+                    failed(Failure(), name)
+                    continue
                 if isinstance(waiting, Deferred):
-                    waiting.addErrback(lambda f, n=name: log.failure("plugin {plugin} failed in {hook}", f,
-                                                                     plugin=n, hook=hook_name))
+                    waiting.addErrback(failed, name)
 
     # ------------------------------------------------------------------ declarations
 
@@ -475,16 +500,27 @@ class PluginHost:
                     raise
                 raise ConfigError(config.source, [located(config.lines, tuple(p.path), p.message)
                                                   for p in _problems_in(matched)]) from None
-        self._recording = {name for name, _ in self._each("pgwarden_record")}
+        # Checkers that only read their own rules count only when the policies have such rules.
+        kinds = {rule.kind for policy in config.policies for rule in policy.rules}
+        self.checks = any(name not in self._rules_only or self._claimed_by(name) & kinds
+                          for name, _ in self._checkers)
+        self._recording = {name for hook in ("pgwarden_records", "pgwarden_record") for name, _ in self._each(hook)}
         for name, call in self._each("pgwarden_records_wanted"):
             if any(answer is False for answer in call()):
                 self._recording.discard(name)
 
     # ------------------------------------------------------------------ records
 
+    def record_takers(self) -> list[tuple[str, Callable[..., object]]]:
+        """(plugin name, ``take(records=...)``) of each plugin that wants records now, in batches."""
+        return [(name, call) for name, call in self._each("pgwarden_records") if name in self._recording]
+
     def record_writers(self) -> list[tuple[str, Callable[..., object]]]:
-        """(plugin name, ``write(record=...)``) of each plugin that wants records now."""
-        return [(name, call) for name, call in self._each("pgwarden_record") if name in self._recording]
+        """(plugin name, ``write(record=...)``) of each plugin that wants records now one by one
+        (``pgwarden_record``, deprecated)."""
+        batched = {name for name, _ in self._each("pgwarden_records")}
+        return [(name, call) for name, call in self._each("pgwarden_record")
+                if name in self._recording and name not in batched]
 
     def record_flushers(self) -> list[tuple[str, Callable[[], list[str]]]]:
         """(plugin name, ``flush() -> problems``) of each plugin that wants records now."""
@@ -496,21 +532,23 @@ class PluginHost:
 
     # ------------------------------------------------------------------ decisions
 
-    @property
-    def checks(self) -> bool:
-        """Whether any plugin decides about statements (else every statement passes)."""
-        return bool(self._checkers)
-
     def check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict]:
         """The strictest verdict of all plugins: a Verdict, or a Deferred of one.
 
-        Each plugin is called through its own subset caller (pluggy), so that a
+        Each plugin is called through pluggy on its own (`_PluginCall`), so that a
         failure is blocked in that plugin's name; a plugin answering a Verdict at once
         costs one pluggy call and no Deferred.
         """
         answers: list[Verdict | Deferred[Verdict | None]] = []
         waits = False
-        for name, call in self._checkers:
+        checkers = self._checkers
+        if self._rules_only:
+            policies = session.policies
+            known = self._checkers_for.get(id(policies))
+            if known is None or known[0] is not policies:
+                known = self._checkers_for_policies(policies)
+            checkers = known[1]
+        for name, call in checkers:
             try:
                 got = call(statement=statement, session=session)
             except Exception as e:
@@ -525,8 +563,23 @@ class PluginHost:
                 answers.append(answer)
         if not waits:
             return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
-        return gatherResults([a if isinstance(a, Deferred) else succeed(a) for a in answers]) \
-            .addCallback(Verdict.strictest)
+        return gatherResults(  # type: ignore[misc]
+            [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)
+
+    def _claimed_by(self, name: str) -> set[str]:
+        """The rule kinds plugin ``name`` interprets."""
+        return {kind for kind, names in self._claims.items() if name in names}
+
+    def _checkers_for_policies(self, policies: tuple[Policy, ...]) -> tuple[tuple[Policy, ...], list]:
+        """The checkers to call for sessions under ``policies`` (memoised; the entry keeps the
+        tuple alive, so its id is not reused meanwhile)."""
+        kinds = {rule.kind for policy in policies for rule in policy.rules}
+        checkers = [(name, call) for name, call in self._checkers
+                    if name not in self._rules_only or self._claimed_by(name) & kinds]
+        if len(self._checkers_for) > 1000:
+            self._checkers_for.clear()
+        known = self._checkers_for[id(policies)] = (policies, checkers)
+        return known
 
     def _settle(self, name: str, answer: object) -> Verdict | Deferred[Verdict | None] | None:
         """A plugin's answer that is not a Verdict: None, a Deferred or a coroutine (a Verdict
@@ -562,10 +615,42 @@ class PluginHost:
             raise AuthenticationFailed(f"authentication plugin {name!r} failed: {e!r}") from None
         return later(answer)
 
-    def approval(self, request: object, session: Session) -> Deferred[Verdict] | None:
-        """The approval store's Deferred decision, or None when no plugin holds approvals."""
+    def approval(self, request: object, session: Session) -> Deferred[object] | None:
+        """The approval store's answer as a Deferred (an `ApprovalAnswer`, or a `Verdict` from a
+        plugin of contract 1.0), or None when no plugin keeps approvals. Raises what the plugin raised."""
         answer = later(self._approve(request=request, session=session))
         return answer if answer is None or isinstance(answer, Deferred) else succeed(answer)
+
+    # ------------------------------------------------------------------ the admin port
+
+    def admin_resources(self, taken: Iterable[str]) -> dict[str, object]:
+        """Path segment -> twisted.web resource, of every plugin; a PluginError when two
+        want the same segment or one of ``taken``."""
+        found: dict[str, object] = {}
+        owners: dict[str, str] = {name: "pgwarden" for name in taken}
+        for name, call in self._each("pgwarden_admin_resources"):
+            for answer in call():
+                for segment, resource in (answer or {}).items():
+                    if segment in owners:
+                        raise PluginError(f"plugin {name!r} serves /{segment} on the admin port, "
+                                          f"which {owners[segment]} serves")
+                    owners[segment] = repr(name)
+                    found[segment] = resource
+        return found
+
+    def readiness(self) -> list[str]:
+        """What the plugins say keeps pgwarden from serving (/readyz); a plugin that fails to
+        answer is one such problem."""
+        problems: list[str] = []
+        for name, call in self._each("pgwarden_readiness"):
+            try:
+                for answer in call():
+                    problems += answer or ()
+            except Exception as e:
+                log.failure("plugin {plugin} failed in pgwarden_readiness", plugin=self._culprit(
+                    "pgwarden_readiness", e, name))
+                problems.append(f"plugin {name!r} could not say whether it is ready")
+        return problems
 
     @property
     def masks(self) -> bool:
@@ -627,6 +712,33 @@ class PluginHost:
             kinds = tuple(sorted(k for k, names in self._claims.items() if name in names))
             out.append(LoadedPlugin(name, version, source, hooks, kinds, tuple(self._warnings.get(name, ()))))
         return sorted(out, key=lambda p: p.name)
+
+
+class _PluginCall:
+    """One plugin's implementations of one hook, with the wrappers of the plugins that only wrap
+    it, run by pluggy's own executor: what ``pm.subset_hook_caller`` runs, without its cost at
+    every call.
+
+    A subset caller chooses its implementations again at each call (a list built by a filter)
+    and goes through the generic ``HookCaller.__call__`` (argument checks, a copy of the list):
+    half of the microsecond a pluggy call costs, on the path of every statement. The subset is
+    chosen here once, at load (plugins are not registered later), and each call goes straight
+    to the plugin manager's hook executor, the one that tracing (``PGWARDEN_TRACE_HOOKS``) and
+    pluggy's call monitoring replace, and that runs wrappers and implementations. The core
+    passes every argument the hookspec names (it declares no defaults).
+    """
+
+    __slots__ = ("_hookexec", "impls", "name")
+
+    def __init__(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl]) -> None:
+        if hook.spec is not None and hook.spec.opts.get("firstresult"):
+            raise PluginError(f"{hook.name} stops at the first answer: call it through pm.hook, not plugin by plugin")
+        self.name = hook.name
+        self.impls = impls
+        self._hookexec = hook._hookexec
+
+    def __call__(self, **kwargs: object) -> list[object]:
+        return cast("list[object]", self._hookexec(self.name, self.impls, kwargs, False))
 
 
 def later(answer: object) -> object:

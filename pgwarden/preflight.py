@@ -13,8 +13,8 @@ sink that cannot be opened, a port in use.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from pgwarden.config import (
     SECTIONS,
@@ -71,7 +71,7 @@ def load_checked(
         disabling = isinstance(plugins, dict) and "disable" in plugins
         why = host.no_authenticator()
         problems.append(located(lines, ("plugins", "disable"), why) if disabling else why)
-    if problems:
+    if problems or config is None:
         raise ConfigError(source, sorted(problems, key=line_of))
     return config, host
 
@@ -110,8 +110,9 @@ def key_material_problems(config: Config) -> list[str]:
         try:
             client_tls(listen_tls)
         except Exception as e:  # OpenSSL's errors say little; name the files
-            problems.append(located(lines, ("listen", "tls"), f"cannot use {listen_tls.cert_file} and "
-                                                              f"{listen_tls.key_file} as the TLS certificate and key: {e}"))
+            problems.append(located(lines, ("listen", "tls"),
+                                    f"cannot use {listen_tls.cert_file} and {listen_tls.key_file} "
+                                    f"as the TLS certificate and key: {e}"))
     upstream_tls = config.upstream.tls
     if there(upstream_tls.ca_file, upstream_tls.cert_file, upstream_tls.key_file):
         try:

@@ -1,14 +1,18 @@
 """Records of what happened (docs/records.md), built by the core, written by plugins.
 
-The core builds each record once and passes it to every ``pgwarden_record``
-implementation; sinks may buffer. Before the bytes of a reactor turn leave
-for the database, the recorder's barrier (`flush`, run by the Application's
-`pgwarden.turns.Turns`, the same way on every reactor) makes every sink write
-(``pgwarden_records_flush``): a statement allowed in that turn reaches the
-server only after its record reached the operating system. When a sink that
-fails closed cannot write, the sessions whose statements were waiting on that
-write are ended before the statements leave, and every later statement is
-refused until a write succeeds again.
+The core builds each record once and keeps it until the recorder's barrier
+(`flush`, run by the Application's `pgwarden.turns.Turns`, the same way on every
+reactor), which runs before the bytes of a reactor turn leave for the database:
+it passes the records kept to every sink in one call (``pgwarden_records``),
+then makes every sink write (``pgwarden_records_flush``), so a statement allowed
+in that turn reaches the server only after its record reached the operating
+system. One hook call per sink and turn, not one per record: each call through
+pluggy has a cost of its own (docs/performance.md), and a simple-protocol
+statement makes two records. When a sink that fails closed cannot take or write the records, the
+sessions whose statements were waiting on them are ended before the statements
+leave, and every later statement is refused until a write succeeds again.
+Plugins still on the per-record ``pgwarden_record`` (deprecated) get each
+record as it is built, as before.
 
 Records that carry no verdict (``result``, ``session_start``, ``session_end``)
 gate nothing, so a turn with only such records does not make the sinks write:
@@ -31,10 +35,12 @@ from twisted.logger import Logger
 from pgwarden.proxy.peer import peer_text
 
 if TYPE_CHECKING:
+    from pgwarden.api import Record
     from pgwarden.config import Config
     from pgwarden.plugins import PluginHost
     from pgwarden.proxy.client import ClientConnection
     from pgwarden.relay.execution import Execution
+    from pgwarden.turns import Turns
 
 log = Logger(namespace="pgwarden.recording")
 
@@ -62,7 +68,7 @@ def timestamp(now: float | None = None) -> str:
     if second != _second:
         _prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
         _second = second
-    return "%s%06dZ" % (_prefix, micro)
+    return "%s%06dZ" % (_prefix, micro)  # noqa: UP031 (the cheapest of the formats, per record)
 
 
 def masked_fields(plans) -> dict[str, object]:
@@ -79,7 +85,8 @@ def masked_fields(plans) -> dict[str, object]:
                 detected[name, output.column] = detected.get((name, output.column), 0) + count
     fields: dict[str, object] = {
         "masked": list(dict.fromkeys(source for _, source, _, _ in masks)),
-        "masks": [{"column": c, "source": s, "rule": r, "strategy": k, "values": n} for (c, s, r, k), n in masks.items()],
+        "masks": [{"column": c, "source": s, "rule": r, "strategy": k, "values": n}
+                  for (c, s, r, k), n in masks.items()],
     }
     if detected:
         fields["detected"] = [{"detector": d, "column": c, "count": n} for (d, c), n in detected.items()]
@@ -97,7 +104,7 @@ class SessionLog:
 
     def __init__(self, session_id: str) -> None:
         self.id = session_id
-        self.identity = {"subject": None, "groups": []}
+        self.identity: dict[str, object] = {"subject": None, "groups": []}
         self.seq = 0
         self.statements = 0
         self.refused = 0
@@ -122,6 +129,9 @@ class RecorderHost(Protocol):
     def plugins(self) -> PluginHost: ...
 
     @property
+    def turns(self) -> Turns: ...
+
+    @property
     def config(self) -> Config: ...
 
 
@@ -134,6 +144,7 @@ class Recorder:
         self.warnings: list[str] = []
         self.sink_errors = 0
         self._held: list[ClientConnection] = []
+        self._kept: list[Record] = []  # built since the last barrier that wrote, for pgwarden_records
         self._dirty = False
         self._urgent = False  # a record carrying a verdict is buffered: the next barrier writes
         self._lazy = 0  # records without a verdict buffered since the last write
@@ -150,9 +161,10 @@ class Recorder:
         plugins = self.app.plugins
         rec = self.app.config.recording
         # Through pluggy, one caller per plugin that wants records now (pgwarden_records_wanted).
-        self._writers = plugins.record_writers()
+        self._takers = plugins.record_takers()
+        self._writers = plugins.record_writers()  # pgwarden_record, deprecated: called per record
         self._flushers = plugins.record_flushers()
-        self.active = bool(self._writers)
+        self.active = bool(self._takers or self._writers)
         self.sample_rows = rec.results.max_rows
         self.sample_bytes = rec.results.max_bytes
         self.parameter_bytes = rec.max_parameter_bytes
@@ -166,13 +178,10 @@ class Recorder:
 
         ``lazy``: the record carries no verdict, so its write may wait (see the module's doc).
         """
-        try:
-            for name, write in self._writers:
-                write(record=record)
-        except Exception as e:  # a sink plugin that raised: nothing depending on it may happen
-            self._fail(f"{name}: {e}")
-            self._to_the_others(record, name)
-            raise RecordingFailed(self.failure) from None
+        if self._takers:
+            self._kept.append(record)
+        if self._writers:
+            self._write_each(record)
         self._dirty = True
         self._turns.wake()  # the barrier at the end of this turn writes it, or sets the lazy timer
         if waiting is not None:
@@ -181,6 +190,16 @@ class Recorder:
             self._lazy += 1
         else:
             self._urgent = True
+
+    def _write_each(self, record: dict) -> None:
+        """``record`` to the plugins on the per-record hook: a raise refuses what it is about."""
+        try:
+            for name, write in self._writers:  # noqa: B007 (the except names the sink that raised)
+                write(record=record)
+        except Exception as e:  # a sink plugin that raised: nothing depending on it may happen
+            self._fail(f"{name}: {e}")
+            self._to_the_others(record, name)
+            raise RecordingFailed(self.failure) from None
 
     def _to_the_others(self, record: dict, failed: str) -> None:
         """The sinks after one that raised still get the record (no gap in their chains)."""
@@ -192,6 +211,20 @@ class Recorder:
                 except Exception as e:
                     self._fail(f"{name}: {e}")
             after = after or name == failed
+
+    def _hand_over(self) -> str | None:
+        """The records kept, to every plugin on `pgwarden_records` in one call each; why one
+        could not take them (the others still get them: no gap in their chains), or None."""
+        if not self._kept:
+            return None
+        records, self._kept = self._kept, []
+        failed = None
+        for name, take in self._takers:
+            try:
+                take(records=records)
+            except Exception as e:
+                failed = failed or f"{name}: {e}"
+        return failed
 
     def flush(self, force: bool = False) -> None:
         """The barrier: every sink writes what it holds. Runs before each turn's sends.
@@ -213,7 +246,7 @@ class Recorder:
         self._lazy = 0
         self._dirty = False
         held, self._held = self._held, []
-        failed = None
+        failed = self._hand_over()
         warnings: list[str] = []
         for name, flush in self._flushers:
             try:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import IO, Iterable, Iterator
+from collections.abc import Iterable, Iterator
+from typing import IO
 
 import orjson
 
@@ -107,7 +108,7 @@ def render_session(records: list[dict]) -> list[str]:
                        f"{' by ' + r['approver'] if r.get('approver') else ''}"
                        f"{': ' + r['reason'] if r.get('reason') else ''}")
         elif kind == "result":
-            stmt = statements.get(r.get("statement"), {})
+            stmt = statements.get(r["statement"], {}) if "statement" in r else {}
             if stmt.get("protocol") == "extended" and r.get("parameters") is not None:
                 out.append(f"-- parameters: {', '.join(_literal(p) for p in r['parameters'])}")
             if r.get("sqlstate"):
@@ -120,7 +121,8 @@ def render_session(records: list[dict]) -> list[str]:
                     if r["rows"] > shown or r.get("rows_sample_clipped"):
                         out.append(f" … ({r['rows'] - shown} more rows not recorded)")
                 n = r.get("rows", 0)
-                out.append(f"({n} row{'' if n == 1 else 's'}{', truncated by the row limit' if r.get('truncated') else ''})")
+                cut = ", truncated by the row limit" if r.get("truncated") else ""
+                out.append(f"({n} row{'' if n == 1 else 's'}{cut})")
             if r.get("masked"):
                 out.append(f"-- masked: {', '.join(r['masked'])}")
             out.append(f"-- {r.get('duration_ms')} ms (upstream {r.get('upstream_ms')}, pgwarden "

@@ -21,9 +21,11 @@ from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
 
 if TYPE_CHECKING:
-    from pgwarden.app import Application
-    from pgwarden.proxy.client import ClientConnection
+    from pgwarden.metrics import Stats
+    from pgwarden.plugins import PluginHost
+    from pgwarden.proxy.client import CatalogSource, ClientConnection
     from pgwarden.session import Session
+    from pgwarden.sql.cache import StatementCache
     from pgwarden.sql.lexer import LexerSettings
     from pgwarden.sql.statement import Statement
 
@@ -41,8 +43,12 @@ class CopyRefused(Exception):
 class SessionMasks:
     """Masking for one session: the relay's ``on_shape``, ``on_copy`` and ``on_message``."""
 
-    def __init__(self, app: Application, conn: ClientConnection) -> None:
-        self.app = app
+    def __init__(self, plugins: PluginHost, stats: Stats, catalog: CatalogSource, statements: StatementCache,
+                 conn: ClientConnection) -> None:
+        self.plugins = plugins
+        self.stats = stats
+        self.catalog = catalog
+        self.statements = statements
         self.conn = conn
         # Made once the session is logged in: it has these for as long as it relays.
         assert conn.session is not None
@@ -63,9 +69,9 @@ class SessionMasks:
     def _statement(self, sql: str | None) -> Statement | None:
         if sql is None:
             return None
-        conn, app = self.conn, self.app
-        context = conn.sql_context.with_catalog(app.catalog.current).with_lexer(self._lexer())
-        return app.statements.get(sql, context)
+        conn = self.conn
+        context = conn.sql_context.with_catalog(self.catalog.current).with_lexer(self._lexer())
+        return self.statements.get(sql, context)
 
     def _lineage(self, statement: Statement | None, index: int) -> Lineage | None:
         if statement is None:
@@ -77,16 +83,16 @@ class SessionMasks:
 
     def _masks(self, shape: ResultShape, statement: Statement | None) -> dict:
         try:
-            return self.app.plugins.result_masks(shape, statement, self.session)
+            return self.plugins.result_masks(shape, statement, self.session)
         except MaskingFailed as e:
-            stats = self.app.stats.results_refused
+            stats = self.stats.results_refused
             stats[e.plugin] = stats.get(e.plugin, 0) + 1
             raise
 
     def shape(self, description: m.RowDescription, origin: Origin) -> Callable[[bytes], bytes] | None:
         sql, index = origin
         statement = self._statement(sql)
-        shape = resolve_shape(description, lambda: self._lineage(statement, index), self.app.catalog.current)
+        shape = resolve_shape(description, lambda: self._lineage(statement, index), self.catalog.current)
         masks = self._masks(shape, statement)
         return row_transform(description, masks) if masks else None
 
@@ -98,7 +104,7 @@ class SessionMasks:
             and len(lineage.outputs) == len(response.column_formats) else [f"column{i + 1}" for i in
                                                                    range(len(response.column_formats))]
         description = m.RowDescription(tuple(m.Column(name) for name in names))
-        shape = resolve_shape(description, lambda: lineage, self.app.catalog.current, kind="copy")
+        shape = resolve_shape(description, lambda: lineage, self.catalog.current, kind="copy")
         masks = self._masks(shape, statement)
         if not masks:
             return None
@@ -122,7 +128,7 @@ class SessionMasks:
     def message(self, raw: bytes, origin: Origin) -> bytes:
         """An ErrorResponse, NoticeResponse or NotificationResponse as the client may see it."""
         statement = self._statement(origin[0])
-        rewrites = self.app.plugins.message_masks(statement, self.session)
+        rewrites = self.plugins.message_masks(statement, self.session)
         if not rewrites:
             return raw
         if raw[0] == ord("A"):  # a notification: its payload, as a notice's message

@@ -52,7 +52,7 @@ class Sections(Mapping["ConfigSection[object]", object]):
 
     _values: Mapping[ConfigSection[object], object] = attrs.field(factory=dict)
 
-    def __getitem__(self, key: ConfigSection[T]) -> T:  # type: ignore[override]
+    def __getitem__(self, key: ConfigSection[T]) -> T:
         try:
             return cast(T, self._values[key])
         except KeyError:
@@ -89,7 +89,8 @@ def resolve(root: type, section: ConfigSection[object]) -> str | None:
     cls: object = root
     for i, key in enumerate(section.parts):
         hints = typing.get_type_hints(cls) if isinstance(cls, type) and attrs.has(cls) else {}
-        if key not in hints or key.startswith("_") or attrs.fields_dict(cls)[key].metadata.get("internal"):
+        if key not in hints or key.startswith("_") \
+                or attrs.fields_dict(cls)[key].metadata.get("internal"):  # type: ignore[arg-type]  # an attrs class
             where = ".".join(section.parts[:i]) or "the top level"
             return f"no section {section.path!r}: {where} has no key {key!r}"
         cls = hints[key]

@@ -19,8 +19,8 @@ a turn that queued something (`wake`), once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 from twisted.logger import Logger
 from zope.interface import Interface
@@ -31,7 +31,7 @@ log = Logger(namespace="pgwarden.turns")
 class IEndOfPoll(Interface):
     """A reactor that can call a function once the events of the current poll are handled."""
 
-    def call_at_end_of_poll(f: Callable[[], None]) -> None:
+    def call_at_end_of_poll(f: Callable[[], None]) -> None:  # noqa: N805 (a zope interface: no self)
         """``f()`` runs once, after the events of this poll (before the next poll when asked
         for outside event handling, by a timed call or a thread's callback)."""
 

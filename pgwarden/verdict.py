@@ -35,11 +35,11 @@ class Verdict:
         return _ALLOW if approver is None else cls("allow", approver=approver)
 
     @classmethod
-    def block(cls, reason: str, hint: str | None = None, **where: str) -> Verdict:
+    def block(cls, reason: str, hint: str | None = None, **where: str | None) -> Verdict:
         return cls("block", reason, hint, **where)
 
     @classmethod
-    def approve(cls, reason: str, **where: str) -> Verdict:
+    def approve(cls, reason: str, **where: str | None) -> Verdict:
         return cls("approve", reason, None, **where)
 
     @property
@@ -61,11 +61,75 @@ _ALLOW = Verdict("allow")
 
 @attrs.frozen
 class ApprovalRequest:
-    """A statement held for a human: what it is, why, and from whom."""
+    """A statement that needs a human's yes: what it is, why, from whom, and until when.
+
+    Built by the core (its ``id`` too) and handed to ``pgwarden_await_approval`` and
+    ``pgwarden_approval_requested``. ``parameters`` are the statement's bind parameters
+    as records show them (text; None for NULL; binary values as ``\\x`` hex), None for a
+    statement without any (a simple Query). Times are the reactor's seconds.
+
+    .. versionchanged:: 1.1
+       ``id``, ``parameters``, ``created``, ``expires``, ``mode``, ``exact``, ``approvers``
+       and ``session_id``.
+    """
 
     statement: Statement
     verdict: Verdict
     session: Session
+    id: str = ""
+    parameters: tuple[str | None, ...] | None = None
+    created: float = 0.0
+    expires: float = 0.0
+    #: ``hold`` (the statement waits) or ``retry`` (answer at once: a grant covers it, or
+    #: `ApprovalAnswer.required`), from the approve rule or ``approvals.mode``
+    mode: str = "hold"
+    #: identifies this exact statement (text and parameter values; a SHA-256 in hex): an
+    #: earlier approval's grant covers a statement sent again with the same ``exact``
+    exact: str = ""
+    #: distinct approvers whose yes is needed (the approve rule's ``approvers``)
+    approvers: int = 1
+    #: the id of the session in records (``session`` of each record)
+    session_id: str = ""
+
+
+#: What an approval store says about a request (`ApprovalAnswer.state`).
+ANSWER_STATES = ("approved", "denied", "expired", "required")
+
+
+@attrs.frozen
+class ApprovalAnswer:
+    """An approval store's answer about one request (``pgwarden_await_approval``).
+
+    ``approved`` runs the statement; ``denied`` and ``expired`` refuse it; ``required``
+    (retry mode) refuses it at once, saying the request waits for a human and that the
+    same statement may be sent again once it is approved. ``request`` names an earlier
+    request whose approval covers this statement (a retry-mode grant), when it is not
+    this request's own.
+
+    .. versionadded:: 1.1
+    """
+
+    state: str = attrs.field(validator=attrs.validators.in_(ANSWER_STATES))
+    approver: str | None = None
+    reason: str | None = None
+    request: str | None = None
+
+    @classmethod
+    def approved(cls, approver: str | None = None, reason: str | None = None,
+                 request: str | None = None) -> ApprovalAnswer:
+        return cls("approved", approver, reason, request)
+
+    @classmethod
+    def denied(cls, reason: str | None = None, approver: str | None = None) -> ApprovalAnswer:
+        return cls("denied", approver, reason)
+
+    @classmethod
+    def expired(cls, reason: str | None = None) -> ApprovalAnswer:
+        return cls("expired", None, reason)
+
+    @classmethod
+    def required(cls) -> ApprovalAnswer:
+        return cls("required")
 
 
 @attrs.frozen

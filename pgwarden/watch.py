@@ -9,7 +9,7 @@ watcher compares the resolved path, inode, size and modification time, polled
 from __future__ import annotations
 
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from twisted.internet.task import LoopingCall
 

@@ -8,7 +8,7 @@ import platform
 import subprocess
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pgbench_run.pgwardens import (
@@ -176,7 +176,7 @@ def run_metadata(args, setup: Setup) -> dict:
     """Enough context to tell whether two results files can be compared."""
     pgbench = subprocess.run([tool("pgbench"), "--version"], capture_output=True, text=True)
     return {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": args.duration, "clients": CLIENTS, "threads": THREADS, "scale": SCALE,
         "cpus": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version(),
         "pgbench": pgbench.stdout.strip(), "pgbouncer": setup.pgbouncer_version,

@@ -107,14 +107,16 @@ def render_recording(summary: dict) -> list[str]:
             cpu = (f"; pgwarden CPU {w['cpu_percent_recording']:.0f}% against "
                    f"{w['cpu_percent_off']:.0f}% of one core")
         against = RULES_LABEL if w.get("baseline") == PGWARDEN_RULES else "pass-through"
-        parts.append(f"  {name:<16} {w['tps_recording']:,.0f} TPS against {w['tps_off']:,.0f} ({against}, recording off): "
+        parts.append(f"  {name:<16} {w['tps_recording']:,.0f} TPS against {w['tps_off']:,.0f} "
+                     f"({against}, recording off): "
                      f"{w['recording_over_off']:.2f}x; {size} per statement{cpu}")
         pr = w.get("paired")
         if pr is not None:
             cpu_added = ("" if pr["cpu_us_added_median"] is None else
                          f"; pgwarden CPU {pr['cpu_us_added_median']:+.0f} µs per statement on "
                          f"{pr['cpu_us_off_median']:.0f}")
-            parts.append(f"  {'':<16} paired rounds: cost {pr['cost_median'] * 100:.0f}% (median of {pr['rounds']} pairs "
+            parts.append(f"  {'':<16} paired rounds: cost {pr['cost_median'] * 100:.0f}% "
+                         f"(median of {pr['rounds']} pairs "
                          f"of {pr['duration_s']} s runs, recording/off "
                          f"{min(pr['ratios']):.2f}-{max(pr['ratios']):.2f}){cpu_added}")
     v = summary["verification"]

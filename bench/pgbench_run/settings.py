@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from analysis import RULES as TEN_RULES  # bench/analysis.py: one list for both
+
 from pgbench_run import REPO
 
 RESULTS_FILE = REPO / ".bench" / "results.json"

@@ -8,7 +8,13 @@ snapshot of a PostgreSQL release's built-in catalog shipped with pgwarden
 """
 
 from pgwarden.catalog.model import (
-    Catalog, CastFacts, ColumnFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts,
+    CastFacts,
+    Catalog,
+    ColumnFacts,
+    FunctionFacts,
+    OperatorFacts,
+    RelationFacts,
+    TypeFacts,
 )
 
 __all__ = ["Catalog", "CastFacts", "ColumnFacts", "FunctionFacts", "OperatorFacts", "RelationFacts", "TypeFacts"]

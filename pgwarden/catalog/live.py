@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import math
 import os
-from typing import Any, Callable, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 from twisted.internet import defer
@@ -35,6 +36,19 @@ from pgwarden.catalog.loader import ViewDependencies, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
 from pgwarden.catalog.snapshot import load_snapshot
 from pgwarden.config import Upstream
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+def _firing(done: defer.Deferred[None]) -> Callable[[object], object]:
+    """A callback that fires ``done``, then passes the result on."""
+
+    def fire(result: object) -> object:
+        done.callback(None)
+        return result
+
+    return fire
 
 log = Logger()
 
@@ -159,7 +173,7 @@ class LiveCatalog:
         self._status = CatalogStatus("loading", reactor.seconds(), self._fallback.source)
         self._started = False
         self._stopped = False
-        self._conn = None  # the psycopg connection; touched only by the one load running
+        self._conn: psycopg.Connection[Any] | None = None  # touched only by the one load running
         self._views = ViewDependencies()  # likewise
         self._last: tuple | None = None  # likewise: the rows, settings and Catalog of the last load
         self._in_flight = False
@@ -245,7 +259,7 @@ class LiveCatalog:
         """Stops loading and closes the connection; fires once it is closed (each call its own Deferred)."""
         done: defer.Deferred = defer.Deferred()
         if self._closed is not None:
-            self._closed.addBoth(lambda result: (done.callback(None), result)[1])
+            self._closed.addBoth(_firing(done))
             return done
         self._stopped = True
         self._cancel_timer()
@@ -254,7 +268,7 @@ class LiveCatalog:
         self._status = attrs.evolve(self._status, state="stopped", since=self._reactor.seconds())
         self._release_waiters(self._invalidations)
         self._closed = defer.Deferred()
-        self._closed.addBoth(lambda result: (done.callback(None), result)[1])
+        self._closed.addBoth(_firing(done))
         if not self._in_flight:
             self._close()
         return done
@@ -296,8 +310,9 @@ class LiveCatalog:
         import psycopg
 
         for _ in range(2):
-            conn, fresh = self._conn, self._conn is None or self._conn.closed
-            if fresh:
+            conn = self._conn
+            fresh = conn is None or conn.closed
+            if conn is None or fresh:
                 self._conn = None
                 conn = psycopg.connect(**self._params, password=password or "", autocommit=True,
                                        prepare_threshold=None)
@@ -392,4 +407,8 @@ class LiveCatalog:
             if conn is not None:
                 conn.close()
 
-        self._run_in_thread(close).addBoth(lambda _: closed.callback(None))
+        def closed_now(_: object) -> None:  # whatever close() did: the connection is gone
+            if closed is not None:
+                closed.callback(None)
+
+        self._run_in_thread(close).addBoth(closed_now)

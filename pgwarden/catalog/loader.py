@@ -7,14 +7,13 @@ stores rows of the same shape, so what is tested for one is tested for the other
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 import attrs
 
 from pgwarden.catalog import queries
-from pgwarden.catalog.model import (
-    Catalog, CastFacts, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts,
-)
+from pgwarden.catalog.model import CastFacts, Catalog, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts
 
 KINDS = tuple(queries.COLUMNS)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
@@ -140,8 +141,8 @@ class CastFacts:
     method: str = "f"  # castmethod: f function, i through the types' text input and output, b binary
 
 
-def _index(items: Iterable, key) -> dict[str, tuple]:
-    out: dict[str, list] = {}
+def _index(items: Iterable, key) -> dict[Any, tuple]:
+    out: dict[Any, list] = {}
     for item in items:
         out.setdefault(key(item), []).append(item)
     return {k: tuple(v) for k, v in out.items()}

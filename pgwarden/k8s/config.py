@@ -22,8 +22,8 @@ from pgwarden.config import parse_document, read_document
 # A PLACEHOLDER: nothing is published under this name. An injector config without
 # sidecar.image injects pods that cannot pull it; build and push your own (make push).
 DEFAULT_IMAGE = "ghcr.io/pgwarden/pgwarden:0.1.0"
-DEFAULT_REQUESTS = {"cpu": "100m", "memory": "128Mi"}
-DEFAULT_LIMITS = {"cpu": "1", "memory": "256Mi"}
+DEFAULT_REQUESTS: dict[ResourceName, Quantity] = {"cpu": "100m", "memory": "128Mi"}  # type: ignore[dict-item]
+DEFAULT_LIMITS: dict[ResourceName, Quantity] = {"cpu": "1", "memory": "256Mi"}  # type: ignore[dict-item]
 
 # A Kubernetes quantity (resource.Quantity): a decimal number and a suffix.
 _QUANTITY = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E|[eE][+-]?\d+)?$")

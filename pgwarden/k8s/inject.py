@@ -135,10 +135,10 @@ def inject(pod: dict, config: InjectorConfig) -> Outcome:
     annotations = _mapping(metadata, "annotations", "object.metadata")
     wanted = annotations.get(INJECT)
     if wanted != "true":
-        warnings = ()
+        why: tuple[str, ...] = ()
         if wanted is not None and wanted != "false":
-            warnings = (f'{INJECT} is {wanted!r}: only "true" injects the pgwarden sidecar',)
-        return Outcome("skip", "not annotated for injection", warnings=warnings)
+            why = (f'{INJECT} is {wanted!r}: only "true" injects the pgwarden sidecar',)
+        return Outcome("skip", "not annotated for injection", warnings=why)
 
     spec = _mapping(pod, "spec", "object")
     init_containers = _objects(spec, "initContainers", "object.spec")
@@ -173,7 +173,7 @@ def inject(pod: dict, config: InjectorConfig) -> Outcome:
         problems.append("the pod uses the host network, where the sidecar's ports would be the node's")
     if _mapping(spec, "os", "object.spec").get("name") == "windows":
         problems.append("the pod runs on Windows; the pgwarden sidecar is a Linux container")
-    if problems:
+    if problems or not isinstance(policy, str) or not isinstance(upstream, str):
         return Outcome("refuse", "pgwarden: cannot inject the sidecar: " + "; ".join(problems))
 
     patch: list[dict] = []

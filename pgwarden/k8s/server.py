@@ -93,7 +93,7 @@ class BoundedRequest(server.Request):
     too_large = False
 
     def gotLength(self, length):
-        self._limit = self.channel.site.max_request_bytes
+        self._limit = self.channel.site.max_request_bytes  # type: ignore[attr-defined]  # a WebhookSite's
         self._received = 0
         self._aborted = False
         self.too_large = length is not None and length > self._limit
@@ -107,9 +107,9 @@ class BoundedRequest(server.Request):
         if self._received > _DISCARD_FACTOR * self._limit:
             if not self._aborted:
                 self._aborted = True
-                self.channel.transport.abortConnection()
+                self.channel.transport.abortConnection()  # type: ignore[union-attr]  # a TCP connection
         elif not self.too_large:
-            self.content.write(data)
+            self.content.write(data)  # type: ignore[union-attr]  # set in gotLength
 
 
 class WebhookSite(server.Site):
@@ -203,6 +203,7 @@ def run(config_path: str) -> int:
     # Twisted's own reactor: pgwarden's (`pgwarden.proxy.reactor`) is tuned for relaying bytes
     # between sessions, and the webhook relays none; it serves a few HTTPS requests.
     from twisted.internet import reactor
+
     from pgwarden import oplog
 
     oplog.start()  # as `pgwarden run`: JSON lines on stderr (text on a terminal)

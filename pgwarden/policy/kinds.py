@@ -12,8 +12,8 @@ its rules.
 The built-in kinds are declared here, the same way. ``limit`` is interpreted by
 the core itself (the relay's row cap, the upstream session's
 statement_timeout); ``block`` and ``allow`` by the built-in plugin ``block``;
-``mask`` and ``approve`` by none yet: they are refused unless a plugin takes
-them on.
+``approve`` by the built-in plugin ``approve``; ``mask`` by none yet: it is
+refused unless a plugin takes it on.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 import attrs
 
-from pgwarden.policy.model import RULE_KEYS, LimitSpec, MaskSpec, StatementMatch, Unread
+from pgwarden.policy.model import RULE_KEYS, ApproveMatch, LimitSpec, MaskSpec, StatementMatch, Unread
 
 if TYPE_CHECKING:
     from pgwarden.policy.model import Rule
@@ -71,7 +71,7 @@ class RuleKind(Generic[T_co]):
 
 BLOCK = RuleKind("block", StatementMatch, "refuses the statements it matches")
 ALLOW = RuleKind("allow", StatementMatch, "what a policy with `default: block` permits")
-APPROVE = RuleKind("approve", StatementMatch, "holds the statements it matches for a human")
+APPROVE = RuleKind("approve", ApproveMatch, "holds the statements it matches for a human")
 MASK = RuleKind("mask", MaskSpec, "rewrites the values of columns in results")
 LIMIT = RuleKind("limit", LimitSpec, "caps result rows and statement time")
 

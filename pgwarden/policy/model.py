@@ -40,7 +40,8 @@ def _kinds(_inst, attribute, value) -> None:
             raise ValueError(f"{attribute.name}: unknown statement kind(s) {', '.join(unknown)}; "
                              f"did you mean {guesses}?")
         raise ValueError(
-            f"{attribute.name}: unknown statement kind(s) {', '.join(unknown)}; expected any of {', '.join(sorted(STATEMENT_KINDS))}"
+            f"{attribute.name}: unknown statement kind(s) {', '.join(unknown)}; "
+            f"expected any of {', '.join(sorted(STATEMENT_KINDS))}"
         )
 
 
@@ -101,6 +102,22 @@ class StatementMatch:
 MASK_STRATEGIES = ("hash", "partial", "email", "fixed", "redact", "null")
 #: The detectors pgwarden ships; a plugin's own are named ``<plugin>.<name>`` (`pgwarden_mask_detectors`).
 BUILTIN_DETECTORS = ("ssn", "credit_card", "email", "iban", "phone", "jwt", "api_key")
+
+
+def _at_least_one(_inst, attribute, value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be at least 1, got {value}")
+
+
+@attrs.frozen
+class ApproveMatch(StatementMatch):
+    """An approve rule: what it matches, and how its approvals go (docs/approvals.md)."""
+
+    #: hold (the statement waits on the wire) or retry (refused at once, passes when sent again
+    #: after approval); None: ``approvals.mode``
+    mode: Literal["hold", "retry"] | None = None
+    #: distinct approvers whose yes is needed
+    approvers: int = attrs.field(default=1, validator=_at_least_one)
 
 
 @attrs.frozen

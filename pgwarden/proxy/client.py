@@ -1,16 +1,19 @@
-"""The Twisted edge towards the client: startup, TLS, token login, then the relay.
+"""The Twisted edge towards the client: the login, then the relay.
 
-Phases: ``startup`` (untyped packets: SSLRequest, GSSENCRequest, CancelRequest,
-StartupMessage) → ``password`` (the token) → ``upstream`` (logging in upstream;
-nothing is read from the client) → ``relay`` → ``closed``. The startup timeout
-covers everything before ``relay``, so a silent or slow client is dropped.
+Phases: ``login`` (startup packets, TLS, the token, logging in upstream: the states of
+`pgwarden.proxy.client_login`, sans-IO; this module carries out its actions) → ``relay`` →
+``closed``. The startup timeout covers everything before ``relay``, so a silent or slow
+client is dropped.
 """
 
 from __future__ import annotations
 
 import secrets
+import typing
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import attrs
 from twisted.internet import address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Protocol, connectionDone
@@ -19,23 +22,46 @@ from twisted.python.failure import Failure
 
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.limits import SessionLimits, read_only_policy, session_limits
-from pgwarden.relay.engine import PENDING, Relay, SessionState, StatementRequest, settled
-from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import row_cap, statement_timeout_ms
+from pgwarden.proxy.client_login import (
+    Action,
+    Authenticate,
+    ClientLogin,
+    ForwardCancel,
+    LoginSettings,
+    ReadPodToken,
+    Refuse,
+    Send,
+    StartTLS,
+    State,
+    greeting,
+)
+from pgwarden.proxy.peer import IRelayTransport, peer_text
+from pgwarden.proxy.upstream import UpstreamProtocol
 from pgwarden.recorder import SessionLog, new_session_id
-from pgwarden.session import Session
+from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
+from pgwarden.relay.handshake import UpstreamLogin
+from pgwarden.session import Session, replace_policies
+from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
 from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.wire import messages as m
-from pgwarden.wire.errors import ProtocolError
-from pgwarden.wire.framing import NEED_DATA, MessageFramer, StartupFramer
-from pgwarden.proxy.peer import peer_text
-from pgwarden.proxy.upstream import UpstreamProtocol
+from pgwarden.wire.errors import LocalProtocolError
 
 if TYPE_CHECKING:
-    from pgwarden.app import Application
+    from twisted.internet.interfaces import IConnector, IDelayedCall, IOpenSSLClientConnectionCreator
+    from twisted.internet.ssl import CertificateOptions
+
+    from pgwarden.approvals import Wait
+    from pgwarden.cancels import CancelForwarder
+    from pgwarden.catalog.model import Catalog
+    from pgwarden.config import Config
+    from pgwarden.metrics import Stats
+    from pgwarden.policy.model import Policy
+    from pgwarden.relay.engine import Decider
     from pgwarden.results import SessionMasks
+    from pgwarden.turns import Turns
 
 log = Logger(namespace="pgwarden.proxy")
 
@@ -61,76 +87,222 @@ FORWARDED_PARAMETERS = frozenset(
 )
 
 
-def is_loopback(peer) -> bool:
+def is_loopback(peer: object) -> bool:
     if isinstance(peer, address.UNIXAddress):
         return True
     host = getattr(peer, "host", "")
     return host.startswith("127.") or host == "::1" or host.startswith("::ffff:127.")
 
 
+def upstream_application_name(template: str, identity: Identity, startup: m.StartupMessage) -> str:
+    """The upstream session's application_name: who the agent is, for the server's eyes."""
+    client = startup.get("application_name") or ""
+    name = template.replace("{subject}", identity.subject).replace("{client}", client)
+    if client and "{client}" not in template:
+        name = f"{name} ({client})"
+    return name[:63]  # PostgreSQL keeps NAMEDATALEN - 1 bytes
+
+
+def session_sql_context(catalog: Catalog, user: str, startup: m.StartupMessage) -> SqlContext:
+    """The context a new session's statements are analysed in: the catalog, the upstream
+    role (``$user``) and the search_path the session starts with."""
+    given = startup.get("search_path")
+    path = parse_path(given) if given else parse_path(", ".join(DEFAULT_SEARCH_PATH))
+    return SqlContext(catalog, user=user, search_path=path, default_path=path)
+
+
+# ---------------------------------------------------------------------- what a connection works with
+#
+# Each collaborator by the narrow interface a connection needs of it. The `Application`
+# builds one `SessionServices` and hands it to every connection it accepts.
+
+
+class SessionHost(typing.Protocol):
+    """The running pgwarden (an `Application`) as a connection sees it: the settings of the
+    moment (a reload replaces ``config`` and ``upstream_tls``; a connection reads them when
+    it needs them), whether it is shutting down, and the registry the shutdown walks."""
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def client_tls(self) -> CertificateOptions | None: ...
+
+    @property
+    def upstream_tls(self) -> IOpenSSLClientConnectionCreator | None: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def connection_opened(self, conn: ClientConnection) -> None: ...
+
+    def connection_closed(self, conn: ClientConnection) -> None: ...
+
+    def hold_shutdown(self, until: Deferred[None]) -> None:
+        """The shutdown waits for ``until`` (a cancel on its way to the upstream)."""
+
+
+class Authenticator(typing.Protocol):
+    def authenticate(self, startup: m.StartupMessage, token: str) -> Identity | Deferred[Identity]:
+        """The identity behind ``token``; raises (or fails with) AuthenticationFailed."""
+
+
+class SessionDecider(typing.Protocol):
+    """Statements' verdicts (`pgwarden.decisions.Decisions`)."""
+
+    def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
+        """ALLOW, a Refusal, CountRows or a Deferred of one; recorded before it takes effect."""
+
+    def recorded(self, conn: ClientConnection, request: StatementRequest, statement: None, verdict: Verdict,
+                 outcome: Refusal) -> object:
+        """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
+
+
+class SessionObserver(typing.Protocol):
+    """Records, hooks and metrics of a session's life (`pgwarden.session_events`)."""
+
+    def session_started(self, conn: ClientConnection) -> None: ...
+
+    def session_ended(self, conn: ClientConnection, reason: str) -> None: ...
+
+    def auth_failed(self, conn: ClientConnection, reason: str, sqlstate: str) -> None: ...
+
+
+class RelayFactory(typing.Protocol):
+    def relay(self, conn: ClientConnection, decide: Decider, parameters: dict[str, str],
+              max_message_size: int) -> Relay:
+        """The relay of ``conn``'s session, with the listeners the records and plugins need."""
+
+
+class CatalogSource(typing.Protocol):
+    """The catalog facts statements are analysed with (`pgwarden.catalog.live.LiveCatalog`)."""
+
+    @property
+    def current(self) -> Catalog: ...
+
+    def invalidate(self, reason: str) -> None: ...
+
+
+class ConnectionReactor(typing.Protocol):
+    """The reactor as a connection uses it: timers, and a TCP connection to the upstream."""
+
+    def callLater(self, delay: float, callable: Callable[..., object], *args: object,  # noqa: N802
+                  **kwargs: object) -> IDelayedCall: ...
+
+    def seconds(self) -> float: ...
+
+    def connectTCP(self, host: str, port: int, factory: ClientFactory, timeout: float = 30,  # noqa: N802
+                   bindAddress: tuple[str, int] | None = None) -> IConnector: ...  # noqa: N803
+
+
+@attrs.frozen
+class SessionServices:
+    """Everything a connection works with, each by the interface it needs."""
+
+    host: SessionHost
+    reactor: ConnectionReactor
+    authenticator: Authenticator
+    decider: SessionDecider
+    events: SessionObserver
+    relays: RelayFactory
+    catalog: CatalogSource
+    canceller: CancelForwarder
+    turns: Turns
+    stats: Stats
+
+
 class ClientConnection(Protocol):
     """One agent connection."""
 
-    def __init__(self, app: Application) -> None:
-        self.app = app
-        self.phase = "startup"
-        self._startup = StartupFramer()
-        self._messages: MessageFramer | None = None
-        self._tls_active = False
-        self.startup: m.StartupMessage | None = None
-        self.identity: Identity | None = None
+    transport: IRelayTransport
+    # Set once the login is over. Only the relay phase reads them, and it always has them; the
+    # life cycle (connectionLost, a reload) checks them against None.
+    identity: Identity
+    relay: Relay
+    session: Session
+
+    def __init__(self, services: SessionServices) -> None:
+        self.services = services
+        self.host = services.host
+        self.reactor = services.reactor
+        self.turns = services.turns
+        self.stats = services.stats
+        self.canceller = services.canceller
+        #: login (`ClientLogin` has its own states) → relay → closed
+        self.phase = "login"
+        #: the login, sans-IO; made once the peer's address is known (`connectionMade`)
+        self.login: ClientLogin
+        self.identity = None  # type: ignore[assignment]
         self.upstream: UpstreamProtocol | None = None
-        self.relay: Relay | None = None
-        self.session: Session | None = None
+        self.relay = None  # type: ignore[assignment]
+        self.session = None  # type: ignore[assignment]
+        #: masking of this session's results and messages (None: no plugin masks), set with its relay
         self.masks: SessionMasks | None = None
         #: a statement that may change the catalog went upstream; its transaction has not ended yet
         self.catalog_changed = False
-        self.policies: tuple = ()
+        self.policies: tuple[Policy, ...] = ()
         #: what the core enforces in this session whatever the plugins say (see `pgwarden.limits`)
         self.limits = SessionLimits()
         self.key: tuple[int, int] | None = None
-        self._timeout = None
+        self._timeout: IDelayedCall | None = None
         self._paused_for_backlog = False
         #: records of this connection (its id is the session id)
         self.log = SessionLog(new_session_id())
         #: why the session ended, for its session_end record
         self.end_reason: str | None = None
+        #: the statement waiting for a human's approval, if any (`pgwarden.approvals.Wait`)
+        self.approval_wait: Wait | None = None
 
     @property
     def tls_active(self) -> bool:
-        return self._tls_active
+        return self.login.tls_active
+
+    @property
+    def startup(self) -> m.StartupMessage | None:
+        return self.login.startup
 
     # ------------------------------------------------------------------ life cycle
 
     def connectionMade(self) -> None:
         # Every message is a whole round trip for someone: never wait for Nagle.
         self.transport.setTcpNoDelay(True)
-        self.app.stats.connections += 1
-        self.app.connection_opened(self)
-        self._timeout = self.app.reactor.callLater(
-            self.app.config.auth.startup_timeout_s, self._startup_timed_out
+        self.stats.connections += 1
+        self.host.connection_opened(self)
+        config = self.host.config
+        self.login = ClientLogin(LoginSettings(
+            database=config.upstream.database,
+            tls_available=self.host.client_tls is not None,
+            pod=config.auth.mode == "pod",
+            loopback=is_loopback(self.transport.getPeer()),
+            allow_cleartext_remote=config.listen.allow_cleartext_remote,
+        ))
+        self._timeout = self.reactor.callLater(
+            self.host.config.auth.startup_timeout_s, self._startup_timed_out
         )
 
     def _startup_timed_out(self) -> None:
         self._timeout = None
-        if self.phase in ("startup", "password", "authenticating", "upstream"):
+        if self.phase == "login":
             log.info("startup timeout from {peer}", peer=str(self.transport.getPeer()))
             self._fatal("08006", "pgwarden: timed out waiting for the startup to complete")
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.phase = "closed"
+        self.login.close()
         if self._timeout is not None and self._timeout.active():
             self._timeout.cancel()
         self._timeout = None
         if self.key is not None:
-            self.app.canceller.keys.pop(self.key, None)
+            self.canceller.keys.pop(self.key, None)
+        if self.approval_wait is not None:  # never approved, never run: withdrawn, before the session's end
+            self.approval_wait.withdraw("the session ended")
         if self.session is not None:
-            self.app.session_ended(self, self.end_reason or "client disconnected")
+            self.services.events.session_ended(self, self.end_reason or "client disconnected")
         if self.upstream is not None and self.upstream.transport is not None:
             if self.relay is not None and not self.relay.terminated:
                 self.upstream.transport.write(m.Terminate().encode())
             self.upstream.transport.loseConnection()
-        self.app.connection_closed(self)
+        self.host.connection_closed(self)
 
     def _fatal(self, sqlstate: str, message: str) -> None:
         """Sends a FATAL error and closes; nothing else is read from the client."""
@@ -144,7 +316,8 @@ class ClientConnection(Protocol):
         else:
             self.transport.write(m.ErrorResponse.build("FATAL", sqlstate, message).encode())
         self.phase = "closed"
-        turns = self.app.turns  # closed after this turn's bytes (the FATAL) have left
+        self.login.close()
+        turns = self.turns  # closed after this turn's bytes (the FATAL) have left
         turns.close(self.transport)
         if self.upstream is not None and self.upstream.transport is not None:
             turns.close(self.upstream.transport)
@@ -153,128 +326,64 @@ class ClientConnection(Protocol):
 
     def dataReceived(self, data: bytes) -> None:
         if self.phase == "relay":
-            self.app.stats.bytes_from_clients += len(data)
+            self.stats.bytes_from_clients += len(data)
             relay = self.relay
             relay.client_data(data)
             self._flush()
-            if relay.waiting is not None and relay.backlog > self.app.config.limits.max_backlog_bytes:
+            if relay.waiting is not None and relay.backlog > self.host.config.limits.max_backlog_bytes:
                 self._paused_for_backlog = True
                 self.transport.pauseProducing()
             return
-        try:
-            if self.phase == "startup":
-                self._startup.feed(data)
-                self._read_startup()
-            elif self.phase == "password":
-                self._messages.feed(data)
-                self._read_password()
-            elif self.phase in ("authenticating", "upstream"):
-                # The client may not speak before AuthenticationOk/ReadyForQuery.
-                self._messages.feed(data)
-                if self._messages.buffered > 64 * 1024:
-                    self._fatal("08P01", "pgwarden: client sent data before the session was ready")
-        except ProtocolError as e:
-            self._fatal(e.sqlstate, f"pgwarden: invalid message: {e}")
+        if self.phase == "login":
+            self._apply(self.login.receive(data))
 
-    def _read_startup(self) -> None:
-        while self.phase == "startup":
-            packet = self._startup.next_packet()
-            if packet is NEED_DATA:
-                return
-            if isinstance(packet, m.SSLRequest):
-                if self._tls_active:
-                    raise ProtocolError("SSLRequest inside TLS")
-                if self._startup.take_rest():
-                    raise ProtocolError("unencrypted data after SSLRequest")
-                tls = self.app.client_tls
-                if tls is None:
-                    self.transport.write(b"N")
-                else:
-                    self.transport.write(b"S")
-                    self.transport.startTLS(tls)
-                    self._tls_active = True
-            elif isinstance(packet, m.GSSENCRequest):
-                self.transport.write(b"N")
-            elif isinstance(packet, m.CancelRequest):
+    def _apply(self, actions: list[Action]) -> None:
+        """Carries out what the login asks for (`pgwarden.proxy.client_login`)."""
+        for action in actions:
+            if isinstance(action, Send):
+                self.transport.write(action.data)
+            elif isinstance(action, StartTLS):
+                tls = self.host.client_tls
+                if tls is None:  # the login was told that a certificate is configured
+                    raise LocalProtocolError("StartTLS without listen.tls")
+                self.transport.startTLS(tls)
+            elif isinstance(action, ForwardCancel):
                 # Closed only once the upstream has taken the cancel (see CancelForwarder.cancel).
                 self.phase = "closed"
-                self.app.canceller.cancel(packet.process_id, packet.secret_key).addBoth(
+                self.canceller.cancel(action.process_id, action.secret_key).addBoth(
                     lambda _: self.transport.loseConnection()
                 )
-            else:
-                self._startup_message(packet)
+            elif isinstance(action, Authenticate):
+                self._authenticate(action.token)
+            elif isinstance(action, ReadPodToken):
+                self._read_pod_token()
+            elif isinstance(action, Refuse):
+                if action.auth_failure is not None:
+                    log.info("authentication failed from {peer}: {reason}", peer=peer_text(self.transport.getPeer()),
+                             reason=action.auth_failure)
+                    self.services.events.auth_failed(self, action.auth_failure, action.sqlstate)
+                self._fatal(action.sqlstate, action.message)
+            else:  # Close: the client said Terminate
+                self.phase = "closed"
+                self.transport.loseConnection()
 
-    def _startup_message(self, startup: m.StartupMessage) -> None:
-        self.startup = startup
-        if startup.get("replication") not in (None, "false", "0", "off", "no"):
-            self._fatal("08004", "pgwarden: replication connections are not allowed")
-            return
-        if startup.get("database") is not None and startup.get("user") is None:
-            self._fatal("28000", "pgwarden: no user name specified")
-            return
-        served = self.app.config.upstream.database
-        wanted = startup.get("database") or startup.get("user")
-        if wanted is not None and wanted != served:
-            # Silently serving another database than the one asked for would surprise.
-            self._fatal("3D000", f'pgwarden: database "{wanted}" is not served here; connect to "{served}"')
-            return
-        if startup.minor > 0:
-            unknown = tuple(k for k, _ in startup.parameters if k.startswith("_pq_."))
-            self.transport.write(m.NegotiateProtocolVersion(0, unknown).encode())
-        if self.app.config.auth.mode == "pod":
-            self._pod_identity()
-            return
-        if not (self._tls_active or is_loopback(self.transport.getPeer())
-                or self.app.config.listen.allow_cleartext_remote):
-            self._fatal(
-                "28000",
-                "pgwarden: a token is not accepted in clear text over the network; connect with TLS",
-            )
-            return
-        self.phase = "password"
-        self._messages = MessageFramer(64 * 1024, valid_types=frozenset(b"pX"))
-        self._messages.feed(self._startup.take_rest())
-        self.transport.write(m.Authentication(m.Authentication.CLEARTEXT).encode())
-        self._read_password()
-
-    def _pod_identity(self) -> None:
+    def _read_pod_token(self) -> None:
         """auth.mode pod: a connection from inside the pod is the pod; no password is asked."""
-        if not is_loopback(self.transport.getPeer()):
-            log.info("pod identity refused to {peer}: not a loopback connection",
-                     peer=peer_text(self.transport.getPeer()))
-            self.app.auth_failed(self, "pod identity: connection not from loopback", "28000")
-            self._fatal("28000", "pgwarden: only connections from inside the pod (loopback) are accepted")
-            return
-        self._messages = MessageFramer(64 * 1024, valid_types=frozenset(b"pX"))
-        self._messages.feed(self._startup.take_rest())
-        path = self.app.config.auth.pod_token_file
+        path = self.host.config.auth.pod_token_file
         try:  # read on every connection: the kubelet rotates the token in place
             with open(path, encoding="utf-8") as f:
-                token = f.read().strip()
+                token = f.read()
         except (OSError, UnicodeDecodeError) as e:
-            self._auth_failed(f"pod identity: cannot read {path}: {getattr(e, 'strerror', None) or e}")
+            self._apply(self.login.auth_failed(f"pod identity: cannot read {path}: "
+                                               f"{getattr(e, 'strerror', None) or e}"))
             return
-        if not token:
-            self._auth_failed(f"pod identity: {path} is empty")
-            return
-        self._authenticate(token)
-
-    def _read_password(self) -> None:
-        raw = self._messages.next_frame()
-        if raw is NEED_DATA:
-            return
-        if raw[:1] == b"X":
-            self.phase = "closed"
-            self.transport.loseConnection()
-            return
-        self._authenticate(m.PasswordMessage.decode(raw[5:]).password())
+        self._apply(self.login.pod_token(token, path))
 
     def _authenticate(self, token: str) -> None:
-        self.phase = "authenticating"
         try:
-            outcome = self.app.authenticate(self.startup, token)
+            outcome = self.services.authenticator.authenticate(self.login.startup_message, token)
         except AuthenticationFailed as e:
-            self._auth_failed(e.reason)
+            self._apply(self.login.auth_failed(e.reason))
             return
         if isinstance(outcome, Deferred):  # keys being fetched from the issuer
             outcome.addCallbacks(self._authenticated, self._auth_failure)
@@ -282,37 +391,31 @@ class ClientConnection(Protocol):
             self._authenticated(outcome)
 
     def _auth_failure(self, failure: Failure) -> None:
-        reason = failure.value.reason if failure.check(AuthenticationFailed) else repr(failure.value)
-        self._auth_failed(reason)
-
-    def _auth_failed(self, reason: str) -> None:
-        log.info("authentication failed from {peer}: {reason}", peer=str(self.transport.getPeer()), reason=reason)
-        self.app.auth_failed(self, reason, "28P01")
-        self._fatal("28P01", "pgwarden: authentication failed")
+        error = failure.value
+        reason = error.reason if isinstance(error, AuthenticationFailed) else repr(error)
+        self._apply(self.login.auth_failed(reason))
 
     def _authenticated(self, identity: Identity) -> None:
-        if self.phase != "authenticating":
+        if self.phase != "login" or not self.login.authenticated():
             return  # the client left, or timed out, meanwhile
         self.identity = identity
-        self.policies = policies_for(self.identity, self.app.config.policies)
+        self.policies = policies_for(self.identity, self.host.config.policies)
         if not self.policies:
             log.info("no policy for {subject} from {peer}", subject=self.identity.subject,
                      peer=str(self.transport.getPeer()))
             self.log.identity = {"subject": identity.subject, "groups": sorted(identity.groups)}
-            self.app.auth_failed(self, "no policy for this identity", "28000")
+            self.services.events.auth_failed(self, "no policy for this identity", "28000")
             self._fatal("28000", "pgwarden: no policy for this identity")
             return
-        self.phase = "upstream"
         self._connect_upstream()
 
     # ------------------------------------------------------------------ upstream
 
     def _connect_upstream(self) -> None:
-        cfg = self.app.config.upstream
-        params = [
-            (k, v) for k, v in self.startup.parameters if k in FORWARDED_PARAMETERS and k != "application_name"
-        ]
-        params.append(("application_name", self.app.application_name(self.identity, self.startup)))
+        cfg = self.host.config.upstream
+        startup = self.login.startup_message
+        params = [(k, v) for k, v in startup.parameters if k in FORWARDED_PARAMETERS and k != "application_name"]
+        params.append(("application_name", upstream_application_name(cfg.application_name, self.identity, startup)))
         timeout_ms = statement_timeout_ms(self.policies)
         if timeout_ms is not None:  # a `limit` rule: enforced by the server itself
             params.append(("statement_timeout", str(timeout_ms)))
@@ -328,11 +431,11 @@ class ClientConnection(Protocol):
             return
         login = UpstreamLogin(cfg.user, cfg.database, password, tuple(params))
         proto = UpstreamProtocol(
-            login, cfg.tls.mode, self.app.upstream_tls, self._upstream_ready, self._upstream_failed
+            login, cfg.tls.mode, self.host.upstream_tls, self._upstream_ready, self._upstream_failed
         )
         # connectTCP rather than an endpoint: the endpoint's wrapping protocol
         # would add a call to every read of the session.
-        self.app.reactor.connectTCP(
+        self.reactor.connectTCP(
             cfg.host, cfg.port, _Once(proto, self._upstream_unreachable), timeout=cfg.connect_timeout_s
         )
         self.upstream = proto
@@ -350,7 +453,7 @@ class ClientConnection(Protocol):
                         "pgwarden: cannot connect to the database")
 
     def _upstream_ready(self, upstream: UpstreamProtocol) -> None:
-        if self.phase != "upstream":
+        if self.phase != "login" or self.login.state is not State.CONNECTING:
             upstream.transport.loseConnection()
             return
         if self._timeout is not None and self._timeout.active():
@@ -368,50 +471,31 @@ class ClientConnection(Protocol):
         secret = secrets.randbits(32)
         pid = login.key.process_id if login.key else 0
         self.key = (pid, secret)
-        self.app.canceller.keys[self.key] = self
+        self.canceller.keys[self.key] = self
         self.upstream_key = login.key
-        out = [m.Authentication(m.Authentication.OK).encode()]
-        # The upstream session's application_name carries the identity (for
-        # pg_stat_activity and the server's logs); the client is told its own.
-        own_name = self.startup.get("application_name") or ""
-        out += [
-            (m.ParameterStatus(p.name, own_name) if p.name == "application_name" else p).encode()
-            for p in login.server_parameters
-        ]
-        out += login.notices
-        out.append(m.BackendKeyData(pid, secret).encode())
-        out.append(m.ReadyForQuery(login.transaction_status).encode())
-        self.transport.writeSequence(out)
+        startup = self.login.startup_message
+        self.transport.writeSequence(greeting(login.server_parameters, login.notices, m.BackendKeyData(pid, secret),
+                                              login.transaction_status, startup.get("application_name") or ""))
 
         self.session = Session(
             id=self.log.id,
             identity=self.identity,
-            database=self.app.config.upstream.database,
-            application_name=self.startup.get("application_name"),
+            database=self.host.config.upstream.database,
+            application_name=startup.get("application_name"),
             client_address=peer_text(self.transport.getPeer()),
             policies=self.policies,
         )
-        #: masking of this session's results and messages (None: no plugin masks)
-        self.masks = masks = self.app.masks_for(self)
-        self.relay = Relay(
-            self._decide,
-            state=SessionState(parameters=parameters),
-            max_message_size=self.app.config.limits.max_message_bytes,
-            on_shape=masks.shape if masks is not None else None,
-            on_copy=masks.copy if masks is not None else None,
-            on_message=masks.message if masks is not None and self.app.plugins.masks_messages else None,
-            on_complete=self.app.completion_listener(self),
-            sample_rows=self.app.recorder.sample_rows,
-            sample_bytes=self.app.recorder.sample_bytes,
-            execute_gate=self.app.execute_gate(),
-        )
+        self.relay = self.services.relays.relay(self, self._decide, parameters,
+                                                self.host.config.limits.max_message_bytes)
         #: what statements of this session are analysed against (catalog, search_path)
-        self.sql_context = self.app.session_context(self.startup)
+        self.sql_context = session_sql_context(self.services.catalog.current, self.host.config.upstream.user,
+                                               startup)
         self.relay.row_cap = row_cap(self.policies)
         self.relay.read_only = self.limits.read_only
+        early = self.login.ready()
         self.phase = "relay"
         self._watch_token_expiry()
-        self.app.session_started(self)
+        self.services.events.session_started(self)
         upstream.data_sink = self._from_upstream
         upstream.lost_sink = self._upstream_lost
         # Back-pressure both ways: a slow reader pauses the other side's reads.
@@ -420,17 +504,16 @@ class ClientConnection(Protocol):
         leftover = login.leftover()
         if leftover:
             self._from_upstream(leftover)
-        early = self._messages.take_rest() if self._messages else b""
         if early:
             self.dataReceived(early)
 
     def _watch_token_expiry(self) -> None:
         """By default a session lives no longer than the token that opened it."""
         expires = self.identity.expires_at
-        if expires is None or self.app.config.auth.session_outlives_token:
+        if expires is None or self.host.config.auth.session_outlives_token:
             return
-        delay = max(0.0, expires - self.app.reactor.seconds())
-        self._timeout = self.app.reactor.callLater(delay, self._token_expired)
+        delay = max(0.0, expires - self.reactor.seconds())
+        self._timeout = self.reactor.callLater(delay, self._token_expired)
 
     def _token_expired(self) -> None:
         self._timeout = None
@@ -439,7 +522,7 @@ class ClientConnection(Protocol):
             self._fatal("28P01", "pgwarden: your token expired; reconnect with a fresh token")
 
     def _from_upstream(self, data: bytes) -> None:
-        self.app.stats.bytes_from_upstream += len(data)
+        self.stats.bytes_from_upstream += len(data)
         relay = self.relay
         relay.server_data(data)
         if relay.error is not None:
@@ -448,7 +531,7 @@ class ClientConnection(Protocol):
         if self.catalog_changed and relay.state.transaction_status == "I":
             # A statement that may have changed the catalog has committed (or not): read it again.
             self.catalog_changed = False
-            self.app.catalog.invalidate("a statement may have changed the catalog")
+            self.services.catalog.invalidate("a statement may have changed the catalog")
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:
@@ -458,39 +541,41 @@ class ClientConnection(Protocol):
             # The server said why (e.g. 57P01, terminated by an administrator) and the
             # client has it: a second FATAL of ours would hide the real reason.
             self.phase = "closed"
-            self.app.turns.close(self.transport)  # after the server's FATAL, relayed this turn
+            self.turns.close(self.transport)  # after the server's FATAL, relayed this turn
             return
         log.error("lost the database connection: {err}", err=reason.getErrorMessage())
         self._fatal("08006", "pgwarden: lost the connection to the database")
 
     def _flush(self) -> None:
         relay = self.relay
-        if self.app.stopping and relay.idle and not relay.closing and self.phase == "relay":
+        if self.host.stopping and relay.idle and not relay.closing and self.phase == "relay":
             self.end_for_shutdown(running=False)
             return
         up = relay.pop_upstream()
         if up and self.upstream is not None and self.upstream.transport is not None:
-            self.app.send(self.upstream.transport, up)
+            self.turns.send(self.upstream.transport, up)
         down = relay.pop_client()
         if down:
-            self.app.send(self.transport, down)
+            self.turns.send(self.transport, down)
         if relay.closing and self.phase != "closed":
             if self.end_reason is None:
                 self.end_reason = relay.closing
             self.phase = "closed"
-            self.app.turns.close(self.transport)
+            self.turns.close(self.transport)
             if self.upstream is not None and self.upstream.transport is not None:
-                self.app.turns.close(self.upstream.transport)
+                self.turns.close(self.upstream.transport)
 
     # ------------------------------------------------------------------ verdicts
 
     def _decide(self, request: StatementRequest):
         try:
-            result = self.app.decide(self, request)
+            result = self.services.decider.decide(self, request)
         except Exception:  # never let a statement through unchecked
             return self._settle_recorded(request, Failure())
         if settled(result):
             return result
+        if not isinstance(result, Deferred):  # a decider that answers nonsense refuses
+            return self._settle_recorded(request, Failure(TypeError(f"a decider answered {result!r}")))
         # A Deferred: resolve when it fires; meanwhile the relay queues.
         fired = []
 
@@ -517,7 +602,7 @@ class ClientConnection(Protocol):
         if settled(outcome):
             return outcome
         refusal = self._settle(outcome)
-        return self.app.decisions.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
+        return self.services.decider.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
 
     def _late_verdict(self, request: StatementRequest, outcome) -> None:
         if self.phase != "relay":
@@ -533,7 +618,7 @@ class ClientConnection(Protocol):
         if self.phase != "relay":
             return
         if self.upstream is not None and self.upstream.transport is not None:
-            self.app.turns.discard(self.upstream.transport)
+            self.turns.discard(self.upstream.transport)
         self._fatal("58030", "pgwarden: records cannot be written; the session ended before its "
                              "statement ran")
 
@@ -547,12 +632,31 @@ class ClientConnection(Protocol):
             return
         if running and self.key is not None and self.relay is not None and not self.relay.idle:
             # The statement must not go on running without its client; shutdown waits for this.
-            self.app.cancels.append(self.app.canceller.cancel(*self.key))
+            self.host.hold_shutdown(self.canceller.cancel(*self.key))
         self._fatal("57P01", "pgwarden: terminating connection because pgwarden is shutting down")
 
+    def policies_replaced(self, policies: tuple[Policy, ...]) -> None:
+        """A reload gave this session's identity ``policies``: its next statement is decided by them."""
+        if self.session is None or self.relay is None:
+            return
+        replace_policies(self.session, policies)
+        self.relay.row_cap = row_cap(policies)
+        # The upstream session keeps how it was opened (read-only, its statement_timeout).
+        self.limits = session_limits(
+            policies, read_only=self.limits.read_only, startup_timeout_ms=self.limits.startup_timeout_ms)
+        self.relay.policy_generation += 1  # statements parsed before are decided again at Bind
+
     def cancel_requested(self) -> None:
-        """A CancelRequest named this session's key."""
+        """A CancelRequest named this session's key: a statement waiting for its verdict is
+        refused with 57014 (an approval it waited for is withdrawn)."""
         if self.relay is not None and self.relay.cancel_waiting():
+            if self.approval_wait is not None:
+                self.approval_wait.withdraw("the client cancelled the statement")
+            self._flush()
+
+    def flush_soon(self) -> None:
+        """Bytes the relay produced outside a client or server read (a notice): on their way."""
+        if self.phase == "relay" and self.relay is not None:
             self._flush()
 
 

@@ -106,6 +106,6 @@ def install(choice: str | None = None):
         return reactor
     from twisted.internet.main import installReactor
 
-    reactor = PgwardenReactor()
-    installReactor(reactor)
-    return reactor
+    ours = PgwardenReactor()
+    installReactor(ours)
+    return ours

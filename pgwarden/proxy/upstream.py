@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from twisted.internet import ssl
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from pgwarden.config import Upstream
+from pgwarden.proxy.peer import IRelayTransport
 from pgwarden.relay.handshake import LoginFailed, UpstreamLogin
 from pgwarden.wire import messages as m
+from pgwarden.wire.errors import LocalProtocolError
 
 
-def tls_options(cfg: Upstream):
+def tls_options(cfg: Upstream) -> IOpenSSLClientConnectionCreator | None:
     """Client TLS options for the upstream, by ``upstream.tls.mode``."""
     t = cfg.tls
     if t.mode in ("disable",):
@@ -27,7 +30,7 @@ def tls_options(cfg: Upstream):
     if t.mode in ("verify-ca", "verify-full"):
         if not t.ca_file:
             raise ValueError(f"upstream.tls.mode {t.mode} needs upstream.tls.ca_file")
-        ca = ssl.Certificate.loadPEM(Path(t.ca_file).read_text())
+        ca = ssl.Certificate.loadPEM(Path(t.ca_file).read_bytes())
         if t.mode == "verify-full":
             return ssl.optionsForClientTLS(cfg.host, trustRoot=ca, clientCertificate=client_cert)
         # verify-ca: the chain must lead to the CA; the name is not checked.
@@ -43,14 +46,20 @@ def tls_options(cfg: Upstream):
     )
 
 
+def _no_sink(data: bytes) -> None:
+    raise LocalProtocolError("upstream bytes with no session to take them")
+
+
 class UpstreamProtocol(Protocol):
     """One connection to PostgreSQL on behalf of one client session."""
+
+    transport: IRelayTransport
 
     def __init__(
         self,
         login: UpstreamLogin,
         tls_mode: str,
-        tls: object | None,
+        tls: IOpenSSLClientConnectionCreator | None,
         on_ready: Callable[[UpstreamProtocol], None],
         on_failed: Callable[[str, str], None],
     ) -> None:
@@ -61,13 +70,13 @@ class UpstreamProtocol(Protocol):
         self._on_failed = on_failed
         self._phase = "connecting"
         #: set by the session once logged in: receives every byte from the server.
-        self.data_sink: Callable[[bytes], None] | None = None
+        self.data_sink: Callable[[bytes], None] = _no_sink
         self.lost_sink: Callable[[Failure], None] | None = None
 
     def connectionMade(self) -> None:
         self.transport.setTcpNoDelay(True)
         # Large results arrive in fewer, larger reads: fewer reactor turns per row.
-        self.transport.bufferSize = 256 * 1024
+        self.transport.bufferSize = 256 * 1024  # type: ignore[attr-defined]  # tcp.Connection's, in no interface
         if self._tls is not None:
             self._phase = "ssl"
             self.transport.write(m.SSLRequest().encode())
@@ -91,7 +100,7 @@ class UpstreamProtocol(Protocol):
             return
         if self._phase == "ssl":
             answer, data = data[:1], data[1:]
-            if answer == b"S":
+            if answer == b"S" and self._tls is not None:
                 if data:
                     # Bytes after 'S' before the handshake: a man in the middle (CVE-2021-23222).
                     self._fail("the database sent unencrypted data after accepting TLS")
@@ -116,7 +125,7 @@ class UpstreamProtocol(Protocol):
                 self._phase = "relay"
                 self._on_ready(self)
 
-    def connectionLost(self, reason: Failure = None) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         phase, self._phase = self._phase, "closed"
         if phase in ("connecting", "ssl", "login"):
             self._on_failed("the database closed the connection during login", "08006")

@@ -27,7 +27,11 @@ What it guarantees:
   this, so pgwarden can read the count before the check is sent.
 * **Binds decided too.** A Bind of a statement the client never Parsed through
   the protocol (an SQL-level PREPARE) is refused; one Parsed before the policies
-  changed is decided again.
+  changed is decided again; so is every Bind of a statement decided
+  `BIND_DECIDES` (one that needs approval: it is the Bind, with its parameters,
+  that a human approves, each time the statement runs).
+* **Notices while a statement waits.** `notice` sends a NoticeResponse to the
+  client at once (an approval's request id), between whole server messages.
 * **The server's reading of the text.** Statement text and names are decoded
   with the session's ``client_encoding`` and parsed with its
   ``standard_conforming_strings``, as the server reported them at login (see
@@ -40,7 +44,8 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from typing import Any, Callable, Final
+from collections.abc import Callable
+from typing import Any, Final
 
 import attrs
 
@@ -70,11 +75,13 @@ class _Marker:
 
 ALLOW: Final = _Marker("ALLOW")
 PENDING: Final = _Marker("PENDING")
+#: A Parse's verdict: the statement is prepared, and each Bind of it is decided with its parameters.
+BIND_DECIDES: Final = _Marker("BIND_DECIDES")
 
 
 def settled(decision: object) -> bool:
-    """Whether ``decision`` is a final answer of a decider: ALLOW, a CountRows or a Refusal."""
-    return decision is ALLOW or isinstance(decision, (Refusal, CountRows))
+    """Whether ``decision`` is a final answer of a decider: ALLOW, BIND_DECIDES, a CountRows or a Refusal."""
+    return decision is ALLOW or decision is BIND_DECIDES or isinstance(decision, (Refusal, CountRows))
 
 
 FRONTEND_TYPES: Final = frozenset(t[0] for t in m.FRONTEND)
@@ -158,6 +165,7 @@ class PreparedStatement(_Described):
     generation: int = 0  # the relay's policy_generation it was decided under
     count: CountRows | None = None  # its rows written are counted against this cap
     may_change_settings: bool = True  # see StatementRequest
+    decide_binds: bool = False  # each Bind is decided (BIND_DECIDES)
 
 
 @attrs.define(eq=False, slots=True)
@@ -209,6 +217,9 @@ class StatementRequest:
     # decider clears it when the analysis shows it cannot. While the server has not reported the
     # end of such a statement, later text that settings could change is refused (`_unconfirmed`).
     may_change_settings: bool = True
+    # A Bind decided on its own (a statement decided BIND_DECIDES, or Parsed under older policies):
+    # the client's Bind message, whose parameters an approval shows.
+    bind: bytes | None = None
 
 
 # Kinds of expectation: what the server will answer, in order.
@@ -388,6 +399,8 @@ class Relay:
         # unless a counted statement's results are held.
         self._out: list[bytes] = []
         self._down: list[bytes] = self._out
+        # Notices of pgwarden's own waiting for the end of a server message streamed in parts.
+        self._notices: list[bytes] = []
         self._queue: deque[bytes] = deque()
         self._queued_bytes = 0
         self._waiting: StatementRequest | None = None
@@ -497,6 +510,17 @@ class Relay:
             return False
         self.resolve(self._waiting, Refusal("57014", "canceling statement due to user request"))
         return True
+
+    def notice(self, message: str, detail: str | None = None, hint: str | None = None) -> None:
+        """A NoticeResponse of pgwarden's own to the client, now: between two whole server
+        messages (after the one being streamed, if any)."""
+        if self.closing:
+            return
+        raw = m.NoticeResponse.build("NOTICE", "00000", message, detail, hint).encode()
+        if self._server.streaming:
+            self._notices.append(raw)
+        else:
+            self._out.append(raw)
 
     def fail(self, reason: str, sqlstate: str = "08P01") -> None:
         """Ends the session: a FATAL error to the client, Terminate upstream."""
@@ -652,10 +676,13 @@ class Relay:
                 self._refuse_here(_unknown_statement(statement_name, statement_name in self._refused), None)
                 return None
             stmt = PreparedStatement(statement_name, "")  # skipped by the server anyway
-        elif stmt.generation != self.policy_generation and not decided and not self._server_discarding:
+        elif (stmt.decide_binds or stmt.generation != self.policy_generation) and not decided \
+                and not self._server_discarding:
             self._seq += 1
-            return StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
-                                    self._encoding.name)
+            request = StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
+                                       self._encoding.name)
+            request.bind = raw
+            return request
         portal = Portal(portal_name, stmt, raw, self._generation)
         st.portals[portal_name] = portal
         self._up.append(raw)
@@ -667,9 +694,11 @@ class Relay:
         t = raw[0]
         if request.refusal is not None:  # unreadable: refused whatever the decider said
             decision = request.refusal
-        if decision is not ALLOW and not isinstance(decision, (Refusal, CountRows)):
+        if decision is BIND_DECIDES and t != _F_PARSE:
+            decision = None
+        if decision is not ALLOW and decision is not BIND_DECIDES and not isinstance(decision, (Refusal, CountRows)):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
-        runs = decision is ALLOW or isinstance(decision, CountRows)
+        runs = decision is ALLOW or decision is BIND_DECIDES or isinstance(decision, CountRows)
         ex = None
         if self._on_complete is not None:
             now = self._clock()
@@ -721,6 +750,7 @@ class Relay:
                                          generation=self.policy_generation,
                                          count=decision if isinstance(decision, CountRows) else None)
                 stmt.may_change_settings = request.may_change_settings
+                stmt.decide_binds = decision is BIND_DECIDES
                 if ex is not None:
                     stmt.seq = request.seq
                     stmt.decide_s = ex.forwarded - ex.arrived
@@ -923,6 +953,9 @@ class Relay:
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
                         return
                 self._hold_or_send(raw.data)
+                if raw.last and self._notices:
+                    self._out.extend(self._notices)
+                    self._notices.clear()
                 if track:  # a row too large to keep whole is not sampled
                     self._meter.fragment_sent(len(raw.data))
                 continue

@@ -7,7 +7,12 @@ catalog and the session's search_path (`context.SqlContext`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
+
+if TYPE_CHECKING:
+    from pgwarden.sql.context import SqlContext
 
 
 @attrs.frozen
@@ -36,7 +41,7 @@ class Analysis:
     read_write: bool = False
 
 
-def analyze_sql(sql: str, context=None) -> Analysis:
+def analyze_sql(sql: str, context: SqlContext | None = None) -> Analysis:
     """The analysis of ``sql`` in ``context`` (by default: the shipped catalog snapshot,
     the default search_path)."""
     from pgwarden.sql.context import default_context

@@ -18,6 +18,7 @@ Agents repeat themselves: the same statement with another constant costs one
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import TypeVar
 
 from pglast.parser import ParseError, normalize
 
@@ -29,8 +30,11 @@ from pgwarden.sql.resolve import resolve
 from pgwarden.sql.statement import Statement
 from pgwarden.sql.syntax import Syntax, syntax_of
 
+K = TypeVar("K")
+V = TypeVar("V")
 
-def _put(cache: OrderedDict, key, value, size: int) -> None:
+
+def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
     cache[key] = value
     if len(cache) > size:
         cache.popitem(last=False)
@@ -40,13 +44,11 @@ class StatementCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
         self._items: OrderedDict[tuple, Statement] = OrderedDict()
-        self._syntax: OrderedDict[tuple, Syntax] = OrderedDict()
-        self._by_normalized: OrderedDict[tuple, Syntax] = OrderedDict()
+        self._syntax: OrderedDict[str | tuple[str, LexerSettings], Syntax] = OrderedDict()
+        self._by_normalized: OrderedDict[str, Syntax] = OrderedDict()
         self._resolved: OrderedDict[tuple, tuple[Syntax, Analysis]] = OrderedDict()
         self._lineage: OrderedDict[tuple, tuple[Lineage, ...]] = OrderedDict()
-        self.hits = 0
-        self.fingerprint_hits = 0  # analyses shared by normalized text (name kept for the metrics)
-        self.misses = 0
+        self.fingerprint_hits = 0  # analyses shared by normalized text
 
     def get(self, sql: str, context: SqlContext | LexerSettings | None = None) -> Statement:
         """The Statement for ``sql`` in ``context`` (or the default context read under the given
@@ -62,7 +64,6 @@ class StatementCache:
         statement = items.get(key)
         if statement is not None:
             items.move_to_end(key)
-            self.hits += 1
             return statement
         statement = Statement(sql, cache=self, context=ctx)
         _put(items, key, statement, self._size)
@@ -85,7 +86,6 @@ class StatementCache:
                 if shared is not None:
                     self.fingerprint_hits += 1
                     return shared
-        self.misses += 1
         syntax = syntax_of(sql, lexer)
         _put(self._syntax, key, syntax, self._size)
         if normalized is not None and syntax.constant_free:

@@ -17,11 +17,16 @@ never less.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import attrs
 
 from pgwarden.catalog.model import Catalog
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
-from pgwarden.sql.syntax import COMPUTED
+from pgwarden.sql.syntax import COMPUTED, Syntax
+
+if TYPE_CHECKING:
+    from pgwarden.sql.analysis import Analysis
 
 DEFAULT_SEARCH_PATH = ('"$user"', "public")
 # Statement kinds after which the search_path may have changed in ways the text does not show.
@@ -97,7 +102,7 @@ class SqlContext:
                 out.append(name)
         return tuple(out)
 
-    def after(self, analysis) -> SqlContext:
+    def after(self, analysis: Analysis | Syntax) -> SqlContext:
         """The context for the session's next statement once ``analysis``'s statement ran."""
         path, possible = self.search_path, self.possible
         changed = False

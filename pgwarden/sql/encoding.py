@@ -206,7 +206,7 @@ def client_encoding(name: str) -> ClientEncoding:
     """The encoding the server calls ``name``; UnsupportedEncoding when pgwarden cannot read it."""
     pg_name = canonical(name)
     entry = _ENCODINGS.get(pg_name) if pg_name is not None else None
-    if entry is None:
+    if entry is None or pg_name is None:
         raise UnsupportedEncoding(pg_name or name)
     codec, run = entry
     return _CACHE.setdefault(pg_name, ClientEncoding(pg_name, codec, re.compile(b"(?:" + run + b")+") if run else None))

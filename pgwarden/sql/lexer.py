@@ -20,7 +20,8 @@ import ctypes
 import json
 import sys
 import threading
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import attrs
 from pglast import parser as _pglast
@@ -70,7 +71,7 @@ class _Result(ctypes.Structure):
 _lib = None
 
 
-def _libpg_query():
+def _libpg_query() -> Any:
     global _lib
     if _lib is None:
         lib = ctypes.CDLL(_pglast.__file__)
@@ -138,13 +139,14 @@ def deep(work: Callable[[], T]) -> T:
     ok, value = outcome[0]
     if not ok:
         raise value
-    return value
+    return cast(T, value)
 
 
 def parse_tree(sql: str, lexer: LexerSettings = DEFAULT_LEXER) -> dict[str, Any]:
     """The parse tree as dicts and lists (see `parse_json`); deep trees are read by `deep`."""
     text = parse_json(sql, lexer)
     try:
-        return json.loads(text)
+        tree: dict[str, Any] = json.loads(text)
+        return tree
     except RecursionError:
         return deep(lambda: json.loads(text))

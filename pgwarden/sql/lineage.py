@@ -129,7 +129,16 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
         if len(stmts) == 1:
             return (first,)
         later = _later_context(tree, context)
-        return (first,) + tuple(_Walker(later).statement(stmt) for stmt in stmts[1:])
+        out = [first]
+        for stmt in stmts[1:]:
+            lineage = _Walker(later).statement(stmt)
+            reads_nothing = lineage.outputs is None and lineage.reads == frozenset()
+            if not reads_nothing and any(_changes_catalog(p) for p in stmts[:len(out)]):
+                # What the catalog said may have changed before this statement runs (a view
+                # replaced, a table renamed): nothing it returns can be traced.
+                lineage = attrs.evolve(lineage, reads=None, opaque=True)
+            out.append(lineage)
+        return tuple(out)
 
     try:
         try:
@@ -138,6 +147,15 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
             return deep(run)
     except Exception:  # noqa: BLE001 - a bug here must not let a statement through unmasked
         return tuple(UNKNOWN for _ in stmts) or (UNKNOWN,)
+
+
+def _changes_catalog(stmt: Any) -> bool:
+    """DDL, DO, CALL: statements after which the catalog facts may be out of date."""
+    n = _node(stmt)
+    if n is None:
+        return True
+    kind = n[0]
+    return kind.startswith(_FROM_DDL_PREFIXES) or kind in _CATALOG_CHANGING
 
 
 def _later_context(tree: dict[str, Any], context: SqlContext) -> SqlContext:
@@ -239,9 +257,10 @@ class _Rel:
         if self.system and name in SYSTEM_COLUMNS:
             return _NONE
         if self.unknown is not None:
+            # Taken to exist by its name (what `explain` shows), and opaque: a relation the catalog
+            # does not know may be a view over anything (a TEMP VIEW made since the last load).
             schemas, table = self.unknown
-            sources = frozenset(Source(s, table, name) for s in schemas)
-            return _Val(sources, len(sources) == 1, False)
+            return _Val(frozenset(Source(s, table, name) for s in schemas), False, True)
         if self.opaque:
             return _OPAQUE
         return None
@@ -297,7 +316,7 @@ def _is_star(obj: Any) -> bool:
 def _str(obj: Any) -> str | None:
     n = _node(obj)
     if n is not None and n[0] == "String":
-        return n[1].get("sval", "")
+        return str(n[1].get("sval", ""))
     return None
 
 
@@ -335,6 +354,7 @@ _STATEMENTS_WITHOUT_ROWS = frozenset({
     "AlterSystemStmt", "CommentStmt", "SecLabelStmt",
 })
 _FROM_DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Import", "Refresh")
+_CATALOG_CHANGING = frozenset({"ViewStmt", "RuleStmt", "DoStmt", "CallStmt", "DefineStmt", "CompositeTypeStmt"})
 
 
 class _Walker:
@@ -346,6 +366,7 @@ class _Walker:
         self.shape_unknown = False
         self.oracles: dict[OracleUse, None] = {}
         self.record_oracles = oracles
+        self.missing_relation = False  # a relation the catalog does not know was named
         self.depth = depth  # views and function bodies inside views and bodies
         self._schemas: tuple[str, ...] | None = None
 
@@ -728,6 +749,8 @@ class _Walker:
         return self.unknown_item(schema, name, alias)
 
     def unknown_item(self, schema: str | None, name: str, alias: tuple[str | None, list[str]]) -> _Item:
+        self.missing_relation = True
+        self.unknown_reads = True
         schemas = (schema,) if schema is not None else self.unqualified_schemas(name)
         rel = _Rel(alias[0] or name, [], schema=schema, unknown=(schemas, name))
         if alias[1]:  # column aliases name the first columns; what they are is not known
@@ -936,11 +959,16 @@ class _Walker:
             return [r for r in found if _schema(r.schema) == _schema(schema)]
         if self.ctx.search_path is None:
             return found
+        # A temporary table comes first, but the catalog holds every session's (pg_temp_N), and
+        # which one is this session's is not known: it is one more possibility, never the answer.
+        temporary = [r for r in found if _schema(r.schema) == "pg_temp"]
         for s in self.schemas():
+            if s == "pg_temp":
+                continue
             here = [r for r in found if _schema(r.schema) == s]
             if here:
-                return here[:1]
-        return []
+                return temporary + here[:1]
+        return temporary
 
     def unqualified_schemas(self, name: str) -> tuple[str, ...]:
         from pgwarden.sql.resolve import _Resolver
@@ -977,7 +1005,7 @@ class _Walker:
             self.unknown_reads = True
         else:
             self.reads |= reads
-        return columns
+        return columns  # type: ignore[no-any-return]  # what _view_lineage stored
 
     def _view_lineage(self, view: RelationFacts, cache: dict) -> Any:
         cols = self.catalog.columns_of(view.oid)
@@ -993,7 +1021,10 @@ class _Walker:
             columns = None
         finally:
             cache.pop(view.oid, None)
-        if columns is None or walker.shape_unknown or len(columns) != len(cols):
+        # A relation the catalog does not know in a view's definition: the text is stale (the
+        # definition is kept while the view's rule is unchanged, but a table it reads may have
+        # been renamed since, and pg_get_viewdef printed the old name): nothing can be told.
+        if columns is None or walker.shape_unknown or walker.missing_relation or len(columns) != len(cols):
             return (None, None)
         named = [(c.name, v) for c, (_, v) in zip(cols, columns, strict=False)]
         return (named, None if walker.unknown_reads else frozenset(walker.reads))
@@ -1270,7 +1301,7 @@ class _Walker:
             stmt = stmts[-1].get("stmt") if stmts else None
         if stmt is None:
             return (None, None, ())
-        walker = _Walker(self.ctx, depth=self.depth + 1)
+        walker = _Walker(_body_context(fn, self.ctx), depth=self.depth + 1)
         scope_params = frozenset(fn.argument_names)
         n = _node(stmt)
         if n is None:
@@ -1317,6 +1348,18 @@ class _Walker:
                     sources |= v.sources
         self.reads |= sources
         return _Val(frozenset(sources), False, True)
+
+
+def _body_context(fn: FunctionFacts, ctx: SqlContext) -> SqlContext:
+    """The context a function's body runs in: the caller's, or the search_path it sets itself
+    (``SET search_path = ...``, proconfig)."""
+    from pgwarden.sql.context import parse_path
+
+    for item in fn.config:
+        name, _, value = item.partition("=")
+        if name.strip().lower() == "search_path":
+            return attrs.evolve(ctx, search_path=parse_path(value))
+    return ctx
 
 
 def scope_params(scope: _Scope) -> frozenset[str]:

@@ -29,11 +29,9 @@ use.
 
 from __future__ import annotations
 
-from typing import Iterable
-
 import attrs
 
-from pgwarden.catalog.model import FIRST_NORMAL_OID, Catalog, CastFacts, FunctionFacts, TypeFacts
+from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.syntax import COMPUTED, Call, Syntax
@@ -367,7 +365,7 @@ class _Resolver:
             known = inert[key] = all(
                 (fn := self.catalog.function(oid)) is not None and fn.builtin and not self.function_kinds(fn)
                 for oid in self.catalog.conversion(type_oid, explicit))
-        return known
+        return bool(known)
 
     def _runs(self, oid: int, kinds: set[str], functions: set[str], nested: list, named: bool) -> None:
         """Function ``oid`` runs where the text does not call it (a cast): judged as a call.
@@ -469,7 +467,8 @@ class _Resolver:
                 kinds.add("server_files")
         return tables, writes
 
-    def _view(self, view, tables, kinds, functions, seen: set[int]) -> None:
+    def _view(self, view: RelationFacts, tables: set[str], kinds: set[str], functions: set[str],
+              seen: set[int]) -> None:
         if view.oid in seen:
             return
         seen.add(view.oid)
@@ -490,7 +489,6 @@ class _Resolver:
         """schema.name for a qualified name; for an unqualified one, every schema it may be in."""
         if schema is not None:
             return {f"{_schema(schema)}.{name}"}
-        ctx = self.ctx
         known = {_schema(r.schema) for r in self.catalog.relations_named(name)}
         if self.uncertain:  # any schema holding such a relation
             candidates = set(known) | {s for s in self.schemas if s not in ("pg_temp", "pg_catalog")}
@@ -540,8 +538,3 @@ class _Resolver:
 def _schema(name: str) -> str:
     return "pg_temp" if name.startswith("pg_temp") else name
 
-
-def kinds_of_functions(functions: Iterable[FunctionFacts], ctx: SqlContext) -> dict[str, frozenset[str]]:
-    """For tools (`pgwarden explain`): each function's kinds under ``ctx``."""
-    r = _Resolver(ctx)
-    return {f"{fn.schema}.{fn.name}": r.function_kinds(fn) for fn in functions}

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
 
 from pglast.parser import ParseError, fingerprint
 
 from pgwarden.sql.analysis import Analysis
 
 if TYPE_CHECKING:
+    from pgwarden.sql.cache import StatementCache
+    from pgwarden.sql.context import SqlContext
+    from pgwarden.sql.lexer import LexerSettings
     from pgwarden.sql.lineage import Lineage
 
 _UNSET = object()
@@ -24,7 +28,9 @@ class Statement:
 
     __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "_lineage", "__dict__")
 
-    def __init__(self, sql: str, analyze=None, cache=None, context=None, lexer=None) -> None:
+    def __init__(self, sql: str, analyze: Callable[[str], Analysis] | None = None,
+                 cache: StatementCache | None = None, context: SqlContext | None = None,
+                 lexer: LexerSettings | None = None) -> None:
         self.sql = sql
         if lexer is not None:
             from pgwarden.sql.context import default_context
@@ -36,8 +42,8 @@ class Statement:
         # statement, keeps statements free of reference cycles: an evicted one is freed
         # at once instead of waiting for the cycle collector.
         self._cache = cache
-        self._analysis = None
-        self._fingerprint = _UNSET
+        self._analysis: Analysis | None = None
+        self._fingerprint: str | None | object = _UNSET
         self._lineage: tuple[Lineage, ...] | None = None
 
     def __repr__(self) -> str:
@@ -48,7 +54,7 @@ class Statement:
         analysis = self._analysis
         if analysis is None:
             if self._cache is not None:
-                analysis = self._cache.analysis_for(self.sql, self.context)
+                analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
             elif self._analyze is not None:
                 analysis = self._analyze(self.sql)
             else:
@@ -66,7 +72,7 @@ class Statement:
         lineage = self._lineage
         if lineage is None:
             if self._cache is not None:
-                lineage = self._cache.lineage_for(self.sql, self.context)
+                lineage = self._cache.lineage_for(self.sql, self.context)  # type: ignore[arg-type]
             else:
                 from pgwarden.sql.context import default_context
                 from pgwarden.sql.lineage import lineage_of
@@ -119,7 +125,7 @@ class Statement:
             except ParseError:
                 fp = None
             self._fingerprint = fp
-        return fp
+        return cast("str | None", fp)  # set by now
 
 
 def analyze(sql: str) -> Statement:

@@ -19,7 +19,8 @@ constants and keeps every name) has this same `Syntax`.
 from __future__ import annotations
 
 import functools
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import attrs
 from pglast.parser import ParseError, parse_plpgsql_json
@@ -174,11 +175,22 @@ def _node(obj: Any) -> tuple[str, dict] | None:
     return None
 
 
+def _fields(obj: Any) -> Any:
+    """The fields of a wrapped node; anything else as it is."""
+    node = _node(obj)
+    return node[1] if node else obj
+
+
+def _node_name(obj: Any) -> str | None:
+    node = _node(obj)
+    return node[0] if node else None
+
+
 def _str(obj: Any) -> str | None:
     """The text of a String node (names, never constants)."""
     n = _node(obj)
     if n is not None and n[0] == "String":
-        return n[1].get("sval", "")
+        return str(n[1].get("sval", ""))
     return None
 
 
@@ -195,7 +207,7 @@ def _same(a: Any, b: Any) -> bool:
         return all(_same(a[k], b[k]) for k in ka)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return a == b
+    return bool(a == b)
 
 
 class _Walker:
@@ -331,7 +343,7 @@ class _Walker:
             return
         elif name == "CallStmt" and isinstance(f.get("funccall"), dict):
             call = f["funccall"]
-            self._func_call(_node(call)[1] if _node(call) else call, scope)
+            self._func_call(_fields(call), scope)
         elif name == "CreateFunctionStmt":
             self._create_function(f, scope)
         self.expr(stmt, scope)
@@ -411,7 +423,7 @@ class _Walker:
             if setting in _LIST_QUOTE_SETTINGS:  # as the server flattens them: identifiers quoted
                 parts = [p if p is None or (p.isidentifier() and p == p.lower()) else '"' + p.replace('"', '""') + '"'
                          for p in parts]
-            self.settings.append((setting, COMPUTED if None in parts else ", ".join(parts)))
+            self.settings.append((setting, COMPUTED if None in parts else ", ".join(p for p in parts if p is not None)))
         elif kind in ("VAR_SET_DEFAULT", "VAR_RESET", "VAR_SET_CURRENT"):
             self.settings.append((setting, None))
 
@@ -504,7 +516,7 @@ class _Walker:
         w = f.get("withClause")
         if not w:
             return scope
-        wf = _node(w)[1] if _node(w) else w
+        wf = _fields(w)
         ctes = [(_node(c) or ("", {}))[1] for c in wf.get("ctes", []) or []]
         names = tuple(c.get("ctename", "") for c in ctes)
         recursive = bool(wf.get("recursive"))
@@ -651,14 +663,15 @@ class _Walker:
 
     def _indirection(self, f: dict, scope: tuple) -> None:
         text = self.text(f.get("arg"))
-        literal = ()
+        literal: tuple[Syntax, ...] = ()
         if text is not None and _looks_like_sql(text):
             inner = syntax_of(text, self.lexer)
             literal = (inner,) if inner is not UNPARSABLE and inner.statements else ()
         for item in f.get("indirection", []) or []:
             name = _str(item)
             if name is not None:  # (x).f: f(x) when f is a function of one argument
-                self.calls.add(Call(None, name, 1, "attribute", literal, text is None and not _is_constant(f.get("arg"))))
+                self.calls.add(Call(None, name, 1, "attribute", literal,
+                                    text is None and not _is_constant(f.get("arg"))))
             else:
                 self.expr(item, scope)
         self.expr(f.get("arg"), scope)
@@ -671,7 +684,7 @@ class _Walker:
     def _copy(self, f: dict, scope: tuple) -> None:
         rel = f.get("relation")
         if isinstance(rel, dict):
-            self._relation(_node(rel)[1] if _node(rel) else rel, (), written=bool(f.get("is_from")))
+            self._relation(_fields(rel), (), written=bool(f.get("is_from")))
         query = f.get("query")
         if query is not None:
             self.statement(query, scope)
@@ -807,7 +820,7 @@ class _Walker:
             if name == "ColumnRef":
                 fields = _names(f.get("fields", []))
                 if not fields:
-                    if any(_node(x) and _node(x)[0] == "A_Star" for x in f.get("fields", [])):
+                    if any(_node_name(x) == "A_Star" for x in f.get("fields", [])):
                         found.add("*")
                 elif len(fields) == 1:
                     found.add(fields[0])

@@ -26,7 +26,7 @@ def _write_key(key, path: Path) -> None:
 def make_ca_and_server(directory: Path, hostname: str = "localhost") -> dict[str, Path]:
     """Writes ca.crt, server.crt and server.key (valid for ``hostname`` and 127.0.0.1)."""
     directory.mkdir(parents=True, exist_ok=True)
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "pgwarden test CA")])
     ca = (

@@ -18,7 +18,7 @@ from __future__ import annotations
 import signal
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +32,7 @@ from pgwarden.testing.waiting import WaitTimeout, wait_until
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> TempPostgres:
+def pg_server() -> Iterator[TempPostgres]:
     """A PostgreSQL server for the whole test session."""
     # Not under pytest's tmp_path: that is private to root, and the server may not be root.
     server = TempPostgres()
@@ -122,7 +122,7 @@ def base_config(pg: TempPostgres, keys: dict[str, Path], workdir: Path, **overri
 
 #: The entry-point plugins pgwarden itself installs: ``make_pgwarden(only=BUILTIN_PLUGINS)``
 #: runs pgwarden as shipped, whatever else is installed in the environment.
-BUILTIN_PLUGINS = ("jwt", "block", "recording", "mask")
+BUILTIN_PLUGINS = ("jwt", "block", "recording", "mask", "approve")
 
 
 @pytest.fixture
@@ -135,6 +135,7 @@ def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
     from pgwarden.app import Application
     from pgwarden.config import structure_config
     from pgwarden.plugins import PluginHost
+    from pgwarden.proxy.peer import port_number
 
     started: list[RunningPgwarden] = []
 
@@ -152,7 +153,7 @@ def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
             host = PluginHost(config, reactor_thread, plugins, only=only)
             app = Application(config, reactor_thread, decide=decide, plugins=host)
             port = app.listen()
-            return app, port.getHost().port
+            return app, port_number(port)
 
         rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
         rp.app, rp.port = rp.call(listen)
@@ -207,8 +208,8 @@ def check_records_after(config, stdout: Path | None = None) -> None:
 
     paths = [stdout if isinstance(sink, StdoutSink) else Path(sink.file) if isinstance(sink, FileSink) else None
              for sink in config.recording.sinks]
-    paths = [p for p in paths if p is not None and p.is_file() and p.stat().st_size]
-    if not paths:
+    found = [p for p in paths if p is not None and p.is_file() and p.stat().st_size]
+    if not found:
         return
     try:
         import jsonschema  # noqa: F401
@@ -218,7 +219,7 @@ def check_records_after(config, stdout: Path | None = None) -> None:
                       pytest.PytestWarning, stacklevel=2)
     else:
         schema = True
-    for path in paths:
+    for path in found:
         check_records([path], schema=schema)
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import attrs
 
@@ -126,8 +127,8 @@ def launch(
         return (int(texts[0]), int(texts[1])) if all(texts) else None
 
     try:
-        port, admin_port = wait_until(timeout_s, ports, "pgwarden to write its ready file",
-                                      detail=lambda: read_text(log))
+        port, admin_port = cast("tuple[int, int]", wait_until(  # until it is not None
+            timeout_s, ports, "pgwarden to write its ready file", detail=lambda: read_text(log)))
     except BaseException:
         group.stop()
         raise

@@ -18,7 +18,7 @@ from typing import Final
 import attrs
 
 from pgwarden.wire.errors import MessageTooLarge, ProtocolError
-from pgwarden.wire.messages import decode_startup
+from pgwarden.wire.messages import CancelRequest, GSSENCRequest, SSLRequest, StartupMessage, decode_startup
 
 
 class _NeedData:
@@ -64,7 +64,7 @@ class StartupFramer:
     def feed(self, data: bytes) -> None:
         self._buf += data
 
-    def next_packet(self):
+    def next_packet(self) -> SSLRequest | GSSENCRequest | CancelRequest | StartupMessage | _NeedData:
         """The next decoded startup packet, or NEED_DATA."""
         buf = self._buf
         if len(buf) < 4:
@@ -116,7 +116,7 @@ class MessageFramer:
     def buffered(self) -> int:
         return len(self._buf)
 
-    def frames(self) -> list:
+    def frames(self) -> list[bytes | Fragment]:
         """Every complete message buffered so far (raw bytes), plus Fragments.
 
         Raises ProtocolError for a length that cannot be right or that exceeds
@@ -126,7 +126,7 @@ class MessageFramer:
         n = len(buf)
         if n < self._need:
             return []
-        out: list = []
+        out: list[bytes | Fragment] = []
         pos = 0
         if self._stream_left:
             if not n:
@@ -142,7 +142,12 @@ class MessageFramer:
             del buf[:pos]
         return out
 
-    def take(self, data: bytes) -> list:
+    @property
+    def streaming(self) -> bool:
+        """Whether a message is being handed on in parts (`Fragment`): the next bytes are its rest."""
+        return self._stream_left > 0
+
+    def take(self, data: bytes) -> list[bytes | Fragment]:
         """`feed` then `frames`, without copying ``data`` into the buffer when nothing waits there.
 
         The common case on a busy session: each read holds whole messages, so they are
@@ -151,7 +156,7 @@ class MessageFramer:
         if self._buf or self._stream_left:
             self._buf += data
             return self.frames()
-        out: list = []
+        out: list[bytes | Fragment] = []
         n = len(data)
         pos, need = self._scan(data, 0, n, out) if n >= 5 else (0, 0)
         if pos < n:
@@ -159,7 +164,7 @@ class MessageFramer:
         self._need = need
         return out
 
-    def _scan(self, data: bytes, pos: int, n: int, out: list) -> tuple[int, int]:
+    def _scan(self, data: bytes, pos: int, n: int, out: list[bytes | Fragment]) -> tuple[int, int]:
         """Appends to ``out`` the messages of ``data[pos:n]``; returns where it stopped and the
         buffered length the next message needs (0: unknown yet)."""
         unpack = _HEADER.unpack_from
@@ -213,7 +218,7 @@ class MessageFramer:
             break
         return pos, need
 
-    def next_frame(self):
+    def next_frame(self) -> bytes | _NeedData:
         """One complete message as raw bytes, or NEED_DATA (convenience for handshakes)."""
         buf = self._buf
         if len(buf) < 5:

@@ -14,7 +14,8 @@ these when it needs a field.
 from __future__ import annotations
 
 import struct
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import ClassVar, Protocol, Self
 
 import attrs
 
@@ -50,13 +51,16 @@ class Reader:
         return bytes(chunk)
 
     def int16(self) -> int:
-        return _I16.unpack(self._take(2))[0]
+        value: int = _I16.unpack(self._take(2))[0]
+        return value
 
     def int32(self) -> int:
-        return _I32.unpack(self._take(4))[0]
+        value: int = _I32.unpack(self._take(4))[0]
+        return value
 
     def uint32(self) -> int:
-        return _U32.unpack(self._take(4))[0]
+        value: int = _U32.unpack(self._take(4))[0]
+        return value
 
     def byte(self) -> bytes:
         return self._take(1)
@@ -138,7 +142,8 @@ class Writer:
     def code(self, c: str, allowed: str | None = None) -> Writer:
         """A one-character code (a field code, a Describe target, a status)."""
         if len(c) != 1 or c == "\0" or ord(c) > 255 or (allowed is not None and c not in allowed):
-            raise LocalProtocolError(f"invalid one-character code {c!r}" + (f" (expected one of {allowed})" if allowed else ""))
+            raise LocalProtocolError(f"invalid one-character code {c!r}"
+                                     + (f" (expected one of {allowed})" if allowed else ""))
         self._parts.append(c.encode("latin-1"))
         return self
 
@@ -170,21 +175,20 @@ def frame(type_byte: bytes, body: bytes = b"") -> bytes:
     return type_byte + _I32.pack(len(body) + 4) + body
 
 
-def _empty(cls):
-    """Decorates a message class that has no fields."""
+class _Empty:
+    """A message that has no fields: its type byte and length say everything."""
+
+    __slots__ = ()
+    TYPE: ClassVar[bytes]
 
     @classmethod
-    def decode(klass, body: bytes):
+    def decode(cls, body: bytes) -> Self:
         if body:
-            raise ProtocolError(f"{klass.__name__}: unexpected bytes in an empty message")
-        return klass()
+            raise ProtocolError(f"{cls.__name__}: unexpected bytes in an empty message")
+        return cls()
 
     def encode(self) -> bytes:
         return frame(self.TYPE)
-
-    cls.decode = decode
-    cls.encode = encode
-    return cls
 
 
 # --------------------------------------------------------------------------- frontend
@@ -319,21 +323,18 @@ class Execute:
         return Writer().cstring(self.portal).int32(self.max_rows).frame(self.TYPE)
 
 
-@_empty
 @attrs.frozen
-class Flush:
+class Flush(_Empty):
     TYPE: ClassVar[bytes] = b"H"
 
 
-@_empty
 @attrs.frozen
-class Sync:
+class Sync(_Empty):
     TYPE: ClassVar[bytes] = b"S"
 
 
-@_empty
 @attrs.frozen
-class Terminate:
+class Terminate(_Empty):
     TYPE: ClassVar[bytes] = b"X"
 
 
@@ -350,9 +351,8 @@ class CopyData:
         return frame(self.TYPE, self.data)
 
 
-@_empty
 @attrs.frozen
-class CopyDone:
+class CopyDone(_Empty):
     TYPE: ClassVar[bytes] = b"c"
 
 
@@ -479,39 +479,33 @@ class BackendKeyData:
         return Writer().int32(self.process_id).uint32(self.secret_key).frame(self.TYPE)
 
 
-@_empty
 @attrs.frozen
-class ParseComplete:
+class ParseComplete(_Empty):
     TYPE: ClassVar[bytes] = b"1"
 
 
-@_empty
 @attrs.frozen
-class BindComplete:
+class BindComplete(_Empty):
     TYPE: ClassVar[bytes] = b"2"
 
 
-@_empty
 @attrs.frozen
-class CloseComplete:
+class CloseComplete(_Empty):
     TYPE: ClassVar[bytes] = b"3"
 
 
-@_empty
 @attrs.frozen
-class NoData:
+class NoData(_Empty):
     TYPE: ClassVar[bytes] = b"n"
 
 
-@_empty
 @attrs.frozen
-class EmptyQueryResponse:
+class EmptyQueryResponse(_Empty):
     TYPE: ClassVar[bytes] = b"I"
 
 
-@_empty
 @attrs.frozen
-class PortalSuspended:
+class PortalSuspended(_Empty):
     TYPE: ClassVar[bytes] = b"s"
 
 
@@ -538,7 +532,7 @@ class _CopyResponse:
     column_formats: tuple[int, ...] = ()
 
     @classmethod
-    def decode(cls, body: bytes):
+    def decode(cls, body: bytes) -> Self:
         r = Reader(body, cls.__name__)
         fmt = r.byte()[0]
         cols = tuple(r.int16() for _ in range(r.count()))
@@ -592,7 +586,7 @@ class _FieldsMessage:
     fields: tuple[tuple[str, str], ...]
 
     @classmethod
-    def decode(cls, body: bytes):
+    def decode(cls, body: bytes) -> Self:
         r = Reader(body, cls.__name__)
         fields = []
         while (code := r.byte()) != b"\0":
@@ -628,7 +622,7 @@ class _FieldsMessage:
         message: str,
         detail: str | None = None,
         hint: str | None = None,
-    ):
+    ) -> Self:
         fields = [("S", severity), ("V", severity), ("C", sqlstate), ("M", message)]
         if detail:
             fields.append(("D", detail))
@@ -636,7 +630,7 @@ class _FieldsMessage:
             fields.append(("H", hint))
         return cls(tuple(fields))
 
-    def without(self, codes: str):
+    def without(self, codes: str) -> Self:
         return type(self)(tuple(f for f in self.fields if f[0] not in codes))
 
 
@@ -863,7 +857,7 @@ class CancelRequest:
         return _I32.pack(len(body) + 4) + body
 
 
-def decode_startup(body: bytes):
+def decode_startup(body: bytes) -> SSLRequest | GSSENCRequest | CancelRequest | StartupMessage:
     """Decodes an untyped startup packet (the bytes after its length word)."""
     r = Reader(body, "startup packet")
     code = r.int32()
@@ -889,7 +883,13 @@ def decode_startup(body: bytes):
     return StartupMessage(code, tuple(params))
 
 
-FRONTEND: dict[bytes, type] = {
+class MessageClass(Protocol):
+    """What a registry holds: a message class, which decodes a body into its message."""
+
+    def decode(self, body: bytes) -> object: ...
+
+
+FRONTEND: dict[bytes, MessageClass] = {
     cls.TYPE: cls
     for cls in (
         Bind,
@@ -909,7 +909,7 @@ FRONTEND: dict[bytes, type] = {
     )
 }
 
-BACKEND: dict[bytes, type] = {
+BACKEND: dict[bytes, MessageClass] = {
     cls.TYPE: cls
     for cls in (
         Authentication,
@@ -940,7 +940,7 @@ BACKEND: dict[bytes, type] = {
 }
 
 
-def decode(registry: dict[bytes, type], type_byte: bytes, body: bytes):
+def decode(registry: Mapping[bytes, MessageClass], type_byte: bytes, body: bytes) -> object:
     """Decodes one message body with the class its type byte names in ``registry``."""
     cls = registry.get(type_byte)
     if cls is None:
@@ -948,11 +948,11 @@ def decode(registry: dict[bytes, type], type_byte: bytes, body: bytes):
     return cls.decode(body)
 
 
-def decode_frontend(raw: bytes):
+def decode_frontend(raw: bytes) -> object:
     """Decodes one whole frontend message (type byte and length included)."""
     return decode(FRONTEND, raw[:1], raw[5:])
 
 
-def decode_backend(raw: bytes):
+def decode_backend(raw: bytes) -> object:
     """Decodes one whole backend message (type byte and length included)."""
     return decode(BACKEND, raw[:1], raw[5:])

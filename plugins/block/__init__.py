@@ -143,7 +143,7 @@ class Blocking:
     differ only in constants, so the rules are evaluated once per kind of statement."""
 
     def __init__(self) -> None:
-        self._verdicts: dict[tuple[int, int], tuple] = {}
+        self._verdicts: dict[tuple[int, int], tuple[object, object, Verdict | None]] = {}
         self._enforcing: dict[int, tuple[object, bool]] = {}  # per policies tuple: any rule to enforce
 
     @hookimpl
@@ -170,9 +170,9 @@ class Blocking:
         if analysis.prepares or analysis.executes or analysis.deallocates:
             return self._judge(_with_executed(statement, session), policies)
         key = (id(analysis), id(policies))
-        known = self._verdicts.get(key)
-        if known is not None and known[0] is analysis and known[1] is policies:
-            return known[2]
+        cached = self._verdicts.get(key)
+        if cached is not None and cached[0] is analysis and cached[1] is policies:
+            return cached[2]
         verdict = self._judge(statement, policies)
         if len(self._verdicts) > 10_000:
             self._verdicts.clear()

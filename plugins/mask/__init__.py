@@ -23,9 +23,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
-from pgwarden_plugins.mask import values
-from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
-from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 from pgwarden.api import (
     MASK,
@@ -42,6 +39,9 @@ from pgwarden.api import (
     hookimpl,
 )
 from pgwarden.masking import COPY_REFUSAL, copy_options
+from pgwarden_plugins.mask import values
+from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
+from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 _REDACT = values.redact()
 _NULL = values.null()

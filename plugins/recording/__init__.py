@@ -1,10 +1,11 @@
 """Built-in plugin ``recording``: writes every record to the sinks of ``recording:``.
 
-Each sink keeps its own hash chain. Records are kept as they come during a
-reactor turn; `pgwarden_records_flush`, which the core calls before any byte
-of that turn goes upstream, serialises each once, seals it into every sink's
-chain and writes each sink's lines with one call: a statement never runs
-before its record is with the operating system.
+Each sink keeps its own hash chain. The core hands over a reactor turn's
+records in one `pgwarden_records` call just before `pgwarden_records_flush`,
+which it calls before any byte of that turn goes upstream: the flush serialises
+each record once, seals it into every sink's chain and writes each sink's lines
+with one call, so a statement never runs before its record is with the
+operating system.
 
 It reads ``recording:`` as any plugin reads a section of pgwarden's
 configuration, by declaring it; with no sinks there it wants no records
@@ -13,11 +14,17 @@ configuration, by declaring it; with no sinks there it wants no records
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
 import orjson
 
 from pgwarden.api import RECORDING, ConfigProblem, Reactor, Record, Sections, hookimpl
 from pgwarden.config import FileSink as FileSinkConfig
 from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
+
+if TYPE_CHECKING:
+    from twisted.internet.task import LoopingCall
 
 _dumps = orjson.dumps
 
@@ -35,7 +42,7 @@ class Recording:
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
         self._batch: list[Record] = []  # the records of this reactor turn, not yet serialised
-        self._ticker = None
+        self._ticker: LoopingCall | None = None
 
     @hookimpl
     def pgwarden_config_sections(self):
@@ -85,7 +92,7 @@ class Recording:
             from twisted.internet.task import LoopingCall
 
             self._ticker = LoopingCall(self._tick)
-            self._ticker.clock = reactor
+            self._ticker.clock = reactor  # type: ignore[assignment]  # the whole reactor
             self._ticker.start(0.25, now=False)
 
     def _tick(self) -> None:
@@ -93,8 +100,8 @@ class Recording:
             sink.tick()
 
     @hookimpl
-    def pgwarden_record(self, record: Record) -> None:
-        self._batch.append(record)  # serialised and sealed at the barrier, with the turn's others
+    def pgwarden_records(self, records: Sequence[Record]) -> None:
+        self._batch += records  # serialised and sealed by the flush that follows
 
     def _seal_batch(self) -> None:
         if self._batch:

@@ -131,7 +131,7 @@ def _write_all(fd: int, data: bytes) -> int:
     try:
         done = os.write(fd, data)
     except OSError as e:
-        e.written = 0
+        e.written = 0  # type: ignore[attr-defined]
         raise
     if done == len(data):  # the usual case: one call, no view
         return done
@@ -140,7 +140,7 @@ def _write_all(fd: int, data: bytes) -> int:
         try:
             done += os.write(fd, view[done:])
         except OSError as e:
-            e.written = done
+            e.written = done  # type: ignore[attr-defined]
             raise
     return done
 
@@ -244,7 +244,7 @@ class FileSink(Sink):
             written = _write_all(self._fd, data)
         except OSError as e:
             self.size += getattr(e, "written", 0)
-            if e.errno == errno.ENOSPC and getattr(e, "written", 0):
+            if e.errno == errno.ENOSPC and getattr(e, "written", 0):  # type: ignore[arg-type]
                 self._unsynced = True
             raise
         self.size += written
@@ -254,7 +254,7 @@ class FileSink(Sink):
             try:
                 self._sync()
             except OSError as e:
-                e.written = written  # written, just not known durable: never written twice
+                e.written = written  # type: ignore[attr-defined]  # written, just not known durable: never written twice
                 self._sync_failed = True
                 raise
         return written

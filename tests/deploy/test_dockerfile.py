@@ -11,7 +11,6 @@ import re
 import shlex
 
 import pytest
-
 from deployfiles import DOCKERIGNORE, ROOT, Example, exec_form, stages
 
 # What must not be in the final stage: compilers, build tool chains, dev headers.

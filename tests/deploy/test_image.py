@@ -11,7 +11,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from deployfiles import DEPLOY, ROOT
 
 PLACEHOLDER = "ghcr.io/pgwarden/pgwarden"

@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import os
 import shlex
-import tempfile
 import shutil
 import subprocess
 import sys
+import tempfile
 import venv
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
-
 from deployfiles import ROOT, exec_form, stages
+
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, free_port
 from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER
 

@@ -16,10 +16,10 @@ import jsonpatch
 import kubernetes_validate
 import pytest
 import yaml
+from deployfiles import DEPLOY, Example, documents, env, objects
 from kubernetes_validate.utils import all_versions
 from packaging.version import Version
 
-from deployfiles import DEPLOY, Example, documents, env, objects
 from pgwarden.config import parse_config
 from pgwarden.identity import KeyFileError, TokenVerifier
 from pgwarden.k8s import inject as k8s

@@ -12,10 +12,9 @@ from pathlib import Path
 
 import kubernetes_validate
 import pytest
+from deployfiles import DEPLOY, all_documents, documents, yaml_files
 from kubernetes_validate.utils import all_versions
 from packaging.version import Version
-
-from deployfiles import DEPLOY, all_documents, documents, yaml_files
 
 # Native sidecars (initContainers[].restartPolicy: Always) are on by default from 1.29.
 FIRST_VERSION = Version("1.29")

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
 from deployfiles import SIDECAR_NAME, Example, env
+
 from pgwarden.config import parse_config
 
 IMAGE = "ghcr.io/pgwarden/pgwarden:0.1.0"

@@ -19,8 +19,8 @@ import attrs
 import psycopg
 import pytest
 import yaml
-
 from deployfiles import Example, env, exec_form, stages
+
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, free_port
 from pgwarden.testing.pytest_plugin import ISSUER
 from pgwarden.tokens import mint

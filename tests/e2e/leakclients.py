@@ -23,11 +23,10 @@ import struct
 import asyncpg
 import attrs
 import psycopg
+from rawclient import RawClient
 
 from pgwarden.testing.tap import Tap, TapSession
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 PROTOCOLS = ("simple", "ext-text", "ext-binary", "asyncpg", "portal")
 

@@ -56,7 +56,7 @@ class RawClient:
                 if not chunk:
                     return True
                 self.framer.feed(chunk)
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             return False
 
     def close(self) -> None:

@@ -27,7 +27,7 @@ def test_prepared_and_binary_codecs(pgwarden):
                 "select $1::int8 * 2, $2::numeric, $3::uuid, $4::timestamptz, $5::jsonb, $6::int[]"
             )
             u = uuid.uuid4()
-            ts = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.timezone.utc)
+            ts = datetime.datetime(2024, 5, 6, 7, 8, 9, tzinfo=datetime.UTC)
             row = await stmt.fetchrow(21, decimal.Decimal("1.5"), u, ts, '{"a": 1}', [1, 2])
             assert tuple(row) == (42, decimal.Decimal("1.5"), u, ts, '{"a": 1}', [1, 2])
             # The same prepared statement, executed again, without a new Parse.

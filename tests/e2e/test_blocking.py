@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from rawclient import RawClient
 
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 POLICY = {
     "name": "agents",
@@ -112,7 +111,8 @@ def test_hint_for_an_agent(guarded):
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
             c.execute("DELETE FROM items")
         diag = excinfo.value.diag
-        assert diag.message_primary == "pgwarden: blocked: DELETE without a WHERE clause that selects rows is not allowed"
+        assert diag.message_primary == ("pgwarden: blocked: DELETE without a WHERE clause that selects rows "
+                                        "is not allowed")
         assert diag.message_hint == "DELETE needs a WHERE clause that selects the rows to change; reads are allowed."
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
             c.execute("DROP TABLE items")

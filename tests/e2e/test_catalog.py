@@ -276,7 +276,8 @@ def test_a_views_dependencies_are_read_again_only_when_it_changed(pg_server, cat
         assert views.last_read == everything
         assert read_rows(conn, views=views) == first and views.last_read == 0
         pg_server.psql("CREATE VIEW app.later AS SELECT app.twice(1);"
-                       "CREATE OR REPLACE VIEW app.classes AS SELECT relname, (SELECT count(*) FROM pg_ls_logdir()) AS logs FROM pg_class",
+                       "CREATE OR REPLACE VIEW app.classes AS SELECT relname, "
+                       "(SELECT count(*) FROM pg_ls_logdir()) AS logs FROM pg_class",
                        database=DB)
         try:
             again = build_catalog(read_rows(conn, views=views), source="live", complete=True)

@@ -13,6 +13,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import psycopg
@@ -99,8 +100,8 @@ def test_a_newcomers_session_through_the_demo(tmp_path, spawn):
 
         # The three statements the banner suggests do what it says they do.
         tries = re.findall(r"^  ([A-Z][^\n]*;)$", demo.banner, re.M)
-        assert len(tries) == 3, demo.banner
-        drop, read, write = tries
+        assert len(tries) == 4, demo.banner
+        drop, read, write, held = tries
         assert drop.startswith("DROP TABLE")
         dropped = demo.psql(drop)
         assert dropped.returncode != 0
@@ -125,11 +126,34 @@ def test_a_newcomers_session_through_the_demo(tmp_path, spawn):
         for command in (check, tail):
             exe = shlex.split(command)[0]
             assert os.path.isabs(exe) and os.access(exe, os.X_OK), command
-        assert subprocess.run(check, shell=True, capture_output=True, text=True).stdout.endswith(
-            "mask     cards: columns=('public.users.card_number',), with=partial, keep_last=4, oracle=refuse, "
-            "unknown=mask\n")
+        checked = subprocess.run(check, shell=True, capture_output=True, text=True).stdout
+        assert "block    unfiltered-writes: statements=('delete', 'update'), where=absent\n" in checked, checked
+        assert "new-orders" in checked, checked
+        assert ("mask     cards: columns=('public.users.card_number',), with=partial, keep_last=4, oracle=refuse, "
+                "unknown=mask\n") in checked, checked
         shown = subprocess.run(tail.replace(" -f ", " "), shell=True, capture_output=True, text=True)
         assert "BLOCK   DROP TABLE orders" in shown.stdout, shown.stdout + shown.stderr
+
+        # The held INSERT waits for a person, who approves it with the commands printed.
+        assert held.startswith("INSERT INTO orders")
+        waiting = subprocess.Popen(["psql", "-X", demo.dsn, "-c", held], env=dict(os.environ, PGPASSWORD=demo.token),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        approver = dict(os.environ, PGWARDEN_TOKEN=(directory / "approver-token").read_text().strip())
+        listing, approving = demo.printed(" approvals list "), demo.printed(" approvals approve ")
+        listed = wait_until(30, lambda: subprocess.run(listing, shell=True, capture_output=True, text=True,
+                                                       env=approver).stdout,
+                            "the held INSERT listed", until=lambda out: "INSERT INTO orders" in out)
+        request = listed.split()[0]
+        approved = subprocess.run(approving.replace(" ID ", f" {request} "), shell=True, capture_output=True,
+                                  text=True, env=approver)
+        assert f"request {request}: approved" in approved.stdout, approved.stdout + approved.stderr
+        out, err = waiting.communicate(timeout=30)
+        assert out.strip() == "INSERT 0 1" and f"waiting for approval: request {request}" in err, out + err
+        # The inbox it names lists that request, for the approver's token (the page's script sends it so).
+        inbox = re.search(r"http://\S+/approvals/inbox/", demo.printed("/approvals/inbox/")).group(0)
+        page = urllib.request.urlopen(urllib.request.Request(
+            inbox + "requests", headers={"Authorization": "Bearer " + approver["PGWARDEN_TOKEN"]}), timeout=10)
+        assert f'id="request-{request}"' in page.read().decode()
 
         # An edit of the config file applies without a restart, as `pgwarden run` does it.
         config = directory / "pgwarden.yaml"

@@ -12,10 +12,9 @@ import json
 
 import psycopg
 import pytest
+from rawclient import RawClient
 
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 POLICY = {
     "name": "agents",

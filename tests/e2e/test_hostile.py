@@ -28,17 +28,17 @@ from pathlib import Path
 import attrs
 import psycopg
 import pytest
+from rawclient import RawClient
 
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.wire import messages as m
 
-from rawclient import RawClient
-
 DB = "hostile"
 MARKER = Path(f"/tmp/pgwarden-hostile-{os.getpid()}-pwned")
 
-# The design's example policy (its block rules) with the new kinds; the table rule also covers the schema named after the
-# upstream role (what "$user" on the default search_path stands for).
+# Block rules like those of `pgwarden demo`'s policy, with the new kinds;
+# the table rule also covers the schema named after the upstream role (what "$user" on the default
+# search_path stands for).
 DESIGN = {
     "name": "agents",
     "when": {"groups": ["ai-agents"]},
@@ -350,7 +350,8 @@ CASES = [
     refused("9", "DO $$ BEGIN EXECUTE 'DELETE FROM things'; END $$"),
     refused("9", "DO $$ BEGIN EXECUTE 'DELETE FROM ' || 'things'; END $$"),
     refused("9", "DO $$ BEGIN EXECUTE format('DROP TABLE %I', 'victim'); END $$"),
-    refused("9", "DO $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'DELETE FROM things RETURNING id' LOOP END LOOP; END $$"),
+    refused("9", "DO $$ DECLARE r record; BEGIN FOR r IN EXECUTE 'DELETE FROM things RETURNING id' "
+            "LOOP END LOOP; END $$"),
     refused("9", "DO $$ BEGIN EXECUTE 'DO $b$ BEGIN DROP TABLE public.victim; END $b$'; END $$"),
     refused("9", "DO $$ BEGIN PERFORM pg_read_file('/etc/passwd'); END $$"),
     refused("9", "DO $$ BEGIN SET ROLE postgres; END $$"),
@@ -367,8 +368,8 @@ CASES = [
             policy="migrators"),
     refused("9", "CREATE FUNCTION pg_temp.f() RETURNS int LANGUAGE plpgsql AS "
             "'BEGIN TRUNCATE public.things; RETURN 1; END'; SELECT pg_temp.f()", policy="migrators"),
-    refused("9", "CREATE FUNCTION pg_temp.g() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT sum(n) FROM secret.things'; "
-            "SELECT pg_temp.g()", policy="migrators", protocols=SIMPLE),
+    refused("9", "CREATE FUNCTION pg_temp.g() RETURNS bigint LANGUAGE sql STABLE AS "
+            "'SELECT sum(n) FROM secret.things'; SELECT pg_temp.g()", policy="migrators", protocols=SIMPLE),
     refused("9", "SELECT pg_temp.h()", policy="migrators", setup=(
         "CREATE FUNCTION pg_temp.h() RETURNS bigint LANGUAGE sql AS "
         "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",)),

@@ -8,14 +8,13 @@ import signal
 import psycopg
 import pytest
 import yaml
+from rawclient import RawClient
 
 from pgwarden.config import _CONVERTER, Config
 from pgwarden.testing import wait_until
 from pgwarden.testing.postgres import free_port
 from pgwarden.testing.pytest_plugin import base_config
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 
 def test_session_ends_when_its_token_expires(pgwarden):
@@ -42,11 +41,13 @@ def test_application_name_template(make_pgwarden):
         assert name == ("agent=a7 via=cli",)
 
 
-def test_reload_applies_to_live_sessions_and_a_bad_config_keeps_the_old(make_pgwarden, pg_server, signing_keys, tmp_path):
+def test_reload_applies_to_live_sessions_and_a_bad_config_keeps_the_old(make_pgwarden, pg_server, signing_keys,
+                                                                         tmp_path):
     running = make_pgwarden()
     with psycopg.connect(running.dsn(running.token("agent-1", groups=["ai-agents"])), autocommit=True) as c:
         assert c.execute("select 1").fetchone() == (1,)
-        doc = base_config(pg_server, signing_keys, tmp_path, policies=[{"name": "humans", "when": {"groups": ["humans"]}}])
+        doc = base_config(pg_server, signing_keys, tmp_path,
+                          policies=[{"name": "humans", "when": {"groups": ["humans"]}}])
         assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
         with pytest.raises(psycopg.errors.InvalidAuthorizationSpecification) as excinfo:
             c.execute("select 1")

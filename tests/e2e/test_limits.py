@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from rawclient import RawClient
 
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 LIMITED = [{"name": "budget", "rules": [{"name": "budget", "limit": {"rows": 10, "statement_timeout": "1500ms"}}]}]
 

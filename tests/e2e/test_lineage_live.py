@@ -36,6 +36,7 @@ CREATE FUNCTION pl_secret(uid int) RETURNS text LANGUAGE plpgsql STABLE
     AS $$ DECLARE s text; BEGIN SELECT ssn INTO s FROM users WHERE id = uid; RETURN s; END $$;
 CREATE FUNCTION anything() RETURNS SETOF record LANGUAGE plpgsql
     AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT ssn FROM users'; END $$;
+CREATE FUNCTION hr_ssn() RETURNS SETOF text LANGUAGE sql STABLE SET search_path = hr AS 'SELECT ssn FROM users';
 CREATE FUNCTION computed(q text) RETURNS SETOF record LANGUAGE plpgsql
     AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT ' || q || ' FROM users'; END $$;
 """
@@ -128,13 +129,15 @@ CASES = [
     ("SELECT first_value(ssn) OVER w FROM users WINDOW w AS (PARTITION BY email)", [("first_value", {U("ssn")}, X)]),
     ("WITH d AS (DELETE FROM users WHERE id = 1 RETURNING ssn) SELECT * FROM d", [("ssn", {U("ssn")}, D)]),
     ("SELECT ssn FROM users UNION SELECT 'x'", [("ssn", {U("ssn")}, X)]),
-    ("SELECT (pairs()).*, (all_users()).ssn", [("who", {U("name")}, D), ("tin", {U("ssn")}, D), ("ssn", {U("ssn")}, D)]),
+    ("SELECT (pairs()).*, (all_users()).ssn",
+     [("who", {U("name")}, D), ("tin", {U("ssn")}, D), ("ssn", {U("ssn")}, D)]),
     ("VALUES ((SELECT ssn FROM users LIMIT 1))", [("column1", {U("ssn")}, D)]),
     ("SELECT users FROM users", [("users", {U(c) for c in ("id", "name", "ssn", "email", "card")}, X)]),
     ("SELECT * FROM all_users()", [(c, {U(c)}, D) for c in ("id", "name", "ssn", "email", "card")]),
     ("SELECT who, tin FROM pairs()", [("who", {U("name")}, D), ("tin", {U("ssn")}, D)]),
     ("SELECT user_ssn(1)", [("user_ssn", {U("ssn")}, X)]),
     ("SELECT * FROM starts('1')", [("starts", {U("id")}, D)]),
+    ("SELECT * FROM hr_ssn()", [("hr_ssn", {Source("hr", "users", "ssn")}, D)]),  # its own search_path
     ("SELECT t.ssn FROM pl_users() t", [("ssn", {U(c) for c in ("id", "name", "ssn", "email", "card")}, Q)]),
     ("SELECT pl_secret(1)", [("pl_secret", {U(c) for c in ("id", "name", "ssn", "email", "card")}, Q)]),
     ("INSERT INTO users (id) VALUES (9) RETURNING ssn, id", [("ssn", {U("ssn")}, D), ("id", {U("id")}, D)]),
@@ -305,3 +308,33 @@ def test_explain_with_a_dsn_resolves_against_the_live_catalog(pg_server, ctx, tm
     assert offline["lineage"][0]["opaque"] and offline["catalog"].startswith("snapshot")
     bad = run("--dsn", dsn.replace(APP_PASSWORD, "wrong-Secret-pw"), "SELECT 1")
     assert bad.returncode == 2 and "cannot read the catalog" in bad.stderr and "wrong-Secret-pw" not in bad.stderr
+
+
+def test_a_view_whose_kept_definition_names_a_renamed_table_is_opaque(pg_server, ctx):
+    from pgwarden.catalog.loader import ViewDependencies
+
+    views = ViewDependencies()
+    pg_server.psql(f"SET ROLE {APP_USER}; CREATE TABLE before_t (id int, secret text);"
+                   "CREATE VIEW over_t AS SELECT secret FROM before_t", database=DB)
+    try:
+        with psycopg.connect(pg_server.dsn(APP_USER, APP_PASSWORD, DB), autocommit=True) as conn:
+            first = SqlContext(build_catalog(read_rows(conn, views=views), source="live", complete=True))
+            assert shape(one("SELECT * FROM over_t", first)) == [
+                ("secret", {Source("public", "before_t", "secret")}, D)]
+            conn.execute("ALTER TABLE before_t RENAME TO after_t")  # the view's rule is not rewritten
+            later = SqlContext(build_catalog(read_rows(conn, views=views), source="live", complete=True))
+            assert views.last_read == 0  # the definition text was kept: it still says before_t
+            lineage = one("SELECT * FROM over_t", later)
+            assert lineage.opaque and lineage.reads is None
+    finally:
+        pg_server.psql(f"SET ROLE {APP_USER}; DROP VIEW IF EXISTS over_t; DROP TABLE IF EXISTS after_t, before_t",
+                       database=DB)
+
+
+def test_another_sessions_temporary_table_does_not_hide_the_real_one(pg_server, ctx):
+    with psycopg.connect(pg_server.dsn(APP_USER, APP_PASSWORD, DB), autocommit=True) as other, \
+            psycopg.connect(pg_server.dsn(APP_USER, APP_PASSWORD, DB), autocommit=True) as conn:
+        other.execute("CREATE TEMP TABLE users (ssn text, id int)")
+        catalog = build_catalog(read_rows(conn), source="live", complete=True)
+        lineage = one("SELECT ssn FROM users", SqlContext(catalog, user=APP_USER))
+        assert U("ssn") in lineage.outputs[0].sources  # pg_temp.users.ssn too: which one is not known

@@ -37,9 +37,10 @@ from decimal import Decimal
 import attrs
 import psycopg
 import pytest
-from psycopg.pq import DiagnosticField
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Step
+from psycopg.pq import DiagnosticField
 
 from pgwarden.testing.leaks import (
     LeakFinder,
@@ -52,8 +53,6 @@ from pgwarden.testing.leaks import (
 )
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.testing.tap import Tap
-
-from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Step
 
 DB, TWIN = "leaks", "leaks_twin"
 

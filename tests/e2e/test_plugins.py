@@ -7,8 +7,6 @@ import sys
 
 import attrs
 import psycopg
-
-from pgwarden.testing.pytest_plugin import check_records
 import pytest
 from twisted.internet import defer
 
@@ -16,6 +14,7 @@ from pgwarden import Session, Statement, StoreKey, Verdict, hookimpl
 from pgwarden.api import MASK
 from pgwarden.config import ConfigError
 from pgwarden.plugins import PluginError
+from pgwarden.testing.pytest_plugin import check_records
 
 
 class BlockDeletes:
@@ -159,7 +158,7 @@ def test_approve_without_an_approval_store_fails_closed(make_pgwarden):
         def pgwarden_check(self, statement, session):
             return Verdict.approve("writes need a human") if "insert" in statement.kinds else None
 
-    running = make_pgwarden(plugins=[("approve", NeedsApproval())])
+    running = make_pgwarden(plugins=[("needs-approval", NeedsApproval())], plugins_section={"disable": ["approve"]})
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         c.execute("create temp table ap (x int)")
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
@@ -201,10 +200,10 @@ def _cancelled(_reactor) -> defer.Deferred:
 # How an approval wait can fail, and what the request ends as (docs/records.md, approval).
 APPROVAL_FAILURES = {
     "python-timeout": (lambda _reactor: defer.fail(TimeoutError("nobody answered")),
-                       "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
+                       "expired", psycopg.errors.InsufficientPrivilege, "pgwarden: approval expired"),
     "twisted-addTimeout": (lambda reactor: defer.Deferred().addTimeout(0.05, reactor),
-                           "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
-    "cancelled": (_cancelled, "expired", psycopg.errors.QueryCanceled, "pgwarden: approval timed out"),
+                           "expired", psycopg.errors.InsufficientPrivilege, "pgwarden: approval expired"),
+    "cancelled": (_cancelled, "expired", psycopg.errors.InsufficientPrivilege, "pgwarden: approval expired"),
     "store-unreachable": (lambda _reactor: defer.fail(ConnectionRefusedError("the store is down")),
                           "withdrawn", psycopg.errors.InsufficientPrivilege,
                           "pgwarden: approval failed: the approval store did not answer"),
@@ -463,7 +462,8 @@ def test_an_installed_plugin_applies_to_the_fixture_unless_only_leaves_it_out(ma
 
     shipped = make_pgwarden(only=BUILTIN_PLUGINS, plugins=[("block-deletes", BlockDeletes())],  # records apart
                             recording={"sinks": [{"file": str(tmp_path / "shipped.jsonl"), "fsync_s": 0}]})
-    assert {p.name for p in shipped.app.plugins.loaded()} == {"jwt", "block", "recording", "mask", "block-deletes"}
+    assert {p.name for p in shipped.app.plugins.loaded()} == {"jwt", "block", "recording", "mask", "approve",
+                                                               "block-deletes"}
     with psycopg.connect(shipped.dsn(), autocommit=True) as c:
         assert c.execute("select 1").fetchone() == (1,)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="DELETE is not allowed here"):
@@ -474,4 +474,5 @@ def test_only_names_installed_plugins(make_pgwarden):
     with pytest.raises(PluginError, match=r"no installed plugin is named 'blok' \(installed: .*block"):
         make_pgwarden(only=["jwt", "blok"])
     with pytest.raises(ConfigError, match="rule kind 'block' is interpreted by no loaded plugin"):
-        make_pgwarden(only=["jwt", "recording"], policies=[{"name": "p", "rules": [{"block": {"statements": ["ddl"]}}]}])
+        make_pgwarden(only=["jwt", "recording"],
+                      policies=[{"name": "p", "rules": [{"block": {"statements": ["ddl"]}}]}])

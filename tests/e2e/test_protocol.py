@@ -8,12 +8,11 @@ import struct
 import jwt
 import psycopg
 import pytest
+from rawclient import RawClient
 
 from pgwarden.testing import wait_until
 from pgwarden.testing.postgres import APP_PASSWORD
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 
 def fatal(msg) -> bool:
@@ -393,7 +392,8 @@ def test_startup_options_and_role_never_reach_the_upstream(pgwarden):
     rc.recv_message()
     rc.send(m.PasswordMessage.cleartext(pgwarden.token()).encode())
     assert isinstance(rc.until_ready()[-1], m.ReadyForQuery)
-    rc.send(m.Query("select current_setting('statement_timeout'), current_user, current_setting('search_path')").encode())
+    rc.send(m.Query("select current_setting('statement_timeout'), current_user, "
+                    "current_setting('search_path')").encode())
     row = next(x for x in rc.until_ready() if isinstance(x, m.DataRow))
     # options and role were dropped; search_path is on the allow-list
     assert row.values == (b"0", b"app", b"pg_catalog")

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from pgwarden import hookimpl
 from pgwarden.api import RECORDING
-from pgwarden.testing.pytest_plugin import check_records
 from pgwarden.testing.clocks import EndOfPollClock, StockClock
+from pgwarden.testing.pytest_plugin import check_records
 
 POLICY = {
     "name": "agents",
@@ -170,6 +170,52 @@ def test_a_statement_whose_record_cannot_be_written_never_runs(make_pgwarden, pg
     assert _http(admin, "/readyz")[0] == 200
     _, metrics = _http(admin, "/metrics")
     assert "pgwarden_record_sink_errors_total" in metrics
+
+
+class ToggledTaker:
+    """A third-party sink on the v1 hook that cannot take records while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.failing = False
+        self.records: list[dict] = []
+
+    @hookimpl
+    def pgwarden_records(self, records):
+        if self.failing:
+            raise OSError(28, "No space left on device")
+        self.records += records
+
+
+def test_a_statement_whose_record_a_sink_cannot_take_never_runs(make_pgwarden, pg_server, tmp_path):
+    pg_server.psql("drop table if exists rec_takes; create table rec_takes (n int)", "appdb")
+    sink = ToggledTaker()
+    running = make_pgwarden(plugins=[("taker", sink)])
+    admin = running.call(running.app.listen_admin).getHost().port
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("insert into rec_takes values (1)")
+        running.call(setattr, sink, "failing", True)
+        with pytest.raises(psycopg.OperationalError) as excinfo:
+            c.execute("insert into rec_takes values (2)")
+        assert "records cannot be written" in str(excinfo.value)
+    assert pg_server.psql("select string_agg(n::text, ',') from rec_takes", "appdb") == "1"
+    assert running.app.recorder.sink_errors >= 1
+    # Nothing it is handed can be taken: another session's statement does not run either (refused,
+    # or its session ended, depending on whether a retry in between ended the failure).
+    with pytest.raises(psycopg.OperationalError), psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("insert into rec_takes values (3)")
+    assert pg_server.psql("select string_agg(n::text, ',') from rec_takes", "appdb") == "1"
+    running.call(setattr, sink, "failing", False)
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        c.execute("insert into rec_takes values (4)")
+    assert _http(admin, "/readyz")[0] == 200
+    assert pg_server.psql("select string_agg(n::text, ',' order by n) from rec_takes", "appdb") == "1,4"
+    running.call(running.app.stop)
+    taken = [r["sql"] for r in sink.records if r["type"] == "statement"]
+    assert taken[0] == "insert into rec_takes values (1)" and taken[-1] == "insert into rec_takes values (4)"
+    # the other sink (the built-in file) got the records the failing one could not take: no gap
+    written = [r["sql"] for r in _records(tmp_path) if r["type"] == "statement"]
+    assert [f"insert into rec_takes values ({n})" for n in (1, 2, 3, 4)] == \
+        [sql for sql in written if sql.startswith("insert into rec_takes")]
 
 
 def test_a_file_on_a_full_device_fails_closed(make_pgwarden, full_disk):
@@ -526,7 +572,7 @@ CLOCKS = [pytest.param(EndOfPollClock, id="pgwarden-reactor"), pytest.param(Stoc
 
 
 class _Writes:
-    """A sink that notes what each of its writes contained."""
+    """A sink that notes what each of its writes contained (records by the deprecated per-record hook)."""
 
     def __init__(self) -> None:
         self.buffer: list[str] = []
@@ -542,11 +588,37 @@ class _Writes:
             self.writes.append(self.buffer)
             self.buffer = []
 
+    def forget(self) -> None:
+        self.writes.clear()
+
+
+class _WritesBatches(_Writes):
+    """The same sink on the v1 hook: the records of a barrier in one call, just before its flush."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[int] = []  # how many records each pgwarden_records call brought
+
+    @hookimpl
+    def pgwarden_records(self, records):
+        assert not self.buffer, "records handed over again before the flush of the last ones"
+        self.handed.append(len(records))
+        self.buffer.extend(r["type"] for r in records)
+
+    def forget(self) -> None:
+        super().forget()
+        self.handed.clear()
+
+
+#: The two ways a sink gets records: the same records must be written the same way.
+SINKS = [pytest.param(_WritesBatches, id="pgwarden_records"), pytest.param(_Writes, id="pgwarden_record")]
+
 
 class _Recorded:
     """A Recorder of a real Application on a clock the test plays, writing to `_Writes` only."""
 
-    def __init__(self, directory: Path, clock, results_delay_ms: float | None = None) -> None:
+    def __init__(self, directory: Path, clock, results_delay_ms: float | None = None,
+                 sink: type[_Writes] = _WritesBatches) -> None:
         from types import SimpleNamespace
 
         from pgwarden.app import Application
@@ -567,9 +639,9 @@ class _Recorded:
             "recording": {"sinks": [],  # only the sink of this test
                           **({} if results_delay_ms is None else {"results_delay_ms": results_delay_ms})},
         }))
-        self.reactor, self.sink = clock(), _Writes()
+        self.reactor, self.sink = clock(), sink()
         app = Application(load_config(str(config)), self.reactor, extra_plugins=[("writes", self.sink)])
-        self.recorder = app.recorder
+        self.app, self.recorder = app, app.recorder
         self.conn = SimpleNamespace(log=SessionLog("0123456789abcdef"))
 
     def result(self, seq: int) -> None:
@@ -589,16 +661,25 @@ class _Recorded:
         return [c for c in self.reactor.getDelayedCalls() if c.func == self.recorder._lazy_due]
 
 
-@pytest.fixture(scope="module", params=CLOCKS)
+@pytest.fixture(scope="module", params=[pytest.param((c.values[0], s.values[0]), id=f"{c.id}-{s.id}")
+                                        for c in CLOCKS for s in SINKS])
 def recorded(request, tmp_path_factory) -> _Recorded:
-    return _Recorded(tmp_path_factory.mktemp("lazy"), request.param)
+    clock, sink = request.param
+    return _Recorded(tmp_path_factory.mktemp("lazy"), clock, sink=sink)
 
 
+def _one_hand_over_per_write(sink: _Writes) -> None:
+    """A sink on pgwarden_records got the records of each write in one call, never one per record."""
+    if isinstance(sink, _WritesBatches):
+        assert sink.handed == [len(w) for w in sink.writes]
+
+
+@pytest.mark.parametrize("sink", SINKS)
 @pytest.mark.parametrize("clock", CLOCKS)
-def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_path, clock):
+def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_path, clock, sink):
     from pgwarden.recorder import LAZY_RECORDS
 
-    r = _Recorded(tmp_path, clock, results_delay_ms=25)
+    r = _Recorded(tmp_path, clock, results_delay_ms=25, sink=sink)
     reactor, sink = r.reactor, r.sink
     result = r.result
     LAZY_S = 0.025  # noqa: N806 - recording.results_delay_ms, as configured
@@ -611,7 +692,7 @@ def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_
     assert sink.writes == []
     reactor.advance(LAZY_S * 0.1 + 1e-9)
     assert sink.writes == [["result"]]
-    sink.writes.clear()
+    sink.forget()
 
     result(1)
     reactor.turn()  # built after the turn's sends
@@ -635,6 +716,7 @@ def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_
     reactor.turn()  # a refusal's record too, though no statement waits on it
     assert sink.writes[3:] == [["statement"]]
     assert not r.timers()  # no timer left behind
+    _one_hand_over_per_write(sink)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -647,7 +729,7 @@ def test_whatever_the_order_records_are_written_in_order_verdicts_at_once_the_re
     sink, reactor = r.sink, r.reactor
     reactor.turn()  # what an example that failed left behind (while hypothesis shrinks)
     reactor.sleep(LAZY_S)
-    sink.writes.clear()
+    sink.forget()
     emitted: list[str] = []
     emitted_at: list[float] = []  # when each was passed to the sinks
 
@@ -681,12 +763,14 @@ def test_whatever_the_order_records_are_written_in_order_verdicts_at_once_the_re
     reactor.sleep(LAZY_S)  # and are written in time while nothing else happens
     assert [t for w in sink.writes for t in w] == emitted + ["result"] * before
     assert not sink.buffer and not r.timers()
+    _one_hand_over_per_write(sink)
 
 
+@pytest.mark.parametrize("sink", SINKS)
 @pytest.mark.parametrize("clock", CLOCKS)
-def test_with_no_results_delay_every_record_is_written_at_the_end_of_its_turn(tmp_path, clock):
+def test_with_no_results_delay_every_record_is_written_at_the_end_of_its_turn(tmp_path, clock, sink):
     """recording.results_delay_ms: 0, for an operator who wants no record to wait (docs/records.md)."""
-    r = _Recorded(tmp_path, clock, results_delay_ms=0)
+    r = _Recorded(tmp_path, clock, results_delay_ms=0, sink=sink)
     reactor, sink = r.reactor, r.sink
     r.result(1)
     reactor.turn()  # built after the turn's sends ...
@@ -697,6 +781,30 @@ def test_with_no_results_delay_every_record_is_written_at_the_end_of_its_turn(tm
     reactor.turn()
     reactor.turn()
     assert sink.writes[1:] == [["result", "result"]]
+    assert not r.timers()
+
+
+class _WritesUntilReload(_WritesBatches):
+    """A sink that wants no records once ``wanted`` is cleared, from the next configuration on."""
+
+    wanted = True
+
+    @hookimpl
+    def pgwarden_records_wanted(self):
+        return self.wanted
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_records_kept_at_a_reload_go_to_the_sinks_of_the_running_config(tmp_path, clock):
+    r = _Recorded(tmp_path, clock, sink=_WritesUntilReload)
+    reactor, sink = r.reactor, r.sink
+    r.result(1)
+    reactor.turn()  # built after the turn's sends, kept: a result may wait for its write
+    assert sink.writes == [] and r.recorder.active
+    sink.wanted = False
+    assert r.app.reload(r.app.config)
+    assert not r.recorder.active  # no sink wants records any more ...
+    assert sink.writes == [["result"]]  # ... and the one kept went where it was meant to
     assert not r.timers()
 
 

@@ -27,7 +27,8 @@ def session_log(make_pgwarden, pg_server, tmp_path):
                    "insert into cli_items values (1, 'one'), (2, 'two'), (3, 'three')", "appdb")
     running = make_pgwarden(recording={"results": {"max_rows": 2}}, policies=[{
         "name": "agents", "default": "allow",
-        "rules": [{"name": "no-ddl", "block": {"statements": ["ddl"]}, "reason": "schema changes go through migrations"}],
+        "rules": [{"name": "no-ddl", "block": {"statements": ["ddl"]},
+                   "reason": "schema changes go through migrations"}],
     }])
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         c.execute("select n, name from cli_items order by n")

@@ -10,13 +10,12 @@ from __future__ import annotations
 import psycopg
 import pytest
 from psycopg import pq
+from rawclient import RawClient
 from twisted.internet import defer
 
 from pgwarden.relay.engine import ALLOW
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 REFUSAL = Refusal("42501", "pgwarden: blocked: test rule", "Refused by policy 'p', rule 'r'.", "Try reads.")
 
@@ -79,7 +78,7 @@ def test_extended_refusal_in_pipeline_rolls_back_the_implicit_transaction(guarde
 
 
 def test_named_statement_refused_is_not_created(guarded):
-    with _raw(guarded) as rc:
+    with _Raw(guarded) as rc:
         rc.send(
             m.Parse("s1", "select 'forbidden'").encode()
             + m.Describe("S", "s1").encode()
@@ -96,7 +95,7 @@ def test_named_statement_refused_is_not_created(guarded):
 
 
 def test_function_call_message_is_refused(guarded):
-    with _raw(guarded) as rc:
+    with _Raw(guarded) as rc:
         # int4pl(1, 2) by OID 177: a call that no statement rule would ever see.
         rc.send(m.FunctionCall(177, (1,), (b"\0\0\0\1", b"\0\0\0\2"), 1).encode())
         answer = rc.until_ready()
@@ -107,7 +106,7 @@ def test_function_call_message_is_refused(guarded):
         assert isinstance(rc.until_ready()[-1], m.ReadyForQuery)
 
 
-class _raw:
+class _Raw:
     """A logged-in RawClient as a context manager."""
 
     def __init__(self, running) -> None:

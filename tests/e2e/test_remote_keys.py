@@ -8,13 +8,12 @@ import time
 
 import psycopg
 import pytest
+from rawclient import RawClient
 from twisted.internet import protocol, task
 from twisted.web import resource, server
 
 from pgwarden.testing.pytest_plugin import ISSUER
 from pgwarden.tokens import generate_key, mint
-
-from rawclient import RawClient
 
 
 class Issuer(resource.Resource):
@@ -260,7 +259,7 @@ def test_no_connection_within_the_connect_timeout(make_pgwarden, jwks_log):
             s.setblocking(False)
             s.connect_ex(listener.getsockname())
             fillers.append(s)
-        url = "http://127.0.0.1:%d/keys" % listener.getsockname()[1]
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}/keys"
         running = make_pgwarden(auth=remote(url, keys_connect_timeout_s=0.3, keys_timeout_s=30))
         assert login(running, running.token()) == "28P01"
         assert any("no connection within 0.3 s" in line for line in jwks_log), jwks_log

@@ -9,10 +9,9 @@ from __future__ import annotations
 import psycopg
 import pytest
 from psycopg import pq
+from rawclient import RawClient
 
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 CAP = 5
 POLICY = [{"name": "agents", "rules": [{"name": "small-writes", "limit": {"rows_written": CAP}}]}]

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from rawclient import RawClient
 
 from pgwarden.config import _CONVERTER, Config
 from pgwarden.relay.engine import ALLOW
 from pgwarden.testing.pytest_plugin import base_config
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 # Allows reads, settings and transactions, and no write at all.
 READS = [{"name": "reads", "default": "block", "rules": [

@@ -8,12 +8,11 @@ import threading
 
 import psycopg
 import pytest
+from rawclient import RawClient
 
 from pgwarden.testing import wait_until
 from pgwarden.testing.pytest_plugin import check_records
 from pgwarden.wire import messages as m
-
-from rawclient import RawClient
 
 LOCK = 4242
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from rawclient import RawClient
+
 from pgwarden.testing import wait_until
 from pgwarden.wire import messages as m
 from pgwarden.wire.framing import MessageFramer
-
-from rawclient import RawClient
 
 MIB = 1024 * 1024
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+from webhook_helpers import K8S_VERSIONS
 
 from pgwarden.k8s.config import parse_injector_config
-from webhook_helpers import K8S_VERSIONS
 
 INJECTOR = Path(__file__).resolve().parents[2] / "deploy" / "k8s" / "injector"
 NAMESPACE = "pgwarden-system"

@@ -8,10 +8,10 @@ import json
 
 import attrs
 import pytest
+from webhook_helpers import CONFIG, K8S_VERSIONS, apply, check_pod_rules, fixture, patch_of, validate, with_pod
 
 from pgwarden.k8s.config import Agent, Resources, Sidecar
 from pgwarden.k8s.inject import BadReview, pointer, review
-from webhook_helpers import CONFIG, K8S_VERSIONS, apply, check_pod_rules, fixture, patch_of, validate, with_pod
 
 INJECTED = ["annotated", "existing-init-volumes-env", "no-volumes"]
 UNCHANGED = ["not-annotated", "already-injected", "update"]

@@ -14,9 +14,9 @@ import json
 
 from hypothesis import event, given
 from hypothesis import strategies as st
+from webhook_helpers import CONFIG, K8S_VERSIONS, apply, check_pod_rules, fixture, patch_of, validate, with_pod
 
 from pgwarden.k8s.inject import BadReview, review
-from webhook_helpers import CONFIG, K8S_VERSIONS, apply, check_pod_rules, fixture, patch_of, validate, with_pod
 
 RESERVED_VOLUMES = {"pgwarden-policy", "pgwarden-upstream", "pgwarden-token"}
 AGENT_ENV = ("PGHOST", "PGPORT", "PGDATABASE")

@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from webhook_helpers import K8S_VERSIONS, apply, fixture, patch_of, validate
 
 from pgwarden.testing.certs import make_ca_and_server
 from pgwarden.testing.processes import ProcessGroup
-from webhook_helpers import apply, fixture, patch_of, validate, K8S_VERSIONS
 
 MAX_BODY = 64 * 1024
 

@@ -14,7 +14,7 @@ import pytest
 
 from pgwarden.catalog import queries, snapshot
 from pgwarden.catalog.loader import CatalogRows, CatalogShapeError, build_catalog, rows_from_lists
-from pgwarden.catalog.model import FIRST_NORMAL_OID, Catalog, CastFacts, TypeFacts
+from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, TypeFacts
 
 # oid schema name nargs ndefaults variadic volatility language trusted kind builtin public_execute
 # security_definer returns_set source extension config sql_body result_type result_relation

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import hashlib
 
 from pgwarden.chain import GENESIS, seal, seal_record, verify
 from pgwarden.cli import main
@@ -124,8 +123,8 @@ def test_verify_command_exit_codes_and_messages(tmp_path, capsys):
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: k not in ("prev", "hash")),
-                                st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1), st.floats(allow_nan=False),
-                                          st.text()), max_size=5), min_size=1, max_size=8),
+                                st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1),
+                                          st.floats(allow_nan=False), st.text()), max_size=5), min_size=1, max_size=8),
        st.data())
 def test_any_records_chain_and_any_single_byte_change_is_caught(tmp_path_factory, recs, data):
     f = tmp_path_factory.mktemp("c") / "r.jsonl"

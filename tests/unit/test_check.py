@@ -89,14 +89,13 @@ def test_structural_and_rule_kind_problems_come_together(tmp_path):
         "  - name: agents\n"
         "    rules:\n"
         "      - {name: pii, mask: {columns: [public.users.ssn], with: hsah}}\n"
-        "      - {name: writes, approve: {statements: [insert]}}\n"
+        "      - {name: writes, approve: {statements: [insert], mode: later}}\n"
     ))
     assert found == [
         "line 6: upstream.databse: unknown key; did you mean `database`?",
         "line 13: policies[0].rules[0].mask.with: expected one of redact, partial, hash, null, email, fixed, "
         "got 'hsah'; did you mean `hash`?",
-        "line 14: policies[0].rules[1]: rule kind 'approve' is interpreted by no loaded plugin "
-        "(loaded rule kinds: allow, block, limit, mask)",
+        "line 14: policies[0].rules[1].approve.mode: expected one of hold, retry",
     ]
 
 

@@ -206,8 +206,10 @@ def test_explain_without_a_database(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(GOOD + "policies:\n  - name: agents\n    when: {groups: [ai-agents]}\n    rules:\n"
                    "      - {name: unfiltered-writes, block: {statements: [delete, update], where: absent}}\n")
-    run = lambda *a: subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), *a],
-                                    capture_output=True, text=True)
+    def run(*a: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pgwarden", "explain", "-c", str(cfg), *a],
+                              capture_output=True, text=True)
+
     out = run("--subject", "a", "--group", "ai-agents", "--json", "WITH d AS (DELETE FROM t RETURNING 1) SELECT 1")
     assert out.returncode == 1, out.stderr
     result = json.loads(out.stdout)
@@ -244,7 +246,8 @@ def test_results_delay_is_checked():
     (["ddl"], "CREATE TABLE x (a int)", "schema changes (DDL) are not allowed"),
     (["role"], "SET ROLE postgres", "role changes are not allowed"),
     (["truncate"], "TRUNCATE t", "TRUNCATE is not allowed"),
-    (["delete", "update"], "WITH d AS (DELETE FROM t RETURNING 1) UPDATE u SET a = 1", "DELETE, UPDATE are not allowed"),
+    (["delete", "update"], "WITH d AS (DELETE FROM t RETURNING 1) UPDATE u SET a = 1",
+     "DELETE, UPDATE are not allowed"),
 ])
 def test_reasons_written_from_rules_agree_in_number(tmp_path, statements, sql, reason):
     import json

@@ -6,8 +6,15 @@ import pytest
 
 from pgwarden.api import APPROVE, hookimpl
 from pgwarden.config import _CONVERTER
-from pgwarden.limits import (COMPUTED, counting, read_only_policy, refusal, session_limits, setting_changes,
-                             timeout_setting_ms)
+from pgwarden.limits import (
+    COMPUTED,
+    counting,
+    read_only_policy,
+    refusal,
+    session_limits,
+    setting_changes,
+    timeout_setting_ms,
+)
 from pgwarden.plugins import PluginHost
 from pgwarden.policy.model import STATEMENT_KINDS, Policy
 from pgwarden.relay.counting import CountRows

@@ -75,7 +75,7 @@ def test_single_byte_codecs_never_read_a_high_byte_as_ascii(name):
 @pytest.mark.parametrize("name, char", sorted(BACKSLASH_TRAIL.items()))
 def test_a_backslash_second_byte_stays_inside_its_character(name, char):
     e = client_encoding(name)
-    data = "SELECT E'".encode() + char.encode(e.codec) + "'; DELETE FROM t; --'".encode()
+    data = b"SELECT E'" + char.encode(e.codec) + b"'; DELETE FROM t; --'"
     assert char.encode(e.codec)[1] == 0x5C
     assert e.decode(data) == f"SELECT E'{char}'; DELETE FROM t; --'"
 

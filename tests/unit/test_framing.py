@@ -38,7 +38,8 @@ def header(type_byte: bytes, length: int) -> bytes:
 
 def typed_frames(direction: str, max_body: int = 40):
     types = sorted(REGISTRIES[direction])
-    return st.builds(lambda t, body: header(t, len(body) + 4) + body, st.sampled_from(types), st.binary(max_size=max_body))
+    return st.builds(lambda t, body: header(t, len(body) + 4) + body, st.sampled_from(types),
+                     st.binary(max_size=max_body))
 
 
 NAME = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), min_size=1, max_size=12)
@@ -128,7 +129,8 @@ def test_split_property_real_messages(data):
             st.one_of(
                 st.builds(m.Query, TEXT),
                 st.builds(m.Parse, TEXT, TEXT, st.lists(st.integers(0, 2**32 - 1), max_size=3).map(tuple)),
-                st.builds(m.Bind, TEXT, TEXT, st.just((1,)), st.lists(st.none() | st.binary(max_size=8), max_size=3).map(tuple)),
+                st.builds(m.Bind, TEXT, TEXT, st.just((1,)),
+                          st.lists(st.none() | st.binary(max_size=8), max_size=3).map(tuple)),
                 st.builds(m.Execute, TEXT, st.integers(0, 100)),
                 st.just(m.Sync()),
                 st.builds(m.CopyData, st.binary(max_size=30)),

@@ -19,7 +19,7 @@ import attrs
 import pytest
 
 from pgwarden.catalog import builtin_catalog
-from pgwarden.catalog.model import Catalog, CastFacts, FunctionFacts, RelationFacts, TypeFacts
+from pgwarden.catalog.model import CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.context import default_context
 

@@ -123,7 +123,7 @@ def test_the_statement_cache_keeps_readings_under_other_lexer_settings_apart():
     assert off.analysis.kinds == {"select", "delete"} and off.fingerprint is None
     # Same fingerprint under the defaults, another statement under OFF: nothing shared.
     twin = "SELECT 'y\\''; DELETE FROM t; --'"
-    cache.get(twin).analysis
+    _ = cache.get(twin).analysis
     assert cache.get(twin, OFF).analysis.kinds == {"select", "delete"}
 
 

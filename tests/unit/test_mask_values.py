@@ -9,10 +9,11 @@ import uuid
 from decimal import Decimal
 
 import pytest
-from pgwarden_plugins.mask import values as v
-from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
 from psycopg.adapt import Transformer
 from psycopg.pq import Format
+
+from pgwarden_plugins.mask import values as v
+from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
 
 KEY = b"k" * 32
 _T = Transformer()

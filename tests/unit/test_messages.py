@@ -435,7 +435,7 @@ def test_fuzz_decode_startup_body(body):
 @given(type_byte=st.binary(min_size=1, max_size=1), body=st.binary(max_size=32))
 def test_fuzz_decode_any_type_byte(type_byte, body):
     for registry in REGISTRIES.values():
-        _decode_or_protocol_error(lambda b: m.decode(registry, type_byte, b), body)
+        _decode_or_protocol_error(lambda b, registry=registry: m.decode(registry, type_byte, b), body)
 
 
 # --------------------------------------------------------------------------- helpers on messages

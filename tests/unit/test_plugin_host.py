@@ -13,8 +13,8 @@ from twisted.internet import defer, task
 
 from pgwarden import Verdict, hookimpl
 from pgwarden.config import parse_config
-from pgwarden.plugins import PluginHost
 from pgwarden.identity import Identity
+from pgwarden.plugins import PluginHost
 from pgwarden.session import Session
 from pgwarden.sql.statement import Statement
 
@@ -283,3 +283,29 @@ def test_explain_takes_the_proxys_path_through_pluggy(tmp_path, monkeypatch, cap
         globalLogPublisher.removeObserver(observe)
     assert "verdict    block by agents / no-ddl" in capsys.readouterr().out
     assert any(text.strip().startswith("pgwarden_check [hook]") for text in traced), traced
+
+
+class OneByOne:
+    """A sink on the per-record hook of plugin contract v0."""
+
+    @hookimpl
+    def pgwarden_record(self, record):
+        pass
+
+
+class Both(OneByOne):
+    """A sink for pgwarden before and after v1: the per-record hook, and the batch one."""
+
+    @hookimpl
+    def pgwarden_records(self, records):
+        pass
+
+
+def test_the_per_record_hook_still_works_with_a_deprecation_warning_and_never_beside_the_batch_one():
+    plugins = host(OneByOne(), Both())
+    plugins.configure(plugins.config)
+    warned = {p.name: p.warnings for p in plugins.loaded()}
+    assert "pgwarden_record (one call per record) is deprecated" in warned["OneByOne"][0]
+    assert warned["Both"] == ()  # it takes records the v1 way
+    assert [name for name, _ in plugins.record_writers()] == ["OneByOne"]
+    assert [name for name, _ in plugins.record_takers()] == ["Both"]

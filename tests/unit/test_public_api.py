@@ -93,7 +93,8 @@ def test_the_api_module_is_exactly_these_names_each_documented():
     assert sorted(api.__all__) == sorted([
         "ALLOW", "APPROVALS", "APPROVE", "AUTH_JWT", "BLOCK", "BUILTIN_DETECTORS", "LIMIT", "MASK",
         "MASK_STRATEGIES", "RECORDING", "STATEMENT_KINDS",
-        "UPSTREAM", "Approvals", "ApprovalRequest", "AuthenticationFailed", "Column", "ColumnMask", "ConfigProblem",
+        "UPSTREAM", "ApprovalAnswer", "Approvals", "ApprovalRequest", "ApproveMatch", "AuthenticationFailed", "Column",
+        "ColumnMask", "ConfigProblem",
         "ConfigSection", "Detector", "Identity", "JwtAuth", "Later", "LimitSpec", "MaskSpec", "Masker",
         "MessageMask", "Partial", "ResultColumn", "ResultShape",
         "PartialMask", "PgwardenDeprecationWarning", "Policy", "Reactor", "Record", "Recording", "RowDescription",

@@ -7,13 +7,12 @@ Conversation style, as in test_relay.py: ``client(...)`` is what the agent sends
 from __future__ import annotations
 
 import pytest
+from test_relay import Talk
 
 from pgwarden.relay.engine import ALLOW, Relay, SessionState
 from pgwarden.sql.encoding import UnsupportedEncoding
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
 from pgwarden.wire import messages as m
-
-from test_relay import Talk
 
 
 class Session(Talk):

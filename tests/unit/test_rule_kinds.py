@@ -101,9 +101,9 @@ def test_its_problems_come_with_the_others_each_at_its_line(tmp_path):
 def test_without_its_plugin_a_kind_is_refused_and_a_misspelt_one_gets_a_guess(tmp_path):
     assert problems(tmp_path, "      - {quiet: {tables: [a.b]}}\n      - {blok: {}}\n") == [
         "line 8: policies[0].rules[0]: rule kind 'quiet' is interpreted by no loaded plugin "
-        "(loaded rule kinds: allow, block, limit, mask)",
+        "(loaded rule kinds: allow, approve, block, limit, mask)",
         "line 9: policies[0].rules[1]: rule kind 'blok' is interpreted by no loaded plugin; did you mean `block`? "
-        "(loaded rule kinds: allow, block, limit, mask)",
+        "(loaded rule kinds: allow, approve, block, limit, mask)",
     ]
 
 

@@ -142,7 +142,7 @@ def _days(weekdays: tuple[int, ...]) -> str:
 class BusinessHours:
     def __init__(self, clock=None) -> None:
         self.options = Options()
-        self._clock = clock or (lambda: datetime.datetime.now(datetime.timezone.utc))
+        self._clock = clock or (lambda: datetime.datetime.now(datetime.UTC))
 
     @hookimpl
     def pgwarden_options(self):

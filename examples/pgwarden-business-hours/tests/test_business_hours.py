@@ -7,8 +7,8 @@ import pytest
 
 from pgwarden_business_hours import BusinessHours, Options
 
-SATURDAY_NOON = datetime.datetime(2026, 11, 28, 12, tzinfo=datetime.timezone.utc)
-MONDAY_TEN = datetime.datetime(2026, 11, 30, 10, tzinfo=datetime.timezone.utc)
+SATURDAY_NOON = datetime.datetime(2026, 11, 28, 12, tzinfo=datetime.UTC)
+MONDAY_TEN = datetime.datetime(2026, 11, 30, 10, tzinfo=datetime.UTC)
 
 
 def running_at(make_pgwarden, moment):

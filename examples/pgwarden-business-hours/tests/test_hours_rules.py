@@ -12,7 +12,7 @@ import pytest
 
 from pgwarden_business_hours import HOURS, BusinessHours, HoursRule
 
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 MONDAY_EVENING_PARIS = datetime.datetime(2026, 11, 30, 19, 30, tzinfo=UTC)  # 20:30 in Paris
 MONDAY_MORNING_PARIS = datetime.datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # 10:00 in Paris
 

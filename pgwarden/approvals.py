@@ -1,0 +1,311 @@
+"""A statement whose verdict is ``approve``: the request, the wait for its answer, and what the client sees.
+
+The core owns everything about an approval that must hold whatever store a plugin brings
+(docs/approvals.md, docs/plugins.md): the request's id and expiry, the record of every state
+change, the time limit (``approvals.timeout_s``: a store that never answers cannot hold a
+statement longer), the end of the wait when the statement is cancelled or its session ends
+(the plugin's Deferred is cancelled and the request ends ``withdrawn``: never ``approved`` for a
+statement that did not run), and the errors and notices of each mode:
+
+* ``hold``: the client gets a NoticeResponse at once naming the request; approval runs the
+  statement, denial or expiry raises 42501 in its place (`pgwarden.relay.refusal`: the server
+  raises it, so transactions and pipelines behave as for any error).
+* ``retry``: the store answers at once. ``required``: 42501 ``pgwarden: approval required:
+  request <id>`` with a HINT to have it approved and send the same statement again;
+  ``approved``: an earlier approval's grant covers this statement, which runs.
+
+Extended-protocol statements are approved at their Bind, with the parameters that will run
+(the Parse is `BIND_DECIDES`): each execution of a prepared statement is its own request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import struct
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import TimeoutError as DeferredTimeout
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from pgwarden.hookspecs import PgwardenDeprecationWarning
+from pgwarden.policy.kinds import APPROVE
+from pgwarden.recorder import RecordingFailed
+from pgwarden.relay.execution import _bind_parameters
+from pgwarden.verdict import ApprovalAnswer, ApprovalRequest, Refusal, Verdict
+
+if TYPE_CHECKING:
+    from pgwarden.config import Approvals
+    from pgwarden.metrics import Stats
+    from pgwarden.plugins import PluginHost
+    from pgwarden.policy.model import ApproveMatch, Policy
+    from pgwarden.proxy.client import ClientConnection
+    from pgwarden.recorder import Recorder
+    from pgwarden.relay.engine import StatementRequest
+
+log = Logger(namespace="pgwarden.approvals")
+
+#: Parameter values longer than this are cut in the request (as in records); the whole value
+#: still decides which statement an approval covers (`exact`).
+SHOWN_PARAMETER_BYTES = 2048
+
+_RECORDING_FAILED = Refusal(
+    "58030",
+    "pgwarden: statement refused: records cannot be written",
+    "pgwarden records every statement before it runs; a record sink is failing.",
+    "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
+)
+
+
+def new_request_id() -> str:
+    """Short enough to read out and type, long enough never to be guessed or to collide."""
+    return secrets.token_hex(5)
+
+
+def approve_rule(policies: tuple[Policy, ...], verdict: Verdict) -> ApproveMatch | None:
+    """The approve rule the verdict names (policy and rule, as the approve plugin names them)."""
+    for policy in policies:
+        if policy.name != verdict.policy:
+            continue
+        for i, rule in enumerate(policy.rules):
+            spec = APPROVE.of(rule)
+            if spec is not None and (rule.name or f"rules[{i}]") == verdict.rule:
+                return spec
+    return None
+
+
+def parameters_of(bind: bytes | None) -> tuple[tuple[str | None, ...] | None, bytes]:
+    """The parameters as records show them, and the bytes that identify their values exactly."""
+    if bind is None:
+        return None, b""
+    try:
+        shown = tuple(_bind_parameters(bind, SHOWN_PARAMETER_BYTES))
+    except (ValueError, struct.error, IndexError):
+        shown = ("<malformed Bind>",)
+    start = bind.index(b"\0", bind.index(b"\0", 5) + 1) + 1  # after the portal and statement names
+    return shown, bind[start:]
+
+
+def exact_key(sql: str, values: bytes) -> str:
+    """What identifies one exact statement for a retry grant: its text and its parameter values."""
+    h = hashlib.sha256(sql.encode("utf-8", "surrogatepass"))
+    h.update(b"\0")
+    h.update(values)
+    return h.hexdigest()
+
+
+def as_answer(answer: object) -> ApprovalAnswer:
+    """A store's answer as an `ApprovalAnswer`; a `Verdict` (plugin contract 1.0) still works."""
+    if isinstance(answer, ApprovalAnswer):
+        return answer
+    if isinstance(answer, Verdict):
+        warnings.warn("pgwarden_await_approval answering a Verdict is deprecated: answer an ApprovalAnswer",
+                      PgwardenDeprecationWarning, stacklevel=2)
+        if answer.action == "allow":
+            return ApprovalAnswer.approved(answer.approver, answer.reason)
+        return ApprovalAnswer.denied(answer.reason, answer.approver)
+    return ApprovalAnswer.denied(f"the approval store answered {type(answer).__name__}, not an ApprovalAnswer")
+
+
+class Wait:
+    """One statement waiting for its approval: what ends it early (`withdraw`)."""
+
+    def __init__(self, request: ApprovalRequest, waiting: Deferred[object]) -> None:
+        self.request = request
+        self.waiting = waiting
+        #: why the statement stopped waiting (set by `withdraw`)
+        self.withdrawn: str | None = None
+
+    def withdraw(self, why: str) -> None:
+        """The statement is cancelled or its session ended: the store's Deferred is cancelled."""
+        if self.withdrawn is None and not self.waiting.called:
+            self.withdrawn = why
+            self.waiting.cancel()
+
+
+class ApprovalWaits:
+    """Starts approval waits for `pgwarden.decisions.Decisions` and turns their answers into outcomes."""
+
+    def __init__(self, plugins: PluginHost, recorder: Recorder, stats: Stats, reactor: object,
+                 approvals: Callable[[], Approvals]) -> None:
+        self.plugins = plugins
+        self.recorder = recorder
+        self.stats = stats
+        self.reactor = reactor
+        #: the running ``approvals:`` section (a reload may change it)
+        self.approvals = approvals
+
+    def begin(self, conn: ClientConnection, request: StatementRequest, statement, verdict: Verdict,
+              runs: object, recorded: Callable[..., object], ran: Callable[[], None]) -> object:
+        """The outcome of a statement that needs approval: a Refusal now, or a Deferred of its outcome."""
+        cfg = self.approvals()
+        now = self.reactor.seconds()  # type: ignore[attr-defined]
+        spec = approve_rule(conn.session.policies, verdict)
+        mode = (spec.mode if spec is not None else None) or cfg.mode
+        shown, values = parameters_of(request.bind)
+        approval = ApprovalRequest(
+            statement, verdict, conn.session, id=new_request_id(), parameters=shown, created=now,
+            expires=now + cfg.timeout_s, mode=mode, exact=exact_key(request.sql, values),
+            approvers=spec.approvers if spec is not None else 1, session_id=conn.log.id,
+        )
+        try:
+            waiting = self.plugins.approval(approval, conn.session)
+        except Exception:  # noqa: BLE001 - a store that raises holds nothing: refused
+            log.failure("the approval store failed")
+            return recorded(conn, request, statement, Verdict.block("the approval store failed"),
+                            _store_failed(approval.id))
+        if waiting is None:
+            return recorded(conn, request, statement, verdict, Refusal(
+                "42501",
+                f"pgwarden: approval required: {verdict.reason or 'this statement needs a human'}",
+                "No approval store is configured, so it cannot be approved here.",
+                None,
+            ))
+        from pgwarden.relay.engine import PENDING
+
+        held = recorded(conn, request, statement, verdict, PENDING)
+        if held is not PENDING or not self._record(conn, approval, "requested", request, reason=verdict.reason):
+            waiting.cancel()
+            waiting.addErrback(lambda _f: None)
+            return held if held is not PENDING else _RECORDING_FAILED
+        self.stats.approval("requested")
+        self.stats.approvals_pending += 1
+        wait = Wait(approval, waiting)
+        conn.approval_wait = wait
+        waiting.addTimeout(cfg.timeout_s, self.reactor)  # type: ignore[arg-type]
+        if mode == "hold" and not waiting.called:
+            self._notify(approval)
+            relay = conn.relay
+            if relay is not None:
+                relay.notice(*self._held_notice(approval, cfg))
+                conn.flush_soon()
+
+        def answered(answer: object) -> object:
+            self._done(conn, wait)
+            answer = as_answer(answer)
+            if answer.state == "approved":
+                if not self._record(conn, approval, "approved", request, approver=answer.approver,
+                                    reason=_with_grant(answer), waits=True):
+                    return _RECORDING_FAILED
+                self.stats.approval("approved", self.reactor.seconds() - approval.created)  # type: ignore[attr-defined]
+                ran()
+                return runs
+            conn.log.refused += 1
+            if answer.state == "required":
+                # Retry mode: the request stays pending for the approvers; this statement ends here.
+                self._notify(approval)
+                return self._required(approval, verdict, cfg)
+            state = "denied" if answer.state == "denied" else "expired"
+            if not self._record(conn, approval, state, request, approver=answer.approver, reason=answer.reason):
+                return _RECORDING_FAILED
+            if state == "denied":
+                self.stats.approval("denied", self.reactor.seconds() - approval.created)  # type: ignore[attr-defined]
+                return _denied(approval, answer)
+            self.stats.approval("expired")
+            return _expired(approval, cfg)
+
+        def failed(failure: Failure) -> object:
+            self._done(conn, wait)
+            conn.log.refused += 1
+            if wait.withdrawn is not None:
+                state, reason = "withdrawn", wait.withdrawn
+                refusal = Refusal("57014", "canceling statement due to user request")
+            elif failure.check(DeferredTimeout, TimeoutError, CancelledError) is not None:
+                state, reason = "expired", f"no decision within {cfg.timeout_s:g}s"
+                refusal = _expired(approval, cfg)
+            else:
+                log.failure("the approval store failed", failure)
+                state, reason = "withdrawn", f"the approval store failed: {failure.getErrorMessage()}"
+                refusal = _store_failed(approval.id)
+            self.stats.approval(state)
+            if not self._record(conn, approval, state, request, reason=reason):
+                return _RECORDING_FAILED
+            return refusal
+
+        return waiting.addCallbacks(answered, failed)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _done(self, conn: ClientConnection, wait: Wait) -> None:
+        self.stats.approvals_pending -= 1
+        if conn.approval_wait is wait:
+            conn.approval_wait = None
+
+    def _record(self, conn: ClientConnection, approval: ApprovalRequest, state: str, request: StatementRequest,
+                **fields: object) -> bool:
+        if not self.recorder.active:
+            return True
+        try:
+            self.recorder.approval(conn, approval.id, state, request, **fields)  # type: ignore[arg-type]
+        except RecordingFailed:
+            return False
+        return True
+
+    def _notify(self, approval: ApprovalRequest) -> None:
+        def failed(_plugin: str) -> None:
+            self.stats.notifier_failures += 1
+
+        self.plugins.notify("pgwarden_approval_requested", on_failure=failed, request=approval)
+
+    @staticmethod
+    def _held_notice(approval: ApprovalRequest, cfg: Approvals) -> tuple[str, str | None, str]:
+        verdict = approval.verdict
+        return (
+            f"pgwarden: waiting for approval: request {approval.id}",
+            _why(verdict),
+            (f"An approver decides it with `pgwarden approvals approve {approval.id}` (or deny){_inbox(cfg)}; "
+             f"the statement runs once approved, or fails if denied or not decided within {cfg.timeout_s:g}s."),
+        )
+
+    @staticmethod
+    def _required(approval: ApprovalRequest, verdict: Verdict, cfg: Approvals) -> Refusal:
+        return Refusal(
+            "42501",
+            f"pgwarden: approval required: request {approval.id}",
+            _why(verdict),
+            f"Ask an approver to approve request {approval.id} (`pgwarden approvals approve {approval.id}`"
+            f"{_inbox(cfg)}), then send the same statement again: once approved it runs. The request "
+            f"expires in {cfg.timeout_s:g}s.",
+        )
+
+
+def _why(verdict: Verdict) -> str | None:
+    where = [f"policy {verdict.policy!r}"] if verdict.policy else []
+    if verdict.rule:
+        where.append(f"rule {verdict.rule!r}")
+    why = verdict.reason or "this statement needs a human's approval"
+    return f"{why} ({', '.join(where)})." if where else f"{why}."
+
+
+def _inbox(cfg: Approvals) -> str:
+    return f", or the inbox at {cfg.inbox_url}" if cfg.inbox_url else ""
+
+
+def _with_grant(answer: ApprovalAnswer) -> str | None:
+    if answer.request is None:
+        return answer.reason
+    grant = f"covered by the approval of request {answer.request}"
+    return f"{grant}: {answer.reason}" if answer.reason else grant
+
+
+def _denied(approval: ApprovalRequest, answer: ApprovalAnswer) -> Refusal:
+    by = f" by {answer.approver}" if answer.approver else ""
+    return Refusal("42501", f"pgwarden: approval denied: {answer.reason or 'no reason given'}",
+                   f"Request {approval.id} was denied{by}.",
+                   "Do not send this statement again as it is; ask the approver what would be acceptable.")
+
+
+def _expired(approval: ApprovalRequest, cfg: Approvals) -> Refusal:
+    return Refusal("42501", "pgwarden: approval expired",
+                   f"Request {approval.id} was not decided within {cfg.timeout_s:g}s.",
+                   "Ask an approver to be ready, then send the statement again (a new request).")
+
+
+def _store_failed(request_id: str) -> Refusal:
+    return Refusal("42501", "pgwarden: approval failed: the approval store did not answer",
+                   f"Request {request_id} could not be kept or decided; nothing ran.",
+                   "This is not caused by the statement: retry later, or ask an operator (see /readyz).")

@@ -1,0 +1,335 @@
+"""Built-in plugin ``approve``: interprets ``approve`` rules and keeps their requests until people decide.
+
+What it does, and what the core does (`pgwarden.approvals`): this plugin says which
+statements need approval (``pgwarden_check``: `Verdict.approve`), keeps each request in an
+`ApprovalStore` with its impact preview (`preview`) and answers the core's
+``pgwarden_await_approval`` — in hold mode when the request is decided, in retry mode at once
+(an earlier approval's grant covers the statement, or the request now waits). It serves the
+approvals API (`api`) on the admin port and says on /readyz when its store is down. The core
+owns the request id, the time limit, cancellation, the records and the client's errors.
+
+Stores: ``memory`` here, ``postgres`` in `postgres_store` (a fleet's shared queue); others
+register a factory in `STORES` (``approvals.store``).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+
+from twisted.internet.defer import CancelledError as _Cancelled
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+
+from pgwarden.api import (
+    APPROVALS,
+    APPROVE,
+    AUTH_JWT,
+    UPSTREAM,
+    ApprovalRequest,
+    Approvals,
+    ConfigProblem,
+    Policy,
+    Reactor,
+    Sections,
+    Session,
+    Statement,
+    Verdict,
+    hookimpl,
+)
+from pgwarden.identity import Identity, TokenVerifier
+from pgwarden.verdict import ApprovalAnswer
+from pgwarden_plugins.approve.api import ApiContext, ApprovalsRoot
+from pgwarden_plugins.approve.memory import MemoryStore
+from pgwarden_plugins.approve.notify import Notifiers
+from pgwarden_plugins.approve.store import ApprovalRules, ApprovalStore, Preview, StoredRequest
+from pgwarden_plugins.block import _with_executed, matches
+
+log = Logger(namespace="pgwarden.approvals")
+
+#: requests whose stored form waits for their notification, at most (the oldest are forgotten)
+KEEP_FOR_NOTIFYING = 1000
+
+#: ``approvals.store`` -> a factory of the store: (approvals, sections, reactor) -> ApprovalStore.
+#: A store that keeps connections implements ``close()``.
+StoreFactory = Callable[[Approvals, Sections, Reactor], ApprovalStore]
+def _postgres_store(approvals: Approvals, _sections: Sections, reactor: Reactor) -> ApprovalStore:
+    from pgwarden_plugins.approve.postgres_store import PostgresStore
+
+    assert approvals.postgres is not None  # required with store: postgres, by the config's validation
+    return PostgresStore.opened(approvals.postgres, reactor)
+
+
+STORES: dict[str, StoreFactory] = {"memory": lambda _a, _s, _r: MemoryStore(), "postgres": _postgres_store}
+
+
+def rules_of(approvals: Approvals) -> ApprovalRules:
+    return ApprovalRules(tuple(approvals.approver_groups), reason_on_deny=True,
+                         reason_on_approve=approvals.reason_on_approve,
+                         max_grant_minutes=approvals.max_grant_minutes)
+
+
+def stored_request(request: ApprovalRequest, preview: Preview | None) -> StoredRequest:
+    """The store's form of the core's request."""
+    statement, verdict, session = request.statement, request.verdict, request.session
+    identity = session.identity
+    return StoredRequest(
+        id=request.id, subject=identity.subject, groups=tuple(sorted(identity.groups)),
+        session=request.session_id, sql=statement.sql, fingerprint=statement.fingerprint,
+        params_hash=request.exact, created=request.created, expires=request.expires,
+        parameters=request.parameters, kinds=tuple(sorted(statement.kinds)),
+        tables=tuple(sorted(statement.tables)), policy=verdict.policy, rule=verdict.rule,
+        reason=verdict.reason, mode="retry" if request.mode == "retry" else "hold",
+        approvals_needed=request.approvers, preview=preview,
+    )
+
+
+def answer_of(stored: StoredRequest) -> ApprovalAnswer:
+    """What the core is told once a request has ended."""
+    approvers = ", ".join(stored.approvers) or None
+    if stored.state == "approved":
+        reasons = "; ".join(d.reason for d in stored.decisions if d.approved and d.reason) or None
+        return ApprovalAnswer.approved(approvers, reasons)
+    if stored.state == "denied":
+        denier = next((d.approver for d in stored.decisions if not d.approved), None)
+        return ApprovalAnswer.denied(stored.closed_reason, denier)
+    return ApprovalAnswer.expired(stored.closed_reason)
+
+
+class Approving:
+    """The ``approve`` plugin: one store, one previewer, one API for this pgwarden."""
+
+    #: its check only reads approve rules: not called for sessions without any (no cost to them)
+    pgwarden_checks_only_its_rules = True
+
+    def __init__(self) -> None:
+        self.store: ApprovalStore | None = None
+        self._store_kind: str | None = None
+        self.approvals = Approvals()
+        self.reactor: Reactor | None = None
+        self.previewer: object | None = None
+        self._verifier: TokenVerifier | None = None
+        self._having: dict[int, tuple[tuple[Policy, ...], bool]] = {}
+        self._verdicts: dict[tuple[int, int], tuple[object, tuple[Policy, ...], Verdict | None]] = {}
+        self._root: ApprovalsRoot | None = None
+        self.notifiers: Notifiers | None = None
+        #: each request's stored form (with its preview) once kept, for its notification
+        self._kept: OrderedDict[str, Deferred[StoredRequest | None]] = OrderedDict()
+
+    # ------------------------------------------------------------------ declarations
+
+    @hookimpl
+    def pgwarden_rule_kinds(self):
+        return [APPROVE]
+
+    @hookimpl
+    def pgwarden_config_sections(self):
+        return [APPROVALS, AUTH_JWT, UPSTREAM]
+
+    @hookimpl
+    def pgwarden_validate(self, sections: Sections) -> Sequence[ConfigProblem] | None:
+        approvals = sections[APPROVALS]
+        if approvals is not None and approvals.store == "postgres" and approvals.postgres is not None:
+            from pgwarden_plugins.approve.pg_link import config_problems
+
+            return config_problems(approvals.postgres)
+        return None
+
+    @hookimpl
+    def pgwarden_configure(self, sections: Sections, reactor: Reactor) -> None:
+        approvals = sections[APPROVALS] or Approvals()
+        kind = approvals.store  # a reload keeps the store, and the requests pending in it
+        if self.store is None or kind != self._store_kind:
+            factory = STORES.get(approvals.store)
+            if factory is None:
+                from pgwarden.api import ConfigProblem
+
+                raise ConfigProblem(("approvals", "store"), f"no approval store {approvals.store!r} is loaded "
+                                                            f"(known: {', '.join(sorted(STORES))})")
+            self._close_store()
+            self.store, self._store_kind = factory(approvals, sections, reactor), kind
+        self.approvals, self.reactor = approvals, reactor
+        if self.notifiers is not None:
+            self.notifiers.stop()
+        self.notifiers = Notifiers(reactor, approvals.notify, approvals.inbox_url) if approvals.notify else None
+        jwt = sections[AUTH_JWT]
+        try:
+            self._verifier = TokenVerifier(jwt, reactor) if jwt is not None else None
+        except (OSError, ValueError) as e:
+            log.error("approver tokens cannot be verified: {err}", err=e)
+            self._verifier = None
+        upstream = sections[UPSTREAM]
+        self.previewer = None
+        if approvals.preview and upstream is not None and hasattr(reactor, "getThreadPool"):
+            from pgwarden_plugins.approve.preview import Previewer
+
+            self.previewer = Previewer(upstream, reactor, approvals.preview_timeout_s)
+
+    @hookimpl
+    def pgwarden_stop(self) -> None:
+        self._close_store()
+        if self.notifiers is not None:
+            self.notifiers.stop()
+
+    def _close_store(self) -> None:
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()
+        if self.previewer is not None:
+            self.previewer.close()  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ decisions
+
+    @hookimpl
+    def pgwarden_check(self, statement: Statement, session: Session) -> Verdict | None:
+        policies = session.policies
+        known = self._having.get(id(policies))
+        if known is None or known[0] is not policies:
+            having = any(APPROVE.of(rule) is not None for p in policies for rule in p.rules)
+            if len(self._having) > 1000:
+                self._having.clear()
+            self._having[id(policies)] = known = (policies, having)
+        if not known[1]:
+            return None
+        analysis = statement.analysis
+        if analysis.prepares or analysis.executes or analysis.deallocates:
+            return self._judge(_with_executed(statement, session), policies)
+        key = (id(analysis), id(policies))
+        cached = self._verdicts.get(key)
+        if cached is not None and cached[0] is analysis and cached[1] is policies:
+            return cached[2]
+        verdict = self._judge(statement, policies)
+        if len(self._verdicts) > 10_000:
+            self._verdicts.clear()
+        self._verdicts[key] = (analysis, policies, verdict)
+        return verdict
+
+    @staticmethod
+    def _judge(statement: object, policies: tuple[Policy, ...]) -> Verdict | None:
+        for policy in policies:
+            for i, rule in enumerate(policy.rules):
+                spec = APPROVE.of(rule)
+                if spec is None:
+                    continue
+                hit = matches(spec, statement)
+                if hit:
+                    reason = rule.reason or f"{', '.join(h.upper() if h.isalpha() else h for h in hit)} needs approval"
+                    return Verdict.approve(reason, policy=policy.name, rule=rule.name or f"rules[{i}]")
+        return None
+
+    @hookimpl
+    def pgwarden_await_approval(self, request: ApprovalRequest, session: Session) -> Deferred[ApprovalAnswer] | None:
+        store = self.store
+        if store is None:
+            return None
+        if request.mode == "retry":
+            return self._retry(store, request)
+        return self._hold(store, request)
+
+    def _retry(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:
+        identity = request.session.identity
+        statement = request.statement
+
+        def granted(stored: StoredRequest | None) -> Deferred[ApprovalAnswer] | ApprovalAnswer:
+            if stored is not None:
+                answer = answer_of(stored)
+                return ApprovalAnswer.approved(answer.approver, answer.reason, request=stored.id)
+            return self._submit(store, request).addCallback(lambda _: ApprovalAnswer.required())
+
+        return store.take_grant(identity.subject, statement.fingerprint, request.exact,
+                                request.created).addCallback(granted)
+
+    def _hold(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:
+        """Fires when the request ends; cancelled by the core (a cancel, the session's end, the time
+        limit), it ends the request in the store: expired at its expiry, else withdrawn."""
+        inner: list[Deferred] = []  # what the request waits on now: submitting, then watching
+
+        def cancelled(_d: Deferred[ApprovalAnswer]) -> None:
+            for d in inner:
+                d.cancel()
+            now = self.reactor.seconds() if self.reactor is not None else 0.0
+            end = store.expire(request.id) if now >= request.expires else \
+                store.withdraw(request.id, "the statement no longer waits (cancelled, or its session ended)")
+            end.addErrback(lambda f: log.failure("could not end approval request {id}", f, id=request.id))
+
+        outer: Deferred[ApprovalAnswer] = Deferred(cancelled)
+
+        def failed(f: Failure) -> None:
+            if not f.check(_Cancelled) and not outer.called:
+                outer.errback(f)
+
+        def answered(stored: StoredRequest) -> None:
+            if not outer.called:
+                outer.callback(answer_of(stored))
+
+        def watch(_: object) -> None:
+            watching = store.watch(request.id)
+            inner[:] = [watching]
+            watching.addCallbacks(answered, failed)
+
+        submitted = self._submit(store, request)
+        inner[:] = [submitted]
+        submitted.addCallbacks(watch, failed)
+        return outer
+
+    def _submit(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[None]:
+        kept: Deferred[StoredRequest | None] = Deferred()
+        self._kept[request.id] = kept
+        while len(self._kept) > KEEP_FOR_NOTIFYING:  # requests nobody announced (their wait ended at once)
+            self._kept.popitem(last=False)
+
+        def submit(preview: Preview | None) -> Deferred[None]:
+            stored = stored_request(request, preview)
+            return store.submit(stored).addCallback(lambda _: kept.callback(stored))
+
+        def not_kept(failure: Failure) -> Failure:
+            if not kept.called:
+                kept.callback(None)  # nothing kept, nothing to announce
+            return failure
+
+        return self._preview(request).addCallback(submit).addErrback(not_kept)
+
+    def _preview(self, request: ApprovalRequest) -> Deferred[Preview | None]:
+        if self.previewer is None:
+            return succeed(None)
+        return self.previewer.preview(request.statement.sql, request.parameters)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ notifications
+
+    @hookimpl
+    def pgwarden_approval_requested(self, request: ApprovalRequest) -> Deferred[None] | None:
+        """Sends the request as kept (its preview included) to ``approvals.notify``. Nothing
+        waits for it; a failure reaches the plugin host, which logs and counts it."""
+        notifiers, kept = self.notifiers, self._kept.pop(request.id, None)
+        if notifiers is None or kept is None:
+            return None
+        return kept.addCallback(lambda stored: None if stored is None else notifiers.send(stored))
+
+    # ------------------------------------------------------------------ the admin port
+
+    @hookimpl
+    def pgwarden_admin_resources(self) -> Mapping[str, Resource] | None:
+        if self._root is None:
+            self._root = ApprovalsRoot(ApiContext(
+                store=lambda: self.store, rules=lambda: rules_of(self.approvals), verify=self._verify,
+                seconds=lambda: self.reactor.seconds() if self.reactor is not None else 0.0,
+            ))
+        return {"approvals": self._root}
+
+    @hookimpl
+    def pgwarden_readiness(self) -> Sequence[str] | None:
+        if self.store is None:
+            return None
+        problem = self.store.health()
+        return [f"approval store ({self.approvals.store}): {problem}; new approval requests are refused"] \
+            if problem else None
+
+    def _verify(self, token: str) -> Identity | Deferred[Identity]:
+        from pgwarden.identity import AuthenticationFailed
+
+        if self._verifier is None:
+            raise AuthenticationFailed("approver tokens cannot be verified: auth.jwt has no usable keys")
+        return self._verifier.verify(token)
+

@@ -64,6 +64,9 @@ class Stats:
         self.decision_buckets = [0] * (len(DECISION_BUCKETS) + 1)
         self.decision_sum = 0.0
         self.notifier_failures = 0
+        self.masked_values: dict[tuple[str, str, str], int] = {}  # (source, rule, strategy) -> values
+        self.detections: dict[tuple[str, str], int] = {}  # (detector, column) -> hits
+        self.results_refused: dict[str, int] = {}  # plugin -> results refused because it failed
 
     def approval(self, state: str, waited_s: float | None = None) -> None:
         """An approval request changed state; ``waited_s``: since it was requested (a decision)."""
@@ -71,9 +74,6 @@ class Stats:
         if waited_s is not None:
             self.decision_buckets[bisect.bisect_left(DECISION_BUCKETS, waited_s)] += 1
             self.decision_sum += waited_s
-        self.masked_values: dict[tuple[str, str, str], int] = {}  # (source, rule, strategy) -> values
-        self.detections: dict[tuple[str, str], int] = {}  # (detector, column) -> hits
-        self.results_refused: dict[str, int] = {}  # plugin -> results refused because it failed
 
     def statement(self, action: str, kinds) -> None:
         """Counts the statement once under each of its kinds.

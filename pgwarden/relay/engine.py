@@ -45,7 +45,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import attrs
 
@@ -104,7 +104,7 @@ _F_FUNCTION_CALL, _F_TERMINATE, _F_PASSWORD = ord("F"), ord("X"), ord("p")
 # What the server framer may hand on in fragments: rows and COPY data, unless their
 # messages must be read whole (a transform, or a row cap counting them).
 _STREAMED: Final = frozenset({_B_DATA_ROW, _B_COPY_DATA})
-_WHOLE: Final = frozenset()
+_WHOLE: Final[frozenset[int]] = frozenset()
 
 _FLUSH: Final = m.Flush().encode()
 # Command tags (their first ten bytes) after which SQL has removed prepared statements.
@@ -134,7 +134,8 @@ class _Described:
     be wasted work on the hottest path.
     """
 
-    __slots__ = ()
+    # Subclasses are attrs classes that declare these two as fields: attrs reuses the slots.
+    __slots__ = ("description", "_decoded")
     description: bytes | None
     _decoded: m.RowDescription | None
 
@@ -187,9 +188,8 @@ class Portal(_Described):
     def result_shape(self) -> m.RowDescription | None:
         if self.description is not None:
             return self.shape
-        if self.statement.description is not None:
-            return self.statement.shape.with_formats(self.result_formats)
-        return None
+        shape = self.statement.shape
+        return shape.with_formats(self.result_formats) if shape is not None else None
 
     @property
     def result_formats(self) -> tuple[int, ...]:
@@ -290,7 +290,8 @@ class _Count:
     __slots__ = ("decision", "portal", "translated", "before", "known", "ex", "held", "held_bytes",
                  "overflow", "capture")
 
-    def __init__(self, decision: CountRows, portal: Portal | None, translated: bool, ex=None) -> None:
+    def __init__(self, decision: CountRows, portal: Portal | None, translated: bool,
+                 ex: Execution | None = None) -> None:
         self.decision = decision
         self.portal = portal
         self.translated = translated  # a simple Query run through the extended protocol
@@ -481,7 +482,8 @@ class Relay:
         if self.closing:
             return
         try:
-            frames = self._client.take(data)
+            # Whole messages only: the client framer has no streamed types, so no Fragment.
+            frames = cast("list[bytes]", self._client.take(data))
         except ProtocolError as e:
             self.fail(str(e))
             return
@@ -496,6 +498,7 @@ class Relay:
         if request is not self._waiting or self.closing:
             return
         raw = self._waiting_raw
+        assert raw is not None  # set with _waiting
         self._waiting = self._waiting_raw = None
         self._arrived = self._waiting_arrived
         self._apply(raw, request, decision)
@@ -535,7 +538,7 @@ class Relay:
 
     # ------------------------------------------------------------------ client side
 
-    def _process_client(self, frames) -> None:
+    def _process_client(self, frames: list[bytes]) -> None:
         i = 0
         n = len(frames)
         while i < n:
@@ -554,6 +557,7 @@ class Relay:
                 if t != _F_SYNC:
                     continue
                 self._skip_to_sync = False
+            request: StatementRequest | None
             try:
                 if t == _F_QUERY or t == _F_PARSE or t == _F_FUNCTION_CALL:
                     request = self._request(raw)
@@ -608,14 +612,14 @@ class Relay:
                 if self._utf8:
                     sql = body.decode("utf-8")
                     what = "statement name"
-                    name = name.decode("utf-8")
+                    statement_name = name.decode("utf-8")
                 else:
                     sql = self._encoding.decode(body)
                     what = "statement name"
-                    name = self._encoding.decode(name)
+                    statement_name = self._encoding.decode(name)
             except ValueError as e:
                 return self._unreadable("extended", body, name, e, what)
-            return StatementRequest("extended", sql, name, self._seq, self._lexer, self._encoding.name)
+            return StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding.name)
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
 
@@ -647,8 +651,9 @@ class Relay:
                     what: str = "statement") -> StatementRequest:
         """A statement whose bytes are not text pgwarden reads as the server would: refused."""
         encoding = self._encoding
-        if isinstance(error, UnicodeDecodeError):
-            error = UnreadableText(encoding.name, error.start, f"is not valid {encoding.name} text")
+        if not isinstance(error, UnreadableText):  # (a UnicodeDecodeError of the utf-8 fast path)
+            error = UnreadableText(encoding.name, error.start if isinstance(error, UnicodeDecodeError) else 0,
+                                   f"is not valid {encoding.name} text")
         refusal = Refusal(
             "42501",
             f"pgwarden: blocked: the {what} {error.why}",
@@ -698,7 +703,9 @@ class Relay:
             decision = None
         if decision is not ALLOW and decision is not BIND_DECIDES and not isinstance(decision, (Refusal, CountRows)):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
-        runs = decision is ALLOW or decision is BIND_DECIDES or isinstance(decision, CountRows)
+        # Anything else runs: ALLOW, BIND_DECIDES (a Parse) or CountRows.
+        refusal = decision if isinstance(decision, Refusal) else None
+        runs = refusal is None
         ex = None
         if self._on_complete is not None:
             now = self._clock()
@@ -713,40 +720,40 @@ class Relay:
                 st.portals.pop("", None)
             if runs and request.may_change_settings:
                 self._report_due = self._generation
-            if decision is ALLOW or (runs and self._server_discarding):
+            if refusal is not None:
+                self._up.append(own.raising_query(refusal))
+                self._expect.append(Expectation(_E_QUERY, None, True, ex))
+            elif isinstance(decision, CountRows) and not self._server_discarding:
+                self._count_query(raw, decision, ex, request.sql)
+            else:  # ALLOW (a counted one too while the server discards: it will not run)
                 self._up.append(raw)
                 self._expect.append(Expectation(_E_QUERY, request.sql, False, ex))
-            elif runs:
-                self._count_query(raw, decision, ex, request.sql)
-            else:
-                self._up.append(own.raising_query(decision))
-                self._expect.append(Expectation(_E_QUERY, None, True, ex))
         elif t == _F_FUNCTION_CALL:
             # A call by function OID escapes every statement rule: always refused.
             self._generation += 1
-            if runs:
-                decision = Refusal(
+            if refusal is None:
+                refusal = Refusal(
                     "42501",
                     "pgwarden: blocked: the FunctionCall protocol message is not allowed",
                     None,
                     "Call the function from a SQL statement instead, e.g. SELECT f(...).",
                 )
-            self._up.append(own.raising_query(decision))
+            self._up.append(own.raising_query(refusal))
             self._expect.append(Expectation(_E_QUERY, None, True, ex))
         elif t == _F_BIND:
-            if runs:
+            if refusal is None:
                 stmt = self.state.statements.get(request.statement_name or "")
                 if stmt is not None and stmt.sql == request.sql:
                     stmt.generation = self.policy_generation
                     stmt.count = decision if isinstance(decision, CountRows) else None
                 self._bind(raw, decided=True)
             else:
-                self._refuse_here(decision, ex)
+                self._refuse_here(refusal, ex)
         else:  # Parse
             parsed, self._parsed = self._parsed, None
-            if runs:
+            if refusal is None:
                 p = parsed[1] if parsed is not None and parsed[0] is raw else m.Parse.decode(raw[5:])
-                stmt = PreparedStatement(request.statement_name, request.sql, p.param_types,
+                stmt = PreparedStatement(request.statement_name or "", request.sql, p.param_types,
                                          generation=self.policy_generation,
                                          count=decision if isinstance(decision, CountRows) else None)
                 stmt.may_change_settings = request.may_change_settings
@@ -763,7 +770,7 @@ class Relay:
                 if len(self._refused) > 1000:
                     self._refused.clear()
                 self._refused.add(request.statement_name or "")
-                self._up.append(own.raising_extended(decision))
+                self._up.append(own.raising_extended(refusal))
                 self._expect_extended(_EXPECT_OWN_PARSE)
                 self._expect_extended(_EXPECT_OWN_BIND)
                 self._expect_extended(Expectation(_E_OWN_EXECUTE, None, True, ex))
@@ -822,12 +829,12 @@ class Relay:
         self._up.append(_SYNC)
         self._expect.append(Expectation(_E_TSYNC, None, False, count.ex))
 
-    def _counted_execute(self, portal: Portal) -> _Count | None:
+    def _counted_execute(self, portal: Portal, cap: CountRows) -> _Count | None:
         """Before a counted portal's Execute: the before statement, or (a later Execute of the
         same portal) only the marker whose answer starts holding its results."""
         if self._server_discarding:
             return None
-        count = _Count(portal.statement.count, portal, False)
+        count = _Count(cap, portal, False)
         if portal.counting:
             count.before, count.known = portal.count_before, True
             self._up.append(m.Close("S", self._hold_name).encode())
@@ -851,7 +858,7 @@ class Relay:
             portal = st.portals.get(name)
             count = None
             if portal is not None and portal.statement.count is not None:
-                count = self._counted_execute(portal)
+                count = self._counted_execute(portal, portal.statement.count)
             if portal is not None and not portal.described and not portal.statement.described:
                 # The client never asked what this portal returns: ask for it (the name as the
                 # client's bytes: the server reads it in the session's encoding).
@@ -976,18 +983,18 @@ class Relay:
                 if head is not None and (head.kind == _E_BEFORE or head.kind == _E_CHECK):
                     self._count_answer(head, raw)
                     continue
-                result = self._result
+                ending = self._result
                 truncated, sent = False, 0
-                refusal = None
-                if result is not None:
-                    truncated, sent = result.truncated, result.sent
+                refused_rows = None
+                if ending is not None:
+                    truncated, sent = ending.truncated, ending.sent
                     if truncated:
-                        notice, raw = result.truncation_notice(self._row_cap, t, raw)
+                        notice, raw = ending.truncation_notice(self._row_cap, t, raw)
                         self._hold_or_send(notice)
-                    if isinstance(result.transform, Refused):
-                        refusal = result.transform
-                if refusal is not None:
-                    raw = refusal.error
+                    if isinstance(ending.transform, Refused):
+                        refused_rows = ending.transform
+                if refused_rows is not None:
+                    raw = refused_rows.error
                     if head is not None and head.execution is not None:
                         head.execution.error(raw)
                 copying = self._copy_transform
@@ -1088,8 +1095,8 @@ class Relay:
                 self._hold_or_send(self._message(raw))
             else:  # CopyIn, ...
                 self._hold_or_send(raw)
-        result = self._result
-        if result is not None and result.transform is not None:
+        current = self._result
+        if current is not None and current.transform is not None:
             self._server.streamable = _WHOLE
 
     def _forget_prepared(self, head: Expectation | None, raw: bytes) -> None:
@@ -1151,7 +1158,7 @@ class Relay:
         """CommandComplete of pgwarden's before statement (its count) or of its check (passed)."""
         self._expect.popleft()
         self._end_result()
-        count = head.target
+        count: _Count = head.target
         if head.kind == _E_BEFORE:
             self._capturing = False
             self._down = self._out
@@ -1251,6 +1258,7 @@ class Relay:
         """An execution ended: what went to the agent since the previous one is its."""
         ex.finished = self._clock()
         self._meter.finish(ex)
+        assert self._on_complete is not None  # an Execution is made only for a listener
         self._on_complete(ex)
 
     def _start_result(self, raw: bytes | None, portal: Portal | None = None) -> ResultStream:
@@ -1359,8 +1367,10 @@ class Relay:
         statements = self.state.statements
         while expect and expect[0].kind not in _SYNCS:
             e = expect.popleft()
-            if e.kind == _E_PARSE and statements.get(e.target.name) is e.target:
-                del statements[e.target.name]  # failed or skipped: the server does not have it
+            if e.kind == _E_PARSE:
+                skipped: PreparedStatement = e.target
+                if statements.get(skipped.name) is skipped:
+                    del statements[skipped.name]  # failed or skipped: the server does not have it
         waiting = self._count_waiting
         if waiting is not None:
             # The count's before statement failed or was skipped: no check will follow it.

@@ -19,7 +19,8 @@ What it guarantees:
   a client executes a portal it never described, the relay asks the server with
   its own Describe and consumes the answer.
 * **Raw rows.** DataRow and CopyData are relayed as the bytes that arrived,
-  unless a row transform is installed for the current shape.
+  unless a row transform is installed for the current shape or a row cap counts
+  them (see `rows`: what is done to a result's rows, and metered, lives there).
 * **Counted writes.** A statement decided `CountRows` runs between two statements
   of pgwarden's own in its transaction (see `counting`): its results are held
   until the server's count of rows written is checked, then released, or dropped

@@ -19,7 +19,8 @@ What it guarantees:
   a client executes a portal it never described, the relay asks the server with
   its own Describe and consumes the answer.
 * **Raw rows.** DataRow and CopyData are relayed as the bytes that arrived,
-  unless a row transform is installed for the current shape.
+  unless a row transform is installed for the current shape or a row cap counts
+  them (see `rows`: what is done to a result's rows, and metered, lives there).
 * **Counted writes.** A statement decided `CountRows` runs between two statements
   of pgwarden's own in its transaction (see `counting`): its results are held
   until the server's count of rows written is checked, then released, or dropped
@@ -45,7 +46,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import attrs
 
@@ -53,13 +54,14 @@ from pgwarden import lexical
 from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
 from pgwarden.relay.counting import CountRows
-from pgwarden.relay.execution import Execution, RowSampler, tag_rows
+from pgwarden.relay.execution import Execution, tag_rows
+from pgwarden.relay.rows import Refused, ResultMeter, ResultStream, refused
 from pgwarden.sql.encoding import UTF8, ClientEncoding, UnreadableText, client_encoding
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
-from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer, split_run
+from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer
 
 
 class _Marker:
@@ -103,7 +105,7 @@ _F_FUNCTION_CALL, _F_TERMINATE, _F_PASSWORD = ord("F"), ord("X"), ord("p")
 # What the server framer may hand on in fragments: rows and COPY data, unless their
 # messages must be read whole (a transform, or a row cap counting them).
 _STREAMED: Final = frozenset({_B_DATA_ROW, _B_COPY_DATA})
-_WHOLE: Final = frozenset()
+_WHOLE: Final[frozenset[int]] = frozenset()
 
 _FLUSH: Final = m.Flush().encode()
 # Command tags (their first ten bytes) after which SQL has removed prepared statements.
@@ -133,7 +135,8 @@ class _Described:
     be wasted work on the hottest path.
     """
 
-    __slots__ = ()
+    # Subclasses are attrs classes that declare these two as fields: attrs reuses the slots.
+    __slots__ = ("description", "_decoded")
     description: bytes | None
     _decoded: m.RowDescription | None
 
@@ -186,30 +189,12 @@ class Portal(_Described):
     def result_shape(self) -> m.RowDescription | None:
         if self.description is not None:
             return self.shape
-        if self.statement.description is not None:
-            return self.statement.shape.with_formats(self.result_formats)
-        return None
+        shape = self.statement.shape
+        return shape.with_formats(self.result_formats) if shape is not None else None
 
     @property
     def result_formats(self) -> tuple[int, ...]:
         return m.Bind.decode(self.bind[5:]).result_formats
-
-
-class _Result(_Described):
-    """The result in flight: its own RowDescription, or the portal it comes from."""
-
-    __slots__ = ("description", "_decoded", "_portal")
-
-    def __init__(self, raw: bytes | None = None, decoded=None, portal: Portal | None = None) -> None:
-        self.description = raw
-        self._decoded = decoded
-        self._portal = portal
-
-    @property
-    def shape(self) -> m.RowDescription | None:
-        if self._portal is not None:
-            return self._portal.result_shape()
-        return super().shape
 
 
 @attrs.define(eq=False)
@@ -306,7 +291,8 @@ class _Count:
     __slots__ = ("decision", "portal", "translated", "before", "known", "ex", "held", "held_bytes",
                  "overflow", "capture")
 
-    def __init__(self, decision: CountRows, portal: Portal | None, translated: bool, ex=None) -> None:
+    def __init__(self, decision: CountRows, portal: Portal | None, translated: bool,
+                 ex: Execution | None = None) -> None:
         self.decision = decision
         self.portal = portal
         self.translated = translated  # a simple Query run through the extended protocol
@@ -332,30 +318,6 @@ CopyListener = Callable[[m.CopyOutResponse, Origin], Callable[[bytes], bytes] | 
 MessageListener = Callable[[bytes, Origin], bytes]
 
 
-class _Refused:
-    """The result being relayed was refused (a masking plugin failed): its rows are dropped and
-    its completion replaced with this error."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: bytes) -> None:
-        self.error = error
-
-    def __call__(self, run: bytes) -> bytes:
-        return b""
-
-
-def _refused_result(e: Exception) -> _Refused:
-    refusal = getattr(e, "refusal", None)
-    if isinstance(refusal, Refusal):  # the listener says why, as the client is to see it
-        return _Refused(m.ErrorResponse.build("ERROR", refusal.sqlstate, refusal.message, refusal.detail,
-                                              refusal.hint).encode())
-    message = str(e) if isinstance(e, Exception) and str(e).startswith("plugin ") else f"{type(e).__name__}"
-    return _Refused(m.ErrorResponse.build(
-        "ERROR", "XX000", f"pgwarden: result refused: {message}",
-        "pgwarden masks results before they reach the client; masking this one failed, so none of it is sent.",
-        "This is pgwarden's fault, not the statement's: retry later or ask an operator.",
-    ).encode())
 CompletionListener = Callable[[Execution], None]
 
 
@@ -426,17 +388,10 @@ class Relay:
         self._clock = clock
         self._arrived = 0.0
         self._waiting_arrived = 0.0
-        self._acc_rows = 0
-        self._acc_bytes = 0
-        self._acc_truncated = False
+        self._meter = ResultMeter(sample_rows, sample_bytes)
         self._capturing = False  # rows of pgwarden's own before statement are flowing
-        self._sample_rows = sample_rows
-        self._sample_bytes = sample_bytes
-        self._sampler: RowSampler | None = None
         # Asked before each Execute (a statement parsed earlier runs again): a reason ends the session.
         self._execute_gate = execute_gate
-        # The masking plans of the results since the last execution ended (records, metrics).
-        self._masked: tuple[object, ...] = ()
         self.state = state or SessionState()
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
@@ -460,14 +415,9 @@ class Relay:
         self._expect: deque[Expectation] = deque()
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
         self._done_generation = 0
-        # The result whose rows are flowing, and the transform installed for it.
-        self._result = _Result()
-        self._in_result = False
+        # The result whose rows are flowing (its cap and transform: see `results`), if any.
+        self._result: ResultStream | None = None
         self._row_cap: int | None = None
-        self._rows_left: int | None = None
-        self._truncated = False
-        self._sent_in_result = 0
-        self._transform: Callable[[bytes], bytes] | None = None
         # Counted writes (see `counting`): the statement whose results are held, the one whose
         # check waits for its count (client messages queue meanwhile), and pgwarden's own
         # statement names (a per-session suffix no client guesses).
@@ -533,7 +483,8 @@ class Relay:
         if self.closing:
             return
         try:
-            frames = self._client.take(data)
+            # Whole messages only: the client framer has no streamed types, so no Fragment.
+            frames = cast("list[bytes]", self._client.take(data))
         except ProtocolError as e:
             self.fail(str(e))
             return
@@ -548,6 +499,7 @@ class Relay:
         if request is not self._waiting or self.closing:
             return
         raw = self._waiting_raw
+        assert raw is not None  # set with _waiting
         self._waiting = self._waiting_raw = None
         self._arrived = self._waiting_arrived
         self._apply(raw, request, decision)
@@ -587,7 +539,7 @@ class Relay:
 
     # ------------------------------------------------------------------ client side
 
-    def _process_client(self, frames) -> None:
+    def _process_client(self, frames: list[bytes]) -> None:
         i = 0
         n = len(frames)
         while i < n:
@@ -606,6 +558,7 @@ class Relay:
                 if t != _F_SYNC:
                     continue
                 self._skip_to_sync = False
+            request: StatementRequest | None
             try:
                 if t == _F_QUERY or t == _F_PARSE or t == _F_FUNCTION_CALL:
                     request = self._request(raw)
@@ -660,14 +613,14 @@ class Relay:
                 if self._utf8:
                     sql = body.decode("utf-8")
                     what = "statement name"
-                    name = name.decode("utf-8")
+                    statement_name = name.decode("utf-8")
                 else:
                     sql = self._encoding.decode(body)
                     what = "statement name"
-                    name = self._encoding.decode(name)
+                    statement_name = self._encoding.decode(name)
             except ValueError as e:
                 return self._unreadable("extended", body, name, e, what)
-            return StatementRequest("extended", sql, name, self._seq, self._lexer, self._encoding.name)
+            return StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding.name)
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
 
@@ -699,8 +652,9 @@ class Relay:
                     what: str = "statement") -> StatementRequest:
         """A statement whose bytes are not text pgwarden reads as the server would: refused."""
         encoding = self._encoding
-        if isinstance(error, UnicodeDecodeError):
-            error = UnreadableText(encoding.name, error.start, f"is not valid {encoding.name} text")
+        if not isinstance(error, UnreadableText):  # (a UnicodeDecodeError of the utf-8 fast path)
+            error = UnreadableText(encoding.name, error.start if isinstance(error, UnicodeDecodeError) else 0,
+                                   f"is not valid {encoding.name} text")
         refusal = Refusal(
             "42501",
             f"pgwarden: blocked: the {what} {error.why}",
@@ -750,7 +704,9 @@ class Relay:
             decision = None
         if decision is not ALLOW and decision is not BIND_DECIDES and not isinstance(decision, (Refusal, CountRows)):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
-        runs = decision is ALLOW or decision is BIND_DECIDES or isinstance(decision, CountRows)
+        # Anything else runs: ALLOW, BIND_DECIDES (a Parse) or CountRows.
+        refusal = decision if isinstance(decision, Refusal) else None
+        runs = refusal is None
         ex = None
         if self._on_complete is not None:
             now = self._clock()
@@ -765,40 +721,40 @@ class Relay:
                 st.portals.pop("", None)
             if runs and request.may_change_settings:
                 self._report_due = self._generation
-            if decision is ALLOW or (runs and self._server_discarding):
+            if refusal is not None:
+                self._up.append(own.raising_query(refusal))
+                self._expect.append(Expectation(_E_QUERY, None, True, ex))
+            elif isinstance(decision, CountRows) and not self._server_discarding:
+                self._count_query(raw, decision, ex, request.sql)
+            else:  # ALLOW (a counted one too while the server discards: it will not run)
                 self._up.append(raw)
                 self._expect.append(Expectation(_E_QUERY, request.sql, False, ex))
-            elif runs:
-                self._count_query(raw, decision, ex, request.sql)
-            else:
-                self._up.append(own.raising_query(decision))
-                self._expect.append(Expectation(_E_QUERY, None, True, ex))
         elif t == _F_FUNCTION_CALL:
             # A call by function OID escapes every statement rule: always refused.
             self._generation += 1
-            if runs:
-                decision = Refusal(
+            if refusal is None:
+                refusal = Refusal(
                     "42501",
                     "pgwarden: blocked: the FunctionCall protocol message is not allowed",
                     None,
                     "Call the function from a SQL statement instead, e.g. SELECT f(...).",
                 )
-            self._up.append(own.raising_query(decision))
+            self._up.append(own.raising_query(refusal))
             self._expect.append(Expectation(_E_QUERY, None, True, ex))
         elif t == _F_BIND:
-            if runs:
+            if refusal is None:
                 stmt = self.state.statements.get(request.statement_name or "")
                 if stmt is not None and stmt.sql == request.sql:
                     stmt.generation = self.policy_generation
                     stmt.count = decision if isinstance(decision, CountRows) else None
                 self._bind(raw, decided=True)
             else:
-                self._refuse_here(decision, ex)
+                self._refuse_here(refusal, ex)
         else:  # Parse
             parsed, self._parsed = self._parsed, None
-            if runs:
+            if refusal is None:
                 p = parsed[1] if parsed is not None and parsed[0] is raw else m.Parse.decode(raw[5:])
-                stmt = PreparedStatement(request.statement_name, request.sql, p.param_types,
+                stmt = PreparedStatement(request.statement_name or "", request.sql, p.param_types,
                                          generation=self.policy_generation,
                                          count=decision if isinstance(decision, CountRows) else None)
                 stmt.may_change_settings = request.may_change_settings
@@ -815,7 +771,7 @@ class Relay:
                 if len(self._refused) > 1000:
                     self._refused.clear()
                 self._refused.add(request.statement_name or "")
-                self._up.append(own.raising_extended(decision))
+                self._up.append(own.raising_extended(refusal))
                 self._expect_extended(_EXPECT_OWN_PARSE)
                 self._expect_extended(_EXPECT_OWN_BIND)
                 self._expect_extended(Expectation(_E_OWN_EXECUTE, None, True, ex))
@@ -874,12 +830,12 @@ class Relay:
         self._up.append(_SYNC)
         self._expect.append(Expectation(_E_TSYNC, None, False, count.ex))
 
-    def _counted_execute(self, portal: Portal) -> _Count | None:
+    def _counted_execute(self, portal: Portal, cap: CountRows) -> _Count | None:
         """Before a counted portal's Execute: the before statement, or (a later Execute of the
         same portal) only the marker whose answer starts holding its results."""
         if self._server_discarding:
             return None
-        count = _Count(portal.statement.count, portal, False)
+        count = _Count(cap, portal, False)
         if portal.counting:
             count.before, count.known = portal.count_before, True
             self._up.append(m.Close("S", self._hold_name).encode())
@@ -903,7 +859,7 @@ class Relay:
             portal = st.portals.get(name)
             count = None
             if portal is not None and portal.statement.count is not None:
-                count = self._counted_execute(portal)
+                count = self._counted_execute(portal, portal.statement.count)
             if portal is not None and not portal.described and not portal.statement.described:
                 # The client never asked what this portal returns: ask for it (the name as the
                 # client's bytes: the server reads it in the session's encoding).
@@ -995,10 +951,11 @@ class Relay:
                 return
             if type(raw) is Fragment:
                 if raw.first:
-                    if raw.type == _B_DATA_ROW and not self._in_result:
-                        self._begin_rows()
-                    if (self._transform is not None or self._rows_left is not None) if raw.type == _B_DATA_ROW \
-                            else self._copy_transform is not None:
+                    if raw.type == _B_DATA_ROW:
+                        inspected = (self._result or self._begin_rows()).inspects
+                    else:
+                        inspected = self._copy_transform is not None
+                    if inspected:
                         # Its rows must be rewritten or counted, and this one is too large to hold whole
                         # (framed before the result's shape asked for whole messages).
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
@@ -1007,16 +964,13 @@ class Relay:
                 if raw.last and self._notices:
                     self._out.extend(self._notices)
                     self._notices.clear()
-                if track:
-                    self._acc_bytes += len(raw.data)
-                    if self._sample_rows:  # a row too large to keep whole is not sampled
-                        self._sampler_now().clipped = True
+                if track:  # a row too large to keep whole is not sampled
+                    self._meter.fragment_sent(len(raw.data))
                 continue
             t = raw[0]
             if t == _B_DATA_ROW:  # one or more consecutive rows (a run)
-                if not self._in_result:
-                    self._begin_rows()
-                if self._transform is None and self._rows_left is None:
+                result = self._result or self._begin_rows()
+                if not result.inspects:
                     if self._holding is None:
                         self._down.append(raw)
                     else:
@@ -1024,19 +978,24 @@ class Relay:
                     if track:
                         self._track_rows(raw)
                 else:
-                    self._rows(raw)
+                    self._rows(result, raw)
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
                 head = expect[0] if expect else None
                 if head is not None and (head.kind == _E_BEFORE or head.kind == _E_CHECK):
                     self._count_answer(head, raw)
                     continue
-                truncated = self._truncated
-                sent = self._sent_in_result
-                if truncated:
-                    raw = self._truncation_notice(t, raw)
-                refused = self._transform
-                if refused.__class__ is _Refused:
-                    raw = refused.error
+                ending = self._result
+                truncated, sent = False, 0
+                refused_rows = None
+                if ending is not None:
+                    truncated, sent = ending.truncated, ending.sent
+                    if truncated:
+                        notice, raw = ending.truncation_notice(self._row_cap, t, raw)
+                        self._hold_or_send(notice)
+                    if isinstance(ending.transform, Refused):
+                        refused_rows = ending.transform
+                if refused_rows is not None:
+                    raw = refused_rows.error
                     if head is not None and head.execution is not None:
                         head.execution.error(raw)
                 copying = self._copy_transform
@@ -1044,7 +1003,7 @@ class Relay:
                     self._copy_transform = None
                     if self._row_cap is None:
                         self._server.streamable = _STREAMED
-                    if copying.__class__ is _Refused:
+                    if copying.__class__ is Refused:
                         raw = b""  # the COPY's own completion: its error went instead of CopyOutResponse
                 if head is not None and head.kind == _E_QUERY:
                     self._query_index += 1
@@ -1067,8 +1026,8 @@ class Relay:
                         expect.popleft()
                     if track:
                         if t == _B_COMMAND_COMPLETE:
-                            self._acc_rows += tag_rows(raw)
-                        self._acc_truncated = self._acc_truncated or truncated
+                            self._meter.rows += tag_rows(raw)
+                        self._meter.truncated = self._meter.truncated or truncated
                 if not raw:
                     continue
                 if t == _B_COMMAND_COMPLETE and raw[5] == 68 and raw[5:15] in _FORGETS:  # 68: D
@@ -1108,7 +1067,7 @@ class Relay:
                         self._copy_transform = self._on_copy(m.CopyOutResponse.decode(raw[5:]), self._origin())
                     except Exception as e:  # noqa: BLE001 - refused (binary, or a plugin failed): none of it is sent
                         self.error = e
-                        self._copy_transform = refused_copy = _refused_result(e)
+                        self._copy_transform = refused_copy = refused(e)
                         head = expect[0] if expect else None
                         if head is not None and head.execution is not None:
                             head.execution.error(refused_copy.error)
@@ -1116,9 +1075,8 @@ class Relay:
                         continue
                     if self._copy_transform is not None:
                         self._server.streamable = _WHOLE
-                        plan = getattr(self._copy_transform, "plan", None)
-                        if plan is not None and self._on_complete is not None:
-                            self._masked += (plan,)
+                        if self._on_complete is not None:
+                            self._meter.mask(self._copy_transform)
                 self._hold_or_send(raw)
             elif t == _B_NOTIFICATION:
                 # Never held: it may be another session's, and may not wait. Its payload may
@@ -1127,18 +1085,19 @@ class Relay:
             elif t == _B_COPY_DATA or t == _B_COPY_DONE:
                 copying = self._copy_transform
                 if copying is not None:
-                    if copying.__class__ is _Refused:
+                    if copying.__class__ is Refused:
                         continue
                     if t == _B_COPY_DATA:
                         raw = copying(raw)
                 if track and t == _B_COPY_DATA:
-                    self._acc_bytes += len(raw)
+                    self._meter.bytes += len(raw)
                 self._hold_or_send(raw)
             elif t == _B_NOTICE:
                 self._hold_or_send(self._message(raw))
             else:  # CopyIn, ...
                 self._hold_or_send(raw)
-        if self._transform is not None:
+        current = self._result
+        if current is not None and current.transform is not None:
             self._server.streamable = _WHOLE
 
     def _forget_prepared(self, head: Expectation | None, raw: bytes) -> None:
@@ -1200,7 +1159,7 @@ class Relay:
         """CommandComplete of pgwarden's before statement (its count) or of its check (passed)."""
         self._expect.popleft()
         self._end_result()
-        count = head.target
+        count: _Count = head.target
         if head.kind == _E_BEFORE:
             self._capturing = False
             self._down = self._out
@@ -1235,9 +1194,9 @@ class Relay:
     @property
     def shape(self) -> m.RowDescription | None:
         """The shape of the result whose rows are flowing now, if any."""
-        return self._result.shape if self._in_result else None
+        return self._result.shape if self._result is not None else None
 
-    def _begin_rows(self) -> None:
+    def _begin_rows(self) -> ResultStream:
         """The first row of a result whose RowDescription came earlier (a portal's)."""
         head = self._expect[0] if self._expect else None
         portal = None
@@ -1245,38 +1204,15 @@ class Relay:
             if head.kind == _E_EXECUTE and head.target is not None:
                 portal = head.target
             elif head.kind == _E_BEFORE:  # pgwarden's own count: kept, never sent
-                self._in_result = True
-                self._result = _Result()
-                self._transform = self._rows_left = None
+                self._result = result = ResultStream()
                 self._capturing = True
                 self._down = head.target.capture
-                return
-        self._start_result(None, portal)
+                return result
+        return self._start_result(None, portal)
 
-    def _rows(self, run: bytes) -> None:
+    def _rows(self, result: ResultStream, run: bytes) -> None:
         """Rows that must be rewritten (masks) or counted (a row cap)."""
-        transform = self._transform
-        left = self._rows_left
-        if left is None and transform is not None:
-            # A transform takes the whole run: runs no mask needs come back as they went in.
-            out = transform(run)
-            if out:
-                self._hold_or_send(out)
-                if self._on_complete is not None:
-                    self._track_rows(out)
-            return
-        rows = split_run(run)
-        if transform is not None:
-            rows = [out for out in (transform(row) for row in rows) if out]
-        if left is not None:
-            if len(rows) > left:
-                rows = rows[:left]
-                self._truncated = True
-            self._rows_left = left - len(rows)
-            self._sent_in_result += len(rows)
-            portal = self._result._portal
-            if portal is not None:
-                portal.rows_sent += len(rows)
+        rows = result.rows(run)
         for row in rows:
             self._hold_or_send(row)
         if self._on_complete is not None and rows:
@@ -1314,89 +1250,42 @@ class Relay:
 
     # ------------------------------------------------------------------ executions
 
-    def _sampler_now(self) -> RowSampler:
-        if self._sampler is None:
-            self._sampler = RowSampler(self._sample_rows, self._sample_bytes)
-        return self._sampler
-
     def _track_rows(self, run: bytes) -> None:
         """Rows as they went to the agent (after masks and the row cap): counted, maybe sampled."""
-        if self._capturing:
-            return
-        self._acc_bytes += len(run)
-        if self._sample_rows:
-            sampler = self._sampler_now()
-            if not sampler.full:
-                shape = self._result.shape
-                sampler.take(run, tuple(c.format for c in shape.columns) if shape is not None else ())
+        if not self._capturing:
+            self._meter.rows_sent(run, self._result)
 
     def _complete(self, ex: Execution) -> None:
         """An execution ended: what went to the agent since the previous one is its."""
         ex.finished = self._clock()
-        ex.bytes = self._acc_bytes
-        self._acc_bytes = 0
-        sampler = self._sampler
-        if sampler is not None:
-            ex.sample, ex.sample_clipped = sampler.rows, sampler.clipped
-            self._sampler = None
-        ex.masked = self._masked
-        self._masked = ()
+        self._meter.finish(ex)
+        assert self._on_complete is not None  # an Execution is made only for a listener
         self._on_complete(ex)
 
-    def _truncation_notice(self, t: int, raw: bytes) -> bytes:
-        """Before the end of a cut result: a notice, and the command tag counting what was sent."""
-        cap = self.row_cap
-        self._hold_or_send(m.NoticeResponse.build(
-            "NOTICE", "01000", f"pgwarden: result truncated at {cap} rows",
-            "Rows beyond the limit of this identity's policy were not sent.",
-            "Narrow the query (WHERE, LIMIT) or aggregate in SQL.",
-        ).encode())
-        if t != _B_COMMAND_COMPLETE:
-            return raw
-        tag = m.CommandComplete.decode(raw[5:]).tag
-        words = tag.split(" ")
-        if words[-1].isdigit():
-            words[-1] = str(self._sent_in_result)
-        return m.CommandComplete(" ".join(words)).encode()
-
-    def _start_result(self, raw: bytes | None, portal: Portal | None = None) -> None:
-        self._in_result = True
-        self._result = _Result(raw, None, portal)
-        self._truncated = False
-        self._sent_in_result = 0
+    def _start_result(self, raw: bytes | None, portal: Portal | None = None) -> ResultStream:
         cap = self._row_cap
-        if cap is None:
-            self._rows_left = None
-        else:  # a portal fetched in several Executes counts all it has sent
-            self._rows_left = max(0, cap - (portal.rows_sent if portal is not None else 0))
+        self._result = result = ResultStream(raw, portal, cap)
         transform = None
         if self._on_shape is not None:
-            shape = self._result.shape
+            shape = result.shape
             if shape is not None:
                 try:
                     transform = self._on_shape(shape, self._origin())
                 except Exception as e:  # noqa: BLE001 - a masking plugin failed: this result is refused
                     self.error = e
-                    transform = _refused_result(e)
-        self._transform = transform
+                    transform = refused(e)
+        result.transform = transform
         if transform is not None and self._on_complete is not None:
-            plan = getattr(transform, "plan", None)
-            if plan is not None:
-                self._masked += (plan,)
+            self._meter.mask(transform)
         self._server.streamable = (
             _STREAMED if transform is None and cap is None else _WHOLE
         )
+        return result
 
     def _end_result(self) -> None:
-        self._in_result = False
-        # The next statement may return no rows (no RowDescription, no _start_result):
-        # nothing of this result's cut may carry over to its CommandComplete.
-        self._truncated = False
-        self._sent_in_result = 0
-        if self._transform is not None:
-            self._transform = None
-            if self._row_cap is None:
-                self._server.streamable = _STREAMED
+        result, self._result = self._result, None
+        if result is not None and result.transform is not None and self._row_cap is None:
+            self._server.streamable = _STREAMED
 
     def _description(self, t: int, raw: bytes) -> None:
         expect = self._expect
@@ -1458,7 +1347,7 @@ class Relay:
                 count.ex.error(raw)
                 count.ex.rows = 0
                 if count.translated:
-                    self._acc_rows = 0
+                    self._meter.rows = 0
                 else:
                     self._complete(count.ex)
         else:
@@ -1479,8 +1368,10 @@ class Relay:
         statements = self.state.statements
         while expect and expect[0].kind not in _SYNCS:
             e = expect.popleft()
-            if e.kind == _E_PARSE and statements.get(e.target.name) is e.target:
-                del statements[e.target.name]  # failed or skipped: the server does not have it
+            if e.kind == _E_PARSE:
+                skipped: PreparedStatement = e.target
+                if statements.get(skipped.name) is skipped:
+                    del statements[skipped.name]  # failed or skipped: the server does not have it
         waiting = self._count_waiting
         if waiting is not None:
             # The count's before statement failed or was skipped: no check will follow it.
@@ -1505,8 +1396,8 @@ class Relay:
             if e.kind == _E_QUERY or e.kind == _E_TSYNC:
                 if e.execution is not None:
                     ex = e.execution
-                    ex.rows, ex.truncated = self._acc_rows, self._acc_truncated
-                    self._acc_rows, self._acc_truncated = 0, False
+                    ex.rows, ex.truncated = self._meter.rows, self._meter.truncated
+                    self._meter.rows, self._meter.truncated = 0, False
                     self._complete(ex)
                 break
             if e.kind == _E_SYNC:

@@ -88,6 +88,9 @@ leak-table: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/analysis.py
 	$(PY) bench/run.py
+	$(PY) bench/ab.py --approve --rounds 6 --duration 5
+	$(PY) bench/masking.py
+	$(PY) bench/approval_latency.py --count 50
 
 # asyncpg's own test suite, directly and through pgwarden, compared test by test (opt-in, ~2 min).
 suites: $(STAMP)

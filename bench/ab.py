@@ -9,6 +9,9 @@ pgwardens run in alternating order for several rounds of short runs:
 * by default, both with the same ten-rule policy, one recording every
   statement to a file (`run.py`'s `(recording)` pgwarden) and one with
   recording off: what recording costs;
+* with ``--approve``, the ten-rule policy against the same policy with an
+  ``approve`` rule on writes (docs/approvals.md): what an approval rule costs
+  the statements that need none (select-only: all of pgbench's);
 * with ``--against REV``, this working tree's pgwarden and the one of git
   revision REV (checked out into a temporary worktree), both with the same
   configuration (``--config``): what the change since REV did.
@@ -25,6 +28,7 @@ What is reported per round and as the median:
     .venv/bin/python bench/ab.py                       # select-only simple, 5 rounds of 8 s
     .venv/bin/python bench/ab.py --mode prepared --rounds 7 --duration 10
     .venv/bin/python bench/ab.py --against HEAD~3 --config rules
+    .venv/bin/python bench/ab.py --approve --rounds 6 --duration 5
 """
 
 from __future__ import annotations
@@ -92,6 +96,11 @@ def write_config(kind: str, name: str, pg, work: Path, jwks: Path) -> Path:
         return pgwardens.write_pgwarden_config(pg, work, name, settings.PASS_THROUGH_POLICY, jwks)
     if kind == "rules":
         return pgwardens.write_pgwarden_config(pg, work, name, settings.RULES_POLICY, jwks)
+    if kind == "approve":
+        approve = {"name": "writes", "approve": {"statements": ["insert", "update", "delete"]},
+                   "reason": "writes need a human"}
+        policy = dict(settings.RULES_POLICY, rules=[*settings.RULES_POLICY["rules"], approve])
+        return pgwardens.write_pgwarden_config(pg, work, name, policy, jwks)
     sink = {"file": str(work / f"{name}-{settings.RECORDS_FILE}"), "keep": settings.RECORDS_KEEP}
     return pgwardens.write_pgwarden_config(pg, work, name, settings.RULES_POLICY, jwks,
                                            recording={"sinks": [sink]})
@@ -117,6 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=8, help="seconds per run")
     p.add_argument("--against", metavar="REV",
                    help="compare this working tree with git revision REV instead of recording on and off")
+    p.add_argument("--approve", action="store_true",
+                   help="the ten-rule policy against the same with an approve rule on writes")
     p.add_argument("--config", choices=CONFIGS, default="rules",
                    help="with --against: the configuration both run (default: the ten-rule policy)")
     args = p.parse_args(argv)
@@ -135,6 +146,15 @@ def main(argv: list[str] | None = None) -> int:
                                              work, token, stack),
             }
             what = f"{args.config} configuration, the working tree against {args.against}"
+        elif args.approve:
+            first, second = "rules", "rules+approve"
+            runners = {
+                first: pgwardens.PgwardenRunner("rules", write_config("rules", "rules", pg, work, jwks),
+                                                work, token, stack),
+                second: pgwardens.PgwardenRunner("approve", write_config("approve", "approve", pg, work, jwks),
+                                                 work, token, stack),
+            }
+            what = "ten-rule policy, with an approve rule on writes against without"
         else:
             first, second = "off", "recording"
             runners = {

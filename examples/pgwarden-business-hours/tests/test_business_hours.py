@@ -14,8 +14,10 @@ MONDAY_TEN = datetime.datetime(2026, 11, 30, 10, tzinfo=datetime.UTC)
 def running_at(make_pgwarden, moment):
     # Registered inline with a fixed clock, so the test does not depend on today.
     plugin = BusinessHours(clock=lambda: moment)
+    # Retry mode: an `approve` verdict is refused at once with a request id, rather than held on
+    # the wire until an approver of the built-in approve plugin decides it (docs/approvals.md).
     return make_pgwarden(plugins=[("business-hours-test", plugin)],
-                         plugins_section={"disable": ["business-hours"]})
+                         plugins_section={"disable": ["business-hours"]}, approvals={"mode": "retry"})
 
 
 def test_weekend_write_needs_approval(make_pgwarden):
@@ -23,7 +25,8 @@ def test_weekend_write_needs_approval(make_pgwarden):
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
             c.execute("create temp table t (x int)")
-        assert excinfo.value.diag.message_primary.startswith("pgwarden: approval required: writes outside")
+        assert excinfo.value.diag.message_primary.startswith("pgwarden: approval required: request ")
+        assert excinfo.value.diag.message_detail.startswith("writes outside"), excinfo.value.diag.message_detail
         assert c.execute("select 1").fetchone() == (1,)  # reads pass
 
 

@@ -25,7 +25,8 @@ def running_at(make_pgwarden, moment, *rules):
     # not depend on today; reads only, so the plugin's own rule for writes stays out of the way.
     return make_pgwarden(plugins=[("business-hours-test", BusinessHours(clock=lambda: moment))],
                          plugins_section={"disable": ["business-hours"]},
-                         policies=[{"name": "agents", "rules": list(rules)}])
+                         policies=[{"name": "agents", "rules": list(rules)}],
+                         approvals={"mode": "retry"})  # an approve verdict refused at once, with its request id
 
 
 @pytest.fixture
@@ -60,8 +61,9 @@ def test_outside_may_hold_for_approval_instead(make_pgwarden, orders):
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
             c.execute("select * from bh_orders")
-        assert excinfo.value.diag.message_primary == ("pgwarden: approval required: orders after hours need "
-                                                      "a human")
+        diag = excinfo.value.diag
+        assert diag.message_primary.startswith("pgwarden: approval required: request ")
+        assert diag.message_detail == "orders after hours need a human (policy 'agents', rule 'late-orders')."
 
 
 def test_the_rule_is_read_into_its_class(make_pgwarden):
@@ -129,7 +131,7 @@ def test_check_names_each_problem_of_hours_rules_at_its_line(tmp_path):
         "line 13: policies[0].rules[2].hours.tz: expected an IANA time zone like Europe/Berlin, got 'Mars/Olympus'",
         "line 14: policies[0].rules[3].hours.outside: expected one of block, approve",
         "line 15: policies[0].rules[4]: rule kind 'hour' is interpreted by no loaded plugin; did you mean `hours`? "
-        "(loaded rule kinds: allow, block, hours, limit)",
+        "(loaded rule kinds: allow, approve, block, hours, limit, mask)",
     ]
 
 

@@ -76,6 +76,11 @@ class SessionMasks:
     def _lineage(self, statement: Statement | None, index: int) -> Lineage | None:
         if statement is None:
             return None
+        if self.conn.catalog_changed:
+            # This session changed the catalog (a view replaced, say) and the change is not read
+            # yet: lineage from the catalog as it was could miss a masked column. Unknown instead
+            # (masked whole, or refused under `unknown: refuse`) until it is read again.
+            return None
         lineages = statement.lineage
         if index >= len(lineages):
             return None

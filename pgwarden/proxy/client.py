@@ -528,8 +528,10 @@ class ClientConnection(Protocol):
         if relay.error is not None:
             log.failure("relaying results failed", failure=Failure(relay.error))
             relay.error = None
-        if self.catalog_changed and relay.state.transaction_status == "I":
+        if self.catalog_changed and relay.state.transaction_status == "I" and relay.idle:
             # A statement that may have changed the catalog has committed (or not): read it again.
+            # Only once nothing is in flight: a ReadyForQuery that answers an earlier statement
+            # of a pipeline comes before the change commits, and a load then would miss it.
             self.catalog_changed = False
             self.services.catalog.invalidate("a statement may have changed the catalog")
         self._flush()

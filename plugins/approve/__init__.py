@@ -45,7 +45,7 @@ from pgwarden_plugins.approve.api import ApiContext, ApprovalsRoot
 from pgwarden_plugins.approve.memory import MemoryStore
 from pgwarden_plugins.approve.notify import Notifiers
 from pgwarden_plugins.approve.store import ApprovalRules, ApprovalStore, Preview, StoredRequest
-from pgwarden_plugins.block import _with_executed, matches
+from pgwarden_plugins.block import VerdictMemo, judged, matches
 
 log = Logger(namespace="pgwarden.approvals")
 
@@ -112,7 +112,7 @@ class Approving:
         self.previewer: object | None = None
         self._verifier: TokenVerifier | None = None
         self._having: dict[int, tuple[tuple[Policy, ...], bool]] = {}
-        self._verdicts: dict[tuple[int, int], tuple[object, tuple[Policy, ...], Verdict | None]] = {}
+        self._verdicts: VerdictMemo = {}
         self._root: ApprovalsRoot | None = None
         self.notifiers: Notifiers | None = None
         #: each request's stored form (with its preview) once kept, for its notification
@@ -193,18 +193,7 @@ class Approving:
             self._having[id(policies)] = known = (policies, having)
         if not known[1]:
             return None
-        analysis = statement.analysis
-        if analysis.prepares or analysis.executes or analysis.deallocates:
-            return self._judge(_with_executed(statement, session), policies)
-        key = (id(analysis), id(policies))
-        cached = self._verdicts.get(key)
-        if cached is not None and cached[0] is analysis and cached[1] is policies:
-            return cached[2]
-        verdict = self._judge(statement, policies)
-        if len(self._verdicts) > 10_000:
-            self._verdicts.clear()
-        self._verdicts[key] = (analysis, policies, verdict)
-        return verdict
+        return judged(self._verdicts, self._judge, statement, session, policies)
 
     @staticmethod
     def _judge(statement: object, policies: tuple[Policy, ...]) -> Verdict | None:

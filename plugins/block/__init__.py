@@ -30,6 +30,28 @@ class _Executed:
     has_where: bool | None
 
 
+VerdictMemo = dict[tuple[int, int], tuple[object, object, "Verdict | None"]]
+
+
+def judged(memo: VerdictMemo, judge, statement, session, policies) -> Verdict | None:
+    """``judge(statement, policies)``, remembered per analysis and policies: the same text in
+    the same context is judged once. Statements that prepare, execute or deallocate are judged
+    each time, with the bodies of the named statements they execute (`_with_executed`)."""
+    analysis = statement.analysis
+    if analysis.prepares or analysis.executes or analysis.deallocates:
+        return judge(_with_executed(statement, session), policies)
+    key = (id(analysis), id(policies))
+    cached = memo.get(key)
+    if cached is not None and cached[0] is analysis and cached[1] is policies:
+        return cached[2]
+    verdict = judge(statement, policies)
+    if len(memo) > 10_000:
+        memo.clear()
+    # The entry keeps both objects alive, so their ids cannot be reused meanwhile.
+    memo[key] = (analysis, policies, verdict)
+    return verdict
+
+
 def _with_executed(statement, session):
     """The statement with what the prepared statements it EXECUTEs do.
 
@@ -143,7 +165,7 @@ class Blocking:
     differ only in constants, so the rules are evaluated once per kind of statement."""
 
     def __init__(self) -> None:
-        self._verdicts: dict[tuple[int, int], tuple[object, object, Verdict | None]] = {}
+        self._verdicts: VerdictMemo = {}
         self._enforcing: dict[int, tuple[object, bool]] = {}  # per policies tuple: any rule to enforce
 
     @hookimpl
@@ -166,19 +188,7 @@ class Blocking:
             if "unknown" in statement.kinds:
                 return self._judge(statement, policies)
             return None
-        analysis = statement.analysis
-        if analysis.prepares or analysis.executes or analysis.deallocates:
-            return self._judge(_with_executed(statement, session), policies)
-        key = (id(analysis), id(policies))
-        cached = self._verdicts.get(key)
-        if cached is not None and cached[0] is analysis and cached[1] is policies:
-            return cached[2]
-        verdict = self._judge(statement, policies)
-        if len(self._verdicts) > 10_000:
-            self._verdicts.clear()
-        # The entry keeps both objects alive, so their ids cannot be reused meanwhile.
-        self._verdicts[key] = (analysis, policies, verdict)
-        return verdict
+        return judged(self._verdicts, self._judge, statement, session, policies)
 
     def _judge(self, statement, policies: tuple[Policy, ...]) -> Verdict | None:
         verdicts = []

@@ -169,6 +169,12 @@ def _later_context(tree: dict[str, Any], context: SqlContext) -> SqlContext:
     return attrs.evolve(after, search_path=None, possible=possible - {"$user"})
 
 
+#: The analysis kinds (`pgwarden.sql.syntax`) of the statements whose lineage can define or forget
+#: a name `NamedLineage` keeps: PREPARE and DEALLOCATE ("prepare"), DECLARE and CLOSE ("cursor"),
+#: DISCARD ("set"; DISCARD ALL is "role"). Any other statement leaves the names as they are.
+NAMING_KINDS = frozenset({"prepare", "cursor", "set", "role", "unknown"})
+
+
 class NamedLineage:
     """A session's SQL-level prepared statements and cursors, for EXECUTE and FETCH.
 

@@ -115,6 +115,22 @@ def test_extended_protocol_prepared_and_undescribed_portal(masked):
             assert cur.execute("select ssn from mpeople where id = %s", (1,)).fetchone() == ("***-**-6789",)
 
 
+def test_sql_level_prepare_and_cursor_are_masked_by_their_bodies(masked):
+    # EXECUTE and FETCH carry no lineage of their own: the session remembers what PREPARE and
+    # DECLARE defined (and DEALLOCATE and CLOSE forget), so the columns the body does not mask
+    # arrive as they are, not masked whole.
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        # (an expression: the server's row description names no column for it, only lineage does)
+        c.execute("prepare p as select upper(name), ssn from mpeople where id = 1")
+        assert c.execute("execute p").fetchall() == [("ANN", "***-**-6789")]
+        c.execute("deallocate p")
+        c.execute("prepare p as select ssn, lower(name) from mpeople where id = 1")
+        assert c.execute("execute p").fetchall() == [("***-**-6789", "ann")]
+        with c.transaction():
+            c.execute("declare cur cursor for select upper(name), card from mpeople where id = 1")
+            assert c.execute("fetch 1 from cur").fetchall() == [("ANN", "***")]
+
+
 def test_multi_statement_query_masks_each_result_by_its_own_statement(masked):
     sql = "select 1, 'x'; select ssn, name from mpeople where id = 1"
     out = subprocess.run(["psql", masked.dsn(), "-At", "-c", sql], capture_output=True, text=True, timeout=30)

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import functools
 
+import pytest
+
 from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.model import Catalog, RelationFacts
+from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.context import SqlContext, default_context
-from pgwarden.sql.lineage import Lineage, NamedLineage, OracleUse, Output, Source, lineage_of
+from pgwarden.sql.lineage import NAMING_KINDS, Lineage, NamedLineage, OracleUse, Output, Source, lineage_of
 
 
 @functools.cache
@@ -102,6 +105,29 @@ def test_execute_is_opaque_until_resolved():
     named.after(prepare)
     resolved = named.resolve(execute)
     assert not resolved.opaque and resolved.outputs == (Output("ssn", frozenset({users("ssn")}), True),)
+
+
+@pytest.mark.parametrize("sql", [
+    "PREPARE p AS SELECT ssn FROM users", "PREPARE p (int) AS SELECT ssn FROM users WHERE id = $1",
+    "DEALLOCATE p", "DEALLOCATE ALL", "DECLARE c CURSOR FOR SELECT ssn FROM users",
+    "DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT 1", "CLOSE c", "CLOSE ALL", "DISCARD ALL",
+    "SELECT 1; PREPARE q AS SELECT ssn FROM users", "BEGIN; DECLARE c CURSOR FOR SELECT 1",
+])
+def test_a_statement_that_names_or_forgets_has_a_naming_kind(sql):
+    # SessionMasks.ran traces the lineage only of statements of these kinds: one that defines or
+    # forgets a name must be among them, or a later EXECUTE or FETCH would be traced wrongly.
+    lineages = lineage_of(sql, context())
+    assert any(lin.defines or lin.forgets for lin in lineages)
+    assert analyze_sql(sql, context()).kinds & NAMING_KINDS
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT abalance FROM pgbench_accounts WHERE aid = 5", "SELECT ssn FROM users",
+    "INSERT INTO users (id) VALUES (1)", "EXECUTE p", "EXPLAIN SELECT ssn FROM users",
+])
+def test_other_statements_name_nothing(sql):
+    assert not any(lin.defines or lin.forgets for lin in lineage_of(sql, context()))
+    assert not analyze_sql(sql, context()).kinds & NAMING_KINDS
 
 
 def test_text_that_does_not_parse_is_opaque():

@@ -9,7 +9,7 @@ EXAMPLE_VENV ?= .venv-example
 EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 
 .PHONY: venv lint test test-fast test-stock-reactor test-newest-twisted test-example fuzz fuzz-leaks leak-table \
-	bench suites demo image \
+	bench load suites demo image \
 	image-name push clean
 
 $(STAMP): setup.cfg pyproject.toml
@@ -91,6 +91,12 @@ bench: $(STAMP)
 	$(PY) bench/ab.py --approve --rounds 6 --duration 5
 	$(PY) bench/masking.py
 	$(PY) bench/approval_latency.py --count 50
+
+# 500 sessions held open through one pgwarden, 50 of them busy, for a minute (opt-in, ~2 min): no
+# error, no session starved, memory flat, descriptors released (bench/load.py, docs/performance.md).
+# `bench/load.py --find-limit` opens sessions in steps until something gives out.
+load: $(STAMP)
+	$(PY) bench/load.py
 
 # asyncpg's own test suite, directly and through pgwarden, compared test by test (opt-in, ~2 min).
 suites: $(STAMP)

@@ -54,6 +54,10 @@ def _cmd_run(args) -> int:
 
     oplog.start()
     Logger(namespace="pgwarden.run").info("reactor: {reactor}", reactor=name_of(reactor))
+    from pgwarden.descriptors import raise_soft_limit
+
+    limit = raise_soft_limit()
+    Logger(namespace="pgwarden.run").info("{limit}", limit=limit.describe(), fd_soft=limit.soft, fd_hard=limit.hard)
     try:
         app = Application(config, reactor, plugins=plugins)
         port = app.listen()

@@ -19,7 +19,6 @@ import json
 from typing import Any
 
 import jwt
-import treq
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.internet.error import ConnectingCancelledError
 from twisted.internet.error import TimeoutError as ConnectTimeout
@@ -138,7 +137,9 @@ class RemoteKeys:
         self._connect_timeout_s = connect_timeout_s
         self._timeout_s = timeout_s
         self._max_bytes = max_bytes
-        self._http = treq.client.HTTPClient(agent or _agent(reactor, ca_file, connect_timeout_s))
+        from treq.client import HTTPClient  # here: ~1.5 MiB that only a remote key set needs
+
+        self._http = HTTPClient(agent or _agent(reactor, ca_file, connect_timeout_s))
         self._bearer_token_file = bearer_token_file
         self._keys: dict[str | None, Any] = {}
         self._fetched_at: float | None = None  # last successful fetch

@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from pgwarden.testing.certs import make_ca_and_server
@@ -57,7 +58,10 @@ def _bin(name: str) -> str:
 class TempPostgres:
     """One server, started by `start()` and removed by `stop()`."""
 
-    def __init__(self, base: Path | None = None, port: int | None = None) -> None:
+    def __init__(self, base: Path | None = None, port: int | None = None,
+                 settings: Mapping[str, str | int] | None = None) -> None:
+        """``settings``: postgresql.conf lines written after the defaults, so they win
+        (``max_connections`` for a load test, say)."""
         self.base = Path(base or tempfile.mkdtemp(prefix="pgwarden-pg-"))
         self.data = self.base / "data"
         self.socket_dir = self.base / "sock"
@@ -65,6 +69,7 @@ class TempPostgres:
         self.host = "127.0.0.1"
         self._user = _server_user()
         self.certs: dict[str, Path] = {}
+        self.settings = dict(settings or {})
 
     # ------------------------------------------------------------------ running as the server user
 
@@ -112,6 +117,7 @@ password_encryption = 'scram-sha-256'
 log_min_messages = warning
 """
             )
+            conf.writelines(f"{name} = '{value}'\n" for name, value in self.settings.items())
         hba = self.data / "pg_hba.conf"
         hba.write_text(
             "local all all trust\n"

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from treq.client import HTTPClient
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -180,6 +179,8 @@ class Notifiers:
             url, body = target.slack, slack_payload(request, self._inbox_url)
         else:
             url, body = target.webhook, webhook_payload(request, self._inbox_url)
+        from treq.client import HTTPClient  # here: only a pgwarden that notifies needs treq
+
         client = HTTPClient(Agent(self._reactor, connectTimeout=target.timeout_s))
         d: Deferred[None] = client.post(url, json=body, headers=Headers({b"User-Agent": [b"pgwarden"]})).addCallback(
             self._drain)

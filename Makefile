@@ -87,7 +87,7 @@ leak-table: $(STAMP)
 # pgbench: direct, through pgwarden and through PgBouncer, in one run.
 bench: $(STAMP)
 	$(PY) bench/analysis.py
-	$(PY) bench/run.py
+	$(PY) bench/run.py --duration 10 --sessions 500
 	$(PY) bench/ab.py --approve --rounds 6 --duration 5
 	$(PY) bench/masking.py
 	$(PY) bench/approval_latency.py --count 50

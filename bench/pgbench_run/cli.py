@@ -13,7 +13,7 @@ import traceback
 from pathlib import Path
 
 import pgbench_run
-from pgbench_run import REPO
+from pgbench_run import REPO, table
 from pgbench_run.launch import run_metadata, set_up, summarize_pgwarden
 from pgbench_run.pgwardens import PgbenchRunner, verify_records
 from pgbench_run.report import render_report, write_json
@@ -58,16 +58,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="rounds of short runs in rotating order that give the recording cost (recording "
                         f"off, on) and the {RULES_LABEL} ratios to direct (direct, {PGWARDEN_RULES}, "
                         f"PgBouncer) as medians (default {PAIRED_ROUNDS}; 0: none)")
+    p.add_argument("--table-rounds", type=int, default=table.TABLE_ROUNDS, metavar="N",
+                   help="rounds of issue 20's table: every figure as a ratio to PgBouncer, the median and "
+                        f"range of rotating rounds, with a direct-vs-direct noise line (default "
+                        f"{table.TABLE_ROUNDS}; 0: no table)")
+    p.add_argument("--table-duration", type=int, default=table.TABLE_DURATION, metavar="S",
+                   help=f"seconds per run of the table's rounds (default {table.TABLE_DURATION})")
+    p.add_argument("--table-only", action="store_true",
+                   help="only the table (and the pgwardens it needs): no per-workload runs, no paired rounds")
+    p.add_argument("--sessions", type=int, default=0, metavar="N",
+                   help="pass-through pgwarden's RSS with N idle sessions, measured at the start (asyncpg; "
+                        "`make bench` asks for 500; default 0: not measured, `make load` has it)")
     args = p.parse_args(argv)
     if args.duration is None:
         args.duration = 5 if args.quick else 15
-    if args.duration <= 0:
-        p.error("--duration must be positive")
+    if args.duration <= 0 or args.table_duration <= 0:
+        p.error("--duration and --table-duration must be positive")
+    if args.table_only:
+        args.only, args.no_recording, args.paired_rounds = [], True, 0
+        args.table_rounds = args.table_rounds or table.TABLE_ROUNDS
     return args
 
 
 def run_benchmark(args, stack: contextlib.ExitStack) -> int:
-    names = set(args.only or ALL_NAMES)
+    names = set(ALL_NAMES if args.only is None else args.only)
     workloads = [w for w in WORKLOADS if w.name in names]
     workdir = Path(tempfile.mkdtemp(prefix="pgwarden-bench-"))
     stack.callback(shutil.rmtree, workdir, ignore_errors=True)
@@ -102,6 +116,15 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
                     target_rounds[w.name] = summary
     # PgBouncer too, where there, as a yardstick for what a proxy adds.
     latency = run(LATENCY, len(workloads)) if LATENCY.name in names else None
+    table_summary = None
+    if args.table_rounds > 0:
+        bouncer = next((t for t in setup.targets if t.name == PGBOUNCER and t.name not in setup.skip), None)
+        direct = next(t for t in setup.targets if t.name == DIRECT)
+        targets = table.runners(direct, bouncer, setup.pgbouncer_pid,
+                                {n: r for n, r in setup.table_pgwardens.items() if n not in setup.skip})
+        by_round = table.run_table(targets, setup.pg, script_dir, args.table_rounds, args.table_duration)
+        memory = table.memory_figures(setup.pgwarden, setup.idle_rss_kib, setup.pgbouncer_pid, setup.sessions)
+        table_summary = table.summarize(by_round, args.table_duration, memory)
 
     pgwarden_info = summarize_pgwarden(setup, rows, latency)
     recording = None
@@ -118,9 +141,12 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
         notes.append("PgBouncer pools server connections (session mode): with -C each new client "
                      "still logs in to PgBouncer (SCRAM) but reuses a server connection, skipping the "
                      "backend start and upstream login that direct and pgwarden pay for every time.")
-    print(render_report(rows, latency, pgwarden_info, notes, args.duration, recording, target_rounds), flush=True)
+    report = render_report(rows, latency, pgwarden_info, notes, args.duration, recording, target_rounds)
+    if table_summary is not None:
+        report += "\n" + "\n".join(table.render(table_summary))
+    print(report, flush=True)
     write_json(RESULTS_FILE, rows, latency, pgwarden_info, run_metadata(args, setup), notes, recording,
-               target_rounds)
+               target_rounds, table_summary)
     print(f"\nresults written to {RESULTS_FILE.relative_to(REPO)}", flush=True)
     return 0 if recording is None or recording["verification"]["ok"] else 1
 

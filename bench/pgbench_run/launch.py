@@ -7,7 +7,7 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from pgbench_run.settings import (
     EXTRA_TARGET_WORKLOADS,
     PASS_THROUGH_POLICY,
     PGWARDEN,
+    PGWARDEN_POLICY,
     PGWARDEN_RECORDING,
     PGWARDEN_RULES,
     RECORDING_OFF,
@@ -58,6 +59,9 @@ class Setup:
     load_before: list[float] = field(default_factory=list)
     pgwarden_rules: PgwardenRunner | None = None  # the pgwarden with rules, when it is wanted
     pgwarden_recording: PgwardenRunner | None = None  # the pgwarden that records, when it is wanted
+    pgwarden_policy: PgwardenRunner | None = None  # the table's: ten rules, recording to stdout (the default)
+    pgbouncer_pid: int | None = None
+    sessions: dict | None = None  # pass-through pgwarden's RSS with --sessions idle sessions
 
     @property
     def pgwardens(self) -> dict[str, PgwardenRunner]:
@@ -67,6 +71,16 @@ class Setup:
             found[PGWARDEN_RULES] = self.pgwarden_rules
         if self.pgwarden_recording is not None:
             found[PGWARDEN_RECORDING] = self.pgwarden_recording
+        return found
+
+    @property
+    def table_pgwardens(self) -> dict[str, PgwardenRunner]:
+        """The pgwardens of issue 20's table (`pgbench_run.table`), by target name."""
+        found = {PGWARDEN: self.pgwarden}
+        if self.pgwarden_rules is not None:
+            found[PGWARDEN_RULES] = self.pgwarden_rules
+        if self.pgwarden_policy is not None:
+            found[PGWARDEN_POLICY] = self.pgwarden_policy
         return found
 
     def targets_for(self, workload: Workload) -> list[Target]:
@@ -84,8 +98,9 @@ def probe_pgwarden(pgwarden: PgwardenRunner, skip: dict[str, str]) -> None:
 
 
 def rules_wanted(args) -> bool:
-    """Whether to start the pgwarden with rules: not refused, and a workload of it selected."""
-    return not args.no_rules and bool(set(args.only or ALL_NAMES) & set(RULES_WORKLOADS))
+    """Whether to start the pgwarden with rules: not refused, and a workload of it selected (or
+    the table, whose recording figure is the policy's CPU minus this one's)."""
+    return not args.no_rules and (bool(set(args.only or ALL_NAMES) & set(RULES_WORKLOADS)) or args.table_rounds > 0)
 
 
 def recording_wanted(args) -> bool:
@@ -103,16 +118,17 @@ def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
         # Not refused: but figures taken on a busy machine should say so.
         notes.append(f"The machine was busy before the run started (load average {load_before[0]:.2f} "
                      f"on {os.cpu_count()} CPUs): absolute figures are lower and noisier than usual.")
-    pg = start_postgres(stack)
+    # Idle sessions held open (--sessions) each need a server connection of their own.
+    pg = start_postgres(stack, max_connections=args.sessions + 100 if args.sessions else None)
     direct = Target(DIRECT, pg.host, pg.port, APP_USER, APP_PASSWORD)
     init_pgbench_data(direct)
 
-    bouncer, bouncer_version = None, None
+    bouncer, bouncer_version, bouncer_pid = None, None, None
     if args.no_pgbouncer:
         notes.append("PgBouncer left out (--no-pgbouncer).")
     else:
         say("starting PgBouncer")
-        bouncer, why, bouncer_version = setup_pgbouncer(pg, stack)
+        bouncer, why, bouncer_version, bouncer_pid = setup_pgbouncer(pg, stack)
         if bouncer is None:
             say(f"continuing without PgBouncer: {why}")
             notes.append(f"PgBouncer left out: {why}")
@@ -125,6 +141,7 @@ def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
     idle_rss = read_status_kib(pgwarden.service.pid, "VmRSS")
     skip: dict[str, str] = {}
     probe_pgwarden(pgwarden, skip)
+    sessions = idle_sessions(pgwarden, args.sessions) if args.sessions else None
 
     rules = None
     if args.no_rules:
@@ -147,10 +164,33 @@ def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
         recording = PgwardenRunner(PGWARDEN_RECORDING, config, workdir, token, stack,
                                    record_log=RecordLog(workdir / RECORDS_FILE))
         probe_pgwarden(recording, skip)
+    policy_runner = None
+    if args.table_rounds > 0:
+        say(f"starting pgwarden with {RULES_LABEL} and recording to stdout (the table's policy)")
+        config = write_pgwarden_config(pg, workdir, PGWARDEN_POLICY, RULES_POLICY, jwks, recording={})
+        # Its records go to a file of their own, as a container runtime takes a sidecar's stdout.
+        policy_runner = PgwardenRunner(PGWARDEN_POLICY, config, workdir, token, stack,
+                                       stdout=workdir / f"{PGWARDEN_POLICY}.stdout")
+        probe_pgwarden(policy_runner, skip)
     targets = [direct, pgwarden.target] + ([rules.target] if rules else []) + \
         ([recording.target] if recording else []) + ([bouncer] if bouncer else [])
     return Setup(pg, targets, pgwarden, idle_rss, skip, notes, bouncer_version, load_before,
-                 pgwarden_rules=rules, pgwarden_recording=recording)
+                 pgwarden_rules=rules, pgwarden_recording=recording, pgwarden_policy=policy_runner,
+                 pgbouncer_pid=bouncer_pid, sessions=sessions)
+
+
+def idle_sessions(pgwarden: PgwardenRunner, n: int) -> dict:
+    """pgwarden's RSS and descriptors with ``n`` idle sessions (`pgbench_run.sessions`, which
+    `make load` uses too), right after its idle RSS was read; the error instead if it failed."""
+    from pgbench_run.sessions import measure_idle_sessions  # asyncpg: only when asked for
+
+    say(f"opening {n} idle sessions through pgwarden")
+    try:
+        found = measure_idle_sessions(pgwarden.target, pgwarden.service.pid, n=n)
+    except Exception as e:  # noqa: BLE001 - a figure not had is reported, the run goes on
+        return {"sessions": n, "error": f"{n} idle sessions failed: {e!r}"[:300]}
+    say("; ".join(found.lines()))
+    return {**asdict(found), "per_session_kib": found.per_session_kib}
 
 
 def summarize_pgwarden(setup: Setup, rows, latency) -> dict:

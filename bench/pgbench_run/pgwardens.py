@@ -76,8 +76,8 @@ def recording_section(workdir: Path) -> dict:
     return {"sinks": [{"file": str(workdir / RECORDS_FILE), "keep": RECORDS_KEEP}]}
 
 
-def start_pgwarden(name: str, config: Path, workdir: Path,
-                   stack: contextlib.ExitStack, tree: Path | None = None) -> tuple[Service, int]:
+def start_pgwarden(name: str, config: Path, workdir: Path, stack: contextlib.ExitStack,
+                   tree: Path | None = None, stdout: Path | None = None) -> tuple[Service, int]:
     """`python -m pgwarden run` as a child process; returns it and the port from its ready file.
 
     ``tree``: another checkout of the repository (`ab.py --against`) whose pgwarden
@@ -97,7 +97,7 @@ def start_pgwarden(name: str, config: Path, workdir: Path,
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tree), str(shim)])}
     svc = Service(name, [sys.executable, "-m", "pgwarden", "run", "-c", str(config),
                          "--ready-file", str(ready)],
-                  workdir / f"{name}.log", cwd=str(tree or REPO), env=env).start()
+                  workdir / f"{name}.log", stdout, cwd=str(tree or REPO), env=env).start()
     stack.callback(svc.stop)
     return svc, read_ready_port(svc, ready)
 
@@ -275,11 +275,12 @@ class PgwardenRunner:
 
     def __init__(self, name: str, config: Path, workdir: Path, token: str,
                  stack: contextlib.ExitStack, record_log: RecordLog | None = None,
-                 tree: Path | None = None) -> None:
+                 tree: Path | None = None, stdout: Path | None = None) -> None:
         self.name, self.config, self.workdir, self.token, self.stack = name, config, workdir, token, stack
         self.tree = tree
+        self.stdout = stdout  # where its stdout goes when not to its log (records to stdout)
         self.record_log = record_log  # its record file, if it records
-        self.service, port = start_pgwarden(name, config, workdir, stack, tree)
+        self.service, port = start_pgwarden(name, config, workdir, stack, tree, stdout)
         self.target = Target(name, "127.0.0.1", port, BENCH_SUBJECT, token)
         self.sampler = ResourceSampler(self.service.pid).start()
         stack.callback(self.sampler.stop)
@@ -293,7 +294,8 @@ class PgwardenRunner:
         self.crashes.append(crash)
         say(f"{self.name} DIED during {during} (exit {crash['exit_code']}); restarting it. Log tail:\n"
             f"{crash['log_tail']}")
-        self.service, port = start_pgwarden(self.name, self.config, self.workdir, self.stack, self.tree)
+        self.service, port = start_pgwarden(self.name, self.config, self.workdir, self.stack, self.tree,
+                                            self.stdout)
         self.target = Target(self.name, "127.0.0.1", port, BENCH_SUBJECT, self.token)
         self.sampler.watch(self.service.pid)
 

@@ -215,7 +215,7 @@ def git_revision() -> str:
 
 
 def write_json(path: Path, rows, latency, pgwarden_info, meta: dict, notes: list[str],
-               recording: dict | None = None, target_rounds: dict | None = None) -> None:
+               recording: dict | None = None, target_rounds: dict | None = None, table: dict | None = None) -> None:
     """The same figures as the printed report, for comparing runs over time."""
     doc = {
         "meta": meta,
@@ -230,6 +230,7 @@ def write_json(path: Path, rows, latency, pgwarden_info, meta: dict, notes: list
         "pgwarden": pgwarden_info,
         "recording": recording,
         "rules_target_rounds": target_rounds or None,
+        "against_pgbouncer": table,
         "notes": notes,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

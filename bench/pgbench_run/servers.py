@@ -26,16 +26,19 @@ class Service:
     we then stop it ourselves, in order, and know it is gone.
     """
 
-    def __init__(self, name: str, argv: list[str], log_path: Path, **popen_kw) -> None:
+    def __init__(self, name: str, argv: list[str], log_path: Path, stdout_path: Path | None = None,
+                 **popen_kw) -> None:
         self.name = name
         self.argv = argv
         self.log_path = log_path
+        self.stdout_path = stdout_path  # stdout apart from the log (records to stdout), appended to
         self._popen_kw = popen_kw
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Service:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+        with open(self.log_path, "ab") as log, \
+                open(self.stdout_path or self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=out, stderr=log,
                                          start_new_session=True, **self._popen_kw)
         return self
 
@@ -105,9 +108,9 @@ def read_ready_port(svc: Service, ready: Path, timeout_s: float = 30) -> int:
         raise RuntimeError(f"{svc.name} wrote no ready file within {timeout_s:g} s:\n{svc.log_tail()}") from None
 
 
-def start_postgres(stack: contextlib.ExitStack) -> TempPostgres:
+def start_postgres(stack: contextlib.ExitStack, max_connections: int | None = None) -> TempPostgres:
     """A throwaway server; its stop() is registered before start() so a half start is cleaned up."""
-    pg = TempPostgres()
+    pg = TempPostgres(settings={"max_connections": max_connections} if max_connections else None)
     stack.callback(pg.stop)
     say(f"starting PostgreSQL on {pg.host}:{pg.port}")
     return pg.start()
@@ -215,18 +218,19 @@ def start_pgbouncer(binary: str, pg: TempPostgres, stack: contextlib.ExitStack) 
     return svc, port
 
 
-def setup_pgbouncer(pg: TempPostgres, stack: contextlib.ExitStack) -> tuple[Target | None, str, str]:
-    """PgBouncer as a target, or None with the reason it could not be had (the run goes on)."""
+def setup_pgbouncer(pg: TempPostgres, stack: contextlib.ExitStack) -> tuple[Target | None, str, str, int | None]:
+    """PgBouncer as a target and its pid (whose CPU and memory the table reads), or None with the
+    reason it could not be had (the run goes on)."""
     binary, why = find_or_install_pgbouncer()
     if binary is None:
-        return None, why, ""
+        return None, why, "", None
     version = pgbouncer_version(binary)
     try:
-        _svc, port = start_pgbouncer(binary, pg, stack)
+        svc, port = start_pgbouncer(binary, pg, stack)
     except (RuntimeError, OSError, KeyError) as e:
-        return None, f"pgbouncer did not start: {e}", version
+        return None, f"pgbouncer did not start: {e}", version, None
     target = Target(PGBOUNCER, "127.0.0.1", port, APP_USER, APP_PASSWORD)
     failure = probe(target)
     if failure:
-        return None, f"pgbouncer does not serve queries: {failure}", version
-    return target, "", version
+        return None, f"pgbouncer does not serve queries: {failure}", version, None
+    return target, "", version, svc.pid

@@ -27,6 +27,8 @@ PGBOUNCER_RUN_AS = "postgres"
 DIRECT, PGWARDEN, PGBOUNCER = "direct", "pgwarden", "pgbouncer"
 PGWARDEN_RULES = "pgwarden-rules"
 PGWARDEN_RECORDING = "pgwarden-recording"
+# Issue 20's "policy": the ten rules with recording to stdout, pgwarden's default (`pgbench_run.table`).
+PGWARDEN_POLICY = "pgwarden-policy"
 
 # The pass-through pgwarden: one policy for everyone, no rules.
 PASS_THROUGH_POLICY = {"name": "everyone", "default": "allow"}

@@ -89,6 +89,8 @@ class RunResult:
     pgwarden_log_errors: list[str] = field(default_factory=list)
     # the recording pgwarden only: bytes its record file grew by during the run
     record_bytes: int | None = None
+    # the table's runs (`pgbench_run.table`): the target process's CPU per transaction, µs
+    cpu_us_per_statement: float | None = None
 
 
 def probe(target: Target) -> str | None:

@@ -19,7 +19,8 @@ MODULES = sorted(
 
 
 def test_the_modules_are_found():
-    assert {"pgbench_run.cli", "pgbench_run.report", "pgbench_run.rounds", "run", "ab"} <= set(MODULES)
+    assert {"pgbench_run.cli", "pgbench_run.report", "pgbench_run.rounds", "pgbench_run.table", "run",
+            "ab"} <= set(MODULES)
 
 
 # Each module imported as if first: the bench modules imported before it are forgotten (pgwarden,
@@ -49,6 +50,6 @@ def test_run_py_answers_help_with_its_options():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     for option in ("--duration", "--quick", "--only", "--no-pgbouncer", "--no-rules", "--no-recording",
-                   "--paired-rounds"):
+                   "--paired-rounds", "--table-rounds", "--table-duration", "--table-only", "--sessions"):
         assert option in done.stdout
     assert "pgbench against PostgreSQL directly, through pgwarden and through PgBouncer" in done.stdout

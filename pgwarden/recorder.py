@@ -148,6 +148,7 @@ class Recorder:
         self._dirty = False
         self._urgent = False  # a record carrying a verdict is buffered: the next barrier writes
         self._lazy = 0  # records without a verdict buffered since the last write
+        self._lazy_first = 0.0  # when the first of them was buffered (reactor seconds)
         self._lazy_timer = None
         self._results: list = []  # executions whose result records are built after the turn's sends
         self._by_analysis: dict[int, tuple] = {}
@@ -183,13 +184,21 @@ class Recorder:
         if self._writers:
             self._write_each(record)
         self._dirty = True
-        self._turns.wake()  # the barrier at the end of this turn writes it, or sets the lazy timer
         if waiting is not None:
             self._held.append(waiting)
-        if lazy and self.lazy_s:
+        if lazy and self.lazy_s and waiting is None:
+            # It may wait: no barrier is needed for it until LAZY_RECORDS of them wait, and the
+            # timer that writes it in time is armed once, not once per record (`_lazy_due`).
+            if not self._lazy:
+                self._lazy_first = self.app.reactor.seconds()
             self._lazy += 1
+            if self._lazy_timer is None:
+                self._lazy_timer = self.app.reactor.callLater(self.lazy_s, self._lazy_due)
+            if self._lazy >= LAZY_RECORDS:
+                self._turns.wake()
         else:
             self._urgent = True
+            self._turns.wake()  # the barrier at the end of this turn writes it
 
     def _write_each(self, record: dict) -> None:
         """``record`` to the plugins on the per-record hook: a raise refuses what it is about."""
@@ -238,10 +247,9 @@ class Recorder:
             if self._lazy_timer is None:
                 self._lazy_timer = self.app.reactor.callLater(self.lazy_s, self._lazy_due)
             return
-        if self._lazy_timer is not None:
-            if self._lazy_timer.active():
-                self._lazy_timer.cancel()
-            self._lazy_timer = None
+        # The lazy timer, if armed, stays: when it fires it finds nothing waiting, or arms itself
+        # again for records buffered since. Cancelling and arming it again for every statement's
+        # `result` record cost a timer (a heap push and a cancel) per statement at one client.
         self._urgent = False
         self._lazy = 0
         self._dirty = False
@@ -268,6 +276,12 @@ class Recorder:
 
     def _lazy_due(self) -> None:
         self._lazy_timer = None
+        if not self._lazy:
+            return  # what it was armed for was written with a record that could not wait
+        left = self._lazy_first + self.lazy_s - self.app.reactor.seconds()
+        if left > 0:  # armed for earlier records: these were buffered later
+            self._lazy_timer = self.app.reactor.callLater(left, self._lazy_due)
+            return
         self.flush(force=True)
 
     def retry(self) -> bool:
@@ -288,6 +302,10 @@ class Recorder:
         self.build_results()
         self._dirty = True
         self.flush(force=True)
+        if self._lazy_timer is not None:
+            if self._lazy_timer.active():
+                self._lazy_timer.cancel()
+            self._lazy_timer = None
         self._turns.remove_barrier(self.flush)
         self._turns.remove_after_sends(self.build_results)
 

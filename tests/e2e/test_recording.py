@@ -715,7 +715,20 @@ def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_
     r.statement(102, allowed=False)
     reactor.turn()  # a refusal's record too, though no statement waits on it
     assert sink.writes[3:] == [["statement"]]
-    assert not r.timers()  # no timer left behind
+    armed = r.timers()
+    for seq in range(200, 210, 2):  # a result, then a statement that writes it: the timer stays as it is
+        r.result(seq)
+        reactor.turn()
+        reactor.turn()
+        r.statement(seq + 1)
+        reactor.turn()
+    assert sink.writes[4:] == [["result", "statement"]] * 5
+    assert len(armed) == 1 and r.timers() == armed  # armed once, not once per statement
+    # No timer left behind: the one armed for result 100 (not cancelled when a verdict wrote
+    # the result, which would cost a timer per statement) fires once, finds nothing waiting and
+    # is not armed again.
+    reactor.advance(LAZY_S)
+    assert not r.timers() and sink.writes[9:] == []
     _one_hand_over_per_write(sink)
 
 
@@ -805,7 +818,8 @@ def test_records_kept_at_a_reload_go_to_the_sinks_of_the_running_config(tmp_path
     assert r.app.reload(r.app.config)
     assert not r.recorder.active  # no sink wants records any more ...
     assert sink.writes == [["result"]]  # ... and the one kept went where it was meant to
-    assert not r.timers()
+    reactor.advance(r.recorder.lazy_s)  # the lazy timer, if still armed, finds nothing to write
+    assert not r.timers() and sink.writes == [["result"]]
 
 
 @pytest.mark.parametrize("where, why", [

@@ -143,7 +143,7 @@ class _Described:
     @property
     def shape(self) -> m.RowDescription | None:
         if self._decoded is None and self.description is not None:
-            self._decoded = m.RowDescription.decode(self.description[5:])
+            self._decoded = m.RowDescription.shared(self.description[5:])
         return self._decoded
 
     def describe(self, raw: bytes | None) -> None:

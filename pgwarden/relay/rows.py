@@ -90,7 +90,7 @@ class ResultStream:
         if self.portal is not None:
             return self.portal.result_shape()
         if self._decoded is None and self.description is not None:
-            self._decoded = m.RowDescription.decode(self.description[5:])
+            self._decoded = m.RowDescription.shared(self.description[5:])
         return self._decoded
 
     @property

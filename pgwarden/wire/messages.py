@@ -13,6 +13,7 @@ these when it needs a field.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Mapping
 from typing import ClassVar, Protocol, Self
@@ -785,6 +786,15 @@ class RowDescription:
         )
         r.end()
         return cls(cols)
+
+    @staticmethod
+    @functools.lru_cache(maxsize=256)
+    def shared(body: bytes) -> RowDescription:
+        """`decode`, memoised by the bytes: a session's statements mostly come back in a few
+        shapes, so each result's shape (masking asks for every one) costs a lookup, not a decode
+        of every column. Safe to share: a RowDescription is frozen, its columns a tuple of
+        frozen Columns; a body that does not decode raises every time (errors are not kept)."""
+        return RowDescription.decode(body)
 
     def encode(self) -> bytes:
         w = Writer().int16(len(self.columns))

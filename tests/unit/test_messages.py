@@ -474,6 +474,22 @@ def test_row_description_with_formats():
     assert [c.name for c in rd.with_formats((1,)).columns] == ["a", "b", "c"]
 
 
+@given(st.builds(m.RowDescription, st.tuples(st.builds(
+    m.Column, st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=8),
+    st.integers(0, 2**32 - 1), st.integers(-(2**15), 2**15 - 1), st.integers(0, 2**32 - 1)))))
+def test_shared_row_description_is_the_decoded_one_and_kept_by_its_bytes(rd):
+    body = rd.encode()[5:]
+    shared = m.RowDescription.shared(body)
+    assert shared == m.RowDescription.decode(body) == rd
+    assert m.RowDescription.shared(bytes(bytearray(body))) is shared  # equal bytes, another object
+
+
+def test_shared_row_description_raises_for_bytes_that_do_not_decode_every_time():
+    for _ in range(2):
+        with pytest.raises(ProtocolError):
+            m.RowDescription.shared(b"\x00\x01")
+
+
 def test_encoder_refuses_what_the_protocol_cannot_carry():
     with pytest.raises(LocalProtocolError):
         m.Query("a\x00b").encode()

@@ -8,6 +8,7 @@ checked on the database too: a refused statement changed nothing.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -147,3 +148,179 @@ def test_raw_handshake_and_query(mcp):
     assert s["rows"] == [{"id": 7, "ssn": s["rows"][0]["ssn"], "active": False}]
     assert "123-45" not in json.dumps(result)
     assert s["untrusted_data"] is True and s["truncated"] is False
+
+
+# ---------------------------------------------------------------------- the official client
+
+
+async def _sdk_session(mcp: McpServer, mode: str, token: str) -> dict[str, Any]:
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    seen: dict[str, Any] = {}
+    async with httpx.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+        async with Client(streamable_http_client(mcp.url, http_client=http), mode=mode) as client:
+            seen["version"] = client.protocol_version
+            seen["server"] = client.server_info.name if client.server_info else None
+            seen["tools"] = [t.name for t in (await client.list_tools()).tools]
+            who = await client.call_tool("whoami", {})
+            seen["whoami"] = who.structured_content
+            q = await client.call_tool("query", {"sql": "SELECT name, ssn FROM mcp_customers WHERE id = $1",
+                                                 "params": [3]})
+            seen["query"] = q.structured_content
+            seen["query_error"] = q.is_error
+            bad = await client.call_tool("query", {"sql": "DROP TABLE mcp_customers"})
+            seen["blocked"] = bad.structured_content
+            seen["blocked_error"] = bad.is_error
+    return seen
+
+
+@pytest.mark.parametrize(("mode", "version"), [("legacy", "2025-11-25"), ("auto", MODERN), (MODERN, MODERN)])
+def test_official_client(mcp, mode, version):
+    """The SDK's client, handshake (legacy), probing (auto) and stateless: the same answers."""
+    seen = asyncio.run(_sdk_session(mcp, mode, mcp.token()))
+    assert seen["version"] == version
+    assert seen["tools"][:4] == ["whoami", "search_schema", "query", "explain"]
+    assert seen["whoami"]["subject"] == "agent-1" and seen["whoami"]["policies"] == ["agents"]
+    assert seen["whoami"]["protocol_version"] == version
+    assert seen["query_error"] is False
+    assert seen["query"]["rows"] == [{"name": "customer 3", "ssn": seen["query"]["rows"][0]["ssn"]}]
+    assert "0003" not in seen["query"]["rows"][0]["ssn"]  # masked by source column
+    assert seen["blocked_error"] is True
+    assert seen["blocked"]["error"]["sqlstate"] == "42501"
+    assert seen["blocked"]["error"]["message"].startswith("pgwarden: blocked:")
+
+
+# ---------------------------------------------------------------------- identity
+
+
+def test_no_token_is_challenged_with_the_metadata(mcp):
+    r = post(mcp, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, token=None)
+    assert r.status_code == 401
+    challenge = r.headers["www-authenticate"]
+    metadata = f"http://127.0.0.1:{mcp.port}/.well-known/oauth-protected-resource/mcp"
+    assert challenge == f'Bearer resource_metadata="{metadata}"'
+    doc = httpx.get(metadata).json()
+    assert doc["resource"] == mcp.url
+    assert doc["authorization_servers"] == [ISSUER]
+    assert httpx.get(f"http://127.0.0.1:{mcp.port}/.well-known/oauth-protected-resource").json() == doc
+
+
+@pytest.mark.parametrize("case", ["wire-audience", "other-resource", "expired", "garbage", "other-key", "basic"])
+def test_bad_tokens_are_refused(mcp, case, tmp_path):
+    from pgwarden.testing.endpoint import AUDIENCE
+    from pgwarden.tokens import generate_key
+
+    if case == "wire-audience":  # a token for the Postgres port is not one for this endpoint (RFC 8707)
+        token = mcp.token(audience=AUDIENCE)
+    elif case == "other-resource":
+        token = mcp.token(audience=f"http://127.0.0.1:{mcp.port}/other")
+    elif case == "expired":
+        token = mcp.token(ttl_s=-120)
+    elif case == "garbage":
+        token = "not-a-jwt"
+    elif case == "other-key":
+        private, _ = generate_key(tmp_path / "k")
+        token = mint(private, subject="agent-1", issuer=ISSUER, audience=mcp.url, groups=["ai-agents"])
+    else:
+        token = None
+    headers = {"Authorization": "Basic YWdlbnQ6eA=="} if case == "basic" else None
+    r = post(mcp, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}},
+        token=token, headers=headers)
+    assert r.status_code == 401, r.text
+    assert r.headers["www-authenticate"].startswith('Bearer resource_metadata="')
+    assert "mcp-session-id" not in r.headers
+    assert r.json()["error"]["message"] == "pgwarden: authentication failed"
+
+
+def test_no_policy_for_the_identity(mcp):
+    r = post(mcp, {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}, token=mcp.token(groups=["nobody"]))
+    assert r.status_code == 403
+    assert r.json()["error"]["message"] == "pgwarden: no policy for this identity"
+
+
+def test_sessions_are_bound_to_their_subject(mcp):
+    sid = initialize(mcp)
+    r = post(mcp, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, session=sid,
+             token=mcp.token(subject="agent-2"))
+    assert r.status_code == 404
+
+
+# ---------------------------------------------------------------------- transport and revisions
+
+
+def test_origin_is_checked(mcp):
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    r = post(mcp, body, headers={"Origin": "http://evil.example"})
+    assert r.status_code == 403
+    r = post(mcp, body, headers={"Origin": "http://localhost:3000"})
+    assert r.status_code == 200
+    assert r.json()["result"]["protocolVersion"] == "2025-06-18"
+
+
+def test_get_is_405_and_delete_ends_the_session(mcp):
+    r = httpx.get(mcp.url, headers={"Authorization": f"Bearer {mcp.token()}", "Accept": "text/event-stream"})
+    assert r.status_code == 405
+    sid = initialize(mcp)
+    r = httpx.delete(mcp.url, headers={"Authorization": f"Bearer {mcp.token()}", "Mcp-Session-Id": sid})
+    assert r.status_code == 204
+    r = post(mcp, {"jsonrpc": "2.0", "id": 2, "method": "ping"}, session=sid)
+    assert r.status_code == 404
+
+
+def test_handshake_rules(mcp):
+    r = post(mcp, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    assert r.status_code == 400  # no session
+    r = _initialize_unknown_version(mcp)  # an unknown version: the server's latest is offered
+    assert r.json()["result"]["protocolVersion"] == "2025-11-25"
+    sid = r.headers["mcp-session-id"]
+    r = post(mcp, {"jsonrpc": "2.0", "id": 3, "method": "ping"}, session=sid,
+             headers={"MCP-Protocol-Version": "2025-06-18"})
+    assert r.status_code == 400  # not the negotiated one
+    r = post(mcp, {"jsonrpc": "2.0", "id": 4, "method": "ping"}, session=sid)
+    assert r.json() == {"jsonrpc": "2.0", "id": 4, "result": {}}
+    r = post(mcp, [{"jsonrpc": "2.0", "id": 5, "method": "ping"}], session=sid)
+    assert r.status_code == 400  # batches were removed in 2025-06-18
+
+
+def _initialize_unknown_version(mcp):
+    return post(mcp, {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2024-01-01", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})
+
+
+def modern(mcp, method, params=None, headers=None, version=MODERN, meta=True):
+    params = dict(params or {})
+    if meta:
+        params["_meta"] = {"io.modelcontextprotocol/protocolVersion": version,
+                           "io.modelcontextprotocol/clientCapabilities": {}}
+    h = {"MCP-Protocol-Version": version, "Mcp-Method": method}
+    if method == "tools/call":
+        h["Mcp-Name"] = params.get("name", "")
+    h.update(headers or {})
+    return post(mcp, {"jsonrpc": "2.0", "id": "x", "method": method, "params": params}, headers=h)
+
+
+def test_stateless_revision(mcp):
+    r = modern(mcp, "server/discover")
+    assert r.status_code == 200
+    result = r.json()["result"]
+    assert result["supportedVersions"] == [MODERN] and result["resultType"] == "complete"
+    assert result["serverInfo"]["name"] == "pgwarden" and "tools" in result["capabilities"]
+    assert "mcp-session-id" not in r.headers
+    r = modern(mcp, "tools/list")
+    assert r.json()["result"]["cacheScope"] == "private"  # it depends on who asks
+    # headers that disagree with the body
+    for headers in ({"Mcp-Method": "tools/list"}, {"MCP-Protocol-Version": "2025-11-25"},
+                    {"Mcp-Name": "explain"}):
+        r = modern(mcp, "tools/call", {"name": "whoami", "arguments": {}}, headers=headers)
+        assert r.status_code == 400 and r.json()["error"]["code"] == -32020, (headers, r.text)
+    r = modern(mcp, "tools/list", version="2099-01-01")
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == -32022
+    assert r.json()["error"]["data"] == {"supported": [MODERN], "requested": "2099-01-01"}
+    r = modern(mcp, "tools/list", meta=False)
+    assert r.status_code == 400 and r.json()["error"]["code"] == -32602
+    r = modern(mcp, "ping")
+    assert r.status_code == 404 and r.json()["error"]["code"] == -32601  # removed in 2026-07-28

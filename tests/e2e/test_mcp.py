@@ -324,3 +324,148 @@ def test_stateless_revision(mcp):
     assert r.status_code == 400 and r.json()["error"]["code"] == -32602
     r = modern(mcp, "ping")
     assert r.status_code == 404 and r.json()["error"]["code"] == -32601  # removed in 2026-07-28
+
+
+# ---------------------------------------------------------------------- the same governance
+
+
+def _count(mcp: McpServer) -> tuple[int, bool]:
+    with psycopg.connect(mcp.dsn, autocommit=True) as conn:
+        n = conn.execute("SELECT count(*) FROM mcp_customers").fetchone()[0]
+        secret = conn.execute("SELECT to_regclass('mcp_secret.keys') IS NOT NULL").fetchone()[0]
+    return n, secret
+
+
+def _wire_refusal(mcp: McpServer, sql: str) -> tuple[str | None, str | None]:
+    """What the same identity gets for ``sql`` over the PostgreSQL protocol (extended, as MCP runs it)."""
+    from pgwarden.testing.endpoint import AUDIENCE
+
+    token = mint(mcp.process.keys["private"], subject="agent-1", issuer=ISSUER, audience=AUDIENCE,
+                 groups=["ai-agents"])
+    with psycopg.connect(mcp.process.dsn(token), autocommit=True) as conn:
+        try:
+            conn.execute(sql, prepare=True).fetchall()
+        except psycopg.Error as e:
+            return e.sqlstate, e.diag.message_primary
+    return None, None
+
+
+# A few of tests/e2e/test_hostile.py's, and the documented ways around other MCP servers' guards.
+HOSTILE = [
+    "DROP TABLE mcp_customers",
+    "COMMIT; DROP TABLE mcp_customers",  # the reference server's read-only transaction ends here
+    "SELECT * FROM pg_read_file('/etc/passwd')",  # a function in FROM
+    "SELECT pg_read_file('/etc/passwd')",
+    "WITH gone AS (DELETE FROM mcp_customers RETURNING *) SELECT count(*) FROM gone",
+    "EXPLAIN ANALYZE DELETE FROM mcp_customers",
+    "DELETE FROM mcp_customers",
+    "SELECT * FROM mcp_secret.keys",
+    "SELECT 1; DELETE FROM mcp_customers WHERE id = 1",
+    "SET ROLE postgres",
+    "COPY (SELECT 1) TO PROGRAM 'true'",
+]
+
+
+@pytest.mark.parametrize("sql", HOSTILE)
+def test_hostile_statements_refused_as_on_the_wire(mcp, sql):
+    before = _count(mcp)
+    result = call(mcp, "query", {"sql": sql})
+    assert result["isError"] is True, result
+    error = result["structuredContent"]["error"]
+    assert _count(mcp) == before == (120, True)
+    assert (error["sqlstate"], error["message"]) == _wire_refusal(mcp, sql)
+    assert error["sqlstate"] in ("42501", "42601")
+
+
+def test_multi_statement_text_is_refused(mcp):
+    result = call(mcp, "query", {"sql": "SELECT 1; SELECT 2"})
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"]["sqlstate"] == "42601"  # one statement per call
+
+
+def test_refusal_says_why_and_is_recorded(mcp):
+    result = call(mcp, "query", {"sql": "DELETE FROM mcp_customers"})
+    s = result["structuredContent"]
+    assert s["error"]["message"].startswith("pgwarden: blocked:")
+    assert "unfiltered-writes" in s["error"].get("detail", "")
+    session, statement = s["audit_id"].split(":")
+    records = [r for r in mcp.records() if r["session"] == session and r.get("statement") == int(statement)]
+    verdicts = [r for r in records if r["type"] == "statement"]
+    assert verdicts and verdicts[0]["sql"] == "DELETE FROM mcp_customers"
+    assert verdicts[0]["verdict"]["action"] == "block" and verdicts[0]["verdict"]["rule"] == "unfiltered-writes"
+
+
+def test_audit_id_names_the_records_of_the_call(mcp):
+    result = call(mcp, "query", {"sql": "SELECT id FROM mcp_customers WHERE id <= $1 ORDER BY id", "params": [3]})
+    s = result["structuredContent"]
+    assert [r["id"] for r in s["rows"]] == [1, 2, 3]
+    session, statement = s["audit_id"].split(":")
+    import time
+
+    deadline = time.monotonic() + 10
+    while True:  # result records are written lazily (recording.results_delay_ms)
+        records = [r for r in mcp.records() if r["session"] == session and r.get("statement") == int(statement)]
+        if {r["type"] for r in records} >= {"statement", "result"} or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    by_type = {r["type"]: r for r in records}
+    assert by_type["statement"]["sql"] == "SELECT id FROM mcp_customers WHERE id <= $1 ORDER BY id"
+    assert by_type["statement"]["protocol"] == "extended"
+    assert by_type["result"]["rows"] == 3
+    starts = [r for r in mcp.records() if r["session"] == session and r["type"] == "session_start"]
+    assert starts[0]["identity"]["subject"] == "agent-1"
+
+
+def test_masking_and_caps(mcp):
+    s = call(mcp, "query", {"sql": "SELECT id, ssn, balance FROM mcp_customers ORDER BY id", "max_rows": 5})[
+        "structuredContent"]
+    assert s["row_count"] == 5 and s["truncated"] is True
+    assert all("123-45" not in (row["ssn"] or "") for row in s["rows"])
+    assert s["rows"][0]["balance"] == "10.5"  # numeric stays text: no precision lost
+    # the policy's own cap (limit rows: 50) cuts below max_rows
+    s = call(mcp, "query", {"sql": "SELECT id FROM mcp_customers", "max_rows": 100})["structuredContent"]
+    assert s["row_count"] == 50 and s["truncated"] is True
+    # masked through an expression: the lineage says where it comes from
+    s = call(mcp, "query", {"sql": "SELECT upper(ssn) AS x FROM mcp_customers WHERE id = 1"})["structuredContent"]
+    assert "123-45" not in json.dumps(s)
+
+
+def test_timeout_cancels_the_statement(mcp):
+    import time
+
+    started = time.monotonic()
+    result = call(mcp, "query", {"sql": "SELECT count(*) FROM generate_series(1, 10000000000)", "timeout_ms": 300})
+    assert time.monotonic() - started < 10
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"]["sqlstate"] == "57014"
+    # the session's next call works
+    assert call(mcp, "query", {"sql": "SELECT 1 AS one"})["structuredContent"]["rows"] == [{"one": 1}]
+
+
+def test_explain_plans_without_running_and_gives_the_verdict(mcp):
+    s = call(mcp, "explain", {"sql": "DELETE FROM mcp_customers WHERE id > $1", "params": [0]})["structuredContent"]
+    assert s["verdict"]["action"] == "allow"
+    assert s["plan"][0]["Plan"]["Node Type"] == "ModifyTable"
+    assert _count(mcp)[0] == 120  # EXPLAIN without ANALYZE: nothing ran
+    s = call(mcp, "explain", {"sql": "DELETE FROM mcp_customers"})["structuredContent"]
+    assert s["verdict"]["action"] == "block" and s["verdict"]["rule"] == "unfiltered-writes"
+    s = call(mcp, "explain", {"sql": "SELECT ssn FROM mcp_customers"})["structuredContent"]
+    assert s["verdict"]["action"] == "allow"
+    assert s["verdict"]["masks"][0]["outputs"][0]["rule"] == "agents/pii"
+    assert "audit_id" in s
+
+
+def test_search_schema_shows_only_what_the_identity_may_read(mcp):
+    s = call(mcp, "search_schema", {"pattern": "%mcp%"})["structuredContent"]
+    tables = {t["table"]: t for t in s["tables"]}
+    assert "public.mcp_customers" in tables and "mcp_secret.keys" not in tables
+    columns = {c["name"]: c for c in tables["public.mcp_customers"]["columns"]}
+    assert columns["ssn"]["masked"] is True and columns["name"]["masked"] is False
+
+
+def test_whoami(mcp):
+    s = call(mcp, "whoami", {}, token=mcp.token(groups=["readers"]))["structuredContent"]
+    assert s["policies"] == ["readers"] and s["read_only"] is True
+    assert s["masked"][0]["columns"] == ["public.mcp_customers.ssn"]
+    s = call(mcp, "whoami", {})["structuredContent"]
+    assert s["read_only"] is False and s["limits"]["rows"] == 50

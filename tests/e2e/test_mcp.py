@@ -423,7 +423,7 @@ def test_masking_and_caps(mcp):
     assert all("123-45" not in (row["ssn"] or "") for row in s["rows"])
     assert s["rows"][0]["balance"] == "10.5"  # numeric stays text: no precision lost
     # the policy's own cap (limit rows: 50) cuts below max_rows
-    s = call(mcp, "query", {"sql": "SELECT id FROM mcp_customers", "max_rows": 100})["structuredContent"]
+    s = call(mcp, "query", {"sql": "SELECT id FROM mcp_customers", "max_rows": 500})["structuredContent"]
     assert s["row_count"] == 50 and s["truncated"] is True
     # masked through an expression: the lineage says where it comes from
     s = call(mcp, "query", {"sql": "SELECT upper(ssn) AS x FROM mcp_customers WHERE id = 1"})["structuredContent"]
@@ -469,3 +469,14 @@ def test_whoami(mcp):
     assert s["masked"][0]["columns"] == ["public.mcp_customers.ssn"]
     s = call(mcp, "whoami", {})["structuredContent"]
     assert s["read_only"] is False and s["limits"]["rows"] == 50
+
+
+def test_a_transaction_does_not_span_calls(mcp):
+    token = mcp.token(subject="agent-tx")
+    first = call(mcp, "query", {"sql": "SELECT 1 AS one"}, token=token)["structuredContent"]["audit_id"]
+    again = call(mcp, "query", {"sql": "SELECT 1 AS one"}, token=token)["structuredContent"]["audit_id"]
+    assert first.split(":")[0] == again.split(":")[0]  # an idle session is reused
+    begun = call(mcp, "query", {"sql": "BEGIN"}, token=token)["structuredContent"]
+    assert begun["command"] == "BEGIN"
+    after = call(mcp, "query", {"sql": "SELECT 1 AS one"}, token=token)["structuredContent"]["audit_id"]
+    assert after.split(":")[0] != begun["audit_id"].split(":")[0]  # that session was closed (rolled back)

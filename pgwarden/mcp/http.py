@@ -104,8 +104,7 @@ class McpEndpoint:
         servers = list(settings.authorization_servers) or (
             [config.auth.jwt.issuer] if config.auth.jwt is not None else [])
         return {"resource": settings.url, "authorization_servers": servers,
-                "bearer_methods_supported": ["header"], "resource_name": "pgwarden",
-                "resource_documentation": "https://github.com/pgwarden/pgwarden/blob/main/docs/mcp.md"}
+                "bearer_methods_supported": ["header"], "resource_name": "pgwarden"}
 
 
 def _send(request: Request, reply: Reply) -> None:

@@ -46,6 +46,8 @@ log = Logger(namespace="pgwarden.mcp")
 APPLICATION_NAME = "pgwarden-mcp"
 #: concurrent calls of one identity (each holds a session of its own)
 MAX_SESSIONS_PER_IDENTITY = 4
+#: idle sessions kept for reuse, all identities together (each holds an upstream connection)
+MAX_IDLE = 16
 
 
 class SessionUnavailable(Exception):
@@ -397,6 +399,9 @@ class InternalSessions:
         if client.closed:
             return
         if outcome is None or outcome.transaction_status != "I" or client.busy:
+            client.close()
+            return
+        if sum(len(idle) for idle in self._idle.values()) >= MAX_IDLE:
             client.close()
             return
         key = identity_key(identity)

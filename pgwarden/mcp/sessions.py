@@ -123,6 +123,8 @@ class WireClient(Protocol):
         self._outcome: Outcome | None = None
         self._done: Deferred[Outcome] | None = None
         self.on_lost: Callable[[WireClient], None] = lambda _c: None
+        #: told each notice while a statement runs (a held statement's "waiting for approval")
+        self.on_notice: Callable[[str], None] | None = None
         #: pgwarden's side of the session (its identity, policies and SQL context)
         self.server: ClientConnection | None = None
 
@@ -174,6 +176,8 @@ class WireClient(Protocol):
             self._outcome.suspended = True
         elif isinstance(msg, m.NoticeResponse):
             self._outcome.notices.append(msg.message or "")
+            if self.on_notice is not None:
+                self.on_notice(msg.message or "")
 
     def run(self, sql: str, params: Sequence[object], max_rows: int) -> Deferred[Outcome]:
         """One statement, extended protocol; rows beyond ``max_rows`` stay in the portal."""
@@ -331,6 +335,7 @@ class InternalSessions:
         self._count: dict[str, int] = {}
         self._idle_s = idle_s
         self._timers: dict[WireClient, object] = {}
+        self._recent: list[WireClient] = []  # idle sessions, least recently used first
 
     def acquire(self, identity: Identity) -> Deferred[WireClient]:
         """An idle session of ``identity``, or a new one once logged in."""
@@ -338,6 +343,8 @@ class InternalSessions:
         idle = self._idle.get(key)
         while idle:
             client = idle.pop()
+            if client in self._recent:
+                self._recent.remove(client)
             timer = self._timers.pop(client, None)
             if timer is not None and timer.active():  # type: ignore[attr-defined]
                 timer.cancel()  # type: ignore[attr-defined]
@@ -379,6 +386,8 @@ class InternalSessions:
                 idle.remove(c)
             if not idle:
                 self._idle.pop(key, None)
+            if c in self._recent:
+                self._recent.remove(c)
             timer = self._timers.pop(c, None)
             if timer is not None and timer.active():  # type: ignore[attr-defined]
                 timer.cancel()  # type: ignore[attr-defined]
@@ -393,6 +402,15 @@ class InternalSessions:
 
         return client.ready.addErrback(failed)
 
+    def dedicated(self, identity: Identity) -> Deferred[WireClient]:
+        """A new session of ``identity`` that goes back to no pool (a statement that may wait for
+        a person holds it); close it when done."""
+        key = identity_key(identity)
+        if self._count.get(key, 0) >= MAX_SESSIONS_PER_IDENTITY:
+            return fail(SessionUnavailable("53300", f"pgwarden: at most {MAX_SESSIONS_PER_IDENTITY} MCP calls of "
+                                                    "one identity at a time"))
+        return self._open(key, identity)
+
     def release(self, identity: Identity, client: WireClient, outcome: Outcome | None) -> None:
         """Back to the pool when idle outside a transaction; closed otherwise (an open transaction
         must not span calls: each call is its own)."""
@@ -401,11 +419,12 @@ class InternalSessions:
         if outcome is None or outcome.transaction_status != "I" or client.busy:
             client.close()
             return
-        if sum(len(idle) for idle in self._idle.values()) >= MAX_IDLE:
-            client.close()
-            return
         key = identity_key(identity)
         self._idle.setdefault(key, []).append(client)
+        self._recent.append(client)
+        while len(self._recent) > MAX_IDLE:  # the least recently used idle session goes
+            oldest = self._recent.pop(0)
+            oldest.close()
         self._timers[client] = self.reactor.callLater(self._idle_s(), client.close)
 
     def cancel(self, client: WireClient) -> Deferred[None]:

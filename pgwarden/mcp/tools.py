@@ -23,6 +23,7 @@ from pgwarden.explain import masks_json, statement_masks
 from pgwarden.limits import read_only_policy
 from pgwarden.mcp.protocol import CallContext, ToolError, Tools, deferred_call
 from pgwarden.mcp.sessions import InternalSessions, Outcome, SessionUnavailable, WireClient
+from pgwarden.mcp.writes import Writes
 from pgwarden.policy import policies_for
 from pgwarden.policy.model import MaskSpec, row_cap, rows_written_cap, statement_timeout_ms
 from pgwarden.verdict import Verdict
@@ -49,6 +50,29 @@ _TYPE_NAMES = {16: "boolean", 17: "bytea", 18: "char", 19: "name", 20: "bigint",
 _SQL = {"type": "string", "description": "Exactly one SQL statement; $1, $2, ... for parameters."}
 _PARAMS = {"type": "array", "description": "Values of $1, $2, ... (null, boolean, number, string, or JSON).",
            "items": {}}
+
+_ID = {"type": "string", "description": "The id request_write answered."}
+WRITE_TOOLS: list[dict[str, Any]] = [
+    {"name": "request_write", "title": "Ask to run a write",
+     "description": "Runs one write statement through pgwarden's policies. Answers executed, denied, or "
+                    "pending_approval with an id: a person must approve this exact statement (text and parameters) "
+                    "for you; then execute_approved(id) runs it once. Give the approver a reason.",
+     "inputSchema": {"type": "object", "required": ["sql"], "additionalProperties": False, "properties": {
+         "sql": _SQL, "params": _PARAMS,
+         "reason": {"type": "string", "description": "Why, for the person who approves it."}}},
+     "annotations": {"readOnlyHint": False, "destructiveHint": True, "openWorldHint": False}},
+    {"name": "approval_status", "title": "Where an approval stands",
+     "description": "pending_approval, approved, denied or expired (a held statement: its result once decided); "
+                    "waits up to wait_seconds for a decision.",
+     "inputSchema": {"type": "object", "required": ["id"], "additionalProperties": False, "properties": {
+         "id": _ID, "wait_seconds": {"type": "number", "minimum": 0, "maximum": 60, "default": 0}}},
+     "annotations": {"readOnlyHint": True, "openWorldHint": False}},
+    {"name": "execute_approved", "title": "Run an approved write",
+     "description": "Runs the statement of an approved request once (the stored one: no SQL is taken here).",
+     "inputSchema": {"type": "object", "required": ["id"], "additionalProperties": False,
+                     "properties": {"id": _ID}},
+     "annotations": {"readOnlyHint": False, "destructiveHint": True, "openWorldHint": False}},
+]
 
 SEARCH_SCHEMA_SQL = (
     "SELECT c.table_schema, c.table_name, c.column_name, c.data_type FROM information_schema.columns c "
@@ -149,6 +173,7 @@ class DatabaseTools(Tools):
         self.app = app
         self.sessions = sessions
         self.settings = settings
+        self.writes = Writes(app, self, _result)
 
     # ------------------------------------------------------------------ listing
 
@@ -191,13 +216,17 @@ class DatabaseTools(Tools):
                              "properties": {"sql": _SQL, "params": _PARAMS}},
              "annotations": read},
         ]
+        if self.may_write(identity):
+            tools += WRITE_TOOLS
         return tools
 
     # ------------------------------------------------------------------ calls
 
     def call(self, name: str, arguments: Mapping[str, Any], context: CallContext) -> Deferred[dict[str, Any]]:
         handlers: dict[str, Callable[[Mapping[str, Any], CallContext], Any]] = {
-            "whoami": self.whoami, "search_schema": self.search_schema, "query": self.query, "explain": self.explain}
+            "whoami": self.whoami, "search_schema": self.search_schema, "query": self.query, "explain": self.explain,
+            "request_write": self.writes.request_write, "approval_status": self.writes.approval_status,
+            "execute_approved": self.writes.execute_approved}
         handler = handlers.get(name)
         if handler is None:
             return maybeDeferred(_unknown, name)
@@ -230,10 +259,11 @@ class DatabaseTools(Tools):
         }
         return _result(structured)
 
-    def _run(self, identity: Identity, sql: str, params: list[object], max_rows: int,
-             timeout_ms: int) -> Deferred[tuple[WireClient, Outcome]]:
+    def run(self, identity: Identity, sql: str, params: list[object], max_rows: int,
+            timeout_ms: int, *, keep: bool = False) -> Deferred[tuple[WireClient, Outcome]]:
         """One statement on a session of ``identity``; cancelled (as a CancelRequest would) after
-        ``timeout_ms``."""
+        ``timeout_ms``. ``keep``: the caller still needs the session (its pgwarden side) and
+        releases it itself."""
 
         def run(client: WireClient) -> Deferred[tuple[WireClient, Outcome]]:
             timer = self.app.reactor.callLater(timeout_ms / 1000, self.sessions.cancel, client)
@@ -241,7 +271,8 @@ class DatabaseTools(Tools):
             def over(outcome: Outcome) -> tuple[WireClient, Outcome]:
                 if timer.active():
                     timer.cancel()
-                self.sessions.release(identity, client, outcome)
+                if not keep:
+                    self.sessions.release(identity, client, outcome)
                 return client, outcome
 
             def lost(failure: Failure) -> Failure:
@@ -261,27 +292,38 @@ class DatabaseTools(Tools):
                                    settings.max_timeout_ms)
 
         def answer(ran: tuple[WireClient, Outcome]) -> dict[str, Any]:
-            _client, outcome = ran
+            outcome = ran[1]
+            structured = self.outcome_fields(outcome)
             if outcome.error is not None:
-                return _result({"audit_id": outcome.audit_id, "error": _error_fields(outcome)}, error=True)
-            cut = any(n.startswith("pgwarden: result truncated") for n in outcome.notices)
-            columns = outcome.columns
-            rows = [{name: value_of(v, oid) for (name, oid), v in zip(columns, row)} if len(
-                {c[0] for c in columns}) == len(columns) else [value_of(v, oid) for (_n, oid), v in zip(columns, row)]
-                for row in outcome.rows]
-            structured = {
-                "audit_id": outcome.audit_id,
-                "command": outcome.tag,
-                "columns": [{"name": n, "type": _TYPE_NAMES.get(oid, f"oid {oid}")} for n, oid in columns],
-                "row_count": len(rows),
-                "truncated": outcome.suspended or cut,
-                "untrusted_data": True,
-                "rows": rows,
-                "notices": outcome.notices,
-            }
-            return _result(structured, preface=UNTRUSTED if rows else None)
+                return _result(structured, error=True)
+            return _result(structured, preface=UNTRUSTED if outcome.rows else None)
 
-        return self._run(context.identity, sql, params, max_rows, timeout_ms).addCallback(answer)
+        return self.run(context.identity, sql, params, max_rows, timeout_ms).addCallback(answer)
+
+    def outcome_fields(self, outcome: Outcome) -> dict[str, Any]:
+        """A statement's outcome as a tool answers it: its error, or its rows (untrusted data)."""
+        if outcome.error is not None:
+            return {"audit_id": outcome.audit_id, "error": _error_fields(outcome)}
+        cut = any(n.startswith("pgwarden: result truncated") for n in outcome.notices)
+        columns = outcome.columns
+        named = len({c[0] for c in columns}) == len(columns)
+        rows: list[object] = [
+            {name: value_of(v, oid) for (name, oid), v in zip(columns, row)} if named
+            else [value_of(v, oid) for (_n, oid), v in zip(columns, row)]
+            for row in outcome.rows]
+        return {
+            "audit_id": outcome.audit_id,
+            "command": outcome.tag,
+            "columns": [{"name": n, "type": _TYPE_NAMES.get(oid, f"oid {oid}")} for n, oid in columns],
+            "row_count": len(rows),
+            "truncated": outcome.suspended or cut,
+            "untrusted_data": True,
+            "rows": rows,
+            "notices": outcome.notices,
+        }
+
+    def sql_arguments(self, arguments: Mapping[str, Any]) -> tuple[str, list[object]]:
+        return _sql_argument(arguments)
 
     def _verdict(self, client: WireClient, sql: str) -> Deferred[dict[str, Any]]:
         """The verdict the wire path would give ``sql`` in this session, and its masks; nothing runs."""
@@ -326,6 +368,7 @@ class DatabaseTools(Tools):
             client, outcome = ran
 
             def answer(verdict: dict[str, Any]) -> dict[str, Any]:
+                self.sessions.release(identity, client, outcome)
                 structured: dict[str, Any] = {"audit_id": outcome.audit_id, "verdict": verdict}
                 if outcome.error is not None:
                     structured["plan_error"] = _error_fields(outcome)
@@ -335,11 +378,11 @@ class DatabaseTools(Tools):
                 return _result(structured)
 
             if client.closed or client.server is None or client.server.session is None:
-                return maybeDeferred(answer, {"action": "unknown", "reason": "the session ended"})
+                return deferred_call(answer, {"action": "unknown", "reason": "the session ended"})
             return self._verdict(client, sql).addCallback(answer)
 
-        return self._run(identity, "EXPLAIN (FORMAT JSON) " + sql, params, 1,
-                         settings.max_timeout_ms).addCallback(planned)
+        return self.run(identity, "EXPLAIN (FORMAT JSON) " + sql, params, 1,
+                        settings.max_timeout_ms, keep=True).addCallback(planned)
 
     def search_schema(self, arguments: Mapping[str, Any], context: CallContext) -> Deferred[dict[str, Any]]:
         pattern = arguments.get("pattern", "%")
@@ -354,14 +397,20 @@ class DatabaseTools(Tools):
         def listed(ran: tuple[WireClient, Outcome]) -> Deferred[dict[str, Any]] | dict[str, Any]:
             client, outcome = ran
             if outcome.error is not None:
+                self.sessions.release(identity, client, outcome)
                 return _result({"audit_id": outcome.audit_id, "error": _error_fields(outcome)}, error=True)
             tables: dict[str, list[tuple[str, str]]] = {}
             for schema, table, column, data_type in outcome.rows:
                 tables.setdefault(f'{schema}.{table}', []).append((column or "", data_type or ""))
-            return self._visible(client, tables, outcome.audit_id, outcome.suspended)
 
-        return self._run(identity, SEARCH_SCHEMA_SQL, [pattern, limit + 1], limit,
-                         settings.max_timeout_ms).addCallback(listed)
+            def released(answer: dict[str, Any]) -> dict[str, Any]:
+                self.sessions.release(identity, client, outcome)
+                return answer
+
+            return self._visible(client, tables, outcome.audit_id, outcome.suspended).addBoth(released)
+
+        return self.run(identity, SEARCH_SCHEMA_SQL, [pattern, limit + 1], limit,
+                        settings.max_timeout_ms, keep=True).addCallback(listed)
 
     def _visible(self, client: WireClient, tables: dict[str, list[tuple[str, str]]], audit_id: str,
                  truncated: bool) -> Deferred[dict[str, Any]]:

@@ -37,6 +37,9 @@ POLICIES = [
         {"name": "secrets", "block": {"tables": ["mcp_secret.*"]}},
         {"name": "pii", "mask": {"columns": ["public.mcp_customers.ssn"], "with": "redact"}},
         {"name": "budget", "limit": {"rows": 50}},
+        {"name": "orders", "approve": {"statements": ["insert"], "tables": ["public.mcp_orders"], "mode": "retry"},
+         "reason": "orders need a human"},
+        {"name": "held", "approve": {"statements": ["insert"], "tables": ["public.mcp_held"], "mode": "hold"}},
     ]},
     {"name": "readers", "when": {"groups": ["readers"]}, "rules": [
         {"name": "no-writes", "block": {"statements": [
@@ -52,6 +55,8 @@ DROP TABLE IF EXISTS mcp_customers; DROP SCHEMA IF EXISTS mcp_secret CASCADE;
 CREATE TABLE mcp_customers (id int PRIMARY KEY, name text, ssn text, balance numeric, active boolean);
 INSERT INTO mcp_customers SELECT g, 'customer ' || g, '123-45-' || lpad(g::text, 4, '0'), g * 10.5, g % 2 = 0
   FROM generate_series(1, 120) g;
+DROP TABLE IF EXISTS mcp_orders; DROP TABLE IF EXISTS mcp_held;
+CREATE TABLE mcp_orders (id int PRIMARY KEY, item text); CREATE TABLE mcp_held (id int PRIMARY KEY, item text);
 CREATE SCHEMA mcp_secret; CREATE TABLE mcp_secret.keys (k text); INSERT INTO mcp_secret.keys VALUES ('hunter2');
 """
 
@@ -81,7 +86,8 @@ def mcp(pg_server, signing_keys, tmp_path_factory) -> Iterator[McpServer]:
     port = free_port()
     url = f"http://127.0.0.1:{port}/mcp"
     doc = base_config(pg_server, signing_keys, directory, policies=POLICIES,
-                      mcp={"url": url, "port": port, "allowed_origins": ["http://localhost:3000"]})
+                      mcp={"url": url, "port": port, "allowed_origins": ["http://localhost:3000"]},
+                      approvals={"approver_groups": ["db-approvers"], "timeout_s": 60, "preview": False})
     config = directory / "pgwarden.yaml"
     config.write_text(yaml.safe_dump(doc))
     running = launch(config, signing_keys, directory)
@@ -480,3 +486,94 @@ def test_a_transaction_does_not_span_calls(mcp):
     assert begun["command"] == "BEGIN"
     after = call(mcp, "query", {"sql": "SELECT 1 AS one"}, token=token)["structuredContent"]["audit_id"]
     assert after.split(":")[0] != begun["audit_id"].split(":")[0]  # that session was closed (rolled back)
+
+
+# ---------------------------------------------------------------------- writes through approval
+
+
+def decide(mcp: McpServer, request_id: str, verdict: str, approver: str = "alice", reason: str = "ok") -> int:
+    from pgwarden.testing.endpoint import AUDIENCE
+
+    token = mint(mcp.process.keys["private"], subject=approver, issuer=ISSUER, audience=AUDIENCE,
+                 groups=["db-approvers"])
+    r = httpx.post(f"http://127.0.0.1:{mcp.process.admin_port}/approvals/api/requests/{request_id}/{verdict}",
+                   json={"reason": reason}, headers={"Authorization": f"Bearer {token}"})
+    return r.status_code
+
+
+def _rows(mcp: McpServer, table: str) -> list[tuple]:
+    with psycopg.connect(mcp.dsn, autocommit=True) as conn:
+        return conn.execute(f"SELECT id, item FROM {table} ORDER BY id").fetchall()
+
+
+def test_write_tools_only_for_identities_allowed_to_write(mcp):
+    def names(groups):
+        r = modern(mcp, "tools/list", headers={"Authorization": f"Bearer {mcp.token(groups=groups)}"})
+        return [t["name"] for t in r.json()["result"]["tools"]]
+
+    assert names(["ai-agents"])[4:] == ["request_write", "approval_status", "execute_approved"]
+    assert names(["readers"]) == ["whoami", "search_schema", "query", "explain"]
+    result = call(mcp, "request_write", {"sql": "INSERT INTO mcp_orders VALUES (99, 'x')"},
+                  token=mcp.token(groups=["readers"]))
+    assert result["structuredContent"]["status"] == "denied"
+    assert _rows(mcp, "mcp_orders") == []
+
+
+def test_write_through_approval_end_to_end(mcp):
+    sql = "INSERT INTO mcp_orders VALUES ($1, $2)"
+    s = call(mcp, "request_write", {"sql": sql, "params": [1, "book"], "reason": "customer asked */ DROP"})[
+        "structuredContent"]
+    assert s["status"] == "pending_approval" and s["mode"] == "retry", s
+    request_id = s["id"]
+    assert _rows(mcp, "mcp_orders") == []
+    assert call(mcp, "approval_status", {"id": request_id})["structuredContent"]["status"] == "pending_approval"
+    assert call(mcp, "execute_approved", {"id": request_id})["isError"] is True  # not approved yet
+    # nobody approves their own request; another caller cannot see it
+    assert decide(mcp, request_id, "approve", approver="agent-1") == 403
+    other = modern(mcp, "tools/call", {"name": "approval_status", "arguments": {"id": request_id}},
+                   headers={"Authorization": f"Bearer {mcp.token(subject='agent-2')}"})
+    assert other.status_code == 400 and "no approval request" in other.json()["error"]["message"]
+    assert decide(mcp, request_id, "approve") == 200
+    s = call(mcp, "approval_status", {"id": request_id, "wait_seconds": 5})["structuredContent"]
+    assert s["status"] == "approved" and s["decided_by"] == "alice"
+    s = call(mcp, "execute_approved", {"id": request_id})["structuredContent"]
+    assert s["status"] == "executed" and s["command"] == "INSERT 0 1", s
+    assert _rows(mcp, "mcp_orders") == [(1, "book")]
+    again = call(mcp, "execute_approved", {"id": request_id})
+    assert again["isError"] is True and _rows(mcp, "mcp_orders") == [(1, "book")]  # once
+    statements = [r for r in mcp.records() if r["type"] == "statement" and "mcp_orders" in r.get("sql", "")]
+    assert statements[0]["sql"].startswith("/* reason: customer asked * / DROP */ INSERT")
+
+
+def test_held_write_runs_when_approved(mcp):
+    s = call(mcp, "request_write", {"sql": "INSERT INTO mcp_held VALUES (1, 'lamp')"})["structuredContent"]
+    assert s["status"] == "pending_approval" and s["mode"] == "hold", s
+    assert call(mcp, "approval_status", {"id": s["id"], "wait_seconds": 0.2})["structuredContent"][
+        "status"] == "pending_approval"
+    assert _rows(mcp, "mcp_held") == []
+    assert decide(mcp, s["id"], "approve") == 200
+    done = call(mcp, "approval_status", {"id": s["id"], "wait_seconds": 10})["structuredContent"]
+    assert done["status"] == "executed" and done["command"] == "INSERT 0 1", done
+    assert _rows(mcp, "mcp_held") == [(1, "lamp")]
+
+
+@pytest.mark.parametrize("table", ["mcp_orders", "mcp_held"])
+def test_approval_denied(mcp, table):
+    s = call(mcp, "request_write", {"sql": f"INSERT INTO {table} VALUES (50, 'no')"})["structuredContent"]
+    assert s["status"] == "pending_approval"
+    assert decide(mcp, s["id"], "deny", reason="not today") == 200
+    result = call(mcp, "approval_status", {"id": s["id"], "wait_seconds": 10})
+    assert result["isError"] is True
+    assert result["structuredContent"]["status"] == "denied", result
+    assert "not today" in json.dumps(result)
+    assert call(mcp, "execute_approved", {"id": s["id"]})["isError"] is True
+    assert (50, "no") not in _rows(mcp, table)
+
+
+def test_request_write_answers_executed_or_denied_at_once(mcp):
+    s = call(mcp, "request_write", {"sql": "UPDATE mcp_customers SET name = name WHERE id = $1", "params": [1]})[
+        "structuredContent"]
+    assert s["status"] == "executed" and s["command"] == "UPDATE 1"
+    s = call(mcp, "request_write", {"sql": "DELETE FROM mcp_customers"})["structuredContent"]
+    assert s["status"] == "denied" and s["error"]["sqlstate"] == "42501"
+    assert _count(mcp)[0] == 120

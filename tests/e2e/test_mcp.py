@@ -527,7 +527,8 @@ def test_write_through_approval_end_to_end(mcp):
     request_id = s["id"]
     assert _rows(mcp, "mcp_orders") == []
     assert call(mcp, "approval_status", {"id": request_id})["structuredContent"]["status"] == "pending_approval"
-    assert call(mcp, "execute_approved", {"id": request_id})["isError"] is True  # not approved yet
+    early = call(mcp, "execute_approved", {"id": request_id})  # not approved yet: nothing is sent
+    assert early["isError"] is True and early["structuredContent"]["status"] == "pending_approval"
     # nobody approves their own request; another caller cannot see it
     assert decide(mcp, request_id, "approve", approver="agent-1") == 403
     other = modern(mcp, "tools/call", {"name": "approval_status", "arguments": {"id": request_id}},
@@ -541,6 +542,7 @@ def test_write_through_approval_end_to_end(mcp):
     assert _rows(mcp, "mcp_orders") == [(1, "book")]
     again = call(mcp, "execute_approved", {"id": request_id})
     assert again["isError"] is True and _rows(mcp, "mcp_orders") == [(1, "book")]  # once
+    assert "has run already" in again["structuredContent"]["error"]["message"]
     statements = [r for r in mcp.records() if r["type"] == "statement" and "mcp_orders" in r.get("sql", "")]
     assert statements[0]["sql"].startswith("/* reason: customer asked * / DROP */ INSERT")
 

@@ -93,6 +93,19 @@ class ToolError(Exception):
     """Bad arguments of a tool call: -32602."""
 
 
+URL_ELICITATION_REQUIRED = -32042
+
+
+class UrlElicitationRequired(Exception):
+    """2025-11-25: the call needs a person at a URL first (-32042); the client shows it, then
+    sends the call again."""
+
+    def __init__(self, message: str, elicitations: list[dict[str, str]]) -> None:
+        super().__init__(message)
+        self.message = message
+        self.elicitations = elicitations
+
+
 class Tools:
     """What `McpProtocol` needs of the tools (`pgwarden.mcp.tools.DatabaseTools`)."""
 
@@ -282,7 +295,10 @@ class McpProtocol:
                 return _result(id_, result)
 
             def refused(failure: Any) -> Reply:
-                failure.trap(ToolError)
+                failure.trap(ToolError, UrlElicitationRequired)
+                if failure.check(UrlElicitationRequired):
+                    return error(id_, URL_ELICITATION_REQUIRED, failure.value.message,
+                                 {"elicitations": failure.value.elicitations}, status=200)
                 return error(id_, INVALID_PARAMS, str(failure.value))
 
             return self.tools.call(name, arguments, context).addCallbacks(done, refused)

@@ -31,7 +31,7 @@ import attrs
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
 
-from pgwarden.mcp.protocol import CallContext, ToolError
+from pgwarden.mcp.protocol import CallContext, ToolError, UrlElicitationRequired
 from pgwarden.mcp.sessions import Outcome, SessionUnavailable, WireClient
 from pgwarden.verdict import ApprovalAnswer
 
@@ -96,6 +96,12 @@ def approval_status(app: Application, request_id: str) -> Deferred[ApprovalAnswe
     if hasattr(answer, "__await__"):
         return Deferred.fromCoroutine(answer)
     return succeed(answer)
+
+
+def offers_url_elicitation(context: CallContext) -> bool:
+    """A 2025-11-25 client that declared URL-mode elicitation (2026-07-28 retired the -32042 error)."""
+    elicitation = context.capabilities.get("elicitation")
+    return context.version == "2025-11-25" and isinstance(elicitation, dict) and "url" in elicitation
 
 
 class Writes:
@@ -166,7 +172,12 @@ class Writes:
                     pending.finished = outcome
                     pending.ended()
                 if not first.called:
-                    first.callback(self._first_outcome(outcome, identity, text, params, context))
+                    try:
+                        answer = self._first_outcome(outcome, identity, text, params, context)
+                    except Exception:  # UrlElicitationRequired, or a fault: the call's answer
+                        first.errback(Failure())
+                    else:
+                        first.callback(answer)
 
             def lost(failure: Failure) -> None:
                 client.close()
@@ -209,6 +220,14 @@ class Writes:
         inbox = self.app.config.approvals.inbox_url
         if inbox:
             structured["inbox"] = inbox
+            if pending.mode == "retry" and offers_url_elicitation(context):
+                # The person at the client's side is shown the inbox; the client then sends the
+                # same call again, which the approval's grant lets through once.
+                raise UrlElicitationRequired(
+                    f"pgwarden: request {pending.id} needs a person's approval", [{
+                        "mode": "url", "elicitationId": pending.id, "url": inbox,
+                        "message": f"pgwarden: the statement of request {pending.id} needs an approver's yes "
+                                   f"(not the requester's). Once approved, the same call runs it once."}])
         return self._result(structured)
 
     # ------------------------------------------------------------------ approval_status

@@ -87,7 +87,8 @@ def mcp(pg_server, signing_keys, tmp_path_factory) -> Iterator[McpServer]:
     url = f"http://127.0.0.1:{port}/mcp"
     doc = base_config(pg_server, signing_keys, directory, policies=POLICIES,
                       mcp={"url": url, "port": port, "allowed_origins": ["http://localhost:3000"]},
-                      approvals={"approver_groups": ["db-approvers"], "timeout_s": 60, "preview": False})
+                      approvals={"approver_groups": ["db-approvers"], "timeout_s": 60, "preview": False,
+                                 "inbox_url": "https://approvals.example/inbox/"})
     config = directory / "pgwarden.yaml"
     config.write_text(yaml.safe_dump(doc))
     running = launch(config, signing_keys, directory)
@@ -579,3 +580,25 @@ def test_request_write_answers_executed_or_denied_at_once(mcp):
     s = call(mcp, "request_write", {"sql": "DELETE FROM mcp_customers"})["structuredContent"]
     assert s["status"] == "denied" and s["error"]["sqlstate"] == "42501"
     assert _count(mcp)[0] == 120
+
+
+def test_url_elicitation_offers_the_inbox(mcp):
+    """A 2025-11-25 client that declared URL-mode elicitation is sent to the inbox (-32042); once
+    approved, the same call runs the statement once."""
+    sid = initialize(mcp, capabilities={"elicitation": {"url": {}}})
+    body = {"jsonrpc": "2.0", "id": 9, "method": "tools/call", "params": {
+        "name": "request_write", "arguments": {"sql": "INSERT INTO mcp_orders VALUES (7, 'pen')"}}}
+    r = post(mcp, body, session=sid)
+    error = r.json()["error"]
+    assert error["code"] == -32042, r.text
+    (elicitation,) = error["data"]["elicitations"]
+    assert elicitation["mode"] == "url" and elicitation["url"] == "https://approvals.example/inbox/"
+    assert decide(mcp, elicitation["elicitationId"], "approve") == 200
+    result = post(mcp, body, session=sid).json()["result"]
+    assert result["structuredContent"]["status"] == "executed", result
+    assert (7, "pen") in _rows(mcp, "mcp_orders")
+    # without the capability: pending_approval, the inbox named
+    sid = initialize(mcp)
+    body["params"]["arguments"]["sql"] = "INSERT INTO mcp_orders VALUES (8, 'ink')"
+    s = post(mcp, body, session=sid).json()["result"]["structuredContent"]
+    assert s["status"] == "pending_approval" and s["inbox"] == "https://approvals.example/inbox/"

@@ -93,7 +93,10 @@ def mcp(pg_server, signing_keys, tmp_path_factory) -> Iterator[McpServer]:
     config.write_text(yaml.safe_dump(doc))
     running = launch(config, signing_keys, directory)
     try:
-        yield McpServer(running, url, port, pg_server.dsn())
+        server = McpServer(running, url, port, pg_server.dsn())
+        # The first statement waits for the live catalog's first read: done here, not in a test's time.
+        assert call(server, "query", {"sql": "SELECT 1 AS one"})["structuredContent"]["rows"] == [{"one": 1}]
+        yield server
     finally:
         running.stop()
         check_records([directory / "records.jsonl"])
@@ -602,3 +605,17 @@ def test_url_elicitation_offers_the_inbox(mcp):
     body["params"]["arguments"]["sql"] = "INSERT INTO mcp_orders VALUES (8, 'ink')"
     s = post(mcp, body, session=sid).json()["result"]["structuredContent"]
     assert s["status"] == "pending_approval" and s["inbox"] == "https://approvals.example/inbox/"
+
+
+def test_a_held_query_waits_no_longer_than_its_timeout(mcp):
+    result = call(mcp, "query", {"sql": "INSERT INTO mcp_held VALUES (77, 'late')", "timeout_ms": 500})
+    assert result["isError"] is True
+    assert result["structuredContent"]["error"]["sqlstate"] == "57014", result
+    assert (77, "late") not in _rows(mcp, "mcp_held")
+    from pgwarden.testing.waiting import wait_until
+
+    audit = result["structuredContent"]["audit_id"].split(":")[0]
+    states = wait_until(10, lambda: [r["state"] for r in mcp.records() if r["type"] == "approval"
+                                     and r["session"] == audit], "the request's records",
+                        until=lambda found: "withdrawn" in found)
+    assert states == ["requested", "withdrawn"]

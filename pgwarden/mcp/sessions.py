@@ -172,6 +172,11 @@ class WireClient(Protocol):
             self._outcome.rows.append(tuple(None if v is None else v.decode("utf-8", "replace") for v in msg.values))
         elif isinstance(msg, m.CommandComplete):
             self._outcome.tag = msg.tag
+        elif isinstance(msg, m.CopyInResponse):
+            # No data to send: failed at once. The server ignored the Sync sent with the Execute
+            # (copy-in mode does) and discards until the next one.
+            self.transport.writeSequence([m.CopyFail("pgwarden: COPY FROM STDIN has no data over MCP").encode(),
+                                          m.Sync().encode()])
         elif isinstance(msg, m.PortalSuspended):
             self._outcome.suspended = True
         elif isinstance(msg, m.NoticeResponse):

@@ -619,3 +619,10 @@ def test_a_held_query_waits_no_longer_than_its_timeout(mcp):
                                      and r["session"] == audit], "the request's records",
                         until=lambda found: "withdrawn" in found)
     assert states == ["requested", "withdrawn"]
+
+
+def test_copy_from_stdin_ends_at_once(mcp):
+    result = call(mcp, "query", {"sql": "COPY mcp_customers FROM STDIN", "timeout_ms": 20000})
+    assert result["isError"] is True
+    assert "COPY FROM STDIN has no data over MCP" in result["structuredContent"]["error"]["message"]
+    assert _count(mcp)[0] == 120

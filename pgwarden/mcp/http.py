@@ -56,10 +56,14 @@ def metadata_url(resource: str) -> str:
 class BearerAuth:
     """Verifies bearer tokens for the endpoint, with ``auth.jwt`` bound to ``mcp.url``."""
 
+    #: tokens verified, kept until they expire (a client sends the same token with every call)
+    MAX_CACHED = 1024
+
     def __init__(self, app: Application) -> None:
         self.app = app
         self._built_for: tuple[JwtAuth, str] | None = None
         self._verifier: TokenVerifier | None = None
+        self._verified: dict[str, Identity] = {}
 
     def verifier(self) -> TokenVerifier:
         config = self.app.config
@@ -69,6 +73,7 @@ class BearerAuth:
         if self._built_for != (jwt, mcp.url) or self._verifier is None:
             self._verifier = TokenVerifier(attrs.evolve(jwt, audience=mcp.url), self.app.reactor)
             self._built_for = (jwt, mcp.url)
+            self._verified.clear()  # other keys, issuer or audience: every token is verified again
         return self._verifier
 
     def verify(self, authorization: str | None) -> Identity | Deferred[Identity]:
@@ -78,7 +83,23 @@ class BearerAuth:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise AuthenticationFailed("not a bearer token")
-        return self.verifier().verify(token)
+        verifier = self.verifier()
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at is not None and known.expires_at > self.app.reactor.seconds():
+                return known
+            del self._verified[token]
+        identity = verifier.verify(token)
+        if isinstance(identity, Deferred):
+            return identity.addCallback(self._keep, token)
+        return self._keep(identity, token)
+
+    def _keep(self, identity: Identity, token: str) -> Identity:
+        if identity.expires_at is not None:
+            if len(self._verified) >= self.MAX_CACHED:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = identity
+        return identity
 
 
 class McpEndpoint:

@@ -291,6 +291,10 @@ class Application:
                 log.warn("listen changed in {source}: that needs a restart; still listening as before",
                          source=new.source)
                 new = attrs.evolve(new, listen=running.listen)
+            if _mcp_address(new) != _mcp_address(running):
+                log.warn("mcp (its presence, host or port) changed in {source}: that needs a restart; the MCP "
+                         "endpoint stays as it was", source=new.source)
+                new = attrs.evolve(new, mcp=running.mcp)
             # The records built so far go to the sinks of the running config (the recorder keeps
             # a turn's records until its barrier).
             self.recorder.flush(force=True)
@@ -332,3 +336,7 @@ class Application:
         for warning in warnings:
             log.warn("{source}: {warning}", source=self.config.source, warning=warning)
         return warnings
+
+
+def _mcp_address(config: Config) -> tuple[str, int] | None:
+    return None if config.mcp is None else (config.mcp.host, config.mcp.port)

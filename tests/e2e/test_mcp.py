@@ -626,3 +626,21 @@ def test_copy_from_stdin_ends_at_once(mcp):
     assert result["isError"] is True
     assert "COPY FROM STDIN has no data over MCP" in result["structuredContent"]["error"]["message"]
     assert _count(mcp)[0] == 120
+
+
+def test_reload_applies_settings_and_keeps_the_address(make_pgwarden):
+    """What a reload can change applies at once (allowed origins); its address needs a restart."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    rp = make_pgwarden(mcp={"url": url, "port": port})
+    rp.call(rp.app.listen_mcp)
+    metadata = f"http://127.0.0.1:{port}/.well-known/oauth-protected-resource/mcp"
+    headers = {"Origin": "https://app.example"}
+    assert httpx.get(metadata).json()["resource"] == url
+    assert httpx.post(url, headers=headers).status_code == 403
+    config = rp.app.config
+    assert rp.call(rp.app.reload, attrs.evolve(config, mcp=attrs.evolve(
+        config.mcp, allowed_origins=("https://app.example",))))
+    assert httpx.post(url, headers=headers).status_code == 401  # past the origin check, to the token's
+    assert rp.call(rp.app.reload, attrs.evolve(config, mcp=None))
+    assert rp.app.config.mcp is not None and httpx.get(metadata).json()["resource"] == url

@@ -8,7 +8,9 @@ interleaved so that drift hits both alike:
   parameter: Parse/Bind/Describe/Execute/Sync each time, as the MCP call sends it);
 * **mcp**: a ``tools/call`` of ``query`` over one keep-alive HTTP connection (httpx2), in the
   stateless revision (no session): HTTP, JSON-RPC, the bearer check, the internal session's
-  round trip and the JSON of the result.
+  round trip and the JSON of the result;
+* **http**: a ``tools/call`` of ``whoami`` the same way, which touches no database: what HTTP,
+  JSON-RPC and the bearer check cost alone (the rest of mcp − wire is the internal session's).
 
 Reported: the median and p99 of each, and mcp − wire. Wall-clock times on whatever machine runs
 it (not part of `make test`; on a loaded machine the figures are noisy: run it idle).
@@ -81,7 +83,9 @@ def measure(running, url: str, private: Path, args) -> int:
     mcp_token = mint(private, subject="bench", issuer=ISSUER, audience=url, groups=["ai-agents"])
     headers = {"Authorization": f"Bearer {mcp_token}", "Content-Type": "application/json",
                "MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call", "Mcp-Name": "query"}
-    wire, mcp = [], []
+    wire: list[float] = []
+    mcp: list[float] = []
+    http_only: list[float] = []
     wire_sql = re.sub(r"\$\d+", "%s", args.sql)  # psycopg's placeholders; it sends $1 to the server
     with psycopg.connect(running.dsn(wire_token), autocommit=True) as conn, \
             httpx2.Client(headers=headers, timeout=30) as http:
@@ -100,11 +104,18 @@ def measure(running, url: str, private: Path, args) -> int:
             if r.status_code != 200 or r.json()["result"]["isError"]:
                 print(f"the MCP call failed: {r.text}", file=sys.stderr)
                 return 1
+            who = json.dumps({"jsonrpc": "2.0", "id": i, "method": "tools/call", "params": {
+                "name": "whoami", "arguments": {}, "_meta": {"io.modelcontextprotocol/protocolVersion": MODERN,
+                                                              "io.modelcontextprotocol/clientCapabilities": {}}}})
+            started = time.perf_counter()
+            http.post(url, content=who, headers={"Mcp-Name": "whoami"})
+            http_s = time.perf_counter() - started
             if i >= 20:
                 wire.append(wire_s * 1000)
                 mcp.append(mcp_s * 1000)
+                http_only.append(http_s * 1000)
     print(f"{args.count} calls each, one client, wall clock (ms):")
-    for name, values in (("wire", wire), ("mcp", mcp)):
+    for name, values in (("wire", wire), ("mcp", mcp), ("http", http_only)):
         print(f"  {name:5} p50 {statistics.median(values):7.3f}   p99 {percentile(values, 99):7.3f}")
     print(f"  added p50 {statistics.median(mcp) - statistics.median(wire):7.3f}   "
           f"p99 {percentile(mcp, 99) - percentile(wire, 99):7.3f}")

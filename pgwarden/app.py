@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 from twisted.internet import ssl
@@ -35,6 +36,9 @@ from pgwarden.relay.engine import StatementRequest
 from pgwarden.session_events import SessionEvents
 from pgwarden.sql.cache import StatementCache
 from pgwarden.turns import Turns
+
+if TYPE_CHECKING:
+    from pgwarden.mcp.http import McpEndpoint
 
 log = Logger(namespace="pgwarden.app")
 
@@ -123,6 +127,9 @@ class Application:
         #: cancel requests sent upstream during a shutdown, which waits for them
         self.cancels: list[Deferred] = []
         self.admin_port: IListeningPort | None = None
+        #: the MCP endpoint (``mcp:``), once `listen_mcp` started it
+        self.mcp_port: IListeningPort | None = None
+        self.mcp: McpEndpoint | None = None
         self.statements = StatementCache()
         #: the catalog facts: live from the upstream over pgwarden's own connection once
         #: `listen` started it, the shipped snapshot until then and whenever it is unreachable
@@ -171,11 +178,30 @@ class Application:
         log.info("admin endpoint on {host}:{port}", host=self.config.admin.host, port=port.getHost().port)
         return port
 
+    def listen_mcp(self) -> IListeningPort:
+        """The MCP endpoint on ``mcp.host:mcp.port`` (`pgwarden.mcp`)."""
+        from pgwarden.mcp.http import listen_mcp
+
+        port, self.mcp = listen_mcp(self)
+        self.mcp_port = port
+        log.info("MCP endpoint on {url} (listening on {address})", url=self.mcp.settings.url,
+                 address=str(port.getHost()))
+        return port
+
+    def _stop_mcp(self) -> None:
+        """No new MCP calls; the idle internal sessions end (busy ones end with the others)."""
+        if self.mcp_port is not None:
+            self.mcp_port.stopListening()
+            self.mcp_port = None
+        if self.mcp is not None:
+            self.mcp.sessions.close()
+
     def stop(self) -> Deferred:
         """Stops listening, closes every session, then the plugins (their last records written)."""
         if self.stopping:  # draining already: now the sessions left end at once
             self._grace_over()
             return self._shut
+        self._stop_mcp()
         for conn in list(self.connections):
             conn.transport.abortConnection()
         stopping: Deferred[object] = maybeDeferred(self.port.stopListening) if self.port is not None \
@@ -219,6 +245,7 @@ class Application:
         if self.port is not None:
             self.port.stopListening()
             self.port = None
+        self._stop_mcp()
         for conn in list(self.connections):
             conn.shutdown_requested()
         self._grace = self.reactor.callLater(grace, self._grace_over)
@@ -264,6 +291,10 @@ class Application:
                 log.warn("listen changed in {source}: that needs a restart; still listening as before",
                          source=new.source)
                 new = attrs.evolve(new, listen=running.listen)
+            if _mcp_address(new) != _mcp_address(running):
+                log.warn("mcp (its presence, host or port) changed in {source}: that needs a restart; the MCP "
+                         "endpoint stays as it was", source=new.source)
+                new = attrs.evolve(new, mcp=running.mcp)
             # The records built so far go to the sinks of the running config (the recorder keeps
             # a turn's records until its barrier).
             self.recorder.flush(force=True)
@@ -305,3 +336,7 @@ class Application:
         for warning in warnings:
             log.warn("{source}: {warning}", source=self.config.source, warning=warning)
         return warnings
+
+
+def _mcp_address(config: Config) -> tuple[str, int] | None:
+    return None if config.mcp is None else (config.mcp.host, config.mcp.port)

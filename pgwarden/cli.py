@@ -62,12 +62,15 @@ def _cmd_run(args) -> int:
         app = Application(config, reactor, plugins=plugins)
         port = app.listen()
         admin_port = app.listen_admin()
+        mcp_port = app.listen_mcp() if config.mcp is not None else None
     except Exception as e:  # what only applying the config shows (files missing, sinks, ports)
         print(f"pgwarden: cannot start: {e}", file=sys.stderr)
         return 2
     # The admin port first: whoever waits for the ready file may read both then.
     if args.admin_port_file:
         _write_at_once(args.admin_port_file, str(port_number(admin_port)))
+    if args.mcp_port_file and mcp_port is not None:
+        _write_at_once(args.mcp_port_file, str(port_number(mcp_port)))
     if args.ready_file:
         _write_at_once(args.ready_file, str(port_number(port)))
     from pgwarden.watch import watch_config
@@ -409,6 +412,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--ready-file", help="write the listening port here once listening (after --admin-port-file)")
     p.add_argument("--admin-port-file", help="write the admin endpoint's port here once listening")
+    p.add_argument("--mcp-port-file", help="write the MCP endpoint's port here once listening (with mcp:)")
     p.add_argument("--reload-poll-s", type=float, default=2.0,
                    help="how often to look for a changed config file (0: only on SIGHUP)")
     p.set_defaults(func=_cmd_run)

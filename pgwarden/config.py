@@ -255,6 +255,50 @@ def _http_url(_inst, attribute, value) -> None:
         raise ValueError(f"{attribute.name}: expected an http:// or https:// URL with a host, got {value!r}")
 
 
+def _mcp_url(_inst, attribute, value) -> None:
+    # The audience tokens must carry (RFC 8707) and the resource the metadata names (RFC 9728):
+    # an absolute http(s) URL, no query or fragment (RFC 9728 forbids a fragment in a resource).
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment:
+        raise ValueError(f"{attribute.name}: expected the endpoint's public http:// or https:// URL with a host and "
+                         f"no query or fragment (tokens are bound to it), got {value!r}")
+
+
+def _origins(_inst, attribute, value) -> None:
+    from urllib.parse import urlsplit
+
+    for origin in value:
+        parts = urlsplit(origin)
+        if parts.scheme not in ("http", "https") or not parts.hostname or parts.path or parts.query:
+            raise ValueError(f"{attribute.name}: expected origins like https://app.example or "
+                             f"http://localhost:3000 (scheme, host, optional port), got {origin!r}")
+
+
+@attrs.frozen
+class Mcp:
+    """The MCP endpoint (`pgwarden.mcp`): Streamable HTTP on a port of its own."""
+
+    #: the endpoint's public URL: tokens must name it as their audience, and the protected
+    #: resource metadata names it as the resource
+    url: str = attrs.field(validator=_mcp_url)
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=9188, validator=_port)
+    # Browsers send Origin: a request with one not listed is refused (DNS rebinding). Requests
+    # without Origin (agents, CLIs) are let through to the token check.
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), validator=_origins)
+    # The authorization servers the metadata names (default: auth.jwt.issuer).
+    authorization_servers: tuple[str, ...] = ()
+    # Bounds of a `query` call, below the policy's own caps.
+    max_rows: int = attrs.field(default=1000, validator=_positive)
+    max_timeout_ms: int = attrs.field(default=60_000, validator=_positive)
+    # A session per identity is kept open this long after its last call.
+    idle_s: float = attrs.field(default=300.0, validator=_positive)
+    max_body_bytes: int = attrs.field(default=1024 * 1024, validator=_positive)
+
+
 @attrs.frozen
 class WebhookNotify:
     """POSTs each new approval request as JSON (`pgwarden_plugins.approve.notify`)."""
@@ -388,6 +432,7 @@ class Config:
     shutdown: Shutdown = Shutdown()
     approvals: Approvals = Approvals()
     recording: Recording = Recording()
+    mcp: Mcp | None = None
     # `disable`, `timeout_s`, and each plugin's own options (validated by the plugin host).
     plugins: dict[str, Any] | None = None
     policies: tuple[Policy, ...] = ()
@@ -474,7 +519,7 @@ def _converter() -> cattrs.Converter:
     c.register_structure_hook(Rule, _rule)
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
                 ApprovalsPostgres, WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink,
-                Recording, When, StatementMatch, ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
+                Recording, Mcp, When, StatementMatch, ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
         c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
     flat = make_dict_structure_fn(MaskSpec, c, _cattrs_forbid_extra_keys=True, with_=override(rename="with"))
     c.register_structure_hook(MaskSpec, lambda value, t: flat(_mask_spec(value), t))

@@ -271,6 +271,23 @@ def pgwarden_approval_requested(request: ApprovalRequest) -> None:
     """
 
 
+@hookspec(firstresult=True)
+def pgwarden_approval_status(request_id: str) -> Later[ApprovalAnswer] | None:
+    """Where one approval request stands, for a caller that waits on it elsewhere than on the
+    wire (the MCP endpoint's ``approval_status``).
+
+    Stops at the first non-None result. ``required`` while people have not decided;
+    ``approved``, ``denied`` or ``expired`` once it ended (a withdrawn request is ``expired``,
+    with why as its reason). A Deferred of None: the store has no such request. Nothing is
+    decided or changed by this call.
+
+    :param request_id: the request's id, as the agent was told it.
+    :return: an `ApprovalAnswer`, a Deferred of one (or of None), or None (no store).
+
+    .. versionadded:: 1.2
+    """
+
+
 @hookspec(warn_on_impl_args={
     "shape": PgwardenDeprecationWarning(
         "pgwarden_result_masks(shape=...) is deprecated since plugin contract 1.1: name `result` instead "

@@ -217,6 +217,19 @@ class Approving:
             return self._retry(store, request)
         return self._hold(store, request)
 
+    @hookimpl
+    def pgwarden_approval_status(self, request_id: str) -> Deferred[ApprovalAnswer | None] | None:
+        store = self.store
+        if store is None:
+            return None
+
+        def status(stored: StoredRequest | None) -> ApprovalAnswer | None:
+            if stored is None:
+                return None
+            return ApprovalAnswer.required() if stored.state == "pending" else answer_of(stored)
+
+        return store.get(request_id).addCallback(status)
+
     def _retry(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:
         identity = request.session.identity
         statement = request.statement

@@ -1,0 +1,263 @@
+"""The MCP endpoint on twisted.web: Streamable HTTP with plain JSON replies, as an OAuth 2.1
+resource server.
+
+* ``POST <path of mcp.url>``: one JSON-RPC message; the answer is one JSON object (no SSE).
+  ``GET`` is answered 405 (pgwarden sends no messages of its own); ``DELETE`` ends a session.
+* ``Origin``: a browser's request whose Origin is not in ``mcp.allowed_origins`` is refused (403)
+  before anything else, against DNS rebinding; requests without Origin (agents, CLIs) go on.
+* Identity: ``Authorization: Bearer <JWT>``, verified with the verifier agents' tokens use
+  (`pgwarden.identity.TokenVerifier`, ``auth.jwt``'s issuer, keys and algorithms) but with the
+  audience bound to ``mcp.url`` (RFC 8707): a token minted for the wire port, or for another
+  resource, is refused. Without a valid token: 401 with ``WWW-Authenticate: Bearer
+  resource_metadata="..."`` naming the RFC 9728 metadata, served at
+  ``/.well-known/oauth-protected-resource`` (and that path with the endpoint's path appended).
+  The token goes nowhere else: the database sessions log in with a one-time ticket.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import attrs
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web import server
+from twisted.web.resource import Resource
+
+from pgwarden.config import ConfigError, Mcp
+from pgwarden.identity import AuthenticationFailed, Identity, TokenVerifier
+from pgwarden.mcp.protocol import INVALID_REQUEST, PARSE_ERROR, McpProtocol, Reply, error
+from pgwarden.mcp.sessions import InternalSessions
+from pgwarden.mcp.tools import DatabaseTools
+from pgwarden.policy import policies_for
+
+if TYPE_CHECKING:
+    from twisted.internet.interfaces import IListeningPort
+    from twisted.web.server import Request
+
+    from pgwarden.app import Application
+    from pgwarden.config import Config, JwtAuth
+
+log = Logger(namespace="pgwarden.mcp")
+
+METADATA_PATH = "/.well-known/oauth-protected-resource"
+
+
+def metadata_url(resource: str) -> str:
+    """Where RFC 9728 puts the metadata of ``resource``: the well-known path, then the resource's path."""
+    parts = urlsplit(resource)
+    path = parts.path.rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}{METADATA_PATH}{path}"
+
+
+class BearerAuth:
+    """Verifies bearer tokens for the endpoint, with ``auth.jwt`` bound to ``mcp.url``."""
+
+    #: tokens verified, kept until they expire (a client sends the same token with every call)
+    MAX_CACHED = 1024
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self._built_for: tuple[JwtAuth, str] | None = None
+        self._verifier: TokenVerifier | None = None
+        self._verified: dict[str, Identity] = {}
+
+    def verifier(self) -> TokenVerifier:
+        config = self.app.config
+        jwt, mcp = config.auth.jwt, config.mcp
+        if jwt is None or mcp is None:
+            raise AuthenticationFailed("the MCP endpoint needs auth.jwt and mcp")
+        if self._built_for != (jwt, mcp.url) or self._verifier is None:
+            self._verifier = TokenVerifier(attrs.evolve(jwt, audience=mcp.url), self.app.reactor)
+            self._built_for = (jwt, mcp.url)
+            self._verified.clear()  # other keys, issuer or audience: every token is verified again
+        return self._verifier
+
+    def verify(self, authorization: str | None) -> Identity | Deferred[Identity]:
+        if authorization is None:
+            raise AuthenticationFailed("no bearer token")
+        scheme, _, token = authorization.partition(" ")
+        token = token.strip()
+        if scheme.lower() != "bearer" or not token:
+            raise AuthenticationFailed("not a bearer token")
+        verifier = self.verifier()
+        known = self._verified.get(token)
+        if known is not None:
+            if known.expires_at is not None and known.expires_at > self.app.reactor.seconds():
+                return known
+            del self._verified[token]
+        identity = verifier.verify(token)
+        if isinstance(identity, Deferred):
+            return identity.addCallback(self._keep, token)
+        return self._keep(identity, token)
+
+    def _keep(self, identity: Identity, token: str) -> Identity:
+        if identity.expires_at is not None:
+            if len(self._verified) >= self.MAX_CACHED:
+                self._verified.pop(next(iter(self._verified)))
+            self._verified[token] = identity
+        return identity
+
+
+class McpEndpoint:
+    """The endpoint's parts: the bearer check, the JSON-RPC protocol, the tools and sessions."""
+
+    def __init__(self, app: Application) -> None:
+        self.app = app
+        self.auth = BearerAuth(app)
+        self.sessions = InternalSessions(app, lambda: self.settings.idle_s)
+        self.tools = DatabaseTools(app, self.sessions, lambda: self.settings)
+        self.protocol = McpProtocol(self.tools)
+
+    @property
+    def settings(self) -> Mcp:
+        mcp = self.app.config.mcp
+        assert mcp is not None
+        return mcp
+
+    def metadata(self) -> dict[str, Any]:
+        """RFC 9728 protected resource metadata."""
+        config = self.app.config
+        settings = self.settings
+        servers = list(settings.authorization_servers) or (
+            [config.auth.jwt.issuer] if config.auth.jwt is not None else [])
+        return {"resource": settings.url, "authorization_servers": servers,
+                "bearer_methods_supported": ["header"], "resource_name": "pgwarden"}
+
+
+def _send(request: Request, reply: Reply) -> None:
+    if request.finished or getattr(request, "_disconnected", False):
+        return
+    request.setResponseCode(reply.status)
+    for name, value in reply.headers.items():
+        request.setHeader(name, value)
+    if reply.body is not None:
+        body = json.dumps(reply.body, default=str).encode("utf-8")
+        request.setHeader("Content-Type", "application/json")
+        request.setHeader("Content-Length", str(len(body)))
+        request.write(body)
+    else:
+        request.setHeader("Content-Length", "0")
+    request.finish()
+
+
+class _Root(Resource):
+    """Every path: the endpoint's, the metadata's, else 404."""
+
+    isLeaf = True
+
+    def __init__(self, endpoint: McpEndpoint) -> None:
+        super().__init__()
+        self.endpoint = endpoint
+
+    def _path(self) -> str:
+        return urlsplit(self.endpoint.settings.url).path or "/"
+
+    def render(self, request: Request) -> bytes | int:
+        path = request.path.decode("utf-8", "replace")
+        request.setHeader("Cache-Control", "no-store")
+        mine = self._path()
+        if path in (METADATA_PATH, urlsplit(metadata_url(self.endpoint.settings.url)).path):
+            if request.method not in (b"GET", b"HEAD"):
+                request.setResponseCode(405)
+                request.setHeader("Allow", "GET")
+                return b""
+            request.setHeader("Content-Type", "application/json")
+            return json.dumps(self.endpoint.metadata()).encode()
+        if path.rstrip("/") != mine.rstrip("/"):
+            request.setResponseCode(404)
+            return b""
+        refused = self._origin_refused(request)
+        if refused is not None:
+            _send(request, refused)
+            return server.NOT_DONE_YET
+        if request.method == b"GET":  # no server-initiated stream: nothing is ever pushed
+            request.setResponseCode(405)
+            request.setHeader("Allow", "POST, DELETE")
+            return b""
+        if request.method not in (b"POST", b"DELETE"):
+            request.setResponseCode(405)
+            request.setHeader("Allow", "POST, DELETE")
+            return b""
+        authorization = request.getHeader("authorization")
+        d = maybeDeferred(self.endpoint.auth.verify, authorization)
+        d.addCallbacks(lambda identity: self._authorised(request, identity),
+                       lambda failure: self._unauthorised(request, failure, authorization is not None))
+        d.addErrback(self._failed, request)
+        return server.NOT_DONE_YET
+
+    def _origin_refused(self, request: Request) -> Reply | None:
+        origin = request.getHeader("origin")
+        if origin is None:
+            return None
+        allowed = self.endpoint.settings.allowed_origins
+        if origin.rstrip("/") in {o.rstrip("/") for o in allowed}:
+            return None
+        log.info("MCP request from origin {origin} refused (not in mcp.allowed_origins)", origin=origin)
+        return error(None, INVALID_REQUEST, "pgwarden: origin not allowed", status=403)
+
+    def _unauthorised(self, request: Request, failure: Failure, had_token: bool) -> None:
+        failure.trap(AuthenticationFailed)
+        reason = failure.value.reason if isinstance(failure.value, AuthenticationFailed) else ""
+        log.info("MCP authentication failed: {reason}", reason=reason)
+        challenge = f'Bearer resource_metadata="{metadata_url(self.endpoint.settings.url)}"'
+        if had_token:
+            challenge += ', error="invalid_token", error_description="pgwarden: authentication failed"'
+        _send(request, Reply(401, {"jsonrpc": "2.0", "id": None, "error": {
+            "code": INVALID_REQUEST, "message": "pgwarden: authentication failed"}},
+            {"WWW-Authenticate": challenge}))
+
+    def _authorised(self, request: Request, identity: Identity) -> Deferred[None] | None:
+        if not policies_for(identity, self.endpoint.app.config.policies):
+            log.info("MCP: no policy for {subject}", subject=identity.subject)
+            _send(request, error(None, INVALID_REQUEST, "pgwarden: no policy for this identity", status=403))
+            return None
+        headers = {k.decode("latin-1").lower(): v[-1].decode("utf-8", "replace")
+                   for k, v in request.requestHeaders.getAllRawHeaders()}
+        if request.method == b"DELETE":
+            _send(request, self.endpoint.protocol.end_session(headers, identity))
+            return None
+        content_type = (request.getHeader("content-type") or "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            _send(request, Reply(415, {"jsonrpc": "2.0", "id": None, "error": {
+                "code": INVALID_REQUEST, "message": "expected Content-Type: application/json"}}))
+            return None
+        content = request.content
+        body = content.read(self.endpoint.settings.max_body_bytes + 1) if content is not None else b""
+        if len(body) > self.endpoint.settings.max_body_bytes:
+            _send(request, Reply(413, {"jsonrpc": "2.0", "id": None, "error": {
+                "code": INVALID_REQUEST, "message": "request body too large (mcp.max_body_bytes)"}}))
+            return None
+        try:
+            message = json.loads(body)
+        except ValueError:
+            _send(request, error(None, PARSE_ERROR, "not JSON"))
+            return None
+        return self.endpoint.protocol.handle(message, headers, identity).addCallback(
+            lambda reply: _send(request, reply))
+
+    def _failed(self, failure: Failure, request: Request) -> None:
+        log.failure("MCP request failed", failure=failure)
+        _send(request, error(None, -32603, "pgwarden: internal error (see pgwarden's log)", status=500))
+
+
+def check_settings(config: Config) -> None:
+    """The endpoint needs a token issuer to verify against."""
+    if config.mcp is not None and config.auth.jwt is None:
+        raise ConfigError(config.source, ["mcp: expected auth.jwt as well: MCP clients present tokens of that "
+                                          "issuer, bound to mcp.url"])
+
+
+def listen_mcp(app: Application) -> tuple[IListeningPort, McpEndpoint]:
+    """Listens on ``mcp.host:mcp.port``; returns the port and the endpoint."""
+    check_settings(app.config)
+    endpoint = McpEndpoint(app)
+    site = server.Site(_Root(endpoint))
+    site.noisy = False
+    site.displayTracebacks = False
+    settings = endpoint.settings
+    port = app.reactor.listenTCP(settings.port, site, interface=settings.host)
+    return port, endpoint

@@ -194,16 +194,11 @@ def _cmd_explain(args) -> int:
     """The analysis of one statement and the verdict the policies give it, with no database."""
     import json
 
-    from twisted.internet.defer import Deferred
-
-    from pgwarden.explain import StatementMasks, masks_json, masks_lines, statement_masks
+    from pgwarden.explain import masks_json, masks_lines
     from pgwarden.identity import Identity
-    from pgwarden.policy import policies_for
-    from pgwarden.session import Session
-    from pgwarden.sql import Statement
+    from pgwarden.offline import ANALYSIS_FAILED, decide
     from pgwarden.sql.context import default_context
     from pgwarden.sql.lineage import lineage_json
-    from pgwarden.verdict import Verdict
 
     checked = _checked(args.config)
     if checked is None:
@@ -218,38 +213,21 @@ def _cmd_explain(args) -> int:
               "a UTF-8 server would refuse it as well", file=sys.stderr)
         return 2
     identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
-    policies = policies_for(identity, config.policies)
     context = None
     if args.dsn:
         context = _live_context(args.dsn)
         if context is None:
             return 2
-    statement = Statement(args.sql, context=context)
-    try:
-        analysis = statement.analysis
-        lineage = statement.lineage
-    except Exception as e:  # pgwarden's own fault: the proxy would refuse the statement, say so plainly
-        print(f"pgwarden explain: the analysis failed ({type(e).__name__}: {e}); pgwarden refuses such a "
-              "statement", file=sys.stderr)
-        return 1
     catalog = (context or default_context()).catalog
-    masks: list[StatementMasks] = []
-    refusals: list[tuple[str, Verdict]] = []
-    if not policies:
-        verdict = Verdict.block("no policy for this identity", rule="(connection refused, SQLSTATE 28000)")
-    else:
-        session = Session("explain", identity, config.upstream.database, policies=policies)
-        # The guarded path the proxy takes: a plugin that raises blocks the statement.
-        answer = host.check(statement, session)
-        if isinstance(answer, Deferred):
-            settled: list[object] = []
-            answer.addBoth(settled.append)
-            answer = settled[0] if settled else None
-        verdict = answer if isinstance(answer, Verdict) else Verdict.block(
-            "no verdict: a plugin failed or did not decide at once", rule="(undecided)")
-        # What the masking plugins would do to the rows, asked as the proxy asks them.
-        masks = statement_masks(host, statement, session, catalog)
-        refusals = host.masking_refusals(statement, session)
+    decision = decide(config, host, identity, args.sql, context, catalog)
+    statement, verdict = decision.statement, decision.verdict
+    if verdict.rule == ANALYSIS_FAILED:  # the proxy would refuse it: say so plainly
+        print(f"pgwarden explain: {verdict.reason}; pgwarden refuses such a statement", file=sys.stderr)
+        return 1
+    analysis = statement.analysis
+    lineage = statement.lineage
+    masks = list(decision.masks)
+    refusals = list(decision.masking_refusals)
     result: dict[str, Any] = {
         "sql": statement.sql,
         "kinds": sorted(analysis.kinds),
@@ -259,7 +237,7 @@ def _cmd_explain(args) -> int:
         "has_where": analysis.has_where,
         "lineage": [lineage_json(one) for one in lineage],
         "catalog": catalog.source,
-        "policies": [p.name for p in policies],
+        "policies": list(decision.policies),
         "masks": masks_json(masks),
         "masking_refusals": [{"plugin": name, "policy": v.policy, "rule": v.rule, "reason": v.reason}
                              for name, v in refusals],
@@ -290,7 +268,7 @@ def _cmd_explain(args) -> int:
     return 0 if verdict.action == "allow" else 1
 
 
-def _live_context(dsn: str):
+def _live_context(dsn: str, command: str = "explain"):
     """The analysis context of the database at ``dsn``: its live catalog, its user and search_path
     (None after saying why it cannot be read)."""
     import psycopg
@@ -311,7 +289,7 @@ def _live_context(dsn: str):
             user, path = row
             rows = read_rows(conn)
     except Exception as e:  # noqa: BLE001 - any failure is reported, never with the password
-        print(f"pgwarden explain: cannot read the catalog of --dsn: "
+        print(f"pgwarden {command}: cannot read the catalog of --dsn: "
               f"{_scrub(f'{type(e).__name__}: {e}'.strip(), password)}", file=sys.stderr)
         return None
     base = load_snapshot(rows.server_version)

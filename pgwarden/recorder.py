@@ -44,6 +44,12 @@ if TYPE_CHECKING:
 
 log = Logger(namespace="pgwarden.recording")
 
+#: The record format, in each ``session_start`` (``format``). 2: ``session_start`` carries
+#: ``claims`` and ``search_path``, a ``statement`` its ``search_path`` when not the session's
+#: start. Records without it are format 1. `pgwarden replay` reads the formats it knows and
+#: refuses others (pgwarden/replay.py).
+RECORD_FORMAT = 2
+
 #: Records without a verdict wait at most for this many of them before a write.
 LAZY_RECORDS = 64
 
@@ -100,7 +106,7 @@ def _ms(seconds: float) -> float:
 class SessionLog:
     """The record-keeping of one connection: its id, who it is, and running totals."""
 
-    __slots__ = ("id", "identity", "seq", "statements", "refused", "rows", "bytes", "started")
+    __slots__ = ("id", "identity", "seq", "statements", "refused", "rows", "bytes", "started", "search_path")
 
     def __init__(self, session_id: str) -> None:
         self.id = session_id
@@ -111,6 +117,8 @@ class SessionLog:
         self.rows = 0
         self.bytes = 0
         self.started = time.monotonic()
+        #: the search_path the session started with: a statement analysed under another says so
+        self.search_path: tuple[str, ...] | None = None
 
 
 def new_session_id() -> str:
@@ -152,6 +160,7 @@ class Recorder:
         self._results: list = []  # executions whose result records are built after the turn's sends
         self._by_analysis: dict[int, tuple] = {}
         self._by_verdict: dict[int, tuple] = {}
+        self._by_context: dict[int, tuple] = {}
         self._turns = app.turns
         self._turns.add_barrier(self.flush)
         self._turns.add_after_sends(self.build_results)
@@ -310,6 +319,13 @@ class Recorder:
         record["application_name"] = session.application_name
         record["tls"] = conn.tls_active
         record["policies"] = [p.name for p in session.policies]
+        # What `pgwarden replay` needs to decide this session's statements again: the claims
+        # (`when: claims`), the search_path the session started with. Once per session.
+        record["claims"] = dict(identity.claims)
+        context = conn.sql_context
+        slog.search_path = context.search_path
+        record["search_path"] = list(context.search_path or ())
+        record["format"] = RECORD_FORMAT
         self.emit(record, lazy=True)
 
     def auth_failure(self, conn: ClientConnection, reason: str, sqlstate: str) -> None:
@@ -336,6 +352,10 @@ class Recorder:
             record["sql"] = statement.sql
             record["fingerprint"] = statement.fingerprint
             record.update(self._analysis_fields(statement.analysis))
+            context = statement.context
+            if context is not None and (context.search_path != slog.search_path or context.possible
+                                        or not context.lexer.default):
+                record.update(self._context_fields(context))
         else:
             record["sql"] = request.sql
         record["verdict"] = self._verdict_fields(verdict)
@@ -353,6 +373,22 @@ class Recorder:
                 "kinds": sorted(a.kinds), "tables": sorted(a.tables),
                 "writes": sorted(a.writes), "functions": sorted(a.functions),
             })
+        return known[1]
+
+    def _context_fields(self, c) -> dict:
+        """The session state a statement was read in, when it is not the session's start:
+        built once per context (a session's context changes only with a SET and the like)."""
+        known = self._by_context.get(id(c))
+        if known is None:
+            if len(self._by_context) >= 4096:
+                self._by_context.clear()
+            fields: dict[str, object] = {"search_path": None if c.search_path is None else list(c.search_path)}
+            if c.possible:
+                fields["search_path_possible"] = sorted(c.possible)
+            if not c.lexer.default:
+                fields["lexer"] = {"standard_conforming_strings": c.lexer.standard_conforming_strings,
+                                   "backslash_quote": c.lexer.backslash_quote}
+            known = self._by_context[id(c)] = (c, fields)
         return known[1]
 
     def _verdict_fields(self, v) -> dict:

@@ -134,6 +134,15 @@ def render_session(records: list[dict]) -> list[str]:
 
 
 def cmd_replay(args) -> int:
+    if args.against is not None:
+        if args.session is not None:
+            print("pgwarden replay: --session and --against do not go together", file=sys.stderr)
+            return 2
+        return cmd_replay_against(args)
+    if args.session is None:
+        print("pgwarden replay: say what to replay: --session ID (a transcript) or --against CONFIG",
+              file=sys.stderr)
+        return 2
     try:
         records = [r for r in _records(args.files) if r.get("session", "").startswith(args.session)]
     except OSError as e:
@@ -150,6 +159,34 @@ def cmd_replay(args) -> int:
     records.sort(key=lambda r: r.get("seq", 0))
     print("\n".join(render_session(records)))
     return 0
+
+
+def cmd_replay_against(args) -> int:
+    """Exit 0: nothing would change; 1: something would; 2: the records or the config cannot be used."""
+    from pgwarden.cli import _checked, _live_context
+    from pgwarden.replay import ReplayError, replay, report_lines
+    from pgwarden.sql.context import default_context
+
+    checked = _checked(args.against)
+    if checked is None:
+        return 2
+    config, host = checked
+    catalog = default_context().catalog
+    if args.dsn:
+        context = _live_context(args.dsn, "replay")
+        if context is None:
+            return 2
+        catalog = context.catalog
+    try:
+        outcome = replay(args.files, config, host, catalog, allow_restarts=args.allow_restarts)
+    except ReplayError as e:
+        print(f"pgwarden replay: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(outcome.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print("\n".join(report_lines(outcome, args.against)))
+    return 1 if outcome.changes else 0
 
 
 # ---------------------------------------------------------------------- tail
@@ -272,9 +309,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--head", help="a chain head known from elsewhere (pgwarden's log): the files must reach it")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("replay", help="a session as a psql-like transcript")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--session", required=True, help="the session id (a unique prefix will do)")
+    p = sub.add_parser("replay", help="a session as a psql-like transcript (--session), or every recorded "
+                                      "statement decided again under a candidate config (--against)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="record files, oldest first (gzip'd ones too)")
+    p.add_argument("--session", help="the session id (a unique prefix will do)")
+    p.add_argument("--against", metavar="CONFIG",
+                   help="a candidate config: what would it have decided? Exit 1 if anything changes")
+    p.add_argument("--dsn", help="with --against: read the catalog of this database (default: the shipped "
+                                 "snapshot of the built-in catalog, which knows no tables of yours)")
+    p.add_argument("--json", action="store_true", help="with --against: the report as JSON")
+    p.add_argument("--allow-restarts", action="store_true",
+                   help="accept new chains inside the files (stdout logs of several pgwarden processes)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("tail", help="records for people, filtered; -f follows the file")

@@ -26,7 +26,7 @@ import orjson
 
 from pgwarden.chain import GENESIS, Report, open_records, verify
 from pgwarden.identity import Identity
-from pgwarden.offline import Decision, decide, offline_session
+from pgwarden.offline import Decision, MaskedOutput, decide, offline_session
 from pgwarden.recorder import RECORD_FORMAT
 from pgwarden.schemas import record_schema
 from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
@@ -162,7 +162,8 @@ class Outcome:
     sessions: int = 0
     unchanged: int = 0
     skipped: dict[str, int] = attrs.Factory(dict)
-    masks_not_compared: int = 0
+    #: why masking was not compared, and for how many statements
+    masks_not_compared: dict[str, int] = attrs.Factory(dict)
     changes: list[Change] = attrs.Factory(list)
     assumptions: dict[str, int] = attrs.Factory(dict)
 
@@ -208,10 +209,14 @@ def _why_skipped(record: dict) -> str | None:
     return None
 
 
-def _masked_keys(masks: list[dict] | None, masked: list[str] | None) -> frozenset[tuple[str, str | None]]:
-    if masks is not None:
-        return frozenset((str(m.get("column")), m.get("strategy")) for m in masks)
-    return frozenset((name, None) for name in masked or ())
+def _masked_keys(result: dict, masked: tuple[MaskedOutput, ...]) -> tuple[frozenset, frozenset]:
+    """What the recorded result had masked and what the candidate would mask, comparably: outputs
+    and strategies (``masks``), or for records that name only the sources (``masked``), sources."""
+    if "masked" in result and "masks" not in result:
+        return (frozenset((name, None) for name in result["masked"]),
+                frozenset((m.source or m.column, None) for m in masked))
+    return (frozenset((str(m.get("column")), m.get("strategy")) for m in result.get("masks") or ()),
+            frozenset((m.column, m.strategy) for m in masked))
 
 
 class Replayer:
@@ -311,18 +316,26 @@ class Replayer:
                 one.context = one.context.after(analysis)
         # Masks are compared where the recorded run and the candidate both let rows through
         # and the catalog knows the tables (else every output is opaque, masked whole).
-        tables = record.get("tables") or ()
-        known = self.catalog.complete or all(self._knows(t) for t in tables)
         compare = recorded["action"] != "block" and decision.verdict.action != "block"
-        if compare and not known:
-            self.outcome.masks_not_compared += 1
-            compare = False
+        if compare:
+            why = self._masks_unknown(record, decision)
+            if why is not None:
+                self.outcome.masks_not_compared[why] = self.outcome.masks_not_compared.get(why, 0) + 1
+                compare = False
         pending = Pending(located, decision, recorded, compare)
         key = (record["session"], record["statement"])
         previous = self.pending.pop(key, None)
         if previous is not None:  # decided again at a Bind (an approval): the earlier one ran no result
             self._settle(previous, None)
         self.pending[key] = pending
+
+    def _masks_unknown(self, record: dict, decision: Decision) -> str | None:
+        """Why what masking would do cannot be told offline (None: it can)."""
+        if not self.catalog.complete and not all(self._knows(t) for t in record.get("tables") or ()):
+            return "on tables the catalog does not know (--dsn reads them from a database)"
+        if any(lineage.refers is not None for lineage in decision.statement.lineage):
+            return "that return the rows of a prepared statement or cursor the session defined"
+        return None
 
     def _knows(self, table: str) -> bool:
         schema, _, name = table.rpartition(".")
@@ -356,10 +369,8 @@ class Replayer:
             self.outcome.changes.append(Change("other_rule", verdict.policy, verdict.rule, example))
             return
         if pending.compare_masks and result is not None and result.get("sqlstate") is None:
-            was = _masked_keys(result.get("masks"), result.get("masked"))
             masked = pending.decision.masked
-            now = frozenset((m.column, m.strategy) if result.get("masks") is not None else (m.source or m.column, None)
-                            for m in masked)
+            was, now = _masked_keys(result, masked)
             if was != now:
                 rules = sorted({m.rule for m in masked if m.rule} | {m["rule"] for m in result.get("masks") or ()})
                 example["masked_before"] = sorted(f"{c} ({s})" if s else c for c, s in was)
@@ -411,9 +422,8 @@ def report_lines(outcome: Outcome, candidate: str) -> list[str]:
         lines.append(f"  not replayed: {count} {why}")
     for what, count in sorted(outcome.assumptions.items()):
         lines.append(f"  assumed: {count} {what}")
-    if outcome.masks_not_compared:
-        lines.append(f"  masking not compared for {outcome.masks_not_compared} statements on tables the catalog "
-                     "does not know (--dsn reads them from a database)")
+    for why, count in sorted(outcome.masks_not_compared.items()):
+        lines.append(f"  masking not compared: {count} statements {why}")
     groups = outcome.grouped()
     for kind in CHANGES:
         mine = [g for g in groups if g["change"] == kind]

@@ -134,7 +134,77 @@ def _cmd_check(args) -> int:
             return 2
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
+    return _check_tests(args, *checked)
+
+
+def _check_tests(args, config, host) -> int:
+    """The policy tests' coverage: a warning for each rule no case is decided by. The test files
+    are ``--tests``, else the one beside the config by convention (CONFIG.tests.yaml) if any."""
+    from pgwarden.policytests import beside, unexercised
+
+    paths = args.tests or ([str(beside(args.config))] if beside(args.config).is_file() else [])
+    if not paths:
+        return 0
+    ran = _policy_tests(config, host, paths, args.dsn, "check")
+    if ran is None:
+        return 2
+    results = [result for _, found in ran for result in found]
+    print(f"  tests    {len(results)} case(s) in {', '.join(paths)}")
+    failed = sum(not r.passed for r in results)
+    if failed:
+        print(f"warning: {failed} test case(s) fail: pgwarden test -c {args.config} {' '.join(paths)}",
+              file=sys.stderr)
+    for rule in unexercised(config, results):
+        print(f"warning: rule {rule} is exercised by no test case ({', '.join(paths)})", file=sys.stderr)
     return 0
+
+
+def _policy_tests(config, host, paths: list[str], dsn: str | None, command: str):
+    """(test file, results) for each of ``paths``, or None after printing why they cannot run."""
+    from pgwarden.policytests import catalog_for, load_tests, run_tests
+    from pgwarden.sql.context import default_context
+
+    base = default_context().catalog
+    if dsn:
+        context = _live_context(dsn, command)
+        if context is None:
+            return None
+        base = context.catalog
+    ran = []
+    try:
+        for path in paths:
+            tests = load_tests(path, config)
+            ran.append((tests, run_tests(config, host, tests, catalog_for(tests, base, live=bool(dsn)))))
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return None
+    return ran
+
+
+def _cmd_test(args) -> int:
+    """Exit 0: every case passes; 1: a case fails; 2: the config or a test file cannot be used."""
+    import json
+
+    from pgwarden.policytests import report_lines
+
+    checked = _checked(args.config)
+    if checked is None:
+        return 2
+    config, host = checked
+    ran = _policy_tests(config, host, args.tests, args.dsn, "test")
+    if ran is None:
+        return 2
+    if args.json:
+        print(json.dumps([{"file": tests.source, "case": r.case.name, "line": tests.lines.get(("cases", r.index)),
+                           "passed": r.passed, "problems": list(r.problems),
+                           "verdict": {"action": r.decision.verdict.action, "policy": r.decision.verdict.policy,
+                                       "rule": r.decision.verdict.rule, "reason": r.decision.verdict.reason},
+                           "masked": [attrs.asdict(m) for m in r.decision.masked]}
+                          for tests, results in ran for r in results], indent=2))
+    else:
+        for tests, results in ran:
+            print("\n".join(report_lines(results, tests)))
+    return 1 if any(not r.passed for _, results in ran for r in results) else 0
 
 
 def _mask_warnings(config, dsn: str) -> list[str] | None:
@@ -390,7 +460,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--dsn", help="also check the mask rules' columns against this database's catalog")
+    p.add_argument("--tests", action="append", metavar="FILE",
+                   help="policy test files: warn about rules no case exercises (default: CONFIG.tests.yaml "
+                        "beside the config, if there is one)")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("test", help="run policy test cases (identity + SQL -> expected verdict, rule, masks) "
+                                    "without a database (or with --dsn, against its catalog)")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("tests", nargs="+", metavar="TESTS", help="test files (YAML; docs/policies.md)")
+    p.add_argument("--dsn", help="a libpq connection string: decide against that database's catalog")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_test)
 
     p = sub.add_parser("explain", help="the verdict on one statement for one identity, its outputs' lineage "
                                        "and masks, without a database (or with --dsn, against its catalog)")

@@ -226,3 +226,51 @@ def test_replay_reads_format_1_records(recorded, pg_server, capsys, tmp_path):
         "sessions whose starting search_path is not recorded: the default assumed": 1}
     assert [e["sql"] for e in _groups(report)["now_blocked", "not-other"]["examples"]] == [
         "select id, secret from rp_items"]
+
+
+def test_replay_offline_leaves_out_what_masking_needs_a_catalog_for(recorded, capsys):
+    code, out, err = _replay(capsys, str(recorded / "records.jsonl"), "--against", str(recorded / "baseline.yaml"))
+    assert code == 0, out + err
+    assert "not replayed: 4 that may read masked columns of tables only a database's catalog knows (--dsn)" in out
+    assert "no difference: 3 statements decided as recorded" in out
+
+
+# ---------------------------------------------------------------------- pgwarden test --dsn
+
+POLICY_TESTS = """\
+identities: {agent: {subject: agent-1, groups: [ai-agents]}}
+cases:
+  - name: the secret is masked
+    identity: agent
+    sql: SELECT id, secret FROM rp_other.rp_items
+    expect: {action: allow, rule: null, masked: [rp_other.rp_items.secret]}
+  - name: by the session's search_path too
+    identity: agent
+    sql: SELECT secret FROM rp_items
+    session: {search_path: [rp_other, public]}
+    expect: {action: allow, masked: [secret]}
+  - name: names are masked (they are not)
+    identity: agent
+    sql: SELECT name FROM rp_items
+    expect: {action: allow, masked: [name]}
+"""
+
+
+def test_policy_tests_against_a_live_catalog(recorded, pg_server, capsys, tmp_path):
+    tests = tmp_path / "baseline.tests.yaml"
+    tests.write_text(POLICY_TESTS)
+    assert main(["test", "-c", str(recorded / "baseline.yaml"), str(tests), "--dsn", pg_server.dsn()]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == ["PASS  the secret is masked", "PASS  by the session's search_path too"]
+    assert out[2] == f"FAIL  names are masked (they are not)  ({tests}: line 12: cases[2])"
+    assert "      expected masked: name; got: none" in out
+    assert out[-1] == f"2 passed, 1 failed ({tests})"
+
+
+def test_policy_tests_without_the_tables_offline_say_what_is_missing(recorded, capsys, tmp_path):
+    tests = tmp_path / "baseline.tests.yaml"
+    tests.write_text(POLICY_TESTS)
+    assert main(["test", "-c", str(recorded / "baseline.yaml"), str(tests)]) == 1
+    out = capsys.readouterr().out
+    assert "decided by: mask: catalog: the live catalog is unreachable" in out
+    assert "note: the catalog does not know rp_other.rp_items: declare it under catalog.tables" in out

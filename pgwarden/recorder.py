@@ -322,7 +322,8 @@ class Recorder:
         record["sqlstate"] = sqlstate
         self.emit(record)
 
-    def statement(self, conn: ClientConnection, request, statement, verdict, waits: bool) -> None:
+    def statement(self, conn: ClientConnection, request, statement, verdict, waits: bool,
+                  shadow: list | None = None) -> None:
         slog = conn.log
         slog.statements += 1
         if verdict.action == "block":
@@ -339,6 +340,8 @@ class Recorder:
         else:
             record["sql"] = request.sql
         record["verdict"] = self._verdict_fields(verdict)
+        if shadow:
+            record["shadow"] = shadow
         self.emit(record, conn if waits else None)
 
     # Statements that differ only in constants share one analysis, and verdicts are memoised:

@@ -414,6 +414,12 @@ class Recorder:
             record["truncated"] = True
         if ex.masked:
             record.update(masked_fields(ex.masked))
+        if ex.shadow_masked:
+            from pgwarden.shadow import mask_entries
+
+            shadow = mask_entries(ex.shadow_masked)
+            if shadow:
+                record["shadow"] = shadow
         if ex.sample is not None:
             record["rows_sample"] = ex.sample
             if ex.sample_clipped:

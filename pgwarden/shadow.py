@@ -16,9 +16,14 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pgwarden.masking import ResultShape, row_transform
+from pgwarden.plugins import MaskingFailed
+from pgwarden.policy.kinds import MASK
 from pgwarden.verdict import Verdict
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from pgwarden.plugins import PluginHost
     from pgwarden.policy.shadow import ShadowUnit
     from pgwarden.session import Session
@@ -57,12 +62,15 @@ def entries(unit: ShadowUnit, verdict: Verdict) -> list[Entry]:
 class Shadow:
     """The shadow units of one session, each with the session view its plugins are shown."""
 
-    __slots__ = ("units",)
+    __slots__ = ("masking", "units")
 
     def __init__(self, session: Session, units: tuple[ShadowUnit, ...]) -> None:
         # The views share the session's store: plugins keep what they learn of the session
         # (SQL-level prepared statements) in one place, as they would without shadow.
         self.units = tuple((unit, attrs.evolve(session, policies=unit.policies)) for unit in units)
+        #: the units with mask rules: asked about each result's columns (`masked_rows`)
+        self.masking = tuple((unit, view) for unit, view in self.units
+                             if any(MASK.of(rule) is not None for p in unit.policies for rule in p.rules))
 
     @classmethod
     def of(cls, session: Session, units: tuple[ShadowUnit, ...]) -> Shadow | None:
@@ -92,3 +100,83 @@ class Shadow:
             return found
         return gatherResults([succeed(found), *later]).addCallback(
             lambda lists: [e for entries_ in lists for e in entries_])
+
+    def masked_rows(self, plugins: PluginHost, shape: ResultShape, statement: Statement | None,
+                    transform: Callable[[bytes], bytes] | None) -> Callable[[bytes], bytes] | None:
+        """``transform`` (the enforced masks of a result, or None) with what the shadow mask
+        rules would mask counted on the way: their masks run on a copy of each run of rows and
+        their output is dropped. What they count is the transform's ``shadow`` (`ShadowMasks`)."""
+        if not self.masking:
+            return transform
+        description = shape.description
+        found = ShadowMasks()
+        runs: list[tuple[int, Callable[[bytes], bytes]]] = []
+        for unit, view in self.masking:
+            try:
+                masks = plugins.result_masks(shape, statement, view)
+            except MaskingFailed as e:
+                found.errors.append(_error(unit, str(e)))
+                continue
+            if masks:
+                counting = row_transform(description, masks)
+                found.plans.append((unit, counting.plan))  # type: ignore[attr-defined]
+                runs.append((len(found.plans) - 1, counting))
+        if not runs and not found.errors:
+            return transform
+
+        def shadowed(run: bytes) -> bytes:
+            for i, counting in runs:
+                if i in found.failed:
+                    continue
+                try:
+                    counting(run)
+                except Exception as e:  # noqa: BLE001 - a shadow masker failed: recorded, nothing else
+                    unit = found.plans[i][0]
+                    found.failed.add(i)
+                    found.errors.append(_error(unit, f"shadow masking failed: {e!r}"))
+            return transform(run) if transform is not None else run
+
+        shadowed.shadow = found  # type: ignore[attr-defined]
+        if transform is not None:
+            for name in ("plan", "columns"):
+                if hasattr(transform, name):
+                    setattr(shadowed, name, getattr(transform, name))
+        return shadowed
+
+
+class ShadowMasks:
+    """What the shadow mask rules of one result would have masked: per unit, its masking plan
+    (columns, sources, values counted; never a value), and the units that failed."""
+
+    __slots__ = ("errors", "failed", "plans")
+
+    def __init__(self) -> None:
+        self.plans: list[tuple[ShadowUnit, object]] = []
+        self.failed: set[int] = set()
+        self.errors: list[Entry] = []
+
+
+def mask_entries(results: tuple[object, ...]) -> list[Entry]:
+    """The ``shadow`` field of a result record: per unit, what its mask rules would have masked in
+    the execution's results ({policy, rule, action: mask, columns: [{column, source, rule, strategy,
+    values}]}, detector hits as ``detected``), and ``error`` entries."""
+    from pgwarden.recorder import masked_fields
+
+    by_unit: dict[int, tuple[ShadowUnit, list[object]]] = {}
+    out: list[Entry] = []
+    for found in results:
+        assert isinstance(found, ShadowMasks)
+        for i, (unit, plan) in enumerate(found.plans):
+            if i not in found.failed:
+                by_unit.setdefault(id(unit), (unit, []))[1].append(plan)
+        out += found.errors
+    for unit, plans in by_unit.values():
+        fields = masked_fields(plans)
+        columns = [c for c in fields["masks"] if c["values"]]  # type: ignore[attr-defined]
+        if not columns:
+            continue  # the rule names these columns, but no value of them came back
+        entry: Entry = {"policy": unit.policy, "rule": unit.rule, "action": "mask", "columns": columns}
+        if "detected" in fields:
+            entry["detected"] = fields["detected"]
+        out.append(entry)
+    return out

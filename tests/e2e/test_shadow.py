@@ -12,6 +12,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from pgwarden import hookimpl
+from pgwarden.cli import main
 from pgwarden.metrics import registry_for
 from pgwarden.testing.pytest_plugin import check_records
 
@@ -62,7 +63,7 @@ def _shadow(record: dict) -> set[tuple]:
 
 
 @pytest.mark.parametrize("prepare", [False, True], ids=["simple", "extended"])
-def test_shadow_verdicts_are_recorded_and_counted_while_the_enforced_one_stands(shadowed, prepare):
+def test_shadow_verdicts_are_recorded_and_counted_while_the_enforced_one_stands(shadowed, prepare, capsys):
     delete = "delete from sh_items where n = 1"
     update = "update sh_items set n = n where n = 2"
     select = "select n, secret from sh_items order by n"
@@ -109,6 +110,22 @@ def test_shadow_verdicts_are_recorded_and_counted_while_the_enforced_one_stands(
     assert _metric(shadowed, "agents", "try-approve-updates", "approve") == 1
     assert _metric(shadowed, "candidate", "default: block", "block") == 3
     assert _metric(shadowed, "agents", "rules[3]", "mask") == 1
+
+    # `pgwarden tail --shadow`: only the records with shadow verdicts, each under the enforced one
+    capsys.readouterr()
+    assert main(["tail", "--shadow", "--color", "never", shadowed.app.config.recording.sinks[0].file]) == 0
+    text = capsys.readouterr().out
+    lines = text.splitlines()
+    heads = [line for line in lines if not line.startswith(" ")]
+    assert len(heads) == 5  # delete, update, select and its result, create table
+    assert any(f"ALLOW   {delete} (+2 shadow)" in line for line in heads)
+    i = next(i for i, line in enumerate(lines) if delete in line)
+    assert lines[i + 1].split(None, 3)[:3] == ["shadow", "BLOCK", "agents/try-no-deletes:"]
+    assert "would block (enforced: allow): deletes would be blocked" in lines[i + 1]
+    assert "shadow APPROVE agents/try-approve-updates: would need approval (enforced: allow)" in text
+    assert "shadow MASK    agents/rules[3]: would mask secret (public.sh_items.secret, redact) 4 values" \
+        in text
+    assert "shadow BLOCK   candidate/default: block: would block (as enforced)" in text
 
 
 def test_shadow_through_asyncpg(shadowed):

@@ -203,7 +203,7 @@ def _cmd_explain(args) -> int:
 
     from pgwarden.explain import StatementMasks, masks_json, masks_lines, statement_masks
     from pgwarden.identity import Identity
-    from pgwarden.policy import policies_for
+    from pgwarden.policy import matching_policies
     from pgwarden.policy.shadow import split
     from pgwarden.session import Session
     from pgwarden.shadow import Shadow
@@ -225,7 +225,7 @@ def _cmd_explain(args) -> int:
               "a UTF-8 server would refuse it as well", file=sys.stderr)
         return 2
     identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
-    policies, shadow_units = split(policies_for(identity, config.policies))
+    policies, shadow_units = split(matching_policies(identity, config.policies))
     context = None
     if args.dsn:
         context = _live_context(args.dsn)

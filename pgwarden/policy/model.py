@@ -265,9 +265,18 @@ class Policy:
     mode: Mode = "enforce"
 
 
-def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
-    """Every policy whose `when` the identity meets (all of them apply)."""
+def matching_policies(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+    """Every policy whose `when` the identity meets, shadow ones and shadow rules included (what
+    `pgwarden.policy.shadow.split` takes apart)."""
     return tuple(p for p in policies if p.when.matches(identity))
+
+
+def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+    """The policies enforced for the identity: every policy whose `when` it meets (all of them
+    apply), without shadow policies and shadow rules, which are never enforced."""
+    from pgwarden.policy.shadow import split
+
+    return split(matching_policies(identity, policies))[0]
 
 
 def limit_rules(policies: tuple[Policy, ...]):

@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.limits import SessionLimits, read_only_policy, session_limits
-from pgwarden.policy import policies_for
+from pgwarden.policy import matching_policies
 from pgwarden.policy.model import row_cap, statement_timeout_ms
 from pgwarden.policy.shadow import ShadowUnit, split
 from pgwarden.proxy.client_login import (
@@ -404,7 +404,7 @@ class ClientConnection(Protocol):
         if self.phase != "login" or not self.login.authenticated():
             return  # the client left, or timed out, meanwhile
         self.identity = identity
-        self.policies, self._shadow_units = split(policies_for(self.identity, self.host.config.policies))
+        self.policies, self._shadow_units = split(matching_policies(self.identity, self.host.config.policies))
         if not self.policies:
             log.info("no policy for {subject} from {peer}", subject=self.identity.subject,
                      peer=str(self.transport.getPeer()))

@@ -130,3 +130,15 @@ def test_split_takes_shadow_rules_and_policies_out_of_what_is_enforced():
     assert view.default == "allow" and view.rules == (_rule("rules[1]"),)  # alone, and enforced in its view
     assert (policy_unit.policy, policy_unit.rule) == ("b", None)
     assert policy_unit.policies == (Policy("b", rules=(_rule("rules[0]"),)),)
+
+
+def test_policies_for_gives_only_what_is_enforced():
+    """Whatever decides with `policies_for` (a replay, a test runner) never enforces a shadow rule."""
+    from pgwarden.identity import Identity
+    from pgwarden.policy import matching_policies, policies_for
+
+    a = Policy("a", rules=(_rule("x"), _rule("y", "shadow")))
+    b = Policy("b", mode="shadow")
+    who = Identity("agent", frozenset(), {})
+    assert policies_for(who, (a, b)) == (Policy("a", rules=(_rule("x"),)),)
+    assert matching_policies(who, (a, b)) == (a, b)

@@ -248,15 +248,20 @@ def describe_config(config, plugins=None) -> str:
             who.append(f"subject {w.subject}")
         for k, v in w.claims.items():
             who.append(f"claim {k}={v}")
-        lines.append(f"  policy {policy.name}: for {' and '.join(who) or 'everyone'}; "
-                     f"default {policy.default}; {len(policy.rules)} rule(s)")
+        shadowed = sum(r.mode == "shadow" for r in policy.rules)
+        lines.append(f"  policy {policy.name}" + (" (SHADOW: evaluated and recorded, never enforced)"
+                                                  if policy.mode == "shadow" else "")
+                     + f": for {' and '.join(who) or 'everyone'}; "
+                     f"default {policy.default}; {len(policy.rules)} rule(s)"
+                     + (f", {shadowed} in shadow" if shadowed and policy.mode != "shadow" else ""))
         for rule in policy.rules:
             spec = rule.spec
             fields = {k: v for k, v in attrs.asdict(spec, recurse=False).items() if v not in ((), None, {})} \
                 if attrs.has(type(spec)) else {}
             detail = ", ".join(f"{k.rstrip('_')}={v}" for k, v in fields.items())
-            lines.append(f"    {rule.kind:8} {rule.name or '(unnamed)'}: {detail}"
-                         + (f" — {rule.reason}" if rule.reason else ""))
+            lines.append(f"    {rule.kind:8} {rule.name or '(unnamed)'}"
+                         + (" (shadow)" if rule.mode == "shadow" and policy.mode != "shadow" else "")
+                         + f": {detail}" + (f" — {rule.reason}" if rule.reason else ""))
     return "\n".join(lines)
 
 
@@ -264,9 +269,15 @@ def _cmd_explain(args) -> int:
     """The analysis of one statement and the verdict the policies give it, with no database."""
     import json
 
-    from pgwarden.explain import masks_json, masks_lines
+    from twisted.internet.defer import Deferred
+
+    from pgwarden.explain import StatementMasks, masks_json, masks_lines, statement_masks
     from pgwarden.identity import Identity
     from pgwarden.offline import ANALYSIS_FAILED, decide
+    from pgwarden.policy import matching_policies
+    from pgwarden.policy.shadow import split
+    from pgwarden.session import Session
+    from pgwarden.shadow import Shadow
     from pgwarden.sql.context import default_context
     from pgwarden.sql.lineage import lineage_json
 
@@ -283,6 +294,7 @@ def _cmd_explain(args) -> int:
               "a UTF-8 server would refuse it as well", file=sys.stderr)
         return 2
     identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
+    policies, shadow_units = split(matching_policies(identity, config.policies))
     context = None
     if args.dsn:
         context = _live_context(args.dsn)
@@ -298,6 +310,22 @@ def _cmd_explain(args) -> int:
     lineage = statement.lineage
     masks = list(decision.masks)
     refusals = list(decision.masking_refusals)
+    shadow_session = Session("explain", identity, config.upstream.database, policies=policies)
+    shadow = Shadow.of(shadow_session, shadow_units)
+    shadow_verdicts: list[dict] = []
+    shadow_masks: list[tuple[str, list[StatementMasks]]] = []
+    if shadow is not None:  # what the shadow rules and policies would say, as the proxy records it
+        found = shadow.evaluate(host, statement)
+        if isinstance(found, Deferred):
+            got: list[object] = []
+            found.addBoth(got.append)
+            found = got[0] if got and isinstance(got[0], list) else [
+                {"policy": u.policy, "rule": u.rule, "action": "error", "reason": "no answer at once"}
+                for u, _ in shadow.units]
+        shadow_verdicts = found
+        for unit, view in shadow.masking:
+            name = f"{unit.policy}/{unit.rule}" if unit.rule else f"{unit.policy} (policy)"
+            shadow_masks.append((name, statement_masks(host, statement, view, catalog)))
     result: dict[str, Any] = {
         "sql": statement.sql,
         "kinds": sorted(analysis.kinds),
@@ -313,6 +341,8 @@ def _cmd_explain(args) -> int:
                              for name, v in refusals],
         "verdict": {"action": verdict.action, "policy": verdict.policy, "rule": verdict.rule,
                     "reason": verdict.reason, "hint": verdict.hint},
+        "shadow": shadow_verdicts,
+        "shadow_masks": [{"unit": name, "masks": masks_json(m)} for name, m in shadow_masks],
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -335,6 +365,15 @@ def _cmd_explain(args) -> int:
             print(f"{'reason':10} {v['reason']}")
         if v["hint"]:
             print(f"{'hint':10} {v['hint']}")
+        for entry in shadow_verdicts:  # never enforced: shown apart from the verdict
+            where = f"{entry['policy']}/{entry['rule']}" if entry["rule"] else f"{entry['policy']} (policy)"
+            print(f"{'shadow':10} {entry['action']} by {where}" + (f": {entry['reason']}" if entry["reason"] else ""))
+        for name, unit_masks in shadow_masks:
+            for line in masks_lines(unit_masks):
+                if line.startswith("  "):  # an output and its mask
+                    print(line)
+                elif not line.endswith(" none"):  # `masks      1 of 2 output(s) masked`
+                    print(f"{'shadow':10} mask by {name}: {line[11:]}")
     return 0 if verdict.action == "allow" else 1
 
 

@@ -338,7 +338,8 @@ class Recorder:
         record["sqlstate"] = sqlstate
         self.emit(record)
 
-    def statement(self, conn: ClientConnection, request, statement, verdict, waits: bool) -> None:
+    def statement(self, conn: ClientConnection, request, statement, verdict, waits: bool,
+                  shadow: list | None = None) -> None:
         slog = conn.log
         slog.statements += 1
         if verdict.action == "block":
@@ -359,6 +360,8 @@ class Recorder:
         else:
             record["sql"] = request.sql
         record["verdict"] = self._verdict_fields(verdict)
+        if shadow:
+            record["shadow"] = shadow
         self.emit(record, conn if waits else None)
 
     # Statements that differ only in constants share one analysis, and verdicts are memoised:
@@ -447,6 +450,12 @@ class Recorder:
             record["truncated"] = True
         if ex.masked:
             record.update(masked_fields(ex.masked))
+        if ex.shadow_masked:
+            from pgwarden.shadow import mask_entries
+
+            shadow = mask_entries(ex.shadow_masked)
+            if shadow:
+                record["shadow"] = shadow
         if ex.sample is not None:
             record["rows_sample"] = ex.sample
             if ex.sample_clipped:

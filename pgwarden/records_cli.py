@@ -191,7 +191,8 @@ def cmd_replay_against(args) -> int:
 
 # ---------------------------------------------------------------------- tail
 
-_COLOURS = {"allow": "32", "approve": "33", "block": "31", "error": "31", "auth": "35", "session": "36"}
+_COLOURS = {"allow": "32", "approve": "33", "block": "31", "error": "31", "auth": "35", "session": "36",
+            "mask": "33"}
 
 
 def summary(r: dict) -> tuple[str, str]:
@@ -204,11 +205,13 @@ def summary(r: dict) -> tuple[str, str]:
         action = v.get("action", "?")
         rule = f" [{v.get('policy')}/{v.get('rule')}]" if v.get("rule") else ""
         sql = " ".join(r.get("sql", "").split())
-        return head + f"{action.upper():<7} {sql[:160]}{rule}", action
+        shadow = f" (+{len(r['shadow'])} shadow)" if r.get("shadow") else ""
+        return head + f"{action.upper():<7} {sql[:160]}{rule}{shadow}", action
     if kind == "result":
         if r.get("sqlstate"):
             return head + f"ERROR   {r['sqlstate']} {r.get('error', '')}", "error"
-        return head + f"RESULT  {r.get('rows')} rows, {r.get('bytes')} bytes, {r.get('duration_ms')} ms", ""
+        shadow = f" (+{len(r['shadow'])} shadow)" if r.get("shadow") else ""
+        return head + f"RESULT  {r.get('rows')} rows, {r.get('bytes')} bytes, {r.get('duration_ms')} ms{shadow}", ""
     if kind == "auth_failure":
         return head + f"AUTH    failed from {r.get('client')}: {r.get('reason')}", "auth"
     if kind == "approval":
@@ -221,7 +224,32 @@ def summary(r: dict) -> tuple[str, str]:
     return head + kind, ""
 
 
+def shadow_lines(r: dict) -> list[tuple[str, str]]:
+    """A record's shadow verdicts (docs/records.md), one line each, under its summary: what the
+    shadow rule or policy would have done, marked where it differs from what was enforced."""
+    enforced = (r.get("verdict") or {}).get("action")
+    lines = []
+    for e in r.get("shadow") or ():
+        action = str(e.get("action", "?"))
+        where = f"{e.get('policy')}/{e.get('rule')}" if e.get("rule") else f"{e.get('policy')} (policy)"
+        if action == "mask":
+            columns = ", ".join(f"{c.get('column')} ({c.get('source')}, {c.get('strategy')}) {c.get('values')} values"
+                                for c in e.get("columns") or ())
+            text = f"would mask {columns}"
+        elif action == "error":
+            text = f"failed: {e.get('reason')}"
+        else:
+            differs = enforced is not None and action != enforced
+            text = ("would need approval" if action == "approve" else f"would {action}") \
+                + (f" (enforced: {enforced})" if differs else " (as enforced)") \
+                + (f": {e['reason']}" if e.get("reason") else "")
+        lines.append((" " * 13 + f"shadow {action.upper():<7} {where}: {text}", action))
+    return lines
+
+
 def _wanted(r: dict, args) -> bool:
+    if getattr(args, "shadow", False) and not r.get("shadow"):
+        return False
     if args.type and r.get("type") not in args.type:
         return False
     if args.verdict and (r.get("verdict") or {}).get("action") not in args.verdict:
@@ -265,14 +293,18 @@ def _follow(path: str, poll_s: float = 0.2) -> Iterator[bytes]:
 def cmd_tail(args, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
     colour = args.color == "always" or (args.color == "auto" and out.isatty())
+    shadow = getattr(args, "shadow", False)
     if args.json:
         def show(r):
             out.write(orjson.dumps(r).decode() + "\n")
     else:
         def show(r):
-            text, cls = summary(r)
-            code = _COLOURS.get(cls)
-            out.write(f"\x1b[{code}m{text}\x1b[0m\n" if colour and code else text + "\n")
+            lines = [summary(r)]
+            if shadow:  # the shadow verdicts beside the enforced one
+                lines += shadow_lines(r)
+            for text, cls in lines:
+                code = _COLOURS.get(cls)
+                out.write(f"\x1b[{code}m{text}\x1b[0m\n" if colour and code else text + "\n")
     try:
         for r in _records(args.files[:-1] if args.follow else args.files):
             if _wanted(r, args):
@@ -334,6 +366,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--verdict", action="append", choices=actions, metavar="ACTION",
                    help=f"{', '.join(actions)} (repeatable)")
     p.add_argument("--subject", action="append", help="identity subject glob (repeatable)")
+    p.add_argument("--shadow", action="store_true",
+                   help="only records with shadow verdicts, each shown under the enforced one")
     p.add_argument("--json", action="store_true", help="the matching records as JSON lines")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.set_defaults(func=cmd_tail)

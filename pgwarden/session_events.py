@@ -91,6 +91,10 @@ class SessionEvents:
             stats.overhead(ex.pgwarden_s)
             if ex.masked:
                 stats.masked(ex.masked)
+            if ex.shadow_masked:
+                from pgwarden.shadow import mask_entries
+
+                stats.shadow(mask_entries(ex.shadow_masked))
             if recorder.active:
                 try:
                     recorder.result(conn, ex)

@@ -355,10 +355,12 @@ def report_lines(results: list[CaseResult], tests: TestFile) -> list[str]:
 
 
 def unexercised(config: Config, results: list[CaseResult]) -> list[str]:
-    """``policy/rule`` of each named rule that no case's decision came from."""
+    """``policy/rule`` of each named, enforced rule that no case's decision came from. Shadow
+    rules are left out: cases decide as pgwarden enforces, and a shadow rule never decides (its
+    tests belong to the candidate that enforces it, docs/policies.md)."""
     exercised = set().union(*(r.exercised for r in results)) if results else set()
-    return [f"{p.name}/{r.name}" for p in config.policies for r in p.rules
-            if r.name and f"{p.name}/{r.name}" not in exercised]
+    return [f"{p.name}/{r.name}" for p in config.policies if p.mode != "shadow" for r in p.rules
+            if r.name and r.mode != "shadow" and f"{p.name}/{r.name}" not in exercised]
 
 
 def beside(config_path: str | Path) -> Path:

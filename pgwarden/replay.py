@@ -49,6 +49,8 @@ TITLES = {
 }
 #: the mask plugin's verdict when the catalog does not know the tables' columns
 MASK_NEEDS_CATALOG = "mask: catalog"
+#: why masks are not compared without a database's catalog
+MASKS_NEED_CATALOG = "on tables the catalog does not know (--dsn reads them from a database)"
 #: examples kept per group
 EXAMPLES = 3
 
@@ -312,11 +314,12 @@ class Replayer:
         context = self._statement_context(one, record)
         decision = decide(self.config, self.host, one.identity, record["sql"], context, self.catalog,
                           session=one.session)
-        if decision.verdict.rule == MASK_NEEDS_CATALOG and not self.catalog.complete:
+        unmasked = decision.verdict.rule == MASK_NEEDS_CATALOG and not self.catalog.complete
+        if unmasked:
             # The mask plugin refuses what may read masked columns until it knows the tables'
-            # columns: a statement of the candidate's, not of the catalog's, to tell apart.
-            self._skip("that may read masked columns of tables only a database's catalog knows (--dsn)")
-            return
+            # columns, which only a database's catalog tells: the other rules still decide.
+            decision = decide(self.config, self.host, one.identity, record["sql"], context, self.catalog,
+                              session=self._without_masks(one.session), masking=False)
         self.outcome.statements += 1
         recorded = record["verdict"]
         if one.context is not None and recorded["action"] != "block":
@@ -328,7 +331,7 @@ class Replayer:
         # and the catalog knows the tables (else every output is opaque, masked whole).
         compare = recorded["action"] != "block" and decision.verdict.action != "block"
         if compare:
-            why = self._masks_unknown(record, decision)
+            why = MASKS_NEED_CATALOG if unmasked else self._masks_unknown(record, decision)
             if why is not None:
                 self.outcome.masks_not_compared[why] = self.outcome.masks_not_compared.get(why, 0) + 1
                 compare = False
@@ -339,10 +342,17 @@ class Replayer:
             self._settle(previous, None)
         self.pending[key] = pending
 
+    @staticmethod
+    def _without_masks(session: Session) -> Session:
+        """``session`` with its policies' mask rules left out (its store, what the plugins keep of
+        the session, shared)."""
+        policies = tuple(attrs.evolve(p, rules=tuple(r for r in p.rules if r.kind != "mask")) for p in session.policies)
+        return attrs.evolve(session, policies=policies)
+
     def _masks_unknown(self, record: dict, decision: Decision) -> str | None:
         """Why what masking would do cannot be told offline (None: it can)."""
         if not self.catalog.complete and not all(self._knows(t) for t in record.get("tables") or ()):
-            return "on tables the catalog does not know (--dsn reads them from a database)"
+            return MASKS_NEED_CATALOG
         if any(lineage.refers is not None for lineage in decision.statement.lineage):
             return "that return the rows of a prepared statement or cursor the session defined"
         return None
@@ -414,6 +424,11 @@ def _short(sql: str, width: int = 120) -> str:
     return one if len(one) <= width else one[:width - 1] + "…"
 
 
+def _literal(value: str | None) -> str:
+    """A recorded parameter as SQL would show it: NULL, or quoted."""
+    return "NULL" if value is None else "'" + value.replace("'", "''") + "'"
+
+
 def _verdict(v: dict) -> str:
     by = f" by {v['policy']}/{v['rule']}" if v.get("rule") else f" by {v['policy']}" if v.get("policy") else ""
     return f"{v['action']}{by}"
@@ -451,7 +466,8 @@ def report_lines(outcome: Outcome, candidate: str) -> list[str]:
                 if "masked_before" in ex:
                     detail = f"masked before: {', '.join(ex['masked_before']) or 'none'}; " \
                              f"now: {', '.join(ex['masked_now']) or 'none'}"
-                params = f" · parameters {ex['parameters']}" if "parameters" in ex else ""
+                params = f" · parameters {', '.join(_literal(p) for p in ex['parameters'])}" \
+                    if "parameters" in ex else ""
                 lines.append(f"      {ex['subject']} · {ex['where']} · {detail}{params}")
     lines.append("")
     changed = len(outcome.changes)

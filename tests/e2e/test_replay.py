@@ -159,7 +159,7 @@ def test_replay_without_a_database_says_what_it_did_not_compare(recorded, capsys
     code, out, err = _replay(capsys, str(recorded / "records.jsonl"), "--against", str(recorded / "looser.yaml"))
     assert code == 1, out + err
     assert "(catalog: snapshot postgresql-" in out
-    assert "masking not compared: 4 statements on tables the catalog does not know" in out
+    assert "masking not compared: 5 statements on tables the catalog does not know" in out, out
     assert "now allowed: 1" in out
 
 
@@ -228,11 +228,20 @@ def test_replay_reads_format_1_records(recorded, pg_server, capsys, tmp_path):
         "select id, secret from rp_items"]
 
 
-def test_replay_offline_leaves_out_what_masking_needs_a_catalog_for(recorded, capsys):
+def test_replay_offline_compares_verdicts_where_masking_needs_a_catalog(recorded, capsys):
+    """Without a catalog the mask plugin refuses what may read masked columns: the candidate's
+    other rules still decide, and what masking would do is said not compared."""
     code, out, err = _replay(capsys, str(recorded / "records.jsonl"), "--against", str(recorded / "baseline.yaml"))
     assert code == 0, out + err
-    assert "not replayed: 4 that may read masked columns of tables only a database's catalog knows (--dsn)" in out
-    assert "no difference: 3 statements decided as recorded" in out
+    assert "masking not compared: 5 statements on tables the catalog does not know" in out, out
+    assert "no difference: 7 statements decided as recorded" in out
+    code, out, err = _replay(capsys, str(recorded / "records.jsonl"), "--against", str(recorded / "stricter.yaml"),
+                             "--json")
+    assert code == 1, out + err
+    groups = _groups(json.loads(out))
+    assert {e["sql"] for e in groups["now_blocked", "no-deletes"]["examples"]} == {
+        "execute del", "prepare del as delete from rp_items where id = 99"}
+    assert "mask: catalog" not in out
 
 
 # ---------------------------------------------------------------------- pgwarden test --dsn

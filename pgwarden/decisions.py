@@ -74,7 +74,7 @@ class Decisions:
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
-        if not self.plugins.checks and not self.recorder.active and not limits.any:
+        if not self.plugins.checks and not self.recorder.active and not limits.any and conn.shadow is None:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
         statement = self.statements.get(request.sql, self._context(conn, request))
@@ -87,7 +87,7 @@ class Decisions:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
             if refusal is not None:
                 return self._refused(conn, request, statement, refusal)
-        if not self.plugins.checks and not limits.any:
+        if not self.plugins.checks and not limits.any and conn.shadow is None:
             return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         if getattr(self.catalog, "pending", False) and (
                 "unknown" in statement.kinds or not self.catalog.current.complete):

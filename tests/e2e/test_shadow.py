@@ -28,10 +28,14 @@ CANDIDATE = {"name": "candidate", "mode": "shadow", "when": {"groups": ["ai-agen
 
 
 @pytest.fixture
-def shadowed(make_pgwarden, pg_server):
+def items(pg_server):
     pg_server.psql("drop table if exists sh_items; create table sh_items (n int, secret text); "
                    "insert into sh_items select g, 'secret-' || g from generate_series(1, 5) g; "
                    "grant all on sh_items to public", "appdb")
+
+
+@pytest.fixture
+def shadowed(make_pgwarden, pg_server, items):
     running = make_pgwarden(policies=[AGENTS, CANDIDATE])
     running.rows = lambda: pg_server.psql("select count(*) from sh_items", "appdb").strip()
     return running
@@ -168,3 +172,23 @@ def test_a_plugin_failing_in_shadow_is_recorded_as_an_error_and_changes_nothing(
     errors = [e for e in rec["shadow"] if e["action"] == "error"]
     assert errors and errors[0]["policy"] == "candidate" and "broken" in errors[0]["reason"]
     assert _metric(running, "candidate", "", "error") == 1
+
+
+def test_shadow_limit_rules_report_the_refusals_and_cuts_they_would_make(make_pgwarden, items):
+    budget = {"name": "agents", "when": {"groups": ["ai-agents"]}, "rules": [
+        {"name": "try-budget", "mode": "shadow", "limit": {"rows": 2, "statement_timeout": "5s"}}]}
+    running = make_pgwarden(policies=[budget])
+    with psycopg.connect(running.dsn(), autocommit=True) as conn:
+        assert len(conn.execute("select n from sh_items").fetchall()) == 5  # not cut
+        conn.execute("set statement_timeout = 0")  # not refused
+        assert conn.execute("show statement_timeout").fetchone() == ("0",)
+    records = _records(running)
+    select = _statement(records, "select n from sh_items")
+    assert "shadow" not in select
+    assert _result(records, select)["shadow"] == [
+        {"policy": "agents", "rule": "try-budget", "action": "limit", "reason": "would be truncated at 2 rows (of 5)"}]
+    rec = _statement(records, "set statement_timeout = 0")
+    assert rec["verdict"]["action"] == "allow"
+    assert _shadow(rec) == {("agents", "try-budget", "block")}
+    assert _metric(running, "agents", "try-budget", "limit") == 1
+    assert _metric(running, "agents", "try-budget", "block") == 1

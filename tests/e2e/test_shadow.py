@@ -15,6 +15,7 @@ from pgwarden import hookimpl
 from pgwarden.cli import main
 from pgwarden.metrics import registry_for
 from pgwarden.testing.pytest_plugin import check_records
+from pgwarden.verdict import Verdict
 
 AGENTS = {"name": "agents", "when": {"groups": ["ai-agents"]}, "rules": [
     {"name": "no-ddl", "block": {"statements": ["ddl"]}, "reason": "schema changes go through migrations"},
@@ -192,3 +193,24 @@ def test_shadow_limit_rules_report_the_refusals_and_cuts_they_would_make(make_pg
     assert _shadow(rec) == {("agents", "try-budget", "block")}
     assert _metric(running, "agents", "try-budget", "limit") == 1
     assert _metric(running, "agents", "try-budget", "block") == 1
+
+
+class _Later:
+    """A third party's checker that answers later (async): its shadow verdict is waited for,
+    and the enforced one is not changed by it."""
+
+    @hookimpl
+    async def pgwarden_check(self, statement, session):
+        if any(p.name == "candidate" for p in session.policies) and "select" in statement.kinds:
+            return Verdict.block("no reads on fridays", policy="candidate", rule="fridays")
+        return None
+
+
+def test_a_shadow_verdict_that_comes_later_is_recorded(make_pgwarden, items):
+    running = make_pgwarden(policies=[AGENTS, CANDIDATE], plugins=[("later", _Later())])
+    with psycopg.connect(running.dsn(), autocommit=True) as conn:
+        assert conn.execute("select 2", prepare=True).fetchone() == (2,)
+    rec = _statement(_records(running), "select 2")
+    assert rec["verdict"]["action"] == "allow"
+    assert rec["shadow"] == [{"policy": "candidate", "rule": "fridays", "action": "block",
+                              "reason": "no reads on fridays"}]

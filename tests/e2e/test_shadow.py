@@ -154,6 +154,16 @@ def test_shadow_through_asyncpg(shadowed):
     assert mask["columns"][0]["values"] == 1
 
 
+def test_an_sql_level_prepared_statement_is_judged_in_shadow_by_its_body(shadowed):
+    with psycopg.connect(shadowed.dsn(), autocommit=True) as conn:
+        conn.execute("prepare d as delete from sh_items where n = 3")
+        conn.execute("execute d")
+    assert shadowed.rows() == "4"
+    records = _records(shadowed)
+    assert ("agents", "try-no-deletes", "block") in _shadow(_statement(records, "execute d"))
+    assert shadowed.app.stats.shadow_verdicts[("agents", "try-no-deletes", "block")] == 2  # PREPARE, EXECUTE
+
+
 class _Broken:
     """A third party's rule checker that fails: in shadow it must change nothing but the record."""
 

@@ -74,7 +74,7 @@ class Decisions:
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
-        if not self.plugins.checks and not self.recorder.active and not limits.any:
+        if not self.plugins.checks and not self.recorder.active and not limits.any and conn.shadow is None:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
         statement = self.statements.get(request.sql, self._context(conn, request))
@@ -87,7 +87,7 @@ class Decisions:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
             if refusal is not None:
                 return self._refused(conn, request, statement, refusal)
-        if not self.plugins.checks and not limits.any:
+        if not self.plugins.checks and not limits.any and conn.shadow is None:
             return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         if getattr(self.catalog, "pending", False) and (
                 "unknown" in statement.kinds or not self.catalog.current.complete):
@@ -105,27 +105,36 @@ class Decisions:
     def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
         if statement is None:
             statement = self.statements.get(request.sql, self._context(conn, request))
+        if conn.shadow is not None:  # a path of its own: a session without shadow pays one test
+            return self._check_shadowed(conn, request, statement)
         limits = conn.limits
-        shadow = conn.shadow
         if limits.any:  # the core's own limits come first: no plugin, no approver, can lift them
             refused = core_limits.refusal(statement.analysis, limits)
             if refused is not None:
-                if shadow is None:
-                    return self.recorded(conn, request, statement, refused, Refusal.from_verdict(refused))
-                return self._shadowed(refused, shadow.evaluate(self.plugins, statement), conn, request, statement,
-                                      lambda v, found: self.recorded(conn, request, statement, v,
-                                                                     Refusal.from_verdict(v), found))
+                return self.recorded(conn, request, statement, refused, Refusal.from_verdict(refused))
         verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else Verdict.allow()
-        if shadow is not None:  # evaluated after the enforced verdict, and apart from it
-            return self._shadowed(verdict, shadow.evaluate(self.plugins, statement), conn, request, statement,
-                                  lambda v, found: self._enforce(v, statement, conn, request, found))
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
 
+    def _check_shadowed(self, conn: ClientConnection, request: StatementRequest, statement):
+        """`_check` for a session with shadow rules: the enforced verdict first, as `_check` makes
+        it, then the shadow ones (`pgwarden.shadow`), which only go into its record."""
+        shadow = conn.shadow
+        assert shadow is not None
+        limits = conn.limits
+        if limits.any:
+            refused = core_limits.refusal(statement.analysis, limits)
+            if refused is not None:
+                return self._shadowed(refused, shadow.evaluate(self.plugins, statement),
+                                      lambda v, found: self.recorded(conn, request, statement, v,
+                                                                     Refusal.from_verdict(v), found))
+        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else Verdict.allow()
+        return self._shadowed(verdict, shadow.evaluate(self.plugins, statement),
+                              lambda v, found: self._enforce(v, statement, conn, request, found))
+
     @staticmethod
-    def _shadowed(verdict, found, conn: ClientConnection, request: StatementRequest, statement,
-                  then: Callable[[Verdict, list | None], object]) -> object:
+    def _shadowed(verdict, found, then: Callable[[Verdict, list | None], object]) -> object:
         """``then(verdict, shadow entries)`` once both are there (either may be a Deferred)."""
         if isinstance(verdict, Verdict) and not isinstance(found, Deferred):
             return then(verdict, found)

@@ -103,7 +103,7 @@ class Stats:
 
     def shadow(self, entries) -> None:
         """Counts shadow verdicts (`pgwarden.shadow`) by policy, rule (empty: a whole policy's
-        verdict) and action (allow, approve, block, mask, error)."""
+        verdict) and action (allow, approve, block, mask, limit, error)."""
         counts = self.shadow_verdicts
         for entry in entries:
             key = (str(entry["policy"]), str(entry["rule"] or ""), str(entry["action"]))
@@ -223,7 +223,7 @@ class StatsCollector(Collector):
         yield c
         c = CounterMetricFamily("pgwarden_shadow_verdicts", "Verdicts of shadow rules and policies (recorded, "
                                 "never enforced), by policy, rule (empty: a whole policy's) and action (allow, "
-                                "approve, block, mask, error).", labels=["policy", "rule", "action"])
+                                "approve, block, mask, limit, error).", labels=["policy", "rule", "action"])
         for (policy, rule, action), n in sorted(stats.shadow_verdicts.items()):
             c.add_metric([policy, rule, action], n)
         yield c

@@ -455,10 +455,10 @@ class Recorder:
             record["truncated"] = True
         if ex.masked:
             record.update(masked_fields(ex.masked))
-        if ex.shadow_masked:
-            from pgwarden.shadow import mask_entries
+        if conn.shadow is not None:
+            from pgwarden.shadow import result_entries
 
-            shadow = mask_entries(ex.shadow_masked)
+            shadow = result_entries(conn.shadow, rows, ex.shadow_masked)
             if shadow:
                 record["shadow"] = shadow
         if ex.sample is not None:

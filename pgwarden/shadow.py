@@ -16,9 +16,12 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pgwarden import limits as core_limits
+from pgwarden.limits import session_limits
 from pgwarden.masking import ResultShape, row_transform
 from pgwarden.plugins import MaskingFailed
 from pgwarden.policy.kinds import MASK
+from pgwarden.policy.model import limit_rules, statement_timeout_ms
 from pgwarden.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -62,12 +65,28 @@ def entries(unit: ShadowUnit, verdict: Verdict) -> list[Entry]:
 class Shadow:
     """The shadow units of one session, each with the session view its plugins are shown."""
 
-    __slots__ = ("masking", "units")
+    __slots__ = ("limits", "masking", "row_caps", "units")
 
     def __init__(self, session: Session, units: tuple[ShadowUnit, ...]) -> None:
         # The views share the session's store: plugins keep what they learn of the session
         # (SQL-level prepared statements) in one place, as they would without shadow.
         self.units = tuple((unit, attrs.evolve(session, policies=unit.policies)) for unit in units)
+        # `limit` rules are the core's, not a plugin's: their statement refusals (a statement that
+        # would lift statement_timeout, ...) and row caps are checked here, as if the session had
+        # been opened under them. rows_written and statement_timeout themselves are enforced by
+        # the server: a shadow one has nothing to measure them with, and is not reported.
+        limited = []
+        caps = []
+        for unit in units:
+            limits = session_limits(unit.policies, startup_timeout_ms=statement_timeout_ms(unit.policies))
+            if limits.any:
+                limited.append((unit, limits))
+            found = [(spec.rows, p.name, r.name) for spec, p, r in limit_rules(unit.policies) if spec.rows]
+            if found:
+                caps.append((unit, min(found, key=lambda f: f[0])))
+        self.limits = tuple(limited)
+        #: (unit, (rows, policy, rule)) of the units with a row limit
+        self.row_caps = tuple(caps)
         #: the units with mask rules: asked about each result's columns (`masked_rows`)
         self.masking = tuple((unit, view) for unit, view in self.units
                              if any(MASK.of(rule) is not None for p in unit.policies for rule in p.rules))
@@ -82,6 +101,14 @@ class Shadow:
         fails: a failure is an ``error`` entry of its unit."""
         found: list[Entry] = []
         later: list[Deferred[list[Entry]]] = []
+        for unit, limits in self.limits:
+            try:
+                refused = core_limits.refusal(statement.analysis, limits)
+            except Exception as e:  # noqa: BLE001 - never more than a shadow error
+                found.append(_error(unit, f"shadow evaluation failed: {e!r}"))
+                continue
+            if refused is not None:
+                found += entries(unit, refused)
         for unit, view in self.units:
             try:
                 verdict = plugins.check(statement, view)
@@ -154,6 +181,18 @@ class ShadowMasks:
         self.plans: list[tuple[ShadowUnit, object]] = []
         self.failed: set[int] = set()
         self.errors: list[Entry] = []
+
+
+def result_entries(shadow: Shadow, rows: int, masked: tuple[object, ...]) -> list[Entry]:
+    """The ``shadow`` field of a result record: the shadow row limits the execution's ``rows``
+    exceed ({policy, rule, action: limit, reason}), then what shadow masks would have masked."""
+    out: list[Entry] = [
+        {"policy": unit.policy, "rule": unit.rule if unit.rule is not None else rule, "action": "limit",
+         "reason": f"would be truncated at {cap} rows (of {rows})"}
+        for unit, (cap, _policy, rule) in shadow.row_caps if rows > cap]
+    if masked:
+        out += mask_entries(masked)
+    return out
 
 
 def mask_entries(results: tuple[object, ...]) -> list[Entry]:

@@ -15,6 +15,7 @@ from pgwarden import hookimpl
 from pgwarden.cli import main
 from pgwarden.metrics import registry_for
 from pgwarden.testing.pytest_plugin import check_records
+from pgwarden.verdict import Verdict
 
 AGENTS = {"name": "agents", "when": {"groups": ["ai-agents"]}, "rules": [
     {"name": "no-ddl", "block": {"statements": ["ddl"]}, "reason": "schema changes go through migrations"},
@@ -28,10 +29,14 @@ CANDIDATE = {"name": "candidate", "mode": "shadow", "when": {"groups": ["ai-agen
 
 
 @pytest.fixture
-def shadowed(make_pgwarden, pg_server):
+def items(pg_server):
     pg_server.psql("drop table if exists sh_items; create table sh_items (n int, secret text); "
                    "insert into sh_items select g, 'secret-' || g from generate_series(1, 5) g; "
                    "grant all on sh_items to public", "appdb")
+
+
+@pytest.fixture
+def shadowed(make_pgwarden, pg_server, items):
     running = make_pgwarden(policies=[AGENTS, CANDIDATE])
     running.rows = lambda: pg_server.psql("select count(*) from sh_items", "appdb").strip()
     return running
@@ -149,6 +154,16 @@ def test_shadow_through_asyncpg(shadowed):
     assert mask["columns"][0]["values"] == 1
 
 
+def test_an_sql_level_prepared_statement_is_judged_in_shadow_by_its_body(shadowed):
+    with psycopg.connect(shadowed.dsn(), autocommit=True) as conn:
+        conn.execute("prepare d as delete from sh_items where n = 3")
+        conn.execute("execute d")
+    assert shadowed.rows() == "4"
+    records = _records(shadowed)
+    assert ("agents", "try-no-deletes", "block") in _shadow(_statement(records, "execute d"))
+    assert shadowed.app.stats.shadow_verdicts[("agents", "try-no-deletes", "block")] == 2  # PREPARE, EXECUTE
+
+
 class _Broken:
     """A third party's rule checker that fails: in shadow it must change nothing but the record."""
 
@@ -168,3 +183,44 @@ def test_a_plugin_failing_in_shadow_is_recorded_as_an_error_and_changes_nothing(
     errors = [e for e in rec["shadow"] if e["action"] == "error"]
     assert errors and errors[0]["policy"] == "candidate" and "broken" in errors[0]["reason"]
     assert _metric(running, "candidate", "", "error") == 1
+
+
+def test_shadow_limit_rules_report_the_refusals_and_cuts_they_would_make(make_pgwarden, items):
+    budget = {"name": "agents", "when": {"groups": ["ai-agents"]}, "rules": [
+        {"name": "try-budget", "mode": "shadow", "limit": {"rows": 2, "statement_timeout": "5s"}}]}
+    running = make_pgwarden(policies=[budget])
+    with psycopg.connect(running.dsn(), autocommit=True) as conn:
+        assert len(conn.execute("select n from sh_items").fetchall()) == 5  # not cut
+        conn.execute("set statement_timeout = 0")  # not refused
+        assert conn.execute("show statement_timeout").fetchone() == ("0",)
+    records = _records(running)
+    select = _statement(records, "select n from sh_items")
+    assert "shadow" not in select
+    assert _result(records, select)["shadow"] == [
+        {"policy": "agents", "rule": "try-budget", "action": "limit", "reason": "would be truncated at 2 rows (of 5)"}]
+    rec = _statement(records, "set statement_timeout = 0")
+    assert rec["verdict"]["action"] == "allow"
+    assert _shadow(rec) == {("agents", "try-budget", "block")}
+    assert _metric(running, "agents", "try-budget", "limit") == 1
+    assert _metric(running, "agents", "try-budget", "block") == 1
+
+
+class _Later:
+    """A third party's checker that answers later (async): its shadow verdict is waited for,
+    and the enforced one is not changed by it."""
+
+    @hookimpl
+    async def pgwarden_check(self, statement, session):
+        if any(p.name == "candidate" for p in session.policies) and "select" in statement.kinds:
+            return Verdict.block("no reads on fridays", policy="candidate", rule="fridays")
+        return None
+
+
+def test_a_shadow_verdict_that_comes_later_is_recorded(make_pgwarden, items):
+    running = make_pgwarden(policies=[AGENTS, CANDIDATE], plugins=[("later", _Later())])
+    with psycopg.connect(running.dsn(), autocommit=True) as conn:
+        assert conn.execute("select 2", prepare=True).fetchone() == (2,)
+    rec = _statement(_records(running), "select 2")
+    assert rec["verdict"]["action"] == "allow"
+    assert rec["shadow"] == [{"policy": "candidate", "rule": "fridays", "action": "block",
+                              "reason": "no reads on fridays"}]

@@ -142,3 +142,28 @@ def test_policies_for_gives_only_what_is_enforced():
     who = Identity("agent", frozenset(), {})
     assert policies_for(who, (a, b)) == (Policy("a", rules=(_rule("x"),)),)
     assert matching_policies(who, (a, b)) == (a, b)
+
+
+def test_a_shadow_allow_rule_says_what_it_would_let_through(tmp_path, monkeypatch, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(HEAD + """\
+policies:
+  - name: strict
+    default: block
+    rules:
+      - {name: reads, allow: {statements: [select]}}
+      - {name: try-inserts, mode: shadow, allow: {statements: [insert]}}
+""")
+    monkeypatch.setattr(cli, "_live_context", lambda dsn: context())
+
+    def explain(sql: str) -> tuple[int, str]:
+        code = cli.main(["explain", "-c", str(cfg), "--subject", "a", "--dsn", "test", sql])
+        return code, capsys.readouterr().out
+
+    code, out = explain("INSERT INTO users (id) VALUES (1)")
+    assert code == 1 and "verdict    block by strict / default: block\n" in out  # still refused
+    assert "shadow     allow by strict/try-inserts\n" in out
+    code, out = explain("SELECT 1")
+    assert code == 0 and "shadow" not in out  # the rule does not match: nothing to say
+    code, out = explain("WITH d AS (DELETE FROM users RETURNING id) INSERT INTO users (id) SELECT id FROM d")
+    assert code == 1 and "shadow" not in out  # it would not let the whole statement through

@@ -86,7 +86,7 @@ def _application(kind: str, work: Path):
     conn = SimpleNamespace(session=Session("bench", identity, settings.DATABASE, policies=policies),
                            limits=session_limits(policies), relay=None, catalog_changed=False,
                            log=SessionLog("0123456789abcdef"), sql_context=app.session_context(Startup()),
-                           recording_failed=lambda: None)
+                           recording_failed=lambda: None, shadow=None)
     return app, conn
 
 

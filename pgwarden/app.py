@@ -27,7 +27,7 @@ from pgwarden.decisions import Decisions
 from pgwarden.masking import missing_columns
 from pgwarden.metrics import Stats
 from pgwarden.plugins import PluginHost
-from pgwarden.policy import policies_for
+from pgwarden.policy import matching_policies
 from pgwarden.preflight import reread
 from pgwarden.proxy.client import ClientConnection, SessionServices
 from pgwarden.proxy.upstream import tls_options
@@ -317,7 +317,7 @@ class Application:
         self.recorder.configure()
         for conn in list(self.connections):
             if conn.session is not None:
-                conn.policies_replaced(policies_for(conn.session.identity, new.policies))
+                conn.policies_replaced(matching_policies(conn.session.identity, new.policies))
         self.reloads += 1
         log.info("reloaded {source}", source=new.source)
         self.warn_mask_columns(self.catalog.current)

@@ -23,8 +23,10 @@ pgwarden logs the head of each file sink when it rotates and when it stops).
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from collections.abc import Iterable
+from typing import IO
 
 import attrs
 import orjson
@@ -92,9 +94,19 @@ class Report:
     head: str | None  # the hash of the last record
 
 
+def open_records(path: str) -> IO[bytes]:
+    """A record file for reading, decompressed when gzip'd (a rotated file compressed by
+    logrotate, say): the chain is over the bytes as written, which gzip gives back unchanged."""
+    f = open(path, "rb")
+    if f.peek(2)[:2] == b"\x1f\x8b":
+        f.close()
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return f
+
+
 def _lines(paths: Iterable[str]):
     for path in paths:
-        with open(path, "rb") as f:
+        with open_records(path) as f:
             for number, line in enumerate(f, 1):
                 yield path, number, line
 

@@ -141,7 +141,77 @@ def _cmd_check(args) -> int:
             return 2
         for warning in warnings:
             print(f"warning: {warning}", file=sys.stderr)
+    return _check_tests(args, *checked)
+
+
+def _check_tests(args, config, host) -> int:
+    """The policy tests' coverage: a warning for each rule no case is decided by. The test files
+    are ``--tests``, else the one beside the config by convention (CONFIG.tests.yaml) if any."""
+    from pgwarden.policytests import beside, unexercised
+
+    paths = args.tests or ([str(beside(args.config))] if beside(args.config).is_file() else [])
+    if not paths:
+        return 0
+    ran = _policy_tests(config, host, paths, args.dsn, "check")
+    if ran is None:
+        return 2
+    results = [result for _, found in ran for result in found]
+    print(f"  tests    {len(results)} case(s) in {', '.join(paths)}")
+    failed = sum(not r.passed for r in results)
+    if failed:
+        print(f"warning: {failed} test case(s) fail: pgwarden test -c {args.config} {' '.join(paths)}",
+              file=sys.stderr)
+    for rule in unexercised(config, results):
+        print(f"warning: rule {rule} is exercised by no test case ({', '.join(paths)})", file=sys.stderr)
     return 0
+
+
+def _policy_tests(config, host, paths: list[str], dsn: str | None, command: str):
+    """(test file, results) for each of ``paths``, or None after printing why they cannot run."""
+    from pgwarden.policytests import catalog_for, load_tests, run_tests
+    from pgwarden.sql.context import default_context
+
+    base = default_context().catalog
+    if dsn:
+        context = _live_context(dsn, command)
+        if context is None:
+            return None
+        base = context.catalog
+    ran = []
+    try:
+        for path in paths:
+            tests = load_tests(path, config)
+            ran.append((tests, run_tests(config, host, tests, catalog_for(tests, base, live=bool(dsn)))))
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return None
+    return ran
+
+
+def _cmd_test(args) -> int:
+    """Exit 0: every case passes; 1: a case fails; 2: the config or a test file cannot be used."""
+    import json
+
+    from pgwarden.policytests import report_lines
+
+    checked = _checked(args.config)
+    if checked is None:
+        return 2
+    config, host = checked
+    ran = _policy_tests(config, host, args.tests, args.dsn, "test")
+    if ran is None:
+        return 2
+    if args.json:
+        print(json.dumps([{"file": tests.source, "case": r.case.name, "line": tests.lines.get(("cases", r.index)),
+                           "passed": r.passed, "problems": list(r.problems),
+                           "verdict": {"action": r.decision.verdict.action, "policy": r.decision.verdict.policy,
+                                       "rule": r.decision.verdict.rule, "reason": r.decision.verdict.reason},
+                           "masked": [attrs.asdict(m) for m in r.decision.masked]}
+                          for tests, results in ran for r in results], indent=2))
+    else:
+        for tests, results in ran:
+            print("\n".join(report_lines(results, tests)))
+    return 1 if any(not r.passed for _, results in ran for r in results) else 0
 
 
 def _mask_warnings(config, dsn: str) -> list[str] | None:
@@ -185,15 +255,20 @@ def describe_config(config, plugins=None) -> str:
             who.append(f"subject {w.subject}")
         for k, v in w.claims.items():
             who.append(f"claim {k}={v}")
-        lines.append(f"  policy {policy.name}: for {' and '.join(who) or 'everyone'}; "
-                     f"default {policy.default}; {len(policy.rules)} rule(s)")
+        shadowed = sum(r.mode == "shadow" for r in policy.rules)
+        lines.append(f"  policy {policy.name}" + (" (SHADOW: evaluated and recorded, never enforced)"
+                                                  if policy.mode == "shadow" else "")
+                     + f": for {' and '.join(who) or 'everyone'}; "
+                     f"default {policy.default}; {len(policy.rules)} rule(s)"
+                     + (f", {shadowed} in shadow" if shadowed and policy.mode != "shadow" else ""))
         for rule in policy.rules:
             spec = rule.spec
             fields = {k: v for k, v in attrs.asdict(spec, recurse=False).items() if v not in ((), None, {})} \
                 if attrs.has(type(spec)) else {}
             detail = ", ".join(f"{k.rstrip('_')}={v}" for k, v in fields.items())
-            lines.append(f"    {rule.kind:8} {rule.name or '(unnamed)'}: {detail}"
-                         + (f" — {rule.reason}" if rule.reason else ""))
+            lines.append(f"    {rule.kind:8} {rule.name or '(unnamed)'}"
+                         + (" (shadow)" if rule.mode == "shadow" and policy.mode != "shadow" else "")
+                         + f": {detail}" + (f" — {rule.reason}" if rule.reason else ""))
     return "\n".join(lines)
 
 
@@ -205,12 +280,13 @@ def _cmd_explain(args) -> int:
 
     from pgwarden.explain import StatementMasks, masks_json, masks_lines, statement_masks
     from pgwarden.identity import Identity
-    from pgwarden.policy import policies_for
+    from pgwarden.offline import ANALYSIS_FAILED, decide
+    from pgwarden.policy import matching_policies
+    from pgwarden.policy.shadow import split
     from pgwarden.session import Session
-    from pgwarden.sql import Statement
+    from pgwarden.shadow import Shadow
     from pgwarden.sql.context import default_context
     from pgwarden.sql.lineage import lineage_json
-    from pgwarden.verdict import Verdict
 
     checked = _checked(args.config)
     if checked is None:
@@ -225,38 +301,38 @@ def _cmd_explain(args) -> int:
               "a UTF-8 server would refuse it as well", file=sys.stderr)
         return 2
     identity = Identity(args.subject, frozenset(args.group), {"sub": args.subject, "groups": args.group})
-    policies = policies_for(identity, config.policies)
+    policies, shadow_units = split(matching_policies(identity, config.policies))
     context = None
     if args.dsn:
         context = _live_context(args.dsn)
         if context is None:
             return 2
-    statement = Statement(args.sql, context=context)
-    try:
-        analysis = statement.analysis
-        lineage = statement.lineage
-    except Exception as e:  # pgwarden's own fault: the proxy would refuse the statement, say so plainly
-        print(f"pgwarden explain: the analysis failed ({type(e).__name__}: {e}); pgwarden refuses such a "
-              "statement", file=sys.stderr)
-        return 1
     catalog = (context or default_context()).catalog
-    masks: list[StatementMasks] = []
-    refusals: list[tuple[str, Verdict]] = []
-    if not policies:
-        verdict = Verdict.block("no policy for this identity", rule="(connection refused, SQLSTATE 28000)")
-    else:
-        session = Session("explain", identity, config.upstream.database, policies=policies)
-        # The guarded path the proxy takes: a plugin that raises blocks the statement.
-        answer = host.check(statement, session)
-        if isinstance(answer, Deferred):
-            settled: list[object] = []
-            answer.addBoth(settled.append)
-            answer = settled[0] if settled else None
-        verdict = answer if isinstance(answer, Verdict) else Verdict.block(
-            "no verdict: a plugin failed or did not decide at once", rule="(undecided)")
-        # What the masking plugins would do to the rows, asked as the proxy asks them.
-        masks = statement_masks(host, statement, session, catalog)
-        refusals = host.masking_refusals(statement, session)
+    decision = decide(config, host, identity, args.sql, context, catalog)
+    statement, verdict = decision.statement, decision.verdict
+    if verdict.rule == ANALYSIS_FAILED:  # the proxy would refuse it: say so plainly
+        print(f"pgwarden explain: {verdict.reason}; pgwarden refuses such a statement", file=sys.stderr)
+        return 1
+    analysis = statement.analysis
+    lineage = statement.lineage
+    masks = list(decision.masks)
+    refusals = list(decision.masking_refusals)
+    shadow_session = Session("explain", identity, config.upstream.database, policies=policies)
+    shadow = Shadow.of(shadow_session, shadow_units)
+    shadow_verdicts: list[dict] = []
+    shadow_masks: list[tuple[str, list[StatementMasks]]] = []
+    if shadow is not None:  # what the shadow rules and policies would say, as the proxy records it
+        found = shadow.evaluate(host, statement)
+        if isinstance(found, Deferred):
+            got: list[object] = []
+            found.addBoth(got.append)
+            found = got[0] if got and isinstance(got[0], list) else [
+                {"policy": u.policy, "rule": u.rule, "action": "error", "reason": "no answer at once"}
+                for u, _ in shadow.units]
+        shadow_verdicts = found
+        for unit, view in shadow.masking:
+            name = f"{unit.policy}/{unit.rule}" if unit.rule else f"{unit.policy} (policy)"
+            shadow_masks.append((name, statement_masks(host, statement, view, catalog)))
     result: dict[str, Any] = {
         "sql": statement.sql,
         "kinds": sorted(analysis.kinds),
@@ -266,12 +342,14 @@ def _cmd_explain(args) -> int:
         "has_where": analysis.has_where,
         "lineage": [lineage_json(one) for one in lineage],
         "catalog": catalog.source,
-        "policies": [p.name for p in policies],
+        "policies": list(decision.policies),
         "masks": masks_json(masks),
         "masking_refusals": [{"plugin": name, "policy": v.policy, "rule": v.rule, "reason": v.reason}
                              for name, v in refusals],
         "verdict": {"action": verdict.action, "policy": verdict.policy, "rule": verdict.rule,
                     "reason": verdict.reason, "hint": verdict.hint},
+        "shadow": shadow_verdicts,
+        "shadow_masks": [{"unit": name, "masks": masks_json(m)} for name, m in shadow_masks],
     }
     if args.json:
         print(json.dumps(result, indent=2))
@@ -294,10 +372,19 @@ def _cmd_explain(args) -> int:
             print(f"{'reason':10} {v['reason']}")
         if v["hint"]:
             print(f"{'hint':10} {v['hint']}")
+        for entry in shadow_verdicts:  # never enforced: shown apart from the verdict
+            where = f"{entry['policy']}/{entry['rule']}" if entry["rule"] else f"{entry['policy']} (policy)"
+            print(f"{'shadow':10} {entry['action']} by {where}" + (f": {entry['reason']}" if entry["reason"] else ""))
+        for name, unit_masks in shadow_masks:
+            for line in masks_lines(unit_masks):
+                if line.startswith("  "):  # an output and its mask
+                    print(line)
+                elif not line.endswith(" none"):  # `masks      1 of 2 output(s) masked`
+                    print(f"{'shadow':10} mask by {name}: {line[11:]}")
     return 0 if verdict.action == "allow" else 1
 
 
-def _live_context(dsn: str):
+def _live_context(dsn: str, command: str = "explain"):
     """The analysis context of the database at ``dsn``: its live catalog, its user and search_path
     (None after saying why it cannot be read)."""
     import psycopg
@@ -318,7 +405,7 @@ def _live_context(dsn: str):
             user, path = row
             rows = read_rows(conn)
     except Exception as e:  # noqa: BLE001 - any failure is reported, never with the password
-        print(f"pgwarden explain: cannot read the catalog of --dsn: "
+        print(f"pgwarden {command}: cannot read the catalog of --dsn: "
               f"{_scrub(f'{type(e).__name__}: {e}'.strip(), password)}", file=sys.stderr)
         return None
     base = load_snapshot(rows.server_version)
@@ -420,7 +507,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("check", help="validate a config file")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--dsn", help="also check the mask rules' columns against this database's catalog")
+    p.add_argument("--tests", action="append", metavar="FILE",
+                   help="policy test files: warn about rules no case exercises (default: CONFIG.tests.yaml "
+                        "beside the config, if there is one)")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("test", help="run policy test cases (identity + SQL -> expected verdict, rule, masks) "
+                                    "without a database (or with --dsn, against its catalog)")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("tests", nargs="+", metavar="TESTS", help="test files (YAML; docs/policies.md)")
+    p.add_argument("--dsn", help="a libpq connection string: decide against that database's catalog")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_test)
 
     p = sub.add_parser("explain", help="the verdict on one statement for one identity, its outputs' lineage "
                                        "and masks, without a database (or with --dsn, against its catalog)")

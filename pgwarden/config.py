@@ -33,6 +33,7 @@ from pgwarden.policy.model import (
     ApproveMatch,
     LimitSpec,
     MaskSpec,
+    Mode,
     Partial,
     PartialMask,
     Policy,
@@ -491,6 +492,7 @@ class _RuleKeys:
     name: str | None = None
     reason: str | None = None
     hint: str | None = None
+    mode: Mode = "enforce"
 
 
 def _rule(value, _type) -> Rule:
@@ -504,11 +506,11 @@ def _rule(value, _type) -> Rule:
         if misspelt:  # `reasn: ...` beside `block: ...`: said as an unknown key, with what it was meant to be
             raise ForbiddenExtraKeysError("", _RuleKeys, misspelt)
         raise ValueError("expected exactly one rule kind (block, allow, approve, mask, limit or one a plugin "
-                         "declares) besides name, reason and hint; this one says "
+                         "declares) besides name, reason, hint and mode; this one says "
                          + (", ".join(map(str, kinds)) if kinds else "none"))
     keys = _CONVERTER.structure({k: v for k, v in value.items() if k in RULE_KEYS}, _RuleKeys)
     kind = kinds[0]
-    return Rule(str(kind), Unread(value[kind]), keys.name, keys.reason, keys.hint)
+    return Rule(str(kind), Unread(value[kind]), keys.name, keys.reason, keys.hint, keys.mode)
 
 
 def _converter() -> cattrs.Converter:

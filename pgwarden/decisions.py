@@ -8,8 +8,11 @@ the `ClientConnection` passed in with it (its limits, its SQL context, its relay
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from twisted.internet.defer import Deferred, gatherResults, succeed
 
 from pgwarden import lexical
 from pgwarden import limits as core_limits
@@ -71,7 +74,7 @@ class Decisions:
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
-        if not self.plugins.checks and not self.recorder.active and not limits.any:
+        if not self.plugins.checks and not self.recorder.active and not limits.any and conn.shadow is None:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
         statement = self.statements.get(request.sql, self._context(conn, request))
@@ -84,7 +87,7 @@ class Decisions:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
             if refusal is not None:
                 return self._refused(conn, request, statement, refusal)
-        if not self.plugins.checks and not limits.any:
+        if not self.plugins.checks and not limits.any and conn.shadow is None:
             return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         if getattr(self.catalog, "pending", False) and (
                 "unknown" in statement.kinds or not self.catalog.current.complete):
@@ -102,6 +105,8 @@ class Decisions:
     def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
         if statement is None:
             statement = self.statements.get(request.sql, self._context(conn, request))
+        if conn.shadow is not None:  # a path of its own: a session without shadow pays one test
+            return self._check_shadowed(conn, request, statement)
         limits = conn.limits
         if limits.any:  # the core's own limits come first: no plugin, no approver, can lift them
             refused = core_limits.refusal(statement.analysis, limits)
@@ -112,13 +117,40 @@ class Decisions:
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
 
+    def _check_shadowed(self, conn: ClientConnection, request: StatementRequest, statement):
+        """`_check` for a session with shadow rules: the enforced verdict first, as `_check` makes
+        it, then the shadow ones (`pgwarden.shadow`), which only go into its record."""
+        shadow = conn.shadow
+        assert shadow is not None
+        limits = conn.limits
+        if limits.any:
+            refused = core_limits.refusal(statement.analysis, limits)
+            if refused is not None:
+                return self._shadowed(refused, shadow.evaluate(self.plugins, statement),
+                                      lambda v, found: self.recorded(conn, request, statement, v,
+                                                                     Refusal.from_verdict(v), found))
+        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else Verdict.allow()
+        return self._shadowed(verdict, shadow.evaluate(self.plugins, statement),
+                              lambda v, found: self._enforce(v, statement, conn, request, found))
+
+    @staticmethod
+    def _shadowed(verdict, found, then: Callable[[Verdict, list | None], object]) -> object:
+        """``then(verdict, shadow entries)`` once both are there (either may be a Deferred)."""
+        if isinstance(verdict, Verdict) and not isinstance(found, Deferred):
+            return then(verdict, found)
+        return gatherResults([verdict if isinstance(verdict, Deferred) else succeed(verdict),
+                              found if isinstance(found, Deferred) else succeed(found)]).addCallback(
+            lambda both: then(both[0], both[1]))
+
     def _refused(self, conn: ClientConnection, request, statement, refusal: Refusal):
         """A refusal of the core's own (not a policy's), recorded like a blocked statement."""
         verdict = Verdict.block(refusal.message.removeprefix("pgwarden: blocked: "), refusal.hint)
         return self.recorded(conn, request, statement, verdict, refusal)
 
-    def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome):
-        """``outcome`` once the statement's record is on its way; a refusal if it cannot be."""
+    def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome,
+                 shadow: list | None = None):
+        """``outcome`` once the statement's record is on its way; a refusal if it cannot be.
+        ``shadow``: the statement's shadow verdicts (`pgwarden.shadow`), recorded beside it."""
         # Kinds only when something needs the analysis (a check, or the record, which carries
         # the kinds): parsing for a metric alone would cost more than relaying the statement.
         recorder = self.recorder
@@ -127,13 +159,16 @@ class Decisions:
         else:
             analysis = statement.analysis if recorder.active else statement.analysed
         self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
+        if shadow:
+            self.stats.shadow(shadow)
         if not recorder.active:
             return outcome
         if recorder.failure is not None and not recorder.retry():
             verdict, outcome = Verdict.block("records cannot be written"), _RECORDING_FAILED
         try:
             recorder.statement(conn, request, statement, verdict,
-                               waits=outcome is ALLOW or outcome is BIND_DECIDES or isinstance(outcome, CountRows))
+                               waits=outcome is ALLOW or outcome is BIND_DECIDES or isinstance(outcome, CountRows),
+                               shadow=shadow)
         except RecordingFailed:
             return _RECORDING_FAILED
         return outcome
@@ -163,7 +198,8 @@ class Decisions:
         syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)
         return core_limits.counting(statement.analysis, syntax.statements, conn.limits, request.protocol) or ALLOW
 
-    def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest):
+    def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest,
+                 shadow: list | None = None):
         runs = ALLOW
         if verdict.action != "block":
             runs = self._runs_as(statement, conn, request)
@@ -174,11 +210,12 @@ class Decisions:
             analysis = statement.analysed
             if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
                 request.may_change_settings = False  # later pipelined text is read as this one was
-            return self.recorded(conn, request, statement, verdict, runs)
+            return self.recorded(conn, request, statement, verdict, runs, shadow)
         if verdict.action == "block":
-            return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict))
+            return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict), shadow)
         # approve: a human decides; an extended statement at each Bind, with its parameters.
         if request.protocol == "extended" and request.bind is None:
-            return self.recorded(conn, request, statement, verdict, BIND_DECIDES)
-        return self.approvals.begin(conn, request, statement, verdict, runs, self.recorded,
+            return self.recorded(conn, request, statement, verdict, BIND_DECIDES, shadow)
+        recorded = self.recorded if not shadow else functools.partial(self.recorded, shadow=shadow)
+        return self.approvals.begin(conn, request, statement, verdict, runs, recorded,
                                     lambda: self.ran(conn, statement))

@@ -71,6 +71,8 @@ APPROVE = "INSERT INTO orders (user_id, amount) VALUES (1, 99.50);"
 APPROVE_REASON = "new orders need a human"
 # Who may approve: the demo's approver token carries this group.
 APPROVERS = "db-approvers"
+#: the test cases of the demo's policy (`pgwarden test`), written beside its config
+TESTS = Path(__file__).with_name("demo.tests.yaml")
 
 
 def drop_refusal() -> Refusal:
@@ -147,6 +149,8 @@ def write_config(directory: Path, pg: TempPostgres, jwks: Path, port: int, passw
     password_file.chmod(0o600)
     path = directory / "pgwarden.yaml"
     path.write_text(config_text(directory, pg, jwks, port, password_file))
+    # The policy's test cases beside it, where `pgwarden check` looks for them (docs/policies.md).
+    (directory / "pgwarden.tests.yaml").write_text(TESTS.read_text())
     return path
 
 
@@ -212,6 +216,7 @@ and try:
 
 The policy is in {config} ({watching}; check an edit first with
 {me} check -c {config}).
+Tests:     {me} test -c {config} {shlex.quote(str(directory / "pgwarden.tests.yaml"))}
 Records:   {me} tail -f {shlex.quote(str(directory / 'records.jsonl'))}
 Log:       {directory / 'pgwarden.log'}
 Metrics:   http://127.0.0.1:{admin}/metrics   Readiness: http://127.0.0.1:{admin}/readyz

@@ -67,6 +67,7 @@ class Stats:
         self.masked_values: dict[tuple[str, str, str], int] = {}  # (source, rule, strategy) -> values
         self.detections: dict[tuple[str, str], int] = {}  # (detector, column) -> hits
         self.results_refused: dict[str, int] = {}  # plugin -> results refused because it failed
+        self.shadow_verdicts: dict[tuple[str, str, str], int] = {}  # (policy, rule, action) -> count
 
     def approval(self, state: str, waited_s: float | None = None) -> None:
         """An approval request changed state; ``waited_s``: since it was requested (a decision)."""
@@ -99,6 +100,14 @@ class Stats:
                 values[key] = values.get(key, 0) + plan.values.get(index, 0)
                 for name, n in (mask.hits or {}).items():
                     detections[name, output.source] = detections.get((name, output.source), 0) + n
+
+    def shadow(self, entries) -> None:
+        """Counts shadow verdicts (`pgwarden.shadow`) by policy, rule (empty: a whole policy's
+        verdict) and action (allow, approve, block, mask, limit, error)."""
+        counts = self.shadow_verdicts
+        for entry in entries:
+            key = (str(entry["policy"]), str(entry["rule"] or ""), str(entry["action"]))
+            counts[key] = counts.get(key, 0) + 1
 
     def overhead(self, seconds: float) -> None:
         self.overhead_buckets[bisect.bisect_left(OVERHEAD_BUCKETS, seconds)] += 1
@@ -211,6 +220,12 @@ class StatsCollector(Collector):
                                 labels=["plugin"])
         for plugin, n in sorted(stats.results_refused.items()):
             c.add_metric([plugin], n)
+        yield c
+        c = CounterMetricFamily("pgwarden_shadow_verdicts", "Verdicts of shadow rules and policies (recorded, "
+                                "never enforced), by policy, rule (empty: a whole policy's) and action (allow, "
+                                "approve, block, mask, limit, error).", labels=["policy", "rule", "action"])
+        for (policy, rule, action), n in sorted(stats.shadow_verdicts.items()):
+            c.add_metric([policy, rule, action], n)
         yield c
         c = CounterMetricFamily("pgwarden_record_sink_errors", "Record writes that failed.")
         c.add_metric([], app.recorder.sink_errors)

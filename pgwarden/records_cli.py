@@ -134,6 +134,15 @@ def render_session(records: list[dict]) -> list[str]:
 
 
 def cmd_replay(args) -> int:
+    if args.against is not None:
+        if args.session is not None:
+            print("pgwarden replay: --session and --against do not go together", file=sys.stderr)
+            return 2
+        return cmd_replay_against(args)
+    if args.session is None:
+        print("pgwarden replay: say what to replay: --session ID (a transcript) or --against CONFIG",
+              file=sys.stderr)
+        return 2
     try:
         records = [r for r in _records(args.files) if r.get("session", "").startswith(args.session)]
     except OSError as e:
@@ -152,9 +161,38 @@ def cmd_replay(args) -> int:
     return 0
 
 
+def cmd_replay_against(args) -> int:
+    """Exit 0: nothing would change; 1: something would; 2: the records or the config cannot be used."""
+    from pgwarden.cli import _checked, _live_context
+    from pgwarden.replay import ReplayError, replay, report_lines
+    from pgwarden.sql.context import default_context
+
+    checked = _checked(args.against)
+    if checked is None:
+        return 2
+    config, host = checked
+    catalog = default_context().catalog
+    if args.dsn:
+        context = _live_context(args.dsn, "replay")
+        if context is None:
+            return 2
+        catalog = context.catalog
+    try:
+        outcome = replay(args.files, config, host, catalog, allow_restarts=args.allow_restarts)
+    except ReplayError as e:
+        print(f"pgwarden replay: {e}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(outcome.as_json(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print("\n".join(report_lines(outcome, args.against)))
+    return 1 if outcome.changes else 0
+
+
 # ---------------------------------------------------------------------- tail
 
-_COLOURS = {"allow": "32", "approve": "33", "block": "31", "error": "31", "auth": "35", "session": "36"}
+_COLOURS = {"allow": "32", "approve": "33", "block": "31", "error": "31", "auth": "35", "session": "36",
+            "mask": "33"}
 
 
 def summary(r: dict) -> tuple[str, str]:
@@ -167,11 +205,13 @@ def summary(r: dict) -> tuple[str, str]:
         action = v.get("action", "?")
         rule = f" [{v.get('policy')}/{v.get('rule')}]" if v.get("rule") else ""
         sql = " ".join(r.get("sql", "").split())
-        return head + f"{action.upper():<7} {sql[:160]}{rule}", action
+        shadow = f" (+{len(r['shadow'])} shadow)" if r.get("shadow") else ""
+        return head + f"{action.upper():<7} {sql[:160]}{rule}{shadow}", action
     if kind == "result":
         if r.get("sqlstate"):
             return head + f"ERROR   {r['sqlstate']} {r.get('error', '')}", "error"
-        return head + f"RESULT  {r.get('rows')} rows, {r.get('bytes')} bytes, {r.get('duration_ms')} ms", ""
+        shadow = f" (+{len(r['shadow'])} shadow)" if r.get("shadow") else ""
+        return head + f"RESULT  {r.get('rows')} rows, {r.get('bytes')} bytes, {r.get('duration_ms')} ms{shadow}", ""
     if kind == "auth_failure":
         return head + f"AUTH    failed from {r.get('client')}: {r.get('reason')}", "auth"
     if kind == "approval":
@@ -184,7 +224,32 @@ def summary(r: dict) -> tuple[str, str]:
     return head + kind, ""
 
 
+def shadow_lines(r: dict) -> list[tuple[str, str]]:
+    """A record's shadow verdicts (docs/records.md), one line each, under its summary: what the
+    shadow rule or policy would have done, marked where it differs from what was enforced."""
+    enforced = (r.get("verdict") or {}).get("action")
+    lines = []
+    for e in r.get("shadow") or ():
+        action = str(e.get("action", "?"))
+        where = f"{e.get('policy')}/{e.get('rule')}" if e.get("rule") else f"{e.get('policy')} (policy)"
+        if action == "mask":
+            columns = ", ".join(f"{c.get('column')} ({c.get('source')}, {c.get('strategy')}) {c.get('values')} values"
+                                for c in e.get("columns") or ())
+            text = f"would mask {columns}"
+        elif action == "error":
+            text = f"failed: {e.get('reason')}"
+        else:
+            differs = enforced is not None and action != enforced
+            text = ("would need approval" if action == "approve" else f"would {action}") \
+                + (f" (enforced: {enforced})" if differs else " (as enforced)") \
+                + (f": {e['reason']}" if e.get("reason") else "")
+        lines.append((" " * 13 + f"shadow {action.upper():<7} {where}: {text}", action))
+    return lines
+
+
 def _wanted(r: dict, args) -> bool:
+    if getattr(args, "shadow", False) and not r.get("shadow"):
+        return False
     if args.type and r.get("type") not in args.type:
         return False
     if args.verdict and (r.get("verdict") or {}).get("action") not in args.verdict:
@@ -228,14 +293,18 @@ def _follow(path: str, poll_s: float = 0.2) -> Iterator[bytes]:
 def cmd_tail(args, out: IO[str] | None = None) -> int:
     out = out or sys.stdout
     colour = args.color == "always" or (args.color == "auto" and out.isatty())
+    shadow = getattr(args, "shadow", False)
     if args.json:
         def show(r):
             out.write(orjson.dumps(r).decode() + "\n")
     else:
         def show(r):
-            text, cls = summary(r)
-            code = _COLOURS.get(cls)
-            out.write(f"\x1b[{code}m{text}\x1b[0m\n" if colour and code else text + "\n")
+            lines = [summary(r)]
+            if shadow:  # the shadow verdicts beside the enforced one
+                lines += shadow_lines(r)
+            for text, cls in lines:
+                code = _COLOURS.get(cls)
+                out.write(f"\x1b[{code}m{text}\x1b[0m\n" if colour and code else text + "\n")
     try:
         for r in _records(args.files[:-1] if args.follow else args.files):
             if _wanted(r, args):
@@ -272,9 +341,17 @@ def add_parsers(sub) -> None:
     p.add_argument("--head", help="a chain head known from elsewhere (pgwarden's log): the files must reach it")
     p.set_defaults(func=cmd_verify)
 
-    p = sub.add_parser("replay", help="a session as a psql-like transcript")
-    p.add_argument("files", nargs="+", metavar="FILE")
-    p.add_argument("--session", required=True, help="the session id (a unique prefix will do)")
+    p = sub.add_parser("replay", help="a session as a psql-like transcript (--session), or every recorded "
+                                      "statement decided again under a candidate config (--against)")
+    p.add_argument("files", nargs="+", metavar="FILE", help="record files, oldest first (gzip'd ones too)")
+    p.add_argument("--session", help="the session id (a unique prefix will do)")
+    p.add_argument("--against", metavar="CONFIG",
+                   help="a candidate config: what would it have decided? Exit 1 if anything changes")
+    p.add_argument("--dsn", help="with --against: read the catalog of this database (default: the shipped "
+                                 "snapshot of the built-in catalog, which knows no tables of yours)")
+    p.add_argument("--json", action="store_true", help="with --against: the report as JSON")
+    p.add_argument("--allow-restarts", action="store_true",
+                   help="accept new chains inside the files (stdout logs of several pgwarden processes)")
     p.set_defaults(func=cmd_replay)
 
     p = sub.add_parser("tail", help="records for people, filtered; -f follows the file")
@@ -289,6 +366,8 @@ def add_parsers(sub) -> None:
     p.add_argument("--verdict", action="append", choices=actions, metavar="ACTION",
                    help=f"{', '.join(actions)} (repeatable)")
     p.add_argument("--subject", action="append", help="identity subject glob (repeatable)")
+    p.add_argument("--shadow", action="store_true",
+                   help="only records with shadow verdicts, each shown under the enforced one")
     p.add_argument("--json", action="store_true", help="the matching records as JSON lines")
     p.add_argument("--color", choices=("auto", "always", "never"), default="auto")
     p.set_defaults(func=cmd_tail)

@@ -105,7 +105,11 @@ class SessionMasks:
         statement = self._statement(sql)
         shape = resolve_shape(description, lambda: self._lineage(statement, index), self.catalog.current)
         masks = self._masks(shape, statement)
-        return row_transform(description, masks) if masks else None
+        transform = row_transform(description, masks) if masks else None
+        shadow = self.conn.shadow
+        if shadow is not None:  # what shadow mask rules would mask: counted, never applied
+            return shadow.masked_rows(self.plugins, shape, statement, transform)
+        return transform
 
     def copy(self, response: m.CopyOutResponse, origin: Origin) -> Callable[[bytes], bytes] | None:
         sql, index = origin

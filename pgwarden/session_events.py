@@ -91,6 +91,10 @@ class SessionEvents:
             stats.overhead(ex.pgwarden_s)
             if ex.masked:
                 stats.masked(ex.masked)
+            if conn.shadow is not None:
+                from pgwarden.shadow import result_entries
+
+                stats.shadow(result_entries(conn.shadow, ex.rows, ex.shadow_masked))
             if recorder.active:
                 try:
                     recorder.result(conn, ex)

@@ -1,5 +1,5 @@
 """The policy model: who a policy applies to, and its rules."""
 
-from pgwarden.policy.model import Policy, Rule, When, policies_for
+from pgwarden.policy.model import Policy, Rule, When, matching_policies, policies_for
 
-__all__ = ["Policy", "Rule", "When", "policies_for"]
+__all__ = ["Policy", "Rule", "When", "matching_policies", "policies_for"]

@@ -20,7 +20,11 @@ if TYPE_CHECKING:
     from pgwarden.identity import Identity
 
 #: The keys of a rule that are not its kind.
-RULE_KEYS = ("name", "reason", "hint")
+RULE_KEYS = ("name", "reason", "hint", "mode")
+#: How a rule or a policy applies: ``enforce``, or ``shadow`` (evaluated and recorded, never
+#: enforced: `pgwarden.policy.shadow`).
+MODES = ("enforce", "shadow")
+Mode = Literal["enforce", "shadow"]
 STATEMENT_KINDS = frozenset(
     {
         "select", "insert", "update", "delete", "merge", "copy_from", "copy_to", "copy_program",
@@ -244,6 +248,8 @@ class Rule:
     name: str | None = None
     reason: str | None = None
     hint: str | None = None
+    #: ``shadow``: evaluated on every statement, recorded and counted, never enforced
+    mode: Mode = "enforce"
 
 
 @attrs.frozen
@@ -255,11 +261,22 @@ class Policy:
     #: how this policy's approve rules wait (hold or retry) when a rule does not say;
     #: None: ``approvals.mode`` (docs/approvals.md)
     approval_mode: Literal["hold", "retry"] | None = None
+    #: ``shadow``: the whole policy (its rules and its default) is evaluated and recorded, never enforced
+    mode: Mode = "enforce"
+
+
+def matching_policies(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
+    """Every policy whose `when` the identity meets, shadow ones and shadow rules included (what
+    `pgwarden.policy.shadow.split` takes apart)."""
+    return tuple(p for p in policies if p.when.matches(identity))
 
 
 def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
-    """Every policy whose `when` the identity meets (all of them apply)."""
-    return tuple(p for p in policies if p.when.matches(identity))
+    """The policies enforced for the identity: every policy whose `when` it meets (all of them
+    apply), without shadow policies and shadow rules, which are never enforced."""
+    from pgwarden.policy.shadow import split
+
+    return split(matching_policies(identity, policies))[0]
 
 
 def limit_rules(policies: tuple[Policy, ...]):

@@ -22,8 +22,9 @@ from twisted.python.failure import Failure
 
 from pgwarden.identity import AuthenticationFailed, Identity
 from pgwarden.limits import SessionLimits, read_only_policy, session_limits
-from pgwarden.policy import policies_for
+from pgwarden.policy import matching_policies
 from pgwarden.policy.model import row_cap, statement_timeout_ms
+from pgwarden.policy.shadow import ShadowUnit, split
 from pgwarden.proxy.client_login import (
     Action,
     Authenticate,
@@ -43,6 +44,7 @@ from pgwarden.recorder import SessionLog, new_session_id
 from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
 from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.session import Session, replace_policies
+from pgwarden.shadow import Shadow
 from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
 from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
 from pgwarden.verdict import Refusal, Verdict
@@ -241,6 +243,9 @@ class ClientConnection(Protocol):
         #: a statement that may change the catalog went upstream; its transaction has not ended yet
         self.catalog_changed = False
         self.policies: tuple[Policy, ...] = ()
+        #: this session's shadow rules and policies (`pgwarden.shadow`); None: it has none
+        self.shadow: Shadow | None = None
+        self._shadow_units: tuple[ShadowUnit, ...] = ()
         #: what the core enforces in this session whatever the plugins say (see `pgwarden.limits`)
         self.limits = SessionLimits()
         self.key: tuple[int, int] | None = None
@@ -399,7 +404,7 @@ class ClientConnection(Protocol):
         if self.phase != "login" or not self.login.authenticated():
             return  # the client left, or timed out, meanwhile
         self.identity = identity
-        self.policies = policies_for(self.identity, self.host.config.policies)
+        self.policies, self._shadow_units = split(matching_policies(self.identity, self.host.config.policies))
         if not self.policies:
             log.info("no policy for {subject} from {peer}", subject=self.identity.subject,
                      peer=str(self.transport.getPeer()))
@@ -485,6 +490,7 @@ class ClientConnection(Protocol):
             client_address=peer_text(self.transport.getPeer()),
             policies=self.policies,
         )
+        self.shadow = Shadow.of(self.session, self._shadow_units)
         self.relay = self.services.relays.relay(self, self._decide, parameters,
                                                 self.host.config.limits.max_message_bytes)
         #: what statements of this session are analysed against (catalog, search_path)
@@ -641,7 +647,9 @@ class ClientConnection(Protocol):
         """A reload gave this session's identity ``policies``: its next statement is decided by them."""
         if self.session is None or self.relay is None:
             return
+        policies, self._shadow_units = split(policies)
         replace_policies(self.session, policies)
+        self.shadow = Shadow.of(self.session, self._shadow_units)
         self.relay.row_cap = row_cap(policies)
         # The upstream session keeps how it was opened (read-only, its statement_timeout).
         self.limits = session_limits(

@@ -19,6 +19,7 @@ class Execution:
     __slots__ = (
         "seq", "protocol", "arrived", "forwarded", "finished", "decide_s", "bind", "rows", "bytes",
         "sqlstate", "message", "truncated", "sample", "sample_clipped", "masked",
+        "shadow_masked",
     )
 
     def __init__(self, seq: int, protocol: str, arrived: float, forwarded: float,
@@ -39,6 +40,8 @@ class Execution:
         self.sample_clipped = False
         #: the masking plans (`pgwarden.masking`) of its results: what was masked, by which rule
         self.masked: tuple[object, ...] = ()
+        #: what shadow mask rules would have masked in its results (`pgwarden.shadow.ShadowMasks`)
+        self.shadow_masked: tuple[object, ...] = ()
 
     @property
     def upstream_s(self) -> float:

@@ -144,7 +144,8 @@ class ResultMeter:
     The sample is bounded (``sample_rows``, ``sample_bytes``); 0 rows: none is kept.
     """
 
-    __slots__ = ("_sample_bytes", "_sample_rows", "_sampler", "bytes", "masked", "rows", "truncated")
+    __slots__ = ("_sample_bytes", "_sample_rows", "_sampler", "bytes", "masked", "rows", "shadow_masked",
+                 "truncated")
 
     def __init__(self, sample_rows: int = 0, sample_bytes: int = 0) -> None:
         self.bytes = 0
@@ -153,6 +154,8 @@ class ResultMeter:
         self.truncated = False
         #: the masking plans of the results so far (records, metrics)
         self.masked: tuple[object, ...] = ()
+        #: what shadow mask rules would have masked in the results so far
+        self.shadow_masked: tuple[object, ...] = ()
         self._sample_rows = sample_rows
         self._sample_bytes = sample_bytes
         self._sampler: RowSampler | None = None
@@ -183,6 +186,9 @@ class ResultMeter:
         plan = getattr(transform, "plan", None)
         if plan is not None:
             self.masked += (plan,)
+        shadow = getattr(transform, "shadow", None)
+        if shadow is not None:
+            self.shadow_masked += (shadow,)
 
     def finish(self, ex: Execution) -> None:
         """An execution ended: what went to the agent since the previous one is its."""
@@ -194,3 +200,6 @@ class ResultMeter:
             self._sampler = None
         ex.masked = self.masked
         self.masked = ()
+        if self.shadow_masked:
+            ex.shadow_masked = self.shadow_masked
+            self.shadow_masked = ()

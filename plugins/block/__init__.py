@@ -70,7 +70,9 @@ def _with_executed(statement, session):
         else:
             prepared.pop(name, None)
     for name, _body, syntax in analysis.prepares:
-        prepared.setdefault(name, []).append(syntax)
+        bodies = prepared.setdefault(name, [])
+        if not any(b is syntax for b in bodies):  # judged again for each shadow view: kept once
+            bodies.append(syntax)
     if not analysis.executes:
         return statement
     kinds, tables, functions = set(analysis.kinds), set(analysis.tables), set(analysis.functions)

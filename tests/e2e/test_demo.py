@@ -131,6 +131,9 @@ def test_a_newcomers_session_through_the_demo(tmp_path, spawn):
         assert "new-orders" in checked, checked
         assert ("mask     cards: columns=('public.users.card_number',), with=partial, keep_last=4, oracle=refuse, "
                 "unknown=mask\n") in checked, checked
+        # the policy's test cases, beside it, pass (docs/policies.md)
+        tested = subprocess.run(demo.printed(" test -c "), shell=True, capture_output=True, text=True)
+        assert tested.returncode == 0 and " passed, 0 failed" in tested.stdout, tested.stdout + tested.stderr
         shown = subprocess.run(tail.replace(" -f ", " "), shell=True, capture_output=True, text=True)
         assert "BLOCK   DROP TABLE orders" in shown.stdout, shown.stdout + shown.stderr
 

@@ -642,7 +642,7 @@ class _Recorded:
         self.reactor, self.sink = clock(), sink()
         app = Application(load_config(str(config)), self.reactor, extra_plugins=[("writes", self.sink)])
         self.app, self.recorder = app, app.recorder
-        self.conn = SimpleNamespace(log=SessionLog("0123456789abcdef"))
+        self.conn = SimpleNamespace(log=SessionLog("0123456789abcdef"), shadow=None)
 
     def result(self, seq: int) -> None:
         from pgwarden.relay.execution import Execution

@@ -161,7 +161,7 @@ def test_unclaimed_rule_kind_fails_check(tmp_path):
 def test_rule_must_say_exactly_one_thing():
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{name: r, reason: why}]}]\n")
     assert p == ("line 10: policies[0].rules[0]: expected exactly one rule kind (block, allow, approve, mask, "
-                 "limit or one a plugin declares) besides name, reason and hint; this one says none")
+                 "limit or one a plugin declares) besides name, reason, hint and mode; this one says none")
     (p,) = problems(GOOD + "policies: [{name: p, rules: [{block: {}, mask: {}}]}]\n")
     assert p.endswith("this one says block, mask"), p
 

@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         pg = start_postgres(most + 20, stack)
         say("starting pgwarden")
         svc, target = start_pgwarden(args, pg, workdir, stack)
-        time.sleep(1.0)  # settled, before the idle figures
+        time.sleep(3.0)  # settled (the live catalog's first load done), before the idle figures
         if args.find_limit:
             found, ok = find_limit(args, svc, target)
             text = report_limit(found)

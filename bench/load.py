@@ -13,7 +13,7 @@ this process that ran one statement each). It checks and reports:
   figures and the fewest statements any busy session ran;
 * memory flat: pgwarden's RSS sampled every second (start, end, max, and after 10 s, once
   its caches are full), its RSS idle and with all sessions open but idle, and with as many
-  idle sessions opened again after all closed (what the first ones left is reused);
+  idle sessions opened again after all closed (whether what the first ones left is reused);
 * descriptors released: /proc/PID/fd counted before, with the sessions open, and after
   they closed.
 
@@ -229,7 +229,7 @@ def load(args, svc: Service, target: Target, workdir: Path) -> tuple[dict, bool]
         }
 
     async def again() -> dict:
-        """The idle sessions once more: what the first ones left is reused, or it was a leak."""
+        """The idle sessions once more: whether what the first ones left is reused or added to."""
         sessions, errors = await open_sessions(target, args.sessions)
         await asyncio.sleep(1.0)
         found = {"sessions": len(sessions), "rss_kib": rss_kib(pid), "fds": count_fds(pid), "errors": errors}

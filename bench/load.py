@@ -11,8 +11,9 @@ this process that ran one statement each). It checks and reports:
 * no session starved: per busy session, the statements it ran and the p50 / p99 / max
   latency of its statements (pgbench's per-transaction log); the slowest session's
   figures and the fewest statements any busy session ran;
-* memory flat: pgwarden's RSS sampled every second (start, end, max), and its RSS idle
-  and with all sessions open but idle;
+* memory flat: pgwarden's RSS sampled every second (start, end, max, and after 10 s, once
+  its caches are full), its RSS idle and with all sessions open but idle, and with as many
+  idle sessions opened again after all closed (whether what the first ones left is reused);
 * descriptors released: /proc/PID/fd counted before, with the sessions open, and after
   they closed.
 
@@ -215,6 +216,8 @@ def load(args, svc: Service, target: Target, workdir: Path) -> tuple[dict, bool]
                 "sessions": len(sessions) + args.busy,
                 "rss_start_kib": rss[0] if rss else None, "rss_end_kib": rss[-1] if rss else None,
                 "rss_max_kib": max(rss) if rss else None,
+                # once the caches (statements, decisions) are full: flat from here, or a leak
+                "rss_after_10s_kib": next((r for t, r, _ in sampler.samples if t >= 10 and r is not None), None),
                 "fds_max": max((f for _, _, f in sampler.samples if f is not None), default=None),
                 "cpu_percent": None if cpu_before is None or cpu_after is None
                 else round(100 * (cpu_after - cpu_before) / wall, 1),
@@ -225,15 +228,28 @@ def load(args, svc: Service, target: Target, workdir: Path) -> tuple[dict, bool]
             "idle_sessions_unanswered": unanswered,
         }
 
+    async def again() -> dict:
+        """The idle sessions once more: whether what the first ones left is reused or added to."""
+        sessions, errors = await open_sessions(target, args.sessions)
+        await asyncio.sleep(1.0)
+        found = {"sessions": len(sessions), "rss_kib": rss_kib(pid), "fds": count_fds(pid), "errors": errors}
+        await close_sessions(sessions)
+        return found
+
     found = asyncio.run(scenario())
     after_fds = wait_for_fds(pid, idle_fds or 0)
-    found.update(idle_rss_kib=idle_rss, idle_fds=idle_fds, after_fds=after_fds, after_rss_kib=rss_kib(pid),
+    after_rss = rss_kib(pid)
+    say(f"all closed: RSS {mib(after_rss)}, {after_fds} descriptors; opening {args.sessions} idle sessions again")
+    found["again"] = asyncio.run(again())
+    found["again"]["after_fds"] = wait_for_fds(pid, idle_fds or 0)
+    found.update(idle_rss_kib=idle_rss, idle_fds=idle_fds, after_fds=after_fds, after_rss_kib=after_rss,
                  pgwarden_log_errors=error_lines(svc.log_since(0)))
     busy = found["busy"]
     ok = (not found["with_idle_sessions"]["errors"] and not found["pgbench_problems"]
           and not found["idle_sessions_unanswered"] and not found["pgwarden_log_errors"]
           and busy["busy_sessions_without_statements"] == 0 and busy["min_statements_per_session"] > 0
-          and after_fds is not None and idle_fds is not None and after_fds <= idle_fds)
+          and after_fds is not None and idle_fds is not None and after_fds <= idle_fds
+          and not found["again"]["errors"] and (found["again"]["after_fds"] or 0) <= idle_fds)
     return found, ok
 
 
@@ -269,15 +285,24 @@ def find_limit(args, svc: Service, target: Target) -> tuple[dict, bool]:
     after_fds = wait_for_fds(pid, steps[0]["fds"] or 0)
     found = {"steps": steps, "failure": failure, "after_fds": after_fds,
              "pgwarden_log_errors": error_lines(svc.log_since(0)),
-             "pgwarden_fd_limit": [line for line in svc.log_since(0).splitlines() if "file descriptors" in line]}
+             "pgwarden_fd_limit": [log_message(line) for line in svc.log_since(0).splitlines()
+                                   if "file descriptors" in line]}
     return found, True
 
 
 # ------------------------------------------------------------------ the report
 
 
+def log_message(line: str) -> str:
+    """The message of one line of pgwarden's op log (JSON lines when not on a terminal)."""
+    try:
+        return str(json.loads(line)["msg"])
+    except (ValueError, KeyError, TypeError):
+        return line
+
+
 def report_load(args, found: dict, ok: bool) -> str:
-    w, d, b = found["with_idle_sessions"], found["during"], found["busy"]
+    w, d, b, a = found["with_idle_sessions"], found["during"], found["busy"], found["again"]
     lines = [
         f"pgwarden under load: {args.sessions} sessions, {args.busy} busy (pgbench -S -M {args.protocol}), "
         f"{args.duration} s; policy: {'pass-through' if args.pass_through else 'ten block rules'}, "
@@ -287,16 +312,19 @@ def report_load(args, found: dict, ok: bool) -> str:
         + (f" ({(w['rss_kib'] - found['idle_rss_kib']) / max(1, w['sessions']):.0f} KiB per session)"
            if w["rss_kib"] and found["idle_rss_kib"] else ""),
         f"  during the run:            RSS start {mib(d['rss_start_kib'])}, end {mib(d['rss_end_kib'])}, "
-        f"max {mib(d['rss_max_kib'])}; descriptors max {d['fds_max']}; pgwarden CPU {d['cpu_percent']}% of one core",
+        f"max {mib(d['rss_max_kib'])}; after 10 s {mib(d['rss_after_10s_kib'])}",
+        f"                             descriptors max {d['fds_max']}; pgwarden CPU {d['cpu_percent']}% of one core",
         f"  busy sessions:             {b['statements']:,} statements ({b['statements_per_s']:,}/s); "
         f"per session min {b['min_statements_per_session']:,}, max {b['max_statements_per_session']:,}",
         f"  latency, all statements:   p50 {b['p50_us']} µs, p99 {b['p99_us']} µs, max {b['max_us']} µs",
         f"  latency, worst session:    p50 {b['worst_session_p50_us']} µs, p99 {b['worst_session_p99_us']} µs",
         f"  after all closed:          RSS {mib(found['after_rss_kib'])}, {found['after_fds']} descriptors "
         f"(idle: {found['idle_fds']})",
+        f"  {a['sessions']} idle sessions again:   RSS {mib(a['rss_kib'])}, {a['fds']} descriptors; "
+        f"after they closed {a['after_fds']} descriptors",
     ]
-    problems = (w["errors"][:5] + found["pgbench_problems"][:5] + found["idle_sessions_unanswered"][:5]
-                + found["pgwarden_log_errors"][:5])
+    problems = (w["errors"][:5] + a["errors"][:5] + found["pgbench_problems"][:5]
+                + found["idle_sessions_unanswered"][:5] + found["pgwarden_log_errors"][:5])
     lines += [f"  problem: {p}" for p in problems]
     lines.append("  result: " + ("ok" if ok else "FAILED"))
     return "\n".join(lines)
@@ -344,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         pg = start_postgres(most + 20, stack)
         say("starting pgwarden")
         svc, target = start_pgwarden(args, pg, workdir, stack)
-        time.sleep(1.0)  # settled, before the idle figures
+        time.sleep(3.0)  # settled (the live catalog's first load done), before the idle figures
         if args.find_limit:
             found, ok = find_limit(args, svc, target)
             text = report_limit(found)

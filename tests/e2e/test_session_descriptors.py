@@ -1,0 +1,107 @@
+"""The real `pgwarden run` raises its descriptor limit, and gives back every descriptor a session held.
+
+Each session holds two descriptors (the client's socket and the upstream's); a
+process that keeps one of them after the session ends runs out after enough
+sessions, however much memory it has. `make load` checks this at 500 sessions for
+a minute (bench/load.py); this is the quick form: 50 sessions ended every way a
+session ends, and the count of /proc/PID/fd back where it was.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import socket
+import sys
+
+import asyncpg
+from rawclient import RawClient
+
+from pgwarden.testing import wait_until
+from pgwarden.wire import messages as m
+
+SESSIONS = 50
+#: the soft limit pgwarden starts with: fewer than the sessions need, so it must raise it
+SOFT = 64
+
+
+def fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def held(pid: int) -> str:
+    """What each descriptor is (socket:[inode], a file, ...), for the failure message."""
+    found = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        try:
+            found.append(f"{fd}: {os.readlink(f'/proc/{pid}/fd/{fd}')}")
+        except OSError:
+            continue
+    return ", ".join(found)
+
+
+async def open_sessions(url: str, n: int) -> list[asyncpg.Connection]:
+    async def one() -> asyncpg.Connection:
+        conn = await asyncpg.connect(url, ssl=False)
+        assert await conn.fetchval("SELECT 1") == 1
+        return conn
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def leave_during_login(host: str, port: int, token: str) -> None:
+    """Sends the token and closes at once: pgwarden is then logging in upstream, or about to."""
+    client = RawClient(host, port)
+    client.send(m.StartupMessage(m.PROTOCOL_3_0, (("user", "agent"), ("database", "appdb"))).encode())
+    assert client.recv_message() == m.Authentication(m.Authentication.CLEARTEXT)
+    client.send(m.PasswordMessage.cleartext(token).encode())
+    client.close()
+
+
+async def end_every_way(sessions: list[asyncpg.Connection]) -> None:
+    """A third end cleanly (Terminate), a third vanish (no Terminate), a third vanish mid-statement."""
+    third = len(sessions) // 3
+    clean, vanish, mid = sessions[:third], sessions[third:2 * third], sessions[2 * third:]
+    busy = [asyncio.ensure_future(c.execute("SELECT pg_sleep(30)")) for c in mid]
+    await asyncio.sleep(0.3)  # the statements have left for the server
+    for conn in vanish + mid:
+        conn.terminate()
+    await asyncio.gather(*(c.close() for c in clean))
+    await asyncio.gather(*busy, return_exceptions=True)
+
+
+def test_sessions_give_back_their_descriptors_however_they_end(pgwarden_process):
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    hard_text = "unlimited" if hard == resource.RLIM_INFINITY else str(hard)
+    # The live catalog off: its own connection (and thread pool) would open on its own schedule.
+    running = pgwarden_process(command=("prlimit", f"--nofile={SOFT}:{hard_text}", "--",
+                                        sys.executable, "-m", "pgwarden"), catalog={"live": False})
+    if hard != resource.RLIM_INFINITY and hard > SOFT:
+        running.wait_for_log(f"soft limit raised from {SOFT} to {hard}")
+    # Once it has served a session its reactor is running: what start-up opens (the signal
+    # waker's pipe, after the ready file) is open by then.
+    assert asyncio.run(still_serves(running.url())) == 1
+    before, before_held = fds(running.pid), held(running.pid)
+
+    async def scenario() -> None:
+        sessions = await open_sessions(running.url(), SESSIONS)
+        assert fds(running.pid) >= before + 2 * SESSIONS > SOFT
+        for _ in range(5):  # clients that connect and leave before saying anything
+            socket.create_connection((running.host, running.port)).close()
+        for _ in range(10):  # and clients that leave while pgwarden logs in upstream for them
+            leave_during_login(running.host, running.port, running.token())
+        await end_every_way(sessions)
+
+    asyncio.run(scenario())
+    wait_until(15, lambda: fds(running.pid), f"pgwarden back to {before} descriptors ({before_held})",
+               until=lambda n: n <= before, detail=lambda: held(running.pid))
+    assert asyncio.run(still_serves(running.url())) == 1
+
+
+async def still_serves(url: str) -> int:
+    conn = await asyncpg.connect(url, ssl=False)
+    try:
+        return await conn.fetchval("SELECT 1")
+    finally:
+        await conn.close()

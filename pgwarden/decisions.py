@@ -87,17 +87,31 @@ class Decisions:
         if not self.plugins.checks and not limits.any:
             return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         if getattr(self.catalog, "pending", False) and (
-                "unknown" in statement.kinds or not self.catalog.current.complete):
-            # It names what the catalog may not know yet (a function just created), or the first
-            # read of the live catalog has not ended (masking needs to know the tables' columns):
-            # decide once the catalog has been read again.
+                "unknown" in statement.kinds or not self.catalog.current.complete
+                or self._after_own_change(conn, statement)):
+            # It names what the catalog may not know yet (a function just created), the first
+            # read of the live catalog has not ended (masking needs to know the tables' columns),
+            # or it reads after this session's committed DDL (a view replaced): decide once the
+            # catalog has been read again.
             return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
         return self._check(conn, request, statement)
+
+    @staticmethod
+    def _after_own_change(conn: ClientConnection, statement) -> bool:
+        """Whether ``statement`` comes after a change of this session's to the catalog that a load
+        will show (committed, not read yet), and may read or write rows: judged on the catalog
+        before the change, a view replaced to return a masked column would pass unmasked. DDL,
+        transaction control and the like read nothing and need not wait."""
+        if conn.catalog_changed or not conn.catalog_unread:
+            return False  # not committed (a load cannot see it yet: judged stale), or read
+        return any(lineage.outputs is not None or lineage.reads != frozenset() or lineage.defines
+                   for lineage in statement.lineage)
 
     def _context(self, conn: ClientConnection, request: StatementRequest):
         """What ``request``'s text means in: the newest catalog, the session's search_path, the
         lexer settings it was read under."""
-        return conn.sql_context.with_catalog(self.catalog.current).with_lexer(request.lexer)
+        return conn.sql_context.with_catalog(self.catalog.current).with_lexer(request.lexer) \
+            .with_stale(conn.catalog_unread)
 
     def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
         if statement is None:
@@ -154,6 +168,10 @@ class Decisions:
             conn.relay.policy_generation += 1
         if analysis.kinds & _CATALOG_CHANGES:
             conn.catalog_changed = True
+            if conn.relay is not None:
+                # The server plans a named statement again after DDL (a view it reads replaced):
+                # so is it decided again at its next Bind, on the catalog that shows the change.
+                conn.relay.policy_generation += 1
 
     def _runs_as(self, statement, conn: ClientConnection, request: StatementRequest):
         """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the

@@ -180,7 +180,9 @@ class CatalogSource(typing.Protocol):
     @property
     def current(self) -> Catalog: ...
 
-    def invalidate(self, reason: str) -> None: ...
+    def invalidate(self, reason: str) -> int: ...
+
+    def has_read(self, ticket: int) -> bool: ...
 
 
 class ConnectionReactor(typing.Protocol):
@@ -240,6 +242,8 @@ class ClientConnection(Protocol):
         self.masks: SessionMasks | None = None
         #: a statement that may change the catalog went upstream; its transaction has not ended yet
         self.catalog_changed = False
+        #: the catalog's ticket for this session's last change (`CatalogSource.has_read`)
+        self.catalog_ticket = 0
         self.policies: tuple[Policy, ...] = ()
         #: what the core enforces in this session whatever the plugins say (see `pgwarden.limits`)
         self.limits = SessionLimits()
@@ -262,6 +266,12 @@ class ClientConnection(Protocol):
         return self.login.startup
 
     # ------------------------------------------------------------------ life cycle
+
+    @property
+    def catalog_unread(self) -> bool:
+        """Whether this session changed the catalog and the catalog in use may not show it yet:
+        the change's transaction has not ended, or no load since has succeeded."""
+        return self.catalog_changed or not self.services.catalog.has_read(self.catalog_ticket)
 
     def connectionMade(self) -> None:
         # Every message is a whole round trip for someone: never wait for Nagle.
@@ -533,7 +543,7 @@ class ClientConnection(Protocol):
             # Only once nothing is in flight: a ReadyForQuery that answers an earlier statement
             # of a pipeline comes before the change commits, and a load then would miss it.
             self.catalog_changed = False
-            self.services.catalog.invalidate("a statement may have changed the catalog")
+            self.catalog_ticket = self.services.catalog.invalidate("a statement may have changed the catalog")
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:

@@ -126,17 +126,18 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
         if not stmts:
             return ()
         first = _Walker(context).statement(stmts[0])
+        if context.stale:
+            first = _untraceable(first)
         if len(stmts) == 1:
             return (first,)
         later = _later_context(tree, context)
         out = [first]
         for stmt in stmts[1:]:
             lineage = _Walker(later).statement(stmt)
-            reads_nothing = lineage.outputs is None and lineage.reads == frozenset()
-            if not reads_nothing and any(_changes_catalog(p) for p in stmts[:len(out)]):
+            if context.stale or any(_changes_catalog(p) for p in stmts[:len(out)]):
                 # What the catalog said may have changed before this statement runs (a view
                 # replaced, a table renamed): nothing it returns can be traced.
-                lineage = attrs.evolve(lineage, reads=None, opaque=True)
+                lineage = _untraceable(lineage)
             out.append(lineage)
         return tuple(out)
 
@@ -147,6 +148,15 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
             return deep(run)
     except Exception:  # noqa: BLE001 - a bug here must not let a statement through unmasked
         return tuple(UNKNOWN for _ in stmts) or (UNKNOWN,)
+
+
+def _untraceable(lineage: Lineage) -> Lineage:
+    """``lineage`` when the catalog it was traced through may be out of date: what it reads
+    and returns is unknown, and so is what a PREPARE or DECLARE it makes will return."""
+    defines = tuple((kind, name, _untraceable(body)) for kind, name, body in lineage.defines)
+    if lineage.outputs is None and lineage.reads == frozenset():
+        return attrs.evolve(lineage, defines=defines) if defines != lineage.defines else lineage
+    return attrs.evolve(lineage, reads=None, opaque=True, defines=defines)
 
 
 def _changes_catalog(stmt: Any) -> bool:
@@ -199,6 +209,12 @@ class NamedLineage:
             else:
                 self._named.pop((kind, name), None)
         for kind, name, body in lineage.defines:
+            self._named[kind, name] = body
+
+    def define(self, kind: str, name: str, body: Lineage) -> None:
+        """``name``'s body traced again (a prepared statement after the catalog changed: the
+        server plans it again on the new definitions). A name not defined stays undefined."""
+        if (kind, name) in self._named:
             self._named[kind, name] = body
 
 

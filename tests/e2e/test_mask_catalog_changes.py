@@ -123,6 +123,10 @@ def test_inside_the_transaction_of_the_change_outputs_are_masked_whole(masked):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="keep values elsewhere"):
             c.execute("select set_config('cc.x', x, false) from cc_view")
         c.rollback()
+    with psycopg.connect(masked.dsn(), autocommit=True) as c, c.pipeline():  # one Sync: decided before it ran
+        c.execute("create or replace view cc_view as select id, ssn as x from cc_users")
+        cur = c.execute("select x from cc_view")
+    assert cur.fetchall() == [("***",)]
     out = psql(masked, "begin; create or replace view cc_view as select id, ssn as x from cc_users;"
                        "prepare p as select x from cc_view; commit; execute p")
     assert out.split()[-1] == PARTIAL  # traced again once the change is read

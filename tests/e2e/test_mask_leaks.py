@@ -295,9 +295,6 @@ RECONSTRUCT_CASE = ("SELECT (SELECT string_agg(CASE WHEN substr(u.ssn, i, 1) = d
 # What the implementation does not handle yet (xfail, strict: a fix makes them fail until the mark goes).
 PG_STATS = ("pg_stats.most_common_vals / histogram_bounds hold the masked column's values; no lineage reaches "
             "them (a mask policy without detectors lets them through)")
-PIPELINED_DDL = ("RACE (1 run in 6 on the portal client, after helper-mask 18fe03a / helper-lineage 257f289): "
-                 "CREATE OR REPLACE VIEW and a read of the view in one extended-protocol pipeline (one Sync) — the "
-                 "read can be judged on the view before the change, and the new column arrives unmasked")
 ACTIVITY = ("pg_stat_activity.query shows other sessions' statements with their literals; detectors catch a "
             "shaped value, not reverse(query)")
 
@@ -429,8 +426,7 @@ CASES = [
     # ... and the same with the change and the read sent together, before the change has run
     c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
       Pipeline(("CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view")),
-      expect=ANY, protocols=NO_ASYNCPG, xfail=PIPELINED_DDL, xfail_on=("ext-text", "ext-binary", "portal"),
-      xfail_strict=False),
+      expect=ANY, protocols=NO_ASYNCPG),
     # session state and side channels that carry a value out of the statement that read it
     c("launder", "SELECT set_config('leak.x', ssn, false) FROM users WHERE id = 1", "SELECT current_setting('leak.x')",
       expect=ANY),

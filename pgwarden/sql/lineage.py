@@ -107,6 +107,39 @@ def lineage_json(lineage: Lineage) -> dict[str, object]:
     }
 
 
+# Where the server shows values of *other* columns than the ones a statement names: the planner's
+# statistics (most common values, histogram bounds: of any column, a masked one included, named
+# by the row's schemaname/tablename/attname, not by lineage) and the text of statements (this or
+# other sessions': ``UPDATE users SET ssn = '...'`` holds the value). An output traced to one of
+# these may hold any column's value: a masking plugin treats it as derived from every masked
+# column (`reveals_values`).
+_REVEALING_COLUMNS = frozenset(
+    [f"pg_catalog.pg_statistic.stavalues{i}" for i in range(1, 6)]
+    + ["pg_catalog.pg_statistic_ext_data.stxdmcv", "pg_catalog.pg_statistic_ext_data.stxdexpr"])
+# Built-in functions (an extension's too) whose results hold such values: the result columns that
+# do (empty: the whole result). Their outputs are traced to Source("pg_catalog", function, column).
+_REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "pg_stat_get_activity": ("query",),  # pg_stat_activity.query
+    "pg_stat_get_backend_activity": (),
+    "pg_prepared_statement": ("statement",),  # pg_prepared_statements.statement
+    "pg_cursor": ("statement",),  # pg_cursors.statement
+    "pg_stat_statements": ("query",),  # the extension's view pg_stat_statements.query
+}
+
+
+def reveals_values(source: str) -> bool:
+    """Whether ``source`` (``schema.table.column``, as `Source` prints it) may hold the value of
+    any column of the database: statistics' values, statements' text (see `_REVEALING_COLUMNS`)."""
+    if source in _REVEALING_COLUMNS:
+        return True
+    schema, _, rest = source.partition(".")
+    return schema == "pg_catalog" and rest.partition(".")[0] in _REVEALING_FUNCTIONS
+
+
+def _revealing(fname: str, column: str) -> _Val:
+    return _Val(frozenset({Source("pg_catalog", fname, column)}), False, False)
+
+
 NO_ROWS = Lineage(outputs=None, reads=frozenset())
 UNKNOWN = Lineage(outputs=None, reads=None, opaque=True)
 
@@ -888,7 +921,11 @@ class _Walker:
         if not names and defs:
             names = defs
         if fn.builtin:  # what a built-in returns is computed from its arguments
-            return [(nm, _NONE) for nm in names] if names else [(fname, _NONE)]
+            out = [(nm, _NONE) for nm in names] if names else [(fname, _NONE)]
+            revealing = _REVEALING_FUNCTIONS.get(fname)
+            if revealing is not None:
+                out = [(nm, _revealing(fname, nm) if not revealing or nm in revealing else v) for nm, v in out]
+            return out
         body = self.body_outputs(fn)
         if body is not None and (not names or len(body) == len(names)):
             if not names:
@@ -1275,6 +1312,8 @@ class _Walker:
             opaque = True
         for fn in candidates:
             if fn.builtin:
+                if fname in _REVEALING_FUNCTIONS:  # (a record or text holding a statement's text)
+                    sources.add(Source("pg_catalog", fname, fname))
                 continue
             body = self.body_outputs(fn)
             if body is not None and len(body) >= 1:

@@ -39,6 +39,7 @@ from pgwarden.api import (
     hookimpl,
 )
 from pgwarden.masking import COPY_REFUSAL, copy_options
+from pgwarden.sql.lineage import reveals_values
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
 from pgwarden_plugins.mask.rules import MaskRule, SessionRules
@@ -191,7 +192,7 @@ class Masking:
             for lineage in lineages:
                 for read in (lineage.reads or ()):
                     rule = rules.rule_for(str(read))
-                    if rule is not None and rule.spec.with_ == "hash":
+                    if rule is not None and rule.spec.with_ == "hash" and not reveals_values(str(read)):
                         return Verdict.block(
                             f"masked column {read} is hashed, and no hash key is configured",
                             "An operator must set plugins.mask.key_file; this is not caused by the statement.",
@@ -240,11 +241,12 @@ class Masking:
 
     def _column_mask(self, column: ResultColumn, result: ResultShape, rules: SessionRules) -> ColumnMask | None:
         chosen: tuple[int, ColumnMask] | None = None
-        if column.direct is not None:
+        if column.direct is not None and not reveals_values(column.direct):
             rule = rules.rule_for(column.direct)
             if rule is not None:
                 chosen = (rule.strength, self._strategy(rule, column.direct, column))
-        others = [s for s in column.sources if s != column.direct]
+        # (a statistic's values as stored are any column's: masked whole, never by a strategy)
+        others = [s for s in column.sources if s != column.direct or reveals_values(s)]
         involved = rules.strictest(others) if others else None
         if column.opaque:
             reads = result.reads

@@ -198,6 +198,7 @@ class LiveCatalog:
         self._checking = False  # a change check runs (on the connection: never beside a load)
         self._pending_changes: tuple | None = None  # likewise: the answer read before the running load
         self._load_after_check = False  # a load was due while a check ran
+        self._check_took = 0.0  # seconds the last change check took
         self._finished_loads = 0
         self._waiters: list[tuple[int, defer.Deferred]] = []
         self._closed: defer.Deferred | None = None
@@ -456,7 +457,8 @@ class LiveCatalog:
             return
         if self._checker is not None and self._checker.active():
             return
-        self._checker = self._reactor.callLater(self.check_s, self._check)
+        # At most a tenth of the time on the server's side: a large catalog is checked less often.
+        self._checker = self._reactor.callLater(max(self.check_s, 10 * self._check_took), self._check)
 
     def _check(self) -> None:
         """Whether the catalog changed since the last load, by a query far cheaper than a load."""
@@ -468,7 +470,10 @@ class LiveCatalog:
             password = None
             try:
                 password = self._upstream.read_password()
-                return self._read_changes(password)
+                began = self._reactor.seconds()  # (the reactor's clock: a test's is its own)
+                answer = self._read_changes(password)
+                self._check_took = max(0.0, self._reactor.seconds() - began)
+                return answer
             except Exception as e:  # noqa: BLE001 - a failed check waits for the next one (or the TTL)
                 return _Failed(_scrub(f"{type(e).__name__}: {e}".strip(), password))
 

@@ -39,6 +39,10 @@ _RECORDING_FAILED = Refusal(
 _MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
 # Statement kinds after which catalog facts may be stale.
 _CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
+# ... and those that may define again what lineage goes through (a view, a function's body, a
+# column's name): what the session reads after them waits for the catalog to show it. (Not a
+# sequence's nextval, a side effect that changes no definition.)
+_REDEFINES = frozenset({"ddl", "do", "call", "unknown"})
 
 
 class Decisions:
@@ -102,7 +106,7 @@ class Decisions:
         will show (committed, not read yet), and may read or write rows: judged on the catalog
         before the change, a view replaced to return a masked column would pass unmasked. DDL,
         transaction control and the like read nothing and need not wait."""
-        if conn.catalog_changed or not conn.catalog_unread:
+        if conn.catalog_redefined or not conn.catalog_unread:
             return False  # not committed (a load cannot see it yet: judged stale), or read
         return any(lineage.outputs is not None or lineage.reads != frozenset() or lineage.defines
                    for lineage in statement.lineage)
@@ -168,6 +172,8 @@ class Decisions:
             conn.relay.policy_generation += 1
         if analysis.kinds & _CATALOG_CHANGES:
             conn.catalog_changed = True
+            if analysis.kinds & _REDEFINES:
+                conn.catalog_redefined = True
             if conn.relay is not None:
                 # The server plans a named statement again after DDL (a view it reads replaced):
                 # so is it decided again at its next Bind, on the catalog that shows the change.

@@ -50,8 +50,10 @@ class _Fixed:
     def start(self) -> None:
         pass
 
-    def invalidate(self, reason: str) -> int:
+    def invalidate(self, reason: str, redefines: bool = True) -> int:
         return 0
+
+    redefining = False
 
     def has_read(self, ticket: int) -> bool:
         return True

@@ -92,22 +92,23 @@ class Decisions:
             return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         if getattr(self.catalog, "pending", False) and (
                 "unknown" in statement.kinds or not self.catalog.current.complete
-                or self._after_own_change(conn, statement)):
+                or self._after_change(conn, statement)):
             # It names what the catalog may not know yet (a function just created), the first
             # read of the live catalog has not ended (masking needs to know the tables' columns),
-            # or it reads after this session's committed DDL (a view replaced): decide once the
-            # catalog has been read again.
+            # or it reads after committed DDL not read yet (a view replaced, by this session or
+            # another): decide once the catalog has been read again.
             return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
         return self._check(conn, request, statement)
 
-    @staticmethod
-    def _after_own_change(conn: ClientConnection, statement) -> bool:
-        """Whether ``statement`` comes after a change of this session's to the catalog that a load
-        will show (committed, not read yet), and may read or write rows: judged on the catalog
-        before the change, a view replaced to return a masked column would pass unmasked. DDL,
-        transaction control and the like read nothing and need not wait."""
-        if conn.catalog_redefined or not conn.catalog_unread:
-            return False  # not committed (a load cannot see it yet: judged stale), or read
+    def _after_change(self, conn: ClientConnection, statement) -> bool:
+        """Whether ``statement`` comes after a change to the catalog that a load will show (this
+        session's or another's, committed, not read yet), and may read or write rows: judged on
+        the catalog before the change, a view replaced to return a masked column would pass
+        unmasked. DDL, transaction control and the like read nothing and need not wait."""
+        if conn.catalog_redefined:
+            return False  # its own change is not committed: a load cannot see it yet (judged stale)
+        if not conn.catalog_unread and not getattr(self.catalog, "redefining", False):
+            return False
         return any(lineage.outputs is not None or lineage.reads != frozenset() or lineage.defines
                    for lineage in statement.lineage)
 

@@ -193,6 +193,7 @@ class LiveCatalog:
         self._invalidations = 0  # invalidations seen so far
         self._covered = 0  # invalidations the last finished load began after
         self._read_through = 0  # invalidations the last successful load began after
+        self._redefined = 0  # the last invalidation that may define lineage's ways again
         self._changes: tuple | None = None  # the change check's answer before the last successful load
         self._checker = None  # the next change check
         self._checking = False  # a change check runs (on the connection: never beside a load)
@@ -231,16 +232,21 @@ class LiveCatalog:
         self._started = True
         self._load()
 
-    def invalidate(self, reason: str) -> int:
+    def invalidate(self, reason: str, redefines: bool = True) -> int:
         """A DDL statement committed: load again soon (several calls make one load).
 
         Call it once the statement's transaction has ended: a load that starts before
         the commit does not see the change. Returns a ticket for `has_read`.
+        ``redefines``: the change may define again what lineage goes through (a view, a
+        function's body), so `redefining` is true until a load has read it; false for a
+        side effect such as a sequence's nextval.
         """
         if not self._started or self._stopped:
             return 0
         self._invalidations += 1
         ticket = self._invalidations
+        if redefines:
+            self._redefined = ticket
         log.debug("catalog: reload requested ({reason})", reason=reason)
         if self._in_flight:
             self._again = True
@@ -251,6 +257,12 @@ class LiveCatalog:
         self._cancel_timer()
         self._timer = self._reactor.callLater(self.settle_s, self._load)
         return ticket
+
+    @property
+    def redefining(self) -> bool:
+        """Whether a change that may define again what lineage goes through (by any session, or
+        seen by the change check) waits for a load to read it."""
+        return self._started and not self._stopped and self._covered < self._redefined
 
     def has_read(self, ticket: int) -> bool:
         """Whether `current` holds what was committed before invalidation ``ticket``: a load

@@ -180,7 +180,7 @@ class CatalogSource(typing.Protocol):
     @property
     def current(self) -> Catalog: ...
 
-    def invalidate(self, reason: str) -> int: ...
+    def invalidate(self, reason: str, redefines: bool = True) -> int: ...
 
     def has_read(self, ticket: int) -> bool: ...
 
@@ -546,7 +546,8 @@ class ClientConnection(Protocol):
             # Only once nothing is in flight: a ReadyForQuery that answers an earlier statement
             # of a pipeline comes before the change commits, and a load then would miss it.
             self.catalog_changed = False
-            ticket = self.services.catalog.invalidate("a statement may have changed the catalog")
+            ticket = self.services.catalog.invalidate("a statement may have changed the catalog",
+                                                      redefines=self.catalog_redefined)
             if self.catalog_redefined:
                 self.catalog_redefined = False
                 self.catalog_ticket = ticket

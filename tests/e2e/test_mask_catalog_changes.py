@@ -132,6 +132,19 @@ def test_inside_the_transaction_of_the_change_outputs_are_masked_whole(masked):
     assert out.split()[-1] == PARTIAL  # traced again once the change is read
 
 
+def test_a_change_by_another_session_through_pgwarden_is_read_before_this_one_reads(masked):
+    """Two connections of one agent: the read on the second waits for the first one's change."""
+    with psycopg.connect(masked.dsn(), autocommit=True) as a, psycopg.connect(masked.dsn(), autocommit=True) as b:
+        assert b.execute("select x from cc_view").fetchall() == [("ann",)]
+        a.execute("create or replace view cc_view as select id, ssn as x from cc_users")
+        assert b.execute("select x from cc_view").fetchall() == [(PARTIAL,)]
+        a.execute("create sequence if not exists cc_seq")
+        masked.call(masked.app.catalog.fresh)
+        a.execute("select nextval('cc_seq')")  # a side effect, no definition: reads do not wait for its load
+        catalog = masked.app.catalog
+        assert masked.call(lambda: (catalog.pending, catalog.redefining)) == (True, False)
+
+
 def test_a_change_by_another_client_is_read_by_the_change_check(masked, pg_server):
     app = masked.app
     before = app.catalog.current

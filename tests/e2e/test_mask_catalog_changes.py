@@ -25,6 +25,7 @@ SSN = "123-45-6789"
 PARTIAL = "***-**-6789"
 SETUP = f"""
 drop table if exists cc_users cascade;
+drop table if exists cc_other cascade;
 drop function if exists cc_fn();
 create table cc_users (id int primary key, name text, ssn text);
 insert into cc_users values (1, 'ann', '{SSN}');
@@ -130,6 +131,19 @@ def test_inside_the_transaction_of_the_change_outputs_are_masked_whole(masked):
     out = psql(masked, "begin; create or replace view cc_view as select id, ssn as x from cc_users;"
                        "prepare p as select x from cc_view; commit; execute p")
     assert out.split()[-1] == PARTIAL  # traced again once the change is read
+
+
+def test_ddl_that_would_let_masked_values_out_of_their_table_is_refused(masked):
+    """The rules name schema.table.column: a rename would move the values out from under them, a
+    generated column or a trigger would copy them (each delivered the SSN before)."""
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        for ddl in ("alter table cc_users rename column ssn to s2", "alter table cc_users rename to cc_u2",
+                    "alter table cc_users add column g text generated always as (reverse(ssn)) stored",
+                    "create unique index on cc_users (reverse(ssn))"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="DDL on public.cc_users"):
+                c.execute(ddl)
+        c.execute("create table cc_other (a int); alter table cc_other rename column a to b")  # not masked: allowed
+        assert c.execute("select ssn from cc_users").fetchall() == [(PARTIAL,)]
 
 
 def test_a_change_by_another_session_through_pgwarden_is_read_before_this_one_reads(masked):

@@ -426,6 +426,17 @@ CASES = [
     c("launder", "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT x FROM leak_view",
       Pipeline(("CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT x FROM leak_view")),
       expect=ANY, protocols=NO_ASYNCPG),
+    # DDL on the masked table: the rules name schema.table.column, code on it sees the values (rolled back)
+    c("ddl", BEGIN, "ALTER TABLE users ADD COLUMN g text GENERATED ALWAYS AS (reverse(ssn)) STORED",
+      "SELECT g FROM users", ROLLBACK, expect=ANY),
+    c("ddl", BEGIN, "ALTER TABLE users RENAME COLUMN card_number TO pan", "SELECT pan FROM users", ROLLBACK,
+      expect=ANY),
+    c("ddl", BEGIN, "ALTER TABLE users RENAME TO leak_users", "SELECT ssn FROM leak_users", ROLLBACK, expect=ANY),
+    c("ddl", BEGIN, "CREATE FUNCTION leak_fn() RETURNS trigger LANGUAGE plpgsql "
+                    "AS $$ BEGIN NEW.name := reverse(NEW.ssn); RETURN NEW; END $$",
+      "CREATE TRIGGER leak_t BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION leak_fn()",
+      "UPDATE users SET id = id", "SELECT name FROM users", ROLLBACK, expect=ANY),
+    c("ddl", BEGIN, "CREATE UNIQUE INDEX ON users (reverse(ssn))", ROLLBACK, expect=ANY),
     # session state and side channels that carry a value out of the statement that read it
     c("launder", "SELECT set_config('leak.x', ssn, false) FROM users WHERE id = 1", "SELECT current_setting('leak.x')",
       expect=ANY),

@@ -54,8 +54,13 @@ class _Fixed:
     def start(self) -> None:
         pass
 
-    def invalidate(self, reason: str) -> None:
-        pass
+    def invalidate(self, reason: str, redefines: bool = True) -> int:
+        return 0
+
+    redefining = False
+
+    def has_read(self, ticket: int) -> bool:
+        return True
 
     def stop(self) -> None:
         pass
@@ -134,7 +139,7 @@ class Application:
         #: the catalog facts: live from the upstream over pgwarden's own connection once
         #: `listen` started it, the shipped snapshot until then and whenever it is unreachable
         self.catalog = LiveCatalog(config.upstream, reactor, ttl_s=config.catalog.ttl_s,
-                                   max_stale_s=config.catalog.max_stale_s) \
+                                   max_stale_s=config.catalog.max_stale_s, check_s=config.catalog.check_s) \
             if config.catalog.live else _Fixed(builtin_catalog())
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None

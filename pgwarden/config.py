@@ -205,6 +205,9 @@ class CatalogSection:
     live: bool = True
     ttl_s: float = attrs.field(default=60.0, validator=_positive)
     max_stale_s: float = attrs.field(default=300.0, validator=_positive)
+    # How often a cheap query asks whether the catalog changed (DDL by clients that do not go
+    # through pgwarden); None: only the TTL reads it.
+    check_s: float | None = attrs.field(default=2.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.max_stale_s <= self.ttl_s:

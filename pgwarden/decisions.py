@@ -42,6 +42,10 @@ _RECORDING_FAILED = Refusal(
 _MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
 # Statement kinds after which catalog facts may be stale.
 _CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
+# ... and those that may define again what lineage goes through (a view, a function's body, a
+# column's name): what the session reads after them waits for the catalog to show it. (Not a
+# sequence's nextval, a side effect that changes no definition.)
+_REDEFINES = frozenset({"ddl", "do", "call", "unknown"})
 
 
 class Decisions:
@@ -90,17 +94,32 @@ class Decisions:
         if not self.plugins.checks and not limits.any and conn.shadow is None:
             return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
         if getattr(self.catalog, "pending", False) and (
-                "unknown" in statement.kinds or not self.catalog.current.complete):
-            # It names what the catalog may not know yet (a function just created), or the first
-            # read of the live catalog has not ended (masking needs to know the tables' columns):
-            # decide once the catalog has been read again.
+                "unknown" in statement.kinds or not self.catalog.current.complete
+                or self._after_change(conn, statement)):
+            # It names what the catalog may not know yet (a function just created), the first
+            # read of the live catalog has not ended (masking needs to know the tables' columns),
+            # or it reads after committed DDL not read yet (a view replaced, by this session or
+            # another): decide once the catalog has been read again.
             return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
         return self._check(conn, request, statement)
+
+    def _after_change(self, conn: ClientConnection, statement) -> bool:
+        """Whether ``statement`` comes after a change to the catalog that a load will show (this
+        session's or another's, committed, not read yet), and may read or write rows: judged on
+        the catalog before the change, a view replaced to return a masked column would pass
+        unmasked. DDL, transaction control and the like read nothing and need not wait."""
+        if conn.catalog_redefined:
+            return False  # its own change is not committed: a load cannot see it yet (judged stale)
+        if not conn.catalog_unread and not getattr(self.catalog, "redefining", False):
+            return False
+        return any(lineage.outputs is not None or lineage.reads != frozenset() or lineage.defines
+                   for lineage in statement.lineage)
 
     def _context(self, conn: ClientConnection, request: StatementRequest):
         """What ``request``'s text means in: the newest catalog, the session's search_path, the
         lexer settings it was read under."""
-        return conn.sql_context.with_catalog(self.catalog.current).with_lexer(request.lexer)
+        return conn.sql_context.with_catalog(self.catalog.current).with_lexer(request.lexer) \
+            .with_stale(conn.catalog_unread)
 
     def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
         if statement is None:
@@ -189,6 +208,12 @@ class Decisions:
             conn.relay.policy_generation += 1
         if analysis.kinds & _CATALOG_CHANGES:
             conn.catalog_changed = True
+            if analysis.kinds & _REDEFINES:
+                conn.catalog_redefined = True
+            if conn.relay is not None:
+                # The server plans a named statement again after DDL (a view it reads replaced):
+                # so is it decided again at its next Bind, on the catalog that shows the change.
+                conn.relay.policy_generation += 1
 
     def _runs_as(self, statement, conn: ClientConnection, request: StatementRequest):
         """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the

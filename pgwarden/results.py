@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from pgwarden.proxy.client import CatalogSource, ClientConnection
     from pgwarden.session import Session
     from pgwarden.sql.cache import StatementCache
+    from pgwarden.sql.context import SqlContext
     from pgwarden.sql.lexer import LexerSettings
     from pgwarden.sql.statement import Statement
 
@@ -55,6 +56,8 @@ class SessionMasks:
         self.session: Session = conn.session
         #: the session's SQL-level prepared statements and cursors (EXECUTE, FETCH), fed by `ran`
         self.named = NamedLineage()
+        #: each SQL-level prepared statement's text, its index in it, and the context it was traced in
+        self._prepared: dict[str, tuple[str, int, SqlContext]] = {}
 
     def ran(self, statement: Statement) -> None:
         """``statement`` goes to the server: what it prepares, declares or forgets is remembered.
@@ -65,8 +68,35 @@ class SessionMasks:
         analysis = statement.analysed
         if analysis is not None and not analysis.kinds & NAMING_KINDS:
             return
-        for lineage in statement.lineage:
+        for index, lineage in enumerate(statement.lineage):
             self.named.after(lineage)
+            for kind, name in lineage.forgets:
+                if kind == "prepared":
+                    if name == "*":
+                        self._prepared.clear()
+                    else:
+                        self._prepared.pop(name, None)
+            if statement.context is not None:
+                for kind, name, _ in lineage.defines:
+                    if kind == "prepared":
+                        self._prepared[name] = (statement.sql, index, statement.context)
+
+    def _retrace(self, name: str) -> None:
+        """A prepared statement traced on another catalog than the one in use is traced again:
+        the server plans it again after DDL (a view it reads replaced to return a masked column),
+        and its old lineage would miss that. (A cursor's rows are planned once, at DECLARE.)"""
+        known = self._prepared.get(name)
+        catalog = self.catalog.current
+        if known is None or known[2].catalog is catalog and not known[2].stale:
+            return
+        sql, index, context = known
+        context = context.with_catalog(catalog).with_stale(False)
+        lineages = self.statements.lineage_for(sql, context)
+        body = next((b for kind, n, b in (lineages[index].defines if index < len(lineages) else ())
+                     if kind == "prepared" and n == name), None)
+        if body is not None:
+            self.named.define("prepared", name, body)
+            self._prepared[name] = (sql, index, context)
 
     def _lexer(self) -> LexerSettings | None:
         relay = self.conn.relay
@@ -82,15 +112,18 @@ class SessionMasks:
     def _lineage(self, statement: Statement | None, index: int) -> Lineage | None:
         if statement is None:
             return None
-        if self.conn.catalog_changed:
+        if self.conn.catalog_unread:
             # This session changed the catalog (a view replaced, say) and the change is not read
-            # yet: lineage from the catalog as it was could miss a masked column. Unknown instead
-            # (masked whole, or refused under `unknown: refuse`) until it is read again.
+            # yet (its transaction is open, or no load since succeeded): lineage from the catalog
+            # as it was could miss a masked column. Unknown instead (masked whole) until it is read.
             return None
         lineages = statement.lineage
         if index >= len(lineages):
             return None
-        return self.named.resolve(lineages[index])
+        lineage = lineages[index]
+        if lineage.refers is not None and lineage.refers[0] == "prepared":
+            self._retrace(lineage.refers[1])
+        return self.named.resolve(lineage)
 
     def _masks(self, shape: ResultShape, statement: Statement | None) -> dict:
         try:

@@ -12,6 +12,10 @@ worker thread so the reactor never waits on the database, and keeps the newest
 - a load runs at `start`, every ``ttl_s`` after the last one, and soon after
   `invalidate` (a DDL statement was seen); invalidations while a load is pending
   or running are coalesced into one more load;
+- every ``check_s`` a cheap query asks whether the catalog tables that lineage and the
+  analysis depend on have new row versions (`queries.CHANGES`): DDL by a client that
+  does not go through pgwarden (a migration, an operator's psql) is read within about
+  ``check_s`` plus a load's time instead of at the next TTL load;
 - a failed load keeps the previous live facts (they stay in use until they are
   ``max_stale_s`` old) and is retried sooner than the TTL, backing off.
 
@@ -32,6 +36,7 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
+from pgwarden.catalog import queries
 from pgwarden.catalog.loader import ViewDependencies, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
 from pgwarden.catalog.snapshot import load_snapshot
@@ -146,6 +151,7 @@ class LiveCatalog:
         retry_s: float = 5.0,
         settle_s: float = 0.05,
         load_timeout_s: float = 30.0,
+        check_s: float | None = None,
         snapshot: Catalog | None = None,
         run_in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None,
     ) -> None:
@@ -153,6 +159,8 @@ class LiveCatalog:
                             ("load_timeout_s", load_timeout_s)):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
+        if check_s is not None and check_s <= 0:
+            raise ValueError(f"check_s must be positive (or None: no change checks), got {check_s}")
         if max_stale_s <= ttl_s:
             # Else the live facts would expire before the next load could renew them.
             raise ValueError(f"max_stale_s ({max_stale_s}) must be longer than ttl_s ({ttl_s})")
@@ -164,6 +172,7 @@ class LiveCatalog:
         self.retry_s = retry_s
         self.settle_s = settle_s
         self.load_timeout_s = load_timeout_s
+        self.check_s = check_s
         self._fixed_snapshot = snapshot is not None
         self._fallback = snapshot if snapshot is not None else load_snapshot()
         self._run_in_thread = run_in_thread or (
@@ -183,6 +192,14 @@ class LiveCatalog:
         self._failures = 0
         self._invalidations = 0  # invalidations seen so far
         self._covered = 0  # invalidations the last finished load began after
+        self._read_through = 0  # invalidations the last successful load began after
+        self._redefined = 0  # the last invalidation that may define lineage's ways again
+        self._changes: tuple | None = None  # the change check's answer before the last successful load
+        self._checker = None  # the next change check
+        self._checking = False  # a change check runs (on the connection: never beside a load)
+        self._pending_changes: tuple | None = None  # likewise: the answer read before the running load
+        self._load_after_check = False  # a load was due while a check ran
+        self._check_took = 0.0  # seconds the last change check took
         self._finished_loads = 0
         self._waiters: list[tuple[int, defer.Deferred]] = []
         self._closed: defer.Deferred | None = None
@@ -215,24 +232,44 @@ class LiveCatalog:
         self._started = True
         self._load()
 
-    def invalidate(self, reason: str) -> None:
+    def invalidate(self, reason: str, redefines: bool = True) -> int:
         """A DDL statement committed: load again soon (several calls make one load).
 
         Call it once the statement's transaction has ended: a load that starts before
-        the commit does not see the change.
+        the commit does not see the change. Returns a ticket for `has_read`.
+        ``redefines``: the change may define again what lineage goes through (a view, a
+        function's body), so `redefining` is true until a load has read it; false for a
+        side effect such as a sequence's nextval.
         """
         if not self._started or self._stopped:
-            return
+            return 0
         self._invalidations += 1
+        ticket = self._invalidations
+        if redefines:
+            self._redefined = ticket
         log.debug("catalog: reload requested ({reason})", reason=reason)
         if self._in_flight:
             self._again = True
-            return
+            return ticket
         now = self._reactor.seconds()
         if self._timer is not None and self._timer.active() and self._timer.getTime() <= now + self.settle_s:
-            return
+            return ticket
         self._cancel_timer()
         self._timer = self._reactor.callLater(self.settle_s, self._load)
+        return ticket
+
+    @property
+    def redefining(self) -> bool:
+        """Whether a change that may define again what lineage goes through (by any session, or
+        seen by the change check) waits for a load to read it."""
+        return self._started and not self._stopped and self._covered < self._redefined
+
+    def has_read(self, ticket: int) -> bool:
+        """Whether `current` holds what was committed before invalidation ``ticket``: a load
+        that began after it succeeded (and its facts are still in use, not the snapshot's)."""
+        if ticket <= 0:
+            return True
+        return self._read_through >= ticket and self._status.loaded_at is not None
 
     def fresh(self) -> defer.Deferred:
         """Fires with `current` once a load has finished after every invalidation so far
@@ -263,13 +300,15 @@ class LiveCatalog:
             return done
         self._stopped = True
         self._cancel_timer()
+        if self._checker is not None and self._checker.active():
+            self._checker.cancel()
         if self._expiry is not None and self._expiry.active():
             self._expiry.cancel()
         self._status = attrs.evolve(self._status, state="stopped", since=self._reactor.seconds())
         self._release_waiters(self._invalidations)
         self._closed = defer.Deferred()
         self._closed.addBoth(_firing(done))
-        if not self._in_flight:
+        if not self._in_flight and not self._checking:
             self._close()
         return done
 
@@ -280,6 +319,9 @@ class LiveCatalog:
             return
         if self._in_flight:
             self._again = True
+            return
+        if self._checking:  # it has the connection: the load begins when it ends
+            self._load_after_check = True
             return
         self._cancel_timer()
         self._in_flight = True
@@ -294,6 +336,10 @@ class LiveCatalog:
         password = None
         try:
             password = self._upstream.read_password()
+            # The change check's answer first, out of the load's snapshot: a change committed
+            # between the two is in the load and makes the next check load once more; a change
+            # is never in neither.
+            self._pending_changes = self._read_changes(password) if self.check_s is not None else None
             rows = self._read_rows(password)
             base = self._fallback.settings
             if self._last is not None and self._last[0] == rows and self._last[1] is base:
@@ -306,17 +352,42 @@ class LiveCatalog:
         except Exception as e:  # noqa: BLE001 - any failure keeps the previous facts; its text is all we keep
             return _Failed(_scrub(f"{type(e).__name__}: {e}".strip(), password))
 
+    def _connection(self, password: str | None) -> tuple[Any, bool]:
+        """The connection kept between loads, or a new one; and whether it is new."""
+        import psycopg
+
+        conn = self._conn
+        new = conn is None or conn.closed
+        if new:
+            self._conn = None
+            conn = psycopg.connect(**self._params, password=password or "", autocommit=True,
+                                   prepare_threshold=None)
+            self._conn = conn
+        return conn, new
+
+    def _read_changes(self, password: str | None) -> tuple:
+        """In a worker thread: the change check's answer (`queries.CHANGES`)."""
+        import psycopg
+
+        for _ in range(2):
+            conn, new = self._connection(password)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(queries.CHANGES)
+                    row = cur.fetchone()
+                return tuple(row) if row is not None else ()
+            except psycopg.Error:
+                self._conn = None
+                conn.close()
+                if new:
+                    raise
+        raise AssertionError("unreachable")
+
     def _read_rows(self, password: str | None):
         import psycopg
 
         for _ in range(2):
-            conn = self._conn
-            fresh = conn is None or conn.closed
-            if conn is None or fresh:
-                self._conn = None
-                conn = psycopg.connect(**self._params, password=password or "", autocommit=True,
-                                       prepare_threshold=None)
-                self._conn = conn
+            conn, fresh = self._connection(password)
             try:
                 return read_rows(conn, self.load_timeout_s, self._views)
             except psycopg.Error:
@@ -336,6 +407,8 @@ class LiveCatalog:
         now = self._reactor.seconds()
         if isinstance(result, Catalog):
             self._loaded(result, began, now)
+            self._read_through = covers
+            self._changes = self._pending_changes
         else:
             self._failed(result.error, now)
         self._finished_loads += 1
@@ -349,6 +422,7 @@ class LiveCatalog:
             self._load()
         else:
             self._schedule_next()
+        self._schedule_check()
 
     def _loaded(self, catalog: Catalog, began: float, now: float) -> None:
         if not self._fixed_snapshot:
@@ -387,6 +461,53 @@ class LiveCatalog:
             delay = min(self.ttl_s, self.retry_s * 2 ** min(self._failures - 1, 30))
         self._cancel_timer()
         self._timer = self._reactor.callLater(delay, self._load)
+
+    # ------------------------------------------------------------------ the change check
+
+    def _schedule_check(self) -> None:
+        if self.check_s is None or self._stopped or self._checking:
+            return
+        if self._checker is not None and self._checker.active():
+            return
+        # At most a tenth of the time on the server's side: a large catalog is checked less often.
+        self._checker = self._reactor.callLater(max(self.check_s, 10 * self._check_took), self._check)
+
+    def _check(self) -> None:
+        """Whether the catalog changed since the last load, by a query far cheaper than a load."""
+        if self._stopped or self._in_flight or self._changes is None:
+            return  # a load runs (it reschedules the check when it ends), or none succeeded yet
+        self._checking = True
+
+        def read() -> tuple | _Failed:
+            password = None
+            try:
+                password = self._upstream.read_password()
+                began = self._reactor.seconds()  # (the reactor's clock: a test's is its own)
+                answer = self._read_changes(password)
+                self._check_took = max(0.0, self._reactor.seconds() - began)
+                return answer
+            except Exception as e:  # noqa: BLE001 - a failed check waits for the next one (or the TTL)
+                return _Failed(_scrub(f"{type(e).__name__}: {e}".strip(), password))
+
+        def checked(answer: tuple | _Failed) -> None:
+            self._checking = False
+            if self._stopped:
+                if self._closed is not None and not self._in_flight:
+                    self._close()
+                return
+            if isinstance(answer, _Failed):
+                log.debug("catalog: the change check failed ({error})", error=answer.error)
+            elif answer != self._changes:
+                self.invalidate("the catalog changed (another client's DDL)")
+            if self._load_after_check:
+                self._load_after_check = False
+                self._load()  # (it schedules the next check when it ends)
+            else:
+                self._schedule_check()
+
+        done = self._run_in_thread(read)
+        done.addCallback(checked)
+        done.addErrback(lambda failure: log.failure("catalog: a change check went wrong", failure))
 
     def _cancel_timer(self) -> None:
         if self._timer is not None and self._timer.active():

@@ -182,7 +182,9 @@ class CatalogSource(typing.Protocol):
     @property
     def current(self) -> Catalog: ...
 
-    def invalidate(self, reason: str) -> None: ...
+    def invalidate(self, reason: str, redefines: bool = True) -> int: ...
+
+    def has_read(self, ticket: int) -> bool: ...
 
 
 class ConnectionReactor(typing.Protocol):
@@ -242,6 +244,10 @@ class ClientConnection(Protocol):
         self.masks: SessionMasks | None = None
         #: a statement that may change the catalog went upstream; its transaction has not ended yet
         self.catalog_changed = False
+        #: ... and it may define again what lineage goes through (DDL, DO, CALL, unknown code)
+        self.catalog_redefined = False
+        #: the catalog's ticket for this session's last such change (`CatalogSource.has_read`)
+        self.catalog_ticket = 0
         self.policies: tuple[Policy, ...] = ()
         #: this session's shadow rules and policies (`pgwarden.shadow`); None: it has none
         self.shadow: Shadow | None = None
@@ -267,6 +273,13 @@ class ClientConnection(Protocol):
         return self.login.startup
 
     # ------------------------------------------------------------------ life cycle
+
+    @property
+    def catalog_unread(self) -> bool:
+        """Whether this session may have defined again what lineage goes through (a view, a
+        function's body) and the catalog in use may not show it yet: the change's transaction
+        has not ended, or no load since has succeeded."""
+        return self.catalog_redefined or not self.services.catalog.has_read(self.catalog_ticket)
 
     def connectionMade(self) -> None:
         # Every message is a whole round trip for someone: never wait for Nagle.
@@ -539,7 +552,11 @@ class ClientConnection(Protocol):
             # Only once nothing is in flight: a ReadyForQuery that answers an earlier statement
             # of a pipeline comes before the change commits, and a load then would miss it.
             self.catalog_changed = False
-            self.services.catalog.invalidate("a statement may have changed the catalog")
+            ticket = self.services.catalog.invalidate("a statement may have changed the catalog",
+                                                      redefines=self.catalog_redefined)
+            if self.catalog_redefined:
+                self.catalog_redefined = False
+                self.catalog_ticket = ticket
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:

@@ -80,11 +80,15 @@ class SqlContext:
     default_path: tuple[str, ...] = ("$user", "public")  # what RESET returns to
     possible: frozenset[str] = frozenset()  # schemas that may be on the path (besides search_path)
     lexer: LexerSettings = DEFAULT_LEXER
+    # The session changed the catalog and ``catalog`` may not show it yet (the change's
+    # transaction is open, or the catalog was not read since): what a statement reads cannot
+    # be traced through it (`lineage.lineage_of` makes it opaque).
+    stale: bool = False
 
     @property
     def key(self) -> tuple:
         """What the analyses in this context depend on (the catalog by its generation)."""
-        return (self.catalog.generation, self.user, self.search_path, self.possible, self.lexer)
+        return (self.catalog.generation, self.user, self.search_path, self.possible, self.lexer, self.stale)
 
     def schemas(self) -> tuple[str, ...]:
         """The schemas an unqualified name may resolve to, in the server's order, and then
@@ -134,6 +138,9 @@ class SqlContext:
 
     def with_catalog(self, catalog: Catalog) -> SqlContext:
         return self if catalog is self.catalog else attrs.evolve(self, catalog=catalog)
+
+    def with_stale(self, stale: bool) -> SqlContext:
+        return self if stale == self.stale else attrs.evolve(self, stale=stale)
 
     def with_lexer(self, lexer: LexerSettings | None) -> SqlContext:
         if lexer is None or lexer is self.lexer or lexer == self.lexer:

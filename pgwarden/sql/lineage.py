@@ -107,6 +107,39 @@ def lineage_json(lineage: Lineage) -> dict[str, object]:
     }
 
 
+# Where the server shows values of *other* columns than the ones a statement names: the planner's
+# statistics (most common values, histogram bounds: of any column, a masked one included, named
+# by the row's schemaname/tablename/attname, not by lineage) and the text of statements (this or
+# other sessions': ``UPDATE users SET ssn = '...'`` holds the value). An output traced to one of
+# these may hold any column's value: a masking plugin treats it as derived from every masked
+# column (`reveals_values`).
+_REVEALING_COLUMNS = frozenset(
+    [f"pg_catalog.pg_statistic.stavalues{i}" for i in range(1, 6)]
+    + ["pg_catalog.pg_statistic_ext_data.stxdmcv", "pg_catalog.pg_statistic_ext_data.stxdexpr"])
+# Built-in functions (an extension's too) whose results hold such values: the result columns that
+# do (empty: the whole result). Their outputs are traced to Source("pg_catalog", function, column).
+_REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "pg_stat_get_activity": ("query",),  # pg_stat_activity.query
+    "pg_stat_get_backend_activity": (),
+    "pg_prepared_statement": ("statement",),  # pg_prepared_statements.statement
+    "pg_cursor": ("statement",),  # pg_cursors.statement
+    "pg_stat_statements": ("query",),  # the extension's view pg_stat_statements.query
+}
+
+
+def reveals_values(source: str) -> bool:
+    """Whether ``source`` (``schema.table.column``, as `Source` prints it) may hold the value of
+    any column of the database: statistics' values, statements' text (see `_REVEALING_COLUMNS`)."""
+    if source in _REVEALING_COLUMNS:
+        return True
+    schema, _, rest = source.partition(".")
+    return schema == "pg_catalog" and rest.partition(".")[0] in _REVEALING_FUNCTIONS
+
+
+def _revealing(fname: str, column: str) -> _Val:
+    return _Val(frozenset({Source("pg_catalog", fname, column)}), False, False)
+
+
 NO_ROWS = Lineage(outputs=None, reads=frozenset())
 UNKNOWN = Lineage(outputs=None, reads=None, opaque=True)
 
@@ -126,17 +159,18 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
         if not stmts:
             return ()
         first = _Walker(context).statement(stmts[0])
+        if context.stale:
+            first = _untraceable(first)
         if len(stmts) == 1:
             return (first,)
         later = _later_context(tree, context)
         out = [first]
         for stmt in stmts[1:]:
             lineage = _Walker(later).statement(stmt)
-            reads_nothing = lineage.outputs is None and lineage.reads == frozenset()
-            if not reads_nothing and any(_changes_catalog(p) for p in stmts[:len(out)]):
+            if context.stale or any(_changes_catalog(p) for p in stmts[:len(out)]):
                 # What the catalog said may have changed before this statement runs (a view
                 # replaced, a table renamed): nothing it returns can be traced.
-                lineage = attrs.evolve(lineage, reads=None, opaque=True)
+                lineage = _untraceable(lineage)
             out.append(lineage)
         return tuple(out)
 
@@ -147,6 +181,15 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
             return deep(run)
     except Exception:  # noqa: BLE001 - a bug here must not let a statement through unmasked
         return tuple(UNKNOWN for _ in stmts) or (UNKNOWN,)
+
+
+def _untraceable(lineage: Lineage) -> Lineage:
+    """``lineage`` when the catalog it was traced through may be out of date: what it reads
+    and returns is unknown, and so is what a PREPARE or DECLARE it makes will return."""
+    defines = tuple((kind, name, _untraceable(body)) for kind, name, body in lineage.defines)
+    if lineage.outputs is None and lineage.reads == frozenset():
+        return attrs.evolve(lineage, defines=defines) if defines != lineage.defines else lineage
+    return attrs.evolve(lineage, reads=None, opaque=True, defines=defines)
 
 
 def _changes_catalog(stmt: Any) -> bool:
@@ -205,6 +248,12 @@ class NamedLineage:
             else:
                 self._named.pop((kind, name), None)
         for kind, name, body in lineage.defines:
+            self._named[kind, name] = body
+
+    def define(self, kind: str, name: str, body: Lineage) -> None:
+        """``name``'s body traced again (a prepared statement after the catalog changed: the
+        server plans it again on the new definitions). A name not defined stays undefined."""
+        if (kind, name) in self._named:
             self._named[kind, name] = body
 
 
@@ -878,7 +927,11 @@ class _Walker:
         if not names and defs:
             names = defs
         if fn.builtin:  # what a built-in returns is computed from its arguments
-            return [(nm, _NONE) for nm in names] if names else [(fname, _NONE)]
+            out = [(nm, _NONE) for nm in names] if names else [(fname, _NONE)]
+            revealing = _REVEALING_FUNCTIONS.get(fname)
+            if revealing is not None:
+                out = [(nm, _revealing(fname, nm) if not revealing or nm in revealing else v) for nm, v in out]
+            return out
         body = self.body_outputs(fn)
         if body is not None and (not names or len(body) == len(names)):
             if not names:
@@ -1265,6 +1318,8 @@ class _Walker:
             opaque = True
         for fn in candidates:
             if fn.builtin:
+                if fname in _REVEALING_FUNCTIONS:  # (a record or text holding a statement's text)
+                    sources.add(Source("pg_catalog", fname, fname))
                 continue
             body = self.body_outputs(fn)
             if body is not None and len(body) >= 1:

@@ -39,6 +39,7 @@ from pgwarden.api import (
     hookimpl,
 )
 from pgwarden.masking import COPY_REFUSAL, copy_options
+from pgwarden.sql.lineage import reveals_values
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
 from pgwarden_plugins.mask.rules import MaskRule, SessionRules
@@ -54,6 +55,12 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "case": "a CASE condition", "write": "a value written to a table"}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
+# DDL on a table that would let its masked values out: a rename or a new schema (the rules name
+# the column by schema.table.column), a generated column, a column's new type USING an
+# expression, a CHECK constraint or a unique index (it fails, quoting the value, or not: an
+# oracle), a trigger, a rule or a row-level policy (code that sees the values).
+_DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaStmt", "CreateTrigStmt",
+                            "CreatePolicyStmt", "AlterPolicyStmt", "RuleStmt", "IndexStmt"})
 # Values the server quotes in its messages: "...", '...', Key (col)=(value), Failing row contains (...).
 _QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\''
                      r'|=\((?:[^()]|\([^()]*\))*\)|contains \((?:[^()]|\([^()]*\))*\)')
@@ -176,6 +183,10 @@ class Masking:
                             "masked columns",
                             "Name the columns you need in a plain SELECT; masked columns come back masked.",
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+        if "ddl" in statement.kinds:
+            refused = self._ddl_on_masked(rules, statement)
+            if refused is not None:
+                return refused
         analysis = statement.analysis
         keeps = statement.kinds & _KEEPS or analysis.settings
         if keeps and self._may_touch(rules, statement, lineages):
@@ -191,12 +202,43 @@ class Masking:
             for lineage in lineages:
                 for read in (lineage.reads or ()):
                     rule = rules.rule_for(str(read))
-                    if rule is not None and rule.spec.with_ == "hash":
+                    if rule is not None and rule.spec.with_ == "hash" and not reveals_values(str(read)):
                         return Verdict.block(
                             f"masked column {read} is hashed, and no hash key is configured",
                             "An operator must set plugins.mask.key_file; this is not caused by the statement.",
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         return None
+
+    @staticmethod
+    def _ddl_on_masked(rules: SessionRules, statement: Statement) -> Verdict | None:
+        """DDL that changes a table holding masked columns in a way that lets their values out
+        (`_DDL_ON_TABLES`), refused; other DDL (a table made or dropped, a view) goes on."""
+        globs = rules.masked_tables()
+        masked = sorted(t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in globs))
+        if not masked:
+            return None
+        from pglast.parser import ParseError
+
+        from pgwarden.sql.lexer import parse_tree
+
+        try:
+            lexer = statement.context.lexer if statement.context is not None else None
+            tree = parse_tree(statement.sql, lexer) if lexer is not None else parse_tree(statement.sql)
+            kinds = {next(iter(raw.get("stmt", {"?": None}))) for raw in tree.get("stmts", [])}
+        except (ParseError, StopIteration, AttributeError, TypeError):
+            kinds = {"?"}
+        if not kinds & _DDL_ON_TABLES and "?" not in kinds:
+            return None
+        table = masked[0]
+        owning = [r for r in rules.columns if any(fnmatch.fnmatchcase(table, g.rsplit(".", 1)[0])
+                                                  for g in r.spec.columns)]
+        rule = max(owning, key=lambda r: r.strength) if owning else rules.columns[0]
+        return Verdict.block(
+            f"DDL on {table}, which holds masked columns",
+            "Renaming it or its columns, a generated column, a new type, a constraint, an index, a "
+            "trigger, a rule or a policy on it could make the masked values readable. Ask an operator "
+            "to run schema changes of masked tables outside this identity.",
+            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
 
     @staticmethod
     def _may_touch(rules: SessionRules, statement: Statement, lineages, by_tables: bool = False) -> bool:
@@ -240,11 +282,12 @@ class Masking:
 
     def _column_mask(self, column: ResultColumn, result: ResultShape, rules: SessionRules) -> ColumnMask | None:
         chosen: tuple[int, ColumnMask] | None = None
-        if column.direct is not None:
+        if column.direct is not None and not reveals_values(column.direct):
             rule = rules.rule_for(column.direct)
             if rule is not None:
                 chosen = (rule.strength, self._strategy(rule, column.direct, column))
-        others = [s for s in column.sources if s != column.direct]
+        # (a statistic's values as stored are any column's: masked whole, never by a strategy)
+        others = [s for s in column.sources if s != column.direct or reveals_values(s)]
         involved = rules.strictest(others) if others else None
         if column.opaque:
             reads = result.reads

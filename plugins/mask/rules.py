@@ -8,6 +8,7 @@ from collections.abc import Iterable
 import attrs
 
 from pgwarden.api import MASK, MaskSpec, Policy
+from pgwarden.sql.lineage import reveals_values
 
 
 @attrs.frozen
@@ -46,11 +47,16 @@ class SessionRules:
         return bool(self.columns or self.detect)
 
     def rule_for(self, source: str) -> MaskRule | None:
-        """The strictest column rule masking ``source`` (``schema.table.column``), or None."""
+        """The strictest column rule masking ``source`` (``schema.table.column``), or None.
+
+        A source that may hold any column's value (the planner's statistics, statements' text:
+        `reveals_values`) is masked by the strictest column rule of all: what it shows of a masked
+        column is masked whole, and using it in WHERE is an oracle of every masked column."""
         known = self._of.get(source, self)
         if known is not self:
             return known  # type: ignore[return-value]
-        found = [r for r in self.columns if any(fnmatch.fnmatchcase(source, glob) for glob in r.spec.columns)]
+        found = [r for r in self.columns if reveals_values(source)
+                 or any(fnmatch.fnmatchcase(source, glob) for glob in r.spec.columns)]
         best = max(found, key=lambda r: r.strength) if found else None
         if len(self._of) > 10_000:
             self._of.clear()

@@ -414,6 +414,33 @@ def test_invalidations_coalesce_into_one_load(pg_server, catalogdb, tmp_path):
     assert stopped.called
 
 
+def test_the_change_check_reads_another_clients_ddl_and_tickets_say_what_was_read(pg_server, catalogdb, tmp_path):
+    loads = Loads(immediately=True)
+    live, clock = live_on_clock(upstream_of(pg_server, tmp_path), loads, settle_s=0.05, check_s=2)
+    live.start()
+    first = live.current
+    ticket = live.invalidate("a session's DDL")
+    assert ticket and not live.has_read(ticket) and live.has_read(0)
+    clock.advance(0.05)
+    assert live.has_read(ticket) and live.current is first and loads.count == 2  # nothing new: same facts
+    clock.advance(2)  # a check (it runs in the thread too), which finds nothing: no load
+    assert loads.count == 3
+    clock.advance(0.05)
+    assert loads.count == 3 and not live.pending
+    pg_server.psql("CREATE FUNCTION app.checked_in() RETURNS int LANGUAGE sql AS 'SELECT 1'", database=DB)
+    try:
+        clock.advance(2)  # the check sees it and invalidates; the load follows settle_s later
+        assert loads.count == 4 and live.pending
+        clock.advance(0.05)
+        assert loads.count == 5 and live.current.generation > first.generation and one(live.current, "checked_in")
+        clock.advance(2)  # the answer read before that load is the one compared with: no load again
+        clock.advance(0.05)
+        assert loads.count == 6 and not live.pending
+    finally:
+        pg_server.psql("DROP FUNCTION app.checked_in()", database=DB)
+    live.stop()
+
+
 def test_facts_age_from_when_they_were_read_and_a_hung_load_does_not_renew_them(pg_server, catalogdb, tmp_path):
     loads = Loads()
     live, clock = live_on_clock(upstream_of(pg_server, tmp_path), loads, ttl_s=60, max_stale_s=300)

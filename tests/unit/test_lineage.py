@@ -11,7 +11,16 @@ from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.model import Catalog, RelationFacts
 from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.context import SqlContext, default_context
-from pgwarden.sql.lineage import NAMING_KINDS, Lineage, NamedLineage, OracleUse, Output, Source, lineage_of
+from pgwarden.sql.lineage import (
+    NAMING_KINDS,
+    Lineage,
+    NamedLineage,
+    OracleUse,
+    Output,
+    Source,
+    lineage_of,
+    reveals_values,
+)
 
 
 @functools.cache
@@ -177,3 +186,23 @@ def test_lineage_json_names_sources_and_kinds():
         "oracles": [{"source": "public.users.id", "clause": "WHERE"}],
         "opaque": False, "refers": None,
     }
+
+
+def test_statistics_and_statement_text_are_traced_to_sources_that_reveal_any_columns_values():
+    """The planner's statistics and the text of statements may hold any column's value: their
+    outputs are traced to sources `reveals_values` names, the other columns of those views are not."""
+    def revealing(sql: str) -> list[bool]:
+        return [any(reveals_values(str(s)) for s in o.sources) for o in one(sql).outputs]
+
+    assert revealing("SELECT attname, most_common_vals, histogram_bounds, null_frac FROM pg_stats") \
+        == [False, True, True, False]
+    assert revealing("SELECT stavalues1, stanumbers1 FROM pg_statistic") == [True, False]
+    assert revealing("SELECT statistics_name, most_common_vals FROM pg_stats_ext") == [False, True]
+    assert revealing("SELECT expr, most_common_vals FROM pg_stats_ext_exprs") == [False, True]
+    assert revealing("SELECT pid, state, reverse(query) FROM pg_stat_activity") == [False, False, True]
+    assert revealing("SELECT name, statement FROM pg_prepared_statements") == [False, True]
+    assert revealing("SELECT statement FROM pg_cursors") == [True]
+    assert revealing("SELECT pg_stat_get_backend_activity(1), current_query()") == [True, False]
+    assert [o.source for o in one("SELECT pid FROM pg_stat_activity WHERE query LIKE '%x%'").oracles] \
+        == [Source("pg_catalog", "pg_stat_get_activity", "query")]
+    assert not reveals_values("public.users.ssn") and not reveals_values("pg_catalog.pg_statistic.stanumbers1")

@@ -38,6 +38,7 @@ from pgwarden.api import (
     Verdict,
     hookimpl,
 )
+from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
@@ -293,11 +294,7 @@ class Masking:
         json = values.family_of(column.type_oid) in (values.Family.JSON, values.Family.JSONB)
         binary_jsonb = column.type_oid == values.JSONB and column.format == 1
 
-        search = scanner.pattern.search  # scanner.candidate, a call sooner
-
-        def masker(value: bytes | None, _column: Column) -> bytes | None:
-            if value is None or search(value) is None:
-                return value
+        def rest(value: bytes, _match: re.Match[bytes]) -> bytes | None:
             body = value[1:] if binary_jsonb else value
             text, found = scanner.scrub(body.decode("utf-8", "replace"))
             if not found:
@@ -309,9 +306,16 @@ class Masking:
             out = text.encode()
             return b"\x01" + out if binary_jsonb else out
 
+        # A value that is one hit whole (binary jsonb starts with its version byte: never).
+        whole = {} if binary_jsonb else {
+            group: ((f'"[{name}]"' if json else f"[{name}]").encode(), name) for group, name in scanner.whole.items()}
+        masker = Detection(scanner.pattern.search, whole, rest, hits)
         rule = next(r for r in rules.detect if set(names) & set(r.spec.detect))
+        # With a prefilter the walk passes over most values without asking; a search of the
+        # whole run first would cost more than it spares (every run holds digits).
         return ColumnMask(masker, -1, rule.name, column.direct or column.name, "detect",
-                          candidate=scanner.candidate, hits=hits)
+                          candidate=scanner.candidate if scanner.prefilter is None else None, hits=hits,
+                          prefilter=scanner.prefilter)
 
     # ------------------------------------------------------------------ errors and notices
 
@@ -339,7 +343,8 @@ class Masking:
                             else "")
                 elif reads_masked:
                     text = _QUOTED.sub(_quoted, text)
-                if scanner.candidate(text.encode()):
+                raw = text.encode()
+                if (scanner.prefilter is None or scanner.prefilter.passes(raw)) and scanner.candidate(raw):
                     text = scanner.scrub(text)[0]
                 if text or code == "M":
                     out.append((code, text))

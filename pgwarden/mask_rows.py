@@ -72,7 +72,7 @@ class Prefilter:
             kinds[c] = 2
         self._kinds = bytes(kinds)
         # The same as one ``translate`` (digits to 1, keys to 2, the rest to 0), for plain Python.
-        self._table = bytes(b"012"[k] for k in kinds)
+        self._table = self._kinds.translate(bytes.maketrans(b"\x00\x01\x02", b"012"))
 
     def passes(self, value: bytes) -> bool:
         """Whether a detector could find something in ``value``."""

@@ -294,22 +294,7 @@ class Masking:
         json = values.family_of(column.type_oid) in (values.Family.JSON, values.Family.JSONB)
         binary_jsonb = column.type_oid == values.JSONB and column.format == 1
 
-        def rest(value: bytes, _match: re.Match[bytes]) -> bytes | None:
-            body = value[1:] if binary_jsonb else value
-            text, found = scanner.scrub(body.decode("utf-8", "replace"))
-            if not found:
-                return value
-            for name in found:  # Counter.update: slower for the one or two names found
-                hits[name] += 1
-            if json:  # a hit may sit outside a JSON string: the whole document goes
-                text = '"[' + ",".join(dict.fromkeys(found)) + ']"'
-            out = text.encode()
-            return b"\x01" + out if binary_jsonb else out
-
-        # A value that is one hit whole (binary jsonb starts with its version byte: never).
-        whole = {} if binary_jsonb else {
-            group: ((f'"[{name}]"' if json else f"[{name}]").encode(), name) for group, name in scanner.whole.items()}
-        masker = Detection(scanner.pattern.search, whole, rest, hits)
+        masker = detection(scanner, hits, json, binary_jsonb)
         rule = next(r for r in rules.detect if set(names) & set(r.spec.detect))
         # With a prefilter the walk passes over most values without asking; a search of the
         # whole run first would cost more than it spares (every run holds digits).
@@ -358,6 +343,28 @@ class Masking:
         except Exception:  # noqa: BLE001 - cannot tell: as if it did
             return True
         return self._may_touch(rules, statement, lineages)
+
+
+def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_jsonb: bool = False) -> Detection:
+    """``scanner``'s detectors as the masker of a text (``json``: a json or jsonb) column, counting
+    hits in ``hits``."""
+
+    def rest(value: bytes, _match: re.Match[bytes]) -> bytes | None:
+        body = value[1:] if binary_jsonb else value
+        text, found = scanner.scrub(body.decode("utf-8", "replace"))
+        if not found:
+            return value
+        for name in found:  # Counter.update: slower for the one or two names found
+            hits[name] += 1
+        if json:  # a hit may sit outside a JSON string: the whole document goes
+            text = '"[' + ",".join(dict.fromkeys(found)) + ']"'
+        out = text.encode()
+        return b"\x01" + out if binary_jsonb else out
+
+    # A value that is one hit whole (binary jsonb starts with its version byte: never).
+    whole = {} if binary_jsonb else {
+        group: ((f'"[{name}]"' if json else f"[{name}]").encode(), name) for group, name in scanner.whole.items()}
+    return Detection(scanner.pattern.search, whole, rest, hits)
 
 
 def _strategy_masker(strategy: values.Strategy,

@@ -4,16 +4,17 @@ would."""
 from __future__ import annotations
 
 import random
+from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from pgwarden import mask_rows
-from pgwarden.mask_rows import Detection, PartialText
+from pgwarden.mask_rows import PartialText
 from pgwarden.masking import ColumnMask, row_transform
 from pgwarden.wire import messages as m
-from pgwarden_plugins.mask import values
+from pgwarden_plugins.mask import detection, values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
 
 WIDTH = 6
@@ -128,19 +129,8 @@ _VALUE = st.one_of(st.none(), _TEXTISH, _HITS, st.binary(max_size=20),
 
 def _detection(json: bool = False) -> ColumnMask:
     """The mask plugin's detection masker for a text (or json) column, as `_detection` builds it."""
-    hits: dict[str, int] = {}
-
-    def rest(value: bytes, _match: object) -> bytes | None:
-        text, found = SCANNER.scrub(value.decode("utf-8", "replace"))
-        if not found:
-            return value
-        for name in found:
-            hits[name] = hits.get(name, 0) + 1
-        return ('"[' + ",".join(dict.fromkeys(found)) + ']"' if json else text).encode()
-
-    whole = {g: ((f'"[{n}]"' if json else f"[{n}]").encode(), n) for g, n in SCANNER.whole.items()}
-    return ColumnMask(Detection(SCANNER.pattern.search, whole, rest, hits), -1, rule="json" if json else "text",
-                      strategy="detect", prefilter=SCANNER.prefilter)
+    return ColumnMask(detection(SCANNER, Counter(), json), -1, rule="json" if json else "text", strategy="detect",
+                      prefilter=SCANNER.prefilter)
 
 
 def _scrubbed(value: bytes, json: bool) -> bytes:

@@ -284,7 +284,7 @@ class Masking:
                           constant=kind in ("redact", "null", "fixed"))
 
     def _detection(self, column: ResultColumn, rules: SessionRules) -> ColumnMask | None:
-        if column.type_oid not in values.TEXT_TYPES:
+        if column.type_oid in values.FIXED_FORM:
             return None
         names = rules.detectors_for(column.direct)
         if not names:
@@ -294,7 +294,9 @@ class Masking:
         json = values.family_of(column.type_oid) in (values.Family.JSON, values.Family.JSONB)
         binary_jsonb = column.type_oid == values.JSONB and column.format == 1
 
-        masker = detection(scanner, hits, json, binary_jsonb)
+        # Text and JSON get their hits replaced; any other type (an array, a record) a value
+        # with a hit inside is NULL: a rewritten one might no longer be valid for its type.
+        masker = detection(scanner, hits, json, binary_jsonb, whole_null=column.type_oid not in values.TEXT_TYPES)
         rule = next(r for r in rules.detect if set(names) & set(r.spec.detect))
         # With a prefilter the walk passes over most values without asking; a search of the
         # whole run first would cost more than it spares (every run holds digits).
@@ -345,9 +347,10 @@ class Masking:
         return self._may_touch(rules, statement, lineages)
 
 
-def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_jsonb: bool = False) -> Detection:
+def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_jsonb: bool = False,
+              whole_null: bool = False) -> Detection:
     """``scanner``'s detectors as the masker of a text (``json``: a json or jsonb) column, counting
-    hits in ``hits``."""
+    hits in ``hits``; ``whole_null``: of a column of another type, whose values with a hit are NULL."""
 
     def rest(value: bytes, _match: re.Match[bytes]) -> bytes | None:
         body = value[1:] if binary_jsonb else value
@@ -356,13 +359,15 @@ def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_j
             return value
         for name in found:  # Counter.update: slower for the one or two names found
             hits[name] += 1
+        if whole_null:
+            return None
         if json:  # a hit may sit outside a JSON string: the whole document goes
             text = '"[' + ",".join(dict.fromkeys(found)) + ']"'
         out = text.encode()
         return b"\x01" + out if binary_jsonb else out
 
     # A value that is one hit whole (binary jsonb starts with its version byte: never).
-    whole = {} if binary_jsonb else {
+    whole = {} if binary_jsonb or whole_null else {
         group: ((f'"[{name}]"' if json else f"[{name}]").encode(), name) for group, name in scanner.whole.items()}
     return Detection(scanner.pattern.search, whole, rest, hits)
 

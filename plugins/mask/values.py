@@ -61,6 +61,13 @@ _FAMILIES = {
 }
 #: The type OIDs whose values are text as they are, in either format (detectors read them).
 TEXT_TYPES = frozenset(oid for oid, f in _FAMILIES.items() if f is Family.TEXT) | {JSON, JSONB, XML}
+#: Types whose values have a fixed form no text can hide in (numbers, times, addresses, ...):
+#: detectors pass over them. Every other type (arrays, records, enums, bytea, ranges, domains'
+#: and extensions' types) may carry a text value inside it (``ARRAY[notes]``, ``ROW(u.*)``).
+FIXED_FORM = frozenset({
+    BOOL, INT8, INT2, INT4, 26, 27, 28, 29, FLOAT4, FLOAT8, 790, NUMERIC, DATE, 1083, 1266, 1114, 1184, 1186,
+    UUID, 869, 650, 829, 774, 1560, 1562, 3220, 5069,  # oid tid xid cid, money, times, uuid, inet...pg_lsn xid8
+})
 
 
 def family_of(type_oid: int) -> Family:

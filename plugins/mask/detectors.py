@@ -5,11 +5,12 @@ a checksum or a grammar, a validator from a maintained library (python-stdnum's 
 SSN and IBAN rules; Google's phonenumbers): hand-written checksums are where scanners
 go wrong. Third parties add their own through ``pgwarden_mask_detectors``.
 
-Speed: a `Scanner` first runs one combined expression over the raw bytes of a whole run
-of DataRows; rows in which nothing could match are relayed as they came. Only on a
-candidate does it look value by value (text columns only), validate, and replace.
-Patterns never look behind their match (no leading ``\\b``), so a candidate is found in
-the run exactly where it is found in its value; a false candidate costs only time.
+Speed: each detector promises what every match of its holds (``digits``, ``anchors``), and a
+`Scanner` makes of them a `pgwarden.mask_rows.Prefilter`: the row walk passes over every value
+it rejects (most values) without the expression running. Only on a candidate does it search
+the combined expression, and validate and replace what it finds; a value that is one hit whole
+of a detector without validator is replaced without decoding. Patterns never look behind their
+match (no leading ``\\b``), so a candidate is found in a run exactly where it is found in its value.
 """
 
 from __future__ import annotations

@@ -257,6 +257,8 @@ class Walker:
         pos = 0
         while pos < size_run:
             length = _word(run, pos + 1)
+            if length < 6 or pos + 1 + length > size_run:  # framed by the relay: never, unless broken
+                raise ValueError(f"not a whole DataRow at {pos} of a run of {size_run} bytes")
             end = pos + 1 + length
             ncols = (run[pos + 5] << 8) | run[pos + 6]
             p = pos + 7

@@ -227,3 +227,13 @@ def test_detector_hits_whole_or_within_a_value_are_masked_as_scrub_would(json):
     assert row_transform(SHAPE, masks)(b"".join(m.DataRow(r).encode() for r in rows)) == _reference(rows, masks)
     assert _detection(json).masker(b"user7@example.com and more", SHAPE.columns[1]) in (
         b"[email] and more", b'"[email]"')
+
+
+@pytest.mark.parametrize("run", [b"D\x00\x00\x00\x00\x00\x01", b"D\x00\x00\x00\x20\x00\x01\x00\x00\x00\x01x",
+                                 b"D\xff\xff\xff\xff\x00\x01"])
+def test_a_run_that_is_not_whole_datarows_raises_rather_than_loops_or_passes(run):
+    """The relay frames runs; should a broken one come, the transform raises (the relay then ends
+    the session) instead of looping on a length that does not advance or reading past the run."""
+    transform = row_transform(SHAPE, {0: MASKERS["constant"]()})
+    with pytest.raises(ValueError):
+        transform(run)

@@ -322,7 +322,9 @@ def pgwarden_result_masks(result: ResultShape, statement: Statement | None, sess
 @hookspec
 def pgwarden_mask_detectors() -> Sequence[Detector] | None:
     """Detectors of this plugin for ``mask: {detect: [...]}`` rules, named ``<plugin>.<name>``
-    in the rules (``acme.employee_id``): a `Detector` with a pattern and an optional validator.
+    in the rules (``acme.employee_id``): a `Detector` with a pattern and an optional validator,
+    and (since 1.2) what every match holds (``digits``, ``anchors``), so that values holding
+    neither are passed over without the pattern running.
 
     :return: `Detector` objects, or None.
 

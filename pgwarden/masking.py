@@ -11,13 +11,13 @@ strictest per column winning (`compose`). The core then rewrites DataRows and CO
 from __future__ import annotations
 
 import re
-import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 import attrs
 
+from pgwarden.mask_rows import Prefilter, Step, Walker, field
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 
@@ -41,7 +41,9 @@ PLAIN_STRENGTH = 4
 class Detector:
     """A kind of value found by its content: ``pattern`` finds candidates, ``validate`` (if any)
     confirms one (a checksum, a grammar). Patterns must not look behind their match: they are
-    first searched over raw row bytes.
+    first searched over raw row bytes. ``digits`` and ``anchors`` promise what every match holds,
+    so that most values are passed over without the expression running; a detector that promises
+    neither has every value searched. A broken promise hides matches: keep them true.
 
     .. versionadded:: 1.1
     """
@@ -49,6 +51,12 @@ class Detector:
     name: str
     pattern: str
     validate: Callable[[str], bool] | None = None
+    #: every match holds at least this many ASCII digits (0: none need be): a value with fewer
+    #: is not searched (`pgwarden.mask_rows.Prefilter`). Since 1.2.
+    digits: int = 0
+    #: every match contains one of these strings (empty: no such promise): a value holding none
+    #: of them (nor ``digits`` digits) is not searched. Since 1.2.
+    anchors: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -132,6 +140,9 @@ class ColumnMask:
     #: the masker gives every non-NULL value the same answer (``redact``, ``null``, ``fixed``):
     #: it is asked once per result
     constant: bool = False
+    #: the masker returns unchanged every value this rejects (`pgwarden.mask_rows.Prefilter`, a
+    #: detector's): such values are not asked about
+    prefilter: Prefilter | None = attrs.field(default=None, eq=False)
 
 
 @attrs.frozen
@@ -164,7 +175,7 @@ def compose(answers: Iterable[tuple[str, Mapping[int, ColumnMask | Masker] | Non
 class _Plan:
     """Masks of one result, applied to raw rows; counts what it masked."""
 
-    __slots__ = ("columns", "masks", "quick", "values", "outputs")
+    __slots__ = ("columns", "masks", "quick", "counted", "outputs", "steps")
 
     def __init__(self, shape: m.RowDescription, masks: Mapping[int, ColumnMask]) -> None:
         self.columns = shape.columns
@@ -173,242 +184,50 @@ class _Plan:
         quick = [mask.candidate for _, mask in self.masks]
         self.quick: tuple[Callable[[bytes], bool], ...] | None = \
             tuple(q for q in quick if q is not None) if all(q is not None for q in quick) else None
-        self.values: Counter[int] = Counter()  # column index -> values masked
+        self.counted: Counter[int] = Counter()  # column index -> values masked (COPY rows)
+        self.steps: list[Step] = []  # the row walk's, which count their own
         self.outputs = tuple(MaskedOutput(self.columns[i].name, mask.source or self.columns[i].name, mask.rule,
                                           mask.strategy) for i, mask in self.masks)
 
-
-_LENGTH = struct.Struct("!i").unpack_from
-_HEADER = struct.Struct("!ci").pack
-_NULL = b"\xff\xff\xff\xff"
-# Values remembered per masked column: a column's values repeat (and a masker's answer
-# depends on the value alone), so most rows cost a dictionary lookup per masked column.
-_MEMO = 4096
-_WATCH = 1024
+    @property
+    def values(self) -> Counter[int]:
+        """Values masked, by column index."""
+        counted = Counter(self.counted)
+        for step in self.steps:
+            if step.count:
+                counted[step.index] += step.count
+        return counted
 
 
 def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Masker]) -> Callable[[bytes], bytes]:
     """A function rewriting a run of raw DataRows of ``shape`` with ``masks`` (column index -> mask);
     runs in which no mask has anything to do come back as they went in.
 
-    The hot path of masking: each row is walked by its length words up to its last masked
-    column, and rebuilt from slices of the run and the masked fields (no message objects).
-    A masker's answer depends on the value alone, so answers are remembered per column (a
-    column's values repeat); one whose ``constant`` is set is asked once. NULL is given to
-    plain `Masker`s of contract v1 only; otherwise NULL stays NULL.
-
-    Rows with as many columns as ``shape`` (all of them, from a server) go through a loop
-    written for this result's masks (`_walker`); any other row through the general one.
+    The walk is `pgwarden.mask_rows.Walker` (compiled where the build compiles it): each row
+    read by its length words up to its last masked column and rebuilt from slices of the run.
+    A masker's answer depends on the value alone, so answers are remembered per column while
+    its values repeat; one whose ``constant`` is set is asked once, and values a detector's
+    ``prefilter`` rejects are not asked about. NULL is given to plain `Masker`s of contract v1
+    only; otherwise NULL stays NULL.
     """
     plan = _Plan(shape, compose([("", masks)], len(shape.columns)))
-    values = plan.values
-    steps: list[_Step] = []
+    steps: list[Step] = []
     for i, mask in plan.masks:
         column = plan.columns[i]
-        constant = None
-        if mask.constant:
-            new = mask.masker(b"", column)
-            constant = _NULL if new is None else len(new).to_bytes(4, "big") + new
-        steps.append(_Step(i, mask.masker, column, constant, mask.strategy == "plugin"))
+        constant = field(mask.masker(b"", column)) if mask.constant else None
+        steps.append(Step(i, mask.masker, column, constant, mask.strategy == "plugin", mask.prefilter))
+    plan.steps = steps
     quick = plan.quick
-    walk = _walker(steps, len(shape.columns), values)
-    watched = [step for step in steps if step.remember]
+    walk = Walker(steps).walk
 
     def transform(run: bytes) -> bytes:
-        nonlocal walk
         if quick is not None and not any(q(run) for q in quick):
             return run
-        out: list[bytes] = []
-        walk(run, out)
-        if watched and _forgotten(watched):
-            walk = _walker(steps, len(shape.columns), values)
-        return b"".join(out)
+        return walk(run)
 
     transform.plan = plan  # type: ignore[attr-defined]  # named in result records and metrics
     transform.columns = tuple(o.column for o in plan.outputs)  # type: ignore[attr-defined]
     return transform
-
-
-class _Step:
-    """One masked column of a result: its masker, and the fields (length word and value) it gave."""
-
-    __slots__ = ("index", "masker", "column", "constant", "plain", "memo", "remember", "looked", "misses")
-
-    def __init__(self, index: int, masker: Masker, column: m.Column, constant: bytes | None, plain: bool) -> None:
-        self.index = index
-        self.masker = masker
-        self.column = column
-        self.constant = constant
-        self.plain = plain  # a v1 Masker: it is given NULL too
-        self.memo: dict[bytes, bytes] = {}
-        # Whether values are remembered: until `_WATCH` values show that they seldom repeat.
-        self.remember = constant is None
-        self.looked = self.misses = 0
-
-    def field(self, value: bytes | None) -> bytes:
-        """The field (length word and value) the masker gives ``value``."""
-        new = self.masker(value, self.column)
-        return _NULL if new is None else len(new).to_bytes(4, "big") + new
-
-    def miss(self, value: bytes) -> bytes:
-        """`field` for a value the memo does not know, remembered."""
-        known = self.field(value)
-        memo = self.memo
-        if len(memo) >= _MEMO:
-            memo.clear()
-        memo[value] = known
-        return known
-
-
-def _forgotten(watched: list[_Step]) -> bool:
-    """Whether a watched column's memo stopped (and ``watched`` shrank): once `_WATCH` values
-    have been looked up, a column whose values hardly repeat (every SSN of a table is another)
-    is masked without its memo, which cost a lookup and a store per value for nothing."""
-    forgot = False
-    for step in list(watched):
-        if step.looked >= _WATCH:
-            watched.remove(step)
-            if step.misses * 10 > step.looked * 9:
-                step.remember = False
-                step.memo.clear()
-                forgot = True
-    return forgot
-
-
-def _general(steps: list[_Step], values: Counter[int]) -> Callable[[bytes, int, list[bytes]], int]:
-    """Rewrites the one row at ``pos`` of a run (any number of columns) into ``out``; its end."""
-    last = steps[-1].index if steps else -1
-    length = _LENGTH
-
-    def row(run: bytes, pos: int, out: list[bytes]) -> int:
-        append = out.append
-        old = length(run, pos + 1)[0]
-        end = pos + 1 + old
-        ncols = (run[pos + 5] << 8) | run[pos + 6]
-        p = pos + 7
-        col = 0
-        start = pos + 5
-        header = len(out)
-        append(b"")
-        delta = 0
-        for step in steps:
-            i = step.index
-            if i >= ncols:
-                break
-            while col < i:
-                size = length(run, p)[0]
-                p += 4 + size if size > 0 else 4
-                col += 1
-            size = length(run, p)[0]
-            append(run[start:p])
-            if size < 0:
-                got = step.field(None) if step.plain else _NULL
-                p += 4
-            else:
-                values[i] += 1
-                if step.constant is not None:
-                    got = step.constant
-                else:
-                    value = run[p + 4:p + 4 + size]
-                    got = step.memo.get(value) or step.miss(value)
-                p += 4 + size
-            append(got)
-            delta += len(got) - 4 - (size if size > 0 else 0)
-            col += 1
-            start = p
-            if col > last:
-                break
-        append(run[start:end])
-        out[header] = _HEADER(b"D", old + delta)
-        return end
-
-    return row
-
-
-def _walker(steps: list[_Step], width: int, values: Counter[int]) -> Callable[[bytes, list[bytes]], None]:
-    """The loop over a run of rows for these masks, written out for them: the columns before
-    each masked one skipped by their length words, each masked field taken from its memo (or
-    its constant), the row rebuilt in one ``extend``. Compiled once per result; rows of another
-    width go through `_general`."""
-    lines = ["def walk(run, out):",
-             "    extend = out.extend",
-             "    pos = 0",
-             "    size_run = len(run)",
-             "    " + " = ".join(f"{c}{k}" for k in range(len(steps)) for c in "nm") + " = 0" if steps else "    pass",
-             "    try:",
-             "        while pos < size_run:",
-             "            old = length(run, pos + 1)[0]",
-             "            end = pos + 1 + old",
-             "            if run[pos + 5:pos + 7] != WIDTH:",
-             "                pos = general(run, pos, out)",
-             "                continue",
-             "            p = pos + 7"]
-    col = 0
-    pieces = ["run[pos + 5:a0]"]
-    change = []
-    env: dict[str, object] = {"length": _LENGTH, "header": _HEADER, "general": _general(steps, values),
-                              "WIDTH": width.to_bytes(2, "big"), "NULL": _NULL, "MEMO": _MEMO}
-    body = "            "
-    for k, step in enumerate(steps):
-        for _ in range(step.index - col):
-            lines.append(body + "s = length(run, p)[0]")
-            lines.append(body + "p += 4 + s if s > 0 else 4")
-        col = step.index + 1
-        lines.append(body + f"a{k} = p")
-        lines.append(body + "s = length(run, p)[0]")
-        lines.append(body + "if s < 0:")
-        if step.plain:
-            env[f"null{k}"] = step.field
-            lines.append(body + f"    f{k} = null{k}(None)")
-        else:
-            lines.append(body + f"    f{k} = NULL")
-        lines.append(body + "    p += 4")
-        lines.append(body + "else:")
-        lines.append(body + f"    n{k} += 1")
-        if step.constant is not None:
-            env[f"c{k}"] = step.constant
-            lines.append(body + f"    f{k} = c{k}")
-        else:
-            env[f"memo{k}"] = step.memo
-            env[f"masker{k}"] = step.masker
-            env[f"column{k}"] = step.column
-            if step.remember:
-                lines += [body + "    v = run[p + 4:p + 4 + s]",
-                          body + f"    f{k} = memo{k}.get(v)",
-                          body + f"    if f{k} is None:",
-                          body + f"        m{k} += 1",
-                          body + f"        new = masker{k}(v, column{k})",
-                          body + f"        f{k} = NULL if new is None else len(new).to_bytes(4, 'big') + new",
-                          body + f"        if len(memo{k}) >= MEMO:",
-                          body + f"            memo{k}.clear()",
-                          body + f"        memo{k}[v] = f{k}"]
-            else:
-                lines += [body + f"    new = masker{k}(run[p + 4:p + 4 + s], column{k})",
-                          body + f"    f{k} = NULL if new is None else len(new).to_bytes(4, 'big') + new"]
-        lines.append(body + "    p += 4 + s")
-        if k:
-            if steps[k - 1].index + 1 != step.index:
-                pieces.append(f"run[b{k - 1}:a{k}]")
-        pieces.append(f"f{k}")
-        change.append(f"len(f{k}) - (b{k} - a{k})")
-        lines.append(body + f"b{k} = p")
-    pieces.append(f"run[b{len(steps) - 1}:end]" if steps else "run[pos + 5:end]")
-    if not steps:
-        pieces = ["run[pos + 5:end]"]
-        change = ["0"]
-    lines.append(body + f"extend((header(b'D', old + {' + '.join(change)}), {', '.join(pieces)}))")
-    lines.append(body + "pos = end")
-    lines.append("    finally:")
-    for k, step in enumerate(steps):
-        lines.append(f"        values[{step.index}] += n{k}")
-        lines.append(f"        steps[{k}].looked += n{k}")
-        lines.append(f"        steps[{k}].misses += m{k}")
-    if not steps:
-        lines.append("        pass")
-    env["values"] = values
-    env["steps"] = steps
-    exec(compile("\n".join(lines), "<pgwarden.masking walker>", "exec"), env)  # noqa: S102 - our own text
-    return env["walk"]  # type: ignore[return-value]
 
 
 # ---------------------------------------------------------------------------- COPY TO STDOUT rows
@@ -474,7 +293,7 @@ def copy_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mas
     Each CopyData of COPY OUT holds one row; fields no mask touches are kept byte for byte."""
     plan = _Plan(shape, compose([("", masks)], len(shape.columns)))
     steps = [(i, mask.masker, plan.columns[i]) for i, mask in plan.masks]
-    values = plan.values
+    values = plan.counted
 
     def masked(value: str | None, masker: Masker, column: m.Column, i: int) -> str | None:
         got = masker(None if value is None else value.encode(encoding), column)

@@ -38,6 +38,7 @@ from pgwarden.api import (
     Verdict,
     hookimpl,
 )
+from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
 from pgwarden.sql.lineage import reveals_values
 from pgwarden_plugins.mask import values
@@ -326,7 +327,7 @@ class Masking:
                           constant=kind in ("redact", "null", "fixed"))
 
     def _detection(self, column: ResultColumn, rules: SessionRules) -> ColumnMask | None:
-        if column.type_oid not in values.TEXT_TYPES:
+        if column.type_oid in values.FIXED_FORM:
             return None
         names = rules.detectors_for(column.direct)
         if not names:
@@ -336,25 +337,15 @@ class Masking:
         json = values.family_of(column.type_oid) in (values.Family.JSON, values.Family.JSONB)
         binary_jsonb = column.type_oid == values.JSONB and column.format == 1
 
-        search = scanner.pattern.search  # scanner.candidate, a call sooner
-
-        def masker(value: bytes | None, _column: Column) -> bytes | None:
-            if value is None or search(value) is None:
-                return value
-            body = value[1:] if binary_jsonb else value
-            text, found = scanner.scrub(body.decode("utf-8", "replace"))
-            if not found:
-                return value
-            for name in found:  # Counter.update: slower for the one or two names found
-                hits[name] += 1
-            if json:  # a hit may sit outside a JSON string: the whole document goes
-                text = '"[' + ",".join(dict.fromkeys(found)) + ']"'
-            out = text.encode()
-            return b"\x01" + out if binary_jsonb else out
-
+        # Text and JSON get their hits replaced; any other type (an array, a record) a value
+        # with a hit inside is NULL: a rewritten one might no longer be valid for its type.
+        masker = detection(scanner, hits, json, binary_jsonb, whole_null=column.type_oid not in values.TEXT_TYPES)
         rule = next(r for r in rules.detect if set(names) & set(r.spec.detect))
+        # With a prefilter the walk passes over most values without asking; a search of the
+        # whole run first would cost more than it spares (every run holds digits).
         return ColumnMask(masker, -1, rule.name, column.direct or column.name, "detect",
-                          candidate=scanner.candidate, hits=hits)
+                          candidate=scanner.candidate if scanner.prefilter is None else None, hits=hits,
+                          prefilter=scanner.prefilter)
 
     # ------------------------------------------------------------------ errors and notices
 
@@ -382,7 +373,8 @@ class Masking:
                             else "")
                 elif reads_masked:
                     text = _QUOTED.sub(_quoted, text)
-                if scanner.candidate(text.encode()):
+                raw = text.encode()
+                if (scanner.prefilter is None or scanner.prefilter.passes(raw)) and scanner.candidate(raw):
                     text = scanner.scrub(text)[0]
                 if text or code == "M":
                     out.append((code, text))
@@ -396,6 +388,31 @@ class Masking:
         except Exception:  # noqa: BLE001 - cannot tell: as if it did
             return True
         return self._may_touch(rules, statement, lineages)
+
+
+def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_jsonb: bool = False,
+              whole_null: bool = False) -> Detection:
+    """``scanner``'s detectors as the masker of a text (``json``: a json or jsonb) column, counting
+    hits in ``hits``; ``whole_null``: of a column of another type, whose values with a hit are NULL."""
+
+    def rest(value: bytes, _match: re.Match[bytes]) -> bytes | None:
+        body = value[1:] if binary_jsonb else value
+        text, found = scanner.scrub(body.decode("utf-8", "replace"))
+        if not found:
+            return value
+        for name in found:  # Counter.update: slower for the one or two names found
+            hits[name] += 1
+        if whole_null:
+            return None
+        if json:  # a hit may sit outside a JSON string: the whole document goes
+            text = '"[' + ",".join(dict.fromkeys(found)) + ']"'
+        out = text.encode()
+        return b"\x01" + out if binary_jsonb else out
+
+    # A value that is one hit whole (binary jsonb starts with its version byte: never).
+    whole = {} if binary_jsonb or whole_null else {
+        group: ((f'"[{name}]"' if json else f"[{name}]").encode(), name) for group, name in scanner.whole.items()}
+    return Detection(scanner.pattern.search, whole, rest, hits)
 
 
 def _strategy_masker(strategy: values.Strategy,

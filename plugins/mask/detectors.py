@@ -5,11 +5,12 @@ a checksum or a grammar, a validator from a maintained library (python-stdnum's 
 SSN and IBAN rules; Google's phonenumbers): hand-written checksums are where scanners
 go wrong. Third parties add their own through ``pgwarden_mask_detectors``.
 
-Speed: a `Scanner` first runs one combined expression over the raw bytes of a whole run
-of DataRows; rows in which nothing could match are relayed as they came. Only on a
-candidate does it look value by value (text columns only), validate, and replace.
-Patterns never look behind their match (no leading ``\\b``), so a candidate is found in
-the run exactly where it is found in its value; a false candidate costs only time.
+Speed: each detector promises what every match of its holds (``digits``, ``anchors``), and a
+`Scanner` makes of them a `pgwarden.mask_rows.Prefilter`: the row walk passes over every value
+it rejects (most values) without the expression running. Only on a candidate does it search
+the combined expression, and validate and replace what it finds; a value that is one hit whole
+of a detector without validator is replaced without decoding. Patterns never look behind their
+match (no leading ``\\b``), so a candidate is found in a run exactly where it is found in its value.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
+from pgwarden.mask_rows import Prefilter
 from pgwarden.masking import Detector
 
 # phonenumbers and python-stdnum are imported by the validators, on the first candidate:
@@ -57,21 +59,26 @@ def _phone(text: str) -> bool:
 
 
 BUILTIN = (
-    Detector("ssn", r"\d{3}[- ]\d{2}[- ]\d{4}(?!\d)", _ssn),
-    Detector("credit_card", r"\d(?:[ -]?\d){12,18}(?!\d)", _card),
-    Detector("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"),
-    Detector("iban", r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}", _iban),
-    Detector("phone", r"\+?\(?\d{1,4}\)?[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?!\d)", _phone),
-    Detector("jwt", r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}"),
+    Detector("ssn", r"\d{3}[- ]\d{2}[- ]\d{4}(?!\d)", _ssn, digits=9),
+    Detector("credit_card", r"\d(?:[ -]?\d){12,18}(?!\d)", _card, digits=13),
+    Detector("email", r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}", anchors=("@",)),
+    Detector("iban", r"[A-Z]{2}\d{2}(?: ?[A-Z0-9]){11,30}", _iban, digits=2),
+    Detector("phone", r"\+?\(?\d{1,4}\)?[ .-]?\(?\d{2,4}\)?[ .-]?\d{3,4}[ .-]?\d{3,4}(?!\d)", _phone, digits=9),
+    Detector("jwt", r"eyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{8,}", anchors=("eyJ",)),
     Detector("api_key", r"(?:(?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,}|AKIA[0-9A-Z]{16}|gh[pousr]_[A-Za-z0-9]{36,}"
-                        r"|xox[baprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|-----BEGIN [A-Z ]*PRIVATE KEY-----)"),
+                        r"|xox[baprs]-[A-Za-z0-9-]{10,}|AIza[0-9A-Za-z_-]{35}|-----BEGIN [A-Z ]*PRIVATE KEY-----)",
+             anchors=("_live_", "_test_", "AKIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "xox", "AIza",
+                      "-----BEGIN ")),
 )
+# What each promises (`Detector.digits`, `Detector.anchors`), counted from its pattern: ssn
+# 3+2+4 digits, a card 13 at least, a phone 1+2+3+3, an IBAN its 2 check digits; the others
+# by the literal text every match holds. tests/unit/test_detect_prefilter.py checks each.
 
 
 class Scanner:
     """The detectors of one result column set, compiled into one expression (bytes and text)."""
 
-    __slots__ = ("detectors", "_run", "_text", "_without")
+    __slots__ = ("detectors", "prefilter", "whole", "_run", "_text", "_without")
 
     def __init__(self, detectors: Iterable[Detector]) -> None:
         self.detectors = tuple(detectors)
@@ -79,6 +86,15 @@ class Scanner:
         self._run = re.compile(alternation.encode())
         self._text = re.compile(alternation)
         self._without: dict[int, Scanner] = {}
+        #: passes every value in which a detector could find something; None: it cannot tell
+        self.prefilter = Prefilter.of([(d.digits, d.anchors) for d in self.detectors])
+        # Over ASCII text a bytes expression matches as the text one does, but for \s (which in
+        # text also matches \x1c-\x1f): without it in a pattern, a value that is one match whole
+        # of a detector without validator is that detector's hit, and nothing else (`whole`).
+        alike = not any(re.search(r"\\[sS]", d.pattern) for d in self.detectors)
+        #: group of the combined expression -> detector name, for `pgwarden.mask_rows.Detection`
+        self.whole: dict[str, str] = {f"d{i}": d.name for i, d in enumerate(self.detectors)
+                                      if d.validate is None} if alike else {}
 
     @property
     def pattern(self) -> re.Pattern[bytes]:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from decimal import Decimal
 from enum import Enum
 
+from pgwarden.mask_rows import PartialText
+
 # PostgreSQL type OIDs (pg_type.dat).
 BOOL, BYTEA, CHAR, NAME, INT8, INT2, INT4, TEXT, JSON = 16, 17, 18, 19, 20, 21, 23, 25, 114
 XML, FLOAT4, FLOAT8, UNKNOWN, BPCHAR, VARCHAR, DATE = 142, 700, 701, 705, 1042, 1043, 1082
@@ -59,6 +61,13 @@ _FAMILIES = {
 }
 #: The type OIDs whose values are text as they are, in either format (detectors read them).
 TEXT_TYPES = frozenset(oid for oid, f in _FAMILIES.items() if f is Family.TEXT) | {JSON, JSONB, XML}
+#: Types whose values have a fixed form no text can hide in (numbers, times, addresses, ...):
+#: detectors pass over them. Every other type (arrays, records, enums, bytea, ranges, domains'
+#: and extensions' types) may carry a text value inside it (``ARRAY[notes]``, ``ROW(u.*)``).
+FIXED_FORM = frozenset({
+    BOOL, INT8, INT2, INT4, 26, 27, 28, 29, FLOAT4, FLOAT8, 790, NUMERIC, DATE, 1083, 1266, 1114, 1184, 1186,
+    UUID, 869, 650, 829, 774, 1560, 1562, 3220, 5069,  # oid tid xid cid, money, times, uuid, inet...pg_lsn xid8
+})
 
 
 def family_of(type_oid: int) -> Family:
@@ -251,27 +260,17 @@ def partial(first: int, last: int) -> Strategy:
     return masked
 
 
-def partial_text(first: int, last: int) -> Callable[[bytes | None, object], bytes | None]:
+def partial_text(first: int, last: int) -> PartialText:
     """`partial` for a text column, as a `pgwarden.api.Masker`: the same answers, with a short
     way for the usual value (ASCII, ending in the characters to keep: ``123-45-6789``), which
-    every row of a column of distinct values takes (no memo helps there)."""
+    every row of a column of distinct values takes (no memo helps there); the row walk knows it
+    and stars such values in place (`pgwarden.mask_rows`)."""
     general = partial(first, last)
-    text = Family.TEXT
 
-    def masked(value: bytes | None, _column: object) -> bytes | None:
-        if value is None:
-            return None
-        tail = len(value) - last
-        # The last characters are letters or digits (bytes.isalnum: ASCII ones only), and the
-        # value is ASCII: they are the ones kept, and everything before them is starred.
-        if not first and tail > 0 and value[tail:].isalnum() and value.isascii():
-            head = value[:tail]
-            starred = head.translate(_STAR_B)
-            if starred == head:  # nothing to star before them: keeping them would keep everything
-                return starred + value[tail:].translate(_STAR_B)
-            return starred + value[tail:]
-        return general(value, text, 0)
-    return masked
+    def text(value: bytes) -> bytes | None:
+        return general(value, Family.TEXT, 0)
+
+    return PartialText(first, last, text)
 
 
 def email() -> Strategy:

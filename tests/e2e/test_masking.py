@@ -249,6 +249,12 @@ def test_detectors_on_text_columns_and_messages_counted_never_shown(make_pgwarde
             got = cur.execute("select body from mnotes where id = 1").fetchone()
         assert got == ("call me at [ssn] or mail [email]",)
         assert c.execute("select to_jsonb(n) from mnotes n where id = 1").fetchone() == ("[ssn,email]",)
+        # A value inside an array or a record is found too: the whole value goes (NULL).
+        assert c.execute("select array[body], row(id, body), id from mnotes where id = 1").fetchone() == (
+            None, None, 1)
+        with c.cursor(binary=True) as cur:
+            assert cur.execute("select array[body], id from mnotes order by id").fetchall() == [
+                (None, 1), (["nothing here"], 2)]
         with pytest.raises(psycopg.errors.RaiseException) as e:
             c.execute("do $$ begin raise exception 'card 4111 1111 1111 1111 rejected'; end $$")
         assert e.value.diag.message_primary == "card [credit_card] rejected"

@@ -257,6 +257,8 @@ class ClientConnection(Protocol):
         self.end_reason: str | None = None
         #: the statement waiting for a human's approval, if any (`pgwarden.approvals.Wait`)
         self.approval_wait: Wait | None = None
+        #: the client's connection is over (`connectionLost` ran)
+        self._client_lost = False
 
     @property
     def tls_active(self) -> bool:
@@ -308,6 +310,21 @@ class ClientConnection(Protocol):
                 self.upstream.transport.write(m.Terminate().encode())
             self.upstream.transport.loseConnection()
         self.host.connection_closed(self)
+        self._client_lost = True
+        if self.upstream is None or self.upstream.closed:
+            self._release()
+
+    def _release(self) -> None:
+        """Both connections are over: breaks the session's reference cycles, so that it is
+        freed at once rather than by the cyclic collector, which `pgwarden run` tunes to
+        run rarely (`pgwarden.cli._tune_gc`): sessions that come and go would otherwise
+        pile up as garbage between its full collections, and the memory they held stay
+        fragmented. The relay and the masking listeners call back into this connection
+        (bound methods, closures); nothing calls them once neither end can send."""
+        self.relay = None  # type: ignore[assignment]
+        self.masks = None
+        if self.upstream is not None:
+            self.upstream.release()
 
     def _fatal(self, sqlstate: str, message: str) -> None:
         """Sends a FATAL error and closes; nothing else is read from the client."""
@@ -543,6 +560,9 @@ class ClientConnection(Protocol):
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:
+        if self._client_lost:  # the last of the session's two connections
+            self._release()
+            return
         if self.phase != "relay" or self.relay.terminated:
             return
         if self.relay.server_fatal:
@@ -671,16 +691,26 @@ class ClientConnection(Protocol):
 
 
 class _Once(ClientFactory):
-    """A client factory for exactly one, already built, protocol instance."""
+    """A client factory for exactly one, already built, protocol instance.
 
-    def __init__(self, proto: Protocol, failed) -> None:
-        self._proto = proto
-        self._failed = failed
+    It lets go of the protocol and the session's callback once either is used: Twisted's
+    connector keeps its factory (and its transport, which points back at it) after the
+    connection, and a factory that kept them would keep the session alive through that
+    cycle until the cyclic collector runs."""
+
+    def __init__(self, proto: UpstreamProtocol, failed: Callable[[Failure], None]) -> None:
+        self._proto: UpstreamProtocol | None = proto
+        self._failed: Callable[[Failure], None] | None = failed
 
     noisy = False  # one factory per session: "Starting factory" lines would flood the log
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
-        self._failed(reason)
+        proto, failed, self._proto, self._failed = self._proto, self._failed, None, None
+        if proto is not None:
+            proto.release()  # never connected: its callbacks are never called
+        if failed is not None:
+            failed(reason)
 
-    def buildProtocol(self, addr) -> Protocol:
-        return self._proto
+    def buildProtocol(self, addr) -> Protocol | None:
+        proto, self._proto, self._failed = self._proto, None, None
+        return proto

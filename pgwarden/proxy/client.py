@@ -9,6 +9,7 @@ client is dropped.
 from __future__ import annotations
 
 import secrets
+import traceback
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -103,6 +104,26 @@ def upstream_application_name(template: str, identity: Identity, startup: m.Star
     if client and "{client}" not in template:
         name = f"{name} ({client})"
     return name[:63]  # PostgreSQL keeps NAMEDATALEN - 1 bytes
+
+
+def forget_frames(error: BaseException) -> None:
+    """Clears the local variables of the finished frames in ``error``'s tracebacks (and in those
+    of the exceptions it was raised from or during).
+
+    A frame that caught an exception and raised another (pluggy's hook call does, so does
+    ``raise ... from``) keeps the first in a local, and its traceback keeps the frame: a
+    cycle, which holds every caller's frame, this connection's among them, until the cyclic
+    collector runs, late under `pgwarden run` (`pgwarden.cli._tune_gc`). A refused login
+    needs only the reason."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)  # the running frames (ours) are left as they are
+        pending += [e.__cause__, e.__context__]
 
 
 def session_sql_context(catalog: Catalog, user: str, startup: m.StartupMessage) -> SqlContext:
@@ -405,6 +426,7 @@ class ClientConnection(Protocol):
         try:
             outcome = self.services.authenticator.authenticate(self.login.startup_message, token)
         except AuthenticationFailed as e:
+            forget_frames(e)
             self._apply(self.login.auth_failed(e.reason))
             return
         if isinstance(outcome, Deferred):  # keys being fetched from the issuer

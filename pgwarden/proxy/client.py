@@ -736,3 +736,10 @@ class _Once(ClientFactory):
     def buildProtocol(self, addr) -> Protocol | None:
         proto, self._proto, self._failed = self._proto, None, None
         return proto
+
+    def clientConnectionLost(self, connector, reason: Failure) -> None:
+        # Twisted's connector and its transport point at each other after the connection ends
+        # (Connector.transport, Client.connector): a cycle of the reactor's that only the cyclic
+        # collector frees. Twisted breaks it itself when a connection fails
+        # (BaseConnector.connectionFailed); so does this when one ends.
+        connector.transport = None

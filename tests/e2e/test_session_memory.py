@@ -20,6 +20,7 @@ from collections.abc import Iterator
 import asyncpg
 import pytest
 from session_ends import end_every_way, leave_during_login, open_sessions
+from twisted.internet import tcp
 
 from pgwarden.proxy.client import ClientConnection
 from pgwarden.proxy.upstream import UpstreamProtocol
@@ -30,7 +31,8 @@ from pgwarden.testing import wait_until
 from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
 
 SESSIONS = 30
-KINDS = (ClientConnection, UpstreamProtocol, Relay, SessionMasks, Session)
+#: a session's objects, and Twisted's for its upstream connection (a connector and its transport)
+KINDS = (ClientConnection, UpstreamProtocol, Relay, SessionMasks, Session, tcp.Client, tcp.Connector)
 
 
 def alive() -> Counter[str]:

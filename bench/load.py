@@ -17,6 +17,10 @@ this process that ran one statement each). It checks and reports:
 * descriptors released: /proc/PID/fd counted before, with the sessions open, and after
   they closed.
 
+``--churn ROUNDS`` instead opens ``--sessions`` idle sessions and closes them, ROUNDS
+times, with pgwarden's RSS with them open and after they closed each round: whether
+sessions that come and go give their memory back (flat) or leave some of it behind.
+
 ``--find-limit`` instead opens sessions in steps of ``--step`` up to ``--max-sessions``
 (or until one fails), with pgwarden's RSS, descriptors and CPU at each step: what the
 process runs out of first. ``--nofile SOFT:HARD`` starts pgwarden under that descriptor
@@ -26,6 +30,7 @@ limit (prlimit), to see the limit it raises and the one it cannot.
     .venv/bin/python bench/load.py --duration 20 --sessions 200 --busy 20
     .venv/bin/python bench/load.py --find-limit --max-sessions 2000 --step 250
     .venv/bin/python bench/load.py --find-limit --nofile 1024:1024
+    .venv/bin/python bench/load.py --churn 5 --sessions 500
 """
 
 from __future__ import annotations
@@ -290,6 +295,33 @@ def find_limit(args, svc: Service, target: Target) -> tuple[dict, bool]:
     return found, True
 
 
+def churn(args, svc: Service, target: Target) -> tuple[dict, bool]:
+    pid = svc.proc.pid
+    idle_rss, idle_fds = rss_kib(pid), count_fds(pid)
+    rounds = []
+    for number in range(1, args.churn + 1):
+        async def one_round() -> dict:
+            sessions, errors = await open_sessions(target, args.sessions)
+            await asyncio.sleep(1.0)
+            found = {"sessions": len(sessions), "rss_kib": rss_kib(pid), "fds": count_fds(pid), "errors": errors}
+            await close_sessions(sessions)
+            return found
+
+        found = asyncio.run(one_round())
+        found["after_fds"] = wait_for_fds(pid, idle_fds or 0)
+        time.sleep(1.0)  # what pgwarden does once the last session has gone (it may collect then)
+        found["after_rss_kib"] = rss_kib(pid)
+        rounds.append(found)
+        say(f"round {number}: {found['sessions']} sessions open: RSS {mib(found['rss_kib'])}; "
+            f"after they closed: RSS {mib(found['after_rss_kib'])}, {found['after_fds']} descriptors")
+    found = {"idle_rss_kib": idle_rss, "idle_fds": idle_fds, "rounds": rounds,
+             "pgwarden_log_errors": error_lines(svc.log_since(0))}
+    ok = (not found["pgwarden_log_errors"] and all(not r["errors"] for r in rounds)
+          and all(r["after_fds"] is not None and idle_fds is not None and r["after_fds"] <= idle_fds
+                  for r in rounds))
+    return found, ok
+
+
 # ------------------------------------------------------------------ the report
 
 
@@ -343,6 +375,19 @@ def report_limit(found: dict) -> str:
     return "\n".join(lines)
 
 
+def report_churn(args, found: dict, ok: bool) -> str:
+    lines = [f"pgwarden under churn: {args.sessions} idle sessions opened and closed, {args.churn} rounds",
+             f"  idle: RSS {mib(found['idle_rss_kib'])}, {found['idle_fds']} descriptors",
+             f"  {'round':>5} {'sessions':>8} {'RSS open':>10} {'RSS after':>10} {'descriptors after':>18}"]
+    for number, r in enumerate(found["rounds"], 1):
+        lines.append(f"  {number:>5} {r['sessions']:>8} {mib(r['rss_kib']):>10} {mib(r['after_rss_kib']):>10} "
+                     f"{r['after_fds']!s:>18}")
+    problems = [e for r in found["rounds"] for e in r["errors"]][:5] + found["pgwarden_log_errors"][:5]
+    lines += [f"  problem: {p}" for p in problems]
+    lines.append("  result: " + ("ok" if ok else "FAILED"))
+    return "\n".join(lines)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sessions", type=int, default=500, help="sessions held open at once (default 500)")
@@ -354,6 +399,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--find-limit", action="store_true", help="open sessions in steps until one fails")
     p.add_argument("--max-sessions", type=int, default=2000, help="--find-limit: stop there (default 2000)")
     p.add_argument("--step", type=int, default=250, help="--find-limit: sessions per step (default 250)")
+    p.add_argument("--churn", type=int, metavar="ROUNDS",
+                   help="open and close --sessions idle sessions ROUNDS times: RSS each round")
     p.add_argument("--nofile", help="run pgwarden under this descriptor limit, SOFT:HARD (prlimit)")
     args = p.parse_args(argv)
     if not 0 < args.busy <= args.sessions:
@@ -376,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.find_limit:
             found, ok = find_limit(args, svc, target)
             text = report_limit(found)
+        elif args.churn:
+            found, ok = churn(args, svc, target)
+            text = report_churn(args, found, ok)
         else:
             found, ok = load(args, svc, target, workdir)
             text = report_load(args, found, ok)

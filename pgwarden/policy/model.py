@@ -267,8 +267,26 @@ class Policy:
 
 def matching_policies(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:
     """Every policy whose `when` the identity meets, shadow ones and shadow rules included (what
-    `pgwarden.policy.shadow.split` takes apart)."""
-    return tuple(p for p in policies if p.when.matches(identity))
+    `pgwarden.policy.shadow.split` takes apart).
+
+    The same tuple object for every identity that meets the same policies of the same
+    ``policies`` (`_SHARED`): a session's policies tuple is the key of the memos of the
+    verdicts and of the plugins' per-policies facts, by identity, so that sessions alike
+    share their entries rather than each filling its own."""
+    global _SHARED
+    matched = tuple(i for i, p in enumerate(policies) if p.when.matches(identity))
+    shared = _SHARED
+    if shared[0] is not policies:  # another config (a reload): what was shared for the last one is let go
+        shared = _SHARED = (policies, {})
+    found = shared[1].get(matched)
+    if found is None:
+        found = shared[1][matched] = tuple(policies[i] for i in matched)
+    return found
+
+
+#: the config's policies tuple of the last `matching_policies` call, and the tuple it answered
+#: for each set of them (by their places in it); at most 2^len(policies) entries, in practice a few
+_SHARED: tuple[object, dict[tuple[int, ...], tuple[Policy, ...]]] = (None, {})
 
 
 def policies_for(identity: Identity, policies: tuple[Policy, ...]) -> tuple[Policy, ...]:

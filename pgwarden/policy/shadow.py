@@ -42,6 +42,21 @@ def split(policies: tuple[Policy, ...]) -> tuple[tuple[Policy, ...], tuple[Shado
     """
     if not any(p.mode == "shadow" or any(r.mode == "shadow" for r in p.rules) for p in policies):
         return policies, ()
+    known = _SPLIT.get(id(policies))
+    if known is not None and known[0] is policies:
+        return known[1]
+    if len(_SPLIT) > 1000:
+        _SPLIT.clear()
+    split_ = _SPLIT[id(policies)] = (policies, _split(policies))  # the entry keeps the tuple, and so its id
+    return split_[1]
+
+
+#: `split`'s answers by their policies tuple (shared by sessions alike: `matching_policies`), so that
+#: such sessions share the tuple enforced too, and with it the memos keyed by it
+_SPLIT: dict[int, tuple[tuple[Policy, ...], tuple[tuple[Policy, ...], tuple[ShadowUnit, ...]]]] = {}
+
+
+def _split(policies: tuple[Policy, ...]) -> tuple[tuple[Policy, ...], tuple[ShadowUnit, ...]]:
     enforced: list[Policy] = []
     units: list[ShadowUnit] = []
     for policy in policies:

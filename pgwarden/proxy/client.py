@@ -9,6 +9,7 @@ client is dropped.
 from __future__ import annotations
 
 import secrets
+import traceback
 import typing
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -103,6 +104,26 @@ def upstream_application_name(template: str, identity: Identity, startup: m.Star
     if client and "{client}" not in template:
         name = f"{name} ({client})"
     return name[:63]  # PostgreSQL keeps NAMEDATALEN - 1 bytes
+
+
+def forget_frames(error: BaseException) -> None:
+    """Clears the local variables of the finished frames in ``error``'s tracebacks (and in those
+    of the exceptions it was raised from or during).
+
+    A frame that caught an exception and raised another (pluggy's hook call does, so does
+    ``raise ... from``) keeps the first in a local, and its traceback keeps the frame: a
+    cycle, which holds every caller's frame, this connection's among them, until the cyclic
+    collector runs, late under `pgwarden run` (`pgwarden.cli._tune_gc`). A refused login
+    needs only the reason."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [error]
+    while pending:
+        e = pending.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        traceback.clear_frames(e.__traceback__)  # the running frames (ours) are left as they are
+        pending += [e.__cause__, e.__context__]
 
 
 def session_sql_context(catalog: Catalog, user: str, startup: m.StartupMessage) -> SqlContext:
@@ -263,6 +284,8 @@ class ClientConnection(Protocol):
         self.end_reason: str | None = None
         #: the statement waiting for a human's approval, if any (`pgwarden.approvals.Wait`)
         self.approval_wait: Wait | None = None
+        #: the client's connection is over (`connectionLost` ran)
+        self._client_lost = False
 
     @property
     def tls_active(self) -> bool:
@@ -321,6 +344,21 @@ class ClientConnection(Protocol):
                 self.upstream.transport.write(m.Terminate().encode())
             self.upstream.transport.loseConnection()
         self.host.connection_closed(self)
+        self._client_lost = True
+        if self.upstream is None or self.upstream.closed:
+            self._release()
+
+    def _release(self) -> None:
+        """Both connections are over: breaks the session's reference cycles, so that it is
+        freed at once rather than by the cyclic collector, which `pgwarden run` tunes to
+        run rarely (`pgwarden.cli._tune_gc`): sessions that come and go would otherwise
+        pile up as garbage between its full collections, and the memory they held stay
+        fragmented. The relay and the masking listeners call back into this connection
+        (bound methods, closures); nothing calls them once neither end can send."""
+        self.relay = None  # type: ignore[assignment]
+        self.masks = None
+        if self.upstream is not None:
+            self.upstream.release()
 
     def _fatal(self, sqlstate: str, message: str) -> None:
         """Sends a FATAL error and closes; nothing else is read from the client."""
@@ -401,6 +439,7 @@ class ClientConnection(Protocol):
         try:
             outcome = self.services.authenticator.authenticate(self.login.startup_message, token)
         except AuthenticationFailed as e:
+            forget_frames(e)
             self._apply(self.login.auth_failed(e.reason))
             return
         if isinstance(outcome, Deferred):  # keys being fetched from the issuer
@@ -560,6 +599,9 @@ class ClientConnection(Protocol):
         self._flush()
 
     def _upstream_lost(self, reason: Failure) -> None:
+        if self._client_lost:  # the last of the session's two connections
+            self._release()
+            return
         if self.phase != "relay" or self.relay.terminated:
             return
         if self.relay.server_fatal:
@@ -688,16 +730,33 @@ class ClientConnection(Protocol):
 
 
 class _Once(ClientFactory):
-    """A client factory for exactly one, already built, protocol instance."""
+    """A client factory for exactly one, already built, protocol instance.
 
-    def __init__(self, proto: Protocol, failed) -> None:
-        self._proto = proto
-        self._failed = failed
+    It lets go of the protocol and the session's callback once either is used: Twisted's
+    connector keeps its factory (and its transport, which points back at it) after the
+    connection, and a factory that kept them would keep the session alive through that
+    cycle until the cyclic collector runs."""
+
+    def __init__(self, proto: UpstreamProtocol, failed: Callable[[Failure], None]) -> None:
+        self._proto: UpstreamProtocol | None = proto
+        self._failed: Callable[[Failure], None] | None = failed
 
     noisy = False  # one factory per session: "Starting factory" lines would flood the log
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
-        self._failed(reason)
+        proto, failed, self._proto, self._failed = self._proto, self._failed, None, None
+        if proto is not None:
+            proto.release()  # never connected: its callbacks are never called
+        if failed is not None:
+            failed(reason)
 
-    def buildProtocol(self, addr) -> Protocol:
-        return self._proto
+    def buildProtocol(self, addr) -> Protocol | None:
+        proto, self._proto, self._failed = self._proto, None, None
+        return proto
+
+    def clientConnectionLost(self, connector, reason: Failure) -> None:
+        # Twisted's connector and its transport point at each other after the connection ends
+        # (Connector.transport, Client.connector): a cycle of the reactor's that only the cyclic
+        # collector frees. Twisted breaks it itself when a connection fails
+        # (BaseConnector.connectionFailed); so does this when one ends.
+        connector.transport = None

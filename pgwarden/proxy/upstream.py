@@ -50,6 +50,10 @@ def _no_sink(data: bytes) -> None:
     raise LocalProtocolError("upstream bytes with no session to take them")
 
 
+def _gone(*_: object) -> None:
+    """In place of a session's callback once the connection is over (see `UpstreamProtocol.release`)."""
+
+
 class UpstreamProtocol(Protocol):
     """One connection to PostgreSQL on behalf of one client session."""
 
@@ -125,9 +129,26 @@ class UpstreamProtocol(Protocol):
                 self._phase = "relay"
                 self._on_ready(self)
 
+    @property
+    def closed(self) -> bool:
+        """Its connection is over (or never came to be): nothing more comes from it."""
+        return self._phase == "closed"
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         phase, self._phase = self._phase, "closed"
         if phase in ("connecting", "ssl", "login"):
             self._on_failed("the database closed the connection during login", "08006")
         elif phase == "relay" and self.lost_sink is not None:
             self.lost_sink(reason)
+        self.release()
+
+    def release(self) -> None:
+        """Lets go of the session's callbacks, once nothing can call them any more.
+
+        They are bound methods of the session's `ClientConnection`, which holds this
+        protocol: a reference cycle that only the cyclic collector frees, late under
+        `pgwarden run`'s thresholds (`pgwarden.cli._tune_gc`). Without the cycle the
+        session's objects are freed the moment its last reference goes.
+        """
+        self._phase = "closed"
+        self._on_ready = self._on_failed = self.data_sink = self.lost_sink = _gone

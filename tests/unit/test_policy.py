@@ -1,7 +1,7 @@
 """Identity -> policies: groups, subject globs, claims (Kubernetes service-account tokens too)."""
 
 from pgwarden.identity import Identity
-from pgwarden.policy.model import Policy, When, policies_for
+from pgwarden.policy.model import Policy, When, matching_policies, policies_for
 
 K8S_CLAIMS = {
     "sub": "system:serviceaccount:agents:claude",
@@ -48,3 +48,21 @@ def test_every_matching_policy_applies():
     ps = (Policy("a", When(groups=("g",))), Policy("b", When(subject="agent-*")), Policy("c", When(subject="x")))
     assert [p.name for p in policies_for(ident("agent-1", ["g"]), ps)] == ["a", "b"]
     assert policies_for(ident("nobody"), ps) == ()
+
+
+def test_identities_that_meet_the_same_policies_share_one_tuple():
+    """A session's policies tuple keys the memos of verdicts and of the plugins' per-policies
+    facts by identity: sessions alike must share it, not each fill an entry of its own."""
+    from pgwarden.policy.shadow import split
+
+    ps = (Policy("a", When(groups=("g",))), Policy("b", When(subject="agent-*")), Policy("c", When(subject="x"),
+                                                                                        mode="shadow"))
+    first = policies_for(ident("agent-1", ["g"]), ps)
+    assert [p.name for p in first] == ["a", "b"]
+    assert policies_for(ident("agent-2", ["g"]), ps) is first
+    assert [p.name for p in policies_for(ident("agent-3"), ps)] == ["b"]
+    assert policies_for(ident("x", ["g"]), ps) is not first  # meets the shadow policy too
+    assert split(matching_policies(ident("x", ["g"]), ps))[0] is split(matching_policies(ident("x", ["g"]), ps))[0]
+    reloaded = tuple(Policy(p.name, p.when, mode=p.mode) for p in ps)  # equal, but other objects
+    again = policies_for(ident("agent-1", ["g"]), reloaded)
+    assert again == first and again is not first and again[0] is reloaded[0]

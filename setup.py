@@ -6,6 +6,7 @@ installed yet). No C compiler, mypyc missing, or ``PGWARDEN_NO_COMPILE=1``: the 
 on without extensions, silently but for one line on the build's output, and pgwarden runs
 the same ``.py`` modules (`pgwarden --version` says which). A build that fails part way
 installs none of the extensions: they are one mypyc group and import each other.
+``PGWARDEN_REQUIRE_COMPILE=1`` makes any of these fail the build instead (the image's builder).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def _compiled_modules() -> list[str]:
 
 
 def _skip(why: str) -> list:
+    if os.environ.get("PGWARDEN_REQUIRE_COMPILE", "") not in ("", "0"):  # the image's builder
+        raise SystemExit(f"pgwarden: the hot path did not compile ({why}) and PGWARDEN_REQUIRE_COMPILE is set")
     print(f"pgwarden: not compiling the hot path ({why}); installing it as pure Python", file=sys.stderr)
     return []
 

@@ -36,8 +36,6 @@ MODULES: tuple[str, ...] = (
     "pgwarden.relay.execution",
     "pgwarden.relay.refusal",
     "pgwarden.relay.rows",
-    "pgwarden.recorder",
-    "pgwarden.chain",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

@@ -8,17 +8,29 @@ EXAMPLE := examples/pgwarden-business-hours
 EXAMPLE_VENV ?= .venv-example
 EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 
-.PHONY: venv lint test test-fast test-stock-reactor test-newest-twisted test-example fuzz fuzz-leaks leak-table \
+.PHONY: venv compiled lint test test-fast test-stock-reactor test-compiled test-pure test-newest-twisted test-example fuzz fuzz-leaks leak-table \
 	bench load suites demo image \
 	image-name push clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	touch $(STAMP) $(COMPILED_STAMP)
 
 venv: $(STAMP)
+
+# The compiled hot path (pgwarden/compiled.py lists its modules; setup.py builds them with mypyc
+# when a C compiler is there). The editable install builds the extensions in place, beside each
+# .py, once: after a change to one of those .py files, this builds them again (an extension
+# older than its source would run the old code; tests/unit/test_compiled.py checks it).
+COMPILED_STAMP := $(VENV)/.compiled
+COMPILED_SOURCES := $(addsuffix .py,$(subst .,/,$(shell sed -n 's/^    "\(pgwarden\.[a-z_.]*\)",$$/\1/p' pgwarden/compiled.py)))
+$(COMPILED_STAMP): $(STAMP) setup.py pgwarden/compiled.py $(COMPILED_SOURCES)
+	$(PY) setup.py -q build_ext --inplace
+	touch $(COMPILED_STAMP)
+
+compiled: $(COMPILED_STAMP)
 
 # The example third-party plugin lives in a venv of its own: once installed, a
 # plugin applies to every pgwarden of that environment, the main suite's included.
@@ -33,18 +45,28 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# The whole suite: lint first, then unit, property-based (fast profile), end to end, again on
-# Twisted's own reactor (test-stock-reactor), and the example plugin's own.
-test: lint $(STAMP) $(EXAMPLE_STAMP)
-	$(PY) -m pytest -q
-	PGWARDEN_REACTOR=default $(PY) -m pytest -q
+# The whole suite: lint first, then unit, property-based (fast profile), end to end, twice: the
+# compiled hot path on pgwarden's reactor (a test fails if it is not compiled: PGWARDEN_EXPECT_COMPILED),
+# then pure Python on Twisted's own reactor (test-stock-reactor's); and the example plugin's own.
+test: lint $(STAMP) $(COMPILED_STAMP) $(EXAMPLE_STAMP)
+	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q
+	PGWARDEN_PURE_PYTHON=1 PGWARDEN_REACTOR=default $(PY) -m pytest -q
 	$(EXAMPLE_VENV)/bin/python -m pytest -q $(EXAMPLE)/tests
 
 # The whole suite on Twisted's default reactor instead of pgwarden's (PGWARDEN_REACTOR=default:
-# the fixtures and every `pgwarden run` the tests start use it). pgwarden.turns ends each turn
-# with callLater(0) there instead of at the end of the poll; records and bytes must not notice.
+# the fixtures and every `pgwarden run` the tests start use it), with the hot path as pure Python,
+# as `make test`'s second pass. pgwarden.turns ends each turn with callLater(0) there instead of
+# at the end of the poll; records and bytes must not notice.
 test-stock-reactor: $(STAMP)
-	PGWARDEN_REACTOR=default $(PY) -m pytest -q
+	PGWARDEN_PURE_PYTHON=1 PGWARDEN_REACTOR=default $(PY) -m pytest -q
+
+# The whole suite on the compiled hot path only (the first half of `make test`).
+test-compiled: $(STAMP) $(COMPILED_STAMP)
+	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q
+
+# ... and on pure Python only (PGWARDEN_PURE_PYTHON=1: pgwarden.compiled), on pgwarden's reactor.
+test-pure: $(STAMP)
+	PGWARDEN_PURE_PYTHON=1 $(PY) -m pytest -q
 
 # The newest Twisted release, whatever the upper bound in setup.cfg says: whether the bound can
 # be raised. A fresh venv of its own each time (the newest of the day, from PyPI); the unit tests
@@ -131,3 +153,4 @@ push: image-name image
 
 clean:
 	rm -rf $(VENV) $(EXAMPLE_VENV) $(TWISTED_VENV) .pytest_cache .hypothesis build *.egg-info
+	find pgwarden -name '*.so' -delete; rm -f *__mypyc.*.so

@@ -79,13 +79,13 @@ def _application(kind: str, work: Path):
     identity = Identity(settings.BENCH_SUBJECT, frozenset())
     policies = policies_for(identity, app.config.policies)
 
-    class Startup:  # what the session context reads of a StartupMessage: no search_path given
-        def get(self, key: str, default: object = None) -> object:
-            return default
+    from pgwarden.proxy.client import session_sql_context
+    from pgwarden.wire.messages import StartupMessage
 
+    sql_context = session_sql_context(app.catalog.current, app.config.upstream.user, StartupMessage(196608, ()))
     conn = SimpleNamespace(session=Session("bench", identity, settings.DATABASE, policies=policies),
-                           limits=session_limits(policies), relay=None, catalog_changed=False,
-                           log=SessionLog("0123456789abcdef"), sql_context=app.session_context(Startup()),
+                           limits=session_limits(policies), relay=None, catalog_changed=False, masks=None,
+                           log=SessionLog("0123456789abcdef"), sql_context=sql_context,
                            recording_failed=lambda: None, shadow=None)
     return app, conn
 
@@ -98,7 +98,7 @@ def child(kind: str, n: int, rounds: int) -> list[float]:
 
     with tempfile.TemporaryDirectory(prefix="decide-loop-") as work:
         app, conn = _application(kind, Path(work))
-        decide = app.decide
+        decide = app.decisions.decide
         end_of_poll = app.reactor.turn
 
         def step(seq: int, sql: str) -> int:

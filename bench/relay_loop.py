@@ -12,11 +12,18 @@ moves both alike (the other modules are this tree's: for changes inside the engi
 
     .venv/bin/python bench/relay_loop.py                      # 100k round trips, 7 rounds
     .venv/bin/python bench/relay_loop.py --against HEAD~1 --n 50000
+
+The round trips run inside ``functools.reduce``, which nothing else calls meanwhile, so
+callgrind can count their instructions alone (one workload, one round):
+
+    PYTHONHASHSEED=0 valgrind --tool=callgrind --collect-atstart=no --toggle-collect=functools_reduce \\
+        .venv/bin/python bench/relay_loop.py --workload simple --n 5000 --rounds 1  # / 5,000 per round trip
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib.util
 import statistics
 import subprocess
@@ -55,12 +62,16 @@ def _round_trips(module, client: bytes, answer: bytes, n: int) -> float:
     relay = module.Relay(lambda _request: allow)
     client_data, server_data = relay.client_data, relay.server_data
     pop_upstream, pop_client = relay.pop_upstream, relay.pop_client
-    start = time.process_time()
-    for _ in range(n):
+
+    def step(_acc: int, _i: int) -> int:
         client_data(client)
         pop_upstream()
         server_data(answer)
         pop_client()
+        return 0
+
+    start = time.process_time()
+    functools.reduce(step, range(n), 0)
     return (time.process_time() - start) / n * 1e6
 
 
@@ -77,12 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000, help="round trips per round")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--workload", choices=("simple", "extended"), help="only this one (default: both)")
     parser.add_argument("--against", metavar="REV", help="also run the relay engine of this git revision")
     args = parser.parse_args(argv)
     targets = [("this tree", engine)]
     if args.against:
         targets.insert(0, (args.against, _engine_at(args.against)))
     workloads = {"simple": _simple(), "extended": _extended()}
+    if args.workload:
+        workloads = {args.workload: workloads[args.workload]}
     results: dict[tuple[str, str], list[float]] = {}
     for round_ in range(args.rounds):
         order = targets if round_ % 2 == 0 else targets[::-1]  # A B B A ...

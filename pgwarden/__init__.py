@@ -12,7 +12,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pgwarden import compiled as _compiled
+
 __version__ = "0.1.0"
+
+# Before any other module of pgwarden is imported: PGWARDEN_PURE_PYTHON=1 runs the compiled
+# modules from their .py (pgwarden.compiled).
+_compiled.install()
 
 # name -> the module it lives in
 _LAZY = {

@@ -491,8 +491,20 @@ def _cmd_webhook(args) -> int:
     return run(args.config)
 
 
+class _Version(argparse.Action):
+    """``--version``: what runs is found out only when asked (it imports the compiled modules)."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        from pgwarden import __version__, compiled
+
+        print(f"pgwarden {__version__}, {compiled.build()}")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="pgwarden", description=__doc__)
+    parser.add_argument("--version", action=_Version, nargs=0,
+                        help="print the version, and whether the hot path runs compiled or as pure Python")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("run", help="run the proxy")

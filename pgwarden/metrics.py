@@ -14,6 +14,8 @@ from typing import Protocol
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from pgwarden import __version__, compiled
+
 #: upper bounds (seconds) of pgwarden's own overhead per statement
 #: upper bounds (seconds) of the time from an approval request to its decision
 DECISION_BUCKETS = (1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
@@ -147,6 +149,7 @@ class MetricsSource(Protocol):
 class StatsCollector(Collector):
     def __init__(self, app: MetricsSource) -> None:
         self.app = app
+        self.build = compiled.build()  # fixed for the process's life
 
     def collect(self) -> Iterator:
         app, stats = self.app, self.app.stats
@@ -230,6 +233,11 @@ class StatsCollector(Collector):
         c = CounterMetricFamily("pgwarden_record_sink_errors", "Record writes that failed.")
         c.add_metric([], app.recorder.sink_errors)
         yield c
+        g = GaugeMetricFamily("pgwarden_build_info", "pgwarden's version, and whether its hot path runs "
+                              "compiled (mypyc) or as pure Python (pgwarden --version).",
+                              labels=["version", "compiled"])
+        g.add_metric([__version__, self.build], 1)
+        yield g
         g = GaugeMetricFamily("pgwarden_recording_failed", "1 while statements are refused because "
                               "records cannot be written.")
         g.add_metric([], 1 if app.recorder.failure else 0)

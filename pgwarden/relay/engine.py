@@ -49,6 +49,7 @@ from collections.abc import Callable
 from typing import Any, Final, cast
 
 import attrs
+from mypy_extensions import mypyc_attr
 
 from pgwarden import lexical
 from pgwarden.relay import counting
@@ -128,6 +129,9 @@ def _unknown_statement(name: str, refused: bool) -> Refusal:
     )
 
 
+# A Python class, not a mypyc native one: its subclasses are attrs classes, which mypyc
+# builds as Python classes, and those cannot derive from a native class.
+@mypyc_attr(native_class=False)
 class _Described:
     """Holds a RowDescription as the raw message; decodes it only when asked.
 

@@ -44,12 +44,24 @@ def test_two_stages_on_the_same_slim_python_311():
 
 
 def test_builder_makes_wheels_from_published_wheels_only(builder):
-    wheel = [i.value for i in builder.all("RUN") if "pip wheel" in i.value]
+    wheel = [w for w in _commands(builder) if w[:4] == ["python", "-m", "pip", "wheel"]]
     assert len(wheel) == 1
-    words = shlex.split(wheel[0])
+    words = wheel[0]
     assert "--only-binary=:all:" in words  # no dependency compiled from source
     assert "--no-cache-dir" in words
     assert "--wheel-dir" in words and words[-1] == "."
+
+
+def test_builder_compiles_the_hot_path_or_fails(builder):
+    """The image ships pgwarden's hot path compiled (setup.py, mypyc): the builder has a C
+    compiler, and a build that would fall back to pure Python fails (PGWARDEN_REQUIRE_COMPILE)."""
+    commands = _commands(builder)
+    installs = [w for w in commands if w[:2] == ["apt-get", "install"]]
+    assert len(installs) == 1 and {"gcc", "libc6-dev", "--no-install-recommends"} <= set(installs[0])
+    wheel = next(i for i in builder.all("RUN") if "pip wheel" in i.value)
+    required = [e for e in builder.all("ENV") if e.value == "PGWARDEN_REQUIRE_COMPILE=1"]
+    assert len(required) == 1 and required[0].line < wheel.line
+    assert "setup.py" in _copied(builder)
 
 
 def test_final_stage_installs_the_wheels_offline_from_a_bind_mount(builder, final):
@@ -132,7 +144,7 @@ def test_build_context_is_exactly_what_the_builder_copies(builder):
     for source in copied:
         assert (ROOT / source).exists(), source
     # What is let in again is never a cache or build output.
-    assert {"**/__pycache__", "**/*.pyc"} <= set(patterns)
+    assert {"**/__pycache__", "**/*.pyc", "**/*.so"} <= set(patterns)
 
 
 def test_build_context_has_everything_setup_cfg_needs(builder):

@@ -1,0 +1,86 @@
+"""Builds pgwarden's hot path with mypyc when it can, and installs it as pure Python when not.
+
+Everything else about the package is in setup.cfg. The modules compiled are listed in
+pgwarden/compiled.py (read here without importing pgwarden, whose dependencies may not be
+installed yet). No C compiler, mypyc missing, or ``PGWARDEN_NO_COMPILE=1``: the build goes
+on without extensions, silently but for one line on the build's output, and pgwarden runs
+the same ``.py`` modules (`pgwarden --version` says which). A build that fails part way
+installs none of the extensions: they are one mypyc group and import each other.
+``PGWARDEN_REQUIRE_COMPILE=1`` makes any of these fail the build instead (the image's builder).
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+HERE = Path(__file__).resolve().parent
+
+
+# mypy's view of the code while compiling (what `make lint` checks is pyproject.toml's [tool.mypy]):
+# the same whatever else is installed, a venv or pip's isolated build environment. pgwarden's own
+# modules are read; installed Python packages (Twisted, pglast, ...) are not, mypyc treats what
+# comes from them as plain Python objects; stubs (the standard library's, attrs') are read, so
+# mypyc knows the attrs classes' shapes.
+MYPYC_CONFIG = """\
+[mypy]
+python_version = 3.11
+ignore_missing_imports = True
+follow_imports = skip
+[mypy-pgwarden.*]
+follow_imports = silent
+"""
+
+
+def _compiled_modules() -> list[str]:
+    tree = ast.parse((HERE / "pgwarden" / "compiled.py").read_text())
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "MODULES":
+            return list(ast.literal_eval(node.value))
+    raise RuntimeError("pgwarden/compiled.py: no MODULES")
+
+
+def _skip(why: str) -> list:
+    if os.environ.get("PGWARDEN_REQUIRE_COMPILE", "") not in ("", "0"):  # the image's builder
+        raise SystemExit(f"pgwarden: the hot path did not compile ({why}) and PGWARDEN_REQUIRE_COMPILE is set")
+    print(f"pgwarden: not compiling the hot path ({why}); installing it as pure Python", file=sys.stderr)
+    return []
+
+
+def _ext_modules() -> list:
+    if os.environ.get("PGWARDEN_NO_COMPILE", "") not in ("", "0"):
+        return _skip("PGWARDEN_NO_COMPILE is set")
+    try:
+        from mypyc.build import mypycify
+    except ImportError as e:
+        return _skip(f"mypyc cannot be imported: {e}")
+    paths = [str(Path(*name.split(".")).with_suffix(".py")) for name in _compiled_modules()]
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            config = Path(work, "mypy.ini")
+            config.write_text(MYPYC_CONFIG)
+            return mypycify(["--config-file", str(config), *paths], opt_level="3", group_name="pgwarden_hot")
+    except BaseException as e:  # noqa: BLE001 - mypyc reports a type error by SystemExit
+        return _skip(f"mypyc failed: {e!r}")
+
+
+class OptionalBuildExt(build_ext):
+    """Builds the extensions, or none of them when one fails (no compiler, a compiler error)."""
+
+    def run(self) -> None:
+        try:
+            super().run()
+        except Exception as e:  # noqa: BLE001 - any failure to build falls back to pure Python
+            for ext in self.extensions:
+                Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
+            _skip(f"building the extensions failed: {e}")
+            self.extensions = []
+
+
+setup(ext_modules=_ext_modules(), cmdclass={"build_ext": OptionalBuildExt})

@@ -115,6 +115,7 @@ bench: $(STAMP)
 	$(PY) bench/ab.py --approve --rounds 6 --duration 5
 	$(PY) bench/masking.py
 	$(PY) bench/approval_latency.py --count 50
+	$(PY) bench/mcp_query.py --count 500
 
 # 500 sessions held open through one pgwarden, 50 of them busy, for a minute (opt-in, ~2 min): no
 # error, no session starved, memory flat, descriptors released (bench/load.py, docs/performance.md).

@@ -37,6 +37,7 @@ _AUTH_REASONS = (
     ("authentication plugin failed", "plugin_error"),
     ("keys", "keys_unavailable"),
     ("pod", "pod_identity"),
+    ("bearer token", "no_token"),  # the MCP endpoint: no Authorization: Bearer header
 )
 
 

@@ -357,6 +357,18 @@ class Recorder:
         record["sqlstate"] = sqlstate
         self.emit(record)
 
+    def mcp_auth_failure(self, slog: SessionLog, client: str, reason: str, sqlstate: str) -> None:
+        """A bearer token the MCP endpoint refused: an ``auth_failure`` with ``door: mcp`` and no
+        user or database (no StartupMessage asked for any)."""
+        record = self._base("auth_failure", slog)
+        record["client"] = client
+        record["user"] = None
+        record["database"] = None
+        record["reason"] = reason
+        record["sqlstate"] = sqlstate
+        record["door"] = "mcp"
+        self.emit(record)
+
     def statement(self, conn: ClientConnection, request, statement, verdict, waits: bool,
                   shadow: list | None = None) -> None:
         slog = conn.log

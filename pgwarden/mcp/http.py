@@ -12,6 +12,10 @@ resource server.
   resource_metadata="..."`` naming the RFC 9728 metadata, served at
   ``/.well-known/oauth-protected-resource`` (and that path with the endpoint's path appended).
   The token goes nowhere else: the database sessions log in with a one-time ticket.
+* A refused token (none, not a bearer token, one that does not verify, an identity no policy
+  matches) is an ``auth_failure`` record with ``door: mcp``, the peer and the reason, and counts
+  in ``pgwarden_auth_failures_total``, as a refused login on the PostgreSQL port does; like
+  there, each refusal is one record (no rate limit: a request costs a verification either way).
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ from pgwarden.mcp.protocol import INVALID_REQUEST, PARSE_ERROR, McpProtocol, Rep
 from pgwarden.mcp.sessions import InternalSessions
 from pgwarden.mcp.tools import DatabaseTools
 from pgwarden.policy import policies_for
+from pgwarden.proxy.peer import peer_text
+from pgwarden.recorder import RecordingFailed, SessionLog, new_session_id
 
 if TYPE_CHECKING:
     from twisted.internet.interfaces import IListeningPort
@@ -118,6 +124,21 @@ class McpEndpoint:
         assert mcp is not None
         return mcp
 
+    def refused(self, peer: str, reason: str, sqlstate: str, identity: Identity | None = None) -> None:
+        """A refused token, as the wire path counts and records a refused login (never the token)."""
+        app = self.app
+        app.stats.auth_failure(reason)
+        recorder = app.recorder
+        if not recorder.active:
+            return
+        slog = SessionLog(new_session_id())
+        if identity is not None:  # no policy: who it was is known
+            slog.identity = {"subject": identity.subject, "groups": sorted(identity.groups)}
+        try:
+            recorder.mcp_auth_failure(slog, peer, reason, sqlstate)
+        except RecordingFailed:
+            pass  # logged by the recorder; the request is refused either way
+
     def metadata(self) -> dict[str, Any]:
         """RFC 9728 protected resource metadata."""
         config = self.app.config
@@ -202,7 +223,9 @@ class _Root(Resource):
     def _unauthorised(self, request: Request, failure: Failure, had_token: bool) -> None:
         failure.trap(AuthenticationFailed)
         reason = failure.value.reason if isinstance(failure.value, AuthenticationFailed) else ""
-        log.info("MCP authentication failed: {reason}", reason=reason)
+        peer = peer_text(request.getClientAddress())
+        log.info("MCP authentication failed from {peer}: {reason}", peer=peer, reason=reason)
+        self.endpoint.refused(peer, reason, "28P01")
         challenge = f'Bearer resource_metadata="{metadata_url(self.endpoint.settings.url)}"'
         if had_token:
             challenge += ', error="invalid_token", error_description="pgwarden: authentication failed"'
@@ -212,7 +235,9 @@ class _Root(Resource):
 
     def _authorised(self, request: Request, identity: Identity) -> Deferred[None] | None:
         if not policies_for(identity, self.endpoint.app.config.policies):
-            log.info("MCP: no policy for {subject}", subject=identity.subject)
+            peer = peer_text(request.getClientAddress())
+            log.info("MCP: no policy for {subject} from {peer}", subject=identity.subject, peer=peer)
+            self.endpoint.refused(peer, "no policy for this identity", "28000", identity)
             _send(request, error(None, INVALID_REQUEST, "pgwarden: no policy for this identity", status=403))
             return None
         headers = {k.decode("latin-1").lower(): v[-1].decode("utf-8", "replace")

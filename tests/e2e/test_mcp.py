@@ -250,6 +250,53 @@ def test_no_policy_for_the_identity(mcp):
     assert r.json()["error"]["message"] == "pgwarden: no policy for this identity"
 
 
+def test_refused_tokens_are_recorded_and_counted_never_the_token(mcp, tmp_path):
+    """Each refusal is an auth_failure record of the MCP door with its reason (as a refused login
+    on the wire is), and counted in pgwarden_auth_failures_total; the token itself goes nowhere."""
+    from pgwarden.testing.endpoint import AUDIENCE
+    from pgwarden.tokens import generate_key
+
+    other_key, _ = generate_key(tmp_path / "k")  # same kid, other key: the signature does not verify
+    tokens = {
+        "expired": mcp.token(subject="rec-expired", ttl_s=-120),
+        "wrong_audience": mcp.token(subject="rec-audience", audience=AUDIENCE),
+        "bad_signature": mint(other_key, subject="rec-signature", issuer=ISSUER, audience=mcp.url),
+        "malformed_token": "not-a-jwt-" + "x" * 40,
+    }
+    no_policy = mcp.token(subject="rec-nobody", groups=["nobody"])
+    before = {r["session"] for r in mcp.records() if r["type"] == "auth_failure"}
+    listing = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
+    for token in tokens.values():
+        assert post(mcp, listing, token=token).status_code == 401
+    assert post(mcp, listing, token=None).status_code == 401
+    assert post(mcp, listing, token=no_policy).status_code == 403
+
+    text = (mcp.process.directory / "records.jsonl").read_text()
+    new = [r for r in mcp.records() if r["type"] == "auth_failure" and r["session"] not in before]
+    assert all(r["door"] == "mcp" and r["client"].startswith("127.0.0.1:") for r in new)
+    assert all(r["user"] is None and r["database"] is None for r in new)
+    reasons = [(r["reason"], r["sqlstate"]) for r in new]
+    assert any(reason.startswith("ExpiredSignatureError") for reason, _ in reasons)
+    assert any(reason.startswith("InvalidAudienceError") for reason, _ in reasons)
+    assert any(reason.startswith("InvalidSignatureError") for reason, _ in reasons)
+    assert any(reason.startswith("malformed token") for reason, _ in reasons)
+    assert ("no bearer token", "28P01") in reasons
+    assert ("no policy for this identity", "28000") in reasons
+    assert len(new) == 6
+    nobody = next(r for r in new if r["sqlstate"] == "28000")
+    assert nobody["identity"] == {"subject": "rec-nobody", "groups": ["nobody"]}
+
+    metrics = httpx.get(f"http://127.0.0.1:{mcp.process.admin_port}/metrics").text
+    for label in ("expired", "wrong_audience", "bad_signature", "malformed_token", "no_token", "no_policy"):
+        assert f'pgwarden_auth_failures_total{{reason="{label}"}}' in metrics, label
+    log = mcp.process.log()
+    assert "MCP authentication failed from 127.0.0.1:" in log
+    for token in [*tokens.values(), no_policy]:
+        for where in (text, log, metrics):
+            assert token not in where
+            assert token.rpartition(".")[2] not in where  # not even its signature
+
+
 def test_sessions_are_bound_to_their_subject(mcp):
     sid = initialize(mcp)
     r = post(mcp, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, session=sid,

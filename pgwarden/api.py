@@ -42,7 +42,7 @@ from pgwarden.policy.model import (
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections
 from pgwarden.session import Session, SessionSummary, Store, StoreKey
 from pgwarden.sql.statement import Statement
-from pgwarden.verdict import ApprovalAnswer, ApprovalRequest, Verdict
+from pgwarden.verdict import ApprovalAnswer, ApprovalRequest, StoredApproval, Verdict
 from pgwarden.wire.messages import Column, RowDescription, StartupMessage
 
 T = TypeVar("T")
@@ -122,6 +122,7 @@ __all__ = [
     "StatementMatch",
     "Store",
     "StoreKey",
+    "StoredApproval",
     "Upstream",
     "Verdict",
     "When",

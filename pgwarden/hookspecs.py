@@ -51,6 +51,7 @@ if TYPE_CHECKING:
         SessionSummary,
         StartupMessage,
         Statement,
+        StoredApproval,
         Verdict,
     )
 
@@ -285,6 +286,41 @@ def pgwarden_approval_status(request_id: str) -> Later[ApprovalAnswer] | None:
     :return: an `ApprovalAnswer`, a Deferred of one (or of None), or None (no store).
 
     .. versionadded:: 1.2
+    """
+
+
+@hookspec(firstresult=True)
+def pgwarden_approval_request(request_id: str) -> Later[StoredApproval | None] | None:
+    """One approval request as its store keeps it, for a caller that takes it up elsewhere than
+    in the session that made it (the MCP endpoint of another pgwarden sharing the store, or of
+    this one after a restart): who asked, the statement, its mode and where it stands.
+
+    Stops at the first non-None result. A Deferred of None: the store has no such request.
+    Nothing is decided or changed by this call.
+
+    :param request_id: the request's id, as the agent was told it.
+    :return: a `StoredApproval`, a Deferred of one (or of None), or None (no store).
+
+    .. versionadded:: 1.3
+    """
+
+
+@hookspec(firstresult=True)
+def pgwarden_approval_claim(request_id: str, subject: str) -> Later[StoredApproval | None] | None:
+    """Claims the one run of an approved retry-mode request of ``subject`` for a caller that
+    sends its stored statement itself (the MCP endpoint's ``execute_approved``): marks it
+    executed in the store, atomically, so that of any number of callers on any number of
+    pgwarden processes sharing the store exactly one gets it. The grant still decides, in the
+    caller's session, whether the statement sent passes.
+
+    Stops at the first non-None result.
+
+    :param request_id: the request's id, as the agent was told it.
+    :param subject: the caller's verified subject: only the requester's own request is claimed.
+    :return: the request as claimed; a Deferred of None when it cannot be claimed (unknown,
+        another subject's, not approved, not retry mode, or claimed already); None (no store).
+
+    .. versionadded:: 1.3
     """
 
 

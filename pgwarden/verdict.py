@@ -133,6 +133,31 @@ class ApprovalAnswer:
 
 
 @attrs.frozen
+class StoredApproval:
+    """One approval request as its store keeps it, for a caller that takes it up elsewhere than
+    in the session that made it: the MCP endpoint of another pgwarden sharing the store, or of
+    this one after a restart (``pgwarden_approval_request``, ``pgwarden_approval_claim``).
+
+    ``sql`` and ``parameters`` are the statement as stored (parameters as records show them);
+    ``exact`` is `ApprovalRequest.exact`, which a statement sent again must match for a
+    retry-mode grant to cover it. ``executed``: a caller that runs the stored statement itself
+    has claimed its one run (``pgwarden_approval_claim``).
+
+    .. versionadded:: 1.3
+    """
+
+    id: str
+    subject: str
+    mode: str
+    sql: str
+    parameters: tuple[str | None, ...] | None
+    exact: str
+    #: where it stands: ``required`` while pending, else as `pgwarden_approval_status` says
+    answer: ApprovalAnswer
+    executed: bool = False
+
+
+@attrs.frozen
 class Refusal:
     """An error pgwarden raises in place of a statement, as the client will see it."""
 

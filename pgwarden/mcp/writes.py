@@ -13,8 +13,16 @@ added is only what an agent whose tool calls return in seconds needs:
 * ``approval_status(id, wait_seconds)``: where it stands (the held statement's end, or the store's
   answer through ``pgwarden_approval_status``), waiting up to ``wait_seconds``.
 * ``execute_approved(id)``: the stored statement, once, with no SQL from the agent. In retry mode
-  it is sent again on the caller's session, where the approval's grant lets it through; in hold
-  mode it already ran when it was approved, and this answers its result.
+  its one run is first claimed in the store (``pgwarden_approval_claim``: atomically, so that of
+  two pgwarden processes racing on the same id one runs it), then it is sent again on the
+  caller's session, where the approval's grant lets it through; in hold mode it already ran when
+  it was approved, and this answers its result.
+
+An id this process does not remember (another pgwarden sharing the store answered
+``request_write``, or this one before a restart) is looked up in the store
+(``pgwarden_approval_request``): the caller must be the request's subject, and the statement is
+the store's row (text and parameters), sent again only if it gives the row's ``exact`` hash.
+With ``approvals.store: memory`` another process's ids are unknown here, and the error says so.
 
 Nobody approves their own request: the store refuses a decision by the requester's subject.
 """
@@ -28,12 +36,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
+from pgwarden.approvals import exact_key, parameters_of
 from pgwarden.mcp.protocol import CallContext, ToolError, UrlElicitationRequired
-from pgwarden.mcp.sessions import Outcome, SessionUnavailable, WireClient
-from pgwarden.verdict import ApprovalAnswer
+from pgwarden.mcp.sessions import Outcome, SessionUnavailable, WireClient, text_param
+from pgwarden.verdict import ApprovalAnswer, StoredApproval
+from pgwarden.wire import messages as m
 
 if TYPE_CHECKING:
     from pgwarden.app import Application
@@ -75,6 +85,9 @@ class PendingWrite:
     executed: bool = False
     #: approval_status calls waiting for the held statement's end
     waiters: list[Deferred[None]] = attrs.Factory(list)
+    #: known from the store, not from this process's request_write (another pgwarden's, or
+    #: this one's before a restart): hold mode's result is not here
+    from_store: bool = False
 
     def ended(self) -> None:
         waiters, self.waiters = self.waiters, []
@@ -83,19 +96,35 @@ class PendingWrite:
                 waiter.callback(None)
 
 
-def approval_status(app: Application, request_id: str) -> Deferred[ApprovalAnswer | None]:
-    """The store's answer about ``request_id`` (`pgwarden_approval_status`), None without one."""
+def _asked(app: Application, hook: str, **kwargs: str) -> Deferred[Any] | None:
+    """A firstresult hook's answer as a Deferred; None when no plugin answers (no store). A
+    plugin that raises fails the Deferred."""
     try:
-        answer = app.plugins.pm.hook.pgwarden_approval_status(request_id=request_id)
+        answer = getattr(app.plugins.pm.hook, hook)(**kwargs)
     except Exception:
-        return succeed(None)
+        return fail()
     if answer is None:
-        return succeed(None)
+        return None
     if isinstance(answer, Deferred):
         return answer
     if hasattr(answer, "__await__"):
         return Deferred.fromCoroutine(answer)
     return succeed(answer)
+
+
+def approval_status(app: Application, request_id: str) -> Deferred[ApprovalAnswer | None]:
+    """The store's answer about ``request_id`` (`pgwarden_approval_status`), None without one."""
+    asked = _asked(app, "pgwarden_approval_status", request_id=request_id)
+    if asked is None:
+        return succeed(None)
+    return asked.addErrback(lambda _f: None)
+
+
+def exact_of(sql: str, params: list[object]) -> str:
+    """`ApprovalRequest.exact` of ``sql`` sent with ``params`` as the internal session sends
+    them (one Bind, text values): what a retry-mode grant is matched by."""
+    bind = m.Bind("", "", (), tuple(text_param(p) for p in params), ()).encode()
+    return exact_key(sql, parameters_of(bind)[1])
 
 
 def offers_url_elicitation(context: CallContext) -> bool:
@@ -119,14 +148,36 @@ class Writes:
             self.pending.pop(next(iter(self.pending)))
         self.pending[pending.id] = pending
 
-    def _mine(self, arguments: Mapping[str, Any], identity: Identity) -> PendingWrite:
+    def _mine(self, arguments: Mapping[str, Any], identity: Identity) -> Deferred[PendingWrite]:
+        """The caller's request ``id``: remembered here, else as the store keeps it."""
         request_id = arguments.get("id")
-        if not isinstance(request_id, str):
+        if not isinstance(request_id, str) or not request_id or len(request_id) > 200:
             raise ToolError("id: expected the request id request_write answered")
         pending = self.pending.get(request_id)
-        if pending is None or pending.subject != identity.subject:
-            raise ToolError(f"no approval request {request_id} of yours (ids are those request_write answered)")
-        return pending
+        if pending is not None:
+            if pending.subject != identity.subject:
+                raise ToolError(f"no approval request {request_id} of yours (ids are those request_write answered)")
+            return succeed(pending)
+        asked = _asked(self.app, "pgwarden_approval_request", request_id=request_id)
+        if asked is None:
+            raise ToolError(self._unknown(request_id))
+
+        def found(stored: StoredApproval | None) -> PendingWrite:
+            # Another subject's request is answered as an unknown one: its existence is not theirs to learn.
+            if stored is None or stored.subject != identity.subject:
+                raise ToolError(self._unknown(request_id))
+            params: list[object] = list(stored.parameters or ())
+            return PendingWrite(stored.id, stored.subject, stored.sql, params, stored.exact,
+                                stored.mode, "", from_store=True)
+
+        return asked.addCallback(found)
+
+    def _unknown(self, request_id: str) -> str:
+        if self.app.config.approvals.store == "memory":
+            return (f"approval request {request_id} is unknown to this pgwarden process: with approvals.store: "
+                    "memory an id lives only in the process that answered request_write (not on another replica, "
+                    "not after a restart); a shared store (approvals.store: postgres) resolves it on any of them")
+        return f"no approval request {request_id} of yours (ids are those request_write answered)"
 
     def _ended(self, pending: PendingWrite, outcome: Outcome) -> dict[str, Any]:
         """What a statement's outcome means to the caller."""
@@ -233,13 +284,16 @@ class Writes:
     # ------------------------------------------------------------------ approval_status
 
     def approval_status(self, arguments: Mapping[str, Any], context: CallContext) -> Deferred[dict[str, Any]]:
-        pending = self._mine(arguments, context.identity)
         wait = arguments.get("wait_seconds", 0)
         if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= 60:
             raise ToolError("wait_seconds: expected a number from 0 to 60")
-        if pending.mode == "hold":
-            return self._held(pending, float(wait))
-        return self._polled(pending, float(wait))
+
+        def status(pending: PendingWrite) -> Deferred[dict[str, Any]]:
+            if pending.mode == "hold" and not pending.from_store:
+                return self._held(pending, float(wait))
+            return self._polled(pending, float(wait))
+
+        return self._mine(arguments, context.identity).addCallback(status)
 
     def _held(self, pending: PendingWrite, wait: float) -> Deferred[dict[str, Any]]:
         if pending.finished is not None or pending.lost is not None or wait <= 0:
@@ -276,13 +330,15 @@ class Writes:
                                            later.callback, None)
                 return later.addCallback(lambda _: approval_status(self.app, pending.id)).addCallback(asked)
             status = {"required": "pending_approval"}.get(answer.state, answer.state)
-            structured: dict[str, Any] = {"status": status, "id": pending.id, "mode": "retry"}
+            structured: dict[str, Any] = {"status": status, "id": pending.id, "mode": pending.mode}
             if answer.approver:
                 structured["decided_by"] = answer.approver
             if answer.reason:
                 structured["reason"] = answer.reason
             if status == "approved":
-                structured["next"] = "execute_approved(id) runs the statement once"
+                structured["next"] = ("execute_approved(id) runs the statement once" if pending.mode == "retry" else
+                                      "the held statement ran on the pgwarden process whose session held it; its "
+                                      "result went there (and to the records)")
             return self._result(structured, error=status in ("denied", "expired"))
 
         return approval_status(self.app, pending.id).addCallback(asked)
@@ -290,24 +346,69 @@ class Writes:
     # ------------------------------------------------------------------ execute_approved
 
     def execute_approved(self, arguments: Mapping[str, Any], context: CallContext) -> Deferred[dict[str, Any]]:
-        pending = self._mine(arguments, context.identity)
-        if pending.mode == "hold":  # it ran (or not) when people decided: its result
-            return self._held(pending, 0.0)
+        return self._mine(arguments, context.identity).addCallback(self._execute, context)
+
+    def _execute(self, pending: PendingWrite, context: CallContext) -> Deferred[dict[str, Any]]:
+        if pending.mode == "hold":  # it ran (or not) when people decided: its result, or where it stands
+            return self._polled(pending, 0.0) if pending.from_store else self._held(pending, 0.0)
         if pending.executed:
+            return succeed(self._ran_already(pending))
+        # The statement that will be sent must be the one approved: for an id of this process,
+        # the one request_write sent; for one from the store, the row's text and parameters.
+        exact = exact_of(pending.sql, pending.params)
+        if pending.from_store and exact != pending.hash:
             return succeed(self._result({"status": "denied", "id": pending.id, "error": {
-                "message": "pgwarden: this request's statement has run already (once per approval)"}}, error=True))
-        if statement_hash(pending.sql, pending.params) != pending.hash:  # pragma: no cover - kept as made
-            raise ToolError("the stored statement changed")
+                "message": f"pgwarden: request {pending.id}'s statement cannot be sent again from the approval store "
+                           "exactly as it was approved (a parameter longer than the store keeps, or not sent "
+                           "through MCP): run it with execute_approved on the pgwarden that answered request_write"}},
+                error=True))
+        claim = _asked(self.app, "pgwarden_approval_claim", request_id=pending.id, subject=context.identity.subject)
+        if claim is None:  # no store plugin with claims: once per this process, as the store says now
+            return approval_status(self.app, pending.id).addCallback(self._approved_here, pending, context)
 
-        def asked(answer: ApprovalAnswer | None) -> Deferred[dict[str, Any]] | dict[str, Any]:
-            if answer is None or answer.state != "approved":
-                state = "unknown" if answer is None else {"required": "pending_approval"}.get(answer.state,
-                                                                                               answer.state)
-                return self._result({"status": state, "id": pending.id, "error": {
-                    "message": f"pgwarden: request {pending.id} is not approved ({state})"}}, error=True)
-            pending.executed = True  # once, whatever happens next
-            return self.tools.run(context.identity, pending.sql, pending.params, self.tools.settings().max_rows,
-                                  self.tools.settings().max_timeout_ms).addCallback(
-                lambda ran: self._ended(pending, ran[1]))
+        def claimed(stored: StoredApproval | None) -> Deferred[dict[str, Any]] | dict[str, Any]:
+            if stored is None:
+                return self._not_claimed(pending)
+            pending.executed = True
+            if stored.exact != exact:  # pragma: no cover - the store's row is the one request_write made
+                return self._result({"status": "denied", "id": pending.id, "error": {
+                    "message": f"pgwarden: request {pending.id}'s stored statement is not the one approved"}},
+                    error=True)
+            return self._run(pending, context)
 
-        return approval_status(self.app, pending.id).addCallback(asked)
+        return claim.addCallback(claimed)
+
+    def _ran_already(self, pending: PendingWrite) -> dict[str, Any]:
+        return self._result({"status": "denied", "id": pending.id, "error": {
+            "message": "pgwarden: this request's statement has run already (once per approval)"}}, error=True)
+
+    def _not_claimed(self, pending: PendingWrite) -> Deferred[dict[str, Any]]:
+        """Why the store would not give the run: claimed already, or not approved (yet)."""
+
+        def why(stored: StoredApproval | None) -> dict[str, Any]:
+            if stored is not None and stored.executed:
+                pending.executed = True
+                return self._ran_already(pending)
+            return self._not_approved(pending, stored.answer if stored is not None else None)
+
+        asked = _asked(self.app, "pgwarden_approval_request", request_id=pending.id)
+        return (asked if asked is not None else succeed(None)).addCallback(why)
+
+    def _not_approved(self, pending: PendingWrite, answer: ApprovalAnswer | None) -> dict[str, Any]:
+        state = "unknown" if answer is None else {"required": "pending_approval"}.get(answer.state, answer.state)
+        return self._result({"status": state, "id": pending.id, "error": {
+            "message": f"pgwarden: request {pending.id} is not approved ({state})"}}, error=True)
+
+    def _approved_here(self, answer: ApprovalAnswer | None, pending: PendingWrite,
+                       context: CallContext) -> Deferred[dict[str, Any]] | dict[str, Any]:
+        if answer is None or answer.state != "approved":
+            return self._not_approved(pending, answer)
+        if pending.executed:
+            return self._ran_already(pending)
+        pending.executed = True  # once, whatever happens next
+        return self._run(pending, context)
+
+    def _run(self, pending: PendingWrite, context: CallContext) -> Deferred[dict[str, Any]]:
+        settings = self.tools.settings()
+        return self.tools.run(context.identity, pending.sql, pending.params, settings.max_rows,
+                              settings.max_timeout_ms).addCallback(lambda ran: self._ended(pending, ran[1]))

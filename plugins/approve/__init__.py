@@ -36,6 +36,7 @@ from pgwarden.api import (
     Sections,
     Session,
     Statement,
+    StoredApproval,
     Verdict,
     hookimpl,
 )
@@ -84,6 +85,13 @@ def stored_request(request: ApprovalRequest, preview: Preview | None) -> StoredR
         reason=verdict.reason, mode="retry" if request.mode == "retry" else "hold",
         approvals_needed=request.approvers, preview=preview,
     )
+
+
+def approval_of(stored: StoredRequest) -> StoredApproval:
+    """The core's view of a stored request (for the MCP endpoint, on any pgwarden of the store)."""
+    answer = ApprovalAnswer.required() if stored.state == "pending" else answer_of(stored)
+    return StoredApproval(stored.id, stored.subject, stored.mode, stored.sql, stored.parameters, stored.params_hash,
+                          answer, stored.executed)
 
 
 def answer_of(stored: StoredRequest) -> ApprovalAnswer:
@@ -229,6 +237,21 @@ class Approving:
             return ApprovalAnswer.required() if stored.state == "pending" else answer_of(stored)
 
         return store.get(request_id).addCallback(status)
+
+    @hookimpl
+    def pgwarden_approval_request(self, request_id: str) -> Deferred[StoredApproval | None] | None:
+        store = self.store
+        if store is None:
+            return None
+        return store.get(request_id).addCallback(lambda stored: None if stored is None else approval_of(stored))
+
+    @hookimpl
+    def pgwarden_approval_claim(self, request_id: str, subject: str) -> Deferred[StoredApproval | None] | None:
+        store = self.store
+        if store is None:
+            return None
+        return store.claim_execution(request_id, subject).addCallback(
+            lambda stored: None if stored is None else approval_of(stored))
 
     def _retry(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:
         identity = request.session.identity

@@ -17,6 +17,7 @@ from pgwarden_plugins.approve.store import (
     DecisionRefused,
     StoredRequest,
     apply_decision,
+    claimable,
     covers,
 )
 
@@ -92,6 +93,13 @@ class MemoryStore:
                     self._requests[request.id] = request = attrs.evolve(request, used=True)
                 return succeed(request)
         return succeed(None)
+
+    def claim_execution(self, request_id: str, subject: str) -> Deferred[StoredRequest | None]:
+        request = self._requests.get(request_id)
+        if request is None or not claimable(request, subject):
+            return succeed(None)
+        self._requests[request_id] = request = attrs.evolve(request, executed=True)
+        return succeed(request)
 
     # ------------------------------------------------------------------ internals
 

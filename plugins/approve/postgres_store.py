@@ -14,6 +14,10 @@ serialises:
   gets the request as it ended;
 - a ``once`` grant is marked used in the transaction that takes it (row locked), so two
   sidecars cannot both let the same approved statement through.
+- the one run of an approved retry-mode statement that a caller sends itself (the MCP
+  endpoint's ``execute_approved``) is claimed with one ``UPDATE ... WHERE NOT executed
+  RETURNING``: of two sidecars claiming at once, the second waits for the first's row lock,
+  reads the row again and no longer qualifies.
 
 A request's change is announced by the table's trigger (NOTIFY on the schema's channel,
 payload the id): the sidecar whose statement waits reads the request again and wakes its
@@ -226,6 +230,15 @@ class PostgresStore:
             return None
 
         return self._link.run(work)
+
+    def claim_execution(self, request_id: str, subject: str) -> Deferred[StoredRequest | None]:
+        # One statement: under READ COMMITTED a concurrent claim waits for this row's lock, then
+        # checks the WHERE again on the row as committed (executed: true) and updates nothing.
+        query = sql.SQL(
+            "UPDATE {} SET request = pg_catalog.jsonb_set(request, '{{executed}}', 'true') "
+            "WHERE id = %s AND state = 'approved' AND mode = 'retry' AND subject = %s "
+            "AND NOT coalesce((request->>'executed')::boolean, false) RETURNING request").format(self._t("requests"))
+        return self._link.run(lambda conn: _one(conn.execute(query, [request_id, subject]).fetchone()))
 
     # ------------------------------------------------------------------ internals
 

@@ -146,6 +146,9 @@ class StoredRequest:
     grant_by_fingerprint_only: bool = False
     #: a ``once`` grant that has been used
     used: bool = False
+    #: retry mode: a caller that sends the stored statement itself (the MCP endpoint's
+    #: ``execute_approved``) has claimed its one run (`ApprovalStore.claim_execution`)
+    executed: bool = False
 
     @property
     def approvers(self) -> tuple[str, ...]:
@@ -200,6 +203,12 @@ def apply_decision(request: StoredRequest, decision: Decision, rules: ApprovalRu
         until = decision.at + grant.minutes * 60
     return attrs.evolve(request, decisions=decisions, state="approved", closed_at=decision.at,
                         grant_until=until, grant_by_fingerprint_only=grant.by_fingerprint_only)
+
+
+def claimable(request: StoredRequest, subject: str) -> bool:
+    """Whether ``subject`` may claim the one run of ``request``'s stored statement now."""
+    return (request.state == "approved" and request.mode == "retry" and request.subject == subject
+            and not request.executed)
 
 
 def covers(request: StoredRequest, subject: str, fingerprint: str | None, exact: str, now: float) -> bool:
@@ -259,6 +268,11 @@ class ApprovalStore(Protocol):
                    now: float) -> Deferred[StoredRequest | None]:
         """An approved retry-mode request of ``subject`` that `covers` this statement now, or None;
         a ``once`` grant is marked used by the same call (atomically: two sidecars cannot both use it)."""
+
+    def claim_execution(self, request_id: str, subject: str) -> Deferred[StoredRequest | None]:
+        """Marks the approved retry-mode request ``request_id`` of ``subject`` ``executed``; the
+        request as claimed, or None when it is not `claimable` (unknown, claimed already, ...).
+        Atomically: of any number of callers on any number of sidecars, one gets it."""
 
 
 _converter = cattrs.Converter()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import attrs
+import httpx2 as httpx
 import psycopg
 import pytest
 from twisted.internet.defer import Deferred, DeferredList
@@ -357,6 +358,22 @@ def test_a_once_grant_is_taken_by_one_sidecar_only(reactor_thread, stores):
     assert call(reactor_thread, one.take_grant, "agent-1", r.fingerprint, r.params_hash, now) is None
 
 
+def test_the_run_of_an_approved_statement_is_claimed_by_one_sidecar_only(reactor_thread, stores):
+    one, two = stores(), stores()
+    r = request(mode="retry")
+    call(reactor_thread, one.submit, r)
+    assert call(reactor_thread, one.claim_execution, r.id, "agent-1") is None  # not approved yet
+    call(reactor_thread, one.decide, r.id, yes(grant=Grant("window", 10)), RULES)
+    assert call(reactor_thread, one.claim_execution, r.id, "agent-2") is None  # not theirs
+    outcomes = _race(reactor_thread, [lambda: one.claim_execution(r.id, "agent-1"),
+                                      lambda: two.claim_execution(r.id, "agent-1")])
+    claimed = [value for ok, value in outcomes if ok and value is not None]
+    assert all(ok for ok, _ in outcomes) and len(claimed) == 1 and claimed[0].executed, outcomes
+    assert call(reactor_thread, two.claim_execution, r.id, "agent-1") is None
+    stored = call(reactor_thread, two.get, r.id)
+    assert stored.executed and stored.state == "approved" and stored.decisions  # the rest of the row as it was
+
+
 def test_a_window_grant_covers_the_same_statement_until_it_ends(reactor_thread, stores):
     store = stores()
     r = request(mode="retry")
@@ -632,3 +649,74 @@ def test_the_fleet_inbox_serve_decides_for_a_sidecar(pgwarden_process, store_db,
         status, text = _http(f"{base}/{held['id']}/approve", approver, {"reason": "fine"})
         assert status == 200, text
         assert done.result(10) == [(7,)]
+
+
+# ---------------------------------------------------------------------- MCP approval ids on a fleet
+
+
+def _mcp_call(sidecar, url: str, tool: str, arguments: dict, subject: str = "agent-1") -> dict:
+    """tools/call (stateless revision) on ``sidecar``'s MCP endpoint: the structured result."""
+    import json
+
+    from pgwarden.testing.endpoint import ISSUER
+    from pgwarden.tokens import mint
+
+    token = mint(sidecar.keys["private"], subject=subject, issuer=ISSUER, audience=url, groups=["ai-agents"])
+    version = "2026-07-28"
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {
+        "name": tool, "arguments": arguments, "_meta": {"io.modelcontextprotocol/protocolVersion": version,
+                                                        "io.modelcontextprotocol/clientCapabilities": {}}}}
+    r = httpx.post(url, content=json.dumps(body), timeout=30, headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json", "MCP-Protocol-Version": version,
+        "Mcp-Method": "tools/call", "Mcp-Name": tool})
+    doc = r.json()
+    if "error" in doc:
+        return {"error": doc["error"]["message"]}
+    return doc["result"]["structuredContent"]
+
+
+def test_an_mcp_approval_id_resolves_on_another_sidecar_and_runs_once(pgwarden_process, store_db, pg_server):
+    """request_write on one pgwarden; the id is known to the other through the shared store (as
+    after a restart); both race execute_approved under a window grant: the statement runs once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pgwarden.testing.postgres import free_port
+
+    pg_server.psql("drop table if exists mcp_fleet; create table mcp_fleet (id int primary key, n int); "
+                   "insert into mcp_fleet values (1, 0); grant all on mcp_fleet to public", "appdb")
+    approvals = {"store": "postgres", "approver_groups": ["dba"], "timeout_s": 60, "mode": "retry",
+                 "postgres": {"dsn": f"host={pg_server.host} port={pg_server.port} dbname={store_db.name} "
+                                     f"user={ROLE}", "password_file": str(store_db.password_file),
+                              "retry_s": 0.1, "max_retry_s": 0.5}}
+    sidecars, urls = [], []
+    for _ in range(2):
+        port = free_port()
+        urls.append(f"http://127.0.0.1:{port}/mcp")
+        sidecars.append(pgwarden_process(approvals=approvals, policies=[WRITES], mcp={"url": urls[-1], "port": port}))
+    one, two = sidecars
+    sql = "UPDATE mcp_fleet SET n = n + 1 WHERE id = $1"
+    asked = _mcp_call(one, urls[0], "request_write", {"sql": sql, "params": [1]})
+    assert asked["status"] == "pending_approval" and asked["mode"] == "retry", asked
+    request_id = asked["id"]
+
+    # the other pgwarden knows it from the store: for its subject only
+    assert _mcp_call(two, urls[1], "approval_status", {"id": request_id})["status"] == "pending_approval"
+    assert "no approval request" in _mcp_call(two, urls[1], "approval_status", {"id": request_id}, "agent-2")["error"]
+    early = _mcp_call(two, urls[1], "execute_approved", {"id": request_id})
+    assert early["status"] == "pending_approval" and pg_server.psql("select n from mcp_fleet", "appdb") == "0"
+    decide = f"http://127.0.0.1:{two.admin_port}/approvals/api/requests/{request_id}/approve"
+    assert _http(decide, two.token("agent-1", ["dba"]), {"reason": "mine"})[0] == 403  # no self-approval
+    # a window grant would let the same statement through as often as it comes: the claim makes it once
+    status, text = _http(decide, two.token("ann", ["dba"]), {"reason": "ok", "grant": {"kind": "window", "minutes": 5}})
+    assert status == 200, text
+    assert _mcp_call(two, urls[1], "approval_status", {"id": request_id})["status"] == "approved"
+
+    with ThreadPoolExecutor(2) as pool:
+        runs = list(pool.map(lambda i: _mcp_call(sidecars[i], urls[i], "execute_approved", {"id": request_id}),
+                             [0, 1]))
+    assert sorted(r["status"] for r in runs) == ["denied", "executed"], runs
+    assert "has run already" in next(r for r in runs if r["status"] == "denied")["error"]["message"]
+    assert pg_server.psql("select n from mcp_fleet", "appdb") == "1"
+    again = _mcp_call(two, urls[1], "execute_approved", {"id": request_id})
+    assert "has run already" in again["error"]["message"]
+    assert pg_server.psql("select n from mcp_fleet", "appdb") == "1"

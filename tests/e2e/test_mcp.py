@@ -598,6 +598,13 @@ def test_write_through_approval_end_to_end(mcp):
     assert statements[0]["sql"].startswith("/* reason: customer asked * / DROP */ INSERT")
 
 
+def test_an_id_of_another_process_is_unknown_with_the_memory_store(mcp):
+    r = modern(mcp, "tools/call", {"name": "execute_approved", "arguments": {"id": "0123456789"}})
+    assert r.status_code == 400
+    assert "unknown to this pgwarden process" in r.json()["error"]["message"]
+    assert "approvals.store: memory" in r.json()["error"]["message"]
+
+
 def test_held_write_runs_when_approved(mcp):
     s = call(mcp, "request_write", {"sql": "INSERT INTO mcp_held VALUES (1, 'lamp')"})["structuredContent"]
     assert s["status"] == "pending_approval" and s["mode"] == "hold", s

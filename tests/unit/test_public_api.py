@@ -99,7 +99,7 @@ def test_the_api_module_is_exactly_these_names_each_documented():
         "MessageMask", "Partial", "ResultColumn", "ResultShape",
         "PartialMask", "PgwardenDeprecationWarning", "Policy", "Reactor", "Record", "Recording", "RowDescription",
         "Rule", "RuleKind", "Sections", "Session", "SessionSummary", "StartupMessage", "Statement",
-        "StatementMatch", "Store", "StoreKey", "Upstream", "Verdict", "When", "hookimpl",
+        "StatementMatch", "Store", "StoreKey", "StoredApproval", "Upstream", "Verdict", "When", "hookimpl",
     ])
     text = DOCS.read_text()
     assert [name for name in api.__all__ if f"`{name}`" not in text] == []

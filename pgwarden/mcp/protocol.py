@@ -19,12 +19,14 @@ the one a session was opened by.
 from __future__ import annotations
 
 import base64
+import json
 import re
 import secrets
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
+import orjson
 from twisted.internet.defer import Deferred, fail, succeed
 
 import pgwarden
@@ -59,6 +61,16 @@ INSTRUCTIONS = ("pgwarden governs this database: every statement is checked agai
 
 
 T = TypeVar("T")
+
+
+def dumps(value: object) -> bytes:
+    """``value`` as JSON (UTF-8). orjson, some twenty times the json module's speed on a tool's
+    answer; json where orjson cannot say a value exactly (an integer beyond 64 bits, as a json
+    column may hold), rather than lose it."""
+    try:
+        return orjson.dumps(value, default=str)
+    except TypeError:
+        return json.dumps(value, default=str).encode("utf-8")
 
 
 def deferred_call(f: Callable[..., T | Deferred[T]], *args: object) -> Deferred[T]:

@@ -341,10 +341,21 @@ class InternalSessions:
         self._idle_s = idle_s
         self._timers: dict[WireClient, object] = {}
         self._recent: list[WireClient] = []  # idle sessions, least recently used first
+        self._last_key: tuple[Identity, str] | None = None
+
+    def _key(self, identity: Identity) -> str:
+        """`identity_key`, kept for the last identity object (the bearer check hands the same one
+        to every call of a token): one JSON encoding per token, not two per call."""
+        kept = self._last_key
+        if kept is not None and kept[0] is identity:
+            return kept[1]
+        key = identity_key(identity)
+        self._last_key = (identity, key)
+        return key
 
     def acquire(self, identity: Identity) -> Deferred[WireClient]:
         """An idle session of ``identity``, or a new one once logged in."""
-        key = identity_key(identity)
+        key = self._key(identity)
         idle = self._idle.get(key)
         while idle:
             client = idle.pop()
@@ -410,7 +421,7 @@ class InternalSessions:
     def dedicated(self, identity: Identity) -> Deferred[WireClient]:
         """A new session of ``identity`` that goes back to no pool (a statement that may wait for
         a person holds it); close it when done."""
-        key = identity_key(identity)
+        key = self._key(identity)
         if self._count.get(key, 0) >= MAX_SESSIONS_PER_IDENTITY:
             return fail(SessionUnavailable("53300", f"pgwarden: at most {MAX_SESSIONS_PER_IDENTITY} MCP calls of "
                                                     "one identity at a time"))
@@ -424,7 +435,7 @@ class InternalSessions:
         if outcome is None or outcome.transaction_status != "I" or client.busy:
             client.close()
             return
-        key = identity_key(identity)
+        key = self._key(identity)
         self._idle.setdefault(key, []).append(client)
         self._recent.append(client)
         while len(self._recent) > MAX_IDLE:  # the least recently used idle session goes

@@ -21,7 +21,7 @@ from pgwarden import limits as core_limits
 from pgwarden.config import Mcp
 from pgwarden.explain import masks_json, statement_masks
 from pgwarden.limits import read_only_policy
-from pgwarden.mcp.protocol import CallContext, ToolError, Tools, deferred_call
+from pgwarden.mcp.protocol import CallContext, ToolError, Tools, deferred_call, dumps
 from pgwarden.mcp.sessions import InternalSessions, Outcome, SessionUnavailable, WireClient
 from pgwarden.mcp.writes import Writes
 from pgwarden.policy import policies_for
@@ -102,7 +102,7 @@ def value_of(text: str | None, type_oid: int) -> object:
 
 
 def _result(structured: dict[str, Any], *, error: bool = False, preface: str | None = None) -> dict[str, Any]:
-    text = json.dumps(structured, default=str)
+    text = dumps(structured).decode("utf-8")
     content = [{"type": "text", "text": text if preface is None else f"{preface}\n{text}"}]
     return {"content": content, "structuredContent": structured, "isError": error}
 
@@ -174,11 +174,27 @@ class DatabaseTools(Tools):
         self.sessions = sessions
         self.settings = settings
         self.writes = Writes(app, self, _result)
+        self._handlers: dict[str, Callable[[Mapping[str, Any], CallContext], Any]] = {
+            "whoami": self.whoami, "search_schema": self.search_schema, "query": self.query, "explain": self.explain,
+            "request_write": self.writes.request_write, "approval_status": self.writes.approval_status,
+            "execute_approved": self.writes.execute_approved}
+        self._policies: tuple[object, object, tuple[Policy, ...]] | None = None
+
+    def policies(self, identity: Identity) -> tuple[Policy, ...]:
+        """`policies_for` the identity, kept while the same identity object (the bearer check keeps
+        one per token) calls under the same policies: whoami and tools/list ask several times."""
+        config_policies = self.app.config.policies
+        kept = self._policies
+        if kept is not None and kept[0] is identity and kept[1] is config_policies:
+            return kept[2]
+        policies = policies_for(identity, config_policies)
+        self._policies = (identity, config_policies, policies)
+        return policies
 
     # ------------------------------------------------------------------ listing
 
     def may_write(self, identity: Identity) -> bool:
-        policies = policies_for(identity, self.app.config.policies)
+        policies = self.policies(identity)
         return bool(policies) and read_only_policy(policies) is None
 
     def listed(self, identity: Identity) -> list[dict[str, Any]]:
@@ -223,11 +239,7 @@ class DatabaseTools(Tools):
     # ------------------------------------------------------------------ calls
 
     def call(self, name: str, arguments: Mapping[str, Any], context: CallContext) -> Deferred[dict[str, Any]]:
-        handlers: dict[str, Callable[[Mapping[str, Any], CallContext], Any]] = {
-            "whoami": self.whoami, "search_schema": self.search_schema, "query": self.query, "explain": self.explain,
-            "request_write": self.writes.request_write, "approval_status": self.writes.approval_status,
-            "execute_approved": self.writes.execute_approved}
-        handler = handlers.get(name)
+        handler = self._handlers.get(name)
         if handler is None:
             return maybeDeferred(_unknown, name)
         return maybeDeferred(handler, arguments, context).addErrback(self._unavailable)
@@ -241,7 +253,7 @@ class DatabaseTools(Tools):
 
     def whoami(self, arguments: Mapping[str, Any], context: CallContext) -> dict[str, Any]:
         identity = context.identity
-        policies = policies_for(identity, self.app.config.policies)
+        policies = self.policies(identity)
         settings = self.settings()
         written = rows_written_cap(policies)
         structured = {

@@ -473,6 +473,16 @@ def test_audit_id_names_the_records_of_the_call(mcp):
     assert starts[0]["identity"]["subject"] == "agent-1"
 
 
+def test_json_values_beyond_64_bits_come_back_exact(mcp):
+    """Answers are encoded with orjson, which cannot say such an integer: json says it instead."""
+    big = 123456789012345678901234567890
+    result = call(mcp, "query", {"sql": f"SELECT '{{\"n\": {big}}}'::jsonb AS j, 'é\u2028' AS t"})
+    assert result["isError"] is False
+    assert result["structuredContent"]["rows"] == [{"j": {"n": big}, "t": "é\u2028"}]
+    text = result["content"][0]["text"].split("\n", 1)[1]  # after the preface: rows are data
+    assert json.loads(text)["rows"] == [{"j": {"n": big}, "t": "é\u2028"}]
+
+
 def test_masking_and_caps(mcp):
     s = call(mcp, "query", {"sql": "SELECT id, ssn, balance FROM mcp_customers ORDER BY id", "max_rows": 5})[
         "structuredContent"]

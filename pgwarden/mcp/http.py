@@ -205,15 +205,23 @@ class _Root(Resource):
     def __init__(self, endpoint: McpEndpoint) -> None:
         super().__init__()
         self.endpoint = endpoint
+        self._paths_of: tuple[str, str, tuple[str, str]] | None = None
 
-    def _path(self) -> str:
-        return urlsplit(self.endpoint.settings.url).path or "/"
+    def _paths(self) -> tuple[str, tuple[str, str]]:
+        """The endpoint's path and the metadata's paths, for ``mcp.url`` as it is now (a reload
+        may change it): worked out once per URL, not per call."""
+        url = self.endpoint.settings.url
+        known = self._paths_of
+        if known is None or known[0] != url:
+            mine = urlsplit(url).path or "/"
+            known = self._paths_of = (url, mine, (METADATA_PATH, urlsplit(metadata_url(url)).path))
+        return known[1], known[2]
 
     def render(self, request: Request) -> bytes | int:
         path = request.path.decode("utf-8", "replace")
         request.setHeader("Cache-Control", "no-store")
-        mine = self._path()
-        if path in (METADATA_PATH, urlsplit(metadata_url(self.endpoint.settings.url)).path):
+        mine, metadata_paths = self._paths()
+        if path in metadata_paths:
             if request.method not in (b"GET", b"HEAD"):
                 request.setResponseCode(405)
                 request.setHeader("Allow", "GET")

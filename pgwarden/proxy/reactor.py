@@ -21,14 +21,13 @@ environment says ``PGWARDEN_REACTOR=default`` (the test suite runs once on each)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from twisted.internet.epollreactor import EPollReactor
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from pgwarden.proxy import loop
 from pgwarden.turns import IEndOfPoll
-
-log = Logger(namespace="pgwarden.reactor")
 
 #: The values of PGWARDEN_REACTOR: pgwarden's own reactor, or Twisted's default for the platform.
 REACTORS = ("pgwarden", "default")
@@ -38,38 +37,18 @@ REACTORS = ("pgwarden", "default")
 class PgwardenReactor(EPollReactor):
     def __init__(self) -> None:
         super().__init__()
-        self._at_end: list = []
+        #: never replaced: `loop.poll` holds it through the events of a poll
+        self._at_end: list[Callable[[], None]] = []
 
-    def call_at_end_of_poll(self, f) -> None:
+    def call_at_end_of_poll(self, f: Callable[[], None]) -> None:
         """``f()`` runs once the events of this poll are handled."""
         self._at_end.append(f)
 
-    def _end_of_poll(self) -> None:
-        # What these calls ask for (records built after a turn's sends) runs now too.
-        while self._at_end:
-            calls, self._at_end = self._at_end, []
-            for f in calls:
-                try:
-                    f()
-                except Exception:  # as a timed call's failure: logged, the other calls still run
-                    log.failure("end of poll call {f!r} failed", f=f)
+    def mainLoop(self) -> None:  # noqa: N802 (Twisted's name)
+        loop.main_loop(self)
 
-    def doPoll(self, timeout):
-        # What timed calls and thread callbacks (runUntilCurrent) asked for runs now.
-        if self._at_end:
-            self._end_of_poll()
-        try:
-            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
-        except InterruptedError:
-            return
-        selectables = self._selectables
-        handle = self._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is not None:
-                handle(selectable, fd, event)
-        if self._at_end:
-            self._end_of_poll()
+    def doPoll(self, timeout: float | None) -> None:  # noqa: N802 (Twisted's name)
+        loop.poll(self, timeout)
 
     doIteration = doPoll
 

@@ -170,3 +170,16 @@ def test_a_failure_outside_any_event_is_logged_and_the_loop_goes_on(reactor, log
     assert reactor._poller.failed
     assert any(e.get("log_format") == "Unexpected error in main loop" and "poll failed once" in str(e["log_failure"])
                for e in logged)
+
+
+def test_what_an_end_of_poll_call_asked_by_a_timer_asks_for_does_not_wait_for_the_next_event(reactor):
+    # A timed call's end-of-poll work (pgwarden.turns: sends, then the after-sends work) that
+    # arms a timer: the poll's timeout must count it, or it waits for the next event (the guard).
+    fired = []
+
+    def arm() -> None:
+        reactor.callLater(0.01, lambda: (fired.append(True), reactor.stop()))
+
+    reactor.callLater(0.01, lambda: reactor.call_at_end_of_poll(arm))
+    _run(reactor)
+    assert fired == [True]

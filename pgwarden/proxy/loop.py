@@ -15,8 +15,8 @@ has nothing to do:
 
 * `main_loop`: ``runUntilCurrent`` only when a thread callback is queued, a timed
   call is new or due, the reactor was just stopped, or cancelled calls are to be
-  swept; the poll's timeout straight from the first pending timed call unless one is
-  new (then ``timeout``, which inserts it). The end-of-poll calls that timed calls
+  swept; when nothing ran, the poll's timeout straight from the first pending timed
+  call, else Twisted's ``timeout``. The end-of-poll calls that timed calls
   and thread callbacks asked for (`pgwarden.turns`) run before the timeout is
   known, so that a timer they arm or a stop they ask for is not left waiting for
   the next event. A failure anywhere is logged and the loop goes on, as Twisted's
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 log = Logger(namespace="pgwarden.reactor")
 
 #: epoll_wait's longest timeout in seconds (a C int of milliseconds), as Twisted's ``timeout``.
-LONGEST = 2147483
+LONGEST = 2147483.0
 
 
 def _plain_tcp() -> frozenset[type]:
@@ -85,20 +85,26 @@ def _iterations(reactor: PgwardenReactor) -> None:
     at_end = reactor._at_end
     while reactor._started:
         pending = reactor._pendingTimedCalls
-        cancelled = reactor._cancellations
+        first: float | None = pending[0].time if pending else None
+        now: float = seconds()
+        ran = False
         if (threads or reactor._newTimedCalls or reactor._justStopped
-                or (pending and pending[0].time <= seconds())
-                or (cancelled > 50 and cancelled > len(pending) >> 1)):
+                or (first is not None and first <= now)
+                or (reactor._cancellations > 50 and reactor._cancellations > len(pending) >> 1)):
             reactor.runUntilCurrent()
+            ran = True
         if at_end:  # what timed calls and thread callbacks asked for, before the timeout is known
             end_of_poll(at_end)
-        if not reactor.running or threads or reactor._justStopped:
-            timeout: float | None = 0  # what those calls asked for runs first
-        elif reactor._newTimedCalls:
-            timeout = reactor.timeout()
+            ran = True
+        timeout: float | None
+        if not reactor.running:
+            timeout = 0
+        elif not ran:  # nothing has changed the timed calls since they were looked at
+            timeout = None if first is None else max(0.0, min(LONGEST, first - now))
+        elif threads or reactor._justStopped:
+            timeout = 0  # what those calls asked for runs first
         else:
-            pending = reactor._pendingTimedCalls
-            timeout = max(0, min(LONGEST, pending[0].time - seconds())) if pending else None
+            timeout = reactor.timeout()
         _events(reactor, timeout, at_end)
 
 

@@ -39,10 +39,9 @@ class PgwardenReactor(EPollReactor):
         super().__init__()
         #: never replaced: `loop.poll` holds it through the events of a poll
         self._at_end: list[Callable[[], None]] = []
-
-    def call_at_end_of_poll(self, f: Callable[[], None]) -> None:
-        """``f()`` runs once the events of this poll are handled."""
-        self._at_end.append(f)
+        #: ``call_at_end_of_poll(f)``: ``f()`` runs once the events of this poll are handled
+        #: (`IEndOfPoll`). The list's own ``append``: no Python frame for each turn that sends.
+        self.call_at_end_of_poll: Callable[[Callable[[], None]], None] = self._at_end.append
 
     def mainLoop(self) -> None:  # noqa: N802 (Twisted's name)
         loop.main_loop(self)

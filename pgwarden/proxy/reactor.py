@@ -1,12 +1,17 @@
 """The reactor `pgwarden run` installs: epoll, tuned for relaying.
 
-Two differences from Twisted's epoll reactor, both measured on the pgbench
+Three differences from Twisted's epoll reactor, each measured on the pgbench
 select-only workload (see docs/performance.md):
 
 * No logging context per event. Twisted wraps every I/O event in
   ``log.callWithLogger`` (four nested calls, for the prefix of old-style log
   lines). Events here go straight to ``_doReadOrWrite``, the same handler,
   which still logs and disconnects on errors.
+* The main loop, the poll and the reads of plain TCP connections run in
+  `pgwarden.proxy.loop`, compiled with the hot path: the work Twisted's loop does
+  on each wake-up only when there is some (a timed call due, a thread callback),
+  and a read event from ``recv`` to ``dataReceived`` in one function. This class
+  stays a Python subclass of Twisted's (a compiled class cannot derive from it).
 * An end of the poll (`IEndOfPoll`). Functions handed to `call_at_end_of_poll`
   run once the last event of the poll is handled. `pgwarden.turns.Turns` ends
   its turns there (its barriers, then its sends): reading everything that is

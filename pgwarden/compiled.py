@@ -37,6 +37,8 @@ MODULES: tuple[str, ...] = (
     "pgwarden.relay.refusal",
     "pgwarden.relay.rows",
     "pgwarden.mask_rows",
+    "pgwarden.proxy.loop",
+    "pgwarden.turns",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

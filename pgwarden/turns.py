@@ -23,17 +23,12 @@ from collections.abc import Callable
 from functools import partial
 
 from twisted.logger import Logger
-from zope.interface import Interface
+
+from pgwarden.end_of_poll import IEndOfPoll
+
+__all__ = ["IEndOfPoll", "Turns", "send_now"]
 
 log = Logger(namespace="pgwarden.turns")
-
-
-class IEndOfPoll(Interface):
-    """A reactor that can call a function once the events of the current poll are handled."""
-
-    def call_at_end_of_poll(f: Callable[[], None]) -> None:  # noqa: N805 (a zope interface: no self)
-        """``f()`` runs once, after the events of this poll (before the next poll when asked
-        for outside event handling, by a timed call or a thread's callback)."""
 
 
 def send_now(transport, data: bytes) -> None:

@@ -1,12 +1,17 @@
 """The reactor `pgwarden run` installs: epoll, tuned for relaying.
 
-Two differences from Twisted's epoll reactor, both measured on the pgbench
+Three differences from Twisted's epoll reactor, each measured on the pgbench
 select-only workload (see docs/performance.md):
 
 * No logging context per event. Twisted wraps every I/O event in
   ``log.callWithLogger`` (four nested calls, for the prefix of old-style log
   lines). Events here go straight to ``_doReadOrWrite``, the same handler,
   which still logs and disconnects on errors.
+* The main loop, the poll and the reads of plain TCP connections run in
+  `pgwarden.proxy.loop`, compiled with the hot path: the work Twisted's loop does
+  on each wake-up only when there is some (a timed call due, a thread callback),
+  and a read event from ``recv`` to ``dataReceived`` in one function. This class
+  stays a Python subclass of Twisted's (a compiled class cannot derive from it).
 * An end of the poll (`IEndOfPoll`). Functions handed to `call_at_end_of_poll`
   run once the last event of the poll is handled. `pgwarden.turns.Turns` ends
   its turns there (its barriers, then its sends): reading everything that is
@@ -21,14 +26,13 @@ environment says ``PGWARDEN_REACTOR=default`` (the test suite runs once on each)
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 from twisted.internet.epollreactor import EPollReactor
-from twisted.logger import Logger
 from zope.interface import implementer
 
+from pgwarden.proxy import loop
 from pgwarden.turns import IEndOfPoll
-
-log = Logger(namespace="pgwarden.reactor")
 
 #: The values of PGWARDEN_REACTOR: pgwarden's own reactor, or Twisted's default for the platform.
 REACTORS = ("pgwarden", "default")
@@ -38,38 +42,17 @@ REACTORS = ("pgwarden", "default")
 class PgwardenReactor(EPollReactor):
     def __init__(self) -> None:
         super().__init__()
-        self._at_end: list = []
+        #: never replaced: `loop.poll` holds it through the events of a poll
+        self._at_end: list[Callable[[], None]] = []
+        #: ``call_at_end_of_poll(f)``: ``f()`` runs once the events of this poll are handled
+        #: (`IEndOfPoll`). The list's own ``append``: no Python frame for each turn that sends.
+        self.call_at_end_of_poll: Callable[[Callable[[], None]], None] = self._at_end.append
 
-    def call_at_end_of_poll(self, f) -> None:
-        """``f()`` runs once the events of this poll are handled."""
-        self._at_end.append(f)
+    def mainLoop(self) -> None:  # noqa: N802 (Twisted's name)
+        loop.main_loop(self)
 
-    def _end_of_poll(self) -> None:
-        # What these calls ask for (records built after a turn's sends) runs now too.
-        while self._at_end:
-            calls, self._at_end = self._at_end, []
-            for f in calls:
-                try:
-                    f()
-                except Exception:  # as a timed call's failure: logged, the other calls still run
-                    log.failure("end of poll call {f!r} failed", f=f)
-
-    def doPoll(self, timeout):
-        # What timed calls and thread callbacks (runUntilCurrent) asked for runs now.
-        if self._at_end:
-            self._end_of_poll()
-        try:
-            events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
-        except InterruptedError:
-            return
-        selectables = self._selectables
-        handle = self._doReadOrWrite
-        for fd, event in events:
-            selectable = selectables.get(fd)
-            if selectable is not None:
-                handle(selectable, fd, event)
-        if self._at_end:
-            self._end_of_poll()
+    def doPoll(self, timeout: float | None) -> None:  # noqa: N802 (Twisted's name)
+        loop.poll(self, timeout)
 
     doIteration = doPoll
 

@@ -15,6 +15,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from twisted.internet import tcp
 
 from pgwarden import hookimpl
 from pgwarden.api import RECORDING
@@ -104,21 +105,34 @@ def test_a_session_in_records(make_pgwarden, pg_server, tmp_path):
     assert password not in (tmp_path / "records.jsonl").read_text()
 
 
+class _WatchedSocket:
+    """A socket whose ``send`` calls ``watch(data)`` first; everything else is the socket's."""
+
+    def __init__(self, sock, watch) -> None:
+        self._sock, self._watch = sock, watch
+
+    def send(self, data, *flags):
+        self._watch(bytes(data))
+        return self._sock.send(data, *flags)
+
+    def __getattr__(self, name):
+        return getattr(self._sock, name)
+
+
 def test_the_record_reaches_the_file_before_the_statement_reaches_the_server(make_pgwarden, tmp_path,
                                                                              monkeypatch):
-    import pgwarden.turns as turns_module
-
+    # Watched at the upstream socket's send, whatever hands it the bytes (pgwarden.turns, compiled
+    # or not, or Twisted's write): what the file holds when the Query leaves for the server.
     running = make_pgwarden()
     log = tmp_path / "records.jsonl"
     seen = []
-    real = turns_module.send_now
 
-    def checking_send(transport, data):
+    def watch(data):
         if b"record-before-run" in data and not seen:  # the first time: the Query on its way upstream
             seen.append(b"record-before-run" in log.read_bytes())
-        real(transport, data)
 
-    monkeypatch.setattr(turns_module, "send_now", checking_send)
+    created = tcp.Client.createInternetSocket
+    monkeypatch.setattr(tcp.Client, "createInternetSocket", lambda self: _WatchedSocket(created(self), watch))
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         c.execute("select 'record-before-run'")
     assert seen == [True]

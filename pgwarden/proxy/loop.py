@@ -1,0 +1,174 @@
+"""The main loop of pgwarden's reactor, its poll and its reads, as module functions mypyc compiles.
+
+Why a module of functions: every statement at one client costs two wake-ups of the
+reactor, and at that rate the interpreter's work to get from ``epoll_wait`` to a
+protocol's ``dataReceived`` and back (Twisted's ``mainLoop`` → ``runUntilCurrent`` →
+``timeout`` → ``doIteration`` → ``_doReadOrWrite`` → ``doRead`` → ``_dataReceived``,
+each a Python call) was as much as the forwarding itself (docs/performance.md, "The
+event loop compiled"). The reactor stays Twisted's class (`proxy/reactor.py`, a
+subclass of its epoll reactor; a native class cannot derive from it), its loop runs
+here: compiled, these functions are C that reads the reactor's attributes, and
+`pgwarden.compiled` runs them as this same Python when asked.
+
+What each function does is what Twisted's methods do, with the work skipped that
+has nothing to do:
+
+* `main_loop`: ``runUntilCurrent`` only when a thread callback is queued, a timed
+  call is new or due, the reactor was just stopped, or cancelled calls are to be
+  swept; when nothing ran, the poll's timeout straight from the first pending timed
+  call, else Twisted's ``timeout``. The end-of-poll calls that timed calls
+  and thread callbacks asked for (`pgwarden.turns`) run before the timeout is
+  known, so that a timer they arm or a stop they ask for is not left waiting for
+  the next event. A failure anywhere is logged and the loop goes on, as Twisted's
+  ``mainLoop`` does.
+* `poll`: the epoll reactor's ``doPoll`` without the logging context per event, and
+  the end-of-poll calls before and after the events.
+* `read_event`: for a plain TCP connection (`tcp.Server`, `tcp.Client`, not TLS,
+  its ``doRead`` not replaced, as while a client connects) that is only readable,
+  ``_doReadOrWrite`` → ``doRead`` → ``_dataReceived`` in one function: the same
+  ``recv``, the same outcomes (nothing on EAGAIN, connection lost on another error,
+  done, for a half-close too, on end of file, an exception from the protocol logged
+  and the connection dropped with it). Every other event (writable, hang-up, error,
+  TLS, a listening port, the waker) goes through Twisted's ``_doReadOrWrite``.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from errno import EWOULDBLOCK
+from select import EPOLLIN
+from typing import TYPE_CHECKING
+
+from twisted.internet import main, tcp
+from twisted.internet.posixbase import _NO_FILEDESC
+from twisted.logger import Logger
+from twisted.python import log as legacy_log
+
+if TYPE_CHECKING:
+    from pgwarden.proxy.reactor import PgwardenReactor
+
+log = Logger(namespace="pgwarden.reactor")
+
+#: epoll_wait's longest timeout in seconds (a C int of milliseconds), as Twisted's ``timeout``.
+LONGEST = 2147483.0
+
+
+def _plain_tcp() -> frozenset[type]:
+    """The connection classes whose read is Twisted's ``Connection.doRead`` as read here.
+
+    Empty, so every read takes Twisted's path, when this Twisted's classes read otherwise.
+    """
+    kinds = (tcp.Server, tcp.Client)
+    if all(k.doRead is tcp.Connection.doRead and k._dataReceived is tcp.Connection._dataReceived
+           for k in kinds):
+        return frozenset(kinds)
+    return frozenset()
+
+
+PLAIN_TCP = _plain_tcp()
+
+
+def main_loop(reactor: PgwardenReactor) -> None:
+    """Twisted's ``mainLoop``: iterations until the reactor stops; a failure is logged, not fatal."""
+    while reactor._started:
+        try:
+            _iterations(reactor)
+        except BaseException:  # as Twisted's loop: whatever an iteration raises, the reactor goes on
+            log.failure("Unexpected error in main loop")
+    log.info("Main loop terminated.")
+
+
+def _iterations(reactor: PgwardenReactor) -> None:
+    seconds = reactor.seconds
+    threads = reactor.threadCallQueue
+    at_end = reactor._at_end
+    while reactor._started:
+        pending = reactor._pendingTimedCalls
+        first: float | None = pending[0].time if pending else None
+        now: float = seconds()
+        ran = False
+        if (threads or reactor._newTimedCalls or reactor._justStopped
+                or (first is not None and first <= now)
+                or (reactor._cancellations > 50 and reactor._cancellations > len(pending) >> 1)):
+            reactor.runUntilCurrent()
+            ran = True
+        if at_end:  # what timed calls and thread callbacks asked for, before the timeout is known
+            end_of_poll(at_end)
+            ran = True
+        timeout: float | None
+        if not reactor.running:
+            timeout = 0
+        elif not ran:  # nothing has changed the timed calls since they were looked at
+            timeout = None if first is None else max(0.0, min(LONGEST, first - now))
+        elif threads or reactor._justStopped:
+            timeout = 0  # what those calls asked for runs first
+        else:
+            timeout = reactor.timeout()
+        _events(reactor, timeout, at_end)
+
+
+def poll(reactor: PgwardenReactor, timeout: float | None) -> None:
+    """The epoll reactor's ``doPoll`` (``iterate``'s), with the end-of-poll calls before and after."""
+    at_end = reactor._at_end
+    if at_end:
+        end_of_poll(at_end)
+    _events(reactor, timeout, at_end)
+
+
+def _events(reactor: PgwardenReactor, timeout: float | None, at_end: list[Callable[[], None]]) -> None:
+    selectables = reactor._selectables
+    try:
+        events = reactor._poller.poll(-1 if timeout is None else timeout, len(selectables))
+    except InterruptedError:
+        return
+    for fd, event in events:
+        selectable = selectables.get(fd)
+        if selectable is None:
+            continue
+        if (event == EPOLLIN and type(selectable) in PLAIN_TCP and not selectable.TLS
+                and "doRead" not in selectable.__dict__):
+            read_event(reactor, selectable)
+        else:
+            reactor._doReadOrWrite(selectable, fd, event)
+    if at_end:
+        end_of_poll(at_end)
+
+
+def read_event(reactor: PgwardenReactor, selectable: tcp.Connection) -> None:
+    """``_doReadOrWrite`` of a read event on a plain TCP connection, its ``doRead`` inlined."""
+    why: BaseException | None = None
+    in_read = False
+    try:
+        if selectable.fileno() == -1:
+            why = _NO_FILEDESC
+        else:
+            try:
+                data = selectable.socket.recv(selectable.bufferSize)
+            except OSError as e:
+                if e.args[0] == EWOULDBLOCK:
+                    return
+                why = main.CONNECTION_LOST
+            else:
+                if data:
+                    selectable.protocol.dataReceived(data)
+                else:
+                    why = main.CONNECTION_DONE
+            in_read = True
+    except BaseException:  # as _doReadOrWrite: the application's failure is logged, the connection dropped
+        why = sys.exc_info()[1]
+        legacy_log.err()
+    if why:
+        reactor._disconnectSelectable(selectable, why, in_read)
+
+
+def end_of_poll(at_end: list[Callable[[], None]]) -> None:
+    """Runs the calls asked for until none is left; a failure is logged and the others still run."""
+    while at_end:
+        calls = at_end.copy()
+        at_end.clear()
+        for f in calls:
+            try:
+                f()
+            except Exception:  # as a timed call's failure
+                log.failure("end of poll call {f!r} failed", f=f)

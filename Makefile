@@ -52,10 +52,11 @@ lint: $(STAMP)
 # The whole suite: unit, property-based (fast profile), end to end, twice: the compiled hot path on
 # pgwarden's reactor (a test fails if it is not compiled: PGWARDEN_EXPECT_COMPILED: test-compiled),
 # and pure Python on Twisted's own reactor (test-stock-reactor); the example plugin's own; and lint.
-# Side by side, TEST_JOBS at a time: the end-to-end tests spend much of their time waiting on PostgreSQL,
-# pgwarden and their clients, so one pass alone leaves the cores idle. Each pass is a pytest session of its own
-# (its own PostgreSQL, ports from the kernel, temp dirs); make prints each one's output whole when
-# it ends (--output-sync), and fails if any of them fails (pytest's exit code 5, no tests, included).
+# Side by side, TEST_JOBS at a time: the end-to-end tests spend much of their time waiting on
+# PostgreSQL, pgwarden and their clients, so one pass alone leaves part of the two cores idle. Each
+# pass is a pytest session of its own (its own PostgreSQL, ports from the kernel, temp dirs); make
+# prints each one's output whole when it ends (--output-sync), and fails if any of them fails
+# (pytest's exit code 5, no tests, included).
 # First the hot path's build, lint and the example's venv side by side, then the passes: the example's
 # editable install rewrites pgwarden.egg-info in this tree, whose entry points the passes read.
 TEST_JOBS ?= 3

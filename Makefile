@@ -15,18 +15,19 @@ EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	@# The hot path is compiled by $(COMPILED_STAMP) below (make venv, make test), not here: so
-	@# make test compiles it while lint runs and the example's venv is installed.
-	PGWARDEN_NO_COMPILE=1 $(PY) -m pip install -q -e '.[test]'
-	touch $(STAMP)
+	@# The editable install compiles the hot path (and maps the mypyc group's top-level module,
+	@# pgwarden_hot__mypyc, for processes started outside this tree: `build_ext --inplace` after a
+	@# PGWARDEN_NO_COMPILE install does not, and every `pgwarden run` the tests start then fails).
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP) $(COMPILED_STAMP)
 
 venv: $(STAMP) compiled
 
 # The compiled hot path (pgwarden/compiled.py lists its modules; setup.py builds them with mypyc
-# when a C compiler is there), built in place, beside each .py: once, and again after a change to
-# one of those .py files (an extension older than its source would run the old code;
-# tests/unit/test_compiled.py checks it). mypyc's mypy keeps its cache apart from `make lint`'s,
-# which may run at the same time (make test).
+# when a C compiler is there). The editable install builds the extensions in place, beside each
+# .py, once: after a change to one of those .py files, this builds them again (an extension
+# older than its source would run the old code; tests/unit/test_compiled.py checks it).
+# mypyc's mypy keeps its cache apart from `make lint`'s, which may run at the same time (make test).
 COMPILED_STAMP := $(VENV)/.compiled
 COMPILED_SOURCES := $(addsuffix .py,$(subst .,/,$(shell sed -n 's/^    "\(pgwarden\.[a-z_.]*\)",$$/\1/p' pgwarden/compiled.py)))
 $(COMPILED_STAMP): $(STAMP) setup.py pgwarden/compiled.py $(COMPILED_SOURCES)
@@ -57,8 +58,9 @@ lint: $(STAMP)
 # pass is a pytest session of its own (its own PostgreSQL, ports from the kernel, temp dirs); make
 # prints each one's output whole when it ends (--output-sync), and fails if any of them fails
 # (pytest's exit code 5, no tests, included).
-# First the hot path's build, lint and the example's venv side by side, then the passes: the example's
-# editable install rewrites pgwarden.egg-info in this tree, whose entry points the passes read.
+# First lint and the example's venv side by side (and the hot path's build again if a compiled
+# module changed since), then the passes: the example's editable install rewrites
+# pgwarden.egg-info in this tree, whose entry points the passes read.
 TEST_JOBS ?= 3
 test: $(STAMP)
 	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target $(COMPILED_STAMP) lint $(EXAMPLE_STAMP)

@@ -15,6 +15,9 @@ EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 $(STAMP): setup.cfg setup.py pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
+	@# The editable install compiles the hot path (and maps the mypyc group's top-level module,
+	@# pgwarden_hot__mypyc, for processes started outside this tree: `build_ext --inplace` after a
+	@# PGWARDEN_NO_COMPILE install does not, and every `pgwarden run` the tests start then fails).
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP) $(COMPILED_STAMP)
 
@@ -24,17 +27,18 @@ venv: $(STAMP) compiled
 # when a C compiler is there). The editable install builds the extensions in place, beside each
 # .py, once: after a change to one of those .py files, this builds them again (an extension
 # older than its source would run the old code; tests/unit/test_compiled.py checks it).
+# mypyc's mypy keeps its cache apart from `make lint`'s, which may run at the same time (make test).
 COMPILED_STAMP := $(VENV)/.compiled
 COMPILED_SOURCES := $(addsuffix .py,$(subst .,/,$(shell sed -n 's/^    "\(pgwarden\.[a-z_.]*\)",$$/\1/p' pgwarden/compiled.py)))
 $(COMPILED_STAMP): $(STAMP) setup.py pgwarden/compiled.py $(COMPILED_SOURCES)
-	$(PY) setup.py -q build_ext --inplace
+	MYPY_CACHE_DIR=build/.mypy_cache $(PY) setup.py -q build_ext --inplace
 	touch $(COMPILED_STAMP)
 
 compiled: $(COMPILED_STAMP)
 
 # The example third-party plugin lives in a venv of its own: once installed, a
 # plugin applies to every pgwarden of that environment, the main suite's included.
-$(EXAMPLE_STAMP): setup.cfg pyproject.toml $(EXAMPLE)/setup.cfg
+$(EXAMPLE_STAMP): setup.cfg pyproject.toml $(EXAMPLE)/setup.cfg | $(STAMP)
 	$(PYTHON) -m venv $(EXAMPLE_VENV)
 	$(EXAMPLE_VENV)/bin/python -m pip install -q --upgrade pip
 	@# The example plugin's tests need pgwarden's behaviour, not its compiled speed.
@@ -46,13 +50,21 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# The whole suite: lint first, then unit, property-based (fast profile), end to end, twice: the
-# compiled hot path on pgwarden's reactor (a test fails if it is not compiled: PGWARDEN_EXPECT_COMPILED),
-# then pure Python on Twisted's own reactor (test-stock-reactor's); and the example plugin's own.
-test: lint $(STAMP) $(COMPILED_STAMP) $(EXAMPLE_STAMP)
-	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q
-	PGWARDEN_PURE_PYTHON=1 PGWARDEN_REACTOR=default $(PY) -m pytest -q
-	$(EXAMPLE_VENV)/bin/python -m pytest -q $(EXAMPLE)/tests
+# The whole suite: unit, property-based (fast profile), end to end, twice: the compiled hot path on
+# pgwarden's reactor (a test fails if it is not compiled: PGWARDEN_EXPECT_COMPILED: test-compiled),
+# and pure Python on Twisted's own reactor (test-stock-reactor); the example plugin's own; and lint.
+# Side by side, TEST_JOBS at a time: the end-to-end tests spend much of their time waiting on
+# PostgreSQL, pgwarden and their clients, so one pass alone leaves part of the two cores idle. Each
+# pass is a pytest session of its own (its own PostgreSQL, ports from the kernel, temp dirs); make
+# prints each one's output whole when it ends (--output-sync), and fails if any of them fails
+# (pytest's exit code 5, no tests, included).
+# First lint and the example's venv side by side (and the hot path's build again if a compiled
+# module changed since), then the passes: the example's editable install rewrites
+# pgwarden.egg-info in this tree, whose entry points the passes read.
+TEST_JOBS ?= 3
+test: $(STAMP)
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target $(COMPILED_STAMP) lint $(EXAMPLE_STAMP)
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-compiled test-stock-reactor test-example
 
 # The whole suite on Twisted's default reactor instead of pgwarden's (PGWARDEN_REACTOR=default:
 # the fixtures and every `pgwarden run` the tests start use it), with the hot path as pure Python,

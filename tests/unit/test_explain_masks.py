@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-from pgwarden import cli
 from tests.unit.test_lineage import context
 
 CONFIG = """\
@@ -24,17 +23,9 @@ policies:
 
 
 @pytest.fixture
-def explain(tmp_path, monkeypatch, capsys):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(CONFIG)
+def explain(make_explain):
     # The catalog --dsn would read, without a database: the snapshot and public.users.
-    monkeypatch.setattr(cli, "_live_context", lambda dsn: context())
-
-    def run(sql: str, *a: str) -> tuple[int, str]:
-        code = cli.main(["explain", "-c", str(cfg), "--subject", "a", "--dsn", "test", *a, sql])
-        captured = capsys.readouterr()
-        return code, captured.out + captured.err
-    return run
+    return make_explain(CONFIG, context)
 
 
 def test_each_output_gets_the_mask_the_plugin_gives_it(explain):

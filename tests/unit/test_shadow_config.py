@@ -73,16 +73,8 @@ def test_check_shows_shadow_rules_and_policies_as_such(tmp_path, capsys):
 
 
 @pytest.fixture
-def explain(tmp_path, monkeypatch, capsys):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(CONFIG)
-    monkeypatch.setattr(cli, "_live_context", lambda dsn: context())
-
-    def run(sql: str, *a: str) -> tuple[int, str]:
-        code = cli.main(["explain", "-c", str(cfg), "--subject", "a", "--dsn", "test", *a, sql])
-        captured = capsys.readouterr()
-        return code, captured.out + captured.err
-    return run
+def explain(make_explain):
+    return make_explain(CONFIG, context)
 
 
 def test_explain_gives_the_enforced_verdict_and_the_shadow_ones_apart(explain):
@@ -144,22 +136,15 @@ def test_policies_for_gives_only_what_is_enforced():
     assert matching_policies(who, (a, b)) == (a, b)
 
 
-def test_a_shadow_allow_rule_says_what_it_would_let_through(tmp_path, monkeypatch, capsys):
-    cfg = tmp_path / "c.yaml"
-    cfg.write_text(HEAD + """\
+def test_a_shadow_allow_rule_says_what_it_would_let_through(make_explain):
+    explain = make_explain(HEAD + """\
 policies:
   - name: strict
     default: block
     rules:
       - {name: reads, allow: {statements: [select]}}
       - {name: try-inserts, mode: shadow, allow: {statements: [insert]}}
-""")
-    monkeypatch.setattr(cli, "_live_context", lambda dsn: context())
-
-    def explain(sql: str) -> tuple[int, str]:
-        code = cli.main(["explain", "-c", str(cfg), "--subject", "a", "--dsn", "test", sql])
-        return code, capsys.readouterr().out
-
+""", context)
     code, out = explain("INSERT INTO users (id) VALUES (1)")
     assert code == 1 and "verdict    block by strict / default: block\n" in out  # still refused
     assert "shadow     allow by strict/try-inserts\n" in out

@@ -235,6 +235,13 @@ class Decisions:
             analysis = statement.analysed
             if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
                 request.may_change_settings = False  # later pipelined text is read as this one was
+            if analysis is not None and analysis.kinds & _CATALOG_CHANGES and request.protocol == "extended" \
+                    and request.bind is None:
+                # A Parse does not change the catalog: its Bind does, maybe after a Sync (asyncpg
+                # Syncs after Parse and Describe) whose ReadyForQuery set a reload off that may end
+                # before the change runs. Each Bind is decided, so `ran` marks the change again
+                # when it runs, and the reload after it shows it.
+                request.decide_binds = True
             return self.recorded(conn, request, statement, verdict, runs, shadow)
         if verdict.action == "block":
             return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict), shadow)

@@ -112,10 +112,13 @@ class SessionMasks:
     def _lineage(self, statement: Statement | None, index: int) -> Lineage | None:
         if statement is None:
             return None
-        if self.conn.catalog_unread:
+        if self.conn.catalog_unread or getattr(self.catalog, "redefining", False):
             # This session changed the catalog (a view replaced, say) and the change is not read
             # yet (its transaction is open, or no load since succeeded): lineage from the catalog
             # as it was could miss a masked column. Unknown instead (masked whole) until it is read.
+            # Likewise after another session's change: a statement decided before it and run again
+            # by Bind and Execute alone (a named statement) does not wait for the load as a
+            # statement decided now does.
             return None
         lineages = statement.lineage
         if index >= len(lineages):

@@ -30,7 +30,8 @@ What it guarantees:
   the protocol (an SQL-level PREPARE) is refused; one Parsed before the policies
   changed is decided again; so is every Bind of a statement decided
   `BIND_DECIDES` (one that needs approval: it is the Bind, with its parameters,
-  that a human approves, each time the statement runs).
+  that a human approves, each time the statement runs), and of one whose request
+  the decider marked ``decide_binds`` (it may change the catalog when it runs).
 * **Notices while a statement waits.** `notice` sends a NoticeResponse to the
   client at once (an approval's request id), between whole server messages.
 * **The server's reading of the text.** Statement text and names are decoded
@@ -222,6 +223,10 @@ class StatementRequest:
     # decider clears it when the analysis shows it cannot. While the server has not reported the
     # end of such a statement, later text that settings could change is refused (`_unconfirmed`).
     may_change_settings: bool = True
+    # Set by the decider on a Parse whose statement may change the catalog (DDL, DO, CALL, code it
+    # cannot see into): each Bind of it is decided too, so that the change is taken into account
+    # when it runs (the Bind), not only when it was parsed (asyncpg Syncs in between).
+    decide_binds: bool = False
     # A Bind decided on its own (a statement decided BIND_DECIDES, or Parsed under older policies):
     # the client's Bind message, whose parameters an approval shows.
     bind: bytes | None = None
@@ -762,7 +767,7 @@ class Relay:
                                          generation=self.policy_generation,
                                          count=decision if isinstance(decision, CountRows) else None)
                 stmt.may_change_settings = request.may_change_settings
-                stmt.decide_binds = decision is BIND_DECIDES
+                stmt.decide_binds = decision is BIND_DECIDES or request.decide_binds
                 if ex is not None:
                     stmt.seq = request.seq
                     stmt.decide_s = ex.forwarded - ex.arrived

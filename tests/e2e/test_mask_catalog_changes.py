@@ -174,3 +174,69 @@ def test_a_change_by_another_client_is_read_by_the_change_check(masked, pg_serve
                                until=lambda found: "ssn" in found[1])
     assert catalog.generation != before.generation
     assert psql(masked, "select x from cc_view").split() == [PARTIAL]
+
+
+def test_a_named_statement_of_ddl_executed_after_its_parse_was_synced_is_read_again(masked):
+    """asyncpg's way: Parse, Describe and Sync first, Bind, Execute and Sync later; the read after
+    it is its cached named statement (Bind and Execute only). The change runs at the second Sync,
+    not the first: a reload that the first one set off and that ended before the Execute (a loaded
+    client, ``catalog.settle_s`` after the Parse) does not show it. Before the fix the read was
+    judged on that reload's catalog (the view still returning ``name``) and delivered the SSN."""
+    from rawclient import RawClient
+
+    from pgwarden.wire import messages as m
+
+    def prepare(name: str, sql: str) -> None:
+        raw.send(m.Parse(name, sql).encode() + m.Describe("S", name).encode() + m.Sync().encode())
+        answer = raw.until_ready()
+        assert not any(isinstance(msg, m.ErrorResponse) for msg in answer), answer
+
+    def execute(name: str) -> list:
+        raw.send(m.Bind("", name).encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = raw.until_ready()
+        assert not any(isinstance(msg, m.ErrorResponse) for msg in answer), answer
+        return [msg.values for msg in answer if isinstance(msg, m.DataRow)]
+
+    raw = RawClient(masked.host, masked.port)
+    try:
+        raw.login(masked.token())
+        prepare("read", "select x from cc_view")
+        assert execute("read") == [(b"ann",)]
+        prepare("change", "create or replace view cc_view as select id, ssn as x from cc_users")
+        masked.call(masked.app.catalog.fresh)  # the reload the Parse's Sync set off: it has ended
+        assert execute("change") == []
+        rows = execute("read")  # the server plans it again: it returns the SSN now
+        assert SSN.encode() not in repr(rows).encode() and rows in ([(PARTIAL.encode(),)], [(b"***",)])
+    finally:
+        raw.close()
+
+
+def test_a_named_statement_read_again_while_another_sessions_change_is_not_read_is_masked_whole(masked):
+    """Session b's named statement runs again by Bind and Execute alone: b decided it long ago, so
+    nothing makes it wait for the load that reads a's change. Its rows come while the catalog still
+    shows the view returning ``name`` (the load held back here by a long ``settle_s``): they are
+    masked whole, never traced through the old definition (before the fix: the SSN)."""
+    from rawclient import RawClient
+
+    from pgwarden.wire import messages as m
+
+    catalog = masked.app.catalog
+    b = RawClient(masked.host, masked.port)
+    settle = catalog.settle_s
+    try:
+        b.login(masked.token())
+        b.send(m.Parse("read", "select x from cc_view").encode() + m.Describe("S", "read").encode()
+               + m.Bind("", "read").encode() + m.Execute("").encode() + m.Sync().encode())
+        assert [msg.values for msg in b.until_ready() if isinstance(msg, m.DataRow)] == [(b"ann",)]
+        masked.call(setattr, catalog, "settle_s", 30.0)
+        with psycopg.connect(masked.dsn(), autocommit=True) as a:
+            a.execute("create or replace view cc_view as select id, ssn as x from cc_users")
+        assert masked.call(lambda: catalog.redefining)
+        b.send(m.Bind("", "read").encode() + m.Execute("").encode() + m.Sync().encode())
+        rows = [msg.values for msg in b.until_ready() if isinstance(msg, m.DataRow)]
+        assert SSN.encode() not in repr(rows).encode() and rows == [(b"***",)]
+    finally:
+        b.close()
+        masked.call(setattr, catalog, "settle_s", settle)
+        masked.call(catalog.invalidate, "the test's end")
+        masked.call(catalog.fresh)

@@ -240,3 +240,25 @@ def test_a_named_statement_read_again_while_another_sessions_change_is_not_read_
         masked.call(setattr, catalog, "settle_s", settle)
         masked.call(catalog.invalidate, "the test's end")
         masked.call(catalog.fresh)
+
+
+def test_asyncpg_reading_its_cached_statement_after_a_prepared_view_change(masked):
+    """The same with asyncpg itself: its prepare is Parse, Describe and Sync; the statement's fetch
+    is Bind, Execute and Sync; the read re-uses its statement cached by text."""
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> list:
+        conn = await asyncpg.connect(masked.url(), ssl=False)
+        try:
+            assert [tuple(r) for r in await conn.fetch("select x from cc_view")] == [("ann",)]
+            change = await conn.prepare("create or replace view cc_view as select id, ssn as x from cc_users")
+            masked.call(masked.app.catalog.fresh)  # the reload set off by the prepare's Sync has ended
+            await change.fetch()
+            return [tuple(r) for r in await conn.fetch("select x from cc_view")]
+        finally:
+            await conn.close()
+
+    rows = asyncio.run(run())
+    assert SSN not in repr(rows) and rows in ([(PARTIAL,)], [("***",)])

@@ -231,17 +231,20 @@ class Decisions:
             if isinstance(runs, Verdict):
                 verdict = runs
         if verdict.action == "allow":
-            self.ran(conn, statement)
             analysis = statement.analysed
-            if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
-                request.may_change_settings = False  # later pipelined text is read as this one was
             if analysis is not None and analysis.kinds & _CATALOG_CHANGES and request.protocol == "extended" \
                     and request.bind is None:
                 # A Parse does not change the catalog: its Bind does, maybe after a Sync (asyncpg
-                # Syncs after Parse and Describe) whose ReadyForQuery set a reload off that may end
-                # before the change runs. Each Bind is decided, so `ran` marks the change again
-                # when it runs, and the reload after it shows it.
+                # Syncs after Parse and Describe) whose ReadyForQuery would set a reload off that
+                # may end before the change runs. Each Bind is decided, and `ran` marks the change
+                # then: the reload after its transaction shows it. (Not here: the Bind would be
+                # decided in what the statement does to the session once it has run, a DO's
+                # search_path unknown, say.)
                 request.decide_binds = True
+            else:
+                self.ran(conn, statement)
+            if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
+                request.may_change_settings = False  # later pipelined text is read as this one was
             return self.recorded(conn, request, statement, verdict, runs, shadow)
         if verdict.action == "block":
             return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict), shadow)

@@ -134,6 +134,8 @@ class SessionMasks:
             raise
 
     def shape(self, description: m.RowDescription, origin: Origin) -> Callable[[bytes], bytes] | None:
+        if not self.plugins.maskers(self.session.policies).results and self.conn.shadow is None:
+            return None  # no plugin masks under these policies: nothing to resolve
         sql, index = origin
         statement = self._statement(sql)
         shape = resolve_shape(description, lambda: self._lineage(statement, index), self.catalog.current)
@@ -145,6 +147,8 @@ class SessionMasks:
         return transform
 
     def copy(self, response: m.CopyOutResponse, origin: Origin) -> Callable[[bytes], bytes] | None:
+        if not self.plugins.maskers(self.session.policies).results:
+            return None
         sql, index = origin
         statement = self._statement(sql)
         lineage = self._lineage(statement, index)
@@ -175,6 +179,8 @@ class SessionMasks:
 
     def message(self, raw: bytes, origin: Origin) -> bytes:
         """An ErrorResponse, NoticeResponse or NotificationResponse as the client may see it."""
+        if not self.plugins.maskers(self.session.policies).messages:
+            return raw
         statement = self._statement(origin[0])
         rewrites = self.plugins.message_masks(statement, self.session)
         if not rewrites:

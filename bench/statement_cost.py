@@ -69,10 +69,11 @@ def pgbench(target: workloads.Target, mode: str, transactions: int) -> None:
         raise RuntimeError(f"pgbench failed:\n{done.stdout}\n{done.stderr}")
 
 
-def start(argv: list[str], work: Path, stack: contextlib.ExitStack, env: dict[str, str]) -> tuple[Service, int]:
+def start(argv: list[str], work: Path, stack: contextlib.ExitStack, env: dict[str, str],
+          tree: Path | None) -> tuple[Service, int]:
     ready = work / "pgwarden.ready"
     svc = Service("pgwarden", [*argv, "--ready-file", str(ready)], work / "pgwarden.log",
-                  cwd=str(REPO), env=env).start()
+                  cwd=str(tree or REPO), env=env).start()
     stack.callback(svc.stop, 60)
     return svc, read_ready_port(svc, ready, timeout_s=600)
 
@@ -120,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--short", type=int, default=300)
     p.add_argument("--long", type=int, default=1300)
     p.add_argument("--top", type=int, default=0, help="list this many functions")
+    p.add_argument("--callers", metavar="NAME", help="with --tool cprofile: who calls the functions named so")
+    p.add_argument("--tree", type=Path, help="run the pgwarden (and built-in plugins) of this checkout instead")
     p.add_argument("--keep", type=Path, help="copy the two callgrind dumps into this directory")
     args = p.parse_args(argv)
     servers.SCALE = 1  # the statements' cost does not depend on the table's size
@@ -130,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
         jwks, token = pgwardens.mint_bench_token(work)
         config = write_config(args.config, "cost", pg, work, jwks)
         env = {**os.environ, "PYTHONHASHSEED": "0"}
+        if args.tree is not None:  # as `ab.py --against`: a link makes its built-in plugins load
+            shim = work / "shim"
+            shim.mkdir()
+            (shim / "pgwarden_plugins").symlink_to(args.tree.resolve() / "plugins")
+            env["PYTHONPATH"] = os.pathsep.join([str(args.tree.resolve()), str(shim)])
         run = ["run", "-c", str(config)]
         stats = work / "profile.stats"
         if args.tool == "callgrind":
@@ -137,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                      sys.executable, "-m", "pgwarden", *run]
         else:
             argv_ = [sys.executable, "-c", PROFILED, str(stats), *run]
-        svc, port = start(argv_, work, stack, env)
+        svc, port = start(argv_, work, stack, env, args.tree)
         target = workloads.Target("pgwarden", "127.0.0.1", port, settings.BENCH_SUBJECT, token)
         pgbench(target, args.mode, args.warmup)
         if args.tool == "cprofile":
@@ -156,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows = sorted(s.stats.items(), key=lambda kv: -kv[1][1])[:args.top]  # type: ignore[attr-defined]
                 for (file, line, name), v in rows:
                     print(f"{v[1] / per:8.2f}  {Path(file).name}:{line}({name})")
+            if args.callers:
+                s.print_callers(args.callers)
             return 0
         before = set(work.glob("callgrind.out.*"))
         subprocess.run(["callgrind_control", "-z", str(svc.pid)], check=True, capture_output=True)

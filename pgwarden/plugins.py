@@ -96,6 +96,7 @@ class LoadedPlugin:
 
 
 Call = Callable[..., list]
+_ALLOWED = Verdict.allow()
 
 
 class PluginHost:
@@ -574,6 +575,8 @@ class PluginHost:
                     waits = waits or answer.__class__ is not Verdict
                 answers.append(answer)
         if not waits:
+            if not answers:
+                return _ALLOWED  # what `Verdict.strictest` makes of none
             return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
         return gatherResults(  # type: ignore[misc]
             [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)

@@ -59,6 +59,10 @@ signal.signal(signal.SIGUSR2, dump)
 from pgwarden.cli import main
 sys.exit(main(sys.argv[1:]))
 """
+# ... and a script (the forwarder) so.
+PROFILED_SCRIPT = PROFILED.replace(
+    "from pgwarden.cli import main\nsys.exit(main(sys.argv[1:]))",
+    "import runpy\nsys.argv = sys.argv[1:]\nrunpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def pgbench(target: workloads.Target, mode: str, transactions: int) -> None:
@@ -115,7 +119,8 @@ def dump(pid: int, work: Path, before: set[Path]) -> Path:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mode", choices=("simple", "extended", "prepared"), default="simple")
-    p.add_argument("--config", choices=("pass", "rules", "recording"), default="pass")
+    p.add_argument("--config", choices=("pass", "rules", "recording", "forwarder"), default="pass",
+                   help="forwarder: `bench/forwarder.py` instead of pgwarden (what any proxy here costs)")
     p.add_argument("--tool", choices=("callgrind", "cprofile"), default="callgrind")
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--short", type=int, default=300)
@@ -131,22 +136,28 @@ def main(argv: list[str] | None = None) -> int:
         pg = servers.start_postgres(stack)
         servers.init_pgbench_data(workloads.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD))
         jwks, token = pgwardens.mint_bench_token(work)
-        config = write_config(args.config, "cost", pg, work, jwks)
         env = {**os.environ, "PYTHONHASHSEED": "0"}
         if args.tree is not None:  # as `ab.py --against`: a link makes its built-in plugins load
             shim = work / "shim"
             shim.mkdir()
             (shim / "pgwarden_plugins").symlink_to(args.tree.resolve() / "plugins")
             env["PYTHONPATH"] = os.pathsep.join([str(args.tree.resolve()), str(shim)])
-        run = ["run", "-c", str(config)]
         stats = work / "profile.stats"
+        if args.config == "forwarder":
+            command = [str(Path(__file__).resolve().parent / "forwarder.py"), "0", pg.host, str(pg.port)]
+        else:
+            command = ["-m", "pgwarden", "run", "-c", str(write_config(args.config, "cost", pg, work, jwks))]
         if args.tool == "callgrind":
             argv_ = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/callgrind.out.%p",
-                     sys.executable, "-m", "pgwarden", *run]
+                     sys.executable, *command]
         else:
-            argv_ = [sys.executable, "-c", PROFILED, str(stats), *run]
+            run = command[2:] if command[0] == "-m" else command
+            argv_ = [sys.executable, "-c", PROFILED if command[0] == "-m" else PROFILED_SCRIPT, str(stats), *run]
         svc, port = start(argv_, work, stack, env, args.tree)
-        target = workloads.Target("pgwarden", "127.0.0.1", port, settings.BENCH_SUBJECT, token)
+        if args.config == "forwarder":
+            target = workloads.Target("forwarder", "127.0.0.1", port, APP_USER, APP_PASSWORD)
+        else:
+            target = workloads.Target("pgwarden", "127.0.0.1", port, settings.BENCH_SUBJECT, token)
         pgbench(target, args.mode, args.warmup)
         if args.tool == "cprofile":
             os.kill(svc.pid, signal.SIGUSR1)

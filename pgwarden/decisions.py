@@ -21,6 +21,7 @@ from pgwarden.config import Approvals
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
+from pgwarden.sql.context import shared
 from pgwarden.sql.lineage import NAMING_KINDS
 from pgwarden.verdict import Refusal, Verdict
 
@@ -122,8 +123,8 @@ class Decisions:
         every statement, and nearly always the session's own context.)"""
         context = conn.sql_context
         catalog = self.catalog.current
-        if catalog is not context.catalog:
-            context = context.with_catalog(catalog)
+        if catalog is not context.catalog:  # loaded again: the session's statements are read on it from now on
+            conn.sql_context = context = shared(context.with_catalog(catalog))
         lexer = request.lexer
         if lexer is not context.lexer:
             context = context.with_lexer(lexer)
@@ -212,8 +213,10 @@ class Decisions:
         if conn.masks is not None and analysis.kinds & NAMING_KINDS:  # (the only ones it looks at)
             conn.masks.ran(statement)
         before = conn.sql_context
-        conn.sql_context = before.after(analysis)
-        if conn.sql_context is not before and conn.relay is not None:
+        after = before.after(analysis)
+        if after is not before:
+            conn.sql_context = after = shared(after)
+        if after is not before and conn.relay is not None:
             # The server plans a named statement again under the new search_path at its next
             # Bind: so is it decided again.
             conn.relay.policy_generation += 1

@@ -133,8 +133,14 @@ class SessionMasks:
             stats[e.plugin] = stats.get(e.plugin, 0) + 1
             raise
 
+    def wants_shapes(self) -> bool:
+        """Whether `shape` can have anything to do in this session as its policies are now: a
+        plugin masks under them, or shadow rules count what they would mask. (Asked again when
+        a reload changes them; the relay asks `shape` of no result while it is False.)"""
+        return bool(self.plugins.maskers(self.session.policies).results) or self.conn.shadow is not None
+
     def shape(self, description: m.RowDescription, origin: Origin) -> Callable[[bytes], bytes] | None:
-        if not self.plugins.maskers(self.session.policies).results and self.conn.shadow is None:
+        if not self.wants_shapes():
             return None  # no plugin masks under these policies: nothing to resolve
         sql, index = origin
         statement = self._statement(sql)

@@ -1196,6 +1196,16 @@ class Relay:
         self._server.streamable = _WHOLE if cap is not None else _STREAMED
 
     @property
+    def on_shape(self) -> ShapeListener | None:
+        """Asked for the transform of each result's rows (masks) as it starts; None: no result's
+        shape is looked at, its rows go out as they come."""
+        return self._on_shape
+
+    @on_shape.setter
+    def on_shape(self, listener: ShapeListener | None) -> None:
+        self._on_shape = listener
+
+    @property
     def shape(self) -> m.RowDescription | None:
         """The shape of the result whose rows are flowing now, if any."""
         return self._result.shape if self._result is not None else None

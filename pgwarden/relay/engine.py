@@ -224,30 +224,42 @@ class Portal(_Described):
         return m.Bind.decode(self.bind[5:]).result_formats
 
 
-@attrs.define(eq=False)
 class StatementRequest:
     """What the decider is asked about: one SQL string on its way upstream.
 
-    Not frozen: one is made per statement, and a frozen attrs class sets each field
-    through ``object.__setattr__`` (1.2 against 0.4 µs). Nothing changes it after.
+    A plain class, not attrs: one is made per statement, and compiled (`pgwarden.compiled`)
+    it is made in C, where an attrs class's ``__init__`` is a Python call. Compared by
+    identity. Nothing changes it after the decision but the fields said below.
     """
 
-    protocol: str  # "simple" | "extended" | "function_call"
-    sql: str
-    statement_name: str | None = None
-    seq: int = 0
-    lexer: LexerSettings = DEFAULT_LEXER  # how the server parses ``sql`` in this session
-    encoding: str = "UTF8"  # the client_encoding ``sql`` was decoded from (PostgreSQL's name)
-    # Set when the relay cannot read the text as the server would: the relay refuses the
-    # statement with this whatever the decider answers (the decider records it).
-    refusal: Refusal | None = None
-    # Whether running it may change how the server reads later text (a function, a SET): the
-    # decider clears it when the analysis shows it cannot. While the server has not reported the
-    # end of such a statement, later text that settings could change is refused (`_unconfirmed`).
-    may_change_settings: bool = True
-    # A Bind decided on its own (a statement decided BIND_DECIDES, or Parsed under older policies):
-    # the client's Bind message, whose parameters an approval shows.
-    bind: bytes | None = None
+    __slots__ = ("protocol", "sql", "statement_name", "seq", "lexer", "encoding", "refusal",
+                 "may_change_settings", "bind")
+
+    def __init__(self, protocol: str, sql: str, statement_name: str | None = None, seq: int = 0,
+                 lexer: LexerSettings = DEFAULT_LEXER, encoding: str = "UTF8", refusal: Refusal | None = None,
+                 may_change_settings: bool = True, bind: bytes | None = None) -> None:
+        self.protocol = protocol  # "simple" | "extended" | "function_call"
+        self.sql = sql
+        self.statement_name = statement_name
+        self.seq = seq
+        self.lexer = lexer  # how the server parses ``sql`` in this session
+        self.encoding = encoding  # the client_encoding ``sql`` was decoded from (PostgreSQL's name)
+        # Set when the relay cannot read the text as the server would: the relay refuses the
+        # statement with this whatever the decider answers (the decider records it).
+        self.refusal = refusal
+        # Whether running it may change how the server reads later text (a function, a SET): the
+        # decider clears it when the analysis shows it cannot. While the server has not reported the
+        # end of such a statement, later text that settings could change is refused (`_unconfirmed`).
+        self.may_change_settings = may_change_settings
+        # A Bind decided on its own (a statement decided BIND_DECIDES, or Parsed under older policies):
+        # the client's Bind message, whose parameters an approval shows.
+        self.bind = bind
+
+    def __repr__(self) -> str:
+        return (f"StatementRequest(protocol={self.protocol!r}, sql={self.sql!r}, "
+                f"statement_name={self.statement_name!r}, seq={self.seq!r}, lexer={self.lexer!r}, "
+                f"encoding={self.encoding!r}, refusal={self.refusal!r}, "
+                f"may_change_settings={self.may_change_settings!r}, bind={self.bind!r})")
 
 
 # Kinds of expectation: what the server will answer, in order.

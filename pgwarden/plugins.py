@@ -817,7 +817,7 @@ class _PluginCall:
         if plain is not None and self._pm._inner_hookexec is _multicall:
             function, names = plain
             try:
-                args = [kwargs[name] for name in names]
+                args = list(map(kwargs.__getitem__, names))  # (a list comprehension is a frame of its own)
             except KeyError:  # pluggy's executor says which argument is missing
                 return self._hookexec(self.name, self.impls, kwargs, False)  # type: ignore[return-value]
             answer = function(*args)

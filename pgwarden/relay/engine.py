@@ -408,7 +408,10 @@ def _name(raw: bytes, start: int, encoding: ClientEncoding = UTF8) -> tuple[str,
     end = raw.find(b"\0", start)
     if end < 0 or len(raw) < 6:
         raise ProtocolError(f"message {chr(raw[0])!r}: unterminated name")
-    return encoding.readable(raw[start:end]), end + 1
+    name = raw[start:end]
+    if name.isascii():  # what `readable` answers for ASCII, in every encoding, without a call into Python
+        return name.decode("ascii"), end + 1
+    return encoding.readable(name), end + 1
 
 
 class Relay:

@@ -87,7 +87,8 @@ class Statement:
     def kinds(self) -> frozenset[str]:
         """The classes of everything this string does (select, insert, ddl, role, side_effect, ...);
         ``unknown`` when it does not parse or runs something pgwarden cannot identify."""
-        return self.analysis.kinds
+        analysis = self.analysed  # (asked of every statement: no second property call once analysed)
+        return (analysis if analysis is not None else self.analysis).kinds
 
     @property
     def tables(self) -> frozenset[str]:

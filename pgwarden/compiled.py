@@ -31,6 +31,7 @@ from types import ModuleType
 #: would hand to attrs as fields (docs/performance.md, "The compiled path").
 MODULES: tuple[str, ...] = (
     "pgwarden.wire.framing",
+    "pgwarden.wire.reader",
     "pgwarden.relay.counting",
     "pgwarden.relay.engine",
     "pgwarden.relay.execution",

@@ -118,10 +118,13 @@ class Statement:
         if fp is _UNSET and self.context is not None and not self.context.lexer.default:
             fp = self._fingerprint = None  # a fingerprint reads the text under the default settings
         if fp is _UNSET:
-            try:
-                fp = fingerprint(self.sql)
-            except ParseError:
-                fp = None
+            if self._cache is not None:
+                fp = self._cache.fingerprint_for(self.sql)
+            else:
+                try:
+                    fp = fingerprint(self.sql)
+                except ParseError:
+                    fp = None
             self._fingerprint = fp
         return cast("str | None", fp)  # set by now
 

@@ -26,11 +26,13 @@ import sys
 from collections.abc import Sequence
 from types import ModuleType
 
-#: compiled together by mypyc, one group: calls between them stay native.
+#: compiled together by mypyc, one group: calls between them stay native. The recorder and the
+#: chain build and seal every record (docs/performance.md, "recording's CPU per statement").
 #: Not `pgwarden.wire.messages`: its attrs classes hold class constants (``TYPE``) that mypyc
 #: would hand to attrs as fields (docs/performance.md, "The compiled path").
 MODULES: tuple[str, ...] = (
     "pgwarden.wire.framing",
+    "pgwarden.wire.reader",
     "pgwarden.relay.counting",
     "pgwarden.relay.engine",
     "pgwarden.relay.execution",
@@ -39,6 +41,8 @@ MODULES: tuple[str, ...] = (
     "pgwarden.mask_rows",
     "pgwarden.proxy.loop",
     "pgwarden.turns",
+    "pgwarden.recorder",
+    "pgwarden.chain",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

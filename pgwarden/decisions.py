@@ -21,6 +21,8 @@ from pgwarden.config import Approvals
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
+from pgwarden.sql.context import shared
+from pgwarden.sql.lineage import NAMING_KINDS
 from pgwarden.verdict import Refusal, Verdict
 
 if TYPE_CHECKING:
@@ -117,9 +119,19 @@ class Decisions:
 
     def _context(self, conn: ClientConnection, request: StatementRequest):
         """What ``request``'s text means in: the newest catalog, the session's search_path, the
-        lexer settings it was read under."""
-        return conn.sql_context.with_catalog(self.catalog.current).with_lexer(request.lexer) \
-            .with_stale(conn.catalog_unread)
+        lexer settings it was read under. (Each ``with_`` only when it changes something: on
+        every statement, and nearly always the session's own context.)"""
+        context = conn.sql_context
+        catalog = self.catalog.current
+        if catalog is not context.catalog:  # loaded again: the session's statements are read on it from now on
+            conn.sql_context = context = shared(context.with_catalog(catalog))
+        lexer = request.lexer
+        if lexer is not context.lexer:
+            context = context.with_lexer(lexer)
+        stale = conn.catalog_unread
+        if stale is not context.stale:
+            context = context.with_stale(stale)
+        return context
 
     def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
         if statement is None:
@@ -198,11 +210,13 @@ class Decisions:
         analysis = statement.analysed if statement is not None else None
         if analysis is None:
             return
-        if conn.masks is not None:
+        if conn.masks is not None and analysis.kinds & NAMING_KINDS:  # (the only ones it looks at)
             conn.masks.ran(statement)
         before = conn.sql_context
-        conn.sql_context = before.after(analysis)
-        if conn.sql_context is not before and conn.relay is not None:
+        after = before.after(analysis)
+        if after is not before:
+            conn.sql_context = after = shared(after)
+        if after is not before and conn.relay is not None:
             # The server plans a named statement again under the new search_path at its next
             # Bind: so is it decided again.
             conn.relay.policy_generation += 1
@@ -226,7 +240,7 @@ class Decisions:
     def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest,
                  shadow: list | None = None):
         runs = ALLOW
-        if verdict.action != "block":
+        if verdict.action != "block" and conn.limits.rows_written is not None:
             runs = self._runs_as(statement, conn, request)
             if isinstance(runs, Verdict):
                 verdict = runs

@@ -57,10 +57,12 @@ class SessionLimits:
     # The upstream session was opened with default_transaction_read_only=on.
     read_only: bool = False
     read_only_policy: str | None = None
+    #: whether any limit applies: an attribute, not a property (read up to three times a statement)
+    any: bool = attrs.field(init=False, eq=False, repr=False)
 
-    @property
-    def any(self) -> bool:
-        return self.rows_written is not None or self.timeout_ms is not None or self.read_only
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "any", self.rows_written is not None or self.timeout_ms is not None
+                           or self.read_only)
 
 
 def session_limits(policies: tuple[Policy, ...], *, read_only: bool = False,

@@ -23,10 +23,11 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from importlib.metadata import entry_points
 from types import CodeType, TracebackType
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import attrs
 import pluggy
+from pluggy._callers import _multicall
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.logger import Logger
@@ -53,6 +54,10 @@ ENTRY_POINT_GROUP = "pgwarden"
 #: A plugin whose ``pgwarden_check`` only interprets the rule kinds it declares sets this
 #: attribute to True: it is not called for sessions whose policies have none of those rules.
 RULES_ONLY = "pgwarden_checks_only_its_rules"
+#: A plugin whose ``pgwarden_result_masks`` and ``pgwarden_message_masks`` answer None for every
+#: session whose policies have no rule of the kinds it declares sets this attribute to True: they
+#: are not called for those sessions, and their results and messages go out without being resolved.
+MASKS_ONLY_BY_RULES = "pgwarden_masks_only_by_its_rules"
 # Keys of the `plugins:` section that are not plugin names.
 RESERVED_KEYS = frozenset({"disable", "timeout_s"})
 NO_AUTHENTICATOR = "no loaded plugin authenticates clients (pgwarden_authenticate)"
@@ -91,6 +96,7 @@ class LoadedPlugin:
 
 
 Call = Callable[..., list]
+_ALLOWED = Verdict.allow()
 
 
 class PluginHost:
@@ -173,6 +179,12 @@ class PluginHost:
         self._rules_only = {name for name, _ in self._checkers
                             if getattr(self.pm.get_plugin(name), RULES_ONLY, False) is True}
         self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, Call]]]] = {}
+        # The same for masking: maskers that only mask by their own rule kinds (`MASKS_ONLY_BY_RULES`),
+        # and per policies tuple, the result and message maskers to call.
+        self._masks_only = {name for hook in ("pgwarden_result_masks", "pgwarden_message_masks")
+                            for name, _ in self._each(hook)
+                            if getattr(self.pm.get_plugin(name), MASKS_ONLY_BY_RULES, False) is True}
+        self._maskers_for: dict[int, _Maskers] = {}
         self._authenticate = self.pm.hook.pgwarden_authenticate
         self._approve = self.pm.hook.pgwarden_await_approval
         self._recording: set[str] = set()  # the plugins that want records now
@@ -230,7 +242,8 @@ class PluginHost:
         hook = getattr(self.pm.hook, hook_name)
         impls = hook.get_hookimpls()
         callers: list[tuple[str, Call]] = [
-            (name, _PluginCall(hook, [i for i in impls if i.plugin_name == name or i.plugin_name not in deciders]))
+            (name, _PluginCall(hook, [i for i in impls if i.plugin_name == name or i.plugin_name not in deciders],
+                               self.pm))
             for name in deciders]
         self._callers[hook_name] = callers
         return callers
@@ -562,6 +575,8 @@ class PluginHost:
                     waits = waits or answer.__class__ is not Verdict
                 answers.append(answer)
         if not waits:
+            if not answers:
+                return _ALLOWED  # what `Verdict.strictest` makes of none
             return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
         return gatherResults(  # type: ignore[misc]
             [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)
@@ -657,6 +672,25 @@ class PluginHost:
         """Whether any plugin masks results (else rows pass untouched)."""
         return bool(self._impls("pgwarden_result_masks"))
 
+    def maskers(self, policies: tuple[Policy, ...]) -> _Maskers:
+        """The result and message maskers to call for sessions under ``policies``: all of them
+        but those that mask only by rule kinds the policies do not have (memoised per tuple, as
+        `_checkers_for_policies`; the entry keeps the tuple alive, so its id is not reused)."""
+        known = self._maskers_for.get(id(policies))
+        if known is not None and known.policies is policies:
+            return known
+        kinds = {rule.kind for policy in policies for rule in policy.rules}
+
+        def wanted(hook_name: str) -> list[tuple[str, Call]]:
+            return [(name, call) for name, call in self._each(hook_name)
+                    if name not in self._masks_only or self._claimed_by(name) & kinds]
+
+        found = _Maskers(policies, wanted("pgwarden_result_masks"), wanted("pgwarden_message_masks"))
+        if len(self._maskers_for) > 1000:
+            self._maskers_for.clear()
+        self._maskers_for[id(policies)] = found
+        return found
+
     @property
     def masks_messages(self) -> bool:
         """Whether any plugin rewrites the text of errors and notices."""
@@ -686,7 +720,7 @@ class PluginHost:
         """Column index -> the strictest mask of every plugin; `MaskingFailed` naming the plugin
         that raised or answered nonsense (the core then refuses the result)."""
         answers: list[tuple[str, object]] = []
-        for name, call in self._each("pgwarden_result_masks"):
+        for name, call in self.maskers(session.policies).results:
             try:
                 got = call(result=result, statement=statement, session=session, shape=result.description)
             except Exception as e:
@@ -702,7 +736,7 @@ class PluginHost:
     def message_masks(self, statement: Statement | None, session: Session) -> list[MessageMask]:
         """The rewrites plugins ask for a statement's errors and notices."""
         found: list[MessageMask] = []
-        for name, call in self._each("pgwarden_message_masks"):
+        for name, call in self.maskers(session.policies).messages:
             try:
                 got = call(statement=statement, session=session)
             except Exception as e:
@@ -734,6 +768,17 @@ class PluginHost:
         return sorted(out, key=lambda p: p.name)
 
 
+@attrs.frozen(eq=False)
+class _Maskers:
+    """The masking plugins to call for sessions under one tuple of policies."""
+
+    policies: tuple[Policy, ...]
+    #: (plugin name, caller) of ``pgwarden_result_masks``
+    results: list[tuple[str, Call]]
+    #: (plugin name, caller) of ``pgwarden_message_masks``
+    messages: list[tuple[str, Call]]
+
+
 class _PluginCall:
     """One plugin's implementations of one hook, with the wrappers of the plugins that only wrap
     it, run by pluggy's own executor: what ``pm.subset_hook_caller`` runs, without its cost at
@@ -748,17 +793,36 @@ class _PluginCall:
     passes every argument the hookspec names (it declares no defaults).
     """
 
-    __slots__ = ("_hookexec", "impls", "name")
+    __slots__ = ("_hookexec", "_pm", "_plain", "impls", "name")
 
-    def __init__(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl]) -> None:
+    def __init__(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl], pm: pluggy.PluginManager) -> None:
         if hook.spec is not None and hook.spec.opts.get("firstresult"):
             raise PluginError(f"{hook.name} stops at the first answer: call it through pm.hook, not plugin by plugin")
         self.name = hook.name
         self.impls = impls
         self._hookexec = hook._hookexec
+        self._pm = pm
+        # One implementation, no wrapper, no keyword arguments of its own: what pluggy's executor
+        # does for it is a call with the arguments it names, its answer in a list unless None.
+        # Made here directly while the executor is pluggy's own (tracing and call monitoring
+        # replace it, and are then run as before): the executor's frames and lists are a third
+        # of a decision's plugin call.
+        only = impls[0] if len(impls) == 1 else None
+        self._plain: tuple[Callable[..., object], tuple[str, ...]] | None = (
+            (only.function, tuple(only.argnames))
+            if only is not None and not (only.wrapper or only.hookwrapper or only.kwargnames) else None)
 
     def __call__(self, **kwargs: object) -> list[object]:
-        return cast("list[object]", self._hookexec(self.name, self.impls, kwargs, False))
+        plain = self._plain
+        if plain is not None and self._pm._inner_hookexec is _multicall:
+            function, names = plain
+            try:
+                args = list(map(kwargs.__getitem__, names))  # (a list comprehension is a frame of its own)
+            except KeyError:  # pluggy's executor says which argument is missing
+                return self._hookexec(self.name, self.impls, kwargs, False)  # type: ignore[return-value]
+            answer = function(*args)
+            return [] if answer is None else [answer]
+        return self._hookexec(self.name, self.impls, kwargs, False)  # type: ignore[return-value]
 
 
 def later(answer: object) -> object:

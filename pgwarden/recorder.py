@@ -158,8 +158,11 @@ class Recorder:
         self._urgent = False  # a record carrying a verdict is buffered: the next barrier writes
         self._lazy = 0  # records without a verdict buffered since the last write
         self._lazy_first = 0.0  # when the first of them was buffered (reactor seconds)
-        self._lazy_timer = None
-        self._results: list = []  # executions whose result records are built after the turn's sends
+        # The reactor's DelayedCall, or None. Typed Any: compiled (mypyc), an attribute inferred
+        # as None would refuse the DelayedCall at run time, and the reactors' timer classes differ.
+        self._lazy_timer: Any = None
+        # executions whose result records are built after the turn's sends
+        self._results: list[tuple[ClientConnection, Execution]] = []
         self._by_analysis: dict[int, tuple] = {}
         self._by_verdict: dict[int, tuple] = {}
         self._by_context: dict[int, tuple] = {}

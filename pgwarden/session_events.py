@@ -73,7 +73,7 @@ class SessionEvents:
             decide,
             state=SessionState(parameters=parameters),
             max_message_size=max_message_size,
-            on_shape=masks.shape if masks is not None else None,
+            on_shape=masks.shape if masks is not None and masks.wants_shapes() else None,
             on_copy=masks.copy if masks is not None else None,
             on_message=masks.message if masks is not None and self.plugins.masks_messages else None,
             on_complete=self.completion_listener(conn),

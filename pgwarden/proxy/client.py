@@ -46,7 +46,7 @@ from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
 from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.session import Session, replace_policies
 from pgwarden.shadow import Shadow
-from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
+from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path, shared
 from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.wire import messages as m
@@ -131,7 +131,7 @@ def session_sql_context(catalog: Catalog, user: str, startup: m.StartupMessage) 
     role (``$user``) and the search_path the session starts with."""
     given = startup.get("search_path")
     path = parse_path(given) if given else parse_path(", ".join(DEFAULT_SEARCH_PATH))
-    return SqlContext(catalog, user=user, search_path=path, default_path=path)
+    return shared(SqlContext(catalog, user=user, search_path=path, default_path=path))
 
 
 # ---------------------------------------------------------------------- what a connection works with
@@ -710,6 +710,8 @@ class ClientConnection(Protocol):
         replace_policies(self.session, policies)
         self.shadow = Shadow.of(self.session, self._shadow_units)
         self.relay.row_cap = row_cap(policies)
+        if self.masks is not None:  # masking may now apply where it did not, or no longer
+            self.relay.on_shape = self.masks.shape if self.masks.wants_shapes() else None
         # The upstream session keeps how it was opened (read-only, its statement_timeout).
         self.limits = session_limits(
             policies, read_only=self.limits.read_only, startup_timeout_ms=self.limits.startup_timeout_ms)

@@ -91,18 +91,41 @@ FRONTEND_TYPES: Final = frozenset(t[0] for t in m.FRONTEND)
 BACKEND_TYPES: Final = frozenset(t[0] for t in m.BACKEND)
 
 # Type bytes as ints, named as in the protocol documentation.
-_B_DATA_ROW, _B_COMMAND_COMPLETE, _B_READY = ord("D"), ord("C"), ord("Z")
-_B_ROW_DESCRIPTION, _B_NO_DATA, _B_PARAM_DESCRIPTION = ord("T"), ord("n"), ord("t")
-_B_PARSE_COMPLETE, _B_BIND_COMPLETE, _B_CLOSE_COMPLETE = ord("1"), ord("2"), ord("3")
-_B_ERROR, _B_NOTICE, _B_NOTIFICATION, _B_PARAMETER = ord("E"), ord("N"), ord("A"), ord("S")
-_B_EMPTY_QUERY, _B_SUSPENDED = ord("I"), ord("s")
-_B_COPY_DATA, _B_COPY_DONE = ord("d"), ord("c")
-_B_COPY_IN, _B_COPY_OUT, _B_COPY_BOTH = ord("G"), ord("H"), ord("W")
+_B_DATA_ROW: Final = 68  # D
+_B_COMMAND_COMPLETE: Final = 67  # C
+_B_READY: Final = 90  # Z
+_B_ROW_DESCRIPTION: Final = 84  # T
+_B_NO_DATA: Final = 110  # n
+_B_PARAM_DESCRIPTION: Final = 116  # t
+_B_PARSE_COMPLETE: Final = 49  # 1
+_B_BIND_COMPLETE: Final = 50  # 2
+_B_CLOSE_COMPLETE: Final = 51  # 3
+_B_ERROR: Final = 69  # E
+_B_NOTICE: Final = 78  # N
+_B_NOTIFICATION: Final = 65  # A
+_B_PARAMETER: Final = 83  # S
+_B_EMPTY_QUERY: Final = 73  # I
+_B_SUSPENDED: Final = 115  # s
+_B_COPY_DATA: Final = 100  # d
+_B_COPY_DONE: Final = 99  # c
+_B_COPY_IN: Final = 71  # G
+_B_COPY_OUT: Final = 72  # H
+_B_COPY_BOTH: Final = 87  # W
 
-_F_QUERY, _F_PARSE, _F_BIND, _F_DESCRIBE = ord("Q"), ord("P"), ord("B"), ord("D")
-_F_EXECUTE, _F_CLOSE, _F_SYNC, _F_FLUSH = ord("E"), ord("C"), ord("S"), ord("H")
-_F_COPY_DATA, _F_COPY_DONE, _F_COPY_FAIL = ord("d"), ord("c"), ord("f")
-_F_FUNCTION_CALL, _F_TERMINATE, _F_PASSWORD = ord("F"), ord("X"), ord("p")
+_F_QUERY: Final = 81  # Q
+_F_PARSE: Final = 80  # P
+_F_BIND: Final = 66  # B
+_F_DESCRIBE: Final = 68  # D
+_F_EXECUTE: Final = 69  # E
+_F_CLOSE: Final = 67  # C
+_F_SYNC: Final = 83  # S
+_F_FLUSH: Final = 72  # H
+_F_COPY_DATA: Final = 100  # d
+_F_COPY_DONE: Final = 99  # c
+_F_COPY_FAIL: Final = 102  # f
+_F_FUNCTION_CALL: Final = 70  # F
+_F_TERMINATE: Final = 88  # X
+_F_PASSWORD: Final = 112  # p
 
 # What the server framer may hand on in fragments: rows and COPY data, unless their
 # messages must be read whole (a transform, or a row cap counting them).
@@ -202,47 +225,76 @@ class Portal(_Described):
         return m.Bind.decode(self.bind[5:]).result_formats
 
 
-@attrs.define(eq=False)
 class StatementRequest:
     """What the decider is asked about: one SQL string on its way upstream.
 
-    Not frozen: one is made per statement, and a frozen attrs class sets each field
-    through ``object.__setattr__`` (1.2 against 0.4 µs). Nothing changes it after.
+    A plain class, not attrs: one is made per statement, and compiled (`pgwarden.compiled`)
+    it is made in C, where an attrs class's ``__init__`` is a Python call. Compared by
+    identity. Nothing changes it after the decision but the fields said below.
     """
 
-    protocol: str  # "simple" | "extended" | "function_call"
-    sql: str
-    statement_name: str | None = None
-    seq: int = 0
-    lexer: LexerSettings = DEFAULT_LEXER  # how the server parses ``sql`` in this session
-    encoding: str = "UTF8"  # the client_encoding ``sql`` was decoded from (PostgreSQL's name)
-    # Set when the relay cannot read the text as the server would: the relay refuses the
-    # statement with this whatever the decider answers (the decider records it).
-    refusal: Refusal | None = None
-    # Whether running it may change how the server reads later text (a function, a SET): the
-    # decider clears it when the analysis shows it cannot. While the server has not reported the
-    # end of such a statement, later text that settings could change is refused (`_unconfirmed`).
-    may_change_settings: bool = True
-    # Set by the decider on a Parse whose statement may change the catalog (DDL, DO, CALL, code it
-    # cannot see into): each Bind of it is decided too, so that the change is taken into account
-    # when it runs (the Bind), not only when it was parsed (asyncpg Syncs in between).
-    decide_binds: bool = False
-    # A Bind decided on its own (a statement decided BIND_DECIDES, or Parsed under older policies):
-    # the client's Bind message, whose parameters an approval shows.
-    bind: bytes | None = None
+    __slots__ = ("protocol", "sql", "statement_name", "seq", "lexer", "encoding", "refusal",
+                 "may_change_settings", "decide_binds", "bind")
+
+    def __init__(self, protocol: str, sql: str, statement_name: str | None = None, seq: int = 0,
+                 lexer: LexerSettings = DEFAULT_LEXER, encoding: str = "UTF8", refusal: Refusal | None = None,
+                 may_change_settings: bool = True, bind: bytes | None = None, decide_binds: bool = False) -> None:
+        self.protocol = protocol  # "simple" | "extended" | "function_call"
+        self.sql = sql
+        self.statement_name = statement_name
+        self.seq = seq
+        self.lexer = lexer  # how the server parses ``sql`` in this session
+        self.encoding = encoding  # the client_encoding ``sql`` was decoded from (PostgreSQL's name)
+        # Set when the relay cannot read the text as the server would: the relay refuses the
+        # statement with this whatever the decider answers (the decider records it).
+        self.refusal = refusal
+        # Whether running it may change how the server reads later text (a function, a SET): the
+        # decider clears it when the analysis shows it cannot. While the server has not reported the
+        # end of such a statement, later text that settings could change is refused (`_unconfirmed`).
+        self.may_change_settings = may_change_settings
+        # Set by the decider on a Parse whose statement may change the catalog (DDL, DO, CALL, code it
+        # cannot see into): each Bind of it is decided too, so that the change is taken into account
+        # when it runs (the Bind), not only when it was parsed (asyncpg Syncs in between).
+        self.decide_binds = decide_binds
+        # A Bind decided on its own (a statement decided BIND_DECIDES, or Parsed under older policies):
+        # the client's Bind message, whose parameters an approval shows.
+        self.bind = bind
+
+    def __repr__(self) -> str:
+        return (f"StatementRequest(protocol={self.protocol!r}, sql={self.sql!r}, "
+                f"statement_name={self.statement_name!r}, seq={self.seq!r}, lexer={self.lexer!r}, "
+                f"encoding={self.encoding!r}, refusal={self.refusal!r}, "
+                f"may_change_settings={self.may_change_settings!r}, decide_binds={self.decide_binds!r}, "
+                f"bind={self.bind!r})")
 
 
 # Kinds of expectation: what the server will answer, in order.
-_E_QUERY, _E_PARSE, _E_BIND, _E_DESCRIBE, _E_EXECUTE = range(5)
-_E_CLOSE, _E_SYNC, _E_OWN_PARSE, _E_OWN_BIND, _E_OWN_EXECUTE, _E_OWN_DESCRIBE = range(5, 11)
+_E_QUERY: Final = 0
+_E_PARSE: Final = 1
+_E_BIND: Final = 2
+_E_DESCRIBE: Final = 3
+_E_EXECUTE: Final = 4
+_E_CLOSE: Final = 5
+_E_SYNC: Final = 6
+_E_OWN_PARSE: Final = 7
+_E_OWN_BIND: Final = 8
+_E_OWN_EXECUTE: Final = 9
+_E_OWN_DESCRIBE: Final = 10
 # pgwarden's own Close; a counted statement's before and check; the CloseComplete that
 # starts holding a counted portal's later Execute; a simple Query run as Parse/Bind/
 # Describe/Execute/Sync for counting (the T kinds: the client sees it as its Query).
-_E_OWN_CLOSE, _E_BEFORE, _E_CHECK, _E_HOLD = range(11, 15)
-_E_TPARSE, _E_TBIND, _E_TDESCRIBE, _E_TEXECUTE, _E_TSYNC = range(15, 20)
+_E_OWN_CLOSE: Final = 11
+_E_BEFORE: Final = 12
+_E_CHECK: Final = 13
+_E_HOLD: Final = 14
+_E_TPARSE: Final = 15
+_E_TBIND: Final = 16
+_E_TDESCRIBE: Final = 17
+_E_TEXECUTE: Final = 18
+_E_TSYNC: Final = 19
 # Completions (ParseComplete, BindComplete, CloseComplete) the client never asked for.
-_OWN_COMPLETIONS = frozenset({_E_OWN_PARSE, _E_OWN_BIND, _E_OWN_CLOSE, _E_HOLD, _E_TPARSE, _E_TBIND})
-_SYNCS = (_E_SYNC, _E_TSYNC)
+_OWN_COMPLETIONS: Final = frozenset({_E_OWN_PARSE, _E_OWN_BIND, _E_OWN_CLOSE, _E_HOLD, _E_TPARSE, _E_TBIND})
+_SYNCS: Final = (_E_SYNC, _E_TSYNC)
 
 
 class Expectation:
@@ -273,15 +325,15 @@ class Expectation:
 
 
 # Expectations with nothing of their own, made once.
-_EXPECT_SYNC = Expectation(_E_SYNC)
-_EXPECT_CLOSE = Expectation(_E_CLOSE)
-_EXPECT_OWN_PARSE = Expectation(_E_OWN_PARSE)
-_EXPECT_OWN_BIND = Expectation(_E_OWN_BIND)
-_EXPECT_TPARSE = Expectation(_E_TPARSE)
-_EXPECT_TBIND = Expectation(_E_TBIND)
-_EXPECT_TEXECUTE = Expectation(_E_TEXECUTE)
+_EXPECT_SYNC: Final = Expectation(_E_SYNC)
+_EXPECT_CLOSE: Final = Expectation(_E_CLOSE)
+_EXPECT_OWN_PARSE: Final = Expectation(_E_OWN_PARSE)
+_EXPECT_OWN_BIND: Final = Expectation(_E_OWN_BIND)
+_EXPECT_TPARSE: Final = Expectation(_E_TPARSE)
+_EXPECT_TBIND: Final = Expectation(_E_TBIND)
+_EXPECT_TEXECUTE: Final = Expectation(_E_TEXECUTE)
 # What `counting.own_run` is answered with before its Execute's answer.
-_OWN_RUN = (Expectation(_E_OWN_CLOSE), Expectation(_E_OWN_CLOSE), _EXPECT_OWN_PARSE, _EXPECT_OWN_BIND)
+_OWN_RUN: Final = (Expectation(_E_OWN_CLOSE), Expectation(_E_OWN_CLOSE), _EXPECT_OWN_PARSE, _EXPECT_OWN_BIND)
 
 
 @attrs.define
@@ -362,7 +414,10 @@ def _name(raw: bytes, start: int, encoding: ClientEncoding = UTF8) -> tuple[str,
     end = raw.find(b"\0", start)
     if end < 0 or len(raw) < 6:
         raise ProtocolError(f"message {chr(raw[0])!r}: unterminated name")
-    return encoding.readable(raw[start:end]), end + 1
+    name = raw[start:end]
+    if name.isascii():  # what `readable` answers for ASCII, in every encoding, without a call into Python
+        return name.decode("ascii"), end + 1
+    return encoding.readable(name), end + 1
 
 
 class Relay:
@@ -1199,6 +1254,16 @@ class Relay:
         self._row_cap = cap
         # Counted rows must arrive whole: no streaming of large rows under a cap.
         self._server.streamable = _WHOLE if cap is not None else _STREAMED
+
+    @property
+    def on_shape(self) -> ShapeListener | None:
+        """Asked for the transform of each result's rows (masks) as it starts; None: no result's
+        shape is looked at, its rows go out as they come."""
+        return self._on_shape
+
+    @on_shape.setter
+    def on_shape(self, listener: ShapeListener | None) -> None:
+        self._on_shape = listener
 
     @property
     def shape(self) -> m.RowDescription | None:

@@ -13,14 +13,14 @@ here: the relay ends the session, so no row passes unchecked.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Final, Protocol
 
 from pgwarden.relay.execution import Execution, RowSampler
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.framing import split_run
 
-_B_COMMAND_COMPLETE = ord("C")
+_B_COMMAND_COMPLETE: Final = 67  # C
 
 #: Rewrites one DataRow or a run of them; returns b"" for nothing to send.
 RowTransform = Callable[[bytes], bytes]

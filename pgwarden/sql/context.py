@@ -17,6 +17,7 @@ never less.
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
 import attrs
@@ -146,6 +147,17 @@ class SqlContext:
         if lexer is None or lexer is self.lexer or lexer == self.lexer:
             return self
         return attrs.evolve(self, lexer=lexer)
+
+
+_shared: weakref.WeakValueDictionary[SqlContext, SqlContext] = weakref.WeakValueDictionary()
+
+
+def shared(context: SqlContext) -> SqlContext:
+    """One object for equal contexts, as long as one is in use: sessions that start alike (most
+    do) then look their statements up in the caches under the very key objects stored there,
+    which a dictionary finds by identity, where equal but distinct contexts are compared field by
+    field in Python on every lookup (attrs's ``__eq__``, the lexer's)."""
+    return _shared.setdefault(context, context)
 
 
 _default: SqlContext | None = None

@@ -26,7 +26,7 @@ class Statement:
     with statements that all differ in a constant every access is a first one.
     """
 
-    __slots__ = ("sql", "context", "_analyze", "_cache", "_analysis", "_fingerprint", "_lineage", "__dict__")
+    __slots__ = ("sql", "context", "_analyze", "_cache", "analysed", "_fingerprint", "_lineage", "__dict__")
 
     def __init__(self, sql: str, analyze: Callable[[str], Analysis] | None = None,
                  cache: StatementCache | None = None, context: SqlContext | None = None,
@@ -42,7 +42,9 @@ class Statement:
         # statement, keeps statements free of reference cycles: an evicted one is freed
         # at once instead of waiting for the cycle collector.
         self._cache = cache
-        self._analysis: Analysis | None = None
+        #: the analysis if something has asked for it already, else None (nothing is parsed); an
+        #: attribute, not a property: the decision and masking read it several times a statement
+        self.analysed: Analysis | None = None
         self._fingerprint: str | None | object = _UNSET
         self._lineage: tuple[Lineage, ...] | None = None
 
@@ -51,7 +53,7 @@ class Statement:
 
     @property
     def analysis(self) -> Analysis:
-        analysis = self._analysis
+        analysis = self.analysed
         if analysis is None:
             if self._cache is not None:
                 analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
@@ -61,7 +63,7 @@ class Statement:
                 from pgwarden.sql.analysis import analyze_sql
 
                 analysis = analyze_sql(self.sql, self.context)
-            self._analysis = analysis
+            self.analysed = analysis
         return analysis
 
     @property
@@ -82,15 +84,11 @@ class Statement:
         return lineage
 
     @property
-    def analysed(self) -> Analysis | None:
-        """The analysis if something has asked for it already, else None (nothing is parsed)."""
-        return self._analysis
-
-    @property
     def kinds(self) -> frozenset[str]:
         """The classes of everything this string does (select, insert, ddl, role, side_effect, ...);
         ``unknown`` when it does not parse or runs something pgwarden cannot identify."""
-        return self.analysis.kinds
+        analysis = self.analysed  # (asked of every statement: no second property call once analysed)
+        return (analysis if analysis is not None else self.analysis).kinds
 
     @property
     def tables(self) -> frozenset[str]:
@@ -120,10 +118,13 @@ class Statement:
         if fp is _UNSET and self.context is not None and not self.context.lexer.default:
             fp = self._fingerprint = None  # a fingerprint reads the text under the default settings
         if fp is _UNSET:
-            try:
-                fp = fingerprint(self.sql)
-            except ParseError:
-                fp = None
+            if self._cache is not None:
+                fp = self._cache.fingerprint_for(self.sql)
+            else:
+                try:
+                    fp = fingerprint(self.sql)
+                except ParseError:
+                    fp = None
             self._fingerprint = fp
         return cast("str | None", fp)  # set by now
 

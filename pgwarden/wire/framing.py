@@ -33,6 +33,14 @@ NEED_DATA: Final = _NeedData()
 _LEN = struct.Struct("!i")
 _HEADER = struct.Struct("!Bi")
 
+
+
+def _int32(data: bytes, pos: int) -> int:
+    """The signed big-endian int32 at ``data[pos:pos + 4]`` (the caller knows the bytes are there)."""
+    value = (data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+    return value - 0x100000000 if value & 0x80000000 else value
+
+
 DEFAULT_MAX_MESSAGE: Final = 16 * 1024 * 1024
 # Startup packets are tiny; PostgreSQL itself caps them at 10000 bytes.
 MAX_STARTUP_PACKET: Final = 10000
@@ -167,14 +175,15 @@ class MessageFramer:
     def _scan(self, data: bytes, pos: int, n: int, out: list[bytes | Fragment]) -> tuple[int, int]:
         """Appends to ``out`` the messages of ``data[pos:n]``; returns where it stopped and the
         buffered length the next message needs (0: unknown yet)."""
-        unpack = _HEADER.unpack_from
-        unpack_length = _LEN.unpack_from
         valid = self.valid_types
         maximum = self._max
         run_type = self.run_type
         need = 0
         while n - pos >= 5:
-            t, length = unpack(data, pos)
+            # The header read byte by byte rather than with struct: compiled, these are machine
+            # integers from here on, where struct's tuple made every comparison below generic.
+            t = data[pos]
+            length = _int32(data, pos + 1)
             end = pos + 1 + length
             if end <= n and 4 <= length <= maximum:
                 if valid is not None and t not in valid:
@@ -183,7 +192,7 @@ class MessageFramer:
                     start = pos
                     pos = end
                     while n - pos >= 5 and data[pos] == t:
-                        (length,) = unpack_length(data, pos + 1)
+                        length = _int32(data, pos + 1)
                         end = pos + 1 + length
                         if end > n or length < 4 or length > maximum:
                             break

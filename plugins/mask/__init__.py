@@ -92,6 +92,11 @@ class Options:
 
 
 class Masking:
+    # Without a mask rule in the session's policies, its check has no opinion and it masks
+    # nothing: sessions without one do not call it (docs/plugins.md).
+    pgwarden_checks_only_its_rules = True
+    pgwarden_masks_only_by_its_rules = True
+
     def __init__(self) -> None:
         self.key: bytes | None = None
         self.detectors: dict[str, Detector] = {d.name: d for d in BUILTIN}

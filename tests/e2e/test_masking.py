@@ -312,3 +312,28 @@ def test_values_kept_elsewhere_are_refused_and_notifications_masked(masked):
         c.execute("listen leak")
         c.execute(f"notify leak, 'ssn {SSN}'")  # a value of the agent's own, in SSN shape: detected
         assert [n.payload for n in c.notifies(timeout=1, stop_after=1)] == ["ssn [ssn]"]
+
+
+def test_a_reload_that_adds_or_takes_away_mask_rules_applies_to_open_sessions(make_pgwarden, pg_server,
+                                                                              signing_keys, tmp_path):
+    """A session whose policies have no mask rule has no result's shape looked at (the relay asks
+    nothing, docs/performance.md); a reload that gives its identity mask rules masks its next
+    result, in the same session, and one that takes them away lets it through again."""
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    pg_server.psql(TABLES, "appdb")
+    plain = {"name": "agents", "default": "allow"}
+    running = make_pgwarden(policies=[plain], only=BUILTIN_PLUGINS)
+
+    def reload(policy: dict) -> None:
+        doc = base_config(pg_server, signing_keys, tmp_path, policies=[policy])
+        assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        select = "select ssn, card from mpeople where id = 1"
+        assert c.execute(select).fetchone() == (SSN, CARD)
+        reload(POLICY)
+        assert c.execute(select).fetchone() == ("***-**-6789", "***")
+        reload(plain)
+        assert c.execute(select).fetchone() == (SSN, CARD)

@@ -16,6 +16,7 @@ import socket
 import sys
 
 import asyncpg
+import psutil
 from session_ends import end_every_way, leave_during_login, open_sessions
 
 from pgwarden.testing import wait_until
@@ -27,6 +28,13 @@ SOFT = 64
 
 def fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def connected(pid: int) -> list[str]:
+    """pgwarden's TCP sockets with a peer (its listeners have none): a session's two, while it lasts."""
+    proc = psutil.Process(pid)
+    listing = getattr(proc, "net_connections", None) or proc.connections  # psutil < 6 names it connections
+    return [f"{c.laddr} -> {c.raddr} {c.status}" for c in listing(kind="tcp") if c.raddr]
 
 
 def held(pid: int) -> str:
@@ -51,6 +59,9 @@ def test_sessions_give_back_their_descriptors_however_they_end(pgwarden_process)
     # Once it has served a session its reactor is running: what start-up opens (the signal
     # waker's pipe, after the ready file) is open by then.
     assert asyncio.run(still_serves(running.url())) == 1
+    # That session's sockets close once pgwarden has read the client's Terminate: counted before
+    # then, they would inflate the baseline (and the check that 50 sessions hold 100 more).
+    wait_until(15, lambda: connected(running.pid), "the first session's sockets closed", until=lambda c: not c)
     before, before_held = fds(running.pid), held(running.pid)
 
     async def scenario() -> None:

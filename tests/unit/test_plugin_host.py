@@ -309,3 +309,21 @@ def test_the_per_record_hook_still_works_with_a_deprecation_warning_and_never_be
     assert warned["Both"] == ()  # it takes records the v1 way
     assert [name for name, _ in plugins.record_writers()] == ["OneByOne"]
     assert [name for name, _ in plugins.record_takers()] == ["Both"]
+
+
+def test_pluggys_call_monitoring_sees_each_decision_and_the_answers_stay_the_same():
+    """A plugin's one plain implementation is called without pluggy's executor only while
+    that executor is pluggy's own: monitoring (as tracing) replaces it and sees every call."""
+    statement_only = StatementOnly()
+    plugins = host(statement_only, Allows())
+    first = plugins.check(Statement("drop table t"), session())
+    seen: list[str] = []
+    undo = plugins.pm.add_hookcall_monitoring(lambda name, impls, kwargs: seen.append(name),
+                                              lambda outcome, name, impls, kwargs: None)
+    try:
+        second = plugins.check(Statement("drop table t"), session())
+    finally:
+        undo()
+    assert seen == ["pgwarden_check", "pgwarden_check"]
+    assert first == second and first.rule == "statement-only"
+    assert len(statement_only.calls) == 2

@@ -259,3 +259,62 @@ def test_masks_claimed_by_a_plugin_are_read_as_the_built_in_kind(tmp_path):
                         Masks())
     spec = MASK.of(config.policies[0].rules[0])
     assert (spec.with_, spec.keep_last, spec.kept) == ("partial", 2, (0, 2))  # the design card's form, read flat
+
+
+class _Masker:
+    """Masks by its ``quiet`` rules; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    @hookimpl
+    def pgwarden_rule_kinds(self):
+        return [QUIET]
+
+    @hookimpl
+    def pgwarden_check(self, statement):
+        self.calls.append("check")
+
+    @hookimpl
+    def pgwarden_result_masks(self, result):
+        self.calls.append("result")
+
+    @hookimpl
+    def pgwarden_message_masks(self, statement):
+        self.calls.append("message")
+
+
+class OnlyByItsRules(_Masker):
+    pgwarden_checks_only_its_rules = True
+    pgwarden_masks_only_by_its_rules = True
+
+
+class Always(_Masker):
+    pgwarden_rule_kinds = None  # declares no kind: nothing tells when it has nothing to do
+
+
+def test_a_plugin_that_acts_only_on_its_rules_is_not_called_for_sessions_without_them(tmp_path):
+    """``pgwarden_checks_only_its_rules`` and ``pgwarden_masks_only_by_its_rules``: its check and
+    masks are skipped for policies without its rule kinds; a plugin that does not say so is
+    called for every session."""
+    from pgwarden.identity import Identity
+    from pgwarden.masking import resolve_shape
+    from pgwarden.session import Session
+    from pgwarden.sql.statement import Statement
+    from pgwarden.wire import messages as m
+
+    only, always = OnlyByItsRules(), Always()
+    config, host = checked(tmp_path, "      - {name: sunday, quiet: {tables: [public.orders]}}\n", only, always)
+    shape = resolve_shape(m.RowDescription((m.Column("a"),)), lambda: None, None)
+    with_rule = config.policies
+    without = (attrs.evolve(config.policies[0], rules=()),)
+    for policies, called in ((without, []), (with_rule, ["check", "result", "message"])):
+        session = Session("s1", Identity("agent", frozenset()), "appdb", policies=policies)
+        only.calls.clear()
+        always.calls.clear()
+        host.check(Statement("select 1"), session)
+        assert host.result_masks(shape, None, session) == {}
+        assert host.message_masks(None, session) == []
+        assert only.calls == called
+        assert always.calls == ["check", "result", "message"]
+        assert bool(host.maskers(policies).results) is True  # `Always` is always asked

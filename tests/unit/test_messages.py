@@ -475,7 +475,9 @@ def test_row_description_with_formats():
 
 
 @given(st.builds(m.RowDescription, st.tuples(st.builds(
-    m.Column, st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=8),
+    # names a server can send: no NUL, and encodable (a lone surrogate is refused by the encoder)
+    m.Column, st.text(alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+                      max_size=8),
     st.integers(0, 2**32 - 1), st.integers(-(2**15), 2**15 - 1), st.integers(0, 2**32 - 1)))))
 def test_shared_row_description_is_the_decoded_one_and_kept_by_its_bytes(rd):
     body = rd.encode()[5:]

@@ -43,6 +43,7 @@ MODULES: tuple[str, ...] = (
     "pgwarden.turns",
     "pgwarden.recorder",
     "pgwarden.chain",
+    "pgwarden.sql.template",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

@@ -12,7 +12,9 @@ Three layers, each keyed by everything its value depends on:
 * (`Syntax`, context) → `Analysis`: the catalog's and the search_path's part.
 
 Agents repeat themselves: the same statement with another constant costs one
-``normalize`` (about 2 µs) and a few dictionary lookups.
+``normalize`` (about 2 µs) and a few dictionary lookups; with another small integer only,
+not even the ``normalize``: its numeric template (`pgwarden.sql.template`, a scan of the
+text) stands for it once ``normalize`` has shown the template sound on its first text.
 
 Fingerprints (for records and approvals) are shared by normalized text too, but only
 between texts with no quote and no ``$`` (`fingerprint_for`): libpg_query's fingerprint
@@ -38,8 +40,11 @@ from pgwarden.sql.lineage import Lineage, lineage_of
 from pgwarden.sql.resolve import resolve
 from pgwarden.sql.statement import Statement
 from pgwarden.sql.syntax import Syntax, syntax_of
+from pgwarden.sql.template import PLACEHOLDER, normalized_shape, numeric_template
 
 K = TypeVar("K")
+# A template's entry when its first text showed it unsound (no normalized text holds a NUL).
+_UNSOUND = PLACEHOLDER
 V = TypeVar("V")
 
 
@@ -66,6 +71,9 @@ class StatementCache:
         self._lineage: OrderedDict[tuple, tuple[Lineage, ...]] = OrderedDict()
         self._fingerprints: OrderedDict[str, str] = OrderedDict()  # normalized text -> fingerprint
         self._normalized: tuple[str, str | None] = ("", None)  # the last text normalized, and the result
+        # numeric template -> the normalized text of each of its texts (_UNSOUND: not sound for it)
+        self._templates: OrderedDict[str, str] = OrderedDict()
+        self.template_hits = 0  # normalize calls saved by a template
         self.fingerprint_hits = 0  # analyses shared by normalized text
 
     def get(self, sql: str, context: SqlContext | LexerSettings | None = None) -> Statement:
@@ -109,14 +117,29 @@ class StatementCache:
 
     def _normalize(self, sql: str) -> str | None:
         """``normalize(sql)``, None if it does not parse; the last one is kept: a statement's
-        fingerprint is asked for right after its analysis (its record)."""
+        fingerprint is asked for right after its analysis (its record). A text whose numeric
+        template (`pgwarden.sql.template`) was seen before takes the normalized text found then,
+        without a parse, when that one showed the template sound."""
         last, normalized = self._normalized
         if last is sql or last == sql:
             return normalized
+        template = numeric_template(sql)
+        if template is not None:
+            templates = self._templates
+            known = templates.get(template)
+            if known is not None:
+                if known != _UNSOUND:
+                    self.template_hits += 1
+                    self._normalized = (sql, known)
+                    return known
+                template = None  # seen, and not sound: normalized as any text
         try:
             normalized = normalize(sql)
         except ParseError:
             normalized = None
+        if template is not None:
+            entry = normalized if normalized is not None and normalized_shape(template, normalized) else _UNSOUND
+            _put(self._templates, template, entry, self._size)
         self._normalized = (sql, normalized)
         return normalized
 

@@ -1,0 +1,110 @@
+"""A statement text with its small integers set aside, found without parsing: the statement
+cache's cheap way to libpg_query's ``normalize``.
+
+Agents, and pgbench's simple protocol, send the same statement again and again with another
+number in it (``WHERE aid = 12345``). Each such text is new to an exact-text cache, and
+``normalize`` parses it in full to find its constants (about 30,000 instructions, a fifth of
+pgwarden's whole work for a pass-through statement). `numeric_template` replaces each
+standalone run of one to nine ASCII digits by `PLACEHOLDER` and keeps every other byte; it
+gives up (None) on any text where bytes could mean something else depending on what is around
+them: quotes of every kind, ``$`` (dollar quotes, parameters), backslashes, comments, control
+characters and anything not ASCII.
+
+The template is a key, never a reading: the cache learns what it stands for from
+``normalize`` itself, on the first text of each template (`normalized_shape`). Why a template
+checked once holds for every text with the same template: such texts differ only in the values
+of runs of at most nine digits at the same places, each one an integer constant the lexer reads
+alike (``ICONST``, a 32-bit value), so the server's grammar sees the same token kinds and builds
+the same tree, with other values in it. ``normalize`` replaces constants by where they are in
+that tree, never by their value: when it replaced exactly the template's runs in the first text
+(a unary minus folded in, as it does), it replaces exactly those in every text of the template,
+and the normalized text is the same. Where it did not (a number the grammar consumes, such as
+``float(24)``, ``FETCH 5`` or ``ORDER BY 1``; a run of more than nine digits), the template is
+remembered as unusable and each text of it is normalized as before.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: stands for a run of digits in a template (no statement text holds a NUL: the protocol cannot carry one)
+PLACEHOLDER: Final = "\x00"
+#: the longest run replaced: nine digits always fit the 32 bits the lexer's ICONST takes
+MAX_DIGITS: Final = 9
+
+# Texts holding any of these get no template: quotes (', ", `), $, \\, comments.
+_GIVE_UP: Final = ("'", '"', "`", "$", "\\", "--", "/*")
+
+
+def _continues(c: int) -> bool:
+    """Whether byte ``c`` continues an identifier or a number for PostgreSQL's lexer (the text
+    is ASCII): a letter, a digit, ``_``, ``$`` or ``.``."""
+    return 97 <= c <= 122 or 65 <= c <= 90 or 48 <= c <= 57 or c == 95 or c == 36 or c == 46
+
+
+def numeric_template(sql: str) -> str | None:
+    """``sql`` with each standalone run of at most `MAX_DIGITS` digits replaced by `PLACEHOLDER`,
+    or None when the text holds anything a template cannot stand for (see the module's doc)."""
+    if not sql.isascii():
+        return None
+    for sign in _GIVE_UP:
+        if sign in sql:
+            return None
+    data = sql.encode("ascii")
+    n = len(data)
+    pieces: list[str] = []
+    start = 0  # where the text not yet copied into pieces begins
+    i = 0
+    previous = 32  # the byte before i (a space before the first)
+    while i < n:
+        c = data[i]
+        if c < 32 and c != 9 and c != 10 and c != 13 or c == 127:
+            return None  # control characters (NUL among them)
+        if 48 <= c <= 57 and not _continues(previous):
+            end = i + 1
+            while end < n and 48 <= data[end] <= 57:
+                end += 1
+            if end - i <= MAX_DIGITS and (end == n or not _continues(data[end])):
+                pieces.append(sql[start:i])
+                pieces.append(PLACEHOLDER)
+                start = end
+            # (else the run is a part of a longer number, or too long: kept as it is)
+            previous = data[end - 1]
+            i = end
+            continue
+        previous = c
+        i += 1
+    if not pieces:
+        return sql
+    pieces.append(sql[start:])
+    return "".join(pieces)
+
+
+def normalized_shape(template: str, normalized: str) -> bool:
+    """Whether ``normalized`` (libpg_query's ``normalize`` of a text whose template is
+    ``template``) is the template with each placeholder replaced by a parameter ``$n`` (a minus
+    sign right before it may be folded into the parameter): then every text of the template
+    normalizes to ``normalized``."""
+    parts = template.split(PLACEHOLDER)
+    last = len(parts) - 1
+    size = len(normalized)
+    pos = 0
+    for k in range(len(parts)):
+        part = parts[k]
+        if normalized.startswith(part, pos) and (k == last or pos + len(part) < size
+                                                   and normalized[pos + len(part)] == "$"):
+            pos += len(part)
+        elif k < last and part.endswith("-") and normalized.startswith(part[:-1], pos) \
+                and pos + len(part) - 1 < size and normalized[pos + len(part) - 1] == "$":
+            pos += len(part) - 1  # the minus went into the constant
+        else:
+            return False
+        if k == last:
+            break
+        pos += 1  # the "$"
+        digits = pos
+        while pos < size and "0" <= normalized[pos] <= "9":
+            pos += 1
+        if pos == digits:
+            return False
+    return pos == size

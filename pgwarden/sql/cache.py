@@ -16,14 +16,21 @@ Agents repeat themselves: the same statement with another constant costs one
 not even the ``normalize``: its numeric template (`pgwarden.sql.template`, a scan of the
 text) stands for it once ``normalize`` has shown the template sound on its first text.
 
+Sharing by normalized text needs one more guard: ``normalize`` folds a minus sign into the
+constant after it, whatever that constant is (``-5``, ``-'5'``, ``-true`` and ``-NULL`` all
+become ``$1``), while only a number takes the sign into its value: before any other constant
+the minus is an operator call of its own (a prefix ``-`` a database may define to run a
+function). A text with a ``-`` followed by anything but a number is shared neither way
+(`pgwarden.sql.template.signs_precede_numbers`).
+
 Fingerprints (for records and approvals) are shared by normalized text too, but only
-between texts with no quote and no ``$`` (`fingerprint_for`): libpg_query's fingerprint
-ignores every ``A_Const``, yet ``normalize`` also replaces constants that are not one (a
-``PASSWORD '…'``, a subscription's connection string) and folds a sign into the constant it
-replaces (``-5`` and ``-'5'`` normalize alike and fingerprint apart). Without quotes or ``$``
-(dollar quotes, parameters) the only constants left are numbers, which are ``A_Const``
-wherever ``normalize`` replaces them: the fingerprint of one such text is every such text's
-with the same normalized text. A fingerprint costs about twice a ``normalize``.
+between texts with no quote and no ``$`` and signs before numbers only (`fingerprint_for`):
+libpg_query's fingerprint ignores every ``A_Const``, yet ``normalize`` also replaces constants
+that are not one (a ``PASSWORD '…'``, a subscription's connection string). Without quotes or
+``$`` (dollar quotes, parameters) the constants left are numbers, booleans and NULL, which are
+``A_Const`` wherever ``normalize`` replaces them, and with signs before numbers only no operator
+hides in a replaced constant: the fingerprint of one such text is every such text's with the
+same normalized text. A fingerprint costs about twice a ``normalize``.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ from pgwarden.sql.lineage import Lineage, lineage_of
 from pgwarden.sql.resolve import resolve
 from pgwarden.sql.statement import Statement
 from pgwarden.sql.syntax import Syntax, syntax_of
-from pgwarden.sql.template import PLACEHOLDER, normalized_shape, numeric_template
+from pgwarden.sql.template import PLACEHOLDER, normalized_shape, numeric_template, signs_precede_numbers
 
 K = TypeVar("K")
 # A template's entry when its first text showed it unsound (no normalized text holds a NUL).
@@ -102,7 +109,9 @@ class StatementCache:
         if known is not None:
             return known
         normalized = None
-        if default:  # normalize parses with the default lexer settings only
+        # normalize parses with the default lexer settings only; a sign before a constant that
+        # is not a number is not shared (`signs_precede_numbers`)
+        if default and signs_precede_numbers(sql):
             normalized = self._normalize(sql)
             if normalized is not None:
                 shared = self._by_normalized.get(normalized)
@@ -146,7 +155,7 @@ class StatementCache:
     def fingerprint_for(self, sql: str) -> str | None:
         """libpg_query's fingerprint of ``sql`` (read with the default lexer settings), None if it
         does not parse; shared by normalized text where that is sound (see the module's doc)."""
-        if "'" in sql or "$" in sql:
+        if "'" in sql or "$" in sql or not signs_precede_numbers(sql):
             return _fingerprint(sql)
         normalized = self._normalize(sql)
         if normalized is None:

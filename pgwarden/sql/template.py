@@ -108,3 +108,37 @@ def normalized_shape(template: str, normalized: str) -> bool:
         if pos == digits:
             return False
     return pos == size
+
+
+#: what PostgreSQL's lexer skips as white space between tokens
+_SPACE: Final = " \t\n\r\f\v"
+
+
+def signs_precede_numbers(sql: str) -> bool:
+    """Whether every minus sign in ``sql`` is followed by a number (after white space only):
+    then texts with the same normalized text have the same parse tree, else not.
+
+    libpg_query's ``normalize`` folds a minus into the constant after it, whatever that
+    constant is: ``-5``, ``-'5'``, ``-true`` and ``-NULL`` all become ``$1``. Only a number
+    takes the sign into its value; before any other constant the minus is an operator call of
+    its own, which a database may define to run a function (a prefix ``-`` on text). Any other
+    ``-`` (before a name, a quote, a parenthesis, a comment, another minus) answers False,
+    whether or not it is a sign: the text is then never shared by its normalized text. A ``--``
+    is never a sign (a comment's start, or inside one, a string or a quoted name).
+    """
+    n = len(sql)
+    i = sql.find("-")
+    while i >= 0:
+        j = i + 1
+        if j < n and sql[j] == "-":
+            i = sql.find("-", j + 1)
+            continue
+        while j < n and sql[j] in _SPACE:
+            j += 1
+        if j == n:
+            return False
+        c = sql[j]
+        if not ("0" <= c <= "9" or c == "."):
+            return False
+        i = sql.find("-", j)
+    return True

@@ -18,6 +18,11 @@ from pgwarden.sql.context import default_context
 NAMES = st.sampled_from(["a", "b", "users", "things", "secret.things", '"Odd"'])
 NUMBERS = st.integers(min_value=-2, max_value=3)
 SETTINGS = st.sampled_from(["role", "work_mem", "search_path", "log_min_messages", "statement_timeout"])
+# What may follow a minus sign: libpg_query's normalize folds the sign into any constant after it
+# (`-5`, `-'5'`, `-true` and `-NULL` all normalize to `$1`), yet only a number takes it in its
+# value; before any other constant the minus is an operator call of its own.
+SIGNED = st.sampled_from(["5", "'5'", "true", "NULL", "$$5$$", "B'1'", "X'1F'", "1.5", "(5)", " 5", "\n'5'",
+                          " /* c */ '5'", "- 5", "e'5'", "x", "U&'5'"])
 TEXTS = st.sampled_from(["x", "secret", "DELETE FROM t", "SELECT 1", "DROP TABLE users", "off", "0"])
 
 
@@ -31,6 +36,8 @@ def statements(draw) -> str:
         f"PREPARE {n.replace('.', '_').strip(chr(34))} AS SELECT {i}",
         f"EXECUTE {n.replace('.', '_').strip(chr(34))}",
         f"SELECT * FROM {n} WHERE id = {i}",
+        f"SELECT * FROM {n} WHERE id = -{draw(SIGNED)}",
+        f"SELECT -{draw(SIGNED)}, {i}",
         f"DELETE FROM {n} WHERE {i} = {j}",
         f"DELETE FROM {n} WHERE id = {i} OR {i} = {j}",
         f"UPDATE {n} SET x = {i} WHERE {i}::boolean",
@@ -46,7 +53,7 @@ def statements(draw) -> str:
     return draw(st.sampled_from(templates))
 
 
-@settings(max_examples=200)
+@settings(max_examples=400)
 @given(st.lists(st.tuples(statements(), st.sampled_from([None, ("secret", "public"), ("a",)])), min_size=1,
                 max_size=12))
 def test_property_cached_analysis_equals_a_fresh_one(sequence):
@@ -83,3 +90,37 @@ def test_the_context_is_part_of_the_key():
     public = cache.get("SELECT * FROM things", base).tables
     secret = cache.get("SELECT * FROM things", attrs.evolve(base, search_path=("secret",))).tables
     assert "secret.things" in secret and "secret.things" not in public
+
+
+def _with_hostile_prefix_minus():
+    """The default context, its catalog holding a prefix ``-`` on text that calls a function
+    which deletes (a database may hold one: an extension's, or one an agent created)."""
+    from pgwarden.catalog import builtin_catalog
+    from pgwarden.catalog.model import Catalog, FunctionFacts, OperatorFacts
+
+    base = builtin_catalog()
+    evil = FunctionFacts(oid=99001, schema="public", name="evil", nargs=1, volatility="v", language="sql",
+                         trusted_language=True, kind="f", builtin=False,
+                         source="WITH d AS (DELETE FROM public.things RETURNING 1) SELECT 'x'::text")
+    minus = OperatorFacts(oid=99002, schema="public", name="-", function=99001, left=0, right=25)
+    catalog = Catalog(functions=base.functions + (evil,), relations=base.relations,
+                      operators=base.operators + (minus,), types=base.types, casts=base.casts,
+                      settings=base.settings, schemas=base.schemas | {"public"},
+                      server_version=base.server_version, source="test")
+    return attrs.evolve(default_context(), catalog=catalog)
+
+
+def test_a_minus_before_a_constant_that_is_not_a_number_is_never_shared():
+    # normalize makes `$1` of `-5` and of `-'5'` alike; only the second calls the operator `-`.
+    ctx = _with_hostile_prefix_minus()
+    hostile = "SELECT x FROM t WHERE x = -'5'"
+    assert "delete" in analyze_sql(hostile, ctx).kinds
+    assert "delete" not in analyze_sql("SELECT x FROM t WHERE x = -5", ctx).kinds
+    for first in ("SELECT x FROM t WHERE x = -5", "SELECT x FROM t WHERE x = -true",
+                  "SELECT x FROM t WHERE x = - 7"):
+        cache = StatementCache()
+        assert cache.get(first, ctx).analysis == analyze_sql(first, ctx)
+        assert cache.get(hostile, ctx).analysis == analyze_sql(hostile, ctx)
+        cache = StatementCache()  # the other way round: the hostile text first
+        assert "delete" in cache.get(hostile, ctx).kinds
+        assert cache.get(first, ctx).analysis == analyze_sql(first, ctx)

@@ -15,7 +15,8 @@ from pglast.parser import ParseError, fingerprint
 from pgwarden.sql.cache import StatementCache
 
 NUMBERS = st.sampled_from(["0", "5", "-5", "- 5", "+5", "6", "1.5", "-1.5", ".5", "1e5", "-1e-5", "0x1F", "1_000",
-                           "99999999999", "-99999999999", "2147483648", "'5'", "-'5'", "'x'", "$1", "-$1", "NULL"])
+                           "99999999999", "-99999999999", "2147483648", "'5'", "-'5'", "'x'", "$1", "-$1", "NULL",
+                           "-NULL", "-true", "- false", "TRUE", "-(5)", "- -5"])
 TEMPLATES = [
     "SELECT abalance FROM pgbench_accounts WHERE aid = {0}",
     "SELECT {0}, {1} FROM t WHERE a IN ({0}, {1}) LIMIT {1} OFFSET {0}",
@@ -68,6 +69,8 @@ def test_texts_differing_in_numbers_share_one_fingerprint():
 def test_normalized_alike_but_fingerprinted_apart_are_not_shared():
     cache = StatementCache()
     for a, b in [("SELECT 1 FROM t WHERE x = -5", "SELECT 1 FROM t WHERE x = -'5'"),
+                 ("SELECT 1 FROM t WHERE x = -5", "SELECT 1 FROM t WHERE x = -true"),
+                 ("SELECT 1 FROM t WHERE x = -5", "SELECT 1 FROM t WHERE x = -NULL"),
                  ("CREATE ROLE r PASSWORD 'a'", "CREATE ROLE r PASSWORD 'b'")]:
         assert _fresh(a) != _fresh(b)
         assert (cache.get(a).fingerprint, cache.get(b).fingerprint) == (_fresh(a), _fresh(b))

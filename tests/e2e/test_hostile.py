@@ -129,6 +129,9 @@ CREATE FUNCTION public.purge_step(int, int) RETURNS int LANGUAGE sql VOLATILE
     AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT 1 $$;
 CREATE AGGREGATE public.agg_purge(int) (SFUNC = public.purge_step, STYPE = int);
 CREATE PROCEDURE public.proc_purge() LANGUAGE sql AS $$ DELETE FROM public.things $$;
+CREATE FUNCTION public.neg_purge(text) RETURNS int LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT 0 $$;
+CREATE OPERATOR public.- (RIGHTARG = text, FUNCTION = public.neg_purge);
 """
 RESET = """
 DELETE FROM public.things; INSERT INTO public.things SELECT g, g FROM generate_series(1, 5) g;
@@ -286,6 +289,10 @@ CASES = [
     allowed("3", "SELECT count(*) FROM pg_locks"),
     # ---------------------------------------------------------------- 4: the statement cache
     refused("4", "EXECUTE never_prepared"),
+    # normalize makes `$1` of `-5` and of `-'5'` alike; only the second calls the prefix `-` (on text:
+    # public.neg_purge). The first, allowed, must not lend the second its analysis.
+    refused("4", "SELECT -'5'", setup=("SELECT -5",)),
+    refused("4", "SELECT 1 FROM things WHERE id = - '5'", setup=("SELECT 1 FROM things WHERE id = - 5",)),
     # ---------------------------------------------------------------- 5: names and search_path
     refused("5", "SELECT * FROM things", setup=SECRET_PATH),
     refused("5", "SELECT * FROM things", setup=("SET search_path = secret",)),

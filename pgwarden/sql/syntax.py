@@ -19,7 +19,7 @@ constants and keeps every name) has this same `Syntax`.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
@@ -198,15 +198,18 @@ def _names(items: list) -> list[str]:
     return [s for s in (_str(i) for i in items or []) if s is not None]
 
 
-def _same(a: Any, b: Any) -> bool:
-    """Structural equality of two expressions, locations aside."""
+def _same(a: Any, b: Any, constants: bool = True) -> bool:
+    """Structural equality of two expressions, locations aside (``constants=False``: any two
+    constants alike)."""
     if isinstance(a, dict) and isinstance(b, dict):
+        if not constants and "A_Const" in a and "A_Const" in b:
+            return True
         ka = a.keys() - {"location"}
         if ka != b.keys() - {"location"}:
             return False
-        return all(_same(a[k], b[k]) for k in ka)
+        return all(_same(a[k], b[k], constants) for k in ka)
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+        return len(a) == len(b) and all(_same(x, y, constants) for x, y in zip(a, b))
     return bool(a == b)
 
 
@@ -741,7 +744,7 @@ class _Walker:
                     return _X
                 return _T if all(p == _T for p in parts) else _C
             if op == "OR_EXPR":
-                if _T in parts or _complementary_null_tests(f.get("args", [])):
+                if _T in parts or _complementary_null_tests(f.get("args", []), self.alike):
                     return _T
                 if _C in parts:
                     return _C
@@ -785,10 +788,10 @@ class _Walker:
         kind = f.get("kind")
         left_refs, right_refs = self._target_refs(left, target), self._target_refs(right, target)
         if left_refs or right_refs:
-            if kind == "AEXPR_OP" and _same(left, right):
+            if kind == "AEXPR_OP" and self.alike(left, right):
                 # x = x, x >= x: every row (but NULLs); x <> x, x < x: none
                 return _C if op in ("=", ">=", "<=") else _F if op in ("<>", "!=", "<", ">") else _X
-            if kind == "AEXPR_NOT_DISTINCT" and _same(left, right):
+            if kind == "AEXPR_NOT_DISTINCT" and self.alike(left, right):
                 return _C
             if kind in ("AEXPR_LIKE", "AEXPR_ILIKE") and op in ("~~", "~~*"):
                 pattern = self.text(right)
@@ -811,6 +814,14 @@ class _Walker:
                         return _C
                     return _T if result else _F
         return _C
+
+    def alike(self, a: Any, b: Any) -> bool:
+        """`_same`, marking that a value mattered when the constants decide it: ``id + 0 = id + 0``
+        selects every row and ``id + 0 = id + 5`` none, so texts that differ only in those
+        constants must not share what is found of their WHERE."""
+        if _same(a, b, constants=False) and any(name == "A_Const" for name, _ in _nodes(a)):
+            self.constants_read = True
+        return _same(a, b)
 
     def _target_refs(self, e: Any, target: frozenset[str]) -> set[str]:
         """Columns of the written table that ``e`` reads (outside sub-queries: unqualified ones
@@ -884,12 +895,12 @@ def _nodes(root: Any, stop: frozenset[str] = frozenset()) -> Iterator[tuple[str,
             stack.extend(v for v in n[1].values() if isinstance(v, (dict, list)))
 
 
-def _complementary_null_tests(args: list) -> bool:
-    """``x IS NULL OR x IS NOT NULL``: true for every row."""
+def _complementary_null_tests(args: list, same: Callable[[Any, Any], bool]) -> bool:
+    """``x IS NULL OR x IS NOT NULL``: true for every row (``same``: `_Walker.alike`)."""
     tests = [(_node(a) or ("", {})) for a in args]
     nulls = [f.get("arg") for name, f in tests if name == "NullTest" and f.get("nulltesttype") == "IS_NULL"]
     not_nulls = [f.get("arg") for name, f in tests if name == "NullTest" and f.get("nulltesttype") == "IS_NOT_NULL"]
-    return any(_same(a, b) for a in nulls for b in not_nulls)
+    return any(same(a, b) for a in nulls for b in not_nulls)
 
 
 def _same_column(a: Any, b: Any) -> bool:

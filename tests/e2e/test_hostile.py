@@ -293,6 +293,8 @@ CASES = [
     # public.neg_purge). The first, allowed, must not lend the second its analysis.
     refused("4", "SELECT -'5'", setup=("SELECT -5",)),
     refused("4", "SELECT 1 FROM things WHERE id = - '5'", setup=("SELECT 1 FROM things WHERE id = - 5",)),
+    # `id + 5 = id + 6` filters (no row), `id + 0 = id + 0` does not (every row): the constants decide.
+    refused("4", "DELETE FROM things WHERE id + 0 = id + 0", setup=("DELETE FROM things WHERE id + 5 = id + 6",)),
     # ---------------------------------------------------------------- 5: names and search_path
     refused("5", "SELECT * FROM things", setup=SECRET_PATH),
     refused("5", "SELECT * FROM things", setup=("SET search_path = secret",)),

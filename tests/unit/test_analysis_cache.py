@@ -37,6 +37,9 @@ def statements(draw) -> str:
         f"EXECUTE {n.replace('.', '_').strip(chr(34))}",
         f"SELECT * FROM {n} WHERE id = {i}",
         f"SELECT * FROM {n} WHERE id = -{draw(SIGNED)}",
+        f"DELETE FROM {n} WHERE id + {i} = id + {j}",
+        f"DELETE FROM {n} WHERE (id + {i}) IS NULL OR (id + {j}) IS NOT NULL",
+        f"UPDATE {n} SET x = 1 WHERE id * {i} IS NOT DISTINCT FROM id * {j}",
         f"SELECT -{draw(SIGNED)}, {i}",
         f"DELETE FROM {n} WHERE {i} = {j}",
         f"DELETE FROM {n} WHERE id = {i} OR {i} = {j}",
@@ -124,3 +127,22 @@ def test_a_minus_before_a_constant_that_is_not_a_number_is_never_shared():
         cache = StatementCache()  # the other way round: the hostile text first
         assert "delete" in cache.get(hostile, ctx).kinds
         assert cache.get(first, ctx).analysis == analyze_sql(first, ctx)
+
+
+def test_where_clauses_whose_constants_decide_if_they_filter_are_not_shared():
+    # `id + 0 = id + 0` holds for every row (a DELETE without a real WHERE); `id + 5 = id + 6` for
+    # none: the constants decide it, so the second's analysis must not stand for the first.
+    for filtering, everything in [
+        ("DELETE FROM things WHERE id + 5 = id + 6", "DELETE FROM things WHERE id + 0 = id + 0"),
+        ("DELETE FROM things WHERE (id + 1) IS NULL OR (id + 2) IS NOT NULL",
+         "DELETE FROM things WHERE (id + 1) IS NULL OR (id + 1) IS NOT NULL"),
+        ("UPDATE things SET n = 1 WHERE id * 2 IS NOT DISTINCT FROM id * 3",
+         "UPDATE things SET n = 1 WHERE id * 2 IS NOT DISTINCT FROM id * 2"),
+    ]:
+        cache = StatementCache()
+        assert cache.get(filtering).analysis.has_where is True
+        assert cache.get(everything).analysis.has_where is False
+    # Constants that do not decide it still share one analysis (pgbench's statements)
+    cache = StatementCache()
+    first = cache.get("UPDATE things SET n = n + 5 WHERE id = 7").analysis
+    assert cache.get("UPDATE things SET n = n + 1 WHERE id = 3").analysis is first

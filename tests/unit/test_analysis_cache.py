@@ -146,3 +146,53 @@ def test_where_clauses_whose_constants_decide_if_they_filter_are_not_shared():
     cache = StatementCache()
     first = cache.get("UPDATE things SET n = n + 5 WHERE id = 7").analysis
     assert cache.get("UPDATE things SET n = n + 1 WHERE id = 3").analysis is first
+
+
+# Texts whose constants are swapped for constants of every kind: any two that normalize alike,
+# both shareable, must have equal Syntax when the first is shared (constant_free).
+_SWAP_SEEDS = [
+    "SELECT * FROM t WHERE a = 5 AND b = 'x' LIMIT 3", "INSERT INTO t VALUES (1, 'a', true, NULL)",
+    "UPDATE t SET a = 5 WHERE b = 6", "SELECT f(5), g('x'), 5 + 6", "SELECT x FROM t ORDER BY 1",
+    "SELECT 5::text, '5'::int", "SELECT interval '1 day', date '2020-01-01'", "SELECT ARRAY[1,2], '{1,2}'::int[]",
+    "DELETE FROM t WHERE (id + 1) IS NULL OR (id + 1) IS NOT NULL",
+    "UPDATE t SET n = 1 WHERE id + 1 IS NOT DISTINCT FROM id + 1", "DELETE FROM t WHERE 1 = 1",
+    "DELETE FROM t WHERE id = 1 OR 2 = 2", "DELETE FROM t WHERE NOT (1 <> 1)", "UPDATE t SET a = 1 WHERE '1'::boolean",
+    "DELETE FROM t WHERE id > 5 AND false", "DELETE FROM t WHERE coalesce(id, 1) = coalesce(id, 1)",
+    "SELECT set_config('a', 'b', false)", "DELETE FROM t WHERE id LIKE '%'", "DELETE FROM t WHERE id = id + 0",
+    "DELETE FROM things WHERE id = 1 OR NULL = NULL", "SELECT query_to_xml('SELECT 1', true, false, '')",
+    "SELECT x FROM t WHERE x = -5", "SELECT pg_sleep(1)", "SET work_mem = '64kB'",
+    "EXPLAIN (ANALYZE true) DELETE FROM t", "SELECT ('x'::text).pg_read_file",
+]
+_SWAPS = ["5", "'5'", "true", "false", "NULL", "-5", "-'5'", "B'1'", "X'1F'", "1.5", "$$x$$", "E'x'", "(5)",
+          "-true", "5.0e3", "'a''b'", "0", "1", "'%'", "'t'", "'1'", "'SELECT 2'", "'role'"]
+
+
+def _constants(sql: str) -> list:
+    from pglast.parser import scan
+    return [t for t in scan(sql) if t.name in ("ICONST", "FCONST", "SCONST", "BCONST", "XCONST", "TRUE_P",
+                                               "FALSE_P", "NULL_P")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(_SWAP_SEEDS), st.data())
+def test_property_texts_sharing_a_normalized_text_share_only_equal_syntax(seed, data):
+    from pglast.parser import ParseError, normalize
+
+    from pgwarden.sql.lexer import DEFAULT_LEXER
+    from pgwarden.sql.syntax import syntax_of
+    from pgwarden.sql.template import signs_precede_numbers
+
+    def swapped() -> str:
+        token = data.draw(st.sampled_from(_constants(seed)))
+        return seed[:token.start] + data.draw(st.sampled_from(_SWAPS)) + seed[token.end + 1:]
+
+    a, b = swapped(), swapped()
+    try:
+        same = normalize(a) == normalize(b)
+    except ParseError:
+        return
+    if a == b or not same or not (signs_precede_numbers(a) and signs_precede_numbers(b)):
+        return
+    first = syntax_of(a, DEFAULT_LEXER)
+    if first.constant_free:
+        assert syntax_of(b, DEFAULT_LEXER) == first, (a, b)

@@ -83,7 +83,11 @@ class Decisions:
         if not self.plugins.checks and not self.recorder.active and not limits.any and conn.shadow is None:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
-        statement = self.statements.get(request.sql, self._context(conn, request))
+        context = conn.sql_context
+        if (context.catalog is not self.catalog.current or request.lexer is not context.lexer
+                or conn.catalog_unread is not context.stale):
+            context = self._context(conn, request)
+        statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
         # only when the text could say SET, RESET, DISCARD or set_config.)
         analysis = statement.analysed
@@ -212,14 +216,15 @@ class Decisions:
             return
         if conn.masks is not None and analysis.kinds & NAMING_KINDS:  # (the only ones it looks at)
             conn.masks.ran(statement)
-        before = conn.sql_context
-        after = before.after(analysis)
-        if after is not before:
-            conn.sql_context = after = shared(after)
-        if after is not before and conn.relay is not None:
-            # The server plans a named statement again under the new search_path at its next
-            # Bind: so is it decided again.
-            conn.relay.policy_generation += 1
+        if analysis.changes_context:
+            before = conn.sql_context
+            after = before.after(analysis)
+            if after is not before:
+                conn.sql_context = shared(after)
+                if conn.relay is not None:
+                    # The server plans a named statement again under the new search_path at its
+                    # next Bind: so is it decided again.
+                    conn.relay.policy_generation += 1
         if analysis.kinds & _CATALOG_CHANGES:
             conn.catalog_changed = True
             if analysis.kinds & _REDEFINES:

@@ -14,6 +14,9 @@ import attrs
 if TYPE_CHECKING:
     from pgwarden.sql.context import SqlContext
 
+# Statement kinds after which the search_path may have changed in ways the text does not show.
+UNCERTAIN_AFTER = frozenset({"side_effect", "do", "call", "unknown", "role"})
+
 
 @attrs.frozen
 class Analysis:
@@ -39,6 +42,14 @@ class Analysis:
     # True when the string asks for a read-write transaction (BEGIN / START TRANSACTION /
     # SET TRANSACTION / SET SESSION CHARACTERISTICS ... READ WRITE).
     read_write: bool = False
+    #: whether the session's SQL context may be another after this string ran
+    #: (`SqlContext.after`): it changes a setting, runs what may, or EXECUTEs a prepared body.
+    #: Set once: the decision asks at every statement, and nearly every answer is no.
+    changes_context: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+
+    @changes_context.default
+    def _changes_context(self) -> bool:
+        return bool(self.settings or self.executes or self.kinds & UNCERTAIN_AFTER)
 
 
 def analyze_sql(sql: str, context: SqlContext | None = None) -> Analysis:

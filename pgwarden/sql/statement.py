@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from pglast.parser import ParseError, fingerprint
 
@@ -115,18 +115,19 @@ class Statement:
     def fingerprint(self) -> str | None:
         """libpg_query's fingerprint: the same for statements that differ only in constants."""
         fp = self._fingerprint
-        if fp is _UNSET and self.context is not None and not self.context.lexer.default:
-            fp = self._fingerprint = None  # a fingerprint reads the text under the default settings
-        if fp is _UNSET:
-            if self._cache is not None:
-                fp = self._cache.fingerprint_for(self.sql)
-            else:
-                try:
-                    fp = fingerprint(self.sql)
-                except ParseError:
-                    fp = None
-            self._fingerprint = fp
-        return cast("str | None", fp)  # set by now
+        if fp is not _UNSET:
+            return fp  # type: ignore[return-value]  # set: a str or None
+        if self.context is not None and not self.context.lexer.default:
+            fp = None  # a fingerprint reads the text under the default settings
+        elif self._cache is not None:
+            fp = self._cache.fingerprint_for(self.sql)
+        else:
+            try:
+                fp = fingerprint(self.sql)
+            except ParseError:
+                fp = None
+        self._fingerprint = fp
+        return fp
 
 
 def analyze(sql: str) -> Statement:

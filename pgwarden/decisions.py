@@ -39,17 +39,6 @@ _RECORDING_FAILED = Refusal(
     "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
 )
 
-# Statement kinds that may change run-time settings (client_encoding, standard_conforming_strings)
-# without naming them: what runs code, and what the analysis cannot see into.
-_MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
-# Statement kinds after which catalog facts may be stale.
-_CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
-# ... and those that may define again what lineage goes through (a view, a function's body, a
-# column's name): what the session reads after them waits for the catalog to show it. (Not a
-# sequence's nextval, a side effect that changes no definition.)
-_REDEFINES = frozenset({"ddl", "do", "call", "unknown"})
-
-
 class Decisions:
     """Turns a `StatementRequest` into ALLOW, a Refusal, CountRows or a Deferred of one of them.
 
@@ -106,8 +95,13 @@ class Decisions:
             # read of the live catalog has not ended (masking needs to know the tables' columns),
             # or it reads after committed DDL not read yet (a view replaced, by this session or
             # another): decide once the catalog has been read again.
-            return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
+            return self._once_fresh(conn, request)
         return self._check(conn, request, statement)
+
+    def _once_fresh(self, conn: ClientConnection, request: StatementRequest) -> Deferred:
+        """`_check` once the catalog has been read again. (A method of its own: a lambda in
+        `decide` would make its arguments closure cells, made at every call.)"""
+        return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
 
     def _after_change(self, conn: ClientConnection, statement) -> bool:
         """Whether ``statement`` comes after a change to the catalog that a load will show (this
@@ -225,9 +219,9 @@ class Decisions:
                     # The server plans a named statement again under the new search_path at its
                     # next Bind: so is it decided again.
                     conn.relay.policy_generation += 1
-        if analysis.kinds & _CATALOG_CHANGES:
+        if analysis.changes_catalog:
             conn.catalog_changed = True
-            if analysis.kinds & _REDEFINES:
+            if analysis.redefines:
                 conn.catalog_redefined = True
             if conn.relay is not None:
                 # The server plans a named statement again after DDL (a view it reads replaced):
@@ -251,7 +245,7 @@ class Decisions:
                 verdict = runs
         if verdict.action == "allow":
             analysis = statement.analysed
-            if analysis is not None and analysis.kinds & _CATALOG_CHANGES and request.protocol == "extended" \
+            if analysis is not None and analysis.changes_catalog and request.protocol == "extended" \
                     and request.bind is None:
                 # A Parse does not change the catalog: its Bind does, maybe after a Sync (asyncpg
                 # Syncs after Parse and Describe) whose ReadyForQuery would set a reload off that
@@ -262,7 +256,7 @@ class Decisions:
                 request.decide_binds = True
             else:
                 self.ran(conn, statement)
-            if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
+            if analysis is not None and not analysis.may_change_settings:
                 request.may_change_settings = False  # later pipelined text is read as this one was
             return self.recorded(conn, request, statement, verdict, runs, shadow)
         if verdict.action == "block":
@@ -270,6 +264,12 @@ class Decisions:
         # approve: a human decides; an extended statement at each Bind, with its parameters.
         if request.protocol == "extended" and request.bind is None:
             return self.recorded(conn, request, statement, verdict, BIND_DECIDES, shadow)
+        return self._approval(verdict, statement, conn, request, shadow, runs)
+
+    def _approval(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest,
+                  shadow: list | None, runs: object):
+        """A human decides. (A method of its own: a lambda in `_enforce` would make its arguments
+        closure cells, made at every call.)"""
         recorded = self.recorded if not shadow else functools.partial(self.recorded, shadow=shadow)
         return self.approvals.begin(conn, request, statement, verdict, runs, recorded,
                                     lambda: self.ran(conn, statement))

@@ -88,7 +88,7 @@ class StatementCache:
         if statement is not None and statement.context is ctx:
             items.move_to_end(key)
             return statement
-        statement = items[key] = Statement(sql, cache=self, context=ctx)
+        statement = items[key] = Statement(sql, None, self, ctx)  # (positional: no keyword dict)
         if len(items) > self._size:
             items.popitem(last=False)
         return statement

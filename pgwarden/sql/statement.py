@@ -54,16 +54,20 @@ class Statement:
     @property
     def analysis(self) -> Analysis:
         analysis = self.analysed
-        if analysis is None:
-            if self._cache is not None:
-                analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
-            elif self._analyze is not None:
-                analysis = self._analyze(self.sql)
-            else:
-                from pgwarden.sql.analysis import analyze_sql
+        return analysis if analysis is not None else self._analysis()
 
-                analysis = analyze_sql(self.sql, self.context)
-            self.analysed = analysis
+    def _analysis(self) -> Analysis:
+        """The analysis, computed now. (A method, not the property's body: `kinds`, read of every
+        statement, calls it from Python directly, cheaper than through the property.)"""
+        if self._cache is not None:
+            analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
+        elif self._analyze is not None:
+            analysis = self._analyze(self.sql)
+        else:
+            from pgwarden.sql.analysis import analyze_sql
+
+            analysis = analyze_sql(self.sql, self.context)
+        self.analysed = analysis
         return analysis
 
     @property
@@ -87,8 +91,8 @@ class Statement:
     def kinds(self) -> frozenset[str]:
         """The classes of everything this string does (select, insert, ddl, role, side_effect, ...);
         ``unknown`` when it does not parse or runs something pgwarden cannot identify."""
-        analysis = self.analysed  # (asked of every statement: no second property call once analysed)
-        return (analysis if analysis is not None else self.analysis).kinds
+        analysis = self.analysed  # (asked of every statement: no second property call)
+        return (analysis if analysis is not None else self._analysis()).kinds
 
     @property
     def tables(self) -> frozenset[str]:

@@ -140,3 +140,16 @@ def test_property_an_analysis_that_does_not_change_the_context_leaves_it_as_it_i
         analysis = analyze_sql(sql, ctx)
         if not analysis.changes_context:
             assert ctx.after(analysis) is ctx, sql
+
+
+def test_the_flags_the_decision_reads_are_those_of_the_kinds_and_settings():
+    """`Analysis`'s flags are set once from its fields (also in a copy made with other kinds)."""
+    from pgwarden.sql.analysis import CATALOG_CHANGES, MAY_CHANGE_SETTINGS, REDEFINES, Analysis
+
+    for sql in ("SELECT 1", "CREATE VIEW v AS SELECT 1", "SET work_mem = '1MB'", "SELECT nextval('s')",
+                "GRANT SELECT ON t TO r", "DO $$BEGIN END$$", "EXECUTE p", "SET ROLE r", "garbage", "VACUUM"):
+        analysis = analyze_sql(sql)
+        for one in (analysis, attrs.evolve(analysis, kinds=frozenset({"ddl"})), Analysis(frozenset({"select"}))):
+            assert one.changes_catalog == bool(one.kinds & CATALOG_CHANGES), sql
+            assert one.redefines == bool(one.kinds & REDEFINES), sql
+            assert one.may_change_settings == bool(one.settings or one.kinds & MAY_CHANGE_SETTINGS), sql

@@ -69,7 +69,8 @@ class Decisions:
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
-        if not self.plugins.checks and not self.recorder.active and not limits.any and conn.shadow is None:
+        recording = self.recorder.active
+        if not recording and not self.plugins.checks and not limits.any and conn.shadow is None:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
         context = conn.sql_context
@@ -78,9 +79,10 @@ class Decisions:
             context = self._context(conn, request)
         statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
-        # only when the text could say SET, RESET, DISCARD or set_config.)
+        # only when the text could say SET, RESET, DISCARD or set_config, or when its record,
+        # which carries the analysis, will parse it anyway.)
         analysis = statement.analysed
-        if analysis is None and lexical.may_change(request.sql):
+        if analysis is None and (recording or lexical.may_change(request.sql)):
             analysis = statement.analysis
         if analysis is not None and analysis.settings:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
@@ -183,14 +185,15 @@ class Decisions:
         # Kinds only when something needs the analysis (a check, or the record, which carries
         # the kinds): parsing for a metric alone would cost more than relaying the statement.
         recorder = self.recorder
+        active = recorder.active  # (read once: a compiled class's attribute, read from Python)
         if statement is None:
             analysis = None
         else:
-            analysis = statement.analysis if recorder.active else statement.analysed
+            analysis = statement.analysis if active else statement.analysed
         self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
         if shadow:
             self.stats.shadow(shadow)
-        if not recorder.active:
+        if not active:
             return outcome
         if recorder.failure is not None and not recorder.retry():
             verdict, outcome = Verdict.block("records cannot be written"), _RECORDING_FAILED

@@ -189,7 +189,9 @@ class Decisions:
         if statement is None:
             analysis = None
         else:
-            analysis = statement.analysis if active else statement.analysed
+            analysis = statement.analysed  # (read first: the property is a call)
+            if analysis is None and active:
+                analysis = statement.analysis
         self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
         if shadow:
             self.stats.shadow(shadow)

@@ -39,17 +39,6 @@ _RECORDING_FAILED = Refusal(
     "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
 )
 
-# Statement kinds that may change run-time settings (client_encoding, standard_conforming_strings)
-# without naming them: what runs code, and what the analysis cannot see into.
-_MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
-# Statement kinds after which catalog facts may be stale.
-_CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
-# ... and those that may define again what lineage goes through (a view, a function's body, a
-# column's name): what the session reads after them waits for the catalog to show it. (Not a
-# sequence's nextval, a side effect that changes no definition.)
-_REDEFINES = frozenset({"ddl", "do", "call", "unknown"})
-
-
 class Decisions:
     """Turns a `StatementRequest` into ALLOW, a Refusal, CountRows or a Deferred of one of them.
 
@@ -80,14 +69,20 @@ class Decisions:
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
-        if not self.plugins.checks and not self.recorder.active and not limits.any and conn.shadow is None:
+        recording = self.recorder.active
+        if not recording and not self.plugins.checks and not limits.any and conn.shadow is None:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
-        statement = self.statements.get(request.sql, self._context(conn, request))
+        context = conn.sql_context
+        if (context.catalog is not self.catalog.current or request.lexer is not context.lexer
+                or conn.catalog_unread is not context.stale):
+            context = self._context(conn, request)
+        statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
-        # only when the text could say SET, RESET, DISCARD or set_config.)
+        # only when the text could say SET, RESET, DISCARD or set_config, or when its record,
+        # which carries the analysis, will parse it anyway.)
         analysis = statement.analysed
-        if analysis is None and lexical.may_change(request.sql):
+        if analysis is None and (recording or lexical.may_change(request.sql)):
             analysis = statement.analysis
         if analysis is not None and analysis.settings:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
@@ -102,8 +97,13 @@ class Decisions:
             # read of the live catalog has not ended (masking needs to know the tables' columns),
             # or it reads after committed DDL not read yet (a view replaced, by this session or
             # another): decide once the catalog has been read again.
-            return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
+            return self._once_fresh(conn, request)
         return self._check(conn, request, statement)
+
+    def _once_fresh(self, conn: ClientConnection, request: StatementRequest) -> Deferred:
+        """`_check` once the catalog has been read again. (A method of its own: a lambda in
+        `decide` would make its arguments closure cells, made at every call.)"""
+        return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
 
     def _after_change(self, conn: ClientConnection, statement) -> bool:
         """Whether ``statement`` comes after a change to the catalog that a load will show (this
@@ -185,14 +185,17 @@ class Decisions:
         # Kinds only when something needs the analysis (a check, or the record, which carries
         # the kinds): parsing for a metric alone would cost more than relaying the statement.
         recorder = self.recorder
+        active = recorder.active  # (read once: a compiled class's attribute, read from Python)
         if statement is None:
             analysis = None
         else:
-            analysis = statement.analysis if recorder.active else statement.analysed
+            analysis = statement.analysed  # (read first: the property is a call)
+            if analysis is None and active:
+                analysis = statement.analysis
         self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
         if shadow:
             self.stats.shadow(shadow)
-        if not recorder.active:
+        if not active:
             return outcome
         if recorder.failure is not None and not recorder.retry():
             verdict, outcome = Verdict.block("records cannot be written"), _RECORDING_FAILED
@@ -212,17 +215,18 @@ class Decisions:
             return
         if conn.masks is not None and analysis.kinds & NAMING_KINDS:  # (the only ones it looks at)
             conn.masks.ran(statement)
-        before = conn.sql_context
-        after = before.after(analysis)
-        if after is not before:
-            conn.sql_context = after = shared(after)
-        if after is not before and conn.relay is not None:
-            # The server plans a named statement again under the new search_path at its next
-            # Bind: so is it decided again.
-            conn.relay.policy_generation += 1
-        if analysis.kinds & _CATALOG_CHANGES:
+        if analysis.changes_context:
+            before = conn.sql_context
+            after = before.after(analysis)
+            if after is not before:
+                conn.sql_context = shared(after)
+                if conn.relay is not None:
+                    # The server plans a named statement again under the new search_path at its
+                    # next Bind: so is it decided again.
+                    conn.relay.policy_generation += 1
+        if analysis.changes_catalog:
             conn.catalog_changed = True
-            if analysis.kinds & _REDEFINES:
+            if analysis.redefines:
                 conn.catalog_redefined = True
             if conn.relay is not None:
                 # The server plans a named statement again after DDL (a view it reads replaced):
@@ -246,7 +250,7 @@ class Decisions:
                 verdict = runs
         if verdict.action == "allow":
             analysis = statement.analysed
-            if analysis is not None and analysis.kinds & _CATALOG_CHANGES and request.protocol == "extended" \
+            if analysis is not None and analysis.changes_catalog and request.protocol == "extended" \
                     and request.bind is None:
                 # A Parse does not change the catalog: its Bind does, maybe after a Sync (asyncpg
                 # Syncs after Parse and Describe) whose ReadyForQuery would set a reload off that
@@ -257,7 +261,7 @@ class Decisions:
                 request.decide_binds = True
             else:
                 self.ran(conn, statement)
-            if analysis is not None and not analysis.settings and not analysis.kinds & _MAY_CHANGE_SETTINGS:
+            if analysis is not None and not analysis.may_change_settings:
                 request.may_change_settings = False  # later pipelined text is read as this one was
             return self.recorded(conn, request, statement, verdict, runs, shadow)
         if verdict.action == "block":
@@ -265,6 +269,12 @@ class Decisions:
         # approve: a human decides; an extended statement at each Bind, with its parameters.
         if request.protocol == "extended" and request.bind is None:
             return self.recorded(conn, request, statement, verdict, BIND_DECIDES, shadow)
+        return self._approval(verdict, statement, conn, request, shadow, runs)
+
+    def _approval(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest,
+                  shadow: list | None, runs: object):
+        """A human decides. (A method of its own: a lambda in `_enforce` would make its arguments
+        closure cells, made at every call.)"""
         recorded = self.recorded if not shadow else functools.partial(self.recorded, shadow=shadow)
         return self.approvals.begin(conn, request, statement, verdict, runs, recorded,
                                     lambda: self.ran(conn, statement))

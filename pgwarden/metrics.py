@@ -56,8 +56,11 @@ class Stats:
         self.connections = 0
         self.bytes_from_clients = 0
         self.bytes_from_upstream = 0
-        self.statements: dict[tuple[str, str], int] = {}  # (verdict, kind) -> count
-        self.verdicts: dict[str, int] = {}  # verdict -> statements, each counted once
+        # (verdict, the statement's kinds) -> count: `statement` counts each under its set of
+        # kinds, and `statements` and `verdicts` spread the counts when read (by /metrics)
+        self._decided: dict[tuple[str, Collection[str]], int] = {}
+        self._statements: dict[tuple[str, str], int] = {}  # spread already: (verdict, kind) -> count
+        self._verdicts: dict[str, int] = {}  # likewise: verdict -> statements, each counted once
         self.auth_failures: dict[str, int] = {}
         self.reload_failures = 0
         self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS) + 1)
@@ -79,19 +82,42 @@ class Stats:
             self.decision_buckets[bisect.bisect_left(DECISION_BUCKETS, waited_s)] += 1
             self.decision_sum += waited_s
 
-    def statement(self, action: str, kinds) -> None:
-        """Counts the statement once under each of its kinds.
+    def statement(self, action: str, kinds: Collection[str]) -> None:
+        """Counts the statement once under each of its kinds (``kinds``: hashable, a frozenset or
+        a tuple).
 
         Not under its kinds joined (``transaction+update``): combinations would make
         an unbounded label set, one series each, and a query for ``kind="update"``
         would miss the updates that came with something else. ``none``: no kind at
-        all (an empty query string).
+        all (an empty query string). Counted here by the set of kinds, one dictionary
+        update a statement (it is on the path of every one); spread when read.
         """
-        statements = self.statements
-        for kind in kinds or ("none",):
-            key = (action, kind)
-            statements[key] = statements.get(key, 0) + 1
-        self.verdicts[action] = self.verdicts.get(action, 0) + 1
+        key = (action, kinds)
+        decided = self._decided
+        decided[key] = decided.get(key, 0) + 1
+        if len(decided) > 1024:  # sets of kinds are few; bounded whatever the statements are
+            self._spread()
+
+    def _spread(self) -> None:
+        statements, verdicts = self._statements, self._verdicts
+        for (action, kinds), n in self._decided.items():
+            for kind in kinds or ("none",):
+                key = (action, kind)
+                statements[key] = statements.get(key, 0) + n
+            verdicts[action] = verdicts.get(action, 0) + n
+        self._decided.clear()
+
+    @property
+    def statements(self) -> dict[tuple[str, str], int]:
+        """(verdict, kind) -> statements: a statement counts under each of its kinds."""
+        self._spread()
+        return self._statements
+
+    @property
+    def verdicts(self) -> dict[str, int]:
+        """verdict -> statements, each counted once."""
+        self._spread()
+        return self._verdicts
 
     def masked(self, plans) -> None:
         """Counts what the masking plans (`pgwarden.masking`) of an execution's results did,

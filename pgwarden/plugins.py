@@ -165,7 +165,7 @@ class PluginHost:
         if os.environ.get("PGWARDEN_TRACE_HOOKS") == "1":
             self.pm.trace.root.setwriter(lambda text: log.info("hook: {text}", text=text.rstrip()))
             self.pm.enable_tracing()
-        self._callers: dict[str, list[tuple[str, Call]]] = {}
+        self._callers: dict[str, list[tuple[str, _PluginCall]]] = {}
         self._codes: dict[str, dict[CodeType, str]] = {}
         self._kinds, self._claims = self._declared_rule_kinds()
         self._sections = self._declared_sections()
@@ -178,7 +178,7 @@ class PluginHost:
         # sessions whose policies have no rule of those kinds.
         self._rules_only = {name for name, _ in self._checkers
                             if getattr(self.pm.get_plugin(name), RULES_ONLY, False) is True}
-        self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, Call]]]] = {}
+        self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, _PluginCall]]]] = {}
         # The same for masking: maskers that only mask by their own rule kinds (`MASKS_ONLY_BY_RULES`),
         # and per policies tuple, the result and message maskers to call.
         self._masks_only = {name for hook in ("pgwarden_result_masks", "pgwarden_message_masks")
@@ -228,7 +228,7 @@ class PluginHost:
     def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
         return getattr(self.pm.hook, hook_name).get_hookimpls()
 
-    def _each(self, hook_name: str) -> list[tuple[str, Call]]:
+    def _each(self, hook_name: str) -> list[tuple[str, _PluginCall]]:
         """(plugin name, caller) for each plugin that implements ``hook_name``, in pluggy's
         order: through pluggy, the plugin's implementations with the wrappers of every
         plugin that only wraps this hook around them. Built once per hook."""
@@ -241,7 +241,7 @@ class PluginHost:
                 deciders.setdefault(impl.plugin_name, impl.plugin)
         hook = getattr(self.pm.hook, hook_name)
         impls = hook.get_hookimpls()
-        callers: list[tuple[str, Call]] = [
+        callers: list[tuple[str, _PluginCall]] = [
             (name, _PluginCall(hook, [i for i in impls if i.plugin_name == name or i.plugin_name not in deciders],
                                self.pm))
             for name in deciders]
@@ -561,9 +561,17 @@ class PluginHost:
             if known is None or known[0] is not policies:
                 known = self._checkers_for_policies(policies)
             checkers = known[1]
+        direct = self.pm._inner_hookexec is _multicall  # else tracing or a monitor runs each call
         for name, call in checkers:
             try:
-                got = call(statement=statement, session=session)
+                positional = call.positional if direct else None
+                if positional is not None:  # what `_PluginCall.__call__` does, one frame less
+                    answer = positional(statement, session)
+                    if answer is None:
+                        continue
+                    got = [answer]
+                else:
+                    got = call(statement=statement, session=session)
             except Exception as e:
                 answers.append(self._failed(self._culprit("pgwarden_check", e, name), Failure()))
                 continue
@@ -793,7 +801,7 @@ class _PluginCall:
     passes every argument the hookspec names (it declares no defaults).
     """
 
-    __slots__ = ("_hookexec", "_pm", "_plain", "impls", "name")
+    __slots__ = ("_hookexec", "_pm", "_plain", "impls", "name", "positional")
 
     def __init__(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl], pm: pluggy.PluginManager) -> None:
         if hook.spec is not None and hook.spec.opts.get("firstresult"):
@@ -811,8 +819,14 @@ class _PluginCall:
         self._plain: tuple[Callable[..., object], tuple[str, ...]] | None = (
             (only.function, tuple(only.argnames))
             if only is not None and not (only.wrapper or only.hookwrapper or only.kwargnames) else None)
+        #: that implementation when it takes every argument the hookspec names, in its order: a
+        #: caller on the path of every statement (`PluginHost.check`) calls it with them directly,
+        #: while `direct` says pluggy's own executor is in place, and takes a None answer as none
+        self.positional: Callable[..., object] | None = (
+            self._plain[0] if self._plain is not None and hook.spec is not None
+            and self._plain[1] == tuple(hook.spec.argnames) else None)
 
-    def __call__(self, **kwargs: object) -> list[object]:
+    def __call__(self, **kwargs: object) -> list:  # (a `Call`: what each plugin answered)
         plain = self._plain
         if plain is not None and self._pm._inner_hookexec is _multicall:
             function, names = plain

@@ -178,7 +178,8 @@ class LiveCatalog:
         self._run_in_thread = run_in_thread or (
             lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)
         )
-        self._current = self._fallback
+        #: the facts to decide with now: live if fresh enough, else the snapshot
+        self.current: Catalog = self._fallback
         self._status = CatalogStatus("loading", reactor.seconds(), self._fallback.source)
         self._started = False
         self._stopped = False
@@ -204,32 +205,33 @@ class LiveCatalog:
         self._waiters: list[tuple[int, defer.Deferred]] = []
         self._closed: defer.Deferred | None = None
         self._first: list[defer.Deferred] | None = []  # waiting for the first load; None once it ended
+        #: whether a load is awaited: the first one, or one that catches up with a DDL seen
+        self.pending = False
+        #: whether a change that may define again what lineage goes through (by any session, or
+        #: seen by the change check) waits for a load to read it
+        self.redefining = False
 
     def __repr__(self) -> str:
         u = self._upstream
-        return f"<LiveCatalog {u.user}@{u.host}:{u.port}/{u.database} {self._status.state}: {self._current!r}>"
-
-    @property
-    def current(self) -> Catalog:
-        """The facts to decide with now: live if fresh enough, else the snapshot."""
-        return self._current
+        return f"<LiveCatalog {u.user}@{u.host}:{u.port}/{u.database} {self._status.state}: {self.current!r}>"
 
     @property
     def status(self) -> CatalogStatus:
         return self._status
 
-    @property
-    def pending(self) -> bool:
-        """Whether a load is awaited: the first one, or one that catches up with a DDL seen."""
-        return self._started and not self._stopped and (
-            self._finished_loads == 0 or self._covered < self._invalidations
-        )
+    def _update_flags(self) -> None:
+        """`pending` and `redefining` again, after what they are made of changed (attributes, not
+        properties: every statement's decision reads ``pending``)."""
+        running = self._started and not self._stopped
+        self.pending = running and (self._finished_loads == 0 or self._covered < self._invalidations)
+        self.redefining = running and self._covered < self._redefined
 
     def start(self) -> None:
         """Loads now, then every ``ttl_s``."""
         if self._started:
             return
         self._started = True
+        self._update_flags()
         self._load()
 
     def invalidate(self, reason: str, redefines: bool = True) -> int:
@@ -247,6 +249,7 @@ class LiveCatalog:
         ticket = self._invalidations
         if redefines:
             self._redefined = ticket
+        self._update_flags()
         log.debug("catalog: reload requested ({reason})", reason=reason)
         if self._in_flight:
             self._again = True
@@ -257,12 +260,6 @@ class LiveCatalog:
         self._cancel_timer()
         self._timer = self._reactor.callLater(self.settle_s, self._load)
         return ticket
-
-    @property
-    def redefining(self) -> bool:
-        """Whether a change that may define again what lineage goes through (by any session, or
-        seen by the change check) waits for a load to read it."""
-        return self._started and not self._stopped and self._covered < self._redefined
 
     def has_read(self, ticket: int) -> bool:
         """Whether `current` holds what was committed before invalidation ``ticket``: a load
@@ -279,7 +276,7 @@ class LiveCatalog:
         decides what stale facts mean for it.
         """
         if not self.pending:
-            return defer.succeed(self._current)
+            return defer.succeed(self.current)
         waiter: defer.Deferred = defer.Deferred()
         self._waiters.append((self._invalidations, waiter))
         return waiter
@@ -287,7 +284,7 @@ class LiveCatalog:
     def first_load(self) -> defer.Deferred:
         """Fires with `current` once the first load has ended, whether it succeeded or not."""
         if self._first is None or self._stopped:
-            return defer.succeed(self._current)
+            return defer.succeed(self.current)
         waiter: defer.Deferred = defer.Deferred()
         self._first.append(waiter)
         return waiter
@@ -299,6 +296,7 @@ class LiveCatalog:
             self._closed.addBoth(_firing(done))
             return done
         self._stopped = True
+        self._update_flags()
         self._cancel_timer()
         if self._checker is not None and self._checker.active():
             self._checker.cancel()
@@ -413,10 +411,11 @@ class LiveCatalog:
             self._failed(result.error, now)
         self._finished_loads += 1
         self._covered = covers
+        self._update_flags()
         self._release_waiters(covers)
         first, self._first = self._first, None
         for waiter in first or ():
-            waiter.callback(self._current)
+            waiter.callback(self.current)
         if self._again:
             self._again = False
             self._load()
@@ -432,7 +431,7 @@ class LiveCatalog:
         if self._status.state == "failed":
             log.info("catalog: loading again after {seconds:.0f}s of failures", seconds=now - self._status.since)
         since = self._status.since if self._status.state == "ok" else now
-        self._current = catalog
+        self.current = catalog
         self._failures = 0
         self._status = CatalogStatus("ok", since, catalog.source, loaded_at=began)
         if self._expiry is not None and self._expiry.active():
@@ -445,13 +444,13 @@ class LiveCatalog:
         self._status = attrs.evolve(self._status, state="failed", since=since, error=error)
         log.warn("catalog: load failed ({error}); {using}", error=error,
                  using="keeping the live facts read before" if self._status.loaded_at is not None
-                 else f"using the {self._current.source}")
+                 else f"using the {self.current.source}")
 
     def _expire(self) -> None:
         """The live facts are too old to decide with: fail closed on the database's own objects."""
         log.warn("catalog: the live catalog is more than {max}s old; using the {snapshot} until a load succeeds",
                  max=self.max_stale_s, snapshot=self._fallback.source)
-        self._current = self._fallback
+        self.current = self._fallback
         self._status = attrs.evolve(self._status, source=self._fallback.source, loaded_at=None)
 
     def _schedule_next(self) -> None:
@@ -518,7 +517,7 @@ class LiveCatalog:
         ready = [d for needed, d in self._waiters if needed <= covered]
         self._waiters = [(needed, d) for needed, d in self._waiters if needed > covered]
         for waiter in ready:
-            waiter.callback(self._current)
+            waiter.callback(self.current)
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None

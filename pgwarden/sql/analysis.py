@@ -14,6 +14,18 @@ import attrs
 if TYPE_CHECKING:
     from pgwarden.sql.context import SqlContext
 
+# Statement kinds after which the search_path may have changed in ways the text does not show.
+UNCERTAIN_AFTER = frozenset({"side_effect", "do", "call", "unknown", "role"})
+# Statement kinds that may change run-time settings (client_encoding, standard_conforming_strings)
+# without naming them: what runs code, and what the analysis cannot see into.
+MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
+# Statement kinds after which catalog facts may be stale.
+CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
+# ... and those that may define again what lineage goes through (a view, a function's body, a
+# column's name): what the session reads after them waits for the catalog to show it. (Not a
+# sequence's nextval, a side effect that changes no definition.)
+REDEFINES = frozenset({"ddl", "do", "call", "unknown"})
+
 
 @attrs.frozen
 class Analysis:
@@ -39,6 +51,33 @@ class Analysis:
     # True when the string asks for a read-write transaction (BEGIN / START TRANSACTION /
     # SET TRANSACTION / SET SESSION CHARACTERISTICS ... READ WRITE).
     read_write: bool = False
+    # What the decision asks of every statement, set once per analysis (an analysis is shared by
+    # every text that differs only in constants; nearly every answer is no):
+    #: the session's SQL context may be another after this string ran (`SqlContext.after`): it
+    #: changes a setting, runs what may, or EXECUTEs a prepared body
+    changes_context: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+    #: it may change run-time settings, named or not (`MAY_CHANGE_SETTINGS`)
+    may_change_settings: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+    #: the catalog's facts may be stale after it (`CATALOG_CHANGES`)
+    changes_catalog: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+    #: it may define again what lineage goes through (`REDEFINES`)
+    redefines: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+
+    @changes_context.default
+    def _changes_context(self) -> bool:
+        return bool(self.settings or self.executes or self.kinds & UNCERTAIN_AFTER)
+
+    @may_change_settings.default
+    def _may_change_settings(self) -> bool:
+        return bool(self.settings or self.kinds & MAY_CHANGE_SETTINGS)
+
+    @changes_catalog.default
+    def _changes_catalog(self) -> bool:
+        return bool(self.kinds & CATALOG_CHANGES)
+
+    @redefines.default
+    def _redefines(self) -> bool:
+        return bool(self.kinds & REDEFINES)
 
 
 def analyze_sql(sql: str, context: SqlContext | None = None) -> Analysis:

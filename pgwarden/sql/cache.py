@@ -71,10 +71,10 @@ def _fingerprint(sql: str) -> str | None:
 class StatementCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[tuple, Statement] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int], Statement] = OrderedDict()
         self._syntax: OrderedDict[str | tuple[str, LexerSettings], Syntax] = OrderedDict()
         self._by_normalized: OrderedDict[str, Syntax] = OrderedDict()
-        self._resolved: OrderedDict[tuple, tuple[Syntax, Analysis]] = OrderedDict()
+        self._resolved: OrderedDict[tuple[int, int], tuple[Syntax, SqlContext, Analysis]] = OrderedDict()
         self._lineage: OrderedDict[tuple, tuple[Lineage, ...]] = OrderedDict()
         self._fingerprints: OrderedDict[str, str] = OrderedDict()  # normalized text -> fingerprint
         self._normalized: tuple[str, str | None] = ("", None)  # the last text normalized, and the result
@@ -85,21 +85,27 @@ class StatementCache:
 
     def get(self, sql: str, context: SqlContext | LexerSettings | None = None) -> Statement:
         """The Statement for ``sql`` in ``context`` (or the default context read under the given
-        lexer settings); analysed only when a plugin first asks."""
+        lexer settings); analysed only when a plugin first asks.
+
+        Keyed by the context's identity, not its equality: a session asks with one context object
+        at every statement (`sql.context.shared`, `SqlContext.with_lexer`), and hashing an attrs
+        class is a Python call. The entry's Statement holds the context, so its id cannot be
+        reused while the entry lives; an equal context that is another object only misses."""
         if context is None:
             ctx = default_context()
         elif isinstance(context, LexerSettings):
             ctx = default_context().with_lexer(context)
         else:
             ctx = context
-        key = (sql, ctx)  # (its hash is cached; a session reuses one context object)
+        key = (sql, id(ctx))
         items = self._items
         statement = items.get(key)
-        if statement is not None:
+        if statement is not None and statement.context is ctx:
             items.move_to_end(key)
             return statement
-        statement = Statement(sql, cache=self, context=ctx)
-        _put(items, key, statement, self._size)
+        statement = items[key] = Statement(sql, None, self, ctx)  # (positional: no keyword dict)
+        if len(items) > self._size:
+            items.popitem(last=False)
         return statement
 
     def syntax_for(self, sql: str, lexer: LexerSettings) -> Syntax:
@@ -170,13 +176,13 @@ class StatementCache:
 
     def analysis_for(self, sql: str, context: SqlContext) -> Analysis:
         syntax = self.syntax_for(sql, context.lexer)
-        key = (id(syntax), context)
+        key = (id(syntax), id(context))  # (by identity, as `get`'s)
         known = self._resolved.get(key)
-        if known is not None and known[0] is syntax:
-            return known[1]
+        if known is not None and known[0] is syntax and known[1] is context:
+            return known[2]
         analysis = resolve(syntax, context)
-        # The entry keeps the Syntax alive, so its id cannot be reused meanwhile.
-        _put(self._resolved, key, (syntax, analysis), self._size)
+        # The entry keeps the Syntax and the context alive, so their ids cannot be reused meanwhile.
+        _put(self._resolved, key, (syntax, context, analysis), self._size)
         return analysis
 
     def lineage_for(self, sql: str, context: SqlContext) -> tuple[Lineage, ...]:

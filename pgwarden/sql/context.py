@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import attrs
 
 from pgwarden.catalog.model import Catalog
+from pgwarden.sql.analysis import UNCERTAIN_AFTER
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
 from pgwarden.sql.syntax import COMPUTED, Syntax
 
@@ -30,8 +31,6 @@ if TYPE_CHECKING:
     from pgwarden.sql.analysis import Analysis
 
 DEFAULT_SEARCH_PATH = ('"$user"', "public")
-# Statement kinds after which the search_path may have changed in ways the text does not show.
-_UNCERTAIN_AFTER = frozenset({"side_effect", "do", "call", "unknown", "role"})
 
 
 def parse_path(value: str) -> tuple[str, ...]:
@@ -85,6 +84,12 @@ class SqlContext:
     # transaction is open, or the catalog was not read since): what a statement reads cannot
     # be traced through it (`lineage.lineage_of` makes it opaque).
     stale: bool = False
+    # This context read under other lexer settings, or stale (`with_lexer`, `with_stale`): one
+    # object each, asked for at every statement of a session whose lexer settings are not the
+    # default (or whose DDL is not read yet), so that the statement cache finds its entries by
+    # this object's identity. Only variants with the same catalog: nothing older is kept alive.
+    _variants: dict[LexerSettings | bool, SqlContext] = attrs.field(
+        factory=dict, init=False, eq=False, hash=False, repr=False)
 
     @property
     def key(self) -> tuple:
@@ -108,7 +113,8 @@ class SqlContext:
         return tuple(out)
 
     def after(self, analysis: Analysis | Syntax) -> SqlContext:
-        """The context for the session's next statement once ``analysis``'s statement ran."""
+        """The context for the session's next statement once ``analysis``'s statement ran
+        (this one when ``analysis`` does not `Analysis.changes_context`)."""
         path, possible = self.search_path, self.possible
         changed = False
         for name, value in analysis.settings:
@@ -127,7 +133,7 @@ class SqlContext:
                     possible = possible | frozenset(path or self.default_path)
                     path = self.default_path
                 changed = True
-        if analysis.kinds & _UNCERTAIN_AFTER or analysis.executes:  # (a prepared body may set it)
+        if analysis.kinds & UNCERTAIN_AFTER or analysis.executes:  # (a prepared body may set it)
             if path is not None:
                 possible = possible | frozenset(path)
             path = None
@@ -141,12 +147,20 @@ class SqlContext:
         return self if catalog is self.catalog else attrs.evolve(self, catalog=catalog)
 
     def with_stale(self, stale: bool) -> SqlContext:
-        return self if stale == self.stale else attrs.evolve(self, stale=stale)
+        if stale == self.stale:
+            return self
+        variant = self._variants.get(stale)
+        if variant is None:
+            variant = self._variants[stale] = attrs.evolve(self, stale=stale)
+        return variant
 
     def with_lexer(self, lexer: LexerSettings | None) -> SqlContext:
         if lexer is None or lexer is self.lexer or lexer == self.lexer:
             return self
-        return attrs.evolve(self, lexer=lexer)
+        variant = self._variants.get(lexer)
+        if variant is None:
+            variant = self._variants[lexer] = attrs.evolve(self, lexer=lexer)
+        return variant
 
 
 _shared: weakref.WeakValueDictionary[SqlContext, SqlContext] = weakref.WeakValueDictionary()

@@ -40,9 +40,12 @@ class LexerSettings:
 
     standard_conforming_strings: bool = True
     backslash_quote: bool = True  # 'on' or 'safe_encoding': \' is accepted where escapes apply
+    #: both as the server's defaults; an attribute set once, not a property: the statement cache
+    #: asks at every statement
+    default: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
 
-    @property
-    def default(self) -> bool:
+    @default.default
+    def _both_default(self) -> bool:
         return self.standard_conforming_strings and self.backslash_quote
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 from pglast.parser import ParseError, fingerprint
 
@@ -54,16 +54,20 @@ class Statement:
     @property
     def analysis(self) -> Analysis:
         analysis = self.analysed
-        if analysis is None:
-            if self._cache is not None:
-                analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
-            elif self._analyze is not None:
-                analysis = self._analyze(self.sql)
-            else:
-                from pgwarden.sql.analysis import analyze_sql
+        return analysis if analysis is not None else self._analysis()
 
-                analysis = analyze_sql(self.sql, self.context)
-            self.analysed = analysis
+    def _analysis(self) -> Analysis:
+        """The analysis, computed now. (A method, not the property's body: `kinds`, read of every
+        statement, calls it from Python directly, cheaper than through the property.)"""
+        if self._cache is not None:
+            analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
+        elif self._analyze is not None:
+            analysis = self._analyze(self.sql)
+        else:
+            from pgwarden.sql.analysis import analyze_sql
+
+            analysis = analyze_sql(self.sql, self.context)
+        self.analysed = analysis
         return analysis
 
     @property
@@ -87,8 +91,8 @@ class Statement:
     def kinds(self) -> frozenset[str]:
         """The classes of everything this string does (select, insert, ddl, role, side_effect, ...);
         ``unknown`` when it does not parse or runs something pgwarden cannot identify."""
-        analysis = self.analysed  # (asked of every statement: no second property call once analysed)
-        return (analysis if analysis is not None else self.analysis).kinds
+        analysis = self.analysed  # (asked of every statement: no second property call)
+        return (analysis if analysis is not None else self._analysis()).kinds
 
     @property
     def tables(self) -> frozenset[str]:
@@ -115,18 +119,19 @@ class Statement:
     def fingerprint(self) -> str | None:
         """libpg_query's fingerprint: the same for statements that differ only in constants."""
         fp = self._fingerprint
-        if fp is _UNSET and self.context is not None and not self.context.lexer.default:
-            fp = self._fingerprint = None  # a fingerprint reads the text under the default settings
-        if fp is _UNSET:
-            if self._cache is not None:
-                fp = self._cache.fingerprint_for(self.sql)
-            else:
-                try:
-                    fp = fingerprint(self.sql)
-                except ParseError:
-                    fp = None
-            self._fingerprint = fp
-        return cast("str | None", fp)  # set by now
+        if fp is not _UNSET:
+            return fp  # type: ignore[return-value]  # set: a str or None
+        if self.context is not None and not self.context.lexer.default:
+            fp = None  # a fingerprint reads the text under the default settings
+        elif self._cache is not None:
+            fp = self._cache.fingerprint_for(self.sql)
+        else:
+            try:
+                fp = fingerprint(self.sql)
+            except ParseError:
+                fp = None
+        self._fingerprint = fp
+        return fp
 
 
 def analyze(sql: str) -> Statement:

@@ -37,7 +37,7 @@ def judged(memo: VerdictMemo, judge, statement, session, policies) -> Verdict | 
     """``judge(statement, policies)``, remembered per analysis and policies: the same text in
     the same context is judged once. Statements that prepare, execute or deallocate are judged
     each time, with the bodies of the named statements they execute (`_with_executed`)."""
-    analysis = statement.analysis
+    analysis = statement.analysed or statement.analysis  # (the attribute first: the property is a call)
     if analysis.prepares or analysis.executes or analysis.deallocates:
         return judge(_with_executed(statement, session), policies)
     key = (id(analysis), id(policies))

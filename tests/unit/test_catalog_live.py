@@ -73,3 +73,35 @@ def test_stop_gives_each_caller_its_own_deferred():
     first, second = live.stop(), live.stop()
     assert first is not second and first.called and second.called and live.status.state == "stopped"
     assert live.stop().result is None
+
+
+def test_pending_and_redefining_follow_every_load_and_invalidation():
+    """Both are attributes kept up to date (the decision reads ``pending`` at every statement):
+    each step that changes what they are made of is checked against what they must say."""
+    loads: list[defer.Deferred] = []
+
+    def held(_read):
+        d: defer.Deferred = defer.Deferred()
+        loads.append(d)
+        return d
+
+    clock = task.Clock()
+    live = LiveCatalog(upstream(), clock, run_in_thread=held)
+    catalog = load_snapshot()
+    assert (live.pending, live.redefining) == (False, False)
+    live.start()  # the first load is awaited
+    assert (live.pending, live.redefining, len(loads)) == (True, False, 1)
+    loads[-1].callback(catalog)
+    assert (live.pending, live.redefining) == (False, False) and live.current is catalog
+    live.invalidate("ddl", redefines=True)
+    assert (live.pending, live.redefining) == (True, True)
+    clock.advance(live.settle_s)
+    live.invalidate("more ddl while it loads", redefines=False)  # one more load after this one
+    loads[-1].callback(catalog)  # it began before the second invalidation: still pending
+    assert (live.pending, live.redefining) == (True, False)
+    loads[-1].callback(catalog)
+    assert (live.pending, live.redefining) == (False, False)
+    live.invalidate("ddl", redefines=True)
+    assert (live.pending, live.redefining) == (True, True)
+    live.stop()
+    assert (live.pending, live.redefining) == (False, False)

@@ -48,3 +48,19 @@ def test_a_transaction_with_an_update_counts_once_as_each():
     stats.statement("allow", ("unanalysed",))
     assert stats.statements == {("allow", "transaction"): 1, ("allow", "update"): 1, ("allow", "unanalysed"): 1}
     assert stats.verdicts == {"allow": 2}
+
+
+def test_counts_by_set_of_kinds_stay_bounded_and_add_up_when_read():
+    """`Stats.statement` counts by (verdict, set of kinds) and spreads them when read; however many
+    sets it sees, it keeps a bounded number unspread, and what is read adds up."""
+    stats = Stats()
+    for i in range(3000):
+        stats.statement("block" if i % 3 else "allow", frozenset({f"k{i}", "select"}))
+        assert len(stats._decided) <= 1025
+    stats.statement("allow", frozenset())
+    statements = stats.statements
+    assert statements[("block", "select")] == 2000 and statements[("allow", "select")] == 1000
+    assert statements[("allow", "none")] == 1 and statements[("block", "k1")] == 1
+    assert stats.verdicts == {"allow": 1001, "block": 2000}
+    stats.statement("allow", frozenset({"select"}))
+    assert stats.statements[("allow", "select")] == 1001 and stats.verdicts["allow"] == 1002  # read again: no double count

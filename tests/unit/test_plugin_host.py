@@ -327,3 +327,40 @@ def test_pluggys_call_monitoring_sees_each_decision_and_the_answers_stay_the_sam
     assert seen == ["pgwarden_check", "pgwarden_check"]
     assert first == second and first.rule == "statement-only"
     assert len(statement_only.calls) == 2
+
+
+class InOrder(Seen):
+    """Takes the hookspec's arguments in its order: called directly (`_PluginCall.positional`)."""
+
+    def __init__(self, answer=None, fails: bool = False) -> None:
+        super().__init__()
+        self.answer, self.fails = answer, fails
+
+    @hookimpl
+    def pgwarden_check(self, statement, session):
+        self.calls.append((statement, session))
+        if self.fails:
+            raise RuntimeError("bug")
+        return self.answer
+
+
+def test_a_plugin_taking_the_hookspecs_arguments_in_order_is_called_directly_unless_monitored():
+    in_order, statement_only = InOrder(), StatementOnly()
+    plugins = host(in_order, statement_only)
+    s, statement = session(), Statement("drop table t")
+    first = plugins.check(statement, s)
+    assert in_order.calls == [(statement, s)] and first.rule == "statement-only"  # its None: no answer
+    seen: list[str] = []
+    undo = plugins.pm.add_hookcall_monitoring(lambda name, impls, kwargs: seen.append(name),
+                                              lambda outcome, name, impls, kwargs: None)
+    try:
+        second = plugins.check(statement, s)
+    finally:
+        undo()
+    assert seen == ["pgwarden_check", "pgwarden_check"]  # the direct one too, while monitored
+    assert first == second and in_order.calls == [(statement, s)] * 2
+    assert plugins.check(Statement("select 1"), s).action == "allow"  # none answers: allowed
+    blocked = host(InOrder(Verdict.block("no", rule="in-order"))).check(statement, s)
+    assert (blocked.action, blocked.rule) == ("block", "in-order")
+    failed = host(InOrder(fails=True), Allows()).check(statement, s)
+    assert (failed.action, failed.rule) == ("block", "plugin:InOrder")

@@ -22,6 +22,16 @@ the first, whichever comes first. Under load that saves most writes (a prepared
 statement's executions make only ``result`` records); the price is that a crash
 of pgwarden loses at most those few milliseconds of results, never a verdict.
 With a delay of 0 every record is written at the end of its own turn.
+
+A statement at one client is two turns: the Query's, whose barrier writes the
+statement's record before the Query leaves, and the ReadyForQuery's, whose reply
+leaves first; the ``result`` record is built after that turn's sends
+(`after_sends`), and so, for sinks that take records early (`TAKES_EARLY`, the
+built-in ``recording`` plugin), handed over there: serialised and sealed in the
+same poll iteration, after the reply, not at the next statement's barrier. That
+barrier then seals only the statement's own record and writes both with one
+call. Neither the order of a sink's chain nor what fails closed changes: a write
+that fails, at a barrier or at the lazy timer, refuses the statements after it.
 """
 
 from __future__ import annotations
@@ -53,6 +63,13 @@ RECORD_FORMAT = 2
 
 #: Records without a verdict wait at most for this many of them before a write.
 LAZY_RECORDS = 64
+
+#: A sink plugin whose `pgwarden_records` only buffers (it writes nothing before its flush)
+#: sets this attribute to True: records that carry no verdict are then handed to it once the
+#: turn's sends have left, before the barrier that writes them, so it can serialise and seal
+#: them off the latency path. Records are handed over early only when every plugin that takes
+#: records says so; otherwise each gets them in one call just before its flush, as always.
+TAKES_EARLY = "pgwarden_takes_records_early"
 
 
 class RecordingFailed(Exception):
@@ -168,7 +185,7 @@ class Recorder:
         self._by_context: dict[int, tuple] = {}
         self._turns = app.turns
         self._turns.add_barrier(self.flush)
-        self._turns.add_after_sends(self.build_results)
+        self._turns.add_after_sends(self.after_sends)
         self.configure()
 
     def configure(self) -> None:
@@ -179,6 +196,10 @@ class Recorder:
         self._writers = plugins.record_writers()  # pgwarden_record, deprecated: called per record
         self._flushers = plugins.record_flushers()
         self.active = bool(self._takers or self._writers)
+        #: every taker buffers what it is handed (`TAKES_EARLY`): records without a verdict are
+        #: handed over after the sends that precede them, not at the barrier that writes them
+        self._early = bool(self._takers) and all(
+            getattr(plugins.pm.get_plugin(name), TAKES_EARLY, False) is True for name, _ in self._takers)
         self.sample_rows = rec.results.max_rows
         self.sample_bytes = rec.results.max_bytes
         self.parameter_bytes = rec.max_parameter_bytes
@@ -320,7 +341,7 @@ class Recorder:
                 self._lazy_timer.cancel()
             self._lazy_timer = None
         self._turns.remove_barrier(self.flush)
-        self._turns.remove_after_sends(self.build_results)
+        self._turns.remove_after_sends(self.after_sends)
 
     # ------------------------------------------------------------------ records
 
@@ -459,6 +480,17 @@ class Recorder:
         """
         self._results.append((conn, ex))
         self._turns.wake()
+
+    def after_sends(self) -> None:
+        """Once a turn's sends have left: its result records built and, for sinks that take
+        records early, handed over (serialised and sealed there), to be written by a later
+        barrier or the lazy timer. A sink that cannot take them refuses the statements after."""
+        if self._results:
+            self.build_results()
+        if self._early and self._kept:
+            failed = self._hand_over()
+            if failed is not None:
+                self._fail(failed)
 
     def build_results(self) -> None:
         results, self._results = self._results, []

@@ -47,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="record-path-", dir="/work") as work:
         app, conn = _application(args.config, Path(work))
+        conn.log.search_path = conn.sql_context.search_path  # what the session's start records
         decide, turn, recorder = app.decisions.decide, app.reactor.turn, app.recorder
 
         def query(seq: int, sql: str) -> int:

@@ -184,6 +184,7 @@ class Recorder:
         self._by_verdict: dict[int, tuple] = {}
         self._by_context: dict[int, tuple] = {}
         self._turns = app.turns
+        self._seconds = app.reactor.seconds  # the reactor's clock, read for each result at one client
         self._turns.add_barrier(self.flush)
         self._turns.add_after_sends(self.after_sends)
         self.configure()
@@ -224,7 +225,7 @@ class Recorder:
             # It may wait: no barrier is needed for it until LAZY_RECORDS of them wait, and the
             # timer that writes it in time is armed once, not once per record (`_lazy_due`).
             if not self._lazy:
-                self._lazy_first = self.app.reactor.seconds()
+                self._lazy_first = self._seconds()
             self._lazy += 1
             if self._lazy_timer is None:
                 self._lazy_timer = self.app.reactor.callLater(self.lazy_s, self._lazy_due)
@@ -312,7 +313,7 @@ class Recorder:
         self._lazy_timer = None
         if not self._lazy:
             return  # what it was armed for was written with a record that could not wait
-        left = self._lazy_first + self.lazy_s - self.app.reactor.seconds()
+        left = self._lazy_first + self.lazy_s - self._seconds()
         if left > 0:  # armed for earlier records: these were buffered later
             self._lazy_timer = self.app.reactor.callLater(left, self._lazy_due)
             return

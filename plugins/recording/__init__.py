@@ -21,16 +21,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import orjson
-
 from pgwarden.api import RECORDING, ConfigProblem, Reactor, Record, Sections, hookimpl
+from pgwarden.chain import Chain, seal_into
 from pgwarden.config import FileSink as FileSinkConfig
 from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
 
 if TYPE_CHECKING:
     from twisted.internet.task import LoopingCall
-
-_dumps = orjson.dumps
 
 
 def _thread_runner(reactor):
@@ -49,6 +46,7 @@ class Recording:
 
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
+        self._chains: list[Chain] = []  # the sinks' chains, in their order
         self._ticker: LoopingCall | None = None
 
     @hookimpl
@@ -94,6 +92,7 @@ class Recording:
         for dropped in known.values():
             dropped.close()
         self.sinks = sinks
+        self._chains = [sink.chain for sink in sinks]
         if self._ticker is None and reactor is not None:
             from twisted.internet.task import LoopingCall
 
@@ -107,23 +106,24 @@ class Recording:
 
     @hookimpl
     def pgwarden_records(self, records: Sequence[Record]) -> None:
-        """Sealed now into every sink's chain, written by the next flush."""
-        bodies = [_dumps(record) for record in records]  # once: sinks differ only in their chains
-        for sink in self.sinks:
-            sink.add(bodies)
+        """Sealed now into every sink's chain (compiled), written by the next flush."""
+        seal_into(records, self._chains)
 
     @hookimpl
-    def pgwarden_records_flush(self) -> list[str]:
+    def pgwarden_records_flush(self) -> list[str] | None:
         """Writes every sink's buffer; raises naming the sinks that fail closed and could not write."""
-        failed = []
+        failed: list[str] = []
+        problems: list[str] | None = None
         for sink in self.sinks:
             try:
                 sink.flush()
             except SinkFailed as e:
                 failed.append(str(e))
+            if sink.failure:  # failing open: reported, not fatal
+                problems = [sink.failure] if problems is None else [*problems, sink.failure]
         if failed:
             raise SinkFailed("; ".join(failed))
-        return [s.failure for s in self.sinks if s.failure]  # failing open: reported, not fatal
+        return problems
 
     @hookimpl
     def pgwarden_stop(self) -> None:

@@ -162,7 +162,7 @@ def test_the_reply_leaves_before_its_result_record_is_sealed_and_written(make_pg
     def watch(data):
         if b"reply-first" in data and not seen:  # the reply (its DataRow) on its way to the client
             seen.append(([r["type"] for r in _lines(log) if r.get("sql") == "select 'reply-first'" or
-                          r["type"] == "result"], len(sink._lines)))
+                          r["type"] == "result"], len(sink.chain.lines)))
 
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         _watch_replies(running, watch)

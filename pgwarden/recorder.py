@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from twisted.logger import Logger
 
@@ -80,19 +80,27 @@ _second = -1
 _prefix = ""
 
 
+_time_ns: Final = time.time_ns
+
+
 def timestamp(now: float | None = None) -> str:
-    """RFC 3339, microseconds, UTC (``2026-11-25T15:16:50.123456Z``), cheap on the hot path."""
+    """RFC 3339, microseconds, UTC (``2026-11-25T15:16:50.123456Z``), cheap on the hot path.
+
+    Two per statement: compiled, integer arithmetic and a string of an integer cost less than
+    ``divmod`` and ``%`` formatting, which go through the generic API.
+    """
     global _second, _prefix
     if now is None:
-        second, ns = divmod(time.time_ns(), 1_000_000_000)
-        micro = ns // 1000
+        ns = _time_ns()
+        second = ns // 1_000_000_000
+        micro = (ns - second * 1_000_000_000) // 1000
     else:
         second = int(now)
         micro = int((now - second) * 1e6)
     if second != _second:
         _prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
         _second = second
-    return "%s%06dZ" % (_prefix, micro)  # noqa: UP031 (the cheapest of the formats, per record)
+    return _prefix + str(1_000_000 + micro)[1:] + "Z"  # six digits, zeros first
 
 
 def masked_fields(plans) -> dict[str, object]:

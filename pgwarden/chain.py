@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
 
 import attrs
@@ -33,6 +33,7 @@ import orjson
 
 GENESIS = "0" * 64
 _sha256 = hashlib.sha256
+_dumps = orjson.dumps
 _HASH_KEY = b',"hash":"'
 #: the bytes ``,"hash":"<64 hex>"}\n`` at the end of every line
 _TAIL = len(_HASH_KEY) + 64 + len(b'"}\n')
@@ -62,6 +63,37 @@ def lines_for(bodies: list[bytes], prev: str, out: list[bytes]) -> str:
         head = sha256(covered).hexdigest().encode()
         append(b'%s,"hash":"%s"}\n' % (covered[:-1], head))
     return head.decode()
+
+
+class Chain:
+    """One sink's chain: the hash of its last record, and the lines sealed since its last write.
+
+    Compiled with this module, so sealing a turn's records (`seal_into`) and taking the lines
+    to write cost no interpreted frame per sink: a statement's record is sealed between its
+    Query's arrival and its bytes leaving for the server.
+    """
+
+    def __init__(self, prev: str = GENESIS) -> None:
+        self.prev = prev
+        self.lines: list[bytes] = []
+
+    def add(self, bodies: list[bytes]) -> None:
+        self.prev = lines_for(bodies, self.prev, self.lines)
+
+    def take(self) -> bytes:
+        """The lines sealed since the last take, as one write; the buffer is left empty."""
+        lines = self.lines
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        lines.clear()
+        return data
+
+
+def seal_into(records: Sequence[Mapping[str, object]], chains: list[Chain]) -> None:
+    """Each record serialised once (orjson: the sinks differ only in their chains) and sealed
+    into every chain, in order."""
+    bodies = [_dumps(record) for record in records]
+    for chain in chains:
+        chain.prev = lines_for(bodies, chain.prev, chain.lines)
 
 
 def seal_record(record: dict, prev: str) -> tuple[bytes, str]:

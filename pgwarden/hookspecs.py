@@ -439,6 +439,9 @@ def pgwarden_records(records: Sequence[Record]) -> None:
     closed), as from `pgwarden_records_flush`: the sessions whose statements wait on
     these records end before those statements reach the database. A retry calls only
     the flush: to keep statements refused while you cannot write, raise there too.
+    A plugin that only buffers here may set ``pgwarden_takes_records_early = True``
+    (`pgwarden.recorder.TAKES_EARLY`): records that carry no verdict then come once the
+    turn's sends have left, before the flush that writes them.
 
     :param records: JSON-ready mappings (docs/records.md); the same sequence goes to
         every sink: read it, keep it if you like, do not change it.

@@ -1,11 +1,15 @@
 """Built-in plugin ``recording``: writes every record to the sinks of ``recording:``.
 
-Each sink keeps its own hash chain. The core hands over a reactor turn's
-records in one `pgwarden_records` call just before `pgwarden_records_flush`,
-which it calls before any byte of that turn goes upstream: the flush serialises
-each record once, seals it into every sink's chain and writes each sink's lines
-with one call, so a statement never runs before its record is with the
-operating system.
+Each sink keeps its own hash chain. `pgwarden_records` serialises each record
+once and seals it into every sink's chain (the lines wait in the sink);
+`pgwarden_records_flush`, which the core calls before any byte of a reactor turn
+goes upstream, writes each sink's lines with one call, so a statement never runs
+before its record is with the operating system.
+
+The plugin takes records early (`pgwarden.recorder.TAKES_EARLY`): the core hands
+it the records that carry no verdict (a statement's ``result``) once the turn's
+sends have left, so they are serialised and sealed off the latency path, and the
+next barrier only writes them, with the next statement's record.
 
 It reads ``recording:`` as any plugin reads a section of pgwarden's
 configuration, by declaring it; with no sinks there it wants no records
@@ -17,16 +21,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import orjson
-
 from pgwarden.api import RECORDING, ConfigProblem, Reactor, Record, Sections, hookimpl
+from pgwarden.chain import Chain, seal_into
 from pgwarden.config import FileSink as FileSinkConfig
 from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
 
 if TYPE_CHECKING:
     from twisted.internet.task import LoopingCall
-
-_dumps = orjson.dumps
 
 
 def _thread_runner(reactor):
@@ -39,9 +40,13 @@ def _thread_runner(reactor):
 
 
 class Recording:
+    #: `pgwarden_records` only serialises and seals (into the sinks' buffers): records may be
+    #: handed over before the turn's barrier (`pgwarden.recorder.TAKES_EARLY`).
+    pgwarden_takes_records_early = True
+
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
-        self._batch: list[Record] = []  # the records of this reactor turn, not yet serialised
+        self._chains: list[Chain] = []  # the sinks' chains, in their order
         self._ticker: LoopingCall | None = None
 
     @hookimpl
@@ -56,7 +61,6 @@ class Recording:
     def pgwarden_configure(self, sections: Sections, reactor: Reactor) -> None:
         """Opens the configured sinks; those configured before (same file) keep their chain."""
         recording = sections[RECORDING]
-        self._seal_batch()  # records emitted before the reload go where they were meant to
         known = {s.name: s for s in self.sinks}
         # Every new sink opens before anything changes: one that cannot refuses the config (at
         # start-up, or a reload, which then keeps the sinks in use as they are).
@@ -88,6 +92,7 @@ class Recording:
         for dropped in known.values():
             dropped.close()
         self.sinks = sinks
+        self._chains = [sink.chain for sink in sinks]
         if self._ticker is None and reactor is not None:
             from twisted.internet.task import LoopingCall
 
@@ -101,33 +106,28 @@ class Recording:
 
     @hookimpl
     def pgwarden_records(self, records: Sequence[Record]) -> None:
-        self._batch += records  # serialised and sealed by the flush that follows
-
-    def _seal_batch(self) -> None:
-        if self._batch:
-            batch, self._batch = self._batch, []
-            bodies = [_dumps(record) for record in batch]  # once: sinks differ only in their chains
-            for sink in self.sinks:
-                sink.add(bodies)
+        """Sealed now into every sink's chain (compiled), written by the next flush."""
+        seal_into(records, self._chains)
 
     @hookimpl
-    def pgwarden_records_flush(self) -> list[str]:
+    def pgwarden_records_flush(self) -> list[str] | None:
         """Writes every sink's buffer; raises naming the sinks that fail closed and could not write."""
-        self._seal_batch()
-        failed = []
+        failed: list[str] = []
+        problems: list[str] | None = None
         for sink in self.sinks:
             try:
                 sink.flush()
             except SinkFailed as e:
                 failed.append(str(e))
+            if sink.failure:  # failing open: reported, not fatal
+                problems = [sink.failure] if problems is None else [*problems, sink.failure]
         if failed:
             raise SinkFailed("; ".join(failed))
-        return [s.failure for s in self.sinks if s.failure]  # failing open: reported, not fatal
+        return problems
 
     @hookimpl
     def pgwarden_stop(self) -> None:
         if self._ticker is not None and self._ticker.running:
             self._ticker.stop()
-        self._seal_batch()
         for sink in self.sinks:
             sink.close()

@@ -16,7 +16,7 @@ import time
 import orjson
 from twisted.logger import Logger
 
-from pgwarden.chain import GENESIS, lines_for
+from pgwarden.chain import GENESIS, Chain
 
 log = Logger(namespace="pgwarden.recording")
 
@@ -34,17 +34,22 @@ class Sink:
     def __init__(self, name: str, on_error: str) -> None:
         self.name = name
         self.on_error = on_error
-        self.prev = GENESIS
+        #: the chain and the lines sealed into it, not yet written (`pgwarden.chain.seal_into`)
+        self.chain = Chain()
         self.written_head = GENESIS  # the hash of the last record known to be written
-        self._lines: list[bytes] = []
         self._pending = b""  # bytes a failed write left behind, written first next time
         self.failure: str | None = None
         self.errors = 0  # failed writes since start, for /metrics
         self._sync_failed = False  # a periodic fsync failed: the next flush must try again
 
+    @property
+    def prev(self) -> str:
+        """The hash of the last record sealed into this sink's chain."""
+        return self.chain.prev
+
     def add(self, bodies: list[bytes]) -> None:
         """Chains records serialised once for every sink (`pgwarden.chain.lines_for`)."""
-        self.prev = lines_for(bodies, self.prev, self._lines)
+        self.chain.add(bodies)
 
     def flush(self) -> None:
         """Writes what is buffered; raises SinkFailed if this sink fails closed and could not."""
@@ -55,12 +60,14 @@ class Sink:
             except OSError as e:
                 self._failed(f"{self.name}: fsync: {e.strerror or e}")  # raises when failing closed
                 # failing open: the records are still written (not held without bound)
-        if not self._lines and not self._pending:
+        chain = self.chain
+        if not chain.lines and not self._pending:
             return
-        data = self._pending + b"".join(self._lines)
-        head = self.prev
-        self._lines.clear()
-        self._pending = b""
+        data = chain.take()
+        head = chain.prev
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
         try:
             written = self._write(data)
         except OSError as e:
@@ -198,7 +205,7 @@ class FileSink(Sink):
         if unusable is not None:
             raise SinkFailed(unusable)
         try:
-            self.prev = self.written_head = self._resume()
+            self.chain.prev = self.written_head = self._resume()
             self._open()
         except OSError as e:
             raise SinkFailed(f"cannot append to {path}: {e.strerror or e}") from None

@@ -138,6 +138,85 @@ def test_the_record_reaches_the_file_before_the_statement_reaches_the_server(mak
     assert seen == [True]
 
 
+def _watch_replies(running, watch) -> None:
+    """``watch(data)`` at each send on the client sockets of ``running``'s sessions (reactor thread)."""
+    def wrap():
+        for conn in running.app.connections:
+            conn.transport.socket = _WatchedSocket(conn.transport.socket, watch)
+
+    running.call(wrap)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_the_reply_leaves_before_its_result_record_is_sealed_and_written(make_pgwarden, tmp_path):
+    # No delay for records without a verdict: the result is written in the poll iteration of the
+    # reply, and still after the reply's bytes went to the client (watched at its socket's send).
+    log = tmp_path / "records.jsonl"
+    running = make_pgwarden(recording={"sinks": [{"file": str(log), "fsync_s": 60}], "results_delay_ms": 0})
+    sink = running.call(lambda: running.app.plugins.pm.get_plugin("recording").sinks[0])
+    seen = []
+
+    def watch(data):
+        if b"reply-first" in data and not seen:  # the reply (its DataRow) on its way to the client
+            seen.append(([r["type"] for r in _lines(log) if r.get("sql") == "select 'reply-first'" or
+                          r["type"] == "result"], len(sink.chain.lines)))
+
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        _watch_replies(running, watch)
+        c.execute("select 'reply-first'")
+        running.call(lambda: None)  # the reply's poll iteration is over (a stock reactor: its next)
+        running.call(lambda: None)
+        # the statement's record was written before the Query left; its result was not yet built,
+        # let alone sealed (nothing in the sink's buffer) or written
+        assert seen == [(["statement"], 0)]
+        records = _records(tmp_path)
+        ours = [r for r in records if r["session"] == records[-1]["session"]]
+        assert [r["type"] for r in ours][-2:] == ["statement", "result"]  # written since, in order
+        assert ours[-1]["statement"] == ours[-2]["statement"] and ours[-1]["rows"] == 1
+
+
+def test_a_result_record_that_cannot_be_written_refuses_the_next_statement(make_pgwarden, pg_server,
+                                                                           tmp_path):
+    # The file sink's writes start failing (its descriptor now /dev/full: ENOSPC) at the moment
+    # the first statement's reply leaves: after its statement record was written, before its
+    # result record is.
+    pg_server.psql("drop table if exists rec_results; create table rec_results (n int)", "appdb")
+    log = tmp_path / "records.jsonl"
+    running = make_pgwarden(recording={"sinks": [{"file": str(log), "fsync_s": 60}], "results_delay_ms": 0})
+    sink = running.call(lambda: running.app.plugins.pm.get_plugin("recording").sinks[0])
+    full = os.open("/dev/full", os.O_WRONLY)
+    kept = []
+
+    def watch(data):
+        if b"INSERT 0 1" in data and not kept:
+            kept.append(sink._fd)
+            sink._fd = full
+
+    try:
+        with psycopg.connect(running.dsn(), autocommit=True) as c:
+            _watch_replies(running, watch)
+            c.execute("insert into rec_results values (1)")
+            assert kept  # the reply went out: the statement ran, its result record could not follow
+            with pytest.raises(psycopg.errors.IoError) as excinfo:
+                c.execute("insert into rec_results values (2)")
+            assert excinfo.value.diag.message_primary == "pgwarden: statement refused: records cannot be written"
+            running.call(setattr, sink, "_fd", kept[0])
+            c.execute("insert into rec_results values (3)")  # written again: statements run
+    finally:
+        os.close(full)
+    assert pg_server.psql("select string_agg(n::text, ',' order by n) from rec_results", "appdb") == "1,3"
+    running.call(running.app.stop)
+    records = _records(tmp_path)  # the chain whole: the result that failed was written on the retry
+    ours = [(r["type"], r.get("sql"), r.get("sqlstate")) for r in records if r["type"] in ("statement", "result")]
+    assert ours[-6:] == [
+        ("statement", "insert into rec_results values (1)", None), ("result", None, None),
+        ("statement", "insert into rec_results values (2)", None), ("result", None, "58030"),
+        ("statement", "insert into rec_results values (3)", None), ("result", None, None)]
+
+
 class ToggledSink:
     """A third-party sink whose writes fail while ``failing`` is set."""
 
@@ -809,6 +888,40 @@ def test_with_no_results_delay_every_record_is_written_at_the_end_of_its_turn(tm
     reactor.turn()
     assert sink.writes[1:] == [["result", "result"]]
     assert not r.timers()
+
+
+class _TakesEarly(_Writes):
+    """A sink on the v1 hook that only buffers what it is handed, and says so (TAKES_EARLY)."""
+
+    pgwarden_takes_records_early = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[list[str]] = []
+
+    @hookimpl
+    def pgwarden_records(self, records):
+        self.handed.append([r["type"] for r in records])
+        self.buffer.extend(r["type"] for r in records)
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_a_sink_that_takes_records_early_gets_results_after_the_sends_and_writes_them_later(tmp_path, clock):
+    r = _Recorded(tmp_path, clock, sink=_TakesEarly)
+    reactor, sink = r.reactor, r.sink
+    r.statement(1)
+    reactor.turn()  # the statement's barrier: handed over and written before the sends
+    assert sink.handed == [["statement"]] and sink.writes == [["statement"]]
+    r.result(1)
+    reactor.turn()  # the reply's turn: after its sends, the result is handed over, not written
+    assert sink.handed[1:] == [["result"]] and sink.writes[1:] == []
+    r.statement(2)
+    reactor.turn()  # the next statement's barrier hands over its own record only, writes both
+    assert sink.handed[2:] == [["statement"]] and sink.writes[1:] == [["result", "statement"]]
+    r.result(2)
+    reactor.turn()
+    reactor.advance(r.recorder.lazy_s)  # or the lazy timer writes it, handed over already
+    assert sink.handed[3:] == [["result"]] and sink.writes[2:] == [["result"]]
 
 
 class _WritesUntilReload(_WritesBatches):

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgwarden.chain import GENESIS, seal, seal_record, verify
+from pgwarden.chain import GENESIS, Chain, seal, seal_into, seal_record, verify
 from pgwarden.cli import main
 
 
@@ -24,6 +24,24 @@ def write_chain(path, records, prev=GENESIS):
 
 def records(n, start=1):
     return [{"type": "statement", "seq": i, "sql": f"select {i}", "note": "é ☃"} for i in range(start, start + n)]
+
+
+def test_sealing_a_turn_into_several_chains_gives_each_the_lines_of_seal_record(tmp_path):
+    # What the built-in sinks do per turn (compiled): each record serialised once, then chained
+    # into every sink from that sink's own head, lines kept until the write takes them.
+    first, second = Chain(), Chain("f" * 64)
+    batch1, batch2 = records(3), records(2, start=4)
+    seal_into(batch1, [first, second])
+    seal_into(batch2, [first, second])
+    for chain, start in ((first, GENESIS), (second, "f" * 64)):
+        expected, head = [], start
+        for r in batch1 + batch2:
+            line, head = seal_record(r, head)
+            expected.append(line)
+        assert chain.prev == head and chain.take() == b"".join(expected)
+        assert chain.lines == [] and chain.take() == b""
+    (tmp_path / "r.jsonl").write_bytes(b"".join(seal_record(r, GENESIS)[0] for r in records(1)))
+    assert verify([str(tmp_path / "r.jsonl")]).problem is None
 
 
 def test_an_intact_chain_verifies_and_reports_its_head(tmp_path):

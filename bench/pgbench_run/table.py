@@ -48,7 +48,8 @@ TABLE_WORKLOADS: tuple[tuple[Workload, tuple[str, ...]], ...] = (
     (_BY_NAME["select-extended"], (DIRECT, PGWARDEN, PGWARDEN_POLICY, PGBOUNCER)),
     (_BY_NAME["select-prepared"], (DIRECT, PGWARDEN, PGWARDEN_POLICY, PGBOUNCER)),
     (_BY_NAME["rows-10k"], (PGWARDEN, PGWARDEN_POLICY, PGBOUNCER)),
-    (LATENCY, (DIRECT, DIRECT_AGAIN, PGWARDEN, PGWARDEN_POLICY, PGBOUNCER)),
+    # (pgwarden-rules too: the policy's added latency split into its rules' and its recording's)
+    (LATENCY, (DIRECT, DIRECT_AGAIN, PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
 )
 
 
@@ -190,10 +191,10 @@ NOISE: tuple[Figure, ...] = (
 
 #: the absolute figures a round gives beside the ratios, for the reader (µs)
 ABSOLUTE: tuple[tuple[str, Callable[[dict[str, dict[str, RunResult]]], float | None]], ...] = (
-    *((f"added latency at 1 client, {n}", (lambda r, n=n: _added_us(r, n))) for n in (PGWARDEN, PGWARDEN_POLICY,
-                                                                                      PGBOUNCER)),
+    *((f"added latency at 1 client, {n}", (lambda r, n=n: _added_us(r, n)))
+      for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
     *((f"CPU per statement at 1 client, {n}", (lambda r, n=n: _cpu(r, LATENCY.name, n)))
-      for n in (PGWARDEN, PGWARDEN_POLICY, PGBOUNCER)),
+      for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
     *((f"CPU per statement at 8 clients (simple), {n}", (lambda r, n=n: _cpu(r, "select-simple", n)))
       for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
 )

@@ -49,8 +49,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-import attrs
-
 from pgwarden import lexical
 from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
@@ -342,14 +340,19 @@ _EXPECT_TEXECUTE: Final = Expectation(_E_TEXECUTE)
 _OWN_RUN: Final = (Expectation(_E_OWN_CLOSE), Expectation(_E_OWN_CLOSE), _EXPECT_OWN_PARSE, _EXPECT_OWN_BIND)
 
 
-@attrs.define
 class SessionState:
-    """What the session looks like, as the server has confirmed it."""
+    """What the session looks like, as the server has confirmed it.
 
-    transaction_status: str = "I"
-    parameters: dict[str, str] = attrs.Factory(dict)
-    statements: dict[str, PreparedStatement] = attrs.Factory(dict)
-    portals: dict[str, Portal] = attrs.Factory(dict)
+    A plain class (native when compiled), as `Portal`: the relay reads it on every message."""
+
+    def __init__(self, transaction_status: str = "I", parameters: dict[str, str] | None = None) -> None:
+        self.transaction_status = transaction_status
+        self.parameters: dict[str, str] = {} if parameters is None else parameters
+        self.statements: dict[str, PreparedStatement] = {}
+        self.portals: dict[str, Portal] = {}
+
+    def __repr__(self) -> str:
+        return f"SessionState(transaction_status={self.transaction_status!r})"
 
 
 class _Count:

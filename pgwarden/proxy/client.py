@@ -40,9 +40,10 @@ from pgwarden.proxy.client_login import (
     greeting,
 )
 from pgwarden.proxy.peer import IRelayTransport, peer_text
+from pgwarden.proxy.pump import Pump, catalog_unread_of
 from pgwarden.proxy.upstream import UpstreamProtocol
 from pgwarden.recorder import SessionLog, new_session_id
-from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
+from pgwarden.relay.engine import Relay, StatementRequest
 from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.session import Session, replace_policies
 from pgwarden.shadow import Shadow
@@ -245,6 +246,8 @@ class ClientConnection(Protocol):
     identity: Identity
     relay: Relay
     session: Session
+    #: the relay phase's per-message work (`pgwarden.proxy.pump`), made with the relay
+    pump: Pump
 
     def __init__(self, services: SessionServices) -> None:
         self.services = services
@@ -260,6 +263,7 @@ class ClientConnection(Protocol):
         self.identity = None  # type: ignore[assignment]
         self.upstream: UpstreamProtocol | None = None
         self.relay = None  # type: ignore[assignment]
+        self.pump = None  # type: ignore[assignment]
         self.session = None  # type: ignore[assignment]
         #: masking of this session's results and messages (None: no plugin masks), set with its relay
         self.masks: SessionMasks | None = None
@@ -277,7 +281,6 @@ class ClientConnection(Protocol):
         self.limits = SessionLimits()
         self.key: tuple[int, int] | None = None
         self._timeout: IDelayedCall | None = None
-        self._paused_for_backlog = False
         #: records of this connection (its id is the session id)
         self.log = SessionLog(new_session_id())
         #: why the session ended, for its session_end record
@@ -297,12 +300,14 @@ class ClientConnection(Protocol):
 
     # ------------------------------------------------------------------ life cycle
 
-    @property
-    def catalog_unread(self) -> bool:
-        """Whether this session may have defined again what lineage goes through (a view, a
-        function's body) and the catalog in use may not show it yet: the change's transaction
-        has not ended, or no load since has succeeded."""
-        return self.catalog_redefined or not self.services.catalog.has_read(self.catalog_ticket)
+    if TYPE_CHECKING:
+        @property
+        def catalog_unread(self) -> bool:
+            """Whether this session may have defined again what lineage goes through (a view, a
+            function's body) and the catalog in use may not show it yet: the change's transaction
+            has not ended, or no load since has succeeded."""
+    else:  # the compiled getter: no Python frame for a question each statement's decision asks
+        catalog_unread = property(catalog_unread_of)
 
     def connectionMade(self) -> None:
         # Every message is a whole round trip for someone: never wait for Nagle.
@@ -356,6 +361,10 @@ class ClientConnection(Protocol):
         fragmented. The relay and the masking listeners call back into this connection
         (bound methods, closures); nothing calls them once neither end can send."""
         self.relay = None  # type: ignore[assignment]
+        if self.pump is not None:
+            self.pump.release()
+            self.pump = None  # type: ignore[assignment]
+        vars(self).pop("dataReceived", None)  # the pump's, put in place by _upstream_ready
         self.masks = None
         if self.upstream is not None:
             self.upstream.release()
@@ -368,7 +377,7 @@ class ClientConnection(Protocol):
             self.end_reason = f"{message} ({sqlstate})"
         if self.relay is not None:
             self.relay.fail(message.removeprefix("pgwarden: "), sqlstate)
-            self._flush()
+            self.pump.flush()
         else:
             self.transport.write(m.ErrorResponse.build("FATAL", sqlstate, message).encode())
         self.phase = "closed"
@@ -381,14 +390,9 @@ class ClientConnection(Protocol):
     # ------------------------------------------------------------------ bytes in
 
     def dataReceived(self, data: bytes) -> None:
+        # Once the session relays, the pump's `client_data` takes the reads in place of this.
         if self.phase == "relay":
-            self.stats.bytes_from_clients += len(data)
-            relay = self.relay
-            relay.client_data(data)
-            self._flush()
-            if relay.waiting is not None and relay.backlog > self.host.config.limits.max_backlog_bytes:
-                self._paused_for_backlog = True
-                self.transport.pauseProducing()
+            self.pump.client_data(data)
             return
         if self.phase == "login":
             self._apply(self.login.receive(data))
@@ -543,8 +547,9 @@ class ClientConnection(Protocol):
             policies=self.policies,
         )
         self.shadow = Shadow.of(self.session, self._shadow_units)
-        self.relay = self.services.relays.relay(self, self._decide, parameters,
-                                                self.host.config.limits.max_message_bytes)
+        self.pump = pump = Pump(self, self.transport, upstream.transport)
+        self.relay = pump.relay = self.services.relays.relay(self, pump.decide, parameters,
+                                                             self.host.config.limits.max_message_bytes)
         #: what statements of this session are analysed against (catalog, search_path)
         self.sql_context = session_sql_context(self.services.catalog.current, self.host.config.upstream.user,
                                                startup)
@@ -552,16 +557,17 @@ class ClientConnection(Protocol):
         self.relay.read_only = self.limits.read_only
         early = self.login.ready()
         self.phase = "relay"
+        # The reads of both sides go straight to the pump from now on (`pgwarden.proxy.pump`).
+        self.dataReceived = pump.client_data  # type: ignore[method-assign]
         self._watch_token_expiry()
         self.services.events.session_started(self)
-        upstream.data_sink = self._from_upstream
-        upstream.lost_sink = self._upstream_lost
+        upstream.relay_to(pump.server_data, self._upstream_lost)
         # Back-pressure both ways: a slow reader pauses the other side's reads.
         self.transport.registerProducer(upstream.transport, True)
         upstream.transport.registerProducer(self.transport, True)
         leftover = login.leftover()
         if leftover:
-            self._from_upstream(leftover)
+            pump.server_data(leftover)
         if early:
             self.dataReceived(early)
 
@@ -579,25 +585,6 @@ class ClientConnection(Protocol):
             log.info("token of {subject} expired: session ended", subject=self.identity.subject)
             self._fatal("28P01", "pgwarden: your token expired; reconnect with a fresh token")
 
-    def _from_upstream(self, data: bytes) -> None:
-        self.stats.bytes_from_upstream += len(data)
-        relay = self.relay
-        relay.server_data(data)
-        if relay.error is not None:
-            log.failure("relaying results failed", failure=Failure(relay.error))
-            relay.error = None
-        if self.catalog_changed and relay.state.transaction_status == "I" and relay.idle:
-            # A statement that may have changed the catalog has committed (or not): read it again.
-            # Only once nothing is in flight: a ReadyForQuery that answers an earlier statement
-            # of a pipeline comes before the change commits, and a load then would miss it.
-            self.catalog_changed = False
-            ticket = self.services.catalog.invalidate("a statement may have changed the catalog",
-                                                      redefines=self.catalog_redefined)
-            if self.catalog_redefined:
-                self.catalog_redefined = False
-                self.catalog_ticket = ticket
-        self._flush()
-
     def _upstream_lost(self, reason: Failure) -> None:
         if self._client_lost:  # the last of the session's two connections
             self._release()
@@ -613,72 +600,7 @@ class ClientConnection(Protocol):
         log.error("lost the database connection: {err}", err=reason.getErrorMessage())
         self._fatal("08006", "pgwarden: lost the connection to the database")
 
-    def _flush(self) -> None:
-        relay = self.relay
-        if self.host.stopping and relay.idle and not relay.closing and self.phase == "relay":
-            self.end_for_shutdown(running=False)
-            return
-        up = relay.pop_upstream()
-        if up and self.upstream is not None and self.upstream.transport is not None:
-            self.turns.send(self.upstream.transport, up)
-        down = relay.pop_client()
-        if down:
-            self.turns.send(self.transport, down)
-        if relay.closing and self.phase != "closed":
-            if self.end_reason is None:
-                self.end_reason = relay.closing
-            self.phase = "closed"
-            self.turns.close(self.transport)
-            if self.upstream is not None and self.upstream.transport is not None:
-                self.turns.close(self.upstream.transport)
-
-    # ------------------------------------------------------------------ verdicts
-
-    def _decide(self, request: StatementRequest):
-        try:
-            result = self.services.decider.decide(self, request)
-        except Exception:  # never let a statement through unchecked
-            return self._settle_recorded(request, Failure())
-        if settled(result):
-            return result
-        if not isinstance(result, Deferred):  # a decider that answers nonsense refuses
-            return self._settle_recorded(request, Failure(TypeError(f"a decider answered {result!r}")))
-        # A Deferred: resolve when it fires; meanwhile the relay queues.
-        fired = []
-
-        def seen(outcome):
-            fired.append(outcome)
-            return outcome
-
-        result.addBoth(seen)
-        if fired:
-            result.addErrback(lambda _f: None)  # handled by _settle; not an "unhandled error"
-            return self._settle_recorded(request, fired[0])
-        result.addBoth(lambda outcome: self._late_verdict(request, outcome))
-        return PENDING
-
-    def _settle(self, outcome):
-        if settled(outcome):
-            return outcome
-        if isinstance(outcome, Failure):
-            log.failure("verdict failed", failure=outcome)
-        return Refusal("42501", "pgwarden: blocked: the policy check failed", None, None)
-
-    def _settle_recorded(self, request: StatementRequest, outcome):
-        """A verdict the app recorded passes; a failure becomes a recorded refusal."""
-        if settled(outcome):
-            return outcome
-        refusal = self._settle(outcome)
-        return self.services.decider.recorded(self, request, None, Verdict.block("the policy check failed"), refusal)
-
-    def _late_verdict(self, request: StatementRequest, outcome) -> None:
-        if self.phase != "relay":
-            return
-        self.relay.resolve(request, self._settle_recorded(request, outcome))
-        self._flush()
-        if self._paused_for_backlog and self.relay.waiting is None:
-            self._paused_for_backlog = False
-            self.transport.resumeProducing()
+    # ------------------------------------------------------------------ life cycle, continued
 
     def recording_failed(self) -> None:
         """The record this session's next statement waited on could not be written: it must not run."""
@@ -723,12 +645,12 @@ class ClientConnection(Protocol):
         if self.relay is not None and self.relay.cancel_waiting():
             if self.approval_wait is not None:
                 self.approval_wait.withdraw("the client cancelled the statement")
-            self._flush()
+            self.pump.flush()
 
     def flush_soon(self) -> None:
         """Bytes the relay produced outside a client or server read (a notice): on their way."""
         if self.phase == "relay" and self.relay is not None:
-            self._flush()
+            self.pump.flush()
 
 
 class _Once(ClientFactory):

@@ -129,6 +129,16 @@ class UpstreamProtocol(Protocol):
                 self._phase = "relay"
                 self._on_ready(self)
 
+    def relay_to(self, sink: Callable[[bytes], None], lost: Callable[[Failure], None]) -> None:
+        """Logged in: every byte from the server goes to ``sink``, the connection's end to ``lost``.
+
+        ``sink`` takes the reads in place of `dataReceived` too (the session's `Pump`): no
+        Python frame of this protocol's between the reactor's read and the session's relay."""
+        self.data_sink = sink
+        self.lost_sink = lost
+        if self._phase == "relay":
+            self.dataReceived = sink  # type: ignore[method-assign, assignment]
+
     @property
     def closed(self) -> bool:
         """Its connection is over (or never came to be): nothing more comes from it."""
@@ -152,3 +162,4 @@ class UpstreamProtocol(Protocol):
         """
         self._phase = "closed"
         self._on_ready = self._on_failed = self.data_sink = self.lost_sink = _gone
+        vars(self).pop("dataReceived", None)  # the session's sink (`relay_to`)

@@ -49,9 +49,6 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Final, cast
 
-import attrs
-from mypy_extensions import mypyc_attr
-
 from pgwarden import lexical
 from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
@@ -153,20 +150,20 @@ def _unknown_statement(name: str, refused: bool) -> Refusal:
     )
 
 
-# A Python class, not a mypyc native one: its subclasses are attrs classes, which mypyc
-# builds as Python classes, and those cannot derive from a native class.
-@mypyc_attr(native_class=False)
 class _Described:
     """Holds a RowDescription as the raw message; decodes it only when asked.
 
     Pass-through sessions never look inside, so decoding on every result would
     be wasted work on the hottest path.
+
+    It and its two subclasses are plain classes, not attrs ones: compiled, they are native
+    classes, whose attributes the relay reads and writes without the generic C API, and
+    whose construction (a Bind makes a `Portal`) runs no interpreted ``__init__``.
     """
 
-    # Subclasses are attrs classes that declare these two as fields: attrs reuses the slots.
-    __slots__ = ("description", "_decoded")
-    description: bytes | None
+    description: bytes | None  # the RowDescription (raw), once the server said; None: NoData
     _decoded: m.RowDescription | None
+    described: bool  # a Describe has been sent for it
 
     @property
     def shape(self) -> m.RowDescription | None:
@@ -180,39 +177,46 @@ class _Described:
         self._decoded = None
 
 
-@attrs.define(eq=False, slots=True)
 class PreparedStatement(_Described):
     """A statement as the client parsed it, and what the server said it returns."""
 
-    name: str
-    sql: str
-    param_types: tuple[int, ...] = ()
-    described: bool = False  # a Describe has been sent for it
-    description: bytes | None = None  # its RowDescription (raw), once the server said
-    _decoded: m.RowDescription | None = None
-    seq: int = 0  # the StatementRequest that parsed it
-    decide_s: float = 0.0  # time spent deciding its Parse, reported by its first Execute
-    generation: int = 0  # the relay's policy_generation it was decided under
-    count: CountRows | None = None  # its rows written are counted against this cap
-    may_change_settings: bool = True  # see StatementRequest
-    decide_binds: bool = False  # each Bind is decided (BIND_DECIDES)
+    def __init__(self, name: str, sql: str, param_types: tuple[int, ...] = (), *, generation: int = 0,
+                 count: CountRows | None = None) -> None:
+        self.name = name
+        self.sql = sql
+        self.param_types = param_types
+        self.described = False
+        self.description = None
+        self._decoded = None
+        self.seq = 0  # the StatementRequest that parsed it
+        self.decide_s = 0.0  # time spent deciding its Parse, reported by its first Execute
+        self.generation = generation  # the relay's policy_generation it was decided under
+        self.count = count  # its rows written are counted against this cap
+        self.may_change_settings = True  # see StatementRequest
+        self.decide_binds = False  # each Bind is decided (BIND_DECIDES)
+
+    def __repr__(self) -> str:
+        return f"PreparedStatement(name={self.name!r}, sql={self.sql!r})"
 
 
-@attrs.define(eq=False, slots=True)
 class Portal(_Described):
     """A bound statement ready to execute, with the formats its rows will come in."""
 
-    name: str
-    statement: PreparedStatement
-    bind: bytes  # the client's Bind message, decoded only if the shape is wanted
-    generation: int
-    described: bool = False
-    description: bytes | None = None
-    _decoded: m.RowDescription | None = None
-    rows_sent: int = 0
-    # A counted portal fetched in several Executes is one statement: its count starts once.
-    counting: bool = False
-    count_before: int | None = None
+    def __init__(self, name: str, statement: PreparedStatement, bind: bytes, generation: int) -> None:
+        self.name = name
+        self.statement = statement
+        self.bind = bind  # the client's Bind message, decoded only if the shape is wanted
+        self.generation = generation
+        self.described = False
+        self.description = None
+        self._decoded = None
+        self.rows_sent = 0
+        # A counted portal fetched in several Executes is one statement: its count starts once.
+        self.counting = False
+        self.count_before: int | None = None
+
+    def __repr__(self) -> str:
+        return f"Portal(name={self.name!r}, statement={self.statement!r})"
 
     def result_shape(self) -> m.RowDescription | None:
         if self.description is not None:
@@ -336,14 +340,19 @@ _EXPECT_TEXECUTE: Final = Expectation(_E_TEXECUTE)
 _OWN_RUN: Final = (Expectation(_E_OWN_CLOSE), Expectation(_E_OWN_CLOSE), _EXPECT_OWN_PARSE, _EXPECT_OWN_BIND)
 
 
-@attrs.define
 class SessionState:
-    """What the session looks like, as the server has confirmed it."""
+    """What the session looks like, as the server has confirmed it.
 
-    transaction_status: str = "I"
-    parameters: dict[str, str] = attrs.Factory(dict)
-    statements: dict[str, PreparedStatement] = attrs.Factory(dict)
-    portals: dict[str, Portal] = attrs.Factory(dict)
+    A plain class (native when compiled), as `Portal`: the relay reads it on every message."""
+
+    def __init__(self, transaction_status: str = "I", parameters: dict[str, str] | None = None) -> None:
+        self.transaction_status = transaction_status
+        self.parameters: dict[str, str] = {} if parameters is None else parameters
+        self.statements: dict[str, PreparedStatement] = {}
+        self.portals: dict[str, Portal] = {}
+
+    def __repr__(self) -> str:
+        return f"SessionState(transaction_status={self.transaction_status!r})"
 
 
 class _Count:

@@ -84,6 +84,20 @@ _ENCODINGS: dict[str, tuple[str, bytes] | None] = {
     "SHIFT_JIS_2004": ("shift_jis_2004", _SJIS),  # its codec reads 0x5C as a yen sign: the cut fixes it
 }
 
+# Characters (as bytes) that PostgreSQL's conversion reads as another character than the Python
+# codec does: a statement holding one is refused, since a name or a literal with it would not be
+# what the server reads (a masked table's name, a search_path). Found by converting every one-,
+# two- and (EUC) three-byte sequence with the server's convert_from and with the codec
+# (PostgreSQL 15); `tests/e2e/test_encodings.py` checks the table against the server it runs.
+_READ_OTHERWISE: dict[str, frozenset[bytes]] = {
+    "EUC_JP": frozenset(map(bytes.fromhex, ["a1c1", "a1c2", "a1dd", "a1f1", "a1f2", "a2cc", "8fa2c3"])),
+    "EUC_JIS_2004": frozenset(map(bytes.fromhex, ["a1b1", "a1bd", "a1ef", "a2d6", "a2d7"])),
+    "BIG5": frozenset(map(bytes.fromhex, [
+        "a145", "a14e", "a15a", "a1c2", "a1c3", "a1c5", "a1e3", "a1f2", "a1f3", "a1fe", "a240", "a241", "a242",
+        "a244", "a246", "a247", "a2cc", "a2ce"])),
+    "SHIFT_JIS_2004": frozenset(map(bytes.fromhex, ["815c", "81d4", "81d5"])),
+}
+
 # Encodings the server only converts from (PG_ENCODING_IS_CLIENT_ONLY): a trail byte may be ASCII.
 _CLIENT_ONLY = frozenset({"SJIS", "BIG5", "GBK", "UHC", "GB18030", "JOHAB", "SHIFT_JIS_2004"})
 
@@ -148,6 +162,8 @@ class ClientEncoding:
     name: str
     codec: str
     _run: re.Pattern | None = attrs.field(default=None, repr=False)  # non-ASCII characters in a row
+    _char: re.Pattern | None = attrs.field(default=None, repr=False)  # one of them
+    _otherwise: frozenset[bytes] = attrs.field(default=frozenset(), repr=False)  # `_READ_OTHERWISE`
 
     @property
     def client_only(self) -> bool:
@@ -173,6 +189,15 @@ class ClientEncoding:
                 text = data[start:end].decode(self.codec)
             except UnicodeDecodeError as e:
                 raise UnreadableText(self.name, start + e.start, f"is not valid {self.name} text") from None
+            otherwise = self._otherwise
+            if otherwise and self._char is not None:
+                chunk = data[start:end]
+                if any(c in chunk for c in otherwise):  # (a cheap look first: nearly never)
+                    for char in self._char.finditer(chunk):
+                        if char.group() in otherwise:
+                            raise UnreadableText(self.name, start + char.start(),
+                                                 f"has a {self.name} character that PostgreSQL reads as another "
+                                                 f"character than pgwarden does")
             ascii_char = _ASCII_CHAR.search(text)
             if ascii_char is not None:
                 raise UnreadableText(self.name, start, f"has a {self.name} character that pgwarden cannot "
@@ -209,7 +234,9 @@ def client_encoding(name: str) -> ClientEncoding:
     if entry is None or pg_name is None:
         raise UnsupportedEncoding(pg_name or name)
     codec, run = entry
-    return _CACHE.setdefault(pg_name, ClientEncoding(pg_name, codec, re.compile(b"(?:" + run + b")+") if run else None))
+    return _CACHE.setdefault(pg_name, ClientEncoding(
+        pg_name, codec, re.compile(b"(?:" + run + b")+") if run else None, re.compile(run) if run else None,
+        _READ_OTHERWISE.get(pg_name, frozenset())))
 
 
 _CACHE: dict[str, ClientEncoding] = {}

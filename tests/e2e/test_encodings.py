@@ -298,3 +298,41 @@ def test_ascii_without_backslashes_may_be_pipelined_behind_anything(guarded, tab
     rc.until_ready()
     assert error_of(rc.until_ready()) is None
     rc.close()
+
+
+def test_the_characters_read_otherwise_are_those_the_server_reads_otherwise(pg_server):
+    """Every character of every encoding pgwarden reads (one and two bytes, EUC's three-byte SS3
+    ones) converted by the server and by pgwarden: where they differ, pgwarden refuses the
+    character (`_READ_OTHERWISE`), and it refuses no character the server reads as it does."""
+    from pgwarden.sql import encoding as enc
+    from pgwarden.testing.postgres import SUPERUSER, SUPERUSER_PASSWORD
+
+    found: dict[str, set[bytes]] = {}
+    with psycopg.connect(pg_server.dsn(SUPERUSER, SUPERUSER_PASSWORD, "postgres"), autocommit=True) as c:
+        c.execute("""CREATE OR REPLACE FUNCTION pg_temp.converted(enc text, codes bytea[])
+            RETURNS TABLE(i int, ch text) LANGUAGE plpgsql AS $$
+            DECLARE k int; BEGIN FOR k IN 1..array_length(codes, 1) LOOP
+              BEGIN i := k; ch := convert_from(codes[k], enc); RETURN NEXT;
+              EXCEPTION WHEN OTHERS THEN NULL; END;
+            END LOOP; END $$""")
+        for name, entry in enc._ENCODINGS.items():
+            if entry is None or name in ("UTF8", "SQL_ASCII") or not entry[1]:
+                continue  # (single-byte encodings: their codecs read every byte as the server does)
+            codes = [bytes([a, b]) for a in range(0x80, 0x100) for b in range(0x40, 0x100)]
+            if entry[1].startswith(rb"\x8f"):  # EUC: SS3 and two bytes
+                codes += [bytes([0x8F, a, b]) for a in range(0xA1, 0xFF) for b in range(0xA1, 0xFF)]
+            server = {codes[i - 1]: ch for i, ch in c.execute("SELECT i, ch FROM pg_temp.converted(%s, %s)",
+                                                               (name, codes)).fetchall()}
+            reader = enc.ClientEncoding(name, entry[0], enc.client_encoding(name)._run,
+                                        enc.client_encoding(name)._char)  # without the refusals
+            found[name] = set()
+            for code, ch in server.items():
+                try:
+                    if reader.decode(code) != ch:
+                        found[name].add(code)
+                except enc.UnreadableText:
+                    continue
+            for code in enc._READ_OTHERWISE.get(name, ()):
+                with pytest.raises(enc.UnreadableText):
+                    enc.client_encoding(name).decode(b"SELECT '" + code + b"'")
+    assert {k: v for k, v in found.items() if v} == {k: set(v) for k, v in enc._READ_OTHERWISE.items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -200,6 +201,14 @@ def test_a_result_record_that_cannot_be_written_refuses_the_next_statement(make_
             _watch_replies(running, watch)
             c.execute("insert into rec_results values (1)")
             assert kept  # the reply went out: the statement ran, its result record could not follow
+            # Its write is tried right after the reply's turn; on Twisted's stock reactor (whose turn
+            # ends in a callLater(0)) the client's next statement may arrive first and be ended with
+            # its session, held behind the failing write: also refused, by another path. Waited
+            # for, so that this test checks the refusal of a statement after a known failure.
+            deadline = time.monotonic() + 10
+            while running.call(lambda: running.app.recorder.failure) is None:
+                assert time.monotonic() < deadline, "the failed result write was never tried"
+                time.sleep(0.01)
             with pytest.raises(psycopg.errors.IoError) as excinfo:
                 c.execute("insert into rec_results values (2)")
             assert excinfo.value.diag.message_primary == "pgwarden: statement refused: records cannot be written"

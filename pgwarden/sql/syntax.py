@@ -852,13 +852,24 @@ class _Walker:
         return found
 
     def _self_lookup(self, test: Any, sub: Any, target: frozenset[str]) -> bool:
-        """``col IN (SELECT col FROM target)`` with no WHERE: true for every row with a value."""
+        """``col IN (SELECT col FROM target)`` with no WHERE that filters and no LIMIT: true for
+        every row with a value.
+
+        Only a LIMIT of a constant that is not NULL limits: ``LIMIT ALL`` and ``LIMIT NULL`` do
+        not, and ``normalize`` makes ``$1`` of ``ALL``, ``NULL`` and ``5`` alike, so the limit's
+        value matters (`const` marks it). A limit computed at run time may be NULL: no limit.
+        The sub-select's own WHERE is folded as the statement's (``WHERE true`` filters nothing)."""
         s = _node(sub)
         if s is None or s[0] != "SelectStmt":
             return False
         f = s[1]
-        if f.get("whereClause") is not None or f.get("havingClause") is not None or f.get("limitCount"):
+        if f.get("havingClause") is not None:
             return False
+        limit = f.get("limitCount")
+        if limit is not None:
+            is_const, value = self.const(limit)
+            if is_const and value is not None:
+                return False
         froms = f.get("fromClause", []) or []
         if len(froms) != 1:
             return False
@@ -869,7 +880,16 @@ class _Walker:
         if len(targets) != 1:
             return False
         val = (_node(targets[0]) or ("", {}))[1].get("val")
-        return _same_column(val, test)
+        if not _same_column(val, test):
+            return False
+        where = f.get("whereClause")
+        if where is None:
+            return True
+        names = {r[1].get("relname", "")}
+        alias = r[1].get("alias")
+        if isinstance(alias, dict):
+            names.add(alias.get("aliasname", ""))
+        return self._truth(where, frozenset(names)) not in (_X, _F)
 
 
 _SUBLINK = frozenset({"SubLink"})

@@ -295,6 +295,9 @@ CASES = [
     refused("4", "SELECT 1 FROM things WHERE id = - '5'", setup=("SELECT 1 FROM things WHERE id = - 5",)),
     # `id + 5 = id + 6` filters (no row), `id + 0 = id + 0` does not (every row): the constants decide.
     refused("4", "DELETE FROM things WHERE id + 0 = id + 0", setup=("DELETE FROM things WHERE id + 5 = id + 6",)),
+    # `LIMIT 0`, `LIMIT ALL` and `LIMIT NULL` all normalize to `LIMIT $1`; only a number limits.
+    refused("4", "DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT ALL)",
+            setup=("DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT 0)",)),
     # ---------------------------------------------------------------- 5: names and search_path
     refused("5", "SELECT * FROM things", setup=SECRET_PATH),
     refused("5", "SELECT * FROM things", setup=("SET search_path = secret",)),
@@ -333,7 +336,8 @@ CASES = [
         "NOT false", "1 < 2", "1::boolean", "coalesce(true, false)", "EXISTS (SELECT 1)", "(SELECT true)",
         "length('a') = 1", "now() IS NOT NULL", "'x' LIKE '%'", "id = id", "id IN (SELECT id FROM things)",
         "ctid IS NOT NULL", "id + 0 = id + 0", "id IS NOT DISTINCT FROM id", "current_user = current_user",
-        "1 IN (1, 2)", "(id = id) IS NOT FALSE", "EXISTS (SELECT 1 FROM things)", "id = id OR id = 1")),
+        "1 IN (1, 2)", "(id = id) IS NOT FALSE", "EXISTS (SELECT 1 FROM things)", "id = id OR id = 1",
+        "id IN (SELECT id FROM things LIMIT NULL)", "id IN (SELECT id FROM things WHERE true)")),
     refused("6", "DELETE FROM things WHERE id IS NOT NULL",
             xfail="id is NOT NULL (primary key): the condition selects every row; has_where True"),
     refused("6", "DELETE FROM things WHERE n IS NULL OR n IS NOT NULL"),

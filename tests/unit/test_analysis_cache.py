@@ -141,6 +141,12 @@ def test_where_clauses_whose_constants_decide_if_they_filter_are_not_shared():
          "DELETE FROM things WHERE (id + 1) IS NULL OR (id + 1) IS NOT NULL"),
         ("UPDATE things SET n = 1 WHERE id * 2 IS NOT DISTINCT FROM id * 3",
          "UPDATE things SET n = 1 WHERE id * 2 IS NOT DISTINCT FROM id * 2"),
+        ("DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT 5)",
+         "DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT ALL)"),  # normalize: LIMIT $1 both
+        ("DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT 5)",
+         "DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT NULL)"),
+        ("DELETE FROM things WHERE id IN (SELECT id FROM things WHERE id = 5)",
+         "DELETE FROM things WHERE id IN (SELECT id FROM things WHERE 5 = 5)"),
     ]:
         cache = StatementCache()
         assert cache.get(filtering).analysis.has_where is True

@@ -131,6 +131,17 @@ WHERE = [
     ("DELETE FROM t WHERE " + "NOT " * 5001 + "false", False),
     ("DELETE FROM t WHERE " + "(" * 3000 + "true" + ")" * 3000, False),
     ("DELETE FROM t WHERE n IS NULL OR n IS NOT NULL", False),
+    # a sub-select of the same table with no real limit, or a WHERE that filters nothing
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t LIMIT ALL)", False),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t LIMIT NULL)", False),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t LIMIT NULL::int)", False),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t LIMIT (SELECT 2))", False),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t WHERE true)", False),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t AS u WHERE u.id = u.id OR 1 = 1)", False),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t LIMIT 5)", True),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t FETCH FIRST 5 ROWS ONLY)", True),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t WHERE n > 5)", True),
+    ("DELETE FROM t WHERE id IN (SELECT id FROM t WHERE false)", True),
 ]
 
 

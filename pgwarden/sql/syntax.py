@@ -679,6 +679,13 @@ class _Walker:
                 self.expr(item, scope)
         self.expr(f.get("arg"), scope)
 
+    def _param_ref(self, f: dict, scope: tuple) -> None:
+        """A parameter (``$1``) stands where ``normalize`` puts the constants it replaces, numbered
+        after the text's own: ``id + $1 = id + $2`` and ``id + 0 = id + 0`` normalize alike, and
+        the walker reads a parameter as no constant (the sides differ: a filter). A text with
+        parameters lends its analysis to no other (it is found by its own text)."""
+        self.constants_read = True
+
     def _column_ref(self, f: dict, scope: tuple) -> None:
         fields = _names(f.get("fields", []))
         if len(fields) >= 2:  # t.f may be f(t): functional notation
@@ -1073,6 +1080,7 @@ _HANDLERS = {
     "TypeCast": _Walker._type_cast,
     "AlterTableCmd": _Walker._alter_table_cmd,
     "ColumnRef": _Walker._column_ref,
+    "ParamRef": _Walker._param_ref,
     "CopyStmt": _Walker._copy,
     "TruncateStmt": _Walker._truncate,
     "ExplainStmt": lambda w, f, s: w._nested_statement(f, s, "ExplainStmt"),

@@ -563,6 +563,23 @@ def test_hostile(hostile, server, case: Case, protocol: str):
     assert after == {**before, **case.changes}
 
 
+def test_parameters_where_another_text_has_constants_lend_it_nothing(hostile, server):
+    # `id + $1 = id + $2` (a filter: its sides differ) and `id + 0 = id + 0` (every row) normalize
+    # alike: the first, bound with values, must not lend the second its analysis.
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], "extended")
+    try:
+        agent.rc.send(m.Parse("", "DELETE FROM things WHERE id + $1 = id + $2").encode()
+                      + m.Bind("", "", (), (b"5", b"6")).encode() + m.Execute("").encode() + m.Sync().encode())
+        assert not errors(agent.rc.until_ready())
+        before = server.state()
+        agent.protocol = "simple"
+        assert_refused(agent.run("DELETE FROM things WHERE id + 0 = id + 0"), "id + 0 = id + 0")
+    finally:
+        agent.close()
+    assert server.state() == before
+
+
 def test_corpus_size():
     """The corpus stays about the size the issue asks for (~100 cases over both protocols)."""
     assert len(CASES) >= 100

@@ -157,6 +157,25 @@ def test_where_clauses_whose_constants_decide_if_they_filter_are_not_shared():
     assert cache.get("UPDATE things SET n = n + 1 WHERE id = 3").analysis is first
 
 
+def test_parameters_where_another_text_has_constants_are_not_shared():
+    # normalize numbers its `$n` after the text's own parameters: `id + $1 = id + $2` (a filter to
+    # the walker: the sides differ) and `id + 0 = id + 0` (every row) have one normalized text.
+    for with_parameters, with_constants in [
+        ("DELETE FROM things WHERE id + $1 = id + $2", "DELETE FROM things WHERE id + 0 = id + 0"),
+        ("DELETE FROM things WHERE id + $1 = id + 0", "DELETE FROM things WHERE id + 0 = id + 0"),
+        ("DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT $1)",
+         "DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT 5)"),
+        ("SELECT set_config($1, $2, $3)", "SELECT set_config('application_name', 'x', false)"),
+    ]:
+        cache = StatementCache()
+        assert cache.get(with_parameters).analysis == analyze_sql(with_parameters)
+        assert cache.get(with_constants).analysis == analyze_sql(with_constants), with_constants
+    # the other way round: a text of constants whose values did not matter lends its analysis
+    cache = StatementCache()
+    first = cache.get("UPDATE things SET n = 1 WHERE id = 7").analysis
+    assert cache.get("UPDATE things SET n = $1 WHERE id = $2").analysis is first
+
+
 # Texts whose constants are swapped for constants of every kind: any two that normalize alike,
 # both shareable, must have equal Syntax when the first is shared (constant_free).
 _SWAP_SEEDS = [

@@ -11,7 +11,8 @@ catalog and the session's search_path.
 Nothing here looks at the SQL text itself: comments, quoting, case, dollar
 quoting and Unicode escapes are the parser's business.
 
-`Syntax.constant_free` is True when no constant's value mattered: then every
+`Syntax.constant_free` is True when no constant's value mattered (and the text holds
+no parameter, which ``normalize`` cannot tell from a constant it replaced): then every
 string with the same normalized text (libpg_query's ``normalize``, which replaces
 constants and keeps every name) has this same `Syntax`.
 """

@@ -214,6 +214,22 @@ def _same(a: Any, b: Any, constants: bool = True) -> bool:
     return bool(a == b)
 
 
+def _same_but_parameters(a: Any, b: Any) -> bool:
+    """Structural equality where a parameter (``$n``) is alike anything constant (another
+    parameter, a constant): the values bound decide whether ``id + $1 = id + $2`` holds for every
+    row, and they are not in the text."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if ("ParamRef" in a or "ParamRef" in b) and _is_constant(a) and _is_constant(b):
+            return True
+        ka = a.keys() - {"location"}
+        if ka != b.keys() - {"location"}:
+            return False
+        return all(_same_but_parameters(a[k], b[k]) for k in ka)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_but_parameters(x, y) for x, y in zip(a, b))
+    return bool(a == b)
+
+
 class _Walker:
     def __init__(self, lexer: LexerSettings) -> None:
         self.lexer = lexer
@@ -596,8 +612,8 @@ class _Walker:
                 inner = syntax_of(text, self.lexer) if _looks_like_sql(text) else None
                 if inner is not None and inner is not UNPARSABLE and inner.statements:
                     literal_sql.append(inner)
-            elif not _is_constant(arg):
-                computed = True
+            elif not _is_constant(arg, parameters=False):
+                computed = True  # (a parameter too: its text is bound at run time, query_to_xml($1))
         self.calls.add(Call(schema, fname, len(args), "call", tuple(literal_sql), computed))
         if fname == "set_config" and schema in (None, "pg_catalog"):
             setting = self.text(args[0]) if args else None
@@ -752,8 +768,11 @@ class _Walker:
                     return _X
                 return _T if all(p == _T for p in parts) else _C
             if op == "OR_EXPR":
-                if _T in parts or _complementary_null_tests(f.get("args", []), self.alike):
+                args = f.get("args", [])
+                if _T in parts or _complementary_null_tests(args, self.alike):
                     return _T
+                if _complementary_null_tests(args, _same_but_parameters):
+                    return _C  # the same but for parameters: every row when they are bound alike
                 if _C in parts:
                     return _C
                 return _X if _X in parts else _F
@@ -801,6 +820,8 @@ class _Walker:
                 return _C if op in ("=", ">=", "<=") else _F if op in ("<>", "!=", "<", ">") else _X
             if kind == "AEXPR_NOT_DISTINCT" and self.alike(left, right):
                 return _C
+            if kind in ("AEXPR_OP", "AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT") and _same_but_parameters(left, right):
+                return _C  # the same but for parameters: the values bound decide, maybe every row
             if kind in ("AEXPR_LIKE", "AEXPR_ILIKE") and op in ("~~", "~~*"):
                 pattern = self.text(right)
                 if pattern is not None and pattern and set(pattern) == {"%"}:
@@ -939,13 +960,14 @@ def _same_column(a: Any, b: Any) -> bool:
     return bool(fa) and bool(fb) and fa[-1] == fb[-1]
 
 
-def _is_constant(obj: Any) -> bool:
+def _is_constant(obj: Any, parameters: bool = True) -> bool:
+    """A constant, cast or not (``parameters``: a parameter counts as one)."""
     n = _node(obj)
     if n is None:
         return True
     if n[0] == "TypeCast":
-        return _is_constant(n[1].get("arg"))
-    return n[0] in ("A_Const", "ParamRef")
+        return _is_constant(n[1].get("arg"), parameters)
+    return n[0] == "A_Const" or parameters and n[0] == "ParamRef"
 
 
 def _looks_like_sql(text: str) -> bool:

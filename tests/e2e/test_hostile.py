@@ -564,19 +564,30 @@ def test_hostile(hostile, server, case: Case, protocol: str):
 
 
 def test_parameters_where_another_text_has_constants_lend_it_nothing(hostile, server):
-    # `id + $1 = id + $2` (a filter: its sides differ) and `id + 0 = id + 0` (every row) normalize
-    # alike: the first, bound with values, must not lend the second its analysis.
+    # `id + $1 = id + $2` holds for every row when bound alike, and normalizes as `id + 0 = id + 0`
+    # does: neither passes as a filter, and the first lends the second nothing.
     server.reset()
+    before = server.state()
     agent = Agent(hostile, GROUPS["design"], "extended")
     try:
         agent.rc.send(m.Parse("", "DELETE FROM things WHERE id + $1 = id + $2").encode()
-                      + m.Bind("", "", (), (b"5", b"6")).encode() + m.Execute("").encode() + m.Sync().encode())
-        assert not errors(agent.rc.until_ready())
-        before = server.state()
+                      + m.Bind("", "", (), (b"5", b"5")).encode() + m.Execute("").encode() + m.Sync().encode())
+        assert_refused(agent.rc.until_ready(), "id + $1 = id + $2")
         agent.protocol = "simple"
         assert_refused(agent.run("DELETE FROM things WHERE id + 0 = id + 0"), "id + 0 = id + 0")
     finally:
         agent.close()
+    assert server.state() == before
+
+
+def test_sql_text_bound_to_a_parameter_is_not_run_unchecked(reloadable, server):
+    # query_to_xml runs the text it is given: bound to a parameter, that text is not in the statement.
+    before = server.state()
+    answers = _session(reloadable, "simple", (), [
+        "PREPARE q(text) AS SELECT query_to_xml($1, true, false, '')",
+        "EXECUTE q('WITH i AS (INSERT INTO things VALUES (100, 0) RETURNING 1) SELECT * FROM i')"])
+    assert_refused(answers[0], "PREPARE q")
+    assert errors(answers[1])
     assert server.state() == before
 
 

@@ -691,7 +691,7 @@ class _Walker:
             name = _str(item)
             if name is not None:  # (x).f: f(x) when f is a function of one argument
                 self.calls.add(Call(None, name, 1, "attribute", literal,
-                                    text is None and not _is_constant(f.get("arg"))))
+                                    text is None and not _is_constant(f.get("arg"), parameters=False)))
             else:
                 self.expr(item, scope)
         self.expr(f.get("arg"), scope)

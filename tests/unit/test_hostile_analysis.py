@@ -155,6 +155,7 @@ WHERE = [
 @pytest.mark.parametrize("sql", [
     "SELECT query_to_xml($1, true, false, '')", "SELECT query_to_xml($1::text, true, false, '')",
     "PREPARE q(text) AS SELECT query_to_xml($1, true, false, '')", "SELECT dblink_exec('dbname=x', $1)",
+    "PREPARE q(text) AS SELECT ($1).ts_stat", "SELECT ($1::text).ts_stat",
 ])
 def test_sql_text_bound_to_a_parameter_is_unknown(sql):
     # the text a SQL-running function runs is bound at run time (EXECUTE q('INSERT ...')): unchecked

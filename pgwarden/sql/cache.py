@@ -21,7 +21,9 @@ constant after it, whatever that constant is (``-5``, ``-'5'``, ``-true`` and ``
 become ``$1``), while only a number takes the sign into its value: before any other constant
 the minus is an operator call of its own (a prefix ``-`` a database may define to run a
 function). A text with a ``-`` followed by anything but a number is shared neither way
-(`pgwarden.sql.template.signs_precede_numbers`).
+(`pgwarden.sql.template.signs_precede_numbers`). And ``normalize`` numbers its ``$n`` after the
+text's own parameters: ``id + $1 = id + $2`` and ``id + 0 = id + 0`` normalize alike, so a
+parameter counts as a value that mattered (`Syntax.constant_free` is False for a text with one).
 
 Fingerprints (for records and approvals) are shared by normalized text too, but only
 between texts with no quote and no ``$`` and signs before numbers only (`fingerprint_for`):

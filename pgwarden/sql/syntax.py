@@ -11,7 +11,8 @@ catalog and the session's search_path.
 Nothing here looks at the SQL text itself: comments, quoting, case, dollar
 quoting and Unicode escapes are the parser's business.
 
-`Syntax.constant_free` is True when no constant's value mattered: then every
+`Syntax.constant_free` is True when no constant's value mattered (and the text holds
+no parameter, which ``normalize`` cannot tell from a constant it replaced): then every
 string with the same normalized text (libpg_query's ``normalize``, which replaces
 constants and keeps every name) has this same `Syntax`.
 """
@@ -210,6 +211,22 @@ def _same(a: Any, b: Any, constants: bool = True) -> bool:
         return all(_same(a[k], b[k], constants) for k in ka)
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(_same(x, y, constants) for x, y in zip(a, b))
+    return bool(a == b)
+
+
+def _same_but_parameters(a: Any, b: Any) -> bool:
+    """Structural equality where a parameter (``$n``) is alike anything constant (another
+    parameter, a constant): the values bound decide whether ``id + $1 = id + $2`` holds for every
+    row, and they are not in the text."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        if ("ParamRef" in a or "ParamRef" in b) and _is_constant(a) and _is_constant(b):
+            return True
+        ka = a.keys() - {"location"}
+        if ka != b.keys() - {"location"}:
+            return False
+        return all(_same_but_parameters(a[k], b[k]) for k in ka)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_but_parameters(x, y) for x, y in zip(a, b))
     return bool(a == b)
 
 
@@ -595,8 +612,8 @@ class _Walker:
                 inner = syntax_of(text, self.lexer) if _looks_like_sql(text) else None
                 if inner is not None and inner is not UNPARSABLE and inner.statements:
                     literal_sql.append(inner)
-            elif not _is_constant(arg):
-                computed = True
+            elif not _is_constant(arg, parameters=False):
+                computed = True  # (a parameter too: its text is bound at run time, query_to_xml($1))
         self.calls.add(Call(schema, fname, len(args), "call", tuple(literal_sql), computed))
         if fname == "set_config" and schema in (None, "pg_catalog"):
             setting = self.text(args[0]) if args else None
@@ -674,10 +691,17 @@ class _Walker:
             name = _str(item)
             if name is not None:  # (x).f: f(x) when f is a function of one argument
                 self.calls.add(Call(None, name, 1, "attribute", literal,
-                                    text is None and not _is_constant(f.get("arg"))))
+                                    text is None and not _is_constant(f.get("arg"), parameters=False)))
             else:
                 self.expr(item, scope)
         self.expr(f.get("arg"), scope)
+
+    def _param_ref(self, f: dict, scope: tuple) -> None:
+        """A parameter (``$1``) stands where ``normalize`` puts the constants it replaces, numbered
+        after the text's own: ``id + $1 = id + $2`` and ``id + 0 = id + 0`` normalize alike, and
+        the walker reads a parameter as no constant (the sides differ: a filter). A text with
+        parameters lends its analysis to no other (it is found by its own text)."""
+        self.constants_read = True
 
     def _column_ref(self, f: dict, scope: tuple) -> None:
         fields = _names(f.get("fields", []))
@@ -744,8 +768,11 @@ class _Walker:
                     return _X
                 return _T if all(p == _T for p in parts) else _C
             if op == "OR_EXPR":
-                if _T in parts or _complementary_null_tests(f.get("args", []), self.alike):
+                args = f.get("args", [])
+                if _T in parts or _complementary_null_tests(args, self.alike):
                     return _T
+                if _complementary_null_tests(args, _same_but_parameters):
+                    return _C  # the same but for parameters: every row when they are bound alike
                 if _C in parts:
                     return _C
                 return _X if _X in parts else _F
@@ -793,6 +820,8 @@ class _Walker:
                 return _C if op in ("=", ">=", "<=") else _F if op in ("<>", "!=", "<", ">") else _X
             if kind == "AEXPR_NOT_DISTINCT" and self.alike(left, right):
                 return _C
+            if kind in ("AEXPR_OP", "AEXPR_DISTINCT", "AEXPR_NOT_DISTINCT") and _same_but_parameters(left, right):
+                return _C  # the same but for parameters: the values bound decide, maybe every row
             if kind in ("AEXPR_LIKE", "AEXPR_ILIKE") and op in ("~~", "~~*"):
                 pattern = self.text(right)
                 if pattern is not None and pattern and set(pattern) == {"%"}:
@@ -852,13 +881,24 @@ class _Walker:
         return found
 
     def _self_lookup(self, test: Any, sub: Any, target: frozenset[str]) -> bool:
-        """``col IN (SELECT col FROM target)`` with no WHERE: true for every row with a value."""
+        """``col IN (SELECT col FROM target)`` with no WHERE that filters and no LIMIT: true for
+        every row with a value.
+
+        Only a LIMIT of a constant that is not NULL limits: ``LIMIT ALL`` and ``LIMIT NULL`` do
+        not, and ``normalize`` makes ``$1`` of ``ALL``, ``NULL`` and ``5`` alike, so the limit's
+        value matters (`const` marks it). A limit computed at run time may be NULL: no limit.
+        The sub-select's own WHERE is folded as the statement's (``WHERE true`` filters nothing)."""
         s = _node(sub)
         if s is None or s[0] != "SelectStmt":
             return False
         f = s[1]
-        if f.get("whereClause") is not None or f.get("havingClause") is not None or f.get("limitCount"):
+        if f.get("havingClause") is not None:
             return False
+        limit = f.get("limitCount")
+        if limit is not None:
+            is_const, value = self.const(limit)
+            if is_const and value is not None:
+                return False
         froms = f.get("fromClause", []) or []
         if len(froms) != 1:
             return False
@@ -869,7 +909,16 @@ class _Walker:
         if len(targets) != 1:
             return False
         val = (_node(targets[0]) or ("", {}))[1].get("val")
-        return _same_column(val, test)
+        if not _same_column(val, test):
+            return False
+        where = f.get("whereClause")
+        if where is None:
+            return True
+        names = {r[1].get("relname", "")}
+        alias = r[1].get("alias")
+        if isinstance(alias, dict):
+            names.add(alias.get("aliasname", ""))
+        return self._truth(where, frozenset(names)) not in (_X, _F)
 
 
 _SUBLINK = frozenset({"SubLink"})
@@ -911,13 +960,14 @@ def _same_column(a: Any, b: Any) -> bool:
     return bool(fa) and bool(fb) and fa[-1] == fb[-1]
 
 
-def _is_constant(obj: Any) -> bool:
+def _is_constant(obj: Any, parameters: bool = True) -> bool:
+    """A constant, cast or not (``parameters``: a parameter counts as one)."""
     n = _node(obj)
     if n is None:
         return True
     if n[0] == "TypeCast":
-        return _is_constant(n[1].get("arg"))
-    return n[0] in ("A_Const", "ParamRef")
+        return _is_constant(n[1].get("arg"), parameters)
+    return n[0] == "A_Const" or parameters and n[0] == "ParamRef"
 
 
 def _looks_like_sql(text: str) -> bool:
@@ -1053,6 +1103,7 @@ _HANDLERS = {
     "TypeCast": _Walker._type_cast,
     "AlterTableCmd": _Walker._alter_table_cmd,
     "ColumnRef": _Walker._column_ref,
+    "ParamRef": _Walker._param_ref,
     "CopyStmt": _Walker._copy,
     "TruncateStmt": _Walker._truncate,
     "ExplainStmt": lambda w, f, s: w._nested_statement(f, s, "ExplainStmt"),

@@ -295,6 +295,9 @@ CASES = [
     refused("4", "SELECT 1 FROM things WHERE id = - '5'", setup=("SELECT 1 FROM things WHERE id = - 5",)),
     # `id + 5 = id + 6` filters (no row), `id + 0 = id + 0` does not (every row): the constants decide.
     refused("4", "DELETE FROM things WHERE id + 0 = id + 0", setup=("DELETE FROM things WHERE id + 5 = id + 6",)),
+    # `LIMIT 0`, `LIMIT ALL` and `LIMIT NULL` all normalize to `LIMIT $1`; only a number limits.
+    refused("4", "DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT ALL)",
+            setup=("DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT 0)",)),
     # ---------------------------------------------------------------- 5: names and search_path
     refused("5", "SELECT * FROM things", setup=SECRET_PATH),
     refused("5", "SELECT * FROM things", setup=("SET search_path = secret",)),
@@ -333,7 +336,8 @@ CASES = [
         "NOT false", "1 < 2", "1::boolean", "coalesce(true, false)", "EXISTS (SELECT 1)", "(SELECT true)",
         "length('a') = 1", "now() IS NOT NULL", "'x' LIKE '%'", "id = id", "id IN (SELECT id FROM things)",
         "ctid IS NOT NULL", "id + 0 = id + 0", "id IS NOT DISTINCT FROM id", "current_user = current_user",
-        "1 IN (1, 2)", "(id = id) IS NOT FALSE", "EXISTS (SELECT 1 FROM things)", "id = id OR id = 1")),
+        "1 IN (1, 2)", "(id = id) IS NOT FALSE", "EXISTS (SELECT 1 FROM things)", "id = id OR id = 1",
+        "id IN (SELECT id FROM things LIMIT NULL)", "id IN (SELECT id FROM things WHERE true)")),
     refused("6", "DELETE FROM things WHERE id IS NOT NULL",
             xfail="id is NOT NULL (primary key): the condition selects every row; has_where True"),
     refused("6", "DELETE FROM things WHERE n IS NULL OR n IS NOT NULL"),
@@ -557,6 +561,34 @@ def test_hostile(hostile, server, case: Case, protocol: str):
         agent.close()
     after = server.state()
     assert after == {**before, **case.changes}
+
+
+def test_parameters_where_another_text_has_constants_lend_it_nothing(hostile, server):
+    # `id + $1 = id + $2` holds for every row when bound alike, and normalizes as `id + 0 = id + 0`
+    # does: neither passes as a filter, and the first lends the second nothing.
+    server.reset()
+    before = server.state()
+    agent = Agent(hostile, GROUPS["design"], "extended")
+    try:
+        agent.rc.send(m.Parse("", "DELETE FROM things WHERE id + $1 = id + $2").encode()
+                      + m.Bind("", "", (), (b"5", b"5")).encode() + m.Execute("").encode() + m.Sync().encode())
+        assert_refused(agent.rc.until_ready(), "id + $1 = id + $2")
+        agent.protocol = "simple"
+        assert_refused(agent.run("DELETE FROM things WHERE id + 0 = id + 0"), "id + 0 = id + 0")
+    finally:
+        agent.close()
+    assert server.state() == before
+
+
+def test_sql_text_bound_to_a_parameter_is_not_run_unchecked(reloadable, server):
+    # query_to_xml runs the text it is given: bound to a parameter, that text is not in the statement.
+    before = server.state()
+    answers = _session(reloadable, "simple", (), [
+        "PREPARE q(text) AS SELECT query_to_xml($1, true, false, '')",
+        "EXECUTE q('WITH i AS (INSERT INTO things VALUES (100, 0) RETURNING 1) SELECT * FROM i')"])
+    assert_refused(answers[0], "PREPARE q")
+    assert errors(answers[1])
+    assert server.state() == before
 
 
 def test_corpus_size():

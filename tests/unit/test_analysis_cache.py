@@ -141,6 +141,12 @@ def test_where_clauses_whose_constants_decide_if_they_filter_are_not_shared():
          "DELETE FROM things WHERE (id + 1) IS NULL OR (id + 1) IS NOT NULL"),
         ("UPDATE things SET n = 1 WHERE id * 2 IS NOT DISTINCT FROM id * 3",
          "UPDATE things SET n = 1 WHERE id * 2 IS NOT DISTINCT FROM id * 2"),
+        ("DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT 5)",
+         "DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT ALL)"),  # normalize: LIMIT $1 both
+        ("DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT 5)",
+         "DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT NULL)"),
+        ("DELETE FROM things WHERE id IN (SELECT id FROM things WHERE id = 5)",
+         "DELETE FROM things WHERE id IN (SELECT id FROM things WHERE 5 = 5)"),
     ]:
         cache = StatementCache()
         assert cache.get(filtering).analysis.has_where is True
@@ -151,8 +157,29 @@ def test_where_clauses_whose_constants_decide_if_they_filter_are_not_shared():
     assert cache.get("UPDATE things SET n = n + 1 WHERE id = 3").analysis is first
 
 
-# Texts whose constants are swapped for constants of every kind: any two that normalize alike,
-# both shareable, must have equal Syntax when the first is shared (constant_free).
+def test_parameters_where_another_text_has_constants_are_not_shared():
+    # normalize numbers its `$n` after the text's own parameters: `id + $1 = id + $2` (a filter to
+    # the walker: the sides differ) and `id + 0 = id + 0` (every row) have one normalized text.
+    for with_parameters, with_constants in [
+        ("DELETE FROM things WHERE id + $1 = id + $2", "DELETE FROM things WHERE id + 0 = id + 0"),
+        ("DELETE FROM things WHERE id + $1 = id + 0", "DELETE FROM things WHERE id + 0 = id + 0"),
+        ("DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT $1)",
+         "DELETE FROM things WHERE id IN (SELECT id FROM things LIMIT 5)"),
+        ("SELECT set_config($1, $2, $3)", "SELECT set_config('application_name', 'x', false)"),
+    ]:
+        cache = StatementCache()
+        assert cache.get(with_parameters).analysis == analyze_sql(with_parameters)
+        assert cache.get(with_constants).analysis == analyze_sql(with_constants), with_constants
+    # the other way round: a text of constants whose values did not matter lends its analysis
+    cache = StatementCache()
+    first = cache.get("UPDATE things SET n = 1 WHERE id = 7").analysis
+    assert cache.get("UPDATE things SET n = $1 WHERE id = $2").analysis is first
+
+
+# Texts whose constants are swapped for constants of every kind (or for parameters, or for the
+# keywords the grammar makes constants of: `LIMIT ALL`, `SET x = public`): any two with one
+# normalized text, when the first's analysis may be shared, must get from one cache what each
+# gets alone: its Syntax, its fingerprint and its normalized text (the numeric template's path).
 _SWAP_SEEDS = [
     "SELECT * FROM t WHERE a = 5 AND b = 'x' LIMIT 3", "INSERT INTO t VALUES (1, 'a', true, NULL)",
     "UPDATE t SET a = 5 WHERE b = 6", "SELECT f(5), g('x'), 5 + 6", "SELECT x FROM t ORDER BY 1",
@@ -165,9 +192,23 @@ _SWAP_SEEDS = [
     "DELETE FROM things WHERE id = 1 OR NULL = NULL", "SELECT query_to_xml('SELECT 1', true, false, '')",
     "SELECT x FROM t WHERE x = -5", "SELECT pg_sleep(1)", "SET work_mem = '64kB'",
     "EXPLAIN (ANALYZE true) DELETE FROM t", "SELECT ('x'::text).pg_read_file",
+    "DELETE FROM t WHERE id IN (SELECT id FROM t LIMIT 5)", "DELETE FROM t WHERE id IN (SELECT id FROM t WHERE 1 = 1)",
+    "DELETE FROM t WHERE id IN (1, 2, 3)", "DELETE FROM t WHERE CASE WHEN 1 = 1 THEN true ELSE id = 5 END",
+    "SELECT * FROM t WHERE id = 5 LIMIT 10 OFFSET 20", "SELECT a, count(*) FROM t GROUP BY 1 ORDER BY 2 LIMIT 3",
+    "SELECT dblink_exec('dbname=x', 'DELETE FROM t')", "SELECT pg_read_file('/etc/passwd', 0, 100)",
+    "SELECT lo_import('/etc/passwd', 5)", "SELECT lo_export(5, '/tmp/x')", "SET search_path = 'public', 'x'",
+    "SET transaction_read_only = false", "SET TRANSACTION READ WRITE; SELECT 5",
+    "COPY (SELECT 5) TO STDOUT", "CREATE FUNCTION f() RETURNS int LANGUAGE sql AS 'SELECT 5'",
+    "DO 'BEGIN PERFORM 5; END'", "SELECT EXTRACT(year FROM date '2020-01-01')", "DELETE FROM t WHERE NULL IS NULL",
+    "DELETE FROM t WHERE 5 IS NOT NULL", "DELETE FROM t WHERE 'a' < 'b'", "DELETE FROM t WHERE id + 1 >= id + 1",
+    "DELETE FROM t WHERE 't'::bool", "PREPARE p AS DELETE FROM t WHERE 1 = 1", "CALL p(5, 'x')",
+    "INSERT INTO t VALUES (5) ON CONFLICT (id) DO UPDATE SET n = 5 WHERE t.id = 5",
+    "WITH d AS (DELETE FROM t WHERE id = 5 RETURNING *) SELECT * FROM d", "SELECT setval('s', 5, false)",
 ]
 _SWAPS = ["5", "'5'", "true", "false", "NULL", "-5", "-'5'", "B'1'", "X'1F'", "1.5", "$$x$$", "E'x'", "(5)",
-          "-true", "5.0e3", "'a''b'", "0", "1", "'%'", "'t'", "'1'", "'SELECT 2'", "'role'"]
+          "-true", "5.0e3", "'a''b'", "0", "1", "'%'", "'t'", "'1'", "'SELECT 2'", "'role'", "1e5", "0x1F",
+          "1_000", "2147483648", "99999999999999999999", ".5", "- 7", "'off'", "'on'", "''", "U&'x'",
+          "date '2020-01-01'", "interval '1 day'", "ARRAY[1]", "$1", "$2", "$9", "$1::int", "ALL", "public", "on"]
 
 
 def _constants(sql: str) -> list:
@@ -176,29 +217,49 @@ def _constants(sql: str) -> list:
                                                "FALSE_P", "NULL_P")]
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.sampled_from(_SWAP_SEEDS), st.data())
-def test_property_texts_sharing_a_normalized_text_share_only_equal_syntax(seed, data):
-    from pglast.parser import ParseError, normalize
+@st.composite
+def _swapped(draw, seed: str) -> str:
+    """``seed`` with one to three of its constants swapped, or every one a parameter (as a driver
+    sends it)."""
+    tokens = _constants(seed)
+    if draw(st.integers(0, 5)) == 0:
+        chosen, swaps = tokens, [f"${k + 1}" for k in range(len(tokens))]
+    else:
+        chosen = draw(st.lists(st.sampled_from(tokens), min_size=1, max_size=3, unique_by=lambda t: t.start))
+        swaps = [draw(st.sampled_from(_SWAPS)) for _ in chosen]
+    text = seed
+    for token, swap in sorted(zip(chosen, swaps), key=lambda p: -p[0].start):
+        text = text[:token.start] + swap + text[token.end + 1:]
+    return text
 
-    from pgwarden.sql.lexer import DEFAULT_LEXER
+
+@settings(max_examples=settings().max_examples * 4, deadline=None)
+@given(st.sampled_from(_SWAP_SEEDS).flatmap(lambda seed: st.tuples(_swapped(seed), _swapped(seed))))
+def test_property_texts_sharing_a_normalized_text_share_only_equal_syntax(pair):
+    from pglast.parser import ParseError, fingerprint, normalize
+
     from pgwarden.sql.syntax import syntax_of
-    from pgwarden.sql.template import signs_precede_numbers
 
-    def swapped() -> str:
-        token = data.draw(st.sampled_from(_constants(seed)))
-        return seed[:token.start] + data.draw(st.sampled_from(_SWAPS)) + seed[token.end + 1:]
-
-    a, b = swapped(), swapped()
+    a, b = pair
     try:
-        same = normalize(a) == normalize(b)
+        normalized = normalize(b)
+        same = normalize(a) == normalized
     except ParseError:
         return
-    if a == b or not same or not (signs_precede_numbers(a) and signs_precede_numbers(b)):
+    if a == b or not same:
         return
-    first = syntax_of(a, DEFAULT_LEXER)
-    if first.constant_free:
-        assert syntax_of(b, DEFAULT_LEXER) == first, (a, b)
+    cache = StatementCache()
+    cache.syntax_for(a, DEFAULT_LEXER)
+    alone = syntax_of(b, DEFAULT_LEXER)
+    got = cache.syntax_for(b, DEFAULT_LEXER)  # (a's when shared: its constant_free may differ)
+    assert attrs.evolve(got, constant_free=alone.constant_free) == alone, (a, b)
+    cache.fingerprint_for(a)
+    assert cache.fingerprint_for(b) == fingerprint(b), (a, b)
+    templates = StatementCache()
+    templates._normalize(a)
+    assert templates._normalize(b) == normalized, (a, b)
+
+
 # The caches find a session's entries by the context object's identity (`StatementCache.get`,
 # `analysis_for`): a context that differs in anything must never get another context's entry.
 

@@ -74,6 +74,7 @@ class Decisions:
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
         context = conn.sql_context
+        # `_context`'s three tests, inline (a Python call less per statement); `_context` rebuilds
         if (context.catalog is not self.catalog.current or request.lexer is not context.lexer
                 or conn.catalog_unread is not context.stale):
             context = self._context(conn, request)

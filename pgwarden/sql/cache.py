@@ -52,9 +52,10 @@ from pgwarden.sql.syntax import Syntax, syntax_of
 from pgwarden.sql.template import PLACEHOLDER, normalized_shape, numeric_template, signs_precede_numbers
 
 K = TypeVar("K")
+V = TypeVar("V")
+
 # A template's entry when its first text showed it unsound (no normalized text holds a NUL).
 _UNSOUND = PLACEHOLDER
-V = TypeVar("V")
 
 
 def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from pglast.parser import ParseError, normalize
 
 from pgwarden.sql.cache import StatementCache
+from pgwarden.sql.lexer import DEFAULT_LEXER
 from pgwarden.sql.template import MAX_DIGITS, PLACEHOLDER, normalized_shape, numeric_template
 
 
@@ -143,19 +144,14 @@ def test_a_template_normalize_did_not_confirm_is_never_used() -> None:
 
 def test_a_confirmed_template_saves_the_parse_and_shares_the_analysis() -> None:
     cache = StatementCache()
-    first = cache.syntax_for("SELECT abalance FROM pgbench_accounts WHERE aid = 1;", _default())
-    second = cache.syntax_for("SELECT abalance FROM pgbench_accounts WHERE aid = 99;", _default())
+    first = cache.syntax_for("SELECT abalance FROM pgbench_accounts WHERE aid = 1;", DEFAULT_LEXER)
+    second = cache.syntax_for("SELECT abalance FROM pgbench_accounts WHERE aid = 99;", DEFAULT_LEXER)
     assert cache.template_hits == 1
     assert second is first
     # A minus sign that normalize folds into the constant still makes a sound template
-    cache.syntax_for("UPDATE pgbench_accounts SET abalance = abalance + -12 WHERE aid = 3;", _default())
-    cache.syntax_for("UPDATE pgbench_accounts SET abalance = abalance + -4 WHERE aid = 5;", _default())
+    cache.syntax_for("UPDATE pgbench_accounts SET abalance = abalance + -12 WHERE aid = 3;", DEFAULT_LEXER)
+    cache.syntax_for("UPDATE pgbench_accounts SET abalance = abalance + -4 WHERE aid = 5;", DEFAULT_LEXER)
     assert cache.template_hits == 2
     # Another statement keeps its own
-    other = cache.syntax_for("SELECT abalance FROM pgbench_branches WHERE bid = 99;", _default())
+    other = cache.syntax_for("SELECT abalance FROM pgbench_branches WHERE bid = 99;", DEFAULT_LEXER)
     assert other is not first
-
-
-def _default():
-    from pgwarden.sql.lexer import DEFAULT_LEXER
-    return DEFAULT_LEXER

@@ -119,9 +119,11 @@ _LOOK_IN = [*map(chr, range(0x80, 0x800)), *map(chr, range(0x3000, 0x3100)), *ma
 
 @functools.cache
 def _characters(name: str) -> list[str]:
-    """Characters the codec writes as one character by PostgreSQL's cut, and reads back."""
+    """Characters the codec writes as one character by PostgreSQL's cut, and reads back (not
+    those the server reads as another character, which pgwarden refuses: `_READ_OTHERWISE`)."""
     codec, char = enc._ENCODINGS[name]
-    return [c for c in _LOOK_IN if _one_character(c, codec, char)]
+    otherwise = enc._READ_OTHERWISE.get(name, frozenset())
+    return [c for c in _LOOK_IN if _one_character(c, codec, char) and c.encode(codec) not in otherwise]
 
 
 def _one_character(c: str, codec: str, char: bytes) -> bool:

@@ -45,6 +45,7 @@ MODULES: tuple[str, ...] = (
     "pgwarden.recorder",
     "pgwarden.chain",
     "pgwarden.sql.template",
+    "pgwarden.sql.cache",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

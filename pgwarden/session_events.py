@@ -86,9 +86,10 @@ class SessionEvents:
         """The relay's ``on_complete``: the overhead histogram, and a result record if anyone records."""
         recorder = self.recorder
         stats = self.stats
+        overhead = stats.overhead
 
         def on_complete(ex: Execution) -> None:
-            stats.overhead(ex.pgwarden_s)
+            overhead(ex.pgwarden_s)
             if ex.masked:
                 stats.masked(ex.masked)
             if conn.shadow is not None:

@@ -35,7 +35,10 @@ log = Logger(namespace="pgwarden.proxy")
 
 def catalog_unread_of(conn: ClientConnection) -> bool:
     """`ClientConnection.catalog_unread`'s getter, compiled: the decisions ask it of every statement."""
-    return conn.catalog_redefined or not conn.services.catalog.has_read(conn.catalog_ticket)
+    if conn.catalog_redefined:
+        return True
+    ticket = conn.catalog_ticket  # 0: nothing to read (every source's has_read says so, without a call)
+    return ticket > 0 and not conn.services.catalog.has_read(ticket)
 
 
 class Pump:

@@ -54,11 +54,12 @@ class Statement:
     @property
     def analysis(self) -> Analysis:
         analysis = self.analysed
-        return analysis if analysis is not None else self._analysis()
+        return analysis if analysis is not None else self.analyse()
 
-    def _analysis(self) -> Analysis:
-        """The analysis, computed now. (A method, not the property's body: `kinds`, read of every
-        statement, calls it from Python directly, cheaper than through the property.)"""
+    def analyse(self) -> Analysis:
+        """The analysis, computed now, for a caller that has seen `analysed` is None. (A method,
+        not the property's body: `kinds` and the decision, on every statement, call it from
+        Python directly, cheaper than through the property.)"""
         if self._cache is not None:
             analysis = self._cache.analysis_for(self.sql, self.context)  # type: ignore[arg-type]  # has one
         elif self._analyze is not None:
@@ -92,7 +93,7 @@ class Statement:
         """The classes of everything this string does (select, insert, ddl, role, side_effect, ...);
         ``unknown`` when it does not parse or runs something pgwarden cannot identify."""
         analysis = self.analysed  # (asked of every statement: no second property call)
-        return (analysis if analysis is not None else self._analysis()).kinds
+        return (analysis if analysis is not None else self.analyse()).kinds
 
     @property
     def tables(self) -> frozenset[str]:

@@ -46,6 +46,7 @@ MODULES: tuple[str, ...] = (
     "pgwarden.chain",
     "pgwarden.sql.template",
     "pgwarden.sql.cache",
+    "pgwarden.plugin_call",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

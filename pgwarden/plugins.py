@@ -9,7 +9,7 @@ Every hook is called through pluggy, so tracing (``PGWARDEN_TRACE_HOOKS=1``),
 ``wrapper=True`` implementations and pluggy's deprecation warnings apply to all
 of them, `pgwarden explain` included. Where the core must know which plugin
 answered (a decision that failed, a sink that could not write), it calls each
-plugin on its own through pluggy's hook executor (`_PluginCall`), with the subset
+plugin on its own through pluggy's hook executor (`PluginCall`), with the subset
 chosen once at load: the plugin's implementations, with the wrappers of every
 plugin that only wraps around them.
 Answers that are coroutines (``async def`` implementations) become Deferreds.
@@ -38,6 +38,7 @@ from pgwarden.config import Config, ConfigError, did_you_mean, line_of, located,
 from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.identity import AuthenticationFailed
 from pgwarden.masking import ColumnMask, Detector, MessageMask, ResultShape, compose
+from pgwarden.plugin_call import PluginCall
 from pgwarden.policy.kinds import BLOCK, BUILTIN_RULE_KINDS, CORE_RULE_KINDS, RuleKind
 from pgwarden.policy.model import RULE_KEYS, Policy, Rule, Unread
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections, resolve, value_at
@@ -165,7 +166,7 @@ class PluginHost:
         if os.environ.get("PGWARDEN_TRACE_HOOKS") == "1":
             self.pm.trace.root.setwriter(lambda text: log.info("hook: {text}", text=text.rstrip()))
             self.pm.enable_tracing()
-        self._callers: dict[str, list[tuple[str, _PluginCall]]] = {}
+        self._callers: dict[str, list[tuple[str, PluginCall]]] = {}
         self._codes: dict[str, dict[CodeType, str]] = {}
         self._kinds, self._claims = self._declared_rule_kinds()
         self._sections = self._declared_sections()
@@ -178,7 +179,7 @@ class PluginHost:
         # sessions whose policies have no rule of those kinds.
         self._rules_only = {name for name, _ in self._checkers
                             if getattr(self.pm.get_plugin(name), RULES_ONLY, False) is True}
-        self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, _PluginCall]]]] = {}
+        self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, PluginCall]]]] = {}
         # The same for masking: maskers that only mask by their own rule kinds (`MASKS_ONLY_BY_RULES`),
         # and per policies tuple, the result and message maskers to call.
         self._masks_only = {name for hook in ("pgwarden_result_masks", "pgwarden_message_masks")
@@ -228,7 +229,7 @@ class PluginHost:
     def _impls(self, hook_name: str) -> list[pluggy.HookImpl]:
         return getattr(self.pm.hook, hook_name).get_hookimpls()
 
-    def _each(self, hook_name: str) -> list[tuple[str, _PluginCall]]:
+    def _each(self, hook_name: str) -> list[tuple[str, PluginCall]]:
         """(plugin name, caller) for each plugin that implements ``hook_name``, in pluggy's
         order: through pluggy, the plugin's implementations with the wrappers of every
         plugin that only wraps this hook around them. Built once per hook."""
@@ -240,9 +241,11 @@ class PluginHost:
             if not (impl.wrapper or impl.hookwrapper):
                 deciders.setdefault(impl.plugin_name, impl.plugin)
         hook = getattr(self.pm.hook, hook_name)
+        if hook.spec is not None and hook.spec.opts.get("firstresult"):
+            raise PluginError(f"{hook.name} stops at the first answer: call it through pm.hook, not plugin by plugin")
         impls = hook.get_hookimpls()
-        callers: list[tuple[str, _PluginCall]] = [
-            (name, _PluginCall(hook, [i for i in impls if i.plugin_name == name or i.plugin_name not in deciders],
+        callers: list[tuple[str, PluginCall]] = [
+            (name, PluginCall(hook, [i for i in impls if i.plugin_name == name or i.plugin_name not in deciders],
                                self.pm))
             for name in deciders]
         self._callers[hook_name] = callers
@@ -537,10 +540,7 @@ class PluginHost:
 
     def record_flushers(self) -> list[tuple[str, Callable[[], list[str]]]]:
         """(plugin name, ``flush() -> problems``) of each plugin that wants records now."""
-        def flusher(call: Call) -> Callable[[], list[str]]:
-            return lambda: [problem for answer in call() for problem in answer or ()]
-
-        return [(name, flusher(call)) for name, call in self._each("pgwarden_records_flush")
+        return [(name, call.problems) for name, call in self._each("pgwarden_records_flush")
                 if name in self._recording]
 
     # ------------------------------------------------------------------ decisions
@@ -548,7 +548,7 @@ class PluginHost:
     def check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict]:
         """The strictest verdict of all plugins: a Verdict, or a Deferred of one.
 
-        Each plugin is called through pluggy on its own (`_PluginCall`), so that a
+        Each plugin is called through pluggy on its own (`PluginCall`), so that a
         failure is blocked in that plugin's name; a plugin answering a Verdict at once
         costs one pluggy call and no Deferred.
         """
@@ -565,7 +565,7 @@ class PluginHost:
         for name, call in checkers:
             try:
                 positional = call.positional if direct else None
-                if positional is not None:  # what `_PluginCall.__call__` does, one frame less
+                if positional is not None:  # what `PluginCall.__call__` does, one frame less
                     answer = positional(statement, session)
                     if answer is None:
                         continue
@@ -785,58 +785,6 @@ class _Maskers:
     results: list[tuple[str, Call]]
     #: (plugin name, caller) of ``pgwarden_message_masks``
     messages: list[tuple[str, Call]]
-
-
-class _PluginCall:
-    """One plugin's implementations of one hook, with the wrappers of the plugins that only wrap
-    it, run by pluggy's own executor: what ``pm.subset_hook_caller`` runs, without its cost at
-    every call.
-
-    A subset caller chooses its implementations again at each call (a list built by a filter)
-    and goes through the generic ``HookCaller.__call__`` (argument checks, a copy of the list):
-    half of the microsecond a pluggy call costs, on the path of every statement. The subset is
-    chosen here once, at load (plugins are not registered later), and each call goes straight
-    to the plugin manager's hook executor, the one that tracing (``PGWARDEN_TRACE_HOOKS``) and
-    pluggy's call monitoring replace, and that runs wrappers and implementations. The core
-    passes every argument the hookspec names (it declares no defaults).
-    """
-
-    __slots__ = ("_hookexec", "_pm", "_plain", "impls", "name", "positional")
-
-    def __init__(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl], pm: pluggy.PluginManager) -> None:
-        if hook.spec is not None and hook.spec.opts.get("firstresult"):
-            raise PluginError(f"{hook.name} stops at the first answer: call it through pm.hook, not plugin by plugin")
-        self.name = hook.name
-        self.impls = impls
-        self._hookexec = hook._hookexec
-        self._pm = pm
-        # One implementation, no wrapper, no keyword arguments of its own: what pluggy's executor
-        # does for it is a call with the arguments it names, its answer in a list unless None.
-        # Made here directly while the executor is pluggy's own (tracing and call monitoring
-        # replace it, and are then run as before): the executor's frames and lists are a third
-        # of a decision's plugin call.
-        only = impls[0] if len(impls) == 1 else None
-        self._plain: tuple[Callable[..., object], tuple[str, ...]] | None = (
-            (only.function, tuple(only.argnames))
-            if only is not None and not (only.wrapper or only.hookwrapper or only.kwargnames) else None)
-        #: that implementation when it takes every argument the hookspec names, in its order: a
-        #: caller on the path of every statement (`PluginHost.check`) calls it with them directly,
-        #: while `direct` says pluggy's own executor is in place, and takes a None answer as none
-        self.positional: Callable[..., object] | None = (
-            self._plain[0] if self._plain is not None and hook.spec is not None
-            and self._plain[1] == tuple(hook.spec.argnames) else None)
-
-    def __call__(self, **kwargs: object) -> list:  # (a `Call`: what each plugin answered)
-        plain = self._plain
-        if plain is not None and self._pm._inner_hookexec is _multicall:
-            function, names = plain
-            try:
-                args = list(map(kwargs.__getitem__, names))  # (a list comprehension is a frame of its own)
-            except KeyError:  # pluggy's executor says which argument is missing
-                return self._hookexec(self.name, self.impls, kwargs, False)  # type: ignore[return-value]
-            answer = function(*args)
-            return [] if answer is None else [answer]
-        return self._hookexec(self.name, self.impls, kwargs, False)  # type: ignore[return-value]
 
 
 def later(answer: object) -> object:

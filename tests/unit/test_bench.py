@@ -146,3 +146,19 @@ def test_without_the_forwarder_the_floor_is_not_measured(table):
     assert "median" not in summary["figures"]["floor_latency"]
     line = next(ln for ln in table.render(summary) if "floor: forwarder CPU per statement" in ln)
     assert line.endswith("not measured")
+
+
+def test_no_forwarder_leaves_the_floor_out_and_says_so(table):
+    import argparse
+    import contextlib
+
+    from pgbench_run.launch import start_table_forwarder
+
+    notes: list[str] = []
+    with contextlib.ExitStack() as stack:  # nothing is started: it returns before
+        args = argparse.Namespace(table_rounds=1, no_forwarder=True)
+        assert start_table_forwarder(args, None, Path("/nonexistent"), stack, notes) == (None, None)
+        assert notes == ["The table's floor (bench/forwarder.py) left out (--no-forwarder)."]
+        assert start_table_forwarder(argparse.Namespace(table_rounds=0, no_forwarder=False), None,
+                                     Path("/nonexistent"), stack, notes) == (None, None)
+    assert len(notes) == 1  # no table, no floor, nothing to say

@@ -34,22 +34,6 @@ from pgwarden.testing.postgres import APP_PASSWORD, APP_USER  # noqa: E402
 HERE = Path(__file__).resolve().parent
 
 
-def start_forwarder(pg, work: Path, stack: contextlib.ExitStack, processes: int = 1) -> tuple[list, int]:
-    """``processes`` forwarders on one port (SO_REUSEPORT when more than one); their services and the port."""
-    work.mkdir(exist_ok=True)
-    services, port = [], 0
-    for i in range(processes):
-        ready = work / f"forwarder-{i}.ready"
-        extra = ["--reuseport"] if processes > 1 else []
-        svc = servers.Service(f"forwarder-{i}", [sys.executable, str(HERE / "forwarder.py"), str(port), pg.host,
-                                               str(pg.port), "--ready-file", str(ready), *extra],
-                            work / f"forwarder-{i}.log").start()
-        stack.callback(svc.stop)
-        port = servers.read_ready_port(svc, ready)
-        services.append(svc)
-    return services, port
-
-
 def one_run(target: workloads.Target, pids: list[int], mode: str, duration: int) -> dict:
     cmd = [settings.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(settings.CLIENTS),
            "-j", str(settings.THREADS),
@@ -140,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
         targets = {"direct": (direct, [])}
         for n in args.forwarder_processes or [1]:
             name = "forwarder" if n == 1 else f"forwarder-x{n}"
-            forwarders, port = start_forwarder(pg, work / name, stack, n)
+            forwarders, port = servers.start_forwarder(pg, work / name, stack, n)
             targets[name] = (workloads.Target(name, "127.0.0.1", port, APP_USER, APP_PASSWORD),
                              [svc.pid for svc in forwarders])
         targets["pgwarden"] = (pgwarden.target, [pgwarden.service.pid])

@@ -64,6 +64,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         f"{table.TABLE_ROUNDS}; 0: no table)")
     p.add_argument("--table-duration", type=int, default=table.TABLE_DURATION, metavar="S",
                    help=f"seconds per run of the table's rounds (default {table.TABLE_DURATION})")
+    p.add_argument("--no-forwarder", action="store_true",
+                   help="leave out the table's floor: bench/forwarder.py, a bare forwarder on pgwarden's reactor "
+                        "(run at 1 client and select-only simple at 8)")
     p.add_argument("--table-only", action="store_true",
                    help="only the table (and the pgwardens it needs): no per-workload runs, no paired rounds")
     p.add_argument("--sessions", type=int, default=0, metavar="N",
@@ -121,7 +124,8 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
         bouncer = next((t for t in setup.targets if t.name == PGBOUNCER and t.name not in setup.skip), None)
         direct = next(t for t in setup.targets if t.name == DIRECT)
         targets = table.runners(direct, bouncer, setup.pgbouncer_pid,
-                                {n: r for n, r in setup.table_pgwardens.items() if n not in setup.skip})
+                                {n: r for n, r in setup.table_pgwardens.items() if n not in setup.skip},
+                                setup.forwarder, setup.forwarder_pid)
         by_round = table.run_table(targets, setup.pg, script_dir, args.table_rounds, args.table_duration)
         memory = table.memory_figures(setup.pgwarden, setup.idle_rss_kib, setup.pgbouncer_pid, setup.sessions)
         table_summary = table.summarize(by_round, args.table_duration, memory)

@@ -20,11 +20,12 @@ from pgbench_run.pgwardens import (
     write_pgwarden_config,
 )
 from pgbench_run.report import git_revision
-from pgbench_run.servers import init_pgbench_data, setup_pgbouncer, start_postgres
+from pgbench_run.servers import init_pgbench_data, setup_pgbouncer, start_forwarder, start_postgres
 from pgbench_run.settings import (
     CLIENTS,
     DIRECT,
     EXTRA_TARGET_WORKLOADS,
+    FORWARDER,
     PASS_THROUGH_POLICY,
     PGWARDEN,
     PGWARDEN_POLICY,
@@ -62,6 +63,8 @@ class Setup:
     pgwarden_policy: PgwardenRunner | None = None  # the table's: ten rules, recording to stdout (the default)
     pgbouncer_pid: int | None = None
     sessions: dict | None = None  # pass-through pgwarden's RSS with --sessions idle sessions
+    forwarder: Target | None = None  # the table's floor (bench/forwarder.py), when it is wanted
+    forwarder_pid: int | None = None
 
     @property
     def pgwardens(self) -> dict[str, PgwardenRunner]:
@@ -172,11 +175,40 @@ def set_up(args, workdir: Path, stack: contextlib.ExitStack) -> Setup:
         policy_runner = PgwardenRunner(PGWARDEN_POLICY, config, workdir, token, stack,
                                        stdout=workdir / f"{PGWARDEN_POLICY}.stdout")
         probe_pgwarden(policy_runner, skip)
+    forwarder, forwarder_pid = start_table_forwarder(args, pg, workdir, stack, notes)
     targets = [direct, pgwarden.target] + ([rules.target] if rules else []) + \
         ([recording.target] if recording else []) + ([bouncer] if bouncer else [])
     return Setup(pg, targets, pgwarden, idle_rss, skip, notes, bouncer_version, load_before,
                  pgwarden_rules=rules, pgwarden_recording=recording, pgwarden_policy=policy_runner,
-                 pgbouncer_pid=bouncer_pid, sessions=sessions)
+                 pgbouncer_pid=bouncer_pid, sessions=sessions, forwarder=forwarder, forwarder_pid=forwarder_pid)
+
+
+def start_table_forwarder(args, pg: TempPostgres, workdir: Path, stack: contextlib.ExitStack,
+                          notes: list[str]) -> tuple[Target | None, int | None]:
+    """The table's floor, bench/forwarder.py, as a target and its pid; None when there is no table,
+    it is refused (--no-forwarder) or it cannot serve `SELECT 1` (said in ``notes``, the run goes on).
+
+    Why: what the reactor costs before pgwarden does any work, beside pgwarden's ratios to
+    PgBouncer; `bench/ceiling.py` has it against direct in rounds of its own.
+    """
+    if args.table_rounds <= 0:
+        return None, None
+    if args.no_forwarder:
+        notes.append("The table's floor (bench/forwarder.py) left out (--no-forwarder).")
+        return None, None
+    say("starting the bare forwarder on pgwarden's reactor (the table's floor)")
+    try:
+        services, port = start_forwarder(pg, workdir / FORWARDER, stack)
+    except RuntimeError as e:
+        notes.append(f"The table's floor (bench/forwarder.py) left out: it did not start: {e}")
+        return None, None
+    target = Target(FORWARDER, "127.0.0.1", port, APP_USER, APP_PASSWORD)
+    failure = probe(target)
+    if failure:
+        say(f"the forwarder cannot serve SELECT 1: {failure}\n{services[0].log_tail()}")
+        notes.append(f"The table's floor (bench/forwarder.py) left out: SELECT 1 failed through it: {failure}")
+        return None, None
+    return target, services[0].pid
 
 
 def idle_sessions(pgwarden: PgwardenRunner, n: int) -> dict:

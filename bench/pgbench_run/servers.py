@@ -10,6 +10,7 @@ import pwd
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from pgbench_run.settings import DATABASE, PGBOUNCER, PGBOUNCER_RUN_AS, SCALE, s
 from pgbench_run.workloads import Target, probe
 from pgwarden.testing import WaitTimeout, wait_until
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres, free_port
+
+# bench/forwarder.py: the bare forwarder on pgwarden's reactor (`start_forwarder`)
+FORWARDER_SCRIPT = Path(__file__).resolve().parents[1] / "forwarder.py"
 
 
 class Service:
@@ -106,6 +110,25 @@ def read_ready_port(svc: Service, ready: Path, timeout_s: float = 30) -> int:
         return wait_until(timeout_s, port, f"{svc.name} to write its ready file", ignore=(OSError, ValueError))
     except WaitTimeout:
         raise RuntimeError(f"{svc.name} wrote no ready file within {timeout_s:g} s:\n{svc.log_tail()}") from None
+
+
+def start_forwarder(pg: TempPostgres, work: Path, stack: contextlib.ExitStack,
+                    processes: int = 1) -> tuple[list[Service], int]:
+    """``processes`` bare forwarders (bench/forwarder.py) to ``pg`` on one port (SO_REUSEPORT when
+    more than one); their services and the port. Here, not in bench/ceiling.py, because the
+    ceiling and issue 20's table (its floor) both start them."""
+    work.mkdir(exist_ok=True)
+    services: list[Service] = []
+    port = 0
+    for i in range(processes):
+        ready = work / f"forwarder-{i}.ready"
+        extra = ["--reuseport"] if processes > 1 else []
+        svc = Service(f"forwarder-{i}", [sys.executable, str(FORWARDER_SCRIPT), str(port), pg.host, str(pg.port),
+                                         "--ready-file", str(ready), *extra], work / f"forwarder-{i}.log").start()
+        stack.callback(svc.stop)
+        port = read_ready_port(svc, ready)
+        services.append(svc)
+    return services, port
 
 
 def start_postgres(stack: contextlib.ExitStack, max_connections: int | None = None) -> TempPostgres:

@@ -29,6 +29,9 @@ PGWARDEN_RULES = "pgwarden-rules"
 PGWARDEN_RECORDING = "pgwarden-recording"
 # Issue 20's "policy": the ten rules with recording to stdout, pgwarden's default (`pgbench_run.table`).
 PGWARDEN_POLICY = "pgwarden-policy"
+# Issue 20's table's floor: bench/forwarder.py, a bare TCP forwarder on pgwarden's reactor that moves
+# bytes without reading them; what pgwarden pays at one client before it does any work of its own.
+FORWARDER = "forwarder"
 
 # The pass-through pgwarden: one policy for everyone, no rules.
 PASS_THROUGH_POLICY = {"name": "everyone", "default": "allow"}

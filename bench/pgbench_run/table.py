@@ -17,7 +17,11 @@ The targets of a round, each workload's in rotating order:
   issue calls "policy";
 * ``pgwarden-rules``: the same ten rules, recording off: recording's CPU per statement is
   ``pgwarden-policy``'s minus this one's;
-* ``pgbouncer``: PgBouncer in session mode.
+* ``pgbouncer``: PgBouncer in session mode;
+* ``forwarder``: `bench/forwarder.py`, a bare TCP forwarder on pgwarden's reactor that moves
+  bytes without reading them (at 1 client and select-only simple at 8; ``--no-forwarder``
+  leaves it out). Not held to a target: its ratios to PgBouncer are the floor under
+  pgwarden's, what CPython and the reactor cost before pgwarden does any work.
 
 Every target's process CPU (user + system, all threads, /proc/PID/task/*/schedstat in ns) is
 read around each run and divided by pgbench's transactions (one statement each).
@@ -33,7 +37,7 @@ from pathlib import Path
 
 from pgbench_run.pgwardens import PgbenchRunner, PgwardenRunner, read_cpu_seconds, read_status_kib
 from pgbench_run.rounds import rotating_rounds
-from pgbench_run.settings import DIRECT, PGBOUNCER, PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, say
+from pgbench_run.settings import DIRECT, FORWARDER, PGBOUNCER, PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, say
 from pgbench_run.workloads import LATENCY, WORKLOADS, RunResult, Target, Workload
 
 DIRECT_AGAIN = "direct-again"
@@ -44,12 +48,13 @@ TABLE_DURATION = 4
 _BY_NAME = {w.name: w for w in (*WORKLOADS, LATENCY)}
 #: each workload of the table and the targets it runs; only what a figure needs
 TABLE_WORKLOADS: tuple[tuple[Workload, tuple[str, ...]], ...] = (
-    (_BY_NAME["select-simple"], (DIRECT, DIRECT_AGAIN, PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
+    (_BY_NAME["select-simple"],
+     (DIRECT, DIRECT_AGAIN, PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER, FORWARDER)),
     (_BY_NAME["select-extended"], (DIRECT, PGWARDEN, PGWARDEN_POLICY, PGBOUNCER)),
     (_BY_NAME["select-prepared"], (DIRECT, PGWARDEN, PGWARDEN_POLICY, PGBOUNCER)),
     (_BY_NAME["rows-10k"], (PGWARDEN, PGWARDEN_POLICY, PGBOUNCER)),
     # (pgwarden-rules too: the policy's added latency split into its rules' and its recording's)
-    (LATENCY, (DIRECT, DIRECT_AGAIN, PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
+    (LATENCY, (DIRECT, DIRECT_AGAIN, PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER, FORWARDER)),
 )
 
 
@@ -63,6 +68,7 @@ class Figure:
     target: str  # as the issue words it
     met: Callable[[float], bool] | None = None
     unit: str = "x"
+    floor_of: str | None = None  # a floor's: the key of the pgwarden figure it lies under
 
 
 # ---------------------------------------------------------------------- CPU per statement
@@ -189,26 +195,37 @@ NOISE: tuple[Figure, ...] = (
            unit=" µs"),
 )
 
+#: the floor under pgwarden's one-client ratios: the bare forwarder's, for the reader (not targets)
+FLOOR: tuple[Figure, ...] = (
+    Figure("floor_cpu_1c", "floor: forwarder CPU per statement at 1 client over PgBouncer's",
+           _cpu_over_bouncer(FORWARDER, LATENCY.name), "reference", floor_of="cpu_1c_pass"),
+    Figure("floor_latency", "floor: forwarder added latency at 1 client over PgBouncer's",
+           _added_over_bouncer(FORWARDER), "reference", floor_of="latency_pass"),
+)
+
 #: the absolute figures a round gives beside the ratios, for the reader (µs)
 ABSOLUTE: tuple[tuple[str, Callable[[dict[str, dict[str, RunResult]]], float | None]], ...] = (
     *((f"added latency at 1 client, {n}", (lambda r, n=n: _added_us(r, n)))
-      for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
+      for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER, FORWARDER)),
     *((f"CPU per statement at 1 client, {n}", (lambda r, n=n: _cpu(r, LATENCY.name, n)))
-      for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
+      for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER, FORWARDER)),
     *((f"CPU per statement at 8 clients (simple), {n}", (lambda r, n=n: _cpu(r, "select-simple", n)))
-      for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER)),
+      for n in (PGWARDEN, PGWARDEN_POLICY, PGWARDEN_RULES, PGBOUNCER, FORWARDER)),
 )
 
 
 # ---------------------------------------------------------------------- running and summarising
 
 def runners(direct: Target, bouncer: Target | None, bouncer_pid: int | None,
-            pgwardens: dict[str, PgwardenRunner]) -> dict[str, CpuMeasured]:
+            pgwardens: dict[str, PgwardenRunner], forwarder: Target | None = None,
+            forwarder_pid: int | None = None) -> dict[str, CpuMeasured]:
     """The table's targets by name, each with its process's CPU read around every run."""
     found = {DIRECT: CpuMeasured(PgbenchRunner(direct), lambda: None, DIRECT),
              DIRECT_AGAIN: CpuMeasured(PgbenchRunner(direct), lambda: None, DIRECT_AGAIN)}
     if bouncer is not None:
         found[PGBOUNCER] = CpuMeasured(PgbenchRunner(bouncer), lambda: bouncer_pid, PGBOUNCER)
+    if forwarder is not None:
+        found[FORWARDER] = CpuMeasured(PgbenchRunner(forwarder), lambda: forwarder_pid, FORWARDER)
     for name, runner in pgwardens.items():
         found[name] = CpuMeasured(runner, lambda runner=runner: runner.service.pid, name)
     return found
@@ -236,13 +253,19 @@ def _spread(values: list[float]) -> dict | None:
 
 
 def summarize(by_round: list[dict[str, dict[str, RunResult]]], duration: int, memory: dict) -> dict:
-    """Median and range over the rounds of every figure, whether its target is met, the noise."""
-    figures = {}
-    for f in (*FIGURES, *NOISE):
+    """Median and range over the rounds of every figure, whether its target is met, the noise, and
+    each floor's share of the pgwarden figure it lies under (of their medians)."""
+    figures: dict[str, dict] = {}
+    for f in (*FIGURES, *NOISE, *FLOOR):
         values = [v for v in (f.value(r) for r in by_round) if v is not None]
         spread = _spread(values)
         figures[f.key] = {"title": f.title, "target": f.target, **(spread or {}),
                           "met": None if spread is None or f.met is None else f.met(spread["median"])}
+        if f.floor_of is not None:
+            over = figures[f.floor_of].get("median")
+            figures[f.key]["share_of"] = {
+                "figure": f.floor_of,
+                "share": None if spread is None or not over else spread["median"] / over}
     absolute = {title: _spread([v for v in (value(r) for r in by_round) if v is not None])
                 for title, value in ABSOLUTE}
     failed = sorted({f"{w}/{n}: {res.error.splitlines()[0] if res.error else 'failed'}"
@@ -293,6 +316,13 @@ def render(summary: dict) -> list[str]:
     for f in NOISE:
         got = summary["figures"][f.key]
         out.append(f"    {f.title:<76} {_fmt(got if 'median' in got else None, f.unit)}")
+    out.append("  floor (bench/forwarder.py: a bare forwarder on pgwarden's reactor; a reference, not a target):")
+    for f in FLOOR:
+        got = summary["figures"][f.key]
+        share = (got.get("share_of") or {}).get("share")
+        of = "" if share is None else (f"{share * 100:.0f}% of pass-through's "
+                                       f"{summary['figures'][f.floor_of]['median']:.2f}x")
+        out.append(f"    {f.title:<76} {_fmt(got if 'median' in got else None, f.unit):<24} {of}".rstrip())
     out.append("  absolute (µs, median and range):")
     for title, spread in summary["absolute_us"].items():
         out.append(f"    {title:<76} {_fmt(spread, ' µs')}")

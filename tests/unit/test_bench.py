@@ -1,15 +1,22 @@
-"""bench/ keeps working between benchmark runs: every module imports, `bench/run.py --help` answers.
+"""bench/ keeps working between benchmark runs: every module imports, `bench/run.py --help` answers,
+issue 20's table computes and prints its figures (the floor's among them) from given results.
 
 The benchmark itself takes minutes and is run by hand (`make bench`); what can rot unseen
 in between is an import of one of its modules, each run here in a fresh interpreter the way
-the scripts run (``bench/`` first on the path).
+the scripts run (``bench/`` first on the path), or a figure of the table that no run shows
+until the lead's next quiet one.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 MODULES = sorted(
@@ -50,6 +57,108 @@ def test_run_py_answers_help_with_its_options():
                           timeout=120)
     assert done.returncode == 0, done.stderr
     for option in ("--duration", "--quick", "--only", "--no-pgbouncer", "--no-rules", "--no-recording",
-                   "--paired-rounds", "--table-rounds", "--table-duration", "--table-only", "--sessions"):
+                   "--paired-rounds", "--table-rounds", "--table-duration", "--table-only", "--sessions",
+                   "--no-forwarder"):
         assert option in done.stdout
     assert "pgbench against PostgreSQL directly, through pgwarden and through PgBouncer" in done.stdout
+
+
+@pytest.fixture(scope="module")
+def table() -> Iterator[ModuleType]:
+    """`pgbench_run.table`, imported the way the scripts import it (``bench/`` first on the path);
+    the bench modules are forgotten afterwards, so no other test meets bench's top-level names."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import pgbench_run.table
+
+        yield pgbench_run.table
+    finally:
+        sys.path.remove(str(BENCH))
+        for name in [n for n, m in sys.modules.items() if str(getattr(m, "__file__", "")).startswith(str(BENCH))]:
+            del sys.modules[name]
+
+
+def _result(target: str, latency_ms: float | None = None, cpu_us: float | None = None) -> object:
+    from pgbench_run.workloads import RunResult
+
+    return RunResult(target=target, ok=True, tps=1000.0, latency_ms=latency_ms, transactions=4000,
+                     cpu_us_per_statement=cpu_us)
+
+
+def _round(forwarder_cpu_1c: float, forwarder_latency_ms: float) -> dict:
+    """One round of the one-client and 8-client runs: direct 0.100 ms, PgBouncer +20 µs at 10 µs of
+    CPU (20 at 8 clients), pass-through pgwarden +60 µs at 30 µs of CPU (50 at 8 clients)."""
+    r = _result
+    return {
+        "latency-1c": {"direct": r("direct", 0.100), "pgbouncer": r("pgbouncer", 0.120, 10.0),
+                       "pgwarden": r("pgwarden", 0.160, 30.0),
+                       "forwarder": r("forwarder", forwarder_latency_ms, forwarder_cpu_1c)},
+        "select-simple": {"direct": r("direct"), "pgbouncer": r("pgbouncer", cpu_us=20.0),
+                          "pgwarden": r("pgwarden", cpu_us=50.0), "forwarder": r("forwarder", cpu_us=25.0)},
+    }
+
+
+def test_the_forwarder_runs_at_one_client_and_at_eight(table):
+    workloads = {w.name: names for w, names in table.TABLE_WORKLOADS}
+    assert "forwarder" in workloads["latency-1c"] and "forwarder" in workloads["select-simple"]
+
+
+def test_the_forwarders_cpu_is_read_from_its_own_pid(table):
+    from pgbench_run.workloads import Target
+
+    direct = Target("direct", "127.0.0.1", 1, "u", "p")
+    found = table.runners(direct, None, None, {}, Target("forwarder", "127.0.0.1", 2, "u", "p"), 4242)
+    assert found["forwarder"].pid() == 4242 and found["forwarder"].inner.target.port == 2
+    assert "forwarder" not in table.runners(direct, None, None, {})
+
+
+def test_the_floor_is_the_forwarders_ratio_to_pgbouncer_and_its_share_of_pass_throughs(table):
+    # CPU at 1 client: forwarder 15, 12, 18 µs over PgBouncer's 10; latency: +40, +30, +50 µs over +20
+    by_round = [_round(15.0, 0.140), _round(12.0, 0.130), _round(18.0, 0.150)]
+    summary = table.summarize(by_round, 4, {})
+    cpu, latency = summary["figures"]["floor_cpu_1c"], summary["figures"]["floor_latency"]
+    assert cpu["median"] == pytest.approx(1.5) and (cpu["low"], cpu["high"]) == pytest.approx((1.2, 1.8))
+    assert latency["median"] == pytest.approx(2.0) and latency["high"] == pytest.approx(2.5)
+    assert cpu["met"] is None and latency["met"] is None  # a reference, not a target
+    # pass-through: 3.0x PgBouncer's CPU, 3.0x its added latency: the floor is half of the one, 2/3 of the other
+    assert cpu["share_of"] == {"figure": "cpu_1c_pass", "share": pytest.approx(0.5)}
+    assert latency["share_of"] == {"figure": "latency_pass", "share": pytest.approx(2 / 3)}
+    absolute = summary["absolute_us"]
+    assert absolute["added latency at 1 client, forwarder"]["median"] == pytest.approx(40.0)
+    assert absolute["CPU per statement at 1 client, forwarder"]["median"] == pytest.approx(15.0)
+    assert absolute["CPU per statement at 8 clients (simple), forwarder"]["median"] == pytest.approx(25.0)
+    json.dumps(summary)  # as `.bench/results.json` takes it
+
+    lines = table.render(summary)
+    floor_cpu = next(ln for ln in lines if "floor: forwarder CPU per statement at 1 client over PgBouncer's" in ln)
+    assert "1.50x (1.20-1.80)" in floor_cpu and "50% of pass-through's 3.00x" in floor_cpu
+    floor_latency = next(ln for ln in lines if "floor: forwarder added latency at 1 client over PgBouncer's" in ln)
+    assert "2.00x (1.50-2.50)" in floor_latency and "67% of pass-through's 3.00x" in floor_latency
+    assert any("CPU per statement at 8 clients (simple), forwarder" in ln and "25 µs (25-25)" in ln for ln in lines)
+
+
+def test_without_the_forwarder_the_floor_is_not_measured(table):
+    by_round = [_round(15.0, 0.140)]
+    for got in by_round[0].values():
+        del got["forwarder"]
+    summary = table.summarize(by_round, 4, {})
+    assert summary["figures"]["floor_cpu_1c"]["share_of"]["share"] is None
+    assert "median" not in summary["figures"]["floor_latency"]
+    line = next(ln for ln in table.render(summary) if "floor: forwarder CPU per statement" in ln)
+    assert line.endswith("not measured")
+
+
+def test_no_forwarder_leaves_the_floor_out_and_says_so(table):
+    import argparse
+    import contextlib
+
+    from pgbench_run.launch import start_table_forwarder
+
+    notes: list[str] = []
+    with contextlib.ExitStack() as stack:  # nothing is started: it returns before
+        args = argparse.Namespace(table_rounds=1, no_forwarder=True)
+        assert start_table_forwarder(args, None, Path("/nonexistent"), stack, notes) == (None, None)
+        assert notes == ["The table's floor (bench/forwarder.py) left out (--no-forwarder)."]
+        assert start_table_forwarder(argparse.Namespace(table_rounds=0, no_forwarder=False), None,
+                                     Path("/nonexistent"), stack, notes) == (None, None)
+    assert len(notes) == 1  # no table, no floor, nothing to say

@@ -47,6 +47,8 @@ MODULES: tuple[str, ...] = (
     "pgwarden.sql.template",
     "pgwarden.sql.cache",
     "pgwarden.plugin_call",
+    "pgwarden.counters",
+    "pgwarden.completion",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

@@ -8,13 +8,14 @@ custom collector (`StatsCollector`) reads them when Prometheus scrapes.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Protocol
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from pgwarden import __version__, compiled
+from pgwarden.counters import Histogram, StatementCounts
 
 #: upper bounds (seconds) of pgwarden's own overhead per statement
 #: upper bounds (seconds) of the time from an approval request to its decision
@@ -56,15 +57,17 @@ class Stats:
         self.connections = 0
         self.bytes_from_clients = 0
         self.bytes_from_upstream = 0
-        # (verdict, the statement's kinds) -> count: `statement` counts each under its set of
-        # kinds, and `statements` and `verdicts` spread the counts when read (by /metrics)
-        self._decided: dict[tuple[str, Collection[str]], int] = {}
-        self._statements: dict[tuple[str, str], int] = {}  # spread already: (verdict, kind) -> count
-        self._verdicts: dict[str, int] = {}  # likewise: verdict -> statements, each counted once
+        # The two counters of every statement, compiled (`pgwarden.counters`); their methods are
+        # this object's own, so that bumping one is no interpreted call.
+        self._counts = StatementCounts()
+        #: ``statement(action, kinds)``: counts a decided statement once under each of its kinds
+        #: (``kinds`` hashable: a frozenset or a tuple), spread when read (`statements`, `verdicts`)
+        self.statement: Callable[[str, Collection[str]], None] = self._counts.count
+        self._overhead = Histogram(OVERHEAD_BUCKETS)
+        #: ``overhead(seconds)``: pgwarden's own time on one execution, into its histogram
+        self.overhead: Callable[[float], None] = self._overhead.add
         self.auth_failures: dict[str, int] = {}
         self.reload_failures = 0
-        self.overhead_buckets = [0] * (len(OVERHEAD_BUCKETS) + 1)
-        self.overhead_sum = 0.0
         self.approvals: dict[str, int] = {}  # state (requested, approved, ...) -> count
         self.approvals_pending = 0
         self.decision_buckets = [0] * (len(DECISION_BUCKETS) + 1)
@@ -82,42 +85,30 @@ class Stats:
             self.decision_buckets[bisect.bisect_left(DECISION_BUCKETS, waited_s)] += 1
             self.decision_sum += waited_s
 
-    def statement(self, action: str, kinds: Collection[str]) -> None:
-        """Counts the statement once under each of its kinds (``kinds``: hashable, a frozenset or
-        a tuple).
-
-        Not under its kinds joined (``transaction+update``): combinations would make
-        an unbounded label set, one series each, and a query for ``kind="update"``
-        would miss the updates that came with something else. ``none``: no kind at
-        all (an empty query string). Counted here by the set of kinds, one dictionary
-        update a statement (it is on the path of every one); spread when read.
-        """
-        key = (action, kinds)
-        decided = self._decided
-        decided[key] = decided.get(key, 0) + 1
-        if len(decided) > 1024:  # sets of kinds are few; bounded whatever the statements are
-            self._spread()
-
-    def _spread(self) -> None:
-        statements, verdicts = self._statements, self._verdicts
-        for (action, kinds), n in self._decided.items():
-            for kind in kinds or ("none",):
-                key = (action, kind)
-                statements[key] = statements.get(key, 0) + n
-            verdicts[action] = verdicts.get(action, 0) + n
-        self._decided.clear()
+    @property
+    def _decided(self) -> dict[tuple[str, Collection[str]], int]:
+        """The counts by set of kinds not spread yet (bounded: the tests read it)."""
+        return self._counts.decided
 
     @property
     def statements(self) -> dict[tuple[str, str], int]:
         """(verdict, kind) -> statements: a statement counts under each of its kinds."""
-        self._spread()
-        return self._statements
+        self._counts.spread()
+        return self._counts.statements
 
     @property
     def verdicts(self) -> dict[str, int]:
         """verdict -> statements, each counted once."""
-        self._spread()
-        return self._verdicts
+        self._counts.spread()
+        return self._counts.verdicts
+
+    @property
+    def overhead_buckets(self) -> list[int]:
+        return self._overhead.buckets
+
+    @property
+    def overhead_sum(self) -> float:
+        return self._overhead.sum
 
     def masked(self, plans) -> None:
         """Counts what the masking plans (`pgwarden.masking`) of an execution's results did,
@@ -137,10 +128,6 @@ class Stats:
         for entry in entries:
             key = (str(entry["policy"]), str(entry["rule"] or ""), str(entry["action"]))
             counts[key] = counts.get(key, 0) + 1
-
-    def overhead(self, seconds: float) -> None:
-        self.overhead_buckets[bisect.bisect_left(OVERHEAD_BUCKETS, seconds)] += 1
-        self.overhead_sum += seconds
 
     def auth_failure(self, reason: str) -> None:
         label = auth_reason_class(reason)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pgwarden.completion import Completed
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.engine import Decider, Relay, SessionState
 from pgwarden.results import SessionMasks
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
     from pgwarden.proxy.client import CatalogSource, ClientConnection
     from pgwarden.recorder import Recorder
     from pgwarden.relay.engine import CompletionListener
-    from pgwarden.relay.execution import Execution
     from pgwarden.sql.cache import StatementCache
 
 
@@ -84,25 +84,7 @@ class SessionEvents:
 
     def completion_listener(self, conn: ClientConnection) -> CompletionListener:
         """The relay's ``on_complete``: the overhead histogram, and a result record if anyone records."""
-        recorder = self.recorder
-        stats = self.stats
-        overhead = stats.overhead
-
-        def on_complete(ex: Execution) -> None:
-            overhead(ex.pgwarden_s)
-            if ex.masked:
-                stats.masked(ex.masked)
-            if conn.shadow is not None:
-                from pgwarden.shadow import result_entries
-
-                stats.shadow(result_entries(conn.shadow, ex.rows, ex.shadow_masked))
-            if recorder.active:
-                try:
-                    recorder.result(conn, ex)
-                except RecordingFailed:
-                    pass  # the recorder now refuses statements and says why
-
-        return on_complete
+        return Completed(self.stats, self.recorder, conn)
 
     def execute_gate(self) -> Callable[[], str | None]:
         """For the relay: no Execute of an earlier Parse while records cannot be written."""

@@ -201,6 +201,10 @@ FLOOR: tuple[Figure, ...] = (
            _cpu_over_bouncer(FORWARDER, LATENCY.name), "reference", floor_of="cpu_1c_pass"),
     Figure("floor_latency", "floor: forwarder added latency at 1 client over PgBouncer's",
            _added_over_bouncer(FORWARDER), "reference", floor_of="latency_pass"),
+    Figure("floor_cpu_8c", "floor: forwarder CPU per statement at 8 clients over PgBouncer's",
+           _cpu_over_bouncer(FORWARDER, "select-simple"), "reference", floor_of="cpu_8c_pass"),
+    Figure("floor_tps", "floor: forwarder throughput, simple, 8 clients, over PgBouncer's",
+           _tps_over(FORWARDER, PGBOUNCER, "select-simple"), "reference", floor_of="tps_pass_simple"),
 )
 
 #: the absolute figures a round gives beside the ratios, for the reader (µs)

@@ -137,6 +137,20 @@ def test_the_floor_is_the_forwarders_ratio_to_pgbouncer_and_its_share_of_pass_th
     assert any("CPU per statement at 8 clients (simple), forwarder" in ln and "25 µs (25-25)" in ln for ln in lines)
 
 
+def test_the_floor_at_eight_clients_is_the_forwarders_cpu_and_throughput_over_pgbouncers(table):
+    by_round = [_round(15.0, 0.140)]
+    by_round[0]["select-simple"]["forwarder"].tps = 900.0  # PgBouncer 1000 TPS, pgwarden 1000 (made-up)
+    by_round[0]["select-simple"]["pgwarden"].tps = 600.0
+    summary = table.summarize(by_round, 4, {})
+    cpu, tps = summary["figures"]["floor_cpu_8c"], summary["figures"]["floor_tps"]
+    assert cpu["median"] == pytest.approx(25.0 / 20.0) and cpu["share_of"]["figure"] == "cpu_8c_pass"
+    assert tps["median"] == pytest.approx(0.9) and tps["share_of"] == {"figure": "tps_pass_simple",
+                                                                     "share": pytest.approx(1.5)}
+    lines = table.render(summary)
+    assert any("floor: forwarder throughput, simple, 8 clients" in ln and "0.90x" in ln
+               and "150% of pass-through's 0.60x" in ln for ln in lines)
+
+
 def test_without_the_forwarder_the_floor_is_not_measured(table):
     by_round = [_round(15.0, 0.140)]
     for got in by_round[0].values():

@@ -155,3 +155,34 @@ def test_a_confirmed_template_saves_the_parse_and_shares_the_analysis() -> None:
     # Another statement keeps its own
     other = cache.syntax_for("SELECT abalance FROM pgbench_branches WHERE bid = 99;", DEFAULT_LEXER)
     assert other is not first
+
+
+_CONTINUING = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_.")
+_TEXT = st.text(alphabet="0123456789aZ_. ,;()=+-*/:[]\t\n\r" + "'\"`$\\\x00\x0b\x7fé", max_size=40)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(sql=_TEXT)
+def test_the_template_is_the_text_with_exactly_its_standalone_short_runs_replaced(sql: str) -> None:
+    """What a template is, read off the text: None exactly when the text holds a byte or pair the
+    scan gives up on; else each maximal run of digits is replaced by one placeholder when it has at
+    most nine digits and no byte continuing a name or a number on either side, and kept otherwise."""
+    template = numeric_template(sql)
+    gives_up = (not sql.isascii() or "--" in sql or "/*" in sql
+                or any(c in "'\"`$\\" or c < " " and c not in "\t\n\r" or c == "\x7f" for c in sql))
+    assert (template is None) == gives_up
+    if template is None:
+        return
+    expected, k = [], 0
+    while k < len(sql):
+        if not sql[k].isdigit():
+            expected.append(sql[k])
+            k += 1
+            continue
+        end = k
+        while end < len(sql) and sql[end].isdigit():
+            end += 1
+        standalone = (k == 0 or sql[k - 1] not in _CONTINUING) and (end == len(sql) or sql[end] not in _CONTINUING)
+        expected.append(PLACEHOLDER if standalone and end - k <= MAX_DIGITS else sql[k:end])
+        k = end
+    assert template == "".join(expected)

@@ -133,15 +133,10 @@ def _last_lines(f, size: int) -> tuple[int, bytes]:
         window *= 4
 
 
-def _write_all(fd: int, data: bytes) -> int:
-    """os.write until all is written; an error carries how much was, as ``.written``."""
-    try:
-        done = os.write(fd, data)
-    except OSError as e:
-        e.written = 0  # type: ignore[attr-defined]
-        raise
-    if done == len(data):  # the usual case: one call, no view
-        return done
+def _write_rest(fd: int, data: bytes, done: int) -> int:
+    """os.write until all of ``data`` is written, ``done`` bytes of it already (a first write
+    wrote part of it: the usual case, one call that wrote it all, is the caller's, without this
+    frame); an error carries how much was written in all, as ``.written``."""
     view = memoryview(data)
     while done < len(data):
         try:
@@ -160,7 +155,8 @@ class StdoutSink(Sink):
         self._fd = fd
 
     def _write(self, data: bytes) -> int:
-        return _write_all(self._fd, data)
+        done = os.write(self._fd, data)  # (an error: nothing written, as the flush takes it)
+        return done if done == len(data) else _write_rest(self._fd, data, done)
 
 
 def why_not_a_sink_file(path: str) -> str | None:
@@ -248,7 +244,9 @@ class FileSink(Sink):
         if self.size > 0 and self.size + len(data) > self.max_bytes:
             self._rotate()
         try:
-            written = _write_all(self._fd, data)
+            written = os.write(self._fd, data)
+            if written != len(data):
+                written = _write_rest(self._fd, data, written)
         except OSError as e:
             self.size += getattr(e, "written", 0)
             if e.errno == errno.ENOSPC and getattr(e, "written", 0):  # type: ignore[arg-type]

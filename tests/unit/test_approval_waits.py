@@ -228,6 +228,23 @@ def test_retry_mode_fingerprint_grant_covers_other_constants():
     assert isinstance(fired(world.run(world.conn(), "delete from u where id = 2")), Refusal)
 
 
+@pytest.mark.parametrize("other", [
+    "delete from t where id in (select id from t limit all)",  # LIMIT ALL: a NULL constant
+    "delete from t where id in (select id from t limit null)",
+    "delete from t where id + 0 = id + 0",  # a constant folded into a WHERE that filters nothing
+    "delete from t where true",
+])
+def test_retry_mode_fingerprint_grant_does_not_cover_a_statement_that_does_something_else(other):
+    world = make_world(mode="retry")
+    approved = "delete from t where id in (select id from t limit 1)"
+    fired(world.run(world.conn(), approved))
+    world.decide(True, grant=Grant("window", 5, by_fingerprint_only=True))
+    assert fired(world.run(world.conn(), "delete from t where id in (select id from t limit 2)")) is ALLOW
+    refusal = fired(world.run(world.conn(), other))  # the same fingerprint, a new request
+    assert isinstance(refusal, Refusal) and refusal.message.startswith("pgwarden: approval required")
+    assert [r.sql for r in _result(world.plugin.store.pending())] == [other]
+
+
 def test_a_rule_chooses_its_mode_and_the_number_of_approvers():
     world = make_world({"name": "two", "approve": {"statements": ["insert"], "mode": "hold", "approvers": 2}},
                        mode="retry")

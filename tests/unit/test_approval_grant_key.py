@@ -12,6 +12,7 @@ from pglast.parser import fingerprint
 
 from pgwarden.sql.statement import Statement
 from pgwarden_plugins.approve.grant_key import grant_key
+from pgwarden_plugins.approve.memory import MemoryStore
 from pgwarden_plugins.approve.store import StoredRequest, covers, from_json, to_json
 
 
@@ -85,3 +86,15 @@ def test_a_request_stored_without_a_key_grants_nothing_by_fingerprint():
     assert request.grant_key is None
     assert not covers(request, "agent-1", key(request.sql), "other", 1.0)
     assert covers(attrs.evolve(request, grant_by_fingerprint_only=False), "agent-1", None, "h", 1.0)  # exact: as before
+
+
+def test_the_memory_store_takes_a_fingerprint_only_grant_by_its_key():
+    """The postgres store's twin: tests/e2e/test_approval_store_postgres.py."""
+    store = MemoryStore()
+    request = _approved()
+    store.submit(request)
+    taken: list[StoredRequest | None] = []
+    for asked in (key("delete from t where id in (select id from t limit 2)"),
+                  key("delete from t where id in (select id from t limit all)"), request.fingerprint):
+        store.take_grant("agent-1", asked, "other", 1.0).addCallback(taken.append)
+    assert [t.id if t else None for t in taken] == ["r1", None, None]

@@ -43,6 +43,7 @@ from pgwarden.api import (
 from pgwarden.identity import Identity, TokenVerifier
 from pgwarden.verdict import ApprovalAnswer
 from pgwarden_plugins.approve.api import ApiContext, ApprovalsRoot
+from pgwarden_plugins.approve.grant_key import grant_key
 from pgwarden_plugins.approve.memory import MemoryStore
 from pgwarden_plugins.approve.notify import Notifiers
 from pgwarden_plugins.approve.store import ApprovalRules, ApprovalStore, Preview, StoredRequest
@@ -84,6 +85,7 @@ def stored_request(request: ApprovalRequest, preview: Preview | None) -> StoredR
         tables=tuple(sorted(statement.tables)), policy=verdict.policy, rule=verdict.rule,
         reason=verdict.reason, mode="retry" if request.mode == "retry" else "hold",
         approvals_needed=request.approvers, preview=preview,
+        grant_key=grant_key(statement.fingerprint, statement.analysis),
     )
 
 
@@ -263,7 +265,7 @@ class Approving:
                 return ApprovalAnswer.approved(answer.approver, answer.reason, request=stored.id)
             return self._submit(store, request).addCallback(lambda _: ApprovalAnswer.required())
 
-        return store.take_grant(identity.subject, statement.fingerprint, request.exact,
+        return store.take_grant(identity.subject, grant_key(statement.fingerprint, statement.analysis), request.exact,
                                 request.created).addCallback(granted)
 
     def _hold(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:

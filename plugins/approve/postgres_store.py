@@ -214,7 +214,7 @@ class PostgresStore:
                    now: float) -> Deferred[StoredRequest | None]:
         query = sql.SQL(
             "SELECT request FROM {} WHERE state = 'approved' AND mode = 'retry' AND subject = %s "
-            "AND (params_hash = %s OR fingerprint = %s) AND NOT used "
+            "AND (params_hash = %s OR request->>'grant_key' = %s) AND NOT used "
             "AND (grant_until IS NULL OR grant_until > pg_catalog.to_timestamp(%s)) "
             "ORDER BY closed_at DESC, id FOR UPDATE").format(self._t("requests"))
 

@@ -80,7 +80,8 @@ class Grant:
 
     kind: Literal["once", "window"] = "once"
     minutes: int | None = None
-    #: the window covers any statement with this fingerprint (other constants and parameters)
+    #: the window covers any statement with this grant key (`StoredRequest.grant_key`: the same
+    #: fingerprint and the same analysis; other constants and parameters)
     by_fingerprint_only: bool = False
 
 
@@ -114,7 +115,9 @@ class StoredRequest:
 
     ``sql`` and ``parameters`` are as recorded (parameters rendered as text, None for NULL,
     binary values as hex). ``params_hash`` identifies the exact statement for retry grants
-    (text and parameters); ``fingerprint`` the statement whatever its constants.
+    (text and parameters); ``fingerprint`` is libpg_query's, the statement whatever its constants
+    (shown, not matched on); ``grant_key`` what a fingerprint-only grant matches on: the
+    fingerprint and what pgwarden's analysis says the statement does (`grant_key.grant_key`).
     """
 
     id: str
@@ -149,6 +152,9 @@ class StoredRequest:
     #: retry mode: a caller that sends the stored statement itself (the MCP endpoint's
     #: ``execute_approved``) has claimed its one run (`ApprovalStore.claim_execution`)
     executed: bool = False
+    #: the fingerprint-only grant's key (`grant_key.grant_key`); None (a request stored before
+    #: there was one, or a text without a fingerprint): a fingerprint-only grant covers nothing
+    grant_key: str | None = None
 
     @property
     def approvers(self) -> tuple[str, ...]:
@@ -212,7 +218,10 @@ def claimable(request: StoredRequest, subject: str) -> bool:
 
 
 def covers(request: StoredRequest, subject: str, fingerprint: str | None, exact: str, now: float) -> bool:
-    """Whether ``request``'s approval lets this statement through now (retry mode)."""
+    """Whether ``request``'s approval lets this statement through now (retry mode).
+
+    ``fingerprint`` is the statement's grant key (`grant_key.grant_key`), not libpg_query's bare
+    fingerprint: the name stays that of contract version 1."""
     if request.state != "approved" or request.subject != subject or request.mode != "retry":
         return False
     if request.grant_until is None:
@@ -221,7 +230,7 @@ def covers(request: StoredRequest, subject: str, fingerprint: str | None, exact:
     elif now >= request.grant_until:
         return False
     if request.grant_by_fingerprint_only:
-        return fingerprint is not None and request.fingerprint == fingerprint
+        return fingerprint is not None and request.grant_key == fingerprint
     return request.params_hash == exact
 
 
@@ -267,7 +276,9 @@ class ApprovalStore(Protocol):
     def take_grant(self, subject: str, fingerprint: str | None, exact: str,
                    now: float) -> Deferred[StoredRequest | None]:
         """An approved retry-mode request of ``subject`` that `covers` this statement now, or None;
-        a ``once`` grant is marked used by the same call (atomically: two sidecars cannot both use it)."""
+        a ``once`` grant is marked used by the same call (atomically: two sidecars cannot both use it).
+        ``fingerprint`` is the statement's grant key (`StoredRequest.grant_key`), ``exact`` its
+        ``params_hash``."""
 
     def claim_execution(self, request_id: str, subject: str) -> Deferred[StoredRequest | None]:
         """Marks the approved retry-mode request ``request_id`` of ``subject`` ``executed``; the

@@ -387,6 +387,23 @@ def test_a_window_grant_covers_the_same_statement_until_it_ends(reactor_thread, 
     assert call(reactor_thread, store.take_grant, "agent-1", r.fingerprint, r.params_hash, now + 601) is None
 
 
+def test_a_fingerprint_only_grant_matches_the_grant_key_and_an_older_row_matches_nothing(reactor_thread, stores,
+                                                                                       store_db):
+    """The memory store's twin: tests/unit/test_approval_grant_key.py (`MemoryStore`)."""
+    store = stores()
+    r = request(mode="retry", grant_key="fp-update-orders:g1:bounded")
+    call(reactor_thread, store.submit, r)
+    call(reactor_thread, store.decide, r.id, yes(grant=Grant("window", 10, by_fingerprint_only=True)), RULES)
+    now = time.time()
+    assert call(reactor_thread, store.take_grant, "agent-1", r.grant_key, "other", now).id == r.id
+    assert call(reactor_thread, store.take_grant, "agent-1", "fp-update-orders:g1:unbounded", "other", now) is None
+    assert call(reactor_thread, store.take_grant, "agent-1", r.fingerprint, "other", now) is None  # the bare fingerprint
+    # The row as a pgwarden from before grant keys wrote it: its grant by fingerprint covers nothing.
+    store_db.sql("UPDATE pgwarden_approvals.requests SET request = request - 'grant_key' WHERE id = %s", [r.id])
+    assert call(reactor_thread, store.get, r.id).grant_key is None
+    assert call(reactor_thread, store.take_grant, "agent-1", r.grant_key, "other", now) is None
+    assert call(reactor_thread, store.take_grant, "agent-1", r.fingerprint, "other", now) is None
+
 # ---------------------------------------------------------------------- the store down
 
 

@@ -282,6 +282,33 @@ def test_retry_mode_with_a_grant_window(make_pgwarden, orders):
     assert orders() == "10:again"
 
 
+def test_a_fingerprint_only_grant_does_not_carry_to_a_statement_that_does_something_else(make_pgwarden, orders,
+                                                                                         pg_server):
+    """In each group one libpg_query fingerprint: the grant covers the statements that do what the
+    approved one does, not the one a constant makes delete every row (docs/approvals.md)."""
+    running = start(make_pgwarden, mode="retry")
+    pg_server.psql("insert into ap_orders select n, 'n' || n from generate_series(1, 6) n", "appdb")
+    limited = "delete from ap_orders where id in (select id from ap_orders order by id limit {})"
+    folded = "delete from ap_orders where id = {} or id + {} = id + {}"
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        for approved, same, unbounded in ((limited.format(1), limited.format(2), limited.format("all")),
+                                          (folded.format(4, 1, 2), folded.format(5, 1, 2), folded.format(6, 0, 0))):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                c.execute(approved)
+            (request,) = api(running).pending()
+            api(running).approve(request["id"], window_minutes=5, by_fingerprint_only=True)
+            assert c.execute(approved).rowcount == 1
+            assert c.execute(same).rowcount > 0  # other constants, the same thing done
+            kept = orders()
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as refused:
+                c.execute(unbounded)
+            (new,) = api(running).pending()  # a request of its own, not the grant
+            assert new["sql"] == unbounded and refused.value.diag.message_primary.endswith(new["id"])
+            assert orders() == kept
+            api(running).deny(new["id"], "not every row")
+    assert orders() == "6:n6"
+
+
 def test_retry_mode_once_grant_passes_once(make_pgwarden, orders):
     running = start(make_pgwarden, rules=[{"name": "w", "approve": {"statements": ["insert"], "mode": "retry"}}])
     with psycopg.connect(running.dsn(), autocommit=True) as c:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import attrs
 import pytest
+from pglast.parser import fingerprint
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
@@ -226,6 +227,28 @@ def test_retry_mode_fingerprint_grant_covers_other_constants():
     world.decide(True, grant=Grant("window", 5, by_fingerprint_only=True))
     assert fired(world.run(world.conn(), "delete from t where id = 2")) is ALLOW
     assert isinstance(fired(world.run(world.conn(), "delete from u where id = 2")), Refusal)
+
+
+@pytest.mark.parametrize(("approved", "same", "other"), [
+    # LIMIT ALL and LIMIT NULL: a NULL constant
+    ("delete from t where id in (select id from t limit 1)", "delete from t where id in (select id from t limit 2)",
+     "delete from t where id in (select id from t limit all)"),
+    ("delete from t where id in (select id from t limit 1)", "delete from t where id in (select id from t limit 2)",
+     "delete from t where id in (select id from t limit null)"),
+    # a constant folded into a WHERE that then filters nothing
+    ("delete from t where id = 1 or id + 1 = id + 2", "delete from t where id = 2 or id + 1 = id + 2",
+     "delete from t where id = 2 or id + 0 = id + 0"),
+    ("delete from t where id = 1 or false", "delete from t where id = 2 or false", "delete from t where id = 2 or true"),
+])
+def test_retry_mode_fingerprint_grant_does_not_cover_a_statement_that_does_something_else(approved, same, other):
+    assert fingerprint(approved) == fingerprint(same) == fingerprint(other)
+    world = make_world(mode="retry")
+    fired(world.run(world.conn(), approved))
+    world.decide(True, grant=Grant("window", 5, by_fingerprint_only=True))
+    assert fired(world.run(world.conn(), same)) is ALLOW
+    refusal = fired(world.run(world.conn(), other))  # a new request
+    assert isinstance(refusal, Refusal) and refusal.message.startswith("pgwarden: approval required")
+    assert [r.sql for r in _result(world.plugin.store.pending())] == [other]
 
 
 def test_a_rule_chooses_its_mode_and_the_number_of_approvers():

@@ -1,7 +1,8 @@
-"""What follows each execution's completion, compiled: the relay calls it for every statement.
+"""What the relay asks of the recorder and the metrics around each execution, compiled: it
+calls these for every statement (an Execute's gate before, the completion after).
 
-An interpreted closure here was two Python frames a statement (itself and the overhead
-histogram's method); as a compiled class called by the compiled relay, it is none.
+Interpreted closures here were Python frames each time (the completion's two: itself and the
+overhead histogram's method); as compiled classes called by the compiled relay, they are none.
 """
 
 from __future__ import annotations
@@ -42,3 +43,17 @@ class Completed:
                 recorder.result(self.conn, ex)
             except RecordingFailed:
                 pass  # the recorder now refuses statements and says why
+
+
+class ExecuteGate:
+    """The relay's ``execute_gate``: why an Execute of an earlier Parse may not run now (records
+    cannot be written), or None. Asked at every Execute; recording may be switched on by a reload."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+
+    def __call__(self) -> str | None:
+        recorder = self.recorder
+        if not recorder.active or recorder.failure is None or recorder.retry():
+            return None
+        return "records cannot be written; the session ended before its statement ran"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pgwarden.completion import Completed
+from pgwarden.completion import Completed, ExecuteGate
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.engine import Decider, Relay, SessionState
 from pgwarden.results import SessionMasks
@@ -88,14 +88,7 @@ class SessionEvents:
 
     def execute_gate(self) -> Callable[[], str | None]:
         """For the relay: no Execute of an earlier Parse while records cannot be written."""
-        recorder = self.recorder
-
-        def gate() -> str | None:  # (recording may be switched on by a reload)
-            if not recorder.active or recorder.failure is None or recorder.retry():
-                return None
-            return "records cannot be written; the session ended before its statement ran"
-
-        return gate
+        return ExecuteGate(self.recorder)
 
     def masks_for(self, conn: ClientConnection) -> SessionMasks | None:
         """The relay's masking listeners for ``conn`` (`SessionMasks`: ``shape``, ``copy``,

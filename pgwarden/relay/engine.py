@@ -61,6 +61,7 @@ from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
 from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer
+from pgwarden.wire.reader import parse_fields
 
 
 class _Marker:
@@ -481,7 +482,8 @@ class Relay:
         self._waiting: StatementRequest | None = None
         self._waiting_raw: bytes | None = None
         self._seq = 0
-        self._parsed: tuple[bytes, m.Parse] | None = None  # the last Parse read: _apply needs it again
+        #: the last Parse read and its parameter types: _apply needs them again
+        self._parsed: tuple[bytes, tuple[int, ...]] | None = None
         self._refused: set[str] = set()  # statement names whose latest Parse pgwarden refused
         self._skip_to_sync = False  # pgwarden refused an extended message
         self._server_discarding = False  # the server is skipping until Sync
@@ -674,8 +676,7 @@ class Relay:
                 return self._unreadable("simple", body, None, e)
             return StatementRequest("simple", sql, None, self._seq, self._lexer, self._encoding.name)
         if t == _F_PARSE:
-            p = m.Parse.decode(raw[5:])  # checks the whole message
-            self._parsed = (raw, p)
+            self._parsed = (raw, parse_fields(raw[5:])[2])  # checks the whole message
             # The name and the text as the server will read them, from the bytes.
             name_end = raw.index(b"\0", 5)
             name, body = raw[5:name_end], raw[name_end + 1 : raw.index(b"\0", name_end + 1)]
@@ -826,8 +827,8 @@ class Relay:
         else:  # Parse
             parsed, self._parsed = self._parsed, None
             if refusal is None:
-                p = parsed[1] if parsed is not None and parsed[0] is raw else m.Parse.decode(raw[5:])
-                stmt = PreparedStatement(request.statement_name or "", request.sql, p.param_types,
+                types = parsed[1] if parsed is not None and parsed[0] is raw else parse_fields(raw[5:])[2]
+                stmt = PreparedStatement(request.statement_name or "", request.sql, types,
                                          generation=self.policy_generation,
                                          count=decision if isinstance(decision, CountRows) else None)
                 stmt.may_change_settings = request.may_change_settings

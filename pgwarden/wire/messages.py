@@ -21,7 +21,7 @@ from typing import ClassVar, Protocol, Self
 import attrs
 
 from pgwarden.wire.errors import LocalProtocolError, ProtocolError
-from pgwarden.wire.reader import Reader
+from pgwarden.wire.reader import Reader, parse_fields
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -153,11 +153,7 @@ class Parse:
 
     @classmethod
     def decode(cls, body: bytes) -> Parse:
-        r = Reader(body, "Parse")
-        name, sql = r.cstring(), r.cstring()
-        types = tuple(r.uint32() for _ in range(r.count()))
-        r.end()
-        return cls(name, sql, types)
+        return cls(*parse_fields(body))
 
     def encode(self) -> bytes:
         w = Writer().cstring(self.name).cstring(self.sql).int16(len(self.param_types))

@@ -82,3 +82,14 @@ class Reader:
     def end(self) -> None:
         if self._pos != len(self._data):
             raise ProtocolError(f"{self._what}: unexpected bytes after the message")
+
+
+def parse_fields(body: bytes) -> tuple[str, str, tuple[int, ...]]:
+    """A Parse message's body as (statement name, query text, parameter type OIDs), the whole
+    body checked: `pgwarden.wire.messages.Parse.decode`'s, and the relay's on every extended
+    statement, which needs only the types (no message object, no interpreted frame)."""
+    r = Reader(body, "Parse")
+    name, sql = r.cstring(), r.cstring()
+    types = tuple([r.uint32() for _ in range(r.count())])
+    r.end()
+    return name, sql, types

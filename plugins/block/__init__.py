@@ -187,7 +187,8 @@ class Blocking:
             self._enforcing[id(policies)] = (policies, enforcing)  # keeps the tuple, and so its id
         if not enforcing:
             # No rule to enforce; still, what cannot be analysed is refused (docs/analysis.md, kinds).
-            if "unknown" in statement.kinds:
+            # (The analysis attribute first: the decision has nearly always made it; `kinds` is a call.)
+            if "unknown" in (statement.analysed or statement.analysis).kinds:
                 return self._judge(statement, policies)
             return None
         return judged(self._verdicts, self._judge, statement, session, policies)

@@ -124,11 +124,20 @@ def render_value(value: bytes | None, fmt: int, max_bytes: int) -> str | None:
 
 
 def tag_rows(raw: bytes) -> int:
-    """The row count a CommandComplete reports (``SELECT 5``, ``INSERT 0 3``), else 0."""
-    end = len(raw) - 1 if raw[-1:] == b"\0" else len(raw)
-    space = raw.rfind(b" ", 5, end)
-    word = raw[space + 1:end]
-    return int(word) if word.isdigit() else 0
+    """The row count a CommandComplete reports (``SELECT 5``, ``INSERT 0 3``), else 0: the tag's
+    last word when it is all digits. (Read backwards byte by byte, compiled: a slice, ``rfind``,
+    ``isdigit`` and ``int`` of bytes were a few thousand instructions on every statement.)"""
+    end = len(raw) - 1 if raw and raw[-1] == 0 else len(raw)
+    count = 0
+    scale = 1
+    i = end - 1
+    while i >= 5 and 48 <= raw[i] <= 57:
+        count += (raw[i] - 48) * scale
+        scale *= 10
+        i -= 1
+    if i == end - 1 or i < 5 or raw[i] != 32:  # no digits, or not a word of its own after a space
+        return 0
+    return count
 
 
 class RowSampler:

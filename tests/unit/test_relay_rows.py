@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from pgwarden.relay.engine import ALLOW, Relay
-from pgwarden.relay.execution import Execution
+from pgwarden.relay.execution import Execution, tag_rows
 from pgwarden.relay.rows import Refused, ResultMeter, ResultStream, refused
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
@@ -177,3 +179,21 @@ def test_in_the_relay_a_result_whose_plan_failed_sends_its_error_for_its_rows() 
                            m.ReadyForQuery("I"))
     assert b"secret" not in down and b"SELECT 1" not in down and not relay.closing
     assert b"pgwarden: result refused: ValueError" in down
+
+
+@pytest.mark.parametrize(("tag", "rows"), [
+    (b"SELECT 5", 5), (b"INSERT 0 3", 3), (b"UPDATE 12345678901234567890", 12345678901234567890),
+    (b"BEGIN", 0), (b"SELECT ", 0), (b"SELECT 1a", 0), (b"COPY 0", 0), (b"MOVE 7", 7), (b"", 0), (b"7", 0),
+])
+def test_tag_rows_reads_the_tags_last_word_when_it_is_all_digits(tag: bytes, rows: int) -> None:
+    assert tag_rows(m.CommandComplete(tag.decode()).encode()) == rows
+    assert tag_rows(m.CommandComplete(tag.decode()).encode()[:-1]) == rows  # without its NUL too
+
+
+@given(st.binary(max_size=24))
+def test_tag_rows_is_the_last_space_separated_word_as_a_number(tag: bytes) -> None:
+    """What the count is, read off the tag: the bytes after its last space, if they are all ASCII digits."""
+    raw = b"C\0\0\0\0" + tag + b"\0"
+    word = tag.rsplit(b" ", 1)[1] if b" " in tag else None
+    expected = int(word) if word and all(48 <= c <= 57 for c in word) else 0
+    assert tag_rows(raw) == expected

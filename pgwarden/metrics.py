@@ -87,8 +87,9 @@ class Stats:
 
     @property
     def _decided(self) -> dict[tuple[str, Collection[str]], int]:
-        """The counts by set of kinds not spread yet (bounded: the tests read it)."""
-        return self._counts.decided
+        """The counts by (verdict, set of kinds) not spread yet (bounded: the tests read it)."""
+        return {(action, kinds): n for action, by_kinds in self._counts.decided.items()
+                for kinds, n in by_kinds.items()}
 
     @property
     def statements(self) -> dict[tuple[str, str], int]:

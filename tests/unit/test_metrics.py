@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import bisect
+
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pgwarden.metrics import Stats
+from pgwarden.metrics import OVERHEAD_BUCKETS, Stats
 from pgwarden.policy.model import STATEMENT_KINDS
 from pgwarden.sql.analysis import analyze_sql
 
@@ -64,3 +67,20 @@ def test_counts_by_set_of_kinds_stay_bounded_and_add_up_when_read():
     assert stats.verdicts == {"allow": 1001, "block": 2000}
     stats.statement("allow", frozenset({"select"}))
     assert stats.statements[("allow", "select")] == 1001 and stats.verdicts["allow"] == 1002  # read again: no double count
+
+
+@given(st.lists(st.floats(min_value=0, max_value=20, allow_nan=False), max_size=50))
+def test_the_overhead_histogram_counts_each_value_under_the_first_bound_at_or_above_it(values):
+    stats = Stats()
+    for v in values:
+        stats.overhead(v)
+    expected = [0] * (len(OVERHEAD_BUCKETS) + 1)
+    for v in values:
+        expected[bisect.bisect_left(OVERHEAD_BUCKETS, v)] += 1
+    assert stats.overhead_buckets == expected
+    assert stats.overhead_sum == pytest.approx(sum(values))
+    for bound in OVERHEAD_BUCKETS:  # a value on a bound counts under that bound (Prometheus's le)
+        before = list(stats.overhead_buckets)
+        stats.overhead(bound)
+        assert [b - a for a, b in zip(before, stats.overhead_buckets)] == [
+            int(i == OVERHEAD_BUCKETS.index(bound)) for i in range(len(expected))]

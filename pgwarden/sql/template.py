@@ -32,8 +32,8 @@ PLACEHOLDER: Final = "\x00"
 #: the longest run replaced: nine digits always fit the 32 bits the lexer's ICONST takes
 MAX_DIGITS: Final = 9
 
-# Texts holding any of these get no template: quotes (', ", `), $, \\, comments.
-_GIVE_UP: Final = ("'", '"', "`", "$", "\\", "--", "/*")
+# Texts holding any of these get no template: quotes (', ", `), $, \\, comments (-- and /*),
+# control characters (NUL among them) and anything not ASCII; `numeric_template` tests each byte.
 
 
 def _continues(c: int) -> bool:
@@ -47,9 +47,6 @@ def numeric_template(sql: str) -> str | None:
     or None when the text holds anything a template cannot stand for (see the module's doc)."""
     if not sql.isascii():
         return None
-    for sign in _GIVE_UP:
-        if sign in sql:
-            return None
     data = sql.encode("ascii")
     n = len(data)
     pieces: list[str] = []
@@ -58,8 +55,15 @@ def numeric_template(sql: str) -> str | None:
     previous = 32  # the byte before i (a space before the first)
     while i < n:
         c = data[i]
-        if c < 32 and c != 9 and c != 10 and c != 13 or c == 127:
-            return None  # control characters (NUL among them)
+        # What gives up (above) is tested here, byte by byte, rather than by a search of the text
+        # for each: most bytes are letters, past one test.
+        if c < 48:
+            if c < 32 and c != 9 and c != 10 and c != 13 or c == 39 or c == 34 or c == 36:
+                return None
+            if (c == 45 or c == 47) and i + 1 < n and data[i + 1] == (45 if c == 45 else 42):
+                return None  # -- or /*
+        elif c == 92 or c == 96 or c >= 127:
+            return None
         if 48 <= c <= 57 and not _continues(previous):
             end = i + 1
             while end < n and 48 <= data[end] <= 57:

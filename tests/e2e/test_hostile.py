@@ -706,3 +706,51 @@ def test_a_named_statement_bound_after_a_search_path_change(hostile, server):
         assert_refused(answer, "Bind q")
     finally:
         agent.close()
+
+
+# ---------------------------------------------------------------------- 5: session state while nothing checks
+
+MASK_SECRET = [{"name": "p", "rules": [{"name": "secret-n", "mask": {"columns": ["secret.things.n"], "with": "redact"}}]}]
+
+
+@pytest.fixture(params=["recorded", "unrecorded"])
+def unchecked(request, make_pgwarden, hostile_db, pg_server, signing_keys, tmp_path, server):
+    """A pgwarden without the block plugin whose one policy has no rule: no plugin checks a
+    statement, until a reload brings a mask rule. Recorded (each statement parsed for its
+    record), or not (not even parsed)."""
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    server.reset()
+    section = {"disable": ["block"]}
+    extra: dict = {}
+    if request.param == "unrecorded":
+        section = {"disable": ["block", "recording"]}
+        extra = {"recording": {"sinks": []}}
+    running = make_pgwarden(policies=[{"name": "p"}], upstream={"database": DB}, plugins_section=section, **extra)
+    assert running.app.recorder.active is (request.param == "recorded")
+
+    def mask():
+        doc = base_config(pg_server, signing_keys, tmp_path, policies=MASK_SECRET, upstream={"database": DB},
+                          plugins=section, **extra)
+        assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+
+    return running, mask
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_search_path_set_while_nothing_checks_is_followed_after_a_reload(unchecked, server, protocol):
+    # The SET goes through while no plugin checks statements; a reload then masks secret.things.n.
+    # Read through an expression (no table in the row description), `things` must still be
+    # taken for secret.things, as the server takes it: pgwarden followed the SET all along.
+    running, mask = unchecked
+    agent = Agent(running, "ai-agents", protocol)
+    try:
+        assert not errors(agent.run("SET search_path = secret, public"))
+        mask()
+        answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
+        assert not errors(answer), answer
+        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
+        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+    finally:
+        agent.close()

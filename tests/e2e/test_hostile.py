@@ -80,8 +80,21 @@ MIGRATORS = {
         {"name": "secrets", "block": {"tables": ["secret.*"]}},
     ],
 }
-POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS]
-GROUPS = {"design": "ai-agents", "nowrite": "no-writes", "readonly": "read-only", "migrators": "migrators"}
+# Functions created and called (volatile ones too): what they do is judged by their bodies.
+BODIES = {
+    "name": "bodies",
+    "when": {"groups": ["bodies"]},
+    "rules": [
+        {"name": "no-admin", "block": {"statements": [
+            "truncate", "grant", "role", "system", "server_files", "copy_program", "copy_file", "unknown"]}},
+        {"name": "unfiltered-writes", "block": {"statements": ["delete", "update"], "where": "absent"}},
+        {"name": "secrets", "block": {"tables": ["secret.*"]}},
+        {"name": "no-files", "block": {"functions": ["pg_read_file"]}},
+    ],
+}
+POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS, BODIES]
+GROUPS = {"design": "ai-agents", "nowrite": "no-writes", "readonly": "read-only", "migrators": "migrators",
+          "bodies": "bodies"}
 
 # What the database's owner created: objects only the live catalog knows.
 SETUP = """
@@ -141,6 +154,7 @@ SELECT setval('public.s', 1, false);
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;
 SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin;
+DROP FUNCTION IF EXISTS public.swap_h(), public.swap_k();
 """
 STATE = """
 SELECT (SELECT count(*) FROM public.things) AS things,
@@ -184,6 +198,18 @@ def allowed(cause, sql, **kw) -> Case:
 
 SIMPLE = ("simple",)  # several statements in one string: the extended protocol takes only one
 SECRET_PATH = ("SELECT set_config('search_path', 'secret', false)",)
+# (in public, dropped by RESET: the live catalog does not read another session's pg_temp)
+HARMLESS_H = "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint'"
+# replaced to write a blocked table (DDL is allowed in the bodies policy)
+SWAP_SQL = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS "
+            "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT count(*) FROM d'")
+SWAP_PLPGSQL = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUAGE plpgsql AS "
+                "'BEGIN DELETE FROM secret.things; RETURN 1; END'")
+SWAP_FILE = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS "
+             "'SELECT length(pg_read_file(''/etc/hostname''))::bigint'")
+# filtered, so the bodies policy would let it write public.things: its `things` is read on the caller's path
+FILTERED_K = ("CREATE FUNCTION public.swap_k() RETURNS bigint LANGUAGE sql AS "
+              "'WITH d AS (DELETE FROM things WHERE id > 0 RETURNING 1) SELECT count(*) FROM d'")
 
 
 def _nested(inner: str, depth: int) -> str:
@@ -387,6 +413,23 @@ CASES = [
         "CREATE FUNCTION pg_temp.h() RETURNS bigint LANGUAGE sql AS "
         "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",)),
     refused("9", "CREATE TEMP VIEW v AS SELECT * FROM secret.things", policy="migrators"),
+    # a prepared statement's function replaced, or its body's names moved, before EXECUTE: the
+    # server plans it again, and runs the new body (or reads the body's names on the new path)
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", SWAP_SQL)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
+                                                     SWAP_PLPGSQL)),
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, SWAP_SQL)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
+                                                     SWAP_FILE)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(
+        FILTERED_K, "PREPARE p AS SELECT public.swap_k()", "SET search_path = secret, public")),
+    # (the body's unqualified names are matched in every schema: refused on the default path too)
+    refused("9", "EXECUTE p", policy="bodies", setup=(FILTERED_K, "PREPARE p AS SELECT public.swap_k()")),
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(
+        "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS "
+        "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",),
+        xfail="a body's DELETE without WHERE does not make the calling statement one: has_where is the "
+              "statement's own (resolve.py merges a body's kinds and tables, not its has_where)"),
     allowed("9", "DO $$ BEGIN PERFORM 1; END $$"),
     allowed("9", "DO $$ BEGIN UPDATE things SET n = n + 1 WHERE id = 1; END $$", changes={"things_sum": 16}),
     # ---------------------------------------------------------------- 10: false alarms (and their twins)
@@ -754,3 +797,52 @@ def test_a_search_path_set_while_nothing_checks_is_followed_after_a_reload(unche
         assert values and not any(v is not None and int(v) > 1000 for v in values), values
     finally:
         agent.close()
+
+
+# ---------------------------------------------------------------------- 9: a named statement's function replaced
+
+
+# A STABLE function: a call of it changes nothing, so its named statement is decided at Parse
+# alone, and again at a Bind only once something may have changed what it runs.
+STABLE_H = "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT 1::bigint'"
+SWAP_STABLE = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql STABLE AS "
+               "'SELECT sum(n) FROM secret.things'")
+
+
+@pytest.mark.parametrize("harmless, swap", [(HARMLESS_H, SWAP_SQL), (HARMLESS_H, SWAP_PLPGSQL),
+                                            (HARMLESS_H, SWAP_FILE), (STABLE_H, SWAP_STABLE)],
+                         ids=["sql", "plpgsql", "function-rule", "stable-read"])
+def test_a_named_statement_bound_after_its_function_is_replaced(hostile, server, harmless, swap):
+    # Parse once, Bind after the function it calls was replaced: the server plans it again and
+    # runs the new body; pgwarden decides the Bind again on the catalog that shows the change.
+    server.reset()
+    before = server.state()
+    agent = Agent(hostile, GROUPS["bodies"], "simple")
+    rc = agent.rc
+    try:
+        assert not errors(agent.run(harmless))
+        rc.send(m.Parse("q", "SELECT public.swap_h()").encode() + m.Bind("", "q").encode()
+                + m.Execute("").encode() + m.Sync().encode())
+        assert not errors(rc.until_ready())
+        assert not errors(agent.run(swap))
+        rc.send(m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = rc.until_ready()
+        assert not [r for r in answer if isinstance(r, m.DataRow) and int(r.values[0] or 0) > 1000]
+        assert_refused(answer, "Bind q")
+    finally:
+        agent.close()
+    assert server.state() == before
+
+
+def test_psycopg_prepared_after_its_function_is_replaced(hostile, server):
+    # The same through psycopg's own named statements (prepare=True: Parse once, Bind each time).
+    server.reset()
+    before = server.state()
+    token = hostile.token(groups=[GROUPS["bodies"]])
+    with psycopg.connect(hostile.dsn(token, database=DB), autocommit=True) as c:
+        c.execute(HARMLESS_H)
+        assert c.execute("SELECT public.swap_h()", prepare=True).fetchall() == [(1,)]
+        c.execute(SWAP_SQL)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="pgwarden: blocked"):
+            c.execute("SELECT public.swap_h()", prepare=True)
+    assert server.state() == before

@@ -154,7 +154,9 @@ SELECT setval('public.s', 1, false);
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;
 SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin;
-DROP FUNCTION IF EXISTS public.swap_h(), public.swap_k();
+DROP FUNCTION IF EXISTS public.swap_h(), public.swap_k(), public.harmless(smallint);
+DROP VIEW IF EXISTS public.unchecked_v;
+DROP SCHEMA IF EXISTS shadowing CASCADE;
 """
 STATE = """
 SELECT (SELECT count(*) FROM public.things) AS things,
@@ -419,6 +421,12 @@ CASES = [
     refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
                                                      SWAP_PLPGSQL)),
     refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, SWAP_SQL)),
+    # an overload that matches the prepared call better, made after it
+    refused("9", "EXECUTE p", policy="bodies", setup=(
+        "DROP FUNCTION IF EXISTS public.harmless(smallint)",  # (DDL here: the catalog read again after RESET)
+        "PREPARE p AS SELECT public.harmless(1::smallint)",
+        "CREATE FUNCTION public.harmless(smallint) RETURNS int LANGUAGE sql AS "
+        "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT count(*)::int FROM d'")),
     refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
                                                      SWAP_FILE)),
     refused("9", "EXECUTE p", policy="bodies", setup=(
@@ -753,6 +761,7 @@ def test_a_named_statement_bound_after_a_search_path_change(hostile, server):
 
 # ---------------------------------------------------------------------- 5: session state while nothing checks
 
+UNCHECKED_VIEW = "CREATE OR REPLACE VIEW public.unchecked_v AS SELECT id, id AS n FROM public.things"
 MASK_SECRET = [{"name": "p", "rules": [{"name": "secret-n", "mask": {"columns": ["secret.things.n"], "with": "redact"}}]}]
 
 
@@ -765,11 +774,13 @@ def unchecked(request, make_pgwarden, hostile_db, pg_server, signing_keys, tmp_p
     from pgwarden.testing.pytest_plugin import base_config
 
     server.reset()
+    server.conn.execute(UNCHECKED_VIEW)
     section = {"disable": ["block"]}
-    extra: dict = {}
+    # (no change check: DDL through the session is the only way pgwarden may learn of it)
+    extra: dict = {"catalog": {"check_s": 3600}}
     if request.param == "unrecorded":
         section = {"disable": ["block", "recording"]}
-        extra = {"recording": {"sinks": []}}
+        extra["recording"] = {"sinks": []}
     running = make_pgwarden(policies=[{"name": "p"}], upstream={"database": DB}, plugins_section=section, **extra)
     assert running.app.recorder.active is (request.param == "recorded")
 
@@ -792,6 +803,22 @@ def test_a_search_path_set_while_nothing_checks_is_followed_after_a_reload(unche
         assert not errors(agent.run("SET search_path = secret, public"))
         mask()
         answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
+        assert not errors(answer), answer
+        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
+        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+    finally:
+        agent.close()
+
+
+def test_a_view_replaced_while_nothing_checks_is_read_again_after_a_reload(unchecked, server):
+    # The view pgwarden's catalog knows is replaced (unchecked) to return secret.things.n; the
+    # reload masks that column: the view's rows must not be read through its old definition.
+    running, mask = unchecked
+    agent = Agent(running, "ai-agents", "simple")
+    try:
+        assert not errors(agent.run("CREATE OR REPLACE VIEW public.unchecked_v AS SELECT id, n FROM secret.things"))
+        mask()
+        answer = agent.run("SELECT n FROM public.unchecked_v ORDER BY id")
         assert not errors(answer), answer
         values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
         assert values and not any(v is not None and int(v) > 1000 for v in values), values
@@ -846,3 +873,28 @@ def test_psycopg_prepared_after_its_function_is_replaced(hostile, server):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="pgwarden: blocked"):
             c.execute("SELECT public.swap_h()", prepare=True)
     assert server.state() == before
+
+
+def test_a_named_statement_bound_after_a_same_named_function_comes_first(hostile, server):
+    # Parse resolves swap_h() to public's; a SET then puts a schema with its own swap_h (which
+    # reads secret.things) first: the server plans the Bind again and calls that one.
+    server.reset()
+    server.conn.execute("CREATE SCHEMA shadowing; CREATE FUNCTION shadowing.swap_h() RETURNS bigint LANGUAGE sql "
+                        "STABLE AS 'SELECT sum(n) FROM secret.things'")
+    hostile.call(hostile.app.catalog.invalidate, "the test's setup")
+    hostile.call(hostile.app.catalog.fresh)
+    agent = Agent(hostile, GROUPS["bodies"], "simple")
+    rc = agent.rc
+    try:
+        assert not errors(agent.run(STABLE_H))
+        rc.send(m.Parse("q", "SELECT swap_h()").encode() + m.Bind("", "q").encode()
+                + m.Execute("").encode() + m.Sync().encode())
+        assert not errors(rc.until_ready())
+        assert not errors(agent.run("SET search_path = shadowing, public"))
+        rc.send(m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = rc.until_ready()
+        assert not [r for r in answer if isinstance(r, m.DataRow) and int(r.values[0] or 0) > 1000]
+        assert_refused(answer, "Bind q")
+    finally:
+        agent.close()
+        server.conn.execute("DROP SCHEMA shadowing CASCADE")

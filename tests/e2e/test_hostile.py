@@ -433,11 +433,16 @@ CASES = [
         FILTERED_K, "PREPARE p AS SELECT public.swap_k()", "SET search_path = secret, public")),
     # (the body's unqualified names are matched in every schema: refused on the default path too)
     refused("9", "EXECUTE p", policy="bodies", setup=(FILTERED_K, "PREPARE p AS SELECT public.swap_k()")),
+    # a body's DELETE without WHERE is one to a `where: absent` rule (it ran before)
     refused("9", "SELECT public.swap_h()", policy="bodies", setup=(
         "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS "
-        "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",),
-        xfail="a body's DELETE without WHERE does not make the calling statement one: has_where is the "
-              "statement's own (resolve.py merges a body's kinds and tables, not its has_where)"),
+        "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",)),
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(
+        "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE plpgsql AS "
+        "'BEGIN UPDATE public.things SET n = 0; RETURN 1; END'",)),
+    allowed("9", "SELECT public.swap_h()", policy="bodies", setup=(
+        "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE plpgsql AS "
+        "'BEGIN UPDATE public.things SET n = 0 WHERE id = 1; RETURN 1; END'",), changes={"things_sum": 14}),
     allowed("9", "DO $$ BEGIN PERFORM 1; END $$"),
     allowed("9", "DO $$ BEGIN UPDATE things SET n = n + 1 WHERE id = 1; END $$", changes={"things_sum": 16}),
     # ---------------------------------------------------------------- 10: false alarms (and their twins)

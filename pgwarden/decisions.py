@@ -70,7 +70,8 @@ class Decisions:
             return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
         recording = self.recorder.active
-        if not recording and not self.plugins.checks and not limits.any and conn.shadow is None:
+        follows = self.plugins.follows  # (a plugin checks, or a masker reads lineage)
+        if not recording and not follows and not limits.any and conn.shadow is None:
             # Not even parsed: what it does to the session (a SET search_path, DDL, a PREPARE)
             # is not followed. Should a reload bring checks, `_untracked` assumes the worst.
             conn.untracked = True
@@ -85,18 +86,18 @@ class Decisions:
             context = self._context(conn, request)
         statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
-        # only when the text could say SET, RESET, DISCARD or set_config, or when its record or a
-        # check, which read the analysis, will parse it anyway.)
+        # only when the text could say SET, RESET, DISCARD or set_config, or when its record, a
+        # check or a masker, which read the analysis, will parse it anyway.)
         checks = self.plugins.checks
         analysis = statement.analysed
-        if analysis is None and (recording or checks or lexical.may_change(request.sql)):
+        if analysis is None and (recording or follows or lexical.may_change(request.sql)):
             analysis = statement.analyse()
         if analysis is not None and analysis.settings:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
             if refusal is not None:
                 return self._refused(conn, request, statement, refusal)
         plain = not limits.any and conn.shadow is None
-        if plain and not checks:  # (recorded, so analysed: what it does to the session is followed)
+        if plain and not checks:  # (recorded or masked, so analysed: what it does to the session is followed)
             return self._enforce(Verdict.allow(), statement, conn, request)
         if getattr(self.catalog, "pending", False) and (
                 "unknown" in statement.kinds or not self.catalog.current.complete

@@ -30,6 +30,7 @@ import psycopg
 import pytest
 from rawclient import RawClient
 
+from pgwarden import hookimpl
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.wire import messages as m
 
@@ -807,6 +808,36 @@ def test_a_search_path_set_while_nothing_checks_is_followed_after_a_reload(unche
     try:
         assert not errors(agent.run("SET search_path = secret, public"))
         mask()
+        answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
+        assert not errors(answer), answer
+        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
+        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+    finally:
+        agent.close()
+
+
+class SecretMasker:
+    """A third party's masker with no check of its own: it masks what comes from secret.things.n."""
+
+    @hookimpl
+    def pgwarden_result_masks(self, result, statement, session):
+        from pgwarden.masking import ColumnMask
+
+        return {c.index: ColumnMask(lambda value, column: None, 1, "p/secret", "secret.things.n", "redact")
+                for c in result.columns
+                if c.direct == "secret.things.n" or "secret.things.n" in c.sources or c.opaque} or None
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_search_path_is_followed_for_a_masker_that_checks_nothing(make_pgwarden, hostile_db, server, protocol):
+    # No plugin checks statements, nothing is recorded: only the masker reads the statements'
+    # lineage, which must follow the SET as the server does.
+    server.reset()
+    running = make_pgwarden(plugins=[("secret-masker", SecretMasker())], upstream={"database": DB},
+                            plugins_section={"disable": ["block", "mask", "recording"]}, recording={"sinks": []})
+    agent = Agent(running, "ai-agents", protocol)
+    try:
+        assert not errors(agent.run("SET search_path = secret, public"))
         answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
         assert not errors(answer), answer
         values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]

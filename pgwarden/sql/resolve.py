@@ -407,6 +407,12 @@ class _Resolver:
             found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
         if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
             found.add("side_effect")  # C or an untrusted language: anything may happen
+        if not fn.builtin and self.ctx.stale:
+            # The session changed the catalog in a transaction still open (or not read since):
+            # the function may have been replaced there (CREATE OR REPLACE, then a call of it,
+            # or an EXECUTE of a statement prepared before), and the body the catalog shows is
+            # the old one. What runs is unknown until the change is read.
+            found.add("unknown")
         if not fn.builtin and fn.source is not None and fn.oid not in self._in_progress:
             self._in_progress.add(fn.oid)
             try:

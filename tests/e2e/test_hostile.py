@@ -422,6 +422,13 @@ CASES = [
     refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
                                                      SWAP_PLPGSQL)),
     refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, SWAP_SQL)),
+    # replaced in an open transaction: no load can read the new body before it commits
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, "BEGIN", SWAP_SQL)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", "BEGIN",
+                                                     SWAP_PLPGSQL)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", "BEGIN",
+                                                     SWAP_SQL)),
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, "BEGIN", SWAP_PLPGSQL)),
     # an overload that matches the prepared call better, made after it
     refused("9", "EXECUTE p", policy="bodies", setup=(
         "DROP FUNCTION IF EXISTS public.harmless(smallint)",  # (DDL here: the catalog read again after RESET)

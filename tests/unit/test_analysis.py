@@ -320,3 +320,11 @@ def test_any_depth_the_server_accepts(sql):
 
 def test_depth_does_not_hide_what_runs():
     assert "server_files" in analyze_sql("SELECT " + " + ".join(["1"] * 999 + ["length(pg_read_file('x'))"])).kinds
+
+
+def test_a_function_of_the_database_is_unknown_while_the_sessions_ddl_is_unread():
+    # BEGIN; CREATE OR REPLACE FUNCTION f ...; SELECT f(): the catalog shows the old body.
+    ctx = _with_writing_functions()
+    assert "unknown" not in analyze_sql("SELECT public.trim_one(1)", ctx).kinds
+    assert "unknown" in analyze_sql("SELECT public.trim_one(1)", ctx.with_stale(True)).kinds
+    assert "unknown" not in analyze_sql("SELECT now(), lower('A')", ctx.with_stale(True)).kinds

@@ -941,3 +941,22 @@ def test_a_named_statement_bound_after_a_same_named_function_comes_first(hostile
     finally:
         agent.close()
         server.conn.execute("DROP SCHEMA shadowing CASCADE")
+
+
+def test_a_named_statement_bound_after_its_function_is_replaced_in_the_same_pipeline(hostile, server):
+    # No Sync between the replacement and the Bind: one implicit transaction, the change unread
+    # by any load when the Bind is decided.
+    server.reset()
+    before = server.state()
+    agent = Agent(hostile, GROUPS["bodies"], "simple")
+    rc = agent.rc
+    try:
+        assert not errors(agent.run(HARMLESS_H))
+        rc.send(m.Parse("q", "SELECT public.swap_h()").encode() + m.Sync().encode())
+        assert not errors(rc.until_ready())
+        rc.send(m.Parse("", SWAP_PLPGSQL).encode() + m.Bind("", "").encode() + m.Execute("").encode()
+                + m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
+        assert_refused(rc.until_ready(), "Bind q")
+    finally:
+        agent.close()
+    assert server.state() == before

@@ -70,9 +70,15 @@ class Decisions:
             return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
         recording = self.recorder.active
-        if not recording and not self.plugins.checks and not limits.any and conn.shadow is None:
+        follows = self.plugins.follows  # (a plugin checks, or a masker reads lineage)
+        if not recording and not follows and not limits.any and conn.shadow is None:
+            # Not even parsed: what it does to the session (a SET search_path, DDL, a PREPARE)
+            # is not followed. Should a reload bring checks, `_untracked` assumes the worst.
+            conn.untracked = True
             self.stats.statement("allow", ("unanalysed",))
             return ALLOW
+        if conn.untracked:
+            self._untracked(conn)
         context = conn.sql_context
         # `_context`'s three tests, inline (a Python call less per statement); `_context` rebuilds
         if (context.catalog is not self.catalog.current or request.lexer is not context.lexer
@@ -80,19 +86,19 @@ class Decisions:
             context = self._context(conn, request)
         statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
-        # only when the text could say SET, RESET, DISCARD or set_config, or when its record or a
-        # check, which read the analysis, will parse it anyway.)
+        # only when the text could say SET, RESET, DISCARD or set_config, or when its record, a
+        # check or a masker, which read the analysis, will parse it anyway.)
         checks = self.plugins.checks
         analysis = statement.analysed
-        if analysis is None and (recording or checks or lexical.may_change(request.sql)):
+        if analysis is None and (recording or follows or lexical.may_change(request.sql)):
             analysis = statement.analyse()
         if analysis is not None and analysis.settings:
             refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
             if refusal is not None:
                 return self._refused(conn, request, statement, refusal)
         plain = not limits.any and conn.shadow is None
-        if plain and not checks:
-            return self.recorded(conn, request, statement, Verdict.allow(), ALLOW)
+        if plain and not checks:  # (recorded or masked, so analysed: what it does to the session is followed)
+            return self._enforce(Verdict.allow(), statement, conn, request)
         if getattr(self.catalog, "pending", False) and (
                 "unknown" in statement.kinds or not self.catalog.current.complete
                 or self._after_change(conn, statement)):
@@ -107,6 +113,21 @@ class Decisions:
                 return self._enforce(verdict, statement, conn, request)
             return verdict.addCallback(self._enforce, statement, conn, request)
         return self._check(conn, request, statement)
+
+    @staticmethod
+    def _untracked(conn: ClientConnection) -> None:
+        """``conn``'s earlier statements went upstream unread (no check, limit, shadow rule or
+        record wanted them) and now one is wanted (a reload brought it): they may have moved
+        the search_path, changed the catalog, prepared statements. Taken as the worst: the
+        search_path uncertain (an unqualified name may be any schema's), the catalog changed by
+        this session and read again before lineage goes through it. (SQL-level prepared
+        statements this session made then are unknown to the masking: their rows are opaque.)"""
+        conn.untracked = False
+        conn.sql_context = shared(conn.sql_context.uncertain())
+        conn.catalog_changed = True
+        conn.catalog_redefined = True
+        if conn.relay is not None:
+            conn.relay.policy_generation += 1
 
     def _once_fresh(self, conn: ClientConnection, request: StatementRequest) -> Deferred:
         """`_check` once the catalog has been read again. (A method of its own: a lambda in

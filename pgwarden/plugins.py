@@ -186,6 +186,9 @@ class PluginHost:
                             for name, _ in self._each(hook)
                             if getattr(self.pm.get_plugin(name), MASKS_ONLY_BY_RULES, False) is True}
         self._maskers_for: dict[int, _Maskers] = {}
+        #: whether sessions' statements are analysed and followed (search_path, DDL, PREPARE)
+        #: even when no plugin checks them: a masker resolves results through their lineage
+        self.follows = self.checks or self._masking(None)
         self._authenticate = self.pm.hook.pgwarden_authenticate
         self._approve = self.pm.hook.pgwarden_await_approval
         self._recording: set[str] = set()  # the plugins that want records now
@@ -520,6 +523,7 @@ class PluginHost:
         kinds = {rule.kind for policy in config.policies for rule in policy.rules}
         self.checks = any(name not in self._rules_only or self._claimed_by(name) & kinds
                           for name, _ in self._checkers)
+        self.follows = self.checks or self._masking(kinds)
         self._recording = {name for hook in ("pgwarden_records", "pgwarden_record") for name, _ in self._each(hook)}
         for name, call in self._each("pgwarden_records_wanted"):
             if any(answer is False for answer in call()):
@@ -698,6 +702,11 @@ class PluginHost:
             self._maskers_for.clear()
         self._maskers_for[id(policies)] = found
         return found
+
+    def _masking(self, kinds: set[str] | None) -> bool:
+        """Whether a result masker may mask under policies with rules of ``kinds`` (None: any)."""
+        return any(name not in self._masks_only or kinds is None or self._claimed_by(name) & kinds
+                   for name, _ in self._each("pgwarden_result_masks"))
 
     @property
     def masks_messages(self) -> bool:

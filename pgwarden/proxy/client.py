@@ -271,6 +271,9 @@ class ClientConnection(Protocol):
         self.catalog_changed = False
         #: ... and it may define again what lineage goes through (DDL, DO, CALL, unknown code)
         self.catalog_redefined = False
+        #: statements went upstream unread (nothing checked, limited or recorded them): what
+        #: they did to the search_path and the catalog is unknown (`Decisions.decide`)
+        self.untracked = False
         #: the catalog's ticket for this session's last such change (`CatalogSource.has_read`)
         self.catalog_ticket = 0
         self.policies: tuple[Policy, ...] = ()

@@ -143,6 +143,14 @@ class SqlContext:
         after = attrs.evolve(self, search_path=path, possible=possible - frozenset({"$user"}))
         return self if after == self else after
 
+    def uncertain(self) -> SqlContext:
+        """The context of a session whose statements ran unread (nothing checked them): its
+        search_path may be anything, so an unqualified name may be any schema's."""
+        if self.search_path is None:
+            return self
+        return attrs.evolve(self, search_path=None,
+                            possible=(self.possible | frozenset(self.search_path)) - frozenset({"$user"}))
+
     def with_catalog(self, catalog: Catalog) -> SqlContext:
         return self if catalog is self.catalog else attrs.evolve(self, catalog=catalog)
 

@@ -117,6 +117,9 @@ class _Resolver:
         self.uncertain = ctx.search_path is None  # an unqualified name may be in any schema
         self._body_kinds: dict[int, frozenset[str]] = {}
         self._body_tables: dict[int, frozenset[str]] = {}
+        # (a body's writes' WHERE, `Analysis.has_where`: a call of a function whose body deletes
+        # every row is a DELETE without WHERE to a `where: absent` rule)
+        self._body_wheres: dict[int, bool] = {}
         self._in_progress: set[int] = set()
         # casts to types whose conversion runs nothing a policy cares about (see `_inert_cast`)
         self._inert_casts: dict = self.catalog.derived.setdefault("inert casts", {})
@@ -216,7 +219,7 @@ class _Resolver:
             found |= self.function_kinds(fn)
             body_tables = self._body_tables.get(fn.oid)
             if body_tables:  # what its body reads counts as read here (a SECURITY DEFINER reader)
-                nested.append(Analysis(frozenset(), tables=body_tables))
+                nested.append(Analysis(frozenset(), tables=body_tables, has_where=self._body_wheres.get(fn.oid)))
         if local is not None:
             _schema, volatility, body = local
             if body is None:
@@ -224,7 +227,7 @@ class _Resolver:
             else:
                 ran = self.analysis(body)
                 found |= set(ran.kinds) - {"select"}
-                nested.append(Analysis(frozenset(), tables=ran.tables))
+                nested.append(Analysis(frozenset(), tables=ran.tables, has_where=ran.has_where))
             if volatility == "v":
                 found.add("side_effect")
         if call.how == "attribute" and not found:
@@ -384,7 +387,7 @@ class _Resolver:
             functions.add(fn.name)
         body_tables = self._body_tables.get(fn.oid)
         if body_tables:
-            nested.append(Analysis(frozenset(), tables=body_tables))
+            nested.append(Analysis(frozenset(), tables=body_tables, has_where=self._body_wheres.get(fn.oid)))
 
     # ------------------------------------------------------------------ function kinds
 
@@ -404,6 +407,12 @@ class _Resolver:
             found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
         if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
             found.add("side_effect")  # C or an untrusted language: anything may happen
+        if not fn.builtin and self.ctx.stale:
+            # The session changed the catalog in a transaction still open (or not read since):
+            # the function may have been replaced there (CREATE OR REPLACE, then a call of it,
+            # or an EXECUTE of a statement prepared before), and the body the catalog shows is
+            # the old one. What runs is unknown until the change is read.
+            found.add("unknown")
         if not fn.builtin and fn.source is not None and fn.oid not in self._in_progress:
             self._in_progress.add(fn.oid)
             try:
@@ -415,6 +424,8 @@ class _Resolver:
             else:
                 found |= set(body.kinds) - {"select"}
                 self._body_tables[fn.oid] = body.tables
+                if body.has_where is not None:
+                    self._body_wheres[fn.oid] = body.has_where
         result = frozenset(found)
         self._body_kinds[fn.oid] = result
         return result

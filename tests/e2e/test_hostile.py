@@ -30,6 +30,7 @@ import psycopg
 import pytest
 from rawclient import RawClient
 
+from pgwarden import hookimpl
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.wire import messages as m
 
@@ -80,8 +81,21 @@ MIGRATORS = {
         {"name": "secrets", "block": {"tables": ["secret.*"]}},
     ],
 }
-POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS]
-GROUPS = {"design": "ai-agents", "nowrite": "no-writes", "readonly": "read-only", "migrators": "migrators"}
+# Functions created and called (volatile ones too): what they do is judged by their bodies.
+BODIES = {
+    "name": "bodies",
+    "when": {"groups": ["bodies"]},
+    "rules": [
+        {"name": "no-admin", "block": {"statements": [
+            "truncate", "grant", "role", "system", "server_files", "copy_program", "copy_file", "unknown"]}},
+        {"name": "unfiltered-writes", "block": {"statements": ["delete", "update"], "where": "absent"}},
+        {"name": "secrets", "block": {"tables": ["secret.*"]}},
+        {"name": "no-files", "block": {"functions": ["pg_read_file"]}},
+    ],
+}
+POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS, BODIES]
+GROUPS = {"design": "ai-agents", "nowrite": "no-writes", "readonly": "read-only", "migrators": "migrators",
+          "bodies": "bodies"}
 
 # What the database's owner created: objects only the live catalog knows.
 SETUP = """
@@ -141,6 +155,9 @@ SELECT setval('public.s', 1, false);
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots;
 SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin;
+DROP FUNCTION IF EXISTS public.swap_h(), public.swap_k(), public.harmless(smallint);
+DROP VIEW IF EXISTS public.unchecked_v;
+DROP SCHEMA IF EXISTS shadowing CASCADE;
 """
 STATE = """
 SELECT (SELECT count(*) FROM public.things) AS things,
@@ -184,6 +201,18 @@ def allowed(cause, sql, **kw) -> Case:
 
 SIMPLE = ("simple",)  # several statements in one string: the extended protocol takes only one
 SECRET_PATH = ("SELECT set_config('search_path', 'secret', false)",)
+# (in public, dropped by RESET: the live catalog does not read another session's pg_temp)
+HARMLESS_H = "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS 'SELECT 1::bigint'"
+# replaced to write a blocked table (DDL is allowed in the bodies policy)
+SWAP_SQL = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS "
+            "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT count(*) FROM d'")
+SWAP_PLPGSQL = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUAGE plpgsql AS "
+                "'BEGIN DELETE FROM secret.things; RETURN 1; END'")
+SWAP_FILE = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS "
+             "'SELECT length(pg_read_file(''/etc/hostname''))::bigint'")
+# filtered, so the bodies policy would let it write public.things: its `things` is read on the caller's path
+FILTERED_K = ("CREATE FUNCTION public.swap_k() RETURNS bigint LANGUAGE sql AS "
+              "'WITH d AS (DELETE FROM things WHERE id > 0 RETURNING 1) SELECT count(*) FROM d'")
 
 
 def _nested(inner: str, depth: int) -> str:
@@ -387,6 +416,41 @@ CASES = [
         "CREATE FUNCTION pg_temp.h() RETURNS bigint LANGUAGE sql AS "
         "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",)),
     refused("9", "CREATE TEMP VIEW v AS SELECT * FROM secret.things", policy="migrators"),
+    # a prepared statement's function replaced, or its body's names moved, before EXECUTE: the
+    # server plans it again, and runs the new body (or reads the body's names on the new path)
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", SWAP_SQL)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
+                                                     SWAP_PLPGSQL)),
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, SWAP_SQL)),
+    # replaced in an open transaction: no load can read the new body before it commits
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, "BEGIN", SWAP_SQL)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", "BEGIN",
+                                                     SWAP_PLPGSQL)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", "BEGIN",
+                                                     SWAP_SQL)),
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, "BEGIN", SWAP_PLPGSQL)),
+    # an overload that matches the prepared call better, made after it
+    refused("9", "EXECUTE p", policy="bodies", setup=(
+        "DROP FUNCTION IF EXISTS public.harmless(smallint)",  # (DDL here: the catalog read again after RESET)
+        "PREPARE p AS SELECT public.harmless(1::smallint)",
+        "CREATE FUNCTION public.harmless(smallint) RETURNS int LANGUAGE sql AS "
+        "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT count(*)::int FROM d'")),
+    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
+                                                     SWAP_FILE)),
+    refused("9", "EXECUTE p", policy="bodies", setup=(
+        FILTERED_K, "PREPARE p AS SELECT public.swap_k()", "SET search_path = secret, public")),
+    # (the body's unqualified names are matched in every schema: refused on the default path too)
+    refused("9", "EXECUTE p", policy="bodies", setup=(FILTERED_K, "PREPARE p AS SELECT public.swap_k()")),
+    # a body's DELETE without WHERE is one to a `where: absent` rule (it ran before)
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(
+        "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS "
+        "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",)),
+    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(
+        "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE plpgsql AS "
+        "'BEGIN UPDATE public.things SET n = 0; RETURN 1; END'",)),
+    allowed("9", "SELECT public.swap_h()", policy="bodies", setup=(
+        "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE plpgsql AS "
+        "'BEGIN UPDATE public.things SET n = 0 WHERE id = 1; RETURN 1; END'",), changes={"things_sum": 14}),
     allowed("9", "DO $$ BEGIN PERFORM 1; END $$"),
     allowed("9", "DO $$ BEGIN UPDATE things SET n = n + 1 WHERE id = 1; END $$", changes={"things_sum": 16}),
     # ---------------------------------------------------------------- 10: false alarms (and their twins)
@@ -706,3 +770,193 @@ def test_a_named_statement_bound_after_a_search_path_change(hostile, server):
         assert_refused(answer, "Bind q")
     finally:
         agent.close()
+
+
+# ---------------------------------------------------------------------- 5: session state while nothing checks
+
+UNCHECKED_VIEW = "CREATE OR REPLACE VIEW public.unchecked_v AS SELECT id, id AS n FROM public.things"
+MASK_SECRET = [{"name": "p", "rules": [{"name": "secret-n", "mask": {"columns": ["secret.things.n"], "with": "redact"}}]}]
+
+
+@pytest.fixture(params=["recorded", "unrecorded"])
+def unchecked(request, make_pgwarden, hostile_db, pg_server, signing_keys, tmp_path, server):
+    """A pgwarden without the block plugin whose one policy has no rule: no plugin checks a
+    statement, until a reload brings a mask rule. Recorded (each statement parsed for its
+    record), or not (not even parsed)."""
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    server.reset()
+    server.conn.execute(UNCHECKED_VIEW)
+    section = {"disable": ["block"]}
+    # (no change check: DDL through the session is the only way pgwarden may learn of it)
+    extra: dict = {"catalog": {"check_s": 3600}}
+    if request.param == "unrecorded":
+        section = {"disable": ["block", "recording"]}
+        extra["recording"] = {"sinks": []}
+    running = make_pgwarden(policies=[{"name": "p"}], upstream={"database": DB}, plugins_section=section, **extra)
+    assert running.app.recorder.active is (request.param == "recorded")
+
+    def mask():
+        doc = base_config(pg_server, signing_keys, tmp_path, policies=MASK_SECRET, upstream={"database": DB},
+                          plugins=section, **extra)
+        assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+
+    return running, mask
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_search_path_set_while_nothing_checks_is_followed_after_a_reload(unchecked, server, protocol):
+    # The SET goes through while no plugin checks statements; a reload then masks secret.things.n.
+    # Read through an expression (no table in the row description), `things` must still be
+    # taken for secret.things, as the server takes it: pgwarden followed the SET all along.
+    running, mask = unchecked
+    agent = Agent(running, "ai-agents", protocol)
+    try:
+        assert not errors(agent.run("SET search_path = secret, public"))
+        mask()
+        answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
+        assert not errors(answer), answer
+        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
+        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+    finally:
+        agent.close()
+
+
+class SecretMasker:
+    """A third party's masker with no check of its own: it masks what comes from secret.things.n."""
+
+    @hookimpl
+    def pgwarden_result_masks(self, result, statement, session):
+        from pgwarden.masking import ColumnMask
+
+        return {c.index: ColumnMask(lambda value, column: None, 1, "p/secret", "secret.things.n", "redact")
+                for c in result.columns
+                if c.direct == "secret.things.n" or "secret.things.n" in c.sources or c.opaque} or None
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_a_search_path_is_followed_for_a_masker_that_checks_nothing(make_pgwarden, hostile_db, server, protocol):
+    # No plugin checks statements, nothing is recorded: only the masker reads the statements'
+    # lineage, which must follow the SET as the server does.
+    server.reset()
+    running = make_pgwarden(plugins=[("secret-masker", SecretMasker())], upstream={"database": DB},
+                            plugins_section={"disable": ["block", "mask", "recording"]}, recording={"sinks": []})
+    agent = Agent(running, "ai-agents", protocol)
+    try:
+        assert not errors(agent.run("SET search_path = secret, public"))
+        answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
+        assert not errors(answer), answer
+        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
+        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+    finally:
+        agent.close()
+
+
+def test_a_view_replaced_while_nothing_checks_is_read_again_after_a_reload(unchecked, server):
+    # The view pgwarden's catalog knows is replaced (unchecked) to return secret.things.n; the
+    # reload masks that column: the view's rows must not be read through its old definition.
+    running, mask = unchecked
+    agent = Agent(running, "ai-agents", "simple")
+    try:
+        assert not errors(agent.run("CREATE OR REPLACE VIEW public.unchecked_v AS SELECT id, n FROM secret.things"))
+        mask()
+        answer = agent.run("SELECT n FROM public.unchecked_v ORDER BY id")
+        assert not errors(answer), answer
+        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
+        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+    finally:
+        agent.close()
+
+
+# ---------------------------------------------------------------------- 9: a named statement's function replaced
+
+
+# A STABLE function: a call of it changes nothing, so its named statement is decided at Parse
+# alone, and again at a Bind only once something may have changed what it runs.
+STABLE_H = "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql STABLE AS 'SELECT 1::bigint'"
+SWAP_STABLE = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql STABLE AS "
+               "'SELECT sum(n) FROM secret.things'")
+
+
+@pytest.mark.parametrize("harmless, swap", [(HARMLESS_H, SWAP_SQL), (HARMLESS_H, SWAP_PLPGSQL),
+                                            (HARMLESS_H, SWAP_FILE), (STABLE_H, SWAP_STABLE)],
+                         ids=["sql", "plpgsql", "function-rule", "stable-read"])
+def test_a_named_statement_bound_after_its_function_is_replaced(hostile, server, harmless, swap):
+    # Parse once, Bind after the function it calls was replaced: the server plans it again and
+    # runs the new body; pgwarden decides the Bind again on the catalog that shows the change.
+    server.reset()
+    before = server.state()
+    agent = Agent(hostile, GROUPS["bodies"], "simple")
+    rc = agent.rc
+    try:
+        assert not errors(agent.run(harmless))
+        rc.send(m.Parse("q", "SELECT public.swap_h()").encode() + m.Bind("", "q").encode()
+                + m.Execute("").encode() + m.Sync().encode())
+        assert not errors(rc.until_ready())
+        assert not errors(agent.run(swap))
+        rc.send(m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = rc.until_ready()
+        assert not [r for r in answer if isinstance(r, m.DataRow) and int(r.values[0] or 0) > 1000]
+        assert_refused(answer, "Bind q")
+    finally:
+        agent.close()
+    assert server.state() == before
+
+
+def test_psycopg_prepared_after_its_function_is_replaced(hostile, server):
+    # The same through psycopg's own named statements (prepare=True: Parse once, Bind each time).
+    server.reset()
+    before = server.state()
+    token = hostile.token(groups=[GROUPS["bodies"]])
+    with psycopg.connect(hostile.dsn(token, database=DB), autocommit=True) as c:
+        c.execute(HARMLESS_H)
+        assert c.execute("SELECT public.swap_h()", prepare=True).fetchall() == [(1,)]
+        c.execute(SWAP_SQL)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="pgwarden: blocked"):
+            c.execute("SELECT public.swap_h()", prepare=True)
+    assert server.state() == before
+
+
+def test_a_named_statement_bound_after_a_same_named_function_comes_first(hostile, server):
+    # Parse resolves swap_h() to public's; a SET then puts a schema with its own swap_h (which
+    # reads secret.things) first: the server plans the Bind again and calls that one.
+    server.reset()
+    server.conn.execute("CREATE SCHEMA shadowing; CREATE FUNCTION shadowing.swap_h() RETURNS bigint LANGUAGE sql "
+                        "STABLE AS 'SELECT sum(n) FROM secret.things'")
+    hostile.call(hostile.app.catalog.invalidate, "the test's setup")
+    hostile.call(hostile.app.catalog.fresh)
+    agent = Agent(hostile, GROUPS["bodies"], "simple")
+    rc = agent.rc
+    try:
+        assert not errors(agent.run(STABLE_H))
+        rc.send(m.Parse("q", "SELECT swap_h()").encode() + m.Bind("", "q").encode()
+                + m.Execute("").encode() + m.Sync().encode())
+        assert not errors(rc.until_ready())
+        assert not errors(agent.run("SET search_path = shadowing, public"))
+        rc.send(m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = rc.until_ready()
+        assert not [r for r in answer if isinstance(r, m.DataRow) and int(r.values[0] or 0) > 1000]
+        assert_refused(answer, "Bind q")
+    finally:
+        agent.close()
+        server.conn.execute("DROP SCHEMA shadowing CASCADE")
+
+
+def test_a_named_statement_bound_after_its_function_is_replaced_in_the_same_pipeline(hostile, server):
+    # No Sync between the replacement and the Bind: one implicit transaction, the change unread
+    # by any load when the Bind is decided.
+    server.reset()
+    before = server.state()
+    agent = Agent(hostile, GROUPS["bodies"], "simple")
+    rc = agent.rc
+    try:
+        assert not errors(agent.run(HARMLESS_H))
+        rc.send(m.Parse("q", "SELECT public.swap_h()").encode() + m.Sync().encode())
+        assert not errors(rc.until_ready())
+        rc.send(m.Parse("", SWAP_PLPGSQL).encode() + m.Bind("", "").encode() + m.Execute("").encode()
+                + m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
+        assert_refused(rc.until_ready(), "Bind q")
+    finally:
+        agent.close()
+    assert server.state() == before

@@ -109,6 +109,46 @@ def test_where(sql, has_where):
     assert analyze_sql(sql).has_where is has_where
 
 
+def _with_writing_functions():
+    """The default context, its catalog holding a function whose body deletes every row and one
+    whose body deletes one (a database may hold them: an agent may have created them)."""
+    import attrs
+
+    from pgwarden.catalog import builtin_catalog
+    from pgwarden.catalog.model import Catalog, FunctionFacts
+    from pgwarden.sql.context import default_context
+
+    base = builtin_catalog()
+
+    def made(oid: int, name: str, nargs: int, language: str, source: str) -> FunctionFacts:
+        return FunctionFacts(oid=oid, schema="public", name=name, nargs=nargs, volatility="v", language=language,
+                             trusted_language=True, kind="f", builtin=False, source=source)
+
+    functions = (made(99101, "wipe", 0, "sql", "WITH d AS (DELETE FROM public.t RETURNING 1) SELECT count(*) FROM d"),
+                 made(99102, "trim_one", 1, "sql", "DELETE FROM public.t WHERE id = $1"),
+                 made(99103, "reset_all", 0, "plpgsql", "BEGIN UPDATE public.t SET a = 0; END"))
+    catalog = Catalog(functions=base.functions + functions, relations=base.relations, operators=base.operators,
+                      types=base.types, casts=base.casts, settings=base.settings, schemas=base.schemas | {"public"},
+                      server_version=base.server_version, source="test")
+    return attrs.evolve(default_context(), catalog=catalog)
+
+
+@pytest.mark.parametrize(
+    "sql, has_where",
+    [
+        ("SELECT public.wipe()", False),
+        ("SELECT public.reset_all()", False),
+        ("SELECT public.trim_one(1)", True),
+        ("SELECT public.trim_one(1), public.wipe()", False),
+        ("DELETE FROM t WHERE id = public.trim_one(1)", True),
+        ("CREATE FUNCTION pg_temp.f() RETURNS void LANGUAGE sql AS 'DELETE FROM t'; SELECT pg_temp.f()", False),
+    ],
+)
+def test_a_bodys_write_without_where_is_the_calls(sql, has_where):
+    # A `where: absent` rule refused `DELETE FROM t` but let `SELECT wipe()` delete every row.
+    assert analyze_sql(sql, _with_writing_functions()).has_where is has_where
+
+
 def test_tables_and_functions():
     a = analyze_sql("SELECT lower(u.email), s.f(1) FROM public.users u JOIN sales.orders o ON o.uid = u.id")
     assert a.tables == {"public.users", "sales.orders"}
@@ -280,3 +320,11 @@ def test_any_depth_the_server_accepts(sql):
 
 def test_depth_does_not_hide_what_runs():
     assert "server_files" in analyze_sql("SELECT " + " + ".join(["1"] * 999 + ["length(pg_read_file('x'))"])).kinds
+
+
+def test_a_function_of_the_database_is_unknown_while_the_sessions_ddl_is_unread():
+    # BEGIN; CREATE OR REPLACE FUNCTION f ...; SELECT f(): the catalog shows the old body.
+    ctx = _with_writing_functions()
+    assert "unknown" not in analyze_sql("SELECT public.trim_one(1)", ctx).kinds
+    assert "unknown" in analyze_sql("SELECT public.trim_one(1)", ctx.with_stale(True)).kinds
+    assert "unknown" not in analyze_sql("SELECT now(), lower('A')", ctx.with_stale(True)).kinds

@@ -805,6 +805,13 @@ def unchecked(request, make_pgwarden, hostile_db, pg_server, signing_keys, tmp_p
     return running, mask
 
 
+def _assert_secret_masked(answer) -> None:
+    """The answer has rows, and none carries secret.things.n's values (all above 1000) unmasked."""
+    assert not errors(answer), answer
+    values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
+    assert values and not any(v is not None and int(v) > 1000 for v in values), values
+
+
 @pytest.mark.parametrize("protocol", ["simple", "extended"])
 def test_a_search_path_set_while_nothing_checks_is_followed_after_a_reload(unchecked, server, protocol):
     # The SET goes through while no plugin checks statements; a reload then masks secret.things.n.
@@ -816,9 +823,7 @@ def test_a_search_path_set_while_nothing_checks_is_followed_after_a_reload(unche
         assert not errors(agent.run("SET search_path = secret, public"))
         mask()
         answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
-        assert not errors(answer), answer
-        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
-        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+        _assert_secret_masked(answer)
     finally:
         agent.close()
 
@@ -846,9 +851,7 @@ def test_a_search_path_is_followed_for_a_masker_that_checks_nothing(make_pgwarde
     try:
         assert not errors(agent.run("SET search_path = secret, public"))
         answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
-        assert not errors(answer), answer
-        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
-        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+        _assert_secret_masked(answer)
     finally:
         agent.close()
 
@@ -862,9 +865,7 @@ def test_a_view_replaced_while_nothing_checks_is_read_again_after_a_reload(unche
         assert not errors(agent.run("CREATE OR REPLACE VIEW public.unchecked_v AS SELECT id, n FROM secret.things"))
         mask()
         answer = agent.run("SELECT n FROM public.unchecked_v ORDER BY id")
-        assert not errors(answer), answer
-        values = [r.values[0] for r in answer if isinstance(r, m.DataRow)]
-        assert values and not any(v is not None and int(v) > 1000 for v in values), values
+        _assert_secret_masked(answer)
     finally:
         agent.close()
 

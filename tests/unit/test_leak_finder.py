@@ -1,0 +1,60 @@
+"""The leak finder's reading of a stream: random bytes no statement chose are not a leak."""
+
+from __future__ import annotations
+
+import datetime as dt
+import struct
+
+import pytest
+
+from pgwarden.testing.leaks import LeakFinder, Secret, without_key_data
+from pgwarden.wire import messages as m
+
+DOB = dt.date(1942, 3, 19)
+JULIAN = DOB.toordinal() + 1721425  # what to_char(d, 'J') gives; its int4 is 00 25 15 e6
+SPELLED = struct.pack(">i", JULIAN)
+
+
+def _stream(*messages) -> bytes:
+    return b"".join(message.encode() for message in messages)
+
+
+def _greeting(pid: int, key: int) -> list:
+    return [m.Authentication(m.Authentication.OK), m.ParameterStatus("TimeZone", "Etc/UTC"),
+            m.BackendKeyData(pid, key), m.ReadyForQuery("I")]
+
+
+def test_the_form_is_what_the_ci_run_saw():
+    # the pid's last three bytes and the key's first spelled the date of birth
+    assert SPELLED == b"\x00\x25\x15\xe6"
+    assert struct.pack(">iI", 0x2515, 0xE6B56379)[1:5] == SPELLED
+
+
+@pytest.mark.parametrize("prefix", [b"", b"N", b"NN"])
+def test_a_cancel_key_that_spells_a_secret_is_not_a_leak(prefix):
+    finder = LeakFinder([Secret("user 2 dob", DOB)])
+    stream = prefix + _stream(*_greeting(0x2515, 0xE6B56379))
+    assert SPELLED in stream
+    assert finder.find(stream) == []
+
+
+def test_the_same_bytes_in_a_row_are_a_leak():
+    finder = LeakFinder([Secret("user 2 dob", DOB)])
+    stream = _stream(*_greeting(77, 1), m.DataRow((b"\x01" + SPELLED + b"\x02",)), m.ReadyForQuery("I"))
+    leaks = finder.find(stream)
+    assert [leak.form for leak in leaks] == ["int4(julian day)"]
+
+
+def test_only_the_key_data_body_is_zeroed():
+    rows = _stream(m.DataRow((SPELLED,)), m.ReadyForQuery("I"))
+    stream = b"N" + _stream(*_greeting(0x2515, 0xE6B56379)) + rows
+    cleaned = without_key_data(stream)
+    assert len(cleaned) == len(stream)
+    assert cleaned.endswith(rows)
+    assert cleaned.replace(bytes(8), b"", 1) == stream.replace(struct.pack(">iI", 0x2515, 0xE6B56379), b"", 1)
+
+
+def test_a_stream_that_is_not_messages_is_left_alone():
+    junk = b"K\x00\x00\x00\x0c" + SPELLED + b"\x00\x00\x00\x00"  # a key-data shape after a broken length
+    stream = b"D\x00\x00\x00\x02" + junk
+    assert without_key_data(stream) == stream

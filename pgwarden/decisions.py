@@ -21,6 +21,7 @@ from pgwarden.config import Approvals
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
+from pgwarden.session import went_unchecked
 from pgwarden.sql.context import shared
 from pgwarden.sql.lineage import NAMING_KINDS
 from pgwarden.verdict import Refusal, Verdict
@@ -38,6 +39,11 @@ _RECORDING_FAILED = Refusal(
     "pgwarden records every statement before it runs; a record sink is failing.",
     "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
 )
+
+def _unchecked(conn: ClientConnection) -> Verdict:
+    went_unchecked(conn.session)
+    return Verdict.allow()
+
 
 class Decisions:
     """Turns a `StatementRequest` into ALLOW, a Refusal, CountRows or a Deferred of one of them.
@@ -98,6 +104,7 @@ class Decisions:
                 return self._refused(conn, request, statement, refusal)
         plain = not limits.any and conn.shadow is None
         if plain and not checks:  # (recorded or masked, so analysed: what it does to the session is followed)
+            went_unchecked(conn.session)
             return self._enforce(Verdict.allow(), statement, conn, request)
         if getattr(self.catalog, "pending", False) and (
                 "unknown" in statement.kinds or not self.catalog.current.complete
@@ -123,6 +130,7 @@ class Decisions:
         this session and read again before lineage goes through it. (SQL-level prepared
         statements this session made then are unknown to the masking: their rows are opaque.)"""
         conn.untracked = False
+        went_unchecked(conn.session)
         conn.sql_context = shared(conn.sql_context.uncertain())
         conn.catalog_changed = True
         conn.catalog_redefined = True
@@ -174,7 +182,7 @@ class Decisions:
             refused = core_limits.refusal(statement.analysis, limits)
             if refused is not None:
                 return self.recorded(conn, request, statement, refused, Refusal.from_verdict(refused))
-        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else Verdict.allow()
+        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else _unchecked(conn)
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
@@ -191,7 +199,7 @@ class Decisions:
                 return self._shadowed(refused, shadow.evaluate(self.plugins, statement),
                                       lambda v, found: self.recorded(conn, request, statement, v,
                                                                      Refusal.from_verdict(v), found))
-        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else Verdict.allow()
+        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else _unchecked(conn)
         return self._shadowed(verdict, shadow.evaluate(self.plugins, statement),
                               lambda v, found: self._enforce(v, statement, conn, request, found))
 

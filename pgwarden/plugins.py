@@ -42,6 +42,7 @@ from pgwarden.plugin_call import PluginCall
 from pgwarden.policy.kinds import BLOCK, BUILTIN_RULE_KINDS, CORE_RULE_KINDS, RuleKind
 from pgwarden.policy.model import RULE_KEYS, Policy, Rule, Unread
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections, resolve, value_at
+from pgwarden.session import went_unchecked
 from pgwarden.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -565,6 +566,9 @@ class PluginHost:
             if known is None or known[0] is not policies:
                 known = self._checkers_for_policies(policies)
             checkers = known[1]
+            if not checkers:  # no plugin sees it: one that remembers the session's PREPAREs must know
+                went_unchecked(session)
+                return _ALLOWED
         direct = self.pm._inner_hookexec is _multicall  # else tracing or a monitor runs each call
         for name, call in checkers:
             try:

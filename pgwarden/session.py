@@ -87,6 +87,18 @@ class Session:
     store: Store = attrs.field(factory=Store, repr=False)
 
 
+#: Set by the core when one of the session's statements went to the server with no plugin's
+#: ``pgwarden_check`` called on it (nothing checked the session then, or not even parsed it):
+#: a plugin that remembers what the session did (the SQL-level statements it PREPAREd, say)
+#: has missed something, and takes it (and clears it) at its next check.
+UNCHECKED = StoreKey[bool]("core.unchecked")
+
+
+def went_unchecked(session: Session) -> None:
+    """One of ``session``'s statements goes to the server unseen by the plugins' checks."""
+    session.store[UNCHECKED] = True
+
+
 def replace_policies(session: Session, policies: tuple[Policy, ...]) -> None:
     """A reload changed what applies to ``session``: the core's one change to a live session."""
     object.__setattr__(session, "policies", policies)

@@ -213,8 +213,15 @@ class Approving:
                 if spec is None:
                     continue
                 hit = matches(spec, statement)
+                if not hit and "unknown" in statement.kinds:  # type: ignore[attr-defined]
+                    # What pgwarden cannot analyse may be what the rule names (a DELETE built at
+                    # run time, an EXECUTE of a statement prepared unseen): it waits too. (The
+                    # block plugin refuses it first, unless disabled or an allow rule names it.)
+                    hit = ["unknown"]
                 if hit:
-                    reason = rule.reason or f"{', '.join(h.upper() if h.isalpha() else h for h in hit)} needs approval"
+                    reason = rule.reason or (
+                        "statements pgwarden cannot analyse need approval" if hit == ["unknown"]
+                        else f"{', '.join(h.upper() if h.isalpha() else h for h in hit)} needs approval")
                     return Verdict.approve(reason, policy=policy.name, rule=rule.name or f"rules[{i}]")
         return None
 

@@ -14,10 +14,15 @@ import fnmatch
 import attrs
 
 from pgwarden.api import ALLOW, APPROVE, BLOCK, Policy, Session, Statement, StatementMatch, StoreKey, Verdict, hookimpl
+from pgwarden.session import UNCHECKED
 from pgwarden.sql.resolve import resolve
 
 # What each SQL-level PREPAREd statement of a session does, for its later EXECUTEs.
 PREPARED = StoreKey[dict]("block.prepared")  # name -> the Syntax of every body prepared under it
+# Once statements went to the server unseen (`UNCHECKED`), any name may have been prepared (or
+# deallocated and prepared again) there: the names whose history is known again since (each
+# DEALLOCATEd since), or None while every name's is.
+SURE = StoreKey["set[str] | None"]("block.sure")
 
 
 @attrs.frozen
@@ -63,12 +68,20 @@ def _with_executed(statement, session):
     search_path then.
     """
     analysis = statement.analysis
-    prepared = session.store.setdefault(PREPARED, {})
+    store = session.store
+    prepared = store.setdefault(PREPARED, {})
+    if store.get(UNCHECKED, False):  # statements went by unseen: any name may be another statement
+        store[UNCHECKED] = False
+        store[SURE] = set()
+    sure = store.get(SURE, None)
     for name in analysis.deallocates:
         if name == "*":
             prepared.clear()
+            sure = store[SURE] = None
         else:
             prepared.pop(name, None)
+            if sure is not None:
+                sure.add(name)
     for name, _body, syntax in analysis.prepares:
         bodies = prepared.setdefault(name, [])
         if not any(b is syntax for b in bodies):  # judged again for each shadow view: kept once
@@ -79,9 +92,12 @@ def _with_executed(statement, session):
     wheres = [] if analysis.has_where is None else [analysis.has_where]
     for name in analysis.executes:
         bodies = prepared.get(name)
-        if not bodies:  # prepared before pgwarden could see it, or never: judge the worst
+        if not bodies or (sure is not None and name not in sure):
+            # prepared before pgwarden could see it, or never, or maybe again unseen: the worst
             kinds.add("unknown")
-            continue
+            wheres.append(False)
+            if not bodies:
+                continue
         for syntax in bodies:
             body = resolve(syntax, statement.context) if statement.context is not None else None
             if body is None:

@@ -961,3 +961,98 @@ def test_a_named_statement_bound_after_its_function_is_replaced_in_the_same_pipe
     finally:
         agent.close()
     assert server.state() == before
+
+
+# ---------------------------------------------------------------------- 4: SQL-level PREPAREs no plugin saw
+
+APPROVE_DELETES = [{"name": "p", "rules": [{"name": "deletes", "approve": {"statements": ["delete"], "mode": "retry"}}]}]
+NO_RULES = [{"name": "p"}]
+
+
+# (another identity's: the approve plugin checks statements, but none of the agents')
+OTHERS = {"name": "others", "when": {"groups": ["others"]},
+          "rules": [{"name": "inserts", "approve": {"statements": ["insert"], "mode": "retry"}}]}
+
+
+@pytest.fixture(params=["recorded", "unrecorded", "others"])
+def approving(request, make_pgwarden, hostile_db, pg_server, signing_keys, tmp_path, server):
+    """A pgwarden whose only checker is the approve plugin (block disabled); ``policies(doc)``
+    reloads it with other policies. Recorded (every statement analysed, none checked while no
+    approve rule applies), not (not even parsed: the session untracked), or with an approve
+    rule for another identity (the plugin checks, but not the agent's statements)."""
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    server.reset()
+    section: dict = {"disable": ["block"]}
+    extra: dict = {}
+    if request.param == "unrecorded":
+        section = {"disable": ["block", "recording"]}
+        extra["recording"] = {"sinks": []}
+    others = [OTHERS] if request.param == "others" else []
+    running = make_pgwarden(policies=NO_RULES + others, upstream={"database": DB}, plugins_section=section, **extra)
+
+    def policies(doc):
+        config = base_config(pg_server, signing_keys, tmp_path, policies=doc + others, upstream={"database": DB},
+                             plugins=section, **extra)
+        assert running.call(running.app.reload, _CONVERTER.structure(config, Config))
+
+    return running, policies
+
+
+def _assert_held(answer, sql: str) -> None:
+    errs = errors(answer)
+    assert errs and errs[0].sqlstate == "42501" and errs[0].message.startswith("pgwarden: "), (sql, answer[-3:])
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_execute_of_a_statement_prepared_while_no_approve_rule_applied(approving, server, protocol):
+    # PREPARE goes upstream while nothing checks; a reload brings an approve rule on DELETE:
+    # EXECUTE p runs a DELETE, and must wait for (or be refused) approval, not run.
+    running, policies = approving
+    before = server.state()
+    agent = Agent(running, "ai-agents", protocol)
+    try:
+        assert not errors(agent.run("PREPARE p AS DELETE FROM things"))
+        policies(APPROVE_DELETES)
+        _assert_held(agent.run("EXECUTE p"), "EXECUTE p")
+    finally:
+        agent.close()
+    assert server.state() == before
+
+
+def test_execute_of_a_name_prepared_again_while_no_approve_rule_applied(approving, server):
+    # The plugin saw `p` prepared as a SELECT; the rule goes away, `p` is deallocated and
+    # prepared again as a DELETE unseen; the rule comes back: EXECUTE p is not the SELECT.
+    running, policies = approving
+    policies(APPROVE_DELETES)
+    before = server.state()
+    agent = Agent(running, "ai-agents", "simple")
+    try:
+        assert not errors(agent.run("PREPARE p AS SELECT 1"))
+        assert not errors(agent.run("EXECUTE p"))
+        policies(NO_RULES)
+        assert not errors(agent.run("DEALLOCATE p"))
+        assert not errors(agent.run("PREPARE p AS DELETE FROM things"))
+        policies(APPROVE_DELETES)
+        _assert_held(agent.run("EXECUTE p"), "EXECUTE p")
+        assert not errors(agent.run("DEALLOCATE p"))  # seen: `p` is known again from here on
+        assert not errors(agent.run("PREPARE p AS SELECT 2"))
+        assert not errors(agent.run("EXECUTE p"))
+    finally:
+        agent.close()
+    assert server.state() == before
+
+
+def test_a_computed_delete_waits_for_approval_without_the_block_plugin(approving, server):
+    # What pgwarden cannot analyse may be a DELETE: an approve rule on DELETE holds it.
+    running, policies = approving
+    policies(APPROVE_DELETES)
+    before = server.state()
+    agent = Agent(running, "ai-agents", "simple")
+    try:
+        _assert_held(agent.run("DO $$ BEGIN EXECUTE 'DELETE FROM ' || 'things'; END $$"), "DO")
+        assert not errors(agent.run("SELECT count(*) FROM things"))
+    finally:
+        agent.close()
+    assert server.state() == before

@@ -32,7 +32,7 @@ from __future__ import annotations
 import attrs
 
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
-from pgwarden.sql.analysis import Analysis
+from pgwarden.sql.analysis import REDEFINES, Analysis
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.syntax import COMPUTED, Call, Syntax
 
@@ -115,6 +115,9 @@ class _Resolver:
         self.catalog: Catalog = ctx.catalog
         self.schemas = ctx.schemas()
         self.uncertain = ctx.search_path is None  # an unqualified name may be in any schema
+        #: the catalog may not show what runs: the session changed it in a transaction still
+        #: open, or an earlier statement of the same string may (DDL, DO, CALL)
+        self.stale = ctx.stale
         self._body_kinds: dict[int, frozenset[str]] = {}
         self._body_tables: dict[int, frozenset[str]] = {}
         # (a body's writes' WHERE, `Analysis.has_where`: a call of a function whose body deletes
@@ -125,7 +128,11 @@ class _Resolver:
         self._inert_casts: dict = self.catalog.derived.setdefault("inert casts", {})
 
     def analysis(self, syntax: Syntax) -> Analysis:
-        saved = self.schemas, self.uncertain
+        saved = self.schemas, self.uncertain, self.stale
+        if syntax.statements > 1 and syntax.kinds & REDEFINES:
+            # `CREATE CAST ...; SELECT 5::t` runs the new cast: the string's statements are
+            # judged as a transaction's after its DDL are (`SqlContext.stale`)
+            self.stale = True
         if (syntax.settings and syntax.statements > 1) or syntax.executes:
             # A statement of the string may move the search_path for the statements after it in the
             # same string: names are matched in the schemas of both paths.
@@ -136,7 +143,7 @@ class _Resolver:
         try:
             return self._analysis(syntax)
         finally:
-            self.schemas, self.uncertain = saved
+            self.schemas, self.uncertain, self.stale = saved
 
     def _analysis(self, syntax: Syntax) -> Analysis:
         kinds = set(syntax.kinds)
@@ -145,6 +152,11 @@ class _Resolver:
         nested: list[Analysis] = []
         for call in syntax.calls:
             self._call(call, kinds, functions, defined, nested)
+        if self.stale and syntax.calls and self._reads_own_types(syntax):
+            # A cast from a type of the database's own made in the transaction still open (CREATE
+            # CAST ... AS IMPLICIT, or to text) may convert its columns' values where the text
+            # shows no cast, or a cast the catalog does not show: what runs is unknown.
+            kinds.add("unknown")
         if self.catalog.ambient_casts:
             self._ambient_casts(syntax, kinds, functions, nested)
         tables, writes = self._relations(syntax, kinds, functions, nested)
@@ -285,6 +297,11 @@ class _Resolver:
         return found
 
     def _cast(self, call: Call, kinds: set[str], functions: set[str], nested: list) -> None:
+        if self.stale and (call.name == "*" or any(
+                t.oid >= FIRST_NORMAL_OID for t in self._types(call.schema, call.name))):
+            # The session changed the catalog in the transaction still open: a cast, a domain's
+            # CHECK, a type made or replaced there runs what the catalog does not show yet.
+            kinds.add("unknown")
         if call.name == "*" and call.schema is None:  # a PL/pgSQL variable of a type not known
             for type_oid in self._converting_types():
                 self._convert(type_oid, False, kinds, functions, nested)
@@ -308,6 +325,8 @@ class _Resolver:
 
     def _convert(self, type_oid: int, explicit: bool, kinds: set[str], functions: set[str], nested: list) -> None:
         """A value is converted to type ``type_oid`` (see `Catalog.conversion`)."""
+        if self.stale and type_oid >= FIRST_NORMAL_OID:
+            kinds.add("unknown")  # (as in `_cast`: the type's casts and CHECKs may be new)
         if not self._inert_type(type_oid, explicit):
             for oid in self.catalog.conversion(type_oid, explicit):
                 self._runs(oid, kinds, functions, nested, named=explicit)
@@ -329,6 +348,16 @@ class _Resolver:
             if cast.context == "i" and computing or \
                     cast.context == "a" and assigning and cast.target < FIRST_NORMAL_OID:
                 self._runs(cast.function, kinds, functions, nested, named=False)
+
+    def _reads_own_types(self, syntax: Syntax) -> bool:
+        """Whether ``syntax`` names a relation with columns of a type of the database's own (or
+        one the catalog does not know: made in the open transaction, its columns unknown)."""
+        for rel in syntax.relations:
+            found = [r for r in self.catalog.relations_named(rel.name)
+                     if rel.schema is None or _schema(r.schema) == _schema(rel.schema)]
+            if not found or any(r.column_types for r in found):
+                return True
+        return False
 
     def _ambient(self) -> tuple[CastFacts, ...]:
         """The catalog's assignment and implicit casts, less those whose function is a built-in
@@ -407,7 +436,7 @@ class _Resolver:
             found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
         if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
             found.add("side_effect")  # C or an untrusted language: anything may happen
-        if not fn.builtin and self.ctx.stale:
+        if not fn.builtin and self.stale:
             # The session changed the catalog in a transaction still open (or not read since):
             # the function may have been replaced there (CREATE OR REPLACE, then a call of it,
             # or an EXECUTE of a statement prepared before), and the body the catalog shows is

@@ -147,6 +147,33 @@ CREATE FUNCTION public.neg_purge(text) RETURNS int LANGUAGE sql VOLATILE
     AS $$ WITH d AS (DELETE FROM public.things RETURNING 1) SELECT 0 $$;
 CREATE OPERATOR public.- (RIGHTARG = text, FUNCTION = public.neg_purge);
 """
+# Objects the upstream role owns, so an agent's session may make casts and operators of them, add a
+# CHECK to a domain, replace a cast's or an operator's function: in an open transaction, the
+# catalog pgwarden read shows none of it until the commit.
+OWNED = f"""
+CREATE TYPE public.fresh AS (n int);
+CREATE FUNCTION public.mk_fresh(int) RETURNS public.fresh LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT row($1)::public.fresh $$;
+CREATE FUNCTION public.fresh_text(public.fresh) RETURNS text LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 'x'::text $$;
+CREATE TABLE public.fresh_rows (f public.fresh);
+INSERT INTO public.fresh_rows VALUES (row(1));
+CREATE DOMAIN public.plain AS int CHECK (VALUE > 0);
+CREATE TYPE public.token AS (n int);
+CREATE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql IMMUTABLE AS 'SELECT row($1)::public.token';
+CREATE CAST (int AS public.token) WITH FUNCTION public.to_token(int);
+CREATE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
+CREATE OPERATOR public.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = public.op_same);
+ALTER TYPE public.fresh OWNER TO {APP_USER};
+ALTER FUNCTION public.mk_fresh(int) OWNER TO {APP_USER};
+ALTER FUNCTION public.fresh_text(public.fresh) OWNER TO {APP_USER};
+ALTER TABLE public.fresh_rows OWNER TO {APP_USER};
+ALTER DOMAIN public.plain OWNER TO {APP_USER};
+ALTER TYPE public.token OWNER TO {APP_USER};
+ALTER FUNCTION public.to_token(int) OWNER TO {APP_USER};
+ALTER FUNCTION public.op_same(int, int) OWNER TO {APP_USER};
+ALTER OPERATOR public.=== (int, int) OWNER TO {APP_USER};
+"""
 RESET = """
 DELETE FROM public.things; INSERT INTO public.things SELECT g, g FROM generate_series(1, 5) g;
 DELETE FROM secret.things; INSERT INTO secret.things SELECT g, 1000 + g FROM generate_series(1, 3) g;
@@ -158,6 +185,13 @@ SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin;
 DROP FUNCTION IF EXISTS public.swap_h(), public.swap_k(), public.harmless(smallint);
 DROP VIEW IF EXISTS public.unchecked_v;
 DROP SCHEMA IF EXISTS shadowing CASCADE;
+DROP CAST IF EXISTS (int AS public.fresh);
+DROP CAST IF EXISTS (public.fresh AS text);
+DROP OPERATOR IF EXISTS public.<+> (int, int);
+ALTER DOMAIN public.plain DROP CONSTRAINT IF EXISTS p2;
+CREATE OR REPLACE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql IMMUTABLE
+    AS 'SELECT row($1)::public.token';
+CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
 """
 STATE = """
 SELECT (SELECT count(*) FROM public.things) AS things,
@@ -453,6 +487,30 @@ CASES = [
         "'BEGIN UPDATE public.things SET n = 0 WHERE id = 1; RETURN 1; END'",), changes={"things_sum": 14}),
     allowed("9", "DO $$ BEGIN PERFORM 1; END $$"),
     allowed("9", "DO $$ BEGIN UPDATE things SET n = n + 1 WHERE id = 1; END $$", changes={"things_sum": 16}),
+    # a cast, an operator, a domain's CHECK made or replaced in the transaction still open: the
+    # catalog shows the old picture until the commit (each string commits what it ran)
+    refused("9", "SELECT 5::public.fresh; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "CREATE CAST (int AS public.fresh) WITH FUNCTION public.mk_fresh(int)")),
+    refused("9", "CREATE CAST (int AS public.fresh) WITH FUNCTION public.mk_fresh(int); SELECT 5::public.fresh",
+            policy="bodies", protocols=SIMPLE),
+    refused("9", "INSERT INTO public.fresh_rows VALUES (5); COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "CREATE CAST (int AS public.fresh) WITH FUNCTION public.mk_fresh(int) AS ASSIGNMENT")),
+    refused("9", "SELECT f::text FROM public.fresh_rows; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "CREATE CAST (public.fresh AS text) WITH FUNCTION public.fresh_text(public.fresh)")),
+    refused("9", "SELECT 5::public.plain; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "ALTER DOMAIN public.plain ADD CONSTRAINT p2 CHECK (public.op_same(VALUE, VALUE))",
+        "CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql AS "
+        "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT true'")),
+    refused("9", "ALTER DOMAIN public.plain ADD CONSTRAINT p2 CHECK (public.purge() >= 0)", policy="bodies"),
+    refused("9", "SELECT 5::public.token; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "CREATE OR REPLACE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql AS "
+        "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT row($1)::public.token'")),
+    refused("9", "SELECT 1 <+> 2; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "CREATE OPERATOR public.<+> (LEFTARG = int, RIGHTARG = int, FUNCTION = public.op_purge)")),
+    refused("9", "SELECT 1 === 2; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql AS "
+        "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT true'")),
+    allowed("9", "SELECT 5::public.token, 1 === 2, 5::public.plain", policy="bodies"),
     # ---------------------------------------------------------------- 10: false alarms (and their twins)
     allowed("10", "EXPLAIN (ANALYZE false) DELETE FROM things"),
     allowed("10", "EXPLAIN (ANALYZE off, COSTS off) DELETE FROM things"),
@@ -501,7 +559,7 @@ def _direct(pg_server) -> psycopg.Connection:
 def hostile_db(pg_server):
     pg_server.psql(f"DROP DATABASE IF EXISTS {DB} WITH (FORCE)")
     pg_server.psql(f"CREATE DATABASE {DB} OWNER {APP_USER}")
-    pg_server.psql(SETUP, DB)
+    pg_server.psql(SETUP + OWNED, DB)
     yield DB
     MARKER.unlink(missing_ok=True)
 

@@ -33,6 +33,8 @@ class CatalogRows:
     definitions: tuple[tuple, ...] = ()
     column_types: tuple[tuple, ...] = ()
     dependencies: tuple[tuple, ...] = ()
+    effects: tuple[tuple, ...] = ()
+    rules: tuple[tuple, ...] = ()
     operators: tuple[tuple, ...] = ()
     types: tuple[tuple, ...] = ()
     casts: tuple[tuple, ...] = ()
@@ -170,11 +172,20 @@ def build_catalog(
     column_types: dict[int, list[int]] = {}
     for relation, type_oid in rows.column_types:
         column_types.setdefault(relation, []).append(type_oid)
+    effects: dict[int, list[tuple[str, int]]] = {}
+    for relation, kind, target in rows.effects:
+        if kind not in ("t", "d", "p", "c"):
+            raise CatalogShapeError(f"an effect of kind {kind!r} (expected 't', 'd', 'p' or 'c')")
+        effects.setdefault(relation, []).append((kind, target))
+    rules: dict[int, list[str]] = {}
+    for relation, definition in rows.rules:
+        rules.setdefault(relation, []).append(definition)
     relations = [
         RelationFacts(
             oid, schema, name, kind,
             functions=tuple(functions_of.get(oid, ())), relations=tuple(relations_of.get(oid, ())),
             column_types=tuple(column_types.get(oid, ())), definition=definitions.get(oid),
+            effects=tuple(effects.get(oid, ())), rules=tuple(rules.get(oid, ())),
         )
         for oid, schema, name, kind in rows.relations
     ]

@@ -82,6 +82,12 @@ class RelationFacts:
     # A view's or materialized view's query as pg_get_viewdef prints it (read with search_path
     # pg_catalog, pg_temp, so every name outside pg_catalog is schema-qualified); None otherwise.
     definition: str | None = None
+    # What a statement runs on it without naming it (`queries.EFFECTS`): (kind, OID) with kind 't'
+    # a trigger's function, 'd' a function of a column's default or generated expression, 'p' a
+    # function of a row-level security policy, 'c' a table a foreign key's cascading action writes.
+    effects: tuple[tuple[str, int], ...] = ()
+    # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.
+    rules: tuple[str, ...] = ()
 
 
 @attrs.frozen

@@ -47,6 +47,14 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "column_types": ("relation", "type"),
     # One row per (view, function or relation it depends on): kind 'f' for pg_proc, 'r' for pg_class.
     "dependencies": ("relation", "kind", "target"),
+    # One row per (relation, what a write or a read of it runs that the statement does not name):
+    # kind 't' a trigger's function, 'd' a function a column's default or generated expression
+    # calls, 'p' a function a row-level security policy calls (its table has RLS on), 'c' a table
+    # a foreign key's ON DELETE / ON UPDATE action writes; target: pg_proc or pg_class OID.
+    "effects": ("relation", "kind", "target"),
+    # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
+    # rule), its CREATE RULE text (pg_get_ruledef, names schema-qualified).
+    "rules": ("relation", "definition"),
     "operators": ("oid", "schema", "name", "function", "left", "right"),
     "types": ("oid", "schema", "name", "kind", "functions", "parts"),
     "casts": ("oid", "source", "target", "function", "context", "method"),
@@ -140,6 +148,40 @@ FROM pg_depend AS d
 JOIN pg_class AS c ON c.oid = d.objid AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
 WHERE d.refclassid = 'pg_type'::regclass AND d.classid = 'pg_class'::regclass AND d.objsubid > 0
   AND d.deptype = 'n'
+ORDER BY 1, 2"""
+
+# What a statement runs without naming it, from the server's own records: triggers (less the
+# internal ones of foreign keys, which run the built-in RI_FKey functions: their effect is the
+# 'c' rows), the functions column defaults and RLS policies call (pg_depend: a default or a
+# policy records a dependency on each function of the database's own it calls; built-ins are
+# pinned and not recorded), and the tables a foreign key's cascading action writes.
+EFFECTS = """
+SELECT DISTINCT * FROM (
+    SELECT t.tgrelid::int8 AS relation, 't' AS kind, t.tgfoid::int8 AS target
+    FROM pg_trigger AS t
+    WHERE NOT t.tgisinternal
+    UNION ALL
+    SELECT a.adrelid::int8, 'd', d.refobjid::int8
+    FROM pg_attrdef AS a
+    JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass AND d.objid = a.oid
+                       AND d.refclassid = 'pg_proc'::regclass
+    UNION ALL
+    SELECT p.polrelid::int8, 'p', d.refobjid::int8
+    FROM pg_policy AS p
+    JOIN pg_class AS c ON c.oid = p.polrelid AND c.relrowsecurity
+    JOIN pg_depend AS d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                       AND d.refclassid = 'pg_proc'::regclass
+    UNION ALL
+    SELECT k.confrelid::int8, 'c', k.conrelid::int8
+    FROM pg_constraint AS k
+    WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+) AS e
+ORDER BY 1, 2, 3"""
+
+RULES = """
+SELECT r.ev_class::int8 AS relation, pg_get_ruledef(r.oid) AS definition
+FROM pg_rewrite AS r
+WHERE r.ev_type <> '1'
 ORDER BY 1, 2"""
 
 # What reading each view and materialized view calls and reads, from its SELECT rule's query tree
@@ -283,7 +325,7 @@ SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
 # VACUUM FREEZE also changes it (a frozen row's xmin reads 2), which costs one load that finds
 # nothing new. It scans those tables whole: 0.14-0.28 s for 300,000 columns (docs/catalog.md).
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
-            "pg_operator", "pg_constraint")
+            "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy")
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"
     f" AS {table}" for table in _CHANGED)
@@ -310,6 +352,8 @@ def for_version(server_version: int) -> dict[str, str]:
         "definitions": DEFINITIONS,
         "column_types": COLUMN_TYPES,
         "dependencies": DEPENDENCIES,
+        "effects": EFFECTS,
+        "rules": RULES,
         "operators": OPERATORS,
         "types": _TYPES.format(multirange_of=multirange_of, multirange_join=multirange_join),
         "casts": CASTS,

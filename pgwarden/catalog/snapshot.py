@@ -78,12 +78,19 @@ def _load(release: int) -> Catalog:
     return build_catalog(rows, source=f"snapshot postgresql-{release}", complete=False)
 
 
+#: kinds of facts initdb's catalog has none of (triggers, rules on writes, cascading foreign keys,
+#: defaults and policies calling functions of the database's own): a snapshot may leave them out
+LIVE_ONLY = frozenset({"effects", "rules"})
+
+
 def rows_of(document: dict) -> CatalogRows:
     """The rows a snapshot document holds, checked against the columns the facts are built from."""
     if document.get("format") != FORMAT:
         raise CatalogShapeError(f"snapshot format {document.get('format')!r}, expected {FORMAT}")
     for kind in KINDS:
         columns = document["columns"].get(kind)
+        if columns is None and kind in LIVE_ONLY:
+            continue
         if tuple(columns or ()) != queries.COLUMNS[kind]:
             raise CatalogShapeError(
                 f"the snapshot's {kind} columns are {columns}, not {queries.COLUMNS[kind]}: "
@@ -132,12 +139,14 @@ def encode(rows: CatalogRows) -> bytes:
         "format": FORMAT,
         "postgresql": major(rows.server_version),
         "server_version": rows.server_version,
-        "columns": {kind: list(queries.COLUMNS[kind]) for kind in KINDS},
+        "columns": {kind: list(queries.COLUMNS[kind]) for kind in KINDS if kind not in LIVE_ONLY},
     }
     # One row per line (a row's own lists stay on it): a regenerated snapshot diffs readably
     # once decompressed.
     parts = [dumps(head)[:-1]]
     for kind, answer in rows.by_kind().items():
+        if kind in LIVE_ONLY:
+            continue
         parts.append(f",{dumps(kind)}:[" + ",\n".join(dumps(list(row)) for row in sorted(answer)) + "]")
     text = "".join(parts) + "}"
     return gzip.compress(text.encode(), compresslevel=9, mtime=0)

@@ -103,6 +103,8 @@ _CONVERTING = frozenset({"do", "call", "execute"})
 # Statements that store values in columns (with assignment casts; COPY FROM reads text).
 _ASSIGNING = frozenset({"insert", "update", "merge"})
 _STORING = _ASSIGNING | {"copy_from"}
+# Statements whose writes reach the tables a foreign key's ON DELETE / ON UPDATE action writes.
+_CASCADING = frozenset({"delete", "update", "merge"})
 
 
 def resolve(syntax: Syntax, ctx: SqlContext) -> Analysis:
@@ -123,6 +125,8 @@ class _Resolver:
         # (a body's writes' WHERE, `Analysis.has_where`: a call of a function whose body deletes
         # every row is a DELETE without WHERE to a `where: absent` rule)
         self._body_wheres: dict[int, bool] = {}
+        # what each body does, without its function's own volatility (a trigger's, see `_fires`)
+        self._body_only: dict[int, frozenset[str]] = {}
         self._in_progress: set[int] = set()
         # casts to types whose conversion runs nothing a policy cares about (see `_inert_cast`)
         self._inert_casts: dict = self.catalog.derived.setdefault("inert casts", {})
@@ -452,6 +456,7 @@ class _Resolver:
                 found.add("unknown")
             else:
                 found |= set(body.kinds) - {"select"}
+                self._body_only[fn.oid] = frozenset(body.kinds) - {"select"}
                 self._body_tables[fn.oid] = body.tables
                 if body.has_where is not None:
                     self._body_wheres[fn.oid] = body.has_where
@@ -484,14 +489,20 @@ class _Resolver:
         tables: set[str] = set()
         writes: set[str] = set()
         seen_views: set[int] = set()
+        seen_effects: set[int] = set()
         # A row stored converts each value to its column's type (a COPY FROM reads it as text):
         # the columns of types that may run the database's own functions count.
         storing = bool(syntax.kinds & _STORING)
+        cascading = bool(syntax.kinds & _CASCADING)
         for rel in syntax.relations:
             names = self._qualified(rel.schema, rel.name)
             tables |= names
             if rel.written:
                 writes |= names
+                if self.stale:
+                    # A trigger, a rule, a default or a cascade made in the open transaction (or
+                    # its function replaced there) runs on this write: the catalog shows none yet.
+                    kinds.add("unknown")
             for schema_name in names:
                 schema, _, name = schema_name.partition(".")
                 for facts in self.catalog.relations_named(name):
@@ -502,10 +513,62 @@ class _Resolver:
                     if rel.written and storing:
                         for type_oid in facts.column_types:
                             self._convert(type_oid, False, kinds, functions, nested)
+                    if facts.effects or facts.rules:
+                        self._effects(facts, rel.written, storing, cascading, kinds, functions, nested, seen_effects)
             if rel.name in ("pg_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings") and \
                     rel.schema in (None, "pg_catalog"):
                 kinds.add("server_files")
         return tables, writes
+
+    def _effects(self, facts: RelationFacts, written: bool, storing: bool, cascading: bool, kinds: set[str],
+                 functions: set[str], nested: list, seen: set[int]) -> None:
+        """What a statement runs on relation ``facts`` without naming it (`RelationFacts.effects`):
+        a write fires its triggers and rules, cascades to the tables its foreign keys reach (with
+        their own triggers), stores its columns' defaults; any use runs its RLS policies."""
+        if facts.oid in seen:
+            return
+        seen.add(facts.oid)
+        for kind, target in facts.effects:
+            if kind == "p" or written and (kind == "t" or kind == "d" and storing):
+                self._fires(target, kind != "t", kinds, functions, nested)
+            elif kind == "c" and written and cascading:
+                child = self.catalog.relation(target)
+                if child is None:
+                    kinds.add("unknown")
+                    continue
+                name = f"{_schema(child.schema)}.{child.name}"
+                nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
+                self._effects(child, True, False, True, kinds, functions, nested, seen)
+        if written:
+            from pgwarden.sql.syntax import syntax_of
+
+            for definition in facts.rules:  # CREATE RULE ... DO ALSO / INSTEAD <actions>
+                ran = self.analysis(syntax_of(definition, self.ctx.lexer))
+                kinds |= ran.kinds - {"ddl", "select"}
+                functions |= ran.functions
+                nested.append(ran)
+
+    def _fires(self, oid: int, value: bool, kinds: set[str], functions: set[str], nested: list) -> None:
+        """Function ``oid`` runs as a trigger, or (``value``) computes a default or a policy's test:
+        judged by what its body does. Its own volatility says nothing here (a trigger's function
+        is volatile by nature): a body's kinds are what it does; other languages as calls, but a
+        built-in or an extension's function computing a value (`uuid_generate_v4()`) is judged
+        without its volatility (an extension's trigger function in C may write anything)."""
+        fn = self.catalog.function(oid)
+        if fn is None:
+            kinds.add("unknown")
+            return
+        found = self.function_kinds(fn)
+        if fn.builtin and value:
+            found = found - {"side_effect"}
+        elif fn.oid in self._body_only:
+            found = self._body_only[fn.oid] | (found & {"unknown"})
+        if found:
+            kinds |= found
+            functions.add(fn.name)
+        body_tables = self._body_tables.get(fn.oid)
+        if body_tables:
+            nested.append(Analysis(frozenset(), tables=body_tables, has_where=self._body_wheres.get(fn.oid)))
 
     def _view(self, view: RelationFacts, tables: set[str], kinds: set[str], functions: set[str],
               seen: set[int]) -> None:

@@ -366,6 +366,13 @@ class _Walker:
             self._func_call(_fields(call), scope)
         elif name == "CreateFunctionStmt":
             self._create_function(f, scope)
+        elif name in ("CreateTrigStmt", "CreateEventTrigStmt"):
+            # The function a trigger runs on every write of its table (every DDL, for an event
+            # trigger): judged as a call now, what its body does counts for the statement that
+            # arms it (once armed, a write of the table counts it: `RelationFacts.effects`).
+            parts = _names(f.get("funcname", []))
+            if parts:
+                self.calls.add(Call(parts[-2] if len(parts) > 1 else None, parts[-1], 0, "call"))
         self.expr(stmt, scope)
 
     def _kind(self, name: str, f: dict) -> str:

@@ -164,6 +164,34 @@ CREATE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql IMMUTABLE
 CREATE CAST (int AS public.token) WITH FUNCTION public.to_token(int);
 CREATE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
 CREATE OPERATOR public.=== (LEFTARG = int, RIGHTARG = int, FUNCTION = public.op_same);
+CREATE TABLE public.audited (id int);
+CREATE FUNCTION public.audit_wipe() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN DELETE FROM secret.things; RETURN NULL; END $$;
+CREATE TRIGGER audited_wipe AFTER INSERT OR UPDATE OR DELETE ON public.audited
+    FOR EACH STATEMENT EXECUTE FUNCTION public.audit_wipe();
+CREATE TABLE public.ruled (id int);
+CREATE RULE ruled_wipe AS ON INSERT TO public.ruled DO ALSO DELETE FROM secret.things;
+CREATE FUNCTION public.default_wipe() RETURNS int LANGUAGE sql
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 1 $$;
+CREATE TABLE public.defaulted (id int, d int DEFAULT public.default_wipe());
+CREATE TABLE public.parents (id int PRIMARY KEY);
+CREATE TABLE secret.children (id int REFERENCES public.parents ON DELETE CASCADE);
+CREATE TABLE public.stamped (id int, at timestamptz DEFAULT now(), n serial);
+CREATE FUNCTION public.trig_ok() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE TABLE public.suppressed (id int);
+CREATE TRIGGER suppressed_same BEFORE UPDATE ON public.suppressed
+    FOR EACH ROW EXECUTE FUNCTION suppress_redundant_updates_trigger();
+CREATE EXTENSION "uuid-ossp";
+CREATE EXTENSION lo;
+CREATE EXTENSION pgcrypto;
+CREATE TABLE public.keyed (id uuid DEFAULT uuid_generate_v4(), salt bytea DEFAULT gen_random_bytes(8), n int);
+CREATE TABLE public.images (id int, raster lo);
+CREATE TRIGGER images_lo BEFORE UPDATE OR DELETE ON public.images FOR EACH ROW EXECUTE FUNCTION lo_manage(raster);
+CREATE TABLE public.logged (id int);
+CREATE TABLE public.log (id int, at timestamptz);
+CREATE FUNCTION public.log_it() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN INSERT INTO public.log VALUES (NEW.id, now()); RETURN NEW; END $$;
+CREATE TRIGGER logged_log AFTER INSERT ON public.logged FOR EACH ROW EXECUTE FUNCTION public.log_it();
 ALTER TYPE public.fresh OWNER TO {APP_USER};
 ALTER FUNCTION public.mk_fresh(int) OWNER TO {APP_USER};
 ALTER FUNCTION public.fresh_text(public.fresh) OWNER TO {APP_USER};
@@ -185,18 +213,23 @@ SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin;
 DROP FUNCTION IF EXISTS public.swap_h(), public.swap_k(), public.harmless(smallint);
 DROP VIEW IF EXISTS public.unchecked_v;
 DROP SCHEMA IF EXISTS shadowing CASCADE;
+DELETE FROM secret.children; DELETE FROM public.parents;
+INSERT INTO public.parents VALUES (1); INSERT INTO secret.children VALUES (1);
+DROP TRIGGER IF EXISTS victim_wipe ON public.victim;
 DROP CAST IF EXISTS (int AS public.fresh);
 DROP CAST IF EXISTS (public.fresh AS text);
 DROP OPERATOR IF EXISTS public.<+> (int, int);
 ALTER DOMAIN public.plain DROP CONSTRAINT IF EXISTS p2;
 CREATE OR REPLACE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql IMMUTABLE
     AS 'SELECT row($1)::public.token';
+CREATE OR REPLACE FUNCTION public.trig_ok() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
 """
 STATE = """
 SELECT (SELECT count(*) FROM public.things) AS things,
        (SELECT sum(n) FROM public.things) AS things_sum,
        (SELECT count(*) FROM secret.things) AS secret_things,
+       (SELECT count(*) FROM secret.children) AS secret_children,
        to_regclass('public.victim') IS NOT NULL AS victim_table,
        (SELECT last_value || '/' || is_called FROM public.s) AS sequence,
        (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
@@ -511,6 +544,37 @@ CASES = [
         "BEGIN", "CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql AS "
         "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT true'")),
     allowed("9", "SELECT 5::public.token, 1 === 2, 5::public.plain", policy="bodies"),
+    # ---------------------------------------------------------------- writes the text does not show
+    # (the database owner's triggers, rules, defaults, foreign keys: from the catalog)
+    refused("fx", "INSERT INTO audited VALUES (1)"),  # its trigger deletes secret.things
+    refused("fx", "UPDATE audited SET id = 2 WHERE id = 1"),
+    refused("fx", "DELETE FROM audited WHERE id = 1", policy="bodies"),
+    refused("fx", "WITH i AS (INSERT INTO audited VALUES (1) RETURNING id) SELECT * FROM i"),
+    refused("fx", "INSERT INTO ruled VALUES (1)"),  # DO ALSO DELETE FROM secret.things
+    refused("fx", "INSERT INTO defaulted (id) VALUES (1)"),  # the default calls a function that deletes
+    refused("fx", "DELETE FROM parents WHERE id = 1"),  # ON DELETE CASCADE into secret.children
+    refused("fx", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
+            "EXECUTE FUNCTION public.audit_wipe()", policy="bodies"),
+    refused("fx", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
+            "EXECUTE FUNCTION pg_temp.wipe()", policy="bodies", setup=(
+                "BEGIN", "CREATE FUNCTION pg_temp.wipe() RETURNS trigger LANGUAGE plpgsql AS "
+                "'BEGIN DELETE FROM secret.things; RETURN NULL; END'")),
+    # armed with a harmless function, which is then replaced, in the transaction still open
+    refused("fx", "INSERT INTO victim VALUES (1); COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
+        "EXECUTE FUNCTION public.trig_ok()",
+        "CREATE OR REPLACE FUNCTION public.trig_ok() RETURNS trigger LANGUAGE plpgsql AS "
+        "'BEGIN DELETE FROM secret.things; RETURN NULL; END'")),
+    refused("fx", "CREATE RULE victim_wipe AS ON INSERT TO public.victim DO ALSO DELETE FROM secret.things",
+            policy="bodies"),
+    allowed("fx", "SELECT count(*) FROM audited, ruled, defaulted, parents, stamped"),
+    allowed("fx", "INSERT INTO parents VALUES (2)"),  # an insert cascades nothing
+    allowed("fx", "INSERT INTO stamped (id) VALUES (1)"),  # now() and nextval() in defaults
+    allowed("fx", "UPDATE suppressed SET id = 1 WHERE id = 1"),  # a built-in trigger function
+    allowed("fx", "INSERT INTO keyed (n) VALUES (1)"),  # an extension's function computes the default
+    refused("fx", "DELETE FROM images WHERE id = 1"),  # lo_manage (C) unlinks large objects
+    allowed("fx", "INSERT INTO logged VALUES (1)"),  # an audit trigger: an INSERT into public.log
+    refused("fx", "INSERT INTO logged VALUES (1)", policy="nowrite"),
     # ---------------------------------------------------------------- 10: false alarms (and their twins)
     allowed("10", "EXPLAIN (ANALYZE false) DELETE FROM things"),
     allowed("10", "EXPLAIN (ANALYZE off, COSTS off) DELETE FROM things"),

@@ -472,3 +472,28 @@ def test_assignment_and_implicit_casts_count_where_the_server_may_apply_them():
     harmless = _with(casts=(CastFacts(next(_OIDS), ticket, int4, _builtin("lower"), "i"),))
     analysis = analyze_sql("SELECT * FROM plain", harmless)
     assert analysis.kinds == {"select"} and analysis.functions == frozenset()
+
+
+def _effects_db():
+    """A table with an RLS policy and one with a trigger, each running a function that deletes
+    secret.things (what `RelationFacts.effects` holds from the live catalog)."""
+    wipe = _own("wipe", "WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT true")
+    trig = _own("trig", "BEGIN DELETE FROM secret.things; RETURN NULL; END", language="plpgsql")
+    policed = RelationFacts(oid=next(_OIDS), schema="public", name="policed", kind="r", effects=(("p", wipe.oid),))
+    audited = RelationFacts(oid=next(_OIDS), schema="public", name="audited", kind="r", effects=(("t", trig.oid),))
+    secret = RelationFacts(oid=next(_OIDS), schema="secret", name="things", kind="r")
+    return _with(wipe, trig, relations=(policed, audited, secret))
+
+
+@pytest.mark.parametrize("sql", ["SELECT * FROM policed", "INSERT INTO audited VALUES (1)",
+                                 "COPY audited FROM STDIN", "TRUNCATE audited"])
+def test_what_a_tables_policies_and_triggers_run_counts(sql):
+    # (an RLS policy's function runs on any use: not testable end to end, the test server's
+    # upstream role is a superuser, which row-level security lets be)
+    analysis = analyze_sql(sql, _effects_db())
+    assert "delete" in analysis.kinds and "secret.things" in analysis.tables and analysis.has_where is False
+
+
+def test_reading_a_table_fires_none_of_its_triggers():
+    analysis = analyze_sql("SELECT * FROM audited", _effects_db())
+    assert "delete" not in analysis.kinds and "secret.things" not in analysis.tables

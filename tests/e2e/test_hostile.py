@@ -1178,3 +1178,19 @@ def test_a_computed_delete_waits_for_approval_without_the_block_plugin(approving
     finally:
         agent.close()
     assert server.state() == before
+
+
+# ---------------------------------------------------------------------- writes the text does not show: COPY
+
+
+def test_copy_into_a_table_whose_trigger_deletes_is_refused(hostile, server):
+    # COPY FROM fires the table's INSERT triggers (audited's deletes secret.things)
+    server.reset()
+    before = server.state()
+    with psycopg.connect(hostile.dsn(hostile.token(groups=[GROUPS["design"]]), database=DB), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="pgwarden: blocked"):
+            with c.cursor().copy("COPY audited FROM STDIN") as copy:
+                copy.write_row((1,))
+        with c.cursor().copy("COPY logged FROM STDIN") as copy:  # an audit trigger: allowed
+            copy.write_row((1,))
+    assert server.state() == before

@@ -35,6 +35,7 @@ class CatalogRows:
     dependencies: tuple[tuple, ...] = ()
     effects: tuple[tuple, ...] = ()
     rules: tuple[tuple, ...] = ()
+    aggregates: tuple[tuple, ...] = ()
     operators: tuple[tuple, ...] = ()
     types: tuple[tuple, ...] = ()
     casts: tuple[tuple, ...] = ()
@@ -189,10 +190,16 @@ def build_catalog(
         )
         for oid, schema, name, kind in rows.relations
     ]
+    support: dict[int, list[int]] = {}
+    for aggregate, function in rows.aggregates:
+        support.setdefault(aggregate, []).append(function)
+    functions = (_function(row) for row in rows.functions)
+    if support:
+        functions = (attrs.evolve(f, support=tuple(support[f.oid])) if f.oid in support else f for f in functions)
     settings = dict(base_settings or {})
     settings.update((name.lower(), context) for name, context in rows.settings)
     return Catalog(
-        functions=map(_function, rows.functions),
+        functions=functions,
         relations=relations,
         operators=(OperatorFacts(*row) for row in rows.operators),
         types=map(_type, rows.types),

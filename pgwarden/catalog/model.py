@@ -57,6 +57,8 @@ class FunctionFacts:
     result_relation: int = 0
     result_columns: tuple[str, ...] = ()
     argument_names: tuple[str, ...] = ()
+    # An aggregate made after initdb: the functions it runs (pg_aggregate: transition, final, ...).
+    support: tuple[int, ...] = ()
 
     def accepts(self, given: int) -> bool:
         """Whether a call with ``given`` positional arguments could resolve to this function."""

@@ -55,6 +55,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
     # rule), its CREATE RULE text (pg_get_ruledef, names schema-qualified).
     "rules": ("relation", "definition"),
+    # One row per (aggregate made after initdb, a function it runs: transition, final, combine,
+    # (de)serialization, moving-aggregate ones).
+    "aggregates": ("aggregate", "function"),
     "operators": ("oid", "schema", "name", "function", "left", "right"),
     "types": ("oid", "schema", "name", "kind", "functions", "parts"),
     "casts": ("oid", "source", "target", "function", "context", "method"),
@@ -177,6 +180,15 @@ SELECT DISTINCT * FROM (
     WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
 ) AS e
 ORDER BY 1, 2, 3"""
+
+AGGREGATES = f"""
+SELECT DISTINCT a.aggfnoid::int8 AS aggregate, f.oid::int8 AS function
+FROM pg_aggregate AS a
+CROSS JOIN LATERAL unnest(ARRAY[a.aggtransfn::oid, a.aggfinalfn::oid, a.aggcombinefn::oid, a.aggserialfn::oid,
+                                a.aggdeserialfn::oid, a.aggmtransfn::oid, a.aggminvtransfn::oid,
+                                a.aggmfinalfn::oid]) AS f(oid)
+WHERE a.aggfnoid >= {FIRST_NORMAL_OID} AND f.oid <> 0
+ORDER BY 1, 2"""
 
 RULES = """
 SELECT r.ev_class::int8 AS relation, pg_get_ruledef(r.oid) AS definition
@@ -354,6 +366,7 @@ def for_version(server_version: int) -> dict[str, str]:
         "dependencies": DEPENDENCIES,
         "effects": EFFECTS,
         "rules": RULES,
+        "aggregates": AGGREGATES,
         "operators": OPERATORS,
         "types": _TYPES.format(multirange_of=multirange_of, multirange_join=multirange_join),
         "casts": CASTS,

@@ -79,8 +79,9 @@ def _load(release: int) -> Catalog:
 
 
 #: kinds of facts initdb's catalog has none of (triggers, rules on writes, cascading foreign keys,
-#: defaults and policies calling functions of the database's own): a snapshot may leave them out
-LIVE_ONLY = frozenset({"effects", "rules"})
+#: defaults and policies calling functions of the database's own, aggregates made after initdb):
+#: a snapshot may leave them out
+LIVE_ONLY = frozenset({"effects", "rules", "aggregates"})
 
 
 def rows_of(document: dict) -> CatalogRows:

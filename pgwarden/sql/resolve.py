@@ -460,6 +460,28 @@ class _Resolver:
                 self._body_tables[fn.oid] = body.tables
                 if body.has_where is not None:
                     self._body_wheres[fn.oid] = body.has_where
+        if fn.support and fn.oid not in self._in_progress:
+            # an aggregate runs its transition and final functions (`SELECT agg(id) FROM t` calls
+            # its state function once a row): what they do is what calling it does
+            self._in_progress.add(fn.oid)
+            try:
+                tables: set[str] = set()
+                wheres: list[bool] = []
+                for oid in fn.support:
+                    part = self.catalog.function(oid)
+                    if part is None:
+                        found.add("unknown")
+                        continue
+                    found |= self.function_kinds(part)
+                    tables |= self._body_tables.get(oid, frozenset())
+                    if oid in self._body_wheres:
+                        wheres.append(self._body_wheres[oid])
+                if tables:
+                    self._body_tables[fn.oid] = frozenset(tables)
+                if wheres:
+                    self._body_wheres[fn.oid] = all(wheres)
+            finally:
+                self._in_progress.discard(fn.oid)
         result = frozenset(found)
         self._body_kinds[fn.oid] = result
         return result

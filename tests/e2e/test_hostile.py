@@ -568,6 +568,8 @@ CASES = [
     refused("fx", "CREATE RULE victim_wipe AS ON INSERT TO public.victim DO ALSO DELETE FROM secret.things",
             policy="bodies"),
     allowed("fx", "SELECT count(*) FROM audited, ruled, defaulted, parents, stamped"),
+    # an aggregate's state function deletes public.things (no WHERE): as a call of it
+    refused("fx", "SELECT agg_purge(id) FROM things", policy="bodies"),
     allowed("fx", "INSERT INTO parents VALUES (2)"),  # an insert cascades nothing
     allowed("fx", "INSERT INTO stamped (id) VALUES (1)"),  # now() and nextval() in defaults
     allowed("fx", "UPDATE suppressed SET id = 1 WHERE id = 1"),  # a built-in trigger function

@@ -93,9 +93,19 @@ BODIES = {
         {"name": "no-files", "block": {"functions": ["pg_read_file"]}},
     ],
 }
-POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS, BODIES]
+# `where: absent` with the server counting what a write touched: the tautologies no syntax check
+# sees (a column's NOT NULL, a self-join) are rolled back by the count.
+CAPPED = {
+    "name": "capped",
+    "when": {"groups": ["capped"]},
+    "rules": [
+        {"name": "unfiltered-writes", "block": {"statements": ["delete", "update"], "where": "absent"}},
+        {"name": "small-writes", "limit": {"rows_written": 2}},
+    ],
+}
+POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS, BODIES, CAPPED]
 GROUPS = {"design": "ai-agents", "nowrite": "no-writes", "readonly": "read-only", "migrators": "migrators",
-          "bodies": "bodies"}
+          "bodies": "bodies", "capped": "capped"}
 
 # What the database's owner created: objects only the live catalog knows.
 SETUP = """
@@ -439,6 +449,15 @@ CASES = [
     refused("6", "DELETE FROM things WHERE n IS NULL OR n IS NOT NULL"),
     refused("6", "DELETE FROM things WHERE EXISTS (SELECT 1 FROM things AS t2 WHERE t2.id = things.id)",
             xfail="every row finds itself: has_where True"),
+    refused("6", "DELETE FROM things WHERE id + 0 <> id + 1",
+            xfail="true for every row whose id is not NULL: has_where True (no arithmetic in the fold)"),
+    # ... which `rows_written` catches: the server counts the rows (has_where stays True)
+    refused("6", "DELETE FROM things WHERE id IS NOT NULL", policy="capped"),
+    refused("6", "DELETE FROM things WHERE EXISTS (SELECT 1 FROM things AS t2 WHERE t2.id = things.id)",
+            policy="capped"),
+    refused("6", "DELETE FROM things WHERE id + 0 <> id + 1", policy="capped"),
+    allowed("6", "DELETE FROM things WHERE id IS NOT NULL AND id < 3", policy="capped",
+            changes={"things": 3, "things_sum": 12}),
     refused("6", "UPDATE things AS t SET n = 0 WHERE t.id = t.id"),
     refused("6", "WITH d AS (DELETE FROM things WHERE true RETURNING *) SELECT * FROM d"),
     refused("6", "EXPLAIN ANALYZE DELETE FROM things WHERE 1 = 1"),

@@ -40,7 +40,9 @@ _RECORDING_FAILED = Refusal(
     "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
 )
 
+
 def _unchecked(conn: ClientConnection) -> Verdict:
+    """Allowed, with no plugin asked: the session's plugins must know they missed it."""
     went_unchecked(conn.session)
     return Verdict.allow()
 

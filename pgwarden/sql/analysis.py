@@ -51,6 +51,9 @@ class Analysis:
     # True when the string asks for a read-write transaction (BEGIN / START TRANSACTION /
     # SET TRANSACTION / SET SESSION CHARACTERISTICS ... READ WRITE).
     read_write: bool = False
+    # True when a function it runs PREPAREs or DEALLOCATEs by its body (`EXECUTE 'PREPARE p AS
+    # ...'`), or it is `unknown`: which statement each SQL-level name holds afterwards is not known.
+    prepares_unseen: bool = False
     # What the decision asks of every statement, set once per analysis (an analysis is shared by
     # every text that differs only in constants; nearly every answer is no):
     #: the session's SQL context may be another after this string ran (`SqlContext.after`): it

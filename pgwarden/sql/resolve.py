@@ -127,6 +127,8 @@ class _Resolver:
         self._body_wheres: dict[int, bool] = {}
         # what each body does, without its function's own volatility (a trigger's, see `_fires`)
         self._body_only: dict[int, frozenset[str]] = {}
+        # a function of the database's own that runs prepares or deallocates (`Analysis.prepares_unseen`)
+        self._body_prepares = False
         self._in_progress: set[int] = set()
         # casts to types whose conversion runs nothing a policy cares about (see `_inert_cast`)
         self._inert_casts: dict = self.catalog.derived.setdefault("inert casts", {})
@@ -187,6 +189,7 @@ class _Resolver:
             settings=settings,
             deallocates=syntax.deallocates,
             read_write=syntax.read_write or any(inner.read_write for inner in nested),
+            prepares_unseen=self._body_prepares or "unknown" in kinds,
         )
 
     # ------------------------------------------------------------------ functions
@@ -428,6 +431,8 @@ class _Resolver:
         """What calling ``fn`` may do, as statement kinds (empty: nothing a policy cares about)."""
         cached = self._body_kinds.get(fn.oid)
         if cached is not None:
+            if "prepare" in cached:
+                self._body_prepares = True
             return cached
         found: set[str] = set()
         if fn.name in SERVER_FILE_FUNCTIONS and fn.builtin:
@@ -484,6 +489,8 @@ class _Resolver:
                 self._in_progress.discard(fn.oid)
         result = frozenset(found)
         self._body_kinds[fn.oid] = result
+        if "prepare" in result:
+            self._body_prepares = True
         return result
 
     def _body(self, fn: FunctionFacts) -> Analysis | None:

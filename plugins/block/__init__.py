@@ -43,7 +43,7 @@ def judged(memo: VerdictMemo, judge, statement, session, policies) -> Verdict | 
     the same context is judged once. Statements that prepare, execute or deallocate are judged
     each time, with the bodies of the named statements they execute (`_with_executed`)."""
     analysis = statement.analysed or statement.analysis  # (the attribute first: the property is a call)
-    if analysis.prepares or analysis.executes or analysis.deallocates:
+    if analysis.prepares or analysis.executes or analysis.deallocates or analysis.prepares_unseen:
         return judge(_with_executed(statement, session), policies)
     key = (id(analysis), id(policies))
     cached = memo.get(key)
@@ -86,6 +86,8 @@ def _with_executed(statement, session):
         bodies = prepared.setdefault(name, [])
         if not any(b is syntax for b in bodies):  # judged again for each shadow view: kept once
             bodies.append(syntax)
+    if analysis.prepares_unseen:  # a function's body, or what cannot be analysed, may (re)PREPARE any name
+        sure = store[SURE] = set()
     if not analysis.executes:
         return statement
     kinds, tables, functions = set(analysis.kinds), set(analysis.tables), set(analysis.functions)

@@ -497,3 +497,31 @@ def test_what_a_tables_policies_and_triggers_run_counts(sql):
 def test_reading_a_table_fires_none_of_its_triggers():
     analysis = analyze_sql("SELECT * FROM audited", _effects_db())
     assert "delete" not in analysis.kinds and "secret.things" not in analysis.tables
+
+
+def test_an_execute_after_a_function_that_prepares_is_unknown():
+    # The block and approve plugins judge `EXECUTE p` by the PREPARE they saw; a function's body
+    # may DEALLOCATE p and PREPARE it again (PL/pgSQL's EXECUTE runs PREPARE; checked on the
+    # server). After a call of it, what p is is not known: unknown, until p is deallocated.
+    from pgwarden.identity import Identity
+    from pgwarden.session import Session
+    from pgwarden.sql.statement import Statement
+    from pgwarden_plugins.block import judged as block_judged
+
+    swap = _own("swap_p", "BEGIN EXECUTE 'DEALLOCATE p'; EXECUTE 'PREPARE p AS DELETE FROM secret.things "
+                "WHERE n > 0'; RETURN 1; END", language="plpgsql")
+    ctx = _with(swap)
+    session = Session("s", Identity("agent", frozenset()), "appdb")
+
+    def judged(sql: str):  # what the plugin's rules would be matched against
+        return block_judged({}, lambda statement, _policies: statement, Statement(sql, context=ctx), session, ())
+
+    judged("PREPARE p AS SELECT 1")
+    assert "unknown" not in judged("EXECUTE p").kinds
+    assert analyze_sql("SELECT public.swap_p()", ctx).prepares_unseen
+    judged("SELECT public.swap_p()")
+    assert "unknown" in judged("EXECUTE p").kinds
+    judged("DEALLOCATE p")
+    judged("PREPARE p AS SELECT 2")
+    assert "unknown" not in judged("EXECUTE p").kinds
+    assert not analyze_sql("SELECT public.harmless_q()", _with(_own("harmless_q", "SELECT 1"))).prepares_unseen

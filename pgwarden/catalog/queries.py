@@ -50,7 +50,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # One row per (relation, what a write or a read of it runs that the statement does not name):
     # kind 't' a trigger's function, 'd' a function a column's default or generated expression
     # calls, 'p' a function a row-level security policy calls (its table has RLS on), 'c' a table
-    # a foreign key's ON DELETE / ON UPDATE action writes; target: pg_proc or pg_class OID.
+    # a foreign key's ON DELETE / ON UPDATE action writes, 'i' a partition or inheritance child;
+    # target: pg_proc or pg_class OID.
     "effects": ("relation", "kind", "target"),
     # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
     # rule), its CREATE RULE text (pg_get_ruledef, names schema-qualified).
@@ -157,7 +158,8 @@ ORDER BY 1, 2"""
 # internal ones of foreign keys, which run the built-in RI_FKey functions: their effect is the
 # 'c' rows), the functions column defaults and RLS policies call (pg_depend: a default or a
 # policy records a dependency on each function of the database's own it calls; built-ins are
-# pinned and not recorded), and the tables a foreign key's cascading action writes.
+# pinned and not recorded), the tables a foreign key's cascading action writes, and a table's
+# partitions and inheritance children (pg_inherits: what reads and writes of it reach).
 EFFECTS = """
 SELECT DISTINCT * FROM (
     SELECT t.tgrelid::int8 AS relation, 't' AS kind, t.tgfoid::int8 AS target
@@ -178,6 +180,10 @@ SELECT DISTINCT * FROM (
     SELECT k.confrelid::int8, 'c', k.conrelid::int8
     FROM pg_constraint AS k
     WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+    UNION ALL
+    SELECT i.inhparent::int8, 'i', i.inhrelid::int8
+    FROM pg_inherits AS i
+    JOIN pg_class AS c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
 ) AS e
 ORDER BY 1, 2, 3"""
 
@@ -337,7 +343,8 @@ SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
 # VACUUM FREEZE also changes it (a frozen row's xmin reads 2), which costs one load that finds
 # nothing new. It scans those tables whole: 0.14-0.28 s for 300,000 columns (docs/catalog.md).
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
-            "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy")
+            "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
+            "pg_inherits")
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"
     f" AS {table}" for table in _CHANGED)

@@ -544,6 +544,8 @@ class _Resolver:
                             self._convert(type_oid, False, kinds, functions, nested)
                     if facts.effects or facts.rules:
                         self._effects(facts, rel.written, storing, cascading, kinds, functions, nested, seen_effects)
+                    if rel.written and facts.kind == "v":  # an updatable view writes what it reads
+                        self._through_view(facts, storing, cascading, kinds, functions, nested, seen_effects)
             if rel.name in ("pg_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings") and \
                     rel.schema in (None, "pg_catalog"):
                 kinds.add("server_files")
@@ -560,6 +562,15 @@ class _Resolver:
         for kind, target in facts.effects:
             if kind == "p" or written and (kind == "t" or kind == "d" and storing):
                 self._fires(target, kind != "t", kinds, functions, nested)
+            elif kind == "i":  # (`ONLY t` reaches no child: counted all the same)
+                child = self.catalog.relation(target)
+                if child is None:
+                    kinds.add("unknown")
+                    continue
+                name = f"{_schema(child.schema)}.{child.name}"
+                nested.append(Analysis(frozenset(), tables=frozenset({name}),
+                                       writes=frozenset({name}) if written else frozenset()))
+                self._effects(child, written, storing, cascading, kinds, functions, nested, seen)
             elif kind == "c" and written and cascading:
                 child = self.catalog.relation(target)
                 if child is None:
@@ -576,6 +587,19 @@ class _Resolver:
                 kinds |= ran.kinds - {"ddl", "select"}
                 functions |= ran.functions
                 nested.append(ran)
+
+    def _through_view(self, view: RelationFacts, storing: bool, cascading: bool, kinds: set[str],
+                      functions: set[str], nested: list, seen: set[int]) -> None:
+        """A write of an auto-updatable view writes the relations it reads, with their effects."""
+        for oid in view.relations:
+            base = self.catalog.relation(oid)
+            if base is None or base.oid == view.oid:
+                continue
+            name = f"{_schema(base.schema)}.{base.name}"
+            nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
+            self._effects(base, True, storing, cascading, kinds, functions, nested, seen)
+            if base.kind == "v":
+                self._through_view(base, storing, cascading, kinds, functions, nested, seen)
 
     def _fires(self, oid: int, value: bool, kinds: set[str], functions: set[str], nested: list) -> None:
         """Function ``oid`` runs as a trigger, or (``value``) computes a default or a policy's test:

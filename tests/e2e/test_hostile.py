@@ -197,6 +197,10 @@ CREATE EXTENSION pgcrypto;
 CREATE TABLE public.keyed (id uuid DEFAULT uuid_generate_v4(), salt bytea DEFAULT gen_random_bytes(8), n int);
 CREATE TABLE public.images (id int, raster lo);
 CREATE TRIGGER images_lo BEFORE UPDATE OR DELETE ON public.images FOR EACH ROW EXECUTE FUNCTION lo_manage(raster);
+CREATE VIEW public.audited_v AS SELECT * FROM public.audited;
+CREATE TABLE public.family (id int, n int);
+CREATE TABLE secret.heirs () INHERITS (public.family);
+INSERT INTO secret.heirs VALUES (1, 1001);
 CREATE TABLE public.logged (id int);
 CREATE TABLE public.log (id int, at timestamptz);
 CREATE FUNCTION public.log_it() RETURNS trigger LANGUAGE plpgsql
@@ -223,7 +227,8 @@ SELECT pg_replication_origin_drop(roname) FROM pg_replication_origin;
 DROP FUNCTION IF EXISTS public.swap_h(), public.swap_k(), public.harmless(smallint);
 DROP VIEW IF EXISTS public.unchecked_v;
 DROP SCHEMA IF EXISTS shadowing CASCADE;
-DELETE FROM secret.children; DELETE FROM public.parents;
+DELETE FROM secret.children; DELETE FROM public.parents; DELETE FROM secret.heirs;
+INSERT INTO secret.heirs VALUES (1, 1001);
 INSERT INTO public.parents VALUES (1); INSERT INTO secret.children VALUES (1);
 DROP TRIGGER IF EXISTS victim_wipe ON public.victim;
 DROP CAST IF EXISTS (int AS public.fresh);
@@ -240,6 +245,7 @@ SELECT (SELECT count(*) FROM public.things) AS things,
        (SELECT sum(n) FROM public.things) AS things_sum,
        (SELECT count(*) FROM secret.things) AS secret_things,
        (SELECT count(*) FROM secret.children) AS secret_children,
+       (SELECT count(*) FROM secret.heirs) AS secret_heirs,
        to_regclass('public.victim') IS NOT NULL AS victim_table,
        (SELECT last_value || '/' || is_called FROM public.s) AS sequence,
        (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
@@ -572,6 +578,9 @@ CASES = [
     refused("fx", "INSERT INTO ruled VALUES (1)"),  # DO ALSO DELETE FROM secret.things
     refused("fx", "INSERT INTO defaulted (id) VALUES (1)"),  # the default calls a function that deletes
     refused("fx", "DELETE FROM parents WHERE id = 1"),  # ON DELETE CASCADE into secret.children
+    refused("fx", "INSERT INTO audited_v VALUES (1)"),  # through a view: audited's trigger fires
+    refused("fx", "SELECT * FROM family"),  # secret.heirs inherits it: its rows come too
+    refused("fx", "DELETE FROM family WHERE id = 1"),
     refused("fx", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
             "EXECUTE FUNCTION public.audit_wipe()", policy="bodies"),
     refused("fx", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "

@@ -175,8 +175,8 @@ def build_catalog(
         column_types.setdefault(relation, []).append(type_oid)
     effects: dict[int, list[tuple[str, int]]] = {}
     for relation, kind, target in rows.effects:
-        if kind not in ("t", "d", "p", "c", "i"):
-            raise CatalogShapeError(f"an effect of kind {kind!r} (expected 't', 'd', 'p', 'c' or 'i')")
+        if kind not in ("t", "d", "p", "c", "r", "i"):
+            raise CatalogShapeError(f"an effect of kind {kind!r} (expected 't', 'd', 'p', 'c', 'r' or 'i')")
         effects.setdefault(relation, []).append((kind, target))
     rules: dict[int, list[str]] = {}
     for relation, definition in rows.rules:

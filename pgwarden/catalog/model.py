@@ -86,7 +86,8 @@ class RelationFacts:
     definition: str | None = None
     # What a statement runs on it without naming it (`queries.EFFECTS`): (kind, OID) with kind 't'
     # a trigger's function, 'd' a function of a column's default or generated expression, 'p' a
-    # function of a row-level security policy, 'c' a table a foreign key's cascading action writes,
+    # function of a row-level security policy, 'c' a table a foreign key's cascading action writes
+    # ('r' one whose foreign key has no such action: TRUNCATE ... CASCADE empties it too),
     # 'i' a partition or inheritance child (reading or writing the table reaches its rows).
     effects: tuple[tuple[str, int], ...] = ()
     # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.

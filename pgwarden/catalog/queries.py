@@ -50,7 +50,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # One row per (relation, what a write or a read of it runs that the statement does not name):
     # kind 't' a trigger's function, 'd' a function a column's default or generated expression
     # calls, 'p' a function a row-level security policy calls (its table has RLS on), 'c' a table
-    # a foreign key's ON DELETE / ON UPDATE action writes, 'i' a partition or inheritance child;
+    # a foreign key's ON DELETE / ON UPDATE action writes ('r': another referencing table, which
+    # only TRUNCATE ... CASCADE empties), 'i' a partition or inheritance child;
     # target: pg_proc or pg_class OID.
     "effects": ("relation", "kind", "target"),
     # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
@@ -177,9 +178,11 @@ SELECT DISTINCT * FROM (
     JOIN pg_depend AS d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
                        AND d.refclassid = 'pg_proc'::regclass
     UNION ALL
-    SELECT k.confrelid::int8, 'c', k.conrelid::int8
+    SELECT k.confrelid::int8,
+           CASE WHEN k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd') THEN 'c' ELSE 'r' END,
+           k.conrelid::int8
     FROM pg_constraint AS k
-    WHERE k.contype = 'f' AND (k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd'))
+    WHERE k.contype = 'f'
     UNION ALL
     SELECT i.inhparent::int8, 'i', i.inhrelid::int8
     FROM pg_inherits AS i

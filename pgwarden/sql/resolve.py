@@ -523,6 +523,8 @@ class _Resolver:
         # the columns of types that may run the database's own functions count.
         storing = bool(syntax.kinds & _STORING)
         cascading = bool(syntax.kinds & _CASCADING)
+        truncating = "truncate" in syntax.kinds  # (TRUNCATE ... CASCADE: every referencing table)
+        cascading = cascading or truncating
         for rel in syntax.relations:
             names = self._qualified(rel.schema, rel.name)
             tables |= names
@@ -543,16 +545,18 @@ class _Resolver:
                         for type_oid in facts.column_types:
                             self._convert(type_oid, False, kinds, functions, nested)
                     if facts.effects or facts.rules:
-                        self._effects(facts, rel.written, storing, cascading, kinds, functions, nested, seen_effects)
+                        self._effects(facts, rel.written, storing, cascading, kinds, functions, nested, seen_effects,
+                                      truncating)
                     if rel.written and facts.kind == "v":  # an updatable view writes what it reads
-                        self._through_view(facts, storing, cascading, kinds, functions, nested, seen_effects)
+                        self._through_view(facts, storing, cascading, kinds, functions, nested, seen_effects,
+                                           truncating)
             if rel.name in ("pg_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings") and \
                     rel.schema in (None, "pg_catalog"):
                 kinds.add("server_files")
         return tables, writes
 
     def _effects(self, facts: RelationFacts, written: bool, storing: bool, cascading: bool, kinds: set[str],
-                 functions: set[str], nested: list, seen: set[int]) -> None:
+                 functions: set[str], nested: list, seen: set[int], truncating: bool = False) -> None:
         """What a statement runs on relation ``facts`` without naming it (`RelationFacts.effects`):
         a write fires its triggers and rules, cascades to the tables its foreign keys reach (with
         their own triggers), stores its columns' defaults; any use runs its RLS policies."""
@@ -570,15 +574,15 @@ class _Resolver:
                 name = f"{_schema(child.schema)}.{child.name}"
                 nested.append(Analysis(frozenset(), tables=frozenset({name}),
                                        writes=frozenset({name}) if written else frozenset()))
-                self._effects(child, written, storing, cascading, kinds, functions, nested, seen)
-            elif kind == "c" and written and cascading:
+                self._effects(child, written, storing, cascading, kinds, functions, nested, seen, truncating)
+            elif (kind == "c" and cascading or kind == "r" and truncating) and written:
                 child = self.catalog.relation(target)
                 if child is None:
                     kinds.add("unknown")
                     continue
                 name = f"{_schema(child.schema)}.{child.name}"
                 nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
-                self._effects(child, True, False, True, kinds, functions, nested, seen)
+                self._effects(child, True, False, True, kinds, functions, nested, seen, truncating)
         if written:
             from pgwarden.sql.syntax import syntax_of
 
@@ -589,7 +593,7 @@ class _Resolver:
                 nested.append(ran)
 
     def _through_view(self, view: RelationFacts, storing: bool, cascading: bool, kinds: set[str],
-                      functions: set[str], nested: list, seen: set[int]) -> None:
+                      functions: set[str], nested: list, seen: set[int], truncating: bool = False) -> None:
         """A write of an auto-updatable view writes the relations it reads, with their effects."""
         for oid in view.relations:
             base = self.catalog.relation(oid)
@@ -597,9 +601,9 @@ class _Resolver:
                 continue
             name = f"{_schema(base.schema)}.{base.name}"
             nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
-            self._effects(base, True, storing, cascading, kinds, functions, nested, seen)
+            self._effects(base, True, storing, cascading, kinds, functions, nested, seen, truncating)
             if base.kind == "v":
-                self._through_view(base, storing, cascading, kinds, functions, nested, seen)
+                self._through_view(base, storing, cascading, kinds, functions, nested, seen, truncating)
 
     def _fires(self, oid: int, value: bool, kinds: set[str], functions: set[str], nested: list) -> None:
         """Function ``oid`` runs as a trigger, or (``value``) computes a default or a policy's test:

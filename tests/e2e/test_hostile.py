@@ -103,9 +103,12 @@ CAPPED = {
         {"name": "small-writes", "limit": {"rows_written": 2}},
     ],
 }
-POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS, BODIES, CAPPED]
+# TRUNCATE allowed, the secret schema not.
+TRUNCATORS = {"name": "truncators", "when": {"groups": ["truncators"]},
+              "rules": [{"name": "secrets", "block": {"tables": ["secret.*"]}}]}
+POLICIES = [DESIGN, NO_WRITES, READ_ONLY, MIGRATORS, BODIES, CAPPED, TRUNCATORS]
 GROUPS = {"design": "ai-agents", "nowrite": "no-writes", "readonly": "read-only", "migrators": "migrators",
-          "bodies": "bodies", "capped": "capped"}
+          "bodies": "bodies", "capped": "capped", "truncators": "truncators"}
 
 # What the database's owner created: objects only the live catalog knows.
 SETUP = """
@@ -186,6 +189,9 @@ CREATE FUNCTION public.default_wipe() RETURNS int LANGUAGE sql
 CREATE TABLE public.defaulted (id int, d int DEFAULT public.default_wipe());
 CREATE TABLE public.parents (id int PRIMARY KEY);
 CREATE TABLE secret.children (id int REFERENCES public.parents ON DELETE CASCADE);
+CREATE TABLE public.kin (id int PRIMARY KEY);
+CREATE TABLE secret.kin_notes (id int REFERENCES public.kin);
+INSERT INTO public.kin VALUES (1); INSERT INTO secret.kin_notes VALUES (1);
 CREATE TABLE public.stamped (id int, at timestamptz DEFAULT now(), n serial);
 CREATE FUNCTION public.trig_ok() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
 CREATE TABLE public.suppressed (id int);
@@ -246,6 +252,7 @@ SELECT (SELECT count(*) FROM public.things) AS things,
        (SELECT count(*) FROM secret.things) AS secret_things,
        (SELECT count(*) FROM secret.children) AS secret_children,
        (SELECT count(*) FROM secret.heirs) AS secret_heirs,
+       (SELECT count(*) FROM secret.kin_notes) AS secret_kin_notes,
        to_regclass('public.victim') IS NOT NULL AS victim_table,
        (SELECT last_value || '/' || is_called FROM public.s) AS sequence,
        (SELECT count(*) FROM pg_largeobject_metadata) AS large_objects,
@@ -581,6 +588,10 @@ CASES = [
     refused("fx", "INSERT INTO audited_v VALUES (1)"),  # through a view: audited's trigger fires
     refused("fx", "SELECT * FROM family"),  # secret.heirs inherits it: its rows come too
     refused("fx", "DELETE FROM family WHERE id = 1"),
+    refused("fx", "TRUNCATE public.kin CASCADE", policy="truncators"),  # empties secret.kin_notes
+    refused("fx", "TRUNCATE public.parents CASCADE", policy="truncators"),
+    allowed("fx", "TRUNCATE public.victim", policy="truncators"),
+    allowed("fx", "DELETE FROM public.kin WHERE id = 2", policy="truncators"),  # no action: nothing cascades
     refused("fx", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
             "EXECUTE FUNCTION public.audit_wipe()", policy="bodies"),
     refused("fx", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "

@@ -357,12 +357,12 @@ class _Resolver:
                 self._runs(cast.function, kinds, functions, nested, named=False)
 
     def _reads_own_types(self, syntax: Syntax) -> bool:
-        """Whether ``syntax`` names a relation with columns of a type of the database's own (or
-        one the catalog does not know: made in the open transaction, its columns unknown)."""
+        """Whether ``syntax`` names a relation the catalog knows with columns of a type of the
+        database's own. (One it does not know, made in the open transaction, is not counted: a
+        `CREATE TEMP TABLE t ...; INSERT INTO t ...; SELECT sum(x) FROM t` string is common.)"""
         for rel in syntax.relations:
-            found = [r for r in self.catalog.relations_named(rel.name)
-                     if rel.schema is None or _schema(r.schema) == _schema(rel.schema)]
-            if not found or any(r.column_types for r in found):
+            if any(r.column_types for r in self.catalog.relations_named(rel.name)
+                   if rel.schema is None or _schema(r.schema) == _schema(rel.schema)):
                 return True
         return False
 
@@ -530,10 +530,6 @@ class _Resolver:
             tables |= names
             if rel.written:
                 writes |= names
-                if self.stale:
-                    # A trigger, a rule, a default or a cascade made in the open transaction (or
-                    # its function replaced there) runs on this write: the catalog shows none yet.
-                    kinds.add("unknown")
             for schema_name in names:
                 schema, _, name = schema_name.partition(".")
                 for facts in self.catalog.relations_named(name):

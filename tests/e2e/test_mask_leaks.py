@@ -432,8 +432,10 @@ CASES = [
     c("ddl", BEGIN, "ALTER TABLE users RENAME COLUMN card_number TO pan", "SELECT pan FROM users", ROLLBACK,
       expect=ANY),
     c("ddl", BEGIN, "ALTER TABLE users RENAME TO leak_users", "SELECT ssn FROM leak_users", ROLLBACK, expect=ANY),
-    c("ddl", BEGIN, "CREATE FUNCTION leak_fn() RETURNS trigger LANGUAGE plpgsql "
-                    "AS $$ BEGIN NEW.name := reverse(NEW.ssn); RETURN NEW; END $$",
+    # (the function committed first: arming a trigger is judged as a call of its function, and one
+    # made in the open transaction is not known yet)
+    c("ddl", "CREATE FUNCTION leak_fn() RETURNS trigger LANGUAGE plpgsql "
+             "AS $$ BEGIN NEW.name := reverse(NEW.ssn); RETURN NEW; END $$", BEGIN,
       "CREATE TRIGGER leak_t BEFORE UPDATE ON users FOR EACH ROW EXECUTE FUNCTION leak_fn()",
       "UPDATE users SET id = id", "SELECT name FROM users", ROLLBACK, expect=ANY),
     c("ddl", BEGIN, "CREATE UNIQUE INDEX ON users (reverse(ssn))", ROLLBACK, expect=ANY),

@@ -45,6 +45,7 @@ MODULES: tuple[str, ...] = (
     "pgwarden.recorder",
     "pgwarden.chain",
     "pgwarden.sql.template",
+    "pgwarden.sql.statement",
     "pgwarden.sql.cache",
     "pgwarden.plugin_call",
     "pgwarden.counters",

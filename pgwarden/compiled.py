@@ -46,6 +46,7 @@ MODULES: tuple[str, ...] = (
     "pgwarden.chain",
     "pgwarden.sql.template",
     "pgwarden.sql.statement",
+    "pgwarden.decisions",
     "pgwarden.sql.cache",
     "pgwarden.plugin_call",
     "pgwarden.counters",

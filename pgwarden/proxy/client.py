@@ -240,6 +240,12 @@ class SessionServices:
 class ClientConnection(Protocol):
     """One agent connection."""
 
+    # What each statement's decision reads (`pgwarden.decisions`, compiled), as slots: a compiled
+    # caller reads an attribute of an interpreted object through the generic API, a slot's
+    # descriptor there is cheaper than the instance dictionary's lookup (the rest stay in it).
+    __slots__ = ("session", "limits", "shadow", "untracked", "sql_context", "masks", "catalog_redefined",
+                 "catalog_ticket", "catalog_changed", "relay")
+
     transport: IRelayTransport
     # Set once the login is over. Only the relay phase reads them, and it always has them; the
     # life cycle (connectionLost, a reload) checks them against None.

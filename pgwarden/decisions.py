@@ -43,6 +43,7 @@ _RECORDING_FAILED = Refusal(
 
 # Final: compiled, a C variable; any other global is a dictionary lookup at each use.
 _VERDICT: Final = Verdict
+_NAMING_KINDS: Final = NAMING_KINDS
 
 
 class Decisions:
@@ -119,7 +120,7 @@ class Decisions:
             # another): decide once the catalog has been read again.
             return self._once_fresh(conn, request)
         if plain:  # `_check` for a session without limits or shadow rules, inline (a call less)
-            verdict = plugins.check(statement, session)
+            verdict = plugins.checkers.check(statement, session)  # (`PluginHost.check`, compiled: no frame)
             if isinstance(verdict, _VERDICT):
                 return self._enforce(verdict, statement, conn, request)
             return verdict.addCallback(self._enforce, statement, conn, request)
@@ -260,7 +261,7 @@ class Decisions:
         analysis = statement.analysed
         if analysis is None:
             return
-        if conn.masks is not None and analysis.kinds & NAMING_KINDS:  # (the only ones it looks at)
+        if conn.masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS):  # (the only ones it looks at)
             conn.masks.ran(statement)
         if analysis.changes_context:
             before = conn.sql_context
@@ -309,7 +310,7 @@ class Decisions:
                 # search_path unknown, say.)
                 request.decide_binds = True
             elif analysis is not None and (changes_catalog or analysis.changes_context or (
-                    conn.masks is not None and analysis.kinds & NAMING_KINDS)):
+                    conn.masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS))):
                 self.ran(conn, statement)  # `ran`'s own three tests first: a call less per statement
             if analysis is not None and not analysis.may_change_settings:
                 request.may_change_settings = False  # later pipelined text is read as this one was

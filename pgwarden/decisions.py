@@ -58,6 +58,10 @@ class Decisions:
         self.plugins = plugins
         self.recorder = recorder
         self.stats = stats
+        # What the decision calls on every statement, compiled, taken once: a native call each
+        # (`stats.statement` and `plugins.check` are the same methods, reached by a lookup)
+        self._count = stats.counts
+        self._checkers = plugins.checkers
         self.statements = statements
         #: a catalog source (`LiveCatalog`, or a fixed snapshot): `current`, maybe `pending`/`fresh()`
         self.catalog = catalog
@@ -86,7 +90,7 @@ class Decisions:
             # Not even parsed: what it does to the session (a SET search_path, DDL, a PREPARE)
             # is not followed. Should a reload bring checks, `_untracked` assumes the worst.
             conn.untracked = True
-            self.stats.statement("allow", ("unanalysed",))
+            self._count.count("allow", ("unanalysed",))
             return ALLOW
         if conn.untracked:
             self._untracked(conn)
@@ -120,7 +124,7 @@ class Decisions:
             # another): decide once the catalog has been read again.
             return self._once_fresh(conn, request)
         if plain:  # `_check` for a session without limits or shadow rules, inline (a call less)
-            verdict = plugins.checkers.check(statement, session)  # (`PluginHost.check`, compiled: no frame)
+            verdict = self._checkers.check(statement, session)  # (`PluginHost.check`, compiled: no frame)
             if isinstance(verdict, _VERDICT):
                 return self._enforce(verdict, statement, conn, request)
             return verdict.addCallback(self._enforce, statement, conn, request)
@@ -237,7 +241,7 @@ class Decisions:
             analysis = statement.analysed  # (read first: the property is a call)
             if analysis is None and active:
                 analysis = statement.analysis
-        self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
+        self._count.count(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
         if shadow:
             self.stats.shadow(shadow)
         if not active:

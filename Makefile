@@ -28,10 +28,12 @@ venv: $(STAMP) compiled
 # .py, once: after a change to one of those .py files, this builds them again (an extension
 # older than its source would run the old code; tests/unit/test_compiled.py checks it).
 # mypyc's mypy keeps its cache apart from `make lint`'s, which may run at the same time (make test).
+# PGWARDEN_REQUIRE_COMPILE: here a failed build stops make (a pip install falls back silently, and
+# would leave the previous build's extensions in place, running old code under the compiled tests).
 COMPILED_STAMP := $(VENV)/.compiled
 COMPILED_SOURCES := $(addsuffix .py,$(subst .,/,$(shell sed -n 's/^    "\(pgwarden\.[a-z_.]*\)",$$/\1/p' pgwarden/compiled.py)))
 $(COMPILED_STAMP): $(STAMP) setup.py pgwarden/compiled.py $(COMPILED_SOURCES)
-	MYPY_CACHE_DIR=build/.mypy_cache $(PY) setup.py -q build_ext --inplace
+	PGWARDEN_REQUIRE_COMPILE=1 MYPY_CACHE_DIR=build/.mypy_cache $(PY) setup.py -q build_ext --inplace
 	@# A module's own extension is a stub into the group's library, rewritten only when the stub
 	@# changes: touched, so that test_compiled's "older than its source" reads the build's time.
 	find pgwarden -name '*.cpython-*.so' -exec touch {} +

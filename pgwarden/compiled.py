@@ -45,6 +45,8 @@ MODULES: tuple[str, ...] = (
     "pgwarden.recorder",
     "pgwarden.chain",
     "pgwarden.sql.template",
+    "pgwarden.sql.statement",
+    "pgwarden.decisions",
     "pgwarden.sql.cache",
     "pgwarden.plugin_call",
     "pgwarden.counters",

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from twisted.internet.defer import Deferred, gatherResults, succeed
 
@@ -18,6 +18,7 @@ from pgwarden import lexical
 from pgwarden import limits as core_limits
 from pgwarden.approvals import ApprovalWaits
 from pgwarden.config import Approvals
+from pgwarden.proxy.pump import catalog_unread_of
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from pgwarden.proxy.client import ClientConnection
     from pgwarden.recorder import Recorder
     from pgwarden.sql.cache import StatementCache
+    from pgwarden.sql.statement import Statement
 
 _RECORDING_FAILED = Refusal(
     "58030",
@@ -39,6 +41,10 @@ _RECORDING_FAILED = Refusal(
     "pgwarden records every statement before it runs; a record sink is failing.",
     "This is not caused by the statement. Retry later; an operator sees the reason on pgwarden's /readyz.",
 )
+
+# Final: compiled, a C variable; any other global is a dictionary lookup at each use.
+_VERDICT: Final = Verdict
+_NAMING_KINDS: Final = NAMING_KINDS
 
 
 def _unchecked(conn: ClientConnection) -> Verdict:
@@ -59,6 +65,10 @@ class Decisions:
         self.plugins = plugins
         self.recorder = recorder
         self.stats = stats
+        # What the decision calls on every statement, compiled, taken once: a native call each
+        # (`stats.statement` and `plugins.check` are the same methods, reached by a lookup)
+        self._count = stats.counts
+        self._checkers = plugins.checkers
         self.statements = statements
         #: a catalog source (`LiveCatalog`, or a fixed snapshot): `current`, maybe `pending`/`fresh()`
         self.catalog = catalog
@@ -67,7 +77,8 @@ class Decisions:
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
         """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect."""
-        if not conn.session.policies:  # a reload took the identity's last policy away
+        session = conn.session
+        if not session.policies:  # a reload took the identity's last policy away
             return self.recorded(conn, request, None, Verdict.block("no policy for this identity"),
                                  Refusal("28000", "pgwarden: no policy for this identity"))
         if request.protocol == "function_call":
@@ -78,38 +89,42 @@ class Decisions:
             return self._refused(conn, request, None, request.refusal)
         limits = conn.limits
         recording = self.recorder.active
-        follows = self.plugins.follows  # (a plugin checks, or a masker reads lineage)
-        if not recording and not follows and not limits.any and conn.shadow is None:
+        plugins = self.plugins
+        follows = plugins.follows  # (a plugin checks, or a masker reads lineage)
+        # (Each attribute of the session read once: compiled, each read is a dictionary lookup.)
+        plain = not limits.any and conn.shadow is None
+        if not recording and not follows and plain:
             # Not even parsed: what it does to the session (a SET search_path, DDL, a PREPARE)
             # is not followed. Should a reload bring checks, `_untracked` assumes the worst.
             conn.untracked = True
-            self.stats.statement("allow", ("unanalysed",))
+            self._count.count("allow", ("unanalysed",))
             return ALLOW
         if conn.untracked:
             self._untracked(conn)
         context = conn.sql_context
+        catalog = self.catalog
         # `_context`'s three tests, inline (a Python call less per statement); `_context` rebuilds
-        if (context.catalog is not self.catalog.current or request.lexer is not context.lexer
-                or conn.catalog_unread is not context.stale):
+        if (context.catalog is not catalog.current or request.lexer is not context.lexer
+                or catalog_unread_of(conn) is not context.stale):
             context = self._context(conn, request)
         statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
         # only when the text could say SET, RESET, DISCARD or set_config, or when its record, a
         # check or a masker, which read the analysis, will parse it anyway.)
-        checks = self.plugins.checks
         analysis = statement.analysed
         if analysis is None and (recording or follows or lexical.may_change(request.sql)):
             analysis = statement.analyse()
-        if analysis is not None and analysis.settings:
-            refusal = lexical.refusal(analysis.settings, analysis.functions, request.encoding, request.lexer)
-            if refusal is not None:
-                return self._refused(conn, request, statement, refusal)
-        plain = not limits.any and conn.shadow is None
-        if plain and not checks:  # (recorded or masked, so analysed: what it does to the session is followed)
-            went_unchecked(conn.session)
+        if analysis is not None:
+            settings = analysis.settings
+            if settings:
+                refusal = lexical.refusal(settings, analysis.functions, request.encoding, request.lexer)
+                if refusal is not None:
+                    return self._refused(conn, request, statement, refusal)
+        if plain and not plugins.checks:  # (recorded or masked, so analysed: what it does to the session is followed)
+            went_unchecked(session)
             return self._enforce(Verdict.allow(), statement, conn, request)
-        if getattr(self.catalog, "pending", False) and (
-                "unknown" in statement.kinds or not self.catalog.current.complete
+        if getattr(catalog, "pending", False) and (
+                "unknown" in statement.kinds or not catalog.current.complete
                 or self._after_change(conn, statement)):
             # It names what the catalog may not know yet (a function just created), the first
             # read of the live catalog has not ended (masking needs to know the tables' columns),
@@ -117,8 +132,8 @@ class Decisions:
             # another): decide once the catalog has been read again.
             return self._once_fresh(conn, request)
         if plain:  # `_check` for a session without limits or shadow rules, inline (a call less)
-            verdict = self.plugins.check(statement, conn.session)
-            if isinstance(verdict, Verdict):
+            verdict = self._checkers.check(statement, session)  # (`PluginHost.check`, compiled: no frame)
+            if isinstance(verdict, _VERDICT):
                 return self._enforce(verdict, statement, conn, request)
             return verdict.addCallback(self._enforce, statement, conn, request)
         return self._check(conn, request, statement)
@@ -144,7 +159,7 @@ class Decisions:
         `decide` would make its arguments closure cells, made at every call.)"""
         return self.catalog.fresh().addCallback(lambda _: self._check(conn, request))
 
-    def _after_change(self, conn: ClientConnection, statement) -> bool:
+    def _after_change(self, conn: ClientConnection, statement: Statement) -> bool:
         """Whether ``statement`` comes after a change to the catalog that a load will show (this
         session's or another's, committed, not read yet), and may read or write rows: judged on
         the catalog before the change, a view replaced to return a masked column would pass
@@ -167,12 +182,12 @@ class Decisions:
         lexer = request.lexer
         if lexer is not context.lexer:
             context = context.with_lexer(lexer)
-        stale = conn.catalog_unread
+        stale = catalog_unread_of(conn)
         if stale is not context.stale:
             context = context.with_stale(stale)
         return context
 
-    def _check(self, conn: ClientConnection, request: StatementRequest, statement=None):
+    def _check(self, conn: ClientConnection, request: StatementRequest, statement: Statement | None = None):
         """The core's limits, then the plugins' verdict, enforced. (`decide` has this without
         limits and shadow rules inline: a change here belongs there too.)"""
         if statement is None:
@@ -189,7 +204,7 @@ class Decisions:
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
 
-    def _check_shadowed(self, conn: ClientConnection, request: StatementRequest, statement):
+    def _check_shadowed(self, conn: ClientConnection, request: StatementRequest, statement: Statement):
         """`_check` for a session with shadow rules: the enforced verdict first, as `_check` makes
         it, then the shadow ones (`pgwarden.shadow`), which only go into its record."""
         shadow = conn.shadow
@@ -214,12 +229,14 @@ class Decisions:
                               found if isinstance(found, Deferred) else succeed(found)]).addCallback(
             lambda both: then(both[0], both[1]))
 
-    def _refused(self, conn: ClientConnection, request, statement, refusal: Refusal):
+    def _refused(self, conn: ClientConnection, request: StatementRequest, statement: Statement | None,
+                 refusal: Refusal):
         """A refusal of the core's own (not a policy's), recorded like a blocked statement."""
         verdict = Verdict.block(refusal.message.removeprefix("pgwarden: blocked: "), refusal.hint)
         return self.recorded(conn, request, statement, verdict, refusal)
 
-    def recorded(self, conn: ClientConnection, request, statement, verdict: Verdict, outcome,
+    def recorded(self, conn: ClientConnection, request: StatementRequest, statement: Statement | None,
+                 verdict: Verdict, outcome: object,
                  shadow: list | None = None):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be.
         ``shadow``: the statement's shadow verdicts (`pgwarden.shadow`), recorded beside it."""
@@ -233,7 +250,7 @@ class Decisions:
             analysis = statement.analysed  # (read first: the property is a call)
             if analysis is None and active:
                 analysis = statement.analysis
-        self.stats.statement(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
+        self._count.count(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
         if shadow:
             self.stats.shadow(shadow)
         if not active:
@@ -248,14 +265,16 @@ class Decisions:
             return _RECORDING_FAILED
         return outcome
 
-    def ran(self, conn: ClientConnection, statement) -> None:
+    def ran(self, conn: ClientConnection, statement: Statement | None) -> None:
         """``statement`` goes to the server: what it does to the session's search_path, and to
         the catalog (DDL), is taken into account for the statements after it. (`_enforce` calls
         it only when one of its three tests holds: a test added here needs one there.)"""
-        analysis = statement.analysed if statement is not None else None
+        if statement is None:
+            return
+        analysis = statement.analysed
         if analysis is None:
             return
-        if conn.masks is not None and analysis.kinds & NAMING_KINDS:  # (the only ones it looks at)
+        if conn.masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS):  # (the only ones it looks at)
             conn.masks.ran(statement)
         if analysis.changes_context:
             before = conn.sql_context
@@ -275,25 +294,27 @@ class Decisions:
                 # so is it decided again at its next Bind, on the catalog that shows the change.
                 conn.relay.policy_generation += 1
 
-    def _runs_as(self, statement, conn: ClientConnection, request: StatementRequest):
+    def _runs_as(self, statement: Statement, conn: ClientConnection, request: StatementRequest):
         """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the
         server), or a Verdict refusing it when its writes cannot be counted."""
         if conn.limits.rows_written is None:
             return ALLOW
-        syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)
+        syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)  # type: ignore[union-attr]  # the cache's have one
         return core_limits.counting(statement.analysis, syntax.statements, conn.limits, request.protocol) or ALLOW
 
-    def _enforce(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest,
+    def _enforce(self, verdict: Verdict, statement: Statement, conn: ClientConnection, request: StatementRequest,
                  shadow: list | None = None):
-        runs = ALLOW
-        if verdict.action != "block" and conn.limits.rows_written is not None:
+        runs: object = ALLOW  # (object: compiled, a variable of the marker's type refuses CountRows)
+        action = verdict.action
+        if action != "block" and conn.limits.rows_written is not None:
             runs = self._runs_as(statement, conn, request)
             if isinstance(runs, Verdict):
                 verdict = runs
-        if verdict.action == "allow":
+                action = verdict.action
+        if action == "allow":
             analysis = statement.analysed
-            if analysis is not None and analysis.changes_catalog and request.protocol == "extended" \
-                    and request.bind is None:
+            changes_catalog = analysis is not None and analysis.changes_catalog
+            if changes_catalog and request.protocol == "extended" and request.bind is None:
                 # A Parse does not change the catalog: its Bind does, maybe after a Sync (asyncpg
                 # Syncs after Parse and Describe) whose ReadyForQuery would set a reload off that
                 # may end before the change runs. Each Bind is decided, and `ran` marks the change
@@ -301,20 +322,20 @@ class Decisions:
                 # decided in what the statement does to the session once it has run, a DO's
                 # search_path unknown, say.)
                 request.decide_binds = True
-            elif analysis is not None and (analysis.changes_context or analysis.changes_catalog or (
-                    conn.masks is not None and analysis.kinds & NAMING_KINDS)):
+            elif analysis is not None and (changes_catalog or analysis.changes_context or (
+                    conn.masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS))):
                 self.ran(conn, statement)  # `ran`'s own three tests first: a call less per statement
             if analysis is not None and not analysis.may_change_settings:
                 request.may_change_settings = False  # later pipelined text is read as this one was
             return self.recorded(conn, request, statement, verdict, runs, shadow)
-        if verdict.action == "block":
+        if action == "block":
             return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict), shadow)
         # approve: a human decides; an extended statement at each Bind, with its parameters.
         if request.protocol == "extended" and request.bind is None:
             return self.recorded(conn, request, statement, verdict, BIND_DECIDES, shadow)
         return self._approval(verdict, statement, conn, request, shadow, runs)
 
-    def _approval(self, verdict: Verdict, statement, conn: ClientConnection, request: StatementRequest,
+    def _approval(self, verdict: Verdict, statement: Statement, conn: ClientConnection, request: StatementRequest,
                   shadow: list | None, runs: object):
         """A human decides. (A method of its own: a lambda in `_enforce` would make its arguments
         closure cells, made at every call.)"""

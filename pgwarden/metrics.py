@@ -59,10 +59,11 @@ class Stats:
         self.bytes_from_upstream = 0
         # The two counters of every statement, compiled (`pgwarden.counters`); their methods are
         # this object's own, so that bumping one is no interpreted call.
-        self._counts = StatementCounts()
+        #: (the compiled decision calls ``counts.count``, `statement`, natively)
+        self.counts = StatementCounts()
         #: ``statement(action, kinds)``: counts a decided statement once under each of its kinds
         #: (``kinds`` hashable: a frozenset or a tuple), spread when read (`statements`, `verdicts`)
-        self.statement: Callable[[str, Collection[str]], None] = self._counts.count
+        self.statement: Callable[[str, Collection[str]], None] = self.counts.count
         self._overhead = Histogram(OVERHEAD_BUCKETS)
         #: ``overhead(seconds)``: pgwarden's own time on one execution, into its histogram
         self.overhead: Callable[[float], None] = self._overhead.add
@@ -88,20 +89,20 @@ class Stats:
     @property
     def _decided(self) -> dict[tuple[str, Collection[str]], int]:
         """The counts by (verdict, set of kinds) not spread yet (bounded: the tests read it)."""
-        return {(action, kinds): n for action, by_kinds in self._counts.decided.items()
+        return {(action, kinds): n for action, by_kinds in self.counts.decided.items()
                 for kinds, n in by_kinds.items()}
 
     @property
     def statements(self) -> dict[tuple[str, str], int]:
         """(verdict, kind) -> statements: a statement counts under each of its kinds."""
-        self._counts.spread()
-        return self._counts.statements
+        self.counts.spread()
+        return self.counts.statements
 
     @property
     def verdicts(self) -> dict[str, int]:
         """verdict -> statements, each counted once."""
-        self._counts.spread()
-        return self._counts.verdicts
+        self.counts.spread()
+        return self.counts.verdicts
 
     @property
     def overhead_buckets(self) -> list[int]:

@@ -1,4 +1,5 @@
-"""`PluginCall`: one plugin's implementations of one hook, called as pluggy would, compiled.
+"""`PluginCall`: one plugin's implementations of one hook, called as pluggy would, compiled;
+`Checkers`: the plugins that check statements, each called for one statement.
 
 Apart from `pgwarden.plugins` so that it can be compiled (`pgwarden.compiled`): the recorder
 calls a plugin through one of these twice a statement (its records, its flush), and an
@@ -8,9 +9,25 @@ interpreted ``__call__`` was a Python frame each time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Final, Protocol
 
 import pluggy
 from pluggy._callers import _multicall
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.python.failure import Failure
+
+from pgwarden.session import went_unchecked
+from pgwarden.verdict import Verdict
+
+if TYPE_CHECKING:
+    from pgwarden.policy.model import Policy
+    from pgwarden.session import Session
+    from pgwarden.sql.statement import Statement
+
+# Final: compiled, a C variable each; any other global is a dictionary lookup at each use.
+_ALLOWED: Final = Verdict.allow()
+_VERDICT: Final = Verdict
+_MULTICALL: Final = _multicall
 
 
 class PluginCall:
@@ -52,7 +69,7 @@ class PluginCall:
 
     def __call__(self, **kwargs: object) -> list:  # (a `Call`: what each plugin answered)
         plain = self._plain
-        if plain is not None and self._pm._inner_hookexec is _multicall:
+        if plain is not None and self._pm._inner_hookexec is _MULTICALL:
             function, names = plain
             try:
                 args = [kwargs[name] for name in names]
@@ -69,3 +86,72 @@ class PluginCall:
             if answer:
                 found.extend(answer)
         return found
+
+
+class CheckHost(Protocol):
+    """What `Checkers` asks of the plugin host, off the common path (`pgwarden.plugins.PluginHost`)."""
+
+    def _checkers_for_policies(self, policies: tuple[Policy, ...]) -> tuple[tuple[Policy, ...], list]: ...
+
+    def _culprit(self, hook_name: str, error: BaseException, default: str) -> str: ...
+
+    def _failed(self, name: str, failure: Failure) -> Verdict: ...
+
+    def _settle(self, name: str, answer: object) -> Verdict | Deferred[Verdict | None] | None: ...
+
+
+class Checkers:
+    """`PluginHost.check`'s loop over the checking plugins, compiled: the decision (compiled too)
+    calls it for every statement without an interpreted frame of its own. Holds the host's own
+    list, set and memo (built once the plugins are registered), not copies."""
+
+    def __init__(self, host: CheckHost, checkers: list[tuple[str, PluginCall]], rules_only: set[str],
+                 checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, PluginCall]]]],
+                 pm: pluggy.PluginManager) -> None:
+        self._host = host
+        self._checkers = checkers
+        self._rules_only = rules_only
+        self._checkers_for = checkers_for
+        self._pm = pm
+
+    def check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict]:
+        """The strictest verdict of all plugins: a Verdict, or a Deferred of one (`PluginHost.check`)."""
+        answers: list[Verdict | Deferred[Verdict | None]] = []
+        waits = False
+        checkers = self._checkers
+        if self._rules_only:
+            policies = session.policies
+            known = self._checkers_for.get(id(policies))
+            if known is None or known[0] is not policies:
+                known = self._host._checkers_for_policies(policies)
+            checkers = known[1]
+            if not checkers:  # no plugin sees it: one that remembers the session's PREPAREs must know
+                went_unchecked(session)
+                return _ALLOWED
+        direct = self._pm._inner_hookexec is _MULTICALL  # else tracing or a monitor runs each call
+        for name, call in checkers:
+            try:
+                positional = call.positional if direct else None
+                if positional is not None:  # what `PluginCall.__call__` does, one frame less
+                    answer = positional(statement, session)
+                    if answer is None:
+                        continue
+                    got = [answer]
+                else:
+                    got = call(statement=statement, session=session)
+            except Exception as e:
+                answers.append(self._host._failed(self._host._culprit("pgwarden_check", e, name), Failure()))
+                continue
+            for answer in got:
+                if type(answer) is not _VERDICT:  # the common case first (isinstance costs more)
+                    answer = self._host._settle(name, answer)
+                    if answer is None:
+                        continue
+                    waits = waits or type(answer) is not _VERDICT
+                answers.append(answer)
+        if not waits:
+            if not answers:
+                return _ALLOWED  # what `Verdict.strictest` makes of none
+            return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
+        return gatherResults(  # type: ignore[misc]
+            [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)

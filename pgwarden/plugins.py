@@ -27,9 +27,8 @@ from typing import TYPE_CHECKING
 
 import attrs
 import pluggy
-from pluggy._callers import _multicall
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -38,11 +37,10 @@ from pgwarden.config import Config, ConfigError, did_you_mean, line_of, located,
 from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.identity import AuthenticationFailed
 from pgwarden.masking import ColumnMask, Detector, MessageMask, ResultShape, compose
-from pgwarden.plugin_call import PluginCall
+from pgwarden.plugin_call import Checkers, PluginCall
 from pgwarden.policy.kinds import BLOCK, BUILTIN_RULE_KINDS, CORE_RULE_KINDS, RuleKind
 from pgwarden.policy.model import RULE_KEYS, Policy, Rule, Unread
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections, resolve, value_at
-from pgwarden.session import went_unchecked
 from pgwarden.verdict import Verdict
 
 if TYPE_CHECKING:
@@ -103,6 +101,11 @@ _ALLOWED = Verdict.allow()
 
 class PluginHost:
     """The loaded plugins of one pgwarden, and how the core calls them."""
+
+    # What each statement's decision reads (`pgwarden.decisions`, compiled), as slots: a compiled
+    # caller reads an attribute of an interpreted object through the generic API, where a slot's
+    # descriptor is cheaper than the instance dictionary's lookup (the rest stay in it).
+    __slots__ = ("follows", "checks", "__dict__")
 
     def __init__(
         self,
@@ -181,6 +184,8 @@ class PluginHost:
         self._rules_only = {name for name, _ in self._checkers
                             if getattr(self.pm.get_plugin(name), RULES_ONLY, False) is True}
         self._checkers_for: dict[int, tuple[tuple[Policy, ...], list[tuple[str, PluginCall]]]] = {}
+        #: the checking plugins' calls for one statement (`check`), compiled
+        self.checkers = Checkers(self, self._checkers, self._rules_only, self._checkers_for, self.pm)
         # The same for masking: maskers that only mask by their own rule kinds (`MASKS_ONLY_BY_RULES`),
         # and per policies tuple, the result and message maskers to call.
         self._masks_only = {name for hook in ("pgwarden_result_masks", "pgwarden_message_masks")
@@ -555,47 +560,10 @@ class PluginHost:
 
         Each plugin is called through pluggy on its own (`PluginCall`), so that a
         failure is blocked in that plugin's name; a plugin answering a Verdict at once
-        costs one pluggy call and no Deferred.
+        costs one pluggy call and no Deferred. (`Checkers.check`, compiled: the decision
+        calls ``checkers.check`` directly.)
         """
-        answers: list[Verdict | Deferred[Verdict | None]] = []
-        waits = False
-        checkers = self._checkers
-        if self._rules_only:
-            policies = session.policies
-            known = self._checkers_for.get(id(policies))
-            if known is None or known[0] is not policies:
-                known = self._checkers_for_policies(policies)
-            checkers = known[1]
-            if not checkers:  # no plugin sees it: one that remembers the session's PREPAREs must know
-                went_unchecked(session)
-                return _ALLOWED
-        direct = self.pm._inner_hookexec is _multicall  # else tracing or a monitor runs each call
-        for name, call in checkers:
-            try:
-                positional = call.positional if direct else None
-                if positional is not None:  # what `PluginCall.__call__` does, one frame less
-                    answer = positional(statement, session)
-                    if answer is None:
-                        continue
-                    got = [answer]
-                else:
-                    got = call(statement=statement, session=session)
-            except Exception as e:
-                answers.append(self._failed(self._culprit("pgwarden_check", e, name), Failure()))
-                continue
-            for answer in got:
-                if answer.__class__ is not Verdict:  # the common case first (isinstance costs more)
-                    answer = self._settle(name, answer)
-                    if answer is None:
-                        continue
-                    waits = waits or answer.__class__ is not Verdict
-                answers.append(answer)
-        if not waits:
-            if not answers:
-                return _ALLOWED  # what `Verdict.strictest` makes of none
-            return answers[0] if len(answers) == 1 else Verdict.strictest(answers)  # type: ignore[return-value]
-        return gatherResults(  # type: ignore[misc]
-            [a if isinstance(a, Deferred) else succeed(a) for a in answers]).addCallback(Verdict.strictest)
+        return self.checkers.check(statement, session)
 
     def _claimed_by(self, name: str) -> set[str]:
         """The rule kinds plugin ``name`` interprets."""

@@ -141,6 +141,11 @@ class LiveCatalog:
     the newest one until the server's release is known).
     """
 
+    # What each statement's decision reads (`pgwarden.decisions`, compiled), as slots: a compiled
+    # caller reads an attribute of an interpreted object through the generic API, where a slot's
+    # descriptor is cheaper than the instance dictionary's lookup (the rest stay in it).
+    __slots__ = ("current", "pending", "__dict__")
+
     def __init__(
         self,
         upstream: Upstream,

@@ -240,6 +240,14 @@ class SessionServices:
 class ClientConnection(Protocol):
     """One agent connection."""
 
+    # What each statement's decision reads (`pgwarden.decisions`, compiled), and what the pump
+    # (compiled) sets, as slots: a compiled caller reads an attribute of an interpreted object
+    # through the generic API, where a slot's descriptor is cheaper than the instance
+    # dictionary's lookup (the rest stay in it). mypyc's type check refuses a compiled module's
+    # assignment to an attribute not named here (the build then installs pure Python).
+    __slots__ = ("session", "limits", "shadow", "untracked", "sql_context", "masks", "catalog_redefined",
+                 "catalog_ticket", "catalog_changed", "relay", "end_reason", "phase")
+
     transport: IRelayTransport
     # Set once the login is over. Only the relay phase reads them, and it always has them; the
     # life cycle (connectionLost, a reload) checks them against None.

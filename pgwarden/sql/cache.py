@@ -38,7 +38,7 @@ same normalized text. A fingerprint costs about twice a ``normalize``.
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from pglast.parser import ParseError, fingerprint, normalize
 
@@ -53,6 +53,9 @@ from pgwarden.sql.template import PLACEHOLDER, normalized_shape, numeric_templat
 
 K = TypeVar("K")
 V = TypeVar("V")
+
+# Final: compiled, a C variable; any other global is a dictionary lookup at each use.
+_SQL_CONTEXT: Final = SqlContext
 
 # A template's entry when its first text showed it unsound (no normalized text holds a NUL).
 _UNSOUND = PLACEHOLDER
@@ -94,7 +97,9 @@ class StatementCache:
         at every statement (`sql.context.shared`, `SqlContext.with_lexer`), and hashing an attrs
         class is a Python call. The entry's Statement holds the context, so its id cannot be
         reused while the entry lives; an equal context that is another object only misses."""
-        if context is None:
+        if type(context) is _SQL_CONTEXT:  # (what a session asks with: no isinstance, no global looked up)
+            ctx = context
+        elif context is None:
             ctx = default_context()
         elif isinstance(context, LexerSettings):
             ctx = default_context().with_lexer(context)

@@ -26,7 +26,7 @@ class Statement:
     with statements that all differ in a constant every access is a first one.
     """
 
-    __slots__ = ("sql", "context", "_analyze", "_cache", "analysed", "_fingerprint", "_lineage", "__dict__")
+    __slots__ = ("sql", "context", "_analyze", "_cache", "analysed", "_fingerprint", "_lineage")
 
     def __init__(self, sql: str, analyze: Callable[[str], Analysis] | None = None,
                  cache: StatementCache | None = None, context: SqlContext | None = None,
@@ -45,7 +45,7 @@ class Statement:
         #: the analysis if something has asked for it already, else None (nothing is parsed); an
         #: attribute, not a property: the decision and masking read it several times a statement
         self.analysed: Analysis | None = None
-        self._fingerprint: str | None | object = _UNSET
+        self._fingerprint: object = _UNSET
         self._lineage: tuple[Lineage, ...] | None = None
 
     def __repr__(self) -> str:

@@ -423,6 +423,8 @@ class _Resolver:
                 found.add("unknown")
             else:
                 found |= set(body.kinds) - {"select"}
+                if body.settings:  # set_config in the body: a setting changed (a value kept there)
+                    found.add("set")
                 self._body_tables[fn.oid] = body.tables
                 if body.has_where is not None:
                     self._body_wheres[fn.oid] = body.has_where

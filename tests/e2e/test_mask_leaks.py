@@ -91,9 +91,14 @@ ANALYZE users;
 """
 # Between cases, on a direct connection: what a case may have left behind.
 RESET = """
+DROP RULE IF EXISTS leak_r ON notes;
+DROP FUNCTION IF EXISTS leak_fn() CASCADE;
+DROP FUNCTION IF EXISTS leak_fn(int) CASCADE;
+DROP PROCEDURE IF EXISTS leak_p(text);
+ALTER TABLE notes ALTER body DROP DEFAULT;
 DELETE FROM notes;
-DROP FUNCTION IF EXISTS leak_fn();
 DROP VIEW IF EXISTS leak_view;
+DROP MATERIALIZED VIEW IF EXISTS leak_mv;
 DROP TABLE IF EXISTS leak_copy;
 DROP DOMAIN IF EXISTS leak_dom;
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
@@ -288,6 +293,7 @@ def c(technique: str, *steps: Step, **kw) -> Case:
 BEGIN, ROLLBACK, COMMIT = "BEGIN", "ROLLBACK", "COMMIT"
 SIMPLE = ("simple",)
 NO_ASYNCPG = ("simple", "ext-text", "ext-binary", "portal")
+CODE = ("simple", "ext-text", "portal")  # what runs or stores code: judged by its later reads
 LETTERS = str.maketrans("0123456789", "abcdefghij")
 RECONSTRUCT_WHERE = ("SELECT string_agg(d::text, '' ORDER BY i) FROM users u, generate_series(1, 11) i, "
                      "generate_series(0, 9) d WHERE substr(u.ssn, i, 1) = d::text GROUP BY u.id")
@@ -558,6 +564,144 @@ CASES = [
       differential=False),
     c("catalog", "SELECT string_agg(reverse(query), ',') FROM pg_stat_activity", expect=EITHER, differential=False),
     c("catalog", "SELECT current_query()", expect=PLAIN, open_leaks=False, canary=False),
+    # ------------------------------------------------------------ message fields besides the message, unquoted values
+    c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING HINT = (SELECT string_agg(reverse(email), ',') FROM users); "
+               "END $$", expect=ERROR),
+    c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING COLUMN = (SELECT string_agg(ssn, ',') FROM users), "
+               "TABLE = (SELECT string_agg(email, ',') FROM users); END $$", expect=ERROR),
+    c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING CONSTRAINT = (SELECT string_agg(ssn, ',') FROM users), "
+               "DATATYPE = (SELECT string_agg(email, ',') FROM users), "
+               "SCHEMA = (SELECT string_agg(card_number, ',') FROM users); END $$", expect=ERROR),
+    c("error", "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '22023', "
+               "MESSAGE = (SELECT string_agg(reverse(ssn), ',') FROM users); END $$", expect=ERROR),
+    c("error", "DO $$ BEGIN ASSERT false, (SELECT string_agg(card_number, ',') FROM users); END $$", expect=ERROR),
+    c("error", "DO $$ BEGIN RAISE NOTICE 'n' USING HINT = (SELECT string_agg(email, ',') FROM users); END $$",
+      expect=ANY),
+    c("error", "SELECT ssn::json FROM users", expect=ERROR),  # CONTEXT:  JSON data, line 1: <the value>
+    c("error", "SELECT email::jsonb FROM users", expect=ERROR),
+    c("error", "SELECT xmlparse(document ssn) FROM users", expect=ERROR),  # the parser's DETAIL echoes the input
+    c("error", "SELECT ('<' || email)::xml FROM users", expect=ERROR),
+    c("error", "SELECT chr(replace(ssn, '-', '')::int) FROM users", expect=ERROR),  # numbers come unquoted
+    c("error", "SELECT make_date(replace(ssn, '-', '')::int, 1, 1) FROM users", expect=ERROR),
+    c("error", "SELECT set_bit('\\x00'::bytea, replace(ssn, '-', '')::int, 1) FROM users", expect=ERROR),
+    c("error", "SELECT setseed(replace(ssn, '-', '')::int) FROM users", expect=ERROR),  # 8.16762e+08: differential
+    # ------------------------------------------------------------ code that runs out of lineage's sight
+    c("code", "DO $$ BEGIN INSERT INTO notes (body) SELECT ssn FROM users; END $$", "SELECT body FROM notes",
+      expect=ANY, protocols=CODE),
+    c("code", "DO $$ BEGIN PERFORM set_config('leak.x', (SELECT email FROM users WHERE id = 1), false); END $$",
+      "SELECT current_setting('leak.x')", expect=ANY, protocols=CODE),
+    c("code", "LISTEN leak", "DO $$ BEGIN PERFORM pg_notify('leak', (SELECT ssn FROM users WHERE id = 1)); END $$",
+      "SELECT 1", expect=ANY, protocols=CODE),
+    # ParameterStatus carries the new application_name to the client
+    c("code", "DO $$ BEGIN PERFORM set_config('application_name', (SELECT ssn FROM users WHERE id = 1), false); "
+              "END $$", "SELECT 1", expect=ANY, protocols=CODE),
+    c("code", BEGIN, "DO $$ DECLARE c refcursor := (SELECT ssn FROM users WHERE id = 1); BEGIN OPEN c FOR SELECT 1; "
+                     "END $$", "SELECT name FROM pg_cursors", COMMIT, expect=ANY, protocols=CODE),
+    c("code", "CREATE PROCEDURE leak_p(INOUT x text) LANGUAGE sql AS $$ SELECT reverse(ssn) FROM users WHERE id = 1 $$",
+      "CALL leak_p(NULL)", expect=ANY, protocols=CODE),
+    c("code", "LISTEN leak", "SELECT pg_notify('leak', user_ssn(1))", "SELECT 1", expect=ANY, protocols=CODE),
+    c("code", "SELECT set_config('leak.x', user_ssn(1), false)", "SHOW leak.x", expect=ANY, protocols=CODE),
+    c("code", "INSERT INTO notes (body) SELECT user_ssn(2)", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN "
+              "PERFORM set_config('leak.x', (SELECT ssn FROM users WHERE id = 1), false); RETURN 1; END $$",
+      "SELECT leak_fn()", "SHOW leak.x", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql AS $$ BEGIN "
+              "INSERT INTO notes (body) SELECT reverse(email) FROM users; RETURN 1; END $$",
+      "SELECT leak_fn()", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN "
+              "PERFORM pg_notify('leak', (SELECT ssn FROM users WHERE id = 1)); RETURN 1; END $$",
+      "LISTEN leak", "SELECT leak_fn()", "SELECT 1", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS refcursor LANGUAGE plpgsql AS $$ DECLARE c refcursor := 'kk'; "
+              "BEGIN OPEN c FOR SELECT reverse(ssn) FROM users; RETURN c; END $$",
+      BEGIN, "SELECT leak_fn()", "FETCH ALL FROM kk", COMMIT, expect=ANY, protocols=CODE),
+    # ... stored with a table and run under a statement that names none of it
+    c("code", "CREATE TEMP TABLE t (v text DEFAULT user_ssn(1))", "INSERT INTO t DEFAULT VALUES", "SELECT v FROM t",
+      expect=ANY, protocols=CODE),
+    c("code", "ALTER TABLE notes ALTER body SET DEFAULT user_ssn(3)", "INSERT INTO notes DEFAULT VALUES",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "INSERT INTO notes (body) VALUES ('x')", "ALTER TABLE notes ALTER body TYPE text USING user_ssn(1)",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE DOMAIN leak_dom AS text DEFAULT user_ssn(2)", "CREATE TEMP TABLE t (v leak_dom)",
+      "INSERT INTO t DEFAULT VALUES", "SELECT v FROM t", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "NEW.body := (SELECT ssn FROM users WHERE id = 1); RETURN NEW; END $$",
+      "CREATE TRIGGER leak_t BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION leak_fn()",
+      "INSERT INTO notes (body) VALUES ('x')", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE TABLE leak_copy (v text)",
+      "CREATE RULE leak_r AS ON INSERT TO notes DO ALSO INSERT INTO leak_copy SELECT ssn FROM users",
+      "INSERT INTO notes (body) VALUES ('x')", "SELECT v FROM leak_copy", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn(int) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT ssn FROM users WHERE id = $1'",
+      "CREATE TEMP TABLE g (id int, v text GENERATED ALWAYS AS (leak_fn(id)) STORED)",
+      "INSERT INTO g (id) VALUES (1)", "SELECT v FROM g", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn(int) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT ssn FROM users WHERE id = $1'",
+      "CREATE TEMP TABLE g (id int)", "INSERT INTO g VALUES (1), (4)", "CREATE UNIQUE INDEX ON g (leak_fn(id))",
+      expect=ANY, protocols=CODE),  # Key (leak_fn(id))=(<the SSN>) is duplicated
+    # ... and state a statement keeps
+    c("launder", "CREATE TEMP SEQUENCE leak_seq",
+      "SELECT setval('leak_seq', replace(ssn, '-', '')::bigint) FROM users WHERE id = 1",
+      "SELECT last_value FROM leak_seq", expect=ANY, protocols=CODE),
+    c("launder", "SELECT pg_advisory_lock(replace(ssn, '-', '')::bigint) FROM users WHERE id = 1",
+      "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory'", expect=ANY, protocols=CODE),
+    c("launder", "SELECT set_config('application_name', ssn, false) FROM users WHERE id = 1", "SELECT 1", expect=ANY,
+      protocols=CODE),
+    c("launder", "SELECT lo_create(4243)", "SELECT lo_put(4243, 0, convert_to(ssn, 'UTF8')) FROM users WHERE id = 1",
+      "SELECT lo_get(4243)", expect=ANY, protocols=CODE),
+    c("launder", "SELECT ssn, email INTO TEMP leak_t FROM users", "SELECT * FROM leak_t", expect=ANY, protocols=CODE),
+    c("launder", "WITH w AS (INSERT INTO notes (body) SELECT reverse(ssn) FROM users RETURNING 1) "
+                 "SELECT count(*) FROM w", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("launder", "MERGE INTO notes n USING users u ON false WHEN NOT MATCHED THEN INSERT (body) VALUES (u.ssn)",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("launder", "INSERT INTO notes (body) VALUES ('x')", "UPDATE notes SET body = (SELECT ssn FROM users WHERE id = 1)",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("launder", "CREATE MATERIALIZED VIEW leak_mv AS SELECT reverse(ssn) AS r FROM users", "SELECT r FROM leak_mv",
+      expect=ANY, protocols=CODE),
+    c("launder", "CREATE TEMP TABLE t AS SELECT user_ssn(1) AS v", "SELECT v FROM t", expect=ANY, protocols=CODE),
+    c("launder", "CREATE TEMP TABLE t AS SELECT * FROM plpgsql_users()", "SELECT * FROM t", expect=ANY,
+      protocols=CODE),
+    c("copy", Copy("SELECT user_ssn(1)"), expect=ANY, protocols=("simple", "asyncpg", "portal")),
+    # ------------------------------------------------------------ built-ins that run SQL given as text
+    c("dynamic", "SELECT query_to_xml('SELECT ssn, card_number FROM users', true, false, '')", expect=EITHER),
+    c("dynamic", "SELECT table_to_xml('users', true, false, '')", expect=EITHER),
+    c("dynamic", "SELECT word FROM ts_stat('SELECT to_tsvector(''simple'', email) FROM users')", expect=EITHER),
+    c("dynamic", BEGIN, "DECLARE k CURSOR FOR SELECT reverse(ssn) FROM users",
+      "SELECT cursor_to_xml('k', 10, false, false, '')", COMMIT, expect=ANY),
+    # ------------------------------------------------------------ names resolved elsewhere than pgwarden thinks
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)",
+      "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE sql SET search_path = public, pg_temp "
+      "AS $$ SELECT reverse(ssn) FROM users $$", "SELECT leak_fn()", expect=ANY),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)", BEGIN,
+      "SET LOCAL search_path = public, pg_temp", "SELECT reverse(ssn) FROM users", COMMIT, expect=ANY),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)",
+      "SELECT set_config('search_path', 'public, pg_temp', false)", "SELECT reverse(ssn) FROM users", expect=ANY),
+    c("session", "SET search_path = public, pg_temp", "CREATE TEMP TABLE users (id int, ssn text, email text)", BEGIN,
+      "SAVEPOINT a", "SET LOCAL search_path = pg_temp, public", "ROLLBACK TO a", "SELECT reverse(ssn) FROM users",
+      COMMIT, expect=ANY),
+    c("session", "SET search_path = public, pg_temp", "CREATE TEMP TABLE users (id int, ssn text, email text)", BEGIN,
+      "SET search_path = pg_temp, public", ROLLBACK, "SELECT reverse(ssn) FROM users", expect=ANY),
+    c("session", "CREATE TEMP VIEW v_safe AS SELECT id, ssn AS name, dept FROM public.users",
+      "SELECT reverse(name) FROM v_safe", expect=ANY),
+    # ------------------------------------------------------------ definitions changed in the transaction that reads
+    c("launder", BEGIN, "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT reverse(x) FROM leak_view",
+      "CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT reverse(x) FROM leak_view", COMMIT,
+      expect=ANY),
+    c("launder", "CREATE VIEW leak_view AS SELECT name AS a, ssn AS b FROM users", BEGIN,
+      "ALTER VIEW leak_view RENAME COLUMN a TO tmp", "ALTER VIEW leak_view RENAME COLUMN b TO a",
+      "SELECT reverse(a) FROM leak_view", COMMIT, expect=ANY),
+    # ------------------------------------------------------------ whole rows of every kind of relation
+    c("whole-row", "SELECT textin(record_out(u)) FROM users u"),
+    c("whole-row", "SELECT array_agg(u) FROM users u", expect=EITHER),
+    c("whole-row", "SELECT format('%s', u), concat(u, '') FROM users u"),
+    c("whole-row", "SELECT to_jsonb(u) ->> 'ssn', jsonb_path_query_first(to_jsonb(u), '$.email') FROM users u"),
+    c("whole-row", "SELECT * FROM users*"),
+    c("whole-row", "SELECT (u).* FROM users u"),
+    c("whole-row", "SELECT l FROM users u, LATERAL (SELECT u.ssn, u.email) l"),
+    c("whole-row", "SELECT t FROM (SELECT ssn, email FROM users) t"),
+    c("whole-row", "WITH c AS (SELECT ssn FROM users) SELECT c FROM c"),
+    c("whole-row", "SELECT v FROM v_renamed v"),
+    c("whole-row", "SELECT f FROM all_users() f"),
+    c("whole-row", "SELECT t::text FROM users AS t(a, b, c, d)"),
+    c("whole-row", "SELECT * FROM unnest((SELECT array_agg(u) FROM users u))", expect=EITHER),
+    c("whole-row", "CREATE EXTENSION IF NOT EXISTS hstore", "SELECT hstore(u) FROM users u"),
 ]
 
 

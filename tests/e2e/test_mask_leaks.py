@@ -577,6 +577,20 @@ CASES = [
     c("error", "DO $$ BEGIN ASSERT false, (SELECT string_agg(card_number, ',') FROM users); END $$", expect=ERROR),
     c("error", "DO $$ BEGIN RAISE NOTICE 'n' USING HINT = (SELECT string_agg(email, ',') FROM users); END $$",
       expect=ANY),
+    # ... the same from a function a plain SELECT calls (a DO block near masked tables is refused)
+    c("error", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RAISE EXCEPTION USING "
+               "ERRCODE = '22023', MESSAGE = (SELECT string_agg(reverse(email), ',') FROM users); END $$",
+      "SELECT leak_fn()", expect=ERROR),
+    c("error", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RAISE EXCEPTION 'x' USING "
+               "HINT = (SELECT string_agg(reverse(email), ',') FROM users), "
+               "COLUMN = (SELECT string_agg(ssn, ',') FROM users), "
+               "SCHEMA = (SELECT string_agg(card_number, ',') FROM users); END $$", "SELECT leak_fn()", expect=ERROR),
+    c("error", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN "
+               "ASSERT false, (SELECT string_agg(reverse(email), ',') FROM users); RETURN 1; END $$", "SELECT leak_fn()",
+      expect=ERROR),
+    c("error", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RAISE WARNING 'w' USING "
+               "DETAIL = (SELECT string_agg(ssn, ',') FROM users), HINT = (SELECT string_agg(email, ',') FROM users); "
+               "RETURN 1; END $$", "SELECT leak_fn()", expect=ANY),
     c("error", "SELECT ssn::json FROM users", expect=ERROR),  # CONTEXT:  JSON data, line 1: <the value>
     c("error", "SELECT email::jsonb FROM users", expect=ERROR),
     c("error", "SELECT xmlparse(document ssn) FROM users", expect=ERROR),  # the parser's DETAIL echoes the input

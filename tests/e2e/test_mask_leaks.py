@@ -39,7 +39,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Step
+from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Raw, Step
 from psycopg.pq import DiagnosticField
 
 from pgwarden.testing.leaks import (
@@ -53,6 +53,7 @@ from pgwarden.testing.leaks import (
 )
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.testing.tap import Tap
+from pgwarden.wire import messages as m
 
 DB, TWIN = "leaks", "leaks_twin"
 
@@ -564,6 +565,19 @@ CASES = [
       differential=False),
     c("catalog", "SELECT string_agg(reverse(query), ',') FROM pg_stat_activity", expect=EITHER, differential=False),
     c("catalog", "SELECT current_query()", expect=PLAIN, open_leaks=False, canary=False),
+    # ------------------------------------------------------------ protocol paths no driver takes
+    # result formats per column (text, binary, ...), the portal described, then run two rows at a time
+    c("protocol", Raw("per-column formats, Describe portal, Execute 2 + 2", (
+        m.Parse("", "SELECT id, ssn, card_number, email, salary, dob FROM users ORDER BY id"),
+        m.Bind("", "", result_formats=(0, 1, 0, 1, 0, 1)), m.Describe("P", ""), m.Execute("", 2), m.Execute("", 2),
+        m.Sync())), protocols=("portal",), open_leaks=False),
+    c("protocol", Raw("per-column formats, a derived column in binary", (
+        m.Parse("", "SELECT reverse(ssn), salary * 1, dob + 0, name FROM users"),
+        m.Bind("", "", result_formats=(1, 0, 1, 0)), m.Execute("", 0), m.Sync())), protocols=("portal",),
+      open_leaks=False),
+    # the function call protocol: no statement to judge, so never let through
+    c("protocol", Raw("FunctionCall of lo_get", (m.FunctionCall(3458, (0,), (b"4242",), 0),)),
+      protocols=("portal",), expect=REFUSED, open_leaks=False),
     # ------------------------------------------------------------ message fields besides the message, unquoted values
     c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING HINT = (SELECT string_agg(reverse(email), ',') FROM users); "
                "END $$", expect=ERROR),

@@ -778,6 +778,11 @@ class _Walker:
             return item
         if kind == "RangeTableFunc":  # XMLTABLE
             doc = self.read(_union([self.expr(f.get("docexpr"), scope), self.expr(f.get("rowexpr"), scope)]))
+            self.oracle(doc, "rows")  # the document and its row path say how many rows there are
+            for c in f.get("columns") or ():  # a column's PATH and DEFAULT expressions make its values
+                cf = (_node(c) or ("", {}))[1]
+                doc = _union([doc] + [self.read(self.expr(cf[k], scope)) for k in ("colexpr", "coldefexpr")
+                                      if cf.get(k) is not None])
             names = [(_node(c) or ("", {}))[1].get("colname", "?column?") for c in f.get("columns") or ()]
             alias = _alias(f)
             columns = _rename([(name, _Val(doc.sources, False, doc.opaque)) for name in names], alias[1])

@@ -598,6 +598,20 @@ CASES = [
       differential=False),
     c("catalog", "SELECT string_agg(reverse(query), ',') FROM pg_stat_activity", expect=EITHER, differential=False),
     c("catalog", "SELECT current_query()", expect=PLAIN, open_leaks=False, canary=False),
+    c("catalog", "SELECT query FROM pg_stat_get_activity(NULL) WHERE query LIKE '%card_number%'", expect=EITHER,
+      differential=False),
+    c("catalog", "CREATE VIEW leak_view AS SELECT reverse(query) AS x FROM pg_stat_activity",
+      "SELECT x FROM leak_view", expect=EITHER),
+    c("catalog", "CREATE VIEW leak_view AS SELECT most_common_vals::text AS x FROM pg_stats WHERE tablename = 'users'",
+      "SELECT x FROM leak_view", expect=EITHER),
+    c("catalog", "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE sql STABLE "
+                 "AS $$ SELECT stavalues1::text FROM pg_statistic WHERE starelid = 'users'::regclass $$",
+      "SELECT leak_fn()", expect=EITHER),
+    c("catalog", "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE plpgsql STABLE "
+                 "AS $$ BEGIN RETURN QUERY SELECT reverse(query) FROM pg_stat_activity; END $$",
+      "SELECT leak_fn()", expect=EITHER),
+    c("catalog", "PREPARE p AS SELECT ssn FROM users WHERE id = 1", "SELECT statement FROM pg_prepared_statements",
+      expect=EITHER, open_leaks=False),
     # ------------------------------------------------------------ protocol paths no driver takes
     # result formats per column (text, binary, ...), the portal described, then run two rows at a time
     c("protocol", Raw("per-column formats, Describe portal, Execute 2 + 2", (

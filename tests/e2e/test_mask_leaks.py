@@ -741,6 +741,15 @@ CASES = [
     c("dynamic", BEGIN, "DECLARE k CURSOR FOR SELECT reverse(ssn) FROM users",
       "SELECT cursor_to_xml('k', 10, false, false, '')", COMMIT, expect=ANY),
     # ------------------------------------------------------------ names resolved elsewhere than pgwarden thinks
+    c("alias", 'SELECT reverse(U&"\\0073sn"), U&"\\0065mail" FROM users'),
+    # the masked table made a partition or a child of another: its rows read through the parent
+    c("ddl", BEGIN, "CREATE TABLE leak_copy (LIKE users) PARTITION BY RANGE (id)",
+      "ALTER TABLE leak_copy ATTACH PARTITION users FOR VALUES FROM (0) TO (100)", "SELECT reverse(ssn) FROM leak_copy",
+      ROLLBACK, expect=ANY),
+    c("ddl", BEGIN, "CREATE TABLE leak_copy (LIKE users)", "ALTER TABLE users INHERIT leak_copy",
+      "SELECT reverse(ssn) FROM leak_copy", ROLLBACK, expect=ANY),
+    c("ddl", BEGIN, "CREATE TABLE leak_copy () INHERITS (users)", "SELECT reverse(ssn) FROM users", ROLLBACK,
+      expect=ANY),
     c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)",
       "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE sql SET search_path = public, pg_temp "
       "AS $$ SELECT reverse(ssn) FROM users $$", "SELECT leak_fn()", expect=ANY),
@@ -753,6 +762,17 @@ CASES = [
       COMMIT, expect=ANY),
     c("session", "SET search_path = public, pg_temp", "CREATE TEMP TABLE users (id int, ssn text, email text)", BEGIN,
       "SET search_path = pg_temp, public", ROLLBACK, "SELECT reverse(ssn) FROM users", expect=ANY),
+    # the shadowing temp table gone: the name is public.users again
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)", "DISCARD TEMP",
+      "SELECT reverse(ssn) FROM users", expect=ANY),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)", "DROP TABLE users",
+      "SELECT reverse(ssn) FROM users", expect=ANY),
+    c("session", BEGIN, "CREATE TEMP TABLE users (id int, ssn text, email text)", ROLLBACK,
+      "SELECT reverse(ssn) FROM users", expect=ANY),
+    c("session", BEGIN, "CREATE TEMP TABLE users (id int, ssn text, email text) ON COMMIT DROP",
+      "SELECT reverse(ssn) FROM users", COMMIT, "SELECT reverse(ssn) FROM users", expect=ANY),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)",
+      Pipeline(("DROP TABLE pg_temp.users", "SELECT reverse(ssn) FROM users")), expect=ANY, protocols=NO_ASYNCPG),
     c("session", "CREATE TEMP VIEW v_safe AS SELECT id, ssn AS name, dept FROM public.users",
       "SELECT reverse(name) FROM v_safe", expect=ANY),
     # ------------------------------------------------------------ definitions changed in the transaction that reads

@@ -40,7 +40,7 @@ from pgwarden.api import (
 )
 from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden.sql.lineage import reveals_values
+from pgwarden.sql.lineage import names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
@@ -292,8 +292,9 @@ class Masking:
     @staticmethod
     def _may_touch_tables(rules: SessionRules, statement: Statement) -> bool:
         """Whether a statement that runs code may read a masked column: it names (or its code
-        does) a table masked columns are in, or something pgwarden cannot identify."""
-        if "unknown" in statement.kinds:
+        does) a table masked columns are in, the statistics or statements' text, or something
+        pgwarden cannot identify."""
+        if "unknown" in statement.kinds or names_revealing(statement.tables, statement.analysis.functions):
             return True
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)

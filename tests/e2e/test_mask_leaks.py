@@ -689,6 +689,12 @@ CASES = [
       "SELECT body FROM notes", expect=ANY, protocols=CODE),
     c("launder", "INSERT INTO notes (body) SELECT query FROM pg_stat_activity", "SELECT body FROM notes",
       expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql AS $$ BEGIN INSERT INTO notes (body) "
+              "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'users'; RETURN 1; END $$",
+      "SELECT leak_fn()", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN PERFORM set_config("
+              "'leak.x', (SELECT string_agg(query, ',') FROM pg_stat_activity), false); RETURN 1; END $$",
+      "SELECT leak_fn()", "SHOW leak.x", expect=ANY, protocols=CODE),
     c("code", "LISTEN leak", "SELECT pg_notify('leak', user_ssn(1))", "SELECT 1", expect=ANY, protocols=CODE),
     c("code", "SELECT set_config('leak.x', user_ssn(1), false)", "SHOW leak.x", expect=ANY, protocols=CODE),
     c("code", "INSERT INTO notes (body) SELECT user_ssn(2)", "SELECT body FROM notes", expect=ANY, protocols=CODE),

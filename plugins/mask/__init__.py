@@ -460,11 +460,17 @@ class Masking:
         return rewrite
 
     def _reads_masked(self, rules: SessionRules, statement: Statement) -> bool:
+        """Whether the statement's messages may hold masked values: it reads masked columns, or
+        writes a table that holds some (a failed write quotes the whole row: ``Failing row
+        contains (1, null, eng, <ssn>, ...)`` for ``UPDATE users SET name = NULL``)."""
         try:
             lineages = statement.lineage
+            writes = statement.writes
         except Exception:  # noqa: BLE001 - cannot tell: as if it did
             return True
-        return self._may_touch(rules, statement, lineages)
+        tables = rules.masked_tables()
+        return self._may_touch(rules, statement, lineages) or any(
+            fnmatch.fnmatchcase(t, g) for t in writes for g in tables)
 
 
 def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_jsonb: bool = False,

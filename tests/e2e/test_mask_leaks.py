@@ -507,6 +507,13 @@ CASES = [
       expect=ANY),
     c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING DETAIL = (SELECT string_agg(card_number, ',') FROM users); "
                "END $$", expect=ERROR),
+    # a write that names no masked column, failing: "Failing row contains (1, null, eng, <ssn>, <card>, ...)"
+    c("error", "UPDATE users SET name = NULL WHERE id = 1", expect=ERROR),
+    c("error", "INSERT INTO users (id, name) VALUES (2, 'x') ON CONFLICT (id) DO UPDATE SET name = NULL",
+      expect=ERROR),
+    c("error", "UPDATE v_users SET name = NULL WHERE id = 3", expect=ERROR),
+    c("error", "MERGE INTO users u USING (VALUES (4)) v(i) ON u.id = v.i WHEN MATCHED THEN UPDATE SET name = NULL",
+      expect=ERROR),
     c("error", "CREATE TEMP TABLE uq (v text UNIQUE)", "INSERT INTO uq SELECT ssn FROM users", expect=ERROR),
     c("error", "CREATE TEMP TABLE ck (v text CHECK (v = ''))", "INSERT INTO ck SELECT email FROM users", expect=ERROR),
     # ------------------------------------------------------------ oracles

@@ -629,6 +629,16 @@ CASES = [
         m.Parse("", "SELECT reverse(ssn), salary * 1, dob + 0, name FROM users"),
         m.Bind("", "", result_formats=(1, 0, 1, 0)), m.Execute("", 0), m.Sync())), protocols=("portal",),
       open_leaks=False),
+    # COPY through the extended protocol (Parse, Bind, Execute with a row limit)
+    c("protocol", Raw("COPY users TO STDOUT, extended", (
+        m.Parse("", "COPY users TO STDOUT"), m.Bind("", ""), m.Execute("", 1), m.Sync())), protocols=("portal",),
+      open_leaks=False),
+    c("protocol", Raw("COPY (SELECT reverse(ssn), salary, dob FROM users) TO STDOUT (FORMAT csv), extended", (
+        m.Parse("", "COPY (SELECT reverse(ssn), salary, dob FROM users) TO STDOUT (FORMAT csv)"), m.Bind("", ""),
+        m.Describe("P", ""), m.Execute("", 0), m.Sync())), protocols=("portal",), open_leaks=False),
+    c("protocol", Raw("COPY users TO STDOUT (FORMAT binary), extended", (
+        m.Parse("", "COPY users TO STDOUT (FORMAT binary)"), m.Bind("", ""), m.Execute("", 0), m.Sync())),
+      protocols=("portal",), expect=REFUSED, open_leaks=False),
     # the function call protocol: no statement to judge, so never let through
     c("protocol", Raw("FunctionCall of lo_get", (m.FunctionCall(3458, (0,), (b"4242",), 0),)),
       protocols=("portal",), expect=REFUSED, open_leaks=False),

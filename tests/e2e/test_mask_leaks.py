@@ -568,6 +568,21 @@ CASES = [
       open_leaks=False, protocols=CODE),
     c("oracle", "SELECT (SELECT count(*) FROM users v WHERE v.ssn < u.ssn) FROM users u", expect=REFUSED,
       open_leaks=False, protocols=CODE),  # (counts: too short for the finder in text)
+    # an order a masked column sets inside an aggregate: the ids in the SSNs' order
+    c("oracle", "SELECT string_agg(id::text, ',' ORDER BY ssn) FROM users", expect=REFUSED, open_leaks=False,
+      protocols=CODE),
+    c("oracle", "SELECT array_agg(id ORDER BY card_number DESC), json_agg(name ORDER BY email) FROM users",
+      expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT rank('5') WITHIN GROUP (ORDER BY ssn) FROM users", expect=EITHER, open_leaks=False,
+      protocols=CODE),
+    c("oracle", "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY salary), mode() WITHIN GROUP (ORDER BY dob) "
+                "FROM users", expect=EITHER, protocols=CODE),
+    c("oracle", "SELECT u.id, count(*) FROM users u, string_to_table(u.email, NULL) GROUP BY u.id", expect=REFUSED,
+      open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT u.id, count(*) FROM users u, regexp_matches(u.ssn, '1', 'g') GROUP BY u.id", expect=REFUSED,
+      open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT id FROM users ORDER BY ssn IS NULL, reverse(card_number)", expect=REFUSED, open_leaks=False,
+      protocols=CODE),
     # XMLTABLE: as many rows as the document has nodes
     c("oracle", "SELECT count(*) FROM users u, XMLTABLE('/r/c' PASSING xmlparse(document '<r>' || "
                 "regexp_replace(u.ssn, '1', '<c/>', 'g') || '</r>') COLUMNS v text PATH '.') x GROUP BY u.id",

@@ -815,6 +815,15 @@ CASES = [
       COMMIT, expect=ANY, protocols=CODE),
     c("session", "SET search_path = public, pg_temp", "CREATE TEMP TABLE users (id int, ssn text, email text)", BEGIN,
       "SET search_path = pg_temp, public", ROLLBACK, "SELECT reverse(ssn) FROM users", expect=ANY, protocols=CODE),
+    # ... the search_path moved by a function's body (a STABLE one: no side effect to see)
+    c("session", "CREATE FUNCTION leak_fn() RETURNS text LANGUAGE plpgsql STABLE AS $$ BEGIN "
+                 "PERFORM set_config('search_path', 'public, pg_temp', false); RETURN 'x'; END $$",
+      "CREATE TEMP TABLE users (id int, ssn text, email text)", "SELECT leak_fn()", "SELECT reverse(ssn) FROM users",
+      expect=ANY, protocols=CODE),
+    c("session", "CREATE FUNCTION leak_fn() RETURNS text LANGUAGE sql STABLE AS $$ "
+                 "SELECT set_config('search_path', 'public, pg_temp', false) $$",
+      "CREATE TEMP TABLE users (id int, ssn text, email text)", "SELECT leak_fn()", "SELECT reverse(ssn) FROM users",
+      expect=ANY, protocols=CODE),
     # the shadowing temp table gone: the name is public.users again
     c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)", "DISCARD TEMP",
       "SELECT reverse(ssn) FROM users", expect=ANY, protocols=CODE),

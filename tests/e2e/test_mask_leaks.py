@@ -4,7 +4,10 @@ An attacker's corpus: each case is what an agent would send to read a masked col
 (``users.ssn`` redact, ``card_number`` partial keep_last 4, ``email`` keeping the
 domain, ``salary`` hash, ``dob`` null) some other way: aliases, expressions, encodings,
 whole rows, aggregates, views, functions, cursors, COPY, binary results, errors and
-notices, oracles, session state, the catalog's statistics. Every case runs in a new
+notices (every field, unquoted numbers, echoed input, failed writes), oracles, session state,
+the catalog's statistics, code that runs out of lineage's sight (DO blocks, triggers, rules,
+defaults and other stored expressions), state that keeps a value (settings, locks, large
+objects, sequences, NOTIFY), and protocol paths no driver takes (`Raw`). Every case runs in a new
 session through a TCP tap (`pgwarden.testing.tap`) over five clients (`leakclients`:
 simple Query, a named statement in text, binary results, asyncpg, undescribed portals
 fetched a row at a time), and is judged twice:
@@ -576,7 +579,7 @@ CASES = [
     c("oracle", "SELECT rank('5') WITHIN GROUP (ORDER BY ssn) FROM users", expect=EITHER, open_leaks=False,
       protocols=CODE),
     c("oracle", "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY salary), mode() WITHIN GROUP (ORDER BY dob) "
-                "FROM users", expect=EITHER, protocols=CODE),
+                "FROM users", expect=EITHER, open_leaks=False, protocols=CODE),  # (unanalysable: refused even open)
     c("oracle", "SELECT u.id, count(*) FROM users u, string_to_table(u.email, NULL) GROUP BY u.id", expect=REFUSED,
       open_leaks=False, protocols=CODE),
     c("oracle", "SELECT u.id, count(*) FROM users u, regexp_matches(u.ssn, '1', 'g') GROUP BY u.id", expect=REFUSED,

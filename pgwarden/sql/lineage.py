@@ -136,6 +136,21 @@ def reveals_values(source: str) -> bool:
     return schema == "pg_catalog" and rest.partition(".")[0] in _REVEALING_FUNCTIONS
 
 
+# The relations and views whose rows hold such values, as a statement's analysis names them
+# (`Analysis.tables`: a view and its base relations).
+_REVEALING_RELATIONS = frozenset({
+    "pg_catalog.pg_statistic", "pg_catalog.pg_statistic_ext_data", "pg_catalog.pg_stats", "pg_catalog.pg_stats_ext",
+    "pg_catalog.pg_stats_ext_exprs", "pg_catalog.pg_stat_activity", "pg_catalog.pg_prepared_statements",
+    "pg_catalog.pg_cursors"})
+
+
+def names_revealing(tables: Iterable[str], functions: Iterable[str]) -> bool:
+    """Whether code that uses ``tables`` (schema.table) and calls ``functions`` (names) may read
+    values of any column (`reveals_values`): for what lineage cannot trace, a DO block's body."""
+    return any(t in _REVEALING_RELATIONS or t.endswith(".pg_stat_statements") for t in tables) or any(
+        f.rpartition(".")[2] in _REVEALING_FUNCTIONS for f in functions)
+
+
 def _revealing(fname: str, column: str) -> _Val:
     return _Val(frozenset({Source("pg_catalog", fname, column)}), False, False)
 
@@ -778,6 +793,11 @@ class _Walker:
             return item
         if kind == "RangeTableFunc":  # XMLTABLE
             doc = self.read(_union([self.expr(f.get("docexpr"), scope), self.expr(f.get("rowexpr"), scope)]))
+            self.oracle(doc, "rows")  # the document and its row path say how many rows there are
+            for c in f.get("columns") or ():  # a column's PATH and DEFAULT expressions make its values
+                cf = (_node(c) or ("", {}))[1]
+                doc = _union([doc] + [self.read(self.expr(cf[k], scope)) for k in ("colexpr", "coldefexpr")
+                                      if cf.get(k) is not None])
             names = [(_node(c) or ("", {}))[1].get("colname", "?column?") for c in f.get("columns") or ()]
             alias = _alias(f)
             columns = _rename([(name, _Val(doc.sources, False, doc.opaque)) for name in names], alias[1])

@@ -460,8 +460,11 @@ class _Resolver:
             if body is None:
                 found.add("unknown")
             else:
-                found |= set(body.kinds) - {"select"}
-                self._body_only[fn.oid] = frozenset(body.kinds) - {"select"}
+                does = frozenset(body.kinds) - {"select"}
+                if body.settings:  # set_config in the body: a setting changed (a value kept there)
+                    does |= {"set"}
+                found |= does
+                self._body_only[fn.oid] = does
                 self._body_tables[fn.oid] = body.tables
                 if body.has_where is not None:
                     self._body_wheres[fn.oid] = body.has_where

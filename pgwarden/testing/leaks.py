@@ -112,7 +112,8 @@ class LeakFinder:
             if at >= 0:
                 leaks.append(Leak(label, form.name, stream[max(0, at - 24): at + len(needle) + 24]))
         for label, pattern in extra:
-            at = stream.find(pattern) if len(pattern) >= MIN_TEXT else -1
+            # (one byte repeated, such as an int8 0, says nothing and is in any stream's framing)
+            at = stream.find(pattern) if len(pattern) >= MIN_TEXT and len(set(pattern)) > 1 else -1
             if at >= 0:
                 leaks.append(Leak(label, "derived", stream[max(0, at - 24): at + len(pattern) + 24]))
         return leaks

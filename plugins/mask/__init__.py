@@ -40,7 +40,8 @@ from pgwarden.api import (
 )
 from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden.sql.lineage import reveals_values
+from pgwarden.sql.lineage import names_revealing, reveals_values
+from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
 from pgwarden_plugins.mask.rules import MaskRule, SessionRules
@@ -56,6 +57,8 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "case": "a CASE condition", "write": "a value written to a table"}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
+# Functions whose argument stays visible after the statement: an advisory lock's key, in pg_locks.
+_KEEPING_FUNCTIONS = ("pg_advisory", "pg_try_advisory")
 # DDL on a table that would let its masked values out: a rename or a new schema (the rules name
 # the column by schema.table.column), a generated column, a column's new type USING an
 # expression, a CHECK constraint or a unique index (it fails, quoting the value, or not: an
@@ -69,6 +72,14 @@ _QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\''
 
 # Fields of ErrorResponse / NoticeResponse that carry codes, not text a value could hide in.
 _CODE_FIELDS = frozenset("SVCPpFLR")
+# What user code raises: RAISE's default SQLSTATE and a failed ASSERT's.
+_RAISED_CODES = frozenset({"P0001", "P0004"})
+_ERRORS = frozenset({"ERROR", "FATAL", "PANIC"})
+# The XML errors, whose detail is the parser's, quoting the input unquoted line by line.
+_XML_CODES = frozenset({"2200L", "2200M", "2200N", "2200S", "2200T"})
+# Fields that echo a statement's input or text: the context (W) and the internal query (q).
+_ECHOING_FIELDS = frozenset("Wq")
+_DIGITS = re.compile(r"\d+")
 Fields = tuple[tuple[str, str], ...]
 
 
@@ -190,11 +201,19 @@ class Masking:
                             "Name the columns you need in a plain SELECT; masked columns come back masked.",
                             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         if "ddl" in statement.kinds:
-            refused = self._ddl_on_masked(rules, statement)
+            refused = self._ddl_on_masked(rules, statement) or self._code_on_tables(rules, statement)
             if refused is not None:
                 return refused
+        if statement.kinds & hidden_code.RUNNING_CODE and self._may_touch_tables(rules, statement):
+            rule = self._table_rule(rules, statement)
+            return Verdict.block(
+                "a DO block or procedure that may read masked columns",
+                "Code in a block runs out of pgwarden's sight: it could copy a masked value to a table, a "
+                "setting or a message unmasked. Read the masked columns in a plain SELECT.",
+                policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
         analysis = statement.analysis
-        keeps = statement.kinds & _KEEPS or analysis.settings
+        keeps = statement.kinds & _KEEPS or analysis.settings or "lock" in statement.kinds and any(
+            name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions)
         if keeps and self._may_touch(rules, statement, lineages):
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
@@ -245,6 +264,47 @@ class Masking:
             "trigger, a rule or a policy on it could make the masked values readable. Ask an operator "
             "to run schema changes of masked tables outside this identity.",
             policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+
+    @classmethod
+    def _code_on_tables(cls, rules: SessionRules, statement: Statement) -> Verdict | None:
+        """DDL that attaches code to a table (`hidden_code.stored_code`) in a session with column rules:
+        refused, as what it reads runs unseen under later statements."""
+        from pglast.parser import ParseError
+
+        from pgwarden.sql.lexer import parse_tree
+
+        context = statement.context
+        try:
+            tree = parse_tree(statement.sql, context.lexer) if context is not None else parse_tree(statement.sql)
+            what = hidden_code.stored_code(tree, context.catalog if context is not None else None)
+        except (ParseError, AttributeError, TypeError, ValueError):
+            what = "a statement pgwarden cannot read"
+        if what is None:
+            return None
+        rule = cls._table_rule(rules, statement)
+        return Verdict.block(
+            f"{what} stored with a table, in a session with masked columns",
+            "Code stored with a table (a trigger, a rule, a DEFAULT, a generated column, an index or a "
+            "policy calling a function) runs unseen under later statements and could copy masked values "
+            "where they are read unmasked. Ask an operator to run such schema changes outside this identity.",
+            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+
+    @staticmethod
+    def _may_touch_tables(rules: SessionRules, statement: Statement) -> bool:
+        """Whether a statement that runs code may read a masked column: it names (or its code
+        does) a table masked columns are in, the statistics or statements' text, or something
+        pgwarden cannot identify."""
+        if "unknown" in statement.kinds or names_revealing(statement.tables, statement.analysis.functions):
+            return True
+        tables = rules.masked_tables()
+        return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)
+
+    @staticmethod
+    def _table_rule(rules: SessionRules, statement: Statement) -> MaskRule:
+        tables = [t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in rules.masked_tables())]
+        owning = [r for r in rules.columns for t in tables
+                  if any(fnmatch.fnmatchcase(t, g.rsplit(".", 1)[0]) for g in r.spec.columns)]
+        return max(owning, key=lambda r: r.strength) if owning else rules.columns[0]
 
     @staticmethod
     def _may_touch(rules: SessionRules, statement: Statement, lineages, by_tables: bool = False) -> bool:
@@ -366,18 +426,30 @@ class Masking:
 
         def rewrite(fields: Fields) -> Fields:
             codes = dict(fields)
-            # Text a function raised (RAISE) may hold a masked value unquoted: withheld whole.
-            raised = reads_masked and (codes.get("C") == "P0001" or codes.get("V", codes.get("S")) != "ERROR")
+            # Text user code raised (RAISE, ASSERT, under any SQLSTATE: its context names PL/pgSQL)
+            # may hold a masked value unquoted anywhere (message, detail, hint, the COLUMN, TABLE,
+            # CONSTRAINT, DATATYPE and SCHEMA fields a RAISE can set): only the message is kept,
+            # withheld.
+            raised = reads_masked and (codes.get("C") in _RAISED_CODES or "PL/pgSQL" in codes.get("W", "")
+                                       or codes.get("V", codes.get("S")) not in _ERRORS)
+            xml = codes.get("C", "") in _XML_CODES
             out = []
             for code, text in fields:
                 if code in _CODE_FIELDS:
                     out.append((code, text))
                     continue
-                if raised and code in "MD":
-                    text = ("pgwarden: message withheld: the statement reads masked columns" if code == "M"
-                            else "")
+                if raised and code != "M":
+                    continue
+                if raised:
+                    text = "pgwarden: message withheld: the statement reads masked columns"
                 elif reads_masked:
-                    text = _QUOTED.sub(_quoted, text)
+                    # The server quotes most values it names, but not all: a context line echoes
+                    # the input (JSON data, line 1: ...), as does the internal query of a dynamic
+                    # statement and an XML parser's detail; numbers come unquoted (chr(n):
+                    # "requested character too large for encoding: 123456789").
+                    if code in _ECHOING_FIELDS or code == "D" and (xml or "\n" in text):
+                        continue
+                    text = _DIGITS.sub("#", _QUOTED.sub(_quoted, text))
                 raw = text.encode()
                 if (scanner.prefilter is None or scanner.prefilter.passes(raw)) and scanner.candidate(raw):
                     text = scanner.scrub(text)[0]
@@ -388,11 +460,17 @@ class Masking:
         return rewrite
 
     def _reads_masked(self, rules: SessionRules, statement: Statement) -> bool:
+        """Whether the statement's messages may hold masked values: it reads masked columns, or
+        writes a table that holds some (a failed write quotes the whole row: ``Failing row
+        contains (1, null, eng, <ssn>, ...)`` for ``UPDATE users SET name = NULL``)."""
         try:
             lineages = statement.lineage
+            writes = statement.writes
         except Exception:  # noqa: BLE001 - cannot tell: as if it did
             return True
-        return self._may_touch(rules, statement, lineages)
+        tables = rules.masked_tables()
+        return self._may_touch(rules, statement, lineages) or any(
+            fnmatch.fnmatchcase(t, g) for t in writes for g in tables)
 
 
 def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_jsonb: bool = False,

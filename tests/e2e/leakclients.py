@@ -57,7 +57,21 @@ class Pipeline:
         return "; ".join(self.statements)
 
 
-Step = str | Copy | Pipeline
+@attrs.frozen
+class Raw:
+    """Frontend messages (`pgwarden.wire.messages`) sent as they are, read to ReadyForQuery: what
+    no driver sends (per-column result formats, a portal described then run in parts, a
+    FunctionCall). The raw client (``portal``) only."""
+
+    label: str
+    messages: tuple[object, ...]
+
+    @property
+    def sql(self) -> str:
+        return self.label
+
+
+Step = str | Copy | Pipeline | Raw
 
 
 @attrs.frozen
@@ -143,6 +157,8 @@ class Client:
         return Answer.parse(self.session.received[start:], raised)
 
     def _run(self, step: Step) -> None:
+        if isinstance(step, Raw) and self.protocol != "portal":
+            raise TypeError("raw messages go through the raw client only")
         if self.protocol == "asyncpg":
             self._loop.run_until_complete(self._asyncpg(step))
         elif self.protocol == "portal":
@@ -181,6 +197,10 @@ class Client:
 
     def _portal(self, step: Step) -> None:
         rc = self._raw
+        if isinstance(step, Raw):
+            rc.send(b"".join(msg.encode() for msg in step.messages))  # type: ignore[attr-defined]
+            rc.until_ready()
+            return
         if isinstance(step, Copy):
             rc.send(m.Query(step.sql).encode())
             rc.until_ready()

@@ -4,7 +4,10 @@ An attacker's corpus: each case is what an agent would send to read a masked col
 (``users.ssn`` redact, ``card_number`` partial keep_last 4, ``email`` keeping the
 domain, ``salary`` hash, ``dob`` null) some other way: aliases, expressions, encodings,
 whole rows, aggregates, views, functions, cursors, COPY, binary results, errors and
-notices, oracles, session state, the catalog's statistics. Every case runs in a new
+notices (every field, unquoted numbers, echoed input, failed writes), oracles, session state,
+the catalog's statistics, code that runs out of lineage's sight (DO blocks, triggers, rules,
+defaults and other stored expressions), state that keeps a value (settings, locks, large
+objects, sequences, NOTIFY), and protocol paths no driver takes (`Raw`). Every case runs in a new
 session through a TCP tap (`pgwarden.testing.tap`) over five clients (`leakclients`:
 simple Query, a named statement in text, binary results, asyncpg, undescribed portals
 fetched a row at a time), and is judged twice:
@@ -39,7 +42,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Step
+from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Raw, Step
 from psycopg.pq import DiagnosticField
 
 from pgwarden.testing.leaks import (
@@ -53,6 +56,7 @@ from pgwarden.testing.leaks import (
 )
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.testing.tap import Tap
+from pgwarden.wire import messages as m
 
 DB, TWIN = "leaks", "leaks_twin"
 
@@ -91,9 +95,14 @@ ANALYZE users;
 """
 # Between cases, on a direct connection: what a case may have left behind.
 RESET = """
+DROP RULE IF EXISTS leak_r ON notes;
+DROP FUNCTION IF EXISTS leak_fn() CASCADE;
+DROP FUNCTION IF EXISTS leak_fn(int) CASCADE;
+DROP PROCEDURE IF EXISTS leak_p(text);
+ALTER TABLE notes ALTER body DROP DEFAULT;
 DELETE FROM notes;
-DROP FUNCTION IF EXISTS leak_fn();
 DROP VIEW IF EXISTS leak_view;
+DROP MATERIALIZED VIEW IF EXISTS leak_mv;
 DROP TABLE IF EXISTS leak_copy;
 DROP DOMAIN IF EXISTS leak_dom;
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
@@ -288,6 +297,7 @@ def c(technique: str, *steps: Step, **kw) -> Case:
 BEGIN, ROLLBACK, COMMIT = "BEGIN", "ROLLBACK", "COMMIT"
 SIMPLE = ("simple",)
 NO_ASYNCPG = ("simple", "ext-text", "ext-binary", "portal")
+CODE = ("simple", "ext-text", "portal")  # what runs or stores code: judged by its later reads
 LETTERS = str.maketrans("0123456789", "abcdefghij")
 RECONSTRUCT_WHERE = ("SELECT string_agg(d::text, '' ORDER BY i) FROM users u, generate_series(1, 11) i, "
                      "generate_series(0, 9) d WHERE substr(u.ssn, i, 1) = d::text GROUP BY u.id")
@@ -480,6 +490,14 @@ CASES = [
     c("copy", Copy("SELECT ssn FROM users", "binary"), expect=REFUSED, protocols=("simple", "asyncpg", "portal")),
     c("copy", Copy("SELECT id, name FROM users", "binary"), expect=PLAIN, open_leaks=False,
       protocols=("simple", "asyncpg", "portal")),
+    # the old COPY syntax, and options the masker does not parse: refused
+    c("copy", "COPY users TO STDOUT WITH BINARY", expect=REFUSED, protocols=SIMPLE),
+    c("copy", "COPY BINARY users TO STDOUT", expect=REFUSED, protocols=SIMPLE),
+    c("copy", "COPY users TO STDOUT WITH DELIMITER '|' NULL 'z'", expect=REFUSED, protocols=SIMPLE),
+    c("copy", "COPY users TO STDOUT CSV QUOTE '|' FORCE QUOTE ssn", expect=REFUSED, protocols=SIMPLE),
+    c("copy", "COPY users TO STDOUT (FORMAT csv, ENCODING 'LATIN1')", expect=REFUSED, protocols=SIMPLE),
+    c("copy", Copy("users (ssn, id)", "csv, HEADER", is_query=False), protocols=("simple", "portal")),
+    c("copy", Copy("TABLE users"), protocols=("simple", "asyncpg", "portal")),
     # ------------------------------------------------------------ errors and notices that quote a value
     c("error", "SELECT ssn::int FROM users", expect=ERROR),
     c("error", "SELECT card_number::int4 FROM users", expect=ERROR),
@@ -494,6 +512,13 @@ CASES = [
       expect=ANY),
     c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING DETAIL = (SELECT string_agg(card_number, ',') FROM users); "
                "END $$", expect=ERROR),
+    # a write that names no masked column, failing: "Failing row contains (1, null, eng, <ssn>, <card>, ...)"
+    c("error", "UPDATE users SET name = NULL WHERE id = 1", expect=ERROR),
+    c("error", "INSERT INTO users (id, name) VALUES (2, 'x') ON CONFLICT (id) DO UPDATE SET name = NULL",
+      expect=ERROR),
+    c("error", "UPDATE v_users SET name = NULL WHERE id = 3", expect=ERROR),
+    c("error", "MERGE INTO users u USING (VALUES (4)) v(i) ON u.id = v.i WHEN MATCHED THEN UPDATE SET name = NULL",
+      expect=ERROR),
     c("error", "CREATE TEMP TABLE uq (v text UNIQUE)", "INSERT INTO uq SELECT ssn FROM users", expect=ERROR),
     c("error", "CREATE TEMP TABLE ck (v text CHECK (v = ''))", "INSERT INTO ck SELECT email FROM users", expect=ERROR),
     # ------------------------------------------------------------ oracles
@@ -530,6 +555,46 @@ CASES = [
     c("oracle", "EXPLAIN SELECT * FROM users WHERE ssn = '123-45-6789'", expect=REFUSED, open_leaks=False),
     c("oracle", "EXPLAIN (VERBOSE, ANALYZE) SELECT id FROM users WHERE email LIKE 'a%'", expect=REFUSED,
       open_leaks=False),
+    # ... by position, through a whole row, a view, a function's output, a join's USING, a correlated count
+    c("oracle", "SELECT id, ssn FROM users ORDER BY 2", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT ssn FROM users GROUP BY 1", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT DISTINCT ON (ssn) id FROM users", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT id FROM users u WHERE u::text LIKE '%1%'", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT id FROM users u WHERE (u.*).ssn LIKE '1%'", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT a.id FROM users a JOIN users b USING (ssn)", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT id FROM users NATURAL JOIN (SELECT ssn FROM users WHERE id = 1) s", expect=REFUSED,
+      open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT id FROM v_nested WHERE tid LIKE '1%'", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT uid FROM ssn_list() WHERE x LIKE '1%'", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT id FROM users WHERE user_ssn(id) LIKE '1%'", expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT u.id FROM users u, LATERAL (SELECT 1 WHERE u.ssn LIKE '1%') x", expect=REFUSED,
+      open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT id FROM users OFFSET (SELECT ascii(ssn) FROM users LIMIT 1)", expect=REFUSED,
+      open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT (SELECT count(*) FROM users v WHERE v.ssn < u.ssn) FROM users u", expect=REFUSED,
+      open_leaks=False, protocols=CODE),  # (counts: too short for the finder in text)
+    # an order a masked column sets inside an aggregate: the ids in the SSNs' order
+    c("oracle", "SELECT string_agg(id::text, ',' ORDER BY ssn) FROM users", expect=REFUSED, open_leaks=False,
+      protocols=CODE),
+    c("oracle", "SELECT array_agg(id ORDER BY card_number DESC), json_agg(name ORDER BY email) FROM users",
+      expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT rank('5') WITHIN GROUP (ORDER BY ssn) FROM users", expect=EITHER, open_leaks=False,
+      protocols=CODE),
+    c("oracle", "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY salary), mode() WITHIN GROUP (ORDER BY dob) "
+                "FROM users", expect=EITHER, open_leaks=False, protocols=CODE),  # (unanalysable: refused even open)
+    c("oracle", "SELECT u.id, count(*) FROM users u, string_to_table(u.email, NULL) GROUP BY u.id", expect=REFUSED,
+      open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT u.id, count(*) FROM users u, regexp_matches(u.ssn, '1', 'g') GROUP BY u.id", expect=REFUSED,
+      open_leaks=False, protocols=CODE),
+    c("oracle", "SELECT id FROM users ORDER BY ssn IS NULL, reverse(card_number)", expect=REFUSED, open_leaks=False,
+      protocols=CODE),
+    # XMLTABLE: as many rows as the document has nodes
+    c("oracle", "SELECT count(*) FROM users u, XMLTABLE('/r/c' PASSING xmlparse(document '<r>' || "
+                "regexp_replace(u.ssn, '1', '<c/>', 'g') || '</r>') COLUMNS v text PATH '.') x GROUP BY u.id",
+      expect=REFUSED, open_leaks=False, protocols=CODE),
+    c("expression", "SELECT x.v FROM users u, XMLTABLE('/r' PASSING xmlelement(name r, u.ssn) COLUMNS v text PATH '.') x",
+      expect=EITHER),
+    c("expression", "SELECT (xpath('/r/text()', xmlelement(name r, ssn)))[1]::text FROM users"),
     # ------------------------------------------------------------ session state
     c("session", "CREATE TEMP VIEW users AS SELECT * FROM public.users", "SELECT ssn, email FROM users", expect=EITHER),
     c("session", "CREATE TEMP TABLE users AS SELECT * FROM public.users", "SELECT * FROM users", expect=ANY),
@@ -560,6 +625,245 @@ CASES = [
       differential=False),
     c("catalog", "SELECT string_agg(reverse(query), ',') FROM pg_stat_activity", expect=EITHER, differential=False),
     c("catalog", "SELECT current_query()", expect=PLAIN, open_leaks=False, canary=False),
+    c("catalog", "SELECT query FROM pg_stat_get_activity(NULL) WHERE query LIKE '%card_number%'", expect=EITHER,
+      differential=False, protocols=CODE),
+    c("catalog", "CREATE VIEW leak_view AS SELECT reverse(query) AS x FROM pg_stat_activity",
+      "SELECT x FROM leak_view", expect=EITHER, protocols=CODE),
+    c("catalog", "CREATE VIEW leak_view AS SELECT most_common_vals::text AS x FROM pg_stats WHERE tablename = 'users'",
+      "SELECT x FROM leak_view", expect=EITHER, protocols=CODE),
+    c("catalog", "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE sql STABLE "
+                 "AS $$ SELECT stavalues1::text FROM pg_statistic WHERE starelid = 'users'::regclass $$",
+      "SELECT leak_fn()", expect=EITHER, protocols=CODE),
+    c("catalog", "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE plpgsql STABLE "
+                 "AS $$ BEGIN RETURN QUERY SELECT reverse(query) FROM pg_stat_activity; END $$",
+      "SELECT leak_fn()", expect=EITHER, protocols=CODE),
+    c("catalog", "PREPARE p AS SELECT ssn FROM users WHERE id = 1", "SELECT statement FROM pg_prepared_statements",
+      expect=EITHER, open_leaks=False, protocols=CODE),
+    # ------------------------------------------------------------ protocol paths no driver takes
+    # result formats per column (text, binary, ...), the portal described, then run two rows at a time
+    c("protocol", Raw("per-column formats, Describe portal, Execute 2 + 2", (
+        m.Parse("", "SELECT id, ssn, card_number, email, salary, dob FROM users ORDER BY id"),
+        m.Bind("", "", result_formats=(0, 1, 0, 1, 0, 1)), m.Describe("P", ""), m.Execute("", 2), m.Execute("", 2),
+        m.Sync())), protocols=("portal",), open_leaks=False),
+    c("protocol", Raw("per-column formats, a derived column in binary", (
+        m.Parse("", "SELECT reverse(ssn), salary * 1, dob + 0, name FROM users"),
+        m.Bind("", "", result_formats=(1, 0, 1, 0)), m.Execute("", 0), m.Sync())), protocols=("portal",),
+      open_leaks=False),
+    # COPY through the extended protocol (Parse, Bind, Execute with a row limit)
+    c("protocol", Raw("COPY users TO STDOUT, extended", (
+        m.Parse("", "COPY users TO STDOUT"), m.Bind("", ""), m.Execute("", 1), m.Sync())), protocols=("portal",),
+      open_leaks=False),
+    c("protocol", Raw("COPY (SELECT reverse(ssn), salary, dob FROM users) TO STDOUT (FORMAT csv), extended", (
+        m.Parse("", "COPY (SELECT reverse(ssn), salary, dob FROM users) TO STDOUT (FORMAT csv)"), m.Bind("", ""),
+        m.Describe("P", ""), m.Execute("", 0), m.Sync())), protocols=("portal",), open_leaks=False),
+    c("protocol", Raw("COPY users TO STDOUT (FORMAT binary), extended", (
+        m.Parse("", "COPY users TO STDOUT (FORMAT binary)"), m.Bind("", ""), m.Execute("", 0), m.Sync())),
+      protocols=("portal",), expect=REFUSED, open_leaks=False),
+    # the function call protocol: no statement to judge, so never let through
+    c("protocol", Raw("FunctionCall of lo_get", (m.FunctionCall(3458, (0,), (b"4242",), 0),)),
+      protocols=("portal",), expect=REFUSED, open_leaks=False),
+    # ------------------------------------------------------------ message fields besides the message, unquoted values
+    c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING HINT = (SELECT string_agg(reverse(email), ',') FROM users); "
+               "END $$", expect=ERROR, protocols=CODE),
+    c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING COLUMN = (SELECT string_agg(ssn, ',') FROM users), "
+               "TABLE = (SELECT string_agg(email, ',') FROM users); END $$", expect=ERROR, protocols=CODE),
+    c("error", "DO $$ BEGIN RAISE EXCEPTION 'x' USING CONSTRAINT = (SELECT string_agg(ssn, ',') FROM users), "
+               "DATATYPE = (SELECT string_agg(email, ',') FROM users), "
+               "SCHEMA = (SELECT string_agg(card_number, ',') FROM users); END $$", expect=ERROR, protocols=CODE),
+    c("error", "DO $$ BEGIN RAISE EXCEPTION USING ERRCODE = '22023', "
+               "MESSAGE = (SELECT string_agg(reverse(ssn), ',') FROM users); END $$", expect=ERROR, protocols=CODE),
+    c("error", "DO $$ BEGIN ASSERT false, (SELECT string_agg(card_number, ',') FROM users); END $$", expect=ERROR, protocols=CODE),
+    c("error", "DO $$ BEGIN RAISE NOTICE 'n' USING HINT = (SELECT string_agg(email, ',') FROM users); END $$",
+      expect=ANY, protocols=CODE),
+    # ... the same from a function a plain SELECT calls (a DO block near masked tables is refused)
+    c("error", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RAISE EXCEPTION USING "
+               "ERRCODE = '22023', MESSAGE = (SELECT string_agg(reverse(email), ',') FROM users); END $$",
+      "SELECT leak_fn()", expect=ERROR, protocols=CODE),
+    c("error", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RAISE EXCEPTION 'x' USING "
+               "HINT = (SELECT string_agg(reverse(email), ',') FROM users), "
+               "COLUMN = (SELECT string_agg(ssn, ',') FROM users), "
+               "SCHEMA = (SELECT string_agg(card_number, ',') FROM users); END $$", "SELECT leak_fn()", expect=ERROR, protocols=CODE),
+    c("error", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN "
+               "ASSERT false, (SELECT string_agg(reverse(email), ',') FROM users); RETURN 1; END $$", "SELECT leak_fn()",
+      expect=ERROR, protocols=CODE),
+    c("error", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RAISE WARNING 'w' USING "
+               "DETAIL = (SELECT string_agg(ssn, ',') FROM users), HINT = (SELECT string_agg(email, ',') FROM users); "
+               "RETURN 1; END $$", "SELECT leak_fn()", expect=ANY, protocols=CODE),
+    c("error", "SELECT ssn::json FROM users", expect=ERROR, protocols=CODE),  # CONTEXT:  JSON data, line 1: <the value>
+    c("error", "SELECT email::jsonb FROM users", expect=ERROR, protocols=CODE),
+    c("error", "SELECT xmlparse(document ssn) FROM users", expect=ERROR, protocols=CODE),  # the parser's DETAIL echoes the input
+    c("error", "SELECT ('<' || email)::xml FROM users", expect=ERROR, protocols=CODE),
+    c("error", "SELECT chr(replace(ssn, '-', '')::int) FROM users", expect=ERROR, protocols=CODE),  # numbers come unquoted
+    c("error", "SELECT make_date(replace(ssn, '-', '')::int, 1, 1) FROM users", expect=ERROR, protocols=CODE),
+    c("error", "SELECT set_bit('\\x00'::bytea, replace(ssn, '-', '')::int, 1) FROM users", expect=ERROR, protocols=CODE),
+    c("error", "SELECT setseed(replace(ssn, '-', '')::int) FROM users", expect=ERROR, protocols=CODE),  # 8.16762e+08: differential
+    # ------------------------------------------------------------ code that runs out of lineage's sight
+    c("code", "DO $$ BEGIN INSERT INTO notes (body) SELECT ssn FROM users; END $$", "SELECT body FROM notes",
+      expect=ANY, protocols=CODE),
+    c("code", "DO $$ BEGIN PERFORM set_config('leak.x', (SELECT email FROM users WHERE id = 1), false); END $$",
+      "SELECT current_setting('leak.x')", expect=ANY, protocols=CODE),
+    c("code", "LISTEN leak", "DO $$ BEGIN PERFORM pg_notify('leak', (SELECT ssn FROM users WHERE id = 1)); END $$",
+      "SELECT 1", expect=ANY, protocols=CODE),
+    # ParameterStatus carries the new application_name to the client
+    c("code", "DO $$ BEGIN PERFORM set_config('application_name', (SELECT ssn FROM users WHERE id = 1), false); "
+              "END $$", "SELECT 1", expect=ANY, protocols=CODE),
+    c("code", BEGIN, "DO $$ DECLARE c refcursor := (SELECT ssn FROM users WHERE id = 1); BEGIN OPEN c FOR SELECT 1; "
+                     "END $$", "SELECT name FROM pg_cursors", COMMIT, expect=ANY, protocols=CODE),
+    c("code", "CREATE PROCEDURE leak_p(INOUT x text) LANGUAGE sql AS $$ SELECT reverse(ssn) FROM users WHERE id = 1 $$",
+      "CALL leak_p(NULL)", expect=ANY, protocols=CODE),
+    # ... through a function, a view, a materialized view, the statistics, other sessions' statements
+    c("code", "DO $$ BEGIN INSERT INTO notes (body) SELECT user_ssn(1); END $$", "SELECT body FROM notes",
+      expect=ANY, protocols=CODE),
+    c("code", "DO $$ BEGIN INSERT INTO notes (body) SELECT tax_id FROM v_renamed; END $$", "SELECT body FROM notes",
+      expect=ANY, protocols=CODE),
+    c("code", "DO $$ BEGIN INSERT INTO notes (body) SELECT ssn FROM mv_users; END $$", "SELECT body FROM notes",
+      expect=ANY, protocols=CODE),
+    c("code", "DO $$ BEGIN INSERT INTO notes (body) SELECT most_common_vals::text FROM pg_stats "
+              "WHERE tablename = 'users'; END $$", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "DO $$ BEGIN INSERT INTO notes (body) SELECT query FROM pg_stat_activity; END $$",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("launder", "INSERT INTO notes (body) SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'users'",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("launder", "INSERT INTO notes (body) SELECT query FROM pg_stat_activity", "SELECT body FROM notes",
+      expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql AS $$ BEGIN INSERT INTO notes (body) "
+              "SELECT most_common_vals::text FROM pg_stats WHERE tablename = 'users'; RETURN 1; END $$",
+      "SELECT leak_fn()", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN PERFORM set_config("
+              "'leak.x', (SELECT string_agg(query, ',') FROM pg_stat_activity), false); RETURN 1; END $$",
+      "SELECT leak_fn()", "SHOW leak.x", expect=ANY, protocols=CODE),
+    c("code", "LISTEN leak", "SELECT pg_notify('leak', user_ssn(1))", "SELECT 1", expect=ANY, protocols=CODE),
+    c("code", "SELECT set_config('leak.x', user_ssn(1), false)", "SHOW leak.x", expect=ANY, protocols=CODE),
+    c("code", "INSERT INTO notes (body) SELECT user_ssn(2)", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN "
+              "PERFORM set_config('leak.x', (SELECT ssn FROM users WHERE id = 1), false); RETURN 1; END $$",
+      "SELECT leak_fn()", "SHOW leak.x", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql AS $$ BEGIN "
+              "INSERT INTO notes (body) SELECT reverse(email) FROM users; RETURN 1; END $$",
+      "SELECT leak_fn()", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN "
+              "PERFORM pg_notify('leak', (SELECT ssn FROM users WHERE id = 1)); RETURN 1; END $$",
+      "LISTEN leak", "SELECT leak_fn()", "SELECT 1", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS refcursor LANGUAGE plpgsql AS $$ DECLARE c refcursor := 'kk'; "
+              "BEGIN OPEN c FOR SELECT reverse(ssn) FROM users; RETURN c; END $$",
+      BEGIN, "SELECT leak_fn()", "FETCH ALL FROM kk", COMMIT, expect=ANY, protocols=CODE),
+    # ... stored with a table and run under a statement that names none of it
+    c("code", "CREATE TEMP TABLE t (v text DEFAULT user_ssn(1))", "INSERT INTO t DEFAULT VALUES", "SELECT v FROM t",
+      expect=ANY, protocols=CODE),
+    c("code", "ALTER TABLE notes ALTER body SET DEFAULT user_ssn(3)", "INSERT INTO notes DEFAULT VALUES",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "INSERT INTO notes (body) VALUES ('x')", "ALTER TABLE notes ALTER body TYPE text USING user_ssn(1)",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE DOMAIN leak_dom AS text DEFAULT user_ssn(2)", "CREATE TEMP TABLE t (v leak_dom)",
+      "INSERT INTO t DEFAULT VALUES", "SELECT v FROM t", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "NEW.body := (SELECT ssn FROM users WHERE id = 1); RETURN NEW; END $$",
+      "CREATE TRIGGER leak_t BEFORE INSERT ON notes FOR EACH ROW EXECUTE FUNCTION leak_fn()",
+      "INSERT INTO notes (body) VALUES ('x')", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("code", "CREATE TABLE leak_copy (v text)",
+      "CREATE RULE leak_r AS ON INSERT TO notes DO ALSO INSERT INTO leak_copy SELECT ssn FROM users",
+      "INSERT INTO notes (body) VALUES ('x')", "SELECT v FROM leak_copy", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn(int) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT ssn FROM users WHERE id = $1'",
+      "CREATE TEMP TABLE g (id int, v text GENERATED ALWAYS AS (leak_fn(id)) STORED)",
+      "INSERT INTO g (id) VALUES (1)", "SELECT v FROM g", expect=ANY, protocols=CODE),
+    c("code", "CREATE FUNCTION leak_fn(int) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT ssn FROM users WHERE id = $1'",
+      "CREATE TEMP TABLE g (id int)", "INSERT INTO g VALUES (1), (4)", "CREATE UNIQUE INDEX ON g (leak_fn(id))",
+      expect=ANY, protocols=CODE),  # Key (leak_fn(id))=(<the SSN>) is duplicated
+    # ... and state a statement keeps
+    c("launder", "CREATE TEMP SEQUENCE leak_seq",
+      "SELECT setval('leak_seq', replace(ssn, '-', '')::bigint) FROM users WHERE id = 1",
+      "SELECT last_value FROM leak_seq", expect=ANY, protocols=CODE),
+    c("launder", "SELECT pg_advisory_lock(replace(ssn, '-', '')::bigint) FROM users WHERE id = 1",
+      "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory'", expect=ANY, protocols=CODE),
+    c("launder", "SELECT set_config('application_name', ssn, false) FROM users WHERE id = 1", "SELECT 1", expect=ANY,
+      protocols=CODE),
+    c("launder", "SELECT lo_create(4243)", "SELECT lo_put(4243, 0, convert_to(ssn, 'UTF8')) FROM users WHERE id = 1",
+      "SELECT lo_get(4243)", expect=ANY, protocols=CODE),
+    c("launder", "SELECT ssn, email INTO TEMP leak_t FROM users", "SELECT * FROM leak_t", expect=ANY, protocols=CODE),
+    c("launder", "WITH w AS (INSERT INTO notes (body) SELECT reverse(ssn) FROM users RETURNING 1) "
+                 "SELECT count(*) FROM w", "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("launder", "MERGE INTO notes n USING users u ON false WHEN NOT MATCHED THEN INSERT (body) VALUES (u.ssn)",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("launder", "INSERT INTO notes (body) VALUES ('x')", "UPDATE notes SET body = (SELECT ssn FROM users WHERE id = 1)",
+      "SELECT body FROM notes", expect=ANY, protocols=CODE),
+    c("launder", "CREATE MATERIALIZED VIEW leak_mv AS SELECT reverse(ssn) AS r FROM users", "SELECT r FROM leak_mv",
+      expect=ANY, protocols=CODE),
+    c("launder", "CREATE TEMP TABLE t AS SELECT user_ssn(1) AS v", "SELECT v FROM t", expect=ANY, protocols=CODE),
+    c("launder", "CREATE TEMP TABLE t AS SELECT * FROM plpgsql_users()", "SELECT * FROM t", expect=ANY,
+      protocols=CODE),
+    c("copy", Copy("SELECT user_ssn(1)"), expect=ANY, protocols=("simple", "asyncpg", "portal")),
+    # ------------------------------------------------------------ built-ins that run SQL given as text
+    c("dynamic", "SELECT query_to_xml('SELECT ssn, card_number FROM users', true, false, '')", expect=EITHER, protocols=CODE),
+    c("dynamic", "SELECT table_to_xml('users', true, false, '')", expect=EITHER, protocols=CODE),
+    c("dynamic", "SELECT word FROM ts_stat('SELECT to_tsvector(''simple'', email) FROM users')", expect=EITHER, protocols=CODE),
+    c("dynamic", BEGIN, "DECLARE k CURSOR FOR SELECT reverse(ssn) FROM users",
+      "SELECT cursor_to_xml('k', 10, false, false, '')", COMMIT, expect=ANY, protocols=CODE),
+    # ------------------------------------------------------------ names resolved elsewhere than pgwarden thinks
+    c("alias", 'SELECT reverse(U&"\\0073sn"), U&"\\0065mail" FROM users'),
+    # the masked table made a partition or a child of another: its rows read through the parent
+    c("ddl", BEGIN, "CREATE TABLE leak_copy (LIKE users) PARTITION BY RANGE (id)",
+      "ALTER TABLE leak_copy ATTACH PARTITION users FOR VALUES FROM (0) TO (100)", "SELECT reverse(ssn) FROM leak_copy",
+      ROLLBACK, expect=ANY, protocols=CODE),
+    c("ddl", BEGIN, "CREATE TABLE leak_copy (LIKE users)", "ALTER TABLE users INHERIT leak_copy",
+      "SELECT reverse(ssn) FROM leak_copy", ROLLBACK, expect=ANY, protocols=CODE),
+    c("ddl", BEGIN, "CREATE TABLE leak_copy () INHERITS (users)", "SELECT reverse(ssn) FROM users", ROLLBACK,
+      expect=ANY, protocols=CODE),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)",
+      "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE sql SET search_path = public, pg_temp "
+      "AS $$ SELECT reverse(ssn) FROM users $$", "SELECT leak_fn()", expect=ANY, protocols=CODE),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)", BEGIN,
+      "SET LOCAL search_path = public, pg_temp", "SELECT reverse(ssn) FROM users", COMMIT, expect=ANY, protocols=CODE),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)",
+      "SELECT set_config('search_path', 'public, pg_temp', false)", "SELECT reverse(ssn) FROM users", expect=ANY, protocols=CODE),
+    c("session", "SET search_path = public, pg_temp", "CREATE TEMP TABLE users (id int, ssn text, email text)", BEGIN,
+      "SAVEPOINT a", "SET LOCAL search_path = pg_temp, public", "ROLLBACK TO a", "SELECT reverse(ssn) FROM users",
+      COMMIT, expect=ANY, protocols=CODE),
+    c("session", "SET search_path = public, pg_temp", "CREATE TEMP TABLE users (id int, ssn text, email text)", BEGIN,
+      "SET search_path = pg_temp, public", ROLLBACK, "SELECT reverse(ssn) FROM users", expect=ANY, protocols=CODE),
+    # ... the search_path moved by a function's body (a STABLE one: no side effect to see)
+    c("session", "CREATE FUNCTION leak_fn() RETURNS text LANGUAGE plpgsql STABLE AS $$ BEGIN "
+                 "PERFORM set_config('search_path', 'public, pg_temp', false); RETURN 'x'; END $$",
+      "CREATE TEMP TABLE users (id int, ssn text, email text)", "SELECT leak_fn()", "SELECT reverse(ssn) FROM users",
+      expect=ANY, protocols=CODE),
+    c("session", "CREATE FUNCTION leak_fn() RETURNS text LANGUAGE sql STABLE AS $$ "
+                 "SELECT set_config('search_path', 'public, pg_temp', false) $$",
+      "CREATE TEMP TABLE users (id int, ssn text, email text)", "SELECT leak_fn()", "SELECT reverse(ssn) FROM users",
+      expect=ANY, protocols=CODE),
+    # the shadowing temp table gone: the name is public.users again
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)", "DISCARD TEMP",
+      "SELECT reverse(ssn) FROM users", expect=ANY, protocols=CODE),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)", "DROP TABLE users",
+      "SELECT reverse(ssn) FROM users", expect=ANY, protocols=CODE),
+    c("session", BEGIN, "CREATE TEMP TABLE users (id int, ssn text, email text)", ROLLBACK,
+      "SELECT reverse(ssn) FROM users", expect=ANY, protocols=CODE),
+    c("session", BEGIN, "CREATE TEMP TABLE users (id int, ssn text, email text) ON COMMIT DROP",
+      "SELECT reverse(ssn) FROM users", COMMIT, "SELECT reverse(ssn) FROM users", expect=ANY, protocols=CODE),
+    c("session", "CREATE TEMP TABLE users (id int, ssn text, email text)",
+      Pipeline(("DROP TABLE pg_temp.users", "SELECT reverse(ssn) FROM users")), expect=ANY, protocols=NO_ASYNCPG),
+    c("session", "CREATE TEMP VIEW v_safe AS SELECT id, ssn AS name, dept FROM public.users",
+      "SELECT reverse(name) FROM v_safe", expect=ANY, protocols=CODE),
+    # ------------------------------------------------------------ definitions changed in the transaction that reads
+    c("launder", BEGIN, "CREATE VIEW leak_view AS SELECT name AS x FROM users", "SELECT reverse(x) FROM leak_view",
+      "CREATE OR REPLACE VIEW leak_view AS SELECT ssn AS x FROM users", "SELECT reverse(x) FROM leak_view", COMMIT,
+      expect=ANY, protocols=CODE),
+    c("launder", "CREATE VIEW leak_view AS SELECT name AS a, ssn AS b FROM users", BEGIN,
+      "ALTER VIEW leak_view RENAME COLUMN a TO tmp", "ALTER VIEW leak_view RENAME COLUMN b TO a",
+      "SELECT reverse(a) FROM leak_view", COMMIT, expect=ANY, protocols=CODE),
+    # ------------------------------------------------------------ whole rows of every kind of relation
+    c("whole-row", "SELECT textin(record_out(u)) FROM users u"),
+    c("whole-row", "SELECT array_agg(u) FROM users u", expect=EITHER),
+    c("whole-row", "SELECT format('%s', u), concat(u, '') FROM users u"),
+    c("whole-row", "SELECT to_jsonb(u) ->> 'ssn', jsonb_path_query_first(to_jsonb(u), '$.email') FROM users u"),
+    c("whole-row", "SELECT * FROM users*"),
+    c("whole-row", "SELECT (u).* FROM users u"),
+    c("whole-row", "SELECT l FROM users u, LATERAL (SELECT u.ssn, u.email) l"),
+    c("whole-row", "SELECT t FROM (SELECT ssn, email FROM users) t"),
+    c("whole-row", "WITH c AS (SELECT ssn FROM users) SELECT c FROM c"),
+    c("whole-row", "SELECT v FROM v_renamed v"),
+    c("whole-row", "SELECT f FROM all_users() f"),
+    c("whole-row", "SELECT t::text FROM users AS t(a, b, c, d)"),
+    c("whole-row", "SELECT * FROM unnest((SELECT array_agg(u) FROM users u))", expect=EITHER),
+    c("whole-row", "CREATE EXTENSION IF NOT EXISTS hstore", "SELECT hstore(u) FROM users u"),
 ]
 
 

@@ -314,6 +314,34 @@ def test_values_kept_elsewhere_are_refused_and_notifications_masked(masked):
         assert [n.payload for n in c.notifies(timeout=1, stop_after=1)] == ["ssn [ssn]"]
 
 
+def test_what_was_prepared_before_a_reload_brought_mask_rules_is_masked_after_it(make_pgwarden, pg_server,
+                                                                                 signing_keys, tmp_path):
+    """A named statement (Parse before, Bind after), an SQL-level PREPARE and a cursor WITH HOLD,
+    all made while the identity had no mask rule: after the reload that gives it one, what they
+    return is masked (their derived outputs whole), in text and in binary, or refused."""
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    pg_server.psql(TABLES, "appdb")
+    running = make_pgwarden(policies=[{"name": "agents", "default": "allow"}], only=BUILTIN_PLUGINS)
+    derived = "select reverse(ssn), ssn, card from mpeople where id = 1"
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute(derived, prepare=True).fetchone() == (SSN[::-1], SSN, CARD)
+        c.execute("prepare p as select upper(ssn), card || '' from mpeople where id = 1")
+        c.execute("declare k cursor with hold for select reverse(ssn), card from mpeople")
+        doc = base_config(pg_server, signing_keys, tmp_path, policies=[POLICY])
+        assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+        got = [c.execute(derived, prepare=True).fetchone(), c.execute("fetch all from k").fetchall()]
+        try:  # (an EXECUTE of what this pgwarden's session state no longer names is refused: fine)
+            got.append(c.execute("execute p").fetchone())
+        except psycopg.errors.InsufficientPrivilege:
+            pass
+        with c.cursor(binary=True) as cur:
+            got.append(cur.execute(derived, prepare=True).fetchone())
+        assert _leaks(got) == [] and SSN[::-1] not in repr(got)
+        assert got[0] == ("***", "***-**-6789", "***")
+
+
 def test_a_reload_that_adds_or_takes_away_mask_rules_applies_to_open_sessions(make_pgwarden, pg_server,
                                                                               signing_keys, tmp_path):
     """A session whose policies have no mask rule has no result's shape looked at (the relay asks

@@ -58,3 +58,12 @@ def test_a_stream_that_is_not_messages_is_left_alone():
     junk = b"K\x00\x00\x00\x0c" + SPELLED + b"\x00\x00\x00\x00"  # a key-data shape after a broken length
     stream = b"D\x00\x00\x00\x02" + junk
     assert without_key_data(stream) == stream
+
+
+def test_a_derived_value_of_one_repeated_byte_is_not_searched():
+    """An int8 0 (a count on one database, 1 on the twin) is eight zero bytes: the zeroed key
+    data and any framing hold it; a value of two distinct bytes is still searched."""
+    finder = LeakFinder([Secret("user 2 dob", DOB)])
+    stream = _stream(*_greeting(0x2515, 0xE6B56379), m.DataRow((bytes(7) + b"\x01",)), m.ReadyForQuery("I"))
+    assert finder.find(stream, [("count", bytes(8))]) == []
+    assert [leak.form for leak in finder.find(stream, [("count", bytes(7) + b"\x01")])] == ["derived"]

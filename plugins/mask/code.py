@@ -1,0 +1,68 @@
+"""Code a statement hides from lineage by attaching it to a table, or running it in a block.
+
+Lineage follows what a statement names. A trigger, a rule, a column's DEFAULT or generated
+expression, an index expression, a domain's DEFAULT or a row-level policy run later, under
+a statement that names none of it (``INSERT INTO notes DEFAULT VALUES`` filling a column
+from a function that reads ``users.ssn``), and a DO block or a procedure runs its statements
+out of lineage's sight (``DO $$ BEGIN INSERT INTO notes SELECT ssn FROM users; END $$``):
+either can copy a masked value where a later read returns it unmasked. In a session with
+mask rules, such code is refused when it may read a masked column (docs/masking.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Protocol
+
+from pgwarden.sql.resolve import SQL_TEXT_FUNCTIONS
+
+# Statements whose expressions are stored on a table, a column or a type and evaluated later.
+STORING_CODE = frozenset({"CreateStmt", "AlterTableStmt", "CreateDomainStmt", "AlterDomainStmt", "IndexStmt",
+                          "CreatePolicyStmt", "AlterPolicyStmt", "CreateStatsStmt"})
+# Statements that attach code that runs as other statements run, whatever the code is.
+ATTACHING_CODE = frozenset({"CreateTrigStmt", "RuleStmt", "CreateEventTrigStmt"})
+# Statement kinds that run code lineage cannot trace (a DO block, CALL).
+RUNNING_CODE = frozenset({"do", "call"})
+
+
+class _Functions(Protocol):
+    def functions_named(self, name: str) -> tuple[object, ...]: ...
+
+
+def stored_code(tree: dict[str, object], catalog: _Functions | None) -> str | None:
+    """What in ``tree`` (a parse tree) attaches code to a table that may read any table: a
+    trigger or a rule, or an expression stored with it that calls a function that is not
+    built in (or one that runs SQL text); None when there is none."""
+    stmts = tree.get("stmts")
+    for raw in stmts if isinstance(stmts, list) else []:
+        stmt = raw.get("stmt") if isinstance(raw, dict) else None
+        if not isinstance(stmt, dict):
+            continue
+        kind = next(iter(stmt), "")
+        if kind in ATTACHING_CODE:
+            return {"CreateTrigStmt": "a trigger", "RuleStmt": "a rule"}.get(kind, "an event trigger")
+        if kind not in STORING_CODE:
+            continue
+        for call in _calls(stmt[kind]):
+            parts = call.get("funcname")
+            names = [str(n.get("String", {}).get("sval", "")) for n in (parts if isinstance(parts, list) else [])
+                     if isinstance(n, dict)]
+            name = names[-1] if names else ""
+            found = catalog.functions_named(name) if catalog is not None else ()
+            if not found or name in SQL_TEXT_FUNCTIONS or not all(getattr(f, "builtin", False) for f in found):
+                return f"an expression calling {'.'.join(names) or 'a function'}"
+    return None
+
+
+def _calls(node: object) -> Iterator[dict[str, object]]:
+    """Every FuncCall under ``node``."""
+    stack = [node]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                if key == "FuncCall" and isinstance(value, dict):
+                    yield value
+                stack.append(value)
+        elif isinstance(item, list):
+            stack.extend(item)

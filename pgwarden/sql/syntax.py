@@ -621,7 +621,10 @@ class _Walker:
                     literal_sql.append(inner)
             elif not _is_constant(arg, parameters=False):
                 computed = True  # (a parameter too: its text is bound at run time, query_to_xml($1))
-        self.calls.add(Call(schema, fname, len(args), "call", tuple(literal_sql), computed))
+        # An ordered-set aggregate's WITHIN GROUP (ORDER BY ...) items are arguments too (the
+        # catalog counts them: percentile_disc(0.5) WITHIN GROUP (ORDER BY x) takes two).
+        nargs = len(args) + (len(f.get("agg_order") or ()) if f.get("agg_within_group") else 0)
+        self.calls.add(Call(schema, fname, nargs, "call", tuple(literal_sql), computed))
         if fname == "set_config" and schema in (None, "pg_catalog"):
             setting = self.text(args[0]) if args else None
             value = self.text(args[1]) if len(args) > 1 else None

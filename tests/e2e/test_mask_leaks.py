@@ -581,7 +581,7 @@ CASES = [
     c("oracle", "SELECT rank('5') WITHIN GROUP (ORDER BY ssn) FROM users", expect=EITHER, open_leaks=False,
       protocols=CODE),
     c("oracle", "SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY salary), mode() WITHIN GROUP (ORDER BY dob) "
-                "FROM users", expect=EITHER, open_leaks=False, protocols=CODE),  # (unanalysable: refused even open)
+                "FROM users", expect=EITHER, protocols=CODE),  # (a median salary and the commonest date of birth)
     c("oracle", "SELECT u.id, count(*) FROM users u, string_to_table(u.email, NULL) GROUP BY u.id", expect=REFUSED,
       open_leaks=False, protocols=CODE),
     c("oracle", "SELECT u.id, count(*) FROM users u, regexp_matches(u.ssn, '1', 'g') GROUP BY u.id", expect=REFUSED,

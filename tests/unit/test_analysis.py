@@ -258,6 +258,10 @@ FALSE_ALARMS = [
     ("SELECT currval('s')", {"select"}),
     ("SET work_mem = '64MB'", {"set"}),
     ("SET myapp.tenant = 'x'", {"set"}),
+    # ordered-set aggregates: the WITHIN GROUP items are arguments the catalog counts
+    ("SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY x) FROM generate_series(1, 5) x", {"select"}),
+    ("SELECT percentile_cont(ARRAY[0.5, 0.9]) WITHIN GROUP (ORDER BY x) FROM generate_series(1, 5) x", {"select"}),
+    ("SELECT mode() WITHIN GROUP (ORDER BY x) FROM generate_series(1, 5) x", {"select"}),
 ]
 
 

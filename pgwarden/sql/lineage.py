@@ -275,6 +275,9 @@ class NamedLineage:
 # ---------------------------------------------------------------------------- internals
 
 
+_NO_SOURCES: frozenset = frozenset()
+
+
 class _Val(NamedTuple):
     """What a value depends on while the tree is walked."""
 
@@ -1075,9 +1078,34 @@ class _Walker:
             cols = self.catalog.columns_of(rel.oid)
             if cols is None:
                 return None
-            known = cache[rel.oid] = [(c.name, _Val(frozenset({Source(schema, rel.name, c.name)}), True, False))
-                                      for c in cols]
+            below = self._descendants(rel)
+            known = cache[rel.oid] = [
+                (c.name, _Val(frozenset({Source(schema, rel.name, c.name)}) | below.get(c.name, _NO_SOURCES),
+                              True, False))
+                for c in cols]
         return known
+
+    def _descendants(self, rel: RelationFacts) -> dict[str, frozenset[Source]]:
+        """The same-named columns of ``rel``'s partitions and inheritance children, at any depth:
+        reading the table reads their rows, so a rule masking a child's column masks the parent's
+        column (its own rows too: over-masked, never under; ``ONLY`` is not told apart)."""
+        found: dict[str, set[Source]] = {}
+        seen = {rel.oid}
+        todo = [target for kind, target in rel.effects if kind == "i"]
+        while todo:
+            oid = todo.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            child = self.catalog.relation(oid)
+            cols = self.catalog.columns_of(oid) if child is not None else None
+            if child is None or cols is None:
+                continue  # (not in the same load: cannot be, the effects came with it)
+            for c in cols:
+                if not c.dropped:
+                    found.setdefault(c.name, set()).add(Source(_schema(child.schema), child.name, c.name))
+            todo += [target for kind, target in child.effects if kind == "i"]
+        return {name: frozenset(sources) for name, sources in found.items()}
 
     def view_columns(self, view: RelationFacts) -> Columns | None:
         """A view's columns as its definition computes them (views inside it followed)."""

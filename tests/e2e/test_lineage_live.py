@@ -37,6 +37,11 @@ CREATE FUNCTION pl_secret(uid int) RETURNS text LANGUAGE plpgsql STABLE
 CREATE FUNCTION anything() RETURNS SETOF record LANGUAGE plpgsql
     AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT ssn FROM users'; END $$;
 CREATE FUNCTION hr_ssn() RETURNS SETOF text LANGUAGE sql STABLE SET search_path = hr AS 'SELECT ssn FROM users';
+CREATE TABLE people (id int, ssn text);
+CREATE TABLE hr.people_archive (note text) INHERITS (people);
+CREATE TABLE hr.people_old () INHERITS (hr.people_archive);
+CREATE TABLE events (id int, detail text) PARTITION BY RANGE (id);
+CREATE TABLE hr.events_low PARTITION OF events FOR VALUES FROM (0) TO (10);
 CREATE FUNCTION computed(q text) RETURNS SETOF record LANGUAGE plpgsql
     AS $$ BEGIN RETURN QUERY EXECUTE 'SELECT ' || q || ' FROM users'; END $$;
 """
@@ -79,7 +84,19 @@ def shape(lineage: Lineage) -> list[tuple[str, set[Source], str]]:
 
 D, X, Q = "direct", "derived", "opaque"
 
+def P(schema: str, table: str, *columns: str) -> set[Source]:
+    return {Source(schema, table, c) for c in columns}
+
+
 CASES = [
+    # reading a parent reads its children's rows: their columns are the output's sources too (a
+    # rule masking a partition's or child's column masks it read through the parent)
+    ("SELECT ssn, id FROM people",
+     [("ssn", P("public", "people", "ssn") | P("hr", "people_archive", "ssn") | P("hr", "people_old", "ssn"), D),
+      ("id", P("public", "people", "id") | P("hr", "people_archive", "id") | P("hr", "people_old", "id"), D)]),
+    ("SELECT note FROM hr.people_archive", [("note", P("hr", "people_archive", "note") | P("hr", "people_old", "note"), D)]),
+    ("SELECT detail FROM events", [("detail", P("public", "events", "detail") | P("hr", "events_low", "detail"), D)]),
+    ("SELECT detail FROM hr.events_low", [("detail", P("hr", "events_low", "detail"), D)]),
     ("SELECT * FROM users", [("id", {U("id")}, D), ("name", {U("name")}, D), ("ssn", {U("ssn")}, D),
                              ("email", {U("email")}, D), ("card", {U("card")}, D)]),
     ('SELECT u.ssn AS "Tax", "u".name FROM users u', [("Tax", {U("ssn")}, D), ("name", {U("name")}, D)]),

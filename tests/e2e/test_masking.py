@@ -365,3 +365,30 @@ def test_a_reload_that_adds_or_takes_away_mask_rules_applies_to_open_sessions(ma
         assert c.execute(select).fetchone() == ("***-**-6789", "***")
         reload(plain)
         assert c.execute(select).fetchone() == (SSN, CARD)
+
+
+def test_a_rule_on_a_child_or_partition_masks_its_column_read_through_the_parent(make_pgwarden, pg_server, tmp_path):
+    """Reading a parent reads its children's rows: a rule naming a partition's (or an inheritance
+    child's) column masks that column however it is reached, the parent's own rows too."""
+    pg_server.psql(f"""
+        drop table if exists mledger cascade; drop table if exists mbase cascade;
+        create table mledger (id int, ssn text) partition by range (id);
+        create table mledger_hot partition of mledger for values from (0) to (10);
+        create table mledger_cold partition of mledger for values from (10) to (100);
+        insert into mledger values (1, '{SSN}'), (20, 'plain-cold');
+        create table mbase (id int, ssn text);
+        create table mkid () inherits (mbase);
+        insert into mkid values (2, '{SSN}');
+        """, "appdb")
+    key = tmp_path / "mask-key"
+    key.write_text("a-test-key-of-enough-bytes-0123456789\n")
+    rules = [{"name": "hot", "mask": {"columns": ["public.mledger_hot.ssn", "public.mkid.ssn"], "with": "redact"}}]
+    running = make_pgwarden(policies=[{**POLICY, "rules": rules}], only=BUILTIN_PLUGINS,
+                            plugins_section={"mask": {"key_file": str(key)}})
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        for sql in ("select id, ssn from mledger order by id", "select id, ssn from mledger_hot",
+                    "select id, ssn from mbase", "select id, upper(ssn) from mbase", "select * from mkid"):
+            rows = c.execute(sql).fetchall()
+            assert rows and not _leaks(rows), (sql, rows)
+        # the partition without a rule, read on its own, is not masked
+        assert c.execute("select ssn from mledger_cold").fetchall() == [("plain-cold",)]

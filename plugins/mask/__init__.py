@@ -83,6 +83,19 @@ _DIGITS = re.compile(r"\d+")
 Fields = tuple[tuple[str, str], ...]
 
 
+def _refused_by(rule: MaskRule, reason: str, hint: str) -> Verdict:
+    """A refusal in the name of mask rule ``rule`` (named ``policy/rule``)."""
+    policy, name = rule.name.split("/", 1)
+    return Verdict.block(reason, hint, policy=policy, rule=name)
+
+
+def _owning_rule(rules: SessionRules, tables: list[str]) -> MaskRule:
+    """The strongest rule masking a column of one of ``tables`` (any rule if none names them)."""
+    owning = [r for r in rules.columns for t in tables
+              if any(fnmatch.fnmatchcase(t, g.rsplit(".", 1)[0]) for g in r.spec.columns)]
+    return max(owning, key=lambda r: r.strength) if owning else rules.columns[0]
+
+
 def _quoted(match: re.Match[str]) -> str:
     text = match.group(0)
     if text.startswith("="):
@@ -195,43 +208,39 @@ class Masking:
                     refusing = [r for r in rules.columns if r.spec.unknown == "refuse"]
                     if involved is not None and refusing and (body.reads is None or involved.spec.unknown == "refuse"):
                         rule = involved if involved.spec.unknown == "refuse" else refusing[0]
-                        return Verdict.block(
+                        return _refused_by(rule,
                             "pgwarden cannot tell which columns this statement returns, and it may read "
                             "masked columns",
-                            "Name the columns you need in a plain SELECT; masked columns come back masked.",
-                            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+                            "Name the columns you need in a plain SELECT; masked columns come back masked.")
         if "ddl" in statement.kinds:
             refused = self._ddl_on_masked(rules, statement) or self._code_on_tables(rules, statement)
             if refused is not None:
                 return refused
         if statement.kinds & hidden_code.RUNNING_CODE and self._may_touch_tables(rules, statement):
             rule = self._table_rule(rules, statement)
-            return Verdict.block(
+            return _refused_by(rule,
                 "a DO block or procedure that may read masked columns",
                 "Code in a block runs out of pgwarden's sight: it could copy a masked value to a table, a "
-                "setting or a message unmasked. Read the masked columns in a plain SELECT.",
-                policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+                "setting or a message unmasked. Read the masked columns in a plain SELECT.")
         analysis = statement.analysis
         keeps = statement.kinds & _KEEPS or analysis.settings or "lock" in statement.kinds and any(
             name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions)
         if keeps and self._may_touch(rules, statement, lineages):
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
-            return Verdict.block(
+            return _refused_by(rule,
                 "a statement that reads masked columns may not also keep values elsewhere "
                 "(set_config, large objects, NOTIFY, sequences, functions that change state)",
                 "A value passed there would be stored in clear and could be read back unmasked. Read the "
-                "masked columns in one statement and change state in another.",
-                policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+                "masked columns in one statement and change state in another.")
         if self.key is None:
             for lineage in lineages:
                 for read in (lineage.reads or ()):
                     rule = rules.rule_for(str(read))
                     if rule is not None and rule.spec.with_ == "hash" and not reveals_values(str(read)):
-                        return Verdict.block(
+                        return _refused_by(rule,
                             f"masked column {read} is hashed, and no hash key is configured",
-                            "An operator must set plugins.mask.key_file; this is not caused by the statement.",
-                            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+                            "An operator must set plugins.mask.key_file; this is not caused by the statement.")
         return None
 
     @staticmethod
@@ -255,15 +264,12 @@ class Masking:
         if not kinds & _DDL_ON_TABLES and "?" not in kinds:
             return None
         table = masked[0]
-        owning = [r for r in rules.columns if any(fnmatch.fnmatchcase(table, g.rsplit(".", 1)[0])
-                                                  for g in r.spec.columns)]
-        rule = max(owning, key=lambda r: r.strength) if owning else rules.columns[0]
-        return Verdict.block(
+        rule = _owning_rule(rules, [table])
+        return _refused_by(rule,
             f"DDL on {table}, which holds masked columns",
             "Renaming it or its columns, a generated column, a new type, a constraint, an index, a "
             "trigger, a rule or a policy on it could make the masked values readable. Ask an operator "
-            "to run schema changes of masked tables outside this identity.",
-            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+            "to run schema changes of masked tables outside this identity.")
 
     @classmethod
     def _code_on_tables(cls, rules: SessionRules, statement: Statement) -> Verdict | None:
@@ -282,12 +288,11 @@ class Masking:
         if what is None:
             return None
         rule = cls._table_rule(rules, statement)
-        return Verdict.block(
+        return _refused_by(rule,
             f"{what} stored with a table, in a session with masked columns",
             "Code stored with a table (a trigger, a rule, a DEFAULT, a generated column, an index or a "
             "policy calling a function) runs unseen under later statements and could copy masked values "
-            "where they are read unmasked. Ask an operator to run such schema changes outside this identity.",
-            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+            "where they are read unmasked. Ask an operator to run such schema changes outside this identity.")
 
     @staticmethod
     def _may_touch_tables(rules: SessionRules, statement: Statement) -> bool:
@@ -301,10 +306,8 @@ class Masking:
 
     @staticmethod
     def _table_rule(rules: SessionRules, statement: Statement) -> MaskRule:
-        tables = [t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in rules.masked_tables())]
-        owning = [r for r in rules.columns for t in tables
-                  if any(fnmatch.fnmatchcase(t, g.rsplit(".", 1)[0]) for g in r.spec.columns)]
-        return max(owning, key=lambda r: r.strength) if owning else rules.columns[0]
+        globs = rules.masked_tables()
+        return _owning_rule(rules, [t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in globs)])
 
     @staticmethod
     def _may_touch(rules: SessionRules, statement: Statement, lineages, by_tables: bool = False) -> bool:
@@ -323,12 +326,11 @@ class Masking:
     def _oracle(source: str, clause: str, rule: MaskRule) -> Verdict:
         where = _CLAUSES.get(clause.lower(), clause)
         column = source.rsplit(".", 1)[1]
-        return Verdict.block(
+        return _refused_by(rule,
             f"masked column {source} used in {where}",
             f"A masked column may be returned (masked) but not used in {where}: that reveals its values "
             f"without returning them. Select {column} and work on the masked values, filter on other "
-            f"columns, or ask an operator for `oracle: allow` on rule {rule.name}.",
-            policy=rule.name.split("/")[0], rule=rule.name.split("/", 1)[1])
+            f"columns, or ask an operator for `oracle: allow` on rule {rule.name}.")
 
     # ------------------------------------------------------------------ results
 

@@ -163,6 +163,8 @@ class _Resolver:
             # CAST ... AS IMPLICIT, or to text) may convert its columns' values where the text
             # shows no cast, or a cast the catalog does not show: what runs is unknown.
             kinds.add("unknown")
+        if syntax.changes_functions:
+            self._changed_functions(syntax, kinds, functions, nested)
         if self.catalog.ambient_casts:
             self._ambient_casts(syntax, kinds, functions, nested)
         tables, writes = self._relations(syntax, kinds, functions, nested)
@@ -191,6 +193,28 @@ class _Resolver:
             read_write=syntax.read_write or any(inner.read_write for inner in nested),
             prepares_unseen=self._body_prepares or "unknown" in kinds,
         )
+
+    def _changed_functions(self, syntax: Syntax, kinds: set[str], functions: set[str], nested: list) -> None:
+        """A function replaced in place counts what its new body does: whatever calls it already
+        (a trigger, a default, a rule, a policy, a view) runs that body from now on, as arming a
+        trigger counts its function. Above all a trigger armed in the transaction still open is
+        in no catalog pgwarden has read: replaced after it was judged, the function would run
+        unjudged at the next write. ``ALTER FUNCTION ... SET`` moves what its body's names mean:
+        `unknown` after DDL in a transaction still open (a stale context); elsewhere what calls
+        it is judged on the catalog that shows the setting. (A plain CREATE FUNCTION makes a new
+        function, which nothing made before can call.)"""
+        for how, body in syntax.changes_functions:
+            if how == "alter":
+                if self.stale:
+                    kinds.add("unknown")
+                continue
+            if body is None:  # a language pgwarden cannot read
+                kinds.add("unknown")
+                continue
+            ran = self.analysis(body)
+            kinds |= ran.kinds - {"select"}
+            functions |= ran.functions
+            nested.append(ran)
 
     # ------------------------------------------------------------------ functions
 

@@ -133,6 +133,10 @@ class Syntax:
     # are judged by what their bodies do.
     defines: tuple[tuple[str | None, str, str, Syntax | None], ...] = ()
     deallocates: tuple[str, ...] = ()  # prepared statement names DEALLOCATEd; "*": all
+    # Functions this string changes in place, which what already calls them (a trigger, a default,
+    # a rule, a policy, a view) runs from then on: ("replace", the new body; None when unreadable)
+    # for CREATE OR REPLACE, ("alter", None) for ALTER FUNCTION ... SET / RESET.
+    changes_functions: tuple[tuple[str, Syntax | None], ...] = ()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -244,6 +248,7 @@ class _Walker:
         self.constants_read = False
         self.defines: list[tuple[str | None, str, str, Syntax | None]] = []
         self.deallocates: list[str] = []
+        self.changes_functions: list[tuple[str, Syntax | None]] = []
 
     def result(self, statements: int = 0) -> Syntax:
         return Syntax(
@@ -259,6 +264,7 @@ class _Walker:
             statements,
             tuple(self.defines),
             tuple(self.deallocates),
+            tuple(self.changes_functions),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -274,6 +280,7 @@ class _Walker:
         self.read_write = self.read_write or other.read_write
         self.defines += other.defines
         self.deallocates += other.deallocates
+        self.changes_functions += other.changes_functions
 
     # ------------------------------------------------------------------ constants
 
@@ -366,6 +373,15 @@ class _Walker:
             self._func_call(_fields(call), scope)
         elif name == "CreateFunctionStmt":
             self._create_function(f, scope)
+        elif name == "AlterFunctionStmt" and any(
+                (_fields(a) or {}).get("defname") == "set" for a in f.get("actions") or []):
+            # A setting of the function's own (its search_path above all) moves what the names in
+            # its body mean: as a definition whose body pgwarden does not know (a call of it later
+            # in the string is unknown, and so is the statement in a stale context: `_redefined`).
+            parts = _names((_fields(f.get("func")) or {}).get("objname", []))
+            if parts:
+                self.defines.append((parts[-2] if len(parts) > 1 else None, parts[-1], "v", None))
+                self.changes_functions.append(("alter", None))
         elif name in ("CreateTrigStmt", "CreateEventTrigStmt"):
             # The function a trigger runs on every write of its table (every DDL, for an event
             # trigger): judged as a call now, what its body does counts for the statement that
@@ -504,6 +520,8 @@ class _Walker:
         elif body is not None and language == "plpgsql":
             syntax = plpgsql_body(body, self.lexer)
         self.defines.append((schema, fname, volatility, syntax))
+        if f.get("replace"):
+            self.changes_functions.append(("replace", syntax))
 
     # ------------------------------------------------------------------ expressions
 

@@ -515,27 +515,25 @@ CASES = [
         "CREATE FUNCTION pg_temp.h() RETURNS bigint LANGUAGE sql AS "
         "'WITH d AS (DELETE FROM public.things RETURNING 1) SELECT count(*) FROM d'",)),
     refused("9", "CREATE TEMP VIEW v AS SELECT * FROM secret.things", policy="migrators"),
-    # a prepared statement's function replaced, or its body's names moved, before EXECUTE: the
-    # server plans it again, and runs the new body (or reads the body's names on the new path)
-    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", SWAP_SQL)),
-    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
-                                                     SWAP_PLPGSQL)),
-    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, SWAP_SQL)),
-    # replaced in an open transaction: no load can read the new body before it commits
-    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, "BEGIN", SWAP_SQL)),
-    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", "BEGIN",
-                                                     SWAP_PLPGSQL)),
-    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", "BEGIN",
-                                                     SWAP_SQL)),
-    refused("9", "SELECT public.swap_h()", policy="bodies", setup=(HARMLESS_H, "BEGIN", SWAP_PLPGSQL)),
+    # a function replaced in place is judged by its new body, as arming a trigger with it is:
+    # whatever calls it already (a prepared statement, a trigger, a default, a view, another
+    # session) runs that body from then on (the named statements re-decided after a replacement
+    # are tested below, `test_a_named_statement_bound_after_its_function_is_replaced`)
+    refused("9", SWAP_SQL, policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()")),
+    refused("9", SWAP_PLPGSQL, policy="bodies", setup=(HARMLESS_H,)),
+    refused("9", SWAP_FILE, policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()")),
+    # ... in an open transaction too
+    refused("9", SWAP_SQL, policy="bodies", setup=(HARMLESS_H, "BEGIN")),
+    refused("9", SWAP_PLPGSQL, policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()", "BEGIN")),
+    # a plain CREATE makes a new function, which nothing made before calls: not judged by its body
+    allowed("9", "CREATE FUNCTION public.swap_h() RETURNS bigint LANGUAGE sql AS "
+            "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT count(*) FROM d'", policy="bodies"),
     # an overload that matches the prepared call better, made after it
     refused("9", "EXECUTE p", policy="bodies", setup=(
         "DROP FUNCTION IF EXISTS public.harmless(smallint)",  # (DDL here: the catalog read again after RESET)
         "PREPARE p AS SELECT public.harmless(1::smallint)",
         "CREATE FUNCTION public.harmless(smallint) RETURNS int LANGUAGE sql AS "
         "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT count(*)::int FROM d'")),
-    refused("9", "EXECUTE p", policy="bodies", setup=(HARMLESS_H, "PREPARE p AS SELECT public.swap_h()",
-                                                     SWAP_FILE)),
     refused("9", "EXECUTE p", policy="bodies", setup=(
         FILTERED_K, "PREPARE p AS SELECT public.swap_k()", "SET search_path = secret, public")),
     # (the body's unqualified names are matched in every schema: refused on the default path too)
@@ -562,19 +560,20 @@ CASES = [
         "BEGIN", "CREATE CAST (int AS public.fresh) WITH FUNCTION public.mk_fresh(int) AS ASSIGNMENT")),
     refused("9", "SELECT f::text FROM public.fresh_rows; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
         "BEGIN", "CREATE CAST (public.fresh AS text) WITH FUNCTION public.fresh_text(public.fresh)")),
-    refused("9", "SELECT 5::public.plain; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
-        "BEGIN", "ALTER DOMAIN public.plain ADD CONSTRAINT p2 CHECK (public.op_same(VALUE, VALUE))",
-        "CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql AS "
-        "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT true'")),
+    # (the function of a CHECK, a cast or an operator replaced there: judged by its new body)
+    refused("9", "CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql AS "
+            "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT true'", policy="bodies", setup=(
+                "BEGIN", "ALTER DOMAIN public.plain ADD CONSTRAINT p2 CHECK (public.op_same(VALUE, VALUE))")),
     refused("9", "ALTER DOMAIN public.plain ADD CONSTRAINT p2 CHECK (public.purge() >= 0)", policy="bodies"),
-    refused("9", "SELECT 5::public.token; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
-        "BEGIN", "CREATE OR REPLACE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql AS "
-        "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT row($1)::public.token'")),
+    refused("9", "CREATE OR REPLACE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql AS "
+            "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT row($1)::public.token'", policy="bodies",
+            setup=("BEGIN",)),
     refused("9", "SELECT 1 <+> 2; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
         "BEGIN", "CREATE OPERATOR public.<+> (LEFTARG = int, RIGHTARG = int, FUNCTION = public.op_purge)")),
-    refused("9", "SELECT 1 === 2; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
-        "BEGIN", "CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql AS "
-        "'WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT true'")),
+    # a cast's function replaced in the transaction to a body that passes, then the cast: unknown (stale)
+    refused("9", "SELECT 5::public.token; COMMIT", policy="bodies", protocols=SIMPLE, setup=(
+        "BEGIN", "CREATE OR REPLACE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql AS "
+        "'SELECT row($1 + 1)::public.token'")),
     allowed("9", "SELECT 5::public.token, 1 === 2, 5::public.plain", policy="bodies"),
     # ---------------------------------------------------------------- writes the text does not show
     # (the database owner's triggers, rules, defaults, foreign keys: from the catalog)
@@ -598,14 +597,31 @@ CASES = [
             "EXECUTE FUNCTION pg_temp.wipe()", policy="bodies", setup=(
                 "BEGIN", "CREATE FUNCTION pg_temp.wipe() RETURNS trigger LANGUAGE plpgsql AS "
                 "'BEGIN DELETE FROM secret.things; RETURN NULL; END'")),
-    # armed with a harmless function, which is then replaced, in the transaction still open
-    refused("fx", "INSERT INTO victim VALUES (1); COMMIT", policy="bodies", protocols=SIMPLE, xfail=(
-        "the trigger armed in the open transaction is not in the catalog, and the replaced function is judged "
-        "at the CREATE OR REPLACE by nothing: the INSERT is an insert"), setup=(
+    # armed with a harmless function, which is then replaced, in the transaction still open: the
+    # trigger is not in the catalog yet, so the replacement is judged by its body, as the arming was
+    refused("fx", "CREATE OR REPLACE FUNCTION public.trig_ok() RETURNS trigger LANGUAGE plpgsql AS "
+            "'BEGIN DELETE FROM secret.things; RETURN NULL; END'", policy="bodies", setup=(
+                "BEGIN", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
+                "EXECUTE FUNCTION public.trig_ok()")),
+    # ... and through a function the trigger's calls, in one string with the write
+    refused("fx", "CREATE OR REPLACE FUNCTION public.harmless(int) RETURNS int LANGUAGE sql AS "
+            "'DELETE FROM secret.things RETURNING $1'; INSERT INTO victim DEFAULT VALUES", policy="bodies",
+            protocols=SIMPLE, setup=(
+                "BEGIN", "ALTER TABLE public.victim ALTER COLUMN a SET DEFAULT public.harmless(1)")),
+    # a default armed in the transaction, its function replaced in the next statement
+    refused("fx", "CREATE OR REPLACE FUNCTION public.harmless(int) RETURNS int LANGUAGE sql AS "
+            "'DELETE FROM secret.things RETURNING $1'", policy="bodies", setup=(
+                "BEGIN", "ALTER TABLE public.victim ALTER COLUMN a SET DEFAULT public.harmless(1)")),
+    # its setting moved there: what the names in its body mean is not what was judged
+    refused("fx", "ALTER FUNCTION public.trig_ok() SET search_path = secret", policy="bodies", setup=(
+        "BEGIN", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
+        "EXECUTE FUNCTION public.trig_ok()")),
+    # replaced harmlessly there: a definition, allowed, and the write after it too
+    allowed("fx", "INSERT INTO victim VALUES (1)", policy="bodies", protocols=SIMPLE, setup=(
         "BEGIN", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
         "EXECUTE FUNCTION public.trig_ok()",
         "CREATE OR REPLACE FUNCTION public.trig_ok() RETURNS trigger LANGUAGE plpgsql AS "
-        "'BEGIN DELETE FROM secret.things; RETURN NULL; END'")),
+        "'BEGIN RETURN NULL; END'")),
     refused("fx", "CREATE RULE victim_wipe AS ON INSERT TO public.victim DO ALSO DELETE FROM secret.things",
             policy="bodies"),
     allowed("fx", "SELECT count(*) FROM audited, ruled, defaulted, parents, stamped"),
@@ -1051,6 +1067,9 @@ SWAP_STABLE = ("CREATE OR REPLACE FUNCTION public.swap_h() RETURNS bigint LANGUA
 def test_a_named_statement_bound_after_its_function_is_replaced(hostile, server, harmless, swap):
     # Parse once, Bind after the function it calls was replaced: the server plans it again and
     # runs the new body; pgwarden decides the Bind again on the catalog that shows the change.
+    # Replaced through pgwarden, the replacement is refused (judged by its new body); replaced by
+    # the function's owner on a connection of its own, then DDL of the session's own (after
+    # which the server plans q again): the Bind is decided again on the catalog read after it.
     server.reset()
     before = server.state()
     agent = Agent(hostile, GROUPS["bodies"], "simple")
@@ -1060,7 +1079,9 @@ def test_a_named_statement_bound_after_its_function_is_replaced(hostile, server,
         rc.send(m.Parse("q", "SELECT public.swap_h()").encode() + m.Bind("", "q").encode()
                 + m.Execute("").encode() + m.Sync().encode())
         assert not errors(rc.until_ready())
-        assert not errors(agent.run(swap))
+        assert_refused(agent.run(swap), swap)
+        server.conn.execute(swap)
+        assert not errors(agent.run("CREATE TEMP TABLE replanned ()"))
         rc.send(m.Bind("", "q").encode() + m.Execute("").encode() + m.Sync().encode())
         answer = rc.until_ready()
         assert not [r for r in answer if isinstance(r, m.DataRow) and int(r.values[0] or 0) > 1000]
@@ -1078,7 +1099,10 @@ def test_psycopg_prepared_after_its_function_is_replaced(hostile, server):
     with psycopg.connect(hostile.dsn(token, database=DB), autocommit=True) as c:
         c.execute(HARMLESS_H)
         assert c.execute("SELECT public.swap_h()", prepare=True).fetchall() == [(1,)]
-        c.execute(SWAP_SQL)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="pgwarden: blocked"):
+            c.execute(SWAP_SQL)  # judged by its new body
+        server.conn.execute(SWAP_SQL)  # by the function's owner, then DDL of the session's own
+        c.execute("CREATE TEMP TABLE replanned ()")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="pgwarden: blocked"):
             c.execute("SELECT public.swap_h()", prepare=True)
     assert server.state() == before

@@ -525,3 +525,39 @@ def test_an_execute_after_a_function_that_prepares_is_unknown():
     judged("PREPARE p AS SELECT 2")
     assert "unknown" not in judged("EXECUTE p").kinds
     assert not analyze_sql("SELECT public.harmless_q()", _with(_own("harmless_q", "SELECT 1"))).prepares_unseen
+
+
+@pytest.mark.parametrize("sql, kinds", [
+    ("CREATE OR REPLACE FUNCTION public.f() RETURNS trigger LANGUAGE plpgsql AS "
+     "'BEGIN DELETE FROM secret.things; RETURN NULL; END'", {"ddl", "delete"}),
+    ("CREATE OR REPLACE FUNCTION public.f(int) RETURNS int LANGUAGE sql AS "
+     "'DELETE FROM secret.things RETURNING $1'", {"ddl", "delete"}),
+    ("CREATE OR REPLACE FUNCTION public.f(int) RETURNS int LANGUAGE sql RETURN $1 + 1", {"ddl"}),
+    ("CREATE OR REPLACE FUNCTION public.f(int) RETURNS int LANGUAGE c AS 'lib', 'sym'", {"ddl", "unknown"}),
+])
+@pytest.mark.parametrize("stale", [False, True])
+def test_a_function_replaced_counts_its_new_body(sql, kinds, stale):
+    # What calls it already (a trigger, a default, a rule, a view; one armed in the open
+    # transaction is in no catalog yet) runs the new body from now on: judged as arming is.
+    analysis = analyze_sql(sql, default_context().with_stale(stale))
+    assert analysis.kinds == kinds
+    assert ("secret.things" in analysis.tables) == ("delete" in kinds)
+    if "delete" in kinds:
+        assert analysis.has_where is False
+    # a plain CREATE makes a new function: nothing made before calls it
+    created = sql.replace("CREATE OR REPLACE", "CREATE")
+    assert analyze_sql(created, default_context().with_stale(stale)).kinds == {"ddl"}
+
+
+@pytest.mark.parametrize("sql", ["ALTER FUNCTION public.f(int) SET search_path = secret",
+                                 "ALTER PROCEDURE public.p() SET search_path FROM CURRENT",
+                                 "ALTER FUNCTION f() RESET ALL"])
+def test_a_functions_own_setting_after_ddl_in_an_open_transaction_is_unknown(sql):
+    # what the unqualified names of a function armed in the transaction mean moves with it
+    assert "unknown" in analyze_sql(sql, default_context().with_stale(True)).kinds
+    assert "unknown" not in analyze_sql(sql, default_context()).kinds
+
+
+def test_a_functions_other_attributes_are_not_unknown():
+    assert analyze_sql("ALTER FUNCTION public.f(int) IMMUTABLE",
+                       default_context().with_stale(True)).kinds == {"ddl"}

@@ -81,6 +81,9 @@ class StatementCache:
         self._syntax: OrderedDict[str | tuple[str, LexerSettings], Syntax] = OrderedDict()
         self._by_normalized: OrderedDict[str, Syntax] = OrderedDict()
         self._resolved: OrderedDict[tuple[int, int], tuple[Syntax, SqlContext, Analysis]] = OrderedDict()
+        #: the last of `_resolved` asked for: (Syntax, context, Analysis), by identity (a session
+        #: repeating one statement with other constants asks for it each time: no key made)
+        self._last_resolved: tuple[Syntax, SqlContext, Analysis] | None = None
         self._lineage: OrderedDict[tuple, tuple[Lineage, ...]] = OrderedDict()
         self._fingerprints: OrderedDict[str, str] = OrderedDict()  # normalized text -> fingerprint
         self._normalized: tuple[str, str | None] = ("", None)  # the last text normalized, and the result
@@ -184,14 +187,17 @@ class StatementCache:
 
     def analysis_for(self, sql: str, context: SqlContext) -> Analysis:
         syntax = self.syntax_for(sql, context.lexer)
+        last = self._last_resolved
+        if last is not None and last[0] is syntax and last[1] is context:
+            return last[2]
         key = (id(syntax), id(context))  # (by identity, as `get`'s)
         known = self._resolved.get(key)
-        if known is not None and known[0] is syntax and known[1] is context:
-            return known[2]
-        analysis = resolve(syntax, context)
-        # The entry keeps the Syntax and the context alive, so their ids cannot be reused meanwhile.
-        _put(self._resolved, key, (syntax, context, analysis), self._size)
-        return analysis
+        if known is None or known[0] is not syntax or known[1] is not context:
+            # The entry keeps the Syntax and the context alive, so their ids cannot be reused meanwhile.
+            known = (syntax, context, resolve(syntax, context))
+            _put(self._resolved, key, known, self._size)
+        self._last_resolved = known
+        return known[2]
 
     def lineage_for(self, sql: str, context: SqlContext) -> tuple[Lineage, ...]:
         """Lineage per text and context: a constant may matter (``ORDER BY 1``), so texts that

@@ -325,3 +325,19 @@ def test_the_flags_the_decision_reads_are_those_of_the_kinds_and_settings():
             assert one.changes_catalog == bool(one.kinds & CATALOG_CHANGES), sql
             assert one.redefines == bool(one.kinds & REDEFINES), sql
             assert one.may_change_settings == bool(one.settings or one.kinds & MAY_CHANGE_SETTINGS), sql
+
+
+def test_the_last_analysis_is_answered_again_only_for_the_same_syntax_and_context():
+    """`analysis_for` answers a repeated (Syntax, context) from the last one asked for, by
+    identity: another context, or another statement, in between, is never answered from it."""
+    cache = StatementCache()
+    public = shared(default_context())
+    secret = shared(attrs.evolve(public, search_path=("secret",)))
+    first = cache.analysis_for("SELECT * FROM things WHERE id = 1", public)
+    assert cache.analysis_for("SELECT * FROM things WHERE id = 2", public) is first  # one Syntax, shared
+    other = cache.analysis_for("SELECT * FROM things WHERE id = 3", secret)
+    assert "secret.things" in other.tables and "secret.things" not in first.tables
+    assert cache.analysis_for("SELECT * FROM things WHERE id = 4", public) is first
+    deletes = cache.analysis_for("DELETE FROM things WHERE id = 5", public)
+    assert deletes.kinds == {"delete"}
+    assert cache.analysis_for("SELECT * FROM things WHERE id = 6", secret) is other

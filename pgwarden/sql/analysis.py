@@ -65,6 +65,10 @@ class Analysis:
     changes_catalog: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
     #: it may define again what lineage goes through (`REDEFINES`)
     redefines: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+    #: it PREPAREs, EXECUTEs or DEALLOCATEs SQL-level prepared statements, or may by a function's
+    #: body: what it does depends on the session's prepared statements, not on its text alone
+    #: (the block plugin judges it each time, `plugin_call.Precheck`)
+    uses_prepared: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
 
     @changes_context.default
     def _changes_context(self) -> bool:
@@ -81,6 +85,10 @@ class Analysis:
     @redefines.default
     def _redefines(self) -> bool:
         return bool(self.kinds & REDEFINES)
+
+    @uses_prepared.default
+    def _uses_prepared(self) -> bool:
+        return bool(self.prepares or self.executes or self.deallocates or self.prepares_unseen)
 
 
 def analyze_sql(sql: str, context: SqlContext | None = None) -> Analysis:

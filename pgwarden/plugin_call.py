@@ -52,7 +52,7 @@ class Precheck:
     this one whenever tracing or a hook monitor replaces pluggy's executor, is called as ever.
     """
 
-    __slots__ = ("verdicts", "enforcing")
+    __slots__ = ("verdicts", "enforcing", "_analysis", "_policies", "_answer")
 
     def __init__(self) -> None:
         #: (id(analysis), id(policies)) -> (analysis, policies, verdict): the entry keeps both
@@ -60,6 +60,12 @@ class Precheck:
         self.verdicts: dict[tuple[int, int], tuple[object, object, Verdict | None]] = {}
         #: id(policies) -> (policies, whether any of them has a rule to enforce or blocks by default)
         self.enforcing: dict[int, tuple[object, bool]] = {}
+        # The last answer other than ASK, and the analysis and policies it is for (by identity: a
+        # session repeating one statement with other constants asks with the same two each time).
+        # Its answer cannot have changed: the memos' entries are never replaced, only dropped.
+        self._analysis: object = None
+        self._policies: object = None
+        self._answer: Verdict | None = None
 
     def answer(self, statement: Statement, session: Session) -> object:
         """The plugin's verdict (a Verdict, or None for none) when the memo holds it, else `ASK`."""
@@ -67,17 +73,26 @@ class Precheck:
         if analysis is None:
             return ASK
         policies = session.policies
+        if analysis is self._analysis and policies is self._policies:
+            return self._answer
         known = self.enforcing.get(id(policies))
         if known is None or known[0] is not policies:
             return ASK
         if not known[1]:  # no rule to enforce: only what cannot be analysed is judged (refused)
-            return ASK if "unknown" in analysis.kinds else None
-        if analysis.uses_prepared:  # judged each time, with the session's prepared statements
-            return ASK
-        cached = self.verdicts.get((id(analysis), id(policies)))
-        if cached is None or cached[0] is not analysis or cached[1] is not policies:
-            return ASK
-        return cached[2]
+            if "unknown" in analysis.kinds:
+                return ASK
+            answer: Verdict | None = None
+        else:
+            if analysis.uses_prepared:  # judged each time, with the session's prepared statements
+                return ASK
+            cached = self.verdicts.get((id(analysis), id(policies)))
+            if cached is None or cached[0] is not analysis or cached[1] is not policies:
+                return ASK
+            answer = cached[2]
+        self._analysis = analysis
+        self._policies = policies
+        self._answer = answer
+        return answer
 
 
 class PluginCall:

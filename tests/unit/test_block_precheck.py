@@ -60,6 +60,11 @@ def test_the_memo_answers_only_what_the_plugin_judged_and_as_it_did():
     other = _session((_policy(host, [{"block": {"statements": ["delete"]}}]),))  # an equal tuple, another object
     assert precheck.answer(delete, other) is ASK
     assert precheck.answer(cache.get("delete from t where id = 2"), session) is ASK  # not analysed yet
+    open_session = _session((_policy(host),))  # no rule: nothing to enforce
+    assert block.pgwarden_check(select, open_session) is None
+    assert precheck.answer(delete, session) is first  # (the last answer: for these policies only)
+    assert precheck.answer(delete, open_session) is None
+    assert precheck.answer(delete, session) is first
 
 
 def test_without_rules_the_memo_answers_none_but_asks_the_plugin_for_what_cannot_be_analysed():
@@ -105,10 +110,11 @@ def test_through_the_host_the_verdicts_are_the_plugins_and_other_plugins_are_cal
     actions = [host.check(cache.get(sql), session).action for sql in texts]
     assert actions == ["block", "allow", "block"] * 3
     assert counts.calls == len(texts)
-    # A reload: other policies, judged afresh
+    # A reload: other policies, judged afresh (right after the same statement was answered)
+    assert host.check(cache.get("delete from t where id = 2"), session).action == "block"
     replace_policies(session, (_policy(host),))
     assert host.check(cache.get("delete from t where id = 1"), session).action == "allow"
-    assert counts.calls == len(texts) + 1
+    assert counts.calls == len(texts) + 2
 
 
 def test_a_monitored_host_calls_the_block_plugin_itself():

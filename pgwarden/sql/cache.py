@@ -77,7 +77,14 @@ def _fingerprint(sql: str) -> str | None:
 class StatementCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, int], Statement] = OrderedDict()
+        # text and context -> Statement, in two generations of plain dictionaries (an approximate
+        # LRU: an entry found in the old one moves to the young one; when the young one is full it
+        # becomes the old one, and the old one's entries not asked for since are dropped). Every
+        # text of a session that changes constants is new: a plain dictionary's insertion is a
+        # fraction of an OrderedDict's, which links a node per entry.
+        self._half = max(1, size // 2)
+        self._young: dict[tuple[str, int], Statement] = {}
+        self._old: dict[tuple[str, int], Statement] = {}
         self._syntax: OrderedDict[str | tuple[str, LexerSettings], Syntax] = OrderedDict()
         self._by_normalized: OrderedDict[str, Syntax] = OrderedDict()
         self._resolved: OrderedDict[tuple[int, int], tuple[Syntax, SqlContext, Analysis]] = OrderedDict()
@@ -109,14 +116,18 @@ class StatementCache:
         else:
             ctx = context
         key = (sql, id(ctx))
-        items = self._items
-        statement = items.get(key)
+        young = self._young
+        statement = young.get(key)
         if statement is not None and statement.context is ctx:
-            items.move_to_end(key)
             return statement
-        statement = items[key] = Statement(sql, None, self, ctx)  # (positional: no keyword dict)
-        if len(items) > self._size:
-            items.popitem(last=False)
+        old = self._old
+        statement = old.get(key) if old else None
+        if statement is None or statement.context is not ctx:
+            statement = Statement(sql, None, self, ctx)  # (positional: no keyword dict)
+        young[key] = statement
+        if len(young) >= self._half:
+            self._old = young
+            self._young = {}
         return statement
 
     def syntax_for(self, sql: str, lexer: LexerSettings) -> Syntax:
@@ -212,4 +223,6 @@ class StatementCache:
         return lineage
 
     def __len__(self) -> int:
-        return len(self._items)
+        """The Statements held (at most the cache's size; one moved to the young generation may be
+        counted in both)."""
+        return len(self._young) + len(self._old)

@@ -341,3 +341,18 @@ def test_the_last_analysis_is_answered_again_only_for_the_same_syntax_and_contex
     deletes = cache.analysis_for("DELETE FROM things WHERE id = 5", public)
     assert deletes.kinds == {"delete"}
     assert cache.analysis_for("SELECT * FROM things WHERE id = 6", secret) is other
+
+
+def test_the_statements_held_stay_within_the_size_and_one_asked_for_again_stays_the_same_object():
+    cache = StatementCache(size=8)
+    context = shared(default_context())
+    hot = cache.get("SELECT * FROM things WHERE id = 0", context)
+    for i in range(1, 200):
+        assert cache.get(f"SELECT * FROM things WHERE id = {i}", context).sql.endswith(f"= {i}")
+        assert len(cache) <= 8
+        if i % 3 == 0:  # asked for often enough: never dropped
+            assert cache.get("SELECT * FROM things WHERE id = 0", context) is hot
+    other = shared(attrs.evolve(context, search_path=("secret",)))
+    elsewhere = cache.get("SELECT * FROM things WHERE id = 0", other)
+    assert elsewhere is not hot and elsewhere.context is other and "secret.things" in elsewhere.tables
+    assert cache.get("SELECT * FROM things WHERE id = 0", context) is hot

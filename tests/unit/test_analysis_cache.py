@@ -356,3 +356,24 @@ def test_the_statements_held_stay_within_the_size_and_one_asked_for_again_stays_
     elsewhere = cache.get("SELECT * FROM things WHERE id = 0", other)
     assert elsewhere is not hot and elsewhere.context is other and "secret.things" in elsewhere.tables
     assert cache.get("SELECT * FROM things WHERE id = 0", context) is hot
+
+
+def test_the_last_sound_template_answers_only_its_own_texts():
+    """`_normalize` compares a text's template with the last sound one before looking it up: a
+    text of another template, or of none, is never given the last one's normalized text."""
+    from pglast.parser import ParseError, normalize
+
+    def normalized(sql):
+        try:
+            return normalize(sql)
+        except ParseError:
+            return None
+
+    cache = StatementCache()
+    texts = ["SELECT * FROM things WHERE id = 1", "SELECT * FROM things WHERE id = 2", "SELECT 5",
+             "SELECT * FROM things WHERE id = 3", "", "SELECT * FROM others WHERE id = 4", "5", "SELECT 6",
+             "SELECT * FROM others WHERE id = 5", "SELECT 1 FROM t ORDER BY 1", "SELECT 1 FROM t ORDER BY 2",
+             "SELECT * FROM things WHERE id = 6"]
+    for sql in texts:
+        assert cache._normalize(sql) == normalized(sql), sql
+    assert cache.template_hits >= 4

@@ -22,27 +22,50 @@ class StatementCounts:
 
     def __init__(self) -> None:
         #: not spread yet: verdict -> set of kinds -> count (two lookups by keys whose hash their
-        #: objects keep, rather than a tuple made and hashed for every statement)
+        #: objects keep, rather than a tuple made and hashed for every statement); the run of the
+        #: last verdict and kinds is not in it yet (`flush`)
         self.decided: dict[str, dict[Collection[str], int]] = {}
         self.unspread = 0  # sets of kinds in `decided`
         self.statements: dict[tuple[str, str], int] = {}  # spread: (verdict, kind) -> count
         self.verdicts: dict[str, int] = {}  # verdict -> statements, each counted once
+        # The last statement's verdict and kinds, and how many in a row had them (by identity: an
+        # analysis is shared by the statements that differ only in constants, and so its kinds)
+        self._action: str | None = None
+        self._kinds: Collection[str] | None = None
+        self._run = 0
 
     def count(self, action: str, kinds: Collection[str]) -> None:
         """One statement with verdict ``action`` and ``kinds`` (hashable: a frozenset or a tuple)."""
+        if kinds is self._kinds and action is self._action:
+            self._run += 1  # (no dictionary touched: the same as the statement before)
+            return
+        self.flush()
+        self._action = action
+        self._kinds = kinds
+        self._run = 1
+
+    def flush(self) -> None:
+        """The run of statements with the last verdict and kinds, counted into `decided`."""
+        run = self._run
+        action = self._action
+        kinds = self._kinds
+        if run == 0 or action is None or kinds is None:
+            return
+        self._run = 0
         by_kinds = self.decided.get(action)
         if by_kinds is None:
             by_kinds = self.decided[action] = {}
         n = by_kinds.get(kinds)
         if n is not None:
-            by_kinds[kinds] = n + 1
+            by_kinds[kinds] = n + run
             return
-        by_kinds[kinds] = 1
+        by_kinds[kinds] = run
         self.unspread += 1
         if self.unspread > 1024:  # sets of kinds are few; bounded whatever the statements are
             self.spread()
 
     def spread(self) -> None:
+        self.flush()
         statements, verdicts = self.statements, self.verdicts
         for action, by_kinds in self.decided.items():
             for kinds, n in by_kinds.items():

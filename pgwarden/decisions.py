@@ -23,6 +23,7 @@ from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
 from pgwarden.session import went_unchecked
+from pgwarden.sql.analysis import CHANGES_CATALOG, CHANGES_CONTEXT, MAY_CHANGE_SETTINGS_BIT, NAMES
 from pgwarden.sql.context import shared
 from pgwarden.sql.lineage import NAMING_KINDS
 from pgwarden.verdict import Refusal, Verdict
@@ -45,6 +46,10 @@ _RECORDING_FAILED = Refusal(
 # Final: compiled, a C variable; any other global is a dictionary lookup at each use.
 _VERDICT: Final = Verdict
 _NAMING_KINDS: Final = NAMING_KINDS
+_CHANGES_CATALOG: Final = CHANGES_CATALOG
+_RAN_TESTS: Final = CHANGES_CATALOG | CHANGES_CONTEXT  # (and NAMES with masks: `ran`'s three tests)
+_NAMES: Final = NAMES
+_MAY_CHANGE_SETTINGS: Final = MAY_CHANGE_SETTINGS_BIT
 
 
 def _unchecked(conn: ClientConnection) -> Verdict:
@@ -313,7 +318,9 @@ class Decisions:
                 action = verdict.action
         if action == "allow":
             analysis = statement.analysed
-            changes_catalog = analysis is not None and analysis.changes_catalog
+            # (one attribute for the four flags: `Analysis.effects`)
+            effects = analysis.effects if analysis is not None else 0
+            changes_catalog = (effects & _CHANGES_CATALOG) != 0
             if changes_catalog and request.protocol == "extended" and request.bind is None:
                 # A Parse does not change the catalog: its Bind does, maybe after a Sync (asyncpg
                 # Syncs after Parse and Describe) whose ReadyForQuery would set a reload off that
@@ -322,10 +329,10 @@ class Decisions:
                 # decided in what the statement does to the session once it has run, a DO's
                 # search_path unknown, say.)
                 request.decide_binds = True
-            elif analysis is not None and (changes_catalog or analysis.changes_context or (
-                    conn.masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS))):
+            elif analysis is not None and ((effects & _RAN_TESTS) != 0 or (
+                    (effects & _NAMES) != 0 and conn.masks is not None)):
                 self.ran(conn, statement)  # `ran`'s own three tests first: a call less per statement
-            if analysis is not None and not analysis.may_change_settings:
+            if analysis is not None and (effects & _MAY_CHANGE_SETTINGS) == 0:
                 request.may_change_settings = False  # later pipelined text is read as this one was
             return self.recorded(conn, request, statement, verdict, runs, shadow)
         if action == "block":

@@ -89,6 +89,7 @@ class Stats:
     @property
     def _decided(self) -> dict[tuple[str, Collection[str]], int]:
         """The counts by (verdict, set of kinds) not spread yet (bounded: the tests read it)."""
+        self.counts.flush()
         return {(action, kinds): n for action, by_kinds in self.counts.decided.items()
                 for kinds, n in by_kinds.items()}
 

@@ -30,6 +30,71 @@ _VERDICT: Final = Verdict
 _MULTICALL: Final = _multicall
 
 
+class _Ask:
+    """`Precheck.answer`'s when it cannot answer: the plugin's own ``pgwarden_check`` is called."""
+
+    __slots__ = ()
+
+
+#: what `Precheck.answer` gives when the plugin must be called
+ASK: Final = _Ask()
+
+
+class Precheck:
+    """The built-in ``block`` plugin's memo of its verdicts, compiled, and its answer from it alone.
+
+    The plugin keeps its verdicts here (``plugins/block``: per analysis and policies tuple, and
+    per policies tuple whether any rule is to be enforced) and sets it as its ``precheck``;
+    `Checkers` asks `answer` before calling the plugin, and calls the plugin when it says
+    `ASK`. The answer is what the plugin's ``pgwarden_check`` would return for the statement,
+    read from the same memo that its Python fills, without its interpreted frames: the plugin
+    stays the one that judges (a memo entry exists only once it has). Any other plugin, and
+    this one whenever tracing or a hook monitor replaces pluggy's executor, is called as ever.
+    """
+
+    __slots__ = ("verdicts", "enforcing", "_analysis", "_policies", "_answer")
+
+    def __init__(self) -> None:
+        #: (id(analysis), id(policies)) -> (analysis, policies, verdict): the entry keeps both
+        #: objects alive, so their ids cannot be reused meanwhile
+        self.verdicts: dict[tuple[int, int], tuple[object, object, Verdict | None]] = {}
+        #: id(policies) -> (policies, whether any of them has a rule to enforce or blocks by default)
+        self.enforcing: dict[int, tuple[object, bool]] = {}
+        # The last answer other than ASK, and the analysis and policies it is for (by identity: a
+        # session repeating one statement with other constants asks with the same two each time).
+        # Its answer cannot have changed: the memos' entries are never replaced, only dropped.
+        self._analysis: object = None
+        self._policies: object = None
+        self._answer: Verdict | None = None
+
+    def answer(self, statement: Statement, session: Session) -> object:
+        """The plugin's verdict (a Verdict, or None for none) when the memo holds it, else `ASK`."""
+        analysis = statement.analysed
+        if analysis is None:
+            return ASK
+        policies = session.policies
+        if analysis is self._analysis and policies is self._policies:
+            return self._answer
+        known = self.enforcing.get(id(policies))
+        if known is None or known[0] is not policies:
+            return ASK
+        if not known[1]:  # no rule to enforce: only what cannot be analysed is judged (refused)
+            if "unknown" in analysis.kinds:
+                return ASK
+            answer: Verdict | None = None
+        else:
+            if analysis.uses_prepared:  # judged each time, with the session's prepared statements
+                return ASK
+            cached = self.verdicts.get((id(analysis), id(policies)))
+            if cached is None or cached[0] is not analysis or cached[1] is not policies:
+                return ASK
+            answer = cached[2]
+        self._analysis = analysis
+        self._policies = policies
+        self._answer = answer
+        return answer
+
+
 class PluginCall:
     """One plugin's implementations of one hook, with the wrappers of the plugins that only wrap
     it, run by pluggy's own executor: what ``pm.subset_hook_caller`` runs, without its cost at
@@ -44,7 +109,7 @@ class PluginCall:
     passes every argument the hookspec names (it declares no defaults).
     """
 
-    __slots__ = ("_hookexec", "_pm", "_plain", "impls", "name", "positional")
+    __slots__ = ("_hookexec", "_pm", "_plain", "impls", "name", "positional", "precheck")
 
     def __init__(self, hook: pluggy.HookCaller, impls: list[pluggy.HookImpl], pm: pluggy.PluginManager) -> None:
         self.name = hook.name
@@ -66,6 +131,11 @@ class PluginCall:
         self.positional: Callable[..., object] | None = (
             self._plain[0] if self._plain is not None and hook.spec is not None
             and self._plain[1] == tuple(hook.spec.argnames) else None)
+        #: the plugin's `Precheck`, asked before `positional` is called (``pgwarden_check`` only)
+        found = getattr(only.plugin, "precheck", None) if only is not None else None
+        self.precheck: Precheck | None = (
+            found if self.positional is not None and hook.name == "pgwarden_check"
+            and isinstance(found, Precheck) else None)
 
     def __call__(self, **kwargs: object) -> list:  # (a `Call`: what each plugin answered)
         plain = self._plain
@@ -133,7 +203,10 @@ class Checkers:
             try:
                 positional = call.positional if direct else None
                 if positional is not None:  # what `PluginCall.__call__` does, one frame less
-                    answer = positional(statement, session)
+                    precheck = call.precheck
+                    answer = precheck.answer(statement, session) if precheck is not None else ASK
+                    if answer is ASK:  # (the plugin's memo cannot answer: the plugin judges)
+                        answer = positional(statement, session)
                     if answer is None:
                         continue
                     got = [answer]

@@ -25,6 +25,19 @@ CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "rol
 # column's name): what the session reads after them waits for the catalog to show it. (Not a
 # sequence's nextval, a side effect that changes no definition.)
 REDEFINES = frozenset({"ddl", "do", "call", "unknown"})
+# Statement kinds whose statements masking follows after they ran (`pgwarden.results`): what
+# names prepared statements, cursors, settings and roles. (`pgwarden.sql.lineage.NAMING_KINDS`)
+NAMING_KINDS = frozenset({"prepare", "cursor", "set", "role", "unknown"})
+
+# `Analysis.effects`' bits: what the decision tests of every allowed statement, read at once.
+#: `Analysis.changes_catalog`
+CHANGES_CATALOG = 1
+#: `Analysis.changes_context`
+CHANGES_CONTEXT = 2
+#: `Analysis.may_change_settings`
+MAY_CHANGE_SETTINGS_BIT = 4
+#: a kind of `NAMING_KINDS`
+NAMES = 8
 
 
 @attrs.frozen
@@ -65,6 +78,14 @@ class Analysis:
     changes_catalog: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
     #: it may define again what lineage goes through (`REDEFINES`)
     redefines: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+    #: it PREPAREs, EXECUTEs or DEALLOCATEs SQL-level prepared statements, or may by a function's
+    #: body: what it does depends on the session's prepared statements, not on its text alone
+    #: (the block plugin judges it each time, `plugin_call.Precheck`)
+    uses_prepared: bool = attrs.field(init=False, eq=False, hash=False, repr=False)
+    #: `CHANGES_CATALOG`, `CHANGES_CONTEXT`, `MAY_CHANGE_SETTINGS_BIT` and `NAMES`, each set when
+    #: it holds: the decision reads one attribute for the four (an interpreted object's attribute
+    #: read from compiled code is ~150 instructions); after the flags above (their defaults)
+    effects: int = attrs.field(init=False, eq=False, hash=False, repr=False)
 
     @changes_context.default
     def _changes_context(self) -> bool:
@@ -81,6 +102,16 @@ class Analysis:
     @redefines.default
     def _redefines(self) -> bool:
         return bool(self.kinds & REDEFINES)
+
+    @effects.default
+    def _effects(self) -> int:
+        return ((CHANGES_CATALOG if self.changes_catalog else 0) | (CHANGES_CONTEXT if self.changes_context else 0)
+                | (MAY_CHANGE_SETTINGS_BIT if self.may_change_settings else 0)
+                | (NAMES if self.kinds & NAMING_KINDS else 0))
+
+    @uses_prepared.default
+    def _uses_prepared(self) -> bool:
+        return bool(self.prepares or self.executes or self.deallocates or self.prepares_unseen)
 
 
 def analyze_sql(sql: str, context: SqlContext | None = None) -> Analysis:

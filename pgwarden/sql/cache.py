@@ -59,6 +59,8 @@ _SQL_CONTEXT: Final = SqlContext
 
 # A template's entry when its first text showed it unsound (no normalized text holds a NUL).
 _UNSOUND = PLACEHOLDER
+# No text's template: `numeric_template` gives up on a text with a control character in it.
+_NO_TEMPLATE: Final = "\x01"
 
 
 def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
@@ -77,15 +79,29 @@ def _fingerprint(sql: str) -> str | None:
 class StatementCache:
     def __init__(self, size: int = 4096) -> None:
         self._size = size
-        self._items: OrderedDict[tuple[str, int], Statement] = OrderedDict()
+        # text and context -> Statement, in two generations of plain dictionaries (an approximate
+        # LRU: an entry found in the old one moves to the young one; when the young one is full it
+        # becomes the old one, and the old one's entries not asked for since are dropped). Every
+        # text of a session that changes constants is new: a plain dictionary's insertion is a
+        # fraction of an OrderedDict's, which links a node per entry.
+        self._half = max(1, size // 2)
+        self._young: dict[tuple[str, int], Statement] = {}
+        self._old: dict[tuple[str, int], Statement] = {}
         self._syntax: OrderedDict[str | tuple[str, LexerSettings], Syntax] = OrderedDict()
         self._by_normalized: OrderedDict[str, Syntax] = OrderedDict()
         self._resolved: OrderedDict[tuple[int, int], tuple[Syntax, SqlContext, Analysis]] = OrderedDict()
+        #: the last of `_resolved` asked for: (Syntax, context, Analysis), by identity (a session
+        #: repeating one statement with other constants asks for it each time: no key made)
+        self._last_resolved: tuple[Syntax, SqlContext, Analysis] | None = None
         self._lineage: OrderedDict[tuple, tuple[Lineage, ...]] = OrderedDict()
         self._fingerprints: OrderedDict[str, str] = OrderedDict()  # normalized text -> fingerprint
         self._normalized: tuple[str, str | None] = ("", None)  # the last text normalized, and the result
         # numeric template -> the normalized text of each of its texts (_UNSOUND: not sound for it)
         self._templates: OrderedDict[str, str] = OrderedDict()
+        # the last template found sound in `_templates`, and its normalized text (at first a text
+        # no template is: `numeric_template` gives up on control characters)
+        self._last_template = _NO_TEMPLATE
+        self._last_template_normalized = ""
         self.template_hits = 0  # normalize calls saved by a template
         self.fingerprint_hits = 0  # analyses shared by normalized text
 
@@ -106,14 +122,18 @@ class StatementCache:
         else:
             ctx = context
         key = (sql, id(ctx))
-        items = self._items
-        statement = items.get(key)
+        young = self._young
+        statement = young.get(key)
         if statement is not None and statement.context is ctx:
-            items.move_to_end(key)
             return statement
-        statement = items[key] = Statement(sql, None, self, ctx)  # (positional: no keyword dict)
-        if len(items) > self._size:
-            items.popitem(last=False)
+        old = self._old
+        statement = old.get(key) if old else None
+        if statement is None or statement.context is not ctx:
+            statement = Statement(sql, None, self, ctx)  # (positional: no keyword dict)
+        young[key] = statement
+        if len(young) >= self._half:
+            self._old = young
+            self._young = {}
         return statement
 
     def syntax_for(self, sql: str, lexer: LexerSettings) -> Syntax:
@@ -148,11 +168,17 @@ class StatementCache:
             return normalized
         template = numeric_template(sql)
         if template is not None:
-            templates = self._templates
-            known = templates.get(template)
+            # The last sound template first: a session repeating one statement with other numbers
+            # has the same one each time (a comparison of the two texts instead of a hash of it)
+            if template == self._last_template:
+                known: str | None = self._last_template_normalized
+            else:
+                known = self._templates.get(template)
             if known is not None:
                 if known != _UNSOUND:
                     self.template_hits += 1
+                    self._last_template = template
+                    self._last_template_normalized = known
                     self._normalized = (sql, known)
                     return known
                 template = None  # seen, and not sound: normalized as any text
@@ -184,14 +210,17 @@ class StatementCache:
 
     def analysis_for(self, sql: str, context: SqlContext) -> Analysis:
         syntax = self.syntax_for(sql, context.lexer)
+        last = self._last_resolved
+        if last is not None and last[0] is syntax and last[1] is context:
+            return last[2]
         key = (id(syntax), id(context))  # (by identity, as `get`'s)
         known = self._resolved.get(key)
-        if known is not None and known[0] is syntax and known[1] is context:
-            return known[2]
-        analysis = resolve(syntax, context)
-        # The entry keeps the Syntax and the context alive, so their ids cannot be reused meanwhile.
-        _put(self._resolved, key, (syntax, context, analysis), self._size)
-        return analysis
+        if known is None or known[0] is not syntax or known[1] is not context:
+            # The entry keeps the Syntax and the context alive, so their ids cannot be reused meanwhile.
+            known = (syntax, context, resolve(syntax, context))
+            _put(self._resolved, key, known, self._size)
+        self._last_resolved = known
+        return known[2]
 
     def lineage_for(self, sql: str, context: SqlContext) -> tuple[Lineage, ...]:
         """Lineage per text and context: a constant may matter (``ORDER BY 1``), so texts that
@@ -206,4 +235,6 @@ class StatementCache:
         return lineage
 
     def __len__(self) -> int:
-        return len(self._items)
+        """The Statements held (at most the cache's size; one moved to the young generation may be
+        counted in both)."""
+        return len(self._young) + len(self._old)

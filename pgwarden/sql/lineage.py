@@ -28,6 +28,7 @@ import attrs
 from pglast.parser import ParseError
 
 from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts, TypeFacts
+from pgwarden.sql.analysis import NAMING_KINDS as _NAMING_KINDS
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
 from pgwarden.sql.syntax import SYSTEM_COLUMNS
@@ -230,7 +231,7 @@ def _later_context(tree: dict[str, Any], context: SqlContext) -> SqlContext:
 #: The analysis kinds (`pgwarden.sql.syntax`) of the statements whose lineage can define or forget
 #: a name `NamedLineage` keeps: PREPARE and DEALLOCATE ("prepare"), DECLARE and CLOSE ("cursor"),
 #: DISCARD ("set"; DISCARD ALL is "role"). Any other statement leaves the names as they are.
-NAMING_KINDS = frozenset({"prepare", "cursor", "set", "role", "unknown"})
+NAMING_KINDS = _NAMING_KINDS
 
 
 class NamedLineage:

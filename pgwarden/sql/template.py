@@ -25,7 +25,10 @@ remembered as unusable and each text of it is normalized as before.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:  # (annotations only: compiled, a machine integer; never imported at run time)
+    from mypy_extensions import i64
 
 #: stands for a run of digits in a template (no statement text holds a NUL: the protocol cannot carry one)
 PLACEHOLDER: Final = "\x00"
@@ -36,7 +39,7 @@ MAX_DIGITS: Final = 9
 # control characters (NUL among them) and anything not ASCII; `numeric_template` tests each byte.
 
 
-def _continues(c: int) -> bool:
+def _continues(c: i64) -> bool:
     """Whether byte ``c`` continues an identifier or a number for PostgreSQL's lexer (the text
     is ASCII): a letter, a digit, ``_``, ``$`` or ``.``."""
     return 97 <= c <= 122 or 65 <= c <= 90 or 48 <= c <= 57 or c == 95 or c == 36 or c == 46
@@ -48,36 +51,42 @@ def numeric_template(sql: str) -> str | None:
     if not sql.isascii():
         return None
     data = sql.encode("ascii")
-    n = len(data)
+    # i64: compiled, machine integers (no tagged-integer tests at each comparison and step);
+    # plain ints in Python. (The byte classes by the most common first: letters and ``_``.)
+    n: i64 = len(data)
     pieces: list[str] = []
-    start = 0  # where the text not yet copied into pieces begins
-    i = 0
-    previous = 32  # the byte before i (a space before the first)
+    start: i64 = 0  # where the text not yet copied into pieces begins
+    i: i64 = 0
     while i < n:
-        c = data[i]
-        # What gives up (above) is tested here, byte by byte, rather than by a search of the text
-        # for each: most bytes are letters, past one test.
+        c: i64 = data[i]
+        if c >= 65:  # letters, _, and [ \ ] ^ ` { | } ~ DEL
+            if c >= 127 or c == 92 or c == 96:
+                return None
+            i += 1
+            continue
         if c < 48:
+            # What gives up (above) is tested here, byte by byte, rather than by a search of the
+            # text for each: most bytes are letters, past one test.
             if c < 32 and c != 9 and c != 10 and c != 13 or c == 39 or c == 34 or c == 36:
                 return None
             if (c == 45 or c == 47) and i + 1 < n and data[i + 1] == (45 if c == 45 else 42):
                 return None  # -- or /*
-        elif c == 92 or c == 96 or c >= 127:
-            return None
-        if 48 <= c <= 57 and not _continues(previous):
-            end = i + 1
-            while end < n and 48 <= data[end] <= 57:
-                end += 1
-            if end - i <= MAX_DIGITS and (end == n or not _continues(data[end])):
-                pieces.append(sql[start:i])
-                pieces.append(PLACEHOLDER)
-                start = end
-            # (else the run is a part of a longer number, or too long: kept as it is)
-            previous = data[end - 1]
-            i = end
+            i += 1
             continue
-        previous = c
-        i += 1
+        if c > 57:  # : ; < = > ? @
+            i += 1
+            continue
+        # a digit: a run starts here (the byte before it is not a digit: runs are skipped whole)
+        end: i64 = i + 1
+        while end < n and 48 <= data[end] <= 57:
+            end += 1
+        if (i == 0 or not _continues(data[i - 1])) and end - i <= MAX_DIGITS \
+                and (end == n or not _continues(data[end])):
+            pieces.append(sql[start:i])
+            pieces.append(PLACEHOLDER)
+            start = end
+        # (else the run is a part of a longer number or a name, or too long: kept as it is)
+        i = end
     if not pieces:
         return sql
     pieces.append(sql[start:])

@@ -14,6 +14,7 @@ import fnmatch
 import attrs
 
 from pgwarden.api import ALLOW, APPROVE, BLOCK, Policy, Session, Statement, StatementMatch, StoreKey, Verdict, hookimpl
+from pgwarden.plugin_call import Precheck
 from pgwarden.session import UNCHECKED
 from pgwarden.sql.resolve import resolve
 
@@ -43,7 +44,7 @@ def judged(memo: VerdictMemo, judge, statement, session, policies) -> Verdict | 
     the same context is judged once. Statements that prepare, execute or deallocate are judged
     each time, with the bodies of the named statements they execute (`_with_executed`)."""
     analysis = statement.analysed or statement.analysis  # (the attribute first: the property is a call)
-    if analysis.prepares or analysis.executes or analysis.deallocates or analysis.prepares_unseen:
+    if analysis.uses_prepared:  # (prepares, executes, deallocates, or may by a function's body)
         return judge(_with_executed(statement, session), policies)
     key = (id(analysis), id(policies))
     cached = memo.get(key)
@@ -182,11 +183,16 @@ def _hint(rule, hit: list[str], statement) -> str:
 class Blocking:
     """The verdicts depend only on what a statement does and on the policies: they are
     memoised per (analysis, policies), and analyses are shared by statements that
-    differ only in constants, so the rules are evaluated once per kind of statement."""
+    differ only in constants, so the rules are evaluated once per kind of statement.
+
+    The memos are its `Precheck`'s (``precheck``, compiled): the plugin host asks it first, and
+    calls ``pgwarden_check`` only when it cannot answer from them (`Precheck.answer`)."""
 
     def __init__(self) -> None:
-        self._verdicts: VerdictMemo = {}
-        self._enforcing: dict[int, tuple[object, bool]] = {}  # per policies tuple: any rule to enforce
+        self.precheck = Precheck()
+        self._verdicts: VerdictMemo = self.precheck.verdicts
+        # per policies tuple: whether any rule is to be enforced
+        self._enforcing: dict[int, tuple[object, bool]] = self.precheck.enforcing
 
     @hookimpl
     def pgwarden_rule_kinds(self):

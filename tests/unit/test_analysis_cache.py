@@ -325,3 +325,55 @@ def test_the_flags_the_decision_reads_are_those_of_the_kinds_and_settings():
             assert one.changes_catalog == bool(one.kinds & CATALOG_CHANGES), sql
             assert one.redefines == bool(one.kinds & REDEFINES), sql
             assert one.may_change_settings == bool(one.settings or one.kinds & MAY_CHANGE_SETTINGS), sql
+
+
+def test_the_last_analysis_is_answered_again_only_for_the_same_syntax_and_context():
+    """`analysis_for` answers a repeated (Syntax, context) from the last one asked for, by
+    identity: another context, or another statement, in between, is never answered from it."""
+    cache = StatementCache()
+    public = shared(default_context())
+    secret = shared(attrs.evolve(public, search_path=("secret",)))
+    first = cache.analysis_for("SELECT * FROM things WHERE id = 1", public)
+    assert cache.analysis_for("SELECT * FROM things WHERE id = 2", public) is first  # one Syntax, shared
+    other = cache.analysis_for("SELECT * FROM things WHERE id = 3", secret)
+    assert "secret.things" in other.tables and "secret.things" not in first.tables
+    assert cache.analysis_for("SELECT * FROM things WHERE id = 4", public) is first
+    deletes = cache.analysis_for("DELETE FROM things WHERE id = 5", public)
+    assert deletes.kinds == {"delete"}
+    assert cache.analysis_for("SELECT * FROM things WHERE id = 6", secret) is other
+
+
+def test_the_statements_held_stay_within_the_size_and_one_asked_for_again_stays_the_same_object():
+    cache = StatementCache(size=8)
+    context = shared(default_context())
+    hot = cache.get("SELECT * FROM things WHERE id = 0", context)
+    for i in range(1, 200):
+        assert cache.get(f"SELECT * FROM things WHERE id = {i}", context).sql.endswith(f"= {i}")
+        assert len(cache) <= 8
+        if i % 3 == 0:  # asked for often enough: never dropped
+            assert cache.get("SELECT * FROM things WHERE id = 0", context) is hot
+    other = shared(attrs.evolve(context, search_path=("secret",)))
+    elsewhere = cache.get("SELECT * FROM things WHERE id = 0", other)
+    assert elsewhere is not hot and elsewhere.context is other and "secret.things" in elsewhere.tables
+    assert cache.get("SELECT * FROM things WHERE id = 0", context) is hot
+
+
+def test_the_last_sound_template_answers_only_its_own_texts():
+    """`_normalize` compares a text's template with the last sound one before looking it up: a
+    text of another template, or of none, is never given the last one's normalized text."""
+    from pglast.parser import ParseError, normalize
+
+    def normalized(sql):
+        try:
+            return normalize(sql)
+        except ParseError:
+            return None
+
+    cache = StatementCache()
+    texts = ["SELECT * FROM things WHERE id = 1", "SELECT * FROM things WHERE id = 2", "SELECT 5",
+             "SELECT * FROM things WHERE id = 3", "", "SELECT * FROM others WHERE id = 4", "5", "SELECT 6",
+             "SELECT * FROM others WHERE id = 5", "SELECT 1 FROM t ORDER BY 1", "SELECT 1 FROM t ORDER BY 2",
+             "SELECT * FROM things WHERE id = 6"]
+    for sql in texts:
+        assert cache._normalize(sql) == normalized(sql), sql
+    assert cache.template_hits >= 4

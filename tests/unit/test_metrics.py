@@ -84,3 +84,31 @@ def test_the_overhead_histogram_counts_each_value_under_the_first_bound_at_or_ab
         stats.overhead(bound)
         assert [b - a for a, b in zip(before, stats.overhead_buckets)] == [
             int(i == OVERHEAD_BUCKETS.index(bound)) for i in range(len(expected))]
+
+
+_KIND_SETS = [frozenset({"select"}), frozenset({"select", "update"}), frozenset(), ("unanalysed",)]
+
+
+@given(st.lists(st.tuples(st.sampled_from(["allow", "block", "approve"]), st.integers(0, 3), st.booleans(),
+                          st.integers(0, 4)), max_size=60))
+def test_runs_of_one_verdict_and_kinds_are_counted_as_each_statement_would_be(steps):
+    """`StatementCounts.count` keeps the last (verdict, kinds) and its run out of the dictionaries
+    until another comes or the counts are read: what is read is every statement's, in any order,
+    and kinds equal but not the same object count together."""
+    stats = Stats()
+    expected: dict[tuple[str, str], int] = {}
+    verdicts: dict[str, int] = {}
+    for action, k, copy, read in steps:
+        kinds = _KIND_SETS[k]
+        if copy:  # an equal set, another object
+            kinds = frozenset(kinds) if isinstance(kinds, frozenset) else tuple(list(kinds))
+        stats.statement(action, kinds)
+        for kind in kinds or ("none",):
+            expected[(action, kind)] = expected.get((action, kind), 0) + 1
+        verdicts[action] = verdicts.get(action, 0) + 1
+        if read == 0:  # read midway now and then: the run so far is in it
+            assert sum(stats._decided.values()) == sum(verdicts.values())
+    assert stats.statements == expected
+    assert stats.verdicts == verdicts
+    stats.statement("allow", _KIND_SETS[0])
+    assert stats.verdicts.get("allow", 0) == verdicts.get("allow", 0) + 1  # read again: no double count

@@ -88,10 +88,17 @@ class RecordingFailed(Exception):
     """Records cannot be written: what would depend on them must not happen."""
 
 
-_second = -1
-_prefix = ""
+class _Second:
+    """The second a timestamp was last written in, and its text up to the microseconds."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
 
 
+# Final: compiled, a C variable, and the second and its text native attributes (module globals
+# read and written at every record were dictionary lookups).
+_SECOND: Final = _Second()
 _time_ns: Final = time.time_ns
 
 
@@ -101,7 +108,6 @@ def timestamp(now: float | None = None) -> str:
     Two per statement: compiled, integer arithmetic and a string of an integer cost less than
     ``divmod`` and ``%`` formatting, which go through the generic API.
     """
-    global _second, _prefix
     if now is None:
         ns = _time_ns()
         second = ns // 1_000_000_000
@@ -109,10 +115,11 @@ def timestamp(now: float | None = None) -> str:
     else:
         second = int(now)
         micro = int((now - second) * 1e6)
-    if second != _second:
-        _prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        _second = second
-    return _prefix + str(1_000_000 + micro)[1:] + "Z"  # six digits, zeros first
+    at = _SECOND
+    if second != at.second:
+        at.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        at.second = second
+    return f"{at.prefix}{str(1_000_000 + micro)[1:]}Z"  # six digits, zeros first
 
 
 def masked_fields(plans) -> dict[str, object]:
@@ -200,8 +207,8 @@ class Recorder:
         self._lazy_timer: Any = None
         # executions whose result records are built after the turn's sends
         self._results: list[tuple[ClientConnection, Execution]] = []
-        self._by_analysis: dict[int, tuple] = {}
-        self._by_verdict: dict[int, tuple] = {}
+        self._by_analysis: dict[int, tuple[object, tuple[list, list, list, list]]] = {}
+        self._by_verdict: dict[int, tuple[object, dict[str, object]]] = {}
         self._by_context: dict[int, tuple] = {}
         self._turns = app.turns
         self._seconds = app.reactor.seconds  # the reactor's clock, read for each result at one client
@@ -441,17 +448,28 @@ class Recorder:
                   shadow: list | None = None) -> None:
         slog = conn.log
         slog.statements += 1
-        if verdict.action == "block":
+        fields = self._verdict_fields(verdict)
+        if fields["action"] == "block":
             slog.refused += 1
-        record = self._base("statement", slog)
-        record["statement"] = request.seq
-        record["protocol"] = request.protocol
-        if request.statement_name:
-            record["name"] = request.statement_name
+        if self._results:  # a session's records stay in order (as `_base`)
+            self.build_results()
+        slog.seq += 1
+        # Built in one display, the keys in the order `_base` and the fields after it give them
+        # (the order is the record's bytes, and so its hash): between a statement's arrival and
+        # its bytes leaving, one dictionary built at once costs less than one filled key by key.
+        name = request.statement_name
         if statement is not None:
-            record["sql"] = statement.sql
-            record["fingerprint"] = statement.fingerprint
-            record.update(self._analysis_fields(statement.analysis))
+            a = self._analysis_fields(statement.analysis)
+            if name:
+                record = {"ts": timestamp(), "type": "statement", "session": slog.id, "seq": slog.seq,
+                          "identity": slog.identity, "statement": request.seq, "protocol": request.protocol,
+                          "name": name, "sql": statement.sql, "fingerprint": statement.fingerprint,
+                          "kinds": a[0], "tables": a[1], "writes": a[2], "functions": a[3]}
+            else:
+                record = {"ts": timestamp(), "type": "statement", "session": slog.id, "seq": slog.seq,
+                          "identity": slog.identity, "statement": request.seq, "protocol": request.protocol,
+                          "sql": statement.sql, "fingerprint": statement.fingerprint,
+                          "kinds": a[0], "tables": a[1], "writes": a[2], "functions": a[3]}
             # The session state the text was read in, when not the session's start (a SET
             # search_path ran): identity tests first, ~0.1 µs per statement record.
             context = statement.context
@@ -461,8 +479,12 @@ class Recorder:
                         context.lexer is not DEFAULT_LEXER and not context.lexer.default):
                     record.update(self._context_fields(context))
         else:
+            record = {"ts": timestamp(), "type": "statement", "session": slog.id, "seq": slog.seq,
+                      "identity": slog.identity, "statement": request.seq, "protocol": request.protocol}
+            if name:
+                record["name"] = name
             record["sql"] = request.sql
-        record["verdict"] = self._verdict_fields(verdict)
+        record["verdict"] = fields
         if shadow:
             record["shadow"] = shadow
         self.emit(record, conn if waits else None)
@@ -470,15 +492,14 @@ class Recorder:
     # Statements that differ only in constants share one analysis, and verdicts are memoised:
     # their parts of a record are built once (the objects are kept, so their ids stay theirs).
 
-    def _analysis_fields(self, a) -> dict:
+    def _analysis_fields(self, a) -> tuple[list, list, list, list]:
+        """A statement record's ``kinds``, ``tables``, ``writes`` and ``functions``."""
         known = self._by_analysis.get(id(a))
         if known is None:
             if len(self._by_analysis) >= 4096:
                 self._by_analysis.clear()
-            known = self._by_analysis[id(a)] = (a, {
-                "kinds": sorted(a.kinds), "tables": sorted(a.tables),
-                "writes": sorted(a.writes), "functions": sorted(a.functions),
-            })
+            known = self._by_analysis[id(a)] = (a, (sorted(a.kinds), sorted(a.tables), sorted(a.writes),
+                                                    sorted(a.functions)))
         return known[1]
 
     def _context_fields(self, c) -> dict:
@@ -497,7 +518,7 @@ class Recorder:
             known = self._by_context[id(c)] = (c, fields)
         return known[1]
 
-    def _verdict_fields(self, v) -> dict:
+    def _verdict_fields(self, v) -> dict[str, object]:
         known = self._by_verdict.get(id(v))
         if known is None:
             if len(self._by_verdict) >= 4096:

@@ -294,14 +294,20 @@ class Recorder:
                     self._fail(f"{name}: {e}")
             after = after or name == failed
 
-    def _hand_over(self) -> str | None:
-        """The records kept, to every plugin on `pgwarden_records` in one call each; why one
-        could not take them (the others still get them: no gap in their chains), or None."""
+    def _direct(self) -> list | None:
+        """The chains the recorder seals into and writes itself now (`CHAINS`), or None: not
+        while hooks are traced or monitored (pluggy's executor replaced), as `PluginCall`."""
+        chains = self._chains
+        return chains if chains is not None and self._pm._inner_hookexec is _MULTICALL else None
+
+    def _hand_over(self, chains: list | None) -> str | None:
+        """The records kept, to every plugin on `pgwarden_records` in one call each (or sealed
+        into ``chains``, `_direct`); why one could not take them (the others still get them: no
+        gap in their chains), or None."""
         if not self._kept:
             return None
         records, self._kept = self._kept, []
-        chains = self._chains
-        if chains is not None and self._pm._inner_hookexec is _MULTICALL:
+        if chains is not None:
             try:
                 seal_into(records, chains)  # what the plugin's pgwarden_records does (`CHAINS`)
             except Exception as e:
@@ -334,10 +340,10 @@ class Recorder:
         self._lazy = 0
         self._dirty = False
         held, self._held = self._held, []
-        failed = self._hand_over()
+        chains = self._direct()
+        failed = self._hand_over(chains)
         warnings: list[str] = []
-        chains = self._chains
-        if chains is not None and self._pm._inner_hookexec is _MULTICALL and write_all(chains):
+        if chains is not None and write_all(chains):
             flushers = []  # every chain written: what the plugin's flush would have done (`CHAINS`)
         else:
             flushers = self._flushers
@@ -553,7 +559,7 @@ class Recorder:
         if self._results:
             self.build_results()
         if self._early and self._kept:
-            failed = self._hand_over()
+            failed = self._hand_over(self._direct())
             if failed is not None:
                 self._fail(failed)
 

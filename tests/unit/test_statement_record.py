@@ -95,7 +95,7 @@ def test_a_statement_record_has_every_field_in_the_order_and_bytes_it_always_had
     expected = []
     for request, statement, verdict, shadow in turn:
         recorder.statement(conn, request, statement, verdict, waits=True, shadow=shadow)
-        recorder._hand_over()
+        recorder._hand_over(None)
         record = taken[-1]
         expected.append(_expected(slog, record["ts"], request, statement, verdict, shadow))
         assert list(record.items()) == list(expected[-1].items())

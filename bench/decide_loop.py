@@ -85,7 +85,7 @@ def _application(kind: str, work: Path):
     sql_context = session_sql_context(app.catalog.current, app.config.upstream.user, StartupMessage(196608, ()))
     conn = SimpleNamespace(session=Session("bench", identity, settings.DATABASE, policies=policies),
                            limits=session_limits(policies), relay=None, catalog_changed=False, catalog_unread=False,
-                           masks=None,
+                           masks=None, untracked=False, catalog_redefined=False, catalog_ticket=0,
                            log=SessionLog("0123456789abcdef"), sql_context=sql_context,
                            recording_failed=lambda: None, shadow=None)
     return app, conn

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import IO
 
@@ -71,11 +72,25 @@ class Chain:
     Compiled with this module, so sealing a turn's records (`seal_into`) and taking the lines
     to write cost no interpreted frame per sink: a statement's record is sealed between its
     Query's arrival and its bytes leaving for the server.
+
+    A sink may also let its chain write its lines itself (`write`, `write_all`), natively,
+    while a write has nothing else to do: it sets ``fd`` and ``room`` and takes back what was
+    written (``written``, ``written_head``) when it next does its own work. The common write
+    then costs no interpreted frame either; anything else (a rotation due, a failure, bytes a
+    failed write left, a partial write) goes to the sink's own flush, as before.
     """
 
     def __init__(self, prev: str = GENESIS) -> None:
         self.prev = prev
         self.lines: list[bytes] = []
+        #: where `write` may write the lines directly, or -1: only the sink's flush writes
+        self.fd = -1
+        #: how many bytes `write` may still write before the sink has work of its own (a rotation)
+        self.room = 0
+        #: bytes `write` wrote since the sink last took them into its accounts
+        self.written = 0
+        #: the hash of the last record known written (by `write` or by the sink)
+        self.written_head = prev
 
     def add(self, bodies: list[bytes]) -> None:
         self.prev = lines_for(bodies, self.prev, self.lines)
@@ -86,6 +101,50 @@ class Chain:
         data = lines[0] if len(lines) == 1 else b"".join(lines)
         lines.clear()
         return data
+
+    def write(self) -> bool:
+        """Writes the lines sealed since the last write, when the sink lets the chain write them
+        (``fd``) and they fit in ``room``; False when the sink's own flush must: nothing was
+        written then, or a write failed part of the way (what is left stays as one line).
+        Never True while the sink does not let the chain write (a failure or bytes left over to
+        report or retry), even with no lines."""
+        fd = self.fd
+        if fd < 0:  # the sink has work of its own (or never writes directly)
+            return False
+        lines = self.lines
+        if not lines:
+            return True
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        if len(data) > self.room:
+            return False
+        total = len(data)
+        done = 0
+        while done < total:  # a partial write is continued here: no rotation inside a line
+            try:
+                done += os.write(fd, data if done == 0 else data[done:])
+            except OSError:  # the sink's flush writes what is left again and handles the error
+                if done == 0:
+                    return False
+                lines.clear()
+                lines.append(data[done:])
+                self.room -= done
+                self.written += done
+                return False
+        lines.clear()
+        self.room -= done
+        self.written += done
+        self.written_head = self.prev
+        return True
+
+
+def write_all(chains: list[Chain]) -> bool:
+    """Every chain's lines written directly (`Chain.write`); False if a sink's flush must write
+    some (every chain that can write still has)."""
+    done = True
+    for chain in chains:
+        if not chain.write():
+            done = False
+    return done
 
 
 def seal_into(records: Sequence[Mapping[str, object]], chains: list[Chain]) -> None:

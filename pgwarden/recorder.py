@@ -40,8 +40,10 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+from pluggy._callers import _multicall
 from twisted.logger import Logger
 
+from pgwarden.chain import seal_into, write_all
 from pgwarden.proxy.peer import peer_text
 from pgwarden.sql.lexer import DEFAULT_LEXER
 
@@ -71,15 +73,32 @@ LAZY_RECORDS = 64
 #: records says so; otherwise each gets them in one call just before its flush, as always.
 TAKES_EARLY = "pgwarden_takes_records_early"
 
+#: A sink plugin whose `pgwarden_records` is exactly `pgwarden.chain.seal_into` its chains, and
+#: whose `pgwarden_records_flush` has nothing to do when `pgwarden.chain.write_all` writes them
+#: all, names those chains with this attribute (the built-in ``recording`` plugin). When it alone
+#: takes records, with no hook wrapper and pluggy's own executor (no tracing), the recorder does
+#: both itself, natively, and calls the flush hook only when a sink has work of its own: two
+#: interpreted hook calls fewer between a statement's arrival and its bytes leaving.
+CHAINS = "pgwarden_chains"
+
+_MULTICALL: Final = _multicall
+
 
 class RecordingFailed(Exception):
     """Records cannot be written: what would depend on them must not happen."""
 
 
-_second = -1
-_prefix = ""
+class _Second:
+    """The second a timestamp was last written in, and its text up to the microseconds."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.prefix = ""
 
 
+# Final: compiled, a C variable, and the second and its text native attributes (module globals
+# read and written at every record were dictionary lookups).
+_SECOND: Final = _Second()
 _time_ns: Final = time.time_ns
 
 
@@ -89,7 +108,6 @@ def timestamp(now: float | None = None) -> str:
     Two per statement: compiled, integer arithmetic and a string of an integer cost less than
     ``divmod`` and ``%`` formatting, which go through the generic API.
     """
-    global _second, _prefix
     if now is None:
         ns = _time_ns()
         second = ns // 1_000_000_000
@@ -97,10 +115,11 @@ def timestamp(now: float | None = None) -> str:
     else:
         second = int(now)
         micro = int((now - second) * 1e6)
-    if second != _second:
-        _prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
-        _second = second
-    return _prefix + str(1_000_000 + micro)[1:] + "Z"  # six digits, zeros first
+    at = _SECOND
+    if second != at.second:
+        at.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
+        at.second = second
+    return f"{at.prefix}{str(1_000_000 + micro)[1:]}Z"  # six digits, zeros first
 
 
 def masked_fields(plans) -> dict[str, object]:
@@ -188,8 +207,8 @@ class Recorder:
         self._lazy_timer: Any = None
         # executions whose result records are built after the turn's sends
         self._results: list[tuple[ClientConnection, Execution]] = []
-        self._by_analysis: dict[int, tuple] = {}
-        self._by_verdict: dict[int, tuple] = {}
+        self._by_analysis: dict[int, tuple[object, tuple[list, list, list, list]]] = {}
+        self._by_verdict: dict[int, tuple[object, dict[str, object]]] = {}
         self._by_context: dict[int, tuple] = {}
         self._turns = app.turns
         self._seconds = app.reactor.seconds  # the reactor's clock, read for each result at one client
@@ -209,6 +228,17 @@ class Recorder:
         #: handed over after the sends that precede them, not at the barrier that writes them
         self._early = bool(self._takers) and all(
             getattr(plugins.pm.get_plugin(name), TAKES_EARLY, False) is True for name, _ in self._takers)
+        self._pm = plugins.pm
+        #: the chains the recorder seals into and writes itself (`CHAINS`), or None
+        self._chains: list | None = None
+        if len(self._takers) == 1 and not self._writers and len(self._flushers) == 1:
+            name = self._takers[0][0]
+            calls = [call for hook in ("pgwarden_records", "pgwarden_records_flush")
+                     for owner, call in plugins._each(hook) if owner == name]
+            chains = getattr(plugins.pm.get_plugin(name), CHAINS, None)
+            if (self._flushers[0][0] == name and isinstance(chains, list) and len(calls) == 2
+                    and all(len(call.impls) == 1 for call in calls)):
+                self._chains = chains
         self.sample_rows = rec.results.max_rows
         self.sample_bytes = rec.results.max_bytes
         self.parameter_bytes = rec.max_parameter_bytes
@@ -264,12 +294,25 @@ class Recorder:
                     self._fail(f"{name}: {e}")
             after = after or name == failed
 
-    def _hand_over(self) -> str | None:
-        """The records kept, to every plugin on `pgwarden_records` in one call each; why one
-        could not take them (the others still get them: no gap in their chains), or None."""
+    def _direct(self) -> list | None:
+        """The chains the recorder seals into and writes itself now (`CHAINS`), or None: not
+        while hooks are traced or monitored (pluggy's executor replaced), as `PluginCall`."""
+        chains = self._chains
+        return chains if chains is not None and self._pm._inner_hookexec is _MULTICALL else None
+
+    def _hand_over(self, chains: list | None) -> str | None:
+        """The records kept, to every plugin on `pgwarden_records` in one call each (or sealed
+        into ``chains``, `_direct`); why one could not take them (the others still get them: no
+        gap in their chains), or None."""
         if not self._kept:
             return None
         records, self._kept = self._kept, []
+        if chains is not None:
+            try:
+                seal_into(records, chains)  # what the plugin's pgwarden_records does (`CHAINS`)
+            except Exception as e:
+                return f"{self._takers[0][0]}: {e}"
+            return None
         failed = None
         for name, take in self._takers:
             try:
@@ -297,9 +340,14 @@ class Recorder:
         self._lazy = 0
         self._dirty = False
         held, self._held = self._held, []
-        failed = self._hand_over()
+        chains = self._direct()
+        failed = self._hand_over(chains)
         warnings: list[str] = []
-        for name, flush in self._flushers:
+        if chains is not None and write_all(chains):
+            flushers = []  # every chain written: what the plugin's flush would have done (`CHAINS`)
+        else:
+            flushers = self._flushers
+        for name, flush in flushers:
             try:
                 problems = flush()
             except Exception as e:
@@ -406,17 +454,28 @@ class Recorder:
                   shadow: list | None = None) -> None:
         slog = conn.log
         slog.statements += 1
-        if verdict.action == "block":
+        fields = self._verdict_fields(verdict)
+        if fields["action"] == "block":
             slog.refused += 1
-        record = self._base("statement", slog)
-        record["statement"] = request.seq
-        record["protocol"] = request.protocol
-        if request.statement_name:
-            record["name"] = request.statement_name
+        if self._results:  # a session's records stay in order (as `_base`)
+            self.build_results()
+        slog.seq += 1
+        # Built in one display, the keys in the order `_base` and the fields after it give them
+        # (the order is the record's bytes, and so its hash): between a statement's arrival and
+        # its bytes leaving, one dictionary built at once costs less than one filled key by key.
+        name = request.statement_name
         if statement is not None:
-            record["sql"] = statement.sql
-            record["fingerprint"] = statement.fingerprint
-            record.update(self._analysis_fields(statement.analysis))
+            a = self._analysis_fields(statement.analysis)
+            if name:
+                record = {"ts": timestamp(), "type": "statement", "session": slog.id, "seq": slog.seq,
+                          "identity": slog.identity, "statement": request.seq, "protocol": request.protocol,
+                          "name": name, "sql": statement.sql, "fingerprint": statement.fingerprint,
+                          "kinds": a[0], "tables": a[1], "writes": a[2], "functions": a[3]}
+            else:
+                record = {"ts": timestamp(), "type": "statement", "session": slog.id, "seq": slog.seq,
+                          "identity": slog.identity, "statement": request.seq, "protocol": request.protocol,
+                          "sql": statement.sql, "fingerprint": statement.fingerprint,
+                          "kinds": a[0], "tables": a[1], "writes": a[2], "functions": a[3]}
             # The session state the text was read in, when not the session's start (a SET
             # search_path ran): identity tests first, ~0.1 µs per statement record.
             context = statement.context
@@ -426,8 +485,12 @@ class Recorder:
                         context.lexer is not DEFAULT_LEXER and not context.lexer.default):
                     record.update(self._context_fields(context))
         else:
+            record = {"ts": timestamp(), "type": "statement", "session": slog.id, "seq": slog.seq,
+                      "identity": slog.identity, "statement": request.seq, "protocol": request.protocol}
+            if name:
+                record["name"] = name
             record["sql"] = request.sql
-        record["verdict"] = self._verdict_fields(verdict)
+        record["verdict"] = fields
         if shadow:
             record["shadow"] = shadow
         self.emit(record, conn if waits else None)
@@ -435,15 +498,14 @@ class Recorder:
     # Statements that differ only in constants share one analysis, and verdicts are memoised:
     # their parts of a record are built once (the objects are kept, so their ids stay theirs).
 
-    def _analysis_fields(self, a) -> dict:
+    def _analysis_fields(self, a) -> tuple[list, list, list, list]:
+        """A statement record's ``kinds``, ``tables``, ``writes`` and ``functions``."""
         known = self._by_analysis.get(id(a))
         if known is None:
             if len(self._by_analysis) >= 4096:
                 self._by_analysis.clear()
-            known = self._by_analysis[id(a)] = (a, {
-                "kinds": sorted(a.kinds), "tables": sorted(a.tables),
-                "writes": sorted(a.writes), "functions": sorted(a.functions),
-            })
+            known = self._by_analysis[id(a)] = (a, (sorted(a.kinds), sorted(a.tables), sorted(a.writes),
+                                                    sorted(a.functions)))
         return known[1]
 
     def _context_fields(self, c) -> dict:
@@ -462,7 +524,7 @@ class Recorder:
             known = self._by_context[id(c)] = (c, fields)
         return known[1]
 
-    def _verdict_fields(self, v) -> dict:
+    def _verdict_fields(self, v) -> dict[str, object]:
         known = self._by_verdict.get(id(v))
         if known is None:
             if len(self._by_verdict) >= 4096:
@@ -497,7 +559,7 @@ class Recorder:
         if self._results:
             self.build_results()
         if self._early and self._kept:
-            failed = self._hand_over()
+            failed = self._hand_over(self._direct())
             if failed is not None:
                 self._fail(failed)
 

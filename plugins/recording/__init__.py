@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from pgwarden.api import RECORDING, ConfigProblem, Reactor, Record, Sections, hookimpl
-from pgwarden.chain import Chain, seal_into
+from pgwarden.chain import Chain, seal_into, write_all
 from pgwarden.config import FileSink as FileSinkConfig
 from pgwarden_plugins.recording.sinks import FileSink, Sink, SinkFailed, StdoutSink
 
@@ -46,7 +46,9 @@ class Recording:
 
     def __init__(self) -> None:
         self.sinks: list[Sink] = []
-        self._chains: list[Chain] = []  # the sinks' chains, in their order
+        #: the sinks' chains, in their order (one list, changed in place: the core may hold it,
+        #: `pgwarden_chains`)
+        self._chains: list[Chain] = []
         self._ticker: LoopingCall | None = None
 
     @hookimpl
@@ -86,13 +88,14 @@ class Recording:
                 sink = fresh[spec.name]
             else:
                 sink.on_error = spec.on_error
-                if isinstance(spec, FileSinkConfig):
+                if isinstance(spec, FileSinkConfig) and isinstance(sink, FileSink):
                     sink.max_bytes, sink.keep, sink.fsync_s = spec.max_bytes, spec.keep, spec.fsync_s
+                    sink.configured()
             sinks.append(sink)
         for dropped in known.values():
             dropped.close()
         self.sinks = sinks
-        self._chains = [sink.chain for sink in sinks]
+        self._chains[:] = [sink.chain for sink in sinks]
         if self._ticker is None and reactor is not None:
             from twisted.internet.task import LoopingCall
 
@@ -109,9 +112,19 @@ class Recording:
         """Sealed now into every sink's chain (compiled), written by the next flush."""
         seal_into(records, self._chains)
 
+    @property
+    def pgwarden_chains(self) -> list[Chain]:
+        """The sinks' chains: `pgwarden_records` is `seal_into` them, and `pgwarden_records_flush`
+        has nothing to do beyond `write_all` when that writes them all. The recorder, when this
+        plugin alone takes records, does just that itself, natively, and calls the flush hook only
+        when a sink has work of its own (`pgwarden.recorder.Recorder.configure`)."""
+        return self._chains
+
     @hookimpl
     def pgwarden_records_flush(self) -> list[str] | None:
         """Writes every sink's buffer; raises naming the sinks that fail closed and could not write."""
+        if write_all(self._chains):  # each sink let its chain write, and it did (no failure then)
+            return None
         failed: list[str] = []
         problems: list[str] | None = None
         for sink in self.sinks:

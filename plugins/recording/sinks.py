@@ -4,6 +4,12 @@ A sink buffers the lines of a reactor turn and writes them with one call at
 the barrier (`flush`), before the sends of that turn reach the network. A write
 that fails keeps the unwritten bytes (up to `MAX_PENDING_BYTES`) for the next
 flush, so the chain stays whole while, say, a full disk is being freed.
+
+While a write has nothing else to do (no rotation due, no fsync to make before
+the statement goes, no failure, nothing left from a failed write), a sink lets
+its chain write its lines natively (`pgwarden.chain.Chain.write`: ``fd``,
+``room``), and takes what was written into its accounts (`_absorb`) before any
+work of its own; `_direct` says again after each such work whether the chain may.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ class Sink:
         self.on_error = on_error
         #: the chain and the lines sealed into it, not yet written (`pgwarden.chain.seal_into`)
         self.chain = Chain()
-        self.written_head = GENESIS  # the hash of the last record known to be written
+        self._fd = -1  # where the chain may write directly (`_direct`); a subclass's own
         self._pending = b""  # bytes a failed write left behind, written first next time
         self.failure: str | None = None
         self.errors = 0  # failed writes since start, for /metrics
@@ -47,12 +53,47 @@ class Sink:
         """The hash of the last record sealed into this sink's chain."""
         return self.chain.prev
 
+    @property
+    def written_head(self) -> str:
+        """The hash of the last record known to be written."""
+        return self.chain.written_head
+
+    @written_head.setter
+    def written_head(self, head: str) -> None:
+        self.chain.written_head = head
+
+    def _room(self) -> int:
+        """How many bytes the chain may write itself now (`pgwarden.chain.Chain.write`); 0: none."""
+        return 0
+
+    #: whether this sink's chain may ever write directly (`_direct`)
+    _can_direct = False
+
+    def _direct(self) -> None:
+        """Lets the chain write directly while nothing else is to be done at a write, or not."""
+        room = 0 if self.failure is not None or self._pending or self._sync_failed else self._room()
+        chain = self.chain
+        chain.room = room
+        chain.fd = self._fd if room > 0 else -1
+
+    def _absorb(self) -> None:
+        """What the chain wrote directly, into this sink's accounts."""
+        written = self.chain.written
+        if written:
+            self.chain.written = 0
+            self._wrote(written)
+
+    def _wrote(self, n: int) -> None:
+        """``n`` bytes were written by the chain."""
+
     def add(self, bodies: list[bytes]) -> None:
         """Chains records serialised once for every sink (`pgwarden.chain.lines_for`)."""
         self.chain.add(bodies)
 
     def flush(self) -> None:
         """Writes what is buffered; raises SinkFailed if this sink fails closed and could not."""
+        if self.chain.written:
+            self._absorb()
         if self._sync_failed:
             try:
                 self._sync()
@@ -85,8 +126,11 @@ class Sink:
         if self.failure is not None:
             log.info("{sink} writes again", sink=self.name)
         self.failure = None
+        if self._can_direct:
+            self._direct()  # (its room changed with what this wrote)
 
     def _failed(self, why: str) -> None:
+        self.chain.fd = -1
         self.errors += 1
         first = self.failure is None
         self.failure = why
@@ -153,6 +197,12 @@ class StdoutSink(Sink):
     def __init__(self, on_error: str, fd: int = 1) -> None:
         super().__init__("stdout", on_error)
         self._fd = fd
+        self._direct()
+
+    _can_direct = True
+
+    def _room(self) -> int:
+        return 1 << 62  # a stream: no rotation, no fsync
 
     def _write(self, data: bytes) -> int:
         done = os.write(self._fd, data)  # (an error: nothing written, as the flush takes it)
@@ -205,6 +255,23 @@ class FileSink(Sink):
             self._open()
         except OSError as e:
             raise SinkFailed(f"cannot append to {path}: {e.strerror or e}") from None
+        self.configured()
+
+    def _room(self) -> int:
+        if not self._can_direct:
+            return 0
+        return self.max_bytes - self.size if self.size > 0 else max(self.max_bytes, 1)
+
+    def _wrote(self, n: int) -> None:
+        self.size += n
+        self._unsynced = True
+
+    def configured(self) -> None:
+        """After ``max_bytes``, ``keep`` or ``fsync_s`` changed (a reload)."""
+        # Only while a periodic fsync runs in a thread: otherwise a write may have to sync first.
+        self._can_direct = self.fsync_s > 0 and self._in_thread is not None
+        self._absorb()
+        self._direct()
 
     def _resume(self) -> str:
         """The chain goes on from the file's last record; an incomplete last line is set aside."""
@@ -270,6 +337,7 @@ class FileSink(Sink):
         self._last_sync = self._clock()
 
     def tick(self) -> None:
+        self._absorb()
         if not self._unsynced or self._syncing or self._clock() - self._last_sync < self.fsync_s:
             return
         if self._in_thread is not None:
@@ -282,6 +350,7 @@ class FileSink(Sink):
 
     def _sync_error(self, e: OSError) -> None:
         """Reported (and refused, failing closed) by the next flush, which syncs again first."""
+        self.chain.fd = -1
         if not self._sync_failed:
             log.error("{sink}: fsync: {err}", sink=self.name, err=getattr(e, "strerror", None) or e)
         self._sync_failed = True
@@ -328,10 +397,13 @@ class FileSink(Sink):
         self._open()
 
     def discard(self) -> None:
+        self.chain.fd = -1
         os.close(self._fd)
 
     def close(self) -> None:
         super().close()
+        self.chain.fd = -1
+        self._absorb()
         try:
             if self._unsynced:
                 self._sync()

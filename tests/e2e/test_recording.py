@@ -195,6 +195,7 @@ def test_a_result_record_that_cannot_be_written_refuses_the_next_statement(make_
         if b"INSERT 0 1" in data and not kept:
             kept.append(sink._fd)
             sink._fd = full
+            sink._direct()  # its chain writes there too while it writes directly
 
     try:
         with psycopg.connect(running.dsn(), autocommit=True) as c:
@@ -212,7 +213,7 @@ def test_a_result_record_that_cannot_be_written_refuses_the_next_statement(make_
             with pytest.raises(psycopg.errors.IoError) as excinfo:
                 c.execute("insert into rec_results values (2)")
             assert excinfo.value.diag.message_primary == "pgwarden: statement refused: records cannot be written"
-            running.call(setattr, sink, "_fd", kept[0])
+            running.call(lambda: (setattr(sink, "_fd", kept[0]), sink._direct()))
             c.execute("insert into rec_results values (3)")  # written again: statements run
     finally:
         os.close(full)
@@ -1039,3 +1040,50 @@ def test_a_statement_of_several_kinds_counts_under_each_kind(make_pgwarden):
     assert counted == ['pgwarden_statements_total{kind="select",verdict="allow"} 1.0',
                        'pgwarden_statements_total{kind="transaction",verdict="allow"} 1.0'], counted
     assert 'pgwarden_verdicts_total{verdict="allow"} 1.0' in text
+
+
+class _Wrapping:
+    """A plugin that only wraps the recording plugin's hooks (say, to count what it is handed)."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.flushes = 0
+
+    @hookimpl(wrapper=True)
+    def pgwarden_records(self, records):
+        self.seen.extend(r["type"] for r in records)
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def pgwarden_records_flush(self):
+        self.flushes += 1
+        return (yield)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_the_recorder_seals_and_writes_for_the_recording_plugin_itself_only_when_no_hook_is_wrapped(
+        make_pgwarden, tmp_path, wrapped):
+    # The recording plugin alone taking records: the recorder seals into its chains and writes them
+    # itself (`pgwarden.recorder.CHAINS`), no hook call. A wrapper on its hooks: every record
+    # through them, as ever. Either way the same records, chained, before each statement leaves.
+    wrapper = _Wrapping()
+    running = make_pgwarden(recording={"sinks": [{"file": str(tmp_path / "records.jsonl")}]},
+                            plugins=[("wrapper", wrapper)] if wrapped else ())
+    recorder, plugin = running.call(lambda: (running.app.recorder,
+                                             running.app.plugins.pm.get_plugin("recording")))
+    assert (recorder._chains is None) is wrapped
+    if not wrapped:
+        assert recorder._chains is plugin.pgwarden_chains
+        assert running.call(lambda: plugin.sinks[0].chain.fd) >= 0  # the file sink lets its chain write
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        for n in range(3):
+            c.execute(f"select {n}")
+            ours = [r for r in _records(tmp_path) if r["type"] == "statement"]
+            assert ours[-1]["sql"] == f"select {n}"  # written before the statement went
+    running.call(running.app.stop)
+    statements = [r for r in _records(tmp_path) if r["type"] == "statement"]
+    assert [r["sql"] for r in statements][-3:] == ["select 0", "select 1", "select 2"]
+    if wrapped:
+        assert wrapper.seen.count("statement") == len(statements) and wrapper.flushes >= 3
+    else:
+        assert wrapper.seen == [] and wrapper.flushes == 0

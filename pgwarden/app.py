@@ -57,7 +57,10 @@ class _Fixed:
     def invalidate(self, reason: str, redefines: bool = True) -> int:
         return 0
 
+    # (what the decision reads of every source on every statement: an attribute, so that a
+    # missing one does not cost a raised and caught AttributeError each time)
     redefining = False
+    pending = False
 
     def has_read(self, ticket: int) -> bool:
         return True

@@ -38,7 +38,7 @@ import sys
 from collections.abc import Callable
 from errno import EWOULDBLOCK
 from select import EPOLLIN
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import main, tcp
 from twisted.internet.posixbase import _NO_FILEDESC
@@ -83,6 +83,9 @@ def _iterations(reactor: PgwardenReactor) -> None:
     seconds = reactor.seconds
     threads = reactor.threadCallQueue
     at_end = reactor._at_end
+    # Made in the epoll reactor's __init__ and never replaced: read once, not at each poll.
+    selectables: dict[int, Any] = reactor._selectables
+    wait: Callable[[float, int], list[tuple[int, int]]] = reactor._poller.poll
     while reactor._started:
         pending = reactor._pendingTimedCalls
         first: float | None = pending[0].time if pending else None
@@ -105,7 +108,7 @@ def _iterations(reactor: PgwardenReactor) -> None:
             timeout = 0  # what those calls asked for runs first
         else:
             timeout = reactor.timeout()
-        _events(reactor, timeout, at_end)
+        _events(reactor, selectables, wait, timeout, at_end)
 
 
 def poll(reactor: PgwardenReactor, timeout: float | None) -> None:
@@ -113,15 +116,18 @@ def poll(reactor: PgwardenReactor, timeout: float | None) -> None:
     at_end = reactor._at_end
     if at_end:
         end_of_poll(at_end)
-    _events(reactor, timeout, at_end)
+    _events(reactor, reactor._selectables, reactor._poller.poll, timeout, at_end)
 
 
-def _events(reactor: PgwardenReactor, timeout: float | None, at_end: list[Callable[[], None]]) -> None:
-    selectables = reactor._selectables
+def _events(reactor: PgwardenReactor, selectables: dict[int, Any],
+            wait: Callable[[float, int], list[tuple[int, int]]], timeout: float | None,
+            at_end: list[Callable[[], None]]) -> None:
     try:
-        events = reactor._poller.poll(-1 if timeout is None else timeout, len(selectables))
+        events = wait(-1 if timeout is None else timeout, len(selectables))
     except InterruptedError:
         return
+    # Typed (epoll's own list of (fd, events) pairs): compiled, the loop indexes the list and
+    # unpacks each pair natively, without an iterator of each.
     for fd, event in events:
         selectable = selectables.get(fd)
         if selectable is None:
@@ -165,6 +171,14 @@ def read_event(reactor: PgwardenReactor, selectable: tcp.Connection) -> None:
 def end_of_poll(at_end: list[Callable[[], None]]) -> None:
     """Runs the calls asked for until none is left; a failure is logged and the others still run."""
     while at_end:
+        if len(at_end) == 1:  # the usual case (one turn's end): no copy of the list
+            f = at_end[0]
+            at_end.clear()
+            try:
+                f()
+            except Exception:  # as a timed call's failure
+                log.failure("end of poll call {f!r} failed", f=f)
+            continue
         calls = at_end.copy()
         at_end.clear()
         for f in calls:

@@ -664,10 +664,12 @@ class Relay:
         self._seq += 1
         t = raw[0]
         if t == _F_QUERY:
-            if raw[-1] != 0 or raw.find(b"\0", 5) != len(raw) - 1:
+            body = raw[5:-1]
+            # One NUL, at the end (`0 in`: memchr, without the argument parsing of `find` with a
+            # start, or the buffer a bytes operand of `in` takes).
+            if raw[-1] != 0 or 0 in body:
                 m.Query.decode(raw[5:])  # raises the ProtocolError that names the problem
                 raise ProtocolError("Query: malformed message")
-            body = raw[5:-1]
             if self._done_generation < self._report_due and not _unaffected(body):
                 return self._unconfirmed("simple", body, None)
             try:  # the common case without building a message object
@@ -1014,18 +1016,18 @@ class Relay:
             self.error = e
             self.fail(f"internal error while relaying results ({type(e).__name__}); see pgwarden's log", "XX000")
 
-    def _relay_server(self, frames: list) -> None:
+    def _relay_server(self, frames: list[bytes | Fragment]) -> None:
         # ``down``: straight to the client (messages that may come at any time). Results go to
         # ``self._down``, where a counted statement's are held.
         down = self._out
         expect = self._expect
         track = self._on_complete is not None
-        for raw in frames:
+        for frame in frames:
             if self.closing:
                 return
-            if type(raw) is Fragment:
-                if raw.first:
-                    if raw.type == _B_DATA_ROW:
+            if type(frame) is Fragment:
+                if frame.first:
+                    if frame.type == _B_DATA_ROW:
                         inspected = (self._result or self._begin_rows()).inspects
                     else:
                         inspected = self._copy_transform is not None
@@ -1034,13 +1036,16 @@ class Relay:
                         # (framed before the result's shape asked for whole messages).
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
                         return
-                self._hold_or_send(raw.data)
-                if raw.last and self._notices:
+                self._hold_or_send(frame.data)
+                if frame.last and self._notices:
                     self._out.extend(self._notices)
                     self._notices.clear()
                 if track:  # a row too large to keep whole is not sampled
-                    self._meter.fragment_sent(len(raw.data))
+                    self._meter.fragment_sent(len(frame.data))
                 continue
+            # A whole message: bytes, typed so that compiled, its type byte is a machine integer
+            # and each test of it below a comparison of two (not the generic API's).
+            raw = cast(bytes, frame)
             t = raw[0]
             if t == _B_DATA_ROW:  # one or more consecutive rows (a run)
                 result = self._result or self._begin_rows()

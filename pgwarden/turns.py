@@ -19,10 +19,12 @@ a turn that queued something (`wake`), once.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
-from typing import cast
+from typing import Any, Final, cast
 
+from twisted.internet import tcp
 from twisted.logger import Logger
 
 from pgwarden.end_of_poll import IEndOfPoll
@@ -30,6 +32,23 @@ from pgwarden.end_of_poll import IEndOfPoll
 __all__ = ["IEndOfPoll", "Turns", "send_now"]
 
 log = Logger(namespace="pgwarden.turns")
+
+
+def _plain_tcp() -> tuple[type | None, type | None]:
+    """Twisted's tcp ``Server`` and ``Client`` when the class defaults of what `send_now` tests
+    are the plain values it assumes (then read from an instance's dictionary), else Nones."""
+    kinds = (tcp.Server, tcp.Client)
+    if all(inspect.getattr_static(k, name, None) == value and type(inspect.getattr_static(k, name, None)) is type(value)
+           for k in kinds for name, value in _DEFAULTS):
+        return kinds
+    return None, None
+
+
+#: what `send_now` tests that has a class default in Twisted's FileDescriptor, and that default
+_DEFAULTS: Final = (("TLS", False), ("disconnecting", 0), ("connected", 0), ("dataBuffer", b""))
+_SERVER, _CLIENT = _plain_tcp()
+_PLAIN_SERVER: Final = _SERVER
+_PLAIN_CLIENT: Final = _CLIENT
 
 
 def send_now(transport, data: bytes) -> None:
@@ -41,18 +60,32 @@ def send_now(transport, data: bytes) -> None:
     whatever the kernel does not take (and everything on a TLS transport, or
     behind queued bytes) goes through ``write`` as usual, so ordering and
     back-pressure (which pauses the producer when the queue grows) are unchanged.
+
+    A Twisted tcp connection's attributes are read from its instance dictionary (one
+    attribute lookup, where each was one through the generic API from compiled code),
+    their class defaults where absent; when that does not show a connected transport with
+    nothing queued and its socket, the attributes are read as such and decide.
     """
-    if (
-        transport.TLS
-        or transport.disconnecting
-        or not transport.connected
-        or transport.dataBuffer
-        or transport._tempDataLen
-    ):
-        transport.write(data)
-        return
+    sock = None
+    kind = type(transport)
+    if kind is _PLAIN_SERVER or kind is _PLAIN_CLIENT:
+        attrs: dict[str, Any] = transport.__dict__
+        if not (attrs.get("TLS", False) or attrs.get("disconnecting", 0) or not attrs.get("connected", 0)
+                or attrs.get("dataBuffer", b"") or attrs.get("_tempDataLen", 1)):
+            sock = attrs.get("socket")
+    if sock is None:
+        if (
+            transport.TLS
+            or transport.disconnecting
+            or not transport.connected
+            or transport.dataBuffer
+            or transport._tempDataLen
+        ):
+            transport.write(data)
+            return
+        sock = transport.socket
     try:
-        sent = transport.socket.send(data)
+        sent = sock.send(data)
     except BlockingIOError:
         sent = 0
     except OSError:

@@ -26,7 +26,9 @@ has nothing to do:
 * `read_event`: for a plain TCP connection (`tcp.Server`, `tcp.Client`, not TLS,
   its ``doRead`` not replaced, as while a client connects) that is only readable,
   ``_doReadOrWrite`` → ``doRead`` → ``_dataReceived`` in one function: the same
-  ``recv``, the same outcomes (nothing on EAGAIN, connection lost on another error,
+  read (``os.read`` of the socket's descriptor: ``recv`` without flags, without its
+  argument tuple), the connection's attributes read from its instance dictionary
+  (their class defaults checked at import), the same outcomes (nothing on EAGAIN, connection lost on another error,
   done, for a half-close too, on end of file, an exception from the protocol logged
   and the connection dropped with it). Every other event (writable, hang-up, error,
   TLS, a listening port, the waker) goes through Twisted's ``_doReadOrWrite``.

@@ -512,6 +512,7 @@ class Relay:
         parameters = self.state.parameters
         self._encoding = client_encoding(parameters.get(lexical.CLIENT_ENCODING, "UTF8"))
         self._utf8 = self._encoding.codec == "utf-8"
+        self._encoding_name: str = self._encoding.name  # (read per statement: a native attribute)
         self._lexer = lexical.lexer_of(parameters, self._encoding)
         # The count of ReadyForQuery by which the server will have reported (ParameterStatus)
         # what the last statement forwarded did to the settings; compare _done_generation.
@@ -676,7 +677,7 @@ class Relay:
                 sql = body.decode("utf-8") if self._utf8 else self._encoding.decode(body)
             except ValueError as e:
                 return self._unreadable("simple", body, None, e)
-            return StatementRequest("simple", sql, None, self._seq, self._lexer, self._encoding.name)
+            return StatementRequest("simple", sql, None, self._seq, self._lexer, self._encoding_name)
         if t == _F_PARSE:
             self._parsed = (raw, parse_fields(raw[5:])[2])  # checks the whole message
             # The name and the text as the server will read them, from the bytes.
@@ -696,7 +697,7 @@ class Relay:
                     statement_name = self._encoding.decode(name)
             except ValueError as e:
                 return self._unreadable("extended", body, name, e, what)
-            return StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding.name)
+            return StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding_name)
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
 
@@ -762,7 +763,7 @@ class Relay:
                 and not self._server_discarding:
             self._seq += 1
             request = StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
-                                       self._encoding.name)
+                                       self._encoding_name)
             request.bind = raw
             return request
         portal = Portal(portal_name, stmt, raw, self._generation)
@@ -781,7 +782,8 @@ class Relay:
         if decision is not ALLOW and decision is not BIND_DECIDES and not isinstance(decision, (Refusal, CountRows)):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
         # Anything else runs: ALLOW, BIND_DECIDES (a Parse) or CountRows.
-        refusal = decision if isinstance(decision, Refusal) else None
+        allowed = decision is ALLOW  # (the usual answer: no isinstance below)
+        refusal = None if allowed else decision if isinstance(decision, Refusal) else None
         runs = refusal is None
         ex = None
         if self._on_complete is not None:
@@ -800,7 +802,7 @@ class Relay:
             if refusal is not None:
                 self._up.append(own.raising_query(refusal))
                 self._expect.append(Expectation(_E_QUERY, None, True, ex))
-            elif isinstance(decision, CountRows) and not self._server_discarding:
+            elif not allowed and isinstance(decision, CountRows) and not self._server_discarding:
                 self._count_query(raw, decision, ex, request.sql)
             else:  # ALLOW (a counted one too while the server discards: it will not run)
                 self._up.append(raw)
@@ -832,7 +834,7 @@ class Relay:
                 types = parsed[1] if parsed is not None and parsed[0] is raw else parse_fields(raw[5:])[2]
                 stmt = PreparedStatement(request.statement_name or "", request.sql, types,
                                          generation=self.policy_generation,
-                                         count=decision if isinstance(decision, CountRows) else None)
+                                         count=None if allowed or not isinstance(decision, CountRows) else decision)
                 stmt.may_change_settings = request.may_change_settings
                 stmt.decide_binds = decision is BIND_DECIDES or request.decide_binds
                 if ex is not None:

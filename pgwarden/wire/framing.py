@@ -128,7 +128,7 @@ class MessageFramer:
         self.valid_types = valid_types
         # What `_scan` tests per message, as compiled code reads it without a boxed int: a byte
         # per type byte value (1: valid; every byte 1 without valid_types), and the run's type
-        # as an int (-1: none, since a type byte is 0-255).
+        # as an int (-1: none, since a type byte is 0-255). Made here: both are fixed at construction.
         self._valid = _type_table(valid_types)
         self._run = -1 if run_type is None else run_type
         self._stream_left = 0

@@ -51,6 +51,7 @@ MODULES: tuple[str, ...] = (
     "pgwarden.plugin_call",
     "pgwarden.counters",
     "pgwarden.completion",
+    "pgwarden.traffic",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

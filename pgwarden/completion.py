@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from pgwarden.counters import Histogram
 from pgwarden.recorder import Recorder, RecordingFailed
 from pgwarden.relay.execution import Execution
 
@@ -25,11 +26,20 @@ class Completed:
     def __init__(self, stats: Stats, recorder: Recorder, conn: ClientConnection) -> None:
         self.stats = stats
         self.overhead: Callable[[float], None] = stats.overhead
+        # The histogram whose ``add`` that is, called natively (compiled: no call through the
+        # generic API and its argument parsing); None when the stats count otherwise.
+        owner = getattr(stats.overhead, "__self__", None)
+        self.histogram: Histogram | None = (
+            owner if isinstance(owner, Histogram) and stats.overhead == owner.add else None)
         self.recorder = recorder
         self.conn = conn
 
     def __call__(self, ex: Execution) -> None:
-        self.overhead(ex.pgwarden_s)
+        histogram = self.histogram
+        if histogram is not None:
+            histogram.add(ex.pgwarden_s)
+        else:
+            self.overhead(ex.pgwarden_s)
         if ex.masked:
             self.stats.masked(ex.masked)
         shadow = self.conn.shadow

@@ -16,6 +16,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 
 from pgwarden import __version__, compiled
 from pgwarden.counters import Histogram, StatementCounts
+from pgwarden.traffic import Traffic
 
 #: upper bounds (seconds) of pgwarden's own overhead per statement
 #: upper bounds (seconds) of the time from an approval request to its decision
@@ -55,8 +56,8 @@ class Stats:
 
     def __init__(self) -> None:
         self.connections = 0
-        self.bytes_from_clients = 0
-        self.bytes_from_upstream = 0
+        #: bytes read from clients and from upstream, counted by the pumps (compiled)
+        self.traffic = Traffic()
         # The two counters of every statement, compiled (`pgwarden.counters`); their methods are
         # this object's own, so that bumping one is no interpreted call.
         #: (the compiled decision calls ``counts.count``, `statement`, natively)
@@ -78,6 +79,14 @@ class Stats:
         self.detections: dict[tuple[str, str], int] = {}  # (detector, column) -> hits
         self.results_refused: dict[str, int] = {}  # plugin -> results refused because it failed
         self.shadow_verdicts: dict[tuple[str, str, str], int] = {}  # (policy, rule, action) -> count
+
+    @property
+    def bytes_from_clients(self) -> int:
+        return self.traffic.from_clients
+
+    @property
+    def bytes_from_upstream(self) -> int:
+        return self.traffic.from_upstream
 
     def approval(self, state: str, waited_s: float | None = None) -> None:
         """An approval request changed state; ``waited_s``: since it was requested (a decision)."""

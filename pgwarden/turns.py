@@ -19,9 +19,12 @@ a turn that queued something (`wake`), once.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from functools import partial
+from typing import Any, Final, cast
 
+from twisted.internet import tcp
 from twisted.logger import Logger
 
 from pgwarden.end_of_poll import IEndOfPoll
@@ -29,6 +32,23 @@ from pgwarden.end_of_poll import IEndOfPoll
 __all__ = ["IEndOfPoll", "Turns", "send_now"]
 
 log = Logger(namespace="pgwarden.turns")
+
+
+def _plain_tcp() -> tuple[type | None, type | None]:
+    """Twisted's tcp ``Server`` and ``Client`` when the class defaults of what `send_now` tests
+    are the plain values it assumes (then read from an instance's dictionary), else Nones."""
+    kinds = (tcp.Server, tcp.Client)
+    if all(inspect.getattr_static(k, name, None) == value and type(inspect.getattr_static(k, name, None)) is type(value)
+           for k in kinds for name, value in _DEFAULTS):
+        return kinds
+    return None, None
+
+
+#: what `send_now` tests that has a class default in Twisted's FileDescriptor, and that default
+_DEFAULTS: Final = (("TLS", False), ("disconnecting", 0), ("connected", 0), ("dataBuffer", b""))
+_SERVER, _CLIENT = _plain_tcp()
+_PLAIN_SERVER: Final = _SERVER
+_PLAIN_CLIENT: Final = _CLIENT
 
 
 def send_now(transport, data: bytes) -> None:
@@ -40,18 +60,32 @@ def send_now(transport, data: bytes) -> None:
     whatever the kernel does not take (and everything on a TLS transport, or
     behind queued bytes) goes through ``write`` as usual, so ordering and
     back-pressure (which pauses the producer when the queue grows) are unchanged.
+
+    A Twisted tcp connection's attributes are read from its instance dictionary (one
+    attribute lookup, where each was one through the generic API from compiled code),
+    their class defaults where absent; when that does not show a connected transport with
+    nothing queued and its socket, the attributes are read as such and decide.
     """
-    if (
-        transport.TLS
-        or transport.disconnecting
-        or not transport.connected
-        or transport.dataBuffer
-        or transport._tempDataLen
-    ):
-        transport.write(data)
-        return
+    sock = None
+    kind = type(transport)
+    if kind is _PLAIN_SERVER or kind is _PLAIN_CLIENT:
+        attrs: dict[str, Any] = transport.__dict__
+        if not (attrs.get("TLS", False) or attrs.get("disconnecting", 0) or not attrs.get("connected", 0)
+                or attrs.get("dataBuffer", b"") or attrs.get("_tempDataLen", 1)):
+            sock = attrs.get("socket")
+    if sock is None:
+        if (
+            transport.TLS
+            or transport.disconnecting
+            or not transport.connected
+            or transport.dataBuffer
+            or transport._tempDataLen
+        ):
+            transport.write(data)
+            return
+        sock = transport.socket
     try:
-        sent = transport.socket.send(data)
+        sent = sock.send(data)
     except BlockingIOError:
         sent = 0
     except OSError:
@@ -65,28 +99,47 @@ class Turns:
     """The turn batching of one Application: its sends, its barriers, what waits for the sends."""
 
     def __init__(self, reactor) -> None:
-        self._sends: list[tuple[object, list[bytes]]] = []
+        # What this turn sends, flat: a transport, then its chunks, then the next transport...
+        # (no tuple made per send).
+        self._sends: list[object] = []
         self._closes: list = []
         self._barriers: list[Callable[[], None]] = []
         self._after: list[Callable[[], None]] = []
         self._due = False  # the end of this turn has been asked for
+        #: ``_end`` bound once (not a new bound method each turn)
+        self._end_call: Callable[[], None] = self._end
+        at_end: Callable[[Callable[[], None]], object]
         if IEndOfPoll.providedBy(reactor):
-            self._at_end = reactor.call_at_end_of_poll
+            at_end = reactor.call_at_end_of_poll
         else:
-            self._at_end = partial(reactor.callLater, 0)
+            at_end = partial(reactor.callLater, 0)
+        self._at_end = at_end
+        # `PgwardenReactor`'s ``call_at_end_of_poll`` is its list's own ``append``: that list,
+        # appended to directly (compiled: no call through the generic API), else None.
+        owner = getattr(at_end, "__self__", None)
+        self._end_list: list[Callable[[], None]] | None = (
+            owner if type(owner) is list and at_end == owner.append else None)
+
+    def _ask_end(self) -> None:
+        self._due = True
+        end_list = self._end_list
+        if end_list is not None:
+            end_list.append(self._end_call)
+        else:
+            self._at_end(self._end_call)
 
     def send(self, transport, chunks: list[bytes]) -> None:
         """Sends ``chunks`` on ``transport`` when this turn ends, after its barriers."""
-        self._sends.append((transport, chunks))
+        sends = self._sends
+        sends.append(transport)
+        sends.append(chunks)
         if not self._due:
-            self._due = True
-            self._at_end(self._end)
+            self._ask_end()
 
     def wake(self) -> None:
         """Something for the barriers or the after-sends work: the end of this turn is needed."""
         if not self._due:
-            self._due = True
-            self._at_end(self._end)
+            self._ask_end()
 
     def close(self, transport) -> None:
         """Closes ``transport`` once this turn's bytes for it are sent (a FATAL, then the close).
@@ -98,12 +151,17 @@ class Turns:
         """
         self._closes.append(transport)
         if not self._due:
-            self._due = True
-            self._at_end(self._end)
+            self._ask_end()
 
     def discard(self, transport) -> None:
         """Drops what is queued for ``transport`` (a barrier found it must not be sent)."""
-        self._sends = [s for s in self._sends if s[0] is not transport]
+        sends = self._sends
+        kept: list[object] = []
+        for i in range(0, len(sends), 2):
+            if sends[i] is not transport:
+                kept.append(sends[i])
+                kept.append(sends[i + 1])
+        self._sends = kept
 
     def add_barrier(self, barrier: Callable[[], None]) -> None:
         """``barrier()`` runs at the end of every turn that queued something, before the sends."""
@@ -127,8 +185,9 @@ class Turns:
                 barrier()  # may end sessions: discard their upstream bytes, send their FATAL, close
             while self._sends:
                 sends, self._sends = self._sends, []
-                for transport, chunks in sends:
-                    send_now(transport, chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                for i in range(0, len(sends), 2):
+                    chunks = cast("list[bytes]", sends[i + 1])
+                    send_now(sends[i], chunks[0] if len(chunks) == 1 else b"".join(chunks))
             if self._closes:
                 closes, self._closes = self._closes, []
                 for transport in closes:

@@ -26,7 +26,9 @@ has nothing to do:
 * `read_event`: for a plain TCP connection (`tcp.Server`, `tcp.Client`, not TLS,
   its ``doRead`` not replaced, as while a client connects) that is only readable,
   ``_doReadOrWrite`` → ``doRead`` → ``_dataReceived`` in one function: the same
-  ``recv``, the same outcomes (nothing on EAGAIN, connection lost on another error,
+  read (``os.read`` of the socket's descriptor: ``recv`` without flags, without its
+  argument tuple), the connection's attributes read from its instance dictionary
+  (their class defaults checked at import), the same outcomes (nothing on EAGAIN, connection lost on another error,
   done, for a half-close too, on end of file, an exception from the protocol logged
   and the connection dropped with it). Every other event (writable, hang-up, error,
   TLS, a listening port, the waker) goes through Twisted's ``_doReadOrWrite``.
@@ -34,13 +36,15 @@ has nothing to do:
 
 from __future__ import annotations
 
+import inspect
+import os
 import sys
 from collections.abc import Callable
 from errno import EWOULDBLOCK
 from select import EPOLLIN
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
-from twisted.internet import main, tcp
+from twisted.internet import abstract, main, tcp
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.logger import Logger
 from twisted.python import log as legacy_log
@@ -51,22 +55,38 @@ if TYPE_CHECKING:
 log = Logger(namespace="pgwarden.reactor")
 
 #: epoll_wait's longest timeout in seconds (a C int of milliseconds), as Twisted's ``timeout``.
-LONGEST = 2147483.0
+LONGEST: Final = 2147483.0
 
 
 def _plain_tcp() -> frozenset[type]:
     """The connection classes whose read is Twisted's ``Connection.doRead`` as read here.
 
-    Empty, so every read takes Twisted's path, when this Twisted's classes read otherwise.
+    Empty, so every read takes Twisted's path, when this Twisted's classes read otherwise, or
+    keep what `read_event` and `_events` read of them otherwise than in their instance's
+    dictionary (a class default a descriptor, or not the same for both).
     """
     kinds = (tcp.Server, tcp.Client)
     if all(k.doRead is tcp.Connection.doRead and k._dataReceived is tcp.Connection._dataReceived
+           and inspect.getattr_static(k, "TLS") is False
+           and inspect.getattr_static(k, "bufferSize") == tcp.Connection.bufferSize
+           and type(inspect.getattr_static(k, "bufferSize")) is int
+           and inspect.getattr_static(k, "fileno") is abstract.FileDescriptor.fileno
            for k in kinds):
         return frozenset(kinds)
     return frozenset()
 
 
 PLAIN_TCP = _plain_tcp()
+# The same, as what compiled code compares a type with (C variables; any other global is a
+# dictionary lookup at each use), and the read's size: Twisted's class default.
+_SERVER: Final = tcp.Server if PLAIN_TCP else None
+_CLIENT: Final = tcp.Client if PLAIN_TCP else None
+_BUFFER_SIZE: Final[int] = tcp.Connection.bufferSize
+_READABLE: Final[int] = EPOLLIN
+#: ``os.read``: the socket's own ``recv`` with no flags is the same read(2) of the same file
+#: descriptor, the same errors (EAGAIN, a reset), the same retry on EINTR; its call parses its
+#: arguments as a tuple (``recv`` takes a size and optional flags), ``os.read``'s does not.
+_read: Final = os.read
 
 
 def main_loop(reactor: PgwardenReactor) -> None:
@@ -83,6 +103,9 @@ def _iterations(reactor: PgwardenReactor) -> None:
     seconds = reactor.seconds
     threads = reactor.threadCallQueue
     at_end = reactor._at_end
+    # Made in the epoll reactor's __init__ and never replaced: read once, not at each poll.
+    selectables: dict[int, Any] = reactor._selectables
+    wait: Callable[[float, int], list[tuple[int, int]]] = reactor._poller.poll
     while reactor._started:
         pending = reactor._pendingTimedCalls
         first: float | None = pending[0].time if pending else None
@@ -105,7 +128,7 @@ def _iterations(reactor: PgwardenReactor) -> None:
             timeout = 0  # what those calls asked for runs first
         else:
             timeout = reactor.timeout()
-        _events(reactor, timeout, at_end)
+        _events(reactor, selectables, wait, timeout, at_end)
 
 
 def poll(reactor: PgwardenReactor, timeout: float | None) -> None:
@@ -113,45 +136,62 @@ def poll(reactor: PgwardenReactor, timeout: float | None) -> None:
     at_end = reactor._at_end
     if at_end:
         end_of_poll(at_end)
-    _events(reactor, timeout, at_end)
+    _events(reactor, reactor._selectables, reactor._poller.poll, timeout, at_end)
 
 
-def _events(reactor: PgwardenReactor, timeout: float | None, at_end: list[Callable[[], None]]) -> None:
-    selectables = reactor._selectables
+def _events(reactor: PgwardenReactor, selectables: dict[int, Any],
+            wait: Callable[[float, int], list[tuple[int, int]]], timeout: float | None,
+            at_end: list[Callable[[], None]]) -> None:
     try:
-        events = reactor._poller.poll(-1 if timeout is None else timeout, len(selectables))
+        events = wait(-1 if timeout is None else timeout, len(selectables))
     except InterruptedError:
         return
+    # Typed (epoll's own list of (fd, events) pairs): compiled, the loop indexes the list and
+    # unpacks each pair natively, without an iterator of each.
     for fd, event in events:
         selectable = selectables.get(fd)
         if selectable is None:
             continue
-        if (event == EPOLLIN and type(selectable) in PLAIN_TCP and not selectable.TLS
-                and "doRead" not in selectable.__dict__):
-            read_event(reactor, selectable)
-        else:
-            reactor._doReadOrWrite(selectable, fd, event)
+        kind = type(selectable)
+        if event == _READABLE and (kind is _SERVER or kind is _CLIENT):
+            # Twisted's tcp connections keep what is read here in their instance dictionary,
+            # falling back to their class's default (checked by `_plain_tcp`): read there, one
+            # attribute lookup for all, where each attribute was one through the generic API.
+            attrs: dict[str, Any] = selectable.__dict__
+            if "doRead" not in attrs and not attrs.get("TLS", False):
+                read_event(reactor, selectable, attrs)
+                continue
+        reactor._doReadOrWrite(selectable, fd, event)
     if at_end:
         end_of_poll(at_end)
 
 
-def read_event(reactor: PgwardenReactor, selectable: tcp.Connection) -> None:
-    """``_doReadOrWrite`` of a read event on a plain TCP connection, its ``doRead`` inlined."""
+def read_event(reactor: PgwardenReactor, selectable: tcp.Connection,
+               attrs: dict[str, Any] | None = None) -> None:
+    """``_doReadOrWrite`` of a read event on a plain TCP connection, its ``doRead`` inlined.
+
+    ``attrs``: the connection's instance dictionary, if the caller has it."""
+    instance: dict[str, Any] = selectable.__dict__ if attrs is None else attrs
     why: BaseException | None = None
     in_read = False
     try:
-        if selectable.fileno() == -1:
+        fileno = instance.get("fileno")  # the socket's; deleted (the class's: -1) once the connection is lost
+        fd: int = fileno() if fileno is not None else selectable.fileno()
+        if fd == -1:
             why = _NO_FILEDESC
         else:
             try:
-                data = selectable.socket.recv(selectable.bufferSize)
+                data = _read(fd, instance.get("bufferSize", _BUFFER_SIZE))
             except OSError as e:
                 if e.args[0] == EWOULDBLOCK:
                     return
                 why = main.CONNECTION_LOST
             else:
                 if data:
-                    selectable.protocol.dataReceived(data)
+                    protocol = instance.get("protocol")
+                    if protocol is None:
+                        protocol = selectable.protocol
+                    protocol.dataReceived(data)
                 else:
                     why = main.CONNECTION_DONE
             in_read = True
@@ -165,6 +205,14 @@ def read_event(reactor: PgwardenReactor, selectable: tcp.Connection) -> None:
 def end_of_poll(at_end: list[Callable[[], None]]) -> None:
     """Runs the calls asked for until none is left; a failure is logged and the others still run."""
     while at_end:
+        if len(at_end) == 1:  # the usual case (one turn's end): no copy of the list
+            f = at_end[0]
+            at_end.clear()
+            try:
+                f()
+            except Exception:  # as a timed call's failure
+                log.failure("end of poll call {f!r} failed", f=f)
+            continue
         calls = at_end.copy()
         at_end.clear()
         for f in calls:

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
+from pgwarden.traffic import Traffic
 from pgwarden.verdict import Refusal, Verdict
 
 if TYPE_CHECKING:
@@ -54,6 +55,7 @@ class Pump:
         self.host: SessionHost = services.host
         self.turns: Turns = services.turns
         self.stats: Stats = services.stats
+        self.traffic: Traffic = services.stats.traffic
         self.decider: SessionDecider = services.decider
         self.catalog: CatalogSource = services.catalog
         self.client = client
@@ -75,7 +77,7 @@ class Pump:
         """The client connection's ``dataReceived`` once it relays."""
         if self.conn.phase != "relay":  # closed: nothing more is read from the client
             return
-        self.stats.bytes_from_clients += len(data)
+        self.traffic.from_clients += len(data)
         relay = self.relay
         relay.client_data(data)
         self.flush()
@@ -85,7 +87,7 @@ class Pump:
 
     def server_data(self, data: bytes) -> None:
         """The upstream connection's ``dataReceived`` once it relays."""
-        self.stats.bytes_from_upstream += len(data)
+        self.traffic.from_upstream += len(data)
         relay = self.relay
         relay.server_data(data)
         if relay.error is not None:

@@ -40,6 +40,12 @@ REACTORS = ("pgwarden", "default")
 
 @implementer(IEndOfPoll)
 class PgwardenReactor(EPollReactor):
+    # What `loop` reads of the reactor at every wake-up, as slots: from compiled code a slot's
+    # descriptor is cheaper to read than the instance dictionary (Twisted's __init__ sets each;
+    # its classes give them no class-level default a slot would hide).
+    __slots__ = ("_started", "running", "_justStopped", "_cancellations", "_pendingTimedCalls",
+                 "_newTimedCalls")
+
     def __init__(self) -> None:
         super().__init__()
         #: never replaced: `loop.poll` holds it through the events of a poll

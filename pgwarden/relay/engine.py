@@ -512,6 +512,7 @@ class Relay:
         parameters = self.state.parameters
         self._encoding = client_encoding(parameters.get(lexical.CLIENT_ENCODING, "UTF8"))
         self._utf8 = self._encoding.codec == "utf-8"
+        self._encoding_name: str = self._encoding.name  # (read per statement: a native attribute)
         self._lexer = lexical.lexer_of(parameters, self._encoding)
         # The count of ReadyForQuery by which the server will have reported (ParameterStatus)
         # what the last statement forwarded did to the settings; compare _done_generation.
@@ -664,17 +665,19 @@ class Relay:
         self._seq += 1
         t = raw[0]
         if t == _F_QUERY:
-            if raw[-1] != 0 or raw.find(b"\0", 5) != len(raw) - 1:
+            body = raw[5:-1]
+            # One NUL, at the end (`0 in`: memchr, without the argument parsing of `find` with a
+            # start, or the buffer a bytes operand of `in` takes).
+            if raw[-1] != 0 or 0 in body:
                 m.Query.decode(raw[5:])  # raises the ProtocolError that names the problem
                 raise ProtocolError("Query: malformed message")
-            body = raw[5:-1]
             if self._done_generation < self._report_due and not _unaffected(body):
                 return self._unconfirmed("simple", body, None)
             try:  # the common case without building a message object
                 sql = body.decode("utf-8") if self._utf8 else self._encoding.decode(body)
             except ValueError as e:
                 return self._unreadable("simple", body, None, e)
-            return StatementRequest("simple", sql, None, self._seq, self._lexer, self._encoding.name)
+            return StatementRequest("simple", sql, None, self._seq, self._lexer, self._encoding_name)
         if t == _F_PARSE:
             self._parsed = (raw, parse_fields(raw[5:])[2])  # checks the whole message
             # The name and the text as the server will read them, from the bytes.
@@ -694,7 +697,7 @@ class Relay:
                     statement_name = self._encoding.decode(name)
             except ValueError as e:
                 return self._unreadable("extended", body, name, e, what)
-            return StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding.name)
+            return StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding_name)
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
 
@@ -760,7 +763,7 @@ class Relay:
                 and not self._server_discarding:
             self._seq += 1
             request = StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
-                                       self._encoding.name)
+                                       self._encoding_name)
             request.bind = raw
             return request
         portal = Portal(portal_name, stmt, raw, self._generation)
@@ -779,7 +782,8 @@ class Relay:
         if decision is not ALLOW and decision is not BIND_DECIDES and not isinstance(decision, (Refusal, CountRows)):
             decision = Refusal("XX000", "pgwarden: internal error: no verdict for the statement")
         # Anything else runs: ALLOW, BIND_DECIDES (a Parse) or CountRows.
-        refusal = decision if isinstance(decision, Refusal) else None
+        allowed = decision is ALLOW  # (the usual answer: no isinstance below)
+        refusal = None if allowed else decision if isinstance(decision, Refusal) else None
         runs = refusal is None
         ex = None
         if self._on_complete is not None:
@@ -798,7 +802,7 @@ class Relay:
             if refusal is not None:
                 self._up.append(own.raising_query(refusal))
                 self._expect.append(Expectation(_E_QUERY, None, True, ex))
-            elif isinstance(decision, CountRows) and not self._server_discarding:
+            elif not allowed and isinstance(decision, CountRows) and not self._server_discarding:
                 self._count_query(raw, decision, ex, request.sql)
             else:  # ALLOW (a counted one too while the server discards: it will not run)
                 self._up.append(raw)
@@ -830,7 +834,7 @@ class Relay:
                 types = parsed[1] if parsed is not None and parsed[0] is raw else parse_fields(raw[5:])[2]
                 stmt = PreparedStatement(request.statement_name or "", request.sql, types,
                                          generation=self.policy_generation,
-                                         count=decision if isinstance(decision, CountRows) else None)
+                                         count=None if allowed or not isinstance(decision, CountRows) else decision)
                 stmt.may_change_settings = request.may_change_settings
                 stmt.decide_binds = decision is BIND_DECIDES or request.decide_binds
                 if ex is not None:
@@ -1014,18 +1018,18 @@ class Relay:
             self.error = e
             self.fail(f"internal error while relaying results ({type(e).__name__}); see pgwarden's log", "XX000")
 
-    def _relay_server(self, frames: list) -> None:
+    def _relay_server(self, frames: list[bytes | Fragment]) -> None:
         # ``down``: straight to the client (messages that may come at any time). Results go to
         # ``self._down``, where a counted statement's are held.
         down = self._out
         expect = self._expect
         track = self._on_complete is not None
-        for raw in frames:
+        for frame in frames:
             if self.closing:
                 return
-            if type(raw) is Fragment:
-                if raw.first:
-                    if raw.type == _B_DATA_ROW:
+            if type(frame) is Fragment:
+                if frame.first:
+                    if frame.type == _B_DATA_ROW:
                         inspected = (self._result or self._begin_rows()).inspects
                     else:
                         inspected = self._copy_transform is not None
@@ -1034,13 +1038,16 @@ class Relay:
                         # (framed before the result's shape asked for whole messages).
                         self.fail("a row too large to inspect (limits.max_message_bytes)", "54000")
                         return
-                self._hold_or_send(raw.data)
-                if raw.last and self._notices:
+                self._hold_or_send(frame.data)
+                if frame.last and self._notices:
                     self._out.extend(self._notices)
                     self._notices.clear()
                 if track:  # a row too large to keep whole is not sampled
-                    self._meter.fragment_sent(len(raw.data))
+                    self._meter.fragment_sent(len(frame.data))
                 continue
+            # A whole message: bytes, typed so that compiled, its type byte is a machine integer
+            # and each test of it below a comparison of two (not the generic API's).
+            raw = cast(bytes, frame)
             t = raw[0]
             if t == _B_DATA_ROW:  # one or more consecutive rows (a run)
                 result = self._result or self._begin_rows()

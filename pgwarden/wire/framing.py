@@ -41,6 +41,18 @@ def _int32(data: bytes, pos: int) -> int:
     return value - 0x100000000 if value & 0x80000000 else value
 
 
+def _type_table(valid_types: frozenset[int] | None) -> bytes:
+    """256 bytes, the one at a type byte's value 1 when the type is in ``valid_types`` (every
+    one when None), else 0."""
+    if valid_types is None:
+        return b"\x01" * 256
+    table = bytearray(256)
+    for t in valid_types:
+        if 0 <= t < 256:
+            table[t] = 1
+    return bytes(table)
+
+
 DEFAULT_MAX_MESSAGE: Final = 16 * 1024 * 1024
 # Startup packets are tiny; PostgreSQL itself caps them at 10000 bytes.
 MAX_STARTUP_PACKET: Final = 10000
@@ -96,7 +108,8 @@ class StartupFramer:
 class MessageFramer:
     """Frames typed messages: type byte, int32 length (itself included), body."""
 
-    __slots__ = ("_buf", "_max", "_need", "streamable", "_stream_left", "_stream_type", "valid_types", "run_type")
+    __slots__ = ("_buf", "_max", "_need", "streamable", "_stream_left", "_stream_type", "valid_types", "run_type",
+                 "_valid", "_run")
 
     def __init__(
         self,
@@ -113,6 +126,11 @@ class MessageFramer:
         self.streamable: frozenset[int] = frozenset()
         #: when set, any other type byte is a ProtocolError as soon as it is seen.
         self.valid_types = valid_types
+        # What `_scan` tests per message, as compiled code reads it without a boxed int: a byte
+        # per type byte value (1: valid; every byte 1 without valid_types), and the run's type
+        # as an int (-1: none, since a type byte is 0-255). Made here: both are fixed at construction.
+        self._valid = _type_table(valid_types)
+        self._run = -1 if run_type is None else run_type
         self._stream_left = 0
         self._stream_type = 0
         self._need = 0
@@ -175,9 +193,9 @@ class MessageFramer:
     def _scan(self, data: bytes, pos: int, n: int, out: list[bytes | Fragment]) -> tuple[int, int]:
         """Appends to ``out`` the messages of ``data[pos:n]``; returns where it stopped and the
         buffered length the next message needs (0: unknown yet)."""
-        valid = self.valid_types
+        valid = self._valid
         maximum = self._max
-        run_type = self.run_type
+        run_type = self._run
         need = 0
         while n - pos >= 5:
             # The header read byte by byte rather than with struct: compiled, these are machine
@@ -186,7 +204,7 @@ class MessageFramer:
             length = _int32(data, pos + 1)
             end = pos + 1 + length
             if end <= n and 4 <= length <= maximum:
-                if valid is not None and t not in valid:
+                if not valid[t]:
                     raise ProtocolError(f"unknown message type {chr(t)!r}")
                 if t == run_type:
                     start = pos
@@ -199,10 +217,12 @@ class MessageFramer:
                         pos = end
                     out.append(data[start:pos])
                     continue
-                out.append(data[pos:end])
+                # The whole of what was read is one message (a client's Query, usually): itself,
+                # no copy (a slice of all of a bytes object is that object, as the interpreter's).
+                out.append(data if pos == 0 and end == n and type(data) is bytes else data[pos:end])
                 pos = end
                 continue
-            if valid is not None and t not in valid:
+            if not valid[t]:
                 raise ProtocolError(f"unknown message type {chr(t)!r}")
             if length < 4:
                 raise ProtocolError(f"invalid message length {length} for type {chr(t)!r}")

@@ -427,6 +427,12 @@ def test_metrics_and_health(make_pgwarden, tmp_path):
     assert 'pgwarden_statements_total{kind="ddl",verdict="block"} 1.0' in text
     assert 'pgwarden_auth_failures_total{reason="malformed_token"} 1.0' in text
     assert "pgwarden_overhead_seconds_bucket" in text and 'pgwarden_bytes_total{direction="from_client"}' in text
+    # each execution's time counted once (the select and the refused DDL), the bytes read both ways
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line and not line.startswith("#")}
+    assert values["pgwarden_overhead_seconds_count"] == 2.0
+    assert values['pgwarden_bytes_total{direction="from_client"}'] > 0
+    assert values['pgwarden_bytes_total{direction="from_upstream"}'] > 0
     assert "pgwarden_connections_total 2.0" in text
     password = (tmp_path / "upstream-password").read_text().strip()
     assert password not in text

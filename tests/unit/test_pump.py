@@ -194,3 +194,14 @@ def test_a_closing_relay_closes_both_sides_after_its_bytes():
     assert s.conn.phase == "closed" and s.conn.end_reason == "enough"
     assert s.client.disconnecting and s.upstream.disconnecting
     assert b"pgwarden: enough" in s.client.value()
+
+
+def test_the_bytes_read_from_each_side_are_counted_in_the_stats():
+    s = Session(lambda request: ALLOW)
+    query = m.Query("select 1").encode()
+    reply = m.CommandComplete("SELECT 1").encode() + m.ReadyForQuery("I").encode()
+    s.pump.client_data(query)
+    s.pump.server_data(reply)
+    s.pump.client_data(query)
+    stats = s.services.stats
+    assert (stats.bytes_from_clients, stats.bytes_from_upstream) == (2 * len(query), len(reply))

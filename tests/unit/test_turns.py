@@ -179,3 +179,44 @@ def test_a_failing_end_of_poll_call_is_logged_and_the_others_still_run(pgwarden_
         globalLogPublisher.removeObserver(logged.append)
     assert ran == [1]
     assert any(e.get("log_failure") is not None and "a bug" in str(e["log_failure"].value) for e in logged)
+
+
+def _plain_server(sock, **attrs):
+    """A Twisted tcp Server as `send_now` reads it (its instance dictionary), on ``sock``."""
+    from twisted.internet import tcp
+
+    transport = tcp.Server.__new__(tcp.Server)
+    written = []
+    transport.__dict__.update({"socket": sock, "connected": 1, "_tempDataLen": 0, "write": written.append, **attrs})
+    return transport, written
+
+
+@pytest.mark.parametrize("queued", [{}, {"dataBuffer": b"earlier"}, {"_tempDataLen": 3}, {"disconnecting": 1},
+                                    {"TLS": True}, {"connected": 0}])
+def test_send_now_sends_on_the_socket_only_when_a_plain_transport_has_nothing_queued(queued):
+    import socket
+
+    from pgwarden.turns import send_now
+
+    a, b = socket.socketpair()
+    with a, b:
+        transport, written = _plain_server(a, **queued)
+        send_now(transport, b"bytes")
+        if queued:  # behind queued bytes, or not a connected plain socket: Twisted's write, in order
+            assert written == [b"bytes"]
+        else:
+            assert written == [] and b.recv(100) == b"bytes"
+
+
+def test_turns_on_pgwardens_reactor_append_their_end_to_its_end_of_poll_list_once():
+    reactor = PgwardenReactor()
+    try:
+        turns = Turns(reactor)
+        up = _Tls()
+        turns.send(up, [b"a"])
+        turns.send(up, [b"b", b"c"])
+        assert reactor._at_end == [turns._end_call]
+        reactor._at_end.pop()()
+        assert up.value() == b"abc"
+    finally:
+        reactor._poller.close()

@@ -28,6 +28,7 @@ What is reported per round and as the median:
     .venv/bin/python bench/ab.py                       # select-only simple, 5 rounds of 8 s
     .venv/bin/python bench/ab.py --mode prepared --rounds 7 --duration 10
     .venv/bin/python bench/ab.py --against HEAD~3 --config rules
+    .venv/bin/python bench/ab.py --against-tree ../base --config pass --clients 1   # ../base: built compiled
     .venv/bin/python bench/ab.py --approve --rounds 6 --duration 5
 """
 
@@ -63,9 +64,10 @@ def machine_cpu() -> list[int]:
     return [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:1 + len(CPU_FIELDS)]]
 
 
-def one_run(name: str, runner: pgwardens.PgwardenRunner, mode: str, duration: int) -> dict:
-    cmd = [settings.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(settings.CLIENTS),
-           "-j", str(settings.THREADS),
+def one_run(name: str, runner: pgwardens.PgwardenRunner, mode: str, duration: int,
+            clients: int = settings.CLIENTS) -> dict:
+    cmd = [settings.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(clients),
+           "-j", str(min(clients, settings.THREADS)),
            "-T", str(duration), *runner.target.conn_args(), settings.DATABASE]
     pid = runner.service.pid
     user0, sys0 = process_cpu(pid)
@@ -126,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=int, default=8, help="seconds per run")
     p.add_argument("--against", metavar="REV",
                    help="compare this working tree with git revision REV instead of recording on and off")
+    p.add_argument("--against-tree", metavar="PATH", type=Path,
+                   help="as --against, with a checkout already there: built with `make compiled`, its compiled "
+                        "hot path runs (a --against worktree runs pure Python)")
+    p.add_argument("--clients", type=int, default=settings.CLIENTS)
     p.add_argument("--approve", action="store_true",
                    help="the ten-rule policy against the same with an approve rule on writes")
     p.add_argument("--config", choices=CONFIGS, default="rules",
@@ -136,16 +142,16 @@ def main(argv: list[str] | None = None) -> int:
         pg = servers.start_postgres(stack)
         servers.init_pgbench_data(workloads.Target("direct", pg.host, pg.port, APP_USER, APP_PASSWORD))
         jwks, token = pgwardens.mint_bench_token(work)
-        if args.against:
-            tree = stack.enter_context(worktree(args.against))
-            first, second = args.against, "working tree"
+        if args.against or args.against_tree:
+            tree = args.against_tree.resolve() if args.against_tree else stack.enter_context(worktree(args.against))
+            first, second = str(args.against or args.against_tree), "working tree"
             runners = {
                 first: pgwardens.PgwardenRunner("base", write_config(args.config, "base", pg, work, jwks),
                                             work, token, stack, tree=tree),
                 second: pgwardens.PgwardenRunner("work", write_config(args.config, "work", pg, work, jwks),
                                              work, token, stack),
             }
-            what = f"{args.config} configuration, the working tree against {args.against}"
+            what = f"{args.config} configuration, the working tree against {first}"
         elif args.approve:
             first, second = "rules", "rules+approve"
             runners = {
@@ -171,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             got = {}
             for name in order:
                 servers.reset_tables(pg)
-                got[name] = one_run(name, runners[name], args.mode, args.duration)
+                got[name] = one_run(name, runners[name], args.mode, args.duration, args.clients)
             rounds.append(got)
             a, b = got[first], got[second]
             print(f"round {r + 1}: {first} {a['tps']:8,.0f} TPS {a['user_us']:5.0f}+{a['sys_us']:3.0f} µs/tx "
@@ -182,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     added = [(g[second]["user_us"] + g[second]["sys_us"]) - (g[first]["user_us"] + g[first]["sys_us"])
              for g in rounds]
     base = statistics.median(g[first]["user_us"] + g[first]["sys_us"] for g in rounds)
-    print(f"select-only {args.mode}, {args.rounds} rounds of {args.duration} s, {what}: "
+    print(f"select-only {args.mode}, {args.clients} clients, {args.rounds} rounds of {args.duration} s, {what}: "
           f"TPS ratio {statistics.median(ratios):.2f} (median; rounds {min(ratios):.2f}-{max(ratios):.2f}), "
           f"pgwarden CPU {statistics.median(added):+.0f} µs per transaction on {base:.0f} (median)")
     return 0

@@ -65,8 +65,9 @@ def machine_cpu() -> list[int]:
 
 
 def one_run(name: str, runner: pgwardens.PgwardenRunner, mode: str, duration: int,
-            clients: int = settings.CLIENTS) -> dict:
-    cmd = [settings.tool("pgbench"), "-n", "-S", "-M", mode, "-c", str(clients),
+            clients: int = settings.CLIENTS, script: Path | None = None) -> dict:
+    what = ["-f", str(script)] if script is not None else ["-S"]
+    cmd = [settings.tool("pgbench"), "-n", *what, "-M", mode, "-c", str(clients),
            "-j", str(min(clients, settings.THREADS)),
            "-T", str(duration), *runner.target.conn_args(), settings.DATABASE]
     pid = runner.service.pid
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="as --against, with a checkout already there: built with `make compiled`, its compiled "
                         "hot path runs (a --against worktree runs pure Python)")
     p.add_argument("--clients", type=int, default=settings.CLIENTS)
+    p.add_argument("--rows", action="store_true",
+                   help="run.py's rows-10k workload (a 10,000-row result per transaction) instead of select-only")
     p.add_argument("--approve", action="store_true",
                    help="the ten-rule policy against the same with an approve rule on writes")
     p.add_argument("--config", choices=CONFIGS, default="rules",
@@ -171,13 +174,17 @@ def main(argv: list[str] | None = None) -> int:
                                                  work, token, stack),
             }
             what = "ten-rule policy, recording against recording off"
+        script = None
+        if args.rows:
+            script = work / "rows-10k.sql"
+            script.write_text(workloads.ROWS_SCRIPT)
         rounds = []
         for r in range(args.rounds):
             order = [first, second] if r % 2 == 0 else [second, first]
             got = {}
             for name in order:
                 servers.reset_tables(pg)
-                got[name] = one_run(name, runners[name], args.mode, args.duration, args.clients)
+                got[name] = one_run(name, runners[name], args.mode, args.duration, args.clients, script)
             rounds.append(got)
             a, b = got[first], got[second]
             print(f"round {r + 1}: {first} {a['tps']:8,.0f} TPS {a['user_us']:5.0f}+{a['sys_us']:3.0f} µs/tx "
@@ -188,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     added = [(g[second]["user_us"] + g[second]["sys_us"]) - (g[first]["user_us"] + g[first]["sys_us"])
              for g in rounds]
     base = statistics.median(g[first]["user_us"] + g[first]["sys_us"] for g in rounds)
-    print(f"select-only {args.mode}, {args.clients} clients, {args.rounds} rounds of {args.duration} s, {what}: "
+    workload = "rows-10k" if args.rows else "select-only"
+    print(f"{workload} {args.mode}, {args.clients} clients, {args.rounds} rounds of {args.duration} s, {what}: "
           f"TPS ratio {statistics.median(ratios):.2f} (median; rounds {min(ratios):.2f}-{max(ratios):.2f}), "
           f"pgwarden CPU {statistics.median(added):+.0f} µs per transaction on {base:.0f} (median)")
     return 0

@@ -220,6 +220,10 @@ ALTER DOMAIN public.plain OWNER TO {APP_USER};
 ALTER TYPE public.token OWNER TO {APP_USER};
 ALTER FUNCTION public.to_token(int) OWNER TO {APP_USER};
 ALTER FUNCTION public.op_same(int, int) OWNER TO {APP_USER};
+CREATE FUNCTION public.helper_ok() RETURNS int LANGUAGE sql AS 'SELECT 1';
+ALTER FUNCTION public.helper_ok() OWNER TO {APP_USER};
+CREATE FUNCTION public.trig_calls() RETURNS trigger LANGUAGE plpgsql
+    AS $$ BEGIN PERFORM public.helper_ok(); RETURN NULL; END $$;
 ALTER OPERATOR public.=== (int, int) OWNER TO {APP_USER};
 """
 RESET = """
@@ -244,6 +248,7 @@ ALTER DOMAIN public.plain DROP CONSTRAINT IF EXISTS p2;
 CREATE OR REPLACE FUNCTION public.to_token(int) RETURNS public.token LANGUAGE sql IMMUTABLE
     AS 'SELECT row($1)::public.token';
 CREATE OR REPLACE FUNCTION public.trig_ok() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NULL; END $$;
+CREATE OR REPLACE FUNCTION public.helper_ok() RETURNS int LANGUAGE sql AS 'SELECT 1';
 CREATE OR REPLACE FUNCTION public.op_same(int, int) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT $1 = $2';
 """
 STATE = """
@@ -612,6 +617,15 @@ CASES = [
     refused("fx", "CREATE OR REPLACE FUNCTION public.harmless(int) RETURNS int LANGUAGE sql AS "
             "'DELETE FROM secret.things RETURNING $1'", policy="bodies", setup=(
                 "BEGIN", "ALTER TABLE public.victim ALTER COLUMN a SET DEFAULT public.harmless(1)")),
+    # armed with a function that calls another by name, which is then dropped and made again with
+    # another body in the transaction (a plain CREATE: nothing calls the new function by its OID)
+    refused("fx", "INSERT INTO victim VALUES (1); COMMIT", policy="bodies", protocols=SIMPLE, xfail=(
+        "a plain CREATE FUNCTION counts nothing, and the trigger armed in the open transaction is in no catalog: "
+        "the INSERT is an insert"), setup=(
+        "BEGIN", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
+        "EXECUTE FUNCTION public.trig_calls()",
+        "DROP FUNCTION public.helper_ok()",
+        "CREATE FUNCTION public.helper_ok() RETURNS int LANGUAGE sql AS 'DELETE FROM secret.things RETURNING 1'")),
     # its setting moved there: what the names in its body mean is not what was judged
     refused("fx", "ALTER FUNCTION public.trig_ok() SET search_path = secret", policy="bodies", setup=(
         "BEGIN", "CREATE TRIGGER victim_wipe AFTER INSERT ON public.victim FOR EACH STATEMENT "
@@ -804,8 +818,16 @@ def test_hostile(hostile, server, case: Case, protocol: str):
             assert [r.values[0].decode() for r in rows] == [expected]
     finally:
         agent.close()
-    after = server.state()
-    assert after == {**before, **case.changes}
+    try:
+        after = server.state()
+        assert after == {**before, **case.changes}
+    finally:
+        if "COMMIT" in sql.upper():
+            # What the case committed (a trigger it armed) is dropped by the next reset on a
+            # connection of its own: the catalog pgwarden read must not keep it for the next case.
+            server.reset()
+            hostile.call(hostile.app.catalog.invalidate, "a case committed its DDL")
+            hostile.call(hostile.app.catalog.fresh)
 
 
 def test_parameters_where_another_text_has_constants_lend_it_nothing(hostile, server):

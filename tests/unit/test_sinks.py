@@ -26,14 +26,20 @@ def _drain(fd: int) -> bytes:
         out += chunk
 
 
+
+def _nonblocking_pipe() -> tuple[int, int, int]:
+    """A pipe whose both ends never block, and how many bytes it holds (F_GETPIPE_SZ)."""
+    read_end, write_end = os.pipe()
+    for fd in (read_end, write_end):
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
+    return read_end, write_end, fcntl.fcntl(write_end, 1032)
+
+
 def test_a_write_the_pipe_takes_in_part_keeps_the_rest_for_the_next_flush_nothing_lost_nothing_twice():
     """A non-blocking pipe takes what fits (a first write that wrote part, then EAGAIN): the sink
     keeps exactly the bytes not written and writes them first at its next flush."""
-    read_end, write_end = os.pipe()
+    read_end, write_end, capacity = _nonblocking_pipe()
     try:
-        for fd in (read_end, write_end):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        capacity = fcntl.fcntl(write_end, 1032)  # F_GETPIPE_SZ
         sink = StdoutSink("open", fd=write_end)
         bodies = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * 1000) for i in range(3 * capacity // 1000)]
         sink.add(bodies)
@@ -134,11 +140,8 @@ def test_a_direct_write_that_fails_goes_to_the_sinks_flush_which_fails_closed_an
 
 
 def test_a_direct_write_the_pipe_takes_in_part_leaves_the_rest_to_the_flush_nothing_lost_nothing_twice():
-    read_end, write_end = os.pipe()
+    read_end, write_end, capacity = _nonblocking_pipe()
     try:
-        for fd in (read_end, write_end):
-            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) | os.O_NONBLOCK)
-        capacity = fcntl.fcntl(write_end, 1032)  # F_GETPIPE_SZ
         sink = StdoutSink("open", fd=write_end)
         assert sink.chain.fd == write_end
         bodies = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * 1000) for i in range(3 * capacity // 1000)]

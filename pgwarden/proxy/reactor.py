@@ -39,17 +39,13 @@ REACTORS = ("pgwarden", "default")
 
 
 @implementer(IEndOfPoll)
-class PgwardenReactor(EPollReactor):
-    # What `loop` reads of the reactor at every wake-up, as slots: from compiled code a slot's
-    # descriptor is cheaper to read than the instance dictionary (Twisted's __init__ sets each;
-    # its classes give them no class-level default a slot would hide).
-    __slots__ = ("_started", "running", "_justStopped", "_cancellations", "_pendingTimedCalls",
-                 "_newTimedCalls")
+class PgwardenReactor(loop.LoopState, EPollReactor):
+    # `loop.LoopState` first: what the loop reads at every wake-up lives in its (compiled: C)
+    # struct. Its __init__ and Twisted's each set their own: neither calls the other.
 
     def __init__(self) -> None:
-        super().__init__()
-        #: never replaced: `loop.poll` holds it through the events of a poll
-        self._at_end: list[Callable[[], None]] = []
+        loop.LoopState.__init__(self)
+        EPollReactor.__init__(self)
         #: ``call_at_end_of_poll(f)``: ``f()`` runs once the events of this poll are handled
         #: (`IEndOfPoll`). The list's own ``append``: no Python frame for each turn that sends.
         self.call_at_end_of_poll: Callable[[Callable[[], None]], None] = self._at_end.append

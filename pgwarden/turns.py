@@ -20,6 +20,8 @@ a turn that queued something (`wake`), once.
 from __future__ import annotations
 
 import inspect
+import os
+import socket
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Final, cast
@@ -49,6 +51,9 @@ _DEFAULTS: Final = (("TLS", False), ("disconnecting", 0), ("connected", 0), ("da
 _SERVER, _CLIENT = _plain_tcp()
 _PLAIN_SERVER: Final = _SERVER
 _PLAIN_CLIENT: Final = _CLIENT
+#: what `send_now` writes a socket.socket's bytes with (see there), and that class
+_write: Final = os.write
+_SOCKET: Final = socket.socket
 
 
 def send_now(transport, data: bytes) -> None:
@@ -65,6 +70,12 @@ def send_now(transport, data: bytes) -> None:
     attribute lookup, where each was one through the generic API from compiled code),
     their class defaults where absent; when that does not show a connected transport with
     nothing queued and its socket, the attributes are read as such and decide.
+
+    A ``socket.socket``'s bytes go with ``os.write`` on its descriptor: write(2) on a socket
+    is send(2) without flags (what its ``send`` does), with the same errors (EAGAIN; EPIPE,
+    as Python ignores SIGPIPE) and the same retry on EINTR, and ``os.write``'s call parses no
+    argument tuple (~550 instructions less per statement at one client). Anything else in
+    the transport's ``socket`` (a test's watcher) is asked to ``send`` them itself.
     """
     sock = None
     kind = type(transport)
@@ -85,7 +96,10 @@ def send_now(transport, data: bytes) -> None:
             return
         sock = transport.socket
     try:
-        sent = sock.send(data)
+        if type(sock) is _SOCKET:
+            sent = _write(sock.fileno(), data)
+        else:  # a stand-in for a socket (a test's watcher, say): its own send
+            sent = sock.send(data)
     except BlockingIOError:
         sent = 0
     except OSError:

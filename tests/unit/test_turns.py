@@ -208,6 +208,32 @@ def test_send_now_sends_on_the_socket_only_when_a_plain_transport_has_nothing_qu
             assert written == [] and b.recv(100) == b"bytes"
 
 
+def test_send_now_hands_a_stand_in_for_a_socket_to_its_own_send():
+    # A socket.socket's bytes go with os.write on its descriptor (the test above: they arrive);
+    # anything else in the transport's ``socket`` (the e2e tests' watchers) is asked to send them.
+    import socket
+
+    from pgwarden.turns import send_now
+
+    class StandIn:
+        def __init__(self, sock):
+            self.sock, self.sent = sock, []
+
+        def send(self, data):
+            self.sent.append(bytes(data))
+            return self.sock.send(data)
+
+        def fileno(self):
+            raise AssertionError("a stand-in's descriptor is not written to directly")
+
+    a, b = socket.socketpair()
+    with a, b:
+        stand_in = StandIn(a)
+        transport, written = _plain_server(stand_in)
+        send_now(transport, b"bytes")
+        assert stand_in.sent == [b"bytes"] and written == [] and b.recv(100) == b"bytes"
+
+
 def test_turns_on_pgwardens_reactor_append_their_end_to_its_end_of_poll_list_once():
     reactor = PgwardenReactor()
     try:

@@ -14,7 +14,9 @@ Three layers, each keyed by everything its value depends on:
 Agents repeat themselves: the same statement with another constant costs one
 ``normalize`` (about 2 µs) and a few dictionary lookups; with another small integer only,
 not even the ``normalize``: its numeric template (`pgwarden.sql.template`, a scan of the
-text) stands for it once ``normalize`` has shown the template sound on its first text.
+text) stands for it once ``normalize`` has shown the template sound on its first text. A
+text of the last sound template is seen to be one by comparing it with the template's parts
+(`pgwarden.sql.template.fits_template`), without making its template.
 
 Sharing by normalized text needs one more guard: ``normalize`` folds a minus sign into the
 constant after it, whatever that constant is (``-5``, ``-'5'``, ``-true`` and ``-NULL`` all
@@ -49,7 +51,14 @@ from pgwarden.sql.lineage import Lineage, lineage_of
 from pgwarden.sql.resolve import resolve
 from pgwarden.sql.statement import Statement
 from pgwarden.sql.syntax import Syntax, syntax_of
-from pgwarden.sql.template import PLACEHOLDER, normalized_shape, numeric_template, signs_precede_numbers
+from pgwarden.sql.template import (
+    PLACEHOLDER,
+    fits_template,
+    normalized_shape,
+    numeric_template,
+    signs_precede_numbers,
+    template_parts,
+)
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -102,6 +111,9 @@ class StatementCache:
         # no template is: `numeric_template` gives up on control characters)
         self._last_template = _NO_TEMPLATE
         self._last_template_normalized = ""
+        #: that template cut at its placeholders (`template_parts`), None before there is one: a
+        #: text that fits it (`fits_template`) has it for template, which is then not made
+        self._last_parts: list[bytes] | None = None
         self.template_hits = 0  # normalize calls saved by a template
         self.fingerprint_hits = 0  # analyses shared by normalized text
 
@@ -166,6 +178,11 @@ class StatementCache:
         last, normalized = self._normalized
         if last is sql or last == sql:
             return normalized
+        parts = self._last_parts
+        if parts is not None and fits_template(sql, parts):  # the last sound template's, seen without making it
+            self.template_hits += 1
+            self._normalized = (sql, self._last_template_normalized)
+            return self._last_template_normalized
         template = numeric_template(sql)
         if template is not None:
             # The last sound template first: a session repeating one statement with other numbers
@@ -179,6 +196,7 @@ class StatementCache:
                     self.template_hits += 1
                     self._last_template = template
                     self._last_template_normalized = known
+                    self._last_parts = template_parts(template)
                     self._normalized = (sql, known)
                     return known
                 template = None  # seen, and not sound: normalized as any text

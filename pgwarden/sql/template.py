@@ -93,6 +93,50 @@ def numeric_template(sql: str) -> str | None:
     return "".join(pieces)
 
 
+def template_parts(template: str) -> list[bytes]:
+    """``template`` cut at its placeholders, as bytes (a template is ASCII): what
+    `fits_template` compares a text with."""
+    return [part.encode("ascii") for part in template.split(PLACEHOLDER)]
+
+
+def fits_template(sql: str, parts: list[bytes]) -> bool:
+    """Whether ``numeric_template(sql)`` is the template whose `template_parts` are ``parts``,
+    without making the template: ``sql`` is the parts with a run of one to `MAX_DIGITS` digits
+    between each two.
+
+    Why that is the same answer: the parts are a template's text between its placeholders, so
+    they hold nothing `numeric_template` gives up on, and each digit run in them is kept for
+    what is around it within the part (a placeholder stood for a whole run: no part starts or
+    ends with a digit). The byte before each placeholder and the byte after it continue no
+    name or number (the run it stood for was standalone). So a text made of the parts with
+    such runs between them has exactly those runs replaced, and nothing else: its template.
+    Any other text, the template of a text made otherwise, answers False (its template is
+    then made as for any text). (Bytes and machine integers: compiled, a byte is read
+    natively, where a character of a str and its comparisons go through the generic API.)
+    """
+    if not sql.isascii():
+        return False  # (the parts and the digits are ASCII)
+    data = sql.encode("ascii")
+    n: i64 = len(data)
+    last: i64 = len(parts) - 1
+    pos: i64 = 0
+    k: i64 = 0
+    while True:
+        part = parts[k]
+        size: i64 = len(part)
+        if pos + size > n or data[pos:pos + size] != part:
+            return False
+        pos += size
+        if k == last:
+            return pos == n
+        start: i64 = pos
+        while pos < n and 48 <= data[pos] <= 57:
+            pos += 1
+        if pos == start or pos - start > MAX_DIGITS:
+            return False
+        k += 1
+
+
 def normalized_shape(template: str, normalized: str) -> bool:
     """Whether ``normalized`` (libpg_query's ``normalize`` of a text whose template is
     ``template``) is the template with each placeholder replaced by a parameter ``$n`` (a minus

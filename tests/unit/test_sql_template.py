@@ -15,7 +15,14 @@ from pglast.parser import ParseError, normalize
 
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.lexer import DEFAULT_LEXER
-from pgwarden.sql.template import MAX_DIGITS, PLACEHOLDER, normalized_shape, numeric_template
+from pgwarden.sql.template import (
+    MAX_DIGITS,
+    PLACEHOLDER,
+    fits_template,
+    normalized_shape,
+    numeric_template,
+    template_parts,
+)
 
 
 def _normalize(sql: str) -> str | None:
@@ -186,3 +193,61 @@ def test_the_template_is_the_text_with_exactly_its_standalone_short_runs_replace
         expected.append(PLACEHOLDER if standalone and end - k <= MAX_DIGITS else sql[k:end])
         k = end
     assert template == "".join(expected)
+
+
+def _runs_replaced(sql: str, runs: list[str]) -> str:
+    """``sql`` with each maximal run of digits replaced by the next of ``runs`` (cycling)."""
+    out, k, n = [], 0, 0
+    while k < len(sql):
+        if not sql[k].isdigit():
+            out.append(sql[k])
+            k += 1
+            continue
+        end = k
+        while end < len(sql) and sql[end].isdigit():
+            end += 1
+        out.append(runs[n % len(runs)])
+        n += 1
+        k = end
+    return "".join(out)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(first=_TEXT, second=_TEXT, runs=st.lists(digits, min_size=1, max_size=4), related=st.booleans())
+def test_a_text_fits_a_template_exactly_when_that_is_its_template(first, second, runs, related) -> None:
+    # `fits_template` answers without making the template what comparing the templates answers,
+    # both ways: on unrelated texts, and on texts made from the first with other digit runs
+    # (some longer than a template takes, some next to a name).
+    template = numeric_template(first)
+    if template is None:
+        return
+    if related:
+        second = _runs_replaced(first, runs)
+    assert fits_template(second, template_parts(template)) == (numeric_template(second) == template)
+
+
+@pytest.mark.parametrize(("template", "sql", "fits"), [
+    ("SELECT a FROM t WHERE id = #;", "SELECT a FROM t WHERE id = 42;", True),
+    ("SELECT a FROM t WHERE id = #;", "SELECT a FROM t WHERE id = 1234567890;", False),  # ten digits: kept
+    ("SELECT a FROM t WHERE id = #;", "SELECT a FROM t WHERE id = ;", False),
+    ("SELECT a FROM t WHERE id = #;", "SELECT a FROM t WHERE id = 4;x", False),
+    ("SELECT a FROM t WHERE id = #;", "SELECT a FROM t WHERE id = 4", False),
+    ("SELECT #", "SELECT 7", True),
+    ("#", "7", True),
+    ("#", "", False),
+    ("SELECT # + #", "SELECT 1 + 22", True),
+    ("SELECT # + #", "SELECT 1 + x", False),
+])
+def test_fits_a_template(template: str, sql: str, fits: bool) -> None:
+    assert fits_template(sql, template_parts(template.replace("#", PLACEHOLDER))) is fits
+
+
+@settings(max_examples=400, deadline=None)
+@given(shape=st.sampled_from(SHAPES), one=st.lists(digits, min_size=1, max_size=4),
+       two=st.lists(digits, min_size=1, max_size=4), three=st.lists(digits, min_size=1, max_size=4))
+def test_texts_after_a_sound_template_normalize_as_libpg_query_does(shape, one, two, three) -> None:
+    # The third text of a template takes the path that fits it to the last sound template.
+    cache = StatementCache()
+    texts = [_fill(shape, one), _fill(shape, two), _fill(shape, three)]
+    for text in texts:
+        assert cache._normalize(text) == _normalize(text)

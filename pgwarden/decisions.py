@@ -19,6 +19,7 @@ from pgwarden import limits as core_limits
 from pgwarden.approvals import ApprovalWaits
 from pgwarden.config import Approvals
 from pgwarden.proxy.pump import catalog_unread_of
+from pgwarden.proxy.state import ConnectionState
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
@@ -82,7 +83,10 @@ class Decisions:
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
         """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect."""
-        session = conn.session
+        # The session's state as its native base: compiled, each read below is a C struct's
+        # field, where ``conn``'s own (a Python class's) would be a generic attribute lookup.
+        state: ConnectionState = conn
+        session = state.session
         if not session.policies:  # a reload took the identity's last policy away
             return self.recorded(conn, request, None, Verdict.block("no policy for this identity"),
                                  Refusal("28000", "pgwarden: no policy for this identity"))
@@ -92,25 +96,25 @@ class Decisions:
                                  Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
-        limits = conn.limits
+        limits = state.limits
         recording = self.recorder.active
         plugins = self.plugins
         follows = plugins.follows  # (a plugin checks, or a masker reads lineage)
         # (Each attribute of the session read once: compiled, each read is a dictionary lookup.)
-        plain = not limits.any and conn.shadow is None
+        plain = not limits.any and state.shadow is None
         if not recording and not follows and plain:
             # Not even parsed: what it does to the session (a SET search_path, DDL, a PREPARE)
             # is not followed. Should a reload bring checks, `_untracked` assumes the worst.
-            conn.untracked = True
+            state.untracked = True
             self._count.count("allow", ("unanalysed",))
             return ALLOW
-        if conn.untracked:
+        if state.untracked:
             self._untracked(conn)
-        context = conn.sql_context
+        context = state.sql_context
         catalog = self.catalog
         # `_context`'s three tests, inline (a Python call less per statement); `_context` rebuilds
         if (context.catalog is not catalog.current or request.lexer is not context.lexer
-                or catalog_unread_of(conn) is not context.stale):
+                or catalog_unread_of(state) is not context.stale):
             context = self._context(conn, request)
         statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
@@ -151,13 +155,15 @@ class Decisions:
         search_path uncertain (an unqualified name may be any schema's), the catalog changed by
         this session and read again before lineage goes through it. (SQL-level prepared
         statements this session made then are unknown to the masking: their rows are opaque.)"""
-        conn.untracked = False
-        went_unchecked(conn.session)
-        conn.sql_context = shared(conn.sql_context.uncertain())
-        conn.catalog_changed = True
-        conn.catalog_redefined = True
-        if conn.relay is not None:
-            conn.relay.policy_generation += 1
+        state: ConnectionState = conn
+        state.untracked = False
+        went_unchecked(state.session)
+        state.sql_context = shared(state.sql_context.uncertain())
+        state.catalog_changed = True
+        state.catalog_redefined = True
+        relay = state.relay
+        if relay is not None:
+            relay.policy_generation += 1
 
     def _once_fresh(self, conn: ClientConnection, request: StatementRequest) -> Deferred:
         """`_check` once the catalog has been read again. (A method of its own: a lambda in
@@ -180,14 +186,15 @@ class Decisions:
         """What ``request``'s text means in: the newest catalog, the session's search_path, the
         lexer settings it was read under. (Each ``with_`` only when it changes something: on
         every statement, and nearly always the session's own context.)"""
-        context = conn.sql_context
+        state: ConnectionState = conn
+        context = state.sql_context
         catalog = self.catalog.current
         if catalog is not context.catalog:  # loaded again: the session's statements are read on it from now on
-            conn.sql_context = context = shared(context.with_catalog(catalog))
+            state.sql_context = context = shared(context.with_catalog(catalog))
         lexer = request.lexer
         if lexer is not context.lexer:
             context = context.with_lexer(lexer)
-        stale = catalog_unread_of(conn)
+        stale = catalog_unread_of(state)
         if stale is not context.stale:
             context = context.with_stale(stale)
         return context
@@ -279,39 +286,45 @@ class Decisions:
         analysis = statement.analysed
         if analysis is None:
             return
-        if conn.masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS):  # (the only ones it looks at)
-            conn.masks.ran(statement)
+        state: ConnectionState = conn
+        masks = state.masks
+        if masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS):  # (the only ones it looks at)
+            masks.ran(statement)
         if analysis.changes_context:
-            before = conn.sql_context
+            before = state.sql_context
             after = before.after(analysis)
             if after is not before:
-                conn.sql_context = shared(after)
-                if conn.relay is not None:
+                state.sql_context = shared(after)
+                relay = state.relay
+                if relay is not None:
                     # The server plans a named statement again under the new search_path at its
                     # next Bind: so is it decided again.
-                    conn.relay.policy_generation += 1
+                    relay.policy_generation += 1
         if analysis.changes_catalog:
-            conn.catalog_changed = True
+            state.catalog_changed = True
             if analysis.redefines:
-                conn.catalog_redefined = True
-            if conn.relay is not None:
+                state.catalog_redefined = True
+            relay = state.relay
+            if relay is not None:
                 # The server plans a named statement again after DDL (a view it reads replaced):
                 # so is it decided again at its next Bind, on the catalog that shows the change.
-                conn.relay.policy_generation += 1
+                relay.policy_generation += 1
 
     def _runs_as(self, statement: Statement, conn: ClientConnection, request: StatementRequest):
         """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the
         server), or a Verdict refusing it when its writes cannot be counted."""
-        if conn.limits.rows_written is None:
+        limits = conn.limits
+        if limits.rows_written is None:
             return ALLOW
         syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)  # type: ignore[union-attr]  # the cache's have one
-        return core_limits.counting(statement.analysis, syntax.statements, conn.limits, request.protocol) or ALLOW
+        return core_limits.counting(statement.analysis, syntax.statements, limits, request.protocol) or ALLOW
 
     def _enforce(self, verdict: Verdict, statement: Statement, conn: ClientConnection, request: StatementRequest,
                  shadow: list | None = None):
         runs: object = ALLOW  # (object: compiled, a variable of the marker's type refuses CountRows)
+        state: ConnectionState = conn
         action = verdict.action
-        if action != "block" and conn.limits.rows_written is not None:
+        if action != "block" and state.limits.rows_written is not None:
             runs = self._runs_as(statement, conn, request)
             if isinstance(runs, Verdict):
                 verdict = runs
@@ -330,7 +343,7 @@ class Decisions:
                 # search_path unknown, say.)
                 request.decide_binds = True
             elif analysis is not None and ((effects & _RAN_TESTS) != 0 or (
-                    (effects & _NAMES) != 0 and conn.masks is not None)):
+                    (effects & _NAMES) != 0 and state.masks is not None)):
                 self.ran(conn, statement)  # `ran`'s own three tests first: a call less per statement
             if analysis is not None and (effects & _MAY_CHANGE_SETTINGS) == 0:
                 request.may_change_settings = False  # later pipelined text is read as this one was

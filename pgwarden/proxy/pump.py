@@ -15,12 +15,13 @@ Compiled or not, this is the same code (`pgwarden.compiled`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pgwarden.proxy.state import ConnectionState
 from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
 from pgwarden.traffic import Traffic
 from pgwarden.verdict import Refusal, Verdict
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 log = Logger(namespace="pgwarden.proxy")
 
 
-def catalog_unread_of(conn: ClientConnection) -> bool:
+def catalog_unread_of(conn: ConnectionState) -> bool:
     """`ClientConnection.catalog_unread`'s getter, compiled: the decisions ask it of every statement."""
     if conn.catalog_redefined:
         return True
@@ -49,8 +50,10 @@ class Pump:
     relay: Relay
     __deletable__ = ("relay",)  # mypyc: `release` deletes it
 
-    def __init__(self, conn: ClientConnection, client: IRelayTransport, upstream: IRelayTransport) -> None:
+    def __init__(self, conn: ConnectionState, client: IRelayTransport, upstream: IRelayTransport) -> None:
         services = conn.services
+        #: the session's state, by its native base: compiled, the pump reads and writes its
+        #: fields directly (`pgwarden.proxy.state`)
         self.conn = conn
         self.host: SessionHost = services.host
         self.turns: Turns = services.turns
@@ -113,7 +116,7 @@ class Pump:
         relay = self.relay
         conn = self.conn
         if self.host.stopping and relay.idle and not relay.closing and conn.phase == "relay":
-            conn.end_for_shutdown(running=False)
+            cast("ClientConnection", conn).end_for_shutdown(running=False)
             return
         up = relay.pop_upstream()
         if up:
@@ -134,7 +137,7 @@ class Pump:
     def decide(self, request: StatementRequest) -> object:
         """The relay's decider: the services' verdict, fail-closed; PENDING while a Deferred runs."""
         try:
-            result = self.decider.decide(self.conn, request)
+            result = self.decider.decide(cast("ClientConnection", self.conn), request)
         except Exception:  # never let a statement through unchecked
             return self._settle_recorded(request, Failure())
         if settled(result):
@@ -164,7 +167,8 @@ class Pump:
         if settled(outcome):
             return outcome
         refusal = _failed(outcome)
-        return self.decider.recorded(self.conn, request, None, Verdict.block("the policy check failed"), refusal)
+        return self.decider.recorded(cast("ClientConnection", self.conn), request, None,
+                                     Verdict.block("the policy check failed"), refusal)
 
     def _late_verdict(self, request: StatementRequest, outcome: object) -> None:
         if self.conn.phase != "relay":

@@ -18,8 +18,8 @@ from pgwarden import lexical
 from pgwarden import limits as core_limits
 from pgwarden.approvals import ApprovalWaits
 from pgwarden.config import Approvals
-from pgwarden.proxy.pump import catalog_unread_of
-from pgwarden.proxy.state import ConnectionState
+from pgwarden.plugin_call import PluginFlags
+from pgwarden.proxy.state import CatalogState, ConnectionState, catalog_unread_of
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
@@ -69,6 +69,8 @@ class Decisions:
                  statements: StatementCache, catalog, reactor: object = None,
                  approvals: Callable[[], Approvals] = Approvals) -> None:
         self.plugins = plugins
+        #: the same host, by its native base: compiled, `follows` and `checks` read from its struct
+        self._flags: PluginFlags = plugins
         self.recorder = recorder
         self.stats = stats
         # What the decision calls on every statement, compiled, taken once: a native call each
@@ -76,8 +78,11 @@ class Decisions:
         self._count = stats.counts
         self._checkers = plugins.checkers
         self.statements = statements
-        #: a catalog source (`LiveCatalog`, or a fixed snapshot): `current`, maybe `pending`/`fresh()`
+        #: a catalog source (`LiveCatalog`, or a fixed snapshot): `current`, `pending`, `fresh()`...
         self.catalog = catalog
+        #: the same source by its native base (`current`, `pending`, `redefining`): compiled,
+        #: read from its struct (a source without that base is refused here)
+        self._live: CatalogState = catalog
         #: statements that need approval: their requests and waits
         self.approvals = ApprovalWaits(plugins, recorder, stats, reactor, approvals)
 
@@ -96,12 +101,10 @@ class Decisions:
                                  Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
-        limits = state.limits
         recording = self.recorder.active
-        plugins = self.plugins
-        follows = plugins.follows  # (a plugin checks, or a masker reads lineage)
-        # (Each attribute of the session read once: compiled, each read is a dictionary lookup.)
-        plain = not limits.any and state.shadow is None
+        flags = self._flags
+        follows = flags.follows  # (a plugin checks, or a masker reads lineage)
+        plain = not state.limits_any and state.shadow is None
         if not recording and not follows and plain:
             # Not even parsed: what it does to the session (a SET search_path, DDL, a PREPARE)
             # is not followed. Should a reload bring checks, `_untracked` assumes the worst.
@@ -110,12 +113,14 @@ class Decisions:
             return ALLOW
         if state.untracked:
             self._untracked(conn)
-        context = state.sql_context
-        catalog = self.catalog
-        # `_context`'s three tests, inline (a Python call less per statement); `_context` rebuilds
-        if (context.catalog is not catalog.current or request.lexer is not context.lexer
-                or catalog_unread_of(state) is not context.stale):
+        catalog = self._live
+        # `_context`'s three tests, inline (a Python call less per statement), on the copies of
+        # the session's context's fields; `_context` rebuilds
+        if (state.context_catalog is not catalog.current or request.lexer is not state.context_lexer
+                or catalog_unread_of(state) is not state.context_stale):
             context = self._context(conn, request)
+        else:
+            context = state.context
         statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
         # only when the text could say SET, RESET, DISCARD or set_config, or when its record, a
@@ -129,10 +134,10 @@ class Decisions:
                 refusal = lexical.refusal(settings, analysis.functions, request.encoding, request.lexer)
                 if refusal is not None:
                     return self._refused(conn, request, statement, refusal)
-        if plain and not plugins.checks:  # (recorded or masked, so analysed: what it does to the session is followed)
+        if plain and not flags.checks:  # (recorded or masked, so analysed: what it does to the session is followed)
             went_unchecked(session)
             return self._enforce(Verdict.allow(), statement, conn, request)
-        if getattr(catalog, "pending", False) and (
+        if catalog.pending and (
                 "unknown" in statement.kinds or not catalog.current.complete
                 or self._after_change(conn, statement)):
             # It names what the catalog may not know yet (a function just created), the first
@@ -158,7 +163,7 @@ class Decisions:
         state: ConnectionState = conn
         state.untracked = False
         went_unchecked(state.session)
-        state.sql_context = shared(state.sql_context.uncertain())
+        state.sql_context = shared(state.context.uncertain())
         state.catalog_changed = True
         state.catalog_redefined = True
         relay = state.relay
@@ -177,7 +182,7 @@ class Decisions:
         unmasked. DDL, transaction control and the like read nothing and need not wait."""
         if conn.catalog_redefined:
             return False  # its own change is not committed: a load cannot see it yet (judged stale)
-        if not conn.catalog_unread and not getattr(self.catalog, "redefining", False):
+        if not conn.catalog_unread and not self._live.redefining:
             return False
         return any(lineage.outputs is not None or lineage.reads != frozenset() or lineage.defines
                    for lineage in statement.lineage)
@@ -187,8 +192,8 @@ class Decisions:
         lexer settings it was read under. (Each ``with_`` only when it changes something: on
         every statement, and nearly always the session's own context.)"""
         state: ConnectionState = conn
-        context = state.sql_context
-        catalog = self.catalog.current
+        context = state.context
+        catalog = self._live.current
         if catalog is not context.catalog:  # loaded again: the session's statements are read on it from now on
             state.sql_context = context = shared(context.with_catalog(catalog))
         lexer = request.lexer
@@ -211,7 +216,7 @@ class Decisions:
             refused = core_limits.refusal(statement.analysis, limits)
             if refused is not None:
                 return self.recorded(conn, request, statement, refused, Refusal.from_verdict(refused))
-        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else _unchecked(conn)
+        verdict = self.plugins.check(statement, conn.session) if self._flags.checks else _unchecked(conn)
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
@@ -228,7 +233,7 @@ class Decisions:
                 return self._shadowed(refused, shadow.evaluate(self.plugins, statement),
                                       lambda v, found: self.recorded(conn, request, statement, v,
                                                                      Refusal.from_verdict(v), found))
-        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else _unchecked(conn)
+        verdict = self.plugins.check(statement, conn.session) if self._flags.checks else _unchecked(conn)
         return self._shadowed(verdict, shadow.evaluate(self.plugins, statement),
                               lambda v, found: self._enforce(v, statement, conn, request, found))
 
@@ -291,7 +296,7 @@ class Decisions:
         if masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS):  # (the only ones it looks at)
             masks.ran(statement)
         if analysis.changes_context:
-            before = state.sql_context
+            before = state.context
             after = before.after(analysis)
             if after is not before:
                 state.sql_context = shared(after)
@@ -313,9 +318,10 @@ class Decisions:
     def _runs_as(self, statement: Statement, conn: ClientConnection, request: StatementRequest):
         """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the
         server), or a Verdict refusing it when its writes cannot be counted."""
-        limits = conn.limits
-        if limits.rows_written is None:
+        state: ConnectionState = conn
+        if state.rows_written is None:
             return ALLOW
+        limits = state.limits
         syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)  # type: ignore[union-attr]  # the cache's have one
         return core_limits.counting(statement.analysis, syntax.statements, limits, request.protocol) or ALLOW
 
@@ -324,7 +330,7 @@ class Decisions:
         runs: object = ALLOW  # (object: compiled, a variable of the marker's type refuses CountRows)
         state: ConnectionState = conn
         action = verdict.action
-        if action != "block" and state.limits.rows_written is not None:
+        if action != "block" and state.rows_written is not None:
             runs = self._runs_as(statement, conn, request)
             if isinstance(runs, Verdict):
                 verdict = runs

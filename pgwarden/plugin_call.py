@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 import pluggy
+from mypy_extensions import mypyc_attr
 from pluggy._callers import _multicall
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
@@ -28,6 +29,22 @@ if TYPE_CHECKING:
 _ALLOWED: Final = Verdict.allow()
 _VERDICT: Final = Verdict
 _MULTICALL: Final = _multicall
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class PluginFlags:
+    """What each statement's decision reads of the plugin host (`PluginHost`'s first base), as
+    fields a compiled caller reads directly (`pgwarden.decisions`). The host sets them."""
+
+    #: whether any plugin decides about statements (else every statement passes)
+    checks: bool
+    #: whether sessions' statements are analysed and followed (search_path, DDL, PREPARE) even
+    #: when no plugin checks them: a masker resolves results through their lineage
+    follows: bool
+
+    def __init__(self) -> None:
+        self.checks = False
+        self.follows = False
 
 
 class _Ask:

@@ -40,8 +40,8 @@ from pgwarden.proxy.client_login import (
     greeting,
 )
 from pgwarden.proxy.peer import IRelayTransport, peer_text
-from pgwarden.proxy.pump import Pump, catalog_unread_of
-from pgwarden.proxy.state import ConnectionState
+from pgwarden.proxy.pump import Pump
+from pgwarden.proxy.state import ConnectionState, catalog_unread_of
 from pgwarden.proxy.upstream import UpstreamProtocol
 from pgwarden.recorder import SessionLog, new_session_id
 from pgwarden.relay.engine import Relay, StatementRequest

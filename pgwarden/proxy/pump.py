@@ -21,6 +21,7 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pgwarden.decisions import Decisions
 from pgwarden.proxy.state import ConnectionState
 from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
 from pgwarden.traffic import Traffic
@@ -33,14 +34,6 @@ if TYPE_CHECKING:
     from pgwarden.turns import Turns
 
 log = Logger(namespace="pgwarden.proxy")
-
-
-def catalog_unread_of(conn: ConnectionState) -> bool:
-    """`ClientConnection.catalog_unread`'s getter, compiled: the decisions ask it of every statement."""
-    if conn.catalog_redefined:
-        return True
-    ticket = conn.catalog_ticket  # 0: nothing to read (every source's has_read says so, without a call)
-    return ticket > 0 and not conn.services.catalog.has_read(ticket)
 
 
 class Pump:
@@ -60,6 +53,9 @@ class Pump:
         self.stats: Stats = services.stats
         self.traffic: Traffic = services.stats.traffic
         self.decider: SessionDecider = services.decider
+        #: the decider when it is pgwarden's own (always, but where a test puts another in its
+        #: place): compiled, `decide` calls it natively, a C call instead of a Python-level one
+        self.decisions: Decisions | None = services.decider if isinstance(services.decider, Decisions) else None
         self.catalog: CatalogSource = services.catalog
         self.client = client
         self.upstream = upstream
@@ -115,7 +111,9 @@ class Pump:
         """What the relay has for either side, on its way at the end of the turn; the close it asks for."""
         relay = self.relay
         conn = self.conn
-        if self.host.stopping and relay.idle and not relay.closing and conn.phase == "relay":
+        # (`host.stopping`, a Python object's attribute, last: while a statement is in flight,
+        # as after each read from the client, it is not read)
+        if relay.idle and not relay.closing and conn.phase == "relay" and self.host.stopping:
             cast("ClientConnection", conn).end_for_shutdown(running=False)
             return
         up = relay.pop_upstream()
@@ -136,8 +134,12 @@ class Pump:
 
     def decide(self, request: StatementRequest) -> object:
         """The relay's decider: the services' verdict, fail-closed; PENDING while a Deferred runs."""
+        decisions = self.decisions
         try:
-            result = self.decider.decide(cast("ClientConnection", self.conn), request)
+            if decisions is not None:
+                result = decisions.decide(cast("ClientConnection", self.conn), request)
+            else:
+                result = self.decider.decide(cast("ClientConnection", self.conn), request)
         except Exception:  # never let a statement through unchecked
             return self._settle_recorded(request, Failure())
         if settled(result):

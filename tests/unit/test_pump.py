@@ -13,8 +13,8 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 
 from pgwarden.limits import SessionLimits
 from pgwarden.metrics import Stats
-from pgwarden.proxy.pump import Pump, catalog_unread_of
-from pgwarden.proxy.state import ConnectionState
+from pgwarden.proxy.pump import Pump
+from pgwarden.proxy.state import ConnectionState, catalog_unread_of
 from pgwarden.relay.engine import ALLOW, Relay
 from pgwarden.turns import Turns
 from pgwarden.verdict import Refusal, Verdict

@@ -257,6 +257,12 @@ class Decisions:
                  shadow: list | None = None):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be.
         ``shadow``: the statement's shadow verdicts (`pgwarden.shadow`), recorded beside it."""
+        return self._recorded(conn, request, statement, verdict, verdict.action, outcome, shadow)
+
+    def _recorded(self, conn: ClientConnection, request: StatementRequest, statement: Statement | None,
+                  verdict: Verdict, action: str, outcome: object, shadow: list | None):
+        """`recorded`, ``verdict.action`` given (`_enforce` has read it: compiled, a read of a
+        Python object's attribute less per statement)."""
         # Kinds only when something needs the analysis (a check, or the record, which carries
         # the kinds): parsing for a metric alone would cost more than relaying the statement.
         recorder = self.recorder
@@ -267,7 +273,7 @@ class Decisions:
             analysis = statement.analysed  # (read first: the property is a call)
             if analysis is None and active:
                 analysis = statement.analysis
-        self._count.count(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
+        self._count.count(action, analysis.kinds if analysis is not None else ("unanalysed",))
         if shadow:
             self.stats.shadow(shadow)
         if not active:
@@ -353,12 +359,12 @@ class Decisions:
                 self.ran(conn, statement)  # `ran`'s own three tests first: a call less per statement
             if analysis is not None and (effects & _MAY_CHANGE_SETTINGS) == 0:
                 request.may_change_settings = False  # later pipelined text is read as this one was
-            return self.recorded(conn, request, statement, verdict, runs, shadow)
+            return self._recorded(conn, request, statement, verdict, action, runs, shadow)
         if action == "block":
-            return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict), shadow)
+            return self._recorded(conn, request, statement, verdict, action, Refusal.from_verdict(verdict), shadow)
         # approve: a human decides; an extended statement at each Bind, with its parameters.
         if request.protocol == "extended" and request.bind is None:
-            return self.recorded(conn, request, statement, verdict, BIND_DECIDES, shadow)
+            return self._recorded(conn, request, statement, verdict, action, BIND_DECIDES, shadow)
         return self._approval(verdict, statement, conn, request, shadow, runs)
 
     def _approval(self, verdict: Verdict, statement: Statement, conn: ClientConnection, request: StatementRequest,

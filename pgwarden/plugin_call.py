@@ -86,10 +86,13 @@ class Precheck:
 
     def answer(self, statement: Statement, session: Session) -> object:
         """The plugin's verdict (a Verdict, or None for none) when the memo holds it, else `ASK`."""
+        return self.answer_for(statement, session.policies)
+
+    def answer_for(self, statement: Statement, policies: tuple[Policy, ...]) -> object:
+        """`answer` for a session whose policies are ``policies`` (`Checkers` has read them)."""
         analysis = statement.analysed
         if analysis is None:
             return ASK
-        policies = session.policies
         if analysis is self._analysis and policies is self._policies:
             return self._answer
         known = self.enforcing.get(id(policies))
@@ -200,18 +203,29 @@ class Checkers:
         self._rules_only = rules_only
         self._checkers_for = checkers_for
         self._pm = pm
+        # The checkers of the policies tuple last asked about (by identity; kept alive here, so
+        # its id cannot be reused): what `_checkers_for` and the host give for it is a function of
+        # the tuple alone (the host's checkers and their rule kinds are fixed at its load).
+        self._last_policies: tuple[Policy, ...] | None = None
+        self._last_checkers: list[tuple[str, PluginCall]] = checkers
 
     def check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict]:
         """The strictest verdict of all plugins: a Verdict, or a Deferred of one (`PluginHost.check`)."""
         answers: list[Verdict | Deferred[Verdict | None]] = []
         waits = False
         checkers = self._checkers
+        policies: tuple[Policy, ...] | None = None  # (read once, when something needs them)
         if self._rules_only:
             policies = session.policies
-            known = self._checkers_for.get(id(policies))
-            if known is None or known[0] is not policies:
-                known = self._host._checkers_for_policies(policies)
-            checkers = known[1]
+            if policies is self._last_policies:  # (the same session's next statement: no lookup)
+                checkers = self._last_checkers
+            else:
+                known = self._checkers_for.get(id(policies))
+                if known is None or known[0] is not policies:
+                    known = self._host._checkers_for_policies(policies)
+                checkers = known[1]
+                self._last_policies = policies
+                self._last_checkers = checkers
             if not checkers:  # no plugin sees it: one that remembers the session's PREPAREs must know
                 went_unchecked(session)
                 return _ALLOWED
@@ -221,7 +235,12 @@ class Checkers:
                 positional = call.positional if direct else None
                 if positional is not None:  # what `PluginCall.__call__` does, one frame less
                     precheck = call.precheck
-                    answer = precheck.answer(statement, session) if precheck is not None else ASK
+                    if precheck is not None:
+                        if policies is None:
+                            policies = session.policies
+                        answer = precheck.answer_for(statement, policies)
+                    else:
+                        answer = ASK
                     if answer is ASK:  # (the plugin's memo cannot answer: the plugin judges)
                         answer = positional(statement, session)
                     if answer is None:

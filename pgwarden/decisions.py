@@ -18,7 +18,7 @@ from pgwarden import lexical
 from pgwarden import limits as core_limits
 from pgwarden.approvals import ApprovalWaits
 from pgwarden.config import Approvals
-from pgwarden.plugin_call import PluginFlags
+from pgwarden.plugin_call import ALLOWED, PluginFlags
 from pgwarden.proxy.state import CatalogState, ConnectionState, catalog_unread_of
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
@@ -46,6 +46,7 @@ _RECORDING_FAILED = Refusal(
 
 # Final: compiled, a C variable; any other global is a dictionary lookup at each use.
 _VERDICT: Final = Verdict
+_ALLOWED: Final = ALLOWED  # (the checkers' answer when no plugin has one: frozen, "allow")
 _NAMING_KINDS: Final = NAMING_KINDS
 _CHANGES_CATALOG: Final = CHANGES_CATALOG
 _RAN_TESTS: Final = CHANGES_CATALOG | CHANGES_CONTEXT  # (and NAMES with masks: `ran`'s three tests)
@@ -92,7 +93,8 @@ class Decisions:
         # field, where ``conn``'s own (a Python class's) would be a generic attribute lookup.
         state: ConnectionState = conn
         session = state.session
-        if not session.policies:  # a reload took the identity's last policy away
+        policies = session.policies  # (read once: the checkers below are handed them)
+        if not policies:  # a reload took the identity's last policy away
             return self.recorded(conn, request, None, Verdict.block("no policy for this identity"),
                                  Refusal("28000", "pgwarden: no policy for this identity"))
         if request.protocol == "function_call":
@@ -146,7 +148,7 @@ class Decisions:
             # another): decide once the catalog has been read again.
             return self._once_fresh(conn, request)
         if plain:  # `_check` for a session without limits or shadow rules, inline (a call less)
-            verdict = self._checkers.check(statement, session)  # (`PluginHost.check`, compiled: no frame)
+            verdict = self._checkers.check_under(statement, session, policies)  # (`PluginHost.check`, compiled)
             if isinstance(verdict, _VERDICT):
                 return self._enforce(verdict, statement, conn, request)
             return verdict.addCallback(self._enforce, statement, conn, request)
@@ -335,7 +337,8 @@ class Decisions:
                  shadow: list | None = None):
         runs: object = ALLOW  # (object: compiled, a variable of the marker's type refuses CountRows)
         state: ConnectionState = conn
-        action = verdict.action
+        # (the checkers' shared answer when no plugin had one: its action known, not read)
+        action = "allow" if verdict is _ALLOWED else verdict.action
         if action != "block" and state.rows_written is not None:
             runs = self._runs_as(statement, conn, request)
             if isinstance(runs, Verdict):

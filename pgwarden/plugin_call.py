@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 # Final: compiled, a C variable each; any other global is a dictionary lookup at each use.
 _ALLOWED: Final = Verdict.allow()
+#: the Verdict `Checkers.check` answers when no plugin has one (frozen: its action is "allow")
+ALLOWED: Final = _ALLOWED
 _VERDICT: Final = Verdict
 _MULTICALL: Final = _multicall
 
@@ -211,12 +213,18 @@ class Checkers:
 
     def check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict]:
         """The strictest verdict of all plugins: a Verdict, or a Deferred of one (`PluginHost.check`)."""
+        return self.check_under(statement, session, None)
+
+    def check_under(self, statement: Statement, session: Session,
+                    policies: tuple[Policy, ...] | None) -> Verdict | Deferred[Verdict]:
+        """`check`, ``session.policies`` given when the caller has just read them (the decision
+        has), else None: read here, once, when something needs them."""
         answers: list[Verdict | Deferred[Verdict | None]] = []
         waits = False
         checkers = self._checkers
-        policies: tuple[Policy, ...] | None = None  # (read once, when something needs them)
         if self._rules_only:
-            policies = session.policies
+            if policies is None:
+                policies = session.policies
             if policies is self._last_policies:  # (the same session's next statement: no lookup)
                 checkers = self._last_checkers
             else:

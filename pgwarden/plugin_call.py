@@ -12,7 +12,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 import pluggy
-from mypy_extensions import mypyc_attr
 from pluggy._callers import _multicall
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
@@ -24,6 +23,18 @@ if TYPE_CHECKING:
     from pgwarden.policy.model import Policy
     from pgwarden.session import Session
     from pgwarden.sql.statement import Statement
+
+
+def _as_python(*_names: object, **_settings: object) -> Callable[[type], type]:
+    """``mypyc_attr`` where mypy_extensions is not installed: nothing to do as Python."""
+    return lambda cls: cls
+
+
+try:  # (a build requirement, not a run-time one: mypyc reads the decorator when it compiles, and
+    # a native class never calls it; as Python it does nothing)
+    from mypy_extensions import mypyc_attr
+except ImportError:  # an install without mypy
+    mypyc_attr = _as_python  # type: ignore[assignment]
 
 # Final: compiled, a C variable each; any other global is a dictionary lookup at each use.
 _ALLOWED: Final = Verdict.allow()

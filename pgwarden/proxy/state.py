@@ -23,9 +23,8 @@ copies; no other code writes them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
-
-from mypy_extensions import mypyc_attr
 
 from pgwarden.relay.engine import Relay
 
@@ -38,6 +37,18 @@ if TYPE_CHECKING:
     from pgwarden.session import Session
     from pgwarden.shadow import Shadow
     from pgwarden.sql.context import LexerSettings, SqlContext
+
+
+def _as_python(*_names: object, **_settings: object) -> Callable[[type], type]:
+    """``mypyc_attr`` where mypy_extensions is not installed: nothing to do as Python."""
+    return lambda cls: cls
+
+
+try:  # (a build requirement, not a run-time one: mypyc reads the decorator when it compiles, and
+    # a native class never calls it; as Python it does nothing)
+    from mypy_extensions import mypyc_attr
+except ImportError:  # an install without mypy
+    mypyc_attr = _as_python  # type: ignore[assignment]
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)

@@ -78,3 +78,17 @@ def test_the_fixed_catalog_source_says_nothing_is_pending(name):
 
     fixed = _Fixed(builtin_catalog())
     assert isinstance(fixed, CatalogState) and getattr(fixed, name) is False
+
+
+def test_pgwarden_imports_without_mypy_extensions():
+    # (a build requirement, not a run-time one: the native bases' decorator must not need it,
+    # compiled or pure: the environment says which this process, and so the child, runs)
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['mypy_extensions'] = None\n"
+            "import pgwarden.app, pgwarden.proxy.client\n"
+            "from pgwarden.proxy.client import ClientConnection\n"
+            "from pgwarden.proxy.state import ConnectionState\n"
+            "assert issubclass(ClientConnection, ConnectionState)\n")
+    subprocess.run([sys.executable, "-c", code], check=True)

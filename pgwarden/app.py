@@ -30,6 +30,7 @@ from pgwarden.plugins import PluginHost
 from pgwarden.policy import matching_policies
 from pgwarden.preflight import reread
 from pgwarden.proxy.client import ClientConnection, SessionServices
+from pgwarden.proxy.state import CatalogState
 from pgwarden.proxy.upstream import tls_options
 from pgwarden.recorder import Recorder
 from pgwarden.relay.engine import StatementRequest
@@ -45,22 +46,18 @@ log = Logger(namespace="pgwarden.app")
 Decide = Callable[[ClientConnection, StatementRequest], object]
 
 
-class _Fixed:
-    """A catalog source that never changes (the shipped snapshot)."""
+class _Fixed(CatalogState):
+    """A catalog source that never changes (the shipped snapshot): `current` that catalog,
+    `pending` and `redefining` False (`CatalogState`, what the decision reads)."""
 
     def __init__(self, catalog) -> None:
-        self.current = catalog
+        CatalogState.__init__(self, catalog)
 
     def start(self) -> None:
         pass
 
     def invalidate(self, reason: str, redefines: bool = True) -> int:
         return 0
-
-    # (what the decision reads of every source on every statement: an attribute, so that a
-    # missing one does not cost a raised and caught AttributeError each time)
-    redefining = False
-    pending = False
 
     def has_read(self, ticket: int) -> bool:
         return True

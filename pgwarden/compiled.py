@@ -40,6 +40,7 @@ MODULES: tuple[str, ...] = (
     "pgwarden.relay.rows",
     "pgwarden.mask_rows",
     "pgwarden.proxy.loop",
+    "pgwarden.proxy.state",
     "pgwarden.proxy.pump",
     "pgwarden.turns",
     "pgwarden.recorder",

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pgwarden.counters import Histogram
+from pgwarden.proxy.state import ConnectionState
 from pgwarden.recorder import Recorder, RecordingFailed
 from pgwarden.relay.execution import Execution
 
@@ -33,6 +34,8 @@ class Completed:
             owner if isinstance(owner, Histogram) and stats.overhead == owner.add else None)
         self.recorder = recorder
         self.conn = conn
+        #: the same connection by its native base: compiled, ``shadow`` read from its struct
+        self.state: ConnectionState = conn
 
     def __call__(self, ex: Execution) -> None:
         histogram = self.histogram
@@ -42,7 +45,7 @@ class Completed:
             self.overhead(ex.pgwarden_s)
         if ex.masked:
             self.stats.masked(ex.masked)
-        shadow = self.conn.shadow
+        shadow = self.state.shadow
         if shadow is not None:
             from pgwarden.shadow import result_entries
 

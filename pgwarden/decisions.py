@@ -18,7 +18,8 @@ from pgwarden import lexical
 from pgwarden import limits as core_limits
 from pgwarden.approvals import ApprovalWaits
 from pgwarden.config import Approvals
-from pgwarden.proxy.pump import catalog_unread_of
+from pgwarden.plugin_call import ALLOWED, PluginFlags
+from pgwarden.proxy.state import CatalogState, ConnectionState, catalog_unread_of
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
@@ -45,6 +46,7 @@ _RECORDING_FAILED = Refusal(
 
 # Final: compiled, a C variable; any other global is a dictionary lookup at each use.
 _VERDICT: Final = Verdict
+_ALLOWED: Final = ALLOWED  # (the checkers' answer when no plugin has one: frozen, "allow")
 _NAMING_KINDS: Final = NAMING_KINDS
 _CHANGES_CATALOG: Final = CHANGES_CATALOG
 _RAN_TESTS: Final = CHANGES_CATALOG | CHANGES_CONTEXT  # (and NAMES with masks: `ran`'s three tests)
@@ -68,6 +70,8 @@ class Decisions:
                  statements: StatementCache, catalog, reactor: object = None,
                  approvals: Callable[[], Approvals] = Approvals) -> None:
         self.plugins = plugins
+        #: the same host, by its native base: compiled, `follows` and `checks` read from its struct
+        self._flags: PluginFlags = plugins
         self.recorder = recorder
         self.stats = stats
         # What the decision calls on every statement, compiled, taken once: a native call each
@@ -75,15 +79,22 @@ class Decisions:
         self._count = stats.counts
         self._checkers = plugins.checkers
         self.statements = statements
-        #: a catalog source (`LiveCatalog`, or a fixed snapshot): `current`, maybe `pending`/`fresh()`
+        #: a catalog source (`LiveCatalog`, or a fixed snapshot): `current`, `pending`, `fresh()`...
         self.catalog = catalog
+        #: the same source by its native base (`current`, `pending`, `redefining`): compiled,
+        #: read from its struct (a source without that base is refused here)
+        self._live: CatalogState = catalog
         #: statements that need approval: their requests and waits
         self.approvals = ApprovalWaits(plugins, recorder, stats, reactor, approvals)
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
         """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect."""
-        session = conn.session
-        if not session.policies:  # a reload took the identity's last policy away
+        # The session's state as its native base: compiled, each read below is a C struct's
+        # field, where ``conn``'s own (a Python class's) would be a generic attribute lookup.
+        state: ConnectionState = conn
+        session = state.session
+        policies = session.policies  # (read once: the checkers below are handed them)
+        if not policies:  # a reload took the identity's last policy away
             return self.recorded(conn, request, None, Verdict.block("no policy for this identity"),
                                  Refusal("28000", "pgwarden: no policy for this identity"))
         if request.protocol == "function_call":
@@ -92,26 +103,26 @@ class Decisions:
                                  Verdict.block("the FunctionCall protocol message is not allowed"), ALLOW)
         if request.refusal is not None:  # the relay cannot read the text as the server would
             return self._refused(conn, request, None, request.refusal)
-        limits = conn.limits
         recording = self.recorder.active
-        plugins = self.plugins
-        follows = plugins.follows  # (a plugin checks, or a masker reads lineage)
-        # (Each attribute of the session read once: compiled, each read is a dictionary lookup.)
-        plain = not limits.any and conn.shadow is None
+        flags = self._flags
+        follows = flags.follows  # (a plugin checks, or a masker reads lineage)
+        plain = not state.limits_any and state.shadow is None
         if not recording and not follows and plain:
             # Not even parsed: what it does to the session (a SET search_path, DDL, a PREPARE)
             # is not followed. Should a reload bring checks, `_untracked` assumes the worst.
-            conn.untracked = True
+            state.untracked = True
             self._count.count("allow", ("unanalysed",))
             return ALLOW
-        if conn.untracked:
+        if state.untracked:
             self._untracked(conn)
-        context = conn.sql_context
-        catalog = self.catalog
-        # `_context`'s three tests, inline (a Python call less per statement); `_context` rebuilds
-        if (context.catalog is not catalog.current or request.lexer is not context.lexer
-                or catalog_unread_of(conn) is not context.stale):
+        catalog = self._live
+        # `_context`'s three tests, inline (a Python call less per statement), on the copies of
+        # the session's context's fields; `_context` rebuilds
+        if (state.context_catalog is not catalog.current or request.lexer is not state.context_lexer
+                or catalog_unread_of(state) is not state.context_stale):
             context = self._context(conn, request)
+        else:
+            context = state.context
         statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
         # only when the text could say SET, RESET, DISCARD or set_config, or when its record, a
@@ -125,10 +136,10 @@ class Decisions:
                 refusal = lexical.refusal(settings, analysis.functions, request.encoding, request.lexer)
                 if refusal is not None:
                     return self._refused(conn, request, statement, refusal)
-        if plain and not plugins.checks:  # (recorded or masked, so analysed: what it does to the session is followed)
+        if plain and not flags.checks:  # (recorded or masked, so analysed: what it does to the session is followed)
             went_unchecked(session)
             return self._enforce(Verdict.allow(), statement, conn, request)
-        if getattr(catalog, "pending", False) and (
+        if catalog.pending and (
                 "unknown" in statement.kinds or not catalog.current.complete
                 or self._after_change(conn, statement)):
             # It names what the catalog may not know yet (a function just created), the first
@@ -137,7 +148,7 @@ class Decisions:
             # another): decide once the catalog has been read again.
             return self._once_fresh(conn, request)
         if plain:  # `_check` for a session without limits or shadow rules, inline (a call less)
-            verdict = self._checkers.check(statement, session)  # (`PluginHost.check`, compiled: no frame)
+            verdict = self._checkers.check_under(statement, session, policies)  # (`PluginHost.check`, compiled)
             if isinstance(verdict, _VERDICT):
                 return self._enforce(verdict, statement, conn, request)
             return verdict.addCallback(self._enforce, statement, conn, request)
@@ -151,13 +162,15 @@ class Decisions:
         search_path uncertain (an unqualified name may be any schema's), the catalog changed by
         this session and read again before lineage goes through it. (SQL-level prepared
         statements this session made then are unknown to the masking: their rows are opaque.)"""
-        conn.untracked = False
-        went_unchecked(conn.session)
-        conn.sql_context = shared(conn.sql_context.uncertain())
-        conn.catalog_changed = True
-        conn.catalog_redefined = True
-        if conn.relay is not None:
-            conn.relay.policy_generation += 1
+        state: ConnectionState = conn
+        state.untracked = False
+        went_unchecked(state.session)
+        state.sql_context = shared(state.context.uncertain())
+        state.catalog_changed = True
+        state.catalog_redefined = True
+        relay = state.relay
+        if relay is not None:
+            relay.policy_generation += 1
 
     def _once_fresh(self, conn: ClientConnection, request: StatementRequest) -> Deferred:
         """`_check` once the catalog has been read again. (A method of its own: a lambda in
@@ -171,7 +184,7 @@ class Decisions:
         unmasked. DDL, transaction control and the like read nothing and need not wait."""
         if conn.catalog_redefined:
             return False  # its own change is not committed: a load cannot see it yet (judged stale)
-        if not conn.catalog_unread and not getattr(self.catalog, "redefining", False):
+        if not conn.catalog_unread and not self._live.redefining:
             return False
         return any(lineage.outputs is not None or lineage.reads != frozenset() or lineage.defines
                    for lineage in statement.lineage)
@@ -180,14 +193,15 @@ class Decisions:
         """What ``request``'s text means in: the newest catalog, the session's search_path, the
         lexer settings it was read under. (Each ``with_`` only when it changes something: on
         every statement, and nearly always the session's own context.)"""
-        context = conn.sql_context
-        catalog = self.catalog.current
+        state: ConnectionState = conn
+        context = state.context
+        catalog = self._live.current
         if catalog is not context.catalog:  # loaded again: the session's statements are read on it from now on
-            conn.sql_context = context = shared(context.with_catalog(catalog))
+            state.sql_context = context = shared(context.with_catalog(catalog))
         lexer = request.lexer
         if lexer is not context.lexer:
             context = context.with_lexer(lexer)
-        stale = catalog_unread_of(conn)
+        stale = catalog_unread_of(state)
         if stale is not context.stale:
             context = context.with_stale(stale)
         return context
@@ -204,7 +218,7 @@ class Decisions:
             refused = core_limits.refusal(statement.analysis, limits)
             if refused is not None:
                 return self.recorded(conn, request, statement, refused, Refusal.from_verdict(refused))
-        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else _unchecked(conn)
+        verdict = self.plugins.check(statement, conn.session) if self._flags.checks else _unchecked(conn)
         if isinstance(verdict, Verdict):
             return self._enforce(verdict, statement, conn, request)
         return verdict.addCallback(self._enforce, statement, conn, request)
@@ -221,7 +235,7 @@ class Decisions:
                 return self._shadowed(refused, shadow.evaluate(self.plugins, statement),
                                       lambda v, found: self.recorded(conn, request, statement, v,
                                                                      Refusal.from_verdict(v), found))
-        verdict = self.plugins.check(statement, conn.session) if self.plugins.checks else _unchecked(conn)
+        verdict = self.plugins.check(statement, conn.session) if self._flags.checks else _unchecked(conn)
         return self._shadowed(verdict, shadow.evaluate(self.plugins, statement),
                               lambda v, found: self._enforce(v, statement, conn, request, found))
 
@@ -245,6 +259,12 @@ class Decisions:
                  shadow: list | None = None):
         """``outcome`` once the statement's record is on its way; a refusal if it cannot be.
         ``shadow``: the statement's shadow verdicts (`pgwarden.shadow`), recorded beside it."""
+        return self._recorded(conn, request, statement, verdict, verdict.action, outcome, shadow)
+
+    def _recorded(self, conn: ClientConnection, request: StatementRequest, statement: Statement | None,
+                  verdict: Verdict, action: str, outcome: object, shadow: list | None):
+        """`recorded`, ``verdict.action`` given (`_enforce` has read it: compiled, a read of a
+        Python object's attribute less per statement)."""
         # Kinds only when something needs the analysis (a check, or the record, which carries
         # the kinds): parsing for a metric alone would cost more than relaying the statement.
         recorder = self.recorder
@@ -255,7 +275,7 @@ class Decisions:
             analysis = statement.analysed  # (read first: the property is a call)
             if analysis is None and active:
                 analysis = statement.analysis
-        self._count.count(verdict.action, analysis.kinds if analysis is not None else ("unanalysed",))
+        self._count.count(action, analysis.kinds if analysis is not None else ("unanalysed",))
         if shadow:
             self.stats.shadow(shadow)
         if not active:
@@ -279,39 +299,47 @@ class Decisions:
         analysis = statement.analysed
         if analysis is None:
             return
-        if conn.masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS):  # (the only ones it looks at)
-            conn.masks.ran(statement)
+        state: ConnectionState = conn
+        masks = state.masks
+        if masks is not None and not analysis.kinds.isdisjoint(_NAMING_KINDS):  # (the only ones it looks at)
+            masks.ran(statement)
         if analysis.changes_context:
-            before = conn.sql_context
+            before = state.context
             after = before.after(analysis)
             if after is not before:
-                conn.sql_context = shared(after)
-                if conn.relay is not None:
+                state.sql_context = shared(after)
+                relay = state.relay
+                if relay is not None:
                     # The server plans a named statement again under the new search_path at its
                     # next Bind: so is it decided again.
-                    conn.relay.policy_generation += 1
+                    relay.policy_generation += 1
         if analysis.changes_catalog:
-            conn.catalog_changed = True
+            state.catalog_changed = True
             if analysis.redefines:
-                conn.catalog_redefined = True
-            if conn.relay is not None:
+                state.catalog_redefined = True
+            relay = state.relay
+            if relay is not None:
                 # The server plans a named statement again after DDL (a view it reads replaced):
                 # so is it decided again at its next Bind, on the catalog that shows the change.
-                conn.relay.policy_generation += 1
+                relay.policy_generation += 1
 
     def _runs_as(self, statement: Statement, conn: ClientConnection, request: StatementRequest):
         """How an allowed statement runs: ALLOW, CountRows (its rows written counted by the
         server), or a Verdict refusing it when its writes cannot be counted."""
-        if conn.limits.rows_written is None:
+        state: ConnectionState = conn
+        if state.rows_written is None:
             return ALLOW
+        limits = state.limits
         syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)  # type: ignore[union-attr]  # the cache's have one
-        return core_limits.counting(statement.analysis, syntax.statements, conn.limits, request.protocol) or ALLOW
+        return core_limits.counting(statement.analysis, syntax.statements, limits, request.protocol) or ALLOW
 
     def _enforce(self, verdict: Verdict, statement: Statement, conn: ClientConnection, request: StatementRequest,
                  shadow: list | None = None):
         runs: object = ALLOW  # (object: compiled, a variable of the marker's type refuses CountRows)
-        action = verdict.action
-        if action != "block" and conn.limits.rows_written is not None:
+        state: ConnectionState = conn
+        # (the checkers' shared answer when no plugin had one: its action known, not read)
+        action = "allow" if verdict is _ALLOWED else verdict.action
+        if action != "block" and state.rows_written is not None:
             runs = self._runs_as(statement, conn, request)
             if isinstance(runs, Verdict):
                 verdict = runs
@@ -330,16 +358,16 @@ class Decisions:
                 # search_path unknown, say.)
                 request.decide_binds = True
             elif analysis is not None and ((effects & _RAN_TESTS) != 0 or (
-                    (effects & _NAMES) != 0 and conn.masks is not None)):
+                    (effects & _NAMES) != 0 and state.masks is not None)):
                 self.ran(conn, statement)  # `ran`'s own three tests first: a call less per statement
             if analysis is not None and (effects & _MAY_CHANGE_SETTINGS) == 0:
                 request.may_change_settings = False  # later pipelined text is read as this one was
-            return self.recorded(conn, request, statement, verdict, runs, shadow)
+            return self._recorded(conn, request, statement, verdict, action, runs, shadow)
         if action == "block":
-            return self.recorded(conn, request, statement, verdict, Refusal.from_verdict(verdict), shadow)
+            return self._recorded(conn, request, statement, verdict, action, Refusal.from_verdict(verdict), shadow)
         # approve: a human decides; an extended statement at each Bind, with its parameters.
         if request.protocol == "extended" and request.bind is None:
-            return self.recorded(conn, request, statement, verdict, BIND_DECIDES, shadow)
+            return self._recorded(conn, request, statement, verdict, action, BIND_DECIDES, shadow)
         return self._approval(verdict, statement, conn, request, shadow, runs)
 
     def _approval(self, verdict: Verdict, statement: Statement, conn: ClientConnection, request: StatementRequest,

@@ -16,6 +16,7 @@ from pluggy._callers import _multicall
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.python.failure import Failure
 
+from pgwarden.native_bases import mypyc_attr
 from pgwarden.session import went_unchecked
 from pgwarden.verdict import Verdict
 
@@ -24,10 +25,30 @@ if TYPE_CHECKING:
     from pgwarden.session import Session
     from pgwarden.sql.statement import Statement
 
+
+
 # Final: compiled, a C variable each; any other global is a dictionary lookup at each use.
 _ALLOWED: Final = Verdict.allow()
+#: the Verdict `Checkers.check` answers when no plugin has one (frozen: its action is "allow")
+ALLOWED: Final = _ALLOWED
 _VERDICT: Final = Verdict
 _MULTICALL: Final = _multicall
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class PluginFlags:
+    """What each statement's decision reads of the plugin host (`PluginHost`'s first base), as
+    fields a compiled caller reads directly (`pgwarden.decisions`). The host sets them."""
+
+    #: whether any plugin decides about statements (else every statement passes)
+    checks: bool
+    #: whether sessions' statements are analysed and followed (search_path, DDL, PREPARE) even
+    #: when no plugin checks them: a masker resolves results through their lineage
+    follows: bool
+
+    def __init__(self) -> None:
+        self.checks = False
+        self.follows = False
 
 
 class _Ask:
@@ -69,10 +90,13 @@ class Precheck:
 
     def answer(self, statement: Statement, session: Session) -> object:
         """The plugin's verdict (a Verdict, or None for none) when the memo holds it, else `ASK`."""
+        return self.answer_for(statement, session.policies)
+
+    def answer_for(self, statement: Statement, policies: tuple[Policy, ...]) -> object:
+        """`answer` for a session whose policies are ``policies`` (`Checkers` has read them)."""
         analysis = statement.analysed
         if analysis is None:
             return ASK
-        policies = session.policies
         if analysis is self._analysis and policies is self._policies:
             return self._answer
         known = self.enforcing.get(id(policies))
@@ -183,18 +207,35 @@ class Checkers:
         self._rules_only = rules_only
         self._checkers_for = checkers_for
         self._pm = pm
+        # The checkers of the policies tuple last asked about (by identity; kept alive here, so
+        # its id cannot be reused): what `_checkers_for` and the host give for it is a function of
+        # the tuple alone (the host's checkers and their rule kinds are fixed at its load).
+        self._last_policies: tuple[Policy, ...] | None = None
+        self._last_checkers: list[tuple[str, PluginCall]] = checkers
 
     def check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict]:
         """The strictest verdict of all plugins: a Verdict, or a Deferred of one (`PluginHost.check`)."""
+        return self.check_under(statement, session, None)
+
+    def check_under(self, statement: Statement, session: Session,
+                    policies: tuple[Policy, ...] | None) -> Verdict | Deferred[Verdict]:
+        """`check`, ``session.policies`` given when the caller has just read them (the decision
+        has), else None: read here, once, when something needs them."""
         answers: list[Verdict | Deferred[Verdict | None]] = []
         waits = False
         checkers = self._checkers
         if self._rules_only:
-            policies = session.policies
-            known = self._checkers_for.get(id(policies))
-            if known is None or known[0] is not policies:
-                known = self._host._checkers_for_policies(policies)
-            checkers = known[1]
+            if policies is None:
+                policies = session.policies
+            if policies is self._last_policies:  # (the same session's next statement: no lookup)
+                checkers = self._last_checkers
+            else:
+                known = self._checkers_for.get(id(policies))
+                if known is None or known[0] is not policies:
+                    known = self._host._checkers_for_policies(policies)
+                checkers = known[1]
+                self._last_policies = policies
+                self._last_checkers = checkers
             if not checkers:  # no plugin sees it: one that remembers the session's PREPAREs must know
                 went_unchecked(session)
                 return _ALLOWED
@@ -204,7 +245,12 @@ class Checkers:
                 positional = call.positional if direct else None
                 if positional is not None:  # what `PluginCall.__call__` does, one frame less
                     precheck = call.precheck
-                    answer = precheck.answer(statement, session) if precheck is not None else ASK
+                    if precheck is not None:
+                        if policies is None:
+                            policies = session.policies
+                        answer = precheck.answer_for(statement, policies)
+                    else:
+                        answer = ASK
                     if answer is ASK:  # (the plugin's memo cannot answer: the plugin judges)
                         answer = positional(statement, session)
                     if answer is None:

@@ -37,7 +37,7 @@ from pgwarden.config import Config, ConfigError, did_you_mean, line_of, located,
 from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.identity import AuthenticationFailed
 from pgwarden.masking import ColumnMask, Detector, MessageMask, ResultShape, compose
-from pgwarden.plugin_call import Checkers, PluginCall
+from pgwarden.plugin_call import Checkers, PluginCall, PluginFlags
 from pgwarden.policy.kinds import BLOCK, BUILTIN_RULE_KINDS, CORE_RULE_KINDS, RuleKind
 from pgwarden.policy.model import RULE_KEYS, Policy, Rule, Unread
 from pgwarden.sections import ConfigProblem, ConfigSection, Sections, resolve, value_at
@@ -99,13 +99,12 @@ Call = Callable[..., list]
 _ALLOWED = Verdict.allow()
 
 
-class PluginHost:
-    """The loaded plugins of one pgwarden, and how the core calls them."""
+class PluginHost(PluginFlags):
+    """The loaded plugins of one pgwarden, and how the core calls them.
 
-    # What each statement's decision reads (`pgwarden.decisions`, compiled), as slots: a compiled
-    # caller reads an attribute of an interpreted object through the generic API, where a slot's
-    # descriptor is cheaper than the instance dictionary's lookup (the rest stay in it).
-    __slots__ = ("follows", "checks", "__dict__")
+    What each statement's decision reads of it (`pgwarden.decisions`, compiled), ``checks`` and
+    ``follows``, are fields of its native base `PluginFlags`: a compiled caller reads them from
+    the object's struct, where this Python class's attributes are a generic lookup."""
 
     def __init__(
         self,
@@ -126,6 +125,7 @@ class PluginHost:
         plugins`), by the ``plugins:`` ``section`` if given (a file that did not
         structure, for `pgwarden check`).
         """
+        PluginFlags.__init__(self)  # no plugin checks or follows statements until they are loaded
         self.reactor = reactor
         self.pm = pluggy.PluginManager("pgwarden")
         self.pm.add_hookspecs(hookspecs)

@@ -41,6 +41,7 @@ from pgwarden.catalog.loader import ViewDependencies, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
 from pgwarden.catalog.snapshot import load_snapshot
 from pgwarden.config import Upstream
+from pgwarden.proxy.state import CatalogState
 
 if TYPE_CHECKING:
     import psycopg
@@ -132,19 +133,19 @@ class _Failed:
     error: str
 
 
-class LiveCatalog:
+class LiveCatalog(CatalogState):
     """The newest catalog facts of the upstream database, kept fresh (see the module's docstring).
 
     ``reactor`` provides the time (``callLater``, ``seconds``) and, unless
     ``run_in_thread`` is given, the thread pool loads run in. ``snapshot`` is what
     `current` falls back to (default: the shipped snapshot of the server's release,
     the newest one until the server's release is known).
-    """
 
-    # What each statement's decision reads (`pgwarden.decisions`, compiled), as slots: a compiled
-    # caller reads an attribute of an interpreted object through the generic API, where a slot's
-    # descriptor is cheaper than the instance dictionary's lookup (the rest stay in it).
-    __slots__ = ("current", "pending", "__dict__")
+    What each statement's decision reads of it (`pgwarden.decisions`, compiled), ``current``,
+    ``pending`` and ``redefining``, are fields of its native base `CatalogState`: a compiled
+    caller reads them from the object's struct, where this Python class's attributes are a
+    generic lookup.
+    """
 
     def __init__(
         self,
@@ -183,8 +184,9 @@ class LiveCatalog:
         self._run_in_thread = run_in_thread or (
             lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)
         )
-        #: the facts to decide with now: live if fresh enough, else the snapshot
-        self.current: Catalog = self._fallback
+        #: the facts to decide with now: live if fresh enough, else the snapshot (and
+        #: `pending`, `redefining` False: set again by `_update_flags`)
+        CatalogState.__init__(self, self._fallback)
         self._status = CatalogStatus("loading", reactor.seconds(), self._fallback.source)
         self._started = False
         self._stopped = False

@@ -40,7 +40,8 @@ from pgwarden.proxy.client_login import (
     greeting,
 )
 from pgwarden.proxy.peer import IRelayTransport, peer_text
-from pgwarden.proxy.pump import Pump, catalog_unread_of
+from pgwarden.proxy.pump import Pump
+from pgwarden.proxy.state import ConnectionState, catalog_unread_of
 from pgwarden.proxy.upstream import UpstreamProtocol
 from pgwarden.recorder import SessionLog, new_session_id
 from pgwarden.relay.engine import Relay, StatementRequest
@@ -64,7 +65,6 @@ if TYPE_CHECKING:
     from pgwarden.metrics import Stats
     from pgwarden.policy.model import Policy
     from pgwarden.relay.engine import Decider
-    from pgwarden.results import SessionMasks
     from pgwarden.turns import Turns
 
 log = Logger(namespace="pgwarden.proxy")
@@ -237,16 +237,13 @@ class SessionServices:
     stats: Stats
 
 
-class ClientConnection(Protocol):
-    """One agent connection."""
+class ClientConnection(ConnectionState, Protocol):
+    """One agent connection.
 
-    # What each statement's decision reads (`pgwarden.decisions`, compiled), and what the pump
-    # (compiled) sets, as slots: a compiled caller reads an attribute of an interpreted object
-    # through the generic API, where a slot's descriptor is cheaper than the instance
-    # dictionary's lookup (the rest stay in it). mypyc's type check refuses a compiled module's
-    # assignment to an attribute not named here (the build then installs pure Python).
-    __slots__ = ("session", "limits", "shadow", "untracked", "sql_context", "masks", "catalog_redefined",
-                 "catalog_ticket", "catalog_changed", "relay", "end_reason", "phase")
+    What each statement's decision (`pgwarden.decisions`, compiled) and the pump (compiled) read
+    and write of it are the attributes of its first base, `ConnectionState`, a native class: a
+    compiled caller reads them from the object's struct, where an attribute of this Python class
+    is a generic lookup (the rest stay in its dictionary). `ConnectionState.__init__` sets them."""
 
     transport: IRelayTransport
     # Set once the login is over. Only the relay phase reads them, and it always has them; the
@@ -258,44 +255,25 @@ class ClientConnection(Protocol):
     pump: Pump
 
     def __init__(self, services: SessionServices) -> None:
-        self.services = services
+        # phase "login", no session, relay, masks or shadow rules yet, no catalog change, no
+        # limits (`ConnectionState`; the policies' limits are set once the identity is known)
+        ConnectionState.__init__(self, services, SessionLimits())
         self.host = services.host
         self.reactor = services.reactor
         self.turns = services.turns
         self.stats = services.stats
         self.canceller = services.canceller
-        #: login (`ClientLogin` has its own states) → relay → closed
-        self.phase = "login"
         #: the login, sans-IO; made once the peer's address is known (`connectionMade`)
         self.login: ClientLogin
         self.identity = None  # type: ignore[assignment]
         self.upstream: UpstreamProtocol | None = None
-        self.relay = None  # type: ignore[assignment]
         self.pump = None  # type: ignore[assignment]
-        self.session = None  # type: ignore[assignment]
-        #: masking of this session's results and messages (None: no plugin masks), set with its relay
-        self.masks: SessionMasks | None = None
-        #: a statement that may change the catalog went upstream; its transaction has not ended yet
-        self.catalog_changed = False
-        #: ... and it may define again what lineage goes through (DDL, DO, CALL, unknown code)
-        self.catalog_redefined = False
-        #: statements went upstream unread (nothing checked, limited or recorded them): what
-        #: they did to the search_path and the catalog is unknown (`Decisions.decide`)
-        self.untracked = False
-        #: the catalog's ticket for this session's last such change (`CatalogSource.has_read`)
-        self.catalog_ticket = 0
         self.policies: tuple[Policy, ...] = ()
-        #: this session's shadow rules and policies (`pgwarden.shadow`); None: it has none
-        self.shadow: Shadow | None = None
         self._shadow_units: tuple[ShadowUnit, ...] = ()
-        #: what the core enforces in this session whatever the plugins say (see `pgwarden.limits`)
-        self.limits = SessionLimits()
         self.key: tuple[int, int] | None = None
         self._timeout: IDelayedCall | None = None
         #: records of this connection (its id is the session id)
         self.log = SessionLog(new_session_id())
-        #: why the session ended, for its session_end record
-        self.end_reason: str | None = None
         #: the statement waiting for a human's approval, if any (`pgwarden.approvals.Wait`)
         self.approval_wait: Wait | None = None
         #: the client's connection is over (`connectionLost` ran)

@@ -44,12 +44,13 @@ from errno import EWOULDBLOCK
 from select import EPOLLIN
 from typing import Any, Final
 
-from mypy_extensions import mypyc_attr
 from twisted.internet import abstract, main, tcp
 from twisted.internet.base import DelayedCall
 from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.logger import Logger
 from twisted.python import log as legacy_log
+
+from pgwarden.native_bases import mypyc_attr
 
 log = Logger(namespace="pgwarden.reactor")
 

@@ -15,12 +15,14 @@ Compiled or not, this is the same code (`pgwarden.compiled`).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pgwarden.decisions import Decisions
+from pgwarden.proxy.state import ConnectionState
 from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
 from pgwarden.traffic import Traffic
 from pgwarden.verdict import Refusal, Verdict
@@ -34,14 +36,6 @@ if TYPE_CHECKING:
 log = Logger(namespace="pgwarden.proxy")
 
 
-def catalog_unread_of(conn: ClientConnection) -> bool:
-    """`ClientConnection.catalog_unread`'s getter, compiled: the decisions ask it of every statement."""
-    if conn.catalog_redefined:
-        return True
-    ticket = conn.catalog_ticket  # 0: nothing to read (every source's has_read says so, without a call)
-    return ticket > 0 and not conn.services.catalog.has_read(ticket)
-
-
 class Pump:
     """One session's relay phase: the client's and the server's bytes through its relay, its verdicts."""
 
@@ -49,14 +43,19 @@ class Pump:
     relay: Relay
     __deletable__ = ("relay",)  # mypyc: `release` deletes it
 
-    def __init__(self, conn: ClientConnection, client: IRelayTransport, upstream: IRelayTransport) -> None:
+    def __init__(self, conn: ConnectionState, client: IRelayTransport, upstream: IRelayTransport) -> None:
         services = conn.services
+        #: the session's state, by its native base: compiled, the pump reads and writes its
+        #: fields directly (`pgwarden.proxy.state`)
         self.conn = conn
         self.host: SessionHost = services.host
         self.turns: Turns = services.turns
         self.stats: Stats = services.stats
         self.traffic: Traffic = services.stats.traffic
         self.decider: SessionDecider = services.decider
+        #: the decider when it is pgwarden's own (always, but where a test puts another in its
+        #: place): compiled, `decide` calls it natively, a C call instead of a Python-level one
+        self.decisions: Decisions | None = services.decider if isinstance(services.decider, Decisions) else None
         self.catalog: CatalogSource = services.catalog
         self.client = client
         self.upstream = upstream
@@ -112,8 +111,10 @@ class Pump:
         """What the relay has for either side, on its way at the end of the turn; the close it asks for."""
         relay = self.relay
         conn = self.conn
-        if self.host.stopping and relay.idle and not relay.closing and conn.phase == "relay":
-            conn.end_for_shutdown(running=False)
+        # (`host.stopping`, a Python object's attribute, last: while a statement is in flight,
+        # as after each read from the client, it is not read)
+        if relay.idle and not relay.closing and conn.phase == "relay" and self.host.stopping:
+            cast("ClientConnection", conn).end_for_shutdown(running=False)
             return
         up = relay.pop_upstream()
         if up:
@@ -133,8 +134,12 @@ class Pump:
 
     def decide(self, request: StatementRequest) -> object:
         """The relay's decider: the services' verdict, fail-closed; PENDING while a Deferred runs."""
+        decisions = self.decisions
         try:
-            result = self.decider.decide(self.conn, request)
+            if decisions is not None:
+                result = decisions.decide(cast("ClientConnection", self.conn), request)
+            else:
+                result = self.decider.decide(cast("ClientConnection", self.conn), request)
         except Exception:  # never let a statement through unchecked
             return self._settle_recorded(request, Failure())
         if settled(result):
@@ -164,7 +169,8 @@ class Pump:
         if settled(outcome):
             return outcome
         refusal = _failed(outcome)
-        return self.decider.recorded(self.conn, request, None, Verdict.block("the policy check failed"), refusal)
+        return self.decider.recorded(cast("ClientConnection", self.conn), request, None,
+                                     Verdict.block("the policy check failed"), refusal)
 
     def _late_verdict(self, request: StatementRequest, outcome: object) -> None:
         if self.conn.phase != "relay":

@@ -78,6 +78,8 @@ ALLOW: Final = _Marker("ALLOW")
 PENDING: Final = _Marker("PENDING")
 #: A Parse's verdict: the statement is prepared, and each Bind of it is decided with its parameters.
 BIND_DECIDES: Final = _Marker("BIND_DECIDES")
+#: ``chr(b)`` of each byte, by index: compiled, a tuple's item where ``chr`` is a builtin's lookup and call
+_CHR: Final = tuple(chr(b) for b in range(256))
 
 
 def settled(decision: object) -> bool:
@@ -1498,7 +1500,7 @@ class Relay:
             self.fail("the session's read-only mode was changed; it ended, since the policies that "
                       "apply to it allow no writes", "42501")
             return
-        status = chr(raw[5])
+        status = _CHR[raw[5]]
         self.state.transaction_status = status
         self._done_generation += 1
         if not expect:  # nothing sent after this point is running: every change is reported

@@ -46,7 +46,7 @@ from pglast.parser import ParseError, fingerprint, normalize
 
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext, default_context
-from pgwarden.sql.lexer import LexerSettings
+from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
 from pgwarden.sql.lineage import Lineage, lineage_of
 from pgwarden.sql.resolve import resolve
 from pgwarden.sql.statement import Statement
@@ -65,6 +65,8 @@ V = TypeVar("V")
 
 # Final: compiled, a C variable; any other global is a dictionary lookup at each use.
 _SQL_CONTEXT: Final = SqlContext
+#: the usual sessions' lexer settings (frozen: its ``default`` is True), known by identity
+_DEFAULT_LEXER: Final = DEFAULT_LEXER
 
 # A template's entry when its first text showed it unsound (no normalized text holds a NUL).
 _UNSOUND = PLACEHOLDER
@@ -102,6 +104,11 @@ class StatementCache:
         #: the last of `_resolved` asked for: (Syntax, context, Analysis), by identity (a session
         #: repeating one statement with other constants asks for it each time: no key made)
         self._last_resolved: tuple[Syntax, SqlContext, Analysis] | None = None
+        # The context `analysis_for` was last asked with and its lexer settings (a frozen
+        # SqlContext's: a session's statements are nearly all read in its one context, whose
+        # ``lexer`` is then not read again; the context is kept alive, so its id is not reused)
+        self._last_context: SqlContext | None = None
+        self._last_lexer: LexerSettings = DEFAULT_LEXER
         self._lineage: OrderedDict[tuple, tuple[Lineage, ...]] = OrderedDict()
         self._fingerprints: OrderedDict[str, str] = OrderedDict()  # normalized text -> fingerprint
         self._normalized: tuple[str, str | None] = ("", None)  # the last text normalized, and the result
@@ -149,7 +156,7 @@ class StatementCache:
         return statement
 
     def syntax_for(self, sql: str, lexer: LexerSettings) -> Syntax:
-        default = lexer.default
+        default = lexer is _DEFAULT_LEXER or lexer.default  # (the usual one known without a read)
         key = sql if default else (sql, lexer)
         known = self._syntax.get(key)
         if known is not None:
@@ -227,7 +234,13 @@ class StatementCache:
         return known
 
     def analysis_for(self, sql: str, context: SqlContext) -> Analysis:
-        syntax = self.syntax_for(sql, context.lexer)
+        if context is self._last_context:
+            lexer = self._last_lexer
+        else:
+            lexer = context.lexer
+            self._last_context = context
+            self._last_lexer = lexer
+        syntax = self.syntax_for(sql, lexer)
         last = self._last_resolved
         if last is not None and last[0] is syntax and last[1] is context:
             return last[2]

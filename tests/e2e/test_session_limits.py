@@ -229,3 +229,28 @@ def test_a_reload_that_adds_rows_written_counts_statements_parsed_before(make_pg
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             c.execute("update bind_t set n = n where n < %s", (11,))
     assert pg_server.psql("select count(*) from bind_t where n < 0", "appdb") == "0"
+
+
+def test_a_reload_that_changes_the_limits_applies_from_the_next_simple_statement(make_pgwarden, pg_server,
+                                                                                  signing_keys, tmp_path):
+    # The decision reads the limits' copies in the session's native state (`ConnectionState`):
+    # each reload's new limits must be what the very next statement is decided with.
+    pg_server.psql("drop table if exists bind_t; create table bind_t (n int);"
+                   "insert into bind_t select generate_series(1, 10)", "appdb")
+    running = make_pgwarden()
+    capped = base_config(pg_server, signing_keys, tmp_path,
+                         policies=[{"name": "p", "rules": [{"name": "cap", "limit": {"rows_written": 5}}]}])
+    rc = RawClient(running.host, running.port)
+    rc.login(running.token())
+    rc.send(m.Query("update bind_t set n = n").encode())
+    assert rc.until_ready()[0].tag == "UPDATE 10"  # no limit yet
+    assert running.call(running.app.reload, _CONVERTER.structure(capped, Config))
+    rc.send(m.Query("update bind_t set n = -n").encode())
+    refused = rc.until_ready()[0]
+    assert isinstance(refused, m.ErrorResponse) and refused.sqlstate == "42501"
+    assert running.call(running.app.reload, _CONVERTER.structure(base_config(pg_server, signing_keys, tmp_path),
+                                                                 Config))
+    rc.send(m.Query("update bind_t set n = n").encode())
+    assert rc.until_ready()[0].tag == "UPDATE 10"  # the limit is gone with the reload
+    rc.close()
+    assert pg_server.psql("select count(*) from bind_t where n < 0", "appdb") == "0"

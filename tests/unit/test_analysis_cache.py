@@ -302,6 +302,18 @@ def test_stale_and_lexer_variants_are_one_object_each_and_keep_their_own_entries
     assert "delete" in cache.get(sql, base).kinds
 
 
+def test_texts_read_in_two_contexts_in_turn_each_take_their_own_contexts_lexer():
+    """`analysis_for` keeps the lexer settings of the context it was last asked with: texts of a
+    session reading escapes and of one that does not, in turn, are each read as their own."""
+    base = shared(default_context())
+    read_off = base.with_lexer(LexerSettings(standard_conforming_strings=False))
+    cache = StatementCache()
+    for n, (context, deletes) in enumerate([(base, True), (base, True), (read_off, False), (base, True),
+                                            (read_off, False), (read_off, False), (base, True)]):
+        sql = rf"SELECT 'a\'; DELETE FROM t WHERE id = {n}; --'"  # (a new text each time: analysed anew)
+        assert ("delete" in cache.get(sql, context).kinds) is deletes
+
+
 @settings(max_examples=200)
 @given(st.lists(statements(), min_size=1, max_size=6), st.sampled_from([None, ("secret", "public"), ("a",)]))
 def test_property_an_analysis_that_does_not_change_the_context_leaves_it_as_it_is(sqls, path):

@@ -11,8 +11,10 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 
+from pgwarden.limits import SessionLimits
 from pgwarden.metrics import Stats
-from pgwarden.proxy.pump import Pump, catalog_unread_of
+from pgwarden.proxy.pump import Pump
+from pgwarden.proxy.state import ConnectionState, catalog_unread_of
 from pgwarden.relay.engine import ALLOW, Relay
 from pgwarden.turns import Turns
 from pgwarden.verdict import Refusal, Verdict
@@ -77,15 +79,14 @@ class Services:
     catalog: Catalog = attrs.Factory(Catalog)
 
 
-@attrs.define
-class Conn:
-    services: Services
-    phase: str = "relay"
-    end_reason: str | None = None
-    catalog_changed: bool = False
-    catalog_redefined: bool = False
-    catalog_ticket: int = 0
-    ended_for_shutdown: list[bool] = attrs.Factory(list)
+class Conn(ConnectionState):
+    """The connection as the pump sees it: its native state (`pgwarden.proxy.state`, which the
+    pump reads natively, compiled) and the shutdown it asks for."""
+
+    def __init__(self, services: Services) -> None:
+        super().__init__(services, SessionLimits())  # type: ignore[arg-type]
+        self.phase = "relay"
+        self.ended_for_shutdown: list[bool] = []
 
     def end_for_shutdown(self, running: bool) -> None:
         self.ended_for_shutdown.append(running)
@@ -164,16 +165,16 @@ def test_a_growing_backlog_pauses_the_client_until_the_verdict_comes():
 def test_the_catalog_is_read_again_once_a_change_may_have_committed():
     s = Session(lambda request: ALLOW)
     s.conn.catalog_changed = s.conn.catalog_redefined = True
-    assert catalog_unread_of(s.conn)  # type: ignore[arg-type]
+    assert catalog_unread_of(s.conn)
     s.from_client(m.Query("create view v as select 1"))
     s.from_server(m.CommandComplete("CREATE VIEW"))
     assert s.services.catalog.invalidated == []  # not before its ReadyForQuery
     s.from_server(m.ReadyForQuery("I"))
     assert s.services.catalog.invalidated == [True]
     assert (s.conn.catalog_changed, s.conn.catalog_redefined, s.conn.catalog_ticket) == (False, False, 7)
-    assert catalog_unread_of(s.conn)  # type: ignore[arg-type]  # ticket 7 not read yet
+    assert catalog_unread_of(s.conn)  # ticket 7 not read yet
     s.services.catalog.read = 7
-    assert not catalog_unread_of(s.conn)  # type: ignore[arg-type]
+    assert not catalog_unread_of(s.conn)
 
 
 def test_an_idle_session_ends_when_pgwarden_shuts_down():

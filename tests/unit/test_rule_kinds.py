@@ -318,3 +318,25 @@ def test_a_plugin_that_acts_only_on_its_rules_is_not_called_for_sessions_without
         assert only.calls == called
         assert always.calls == ["check", "result", "message"]
         assert bool(host.maskers(policies).results) is True  # `Always` is always asked
+
+
+def test_sessions_under_other_policies_in_turn_each_get_their_own_checkers(tmp_path):
+    """`Checkers` keeps the checkers of the policies it was last asked about (a session's next
+    statement needs no lookup): statements of two sessions, one whose policies have the plugin's
+    rule and one without, in turn, each call exactly the plugins their own policies want."""
+    from pgwarden.identity import Identity
+    from pgwarden.session import Session
+    from pgwarden.sql.statement import Statement
+
+    only, always = OnlyByItsRules(), Always()
+    config, host = checked(tmp_path, "      - {name: sunday, quiet: {tables: [public.orders]}}\n", only, always)
+    with_rule = Session("s1", Identity("agent", frozenset()), "appdb", policies=config.policies)
+    without = Session("s2", Identity("agent", frozenset()), "appdb",
+                      policies=(attrs.evolve(config.policies[0], rules=()),))
+    for session, called in [(with_rule, ["check"]), (with_rule, ["check"]), (without, []), (with_rule, ["check"]),
+                            (without, []), (without, [])]:
+        only.calls.clear()
+        always.calls.clear()
+        host.check(Statement("select 1"), session)
+        assert only.calls == called
+        assert always.calls == ["check"]

@@ -47,7 +47,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from pgwarden import lexical
 from pgwarden.relay import counting
@@ -62,6 +62,9 @@ from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
 from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer
 from pgwarden.wire.reader import parse_fields
+
+if TYPE_CHECKING:  # (annotations only: compiled, a machine integer; never imported at run time)
+    from mypy_extensions import i64
 
 
 class _Marker:
@@ -420,14 +423,27 @@ def _unaffected(text: bytes) -> bool:
 
 
 def _name(raw: bytes, start: int, encoding: ClientEncoding = UTF8) -> tuple[str, int]:
-    """A NUL-terminated name at ``start`` and the offset after it."""
-    if len(raw) > start and raw[start] == 0:  # the unnamed statement or portal: the usual case
+    """A NUL-terminated name at ``start`` and the offset after it.
+
+    One scan of the bytes for the NUL and for anything not ASCII (compiled: machine integers,
+    where ``find`` and ``isascii`` were each a method call through the generic API; a Bind
+    asks for two names)."""
+    n: i64 = len(raw)
+    end: i64 = start
+    if n > end and raw[end] == 0:  # the unnamed statement or portal: the usual case
         return "", start + 1
-    end = raw.find(b"\0", start)
-    if end < 0 or len(raw) < 6:
+    ascii = True
+    while end < n:
+        c: i64 = raw[end]
+        if c == 0:
+            break
+        if c >= 128:
+            ascii = False
+        end += 1
+    if end >= n or n < 6:
         raise ProtocolError(f"message {chr(raw[0])!r}: unterminated name")
     name = raw[start:end]
-    if name.isascii():  # what `readable` answers for ASCII, in every encoding, without a call into Python
+    if ascii:  # what `readable` answers for ASCII, in every encoding, without a call into Python
         return name.decode("ascii"), end + 1
     return encoding.readable(name), end + 1
 

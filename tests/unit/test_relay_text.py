@@ -191,3 +191,47 @@ def test_an_execute_is_reported_at_the_ready_for_query_of_its_sync():
              m.ReadyForQuery("I"))  # the refusal's
     t.client(m.Parse("n", "select 'é'"))
     assert t.requests[-1].refusal is None
+
+
+def _name_by_find(raw: bytes, start: int, encoding):
+    """`engine._name` as it was written before its one-scan form: ``find`` and ``isascii``."""
+    from pgwarden.wire.errors import ProtocolError
+
+    if len(raw) > start and raw[start] == 0:
+        return "", start + 1
+    end = raw.find(b"\0", start)
+    if end < 0 or len(raw) < 6:
+        raise ProtocolError(f"message {chr(raw[0])!r}: unterminated name")
+    name = raw[start:end]
+    if name.isascii():
+        return name.decode("ascii"), end + 1
+    return encoding.readable(name), end + 1
+
+
+@pytest.mark.parametrize("encoding", ["UTF8", "SJIS", "LATIN1"])
+def test_a_name_is_read_as_find_and_isascii_read_it(encoding):
+    # Names with and without a NUL, ASCII or not, valid in the encoding or not, at any start.
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from pgwarden.relay.engine import _name
+    from pgwarden.sql.encoding import client_encoding
+
+    enc = client_encoding(encoding)
+
+    def outcome(f, raw, start):
+        try:
+            return f(raw, start, enc)
+        except Exception as e:  # the same exception, with the same message
+            return type(e), str(e)
+
+    @settings(max_examples=1500, deadline=None)
+    @given(raw=st.binary(min_size=1, max_size=24).map(lambda b: b"B" + b) |
+           st.lists(st.sampled_from([b"\0", b"a", b"P0_1", "名".encode(), b"\x81", b"\xff"]), min_size=1,
+                    max_size=6).map(lambda parts: b"B\0\0\0\0" + b"".join(parts)),
+           start=st.integers(0, 8))
+    def check(raw, start):
+        start = min(start, len(raw))
+        assert outcome(_name, raw, start) == outcome(_name_by_find, raw, start)
+
+    check()

@@ -100,13 +100,16 @@ class _Second:
 # read and written at every record were dictionary lookups).
 _SECOND: Final = _Second()
 _time_ns: Final = time.time_ns
+#: "000" to "999": a timestamp's microseconds as two of these (no integer written out per record)
+_THREE: Final = tuple(f"{i:03d}" for i in range(1000))
 
 
 def timestamp(now: float | None = None) -> str:
     """RFC 3339, microseconds, UTC (``2026-11-25T15:16:50.123456Z``), cheap on the hot path.
 
-    Two per statement: compiled, integer arithmetic and a string of an integer cost less than
-    ``divmod`` and ``%`` formatting, which go through the generic API.
+    Two per statement: compiled, integer arithmetic and two strings from a table of three
+    digits cost less than ``divmod`` and ``%`` formatting, which go through the generic API,
+    and than writing the microseconds out as an integer.
     """
     if now is None:
         ns = _time_ns()
@@ -119,7 +122,7 @@ def timestamp(now: float | None = None) -> str:
     if second != at.second:
         at.prefix = time.strftime("%Y-%m-%dT%H:%M:%S.", time.gmtime(second))
         at.second = second
-    return f"{at.prefix}{str(1_000_000 + micro)[1:]}Z"  # six digits, zeros first
+    return f"{at.prefix}{_THREE[micro // 1000]}{_THREE[micro % 1000]}Z"  # six digits, zeros first
 
 
 def masked_fields(plans) -> dict[str, object]:

@@ -180,24 +180,17 @@ def test_the_template_is_the_text_with_exactly_its_standalone_short_runs_replace
     assert (template is None) == gives_up
     if template is None:
         return
-    expected, k = [], 0
-    while k < len(sql):
-        if not sql[k].isdigit():
-            expected.append(sql[k])
-            k += 1
-            continue
-        end = k
-        while end < len(sql) and sql[end].isdigit():
-            end += 1
+
+    def kept_or_replaced(k: int, end: int) -> str:
         standalone = (k == 0 or sql[k - 1] not in _CONTINUING) and (end == len(sql) or sql[end] not in _CONTINUING)
-        expected.append(PLACEHOLDER if standalone and end - k <= MAX_DIGITS else sql[k:end])
-        k = end
-    assert template == "".join(expected)
+        return PLACEHOLDER if standalone and end - k <= MAX_DIGITS else sql[k:end]
+
+    assert template == _each_run(sql, kept_or_replaced)
 
 
-def _runs_replaced(sql: str, runs: list[str]) -> str:
-    """``sql`` with each maximal run of digits replaced by the next of ``runs`` (cycling)."""
-    out, k, n = [], 0, 0
+def _each_run(sql: str, replace) -> str:
+    """``sql`` with each maximal run of digits ``sql[k:end]`` replaced by ``replace(k, end)``."""
+    out, k = [], 0
     while k < len(sql):
         if not sql[k].isdigit():
             out.append(sql[k])
@@ -206,10 +199,15 @@ def _runs_replaced(sql: str, runs: list[str]) -> str:
         end = k
         while end < len(sql) and sql[end].isdigit():
             end += 1
-        out.append(runs[n % len(runs)])
-        n += 1
+        out.append(replace(k, end))
         k = end
     return "".join(out)
+
+
+def _runs_replaced(sql: str, runs: list[str]) -> str:
+    """``sql`` with each maximal run of digits replaced by the next of ``runs`` (cycling)."""
+    taken = iter(runs * (len(sql) + 1))
+    return _each_run(sql, lambda k, end: next(taken))
 
 
 @settings(max_examples=3000, deadline=None)

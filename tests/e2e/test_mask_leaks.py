@@ -172,9 +172,15 @@ def _build(pg_server, database: str, users: list[User]) -> None:
         conn.execute(AFTER_DATA)
 
 
+#: the seed of this run's random world (users, secrets): ``PGWARDEN_LEAKS_SEED=<hex>`` runs a
+#: failed run's world again; every failure message names it
+SEED = os.environ.get("PGWARDEN_LEAKS_SEED") or os.urandom(16).hex()
+REPLAY = f" [world: PGWARDEN_LEAKS_SEED={SEED}]"
+
+
 @pytest.fixture(scope="module")
 def world(pg_server):
-    rng = random.Random(os.urandom(16))
+    rng = random.Random(bytes.fromhex(SEED))
     users, twin = make_users(rng), make_users(rng)
     # the twin differs only in what is masked: unmasked outputs are equal, so they are never flagged
     twin = [attrs.evolve(t, name=u.name, dept=u.dept) for u, t in zip(users, twin)]
@@ -950,9 +956,9 @@ def judge(case: Case, answer: Answer, stream: bytes, world: World) -> str | None
 @pytest.mark.parametrize("case, protocol", _params(CASES))
 def test_leak_attempt(warden, world, direct, bystander, pg_server, case: Case, protocol: str):
     answer, leaks, stream, problems = run_case(warden, world, direct, pg_server, case, protocol, case.policy)
-    assert not leaks, f"{len(leaks)} leaks: " + "; ".join(map(str, leaks[:5])) + f" (client: {problems[:2]})"
+    assert not leaks, f"{len(leaks)} leaks: " + "; ".join(map(str, leaks[:5])) + f" (client: {problems[:2]})" + REPLAY
     wrong = judge(case, answer, stream, world)
-    assert wrong is None, f"{wrong} (client: {problems[:2]})"
+    assert wrong is None, f"{wrong} (client: {problems[:2]})" + REPLAY
 
 
 def test_corpus_size():
@@ -1034,7 +1040,7 @@ def test_property_no_generated_select_delivers_a_masked_value(warden, world, pg_
     client = property_clients(protocol)
     answer = client.run(sql)
     leaks = world.finder.find(answer.raw, _differential(world, sql))
-    assert not leaks, f"{sql!r} over {protocol}: " + "; ".join(map(str, leaks[:3]))
+    assert not leaks, f"{sql!r} over {protocol}: " + "; ".join(map(str, leaks[:3])) + REPLAY
     if not any(col in sql for col in MASKED_COLUMNS):
         assert not answer.refused(), f"a read of unmasked columns refused: {answer.summary()}"
 

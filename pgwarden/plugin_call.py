@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from pgwarden.sql.statement import Statement
 
 
-
 # Final: compiled, a C variable each; any other global is a dictionary lookup at each use.
 _ALLOWED: Final = Verdict.allow()
 #: the Verdict `Checkers.check` answers when no plugin has one (frozen: its action is "allow")

@@ -39,8 +39,6 @@ if TYPE_CHECKING:
     from pgwarden.sql.context import LexerSettings, SqlContext
 
 
-
-
 @mypyc_attr(allow_interpreted_subclasses=True)
 class ConnectionState:
     """A session's state that its statements' decisions and its pump read (`ClientConnection`'s base)."""

@@ -70,8 +70,6 @@ _DEFAULT_LEXER: Final = DEFAULT_LEXER
 
 # A template's entry when its first text showed it unsound (no normalized text holds a NUL).
 _UNSOUND = PLACEHOLDER
-# No text's template: `numeric_template` gives up on a text with a control character in it.
-_NO_TEMPLATE: Final = "\x01"
 
 
 def _put(cache: OrderedDict[K, V], key: K, value: V, size: int) -> None:
@@ -114,13 +112,11 @@ class StatementCache:
         self._normalized: tuple[str, str | None] = ("", None)  # the last text normalized, and the result
         # numeric template -> the normalized text of each of its texts (_UNSOUND: not sound for it)
         self._templates: OrderedDict[str, str] = OrderedDict()
-        # the last template found sound in `_templates`, and its normalized text (at first a text
-        # no template is: `numeric_template` gives up on control characters)
-        self._last_template = _NO_TEMPLATE
-        self._last_template_normalized = ""
-        #: that template cut at its placeholders (`template_parts`), None before there is one: a
-        #: text that fits it (`fits_template`) has it for template, which is then not made
+        # the last template found sound in `_templates`, cut at its placeholders (`template_parts`;
+        # None before there is one), and its normalized text: a text that fits it (`fits_template`)
+        # has it for template, which is then not made (nor compared, nor looked up)
         self._last_parts: list[bytes] | None = None
+        self._last_template_normalized = ""
         self.template_hits = 0  # normalize calls saved by a template
         self.fingerprint_hits = 0  # analyses shared by normalized text
 
@@ -192,16 +188,11 @@ class StatementCache:
             return self._last_template_normalized
         template = numeric_template(sql)
         if template is not None:
-            # The last sound template first: a session repeating one statement with other numbers
-            # has the same one each time (a comparison of the two texts instead of a hash of it)
-            if template == self._last_template:
-                known: str | None = self._last_template_normalized
-            else:
-                known = self._templates.get(template)
+            # (not the last sound template: a text of that one fits its parts, above)
+            known = self._templates.get(template)
             if known is not None:
                 if known != _UNSOUND:
                     self.template_hits += 1
-                    self._last_template = template
                     self._last_template_normalized = known
                     self._last_parts = template_parts(template)
                     self._normalized = (sql, known)

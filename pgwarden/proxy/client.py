@@ -551,6 +551,7 @@ class ClientConnection(ConnectionState, Protocol):
         self._watch_token_expiry()
         self.services.events.session_started(self)
         upstream.relay_to(pump.server_data, self._upstream_lost)
+        pump.read_directly(self.reactor)
         # Back-pressure both ways: a slow reader pauses the other side's reads.
         self.transport.registerProducer(upstream.transport, True)
         upstream.transport.registerProducer(self.transport, True)

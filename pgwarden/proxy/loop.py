@@ -32,17 +32,21 @@ has nothing to do:
   done, for a half-close too, on end of file, an exception from the protocol logged
   and the connection dropped with it). Every other event (writable, hang-up, error,
   TLS, a listening port, the waker) goes through Twisted's ``_doReadOrWrite``.
+* `direct_read`: a relaying session's connections, registered by its pump as `DirectIO`s,
+  are read without even those lookups: the descriptor, the read size and the pump's method
+  are known; the same outcomes as `read_event`.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
+import socket
 import sys
 from collections.abc import Callable
 from errno import EWOULDBLOCK
 from select import EPOLLIN
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from twisted.internet import abstract, main, tcp
 from twisted.internet.base import DelayedCall
@@ -83,10 +87,54 @@ _SERVER: Final = tcp.Server if PLAIN_TCP else None
 _CLIENT: Final = tcp.Client if PLAIN_TCP else None
 _BUFFER_SIZE: Final[int] = tcp.Connection.bufferSize
 _READABLE: Final[int] = EPOLLIN
+_SOCKET: Final = socket.socket
 #: ``os.read``: the socket's own ``recv`` with no flags is the same read(2) of the same file
 #: descriptor, the same errors (EAGAIN, a reset), the same retry on EINTR; its call parses its
 #: arguments as a tuple (``recv`` takes a size and optional flags), ``os.read``'s does not.
 _read: Final = os.read
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class DirectIO:
+    """A relaying connection whose reads go from ``read(2)`` straight to a compiled method, and
+    whose sends (`pgwarden.turns.send_direct`) skip the lookups that find its socket.
+
+    Why: a read of a plain TCP connection (`read_event`) still asks the connection's instance
+    dictionary for its descriptor, its read size and its protocol, and calls the protocol's
+    ``dataReceived`` through the generic API: ~1,000 instructions a read, two reads a statement
+    at one client; a send (`pgwarden.turns.send_now`) gets the dictionary and calls the socket's
+    ``fileno``. Once a session relays, each side's connection is registered here
+    (`register_direct_io`) with what those lookups give, which does not change while it relays:
+    its descriptor (a tcp connection's socket is never replaced, only deleted when it closes);
+    its read size; no TLS (PostgreSQL's protocol cannot start it after the login); Twisted's
+    ``doRead`` (replaced only while a client connects and when a connection is aborted, and an
+    aborted connection has left the reactor's descriptors already). A subclass's `received` is
+    the pump's method, called natively.
+
+    The reactor takes this path only for the connection it polls under that descriptor now
+    (`_events` compares it with the registered one, so neither a closed connection nor a new one
+    that got the same descriptor number is read through a stale entry), and only while the entry
+    is registered: the pump withdraws it (`withdraw_direct_io`) when the session lets go of it.
+    Every outcome is `read_event`'s (and so Twisted's). A send checks that the connection still
+    has this socket (`send_direct`).
+    """
+
+    def __init__(self, selectable: Any, fd: int, size: int) -> None:
+        #: the Twisted connection (what the reactor's descriptors map ``fd`` to while it is open)
+        self.selectable: object = selectable
+        self.fd = fd
+        #: its read size (its ``bufferSize``: the upstream connection's is its own)
+        self.size = size
+        #: its instance dictionary (the same object for its whole life), where a send reads its state
+        self.attrs: dict[str, Any] = selectable.__dict__
+        sock = self.attrs.get("socket")
+        #: its socket when a ``socket.socket`` (written with ``os.write`` on ``fd``), else None
+        #: (a stand-in, a test's watcher: every send takes `send_now`, which calls its ``send``)
+        self.socket: object = sock if type(sock) is _SOCKET else None
+
+    def received(self, data: bytes) -> None:
+        """What the protocol's ``dataReceived`` would do with ``data`` (a subclass's)."""
+        raise NotImplementedError
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -114,6 +162,40 @@ class LoopState:
         self.threadCallQueue: list[Any] = []
         #: never replaced: `poll` holds it through the events of a poll (`pgwarden.turns.IEndOfPoll`)
         self._at_end: list[Callable[[], None]] = []
+        #: the relaying connections read through `DirectIO`, by descriptor; never replaced
+        self.direct_reads: dict[int, DirectIO] = {}
+
+
+def direct_io_fd(reactor: object, transport: Any) -> tuple[int, int]:
+    """The descriptor under which ``transport``'s reads can be registered as a `DirectIO`, and
+    its read size; -1 for the descriptor when they cannot.
+
+    Only on pgwarden's reactor, for an open plain TCP connection (`PLAIN_TCP`) that `_events`
+    would read with `read_event` now (no ``doRead`` of its own, no TLS)."""
+    if not isinstance(reactor, LoopState) or type(transport) not in PLAIN_TCP:
+        return -1, 0
+    attrs: dict[str, Any] = transport.__dict__
+    size = attrs.get("bufferSize", _BUFFER_SIZE)
+    if "doRead" in attrs or attrs.get("TLS", False) or "socket" not in attrs or type(size) is not int:
+        return -1, 0
+    fd: int = transport.fileno()
+    return fd, size
+
+
+def register_direct_io(reactor: object, entry: DirectIO) -> None:
+    """From now on `_events` reads ``entry``'s connection with `direct_read` (``entry.fd`` from
+    `direct_io_fd`, not -1)."""
+    state: LoopState = cast(LoopState, reactor)
+    state.direct_reads[entry.fd] = entry
+
+
+def withdraw_direct_io(reactor: object, entry: DirectIO) -> None:
+    """Its connection's reads take the reactor's usual path again (if ``entry`` is still the
+    one registered under its descriptor: a later connection may have it now)."""
+    state: LoopState = cast(LoopState, reactor)
+    table = state.direct_reads
+    if table.get(entry.fd) is entry:
+        del table[entry.fd]
 
 
 def main_loop(reactor: Any) -> None:
@@ -136,6 +218,7 @@ def _iterations(reactor: Any, state: LoopState) -> None:
     # Made in the epoll reactor's __init__ and never replaced: read once, not at each poll.
     selectables: dict[int, Any] = reactor._selectables
     wait: Callable[[float, int], list[tuple[int, int]]] = reactor._poller.poll
+    direct = state.direct_reads
     while state._started:
         pending = state._pendingTimedCalls
         first: float | None = pending[0].time if pending else None
@@ -158,7 +241,7 @@ def _iterations(reactor: Any, state: LoopState) -> None:
             timeout = 0  # what those calls asked for runs first
         else:
             timeout = reactor.timeout()
-        _events(reactor, selectables, wait, timeout, at_end)
+        _events(reactor, selectables, wait, timeout, at_end, direct)
 
 
 def poll(reactor: Any, timeout: float | None) -> None:
@@ -167,12 +250,12 @@ def poll(reactor: Any, timeout: float | None) -> None:
     at_end = state._at_end
     if at_end:
         end_of_poll(at_end)
-    _events(reactor, reactor._selectables, reactor._poller.poll, timeout, at_end)
+    _events(reactor, reactor._selectables, reactor._poller.poll, timeout, at_end, state.direct_reads)
 
 
 def _events(reactor: Any, selectables: dict[int, Any],
             wait: Callable[[float, int], list[tuple[int, int]]], timeout: float | None,
-            at_end: list[Callable[[], None]]) -> None:
+            at_end: list[Callable[[], None]], direct: dict[int, DirectIO]) -> None:
     try:
         events = wait(-1 if timeout is None else timeout, len(selectables))
     except InterruptedError:
@@ -183,6 +266,11 @@ def _events(reactor: Any, selectables: dict[int, Any],
         selectable = selectables.get(fd)
         if selectable is None:
             continue
+        if event == _READABLE:
+            entry = direct.get(fd)
+            if entry is not None and entry.selectable is selectable:
+                direct_read(reactor, entry)
+                continue
         kind = type(selectable)
         if event == _READABLE and (kind is _SERVER or kind is _CLIENT):
             # Twisted's tcp connections keep what is read here in their instance dictionary,
@@ -231,6 +319,30 @@ def read_event(reactor: Any, selectable: tcp.Connection,
         legacy_log.err()
     if why:
         reactor._disconnectSelectable(selectable, why, in_read)
+
+
+def direct_read(reactor: Any, entry: DirectIO) -> None:
+    """`read_event` of a registered connection: its descriptor and its protocol's method known."""
+    why: BaseException | None = None
+    in_read = False
+    try:
+        try:
+            data = _read(entry.fd, entry.size)
+        except OSError as e:
+            if e.args[0] == EWOULDBLOCK:
+                return
+            why = main.CONNECTION_LOST
+        else:
+            if data:
+                entry.received(data)
+            else:
+                why = main.CONNECTION_DONE
+        in_read = True
+    except BaseException:  # as _doReadOrWrite: the application's failure is logged, the connection dropped
+        why = sys.exc_info()[1]
+        legacy_log.err()
+    if why:
+        reactor._disconnectSelectable(entry.selectable, why, in_read)
 
 
 def end_of_poll(at_end: list[Callable[[], None]]) -> None:

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from pgwarden.decisions import Decisions
+from pgwarden.proxy.loop import DirectIO, direct_io_fd, register_direct_io, withdraw_direct_io
 from pgwarden.proxy.state import ConnectionState
 from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
 from pgwarden.traffic import Traffic
@@ -61,10 +62,44 @@ class Pump:
         self.upstream = upstream
         #: the client's reads are paused until the pending verdict comes (its backlog grew too large)
         self.paused_for_backlog = False
+        #: both connections registered with the reactor as `DirectIO`s (`read_directly`)
+        self.direct: list[DirectIO] = []
+        self.reactor: object = None
+        #: what `flush` hands the turns each side's bytes with: the connection, or its `DirectIO`
+        self.client_out: object = client
+        self.upstream_out: object = upstream
+
+    def read_directly(self, reactor: object) -> None:
+        """Has ``reactor`` hand each connection's reads straight to `client_data` / `server_data`,
+        and the turns send its bytes with `pgwarden.turns.send_direct`
+        (`pgwarden.proxy.loop.DirectIO`), where it can: each protocol's ``dataReceived`` is
+        already that method (the caller has made it so), the path only skips the lookups."""
+        self.reactor = reactor
+        entries: list[DirectIO] = []
+        fd, size = direct_io_fd(reactor, self.client)
+        if fd >= 0 and _reads_go_to(self.client, self.client_data):
+            entries.append(ClientRead(self.client, fd, size, self))
+        fd, size = direct_io_fd(reactor, self.upstream)
+        if fd >= 0 and _reads_go_to(self.upstream, self.server_data):
+            entries.append(ServerRead(self.upstream, fd, size, self))
+        for entry in entries:
+            register_direct_io(reactor, entry)
+            if entry.socket is not None:
+                if entry.selectable is self.client:
+                    self.client_out = entry
+                else:
+                    self.upstream_out = entry
+        self.direct = entries
 
     def release(self) -> None:
         """Both connections are over: lets go of the relay, whose decider is this pump's own
-        method (a reference cycle, see `ClientConnection._release`)."""
+        method (a reference cycle, see `ClientConnection._release`), and of the reactor's
+        direct reads of them."""
+        for entry in self.direct:
+            withdraw_direct_io(self.reactor, entry)
+        self.direct = []
+        self.client_out = self.client
+        self.upstream_out = self.upstream
         try:
             del self.relay
         except AttributeError:  # never made
@@ -118,10 +153,10 @@ class Pump:
             return
         up = relay.pop_upstream()
         if up:
-            self.turns.send(self.upstream, up)
+            self.turns.send(self.upstream_out, up)
         down = relay.pop_client()
         if down:
-            self.turns.send(self.client, down)
+            self.turns.send(self.client_out, down)
         closing = relay.closing
         if closing and conn.phase != "closed":
             if conn.end_reason is None:
@@ -181,6 +216,34 @@ class Pump:
         if self.paused_for_backlog and relay.waiting is None:
             self.paused_for_backlog = False
             self.client.resumeProducing()
+
+
+class ClientRead(DirectIO):
+    """The client connection's reads, straight to its pump's `Pump.client_data`."""
+
+    def __init__(self, selectable: object, fd: int, size: int, pump: Pump) -> None:
+        super().__init__(selectable, fd, size)
+        self.pump = pump
+
+    def received(self, data: bytes) -> None:
+        self.pump.client_data(data)
+
+
+class ServerRead(DirectIO):
+    """The upstream connection's reads, straight to its pump's `Pump.server_data`."""
+
+    def __init__(self, selectable: object, fd: int, size: int, pump: Pump) -> None:
+        super().__init__(selectable, fd, size)
+        self.pump = pump
+
+    def received(self, data: bytes) -> None:
+        self.pump.server_data(data)
+
+
+def _reads_go_to(transport: object, method: object) -> bool:
+    """Whether ``transport``'s protocol hands its reads to ``method`` (a bound method of the pump)."""
+    protocol = getattr(transport, "protocol", None)
+    return protocol is not None and getattr(protocol, "dataReceived", None) == method
 
 
 def _handled(_failure: object) -> None:

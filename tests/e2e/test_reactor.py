@@ -30,3 +30,41 @@ def test_an_unknown_reactor_stops_pgwarden_run_saying_which_exist(tmp_path):
                           timeout=60)
     assert done.returncode == 2
     assert done.stderr.strip() == "pgwarden: PGWARDEN_REACTOR='select': expected one of pgwarden, default"
+
+
+def test_a_relaying_sessions_connections_are_read_and_written_directly_until_the_session_ends(make_pgwarden):
+    # pgwarden's reactor: both connections of a relaying session registered (`DirectIO`), their
+    # reads and sends through it; withdrawn when the session ends (no entry, so no session, kept).
+    import psycopg
+
+    from pgwarden.proxy.loop import DirectIO
+
+    running = make_pgwarden()
+
+    def entries():
+        table = getattr(running.reactor, "direct_reads", None)
+        if table is None:  # Twisted's reactor: nothing is registered, every read is Twisted's
+            return None
+        return [(type(e).__name__, e.selectable) for e in table.values()]
+
+    def session_transports():
+        (conn,) = running.app.connections
+        return conn.transport, conn.upstream.transport, conn.pump.client_out, conn.pump.upstream_out
+
+    with psycopg.connect(running.dsn(), autocommit=True) as c:
+        assert c.execute("select 1 + 1").fetchone() == (2,)
+        seen = running.call(entries)
+        client, upstream, client_out, upstream_out = running.call(session_transports)
+        if chosen() == "default":
+            assert seen is None and (client_out, upstream_out) == (client, upstream)
+        else:
+            assert sorted(seen, key=lambda e: e[0]) == [("ClientRead", client), ("ServerRead", upstream)]
+            assert isinstance(client_out, DirectIO) and client_out.selectable is client
+            assert isinstance(upstream_out, DirectIO) and upstream_out.selectable is upstream
+        assert c.execute("select 'still relays'").fetchone() == ("still relays",)
+    import time
+
+    deadline = time.monotonic() + 30
+    while running.call(lambda: len(running.app.connections)):  # the session's end, on the reactor
+        assert time.monotonic() < deadline, "the session never ended"
+    assert running.call(entries) in (None, [])

@@ -183,3 +183,100 @@ def test_what_an_end_of_poll_call_asked_by_a_timer_asks_for_does_not_wait_for_th
     reactor.callLater(0.01, lambda: reactor.call_at_end_of_poll(arm))
     _run(reactor)
     assert fired == [True]
+
+
+class _Direct(loop.DirectIO):
+    """A registered connection's reads, as the pump's `received` would take them."""
+
+    def __init__(self, transport, seen: _Seen) -> None:
+        fd, size = loop.direct_io_fd(transport.reactor, transport)
+        assert fd >= 0, "a plain TCP connection on pgwarden's reactor can be read directly"
+        super().__init__(transport, fd, size)
+        self.seen = seen
+
+    def received(self, data: bytes) -> None:
+        self.seen._saw("direct", data)
+        if self.seen.fail_on and self.seen.fail_on in data:
+            raise RuntimeError("the protocol failed")
+
+
+def _connected(reactor: PgwardenReactor, seen: _Seen) -> socket.socket:
+    client = _serve(reactor, seen)
+    while seen.transport is None:
+        reactor.iterate(0.01)
+    return client
+
+
+def test_a_registered_connection_is_read_by_its_entry_until_withdrawn(reactor):
+    seen = _Seen("")
+    client = _connected(reactor, seen)
+    entry = _Direct(seen.transport, seen)
+    loop.register_direct_io(reactor, entry)
+    client.sendall(b"one")
+    while not seen.events:
+        reactor.iterate(0.01)
+    assert seen.events == [("direct", b"one")]  # the entry's method, not the protocol's dataReceived
+    loop.withdraw_direct_io(reactor, entry)
+    assert reactor.direct_reads == {}
+    client.sendall(b"two")
+    while len(seen.events) < 2:
+        reactor.iterate(0.01)
+    assert seen.events[1] == ("data", b"two")
+    client.close()
+
+
+def test_an_entry_for_another_connection_under_the_same_descriptor_is_not_used_nor_withdrawn(reactor):
+    # A connection closed, a new one got its descriptor number: the stale entry must not read it,
+    # and withdrawing the stale entry must not withdraw the new one's.
+    old, new = _Seen(""), _Seen("")
+    client = _connected(reactor, new)
+    stale = loop.DirectIO(old, new.transport.fileno(), 65536)  # registered for another connection
+    loop.register_direct_io(reactor, stale)
+    client.sendall(b"hello")
+    while not new.events:
+        reactor.iterate(0.01)
+    assert new.events == [("data", b"hello")]
+    current = _Direct(new.transport, new)
+    loop.register_direct_io(reactor, current)
+    loop.withdraw_direct_io(reactor, stale)
+    assert reactor.direct_reads == {current.fd: current}
+    client.close()
+
+
+def test_direct_reads_end_of_file_reset_and_failure_have_read_events_outcomes(reactor, logged):
+    done, reset, failing = _Seen(""), _Seen(""), _Seen("", fail_on=b"boom")
+    clients = [_connected(reactor, seen) for seen in (done, reset, failing)]
+    for seen in (done, reset, failing):
+        loop.register_direct_io(reactor, _Direct(seen.transport, seen))
+    clients[0].sendall(b"last words")
+    clients[0].shutdown(socket.SHUT_WR)
+    clients[1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    clients[1].close()
+    clients[2].sendall(b"boom")
+    while len(done.events) < 2 or not reset.events or len(failing.events) < 2:
+        reactor.iterate(0.01)
+    assert done.events == [("direct", b"last words"), ("half-closed", None)]
+    assert reset.events == [("lost", error.ConnectionLost)]
+    assert failing.events == [("direct", b"boom"), ("lost", RuntimeError)]
+    assert any("the protocol failed" in str(e.get("failure", "")) for e in logged)
+    for entry in list(reactor.direct_reads.values()):
+        loop.withdraw_direct_io(reactor, entry)
+    done.transport.loseConnection()
+    clients[0].close()
+    clients[2].close()
+
+
+def test_only_plain_tcp_connections_on_pgwardens_reactor_can_be_read_directly(reactor):
+    seen = _Seen("")
+    client = _connected(reactor, seen)
+    transport = seen.transport
+    assert loop.direct_io_fd(reactor, transport) == (transport.fileno(), transport.bufferSize)
+    transport.bufferSize = 256 * 1024  # the upstream connection's own read size
+    assert loop.direct_io_fd(reactor, transport) == (transport.fileno(), 256 * 1024)
+    assert loop.direct_io_fd(object(), transport)[0] == -1  # another reactor
+    transport.TLS = True
+    assert loop.direct_io_fd(reactor, transport)[0] == -1
+    del transport.TLS
+    transport.doRead = transport.doRead  # replaced, as while a client connects
+    assert loop.direct_io_fd(reactor, transport)[0] == -1
+    client.close()

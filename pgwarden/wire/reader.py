@@ -7,53 +7,71 @@ for per statement (a Parse, a Bind, an Execute) reads through it, several calls 
 
 from __future__ import annotations
 
-import struct
-
 from pgwarden.wire.errors import ProtocolError
-
-_I16 = struct.Struct("!h")
-_I32 = struct.Struct("!i")
-_U32 = struct.Struct("!I")
 
 
 class Reader:
-    """Reads protocol primitives from a message body; every overrun is a ProtocolError."""
+    """Reads protocol primitives from a message body; every overrun is a ProtocolError.
+
+    The body is held as ``bytes`` (a ``bytearray`` or ``memoryview`` is copied once): compiled,
+    a slice, an indexed byte and a length of ``bytes`` are C operations, where the same on a
+    value typed ``bytes | bytearray`` was a call through the generic API each, and the integers
+    are assembled from their bytes rather than unpacked by a ``struct`` method call (~1,200
+    instructions a call: a Parse and a Bind of an extended statement read a dozen).
+    """
 
     __slots__ = ("_data", "_pos", "_what")
 
-    def __init__(self, data: bytes | bytearray, what: str) -> None:  # (compiled, the type is checked)
-        self._data = data
+    def __init__(self, data: bytes | bytearray | memoryview, what: str) -> None:
+        self._data: bytes = data if type(data) is bytes else bytes(data)
         self._pos = 0
         self._what = what
+
+    def _short(self) -> ProtocolError:
+        return ProtocolError(f"{self._what}: message is shorter than its contents")
 
     def _take(self, n: int) -> bytes:
         end = self._pos + n
         if n < 0 or end > len(self._data):
-            raise ProtocolError(f"{self._what}: message is shorter than its contents")
+            raise self._short()
         chunk = self._data[self._pos : end]
         self._pos = end
-        return bytes(chunk)
+        return chunk
 
     def int16(self) -> int:
-        value: int = _I16.unpack(self._take(2))[0]
-        return value
-
-    def int32(self) -> int:
-        value: int = _I32.unpack(self._take(4))[0]
-        return value
+        data = self._data
+        pos = self._pos
+        if pos + 2 > len(data):
+            raise self._short()
+        self._pos = pos + 2
+        value = (data[pos] << 8) | data[pos + 1]
+        return value - 0x10000 if value & 0x8000 else value
 
     def uint32(self) -> int:
-        value: int = _U32.unpack(self._take(4))[0]
-        return value
+        data = self._data
+        pos = self._pos
+        if pos + 4 > len(data):
+            raise self._short()
+        self._pos = pos + 4
+        return (data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
+
+    def int32(self) -> int:
+        value = self.uint32()
+        return value - 0x100000000 if value & 0x80000000 else value
 
     def byte(self) -> bytes:
         return self._take(1)
 
     def cstring(self) -> str:
-        end = self._data.find(b"\0", self._pos)
+        data = self._data
+        pos = self._pos
+        if pos < len(data) and data[pos] == 0:  # an empty string (the unnamed statement, portal): no search
+            self._pos = pos + 1
+            return ""
+        end = data.find(b"\0", pos)
         if end < 0:
             raise ProtocolError(f"{self._what}: unterminated string")
-        raw = bytes(self._data[self._pos : end])
+        raw = data[pos:end]
         self._pos = end + 1
         try:
             return raw.decode("utf-8")
@@ -75,7 +93,7 @@ class Reader:
         return self._take(n)
 
     def rest(self) -> bytes:
-        chunk = bytes(self._data[self._pos :])
+        chunk = self._data[self._pos :]
         self._pos = len(self._data)
         return chunk
 

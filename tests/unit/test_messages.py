@@ -553,3 +553,35 @@ def test_encoder_refuses_what_the_protocol_cannot_carry():
 def test_encoder_refuses_unencodable_fields(msg):
     with pytest.raises(LocalProtocolError):
         msg.encode()
+
+
+@settings(max_examples=300)
+@given(data=st.binary(max_size=12), kind=st.sampled_from(["bytes", "bytearray", "memoryview"]))
+def test_reader_integers_and_strings_are_what_struct_and_find_say_property(data, kind):
+    # The reader assembles integers from their bytes and tests an empty string by its first
+    # byte (`pgwarden.wire.reader`): the same values, the same errors, as struct and find.
+    from pgwarden.wire.reader import Reader
+
+    body = {"bytes": bytes, "bytearray": bytearray, "memoryview": memoryview}[kind](data)
+    for fmt, read in (("!h", Reader.int16), ("!i", Reader.int32), ("!I", Reader.uint32)):
+        size = struct.calcsize(fmt)
+        r = Reader(body, "X")
+        if len(data) < size:
+            with pytest.raises(ProtocolError, match="X: message is shorter than its contents"):
+                read(r)
+        else:
+            assert read(r) == struct.unpack_from(fmt, data)[0]
+            assert r.rest() == data[size:]
+    r = Reader(body, "X")
+    end = data.find(b"\0")
+    if end < 0:
+        with pytest.raises(ProtocolError, match="X: unterminated string"):
+            r.cstring()
+    else:
+        raw = data[:end]
+        try:
+            expected = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            expected = raw.decode("latin-1")
+        assert r.cstring() == expected
+        assert type(r.rest()) is bytes and Reader(body, "X").byte() == data[:1]

@@ -61,7 +61,7 @@ from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
 from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer
-from pgwarden.wire.reader import parse_fields
+from pgwarden.wire.reader import parse_parts
 
 if TYPE_CHECKING:  # (annotations only: compiled, a machine integer; never imported at run time)
     from mypy_extensions import i64
@@ -697,10 +697,9 @@ class Relay:
                 return self._unreadable("simple", body, None, e)
             return StatementRequest("simple", sql, None, self._seq, self._lexer, self._encoding_name)
         if t == _F_PARSE:
-            self._parsed = (raw, parse_fields(raw[5:])[2])  # checks the whole message
-            # The name and the text as the server will read them, from the bytes.
-            name_end = raw.index(b"\0", 5)
-            name, body = raw[5:name_end], raw[name_end + 1 : raw.index(b"\0", name_end + 1)]
+            # The whole message checked; the name and the text as the server will read them, from the bytes.
+            name, body, types = parse_parts(raw[5:])
+            self._parsed = (raw, types)
             if self._done_generation < self._report_due and not (_unaffected(body) and _unaffected(name)):
                 return self._unconfirmed("extended", body, name)
             what = "statement"
@@ -849,7 +848,7 @@ class Relay:
         else:  # Parse
             parsed, self._parsed = self._parsed, None
             if refusal is None:
-                types = parsed[1] if parsed is not None and parsed[0] is raw else parse_fields(raw[5:])[2]
+                types = parsed[1] if parsed is not None and parsed[0] is raw else parse_parts(raw[5:])[2]
                 stmt = PreparedStatement(request.statement_name or "", request.sql, types,
                                          generation=self.policy_generation,
                                          count=None if allowed or not isinstance(decision, CountRows) else decision)

@@ -62,21 +62,22 @@ class Reader:
     def byte(self) -> bytes:
         return self._take(1)
 
-    def cstring(self) -> str:
+    def cbytes(self) -> bytes:
+        """A NUL-terminated string's bytes, undecoded (the terminator read, not returned)."""
         data = self._data
         pos = self._pos
         if pos < len(data) and data[pos] == 0:  # an empty string (the unnamed statement, portal): no search
             self._pos = pos + 1
-            return ""
+            return b""
         end = data.find(b"\0", pos)
         if end < 0:
             raise ProtocolError(f"{self._what}: unterminated string")
-        raw = data[pos:end]
         self._pos = end + 1
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return raw.decode("latin-1")
+        return data[pos:end]
+
+    def cstring(self) -> str:
+        """A NUL-terminated string, UTF-8 (Latin-1 when it is not: every byte then reads as a character)."""
+        return _text(self.cbytes())
 
     def count(self) -> int:
         n = self.int16()
@@ -102,12 +103,26 @@ class Reader:
             raise ProtocolError(f"{self._what}: unexpected bytes after the message")
 
 
-def parse_fields(body: bytes) -> tuple[str, str, tuple[int, ...]]:
-    """A Parse message's body as (statement name, query text, parameter type OIDs), the whole
-    body checked: `pgwarden.wire.messages.Parse.decode`'s, and the relay's on every extended
-    statement, which needs only the types (no message object, no interpreted frame)."""
+def parse_parts(body: bytes) -> tuple[bytes, bytes, tuple[int, ...]]:
+    """A Parse message's body as (statement name, query text, parameter type OIDs), the name and
+    the text undecoded, the whole body checked: the relay's on every extended statement, which
+    decodes them in the session's encoding (no message object, no interpreted frame)."""
     r = Reader(body, "Parse")
-    name, sql = r.cstring(), r.cstring()
+    name, sql = r.cbytes(), r.cbytes()
     types = tuple([r.uint32() for _ in range(r.count())])
     r.end()
     return name, sql, types
+
+
+def parse_fields(body: bytes) -> tuple[str, str, tuple[int, ...]]:
+    """`parse_parts` with the name and the text decoded as `Reader.cstring` decodes them:
+    `pgwarden.wire.messages.Parse.decode`'s."""
+    name, sql, types = parse_parts(body)
+    return _text(name), _text(sql), types
+
+
+def _text(raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")

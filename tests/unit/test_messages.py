@@ -585,3 +585,21 @@ def test_reader_integers_and_strings_are_what_struct_and_find_say_property(data,
             expected = raw.decode("latin-1")
         assert r.cstring() == expected
         assert type(r.rest()) is bytes and Reader(body, "X").byte() == data[:1]
+
+
+@settings(max_examples=200)
+@given(name=st.binary().filter(lambda b: b"\0" not in b), sql=st.binary().filter(lambda b: b"\0" not in b),
+       types=st.lists(st.integers(0, 2**32 - 1), max_size=5), extra=st.binary(max_size=3))
+def test_parse_parts_gives_the_name_and_text_as_sent_and_checks_the_whole_body_property(name, sql, types, extra):
+    # The relay reads an extended statement's name and text undecoded (`parse_parts`), to decode
+    # them in the session's encoding; whatever follows the types is refused as before.
+    from pgwarden.wire.reader import parse_fields, parse_parts
+
+    body = name + b"\0" + sql + b"\0" + struct.pack(f"!h{len(types)}I", len(types), *types)
+    assert parse_parts(body) == (name, sql, tuple(types))
+    assert parse_fields(body)[2] == tuple(types)
+    if extra:
+        with pytest.raises(ProtocolError, match="Parse: unexpected bytes after the message"):
+            parse_parts(body + extra)
+    with pytest.raises(ProtocolError):
+        parse_parts(body[:-1] if types else name + b"\0" + sql)

@@ -46,7 +46,7 @@ from __future__ import annotations
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pgwarden import lexical
@@ -334,6 +334,67 @@ class Expectation:
         return f"Expectation({self.kind}, {self.target!r}, {self.own_error}, {self.execution!r})"
 
 
+class Expectations:
+    """The answers the server owes, oldest first: a queue of `Expectation`s.
+
+    Why not a ``collections.deque``: compiled, each ``append``, ``popleft`` and ``[0]`` of a
+    deque is a call through the generic API (~500 instructions an append), and an extended
+    statement makes four of each; here they are native method calls on a list and an index.
+    The list is emptied whenever the queue is (after every ReadyForQuery, at one client), and
+    its answered head dropped once it is the larger part, so it never grows with a session.
+    """
+
+    __slots__ = ("_items", "_head")
+
+    def __init__(self) -> None:
+        self._items: list[Expectation | None] = []
+        self._head = 0  # the index of the oldest one still owed
+
+    def append(self, e: Expectation) -> None:
+        self._items.append(e)
+
+    def first(self) -> Expectation | None:
+        """The oldest one owed, or None."""
+        items = self._items
+        return items[self._head] if self._head < len(items) else None
+
+    def popleft(self) -> Expectation:
+        """The oldest one owed, no longer owed (IndexError when none is, as a deque's)."""
+        items = self._items
+        head = self._head
+        if head >= len(items):
+            raise IndexError("pop from an empty Expectations")
+        e = items[head]
+        assert e is not None
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head >= 64 and head * 2 >= len(items):
+            del items[:head]
+            head = 0
+        else:
+            items[head - 1] = None  # answered: not kept alive by the queue
+        self._head = head
+        return e
+
+    def __len__(self) -> int:
+        return len(self._items) - self._head
+
+    def __bool__(self) -> bool:
+        return self._head < len(self._items)
+
+    def __getitem__(self, index: int) -> Expectation:
+        if not 0 <= index < len(self._items) - self._head:
+            raise IndexError("Expectations index out of range")
+        e = self._items[self._head + index]
+        assert e is not None
+        return e
+
+    def __iter__(self) -> Iterator[Expectation]:
+        return iter([e for e in self._items[self._head:] if e is not None])
+
+
 # Expectations with nothing of their own, made once.
 _EXPECT_SYNC: Final = Expectation(_E_SYNC)
 _EXPECT_CLOSE: Final = Expectation(_E_CLOSE)
@@ -505,7 +566,7 @@ class Relay:
         self._refused: set[str] = set()  # statement names whose latest Parse pgwarden refused
         self._skip_to_sync = False  # pgwarden refused an extended message
         self._server_discarding = False  # the server is skipping until Sync
-        self._expect: deque[Expectation] = deque()
+        self._expect = Expectations()
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
         self._done_generation = 0
         # The result whose rows are flowing (its cap and transform: see `results`), if any.
@@ -1078,7 +1139,7 @@ class Relay:
                 else:
                     self._rows(result, raw)
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
-                head = expect[0] if expect else None
+                head = expect.first()
                 if head is not None and (head.kind == _E_BEFORE or head.kind == _E_CHECK):
                     self._count_answer(head, raw)
                     continue
@@ -1166,7 +1227,7 @@ class Relay:
                     except Exception as e:  # noqa: BLE001 - refused (binary, or a plugin failed): none of it is sent
                         self.error = e
                         self._copy_transform = refused_copy = refused(e)
-                        head = expect[0] if expect else None
+                        head = expect.first()
                         if head is not None and head.execution is not None:
                             head.execution.error(refused_copy.error)
                         self._hold_or_send(refused_copy.error)
@@ -1306,7 +1367,7 @@ class Relay:
 
     def _begin_rows(self) -> ResultStream:
         """The first row of a result whose RowDescription came earlier (a portal's)."""
-        head = self._expect[0] if self._expect else None
+        head = self._expect.first()
         portal = None
         if head is not None:
             if head.kind == _E_EXECUTE and head.target is not None:
@@ -1335,7 +1396,7 @@ class Relay:
 
     def _origin(self) -> Origin:
         """The statement whose answer is coming now (see `Origin`)."""
-        head = self._expect[0] if self._expect else None
+        head = self._expect.first()
         if head is None:
             return None, 0
         kind = head.kind
@@ -1397,7 +1458,7 @@ class Relay:
 
     def _description(self, t: int, raw: bytes) -> None:
         expect = self._expect
-        head = expect[0] if expect else None
+        head = expect.first()
         if head is None or head.kind == _E_QUERY:
             # Simple query: each result announces its own shape.
             if t == _B_ROW_DESCRIPTION:
@@ -1441,7 +1502,7 @@ class Relay:
         if severity in ("FATAL", "PANIC"):
             self.server_fatal = True  # the server is closing and has said why
         expect = self._expect
-        head = expect[0] if expect else None
+        head = expect.first()
         if head is not None and head.own_error:
             raw = own.clean_own_error(raw)
         if self._capturing:  # pgwarden's before statement failed: nothing of it is sent

@@ -567,3 +567,60 @@ def test_property_a_counted_write_relays_the_same_whatever_the_split(cuts, more_
     sent = _split(up, m.decode_frontend)
     assert [type(x) for x in sent][-7:] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync, m.Query]
     assert not t.relay._expect
+
+
+@settings(max_examples=200)
+@given(ops=st.lists(st.one_of(st.integers(0, 9), st.just("pop"), st.just("pop many")), max_size=300))
+def test_expectations_queue_as_a_deque_does_property(ops):
+    # The relay's queue of owed answers (`Expectations`, a list and a head index) against a deque:
+    # the same order, head, length and errors, whatever mix of appends and pops.
+    import gc
+    from collections import deque
+
+    import pytest
+
+    from pgwarden.relay.engine import Expectation, Expectations
+
+    queue, model = Expectations(), deque()
+    for op in ops:
+        if op == "pop" or op == "pop many":
+            for _ in range(1 if op == "pop" else 70):
+                if model:
+                    assert queue.popleft() is model.popleft()
+                else:
+                    with pytest.raises(IndexError):
+                        queue.popleft()
+        else:
+            e = Expectation(op)
+            queue.append(e)
+            model.append(e)
+        assert len(queue) == len(model) and bool(queue) == bool(model)
+        assert queue.first() is (model[0] if model else None)
+        assert len(queue._items) <= 2 * len(model) + 64  # what was answered does not pile up
+        assert list(queue) == list(model)
+        assert [queue[i] for i in range(len(model))] == list(model)
+        with pytest.raises(IndexError):
+            queue[len(model)]
+    # an answered expectation is not kept alive by the queue (its execution may hold a result)
+    answered = Expectation(1)
+    queue.append(answered)
+    queue.append(Expectation(2))
+    while queue.first() is not answered:
+        queue.popleft()
+    queue.popleft()
+    assert all(e is not answered for e in gc.get_referents(queue._items))
+
+
+def test_expectations_answered_in_a_long_pipeline_do_not_pile_up():
+    from pgwarden.relay.engine import Expectation, Expectations
+
+    queue = Expectations()
+    owed = [Expectation(i % 10) for i in range(3000)]
+    answered = 0
+    for i, e in enumerate(owed):  # a long pipeline: answers come while more is sent, never all of them
+        queue.append(e)
+        if i % 3:
+            assert queue.popleft() is owed[answered]
+            answered += 1
+    assert len(queue) == 1000 and queue.first() is owed[2000]
+    assert len(queue._items) <= 2 * len(queue) + 64

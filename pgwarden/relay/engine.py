@@ -60,7 +60,7 @@ from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import ProtocolError
-from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer
+from pgwarden.wire.framing import DEFAULT_MAX_MESSAGE, Fragment, MessageFramer, int32_at
 from pgwarden.wire.reader import parse_parts
 
 if TYPE_CHECKING:  # (annotations only: compiled, a machine integer; never imported at run time)
@@ -1031,7 +1031,7 @@ class Relay:
                                stmt.decide_s if stmt is not None else 0.0,
                                portal.bind if portal is not None else None)
                 # A portal that suspends sent exactly the rows the Execute asked for.
-                ex.rows = max(0, int.from_bytes(raw[-4:], "big", signed=True))
+                ex.rows = max(0, int32_at(raw, len(raw) - 4))
                 if stmt is not None:
                     stmt.decide_s = 0.0  # reported once, by the first Execute
             if not self._server_discarding:

@@ -35,7 +35,7 @@ _HEADER = struct.Struct("!Bi")
 
 
 
-def _int32(data: bytes, pos: int) -> int:
+def int32_at(data: bytes, pos: int) -> int:
     """The signed big-endian int32 at ``data[pos:pos + 4]`` (the caller knows the bytes are there)."""
     value = (data[pos] << 24) | (data[pos + 1] << 16) | (data[pos + 2] << 8) | data[pos + 3]
     return value - 0x100000000 if value & 0x80000000 else value
@@ -201,7 +201,7 @@ class MessageFramer:
             # The header read byte by byte rather than with struct: compiled, these are machine
             # integers from here on, where struct's tuple made every comparison below generic.
             t = data[pos]
-            length = _int32(data, pos + 1)
+            length = int32_at(data, pos + 1)
             end = pos + 1 + length
             if end <= n and 4 <= length <= maximum:
                 if not valid[t]:
@@ -210,7 +210,7 @@ class MessageFramer:
                     start = pos
                     pos = end
                     while n - pos >= 5 and data[pos] == t:
-                        length = _int32(data, pos + 1)
+                        length = int32_at(data, pos + 1)
                         end = pos + 1 + length
                         if end > n or length < 4 or length > maximum:
                             break

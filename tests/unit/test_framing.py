@@ -660,3 +660,10 @@ def test_runs_of_rows_come_out_as_one_object_and_split_back():
     whole = MessageFramer(run_type=ord("D"))
     whole.feed(stream)
     assert [len(split_run(f)) for f in whole.frames()] == [1, 50, 1]
+
+
+@given(data=st.binary(min_size=4, max_size=12), pos=st.integers(0, 8))
+def test_int32_at_is_structs_signed_big_endian_int32_property(data, pos):
+    # Framing's lengths and the relay's Execute row limit are read with it (compiled: no struct call).
+    if pos + 4 <= len(data):
+        assert framing.int32_at(data, pos) == struct.unpack_from("!i", data, pos)[0]

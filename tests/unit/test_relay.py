@@ -624,3 +624,19 @@ def test_expectations_answered_in_a_long_pipeline_do_not_pile_up():
             answered += 1
     assert len(queue) == 1000 and queue.first() is owed[2000]
     assert len(queue._items) <= 2 * len(queue) + 64
+
+
+def test_a_suspended_portals_execution_counts_the_rows_its_execute_asked_for():
+    # The Execute's row limit, a signed int32 read from its last four bytes (a negative one: 0).
+    for limit, rows in ((2, 2), (2**31 - 1, 2**31 - 1), (-5, 0)):
+        done = []
+        relay = Relay(lambda req: ALLOW, on_complete=done.append)
+        relay.client_data(b"".join(x.encode() for x in (
+            m.Parse("s", "select n from t"), m.Bind("p", "s", (), (), ()), m.Describe("P", "p"),
+            m.Execute("p", limit), m.Sync())))
+        relay.pop_upstream()
+        relay.server_data(b"".join(x.encode() for x in (
+            m.ParseComplete(), m.BindComplete(), SHAPE, m.DataRow((b"1",)), m.DataRow((b"2",)),
+            m.PortalSuspended(), m.ReadyForQuery("T"))))
+        executes = [ex for ex in done if ex.protocol == "extended" and ex.bind is not None]
+        assert [ex.rows for ex in executes] == [rows], (limit, done)

@@ -539,6 +539,7 @@ class ClientConnection(ConnectionState, Protocol):
         self.pump = pump = Pump(self, self.transport, upstream.transport)
         self.relay = pump.relay = self.services.relays.relay(self, pump.decide, parameters,
                                                              self.host.config.limits.max_message_bytes)
+        pump.relay.decide_natively(pump)
         #: what statements of this session are analysed against (catalog, search_path)
         self.sql_context = session_sql_context(self.services.catalog.current, self.host.config.upstream.user,
                                                startup)

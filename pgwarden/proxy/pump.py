@@ -24,7 +24,7 @@ from twisted.python.failure import Failure
 from pgwarden.decisions import Decisions
 from pgwarden.proxy.loop import DirectIO, direct_io_fd, register_direct_io, withdraw_direct_io
 from pgwarden.proxy.state import ConnectionState
-from pgwarden.relay.engine import PENDING, Relay, StatementRequest, settled
+from pgwarden.relay.engine import PENDING, DecisionSource, Relay, StatementRequest, settled
 from pgwarden.traffic import Traffic
 from pgwarden.verdict import Refusal, Verdict
 
@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 log = Logger(namespace="pgwarden.proxy")
 
 
-class Pump:
+class Pump(DecisionSource):
     """One session's relay phase: the client's and the server's bytes through its relay, its verdicts."""
 
     #: the session's relay, made with `decide` as its decider (so set just after the pump is)

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Final, cast
 
 from pgwarden import lexical
+from pgwarden.native_bases import mypyc_attr
 from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
 from pgwarden.relay.counting import CountRows
@@ -443,6 +444,19 @@ class _Count:
 
 
 Decider = Callable[[StatementRequest], object]  # -> ALLOW | CountRows | Refusal | PENDING
+
+
+@mypyc_attr(allow_interpreted_subclasses=True)
+class DecisionSource:
+    """What has a relay's decider as its ``decide`` method (a session's `pgwarden.proxy.pump.Pump`).
+
+    Why a base class: compiled, the relay calls a `Decider` (any callable) through the generic
+    API, the bound method's argument parsing included; a relay told its decider is this object's
+    method (`Relay.decide_natively`) calls the method natively instead. The same method either way.
+    """
+
+    def decide(self, request: StatementRequest) -> object:
+        raise NotImplementedError
 #: Which statement a result, an error or a notice belongs to: its text (None: not known, or
 #: pgwarden's own) and the statement's index within that text (a multi-statement Query).
 Origin = tuple[str | None, int]
@@ -528,6 +542,8 @@ class Relay:
         on_message: MessageListener | None = None,
     ) -> None:
         self._decide = decide
+        #: the object whose ``decide`` method ``decide`` is, once `decide_natively` was told so
+        self._source: DecisionSource | None = None
         self._on_shape = on_shape
         self._on_copy = on_copy
         self._on_message = on_message
@@ -606,6 +622,13 @@ class Relay:
         self.error: Exception | None = None
 
     # ------------------------------------------------------------------ edge API
+
+    def decide_natively(self, source: DecisionSource) -> bool:
+        """Calls ``source.decide`` for the verdicts, natively, if it is this relay's decider; says whether."""
+        if self._decide == source.decide:
+            self._source = source
+            return True
+        return False
 
     def pop_upstream(self) -> list[bytes]:
         out, self._up = self._up, []
@@ -729,7 +752,8 @@ class Relay:
                 return
             if self._on_complete is not None:
                 self._arrived = self._clock()
-            decision = self._decide(request)
+            source = self._source
+            decision = source.decide(request) if source is not None else self._decide(request)
             if decision is PENDING:
                 self._waiting_arrived = self._arrived
                 self._waiting = request

@@ -640,3 +640,23 @@ def test_a_suspended_portals_execution_counts_the_rows_its_execute_asked_for():
             m.PortalSuspended(), m.ReadyForQuery("T"))))
         executes = [ex for ex in done if ex.protocol == "extended" and ex.bind is not None]
         assert [ex.rows for ex in executes] == [rows], (limit, done)
+
+
+def test_a_relay_calls_its_deciders_object_natively_only_when_told_it_is_that_objects_method():
+    from pgwarden.relay.engine import DecisionSource
+
+    class Source(DecisionSource):
+        def __init__(self) -> None:
+            self.seen = []
+
+        def decide(self, request):
+            self.seen.append(request.sql)
+            return ALLOW
+
+    source, other = Source(), Source()
+    relay = Relay(source.decide)
+    assert not relay.decide_natively(other)  # another object's method is not this relay's decider
+    assert relay.decide_natively(source)
+    relay.client_data(m.Query("select 1").encode())
+    assert source.seen == ["select 1"] and other.seen == []
+    assert relay.pop_upstream() == [m.Query("select 1").encode()]

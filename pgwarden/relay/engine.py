@@ -1069,7 +1069,8 @@ class Relay:
                     self._count_waiting = count
         elif t == _F_DESCRIBE:
             name, _ = _name(raw, 6, self._encoding)
-            target = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
+            # (typed as their base: compiled, a union of the two would set ``described`` generically)
+            target: _Described | None = (st.statements if raw[5] == 83 else st.portals).get(name)  # 83: 'S'
             if raw[5] not in (83, 80):
                 raise ProtocolError("Describe: target must be 'S' or 'P'")
             if target is not None:
@@ -1504,7 +1505,9 @@ class Relay:
                 self._start_result(raw)
                 self._hold_or_send(raw)
             return
-        if target is not None:
+        if isinstance(target, _Described):  # (a statement or a portal; compiled: a native call)
+            target.describe(raw if t == _B_ROW_DESCRIPTION else None)
+        elif target is not None:
             target.describe(raw if t == _B_ROW_DESCRIPTION else None)
         if head.kind == _E_DESCRIBE:
             self._down.append(raw)

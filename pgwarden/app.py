@@ -236,8 +236,8 @@ class Application:
         judged on the facts before it; its rows used to be masked whole instead, NULL in the type
         OIDs a driver's own type query reads (asyncpg: ``TypeError: an integer is required``)."""
         for conn in self.connections:
-            relay = conn.relay
-            if relay is not None and relay.on_shape is not None:
+            relay, masks = conn.relay, conn.masks
+            if relay is not None and masks is not None and masks.masking():  # (not shadow rules alone)
                 relay.policy_generation += 1
 
 

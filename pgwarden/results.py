@@ -140,11 +140,15 @@ class SessionMasks:
             stats[e.plugin] = stats.get(e.plugin, 0) + 1
             raise
 
+    def masking(self) -> bool:
+        """Whether a plugin masks results under the session's policies as they are now."""
+        return bool(self.plugins.maskers(self.session.policies).results)
+
     def wants_shapes(self) -> bool:
         """Whether `shape` can have anything to do in this session as its policies are now: a
         plugin masks under them, or shadow rules count what they would mask. (Asked again when
         a reload changes them; the relay asks `shape` of no result while it is False.)"""
-        return bool(self.plugins.maskers(self.session.policies).results) or self.conn.shadow is not None
+        return self.masking() or self.conn.shadow is not None
 
     def shape(self, description: m.RowDescription, origin: Origin) -> Callable[[bytes], bytes] | None:
         if not self.wants_shapes():

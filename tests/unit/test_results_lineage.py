@@ -47,12 +47,17 @@ def test_without_a_statement_or_past_its_statements_the_lineage_is_unknown():
 def test_a_change_the_check_saw_has_every_masking_session_decide_its_binds_again():
     """`Application._decide_binds_again` (a `LiveCatalog.on_change_seen` listener): the relays of
     sessions that mask (an ``on_shape``) count a new generation, so each named statement is decided
-    again at its next Bind (and waits for the load); others, and sessions not relaying yet, not."""
+    again at its next Bind (and waits for the load); others (shadow rules alone too: they mask
+    nothing), and sessions not relaying yet, not."""
     from pgwarden.app import Application
 
-    masking = SimpleNamespace(relay=SimpleNamespace(on_shape=object(), policy_generation=3))
-    plain = SimpleNamespace(relay=SimpleNamespace(on_shape=None, policy_generation=3))
-    logging_in = SimpleNamespace(relay=None)
-    app = SimpleNamespace(connections=[masking, plain, logging_in])
+    def conn(masks: object) -> SimpleNamespace:
+        return SimpleNamespace(relay=SimpleNamespace(policy_generation=3), masks=masks)
+
+    masking = conn(SimpleNamespace(masking=lambda: True))
+    shadow_only = conn(SimpleNamespace(masking=lambda: False))  # shadow rules count, nothing masked
+    plain = conn(None)
+    logging_in = SimpleNamespace(relay=None, masks=None)
+    app = SimpleNamespace(connections=[masking, shadow_only, plain, logging_in])
     Application._decide_binds_again(app)  # type: ignore[arg-type]
-    assert (masking.relay.policy_generation, plain.relay.policy_generation) == (4, 3)
+    assert [c.relay.policy_generation for c in (masking, shadow_only, plain)] == [4, 3, 3]

@@ -352,17 +352,25 @@ def test_rows_of_a_statement_decided_before_the_check_saw_a_change_are_traced_as
     change was seen: its rows are traced as it was (the bound of another client's DDL, which
     committed up to ``check_s`` before it was seen), not masked whole (before the fix: ``***``)."""
     import threading
+    import time
 
     catalog = settled.app.catalog
     rows: list = []
+    came: list[float] = []
+
+    def read(c: psycopg.Connection) -> None:
+        rows.extend(c.execute("select t.typname::text from pg_type t, pg_sleep(6) where t.oid = 23").fetchall())
+        came.append(time.monotonic())
+
     with psycopg.connect(settled.dsn(), autocommit=True) as c:
-        reading = threading.Thread(target=lambda: rows.extend(c.execute(
-            "select t.typname::text from pg_type t, pg_sleep(6) where t.oid = 23").fetchall()))
+        reading = threading.Thread(target=read, args=(c,))
         reading.start()
         try:
             _seen_by_the_check(settled, pg_server, "create or replace view cc_view as select id, name as x from cc_users",
                                settle_s=30.0)
+            seen = time.monotonic()
         finally:
             reading.join()
+    assert came and seen < came[0], "the check saw the change after the rows came: the test tests nothing"
     assert settled.call(lambda: catalog.redefining), "the load ran before the rows came: the test tests nothing"
     assert rows == [("int4",)]

@@ -56,7 +56,7 @@ class _Fixed(CatalogState):
     def start(self) -> None:
         pass
 
-    def invalidate(self, reason: str, redefines: bool = True) -> int:
+    def invalidate(self, reason: str, redefines: bool = True, seen: bool = False) -> int:
         return 0
 
     def has_read(self, ticket: int) -> bool:
@@ -141,6 +141,8 @@ class Application:
         self.catalog = LiveCatalog(config.upstream, reactor, ttl_s=config.catalog.ttl_s,
                                    max_stale_s=config.catalog.max_stale_s, check_s=config.catalog.check_s) \
             if config.catalog.live else _Fixed(builtin_catalog())
+        if isinstance(self.catalog, LiveCatalog):
+            self.catalog.on_change_seen.append(self._decide_binds_again)
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
         self.decisions = Decisions(self.plugins, self.recorder, self.stats, self.statements, self.catalog,
@@ -224,6 +226,20 @@ class Application:
         self.plugins.notify("pgwarden_stop")
 
     # ------------------------------------------------------------------ sessions
+
+    def _decide_binds_again(self) -> None:
+        """The catalog's change check saw another client's change that may define again what
+        lineage goes through: in every session that masks, each named statement is decided again
+        at its next Bind, which waits for the load that reads the change (the rows of a statement
+        decided before the check saw it are traced on the catalog before it: the check's bound).
+        Without this, a statement prepared long before and run after the change was seen would be
+        judged on the facts before it; its rows used to be masked whole instead, NULL in the type
+        OIDs a driver's own type query reads (asyncpg: ``TypeError: an integer is required``)."""
+        for conn in self.connections:
+            relay, masks = conn.relay, conn.masks
+            if relay is not None and masks is not None and masks.masking():  # (not shadow rules alone)
+                relay.policy_generation += 1
+
 
     def connection_opened(self, conn: ClientConnection) -> None:
         self.connections.add(conn)

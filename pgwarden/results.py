@@ -112,13 +112,17 @@ class SessionMasks:
     def _lineage(self, statement: Statement | None, index: int) -> Lineage | None:
         if statement is None:
             return None
-        if self.conn.catalog_unread or getattr(self.catalog, "redefining", False):
+        if self.conn.catalog_unread or getattr(self.catalog, "sessions_redefining", False):
             # This session changed the catalog (a view replaced, say) and the change is not read
             # yet (its transaction is open, or no load since succeeded): lineage from the catalog
             # as it was could miss a masked column. Unknown instead (masked whole) until it is read.
-            # Likewise after another session's change: a statement decided before it and run again
-            # by Bind and Execute alone (a named statement) does not wait for the load as a
-            # statement decided now does.
+            # Likewise after another session's change through pgwarden: a statement decided before
+            # it may run after it. Not after a change the catalog's check saw (another client's):
+            # it committed up to check_s before it was seen, and a statement decided before that
+            # is judged on the facts before it (the documented bound), its rows too; a named
+            # statement run again after it is decided again at its Bind and waits for the load
+            # (`Application._decide_binds_again`). (Masked whole, a driver's own query of the
+            # catalog returned NULL type OIDs: asyncpg failed with "an integer is required".)
             return None
         lineages = statement.lineage
         if index >= len(lineages):
@@ -136,11 +140,15 @@ class SessionMasks:
             stats[e.plugin] = stats.get(e.plugin, 0) + 1
             raise
 
+    def masking(self) -> bool:
+        """Whether a plugin masks results under the session's policies as they are now."""
+        return bool(self.plugins.maskers(self.session.policies).results)
+
     def wants_shapes(self) -> bool:
         """Whether `shape` can have anything to do in this session as its policies are now: a
         plugin masks under them, or shadow rules count what they would mask. (Asked again when
         a reload changes them; the relay asks `shape` of no result while it is False.)"""
-        return bool(self.plugins.maskers(self.session.policies).results) or self.conn.shadow is not None
+        return self.masking() or self.conn.shadow is not None
 
     def shape(self, description: m.RowDescription, origin: Origin) -> Callable[[bytes], bytes] | None:
         if not self.wants_shapes():

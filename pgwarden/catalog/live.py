@@ -202,6 +202,7 @@ class LiveCatalog(CatalogState):
         self._covered = 0  # invalidations the last finished load began after
         self._read_through = 0  # invalidations the last successful load began after
         self._redefined = 0  # the last invalidation that may define lineage's ways again
+        self._session_redefined = 0  # ... of those, the last one a session made (not the change check's)
         self._changes: tuple | None = None  # the change check's answer before the last successful load
         self._checker = None  # the next change check
         self._checking = False  # a change check runs (on the connection: never beside a load)
@@ -217,6 +218,15 @@ class LiveCatalog(CatalogState):
         #: whether a change that may define again what lineage goes through (by any session, or
         #: seen by the change check) waits for a load to read it
         self.redefining = False
+        #: whether such a change made by a session through pgwarden (not one the change check saw)
+        #: waits for a load: rows of a statement decided before it are not traced on the catalog
+        #: before it (`pgwarden.results`). A change the check saw is within the bound of another
+        #: client's DDL: a statement decided before the check saw it is judged on the facts before it.
+        self.sessions_redefining = False
+        #: called (no arguments) when the change check sees a change that redefines: sessions
+        #: decide their named statements again at their next Bind (`Application`), so that a
+        #: statement run after it waits for the load like a statement decided after it
+        self.on_change_seen: list[Callable[[], object]] = []
 
     def __repr__(self) -> str:
         u = self._upstream
@@ -232,6 +242,7 @@ class LiveCatalog(CatalogState):
         running = self._started and not self._stopped
         self.pending = running and (self._finished_loads == 0 or self._covered < self._invalidations)
         self.redefining = running and self._covered < self._redefined
+        self.sessions_redefining = running and self._covered < self._session_redefined
 
     def start(self) -> None:
         """Loads now, then every ``ttl_s``."""
@@ -241,14 +252,15 @@ class LiveCatalog(CatalogState):
         self._update_flags()
         self._load()
 
-    def invalidate(self, reason: str, redefines: bool = True) -> int:
+    def invalidate(self, reason: str, redefines: bool = True, seen: bool = False) -> int:
         """A DDL statement committed: load again soon (several calls make one load).
 
         Call it once the statement's transaction has ended: a load that starts before
         the commit does not see the change. Returns a ticket for `has_read`.
         ``redefines``: the change may define again what lineage goes through (a view, a
         function's body), so `redefining` is true until a load has read it; false for a
-        side effect such as a sequence's nextval.
+        side effect such as a sequence's nextval. ``seen``: the change check saw it (another
+        client's change): `sessions_redefining` stays as it was, and `on_change_seen` is called.
         """
         if not self._started or self._stopped:
             return 0
@@ -256,7 +268,12 @@ class LiveCatalog(CatalogState):
         ticket = self._invalidations
         if redefines:
             self._redefined = ticket
+            if not seen:
+                self._session_redefined = ticket
         self._update_flags()
+        if redefines and seen:
+            for listener in list(self.on_change_seen):
+                listener()
         log.debug("catalog: reload requested ({reason})", reason=reason)
         if self._in_flight:
             self._again = True
@@ -504,7 +521,7 @@ class LiveCatalog(CatalogState):
             if isinstance(answer, _Failed):
                 log.debug("catalog: the change check failed ({error})", error=answer.error)
             elif answer != self._changes:
-                self.invalidate("the catalog changed (another client's DDL)")
+                self.invalidate("the catalog changed (another client's DDL)", seen=True)
             if self._load_after_check:
                 self._load_after_check = False
                 self._load()  # (it schedules the next check when it ends)

@@ -38,6 +38,7 @@ _EPOCH = datetime.date(2000, 1, 1)  # PostgreSQL's binary dates count days from 
 
 class Family(Enum):
     TEXT = "text"
+    CHAR = "char"  # the one-byte "char" (pg_type's typtype, ...): one character in text and in binary
     INT2 = "int2"
     INT4 = "int4"
     INT8 = "int8"
@@ -55,12 +56,12 @@ class Family(Enum):
 
 _FAMILIES = {
     TEXT: Family.TEXT, VARCHAR: Family.TEXT, BPCHAR: Family.TEXT, NAME: Family.TEXT, UNKNOWN: Family.TEXT,
-    CHAR: Family.TEXT, INT2: Family.INT2, INT4: Family.INT4, INT8: Family.INT8, NUMERIC: Family.NUMERIC,
+    CHAR: Family.CHAR, INT2: Family.INT2, INT4: Family.INT4, INT8: Family.INT8, NUMERIC: Family.NUMERIC,
     FLOAT4: Family.FLOAT4, FLOAT8: Family.FLOAT8, BOOL: Family.BOOL, UUID: Family.UUID, DATE: Family.DATE,
     JSON: Family.JSON, JSONB: Family.JSONB, BYTEA: Family.BYTEA,
 }
 #: The type OIDs whose values are text as they are, in either format (detectors read them).
-TEXT_TYPES = frozenset(oid for oid, f in _FAMILIES.items() if f is Family.TEXT) | {JSON, JSONB, XML}
+TEXT_TYPES = frozenset(oid for oid, f in _FAMILIES.items() if f is Family.TEXT) | {CHAR, JSON, JSONB, XML}
 #: Types whose values have a fixed form no text can hide in (numbers, times, addresses, ...):
 #: detectors pass over them. Every other type (arrays, records, enums, bytea, ranges, domains'
 #: and extensions' types) may carry a text value inside it (``ARRAY[notes]``, ``ROW(u.*)``).
@@ -148,7 +149,7 @@ def encode(value: object, family: Family, fmt: int) -> bytes | None:
         if family is Family.FLOAT4 or family is Family.FLOAT8:
             return repr(float(value)).encode()  # type: ignore[arg-type]
         return str(value).encode()
-    if family is Family.TEXT or family is Family.JSON:
+    if family is Family.TEXT or family is Family.JSON or family is Family.CHAR:
         return str(value).encode()
     if family is Family.JSONB:
         return b"\x01" + str(value).encode()
@@ -185,8 +186,15 @@ def _json_string(text: str, family: Family) -> str:
     return '"' + text + '"' if family in (Family.JSON, Family.JSONB) else text
 
 
+#: the masked value of a "char" (one byte in binary, one character in text: ``***`` is neither) for
+#: ``redact``, ``partial`` (keeping an end of one character would keep it all) and ``email``
+CHAR_MASKED = b"*"
+
+
 def redact() -> Strategy:
     def masked(value: bytes, family: Family, fmt: int) -> bytes | None:
+        if family is Family.CHAR:
+            return CHAR_MASKED
         if family in (Family.TEXT, Family.JSON, Family.JSONB):
             return encode(_json_string(REDACTED, family), family, fmt)
         return None
@@ -248,7 +256,7 @@ def partial(first: int, last: int) -> Strategy:
 
     def masked(value: bytes, family: Family, fmt: int) -> bytes | None:
         if family is not Family.TEXT:
-            return None
+            return CHAR_MASKED if family is Family.CHAR else None
         if not value.isascii():
             return keep(value.decode("utf-8", "replace"), first, last).encode()
         starred = value.translate(_STAR_B)
@@ -276,7 +284,7 @@ def partial_text(first: int, last: int) -> PartialText:
 def email() -> Strategy:
     def masked(value: bytes, family: Family, fmt: int) -> bytes | None:
         if family is not Family.TEXT:
-            return None
+            return CHAR_MASKED if family is Family.CHAR else None
         text = value.decode("utf-8", "replace")
         at = text.rfind("@")
         return (REDACTED + text[at:] if at > 0 else REDACTED).encode()
@@ -320,6 +328,8 @@ def _parse(text: str, family: Family) -> object:
             return text
         if family is Family.TEXT:
             return text
+        if family is Family.CHAR:
+            return text if len(text) == 1 and text.isascii() else None
     except ValueError:
         return None
     return None
@@ -368,4 +378,4 @@ def _rendered(digest: bytes, family: Family) -> object:
         return _EPOCH + datetime.timedelta(days=n % 36525)
     if family is Family.BYTEA:
         return digest
-    return None  # bool (two values: a hash would be the value), and what has no form
+    return None  # bool and "char" (two and 256 values: a hash would be the value), and what has no form

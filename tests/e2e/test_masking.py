@@ -177,14 +177,21 @@ def test_asyncpg_binary_codecs(masked):
             rows = await conn.fetch("select id, ssn, emp_id, token, email from mpeople order by id")
             stmt = await conn.prepare("select ssn, card from mpeople where id = $1")
             one = await stmt.fetchrow(1)
-            return [tuple(r) for r in rows], tuple(one)
+            chars = await conn.fetchrow('select ssn::"char", card::"char", email::"char" from mpeople where id = 1')
+            return [tuple(r) for r in rows], tuple(one), tuple(chars)
         finally:
             await conn.close()
 
-    rows, one = asyncio.run(run())
+    rows, one, chars = asyncio.run(run())
     assert _leaks(rows) == [] and _leaks(one) == []
     assert rows[0][1] == "***-**-6789" and isinstance(rows[0][2], int) and isinstance(rows[0][3], uuid.UUID)
     assert one == ("***-**-6789", "***")
+    # a "char" (one byte in binary) masked whole, derived from masked columns: one byte still
+    assert chars == (b"*", b"*", b"*")
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        for binary in (False, True):
+            assert c.cursor(binary=binary).execute(
+                'select ssn::"char", card::"char" from mpeople where id = 1').fetchone() == ("*", "*")
 
 
 def test_records_name_sources_and_rules_never_values(masked, tmp_path):

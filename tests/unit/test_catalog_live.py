@@ -105,3 +105,42 @@ def test_pending_and_redefining_follow_every_load_and_invalidation():
     assert (live.pending, live.redefining) == (True, True)
     live.stop()
     assert (live.pending, live.redefining) == (False, False)
+
+
+def test_a_change_the_check_saw_redefines_but_not_as_a_sessions_change_and_is_announced():
+    """``sessions_redefining`` follows the changes sessions made through pgwarden only: while a
+    change the change check saw (``seen``) is not read, statements wait for the load
+    (``redefining``) but rows of a statement decided before it are traced as before (the bound of
+    another client's DDL); its listeners are told, so that sessions decide their Binds again."""
+    loads: list[defer.Deferred] = []
+
+    def held(_read):
+        d: defer.Deferred = defer.Deferred()
+        loads.append(d)
+        return d
+
+    clock = task.Clock()
+    live = LiveCatalog(upstream(), clock, run_in_thread=held)
+    told: list[int] = []
+    live.on_change_seen.append(lambda: told.append(1))
+    catalog = load_snapshot()
+    live.start()
+    loads[-1].callback(catalog)
+    flags = lambda: (live.pending, live.redefining, live.sessions_redefining)  # noqa: E731
+    assert flags() == (False, False, False)
+    live.invalidate("seen by the check", seen=True)
+    assert flags() == (True, True, False) and told == [1]
+    live.invalidate("seen, a nextval", redefines=False, seen=True)  # redefines nothing: nobody told
+    assert told == [1]
+    clock.advance(live.settle_s)
+    loads[-1].callback(catalog)
+    assert flags() == (False, False, False)
+    live.invalidate("a session's ddl")
+    assert flags() == (True, True, True) and told == [1]
+    live.invalidate("seen while a session's change is not read", seen=True)
+    assert flags() == (True, True, True) and told == [1, 1]
+    clock.advance(live.settle_s)
+    loads[-1].callback(catalog)
+    assert flags() == (False, False, False)
+    live.stop()
+    assert flags() == (False, False, False)

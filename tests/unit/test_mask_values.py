@@ -85,6 +85,21 @@ def test_fixed_values_are_typed_or_null(fmt):
         {"masked": True}
 
 
+@pytest.mark.parametrize("fmt", [0, 1], ids=["text", "binary"])
+def test_a_char_is_masked_as_one_character(fmt):
+    """The one-byte ``"char"`` (``ssn::"char"``, pg_type's ``typtype``) is one byte in binary and one
+    character in text: ``***`` is neither (before: ``***``, which no server sends)."""
+    family = v.family_of(v.CHAR)
+    assert family is v.Family.CHAR and v.CHAR in v.TEXT_TYPES
+    for strategy in (v.redact(), v.partial(0, 4), v.partial(1, 0), v.email()):
+        masked = strategy(b"c", family, fmt)
+        assert masked == b"*" and load(masked, v.CHAR, fmt) in ("*", b"*")
+    assert v.hashed(KEY)(b"c", family, fmt) is None  # 256 values: a hash would tell the value
+    assert v.fixed("x")(b"c", family, fmt) == b"x"
+    assert v.fixed("xy")(b"c", family, fmt) is None and v.fixed("\u00e9")(b"c", family, fmt) is None
+    assert v.null()(b"c", family, fmt) is None
+
+
 def test_partial_keeps_separators_and_email_keeps_the_domain():
     partial = v.partial(0, 4)
     assert partial(b"123-45-6789", v.Family.TEXT, 0) == b"***-**-6789"

@@ -12,7 +12,11 @@ from twisted.internet.task import Clock
 
 from pgwarden.config import Recording
 from pgwarden.recorder import Recorder, SessionLog
+from pgwarden.relay.engine import StatementRequest
+from pgwarden.sql.analysis import Analysis
+from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
+from pgwarden.sql.statement import Statement
 from pgwarden.turns import Turns
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
@@ -66,17 +70,24 @@ def _expected(slog: SessionLog, ts: str, request, statement, verdict, shadow) ->
 
 paths = st.none() | st.tuples(names, names)
 lexers = st.sampled_from([DEFAULT_LEXER, LexerSettings(False, True), LexerSettings(True, False)])
-contexts = st.none() | st.builds(lambda p, possible, lexer: SimpleNamespace(search_path=p, possible=possible,
-                                                                            lexer=lexer),
+# Real objects, as the decision hands them over (the recorder reads a request's and a
+# statement's fields natively, compiled: a stand-in of another class would be refused).
+contexts = st.none() | st.builds(lambda p, possible, lexer: SqlContext(None, search_path=p,  # type: ignore[arg-type]
+                                                                       possible=possible, lexer=lexer),
                                  paths, st.frozensets(names, max_size=2), lexers)
-analyses = st.builds(lambda k, t, w, f: SimpleNamespace(kinds=frozenset(k), tables=frozenset(t),
-                                                         writes=frozenset(w), functions=frozenset(f)),
+analyses = st.builds(lambda k, t, w, f: Analysis(kinds=frozenset(k), tables=frozenset(t), writes=frozenset(w),
+                                                 functions=frozenset(f)),
                      word_lists, word_lists, word_lists, word_lists)
-statements = st.none() | st.builds(lambda sql, fp, a, c: SimpleNamespace(sql=sql, fingerprint=fp, analysis=a,
-                                                                          context=c),
-                                   names, names, analyses, contexts)
-requests = st.builds(lambda seq, protocol, name, sql: SimpleNamespace(seq=seq, protocol=protocol,
-                                                                      statement_name=name, sql=sql),
+
+
+def _statement(sql: str, fingerprint: str | None, analysis: Analysis, context: SqlContext | None) -> Statement:
+    statement = Statement(sql, analyze=lambda _: analysis, context=context)
+    statement._fingerprint = fingerprint  # (what libpg_query would say of a real text)
+    return statement
+
+
+statements = st.none() | st.builds(_statement, names, st.none() | names, analyses, contexts)
+requests = st.builds(lambda seq, protocol, name, sql: StatementRequest(protocol, sql, name, seq),
                      st.integers(0, 2**40), st.sampled_from(["simple", "extended"]), st.none() | names, names)
 verdicts = st.builds(lambda action, policy, rule, reason: SimpleNamespace(action=action, policy=policy, rule=rule,
                                                                           reason=reason),

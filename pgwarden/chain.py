@@ -150,7 +150,11 @@ def write_all(chains: list[Chain]) -> bool:
 def seal_into(records: Sequence[Mapping[str, object]], chains: list[Chain]) -> None:
     """Each record serialised once (orjson: the sinks differ only in their chains) and sealed
     into every chain, in order."""
-    bodies = [_dumps(record) for record in records]
+    seal_bodies([_dumps(record) for record in records], chains)
+
+
+def seal_bodies(bodies: list[bytes], chains: list[Chain]) -> None:
+    """Serialised records (``orjson.dumps(record)``) sealed into every chain, in order."""
     for chain in chains:
         chain.prev = lines_for(bodies, chain.prev, chain.lines)
 

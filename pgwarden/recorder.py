@@ -128,7 +128,7 @@ def timestamp(now: float | None = None) -> str:
     if now is None:
         ns = _time_ns()
         second = ns // 1_000_000_000
-        micro = (ns - second * 1_000_000_000) // 1000
+        micro = ns % 1_000_000_000 // 1000  # (not ns - second * 10**9: compiled, that product is a long's)
     else:
         second = int(now)
         micro = int((now - second) * 1e6)
@@ -698,23 +698,21 @@ class Recorder:
         slog.seq += 1
         upstream, own = ex.upstream_s, ex.pgwarden_s
         if self._serialised:
-            # Built serialised (as `_statement_body`): the fields after ``bytes`` as a mapping
-            # (three floats, orjson's to write), spliced after the session's head.
-            rest: dict[str, object] = {"duration_ms": _ms(upstream + own), "upstream_ms": _ms(upstream),
-                                       "pgwarden_ms": _ms(own), "sqlstate": ex.sqlstate}
-            self._result_tail(conn, ex, rows, rest)
-            tail = _json_or_none(rest)
-            if tail is not None:
-                if slog.heads_of is not slog.identity:
-                    heads(slog)
-                self.emit(b'{"ts":"%s%s%d%s%d,"rows":%d,"bytes":%d,%s' % (
-                    timestamp().encode(), slog.result_head, slog.seq, slog.identity_json, ex.seq, rows, size,
-                    tail[1:]), lazy=True)
+            # Built serialised (as `_statement_body`). The three floats are orjson's to write: as a
+            # list, whose items are apart at its commas (a float has none: digits, ``.-e`` or null).
+            durations = _dumps([_ms(upstream + own), _ms(upstream), _ms(own)])[1:-1].split(b",")
+            tail: dict[str, object] = {}
+            self._result_tail(conn, ex, rows, tail)
+            body = self._result_body(slog, ex, rows, size, durations, tail)
+            if body is not None:
+                self.emit(body, lazy=True)
                 return
             # orjson refuses a field: the mapping, on which the hand-over fails as it always did
             record = {"ts": timestamp(), "type": "result", "session": slog.id, "seq": slog.seq,
-                      "identity": slog.identity, "statement": ex.seq, "rows": rows, "bytes": size}
-            record.update(rest)
+                      "identity": slog.identity, "statement": ex.seq, "rows": rows, "bytes": size,
+                      "duration_ms": _ms(upstream + own), "upstream_ms": _ms(upstream),
+                      "pgwarden_ms": _ms(own), "sqlstate": ex.sqlstate}
+            record.update(tail)
         else:
             record = {"ts": timestamp(), "type": "result", "session": slog.id, "seq": slog.seq,
                       "identity": slog.identity, "statement": ex.seq, "rows": rows, "bytes": size,
@@ -722,6 +720,29 @@ class Recorder:
                       "pgwarden_ms": _ms(own), "sqlstate": ex.sqlstate}
             self._result_tail(conn, ex, rows, record)
         self.emit(record, lazy=True)
+
+    def _result_body(self, slog: SessionLog, ex: Execution, rows: int, size: int, durations: list[bytes],
+                     tail: dict[str, object]) -> bytes | None:
+        """The result record `_result` builds, serialised (as `_statement_body`): ``durations``
+        the serialised ``duration_ms``, ``upstream_ms`` and ``pgwarden_ms``, ``tail`` the fields
+        after ``sqlstate``; None if orjson refuses one of them."""
+        sqlstate = ex.sqlstate
+        try:
+            state = b"null" if sqlstate is None else self._string(sqlstate)
+        except Exception:
+            return None
+        if tail:
+            rest = _json_or_none(tail)
+            if rest is None:
+                return None
+            rest = b",%s" % rest[1:-1]
+        else:
+            rest = b""
+        if slog.heads_of is not slog.identity:
+            heads(slog)
+        return b'{"ts":"%s%s%d%s%d,"rows":%d,"bytes":%d,"duration_ms":%s,"upstream_ms":%s,"pgwarden_ms":%s,' \
+               b'"sqlstate":%s%s}' % (timestamp().encode(), slog.result_head, slog.seq, slog.identity_json, ex.seq,
+                                     rows, size, durations[0], durations[1], durations[2], state, rest)
 
     def _result_tail(self, conn: ClientConnection, ex: Execution, rows: int, record: dict[str, object]) -> None:
         """A result record's fields after ``sqlstate``, those it has, added to ``record`` in order."""

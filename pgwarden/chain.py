@@ -27,14 +27,15 @@ import gzip
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO
+from typing import IO, Final
 
 import attrs
 import orjson
 
 GENESIS = "0" * 64
-_sha256 = hashlib.sha256
-_dumps = orjson.dumps
+# Final: compiled, C variables (module globals are a dictionary lookup at each use)
+_sha256: Final = hashlib.sha256
+_dumps: Final = orjson.dumps
 _HASH_KEY = b',"hash":"'
 #: the bytes ``,"hash":"<64 hex>"}\n`` at the end of every line
 _TAIL = len(_HASH_KEY) + 64 + len(b'"}\n')
@@ -53,16 +54,14 @@ def lines_for(bodies: list[bytes], prev: str, out: list[bytes]) -> str:
     One loop for a reactor turn's records: sealing is most of what recording costs per
     statement, and a call per record would add to it.
     """
-    sha256 = _sha256
-    append = out.append
     head = prev.encode()
     for body in bodies:
         if body == b"{}":
             covered = b'{"prev":"%s"}' % head
         else:
             covered = b'%s,"prev":"%s"}' % (body[:-1], head)
-        head = sha256(covered).hexdigest().encode()
-        append(b'%s,"hash":"%s"}\n' % (covered[:-1], head))
+        head = _sha256(covered).hexdigest().encode()
+        out.append(b'%s,"hash":"%s"}\n' % (covered[:-1], head))  # (compiled: a list's append, natively)
     return head.decode()
 
 

@@ -87,6 +87,7 @@ CHAINS = "pgwarden_chains"
 _MULTICALL: Final = _multicall
 _dumps: Final = orjson.dumps
 _loads: Final = orjson.loads
+_FINGERPRINT: Final = b',"fingerprint":'
 
 
 def _json_or_none(value: object) -> bytes | None:
@@ -248,7 +249,7 @@ class Recorder:
         self._results: list[tuple[ClientConnection, Execution]] = []
         self._by_analysis: dict[int, tuple[object, tuple[list, list, list, list], bytes | None]] = {}
         self._by_verdict: dict[int, tuple[object, dict[str, object], bytes | None]] = {}
-        self._by_context: dict[int, tuple[object, dict[str, object], bytes | None]] = {}
+        self._by_context: dict[int, tuple[object, dict[str, object], bytes | None, tuple | None, bool]] = {}
         #: strings a record holds that repeat (protocol, name, fingerprint, sqlstate), serialised
         self._strings: dict[str, bytes] = {}
         self._turns = app.turns
@@ -517,17 +518,19 @@ class Recorder:
         slog.seq += 1
         name = request.statement_name
         analysis: tuple[object, tuple[list, list, list, list], bytes | None] | None = None
-        context_entry: tuple[object, dict[str, object], bytes | None] | None = None
+        context_entry: tuple[object, dict[str, object], bytes | None, tuple | None, bool] | None = None
         if statement is not None:
             analysis = self._analysis_entry(statement.analysis)
             # The session state the text was read in, when not the session's start (a SET
-            # search_path ran): identity tests first, ~0.1 µs per statement record.
+            # search_path ran): identity tests first, ~0.1 µs per statement record; what the
+            # context says read once per context (`_context_entry`: its fields are attributes of
+            # a Python class, a generic lookup each from compiled code).
             context = statement.context
             if context is not None:
-                path = context.search_path
-                if (path is not slog.search_path and path != slog.search_path) or context.possible or (
-                        context.lexer is not DEFAULT_LEXER and not context.lexer.default):
-                    context_entry = self._context_entry(context)
+                entry = self._context_entry(context)
+                path = entry[3]
+                if (path is not slog.search_path and path != slog.search_path) or entry[4]:
+                    context_entry = entry
         if self._serialised:
             try:
                 body = self._statement_body(slog, request, statement, name,
@@ -585,17 +588,18 @@ class Recorder:
         named = b',"name":%s' % self._string(name) if name else b""
         if statement is not None:
             fingerprint = statement.fingerprint
-            read = b',"fingerprint":%s,%s%s' % (b"null" if fingerprint is None else self._string(fingerprint),
-                                                 analysis, context)
+            read = _FINGERPRINT  # (then the analysis's fields, and the context's)
+            fingerprinted = b"null" if fingerprint is None else self._string(fingerprint)
             sql = statement.sql
         else:
-            read = b""
+            read = fingerprinted = b""  # (and analysis and context are b"")
             sql = request.sql
         shadowed = b',"shadow":%s' % _dumps(shadow) if shadow else b""
         # (``ts``: digits and ``-:.TZ``, which JSON writes as they are)
-        return b'{"ts":"%s%s%d%s%d,"protocol":%s%s,"sql":%s%s,"verdict":%s%s}' % (
+        return b'{"ts":"%s%s%d%s%d,"protocol":%s%s,"sql":%s%s%s%s%s,"verdict":%s%s}' % (
             timestamp().encode(), slog.statement_head, slog.seq, slog.identity_json, request.seq,
-            self._string(request.protocol), named, _dumps(sql), read, verdict, shadowed)
+            self._string(request.protocol), named, _dumps(sql), read, fingerprinted, analysis, context, verdict,
+            shadowed)
 
     def _string(self, text: str) -> bytes:
         """``text`` serialised (a string that recurs: kept, up to 4096 of them)."""
@@ -612,7 +616,7 @@ class Recorder:
 
     def _analysis_entry(self, a) -> tuple[object, tuple[list, list, list, list], bytes | None]:
         """A statement record's ``kinds``, ``tables``, ``writes`` and ``functions``, and their
-        ``"kinds":[...],...,"functions":[...]``."""
+        ``,"kinds":[...],...,"functions":[...]``."""
         known = self._by_analysis.get(id(a))
         if known is None:
             if len(self._by_analysis) >= 4096:
@@ -620,13 +624,15 @@ class Recorder:
             fields = (sorted(a.kinds), sorted(a.tables), sorted(a.writes), sorted(a.functions))
             both = _json_or_none({"kinds": fields[0], "tables": fields[1], "writes": fields[2],
                                 "functions": fields[3]})
-            known = self._by_analysis[id(a)] = (a, fields, None if both is None else both[1:-1])
+            known = self._by_analysis[id(a)] = (a, fields, None if both is None else b"," + both[1:-1])
         return known
 
-    def _context_entry(self, c) -> tuple[object, dict[str, object], bytes | None]:
-        """The session state a statement was read in, when it is not the session's start, and
-        its ``,"search_path":...``: built once per context (a session's context changes only
-        with a SET and the like)."""
+    def _context_entry(self, c) -> tuple[object, dict[str, object], bytes | None, tuple | None, bool]:
+        """The session state a statement was read in, for when it is not the session's start,
+        and its ``,"search_path":...``; and the context's search_path, and whether the record
+        gives the state whatever the session's start (other possible schemas, or lexer settings
+        not the default): built once per context (a session's context changes only with a SET
+        and the like)."""
         known = self._by_context.get(id(c))
         if known is None:
             if len(self._by_context) >= 4096:
@@ -638,7 +644,9 @@ class Recorder:
                 fields["lexer"] = {"standard_conforming_strings": c.lexer.standard_conforming_strings,
                                    "backslash_quote": c.lexer.backslash_quote}
             both = _json_or_none(fields)  # (never empty: search_path)
-            known = self._by_context[id(c)] = (c, fields, None if both is None else b"," + both[1:-1])
+            known = self._by_context[id(c)] = (
+                c, fields, None if both is None else b"," + both[1:-1], c.search_path,
+                bool(c.possible) or (c.lexer is not DEFAULT_LEXER and not c.lexer.default))
         return known
 
     def _verdict_entry(self, v) -> tuple[object, dict[str, object], bytes | None]:

@@ -36,6 +36,7 @@ GENESIS = "0" * 64
 # Final: compiled, C variables (module globals are a dictionary lookup at each use)
 _sha256: Final = hashlib.sha256
 _dumps: Final = orjson.dumps
+_write: Final = os.write
 _HASH_KEY = b',"hash":"'
 #: the bytes ``,"hash":"<64 hex>"}\n`` at the end of every line
 _TAIL = len(_HASH_KEY) + 64 + len(b'"}\n')
@@ -120,7 +121,7 @@ class Chain:
         done = 0
         while done < total:  # a partial write is continued here: no rotation inside a line
             try:
-                done += os.write(fd, data if done == 0 else data[done:])
+                done += _write(fd, data if done == 0 else data[done:])
             except OSError:  # the sink's flush writes what is left again and handles the error
                 if done == 0:
                     return False

@@ -67,7 +67,7 @@ log = Logger(namespace="pgwarden.recording")
 RECORD_FORMAT = 2
 
 #: Records without a verdict wait at most for this many of them before a write.
-LAZY_RECORDS = 64
+LAZY_RECORDS: Final = 64
 
 #: A sink plugin whose `pgwarden_records` only buffers (it writes nothing before its flush)
 #: sets this attribute to True: records that carry no verdict are then handed to it once the
@@ -252,6 +252,12 @@ class Recorder:
         self._by_context: dict[int, tuple[object, dict[str, object], bytes | None, tuple | None, bool]] = {}
         #: strings a record holds that repeat (protocol, name, fingerprint, sqlstate), serialised
         self._strings: dict[str, bytes] = {}
+        # The entries of the three dictionaries above asked for last: consecutive statements
+        # mostly share them (an identity test instead of a lookup by id).
+        self._last_analysis: tuple[object, tuple[list, list, list, list], bytes | None] = (None, ([], [], [], []), None)
+        self._last_verdict: tuple[object, dict[str, object], bytes | None] = (None, {}, None)
+        self._last_context: tuple[object, dict[str, object], bytes | None, tuple | None, bool] = (
+            None, {}, None, None, False)
         self._turns = app.turns
         self._seconds = app.reactor.seconds  # the reactor's clock, read for each result at one client
         self._turns.add_barrier(self.flush)
@@ -617,6 +623,9 @@ class Recorder:
     def _analysis_entry(self, a) -> tuple[object, tuple[list, list, list, list], bytes | None]:
         """A statement record's ``kinds``, ``tables``, ``writes`` and ``functions``, and their
         ``,"kinds":[...],...,"functions":[...]``."""
+        last = self._last_analysis
+        if last[0] is a:
+            return last
         known = self._by_analysis.get(id(a))
         if known is None:
             if len(self._by_analysis) >= 4096:
@@ -625,6 +634,7 @@ class Recorder:
             both = _json_or_none({"kinds": fields[0], "tables": fields[1], "writes": fields[2],
                                 "functions": fields[3]})
             known = self._by_analysis[id(a)] = (a, fields, None if both is None else b"," + both[1:-1])
+        self._last_analysis = known
         return known
 
     def _context_entry(self, c) -> tuple[object, dict[str, object], bytes | None, tuple | None, bool]:
@@ -633,6 +643,9 @@ class Recorder:
         gives the state whatever the session's start (other possible schemas, or lexer settings
         not the default): built once per context (a session's context changes only with a SET
         and the like)."""
+        last = self._last_context
+        if last[0] is c:
+            return last
         known = self._by_context.get(id(c))
         if known is None:
             if len(self._by_context) >= 4096:
@@ -647,16 +660,21 @@ class Recorder:
             known = self._by_context[id(c)] = (
                 c, fields, None if both is None else b"," + both[1:-1], c.search_path,
                 bool(c.possible) or (c.lexer is not DEFAULT_LEXER and not c.lexer.default))
+        self._last_context = known
         return known
 
     def _verdict_entry(self, v) -> tuple[object, dict[str, object], bytes | None]:
         """A statement record's ``verdict``, and its serialised object."""
+        last = self._last_verdict
+        if last[0] is v:
+            return last
         known = self._by_verdict.get(id(v))
         if known is None:
             if len(self._by_verdict) >= 4096:
                 self._by_verdict.clear()
             fields: dict[str, object] = {"action": v.action, "policy": v.policy, "rule": v.rule, "reason": v.reason}
             known = self._by_verdict[id(v)] = (v, fields, _json_or_none(fields))
+        self._last_verdict = known
         return known
 
     def approval(self, conn: ClientConnection, request_id: str, state: str, request, *,

@@ -248,14 +248,14 @@ class Recorder:
         # executions whose result records are built after the turn's sends
         self._results: list[tuple[ClientConnection, Execution]] = []
         self._by_analysis: dict[int, tuple[object, tuple[list, list, list, list], bytes | None]] = {}
-        self._by_verdict: dict[int, tuple[object, dict[str, object], bytes | None]] = {}
+        self._by_verdict: dict[int, tuple[object, dict[str, object], bytes | None, bool]] = {}
         self._by_context: dict[int, tuple[object, dict[str, object], bytes | None, tuple | None, bool]] = {}
         #: strings a record holds that repeat (protocol, name, fingerprint, sqlstate), serialised
         self._strings: dict[str, bytes] = {}
         # The entries of the three dictionaries above asked for last: consecutive statements
         # mostly share them (an identity test instead of a lookup by id).
         self._last_analysis: tuple[object, tuple[list, list, list, list], bytes | None] = (None, ([], [], [], []), None)
-        self._last_verdict: tuple[object, dict[str, object], bytes | None] = (None, {}, None)
+        self._last_verdict: tuple[object, dict[str, object], bytes | None, bool] = (None, {}, None, False)
         self._last_context: tuple[object, dict[str, object], bytes | None, tuple | None, bool] = (
             None, {}, None, None, False)
         self._turns = app.turns
@@ -516,17 +516,18 @@ class Recorder:
         slog = conn.log
         slog.statements += 1
         verdict_entry = self._verdict_entry(verdict)
-        fields = verdict_entry[1]
-        if fields["action"] == "block":
+        if verdict_entry[3]:  # (blocks)
             slog.refused += 1
         if self._results:  # a session's records stay in order (as `_base`)
             self.build_results()
         slog.seq += 1
         name = request.statement_name
-        analysis: tuple[object, tuple[list, list, list, list], bytes | None] | None = None
-        context_entry: tuple[object, dict[str, object], bytes | None, tuple | None, bool] | None = None
+        # (the entries' parts as locals: compiled, an optional tuple is one made for it)
+        analysis: bytes | None = b""
+        context_json: bytes | None = b""
+        context_fields: dict[str, object] | None = None
         if statement is not None:
-            analysis = self._analysis_entry(statement.analysis)
+            analysis = self._analysis_entry(statement.analysis)[2]
             # The session state the text was read in, when not the session's start (a SET
             # search_path ran): identity tests first, ~0.1 µs per statement record; what the
             # context says read once per context (`_context_entry`: its fields are attributes of
@@ -536,12 +537,11 @@ class Recorder:
                 entry = self._context_entry(context)
                 path = entry[3]
                 if (path is not slog.search_path and path != slog.search_path) or entry[4]:
-                    context_entry = entry
+                    context_json = entry[2]
+                    context_fields = entry[1]
         if self._serialised:
             try:
-                body = self._statement_body(slog, request, statement, name,
-                                            b"" if analysis is None else analysis[2],
-                                            b"" if context_entry is None else context_entry[2],
+                body = self._statement_body(slog, request, statement, name, analysis, context_json,
                                             verdict_entry[2], shadow)
             except Exception:  # a value orjson refuses: the mapping, on which the hand-over fails as always
                 body = None
@@ -551,8 +551,8 @@ class Recorder:
         # Built in one display, the keys in the order `_base` and the fields after it give them
         # (the order is the record's bytes, and so its hash): between a statement's arrival and
         # its bytes leaving, one dictionary built at once costs less than one filled key by key.
-        if statement is not None and analysis is not None:
-            a = analysis[1]
+        if statement is not None:
+            a = self._analysis_entry(statement.analysis)[1]
             if name:
                 record = {"ts": timestamp(), "type": "statement", "session": slog.id, "seq": slog.seq,
                           "identity": slog.identity, "statement": request.seq, "protocol": request.protocol,
@@ -563,15 +563,15 @@ class Recorder:
                           "identity": slog.identity, "statement": request.seq, "protocol": request.protocol,
                           "sql": statement.sql, "fingerprint": statement.fingerprint,
                           "kinds": a[0], "tables": a[1], "writes": a[2], "functions": a[3]}
-            if context_entry is not None:
-                record.update(context_entry[1])
+            if context_fields is not None:
+                record.update(context_fields)
         else:
             record = {"ts": timestamp(), "type": "statement", "session": slog.id, "seq": slog.seq,
                       "identity": slog.identity, "statement": request.seq, "protocol": request.protocol}
             if name:
                 record["name"] = name
             record["sql"] = request.sql
-        record["verdict"] = fields
+        record["verdict"] = verdict_entry[1]
         if shadow:
             record["shadow"] = shadow
         self.emit(record, conn if waits else None)
@@ -663,8 +663,8 @@ class Recorder:
         self._last_context = known
         return known
 
-    def _verdict_entry(self, v) -> tuple[object, dict[str, object], bytes | None]:
-        """A statement record's ``verdict``, and its serialised object."""
+    def _verdict_entry(self, v) -> tuple[object, dict[str, object], bytes | None, bool]:
+        """A statement record's ``verdict``, its serialised object, and whether it blocks."""
         last = self._last_verdict
         if last[0] is v:
             return last
@@ -673,7 +673,7 @@ class Recorder:
             if len(self._by_verdict) >= 4096:
                 self._by_verdict.clear()
             fields: dict[str, object] = {"action": v.action, "policy": v.policy, "rule": v.rule, "reason": v.reason}
-            known = self._by_verdict[id(v)] = (v, fields, _json_or_none(fields))
+            known = self._by_verdict[id(v)] = (v, fields, _json_or_none(fields), fields["action"] == "block")
         self._last_verdict = known
         return known
 

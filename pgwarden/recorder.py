@@ -755,6 +755,8 @@ class Recorder:
         sqlstate = ex.sqlstate
         try:
             state = b"null" if sqlstate is None else self._string(sqlstate)
+            if slog.heads_of is not slog.identity:
+                heads(slog)  # (an identity orjson refuses: a claim's lone surrogate, say)
         except Exception:
             return None
         if tail:
@@ -764,8 +766,6 @@ class Recorder:
             rest = b",%s" % rest[1:-1]
         else:
             rest = b""
-        if slog.heads_of is not slog.identity:
-            heads(slog)
         return b'{"ts":"%s%s%d%s%d,"rows":%d,"bytes":%d,"duration_ms":%s,"upstream_ms":%s,"pgwarden_ms":%s,' \
                b'"sqlstate":%s%s}' % (timestamp().encode(), slog.result_head, slog.seq, slog.identity_json, ex.seq,
                                      rows, size, durations[0], durations[1], durations[2], state, rest)

@@ -271,4 +271,9 @@ def test_a_record_orjson_refuses_is_kept_as_a_mapping_and_fails_its_hand_over_as
     recorder._result(conn, ex)
     assert recorder._kept[-1]["error"] == "bad \ud800"
     assert recorder._hand_over(recorder._direct()) is not None
+    slog.identity = {"subject": "\udc80", "groups": []}  # (a token's claim may hold one)
+    recorder.statement(conn, StatementRequest("simple", "select 1", None, 2), None, verdict, waits=True)
+    recorder._result(conn, _execution(2, 1, 10, (1.0, 0.1, 0.1, 0.0), "00000", None, False, None, False))
+    assert [record["identity"]["subject"] for record in recorder._kept] == ["\udc80", "\udc80"]
+    assert recorder._hand_over(recorder._direct()) is not None
     assert plugin.pgwarden_chains[0].lines == []

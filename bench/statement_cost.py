@@ -37,6 +37,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ab import write_config  # noqa: E402
@@ -129,6 +131,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--callers", metavar="NAME", help="with --tool cprofile: who calls the functions named so")
     p.add_argument("--tree", type=Path, help="run the pgwarden (and built-in plugins) of this checkout instead")
     p.add_argument("--keep", type=Path, help="copy the two callgrind dumps into this directory")
+    p.add_argument("--results-delay-ms", type=int, metavar="MS",
+                   help="with --config recording: recording.results_delay_ms (default 10). Under callgrind a "
+                        "statement takes ~50x as long, so the 10 ms timer that writes waiting result records "
+                        "fires about once a statement (at full speed once in ~150), an interpreted Twisted "
+                        "timer whose share moves with the machine's load: 1000 leaves it out of A/B figures")
     args = p.parse_args(argv)
     servers.SCALE = 1  # the statements' cost does not depend on the table's size
     with contextlib.ExitStack() as stack:
@@ -146,7 +153,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.config == "forwarder":
             command = [str(Path(__file__).resolve().parent / "forwarder.py"), "0", pg.host, str(pg.port)]
         else:
-            command = ["-m", "pgwarden", "run", "-c", str(write_config(args.config, "cost", pg, work, jwks))]
+            config = write_config(args.config, "cost", pg, work, jwks)
+            if args.results_delay_ms is not None:
+                doc = yaml.safe_load(config.read_text())
+                doc["recording"]["results_delay_ms"] = args.results_delay_ms
+                config.write_text(yaml.safe_dump(doc, sort_keys=False))
+            command = ["-m", "pgwarden", "run", "-c", str(config)]
         if args.tool == "callgrind":
             argv_ = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={work}/callgrind.out.%p",
                      sys.executable, *command]

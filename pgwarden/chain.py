@@ -27,14 +27,16 @@ import gzip
 import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from typing import IO
+from typing import IO, Final
 
 import attrs
 import orjson
 
 GENESIS = "0" * 64
-_sha256 = hashlib.sha256
-_dumps = orjson.dumps
+# Final: compiled, C variables (module globals are a dictionary lookup at each use)
+_sha256: Final = hashlib.sha256
+_dumps: Final = orjson.dumps
+_write: Final = os.write
 _HASH_KEY = b',"hash":"'
 #: the bytes ``,"hash":"<64 hex>"}\n`` at the end of every line
 _TAIL = len(_HASH_KEY) + 64 + len(b'"}\n')
@@ -53,16 +55,14 @@ def lines_for(bodies: list[bytes], prev: str, out: list[bytes]) -> str:
     One loop for a reactor turn's records: sealing is most of what recording costs per
     statement, and a call per record would add to it.
     """
-    sha256 = _sha256
-    append = out.append
     head = prev.encode()
     for body in bodies:
         if body == b"{}":
             covered = b'{"prev":"%s"}' % head
         else:
             covered = b'%s,"prev":"%s"}' % (body[:-1], head)
-        head = sha256(covered).hexdigest().encode()
-        append(b'%s,"hash":"%s"}\n' % (covered[:-1], head))
+        head = _sha256(covered).hexdigest().encode()
+        out.append(b'%s,"hash":"%s"}\n' % (covered[:-1], head))  # (compiled: a list's append, natively)
     return head.decode()
 
 
@@ -121,7 +121,7 @@ class Chain:
         done = 0
         while done < total:  # a partial write is continued here: no rotation inside a line
             try:
-                done += os.write(fd, data if done == 0 else data[done:])
+                done += _write(fd, data if done == 0 else data[done:])
             except OSError:  # the sink's flush writes what is left again and handles the error
                 if done == 0:
                     return False
@@ -150,7 +150,11 @@ def write_all(chains: list[Chain]) -> bool:
 def seal_into(records: Sequence[Mapping[str, object]], chains: list[Chain]) -> None:
     """Each record serialised once (orjson: the sinks differ only in their chains) and sealed
     into every chain, in order."""
-    bodies = [_dumps(record) for record in records]
+    seal_bodies([_dumps(record) for record in records], chains)
+
+
+def seal_bodies(bodies: list[bytes], chains: list[Chain]) -> None:
+    """Serialised records (``orjson.dumps(record)``) sealed into every chain, in order."""
     for chain in chains:
         chain.prev = lines_for(bodies, chain.prev, chain.lines)
 

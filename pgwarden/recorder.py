@@ -53,6 +53,7 @@ if TYPE_CHECKING:
     from pgwarden.config import Config
     from pgwarden.plugins import PluginHost
     from pgwarden.proxy.client import ClientConnection
+    from pgwarden.proxy.state import ConnectionState
     from pgwarden.relay.engine import StatementRequest
     from pgwarden.relay.execution import Execution
     from pgwarden.sql.statement import Statement
@@ -512,8 +513,10 @@ class Recorder:
     def statement(self, conn: ClientConnection, request: StatementRequest, statement: Statement | None, verdict,
                   waits: bool, shadow: list | None = None) -> None:
         # ``request`` and ``statement`` typed: compiled, both are native classes whose fields are
-        # read from their structs (untyped, each of the ~10 reads was a generic getattr).
-        slog = conn.log
+        # read from their structs (untyped, each of the ~10 reads was a generic getattr); the
+        # connection by its native base (`ConnectionState`), whose ``log`` is a field.
+        state: ConnectionState = conn
+        slog = state.log
         slog.statements += 1
         verdict_entry = self._verdict_entry(verdict)
         if verdict_entry[3]:  # (blocks)
@@ -717,7 +720,8 @@ class Recorder:
 
     def _result(self, conn: ClientConnection, ex: Execution) -> None:
         # One record per execution, on the hot path of prepared statements: built in one go.
-        slog = conn.log
+        state: ConnectionState = conn
+        slog = state.log
         rows, size = ex.rows, ex.bytes
         slog.rows += rows
         slog.bytes += size
@@ -780,10 +784,11 @@ class Recorder:
             record["truncated"] = True
         if ex.masked:
             record.update(masked_fields(ex.masked))
-        if conn.shadow is not None:
+        state: ConnectionState = conn
+        if state.shadow is not None:
             from pgwarden.shadow import result_entries
 
-            shadow = result_entries(conn.shadow, rows, ex.shadow_masked)
+            shadow = result_entries(state.shadow, rows, ex.shadow_masked)
             if shadow:
                 record["shadow"] = shadow
         if ex.sample is not None:

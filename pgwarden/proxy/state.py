@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from pgwarden.catalog.model import Catalog
     from pgwarden.limits import SessionLimits
     from pgwarden.proxy.client import SessionServices
+    from pgwarden.recorder import SessionLog
     from pgwarden.relay.counting import CountRows
     from pgwarden.results import SessionMasks
     from pgwarden.session import Session
@@ -45,6 +46,10 @@ class ConnectionState:
 
     #: login (`ClientLogin` has its own states) → relay → closed
     phase: str
+    #: the session's records' state (its id, sequence, totals), read by the recorder for every
+    #: record; set by `ClientConnection` right after this class's ``__init__`` (never missing
+    #: when read), a field here so that the compiled recorder reads it natively
+    log: SessionLog
     #: everything the connection works with (`SessionServices`)
     services: SessionServices
     #: set once the login is over (None before it: only the relay phase reads it, and the life

@@ -751,7 +751,12 @@ class _Recorded:
         self.reactor, self.sink = clock(), sink()
         app = Application(load_config(str(config)), self.reactor, extra_plugins=[("writes", self.sink)])
         self.app, self.recorder = app, app.recorder
-        self.conn = SimpleNamespace(log=SessionLog("0123456789abcdef"), shadow=None)
+        # what the recorder reads of a session's connection: its native base's log and shadow
+        from pgwarden.limits import SessionLimits
+        from pgwarden.proxy.state import ConnectionState
+
+        self.conn = ConnectionState(SimpleNamespace(), SessionLimits())
+        self.conn.log = SessionLog("0123456789abcdef")
 
     def result(self, seq: int) -> None:
         from pgwarden.relay.execution import Execution

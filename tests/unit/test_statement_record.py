@@ -17,7 +17,9 @@ from twisted.internet.task import Clock
 from pgwarden.api import hookimpl
 from pgwarden.chain import Chain, seal
 from pgwarden.config import Recording
+from pgwarden.limits import SessionLimits
 from pgwarden.plugins import PluginHost
+from pgwarden.proxy.state import ConnectionState
 from pgwarden.recorder import Recorder, SessionLog
 from pgwarden.relay.engine import StatementRequest
 from pgwarden.relay.execution import Execution
@@ -26,6 +28,15 @@ from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
 from pgwarden.sql.statement import Statement
 from pgwarden.turns import Turns
+
+
+class _Conn(ConnectionState):
+    """What the recorder reads of a session's connection: its native base's ``log`` and ``shadow``."""
+
+    def __init__(self, log: SessionLog, shadow=None) -> None:
+        ConnectionState.__init__(self, None, SessionLimits())
+        self.log = log
+        self.shadow = shadow
 
 names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12)
 word_lists = st.lists(names, max_size=4)
@@ -110,7 +121,7 @@ def test_a_statement_record_has_every_field_in_the_order_and_bytes_it_always_had
     slog = SessionLog("0123456789abcdef")
     slog.identity = {"subject": "agent", "groups": ["a", "b"]}
     slog.search_path = start_path
-    conn = SimpleNamespace(log=slog)
+    conn = _Conn(slog)
     expected = []
     for request, statement, verdict, shadow in turn:
         recorder.statement(conn, request, statement, verdict, waits=True, shadow=shadow)
@@ -187,7 +198,7 @@ def test_a_statement_record_built_serialised_is_the_bytes_of_the_record(turn, st
     slog = SessionLog(session)
     slog.identity = identity
     slog.search_path = start_path
-    conn = SimpleNamespace(log=slog, shadow=None)
+    conn = _Conn(slog)
     for request, statement, verdict, shadow, traced, new_identity in turn:
         if new_identity is not None:  # (a session_start gives a session its identity: a new mapping)
             slog.identity = new_identity
@@ -250,7 +261,7 @@ def test_a_result_record_built_serialised_is_the_bytes_of_the_record(turn, sessi
     for ex, caps, traced in turn:
         shadow = None if caps is None else SimpleNamespace(row_caps=[
             (SimpleNamespace(policy=policy, rule=None), (cap, policy, rule)) for policy, rule, cap in caps])
-        recorder._result(SimpleNamespace(log=slog, shadow=shadow), ex)
+        recorder._result(_Conn(slog, shadow), ex)
         body = recorder._kept[-1]
         assert isinstance(body, bytes) and TS.match(body)
         expected = _expected_result(slog, orjson.loads(body)["ts"], ex, caps or [])
@@ -262,7 +273,7 @@ def test_a_result_record_built_serialised_is_the_bytes_of_the_record(turn, sessi
 def test_a_record_orjson_refuses_is_kept_as_a_mapping_and_fails_its_hand_over_as_before():
     recorder, plugin, host = _direct_recorder()
     slog = SessionLog("0123456789abcdef")
-    conn = SimpleNamespace(log=slog, shadow=None)
+    conn = _Conn(slog)
     verdict = SimpleNamespace(action="allow", policy="p", rule=None, reason=None)
     recorder.statement(conn, StatementRequest("simple", "select '\ud800'", None, 1), None, verdict, waits=True)
     assert recorder._kept[-1]["sql"] == "select '\ud800'"

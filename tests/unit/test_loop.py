@@ -64,6 +64,16 @@ def _run(reactor: PgwardenReactor, within_s: float = 10.0) -> None:
     guard.cancel()
 
 
+def _turn_until(reactor: PgwardenReactor, done, within_s: float = 10.0) -> None:
+    """Turns of ``reactor`` (without running it, which would close all at its stop) until ``done()``."""
+    import time
+
+    deadline = time.monotonic() + within_s
+    while not done():
+        assert time.monotonic() < deadline, "what the test waits for never happened"
+        reactor.iterate(0.01)
+
+
 @pytest.fixture
 def reactor():
     r = PgwardenReactor()
@@ -121,8 +131,7 @@ def test_a_read_after_a_reset_is_a_lost_connection_and_a_read_with_nothing_there
     seen = _Seen("")
     client = _serve(reactor, seen)
     client.sendall(b"x")
-    while not seen.events:  # turns of the reactor, without running it (which would close all at its stop)
-        reactor.iterate(0.01)
+    _turn_until(reactor, lambda: seen.events)
     loop.read_event(reactor, seen.transport)  # nothing to read: EAGAIN, nothing happens
     assert seen.events == [("data", b"x")]
     client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -202,8 +211,7 @@ class _Direct(loop.DirectIO):
 
 def _connected(reactor: PgwardenReactor, seen: _Seen) -> socket.socket:
     client = _serve(reactor, seen)
-    while seen.transport is None:
-        reactor.iterate(0.01)
+    _turn_until(reactor, lambda: seen.transport is not None)
     return client
 
 
@@ -213,14 +221,12 @@ def test_a_registered_connection_is_read_by_its_entry_until_withdrawn(reactor):
     entry = _Direct(seen.transport, seen)
     loop.register_direct_io(reactor, entry)
     client.sendall(b"one")
-    while not seen.events:
-        reactor.iterate(0.01)
+    _turn_until(reactor, lambda: seen.events)
     assert seen.events == [("direct", b"one")]  # the entry's method, not the protocol's dataReceived
     loop.withdraw_direct_io(reactor, entry)
     assert reactor.direct_reads == {}
     client.sendall(b"two")
-    while len(seen.events) < 2:
-        reactor.iterate(0.01)
+    _turn_until(reactor, lambda: len(seen.events) >= 2)
     assert seen.events[1] == ("data", b"two")
     client.close()
 
@@ -233,8 +239,7 @@ def test_an_entry_for_another_connection_under_the_same_descriptor_is_not_used_n
     stale = loop.DirectIO(old, new.transport.fileno(), 65536)  # registered for another connection
     loop.register_direct_io(reactor, stale)
     client.sendall(b"hello")
-    while not new.events:
-        reactor.iterate(0.01)
+    _turn_until(reactor, lambda: new.events)
     assert new.events == [("data", b"hello")]
     current = _Direct(new.transport, new)
     loop.register_direct_io(reactor, current)
@@ -253,8 +258,7 @@ def test_direct_reads_end_of_file_reset_and_failure_have_read_events_outcomes(re
     clients[1].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     clients[1].close()
     clients[2].sendall(b"boom")
-    while len(done.events) < 2 or not reset.events or len(failing.events) < 2:
-        reactor.iterate(0.01)
+    _turn_until(reactor, lambda: len(done.events) >= 2 and reset.events and len(failing.events) >= 2)
     assert done.events == [("direct", b"last words"), ("half-closed", None)]
     assert reset.events == [("lost", error.ConnectionLost)]
     assert failing.events == [("direct", b"boom"), ("lost", RuntimeError)]

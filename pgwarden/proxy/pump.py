@@ -70,8 +70,7 @@ class Pump(DecisionSource):
         self.upstream_out: object = upstream
 
     def read_directly(self, reactor: object) -> None:
-        """Has ``reactor`` hand each connection's reads straight to `client_data` / `server_data`,
-        and the turns send its bytes with `pgwarden.turns.send_direct`
+        """Has ``reactor`` hand each connection's reads straight to `client_data` / `server_data`
         (`pgwarden.proxy.loop.DirectIO`), where it can: each protocol's ``dataReceived`` is
         already that method (the caller has made it so), the path only skips the lookups."""
         self.reactor = reactor
@@ -84,11 +83,10 @@ class Pump(DecisionSource):
             entries.append(ServerRead(self.upstream, fd, size, self))
         for entry in entries:
             register_direct_io(reactor, entry)
-            if entry.socket is not None:
-                if entry.selectable is self.client:
-                    self.client_out = entry
-                else:
-                    self.upstream_out = entry
+        # The sends stay `send_now`'s (``client_out``/``upstream_out`` the connections): with
+        # `send_direct` they cost ~1,100 instructions less per statement at one client, but ~100 µs
+        # more *system* time per 10,000-row result at 8 clients (TPS ×0.97, `bench/ab.py --rows`),
+        # a cause not found yet (docs/performance.md, session 11).
         self.direct = entries
 
     def release(self) -> None:

@@ -30,9 +30,8 @@ from twisted.internet import tcp
 from twisted.logger import Logger
 
 from pgwarden.end_of_poll import IEndOfPoll
-from pgwarden.proxy.loop import DirectIO
 
-__all__ = ["IEndOfPoll", "Turns", "send_direct", "send_now"]
+__all__ = ["IEndOfPoll", "Turns", "send_now"]
 
 log = Logger(namespace="pgwarden.turns")
 
@@ -110,31 +109,6 @@ def send_now(transport, data: bytes) -> None:
         transport.write(data[sent:])
 
 
-def send_direct(entry: DirectIO, data: bytes) -> None:
-    """`send_now` of a connection registered for direct reads and sends (`DirectIO`): its
-    instance dictionary and its socket's descriptor known, the same outcomes.
-
-    What `send_now` tests is tested in the dictionary the entry holds, and that the connection
-    still has the socket it had (it is deleted when the connection closes: its descriptor may be
-    another connection's by then); anything else, or a stand-in socket, is `send_now`'s.
-    """
-    attrs = entry.attrs
-    sock = entry.socket
-    if (sock is None or attrs.get("socket") is not sock or attrs.get("TLS", False) or attrs.get("disconnecting", 0)
-            or not attrs.get("connected", 0) or attrs.get("dataBuffer", b"") or attrs.get("_tempDataLen", 1)):
-        send_now(entry.selectable, data)
-        return
-    try:
-        sent = _write(entry.fd, data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        cast(Any, entry.selectable).write(data)  # the reactor notices the broken connection itself
-        return
-    if sent < len(data):
-        cast(Any, entry.selectable).write(data[sent:])
-
-
 class Turns:
     """The turn batching of one Application: its sends, its barriers, what waits for the sends."""
 
@@ -169,8 +143,7 @@ class Turns:
             self._at_end(self._end_call)
 
     def send(self, transport, chunks: list[bytes]) -> None:
-        """Sends ``chunks`` on ``transport`` when this turn ends, after its barriers (``transport``:
-        a connection, or its `DirectIO` while it relays on pgwarden's reactor)."""
+        """Sends ``chunks`` on ``transport`` when this turn ends, after its barriers."""
         sends = self._sends
         sends.append(transport)
         sends.append(chunks)
@@ -199,8 +172,7 @@ class Turns:
         sends = self._sends
         kept: list[object] = []
         for i in range(0, len(sends), 2):
-            target = sends[i]
-            if target is not transport and not (isinstance(target, DirectIO) and target.selectable is transport):
+            if sends[i] is not transport:
                 kept.append(sends[i])
                 kept.append(sends[i + 1])
         self._sends = kept
@@ -229,12 +201,7 @@ class Turns:
                 sends, self._sends = self._sends, []
                 for i in range(0, len(sends), 2):
                     chunks = cast("list[bytes]", sends[i + 1])
-                    data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                    target = sends[i]
-                    if isinstance(target, DirectIO):
-                        send_direct(target, data)
-                    else:
-                        send_now(target, data)
+                    send_now(sends[i], chunks[0] if len(chunks) == 1 else b"".join(chunks))
             if self._closes:
                 closes, self._closes = self._closes, []
                 for transport in closes:

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import socket
 import sys
 from collections.abc import Callable
 from errno import EWOULDBLOCK
@@ -87,7 +86,6 @@ _SERVER: Final = tcp.Server if PLAIN_TCP else None
 _CLIENT: Final = tcp.Client if PLAIN_TCP else None
 _BUFFER_SIZE: Final[int] = tcp.Connection.bufferSize
 _READABLE: Final[int] = EPOLLIN
-_SOCKET: Final = socket.socket
 #: ``os.read``: the socket's own ``recv`` with no flags is the same read(2) of the same file
 #: descriptor, the same errors (EAGAIN, a reset), the same retry on EINTR; its call parses its
 #: arguments as a tuple (``recv`` takes a size and optional flags), ``os.read``'s does not.
@@ -96,14 +94,12 @@ _read: Final = os.read
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class DirectIO:
-    """A relaying connection whose reads go from ``read(2)`` straight to a compiled method, and
-    whose sends (`pgwarden.turns.send_direct`) skip the lookups that find its socket.
+    """A relaying connection whose reads go from ``read(2)`` straight to a compiled method.
 
     Why: a read of a plain TCP connection (`read_event`) still asks the connection's instance
     dictionary for its descriptor, its read size and its protocol, and calls the protocol's
     ``dataReceived`` through the generic API: ~1,000 instructions a read, two reads a statement
-    at one client; a send (`pgwarden.turns.send_now`) gets the dictionary and calls the socket's
-    ``fileno``. Once a session relays, each side's connection is registered here
+    at one client. Once a session relays, each side's connection is registered here
     (`register_direct_io`) with what those lookups give, which does not change while it relays:
     its descriptor (a tcp connection's socket is never replaced, only deleted when it closes);
     its read size; no TLS (PostgreSQL's protocol cannot start it after the login); Twisted's
@@ -115,22 +111,15 @@ class DirectIO:
     (`_events` compares it with the registered one, so neither a closed connection nor a new one
     that got the same descriptor number is read through a stale entry), and only while the entry
     is registered: the pump withdraws it (`withdraw_direct_io`) when the session lets go of it.
-    Every outcome is `read_event`'s (and so Twisted's). A send checks that the connection still
-    has this socket (`send_direct`).
+    Every outcome is `read_event`'s (and so Twisted's).
     """
 
-    def __init__(self, selectable: Any, fd: int, size: int) -> None:
+    def __init__(self, selectable: object, fd: int, size: int) -> None:
         #: the Twisted connection (what the reactor's descriptors map ``fd`` to while it is open)
-        self.selectable: object = selectable
+        self.selectable = selectable
         self.fd = fd
         #: its read size (its ``bufferSize``: the upstream connection's is its own)
         self.size = size
-        #: its instance dictionary (the same object for its whole life), where a send reads its state
-        self.attrs: dict[str, Any] = selectable.__dict__
-        sock = self.attrs.get("socket")
-        #: its socket when a ``socket.socket`` (written with ``os.write`` on ``fd``), else None
-        #: (a stand-in, a test's watcher: every send takes `send_now`, which calls its ``send``)
-        self.socket: object = sock if type(sock) is _SOCKET else None
 
     def received(self, data: bytes) -> None:
         """What the protocol's ``dataReceived`` would do with ``data`` (a subclass's)."""

@@ -1,11 +1,12 @@
-"""Builds pgwarden's hot path with mypyc when it can, and installs it as pure Python when not.
+"""Builds pgwarden's hot path with mypyc and Cython when it can, and installs it as pure Python when not.
 
 Everything else about the package is in setup.cfg. The modules compiled are listed in
 pgwarden/compiled.py (read here without importing pgwarden, whose dependencies may not be
-installed yet). No C compiler, mypyc missing, or ``PGWARDEN_NO_COMPILE=1``: the build goes
+installed yet). No C compiler, mypyc or Cython missing, or ``PGWARDEN_NO_COMPILE=1``: the build goes
 on without extensions, silently but for one line on the build's output, and pgwarden runs
 the same ``.py`` modules (`pgwarden --version` says which). A build that fails part way
-installs none of the extensions: they are one mypyc group and import each other.
+installs none of the extensions: the mypyc ones are one group and import each other, and a
+build is compiled or pure Python, never a mix (Cython's modules go with the group).
 ``PGWARDEN_REQUIRE_COMPILE=1`` makes any of these fail the build instead (the image's builder).
 """
 
@@ -17,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = Path(__file__).resolve().parent
@@ -38,12 +39,16 @@ follow_imports = silent
 """
 
 
-def _compiled_modules() -> list[str]:
+def _compiled_modules(name: str = "MODULES") -> list[str]:
     tree = ast.parse((HERE / "pgwarden" / "compiled.py").read_text())
     for node in tree.body:
-        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == "MODULES":
+        if isinstance(node, ast.AnnAssign) and getattr(node.target, "id", None) == name:
             return list(ast.literal_eval(node.value))
-    raise RuntimeError("pgwarden/compiled.py: no MODULES")
+    raise RuntimeError(f"pgwarden/compiled.py: no {name}")
+
+
+def _path(name: str) -> str:
+    return str(Path(*name.split(".")).with_suffix(".py"))
 
 
 def _skip(why: str) -> list:
@@ -60,14 +65,24 @@ def _ext_modules() -> list:
         from mypyc.build import mypycify
     except ImportError as e:
         return _skip(f"mypyc cannot be imported: {e}")
-    paths = [str(Path(*name.split(".")).with_suffix(".py")) for name in _compiled_modules()]
+    try:
+        from Cython.Build import cythonize
+    except ImportError as e:
+        return _skip(f"Cython cannot be imported: {e}")
+    paths = [_path(name) for name in _compiled_modules()]
     try:
         with tempfile.TemporaryDirectory() as work:
             config = Path(work, "mypy.ini")
             config.write_text(MYPYC_CONFIG)
-            return mypycify(["--config-file", str(config), *paths], opt_level="3", group_name="pgwarden_hot")
+            extensions = mypycify(["--config-file", str(config), *paths], opt_level="3", group_name="pgwarden_hot")
     except BaseException as e:  # noqa: BLE001 - mypyc reports a type error by SystemExit
         return _skip(f"mypyc failed: {e!r}")
+    try:  # each its own extension, named as its module (Cython's pure-Python mode: the .py itself)
+        extensions += cythonize([Extension(name, [_path(name)]) for name in _compiled_modules("CYTHON_MODULES")],
+                                compiler_directives={"language_level": "3"}, build_dir="build/cython", quiet=True)
+    except BaseException as e:  # noqa: BLE001 - Cython reports a compile error by SystemExit too
+        return _skip(f"Cython failed: {e!r}")
+    return extensions
 
 
 class OptionalBuildExt(build_ext):

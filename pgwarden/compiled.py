@@ -1,8 +1,9 @@
-"""Which of pgwarden's modules run compiled (mypyc), and the switch that runs them as Python.
+"""Which of pgwarden's modules run compiled (mypyc, Cython), and the switch that runs them as Python.
 
 The modules in `MODULES` are on the per-message and per-statement path. ``pip install``
-compiles them with mypyc when it can (setup.py, which reads `MODULES` from this file) and
-puts each extension beside its ``.py``, where the import system prefers the extension. The
+compiles them with mypyc when it can (setup.py, which reads `MODULES` from this file), and
+those of `CYTHON_MODULES` with Cython (their pure-Python mode: what they do with C's own calls),
+and puts each extension beside its ``.py``, where the import system prefers the extension. The
 ``.py`` stays the source of truth: the extension is built from it and must behave the same,
 which is why the whole suite runs against both (`make test`).
 
@@ -55,8 +56,15 @@ MODULES: tuple[str, ...] = (
     "pgwarden.traffic",
 )
 
+#: compiled by Cython, each on its own: what mypyc cannot do, calls into C without a Python object
+#: between (`pgwarden.rawio`: read(2) and write(2) without the GIL's release). Built with the
+#: mypyc group or not at all (setup.py): a build is compiled or pure Python, never a mix.
+CYTHON_MODULES: tuple[str, ...] = (
+    "pgwarden.rawio",
+)
+
 PURE_ENV = "PGWARDEN_PURE_PYTHON"
-COMPILED = "compiled (mypyc)"
+COMPILED = "compiled (mypyc, Cython)"
 PURE = "pure Python"
 
 
@@ -86,7 +94,7 @@ class SourceOnly(importlib.abc.MetaPathFinder):
 def install() -> None:
     """Runs the `MODULES` as Python when ``PGWARDEN_PURE_PYTHON`` asks; once per process."""
     if pure_requested() and not any(isinstance(f, SourceOnly) for f in sys.meta_path):
-        sys.meta_path.insert(0, SourceOnly(MODULES))
+        sys.meta_path.insert(0, SourceOnly(MODULES + CYTHON_MODULES))
 
 
 def is_compiled(module: ModuleType) -> bool:
@@ -95,14 +103,14 @@ def is_compiled(module: ModuleType) -> bool:
 
 def modules() -> dict[str, bool]:
     """Each module of the compiled set, and whether it runs compiled in this process."""
-    return {name: is_compiled(importlib.import_module(name)) for name in MODULES}
+    return {name: is_compiled(importlib.import_module(name)) for name in MODULES + CYTHON_MODULES}
 
 
 def build() -> str:
-    """What runs: "compiled (mypyc)", "pure Python", or which part is compiled (a broken build)."""
+    """What runs: `COMPILED`, "pure Python", or which part is compiled (a broken build)."""
     found = modules()
     if all(found.values()):
         return COMPILED
     if not any(found.values()):
         return PURE
-    return "partly compiled (mypyc): " + ", ".join(name for name, compiled in found.items() if compiled)
+    return "partly compiled: " + ", ".join(name for name, compiled in found.items() if compiled)

@@ -20,7 +20,6 @@ a turn that queued something (`wake`), once.
 from __future__ import annotations
 
 import inspect
-import os
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -29,6 +28,7 @@ from typing import Any, Final, cast
 from twisted.internet import tcp
 from twisted.logger import Logger
 
+from pgwarden import rawio
 from pgwarden.end_of_poll import IEndOfPoll
 
 __all__ = ["IEndOfPoll", "Turns", "send_now"]
@@ -52,7 +52,7 @@ _SERVER, _CLIENT = _plain_tcp()
 _PLAIN_SERVER: Final = _SERVER
 _PLAIN_CLIENT: Final = _CLIENT
 #: what `send_now` writes a socket.socket's bytes with (see there), and that class
-_write: Final = os.write
+_write: Final = rawio.write
 _SOCKET: Final = socket.socket
 
 
@@ -71,10 +71,11 @@ def send_now(transport, data: bytes) -> None:
     their class defaults where absent; when that does not show a connected transport with
     nothing queued and its socket, the attributes are read as such and decide.
 
-    A ``socket.socket``'s bytes go with ``os.write`` on its descriptor: write(2) on a socket
-    is send(2) without flags (what its ``send`` does), with the same errors (EAGAIN; EPIPE,
-    as Python ignores SIGPIPE) and the same retry on EINTR, and ``os.write``'s call parses no
-    argument tuple (~550 instructions less per statement at one client). Anything else in
+    A ``socket.socket``'s bytes go with ``os.write`` (`pgwarden.rawio`'s: compiled, without the
+    GIL's release) on its descriptor: write(2) on a socket is send(2) without flags (what its
+    ``send`` does), with the same errors (EAGAIN; EPIPE, as Python ignores SIGPIPE) and the same
+    retry on EINTR, and ``os.write``'s call parses no argument tuple (~550 instructions less per
+    statement at one client). Anything else in
     the transport's ``socket`` (a test's watcher) is asked to ``send`` them itself.
     """
     sock = None

@@ -40,7 +40,6 @@ has nothing to do:
 from __future__ import annotations
 
 import inspect
-import os
 import sys
 from collections.abc import Callable
 from errno import EWOULDBLOCK
@@ -53,6 +52,7 @@ from twisted.internet.posixbase import _NO_FILEDESC
 from twisted.logger import Logger
 from twisted.python import log as legacy_log
 
+from pgwarden import rawio
 from pgwarden.native_bases import mypyc_attr
 
 log = Logger(namespace="pgwarden.reactor")
@@ -86,10 +86,13 @@ _SERVER: Final = tcp.Server if PLAIN_TCP else None
 _CLIENT: Final = tcp.Client if PLAIN_TCP else None
 _BUFFER_SIZE: Final[int] = tcp.Connection.bufferSize
 _READABLE: Final[int] = EPOLLIN
-#: ``os.read``: the socket's own ``recv`` with no flags is the same read(2) of the same file
+#: ``os.read`` (`pgwarden.rawio`'s: compiled, without the GIL's release and a 256 KiB
+#: allocation): the socket's own ``recv`` with no flags is the same read(2) of the same file
 #: descriptor, the same errors (EAGAIN, a reset), the same retry on EINTR; its call parses its
 #: arguments as a tuple (``recv`` takes a size and optional flags), ``os.read``'s does not.
-_read: Final = os.read
+_read: Final = rawio.read
+#: a read of at least this many bytes makes the next read of the connection a large one (`rawio.read`)
+_STACK_READ: Final = rawio.STACK_READ
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -120,6 +123,8 @@ class DirectIO:
         self.fd = fd
         #: its read size (its ``bufferSize``: the upstream connection's is its own)
         self.size = size
+        #: whether its last read filled `rawio.read`'s stack buffer (the next is read as a large one)
+        self.large = False
 
     def received(self, data: bytes) -> None:
         """What the protocol's ``dataReceived`` would do with ``data`` (a subclass's)."""
@@ -316,13 +321,14 @@ def direct_read(reactor: Any, entry: DirectIO) -> None:
     in_read = False
     try:
         try:
-            data = _read(entry.fd, entry.size)
+            data = _read(entry.fd, entry.size, entry.large)
         except OSError as e:
             if e.args[0] == EWOULDBLOCK:
                 return
             why = main.CONNECTION_LOST
         else:
             if data:
+                entry.large = len(data) >= _STACK_READ
                 entry.received(data)
             else:
                 why = main.CONNECTION_DONE

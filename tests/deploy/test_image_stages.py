@@ -86,13 +86,13 @@ def test_the_final_stage_has_no_build_tools(image_root):
 
 
 def test_the_image_runs_its_hot_path_compiled(image_root):
-    """The builder compiles the hot path (setup.py, mypyc): the image's pgwarden says so."""
+    """The builder compiles the hot path (setup.py: mypyc, Cython): the image's pgwarden says so."""
     env_dir, _ = image_root
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler here: the wheel is pure Python (the Dockerfile's builder has gcc)")
     done = subprocess.run([str(env_dir / "bin" / "pgwarden"), "--version"], capture_output=True, text=True,
                           env={"PATH": f"{env_dir}/bin:/usr/bin:/bin"}, cwd="/", timeout=60, check=True)
-    assert done.stdout.strip().endswith(", compiled (mypyc)"), done.stdout
+    assert done.stdout.strip().endswith(", compiled (mypyc, Cython)"), done.stdout
 
 
 @pytest.fixture

@@ -18,6 +18,8 @@ import pytest
 from pgwarden import __version__, compiled
 
 EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
+#: every module with an extension: mypyc's group and Cython's
+ALL = compiled.MODULES + compiled.CYTHON_MODULES
 
 
 def _source(name: str) -> Path:
@@ -28,7 +30,7 @@ def _source(name: str) -> Path:
 def _built() -> bool:
     """Whether the extensions are there (beside the sources: an editable install, `make compiled`)."""
     return all(any(_source(name).parent.glob(_source(name).stem + ext) for ext in EXTENSIONS)
-               for name in compiled.MODULES)
+               for name in ALL)
 
 
 def _run(code: str, *, pure: bool) -> list[str]:
@@ -45,7 +47,7 @@ def test_this_pass_runs_the_build_it_asked_for() -> None:
     if os.environ.get("PGWARDEN_EXPECT_COMPILED") == "1":
         assert build == compiled.COMPILED, "the hot path did not compile (setup.py printed why at install)"
         # An extension older than its .py runs the code as it was: `make compiled` builds it again.
-        stale = [name for name in compiled.MODULES
+        stale = [name for name in ALL
                  if Path(importlib.import_module(name).__file__ or "").stat().st_mtime
                  < _source(name).stat().st_mtime]
         assert not stale, f"compiled from an older source: {stale}; run `make compiled`"
@@ -58,15 +60,15 @@ def test_this_pass_runs_the_build_it_asked_for() -> None:
 def test_pure_python_is_asked_for_through_the_environment() -> None:
     """The switch reaches a new process (the pgwardens the tests start) before any module of
     pgwarden is imported; without it, the extensions win when they are there."""
-    code = ("from pgwarden import compiled; from pgwarden.relay import engine; "
-            "print(compiled.build()); print(engine.__file__); print(engine.Relay.__module__)")
-    build, path, _ = _run(code, pure=True)
-    assert (build, Path(path)) == (compiled.PURE, _source("pgwarden.relay.engine"))
-    build, path, _ = _run(code, pure=False)
+    code = ("from pgwarden import compiled, rawio; from pgwarden.relay import engine; "
+            "print(compiled.build()); print(engine.__file__); print(rawio.__file__); print(engine.Relay.__module__)")
+    build, path, raw, _ = _run(code, pure=True)
+    assert (build, Path(path), Path(raw)) == (compiled.PURE, _source("pgwarden.relay.engine"), _source("pgwarden.rawio"))
+    build, path, raw, _ = _run(code, pure=False)
     if _built():
-        assert build == compiled.COMPILED and path.endswith(EXTENSIONS)
+        assert build == compiled.COMPILED and path.endswith(EXTENSIONS) and raw.endswith(EXTENSIONS)
     else:
-        assert build == compiled.PURE and path.endswith(".py")
+        assert build == compiled.PURE and path.endswith(".py") and raw.endswith(".py")
 
 
 def test_version_says_which_build_runs() -> None:

@@ -1,0 +1,108 @@
+"""``os.read`` and ``os.write`` for the relay's sockets, compiled by Cython without the GIL's release.
+
+Why: ``os.read`` and ``os.write`` release the GIL and take it back around each call (a mutex and
+a condition variable: ~600 instructions a call in a one-client profile, more than entering the
+system call), and ``os.read`` allocates a ``bytes`` of the whole size asked (256 KiB for an
+upstream connection: glibc's large-chunk path, then a shrinking ``realloc``) for the hundred
+bytes a statement's messages often are. Four such calls a statement were ~4,000 of a
+pass-through statement's ~35,000 instructions (docs/performance.md). The relay's descriptors
+are non-blocking: a read or a write returns at once, so holding the GIL through it keeps
+pgwarden's other thread (the live catalog's reader) waiting no longer than the call itself.
+
+Compiled (Cython's pure-Python mode: the ``if cython.compiled`` branches), a read goes first into
+a buffer on the stack and is copied into a ``bytes`` of its exact size. A read that fills that
+buffer goes on, with a second read(2), into a ``bytes`` of the size asked; a caller that expects
+large reads (the last one filled the buffer) says ``large`` and the read goes straight into a
+``bytes`` of the size asked, as ``os.read``'s does, without the second call. Results and errors
+are ``os.read``'s and ``os.write``'s: ``OSError`` made from ``errno`` (``BlockingIOError`` for
+EAGAIN, ``BrokenPipeError`` for EPIPE), a retry on EINTR once the signal handlers have run (and
+their exception, if one raises). Not compiled, these are the ``os`` calls themselves: the
+pure-Python build (``PGWARDEN_PURE_PYTHON=1``, or no C compiler) runs exactly what it ran before.
+"""
+
+from __future__ import annotations
+
+import os
+
+try:
+    import cython
+except ImportError:  # Cython is needed to build only: without it, the os calls below
+    from pgwarden import _no_cython as cython
+
+if cython.compiled:
+    from cython.cimports.cpython.bytes import PyBytes_AS_STRING, PyBytes_FromStringAndSize, _PyBytes_Resize
+    from cython.cimports.cpython.exc import PyErr_CheckSignals
+    from cython.cimports.cpython.object import PyObject
+    from cython.cimports.cpython.ref import Py_DECREF, Py_INCREF
+    from cython.cimports.libc.errno import EINTR, EINVAL, errno
+    from cython.cimports.libc.string import memcpy
+    from cython.cimports.posix.unistd import read as c_read
+    from cython.cimports.posix.unistd import write as c_write
+
+#: the stack buffer's size: a read that returns less (most of a session's) is copied once; a read
+#: of at least this much makes a caller pass ``large`` next time (`pgwarden.proxy.loop`)
+STACK_READ = 8192
+
+
+@cython.binding(False)
+def read(fd: int, size: int, large: bool = False) -> bytes:
+    """``os.read(fd, size)``; ``large``: the caller expects at least `STACK_READ` bytes."""
+    if cython.compiled:
+        buf = cython.declare(cython.char[8192])
+        want = cython.declare(cython.Py_ssize_t, size)
+        n = cython.declare(cython.Py_ssize_t, 0)
+        got = cython.declare(cython.Py_ssize_t)
+        if want < 0:
+            raise OSError(EINVAL, os.strerror(EINVAL))
+        if not large or want <= 8192:
+            while True:
+                got = c_read(fd, buf, want if want < 8192 else 8192)
+                if got >= 0:
+                    break
+                if errno != EINTR:
+                    raise OSError(errno, os.strerror(errno))
+                PyErr_CheckSignals()
+            if got < 8192 or want <= 8192:
+                return PyBytes_FromStringAndSize(buf, got)
+            n = got  # the stack buffer is full: more may be waiting
+        whole = PyBytes_FromStringAndSize(cython.NULL, want)
+        out = cython.declare(cython.p_char, PyBytes_AS_STRING(whole))
+        if n:
+            memcpy(out, buf, n)
+        while True:
+            got = c_read(fd, out + n, want - n)
+            if got >= 0:
+                break
+            if errno == EINTR:
+                PyErr_CheckSignals()
+                continue
+            if n == 0:  # nothing read yet: the error is this call's
+                raise OSError(errno, os.strerror(errno))
+            got = 0  # (EAGAIN, or an error the next read reports: what was read is returned)
+            break
+        n += got
+        if n < want:
+            # _PyBytes_Resize wants the only reference: the pointer's, while the name holds none
+            ref = cython.declare(cython.pointer(PyObject), cython.cast(cython.pointer(PyObject), whole))
+            Py_INCREF(whole)
+            whole = None
+            _PyBytes_Resize(cython.address(ref), n)
+            whole = cython.cast(bytes, ref)
+            Py_DECREF(whole)
+        return whole
+    return os.read(fd, size)
+
+
+@cython.binding(False)
+def write(fd: int, data: bytes) -> int:
+    """``os.write(fd, data)`` (``data`` a ``bytes``)."""
+    if cython.compiled:
+        sent = cython.declare(cython.Py_ssize_t)
+        while True:
+            sent = c_write(fd, PyBytes_AS_STRING(data), len(data))
+            if sent >= 0:
+                return sent
+            if errno != EINTR:
+                raise OSError(errno, os.strerror(errno))
+            PyErr_CheckSignals()
+    return os.write(fd, data)

@@ -1,0 +1,188 @@
+"""`pgwarden.rawio`: ``os.read`` and ``os.write`` for the relay's sockets, the same results and errors.
+
+The suite runs twice (`make test`): compiled, where rawio is Cython's build of its own calls to
+read(2) and write(2), and pure Python, where it is the ``os`` calls. Each test compares it with
+``os`` on the same kind of descriptor, so the compiled build is held to what ``os`` does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import socket
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgwarden import compiled, rawio
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """Two connected non-blocking stream sockets, as the relay's are."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def _drain(fd: int) -> bytes:
+    """Everything readable now from ``fd``."""
+    chunks = []
+    while True:
+        try:
+            chunk = rawio.read(fd, 262144)
+        except BlockingIOError:
+            return b"".join(chunks)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def test_the_build_runs_what_the_pass_says() -> None:
+    """Compiled, the module is the extension; pure Python, it is the ``.py`` and its os calls."""
+    assert compiled.is_compiled(rawio) == (compiled.build() == compiled.COMPILED)
+
+
+@pytest.mark.parametrize("size", [0, 1, 100, rawio.STACK_READ - 1, rawio.STACK_READ, rawio.STACK_READ + 1,
+                                  50_000, 200_000])
+@pytest.mark.parametrize("large", [False, True])
+def test_one_read_returns_what_is_there_up_to_the_size_asked(pair, size: int, large: bool) -> None:
+    a, b = pair
+    data = os.urandom(size)
+    sent = 0
+    while sent < size:  # the kernel's buffer may take less than all of it
+        sent += rawio.write(a.fileno(), data[sent:])
+        if sent < size:
+            break
+    if sent == 0:
+        return
+    got = rawio.read(b.fileno(), 262144, large)
+    assert got == data[:len(got)] and 0 < len(got) <= sent
+    assert type(got) is bytes
+    # The rest is there for the next reads, in order.
+    assert got + _drain(b.fileno()) == data[:sent]
+
+
+@pytest.mark.parametrize("want", [1, 5, rawio.STACK_READ - 1, rawio.STACK_READ, rawio.STACK_READ + 1, 30_000])
+@pytest.mark.parametrize("large", [False, True])
+def test_a_read_never_returns_more_than_asked(pair, want: int, large: bool) -> None:
+    a, b = pair
+    assert rawio.write(a.fileno(), b"x" * 40_000) == 40_000
+    got = rawio.read(b.fileno(), want, large)
+    assert got == b"x" * len(got) and 0 < len(got) <= want
+    if want <= 40_000:
+        assert len(got) == want  # a socketpair hands over what it holds
+
+
+@given(st.lists(st.tuples(st.integers(0, 70_000), st.integers(1, 300_000), st.booleans()), max_size=12))
+@settings(max_examples=60, deadline=None)
+def test_random_writes_and_reads_carry_every_byte_in_order(steps) -> None:
+    """Whatever the sizes written, the sizes asked and the ``large`` hints, the reader gets the
+    writer's bytes, whole and in order, each read at most what it asked for."""
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    b.setblocking(False)
+    try:
+        written, read = bytearray(), bytearray()
+        for n, want, large in steps:
+            chunk = os.urandom(n)
+            try:
+                sent = rawio.write(a.fileno(), chunk)
+            except BlockingIOError:
+                sent = 0
+            written += chunk[:sent]
+            try:
+                got = rawio.read(b.fileno(), want, large)
+            except BlockingIOError:
+                got = b""
+            assert len(got) <= want
+            read += got
+        read += _drain(b.fileno())
+        assert read == written
+    finally:
+        a.close()
+        b.close()
+
+
+def _error(call) -> tuple[type, int | None]:
+    with pytest.raises(OSError) as info:
+        call()
+    return type(info.value), info.value.errno
+
+
+def test_errors_are_the_os_calls_errors(pair) -> None:
+    a, b = pair
+    # Nothing to read: EAGAIN, as BlockingIOError (what the loop tests for)
+    assert _error(lambda: rawio.read(b.fileno(), 100)) == _error(lambda: os.read(b.fileno(), 100)) \
+        == (BlockingIOError, errno.EAGAIN)
+    assert _error(lambda: rawio.read(b.fileno(), 100_000, True)) == (BlockingIOError, errno.EAGAIN)
+    # A negative size
+    assert _error(lambda: rawio.read(b.fileno(), -1)) == _error(lambda: os.read(b.fileno(), -1))
+    # A descriptor that is not open
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)
+    assert _error(lambda: rawio.read(fd, 10)) == _error(lambda: os.read(fd, 10)) == (OSError, errno.EBADF)
+    assert _error(lambda: rawio.write(fd, b"x")) == _error(lambda: os.write(fd, b"x")) == (OSError, errno.EBADF)
+    # A full buffer: EAGAIN on the write
+    while True:
+        try:
+            rawio.write(a.fileno(), b"y" * 65536)
+        except BlockingIOError:
+            break
+    assert _error(lambda: rawio.write(a.fileno(), b"y")) == _error(lambda: os.write(a.fileno(), b"y"))
+    # The peer gone: EPIPE on a write (Python ignores SIGPIPE), end of file on a read
+    b.close()
+    assert _error(lambda: rawio.write(a.fileno(), b"z")) == (BrokenPipeError, errno.EPIPE)
+    c, d = socket.socketpair()
+    c.close()
+    assert rawio.read(d.fileno(), 100) == os.read(d.fileno(), 100) == b""
+    assert rawio.read(d.fileno(), 100_000, True) == b""
+    d.close()
+
+
+def test_a_write_returns_what_the_kernel_took(pair) -> None:
+    a, b = pair
+    data = os.urandom(4_000_000)
+    sent = rawio.write(a.fileno(), data)
+    assert 0 < sent < len(data)
+    assert _drain(b.fileno()) == data[:sent]
+    assert rawio.write(a.fileno(), b"") == 0
+
+
+def test_a_signal_during_a_blocking_read_runs_its_handler_and_the_read_goes_on() -> None:
+    """EINTR: the handler runs and the call is made again, as ``os.read`` does (PEP 475); an
+    exception from the handler comes out of the read. A blocking descriptor (the relay's never
+    block), so that the signal can come during the call; the kernel's timer sends it (compiled,
+    the read holds the GIL: no Python thread could), and the handler writes what the read returns,
+    so the outcome is the same whether the signal comes before the call or during it."""
+    r, w = os.pipe()
+    seen = []
+
+    def handler(*_):
+        seen.append(1)
+        os.write(w, b"after the signal")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        assert rawio.read(r, 100) == b"after the signal"
+        assert seen == [1]
+
+        def fail(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGALRM, fail)
+        with pytest.raises(KeyboardInterrupt):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            rawio.read(r, 100)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        os.close(r)
+        os.close(w)

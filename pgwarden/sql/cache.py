@@ -117,6 +117,16 @@ class StatementCache:
         # has it for template, which is then not made (nor compared, nor looked up)
         self._last_parts: list[bytes] | None = None
         self._last_template_normalized = ""
+        # The Syntax that `syntax_for` last shared by a normalized text it had from the last sound
+        # template (`_last_parts`): those parts, that normalized text, the first part as a str (a
+        # text of another statement rarely starts with it: `get` tells it off without the
+        # comparison of parts), and the Syntax. A text that fits the parts in the context the
+        # last analysis was resolved in (`_last_resolved`) has that analysis: `get` sets it on the
+        # Statement it makes, which is then neither cached nor analysed again.
+        self._template_parts: list[bytes] | None = None
+        self._template_normalized = ""
+        self._template_prefix = ""
+        self._template_syntax: Syntax | None = None
         self.template_hits = 0  # normalize calls saved by a template
         self.fingerprint_hits = 0  # analyses shared by normalized text
 
@@ -136,6 +146,19 @@ class StatementCache:
             ctx = default_context().with_lexer(context)
         else:
             ctx = context
+        parts = self._template_parts
+        if parts is not None and sql.startswith(self._template_prefix):
+            last = self._last_resolved
+            if last is not None and last[0] is self._template_syntax and last[1] is ctx and fits_template(sql, parts):
+                # A text of the statement just analysed, in the same context: what `analysis_for`
+                # would find (`syntax_for`: the same normalized text, so the same shared Syntax;
+                # then the same resolution), without asking. (Not kept: agents' texts of one
+                # statement differ in their constants, and a Statement is a wrapper of its text.)
+                given = Statement(sql, None, self, ctx)  # (positional: no keyword dict)
+                given.analysed = last[2]
+                self.template_hits += 1
+                self._normalized = (sql, self._template_normalized)  # (its fingerprint's)
+                return given
         key = (sql, id(ctx))
         young = self._young
         statement = young.get(key)
@@ -144,7 +167,7 @@ class StatementCache:
         old = self._old
         statement = old.get(key) if old else None
         if statement is None or statement.context is not ctx:
-            statement = Statement(sql, None, self, ctx)  # (positional: no keyword dict)
+            statement = Statement(sql, None, self, ctx)
         young[key] = statement
         if len(young) >= self._half:
             self._old = young
@@ -166,6 +189,14 @@ class StatementCache:
                 shared = self._by_normalized.get(normalized)
                 if shared is not None:
                     self.fingerprint_hits += 1
+                    parts = self._last_parts
+                    if parts is not None and normalized is self._last_template_normalized:
+                        # (the last sound template's normalized text: ``sql`` is one of its texts)
+                        if parts is not self._template_parts:
+                            self._template_parts = parts
+                            self._template_prefix = parts[0].decode("ascii")
+                        self._template_normalized = normalized
+                        self._template_syntax = shared
                     return shared
         syntax = syntax_of(sql, lexer)
         _put(self._syntax, key, syntax, self._size)

@@ -114,9 +114,10 @@ def fits_template(sql: str, parts: list[bytes]) -> bool:
     then made as for any text). (Bytes and machine integers: compiled, a byte is read
     natively, where a character of a str and its comparisons go through the generic API.)
     """
-    if not sql.isascii():
+    try:  # (compiled, ``encode`` is a C call, ``isascii`` a method looked up by name)
+        data = sql.encode("ascii")
+    except UnicodeEncodeError:
         return False  # (the parts and the digits are ASCII)
-    data = sql.encode("ascii")
     n: i64 = len(data)
     last: i64 = len(parts) - 1
     pos: i64 = 0

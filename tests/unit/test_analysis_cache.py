@@ -389,3 +389,49 @@ def test_the_last_sound_template_answers_only_its_own_texts():
     for sql in texts:
         assert cache._normalize(sql) == normalized(sql), sql
     assert cache.template_hits >= 4
+
+
+def test_a_new_text_of_the_statement_just_analysed_comes_with_its_analysis():
+    """`get` hands a new text that fits the last sound template its analysis at once (the same
+    object `analysis_for` would find), only in the context it was resolved in; its fingerprint
+    is libpg_query's. A text of another statement, or the same text in another context, is
+    analysed as ever."""
+    from pglast.parser import fingerprint
+
+    cache = StatementCache()
+    context = shared(default_context())
+    first = cache.get("SELECT * FROM things WHERE id = 1", context).analysis
+    second = cache.get("SELECT * FROM things WHERE id = 2", context).analysis  # the template confirmed here
+    assert second is first
+    hits = cache.template_hits
+    third = cache.get("SELECT * FROM things WHERE id = 345", context)
+    assert third.analysed is first and cache.template_hits == hits + 1  # not analysed: given
+    assert third.fingerprint == fingerprint("SELECT * FROM things WHERE id = 345")
+    assert cache.get("SELECT * FROM things WHERE id = 345", context) is not third  # (not kept: a wrapper)
+    # Another context: not given, analysed in its own
+    other = shared(attrs.evolve(context, search_path=("secret",)))
+    elsewhere = cache.get("SELECT * FROM things WHERE id = 6", other)
+    assert elsewhere.analysed is None and "secret.things" in elsewhere.analysis.tables
+    # Another statement, a text with more digits than a template takes, a sign before a name:
+    # none fits the template, none is given an analysis
+    for sql in ("SELECT * FROM thingsx WHERE id = 7", "SELECT * FROM things WHERE id = 1234567890",
+                "SELECT * FROM things WHERE id = -x", "SELECT * FROM things WHERE id = 7 OR true"):
+        statement = cache.get(sql, context)
+        assert statement.analysed is None, sql
+        assert statement.analysis == analyze_sql(sql, context), sql
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["SELECT * FROM things WHERE id = {}", "DELETE FROM users WHERE id = {}",
+                                           "SELECT {} FROM t ORDER BY {}", "SELECT * FROM things WHERE id = -{}",
+                                           "UPDATE a SET x = {} WHERE {} = id", "SELECT set_config('role', 'x', {})"]),
+                          st.integers(0, 10**10), st.sampled_from([0, 1])), min_size=1, max_size=15))
+def test_property_texts_given_their_analysis_have_a_fresh_ones(sequence):
+    """Whatever texts of templates (sound ones, unsound ones, a constant that matters) come
+    through one cache in two contexts, in any order, each analysis equals a fresh one."""
+    cache = StatementCache()
+    contexts = [shared(default_context()), shared(attrs.evolve(default_context(), search_path=("secret",)))]
+    for shape, number, which in sequence:
+        sql = shape.format(number, number % 7)
+        statement = cache.get(sql, contexts[which])
+        assert statement.analysis == analyze_sql(sql, contexts[which]), sql

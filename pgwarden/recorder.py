@@ -47,6 +47,7 @@ from twisted.logger import Logger
 from pgwarden.chain import seal_bodies, write_all
 from pgwarden.proxy.peer import peer_text
 from pgwarden.sql.lexer import DEFAULT_LEXER
+from pgwarden.turns import TurnWork
 
 if TYPE_CHECKING:
     from pgwarden.api import Record
@@ -228,7 +229,7 @@ class RecorderHost(Protocol):
     def config(self) -> Config: ...
 
 
-class Recorder:
+class Recorder(TurnWork):
     def __init__(self, app: RecorderHost) -> None:
         self.app = app
         #: why statements are refused now (a sink failing closed could not write), or None
@@ -261,8 +262,7 @@ class Recorder:
             None, {}, None, None, False)
         self._turns = app.turns
         self._seconds = app.reactor.seconds  # the reactor's clock, read for each result at one client
-        self._turns.add_barrier(self.flush)
-        self._turns.add_after_sends(self.after_sends)
+        self._turns.attach(self)  # `barrier` and `after_sends` at every turn's end, called natively
         self.configure()
 
     def configure(self) -> None:
@@ -381,6 +381,10 @@ class Recorder:
                 failed = failed or f"{name}: {e}"
         return failed
 
+    def barrier(self) -> None:
+        """The turns' barrier (`TurnWork`): `flush`."""
+        self.flush(False)
+
     def flush(self, force: bool = False) -> None:
         """The barrier: every sink writes what it holds. Runs before each turn's sends.
 
@@ -457,8 +461,7 @@ class Recorder:
             if self._lazy_timer.active():
                 self._lazy_timer.cancel()
             self._lazy_timer = None
-        self._turns.remove_barrier(self.flush)
-        self._turns.remove_after_sends(self.after_sends)
+        self._turns.detach(self)
 
     # ------------------------------------------------------------------ records
 

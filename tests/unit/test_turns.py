@@ -8,7 +8,7 @@ from twisted.internet.testing import StringTransport
 
 from pgwarden.proxy.reactor import PgwardenReactor
 from pgwarden.testing.clocks import EndOfPollClock, StockClock
-from pgwarden.turns import IEndOfPoll, Turns
+from pgwarden.turns import IEndOfPoll, Turns, TurnWork
 
 CLOCKS = [pytest.param(EndOfPollClock, id="pgwarden-reactor"), pytest.param(StockClock, id="stock-reactor")]
 
@@ -42,6 +42,39 @@ def test_a_turns_bytes_leave_at_its_end_after_its_barriers_and_before_the_after_
     reactor.turn()
     assert seen == [("barrier", b"", b""), ("after", b"QuerySync", b"row")]
     assert _pending(reactor) == 0
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_the_attached_work_runs_first_of_the_barriers_and_first_after_the_sends_until_detached(clock):
+    """The recorder's place (`TurnWork`): its barrier before the other barriers and the sends, its
+    after-sends work as soon as the sends have left; detached, neither runs."""
+    reactor = clock()
+    turns = Turns(reactor)
+    up = _Tls()
+    seen = []
+
+    class Work(TurnWork):
+        def barrier(self):
+            seen.append(("work barrier", up.value()))
+
+        def after_sends(self):
+            seen.append(("work after", up.value()))
+
+    work = Work()
+    turns.attach(work)
+    turns.add_barrier(lambda: seen.append(("barrier", up.value())))
+    turns.add_after_sends(lambda: seen.append(("after", up.value())))
+    turns.send(up, [b"Q"])
+    reactor.turn()
+    assert seen == [("work barrier", b""), ("barrier", b""), ("work after", b"Q"), ("after", b"Q")]
+    turns.detach(TurnWork())  # another one: this stays
+    turns.send(up, [b"R"])
+    reactor.turn()
+    assert seen[4:] == [("work barrier", b"Q"), ("barrier", b"Q"), ("work after", b"QR"), ("after", b"QR")]
+    turns.detach(work)
+    turns.send(up, [b"S"])
+    reactor.turn()
+    assert seen[8:] == [("barrier", b"QR"), ("after", b"QRS")]
 
 
 @pytest.mark.parametrize("clock", CLOCKS)

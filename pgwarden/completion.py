@@ -13,14 +13,14 @@ from typing import TYPE_CHECKING
 from pgwarden.counters import Histogram
 from pgwarden.proxy.state import ConnectionState
 from pgwarden.recorder import Recorder, RecordingFailed
-from pgwarden.relay.execution import Execution
+from pgwarden.relay.execution import Execution, ExecutionListener
 
 if TYPE_CHECKING:
     from pgwarden.metrics import Stats
     from pgwarden.proxy.client import ClientConnection
 
 
-class Completed:
+class Completed(ExecutionListener):
     """The relay's ``on_complete`` for one session: pgwarden's time into the overhead histogram,
     the masked values and shadow verdicts into the metrics, and a result record if anyone records."""
 
@@ -37,7 +37,7 @@ class Completed:
         #: the same connection by its native base: compiled, ``shadow`` read from its struct
         self.state: ConnectionState = conn
 
-    def __call__(self, ex: Execution) -> None:
+    def completed(self, ex: Execution) -> None:
         histogram = self.histogram
         if histogram is not None:
             histogram.add(ex.pgwarden_s)

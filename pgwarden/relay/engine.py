@@ -54,7 +54,7 @@ from pgwarden.native_bases import mypyc_attr
 from pgwarden.relay import counting
 from pgwarden.relay import refusal as own
 from pgwarden.relay.counting import CountRows
-from pgwarden.relay.execution import Execution, tag_rows
+from pgwarden.relay.execution import Execution, ExecutionListener, tag_rows
 from pgwarden.relay.rows import Refused, ResultMeter, ResultStream, refused
 from pgwarden.sql.encoding import UTF8, ClientEncoding, UnreadableText, client_encoding
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
@@ -554,6 +554,8 @@ class Relay:
         # Tracking what each execution did (for records) costs a little per
         # result, so it is on only when someone listens.
         self._on_complete = on_complete
+        #: the same, when an `ExecutionListener` (the session's: called natively)
+        self._listener: ExecutionListener | None = on_complete if isinstance(on_complete, ExecutionListener) else None
         self._clock = clock
         self._arrived = 0.0
         self._waiting_arrived = 0.0
@@ -1453,6 +1455,10 @@ class Relay:
         """An execution ended: what went to the agent since the previous one is its."""
         ex.finished = self._clock()
         self._meter.finish(ex)
+        listener = self._listener
+        if listener is not None:
+            listener.completed(ex)
+            return
         assert self._on_complete is not None  # an Execution is made only for a listener
         self._on_complete(ex)
 

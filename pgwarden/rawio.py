@@ -36,8 +36,13 @@ if cython.compiled:
     from cython.cimports.cpython.ref import Py_DECREF, Py_INCREF
     from cython.cimports.libc.errno import EINTR, EINVAL, errno
     from cython.cimports.libc.string import memcpy
+    from cython.cimports.posix.uio import iovec
+    from cython.cimports.posix.uio import writev as c_writev
     from cython.cimports.posix.unistd import read as c_read
     from cython.cimports.posix.unistd import write as c_write
+
+#: the most buffers `writev` takes (a caller joins more first): far below the system's IOV_MAX
+WRITEV_MAX = 64
 
 #: the stack buffer's size: a read that returns less (most of a session's) is copied once; a read
 #: of at least this much makes a caller pass ``large`` next time (`pgwarden.proxy.loop`)
@@ -106,3 +111,35 @@ def write(fd: int, data: bytes) -> int:
                 raise OSError(errno, os.strerror(errno))
             PyErr_CheckSignals()
     return os.write(fd, data)
+
+
+@cython.binding(False)
+def writev(fd: int, chunks: list[bytes]) -> int:
+    """``os.writev(fd, chunks)``: at most `WRITEV_MAX` ``bytes``, written in one call without
+    joining them (a join copies them all into a new object: a large result's run of rows too)."""
+    if cython.compiled:
+        vec = cython.declare(iovec[64])
+        count = cython.declare(cython.Py_ssize_t, len(chunks))
+        i = cython.declare(cython.Py_ssize_t)
+        sent = cython.declare(cython.Py_ssize_t)
+        if count > 64:
+            raise ValueError(f"writev: {count} buffers, at most {WRITEV_MAX}")
+        for i in range(count):
+            chunk = chunks[i]
+            if type(chunk) is not bytes:
+                raise TypeError(f"writev: a bytes object is required, not {type(chunk).__name__}")
+            vec[i].iov_base = PyBytes_AS_STRING(chunk)
+            vec[i].iov_len = len(chunk)
+        while True:
+            sent = c_writev(fd, vec, count)
+            if sent >= 0:
+                return sent
+            if errno != EINTR:
+                raise OSError(errno, os.strerror(errno))
+            PyErr_CheckSignals()
+    if len(chunks) > WRITEV_MAX:
+        raise ValueError(f"writev: {len(chunks)} buffers, at most {WRITEV_MAX}")
+    for chunk in chunks:
+        if type(chunk) is not bytes:
+            raise TypeError(f"writev: a bytes object is required, not {type(chunk).__name__}")
+    return os.writev(fd, chunks)

@@ -32,7 +32,7 @@ from pgwarden import rawio
 from pgwarden.end_of_poll import IEndOfPoll
 from pgwarden.native_bases import mypyc_attr
 
-__all__ = ["IEndOfPoll", "Turns", "send_now"]
+__all__ = ["IEndOfPoll", "Turns", "send_chunks", "send_now"]
 
 log = Logger(namespace="pgwarden.turns")
 
@@ -54,6 +54,9 @@ _PLAIN_SERVER: Final = _SERVER
 _PLAIN_CLIENT: Final = _CLIENT
 #: what `send_now` writes a socket.socket's bytes with (see there), and that class
 _write: Final = rawio.write
+#: what `send_chunks` writes several bytes objects with, and how many at most
+_writev: Final = rawio.writev
+_WRITEV_MAX: Final = rawio.WRITEV_MAX
 _SOCKET: Final = socket.socket
 
 
@@ -79,24 +82,10 @@ def send_now(transport, data: bytes) -> None:
     statement at one client). Anything else in
     the transport's ``socket`` (a test's watcher) is asked to ``send`` them itself.
     """
-    sock = None
-    kind = type(transport)
-    if kind is _PLAIN_SERVER or kind is _PLAIN_CLIENT:
-        attrs: dict[str, Any] = transport.__dict__
-        if not (attrs.get("TLS", False) or attrs.get("disconnecting", 0) or not attrs.get("connected", 0)
-                or attrs.get("dataBuffer", b"") or attrs.get("_tempDataLen", 1)):
-            sock = attrs.get("socket")
+    sock = _socket_now(transport)
     if sock is None:
-        if (
-            transport.TLS
-            or transport.disconnecting
-            or not transport.connected
-            or transport.dataBuffer
-            or transport._tempDataLen
-        ):
-            transport.write(data)
-            return
-        sock = transport.socket
+        transport.write(data)
+        return
     try:
         if type(sock) is _SOCKET:
             sent = _write(sock.fileno(), data)
@@ -109,6 +98,46 @@ def send_now(transport, data: bytes) -> None:
         return
     if sent < len(data):
         transport.write(data[sent:])
+
+
+def _socket_now(transport) -> Any:
+    """The socket `send_now` may write to now, or None: the bytes go through ``write``."""
+    kind = type(transport)
+    if kind is _PLAIN_SERVER or kind is _PLAIN_CLIENT:
+        attrs: dict[str, Any] = transport.__dict__
+        if not (attrs.get("TLS", False) or attrs.get("disconnecting", 0) or not attrs.get("connected", 0)
+                or attrs.get("dataBuffer", b"") or attrs.get("_tempDataLen", 1)):
+            sock = attrs.get("socket")
+            if sock is not None:
+                return sock
+    if transport.TLS or transport.disconnecting or not transport.connected or transport.dataBuffer \
+            or transport._tempDataLen:
+        return None
+    return transport.socket
+
+
+def send_chunks(transport, chunks: list[bytes]) -> None:
+    """`send_now` of the bytes of ``chunks``, without joining them when they go to a socket now:
+    one writev(2) of them all (`pgwarden.rawio.writev`). A join copied every byte into a new
+    object first: for a large result, each read's run of rows once more, into fresh pages."""
+    sock = _socket_now(transport)
+    if sock is None or type(sock) is not _SOCKET or len(chunks) > _WRITEV_MAX:
+        send_now(transport, b"".join(chunks))  # (its tests again: cheap, and rare here)
+        return
+    try:
+        sent = _writev(sock.fileno(), chunks)
+    except BlockingIOError:
+        sent = 0
+    except OSError:
+        transport.write(b"".join(chunks))  # the reactor notices the broken connection itself
+        return
+    for chunk in chunks:  # what the kernel did not take, queued in order
+        size = len(chunk)
+        if sent >= size:
+            sent -= size
+        else:
+            transport.write(chunk[sent:] if sent else chunk)
+            sent = 0
 
 
 @mypyc_attr(allow_interpreted_subclasses=True)
@@ -230,7 +259,10 @@ class Turns:
                 sends, self._sends = self._sends, []
                 for i in range(0, len(sends), 2):
                     chunks = cast("list[bytes]", sends[i + 1])
-                    send_now(sends[i], chunks[0] if len(chunks) == 1 else b"".join(chunks))
+                    if len(chunks) == 1:
+                        send_now(sends[i], chunks[0])
+                    else:
+                        send_chunks(sends[i], chunks)
             if self._closes:
                 closes, self._closes = self._closes, []
                 for transport in closes:

@@ -203,3 +203,27 @@ def test_without_cython_installed_the_module_is_the_os_calls() -> None:
     assert done.returncode == 0, done.stderr
     path, shim = done.stdout.split()
     assert path.endswith("rawio.py") and shim == "pgwarden._no_cython"
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [1, 2, 3], [100, 0, 8192, 1], [70_000, 70_000, 70_000, 70_000]])
+def test_writev_writes_the_chunks_in_order_without_joining_them(pair, sizes) -> None:
+    a, b = pair
+    chunks = [os.urandom(n) for n in sizes]
+    sent = rawio.writev(a.fileno(), chunks)
+    whole = b"".join(chunks)
+    assert 0 <= sent <= len(whole) and (sent == len(whole) or len(whole) > 100_000)
+    assert _drain(b.fileno()) == whole[:sent]
+
+
+def test_writev_refuses_what_it_cannot_take_as_os_writev_would(pair) -> None:
+    a, b = pair
+    with pytest.raises(ValueError):
+        rawio.writev(a.fileno(), [b"x"] * (rawio.WRITEV_MAX + 1))
+    with pytest.raises(TypeError):
+        rawio.writev(a.fileno(), [b"x", bytearray(b"y")])
+    assert rawio.writev(a.fileno(), [b"x"] * rawio.WRITEV_MAX) == rawio.WRITEV_MAX
+    fd = os.open(os.devnull, os.O_RDONLY)
+    os.close(fd)
+    assert _error(lambda: rawio.writev(fd, [b"x", b"y"])) == _error(lambda: os.writev(fd, [b"x", b"y"]))
+    b.close()
+    assert _error(lambda: rawio.writev(a.fileno(), [b"x", b"y"])) == (BrokenPipeError, errno.EPIPE)

@@ -3,6 +3,8 @@ asked for once per turn that queued something, the same way on pgwarden's reacto
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from twisted.internet.testing import StringTransport
 
@@ -265,6 +267,41 @@ def test_send_now_hands_a_stand_in_for_a_socket_to_its_own_send():
         transport, written = _plain_server(stand_in)
         send_now(transport, b"bytes")
         assert stand_in.sent == [b"bytes"] and written == [] and b.recv(100) == b"bytes"
+
+
+@pytest.mark.parametrize("queued", [{}, {"dataBuffer": b"earlier"}, {"TLS": True}, {"connected": 0}])
+def test_send_chunks_writes_them_at_once_and_queues_what_the_kernel_did_not_take_in_order(queued):
+    """`send_chunks`: one writev of all the chunks when `send_now` would write now; what the
+    kernel leaves (its buffer full) goes to Twisted's ``write`` in order, from the byte it
+    stopped at; otherwise, the joined bytes as `send_now` sends them."""
+    import socket
+
+    from pgwarden.turns import send_chunks
+
+    a, b = socket.socketpair()
+    with a, b:
+        a.setblocking(False)
+        b.setblocking(False)
+        transport, written = _plain_server(a, **queued)
+        chunks = [b"head", os.urandom(3_000_000), b"middle", os.urandom(1_000_000), b"tail"]
+        send_chunks(transport, chunks)
+        received = bytearray()
+        while True:
+            try:
+                got = b.recv(1 << 20)
+            except BlockingIOError:
+                break
+            received += got
+        if queued:
+            assert bytes(received) == b"" and written == [b"".join(chunks)]
+        else:
+            assert 0 < len(received) < 4_000_010  # the kernel took part: the rest is queued
+            assert bytes(received) + b"".join(written) == b"".join(chunks)
+            assert all(type(w) is bytes for w in written) and len(written) <= len(chunks)
+        transport, written = _plain_server(a, **queued)
+        send_chunks(transport, [b"x"] * 65)  # more than writev takes: joined, sent as `send_now` does
+        if not queued:
+            assert written == [b"x" * 65] or b.recv(100) == b"x" * 65
 
 
 def test_turns_on_pgwardens_reactor_append_their_end_to_its_end_of_poll_list_once():

@@ -57,6 +57,9 @@ _write: Final = rawio.write
 #: what `send_chunks` writes several bytes objects with, and how many at most
 _writev: Final = rawio.writev
 _WRITEV_MAX: Final = rawio.WRITEV_MAX
+#: below this many bytes in all, chunks are joined and written (fewer instructions than writev's
+#: call at a statement's usual few hundred bytes); from it, a join's copy costs more
+_WRITEV_FROM: Final = 32768
 _SOCKET: Final = socket.socket
 
 
@@ -117,11 +120,18 @@ def _socket_now(transport) -> Any:
 
 
 def send_chunks(transport, chunks: list[bytes]) -> None:
-    """`send_now` of the bytes of ``chunks``, without joining them when they go to a socket now:
-    one writev(2) of them all (`pgwarden.rawio.writev`). A join copied every byte into a new
-    object first: for a large result, each read's run of rows once more, into fresh pages."""
+    """`send_now` of the bytes of ``chunks``, without joining them when they are many bytes and
+    go to a socket now: one writev(2) of them all (`pgwarden.rawio.writev`). A join copied every
+    byte into a new object first: for a large result, each read's run of rows once more, into
+    fresh pages. A few small chunks (a statement's answer) are joined: the join costs less."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+    if total < _WRITEV_FROM or len(chunks) > _WRITEV_MAX:  # (a statement's answer: a join costs less)
+        send_now(transport, b"".join(chunks))
+        return
     sock = _socket_now(transport)
-    if sock is None or type(sock) is not _SOCKET or len(chunks) > _WRITEV_MAX:
+    if sock is None or type(sock) is not _SOCKET:
         send_now(transport, b"".join(chunks))  # (its tests again: cheap, and rare here)
         return
     try:

@@ -117,17 +117,18 @@ def write(fd: int, data: bytes) -> int:
 def writev(fd: int, chunks: list[bytes]) -> int:
     """``os.writev(fd, chunks)``: at most `WRITEV_MAX` ``bytes``, written in one call without
     joining them (a join copies them all into a new object: a large result's run of rows too)."""
+    if len(chunks) > WRITEV_MAX:
+        raise ValueError(f"writev: {len(chunks)} buffers, at most {WRITEV_MAX}")
+    for chunk in chunks:
+        if type(chunk) is not bytes:
+            raise TypeError(f"writev: a bytes object is required, not {type(chunk).__name__}")
     if cython.compiled:
         vec = cython.declare(iovec[64])
         count = cython.declare(cython.Py_ssize_t, len(chunks))
         i = cython.declare(cython.Py_ssize_t)
         sent = cython.declare(cython.Py_ssize_t)
-        if count > 64:
-            raise ValueError(f"writev: {count} buffers, at most {WRITEV_MAX}")
-        for i in range(count):
+        for i in range(count):  # (at most 64: WRITEV_MAX, checked above; an array's size is a literal)
             chunk = chunks[i]
-            if type(chunk) is not bytes:
-                raise TypeError(f"writev: a bytes object is required, not {type(chunk).__name__}")
             vec[i].iov_base = PyBytes_AS_STRING(chunk)
             vec[i].iov_len = len(chunk)
         while True:
@@ -137,9 +138,4 @@ def writev(fd: int, chunks: list[bytes]) -> int:
             if errno != EINTR:
                 raise OSError(errno, os.strerror(errno))
             PyErr_CheckSignals()
-    if len(chunks) > WRITEV_MAX:
-        raise ValueError(f"writev: {len(chunks)} buffers, at most {WRITEV_MAX}")
-    for chunk in chunks:
-        if type(chunk) is not bytes:
-            raise TypeError(f"writev: a bytes object is required, not {type(chunk).__name__}")
     return os.writev(fd, chunks)

@@ -127,12 +127,11 @@ def send_chunks(transport, chunks: list[bytes]) -> None:
     total = 0
     for chunk in chunks:
         total += len(chunk)
-    if total < _WRITEV_FROM or len(chunks) > _WRITEV_MAX:  # (a statement's answer: a join costs less)
-        send_now(transport, b"".join(chunks))
-        return
-    sock = _socket_now(transport)
-    if sock is None or type(sock) is not _SOCKET:
-        send_now(transport, b"".join(chunks))  # (its tests again: cheap, and rare here)
+    sock = None
+    if total >= _WRITEV_FROM and len(chunks) <= _WRITEV_MAX:  # (else a statement's answer: a join costs less)
+        sock = _socket_now(transport)
+    if type(sock) is not _SOCKET:
+        send_now(transport, b"".join(chunks))  # (where `_socket_now` ran, `send_now` runs it again: rare)
         return
     try:
         sent = _writev(sock.fileno(), chunks)

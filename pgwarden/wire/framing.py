@@ -180,35 +180,27 @@ class MessageFramer:
         sliced straight out of what was read and only a trailing partial message is kept.
         """
         buf = self._buf
-        if buf and not self._stream_left:
-            need = self._need
-            have = len(buf)
-            cut = need - have
-            n = len(data)
-            if cut > 0 and n >= cut:
-                # The buffered message (its header read and checked: `need` is its length) ends
-                # within ``data``: completed from ``data``'s first bytes, and the rest framed where
-                # it lies. (Appending all of ``data`` to the buffer, then copying the buffer to
-                # frame it, copied each read of a large result twice more: a read of a result
-                # nearly always ends inside a row.)
-                buf += data[:cut]
-                whole = bytes(buf)
-                buf.clear()
-                done: list[bytes | Fragment] = []
-                self._scan(whole, 0, need, done)
-                pos, rest = self._scan(data, cut, n, done) if n - cut >= 5 else (cut, 0)
-                if pos < n:
-                    buf += data[pos:]
-                self._need = rest
-                return done
-        if buf or self._stream_left:
-            buf += data
-            return self.frames()
         out: list[bytes | Fragment] = []
+        start = 0
+        if buf or self._stream_left:
+            cut = self._need - len(buf)
+            if self._stream_left or cut <= 0 or len(data) < cut:
+                buf += data
+                return self.frames()
+            # The buffered message (its header read and checked: `_need` is its length) ends within
+            # ``data``: completed from ``data``'s first bytes, and the rest framed where it lies.
+            # (Appending all of ``data`` to the buffer, then copying the buffer to frame it, copied
+            # each read of a large result twice more: a read of a result nearly always ends inside
+            # a row.)
+            buf += data[:cut]
+            whole = bytes(buf)
+            buf.clear()
+            self._scan(whole, 0, len(whole), out)
+            start = cut
         n = len(data)
-        pos, need = self._scan(data, 0, n, out) if n >= 5 else (0, 0)
+        pos, need = self._scan(data, start, n, out) if n - start >= 5 else (start, 0)
         if pos < n:
-            self._buf += data[pos:] if pos else data
+            buf += data[pos:] if pos else data
         self._need = need
         return out
 

@@ -40,6 +40,7 @@ has nothing to do:
 from __future__ import annotations
 
 import inspect
+import socket
 import sys
 from collections.abc import Callable
 from errno import EWOULDBLOCK
@@ -86,6 +87,7 @@ _SERVER: Final = tcp.Server if PLAIN_TCP else None
 _CLIENT: Final = tcp.Client if PLAIN_TCP else None
 _BUFFER_SIZE: Final[int] = tcp.Connection.bufferSize
 _READABLE: Final[int] = EPOLLIN
+_SOCKET: Final = socket.socket
 #: ``os.read`` (`pgwarden.rawio`'s: compiled, without the GIL's release and a 256 KiB
 #: allocation): the socket's own ``recv`` with no flags is the same read(2) of the same file
 #: descriptor, the same errors (EAGAIN, a reset), the same retry on EINTR; its call parses its
@@ -97,12 +99,14 @@ _STACK_READ: Final = rawio.STACK_READ
 
 @mypyc_attr(allow_interpreted_subclasses=True)
 class DirectIO:
-    """A relaying connection whose reads go from ``read(2)`` straight to a compiled method.
+    """A relaying connection whose reads go from ``read(2)`` straight to a compiled method, and
+    whose sends (`pgwarden.turns.send_direct`) skip the lookups that find its socket.
 
     Why: a read of a plain TCP connection (`read_event`) still asks the connection's instance
     dictionary for its descriptor, its read size and its protocol, and calls the protocol's
     ``dataReceived`` through the generic API: ~1,000 instructions a read, two reads a statement
-    at one client. Once a session relays, each side's connection is registered here
+    at one client; a send (`pgwarden.turns.send_now`) gets the dictionary and calls the socket's
+    ``fileno``. Once a session relays, each side's connection is registered here
     (`register_direct_io`) with what those lookups give, which does not change while it relays:
     its descriptor (a tcp connection's socket is never replaced, only deleted when it closes);
     its read size; no TLS (PostgreSQL's protocol cannot start it after the login); Twisted's
@@ -114,17 +118,24 @@ class DirectIO:
     (`_events` compares it with the registered one, so neither a closed connection nor a new one
     that got the same descriptor number is read through a stale entry), and only while the entry
     is registered: the pump withdraws it (`withdraw_direct_io`) when the session lets go of it.
-    Every outcome is `read_event`'s (and so Twisted's).
+    Every outcome is `read_event`'s (and so Twisted's). A send checks that the connection still
+    has this socket (`send_direct`).
     """
 
-    def __init__(self, selectable: object, fd: int, size: int) -> None:
+    def __init__(self, selectable: Any, fd: int, size: int) -> None:
         #: the Twisted connection (what the reactor's descriptors map ``fd`` to while it is open)
-        self.selectable = selectable
+        self.selectable: object = selectable
         self.fd = fd
         #: its read size (its ``bufferSize``: the upstream connection's is its own)
         self.size = size
         #: whether its last read filled `rawio.read`'s stack buffer (the next is read as a large one)
         self.large = False
+        #: its instance dictionary (the same object for its whole life), where a send reads its state
+        self.attrs: dict[str, Any] = selectable.__dict__
+        sock = self.attrs.get("socket")
+        #: its socket when a ``socket.socket`` (written with ``os.write`` on ``fd``), else None
+        #: (a stand-in, a test's watcher: every send takes `send_now`, which calls its ``send``)
+        self.socket: object = sock if type(sock) is _SOCKET else None
 
     def received(self, data: bytes) -> None:
         """What the protocol's ``dataReceived`` would do with ``data`` (a subclass's)."""

@@ -65,6 +65,9 @@ class Pump(DecisionSource):
         #: both connections registered with the reactor as `DirectIO`s (`read_directly`)
         self.direct: list[DirectIO] = []
         self.reactor: object = None
+        #: what `flush` hands the turns each side's bytes with: the connection, or its `DirectIO`
+        self.client_out: object = client
+        self.upstream_out: object = upstream
 
     def read_directly(self, reactor: object) -> None:
         """Has ``reactor`` hand each connection's reads straight to `client_data` / `server_data`
@@ -80,8 +83,12 @@ class Pump(DecisionSource):
             entries.append(ServerRead(self.upstream, fd, size, self))
         for entry in entries:
             register_direct_io(reactor, entry)
-        # (Only the reads: sending through the entries too cost ~100 µs more *system* time per
-        # 10,000-row result at 8 clients, a cause not found; docs/performance.md, session 11.)
+            # its sends too (`pgwarden.turns.send_direct`: a statement's answer without the
+            # lookups that find the socket; a large result's reads as before)
+            if isinstance(entry, ClientRead):
+                self.client_out = entry
+            else:
+                self.upstream_out = entry
         self.direct = entries
 
     def release(self) -> None:
@@ -91,6 +98,8 @@ class Pump(DecisionSource):
         for entry in self.direct:
             withdraw_direct_io(self.reactor, entry)
         self.direct = []
+        self.client_out = self.client
+        self.upstream_out = self.upstream
         try:
             del self.relay
         except AttributeError:  # never made
@@ -144,10 +153,10 @@ class Pump(DecisionSource):
             return
         up = relay.pop_upstream()
         if up:
-            self.turns.send(self.upstream, up)
+            self.turns.send(self.upstream_out, up)
         down = relay.pop_client()
         if down:
-            self.turns.send(self.client, down)
+            self.turns.send(self.client_out, down)
         closing = relay.closing
         if closing and conn.phase != "closed":
             if conn.end_reason is None:

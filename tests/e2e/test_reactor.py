@@ -32,7 +32,7 @@ def test_an_unknown_reactor_stops_pgwarden_run_saying_which_exist(tmp_path):
     assert done.stderr.strip() == "pgwarden: PGWARDEN_REACTOR='select': expected one of pgwarden, default"
 
 
-def test_a_relaying_sessions_connections_are_read_directly_until_the_session_ends(make_pgwarden):
+def test_a_relaying_sessions_connections_are_read_and_written_directly_until_the_session_ends(make_pgwarden):
     # pgwarden's reactor: both connections of a relaying session registered (`DirectIO`), their
     # reads through it; withdrawn when the session ends (no entry, so no session, kept).
     import psycopg
@@ -49,17 +49,20 @@ def test_a_relaying_sessions_connections_are_read_directly_until_the_session_end
 
     def session_transports():
         (conn,) = running.app.connections
-        return conn.transport, conn.upstream.transport
+        return conn.transport, conn.upstream.transport, conn.pump.client_out, conn.pump.upstream_out
 
     with psycopg.connect(running.dsn(), autocommit=True) as c:
         assert c.execute("select 1 + 1").fetchone() == (2,)
         seen = running.call(entries)
-        client, upstream = running.call(session_transports)
+        client, upstream, client_out, upstream_out = running.call(session_transports)
         if chosen() == "default":
-            assert seen is None
+            assert seen is None and (client_out, upstream_out) == (client, upstream)
         else:
             assert sorted(seen, key=lambda e: e[0]) == [("ClientRead", client), ("ServerRead", upstream)]
             assert all(isinstance(e, DirectIO) for e in running.call(lambda: list(running.reactor.direct_reads.values())))
+            # and their sends (a statement's answer through `send_direct`)
+            assert isinstance(client_out, DirectIO) and client_out.selectable is client
+            assert isinstance(upstream_out, DirectIO) and upstream_out.selectable is upstream
         assert c.execute("select 'still relays'").fetchone() == ("still relays",)
     import time
 

@@ -320,3 +320,130 @@ def test_turns_on_pgwardens_reactor_append_their_end_to_its_end_of_poll_list_onc
         assert up.value() == b"abc"
     finally:
         reactor._poller.close()
+
+
+@pytest.mark.parametrize("queued", [{}, {"dataBuffer": b"earlier"}, {"_tempDataLen": 3}, {"disconnecting": 1},
+                                    {"TLS": True}, {"connected": 0}])
+def test_send_direct_writes_the_registered_descriptor_only_when_send_now_would_write_the_socket(queued):
+    import socket
+
+    from pgwarden.proxy.loop import DirectIO
+    from pgwarden.turns import send_direct
+
+    a, b = socket.socketpair()
+    with a, b:
+        transport, written = _plain_server(a)
+        entry = DirectIO(transport, a.fileno(), 65536)
+        transport.__dict__.update(queued)  # what changed since it was registered
+        send_direct(entry, [b"bytes"])
+        if queued:
+            assert written == [b"bytes"]
+        else:
+            assert written == [] and b.recv(100) == b"bytes"
+
+
+def test_send_direct_leaves_a_connection_whose_socket_is_gone_or_replaced_to_send_now():
+    # A closed connection's socket is deleted (its descriptor may be another connection's by then);
+    # a stand-in put in its place (the e2e tests' watchers) must see the bytes.
+    import socket
+
+    from pgwarden.proxy.loop import DirectIO
+    from pgwarden.turns import send_direct
+
+    class StandIn:
+        def __init__(self, sock):
+            self.sock, self.sent = sock, []
+
+        def send(self, data):
+            self.sent.append(bytes(data))
+            return self.sock.send(data)
+
+    a, b, c, d = *socket.socketpair(), *socket.socketpair()
+    with a, b, c, d:
+        transport, written = _plain_server(a)
+        entry = DirectIO(transport, a.fileno(), 65536)
+        stand_in = StandIn(a)
+        transport.socket = stand_in
+        send_direct(entry, [b"watched"])
+        assert stand_in.sent == [b"watched"] and b.recv(100) == b"watched"
+        del transport.socket  # closed: Twisted deletes it, and the descriptor number is free
+        transport.connected = 0
+        send_direct(entry, [b"late"])
+        assert written == [b"late"]  # Twisted's write, which drops what a closed connection is given
+        # registered with a stand-in already there (the upstream's watcher): never written directly
+        other, other_written = _plain_server(StandIn(c))
+        watched = DirectIO(other, c.fileno(), 65536)
+        assert watched.socket is None
+        send_direct(watched, [b"x"])
+        assert other.socket.sent == [b"x"] and d.recv(10) == b"x" and other_written == []
+
+
+@pytest.mark.parametrize("clock", CLOCKS)
+def test_turns_send_a_direct_entrys_bytes_in_order_with_its_connections_and_discard_them_by_connection(clock):
+    import socket
+
+    from pgwarden.proxy.loop import DirectIO
+
+    a, b = socket.socketpair()
+    with a, b:
+        transport, written = _plain_server(a)
+        entry = DirectIO(transport, a.fileno(), 65536)
+        reactor = clock()
+        turns = Turns(reactor)
+        turns.send(entry, [b"one", b"two"])
+        turns.send(transport, [b"three"])
+        reactor.turn()
+        assert b.recv(100) == b"onetwothree" and written == []
+        other = _Tls()
+        turns.add_barrier(lambda: turns.discard(transport))  # the connection's bytes, whichever way queued
+        turns.send(entry, [b"dropped"])
+        turns.send(other, [b"kept"])
+        turns.send(transport, [b"dropped too"])
+        reactor.turn()
+        assert other.value() == b"kept"
+        b.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            b.recv(100)
+
+
+def test_send_direct_sends_a_statements_answer_on_the_registered_descriptor_and_a_large_send_as_the_connection_would():
+    # Fewer than 32 KiB (one chunk or several, joined): written on the entry's descriptor. From
+    # 32 KiB, the connection's usual path (`send_now` / `send_chunks`: its socket's descriptor), so
+    # a large result's reads are relayed as they were without direct sends. An entry registered
+    # under another socket's descriptor tells the two apart.
+    import socket
+
+    from pgwarden.proxy.loop import DirectIO
+    from pgwarden.turns import send_direct
+
+    a, b = socket.socketpair()
+    c, d = socket.socketpair()
+    with a, b, c, d:
+        for s in (b, d):
+            s.setblocking(False)
+        transport, written = _plain_server(a)
+        entry = DirectIO(transport, c.fileno(), 65536)
+        send_direct(entry, [b"one"])
+        send_direct(entry, [b"two", b"three"])
+        assert d.recv(100) == b"onetwothree"
+        small = b"s" * (32768 - 1)
+        send_direct(entry, [small[:100], small[100:]])
+        assert _drain(d) == small
+        large = b"L" * 32768
+        send_direct(entry, [large])
+        assert _drain(b) == large
+        send_direct(entry, [large[:10], large[10:]])
+        assert _drain(b) == large
+        with pytest.raises(BlockingIOError):
+            d.recv(100)
+        assert written == []
+
+
+def _drain(sock) -> bytes:
+    got = bytearray()
+    while True:
+        try:
+            part = sock.recv(1 << 20)
+        except BlockingIOError:
+            return bytes(got)
+        got += part

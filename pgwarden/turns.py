@@ -191,10 +191,13 @@ def send_direct(entry: DirectIO, chunks: list[bytes]) -> None:
     if len(data) >= _WRITEV_FROM:
         send_now(entry.selectable, data)
         return
+    # `send_now`'s tests but two: TLS (never started on a registered connection: the entry is
+    # made for a plain one, and PostgreSQL's protocol starts TLS only before the login) and
+    # ``connected`` (cleared by Twisted in the call that deletes the socket, which is tested).
     attrs = entry.attrs
     sock = entry.socket
-    if (sock is None or attrs.get("socket") is not sock or attrs.get("TLS", False) or attrs.get("disconnecting", 0)
-            or not attrs.get("connected", 0) or attrs.get("dataBuffer", b"") or attrs.get("_tempDataLen", 1)):
+    if (sock is None or attrs.get("socket") is not sock or attrs.get("disconnecting", 0)
+            or attrs.get("dataBuffer", b"") or attrs.get("_tempDataLen", 1)):
         send_now(entry.selectable, data)
         return
     sent: int

@@ -40,6 +40,7 @@ has nothing to do:
 from __future__ import annotations
 
 import inspect
+import select
 import socket
 import sys
 from collections.abc import Callable
@@ -93,6 +94,9 @@ _SOCKET: Final = socket.socket
 #: descriptor, the same errors (EAGAIN, a reset), the same retry on EINTR; its call parses its
 #: arguments as a tuple (``recv`` takes a size and optional flags), ``os.read``'s does not.
 _read: Final = rawio.read
+#: ``epoll.poll`` of the reactor's poller (`pgwarden.rawio`'s: compiled, its events on the stack)
+_wait: Final = rawio.epoll_wait
+_EPOLL: Final = select.epoll
 #: a read of at least this many bytes makes the next read of the connection a large one (`rawio.read`)
 _STACK_READ: Final = rawio.STACK_READ
 
@@ -222,7 +226,8 @@ def _iterations(reactor: Any, state: LoopState) -> None:
     at_end = state._at_end
     # Made in the epoll reactor's __init__ and never replaced: read once, not at each poll.
     selectables: dict[int, Any] = reactor._selectables
-    wait: Callable[[float, int], list[tuple[int, int]]] = reactor._poller.poll
+    poller = reactor._poller
+    epfd = _epoll_fd(poller)
     direct = state.direct_reads
     while state._started:
         pending = state._pendingTimedCalls
@@ -246,7 +251,7 @@ def _iterations(reactor: Any, state: LoopState) -> None:
             timeout = 0  # what those calls asked for runs first
         else:
             timeout = reactor.timeout()
-        _events(reactor, selectables, wait, timeout, at_end, direct)
+        _events(reactor, selectables, poller, epfd, timeout, at_end, direct)
 
 
 def poll(reactor: Any, timeout: float | None) -> None:
@@ -255,14 +260,22 @@ def poll(reactor: Any, timeout: float | None) -> None:
     at_end = state._at_end
     if at_end:
         end_of_poll(at_end)
-    _events(reactor, reactor._selectables, reactor._poller.poll, timeout, at_end, state.direct_reads)
+    poller = reactor._poller
+    _events(reactor, reactor._selectables, poller, _epoll_fd(poller), timeout, at_end, state.direct_reads)
 
 
-def _events(reactor: Any, selectables: dict[int, Any],
-            wait: Callable[[float, int], list[tuple[int, int]]], timeout: float | None,
+def _epoll_fd(poller: Any) -> int:
+    """What `_wait` is given with ``poller``: its descriptor if a ``select.epoll``, else -1 (its own ``poll``)."""
+    if type(poller) is _EPOLL:
+        fd: int = poller.fileno()
+        return fd
+    return -1
+
+
+def _events(reactor: Any, selectables: dict[int, Any], poller: object, epfd: int, timeout: float | None,
             at_end: list[Callable[[], None]], direct: dict[int, DirectIO]) -> None:
     try:
-        events = wait(-1 if timeout is None else timeout, len(selectables))
+        events: list[tuple[int, int]] = _wait(poller, epfd, -1.0 if timeout is None else timeout, len(selectables))
     except InterruptedError:
         return
     # Typed (epoll's own list of (fd, events) pairs): compiled, the loop indexes the list and

@@ -227,3 +227,128 @@ def test_writev_refuses_what_it_cannot_take_as_os_writev_would(pair) -> None:
     assert _error(lambda: rawio.writev(fd, [b"x", b"y"])) == _error(lambda: os.writev(fd, [b"x", b"y"]))
     b.close()
     assert _error(lambda: rawio.writev(a.fileno(), [b"x", b"y"])) == (BrokenPipeError, errno.EPIPE)
+
+
+@pytest.fixture
+def poller() -> Iterator[tuple[object, list[tuple[int, int]]]]:
+    """An epoll with three pipes registered; the write ends, to make their read ends ready."""
+    import select
+
+    ep = select.epoll()
+    pipes = [os.pipe() for _ in range(3)]
+    for r, _ in pipes:
+        ep.register(r, select.EPOLLIN)
+    try:
+        yield ep, pipes
+    finally:
+        ep.close()
+        for r, w in pipes:
+            os.close(r)
+            os.close(w)
+
+
+@pytest.mark.parametrize("ready", [[], [0], [2], [0, 1, 2]])
+@pytest.mark.parametrize("timeout", [0.0, 0.001, 5.0, -1.0])
+def test_epoll_wait_returns_what_epoll_poll_returns(poller, ready: list[int], timeout: float) -> None:
+    import select
+
+    ep, pipes = poller
+    if not ready and timeout in (5.0, -1.0):
+        return  # (nothing would end the wait)
+    for i in ready:
+        os.write(pipes[i][1], b"x")
+    got = rawio.epoll_wait(ep, ep.fileno(), timeout, 3)
+    assert sorted(got) == sorted(ep.poll(0, 3)) == sorted((pipes[i][0], select.EPOLLIN) for i in ready)
+    assert all(type(pair) is tuple and len(pair) == 2 for pair in got)
+
+
+def test_epoll_wait_returns_at_most_maxevents_and_the_rest_at_the_next_wait(poller) -> None:
+    ep, pipes = poller
+    for _, w in pipes:
+        os.write(w, b"x")
+    first = rawio.epoll_wait(ep, ep.fileno(), 0.0, 2)
+    assert len(first) == 2
+    # level-triggered: the three are still ready; epoll hands out the one not yet given first
+    everything = rawio.epoll_wait(ep, ep.fileno(), 0.0, 10)
+    assert {fd for fd, _ in everything} == {r for r, _ in pipes}
+    with pytest.raises(ValueError, match="maxevents"):
+        rawio.epoll_wait(ep, ep.fileno(), 0.0, 0)
+
+
+def test_epoll_wait_waits_at_least_its_timeout_rounded_up_to_a_millisecond(poller) -> None:
+    # A lower bound only (the kernel never ends a wait early): 0.2 ms waits a whole millisecond,
+    # as epoll.poll rounds it (rounding down would make a busy loop of a short timer's wait).
+    import time
+
+    ep, _ = poller
+    start = time.monotonic()
+    assert rawio.epoll_wait(ep, ep.fileno(), 0.0002, 3) == []
+    assert time.monotonic() - start >= 0.001
+
+
+def test_epoll_wait_refuses_what_epoll_poll_refuses(poller) -> None:
+    ep, _ = poller
+    with pytest.raises(ValueError):
+        rawio.epoll_wait(ep, ep.fileno(), float("nan"), 3)
+    if not compiled.is_compiled(rawio):
+        return  # (the .py waits on the poller itself: the descriptor is the compiled build's)
+    r, w = os.pipe()
+    os.close(w)
+    try:
+        with pytest.raises(OSError) as raised:  # not an epoll descriptor: epoll_wait(2)'s error
+            rawio.epoll_wait(ep, r, 0.0, 3)
+        assert raised.value.errno == errno.EINVAL
+    finally:
+        os.close(r)
+
+
+def test_epoll_wait_of_a_stand_in_calls_its_poll() -> None:
+    # epfd -1: what the reactor's loop passes for a poller that is not a select.epoll (a test's)
+    class StandIn:
+        def __init__(self) -> None:
+            self.asked: list[tuple[float, int]] = []
+
+        def poll(self, timeout: float, maxevents: int) -> list[tuple[int, int]]:
+            self.asked.append((timeout, maxevents))
+            return [(7, 1)]
+
+    stand_in = StandIn()
+    assert rawio.epoll_wait(stand_in, -1, 0.5, 4) == [(7, 1)]
+    assert stand_in.asked == [(0.5, 4)]
+
+
+def test_a_signal_during_a_wait_runs_its_handler_and_the_wait_ends() -> None:
+    """EINTR: the handler runs; compiled, the wait returns no events (the reactor's loop waits
+    again, its timeout computed again), where epoll.poll waits on and returns the event the
+    handler made ready; a handler's exception comes out of the wait either way."""
+    import select
+
+    ep = select.epoll()
+    r, w = os.pipe()
+    ep.register(r, select.EPOLLIN)
+    seen = []
+
+    def handler(*_):
+        seen.append(1)
+        os.write(w, b"after the signal")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.05)
+        assert rawio.epoll_wait(ep, ep.fileno(), -1.0, 3) in ([], [(r, select.EPOLLIN)])
+        assert seen == [1]
+        os.read(r, 100)
+
+        def fail(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGALRM, fail)
+        with pytest.raises(KeyboardInterrupt):
+            signal.setitimer(signal.ITIMER_REAL, 0.05)
+            rawio.epoll_wait(ep, ep.fileno(), -1.0, 3)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+        ep.close()
+        os.close(r)
+        os.close(w)

@@ -323,8 +323,10 @@ def test_turns_on_pgwardens_reactor_append_their_end_to_its_end_of_poll_list_onc
 
 
 @pytest.mark.parametrize("queued", [{}, {"dataBuffer": b"earlier"}, {"_tempDataLen": 3}, {"disconnecting": 1},
-                                    {"TLS": True}, {"connected": 0}])
+                                    {"connected": 0, "socket": None}])
 def test_send_direct_writes_the_registered_descriptor_only_when_send_now_would_write_the_socket(queued):
+    # (A closed connection: Twisted clears ``connected`` and deletes the socket in one call;
+    # TLS is never started on a registered connection, `direct_io_fd` refuses one that has it.)
     import socket
 
     from pgwarden.proxy.loop import DirectIO

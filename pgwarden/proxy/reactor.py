@@ -51,7 +51,25 @@ class PgwardenReactor(loop.LoopState, EPollReactor):
         self.call_at_end_of_poll: Callable[[Callable[[], None]], None] = self._at_end.append
 
     def mainLoop(self) -> None:  # noqa: N802 (Twisted's name)
+        self._first_known = False
         loop.main_loop(self)
+
+    # Where Twisted changes its heap of timed calls or their times: the loop reads the first
+    # call's time again (`loop.LoopState._first_time`).
+
+    def _insertNewDelayedCalls(self) -> None:  # noqa: N802 (Twisted's name)
+        self._first_known = False
+        EPollReactor._insertNewDelayedCalls(self)
+
+    def _moveCallLaterSooner(self, call) -> None:  # noqa: N802 (Twisted's name)
+        self._first_known = False
+        EPollReactor._moveCallLaterSooner(self, call)
+
+    def runUntilCurrent(self) -> None:  # noqa: N802 (Twisted's name)
+        try:
+            EPollReactor.runUntilCurrent(self)
+        finally:
+            self._first_known = False
 
     def doPoll(self, timeout: float | None) -> None:  # noqa: N802 (Twisted's name)
         loop.poll(self, timeout)

@@ -194,6 +194,53 @@ def test_what_an_end_of_poll_call_asked_by_a_timer_asks_for_does_not_wait_for_th
     assert fired == [True]
 
 
+@pytest.mark.parametrize("how", ["reset", "delay"])
+def test_a_timed_call_made_sooner_by_an_event_fires_at_its_new_time(reactor, how):
+    # The loop keeps the first timed call's time between wake-ups (`LoopState._first_time`): a
+    # call made sooner outside the timed calls' run (here by a read) must be seen, or the loop
+    # sleeps until the time it kept (the guard's, which then stops the reactor: the test fails).
+    fired = []
+    far = reactor.callLater(100.0, lambda: fired.append("far"))
+
+    class Sooner(_Seen):
+        def dataReceived(self, data: bytes) -> None:
+            if how == "reset":
+                far.reset(0.01)
+            else:
+                far.delay(-99.99)
+
+    def fire() -> None:
+        fired.append("sooner")
+        reactor.stop()
+
+    far.func = fire
+    protocol = Sooner("never")
+    client = _serve(reactor, protocol)
+    with client:
+        # (Sent now, not by a timed call: the loop's run of the timed calls would forget the time
+        # kept anyway. The read comes in a wake-up after the accept's, with the time kept.)
+        client.sendall(b"x")
+        _run(reactor, within_s=3.0)
+    assert fired == ["sooner"]
+
+
+def test_a_timed_call_added_by_an_event_before_the_first_fires_at_its_time(reactor):
+    # A new call (here from a read) sooner than the kept first one goes through the loop's run
+    # of the timed calls, which forgets the time kept.
+    fired = []
+    reactor.callLater(100.0, lambda: fired.append("far"))
+
+    class Adds(_Seen):
+        def dataReceived(self, data: bytes) -> None:
+            reactor.callLater(0.01, lambda: (fired.append("new"), reactor.stop()))
+
+    client = _serve(reactor, Adds("never"))
+    with client:
+        client.sendall(b"x")
+        _run(reactor, within_s=3.0)
+    assert fired == ["new"]
+
+
 class _Direct(loop.DirectIO):
     """A registered connection's reads, as the pump's `received` would take them."""
 

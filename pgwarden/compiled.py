@@ -61,6 +61,7 @@ MODULES: tuple[str, ...] = (
 #: mypyc group or not at all (setup.py): a build is compiled or pure Python, never a mix.
 CYTHON_MODULES: tuple[str, ...] = (
     "pgwarden.rawio",
+    "pgwarden.wire.scanning",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

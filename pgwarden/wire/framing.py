@@ -17,6 +17,7 @@ from typing import Final
 
 import attrs
 
+from pgwarden.wire import scanning
 from pgwarden.wire.errors import MessageTooLarge, ProtocolError
 from pgwarden.wire.messages import CancelRequest, GSSENCRequest, SSLRequest, StartupMessage, decode_startup
 
@@ -58,6 +59,9 @@ DEFAULT_MAX_MESSAGE: Final = 16 * 1024 * 1024
 MAX_STARTUP_PACKET: Final = 10000
 # A streamable message longer than this is relayed in pieces as it arrives.
 STREAM_THRESHOLD: Final = 256 * 1024
+#: `pgwarden.wire.scanning.complete_messages` (compiled, kept where this module's compiled code
+#: calls it without a lookup in the module's globals)
+_complete_messages: Final = scanning.complete_messages
 
 
 @attrs.frozen
@@ -109,7 +113,7 @@ class MessageFramer:
     """Frames typed messages: type byte, int32 length (itself included), body."""
 
     __slots__ = ("_buf", "_max", "_need", "streamable", "_stream_left", "_stream_type", "valid_types", "run_type",
-                 "_valid", "_run")
+                 "_valid", "_run", "_plan")
 
     def __init__(
         self,
@@ -131,6 +135,8 @@ class MessageFramer:
         # as an int (-1: none, since a type byte is 0-255). Made here: both are fixed at construction.
         self._valid = _type_table(valid_types)
         self._run = -1 if run_type is None else run_type
+        #: the three, as `complete_messages` is given them
+        self._plan = scanning.plan(self._valid, max_size, self._run)
         self._stream_left = 0
         self._stream_type = 0
         self._need = 0
@@ -163,7 +169,7 @@ class MessageFramer:
             pos = take
         # One copy of the buffer, then slices of immutable bytes: cheaper per
         # message than slicing the bytearray and converting each slice.
-        pos, self._need = self._scan(bytes(buf), pos, n, out)
+        pos, self._need = self._scan(bytes(buf), pos, out)
         if pos:
             del buf[:pos]
         return out
@@ -195,53 +201,39 @@ class MessageFramer:
             buf += data[:cut]
             whole = bytes(buf)
             buf.clear()
-            self._scan(whole, 0, len(whole), out)
+            self._scan(whole, 0, out)
             start = cut
         n = len(data)
-        pos, need = self._scan(data, start, n, out) if n - start >= 5 else (start, 0)
+        pos, need = self._scan(data, start, out) if n - start >= 5 else (start, 0)
         if pos < n:
             buf += data[pos:] if pos else data
         self._need = need
         return out
 
-    def _scan(self, data: bytes, pos: int, n: int, out: list[bytes | Fragment]) -> tuple[int, int]:
-        """Appends to ``out`` the messages of ``data[pos:n]``; returns where it stopped and the
-        buffered length the next message needs (0: unknown yet)."""
+    def _scan(self, data: bytes, pos: int, out: list[bytes | Fragment]) -> tuple[int, int]:
+        """Appends to ``out`` the messages of ``data[pos:]``; returns where it stopped and the
+        buffered length the next message needs (0: unknown yet).
+
+        The complete messages of valid types and lengths are `complete_messages`'s (compiled by
+        Cython); each message where it stops is judged here."""
         valid = self._valid
         maximum = self._max
-        run_type = self._run
+        n = len(data)
         need = 0
-        while n - pos >= 5:
-            # The header read byte by byte rather than with struct: compiled, these are machine
-            # integers from here on, where struct's tuple made every comparison below generic.
+        while True:
+            pos = _complete_messages(data, pos, out, self._plan)
+            if n - pos < 5:
+                break
+            # Not a complete message of a valid type and length: which it is.
             t = data[pos]
             length = int32_at(data, pos + 1)
             end = pos + 1 + length
-            if end <= n and 4 <= length <= maximum:
-                if not valid[t]:
-                    raise ProtocolError(f"unknown message type {chr(t)!r}")
-                if t == run_type:
-                    start = pos
-                    pos = end
-                    while n - pos >= 5 and data[pos] == t:
-                        length = int32_at(data, pos + 1)
-                        end = pos + 1 + length
-                        if end > n or length < 4 or length > maximum:
-                            break
-                        pos = end
-                    out.append(data[start:pos])
-                    continue
-                # The whole of what was read is one message (a client's Query, usually): itself,
-                # no copy (a slice of all of a bytes object is that object, as the interpreter's).
-                out.append(data if pos == 0 and end == n and type(data) is bytes else data[pos:end])
-                pos = end
-                continue
             if not valid[t]:
                 raise ProtocolError(f"unknown message type {chr(t)!r}")
             if length < 4:
                 raise ProtocolError(f"invalid message length {length} for type {chr(t)!r}")
             if t in self.streamable:
-                if end <= n:
+                if end <= n:  # complete, larger than the bound: relayed whole, as it is here
                     out.append(data[pos:end])
                     pos = end
                     continue

@@ -708,3 +708,52 @@ def test_int32_at_is_structs_signed_big_endian_int32_property(data, pos):
     # Framing's lengths and the relay's Execute row limit are read with it (compiled: no struct call).
     if pos + 4 <= len(data):
         assert framing.int32_at(data, pos) == struct.unpack_from("!i", data, pos)[0]
+
+
+@given(st.lists(st.tuples(st.sampled_from(b"QDZTq"), st.integers(-3, 40), st.booleans()), max_size=8),
+       st.integers(0, 3), st.sampled_from([ord("D"), -1]), st.integers(4, 30))
+def test_complete_messages_stops_at_the_first_message_it_is_not_to_judge(specs, cut, run_type, maximum):
+    # The compiled scan's contract (`pgwarden.wire.scanning`), against a model written from it: every
+    # message before the stop is complete, of a valid type ('q' is not) and 4 <= length <= maximum;
+    # it stops at the first other message (a length negative as an int32 included) or where fewer
+    # than 5 bytes are left; consecutive messages of the run type come as one bytes, others alone.
+    from pgwarden.wire import scanning
+
+    data = b"".join(bytes([t]) + struct.pack("!i", length) + (b"x" * max(0, length - 4) if whole else b"")
+                    for t, length, whole in specs)
+    data = data[:len(data) - cut] if cut < len(data) else data
+    valid = bytes(0 if t == ord("q") else 1 for t in range(256))
+    expected: list[bytes] = []
+    pos = 0
+    while len(data) - pos >= 5:
+        t, length = data[pos], struct.unpack_from("!i", data, pos + 1)[0]
+        end = pos + 1 + length
+        if end > len(data) or length < 4 or length > maximum or not valid[t]:
+            break
+        expected.append(data[pos:end])
+        pos = end
+    out: list[object] = []
+    stop = scanning.complete_messages(data, 0, out, scanning.plan(valid, maximum, run_type))
+    assert stop == pos
+    assert all(type(chunk) is bytes for chunk in out)
+    assert [message for chunk in out for message in framing.split_run(chunk)] == expected
+    for chunk in out:  # a chunk of several messages is a run of the run type
+        assert len(framing.split_run(chunk)) == 1 or set(chunk[i] for i in _starts(chunk)) == {run_type}
+    for before, after in zip(out, out[1:], strict=False):  # runs as long as they go
+        assert not (before[0] == after[0] == run_type)
+
+
+def _starts(chunk: bytes) -> list[int]:
+    starts, pos = [], 0
+    while pos < len(chunk):
+        starts.append(pos)
+        pos += 1 + struct.unpack_from("!i", chunk, pos + 1)[0]
+    return starts
+
+
+def test_a_scan_plan_has_a_byte_for_each_type_byte_value():
+    from pgwarden.wire import scanning
+
+    with pytest.raises(ValueError):
+        scanning.plan(b"\x01" * 255, 100, -1)
+    assert len(scanning.plan(b"\x01" * 256, 100, ord("D"))) == 266

@@ -190,13 +190,16 @@ def test_a_signal_during_a_blocking_read_runs_its_handler_and_the_read_goes_on()
 
 def test_without_cython_installed_the_module_is_the_os_calls() -> None:
     """Cython is needed to build only: an install without it (no C compiler) runs the ``.py``,
-    whose ``cython`` is then `pgwarden._no_cython`."""
+    whose ``cython`` is then `pgwarden._no_cython` (the framer's scan's too)."""
     import subprocess
     import sys
 
     code = ("import sys; sys.modules['cython'] = None\n"
             "import os\nfrom pgwarden import rawio\n"
             "r, w = os.pipe(); assert rawio.write(w, b'abc') == 3 and rawio.read(r, 10, True) == b'abc'\n"
+            "from pgwarden.wire import scanning\n"
+            "out = []; plan = scanning.plan(b'\\1' * 256, 10, -1)\n"
+            "assert scanning.complete_messages(b'Q\\0\\0\\0\\4D', 0, out, plan) == 5 and out == [b'Q\\0\\0\\0\\4']\n"
             "print(rawio.__file__, rawio.cython.__name__)")
     env = {**os.environ, compiled.PURE_ENV: "1"}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)

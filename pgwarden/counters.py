@@ -93,5 +93,6 @@ class Histogram:
         n = len(bounds)
         while i < n and bounds[i] < value:
             i += 1
-        self.buckets[i] += 1
+        buckets = self.buckets
+        buckets[i] = buckets[i] + 1  # (compiled: an int's add; ``+=`` on an item is the generic one)
         self.sum += value

@@ -604,6 +604,8 @@ class ClientConnection(ConnectionState, Protocol):
 
     def shutdown_requested(self) -> None:
         """pgwarden is shutting down: a session with nothing running ends now, others when idle."""
+        if self.pump is not None:
+            self.pump.stopping = True  # (its flush ends the session once idle)
         if self.phase != "relay" or self.relay.idle:
             self.end_for_shutdown(running=False)
 

@@ -62,6 +62,9 @@ class Pump(DecisionSource):
         self.upstream = upstream
         #: the client's reads are paused until the pending verdict comes (its backlog grew too large)
         self.paused_for_backlog = False
+        #: pgwarden is shutting down: the session ends once idle (`ClientConnection.shutdown_requested`
+        #: says so; a native copy of ``host.stopping``, read at every statement's end)
+        self.stopping: bool = bool(services.host.stopping)
         #: both connections registered with the reactor as `DirectIO`s (`read_directly`)
         self.direct: list[DirectIO] = []
         self.reactor: object = None
@@ -146,9 +149,7 @@ class Pump(DecisionSource):
         """What the relay has for either side, on its way at the end of the turn; the close it asks for."""
         relay = self.relay
         conn = self.conn
-        # (`host.stopping`, a Python object's attribute, last: while a statement is in flight,
-        # as after each read from the client, it is not read)
-        if relay.idle and not relay.closing and conn.phase == "relay" and self.host.stopping:
+        if relay.idle and not relay.closing and conn.phase == "relay" and self.stopping:
             cast("ClientConnection", conn).end_for_shutdown(running=False)
             return
         up = relay.pop_upstream()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from pglast.parser import ParseError, fingerprint
 
@@ -15,7 +15,8 @@ if TYPE_CHECKING:
     from pgwarden.sql.lexer import LexerSettings
     from pgwarden.sql.lineage import Lineage
 
-_UNSET = object()
+#: a fingerprint not computed yet (Final: compiled, a C static, not a lookup in the module's globals)
+_UNSET: Final = object()
 
 
 class Statement:

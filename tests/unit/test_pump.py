@@ -180,7 +180,8 @@ def test_the_catalog_is_read_again_once_a_change_may_have_committed():
 def test_an_idle_session_ends_when_pgwarden_shuts_down():
     s = Session(lambda request: ALLOW)
     s.from_client(m.Query("select 1"))
-    s.services.host.stopping = True
+    assert not s.pump.stopping
+    s.pump.stopping = True  # what `ClientConnection.shutdown_requested` tells it (e2e: test_shutdown.py)
     s.from_server(m.CommandComplete("SELECT 1"))
     assert s.conn.ended_for_shutdown == []  # its statement still runs
     s.from_server(m.ReadyForQuery("I"))
@@ -206,3 +207,11 @@ def test_the_bytes_read_from_each_side_are_counted_in_the_stats():
     s.pump.client_data(query)
     stats = s.services.stats
     assert (stats.bytes_from_clients, stats.bytes_from_upstream) == (2 * len(query), len(reply))
+
+
+def test_a_pump_made_while_pgwarden_shuts_down_ends_its_session_once_idle():
+    s = Session(lambda request: ALLOW)
+    s.services.host.stopping = True
+    from pgwarden.proxy.pump import Pump
+
+    assert Pump(s.conn, s.client, s.upstream).stopping

@@ -7,7 +7,14 @@ for per statement (a Parse, a Bind, an Execute) reads through it, several calls 
 
 from __future__ import annotations
 
+from typing import Final
+
+from pgwarden.wire import scanning
 from pgwarden.wire.errors import ProtocolError
+
+#: ``bytes.find(b"\\0", pos)``, compiled by Cython (`pgwarden.wire.scanning`): kept where this
+#: module's compiled code calls it without a lookup in the module's globals
+_nul_at: Final = scanning.nul_at
 
 
 class Reader:
@@ -69,7 +76,7 @@ class Reader:
         if pos < len(data) and data[pos] == 0:  # an empty string (the unnamed statement, portal): no search
             self._pos = pos + 1
             return b""
-        end = data.find(b"\0", pos)
+        end: int = _nul_at(data, pos)
         if end < 0:
             raise ProtocolError(f"{self._what}: unterminated string")
         self._pos = end + 1

@@ -757,3 +757,18 @@ def test_a_scan_plan_has_a_byte_for_each_type_byte_value():
     with pytest.raises(ValueError):
         scanning.plan(b"\x01" * 255, 100, -1)
     assert len(scanning.plan(b"\x01" * 256, 100, ord("D"))) == 266
+
+
+@given(st.binary(max_size=40), st.integers(0, 45))
+def test_nul_at_is_finds_answer(data, pos):
+    # The wire reader's NUL search (compiled: memchr), side by side with bytes.find from 0 on.
+    from pgwarden.wire import scanning
+
+    assert scanning.nul_at(data, pos) == data.find(b"\0", pos)
+
+
+def test_nul_at_takes_positions_from_zero_on():
+    from pgwarden.wire import scanning
+
+    with pytest.raises(ValueError):
+        scanning.nul_at(b"a\0", -1)

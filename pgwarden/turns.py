@@ -90,6 +90,7 @@ def send_now(transport, data: bytes) -> None:
     if sock is None:
         transport.write(data)
         return
+    sent: int
     try:
         if type(sock) is _SOCKET:
             sent = _write(sock.fileno(), data)

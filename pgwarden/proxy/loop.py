@@ -361,7 +361,7 @@ def direct_read(reactor: Any, entry: DirectIO) -> None:
     in_read = False
     try:
         try:
-            data = _read(entry.fd, entry.size, entry.large)
+            data: bytes = _read(entry.fd, entry.size, entry.large)  # (typed: its length and truth natively)
         except OSError as e:
             if e.args[0] == EWOULDBLOCK:
                 return

@@ -16,7 +16,9 @@ has nothing to do:
 * `main_loop`: ``runUntilCurrent`` only when a thread callback is queued, a timed
   call is new or due, the reactor was just stopped, or cancelled calls are to be
   swept; when nothing ran, the poll's timeout straight from the first pending timed
-  call, else Twisted's ``timeout``. The end-of-poll calls that timed calls
+  call (its time kept between wake-ups while Twisted changes no timed call: `LoopState`),
+  else Twisted's ``timeout``. The wait is `pgwarden.rawio.epoll_wait` (``epoll.poll``
+  compiled, its events on the stack). The end-of-poll calls that timed calls
   and thread callbacks asked for (`pgwarden.turns`) run before the timeout is
   known, so that a timer they arm or a stop they ask for is not left waiting for
   the next event. A failure anywhere is logged and the loop goes on, as Twisted's

@@ -90,12 +90,17 @@ def send_now(transport, data: bytes) -> None:
     if sock is None:
         transport.write(data)
         return
+    # (a stand-in for a socket, a test's watcher say: its own send)
+    _send_on(transport, sock, sock.fileno() if type(sock) is _SOCKET else -1, data)
+
+
+def _send_on(transport, sock: object, fd: int, data: bytes) -> None:
+    """``data`` handed to the kernel on ``fd`` (a ``socket.socket``'s descriptor; -1: ``sock``, a
+    stand-in, sends them itself); what it does not take, and everything after an error, goes
+    through ``transport.write``, in order."""
     sent: int
     try:
-        if type(sock) is _SOCKET:
-            sent = _write(sock.fileno(), data)
-        else:  # a stand-in for a socket (a test's watcher, say): its own send
-            sent = sock.send(data)
+        sent = _write(fd, data) if fd >= 0 else cast(Any, sock).send(data)
     except BlockingIOError:
         sent = 0
     except OSError:
@@ -201,16 +206,7 @@ def send_direct(entry: DirectIO, chunks: list[bytes]) -> None:
             or attrs.get("dataBuffer", b"") or attrs.get("_tempDataLen", 1)):
         send_now(entry.selectable, data)
         return
-    sent: int
-    try:
-        sent = _write(entry.fd, data)
-    except BlockingIOError:
-        sent = 0
-    except OSError:
-        cast(Any, entry.selectable).write(data)  # the reactor notices the broken connection itself
-        return
-    if sent < len(data):
-        cast(Any, entry.selectable).write(data[sent:])
+    _send_on(entry.selectable, None, entry.fd, data)
 
 
 class Turns:

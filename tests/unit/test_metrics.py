@@ -113,17 +113,3 @@ def test_runs_of_one_verdict_and_kinds_are_counted_as_each_statement_would_be(st
     stats.statement("allow", _KIND_SETS[0])
     assert stats.verdicts.get("allow", 0) == verdicts.get("allow", 0) + 1  # read again: no double count
 
-
-@given(st.lists(st.floats(0, 10, allow_nan=False), max_size=30))
-def test_a_histogram_counts_each_value_in_the_first_bucket_at_or_above_it(values):
-    from pgwarden.counters import Histogram
-
-    bounds = (0.001, 0.01, 0.1, 1.0, 5.0)
-    histogram = Histogram(bounds)
-    for value in values:
-        histogram.add(value)
-    expected = [0] * (len(bounds) + 1)
-    for value in values:
-        expected[bisect.bisect_left(bounds, value)] += 1
-    assert histogram.buckets == expected
-    assert histogram.sum == pytest.approx(sum(values))

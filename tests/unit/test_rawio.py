@@ -155,12 +155,12 @@ def test_a_write_returns_what_the_kernel_took(pair) -> None:
     assert rawio.write(a.fileno(), b"") == 0
 
 
-def test_a_signal_during_a_blocking_read_runs_its_handler_and_the_read_goes_on() -> None:
-    """EINTR: the handler runs and the call is made again, as ``os.read`` does (PEP 475); an
-    exception from the handler comes out of the read. A blocking descriptor (the relay's never
-    block), so that the signal can come during the call; the kernel's timer sends it (compiled,
-    the read holds the GIL: no Python thread could), and the handler writes what the read returns,
-    so the outcome is the same whether the signal comes before the call or during it."""
+def _during_a_signal(call, check) -> None:
+    """``call(r)`` blocked on a pipe's read end ``r`` while SIGALRM comes (the kernel's timer sends
+    it: compiled, the calls hold the GIL, no Python thread could), twice: its handler writing to
+    the pipe (``check(result, r)`` then judges what the call returned; the outcome is the same
+    whether the signal comes before the call or during it), then a handler that raises, whose
+    exception must come out of the call."""
     r, w = os.pipe()
     seen = []
 
@@ -168,24 +168,34 @@ def test_a_signal_during_a_blocking_read_runs_its_handler_and_the_read_goes_on()
         seen.append(1)
         os.write(w, b"after the signal")
 
+    def fail(*_):
+        raise KeyboardInterrupt
+
     old = signal.signal(signal.SIGALRM, handler)
     try:
         signal.setitimer(signal.ITIMER_REAL, 0.05)
-        assert rawio.read(r, 100) == b"after the signal"
+        check(call(r), r)
         assert seen == [1]
-
-        def fail(*_):
-            raise KeyboardInterrupt
-
         signal.signal(signal.SIGALRM, fail)
         with pytest.raises(KeyboardInterrupt):
             signal.setitimer(signal.ITIMER_REAL, 0.05)
-            rawio.read(r, 100)
+            call(r)
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, old)
         os.close(r)
         os.close(w)
+
+
+def test_a_signal_during_a_blocking_read_runs_its_handler_and_the_read_goes_on() -> None:
+    """EINTR: the handler runs and the call is made again, as ``os.read`` does (PEP 475); an
+    exception from the handler comes out of the read. A blocking descriptor (the relay's never
+    block), so that the signal can come during the call."""
+
+    def check(got: bytes, _r: int) -> None:
+        assert got == b"after the signal"
+
+    _during_a_signal(lambda r: rawio.read(r, 100), check)
 
 
 def test_without_cython_installed_the_module_is_the_os_calls() -> None:
@@ -327,31 +337,17 @@ def test_a_signal_during_a_wait_runs_its_handler_and_the_wait_ends() -> None:
     import select
 
     ep = select.epoll()
-    r, w = os.pipe()
-    ep.register(r, select.EPOLLIN)
-    seen = []
 
-    def handler(*_):
-        seen.append(1)
-        os.write(w, b"after the signal")
+    def wait(r: int) -> list:
+        if r not in registered:
+            ep.register(r, select.EPOLLIN)
+            registered.append(r)
+        return rawio.epoll_wait(ep, ep.fileno(), -1.0, 3)
 
-    old = signal.signal(signal.SIGALRM, handler)
-    try:
-        signal.setitimer(signal.ITIMER_REAL, 0.05)
-        assert rawio.epoll_wait(ep, ep.fileno(), -1.0, 3) in ([], [(r, select.EPOLLIN)])
-        assert seen == [1]
-        os.read(r, 100)
+    def check(got: list, r: int) -> None:
+        assert got in ([], [(r, select.EPOLLIN)])
+        os.read(r, 100)  # (the next wait blocks again)
 
-        def fail(*_):
-            raise KeyboardInterrupt
-
-        signal.signal(signal.SIGALRM, fail)
-        with pytest.raises(KeyboardInterrupt):
-            signal.setitimer(signal.ITIMER_REAL, 0.05)
-            rawio.epoll_wait(ep, ep.fileno(), -1.0, 3)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
-        ep.close()
-        os.close(r)
-        os.close(w)
+    registered: list[int] = []
+    with ep:
+        _during_a_signal(wait, check)

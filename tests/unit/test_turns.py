@@ -216,6 +216,20 @@ def test_a_failing_end_of_poll_call_is_logged_and_the_others_still_run(pgwarden_
     assert any(e.get("log_failure") is not None and "a bug" in str(e["log_failure"].value) for e in logged)
 
 
+class _StandIn:
+    """What the e2e tests put in a transport's ``socket`` to watch it: sends, and keeps what it sent."""
+
+    def __init__(self, sock):
+        self.sock, self.sent = sock, []
+
+    def send(self, data):
+        self.sent.append(bytes(data))
+        return self.sock.send(data)
+
+    def fileno(self):
+        raise AssertionError("a stand-in's descriptor is not written to directly")
+
+
 def _plain_server(sock, **attrs):
     """A Twisted tcp Server as `send_now` reads it (its instance dictionary), on ``sock``."""
     from twisted.internet import tcp
@@ -250,20 +264,9 @@ def test_send_now_hands_a_stand_in_for_a_socket_to_its_own_send():
 
     from pgwarden.turns import send_now
 
-    class StandIn:
-        def __init__(self, sock):
-            self.sock, self.sent = sock, []
-
-        def send(self, data):
-            self.sent.append(bytes(data))
-            return self.sock.send(data)
-
-        def fileno(self):
-            raise AssertionError("a stand-in's descriptor is not written to directly")
-
     a, b = socket.socketpair()
     with a, b:
-        stand_in = StandIn(a)
+        stand_in = _StandIn(a)
         transport, written = _plain_server(stand_in)
         send_now(transport, b"bytes")
         assert stand_in.sent == [b"bytes"] and written == [] and b.recv(100) == b"bytes"
@@ -352,19 +355,11 @@ def test_send_direct_leaves_a_connection_whose_socket_is_gone_or_replaced_to_sen
     from pgwarden.proxy.loop import DirectIO
     from pgwarden.turns import send_direct
 
-    class StandIn:
-        def __init__(self, sock):
-            self.sock, self.sent = sock, []
-
-        def send(self, data):
-            self.sent.append(bytes(data))
-            return self.sock.send(data)
-
     a, b, c, d = *socket.socketpair(), *socket.socketpair()
     with a, b, c, d:
         transport, written = _plain_server(a)
         entry = DirectIO(transport, a.fileno(), 65536)
-        stand_in = StandIn(a)
+        stand_in = _StandIn(a)
         transport.socket = stand_in
         send_direct(entry, [b"watched"])
         assert stand_in.sent == [b"watched"] and b.recv(100) == b"watched"
@@ -373,7 +368,7 @@ def test_send_direct_leaves_a_connection_whose_socket_is_gone_or_replaced_to_sen
         send_direct(entry, [b"late"])
         assert written == [b"late"]  # Twisted's write, which drops what a closed connection is given
         # registered with a stand-in already there (the upstream's watcher): never written directly
-        other, other_written = _plain_server(StandIn(c))
+        other, other_written = _plain_server(_StandIn(c))
         watched = DirectIO(other, c.fileno(), 65536)
         assert watched.socket is None
         send_direct(watched, [b"x"])

@@ -113,7 +113,7 @@ class MessageFramer:
     """Frames typed messages: type byte, int32 length (itself included), body."""
 
     __slots__ = ("_buf", "_max", "_need", "streamable", "_stream_left", "_stream_type", "valid_types", "run_type",
-                 "_valid", "_run", "_plan")
+                 "_valid", "_plan")
 
     def __init__(
         self,
@@ -130,13 +130,11 @@ class MessageFramer:
         self.streamable: frozenset[int] = frozenset()
         #: when set, any other type byte is a ProtocolError as soon as it is seen.
         self.valid_types = valid_types
-        # What `_scan` tests per message, as compiled code reads it without a boxed int: a byte
-        # per type byte value (1: valid; every byte 1 without valid_types), and the run's type
-        # as an int (-1: none, since a type byte is 0-255). Made here: both are fixed at construction.
+        # What `_scan` tests per message: a byte per type byte value (1: valid; every byte 1
+        # without valid_types); with the run's type (-1: none, since a type byte is 0-255) and the
+        # bound, the plan `complete_messages` is given. Made here: all are fixed at construction.
         self._valid = _type_table(valid_types)
-        self._run = -1 if run_type is None else run_type
-        #: the three, as `complete_messages` is given them
-        self._plan = scanning.plan(self._valid, max_size, self._run)
+        self._plan = scanning.plan(self._valid, max_size, -1 if run_type is None else run_type)
         self._stream_left = 0
         self._stream_type = 0
         self._need = 0

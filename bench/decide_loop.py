@@ -83,11 +83,19 @@ def _application(kind: str, work: Path):
     from pgwarden.wire.messages import StartupMessage
 
     sql_context = session_sql_context(app.catalog.current, app.config.upstream.user, StartupMessage(196608, ()))
-    conn = SimpleNamespace(session=Session("bench", identity, settings.DATABASE, policies=policies),
-                           limits=session_limits(policies), relay=None, catalog_changed=False, catalog_unread=False,
-                           masks=None, untracked=False, catalog_redefined=False, catalog_ticket=0,
-                           log=SessionLog("0123456789abcdef"), sql_context=sql_context,
-                           recording_failed=lambda: None, shadow=None)
+    from pgwarden.proxy.state import ConnectionState
+
+    class BenchConnection(ConnectionState):
+        """The state a decision and the recorder read of a session, as `ClientConnection` keeps it."""
+
+        def recording_failed(self) -> None:
+            raise AssertionError("the bench's records could not be written")
+
+    conn = BenchConnection(SimpleNamespace(catalog=app.catalog), session_limits(policies))
+    conn.phase = "relay"
+    conn.session = Session("bench", identity, settings.DATABASE, policies=policies)
+    conn.log = SessionLog("0123456789abcdef")
+    conn.sql_context = sql_context
     return app, conn
 
 

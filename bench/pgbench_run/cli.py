@@ -145,11 +145,13 @@ def run_benchmark(args, stack: contextlib.ExitStack) -> int:
         notes.append("PgBouncer pools server connections (session mode): with -C each new client "
                      "still logs in to PgBouncer (SCRAM) but reuses a server connection, skipping the "
                      "backend start and upstream login that direct and pgwarden pay for every time.")
-    report = render_report(rows, latency, pgwarden_info, notes, args.duration, recording, target_rounds)
+    metadata = run_metadata(args, setup)
+    report = render_report(rows, latency, pgwarden_info, notes, args.duration, recording, target_rounds,
+                           metadata["interpreter"])
     if table_summary is not None:
         report += "\n" + "\n".join(table.render(table_summary))
     print(report, flush=True)
-    write_json(RESULTS_FILE, rows, latency, pgwarden_info, run_metadata(args, setup), notes, recording,
+    write_json(RESULTS_FILE, rows, latency, pgwarden_info, metadata, notes, recording,
                target_rounds, table_summary)
     print(f"\nresults written to {RESULTS_FILE.relative_to(REPO)}", flush=True)
     return 0 if recording is None or recording["verification"]["ok"] else 1

@@ -6,6 +6,8 @@ import contextlib
 import os
 import platform
 import subprocess
+import sys
+import sysconfig
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -244,6 +246,25 @@ def summarize_pgwarden(setup: Setup, rows, latency) -> dict:
     }
 
 
+def interpreter_build() -> str:
+    """The interpreter every pgwarden of the run runs on (this one: `start_pgwarden` starts
+    ``sys.executable``), and how it was built, as far as it says: a figure of pgwarden's own CPU
+    depends on it. CPython's profile-guided and link-time optimisations (``--enable-optimizations
+    --with-lto``, as the official python images and so deploy/Dockerfile's base are built) and a
+    libpython linked into the executable (Debian's /usr/bin/python3) run the same statement in
+    less CPU than a default build, pyenv's (docs/performance.md, "The interpreter's build")."""
+    from pgwarden.compiled import build
+
+    configure = str(sysconfig.get_config_var("CONFIG_ARGS") or "")
+    flags = [flag for flag in ("--enable-optimizations", "--with-lto") if flag in configure]
+    with open("/proc/self/maps") as maps:
+        shared = any("libpython" in line for line in maps)
+    return (f"CPython {platform.python_version()} ({os.path.realpath(sys.executable)}; libpython "
+            f"{'shared' if shared else 'in the executable'}; configured "
+            f"{'with ' + ' '.join(flags) if flags else 'without --enable-optimizations or --with-lto'}), "
+            f"pgwarden {build()}")
+
+
 def run_metadata(args, setup: Setup) -> dict:
     """Enough context to tell whether two results files can be compared."""
     pgbench = subprocess.run([tool("pgbench"), "--version"], capture_output=True, text=True)
@@ -251,6 +272,7 @@ def run_metadata(args, setup: Setup) -> dict:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "duration_s": args.duration, "clients": CLIENTS, "threads": THREADS, "scale": SCALE,
         "cpus": os.cpu_count(), "machine": platform.platform(), "python": platform.python_version(),
+        "interpreter": interpreter_build(),
         "pgbench": pgbench.stdout.strip(), "pgbouncer": setup.pgbouncer_version,
         "pgwarden_revision": git_revision(), "targets": [t.name for t in setup.targets],
         "pgwarden_rules_policy": RULES_POLICY if setup.pgwarden_rules is not None else None,

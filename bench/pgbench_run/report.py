@@ -132,9 +132,13 @@ def render_recording(summary: dict) -> list[str]:
 
 
 def render_report(rows, latency, pgwarden_info: dict, notes: list[str], duration: int,
-                  recording: dict | None = None, target_rounds: dict | None = None) -> str:
+                  recording: dict | None = None, target_rounds: dict | None = None,
+                  interpreter: str | None = None) -> str:
     parts = [f"pgbench {duration} s per run, scale {SCALE}; throughput runs with {CLIENTS} clients / "
-             f"{THREADS} threads", ""]
+             f"{THREADS} threads"]
+    if interpreter is not None:
+        parts.append(f"pgwarden on {interpreter}")
+    parts.append("")
     if rows:
         parts += [render_table(rows), ""]
         if any(PGWARDEN_RULES in results for _w, results in rows):

@@ -176,3 +176,22 @@ def test_no_forwarder_leaves_the_floor_out_and_says_so(table):
         assert start_table_forwarder(argparse.Namespace(table_rounds=0, no_forwarder=False), None,
                                      Path("/nonexistent"), stack, notes) == (None, None)
     assert len(notes) == 1  # no table, no floor, nothing to say
+
+
+def test_the_report_names_the_interpreter_pgwarden_runs_on_and_its_build(table):
+    """A figure of pgwarden's CPU depends on the interpreter's build (docs/performance.md), so the
+    report says which one ran: this one (`start_pgwarden` starts ``sys.executable``)."""
+    import os
+    import platform
+
+    from pgbench_run.launch import interpreter_build
+    from pgbench_run.report import render_report
+
+    line = interpreter_build()
+    assert line.startswith(f"CPython {platform.python_version()} ({os.path.realpath(sys.executable)}; ")
+    linked = "libpython" in Path("/proc/self/maps").read_text()
+    assert ("libpython shared" in line) is linked and ("libpython in the executable" in line) is not linked
+    from pgwarden.compiled import build
+
+    assert line.endswith(f"pgwarden {build()}")
+    assert render_report([], None, {}, [], 15, interpreter=line).splitlines()[1] == f"pgwarden on {line}"

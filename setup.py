@@ -39,6 +39,14 @@ follow_imports = silent
 """
 
 
+# The group's C functions call each other directly, not through the library's procedure linkage
+# table: a function another library could replace (an exported symbol's default) is called through
+# it and is never inlined. Nothing outside the library links to them: its modules find each other's
+# init functions through capsules, and Python finds each ``PyInit_`` (always exported:
+# PyMODINIT_FUNC says so). docs/performance.md, "The compiled group's calls".
+HIDDEN = ["-fvisibility=hidden"]
+
+
 def _compiled_modules(name: str = "MODULES") -> list[str]:
     tree = ast.parse((HERE / "pgwarden" / "compiled.py").read_text())
     for node in tree.body:
@@ -77,6 +85,9 @@ def _ext_modules() -> list:
             extensions = mypycify(["--config-file", str(config), *paths], opt_level="3", group_name="pgwarden_hot")
     except BaseException as e:  # noqa: BLE001 - mypyc reports a type error by SystemExit
         return _skip(f"mypyc failed: {e!r}")
+    if os.name == "posix":  # gcc and clang
+        for extension in extensions:
+            extension.extra_compile_args = [*extension.extra_compile_args, *HIDDEN]
     try:  # each its own extension, named as its module (Cython's pure-Python mode: the .py itself)
         extensions += cythonize([Extension(name, [_path(name)]) for name in _compiled_modules("CYTHON_MODULES")],
                                 compiler_directives={"language_level": "3"}, build_dir="build/cython", quiet=True)

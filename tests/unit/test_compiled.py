@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import importlib
 import importlib.machinery
+import importlib.util
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -91,3 +93,17 @@ def test_an_unknown_module_is_left_to_the_other_finders() -> None:
 def test_the_switch_reads_the_environment(monkeypatch: pytest.MonkeyPatch, value: str, pure: bool) -> None:
     monkeypatch.setenv(compiled.PURE_ENV, value)
     assert compiled.pure_requested() is pure
+
+
+@pytest.mark.skipif(not _built(), reason="the extensions are not built in this tree")
+@pytest.mark.skipif(not (nm := shutil.which("nm")), reason="no nm (binutils) here")
+def test_the_group_library_exports_nothing_but_its_init() -> None:
+    """setup.py compiles the mypyc group with hidden visibility, so that its functions call each other
+    directly, not through the library's linkage table (docs/performance.md, "Session 14"). Exported,
+    each of them would be a symbol here, and each call between them an indirect jump."""
+    spec = importlib.util.find_spec("pgwarden_hot__mypyc")
+    assert spec is not None and spec.origin is not None
+    done = subprocess.run([nm, "-D", "--defined-only", spec.origin], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    exported = [line.split()[-1] for line in done.stdout.splitlines() if line.strip()]
+    assert exported == ["PyInit_pgwarden_hot__mypyc"]

@@ -195,3 +195,28 @@ def test_the_report_names_the_interpreter_pgwarden_runs_on_and_its_build(table):
 
     assert line.endswith(f"pgwarden {build()}")
     assert render_report([], None, {}, [], 15, interpreter=line).splitlines()[1] == f"pgwarden on {line}"
+
+
+# The in-process loops (no server, no sockets) run for a few hundred statements each: they use
+# pgwarden's internals (a session's connection state, the relay, the recorder), which change
+# under them without an import failing (decide_loop and record_path failed for a session when the
+# decision came to require a `ConnectionState`).
+IN_PROCESS_LOOPS = [
+    pytest.param(["relay_loop.py", "--n", "200", "--rounds", "1"], r"simple .* µs .*\nextended .* µs", id="relay"),
+    *(pytest.param(["decide_loop.py", "--config", config, "--n", "200", "--rounds", "1"],
+                   rf"{config}: [\d.]+ µs of CPU per decision", id=f"decide-{config}")
+      for config in ("pass", "rules", "recording")),
+    *(pytest.param(["record_path.py", "--config", config, "--part", part, "--time", "--n", "200"],
+                   rf"{config} {part}: [\d.]+ µs per statement", id=f"record-{config}-{part}")
+      for config in ("rules", "recording") for part in ("before-send", "all")),
+]
+
+
+@pytest.mark.parametrize(("argv", "says"), IN_PROCESS_LOOPS)
+def test_the_in_process_loops_run(argv: list[str], says: str) -> None:
+    import re
+
+    done = subprocess.run([sys.executable, str(BENCH / argv[0]), *argv[1:]], capture_output=True, text=True,
+                          timeout=120, cwd=BENCH.parent)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert re.search(says, done.stdout), done.stdout

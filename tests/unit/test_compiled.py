@@ -22,6 +22,8 @@ from pgwarden import __version__, compiled
 EXTENSIONS = tuple(importlib.machinery.EXTENSION_SUFFIXES)
 #: every module with an extension: mypyc's group and Cython's
 ALL = compiled.MODULES + compiled.CYTHON_MODULES
+#: binutils' nm, which lists a library's exported symbols (None: not installed)
+NM = shutil.which("nm")
 
 
 def _source(name: str) -> Path:
@@ -96,14 +98,14 @@ def test_the_switch_reads_the_environment(monkeypatch: pytest.MonkeyPatch, value
 
 
 @pytest.mark.skipif(not _built(), reason="the extensions are not built in this tree")
-@pytest.mark.skipif(not (nm := shutil.which("nm")), reason="no nm (binutils) here")
+@pytest.mark.skipif(NM is None, reason="no nm (binutils) here")
 def test_the_group_library_exports_nothing_but_its_init() -> None:
     """setup.py compiles the mypyc group with hidden visibility, so that its functions call each other
     directly, not through the library's linkage table (docs/performance.md, "Session 14"). Exported,
     each of them would be a symbol here, and each call between them an indirect jump."""
     spec = importlib.util.find_spec("pgwarden_hot__mypyc")
     assert spec is not None and spec.origin is not None
-    done = subprocess.run([nm, "-D", "--defined-only", spec.origin], capture_output=True, text=True, timeout=60)
+    done = subprocess.run([str(NM), "-D", "--defined-only", spec.origin], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     exported = [line.split()[-1] for line in done.stdout.splitlines() if line.strip()]
     assert exported == ["PyInit_pgwarden_hot__mypyc"]

@@ -7,6 +7,8 @@ the tests, so a change to a manifest is a change to what the tests check.
 from __future__ import annotations
 
 import json
+import shlex
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -243,3 +245,13 @@ def exec_form(ins: Instruction) -> list[str]:
     value = json.loads(ins.value)
     assert isinstance(value, list) and all(isinstance(v, str) for v in value), ins
     return value
+
+
+def copy_build_context(builder: Stage, dest: Path) -> None:
+    """What the builder stage COPYs (``COPY <sources...> <dest>``), copied from this tree into
+    ``dest``: the sources a wheel is built from, exactly as the image builds it."""
+    for copy in builder.all("COPY"):
+        *sources, _dest = shlex.split(copy.value)
+        for source in sources:
+            path = ROOT / source.rstrip("/")
+            (shutil.copytree if path.is_dir() else shutil.copy)(path, dest / path.name)

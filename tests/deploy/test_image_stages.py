@@ -20,7 +20,7 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from deployfiles import ROOT, exec_form, stages
+from deployfiles import copy_build_context, exec_form, stages
 
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, free_port
 from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER
@@ -54,11 +54,7 @@ def image_root():
 def _build(root, builder, final):
     src, wheels = root / "src", root / "wheels"
     src.mkdir()
-    for copy in builder.all("COPY"):  # COPY <sources...> <dest>
-        *sources, _dest = shlex.split(copy.value)
-        for source in sources:
-            path = ROOT / source.rstrip("/")
-            (shutil.copytree if path.is_dir() else shutil.copy)(path, src / path.name)
+    copy_build_context(builder, src)
     wheel = _pip_command(builder.last("RUN").value, "wheel")
     wheel = [sys.executable] + wheel[1:]
     wheel[wheel.index("--wheel-dir") + 1] = str(wheels)

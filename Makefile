@@ -111,7 +111,7 @@ test-example: $(EXAMPLE_STAMP)
 test-fast: $(STAMP)
 	$(PY) -m pytest -q tests/unit
 
-# Deep fuzzing of the codec and relay (opt-in, minutes).
+# Deep fuzzing of the codec and relay, and both builds compared on many seeds (opt-in, minutes).
 fuzz: $(STAMP)
 	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q tests/unit -k "property or fuzz"
 

@@ -23,25 +23,37 @@ from pgwarden import compiled
 
 DRIVER = Path(__file__).with_name("build_differential.py")
 PARTS = ("statements", "relay", "framing", "records")
+#: `make fuzz` (the deep profile): many more seeds, each longer
+DEEP = os.environ.get("HYPOTHESIS_PROFILE") == "deep"
 
 
-def _run(seed: int, *, pure: bool) -> dict[str, str]:
+def _run(seed: int, *, pure: bool, count: int = 400) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != compiled.PURE_ENV}
     if pure:
         env[compiled.PURE_ENV] = "1"
-    done = subprocess.run([sys.executable, str(DRIVER), str(seed), "400"], env=env, capture_output=True,
+    done = subprocess.run([sys.executable, str(DRIVER), str(seed), str(count)], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_compiled_and_pure_python_answer_the_same(seed: int) -> None:
-    native = _run(seed, pure=False)
+def _compare(seed: int, count: int) -> None:
+    native = _run(seed, pure=False, count=count)
     if native["build"] != compiled.COMPILED:
         pytest.skip("the hot path is not compiled here: there is one build to run")
-    python = _run(seed, pure=True)
+    python = _run(seed, pure=True, count=count)
     assert python["build"] == compiled.PURE
     differing = [part for part in PARTS if native[part] != python[part]]
     assert not differing, (f"compiled and pure Python differ in {differing} (seed {seed}): run "
-                           f"{DRIVER.name} {seed} 400 --dump DIR with and without {compiled.PURE_ENV}=1")
+                           f"{DRIVER.name} {seed} {count} --dump DIR with and without {compiled.PURE_ENV}=1")
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_compiled_and_pure_python_answer_the_same(seed: int) -> None:
+    _compare(seed, 400)
+
+
+@pytest.mark.skipif(not DEEP, reason="make fuzz only (HYPOTHESIS_PROFILE=deep): ~2 min")
+def test_fuzz_both_builds_on_many_seeds() -> None:
+    for seed in range(1000, 1040):
+        _compare(seed, 2000)

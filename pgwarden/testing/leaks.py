@@ -72,7 +72,9 @@ class Secret:
         seen: dict[tuple[bytes, str], Form] = {}
         for form in found:
             key = (form.pattern.lower() if form.how == "text" else form.pattern, form.how)
-            if key not in seen and len(form.pattern) >= _minimum(form.how):
+            # (one byte repeated, such as the int4 of a date at the epoch, says nothing: it is in any
+            # stream's framing)
+            if key not in seen and len(form.pattern) >= _minimum(form.how) and len(set(form.pattern)) > 1:
                 seen[key] = form
         return tuple(seen.values())
 

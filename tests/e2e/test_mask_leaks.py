@@ -46,6 +46,8 @@ from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Raw, Step
 from psycopg.pq import DiagnosticField
 
 from pgwarden.testing.leaks import (
+    MIN_BINARY,
+    MIN_TEXT,
     LeakFinder,
     Secret,
     random_card,
@@ -1063,10 +1065,18 @@ ENCODINGS = [
 ]
 
 
+def _looked_for(value: bytes, fmt: int) -> bool:
+    """Whether an encoding like ``value`` is one the finder looks for at all: not when shorter than
+    its minimum for text (a date a day after the epoch in seconds, ``86400``) or one byte repeated (the
+    int4 of the epoch itself, ``00000000``): too short to tell from chance (see ENCODINGS)."""
+    return len(set(value)) > 1 and len(value) >= (MIN_TEXT if fmt == 0 else MIN_BINARY)
+
+
 @pytest.mark.parametrize("expression", ENCODINGS)
 def test_the_finder_knows_the_servers_encodings(world, expression: str):
-    """Every encoding the server gives of a secret is found; the same expression over the twin's
-    secrets (other random values) is not: no false alarm."""
+    """Every encoding the server gives of a secret is found, unless the finder does not look for one
+    so short (the world's dates come within a day of the epoch about once in 2,500 runs); the same
+    expression over the twin's secrets (other random values) is not: no false alarm."""
     for database, should_find in ((DB, True), (TWIN, False)):
         pgconn = world.direct[database].pgconn
         for fmt in (0, 1):
@@ -1074,5 +1084,7 @@ def test_the_finder_knows_the_servers_encodings(world, expression: str):
             assert res.status == psycopg.pq.ExecStatus.TUPLES_OK, res.error_message
             for r in range(res.ntuples):
                 value = res.get_value(r, 0)
+                if should_find and not _looked_for(value, fmt):
+                    continue
                 leaks = world.finder.find(b"\x00\x00\x00" + value + b"\x00\x00\x00")
-                assert bool(leaks) == should_find, (database, fmt, r, value, leaks[:2])
+                assert bool(leaks) == should_find, (database, fmt, r, value, leaks[:2], REPLAY)

@@ -72,9 +72,7 @@ class Secret:
         seen: dict[tuple[bytes, str], Form] = {}
         for form in found:
             key = (form.pattern.lower() if form.how == "text" else form.pattern, form.how)
-            # (one byte repeated, such as the int4 of a date at the epoch, says nothing: it is in any
-            # stream's framing)
-            if key not in seen and len(form.pattern) >= _minimum(form.how) and len(set(form.pattern)) > 1:
+            if key not in seen and searched(form.pattern, form.how):
                 seen[key] = form
         return tuple(seen.values())
 
@@ -114,8 +112,7 @@ class LeakFinder:
             if at >= 0:
                 leaks.append(Leak(label, form.name, stream[max(0, at - 24): at + len(needle) + 24]))
         for label, pattern in extra:
-            # (one byte repeated, such as an int8 0, says nothing and is in any stream's framing)
-            at = stream.find(pattern) if len(pattern) >= MIN_TEXT and len(set(pattern)) > 1 else -1
+            at = stream.find(pattern) if searched(pattern, "text") else -1
             if at >= 0:
                 leaks.append(Leak(label, "derived", stream[max(0, at - 24): at + len(pattern) + 24]))
         return leaks
@@ -144,8 +141,12 @@ def without_key_data(stream: bytes) -> bytes:
     return bytes(out)
 
 
-def _minimum(how: str) -> int:
-    return {"text": MIN_TEXT, "digits": MIN_DIGITS, "binary": MIN_BINARY}[how]
+def searched(pattern: bytes, how: str) -> bool:
+    """Whether the finder looks for ``pattern`` (matched ``how``) at all: not when it is shorter than
+    that kind's minimum, too short to tell from chance, nor when it is one byte repeated (an int8 0,
+    the int4 of a date at the epoch), which is in any stream's framing."""
+    minimum = {"text": MIN_TEXT, "digits": MIN_DIGITS, "binary": MIN_BINARY}[how]
+    return len(pattern) >= minimum and len(set(pattern)) > 1
 
 
 _RUN_BREAK = re.compile(rb"[^0-9 -/:-@\[-`{-~\t\n\r]+")

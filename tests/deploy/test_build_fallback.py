@@ -22,6 +22,11 @@ from pgwarden import compiled
 NOTE = "pgwarden: not compiling the hot path (building the extensions failed"
 
 
+def _without_switches() -> dict[str, str]:
+    """This environment without pgwarden's build and run switches (a user's has none of them)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
+
+
 @pytest.fixture(scope="module")
 def pure_wheel(tmp_path_factory) -> tuple[Path, str]:
     if compiled.pure_requested():
@@ -31,8 +36,7 @@ def pure_wheel(tmp_path_factory) -> tuple[Path, str]:
     src, wheels = root / "src", root / "wheels"
     src.mkdir()
     copy_build_context(builder, src)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
-    env.update(CC="/bin/false", CXX="/bin/false")  # what distutils compiles and links with
+    env = {**_without_switches(), "CC": "/bin/false", "CXX": "/bin/false"}  # what distutils compiles and links
     done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-v", "--no-deps", "--wheel-dir", str(wheels), "."],
                           cwd=src, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
@@ -64,9 +68,8 @@ def test_the_wheel_runs_as_pure_python(pure_wheel, tmp_path) -> None:
     code = ("import sys; sys.path.insert(0, sys.argv[1])\n"
             "from pgwarden import compiled\nfrom pgwarden.relay import engine\nfrom pgwarden import rawio\n"
             "print(compiled.build()); print(engine.__file__); print(rawio.__file__)")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PGWARDEN_")}
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], env=_without_switches(), capture_output=True,
+                          text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     build, engine, rawio = done.stdout.splitlines()
     assert build == compiled.PURE

@@ -46,8 +46,6 @@ from leakclients import PROTOCOLS, Answer, Client, Copy, Pipeline, Raw, Step
 from psycopg.pq import DiagnosticField
 
 from pgwarden.testing.leaks import (
-    MIN_BINARY,
-    MIN_TEXT,
     LeakFinder,
     Secret,
     random_card,
@@ -55,6 +53,7 @@ from pgwarden.testing.leaks import (
     random_salary,
     random_ssn,
     random_word,
+    searched,
 )
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.testing.tap import Tap
@@ -1065,13 +1064,6 @@ ENCODINGS = [
 ]
 
 
-def _looked_for(value: bytes, fmt: int) -> bool:
-    """Whether an encoding like ``value`` is one the finder looks for at all: not when shorter than
-    its minimum for text (a date a day after the epoch in seconds, ``86400``) or one byte repeated (the
-    int4 of the epoch itself, ``00000000``): too short to tell from chance (see ENCODINGS)."""
-    return len(set(value)) > 1 and len(value) >= (MIN_TEXT if fmt == 0 else MIN_BINARY)
-
-
 @pytest.mark.parametrize("expression", ENCODINGS)
 def test_the_finder_knows_the_servers_encodings(world, expression: str):
     """Every encoding the server gives of a secret is found, unless the finder does not look for one
@@ -1084,7 +1076,9 @@ def test_the_finder_knows_the_servers_encodings(world, expression: str):
             assert res.status == psycopg.pq.ExecStatus.TUPLES_OK, res.error_message
             for r in range(res.ntuples):
                 value = res.get_value(r, 0)
-                if should_find and not _looked_for(value, fmt):
+                # (an encoding the finder does not look for: a date a day after the epoch in seconds,
+                # ``86400``, or the epoch's own int4, ``00000000``)
+                if should_find and not searched(value, "text" if fmt == 0 else "binary"):
                     continue
                 leaks = world.finder.find(b"\x00\x00\x00" + value + b"\x00\x00\x00")
                 assert bool(leaks) == should_find, (database, fmt, r, value, leaks[:2], REPLAY)

@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from pgwarden.testing.leaks import LeakFinder, Secret, without_key_data
+from pgwarden.testing.leaks import LeakFinder, Secret, searched, without_key_data
 from pgwarden.wire import messages as m
 
 DOB = dt.date(1942, 3, 19)
@@ -75,6 +75,7 @@ def test_a_secrets_form_of_one_repeated_byte_is_not_searched():
     still searched."""
     epoch = Secret("user 4 dob", dt.date(1970, 1, 1))
     assert all(len(set(form.pattern)) > 1 for form in epoch.forms())
+    assert not searched(bytes(4), "binary") and searched(b"\x00\x01\x51\x80", "binary")
     finder = LeakFinder([epoch])
     assert finder.find(_stream(m.DataRow((bytes(8),)), m.ReadyForQuery("I"))) == []
     assert [leak.form for leak in finder.find(_stream(m.DataRow((b"1970-01-01",)), m.ReadyForQuery("I")))]

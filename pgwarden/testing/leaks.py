@@ -41,6 +41,7 @@ import attrs
 MIN_TEXT = 6
 MIN_DIGITS = 8
 MIN_BINARY = 4
+_MINIMUM = {"text": MIN_TEXT, "digits": MIN_DIGITS, "binary": MIN_BINARY, "derived": MIN_TEXT}
 _PG_EPOCH = dt.date(2000, 1, 1)
 
 
@@ -112,7 +113,7 @@ class LeakFinder:
             if at >= 0:
                 leaks.append(Leak(label, form.name, stream[max(0, at - 24): at + len(needle) + 24]))
         for label, pattern in extra:
-            at = stream.find(pattern) if searched(pattern, "text") else -1
+            at = stream.find(pattern) if searched(pattern, "derived") else -1
             if at >= 0:
                 leaks.append(Leak(label, "derived", stream[max(0, at - 24): at + len(pattern) + 24]))
         return leaks
@@ -142,11 +143,13 @@ def without_key_data(stream: bytes) -> bytes:
 
 
 def searched(pattern: bytes, how: str) -> bool:
-    """Whether the finder looks for ``pattern`` (matched ``how``) at all: not when it is shorter than
-    that kind's minimum, too short to tell from chance, nor when it is one byte repeated (an int8 0,
-    the int4 of a date at the epoch), which is in any stream's framing."""
-    minimum = {"text": MIN_TEXT, "digits": MIN_DIGITS, "binary": MIN_BINARY}[how]
-    return len(pattern) >= minimum and len(set(pattern)) > 1
+    """Whether the finder looks for ``pattern`` (matched ``how``; ``derived``: a test's own exact
+    bytes) at all: not when it is shorter than that kind's minimum, too short to tell from chance;
+    nor, for bytes matched exactly, when it is one byte repeated (an int8 0, the int4 of a date at
+    the epoch), which is in any stream's framing. (A run of one digit in text is still a secret's.)"""
+    if len(pattern) < _MINIMUM[how]:
+        return False
+    return how in ("text", "digits") or len(set(pattern)) > 1
 
 
 _RUN_BREAK = re.compile(rb"[^0-9 -/:-@\[-`{-~\t\n\r]+")

@@ -74,8 +74,9 @@ def test_a_secrets_form_of_one_repeated_byte_is_not_searched():
     (every row of the twin database was a false alarm, once in ~5,000 runs); its other forms are
     still searched."""
     epoch = Secret("user 4 dob", dt.date(1970, 1, 1))
-    assert all(len(set(form.pattern)) > 1 for form in epoch.forms())
+    assert all(len(set(form.pattern)) > 1 for form in epoch.forms() if form.how == "binary")
     assert not searched(bytes(4), "binary") and searched(b"\x00\x01\x51\x80", "binary")
+    assert searched(b"11111111", "digits")  # a run of one digit is a number still
     finder = LeakFinder([epoch])
     assert finder.find(_stream(m.DataRow((bytes(8),)), m.ReadyForQuery("I"))) == []
     assert [leak.form for leak in finder.find(_stream(m.DataRow((b"1970-01-01",)), m.ReadyForQuery("I")))]

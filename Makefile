@@ -8,7 +8,7 @@ EXAMPLE := examples/pgwarden-business-hours
 EXAMPLE_VENV ?= .venv-example
 EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 
-.PHONY: venv compiled lint test test-fast test-stock-reactor test-compiled test-pure test-newest-twisted test-example fuzz fuzz-leaks leak-table \
+.PHONY: venv compiled lint test test-fast test-stock-reactor test-compiled test-pure test-builds test-newest-twisted test-example fuzz fuzz-leaks leak-table \
 	bench load suites demo image \
 	image-name push clean
 
@@ -66,21 +66,32 @@ lint: $(STAMP)
 # First lint and the example's venv side by side (and the hot path's build again if a compiled
 # module changed since), then the passes: the example's editable install rewrites
 # pgwarden.egg-info in this tree, whose entry points the passes read.
+# The tests that build pgwarden's package (the image's two stages, compiler and all; a wheel without
+# a compiler) answer the same whichever build the pytest that runs them imports: `make test` runs
+# them once, as a job of their own beside the two passes (~2 min, most of it the compiler), and the
+# passes leave them out (PASS_ARGS). `make test-compiled` alone runs them, as it runs everything.
+BUILD_TESTS := tests/deploy/test_image_stages.py tests/deploy/test_build_fallback.py
+PASS_ARGS ?=
 TEST_JOBS ?= 3
 test: $(STAMP)
 	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target $(COMPILED_STAMP) lint $(EXAMPLE_STAMP)
-	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-compiled test-stock-reactor test-example
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-compiled test-stock-reactor test-builds \
+		test-example PASS_ARGS="$(addprefix --ignore=,$(BUILD_TESTS))"
+
+# The package builds' tests alone (the image's stages, the wheel without a compiler): see BUILD_TESTS.
+test-builds: $(STAMP) $(COMPILED_STAMP)
+	$(PY) -m pytest -q $(BUILD_TESTS)
 
 # The whole suite on Twisted's default reactor instead of pgwarden's (PGWARDEN_REACTOR=default:
 # the fixtures and every `pgwarden run` the tests start use it), with the hot path as pure Python,
 # as `make test`'s second pass. pgwarden.turns ends each turn with callLater(0) there instead of
 # at the end of the poll; records and bytes must not notice.
 test-stock-reactor: $(STAMP)
-	PGWARDEN_PURE_PYTHON=1 PGWARDEN_REACTOR=default $(PY) -m pytest -q
+	PGWARDEN_PURE_PYTHON=1 PGWARDEN_REACTOR=default $(PY) -m pytest -q $(PASS_ARGS)
 
 # The whole suite on the compiled hot path only (the first half of `make test`).
 test-compiled: $(STAMP) $(COMPILED_STAMP)
-	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q
+	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q $(PASS_ARGS)
 
 # ... and on pure Python only (PGWARDEN_PURE_PYTHON=1: pgwarden.compiled), on pgwarden's reactor.
 test-pure: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -57,4 +58,15 @@ def mint(
     }
     claims.update(extra or {})
     headers = {"kid": kid} if kid else None
-    return jwt.encode(claims, Path(key_file).read_bytes(), algorithm="RS256", headers=headers)
+    return jwt.encode(claims, signing_key(Path(key_file).read_bytes()), algorithm="RS256", headers=headers)
+
+
+@functools.lru_cache(maxsize=8)
+def signing_key(pem: bytes) -> rsa.RSAPrivateKey:
+    """The private key of a PEM file's bytes, parsed once per content (a rewritten file is read
+    again): cryptography checks an RSA key's consistency as it loads it, ~35 ms here, which every
+    token signed with the same key paid again; the test suite mints thousands."""
+    key = serialization.load_pem_private_key(pem, password=None)
+    if not isinstance(key, rsa.RSAPrivateKey):
+        raise ValueError("the signing key is not an RSA private key (RS256 tokens need one)")
+    return key

@@ -192,15 +192,11 @@ def check_records(paths: Sequence[str | Path], *, schema: bool = True) -> list[d
 
 
 def record_validator():
-    """A jsonschema validator of pgwarden/schemas/records.schema.json."""
-    try:
-        import jsonschema
-    except ImportError as e:
-        raise ImportError("checking records against their schema needs jsonschema "
-                          "(pip install jsonschema, or pgwarden[test])") from e
-    from pgwarden.schemas import record_schema
+    """The validator of pgwarden/schemas/records.schema.json (`pgwarden.testing.record_check`):
+    ``iter_errors(record)`` as jsonschema's; needs jsonschema."""
+    from pgwarden.testing.record_check import record_validator as validator
 
-    return jsonschema.Draft202012Validator(record_schema())
+    return validator()
 
 
 def check_records_after(config, stdout: Path | None = None) -> None:

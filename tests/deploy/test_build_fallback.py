@@ -30,7 +30,7 @@ def _without_switches() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pure_wheel(tmp_path_factory) -> tuple[Path, str]:
     if compiled.pure_requested():
-        pytest.skip("built once, in the compiled pass of make test (a wheel build is ~20 s)")
+        pytest.skip("built once, by make test-builds (a wheel build is ~20 s)")
     builder = stages()[0]
     root = tmp_path_factory.mktemp("no-compiler")
     src, wheels = root / "src", root / "wheels"

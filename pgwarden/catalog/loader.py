@@ -7,6 +7,7 @@ stores rows of the same shape, so what is tested for one is tested for the other
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -51,17 +52,24 @@ class ViewDependencies:
     to the next.
 
     Keyed by the rule's row version (its OID and xmin): a view created or replaced
-    since has a new one and is read again, a view dropped is forgotten. Used by one
-    load at a time.
+    since has a new one and is read again, a view dropped is forgotten. Loads of one
+    database may share one (`LiveCatalog.share_views`): each takes it in turn, and
+    what each returns is of its own snapshot (a view whose version differs from the one
+    kept is read again, in that snapshot).
     """
 
     def __init__(self) -> None:
         self._known: dict[int, tuple[str, tuple[tuple, ...], tuple[tuple, ...]]] = {}
         #: how many views the last load read (the others were known)
         self.last_read = 0
+        self._lock = threading.Lock()
 
     def read(self, cur: Any, sql: str, definitions_sql: str) -> tuple[tuple[tuple, ...], tuple[tuple, ...]]:
         """The dependencies' rows and the definitions' rows of every view."""
+        with self._lock:
+            return self._read(cur, sql, definitions_sql)
+
+    def _read(self, cur: Any, sql: str, definitions_sql: str) -> tuple[tuple[tuple, ...], tuple[tuple, ...]]:
         cur.execute(queries.VIEW_RULES)
         versions = dict(cur.fetchall())
         wanted = [view for view, version in versions.items() if self._known.get(view, ("",))[0] != version]

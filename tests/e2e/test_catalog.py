@@ -359,6 +359,42 @@ def live_on_clock(upstream: Upstream, loads: Loads, **kw) -> tuple[LiveCatalog, 
     return LiveCatalog(upstream, clock, run_in_thread=loads, **kw), clock
 
 
+def test_catalogs_sharing_one_store_of_views_read_what_each_would_alone(pg_server, catalogdb, tmp_path):
+    """`LiveCatalog.share_views` (what the test suite's pgwardens do): the second catalog reads
+    no view the first one read, and its facts are those of a catalog of its own; a view replaced
+    after the first one loaded is read again by the next one that loads, in its own snapshot."""
+    shared = ViewDependencies()
+    one, _ = live_on_clock(upstream_of(pg_server, tmp_path), Loads(immediately=True))
+    one.share_views(shared)
+    one.start()
+    assert shared.last_read > 100  # the server's own views and the database's
+    two, _ = live_on_clock(upstream_of(pg_server, tmp_path), Loads(immediately=True))
+    two.share_views(shared)
+    two.start()
+    assert shared.last_read == 0
+    alone, _ = live_on_clock(upstream_of(pg_server, tmp_path), Loads(immediately=True))
+    alone.start()
+    assert two.current.relations == alone.current.relations == one.current.relations
+    pg_server.psql("CREATE OR REPLACE VIEW app.classes AS SELECT relname, "
+                   "(SELECT count(*) FROM pg_ls_logdir()) AS logs FROM pg_class", database=DB)
+    try:
+        three, _ = live_on_clock(upstream_of(pg_server, tmp_path), Loads(immediately=True))
+        three.share_views(shared)
+        three.start()
+        assert shared.last_read == 1
+        assert "pg_ls_logdir" in {three.current.function(o).name
+                                   for o in three.current.relations_named("classes")[0].functions}
+        assert "pg_ls_logdir" not in {one.current.function(o).name
+                                       for o in one.current.relations_named("classes")[0].functions}
+    finally:
+        pg_server.psql("DROP VIEW app.classes; CREATE VIEW app.classes AS SELECT relname FROM pg_class",
+                       database=DB)
+    with pytest.raises(RuntimeError, match="started loading"):
+        one.share_views(ViewDependencies())
+    for live in (one, two, alone, three):
+        live.stop()
+
+
 def test_start_loads_and_the_ttl_reloads(pg_server, catalogdb, tmp_path):
     loads = Loads(immediately=True)
     live, clock = live_on_clock(upstream_of(pg_server, tmp_path), loads, ttl_s=60, max_stale_s=300)

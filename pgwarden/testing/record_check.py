@@ -6,7 +6,9 @@ few percent of the whole suite's time in the tests' own process. fastjsonschema 
 schema into Python code and takes ~40 µs. So a record is checked by fastjsonschema first; when
 it finds a fault, jsonschema says what is wrong (its messages name the keyword and the path), and
 if jsonschema finds nothing, the disagreement is itself the failure. Where fastjsonschema is not
-installed (a plugin author's environment), jsonschema checks every record, as before.
+installed (a plugin author's environment), or the schema uses what fastjsonschema would read
+otherwise than the schema's draft (2020-12) means it (`fast_checks_alike`), jsonschema checks
+every record, as before.
 ``tests/unit/test_record_check.py`` holds the two to the same answers on valid records and on
 records broken every way the schema forbids.
 """
@@ -16,6 +18,59 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any
+
+#: the keywords fastjsonschema reads as the schema's draft (2020-12) means them: a schema that uses
+#: any other (``prefixItems``, ``unevaluatedProperties``, ``dependentRequired``, ``$dynamicRef``, ...)
+#: is checked by jsonschema alone, not passed by a validator that would ignore what it cannot read
+SHARED_KEYWORDS = frozenset({
+    "$schema", "$id", "$ref", "$defs", "$comment", "title", "description", "default", "examples",
+    "type", "enum", "const", "properties", "required", "additionalProperties", "propertyNames",
+    "patternProperties", "minProperties", "maxProperties", "items", "minItems", "maxItems",
+    "uniqueItems", "contains", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
+    "multipleOf", "minLength", "maxLength", "pattern", "allOf", "anyOf", "oneOf", "not", "if",
+    "then", "else",
+})
+
+#: where a schema's values are names of the author's choosing, not keywords
+_NAMED = frozenset({"properties", "patternProperties", "$defs"})
+
+
+#: what may stand beside a ``$ref`` that fastjsonschema reads as 2020-12 does: it checks a ``$ref``
+#: alone (draft 7's rule) and would ignore a constraint beside it, which 2020-12 applies
+_BESIDE_REF = frozenset({"$ref", "$comment", "title", "description", "default", "examples"})
+
+
+def fast_checks_alike(schema: Any) -> bool:
+    """Whether fastjsonschema checks ``schema`` as jsonschema does: only shared keywords, and
+    nothing but notes beside a ``$ref``."""
+    return keywords(schema) <= SHARED_KEYWORDS and not _constrained_refs(schema)
+
+
+def _constrained_refs(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        if "$ref" in schema and not set(schema) <= _BESIDE_REF:
+            return True
+        return any(_constrained_refs(v) for k, v in schema.items() if k not in ("enum", "const", "default", "examples"))
+    if isinstance(schema, list):
+        return any(_constrained_refs(v) for v in schema)
+    return False
+
+
+def keywords(schema: Any) -> set[str]:
+    """Every keyword a schema uses, at any depth (not the names under properties or $defs)."""
+    found: set[str] = set()
+    if isinstance(schema, dict):
+        for key, value in schema.items():
+            found.add(key)
+            if key in _NAMED and isinstance(value, dict):
+                for sub in value.values():
+                    found |= keywords(sub)
+            elif key not in ("enum", "const", "default", "examples", "required"):
+                found |= keywords(value)
+    elif isinstance(schema, list):
+        for item in schema:
+            found |= keywords(item)
+    return found
 
 
 class Disagreement(Exception):
@@ -40,6 +95,9 @@ class RecordValidator:
         except ImportError:
             self.fast = None
         else:
+            if not fast_checks_alike(schema):
+                self.fast = None
+                return
             self.fast = fastjsonschema.compile(schema)
             self._refused = fastjsonschema.JsonSchemaValueException
 

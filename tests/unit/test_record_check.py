@@ -19,7 +19,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgwarden.schemas import record_schema
-from pgwarden.testing.record_check import Disagreement, RecordValidator, record_validator
+from pgwarden.testing.record_check import (
+    SHARED_KEYWORDS,
+    Disagreement,
+    RecordValidator,
+    fast_checks_alike,
+    keywords,
+    record_validator,
+)
 
 DOCUMENTED = [record for record in (json.loads(line) for line in
               (Path(__file__).resolve().parents[2] / "docs" / "records.md").read_text().splitlines()
@@ -161,3 +168,25 @@ def test_jsonschema_alone_where_fastjsonschema_is_missing():
 def test_patterns_are_checked_by_both(field):
     record = {**DOCUMENTED[0], field: DOCUMENTED[0][field] + "x"}
     assert list(REFERENCE.iter_errors(record)) and not fast_accepts(record)
+
+
+def test_the_fast_check_is_used_for_the_records_schema():
+    assert keywords(record_schema()) <= SHARED_KEYWORDS and fast_checks_alike(record_schema())
+    assert RecordValidator(record_schema()).fast is not None
+
+
+@pytest.mark.parametrize("keyword", ["prefixItems", "unevaluatedProperties", "dependentRequired"])
+def test_a_schema_with_a_keyword_outside_the_shared_ones_is_checked_by_jsonschema_alone(keyword):
+    value = [{"type": "integer"}] if keyword == "prefixItems" else False if keyword == "unevaluatedProperties" \
+        else {"a": ["b"]}
+    schema = {**record_schema(), "properties": {**record_schema()["properties"], "x": {keyword: value}}}
+    assert RecordValidator(schema).fast is None
+
+
+def test_a_ref_with_a_constraint_beside_it_is_checked_by_jsonschema_alone():
+    """fastjsonschema checks a $ref alone (draft 7) and would pass what the constraint beside it refuses."""
+    schema = {**record_schema(), "properties": {**record_schema()["properties"],
+                                                "seq": {"$ref": "#/$defs/count", "minimum": 5}}}
+    validator = RecordValidator(schema)
+    assert validator.fast is None
+    assert not validator.is_valid({**DOCUMENTED[0], "seq": 2})

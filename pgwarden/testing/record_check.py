@@ -33,6 +33,8 @@ SHARED_KEYWORDS = frozenset({
 
 #: where a schema's values are names of the author's choosing, not keywords
 _NAMED = frozenset({"properties", "patternProperties", "$defs"})
+#: where they are data (values, names), not schemas
+_DATA = frozenset({"enum", "const", "default", "examples", "required"})
 
 
 #: what may stand beside a ``$ref`` that fastjsonschema reads as 2020-12 does: it checks a ``$ref``
@@ -50,7 +52,7 @@ def _constrained_refs(schema: Any) -> bool:
     if isinstance(schema, dict):
         if "$ref" in schema and not set(schema) <= _BESIDE_REF:
             return True
-        return any(_constrained_refs(v) for k, v in schema.items() if k not in ("enum", "const", "default", "examples"))
+        return any(_constrained_refs(v) for k, v in schema.items() if k not in _DATA)
     if isinstance(schema, list):
         return any(_constrained_refs(v) for v in schema)
     return False
@@ -65,7 +67,7 @@ def keywords(schema: Any) -> set[str]:
             if key in _NAMED and isinstance(value, dict):
                 for sub in value.values():
                     found |= keywords(sub)
-            elif key not in ("enum", "const", "default", "examples", "required"):
+            elif key not in _DATA:
                 found |= keywords(value)
     elif isinstance(schema, list):
         for item in schema:

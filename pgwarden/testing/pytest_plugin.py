@@ -27,6 +27,7 @@ import pytest
 
 from pgwarden.testing.endpoint import AUDIENCE, ISSUER, Endpoint
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, TempPostgres, free_port
+from pgwarden.testing.record_check import record_validator
 from pgwarden.testing.running import PYTHON_PGWARDEN, PgwardenProcess
 from pgwarden.testing.waiting import WaitTimeout, wait_until
 
@@ -206,14 +207,6 @@ def check_records(paths: Sequence[str | Path], *, schema: bool = True) -> list[d
                 assert not errors, f"{p}:{number}: {errors[0].message} in {record}"
             records.append(record)
     return records
-
-
-def record_validator():
-    """The validator of pgwarden/schemas/records.schema.json (`pgwarden.testing.record_check`):
-    ``iter_errors(record)`` as jsonschema's; needs jsonschema."""
-    from pgwarden.testing.record_check import record_validator as validator
-
-    return validator()
 
 
 def check_records_after(config, stdout: Path | None = None) -> None:

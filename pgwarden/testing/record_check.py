@@ -90,15 +90,12 @@ class RecordValidator:
         import jsonschema
 
         self.reference = jsonschema.Draft202012Validator(schema)
-        self.fast: Callable[[Any], object] | None
-        self._refused: type[Exception] = Disagreement
-        try:
-            import fastjsonschema
-        except ImportError:
-            self.fast = None
-        else:
-            if not fast_checks_alike(schema):
-                self.fast = None
+        self.fast: Callable[[Any], object] | None = None
+        self._refused: type[Exception] = Disagreement  # what `fast` raises for a record it refuses
+        if fast_checks_alike(schema):
+            try:
+                import fastjsonschema
+            except ImportError:
                 return
             self.fast = fastjsonschema.compile(schema)
             self._refused = fastjsonschema.JsonSchemaValueException

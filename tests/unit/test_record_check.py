@@ -124,9 +124,7 @@ def broken(draw):
         where = list(paths(record))
         path = draw(st.sampled_from(where)) if where else ()
         *parent_path, last = path or (None,)
-        parent = record
-        for step in parent_path:
-            parent = parent[step]
+        parent = _at(record, parent_path)
         how = draw(st.sampled_from(["remove", "replace", "add"] if path else ["add"]))
         if how == "remove":
             del parent[last]

@@ -86,11 +86,29 @@ def _libpg_query() -> Any:
     return _lib
 
 
-def parse_json(sql: str, lexer: LexerSettings = DEFAULT_LEXER) -> str:
-    """The parse tree as libpg_query's JSON text; ParseError when the server would refuse it too."""
-    if lexer.default:
+#: libpg_query's parse modes (``PgQueryParseMode``, the server's ``RawParseMode``): what the
+#: server parses a PL/pgSQL function's pieces as. ``parseMode`` in a PL/pgSQL tree names one.
+PARSE_DEFAULT = 0
+PARSE_TYPE_NAME = 1
+PARSE_PLPGSQL_EXPR = 2
+PARSE_PLPGSQL_ASSIGN1 = 3
+PARSE_PLPGSQL_ASSIGN2 = 4
+PARSE_PLPGSQL_ASSIGN3 = 5
+_PARSE_MODES = frozenset(range(6))
+
+
+def parse_json(sql: str, lexer: LexerSettings = DEFAULT_LEXER, mode: int = PARSE_DEFAULT) -> str:
+    """The parse tree as libpg_query's JSON text; ParseError when the server would refuse it too.
+
+    ``mode``: what the text is (a statement, or a PL/pgSQL expression or assignment), as the
+    server's grammar is entered for it: a PL/pgSQL ``x := expr`` is parsed as the server parses
+    it, never cut at a ``:=`` that may sit inside a literal.
+    """
+    if mode not in _PARSE_MODES:
+        raise ParseError(f"unknown parse mode {mode}", 0)
+    if lexer.default and mode == PARSE_DEFAULT:
         return parse_sql_json(sql)
-    options = 0
+    options = mode
     if not lexer.standard_conforming_strings:
         options |= _DISABLE_STANDARD_CONFORMING_STRINGS
     if not lexer.backslash_quote:
@@ -145,9 +163,9 @@ def deep(work: Callable[[], T]) -> T:
     return cast(T, value)
 
 
-def parse_tree(sql: str, lexer: LexerSettings = DEFAULT_LEXER) -> dict[str, Any]:
+def parse_tree(sql: str, lexer: LexerSettings = DEFAULT_LEXER, mode: int = PARSE_DEFAULT) -> dict[str, Any]:
     """The parse tree as dicts and lists (see `parse_json`); deep trees are read by `deep`."""
-    text = parse_json(sql, lexer)
+    text = parse_json(sql, lexer, mode)
     try:
         tree: dict[str, Any] = json.loads(text)
         return tree

@@ -26,7 +26,15 @@ from typing import Any
 import attrs
 from pglast.parser import ParseError, parse_plpgsql_json
 
-from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, deep, parse_tree
+from pgwarden.sql.lexer import (
+    DEFAULT_LEXER,
+    PARSE_DEFAULT,
+    PARSE_PLPGSQL_EXPR,
+    PARSE_TYPE_NAME,
+    LexerSettings,
+    deep,
+    parse_tree,
+)
 
 _TOP_KINDS = {
     "SelectStmt": "select",
@@ -1072,7 +1080,7 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
             else:
                 walker.merge(syntax_of(literal, lexer))
             # the expression itself may call functions too
-            walker.merge(syntax_of("SELECT " + text, lexer))
+            walker.merge(_plpgsql_expr({"query": text, "parseMode": PARSE_PLPGSQL_EXPR}, lexer))
             for k, v in f.items():
                 if k not in ("query", "dynquery") and isinstance(v, (dict, list)):
                     stack.append(v)
@@ -1085,23 +1093,48 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
 
 
 def _plpgsql_expr(f: dict, lexer: LexerSettings) -> Syntax:
+    """A PL/pgSQL expression or assignment, parsed in the mode the server parses it in
+    (``parseMode``: libpg_query's, the server's ``RawParseMode``), never by cutting its text:
+    ``x = f($a$:=$a$)`` is an assignment of ``f(...)`` whatever the ``:=`` inside its literal."""
     text = f.get("query", "")
-    mode = f.get("parseMode", 0)
-    if mode == 0:
+    mode = f.get("parseMode", PARSE_DEFAULT)
+    if mode == PARSE_DEFAULT:
         return syntax_of(text, lexer)
-    if mode == 1:  # a type name
+    if mode == PARSE_TYPE_NAME:
         return Syntax(frozenset())
-    if mode in (3, 4, 5):  # target := expression (targets of one, two or three names)
-        head, sep, tail = text.partition(":=")
-        if sep and "'" not in head and '"' not in head:
-            text = tail
-    return syntax_of("SELECT " + text, lexer)
+    try:
+        tree = parse_tree(text, lexer, mode)
+    except ParseError:  # (an unknown mode too)
+        return UNPARSABLE
+    stmts = tree.get("stmts", [])
+    if len(stmts) != 1:
+        return UNPARSABLE
+    node = _node(stmts[0].get("stmt"))
+    if node is None:
+        return UNPARSABLE
+    name, fields = node
+    if name == "PLAssignStmt":
+        # target[subscript] := value: the value is a SELECT; a subscript's expressions run too
+        value = fields.get("val")
+        extra = [{"ResTarget": {"val": index}} for index in fields.get("indirection", []) or []
+                 if _node_name(index) != "String"]
+        query = {"SelectStmt": {"targetList": [
+            {"ResTarget": {"val": {"SubLink": {"subLinkType": "EXPR_SUBLINK", "subselect": {"SelectStmt": value}}}}},
+            *extra]}}
+    elif name == "SelectStmt":
+        query = {name: fields}
+    else:
+        return UNPARSABLE
+    try:
+        return _walk_tree({"stmts": [{"stmt": query}]}, lexer)
+    except RecursionError:
+        return deep(lambda: _walk_tree({"stmts": [{"stmt": query}]}, lexer))
 
 
 def _plpgsql_literal(expr_text: str, lexer: LexerSettings) -> str | None:
     """The SQL of ``EXECUTE 'literal'``, None when the text is computed."""
     try:
-        tree = parse_tree("SELECT " + expr_text, lexer)
+        tree = parse_tree(expr_text, lexer, PARSE_PLPGSQL_EXPR)
     except ParseError:
         return None
     stmts = tree.get("stmts", [])

@@ -317,6 +317,17 @@ def _nested(inner: str, depth: int) -> str:
 
 
 CASES = [
+    # -------------------------------------- PL/pgSQL: an assignment read as the server reads it
+    # (found by a red team on 2026-12-06: the expression was cut at the first ':=', even one
+    # inside a dollar-quoted literal, and what came before it was never analysed)
+    refused("plpgsql", "DO $d$ DECLARE x text; BEGIN x = pg_read_file($f$/etc/hostname$f$)::text || $a$:=$a$ || $a$y$a$; "
+            "RAISE NOTICE '%', x; END $d$"),
+    refused("plpgsql", "DO $d$ DECLARE x text; BEGIN x = (SELECT string_agg(n::text, $s$,$s$) FROM secret.things) "
+            "|| $a$:=$a$ || $a$y$a$; RAISE NOTICE '%', x; END $d$"),
+    refused("plpgsql", "DO $d$ DECLARE x text; BEGIN x = nextval($f$public.s$f$)::text || $a$:=$a$ || $a$y$a$; END $d$"),
+    refused("plpgsql", "DO $d$ DECLARE x text; BEGIN x = public.purge()::text || $a$:=$a$ || $a$y$a$; "
+            "END $d$", policy="nowrite"),
+    refused("plpgsql", "DO $d$ DECLARE x int[]; BEGIN x[nextval($f$public.s$f$)] := 1; END $d$"),
     # ---------------------------------------------------------------- 2: calls without call syntax
     refused("2", "SELECT ('/etc/passwd'::text).pg_read_file"),
     refused("2", "SELECT x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) AS q"),

@@ -255,6 +255,13 @@ CATALOG_KINDS = [
     ("DO $$ BEGIN EXECUTE format('DROP TABLE %I', 'users'); END $$", {"unknown"}),
     ("DO $$ BEGIN DELETE FROM users; END $$", {"delete"}),
     ("DO LANGUAGE plpython3u $$ import os $$", {"unknown"}),
+    # an assignment is parsed as the server parses it, not cut at a ':=' inside a literal
+    ("DO $d$ DECLARE x text; BEGIN x = pg_read_file($f$/etc/passwd$f$)::text || $a$:=$a$ || $a$y$a$; END $d$",
+     {"server_files"}),
+    ("DO $d$ DECLARE x text; BEGIN x := $a$ := $a$ || pg_read_file('/etc/passwd'); END $d$", {"server_files"}),
+    # a subscript of the target runs too
+    ("DO $d$ DECLARE x int[]; BEGIN x[nextval($q$s$q$)] := 1; END $d$", {"side_effect"}),
+    ("DO $d$ DECLARE r record; BEGIN r := (SELECT pg_terminate_backend(1)); END $d$", {"system"}),
     ("CREATE FUNCTION f() RETURNS int LANGUAGE sql VOLATILE AS 'DELETE FROM t RETURNING 1'; SELECT f()",
      {"delete", "side_effect"}),
 ]

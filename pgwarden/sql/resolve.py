@@ -34,7 +34,7 @@ import attrs
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import REDEFINES, Analysis
 from pgwarden.sql.context import SqlContext
-from pgwarden.sql.syntax import COMPUTED, Call, Syntax
+from pgwarden.sql.syntax import COMPUTED, Call, Syntax, WhereCheck
 
 # Volatile built-ins that change nothing a policy cares about: clocks, randomness,
 # sleeping, reading sequences' current values, identifiers of the running transaction.
@@ -169,6 +169,7 @@ class _Resolver:
             self._ambient_casts(syntax, kinds, functions, nested)
         tables, writes = self._relations(syntax, kinds, functions, nested)
         wheres = [] if syntax.has_where is None else [syntax.has_where]
+        wheres += [self._filters(check) for check in syntax.where_checks]
         for inner in nested:  # SQL handed to a function as text, which it runs
             tables |= inner.tables
             writes |= inner.writes
@@ -667,6 +668,22 @@ class _Resolver:
             tables.add(f"{_schema(rel.schema)}.{rel.name}")
             if rel.kind in ("v", "m"):
                 self._view(rel, tables, kinds, functions, seen)
+
+    def _filters(self, check: WhereCheck) -> bool:
+        """A write's condition judged with its table's columns (`WhereCheck`): it filters only if
+        it does for every table the name may be; the text's reading when the catalog knows none."""
+        verdicts = []
+        for schema_name in self._qualified(check.relation.schema, check.relation.name):
+            schema, _, name = schema_name.partition(".")
+            for facts in self.catalog.relations_named(name):
+                if _schema(facts.schema) != schema:
+                    continue
+                columns = self.catalog.columns_of(facts.oid)
+                if columns is None:
+                    verdicts.append(check.unresolved)
+                else:
+                    verdicts.append(check.filters(frozenset(c.name for c in columns)))
+        return all(verdicts) if verdicts else check.unresolved
 
     def _qualified(self, schema: str | None, name: str) -> set[str]:
         """schema.name for a qualified name; for an unqualified one, every schema it may be in."""

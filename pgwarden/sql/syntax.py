@@ -145,6 +145,39 @@ class Syntax:
     # a rule, a policy, a view) runs from then on: ("replace", the new body; None when unreadable)
     # for CREATE OR REPLACE, ("alter", None) for ALTER FUNCTION ... SET / RESET.
     changes_functions: tuple[tuple[str, Syntax | None], ...] = ()
+    # UPDATE/DELETE/MERGE whose WHERE filters rows or not depending on which of its unqualified
+    # names are columns of the written table: the resolver folds them again with the catalog's
+    # columns (their verdicts are not in ``has_where``).
+    where_checks: tuple[WhereCheck, ...] = ()
+
+
+@attrs.frozen
+class WhereCheck:
+    """A write's condition whose verdict depends on what its unqualified names are.
+
+    ``x = 1`` filters a DELETE's rows when ``x`` is a column of the table written, and filters
+    nothing when ``x`` is a column of a USING item, a PL/pgSQL variable or a SQL function's
+    parameter: a constant for every row. The parse tree alone cannot tell; the catalog can.
+    The condition is folded for every set of those names that may be the table's columns, once,
+    where the text is read: what is kept is which sets make it filter, so texts that differ only
+    in constants the verdicts never read keep sharing one analysis.
+    """
+
+    relation: Relation  # the table written (as named)
+    names: tuple[str, ...]  # the unqualified names the verdict depends on
+    filtering: frozenset[frozenset[str]]  # the sets of them, as the table's columns, that filter
+    #: the verdict when the catalog does not know the table: every one of them taken for one of
+    #: its columns (a table made in the session's own transaction, say)
+    unresolved: bool
+
+    def filters(self, columns: frozenset[str]) -> bool:
+        """Whether the condition filters the table's rows when these are its columns."""
+        return frozenset(n for n in self.names if n in columns) in self.filtering
+
+
+#: At most this many unqualified names in one condition are judged by the catalog (2**n folds);
+#: beyond, each is taken for a column of the table written, as the text alone reads it.
+_MAX_WHERE_NAMES = 8
 
 
 @functools.lru_cache(maxsize=1024)
@@ -159,20 +192,22 @@ UNPARSABLE = Syntax(frozenset({"unknown"}))
 COMPUTED = "\x00"
 
 
-def syntax_of(sql: str, lexer: LexerSettings = DEFAULT_LEXER) -> Syntax:
-    """The `Syntax` of ``sql`` as the server will parse it; `UNPARSABLE` when it does not parse."""
+def syntax_of(sql: str, lexer: LexerSettings = DEFAULT_LEXER, variables: frozenset[str] = frozenset()) -> Syntax:
+    """The `Syntax` of ``sql`` as the server will parse it; `UNPARSABLE` when it does not parse.
+    ``variables``: the PL/pgSQL variables in scope, for a statement of a PL/pgSQL body."""
     try:
         tree = parse_tree(sql, lexer)
     except ParseError:
         return UNPARSABLE
     try:
-        return _walk_tree(tree, lexer)
+        return _walk_tree(tree, lexer, variables)
     except RecursionError:
-        return deep(lambda: _walk_tree(tree, lexer))
+        return deep(lambda: _walk_tree(tree, lexer, variables))
 
 
-def _walk_tree(tree: dict, lexer: LexerSettings) -> Syntax:
+def _walk_tree(tree: dict, lexer: LexerSettings, variables: frozenset[str] = frozenset()) -> Syntax:
     walker = _Walker(lexer)
+    walker.variables = variables
     stmts = tree.get("stmts", [])
     for raw in stmts:
         walker.statement(raw.get("stmt", {}), ())
@@ -257,6 +292,13 @@ class _Walker:
         self.defines: list[tuple[str | None, str, str, Syntax | None]] = []
         self.deallocates: list[str] = []
         self.changes_functions: list[tuple[str, Syntax | None]] = []
+        self.where_checks: list[WhereCheck] = []
+        #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
+        self.variables: frozenset[str] = frozenset()
+        # While a condition is folded: the written table's columns (None: every unqualified
+        # name not shadowed is taken for one), and names known to be something else.
+        self.target_columns: frozenset[str] | None = None
+        self.shadowed: frozenset[str] = frozenset()
 
     def result(self, statements: int = 0) -> Syntax:
         return Syntax(
@@ -273,6 +315,7 @@ class _Walker:
             tuple(self.defines),
             tuple(self.deallocates),
             tuple(self.changes_functions),
+            tuple(self.where_checks),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -289,6 +332,7 @@ class _Walker:
         self.defines += other.defines
         self.deallocates += other.deallocates
         self.changes_functions += other.changes_functions
+        self.where_checks += other.where_checks
 
     # ------------------------------------------------------------------ constants
 
@@ -610,16 +654,173 @@ class _Walker:
             alias = fields.get("alias")
             if isinstance(alias, dict):
                 target_names.add(alias.get("aliasname", ""))
+        target = frozenset(target_names)
+        relation = Relation(fields.get("schemaname") or None, fields.get("relname", ""), True) \
+            if isinstance(rel, dict) else None
         if kind in ("update", "delete"):
-            where = f.get("whereClause")
-            if f.get("whereClause") is None:
-                self.where.append(False)
-            else:
-                self.where.append(self._truth(where, frozenset(target_names)) in (_X, _F))
+            others = f.get("usingClause") if kind == "delete" else f.get("fromClause")
+            self._where(f.get("whereClause"), relation, target, self._outputs(others))
+        elif kind == "merge":
+            self._merge_actions(f, relation, target)
+        elif kind == "insert":
+            self._upsert(f, relation, target)
         for key, value in f.items():
             if key in ("withClause", "relation") or not isinstance(value, (dict, list)):
                 continue
             self.expr(value, inner)
+
+    def _where(self, where: Any, relation: Relation | None, target: frozenset[str], shadowed: frozenset[str]) -> None:
+        """One UPDATE's or DELETE's condition (None: none) judged: filters rows, or may reach every row.
+
+        Its unqualified names are the written table's columns only if the table has them: a
+        USING item's, a PL/pgSQL variable or a SQL function's parameter is a constant for every
+        row (``DELETE FROM t USING (SELECT 1 AS x) s WHERE x = 1``). Folded taking every such
+        name for a column and taking none for one; when the two disagree, the catalog decides
+        (`WhereCheck`: the folds kept for the resolver)."""
+        if where is None:
+            self.where.append(False)
+            return
+        shadowed = shadowed | self.variables
+        every = self.filters(where, target, None, shadowed)
+        names = sorted({fields[0] for name, f in _nodes(where) if name == "ColumnRef"
+                        for fields in [_names(f.get("fields", []))] if len(fields) == 1}
+                       - shadowed - SYSTEM_COLUMNS)
+        if relation is None or not names or len(names) > _MAX_WHERE_NAMES:
+            self.where.append(every)
+            return
+        filtering = set()
+        for mask in range(1 << len(names)):
+            columns = frozenset(n for i, n in enumerate(names) if mask >> i & 1)
+            if self.filters(where, target, columns | SYSTEM_COLUMNS, shadowed):
+                filtering.add(columns)
+        if len(filtering) in (0, 1 << len(names)):  # the same whatever they are
+            self.where.append(bool(filtering))
+            return
+        self.where_checks.append(WhereCheck(relation, tuple(names), frozenset(filtering), every))
+
+    def filters(self, where: Any, target: frozenset[str], columns: frozenset[str] | None,
+                shadowed: frozenset[str]) -> bool:
+        """Whether ``where`` filters the rows of the table named ``target`` whose columns are
+        ``columns`` (None: any unqualified name not in ``shadowed``)."""
+        saved = self.target_columns, self.shadowed
+        self.target_columns, self.shadowed = columns, shadowed
+        try:
+            return self._truth(where, target) in (_X, _F)
+        finally:
+            self.target_columns, self.shadowed = saved
+
+    def _outputs(self, items: Any) -> frozenset[str]:
+        """The column names FROM/USING items are known by from the text alone (a sub-select's
+        output names, a VALUES list's or a function's column aliases): never the written
+        table's (were they, the server would refuse the name as ambiguous)."""
+        found: set[str] = set()
+        for item in items or []:
+            n = _node(item)
+            if n is None:
+                continue
+            name, f = n
+            alias = f.get("alias")
+            colnames = _names(alias.get("colnames", [])) if isinstance(alias, dict) else []
+            found.update(colnames)
+            if name == "RangeSubselect" and not colnames:
+                q = _node(f.get("subquery"))
+                if q is not None and q[0] == "SelectStmt":
+                    found.update(_output_names(q[1]))
+            elif name == "RangeFunction":
+                for column in f.get("coldeflist", []) or []:
+                    c = _node(column)
+                    if c is not None and c[1].get("colname"):
+                        found.add(c[1]["colname"])
+                if not colnames and isinstance(alias, dict) and alias.get("aliasname"):
+                    found.add(alias["aliasname"])  # a one-column function's column is its alias
+                for function in f.get("functions", []) or []:  # ... or its name
+                    for part in function.get("List", {}).get("items", []) if isinstance(function, dict) else []:
+                        call = _node(part)
+                        if call is not None and call[0] == "FuncCall":
+                            names = _names(call[1].get("funcname", []))
+                            if names:
+                                found.add(names[-1])
+            elif name == "JoinExpr":
+                found |= self._outputs([f.get("larg"), f.get("rarg")])
+        return frozenset(found)
+
+    def _merge_actions(self, f: dict, relation: Relation | None, target: frozenset[str]) -> None:
+        """MERGE's actions are the writes they are: a matched row deleted or updated is a DELETE
+        or UPDATE of the rows the join condition (and the action's own) selects: ``ON true`` with
+        ``WHEN MATCHED THEN DELETE`` deletes every row, as a DELETE without WHERE."""
+        source = self._outputs([f.get("sourceRelation")])
+        join = f.get("joinCondition")
+        for clause in f.get("mergeWhenClauses", []) or []:
+            c = _node(clause)
+            if c is None:
+                continue
+            action = c[1]
+            command = {"CMD_DELETE": "delete", "CMD_UPDATE": "update", "CMD_INSERT": "insert"}.get(
+                action.get("commandType", ""))
+            if command is None:
+                continue
+            self.kinds.add(command)
+            if command == "insert":
+                continue
+            condition = action.get("condition")
+            if action.get("matchKind", "MERGE_WHEN_MATCHED") == "MERGE_WHEN_MATCHED":
+                parts = [p for p in (join, condition) if p is not None]
+                condition = parts[0] if len(parts) == 1 else \
+                    {"BoolExpr": {"boolop": "AND_EXPR", "args": parts}} if parts else None
+            # (NOT MATCHED BY SOURCE: the target's rows no source row matches; only the action's
+            # own condition filters them)
+            self._where(condition, relation, target, source)
+
+    def _upsert(self, f: dict, relation: Relation | None, target: frozenset[str]) -> None:
+        """``INSERT ... ON CONFLICT DO UPDATE`` updates the rows its new rows collide with: an
+        UPDATE. Its rows are those the INSERT brings: a VALUES list names them one by one (a
+        filter, as ``WHERE id IN (1, 2)``); a SELECT of the table itself with nothing that
+        filters brings every row back (``INSERT INTO t SELECT * FROM t ON CONFLICT DO UPDATE``),
+        and then only the DO UPDATE's own WHERE may filter them."""
+        conflict = _fields(f.get("onConflictClause"))
+        if not isinstance(conflict, dict) or conflict.get("action") != "ONCONFLICT_UPDATE":
+            return
+        self.kinds.add("update")
+        select = _node(f.get("selectStmt"))
+        if relation is None or select is None or select[0] != "SelectStmt" \
+                or not self._brings_every_row(select[1], relation.name):
+            self.where.append(True)  # VALUES, DEFAULT VALUES, rows of other tables: the rows listed
+            return
+        self._where(conflict.get("whereClause"), relation, target, frozenset({"excluded"}))
+
+    def _brings_every_row(self, select: dict, table: str) -> bool:
+        """Whether a SELECT may return every row of the table named ``table``: it reads it
+        (directly, or in a sub-select or join that does) with no WHERE that filters and no LIMIT."""
+        if select.get("op", "SETOP_NONE") != "SETOP_NONE":
+            return any(isinstance(_fields(side), dict) and self._brings_every_row(_fields(side), table)
+                       for side in (select.get("larg"), select.get("rarg")))
+        limit = select.get("limitCount")
+        if limit is not None:
+            is_const, value = self.const(limit)
+            if is_const and value is not None:
+                return False
+        names: set[str] = set()
+        items = list(select.get("fromClause", []) or [])
+        while items:
+            n = _node(items.pop())
+            if n is None:
+                continue
+            name, f = n
+            if name == "RangeVar" and f.get("relname") == table:
+                names.add(table)
+                alias = f.get("alias")
+                if isinstance(alias, dict):
+                    names.add(alias.get("aliasname", ""))
+            elif name == "JoinExpr":
+                items += [f.get("larg"), f.get("rarg")]
+            elif name == "RangeSubselect":
+                inner = _fields(f.get("subquery"))
+                if isinstance(inner, dict) and self._brings_every_row(inner, table):
+                    names.add((f.get("alias") or {}).get("aliasname", "") or table)
+        if not names:
+            return False
+        where = select.get("whereClause")
+        return where is None or not self.filters(where, frozenset(names), None, frozenset())
 
     def _relation(self, fields: dict, scope: tuple, written: bool) -> None:
         schema = fields.get("schemaname") or None
@@ -865,7 +1066,15 @@ class _Walker:
             if left_refs and left_refs <= SYSTEM_COLUMNS and not right_refs and kind == "AEXPR_OP":
                 return _X
             return _X
-        if kind == "AEXPR_OP" and op in ("=", "<>", "!=", "<", ">", "<=", ">="):
+        if kind == "AEXPR_OP" and op == "=" and (_bare_null(left) or _bare_null(right)):
+            # With transform_null_equals on (any session may set it), ``x = NULL`` is ``x IS
+            # NULL``, and ``NULL = NULL`` true: read as the setting may make the server read it.
+            self.constants_read = True  # (a NULL where another text has a value: not alike)
+            other = right if _bare_null(left) else left
+            return self._truth({"NullTest": {"arg": other, "nulltesttype": "IS_NULL"}}, target)
+        if kind == "AEXPR_OP" and op in ("=", "<>", "!=", "<", ">", "<=", ">=") and left is not None \
+                and right is not None and _is_constant(left, False) and _is_constant(right, False):
+            # (two constants: only then are their values read, and marked as mattering)
             lc, lv = self.const(left)
             rc, rv = self.const(right)
             if lc and rc:
@@ -899,7 +1108,11 @@ class _Walker:
                     if any(_node_name(x) == "A_Star" for x in f.get("fields", [])):
                         found.add("*")
                 elif len(fields) == 1:
-                    found.add(fields[0])
+                    column = fields[0]
+                    if column in self.shadowed and column not in SYSTEM_COLUMNS:
+                        continue
+                    if self.target_columns is None or column in self.target_columns:
+                        found.add(column)
                 elif fields[0] in target or (len(fields) >= 3 and fields[1] in target):
                     found.add(fields[-1])
             elif name == "SubLink":
@@ -955,6 +1168,39 @@ class _Walker:
         if isinstance(alias, dict):
             names.add(alias.get("aliasname", ""))
         return self._truth(where, frozenset(names)) not in (_X, _F)
+
+
+def _bare_null(e: Any) -> bool:
+    """A NULL written as such (not cast): what transform_null_equals rewrites ``= NULL`` for."""
+    n = _node(e)
+    return n is not None and n[0] == "A_Const" and bool(n[1].get("isnull"))
+
+
+def _output_names(select: dict) -> list[str]:
+    """The names of a SELECT's output columns that its text gives (``AS x``, a column's name)."""
+    if select.get("op", "SETOP_NONE") != "SETOP_NONE":
+        left = _fields(select.get("larg"))
+        return _output_names(left) if isinstance(left, dict) else []
+    if select.get("valuesLists"):
+        width = len((select["valuesLists"][0] or {}).get("List", {}).get("items", [])) \
+            if isinstance(select["valuesLists"][0], dict) else 0
+        return [f"column{i}" for i in range(1, width + 1)]
+    names = []
+    for item in select.get("targetList", []) or []:
+        t = (_node(item) or ("", {}))[1]
+        if t.get("name"):
+            names.append(t["name"])
+            continue
+        v = _node(t.get("val"))
+        if v is not None and v[0] == "ColumnRef":
+            fields = _names(v[1].get("fields", []))
+            if fields:
+                names.append(fields[-1])
+        elif v is not None and v[0] == "FuncCall":
+            fields = _names(v[1].get("funcname", []))
+            if fields:
+                names.append(fields[-1])
+    return names
 
 
 _SUBLINK = frozenset({"SubLink"})
@@ -1055,9 +1301,14 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
         except ParseError:
             return UNPARSABLE
     walker = _Walker(lexer)
+    names: set[str] = set()
     for function in tree if isinstance(tree, list) else [tree]:
         for datum in (_node(function) or ("", {}))[1].get("datums", []) or []:
             walker.plpgsql_variable(datum)
+            refname = (_node(datum) or ("", {}))[1].get("refname")
+            if isinstance(refname, str):
+                names.add(refname)
+    variables = frozenset(names)
     stack: list = [tree]
     while stack:
         item = stack.pop()
@@ -1086,20 +1337,20 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
                     stack.append(v)
             continue
         if n is not None and n[0] == "PLpgSQL_expr":
-            walker.merge(_plpgsql_expr(n[1], lexer))
+            walker.merge(_plpgsql_expr(n[1], lexer, variables))
             continue
         stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
     return walker.result()
 
 
-def _plpgsql_expr(f: dict, lexer: LexerSettings) -> Syntax:
+def _plpgsql_expr(f: dict, lexer: LexerSettings, variables: frozenset[str] = frozenset()) -> Syntax:
     """A PL/pgSQL expression or assignment, parsed in the mode the server parses it in
     (``parseMode``: libpg_query's, the server's ``RawParseMode``), never by cutting its text:
     ``x = f($a$:=$a$)`` is an assignment of ``f(...)`` whatever the ``:=`` inside its literal."""
     text = f.get("query", "")
     mode = f.get("parseMode", PARSE_DEFAULT)
     if mode == PARSE_DEFAULT:
-        return syntax_of(text, lexer)
+        return syntax_of(text, lexer, variables)
     if mode == PARSE_TYPE_NAME:
         return Syntax(frozenset())
     try:
@@ -1126,9 +1377,9 @@ def _plpgsql_expr(f: dict, lexer: LexerSettings) -> Syntax:
     else:
         return UNPARSABLE
     try:
-        return _walk_tree({"stmts": [{"stmt": query}]}, lexer)
+        return _walk_tree({"stmts": [{"stmt": query}]}, lexer, variables)
     except RecursionError:
-        return deep(lambda: _walk_tree({"stmts": [{"stmt": query}]}, lexer))
+        return deep(lambda: _walk_tree({"stmts": [{"stmt": query}]}, lexer, variables))
 
 
 def _plpgsql_literal(expr_text: str, lexer: LexerSettings) -> str | None:

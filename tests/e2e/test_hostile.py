@@ -328,6 +328,18 @@ CASES = [
     refused("plpgsql", "DO $d$ DECLARE x text; BEGIN x = public.purge()::text || $a$:=$a$ || $a$y$a$; "
             "END $d$", policy="nowrite"),
     refused("plpgsql", "DO $d$ DECLARE x int[]; BEGIN x[nextval($f$public.s$f$)] := 1; END $d$"),
+    # ---------------------------------------------- writes of every row in other words (red team, 12-06)
+    refused("where", "MERGE INTO things t USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE"),
+    refused("where", "MERGE INTO things t USING (SELECT 1) s ON true WHEN MATCHED THEN UPDATE SET n = 0"),
+    refused("where", "INSERT INTO things SELECT id, 0 FROM things ON CONFLICT (id) DO UPDATE SET n = 0"),
+    # an unqualified name that is not the table's column: a constant for every row
+    refused("where", "DELETE FROM things USING (SELECT 1 AS x) s WHERE x = 1"),
+    refused("where", "UPDATE things SET n = 0 FROM (VALUES (1)) AS v(k) WHERE k = 1"),
+    refused("where", "DELETE FROM things USING pg_class WHERE relname = 'pg_class'"),
+    refused("where", "DO $$ DECLARE k int := 1; BEGIN DELETE FROM things WHERE k = 1; END $$"),
+    refused("where", "DO $$ #variable_conflict use_variable\nDECLARE n int := 1; BEGIN DELETE FROM things "
+            "WHERE n = 1; END $$"),
+    refused("where", "DELETE FROM things WHERE id = 3 OR NULL = NULL", setup=("SET transform_null_equals = on",)),
     # ---------------------------------------------------------------- 2: calls without call syntax
     refused("2", "SELECT ('/etc/passwd'::text).pg_read_file"),
     refused("2", "SELECT x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) AS q"),
@@ -490,7 +502,10 @@ CASES = [
     refused("6", "UPDATE things AS t SET n = 0 WHERE t.id = t.id"),
     refused("6", "WITH d AS (DELETE FROM things WHERE true RETURNING *) SELECT * FROM d"),
     refused("6", "EXPLAIN ANALYZE DELETE FROM things WHERE 1 = 1"),
-    allowed("6", "DELETE FROM things WHERE id = 3 OR NULL = NULL", changes={"things": 4, "things_sum": 12}),
+    # (with transform_null_equals off, as here, only id 3; but any session may turn it on, and then
+    # `NULL = NULL` is true: read as it may be read, a false alarm on text no one needs)
+    refused("6", "DELETE FROM things WHERE id = 3 OR NULL = NULL"),
+    allowed("6", "DELETE FROM things WHERE id = 3 OR NULL::int = NULL::int", changes={"things": 4, "things_sum": 12}),
     allowed("6", "UPDATE things SET n = 0 WHERE id = 3 OR false", changes={"things_sum": 12}),
     allowed("6", "DELETE FROM things WHERE id IN (1, 2)", changes={"things": 3, "things_sum": 12}),
     allowed("6", "SELECT * FROM things WHERE id BETWEEN 1 AND 3"),

@@ -113,6 +113,13 @@ GAPS = [
     pytest.param("EXPLAIN (ANALYZE false, ANALYZE true) DELETE FROM t", {"explain", "delete"},
                  id="10-explain-last-analyze-wins"),
     pytest.param("SELECT * FROM t WHERE id BETWEEN 1 AND 3", {"select"}, id="10-between-false-alarm"),
+    # MERGE's actions and ON CONFLICT DO UPDATE are the writes they are
+    pytest.param("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE", {"merge", "delete"}, id="merge-delete"),
+    pytest.param("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN UPDATE SET n = 0 "
+                 "WHEN NOT MATCHED THEN INSERT VALUES (u.id)", {"merge", "update", "insert"}, id="merge-update"),
+    pytest.param("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DO NOTHING", {"merge"}, id="merge-nothing"),
+    pytest.param("INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET n = 1", {"insert", "update"}, id="upsert"),
+    pytest.param("INSERT INTO t VALUES (1) ON CONFLICT DO NOTHING", {"insert"}, id="upsert-nothing"),
 ]
 
 
@@ -122,7 +129,35 @@ def test_exact_kinds(sql, kinds):
 
 
 WHERE = [
-    ("DELETE FROM t WHERE id = 3 OR NULL = NULL", True),
+    ("DELETE FROM t WHERE id = 3 OR NULL = NULL", False),  # transform_null_equals = on: true
+    # MERGE's and ON CONFLICT's updates and deletes (red team, 2026-12-06)
+    ("MERGE INTO t USING (SELECT 1) s ON true WHEN MATCHED THEN DELETE", False),
+    ("MERGE INTO t USING (SELECT 1) s ON true WHEN MATCHED THEN UPDATE SET n = 0", False),
+    ("MERGE INTO t USING u ON t.id = u.id WHEN MATCHED THEN DELETE", True),
+    ("MERGE INTO t USING (SELECT 1) s ON true WHEN MATCHED AND t.id = 3 THEN DELETE", True),
+    ("MERGE INTO t USING (SELECT 1) s ON true WHEN MATCHED AND t.id = 3 THEN DELETE "
+     "WHEN MATCHED THEN UPDATE SET n = 0", False),
+    ("INSERT INTO t SELECT id, 0 FROM t ON CONFLICT (id) DO UPDATE SET n = 0", False),
+    ("INSERT INTO t SELECT * FROM (SELECT id, 0 FROM t) s ON CONFLICT (id) DO UPDATE SET n = 0", False),
+    ("INSERT INTO t SELECT id, 0 FROM t ON CONFLICT (id) DO UPDATE SET n = 0 WHERE t.n > 5", True),
+    ("INSERT INTO t SELECT id, 0 FROM t WHERE id < 5 ON CONFLICT (id) DO UPDATE SET n = 0", True),
+    ("INSERT INTO t VALUES (1, 0), (2, 0) ON CONFLICT (id) DO UPDATE SET n = excluded.n", True),
+    # unqualified names that cannot be the written table's columns
+    ("DELETE FROM t USING (SELECT 1 AS x) s WHERE x = 1", False),
+    ("DELETE FROM t USING (SELECT 1) s(x) WHERE x = 1", False),
+    ("UPDATE t SET n = 0 FROM (VALUES (1)) AS v(k) WHERE k = 1", False),
+    ("UPDATE t SET n = 0 FROM generate_series(1, 1) k WHERE k = 1", False),
+    ("UPDATE t SET n = 0 FROM (VALUES (1)) AS v(k) WHERE k = id", True),
+    ("DO $$ DECLARE k int := 1; BEGIN DELETE FROM t WHERE k = 1; END $$", False),
+    ("DO $$ DECLARE k int := 1; BEGIN DELETE FROM t WHERE id = k; END $$", True),
+    # ... and the catalog's columns decide (pg_class has relname, no column named flag)
+    ("DELETE FROM pg_class USING t WHERE flag = 1", False),
+    ("DELETE FROM pg_class USING t WHERE relname = 'x'", True),
+    ("DELETE FROM pg_class USING t WHERE relname = 'x' OR flag = 1", False),
+    ("DELETE FROM pg_class USING t WHERE relname = 'x' AND flag = 1", True),
+    ("CREATE FUNCTION f(flag int) RETURNS void LANGUAGE sql AS 'DELETE FROM pg_class WHERE flag = 1'; SELECT f(1)",
+     False),
+    ("DELETE FROM t WHERE id = 3 OR NULL::int = NULL::int", True),  # (a cast NULL is not rewritten)
     ("DELETE FROM t WHERE id = 3 OR false", True),
     ("DELETE FROM t WHERE NOT (id <> id)", False),
     ("DELETE FROM t WHERE id + 0 = id + 0", False),

@@ -29,6 +29,13 @@ REDEFINES = frozenset({"ddl", "do", "call", "unknown"})
 # names prepared statements, cursors, settings and roles. (`pgwarden.sql.lineage.NAMING_KINDS`)
 NAMING_KINDS = frozenset({"prepare", "cursor", "set", "role", "unknown"})
 
+#: The planner's statistics: sampled values of every analysed column of every table (most common
+#: values, histogram bounds), named by schema, table and column in the rows, not by the statement.
+#: Reading them reads every table (a table rule's concern), and may show any column (masking's).
+STATISTICS_RELATIONS = frozenset({
+    "pg_catalog.pg_statistic", "pg_catalog.pg_statistic_ext_data", "pg_catalog.pg_stats", "pg_catalog.pg_stats_ext",
+    "pg_catalog.pg_stats_ext_exprs"})
+
 # `Analysis.effects`' bits: what the decision tests of every allowed statement, read at once.
 #: `Analysis.changes_catalog`
 CHANGES_CATALOG = 1

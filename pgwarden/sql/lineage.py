@@ -29,6 +29,7 @@ from pglast.parser import ParseError
 
 from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import NAMING_KINDS as _NAMING_KINDS
+from pgwarden.sql.analysis import STATISTICS_RELATIONS
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
 from pgwarden.sql.syntax import SYSTEM_COLUMNS
@@ -139,10 +140,8 @@ def reveals_values(source: str) -> bool:
 
 # The relations and views whose rows hold such values, as a statement's analysis names them
 # (`Analysis.tables`: a view and its base relations).
-_REVEALING_RELATIONS = frozenset({
-    "pg_catalog.pg_statistic", "pg_catalog.pg_statistic_ext_data", "pg_catalog.pg_stats", "pg_catalog.pg_stats_ext",
-    "pg_catalog.pg_stats_ext_exprs", "pg_catalog.pg_stat_activity", "pg_catalog.pg_prepared_statements",
-    "pg_catalog.pg_cursors"})
+_REVEALING_RELATIONS = STATISTICS_RELATIONS | {
+    "pg_catalog.pg_stat_activity", "pg_catalog.pg_prepared_statements", "pg_catalog.pg_cursors"}
 
 
 def names_revealing(tables: Iterable[str], functions: Iterable[str]) -> bool:

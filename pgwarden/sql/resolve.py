@@ -32,7 +32,7 @@ from __future__ import annotations
 import attrs
 
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
-from pgwarden.sql.analysis import REDEFINES, Analysis
+from pgwarden.sql.analysis import REDEFINES, STATISTICS_RELATIONS, Analysis
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.syntax import COMPUTED, Call, Syntax, WhereCheck
 
@@ -92,6 +92,10 @@ SQL_TEXT_FUNCTIONS = frozenset({
     "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
     "dblink", "dblink_exec", "dblink_send_query", "dblink_open", "crosstab", "crosstab2", "crosstab3",
     "crosstab4", "connectby",
+    # ... or build from the name of a relation they read (`syntax._RELATION_READERS`)
+    "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+    "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
+    "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
 })
 # Settings that give a transaction the right to write.
 READ_ONLY_SETTINGS = frozenset({"transaction_read_only", "default_transaction_read_only"})
@@ -577,7 +581,20 @@ class _Resolver:
             if rel.name in ("pg_file_settings", "pg_hba_file_rules", "pg_ident_file_mappings") and \
                     rel.schema in (None, "pg_catalog"):
                 kinds.add("server_files")
+        if tables & STATISTICS_RELATIONS:
+            # the statistics hold sampled values of every table's columns (after an ANALYZE any
+            # session may run): reading them reads every table, for the rules that name tables
+            tables |= self._tables_with_statistics()
         return tables, writes
+
+    def _tables_with_statistics(self) -> set[str]:
+        """Every relation of the database's own whose values the planner's statistics may hold."""
+        known = self.catalog.derived.get("tables_with_statistics")
+        if known is None:
+            known = self.catalog.derived["tables_with_statistics"] = frozenset(
+                f"{_schema(r.schema)}.{r.name}" for r in self.catalog.relations
+                if r.kind in ("r", "p", "m", "f") and r.schema not in ("pg_catalog", "information_schema", "pg_toast"))
+        return set(known)
 
     def _effects(self, facts: RelationFacts, written: bool, storing: bool, cascading: bool, kinds: set[str],
                  functions: set[str], nested: list, seen: set[int], truncating: bool = False) -> None:

@@ -848,6 +848,8 @@ class _Walker:
                     literal_sql.append(inner)
             elif not _is_constant(arg, parameters=False):
                 computed = True  # (a parameter too: its text is bound at run time, query_to_xml($1))
+        if schema in (None, "pg_catalog") and fname in _RELATION_READERS | _SCHEMA_READERS:
+            literal_sql, computed = self._relation_reader(fname, args)
         # An ordered-set aggregate's WITHIN GROUP (ORDER BY ...) items are arguments too (the
         # catalog counts them: percentile_disc(0.5) WITHIN GROUP (ORDER BY x) takes two).
         nargs = len(args) + (len(f.get("agg_order") or ()) if f.get("agg_within_group") else 0)
@@ -864,6 +866,31 @@ class _Walker:
         for key, value in f.items():
             if key != "funcname" and isinstance(value, (dict, list)):
                 self.expr(value, scope)
+
+    def _relation_reader(self, fname: str, args: list) -> tuple[list[Syntax], bool]:
+        """What a function that reads a relation named by its argument runs, as SQL: the
+        statement it builds (``table_to_xml('secret.t', ...)`` is ``SELECT * FROM secret.t``,
+        tablefunc's ``connectby('t', 'id', 'parent', ...)`` splices its field names into a
+        SELECT of ``t``). A name or field that is not one plain name or expression makes it
+        computed (`unknown`); so does a schema or a whole database read (``schema_to_xml``,
+        ``database_to_xml``: every table of it, more than a statement names)."""
+        if fname in _SCHEMA_READERS:
+            return [], True
+        texts = [self.text(_fields(a).get("arg") if _node_name(a) == "NamedArgExpr" else a) for a in args]
+        name = texts[0] if texts else None
+        if name is None or not _one_plain_relation(f"SELECT * FROM {name}", self.lexer):
+            return [], True
+        table = syntax_of(f"SELECT * FROM {name}", self.lexer)
+        if fname != "connectby":
+            return [table], False
+        # connectby(relname, keyid_fld, parent_keyid_fld, [orderby_fld,] start_with, max_depth
+        # [, branch_delim]): every text after the relation's name read as a field expression (the
+        # start value too: quoted by the function, harmless as an expression)
+        fields = [t for t in texts[1:] if t is not None]
+        if any(not _one_expression(t, self.lexer) for t in fields):
+            return [], True
+        built = syntax_of(f"SELECT {', '.join(fields) or '*'} FROM {name}", self.lexer)
+        return [built], built is UNPARSABLE
 
     def _operator(self, f: dict, scope: tuple) -> None:
         parts = _names(f.get("name", []))
@@ -1168,6 +1195,48 @@ class _Walker:
         if isinstance(alias, dict):
             names.add(alias.get("aliasname", ""))
         return self._truth(where, frozenset(names)) not in (_X, _F)
+
+
+#: Functions that read the rows of a relation whose name they take as their first argument
+#: (text or regclass), and functions that read every relation of a schema or database.
+_RELATION_READERS = frozenset({"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "connectby"})
+_SCHEMA_READERS = frozenset({"schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
+                             "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema"})
+
+
+def _one_plain_relation(sql: str, lexer: LexerSettings) -> bool:
+    """``SELECT * FROM <name>`` where the name is one relation and nothing else."""
+    try:
+        tree = parse_tree(sql, lexer)
+    except ParseError:
+        return False
+    stmts = tree.get("stmts", [])
+    if len(stmts) != 1:
+        return False
+    select = _node(stmts[0].get("stmt"))
+    if select is None or select[0] != "SelectStmt":
+        return False
+    f = select[1]
+    if set(f) - {"targetList", "fromClause", "limitOption", "op"}:
+        return False
+    froms = f.get("fromClause") or []
+    return len(froms) == 1 and _node_name(froms[0]) == "RangeVar" and not _fields(froms[0]).get("alias")
+
+
+def _one_expression(text: str, lexer: LexerSettings) -> bool:
+    """``text`` is one expression (what a function splices into a SELECT list)."""
+    try:
+        tree = parse_tree(f"SELECT {text}", lexer)
+    except ParseError:
+        return False
+    stmts = tree.get("stmts", [])
+    if len(stmts) != 1:
+        return False
+    select = _node(stmts[0].get("stmt"))
+    if select is None or select[0] != "SelectStmt":
+        return False
+    f = select[1]
+    return not set(f) - {"targetList", "limitOption", "op"} and len(f.get("targetList") or []) == 1
 
 
 def _bare_null(e: Any) -> bool:

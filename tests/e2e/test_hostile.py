@@ -340,6 +340,24 @@ CASES = [
     refused("where", "DO $$ #variable_conflict use_variable\nDECLARE n int := 1; BEGIN DELETE FROM things "
             "WHERE n = 1; END $$"),
     refused("where", "DELETE FROM things WHERE id = 3 OR NULL = NULL", setup=("SET transform_null_equals = on",)),
+    # ------------------------------------ relations named by a function's argument (red team, 12-06)
+    refused("named", "SELECT table_to_xml('secret.things'::regclass, true, false, '')"),
+    refused("named", "SELECT table_to_xml_and_xmlschema('secret.things', true, false, '')"),
+    refused("named", "SELECT table_to_xml('app.notes', true, false, '')"),
+    refused("named", "SELECT table_to_xml('public.leak', true, false, '')"),
+    refused("named", "SELECT table_to_xml('public.file_peek', true, false, '')"),
+    refused("named", "SELECT table_to_xml('public.purging', true, false, '')", policy="nowrite"),
+    refused("named", "SELECT table_to_xml(relname::regclass, true, false, '') FROM pg_class WHERE relname = 'leak'"),
+    refused("named", "SELECT schema_to_xml('secret', true, false, '')"),
+    refused("named", "SELECT schema_to_xml('public', true, false, '') IS NOT NULL", policy="nowrite"),
+    refused("named", "SELECT database_to_xml(true, false, '') IS NOT NULL"),
+    refused("named", "SELECT * FROM connectby('secret.things', 'id', 'n', '1', 0) AS t(id int, n int, level int)"),
+    refused("named", "SELECT * FROM connectby('things', 'id', 'public.purge()', '1', 0) AS t(id int, n bigint, "
+            "level int)", policy="nowrite"),
+    allowed("named", "SELECT table_to_xml('things', true, false, '')"),
+    # the planner's statistics hold every analysed table's values
+    refused("named", "SELECT histogram_bounds::text FROM pg_stats WHERE schemaname = 'secret'", setup=("ANALYZE",)),
+    refused("named", "SELECT s.most_common_vals::text FROM pg_catalog.pg_stats AS s", setup=("ANALYZE",)),
     # ---------------------------------------------------------------- 2: calls without call syntax
     refused("2", "SELECT ('/etc/passwd'::text).pg_read_file"),
     refused("2", "SELECT x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) AS q"),

@@ -14,7 +14,15 @@ from typing import Any
 import attrs
 
 from pgwarden.catalog import queries
-from pgwarden.catalog.model import CastFacts, Catalog, FunctionFacts, OperatorFacts, RelationFacts, TypeFacts
+from pgwarden.catalog.model import (
+    EFFECT_KINDS,
+    CastFacts,
+    Catalog,
+    FunctionFacts,
+    OperatorFacts,
+    RelationFacts,
+    TypeFacts,
+)
 
 KINDS = tuple(queries.COLUMNS)
 
@@ -183,8 +191,8 @@ def build_catalog(
         column_types.setdefault(relation, []).append(type_oid)
     effects: dict[int, list[tuple[str, int]]] = {}
     for relation, kind, target in rows.effects:
-        if kind not in ("t", "d", "p", "c", "r", "i"):
-            raise CatalogShapeError(f"an effect of kind {kind!r} (expected 't', 'd', 'p', 'c', 'r' or 'i')")
+        if kind not in EFFECT_KINDS:
+            raise CatalogShapeError(f"an effect of kind {kind!r} (expected one of {', '.join(EFFECT_KINDS)})")
         effects.setdefault(relation, []).append((kind, target))
     rules: dict[int, list[str]] = {}
     for relation, definition in rows.rules:

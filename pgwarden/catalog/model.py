@@ -88,10 +88,17 @@ class RelationFacts:
     # a trigger's function, 'd' a function of a column's default or generated expression, 'p' a
     # function of a row-level security policy, 'c' a table a foreign key's cascading action writes
     # ('r' one whose foreign key has no such action: TRUNCATE ... CASCADE empties it too),
-    # 'i' a partition or inheritance child (reading or writing the table reaches its rows).
+    # 'i' a partition or inheritance child (reading or writing the table reaches its rows), 'x' a
+    # function its indexes' expressions or predicates call (on every row stored, and by ANALYZE,
+    # REINDEX, VACUUM FULL, CLUSTER); 'd' also a CHECK constraint's or partition key's function;
+    # 'F' (OID 0) a foreign table that reads a server file, 'X' (OID 0) one that runs a program.
     effects: tuple[tuple[str, int], ...] = ()
     # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.
     rules: tuple[str, ...] = ()
+
+
+#: The kinds of `RelationFacts.effects`.
+EFFECT_KINDS = ("t", "d", "p", "c", "r", "i", "x", "F", "X")
 
 
 @attrs.frozen

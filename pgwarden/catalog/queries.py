@@ -155,41 +155,6 @@ WHERE d.refclassid = 'pg_type'::regclass AND d.classid = 'pg_class'::regclass AN
   AND d.deptype = 'n'
 ORDER BY 1, 2"""
 
-# What a statement runs without naming it, from the server's own records: triggers (less the
-# internal ones of foreign keys, which run the built-in RI_FKey functions: their effect is the
-# 'c' rows), the functions column defaults and RLS policies call (pg_depend: a default or a
-# policy records a dependency on each function of the database's own it calls; built-ins are
-# pinned and not recorded), the tables a foreign key's cascading action writes, and a table's
-# partitions and inheritance children (pg_inherits: what reads and writes of it reach).
-EFFECTS = """
-SELECT DISTINCT * FROM (
-    SELECT t.tgrelid::int8 AS relation, 't' AS kind, t.tgfoid::int8 AS target
-    FROM pg_trigger AS t
-    WHERE NOT t.tgisinternal
-    UNION ALL
-    SELECT a.adrelid::int8, 'd', d.refobjid::int8
-    FROM pg_attrdef AS a
-    JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass AND d.objid = a.oid
-                       AND d.refclassid = 'pg_proc'::regclass
-    UNION ALL
-    SELECT p.polrelid::int8, 'p', d.refobjid::int8
-    FROM pg_policy AS p
-    JOIN pg_class AS c ON c.oid = p.polrelid AND c.relrowsecurity
-    JOIN pg_depend AS d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
-                       AND d.refclassid = 'pg_proc'::regclass
-    UNION ALL
-    SELECT k.confrelid::int8,
-           CASE WHEN k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd') THEN 'c' ELSE 'r' END,
-           k.conrelid::int8
-    FROM pg_constraint AS k
-    WHERE k.contype = 'f'
-    UNION ALL
-    SELECT i.inhparent::int8, 'i', i.inhrelid::int8
-    FROM pg_inherits AS i
-    JOIN pg_class AS c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
-) AS e
-ORDER BY 1, 2, 3"""
-
 AGGREGATES = f"""
 SELECT DISTINCT a.aggfnoid::int8 AS aggregate, f.oid::int8 AS function
 FROM pg_aggregate AS a
@@ -226,6 +191,83 @@ _OPERATORS = ", ".join(f"'{field}'" for field in _OPERATOR_FIELDS)
 # The references to functions and operators in a stored expression tree (pg_node_tree as text):
 # m[1] the field, m[2] the OID.
 _TREE_REFS = ":({fields}) (\\d+)".format(fields="|".join(_FUNCTION_FIELDS + _OPERATOR_FIELDS))
+# The stored expression trees a table's rows go through (see EFFECTS): relation, kind, tree.
+_STORED_TREES = """(
+        SELECT k.conrelid AS relation, 'd' AS kind, k.conbin::text AS tree
+        FROM pg_constraint AS k WHERE k.conrelid <> 0 AND k.contype = 'c'
+        UNION ALL
+        SELECT a.adrelid, 'd', a.adbin::text FROM pg_attrdef AS a
+        UNION ALL
+        SELECT p.partrelid, 'd', p.partexprs::text FROM pg_partitioned_table AS p WHERE p.partexprs IS NOT NULL
+        UNION ALL
+        SELECT i.indrelid, 'x', i.indexprs::text FROM pg_index AS i WHERE i.indexprs IS NOT NULL
+        UNION ALL
+        SELECT i.indrelid, 'x', i.indpred::text FROM pg_index AS i WHERE i.indpred IS NOT NULL
+    )"""
+
+# What a statement runs without naming it, from the server's own records: triggers (less the
+# internal ones of foreign keys, which run the built-in RI_FKey functions: their effect is the
+# 'c' rows), the functions column defaults and RLS policies call (pg_depend: a default or a
+# policy records a dependency on each function of the database's own it calls; built-ins are
+# pinned and not recorded), the tables a foreign key's cascading action writes, and a table's
+# partitions and inheritance children (pg_inherits: what reads and writes of it reach). And what
+# a row stored runs besides its defaults, read from the stored expression trees as the views'
+# are (pg_depend records no call of a pinned function: `CHECK (pg_terminate_backend(1) OR true)`):
+# the table's CHECK constraints, its partition key's expressions and its defaults ('d'), its
+# indexes' expressions and predicates ('x': also run by ANALYZE, REINDEX, VACUUM FULL, CLUSTER).
+# A foreign table of file_fdw (whatever its wrapper's name: by its handler) reads a server file
+# ('F') or runs a program ('X', its `program` option) whenever it is read.
+EFFECTS = f"""
+SELECT DISTINCT * FROM (
+    SELECT t.tgrelid::int8 AS relation, 't' AS kind, t.tgfoid::int8 AS target
+    FROM pg_trigger AS t
+    WHERE NOT t.tgisinternal
+    UNION ALL
+    SELECT a.adrelid::int8, 'd', d.refobjid::int8
+    FROM pg_attrdef AS a
+    JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass AND d.objid = a.oid
+                       AND d.refclassid = 'pg_proc'::regclass
+    UNION ALL
+    SELECT p.polrelid::int8, 'p', d.refobjid::int8
+    FROM pg_policy AS p
+    JOIN pg_class AS c ON c.oid = p.polrelid AND c.relrowsecurity
+    JOIN pg_depend AS d ON d.classid = 'pg_policy'::regclass AND d.objid = p.oid
+                       AND d.refclassid = 'pg_proc'::regclass
+    UNION ALL
+    SELECT k.confrelid::int8,
+           CASE WHEN k.confdeltype IN ('c', 'n', 'd') OR k.confupdtype IN ('c', 'n', 'd') THEN 'c' ELSE 'r' END,
+           k.conrelid::int8
+    FROM pg_constraint AS k
+    WHERE k.contype = 'f'
+    UNION ALL
+    SELECT i.inhparent::int8, 'i', i.inhrelid::int8
+    FROM pg_inherits AS i
+    JOIN pg_class AS c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
+    UNION ALL
+    SELECT refs.relation::int8, refs.kind,
+           CASE WHEN refs.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE refs.ref END::int8
+    FROM (
+        SELECT x.relation, x.kind, m[1] AS field, m[2]::oid AS ref
+        FROM {_STORED_TREES} AS x, regexp_matches(x.tree, '{_TREE_REFS}', 'g') AS m
+        UNION ALL
+        SELECT x.relation, x.kind, 'opno', n::oid
+        FROM {_STORED_TREES} AS x, regexp_matches(x.tree, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
+             regexp_split_to_table(btrim(m[1]), ' ') AS n
+    ) AS refs
+    LEFT JOIN pg_operator AS o ON refs.field IN ({_OPERATORS}) AND o.oid = refs.ref
+    WHERE refs.ref <> 0 AND (refs.field NOT IN ({_OPERATORS}) OR o.oprcode <> 0)
+    UNION ALL
+    SELECT ft.ftrelid::int8,
+           CASE WHEN EXISTS (SELECT FROM unnest(ft.ftoptions) AS opt WHERE opt LIKE 'program=%') THEN 'X' ELSE 'F' END,
+           0
+    FROM pg_foreign_table AS ft
+    JOIN pg_foreign_server AS s ON s.oid = ft.ftserver
+    JOIN pg_foreign_data_wrapper AS w ON w.oid = s.srvfdw
+    JOIN pg_proc AS h ON h.oid = w.fdwhandler
+    WHERE h.proname = 'file_fdw_handler'
+) AS e
+ORDER BY 1, 2, 3"""
+
 # Reading the trees is the one costly query (about 0.3 ms a view): it is asked only for the
 # views whose rule changed since the last load (`VIEW_RULES` gives each rule's row version:
 # CREATE OR REPLACE VIEW writes a new one), the rest is remembered (`loader.ViewDependencies`).
@@ -347,7 +389,7 @@ SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
 # nothing new. It scans those tables whole: 0.14-0.28 s for 300,000 columns (docs/catalog.md).
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
             "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
-            "pg_inherits")
+            "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table")
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"
     f" AS {table}" for table in _CHANGED)

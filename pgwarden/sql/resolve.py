@@ -129,6 +129,8 @@ class _Resolver:
         # (a body's writes' WHERE, `Analysis.has_where`: a call of a function whose body deletes
         # every row is a DELETE without WHERE to a `where: absent` rule)
         self._body_wheres: dict[int, bool] = {}
+        #: the statement being resolved runs maintenance (its relations' index expressions run)
+        self._maintaining = False
         # what each body does, without its function's own volatility (a trigger's, see `_fires`)
         self._body_only: dict[int, frozenset[str]] = {}
         # a function of the database's own that runs prepares or deallocates (`Analysis.prepares_unseen`)
@@ -547,6 +549,14 @@ class _Resolver:
 
     def _relations(self, syntax: Syntax, kinds: set[str], functions: set[str],
                    nested: list) -> tuple[set[str], set[str]]:
+        saved = self._maintaining  # (a body judged on the way resolves its own statements)
+        try:
+            return self._relations_of(syntax, kinds, functions, nested)
+        finally:
+            self._maintaining = saved
+
+    def _relations_of(self, syntax: Syntax, kinds: set[str], functions: set[str],
+                      nested: list) -> tuple[set[str], set[str]]:
         tables: set[str] = set()
         writes: set[str] = set()
         seen_views: set[int] = set()
@@ -557,6 +567,13 @@ class _Resolver:
         cascading = bool(syntax.kinds & _CASCADING)
         truncating = "truncate" in syntax.kinds  # (TRUNCATE ... CASCADE: every referencing table)
         cascading = cascading or truncating
+        # ANALYZE, REINDEX, VACUUM FULL and CLUSTER compute the indexes' expressions and
+        # predicates of what they name; named nothing, of every table
+        self._maintaining = "maintenance" in syntax.kinds
+        if self._maintaining and not syntax.relations:
+            for facts in self.catalog.relations:
+                if any(kind == "x" for kind, _ in facts.effects):
+                    self._effects(facts, False, False, False, kinds, functions, nested, seen_effects)
         for rel in syntax.relations:
             names = self._qualified(rel.schema, rel.name)
             tables |= names
@@ -605,7 +622,10 @@ class _Resolver:
             return
         seen.add(facts.oid)
         for kind, target in facts.effects:
-            if kind == "p" or written and (kind == "t" or kind == "d" and storing):
+            if kind in ("F", "X"):  # file_fdw: any use reads its file or runs its program
+                kinds.add("server_files" if kind == "F" else "copy_program")
+            elif kind == "p" or written and (kind == "t" or kind in ("d", "x") and storing) \
+                    or kind == "x" and self._maintaining:
                 self._fires(target, kind != "t", kinds, functions, nested)
             elif kind == "i":  # (`ONLY t` reaches no child: counted all the same)
                 child = self.catalog.relation(target)

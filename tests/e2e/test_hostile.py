@@ -225,6 +225,31 @@ ALTER FUNCTION public.helper_ok() OWNER TO {APP_USER};
 CREATE FUNCTION public.trig_calls() RETURNS trigger LANGUAGE plpgsql
     AS $$ BEGIN PERFORM public.helper_ok(); RETURN NULL; END $$;
 ALTER OPERATOR public.=== (int, int) OWNER TO {APP_USER};
+-- what a row stored or a maintenance statement runs besides defaults and triggers (red team,
+-- 2026-12-06): a CHECK constraint, an expression index, a partial index's predicate; the function
+-- deletes only when the case's session arms it (SET hostile.armed = on), so the set-up does not
+CREATE FUNCTION public.wipe_if_armed() RETURNS boolean LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things WHERE current_setting('hostile.armed', true) = 'on'
+                     RETURNING 1) SELECT true $$;
+CREATE TABLE public.checked_t (a int CHECK (public.wipe_if_armed()));
+CREATE FUNCTION public.idx_f(int) RETURNS int LANGUAGE sql IMMUTABLE
+    AS 'SELECT $1 + CASE WHEN public.wipe_if_armed() THEN 0 ELSE 0 END';
+CREATE TABLE public.indexed (a int);
+INSERT INTO public.indexed VALUES (1);
+CREATE INDEX indexed_expr ON public.indexed ((public.idx_f(a)));
+CREATE FUNCTION public.idx_p(int) RETURNS boolean LANGUAGE sql IMMUTABLE
+    AS 'SELECT $1 > 0 AND public.wipe_if_armed()';
+CREATE TABLE public.partial_t (a int);
+CREATE INDEX partial_idx ON public.partial_t (a) WHERE public.idx_p(a);
+ALTER TABLE public.checked_t OWNER TO {APP_USER};
+ALTER TABLE public.indexed OWNER TO {APP_USER};
+ALTER TABLE public.partial_t OWNER TO {APP_USER};
+-- foreign tables of file_fdw: a server file, a program
+CREATE EXTENSION file_fdw;
+CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
+CREATE FOREIGN TABLE public.host_file (line text) SERVER files OPTIONS (filename '/etc/hostname', format 'text');
+CREATE FOREIGN TABLE public.host_prog (line text) SERVER files OPTIONS (program 'touch {MARKER}; echo hi');
+GRANT SELECT ON public.host_file, public.host_prog TO {APP_USER};
 """
 RESET = """
 DELETE FROM public.things; INSERT INTO public.things SELECT g, g FROM generate_series(1, 5) g;
@@ -356,8 +381,24 @@ CASES = [
             "level int)", policy="nowrite"),
     allowed("named", "SELECT table_to_xml('things', true, false, '')"),
     # the planner's statistics hold every analysed table's values
-    refused("named", "SELECT histogram_bounds::text FROM pg_stats WHERE schemaname = 'secret'", setup=("ANALYZE",)),
-    refused("named", "SELECT s.most_common_vals::text FROM pg_catalog.pg_stats AS s", setup=("ANALYZE",)),
+    refused("named", "SELECT histogram_bounds::text FROM pg_stats WHERE schemaname = 'secret'",
+            setup=("ANALYZE public.things",)),
+    refused("named", "SELECT s.most_common_vals::text FROM pg_catalog.pg_stats AS s", setup=("ANALYZE public.things",)),
+    # ---------------------------- what a row stored or a maintenance statement runs (red team, 12-06)
+    refused("stored", "INSERT INTO checked_t VALUES (1)", setup=("SET hostile.armed = on",)),
+    refused("stored", "INSERT INTO indexed VALUES (2)", setup=("SET hostile.armed = on",)),
+    refused("stored", "INSERT INTO partial_t VALUES (1)", setup=("SET hostile.armed = on",)),
+    refused("stored", "UPDATE checked_t SET a = 2 WHERE a = 1", setup=("SET hostile.armed = on",)),
+    refused("stored", "ANALYZE public.indexed", policy="nowrite", setup=("SET hostile.armed = on",)),
+    refused("stored", "REINDEX TABLE public.indexed", policy="nowrite", setup=("SET hostile.armed = on",)),
+    refused("stored", "VACUUM FULL public.indexed", policy="nowrite", protocols=SIMPLE,
+            setup=("SET hostile.armed = on",)),
+    refused("stored", "ANALYZE", policy="nowrite", setup=("SET hostile.armed = on",)),
+    refused("stored", "SELECT * FROM host_file"),
+    refused("stored", "SELECT * FROM host_prog"),
+    refused("stored", "SELECT * FROM host_prog", policy="nowrite"),
+    refused("stored", "SELECT * FROM host_prog", policy="readonly"),
+    allowed("stored", "ANALYZE public.things", policy="nowrite"),
     # ---------------------------------------------------------------- 2: calls without call syntax
     refused("2", "SELECT ('/etc/passwd'::text).pg_read_file"),
     refused("2", "SELECT x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) AS q"),

@@ -143,6 +143,10 @@ class ColumnMask:
     #: the masker returns unchanged every value this rejects (`pgwarden.mask_rows.Prefilter`, a
     #: detector's): such values are not asked about
     prefilter: Prefilter | None = attrs.field(default=None, eq=False)
+    #: NULL is masked too (the masker is given None): an output computed from a masked value,
+    #: whose NULL-ness would say something of it (``nullif(substr(ssn, 1, 1), '8')`` is NULL
+    #: exactly when the first digit is 8). A masked column itself keeps its NULLs.
+    nulls: bool = False
 
 
 @attrs.frozen
@@ -208,14 +212,15 @@ def row_transform(shape: m.RowDescription, masks: Mapping[int, ColumnMask | Mask
     A masker's answer depends on the value alone, so answers are remembered per column while
     its values repeat; one whose ``constant`` is set is asked once, and values a detector's
     ``prefilter`` rejects are not asked about. NULL is given to plain `Masker`s of contract v1
-    only; otherwise NULL stays NULL.
+    and to masks that mask NULL too (``nulls``); otherwise NULL stays NULL.
     """
     plan = _Plan(shape, compose([("", masks)], len(shape.columns)))
     steps: list[Step] = []
     for i, mask in plan.masks:
         column = plan.columns[i]
         constant = field(mask.masker(b"", column)) if mask.constant else None
-        steps.append(Step(i, mask.masker, column, constant, mask.strategy == "plugin", mask.prefilter))
+        steps.append(Step(i, mask.masker, column, constant, mask.strategy == "plugin" or mask.nulls,
+                          mask.prefilter))
     plan.steps = steps
     quick = plan.quick
     walk = Walker(steps).walk

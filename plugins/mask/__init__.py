@@ -75,12 +75,31 @@ _CODE_FIELDS = frozenset("SVCPpFLR")
 # What user code raises: RAISE's default SQLSTATE and a failed ASSERT's.
 _RAISED_CODES = frozenset({"P0001", "P0004"})
 _ERRORS = frozenset({"ERROR", "FATAL", "PANIC"})
+# The one error whose message is kept for a statement that reads masked values: the parser's,
+# raised before any value is read (its message quotes the statement's own text). Any other may
+# quote a value, or a name made of one (``ssn::regclass``: relation "<ssn>" does not exist), and
+# quoting rules cannot be trusted with a value that holds quotes of its own
+# (``('"' || ssn || '"')::int`` makes the server write ``""812-57-3964""``): withheld whole, the
+# SQLSTATE kept and named.
+_KEPT_CODES = frozenset({"42601"})
 # The XML errors, whose detail is the parser's, quoting the input unquoted line by line.
 _XML_CODES = frozenset({"2200L", "2200M", "2200N", "2200S", "2200T"})
 # Fields that echo a statement's input or text: the context (W) and the internal query (q).
 _ECHOING_FIELDS = frozenset("Wq")
 _DIGITS = re.compile(r"\d+")
 Fields = tuple[tuple[str, str], ...]
+
+
+def _withheld(sqlstate: str) -> str:
+    """What a withheld message says instead: that it was, and what kind of error it was."""
+    try:
+        from psycopg.errors import lookup
+
+        name = f", {lookup(sqlstate).__name__}"
+    except Exception:  # noqa: BLE001 - an unknown or missing code: the code alone
+        name = ""
+    said = f" (SQLSTATE {sqlstate}{name})" if sqlstate else ""
+    return f"pgwarden: message withheld: the statement reads masked columns{said}"
 
 
 def _refused_by(rule: MaskRule, reason: str, hint: str) -> Verdict:
@@ -366,8 +385,9 @@ class Masking:
             strategy, strength = _WHOLE_STRENGTH[involved.spec.with_ == "null"]
             source = next(iter(sorted(s for s in column.sources if rules.rule_for(s) is involved)), "") \
                 or column.direct or ""
-            whole = ColumnMask(_strategy_masker(_NULL if strategy == "null" else _REDACT, column), strength,
-                               involved.name, source or "(unknown)", strategy, constant=True)
+            # (its NULLs too: the NULL-ness of what was computed from a masked value tells of it)
+            whole = ColumnMask(_strategy_masker(_NULL if strategy == "null" else _REDACT, column, nulls=True),
+                               strength, involved.name, source or "(unknown)", strategy, constant=True, nulls=True)
             if chosen is None or strength > chosen[0]:
                 chosen = (strength, whole)
         return chosen[1] if chosen is not None else None
@@ -433,7 +453,8 @@ class Masking:
             # CONSTRAINT, DATATYPE and SCHEMA fields a RAISE can set): only the message is kept,
             # withheld.
             raised = reads_masked and (codes.get("C") in _RAISED_CODES or "PL/pgSQL" in codes.get("W", "")
-                                       or codes.get("V", codes.get("S")) not in _ERRORS)
+                                       or codes.get("V", codes.get("S")) not in _ERRORS
+                                       or codes.get("C", "") not in _KEPT_CODES)
             xml = codes.get("C", "") in _XML_CODES
             out = []
             for code, text in fields:
@@ -443,7 +464,7 @@ class Masking:
                 if raised and code != "M":
                     continue
                 if raised:
-                    text = "pgwarden: message withheld: the statement reads masked columns"
+                    text = _withheld(codes.get("C", ""))
                 elif reads_masked:
                     # The server quotes most values it names, but not all: a context line echoes
                     # the input (JSON data, line 1: ...), as does the internal query of a dynamic
@@ -500,14 +521,17 @@ def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_j
     return Detection(scanner.pattern.search, whole, rest, hits)
 
 
-def _strategy_masker(strategy: values.Strategy,
-                     resolved: ResultColumn) -> Callable[[bytes | None, Column], bytes | None]:
-    """The strategy as a `Masker` of one result column: its type family and format bound once."""
+def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn,
+                     nulls: bool = False) -> Callable[[bytes | None, Column], bytes | None]:
+    """The strategy as a `Masker` of one result column: its type family and format bound once.
+    ``nulls``: NULL is masked as a value (a constant strategy's answer), not kept."""
     family, fmt = values.family_of(resolved.type_oid), resolved.format
 
     def masker(value: bytes | None, column: Column) -> bytes | None:
         if value is None:
-            return None
+            if not nulls:
+                return None
+            value = b""
         return strategy(value, family, fmt)
 
     return masker

@@ -163,11 +163,53 @@ def test_error_messages_do_not_echo_masked_values(masked):
     with psycopg.connect(masked.dsn(), autocommit=True) as c:
         with pytest.raises(psycopg.errors.InvalidTextRepresentation) as e:
             c.execute("select ssn::int from mpeople where id = 1")
-        assert _leaks(e.value.diag.message_primary) == [] and '"***"' in e.value.diag.message_primary
+        # the message of an error that may quote data is withheld whole; the SQLSTATE stays
+        assert e.value.diag.message_primary == ("pgwarden: message withheld: the statement reads masked columns "
+                                                "(SQLSTATE 22P02, InvalidTextRepresentation)")
+        assert e.value.diag.message_detail is None and e.value.diag.sqlstate == "22P02"
+        # ... for quoting rules cannot be trusted with a value holding quotes of its own: the
+        # server writes ""<value>"", and a pairwise mask of quoted parts leaves the value between
+        # (found by a red team on 2026-12-06, the digits mapped to letters past the digit mask)
+        disguised = SSN.translate(str.maketrans("0123456789", "abcdefghij"))
+        for sql in ("""select ('"' || translate(ssn, '0123456789', 'abcdefghij') || '"')::int from mpeople
+                       where id = 1""",
+                    """select ('{"' || translate(ssn, '0123456789', 'abcdefghij') || '}')::text[] from mpeople
+                       where id = 1"""):
+            with pytest.raises(psycopg.Error) as e:
+                c.execute(sql)
+            said = " ".join(str(v) for v in (e.value.diag.message_primary, e.value.diag.message_detail,
+                                               e.value.diag.message_hint, e.value.diag.context) if v)
+            assert disguised not in said and disguised.replace("-", "") not in said, said
+        # ... names too: a name can be made of a value (relation "<ssn>" does not exist)
+        for sql in ("select ssn::regclass from mpeople where id = 1",
+                    """select ('"x""' || translate(ssn, '0123456789', 'abcdefghij') || '"')::regclass from mpeople
+                       where id = 1"""):
+            with pytest.raises(psycopg.Error) as e:
+                c.execute(sql)
+            said = str(e.value.diag.message_primary) + str(e.value.diag.message_detail)
+            assert _leaks(said) == [] and disguised not in said, said
+        with pytest.raises(psycopg.errors.UndefinedColumn) as e:
+            c.execute("select nosuch, ssn from mpeople")
+        assert "SQLSTATE 42703, UndefinedColumn" in e.value.diag.message_primary
         notices = []
         c.add_notice_handler(lambda d: notices.append((d.message_primary, d.message_detail)))
         c.execute("do $$ begin raise notice 'value %', '" + SSN + "'; end $$")
         assert _leaks(notices) == [] and notices
+
+
+def test_the_nulls_of_an_output_computed_from_a_masked_value_are_masked_too(masked):
+    # nullif(substr(ssn, i, 1), 'd') is NULL exactly when digit i is d: with NULL kept, 110 such
+    # columns gave the whole SSN in one SELECT (a red team, 2026-12-06)
+    sql = ("select " + ", ".join(f"nullif(substr(ssn, {i}, 1), '{d}')" for i in (1, 2, 3) for d in range(10))
+           + " from mpeople where id = 1")
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        for binary in (False, True):
+            row = c.cursor(binary=binary).execute(sql).fetchone()
+            assert set(row) == {"***"}, row
+        copied = _copied(c, f"copy ({sql}) to stdout")
+        assert set(copied.rstrip(b"\n").split(b"\t")) == {b"***"}, copied
+        # a masked column itself keeps its NULLs (person 3 has no SSN), as documented
+        assert c.execute("select ssn from mpeople where id = 3").fetchone() == (None,)
 
 
 def test_asyncpg_binary_codecs(masked):

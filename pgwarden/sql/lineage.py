@@ -585,6 +585,13 @@ class _Walker:
             columns = [(name, _either([lv, rv])) for (name, lv), (_, rv) in zip(left, right, strict=False)]
             if len(left) != len(right):
                 self.shape_unknown = True
+            if op != "SETOP_UNION" or not f.get("all"):
+                # UNION (not ALL), INTERSECT and EXCEPT compare the rows of both sides: which
+                # come out, and how many, tell the values (INTERSECT with a table of guesses
+                # returns the right ones)
+                for (_, lv), (_, rv) in zip(left, right, strict=False):
+                    self.oracle(lv, "set operation")
+                    self.oracle(rv, "set operation")
             self.tail(f, scope, columns)
             return columns
         if f.get("valuesLists"):
@@ -1116,7 +1123,12 @@ class _Walker:
         if known == "pending":  # a view inside its own definition: cannot be
             self.unknown_reads = True
             return None
-        columns, reads = known
+        columns, reads, oracles = known
+        if self.record_oracles:
+            # What its definition filters, orders or groups by, every read of it does: a view
+            # is a query the reader runs (`CREATE VIEW v AS ... WHERE substr(ssn, i, 1) = d`).
+            for use in oracles:
+                self.oracles[use] = None
         if columns is None:
             return None
         if reads is None:
@@ -1128,12 +1140,12 @@ class _Walker:
     def _view_lineage(self, view: RelationFacts, cache: dict) -> Any:
         cols = self.catalog.columns_of(view.oid)
         if view.definition is None or cols is None or self.depth > 32:
-            return (None, None)
+            return (None, None, ())
         cache[view.oid] = "pending"
         try:
             tree = parse_tree(view.definition)
             stmts = tree.get("stmts", [])
-            walker = _Walker(self.ctx, oracles=False, depth=self.depth + 1)
+            walker = _Walker(self.ctx, depth=self.depth + 1)
             columns = walker.query(stmts[0].get("stmt"), None) if len(stmts) == 1 else None
         except Exception:  # noqa: BLE001 - a definition pgwarden cannot read: unknown
             columns = None
@@ -1143,9 +1155,9 @@ class _Walker:
         # definition is kept while the view's rule is unchanged, but a table it reads may have
         # been renamed since, and pg_get_viewdef printed the old name): nothing can be told.
         if columns is None or walker.shape_unknown or walker.missing_relation or len(columns) != len(cols):
-            return (None, None)
+            return (None, None, ())
         named = [(c.name, v) for c, (_, v) in zip(cols, columns, strict=False)]
-        return (named, None if walker.unknown_reads else frozenset(walker.reads))
+        return (named, None if walker.unknown_reads else frozenset(walker.reads), tuple(walker.oracles))
 
     def lookup(self, names: list[str], scope: _Scope) -> _Val | None:
         """A column reference as the server resolves it, innermost scope first; None when it

@@ -54,7 +54,8 @@ _WHOLE_STRENGTH = {True: ("null", 5), False: ("redact", 4)}
 _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "group by": "GROUP BY",
             "distinct": "DISTINCT", "having": "HAVING", "window": "a window's PARTITION BY / ORDER BY",
             "aggregate": "an aggregate's argument", "filter": "an aggregate's FILTER", "limit": "LIMIT",
-            "case": "a CASE condition", "write": "a value written to a table"}
+            "case": "a CASE condition", "write": "a value written to a table",
+            "set operation": "UNION / INTERSECT / EXCEPT (they compare rows)"}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
 # Functions whose argument stays visible after the statement: an advisory lock's key, in pg_locks.

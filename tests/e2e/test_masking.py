@@ -212,6 +212,34 @@ def test_the_nulls_of_an_output_computed_from_a_masked_value_are_masked_too(mask
         assert c.execute("select ssn from mpeople where id = 3").fetchone() == (None,)
 
 
+def test_set_operations_and_views_filtering_masked_values_are_oracles(masked, pg_server):
+    # (a red team, 2026-12-06) INTERSECT with a table of guesses returned the right (position,
+    # digit) pairs as plain integers; a view an agent made (or the database had) filtered on
+    # substr(ssn, i, 1) = d and its reader got the matches
+    pg_server.psql("drop view if exists dba_ones; create view dba_ones as select id from mpeople where ssn like '1%'",
+                   "appdb")
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        for sql in (
+            "select k from (select k, substr(ssn, k / 10, 1) from mpeople, generate_series(10, 119) k where id = 1 "
+            "intersect select i * 10 + d, d::text from generate_series(1, 11) i, generate_series(0, 9) d) s",
+            "select left(ssn, 1) from mpeople where id = 1 union select '1'",
+            "select ssn from mpeople except all select '123-45-6789'",
+        ):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                c.execute(sql)
+            assert "UNION / INTERSECT / EXCEPT" in str(e.value)
+        assert _leaks(c.execute("select ssn from mpeople union all select 'x'").fetchall()) == []  # compares nothing
+        c.execute("drop view if exists agent_digits")
+        c.execute("create view agent_digits as select m.id, i, d from mpeople m, generate_series(1, 11) i, "
+                  "generate_series(0, 9) d where substr(m.ssn, i, 1) = d::text")
+        for sql in ("select i, d from agent_digits where id = 1", "select id from dba_ones"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+                c.execute(sql)
+            assert "WHERE" in str(e.value)
+        c.execute("drop view agent_digits")
+    pg_server.psql("drop view dba_ones", "appdb")
+
+
 def test_asyncpg_binary_codecs(masked):
     async def run():
         conn = await asyncpg.connect(masked.url(), ssl=False)

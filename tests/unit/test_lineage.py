@@ -203,6 +203,7 @@ def test_statistics_and_statement_text_are_traced_to_sources_that_reveal_any_col
     assert revealing("SELECT name, statement FROM pg_prepared_statements") == [False, True]
     assert revealing("SELECT statement FROM pg_cursors") == [True]
     assert revealing("SELECT pg_stat_get_backend_activity(1), current_query()") == [True, False]
-    assert [o.source for o in one("SELECT pid FROM pg_stat_activity WHERE query LIKE '%x%'").oracles] \
-        == [Source("pg_catalog", "pg_stat_get_activity", "query")]
+    # (the view's own joins are oracles on catalog columns too: a view is a query the reader runs)
+    assert Source("pg_catalog", "pg_stat_get_activity", "query") in [
+        o.source for o in one("SELECT pid FROM pg_stat_activity WHERE query LIKE '%x%'").oracles]
     assert not reveals_values("public.users.ssn") and not reveals_values("pg_catalog.pg_statistic.stanumbers1")

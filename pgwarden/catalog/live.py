@@ -39,7 +39,7 @@ from twisted.logger import Logger
 from pgwarden.catalog import queries
 from pgwarden.catalog.loader import ViewDependencies, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
-from pgwarden.catalog.snapshot import load_snapshot
+from pgwarden.catalog.snapshot import stand_in_snapshot
 from pgwarden.config import Upstream
 from pgwarden.proxy.state import CatalogState
 
@@ -180,7 +180,7 @@ class LiveCatalog(CatalogState):
         self.load_timeout_s = load_timeout_s
         self.check_s = check_s
         self._fixed_snapshot = snapshot is not None
-        self._fallback = snapshot if snapshot is not None else load_snapshot()
+        self._fallback = snapshot if snapshot is not None else stand_in_snapshot()
         self._run_in_thread = run_in_thread or (
             lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f)
         )
@@ -460,7 +460,7 @@ class LiveCatalog(CatalogState):
 
     def _loaded(self, catalog: Catalog, began: float, now: float) -> None:
         if not self._fixed_snapshot:
-            fallback = load_snapshot(catalog.server_version)
+            fallback = stand_in_snapshot(catalog.server_version)
             if fallback is not self._fallback:
                 self._fallback = fallback
         if self._status.state == "failed":

@@ -164,6 +164,7 @@ def build_catalog(
     source: str,
     complete: bool,
     base_settings: Mapping[str, str] | None = None,
+    stand_in: bool = False,
 ) -> Catalog:
     """The facts of ``rows``.
 
@@ -226,6 +227,7 @@ def build_catalog(
         server_version=rows.server_version,
         source=source,
         complete=complete,
+        stand_in=stand_in,
     )
 
 

@@ -187,6 +187,7 @@ class Catalog:
         server_version: int = 0,
         source: str = "empty",
         complete: bool = False,
+        stand_in: bool = False,
     ) -> None:
         self.functions: tuple[FunctionFacts, ...] = tuple(functions)
         self.relations: tuple[RelationFacts, ...] = tuple(relations)
@@ -199,6 +200,10 @@ class Catalog:
         self.server_version = server_version
         self.source = source
         self.complete = complete
+        #: the shipped snapshot standing in for a live catalog not (or no longer) loaded: the
+        #: database's own objects exist but are unknown, so a statement naming one is `unknown`
+        #: (a deployment that chose the snapshot, ``catalog: {live: false}``, has False here)
+        self.stand_in = stand_in
         self.generation = next(_generations)
         self._functions_by_name = _index(self.functions, lambda f: f.name)
         self._functions_by_oid = {f.oid: f for f in self.functions}

@@ -71,11 +71,19 @@ def load_snapshot(version: int | None = None) -> Catalog:
     return _load(release_for(version))
 
 
+def stand_in_snapshot(version: int | None = None) -> Catalog:
+    """`load_snapshot`, as it stands in for a live catalog not loaded yet or no longer fresh: a
+    `Catalog` of its own (``stand_in``), under which a statement naming a relation of the
+    database's own is `unknown` (its views, triggers, defaults and policies are not known)."""
+    return _load(release_for(version), stand_in=True)
+
+
 @functools.cache
-def _load(release: int) -> Catalog:
+def _load(release: int, stand_in: bool = False) -> Catalog:
     document = json.loads(gzip.decompress(available()[release].read_bytes()))
     rows = rows_of(document)
-    return build_catalog(rows, source=f"snapshot postgresql-{release}", complete=False)
+    source = f"snapshot postgresql-{release}" + (" (standing in for the live catalog)" if stand_in else "")
+    return build_catalog(rows, source=source, complete=False, stand_in=stand_in)
 
 
 #: kinds of facts initdb's catalog has none of (triggers, rules on writes, cascading foreign keys,

@@ -579,6 +579,12 @@ class _Resolver:
             tables |= names
             if rel.written:
                 writes |= names
+            if self.catalog.stand_in and not any(
+                    _schema(facts.schema) == schema_name.partition(".")[0]
+                    for schema_name in names for facts in self.catalog.relations_named(rel.name)):
+                # the live catalog is not loaded: a relation of the database's own may be a view
+                # over anything, with triggers, defaults and policies no one can see
+                kinds.add("unknown")
             for schema_name in names:
                 schema, _, name = schema_name.partition(".")
                 for facts in self.catalog.relations_named(name):

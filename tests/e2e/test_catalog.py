@@ -398,7 +398,7 @@ def test_catalogs_sharing_one_store_of_views_read_what_each_would_alone(pg_serve
 def test_start_loads_and_the_ttl_reloads(pg_server, catalogdb, tmp_path):
     loads = Loads(immediately=True)
     live, clock = live_on_clock(upstream_of(pg_server, tmp_path), loads, ttl_s=60, max_stale_s=300)
-    assert live.current.source == "snapshot postgresql-15" and live.status.state == "loading"
+    assert live.current.source == snapshot.stand_in_snapshot().source and live.status.state == "loading"
     live.start()
     first = live.current
     assert first.source == "live" and first.complete and one(first, "touch", "app")
@@ -490,10 +490,10 @@ def test_facts_age_from_when_they_were_read_and_a_hung_load_does_not_renew_them(
     clock.advance(read_at + 300 - clock.seconds() - 0.001)
     assert live.current.source == "live"
     clock.advance(0.001)
-    assert live.current is snapshot.load_snapshot() and live.status.loaded_at is None
+    assert live.current is snapshot.stand_in_snapshot() and live.status.loaded_at is None
     stopped = live.stop()
     loads.finish()  # the hung load ends at last: its result is dropped, the connection closed
-    assert live.current is snapshot.load_snapshot() and not stopped.called
+    assert live.current is snapshot.stand_in_snapshot() and not stopped.called
     loads.finish()
     assert stopped.called
 
@@ -529,7 +529,7 @@ def test_a_wrong_password_fails_without_showing_it(pg_server, catalogdb, tmp_pat
     status = live.status
     assert status.state == "failed" and status.since == clock.seconds()
     assert "password authentication failed" in status.error
-    assert live.current is snapshot.load_snapshot()  # nothing live yet: user objects unknown
+    assert live.current is snapshot.stand_in_snapshot()  # nothing live yet: user objects unknown
     for text in (status.error, repr(status), repr(live), status.describe(clock.seconds())):
         assert wrong not in text
     # retried sooner than the TTL, backing off; the password file is read at each attempt
@@ -601,8 +601,8 @@ def test_a_stopped_server_keeps_the_last_facts_until_they_are_too_old(tmp_path):
         clock.advance(loaded_at + 300 - clock.seconds() - 0.001)
         assert live.current is facts and live.status.state == "failed"
         clock.advance(0.001)
-        assert live.current is snapshot.load_snapshot() and not live.current.functions_named("mine")
-        assert live.status.loaded_at is None and live.status.source == "snapshot postgresql-15"
+        assert live.current is snapshot.stand_in_snapshot() and not live.current.functions_named("mine")
+        assert live.status.loaded_at is None and live.status.source == snapshot.stand_in_snapshot().source
         assert "the database's own objects are unknown" in live.status.describe(clock.seconds())
         server._run(ctl + ["-l", str(server.base / "server.log"), "start"])
         clock.advance(60)  # retries back off to at most the TTL

@@ -6,7 +6,7 @@ import pytest
 from twisted.internet import defer, task
 
 from pgwarden.catalog.live import CatalogStatus, LiveCatalog, connection_parameters
-from pgwarden.catalog.snapshot import load_snapshot
+from pgwarden.catalog.snapshot import load_snapshot, stand_in_snapshot
 from pgwarden.config import Upstream, UpstreamTLS
 
 
@@ -44,8 +44,8 @@ def test_before_any_load_the_snapshot_is_current():
     clock = task.Clock()
     clock.advance(1000)
     live = LiveCatalog(upstream(), clock)
-    assert live.current is load_snapshot()
-    assert live.status == CatalogStatus("loading", 1000, "snapshot postgresql-15")
+    assert live.current is stand_in_snapshot() and live.current.stand_in
+    assert live.status == CatalogStatus("loading", 1000, stand_in_snapshot().source)
     assert not live.pending and live.fresh().result is live.current  # not started: nothing to wait for
     assert "db.internal" in repr(live)
 
@@ -144,3 +144,22 @@ def test_a_change_the_check_saw_redefines_but_not_as_a_sessions_change_and_is_an
     assert flags() == (False, False, False)
     live.stop()
     assert flags() == (False, False, False)
+
+
+def test_the_snapshot_standing_in_for_the_live_catalog_fails_closed_on_the_databases_own_relations():
+    # Before the first load, and once the live facts are too old, the database's own views,
+    # triggers, defaults and policies are unknown: a statement naming one of its relations is
+    # `unknown` (a view over secret tables was read as a plain table before). A deployment that
+    # chose the snapshot (`catalog: {live: false}`) reads its tables as before.
+    from pgwarden.sql.analysis import analyze_sql
+    from pgwarden.sql.context import SqlContext
+
+    standing_in = SqlContext(stand_in_snapshot())
+    chosen = SqlContext(load_snapshot())
+    for sql in ("SELECT * FROM public.leak", "SELECT * FROM users", "DELETE FROM things WHERE id = 1",
+                "SELECT table_to_xml('public.leak', true, false, '')"):
+        assert "unknown" in analyze_sql(sql, standing_in).kinds, sql
+        assert "unknown" not in analyze_sql(sql, chosen).kinds, sql
+    for sql in ("SELECT relname FROM pg_class", "SELECT * FROM information_schema.tables", "SELECT 1",
+                "WITH users AS (SELECT 1) SELECT * FROM users"):
+        assert "unknown" not in analyze_sql(sql, standing_in).kinds, sql

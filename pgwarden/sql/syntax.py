@@ -877,7 +877,15 @@ class _Walker:
         if fname in _SCHEMA_READERS:
             return [], True
         texts = [self.text(_fields(a).get("arg") if _node_name(a) == "NamedArgExpr" else a) for a in args]
-        name = texts[0] if texts else None
+        # the relation's argument: the first, unless named (`tbl => ...` may come anywhere)
+        named = {_fields(a).get("name"): text for a, text in zip(args, texts, strict=True)
+                 if _node_name(a) == "NamedArgExpr"}
+        if args and _node_name(args[0]) == "NamedArgExpr":
+            if not named.keys() & _RELATION_PARAMETERS:
+                return [], True  # (the server would refuse it: no relation named)
+            name = next(named[k] for k in _RELATION_PARAMETERS if k in named)
+        else:
+            name = texts[0] if texts else None
         if name is None or not _one_plain_relation(f"SELECT * FROM {name}", self.lexer):
             return [], True
         table = syntax_of(f"SELECT * FROM {name}", self.lexer)
@@ -1057,7 +1065,16 @@ class _Walker:
                 return _C  # ctid IS NOT NULL: every row
             return _X
         if name == "BooleanTest":
-            return self._truth(f.get("arg"), target)
+            # x IS [NOT] TRUE / FALSE / UNKNOWN: never NULL; F (false or NULL) is not enough to
+            # tell IS FALSE from IS UNKNOWN, so those are constants (C), not never-true
+            p = self._truth(f.get("arg"), target)
+            test = f.get("booltesttype", "IS_TRUE")
+            if p in (_X, _C):
+                return p
+            return {("IS_TRUE", _T): _T, ("IS_TRUE", _F): _F,
+                    ("IS_NOT_TRUE", _T): _F, ("IS_NOT_TRUE", _F): _T,
+                    ("IS_FALSE", _T): _F, ("IS_NOT_FALSE", _T): _T,
+                    ("IS_UNKNOWN", _T): _F, ("IS_NOT_UNKNOWN", _T): _T}.get((test, p), _C)
         if name == "A_Expr":
             return self._compare(f, target)
         if name == "SubLink":
@@ -1140,6 +1157,8 @@ class _Walker:
                         continue
                     if self.target_columns is None or column in self.target_columns:
                         found.add(column)
+                elif len(fields) == 2 and fields[1] in self.variables:
+                    continue  # label.variable: a PL/pgSQL block's label may be the table's name
                 elif fields[0] in target or (len(fields) >= 3 and fields[1] in target):
                     found.add(fields[-1])
             elif name == "SubLink":
@@ -1152,7 +1171,7 @@ class _Walker:
         for name, f in _nodes(e):
             if name == "ColumnRef":
                 fields = _names(f.get("fields", []))
-                if len(fields) >= 2 and fields[0] in target:
+                if len(fields) >= 2 and fields[0] in target and not (len(fields) == 2 and fields[1] in self.variables):
                     found.add(fields[-1])
         return found
 
@@ -1200,6 +1219,8 @@ class _Walker:
 #: Functions that read the rows of a relation whose name they take as their first argument
 #: (text or regclass), and functions that read every relation of a schema or database.
 _RELATION_READERS = frozenset({"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "connectby"})
+#: what those functions call the argument naming the relation (``table_to_xml(tbl => ...)``)
+_RELATION_PARAMETERS = ("tbl", "relname", "seqoid")
 _SCHEMA_READERS = frozenset({"schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
                              "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema"})
 
@@ -1344,7 +1365,15 @@ def plpgsql_body(body: str, lexer: LexerSettings = DEFAULT_LEXER) -> Syntax:
 
     The parser checks RETURN against the declared result (``RETURN 1`` in a void
     function does not parse), so the body is tried under each kind of result.
+
+    With ``standard_conforming_strings = off`` (set for the database or role) a body cannot be
+    read as the server reads it: libpg_query's PL/pgSQL parser takes no options, and in
+    ``RAISE NOTICE 'x\\''; DELETE ...; --'`` the server ends the literal where the default
+    reading does not. Such a body is unreadable (`unknown`). (``backslash_quote`` off only makes
+    the server refuse ``\\'``: a body it runs reads alike.)
     """
+    if not lexer.standard_conforming_strings:
+        return UNPARSABLE
     quoted = _dollar_quote(body)
     result = UNPARSABLE
     for returns in ("void", "text", "SETOF text", "record", "trigger"):

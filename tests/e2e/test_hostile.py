@@ -365,6 +365,12 @@ CASES = [
     refused("where", "DO $$ #variable_conflict use_variable\nDECLARE n int := 1; BEGIN DELETE FROM things "
             "WHERE n = 1; END $$"),
     refused("where", "DELETE FROM things WHERE id = 3 OR NULL = NULL", setup=("SET transform_null_equals = on",)),
+    # (round two) a block's label named like the table qualifies its variable, not the column
+    refused("where", "DO $$ #variable_conflict use_variable\n<<things>> DECLARE id int := 1; BEGIN "
+            "DELETE FROM things WHERE things.id = 1; END $$"),
+    refused("where", "DO $$ #variable_conflict use_variable\n<<t>> DECLARE id int := 1; BEGIN "
+            "UPDATE things t SET n = 0 WHERE t.id = 1; END $$"),
+    refused("where", "DELETE FROM things WHERE (1 = 2) IS NOT TRUE"),
     # ------------------------------------ relations named by a function's argument (red team, 12-06)
     refused("named", "SELECT table_to_xml('secret.things'::regclass, true, false, '')"),
     refused("named", "SELECT table_to_xml_and_xmlschema('secret.things', true, false, '')"),
@@ -380,6 +386,10 @@ CASES = [
     refused("named", "SELECT * FROM connectby('things', 'id', 'public.purge()', '1', 0) AS t(id int, n bigint, "
             "level int)", policy="nowrite"),
     allowed("named", "SELECT table_to_xml('things', true, false, '')"),
+    refused("named", "SELECT table_to_xml(targetns => 'public.things', tbl => 'secret.things', nulls => true, "
+            "tableforest => false)"),
+    refused("named", "SELECT table_to_xml_and_xmlschema(targetns => '', tableforest => false, nulls => true, "
+            "tbl => 'app.notes')"),
     # the planner's statistics hold every analysed table's values
     refused("named", "SELECT histogram_bounds::text FROM pg_stats WHERE schemaname = 'secret'",
             setup=("ANALYZE public.things",)),

@@ -259,6 +259,8 @@ CATALOG_KINDS = [
     ("DO $d$ DECLARE x text; BEGIN x = pg_read_file($f$/etc/passwd$f$)::text || $a$:=$a$ || $a$y$a$; END $d$",
      {"server_files"}),
     ("DO $d$ DECLARE x text; BEGIN x := $a$ := $a$ || pg_read_file('/etc/passwd'); END $d$", {"server_files"}),
+    # with standard_conforming_strings off the server splits a body where libpg_query's PL/pgSQL
+    # parser (no options) does not: unreadable (tested with the lexer in test_plpgsql_under_...)
     # a subscript of the target runs too
     ("DO $d$ DECLARE x int[]; BEGIN x[nextval($q$s$q$)] := 1; END $d$", {"side_effect"}),
     ("DO $d$ DECLARE r record; BEGIN r := (SELECT pg_terminate_backend(1)); END $d$", {"system"}),
@@ -300,7 +302,9 @@ TAUTOLOGIES = ["NOT false", "1 < 2", "1::boolean", "coalesce(true, false)", "EXI
                "length('a') = 1", "now() IS NOT NULL", "'x' LIKE '%'", "id = id", "id IN (SELECT id FROM t)",
                "ctid IS NOT NULL", "t.id >= t.id", "true OR id = 1",
                # any session may SET transform_null_equals = on: then `NULL = NULL` is true
-               "id = 3 OR NULL = NULL", "NULL = NULL"]
+               "id = 3 OR NULL = NULL", "NULL = NULL",
+               # IS [NOT] TRUE / FALSE / UNKNOWN read as they test (never NULL themselves)
+               "(1 = 2) IS NOT TRUE", "(NULL::int = 1) IS UNKNOWN", "(1 = 1) IS TRUE", "(1 = 1) IS NOT FALSE"]
 
 
 @pytest.mark.parametrize("where", TAUTOLOGIES)
@@ -360,3 +364,16 @@ def test_a_function_of_the_database_is_unknown_while_the_sessions_ddl_is_unread(
     assert "unknown" not in analyze_sql("SELECT public.trim_one(1)", ctx).kinds
     assert "unknown" in analyze_sql("SELECT public.trim_one(1)", ctx.with_stale(True)).kinds
     assert "unknown" not in analyze_sql("SELECT now(), lower('A')", ctx.with_stale(True)).kinds
+
+
+def test_plpgsql_under_standard_conforming_strings_off_is_unreadable():
+    # The server ends 'x\'' after the quote; libpg_query's PL/pgSQL parser, which takes no lexer
+    # options, reads one literal up to the next quote: what follows would never be analysed.
+    from pgwarden.sql.lexer import LexerSettings
+    from pgwarden.sql.syntax import syntax_of
+
+    body = "DO $$BEGIN\nRAISE NOTICE 'x\\''; DELETE FROM secret.things; --';\nEND$$"
+    assert "unknown" in syntax_of(body, LexerSettings(standard_conforming_strings=False)).kinds
+    assert "unknown" not in syntax_of(body).kinds  # (read by default: one RAISE, nothing else)
+    # backslash_quote off only makes the server refuse \': bodies read alike
+    assert "unknown" not in syntax_of("DO $$BEGIN RAISE NOTICE 'x'; END$$", LexerSettings(backslash_quote=False)).kinds

@@ -191,7 +191,9 @@ _OPERATORS = ", ".join(f"'{field}'" for field in _OPERATOR_FIELDS)
 # The references to functions and operators in a stored expression tree (pg_node_tree as text):
 # m[1] the field, m[2] the OID.
 _TREE_REFS = ":({fields}) (\\d+)".format(fields="|".join(_FUNCTION_FIELDS + _OPERATOR_FIELDS))
-# The stored expression trees a table's rows go through (see EFFECTS): relation, kind, tree.
+# The stored expression trees a table's rows go through (see EFFECTS): relation, kind, tree: a
+# table's CHECK constraints, defaults, partition key, its columns' domains' defaults ('d'), its
+# indexes' expressions and predicates ('x'), its triggers' WHEN conditions ('t').
 _STORED_TREES = """(
         SELECT k.conrelid AS relation, 'd' AS kind, k.conbin::text AS tree
         FROM pg_constraint AS k WHERE k.conrelid <> 0 AND k.contype = 'c'
@@ -203,7 +205,18 @@ _STORED_TREES = """(
         SELECT i.indrelid, 'x', i.indexprs::text FROM pg_index AS i WHERE i.indexprs IS NOT NULL
         UNION ALL
         SELECT i.indrelid, 'x', i.indpred::text FROM pg_index AS i WHERE i.indpred IS NOT NULL
+        UNION ALL
+        SELECT a.attrelid, 'd', t.typdefaultbin::text
+        FROM pg_attribute AS a JOIN pg_type AS t ON t.oid = a.atttypid
+        WHERE t.typtype = 'd' AND t.typdefaultbin IS NOT NULL AND a.attnum > 0 AND NOT a.attisdropped
+        UNION ALL
+        SELECT g.tgrelid, 't', g.tgqual::text
+        FROM pg_trigger AS g WHERE g.tgqual IS NOT NULL AND NOT g.tgisinternal{statistics}
     )"""
+# Extended statistics' expressions (PostgreSQL 14 on), computed by ANALYZE.
+_STATISTICS_TREES = """
+        UNION ALL
+        SELECT s.stxrelid, 'x', s.stxexprs::text FROM pg_statistic_ext AS s WHERE s.stxexprs IS NOT NULL"""
 
 # What a statement runs without naming it, from the server's own records: triggers (less the
 # internal ones of foreign keys, which run the built-in RI_FKey functions: their effect is the
@@ -217,7 +230,7 @@ _STORED_TREES = """(
 # indexes' expressions and predicates ('x': also run by ANALYZE, REINDEX, VACUUM FULL, CLUSTER).
 # A foreign table of file_fdw (whatever its wrapper's name: by its handler) reads a server file
 # ('F') or runs a program ('X', its `program` option) whenever it is read.
-EFFECTS = f"""
+_EFFECTS = f"""
 SELECT DISTINCT * FROM (
     SELECT t.tgrelid::int8 AS relation, 't' AS kind, t.tgfoid::int8 AS target
     FROM pg_trigger AS t
@@ -248,10 +261,10 @@ SELECT DISTINCT * FROM (
            CASE WHEN refs.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE refs.ref END::int8
     FROM (
         SELECT x.relation, x.kind, m[1] AS field, m[2]::oid AS ref
-        FROM {_STORED_TREES} AS x, regexp_matches(x.tree, '{_TREE_REFS}', 'g') AS m
+        FROM {{trees}} AS x, regexp_matches(x.tree, '{_TREE_REFS}', 'g') AS m
         UNION ALL
         SELECT x.relation, x.kind, 'opno', n::oid
-        FROM {_STORED_TREES} AS x, regexp_matches(x.tree, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
+        FROM {{trees}} AS x, regexp_matches(x.tree, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
              regexp_split_to_table(btrim(m[1]), ' ') AS n
     ) AS refs
     LEFT JOIN pg_operator AS o ON refs.field IN ({_OPERATORS}) AND o.oid = refs.ref
@@ -267,6 +280,16 @@ SELECT DISTINCT * FROM (
     WHERE h.proname = 'file_fdw_handler'
 ) AS e
 ORDER BY 1, 2, 3"""
+
+
+def effects_query(server_version: int) -> str:
+    """EFFECTS for a server of ``server_version`` (extended statistics' expressions from 14)."""
+    trees = _STORED_TREES.format(statistics=_STATISTICS_TREES if server_version >= 140000 else "")
+    return _EFFECTS.replace("{trees}", trees)
+
+
+#: The effects query of the oldest server supported (tests and tools name one).
+EFFECTS = effects_query(0)
 
 # Reading the trees is the one costly query (about 0.3 ms a view): it is asked only for the
 # views whose rule changed since the last load (`VIEW_RULES` gives each rule's row version:
@@ -389,7 +412,7 @@ SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
 # nothing new. It scans those tables whole: 0.14-0.28 s for 300,000 columns (docs/catalog.md).
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
             "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
-            "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table")
+            "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table", "pg_statistic_ext")
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"
     f" AS {table}" for table in _CHANGED)
@@ -416,7 +439,7 @@ def for_version(server_version: int) -> dict[str, str]:
         "definitions": DEFINITIONS,
         "column_types": COLUMN_TYPES,
         "dependencies": DEPENDENCIES,
-        "effects": EFFECTS,
+        "effects": effects_query(server_version),
         "rules": RULES,
         "aggregates": AGGREGATES,
         "operators": OPERATORS,

@@ -93,7 +93,7 @@ SQL_TEXT_FUNCTIONS = frozenset({
     "dblink", "dblink_exec", "dblink_send_query", "dblink_open", "crosstab", "crosstab2", "crosstab3",
     "crosstab4", "connectby",
     # ... or build from the name of a relation they read (`syntax._RELATION_READERS`)
-    "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema",
+    "table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "pg_sequence_last_value",
     "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
     "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
 })
@@ -607,16 +607,19 @@ class _Resolver:
         if tables & STATISTICS_RELATIONS:
             # the statistics hold sampled values of every table's columns (after an ANALYZE any
             # session may run): reading them reads every table, for the rules that name tables
-            tables |= self._tables_with_statistics()
+            tables |= self._relations_of_kinds("r", "p", "m", "f")
+        if "pg_catalog.pg_sequences" in tables:  # every sequence's last value
+            tables |= self._relations_of_kinds("S")
         return tables, writes
 
-    def _tables_with_statistics(self) -> set[str]:
-        """Every relation of the database's own whose values the planner's statistics may hold."""
-        known = self.catalog.derived.get("tables_with_statistics")
+    def _relations_of_kinds(self, *relkinds: str) -> set[str]:
+        """Every relation of the database's own of these kinds (what a catalog view shows of all)."""
+        key = ("relations of kinds", relkinds)
+        known = self.catalog.derived.get(key)
         if known is None:
-            known = self.catalog.derived["tables_with_statistics"] = frozenset(
+            known = self.catalog.derived[key] = frozenset(
                 f"{_schema(r.schema)}.{r.name}" for r in self.catalog.relations
-                if r.kind in ("r", "p", "m", "f") and r.schema not in ("pg_catalog", "information_schema", "pg_toast"))
+                if r.kind in relkinds and r.schema not in ("pg_catalog", "information_schema", "pg_toast"))
         return set(known)
 
     def _effects(self, facts: RelationFacts, written: bool, storing: bool, cascading: bool, kinds: set[str],

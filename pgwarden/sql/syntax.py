@@ -1218,7 +1218,9 @@ class _Walker:
 
 #: Functions that read the rows of a relation whose name they take as their first argument
 #: (text or regclass), and functions that read every relation of a schema or database.
-_RELATION_READERS = frozenset({"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "connectby"})
+_RELATION_READERS = frozenset({"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "connectby",
+                               # a sequence's value: what SELECT last_value FROM it reads
+                               "pg_sequence_last_value"})
 #: what those functions call the argument naming the relation (``table_to_xml(tbl => ...)``)
 _RELATION_PARAMETERS = ("tbl", "relname", "seqoid")
 _SCHEMA_READERS = frozenset({"schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",

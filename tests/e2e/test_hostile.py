@@ -250,6 +250,23 @@ CREATE SERVER files FOREIGN DATA WRAPPER file_fdw;
 CREATE FOREIGN TABLE public.host_file (line text) SERVER files OPTIONS (filename '/etc/hostname', format 'text');
 CREATE FOREIGN TABLE public.host_prog (line text) SERVER files OPTIONS (program 'touch {MARKER}; echo hi');
 GRANT SELECT ON public.host_file, public.host_prog TO {APP_USER};
+-- (round two) extended statistics' expressions, run by ANALYZE; a domain's default; a trigger's WHEN
+CREATE FUNCTION public.st_f(int) RETURNS int LANGUAGE sql IMMUTABLE
+    AS 'SELECT $1 + CASE WHEN public.wipe_if_armed() THEN 0 ELSE 0 END';
+CREATE TABLE public.statted (a int);
+INSERT INTO public.statted VALUES (1), (2);
+CREATE STATISTICS public.statted_s ON (public.st_f(a)), a FROM public.statted;
+ALTER TABLE public.statted OWNER TO {APP_USER};
+CREATE DOMAIN public.wiping AS int DEFAULT (CASE WHEN public.wipe_if_armed() THEN 1 ELSE 1 END);
+CREATE TABLE public.dom_t (id int, w public.wiping);
+ALTER TABLE public.dom_t OWNER TO {APP_USER};
+CREATE TABLE public.when_t (id int);
+CREATE TRIGGER when_t_trg BEFORE INSERT ON public.when_t FOR EACH ROW WHEN (public.wipe_if_armed())
+    EXECUTE FUNCTION public.trig_ok();
+ALTER TABLE public.when_t OWNER TO {APP_USER};
+CREATE SEQUENCE secret.counter;
+SELECT setval('secret.counter', 4242);
+GRANT SELECT ON secret.counter TO {APP_USER};
 """
 RESET = """
 DELETE FROM public.things; INSERT INTO public.things SELECT g, g FROM generate_series(1, 5) g;
@@ -409,6 +426,11 @@ CASES = [
     refused("stored", "SELECT * FROM host_prog", policy="nowrite"),
     refused("stored", "SELECT * FROM host_prog", policy="readonly"),
     allowed("stored", "ANALYZE public.things", policy="nowrite"),
+    refused("stored", "ANALYZE public.statted", policy="nowrite", setup=("SET hostile.armed = on",)),
+    refused("stored", "INSERT INTO dom_t (id) VALUES (1)", setup=("SET hostile.armed = on",)),
+    refused("stored", "INSERT INTO when_t VALUES (1)", setup=("SET hostile.armed = on",)),
+    refused("named", "SELECT pg_sequence_last_value('secret.counter')"),
+    refused("named", "SELECT last_value FROM pg_sequences WHERE schemaname = 'secret'"),
     # ---------------------------------------------------------------- 2: calls without call syntax
     refused("2", "SELECT ('/etc/passwd'::text).pg_read_file"),
     refused("2", "SELECT x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) AS q"),

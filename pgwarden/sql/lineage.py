@@ -117,7 +117,11 @@ def lineage_json(lineage: Lineage) -> dict[str, object]:
 # column (`reveals_values`).
 _REVEALING_COLUMNS = frozenset(
     [f"pg_catalog.pg_statistic.stavalues{i}" for i in range(1, 6)]
-    + ["pg_catalog.pg_statistic_ext_data.stxdmcv", "pg_catalog.pg_statistic_ext_data.stxdexpr"])
+    # ... and the numbers computed from the values: a correlation says how a value sorts against
+    # the others, n_distinct whether two are equal (rows the agent wrote, then ANALYZE)
+    + [f"pg_catalog.pg_statistic.stanumbers{i}" for i in range(1, 6)] + ["pg_catalog.pg_statistic.stadistinct"]
+    + ["pg_catalog.pg_statistic_ext_data.stxdmcv", "pg_catalog.pg_statistic_ext_data.stxdexpr",
+       "pg_catalog.pg_statistic_ext_data.stxdndistinct", "pg_catalog.pg_statistic_ext_data.stxddependencies"])
 # Built-in functions (an extension's too) whose results hold such values: the result columns that
 # do (empty: the whole result). Their outputs are traced to Source("pg_catalog", function, column).
 _REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
@@ -127,6 +131,33 @@ _REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "pg_cursor": ("statement",),  # pg_cursors.statement
     "pg_stat_statements": ("query",),  # the extension's view pg_stat_statements.query
 }
+
+
+def _fields(obj: Any) -> Any:
+    """The fields of a wrapped node; anything else as it is."""
+    node = _node(obj)
+    return node[1] if node else obj
+
+
+def _explain_runs(f: dict) -> bool:
+    """Whether an EXPLAIN runs its statement (its last ANALYZE option decides, as on the server)."""
+    runs = False
+    for option in f.get("options") or ():
+        o = _fields(option)
+        if not isinstance(o, dict) or o.get("defname") != "analyze":
+            continue
+        arg = _fields(o.get("arg"))
+        if arg is None:
+            runs = True
+        elif isinstance(arg, dict) and "boolval" in arg:
+            runs = bool(arg.get("boolval"))
+        elif isinstance(arg, dict) and "sval" in arg:
+            runs = str(arg["sval"]).lower() not in ("false", "off", "no", "0", "f", "n", "of")
+        elif isinstance(arg, dict) and "ival" in arg:
+            runs = bool(arg.get("ival"))
+        else:
+            runs = True
+    return runs
 
 
 def reveals_values(source: str) -> bool:
@@ -497,9 +528,17 @@ class _Walker:
             return self.copy(f)
         if kind == "ExplainStmt":
             inner = _Walker(self.ctx).statement(f.get("query"))
-            # The plan shows no values of the rows, but row counts and estimates follow the filters.
+            # The plan shows no values of the rows, but row counts and estimates follow the filters;
+            # run (ANALYZE), it also shows the sizes of what it computed (a sort's memory for
+            # repeat('x', 100000 * digit)): every output's sources are oracles then.
+            oracles = inner.oracles
+            if _explain_runs(f) and inner.outputs is not None:
+                oracles = oracles + tuple(OracleUse(source, "EXPLAIN ANALYZE") for o in inner.outputs
+                                          for source in sorted(o.sources, key=str))
+            elif _explain_runs(f):
+                return UNKNOWN
             return Lineage(outputs=(Output("QUERY PLAN", frozenset(), False),), reads=inner.reads,
-                           oracles=inner.oracles)
+                           oracles=oracles)
         if kind == "VariableShowStmt":
             name = f.get("name", "")
             if name == "all":
@@ -648,9 +687,20 @@ class _Walker:
             qf = _select_fields(query)
             if recursive and qf is not None and qf.get("op", "SETOP_NONE") != "SETOP_NONE":
                 columns = self.recursive_cte(name, aliases, qf, scope)
+                if not qf.get("all"):  # UNION drops rows equal to ones already found: it compares
+                    for _, v in columns:
+                        self.oracle(v, "set operation")
             else:
                 columns = self.query(query, scope)
-            scope.ctes[name] = _rename(columns, aliases)
+            columns = _rename(columns, aliases)
+            # CYCLE compares rows' values to find a cycle (how many rows come out says if it did);
+            # SEARCH orders by them
+            for clause, key in (("cycle_clause", "cycle_col_list"), ("search_clause", "search_col_list")):
+                listed = set(_names((_fields(cf.get(clause)) or {}).get(key))) if cf.get(clause) else set()
+                for column, v in columns:
+                    if column in listed:
+                        self.oracle(v, "set operation" if clause == "cycle_clause" else "ORDER BY")
+            scope.ctes[name] = columns
 
     def recursive_cte(self, name: str, aliases: list[str], qf: dict, scope: _Scope) -> Columns:
         """A recursive CTE's columns: its non-recursive arm, then the union with the recursive arm
@@ -771,6 +821,9 @@ class _Walker:
                 sn = _node(item)
                 target = sn[1].get("node") if sn is not None and sn[0] == "SortBy" else item
                 self.oracle(self.read(self.expr(target, scope)), "window")
+        for key in ("startOffset", "endOffset"):  # ROWS BETWEEN CURRENT ROW AND <n> FOLLOWING: how many
+            if n[1].get(key) is not None:
+                self.oracle(self.read(self.expr(n[1][key], scope)), "window")
 
     # ------------------------------------------------------------------ FROM
 
@@ -798,8 +851,10 @@ class _Walker:
             return self.range_function(f, scope)
         if kind == "RangeTableSample":
             item = self.from_item(f.get("relation"), scope)
-            for arg in f.get("args") or ():
-                self.read(self.expr(arg, scope))
+            # the percentage and the seed decide how many rows, and which, come back
+            for arg in [*(f.get("args") or ()), f.get("repeatable")]:
+                if arg is not None:
+                    self.oracle(self.read(self.expr(arg, scope)), "rows")
             return item
         if kind == "RangeTableFunc":  # XMLTABLE
             doc = self.read(_union([self.expr(f.get("docexpr"), scope), self.expr(f.get("rowexpr"), scope)]))
@@ -1511,7 +1566,10 @@ class _Walker:
             self.unknown_reads = True
         else:
             self.reads |= reads
-        if fn.nargs and self.record_oracles:  # the caller's arguments steer the body's filters
+        if self.record_oracles:
+            # the caller's arguments steer the body's filters; without any, the body's constants
+            # do, and an agent may have written them (CREATE FUNCTION f() ... WHERE substr(ssn,
+            # i, 1) = d::text): a body is a query its caller runs, as a view is
             for o in oracles:
                 self.oracles[o] = None
         return columns

@@ -59,7 +59,9 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
 # Functions whose argument stays visible after the statement: an advisory lock's key, in pg_locks.
-_KEEPING_FUNCTIONS = ("pg_advisory", "pg_try_advisory")
+_KEEPING_FUNCTIONS = ("pg_advisory", "pg_try_advisory",
+                      # ... the random generator's seed, which the next random() shows
+                      "setseed")
 # DDL on a table that would let its masked values out: a rename or a new schema (the rules name
 # the column by schema.table.column), a generated column, a column's new type USING an
 # expression, a CHECK constraint or a unique index (it fails, quoting the value, or not: an
@@ -76,13 +78,14 @@ _CODE_FIELDS = frozenset("SVCPpFLR")
 # What user code raises: RAISE's default SQLSTATE and a failed ASSERT's.
 _RAISED_CODES = frozenset({"P0001", "P0004"})
 _ERRORS = frozenset({"ERROR", "FATAL", "PANIC"})
-# The one error whose message is kept for a statement that reads masked values: the parser's,
-# raised before any value is read (its message quotes the statement's own text). Any other may
-# quote a value, or a name made of one (``ssn::regclass``: relation "<ssn>" does not exist), and
-# quoting rules cannot be trusted with a value that holds quotes of its own
+# Errors whose message is kept for a statement that reads masked values: none. The statement's
+# own syntax errors never reach the server (pgwarden refuses what does not parse), and a syntax
+# error raised while it runs quotes its input (to_tsquery's ``syntax error in tsquery: "..."``);
+# any error may quote a value, or a name made of one (``ssn::regclass``: relation "<ssn>" does
+# not exist), and quoting rules cannot be trusted with a value that holds quotes of its own
 # (``('"' || ssn || '"')::int`` makes the server write ``""812-57-3964""``): withheld whole, the
 # SQLSTATE kept and named.
-_KEPT_CODES = frozenset({"42601"})
+_KEPT_CODES: frozenset[str] = frozenset()
 # The XML errors, whose detail is the parser's, quoting the input unquoted line by line.
 _XML_CODES = frozenset({"2200L", "2200M", "2200N", "2200S", "2200T"})
 # Fields that echo a statement's input or text: the context (W) and the internal query (q).
@@ -243,7 +246,7 @@ class Masking:
                 "Code in a block runs out of pgwarden's sight: it could copy a masked value to a table, a "
                 "setting or a message unmasked. Read the masked columns in a plain SELECT.")
         analysis = statement.analysis
-        keeps = statement.kinds & _KEEPS or analysis.settings or "lock" in statement.kinds and any(
+        keeps = statement.kinds & _KEEPS or analysis.settings or any(
             name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions)
         if keeps and self._may_touch(rules, statement, lineages):
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \

@@ -240,6 +240,50 @@ def test_set_operations_and_views_filtering_masked_values_are_oracles(masked, pg
     pg_server.psql("drop view dba_ones", "appdb")
 
 
+@pytest.mark.parametrize("sql, said", [
+    # (a red team's second round, 2026-12-06: each rebuilt the SSN in one statement or a few)
+    ("select (select count(*) from mpeople tablesample system ((substr(m.ssn, 1, 1) = '1')::int * 100)) "
+     "from mpeople m where id = 1", "rows"),
+    ("select (select count(*) from mpeople tablesample bernoulli (10) repeatable (ascii(substr(m.ssn, 1, 1)))) "
+     "from mpeople m where id = 1", "rows"),
+    ("select (select max(c) from (select count(*) over (order by g rows between current row and "
+     "(ascii(substr(m.ssn, 1, 1)) - 48) following) c from generate_series(1, 20) g) s) from mpeople m", "window"),
+    ("with recursive t(k, v) as (select k, substr(ssn, k / 10, 1) from mpeople, generate_series(10, 119) k "
+     "where id = 1 union select k, (k % 10)::text from t) select k from t", "UNION / INTERSECT / EXCEPT"),
+    ("explain (analyze, costs off, timing off, summary off) select repeat('x', 100000 * "
+     "(ascii(substr(ssn, 1, 1)) - 48)) from mpeople where id = 1 order by name", "EXPLAIN ANALYZE"),
+    ("select setseed((ascii(substr(ssn, 1, 1)) - 48) / 10.0) from mpeople where id = 1", "keep values elsewhere"),
+])
+def test_more_oracles_refused(masked, sql, said):
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            c.execute(sql)
+        assert said in str(e.value)
+
+
+def test_a_function_without_arguments_filtering_on_a_masked_value_is_an_oracle(masked):
+    # its body's filters are its caller's: the agent may have written the constants itself
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        c.execute("drop function if exists digits()")
+        c.execute("create function digits() returns setof int language sql as $$ select i * 10 + d from mpeople m, "
+                  "generate_series(1, 11) i, generate_series(0, 9) d where m.id = 1 and substr(m.ssn, i, 1) = d::text $$")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege) as e:
+            c.execute("select * from digits()")
+        assert "WHERE" in str(e.value)
+        c.execute("drop function digits()")
+
+
+def test_a_syntax_error_raised_while_running_keeps_no_message(masked):
+    # to_tsquery's run-time syntax error quotes its whole input (pgwarden refuses what does not
+    # parse before it reaches the server: every 42601 from the server is raised while running)
+    disguised = SSN.translate(str.maketrans("0123456789", "abcdefghij"))
+    with psycopg.connect(masked.dsn(), autocommit=True) as c:
+        with pytest.raises(psycopg.errors.SyntaxError) as e:
+            c.execute("""select to_tsquery('a" ' || translate(ssn, '0123456789', 'abcdefghij') || ' "b &')
+                         from mpeople where id = 1""")
+        assert disguised not in str(e.value) and "message withheld" in str(e.value)
+
+
 def test_asyncpg_binary_codecs(masked):
     async def run():
         conn = await asyncpg.connect(masked.url(), ssl=False)

@@ -782,17 +782,22 @@ class _Walker:
             return
         self.kinds.add("update")
         select = _node(f.get("selectStmt"))
+        ctes = {(_fields(c) or {}).get("ctename", ""): _fields((_fields(c) or {}).get("ctequery"))
+                for c in (_fields(f.get("withClause")) or {}).get("ctes", []) or []}
         if relation is None or select is None or select[0] != "SelectStmt" \
-                or not self._brings_every_row(select[1], relation.name):
+                or not self._brings_every_row(select[1], relation.name, ctes):
             self.where.append(True)  # VALUES, DEFAULT VALUES, rows of other tables: the rows listed
             return
         self._where(conflict.get("whereClause"), relation, target, frozenset({"excluded"}))
 
-    def _brings_every_row(self, select: dict, table: str) -> bool:
+    def _brings_every_row(self, select: dict, table: str, ctes: dict | None = None) -> bool:
         """Whether a SELECT may return every row of the table named ``table``: it reads it
-        (directly, or in a sub-select or join that does) with no WHERE that filters and no LIMIT."""
+        (directly, or in a sub-select, join or CTE that does) with no WHERE that filters and no LIMIT."""
+        ctes = dict(ctes or {})
+        for c in (_fields(select.get("withClause")) or {}).get("ctes", []) or []:
+            ctes[(_fields(c) or {}).get("ctename", "")] = _fields((_fields(c) or {}).get("ctequery"))
         if select.get("op", "SETOP_NONE") != "SETOP_NONE":
-            return any(isinstance(_fields(side), dict) and self._brings_every_row(_fields(side), table)
+            return any(isinstance(_fields(side), dict) and self._brings_every_row(_fields(side), table, ctes)
                        for side in (select.get("larg"), select.get("rarg")))
         limit = select.get("limitCount")
         if limit is not None:
@@ -806,7 +811,13 @@ class _Walker:
             if n is None:
                 continue
             name, f = n
-            if name == "RangeVar" and f.get("relname") == table:
+            if name == "RangeVar" and not f.get("schemaname") and f.get("relname") in ctes:
+                query = ctes[f["relname"]]  # (a CTE's name hides a table's)
+                if isinstance(query, dict) and self._brings_every_row(query, table, {
+                        k: v for k, v in ctes.items() if k != f["relname"]}):
+                    alias = f.get("alias")
+                    names.add(alias.get("aliasname", "") if isinstance(alias, dict) else f["relname"])
+            elif name == "RangeVar" and f.get("relname") == table:
                 names.add(table)
                 alias = f.get("alias")
                 if isinstance(alias, dict):
@@ -815,7 +826,7 @@ class _Walker:
                 items += [f.get("larg"), f.get("rarg")]
             elif name == "RangeSubselect":
                 inner = _fields(f.get("subquery"))
-                if isinstance(inner, dict) and self._brings_every_row(inner, table):
+                if isinstance(inner, dict) and self._brings_every_row(inner, table, ctes):
                     names.add((f.get("alias") or {}).get("aliasname", "") or table)
         if not names:
             return False

@@ -142,6 +142,12 @@ WHERE = [
     ("INSERT INTO t SELECT id, 0 FROM t ON CONFLICT (id) DO UPDATE SET n = 0 WHERE t.n > 5", True),
     ("INSERT INTO t SELECT id, 0 FROM t WHERE id < 5 ON CONFLICT (id) DO UPDATE SET n = 0", True),
     ("INSERT INTO t VALUES (1, 0), (2, 0) ON CONFLICT (id) DO UPDATE SET n = excluded.n", True),
+    # (round two) the table's rows brought through a CTE
+    ("WITH s AS (SELECT id FROM t) INSERT INTO t SELECT id, 0 FROM s ON CONFLICT (id) DO UPDATE SET n = 0", False),
+    ("INSERT INTO t WITH s AS (SELECT id FROM t) SELECT id, 0 FROM s ON CONFLICT (id) DO UPDATE SET n = 0", False),
+    ("WITH s AS (SELECT id FROM t WHERE id < 3) INSERT INTO t SELECT id, 0 FROM s ON CONFLICT (id) DO UPDATE "
+     "SET n = 0", True),
+    ("WITH s AS (SELECT id FROM u) INSERT INTO t SELECT id, 0 FROM s ON CONFLICT (id) DO UPDATE SET n = 0", True),
     # unqualified names that cannot be the written table's columns
     ("DELETE FROM t USING (SELECT 1 AS x) s WHERE x = 1", False),
     ("DELETE FROM t USING (SELECT 1) s(x) WHERE x = 1", False),

@@ -59,6 +59,9 @@ class SessionUnavailable(Exception):
         self.message = message
 
 
+_NO_COPY_DATA = "pgwarden: COPY FROM STDIN has no data over MCP"
+
+
 @attrs.frozen
 class ServerError:
     """An ErrorResponse, as the agent on the wire would read it."""
@@ -88,6 +91,9 @@ class Outcome:
     #: the statement's number in its session (records: ``session`` and ``statement``)
     audit_id: str = ""
     transaction_status: str = "I"
+    #: pgwarden ended a COPY FROM STDIN itself (no data over MCP): the server's error that follows
+    #: is that, said in pgwarden's words (a masking plugin may withhold the server's text)
+    copy_refused: bool = False
 
 
 def text_param(value: object) -> bytes | None:
@@ -163,7 +169,8 @@ class WireClient(Protocol):
             if not self.ready.called:
                 self._fail_all(SessionUnavailable(msg.sqlstate or "08006", msg.message or "pgwarden: login failed"))
             elif self._outcome is not None and self._outcome.error is None:
-                self._outcome.error = ServerError.of(msg)
+                self._outcome.error = ServerError(msg.sqlstate or "57014", _NO_COPY_DATA) \
+                    if self._outcome.copy_refused else ServerError.of(msg)
         elif self._outcome is None:
             return  # ParameterStatus, notices at login
         elif isinstance(msg, m.RowDescription):
@@ -175,8 +182,8 @@ class WireClient(Protocol):
         elif isinstance(msg, m.CopyInResponse):
             # No data to send: failed at once. The server ignored the Sync sent with the Execute
             # (copy-in mode does) and discards until the next one.
-            self.transport.writeSequence([m.CopyFail("pgwarden: COPY FROM STDIN has no data over MCP").encode(),
-                                          m.Sync().encode()])
+            self._outcome.copy_refused = True
+            self.transport.writeSequence([m.CopyFail(_NO_COPY_DATA).encode(), m.Sync().encode()])
         elif isinstance(msg, m.PortalSuspended):
             self._outcome.suspended = True
         elif isinstance(msg, m.NoticeResponse):

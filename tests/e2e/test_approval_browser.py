@@ -31,7 +31,7 @@ except ImportError:
     pytest.skip("selenium is not installed (pip install -e .[test])", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
@@ -111,12 +111,28 @@ class Waiting(threading.Thread):
 def request_on_page(driver, wait: WebDriverWait, sql_part: str):
     """The pending request whose statement contains ``sql_part``, once the page lists it."""
     def found(_driver):
-        for article in driver.find_elements(By.CSS_SELECTOR, "#pending article.request"):
-            if sql_part in article.find_element(By.CSS_SELECTOR, "pre.sql").text:
-                return article
+        try:
+            for article in driver.find_elements(By.CSS_SELECTOR, "#pending article.request"):
+                if sql_part in article.find_element(By.CSS_SELECTOR, "pre.sql").text:
+                    return article
+        except StaleElementReferenceException:  # the page's own refresh replaced the list meanwhile
+            return False
         return False
 
     return wait.until(found)
+
+
+def on_request(driver, wait: WebDriverWait, sql_part: str, act):
+    """``act(article)`` on the request's article as the page lists it now: the page refreshes its
+    list every few seconds until the approver starts writing, so an article found earlier may be
+    gone (replaced by its fresh copy); found again until the action lands."""
+    def done(_driver):
+        try:
+            return act(request_on_page(driver, wait, sql_part)) or True
+        except StaleElementReferenceException:
+            return False
+
+    return wait.until(done)
 
 
 def test_approve_and_deny_from_the_inbox(sidecar, browser):
@@ -131,20 +147,25 @@ def test_approve_and_deny_from_the_inbox(sidecar, browser):
     signin.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait.until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, "#requests .who"), "alice"))
 
-    article = request_on_page(browser, wait, "window.__pwned")
     # The agent's markup is on the page as text, and none of it ran.
-    shown = article.find_element(By.CSS_SELECTOR, "pre.sql").text  # prettified: the quotes doubled
+    shown, images, scripts, details = on_request(browser, wait, "window.__pwned", lambda article: (
+        article.find_element(By.CSS_SELECTOR, "pre.sql").text,  # prettified: the quotes doubled
+        article.find_elements(By.TAG_NAME, "img"), article.find_elements(By.TAG_NAME, "script"),
+        article.find_element(By.TAG_NAME, "dl").text))
     assert """</code></pre><script>window.__pwned = "script"</script><img src=x onerror="window.__pwned = """ in shown
-    assert article.find_elements(By.TAG_NAME, "img") == [] and article.find_elements(By.TAG_NAME, "script") == []
+    assert images == [] and scripts == []
     assert browser.execute_script("return window.__pwned") is None
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text  # noqa: B018
-    details = article.find_element(By.TAG_NAME, "dl").text
     assert "agent-1" in details and "agents / order-writes" in details and "writes to orders need a human" in details
     assert "Impact preview" in details and "Expires" in details
     assert held.is_alive()  # still waiting for the human
 
-    article.find_element(By.NAME, "reason").send_keys("ticket OPS-42")
+    # Once the approver writes, the page stops refreshing the list (it would drop the reason).
+    on_request(browser, wait, "window.__pwned",
+               lambda article: article.find_element(By.NAME, "reason").send_keys("ticket OPS-42"))
+    article = request_on_page(browser, wait, "window.__pwned")
+    assert article.find_element(By.NAME, "reason").get_attribute("value") == "ticket OPS-42"
     article.find_element(By.CSS_SELECTOR, "button.approve").click()
     rows = held.result()
     assert rows == [(1, XSS_NOTE)], rows
@@ -153,8 +174,9 @@ def test_approve_and_deny_from_the_inbox(sidecar, browser):
 
     denied = Waiting(sidecar.dsn(), "update orders set note = 'again' where id = 2")
     browser.refresh()  # a reload of the page: the token stays in this tab's sessionStorage
+    on_request(browser, wait, "'again'", lambda article: article.find_element(By.CSS_SELECTOR, "button.deny").click())
+    # (the click left the focus in the form: the list stays as it is)
     article = request_on_page(browser, wait, "'again'")
-    article.find_element(By.CSS_SELECTOR, "button.deny").click()
     outcome = article.find_element(By.CSS_SELECTOR, "output")
     wait.until(lambda _d: "reason is required" in outcome.text)
     assert denied.is_alive()  # no reason, nothing sent

@@ -22,7 +22,9 @@
   };
   const signedIn = () => document.querySelector("#requests .who") !== null;
 
-  async function refresh() {
+  // `polled`: the timer's refresh, which must not replace the list under an approver who began
+  // writing a reason while it was on its way (the list is checked again once it has come).
+  async function refresh(polled = false) {
     let answer;
     try {
       answer = await fetch("requests", { headers: headers(), cache: "no-store" });
@@ -36,6 +38,7 @@
       say(text.trim(), true);
       return;
     }
+    if (polled && busy()) return;
     const fresh = new DOMParser().parseFromString(text, "text/html").getElementById("requests");
     document.getElementById("requests").replaceWith(document.adoptNode(fresh));
     signin.hidden = token() === null;
@@ -49,7 +52,7 @@
     return [...document.querySelectorAll("form.decide textarea")].some((t) => t.value.trim() !== "");
   }
   setInterval(() => {
-    if ((token() !== null || signedIn()) && !busy()) refresh();
+    if ((token() !== null || signedIn()) && !busy()) refresh(true);
   }, REFRESH_MS);
 
   async function decide(form, action) {

@@ -1238,20 +1238,21 @@ _SCHEMA_READERS = frozenset({"schema_to_xml", "schema_to_xmlschema", "schema_to_
                              "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema"})
 
 
-def _one_plain_relation(sql: str, lexer: LexerSettings) -> bool:
-    """``SELECT * FROM <name>`` where the name is one relation and nothing else."""
+def _lone_select(sql: str, lexer: LexerSettings) -> dict | None:
+    """The fields of ``sql``'s SELECT when it parses as one plain SELECT, else None."""
     try:
         tree = parse_tree(sql, lexer)
     except ParseError:
-        return False
+        return None
     stmts = tree.get("stmts", [])
-    if len(stmts) != 1:
-        return False
-    select = _node(stmts[0].get("stmt"))
-    if select is None or select[0] != "SelectStmt":
-        return False
-    f = select[1]
-    if set(f) - {"targetList", "fromClause", "limitOption", "op"}:
+    select = _node(stmts[0].get("stmt")) if len(stmts) == 1 else None
+    return select[1] if select is not None and select[0] == "SelectStmt" else None
+
+
+def _one_plain_relation(sql: str, lexer: LexerSettings) -> bool:
+    """``SELECT * FROM <name>`` where the name is one relation and nothing else."""
+    f = _lone_select(sql, lexer)
+    if f is None or set(f) - {"targetList", "fromClause", "limitOption", "op"}:
         return False
     froms = f.get("fromClause") or []
     return len(froms) == 1 and _node_name(froms[0]) == "RangeVar" and not _fields(froms[0]).get("alias")
@@ -1259,18 +1260,8 @@ def _one_plain_relation(sql: str, lexer: LexerSettings) -> bool:
 
 def _one_expression(text: str, lexer: LexerSettings) -> bool:
     """``text`` is one expression (what a function splices into a SELECT list)."""
-    try:
-        tree = parse_tree(f"SELECT {text}", lexer)
-    except ParseError:
-        return False
-    stmts = tree.get("stmts", [])
-    if len(stmts) != 1:
-        return False
-    select = _node(stmts[0].get("stmt"))
-    if select is None or select[0] != "SelectStmt":
-        return False
-    f = select[1]
-    return not set(f) - {"targetList", "limitOption", "op"} and len(f.get("targetList") or []) == 1
+    f = _lone_select(f"SELECT {text}", lexer)
+    return f is not None and not set(f) - {"targetList", "limitOption", "op"} and len(f.get("targetList") or []) == 1
 
 
 def _bare_null(e: Any) -> bool:

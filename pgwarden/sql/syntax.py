@@ -674,19 +674,19 @@ class _Walker:
 
         Its unqualified names are the written table's columns only if the table has them: a
         USING item's, a PL/pgSQL variable or a SQL function's parameter is a constant for every
-        row (``DELETE FROM t USING (SELECT 1 AS x) s WHERE x = 1``). Folded taking every such
-        name for a column and taking none for one; when the two disagree, the catalog decides
-        (`WhereCheck`: the folds kept for the resolver)."""
+        row (``DELETE FROM t USING (SELECT 1 AS x) s WHERE x = 1``). Folded for every set of
+        those names that may be its columns; when the verdicts differ, the catalog decides
+        (`WhereCheck`: the folds kept for the resolver). Beyond `_MAX_WHERE_NAMES`, or with no
+        table named, every name not shadowed is taken for a column."""
         if where is None:
             self.where.append(False)
             return
         shadowed = shadowed | self.variables
-        every = self.filters(where, target, None, shadowed)
         names = sorted({fields[0] for name, f in _nodes(where) if name == "ColumnRef"
                         for fields in [_names(f.get("fields", []))] if len(fields) == 1}
                        - shadowed - SYSTEM_COLUMNS)
         if relation is None or not names or len(names) > _MAX_WHERE_NAMES:
-            self.where.append(every)
+            self.where.append(self.filters(where, target, None, shadowed))
             return
         filtering = set()
         for mask in range(1 << len(names)):
@@ -696,6 +696,7 @@ class _Walker:
         if len(filtering) in (0, 1 << len(names)):  # the same whatever they are
             self.where.append(bool(filtering))
             return
+        every = frozenset(names) in filtering  # (the text's own reading: each name a column)
         self.where_checks.append(WhereCheck(relation, tuple(names), frozenset(filtering), every))
 
     def filters(self, where: Any, target: frozenset[str], columns: frozenset[str] | None,

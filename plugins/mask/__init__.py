@@ -68,29 +68,17 @@ _KEEPING_FUNCTIONS = ("pg_advisory", "pg_try_advisory",
 # oracle), a trigger, a rule or a row-level policy (code that sees the values).
 _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaStmt", "CreateTrigStmt",
                             "CreatePolicyStmt", "AlterPolicyStmt", "RuleStmt", "IndexStmt"})
-# Values the server quotes in its messages: "...", '...', Key (col)=(value), Failing row contains (...).
-_QUOTED = re.compile(r'"(?:[^"]|"")*"|\'(?:[^\']|\'\')*\''
-                     r'|=\((?:[^()]|\([^()]*\))*\)|contains \((?:[^()]|\([^()]*\))*\)')
 
 
 # Fields of ErrorResponse / NoticeResponse that carry codes, not text a value could hide in.
 _CODE_FIELDS = frozenset("SVCPpFLR")
-# What user code raises: RAISE's default SQLSTATE and a failed ASSERT's.
-_RAISED_CODES = frozenset({"P0001", "P0004"})
-_ERRORS = frozenset({"ERROR", "FATAL", "PANIC"})
-# Errors whose message is kept for a statement that reads masked values: none. The statement's
-# own syntax errors never reach the server (pgwarden refuses what does not parse), and a syntax
-# error raised while it runs quotes its input (to_tsquery's ``syntax error in tsquery: "..."``);
-# any error may quote a value, or a name made of one (``ssn::regclass``: relation "<ssn>" does
-# not exist), and quoting rules cannot be trusted with a value that holds quotes of its own
-# (``('"' || ssn || '"')::int`` makes the server write ``""812-57-3964""``): withheld whole, the
-# SQLSTATE kept and named.
-_KEPT_CODES: frozenset[str] = frozenset()
-# The XML errors, whose detail is the parser's, quoting the input unquoted line by line.
-_XML_CODES = frozenset({"2200L", "2200M", "2200N", "2200S", "2200T"})
-# Fields that echo a statement's input or text: the context (W) and the internal query (q).
-_ECHOING_FIELDS = frozenset("Wq")
-_DIGITS = re.compile(r"\d+")
+# Every error and notice of a statement that reads masked values keeps only its codes and a
+# withheld message. Any message may quote a value (unquoted too: a context line echoes JSON input,
+# `chr(n)` names its number), or a name made of one (``ssn::regclass``: relation "<ssn>" does not
+# exist); quoting rules cannot be trusted with a value that holds quotes of its own
+# (``('"' || ssn || '"')::int`` makes the server write ``""812-57-3964""``); user code (RAISE) may
+# put one anywhere; and the statement's own syntax errors never reach the server (pgwarden refuses
+# what does not parse), while a syntax error raised as it runs quotes its input (to_tsquery's).
 Fields = tuple[tuple[str, str], ...]
 
 
@@ -117,15 +105,6 @@ def _owning_rule(rules: SessionRules, tables: list[str]) -> MaskRule:
     owning = [r for r in rules.columns for t in tables
               if any(fnmatch.fnmatchcase(t, g.rsplit(".", 1)[0]) for g in r.spec.columns)]
     return max(owning, key=lambda r: r.strength) if owning else rules.columns[0]
-
-
-def _quoted(match: re.Match[str]) -> str:
-    text = match.group(0)
-    if text.startswith("="):
-        return "=(***)"
-    if text.startswith("contains"):
-        return "contains (***)"
-    return text[0] + "***" + text[0]
 
 
 @attrs.frozen
@@ -451,32 +430,16 @@ class Masking:
         reads_masked = bool(rules.columns) and (statement is None or self._reads_masked(rules, statement))
 
         def rewrite(fields: Fields) -> Fields:
-            codes = dict(fields)
-            # Text user code raised (RAISE, ASSERT, under any SQLSTATE: its context names PL/pgSQL)
-            # may hold a masked value unquoted anywhere (message, detail, hint, the COLUMN, TABLE,
-            # CONSTRAINT, DATATYPE and SCHEMA fields a RAISE can set): only the message is kept,
-            # withheld.
-            raised = reads_masked and (codes.get("C") in _RAISED_CODES or "PL/pgSQL" in codes.get("W", "")
-                                       or codes.get("V", codes.get("S")) not in _ERRORS
-                                       or codes.get("C", "") not in _KEPT_CODES)
-            xml = codes.get("C", "") in _XML_CODES
             out = []
+            sqlstate = dict(fields).get("C", "")
             for code, text in fields:
                 if code in _CODE_FIELDS:
                     out.append((code, text))
                     continue
-                if raised and code != "M":
+                if reads_masked:
+                    if code == "M":
+                        out.append((code, _withheld(sqlstate)))
                     continue
-                if raised:
-                    text = _withheld(codes.get("C", ""))
-                elif reads_masked:
-                    # The server quotes most values it names, but not all: a context line echoes
-                    # the input (JSON data, line 1: ...), as does the internal query of a dynamic
-                    # statement and an XML parser's detail; numbers come unquoted (chr(n):
-                    # "requested character too large for encoding: 123456789").
-                    if code in _ECHOING_FIELDS or code == "D" and (xml or "\n" in text):
-                        continue
-                    text = _DIGITS.sub("#", _QUOTED.sub(_quoted, text))
                 raw = text.encode()
                 if (scanner.prefilter is None or scanner.prefilter.passes(raw)) and scanner.candidate(raw):
                     text = scanner.scrub(text)[0]

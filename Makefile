@@ -70,6 +70,12 @@ lint: $(STAMP)
 # a compiler) answer the same whichever build the pytest that runs them imports: `make test` runs
 # them once, as a job of their own beside the two passes (~2 min, most of it the compiler), and the
 # passes leave them out (PASS_ARGS). `make test-compiled` alone runs them, as it runs everything.
+# Each pass runs on PASS_WORKERS pytest-xdist workers, a test file's tests on one worker (its
+# module's fixtures are made once), each worker a pytest session of its own (its own PostgreSQL).
+# One pass on one worker kept the two cores ~56% busy (waiting on servers and clients); two
+# workers each, both passes side by side, keep them busy. PASS_WORKERS=0: no workers, one session.
+PASS_WORKERS ?= 2
+WORKERS := $(if $(filter 0,$(PASS_WORKERS)),,-n $(PASS_WORKERS) --dist loadfile)
 BUILD_TESTS := tests/deploy/test_image_stages.py tests/deploy/test_build_fallback.py
 PASS_ARGS ?=
 TEST_JOBS ?= 3
@@ -87,15 +93,15 @@ test-builds: $(STAMP) $(COMPILED_STAMP)
 # as `make test`'s second pass. pgwarden.turns ends each turn with callLater(0) there instead of
 # at the end of the poll; records and bytes must not notice.
 test-stock-reactor: $(STAMP)
-	PGWARDEN_PURE_PYTHON=1 PGWARDEN_REACTOR=default $(PY) -m pytest -q $(PASS_ARGS)
+	PGWARDEN_PURE_PYTHON=1 PGWARDEN_REACTOR=default $(PY) -m pytest -q $(WORKERS) $(PASS_ARGS)
 
 # The whole suite on the compiled hot path only (the first half of `make test`).
 test-compiled: $(STAMP) $(COMPILED_STAMP)
-	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q $(PASS_ARGS)
+	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q $(WORKERS) $(PASS_ARGS)
 
 # ... and on pure Python only (PGWARDEN_PURE_PYTHON=1: pgwarden.compiled), on pgwarden's reactor.
 test-pure: $(STAMP)
-	PGWARDEN_PURE_PYTHON=1 $(PY) -m pytest -q
+	PGWARDEN_PURE_PYTHON=1 $(PY) -m pytest -q $(WORKERS)
 
 # The newest Twisted release, whatever the upper bound in setup.cfg says: whether the bound can
 # be raised. A fresh venv of its own each time (the newest of the day, from PyPI); the unit tests

@@ -17,6 +17,7 @@ from twisted.internet.defer import Deferred, gatherResults, succeed
 from pgwarden import lexical
 from pgwarden import limits as core_limits
 from pgwarden.approvals import ApprovalWaits
+from pgwarden.catalog.model import FIRST_NORMAL_OID
 from pgwarden.config import Approvals
 from pgwarden.plugin_call import ALLOWED, PluginFlags
 from pgwarden.proxy.state import CatalogState, ConnectionState, catalog_unread_of
@@ -24,7 +25,7 @@ from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
 from pgwarden.session import went_unchecked
-from pgwarden.sql.analysis import CHANGES_CATALOG, CHANGES_CONTEXT, MAY_CHANGE_SETTINGS_BIT, NAMES
+from pgwarden.sql.analysis import CHANGES_CATALOG, CHANGES_CONTEXT, COPIES_IN, MAY_CHANGE_SETTINGS_BIT, NAMES
 from pgwarden.sql.context import shared
 from pgwarden.sql.lineage import NAMING_KINDS
 from pgwarden.verdict import Refusal, Verdict
@@ -52,6 +53,7 @@ _CHANGES_CATALOG: Final = CHANGES_CATALOG
 _RAN_TESTS: Final = CHANGES_CATALOG | CHANGES_CONTEXT  # (and NAMES with masks: `ran`'s three tests)
 _NAMES: Final = NAMES
 _MAY_CHANGE_SETTINGS: Final = MAY_CHANGE_SETTINGS_BIT
+_COPIES_IN: Final = COPIES_IN
 
 
 def _unchecked(conn: ClientConnection) -> Verdict:
@@ -147,7 +149,7 @@ class Decisions:
             # or it reads after committed DDL not read yet (a view replaced, by this session or
             # another): decide once the catalog has been read again.
             return self._once_fresh(conn, request)
-        if plain:  # `_check` for a session without limits or shadow rules, inline (a call less)
+        if plain and not request.param_types:  # `_check` for a session without limits or shadow rules, inline
             verdict = self._checkers.check_under(statement, session, policies)  # (`PluginHost.check`, compiled)
             if isinstance(verdict, _VERDICT):
                 return self._enforce(verdict, statement, conn, request)
@@ -211,6 +213,10 @@ class Decisions:
         limits and shadow rules inline: a change here belongs there too.)"""
         if statement is None:
             statement = self.statements.get(request.sql, self._context(conn, request))
+        if request.param_types:
+            refusal = self._declared_types(conn, request)
+            if refusal is not None:
+                return self._refused(conn, request, statement, refusal)
         if conn.shadow is not None:  # a path of its own: a session without shadow pays one test
             return self._check_shadowed(conn, request, statement)
         limits = conn.limits
@@ -247,6 +253,36 @@ class Decisions:
         return gatherResults([verdict if isinstance(verdict, Deferred) else succeed(verdict),
                               found if isinstance(found, Deferred) else succeed(found)]).addCallback(
             lambda both: then(both[0], both[1]))
+
+    def _declared_types(self, conn: ClientConnection, request: StatementRequest) -> Refusal | None:
+        """A Parse that declares its parameters' types has every value bound to them converted by
+        the server before anything runs: a domain's CHECK, a row type's fields, an array's
+        elements. Each type of the database's own is judged as the cast it is (``SELECT
+        NULL::type``), by the session's policies; one the catalog does not know is refused."""
+        context = self._context(conn, request)
+        catalog = context.catalog
+        for position, oid in enumerate(request.param_types, 1):
+            if oid < FIRST_NORMAL_OID:
+                continue
+            facts = catalog.type(oid)
+            if facts is None:
+                return Refusal(
+                    "42501", f"pgwarden: blocked: parameter ${position} is declared of a type pgwarden does not "
+                             f"know (OID {oid})",
+                    "The server converts each value bound to a parameter to its declared type, which may run "
+                    "the type's own functions (a domain's CHECK, a row type's fields).",
+                    "Leave the parameter's type to the server (OID 0), or cast it in the statement's text.")
+            name = f"{_quoted(facts.schema)}.{_quoted(facts.name)}"
+            verdict = self.plugins.check(self.statements.get(f"SELECT NULL::{name}", context), conn.session)
+            if not isinstance(verdict, Verdict) or verdict.action != "allow":
+                why = verdict.reason if isinstance(verdict, Verdict) and verdict.reason else "its conversion"
+                return Refusal(
+                    "42501", f"pgwarden: blocked: parameter ${position} is declared of type {facts.schema}."
+                             f"{facts.name}, and converting a value to it is refused: {why}",
+                    "The server converts each value bound to a parameter to its declared type before the "
+                    "statement runs (a domain's CHECK, a row type's fields): judged as the cast it is.",
+                    None)
+        return None
 
     def _refused(self, conn: ClientConnection, request: StatementRequest, statement: Statement | None,
                  refusal: Refusal):
@@ -362,6 +398,8 @@ class Decisions:
                 self.ran(conn, statement)  # `ran`'s own three tests first: a call less per statement
             if analysis is not None and (effects & _MAY_CHANGE_SETTINGS) == 0:
                 request.may_change_settings = False  # later pipelined text is read as this one was
+            if (effects & _COPIES_IN) != 0:
+                request.copy_in = True  # the relay holds what follows until the server says (`Relay`)
             return self._recorded(conn, request, statement, verdict, action, runs, shadow)
         if action == "block":
             return self._recorded(conn, request, statement, verdict, action, Refusal.from_verdict(verdict), shadow)
@@ -377,3 +415,8 @@ class Decisions:
         recorded = self.recorded if not shadow else functools.partial(self.recorded, shadow=shadow)
         return self.approvals.begin(conn, request, statement, verdict, runs, recorded,
                                     lambda: self.ran(conn, statement))
+
+
+def _quoted(name: str) -> str:
+    """``name`` as an SQL identifier, quoted (the server's own quote_ident, always quoting)."""
+    return '"' + name.replace('"', '""') + '"'

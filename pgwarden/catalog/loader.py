@@ -50,6 +50,7 @@ class CatalogRows:
     casts: tuple[tuple, ...] = ()
     settings: tuple[tuple, ...] = ()
     schemas: tuple[tuple, ...] = ()
+    keywords: tuple[tuple, ...] = ()
 
     def by_kind(self) -> dict[str, tuple[tuple, ...]]:
         return {kind: getattr(self, kind) for kind in KINDS}
@@ -224,6 +225,7 @@ def build_catalog(
         attributes=((relation, tuple(names), tuple(types)) for relation, names, types in rows.attributes),
         settings=settings,
         schemas=(name for (name,) in rows.schemas),
+        keywords=(word for (word,) in rows.keywords),
         server_version=rows.server_version,
         source=source,
         complete=complete,

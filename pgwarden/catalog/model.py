@@ -184,6 +184,7 @@ class Catalog:
         attributes: Iterable[tuple[int, Sequence[str], Sequence[int]]] = (),
         settings: dict[str, str] | None = None,
         schemas: Iterable[str] = (),
+        keywords: Iterable[str] = (),
         server_version: int = 0,
         source: str = "empty",
         complete: bool = False,
@@ -197,6 +198,8 @@ class Catalog:
         #: setting name (lower-case) -> pg_settings.context
         self.settings: dict[str, str] = dict(settings or {})
         self.schemas: frozenset[str] = frozenset(schemas)
+        #: the server's SQL keywords (empty: not known, as in a catalog made by hand)
+        self.keywords: frozenset[str] = frozenset(keywords)
         self.server_version = server_version
         self.source = source
         self.complete = complete

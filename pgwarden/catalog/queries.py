@@ -68,6 +68,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "casts": ("oid", "source", "target", "function", "context", "method"),
     "settings": ("name", "context"),
     "schemas": ("name",),
+    # The server's keywords (pg_get_keywords): SQL syntax pgwarden's parser, of a newer release,
+    # reads where the server reads a function call (`json_value(...)` before PostgreSQL 17).
+    "keywords": ("word",),
 }
 
 # EXECUTE for PUBLIC by the function's initial privileges: those pg_init_privs keeps for objects
@@ -404,6 +407,7 @@ ORDER BY c.oid"""
 SETTINGS = "SELECT lower(s.name) AS name, s.context AS context FROM pg_settings AS s ORDER BY 1"
 
 SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
+KEYWORDS = "SELECT k.word AS word FROM pg_catalog.pg_get_keywords() AS k ORDER BY 1"
 
 
 # Whether the catalog changed since the last load, far cheaper than a load: for each catalog
@@ -450,4 +454,5 @@ def for_version(server_version: int) -> dict[str, str]:
         "casts": CASTS,
         "settings": SETTINGS,
         "schemas": SCHEMAS,
+        "keywords": KEYWORDS,
     }

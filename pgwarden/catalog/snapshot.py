@@ -136,6 +136,7 @@ def builtin_rows(rows: CatalogRows) -> CatalogRows:
         casts=(),  # the casts query reads only those made after initdb
         settings=rows.settings,
         schemas=tuple(row for row in rows.schemas if row[0] in BUILTIN_SCHEMAS),
+        keywords=rows.keywords,
     )
 
 

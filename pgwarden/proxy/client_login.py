@@ -251,6 +251,13 @@ class ClientLogin:
 
     def _startup_message(self, startup: m.StartupMessage, out: list[Action]) -> None:
         self.startup = startup
+        names = [k for k, _ in startup.parameters]
+        if len(set(names)) != len(names):
+            # The server takes a parameter's last value; pgwarden's reading of the session (its
+            # search_path above all) must be the server's, and no client sends one twice.
+            twice = next(k for i, k in enumerate(names) if k in names[:i])
+            return self._refuse(out, "08P01", f'pgwarden: the startup packet names the parameter "{twice}" '
+                                              "more than once")
         if startup.get("replication") not in (None, "false", "0", "off", "no"):
             return self._refuse(out, "08004", "pgwarden: replication connections are not allowed")
         if startup.get("database") is not None and startup.get("user") is None:

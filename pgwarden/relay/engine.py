@@ -114,6 +114,8 @@ _B_COPY_DATA: Final = 100  # d
 _B_COPY_DONE: Final = 99  # c
 _B_COPY_IN: Final = 71  # G
 _B_COPY_OUT: Final = 72  # H
+# The first OID a database object may have that initdb did not make (catalog.model.FIRST_NORMAL_OID)
+_FIRST_NORMAL_OID: Final = 16384
 _B_COPY_BOTH: Final = 87  # W
 
 _F_QUERY: Final = 81  # Q
@@ -201,6 +203,7 @@ class PreparedStatement(_Described):
         self.count = count  # its rows written are counted against this cap
         self.may_change_settings = True  # see StatementRequest
         self.decide_binds = False  # each Bind is decided (BIND_DECIDES)
+        self.copy_in = False  # it may start COPY FROM STDIN (StatementRequest.copy_in)
 
     def __repr__(self) -> str:
         return f"PreparedStatement(name={self.name!r}, sql={self.sql!r})"
@@ -245,7 +248,7 @@ class StatementRequest:
     """
 
     __slots__ = ("protocol", "sql", "statement_name", "seq", "lexer", "encoding", "refusal",
-                 "may_change_settings", "decide_binds", "bind")
+                 "may_change_settings", "decide_binds", "bind", "param_types", "copy_in")
 
     def __init__(self, protocol: str, sql: str, statement_name: str | None = None, seq: int = 0,
                  lexer: LexerSettings = DEFAULT_LEXER, encoding: str = "UTF8", refusal: Refusal | None = None,
@@ -270,6 +273,11 @@ class StatementRequest:
         # A Bind decided on its own (a statement decided BIND_DECIDES, or Parsed under older policies):
         # the client's Bind message, whose parameters an approval shows.
         self.bind = bind
+        # A Parse's declared parameter types, when one of them is not a built-in type (else
+        # empty): the server converts each value bound to them (a domain's CHECK runs).
+        self.param_types: tuple[int, ...] = ()
+        # Set by the decider on a statement that may start COPY FROM STDIN (see `Relay._copy_in`).
+        self.copy_in = False
 
     def __repr__(self) -> str:
         return (f"StatementRequest(protocol={self.protocol!r}, sql={self.sql!r}, "
@@ -596,6 +604,14 @@ class Relay:
         self._holding: _Count | None = None
         self._count_waiting: _Count | None = None
         self._drain = False
+        # COPY FROM STDIN: while the server reads copy data it ignores Sync and Flush, and only its
+        # answer says whether it reads them (CopyInResponse) or the statement failed first (an
+        # error: a Sync then ends the error's skipping and owes a ReadyForQuery). What the client
+        # sends after such a statement waits for that answer (`_copy_waiting`); while the server
+        # reads copy data (`_copy_in`), a Sync is forwarded owing nothing. Counting Syncs the
+        # server ignored as owed left the answers one behind what pgwarden expected.
+        self._copy_waiting = False
+        self._copy_in = False
         self._max_held = max_message_size
         own_name = "pgwarden_" + secrets.token_hex(4)
         self._before_name, self._check_name = own_name + "_before", own_name + "_check"
@@ -652,7 +668,7 @@ class Relay:
     def idle(self) -> bool:
         """Nothing in flight: no answer awaited from the server, no statement held or queued."""
         return (not self._expect and self._waiting is None and self._count_waiting is None
-                and not self._queue and not self._up)
+                and not self._copy_waiting and not self._queue and not self._up)
 
     @property
     def waiting(self) -> StatementRequest | None:
@@ -668,7 +684,7 @@ class Relay:
         except ProtocolError as e:
             self.fail(str(e))
             return
-        if self._waiting is not None or self._count_waiting is not None:
+        if self._waiting is not None or self._count_waiting is not None or self._copy_waiting:
             self._queue.extend(frames)
             self._queued_bytes += sum(len(f) for f in frames)
             return
@@ -725,8 +741,9 @@ class Relay:
         while i < n:
             if self.closing:
                 return
-            if self._count_waiting is not None:
-                # A counted statement's check goes right after its Execute: the rest waits for it.
+            if self._count_waiting is not None or self._copy_waiting:
+                # A counted statement's check goes right after its Execute, and what follows a
+                # COPY FROM STDIN waits for the server's answer to it: the rest waits for them.
                 rest = frames[i:]
                 self._queue.extend(rest)
                 self._queued_bytes += sum(len(f) for f in rest)
@@ -734,6 +751,10 @@ class Relay:
             raw = frames[i]
             i += 1
             t = raw[0]
+            if self._copy_in:  # the server reads copy data
+                if not self._copy_message(t, raw):
+                    return
+                continue
             if self._skip_to_sync:
                 if t != _F_SYNC:
                     continue
@@ -801,7 +822,12 @@ class Relay:
                     statement_name = self._encoding.decode(name)
             except ValueError as e:
                 return self._unreadable("extended", body, name, e, what)
-            return StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding_name)
+            request = StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding_name)
+            for oid in types:
+                if oid >= _FIRST_NORMAL_OID:  # (a type of the database's own: rare)
+                    request.param_types = types
+                    break
+            return request
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
 
@@ -857,14 +883,15 @@ class Relay:
         portal_name, end = _name(raw, 5, self._encoding)
         statement_name, _ = _name(raw, end, self._encoding)
         stmt = st.statements.get(statement_name)
+        if self._server_discarding:
+            # The server skips it until the Sync: not forwarded at all (nothing undecided may reach
+            # the server, should pgwarden's reading of the server's state be wrong).
+            return None
         if stmt is None:
-            if not self._server_discarding:
-                # Never Parsed here (an SQL-level PREPARE, or gone): nothing pgwarden decided.
-                self._refuse_here(_unknown_statement(statement_name, statement_name in self._refused), None)
-                return None
-            stmt = PreparedStatement(statement_name, "")  # skipped by the server anyway
-        elif (stmt.decide_binds or stmt.generation != self.policy_generation) and not decided \
-                and not self._server_discarding:
+            # Never Parsed here (an SQL-level PREPARE, or gone): nothing pgwarden decided.
+            self._refuse_here(_unknown_statement(statement_name, statement_name in self._refused), None)
+            return None
+        elif (stmt.decide_binds or stmt.generation != self.policy_generation) and not decided:
             self._seq += 1
             request = StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
                                        self._encoding_name)
@@ -873,8 +900,7 @@ class Relay:
         portal = Portal(portal_name, stmt, raw, self._generation)
         st.portals[portal_name] = portal
         self._up.append(raw)
-        if not self._server_discarding:
-            self._expect.append(Expectation(_E_BIND, portal, False))
+        self._expect.append(Expectation(_E_BIND, portal, False))
         return None
 
     def _apply(self, raw: bytes, request: StatementRequest, decision: object) -> None:
@@ -911,6 +937,8 @@ class Relay:
             else:  # ALLOW (a counted one too while the server discards: it will not run)
                 self._up.append(raw)
                 self._expect.append(Expectation(_E_QUERY, request.sql, False, ex))
+                if request.copy_in:
+                    self._copy_waiting = True
         elif t == _F_FUNCTION_CALL:
             # A call by function OID escapes every statement rule: always refused.
             self._generation += 1
@@ -941,6 +969,7 @@ class Relay:
                                          count=None if allowed or not isinstance(decision, CountRows) else decision)
                 stmt.may_change_settings = request.may_change_settings
                 stmt.decide_binds = decision is BIND_DECIDES or request.decide_binds
+                stmt.copy_in = request.copy_in
                 if ex is not None:
                     stmt.seq = request.seq
                     stmt.decide_s = ex.forwarded - ex.arrived
@@ -1027,6 +1056,19 @@ class Relay:
             self._begin_count(count)
         return count
 
+    def _copy_message(self, t: int, raw: bytes) -> bool:
+        """A client message while the server reads copy data: copy data and its end pass, a Sync
+        or Flush passes owing nothing (the server ignores them there); anything else ends the
+        session, as the server's protocol allows nothing else there. False: the session ends."""
+        if t == _F_COPY_DONE or t == _F_COPY_FAIL:
+            self._copy_in = False
+        elif t != _F_COPY_DATA and t != _F_SYNC and t != _F_FLUSH:
+            self.fail(f"a {chr(t)!r} message came during COPY FROM STDIN, where only copy data, "
+                      "CopyDone, CopyFail, Sync and Flush may")
+            return False
+        self._up.append(raw)
+        return True
+
     def _forward_other(self, t: int, raw: bytes) -> None:
         st = self.state
         if t == _F_BIND:
@@ -1064,6 +1106,8 @@ class Relay:
                 self._expect.append(Expectation(_E_EXECUTE, portal, False, ex))
                 if portal is None or portal.statement.may_change_settings:
                     self._report_due = self._generation + 1  # reported before the next Sync's ReadyForQuery
+                if portal is not None and portal.statement.copy_in:
+                    self._copy_waiting = True
             if count is not None:
                 if count.known:  # a later Execute of the portal: counted from its first
                     self._send_check(count)
@@ -1280,7 +1324,13 @@ class Relay:
                 self._hold_or_send(raw)
             elif t == _B_NOTICE:
                 self._hold_or_send(self._message(raw))
-            else:  # CopyIn, ...
+            elif t == _B_COPY_IN:
+                if self._copy_waiting:  # the server reads copy data: the client's messages follow
+                    self._copy_waiting = False
+                    self._copy_in = True
+                    self._drain = True
+                self._hold_or_send(raw)
+            else:  # ...
                 self._hold_or_send(raw)
         current = self._result
         if current is not None and current.transform is not None:
@@ -1520,6 +1570,12 @@ class Relay:
         # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.
 
     def _error(self, raw: bytes) -> None:
+        # A COPY FROM STDIN that failed before it read copy data, or while it did: the server
+        # reads no more of it (later copy messages it drops), and a Sync owes a ReadyForQuery.
+        self._copy_in = False
+        if self._copy_waiting:
+            self._copy_waiting = False
+            self._drain = True
         if not (self._expect and self._expect[0].own_error):  # pgwarden's own refusal says nothing masked
             raw = self._message(raw)
         self._end_result()
@@ -1588,6 +1644,9 @@ class Relay:
         self._down.append(raw)
 
     def _ready(self, raw: bytes) -> None:
+        if self._copy_waiting:  # (a statement before the COPY ended the Query)
+            self._copy_waiting = False
+            self._drain = True
         self._end_result()
         self._query_index = 0
         if self._holding is not None:  # (a check always answers before this: nothing is held here)

@@ -45,6 +45,8 @@ CHANGES_CONTEXT = 2
 MAY_CHANGE_SETTINGS_BIT = 4
 #: a kind of `NAMING_KINDS`
 NAMES = 8
+#: COPY ... FROM STDIN: the server may enter copy-in mode, where it ignores Sync and Flush
+COPIES_IN = 16
 
 
 @attrs.frozen
@@ -114,7 +116,8 @@ class Analysis:
     def _effects(self) -> int:
         return ((CHANGES_CATALOG if self.changes_catalog else 0) | (CHANGES_CONTEXT if self.changes_context else 0)
                 | (MAY_CHANGE_SETTINGS_BIT if self.may_change_settings else 0)
-                | (NAMES if self.kinds & NAMING_KINDS else 0))
+                | (NAMES if self.kinds & NAMING_KINDS else 0)
+                | (COPIES_IN if "copy_from" in self.kinds else 0))
 
     @uses_prepared.default
     def _uses_prepared(self) -> bool:

@@ -97,6 +97,9 @@ SQL_TEXT_FUNCTIONS = frozenset({
     "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
     "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
 })
+# The volatilities of the functions planning runs (a plain EXPLAIN): IMMUTABLE ones folded,
+# STABLE ones computed for the estimates (eval_const_expressions' estimate mode).
+_PLANNED = frozenset({"i", "s"})
 # Settings that give a transaction the right to write.
 READ_ONLY_SETTINGS = frozenset({"transaction_read_only", "default_transaction_read_only"})
 ROLE_SETTINGS = frozenset({"role", "session_authorization"})
@@ -159,6 +162,10 @@ class _Resolver:
 
     def _analysis(self, syntax: Syntax) -> Analysis:
         kinds = set(syntax.kinds)
+        if syntax.grammar_words and self.catalog.keywords and not syntax.grammar_words <= self.catalog.keywords:
+            # Syntax of pgwarden's grammar (a newer release's) that this server does not have: it
+            # reads a call of a function on the search_path there (`json_value(...)` before 17)
+            kinds.add("unknown")
         functions: set[str] = set()
         defined = {name: (schema, volatility, body) for schema, name, volatility, body in syntax.defines}
         nested: list[Analysis] = []
@@ -248,9 +255,10 @@ class _Resolver:
         candidates = self._candidates(call)
         local = defined.get(call.name)
         if call.planned and (candidates or local is not None):
-            # Under a plain EXPLAIN nothing runs but what planning folds: IMMUTABLE calls.
-            candidates = [fn for fn in candidates if fn.volatility == "i"]
-            if local is not None and local[1] != "i":
+            # Under a plain EXPLAIN nothing runs but what planning computes: IMMUTABLE calls it
+            # folds, and STABLE ones it computes to estimate (`WHERE id = f()`, `LIMIT f()`).
+            candidates = [fn for fn in candidates if fn.volatility in _PLANNED]
+            if local is not None and local[1] not in _PLANNED:
                 local = None
             if not candidates and local is None:
                 return
@@ -294,8 +302,10 @@ class _Resolver:
                 kinds |= ran.kinds
                 functions |= ran.functions
                 nested.append(ran)
-        if call.name in SQL_TEXT_FUNCTIONS and call.computed_text and not call.literal_sql:
-            kinds.add("unknown")  # SQL built at run time cannot be checked
+        if call.name in SQL_TEXT_FUNCTIONS and call.computed_text:
+            # SQL built at run time, or text pgwarden's parser refuses, cannot be checked (even
+            # beside another argument that could: crosstab's two queries)
+            kinds.add("unknown")
 
     def _operator(self, call: Call, kinds: set[str], functions: set[str]) -> None:
         operators = [o for o in self.catalog.operators_named(call.name)
@@ -352,9 +362,20 @@ class _Resolver:
             return
         types = self._types(call.schema, call.name)
         if not types:
+            rows = [rel for rel in self.catalog.relations_named(call.name)
+                    if (_schema(call.schema) == _schema(rel.schema) if call.schema is not None
+                        else self.uncertain or _schema(rel.schema) in self.schemas)]
+            if rows:
+                # A table's (or view's) row type: a value read into it converts each field to its
+                # column's type (`'(5)'::t`, `ROW(5)::t`, `json_populate_record(NULL::t, ...)`):
+                # a domain's CHECK runs. Built-in column types read their fields harmlessly.
+                for rel in rows:
+                    for type_oid in rel.column_types:
+                        self._convert(type_oid, False, kinds, functions, nested)
+                return
             if any(call.schema is None or _schema(call.schema) == _schema(rel.schema)
                    for rel in self.catalog.relations_named(call.name)):
-                return  # a table's row type: its columns' types are not followed
+                return  # a row type of a table not on the search_path: the server will not find it
             if self.catalog.types:  # (an empty catalog has nothing to judge by)
                 kinds.add("unknown")  # a type of the database's own that these facts do not know
             return

@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import attrs
+from pglast import keywords
 from pglast.parser import ParseError, parse_plpgsql_json
 
 from pgwarden.sql.lexer import (
@@ -121,7 +122,7 @@ class Call:
     literal_sql: tuple[Syntax, ...] = ()
     # An argument that could be SQL text but is computed at run time.
     computed_text: bool = False
-    # Under a plain EXPLAIN: only what planning runs (IMMUTABLE functions folded) counts.
+    # Under a plain EXPLAIN: only what planning runs (IMMUTABLE and STABLE functions) counts.
     planned: bool = False
 
 
@@ -149,6 +150,10 @@ class Syntax:
     # names are columns of the written table: the resolver folds them again with the catalog's
     # columns (their verdicts are not in ``has_where``).
     where_checks: tuple[WhereCheck, ...] = ()
+    # Keywords of syntax pgwarden's parser (PostgreSQL 18's grammar) read as something of its
+    # own (`json_value(...)`, `merge_action()`, `json_object(a, b)` as pg_catalog's): a server
+    # that does not have the keyword reads a call of a function on the search_path there.
+    grammar_words: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -293,6 +298,7 @@ class _Walker:
         self.deallocates: list[str] = []
         self.changes_functions: list[tuple[str, Syntax | None]] = []
         self.where_checks: list[WhereCheck] = []
+        self.grammar_words: set[str] = set()
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -316,6 +322,7 @@ class _Walker:
             tuple(self.deallocates),
             tuple(self.changes_functions),
             tuple(self.where_checks),
+            frozenset(self.grammar_words),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -333,6 +340,7 @@ class _Walker:
         self.deallocates += other.deallocates
         self.changes_functions += other.changes_functions
         self.where_checks += other.where_checks
+        self.grammar_words |= other.grammar_words
 
     # ------------------------------------------------------------------ constants
 
@@ -390,9 +398,16 @@ class _Walker:
         if name == "ExplainStmt":
             if self._explain_analyze(f):  # EXPLAIN ANALYZE runs its statement
                 self.statement(f.get("query"), scope)
-            else:  # planned only: the names count; planning folds IMMUTABLE calls, which run
+            else:  # planned only: the names count; planning folds IMMUTABLE and STABLE calls, which run
+                query = f.get("query")
+                q = _node(query)
+                if q is not None and q[0] == "ExecuteStmt":
+                    # EXPLAIN EXECUTE p(...) computes its arguments to plan with them, whatever they
+                    # call (volatile functions, set_config): they run as in an EXECUTE
+                    self.expr(q[1].get("params"), scope)
+                    return
                 inner = _Walker(self.lexer)
-                inner.expr(f.get("query"), scope)
+                inner.expr(query, scope)
                 self.relations |= {attrs.evolve(r, written=False) for r in inner.relations}
                 self.calls |= {attrs.evolve(c, planned=True) for c in inner.calls}
                 self.constants_read = self.constants_read or inner.constants_read
@@ -587,6 +602,10 @@ class _Walker:
             return
         n = _node(obj)
         if n is None:  # a typed field holding a bare struct (relation: {...}, into: {...})
+            if "names" in obj and "typemod" in obj:
+                # A TypeName: values may be converted to it where it stands (a column definition
+                # list, `json_to_record(...) AS x(c d)`, converts each field; CAST is `_type_cast`)
+                self.type_name(obj)
             if "relname" in obj:
                 self._relation(obj, scope, written=False)
                 return
@@ -625,6 +644,9 @@ class _Walker:
                 self.statement(query, visible)  # a data-modifying CTE runs
             else:
                 self.expr(query, visible)
+            # the rest of the CTE: CYCLE's mark values (`CYCLE n SET m TO d '1' DEFAULT ...`
+            # converts them), SEARCH, column lists
+            self.expr({k: v for k, v in cte.items() if k != "ctequery"}, visible)
         return scope + names
 
     def _select(self, f: dict, scope: tuple) -> None:
@@ -846,6 +868,9 @@ class _Walker:
         if not parts:
             return
         schema, fname = (parts[-2] if len(parts) > 1 else None), parts[-1]
+        if schema == "pg_catalog" and fname in _KEYWORDS:
+            # (`json_object(a, b)` parses as pg_catalog.json_object; so does the explicit call)
+            self.grammar_words.add(fname)
         args = f.get("args", []) or []
         literal_sql: list[Syntax] = []
         computed = False
@@ -858,6 +883,11 @@ class _Walker:
                 inner = syntax_of(text, self.lexer) if _looks_like_sql(text) else None
                 if inner is not None and inner is not UNPARSABLE and inner.statements:
                     literal_sql.append(inner)
+                elif inner is UNPARSABLE and _may_be_text(arg):
+                    # Text that may be SQL and that pgwarden's parser refuses: the server's may take
+                    # it (a word reserved in a later release: `... FROM t system_user`). A function
+                    # that runs its text runs what no one checked: computed, for the resolver.
+                    computed = True
             elif not _is_constant(arg, parameters=False):
                 computed = True  # (a parameter too: its text is bound at run time, query_to_xml($1))
         if schema in (None, "pg_catalog") and fname in _RELATION_READERS | _SCHEMA_READERS:
@@ -965,6 +995,16 @@ class _Walker:
         if parts:
             self.calls.add(_cast(parts[-2] if len(parts) > 1 else None, parts[-1]))
 
+    def _keyword_syntax(self, name: str, f: dict, scope: tuple) -> None:
+        """A node only a keyword's syntax makes (SQL/JSON, MERGE's support function)."""
+        word = _KEYWORD_NODES[name]
+        if name == "JsonFuncExpr":
+            word = _JSON_FUNCTIONS.get(f.get("op", ""), "json_value")
+        self.grammar_words.add(word)
+        for v in f.values():
+            if isinstance(v, (dict, list)):
+                self.expr(v, scope)
+
     def _indirection(self, f: dict, scope: tuple) -> None:
         text = self.text(f.get("arg"))
         literal: tuple[Syntax, ...] = ()
@@ -999,6 +1039,8 @@ class _Walker:
         query = f.get("query")
         if query is not None:
             self.statement(query, scope)
+        # COPY ... FROM ... WHERE: the condition runs on every row read (its calls, its casts)
+        self.expr(f.get("whereClause"), scope)
 
     def _truncate(self, f: dict, scope: tuple) -> None:
         for rel in f.get("relations", []) or []:
@@ -1349,9 +1391,27 @@ def _is_constant(obj: Any, parameters: bool = True) -> bool:
 
 def _looks_like_sql(text: str) -> bool:
     """Cheap gate before parsing a literal as SQL: a statement starts with a keyword, a
-    parenthesis or a comment."""
+    parenthesis or a comment, after any empty statements (``;SELECT ...`` runs the SELECT)."""
     head = text.lstrip()
+    while head[:1] == ";":
+        head = head[1:].lstrip()
     return bool(head) and (head[0].isalpha() or head[0] in "(/-")
+
+
+# Types a literal may be cast to and still be handed to a function as its SQL text.
+_TEXT_TYPES = frozenset({"text", "varchar", "bpchar", "name", "unknown"})
+
+
+def _may_be_text(arg: Any) -> bool:
+    """Whether a constant argument reaches its function as text (a literal left as it is, or
+    cast to a text type), not as a value of another type (``'a & b'::tsquery``)."""
+    n = _node(arg)
+    while n is not None and n[0] == "TypeCast":
+        names = _names((n[1].get("typeName") or {}).get("names", []))
+        if not names or names[-1] not in _TEXT_TYPES:
+            return False
+        n = _node(n[1].get("arg"))
+    return True
 
 
 def _dollar_quote(body: str) -> str:
@@ -1525,3 +1585,17 @@ _HANDLERS = {
     "DoStmt": lambda w, f, s: w._do(f),
     "IntoClause": _Walker._into,
 }
+# Nodes only a keyword's syntax makes, and that keyword (JsonFuncExpr's by its op).
+_KEYWORD_NODES = {
+    "JsonFuncExpr": "json_value", "JsonScalarExpr": "json_scalar", "JsonSerializeExpr": "json_serialize",
+    "JsonParseExpr": "json", "JsonIsPredicate": "json", "JsonArrayConstructor": "json_array",
+    "JsonArrayQueryConstructor": "json_array", "JsonObjectConstructor": "json_object",
+    "JsonArrayAgg": "json_arrayagg", "JsonObjectAgg": "json_objectagg", "JsonTable": "json_table",
+    "MergeSupportFunc": "merge_action",
+}
+_JSON_FUNCTIONS = {"JSON_VALUE_OP": "json_value", "JSON_QUERY_OP": "json_query", "JSON_EXISTS_OP": "json_exists"}
+for _name in _KEYWORD_NODES:
+    _HANDLERS[_name] = functools.partial(lambda name, w, f, s: w._keyword_syntax(name, f, s), _name)
+#: pgwarden's parser's keywords, every category
+_KEYWORDS = frozenset(keywords.RESERVED_KEYWORDS | keywords.COL_NAME_KEYWORDS | keywords.TYPE_FUNC_NAME_KEYWORDS
+                      | keywords.UNRESERVED_KEYWORDS)

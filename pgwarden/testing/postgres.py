@@ -8,6 +8,7 @@ methods pgwarden must speak upstream (md5, password, trust) and TLS.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import shutil
@@ -34,16 +35,21 @@ def free_port() -> int:
 def _server_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
-    for name in ("postgres", "pgwarden-test"):
-        try:
-            return pwd.getpwnam(name)
-        except KeyError:
-            continue
-    subprocess.run(
-        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "pgwarden-test"],
-        check=True,
-    )
-    return pwd.getpwnam("pgwarden-test")
+    # Test sessions start side by side (make test's passes, pytest-xdist's workers): on a fresh
+    # machine each would find no user and run useradd, and all but the first would fail (the
+    # user exists, or /etc/passwd is locked). One at a time, and the others find the user made.
+    with open(os.path.join(tempfile.gettempdir(), "pgwarden-test-user.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in ("postgres", "pgwarden-test"):
+            try:
+                return pwd.getpwnam(name)
+            except KeyError:
+                continue
+        subprocess.run(
+            ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", "pgwarden-test"],
+            check=True,
+        )
+        return pwd.getpwnam("pgwarden-test")
 
 
 def _bin(name: str) -> str:
@@ -66,6 +72,7 @@ class TempPostgres:
         self.data = self.base / "data"
         self.socket_dir = self.base / "sock"
         self.port = port or free_port()
+        self._port_chosen_here = port is None
         self.host = "127.0.0.1"
         self._user = _server_user()
         self.certs: dict[str, Path] = {}
@@ -128,7 +135,7 @@ log_min_messages = warning
             "host all trust_user 127.0.0.1/32 trust\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
-        self._run([_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.base / "server.log"), "-w", "start"])
+        self._start_on_a_free_port()
         self.psql(
             f"CREATE ROLE {APP_USER} LOGIN SUPERUSER PASSWORD '{APP_PASSWORD}';"
             "SET password_encryption = 'md5';"
@@ -140,6 +147,24 @@ log_min_messages = warning
         )
         self.psql(f"CREATE DATABASE appdb OWNER {APP_USER}")
         return self
+
+    def _start_on_a_free_port(self, tries: int = 3) -> None:
+        """A port found free may be taken before the server binds it, by another test session
+        starting beside this one (pytest-xdist's workers): the server then fails to start and
+        says so in its log; it is started again on another port."""
+        log = self.base / "server.log"
+        for attempt in range(tries):
+            try:
+                self._run([_bin("pg_ctl"), "-D", str(self.data), "-l", str(log), "-w", "start"])
+                return
+            except RuntimeError:
+                taken = log.exists() and "could not bind" in log.read_text(errors="replace")
+                if not (taken and self._port_chosen_here) or attempt == tries - 1:
+                    raise
+            log.unlink()
+            self.port = free_port()
+            with open(self.data / "postgresql.conf", "a") as conf:
+                conf.write(f"port = {self.port}\n")
 
     def psql(self, sql: str, database: str = "postgres") -> str:
         """Runs SQL over the Unix socket as the superuser; returns the unaligned output."""

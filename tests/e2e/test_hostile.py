@@ -267,8 +267,23 @@ ALTER TABLE public.when_t OWNER TO {APP_USER};
 CREATE SEQUENCE secret.counter;
 SELECT setval('secret.counter', 4242);
 GRANT SELECT ON secret.counter TO {APP_USER};
+-- (round three) a plain table to COPY into; functions named like the SQL/JSON syntax and MERGE's
+-- support function of PostgreSQL 16-18 (plain calls on a server without those keywords)
+CREATE TABLE public.plain_t (id int);
+ALTER TABLE public.plain_t OWNER TO {APP_USER};
+CREATE FUNCTION public.json_value(text, text) RETURNS text LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 'x'::text $$;
+CREATE FUNCTION public.json_scalar(int) RETURNS text LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 'x'::text $$;
+CREATE FUNCTION public.json_array(int) RETURNS text LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 'x'::text $$;
+CREATE FUNCTION public.merge_action() RETURNS text LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 'x'::text $$;
+CREATE FUNCTION public.json_object(int, int) RETURNS text LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 'x'::text $$;
 """
 RESET = """
+DELETE FROM public.plain_t;
 DELETE FROM public.things; INSERT INTO public.things SELECT g, g FROM generate_series(1, 5) g;
 DELETE FROM secret.things; INSERT INTO secret.things SELECT g, 1000 + g FROM generate_series(1, 3) g;
 CREATE TABLE IF NOT EXISTS public.victim (a int);
@@ -357,6 +372,8 @@ def _nested(inner: str, depth: int) -> str:
         inner = f"SELECT * FROM ({inner}) AS s{i}"
     return inner
 
+
+_PREPARED_TEXT = "PREPARE p(text) AS SELECT 1 WHERE $1 IS NOT NULL"
 
 CASES = [
     # -------------------------------------- PL/pgSQL: an assignment read as the server reads it
@@ -788,6 +805,62 @@ CASES = [
     refused("w", "EXPLAIN ANALYZE DELETE FROM things WHERE id = 1", policy="readonly"),
     refused("w", "SELECT public.purge()", policy="readonly"),
     allowed("w", "SELECT count(*) FROM things", policy="readonly"),
+    # ---------------------------------------------------------------- round three (red team, 2026-12-06)
+    # COPY ... FROM ... WHERE: the condition runs for every row copied
+    refused("r3", "COPY public.plain_t FROM STDIN WHERE public.purge() > 0"),
+    refused("r3", "COPY public.plain_t FROM STDIN WHERE 1 ### 2"),
+    refused("r3", "COPY public.plain_t FROM STDIN WHERE nextval('public.s') > 0"),
+    refused("r3", "COPY public.plain_t FROM STDIN WHERE pg_terminate_backend({victim})"),
+    refused("r3", "COPY public.plain_t FROM STDIN WHERE table_to_xml('secret.things', true, false, '')::text::int > 0"),
+    # a column definition list converts each field to its type (a domain's CHECK runs)
+    *(refused("r3", sql, policy=policy) for policy in ("design", "nowrite") for sql in (
+        "SELECT * FROM json_to_record('{\"c\":5}') AS x(c public.checked)",
+        "SELECT * FROM jsonb_to_recordset('[{\"c\":5}]') AS x(c checked)",
+        "SELECT * FROM ROWS FROM (json_to_record('{\"c\":5}') AS (c public.checked)) r",
+        # a table's row type converts each field to its column's type
+        "SELECT '(5)'::public.guarded",
+        "SELECT ROW(5)::public.guarded",
+        "SELECT '{\"(5)\"}'::guarded[]",
+        "SELECT * FROM json_populate_record(NULL::public.guarded, '{\"c\":5}')",
+        # syntax of a newer release than the server's: a call of the database's function there
+        "SELECT json_value('{}', 'x')",
+        "SELECT json_scalar(1)",
+        "SELECT json_array(1)",
+        "SELECT merge_action()",
+        "SELECT json_object(1, 2)",
+        # planning computes STABLE functions too (estimates), not only IMMUTABLE ones
+        "EXPLAIN SELECT * FROM things WHERE id = public.stable_purge()",
+        "EXPLAIN (ANALYZE false) SELECT 1 FROM things WHERE n < stable_purge()",
+        "EXPLAIN SELECT * FROM things LIMIT stable_purge()",
+        "EXPLAIN DELETE FROM things WHERE id = stable_purge()",
+        # a recursive CTE's CYCLE mark values are converted
+        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 2) "
+        "CYCLE n SET m TO public.checked '1' DEFAULT public.checked '2' USING p SELECT n FROM t",
+        "WITH RECURSIVE t(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM t WHERE n < 2) "
+        "CYCLE n SET m TO public.guarded '(1)' DEFAULT public.guarded '(2)' USING p SELECT n FROM t",
+        # SQL text after an empty statement, or text pgwarden's (newer) parser refuses, is run
+        "SELECT * FROM crosstab(';SELECT 1, 1, public.purge()') AS c(a int, b bigint)",
+        "SELECT * FROM crosstab('SELECT 1,1,p FROM public.purge() system_user(p)') AS c(a int, b bigint)",
+    )),
+    # EXPLAIN EXECUTE computes its arguments, whatever they call
+    *(refused("r3", "EXPLAIN EXECUTE p(public.purge()::text)", policy=policy, setup=(_PREPARED_TEXT,))
+      for policy in ("design", "nowrite")),
+    refused("r3", "SELECT * FROM crosstab(';SELECT id, id, n FROM secret.things') AS c(a int, b int)"),
+    refused("r3", "SELECT * FROM crosstab(E'\\n;SELECT 1, 1, n FROM app.notes') AS c(a int, b int)"),
+    refused("r3", "SELECT * FROM crosstab('SELECT id, id, n FROM secret.things system_user') AS c(a int, b int)"),
+    refused("r3", "SELECT * FROM crosstab(';SELECT 1, 1, nextval(''public.s'')') AS c(a int, b bigint)"),
+    refused("r3", "EXPLAIN EXECUTE p(nextval('public.s')::text)", setup=(_PREPARED_TEXT,)),
+    refused("r3", "EXPLAIN EXECUTE p(lo_from_bytea(424242, 'pwned')::text)", setup=(_PREPARED_TEXT,)),
+    refused("r3", "EXPLAIN EXECUTE p(set_config('role', 'md5_user', false))", setup=(_PREPARED_TEXT,)),
+    refused("r3", "SELECT * FROM crosstab(';SELECT 1,1,set_config(''default_transaction_read_only'',''off'',false)') "
+            "AS c(a int, b text); COMMIT; SELECT * FROM crosstab(';SELECT 1, 1, public.purge()::text') AS c(a int, b text)",
+            policy="readonly", protocols=SIMPLE),
+    # ... and the twins that must pass
+    allowed("r3", "SELECT * FROM json_to_record('{\"c\":5}') AS x(c int)"),
+    allowed("r3", "SELECT ROW(5, 6)::public.things IS NULL"),
+    allowed("r3", "EXPLAIN SELECT * FROM things WHERE id = extract(epoch FROM now())::int"),
+    allowed("r3", "EXPLAIN EXECUTE p('x')", setup=(_PREPARED_TEXT,)),
+    allowed("r3", "SELECT * FROM crosstab('SELECT 1, 1, 2') AS c(a int, b int)"),
 ]
 
 
@@ -1402,4 +1475,168 @@ def test_copy_into_a_table_whose_trigger_deletes_is_refused(hostile, server):
                 copy.write_row((1,))
         with c.cursor().copy("COPY logged FROM STDIN") as copy:  # an audit trigger: allowed
             copy.write_row((1,))
+    assert server.state() == before
+
+
+# ---------------------------------------------------------------------- round three: protocol paths
+
+
+def _type_oid(server, name: str) -> int:
+    return server.conn.execute(f"SELECT '{name}'::regtype::oid::int").fetchone()[0]
+
+
+@pytest.mark.parametrize("policy", ["design", "nowrite"])
+@pytest.mark.parametrize("type_name, value", [("public.checked", b"5"), ("public.guarded", b"(5)"),
+                                              ("public.checked[]", b"{5}")])
+def test_a_parameter_declared_of_a_type_whose_conversion_deletes_is_refused(hostile, server, policy, type_name, value):
+    # the server converts the value bound to the declared type at the Bind: a domain's CHECK runs
+    server.reset()
+    agent = Agent(hostile, GROUPS[policy], "extended")
+    try:
+        before = server.state()
+        agent.rc.send(m.Parse("q", "SELECT 1 WHERE $1 IS NULL", (_type_oid(server, type_name),)).encode()
+                      + m.Bind("", "q", (), (value,)).encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = agent.rc.until_ready()
+    finally:
+        agent.close()
+    assert_refused(answer, f"Parse with a parameter of {type_name}")
+    assert "is declared of" in errors(answer)[0].message
+    assert server.state() == before
+
+
+def test_a_parameter_declared_of_a_harmless_type_of_the_databases_own_runs(hostile, server):
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], "extended")
+    try:
+        agent.rc.send(m.Parse("q", "SELECT $1 + 1", (_type_oid(server, "public.plain"),)).encode()
+                      + m.Bind("", "q", (), (b"5",)).encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = agent.rc.until_ready()
+    finally:
+        agent.close()
+    assert not errors(answer), answer
+    assert [r.values[0] for r in answer if isinstance(r, m.DataRow)] == [b"6"]
+
+
+def test_a_startup_packet_naming_search_path_twice_is_refused(hostile, server):
+    # the server takes the last value; a pgwarden that took the first read `things` as public.things
+    rc = RawClient(hostile.host, hostile.port)
+    try:
+        rc.send(m.StartupMessage(m.PROTOCOL_3_0, (("user", "agent"), ("database", DB), ("search_path", "public"),
+                                                  ("search_path", "secret"))).encode())
+        answer = rc.recv_message()
+    finally:
+        rc.close()
+    assert isinstance(answer, m.ErrorResponse) and answer.sqlstate == "08P01", answer
+    assert 'names the parameter "search_path" more than once' in answer.message
+
+
+def _parse_bind_execute(sql: str, name: str = "") -> bytes:
+    return m.Parse(name, sql).encode() + m.Bind("", name).encode() + m.Execute("").encode()
+
+
+def test_a_sync_during_copy_from_stdin_owes_no_answer(hostile, server):
+    # libpq's way with a COPY through the extended protocol: Execute and Sync at once, the data,
+    # CopyDone and another Sync. The server ignores the first Sync: one ReadyForQuery in all, and
+    # the statements after it are answered as what they are.
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], "simple")
+    try:
+        agent.rc.send(_parse_bind_execute("COPY plain_t FROM STDIN") + m.Sync().encode()
+                      + m.CopyData(b"1\n2\n").encode() + m.CopyDone().encode() + m.Sync().encode())
+        answer = agent.rc.until_ready()
+        assert not errors(answer), answer
+        assert sum(isinstance(x, m.ReadyForQuery) for x in answer) == 1
+        counted = agent.run("SELECT count(*) FROM plain_t")
+        assert [r.values[0] for r in counted if isinstance(r, m.DataRow)] == [b"2"], counted
+        agent.rc.send(_parse_bind_execute("SELECT 41 + 1") + m.Sync().encode())
+        answer = agent.rc.until_ready()
+        assert [r.values[0] for r in answer if isinstance(r, m.DataRow)] == [b"42"], answer
+        # nothing owed any more: an answer owed to the ignored Sync would still be waited for
+        assert hostile.call(lambda: [c.relay.idle for c in hostile.app.connections
+                                     if c.relay is not None and not c.relay.closing]) == [True]
+    finally:
+        agent.close()
+
+
+def _desync_then_bind(agent: Agent, statement: str) -> list:
+    """A Sync during COPY FROM STDIN, then a simple Query's error: had pgwarden owed an answer to
+    the ignored Sync, it would take the Query's error for an extended one and think the server
+    skipping until Sync, and forward the Bind after it undecided."""
+    rc = agent.rc
+    rc.send(_parse_bind_execute("COPY plain_t FROM STDIN") + m.Sync().encode() + m.CopyData(b"1\n").encode()
+            + m.CopyDone().encode() + m.Sync().encode())
+    assert not errors(rc.until_ready())
+    rc.send(_parse_bind_execute("SELECT 1") + m.Query("SELECT 1/0").encode())
+    rc.until_ready()
+    rc.send(m.Bind("", statement).encode() + m.Execute("").encode() + m.Sync().encode())
+    return rc.until_ready()
+
+
+@pytest.mark.parametrize("prepare", ["PREPARE p AS SELECT n FROM things", "PREPARE p AS DELETE FROM things WHERE id > 0"])
+def test_a_sync_during_copy_does_not_let_an_sql_prepared_statement_be_bound(hostile, server, prepare):
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], "simple")
+    try:
+        assert not errors(agent.run(prepare))
+        assert not errors(agent.run("SET search_path = secret, public"))
+        before = server.state()
+        answer = _desync_then_bind(agent, "p")
+    finally:
+        agent.close()
+    assert not any(isinstance(x, m.DataRow) for x in answer), answer
+    assert server.state() == before
+
+
+def test_a_sync_during_copy_does_not_skip_a_named_statements_new_decision(hostile, server):
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], "simple")
+    try:
+        agent.rc.send(m.Parse("q", "SELECT n FROM things").encode() + m.Sync().encode())
+        assert not errors(agent.rc.until_ready())
+        assert not errors(agent.run("SET search_path = secret, public"))
+        answer = _desync_then_bind(agent, "q")
+    finally:
+        agent.close()
+    assert_refused(answer, "Bind of q after the search_path moved")
+
+
+def test_a_message_other_than_copy_data_during_copy_from_stdin_ends_the_session(hostile, server):
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], "simple")
+    try:
+        agent.rc.send(m.Query("COPY plain_t FROM STDIN").encode())
+        assert isinstance(agent.rc.recv_message(), m.CopyInResponse)
+        agent.rc.send(m.Query("SELECT 1").encode())
+        answer = agent.rc.recv_message()
+    finally:
+        agent.close()
+    assert isinstance(answer, m.ErrorResponse) and "during COPY FROM STDIN" in answer.message, answer
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_explain_execute_that_moves_the_search_path_is_followed(hostile, server, protocol):
+    server.reset()
+    agent = Agent(hostile, GROUPS["design"], protocol)
+    try:
+        assert not errors(agent.run(_PREPARED_TEXT))
+        agent.run("EXPLAIN EXECUTE p(set_config('search_path', 'secret', false))")
+        answer = agent.run("SELECT n FROM things")
+    finally:
+        agent.close()
+    assert_refused(answer, "SELECT n FROM things with secret first on the search_path")
+
+
+def test_explain_execute_of_a_protocol_statement_does_not_lift_read_only(hostile, server):
+    # READ_ONLY refuses PREPARE; a statement Parsed through the protocol serves as well
+    server.reset()
+    agent = Agent(hostile, GROUPS["readonly"], "simple")
+    try:
+        agent.rc.send(m.Parse("q", "SELECT 1 WHERE $1::text IS NOT NULL").encode() + m.Sync().encode())
+        assert not errors(agent.rc.until_ready())
+        before = server.state()
+        answer = agent.run("EXPLAIN EXECUTE q(set_config('default_transaction_read_only', 'off', false)); COMMIT; "
+                           "EXPLAIN EXECUTE q(public.purge()::text)")
+    finally:
+        agent.close()
+    assert_refused(answer, "EXPLAIN EXECUTE q(set_config(...))")
     assert server.state() == before

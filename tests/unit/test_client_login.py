@@ -168,6 +168,11 @@ def test_cancel_request_is_forwarded_and_ends_the_login():
          'pgwarden: database "other" is not served here; connect to "appdb"'),
         # Without a database, libpq's default is the user name.
         ((("user", "agent"),), "3D000", 'pgwarden: database "agent" is not served here; connect to "appdb"'),
+        # The server takes the last of two values, pgwarden would read the first: no client sends two.
+        ((("user", "agent"), ("database", "appdb"), ("search_path", "public"), ("search_path", "secret")),
+         "08P01", 'pgwarden: the startup packet names the parameter "search_path" more than once'),
+        ((("user", "agent"), ("database", "appdb"), ("database", "other")),
+         "08P01", 'pgwarden: the startup packet names the parameter "database" more than once'),
     ],
 )
 def test_startups_pgwarden_does_not_serve(params, sqlstate, message):

@@ -393,7 +393,7 @@ def _live_context(dsn: str, command: str = "explain"):
     from pgwarden.catalog.live import _scrub
     from pgwarden.catalog.loader import build_catalog, read_rows
     from pgwarden.catalog.snapshot import load_snapshot
-    from pgwarden.sql.context import SqlContext, parse_path
+    from pgwarden.sql.context import DEFAULT_PATH, SqlContext, parse_path
 
     password = None
     try:
@@ -410,7 +410,8 @@ def _live_context(dsn: str, command: str = "explain"):
         return None
     base = load_snapshot(rows.server_version)
     catalog = build_catalog(rows, source="live", complete=True, base_settings=base.settings)
-    return SqlContext(catalog, user=user, search_path=parse_path(path), default_path=parse_path(path))
+    start = parse_path(path)
+    return SqlContext(catalog, user=user, search_path=start, default_path=start or DEFAULT_PATH)
 
 
 def _lineage_lines(lineage, number: int | None) -> list[str]:

@@ -125,6 +125,11 @@ class Decisions:
             context = self._context(conn, request)
         else:
             context = state.context
+        relay = state.relay
+        if relay is not None and relay.context_unsettled and relay.answers_owed:
+            # Sent behind a change of the search_path the server has not ended yet (pipelined):
+            # an error or a ROLLBACK among what is in flight may undo it. Read as uncertain.
+            context = shared(context.uncertain())
         statement = self.statements.get(request.sql, context)
         # Before any policy: nothing may change how later statements are read. (Parsed for it
         # only when the text could say SET, RESET, DISCARD or set_config, or when its record, a
@@ -349,6 +354,11 @@ class Decisions:
                     # The server plans a named statement again under the new search_path at its
                     # next Bind: so is it decided again.
                     relay.policy_generation += 1
+                    # ... and may undo the change (an error, a ROLLBACK): see `Relay.context_unsettled`
+                    relay.context_unsettled = True
+                    # A portal keeps the plan of its Bind, made under the path before: its rows
+                    # would be read on the new one. Forgotten: an Execute of it is refused.
+                    relay.state.portals.clear()
         if analysis.changes_catalog:
             state.catalog_changed = True
             if analysis.redefines:

@@ -427,13 +427,34 @@ def copy_options(sql: str, index: int, lexer: LexerSettings | None = None) -> di
         if name == "format":
             options["format"] = (value or "text").lower()
         elif name == "header":
-            options["header"] = value is None or value.lower() not in ("false", "off", "0")
+            # A header line is skipped by the masking: it is taken for one only when the server
+            # surely writes it (HEADER alone, 1, or a true word: `HEADER 0` is an Integer, off)
+            options["header"] = _header_on(arg)
         elif name in ("delimiter", "quote", "escape", "null", "encoding", "force_quote", "force_not_null",
                       "force_null", "default"):
             options["custom"] = True
     return options
 
 
+
+
+def _header_on(arg: object) -> bool:
+    """Whether COPY's HEADER option given ``arg`` (its parse tree) writes a header line."""
+    if not arg:
+        return True  # HEADER alone
+    if not isinstance(arg, dict):
+        return False
+    if "Integer" in arg:
+        return (arg["Integer"] or {}).get("ival", 0) == 1
+    if "Boolean" in arg:
+        return bool((arg["Boolean"] or {}).get("boolval", False))
+    if "String" in arg:
+        # the server's parse_bool: these, and their prefixes it accepts
+        return str((arg["String"] or {}).get("sval", "")).lower() in _TRUE_WORDS
+    return False
+
+
+_TRUE_WORDS = frozenset({"t", "tr", "tru", "true", "y", "ye", "yes", "on", "1"})
 
 
 # ---------------------------------------------------------------------------- rules naming no column

@@ -31,7 +31,7 @@ from cattrs.gen import make_dict_structure_fn
 from pgwarden.config import ConfigError, did_you_mean, line_index, located, parse_document, read_document
 from pgwarden.identity import Identity
 from pgwarden.offline import NO_POLICY_RULE, Decision, MaskedOutput, decide, offline_session
-from pgwarden.sql.context import SqlContext, parse_path
+from pgwarden.sql.context import DEFAULT_PATH, SqlContext, parse_path
 from pgwarden.sql.lexer import LexerSettings
 
 if TYPE_CHECKING:
@@ -286,7 +286,7 @@ def run_case(config: Config, host: PluginHost, catalog: Catalog, tests: TestFile
     claims = {"sub": spec.subject, "groups": list(spec.groups), **spec.claims}
     identity = Identity(spec.subject, frozenset(spec.groups), claims)
     session = offline_session(config, identity, f"test-{index}")
-    path = case.session.search_path if case.session.search_path is not None else parse_path('"$user", public')
+    path = case.session.search_path if case.session.search_path is not None else DEFAULT_PATH
     lexer = LexerSettings(standard_conforming_strings=case.session.standard_conforming_strings)
     context = SqlContext(catalog, user=config.upstream.user, search_path=path, default_path=path, lexer=lexer)
     exercised: set[str] = set()

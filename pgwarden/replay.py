@@ -29,7 +29,7 @@ from pgwarden.identity import Identity
 from pgwarden.offline import Decision, MaskedOutput, decide, offline_session
 from pgwarden.recorder import RECORD_FORMAT
 from pgwarden.schemas import record_schema
-from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path
+from pgwarden.sql.context import DEFAULT_PATH, SqlContext
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
 
 if TYPE_CHECKING:
@@ -253,7 +253,7 @@ class Replayer:
         path = start.get("search_path") if start is not None else None
         if path is None:
             self._assume("sessions whose starting search_path is not recorded: the default assumed")
-            start_path = parse_path(", ".join(DEFAULT_SEARCH_PATH))
+            start_path = DEFAULT_PATH
         else:
             start_path = tuple(path)
         identity = Identity(subject, frozenset(groups), claims)

@@ -13,8 +13,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+import attrs
+
 from pgwarden.masking import COPY_REFUSAL, ResultShape, copy_options, copy_transform, resolve_shape, row_transform
 from pgwarden.plugins import MaskingFailed
+from pgwarden.sql.context import shared
 from pgwarden.sql.lineage import NAMING_KINDS, Lineage, NamedLineage
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
@@ -87,16 +90,27 @@ class SessionMasks:
         and its old lineage would miss that. (A cursor's rows are planned once, at DECLARE.)"""
         known = self._prepared.get(name)
         catalog = self.catalog.current
-        if known is None or known[2].catalog is catalog and not known[2].stale:
+        now = self.conn.sql_context
+        if known is None or known[2].catalog is catalog and not known[2].stale and \
+                (known[2].search_path, known[2].possible) == (now.search_path, now.possible):
             return
         sql, index, context = known
         context = context.with_catalog(catalog).with_stale(False)
+        if (context.search_path, context.possible) != (now.search_path, now.possible):
+            # the server plans it again under the session's search_path of now, not the PREPARE's
+            context = shared(attrs.evolve(context, search_path=now.search_path, possible=now.possible))
         lineages = self.statements.lineage_for(sql, context)
         body = next((b for kind, n, b in (lineages[index].defines if index < len(lineages) else ())
                      if kind == "prepared" and n == name), None)
         if body is not None:
             self.named.define("prepared", name, body)
             self._prepared[name] = (sql, index, context)
+
+    def forget(self, kind: str, name: str) -> None:
+        """The relay's ``on_name_taken``: a protocol message took an SQL-level name over."""
+        self.named.forget(kind, name)
+        if kind == "prepared":
+            self._prepared.pop(name, None)
 
     def _lexer(self) -> LexerSettings | None:
         relay = self.conn.relay

@@ -9,6 +9,7 @@ every listener it is given (masks, completions, the execute gate) is one of thes
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -17,6 +18,7 @@ from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.engine import Decider, Relay, SessionState
 from pgwarden.results import SessionMasks
 from pgwarden.session import SessionSummary
+from pgwarden.sql.context import shared
 
 if TYPE_CHECKING:
     from pgwarden.metrics import Stats
@@ -69,7 +71,7 @@ class SessionEvents:
         """The relay of ``conn``'s session, opened with the server's ``parameters``; its masking
         listeners (``conn.masks``) when a plugin masks results."""
         conn.masks = masks = self.masks_for(conn)
-        return Relay(
+        relay = Relay(
             decide,
             state=SessionState(parameters=parameters),
             max_message_size=max_message_size,
@@ -81,6 +83,10 @@ class SessionEvents:
             sample_bytes=self.recorder.sample_bytes,
             execute_gate=self.execute_gate(),
         )
+        relay.on_context_undone = functools.partial(_context_undone, conn)
+        if masks is not None:
+            relay.on_name_taken = masks.forget
+        return relay
 
     def completion_listener(self, conn: ClientConnection) -> CompletionListener:
         """The relay's ``on_complete``: the overhead histogram, and a result record if anyone records."""
@@ -96,3 +102,12 @@ class SessionEvents:
         if not self.plugins.masks:
             return None
         return SessionMasks(self.plugins, self.stats, self.catalog, self.statements, conn)
+
+
+def _context_undone(conn: ClientConnection) -> None:
+    """The server undid a change of ``conn``'s search_path (its transaction rolled back, an error,
+    SET LOCAL's end): what the path is now pgwarden cannot tell, so it is taken as uncertain (an
+    unqualified name may be any schema's it may have been), and named statements are decided again."""
+    conn.sql_context = shared(conn.context.uncertain())
+    if conn.relay is not None:
+        conn.relay.policy_generation += 1

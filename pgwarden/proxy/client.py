@@ -48,7 +48,7 @@ from pgwarden.relay.engine import Relay, StatementRequest
 from pgwarden.relay.handshake import UpstreamLogin
 from pgwarden.session import Session, replace_policies
 from pgwarden.shadow import Shadow
-from pgwarden.sql.context import DEFAULT_SEARCH_PATH, SqlContext, parse_path, shared
+from pgwarden.sql.context import DEFAULT_PATH, SqlContext, parse_path, shared
 from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
 from pgwarden.verdict import Refusal, Verdict
 from pgwarden.wire import messages as m
@@ -131,8 +131,9 @@ def session_sql_context(catalog: Catalog, user: str, startup: m.StartupMessage) 
     """The context a new session's statements are analysed in: the catalog, the upstream
     role (``$user``) and the search_path the session starts with."""
     given = startup.get("search_path")
-    path = parse_path(given) if given else parse_path(", ".join(DEFAULT_SEARCH_PATH))
-    return shared(SqlContext(catalog, user=user, search_path=path, default_path=path))
+    path = parse_path(given) if given else DEFAULT_PATH
+    # (None: a value the server refuses, and the login with it)
+    return shared(SqlContext(catalog, user=user, search_path=path, default_path=path or DEFAULT_PATH))
 
 
 # ---------------------------------------------------------------------- what a connection works with

@@ -140,10 +140,21 @@ _WHOLE: Final[frozenset[int]] = frozenset()
 
 _FLUSH: Final = m.Flush().encode()
 # Command tags (their first ten bytes) after which SQL has removed prepared statements.
-_FORGETS: Final = (b"DEALLOCATE", b"DISCARD AL")
+_FORGETS: Final = (b"DEALLOCATE", b"DISCARD AL", b"DECLARE CU", b"CLOSE CURS", b"PREPARE\x00")
 _SYNC: Final = m.Sync().encode()
 # Bind, Describe and Execute of the unnamed statement and portal: a simple Query's own parts.
 _RUN_UNNAMED: Final = m.Bind("", "").encode() + m.Describe("P", "").encode() + m.Execute("", 0).encode()
+
+
+def _unknown_portal(name: str) -> Refusal:
+    which = f'portal "{name}"' if name else "the unnamed portal"
+    return Refusal(
+        "42501",
+        f"pgwarden: blocked: {which} was not bound through the protocol in this session",
+        "An Execute runs a portal pgwarden decided at its Bind; an SQL cursor (DECLARE) is read "
+        "with FETCH.",
+        "Bind the statement before executing it, or FETCH from the cursor.",
+    )
 
 
 def _unknown_statement(name: str, refused: bool) -> Refusal:
@@ -499,6 +510,26 @@ def _deallocated(sql: str) -> list[str] | None:
     return names
 
 
+def _named_by(sql: str, cursors: bool) -> list[str] | None:
+    """The cursors a string's DECLARE and CLOSE statements name (``cursors``), or the
+    statements its PREPAREs name; None when it cannot be read (or CLOSE ALL)."""
+    try:
+        tree = parse_tree(sql)
+    except Exception:  # noqa: BLE001 - unreadable: the caller forgets every name
+        return None
+    names = []
+    for item in tree.get("stmts", []):
+        stmt = item.get("stmt", {})
+        if cursors and ("DeclareCursorStmt" in stmt or "ClosePortalStmt" in stmt):
+            name = (stmt.get("DeclareCursorStmt") or stmt.get("ClosePortalStmt") or {}).get("portalname")
+            if not name:
+                return None
+            names.append(name)
+        elif not cursors and "PrepareStmt" in stmt:
+            names.append(stmt["PrepareStmt"].get("name", ""))
+    return names
+
+
 def _unaffected(text: bytes) -> bool:
     """Text every client encoding reads alike (ASCII) and in which standard_conforming_strings
     changes nothing (no backslash)."""
@@ -612,6 +643,16 @@ class Relay:
         # server ignored as owed left the answers one behind what pgwarden expected.
         self._copy_waiting = False
         self._copy_in = False
+        #: Set by the decider when a statement changes the session's search_path: until the server
+        #: ends the transaction with a commit, an error or a ROLLBACK may undo the change. Then
+        #: ``on_context_undone`` is called (at the ReadyForQuery): the path is uncertain.
+        self.context_unsettled = False
+        self._context_undone = False
+        self.on_context_undone: Callable[[], None] | None = None
+        #: Called with ("prepared", name) when a Parse names a statement, ("cursor", name) when a
+        #: Bind names a portal: the server has one namespace for those and SQL's PREPARE and
+        #: DECLARE, and what SQL named so is no longer what SQL made (the masking forgets it).
+        self.on_name_taken: Callable[[str, str], None] | None = None
         self._max_held = max_message_size
         own_name = "pgwarden_" + secrets.token_hex(4)
         self._before_name, self._check_name = own_name + "_before", own_name + "_check"
@@ -669,6 +710,11 @@ class Relay:
         """Nothing in flight: no answer awaited from the server, no statement held or queued."""
         return (not self._expect and self._waiting is None and self._count_waiting is None
                 and not self._copy_waiting and not self._queue and not self._up)
+
+    @property
+    def answers_owed(self) -> bool:
+        """Whether the server still owes answers to what was sent (statements in flight)."""
+        return bool(self._expect)
 
     @property
     def waiting(self) -> StatementRequest | None:
@@ -899,6 +945,8 @@ class Relay:
             return request
         portal = Portal(portal_name, stmt, raw, self._generation)
         st.portals[portal_name] = portal
+        if portal_name and self.on_name_taken is not None:
+            self.on_name_taken("cursor", portal_name)
         self._up.append(raw)
         self._expect.append(Expectation(_E_BIND, portal, False))
         return None
@@ -976,6 +1024,8 @@ class Relay:
                 if not self._server_discarding:  # else the server skips the Parse: nothing is created
                     self.state.statements[stmt.name] = stmt
                     self._refused.discard(stmt.name)
+                    if stmt.name and self.on_name_taken is not None:
+                        self.on_name_taken("prepared", stmt.name)
                 self._up.append(raw)
                 self._expect_extended(Expectation(_E_PARSE, stmt, False, ex))
             else:
@@ -1081,6 +1131,10 @@ class Relay:
                     return
             name, end = _name(raw, 5, self._encoding)
             portal = st.portals.get(name)
+            if portal is None and not self._server_discarding:
+                # Never bound here (an SQL cursor, DECLAREd: its rows would pass unread, unmasked)
+                self._refuse_here(_unknown_portal(name), None)
+                return
             count = None
             if portal is not None and portal.statement.count is not None:
                 count = self._counted_execute(portal, portal.statement.count)
@@ -1260,7 +1314,10 @@ class Relay:
                         self._meter.truncated = self._meter.truncated or truncated
                 if not raw:
                     continue
-                if t == _B_COMMAND_COMPLETE and raw[5] == 68 and raw[5:15] in _FORGETS:  # 68: D
+                if self.context_unsettled and t == _B_COMMAND_COMPLETE and raw[5:13] == b"ROLLBACK":
+                    self._context_undone = True  # ROLLBACK, ROLLBACK TO SAVEPOINT
+                if t == _B_COMMAND_COMPLETE and (raw[5] == 68 or raw[5] == 67 or raw[5] == 80) \
+                        and (raw[5:15] in _FORGETS or raw[5:13] == b"PREPARE\x00"):  # 68 D, 67 C, 80 P
                     self._forget_prepared(head, raw)
                 if self._holding is None:
                     self._down.append(raw)
@@ -1337,18 +1394,31 @@ class Relay:
             self._server.streamable = _WHOLE
 
     def _forget_prepared(self, head: Expectation | None, raw: bytes) -> None:
-        """SQL removed prepared statements (DEALLOCATE, DISCARD ALL): a later Bind of one of
-        those names must not be taken for the statement pgwarden decided at its Parse, since
-        an SQL PREPARE may have reused the name."""
+        """SQL removed or made prepared statements or cursors (DEALLOCATE, DISCARD ALL, PREPARE,
+        DECLARE, CLOSE): a later Bind or Execute of one of those names must not be taken for
+        the statement or portal pgwarden decided through the protocol, since SQL may have reused
+        the name (a PREPARE that succeeds shows that the name was free: a function's DEALLOCATE
+        pgwarden never saw). Such a name is forgotten: a Bind of it, or an Execute, is refused."""
         statements = self.state.statements
         if raw[5:-1] in (b"DEALLOCATE ALL", b"DISCARD ALL"):
             statements.clear()
+            self.state.portals.clear()
             return
         sql = None
         if head is not None and head.kind == _E_QUERY:
             sql = head.target
         elif head is not None and head.kind == _E_EXECUTE and head.target is not None:
             sql = head.target.statement.sql
+        if raw[5] != 68 or raw[5:15] == b"DECLARE CU":  # cursors, or PREPARE
+            cursors = raw[5] != 80
+            names = _named_by(sql, cursors) if sql else None
+            table: dict = self.state.portals if cursors else statements
+            if names is None:
+                table.clear()
+            else:
+                for name in names:
+                    table.pop(name, None)
+            return
         names = _deallocated(sql) if sql else None
         if names is None:  # cannot tell which: forget every one
             statements.clear()
@@ -1570,6 +1640,8 @@ class Relay:
         # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.
 
     def _error(self, raw: bytes) -> None:
+        if self.context_unsettled:
+            self._context_undone = True  # the statement's transaction (or subtransaction) is rolled back
         # A COPY FROM STDIN that failed before it read copy data, or while it did: the server
         # reads no more of it (later copy messages it drops), and a Sync owes a ReadyForQuery.
         self._copy_in = False
@@ -1630,6 +1702,12 @@ class Relay:
                 skipped: PreparedStatement = e.target
                 if statements.get(skipped.name) is skipped:
                     del statements[skipped.name]  # failed or skipped: the server does not have it
+            elif e.kind == _E_BIND:
+                # failed or skipped: the server made no portal, and may keep one of that name that
+                # pgwarden no longer knows (a Bind refused for a name in use): forgotten, an
+                # Execute of it is refused
+                unbound: Portal = e.target
+                self.state.portals.pop(unbound.name, None)
         waiting = self._count_waiting
         if waiting is not None:
             # The count's before statement failed or was skipped: no check will follow it.
@@ -1644,6 +1722,13 @@ class Relay:
         self._down.append(raw)
 
     def _ready(self, raw: bytes) -> None:
+        if self.context_unsettled:
+            if self._context_undone:
+                self._context_undone = False
+                if self.on_context_undone is not None:
+                    self.on_context_undone()
+            if raw[5] == 73:  # I: the transaction ended (committed: the change stays, or was undone above)
+                self.context_unsettled = False
         if self._copy_waiting:  # (a statement before the COPY ended the Query)
             self._copy_waiting = False
             self._drain = True

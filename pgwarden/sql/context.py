@@ -31,43 +31,69 @@ if TYPE_CHECKING:
     from pgwarden.sql.analysis import Analysis
 
 DEFAULT_SEARCH_PATH = ('"$user"', "public")
+#: the same, as schema names (what `parse_path` reads of it)
+DEFAULT_PATH: tuple[str, ...] = ("$user", "public")
 
 
-def parse_path(value: str) -> tuple[str, ...]:
-    """A search_path value ('"$user", public, "My Schema"') as schema names (quotes removed,
-    unquoted names folded to lower case as the server does)."""
+def parse_path(value: str) -> tuple[str, ...] | None:
+    """A search_path value ('"$user", public, "My Schema"') as schema names, read as the server
+    reads it (SplitIdentifierString: quotes removed, unquoted names' ASCII letters folded to lower
+    case, only ASCII blanks between names); None when the server refuses it (`a b`, `a,,b`) or
+    might read it otherwise (a name longer than it keeps, a vertical tab): an uncertain path.
+    (A database in a single-byte encoding folds other letters of unquoted names too.)"""
+    if "\v" in value:
+        return None
     items: list[str] = []
-    current: list[str] = []
-    quoted = False
-    was_quoted = False
-    i = 0
-    while i < len(value):
-        ch = value[i]
-        if quoted:
-            if ch == '"':
-                if i + 1 < len(value) and value[i + 1] == '"':
-                    current.append('"')
-                    i += 1
-                else:
-                    quoted = False
-            else:
-                current.append(ch)
-        elif ch == '"':
-            quoted = was_quoted = True
-        elif ch == ",":
-            items.append(_item(current, was_quoted))
-            current, was_quoted = [], False
-        elif not ch.isspace():
-            current.append(ch)
+    i, n = 0, len(value)
+    i = _blanks(value, i)
+    if i == n:
+        return ()
+    while True:
+        if value[i] == '"':
+            name: list[str] = []
+            j = i + 1
+            while True:
+                if j >= n:
+                    return None  # unterminated
+                if value[j] == '"':
+                    if j + 1 < n and value[j + 1] == '"':
+                        name.append('"')
+                        j += 2
+                        continue
+                    break
+                name.append(value[j])
+                j += 1
+            text = "".join(name)
+            i = j + 1
+        else:
+            j = i
+            while j < n and value[j] not in _PG_BLANKS and value[j] != ",":
+                j += 1
+            # folded as a database in a multibyte encoding (UTF8) folds: ASCII letters only
+            text = "".join(c.lower() if "A" <= c <= "Z" else c for c in value[i:j])
+            i = j
+        if not text or len(text.encode()) > 63:
+            return None
+        items.append(text)
+        i = _blanks(value, i)
+        if i == n:
+            return tuple(items)
+        if value[i] != ",":
+            return None
+        i = _blanks(value, i + 1)
+        if i == n:
+            return None  # a separator and no name after it
+
+
+#: what the server's scanner takes for blanks between a list's names (scanner_isspace; \v is
+#: one from PostgreSQL 16 only: read as uncertain)
+_PG_BLANKS = " \t\n\r\f"
+
+
+def _blanks(value: str, i: int) -> int:
+    while i < len(value) and value[i] in _PG_BLANKS:
         i += 1
-    if current or was_quoted:
-        items.append(_item(current, was_quoted))
-    return tuple(i for i in items if i)
-
-
-def _item(chars: list[str], quoted: bool) -> str:
-    text = "".join(chars)
-    return text if quoted else text.lower()
+    return i
 
 
 @attrs.frozen(cache_hash=True)

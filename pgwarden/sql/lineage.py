@@ -294,7 +294,17 @@ class NamedLineage:
             else:
                 self._named.pop((kind, name), None)
         for kind, name, body in lineage.defines:
-            self._named[kind, name] = body
+            if (kind, name) in self._named:
+                # The name is in use: the server refuses to define it again (or the definition was
+                # skipped, or failed), and what it names is what pgwarden may no longer tell: opaque
+                del self._named[kind, name]
+            else:
+                self._named[kind, name] = body
+
+    def forget(self, kind: str, name: str) -> None:
+        """``name`` was taken over outside SQL (a protocol Parse of a statement of that name, a
+        Bind of a portal of that name): what it names is what pgwarden cannot trace: opaque."""
+        self._named.pop((kind, name), None)
 
     def define(self, kind: str, name: str, body: Lineage) -> None:
         """``name``'s body traced again (a prepared statement after the catalog changed: the

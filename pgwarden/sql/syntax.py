@@ -526,6 +526,11 @@ class _Walker:
             return
         kind = f.get("kind")
         setting = (f.get("name") or "").lower()
+        if f.get("is_local") and setting == "search_path":
+            # SET LOCAL: undone at the transaction's end, and nothing outside one: the path is
+            # uncertain from here (what the transaction then reads may be either)
+            self.settings.append((setting, COMPUTED))
+            return
         if kind == "VAR_RESET_ALL":
             self.settings.append(("*", None))
         elif kind == "VAR_SET_VALUE":
@@ -904,6 +909,10 @@ class _Walker:
             if value is None and len(args) > 1:
                 is_const, _ = self.const(args[1])
                 value = None if is_const else COMPUTED  # NULL resets; anything else is unknown here
+            if setting is not None and setting.lower() == "search_path" and len(args) > 2:
+                is_const, is_local = self.const(args[2])
+                if not is_const or is_local:  # (as SET LOCAL: see `_settings`)
+                    value = COMPUTED
             self.settings.append((setting.lower() if setting is not None else "*", value))
         for key, value in f.items():
             if key != "funcname" and isinstance(value, (dict, list)):

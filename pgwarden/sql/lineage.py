@@ -525,8 +525,14 @@ class _Walker:
             body = _Walker(self.ctx).statement(f.get("query"))
             return Lineage(outputs=None, reads=frozenset(), defines=(("prepared", f.get("name", ""), body),))
         if kind == "ExecuteStmt":
+            computed = False
             for param in f.get("params") or ():
-                self.expr(param, _Scope([]))
+                computed = bool(self.expr(param, _Scope([])).sources) or computed
+            if computed:
+                # An argument computed from a column (or a function that reads one) flows into the
+                # body's outputs wherever it uses $n, which its lineage does not follow: opaque
+                # whatever the body, masked whole.
+                return Lineage(outputs=None, reads=None, opaque=True)
             # Opaque until `NamedLineage.resolve` gives it the prepared body's lineage.
             return Lineage(outputs=(), reads=None, opaque=True, refers=("prepared", f.get("name", "")))
         if kind == "DeallocateStmt":

@@ -424,9 +424,7 @@ class _Walker:
             for arg in f.get("argtypes", []) or []:
                 self.expr(arg, scope)
             return
-        if name == "ExecuteStmt":
-            self.executes.append(f.get("name", ""))
-        elif name == "DeallocateStmt":
+        if name == "DeallocateStmt":
             self.deallocates.append("*" if f.get("isall") or not f.get("name") else f["name"])
         elif name in ("VariableSetStmt", "TransactionStmt", "DiscardStmt"):
             if name == "DiscardStmt" and f.get("target") == "DISCARD_ALL":
@@ -1593,6 +1591,8 @@ _HANDLERS = {
     "ExplainStmt": lambda w, f, s: w._nested_statement(f, s, "ExplainStmt"),
     "DoStmt": lambda w, f, s: w._do(f),
     "IntoClause": _Walker._into,
+    # (top level, or CREATE TABLE ... AS EXECUTE: the body runs, judged with what it was prepared as)
+    "ExecuteStmt": lambda w, f, s: (w.executes.append(f.get("name", "")), w.expr(f.get("params"), s)),
 }
 # Nodes only a keyword's syntax makes, and that keyword (JsonFuncExpr's by its op).
 _KEYWORD_NODES = {

@@ -35,6 +35,7 @@ from pgwarden.api import (
     ResultShape,
     Session,
     Statement,
+    StoreKey,
     Verdict,
     hookimpl,
 )
@@ -68,6 +69,15 @@ _KEEPING_FUNCTIONS = ("pg_advisory", "pg_try_advisory",
 # oracle), a trigger, a rule or a row-level policy (code that sees the values).
 _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaStmt", "CreateTrigStmt",
                             "CreatePolicyStmt", "AlterPolicyStmt", "RuleStmt", "IndexStmt"})
+
+
+# The session's SQL-level prepared statements, as this plugin saw them PREPAREd: name -> every
+# (lineage, analysis) of a body prepared under it (a PREPARE that fails leaves the old one: all
+# count until a DEALLOCATE). An EXECUTE is judged with them: what it keeps, writes or explains.
+PREPARED_BODIES = StoreKey[dict]("mask.prepared")
+# Statement kinds in which an EXECUTE's rows do not come back as rows: CREATE TABLE ... AS EXECUTE
+# (written to a table), EXPLAIN ANALYZE EXECUTE (sizes of what it computed).
+_EXECUTED_INTO = frozenset({"ddl", "explain"})
 
 
 # Fields of ErrorResponse / NoticeResponse that carry codes, not text a value could hide in.
@@ -225,8 +235,17 @@ class Masking:
                 "Code in a block runs out of pgwarden's sight: it could copy a masked value to a table, a "
                 "setting or a message unmasked. Read the masked columns in a plain SELECT.")
         analysis = statement.analysis
-        keeps = statement.kinds & _KEEPS or analysis.settings or any(
-            name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions)
+        refused = self._prepared(rules, statement, session)
+        if refused is not None:
+            return refused
+        if "explain" in statement.kinds and self._folds_masked(rules, statement):
+            rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
+                or rules.columns[0]
+            return _refused_by(rule,
+                "EXPLAIN of a statement whose functions of the database's own read masked columns",
+                "The planner computes such a function's value and the plan prints it (a constant in a "
+                "filter, or an output with VERBOSE). EXPLAIN the statement without the function.")
+        keeps = _keeps(statement.kinds, analysis)
         if keeps and self._may_touch(rules, statement, lineages):
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
@@ -244,6 +263,58 @@ class Masking:
                             f"masked column {read} is hashed, and no hash key is configured",
                             "An operator must set plugins.mask.key_file; this is not caused by the statement.")
         return None
+
+    def _prepared(self, rules: SessionRules, statement: Statement, session: Session) -> Verdict | None:
+        """Remembers what PREPAREs define (and DEALLOCATEs forget); judges an EXECUTE with the
+        bodies of its name: one that keeps values (set_config, advisory locks, sequences...) while
+        reading masked columns, one written to a table or explained as it runs, its oracles."""
+        analysis = statement.analysis
+        if not (analysis.prepares or analysis.executes or analysis.deallocates):
+            return None
+        bodies: dict = session.store.setdefault(PREPARED_BODIES, {})
+        for name in analysis.deallocates:
+            if name == "*":
+                bodies.clear()
+            else:
+                bodies.pop(name, None)
+        prepared = {name: body for name, body, _syntax in analysis.prepares}
+        for lineage in statement.lineage:
+            for kind, name, body in lineage.defines:
+                if kind == "prepared":
+                    bodies.setdefault(name, []).append((body, prepared.get(name)))
+        for name in analysis.executes:
+            for body, body_analysis in bodies.get(name) or [(None, None)]:
+                touches = body is None or body.reads is None or any(rules.rule_for(str(s)) for s in body.reads)
+                if not touches:
+                    continue
+                rule = rules.strictest(str(s) for s in (body.reads or ())) if body is not None else None
+                rule = rule or rules.columns[0]
+                if statement.kinds & _EXECUTED_INTO:
+                    return _refused_by(rule,
+                        f"prepared statement {name} may read masked columns, and its rows are written to a "
+                        "table or explained as it runs here",
+                        "CREATE TABLE ... AS EXECUTE stores them unmasked, EXPLAIN ANALYZE shows sizes of what "
+                        "it computed. EXECUTE it on its own: its rows come back masked.")
+                if body_analysis is None or _keeps(body_analysis.kinds, body_analysis):
+                    return _refused_by(rule,
+                        f"prepared statement {name} may read masked columns and keep values elsewhere "
+                        "(set_config, large objects, NOTIFY, sequences, advisory locks), or is not known",
+                        "A value passed there would be stored in clear and could be read back unmasked.")
+                if body is not None:
+                    for use in body.oracles:
+                        oracle_rule = rules.rule_for(str(use.source))
+                        if oracle_rule is not None and oracle_rule.spec.oracle == "refuse":
+                            return self._oracle(str(use.source), use.clause, oracle_rule)
+        return None
+
+    @staticmethod
+    def _folds_masked(rules: SessionRules, statement: Statement) -> bool:
+        """Whether an EXPLAIN's statement calls a function of the database's own (the planner folds
+        an IMMUTABLE one into a constant the plan prints) while it may read masked columns."""
+        catalog = statement.context.catalog if statement.context is not None else None
+        own = any(catalog is None or not all(fn.builtin for fn in catalog.functions_named(name))
+                  or not catalog.functions_named(name) for name in statement.analysis.functions)
+        return own and Masking._may_touch(rules, statement, statement.lineage)
 
     @staticmethod
     def _ddl_on_masked(rules: SessionRules, statement: Statement) -> Verdict | None:
@@ -502,3 +573,9 @@ def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn,
         return strategy(value, family, fmt)
 
     return masker
+
+
+def _keeps(kinds: frozenset[str], analysis) -> bool:
+    """Whether a statement keeps a value where a later one reads it back (`_KEEPS`)."""
+    return bool(kinds & _KEEPS or analysis.settings
+                or any(name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions))

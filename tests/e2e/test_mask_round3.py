@@ -536,3 +536,92 @@ def test_search_path_value_split_or_folded_unlike_server(pw, direct, case):
         agent.close()
         direct.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
     assert not leaked(raw), f"derived outputs of public.users read as {schema}.users': {r['rows']}"
+
+
+# ------------------------------------------------------------------ EXECUTE judged with its body, EXPLAIN's folded constants
+@pytest.mark.parametrize("column", ["ssn", "salary", "email"])
+def test_explain_verbose_shows_constant_folded_immutable_function(agent, direct, column):
+    """An IMMUTABLE SQL function with constant arguments is run by the planner (evaluate_function)
+    and its result printed as a constant in EXPLAIN VERBOSE's Output line. lineage.statement gives
+    EXPLAIN's `QUERY PLAN` no sources (only the inner statement's oracles count), so the plan text is
+    relayed as it came. Received: ("  Output: '812-57-3964'::text",) / ('  Output: 7342195.37',)."""
+    direct.execute("DROP FUNCTION IF EXISTS rt3_val(int)")
+    try:
+        ok(agent.run(f"CREATE FUNCTION rt3_val(int) RETURNS text LANGUAGE sql IMMUTABLE "
+                     f"AS 'SELECT {column}::text FROM users WHERE id = $1'"))
+        raw, r = received_by(agent, "EXPLAIN (VERBOSE, COSTS OFF) SELECT rt3_val(1)")
+    finally:
+        direct.execute("DROP FUNCTION IF EXISTS rt3_val(int)")
+    assert not leaked(raw), f"EXPLAIN VERBOSE prints the masked value: {r}"
+
+
+@pytest.mark.parametrize("body", ["SELECT $1 AS x", "SELECT $1 || '' AS x, upper($1) AS y"])
+def test_execute_parameter_computed_from_masked_value_returned_unmasked(agent, direct, body):
+    """lineage.statement (ExecuteStmt) walks EXECUTE's parameters (reads) but its outputs are the
+    prepared body's, where $1 is a ParamRef: derived from nothing. A parameter computed from a masked
+    column (through an SQL function: a sub-query is not allowed there) comes back as an unmasked
+    output. `PREPARE rt3pp(text) AS SELECT $1 AS x; EXECUTE rt3pp(rt3_ssn(1))` -> ('812-57-3964',)."""
+    direct.execute("DROP FUNCTION IF EXISTS rt3_ssn(int)")
+    try:
+        ok(agent.run("CREATE FUNCTION rt3_ssn(int) RETURNS text LANGUAGE sql STABLE "
+                     "AS 'SELECT ssn FROM users WHERE id = $1'"))
+        ok(agent.run(f"PREPARE rt3pp(text) AS {body}"))
+        raw, r = received_by(agent, "EXECUTE rt3pp(rt3_ssn(1))")
+        agent.run("DEALLOCATE rt3pp")
+    finally:
+        direct.execute("DROP FUNCTION IF EXISTS rt3_ssn(int)")
+    assert not leaked(raw), f"EXECUTE's parameter returned unmasked: {r['rows']}"
+
+
+def test_explain_analyze_execute_sort_memory_reveals_ssn(agent):
+    """`EXPLAIN ANALYZE SELECT ...` over masked values is refused (`used in EXPLAIN ANALYZE`, round
+    two's sort-memory oracle), but lineage.statement adds those oracles only when the inner
+    statement's outputs are known: for `EXPLAIN ANALYZE EXECUTE p` the inner ExecuteStmt has no
+    outputs (`()`, resolved later by NamedLineage), so nothing is added and it runs. A PREPARE of
+    `repeat('x', 100000 * digit) ... ORDER BY name` is a plain read (allowed); the plan's
+    `Memory: 806kB` gives the digit (8). All nine digits, one EXECUTE each."""
+    digits = ""
+    for i, ch in enumerate(SSN, 1):
+        if not ch.isdigit():
+            continue
+        ok(agent.run(f"PREPARE rt3pm AS SELECT id, repeat('x', 100000 * (ascii(substr(ssn, {i}, 1)) - 48)) "
+                     f"FROM users WHERE id = 1 ORDER BY name"))
+        r = agent.run("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE rt3pm")
+        agent.run("DEALLOCATE rt3pm")
+        for (line,) in r["rows"] or ():
+            if "Memory:" in line:
+                digits += str(int(line.split("Memory:")[1].strip().rstrip("kB")) // 100)
+    assert digits != SSN.replace("-", ""), f"SSN rebuilt from EXPLAIN ANALYZE EXECUTE: {digits}"
+
+
+KEEPS = {
+    "set_config": (None, "SELECT set_config('rt3.x', ssn, false) FROM users WHERE id = 1"),
+    "advisory-lock": (None, "SELECT pg_advisory_lock(ssn_num) FROM users WHERE id = 1"),
+    "sequence": ("CREATE TEMP SEQUENCE rt3s", "SELECT setval('rt3s', ssn_num) FROM users WHERE id = 1"),
+    "large-object": (None, "SELECT lo_from_bytea(0, convert_to(ssn, 'UTF8')) FROM users WHERE id = 1"),
+}
+
+
+@pytest.mark.parametrize("case", KEEPS)
+def test_an_execute_whose_body_keeps_a_masked_value_elsewhere_is_refused(agent, case):
+    # the same statement on its own (or DECLAREd) is refused: EXECUTE is judged with its body
+    setup, body = KEEPS[case]
+    if setup:
+        ok(agent.run(setup))
+    ok(agent.run(f"PREPARE rt3pk AS {body}"))
+    raw, r = received_by(agent, "EXECUTE rt3pk")
+    assert r["err"] is not None and r["err"][1].startswith("pgwarden: blocked: prepared statement rt3pk"), r
+    assert not leaked(raw)
+    assert agent.run("SELECT count(*) FROM pg_largeobject_metadata")["rows"] == [(0,)]
+
+
+@pytest.mark.parametrize("temp", ["TEMP ", ""])
+def test_create_table_as_execute_of_masked_columns_is_refused(agent, direct, temp):
+    direct.execute("DROP TABLE IF EXISTS rt3_te")
+    try:
+        ok(agent.run("PREPARE rt3pe AS SELECT id, ssn, email FROM users ORDER BY id"))
+        r = agent.run(f"CREATE {temp}TABLE rt3_te AS EXECUTE rt3pe")
+        assert r["err"] is not None and "written to a table" in r["err"][1], r
+        assert direct.execute("SELECT to_regclass('rt3_te')").fetchone() == (None,)
+    finally:
+        direct.execute("DROP TABLE IF EXISTS rt3_te")

@@ -317,6 +317,7 @@ class NamedLineage:
 
 
 _NO_SOURCES: frozenset = frozenset()
+_FIRST_NORMAL_OID = 16384  # (catalog.model.FIRST_NORMAL_OID: what initdb did not make)
 
 
 class _Val(NamedTuple):
@@ -1316,7 +1317,13 @@ class _Walker:
             return self.expr(f.get("arg"), scope, output)
         if kind == "TypeCast":
             v = self.expr(f.get("arg"), scope)
-            return _Val(v.sources, False, v.opaque)
+            hidden = self.hidden_functions(self.cast_functions(_names(_type_name(f.get("typeName")).get("names"))))
+            return _Val(v.sources | hidden.sources, False, v.opaque or hidden.opaque)
+        if kind == "A_Expr":
+            v = _union(self.expr(child, scope) for child in _children(f))
+            hidden = self.hidden_functions(self.operator_functions(_names(f.get("name"))))
+            return _Val(v.sources | hidden.sources, v.direct and not hidden.sources, v.opaque or hidden.opaque) \
+                if hidden.sources or hidden.opaque else v
         if kind == "A_Indirection":
             return self.indirection(f, scope)
         if kind == "SubLink":
@@ -1413,6 +1420,39 @@ class _Walker:
         if kind in ("ANY_SUBLINK", "ALL_SUBLINK", "ROWCOMPARE_SUBLINK"):
             return _union([test, inner])
         return _Val(inner.sources | test.sources, False, inner.opaque or test.opaque)
+
+    def operator_functions(self, names: list[str]) -> list[int]:
+        """The functions (pg_proc OIDs) an operator of that name may call, any operand types."""
+        if not names:
+            return []
+        catalog = self.ctx.catalog
+        schema = names[-2] if len(names) > 1 else None
+        return [op.function for op in catalog.operators_named(names[-1]) if schema is None or op.schema == schema]
+
+    def cast_functions(self, names: list[str]) -> list[int]:
+        """The functions a conversion to the type named may run (its casts from any type, a
+        domain's CHECK, its input function): `Catalog.conversion`."""
+        if not names:
+            return []
+        catalog = self.ctx.catalog
+        return [oid for t in catalog.types_named(names[-1]) for oid in catalog.conversion(t.oid, True)]
+
+    def hidden_functions(self, oids: list[int]) -> _Val:
+        """What functions the text does not call by name (an operator's, a cast's) read, when they
+        are the database's own: their whole bodies' reads (a value they return may be any of it)."""
+        sources: set[Source] = set()
+        opaque = False
+        for oid in oids:
+            fn = self.ctx.catalog.function(oid)
+            if fn is None:
+                opaque = opaque or oid >= _FIRST_NORMAL_OID
+                continue
+            if fn.builtin:
+                continue
+            extra = self.body_reads(fn)
+            sources |= extra.sources
+            opaque = True
+        return _Val(frozenset(sources), False, opaque) if sources or opaque else _NONE
 
     def call(self, f: dict, scope: _Scope, output: bool) -> _Val:
         names = _names(f.get("funcname"))
@@ -1602,11 +1642,13 @@ class _Walker:
                 items = (bn[1].get("items") if bn is not None and bn[0] == "List" else None) or []
                 inner = _node(items[0]) if items else None
                 stmts = inner[1].get("items", []) if inner is not None and inner[0] == "List" else items
-                stmt = stmts[-1] if stmts else None
+                stmt = stmts[-1] if len(stmts) == 1 else None
         else:
             stmts = parse_tree(fn.source or "").get("stmts", [])
-            stmt = stmts[-1].get("stmt") if stmts else None
+            stmt = stmts[-1].get("stmt") if len(stmts) == 1 else None
         if stmt is None:
+            # (none, or several: the statements before the last run too, and may keep what they
+            # read where it is read back unmasked: not traced, its reads are the body's whole)
             return (None, None, ())
         walker = _Walker(_body_context(fn, self.ctx), depth=self.depth + 1)
         scope_params = frozenset(fn.argument_names)

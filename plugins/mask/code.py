@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
+from pgwarden.sql.lineage import names_revealing
 from pgwarden.sql.resolve import SQL_TEXT_FUNCTIONS
 
 # Statements whose expressions are stored on a table, a column or a type and evaluated later.
@@ -21,12 +22,22 @@ STORING_CODE = frozenset({"CreateStmt", "AlterTableStmt", "CreateDomainStmt", "A
                           "CreatePolicyStmt", "AlterPolicyStmt", "CreateStatsStmt"})
 # Statements that attach code that runs as other statements run, whatever the code is.
 ATTACHING_CODE = frozenset({"CreateTrigStmt", "RuleStmt", "CreateEventTrigStmt"})
+# Nodes of an expression that call a function: by name, an operator's, a conversion's.
+_CALLING = frozenset({"FuncCall", "A_Expr", "TypeCast"})
 # Statement kinds that run code lineage cannot trace (a DO block, CALL).
 RUNNING_CODE = frozenset({"do", "call"})
 
 
 class _Functions(Protocol):
     def functions_named(self, name: str) -> tuple[object, ...]: ...
+
+    def function(self, oid: int) -> object | None: ...
+
+    def operators_named(self, name: str) -> tuple[object, ...]: ...
+
+    def types_named(self, name: str) -> tuple[object, ...]: ...
+
+    def conversion(self, oid: int, explicit: bool = True) -> tuple[int, ...]: ...
 
 
 def stored_code(tree: dict[str, object], catalog: _Functions | None) -> str | None:
@@ -43,26 +54,41 @@ def stored_code(tree: dict[str, object], catalog: _Functions | None) -> str | No
             return {"CreateTrigStmt": "a trigger", "RuleStmt": "a rule"}.get(kind, "an event trigger")
         if kind not in STORING_CODE:
             continue
-        for call in _calls(stmt[kind]):
-            parts = call.get("funcname")
+        for node_kind, node in _calls(stmt[kind]):
+            parts = node.get("funcname" if node_kind == "FuncCall" else "name")
+            if node_kind == "TypeCast":
+                type_name = node.get("typeName")
+                parts = type_name.get("names") if isinstance(type_name, dict) else None
             names = [str(n.get("String", {}).get("sval", "")) for n in (parts if isinstance(parts, list) else [])
                      if isinstance(n, dict)]
             name = names[-1] if names else ""
-            found = catalog.functions_named(name) if catalog is not None else ()
-            if not found or name in SQL_TEXT_FUNCTIONS or not all(getattr(f, "builtin", False) for f in found):
-                return f"an expression calling {'.'.join(names) or 'a function'}"
+            if node_kind == "FuncCall":
+                found = catalog.functions_named(name) if catalog is not None else ()
+                # a built-in that reveals other sessions' statements (pg_stat_get_backend_activity)
+                # stores what they quote where it is read back
+                if not found or name in SQL_TEXT_FUNCTIONS or names_revealing((), (name,)) \
+                        or not all(getattr(f, "builtin", False) for f in found):
+                    return f"an expression calling {'.'.join(names) or 'a function'}"
+            elif catalog is not None:  # an operator's or a cast's function, of the database's own
+                if node_kind == "A_Expr":
+                    oids = [getattr(op, "function", 0) for op in catalog.operators_named(name)]
+                else:
+                    oids = [oid for t in catalog.types_named(name) for oid in catalog.conversion(getattr(t, "oid", 0))]
+                if any(not getattr(catalog.function(oid), "builtin", False) for oid in oids):
+                    what = "operator" if node_kind == "A_Expr" else "conversion to"
+                    return f"an expression with the {what} {'.'.join(names)}, a function of the database's own"
     return None
 
 
-def _calls(node: object) -> Iterator[dict[str, object]]:
-    """Every FuncCall under ``node``."""
+def _calls(node: object) -> Iterator[tuple[str, dict[str, object]]]:
+    """Every FuncCall, operator (A_Expr) and cast (TypeCast) under ``node``."""
     stack = [node]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             for key, value in item.items():
-                if key == "FuncCall" and isinstance(value, dict):
-                    yield value
+                if key in _CALLING and isinstance(value, dict):
+                    yield key, value
                 stack.append(value)
         elif isinstance(item, list):
             stack.extend(item)

@@ -625,3 +625,143 @@ def test_create_table_as_execute_of_masked_columns_is_refused(agent, direct, tem
         assert direct.execute("SELECT to_regclass('rt3_te')").fetchone() == (None,)
     finally:
         direct.execute("DROP TABLE IF EXISTS rt3_te")
+
+
+# ------------------------------------------------------------------ 3. statements before the last in an SQL function
+@pytest.mark.parametrize("body", ["plain", "atomic"])
+def test_sql_function_earlier_statement_copies_masked_value_unseen(agent, direct, body):
+    """An SQL function's statements before its last run when it is called: an INSERT ... SELECT ssn
+    there copied the values to an unmasked table (lineage traced the last statement only). A body of
+    several statements is not traced now: its reads are its whole body's."""
+    direct.execute("DROP FUNCTION IF EXISTS rt3_copy(); DROP TABLE IF EXISTS rt3_sink")
+    try:
+        ok(agent.run("CREATE TABLE rt3_sink (body text)"))
+        insert = "INSERT INTO rt3_sink SELECT ssn FROM users UNION ALL SELECT email FROM users"
+        ok(agent.run(f"CREATE FUNCTION rt3_copy() RETURNS int LANGUAGE sql AS $$ {insert}; SELECT 1 $$" if body == "plain"
+                     else f"CREATE FUNCTION rt3_copy() RETURNS int LANGUAGE sql BEGIN ATOMIC {insert}; SELECT 1; END"))
+        agent.run("SELECT rt3_copy()")  # (refused: it reads masked columns, and writes)
+        raw, r = received_by(agent, "SELECT body FROM rt3_sink")
+    finally:
+        direct.execute("DROP FUNCTION IF EXISTS rt3_copy(); DROP TABLE IF EXISTS rt3_sink")
+    assert not leaked(raw), f"masked values copied by an SQL function's first statement: {r['rows']}"
+
+
+@pytest.mark.parametrize("via", ["set_config", "pg_notify"])
+def test_sql_function_earlier_statement_keeps_masked_value(pw, direct, via):
+    """The same hole with what a statement keeps (refused in a plain statement: set_config, NOTIFY):
+    an earlier statement of a STABLE/VOLATILE SQL function stores the SSN in a setting or sends it
+    as a notification payload; `SELECT f()` is answered, then the value is read back in clear."""
+    agent = Session(pw)
+    direct.execute("DROP FUNCTION IF EXISTS rt3_keep()")
+    try:
+        keep = ("SELECT set_config('rt3.v', (SELECT ssn FROM users WHERE id = 1), false)" if via == "set_config"
+                else "SELECT pg_notify('rt3', (SELECT translate(ssn, '0123456789', 'abcdefghij') FROM users WHERE id = 1))")
+        ok(agent.run(f"CREATE FUNCTION rt3_keep() RETURNS int LANGUAGE sql AS $$ {keep}; SELECT 1 $$"))
+        ok(agent.run("LISTEN rt3"))
+        raw, r = received_by(agent, "SELECT rt3_keep()", "SELECT current_setting('rt3.v', true)")
+    finally:
+        agent.close()
+        direct.execute("DROP FUNCTION IF EXISTS rt3_keep()")
+    assert not leaked(raw), f"SSN kept by an SQL function's first statement, read back: {r['rows']}"
+
+
+# ------------------------------------------------------------------ 14. the function behind an operator or a cast
+HIDDEN_CALLS = {
+    "prefix-operator": (["CREATE OPERATOR public.### (RIGHTARG = int, FUNCTION = rt3_ssn)"], "SELECT ### 1"),
+    "binary-operator": (["CREATE FUNCTION rt3_ssn2(int, int) RETURNS text LANGUAGE sql STABLE "
+                         "AS 'SELECT ssn FROM users WHERE id = $1'",
+                         "CREATE OPERATOR public.#%# (LEFTARG = int, RIGHTARG = int, FUNCTION = rt3_ssn2)"],
+                        "SELECT 1 #%# 0"),
+    "cast": (["CREATE TYPE rt3t AS (i int)",
+              "CREATE FUNCTION rt3_cast(rt3t) RETURNS text LANGUAGE sql STABLE "
+              "AS 'SELECT ssn FROM users WHERE id = ($1).i'",
+              "CREATE CAST (rt3t AS text) WITH FUNCTION rt3_cast(rt3t)"], "SELECT ROW(1)::rt3t::text"),
+}
+_DROP_HIDDEN = ("DROP OPERATOR IF EXISTS public.### (NONE, int); DROP OPERATOR IF EXISTS public.#%# (int, int); "
+                "DROP TYPE IF EXISTS rt3t CASCADE; DROP FUNCTION IF EXISTS rt3_ssn2(int, int); "
+                "DROP FUNCTION IF EXISTS rt3_ssn(int)")
+
+
+@pytest.mark.parametrize("case", HIDDEN_CALLS)
+def test_function_behind_operator_or_cast_is_not_traced(agent, direct, case):
+    """lineage.expr traces an operator expression (A_Expr) and a cast (TypeCast) as derived from
+    their operands only; `call` traces function bodies for FuncCall nodes alone. An operator or a
+    cast the agent makes (it owns the function, the type) runs an SQL function reading users.ssn:
+    with constant operands the output is derived from nothing and relayed unmasked.
+    Received: ('812-57-3964',)."""
+    setup, read = HIDDEN_CALLS[case]
+    direct.execute(_DROP_HIDDEN)
+    try:
+        ok(agent.run("CREATE FUNCTION rt3_ssn(int) RETURNS text LANGUAGE sql STABLE "
+                     "AS 'SELECT ssn FROM users WHERE id = $1'"))
+        for sql in setup:
+            ok(agent.run(sql))
+        raw, r = received_by(agent, read)
+    finally:
+        direct.execute(_DROP_HIDDEN)
+    assert not leaked(raw), f"an operator's / a cast's function returned the SSN unmasked: {r['rows']}"
+
+
+@pytest.mark.parametrize("default", ["(### 1)", "(ROW(1)::rt3t::text)"])
+def test_column_default_through_operator_or_cast_is_not_stored_code(agent, direct, default):
+    """plugins/mask/code.stored_code refuses a DEFAULT (generated column, CHECK, index, ...) that calls
+    a function not built in, looking for FuncCall nodes only: an operator or a cast the agent made
+    over such a function passes. `CREATE TABLE rt3_t (id int, x text DEFAULT (### 1))`, an INSERT
+    naming no masked column, then `SELECT x FROM rt3_t` (a column of the agent's table) returns the
+    SSN as stored. Received: ('812-57-3964',)."""
+    direct.execute("DROP TABLE IF EXISTS rt3_t; " + _DROP_HIDDEN)
+    try:
+        ok(agent.run("CREATE FUNCTION rt3_ssn(int) RETURNS text LANGUAGE sql STABLE "
+                     "AS 'SELECT ssn FROM users WHERE id = $1'"))
+        ok(agent.run("CREATE OPERATOR public.### (RIGHTARG = int, FUNCTION = rt3_ssn)"))
+        ok(agent.run("CREATE TYPE rt3t AS (i int)"))
+        ok(agent.run("CREATE FUNCTION rt3_cast(rt3t) RETURNS text LANGUAGE sql STABLE AS 'SELECT rt3_ssn(($1).i)'"))
+        ok(agent.run("CREATE CAST (rt3t AS text) WITH FUNCTION rt3_cast(rt3t)"))
+        refused = agent.run(f"CREATE TABLE rt3_t (id int, x text DEFAULT {default})")
+        assert refused["err"] is not None and "of the database's own" in refused["err"][1], refused
+        raw, r = received_by(agent, "SELECT x FROM rt3_t")
+    finally:
+        direct.execute("DROP TABLE IF EXISTS rt3_t; " + _DROP_HIDDEN)
+    assert not leaked(raw), f"a DEFAULT through an operator / a cast stored the SSN: {r['rows']}"
+
+
+# ------------------------------------------------------------------ 25. a DEFAULT that reads other sessions' statements
+def test_column_default_of_revealing_builtin_stores_other_sessions_query(agent, direct):
+    """Statements' text (pg_stat_activity.query, pg_stat_get_backend_activity) is masked whole when a
+    statement reads it (`lineage.reveals_values`), since another session's statement may quote a
+    masked value. A column DEFAULT is refused only when it calls a function that is not built in
+    (plugins/mask/code.stored_code); pg_stat_get_backend_activity is built in. The agent makes
+    `rt3_q (x1 text DEFAULT pg_stat_get_backend_activity(1), ..., x40 ...)`, an INSERT naming no
+    such column stores every backend's current statement, and `SELECT * FROM rt3_q` (the agent's
+    table) returns the application's idle session's `SELECT id FROM users WHERE ssn = '812-57-3964'`
+    unmasked. (The application's session: a direct connection as the same upstream role.)"""
+    direct.execute("DROP TABLE IF EXISTS rt3_q")
+    direct.execute(f"SELECT id FROM users WHERE ssn = '{SSN}'")  # the application, now idle
+    try:
+        cols = ", ".join(f"x{i} text DEFAULT pg_stat_get_backend_activity({i})" for i in range(1, 41))
+        refused = agent.run(f"CREATE TABLE rt3_q (id int, {cols})")
+        assert refused["err"] is not None and "pg_stat_get_backend_activity" in refused["err"][1], refused
+        agent.run("INSERT INTO rt3_q (id) VALUES (1)")
+        raw, r = received_by(agent, "SELECT * FROM rt3_q")
+    finally:
+        direct.execute("DROP TABLE IF EXISTS rt3_q")
+    assert not leaked(raw), f"another session's statement text stored by a DEFAULT: {r['rows']}"
+
+
+def test_partition_bound_of_revealing_builtin_shows_other_sessions_query(agent, direct):
+    """The same through a partition bound, evaluated once when the partition is made and stored as
+    constants in the catalog: `CREATE TABLE rt3_part_c PARTITION OF rt3_part FOR VALUES IN
+    (pg_stat_get_backend_activity(1), ...)` is allowed (built-in calls), and
+    `SELECT pg_get_expr(relpartbound, oid) FROM pg_class` returns the application's statement with
+    the SSN. Received: "FOR VALUES IN (..., 'SELECT id FROM users WHERE ssn = ''812-57-3964''', ...)"."""
+    direct.execute("DROP TABLE IF EXISTS rt3_part")
+    direct.execute(f"SELECT id FROM users WHERE ssn = '{SSN}'")  # the application, now idle
+    try:
+        ok(agent.run("CREATE TABLE rt3_part (x text) PARTITION BY LIST (x)"))
+        bounds = ", ".join(f"pg_stat_get_backend_activity({i})" for i in range(1, 41))
+        r = agent.run(f"CREATE TABLE rt3_part_c PARTITION OF rt3_part FOR VALUES IN ({bounds})")
+        assert r["err"] is not None and r["err"][0] == "42501", r["err"]
+        raw, r = received_by(agent, "SELECT pg_get_expr(relpartbound, oid) FROM pg_class WHERE relname = 'rt3_part_c'")
+    finally:
+        direct.execute("DROP TABLE IF EXISTS rt3_part")
+    assert not leaked(raw), f"another session's statement text stored in a partition bound: {r['rows']}"

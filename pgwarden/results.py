@@ -106,6 +106,27 @@ class SessionMasks:
             self.named.define("prepared", name, body)
             self._prepared[name] = (sql, index, context)
 
+    def failed(self, sql: str) -> None:
+        """The relay's ``on_failed``: the server answered ``sql`` with an error, so what it and the
+        statements after it in its string (skipped) were to name or forget did not happen, while
+        `ran` took it as done: each such name is opaque from now on."""
+        statement = self._statement(sql)
+        if statement is None:
+            return
+        analysis = statement.analysed
+        if analysis is not None and not analysis.kinds & NAMING_KINDS:
+            return
+        for lineage in statement.lineage:
+            for kind, name, _ in lineage.defines:
+                self.forget(kind, name)
+            for kind, name in lineage.forgets:
+                if name == "*":
+                    self.named.forget_all(kind)
+                    if kind == "prepared":
+                        self._prepared.clear()
+                else:
+                    self.forget(kind, name)
+
     def forget(self, kind: str, name: str) -> None:
         """The relay's ``on_name_taken``: a protocol message took an SQL-level name over."""
         self.named.forget(kind, name)

@@ -86,6 +86,7 @@ class SessionEvents:
         relay.on_context_undone = functools.partial(_context_undone, conn)
         if masks is not None:
             relay.on_name_taken = masks.forget
+            relay.on_failed = masks.failed
         return relay
 
     def completion_listener(self, conn: ClientConnection) -> CompletionListener:

@@ -653,6 +653,9 @@ class Relay:
         #: Bind names a portal: the server has one namespace for those and SQL's PREPARE and
         #: DECLARE, and what SQL named so is no longer what SQL made (the masking forgets it).
         self.on_name_taken: Callable[[str, str], None] | None = None
+        #: Called with a statement's text when the server answers it with an error: what it (or
+        #: another statement of its string, skipped after the error) named or forgot did not happen.
+        self.on_failed: Callable[[str], None] | None = None
         self._max_held = max_message_size
         own_name = "pgwarden_" + secrets.token_hex(4)
         self._before_name, self._check_name = own_name + "_before", own_name + "_check"
@@ -1666,6 +1669,11 @@ class Relay:
         head = expect.first()
         if head is not None and head.own_error:
             raw = own.clean_own_error(raw)
+        elif head is not None and self.on_failed is not None:
+            failed = head.target if head.kind == _E_QUERY else \
+                head.target.statement.sql if head.kind == _E_EXECUTE and head.target is not None else None
+            if isinstance(failed, str) and failed:
+                self.on_failed(failed)
         if self._capturing:  # pgwarden's before statement failed: nothing of it is sent
             self._capturing = False
             self._down = self._out

@@ -306,6 +306,10 @@ class NamedLineage:
         Bind of a portal of that name): what it names is what pgwarden cannot trace: opaque."""
         self._named.pop((kind, name), None)
 
+    def forget_all(self, kind: str) -> None:
+        for key in [k for k in self._named if k[0] == kind]:
+            del self._named[key]
+
     def define(self, kind: str, name: str, body: Lineage) -> None:
         """``name``'s body traced again (a prepared statement after the catalog changed: the
         server plans it again on the new definitions). A name not defined stays undefined."""

@@ -237,6 +237,10 @@ REDEFINE = {
     "prepared": ("PREPARE rt3p AS SELECT ssn || '' AS a, upper(email) AS b FROM users ORDER BY id",
                  ["PREPARE rt3p AS SELECT name AS a, name AS b FROM users"],
                  "EXECUTE rt3p", "DEALLOCATE rt3p"),
+    "skipped-after-error": (
+        "DECLARE rt3k CURSOR WITH HOLD FOR SELECT ssn || '' AS a, upper(email) AS b FROM users ORDER BY id",
+        ["SELECT 1 / 0; CLOSE rt3k; DECLARE rt3k CURSOR WITH HOLD FOR SELECT name AS a, name AS b FROM users"],
+        "FETCH ALL rt3k", "CLOSE rt3k"),
 }
 
 

@@ -491,8 +491,10 @@ MessageListener = Callable[[bytes, Origin], bytes]
 CompletionListener = Callable[[Execution], None]
 
 
-def _deallocated(sql: str) -> list[str] | None:
-    """The names a string's DEALLOCATE statements remove; None when it cannot be read (or ALL)."""
+def _named_by(sql: str, which: str) -> list[str] | None:
+    """The names a string's statements remove or make: ``deallocated`` (DEALLOCATE), ``cursors``
+    (DECLARE, CLOSE), ``prepared`` (PREPARE); None when it cannot be read, or for every name
+    (DEALLOCATE ALL, DISCARD, CLOSE ALL)."""
     try:
         tree = parse_tree(sql)
     except Exception:  # noqa: BLE001 - unreadable: the caller forgets every name
@@ -500,34 +502,21 @@ def _deallocated(sql: str) -> list[str] | None:
     names = []
     for item in tree.get("stmts", []):
         stmt = item.get("stmt", {})
-        if "DeallocateStmt" in stmt:
-            name = stmt["DeallocateStmt"].get("name")
-            if not name:
-                return None
-            names.append(name)
-        elif "DiscardStmt" in stmt:
+        node = _NAMING.get(which, {}).keys() & stmt.keys()
+        if which == "deallocated" and "DiscardStmt" in stmt:
             return None
-    return names
-
-
-def _named_by(sql: str, cursors: bool) -> list[str] | None:
-    """The cursors a string's DECLARE and CLOSE statements name (``cursors``), or the
-    statements its PREPAREs name; None when it cannot be read (or CLOSE ALL)."""
-    try:
-        tree = parse_tree(sql)
-    except Exception:  # noqa: BLE001 - unreadable: the caller forgets every name
-        return None
-    names = []
-    for item in tree.get("stmts", []):
-        stmt = item.get("stmt", {})
-        if cursors and ("DeclareCursorStmt" in stmt or "ClosePortalStmt" in stmt):
-            name = (stmt.get("DeclareCursorStmt") or stmt.get("ClosePortalStmt") or {}).get("portalname")
-            if not name:
+        for kind in node:
+            name = stmt[kind].get(_NAMING[which][kind])
+            if not name and which != "prepared":
                 return None
-            names.append(name)
-        elif not cursors and "PrepareStmt" in stmt:
-            names.append(stmt["PrepareStmt"].get("name", ""))
+            names.append(name or "")
     return names
+
+
+#: the statements that name (or remove) each kind of name, and the field holding it
+_NAMING = {"deallocated": {"DeallocateStmt": "name"},
+           "cursors": {"DeclareCursorStmt": "portalname", "ClosePortalStmt": "portalname"},
+           "prepared": {"PrepareStmt": "name"}}
 
 
 def _unaffected(text: bytes) -> bool:
@@ -1414,7 +1403,7 @@ class Relay:
             sql = head.target.statement.sql
         if raw[5] != 68 or raw[5:15] == b"DECLARE CU":  # cursors, or PREPARE
             cursors = raw[5] != 80
-            names = _named_by(sql, cursors) if sql else None
+            names = _named_by(sql, "cursors" if cursors else "prepared") if sql else None
             table: dict = self.state.portals if cursors else statements
             if names is None:
                 table.clear()
@@ -1422,7 +1411,7 @@ class Relay:
                 for name in names:
                     table.pop(name, None)
             return
-        names = _deallocated(sql) if sql else None
+        names = _named_by(sql, "deallocated") if sql else None
         if names is None:  # cannot tell which: forget every one
             statements.clear()
             return

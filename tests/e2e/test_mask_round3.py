@@ -399,23 +399,6 @@ def test_function_named_like_newer_syntax_is_not_traced(agent, direct, name):
     assert not leaked(raw), f"{name}() read as SQL syntax, run as the agent's function: {r['rows']}"
 
 
-# ------------------------------------------------------------------ 14. the function behind an operator or a cast
-HIDDEN_CALLS = {
-    "prefix-operator": (["CREATE OPERATOR public.### (RIGHTARG = int, FUNCTION = rt3_ssn)"], "SELECT ### 1"),
-    "binary-operator": (["CREATE FUNCTION rt3_ssn2(int, int) RETURNS text LANGUAGE sql STABLE "
-                         "AS 'SELECT ssn FROM users WHERE id = $1'",
-                         "CREATE OPERATOR public.#%# (LEFTARG = int, RIGHTARG = int, FUNCTION = rt3_ssn2)"],
-                        "SELECT 1 #%# 0"),
-    "cast": (["CREATE TYPE rt3t AS (i int)",
-              "CREATE FUNCTION rt3_cast(rt3t) RETURNS text LANGUAGE sql STABLE "
-              "AS 'SELECT ssn FROM users WHERE id = ($1).i'",
-              "CREATE CAST (rt3t AS text) WITH FUNCTION rt3_cast(rt3t)"], "SELECT ROW(1)::rt3t::text"),
-}
-_DROP_HIDDEN = ("DROP OPERATOR IF EXISTS public.### (NONE, int); DROP OPERATOR IF EXISTS public.#%# (int, int); "
-                "DROP TYPE IF EXISTS rt3t CASCADE; DROP FUNCTION IF EXISTS rt3_ssn2(int, int); "
-                "DROP FUNCTION IF EXISTS rt3_ssn(int)")
-
-
 # ------------------------------------------------------------------ 15. an SQL prepared statement after the search_path moved
 def test_sql_prepared_statement_replanned_on_new_search_path(agent, direct):
     """The server parses an SQL-level prepared statement again when search_path has changed since it

@@ -204,7 +204,10 @@ class Decisions:
         context = state.context
         catalog = self._live.current
         if catalog is not context.catalog:  # loaded again: the session's statements are read on it from now on
-            state.sql_context = context = shared(context.with_catalog(catalog))
+            if context.provisional and not self._live.pending:
+                state.sql_context = context = shared(context.settled(catalog))
+            else:
+                state.sql_context = context = shared(context.with_catalog(catalog))
         lexer = request.lexer
         if lexer is not context.lexer:
             context = context.with_lexer(lexer)

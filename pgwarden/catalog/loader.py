@@ -51,6 +51,7 @@ class CatalogRows:
     settings: tuple[tuple, ...] = ()
     schemas: tuple[tuple, ...] = ()
     keywords: tuple[tuple, ...] = ()
+    session: tuple[tuple, ...] = ()
 
     def by_kind(self) -> dict[str, tuple[tuple, ...]]:
         return {kind: getattr(self, kind) for kind in KINDS}
@@ -226,6 +227,7 @@ def build_catalog(
         settings=settings,
         schemas=(name for (name,) in rows.schemas),
         keywords=(word for (word,) in rows.keywords),
+        session_defaults={name: value for name, value in rows.session},
         server_version=rows.server_version,
         source=source,
         complete=complete,

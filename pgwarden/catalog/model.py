@@ -185,6 +185,7 @@ class Catalog:
         settings: dict[str, str] | None = None,
         schemas: Iterable[str] = (),
         keywords: Iterable[str] = (),
+        session_defaults: dict[str, str] | None = None,
         server_version: int = 0,
         source: str = "empty",
         complete: bool = False,
@@ -200,6 +201,9 @@ class Catalog:
         self.schemas: frozenset[str] = frozenset(schemas)
         #: the server's SQL keywords (empty: not known, as in a catalog made by hand)
         self.keywords: frozenset[str] = frozenset(keywords)
+        #: what a new session of the upstream role starts with (search_path), as the server says
+        #: (empty: not known, as in the snapshot: the default assumed)
+        self.session_defaults: dict[str, str] = dict(session_defaults or {})
         self.server_version = server_version
         self.source = source
         self.complete = complete

@@ -71,6 +71,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # The server's keywords (pg_get_keywords): SQL syntax pgwarden's parser, of a newer release,
     # reads where the server reads a function call (`json_value(...)` before PostgreSQL 17).
     "keywords": ("word",),
+    # What a new session of the upstream role in this database starts with, where the role or the
+    # database sets it (ALTER ROLE / DATABASE ... SET search_path), else the server's default.
+    "session": ("name", "value"),
 }
 
 # EXECUTE for PUBLIC by the function's initial privileges: those pg_init_privs keeps for objects
@@ -408,6 +411,19 @@ SETTINGS = "SELECT lower(s.name) AS name, s.context AS context FROM pg_settings 
 
 SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
 KEYWORDS = "SELECT k.word AS word FROM pg_catalog.pg_get_keywords() AS k ORDER BY 1"
+# (pg_db_role_setting, not the catalog session's own value: a role's or database's setting made
+# after this connection opened applies to new sessions only; the role's own, then the database's)
+SESSION = """
+SELECT 'search_path' AS name, coalesce(
+    (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting AS s, unnest(s.setconfig) AS c
+     WHERE s.setdatabase = d.oid AND s.setrole = r.oid AND c LIKE 'search\\_path=%' LIMIT 1),
+    (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting AS s, unnest(s.setconfig) AS c
+     WHERE s.setdatabase = 0 AND s.setrole = r.oid AND c LIKE 'search\\_path=%' LIMIT 1),
+    (SELECT substr(c, 13) FROM pg_catalog.pg_db_role_setting AS s, unnest(s.setconfig) AS c
+     WHERE s.setdatabase = d.oid AND s.setrole = 0 AND c LIKE 'search\\_path=%' LIMIT 1),
+    (SELECT st.reset_val FROM pg_catalog.pg_settings AS st WHERE st.name = 'search_path')) AS value
+FROM pg_catalog.pg_database AS d, pg_catalog.pg_roles AS r
+WHERE d.datname = pg_catalog.current_database() AND r.rolname = SESSION_USER"""
 
 
 # Whether the catalog changed since the last load, far cheaper than a load: for each catalog
@@ -419,7 +435,8 @@ KEYWORDS = "SELECT k.word AS word FROM pg_catalog.pg_get_keywords() AS k ORDER B
 # nothing new. It scans those tables whole: 0.14-0.28 s for 300,000 columns (docs/catalog.md).
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
             "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
-            "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table", "pg_statistic_ext")
+            "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table", "pg_statistic_ext",
+            "pg_db_role_setting")
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"
     f" AS {table}" for table in _CHANGED)
@@ -455,4 +472,5 @@ def for_version(server_version: int) -> dict[str, str]:
         "settings": SETTINGS,
         "schemas": SCHEMAS,
         "keywords": KEYWORDS,
+        "session": SESSION,
     }

@@ -137,6 +137,7 @@ def builtin_rows(rows: CatalogRows) -> CatalogRows:
         settings=rows.settings,
         schemas=tuple(row for row in rows.schemas if row[0] in BUILTIN_SCHEMAS),
         keywords=rows.keywords,
+        session=(),  # (a server's own, not the release's)
     )
 
 

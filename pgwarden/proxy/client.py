@@ -130,7 +130,7 @@ def forget_frames(error: BaseException) -> None:
 def session_sql_context(catalog: Catalog, user: str, startup: m.StartupMessage) -> SqlContext:
     """The context a new session's statements are analysed in: the catalog, the upstream
     role (``$user``) and the search_path the session starts with."""
-    given = startup.get("search_path")
+    given = startup.get("search_path") or catalog.session_defaults.get("search_path")
     path = parse_path(given) if given else DEFAULT_PATH
     # (None: a value the server refuses, and the login with it)
     return shared(SqlContext(catalog, user=user, search_path=path, default_path=path or DEFAULT_PATH))
@@ -544,6 +544,11 @@ class ClientConnection(ConnectionState, Protocol):
         #: what statements of this session are analysed against (catalog, search_path)
         self.sql_context = session_sql_context(self.services.catalog.current, self.host.config.upstream.user,
                                                startup)
+        if getattr(self.services.catalog, "pending", False) and startup.get("search_path") is None:
+            # A load is due (a change seen, or DDL: an ALTER DATABASE ... SET search_path, say): the
+            # path this session starts with may not be the one the catalog read said. Provisional:
+            # the first catalog read after it says (`SqlContext.settled`).
+            self.sql_context = shared(attrs.evolve(self.sql_context, provisional=True))
         self.relay.row_cap = row_cap(self.policies)
         self.relay.read_only = self.limits.read_only
         early = self.login.ready()

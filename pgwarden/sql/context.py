@@ -110,6 +110,9 @@ class SqlContext:
     # transaction is open, or the catalog was not read since): what a statement reads cannot
     # be traced through it (`lineage.lineage_of` makes it opaque).
     stale: bool = False
+    # The session started while a catalog read was due: its search_path (and what RESET returns
+    # to) is the role's or database's default as the next read says (`settled`), not the last.
+    provisional: bool = False
     # This context read under other lexer settings, or stale (`with_lexer`, `with_stale`): one
     # object each, asked for at every statement of a session whose lexer settings are not the
     # default (or whose DDL is not read yet), so that the statement cache finds its entries by
@@ -168,6 +171,15 @@ class SqlContext:
             return self
         after = attrs.evolve(self, search_path=path, possible=possible - frozenset({"$user"}))
         return self if after == self else after
+
+    def settled(self, catalog: Catalog) -> SqlContext:
+        """This context of a session that started while a catalog read was due, with the path it
+        started with as ``catalog`` (that read) says. A path the session set since stays."""
+        given = catalog.session_defaults.get("search_path")
+        start = parse_path(given) if given else DEFAULT_PATH
+        path = start if self.search_path == self.default_path else self.search_path
+        return attrs.evolve(self, catalog=catalog, search_path=path, default_path=start or DEFAULT_PATH,
+                            provisional=False)
 
     def uncertain(self) -> SqlContext:
         """The context of a session whose statements ran unread (nothing checked them): its

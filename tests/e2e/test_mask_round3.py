@@ -752,3 +752,32 @@ def test_partition_bound_of_revealing_builtin_shows_other_sessions_query(agent, 
     finally:
         direct.execute("DROP TABLE IF EXISTS rt3_part")
     assert not leaked(raw), f"another session's statement text stored in a partition bound: {r['rows']}"
+
+
+# ------------------------------------------------------------------ the search_path a session starts with
+def test_database_default_search_path_not_what_pgwarden_assumes(pw, direct):
+    """pgwarden assumed every session starts with search_path `"$user", public` (or the startup
+    packet's search_path); the server applies the database's (and role's) defaults, which the
+    catalog now reads (`queries.SESSION`); a session started while a read is due takes its path
+    from that read. The agent (the database's owner here; or an operator) sets
+    `ALTER DATABASE ... SET search_path = public` and makes a harmless table users in schema `app`
+    (the upstream role's name, "$user"). In a new session pgwarden resolves `users` to app.users
+    (no rules), the server to public.users: derived outputs (no table OID in RowDescription) carry
+    the SSN, card number and e-mail in clear. `SELECT ssn FROM users` is still masked (by OID).
+    Received: (1, '812-57-3964', 'ZORBQUUX.VANTEL@EXAMPLE.COM', '4539148803436467')."""
+    setup = Session(pw)
+    try:
+        ok(setup.run("CREATE SCHEMA IF NOT EXISTS app"))
+        ok(setup.run("CREATE TABLE IF NOT EXISTS app.users (id int, name text, ssn text, card_number text, "
+                     "email text)"))
+        ok(setup.run(f"ALTER DATABASE {DB} SET search_path = public"))
+        setup.close()
+        agent = Session(pw)
+        try:
+            raw, r = received_by(agent, "SELECT id, ssn || '', upper(email), card_number || '' FROM users")
+        finally:
+            agent.close()
+    finally:
+        direct.execute(f"ALTER DATABASE {DB} RESET search_path")
+        direct.execute("DROP SCHEMA IF EXISTS app CASCADE")
+    assert not leaked(raw), f"derived outputs of public.users unmasked: {r}"

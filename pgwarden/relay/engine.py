@@ -632,6 +632,7 @@ class Relay:
         # server ignored as owed left the answers one behind what pgwarden expected.
         self._copy_waiting = False
         self._copy_in = False
+        self._copy_extended = False  # the statement that may copy is an Execute (else a Query)
         #: Set by the decider when a statement changes the session's search_path: until the server
         #: ends the transaction with a commit, an error or a ROLLBACK may undo the change. Then
         #: ``on_context_undone`` is called (at the ReadyForQuery): the path is uncertain.
@@ -979,6 +980,7 @@ class Relay:
                 self._expect.append(Expectation(_E_QUERY, request.sql, False, ex))
                 if request.copy_in:
                     self._copy_waiting = True
+                    self._copy_extended = False
         elif t == _F_FUNCTION_CALL:
             # A call by function OID escapes every statement rule: always refused.
             self._generation += 1
@@ -1104,6 +1106,14 @@ class Relay:
         session, as the server's protocol allows nothing else there. False: the session ends."""
         if t == _F_COPY_DONE or t == _F_COPY_FAIL:
             self._copy_in = False
+            # The statement (a Query's) may go on to another COPY FROM STDIN: what follows waits
+            # for the server again (its CommandComplete, in the extended protocol: its Sync is
+            # the client's to send)
+            self._up.append(raw)
+            if self._copy_extended:
+                self._up.append(_FLUSH)  # (the server holds the Execute's CommandComplete until one)
+            self._copy_waiting = True
+            return True
         elif t != _F_COPY_DATA and t != _F_SYNC and t != _F_FLUSH:
             self.fail(f"a {chr(t)!r} message came during COPY FROM STDIN, where only copy data, "
                       "CopyDone, CopyFail, Sync and Flush may")
@@ -1154,6 +1164,10 @@ class Relay:
                     self._report_due = self._generation + 1  # reported before the next Sync's ReadyForQuery
                 if portal is not None and portal.statement.copy_in:
                     self._copy_waiting = True
+                    self._copy_extended = True
+                    # The server answers an Execute at the next Sync or Flush, which wait here: a
+                    # Flush of pgwarden's own brings the answer (it owes none; ignored in copy-in)
+                    self._up.append(_FLUSH)
             if count is not None:
                 if count.known:  # a later Execute of the portal: counted from its first
                     self._send_check(count)
@@ -1256,6 +1270,11 @@ class Relay:
                 else:
                     self._rows(result, raw)
             elif t == _B_COMMAND_COMPLETE or t == _B_EMPTY_QUERY or t == _B_SUSPENDED:
+                if self._copy_waiting and self._copy_extended:
+                    # the Execute ended (its copy, or a statement of another name's): what the
+                    # client sent since follows (its Sync)
+                    self._copy_waiting = False
+                    self._drain = True
                 head = expect.first()
                 if head is not None and (head.kind == _E_BEFORE or head.kind == _E_CHECK):
                     self._count_answer(head, raw)

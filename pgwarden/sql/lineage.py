@@ -1496,6 +1496,12 @@ class _Walker:
                 if fname in _REVEALING_FUNCTIONS:  # (a record or text holding a statement's text)
                     sources.add(Source("pg_catalog", fname, fname))
                 continue
+            if fn.ndefaults and nargs < fn.nargs:
+                # an argument left to its DEFAULT: an expression of the function's (proargdefaults)
+                # that runs in the caller, which the catalog's facts do not hold: what it reads is
+                # unknown, and so is the output
+                self.unknown_reads = True
+                opaque = True
             body = self.body_outputs(fn)
             if body is not None and len(body) >= 1:
                 b = _union(v for _, v in body)

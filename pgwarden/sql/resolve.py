@@ -654,8 +654,10 @@ class _Resolver:
         for kind, target in facts.effects:
             if kind in ("F", "X"):  # file_fdw: any use reads its file or runs its program
                 kinds.add("server_files" if kind == "F" else "copy_program")
-            elif kind == "p" or written and (kind == "t" or kind in ("d", "x") and storing) \
-                    or kind == "x" and self._maintaining:
+            elif kind == "p" or written and (kind == "t" or kind == "d" and storing) or kind == "x":
+                # (an index's expressions and predicate: planning any statement on the table folds
+                # them, IMMUTABLE as they are declared, whatever their functions do; a write stores
+                # them; maintenance computes them and the statistics' expressions)
                 self._fires(target, kind != "t", kinds, functions, nested)
             elif kind == "i":  # (`ONLY t` reaches no child: counted all the same)
                 child = self.catalog.relation(target)

@@ -281,6 +281,13 @@ CREATE FUNCTION public.merge_action() RETURNS text LANGUAGE sql VOLATILE
     AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 'x'::text $$;
 CREATE FUNCTION public.json_object(int, int) RETURNS text LANGUAGE sql VOLATILE
     AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 'x'::text $$;
+-- (round four) an index expression calling a function declared IMMUTABLE that deletes when armed:
+-- planning any statement on the table folds it
+CREATE FUNCTION public.folded_liar() RETURNS int LANGUAGE sql IMMUTABLE
+    AS 'SELECT CASE WHEN public.wipe_if_armed() THEN 0 ELSE 0 END';
+CREATE TABLE public.idx_t (id int);
+CREATE INDEX idx_t_liar ON public.idx_t ((public.folded_liar() + id));
+ALTER TABLE public.idx_t OWNER TO {APP_USER};
 """
 RESET = """
 DELETE FROM public.plain_t;
@@ -855,6 +862,9 @@ CASES = [
     refused("r3", "SELECT * FROM crosstab(';SELECT 1,1,set_config(''default_transaction_read_only'',''off'',false)') "
             "AS c(a int, b text); COMMIT; SELECT * FROM crosstab(';SELECT 1, 1, public.purge()::text') AS c(a int, b text)",
             policy="readonly", protocols=SIMPLE),
+    # (round four) planning folds the table's index expressions, of any statement on it
+    refused("r4", "SELECT * FROM public.idx_t", setup=("SET hostile.armed = on",)),
+    refused("r4", "EXPLAIN SELECT 1 FROM public.idx_t WHERE id = 1", setup=("SET hostile.armed = on",)),
     # ... and the twins that must pass
     allowed("r3", "SELECT * FROM json_to_record('{\"c\":5}') AS x(c int)"),
     allowed("r3", "SELECT ROW(5, 6)::public.things IS NULL"),

@@ -781,3 +781,96 @@ def test_database_default_search_path_not_what_pgwarden_assumes(pw, direct):
         direct.execute(f"ALTER DATABASE {DB} RESET search_path")
         direct.execute("DROP SCHEMA IF EXISTS app CASCADE")
     assert not leaked(raw), f"derived outputs of public.users unmasked: {r}"
+
+
+# ------------------------------------------------------------------ 13. a parameter's DEFAULT runs in the caller
+@pytest.mark.parametrize("lang", ["sql-positional", "sql-named", "sql-return", "plpgsql"])
+def test_function_parameter_default_reading_masked_value_is_not_traced(agent, direct, lang):
+    """A function parameter's DEFAULT expression (pg_proc.proargdefaults) is evaluated by the calling
+    statement when the argument is left out. Lineage traces the call's written arguments and the
+    body (where the parameter is a ParamRef or a name: derived from nothing; PL/pgSQL: its named
+    tables only), never the defaults: `SELECT rt3_echo()` returns the SSN unmasked.
+    Received: ('812-57-3964',)."""
+    body = {"sql-positional": "LANGUAGE sql STABLE AS 'SELECT $1'", "sql-named": "LANGUAGE sql STABLE AS 'SELECT x'",
+            "sql-return": "LANGUAGE sql STABLE RETURN x",
+            "plpgsql": "LANGUAGE plpgsql STABLE AS 'BEGIN RETURN x; END'"}[lang]
+    direct.execute("DROP FUNCTION IF EXISTS rt3_echo(text); DROP FUNCTION IF EXISTS rt3_ssn(int)")
+    try:
+        ok(agent.run("CREATE FUNCTION rt3_ssn(int) RETURNS text LANGUAGE sql STABLE "
+                     "AS 'SELECT ssn FROM users WHERE id = $1'"))
+        ok(agent.run(f"CREATE FUNCTION rt3_echo(x text DEFAULT rt3_ssn(1)) RETURNS text {body}"))
+        raw, r = received_by(agent, "SELECT rt3_echo()")
+    finally:
+        direct.execute("DROP FUNCTION IF EXISTS rt3_echo(text); DROP FUNCTION IF EXISTS rt3_ssn(int)")
+    assert not leaked(raw), f"a parameter default's SSN returned unmasked: {r['rows']}"
+
+
+# ------------------------------------------------------------------ round four: COPY FROM STDIN twice, a statement prepared again unseen
+SECRET_SELECT = "SELECT id, ssn, email, salary FROM users ORDER BY id"
+
+
+def upto(c, cls):
+    out = []
+    while True:
+        x = c.recv_message()
+        out.append(x)
+        if x is None or isinstance(x, cls):
+            return out
+
+
+REPREP = """CREATE OR REPLACE FUNCTION public.reprep() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN DEALLOCATE s; PREPARE s AS SELECT 1; RETURN 1; END $$"""
+
+
+@pytest.mark.parametrize("made_by", ["owner", "agent"])
+def test_plpgsql_reprepare_of_a_copy_statement_name_hangs_the_session(rtdb, make_pgwarden, tmp_path, direct, made_by):
+    """The relay forgets a prepared statement's name only on top-level DEALLOCATE/PREPARE command
+    tags (engine._forget_prepared). A PL/pgSQL function's DEALLOCATE s; PREPARE s AS SELECT 1
+    replaces the protocol statement 's' (Parsed as COPY orders FROM STDIN) unseen (tag SELECT 1).
+    Bind('', 's') + Execute + Sync: the relay takes the Execute for a COPY FROM STDIN
+    (`portal.statement.copy_in`) and sets `_copy_waiting`, so the Sync waits in `_queue` for a
+    CopyInResponse; the server runs SELECT 1 and, in the extended protocol, keeps its answer until
+    a Sync or Flush. Neither side ever speaks again: the client hangs (no answer at all)."""
+    if made_by == "owner":
+        direct.execute(REPREP)
+    pw = start(make_pgwarden, tmp_path)
+    s = RawSession(pw)
+    s.client.sock.settimeout(20)
+    try:
+        if made_by == "agent":
+            s.query(REPREP)
+        s.send(m.Parse("s", "COPY orders FROM STDIN"), m.Sync())
+        s.query("SELECT public.reprep()")
+        try:
+            msgs, _ = s.send(m.Bind("", "s"), m.Execute("", 0), m.Sync())
+            hung = False
+        except TimeoutError:
+            hung = True
+    finally:
+        s.close()
+        direct.execute("DROP FUNCTION IF EXISTS public.reprep()")
+    assert not hung, "no answer in 20 s to Bind + Execute + Sync: pgwarden waits for a CopyInResponse that never comes"
+
+
+def test_second_copy_from_stdin_of_one_query_desyncs_and_unmasks(pw):
+    """A simple Query with two COPY ... FROM STDIN. The relay sets `_copy_waiting` once per Query
+    (engine._apply, `request.copy_in`); the first CopyInResponse turns it into `_copy_in`, the first
+    CopyDone ends `_copy_in` (engine._copy_message) -- and nothing re-arms it for the second COPY's
+    CopyInResponse (engine._relay_server: `if self._copy_waiting:` is False by then). A Sync sent
+    during the second copy is then taken by `_forward_other` as owing a ReadyForQuery (the server
+    ignores it in copy mode): the expectations are one behind, and the next SELECT's
+    RowDescription/DataRows are read against the Sync's expectation: no mask applied.
+    Received: DataRow(b'1', b'812-57-3964', b'zorbquux.vantel@example.com', b'7342195.37')."""
+    s = RawSession(pw)
+    c = s.client
+    try:
+        c.send(m.Query("COPY orders FROM STDIN; COPY orders FROM STDIN").encode())
+        upto(c, m.CopyInResponse)
+        c.send(m.CopyDone().encode())
+        upto(c, m.CopyInResponse)
+        c.send(m.Sync().encode() + m.CopyDone().encode())
+        c.until_ready()
+        _, raw = s.query(SECRET_SELECT)
+    finally:
+        s.close()
+    assert not leaked(raw), f"masked columns arrive in clear after a second COPY's Sync: {leaked(raw)}"

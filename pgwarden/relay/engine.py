@@ -114,9 +114,9 @@ _B_COPY_DATA: Final = 100  # d
 _B_COPY_DONE: Final = 99  # c
 _B_COPY_IN: Final = 71  # G
 _B_COPY_OUT: Final = 72  # H
+_B_COPY_BOTH: Final = 87  # W
 # The first OID a database object may have that initdb did not make (catalog.model.FIRST_NORMAL_OID)
 _FIRST_NORMAL_OID: Final = 16384
-_B_COPY_BOTH: Final = 87  # W
 
 _F_QUERY: Final = 81  # Q
 _F_PARSE: Final = 80  # P
@@ -502,14 +502,14 @@ def _named_by(sql: str, which: str) -> list[str] | None:
     names = []
     for item in tree.get("stmts", []):
         stmt = item.get("stmt", {})
-        node = _NAMING.get(which, {}).keys() & stmt.keys()
         if which == "deallocated" and "DiscardStmt" in stmt:
             return None
-        for kind in node:
-            name = stmt[kind].get(_NAMING[which][kind])
-            if not name and which != "prepared":
-                return None
-            names.append(name or "")
+        for kind, field in _NAMING[which].items():
+            if kind in stmt:
+                name = stmt[kind].get(field)
+                if not name:
+                    return None
+                names.append(name)
     return names
 
 
@@ -916,16 +916,16 @@ class Relay:
     def _bind(self, raw: bytes, decided: bool = False) -> StatementRequest | None:
         """Forwards a Bind, or refuses it; or, for a statement decided under policies that
         have changed since, returns the request to decide it again (nothing forwarded)."""
+        if self._server_discarding:
+            # The server skips it until the Sync: not forwarded at all (nothing undecided may reach
+            # the server, should pgwarden's reading of the server's state be wrong).
+            return None
         st = self.state
         # Only the names are read here: the rest is for the server (and for
         # Portal.result_formats, should anyone ask for the shape).
         portal_name, end = _name(raw, 5, self._encoding)
         statement_name, _ = _name(raw, end, self._encoding)
         stmt = st.statements.get(statement_name)
-        if self._server_discarding:
-            # The server skips it until the Sync: not forwarded at all (nothing undecided may reach
-            # the server, should pgwarden's reading of the server's state be wrong).
-            return None
         if stmt is None:
             # Never Parsed here (an SQL-level PREPARE, or gone): nothing pgwarden decided.
             self._refuse_here(_unknown_statement(statement_name, statement_name in self._refused), None)

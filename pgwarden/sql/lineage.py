@@ -27,7 +27,7 @@ from typing import Any, NamedTuple
 import attrs
 from pglast.parser import ParseError
 
-from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts, TypeFacts
+from pgwarden.catalog.model import FIRST_NORMAL_OID, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import NAMING_KINDS as _NAMING_KINDS
 from pgwarden.sql.analysis import STATISTICS_RELATIONS
 from pgwarden.sql.context import SqlContext
@@ -289,8 +289,7 @@ class NamedLineage:
     def after(self, lineage: Lineage) -> None:
         for kind, name in lineage.forgets:
             if name == "*":
-                for key in [k for k in self._named if k[0] == kind]:
-                    del self._named[key]
+                self.forget_all(kind)
             else:
                 self._named.pop((kind, name), None)
         for kind, name, body in lineage.defines:
@@ -321,7 +320,6 @@ class NamedLineage:
 
 
 _NO_SOURCES: frozenset = frozenset()
-_FIRST_NORMAL_OID = 16384  # (catalog.model.FIRST_NORMAL_OID: what initdb did not make)
 
 
 class _Val(NamedTuple):
@@ -1326,8 +1324,9 @@ class _Walker:
         if kind == "A_Expr":
             v = _union(self.expr(child, scope) for child in _children(f))
             hidden = self.hidden_functions(self.operator_functions(_names(f.get("name"))))
-            return _Val(v.sources | hidden.sources, v.direct and not hidden.sources, v.opaque or hidden.opaque) \
-                if hidden.sources or hidden.opaque else v
+            if hidden is _NONE:
+                return v
+            return _Val(v.sources | hidden.sources, False, v.opaque or hidden.opaque)
         if kind == "A_Indirection":
             return self.indirection(f, scope)
         if kind == "SubLink":
@@ -1449,7 +1448,7 @@ class _Walker:
         for oid in oids:
             fn = self.ctx.catalog.function(oid)
             if fn is None:
-                opaque = opaque or oid >= _FIRST_NORMAL_OID
+                opaque = opaque or oid >= FIRST_NORMAL_OID
                 continue
             if fn.builtin:
                 continue

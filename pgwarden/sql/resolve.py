@@ -362,9 +362,10 @@ class _Resolver:
             return
         types = self._types(call.schema, call.name)
         if not types:
-            rows = [rel for rel in self.catalog.relations_named(call.name)
-                    if (_schema(call.schema) == _schema(rel.schema) if call.schema is not None
-                        else self.uncertain or _schema(rel.schema) in self.schemas)]
+            named = [rel for rel in self.catalog.relations_named(call.name)
+                     if call.schema is None or _schema(call.schema) == _schema(rel.schema)]
+            rows = [rel for rel in named
+                    if call.schema is not None or self.uncertain or _schema(rel.schema) in self.schemas]
             if rows:
                 # A table's (or view's) row type: a value read into it converts each field to its
                 # column's type (`'(5)'::t`, `ROW(5)::t`, `json_populate_record(NULL::t, ...)`):
@@ -373,8 +374,7 @@ class _Resolver:
                     for type_oid in rel.column_types:
                         self._convert(type_oid, False, kinds, functions, nested)
                 return
-            if any(call.schema is None or _schema(call.schema) == _schema(rel.schema)
-                   for rel in self.catalog.relations_named(call.name)):
+            if named:
                 return  # a row type of a table not on the search_path: the server will not find it
             if self.catalog.types:  # (an empty catalog has nothing to judge by)
                 kinds.add("unknown")  # a type of the database's own that these facts do not know

@@ -60,7 +60,7 @@ lint: $(STAMP)
 # and pure Python on Twisted's own reactor (test-stock-reactor); the example plugin's own; and lint.
 # Side by side, TEST_JOBS at a time: the end-to-end tests spend much of their time waiting on
 # PostgreSQL, pgwarden and their clients, so one pass alone leaves part of the two cores idle. Each
-# pass is a pytest session of its own (its own PostgreSQL, ports from the kernel, temp dirs); make
+# pass is a pytest session of its own (its own PostgreSQL, its own ports, temp dirs); make
 # prints each one's output whole when it ends (--output-sync), and fails if any of them fails
 # (pytest's exit code 5, no tests, included).
 # First lint and the example's venv side by side (and the hot path's build again if a compiled

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import pwd
+import random
 import shutil
 import socket
 import subprocess
@@ -26,8 +27,39 @@ APP_USER = "app"
 APP_PASSWORD = "app-upstream-Secr3t!"
 
 
+def _ephemeral_ports() -> range:
+    """The range the kernel hands out for ``bind(("", 0))`` and for every outgoing connection."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(word) for word in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_port() -> int:
-    with socket.socket() as s:
+    """A port nothing listens on now, for a server the caller starts next.
+
+    Not one the kernel chose (``bind(0)``): that one comes from the ephemeral range, which every
+    client connection of every test session running beside this one draws from too, and one of
+    them could take it before the server binds it (a pgwarden that then could not listen). A
+    port below that range is only ever taken by a bind that names it: chosen at random among
+    thousands, checked free here.
+    """
+    # Not the random module's shared generator: pytest-randomly seeds it alike in every
+    # test session and before every test, and sessions side by side would pick the same ports.
+    chooser = random.SystemRandom()
+    ephemeral = _ephemeral_ports()
+    low, high = (10000, ephemeral.start - 1) if ephemeral.start > 12000 else (ephemeral.stop, 65535)
+    for _ in range(100):
+        port = chooser.randint(low, high)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the range is crowded: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

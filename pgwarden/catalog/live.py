@@ -37,7 +37,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 
 from pgwarden.catalog import queries
-from pgwarden.catalog.loader import ViewDependencies, build_catalog, read_rows
+from pgwarden.catalog.loader import LoadMemory, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
 from pgwarden.catalog.snapshot import stand_in_snapshot
 from pgwarden.config import Upstream
@@ -191,8 +191,8 @@ class LiveCatalog(CatalogState):
         self._started = False
         self._stopped = False
         self._conn: psycopg.Connection[Any] | None = None  # touched only by the one load running
-        self._views = ViewDependencies()  # likewise
-        self._last: tuple | None = None  # likewise: the rows, settings and Catalog of the last load
+        self._memory = LoadMemory()  # likewise: what the last load read and built, for the next
+        self._last: tuple | None = None  # likewise: the rows, settings and Catalog of its own last load
         self._in_flight = False
         self._again = False  # an invalidation came while a load ran: load once more after it
         self._timer = None  # the next load
@@ -232,16 +232,17 @@ class LiveCatalog(CatalogState):
         u = self._upstream
         return f"<LiveCatalog {u.user}@{u.host}:{u.port}/{u.database} {self._status.state}: {self.current!r}>"
 
-    def share_views(self, views: ViewDependencies) -> None:
-        """Reads the views' rules into ``views``, shared with other pgwardens of this process in
-        front of the same database, instead of a store of its own. A first load reads every view's
-        rule, the server's own ~140 among them, ~0.1 s of the server's time; pgwardens that share
-        read only the views created or replaced since one of them last did. What the test suite's
-        pgwardens do (`pgwarden.testing.pytest_plugin.make_pgwarden`: one for each test). Before
-        `start` only."""
+    def share_memory(self, memory: LoadMemory) -> None:
+        """Keeps what its loads read and build in ``memory``, shared with other pgwardens of this
+        process in front of the same database, instead of a memory of its own: a first load
+        otherwise reads every view's rule (the server's own ~140 among them, ~0.1 s of the
+        server's time) and builds every fact (~30 ms for the functions alone); a pgwarden that
+        shares reads only the views made or replaced since one of them last did, and builds only
+        the parts whose rows changed. What the test suite's pgwardens do
+        (`pgwarden.testing.pytest_plugin.make_pgwarden`: one for each test). Before `start` only."""
         if self._started:
-            raise RuntimeError("share_views: the catalog has started loading with a store of its own")
-        self._views = views
+            raise RuntimeError("share_memory: the catalog has started loading with a memory of its own")
+        self._memory = memory
 
     @property
     def status(self) -> CatalogStatus:
@@ -379,8 +380,12 @@ class LiveCatalog(CatalogState):
                 # Nothing changed: the same Catalog, the same generation, so what was
                 # cached by generation (verdicts) stays valid across a TTL reload.
                 return self._last[2]
-            catalog = build_catalog(rows, source="live", complete=True, base_settings=base)
+            # What did not change since the last load is taken from it (most loads follow one
+            # statement's DDL: a table made, a function replaced).
+            catalog = build_catalog(rows, source="live", complete=True, base_settings=base,
+                                    previous=self._memory.last)
             self._last = (rows, base, catalog)
+            self._memory.last = (rows, catalog)
             return catalog
         except Exception as e:  # noqa: BLE001 - any failure keeps the previous facts; its text is all we keep
             return _Failed(_scrub(f"{type(e).__name__}: {e}".strip(), password))
@@ -422,7 +427,7 @@ class LiveCatalog(CatalogState):
         for _ in range(2):
             conn, fresh = self._connection(password)
             try:
-                return read_rows(conn, self.load_timeout_s, self._views)
+                return read_rows(conn, self.load_timeout_s, self._memory.views)
             except psycopg.Error:
                 self._conn = None
                 conn.close()

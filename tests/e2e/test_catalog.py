@@ -18,7 +18,7 @@ from twisted.internet.threads import blockingCallFromThread
 
 from pgwarden.catalog import queries, snapshot
 from pgwarden.catalog.live import APPLICATION_NAME, LiveCatalog
-from pgwarden.catalog.loader import ViewDependencies, build_catalog, read_rows
+from pgwarden.catalog.loader import LoadMemory, ViewDependencies, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
 from pgwarden.config import Upstream, UpstreamTLS
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, SUPERUSER, SUPERUSER_PASSWORD, TempPostgres, _bin
@@ -359,38 +359,44 @@ def live_on_clock(upstream: Upstream, loads: Loads, **kw) -> tuple[LiveCatalog, 
     return LiveCatalog(upstream, clock, run_in_thread=loads, **kw), clock
 
 
-def test_catalogs_sharing_one_store_of_views_read_what_each_would_alone(pg_server, catalogdb, tmp_path):
-    """`LiveCatalog.share_views` (what the test suite's pgwardens do): the second catalog reads
-    no view the first one read, and its facts are those of a catalog of its own; a view replaced
-    after the first one loaded is read again by the next one that loads, in its own snapshot."""
-    shared = ViewDependencies()
+def test_catalogs_sharing_one_memory_read_and_build_what_each_would_alone(pg_server, catalogdb, tmp_path):
+    """`LiveCatalog.share_memory` (what the test suite's pgwardens do): the second catalog reads
+    no view the first one read and builds no part whose rows did not change, and its facts are
+    those of a catalog of its own; a view replaced after the first one loaded is read again by
+    the next one that loads, in its own snapshot, and the parts it changed are built again."""
+    shared = LoadMemory()
     one, _ = live_on_clock(upstream_of(pg_server, tmp_path), Loads(immediately=True))
-    one.share_views(shared)
+    one.share_memory(shared)
     one.start()
-    assert shared.last_read > 100  # the server's own views and the database's
+    assert shared.views.last_read > 100  # the server's own views and the database's
     two, _ = live_on_clock(upstream_of(pg_server, tmp_path), Loads(immediately=True))
-    two.share_views(shared)
+    two.share_memory(shared)
     two.start()
-    assert shared.last_read == 0
+    assert shared.views.last_read == 0
+    assert two.current.functions is one.current.functions and two.current.relations is one.current.relations
+    assert two.current.generation != one.current.generation
     alone, _ = live_on_clock(upstream_of(pg_server, tmp_path), Loads(immediately=True))
     alone.start()
     assert two.current.relations == alone.current.relations == one.current.relations
+    assert two.current.functions == alone.current.functions and alone.current.functions is not one.current.functions
     pg_server.psql("CREATE OR REPLACE VIEW app.classes AS SELECT relname, "
                    "(SELECT count(*) FROM pg_ls_logdir()) AS logs FROM pg_class", database=DB)
     try:
         three, _ = live_on_clock(upstream_of(pg_server, tmp_path), Loads(immediately=True))
-        three.share_views(shared)
+        three.share_memory(shared)
         three.start()
-        assert shared.last_read == 1
+        assert shared.views.last_read == 1
         assert "pg_ls_logdir" in {three.current.function(o).name
                                    for o in three.current.relations_named("classes")[0].functions}
         assert "pg_ls_logdir" not in {one.current.function(o).name
                                        for o in one.current.relations_named("classes")[0].functions}
+        assert three.current.functions is one.current.functions  # no function changed
+        assert three.current.columns_of(three.current.relations_named("classes")[0].oid)[1].name == "logs"
     finally:
         pg_server.psql("DROP VIEW app.classes; CREATE VIEW app.classes AS SELECT relname FROM pg_class",
                        database=DB)
     with pytest.raises(RuntimeError, match="started loading"):
-        one.share_views(ViewDependencies())
+        one.share_memory(LoadMemory())
     for live in (one, two, alone, three):
         live.stop()
 

@@ -13,8 +13,19 @@ import sys
 import pytest
 
 from pgwarden.catalog import queries, snapshot
-from pgwarden.catalog.loader import CatalogRows, CatalogShapeError, build_catalog, rows_from_lists
-from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, TypeFacts
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pgwarden.catalog.loader import (
+    KINDS,
+    PART_KINDS,
+    CatalogRows,
+    CatalogShapeError,
+    build_catalog,
+    rows_from_lists,
+    unchanged_parts,
+)
+from pgwarden.catalog.model import FIRST_NORMAL_OID, PARTS, CastFacts, Catalog, TypeFacts
 
 # oid schema name nargs ndefaults variadic volatility language trusted kind builtin public_execute
 # security_definer returns_set source extension config sql_body result_type result_relation
@@ -289,3 +300,81 @@ def test_the_facts_import_no_twisted_and_no_database_client():
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+# ---------------------------------------------------------------------- a build from the previous one
+
+def _facts(catalog: Catalog) -> dict:
+    """Everything a catalog answers, by value."""
+    names = {f.name for f in catalog.functions} | {r.name for r in catalog.relations} | \
+        {o.name for o in catalog.operators} | {t.name for t in catalog.types}
+    oids = {f.oid for f in catalog.functions} | {r.oid for r in catalog.relations} | {t.oid for t in catalog.types}
+    return {
+        "parts": (catalog.functions, catalog.relations, catalog.operators, catalog.types, catalog.casts,
+                  catalog.ambient_casts, catalog.settings, catalog.schemas, catalog.keywords),
+        "by name": {n: (catalog.functions_named(n), catalog.relations_named(n), catalog.operators_named(n),
+                        catalog.types_named(n)) for n in names},
+        "by oid": {o: (catalog.function(o), catalog.relation(o), catalog.type(o), catalog.casts_to(o),
+                       catalog.columns_of(o), [catalog.column(o, n) for n in range(4)],
+                       catalog.conversion(o, True), catalog.conversion(o, False)) for o in oids},
+    }
+
+
+_ROW_EDITS = {
+    "functions": [(16501, "app", "touch", 0, 0, False, "s", "sql", True, "f", False, True, False, False,
+                   "SELECT 1", None, None, False, 23, 0, [], [])],
+    "relations": [(16603, "app", "u", "r")],
+    "dependencies": [(16600, "f", 870)],
+    "definitions": [(16600, " SELECT 2;")],
+    "column_types": [(16601, 23)],
+    "effects": [(16601, "t", 16500)],
+    "rules": [(16601, "CREATE RULE r AS ON DELETE TO app.t DO INSTEAD NOTHING")],
+    "aggregates": [(16500, 870)],
+    "operators": [(16701, "app", "|>", 870, 23, 23)],
+    "types": [(16801, "app", "negative", "d", [16500], [23])],
+    "casts": [(16901, 25, 16800, 870, "i", "f")],
+    "attributes": [(16603, ["a"], [23]), (16601, ["id", "ssn", "ssn2"], [23, 25, 25])],
+    "settings": [("work_mem", "superuser")],
+    "schemas": [("other",)],
+}
+
+
+@given(edits=st.lists(st.tuples(st.sampled_from(sorted(_ROW_EDITS)), st.sampled_from(["add", "drop", "replace"]),
+                                st.integers(0, 3)), max_size=4))
+@settings(max_examples=150, deadline=None)
+def test_property_a_catalog_built_from_the_previous_one_is_the_one_built_afresh(edits):
+    """Whatever rows changed, a build that takes the unchanged parts from the previous load
+    answers every lookup as a build from nothing; the parts whose rows are the same are the
+    previous catalog's own objects (not built again), and it is a new generation."""
+    before = rows()
+    previous = build_catalog(before, source="live", complete=True)
+    answers = before.by_kind()
+    for kind, edit, pick in edits:
+        current = list(answers[kind])
+        extra = _ROW_EDITS[kind][pick % len(_ROW_EDITS[kind])]
+        if edit == "add" or not current:
+            current.append(extra)
+        elif edit == "drop":
+            del current[pick % len(current)]
+        else:
+            current[pick % len(current)] = extra
+        answers[kind] = tuple(current)
+    after = CatalogRows(server_version=before.server_version, **answers)
+    built = build_catalog(after, source="live", complete=True, previous=(before, previous))
+    fresh = build_catalog(after, source="live", complete=True)
+    assert _facts(built) == _facts(fresh)
+    assert built.generation not in (previous.generation, fresh.generation)
+    unchanged = unchanged_parts(after, before)
+    assert unchanged == {part for part, kinds in PART_KINDS.items() if all(answers[k] == before.by_kind()[k] for k in kinds)}
+    for part in ("functions", "relations", "operators", "types", "casts"):
+        assert (getattr(built, part) is getattr(previous, part)) == (part in unchanged), part
+
+
+def test_parts_are_the_catalogs_parts():
+    assert set(PART_KINDS) == PARTS
+    assert set(KINDS) - {kind for kinds in PART_KINDS.values() for kind in kinds} == \
+        {"settings", "schemas", "keywords", "session"}  # small: built every time
+    with pytest.raises(ValueError, match="previous"):
+        Catalog(unchanged=frozenset({"functions"}))
+    with pytest.raises(ValueError, match="unknown parts"):
+        Catalog(previous=Catalog(), unchanged=frozenset({"settings"}))

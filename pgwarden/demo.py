@@ -18,6 +18,7 @@ import os
 import secrets
 import shlex
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -224,7 +225,35 @@ Press Ctrl-C to stop and remove everything.
 """
 
 
+def _stop_on_ctrl_c(reactor) -> None:
+    """From now on (the reactor about to run) Ctrl-C stops the reactor, whose shutdown stops pgwarden.
+
+    The demo's own handler, not Twisted's: Twisted installs its SIGINT handler only over Python's
+    default one, and a KeyboardInterrupt raised while the reactor starts (before Twisted would
+    have installed it) is logged by Twisted's system event handling and the demo would go on.
+    The stop itself runs in the reactor's loop (a handler interrupts whatever the main thread
+    does, the log's own writes included)."""
+
+    def stop() -> None:
+        from twisted.internet.error import ReactorNotRunning
+        from twisted.logger import Logger
+
+        Logger(namespace="pgwarden.demo").info("Ctrl-C (SIGINT): stopping")
+        try:
+            reactor.stop()
+        except ReactorNotRunning:  # stopping already (Ctrl-C twice)
+            pass
+
+    signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(stop))
+
+
 def run_demo(directory: Path, port: int = 6432, reload_poll_s: float = 2.0) -> int:
+    # Ctrl-C must stop the demo whatever SIGINT's disposition it inherited: a shell without job
+    # control starts `pgwarden demo &` (a script's, a background `make`) with SIGINT ignored, and
+    # Python keeps an inherited SIG_IGN; so did Twisted, which installs its handler only over
+    # Python's default one: "Press Ctrl-C" was printed and Ctrl-C then did nothing. Until the
+    # reactor runs, Ctrl-C raises KeyboardInterrupt and the ``finally`` below removes what was made.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
@@ -235,12 +264,13 @@ def run_demo(directory: Path, port: int = 6432, reload_poll_s: float = 2.0) -> i
     from pgwarden.watch import watch_config
 
     directory = directory.resolve()
-    if directory.exists():
-        shutil.rmtree(directory)
-    directory.mkdir(parents=True)
-    print("pgwarden demo: starting a throwaway PostgreSQL ...", flush=True)
-    pg = TempPostgres()
+    pg: TempPostgres | None = None
     try:
+        if directory.exists():
+            shutil.rmtree(directory)
+        directory.mkdir(parents=True)
+        print("pgwarden demo: starting a throwaway PostgreSQL ...", flush=True)
+        pg = TempPostgres()
         pg.start()
         password = create_sample_data(pg)
         private, jwks = generate_key(directory / "keys")
@@ -268,11 +298,18 @@ def run_demo(directory: Path, port: int = 6432, reload_poll_s: float = 2.0) -> i
             [textFileLogObserver(open(directory / "pgwarden.log", "a"))], redirectStandardIO=False
         )
         watch_config(app, reactor, str(path), reload_poll_s)
-        print(banner(directory, pg, port, admin, reload_poll_s), flush=True)
         reactor.addSystemEventTrigger("before", "shutdown", app.stop)
+        _stop_on_ctrl_c(reactor)
+        print(banner(directory, pg, port, admin, reload_poll_s), flush=True)
         reactor.run()
+    except KeyboardInterrupt:  # Ctrl-C before the reactor ran
+        print("pgwarden demo: interrupted while starting.", flush=True)
+        return 130
     finally:
-        pg.stop()
+        # Ctrl-C again does not interrupt the cleanup (nor the pg_ctl it runs: it inherits this).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if pg is not None:
+            pg.stop()
         shutil.rmtree(directory, ignore_errors=True)
-        print("pgwarden demo: stopped and cleaned up.")
+        print("pgwarden demo: stopped and cleaned up.", flush=True)
     return 0

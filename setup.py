@@ -2,9 +2,10 @@
 
 Everything else about the package is in setup.cfg. The modules compiled are listed in
 pgwarden/compiled.py (read here without importing pgwarden, whose dependencies may not be
-installed yet). No C compiler, mypyc or Cython missing, or ``PGWARDEN_NO_COMPILE=1``: the build goes
-on without extensions, silently but for one line on the build's output, and pgwarden runs
-the same ``.py`` modules (`pgwarden --version` says which). A build that fails part way
+installed yet). No C compiler (found out before mypyc reads the modules), mypyc or Cython
+missing, or ``PGWARDEN_NO_COMPILE=1``: the build goes on without extensions, silently but for one
+line on the build's output, and pgwarden runs the same ``.py`` modules (`pgwarden --version` says
+which). A build that fails part way
 installs none of the extensions: the mypyc ones are one group and import each other, and a
 build is compiled or pure Python, never a mix (Cython's modules go with the group).
 ``PGWARDEN_REQUIRE_COMPILE=1`` makes any of these fail the build instead (the image's builder).
@@ -66,9 +67,42 @@ def _skip(why: str) -> list:
     return []
 
 
+def _compiler_problem() -> str | None:
+    """Why the compiler the build would use cannot compile an extension, or None.
+
+    Asked before mypyc reads the modules (most of a build's time before the compiler runs): on a
+    machine without a C compiler, the install goes on as pure Python at once."""
+    import sysconfig
+    from distutils.ccompiler import new_compiler  # setuptools' own, once setuptools is imported
+    from distutils.sysconfig import customize_compiler
+
+    compiler = new_compiler()
+    customize_compiler(compiler)  # CC, CFLAGS, ... as the build's own
+    with tempfile.TemporaryDirectory() as work:
+        probe = Path(work, "pgwarden_probe.c")
+        probe.write_text("#include <Python.h>\nint pgwarden_probe(void) { return Py_IsInitialized(); }\n")
+        try:
+            compiler.compile([str(probe)], output_dir=work, include_dirs=[sysconfig.get_paths()["include"]])
+        except Exception as e:  # noqa: BLE001 - CompileError, a compiler that is not there
+            return f"{type(e).__name__}: {e}"
+    return None
+
+
+# What pip's build backend also runs this file for, before the build: the build's requirements
+# (egg_info) and the package's metadata (dist_info). Neither builds an extension: they neither
+# ask mypyc (which reads every compiled module: tens of seconds each time) nor try the compiler
+# (whose note would be printed once a step).
+METADATA_ONLY = frozenset({"egg_info", "dist_info"})
+
+
 def _ext_modules() -> list:
+    if METADATA_ONLY.intersection(sys.argv[1:]):
+        return []
     if os.environ.get("PGWARDEN_NO_COMPILE", "") not in ("", "0"):
         return _skip("PGWARDEN_NO_COMPILE is set")
+    problem = _compiler_problem()
+    if problem is not None:
+        return _skip(f"no C compiler works: {problem}")
     try:
         from mypyc.build import mypycify
     except ImportError as e:
@@ -109,4 +143,5 @@ class OptionalBuildExt(build_ext):
             self.extensions = []
 
 
-setup(ext_modules=_ext_modules(), cmdclass={"build_ext": OptionalBuildExt})
+if __name__ == "__main__":  # pip's build backend runs this file as __main__ too; tests import it
+    setup(ext_modules=_ext_modules(), cmdclass={"build_ext": OptionalBuildExt})

@@ -19,7 +19,7 @@ from deployfiles import copy_build_context, stages
 
 from pgwarden import compiled
 
-NOTE = "pgwarden: not compiling the hot path (building the extensions failed"
+NOTE = "pgwarden: not compiling the hot path (no C compiler works"
 
 
 def _without_switches() -> dict[str, str]:
@@ -30,7 +30,7 @@ def _without_switches() -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pure_wheel(tmp_path_factory) -> tuple[Path, str]:
     if compiled.pure_requested():
-        pytest.skip("built once, by make test-builds (a wheel build is ~20 s)")
+        pytest.skip("built once, by make test-builds")
     builder = stages()[0]
     root = tmp_path_factory.mktemp("no-compiler")
     src, wheels = root / "src", root / "wheels"

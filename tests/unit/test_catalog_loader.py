@@ -11,11 +11,10 @@ import subprocess
 import sys
 
 import pytest
-
-from pgwarden.catalog import queries, snapshot
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgwarden.catalog import queries, snapshot
 from pgwarden.catalog.loader import (
     KINDS,
     PART_KINDS,

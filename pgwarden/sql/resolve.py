@@ -619,6 +619,8 @@ class _Resolver:
                     if facts.effects or facts.rules:
                         self._effects(facts, rel.written, storing, cascading, kinds, functions, nested, seen_effects,
                                       truncating)
+                    if rel.planned_write:
+                        self._planned_defaults(facts, kinds, functions, nested)
                     if rel.written and facts.kind == "v":  # an updatable view writes what it reads
                         self._through_view(facts, storing, cascading, kinds, functions, nested, seen_effects,
                                            truncating)
@@ -684,6 +686,19 @@ class _Resolver:
                 kinds |= ran.kinds - {"ddl", "select"}
                 functions |= ran.functions
                 nested.append(ran)
+
+    def _planned_defaults(self, facts: RelationFacts, kinds: set[str], functions: set[str], nested: list) -> None:
+        """A plain EXPLAIN of a write plans it: the rewriter puts the target's column defaults in,
+        and planning folds their calls of functions declared IMMUTABLE (with constant arguments),
+        which then run, whatever their bodies do (a lie: a function so declared that writes)."""
+        for kind, target in facts.effects:
+            if kind != "d":
+                continue
+            fn = self.catalog.function(target)
+            if fn is None:
+                kinds.add("unknown")
+            elif fn.volatility == "i":
+                self._fires(target, True, kinds, functions, nested)
 
     def _through_view(self, view: RelationFacts, storing: bool, cascading: bool, kinds: set[str],
                       functions: set[str], nested: list, seen: set[int], truncating: bool = False) -> None:

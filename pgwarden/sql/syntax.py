@@ -102,6 +102,9 @@ class Relation:
     schema: str | None
     name: str
     written: bool = False
+    #: the target of a write a plain EXPLAIN plans without running: planning folds its columns'
+    #: defaults' IMMUTABLE-declared functions (what they do runs)
+    planned_write: bool = False
 
 
 @attrs.frozen
@@ -408,7 +411,7 @@ class _Walker:
                     return
                 inner = _Walker(self.lexer)
                 inner.expr(query, scope)
-                self.relations |= {attrs.evolve(r, written=False) for r in inner.relations}
+                self.relations |= {attrs.evolve(r, written=False, planned_write=r.written) for r in inner.relations}
                 self.calls |= {attrs.evolve(c, planned=True) for c in inner.calls}
                 self.constants_read = self.constants_read or inner.constants_read
             return

@@ -288,6 +288,9 @@ CREATE FUNCTION public.folded_liar() RETURNS int LANGUAGE sql IMMUTABLE
 CREATE TABLE public.idx_t (id int);
 CREATE INDEX idx_t_liar ON public.idx_t ((public.folded_liar() + id));
 ALTER TABLE public.idx_t OWNER TO {APP_USER};
+-- ... and in a column's DEFAULT: a plain EXPLAIN of a write plans the default in, and folds it
+CREATE TABLE public.dflt_t (id int, v int DEFAULT public.folded_liar());
+ALTER TABLE public.dflt_t OWNER TO {APP_USER};
 """
 RESET = """
 DELETE FROM public.plain_t;
@@ -865,6 +868,10 @@ CASES = [
     # (round four) planning folds the table's index expressions, of any statement on it
     refused("r4", "SELECT * FROM public.idx_t", setup=("SET hostile.armed = on",)),
     refused("r4", "EXPLAIN SELECT 1 FROM public.idx_t WHERE id = 1", setup=("SET hostile.armed = on",)),
+    # ... and a plain EXPLAIN of a write plans the target's defaults in, folding IMMUTABLE-declared calls
+    refused("r4", "EXPLAIN INSERT INTO public.dflt_t (id) VALUES (1)", setup=("SET hostile.armed = on",)),
+    refused("r4", "EXPLAIN (COSTS off) INSERT INTO public.dflt_t SELECT 1", setup=("SET hostile.armed = on",)),
+    allowed("r4", "EXPLAIN INSERT INTO public.plain_t VALUES (1)"),
     # ... and the twins that must pass
     allowed("r3", "SELECT * FROM json_to_record('{\"c\":5}') AS x(c int)"),
     allowed("r3", "SELECT ROW(5, 6)::public.things IS NULL"),

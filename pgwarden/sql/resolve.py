@@ -687,10 +687,21 @@ class _Resolver:
                 functions |= ran.functions
                 nested.append(ran)
 
-    def _planned_defaults(self, facts: RelationFacts, kinds: set[str], functions: set[str], nested: list) -> None:
+    def _planned_defaults(self, facts: RelationFacts, kinds: set[str], functions: set[str], nested: list,
+                          seen: set[int] | None = None) -> None:
         """A plain EXPLAIN of a write plans it: the rewriter puts the target's column defaults in,
         and planning folds their calls of functions declared IMMUTABLE (with constant arguments),
-        which then run, whatever their bodies do (a lie: a function so declared that writes)."""
+        which then run, whatever their bodies do (a lie: a function so declared that writes). An
+        updatable view's write is its base relation's, with that one's defaults."""
+        seen = set() if seen is None else seen
+        if facts.oid in seen:
+            return
+        seen.add(facts.oid)
+        if facts.kind == "v":
+            for oid in facts.relations:
+                base = self.catalog.relation(oid)
+                if base is not None:
+                    self._planned_defaults(base, kinds, functions, nested, seen)
         for kind, target in facts.effects:
             if kind != "d":
                 continue

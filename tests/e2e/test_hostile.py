@@ -291,6 +291,8 @@ ALTER TABLE public.idx_t OWNER TO {APP_USER};
 -- ... and in a column's DEFAULT: a plain EXPLAIN of a write plans the default in, and folds it
 CREATE TABLE public.dflt_t (id int, v int DEFAULT public.folded_liar());
 ALTER TABLE public.dflt_t OWNER TO {APP_USER};
+CREATE VIEW public.dflt_v AS SELECT id FROM public.dflt_t;
+ALTER VIEW public.dflt_v OWNER TO {APP_USER};
 """
 RESET = """
 DELETE FROM public.plain_t;
@@ -871,6 +873,7 @@ CASES = [
     # ... and a plain EXPLAIN of a write plans the target's defaults in, folding IMMUTABLE-declared calls
     refused("r4", "EXPLAIN INSERT INTO public.dflt_t (id) VALUES (1)", setup=("SET hostile.armed = on",)),
     refused("r4", "EXPLAIN (COSTS off) INSERT INTO public.dflt_t SELECT 1", setup=("SET hostile.armed = on",)),
+    refused("r4", "EXPLAIN INSERT INTO public.dflt_v VALUES (1)", setup=("SET hostile.armed = on",)),
     allowed("r4", "EXPLAIN INSERT INTO public.plain_t VALUES (1)"),
     # ... and the twins that must pass
     allowed("r3", "SELECT * FROM json_to_record('{\"c\":5}') AS x(c int)"),

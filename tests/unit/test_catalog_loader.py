@@ -367,6 +367,11 @@ def test_property_a_catalog_built_from_the_previous_one_is_the_one_built_afresh(
     assert unchanged == {part for part, kinds in PART_KINDS.items() if all(answers[k] == before.by_kind()[k] for k in kinds)}
     for part in ("functions", "relations", "operators", "types", "casts"):
         assert (getattr(built, part) is getattr(previous, part)) == (part in unchanged), part
+    # a function whose row (and aggregate's functions) did not change is the previous object
+    same = {row[0] for row in after.functions if row in before.functions} - \
+        {a for a, _ in set(after.aggregates) ^ set(before.aggregates)}
+    for f in built.functions:
+        assert (f is previous.function(f.oid)) == (f.oid in same and previous.function(f.oid) is not None), f.oid
 
 
 def test_parts_are_the_catalogs_parts():

@@ -200,6 +200,40 @@ def unchanged_parts(rows: CatalogRows, before: CatalogRows) -> frozenset[str]:
                      if all(getattr(rows, kind) == getattr(before, kind) for kind in kinds))
 
 
+def _relations(rows: CatalogRows) -> list[RelationFacts]:
+    """The relations, each with what a view reads and calls and what a use of it runs."""
+    functions_of: dict[int, list[int]] = {}
+    relations_of: dict[int, list[int]] = {}
+    for relation, kind, target in rows.dependencies:
+        if kind == "f":
+            functions_of.setdefault(relation, []).append(target)
+        elif kind == "r":
+            relations_of.setdefault(relation, []).append(target)
+        else:
+            raise CatalogShapeError(f"a dependency of kind {kind!r} (expected 'f' or 'r')")
+    definitions = dict(rows.definitions)
+    column_types: dict[int, list[int]] = {}
+    for relation, type_oid in rows.column_types:
+        column_types.setdefault(relation, []).append(type_oid)
+    effects: dict[int, list[tuple[str, int]]] = {}
+    for relation, kind, target in rows.effects:
+        if kind not in EFFECT_KINDS:
+            raise CatalogShapeError(f"an effect of kind {kind!r} (expected one of {', '.join(EFFECT_KINDS)})")
+        effects.setdefault(relation, []).append((kind, target))
+    rules: dict[int, list[str]] = {}
+    for relation, definition in rows.rules:
+        rules.setdefault(relation, []).append(definition)
+    return [
+        RelationFacts(
+            oid, schema, name, kind,
+            functions=tuple(functions_of.get(oid, ())), relations=tuple(relations_of.get(oid, ())),
+            column_types=tuple(column_types.get(oid, ())), definition=definitions.get(oid),
+            effects=tuple(effects.get(oid, ())), rules=tuple(rules.get(oid, ())),
+        )
+        for oid, schema, name, kind in rows.relations
+    ]
+
+
 def build_catalog(
     rows: CatalogRows,
     *,
@@ -223,36 +257,7 @@ def build_catalog(
         for row in kind_rows:
             if len(row) != width:
                 raise CatalogShapeError(f"a {kind} row has {len(row)} values, not {width}: {row!r}")
-    functions_of: dict[int, list[int]] = {}
-    relations_of: dict[int, list[int]] = {}
-    for relation, kind, target in rows.dependencies:
-        if kind == "f":
-            functions_of.setdefault(relation, []).append(target)
-        elif kind == "r":
-            relations_of.setdefault(relation, []).append(target)
-        else:
-            raise CatalogShapeError(f"a dependency of kind {kind!r} (expected 'f' or 'r')")
-    definitions = dict(rows.definitions)
-    column_types: dict[int, list[int]] = {}
-    for relation, type_oid in rows.column_types:
-        column_types.setdefault(relation, []).append(type_oid)
-    effects: dict[int, list[tuple[str, int]]] = {}
-    for relation, kind, target in rows.effects:
-        if kind not in EFFECT_KINDS:
-            raise CatalogShapeError(f"an effect of kind {kind!r} (expected one of {', '.join(EFFECT_KINDS)})")
-        effects.setdefault(relation, []).append((kind, target))
-    rules: dict[int, list[str]] = {}
-    for relation, definition in rows.rules:
-        rules.setdefault(relation, []).append(definition)
-    relations = () if "relations" in unchanged else [
-        RelationFacts(
-            oid, schema, name, kind,
-            functions=tuple(functions_of.get(oid, ())), relations=tuple(relations_of.get(oid, ())),
-            column_types=tuple(column_types.get(oid, ())), definition=definitions.get(oid),
-            effects=tuple(effects.get(oid, ())), rules=tuple(rules.get(oid, ())),
-        )
-        for oid, schema, name, kind in rows.relations
-    ]
+    relations = () if "relations" in unchanged else _relations(rows)
     support: dict[int, list[int]] = {}
     for aggregate, function in rows.aggregates:
         support.setdefault(aggregate, []).append(function)

@@ -165,9 +165,44 @@ def _index(items: Iterable, key) -> dict[Any, tuple]:
     return {k: tuple(v) for k, v in out.items()}
 
 
-#: The parts of a `Catalog` built from rows of their own (`loader.PART_KINDS`), which a catalog
-#: built again from partly the same rows takes from the previous one.
-PARTS = frozenset({"functions", "relations", "operators", "types", "casts", "attributes"})
+def _named_and_numbered(items: Iterable[Any]) -> tuple:
+    """Facts with a name and an OID: themselves, by name, by OID."""
+    facts = tuple(items)
+    return facts, _index(facts, lambda f: f.name), {f.oid: f for f in facts}
+
+
+def _by_name(items: Iterable[Any]) -> tuple:
+    facts = tuple(items)
+    return facts, _index(facts, lambda f: f.name)
+
+
+def _casts(items: Iterable[CastFacts]) -> tuple:
+    facts = tuple(items)
+    # casts with a function that the server may apply where the text shows no cast: on assignment
+    # to a column or parameter (context a) or to fit any expression (context i)
+    ambient = tuple(c for c in facts if c.context in ("a", "i") and c.function)
+    return facts, _index(facts, lambda c: c.target), ambient
+
+
+def _attributes(items: Iterable[tuple[int, Sequence[str], Sequence[int]]]) -> tuple:
+    # relation OID -> its columns' names and types by attnum ("" and 0: dropped); made into
+    # `ColumnFacts` when first asked for (most relations never are), in the dict beside it
+    return {relation: (names, types) for relation, names, types in items}, {}
+
+
+#: Each part of a `Catalog` built from rows of its own (`loader.PART_KINDS`): its attributes (the
+#: facts, then what is made of them alone) and how they are made. A catalog built again from
+#: partly the same rows takes the parts whose rows are the same from the previous one, attributes
+#: and all (the columns made so far too: the same attributes make the same columns).
+_PARTS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "functions": (("functions", "_functions_by_name", "_functions_by_oid"), _named_and_numbered),
+    "relations": (("relations", "_relations_by_name", "_relations_by_oid"), _named_and_numbered),
+    "operators": (("operators", "_operators_by_name"), _by_name),
+    "types": (("types", "_types_by_name", "_types_by_oid"), _named_and_numbered),
+    "casts": (("casts", "_casts_by_target", "ambient_casts"), _casts),
+    "attributes": (("_attributes", "_columns"), _attributes),
+}
+PARTS = frozenset(_PARTS)
 
 
 class Catalog:
@@ -177,6 +212,25 @@ class Catalog:
     ``complete`` is True when every object of the database is known (a live
     catalog): a name missing from an incomplete catalog may still exist.
     """
+
+    # The parts' attributes (`_PARTS`), set in __init__.
+    functions: tuple[FunctionFacts, ...]
+    _functions_by_name: dict[str, tuple[FunctionFacts, ...]]
+    _functions_by_oid: dict[int, FunctionFacts]
+    relations: tuple[RelationFacts, ...]
+    _relations_by_name: dict[str, tuple[RelationFacts, ...]]
+    _relations_by_oid: dict[int, RelationFacts]
+    operators: tuple[OperatorFacts, ...]
+    _operators_by_name: dict[str, tuple[OperatorFacts, ...]]
+    types: tuple[TypeFacts, ...]
+    _types_by_name: dict[str, tuple[TypeFacts, ...]]
+    _types_by_oid: dict[int, TypeFacts]
+    casts: tuple[CastFacts, ...]
+    _casts_by_target: dict[int, tuple[CastFacts, ...]]
+    #: casts with a function that the server may apply where the text shows no cast
+    ambient_casts: tuple[CastFacts, ...]
+    _attributes: dict[int, tuple[Sequence[str], Sequence[int]]]
+    _columns: dict[int, tuple[ColumnFacts, ...]]
 
     def __init__(
         self,
@@ -221,54 +275,15 @@ class Catalog:
         #: (a deployment that chose the snapshot, ``catalog: {live: false}``, has False here)
         self.stand_in = stand_in
         self.generation = next(_generations)
-        if "functions" in unchanged:
-            self._take(previous, "functions", "_functions_by_name", "_functions_by_oid")
-        else:
-            self.functions: tuple[FunctionFacts, ...] = tuple(functions)
-            self._functions_by_name = _index(self.functions, lambda f: f.name)
-            self._functions_by_oid = {f.oid: f for f in self.functions}
-        if "relations" in unchanged:
-            self._take(previous, "relations", "_relations_by_name", "_relations_by_oid")
-        else:
-            self.relations: tuple[RelationFacts, ...] = tuple(relations)
-            self._relations_by_name = _index(self.relations, lambda r: r.name)
-            self._relations_by_oid = {r.oid: r for r in self.relations}
-        if "operators" in unchanged:
-            self._take(previous, "operators", "_operators_by_name")
-        else:
-            self.operators: tuple[OperatorFacts, ...] = tuple(operators)
-            self._operators_by_name = _index(self.operators, lambda o: o.name)
-        if "types" in unchanged:
-            self._take(previous, "types", "_types_by_name", "_types_by_oid")
-        else:
-            self.types: tuple[TypeFacts, ...] = tuple(types)
-            self._types_by_name = _index(self.types, lambda t: t.name)
-            self._types_by_oid = {t.oid: t for t in self.types}
-        if "casts" in unchanged:
-            self._take(previous, "casts", "_casts_by_target", "ambient_casts")
-        else:
-            self.casts: tuple[CastFacts, ...] = tuple(casts)
-            self._casts_by_target = _index(self.casts, lambda c: c.target)
-            #: casts with a function that the server may apply where the text shows no cast: on
-            #: assignment to a column or parameter (context a) or to fit any expression (context i)
-            self.ambient_casts: tuple[CastFacts, ...] = tuple(
-                c for c in self.casts if c.context in ("a", "i") and c.function)
-        if "attributes" in unchanged:
-            # The columns made so far are shared too: the same attributes make the same columns.
-            self._take(previous, "_attributes", "_columns")
-        else:
-            #: relation OID -> its columns' names and types by attnum ("" and 0: dropped); made
-            #: into `ColumnFacts` when first asked for (most relations never are)
-            self._attributes: dict[int, tuple[Sequence[str], Sequence[int]]] = {
-                relation: (names, types) for relation, names, types in attributes}
-            self._columns: dict[int, tuple[ColumnFacts, ...]] = {}
+        given = {"functions": functions, "relations": relations, "operators": operators, "types": types,
+                 "casts": casts, "attributes": attributes}
+        for part, (names, make) in _PARTS.items():
+            values = [getattr(previous, name) for name in names] if part in unchanged else make(given[part])
+            for name, value in zip(names, values, strict=True):
+                setattr(self, name, value)
         self._conversions: dict[tuple[int, bool], tuple[int, ...]] = {}
         #: what the analysis derives from these facts alone, kept for as long as they are current
         self.derived: dict = {}
-
-    def _take(self, previous: Catalog | None, *names: str) -> None:
-        for name in names:
-            setattr(self, name, getattr(previous, name))
 
     def __repr__(self) -> str:
         return f"<Catalog {self.source} generation {self.generation}: {len(self.functions)} functions>"

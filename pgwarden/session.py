@@ -99,6 +99,27 @@ def went_unchecked(session: Session) -> None:
     session.store[UNCHECKED] = True
 
 
+#: The names the session's protocol-level Parses took (kept until an SQL ``DEALLOCATE`` of the
+#: name, or ``DEALLOCATE ALL``, which deallocates those too). SQL's ``EXECUTE name`` runs a
+#: statement the protocol prepared under that name as well as one SQL ``PREPARE``d, and the
+#: plugins judged that Parse as a statement, not as the body of a name: a plugin that judges an
+#: ``EXECUTE`` by the bodies it saw ``PREPARE``d takes such a name as unknown.
+PROTOCOL_PREPARED = StoreKey["set[str]"]("core.protocol_prepared")
+
+
+def protocol_took_name(session: Session, kind: str, name: str) -> None:
+    """The relay's ``on_name_taken``: a protocol message took an SQL-level name ("prepared", or
+    "cursor" for a portal). Only prepared statements' names are kept (`PROTOCOL_PREPARED`)."""
+    if kind == "prepared":
+        taken = session.store.get(PROTOCOL_PREPARED, None)
+        if taken is None:
+            taken = session.store[PROTOCOL_PREPARED] = set()
+        if len(taken) < 10_000:
+            taken.add(name)
+        else:  # a client that names ever more statements: every name is in doubt
+            session.store[UNCHECKED] = True
+
+
 def replace_policies(session: Session, policies: tuple[Policy, ...]) -> None:
     """A reload changed what applies to ``session``: the core's one change to a live session."""
     object.__setattr__(session, "policies", policies)

@@ -17,7 +17,7 @@ from pgwarden.completion import Completed, ExecuteGate
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.engine import Decider, Relay, SessionState
 from pgwarden.results import SessionMasks
-from pgwarden.session import SessionSummary
+from pgwarden.session import SessionSummary, protocol_took_name
 from pgwarden.sql.context import shared
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ class SessionEvents:
             execute_gate=self.execute_gate(),
         )
         relay.on_context_undone = functools.partial(_context_undone, conn)
+        relay.on_name_taken = functools.partial(_name_taken, conn, masks)
         if masks is not None:
-            relay.on_name_taken = masks.forget
             relay.on_failed = masks.failed
         return relay
 
@@ -112,3 +112,11 @@ def _context_undone(conn: ClientConnection) -> None:
     conn.sql_context = shared(conn.context.uncertain())
     if conn.relay is not None:
         conn.relay.policy_generation += 1
+
+
+def _name_taken(conn: ClientConnection, masks, kind: str, name: str) -> None:
+    """The relay's ``on_name_taken``: the session's plugins learn that the protocol took an
+    SQL-level name (`pgwarden.session.protocol_took_name`), masking forgets what it knew of it."""
+    protocol_took_name(conn.session, kind, name)
+    if masks is not None:
+        masks.forget(kind, name)

@@ -15,7 +15,7 @@ import attrs
 
 from pgwarden.api import ALLOW, APPROVE, BLOCK, Policy, Session, Statement, StatementMatch, StoreKey, Verdict, hookimpl
 from pgwarden.plugin_call import Precheck
-from pgwarden.session import UNCHECKED
+from pgwarden.session import PROTOCOL_PREPARED, UNCHECKED
 from pgwarden.sql.resolve import resolve
 
 # What each SQL-level PREPAREd statement of a session does, for its later EXECUTEs.
@@ -64,7 +64,9 @@ def _with_executed(statement, session):
     Names are kept as the server keeps them (case-sensitive once the parser has folded
     them). A PREPARE of a name already prepared fails on the server (the old statement
     stays), and pgwarden cannot tell here whether the statement will run at all: every
-    body ever prepared under a name counts until it is deallocated. Each body is resolved
+    body ever prepared under a name counts until it is deallocated. A name a protocol-level
+    Parse took (`PROTOCOL_PREPARED`) may hold that statement, which was judged as a Parse, not
+    as this name's body: its EXECUTE is unknown until the name is deallocated. Each body is resolved
     again in the context of the EXECUTE, since the server plans it again under the
     search_path then.
     """
@@ -75,14 +77,19 @@ def _with_executed(statement, session):
         store[UNCHECKED] = False
         store[SURE] = set()
     sure = store.get(SURE, None)
+    taken = store.get(PROTOCOL_PREPARED, None)  # names a protocol Parse took: their statement is not a body seen here
     for name in analysis.deallocates:
         if name == "*":
             prepared.clear()
             sure = store[SURE] = None
+            if taken:
+                taken.clear()
         else:
             prepared.pop(name, None)
             if sure is not None:
                 sure.add(name)
+            if taken:
+                taken.discard(name)
     for name, _body, syntax in analysis.prepares:
         bodies = prepared.setdefault(name, [])
         if not any(b is syntax for b in bodies):  # judged again for each shadow view: kept once
@@ -95,7 +102,7 @@ def _with_executed(statement, session):
     wheres = [] if analysis.has_where is None else [analysis.has_where]
     for name in analysis.executes:
         bodies = prepared.get(name)
-        if not bodies or (sure is not None and name not in sure):
+        if not bodies or (sure is not None and name not in sure) or (taken and name in taken):
             # prepared before pgwarden could see it, or never, or maybe again unseen: the worst
             kinds.add("unknown")
             wheres.append(False)

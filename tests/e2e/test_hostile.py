@@ -1660,3 +1660,57 @@ def test_explain_execute_of_a_protocol_statement_does_not_lift_read_only(hostile
         agent.close()
     assert_refused(answer, "EXPLAIN EXECUTE q(set_config(...))")
     assert server.state() == before
+
+
+# ---------------------------------------------------------------------- round five: names the protocol took
+
+APPROVE_DELETES_BLOCK_UNKNOWN = [{"name": "p", "when": {"groups": ["ai-agents"]}, "rules": [
+    {"name": "deletes", "approve": {"statements": ["delete"], "mode": "retry"}},
+    {"name": "unparsable", "block": {"statements": ["unknown"]}},
+]}]
+
+
+@pytest.fixture
+def approving_and_blocking(make_pgwarden, hostile_db, server):
+    """A pgwarden whose policy holds DELETEs for approval and refuses what it cannot analyse."""
+    server.reset()
+    return make_pgwarden(policies=APPROVE_DELETES_BLOCK_UNKNOWN, upstream={"database": DB})
+
+
+def _protocol(agent: Agent, *messages) -> list:
+    agent.rc.send(b"".join(x.encode() for x in messages) + m.Sync().encode())
+    return agent.rc.until_ready()
+
+
+def test_sql_execute_of_a_name_a_protocol_parse_took_after_close(approving_and_blocking, server):
+    # Red team five: the block plugin knew `p` as SQL's `PREPARE p AS SELECT 1`; the protocol
+    # closed it and Parsed a DELETE under the name (a Parse held for approval is forwarded: its
+    # Binds are decided); SQL's `EXECUTE p` ran the DELETE, judged by the SELECT.
+    before = server.state()
+    agent = Agent(approving_and_blocking, "ai-agents", "simple")
+    try:
+        assert not errors(agent.run("PREPARE p AS SELECT 1"))
+        assert not errors(_protocol(agent, m.Close("S", "p")))
+        assert not errors(_protocol(agent, m.Parse("p", "DELETE FROM things")))
+        assert_refused(agent.run("EXECUTE p"), "EXECUTE p")
+        assert not errors(agent.run("DEALLOCATE p"))  # gone on the server too: the name is known again
+        assert not errors(agent.run("PREPARE p AS SELECT 2"))
+        assert not errors(agent.run("EXECUTE p"))
+    finally:
+        agent.close()
+    assert server.state() == before
+
+
+def test_sql_execute_of_a_name_a_protocol_parse_took_before_a_failed_prepare(approving_and_blocking, server):
+    # The Parse first; SQL's PREPARE of the name fails on the server (it exists), but the plugin
+    # had taken the SELECT for the name's body.
+    before = server.state()
+    agent = Agent(approving_and_blocking, "ai-agents", "simple")
+    try:
+        assert not errors(_protocol(agent, m.Parse("q", "DELETE FROM things")))
+        assert errors(agent.run("PREPARE q AS SELECT 1"))[0].sqlstate == "42P05"
+        assert_refused(agent.run("EXECUTE q"), "EXECUTE q")
+        assert_refused(agent.run("EXPLAIN ANALYZE EXECUTE q"), "EXPLAIN ANALYZE EXECUTE q")
+    finally:
+        agent.close()
+    assert server.state() == before

@@ -32,7 +32,7 @@ from pgwarden.sql.analysis import NAMING_KINDS as _NAMING_KINDS
 from pgwarden.sql.analysis import STATISTICS_RELATIONS
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
-from pgwarden.sql.syntax import SYSTEM_COLUMNS
+from pgwarden.sql.syntax import SYSTEM_COLUMNS, _nodes
 
 
 @attrs.frozen
@@ -695,11 +695,10 @@ class _Walker:
         if not fields:
             return
         recursive = bool(fields.get("recursive"))
-        for c in fields.get("ctes") or ():
-            cn = _node(c)
-            if cn is None:
-                continue
-            cf = cn[1]
+        ctes = [cn[1] for cn in map(_node, fields.get("ctes") or ()) if cn is not None]
+        if recursive and len(ctes) > 1:
+            ctes = self.dependency_order(ctes, scope)
+        for cf in ctes:
             name = cf.get("ctename", "")
             aliases = _names(cf.get("aliascolnames"))
             query = cf.get("ctequery")
@@ -720,6 +719,35 @@ class _Walker:
                     if column in listed:
                         self.oracle(v, "set operation" if clause == "cycle_clause" else "ORDER BY")
             scope.ctes[name] = columns
+
+    def dependency_order(self, ctes: list[dict], scope: _Scope) -> list[dict]:
+        """A WITH RECURSIVE list in the order the server evaluates it: there a query may name any
+        item of the list, later ones too (the server sorts them by what each names), so an item
+        named before its place is that item, not a table of that name. Each item follows the
+        items its query names (a name shadowed inside it counts too: an order that still holds).
+        Items that name each other (the server refuses most of these) keep their places, each
+        name bound before any is walked, and what reads them is taken as unknown."""
+        names = [cf.get("ctename", "") for cf in ctes]
+        index = {name: i for i, name in enumerate(names)}
+        needs = []
+        for i, cf in enumerate(ctes):
+            named = {f.get("relname") for kind, f in _nodes(cf.get("ctequery"))
+                     if kind == "RangeVar" and not f.get("schemaname") and not f.get("catalogname")}
+            needs.append({index[n] for n in named if n in index and index[n] != i})
+        order: list[int] = []
+        placed: set[int] = set()
+        while len(order) < len(ctes):
+            ready = [i for i in range(len(ctes)) if i not in placed and needs[i] <= placed]
+            if not ready:  # a cycle: the rest in list order, their names bound first, unknown
+                rest = [i for i in range(len(ctes)) if i not in placed]
+                for i in rest:
+                    scope.ctes[names[i]] = []
+                self.unknown_reads = True
+                order += rest
+                break
+            order.append(ready[0])
+            placed.add(ready[0])
+        return [ctes[i] for i in order]
 
     def recursive_cte(self, name: str, aliases: list[str], qf: dict, scope: _Scope) -> Columns:
         """A recursive CTE's columns: its non-recursive arm, then the union with the recursive arm

@@ -1,0 +1,36 @@
+"""Masking, red team round five (2026-12-06): leaks found through `pgwarden demo`'s policy, where
+the agent creates nothing (DDL, DO and functions with side effects are refused). Each test runs
+the attack through pgwarden and searches every byte the agent received for the secrets (round
+three's table and tap: tests/e2e/test_mask_round3.py).
+"""
+from __future__ import annotations
+
+import pytest
+from test_mask_round3 import CARD, POLICY, SSN, Session, leaked, received_by, rtdb, start  # noqa: F401 (rtdb: fixture)
+
+# `pgwarden demo`'s refusals, with round three's masks.
+DEMO_LIKE = {**POLICY, "rules": [
+    {"name": "no-ddl", "block": {"statements": ["ddl", "truncate", "grant", "role", "system"]}},
+    {"name": "no-side-effects", "block": {"statements": ["side_effect", "do", "unknown", "server_files"]}},
+    *POLICY["rules"][1:]]}
+
+
+@pytest.fixture
+def agent(rtdb, make_pgwarden, tmp_path):
+    s = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
+    yield s
+    s.close()
+
+
+def test_a_recursive_with_item_named_before_its_place_is_that_item(agent):
+    # Under WITH RECURSIVE a query may name a later item of the list: `users` in `a` is the item
+    # computed from ssn and card_number, not the table (lineage had walked the items in order).
+    got, r = received_by(agent, "WITH RECURSIVE a AS (SELECT id, name, email FROM users), users AS ("
+                                "SELECT id, ssn || '' AS name, card_number || '' AS email FROM public.users) "
+                                "SELECT id, name, email FROM a ORDER BY id")
+    assert r["err"] is None and len(r["rows"]) == 2, r
+    assert not leaked(got), leaked(got)
+    # and with the items named as each other's, the order is the dependency's, through several
+    got, r = received_by(agent, "WITH RECURSIVE a AS (SELECT id, name FROM b), b AS (SELECT id, name FROM users), "
+                                "users AS (SELECT id, reverse(ssn) AS name FROM public.users) SELECT * FROM a")
+    assert not leaked(got) and SSN[::-1] not in str(r["rows"]), r

@@ -416,6 +416,8 @@ def _live_context(dsn: str, command: str = "explain"):
 
 def _lineage_lines(lineage, number: int | None) -> list[str]:
     """Each output as ``name <- sources (direct | derived | opaque)``, then the oracles."""
+    from pgwarden.sql.lineage import UNTRACED
+
     head = "lineage" if number is None else f"lineage {number}"
     if lineage.refers is not None:
         kind, name = lineage.refers
@@ -432,7 +434,8 @@ def _lineage_lines(lineage, number: int | None) -> list[str]:
             sources = ", ".join(sorted(map(str, output.sources))) or "no column"
             lines.append(f"  {output.name} <- {sources} ({kind})")
     for use in lineage.oracles:
-        lines.append(f"  oracle: {use.source} in {use.clause}")
+        source = "a value it cannot trace" if use.source == UNTRACED else use.source
+        lines.append(f"  oracle: {source} in {use.clause}")
     if lineage.reads is None:
         lines.append("  reads: not known (every column of the tables it touches)")
     return lines

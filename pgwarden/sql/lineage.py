@@ -61,6 +61,12 @@ class Output:
     opaque: bool = False
 
 
+#: The source of an oracle over a value whose columns pgwarden cannot trace (a table read by
+#: name, as ``table_to_xml('users', ...)`` does; a relation or function of unknown columns): it
+#: may hold any column the statement reads, every column when those are not known either.
+UNTRACED = Source("?", "?", "?")
+
+
 @attrs.frozen
 class OracleUse:
     """A use of a column that can reveal its values without returning them."""
@@ -617,6 +623,8 @@ class _Walker:
         if self.record_oracles:
             for s in sorted(v.sources, key=str):
                 self.oracles[OracleUse(s, clause)] = None
+            if v.opaque:  # what the value holds is not known: it may be any column the statement reads
+                self.oracles[OracleUse(UNTRACED, clause)] = None
 
     def star_unknown(self, columns: Columns) -> None:
         self.shape_unknown = True

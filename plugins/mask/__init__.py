@@ -41,7 +41,7 @@ from pgwarden.api import (
 )
 from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden.sql.lineage import names_revealing, reveals_values
+from pgwarden.sql.lineage import UNTRACED, names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
@@ -210,6 +210,11 @@ class Masking:
             bodies = [lineage] + [body for _, _, body in lineage.defines]
             for body in bodies:
                 for use in body.oracles:
+                    if use.source == UNTRACED:
+                        refused = self._untraced_oracle(rules, body, use.clause)
+                        if refused is not None:
+                            return refused
+                        continue
                     source = str(use.source)
                     rule = rules.rule_for(source)
                     if rule is not None and rule.spec.oracle == "refuse":
@@ -302,6 +307,11 @@ class Masking:
                         "A value passed there would be stored in clear and could be read back unmasked.")
                 if body is not None:
                     for use in body.oracles:
+                        if use.source == UNTRACED:
+                            refused = self._untraced_oracle(rules, body, use.clause)
+                            if refused is not None:
+                                return refused
+                            continue
                         oracle_rule = rules.rule_for(str(use.source))
                         if oracle_rule is not None and oracle_rule.spec.oracle == "refuse":
                             return self._oracle(str(use.source), use.clause, oracle_rule)
@@ -394,6 +404,23 @@ class Masking:
             return False
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)
+
+    @staticmethod
+    def _untraced_oracle(rules: SessionRules, body, clause: str) -> Verdict | None:
+        """An oracle over a value pgwarden cannot trace: refused when the statement may read a
+        masked column whose rule refuses oracles (any such column when what it reads is unknown)."""
+        reads = None if body.reads is None else [str(s) for s in body.reads]
+        candidates = rules.columns if reads is None else [r for r in map(rules.rule_for, reads) if r is not None]
+        refusing = [r for r in candidates if r.spec.oracle == "refuse"]
+        if not refusing:
+            return None
+        rule = max(refusing, key=lambda r: r.strength)
+        where = _CLAUSES.get(clause.lower(), clause)
+        return _refused_by(rule,
+            f"a value pgwarden cannot trace, which may hold masked columns, used in {where}",
+            f"A value read by name (table_to_xml, cursor_to_xml, ...) or of unknown columns may hold masked "
+            f"values; using it in {where} would reveal them without returning them. Select the columns "
+            f"you need by name and filter on columns that are not masked.")
 
     @staticmethod
     def _oracle(source: str, clause: str, rule: MaskRule) -> Verdict:

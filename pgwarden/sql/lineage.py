@@ -98,6 +98,9 @@ class Lineage:
     # ("prepared", name) for EXECUTE, ("cursor", name) for FETCH: the rows are that body's;
     # `NamedLineage.resolve` gives this statement's lineage in the session.
     refers: tuple[str, str] | None = None
+    # DECLARE ... WITH HOLD inside a transaction: the server runs the cursor's query to its end
+    # when the transaction commits, so what it raises is the answer of the COMMIT.
+    holds: bool = False
 
 
 def lineage_json(lineage: Lineage) -> dict[str, object]:
@@ -462,6 +465,8 @@ def _select_fields(obj: Any) -> dict | None:
     return obj if isinstance(obj, dict) else None
 
 
+_CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
+
 # Built-ins that read what their arguments name (SQL text, a table, a cursor, another database).
 _READS_BY_NAME = frozenset({
     "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
@@ -522,7 +527,8 @@ class _Walker:
         if kind == "DeclareCursorStmt":
             body = _Walker(self.ctx).statement(f.get("query"))
             return Lineage(outputs=None, reads=body.reads, oracles=body.oracles,
-                           defines=(("cursor", f.get("portalname", ""), body),))
+                           defines=(("cursor", f.get("portalname", ""), body),),
+                           holds=bool(int(f.get("options") or 0) & _CURSOR_OPT_HOLD))
         if kind == "FetchStmt":
             # Opaque until `NamedLineage.resolve` gives it the cursor's lineage: fail closed.
             name = f.get("portalname", "")

@@ -75,6 +75,14 @@ _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaSt
 # (lineage, analysis) of a body prepared under it (a PREPARE that fails leaves the old one: all
 # count until a DEALLOCATE). An EXECUTE is judged with them: what it keeps, writes or explains.
 PREPARED_BODIES = StoreKey[dict]("mask.prepared")
+# Set once the session DECLAREs a cursor WITH HOLD that may read masked columns: the server runs
+# its query to the end when the transaction commits, and what that raises (``invalid input
+# syntax for type integer: "<a value>"``) is the COMMIT's error. From then on the messages of the
+# session's transaction statements are withheld as a reader's (their SQLSTATE stays).
+HELD_MASKED = StoreKey[bool]("mask.held")
+# What may commit the session's transaction: COMMIT and its kin, and code that may run COMMIT
+# (a procedure's, a DO block's).
+_MAY_COMMIT = frozenset({"transaction", "call", "do", "unknown"})
 # Statement kinds in which an EXECUTE's rows do not come back as rows: CREATE TABLE ... AS EXECUTE
 # (written to a table), EXPLAIN ANALYZE EXECUTE (sizes of what it computed).
 _EXECUTED_INTO = frozenset({"ddl", "explain"})
@@ -193,6 +201,9 @@ class Masking:
             return None
         catalog = statement.context.catalog if statement.context is not None else None
         lineages = statement.lineage
+        held = [lineage for lineage in lineages if lineage.holds]
+        if held and self._may_touch(rules, statement, held):
+            session.store[HELD_MASKED] = True
         if catalog is not None and not catalog.complete and self._may_touch(rules, statement, lineages, True):
             return Verdict.block(
                 "the live catalog is unreachable, and this statement may read masked columns",
@@ -525,7 +536,9 @@ class Masking:
         names = tuple(dict.fromkeys(n for r in rules.detect for n in r.spec.detect)) or tuple(
             d.name for d in BUILTIN)
         scanner = self.scanner(names)
-        reads_masked = bool(rules.columns) and (statement is None or self._reads_masked(rules, statement))
+        reads_masked = bool(rules.columns) and (
+            statement is None or self._reads_masked(rules, statement)
+            or (statement.kinds & _MAY_COMMIT and session.store.get(HELD_MASKED, False)))
 
         def rewrite(fields: Fields) -> Fields:
             out = []

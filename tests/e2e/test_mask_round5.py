@@ -54,3 +54,28 @@ def test_a_table_read_by_name_is_no_oracle_either(agent, sql):
 def test_a_table_read_by_name_may_still_be_returned_masked(agent):
     got, r = received_by(agent, "SELECT table_to_xml('users', false, false, '') AS doc")
     assert r["err"] is None and not leaked(got), (r, leaked(got))
+
+
+def _as_letters(value: str) -> str:
+    return value.translate(str.maketrans("0123456789", "abcdefghij"))
+
+
+@pytest.mark.parametrize("commit", ["COMMIT", "END", "COMMIT AND CHAIN", "COMMIT; SELECT 1"])
+def test_the_commit_that_runs_a_held_cursor_keeps_its_error_to_itself(agent, commit):
+    # A WITH HOLD cursor's query runs when its transaction commits: its error (a value rewritten
+    # out of the detectors' shapes, in "invalid input syntax for type integer") was COMMIT's.
+    assert received_by(agent, "BEGIN")[1]["err"] is None
+    got, r = received_by(agent, "DECLARE h CURSOR WITH HOLD FOR SELECT translate(ssn, '0123456789', "
+                                "'abcdefghij')::int FROM users WHERE id = 1")
+    assert r["err"] is None, r
+    got, r = received_by(agent, commit)
+    assert r["err"] is not None and r["err"][0] == "22P02", r
+    assert _as_letters(SSN) not in got.decode("latin-1") and not leaked(got), r
+    received_by(agent, "ROLLBACK")
+
+
+def test_a_held_cursor_over_other_columns_leaves_commit_errors_alone(agent):
+    assert received_by(agent, "BEGIN")[1]["err"] is None
+    assert received_by(agent, "DECLARE h CURSOR WITH HOLD FOR SELECT name::int FROM users WHERE id = 1")[1]["err"] is None
+    _, r = received_by(agent, "COMMIT")
+    assert r["err"] is not None and "alice" in r["err"][1], r  # the message as the server wrote it

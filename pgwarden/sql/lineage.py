@@ -564,8 +564,12 @@ class _Walker:
             # repeat('x', 100000 * digit)): every output's sources are oracles then.
             oracles = inner.oracles
             if _explain_runs(f) and inner.outputs is not None:
-                oracles = oracles + tuple(OracleUse(source, "EXPLAIN ANALYZE") for o in inner.outputs
-                                          for source in sorted(o.sources, key=str))
+                # ... and which of its nodes ran, how often and on how many rows: every value the
+                # statement computes, returned or not (a COALESCE over a masked column whose
+                # second arm is a sub-plan shows "never executed" or not), is an oracle then
+                read = set(inner.reads) if inner.reads is not None else {UNTRACED}
+                read.update(source for o in inner.outputs for source in o.sources)
+                oracles = oracles + tuple(OracleUse(source, "EXPLAIN ANALYZE") for source in sorted(read, key=str))
             elif _explain_runs(f):
                 return UNKNOWN
             return Lineage(outputs=(Output("QUERY PLAN", frozenset(), False),), reads=inner.reads,

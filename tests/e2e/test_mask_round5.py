@@ -79,3 +79,15 @@ def test_a_held_cursor_over_other_columns_leaves_commit_errors_alone(agent):
     assert received_by(agent, "DECLARE h CURSOR WITH HOLD FOR SELECT name::int FROM users WHERE id = 1")[1]["err"] is None
     _, r = received_by(agent, "COMMIT")
     assert r["err"] is not None and "alice" in r["err"][1], r  # the message as the server wrote it
+
+
+def test_explain_analyze_of_a_value_computed_and_not_returned_is_an_oracle(agent):
+    # The run plan says which sub-plans ran: `COALESCE(nullif(substr(ssn, 1, 1), '8'), (SELECT ...))`
+    # runs its sub-select exactly when the first digit is 8, in a column the query does not return.
+    sql = ("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) SELECT u.id FROM users u, LATERAL ("
+           "SELECT COALESCE(nullif(substr(u.ssn, 1, 1), '8'), (SELECT 'x'::text FROM orders o WHERE o.id = u.id))"
+           " || random()::text AS v OFFSET 0) x WHERE u.id = 1")
+    _, r = received_by(agent, sql)
+    assert r["err"] is not None and r["err"][0] == "42501" and "EXPLAIN ANALYZE" in r["err"][1], r
+    _, r = received_by(agent, sql.replace("u.ssn", "u.name"))  # the same over a column not masked runs
+    assert r["err"] is None and any("never executed" in row[0] or "actual rows" in row[0] for row in r["rows"]), r

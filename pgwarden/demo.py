@@ -131,8 +131,15 @@ policies:
         block: {{statements: [do]}}
       - name: unparsable
         block: {{statements: [unknown]}}
+      - name: no-maintenance       # VACUUM FULL, CLUSTER, REINDEX lock whole tables while they run
+        block: {{statements: [maintenance]}}
+        hint: "An operator runs maintenance; reads and filtered writes are allowed."
       - name: unfiltered-writes
         block: {{statements: [delete, update], where: absent}}
+      # No syntax check sees every WHERE that matches every row (`WHERE id = orders.id`): the
+      # server counts what each write touched, and a write of more rows is rolled back.
+      - name: blast-radius
+        limit: {{rows_written: 100}}
       # Held until a person approves (docs/approvals.md): `mode: retry` refuses at once instead,
       # with a request id the agent has approved and then sends the statement again.
       - name: new-orders

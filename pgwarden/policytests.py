@@ -357,10 +357,12 @@ def report_lines(results: list[CaseResult], tests: TestFile) -> list[str]:
 def unexercised(config: Config, results: list[CaseResult]) -> list[str]:
     """``policy/rule`` of each named, enforced rule that no case's decision came from. Shadow
     rules are left out: cases decide as pgwarden enforces, and a shadow rule never decides (its
-    tests belong to the candidate that enforces it, docs/policies.md)."""
+    tests belong to the candidate that enforces it, docs/policies.md). Limit rules too: the
+    server and the relay enforce them on what runs (rows written, rows sent, time), which a case
+    without a database never produces."""
     exercised = set().union(*(r.exercised for r in results)) if results else set()
     return [f"{p.name}/{r.name}" for p in config.policies if p.mode != "shadow" for r in p.rules
-            if r.name and r.mode != "shadow" and f"{p.name}/{r.name}" not in exercised]
+            if r.name and r.mode != "shadow" and r.kind != "limit" and f"{p.name}/{r.name}" not in exercised]
 
 
 def beside(config_path: str | Path) -> Path:

@@ -75,8 +75,11 @@ VOLATILE_KINDS = {
     "pg_advisory_lock": "lock", "pg_advisory_lock_shared": "lock", "pg_advisory_unlock": "lock",
     "pg_advisory_unlock_all": "lock", "pg_advisory_unlock_shared": "lock", "pg_advisory_xact_lock": "lock",
     "pg_advisory_xact_lock_shared": "lock", "pg_try_advisory_lock": "lock", "pg_try_advisory_lock_shared": "lock",
-    "pg_try_advisory_xact_lock": "lock", "pg_try_advisory_xact_lock_shared": "lock", "pg_notify": "listen",
+    "pg_try_advisory_xact_lock": "lock", "pg_try_advisory_xact_lock_shared": "lock",
 }
+# ... and those that have it besides changing state: a notification reaches other sessions (their
+# LISTENers act on it), as NOTIFY's does (`syntax`).
+VOLATILE_ALSO = {"pg_notify": "listen"}
 # Functions that read or list files of the server.
 SERVER_FILE_FUNCTIONS = frozenset({
     "pg_read_file", "pg_read_binary_file", "pg_stat_file", "pg_ls_dir", "pg_ls_logdir", "pg_ls_waldir",
@@ -495,6 +498,8 @@ class _Resolver:
             found.add("system")
         if fn.volatility == "v" and not (fn.builtin and fn.name in HARMLESS_VOLATILE):
             found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
+            if fn.builtin and fn.name in VOLATILE_ALSO:
+                found.add(VOLATILE_ALSO[fn.name])
         if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
             found.add("side_effect")  # C or an untrusted language: anything may happen
         if not fn.builtin and self.stale:

@@ -77,6 +77,15 @@ _TOP_KINDS = {
     "ClosePortalStmt": "cursor",
     "DiscardStmt": "set",
 }
+# What some statements do besides their kind: COPY ... FROM inserts rows (an approve or block
+# rule on `insert` covers it, as it covers a MERGE's INSERT action); CLUSTER ... USING marks the
+# index the table's clustering index, as ALTER TABLE ... CLUSTER ON does (a schema change); NOTIFY
+# reaches other sessions, as pg_notify() does (a change of state: `side_effect`).
+_ALSO_KINDS = {
+    "CopyStmt": lambda f: "insert" if f.get("is_from") else None,
+    "ClusterStmt": lambda f: "ddl" if f.get("indexname") else None,
+    "NotifyStmt": lambda f: "side_effect",
+}
 _WRITES = {"InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "delete", "MergeStmt": "merge"}
 _DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Comment", "Security", "Import", "Refresh")
 _DDL_NODES = frozenset({"IndexStmt", "ViewStmt", "RuleStmt", "CreateTableAsStmt", "CreateTrigStmt",
@@ -398,6 +407,10 @@ class _Walker:
             return
         name, f = n
         self.kinds.add(self._kind(name, f))
+        if name in _ALSO_KINDS:
+            also = _ALSO_KINDS[name](f)
+            if also:
+                self.kinds.add(also)
         if name == "ExplainStmt":
             if self._explain_analyze(f):  # EXPLAIN ANALYZE runs its statement
                 self.statement(f.get("query"), scope)

@@ -875,6 +875,12 @@ CASES = [
     refused("r4", "EXPLAIN (COSTS off) INSERT INTO public.dflt_t SELECT 1", setup=("SET hostile.armed = on",)),
     refused("r4", "EXPLAIN INSERT INTO public.dflt_v VALUES (1)", setup=("SET hostile.armed = on",)),
     allowed("r4", "EXPLAIN INSERT INTO public.plain_t VALUES (1)"),
+    # round five: a notification reaches other sessions' LISTENers (a change of state, as
+    # pg_logical_emit_message's WAL message); CLUSTER ... USING changes the table's definition
+    refused("r5", "NOTIFY chan, 'from the agent'"),
+    refused("r5", "SELECT pg_notify('chan', 'from the agent')"),
+    refused("r5", "CLUSTER things USING things_pkey"),
+    allowed("r5", "LISTEN chan"),
     # ... and the twins that must pass
     allowed("r3", "SELECT * FROM json_to_record('{\"c\":5}') AS x(c int)"),
     allowed("r3", "SELECT ROW(5, 6)::public.things IS NULL"),
@@ -1666,6 +1672,7 @@ def test_explain_execute_of_a_protocol_statement_does_not_lift_read_only(hostile
 
 APPROVE_DELETES_BLOCK_UNKNOWN = [{"name": "p", "when": {"groups": ["ai-agents"]}, "rules": [
     {"name": "deletes", "approve": {"statements": ["delete"], "mode": "retry"}},
+    {"name": "new-things", "approve": {"statements": ["insert"], "tables": ["public.things"], "mode": "retry"}},
     {"name": "unparsable", "block": {"statements": ["unknown"]}},
 ]}]
 
@@ -1711,6 +1718,23 @@ def test_sql_execute_of_a_name_a_protocol_parse_took_before_a_failed_prepare(app
         assert errors(agent.run("PREPARE q AS SELECT 1"))[0].sqlstate == "42P05"
         assert_refused(agent.run("EXECUTE q"), "EXECUTE q")
         assert_refused(agent.run("EXPLAIN ANALYZE EXECUTE q"), "EXPLAIN ANALYZE EXECUTE q")
+    finally:
+        agent.close()
+    assert server.state() == before
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_copy_from_stdin_into_a_table_whose_inserts_wait_for_approval_waits_too(approving_and_blocking, server,
+                                                                               protocol):
+    # COPY ... FROM inserts rows as INSERT does: an approve rule on INSERT into the table covers it
+    # (it had gone through, `copy_from` being no `insert`).
+    before = server.state()
+    agent = Agent(approving_and_blocking, "ai-agents", protocol)
+    try:
+        answer = agent.run("COPY things (id, n) FROM STDIN")
+        assert not any(isinstance(x, m.CopyInResponse) for x in answer), answer
+        _assert_held(answer, "COPY things FROM STDIN")
+        assert not errors(agent.run("COPY things TO STDOUT"))
     finally:
         agent.close()
     assert server.state() == before

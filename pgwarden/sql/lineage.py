@@ -21,7 +21,7 @@ Pure: no Twisted, no I/O. The catalog facts come from the `SqlContext`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 import attrs
@@ -32,7 +32,8 @@ from pgwarden.sql.analysis import NAMING_KINDS as _NAMING_KINDS
 from pgwarden.sql.analysis import STATISTICS_RELATIONS
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
-from pgwarden.sql.syntax import SYSTEM_COLUMNS, _nodes
+from pgwarden.sql.syntax import SYSTEM_COLUMNS as _ALL_SYSTEM_COLUMNS
+from pgwarden.sql.syntax import _nodes
 
 
 @attrs.frozen
@@ -375,6 +376,9 @@ class _Rel:
     unknown: tuple[tuple[str, ...], str] | None = None
     opaque: bool = False  # a FROM item lineage cannot follow (any column, any number of them)
     system: bool = False  # a stored relation: ctid, xmin, tableoid, ... hold no column's value
+    # A function's result whose columns follow its arguments' types: a column named on it that
+    # is not among `columns` may still be one of its (never an outer query's), holding this.
+    fallback: _Val | None = None
 
     def find(self, name: str) -> _Val | None:
         found = [v for n, v in self.columns if n == name]
@@ -389,10 +393,11 @@ class _Rel:
             return _Val(frozenset(Source(s, table, name) for s in schemas), False, True)
         if self.opaque:
             return _OPAQUE
-        return None
+        return self.fallback if name != self.name else None  # (its own name: the whole row)
+        # (an unqualified name found by `fallback` is an outer query's column too: `lookup`)
 
     def whole(self) -> _Val:
-        u = _union(v for _, v in self.columns)
+        u = _union([v for _, v in self.columns] + ([self.fallback] if self.fallback is not None else []))
         if self.unknown is not None or self.opaque:
             return _Val(u.sources, False, True)
         return u
@@ -464,6 +469,15 @@ def _select_fields(obj: Any) -> dict | None:
         return n[1] if n[0] == "SelectStmt" else None
     return obj if isinstance(obj, dict) else None
 
+
+# A stored relation's system columns. Not ``oid``: since PostgreSQL 12 a table has no hidden oid
+# (WITH OIDS is gone), and the catalog's tables hold theirs as a column like any other, which the
+# catalog lists; an ``oid`` the relations in scope lack is an outer query's column.
+SYSTEM_COLUMNS = _ALL_SYSTEM_COLUMNS - {"oid"}
+
+# Result types of built-ins that may be a row of any type, as their arguments' (pg_type OIDs):
+# anyelement, anynonarray, anycompatible, anycompatiblenonarray, record.
+_ROW_POLYMORPHIC = frozenset({2283, 2776, 5077, 5079, 2249})
 
 _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
 
@@ -794,8 +808,16 @@ class _Walker:
                 columns.extend(stars)
                 continue
             v = self.read(self.expr(val, scope, output=True))
-            columns.append((name or _colname(val), v))
+            columns.append((name or _colname(val, lambda sub: self.sublink_name(sub, scope)), v))
         return columns
+
+    def sublink_name(self, subselect: Any, scope: _Scope) -> str | None:
+        """A scalar sub-select's name: its first output's as this walker names them (``*``, set
+        operations and VALUES included), walked again apart (what it reads counts where it runs).
+        None where the name is not known (``*`` over a relation of unknown columns)."""
+        columns = _Walker(self.ctx).query(subselect, scope)
+        name = columns[0][0] if columns else None
+        return None if name == "*" else name
 
     def star(self, val: Any, scope: _Scope) -> Columns | None:
         """``*``, ``t.*``, ``(x).*`` expanded as the server does; None when ``val`` is none of them."""
@@ -812,6 +834,7 @@ class _Walker:
                     out.extend(item.columns)
                     if item.open_rels:
                         self.star_unknown(out)
+                    self.rows_follow_arguments(item.rels, out)
             else:
                 rel = self.find_rel(_names(fields[:-1]), scope)
                 if rel is None:
@@ -820,6 +843,7 @@ class _Walker:
                     out.extend(rel.columns)
                     if rel.unknown is not None or rel.opaque:
                         self.star_unknown(out)
+                    self.rows_follow_arguments([rel], out)
             for _, v in out:
                 self.read(v)
             return out
@@ -838,6 +862,15 @@ class _Walker:
                 return out
         return None
 
+    def rows_follow_arguments(self, rels: list[_Rel], out: Columns) -> None:
+        """``*`` over a function's result whose columns follow its arguments' types: how many
+        columns there are is the server's to say (the shape is unknown), each holding what the
+        arguments hold."""
+        for rel in rels:
+            if rel.fallback is not None:
+                self.shape_unknown = True
+                out[:] = [(name, _union([v, rel.fallback])) for name, v in out]
+
     def composite(self, arg: Any, scope: _Scope) -> Columns | None:
         """The fields of a row value whose columns are known: a whole-row reference (``u`` in
         ``(u).*``) or a function's result (``(f()).*``, ``(f()).a``); None otherwise."""
@@ -848,8 +881,8 @@ class _Walker:
         if n is None or n[0] != "FuncCall":
             return None
         saved = self.shape_unknown
-        columns, _ = self.function_columns(arg, None, scope)
-        if any(name == "*" and v.opaque for name, v in columns):
+        columns, _, fallback = self.function_columns(arg, None, scope)
+        if fallback is not None or any(name == "*" and v.opaque for name, v in columns):
             self.shape_unknown = saved
             return None
         return columns
@@ -985,9 +1018,12 @@ class _Walker:
             using = [n for n, _ in left.columns if n in right_names]
         merged: Columns = []
         for name in using:
-            lv = _find(left, name)
-            rv = _find(right, name)
-            v = _either([x for x in (lv, rv) if x is not None])
+            # The server finds the name on both sides (else it refuses the join); a side where
+            # lineage does not has named an output otherwise than the server: any of its columns
+            # may be the one joined on
+            lv = _find(left, name) or _any_column(left)
+            rv = _find(right, name) or _any_column(right)
+            v = _either([lv, rv])
             merged.append((name, v))
             self.oracle(self.read(v), "JOIN")
         rest = [(n, v) for n, v in left.columns if n not in using] + \
@@ -1007,14 +1043,18 @@ class _Walker:
     def range_function(self, f: dict, scope: _Scope) -> _Item:
         columns: Columns = []
         fn_scope = scope  # a function's arguments see the items before it, LATERAL or not
-        single_name: str | None = None
-        for entry in f.get("functions") or ():
+        single_name: str | None = None  # the item's name: its first function's, as the server names it
+        fallback: _Val | None = None  # a result whose columns follow the arguments' types
+        for i, entry in enumerate(f.get("functions") or ()):
             n = _node(entry)
             items = n[1].get("items", []) if n is not None and n[0] == "List" else []
             call = items[0] if items else None
             coldefs = items[1] if len(items) > 1 else None
-            cols, name = self.function_columns(call, coldefs, fn_scope)
-            single_name = name
+            cols, name, more = self.function_columns(call, coldefs, fn_scope)
+            if more is not None:
+                fallback = more if fallback is None else _union([fallback, more])
+            if i == 0:
+                single_name = name if name is not None else _colname(call)
             columns.extend(cols)
         if f.get("coldeflist") and len(f.get("functions") or ()) == 1:
             names = [(_node(c) or ("", {}))[1].get("colname", "?column?") for c in f["coldeflist"]]
@@ -1032,15 +1072,18 @@ class _Walker:
         columns = _rename(columns, alias[1])
         name = alias[0] or (single_name or "?")
         opaque = any(v.opaque and n == "*" for n, v in columns)
-        rel = _Rel(name, columns, opaque=opaque)
+        rel = _Rel(name, columns, opaque=opaque, fallback=fallback)
         return _Item([rel], columns, [rel] if opaque else [])
 
-    def function_columns(self, call: Any, coldefs: Any, scope: _Scope) -> tuple[Columns, str | None]:
-        """The columns a function in FROM returns: from its SQL body, its declared result, else opaque."""
+    def function_columns(self, call: Any, coldefs: Any, scope: _Scope) -> tuple[Columns, str | None, _Val | None]:
+        """The columns a function in FROM returns: from its SQL body, its declared result, else
+        opaque; and, for a built-in whose result type follows its arguments' (anyelement, record:
+        ``jsonb_populate_record(NULL::users, ...)`` returns users' columns), what any other
+        column of it holds (derived from every argument), else None."""
         n = _node(call)
         if n is None or n[0] != "FuncCall":
             v = self.read(self.expr(call, scope))  # e.g. a SQLValueFunction
-            return [(_colname(call), _Val(v.sources, False, v.opaque))], None
+            return [(_colname(call), _Val(v.sources, False, v.opaque))], None, None
         f = n[1]
         names = _names(f.get("funcname"))
         fname = names[-1] if names else "?"
@@ -1057,17 +1100,22 @@ class _Walker:
         if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
             self.unknown_reads = True
             if defs:
-                return [(d, _Val(argv.sources, False, True)) for d in defs], fname
+                return [(d, _Val(argv.sources, False, True)) for d in defs], fname, None
             out: Columns = []
             self.star_unknown(out)
-            return out, fname
+            return out, fname, None
         results: list[Columns] = []
         for fn in candidates:
             results.append(self.function_result(fn, defs, fname))
-        columns = _merge_alternatives(results)[0] if len(results) > 1 else results[0]
+        columns, alike = _merge_alternatives(results) if len(results) > 1 else (results[0], True)
         if argv.sources or argv.opaque:
             columns = [(nm, _Val(v.sources | argv.sources, False, v.opaque or argv.opaque)) for nm, v in columns]
-        return columns, fname
+        # Overloads of other shapes (unnest(anyarray) and unnest(tsvector): which one the server
+        # picks is its to say, and so are the columns' number and positions), or a result whose
+        # columns are its arguments' type's: what `*` makes of it is unknown
+        polymorphic = not defs and any(
+            fn.builtin and not fn.result_columns and fn.result_type in _ROW_POLYMORPHIC for fn in candidates)
+        return columns, fname, _Val(argv.sources, False, argv.opaque) if polymorphic or not alike else None
 
     def function_result(self, fn: FunctionFacts, defs: list[str], fname: str) -> Columns:
         names = list(fn.result_columns)
@@ -1282,31 +1330,37 @@ class _Walker:
     def lookup(self, names: list[str], scope: _Scope) -> _Val | None:
         """A column reference as the server resolves it, innermost scope first; None when it
         names no column (it may name a whole row)."""
+        # A function's result whose columns lineage cannot list (`_Rel.fallback`) may have a
+        # column of that name, or not (the server then looks further out): both count.
+        maybe: list[_Val] = []
+
+        def found(v: _Val | None) -> _Val | None:
+            return _union(maybe + [v] if v is not None else maybe) if maybe else v
+
         s: _Scope | None = scope
         while s is not None:
             if len(names) == 1:
                 name = names[0]
                 hits = [v for item in s.items for v in [_find(item, name)] if v is not None]
                 if hits:
-                    return hits[0] if len(hits) == 1 else _union(hits)
+                    return found(hits[0] if len(hits) == 1 else _union(hits))
                 if name in s.params:
-                    return _NONE
+                    return found(_NONE)
                 if name in SYSTEM_COLUMNS and any(r.system for item in s.items for r in item.rels):
-                    return _NONE
+                    return found(_NONE)
                 opens = [r for item in s.items for r in item.open_rels]
                 if opens:
-                    found = [v for r in opens for v in [r.find(name)] if v is not None]
-                    if found:
-                        return found[0] if len(found) == 1 else _union(found)
+                    in_open = [v for r in opens for v in [r.find(name)] if v is not None]
+                    if in_open:
+                        return found(in_open[0] if len(in_open) == 1 else _union(in_open))
+                maybe += [r.fallback for item in s.items for r in item.rels
+                          if r.fallback is not None and r.name != name]
             else:
                 rel = self._rel_at(names[:-1], s)
                 if rel is not None:
-                    v = rel.find(names[-1])
-                    if v is not None:
-                        return v
-                    return None
+                    return rel.find(names[-1])
             s = s.parent
-        return None
+        return found(None)
 
     def _rel_at(self, qualifier: list[str], s: _Scope) -> _Rel | None:
         for item in s.items:
@@ -1782,6 +1836,11 @@ def _find(item: _Item, name: str) -> _Val | None:
     return None
 
 
+def _any_column(item: _Item) -> _Val:
+    """What a column of ``item`` that lineage cannot name may hold: any of its columns'."""
+    return _Val(_union(v for _, v in item.columns).sources, False, True)
+
+
 def _rename(columns: Columns, aliases: list[str]) -> Columns:
     if not aliases:
         return list(columns)
@@ -1847,78 +1906,94 @@ _XML_NAMES = {
 }
 
 
-def _colname(node: Any) -> str:
-    """The name the server gives an output without an alias (FigureColname)."""
-    name = _figure(node)
-    return name if name is not None else "?column?"
+def _colname(node: Any, sublink: Callable[[Any], str | None] | None = None) -> str:
+    """The name the server gives an output without an alias (parse_target.c's FigureColname);
+    ``sublink`` names a scalar sub-select by its first output, as the server does."""
+    name, strength = _figure(node, sublink)
+    return name if strength and name is not None else "?column?"
 
 
-def _figure(node: Any) -> str | None:
+def _figure(node: Any, sublink: Callable[[Any], str | None] | None = None) -> tuple[str | None, int]:
+    """FigureColnameInternal: a name and its strength (2: a name of its own, 1: a type's or
+    ``case``, which a stronger name beneath a cast or an ELSE replaces, 0: none). Any difference
+    from the server lets a name an outer query selects by be another column's: port, do not guess."""
     n = _node(node)
     if n is None:
-        return None
+        return None, 0
     kind, f = n
-    if kind == "ColumnRef":
+    if kind == "ColumnRef":  # the last field name, "*" left out: `t.*` is named t
         names = _names(f.get("fields"))
-        return names[-1] if names and len(names) == len(f.get("fields") or []) else None
-    if kind == "A_Indirection":
-        for i in reversed(f.get("indirection") or []):
-            s = _str(i)
-            if s is not None:
-                return s
-            break
-        return _figure(f.get("arg"))
+        return (names[-1], 2) if names else (None, 0)
+    if kind == "A_Indirection":  # the last field name anywhere, subscripts and "*" left out
+        names = _names(f.get("indirection"))
+        return (names[-1], 2) if names else _figure(f.get("arg"), sublink)
     if kind == "FuncCall":
         names = _names(f.get("funcname"))
-        return names[-1] if names else None
+        return (names[-1], 2) if names else (None, 0)
     if kind == "A_Expr" and f.get("kind") == "AEXPR_NULLIF":
-        return "nullif"
+        return "nullif", 2
     if kind == "TypeCast":
-        inner = _figure(f.get("arg"))
-        if inner is not None:
-            return inner
-        tn = (_node(f.get("typeName")) or ("", {}))[1]
-        names = _names(tn.get("names"))
-        return names[-1] if names else None
+        name, strength = _figure(f.get("arg"), sublink)
+        if strength <= 1:
+            type_name = f.get("typeName")
+            tn = _fields(type_name) if _node(type_name) is not None else type_name
+            names = _names((tn or {}).get("names")) if isinstance(tn, dict) else []
+            if names:
+                return names[-1], 1
+        return name, strength
     if kind == "CollateClause":
-        return _figure(f.get("arg"))
+        return _figure(f.get("arg"), sublink)
+    if kind == "GroupingFunc":
+        return "grouping", 2
     if kind == "SubLink":
         t = f.get("subLinkType")
         if t == "EXISTS_SUBLINK":
-            return "exists"
+            return "exists", 2
         if t == "ARRAY_SUBLINK":
-            return "array"
+            return "array", 2
         if t == "EXPR_SUBLINK":
-            sf = _select_fields(f.get("subselect")) or {}
-            targets = sf.get("targetList") or []
-            if len(targets) == 1:
-                rt = (_node(targets[0]) or ("", {}))[1]
-                return rt.get("name") or _figure(rt.get("val"))
-        return None
+            name = sublink(f.get("subselect")) if sublink is not None else _first_target_name(f.get("subselect"))
+            return (name, 2) if name is not None else (None, 0)
+        return None, 0
     if kind == "CaseExpr":
-        return "case"
+        name, strength = _figure(f.get("defresult"), sublink)
+        return ("case", 1) if strength <= 1 else (name, strength)
     if kind == "A_ArrayExpr":
-        return "array"
+        return "array", 2
     if kind == "RowExpr":
-        return "row"
+        return "row", 2
     if kind == "CoalesceExpr":
-        return "coalesce"
+        return "coalesce", 2
     if kind == "MinMaxExpr":
-        return "greatest" if f.get("op") == "IS_GREATEST" else "least"
+        return ("greatest" if f.get("op") == "IS_GREATEST" else "least"), 2
     if kind == "SQLValueFunction":
-        return _SQL_VALUE_NAMES.get(f.get("op", ""))
+        name = _SQL_VALUE_NAMES.get(f.get("op", ""))
+        return (name, 2) if name is not None else (None, 0)
     if kind == "XmlExpr":
-        return _XML_NAMES.get(f.get("op", ""))
+        name = _XML_NAMES.get(f.get("op", ""))
+        return (name, 2) if name is not None else (None, 0)
     if kind == "XmlSerialize":
-        return "xmlserialize"
-    if kind == "GroupingFunc":
-        return "grouping"
+        return "xmlserialize", 2
     if kind == "MergeSupportFunc":
-        return "merge_action"
+        return "merge_action", 2
     if kind in ("JsonObjectConstructor", "JsonObjectAgg"):
-        return "json_object" if kind == "JsonObjectConstructor" else "json_objectagg"
+        return ("json_object" if kind == "JsonObjectConstructor" else "json_objectagg"), 2
     if kind in ("JsonArrayConstructor", "JsonArrayQueryConstructor"):
-        return "json_array"
+        return "json_array", 2
     if kind == "JsonArrayAgg":
-        return "json_arrayagg"
-    return None
+        return "json_arrayagg", 2
+    return None, 0
+
+
+def _first_target_name(subselect: Any) -> str | None:
+    """A sub-select's first output's name, read from its text alone (no catalog: an output of
+    ``*`` or of a set operation is not known; the walker names those, `_Walker.sublink_name`)."""
+    sf = _select_fields(subselect) or {}
+    targets = sf.get("targetList") or []
+    if not targets or sf.get("op", "SETOP_NONE") != "SETOP_NONE":
+        return None
+    rt = (_node(targets[0]) or ("", {}))[1]
+    val = _node(rt.get("val"))
+    if val is not None and val[0] == "ColumnRef" and _is_star((val[1].get("fields") or [None])[-1]):
+        return None
+    return rt.get("name") or _colname(rt.get("val"))

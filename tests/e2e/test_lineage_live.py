@@ -403,3 +403,36 @@ def test_explain_with_a_dsn_says_what_is_masked_through_views_and_functions(pg_s
                                            "reason": "masked column public.users.ssn used in WHERE"}]
     assert refused["masks"] == [{"outputs": [{"output": "id", "rule": None, "strategy": None, "source": None,
                                               "whole": False}], "refused": None}]
+
+
+# Outputs' names as the server gives them (FigureColname): an outer query selects a sub-select's
+# column by its name, joins USING or NATURAL by them, sorts by them; a name lineage gives otherwise
+# is another column (red team five read ssn in clear through each of these). Compared with the
+# server's own names for the same statement.
+NAMED = [
+    "SELECT 'x'::text, 1::int, CAST('a' AS varchar), (u.*)::text, CASE WHEN true THEN 1 ELSE u.id END FROM users u",
+    "SELECT (SELECT * FROM (SELECT 1 AS x) s), (SELECT 1 AS y UNION SELECT 1), (VALUES (1)), (z.*)::text, "
+    "ARRAY[1]::int[], CASE WHEN true THEN 1 ELSE z.k END, (z).k, (SELECT ARRAY[z.k])[1] FROM (SELECT 1 AS k) z",
+    "SELECT (t).a[1], (ts_debug('a')).lexemes[1], (t).a, t.a[1] FROM (SELECT ARRAY['x'] AS a) t",
+    "SELECT (SELECT 1)::text, (CASE WHEN true THEN 1 END)::text, 1::integer, x::int, x::int::text, "
+    "(x)::bigint FROM (SELECT 1 AS x) q",
+    "SELECT CASE WHEN true THEN 'a' ELSE name::text END, CASE WHEN true THEN 'a' ELSE 1::text END, "
+    "CASE WHEN true THEN 1 END, nullif(1, 2), coalesce(name, ''), greatest(1, 2), row(1), ARRAY[1], "
+    "EXISTS (SELECT 1), ARRAY(SELECT 1), (SELECT name FROM users LIMIT 1), current_user, "
+    "'a' COLLATE \"C\", (name)::varchar(3), 1 + 1, -id, id IS NULL, grouping(id) FROM users GROUP BY id, name",
+    "SELECT (SELECT u FROM users u LIMIT 1), (SELECT * FROM (SELECT 1 AS q) s2), "
+    "(SELECT o.* FROM (SELECT 2 AS r) o), (SELECT v FROM (VALUES (1)) v LIMIT 1)",
+    "SELECT xmlelement(name a), xmlconcat('<a/>'), xmlforest(1 AS a), xmlserialize(CONTENT '<a/>' AS text), "
+    "'<a/>'::xml IS DOCUMENT, localtimestamp, current_date, session_user",
+    "SELECT * FROM ROWS FROM (jsonb_array_elements('[1]'), generate_series(1, 2))",
+    "SELECT jsonb_array_elements.* FROM ROWS FROM (jsonb_array_elements('[1]'), generate_series(1, 2))",
+    "SELECT * FROM generate_series(1, 2) g, jsonb_array_elements_text('[1]') WITH ORDINALITY",
+]
+
+
+@pytest.mark.parametrize("sql", NAMED)
+def test_output_names_are_the_servers(ctx, conn, sql):
+    with conn.cursor() as cur:
+        cur.execute(sql)
+        server = [d.name for d in cur.description]
+    assert [o.name for o in one(sql, ctx).outputs] == server

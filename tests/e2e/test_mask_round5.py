@@ -91,3 +91,47 @@ def test_explain_analyze_of_a_value_computed_and_not_returned_is_an_oracle(agent
     assert r["err"] is not None and r["err"][0] == "42501" and "EXPLAIN ANALYZE" in r["err"][1], r
     _, r = received_by(agent, sql.replace("u.ssn", "u.name"))  # the same over a column not masked runs
     assert r["err"] is None and any("never executed" in row[0] or "actual rows" in row[0] for row in r["rows"]), r
+
+
+# Names: where lineage resolved or named a column otherwise than the server, an outer query read
+# the server's column (a masked value computed in a sub-select) as another one.
+NAMING = {
+    # `oid` is no system column since PostgreSQL 12: inside the sub-select it is the outer column
+    "oid": "SELECT s.id, (SELECT oid FROM orders LIMIT 1) AS leaked FROM "
+           "(SELECT id, ssn || ' / ' || card_number AS oid FROM users) s ORDER BY s.id",
+    # ROWS FROM is named after its first function
+    "rows-from": "SELECT u.id, (SELECT string_agg(unnest.unnest, ' / ') FROM ROWS FROM (unnest(ARRAY[u.ssn::text, "
+                 "u.card_number::text]), generate_series(1, 2))) AS leaked FROM (SELECT id AS unnest FROM users) AS "
+                 "unnest, users u WHERE u.id = unnest.unnest ORDER BY u.id",
+    # (x).field[1] is named field
+    "indirection": "SELECT q.ts_debug FROM (SELECT (t).ts_debug[1], (ts_debug('a')).lexemes[1] FROM (SELECT id, "
+                   "ARRAY[ssn || ' / ' || card_number] AS ts_debug FROM users) t ORDER BY t.id) q",
+    # a cast is named after its type, CASE after its ELSE: NATURAL JOIN merges by those names
+    "natural-join": "SELECT * FROM (SELECT 1::int4, ssn || ' / ' || card_number AS s, CASE WHEN true THEN 2 ELSE "
+                    "z.w END FROM users, (SELECT 2 AS w) z) l NATURAL JOIN (SELECT 1 AS \"case\", 1 AS int4) r",
+    # a polymorphic result has the columns of its argument's type
+    "populate-record": "SELECT o.ssn AS id, (SELECT ssn || ' / ' || card_number FROM jsonb_populate_record("
+                       "NULL::users, (SELECT to_jsonb(x) FROM users x WHERE x.id = o.ssn)) p) AS leaked FROM "
+                       "(SELECT id AS ssn, id AS card_number FROM users) o ORDER BY o.ssn",
+    # an overload of another shape (unnest(tsvector)) had shifted the columns
+    "overloads": "SELECT * FROM unnest(ARRAY[1]), (SELECT ssn || '' AS s FROM users) q",
+    # ... and a name such a result lacks is the outer query's column
+    "outer-past-populate": "SELECT (SELECT ssn || '' FROM jsonb_populate_record(NULL::orders, to_jsonb(o))) AS x "
+                           "FROM users, orders o WHERE o.user_id = users.id",
+    "outer-past-unnest": "SELECT (SELECT ssn || '' FROM unnest(ARRAY[users.id])) AS x FROM users",
+}
+
+
+@pytest.mark.parametrize("sql", list(NAMING.values()), ids=list(NAMING))
+def test_a_column_the_server_names_is_the_one_masked(agent, sql):
+    got, r = received_by(agent, sql)
+    assert not leaked(got), (leaked(got), r)
+    assert SSN not in str(r["rows"]) and CARD[:12] not in str(r["rows"]).replace(" ", ""), r
+
+
+def test_join_using_a_name_only_the_server_finds_is_an_oracle(agent):
+    # USING (text): both sides' column is `text` for the server; one digit per statement, all rows
+    got, r = received_by(agent, "SELECT a.id, b.d FROM (SELECT id, (substr(ssn, 1, 1) || '')::text FROM users) a "
+                                "JOIN (SELECT d, (d || '')::text FROM generate_series(0, 9) d) b USING (text) "
+                                "ORDER BY a.id")
+    assert r["err"] is not None and r["err"][0] == "42501", r

@@ -278,6 +278,53 @@ def _same(a: Any, b: Any, constants: bool = True) -> bool:
     return bool(a == b)
 
 
+def _unqualified(e: Any, target: frozenset[str]) -> Any:
+    """``e`` with the written table's columns written one way: a reference qualified by the
+    table's name or alias (``orders.id``, ``public.orders.id``, ``(orders).id``, ``(orders.*).id``)
+    as the bare name, and a unary plus dropped, so that `_same` finds ``id = orders.id`` alike."""
+    n = _node(e)
+    if n is not None:
+        name, f = n
+        if name == "ColumnRef":
+            fields = f.get("fields") or []
+            names = _names(fields)
+            if len(names) == len(fields) >= 2 and names[-2] in target:
+                return {"ColumnRef": {"fields": fields[-1:]}}
+        elif name == "A_Indirection":
+            arg = _node(f.get("arg"))
+            ind = f.get("indirection") or []
+            if arg is not None and arg[0] == "ColumnRef" and len(ind) == 1 and _str(ind[0]) is not None:
+                qualifier = arg[1].get("fields") or []
+                names = _names(qualifier)
+                if names and names[-1] in target and (len(names) == len(qualifier) or (
+                        len(names) == len(qualifier) - 1 and _node(qualifier[-1]) is not None
+                        and _node(qualifier[-1])[0] == "A_Star")):  # type: ignore[index]
+                    return {"ColumnRef": {"fields": ind}}
+        elif name == "A_Expr" and f.get("kind") == "AEXPR_OP" and f.get("lexpr") is None \
+                and _names(f.get("name")) == ["+"]:
+            return _unqualified(f.get("rexpr"), target)
+        return {name: {k: _unqualified(v, target) for k, v in f.items()}}
+    if isinstance(e, list):
+        return [_unqualified(x, target) for x in e]
+    if isinstance(e, dict):
+        return {k: _unqualified(v, target) for k, v in e.items()}
+    return e
+
+
+def _listed(e: Any) -> list | None:
+    """The items of an IN list (a ``List`` node, or a bare list), else None."""
+    if isinstance(e, list):
+        return e
+    n = _node(e)
+    return n[1].get("items") or [] if n is not None and n[0] == "List" else None
+
+
+def _array_items(e: Any) -> list | None:
+    """The elements of an ``ARRAY[...]`` constructor, else None."""
+    n = _node(e)
+    return n[1].get("elements") or [] if n is not None and n[0] == "A_ArrayExpr" else None
+
+
 def _same_but_parameters(a: Any, b: Any) -> bool:
     """Structural equality where a parameter (``$n``) is alike anything constant (another
     parameter, a constant): the values bound decide whether ``id + $1 = id + $2`` holds for every
@@ -1173,6 +1220,15 @@ class _Walker:
         kind = f.get("kind")
         left_refs, right_refs = self._target_refs(left, target), self._target_refs(right, target)
         if left_refs or right_refs:
+            # The same column however it is written: ``id``, ``orders.id``, ``public.orders.id``,
+            # ``(orders).id``, ``+id`` (red team five: ``WHERE id = orders.id`` deleted every row)
+            left, right = _unqualified(left, target), _unqualified(right, target)
+            listed = _listed(right)
+            if kind == "AEXPR_IN" and op == "=" and listed is not None and any(self.alike(left, x) for x in listed):
+                return _C  # x IN (x, ...): every row (but NULLs)
+            if kind == "AEXPR_OP_ANY" and op == "=" and _array_items(right) is not None \
+                    and any(self.alike(left, item) for item in _array_items(right) or ()):
+                return _C  # x = ANY (ARRAY[x, ...])
             if kind == "AEXPR_OP" and self.alike(left, right):
                 # x = x, x >= x: every row (but NULLs); x <> x, x < x: none
                 return _C if op in ("=", ">=", "<=") else _F if op in ("<>", "!=", "<", ">") else _X

@@ -881,6 +881,10 @@ CASES = [
     refused("r5", "SELECT pg_notify('chan', 'from the agent')"),
     refused("r5", "CLUSTER things USING things_pkey"),
     allowed("r5", "LISTEN chan"),
+    # ... the same column written two ways is a WHERE that selects every row
+    refused("r5", "DELETE FROM things WHERE id = things.id"),
+    refused("r5", "UPDATE things SET n = 1 WHERE id IN (id)"),
+    refused("r5", "DELETE FROM public.things WHERE id = (things).id"),
     # ... and the twins that must pass
     allowed("r3", "SELECT * FROM json_to_record('{\"c\":5}') AS x(c int)"),
     allowed("r3", "SELECT ROW(5, 6)::public.things IS NULL"),

@@ -313,7 +313,10 @@ TAUTOLOGIES = ["NOT false", "1 < 2", "1::boolean", "coalesce(true, false)", "EXI
                # any session may SET transform_null_equals = on: then `NULL = NULL` is true
                "id = 3 OR NULL = NULL", "NULL = NULL",
                # IS [NOT] TRUE / FALSE / UNKNOWN read as they test (never NULL themselves)
-               "(1 = 2) IS NOT TRUE", "(NULL::int = 1) IS UNKNOWN", "(1 = 1) IS TRUE", "(1 = 1) IS NOT FALSE"]
+               "(1 = 2) IS NOT TRUE", "(NULL::int = 1) IS UNKNOWN", "(1 = 1) IS TRUE", "(1 = 1) IS NOT FALSE",
+               # the same column written two ways (red team five)
+               "id = t.id", "id = public.t.id", "t.id = public.t.id", "id = (t).id", "id = (t.*).id", 'id = "t"."id"',
+               "id = +id", "id IN (id)", "id IN (t.id, 1)", "(id, v) IN ((id, v))", "id = ANY (ARRAY[id, 1])"]
 
 
 @pytest.mark.parametrize("where", TAUTOLOGIES)
@@ -323,6 +326,7 @@ def test_a_where_that_selects_every_row_is_absent(where):
 
 
 @pytest.mark.parametrize("where", ["id = 3 OR NULL = 1", "id = NULL", "id = 3", "id IN (SELECT x FROM other)",
+                                   "id IN (1, 2)", "id = ANY (ARRAY[1, 2])", "id = other.id", "id = v",
                                    "EXISTS (SELECT 1 FROM o WHERE o.t_id = t.id)", "false", "1 = 2"])
 def test_a_where_that_filters(where):
     assert analyze_sql(f"DELETE FROM t WHERE {where}").has_where is True

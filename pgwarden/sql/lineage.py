@@ -513,6 +513,7 @@ class _Walker:
         self.catalog: Catalog = ctx.catalog
         self.reads: set[Source] = set()
         self.unknown_reads = False
+        self.sublink_names: dict[int, str | None] = {}
         self.shape_unknown = False
         self.oracles: dict[OracleUse, None] = {}
         self.record_oracles = oracles
@@ -808,16 +809,17 @@ class _Walker:
                 columns.extend(stars)
                 continue
             v = self.read(self.expr(val, scope, output=True))
-            columns.append((name or _colname(val, lambda sub: self.sublink_name(sub, scope)), v))
+            columns.append((name or _colname(val, self.sublink_name), v))
         return columns
 
-    def sublink_name(self, subselect: Any, scope: _Scope) -> str | None:
-        """A scalar sub-select's name: its first output's as this walker names them (``*``, set
-        operations and VALUES included), walked again apart (what it reads counts where it runs).
+    def sublink_name(self, subselect: Any) -> str | None:
+        """A scalar sub-select's name: its first output's as this walker named them when it
+        walked it (``*``, set operations and VALUES included: `sublink`), else as its text says.
         None where the name is not known (``*`` over a relation of unknown columns)."""
-        columns = _Walker(self.ctx).query(subselect, scope)
-        name = columns[0][0] if columns else None
-        return None if name == "*" else name
+        if id(subselect) in self.sublink_names:
+            name = self.sublink_names[id(subselect)]
+            return None if name == "*" else name
+        return _first_target_name(subselect)
 
     def star(self, val: Any, scope: _Scope) -> Columns | None:
         """``*``, ``t.*``, ``(x).*`` expanded as the server does; None when ``val`` is none of them."""
@@ -1508,6 +1510,8 @@ class _Walker:
     def sublink(self, f: dict, scope: _Scope) -> _Val:
         kind = f.get("subLinkType", "")
         columns = self.query(f.get("subselect"), scope)
+        # (its output's name, for an output named after it: kept by the node, alive with the tree)
+        self.sublink_names[id(f.get("subselect"))] = columns[0][0] if columns else None
         test = self.expr(f.get("testexpr"), scope) if f.get("testexpr") is not None else _NONE
         if kind == "EXPR_SUBLINK" and len(columns) == 1:
             sub = (_node(f.get("subselect")) or ("", {}))[1]

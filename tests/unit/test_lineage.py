@@ -177,6 +177,20 @@ def test_deep_expressions_do_not_raise():
     assert out.sources == {users("ssn"), users("name")} and not out.direct
 
 
+def test_nested_scalar_sub_selects_are_named_by_their_innermost_output(monkeypatch):
+    # each level named after the one inside, as the server does, from the one walk of the tree:
+    # naming each level by walking it again walks 2**depth sub-selects (a hostile text's hang)
+    from pgwarden.sql import lineage
+
+    walked = []
+    query = lineage._Walker.query
+    monkeypatch.setattr(lineage._Walker, "query", lambda self, *a, **kw: walked.append(1) or query(self, *a, **kw))
+    sql = "SELECT " + "(SELECT " * 12 + "ssn AS inner_most FROM users" + ")" * 12
+    (out,) = one(sql).outputs
+    assert out.name == "inner_most" and out.sources == {users("ssn")}
+    assert len(walked) <= 2 * 13, len(walked)
+
+
 def test_lineage_json_names_sources_and_kinds():
     from pgwarden.sql.lineage import lineage_json
 

@@ -296,12 +296,12 @@ def _unqualified(e: Any, target: frozenset[str]) -> Any:
             if arg is not None and arg[0] == "ColumnRef" and len(ind) == 1 and _str(ind[0]) is not None:
                 qualifier = arg[1].get("fields") or []
                 names = _names(qualifier)
+                star = _node(qualifier[-1]) if qualifier else None
                 if names and names[-1] in target and (len(names) == len(qualifier) or (
-                        len(names) == len(qualifier) - 1 and _node(qualifier[-1]) is not None
-                        and _node(qualifier[-1])[0] == "A_Star")):  # type: ignore[index]
+                        len(names) == len(qualifier) - 1 and star is not None and star[0] == "A_Star")):
                     return {"ColumnRef": {"fields": ind}}
         elif name == "A_Expr" and f.get("kind") == "AEXPR_OP" and f.get("lexpr") is None \
-                and _names(f.get("name")) == ["+"]:
+                and _names(f.get("name") or []) == ["+"]:
             return _unqualified(f.get("rexpr"), target)
         return {name: {k: _unqualified(v, target) for k, v in f.items()}}
     if isinstance(e, list):

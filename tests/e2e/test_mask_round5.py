@@ -6,7 +6,16 @@ three's table and tap: tests/e2e/test_mask_round3.py).
 from __future__ import annotations
 
 import pytest
-from test_mask_round3 import CARD, POLICY, SSN, Session, leaked, received_by, rtdb, start  # noqa: F401 (rtdb: fixture)
+from test_mask_round3 import (
+    CARD,
+    POLICY,
+    SSN,
+    Session,
+    leaked,
+    received_by,
+    rtdb,  # noqa: F401 (round three's database, a fixture: asked for by name below)
+    start,
+)
 
 # `pgwarden demo`'s refusals, with round three's masks.
 DEMO_LIKE = {**POLICY, "rules": [
@@ -16,7 +25,8 @@ DEMO_LIKE = {**POLICY, "rules": [
 
 
 @pytest.fixture
-def agent(rtdb, make_pgwarden, tmp_path):
+def agent(request, make_pgwarden, tmp_path):
+    request.getfixturevalue("rtdb")  # round three's database
     s = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
     yield s
     s.close()

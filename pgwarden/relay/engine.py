@@ -133,6 +133,28 @@ _F_FUNCTION_CALL: Final = 70  # F
 _F_TERMINATE: Final = 88  # X
 _F_PASSWORD: Final = 112  # p
 
+# The server keeps statement and portal names in tables keyed by their first NAMEDATALEN - 1
+# bytes (in its own encoding): two names alike there are one name to it.
+_MAX_NAME: Final = 63
+
+
+def _name_too_long(t: int, raw: bytes, converted: bool) -> bool:
+    """Whether a Parse, Bind, Execute, Describe or Close names a statement or portal the server
+    would cut (red team five: a Close of ``'a' * 63 + 'Z'`` closed the statement pgwarden knew as
+    ``'a' * 63 + 'Y'``, which a Parse of an INSERT then took). With ``converted`` (the client's
+    encoding is not the server's), a name with bytes outside ASCII may grow up to three times
+    when the server converts it: such a name is held to a third of the bound."""
+    start = 6 if t == _F_DESCRIBE or t == _F_CLOSE else 5
+    for _ in range(2 if t == _F_BIND else 1):  # a Bind names a portal, then a statement
+        end = raw.find(b"\0", start)
+        if end < 0:
+            return False  # malformed: its reader says so
+        length = end - start
+        if length > _MAX_NAME or (converted and length > _MAX_NAME // 3 and not raw[start:end].isascii()):
+            return True
+        start = end + 1
+    return False
+
 # What the server framer may hand on in fragments: rows and COPY data, unless their
 # messages must be read whole (a transform, or a row cap counting them).
 _STREAMED: Final = frozenset({_B_DATA_ROW, _B_COPY_DATA})
@@ -798,6 +820,12 @@ class Relay:
                 if t != _F_SYNC:
                     continue
                 self._skip_to_sync = False
+            if (t == _F_PARSE or t == _F_BIND or t == _F_EXECUTE or t == _F_DESCRIBE or t == _F_CLOSE) \
+                    and _name_too_long(t, raw, self._encoding_name != self.state.parameters.get(
+                        "server_encoding", self._encoding_name)):
+                self.fail("pgwarden: a statement or portal name longer than 63 bytes is not accepted: the server "
+                          "tells names apart by their first 63 bytes only (NAMEDATALEN)")
+                return
             request: StatementRequest | None
             try:
                 if t == _F_QUERY or t == _F_PARSE or t == _F_FUNCTION_CALL:

@@ -1742,3 +1742,42 @@ def test_copy_from_stdin_into_a_table_whose_inserts_wait_for_approval_waits_too(
     finally:
         agent.close()
     assert server.state() == before
+
+
+@pytest.mark.parametrize("message", [
+    lambda name: m.Parse(name, "SELECT 1"),
+    lambda name: m.Bind(name, ""),
+    lambda name: m.Bind("", name),
+    lambda name: m.Execute(name, 0),
+    lambda name: m.Describe("S", name),
+    lambda name: m.Close("S", name),
+], ids=["parse", "bind-portal", "bind-statement", "execute", "describe", "close"])
+def test_a_name_the_server_would_cut_ends_the_session(hostile, server, message):
+    # The server tells statement and portal names apart by their first 63 bytes: a Close of
+    # 'a' * 63 + 'Z' closed the statement pgwarden knew as 'a' * 63 + 'Y' (the one it had
+    # decided), which a Parse of an approval-held INSERT then took.
+    agent = Agent(hostile, GROUPS["design"], "simple")
+    try:
+        assert not errors(_protocol(agent, m.Parse("a" * 63, "SELECT 1")))  # 63 bytes: the server's whole name
+        agent.rc.send(message("a" * 63 + "Y").encode() + m.Sync().encode())
+        answer = agent.rc.until_ready()
+        assert agent.rc.recv_message() is None and not any(isinstance(x, m.ReadyForQuery) for x in answer), answer
+    finally:
+        agent.close()
+    refusals = errors(answer)
+    assert refusals and "longer than 63 bytes" in refusals[0].message, answer
+
+
+def test_a_name_the_server_converts_past_63_bytes_ends_the_session(hostile, server):
+    # In LATIN1, 'é' is one byte; the server (UTF-8) stores it as two: 40 of them are 80 bytes there.
+    rc = RawClient(hostile.host, hostile.port)
+    try:
+        assert isinstance(rc.login(hostile.token(groups=[GROUPS["design"]]), database=DB,
+                                   client_encoding="LATIN1")[-1], m.ReadyForQuery)
+        body = ("é" * 40).encode("latin-1") + b"\0SELECT 1\0\0\0"
+        rc.send(m.frame(b"P", body) + m.Sync().encode())
+        answer = rc.until_ready()
+        assert rc.recv_message() is None and not any(isinstance(x, m.ReadyForQuery) for x in answer), answer
+    finally:
+        rc.close()
+    assert errors(answer) and "longer than 63 bytes" in errors(answer)[0].message, answer

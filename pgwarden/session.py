@@ -99,11 +99,11 @@ def went_unchecked(session: Session) -> None:
     session.store[UNCHECKED] = True
 
 
-#: The names the session's protocol-level Parses took (kept until an SQL ``DEALLOCATE`` of the
-#: name, or ``DEALLOCATE ALL``, which deallocates those too). SQL's ``EXECUTE name`` runs a
-#: statement the protocol prepared under that name as well as one SQL ``PREPARE``d, and the
-#: plugins judged that Parse as a statement, not as the body of a name: a plugin that judges an
-#: ``EXECUTE`` by the bodies it saw ``PREPARE``d takes such a name as unknown.
+#: The names the session's protocol-level Parses took (for the session's life: a ``DEALLOCATE``
+#: pgwarden judged may not have run). SQL's ``EXECUTE name`` runs a statement the protocol
+#: prepared under that name as well as one SQL ``PREPARE``d, and the plugins judged that Parse as
+#: a statement, not as the body of a name: a plugin that judges an ``EXECUTE`` by the bodies it
+#: saw ``PREPARE``d takes such a name as unknown.
 PROTOCOL_PREPARED = StoreKey["set[str]"]("core.protocol_prepared")
 
 

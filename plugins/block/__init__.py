@@ -21,8 +21,8 @@ from pgwarden.sql.resolve import resolve
 # What each SQL-level PREPAREd statement of a session does, for its later EXECUTEs.
 PREPARED = StoreKey[dict]("block.prepared")  # name -> the Syntax of every body prepared under it
 # Once statements went to the server unseen (`UNCHECKED`), any name may have been prepared (or
-# deallocated and prepared again) there: the names whose history is known again since (each
-# DEALLOCATEd since), or None while every name's is.
+# deallocated and prepared again) there: the names whose history is known again since (none: a
+# DEALLOCATE that pgwarden judged may not have run), or None while every name's is.
 SURE = StoreKey["set[str] | None"]("block.sure")
 
 
@@ -62,13 +62,15 @@ def _with_executed(statement, session):
     """The statement with what the prepared statements it EXECUTEs do.
 
     Names are kept as the server keeps them (case-sensitive once the parser has folded
-    them). A PREPARE of a name already prepared fails on the server (the old statement
-    stays), and pgwarden cannot tell here whether the statement will run at all: every
-    body ever prepared under a name counts until it is deallocated. A name a protocol-level
-    Parse took (`PROTOCOL_PREPARED`) may hold that statement, which was judged as a Parse, not
-    as this name's body: its EXECUTE is unknown until the name is deallocated. Each body is resolved
-    again in the context of the EXECUTE, since the server plans it again under the
-    search_path then.
+    them). Whether a PREPARE or a DEALLOCATE runs, pgwarden cannot tell when it judges it (an
+    earlier statement of its string may fail, the server refuses a PREPARE of a name it holds, a
+    Parse of its text may never be executed): every body ever prepared under a name counts, a
+    DEALLOCATE forgets none, and a name that may hold a statement no check saw as its body (one
+    a protocol-level Parse took, `PROTOCOL_PREPARED`; any, once statements went by unchecked)
+    stays unknown to EXECUTE for the rest of the session (red team five ran an approval-held
+    INSERT Parsed under a name, then `SELECT 1/0; DEALLOCATE p`, `PREPARE p AS SELECT 1` and
+    `EXECUTE p`). Each body is resolved again in the context of the EXECUTE, since the server
+    plans it again under the search_path then.
     """
     analysis = statement.analysis
     store = session.store
@@ -78,22 +80,13 @@ def _with_executed(statement, session):
         store[SURE] = set()
     sure = store.get(SURE, None)
     taken = store.get(PROTOCOL_PREPARED, None)  # names a protocol Parse took: their statement is not a body seen here
-    for name in analysis.deallocates:
-        if name == "*":
-            prepared.clear()
-            sure = store[SURE] = None
-            if taken:
-                taken.clear()
-        else:
-            prepared.pop(name, None)
-            if sure is not None:
-                sure.add(name)
-            if taken:
-                taken.discard(name)
     for name, _body, syntax in analysis.prepares:
         bodies = prepared.setdefault(name, [])
         if not any(b is syntax for b in bodies):  # judged again for each shadow view: kept once
             bodies.append(syntax)
+            if len(bodies) > 100 or len(prepared) > 10_000:  # a client that prepares without end
+                prepared.clear()
+                sure = store[SURE] = set()  # every name unknown from here on
     if analysis.prepares_unseen:  # a function's body, or what cannot be analysed, may (re)PREPARE any name
         sure = store[SURE] = set()
     if not analysis.executes:

@@ -1470,9 +1470,10 @@ def test_execute_of_a_name_prepared_again_while_no_approve_rule_applied(approvin
         assert not errors(agent.run("PREPARE p AS DELETE FROM things"))
         policies(APPROVE_DELETES)
         _assert_held(agent.run("EXECUTE p"), "EXECUTE p")
-        assert not errors(agent.run("DEALLOCATE p"))  # seen: `p` is known again from here on
+        # a DEALLOCATE pgwarden judges may not run (`SELECT 1/0; DEALLOCATE p`): `p` stays unknown
+        assert not errors(agent.run("DEALLOCATE p"))
         assert not errors(agent.run("PREPARE p AS SELECT 2"))
-        assert not errors(agent.run("EXECUTE p"))
+        _assert_held(agent.run("EXECUTE p"), "EXECUTE p after DEALLOCATE")
     finally:
         agent.close()
     assert server.state() == before
@@ -1704,9 +1705,6 @@ def test_sql_execute_of_a_name_a_protocol_parse_took_after_close(approving_and_b
         assert not errors(_protocol(agent, m.Close("S", "p")))
         assert not errors(_protocol(agent, m.Parse("p", "DELETE FROM things")))
         assert_refused(agent.run("EXECUTE p"), "EXECUTE p")
-        assert not errors(agent.run("DEALLOCATE p"))  # gone on the server too: the name is known again
-        assert not errors(agent.run("PREPARE p AS SELECT 2"))
-        assert not errors(agent.run("EXECUTE p"))
     finally:
         agent.close()
     assert server.state() == before
@@ -1781,3 +1779,21 @@ def test_a_name_the_server_converts_past_63_bytes_ends_the_session(hostile, serv
     finally:
         rc.close()
     assert errors(answer) and "longer than 63 bytes" in errors(answer)[0].message, answer
+
+
+@pytest.mark.parametrize("deallocate", ["SELECT 1/0; DEALLOCATE q", "DEALLOCATE q; DROP TABLE no_such_table"])
+def test_a_deallocate_that_does_not_run_leaves_the_protocol_statement_unknown(approving_and_blocking, server,
+                                                                              deallocate):
+    # The name's DEALLOCATE is judged, not run (an earlier statement fails, or pgwarden refuses the
+    # string); the PREPARE after it fails on the server (the name is held), so EXECUTE q runs the
+    # protocol's DELETE.
+    before = server.state()
+    agent = Agent(approving_and_blocking, "ai-agents", "simple")
+    try:
+        assert not errors(_protocol(agent, m.Parse("q", "DELETE FROM things")))
+        agent.run(deallocate)
+        agent.run("PREPARE q AS SELECT 1")
+        assert_refused(agent.run("EXECUTE q"), "EXECUTE q")
+    finally:
+        agent.close()
+    assert server.state() == before

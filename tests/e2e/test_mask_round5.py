@@ -145,3 +145,14 @@ def test_join_using_a_name_only_the_server_finds_is_an_oracle(agent):
                                 "JOIN (SELECT d, (d || '')::text FROM generate_series(0, 9) d) b USING (text) "
                                 "ORDER BY a.id")
     assert r["err"] is not None and r["err"][0] == "42501", r
+
+
+@pytest.mark.parametrize("deallocate", ["SELECT 1/0; DEALLOCATE p", "DEALLOCATE p; DROP TABLE no_such_table"])
+def test_a_deallocate_that_does_not_run_leaves_the_prepared_body_masked(agent, deallocate):
+    # the DEALLOCATE does not run, the PREPARE after it fails (the name is held): EXECUTE p runs
+    # the first body, whose output is a masked value
+    assert received_by(agent, "PREPARE p AS SELECT ssn || '' AS x FROM users WHERE id = 1")[1]["err"] is None
+    received_by(agent, deallocate)
+    received_by(agent, "PREPARE p AS SELECT 'constant' AS x")
+    got, r = received_by(agent, "EXECUTE p")
+    assert not leaked(got), (leaked(got), r)

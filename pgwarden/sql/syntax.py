@@ -186,14 +186,20 @@ class WhereCheck:
     #: the verdict when the catalog does not know the table: every one of them taken for one of
     #: its columns (a table made in the session's own transaction, say)
     unresolved: bool
+    #: with more names than `_MAX_WHERE_NAMES` (2**n folds), the condition folded when asked,
+    #: for the table's columns only (`filtering` is then empty)
+    fold: Callable[[frozenset[str]], bool] | None = attrs.field(default=None, eq=False)
 
     def filters(self, columns: frozenset[str]) -> bool:
         """Whether the condition filters the table's rows when these are its columns."""
-        return frozenset(n for n in self.names if n in columns) in self.filtering
+        named = frozenset(n for n in self.names if n in columns)
+        return self.fold(named) if self.fold is not None else named in self.filtering
 
 
-#: At most this many unqualified names in one condition are judged by the catalog (2**n folds);
-#: beyond, each is taken for a column of the table written, as the text alone reads it.
+#: At most this many unqualified names in one condition are folded for every set of them where
+#: the text is read (2**n folds); beyond, the condition is folded once the catalog says which are
+#: the table's columns (red team five: taking each for a column let `DELETE ... USING pg_class
+#: WHERE <nine of pg_class's columns>` pass as filtering).
 _MAX_WHERE_NAMES = 8
 
 
@@ -773,8 +779,19 @@ class _Walker:
         names = sorted({fields[0] for name, f in _nodes(where) if name == "ColumnRef"
                         for fields in [_names(f.get("fields", []))] if len(fields) == 1}
                        - shadowed - SYSTEM_COLUMNS)
-        if relation is None or not names or len(names) > _MAX_WHERE_NAMES:
+        if relation is None or not names:
             self.where.append(self.filters(where, target, None, shadowed))
+            return
+        if len(names) > _MAX_WHERE_NAMES:
+            lexer = self.lexer
+
+            def fold(columns: frozenset[str]) -> bool:
+                return _Walker(lexer).filters(where, target, columns | SYSTEM_COLUMNS, shadowed)
+
+            # (the fold reads this text's constants when asked: texts that differ in them must not
+            # share this analysis)
+            self.constants_read = True
+            self.where_checks.append(WhereCheck(relation, tuple(names), frozenset(), fold(frozenset(names)), fold))
             return
         filtering = set()
         for mask in range(1 << len(names)):

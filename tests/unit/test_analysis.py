@@ -390,3 +390,18 @@ def test_plpgsql_under_standard_conforming_strings_off_is_unreadable():
     assert "unknown" not in syntax_of(body).kinds  # (read by default: one RAISE, nothing else)
     # backslash_quote off only makes the server refuse \': bodies read alike
     assert "unknown" not in syntax_of("DO $$BEGIN RAISE NOTICE 'x'; END$$", LexerSettings(backslash_quote=False)).kinds
+
+
+def test_a_where_of_many_names_is_judged_by_the_written_tables_columns():
+    # Beyond eight names the condition was read with each name a column of the table written:
+    # nine of pg_class's columns (a USING item's, the same for every row written) passed as a filter.
+    from pgwarden.sql.context import default_context
+
+    names = ["relname", "relnamespace", "reltype", "reloftype", "relowner", "relam", "relfilenode",
+             "reltablespace", "relpages"]
+    where = " AND ".join(f"{n} IS NOT NULL" for n in names)
+    ctx = default_context()
+    assert analyze_sql(f"DELETE FROM pg_description USING pg_class WHERE {where}", ctx).has_where is False
+    assert analyze_sql(f"DELETE FROM pg_description USING pg_class WHERE {where} AND objoid = 5", ctx).has_where
+    assert analyze_sql(f"UPDATE pg_description SET description = '' FROM pg_class WHERE {where} AND 1 = 1",
+                       ctx).has_where is False

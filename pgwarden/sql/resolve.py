@@ -55,8 +55,8 @@ HARMLESS_VOLATILE = frozenset({
     "pg_prepared_xact", "pg_jit_available", "pg_stat_have_stats", "pg_xact_commit_timestamp",
     "pg_xact_commit_timestamp_origin", "pg_xact_status", "txid_status", "pg_collation_actual_version",
     "pg_database_collation_actual_version", "pg_get_wal_resource_managers", "pg_get_multixact_members",
-    "current_query", "cursor_to_xml", "cursor_to_xmlschema", "pg_isolation_test_session_is_blocked",
-    "currtid2", "pg_export_snapshot", "pg_stat_force_next_flush", "pg_stat_get_recovery_prefetch",
+    "current_query", "pg_isolation_test_session_is_blocked",
+    "currtid2", "pg_stat_force_next_flush", "pg_stat_get_recovery_prefetch",
     "pg_stat_get_xact_blocks_fetched", "pg_stat_get_xact_blocks_hit", "pg_stat_get_xact_function_calls",
     "pg_stat_get_xact_function_self_time", "pg_stat_get_xact_function_total_time",
     "pg_stat_get_xact_numscans", "pg_stat_get_xact_tuples_deleted", "pg_stat_get_xact_tuples_fetched",
@@ -76,6 +76,8 @@ VOLATILE_KINDS = {
     "pg_advisory_unlock_all": "lock", "pg_advisory_unlock_shared": "lock", "pg_advisory_xact_lock": "lock",
     "pg_advisory_xact_lock_shared": "lock", "pg_try_advisory_lock": "lock", "pg_try_advisory_lock_shared": "lock",
     "pg_try_advisory_xact_lock": "lock", "pg_try_advisory_xact_lock_shared": "lock",
+    # they FETCH from a cursor (any portal, the protocol's too): its query runs, as in FETCH
+    "cursor_to_xml": "cursor", "cursor_to_xmlschema": "cursor",
 }
 # ... and those that have it besides changing state: a notification reaches other sessions (their
 # LISTENers act on it), as NOTIFY's does (`syntax`).

@@ -1797,3 +1797,25 @@ def test_a_deallocate_that_does_not_run_leaves_the_protocol_statement_unknown(ap
     finally:
         agent.close()
     assert server.state() == before
+
+
+@pytest.mark.parametrize("reader", ["cursor_to_xml('c', 100, false, false, '')",
+                                    "cursor_to_xmlschema('c', false, false, '') IS NULL, cursor_to_xml('c', 100, "
+                                    "false, false, '')"], ids=["cursor_to_xml", "and-xmlschema"])
+def test_a_protocol_portal_run_by_cursor_to_xml_is_counted(hostile, server, reader):
+    # cursor_to_xml FETCHes from the portal it names, the protocol's too: the write bound there
+    # and never Executed runs then, and is counted as FETCH's is (it had updated every row).
+    server.reset()
+    before = server.state()
+    agent = Agent(hostile, GROUPS["capped"], "simple")
+    try:
+        assert not errors(agent.run("BEGIN"))  # (the portal lives until the transaction ends)
+        assert not errors(_protocol(agent, m.Parse("", "UPDATE things SET n = n + 1 WHERE id = abs(id) RETURNING id"),
+                                    m.Bind("c", "")))
+        answer = agent.run(f"SELECT {reader}")
+        agent.run("COMMIT")
+    finally:
+        agent.close()
+    refusals = errors(answer)
+    assert refusals and refusals[0].sqlstate == "42501" and "more than the 2 allowed" in refusals[0].message, answer
+    assert server.state() == before

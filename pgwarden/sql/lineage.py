@@ -379,6 +379,8 @@ class _Rel:
     # A function's result whose columns follow its arguments' types: a column named on it that
     # is not among `columns` may still be one of its (never an outer query's), holding this.
     fallback: _Val | None = None
+    # A function's result: its whole row may be one value (a jsonb), not a row of its columns.
+    function_item: bool = False
 
     def find(self, name: str) -> _Val | None:
         found = [v for n, v in self.columns if n == name]
@@ -393,8 +395,7 @@ class _Rel:
             return _Val(frozenset(Source(s, table, name) for s in schemas), False, True)
         if self.opaque:
             return _OPAQUE
-        return self.fallback if name != self.name else None  # (its own name: the whole row)
-        # (an unqualified name found by `fallback` is an outer query's column too: `lookup`)
+        return self.fallback  # (unqualified, it may be an outer query's column too: `lookup`)
 
     def whole(self) -> _Val:
         u = _union([v for _, v in self.columns] + ([self.fallback] if self.fallback is not None else []))
@@ -689,7 +690,9 @@ class _Walker:
             rows = [[self.read(self.expr(e, scope)) for e in (_node(row) or ("", {}))[1].get("items", [])]
                     for row in f["valuesLists"]]
             width = max((len(r) for r in rows), default=0)
-            return [(f"column{i + 1}", _either([r[i] for r in rows if i < len(r)])) for i in range(width)]
+            columns = [(f"column{i + 1}", _either([r[i] for r in rows if i < len(r)])) for i in range(width)]
+            self.tail(f, scope, columns)  # (VALUES ... ORDER BY 1 LIMIT n sorts and cuts as a SELECT does)
+            return columns
         for item in f.get("fromClause") or ():
             scope.items.append(self.from_item(item, scope))
         columns = self.targets(f.get("targetList") or (), scope)
@@ -736,7 +739,8 @@ class _Walker:
             aliases = _names(cf.get("aliascolnames"))
             query = cf.get("ctequery")
             qf = _select_fields(query)
-            if recursive and qf is not None and qf.get("op", "SETOP_NONE") != "SETOP_NONE":
+            if recursive and qf is not None and qf.get("op") == "SETOP_UNION" \
+                    and name in _relations_named(query, frozenset()):  # (a recursive item names itself)
                 columns = self.recursive_cte(name, aliases, qf, scope)
                 if not qf.get("all"):  # UNION drops rows equal to ones already found: it compares
                     for _, v in columns:
@@ -764,18 +768,17 @@ class _Walker:
         index = {name: i for i, name in enumerate(names)}
         needs = []
         for i, cf in enumerate(ctes):
-            named = {f.get("relname") for kind, f in _nodes(cf.get("ctequery"))
-                     if kind == "RangeVar" and not f.get("schemaname") and not f.get("catalogname")}
+            named = _relations_named(cf.get("ctequery"), frozenset())
             needs.append({index[n] for n in named if n in index and index[n] != i})
         order: list[int] = []
         placed: set[int] = set()
         while len(order) < len(ctes):
             ready = [i for i in range(len(ctes)) if i not in placed and needs[i] <= placed]
-            if not ready:  # a cycle: the rest in list order, their names bound first, unknown
+            if not ready:  # a cycle (the server refuses it): the rest in list order, unknown
                 rest = [i for i in range(len(ctes)) if i not in placed]
                 for i in rest:
-                    scope.ctes[names[i]] = []
-                self.unknown_reads = True
+                    scope.ctes[names[i]] = [("*", _OPAQUE)]
+                self.unknown_reads = self.shape_unknown = True
                 order += rest
                 break
             order.append(ready[0])
@@ -817,8 +820,7 @@ class _Walker:
         walked it (``*``, set operations and VALUES included: `sublink`), else as its text says.
         None where the name is not known (``*`` over a relation of unknown columns)."""
         if id(subselect) in self.sublink_names:
-            name = self.sublink_names[id(subselect)]
-            return None if name == "*" else name
+            return self.sublink_names[id(subselect)]
         return _first_target_name(subselect)
 
     def star(self, val: Any, scope: _Scope) -> Columns | None:
@@ -902,13 +904,16 @@ class _Walker:
         """ORDER BY / GROUP BY / DISTINCT ON items: an output's ordinal or name, else an expression."""
         k = _int_const(node)
         if k is not None:
-            return columns[k - 1][1] if 0 < k <= len(columns) else _NONE
+            # (past the columns lineage knows: the server's `*` made more of them)
+            return columns[k - 1][1] if 0 < k <= len(columns) else _OPAQUE
         n = _node(node)
         if n is not None and n[0] == "ColumnRef":
             names = _names(n[1].get("fields"))
             if len(names) == 1:
                 outputs = [v for name, v in columns if name == names[0]]
-                if outputs and not (prefer_input and self.lookup(names, scope) is not None):
+                # (an input column of this query's own FROM comes first, not an outer query's)
+                local = _Scope(scope.items, None, scope.ctes, scope.params)
+                if outputs and not (prefer_input and self.lookup(names, local) is not None):
                     return _either(outputs)
         return self.expr(node, scope)
 
@@ -1018,6 +1023,10 @@ class _Walker:
         if f.get("isNatural"):
             right_names = {n for n, _ in right.columns}
             using = [n for n, _ in left.columns if n in right_names]
+            unlisted = [r.fallback for side in (left, right) for r in side.rels if r.fallback is not None]
+            if unlisted or left.open_rels or right.open_rels:
+                # a side whose columns lineage does not list: the server may join on any of them
+                self.oracle(self.read(_union([_any_column(left), _any_column(right), *unlisted, _OPAQUE])), "JOIN")
         merged: Columns = []
         for name in using:
             # The server finds the name on both sides (else it refuses the join); a side where
@@ -1031,7 +1040,8 @@ class _Walker:
         rest = [(n, v) for n, v in left.columns if n not in using] + \
                [(n, v) for n, v in right.columns if n not in using]
         columns = merged + rest
-        item_scope = _Scope(scope.items + [left, right], scope.parent, scope.ctes, scope.params)
+        # ON sees the join's two sides and the outer queries, not the FROM items before the join
+        item_scope = _Scope([left, right], scope.parent, scope.ctes, scope.params)
         if f.get("quals") is not None:
             self.oracle(self.read(self.expr(f["quals"], item_scope)), "JOIN")
         alias = _alias(f)
@@ -1074,7 +1084,7 @@ class _Walker:
         columns = _rename(columns, alias[1])
         name = alias[0] or (single_name or "?")
         opaque = any(v.opaque and n == "*" for n, v in columns)
-        rel = _Rel(name, columns, opaque=opaque, fallback=fallback)
+        rel = _Rel(name, columns, opaque=opaque, fallback=fallback, function_item=True)
         return _Item([rel], columns, [rel] if opaque else [])
 
     def function_columns(self, call: Any, coldefs: Any, scope: _Scope) -> tuple[Columns, str | None, _Val | None]:
@@ -1084,14 +1094,18 @@ class _Walker:
         column of it holds (derived from every argument), else None."""
         n = _node(call)
         if n is None or n[0] != "FuncCall":
-            v = self.read(self.expr(call, scope))  # e.g. a SQLValueFunction
-            return [(_colname(call), _Val(v.sources, False, v.opaque))], None, None
+            # an expression (coalesce(...), CAST(... AS users), CURRENT_DATE): a row of its type's
+            # columns, which the text does not list
+            v = self.read(self.expr(call, scope))
+            return [], None, _Val(v.sources, False, v.opaque)
         f = n[1]
         names = _names(f.get("funcname"))
         fname = names[-1] if names else "?"
         args = [self.read(self.expr(a, scope)) for a in f.get("args") or ()]
         argv = _union(args)
-        if coldefs:
+        listed = _node(coldefs)  # ROWS FROM (f() AS (a text), ...): a List of column definitions
+        coldefs = listed[1].get("items") if listed is not None and listed[0] == "List" else coldefs
+        if coldefs and isinstance(coldefs, list):
             defs = [(_node(c) or ("", {}))[1].get("colname", "?column?") for c in coldefs]
         else:
             defs = []
@@ -1117,7 +1131,10 @@ class _Walker:
         # columns are its arguments' type's: what `*` makes of it is unknown
         polymorphic = not defs and any(
             fn.builtin and not fn.result_columns and fn.result_type in _ROW_POLYMORPHIC for fn in candidates)
-        return columns, fname, _Val(argv.sources, False, argv.opaque) if polymorphic or not alike else None
+        if polymorphic or not alike:  # no column it lists is sure to be the server's
+            every = _union([v for _, v in columns])
+            return [], fname, _Val(argv.sources | every.sources, False, argv.opaque or every.opaque)
+        return columns, fname, None
 
     def function_result(self, fn: FunctionFacts, defs: list[str], fname: str) -> Columns:
         names = list(fn.result_columns)
@@ -1355,8 +1372,7 @@ class _Walker:
                     in_open = [v for r in opens for v in [r.find(name)] if v is not None]
                     if in_open:
                         return found(in_open[0] if len(in_open) == 1 else _union(in_open))
-                maybe += [r.fallback for item in s.items for r in item.rels
-                          if r.fallback is not None and r.name != name]
+                maybe += [r.fallback for item in s.items for r in item.rels if r.fallback is not None]
             else:
                 rel = self._rel_at(names[:-1], s)
                 if rel is not None:
@@ -1367,8 +1383,10 @@ class _Walker:
     def _rel_at(self, qualifier: list[str], s: _Scope) -> _Rel | None:
         for item in s.items:
             for rel in item.rels:
-                if rel.name == qualifier[-1] and (len(qualifier) == 1 or rel.schema is None
-                                                  or _schema(rel.schema) == qualifier[-2]):
+                # schema.table names a stored relation by its own name, never a sub-select, a
+                # WITH item or an alias (the server looks further out for it)
+                if rel.name == qualifier[-1] and (len(qualifier) == 1 or (
+                        rel.schema is not None and _schema(rel.schema) == qualifier[-2])):
                     return rel
         return None
 
@@ -1511,7 +1529,9 @@ class _Walker:
         kind = f.get("subLinkType", "")
         columns = self.query(f.get("subselect"), scope)
         # (its output's name, for an output named after it: kept by the node, alive with the tree)
-        self.sublink_names[id(f.get("subselect"))] = columns[0][0] if columns else None
+        first = columns[0] if columns else None
+        self.sublink_names[id(f.get("subselect"))] = None if first is None or (
+            first[0] == "*" and first[1].opaque) else first[0]  # ("*" opaque: columns not known)
         test = self.expr(f.get("testexpr"), scope) if f.get("testexpr") is not None else _NONE
         if kind == "EXPR_SUBLINK" and len(columns) == 1:
             sub = (_node(f.get("subselect")) or ("", {}))[1]
@@ -1703,7 +1723,7 @@ class _Walker:
             if len(names) == len(fields) and self.lookup(names, scope) is not None:
                 return False  # a column (a json column's keys are its value's)
             rel = self.find_rel(names, scope)
-            return rel is not None and rel.unknown is None and not rel.opaque
+            return rel is not None and rel.unknown is None and not rel.opaque and not rel.function_item
         if fname in _BUILD_OBJECT and f.get("agg_star") is None and not f.get("func_variadic"):
             return len(args) % 2 == 0 and all((_node(k) or ("", {}))[0] == "A_Const" for k in args[::2])
         return False
@@ -1840,6 +1860,40 @@ def _find(item: _Item, name: str) -> _Val | None:
     return None
 
 
+def _relations_named(node: Any, shadowed: frozenset[str]) -> set[str]:
+    """The unqualified relation names a query names, as the server resolves them: a name an inner
+    WITH defines is that item inside its query, not the outer one."""
+    found: set[str] = set()
+    stack: list[tuple[Any, frozenset[str]]] = [(node, shadowed)]
+    while stack:
+        item, hidden = stack.pop()
+        if isinstance(item, list):
+            stack.extend((x, hidden) for x in item)
+            continue
+        n = _node(item)
+        if n is None:
+            if isinstance(item, dict):
+                stack.extend((v, hidden) for v in item.values() if isinstance(v, (dict, list)))
+            continue
+        kind, f = n
+        if kind == "RangeVar":
+            name = f.get("relname")
+            if not f.get("schemaname") and not f.get("catalogname") and name not in hidden:
+                found.add(name)
+            continue
+        if kind == "SelectStmt" and f.get("withClause") is not None:
+            w = _fields(f.get("withClause")) or {}
+            items = [_fields(c) or {} for c in w.get("ctes") or ()]
+            inner = hidden | {c.get("ctename", "") for c in items}
+            # (a WITH item's own query sees the list's names only under RECURSIVE; without, a
+            # name there may be the outer one: counted, an order that still holds)
+            stack.extend((c.get("ctequery"), inner if w.get("recursive") else hidden) for c in items)
+            stack.extend((v, inner) for k, v in f.items() if k != "withClause" and isinstance(v, (dict, list)))
+            continue
+        stack.extend((v, hidden) for v in f.values() if isinstance(v, (dict, list)))
+    return found
+
+
 def _any_column(item: _Item) -> _Val:
     """What a column of ``item`` that lineage cannot name may hold: any of its columns'."""
     return _Val(_union(v for _, v in item.columns).sources, False, True)
@@ -1900,13 +1954,13 @@ _SQL_VALUE_NAMES = {
     "SVFOP_CURRENT_TIMESTAMP_N": "current_timestamp", "SVFOP_LOCALTIME": "localtime",
     "SVFOP_LOCALTIME_N": "localtime", "SVFOP_LOCALTIMESTAMP": "localtimestamp",
     "SVFOP_LOCALTIMESTAMP_N": "localtimestamp", "SVFOP_CURRENT_ROLE": "current_role",
-    "SVFOP_CURRENT_USER": "current_user", "SVFOP_USER": "current_user", "SVFOP_SESSION_USER": "session_user",
+    "SVFOP_CURRENT_USER": "current_user", "SVFOP_USER": "user", "SVFOP_SESSION_USER": "session_user",
     "SVFOP_CURRENT_CATALOG": "current_catalog", "SVFOP_CURRENT_SCHEMA": "current_schema",
 }
 _XML_NAMES = {
     "IS_XMLCONCAT": "xmlconcat", "IS_XMLELEMENT": "xmlelement", "IS_XMLFOREST": "xmlforest",
     "IS_XMLPARSE": "xmlparse", "IS_XMLPI": "xmlpi", "IS_XMLROOT": "xmlroot", "IS_XMLSERIALIZE": "xmlserialize",
-    "IS_DOCUMENT": "?column?",
+
 }
 
 

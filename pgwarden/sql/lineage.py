@@ -33,7 +33,6 @@ from pgwarden.sql.analysis import STATISTICS_RELATIONS
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import deep, parse_tree
 from pgwarden.sql.syntax import SYSTEM_COLUMNS as _ALL_SYSTEM_COLUMNS
-from pgwarden.sql.syntax import _nodes
 
 
 @attrs.frozen

@@ -1876,7 +1876,7 @@ def _relations_named(node: Any, shadowed: frozenset[str]) -> set[str]:
             continue
         kind, f = n
         if kind == "RangeVar":
-            name = f.get("relname")
+            name = f.get("relname") or ""
             if not f.get("schemaname") and not f.get("catalogname") and name not in hidden:
                 found.add(name)
             continue

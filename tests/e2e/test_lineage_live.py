@@ -427,6 +427,8 @@ NAMED = [
     "SELECT * FROM ROWS FROM (jsonb_array_elements('[1]'), generate_series(1, 2))",
     "SELECT jsonb_array_elements.* FROM ROWS FROM (jsonb_array_elements('[1]'), generate_series(1, 2))",
     "SELECT * FROM generate_series(1, 2) g, jsonb_array_elements_text('[1]') WITH ORDINALITY",
+    "SELECT user, current_user, session_user, current_role, current_catalog, current_schema, "
+    "('<a/>'::xml IS DOCUMENT)::text, (SELECT 1 AS \"*\"), (SELECT * FROM (SELECT 2 AS \"*\") q)",
 ]
 
 

@@ -340,7 +340,11 @@ class _Val(NamedTuple):
 
 
 _NONE = _Val(frozenset(), False, False)
-_OPAQUE = _Val(frozenset(), False, True)
+# A value lineage cannot trace: it may hold any column the statement reads (`UNTRACED` among its
+# sources makes a condition over it an oracle of every one). A column of a relation the catalog
+# does not know is not this: its sources are the columns it is taken to be.
+_OPAQUE = _Val(frozenset({UNTRACED}), False, True)
+_MARKS = frozenset({UNTRACED})
 
 
 def _union(vals: Iterable[_Val]) -> _Val:
@@ -607,7 +611,8 @@ class _Walker:
 
     def result(self, columns: Columns | None) -> Lineage:
         outputs = None if columns is None else tuple(
-            Output(name, v.sources, v.direct and not v.opaque, v.opaque) for name, v in columns)
+            Output(name, v.sources - _MARKS if UNTRACED in v.sources else v.sources, v.direct and not v.opaque,
+                   v.opaque) for name, v in columns)
         return Lineage(
             outputs=outputs,
             reads=None if self.unknown_reads else frozenset(self.reads),
@@ -642,14 +647,15 @@ class _Walker:
 
     def read(self, v: _Val) -> _Val:
         self.reads |= v.sources
+        if UNTRACED in v.sources:  # (a mark, not a column: what it stands for makes reads unknown)
+            self.reads.discard(UNTRACED)
+            self.unknown_reads = True
         return v
 
     def oracle(self, v: _Val, clause: str) -> None:
         if self.record_oracles:
-            for s in sorted(v.sources, key=str):
+            for s in sorted(v.sources, key=str):  # (UNTRACED among them: a value of unknown columns)
                 self.oracles[OracleUse(s, clause)] = None
-            if v.opaque:  # what the value holds is not known: it may be any column the statement reads
-                self.oracles[OracleUse(UNTRACED, clause)] = None
 
     def star_unknown(self, columns: Columns) -> None:
         self.shape_unknown = True
@@ -904,7 +910,7 @@ class _Walker:
         k = _int_const(node)
         if k is not None:
             # (past the columns lineage knows: the server's `*` made more of them)
-            return columns[k - 1][1] if 0 < k <= len(columns) else _OPAQUE
+            return columns[k - 1][1] if 0 < k <= len(columns) else _OPAQUE  # (UNTRACED)
         n = _node(node)
         if n is not None and n[0] == "ColumnRef":
             names = _names(n[1].get("fields"))
@@ -1115,7 +1121,7 @@ class _Walker:
         if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
             self.unknown_reads = True
             if defs:
-                return [(d, _Val(argv.sources, False, True)) for d in defs], fname, None
+                return [(d, _Val(argv.sources | {UNTRACED}, False, True)) for d in defs], fname, None
             out: Columns = []
             self.star_unknown(out)
             return out, fname, None
@@ -1609,10 +1615,12 @@ class _Walker:
         if fname in _READS_BY_NAME or fname.startswith("dblink"):
             self.unknown_reads = True
             opaque = True
+            sources.add(UNTRACED)  # (what it reads is named at run time: table_to_xml('users', ...))
         elif not candidates:
             # A function the catalog does not know (with the snapshot: any of the database's own).
             self.unknown_reads = True
             opaque = True
+            sources.add(UNTRACED)
         for fn in candidates:
             if fn.builtin:
                 if fname in _REVEALING_FUNCTIONS:  # (a record or text holding a statement's text)
@@ -1894,8 +1902,9 @@ def _relations_named(node: Any, shadowed: frozenset[str]) -> set[str]:
 
 
 def _any_column(item: _Item) -> _Val:
-    """What a column of ``item`` that lineage cannot name may hold: any of its columns'."""
-    return _Val(_union(v for _, v in item.columns).sources, False, True)
+    """What a column of ``item`` that lineage cannot name may hold: any of its columns', or what
+    lineage cannot trace."""
+    return _Val(_union(v for _, v in item.columns).sources | {UNTRACED}, False, True)
 
 
 def _rename(columns: Columns, aliases: list[str]) -> Columns:

@@ -138,22 +138,33 @@ _F_PASSWORD: Final = 112  # p
 _MAX_NAME: Final = 63
 
 
-def _name_too_long(t: int, raw: bytes, converted: bool) -> bool:
+def _name_too_long(t: int, raw: bytes) -> int:
     """Whether a Parse, Bind, Execute, Describe or Close names a statement or portal the server
     would cut (red team five: a Close of ``'a' * 63 + 'Z'`` closed the statement pgwarden knew as
-    ``'a' * 63 + 'Y'``, which a Parse of an INSERT then took). With ``converted`` (the client's
-    encoding is not the server's), a name with bytes outside ASCII may grow up to three times
-    when the server converts it: such a name is held to a third of the bound."""
-    start = 6 if t == _F_DESCRIBE or t == _F_CLOSE else 5
+    ``'a' * 63 + 'Y'``, which a Parse of an INSERT then took): 1 when a name is longer than 63
+    bytes, 2 when one has bytes outside ASCII and more than 21 (the server's conversion from
+    another client encoding may make it up to three times longer), else 0. One scan of machine
+    integers, as `_name`'s: every such message asks."""
+    n: i64 = len(raw)
+    pos: i64 = 6 if t == _F_DESCRIBE or t == _F_CLOSE else 5
+    found = 0
     for _ in range(2 if t == _F_BIND else 1):  # a Bind names a portal, then a statement
-        end = raw.find(b"\0", start)
-        if end < 0:
-            return False  # malformed: its reader says so
-        length = end - start
-        if length > _MAX_NAME or (converted and length > _MAX_NAME // 3 and not raw[start:end].isascii()):
-            return True
-        start = end + 1
-    return False
+        begin: i64 = pos
+        ascii = True
+        while pos < n:
+            c: i64 = raw[pos]
+            if c == 0:
+                break
+            if c >= 128:
+                ascii = False
+            pos += 1
+        length: i64 = pos - begin
+        if length > _MAX_NAME:
+            return 1
+        if not ascii and length > _MAX_NAME // 3:
+            found = 2
+        pos += 1
+    return found
 
 # What the server framer may hand on in fragments: rows and COPY data, unless their
 # messages must be read whole (a transform, or a row cap counting them).
@@ -634,6 +645,10 @@ class Relay:
         self._refused: set[str] = set()  # statement names whose latest Parse pgwarden refused
         self._skip_to_sync = False  # pgwarden refused an extended message
         self._server_discarding = False  # the server is skipping until Sync
+        # An extended-protocol message went upstream since the last Sync: the server may be
+        # skipping to that Sync (an error it has not reported yet), a simple Query or a
+        # FunctionCall now would be skipped unanswered (see `_process_client`)
+        self._unsynced = False
         self._expect = Expectations()
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
         self._done_generation = 0
@@ -820,11 +835,23 @@ class Relay:
                 if t != _F_SYNC:
                     continue
                 self._skip_to_sync = False
-            if (t == _F_PARSE or t == _F_BIND or t == _F_EXECUTE or t == _F_DESCRIBE or t == _F_CLOSE) \
-                    and _name_too_long(t, raw, self._encoding_name != self.state.parameters.get(
+            if t == _F_PARSE or t == _F_BIND or t == _F_EXECUTE or t == _F_DESCRIBE or t == _F_CLOSE:
+                long = _name_too_long(t, raw)
+                if long and (long == 1 or self._encoding_name != self.state.parameters.get(
                         "server_encoding", self._encoding_name)):
-                self.fail("pgwarden: a statement or portal name longer than 63 bytes is not accepted: the server "
-                          "tells names apart by their first 63 bytes only (NAMEDATALEN)")
+                    self.fail("pgwarden: a statement or portal name longer than 63 bytes is not accepted: the "
+                              "server tells names apart by their first 63 bytes only (NAMEDATALEN)")
+                    return
+                self._unsynced = True
+            elif t == _F_SYNC:
+                self._unsynced = False
+            elif (t == _F_QUERY or t == _F_FUNCTION_CALL) and self._unsynced:
+                # After an error the server skips every message to the Sync, a Query too, and
+                # answers none of them; pgwarden would take the Sync's ReadyForQuery for the
+                # Query's and read every later answer one behind (red team five: a re-Parse the
+                # server refused was taken as done, and its Bind ran the INSERT held under the name)
+                self.fail("pgwarden: a simple Query or FunctionCall inside an extended-protocol exchange is not "
+                          "accepted: send Sync first")
                 return
             request: StatementRequest | None
             try:

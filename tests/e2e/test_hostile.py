@@ -1819,3 +1819,35 @@ def test_a_protocol_portal_run_by_cursor_to_xml_is_counted(hostile, server, read
     refusals = errors(answer)
     assert refusals and refusals[0].sqlstate == "42501" and "more than the 2 allowed" in refusals[0].message, answer
     assert server.state() == before
+
+
+def test_a_simple_query_before_the_sync_of_an_extended_exchange_ends_the_session(approving_and_blocking, server):
+    # After an extended-protocol error the server skips everything up to the Sync, a Query too,
+    # unanswered: pgwarden had taken the Sync's ReadyForQuery for the Query's, read every later
+    # answer one behind, and taken a re-Parse the server refused (42P05) for done; the Bind of
+    # that name then ran the DELETE held there for approval.
+    before = server.state()
+    agent = Agent(approving_and_blocking, "ai-agents", "simple")
+    try:
+        assert not errors(_protocol(agent, m.Parse("n1", "DELETE FROM things")))
+        agent.rc.send(b"".join(x.encode() for x in (m.Parse("", "SELECT 1/0"), m.Bind("", ""), m.Execute("", 0),
+                                                     m.Flush())))
+        while not isinstance(agent.rc.recv_message(), m.ErrorResponse):  # (the server skips to the Sync now)
+            pass
+        agent.rc.send(m.Query("SELECT 42").encode() + m.Sync().encode())
+        answer = agent.rc.until_ready()
+        assert agent.rc.recv_message() is None, answer  # the session ended
+    finally:
+        agent.close()
+    assert any("inside an extended-protocol exchange" in e.message for e in errors(answer)), answer
+    assert server.state() == before
+
+
+def test_a_simple_query_after_the_sync_goes_on(approving_and_blocking, server):
+    agent = Agent(approving_and_blocking, "ai-agents", "simple")
+    try:
+        answer = _protocol(agent, m.Parse("", "SELECT 1/0"), m.Bind("", ""), m.Execute("", 0))
+        assert errors(answer) and isinstance(answer[-1], m.ReadyForQuery)
+        assert not errors(agent.run("SELECT 42"))
+    finally:
+        agent.close()

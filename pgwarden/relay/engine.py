@@ -645,10 +645,6 @@ class Relay:
         self._refused: set[str] = set()  # statement names whose latest Parse pgwarden refused
         self._skip_to_sync = False  # pgwarden refused an extended message
         self._server_discarding = False  # the server is skipping until Sync
-        # An extended-protocol message went upstream since the last Sync: the server may be
-        # skipping to that Sync (an error it has not reported yet), a simple Query or a
-        # FunctionCall now would be skipped unanswered (see `_process_client`)
-        self._unsynced = False
         self._expect = Expectations()
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
         self._done_generation = 0
@@ -842,17 +838,14 @@ class Relay:
                     self.fail("pgwarden: a statement or portal name longer than 63 bytes is not accepted: the "
                               "server tells names apart by their first 63 bytes only (NAMEDATALEN)")
                     return
-                self._unsynced = True
-            elif t == _F_SYNC:
-                self._unsynced = False
-            elif (t == _F_QUERY or t == _F_FUNCTION_CALL) and self._unsynced:
-                # After an error the server skips every message to the Sync, a Query too, and
-                # answers none of them; pgwarden would take the Sync's ReadyForQuery for the
-                # Query's and read every later answer one behind (red team five: a re-Parse the
-                # server refused was taken as done, and its Bind ran the INSERT held under the name)
-                self.fail("pgwarden: a simple Query or FunctionCall inside an extended-protocol exchange is not "
-                          "accepted: send Sync first")
-                return
+            elif (t == _F_QUERY or t == _F_FUNCTION_CALL) and self._server_discarding:
+                # After an error the server skips every message up to the Sync, a Query too, and
+                # answers none of them: so does pgwarden (it had forwarded the Query, taken the
+                # Sync's ReadyForQuery for its answer and read every later answer one behind;
+                # red team five: a re-Parse the server refused was taken for done, and its Bind
+                # ran the INSERT held for approval under the name). (One sent before the error
+                # came back is dropped from what pgwarden waits for by `_error`.)
+                continue
             request: StatementRequest | None
             try:
                 if t == _F_QUERY or t == _F_PARSE or t == _F_FUNCTION_CALL:

@@ -967,8 +967,10 @@ class _Walker:
                     self.oracle(self.read(self.expr(arg, scope)), "rows")
             return item
         if kind == "RangeTableFunc":  # XMLTABLE
-            doc = self.read(_union([self.expr(f.get("docexpr"), scope), self.expr(f.get("rowexpr"), scope)]))
-            self.oracle(doc, "rows")  # the document and its row path say how many rows there are
+            # the document, its row path and its namespaces' URIs say how many rows there are
+            doc = self.read(_union([self.expr(f.get("docexpr"), scope), self.expr(f.get("rowexpr"), scope),
+                                    self.expr(f.get("namespaces"), scope)]))
+            self.oracle(doc, "rows")
             for c in f.get("columns") or ():  # a column's PATH and DEFAULT expressions make its values
                 cf = (_node(c) or ("", {}))[1]
                 doc = _union([doc] + [self.read(self.expr(cf[k], scope)) for k in ("colexpr", "coldefexpr")
@@ -984,10 +986,12 @@ class _Walker:
         rel = _Rel(name, [], opaque=True)
         return _Item([rel], [], [rel])
 
-    def range_var(self, f: dict, scope: _Scope) -> _Item:
+    def range_var(self, f: dict, scope: _Scope, table: bool = False) -> _Item:
+        """A relation named in FROM (a WITH item first), or, ``table``, a write's target: always
+        the table, whatever WITH items the statement names."""
         schema, name = f.get("schemaname"), f.get("relname", "")
         alias = _alias(f)
-        if schema is None:
+        if schema is None and not table:
             cte = scope.cte(name)
             if cte is not None:
                 columns = _rename(cte, alias[1])
@@ -1053,7 +1057,10 @@ class _Walker:
         open_rels = left.open_rels + right.open_rels
         if alias[0]:
             columns = _rename(columns, alias[1])
-            rel = _Rel(alias[0], columns, opaque=bool(open_rels))
+            # (a side's function item whose columns lineage cannot list: so are the join's)
+            unlisted = [r.fallback for r in left.rels + right.rels if r.fallback is not None]
+            rel = _Rel(alias[0], columns, opaque=bool(open_rels),
+                       fallback=_union(unlisted) if unlisted else None)
             return _Item([rel], columns, open_rels, hidden_rels=left.rels + right.rels)
         return _Item(left.rels + right.rels, columns, open_rels)
 
@@ -1082,7 +1089,7 @@ class _Walker:
                 columns = [(nm, v) for nm, (_, v) in zip(names, columns, strict=False)]
         alias = _alias(f)
         if len(columns) == 1 and single_name is not None and alias[0] and not alias[1] \
-                and columns[0][0] == single_name:
+                and columns[0][0] == single_name and len(f.get("functions") or ()) == 1:
             columns = [(alias[0], columns[0][1])]  # a scalar function's column takes the alias
         if f.get("ordinality"):
             columns.append(("ordinality", _NONE))
@@ -1179,7 +1186,7 @@ class _Walker:
     def write(self, kind: str, f: dict, parent: _Scope | None) -> Columns | None:
         scope = _Scope([], parent)
         self.with_clause(f.get("withClause"), scope)
-        target = self.range_var(f.get("relation") or {}, scope)
+        target = self.range_var(f.get("relation") or {}, scope, table=True)
         rel = target.rels[0]
         if kind == "InsertStmt":
             select = f.get("selectStmt")
@@ -1370,7 +1377,9 @@ class _Walker:
                     return found(hits[0] if len(hits) == 1 else _union(hits))
                 if name in s.params:
                     return found(_NONE)
-                if name in SYSTEM_COLUMNS and any(r.system for item in s.items for r in item.rels):
+                # (a stored relation of the FROM list itself: inside a join, the server does not
+                # find system columns unqualified, and looks further out)
+                if name in SYSTEM_COLUMNS and any(len(item.rels) == 1 and item.rels[0].system for item in s.items):
                     return found(_NONE)
                 opens = [r for item in s.items for r in item.open_rels]
                 if opens:

@@ -639,6 +639,14 @@ class _Walker:
             self.read(v)
         return self.result(columns)
 
+    def set_value(self, target: Any, scope: _Scope, value: bool = True) -> _Val:
+        """What a SET item (``a = v``, ``a[i] = v``, ``a.f = v``) writes, and where: its subscripts
+        choose the element written as much as its value does (``SET arr[ascii(ssn)] = 1``)."""
+        tf = (_node(target) or ("", {}))[1]
+        parts = [self.expr(tf.get("val"), scope)] if value else []
+        parts += [self.expr(i, scope) for i in tf.get("indirection") or ()]
+        return self.read(_union(parts)) if parts else _NONE
+
     def _written(self, columns: Columns) -> None:
         for _, v in columns:
             self.oracle(v, "write")
@@ -1192,13 +1200,15 @@ class _Walker:
             select = f.get("selectStmt")
             values = self.query(select, scope) if select is not None else []
             self._written(values)
+            for c in f.get("cols") or ():  # (a column list's subscripts: INSERT INTO t (a[i]) ...)
+                self._written([("", self.set_value(c, scope, value=False))])
             on_conflict = _node(f.get("onConflictClause")) if f.get("onConflictClause") else None
             conflict = on_conflict[1] if on_conflict else (f.get("onConflictClause") or {})
             if conflict:
                 excluded = _Rel("excluded", rel.columns, unknown=rel.unknown)
                 cscope = _Scope([target, _Item([excluded], [], [])], scope.parent, scope.ctes)
                 for t in conflict.get("targetList") or ():
-                    self._written([("", self.read(self.expr((_node(t) or ("", {}))[1].get("val"), cscope)))])
+                    self._written([("", self.set_value(t, cscope))])
                 if conflict.get("whereClause") is not None:
                     self.oracle(self.read(self.expr(conflict["whereClause"], cscope)), "WHERE")
             scope.items.append(target)
@@ -1207,7 +1217,7 @@ class _Walker:
             for item in f.get("fromClause") or ():
                 scope.items.append(self.from_item(item, scope))
             for t in f.get("targetList") or ():
-                self._written([("", self.read(self.expr((_node(t) or ("", {}))[1].get("val"), scope)))])
+                self._written([("", self.set_value(t, scope))])
             if f.get("whereClause") is not None:
                 self.oracle(self.read(self.expr(f["whereClause"], scope)), "WHERE")
         elif kind == "DeleteStmt":
@@ -1226,7 +1236,7 @@ class _Walker:
                 if wf.get("condition") is not None:
                     self.oracle(self.read(self.expr(wf["condition"], scope)), "WHERE")
                 for t in wf.get("targetList") or ():
-                    self._written([("", self.read(self.expr((_node(t) or ("", {}))[1].get("val"), scope)))])
+                    self._written([("", self.set_value(t, scope))])
                 for v in wf.get("values") or ():
                     self._written([("", self.read(self.expr(v, scope)))])
         returning = f.get("returningClause") or {}

@@ -11,6 +11,7 @@ from test_mask_round3 import (
     POLICY,
     SSN,
     Session,
+    direct,  # noqa: F401 (a fixture: asked for by name below)
     leaked,
     received_by,
     rtdb,  # noqa: F401 (round three's database, a fixture: asked for by name below)
@@ -261,3 +262,15 @@ def test_a_write_to_a_table_named_like_a_with_item_is_the_tables(agent):
     assert r["err"] is not None and r["err"][0] == "42501", r
     got, r = received_by(agent, "SELECT name FROM users WHERE id = 1")
     assert _letters(SSN) not in str(r["rows"]), r
+
+
+@pytest.mark.parametrize("write", [
+    "UPDATE notes5 SET arr[ascii(substr((SELECT ssn FROM users WHERE id = 1), 1, 1))] = 1 WHERE id = 1",
+    "INSERT INTO notes5 (id, arr[ascii(substr((SELECT ssn FROM users WHERE id = 1), 1, 1))]) VALUES (2, 1)",
+], ids=["update", "insert"])
+def test_a_subscript_of_a_written_column_is_a_write_of_what_it_reads(agent, request, write):
+    # the element written says the value: SET arr[ascii(first digit)] = 1, then read arr's bounds
+    request.getfixturevalue("direct").execute("CREATE TABLE IF NOT EXISTS notes5 (id int, arr int[]); GRANT ALL ON notes5 TO PUBLIC; "
+                   "DELETE FROM notes5; INSERT INTO notes5 VALUES (1, '{}')")
+    _, r = received_by(agent, write)
+    assert r["err"] is not None and r["err"][0] == "42501" and "written to a table" in r["err"][1], r

@@ -135,9 +135,16 @@ NAMING = {
 
 @pytest.mark.parametrize("sql", list(NAMING.values()), ids=list(NAMING))
 def test_a_column_the_server_names_is_the_one_masked(agent, sql):
-    got, r = received_by(agent, sql)
+    _assert_not_in_clear(*received_by(agent, sql))
+
+
+def _assert_not_in_clear(got: bytes, r: dict) -> None:
+    """No secret in the bytes the agent received, nor in its rows, nor rewritten out of the
+    detectors' shapes (``translate(ssn, '0123456789', 'abcdefghij')``)."""
+    text = got.decode("latin-1")
     assert not leaked(got), (leaked(got), r)
     assert SSN not in str(r["rows"]) and CARD[:12] not in str(r["rows"]).replace(" ", ""), r
+    assert _as_letters(SSN) not in text and _as_letters(SSN)[:3] not in text.replace("abc", ""), r
 
 
 def test_join_using_a_name_only_the_server_finds_is_an_oracle(agent):
@@ -191,8 +198,7 @@ LEAKS_5B = {
 
 @pytest.mark.parametrize("sql", list(LEAKS_5B.values()), ids=list(LEAKS_5B))
 def test_second_pass_a_column_the_server_names_is_the_one_masked(agent, sql):
-    got, r = received_by(agent, sql)
-    assert not leaked(got), (leaked(got), r)
+    _assert_not_in_clear(*received_by(agent, sql))
 
 
 # ... and conditions on masked values the server answered unchecked: each must be refused.
@@ -225,10 +231,6 @@ def test_second_pass_a_condition_on_a_masked_value_is_refused(agent, sql):
     assert r["err"] is not None and r["err"][0] == "42501", (r, leaked(got))
 
 
-def _letters(value: str) -> str:
-    return value.translate(str.maketrans("0123456789", "abcdefghij"))
-
-
 # Round five, third pass: ssn rewritten out of the detectors' shapes (translate) came back in clear.
 LEAKS_5C = {
     "xmltable-namespaces": "SELECT u.id, string_agg(x.v, '' ORDER BY p) FROM users u, generate_series(1,11) p, LATERAL "
@@ -250,9 +252,7 @@ LEAKS_5C = {
 
 @pytest.mark.parametrize("sql", list(LEAKS_5C.values()), ids=list(LEAKS_5C))
 def test_third_pass_a_masked_value_is_not_read_in_clear(agent, sql):
-    got, r = received_by(agent, sql)
-    text = got.decode("latin-1")
-    assert not leaked(got) and _letters(SSN) not in text and _letters(SSN)[:3] not in text.replace("abc", ""), r
+    _assert_not_in_clear(*received_by(agent, sql))
 
 
 def test_a_write_to_a_table_named_like_a_with_item_is_the_tables(agent):
@@ -261,7 +261,7 @@ def test_a_write_to_a_table_named_like_a_with_item_is_the_tables(agent):
                                 "= translate(ssn, '0123456789', 'abcdefghij') WHERE id = 1")
     assert r["err"] is not None and r["err"][0] == "42501", r
     got, r = received_by(agent, "SELECT name FROM users WHERE id = 1")
-    assert _letters(SSN) not in str(r["rows"]), r
+    assert _as_letters(SSN) not in str(r["rows"]), r
 
 
 @pytest.mark.parametrize("write", [

@@ -22,6 +22,7 @@ from pgwarden.authentication import Authentication
 from pgwarden.cancels import CancelForwarder
 from pgwarden.catalog import builtin_catalog
 from pgwarden.catalog.live import LiveCatalog
+from pgwarden.catalog.planner import ServerPlans
 from pgwarden.config import Config, ConfigError, ListenTLS
 from pgwarden.decisions import Decisions
 from pgwarden.masking import missing_columns
@@ -143,6 +144,9 @@ class Application:
             if config.catalog.live else _Fixed(builtin_catalog())
         if isinstance(self.catalog, LiveCatalog):
             self.catalog.on_change_seen.append(self._decide_binds_again)
+        #: the server's own plans, that masking checks lineage against (with the live catalog only)
+        self.plans = ServerPlans(config.upstream, reactor, self._relation_columns,
+                                 lambda: self.catalog.current.generation) if config.catalog.live else None
         self.upstream_tls = tls_options(config.upstream)
         self.client_tls = client_tls(config.listen.tls) if config.listen.tls is not None else None
         self.decisions = Decisions(self.plugins, self.recorder, self.stats, self.statements, self.catalog,
@@ -165,6 +169,7 @@ class Application:
             canceller=self.canceller,
             turns=self.turns,
             stats=self.stats,
+            plans=self.plans,
         )
 
     # ------------------------------------------------------------------ listening
@@ -222,8 +227,19 @@ class Application:
     def close_plugins(self) -> None:
         """The last records out, then every plugin closes what it holds (sinks, files)."""
         self.catalog.stop()
+        if self.plans is not None:
+            self.plans.close()
         self.recorder.close()
         self.plugins.notify("pgwarden_stop")
+
+    def _relation_columns(self, schema: str, table: str) -> list[str] | None:
+        """A relation's column names in order, from the catalog in use (None: not known)."""
+        catalog = self.catalog.current
+        for rel in catalog.relations_named(table):
+            if rel.schema == schema:
+                columns = catalog.columns_of(rel.oid)
+                return None if columns is None else [c.name for c in columns]
+        return None
 
     # ------------------------------------------------------------------ sessions
 

@@ -14,6 +14,7 @@ import attrs
 from pgwarden.identity import Identity
 
 if TYPE_CHECKING:
+    from pgwarden.catalog.planner import ServerPlans
     from pgwarden.policy.model import Policy
 
 T = TypeVar("T")
@@ -105,6 +106,13 @@ def went_unchecked(session: Session) -> None:
 #: a statement, not as the body of a name: a plugin that judges an ``EXECUTE`` by the bodies it
 #: saw ``PREPARE``d takes such a name as unknown.
 PROTOCOL_PREPARED = StoreKey["set[str]"]("core.protocol_prepared")
+
+
+#: The server's plans of statements (`pgwarden.catalog.planner.ServerPlans`), set by the core at
+#: the session's start when pgwarden reads the live catalog: ``plan(sql, search_path,
+#: standard_strings)`` gives a Deferred of `PlanUses` (the base columns the server's plan reads
+#: and tests), `PlanRefused` or `PlanUnavailable`. Masking checks lineage against it.
+SERVER_PLANS: StoreKey[ServerPlans] = StoreKey("core.server_plans")
 
 
 def protocol_took_name(session: Session, kind: str, name: str) -> None:

@@ -46,7 +46,7 @@ from pgwarden.proxy.upstream import UpstreamProtocol
 from pgwarden.recorder import SessionLog, new_session_id
 from pgwarden.relay.engine import Relay, StatementRequest
 from pgwarden.relay.handshake import UpstreamLogin
-from pgwarden.session import Session, replace_policies
+from pgwarden.session import SERVER_PLANS, Session, replace_policies
 from pgwarden.shadow import Shadow
 from pgwarden.sql.context import DEFAULT_PATH, SqlContext, parse_path, shared
 from pgwarden.sql.encoding import UnsupportedEncoding, client_encoding
@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from pgwarden.approvals import Wait
     from pgwarden.cancels import CancelForwarder
     from pgwarden.catalog.model import Catalog
+    from pgwarden.catalog.planner import ServerPlans
     from pgwarden.config import Config
     from pgwarden.metrics import Stats
     from pgwarden.policy.model import Policy
@@ -236,6 +237,8 @@ class SessionServices:
     canceller: CancelForwarder
     turns: Turns
     stats: Stats
+    #: the server's plans of statements (`pgwarden.catalog.planner`), None without a live catalog
+    plans: ServerPlans | None = None
 
 
 class ClientConnection(ConnectionState, Protocol):
@@ -536,6 +539,9 @@ class ClientConnection(ConnectionState, Protocol):
             client_address=peer_text(self.transport.getPeer()),
             policies=self.policies,
         )
+        plans = self.services.plans
+        if plans is not None:
+            self.session.store[SERVER_PLANS] = plans
         self.shadow = Shadow.of(self.session, self._shadow_units)
         self.pump = pump = Pump(self, self.transport, upstream.transport)
         self.relay = pump.relay = self.services.relays.relay(self, pump.decide, parameters,

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
+from twisted.internet.defer import Deferred
 
 from pgwarden.api import (
     MASK,
@@ -41,10 +42,12 @@ from pgwarden.api import (
 )
 from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
+from pgwarden.session import SERVER_PLANS
 from pgwarden.sql.lineage import UNTRACED, names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
+from pgwarden_plugins.mask.plans import check_against_plans
 from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 _REDACT = values.redact()
@@ -195,7 +198,7 @@ class Masking:
     # ------------------------------------------------------------------ statements
 
     @hookimpl
-    def pgwarden_check(self, statement: Statement, session: Session) -> Verdict | None:
+    def pgwarden_check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict | None] | None:
         rules = self.rules(session)
         if not rules.columns:
             return None
@@ -278,7 +281,11 @@ class Masking:
                         return _refused_by(rule,
                             f"masked column {read} is hashed, and no hash key is configured",
                             "An operator must set plugins.mask.key_file; this is not caused by the statement.")
-        return None
+        plans = session.store.get(SERVER_PLANS, None)
+        if plans is None:
+            return None
+        return check_against_plans(plans, rules, statement, self._may_touch(rules, statement, lineages, True),
+                                   _refused_by)
 
     def _prepared(self, rules: SessionRules, statement: Statement, session: Session) -> Verdict | None:
         """Remembers what PREPAREs define (and DEALLOCATEs forget); judges an EXECUTE with the

@@ -1,0 +1,202 @@
+"""The server's plans of statements, asked over pgwarden's own connection (`ServerPlans`).
+
+Masking checks the columns lineage found against those the server's plan uses (`plans`). The
+plan is asked for on a connection of pgwarden's own, with pgwarden's upstream credential (the
+role sessions log in as), never on the agent's session: nothing is added to the agent's
+traffic, its transaction or its statistics. What the session has and this connection has not
+(its search_path, its standard_conforming_strings) is set for each question:
+
+    BEGIN READ ONLY                       -- a function the planner folds cannot write
+    SET LOCAL search_path / standard_conforming_strings / plan_cache_mode = force_generic_plan
+    Parse (the statement, its parameter types as the client declared them)
+    EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) EXECUTE ... (NULL for each parameter)
+    ROLLBACK; DEALLOCATE
+
+A generic plan keeps the parameters as ``$n``: no NULL is folded into a condition and no branch
+is planned away. An answer is kept per (text, search_path, standard_conforming_strings,
+parameter types, catalog generation): an agent's retried statement costs no second question.
+
+What the session has that this connection cannot have (a temporary table, a relation created in
+the session's open transaction, a cursor for ``WHERE CURRENT OF``) makes the server refuse the
+question: `PlanRefused` with its SQLSTATE; so does a lock the session's open transaction holds (its
+DDL), after ``lock_timeout`` (55P03). A connection that fails is `PlanUnavailable`.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+
+from pgwarden.catalog.live import connection_parameters
+from pgwarden.catalog.plans import PlanUses, plan_uses
+from pgwarden.config import Upstream
+
+_NAME = b"pgwarden_plan"
+LOCK_TIMEOUT_MS = 200
+APPLICATION_NAME = "pgwarden plans"
+
+
+@attrs.frozen
+class PlanRefused:
+    """The server would not plan the statement on pgwarden's connection (SQLSTATE ``sqlstate``)."""
+
+    sqlstate: str
+    message: str
+
+
+@attrs.frozen
+class PlanUnavailable:
+    """pgwarden could not ask (the connection failed, or took too long)."""
+
+    reason: str
+
+
+PlanAnswer = PlanUses | PlanRefused | PlanUnavailable
+
+
+def _quoted(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+class ServerPlans:
+    """Plans of statements, as `PlanUses`, from the upstream server (see the module's docstring).
+
+    ``columns(schema, table)`` lists a relation's columns from the catalog in use; ``generation``
+    says which catalog that is (answers are kept per generation).
+    """
+
+    def __init__(self, upstream: Upstream, reactor: Any, columns: Callable[[str, str], Any],
+                 generation: Callable[[], int], *, timeout_s: float = 5.0, keep: int = 2000,
+                 run_in_thread: Callable[[Callable[[], Any]], defer.Deferred] | None = None) -> None:
+        self._upstream = upstream
+        self._params = connection_parameters(upstream, 30.0) | {"application_name": APPLICATION_NAME}
+        self._columns = columns
+        self._generation = generation
+        self._timeout_ms = int(timeout_s * 1000)
+        self._keep = keep
+        self._answers: OrderedDict[tuple, PlanUses | PlanRefused] = OrderedDict()
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        self._run_in_thread = run_in_thread or (
+            lambda f: deferToThreadPool(reactor, reactor.getThreadPool(), f))
+        self.asked = 0  # questions that went to the server (tests and metrics read it)
+
+    def plan(self, sql: str, search_path: tuple[str, ...], standard_strings: bool = True,
+             param_types: tuple[int, ...] = ()) -> defer.Deferred[PlanAnswer]:
+        """A Deferred of what the server's plan of ``sql`` uses (never fails: answers instead)."""
+        key = (sql, search_path, standard_strings, param_types, self._generation())
+        known = self._answers.get(key)
+        if known is not None:
+            self._answers.move_to_end(key)
+            return defer.succeed(known)
+
+        self.asked += 1
+
+        def ask() -> object:
+            return self._ask(sql, search_path, standard_strings, param_types)
+
+        def answered(raw: object) -> PlanAnswer:
+            if isinstance(raw, PlanRefused | PlanUnavailable):
+                answer: PlanAnswer = raw
+            else:
+                answer = plan_uses(raw, self._columns)
+            if not isinstance(answer, PlanUnavailable):
+                self._answers[key] = answer
+                while len(self._answers) > self._keep:
+                    self._answers.popitem(last=False)
+            return answer
+
+        def failed(failure: Any) -> PlanAnswer:
+            return PlanUnavailable(f"{failure.type.__name__}")
+
+        asking: defer.Deferred[Any] = self._run_in_thread(ask)
+        asking.addCallback(answered).addErrback(failed)
+        return asking
+
+    def close(self) -> defer.Deferred:
+        def close() -> None:
+            with self._lock:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    conn.close()
+
+        return self._run_in_thread(close)
+
+    # ------------------------------------------------------------------ in a worker thread
+
+    def _ask(self, sql: str, search_path: tuple[str, ...], standard_strings: bool,
+             param_types: tuple[int, ...]) -> object:
+        import psycopg
+
+        password = None
+        with self._lock:
+            try:
+                password = self._upstream.read_password()
+                conn = self._conn
+                if conn is None or conn.closed:
+                    conn = self._conn = psycopg.connect(**self._params, password=password or "",
+                                                        autocommit=True, prepare_threshold=None)
+                    conn.execute(f"SET statement_timeout = {self._timeout_ms}")
+                    # A lock the session's own open transaction holds (its DDL) is never released
+                    # while the session waits for this answer: not waited for long.
+                    conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
+                return self._explain(conn, sql, search_path, standard_strings, param_types)
+            except psycopg.OperationalError as e:
+                self._drop()
+                text = str(e).replace(password, "[password]") if password else str(e)
+                return PlanUnavailable(f"{type(e).__name__}: {text.strip()}")
+            except psycopg.Error as e:
+                self._drop()
+                return PlanUnavailable(f"{type(e).__name__}")
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001, S110 - a broken connection is dropped whatever it says
+                pass
+
+    @staticmethod
+    def _explain(conn: Any, sql: str, search_path: tuple[str, ...], standard_strings: bool,
+                 param_types: tuple[int, ...]) -> object:
+        from psycopg import pq
+
+        pg = conn.pgconn
+        path = ", ".join(_quoted(s) for s in search_path) or "''"
+        conn.execute("BEGIN READ ONLY")
+        try:
+            conn.execute(f"SET LOCAL search_path TO {path}")
+            conn.execute(f"SET LOCAL standard_conforming_strings TO {'on' if standard_strings else 'off'}")
+            conn.execute("SET LOCAL plan_cache_mode TO force_generic_plan")
+            done = pg.prepare(_NAME, sql.encode(), list(param_types) or None)
+            if done.status != pq.ExecStatus.COMMAND_OK:
+                return PlanRefused(_field(done, b"C"), _field(done, b"M"))
+            try:
+                described = pg.describe_prepared(_NAME)
+                params = described.nparams if described.status == pq.ExecStatus.COMMAND_OK else 0
+                args = f"({', '.join(['NULL'] * params)})" if params else ""
+                result = pg.exec_(b"EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) EXECUTE "
+                                  + _NAME + args.encode())
+                if result.status != pq.ExecStatus.TUPLES_OK:
+                    return PlanRefused(_field(result, b"C"), _field(result, b"M"))
+                raw = result.get_value(0, 0)
+                return json.loads(bytes(raw).decode()) if raw is not None else []
+            finally:
+                pg.exec_(b"ROLLBACK")
+                pg.exec_(b"DEALLOCATE " + _NAME)
+        finally:
+            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+
+
+def _field(result: Any, code: bytes) -> str:
+    value = result.error_field(ord(code)) if isinstance(code, bytes) else None
+    return bytes(value).decode("utf-8", "replace") if value else ""

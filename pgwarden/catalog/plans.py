@@ -1,0 +1,213 @@
+"""Which base columns the server's own plan of a statement reads, and which it tests.
+
+Lineage (`pgwarden.sql.lineage`) resolves every name of a statement the way the server would;
+five red-team rounds found it resolving some differently (a name taken for another scope's, a
+column of a FROM item it could not list). The server's plan is the server's own resolution:
+``EXPLAIN (VERBOSE)`` prints every column reference qualified by its range table entry's alias
+(made unique across the whole plan), and each scan node says which relation that alias is.
+`plan_uses` reads a plan that way, so that masking can check lineage against it
+(`ServerPlans`, docs/masking.md "The server's plan").
+
+Read from the plan, per base relation column:
+
+* **reads**: referenced by an expression anywhere: an output, a condition, a sort or group key,
+  a function's arguments;
+* **tests**: referenced by anything but an output list or a FROM item's function call (a filter,
+  a join or index condition, a sort or group key): what decides which rows come out, in which
+  order, or how many.
+
+Expressions are split into tokens by the server's own scanner (pglast's ``scan``), never by
+patterns. ``alias.column`` is a column; ``alias.*`` (or the alias alone) is its whole row. With a
+single range table entry EXPLAIN leaves output lists unqualified: an unqualified name that is one
+of a scanned relation's columns is taken for it (a function name is followed by a parenthesis,
+a type name follows ``::``). Output lists a scan fills with every column in order because its
+parent projects anyway (a "physical" target list, and the Hash or Sort above it copying it) say
+nothing about what the statement uses: they are skipped, except where they are a query's result
+(the plan's top; a sub-select's, a CTE's, a UNION arm's).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import attrs
+from pglast.parser import scan
+
+from pgwarden.sql.lineage import Source
+
+#: Keys of a plan node whose values name things or describe the node: not expressions.
+_NOT_EXPRESSIONS = frozenset({
+    "Node Type", "Parent Relationship", "Parallel Aware", "Async Capable", "Relation Name", "Schema",
+    "Alias", "CTE Name", "Function Name", "Index Name", "Subplan Name", "Strategy", "Partial Mode",
+    "Join Type", "Inner Unique", "Scan Direction", "Operation", "Command", "Conflict Resolution",
+    "Conflict Arbiter Indexes", "Single Copy", "Workers Planned", "Workers", "Sort Method", "Setop",
+    "Tuplestore Name", "Plans", "Output", "Triggers", "Samples", "Planning Time", "Execution Time",
+    "Settings", "Query Identifier", "Custom Plan Provider", "Remote SQL", "Subplans Removed",
+    "Heap Fetches", "Hash Buckets", "Original Hash Buckets", "Hash Batches", "Original Hash Batches",
+    "Peak Memory Usage", "Exact Heap Blocks", "Lossy Heap Blocks", "Disabled", "Full-sort Groups",
+    "Pre-sorted Groups", "Sampling Method",
+})
+
+#: A FROM item's function call: its arguments are read. How many rows it makes of them is
+#: lineage's judgement (the keys of a whole row's JSON are its column names, not its values).
+_ARGUMENTS = frozenset({"Function Call", "Table Function Call"})
+
+#: A child node whose output is a query's result (a sub-select's, a CTE's, a UNION arm's), not
+#: what its parent takes of a scan: never a physical target list to skip.
+_RESULTS = frozenset({"InitPlan", "SubPlan", "Subquery", "Member"})
+
+Columns = Callable[[str, str], "Sequence[str] | None"]
+
+
+@attrs.frozen
+class PlanUses:
+    """What one statement's plan does with base relations' columns (`plan_uses`)."""
+
+    reads: frozenset[Source]
+    tests: frozenset[Source]
+    #: relations scanned whose columns the catalog does not know (their whole rows count as read)
+    unknown: frozenset[tuple[str, str]] = frozenset()
+
+
+def _name(text: str) -> str:
+    """An identifier token as a name: a quoted one unquoted, an unquoted one as it stands (the
+    server prints names it would fold in lower case already)."""
+    if text.startswith('"') and text.endswith('"') and len(text) >= 2:
+        return text[1:-1].replace('""', '"')
+    return text
+
+
+def _tokens(expression: str) -> list[tuple[str, str]]:
+    """(token type, text) of an expression as the server prints it."""
+    try:
+        return [(t.name, expression[t.start:t.end + 1]) for t in scan(expression)]
+    except Exception:  # noqa: BLE001 - what the scanner cannot read is read as naming everything
+        return [("?", expression)]
+
+
+class _Reader:
+    def __init__(self, columns: Columns) -> None:
+        self.columns = columns
+        self.aliases: dict[str, tuple[str, str]] = {}
+        self.reads: set[Source] = set()
+        self.tests: set[Source] = set()
+        self.unknown: set[tuple[str, str]] = set()
+
+    def relation_columns(self, relation: tuple[str, str]) -> Sequence[str] | None:
+        cols = self.columns(*relation)
+        if cols is None:
+            self.unknown.add(relation)
+        return cols
+
+    def whole(self, relation: tuple[str, str]) -> set[Source]:
+        return {Source(relation[0], relation[1], c) for c in self.relation_columns(relation) or ()}
+
+    def references(self, expression: str) -> set[Source]:
+        """The base columns ``expression`` names."""
+        tokens = _tokens(expression)
+        found: set[Source] = set()
+        if tokens and tokens[0][0] == "?":  # unreadable: every column of every relation scanned
+            for relation in self.aliases.values():
+                found |= self.whole(relation)
+            return found
+        n = len(tokens)
+        for i, (kind, text) in enumerate(tokens):
+            if kind in ("SCONST", "USCONST", "XCONST", "BCONST", "FCONST", "ICONST", "PARAM", "Op",
+                        "TYPECAST") or kind.startswith("ASCII_"):
+                continue
+            after_dot = i > 0 and tokens[i - 1][1] == "."
+            after_cast = i > 0 and tokens[i - 1][0] == "TYPECAST"
+            if after_dot or after_cast:
+                continue
+            name = _name(text)
+            nxt = tokens[i + 1][1] if i + 1 < n else ""
+            if nxt == "(":
+                continue  # a function's name
+            if nxt == "." and i + 2 < n:
+                qualifier = self.aliases.get(name)
+                if qualifier is None:
+                    continue  # a CTE's, a subquery's, a function's alias: its own nodes say what they read
+                column = tokens[i + 2][1]
+                if column == "*":
+                    found |= self.whole(qualifier)
+                else:
+                    found.add(Source(qualifier[0], qualifier[1], _name(column)))
+                continue
+            alone = self.aliases.get(name)
+            if alone is not None:  # an alias alone: its whole row
+                found |= self.whole(alone)
+                continue
+            # Unqualified (a plan of one range table entry): a column of a relation scanned.
+            for rel in set(self.aliases.values()):
+                if name in (self.relation_columns(rel) or ()):
+                    found.add(Source(rel[0], rel[1], name))
+        return found
+
+    def physical(self, output: Sequence[str]) -> bool:
+        """Whether ``output`` is every column of one relation scanned, in order (a scan's physical
+        target list, or a node above it copying it)."""
+        for alias, relation in self.aliases.items():
+            cols = self.relation_columns(relation)
+            if cols is None or len(cols) != len(output):
+                continue
+            if all(self._is_column(entry, alias, col) for entry, col in zip(output, cols, strict=True)):
+                return True
+        return False
+
+    @staticmethod
+    def _is_column(entry: str, alias: str, column: str) -> bool:
+        tokens = [text for _, text in _tokens(entry)]
+        if len(tokens) == 1:
+            return _name(tokens[0]) == column
+        return len(tokens) == 3 and _name(tokens[0]) == alias and tokens[1] == "." and _name(tokens[2]) == column
+
+    def node(self, node: dict[str, Any], top: bool) -> None:
+        for key, value in node.items():
+            if key == "Plans":
+                for child in value:
+                    self.node(child, child.get("Parent Relationship") in _RESULTS)
+            elif key == "Output":
+                if top or not self.physical(value):
+                    for expression in value:
+                        self.reads |= self.references(expression)
+            elif key in _ARGUMENTS:
+                for expression in _strings(value):
+                    self.reads |= self.references(expression)
+            elif key not in _NOT_EXPRESSIONS:
+                for expression in _strings(value):
+                    used = self.references(expression)
+                    self.reads |= used
+                    self.tests |= used
+
+
+def _strings(value: object) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _strings(item)
+
+
+def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    yield node
+    for child in node.get("Plans", ()):
+        yield from _nodes(child)
+
+
+def plan_uses(explained: object, columns: Columns) -> PlanUses:
+    """What the plan(s) of ``EXPLAIN (VERBOSE, FORMAT JSON)`` read and test; ``columns(schema,
+    table)`` lists a relation's columns in order (None when the catalog does not know it)."""
+    reader = _Reader(columns)
+    plans = [entry["Plan"] for entry in explained if isinstance(entry, dict) and "Plan" in entry] \
+        if isinstance(explained, list) else []
+    for plan in plans:
+        for node in _nodes(plan):
+            if "Relation Name" in node and "Alias" in node:
+                reader.aliases[node["Alias"]] = (node.get("Schema", ""), node["Relation Name"])
+    for plan in plans:
+        reader.node(plan, True)
+    return PlanUses(frozenset(reader.reads), frozenset(reader.tests), frozenset(reader.unknown))

@@ -1,0 +1,137 @@
+"""Lineage checked against the server's own plan (docs/masking.md, "The server's plan").
+
+Lineage decides what is masked and what is an oracle by resolving every name of a statement the
+way the server would. Where it resolves one differently, a masked column can be returned or
+tested while lineage saw another. So before a statement that masking lets through runs, the
+server is asked for its plan of it (`pgwarden.catalog.planner`, over pgwarden's own connection)
+and the statement is refused when the plan:
+
+* reads a masked column lineage never saw read (the value may be returned unmasked, or used);
+* tests a masked column (a filter, a join or index condition, a sort or group key) that lineage
+  found no use of as an oracle, and whose rule refuses oracles.
+
+What the plan cannot show is left to lineage: code in functions the planner does not inline,
+and conditions on a column of a sub-select or CTE the planner kept apart (the plan names them
+by the sub-select's alias, not by the base column). A statement the server will not plan on
+pgwarden's connection because of a name (a temporary table of the session: class 42) or a lock
+(the session's own uncommitted DDL holds it: 55P03) is judged by lineage alone; any other
+failure (a timeout, the connection) refuses a statement that may touch masked tables: this
+check is not skipped by making it slow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred, gatherResults
+
+from pgwarden.api import Statement, Verdict
+from pgwarden.catalog.planner import PlanRefused, PlanUnavailable
+from pgwarden.catalog.plans import PlanUses
+from pgwarden.sql.lineage import UNTRACED
+
+if TYPE_CHECKING:
+    from pgwarden.catalog.planner import ServerPlans
+    from pgwarden_plugins.mask.rules import MaskRule, SessionRules
+
+#: Statements whose plans EXPLAIN shows (what a DECLARE's query or a COPY's is, too, left to lineage).
+_PLANNED = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+
+Refuse = Callable[["MaskRule", str, str], Verdict]
+
+
+def _left_to_lineage(sqlstate: str) -> bool:
+    """Whether a statement the server would not plan on pgwarden's connection is judged by lineage
+    alone: a name only the session has (class 42), a lock its open transaction holds (55P03)."""
+    return sqlstate.startswith("42") or sqlstate == "55P03"
+
+
+def planned_texts(statement: Statement) -> list[str] | None:
+    """The texts of the statements of ``statement.sql`` the server plans; None when it cannot be
+    split (lineage already judged such a string)."""
+    from pglast.parser import ParseError
+
+    from pgwarden.sql.lexer import parse_tree
+
+    context = statement.context
+    try:
+        tree = parse_tree(statement.sql, context.lexer) if context is not None else parse_tree(statement.sql)
+    except (ParseError, ValueError, TypeError):
+        return None
+    raw = statement.sql.encode("utf-8")
+    texts = []
+    for entry in tree.get("stmts", []):
+        stmt = entry.get("stmt") or {}
+        if next(iter(stmt), None) not in _PLANNED:
+            continue
+        start = entry.get("stmt_location", 0)
+        length = entry.get("stmt_len", 0)
+        text = raw[start:start + length] if length else raw[start:]
+        texts.append(text.decode("utf-8"))
+    return texts
+
+
+def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Statement,
+                        may_touch: bool, refuse: Refuse) -> Deferred[Verdict | None] | None:
+    """None when there is nothing to ask; else a Deferred of the refusal (or None) once the
+    server's plans of the statement's parts are compared with their lineage."""
+    context = statement.context
+    if context is None or context.search_path is None:
+        return None  # lineage already treats an uncertain search_path; the plan could not match it
+    texts = planned_texts(statement)
+    if not texts:
+        return None
+    lexer = context.lexer
+    asked = [plans.plan(text, tuple(context.search_path), lexer.standard_conforming_strings) for text in texts]
+    lineages = statement.lineage
+
+    def compare(answers: list[Any]) -> Verdict | None:
+        return _compare(answers, rules, lineages, may_touch, refuse)
+
+    return gatherResults(asked).addCallback(compare)
+
+
+def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: bool,
+             refuse: Refuse) -> Verdict | None:
+    seen_all = any(lineage.reads is None for lineage in lineages)
+    seen: set = set()
+    oracles: set = set()
+    for lineage in lineages:
+        for body in [lineage] + [b for _, _, b in lineage.defines]:
+            seen |= body.reads or set()
+            for output in body.outputs or ():
+                seen |= output.sources
+            oracles |= {use.source for use in body.oracles}
+    for answer in answers:
+        if isinstance(answer, PlanUnavailable) or \
+                isinstance(answer, PlanRefused) and not _left_to_lineage(answer.sqlstate):
+            if not may_touch:
+                continue
+            reason = answer.reason if isinstance(answer, PlanUnavailable) else f"SQLSTATE {answer.sqlstate}"
+            return refuse(rules.columns[0],
+                          f"pgwarden could not check this statement against the server's plan ({reason})",
+                          "It may read masked columns, and pgwarden checks its reading of such statements "
+                          "with the server's own plan before they run. Retry shortly.")
+        if not isinstance(answer, PlanUses):
+            continue
+        for source in sorted(answer.tests, key=str):
+            rule = rules.rule_for(str(source))
+            if rule is None or rule.spec.oracle != "refuse" or source in oracles or UNTRACED in oracles:
+                continue
+            return refuse(rule,
+                          f"the server's plan of this statement tests masked column {source} (a condition, "
+                          "a sort or a grouping), and pgwarden did not see where",
+                          "Which rows come back, or in which order, would reveal its values. pgwarden checks "
+                          "its reading of each statement against the server's own plan; here they disagree.")
+        for source in sorted(answer.reads, key=str):
+            rule = rules.rule_for(str(source))
+            if rule is None or seen_all or source in seen:
+                continue
+            return refuse(rule,
+                          f"the server's plan of this statement reads masked column {source}, and pgwarden "
+                          "did not see where",
+                          "pgwarden checks its reading of each statement against the server's own plan; "
+                          "here they disagree. Name the columns you need in a plain SELECT: masked columns "
+                          "come back masked.")
+    return None

@@ -1,0 +1,91 @@
+"""Masking checks lineage against the server's own plan (plugins/mask/plans.py, docs/masking.md).
+
+The honest case where lineage resolves a name differently from the server, whatever its own
+quality: the catalog it resolves with is older than the server's. Another client (an operator's
+migration) replaces a view to return the masked column; until pgwarden's catalog reads the change
+(``catalog.check_s``, here an hour), lineage traces the view's column to the old, unmasked one.
+The server's plan shows the masked column: the statement is refused instead of delivering it.
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
+
+SSN = "123-45-6789"
+SETUP = f"""
+drop table if exists pl_users cascade;
+create table pl_users (id int primary key, name text, ssn text);
+insert into pl_users values (1, 'ann', '{SSN}');
+create view pl_view as select id, name as x from pl_users;
+"""
+POLICY = {"name": "agents", "default": "allow", "rules": [
+    {"name": "ssn", "mask": {"columns": ["public.pl_users.ssn"], "with": "redact"}}]}
+# The catalog read once at the start, then not again within any test's time.
+SLOW_CATALOG = {"ttl_s": 3600, "max_stale_s": 7200, "check_s": 3600}
+
+
+@pytest.fixture
+def stale(pg_server, make_pgwarden):
+    pg_server.psql(SETUP, "appdb")
+    warden = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, catalog=SLOW_CATALOG)
+    yield warden
+    pg_server.psql("drop table if exists pl_users cascade", "appdb")
+
+
+def _replace_view(pg_server, body: str) -> None:
+    """Another client's change, not through pgwarden."""
+    pg_server.psql(f"create or replace view pl_view as {body}", "appdb")
+
+
+def test_a_view_read_through_a_catalog_older_than_the_server_is_refused_not_delivered(stale, pg_server):
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        assert c.execute("select x from pl_view").fetchall() == [("ann",)]
+        _replace_view(pg_server, "select id, ssn as x from pl_users")
+        # lineage still traces x to pl_users.name; the plan reads pl_users.ssn
+        for sql in ("select x from pl_view where id = 1", "select upper(x) from pl_view"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                               match="server's plan of this statement reads masked column public.pl_users.ssn"):
+                c.execute(sql)
+        # the extended protocol is judged the same way
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="reads masked column"):
+            c.execute("select x from pl_view where id = %s", (1,))
+
+
+def test_a_condition_the_catalog_does_not_know_is_on_a_masked_column_is_refused(stale, pg_server):
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        _replace_view(pg_server, "select id, ssn as x from pl_users")
+        # x is returned nowhere: only which rows come back tells the digit (an oracle)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege,
+                           match="tests masked column public.pl_users.ssn"):
+            c.execute("select id from pl_view where x like '1%'")
+        # a legitimate read of what is not masked goes on
+        assert c.execute("select id from pl_view").fetchall() == [(1,)]
+
+
+def test_the_plan_is_asked_once_per_statement_text(stale):
+    plans = stale.app.plans
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        before = plans.asked
+        for _ in range(3):
+            assert c.execute("select id, x from pl_view order by id").fetchall() == [(1, "ann")]
+        assert plans.asked == before + 1
+        c.execute("select id, x from pl_view order by id desc")
+        assert plans.asked == before + 2
+
+
+def test_what_only_the_session_has_is_left_to_lineage(stale):
+    """A temporary table exists in the session alone: the server refuses to plan it on pgwarden's
+    connection (42P01), and the statement is judged by lineage (masked, not refused)."""
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        c.execute("create temp table t_mine (a int)")
+        c.execute("insert into t_mine values (1)")
+        assert c.execute("select a, u.ssn from t_mine, pl_users u").fetchall() == [(1, "***")]
+        # and the session's own uncommitted change holds a lock pgwarden's connection does not wait on
+        with c.transaction():
+            c.execute("create or replace view pl_view as select id, ssn as x from pl_users")
+            got = c.execute("select x from pl_view").fetchall()
+            assert SSN not in repr(got)
+            c.execute("create or replace view pl_view as select id, name as x from pl_users")

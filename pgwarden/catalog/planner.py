@@ -39,6 +39,7 @@ from pgwarden.catalog.plans import PlanUses, plan_uses
 from pgwarden.config import Upstream
 
 _NAME = b"pgwarden_plan"
+_EXPLAIN = b"EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) "
 LOCK_TIMEOUT_MS = 200
 APPLICATION_NAME = "pgwarden plans"
 
@@ -167,15 +168,28 @@ class ServerPlans:
     @staticmethod
     def _explain(conn: Any, sql: str, search_path: tuple[str, ...], standard_strings: bool,
                  param_types: tuple[int, ...]) -> object:
+        """The plan as EXPLAIN's JSON, or `PlanRefused`. One network round trip for a statement
+        without parameters (a pipeline: the transaction, the settings, EXPLAIN, ROLLBACK); five
+        for one with them: the settings, the statement prepared, described, explained with NULLs
+        under a generic plan, deallocated."""
+        import psycopg
         from psycopg import pq
 
-        pg = conn.pgconn
-        path = ", ".join(_quoted(s) for s in search_path) or "''"
-        conn.execute("BEGIN READ ONLY")
+        path = ", ".join(map(_quoted, search_path)) or "''"
+        setup = ("BEGIN READ ONLY", f"SET LOCAL search_path TO {path}",
+                 f"SET LOCAL standard_conforming_strings TO {'on' if standard_strings else 'off'}",
+                 "SET LOCAL plan_cache_mode TO force_generic_plan")
         try:
-            conn.execute(f"SET LOCAL search_path TO {path}")
-            conn.execute(f"SET LOCAL standard_conforming_strings TO {'on' if standard_strings else 'off'}")
-            conn.execute("SET LOCAL plan_cache_mode TO force_generic_plan")
+            if not param_types and not _has_parameters(sql, standard_strings):
+                with conn.pipeline():
+                    for command in setup:
+                        conn.execute(command)
+                    cur = conn.execute(_EXPLAIN + sql.encode())
+                    conn.execute("ROLLBACK")
+                row = cur.fetchone()
+                return row[0] if row is not None else []
+            pg = conn.pgconn
+            pg.exec_("; ".join(setup).encode())
             done = pg.prepare(_NAME, sql.encode(), list(param_types) or None)
             if done.status != pq.ExecStatus.COMMAND_OK:
                 return PlanRefused(_field(done, b"C"), _field(done, b"M"))
@@ -183,18 +197,31 @@ class ServerPlans:
                 described = pg.describe_prepared(_NAME)
                 params = described.nparams if described.status == pq.ExecStatus.COMMAND_OK else 0
                 args = f"({', '.join(['NULL'] * params)})" if params else ""
-                result = pg.exec_(b"EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) EXECUTE "
-                                  + _NAME + args.encode())
+                result = pg.exec_(_EXPLAIN + b"EXECUTE " + _NAME + args.encode())
                 if result.status != pq.ExecStatus.TUPLES_OK:
                     return PlanRefused(_field(result, b"C"), _field(result, b"M"))
                 raw = result.get_value(0, 0)
                 return json.loads(bytes(raw).decode()) if raw is not None else []
             finally:
-                pg.exec_(b"ROLLBACK")
-                pg.exec_(b"DEALLOCATE " + _NAME)
+                pg.exec_(b"ROLLBACK; DEALLOCATE " + _NAME)
+        except psycopg.errors.Error as e:
+            if isinstance(e, psycopg.OperationalError) and not e.sqlstate:
+                raise  # the connection, not the statement
+            return PlanRefused(e.sqlstate or "", str(e.diag.message_primary or ""))
         finally:
-            if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+            if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
                 conn.execute("ROLLBACK")
+
+
+def _has_parameters(sql: str, standard_strings: bool) -> bool:
+    """Whether ``sql`` has a ``$n`` parameter, by its parse tree under the session's lexer settings
+    (one that does not parse has none the server would accept either)."""
+    from pgwarden.sql.lexer import LexerSettings, parse_json
+
+    try:
+        return '"ParamRef"' in parse_json(sql, LexerSettings(standard_conforming_strings=standard_strings))
+    except Exception:  # noqa: BLE001 - the server's own answer will say what is wrong with it
+        return False
 
 
 def _field(result: Any, code: bytes) -> str:

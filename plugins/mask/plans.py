@@ -14,9 +14,9 @@ What the plan cannot show is left to lineage: code in functions the planner does
 and conditions on a column of a sub-select or CTE the planner kept apart (the plan names them
 by the sub-select's alias, not by the base column). A statement the server will not plan on
 pgwarden's connection because of a name (a temporary table of the session: class 42) or a lock
-(the session's own uncommitted DDL holds it: 55P03) is judged by lineage alone; any other
-failure (a timeout, the connection) refuses a statement that may touch masked tables: this
-check is not skipped by making it slow.
+held by the session's own uncommitted catalog change (55P03) is judged by lineage alone; any
+other failure (a timeout, the connection, a lock taken with LOCK TABLE) refuses a statement that
+may touch masked tables: this check is not turned off by making it slow or by holding a lock.
 """
 
 from __future__ import annotations
@@ -41,10 +41,12 @@ _PLANNED = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "M
 Refuse = Callable[["MaskRule", str, str], Verdict]
 
 
-def _left_to_lineage(sqlstate: str) -> bool:
+def _left_to_lineage(sqlstate: str, stale: bool) -> bool:
     """Whether a statement the server would not plan on pgwarden's connection is judged by lineage
-    alone: a name only the session has (class 42), a lock its open transaction holds (55P03)."""
-    return sqlstate.startswith("42") or sqlstate == "55P03"
+    alone: a name only the session has (class 42); a lock held by the session's own catalog change
+    in its open transaction (55P03 while the context is ``stale``: lineage then masks every output
+    whole). A lock taken otherwise (``LOCK TABLE``) does not turn this check off."""
+    return sqlstate.startswith("42") or sqlstate == "55P03" and stale
 
 
 def planned_texts(statement: Statement) -> list[str] | None:
@@ -87,13 +89,13 @@ def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Stat
     lineages = statement.lineage
 
     def compare(answers: list[Any]) -> Verdict | None:
-        return _compare(answers, rules, lineages, may_touch, refuse)
+        return _compare(answers, rules, lineages, may_touch, refuse, context.stale)
 
     return gatherResults(asked).addCallback(compare)
 
 
 def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: bool,
-             refuse: Refuse) -> Verdict | None:
+             refuse: Refuse, stale: bool = False) -> Verdict | None:
     seen_all = any(lineage.reads is None for lineage in lineages)
     seen: set = set()
     oracles: set = set()
@@ -105,7 +107,7 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
             oracles |= {use.source for use in body.oracles}
     for answer in answers:
         if isinstance(answer, PlanUnavailable) or \
-                isinstance(answer, PlanRefused) and not _left_to_lineage(answer.sqlstate):
+                isinstance(answer, PlanRefused) and not _left_to_lineage(answer.sqlstate, stale):
             if not may_touch:
                 continue
             reason = answer.reason if isinstance(answer, PlanUnavailable) else f"SQLSTATE {answer.sqlstate}"

@@ -89,3 +89,15 @@ def test_what_only_the_session_has_is_left_to_lineage(stale):
             got = c.execute("select x from pl_view").fetchall()
             assert SSN not in repr(got)
             c.execute("create or replace view pl_view as select id, name as x from pl_users")
+
+
+def test_a_lock_the_agent_takes_does_not_turn_the_check_off(stale, pg_server):
+    """``LOCK TABLE`` in the agent's transaction makes pgwarden's question wait (55P03 after its
+    lock_timeout): that refuses a statement that may read masked columns, it does not leave it to
+    lineage alone (lineage here traces the view through the stale catalog to ``name``)."""
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        _replace_view(pg_server, "select id, ssn as x from pl_users")
+        with c.transaction():
+            c.execute("lock table pl_users in access exclusive mode")
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"could not check .*SQLSTATE 55P03"):
+                c.execute("select x from pl_view")

@@ -35,8 +35,10 @@ if TYPE_CHECKING:
     from pgwarden.catalog.planner import ServerPlans
     from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
-#: Statements whose plans EXPLAIN shows (what a DECLARE's query or a COPY's is, too, left to lineage).
+#: Statements whose plans EXPLAIN shows.
 _PLANNED = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "MergeStmt"})
+#: Statements that hold one (``query``): its plan is asked for.
+_INNER = frozenset({"DeclareCursorStmt", "CopyStmt", "PrepareStmt", "ExplainStmt", "CreateTableAsStmt"})
 
 Refuse = Callable[["MaskRule", str, str], Verdict]
 
@@ -50,8 +52,9 @@ def _left_to_lineage(sqlstate: str, stale: bool) -> bool:
 
 
 def planned_texts(statement: Statement) -> list[str] | None:
-    """The texts of the statements of ``statement.sql`` the server plans; None when it cannot be
-    split (lineage already judged such a string)."""
+    """The texts of the statements of ``statement.sql`` the server plans, and of the queries
+    inside a DECLARE, a COPY, a PREPARE, an EXPLAIN or a CREATE TABLE AS (printed again from the
+    parse tree by pglast); None when the string cannot be split (lineage already judged it)."""
     from pglast.parser import ParseError
 
     from pgwarden.sql.lexer import parse_tree
@@ -63,15 +66,34 @@ def planned_texts(statement: Statement) -> list[str] | None:
         return None
     raw = statement.sql.encode("utf-8")
     texts = []
-    for entry in tree.get("stmts", []):
+    for index, entry in enumerate(tree.get("stmts", [])):
         stmt = entry.get("stmt") or {}
-        if next(iter(stmt), None) not in _PLANNED:
-            continue
-        start = entry.get("stmt_location", 0)
-        length = entry.get("stmt_len", 0)
-        text = raw[start:start + length] if length else raw[start:]
-        texts.append(text.decode("utf-8"))
+        kind = next(iter(stmt), None)
+        if kind in _PLANNED:
+            start = entry.get("stmt_location", 0)
+            length = entry.get("stmt_len", 0)
+            text = raw[start:start + length] if length else raw[start:]
+            texts.append(text.decode("utf-8"))
+        elif kind in _INNER and (stmt[kind] or {}).get("query") is not None:
+            inner = _inner_query(statement.sql, index, context)
+            if inner is not None:
+                texts.append(inner)
     return texts
+
+
+def _inner_query(sql: str, index: int, context: Any) -> str | None:
+    """The query inside statement ``index`` of ``sql``, printed by pglast (under the default lexer
+    settings only: pglast reads text under those)."""
+    if context is not None and not context.lexer.default:
+        return None
+    try:
+        import pglast
+        from pglast.stream import RawStream
+
+        stmt = pglast.parse_sql(sql)[index].stmt
+        return RawStream()(stmt.query)
+    except Exception:  # noqa: BLE001 - what pglast cannot print is left to lineage
+        return None
 
 
 def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Statement,

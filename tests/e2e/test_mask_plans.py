@@ -101,3 +101,15 @@ def test_a_lock_the_agent_takes_does_not_turn_the_check_off(stale, pg_server):
             c.execute("lock table pl_users in access exclusive mode")
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"could not check .*SQLSTATE 55P03"):
                 c.execute("select x from pl_view")
+
+
+@pytest.mark.parametrize("sql", [
+    "declare c cursor with hold for select x from pl_view",
+    "copy (select x from pl_view) to stdout",
+    "prepare p as select x from pl_view where id = $1",
+])
+def test_a_query_inside_a_cursor_a_copy_or_a_prepare_is_checked_too(stale, pg_server, sql):
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        _replace_view(pg_server, "select id, ssn as x from pl_users")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="reads masked column public.pl_users.ssn"):
+            c.execute(sql)

@@ -90,7 +90,7 @@ def _inner_query(sql: str, index: int, context: Any) -> str | None:
         import pglast
         from pglast.stream import RawStream
 
-        stmt = pglast.parse_sql(sql)[index].stmt
+        stmt: Any = pglast.parse_sql(sql)[index].stmt
         return RawStream()(stmt.query)
     except Exception:  # noqa: BLE001 - what pglast cannot print is left to lineage
         return None

@@ -46,7 +46,8 @@ _NOT_EXPRESSIONS = frozenset({
     "Settings", "Query Identifier", "Custom Plan Provider", "Remote SQL", "Subplans Removed",
     "Heap Fetches", "Hash Buckets", "Original Hash Buckets", "Hash Batches", "Original Hash Batches",
     "Peak Memory Usage", "Exact Heap Blocks", "Lossy Heap Blocks", "Disabled", "Full-sort Groups",
-    "Pre-sorted Groups", "Sampling Method",
+    "Pre-sorted Groups", "Sampling Method", "Target Tables", "Cache Mode", "Table Function Name",
+    "Params Evaluated",
 })
 
 #: A FROM item's function call: its arguments are read. How many rows it makes of them is
@@ -206,8 +207,10 @@ def plan_uses(explained: object, columns: Columns) -> PlanUses:
         if isinstance(explained, list) else []
     for plan in plans:
         for node in _nodes(plan):
-            if "Relation Name" in node and "Alias" in node:
-                reader.aliases[node["Alias"]] = (node.get("Schema", ""), node["Relation Name"])
+            # a scan's relation; a write's targets (each partition or inheritance child its own)
+            for named in [node, *node.get("Target Tables", ())]:
+                if isinstance(named, dict) and "Relation Name" in named and "Alias" in named:
+                    reader.aliases[named["Alias"]] = (named.get("Schema", ""), named["Relation Name"])
     for plan in plans:
         reader.node(plan, True)
     return PlanUses(frozenset(reader.reads), frozenset(reader.tests), frozenset(reader.unknown))

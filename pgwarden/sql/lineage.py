@@ -1295,11 +1295,42 @@ class _Walker:
             if cols is None:
                 return None
             below = self._descendants(rel)
+            above = self._ancestors(rel)
             known = cache[rel.oid] = [
-                (c.name, _Val(frozenset({Source(schema, rel.name, c.name)}) | below.get(c.name, _NO_SOURCES),
-                              True, False))
+                (c.name, _Val(frozenset({Source(schema, rel.name, c.name)}) | below.get(c.name, _NO_SOURCES)
+                              | above.get(c.name, _NO_SOURCES), True, False))
                 for c in cols]
         return known
+
+    def _ancestors(self, rel: RelationFacts) -> dict[str, frozenset[Source]]:
+        """The same-named columns of the tables ``rel`` is a partition or an inheritance child of, at
+        any depth: its rows are theirs (read through the parent they are), so a rule masking the
+        parent's column masks the child's read by its own name (it did not: ``SELECT ssn FROM
+        ledger_2024`` returned what ``ledger.ssn``'s rule masks)."""
+        parents: dict[int, list[int]] | None = self.catalog.derived.get("lineage parents")
+        if parents is None:
+            parents = {}
+            for facts in self.catalog.relations:
+                for kind, target in facts.effects:
+                    if kind == "i":
+                        parents.setdefault(target, []).append(facts.oid)
+            self.catalog.derived["lineage parents"] = parents
+        found: dict[str, set[Source]] = {}
+        seen = {rel.oid}
+        todo = list(parents.get(rel.oid, ()))
+        while todo:
+            oid = todo.pop()
+            if oid in seen:
+                continue
+            seen.add(oid)
+            parent = self.catalog.relation(oid)
+            cols = self.catalog.columns_of(oid) if parent is not None else None
+            if parent is None or cols is None:
+                continue
+            for c in cols:
+                found.setdefault(c.name, set()).add(Source(_schema(parent.schema), parent.name, c.name))
+            todo += parents.get(oid, ())
+        return {name: frozenset(sources) for name, sources in found.items()}
 
     def _descendants(self, rel: RelationFacts) -> dict[str, frozenset[Source]]:
         """The same-named columns of ``rel``'s partitions and inheritance children, at any depth:

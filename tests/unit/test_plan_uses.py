@@ -64,6 +64,18 @@ def test_names_of_ctes_and_sub_selects_and_constants_are_not_columns():
     assert uses(cte) == PlanUses(frozenset(), frozenset())
 
 
+def test_a_writes_target_tables_are_names_not_whole_rows():
+    # UPDATE of a table with inheritance children lists them: their names are no expressions
+    update = {"Node Type": "ModifyTable", "Operation": "Update", "Relation Name": "users", "Schema": "public",
+              "Alias": "users", "Target Tables": [
+                  {"Relation Name": "users", "Schema": "public", "Alias": "users"},
+                  {"Relation Name": "users", "Schema": "public", "Alias": "users_1"}],
+              "Plans": [scan("users_1", ["'x'::text", "users_1.ctid"], **{"Parent Relationship": "Outer"},
+                             Filter="(users_1.id = 1)")]}
+    got = uses(update)
+    assert got.reads == {src("id"), src("ctid")} and got.tests == {src("id")}
+
+
 def test_a_function_in_from_is_read_not_tested():
     fn = {"Node Type": "Nested Loop", "Output": ["k.k"], "Plans": [
         scan("u", ["u.*"], **{"Parent Relationship": "Outer"}),

@@ -148,6 +148,26 @@ def _fields(obj: Any) -> Any:
     return node[1] if node else obj
 
 
+def _search_cycle_columns(cte: dict, columns: Columns) -> Columns:
+    """The columns SEARCH and CYCLE add to a recursive CTE, after its own: the sequence column
+    (records of the BY columns' values), the cycle mark (whether they repeat) and the path
+    (records of the cycle columns' values), each derived from those columns (an outer column of
+    the same name had taken ``ord`` in ``SELECT ord::text FROM r``, the SSNs' array)."""
+    added: Columns = []
+    for clause, listed, made in (("search_clause", "search_col_list", ("search_seq_column",)),
+                                 ("cycle_clause", "cycle_col_list", ("cycle_mark_column", "cycle_path_column"))):
+        fields = _fields(cte.get(clause)) if cte.get(clause) else None
+        if not isinstance(fields, dict):
+            continue
+        names = set(_names(fields.get(listed)))
+        found = [v for n, v in columns if n in names]
+        v = _union(found) if found and len(found) >= len(names) else _OPAQUE
+        for key in made:
+            if fields.get(key):
+                added.append((fields[key], _Val(v.sources, False, v.opaque)))
+    return added
+
+
 def _explain_runs(f: dict) -> bool:
     """Whether an EXPLAIN runs its statement (its last ANALYZE option decides, as on the server)."""
     runs = False
@@ -768,7 +788,7 @@ class _Walker:
                 for column, v in columns:
                     if column in listed:
                         self.oracle(v, "set operation" if clause == "cycle_clause" else "ORDER BY")
-            scope.ctes[name] = columns
+            scope.ctes[name] = columns + _search_cycle_columns(cf, columns)
 
     def dependency_order(self, ctes: list[dict], scope: _Scope) -> list[dict]:
         """A WITH RECURSIVE list in the order the server evaluates it: there a query may name any
@@ -1070,6 +1090,11 @@ class _Walker:
             rel = _Rel(alias[0], columns, opaque=bool(open_rels),
                        fallback=_union(unlisted) if unlisted else None)
             return _Item([rel], columns, open_rels, hidden_rels=left.rels + right.rels)
+        using_alias = (f.get("join_using_alias") or {}).get("aliasname")
+        if using_alias:
+            # ``JOIN ... USING (ssn) AS j`` (PostgreSQL 14): ``j`` names the merged columns, and
+            # the sides keep their names (``j.ssn`` had resolved to an outer item called ``j``)
+            return _Item(left.rels + right.rels + [_Rel(using_alias, merged)], columns, open_rels)
         return _Item(left.rels + right.rels, columns, open_rels)
 
     def range_function(self, f: dict, scope: _Scope) -> _Item:

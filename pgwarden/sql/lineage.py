@@ -1441,8 +1441,9 @@ class _Walker:
                 hits = [v for item in s.items for v in [_find(item, name)] if v is not None]
                 if hits:
                     return found(hits[0] if len(hits) == 1 else _union(hits))
-                if name in s.params:
-                    return found(_NONE)
+                # (a SQL function's parameter is not looked up here: the server takes one only when
+                # no query level has a column or a FROM item of that name, `column_ref`; ``u`` in
+                # ``SELECT u::text FROM users u`` of a function taking ``u text`` is the whole row)
                 # (a stored relation of the FROM list itself: inside a join, the server does not
                 # find system columns unqualified, and looks further out)
                 if name in SYSTEM_COLUMNS and any(len(item.rels) == 1 and item.rels[0].system for item in s.items):

@@ -528,6 +528,8 @@ _PER_KEY = frozenset({"json_each", "jsonb_each", "json_each_text", "jsonb_each_t
                       "jsonb_object_keys"})
 # JSON made from a whole row: its keys are the row's column names, whatever the values.
 _ROW_TO_JSON = frozenset({"to_json", "to_jsonb", "row_to_json"})
+# The rule event each write fires (RuleStmt.event).
+_RULE_EVENTS = {"InsertStmt": "CMD_INSERT", "UpdateStmt": "CMD_UPDATE", "DeleteStmt": "CMD_DELETE"}
 _BUILD_OBJECT = frozenset({"json_build_object", "jsonb_build_object"})
 
 
@@ -1221,6 +1223,7 @@ class _Walker:
         self.with_clause(f.get("withClause"), scope)
         target = self.range_var(f.get("relation") or {}, scope, table=True)
         rel = target.rels[0]
+        instead = self.rule_actions(kind, f.get("relation") or {}, rel)
         if kind == "InsertStmt":
             select = f.get("selectStmt")
             values = self.query(select, scope) if select is not None else []
@@ -1276,7 +1279,67 @@ class _Walker:
             aliases["old" if of.get("option") == "RETURNING_OPTION_OLD" else "new"] = of.get("value", "")
         extra = [_Item([_Rel(a, rel.columns, unknown=rel.unknown)], [], []) for a in aliases.values() if a]
         rscope = _Scope(scope.items + extra, scope.parent, scope.ctes)
-        return self.targets(exprs, rscope)
+        returned = self.targets(exprs, rscope)
+        if instead is not None:
+            # an INSTEAD rule's action returns the rows, under the names and types of this RETURNING
+            # (the server describes them as the target's columns): each may be any of its values
+            return [(n, _Val(v.sources | instead.sources, False, v.opaque or instead.opaque)) for n, v in returned]
+        return returned
+
+    def rule_actions(self, kind: str, relation: dict, rel: _Rel) -> _Val | None:
+        """Walks the rules the server's rewriter adds to a write of ``relation`` (CREATE RULE ... ON
+        INSERT/UPDATE/DELETE ... DO [ALSO | INSTEAD] <actions>), ``new`` and ``old`` its columns: what
+        they read, their conditions (an oracle comparing a masked column with a value written, and
+        its effect seen), what they write. With an INSTEAD rule, what its actions return (that is what
+        the statement's RETURNING returns); None without one.
+        (Ignored before: ``INSERT INTO audit VALUES (1, '1%')`` ran ``... WHERE ssn LIKE new.ssn``.)"""
+        event = _RULE_EVENTS.get(kind)
+        found = self.relations(relation.get("schemaname"), relation.get("relname", ""))
+        definitions = [d for facts in found for d in facts.rules]
+        if event is None or not definitions:
+            return None
+        if self.depth > 8:  # rules writing tables with rules: the server refuses a loop; so does this
+            self.unknown_reads = self.shape_unknown = True
+            return _OPAQUE
+        rows = _Item([_Rel("new", rel.columns), _Rel("old", rel.columns)], [], [])
+        instead: list[_Val] | None = None
+        for definition in definitions:
+            try:
+                tree = parse_tree(definition)
+                rule = next(iter(tree["stmts"]))["stmt"]["RuleStmt"]
+            except Exception:  # noqa: BLE001 - a rule that cannot be read: what it does is unknown
+                self.unknown_reads = self.shape_unknown = True
+                return _OPAQUE
+            if rule.get("event") != event:
+                continue
+            self.depth += 1
+            try:
+                returned = self.rule_body(rule, rows)
+            finally:
+                self.depth -= 1
+            if rule.get("instead"):
+                instead = (instead or []) + returned
+        return None if instead is None else _union(instead) if instead else _NONE
+
+    def rule_body(self, rule: dict, rows: _Item) -> list[_Val]:
+        """Walks one rule's condition and actions; the values its actions return."""
+        returned: list[_Val] = []
+        scope = _Scope([rows], None)
+        if rule.get("whereClause") is not None:
+            self.oracle(self.read(self.expr(rule["whereClause"], scope)), "WHERE")
+        for action in rule.get("actions") or ():
+            node = _node(action)
+            if node is None:
+                continue
+            if node[0] in ("InsertStmt", "UpdateStmt", "DeleteStmt"):
+                returned += [v for _, v in self.write(node[0], node[1], scope) or ()]
+            elif node[0] == "SelectStmt":
+                for _, v in self.query(action, scope):
+                    self.read(v)
+                self.shape_unknown = True  # its rows go to the client too
+            elif node[0] != "NotifyStmt":
+                self.unknown_reads = self.shape_unknown = True
+        return returned
 
     # ------------------------------------------------------------------ names
 

@@ -112,3 +112,39 @@ def test_a_functions_parameter_loses_to_a_from_item_of_its_name(agent_with_funct
 def test_a_condition_on_the_whole_row_inside_such_a_function_is_an_oracle(agent_with_functions):
     got, r = received_by(agent_with_functions, "SELECT count(*) FROM r6_ids('%812-57%')")
     assert r["err"] is not None and r["err"][0] == "42501", r
+
+
+# An operator's tables with rules that read the masked table when written.
+RULES = """
+DROP TABLE IF EXISTS r6_audit, r6_audit2;
+CREATE TABLE r6_audit (id int, ssn text);
+CREATE TABLE r6_audit2 (id int, ssn text);
+CREATE RULE r6_also AS ON INSERT TO r6_audit DO ALSO
+    INSERT INTO orders SELECT 100 + id, id, 1 FROM users WHERE ssn LIKE NEW.ssn;
+CREATE RULE r6_instead AS ON INSERT TO r6_audit2 DO INSTEAD
+    INSERT INTO orders VALUES (NEW.id, 1, 1) RETURNING orders.id, (SELECT u.ssn FROM users u ORDER BY u.id LIMIT 1);
+"""
+
+
+@pytest.fixture
+def agent_with_rules(request, make_pgwarden, tmp_path):
+    db = request.getfixturevalue("rtdb")
+    from test_mask_round3 import DB
+    db.psql(RULES, DB)
+    s = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
+    yield s
+    s.close()
+    db.psql("DROP TABLE IF EXISTS r6_audit, r6_audit2; DELETE FROM orders WHERE id > 2", DB)
+
+
+def test_a_rule_that_compares_a_written_value_with_a_masked_column_is_an_oracle(agent_with_rules):
+    # The rewriter adds the rule's INSERT ... WHERE ssn LIKE NEW.ssn to the agent's INSERT: whether
+    # orders grew answers the guess, one digit at a time (lineage had not looked at rules).
+    got, r = received_by(agent_with_rules, "INSERT INTO r6_audit VALUES (1, '8%')")
+    assert r["err"] is not None and r["err"][0] == "42501" and "public.users.ssn" in r["err"][1], r
+
+
+def test_returning_of_an_instead_rule_is_not_the_tables(agent_with_rules):
+    # RETURNING * of r6_audit2 returns what the rule's action returns: its second column the SSN.
+    got, r = received_by(agent_with_rules, "INSERT INTO r6_audit2 VALUES (7, 'x') RETURNING *")
+    assert not leaked(got), (leaked(got), r)

@@ -104,7 +104,15 @@ SELECT p.oid::int8 AS oid, n.nspname AS schema, p.proname AS name,
        x.extname AS extension, p.proconfig AS config,
        {{sql_body}} AS sql_body,
        p.prorettype::int8 AS result_type,
-       coalesce((SELECT t.typrelid::int8 FROM pg_type AS t WHERE t.oid = p.prorettype), 0) AS result_relation,
+       -- the row type's relation; a domain's by its base type (a domain over a composite type
+       -- returns the composite's columns; domains over domains followed, the server allows it)
+       coalesce((WITH RECURSIVE base (typrelid, typbasetype, typtype, depth) AS (
+                     SELECT t.typrelid, t.typbasetype, t.typtype, 0 FROM pg_type AS t WHERE t.oid = p.prorettype
+                     UNION ALL
+                     SELECT b.typrelid, b.typbasetype, b.typtype, base.depth + 1
+                     FROM pg_type AS b JOIN base ON b.oid = base.typbasetype
+                     WHERE base.typtype = 'd' AND base.depth < 16)
+                 SELECT base.typrelid::int8 FROM base WHERE base.typtype <> 'd'), 0) AS result_relation,
        ARRAY(SELECT coalesce(a.name, '') FROM {_ARGUMENTS} WHERE a.mode IN ('o', 'b', 't')
              ORDER BY a.i) AS result_columns,
        ARRAY(SELECT coalesce(a.name, '') FROM {_ARGUMENTS} WHERE coalesce(a.mode, 'i') IN ('i', 'b', 'v')

@@ -1177,7 +1177,7 @@ class _Walker:
         # picks is its to say, and so are the columns' number and positions), or a result whose
         # columns are its arguments' type's: what `*` makes of it is unknown
         polymorphic = not defs and any(
-            fn.builtin and not fn.result_columns and fn.result_type in _ROW_POLYMORPHIC for fn in candidates)
+            not fn.result_columns and fn.result_type in _ROW_POLYMORPHIC for fn in candidates)
         if polymorphic or not alike:  # no column it lists is sure to be the server's
             every = _union([v for _, v in columns])
             return [], fname, _Val(argv.sources | every.sources, False, argv.opaque or every.opaque)

@@ -86,6 +86,15 @@ CREATE OR REPLACE FUNCTION r6_rows(u text) RETURNS SETOF text LANGUAGE sql STABL
 CREATE OR REPLACE FUNCTION r6_one(u text) RETURNS text LANGUAGE sql STABLE AS $$ SELECT u::text FROM users u ORDER BY id LIMIT 1 $$;
 CREATE OR REPLACE FUNCTION r6_sub(s text) RETURNS SETOF text LANGUAGE sql STABLE AS $$ SELECT s::text FROM (SELECT ssn FROM users) s $$;
 CREATE OR REPLACE FUNCTION r6_ids(u text) RETURNS SETOF int LANGUAGE sql STABLE AS $$ SELECT id FROM users u WHERE u::text LIKE $1 $$;
+DROP TYPE IF EXISTS r6_pair CASCADE;
+CREATE TYPE r6_pair AS (ssn text, name text);
+CREATE DOMAIN r6_pairdom AS r6_pair;
+CREATE DOMAIN r6_pairdom2 AS r6_pairdom;
+CREATE OR REPLACE FUNCTION r6_pairs() RETURNS SETOF r6_pairdom LANGUAGE sql STABLE AS
+    $$ SELECT ROW(ssn, name)::r6_pairdom FROM users $$;
+CREATE OR REPLACE FUNCTION r6_pair1() RETURNS r6_pairdom2 LANGUAGE sql STABLE AS
+    $$ SELECT ROW(ssn, name)::r6_pairdom2 FROM users ORDER BY id LIMIT 1 $$;
+CREATE OR REPLACE FUNCTION r6_same(anyelement) RETURNS anyelement LANGUAGE sql IMMUTABLE AS $$ SELECT $1 $$;
 """
 
 
@@ -147,4 +156,17 @@ def test_a_rule_that_compares_a_written_value_with_a_masked_column_is_an_oracle(
 def test_returning_of_an_instead_rule_is_not_the_tables(agent_with_rules):
     # RETURNING * of r6_audit2 returns what the rule's action returns: its second column the SSN.
     got, r = received_by(agent_with_rules, "INSERT INTO r6_audit2 VALUES (7, 'x') RETURNING *")
+    assert not leaked(got), (leaked(got), r)
+
+
+@pytest.mark.parametrize("sql", [
+    # a domain over a composite type: the server expands the function's rows into its columns
+    "SELECT (SELECT ssn FROM r6_pairs() LIMIT 1) AS v FROM (VALUES ('x')) v(ssn)",
+    "SELECT (SELECT ssn FROM r6_pair1()) AS v FROM (VALUES ('x')) v(ssn)",
+    "SELECT * FROM r6_pairs()",
+    # an operator's polymorphic function given a row: its result is that row's columns
+    "SELECT (SELECT ssn FROM r6_same((SELECT u FROM users u ORDER BY id LIMIT 1))) AS v FROM (VALUES ('x')) v(ssn)",
+], ids=["domain-setof", "domain-of-domain", "domain-star", "polymorphic"])
+def test_a_functions_row_whose_columns_its_type_lists_elsewhere(agent_with_functions, sql):
+    got, r = received_by(agent_with_functions, sql)
     assert not leaked(got), (leaked(got), r)

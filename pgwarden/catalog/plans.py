@@ -14,7 +14,9 @@ Read from the plan, per base relation column:
   a function's arguments;
 * **tests**: referenced by anything but an output list or a FROM item's function call (a filter,
   a join or index condition, a sort or group key): what decides which rows come out, in which
-  order, or how many.
+  order, or how many;
+* **outputs**: per entry of the plan's top output list (the result's columns, in order), the base
+  columns it names directly (the planner pulls most sub-selects and views up into such names).
 
 Expressions are split into tokens by the server's own scanner (pglast's ``scan``), never by
 patterns. ``alias.column`` is a column; ``alias.*`` (or the alias alone) is its whole row. With a
@@ -69,6 +71,10 @@ class PlanUses:
     tests: frozenset[Source]
     #: relations scanned whose columns the catalog does not know (their whole rows count as read)
     unknown: frozenset[tuple[str, str]] = frozenset()
+    #: the base columns each entry of the plan's top output list names itself (the statement's
+    #: result columns in order, then sort keys and the like): those it takes through a
+    #: sub-select's or a CTE's alias, or a sub-plan's ``$n``, are not among them
+    outputs: tuple[frozenset[Source], ...] = ()
 
 
 def _name(text: str) -> str:
@@ -213,4 +219,5 @@ def plan_uses(explained: object, columns: Columns) -> PlanUses:
                     reader.aliases[named["Alias"]] = (named.get("Schema", ""), named["Relation Name"])
     for plan in plans:
         reader.node(plan, True)
-    return PlanUses(frozenset(reader.reads), frozenset(reader.tests), frozenset(reader.unknown))
+    outputs = tuple(frozenset(reader.references(e)) for e in plans[0].get("Output", ())) if plans else ()
+    return PlanUses(frozenset(reader.reads), frozenset(reader.tests), frozenset(reader.unknown), outputs)

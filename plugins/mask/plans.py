@@ -8,7 +8,11 @@ and the statement is refused when the plan:
 
 * reads a masked column lineage never saw read (the value may be returned unmasked, or used);
 * tests a masked column (a filter, a join or index condition, a sort or group key) that lineage
-  found no use of as an oracle, and whose rule refuses oracles.
+  found no use of as an oracle, and whose rule refuses oracles;
+* computes a result column from a masked column lineage did not trace to it (the column's mask
+  follows lineage's sources: it would come back in clear). Only names the plan's top output list
+  gives itself are compared: a value taken through a sub-select or CTE the planner kept apart is
+  lineage's alone.
 
 What the plan cannot show is left to lineage: code in functions the planner does not inline,
 and conditions on a column of a sub-select or CTE the planner kept apart (the plan names them
@@ -51,10 +55,11 @@ def _left_to_lineage(sqlstate: str, stale: bool) -> bool:
     return sqlstate.startswith("42") or sqlstate == "55P03" and stale
 
 
-def planned_texts(statement: Statement) -> list[str] | None:
+def planned_texts(statement: Statement) -> list[tuple[int, str, bool]] | None:
     """The texts of the statements of ``statement.sql`` the server plans, and of the queries
     inside a DECLARE, a COPY, a PREPARE, an EXPLAIN or a CREATE TABLE AS (printed again from the
-    parse tree by pglast); None when the string cannot be split (lineage already judged it)."""
+    parse tree by pglast): (the statement's index, the text, whether the plan's result is the
+    statement's); None when the string cannot be split (lineage already judged it)."""
     from pglast.parser import ParseError
 
     from pgwarden.sql.lexer import parse_tree
@@ -73,11 +78,11 @@ def planned_texts(statement: Statement) -> list[str] | None:
             start = entry.get("stmt_location", 0)
             length = entry.get("stmt_len", 0)
             text = raw[start:start + length] if length else raw[start:]
-            texts.append(text.decode("utf-8"))
+            texts.append((index, text.decode("utf-8"), True))
         elif kind in _INNER and (stmt[kind] or {}).get("query") is not None:
             inner = _inner_query(statement.sql, index, context)
             if inner is not None:
-                texts.append(inner)
+                texts.append((index, inner, False))
     return texts
 
 
@@ -107,17 +112,18 @@ def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Stat
     if not texts:
         return None
     lexer = context.lexer
-    asked = [plans.plan(text, tuple(context.search_path), lexer.standard_conforming_strings) for text in texts]
+    asked = [plans.plan(text, tuple(context.search_path), lexer.standard_conforming_strings) for _, text, _ in texts]
     lineages = statement.lineage
+    results = [lineages[index] if direct and index < len(lineages) else None for index, _, direct in texts]
 
     def compare(answers: list[Any]) -> Verdict | None:
-        return _compare(answers, rules, lineages, may_touch, refuse, context.stale)
+        return _compare(answers, rules, lineages, may_touch, refuse, context.stale, results)
 
     return gatherResults(asked).addCallback(compare)
 
 
 def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: bool,
-             refuse: Refuse, stale: bool = False) -> Verdict | None:
+             refuse: Refuse, stale: bool = False, results: list[Any] | None = None) -> Verdict | None:
     seen_all = any(lineage.reads is None for lineage in lineages)
     seen: set = set()
     oracles: set = set()
@@ -127,7 +133,7 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
             for output in body.outputs or ():
                 seen |= output.sources
             oracles |= {use.source for use in body.oracles}
-    for answer in answers:
+    for answer, result in zip(answers, results or [None] * len(answers), strict=True):
         if isinstance(answer, PlanUnavailable) or \
                 isinstance(answer, PlanRefused) and not _left_to_lineage(answer.sqlstate, stale):
             if not may_touch:
@@ -158,4 +164,27 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
                           "pgwarden checks its reading of each statement against the server's own plan; "
                           "here they disagree. Name the columns you need in a plain SELECT: masked columns "
                           "come back masked.")
+        refused = _outputs_differ(answer, result, rules, refuse)
+        if refused is not None:
+            return refused
+    return None
+
+
+def _outputs_differ(answer: PlanUses, lineage: Any, rules: SessionRules, refuse: Refuse) -> Verdict | None:
+    """A result column the plan computes from a masked column that lineage traced elsewhere: its
+    mask would follow lineage's sources, and the value would come back in clear."""
+    outputs = lineage.outputs if lineage is not None and not lineage.opaque else None
+    if not outputs or len(answer.outputs) < len(outputs):
+        return None
+    for index, (planned, output) in enumerate(zip(answer.outputs, outputs, strict=False)):
+        if output.opaque:
+            continue  # masked whole when it may hold a masked column
+        for source in sorted(planned - output.sources, key=str):
+            rule = rules.rule_for(str(source))
+            if rule is not None:
+                return refuse(rule,
+                              f"the server's plan computes result column {index + 1} ({output.name}) from masked "
+                              f"column {source}, and pgwarden traced it elsewhere",
+                              "Its mask would follow pgwarden's reading, not the server's. pgwarden checks its "
+                              "reading of each statement against the server's own plan; here they disagree.")
     return None

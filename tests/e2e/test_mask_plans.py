@@ -113,3 +113,13 @@ def test_a_query_inside_a_cursor_a_copy_or_a_prepare_is_checked_too(stale, pg_se
         _replace_view(pg_server, "select id, ssn as x from pl_users")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="reads masked column public.pl_users.ssn"):
             c.execute(sql)
+
+
+def test_a_result_column_the_plan_computes_from_a_masked_column_lineage_traced_elsewhere(stale, pg_server):
+    """The masked column is read elsewhere in the statement (a sub-select lineage traces), so the
+    plan's reads agree with lineage's; but result column 1 is the masked column by the server's
+    plan and ``name`` by lineage's stale view: it would have been returned in clear."""
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        _replace_view(pg_server, "select id, ssn as x from pl_users")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"result column 1 \(x\) from masked column"):
+            c.execute("select x, (select ssn from pl_users limit 1) as y from pl_view")

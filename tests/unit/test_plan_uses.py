@@ -61,7 +61,7 @@ def test_whole_rows_unqualified_names_and_quoted_ones():
 def test_names_of_ctes_and_sub_selects_and_constants_are_not_columns():
     cte = {"Node Type": "CTE Scan", "CTE Name": "users", "Alias": "users", "Output": ["users.ssn"],
            "Filter": "(users.ssn = 'u.ssn'::text)"}
-    assert uses(cte) == PlanUses(frozenset(), frozenset())
+    assert uses(cte) == PlanUses(frozenset(), frozenset(), outputs=(frozenset(),))
 
 
 def test_a_writes_target_tables_are_names_not_whole_rows():
@@ -139,3 +139,25 @@ def test_a_plan_not_had_refuses_only_what_may_touch_masked_tables():
     # masks every output whole), refused otherwise (LOCK TABLE)
     assert _compare([PlanRefused("55P03", "x")], RULES, (SEEN_NAME,), True, refuse, True) is None
     assert "could not check" in compare(PlanRefused("55P03", "x"), SEEN_NAME).reason
+
+
+def test_the_top_output_lists_what_each_result_column_names_itself():
+    top = {"Node Type": "Sort", "Output": ["u.name", "$0", "u.ssn"], "Sort Key": ["u.ssn"],
+           "Plans": [scan("u", ["u.name", "u.ssn"], **{"Parent Relationship": "Outer"})]}
+    assert uses(top).outputs == (frozenset({src("name")}), frozenset(), frozenset({src("ssn")}))
+
+
+def test_a_result_column_computed_from_a_masked_column_lineage_traced_elsewhere_is_refused():
+    # (the third entry is the sort key, not a result column: lineage lists two)
+    answer = PlanUses(frozenset({src("name"), src("ssn")}), frozenset(),
+                      outputs=(frozenset({src("ssn")}), frozenset(), frozenset({src("ssn")})))
+    elsewhere = Lineage((Output("x", frozenset({src("name")}), True), Output("y", frozenset({src("ssn")}), True)),
+                        frozenset({src("name"), src("ssn")}))
+    got = _compare([answer], RULES, (elsewhere,), True, refuse, False, [elsewhere])
+    assert "result column 1 (x) from masked column public.users.ssn" in got.reason
+    traced = Lineage((Output("x", frozenset({src("ssn")}), True), Output("y", frozenset(), False)),
+                     frozenset({src("ssn")}))
+    assert _compare([answer], RULES, (traced,), True, refuse, False, [traced]) is None
+    opaque = Lineage((Output("x", frozenset(), False, opaque=True), Output("y", frozenset(), False)),
+                     frozenset({src("ssn")}))
+    assert _compare([answer], RULES, (opaque,), True, refuse, False, [opaque]) is None  # masked whole anyway

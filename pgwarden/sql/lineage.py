@@ -1395,14 +1395,7 @@ class _Walker:
         any depth: its rows are theirs (read through the parent they are), so a rule masking the
         parent's column masks the child's read by its own name (it did not: ``SELECT ssn FROM
         ledger_2024`` returned what ``ledger.ssn``'s rule masks)."""
-        parents: dict[int, list[int]] | None = self.catalog.derived.get("lineage parents")
-        if parents is None:
-            parents = {}
-            for facts in self.catalog.relations:
-                for kind, target in facts.effects:
-                    if kind == "i":
-                        parents.setdefault(target, []).append(facts.oid)
-            self.catalog.derived["lineage parents"] = parents
+        parents = inheritance_parents(self.catalog)
         found: dict[str, set[Source]] = {}
         seen = {rel.oid}
         todo = list(parents.get(rel.oid, ()))
@@ -1988,6 +1981,19 @@ def _body_context(fn: FunctionFacts, ctx: SqlContext) -> SqlContext:
         if name.strip().lower() == "search_path":
             return attrs.evolve(ctx, search_path=parse_path(value))
     return ctx
+
+
+def inheritance_parents(catalog: Catalog) -> dict[int, list[int]]:
+    """Each partition's and inheritance child's parents (pg_class OIDs), kept with the catalog."""
+    parents: dict[int, list[int]] | None = catalog.derived.get("lineage parents")
+    if parents is None:
+        parents = {}
+        for facts in catalog.relations:
+            for kind, target in facts.effects:
+                if kind == "i":
+                    parents.setdefault(target, []).append(facts.oid)
+        catalog.derived["lineage parents"] = parents
+    return parents
 
 
 def scope_params(scope: _Scope) -> frozenset[str]:

@@ -25,6 +25,7 @@ may touch masked tables: this check is not turned off by making it slow or by ho
 
 from __future__ import annotations
 
+import fnmatch
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,7 +34,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from pgwarden.api import Statement, Verdict
 from pgwarden.catalog.planner import PlanRefused, PlanUnavailable
 from pgwarden.catalog.plans import PlanUses
-from pgwarden.sql.lineage import UNTRACED
+from pgwarden.sql.lineage import UNTRACED, inheritance_parents
 
 if TYPE_CHECKING:
     from pgwarden.catalog.planner import ServerPlans
@@ -45,6 +46,36 @@ _PLANNED = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "M
 _INNER = frozenset({"DeclareCursorStmt", "CopyStmt", "PrepareStmt", "ExplainStmt", "CreateTableAsStmt"})
 
 Refuse = Callable[["MaskRule", str, str], Verdict]
+
+
+def plan_needed(rules: SessionRules, statement: Statement) -> bool:
+    """Whether the server's plan could name a masked column lineage did not see: not when every
+    relation the statement names is a plain table (no rules, no partitions or parents) whose
+    columns no rule masks, and it calls only built-in functions. (A plan names only what the
+    statement names, views and rules expanded, SQL functions inlined.) Such statements, most of
+    an application's, are not asked about: the question costs a round trip on pgwarden's
+    connection (docs/performance.md)."""
+    context = statement.context
+    if context is None or not context.catalog.complete or context.stale or "unknown" in statement.kinds:
+        return True
+    catalog = context.catalog
+    for name in statement.functions:
+        found = catalog.functions_named(name)
+        if not found or not all(fn.builtin for fn in found):
+            return True
+    globs = rules.masked_tables()
+    parents = inheritance_parents(catalog)
+    for table in statement.tables:
+        if any(fnmatch.fnmatchcase(table, glob) for glob in globs):
+            return True
+        schema, _, name = table.partition(".")
+        found_rels = [r for r in catalog.relations_named(name) if r.schema == schema]
+        if len(found_rels) != 1:
+            return True
+        rel = found_rels[0]
+        if rel.kind not in ("r", "p") or rel.rules or rel.oid in parents or any(k == "i" for k, _ in rel.effects):
+            return True
+    return False
 
 
 def _left_to_lineage(sqlstate: str, stale: bool) -> bool:
@@ -108,6 +139,8 @@ def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Stat
     context = statement.context
     if context is None or context.search_path is None:
         return None  # lineage already treats an uncertain search_path; the plan could not match it
+    if not plan_needed(rules, statement):
+        return None
     texts = planned_texts(statement)
     if not texts:
         return None

@@ -20,6 +20,9 @@ drop table if exists pl_users cascade;
 create table pl_users (id int primary key, name text, ssn text);
 insert into pl_users values (1, 'ann', '{SSN}');
 create view pl_view as select id, name as x from pl_users;
+drop table if exists pl_plain;
+create table pl_plain (a int);
+insert into pl_plain values (1);
 """
 POLICY = {"name": "agents", "default": "allow", "rules": [
     {"name": "ssn", "mask": {"columns": ["public.pl_users.ssn"], "with": "redact"}}]}
@@ -32,7 +35,7 @@ def stale(pg_server, make_pgwarden):
     pg_server.psql(SETUP, "appdb")
     warden = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, catalog=SLOW_CATALOG)
     yield warden
-    pg_server.psql("drop table if exists pl_users cascade", "appdb")
+    pg_server.psql("drop table if exists pl_users cascade; drop table if exists pl_plain", "appdb")
 
 
 def _replace_view(pg_server, body: str) -> None:
@@ -123,3 +126,17 @@ def test_a_result_column_the_plan_computes_from_a_masked_column_lineage_traced_e
         _replace_view(pg_server, "select id, ssn as x from pl_users")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"result column 1 \(x\) from masked column"):
             c.execute("select x, (select ssn from pl_users limit 1) as y from pl_view")
+
+
+def test_a_statement_that_names_only_plain_unmasked_tables_is_not_asked_about(stale, pg_server):
+    """The plan of such a statement cannot name a masked column: no round trip is spent on it. A
+    view, a function of the database's own or a masked table is asked about."""
+    plans = stale.app.plans
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        before = plans.asked
+        for sql in ("select a from pl_plain", "select count(*), max(a) from pl_plain where a > 0", "select now()"):
+            c.execute(sql)
+        assert plans.asked == before
+        for sql in ("select id from pl_users", "select id from pl_view", "select id from pl_users, pl_plain"):
+            c.execute(sql)
+        assert plans.asked == before + 3

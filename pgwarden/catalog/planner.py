@@ -171,7 +171,7 @@ class ServerPlans:
         """The plan as EXPLAIN's JSON, or `PlanRefused`. One network round trip for a statement
         without parameters (a pipeline: the transaction, the settings, EXPLAIN, ROLLBACK); five
         for one with them: the settings, the statement prepared, described, explained with NULLs
-        under a generic plan, deallocated."""
+        under a generic plan, deallocated. No prepared statement outlives the transaction."""
         import psycopg
         from psycopg import pq
 
@@ -189,10 +189,14 @@ class ServerPlans:
                 row = cur.fetchone()
                 return row[0] if row is not None else []
             pg = conn.pgconn
-            pg.exec_("; ".join(setup).encode())
+            # The prepared statement is deallocated inside the transaction, even after EXPLAIN
+            # failed (a savepoint): with PgBouncer between pgwarden and the server, a statement
+            # after the transaction may reach another server connection.
+            pg.exec_("; ".join((*setup, "SAVEPOINT pgwarden_plan")).encode())
             done = pg.prepare(_NAME, sql.encode(), list(param_types) or None)
             if done.status != pq.ExecStatus.COMMAND_OK:
                 return PlanRefused(_field(done, b"C"), _field(done, b"M"))
+            failed = True
             try:
                 described = pg.describe_prepared(_NAME)
                 params = described.nparams if described.status == pq.ExecStatus.COMMAND_OK else 0
@@ -200,10 +204,12 @@ class ServerPlans:
                 result = pg.exec_(_EXPLAIN + b"EXECUTE " + _NAME + args.encode())
                 if result.status != pq.ExecStatus.TUPLES_OK:
                     return PlanRefused(_field(result, b"C"), _field(result, b"M"))
+                failed = False
                 raw = result.get_value(0, 0)
                 return json.loads(bytes(raw).decode()) if raw is not None else []
             finally:
-                pg.exec_(b"ROLLBACK; DEALLOCATE " + _NAME)
+                pg.exec_((b"ROLLBACK TO SAVEPOINT pgwarden_plan; " if failed else b"")
+                         + b"DEALLOCATE " + _NAME + b"; ROLLBACK")
         except psycopg.errors.Error as e:
             if isinstance(e, psycopg.OperationalError) and not e.sqlstate:
                 raise  # the connection, not the statement

@@ -140,3 +140,21 @@ def test_a_statement_that_names_only_plain_unmasked_tables_is_not_asked_about(st
         for sql in ("select id from pl_users", "select id from pl_view", "select id from pl_users, pl_plain"):
             c.execute(sql)
         assert plans.asked == before + 3
+
+
+def test_a_question_leaves_nothing_on_pgwardens_connection(pg_server):
+    """No prepared statement, setting or open transaction outlives a question, whether the server
+    answered or refused (a constant folded at plan time failing; a name it does not know)."""
+    from pgwarden.catalog.planner import PlanRefused, ServerPlans
+
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as c:
+        path = c.execute("show search_path").fetchone()
+        asked = ["select 1/0 where $1::int = 1", "select x from nowhere where a = $1", "select 1 where $1::int = 1",
+                 "select 1/0", "select $1::int + 1"]
+        answers = [ServerPlans._explain(c, sql, ("pg_catalog",), False, ()) for sql in asked]
+        assert [type(a).__name__ for a in answers] == ["PlanRefused", "PlanRefused", "list", "PlanRefused", "list"]
+        assert isinstance(answers[0], PlanRefused) and answers[0].sqlstate == "22012"
+        assert c.execute("select count(*) from pg_prepared_statements").fetchone() == (0,)
+        assert c.execute("show search_path").fetchone() == path
+        assert c.execute("show standard_conforming_strings").fetchone() == ("on",)
+        assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE

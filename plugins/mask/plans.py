@@ -105,6 +105,8 @@ def planned_texts(statement: Statement) -> list[tuple[int, str, bool]] | None:
     for index, entry in enumerate(tree.get("stmts", [])):
         stmt = entry.get("stmt") or {}
         kind = next(iter(stmt), None)
+        if kind not in _PLANNED and kind not in _INNER and kind != "TransactionStmt":
+            break  # (a SET, DDL, ...: what follows is planned in another context than the session's now)
         if kind in _PLANNED:
             start = entry.get("stmt_location", 0)
             length = entry.get("stmt_len", 0)

@@ -158,3 +158,14 @@ def test_a_question_leaves_nothing_on_pgwardens_connection(pg_server):
         assert c.execute("show search_path").fetchone() == path
         assert c.execute("show standard_conforming_strings").fetchone() == ("on",)
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def test_statements_after_a_setting_in_the_same_query_are_left_to_lineage(stale):
+    """``SET search_path ...; SELECT ...`` in one Query: the plan would be asked under the path
+    before the SET, naming other relations: the statements after it are not asked about."""
+    plans = stale.app.plans
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        before = plans.asked
+        c.execute("select id from pl_users where id = 1; set search_path to pg_catalog, public; "
+                  "select id from pl_users where id = 2; reset search_path")
+        assert plans.asked == before + 1

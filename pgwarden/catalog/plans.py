@@ -16,7 +16,8 @@ Read from the plan, per base relation column:
   a join or index condition, a sort or group key): what decides which rows come out, in which
   order, or how many;
 * **outputs**: per entry of the plan's top output list (the result's columns, in order), the base
-  columns it names directly (the planner pulls most sub-selects and views up into such names).
+  columns it names directly (the planner pulls most sub-selects and views up into such names) or
+  through a sub-plan's result (``(SubPlan 1)``, an InitPlan's ``$0``: that sub-plan's output).
 
 Expressions are split into tokens by the server's own scanner (pglast's ``scan``), never by
 patterns. ``alias.column`` is a column; ``alias.*`` (or the alias alone) is its whole row. With a
@@ -71,9 +72,9 @@ class PlanUses:
     tests: frozenset[Source]
     #: relations scanned whose columns the catalog does not know (their whole rows count as read)
     unknown: frozenset[tuple[str, str]] = frozenset()
-    #: the base columns each entry of the plan's top output list names itself (the statement's
-    #: result columns in order, then sort keys and the like): those it takes through a
-    #: sub-select's or a CTE's alias, or a sub-plan's ``$n``, are not among them
+    #: the base columns each entry of the plan's top output list names (the statement's result
+    #: columns in order, then sort keys and the like), itself or through a sub-plan's result:
+    #: those it takes through a sub-select's or a CTE's alias are not among them
     outputs: tuple[frozenset[Source], ...] = ()
 
 
@@ -97,6 +98,10 @@ class _Reader:
     def __init__(self, columns: Columns) -> None:
         self.columns = columns
         self.aliases: dict[str, tuple[str, str]] = {}
+        #: what a sub-plan's result is made of: "SubPlan 3" -> its output list; "$2" (an InitPlan's
+        #: result parameter) -> its entry of the InitPlan's output list
+        self.subplans: dict[str, list[str]] = {}
+        self._following: set[str] = set()
         self.reads: set[Source] = set()
         self.tests: set[Source] = set()
         self.unknown: set[tuple[str, str]] = set()
@@ -120,6 +125,9 @@ class _Reader:
             return found
         n = len(tokens)
         for i, (kind, text) in enumerate(tokens):
+            if kind == "PARAM" or kind == "IDENT" and text == "SubPlan" and i + 1 < n and tokens[i + 1][0] == "ICONST":
+                found |= self.subplan_value(text if kind == "PARAM" else f"SubPlan {tokens[i + 1][1]}")
+                continue
             if kind in ("SCONST", "USCONST", "XCONST", "BCONST", "FCONST", "ICONST", "PARAM", "Op",
                         "TYPECAST") or kind.startswith("ASCII_"):
                 continue
@@ -150,6 +158,21 @@ class _Reader:
                 if name in (self.relation_columns(rel) or ()):
                     found.add(Source(rel[0], rel[1], name))
         return found
+
+    def subplan_value(self, name: str) -> set[Source]:
+        """The base columns a sub-plan's result (``(SubPlan 2)``, an InitPlan's ``$1``) names, as
+        its own output list does (a parameter of the statement's, ``$1`` too, names none)."""
+        output = self.subplans.get(name)
+        if output is None or name in self._following:
+            return set()
+        self._following.add(name)
+        try:
+            found: set[Source] = set()
+            for expression in output:
+                found |= self.references(expression)
+            return found
+        finally:
+            self._following.discard(name)
 
     def physical(self, output: Sequence[str]) -> bool:
         """Whether ``output`` is every column of one relation scanned, in order (a scan's physical
@@ -205,6 +228,23 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
         yield from _nodes(child)
 
 
+def _subplan(reader: _Reader, node: dict[str, Any]) -> None:
+    """Notes what a sub-plan's result is: ``SubPlan 3`` its output list; ``InitPlan 1 (returns
+    $0,$1)`` each parameter its entry. (A statement's own ``$1`` may print as an InitPlan's does:
+    both are taken, which only adds columns.)"""
+    name = node.get("Subplan Name")
+    output = node.get("Output")
+    if not isinstance(name, str) or not isinstance(output, list):
+        return
+    tokens = _tokens(name)
+    if len(tokens) >= 2 and tokens[0][1] == "SubPlan":
+        reader.subplans[f"SubPlan {tokens[1][1]}"] = output
+    elif tokens and tokens[0][1] == "InitPlan":
+        params = [text for kind, text in tokens if kind == "PARAM"]
+        for index, param in enumerate(params):
+            reader.subplans[param] = output[index:index + 1] if len(params) == len(output) else output
+
+
 def plan_uses(explained: object, columns: Columns) -> PlanUses:
     """What the plan(s) of ``EXPLAIN (VERBOSE, FORMAT JSON)`` read and test; ``columns(schema,
     table)`` lists a relation's columns in order (None when the catalog does not know it)."""
@@ -213,6 +253,7 @@ def plan_uses(explained: object, columns: Columns) -> PlanUses:
         if isinstance(explained, list) else []
     for plan in plans:
         for node in _nodes(plan):
+            _subplan(reader, node)
             # a scan's relation; a write's targets (each partition or inheritance child its own)
             for named in [node, *node.get("Target Tables", ())]:
                 if isinstance(named, dict) and "Relation Name" in named and "Alias" in named:

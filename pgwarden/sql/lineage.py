@@ -101,6 +101,9 @@ class Lineage:
     # DECLARE ... WITH HOLD inside a transaction: the server runs the cursor's query to its end
     # when the transaction commits, so what it raises is the answer of the COMMIT.
     holds: bool = False
+    # It reaches code of the database's own: a function, an operator's function, a view's (the
+    # planner folds an IMMUTABLE one into a constant an EXPLAIN prints).
+    own_code: bool = False
 
 
 def lineage_json(lineage: Lineage) -> dict[str, object]:
@@ -502,6 +505,7 @@ SYSTEM_COLUMNS = _ALL_SYSTEM_COLUMNS - {"oid"}
 # Result types of built-ins that may be a row of any type, as their arguments' (pg_type OIDs):
 # anyelement, anynonarray, anycompatible, anycompatiblenonarray, record.
 _ROW_POLYMORPHIC = frozenset({2283, 2776, 5077, 5079, 2249})
+_RECORD = 2249
 
 _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
 
@@ -549,6 +553,7 @@ class _Walker:
         self.missing_relation = False  # a relation the catalog does not know was named
         self.depth = depth  # views and function bodies inside views and bodies
         self._schemas: tuple[str, ...] | None = None
+        self.own_code = False  # a function of the database's own was named or reached (`Lineage.own_code`)
 
     # ------------------------------------------------------------------ statements
 
@@ -614,7 +619,7 @@ class _Walker:
             elif _explain_runs(f):
                 return UNKNOWN
             return Lineage(outputs=(Output("QUERY PLAN", frozenset(), False),), reads=inner.reads,
-                           oracles=oracles)
+                           oracles=oracles, own_code=inner.own_code)
         if kind == "VariableShowStmt":
             name = f.get("name", "")
             if name == "all":
@@ -640,6 +645,7 @@ class _Walker:
             reads=None if self.unknown_reads else frozenset(self.reads),
             oracles=tuple(self.oracles),
             opaque=self.shape_unknown,
+            own_code=self.own_code,
         )
 
     def copy(self, f: dict) -> Lineage:
@@ -1029,6 +1035,8 @@ class _Walker:
                 return _Item([rel], columns, [])
         found = self.relations(schema, name)
         if found:
+            if not self.own_code and any(self.view_calls_own_code(r) for r in found):
+                self.own_code = True
             columns_each = [self.relation_columns(r) for r in found]
             if any(c is None for c in columns_each):
                 return self.unknown_item(schema, name, alias)
@@ -1042,6 +1050,20 @@ class _Walker:
                        system=all(r.kind in ("r", "p", "m", "f", "S") for r in found), opaque=not alike)
             return _Item([rel], columns, [] if alike else [rel])
         return self.unknown_item(schema, name, alias)
+
+    def view_calls_own_code(self, rel: RelationFacts) -> bool:
+        """Whether a view (or a view it reads, at any depth) calls a function of the database's own."""
+        seen: set[int] = set()
+        todo = [rel]
+        while todo:
+            r = todo.pop()
+            if r.oid in seen or r.kind not in ("v", "m"):
+                continue
+            seen.add(r.oid)
+            if any(fn is None or not fn.builtin for fn in map(self.catalog.function, r.functions)):
+                return True
+            todo += [x for x in map(self.catalog.relation, r.relations) if x is not None]
+        return False
 
     def unknown_item(self, schema: str | None, name: str, alias: tuple[str | None, list[str]]) -> _Item:
         self.missing_relation = True
@@ -1117,7 +1139,7 @@ class _Walker:
             columns.extend(cols)
         if f.get("coldeflist") and len(f.get("functions") or ()) == 1:
             names = [(_node(c) or ("", {}))[1].get("colname", "?column?") for c in f["coldeflist"]]
-            base = _union(v for _, v in columns)
+            base = _union([v for _, v in columns] + ([fallback] if fallback is not None else []))
             if len(columns) != len(names):
                 columns = [(nm, _Val(base.sources, False, base.opaque)) for nm in names]
             else:
@@ -1177,7 +1199,9 @@ class _Walker:
         # picks is its to say, and so are the columns' number and positions), or a result whose
         # columns are its arguments' type's: what `*` makes of it is unknown
         polymorphic = not defs and any(
-            not fn.result_columns and fn.result_type in _ROW_POLYMORPHIC for fn in candidates)
+            not fn.result_columns and fn.result_type in _ROW_POLYMORPHIC
+            # (an SQL body returning ``record`` lists its columns: the column definition list names them)
+            and (fn.builtin or fn.result_type != _RECORD or fn.language != "sql") for fn in candidates)
         if polymorphic or not alike:  # no column it lists is sure to be the server's
             every = _union([v for _, v in columns])
             return [], fname, _Val(argv.sources | every.sources, False, argv.opaque or every.opaque)
@@ -1556,6 +1580,8 @@ class _Walker:
                 continue
             if fn.accepts(nargs):
                 out.append(fn)
+        if not all(fn.builtin for fn in out):
+            self.own_code = True
         return out
 
     # ------------------------------------------------------------------ expressions
@@ -1691,7 +1717,10 @@ class _Walker:
             return []
         catalog = self.ctx.catalog
         schema = names[-2] if len(names) > 1 else None
-        return [op.function for op in catalog.operators_named(names[-1]) if schema is None or op.schema == schema]
+        found = [op.function for op in catalog.operators_named(names[-1]) if schema is None or op.schema == schema]
+        if any(fn is None or not fn.builtin for fn in map(catalog.function, found)):
+            self.own_code = True
+        return found
 
     def cast_functions(self, names: list[str]) -> list[int]:
         """The functions a conversion to the type named may run (its casts from any type, a
@@ -1785,7 +1814,16 @@ class _Walker:
         nothing. Anything else (unnest(string_to_array(ssn, '-')), jsonb_each(ssn::jsonb),
         generate_series(1, length(ssn))) counts what the masked value holds."""
         argv = _union(args)
-        if not candidates or not all(fn.builtin for fn in candidates) or len(args) != len(nodes):
+        if candidates and not all(fn.builtin for fn in candidates):
+            # code of the database's own whose conditions lineage does not follow (PL/pgSQL, an SQL
+            # body it cannot trace), given arguments: how many rows it returns may be anything it
+            # reads compared with them (``RETURN QUERY SELECT id FROM users WHERE ssn LIKE p``
+            # answered a guess by its rows). Without arguments what it returns is the operator's
+            # choice, not steered by the statement.
+            hidden = [self.body_reads(fn) for fn in candidates
+                      if not fn.builtin and args and (fn.language != "sql" or self.body_outputs(fn) is None)]
+            return _union([argv, *hidden])
+        if not candidates or len(args) != len(nodes):
             return argv
         if fname in _PER_KEY and len(nodes) == 1:
             n = _node(nodes[0])

@@ -115,6 +115,25 @@ def _withheld(sqlstate: str) -> str:
     return f"pgwarden: message withheld: the statement reads masked columns{said}"
 
 
+def _explained_executes(statement: Statement) -> set[str]:
+    """The prepared statements an ``EXPLAIN EXECUTE name`` plans (not run: not the analysis's
+    ``executes``); every name ("*") when the string cannot be read."""
+    from pgwarden.sql.lexer import parse_tree
+
+    try:
+        context = statement.context
+        tree = parse_tree(statement.sql, context.lexer) if context is not None else parse_tree(statement.sql)
+    except Exception:  # noqa: BLE001 - what does not parse was refused before; any name then
+        return {"*"}
+    names = set()
+    for entry in tree.get("stmts", []):
+        explain = (entry.get("stmt") or {}).get("ExplainStmt")
+        execute = ((explain or {}).get("query") or {}).get("ExecuteStmt")
+        if execute is not None:
+            names.add(execute.get("name", ""))
+    return names
+
+
 def _refused_by(rule: MaskRule, reason: str, hint: str) -> Verdict:
     """A refusal in the name of mask rule ``rule`` (named ``policy/rule``)."""
     policy, name = rule.name.split("/", 1)
@@ -257,7 +276,7 @@ class Masking:
         refused = self._prepared(rules, statement, session)
         if refused is not None:
             return refused
-        if "explain" in statement.kinds and self._folds_masked(rules, statement):
+        if "explain" in statement.kinds and self._folds_masked(rules, statement, session):
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
             return _refused_by(rule,
@@ -336,13 +355,23 @@ class Masking:
         return None
 
     @staticmethod
-    def _folds_masked(rules: SessionRules, statement: Statement) -> bool:
+    def _folds_masked(rules: SessionRules, statement: Statement, session: Session) -> bool:
         """Whether an EXPLAIN's statement calls a function of the database's own (the planner folds
         an IMMUTABLE one into a constant the plan prints) while it may read masked columns."""
         catalog = statement.context.catalog if statement.context is not None else None
         own = any(catalog is None or not all(fn.builtin for fn in catalog.functions_named(name))
                   or not catalog.functions_named(name) for name in statement.analysis.functions)
-        return own and Masking._may_touch(rules, statement, statement.lineage)
+        # ... or reaches one: through a view, an operator (lineage notes it), a prepared statement
+        # EXECUTEd (its bodies as PREPAREd; one not seen counts)
+        own = own or any(lineage.own_code for lineage in statement.lineage)
+        bodies = session.store.get(PREPARED_BODIES, {})
+        executes = set(statement.analysis.executes) | _explained_executes(statement)
+        for name in executes:
+            own = own or any(body is None or body.own_code or body.reads is None
+                             for body, _ in bodies.get(name) or [(None, None)])
+        lineages = list(statement.lineage) + [body for name in executes
+                                              for body, _ in bodies.get(name) or () if body is not None]
+        return own and Masking._may_touch(rules, statement, lineages)
 
     @staticmethod
     def _ddl_on_masked(rules: SessionRules, statement: Statement) -> Verdict | None:

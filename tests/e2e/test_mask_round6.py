@@ -94,6 +94,7 @@ CREATE OR REPLACE FUNCTION r6_pairs() RETURNS SETOF r6_pairdom LANGUAGE sql STAB
     $$ SELECT ROW(ssn, name)::r6_pairdom FROM users $$;
 CREATE OR REPLACE FUNCTION r6_pair1() RETURNS r6_pairdom2 LANGUAGE sql STABLE AS
     $$ SELECT ROW(ssn, name)::r6_pairdom2 FROM users ORDER BY id LIMIT 1 $$;
+CREATE OR REPLACE FUNCTION r6_recs() RETURNS SETOF record LANGUAGE sql STABLE AS $$ SELECT id, ssn FROM users $$;
 CREATE OR REPLACE FUNCTION r6_same(anyelement) RETURNS anyelement LANGUAGE sql IMMUTABLE AS $$ SELECT $1 $$;
 """
 
@@ -166,7 +167,66 @@ def test_returning_of_an_instead_rule_is_not_the_tables(agent_with_rules):
     "SELECT * FROM r6_pairs()",
     # an operator's polymorphic function given a row: its result is that row's columns
     "SELECT (SELECT ssn FROM r6_same((SELECT u FROM users u ORDER BY id LIMIT 1))) AS v FROM (VALUES ('x')) v(ssn)",
-], ids=["domain-setof", "domain-of-domain", "domain-star", "polymorphic"])
+    # a record with a column definition list: its columns are the body's (they had come out untraced)
+    "SELECT b FROM r6_recs() AS r(a int, b text)",
+], ids=["domain-setof", "domain-of-domain", "domain-star", "polymorphic", "record-coldefs"])
 def test_a_functions_row_whose_columns_its_type_lists_elsewhere(agent_with_functions, sql):
     got, r = received_by(agent_with_functions, sql)
     assert not leaked(got), (leaked(got), r)
+
+
+def test_a_condition_on_a_column_of_a_record_function_is_an_oracle(agent_with_functions):
+    got, r = received_by(agent_with_functions, "SELECT 1 AS one FROM r6_recs() AS r(a int, b text) WHERE b LIKE '8%'")
+    assert r["err"] is not None and r["err"][0] == "42501" and "public.users.ssn" in r["err"][1], r
+
+
+# Round six, second pass (through pgwarden, after the plan check): an operator's IMMUTABLE lookup
+# (a common mistake: it reads a table) reached without being named, and a PL/pgSQL search helper.
+HELPERS = """
+CREATE OR REPLACE FUNCTION r6_imm(i int) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT ssn FROM users WHERE id = i $$;
+CREATE OR REPLACE VIEW r6_imm_view AS SELECT r6_imm(1) AS x;
+CREATE OR REPLACE VIEW r6_imm_view2 AS SELECT x FROM r6_imm_view;
+DROP OPERATOR IF EXISTS ### (none, int);
+CREATE OPERATOR ### (RIGHTARG = int, FUNCTION = r6_imm);
+CREATE OR REPLACE FUNCTION r6_ids_pl(p text) RETURNS SETOF int LANGUAGE plpgsql STABLE AS
+  $$ BEGIN RETURN QUERY SELECT id FROM users WHERE ssn LIKE p; END $$;
+"""
+
+
+@pytest.fixture
+def agent_with_helpers(request, make_pgwarden, tmp_path):
+    db = request.getfixturevalue("rtdb")
+    from test_mask_round3 import DB
+    db.psql(HELPERS, DB)
+    s = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("sqls", [
+    ["EXPLAIN VERBOSE SELECT * FROM r6_imm_view"],
+    ["EXPLAIN VERBOSE SELECT * FROM r6_imm_view2"],
+    ["EXPLAIN VERBOSE SELECT ### 1"],
+    ["PREPARE p1 AS SELECT r6_imm(1)", "EXPLAIN VERBOSE EXECUTE p1"],
+    ["PREPARE p2(int) AS SELECT r6_imm($1)", "EXPLAIN VERBOSE EXECUTE p2(1)"],
+], ids=["view", "view-of-view", "operator", "execute", "execute-param"])
+def test_explain_of_a_folded_function_reached_without_its_name_is_refused(agent_with_helpers, sqls):
+    # The planner folds the IMMUTABLE call into a constant and EXPLAIN VERBOSE printed it
+    # (`Output: '812-57-3964'::text`); only a function named in the text was refused.
+    got, r = received_by(agent_with_helpers, *sqls)
+    assert not leaked(got), (leaked(got), r)
+    assert r["err"] is not None and r["err"][0] == "42501", r
+
+
+def test_the_rows_of_a_plpgsql_function_that_reads_masked_columns_are_an_oracle(agent_with_helpers):
+    # Its body compares ssn with the argument; how many rows come back answered the guess.
+    for sql in ("SELECT * FROM r6_ids_pl('812-57%')",
+                "SELECT id FROM orders WHERE EXISTS (SELECT 1 FROM r6_ids_pl('812-5%'))",
+                "SELECT o.id FROM orders o, LATERAL (SELECT 1 FROM r6_ids_pl('812%') LIMIT 1) x"):
+        got, r = received_by(agent_with_helpers, sql)
+        assert r["err"] is not None and r["err"][0] == "42501", (sql, r)
+
+
+def test_a_view_or_operator_of_such_code_still_answers_a_plain_read(agent_with_helpers):
+    got, r = received_by(agent_with_helpers, "SELECT x FROM r6_imm_view")
+    assert r["err"] is None and not leaked(got), r

@@ -6,6 +6,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 from test_mask_round3 import (
+    DB,
     Session,
     leaked,
     received_by,
@@ -99,14 +100,20 @@ CREATE OR REPLACE FUNCTION r6_same(anyelement) RETURNS anyelement LANGUAGE sql I
 """
 
 
-@pytest.fixture
-def agent_with_functions(request, make_pgwarden, tmp_path):
+def _agent_after(request, make_pgwarden, tmp_path, objects: str, cleanup: str = ""):
+    """A demo-like session on round three's database after an operator made ``objects``."""
     db = request.getfixturevalue("rtdb")
-    from test_mask_round3 import DB
-    db.psql(FUNCTIONS, DB)
+    db.psql(objects, DB)
     s = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
     yield s
     s.close()
+    if cleanup:
+        db.psql(cleanup, DB)
+
+
+@pytest.fixture
+def agent_with_functions(request, make_pgwarden, tmp_path):
+    yield from _agent_after(request, make_pgwarden, tmp_path, FUNCTIONS)
 
 
 @pytest.mark.parametrize("sql", ["SELECT * FROM r6_rows('x')", "SELECT r6_rows FROM r6_rows('x')", "SELECT r6_one('x')",
@@ -138,13 +145,8 @@ CREATE RULE r6_instead AS ON INSERT TO r6_audit2 DO INSTEAD
 
 @pytest.fixture
 def agent_with_rules(request, make_pgwarden, tmp_path):
-    db = request.getfixturevalue("rtdb")
-    from test_mask_round3 import DB
-    db.psql(RULES, DB)
-    s = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
-    yield s
-    s.close()
-    db.psql("DROP TABLE IF EXISTS r6_audit, r6_audit2; DELETE FROM orders WHERE id > 2", DB)
+    yield from _agent_after(request, make_pgwarden, tmp_path, RULES,
+                            "DROP TABLE IF EXISTS r6_audit, r6_audit2; DELETE FROM orders WHERE id > 2")
 
 
 def test_a_rule_that_compares_a_written_value_with_a_masked_column_is_an_oracle(agent_with_rules):
@@ -195,12 +197,7 @@ CREATE OR REPLACE FUNCTION r6_ids_pl(p text) RETURNS SETOF int LANGUAGE plpgsql 
 
 @pytest.fixture
 def agent_with_helpers(request, make_pgwarden, tmp_path):
-    db = request.getfixturevalue("rtdb")
-    from test_mask_round3 import DB
-    db.psql(HELPERS, DB)
-    s = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
-    yield s
-    s.close()
+    yield from _agent_after(request, make_pgwarden, tmp_path, HELPERS)
 
 
 @pytest.mark.parametrize("sqls", [

@@ -1420,43 +1420,32 @@ class _Walker:
         parent's column masks the child's read by its own name (it did not: ``SELECT ssn FROM
         ledger_2024`` returned what ``ledger.ssn``'s rule masks)."""
         parents = inheritance_parents(self.catalog)
-        found: dict[str, set[Source]] = {}
-        seen = {rel.oid}
-        todo = list(parents.get(rel.oid, ()))
-        while todo:
-            oid = todo.pop()
-            if oid in seen:
-                continue
-            seen.add(oid)
-            parent = self.catalog.relation(oid)
-            cols = self.catalog.columns_of(oid) if parent is not None else None
-            if parent is None or cols is None:
-                continue
-            for c in cols:
-                found.setdefault(c.name, set()).add(Source(_schema(parent.schema), parent.name, c.name))
-            todo += parents.get(oid, ())
-        return {name: frozenset(sources) for name, sources in found.items()}
+        return self._family(rel, lambda r: parents.get(r.oid, ()))
 
     def _descendants(self, rel: RelationFacts) -> dict[str, frozenset[Source]]:
         """The same-named columns of ``rel``'s partitions and inheritance children, at any depth:
         reading the table reads their rows, so a rule masking a child's column masks the parent's
         column (its own rows too: over-masked, never under; ``ONLY`` is not told apart)."""
+        return self._family(rel, lambda r: [target for kind, target in r.effects if kind == "i"])
+
+    def _family(self, rel: RelationFacts,
+                step: Callable[[RelationFacts], Iterable[int]]) -> dict[str, frozenset[Source]]:
+        """The columns of the relations ``step`` reaches from ``rel``, at any depth, by name."""
         found: dict[str, set[Source]] = {}
         seen = {rel.oid}
-        todo = [target for kind, target in rel.effects if kind == "i"]
+        todo = list(step(rel))
         while todo:
             oid = todo.pop()
             if oid in seen:
                 continue
             seen.add(oid)
-            child = self.catalog.relation(oid)
-            cols = self.catalog.columns_of(oid) if child is not None else None
-            if child is None or cols is None:
+            other = self.catalog.relation(oid)
+            cols = self.catalog.columns_of(oid) if other is not None else None
+            if other is None or cols is None:
                 continue  # (not in the same load: cannot be, the effects came with it)
             for c in cols:
-                if not c.dropped:
-                    found.setdefault(c.name, set()).add(Source(_schema(child.schema), child.name, c.name))
-            todo += [target for kind, target in child.effects if kind == "i"]
+                found.setdefault(c.name, set()).add(Source(_schema(other.schema), other.name, c.name))
+            todo += step(other)
         return {name: frozenset(sources) for name, sources in found.items()}
 
     def view_columns(self, view: RelationFacts) -> Columns | None:

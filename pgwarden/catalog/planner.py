@@ -169,7 +169,7 @@ class ServerPlans:
     def _explain(conn: Any, sql: str, search_path: tuple[str, ...], standard_strings: bool,
                  param_types: tuple[int, ...]) -> object:
         """The plan as EXPLAIN's JSON, or `PlanRefused`. One network round trip for a statement
-        without parameters (a pipeline: the transaction, the settings, EXPLAIN, ROLLBACK); five
+        without parameters (a pipeline: the transaction, the settings, EXPLAIN; then ROLLBACK); five
         for one with them: the settings, the statement prepared, described, explained with NULLs
         under a generic plan, deallocated. No prepared statement outlives the transaction."""
         import psycopg
@@ -181,11 +181,10 @@ class ServerPlans:
                  "SET LOCAL plan_cache_mode TO force_generic_plan")
         try:
             if not param_types and not _has_parameters(sql, standard_strings):
-                with conn.pipeline():
+                with conn.pipeline():  # (the ROLLBACK after it: an error inside is then raised once)
                     for command in setup:
                         conn.execute(command)
                     cur = conn.execute(_EXPLAIN + sql.encode())
-                    conn.execute("ROLLBACK")
                 row = cur.fetchone()
                 return row[0] if row is not None else []
             pg = conn.pgconn

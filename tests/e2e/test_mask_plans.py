@@ -142,11 +142,15 @@ def test_a_statement_that_names_only_plain_unmasked_tables_is_not_asked_about(st
         assert plans.asked == before + 3
 
 
-def test_a_question_leaves_nothing_on_pgwardens_connection(pg_server):
+def test_a_question_leaves_nothing_on_pgwardens_connection(pg_server, caplog):
     """No prepared statement, setting or open transaction outlives a question, whether the server
-    answered or refused (a constant folded at plan time failing; a name it does not know)."""
+    answered or refused (a constant folded at plan time failing; a name it does not know), and
+    psycopg logs nothing of a refusal."""
+    import logging
+
     from pgwarden.catalog.planner import PlanRefused, ServerPlans
 
+    caplog.set_level(logging.WARNING, logger="psycopg")
     with psycopg.connect(pg_server.dsn(), autocommit=True) as c:
         path = c.execute("show search_path").fetchone()
         asked = ["select 1/0 where $1::int = 1", "select x from nowhere where a = $1", "select 1 where $1::int = 1",
@@ -158,6 +162,7 @@ def test_a_question_leaves_nothing_on_pgwardens_connection(pg_server):
         assert c.execute("show search_path").fetchone() == path
         assert c.execute("show standard_conforming_strings").fetchone() == ("on",)
         assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert not [r for r in caplog.records if r.name.startswith("psycopg")], caplog.records
 
 
 def test_statements_after_a_setting_in_the_same_query_are_left_to_lineage(stale):

@@ -1809,7 +1809,7 @@ class _Walker:
             # reads compared with them (``RETURN QUERY SELECT id FROM users WHERE ssn LIKE p``
             # answered a guess by its rows). Without arguments what it returns is the operator's
             # choice, not steered by the statement.
-            hidden = [self.body_reads(fn) for fn in candidates
+            hidden = [self.hidden_steering(fn) for fn in candidates
                       if not fn.builtin and args and (fn.language != "sql" or self.body_outputs(fn) is None)]
             return _union([argv, *hidden])
         if not candidates or len(args) != len(nodes):
@@ -1964,6 +1964,31 @@ class _Walker:
             return (None, None, ())
         return (columns, None if walker.unknown_reads else frozenset(walker.reads), tuple(walker.oracles))
 
+    def hidden_steering(self, fn: FunctionFacts) -> _Val:
+        """What may decide how many rows a function lineage does not trace returns: a PL/pgSQL body
+        that is only ``RETURN QUERY <query>`` with no variables of its own, its queries' conditions
+        (``WHERE dept = p`` steers by dept, not by the masked columns it returns); any other body,
+        everything it reads (a variable may hold a masked value an IF compares)."""
+        queries = _plpgsql_return_queries(fn) if fn.language == "plpgsql" and fn.source else None
+        if queries is None:
+            return self.body_reads(fn)
+        steering: list[_Val] = []
+        for text in queries:
+            try:
+                stmts = parse_tree(text).get("stmts", [])
+            except Exception:  # noqa: BLE001 - unreadable: everything it reads
+                return self.body_reads(fn)
+            stmt = stmts[0].get("stmt") if len(stmts) == 1 else None
+            if stmt is None or (_node(stmt) or ("", {}))[0] != "SelectStmt":
+                return self.body_reads(fn)
+            walker = _Walker(_body_context(fn, self.ctx), depth=self.depth + 1)
+            walker.query(stmt, _Scope([], None, params=frozenset(fn.argument_names)))
+            if walker.unknown_reads or walker.shape_unknown:
+                return self.body_reads(fn)
+            self.reads |= walker.reads
+            steering.append(_Val(frozenset(use.source for use in walker.oracles), False, False))
+        return _union(steering) if steering else _NONE
+
     def body_reads(self, fn: FunctionFacts) -> _Val:
         """Every column of every table a function's body reads (PL/pgSQL, or SQL that cannot be
         traced); unknown reads when the body cannot be read or reads what cannot be named."""
@@ -1996,6 +2021,40 @@ class _Walker:
                     sources |= v.sources
         self.reads |= sources
         return _Val(frozenset(sources), False, True)
+
+
+def _plpgsql_return_queries(fn: FunctionFacts) -> list[str] | None:
+    """The queries of a PL/pgSQL body that is one block of ``RETURN QUERY <static query>`` (and a
+    bare RETURN), with no variables but its arguments and FOUND; None for any other body."""
+    import json
+
+    from pgwarden.sql.syntax import _dollar_quote, parse_plpgsql_json
+
+    try:
+        body = _dollar_quote(fn.source or "")
+        tree = json.loads(parse_plpgsql_json(
+            f"CREATE FUNCTION pg_temp.pgwarden_f() RETURNS SETOF record LANGUAGE plpgsql AS {body}"))
+        function = (_node(tree[0]) or ("", {}))[1]
+    except Exception:  # noqa: BLE001 - unreadable: not such a body
+        return None
+    datums = [(_node(d) or ("", {}))[1].get("refname") for d in function.get("datums") or ()]
+    if any(name != "found" for name in datums):
+        return None
+    block = (_node(function.get("action")) or ("", {}))
+    if block[0] != "PLpgSQL_stmt_block" or block[1].get("exceptions"):
+        return None
+    queries = []
+    for statement in block[1].get("body") or ():
+        kind, fields = _node(statement) or ("", {})
+        if kind == "PLpgSQL_stmt_return" and not fields:
+            continue
+        if kind != "PLpgSQL_stmt_return_query" or fields.get("dynquery") is not None:
+            return None
+        expr = (_node(fields.get("query")) or ("", {}))[1]
+        if expr.get("parseMode", 0) != 0 or not isinstance(expr.get("query"), str):
+            return None
+        queries.append(expr["query"])
+    return queries
 
 
 def _body_context(fn: FunctionFacts, ctx: SqlContext) -> SqlContext:

@@ -192,6 +192,10 @@ DROP OPERATOR IF EXISTS ### (none, int);
 CREATE OPERATOR ### (RIGHTARG = int, FUNCTION = r6_imm);
 CREATE OR REPLACE FUNCTION r6_ids_pl(p text) RETURNS SETOF int LANGUAGE plpgsql STABLE AS
   $$ BEGIN RETURN QUERY SELECT id FROM users WHERE ssn LIKE p; END $$;
+CREATE OR REPLACE FUNCTION r6_if_pl(p text) RETURNS SETOF int LANGUAGE plpgsql STABLE AS
+  $$ DECLARE s text; BEGIN SELECT ssn INTO s FROM users WHERE id = 1; IF s LIKE p THEN RETURN NEXT 1; END IF; END $$;
+CREATE OR REPLACE FUNCTION r6_by_name_pl(p text) RETURNS SETOF users LANGUAGE plpgsql STABLE AS
+  $$ BEGIN RETURN QUERY SELECT * FROM users WHERE name = p; END $$;
 """
 
 
@@ -217,7 +221,7 @@ def test_explain_of_a_folded_function_reached_without_its_name_is_refused(agent_
 
 def test_the_rows_of_a_plpgsql_function_that_reads_masked_columns_are_an_oracle(agent_with_helpers):
     # Its body compares ssn with the argument; how many rows come back answered the guess.
-    for sql in ("SELECT * FROM r6_ids_pl('812-57%')",
+    for sql in ("SELECT * FROM r6_ids_pl('812-57%')", "SELECT * FROM r6_if_pl('8%')",
                 "SELECT id FROM orders WHERE EXISTS (SELECT 1 FROM r6_ids_pl('812-5%'))",
                 "SELECT o.id FROM orders o, LATERAL (SELECT 1 FROM r6_ids_pl('812%') LIMIT 1) x"):
         got, r = received_by(agent_with_helpers, sql)
@@ -227,3 +231,9 @@ def test_the_rows_of_a_plpgsql_function_that_reads_masked_columns_are_an_oracle(
 def test_a_view_or_operator_of_such_code_still_answers_a_plain_read(agent_with_helpers):
     got, r = received_by(agent_with_helpers, "SELECT x FROM r6_imm_view")
     assert r["err"] is None and not leaked(got), r
+
+
+def test_a_plpgsql_function_returning_a_query_is_steered_by_that_querys_conditions(agent_with_helpers):
+    # RETURN QUERY ... WHERE name = p: its rows follow name, not the masked columns it returns
+    got, r = received_by(agent_with_helpers, "SELECT id, ssn FROM r6_by_name_pl('alice')")
+    assert r["err"] is None and len(r["rows"]) == 1 and not leaked(got), r

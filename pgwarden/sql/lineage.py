@@ -1248,6 +1248,9 @@ class _Walker:
         target = self.range_var(f.get("relation") or {}, scope, table=True)
         rel = target.rels[0]
         instead = self.rule_actions(kind, f.get("relation") or {}, rel)
+        stored = self.stored_expressions(kind, f.get("relation") or {})
+        if stored is not None:
+            self._written([("", stored)])
         if kind == "InsertStmt":
             select = f.get("selectStmt")
             values = self.query(select, scope) if select is not None else []
@@ -1304,11 +1307,37 @@ class _Walker:
         extra = [_Item([_Rel(a, rel.columns, unknown=rel.unknown)], [], []) for a in aliases.values() if a]
         rscope = _Scope(scope.items + extra, scope.parent, scope.ctes)
         returned = self.targets(exprs, rscope)
+        if stored is not None:  # a column the row took from its default or generation
+            returned = [(n, _Val(v.sources | stored.sources, False, v.opaque or stored.opaque)) for n, v in returned]
         if instead is not None:
             # an INSTEAD rule's action returns the rows, under the names and types of this RETURNING
             # (the server describes them as the target's columns): each may be any of its values
             return [(n, _Val(v.sources | instead.sources, False, v.opaque or instead.opaque)) for n, v in returned]
         return returned
+
+    def stored_expressions(self, kind: str, relation: dict) -> _Val | None:
+        """What the expressions a written row goes through read: its columns' defaults (a domain's
+        too), generated columns, CHECK constraints (the catalog's 'd' effects: the functions they
+        call). A value taken from them is written and returned as any (a default of
+        ``lookup_ssn(1)`` had returned, and stored, the SSN in clear). None when they read nothing."""
+        if kind not in _RULE_EVENTS or kind == "DeleteStmt":
+            return None
+        found = self.relations(relation.get("schemaname"), relation.get("relname", ""))
+        functions = {target for facts in found for k, target in facts.effects if k == "d"}
+        values: list[_Val] = []
+        for oid in sorted(functions):
+            fn = self.catalog.function(oid)
+            if fn is None:
+                self.unknown_reads = True
+                values.append(_OPAQUE)
+            elif fn.name in _READS_BY_NAME:
+                self.unknown_reads = True
+                values.append(_OPAQUE)
+            elif not fn.builtin:
+                self.own_code = True
+                values.append(self.body_reads(fn))
+        v = _union(values) if values else _NONE
+        return v if v.sources or v.opaque else None
 
     def rule_actions(self, kind: str, relation: dict, rel: _Rel) -> _Val | None:
         """Walks the rules the server's rewriter adds to a write of ``relation`` (CREATE RULE ... ON

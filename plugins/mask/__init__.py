@@ -115,6 +115,13 @@ def _withheld(sqlstate: str) -> str:
     return f"pgwarden: message withheld: the statement reads masked columns{said}"
 
 
+def _refuses(rule: MaskRule, clause: str) -> bool:
+    """Whether ``rule`` refuses its column's use in ``clause``: every use unless ``oracle: allow``;
+    a value written to a table always (it comes back from there in clear: no comparison, the
+    value itself)."""
+    return rule.spec.oracle == "refuse" or clause.lower() == "write"
+
+
 def _explained_executes(statement: Statement) -> set[str]:
     """The prepared statements an ``EXPLAIN EXECUTE name`` plans (not run: not the analysis's
     ``executes``); every name ("*") when the string cannot be read."""
@@ -250,7 +257,7 @@ class Masking:
                         continue
                     source = str(use.source)
                     rule = rules.rule_for(source)
-                    if rule is not None and rule.spec.oracle == "refuse":
+                    if rule is not None and _refuses(rule, use.clause):
                         return self._oracle(source, use.clause, rule)
                 opaque = body.opaque or body.outputs is not None and any(o.opaque for o in body.outputs)
                 if opaque or body.reads is None:
@@ -350,7 +357,7 @@ class Masking:
                                 return refused
                             continue
                         oracle_rule = rules.rule_for(str(use.source))
-                        if oracle_rule is not None and oracle_rule.spec.oracle == "refuse":
+                        if oracle_rule is not None and _refuses(oracle_rule, use.clause):
                             return self._oracle(str(use.source), use.clause, oracle_rule)
         return None
 
@@ -458,7 +465,7 @@ class Masking:
         masked column whose rule refuses oracles (any such column when what it reads is unknown)."""
         reads = None if body.reads is None else [str(s) for s in body.reads]
         candidates = rules.columns if reads is None else [r for r in map(rules.rule_for, reads) if r is not None]
-        refusing = [r for r in candidates if r.spec.oracle == "refuse"]
+        refusing = [r for r in candidates if _refuses(r, clause)]
         if not refusing:
             return None
         rule = max(refusing, key=lambda r: r.strength)
@@ -473,6 +480,12 @@ class Masking:
     def _oracle(source: str, clause: str, rule: MaskRule) -> Verdict:
         where = _CLAUSES.get(clause.lower(), clause)
         column = source.rsplit(".", 1)[1]
+        if clause.lower() == "write":
+            return _refused_by(rule,
+                f"masked column {source} used in {where}",
+                f"A value written to a table is read back from it unmasked: writing {column}, or a value "
+                "computed from it, would hand it out in clear (`oracle: allow` does not lift this). Ask an "
+                "operator to mask the target column too, or to run the copy outside this identity.")
         return _refused_by(rule,
             f"masked column {source} used in {where}",
             f"A masked column may be returned (masked) but not used in {where}: that reveals its values "

@@ -22,7 +22,7 @@ import re
 import struct
 import uuid
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from enum import Enum
 
 from pgwarden.mask_rows import PartialText
@@ -104,21 +104,27 @@ def canonical(value: bytes, family: Family, fmt: int) -> bytes:
         if family is Family.BYTEA:
             return value.hex().encode()
         if family is Family.NUMERIC:
-            return str(_numeric_decode(value)).encode()
+            return _numeric_text(value).encode()
     except (struct.error, ValueError, OverflowError):
         pass
     return b"\\binary:" + value
 
 
-def _numeric_decode(value: bytes) -> Decimal:
+def _numeric_text(value: bytes) -> str:
+    """A numeric's binary form as the server writes it in text: with its display scale (``50000.00``,
+    not ``50000``: a hash of either form must be the same), never in exponent notation."""
     ndigits, weight, sign, dscale = struct.unpack_from("!hhHh", value)
-    if sign == 0xC000:
-        return Decimal("NaN")
+    special = {0xC000: "NaN", 0xD000: "Infinity", 0xF000: "-Infinity"}.get(sign)
+    if special is not None:
+        return special
     digits = struct.unpack_from(f"!{ndigits}H", value, 8)
-    number = Decimal(0)
-    for i, d in enumerate(digits):
-        number += Decimal(d) * Decimal(10000) ** (weight - i)
-    return -number if sign == 0x4000 else number
+    with localcontext() as context:
+        context.prec = max(28, 4 * (ndigits + abs(weight) + 2) + dscale)
+        number = Decimal(0)
+        for i, d in enumerate(digits):
+            number += Decimal(d) * Decimal(10000) ** (weight - i)
+        number = number.quantize(Decimal(1).scaleb(-dscale))
+        return format(-number if sign == 0x4000 else number, "f")
 
 
 # ---------------------------------------------------------------------------- writing a value

@@ -101,9 +101,11 @@ class Lineage:
     # DECLARE ... WITH HOLD inside a transaction: the server runs the cursor's query to its end
     # when the transaction commits, so what it raises is the answer of the COMMIT.
     holds: bool = False
-    # It reaches code of the database's own: a function, an operator's function, a view's (the
-    # planner folds an IMMUTABLE one into a constant an EXPLAIN prints).
+    # It reaches an IMMUTABLE function of the database's own (named, an operator's, a view's): the
+    # planner folds a call of one into a constant an EXPLAIN prints. ``folded``: what such
+    # functions read (None: unknown).
     own_code: bool = False
+    folded: frozenset[Source] | None = frozenset()
 
 
 def lineage_json(lineage: Lineage) -> dict[str, object]:
@@ -553,7 +555,9 @@ class _Walker:
         self.missing_relation = False  # a relation the catalog does not know was named
         self.depth = depth  # views and function bodies inside views and bodies
         self._schemas: tuple[str, ...] | None = None
-        self.own_code = False  # a function of the database's own was named or reached (`Lineage.own_code`)
+        self.own_code = False  # an IMMUTABLE function of the database's own was reached (`Lineage.own_code`)
+        self.folded: set[Source] = set()  # ... what such functions read (`Lineage.folded`)
+        self.folded_unknown = False
 
     # ------------------------------------------------------------------ statements
 
@@ -619,7 +623,7 @@ class _Walker:
             elif _explain_runs(f):
                 return UNKNOWN
             return Lineage(outputs=(Output("QUERY PLAN", frozenset(), False),), reads=inner.reads,
-                           oracles=oracles, own_code=inner.own_code)
+                           oracles=oracles, own_code=inner.own_code, folded=inner.folded)
         if kind == "VariableShowStmt":
             name = f.get("name", "")
             if name == "all":
@@ -646,6 +650,7 @@ class _Walker:
             oracles=tuple(self.oracles),
             opaque=self.shape_unknown,
             own_code=self.own_code,
+            folded=None if self.folded_unknown else frozenset(self.folded),
         )
 
     def copy(self, f: dict) -> Lineage:
@@ -1035,8 +1040,8 @@ class _Walker:
                 return _Item([rel], columns, [])
         found = self.relations(schema, name)
         if found:
-            if not self.own_code and any(self.view_calls_own_code(r) for r in found):
-                self.own_code = True
+            for r in found:
+                self.note_folding(self.view_functions(r))
             columns_each = [self.relation_columns(r) for r in found]
             if any(c is None for c in columns_each):
                 return self.unknown_item(schema, name, alias)
@@ -1051,19 +1056,19 @@ class _Walker:
             return _Item([rel], columns, [] if alike else [rel])
         return self.unknown_item(schema, name, alias)
 
-    def view_calls_own_code(self, rel: RelationFacts) -> bool:
-        """Whether a view (or a view it reads, at any depth) calls a function of the database's own."""
+    def view_functions(self, rel: RelationFacts) -> list[FunctionFacts | None]:
+        """The functions a view (and each view it reads, at any depth) calls of the database's own."""
         seen: set[int] = set()
         todo = [rel]
+        out: list[FunctionFacts | None] = []
         while todo:
             r = todo.pop()
             if r.oid in seen or r.kind not in ("v", "m"):
                 continue
             seen.add(r.oid)
-            if any(fn is None or not fn.builtin for fn in map(self.catalog.function, r.functions)):
-                return True
+            out += [fn for fn in map(self.catalog.function, r.functions) if fn is None or not fn.builtin]
             todo += [x for x in map(self.catalog.relation, r.relations) if x is not None]
-        return False
+        return out
 
     def unknown_item(self, schema: str | None, name: str, alias: tuple[str | None, list[str]]) -> _Item:
         self.missing_relation = True
@@ -1260,7 +1265,15 @@ class _Walker:
             on_conflict = _node(f.get("onConflictClause")) if f.get("onConflictClause") else None
             conflict = on_conflict[1] if on_conflict else (f.get("onConflictClause") or {})
             if conflict:
-                excluded = _Rel("excluded", rel.columns, unknown=rel.unknown)
+                # EXCLUDED is the row proposed for insertion: the values given (the agent's own
+                # constants in an ORM's upsert), a default's for the others, never what is stored
+                named = [(_node(c) or ("", {}))[1].get("name") for c in f.get("cols") or ()]
+                names = named or [n for n, _ in rel.columns]
+                given = dict(zip(names, (v for _, v in values), strict=False)) \
+                    if select is not None and len(values) == len(names) else None
+                default = stored if stored is not None else _NONE
+                excluded = _Rel("excluded", rel.columns, unknown=rel.unknown) if given is None else \
+                    _Rel("excluded", [(n, given.get(n, default)) for n, _ in rel.columns], unknown=rel.unknown)
                 cscope = _Scope([target, _Item([excluded], [], [])], scope.parent, scope.ctes)
                 for t in conflict.get("targetList") or ():
                     self._written([("", self.set_value(t, cscope))])
@@ -1334,7 +1347,6 @@ class _Walker:
                 self.unknown_reads = True
                 values.append(_OPAQUE)
             elif not fn.builtin:
-                self.own_code = True
                 values.append(self.body_reads(fn))
         v = _union(values) if values else _NONE
         return v if v.sources or v.opaque else None
@@ -1598,9 +1610,39 @@ class _Walker:
                 continue
             if fn.accepts(nargs):
                 out.append(fn)
-        if not all(fn.builtin for fn in out):
-            self.own_code = True
+        self.note_folding(out)
         return out
+
+    def note_folding(self, functions: Iterable[FunctionFacts | None]) -> None:
+        """Notes what an IMMUTABLE function of the database's own reads (the planner folds a call of
+        one with constant arguments into a constant an EXPLAIN prints): `Lineage.own_code`."""
+        for fn in functions:
+            if fn is None:
+                self.own_code = True
+                self.folded_unknown = True
+            elif not fn.builtin and fn.volatility == "i":
+                self.own_code = True
+                if fn.source is None or fn.language not in ("sql", "plpgsql"):
+                    self.folded_unknown = True  # (C code of an extension: what it reads is not known)
+                    continue
+                # (what the statement reads is not changed by noting what the function reads)
+                unknown, reads_before = self.unknown_reads, set(self.reads)
+                self.unknown_reads = False
+                if fn.language == "sql":  # its body traced with its parameters
+                    body = self.body_outputs(fn)
+                    read = set(self.reads) - reads_before
+                    if body is None:
+                        self.unknown_reads = True
+                    else:
+                        read |= {source for _, v in body for source in v.sources}
+                else:
+                    value = self.body_reads(fn)
+                    read = set(value.sources)
+                    self.unknown_reads = self.unknown_reads or value.opaque
+                if self.unknown_reads:
+                    self.folded_unknown = True
+                self.folded |= read - {UNTRACED}
+                self.unknown_reads, self.reads = unknown, reads_before
 
     # ------------------------------------------------------------------ expressions
 
@@ -1736,8 +1778,7 @@ class _Walker:
         catalog = self.ctx.catalog
         schema = names[-2] if len(names) > 1 else None
         found = [op.function for op in catalog.operators_named(names[-1]) if schema is None or op.schema == schema]
-        if any(fn is None or not fn.builtin for fn in map(catalog.function, found)):
-            self.own_code = True
+        self.note_folding(map(catalog.function, found))
         return found
 
     def cast_functions(self, names: list[str]) -> list[int]:
@@ -1834,12 +1875,12 @@ class _Walker:
         argv = _union(args)
         if candidates and not all(fn.builtin for fn in candidates):
             # code of the database's own whose conditions lineage does not follow (PL/pgSQL, an SQL
-            # body it cannot trace), given arguments: how many rows it returns may be anything it
-            # reads compared with them (``RETURN QUERY SELECT id FROM users WHERE ssn LIKE p``
-            # answered a guess by its rows). Without arguments what it returns is the operator's
-            # choice, not steered by the statement.
+            # body it cannot trace): how many rows it returns may be anything it reads compared
+            # with its arguments (``RETURN QUERY SELECT id FROM users WHERE ssn LIKE p`` answered a
+            # guess by its rows), or with what the agent controls otherwise: a table it writes, a
+            # setting it sets (``WHERE email LIKE current_setting('app.email')``), arguments or not
             hidden = [self.hidden_steering(fn) for fn in candidates
-                      if not fn.builtin and args and (fn.language != "sql" or self.body_outputs(fn) is None)]
+                      if not fn.builtin and (fn.language != "sql" or self.body_outputs(fn) is None)]
             return _union([argv, *hidden])
         if not candidates or len(args) != len(nodes):
             return argv

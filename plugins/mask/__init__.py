@@ -287,7 +287,8 @@ class Masking:
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
             return _refused_by(rule,
-                "EXPLAIN of a statement whose functions of the database's own read masked columns",
+                "EXPLAIN of a statement reaching an IMMUTABLE function of the database's own that reads "
+                "masked columns",
                 "The planner computes such a function's value and the plan prints it (a constant in a "
                 "filter, or an output with VERBOSE). EXPLAIN the statement without the function.")
         keeps = _keeps(statement.kinds, analysis)
@@ -363,22 +364,23 @@ class Masking:
 
     @staticmethod
     def _folds_masked(rules: SessionRules, statement: Statement, session: Session) -> bool:
-        """Whether an EXPLAIN's statement calls a function of the database's own (the planner folds
-        an IMMUTABLE one into a constant the plan prints) while it may read masked columns."""
+        """Whether an EXPLAIN's statement reaches an IMMUTABLE function of the database's own that
+        may read masked columns: named, an operator's, a view's, a prepared body's (the planner
+        folds a call of one into a constant the plan prints: ``Output: '812-57-3964'::text``)."""
         catalog = statement.context.catalog if statement.context is not None else None
-        own = any(catalog is None or not all(fn.builtin for fn in catalog.functions_named(name))
-                  or not catalog.functions_named(name) for name in statement.analysis.functions)
-        # ... or reaches one: through a view, an operator (lineage notes it), a prepared statement
-        # EXECUTEd (its bodies as PREPAREd; one not seen counts)
-        own = own or any(lineage.own_code for lineage in statement.lineage)
+        if catalog is None or any(not catalog.functions_named(name) for name in statement.analysis.functions):
+            return Masking._may_touch(rules, statement, statement.lineage)  # a function not known
         bodies = session.store.get(PREPARED_BODIES, {})
-        executes = set(statement.analysis.executes) | _explained_executes(statement)
-        for name in executes:
-            own = own or any(body is None or body.own_code or body.reads is None
-                             for body, _ in bodies.get(name) or [(None, None)])
-        lineages = list(statement.lineage) + [body for name in executes
-                                              for body, _ in bodies.get(name) or () if body is not None]
-        return own and Masking._may_touch(rules, statement, lineages)
+        lineages = list(statement.lineage)
+        for name in set(statement.analysis.executes) | _explained_executes(statement):
+            known = [body for body, _ in bodies.get(name) or [(None, None)]]
+            if any(body is None for body in known):  # a body not seen: what it reaches is not known
+                return True
+            lineages += known
+        for lineage in lineages:
+            if lineage.own_code and (lineage.folded is None or any(rules.rule_for(str(s)) for s in lineage.folded)):
+                return True
+        return False
 
     @staticmethod
     def _ddl_on_masked(rules: SessionRules, statement: Statement) -> Verdict | None:

@@ -306,3 +306,54 @@ def test_a_filter_under_oracle_allow_is_answered_as_its_where_is(agent_allowing_
     # the plan's result column computes from ssn through FILTER, a comparison lineage saw and the rule allows
     got, r = received_by(agent_allowing_oracles, "SELECT count(*) FILTER (WHERE ssn LIKE '8%') AS n FROM users")
     assert r["err"] is None and r["rows"] == [(1,)], r
+
+
+# Round six, fourth pass: PL/pgSQL set-returning functions steered by what the agent controls
+# without arguments, and ordinary statements that the passes' rules must still answer.
+STEERED = """
+DROP TABLE IF EXISTS r6_watch CASCADE;
+CREATE TABLE r6_watch (pattern text);
+CREATE OR REPLACE FUNCTION r6_watch_hits() RETURNS SETOF int LANGUAGE plpgsql STABLE AS
+  $$ BEGIN RETURN QUERY SELECT u.id FROM users u JOIN r6_watch w ON u.ssn LIKE w.pattern; END $$;
+CREATE OR REPLACE FUNCTION r6_me() RETURNS SETOF users LANGUAGE plpgsql STABLE AS
+  $$ BEGIN RETURN QUERY SELECT * FROM users WHERE email LIKE current_setting('app.email', true); END $$;
+CREATE OR REPLACE FUNCTION r6_fmt(t text) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT initcap(t) $$;
+CREATE OR REPLACE VIEW r6_fmt_view AS SELECT id, r6_fmt(name) AS display, ssn FROM users;
+CREATE OR REPLACE FUNCTION r6_users_sql(p int) RETURNS SETOF users LANGUAGE sql STABLE AS $$ SELECT * FROM users WHERE id = p $$;
+"""
+
+
+@pytest.fixture
+def agent_steering(request, make_pgwarden, tmp_path):
+    yield from _agent_after(request, make_pgwarden, tmp_path, STEERED, "DROP TABLE IF EXISTS r6_watch CASCADE")
+
+
+@pytest.mark.parametrize("sqls", [
+    ["DELETE FROM r6_watch", "INSERT INTO r6_watch VALUES ('8%')", "SELECT 1 AS one FROM r6_watch_hits()"],
+    ["SET app.email = 'zorb%'", "SELECT count(*) AS n FROM r6_me()"],
+], ids=["a-table-it-writes", "a-setting-it-sets"])
+def test_a_plpgsql_function_without_arguments_steered_by_what_the_agent_controls_is_an_oracle(agent_steering, sqls):
+    # No argument, yet its rows follow a table the agent writes or a setting it sets: one row for a
+    # right guess, none for a wrong one (the masked value a character a statement).
+    got, r = received_by(agent_steering, *sqls)
+    assert r["err"] is not None and r["err"][0] == "42501", r
+
+
+@pytest.mark.parametrize("sql", [
+    # an ORM's upsert: EXCLUDED is the row proposed, the agent's own constants (was refused as a
+    # masked value written)
+    "INSERT INTO users (id, name, ssn) VALUES (2, 'bob', '345-67-8901') ON CONFLICT (id) DO UPDATE SET ssn = EXCLUDED.ssn",
+    # an operator's harmless IMMUTABLE function in a view beside a masked column; a STABLE function
+    # (the planner folds neither into a value of a masked column)
+    "EXPLAIN SELECT * FROM r6_fmt_view",
+    "EXPLAIN SELECT * FROM r6_users_sql(1)",
+], ids=["upsert-excluded", "explain-harmless-function", "explain-stable-function"])
+def test_ordinary_statements_are_still_answered(agent_steering, sql):
+    got, r = received_by(agent_steering, sql)
+    assert r["err"] is None and not leaked(got), r
+
+
+def test_an_upsert_writing_a_stored_masked_value_is_still_a_write(agent_steering):
+    got, r = received_by(agent_steering, "INSERT INTO users (id, name) VALUES (2, 'b') "
+                                         "ON CONFLICT (id) DO UPDATE SET name = users.ssn")
+    assert r["err"] is not None and r["err"][0] == "42501", r

@@ -10,9 +10,9 @@ and the statement is refused when the plan:
 * tests a masked column (a filter, a join or index condition, a sort or group key) that lineage
   found no use of as an oracle, and whose rule refuses oracles;
 * computes a result column from a masked column lineage did not trace to it (the column's mask
-  follows lineage's sources: it would come back in clear). Only names the plan's top output list
-  gives itself are compared: a value taken through a sub-select or CTE the planner kept apart is
-  lineage's alone.
+  follows lineage's sources: it would come back in clear). The names the plan's top output list
+  gives, itself or through a sub-plan's result, are compared: a value taken through a sub-select
+  or CTE the planner keeps as a scan of its own is lineage's alone.
 
 What the plan cannot show is left to lineage: code in functions the planner does not inline,
 and conditions on a column of a sub-select or CTE the planner kept apart (the plan names them

@@ -1136,7 +1136,12 @@ class _Walker:
             items = n[1].get("items", []) if n is not None and n[0] == "List" else []
             call = items[0] if items else None
             coldefs = items[1] if len(items) > 1 else None
-            cols, name, more = self.function_columns(call, coldefs, fn_scope)
+            arrays = self.unnest_of_arrays(call, fn_scope)
+            name: str | None
+            if arrays is not None:
+                cols, name, more = arrays, "unnest", None
+            else:
+                cols, name, more = self.function_columns(call, coldefs, fn_scope)
             if more is not None:
                 fallback = more if fallback is None else _union([fallback, more])
             if i == 0:
@@ -1160,6 +1165,32 @@ class _Walker:
         opaque = any(v.opaque and n == "*" for n, v in columns)
         rel = _Rel(name, columns, opaque=opaque, fallback=fallback, function_item=True)
         return _Item([rel], columns, [rel] if opaque else [])
+
+    def unnest_of_arrays(self, call: Any, scope: _Scope) -> Columns | None:
+        """``unnest(a, b, ...)`` whose every argument is visibly an array (``$1::int[]``, ``ARRAY[...]``):
+        the ``anyarray`` overload, one column per argument, each element derived from its array
+        (Django's bulk insert: ``INSERT ... SELECT * FROM UNNEST($1::int[], $2::text[])``, refused before
+        as values of unknown columns written). Its rows follow the arrays' sizes. None otherwise."""
+        n = _node(call)
+        named = _names(n[1].get("funcname")) if n is not None and n[0] == "FuncCall" else None
+        if n is None or named not in (["unnest"], ["pg_catalog", "unnest"]):
+            return None  # (an ``unnest`` of another schema than pg_catalog: its own function, not this)
+        args = n[1].get("args") or []
+        if not args or n[1].get("agg_star") or n[1].get("func_variadic") or n[1].get("agg_order"):
+            return None
+        for arg in args:
+            a = _node(arg)
+            if a is None or not (a[0] == "A_ArrayExpr"
+                                 or a[0] == "TypeCast" and (a[1].get("typeName") or {}).get("arrayBounds")):
+                return None
+        columns: Columns = []
+        steering: list[_Val] = []
+        for arg in args:
+            v = self.read(self.expr(arg, scope))
+            columns.append(("unnest", _Val(v.sources, False, v.opaque)))
+            steering.append(self.array_dimensions(arg, v, scope))
+        self.oracle(_union(steering), "rows")
+        return columns
 
     def function_columns(self, call: Any, coldefs: Any, scope: _Scope) -> tuple[Columns, str | None, _Val | None]:
         """The columns a function in FROM returns: from its SQL body, its declared result, else

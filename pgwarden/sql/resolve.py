@@ -238,6 +238,10 @@ class _Resolver:
     # ------------------------------------------------------------------ functions
 
     def _candidates(self, call: Call) -> list[FunctionFacts]:
+        if call.name == "unnest" and call.nargs > 1 and call.schema in (None, "pg_catalog"):
+            # ``unnest(a, b, ...)`` is the server's ``ROWS FROM (unnest(a), unnest(b), ...)`` of the
+            # built-in (Django's bulk insert sends it; no function of several arrays exists)
+            return [fn for fn in self.catalog.functions_named("unnest") if fn.builtin and fn.accepts(1)]
         found = []
         for fn in self.catalog.functions_named(call.name):
             if call.schema is not None:

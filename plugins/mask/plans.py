@@ -78,12 +78,19 @@ def plan_needed(rules: SessionRules, statement: Statement) -> bool:
     return False
 
 
+#: Class-42 answers that say nothing of names only the session has: a parameter's type the server
+#: cannot infer without the types the client declared (they are not passed: `OR $2 IS NULL` had
+#: turned the check off for any statement), an ambiguous operator or function between them.
+_NOT_THE_SESSIONS = frozenset({"42P18", "42P08", "42725"})
+
+
 def _left_to_lineage(sqlstate: str, stale: bool) -> bool:
     """Whether a statement the server would not plan on pgwarden's connection is judged by lineage
-    alone: a name only the session has (class 42); a lock held by the session's own catalog change
-    in its open transaction (55P03 while the context is ``stale``: lineage then masks every output
-    whole). A lock taken otherwise (``LOCK TABLE``) does not turn this check off."""
-    return sqlstate.startswith("42") or sqlstate == "55P03" and stale
+    alone: a name only the session has (class 42, but `_NOT_THE_SESSIONS`); a lock held by the
+    session's own catalog change in its open transaction (55P03 while the context is ``stale``:
+    lineage then masks every output whole). A lock taken otherwise (``LOCK TABLE``) does not turn
+    this check off."""
+    return sqlstate.startswith("42") and sqlstate not in _NOT_THE_SESSIONS or sqlstate == "55P03" and stale
 
 
 def planned_texts(statement: Statement) -> list[tuple[int, str, bool]] | None:

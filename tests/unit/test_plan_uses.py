@@ -135,6 +135,10 @@ def test_a_plan_not_had_refuses_only_what_may_touch_masked_tables():
         assert "could not check" in compare(answer, SEEN_NAME).reason
         assert compare(answer, SEEN_NAME, may_touch=False) is None
     assert compare(PlanRefused("42P01", "x"), SEEN_NAME) is None  # a temporary table of the session
+    # a parameter's type the server cannot infer without the client's declared types (not passed):
+    # `OR $2 IS NULL` had turned the check off
+    for state in ("42P18", "42P08", "42725"):
+        assert "could not check" in compare(PlanRefused(state, "x"), SEEN_NAME).reason
     # a lock: left to lineage only while the session's own catalog change is unread (lineage then
     # masks every output whole), refused otherwise (LOCK TABLE)
     assert _compare([PlanRefused("55P03", "x")], RULES, (SEEN_NAME,), True, refuse, True) is None

@@ -8,7 +8,8 @@ traffic, its transaction or its statistics. What the session has and this connec
 
     BEGIN READ ONLY                       -- a function the planner folds cannot write
     SET LOCAL search_path / standard_conforming_strings / plan_cache_mode = force_generic_plan
-    Parse (the statement, its parameter types as the client declared them)
+    Parse (the statement; parameter types when the caller gives them: masking does not have the
+           client's declared types, so the server infers them, or answers 42P18)
     EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) EXECUTE ... (NULL for each parameter)
     ROLLBACK; DEALLOCATE
 

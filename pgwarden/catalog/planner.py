@@ -11,7 +11,7 @@ traffic, its transaction or its statistics. What the session has and this connec
     Parse (the statement; parameter types when the caller gives them: masking does not have the
            client's declared types, so the server infers them, or answers 42P18)
     EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) EXECUTE ... (NULL for each parameter)
-    ROLLBACK; DEALLOCATE
+    DEALLOCATE; ROLLBACK                  -- (a statement without parameters: EXPLAIN of its text)
 
 A generic plan keeps the parameters as ``$n``: no NULL is folded into a condition and no branch
 is planned away. An answer is kept per (text, search_path, standard_conforming_strings,

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.logger import Logger
 
 from pgwarden.api import Statement, Verdict
 from pgwarden.catalog.planner import PlanRefused, PlanUnavailable
@@ -46,6 +47,8 @@ _PLANNED = frozenset({"SelectStmt", "InsertStmt", "UpdateStmt", "DeleteStmt", "M
 _INNER = frozenset({"DeclareCursorStmt", "CopyStmt", "PrepareStmt", "ExplainStmt", "CreateTableAsStmt"})
 
 Refuse = Callable[["MaskRule", str, str], Verdict]
+
+log = Logger()
 
 
 def plan_needed(rules: SessionRules, statement: Statement) -> bool:
@@ -180,7 +183,12 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
                 isinstance(answer, PlanRefused) and not _left_to_lineage(answer.sqlstate, stale):
             if not may_touch:
                 continue
-            reason = answer.reason if isinstance(answer, PlanUnavailable) else f"SQLSTATE {answer.sqlstate}"
+            if isinstance(answer, PlanUnavailable):
+                # (what failed names the upstream's host and port: the operator's log, not the agent's)
+                log.warn("masking: the server's plan could not be read: {reason}", reason=answer.reason)
+                reason = "pgwarden's connection to the database failed"
+            else:
+                reason = f"SQLSTATE {answer.sqlstate}"
             return refuse(rules.columns[0],
                           f"pgwarden could not check this statement against the server's plan ({reason})",
                           "It may read masked columns, and pgwarden checks its reading of such statements "

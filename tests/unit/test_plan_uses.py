@@ -134,6 +134,10 @@ def test_a_plan_not_had_refuses_only_what_may_touch_masked_tables():
     for answer in (PlanUnavailable("OperationalError"), PlanRefused("57014", "canceling statement")):
         assert "could not check" in compare(answer, SEEN_NAME).reason
         assert compare(answer, SEEN_NAME, may_touch=False) is None
+    # what failed (it names the upstream's host and port) is logged, not told to the agent
+    failed = compare(PlanUnavailable('OperationalError: connection to server at "10.0.0.7", port 5432 failed'),
+                     SEEN_NAME)
+    assert "10.0.0.7" not in failed.reason and "5432" not in failed.reason and "connection" in failed.reason
     assert compare(PlanRefused("42P01", "x"), SEEN_NAME) is None  # a temporary table of the session
     # a parameter's type the server cannot infer without the client's declared types (not passed):
     # `OR $2 IS NULL` had turned the check off

@@ -26,6 +26,7 @@ may touch masked tables: this check is not turned off by making it slow or by ho
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +36,7 @@ from twisted.logger import Logger
 from pgwarden.api import Statement, Verdict
 from pgwarden.catalog.planner import PlanRefused, PlanUnavailable
 from pgwarden.catalog.plans import PlanUses
+from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
 from pgwarden.sql.lineage import UNTRACED, inheritance_parents
 
 if TYPE_CHECKING:
@@ -96,21 +98,26 @@ def _left_to_lineage(sqlstate: str, stale: bool) -> bool:
     return sqlstate.startswith("42") and sqlstate not in _NOT_THE_SESSIONS or sqlstate == "55P03" and stale
 
 
-def planned_texts(statement: Statement) -> list[tuple[int, str, bool]] | None:
+def planned_texts(statement: Statement) -> tuple[tuple[int, str, bool], ...] | None:
     """The texts of the statements of ``statement.sql`` the server plans, and of the queries
     inside a DECLARE, a COPY, a PREPARE, an EXPLAIN or a CREATE TABLE AS (printed again from the
     parse tree by pglast): (the statement's index, the text, whether the plan's result is the
     statement's); None when the string cannot be split (lineage already judged it)."""
+    context = statement.context
+    return _planned_texts(statement.sql, context.lexer if context is not None else DEFAULT_LEXER)
+
+
+@functools.lru_cache(maxsize=4096)
+def _planned_texts(sql: str, lexer: LexerSettings) -> tuple[tuple[int, str, bool], ...] | None:
+    """`planned_texts`, kept per text: a statement asked about again (its answer kept) is not
+    parsed again for it."""
     from pglast.parser import ParseError
 
-    from pgwarden.sql.lexer import parse_tree
-
-    context = statement.context
     try:
-        tree = parse_tree(statement.sql, context.lexer) if context is not None else parse_tree(statement.sql)
+        tree = parse_tree(sql, lexer)
     except (ParseError, ValueError, TypeError):
         return None
-    raw = statement.sql.encode("utf-8")
+    raw = sql.encode("utf-8")
     texts = []
     for index, entry in enumerate(tree.get("stmts", [])):
         stmt = entry.get("stmt") or {}
@@ -123,16 +130,16 @@ def planned_texts(statement: Statement) -> list[tuple[int, str, bool]] | None:
             text = raw[start:start + length] if length else raw[start:]
             texts.append((index, text.decode("utf-8"), True))
         elif kind in _INNER and (stmt[kind] or {}).get("query") is not None:
-            inner = _inner_query(statement.sql, index, context)
+            inner = _inner_query(sql, index, lexer)
             if inner is not None:
                 texts.append((index, inner, False))
-    return texts
+    return tuple(texts)
 
 
-def _inner_query(sql: str, index: int, context: Any) -> str | None:
+def _inner_query(sql: str, index: int, lexer: LexerSettings) -> str | None:
     """The query inside statement ``index`` of ``sql``, printed by pglast (under the default lexer
     settings only: pglast reads text under those)."""
-    if context is not None and not context.lexer.default:
+    if not lexer.default:
         return None
     try:
         import pglast

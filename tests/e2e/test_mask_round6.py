@@ -100,11 +100,11 @@ CREATE OR REPLACE FUNCTION r6_same(anyelement) RETURNS anyelement LANGUAGE sql I
 """
 
 
-def _agent_after(request, make_pgwarden, tmp_path, objects: str, cleanup: str = ""):
-    """A demo-like session on round three's database after an operator made ``objects``."""
+def _agent_after(request, make_pgwarden, tmp_path, objects: str, cleanup: str = "", policy=DEMO_LIKE):
+    """A session under ``policy`` (demo-like) on round three's database after an operator made ``objects``."""
     db = request.getfixturevalue("rtdb")
     db.psql(objects, DB)
-    s = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
+    s = Session(start(make_pgwarden, tmp_path, policy))
     yield s
     s.close()
     if cleanup:
@@ -279,12 +279,9 @@ def test_a_value_a_written_row_takes_from_its_tables_expressions_is_a_value_writ
 
 @pytest.fixture
 def agent_allowing_oracles(request, make_pgwarden, tmp_path):
-    db = request.getfixturevalue("rtdb")
-    db.psql(STORED, DB)
-    s = Session(start(make_pgwarden, tmp_path, ORACLES_ALLOWED))
-    yield s
-    s.close()
-    db.psql("DELETE FROM orders WHERE id > 2; UPDATE users SET name = 'alice' WHERE id = 1", DB)
+    yield from _agent_after(request, make_pgwarden, tmp_path, STORED,
+                            "DELETE FROM orders WHERE id > 2; UPDATE users SET name = 'alice' WHERE id = 1",
+                            ORACLES_ALLOWED)
 
 
 @pytest.mark.parametrize("sqls", [

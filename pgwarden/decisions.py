@@ -24,7 +24,7 @@ from pgwarden.proxy.state import CatalogState, ConnectionState, catalog_unread_o
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, BIND_DECIDES, StatementRequest
-from pgwarden.session import went_unchecked
+from pgwarden.session import declare_types, went_unchecked
 from pgwarden.sql.analysis import CHANGES_CATALOG, CHANGES_CONTEXT, COPIES_IN, MAY_CHANGE_SETTINGS_BIT, NAMES
 from pgwarden.sql.context import shared
 from pgwarden.sql.lineage import NAMING_KINDS
@@ -155,6 +155,8 @@ class Decisions:
             # another): decide once the catalog has been read again.
             return self._once_fresh(conn, request)
         if plain and not request.param_types:  # `_check` for a session without limits or shadow rules, inline
+            if request.protocol == "extended":  # (a Query's text has no parameters to type)
+                declare_types(session, request.sql, request.declared_types)
             verdict = self._checkers.check_under(statement, session, policies)  # (`PluginHost.check`, compiled)
             if isinstance(verdict, _VERDICT):
                 return self._enforce(verdict, statement, conn, request)
@@ -225,6 +227,7 @@ class Decisions:
             refusal = self._declared_types(conn, request)
             if refusal is not None:
                 return self._refused(conn, request, statement, refusal)
+        declare_types(conn.session, request.sql, request.declared_types)
         if conn.shadow is not None:  # a path of its own: a session without shadow pays one test
             return self._check_shadowed(conn, request, statement)
         limits = conn.limits

@@ -115,6 +115,30 @@ PROTOCOL_PREPARED = StoreKey["set[str]"]("core.protocol_prepared")
 SERVER_PLANS: StoreKey[ServerPlans] = StoreKey("core.server_plans")
 
 
+#: The parameter types the client declared in the Parse of the statement being checked:
+#: ``(its text, the type OIDs)``, 0 for a type left to the server. Set by the core before it asks
+#: the plugins about an extended-protocol statement that declares types, removed before one that
+#: does not; a plugin reads it while it is asked, for the statement whose text it names (the
+#: server types ``$n`` by them: ``WHERE id = $1 OR $2 IS NULL`` has no plan without them).
+DECLARED_TYPES = StoreKey["tuple[str, tuple[int, ...]]"]("core.declared_types")
+
+
+def declare_types(session: Session, sql: str, types: tuple[int, ...]) -> None:
+    """Keeps `DECLARED_TYPES` true for the statement about to be checked (a Parse with types, or
+    anything else: then none)."""
+    store = session.store
+    if types:
+        store[DECLARED_TYPES] = (sql, types)
+    elif DECLARED_TYPES in store:
+        del store[DECLARED_TYPES]
+
+
+def declared_types(session: Session, sql: str) -> tuple[int, ...]:
+    """The types the client declared for ``sql``'s parameters in the Parse being checked, or ()."""
+    found = session.store.get(DECLARED_TYPES, None)
+    return found[1] if found is not None and found[0] == sql else ()
+
+
 def protocol_took_name(session: Session, kind: str, name: str) -> None:
     """The relay's ``on_name_taken``: a protocol message took an SQL-level name ("prepared", or
     "cursor" for a portal). Only prepared statements' names are kept (`PROTOCOL_PREPARED`)."""

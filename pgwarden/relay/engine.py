@@ -292,7 +292,7 @@ class StatementRequest:
     """
 
     __slots__ = ("protocol", "sql", "statement_name", "seq", "lexer", "encoding", "refusal",
-                 "may_change_settings", "decide_binds", "bind", "param_types", "copy_in")
+                 "may_change_settings", "decide_binds", "bind", "param_types", "declared_types", "copy_in")
 
     def __init__(self, protocol: str, sql: str, statement_name: str | None = None, seq: int = 0,
                  lexer: LexerSettings = DEFAULT_LEXER, encoding: str = "UTF8", refusal: Refusal | None = None,
@@ -320,6 +320,10 @@ class StatementRequest:
         # A Parse's declared parameter types, when one of them is not a built-in type (else
         # empty): the server converts each value bound to them (a domain's CHECK runs).
         self.param_types: tuple[int, ...] = ()
+        # A Parse's declared parameter types, all of them (0 for one left to the server), or
+        # empty: the server types ``$n`` by them, and so does pgwarden when it asks the server
+        # for the statement's plan (`pgwarden.session.DECLARED_TYPES`).
+        self.declared_types: tuple[int, ...] = ()
         # Set by the decider on a statement that may start COPY FROM STDIN (see `Relay._copy_in`).
         self.copy_in = False
 
@@ -910,6 +914,8 @@ class Relay:
             except ValueError as e:
                 return self._unreadable("extended", body, name, e, what)
             request = StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding_name)
+            if types:
+                request.declared_types = types
             for oid in types:
                 if oid >= _FIRST_NORMAL_OID:  # (a type of the database's own: rare)
                     request.param_types = types

@@ -42,7 +42,7 @@ from pgwarden.api import (
 )
 from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden.session import SERVER_PLANS
+from pgwarden.session import SERVER_PLANS, declared_types
 from pgwarden.sql.lineage import UNTRACED, names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
@@ -312,7 +312,7 @@ class Masking:
         if plans is None:
             return None
         return check_against_plans(plans, rules, statement, self._may_touch(rules, statement, lineages, True),
-                                   _refused_by)
+                                   _refused_by, declared_types(session, statement.sql))
 
     def _prepared(self, rules: SessionRules, statement: Statement, session: Session) -> Verdict | None:
         """Remembers what PREPAREs define (and DEALLOCATEs forget); judges an EXECUTE with the

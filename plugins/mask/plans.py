@@ -84,8 +84,8 @@ def plan_needed(rules: SessionRules, statement: Statement) -> bool:
 
 
 #: Class-42 answers that say nothing of names only the session has: a parameter's type the server
-#: cannot infer without the types the client declared (they are not passed: `OR $2 IS NULL` had
-#: turned the check off for any statement), an ambiguous operator or function between them.
+#: cannot infer (`OR $2 IS NULL` left untyped by the client: the server would refuse it too; as a
+#: way around the check, it had turned it off), an ambiguous operator or function between them.
 _NOT_THE_SESSIONS = frozenset({"42P18", "42P08", "42725"})
 
 
@@ -152,9 +152,12 @@ def _inner_query(sql: str, index: int, lexer: LexerSettings) -> str | None:
 
 
 def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Statement,
-                        may_touch: bool, refuse: Refuse) -> Deferred[Verdict | None] | None:
+                        may_touch: bool, refuse: Refuse,
+                        types: tuple[int, ...] = ()) -> Deferred[Verdict | None] | None:
     """None when there is nothing to ask; else a Deferred of the refusal (or None) once the
-    server's plans of the statement's parts are compared with their lineage."""
+    server's plans of the statement's parts are compared with their lineage. ``types``: the
+    parameter types the client declared in the statement's Parse (one statement: they type the
+    ``$n`` of its text, and of the query inside it)."""
     context = statement.context
     if context is None or context.search_path is None:
         return None  # lineage already treats an uncertain search_path; the plan could not match it
@@ -164,7 +167,8 @@ def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Stat
     if not texts:
         return None
     lexer = context.lexer
-    asked = [plans.plan(text, tuple(context.search_path), lexer.standard_conforming_strings) for _, text, _ in texts]
+    path = tuple(context.search_path)
+    asked = [plans.plan(text, path, lexer.standard_conforming_strings, types) for _, text, _ in texts]
     lineages = statement.lineage
     results = [lineages[index] if direct and index < len(lineages) else None for index, _, direct in texts]
 

@@ -989,6 +989,13 @@ class Relay:
             request = StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
                                        self._encoding_name)
             request.bind = raw
+            types = stmt.param_types  # (its Parse's, all of them) judged again with the statement
+            if types:
+                request.declared_types = types
+                for oid in types:
+                    if oid >= _FIRST_NORMAL_OID:
+                        request.param_types = types
+                        break
             return request
         portal = Portal(portal_name, stmt, raw, self._generation)
         st.portals[portal_name] = portal

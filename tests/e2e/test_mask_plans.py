@@ -187,3 +187,21 @@ def test_the_plan_is_asked_with_the_types_the_client_declared(stale, pg_server):
         _replace_view(pg_server, "select id, ssn as x from pl_users")
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="reads masked column public.pl_users.ssn"):
             c.execute(sql + " and %s::int > 0", (1, 5, 2))
+
+
+def test_a_prepared_statement_judged_again_after_a_reload_keeps_its_declared_types(
+        stale, pg_server, signing_keys, tmp_path):
+    """After a reload, each Bind of a statement parsed before it is judged again under the new
+    policies: with the types its Parse declared (without them, `$2 IS NULL` had no plan)."""
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    sql = "select id, x from pl_view where id = %s or %s is null"
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        assert c.execute(sql, (1, 5), prepare=True).fetchall() == [(1, "ann")]
+        stricter = {**POLICY, "rules": [{"name": "ssn-again", "mask": {"columns": ["public.pl_users.ssn"],
+                                                                         "with": "redact"}}]}
+        doc = base_config(pg_server, signing_keys, tmp_path, policies=[stricter], catalog=SLOW_CATALOG)
+        assert stale.call(stale.app.reload, _CONVERTER.structure(doc, Config))
+        # judged again (the policies changed), by the same question as at its Parse: answered
+        assert c.execute(sql, (1, 5), prepare=True).fetchall() == [(1, "ann")]

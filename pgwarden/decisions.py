@@ -420,6 +420,9 @@ class Decisions:
         if action == "block":
             return self._recorded(conn, request, statement, verdict, action, Refusal.from_verdict(verdict), shadow)
         # approve: a human decides; an extended statement at each Bind, with its parameters.
+        analysis = statement.analysed
+        if analysis is not None and (analysis.effects & _COPIES_IN) != 0:
+            request.copy_in = True  # (once approved, what follows waits for the server, as when allowed)
         if request.protocol == "extended" and request.bind is None:
             return self._recorded(conn, request, statement, verdict, action, BIND_DECIDES, shadow)
         return self._approval(verdict, statement, conn, request, shadow, runs)

@@ -131,6 +131,10 @@ _F_COPY_DONE: Final = 99  # c
 _F_COPY_FAIL: Final = 102  # f
 _F_FUNCTION_CALL: Final = 70  # F
 _F_TERMINATE: Final = 88  # X
+#: the transform of rows whose shape is unknown in a session that masks: none is sent
+_SHAPELESS: Final = Refused(b"")
+#: the messages whose body is empty, by type (named in the refusal of one that has a body)
+_BODILESS: Final = {83: "Sync", 72: "Flush", 99: "CopyDone"}
 _F_PASSWORD: Final = 112  # p
 
 # The server keeps statement and portal names in tables keyed by their first NAMEDATALEN - 1
@@ -268,6 +272,10 @@ class Portal(_Described):
         # A counted portal fetched in several Executes is one statement: its count starts once.
         self.counting = False
         self.count_before: int | None = None
+        # The relay's count of statements run (`Relay._runs`) when what this portal returns was
+        # last known: code a statement runs since may have closed it and opened a cursor of its
+        # name (PL/pgSQL's OPEN of a refcursor given the name), which returns something else.
+        self.runs_seen = 0
 
     def __repr__(self) -> str:
         return f"Portal(name={self.name!r}, statement={self.statement!r})"
@@ -450,6 +458,12 @@ class Expectations:
 
     def __iter__(self) -> Iterator[Expectation]:
         return iter([e for e in self._items[self._head:] if e is not None])
+
+    def drop_after_first(self) -> list[Expectation]:
+        """The ones owed after the oldest, no longer owed."""
+        later = [e for e in self._items[self._head + 1:] if e is not None]
+        del self._items[self._head + 1:]
+        return later
 
 
 # Expectations with nothing of their own, made once.
@@ -651,6 +665,7 @@ class Relay:
         self._server_discarding = False  # the server is skipping until Sync
         self._expect = Expectations()
         self._generation = 0  # Syncs and Queries sent: portals die with their transaction
+        self._runs = 0  # Queries and Executes sent (`Portal.runs_seen`)
         self._done_generation = 0
         # The result whose rows are flowing (its cap and transform: see `results`), if any.
         self._result: ResultStream | None = None
@@ -670,6 +685,10 @@ class Relay:
         self._copy_waiting = False
         self._copy_in = False
         self._copy_extended = False  # the statement that may copy is an Execute (else a Query)
+        # Syncs forwarded while the server read copy data: it ignores those it reads while the
+        # copy goes on, and answers those it reads after the copy failed. Which ones it read
+        # after cannot be told: an error with any of them in flight ends the session.
+        self._copy_syncs = 0
         #: Set by the decider when a statement changes the session's search_path: until the server
         #: ends the transaction with a commit, an error or a ROLLBACK may undo the change. Then
         #: ``on_context_undone`` is called (at the ReadyForQuery): the path is uncertain.
@@ -732,8 +751,14 @@ class Relay:
 
     @property
     def backlog(self) -> int:
-        """Bytes of client messages held back while a verdict is pending."""
+        """Bytes of client messages held back (`held_back`)."""
         return self._queued_bytes + self._client.buffered
+
+    @property
+    def held_back(self) -> bool:
+        """Whether the client's messages are held back: a verdict, a counted write's check or a
+        COPY's answer is awaited (the edge stops reading the client once `backlog` is too large)."""
+        return self._waiting is not None or self._count_waiting is not None or self._copy_waiting
 
     @property
     def idle(self) -> bool:
@@ -827,6 +852,12 @@ class Relay:
             raw = frames[i]
             i += 1
             t = raw[0]
+            if (t == _F_SYNC or t == _F_FLUSH or t == _F_COPY_DONE) and len(raw) != 5:
+                # The server refuses such a message with an error (08P01) that answers nothing
+                # pgwarden forwarded expecting an answer: a Flush's had been read as the answer to the
+                # statement after it, and every later answer one behind (rows unmasked).
+                self.fail(f"a {_BODILESS[t]} message with a body is not valid")
+                return
             if self._copy_in:  # the server reads copy data
                 if not self._copy_message(t, raw):
                     return
@@ -998,6 +1029,7 @@ class Relay:
                         break
             return request
         portal = Portal(portal_name, stmt, raw, self._generation)
+        portal.runs_seen = self._runs
         st.portals[portal_name] = portal
         if portal_name and self.on_name_taken is not None:
             self.on_name_taken("cursor", portal_name)
@@ -1023,6 +1055,7 @@ class Relay:
             ex = Execution(request.seq, request.protocol, self._arrived, now)
         if t == _F_QUERY:
             self._generation += 1
+            self._runs += 1
             # A simple Query drops the unnamed statement and portal, as the server does.
             st = self.state
             if st.statements:
@@ -1060,6 +1093,7 @@ class Relay:
                 if stmt is not None and stmt.sql == request.sql:
                     stmt.generation = self.policy_generation
                     stmt.count = decision if isinstance(decision, CountRows) else None
+                    stmt.copy_in = stmt.copy_in or request.copy_in
                 self._bind(raw, decided=True)
             else:
                 self._refuse_here(refusal, ex)
@@ -1179,6 +1213,8 @@ class Relay:
             self.fail(f"a {chr(t)!r} message came during COPY FROM STDIN, where only copy data, "
                       "CopyDone, CopyFail, Sync and Flush may")
             return False
+        if t == _F_SYNC:
+            self._copy_syncs += 1
         self._up.append(raw)
         return True
 
@@ -1201,12 +1237,18 @@ class Relay:
             count = None
             if portal is not None and portal.statement.count is not None:
                 count = self._counted_execute(portal, portal.statement.count)
-            if portal is not None and not portal.described and not portal.statement.described:
-                # The client never asked what this portal returns: ask for it (the name as the
-                # client's bytes: the server reads it in the session's encoding).
+            if portal is not None and (portal.runs_seen != self._runs
+                                       or not portal.described and not portal.statement.described):
+                # The client never asked what this portal returns, or statements ran since it
+                # was known (red team seven: a PL/pgSQL function closed it and opened a cursor
+                # over a masked column under its name): ask for it (the name as the client's
+                # bytes: the server reads it in the session's encoding).
                 portal.described = True
                 self._up.append(m.frame(b"D", b"P" + raw[5:end]))
                 self._expect_extended(Expectation(_E_OWN_DESCRIBE, portal, False))
+            self._runs += 1
+            if portal is not None:
+                portal.runs_seen = self._runs  # (its own run leaves it what it was)
             self._up.append(raw)
             ex = None
             if self._on_complete is not None:
@@ -1242,6 +1284,8 @@ class Relay:
                 raise ProtocolError("Describe: target must be 'S' or 'P'")
             if target is not None:
                 target.described = True
+                if raw[5] == 80:
+                    cast(Portal, target).runs_seen = self._runs
             self._up.append(raw)
             self._expect_extended(Expectation(_E_DESCRIBE, target, False))
         elif t == _F_SYNC:
@@ -1439,8 +1483,12 @@ class Relay:
                 self._hold_or_send(raw)
             elif t == _B_NOTIFICATION:
                 # Never held: it may be another session's, and may not wait. Its payload may
-                # carry a value a statement passed to pg_notify: masked like a notice.
-                down.append(self._message(raw))
+                # carry a value a statement passed to pg_notify, this session's or another's (a
+                # trigger's row_to_json(NEW)): masked as a message of no statement, whenever it
+                # comes (judged by the statement it came during, one reading no masked column,
+                # it went out with the detectors' scrubbing only: red team seven).
+                listener = self._on_message
+                down.append(raw if listener is None else listener(raw, (None, 0)))
             elif t == _B_COPY_DATA or t == _B_COPY_DONE:
                 copying = self._copy_transform
                 if copying is not None:
@@ -1454,16 +1502,37 @@ class Relay:
             elif t == _B_NOTICE:
                 self._hold_or_send(self._message(raw))
             elif t == _B_COPY_IN:
+                self._copy_syncs = 0
                 if self._copy_waiting:  # the server reads copy data: the client's messages follow
                     self._copy_waiting = False
                     self._copy_in = True
                     self._drain = True
+                elif not self._copy_in and not self._copy_began_unforeseen():
+                    return
                 self._hold_or_send(raw)
             else:  # ...
                 self._hold_or_send(raw)
         current = self._result
         if current is not None and current.transform is not None:
             self._server.streamable = _WHOLE
+
+    def _copy_began_unforeseen(self) -> bool:
+        """COPY FROM STDIN began where the decision did not say it may (a statement not analysed,
+        or code that copies): what was forwarded after the statement the server now reads as
+        copy data. Syncs it ignores there (they are owed nothing now: each had been taken to owe
+        a ReadyForQuery, and every answer after read one behind); anything else ends the
+        session. False: it ended."""
+        expect = self._expect
+        head = expect.first()
+        if head is None or not (head.kind == _E_QUERY or head.kind == _E_EXECUTE) or any(
+                e.kind != _E_SYNC for e in list(expect)[1:]):
+            self.fail("COPY FROM STDIN began where pgwarden did not expect it, behind messages the server "
+                      "will read as copy data; the session ended")
+            return False
+        self._copy_syncs = len(expect.drop_after_first())
+        self._copy_in = True
+        self._copy_extended = head.kind == _E_EXECUTE
+        return True
 
     def _forget_prepared(self, head: Expectation | None, raw: bytes) -> None:
         """SQL removed or made prepared statements or cursors (DEALLOCATE, DISCARD ALL, PREPARE,
@@ -1666,6 +1735,13 @@ class Relay:
                 except Exception as e:  # noqa: BLE001 - a masking plugin failed: this result is refused
                     self.error = e
                     transform = refused(e)
+            elif raw is None:
+                # Rows of a portal whose shape pgwarden does not know, in a session that masks: its
+                # reading of the server's state is wrong (each path that leads here was a leak).
+                # None of them is sent, and the session ends.
+                transform = _SHAPELESS
+                self.fail("rows came that pgwarden cannot match to a described result; none was sent and "
+                          "the session ended", "XX000")
         result.transform = transform
         if transform is not None and self._on_complete is not None:
             self._meter.mask(transform)
@@ -1712,6 +1788,16 @@ class Relay:
         # _E_OWN_DESCRIBE: pgwarden asked; the client does not expect the answer.
 
     def _error(self, raw: bytes) -> None:
+        if self._copy_syncs and (self._copy_in or self._copy_waiting):
+            # The copy failed with Syncs in flight: the server answers those it read after the
+            # failure, and ignored those before; which is which cannot be told (red team seven: a
+            # ReadyForQuery left a stale skip, and a Query after it went unanswered).
+            self._copy_syncs = 0
+            self._down.append(self._message(raw))
+            self.fail("COPY FROM STDIN failed while Sync messages sent during the copy were in flight: the "
+                      "server answers some of them and not others, which pgwarden cannot tell apart; the "
+                      "session ended (send Sync after CopyDone or CopyFail, not during the copy)")
+            return
         if self.context_unsettled:
             self._context_undone = True  # the statement's transaction (or subtransaction) is rolled back
         # A COPY FROM STDIN that failed before it read copy data, or while it did: the server
@@ -1760,6 +1846,15 @@ class Relay:
         else:
             # The counted statement failed on its own: what it sent, then the server's error.
             self._release(severity not in ("FATAL", "PANIC"))
+        if head is None and severity not in ("FATAL", "PANIC"):
+            # An error that answers nothing pgwarden forwarded expecting an answer: which message
+            # it answers, and what the server skips after it, cannot be told. Read as the answer
+            # to a later message, it would put every answer after it one behind (results read
+            # with another statement's shape: unmasked). The session ends.
+            self._down.append(raw)
+            self.fail("the server answered with an error pgwarden cannot match to a message it sent; the "
+                      "session ended so that no answer is read as another's")
+            return
         if head is None or head.kind == _E_QUERY:
             if head is not None and head.execution is not None:
                 head.execution.error(raw)
@@ -1779,6 +1874,13 @@ class Relay:
                 skipped: PreparedStatement = e.target
                 if statements.get(skipped.name) is skipped:
                     del statements[skipped.name]  # failed or skipped: the server does not have it
+            elif e.kind == _E_DESCRIBE:
+                # failed or skipped: nothing says what the statement or portal returns (taken as
+                # described, an Execute of it had gone without pgwarden's own Describe: rows
+                # without a shape, unmasked)
+                described: _Described | None = e.target
+                if described is not None and described.description is None:
+                    described.described = False
             elif e.kind == _E_BIND:
                 # failed or skipped: the server made no portal, and may keep one of that name that
                 # pgwarden no longer knows (a Bind refused for a name in use): forgotten, an
@@ -1830,6 +1932,8 @@ class Relay:
             self.fail("the session's read-only mode was changed; it ended, since the policies that "
                       "apply to it allow no writes", "42501")
             return
+        self._server_discarding = False  # (it read a Sync: one sent during COPY FROM STDIN, say)
+        self._copy_syncs = 0
         status = _CHR[raw[5]]
         self.state.transaction_status = status
         self._done_generation += 1

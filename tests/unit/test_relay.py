@@ -660,3 +660,29 @@ def test_a_relay_calls_its_deciders_object_natively_only_when_told_it_is_that_ob
     relay.client_data(m.Query("select 1").encode())
     assert source.seen == ["select 1"] and other.seen == []
     assert relay.pop_upstream() == [m.Query("select 1").encode()]
+
+
+def test_a_copy_no_decision_foresaw_leaves_the_answers_in_step():
+    """The decider did not say the statement copies (it was not analysed): the server's
+    CopyInResponse says so, and a Sync the client sent during the copy owes nothing (it had owed
+    a ReadyForQuery, and the next result's RowDescription was taken for another answer)."""
+    t = Talk()
+    t.client(m.Query("copy t from stdin"))
+    t.server(m.CopyInResponse(0, (0,)))
+    t.client(m.CopyData(b"1\n"), m.Sync(), m.CopyDone())
+    t.server(m.CommandComplete("COPY 1"), m.ReadyForQuery("I"))
+    t.down()
+    t.client(m.Query("select 1"))
+    t.upstream()
+    t.server(SHAPE, m.DataRow((b"1",)), m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"))
+    assert [type(x) for x in t.down()] == [m.RowDescription, m.DataRow, m.CommandComplete, m.ReadyForQuery]
+    assert t.relay.idle
+
+
+def test_an_error_that_answers_nothing_expected_ends_the_session():
+    t = Talk()
+    t.client(m.Query("select 1"))
+    t.server(SHAPE, m.DataRow((b"1",)), m.CommandComplete("SELECT 1"), m.ReadyForQuery("I"))
+    t.down()
+    t.server(m.ErrorResponse((("S", "ERROR"), ("V", "ERROR"), ("C", "08P01"), ("M", "invalid message format"))))
+    assert t.relay.closing and "cannot match" in t.relay.closing

@@ -91,9 +91,12 @@ class ServerPlans:
         self.asked = 0  # questions that went to the server (tests and metrics read it)
 
     def plan(self, sql: str, search_path: tuple[str, ...], standard_strings: bool = True,
-             param_types: tuple[int, ...] = ()) -> defer.Deferred[PlanAnswer]:
-        """A Deferred of what the server's plan of ``sql`` uses (never fails: answers instead)."""
-        key = (sql, search_path, standard_strings, param_types, self._generation())
+             param_types: tuple[int, ...] = (),
+             settings: tuple[tuple[str, str], ...] = ()) -> defer.Deferred[PlanAnswer]:
+        """A Deferred of what the server's plan of ``sql`` uses (never fails: answers instead).
+        ``settings``: custom settings (``app.tenant``) the session has, as (name, value): set for
+        the question too (the planner computes ``current_setting('app.k')::int`` in a LIMIT)."""
+        key = (sql, search_path, standard_strings, param_types, settings, self._generation())
         known = self._answers.get(key)
         if known is not None:
             self._answers.move_to_end(key)
@@ -102,7 +105,7 @@ class ServerPlans:
         self.asked += 1
 
         def ask() -> object:
-            return self._ask(sql, search_path, standard_strings, param_types)
+            return self._ask(sql, search_path, standard_strings, param_types, settings)
 
         def answered(raw: object) -> PlanAnswer:
             if isinstance(raw, PlanRefused | PlanUnavailable):
@@ -134,7 +137,7 @@ class ServerPlans:
     # ------------------------------------------------------------------ in a worker thread
 
     def _ask(self, sql: str, search_path: tuple[str, ...], standard_strings: bool,
-             param_types: tuple[int, ...]) -> object:
+             param_types: tuple[int, ...], settings: tuple[tuple[str, str], ...] = ()) -> object:
         import psycopg
 
         password = None
@@ -149,7 +152,7 @@ class ServerPlans:
                     # A lock the session's own open transaction holds (its DDL) is never released
                     # while the session waits for this answer: not waited for long.
                     conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-                return self._explain(conn, sql, search_path, standard_strings, param_types)
+                return self._explain(conn, sql, search_path, standard_strings, param_types, settings)
             except psycopg.OperationalError as e:
                 self._drop()
                 text = str(e).replace(password, "[password]") if password else str(e)
@@ -168,7 +171,7 @@ class ServerPlans:
 
     @staticmethod
     def _explain(conn: Any, sql: str, search_path: tuple[str, ...], standard_strings: bool,
-                 param_types: tuple[int, ...]) -> object:
+                 param_types: tuple[int, ...], settings: tuple[tuple[str, str], ...] = ()) -> object:
         """The plan as EXPLAIN's JSON, or `PlanRefused`. One network round trip for a statement
         without parameters (a pipeline: the transaction, the settings, EXPLAIN; then ROLLBACK); five
         for one with them: the settings, the statement prepared, described, explained with NULLs
@@ -177,7 +180,10 @@ class ServerPlans:
         from psycopg import pq
 
         path = ", ".join(map(_quoted, search_path)) or "''"
-        setup = ("BEGIN READ ONLY", f"SET LOCAL search_path TO {path}",
+        escape = pq.Escaping(conn.pgconn).escape_literal  # (before the session's standard_conforming_strings)
+        custom = tuple(f"SELECT set_config({escape(name.encode()).decode()}, {escape(value.encode()).decode()}, true)"
+                       for name, value in settings)
+        setup = ("BEGIN READ ONLY", *custom, f"SET LOCAL search_path TO {path}",
                  f"SET LOCAL standard_conforming_strings TO {'on' if standard_strings else 'off'}",
                  "SET LOCAL plan_cache_mode TO force_generic_plan")
         try:

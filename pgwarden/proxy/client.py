@@ -557,6 +557,7 @@ class ClientConnection(ConnectionState, Protocol):
             self.sql_context = shared(attrs.evolve(self.sql_context, provisional=True))
         self.relay.row_cap = row_cap(self.policies)
         self.relay.read_only = self.limits.read_only
+        self.relay.backend_pid = pid
         early = self.login.ready()
         self.phase = "relay"
         # The reads of both sides go straight to the pump from now on (`pgwarden.proxy.pump`).

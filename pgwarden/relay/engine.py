@@ -710,6 +710,9 @@ class Relay:
         self.policy_generation = 0
         #: the upstream session was opened read-only and must stay so
         self.read_only = False
+        #: the server process of this session (its BackendKeyData): a notification another
+        #: process sent is no statement's of this session
+        self.backend_pid = 0
         # How the server reads text in this session, from its reports at login: fixed for
         # the session (see pgwarden.lexical). UnsupportedEncoding for an encoding without a codec.
         parameters = self.state.parameters
@@ -1484,11 +1487,15 @@ class Relay:
             elif t == _B_NOTIFICATION:
                 # Never held: it may be another session's, and may not wait. Its payload may
                 # carry a value a statement passed to pg_notify, this session's or another's (a
-                # trigger's row_to_json(NEW)): masked as a message of no statement, whenever it
-                # comes (judged by the statement it came during, one reading no masked column,
-                # it went out with the detectors' scrubbing only: red team seven).
+                # trigger's row_to_json(NEW)). Another backend's is masked as a message of no
+                # statement, whenever it comes (judged by the statement it came during, one
+                # reading no masked column, it went out with the detectors' scrubbing only: red
+                # team seven); this session's own by the statement it came with.
                 listener = self._on_message
-                down.append(raw if listener is None else listener(raw, (None, 0)))
+                if listener is not None and int32_at(raw, 5) == self.backend_pid and self.backend_pid:
+                    down.append(listener(raw, self._origin()))  # (this session's own: its statement's)
+                else:
+                    down.append(raw if listener is None else listener(raw, (None, 0)))
             elif t == _B_COPY_DATA or t == _B_COPY_DONE:
                 copying = self._copy_transform
                 if copying is not None:

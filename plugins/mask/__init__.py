@@ -47,7 +47,7 @@ from pgwarden.sql.lineage import UNTRACED, names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
-from pgwarden_plugins.mask.plans import check_against_plans
+from pgwarden_plugins.mask.plans import check_against_plans, custom_settings, follow_settings
 from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 _REDACT = values.redact()
@@ -80,8 +80,9 @@ _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaSt
 PREPARED_BODIES = StoreKey[dict]("mask.prepared")
 # Set once the session DECLAREs a cursor WITH HOLD that may read masked columns: the server runs
 # its query to the end when the transaction commits, and what that raises (``invalid input
-# syntax for type integer: "<a value>"``) is the COMMIT's error. From then on the messages of the
-# session's transaction statements are withheld as a reader's (their SQLSTATE stays).
+# syntax for type integer: "<a value>"``) is the COMMIT's error; or once it writes a table with
+# masked columns: a deferred constraint's error at COMMIT quotes the row's key. From then on the
+# messages of the session's transaction statements are withheld as a reader's (their SQLSTATE stays).
 HELD_MASKED = StoreKey[bool]("mask.held")
 # What may commit the session's transaction: COMMIT and its kin, and code that may run COMMIT
 # (a procedure's, a DO block's).
@@ -229,9 +230,14 @@ class Masking:
         if not rules.columns:
             return None
         catalog = statement.context.catalog if statement.context is not None else None
+        follow_settings(statement, session)
         lineages = statement.lineage
         held = [lineage for lineage in lineages if lineage.holds]
-        if held and self._may_touch(rules, statement, held):
+        if held and self._may_touch(rules, statement, held) or statement.writes and any(
+                fnmatch.fnmatchcase(t, g) for t in statement.writes for g in rules.masked_tables()):
+            # A cursor kept past its transaction, or a write to a table with masked columns: a
+            # deferred constraint's error, at COMMIT or SET CONSTRAINTS, quotes the row's key
+            # (``Key (note)=(...) is still referenced``): those statements' messages are withheld
             session.store[HELD_MASKED] = True
         if catalog is not None and not catalog.complete and self._may_touch(rules, statement, lineages, True):
             return Verdict.block(
@@ -312,7 +318,7 @@ class Masking:
         if plans is None:
             return None
         return check_against_plans(plans, rules, statement, self._may_touch(rules, statement, lineages, True),
-                                   _refused_by, declared_types(session, statement.sql))
+                                   _refused_by, declared_types(session, statement.sql), custom_settings(session))
 
     def _prepared(self, rules: SessionRules, statement: Statement, session: Session) -> Verdict | None:
         """Remembers what PREPAREs define (and DEALLOCATEs forget); judges an EXECUTE with the

@@ -205,3 +205,24 @@ def test_a_prepared_statement_judged_again_after_a_reload_keeps_its_declared_typ
         assert stale.call(stale.app.reload, _CONVERTER.structure(doc, Config))
         # judged again (the policies changed), by the same question as at its Parse: answered
         assert c.execute(sql, (1, 5), prepare=True).fetchall() == [(1, "ann")]
+
+
+@pytest.mark.parametrize("how", ["set", "set_config"])
+def test_a_custom_setting_the_session_set_is_set_for_the_question(stale, pg_server, how):
+    """The planner computes ``current_setting('app.k')`` (a LIMIT, an estimate): without the session's
+    custom setting the question failed (42704) and the statement had been left to lineage alone,
+    which read the replaced view through the stale catalog: the SSN in clear (red team seven)."""
+    sql = "select x from pl_view where id = current_setting('app.k')::int"
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        c.execute("set app.k = '1'" if how == "set" else "select set_config('app.k', '1', false)")
+        assert c.execute(sql).fetchall() == [("ann",)]  # asked with it: answered
+        _replace_view(pg_server, "select id, ssn as x from pl_users")
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="reads masked column public.pl_users.ssn"):
+            c.execute(sql + " limit current_setting('app.k')::int")
+
+
+def test_a_custom_setting_of_a_value_pgwarden_does_not_know_refuses(stale):
+    with psycopg.connect(stale.dsn(), autocommit=True) as c:
+        c.execute("select set_config('app.j', %s, false)", ("1",))  # (a parameter: its value unread)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"could not check .*SQLSTATE 42704"):
+            c.execute("select x from pl_view where id = current_setting('app.j')::int")

@@ -178,8 +178,12 @@ def refusal(analysis, limits: SessionLimits) -> Verdict | None:
         if analysis.read_write:
             return Verdict.block("a read-write transaction is not allowed", hint, **where)
         for name, value in setting_changes(analysis, _READ_ONLY_SETTINGS):
-            if value is None or (value is not COMPUTED and value.strip().lower() in _TRUE):
-                continue  # back to the session's value (on), or on
+            if value is None and name == "default_transaction_read_only":
+                continue  # RESET / DEFAULT: back to the startup value, on
+            if value is not None and value is not COMPUTED and value.strip().lower() in _TRUE:
+                continue  # on
+            # (transaction_read_only's RESET / DEFAULT is its boot value, off, not the session's:
+            # the server reads default_transaction_read_only only when a transaction starts)
             return Verdict.block(f"changing {name} is not allowed", hint, **where)
     if limits.timeout_ms is not None:
         found = _timeout_refusal(analysis, limits)

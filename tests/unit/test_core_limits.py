@@ -145,3 +145,28 @@ def test_what_is_counted(kinds, writes, statements, expected):
         assert got == CountRows(3, "p", "r")
     else:
         assert isinstance(got, Verdict) and got.action == "block"
+
+
+READ_ONLY = session_limits((policy([{"allow": {"statements": ["select", "set", "transaction"]}}],
+                                   default="block", name="ro"),), read_only=True)
+
+
+@pytest.mark.parametrize("sql, refused", [
+    # transaction_read_only's RESET / DEFAULT is its boot value (off), not the session's (on)
+    ("reset transaction_read_only", True),
+    ("set transaction_read_only to default", True),
+    ("set local transaction_read_only to default", True),
+    ("set transaction_read_only = off", True),
+    ("select set_config('transaction_read_only', null, true)", True),
+    ("set default_transaction_read_only = off", True),
+    ("set session characteristics as transaction read write", True),
+    ("begin read write", True),
+    # default_transaction_read_only's RESET is the startup value (on)
+    ("reset default_transaction_read_only", False),
+    ("set default_transaction_read_only to default", False),
+    ("set transaction_read_only = on", False),
+    ("reset all", False),
+])
+def test_a_read_only_session_is_not_made_writable(sql, refused):
+    found = refusal(analyze_sql(sql), READ_ONLY)
+    assert (found is not None) == refused, found

@@ -36,6 +36,9 @@ MAY_WRITE_KINDS = frozenset({
 UNCOUNTABLE_KINDS = frozenset({"copy_from", "copy_file", "copy_program"})
 # What a read-only session would refuse, or what may write: a policy that allows any of
 # these keeps the session writable.
+# In a DO block (beside "do"): what may end the transaction whose rows are counted. "transaction":
+# its COMMIT or ROLLBACK; "unknown": SQL built at run time, a language pgwarden does not read.
+_MAY_END_TRANSACTION = frozenset({"transaction", "unknown", "call"})
 WRITE_KINDS = MAY_WRITE_KINDS - {"execute", "cursor"} | UNCOUNTABLE_KINDS | {
     "ddl", "truncate", "grant", "role", "system",
 }
@@ -240,8 +243,33 @@ def counting(analysis, statements: int, limits: SessionLimits, protocol: str):
             f"Insert the rows with INSERT statements, at most {decision.cap} per statement.",
             **where,
         )
+    if analysis.uncounted or "truncate" in kinds:
+        return Verdict.block(
+            "a statement that empties, drops or rewrites tables is not allowed under a rows_written limit",
+            "The server does not count the rows TRUNCATE, DROP TABLE, ALTER TABLE ... TYPE or DROP COLUMN "
+            f"remove or rewrite. Use DELETE or UPDATE, at most {decision.cap} rows per statement.",
+            **where,
+        )
     if not (analysis.writes or kinds & MAY_WRITE_KINDS):
         return None
+    if "call" in kinds or "do" in kinds and not kinds.isdisjoint(_MAY_END_TRANSACTION):
+        # Outside a transaction block a DO block or a procedure may COMMIT (itself, or a
+        # procedure or DO block it runs): what it wrote before is then committed, and pgwarden's
+        # check after the statement rolls back only what came after.
+        return Verdict.block(
+            "a procedure, or a DO block that may commit, is not allowed under a rows_written limit",
+            "A COMMIT or ROLLBACK inside a DO block or a procedure ends the transaction whose rows "
+            "are counted. Send the writes as statements of their own, or a DO block without "
+            "COMMIT, ROLLBACK, CALL or SQL built at run time.",
+            **where,
+        )
+    if analysis.foreign:
+        return Verdict.block(
+            "a statement that may write to a foreign table is not allowed under a rows_written limit",
+            f"The server does not count rows written to foreign tables ({', '.join(sorted(analysis.foreign))}); "
+            "write to them from a session without this limit.",
+            **where,
+        )
     if statements > 1 and protocol == "simple":
         return Verdict.block(
             "a statement that may write must be sent on its own under a rows_written limit",

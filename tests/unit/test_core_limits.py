@@ -170,3 +170,47 @@ READ_ONLY = session_limits((policy([{"allow": {"statements": ["select", "set", "
 def test_a_read_only_session_is_not_made_writable(sql, refused):
     found = refusal(analyze_sql(sql), READ_ONLY)
     assert (found is not None) == refused, found
+
+
+@pytest.mark.parametrize("sql, expected", [
+    # a COMMIT / ROLLBACK inside a DO block or a procedure commits what was written before it
+    ("do $$ begin update t set a = 1; commit; end $$", "refuse"),
+    ("do $$ begin update t set a = 1; rollback and chain; end $$", "refuse"),
+    ("do $$ begin update t set a = 1; call p(); end $$", "refuse"),
+    ("do $$ begin execute 'commit'; end $$", "refuse"),
+    ("do $$ begin execute x; end $$", "refuse"),  # SQL built at run time
+    ("do language plperl $$ spi_commit(); $$", "refuse"),
+    ("call p()", "refuse"),
+    ("do $$ begin update t set a = 1; end $$", "count"),
+    # rows the statistics do not count
+    ("truncate t", "refuse"),
+    ("do $$ begin truncate t; end $$", "refuse"),
+    ("alter table t alter column a type bigint using 0", "refuse"),
+    ("alter table t drop column a", "refuse"),
+    ("drop table t", "refuse"),
+    ("drop schema s cascade", "refuse"),
+    ("drop type x cascade", "refuse"),
+    ("drop owned by current_user", "refuse"),
+    ("alter table t add column b int", None),
+    ("create table t2 (a int)", None),
+    ("drop index i", None),
+    ("commit", None),
+])
+def test_what_is_counted_by_its_text(sql, expected):
+    got = counting(analyze_sql(sql), 1, LIMITED, "simple")
+    if expected is None:
+        assert got is None
+    elif expected == "count":
+        assert got == CountRows(3, "p", "r")
+    else:
+        assert isinstance(got, Verdict) and got.action == "block", got
+
+
+def test_a_write_that_may_reach_a_foreign_table_is_refused():
+    foreign = Analysis(frozenset({"update"}), tables=frozenset({"public.f"}), writes=frozenset({"public.f"}),
+                       foreign=frozenset({"public.f"}))
+    got = counting(foreign, 1, LIMITED, "simple")
+    assert isinstance(got, Verdict) and got.action == "block" and "public.f" in (got.hint or "")
+    # a read of one is not counted, and not refused
+    assert counting(Analysis(frozenset({"select"}), tables=frozenset({"public.f"}), foreign=frozenset({"public.f"})),
+                    1, LIMITED, "simple") is None

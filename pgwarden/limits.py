@@ -39,6 +39,12 @@ UNCOUNTABLE_KINDS = frozenset({"copy_from", "copy_file", "copy_program"})
 # In a DO block (beside "do"): what may end the transaction whose rows are counted. "transaction":
 # its COMMIT or ROLLBACK; "unknown": SQL built at run time, a language pgwarden does not read.
 _MAY_END_TRANSACTION = frozenset({"transaction", "unknown", "call"})
+# The built-in functions that write large objects: into pg_largeobject, a system catalog, which
+# pg_stat_xact_user_tables does not count (`SELECT lo_unlink(oid) FROM pg_largeobject_metadata`).
+LARGE_OBJECT_WRITES = frozenset({
+    "lo_unlink", "lo_put", "lowrite", "lo_truncate", "lo_truncate64", "lo_from_bytea", "lo_create", "lo_creat",
+    "lo_import",
+})
 WRITE_KINDS = MAY_WRITE_KINDS - {"execute", "cursor"} | UNCOUNTABLE_KINDS | {
     "ddl", "truncate", "grant", "role", "system",
 }
@@ -261,6 +267,13 @@ def counting(analysis, statements: int, limits: SessionLimits, protocol: str):
             "A COMMIT or ROLLBACK inside a DO block or a procedure ends the transaction whose rows "
             "are counted. Send the writes as statements of their own, or a DO block without "
             "COMMIT, ROLLBACK, CALL or SQL built at run time.",
+            **where,
+        )
+    if not analysis.functions.isdisjoint(LARGE_OBJECT_WRITES):
+        return Verdict.block(
+            "writing large objects is not allowed under a rows_written limit",
+            "The server does not count what lo_unlink, lo_put, lowrite and their kin write (a system "
+            "catalog); write large objects from a session without this limit.",
             **where,
         )
     if analysis.foreign:

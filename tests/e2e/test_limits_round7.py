@@ -109,6 +109,16 @@ def test_what_the_count_cannot_see_is_refused_under_a_cap(hostile, server, proto
     assert _one(server, "SELECT count(*) FROM public.things WHERE n = id") == 5
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_large_objects_are_not_written_under_a_cap(hostile, server, protocol):
+    server.reset()
+    for _ in range(3):
+        server.conn.execute("SELECT lo_from_bytea(0, 'x')")
+    (answer,) = _steps(hostile, "capped", protocol, ["SELECT lo_unlink(oid) FROM pg_largeobject_metadata"])
+    assert _refused_by_pgwarden(answer), answer
+    assert _one(server, "SELECT count(*) FROM pg_largeobject_metadata") == 3
+
+
 # ----------------------------------------------------------------- C: a count made to shrink
 
 

@@ -235,9 +235,14 @@ def _timeout_refusal(analysis, limits: SessionLimits) -> Verdict | None:
     return None
 
 
-def counting(analysis, statements: int, limits: SessionLimits, protocol: str):
+def counting(analysis, statements: int, limits: SessionLimits, protocol: str, in_block: bool = False):
     """For an allowed statement under rows_written: a CountRows to run it with, a refusal
-    (Verdict) when it cannot be counted, or None when it does not write."""
+    (Verdict) when it cannot be counted, or None when it does not write.
+
+    ``in_block``: the statement is sure to run inside the client's explicit transaction block
+    (a simple Query decided while the server owes nothing and said so with ReadyForQuery 'T'),
+    where a DO block or a procedure runs atomic (its COMMIT is an error): then they are counted
+    like any write. (Not for a Parse: its Executes may follow a COMMIT sent after it.)"""
     decision = limits.rows_written
     if decision is None:
         return None
@@ -258,7 +263,7 @@ def counting(analysis, statements: int, limits: SessionLimits, protocol: str):
         )
     if not (analysis.writes or kinds & MAY_WRITE_KINDS):
         return None
-    if "call" in kinds or "do" in kinds and not kinds.isdisjoint(_MAY_END_TRANSACTION):
+    if not in_block and ("call" in kinds or "do" in kinds and not kinds.isdisjoint(_MAY_END_TRANSACTION)):
         # Outside a transaction block a DO block or a procedure may COMMIT (itself, or a
         # procedure or DO block it runs): what it wrote before is then committed, and pgwarden's
         # check after the statement rolls back only what came after.

@@ -218,3 +218,12 @@ def test_a_write_that_may_reach_a_foreign_table_is_refused():
     # a read of one is not counted, and not refused
     assert counting(Analysis(frozenset({"select"}), tables=frozenset({"public.f"}), foreign=frozenset({"public.f"})),
                     1, LIMITED, "simple") is None
+
+
+def test_inside_a_transaction_block_a_do_block_or_a_call_is_counted():
+    """There they run atomic: a COMMIT in them is an error, nothing commits before the check."""
+    for sql in ("call p()", "do $$ begin update t set a = 1; commit; end $$"):
+        assert counting(analyze_sql(sql), 1, LIMITED, "simple", in_block=True) == CountRows(3, "p", "r")
+    # what the count cannot see stays refused
+    got = counting(analyze_sql("do $$ begin truncate t; end $$"), 1, LIMITED, "simple", in_block=True)
+    assert isinstance(got, Verdict) and got.action == "block"

@@ -5,7 +5,9 @@ Plugins decide what a statement may do; these rules decide what no statement may
 
 * ``limit: {rows_written: N}``: a statement that may write runs with the server counting
   its rows (see `pgwarden.relay.counting`); a multi-statement Query string holding one
-  is refused, since the count is per statement.
+  is refused, since the count is per statement, and so is what the count cannot see: a
+  DO block or procedure that may COMMIT before the check, TRUNCATE and DDL that drops or
+  rewrites rows, writes to foreign tables and to large objects (`counting`).
 * When the policies allow (or approve) no write at all, the upstream session is opened with
   ``default_transaction_read_only=on``: the server itself then refuses any write the analysis
   missed (a function that inserts, called in a SELECT). Every way of lifting it is refused.

@@ -50,10 +50,13 @@ from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 
 _COUNTING = "pg_catalog.current_setting('track_counts')::pg_catalog.bool"
-# Each table's rows written so far, as (relid, rows).
+# Each table's rows written so far, as (relid, rows): those with any (the view has a row for every
+# table of the database, and the before statement's answer and the check's text would grow with
+# them).
 _PER_TABLE_SQL = (
-    "SELECT relid, n_tup_ins OPERATOR(pg_catalog.+) n_tup_upd OPERATOR(pg_catalog.+) n_tup_del AS n"
-    " FROM pg_catalog.pg_stat_xact_user_tables"
+    "SELECT relid, n AS n FROM (SELECT relid,"
+    " n_tup_ins OPERATOR(pg_catalog.+) n_tup_upd OPERATOR(pg_catalog.+) n_tup_del AS n"
+    " FROM pg_catalog.pg_stat_xact_user_tables) AS c WHERE n OPERATOR(pg_catalog.>) 0"
 )
 # One row: each table's count as text (``relid=rows,relid=rows``; empty: none), or NULL when the
 # server keeps none.

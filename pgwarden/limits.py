@@ -36,8 +36,6 @@ MAY_WRITE_KINDS = frozenset({
 # Statements that bring rows in that the count would not see before they are visible
 # to the client's own protocol exchange (COPY FROM STDIN): refused under rows_written.
 UNCOUNTABLE_KINDS = frozenset({"copy_from", "copy_file", "copy_program"})
-# What a read-only session would refuse, or what may write: a policy that allows any of
-# these keeps the session writable.
 # In a DO block (beside "do"): what may end the transaction whose rows are counted. "transaction":
 # its COMMIT or ROLLBACK; "unknown": SQL built at run time, a language pgwarden does not read.
 _MAY_END_TRANSACTION = frozenset({"transaction", "unknown", "call"})
@@ -47,6 +45,8 @@ LARGE_OBJECT_WRITES = frozenset({
     "lo_unlink", "lo_put", "lowrite", "lo_truncate", "lo_truncate64", "lo_from_bytea", "lo_create", "lo_creat",
     "lo_import",
 })
+# What a read-only session would refuse, or what may write: a policy that allows any of
+# these keeps the session writable.
 WRITE_KINDS = MAY_WRITE_KINDS - {"execute", "cursor"} | UNCOUNTABLE_KINDS | {
     "ddl", "truncate", "grant", "role", "system",
 }

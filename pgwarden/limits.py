@@ -5,7 +5,9 @@ Plugins decide what a statement may do; these rules decide what no statement may
 
 * ``limit: {rows_written: N}``: a statement that may write runs with the server counting
   its rows (see `pgwarden.relay.counting`); a multi-statement Query string holding one
-  is refused, since the count is per statement.
+  is refused, since the count is per statement, and so is what the count cannot see: a
+  DO block or procedure that may COMMIT before the check, TRUNCATE and DDL that drops or
+  rewrites rows, writes to foreign tables and to large objects (`counting`).
 * When the policies allow (or approve) no write at all, the upstream session is opened with
   ``default_transaction_read_only=on``: the server itself then refuses any write the analysis
   missed (a function that inserts, called in a SELECT). Every way of lifting it is refused.
@@ -34,6 +36,15 @@ MAY_WRITE_KINDS = frozenset({
 # Statements that bring rows in that the count would not see before they are visible
 # to the client's own protocol exchange (COPY FROM STDIN): refused under rows_written.
 UNCOUNTABLE_KINDS = frozenset({"copy_from", "copy_file", "copy_program"})
+# In a DO block (beside "do"): what may end the transaction whose rows are counted. "transaction":
+# its COMMIT or ROLLBACK; "unknown": SQL built at run time, a language pgwarden does not read.
+_MAY_END_TRANSACTION = frozenset({"transaction", "unknown", "call"})
+# The built-in functions that write large objects: into pg_largeobject, a system catalog, which
+# pg_stat_xact_user_tables does not count (`SELECT lo_unlink(oid) FROM pg_largeobject_metadata`).
+LARGE_OBJECT_WRITES = frozenset({
+    "lo_unlink", "lo_put", "lowrite", "lo_truncate", "lo_truncate64", "lo_from_bytea", "lo_create", "lo_creat",
+    "lo_import",
+})
 # What a read-only session would refuse, or what may write: a policy that allows any of
 # these keeps the session writable.
 WRITE_KINDS = MAY_WRITE_KINDS - {"execute", "cursor"} | UNCOUNTABLE_KINDS | {
@@ -178,8 +189,12 @@ def refusal(analysis, limits: SessionLimits) -> Verdict | None:
         if analysis.read_write:
             return Verdict.block("a read-write transaction is not allowed", hint, **where)
         for name, value in setting_changes(analysis, _READ_ONLY_SETTINGS):
-            if value is None or (value is not COMPUTED and value.strip().lower() in _TRUE):
-                continue  # back to the session's value (on), or on
+            if value is None and name == "default_transaction_read_only":
+                continue  # RESET / DEFAULT: back to the startup value, on
+            if value is not None and value is not COMPUTED and value.strip().lower() in _TRUE:
+                continue  # on
+            # (transaction_read_only's RESET / DEFAULT is its boot value, off, not the session's:
+            # the server reads default_transaction_read_only only when a transaction starts)
             return Verdict.block(f"changing {name} is not allowed", hint, **where)
     if limits.timeout_ms is not None:
         found = _timeout_refusal(analysis, limits)
@@ -222,9 +237,14 @@ def _timeout_refusal(analysis, limits: SessionLimits) -> Verdict | None:
     return None
 
 
-def counting(analysis, statements: int, limits: SessionLimits, protocol: str):
+def counting(analysis, statements: int, limits: SessionLimits, protocol: str, in_block: bool = False):
     """For an allowed statement under rows_written: a CountRows to run it with, a refusal
-    (Verdict) when it cannot be counted, or None when it does not write."""
+    (Verdict) when it cannot be counted, or None when it does not write.
+
+    ``in_block``: the statement is sure to run inside the client's explicit transaction block
+    (a simple Query decided while the server owes nothing and said so with ReadyForQuery 'T'),
+    where a DO block or a procedure runs atomic (its COMMIT is an error): then they are counted
+    like any write. (Not for a Parse: its Executes may follow a COMMIT sent after it.)"""
     decision = limits.rows_written
     if decision is None:
         return None
@@ -236,8 +256,40 @@ def counting(analysis, statements: int, limits: SessionLimits, protocol: str):
             f"Insert the rows with INSERT statements, at most {decision.cap} per statement.",
             **where,
         )
+    if analysis.uncounted or "truncate" in kinds:
+        return Verdict.block(
+            "a statement that empties, drops or rewrites tables is not allowed under a rows_written limit",
+            "The server does not count the rows TRUNCATE, DROP TABLE, ALTER TABLE ... TYPE or DROP COLUMN "
+            f"remove or rewrite. Use DELETE or UPDATE, at most {decision.cap} rows per statement.",
+            **where,
+        )
     if not (analysis.writes or kinds & MAY_WRITE_KINDS):
         return None
+    if not in_block and ("call" in kinds or "do" in kinds and not kinds.isdisjoint(_MAY_END_TRANSACTION)):
+        # Outside a transaction block a DO block or a procedure may COMMIT (itself, or a
+        # procedure or DO block it runs): what it wrote before is then committed, and pgwarden's
+        # check after the statement rolls back only what came after.
+        return Verdict.block(
+            "a procedure, or a DO block that may commit, is not allowed under a rows_written limit",
+            "A COMMIT or ROLLBACK inside a DO block or a procedure ends the transaction whose rows "
+            "are counted. Send the writes as statements of their own, or a DO block without "
+            "COMMIT, ROLLBACK, CALL or SQL built at run time.",
+            **where,
+        )
+    if not analysis.functions.isdisjoint(LARGE_OBJECT_WRITES):
+        return Verdict.block(
+            "writing large objects is not allowed under a rows_written limit",
+            "The server does not count what lo_unlink, lo_put, lowrite and their kin write (a system "
+            "catalog); write large objects from a session without this limit.",
+            **where,
+        )
+    if analysis.foreign:
+        return Verdict.block(
+            "a statement that may write to a foreign table is not allowed under a rows_written limit",
+            f"The server does not count rows written to foreign tables ({', '.join(sorted(analysis.foreign))}); "
+            "write to them from a session without this limit.",
+            **where,
+        )
     if statements > 1 and protocol == "simple":
         return Verdict.block(
             "a statement that may write must be sent on its own under a rows_written limit",

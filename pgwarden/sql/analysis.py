@@ -76,6 +76,12 @@ class Analysis:
     # True when a function it runs PREPAREs or DEALLOCATEs by its body (`EXECUTE 'PREPARE p AS
     # ...'`), or it is `unknown`: which statement each SQL-level name holds afterwards is not known.
     prepares_unseen: bool = False
+    # True when it destroys or rewrites rows the server's statistics do not count
+    # (`Syntax.uncounted`: TRUNCATE, ALTER TABLE ... TYPE / DROP COLUMN, DROP TABLE, ...).
+    uncounted: bool = False
+    # The foreign tables it reads or writes, through views and function bodies too: the server
+    # counts no row written to one (the foreign server does, if anything).
+    foreign: frozenset[str] = frozenset()
     # What the decision asks of every statement, set once per analysis (an analysis is shared by
     # every text that differs only in constants; nearly every answer is no):
     #: the session's SQL context may be another after this string ran (`SqlContext.after`): it

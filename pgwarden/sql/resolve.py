@@ -143,6 +143,9 @@ class _Resolver:
         self._body_only: dict[int, frozenset[str]] = {}
         # a function of the database's own that runs prepares or deallocates (`Analysis.prepares_unseen`)
         self._body_prepares = False
+        # a function of the database's own whose body destroys rows uncounted (`Analysis.uncounted`)
+        self._body_uncounted = False
+        self._uncounted_bodies: set[int] = set()
         self._in_progress: set[int] = set()
         # casts to types whose conversion runs nothing a policy cares about (see `_inert_cast`)
         self._inert_casts: dict = self.catalog.derived.setdefault("inert casts", {})
@@ -211,7 +214,19 @@ class _Resolver:
             deallocates=syntax.deallocates,
             read_write=syntax.read_write or any(inner.read_write for inner in nested),
             prepares_unseen=self._body_prepares or "unknown" in kinds,
+            uncounted=syntax.uncounted or self._body_uncounted or any(inner.uncounted for inner in nested),
+            foreign=self._foreign(tables),
         )
+
+    def _foreign(self, tables: set[str]) -> frozenset[str]:
+        """The foreign tables (relkind f) among ``tables``."""
+        found = []
+        for qualified in tables:
+            schema, _, name = qualified.partition(".")
+            if any(facts.kind == "f" and _schema(facts.schema) == schema
+                   for facts in self.catalog.relations_named(name)):
+                found.append(qualified)
+        return frozenset(found)
 
     def _changed_functions(self, syntax: Syntax, kinds: set[str], functions: set[str], nested: list) -> None:
         """A function replaced in place counts what its new body does: whatever calls it already
@@ -494,6 +509,8 @@ class _Resolver:
         if cached is not None:
             if "prepare" in cached:
                 self._body_prepares = True
+            if fn.oid in self._uncounted_bodies:
+                self._body_uncounted = True
             return cached
         found: set[str] = set()
         if fn.name in SERVER_FILE_FUNCTIONS and fn.builtin:
@@ -527,6 +544,9 @@ class _Resolver:
                 if body.settings:  # set_config in the body: a setting changed (a value kept there)
                     does |= {"set"}
                 found |= does
+                if body.uncounted:
+                    self._uncounted_bodies.add(fn.oid)
+                    self._body_uncounted = True
                 self._body_only[fn.oid] = does
                 self._body_tables[fn.oid] = body.tables
                 if body.has_where is not None:

@@ -166,6 +166,11 @@ class Syntax:
     # own (`json_value(...)`, `merge_action()`, `json_object(a, b)` as pg_catalog's): a server
     # that does not have the keyword reads a call of a function on the search_path there.
     grammar_words: frozenset[str] = frozenset()
+    # It destroys or rewrites rows without the server's statistics counting them (what
+    # `limit: {rows_written}` reads): TRUNCATE, ALTER TABLE ... ALTER COLUMN TYPE (every value
+    # computed again, by any USING expression) or DROP COLUMN, DROP TABLE / SCHEMA / OWNED, and
+    # any DROP ... CASCADE (a type's, a domain's, a function's dependent columns go with it).
+    uncounted: bool = False
 
 
 @attrs.frozen
@@ -210,6 +215,10 @@ def _cast(schema: str | None, name: str) -> Call:
 
 
 UNPARSABLE = Syntax(frozenset({"unknown"}))
+# Statements that destroy rows the statistics do not count (`Syntax.uncounted`), whatever they name.
+_UNCOUNTED_STATEMENTS = frozenset({"TruncateStmt", "DropOwnedStmt"})
+# What a DROP of one of these takes with it: every row of a table, of every table of a schema.
+_DROPS_ROWS = frozenset({"OBJECT_TABLE", "OBJECT_SCHEMA", "OBJECT_MATVIEW"})
 # The value of a setting that the text does not give (a column, an expression, a parameter):
 # never a literal's text (a protocol string cannot hold a NUL byte).
 COMPUTED = "\x00"
@@ -364,6 +373,7 @@ class _Walker:
         self.changes_functions: list[tuple[str, Syntax | None]] = []
         self.where_checks: list[WhereCheck] = []
         self.grammar_words: set[str] = set()
+        self.uncounted = False
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -388,6 +398,7 @@ class _Walker:
             tuple(self.changes_functions),
             tuple(self.where_checks),
             frozenset(self.grammar_words),
+            self.uncounted,
         )
 
     def merge(self, other: Syntax) -> None:
@@ -406,6 +417,7 @@ class _Walker:
         self.changes_functions += other.changes_functions
         self.where_checks += other.where_checks
         self.grammar_words |= other.grammar_words
+        self.uncounted = self.uncounted or other.uncounted
 
     # ------------------------------------------------------------------ constants
 
@@ -460,6 +472,9 @@ class _Walker:
             return
         name, f = n
         self.kinds.add(self._kind(name, f))
+        if name in _UNCOUNTED_STATEMENTS or name == "DropStmt" and (
+                f.get("behavior") == "DROP_CASCADE" or f.get("removeType") in _DROPS_ROWS):
+            self.uncounted = True
         if name in _ALSO_KINDS:
             also = _ALSO_KINDS[name](f)
             if also:
@@ -1050,6 +1065,8 @@ class _Walker:
             self.expr(type_name["typmods"], scope)
 
     def _alter_table_cmd(self, f: dict, scope: tuple) -> None:
+        if f.get("subtype") in ("AT_AlterColumnType", "AT_DropColumn"):
+            self.uncounted = True  # every row's value computed again, or dropped: no row counted
         if f.get("subtype") in ("AT_AddColumn", "AT_AlterColumnType"):
             # every row's value is converted to the column's new type (a domain's CHECK runs
             # even for the NULLs of a column added without a default)
@@ -1598,6 +1615,10 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
         if n is not None and n[0] == "PLpgSQL_expr":
             walker.merge(_plpgsql_expr(n[1], lexer, variables))
             continue
+        if n is not None and n[0] in ("PLpgSQL_stmt_commit", "PLpgSQL_stmt_rollback"):
+            # COMMIT / ROLLBACK of a DO block's or a procedure's (run outside a transaction block):
+            # the transaction ends, with what it wrote, in the middle of the statement
+            walker.kinds.add("transaction")
         stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
     return walker.result()
 

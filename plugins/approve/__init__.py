@@ -14,6 +14,8 @@ register a factory in `STORES` (``approvals.store``).
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
@@ -37,17 +39,19 @@ from pgwarden.api import (
     Session,
     Statement,
     StoredApproval,
+    StoreKey,
     Verdict,
     hookimpl,
 )
 from pgwarden.identity import Identity, TokenVerifier
+from pgwarden.session import PROTOCOL_PREPARED
 from pgwarden.verdict import ApprovalAnswer
 from pgwarden_plugins.approve.api import ApiContext, ApprovalsRoot
-from pgwarden_plugins.approve.grant_key import grant_key
+from pgwarden_plugins.approve.grant_key import bound, grant_key
 from pgwarden_plugins.approve.memory import MemoryStore
 from pgwarden_plugins.approve.notify import Notifiers
 from pgwarden_plugins.approve.store import ApprovalRules, ApprovalStore, Preview, StoredRequest
-from pgwarden_plugins.block import VerdictMemo, judged, matches
+from pgwarden_plugins.block import PREPARED, SURE, VerdictMemo, judged, matches
 
 log = Logger(namespace="pgwarden.approvals")
 
@@ -57,6 +61,55 @@ KEEP_FOR_NOTIFYING = 1000
 #: ``approvals.store`` -> a factory of the store: (approvals, sections, reactor) -> ApprovalStore.
 #: A store that keeps connections implements ``close()``.
 StoreFactory = Callable[[Approvals, Sections, Reactor], ApprovalStore]
+
+#: The session's SQL-level PREPAREs as this plugin saw them: name -> the digests of the texts of
+#: every statement that PREPAREd it (none forgotten, as the block plugin's `PREPARED`). A retry
+#: grant of an EXECUTE is bound to them (`meaning`). Absent once a client prepared without end.
+PREPARED_TEXTS = StoreKey["dict[str, set[str]] | None"]("approve.prepared_texts")
+
+
+def _keep_prepares(statement: Statement, session: Session) -> None:
+    """Keeps the text of a statement that PREPAREs, under each name it prepares."""
+    store = session.store
+    texts = store.setdefault(PREPARED_TEXTS, {})
+    if texts is None:
+        return
+    digest = hashlib.sha256(statement.sql.encode("utf-8", "surrogatepass")).hexdigest()
+    for name, _body, _syntax in statement.analysis.prepares:
+        kept = texts.setdefault(name, set())
+        kept.add(digest)
+        if len(kept) > 100 or len(texts) > 10_000:
+            store[PREPARED_TEXTS] = None  # every name unknown from here on
+            return
+
+
+def meaning(statement: Statement, session: Session) -> list[object]:
+    """What the statement's text means in its session, beyond its analysis (`grant_key.bound`):
+    its search_path and, for an EXECUTE, the texts of every statement that PREPAREd each name it
+    runs. A name whose statement this plugin may not have seen (prepared unseen, by a protocol
+    Parse, by a function's body, before the session had approve rules) binds to a value of its own
+    each time: no retry grant covers that EXECUTE (fail closed; hold mode approves it each time)."""
+    analysis = statement.analysis
+    executed: list[object] | None = None
+    if analysis.executes:
+        store = session.store
+        texts = store.get(PREPARED_TEXTS, None)
+        prepared = store.get(PREPARED, None) or {}
+        sure = store.get(SURE, None)
+        taken = store.get(PROTOCOL_PREPARED, None) or set()
+        executed = []
+        for name in sorted(set(analysis.executes)):
+            if texts is None or name not in texts or not prepared.get(name) or name in taken or (
+                    sure is not None and name not in sure):
+                executed.append([name, "unseen", secrets.token_hex(16)])
+            else:
+                executed.append([name, sorted(texts[name])])
+    return bound(statement.context, executed)
+
+
+def key_of(statement: Statement, session: Session) -> str:
+    """The statement's grant key in its session (`grant_key.grant_key`)."""
+    return grant_key(statement.fingerprint, statement.analysis, meaning(statement, session))
 def _postgres_store(approvals: Approvals, _sections: Sections, reactor: Reactor) -> ApprovalStore:
     from pgwarden_plugins.approve.postgres_store import PostgresStore
 
@@ -85,7 +138,7 @@ def stored_request(request: ApprovalRequest, preview: Preview | None) -> StoredR
         tables=tuple(sorted(statement.tables)), policy=verdict.policy, rule=verdict.rule,
         reason=verdict.reason, mode="retry" if request.mode == "retry" else "hold",
         approvals_needed=request.approvers, preview=preview,
-        grant_key=grant_key(statement.fingerprint, statement.analysis),
+        grant_key=key_of(statement, session),
     )
 
 
@@ -203,6 +256,8 @@ class Approving:
             self._having[id(policies)] = known = (policies, having)
         if not known[1]:
             return None
+        if (statement.analysed or statement.analysis).prepares:  # (the attribute first: the property is a call)
+            _keep_prepares(statement, session)
         return judged(self._verdicts, self._judge, statement, session, policies)
 
     @staticmethod
@@ -272,7 +327,7 @@ class Approving:
                 return ApprovalAnswer.approved(answer.approver, answer.reason, request=stored.id)
             return self._submit(store, request).addCallback(lambda _: ApprovalAnswer.required())
 
-        return store.take_grant(identity.subject, grant_key(statement.fingerprint, statement.analysis), request.exact,
+        return store.take_grant(identity.subject, key_of(statement, request.session), request.exact,
                                 request.created).addCallback(granted)
 
     def _hold(self, store: ApprovalStore, request: ApprovalRequest) -> Deferred[ApprovalAnswer]:
@@ -328,7 +383,14 @@ class Approving:
     def _preview(self, request: ApprovalRequest) -> Deferred[Preview | None]:
         if self.previewer is None:
             return succeed(None)
-        return self.previewer.preview(request.statement.sql, request.parameters)  # type: ignore[attr-defined]
+        context = request.statement.context
+        path: str | None = None
+        if context is not None:
+            if context.search_path is None:  # uncertain: what the names mean is not known here
+                return succeed(Preview(False, error="the session's search_path is not known, so neither is "
+                                                    "what the statement's names are: no preview"))
+            path = ", ".join('"' + schema.replace('"', '""') + '"' for schema in context.search_path)
+        return self.previewer.preview(request.statement.sql, request.parameters, path)  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------ notifications
 

@@ -10,8 +10,18 @@ statement only when the analysis says it does the same as the approved one: the 
 fingerprint followed by a digest of those facts (`facts`). Constants the analysis does not read
 (a row's id, a value written, a function's argument) stay "other constants".
 
+The key also binds what the text means where it runs (`bound`): the session's search_path (the
+tables resolved under it are in the facts already, and a name the catalog does not show yet
+resolves on the path alone), and for an EXECUTE every body the session has PREPAREd under the
+name (their texts, and what they do). A retry grant, exact (text and parameters) or by
+fingerprint, covers a statement only when its key is the approved one's: ``DELETE FROM things
+WHERE id = 1`` approved under ``public`` does not cover the same text after ``SET search_path =
+archive, public``, nor ``EXECUTE p(1)`` after ``p`` was PREPAREd again as another statement.
+
 A request stores its key (``StoredRequest.grant_key``); one stored by an older pgwarden has none,
 so its fingerprint-only grant covers nothing any more (fail closed) rather than what it used to.
+A text without a fingerprint (libpg_query's default lexer cannot read it) has a key too, for its
+exact grants; `covers` gives it no fingerprint-only grant.
 """
 
 from __future__ import annotations
@@ -20,9 +30,10 @@ import hashlib
 import json
 
 from pgwarden.sql.analysis import Analysis
+from pgwarden.sql.context import SqlContext
 
 #: Part of the key, so that a change of what `facts` holds makes earlier keys match nothing.
-VERSION = "g1"
+VERSION = "g2"
 
 
 def facts(analysis: Analysis) -> list[object]:
@@ -37,10 +48,19 @@ def facts(analysis: Analysis) -> list[object]:
     ]
 
 
-def grant_key(fingerprint: str | None, analysis: Analysis) -> str | None:
-    """The key a fingerprint-only grant is given for and matched on; None without a fingerprint
-    (the text does not parse as the server's default lexer reads it): then nothing matches."""
-    if fingerprint is None:
-        return None
-    data = json.dumps(facts(analysis), separators=(",", ":"), ensure_ascii=False)
-    return f"{fingerprint}:{VERSION}:{hashlib.sha256(data.encode()).hexdigest()[:32]}"
+def bound(context: SqlContext | None, executed: object = None) -> list[object]:
+    """What the statement's text means in its session beyond the analysis' facts: the search_path
+    (None: uncertain, with the schemas it may hold), the role "$user" stands for, and
+    ``executed``: for an EXECUTE, each executed name's prepared bodies (`Approving` keeps them)."""
+    if context is None:
+        return [None, executed]
+    path = list(context.search_path) if context.search_path is not None else None
+    return [path, sorted(context.possible), context.user, executed]
+
+
+def grant_key(fingerprint: str | None, analysis: Analysis, meaning: list[object] | None = None) -> str:
+    """The key a retry grant is given for and matched on: the fingerprint (``-`` without one: the
+    text does not parse as the server's default lexer reads it, and `covers` gives such a
+    statement no fingerprint-only grant), then a digest of the facts and of ``meaning`` (`bound`)."""
+    data = json.dumps([facts(analysis), meaning], separators=(",", ":"), ensure_ascii=False, default=str)
+    return f"{fingerprint or '-'}:{VERSION}:{hashlib.sha256(data.encode()).hexdigest()[:32]}"

@@ -72,14 +72,17 @@ class Previewer:
         self._lock = threading.Lock()
         self._conn: Any = None
 
-    def preview(self, sql: str, parameters: Sequence[str | None] | None) -> Deferred[Preview]:
-        """The preview of ``sql`` (never fails: a failure is a Preview that says why)."""
+    def preview(self, sql: str, parameters: Sequence[str | None] | None,
+                search_path: str | None = None) -> Deferred[Preview]:
+        """The preview of ``sql`` (never fails: a failure is a Preview that says why), its names
+        read under ``search_path`` (a value as ``SET search_path`` takes it: the session's that
+        sent it), or pgwarden's own connection's when None."""
         try:
             if len(split(sql)) != 1:
                 return succeed(Preview(False, error="only a single statement can be previewed"))
         except ParseError as e:
             return succeed(Preview(False, error=f"does not parse: {e}"))
-        d = self._run(lambda: self._explain(sql, len(parameters or ())))
+        d = self._run(lambda: self._explain(sql, len(parameters or ()), search_path))
         d.addTimeout(self.timeout_s + 1, self._reactor)
 
         def failed(f: Failure) -> Preview:
@@ -95,12 +98,12 @@ class Previewer:
 
     # ------------------------------------------------------------------ in the worker thread
 
-    def _explain(self, sql: str, nparams: int) -> Preview:
+    def _explain(self, sql: str, nparams: int, search_path: str | None = None) -> Preview:
         password = None
         with self._lock:
             try:
                 password = self._upstream.read_password()
-                return self._explain_on(self._connection(password), sql, nparams)
+                return self._explain_on(self._connection(password), sql, nparams, search_path)
             except Exception as e:  # noqa: BLE001 - a preview never fails the request; its text is all we keep
                 if self._conn is not None and self._conn.closed:
                     self._conn = None
@@ -114,7 +117,7 @@ class Previewer:
                                          prepare_threshold=None)
         return self._conn
 
-    def _explain_on(self, conn: Any, sql: str, nparams: int) -> Preview:
+    def _explain_on(self, conn: Any, sql: str, nparams: int, search_path: str | None = None) -> Preview:
         from psycopg import pq
 
         pg = conn.pgconn
@@ -129,6 +132,11 @@ class Previewer:
         run("BEGIN READ ONLY")
         try:
             run(f"SET LOCAL statement_timeout = {int(self.timeout_s * 1000)}")
+            if search_path is not None:  # the names read as the session that sent it reads them
+                res = pg.exec_params(b"SELECT pg_catalog.set_config('search_path', $1, true)",
+                                     [search_path.encode()])
+                if res.status != pq.ExecStatus.TUPLES_OK:
+                    raise RuntimeError(res.error_message.decode(errors="replace").strip())
             if nparams == 0:
                 res = run("EXPLAIN (VERBOSE, FORMAT JSON) " + sql)
             elif pg.server_version >= 160000:

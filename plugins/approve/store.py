@@ -230,8 +230,11 @@ def covers(request: StoredRequest, subject: str, fingerprint: str | None, exact:
     elif now >= request.grant_until:
         return False
     if request.grant_by_fingerprint_only:
-        return fingerprint is not None and request.grant_key == fingerprint
-    return request.params_hash == exact
+        return request.fingerprint is not None and fingerprint is not None and request.grant_key == fingerprint
+    # The exact text and parameters, meaning the same where they run now (`grant_key.bound`): the
+    # same search_path, the same bodies of what it EXECUTEs. (A request an older pgwarden stored
+    # has no key: its exact grant covers as it did.)
+    return request.params_hash == exact and (request.grant_key is None or request.grant_key == fingerprint)
 
 
 @runtime_checkable

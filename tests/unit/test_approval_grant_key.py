@@ -55,8 +55,39 @@ def test_other_constants_that_do_the_same_share_the_key(approved, other):
     assert key(approved) is not None and key(approved) == key(other)
 
 
-def test_no_fingerprint_no_key():
-    assert key("delete from") is None
+def test_no_fingerprint_no_fingerprint_only_grant():
+    """A text without a fingerprint has a key (its exact grants are bound to it), but no
+    fingerprint-only grant covers it."""
+    unparsable = key("delete from")
+    assert unparsable is not None and unparsable.startswith("-:")
+    request = _approved(sql="delete from", fingerprint=None, grant_key=unparsable)
+    assert not covers(request, "agent-1", unparsable, "other", 1.0)
+    assert covers(attrs.evolve(request, grant_by_fingerprint_only=False), "agent-1", unparsable, "h", 1.0)
+
+
+def _key_in(sql: str, **context: object) -> str:
+    from pgwarden.sql.context import default_context
+    from pgwarden_plugins.approve.grant_key import bound
+
+    statement = Statement(sql, context=attrs.evolve(default_context(), **context))
+    return grant_key(statement.fingerprint, statement.analysis, bound(statement.context))
+
+
+def test_the_key_binds_the_search_path():
+    """The same text under another search_path may name other tables (red team seven)."""
+    here = _key_in("delete from things where id = 1")
+    assert here == _key_in("delete from things where id = 1")
+    assert here != _key_in("delete from things where id = 1", search_path=("archive", "public"))
+    assert here != _key_in("delete from things where id = 1", search_path=None)
+
+
+def test_an_exact_grant_covers_the_text_only_where_it_means_the_same():
+    sql = "delete from things where id = 1"
+    request = _approved(sql=sql, fingerprint=fingerprint(sql), grant_by_fingerprint_only=False,
+                        grant_key=_key_in(sql))
+    assert covers(request, "agent-1", _key_in(sql), "h", 1.0)
+    assert not covers(request, "agent-1", _key_in(sql, search_path=("archive", "public")), "h", 1.0)
+    assert not covers(request, "agent-1", _key_in(sql), "other parameters", 1.0)
 
 
 def _approved(**kw: object) -> StoredRequest:

@@ -145,3 +145,85 @@ def test_what_is_counted(kinds, writes, statements, expected):
         assert got == CountRows(3, "p", "r")
     else:
         assert isinstance(got, Verdict) and got.action == "block"
+
+
+READ_ONLY = session_limits((policy([{"allow": {"statements": ["select", "set", "transaction"]}}],
+                                   default="block", name="ro"),), read_only=True)
+
+
+@pytest.mark.parametrize("sql, refused", [
+    # transaction_read_only's RESET / DEFAULT is its boot value (off), not the session's (on)
+    ("reset transaction_read_only", True),
+    ("set transaction_read_only to default", True),
+    ("set local transaction_read_only to default", True),
+    ("set transaction_read_only = off", True),
+    ("select set_config('transaction_read_only', null, true)", True),
+    ("set default_transaction_read_only = off", True),
+    ("set session characteristics as transaction read write", True),
+    ("begin read write", True),
+    # default_transaction_read_only's RESET is the startup value (on)
+    ("reset default_transaction_read_only", False),
+    ("set default_transaction_read_only to default", False),
+    ("set transaction_read_only = on", False),
+    ("reset all", False),
+])
+def test_a_read_only_session_is_not_made_writable(sql, refused):
+    found = refusal(analyze_sql(sql), READ_ONLY)
+    assert (found is not None) == refused, found
+
+
+@pytest.mark.parametrize("sql, expected", [
+    # a COMMIT / ROLLBACK inside a DO block or a procedure commits what was written before it
+    ("do $$ begin update t set a = 1; commit; end $$", "refuse"),
+    ("do $$ begin update t set a = 1; rollback and chain; end $$", "refuse"),
+    ("do $$ begin update t set a = 1; call p(); end $$", "refuse"),
+    ("do $$ begin execute 'commit'; end $$", "refuse"),
+    ("do $$ begin execute x; end $$", "refuse"),  # SQL built at run time
+    ("do language plperl $$ spi_commit(); $$", "refuse"),
+    ("call p()", "refuse"),
+    ("do $$ begin update t set a = 1; end $$", "count"),
+    # rows the statistics do not count
+    ("truncate t", "refuse"),
+    ("do $$ begin truncate t; end $$", "refuse"),
+    ("alter table t alter column a type bigint using 0", "refuse"),
+    ("alter table t drop column a", "refuse"),
+    ("drop table t", "refuse"),
+    ("drop schema s cascade", "refuse"),
+    ("drop type x cascade", "refuse"),
+    ("drop owned by current_user", "refuse"),
+    ("alter table t add column b int", None),
+    ("create table t2 (a int)", None),
+    ("drop index i", None),
+    ("commit", None),
+    # large objects live in a system catalog, which the count does not read
+    ("select lo_unlink(oid) from pg_largeobject_metadata", "refuse"),
+    ("select lo_put(1, 0, 'x')", "refuse"),
+    ("select lo_get(1)", "count"),  # (volatile: counted, and passes)
+])
+def test_what_is_counted_by_its_text(sql, expected):
+    got = counting(analyze_sql(sql), 1, LIMITED, "simple")
+    if expected is None:
+        assert got is None
+    elif expected == "count":
+        assert got == CountRows(3, "p", "r")
+    else:
+        assert isinstance(got, Verdict) and got.action == "block", got
+
+
+def test_a_write_that_may_reach_a_foreign_table_is_refused():
+    foreign = Analysis(frozenset({"update"}), tables=frozenset({"public.f"}), writes=frozenset({"public.f"}),
+                       foreign=frozenset({"public.f"}))
+    got = counting(foreign, 1, LIMITED, "simple")
+    assert isinstance(got, Verdict) and got.action == "block" and "public.f" in (got.hint or "")
+    # a read of one is not counted, and not refused
+    assert counting(Analysis(frozenset({"select"}), tables=frozenset({"public.f"}), foreign=frozenset({"public.f"})),
+                    1, LIMITED, "simple") is None
+
+
+def test_inside_a_transaction_block_a_do_block_or_a_call_is_counted():
+    """There they run atomic: a COMMIT in them is an error, nothing commits before the check."""
+    for sql in ("call p()", "do $$ begin update t set a = 1; commit; end $$"):
+        assert counting(analyze_sql(sql), 1, LIMITED, "simple", in_block=True) == CountRows(3, "p", "r")
+    # what the count cannot see stays refused
+    got = counting(analyze_sql("do $$ begin truncate t; end $$"), 1, LIMITED, "simple", in_block=True)
+    assert isinstance(got, Verdict) and got.action == "block"

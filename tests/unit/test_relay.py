@@ -397,7 +397,8 @@ def _counted(req):
 
 
 def _before_answer(count: int) -> tuple:
-    return (*_OWN_RUN_ANSWER, m.DataRow((str(count).encode(),)), m.CommandComplete("SELECT 1"))
+    """The before statement's answer: one table (relid 16384) with ``count`` rows written so far."""
+    return (*_OWN_RUN_ANSWER, m.DataRow((f"16384={count}".encode(),)), m.CommandComplete("SELECT 1"))
 
 
 def test_a_counted_simple_query_runs_between_pgwarden_statements_and_its_results_wait():
@@ -413,7 +414,8 @@ def test_a_counted_simple_query_runs_between_pgwarden_statements_and_its_results
     assert t.down() == []
     check = t.upstream()
     assert [type(x) for x in check] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync, m.Query]
-    assert "OPERATOR(pg_catalog.-) 7;" in check[2].sql and "OPERATOR(pg_catalog.>) 5 THEN" in check[2].sql
+    assert "'{16384}'::pg_catalog.oid[]" in check[2].sql and "'{7}'::pg_catalog.int8[]" in check[2].sql
+    assert "OPERATOR(pg_catalog.>) 5 THEN" in check[2].sql
     assert check[-1] == m.Query("select 2")
     t.server(m.NoticeResponse.build("NOTICE", "00000", "from a trigger"), m.CommandComplete("UPDATE 1"))
     assert t.down() == []  # held until the check answers

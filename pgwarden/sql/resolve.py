@@ -655,6 +655,10 @@ class _Resolver:
                 for facts in self.catalog.relations_named(name):
                     if _schema(facts.schema) != schema:
                         continue
+                    if rel.dropped == "relation":  # nothing of it runs; its partitions and the views over it go too
+                        tables |= self._names(self.catalog.descendants(facts.oid) + self._dependents(facts.oid))
+                    if rel.dropped:
+                        continue
                     if rel.written and moving and facts.kind == "p":
                         for below in self._names(self.catalog.descendants(facts.oid)):
                             indirect |= {("delete", below), ("insert", below)}
@@ -680,6 +684,8 @@ class _Resolver:
             tables |= self._relations_of_kinds("r", "p", "m", "f")
         if "pg_catalog.pg_sequences" in tables:  # every sequence's last value
             tables |= self._relations_of_kinds("S")
+        for what, parts in syntax.ddl_objects:
+            tables |= self._ddl_reach(what, parts, kinds)
         return tables, writes, indirect
 
     def _names(self, oids: Iterable[int]) -> set[str]:
@@ -699,6 +705,62 @@ class _Resolver:
                         self._names(self.catalog.ancestors(oid)))
             known = self.catalog.derived["ancestor names"] = {k: frozenset(v) for k, v in known.items()}
         return known
+
+    def _dependents(self, oid: int) -> tuple[int, ...]:
+        """The views and materialized views over relation ``oid``, at any depth (what DROP ...
+        CASCADE of it drops with it)."""
+        over: dict[int, list[int]] | None = self.catalog.derived.get("views over")
+        if over is None:
+            over = {}
+            for facts in self.catalog.relations:
+                for base in facts.relations:
+                    over.setdefault(base, []).append(facts.oid)
+            self.catalog.derived["views over"] = over
+        seen: dict[int, None] = {}
+        todo = list(over.get(oid, ()))
+        while todo:
+            view = todo.pop()
+            if view not in seen and view != oid:
+                seen[view] = None
+                todo += over.get(view, ())
+        return tuple(seen)
+
+    def _ddl_reach(self, what: str, parts: tuple[str, ...], kinds: set[str]) -> set[str]:
+        """The relations DDL touches beyond those it names (`Syntax.ddl_objects`), from the catalog:
+        every relation of a schema renamed or dropped, every table with a column of a type dropped
+        (with CASCADE: the column goes), every relation whose trigger, default, policy, index or
+        view calls a function dropped with CASCADE, and every relation of the database for what
+        cannot be followed (DROP OWNED, DROP EXTENSION ... CASCADE). A catalog that does not know
+        every object (the snapshot) cannot list them: `unknown`."""
+        if not self.catalog.complete:
+            kinds.add("unknown")
+        found: set[int] = set()
+        if what == "schema":
+            found = {r.oid for r in self.catalog.relations if _schema(r.schema) == _schema(parts[0])}
+        elif what == "type" and parts:
+            schema = parts[-2] if len(parts) > 1 else None
+            dropped = {t.oid for t in self._types(schema, parts[-1])}
+            if not dropped:
+                kinds.add("unknown")
+            grown = True
+            while grown:  # arrays of it, domains over it, composites holding it
+                more = {t.oid for t in self.catalog.types if t.oid not in dropped and dropped.intersection(t.parts)}
+                grown = bool(more)
+                dropped |= more
+            found = {r.oid for r in self.catalog.relations if dropped.intersection(r.column_types)}
+        elif what == "function" and parts:
+            schema = parts[-2] if len(parts) > 1 else None
+            fns = {fn.oid for fn in self.catalog.functions_named(parts[-1])
+                   if (fn.schema == schema if schema is not None else self.uncertain or fn.schema in self.schemas)}
+            if not fns:
+                kinds.add("unknown")
+            found = {r.oid for r in self.catalog.relations
+                     if fns.intersection(r.functions) or any(t in fns for k, t in r.effects if k in "tdpx")}
+        else:
+            return self._relations_of_kinds("r", "p", "v", "m", "f", "S")
+        for oid in tuple(found):
+            found.update(self.catalog.descendants(oid), self._dependents(oid))
+        return self._names(found)
 
     def _relations_of_kinds(self, *relkinds: str) -> set[str]:
         """Every relation of the database's own of these kinds (what a catalog view shows of all)."""

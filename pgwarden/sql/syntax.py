@@ -91,6 +91,11 @@ _DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Comment", "Security", "Im
 _DDL_NODES = frozenset({"IndexStmt", "ViewStmt", "RuleStmt", "CreateTableAsStmt", "CreateTrigStmt",
                         "CreateFunctionStmt", "DefineStmt", "CompositeTypeStmt", "CreateEnumStmt",
                         "CreateRangeStmt", "ReplicaIdentityStmt", "ObjectWithArgs"})
+# DROP statements whose objects are relations, and those whose objects are named ON a relation.
+_DROPPED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE",
+                                "OBJECT_FOREIGN_TABLE", "OBJECT_INDEX"})
+_DROPPED_ON = frozenset({"OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"})
+_DROPPED_FUNCTIONS = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
 # Two-phase commit outlives the session: an administrator's business.
 _TWO_PHASE = frozenset({"TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"})
 # Settings whose list elements the server keeps quoted as identifiers (GUC_LIST_QUOTE).
@@ -114,6 +119,9 @@ class Relation:
     #: the target of a write a plain EXPLAIN plans without running: planning folds its columns'
     #: defaults' IMMUTABLE-declared functions (what they do runs)
     planned_write: bool = False
+    #: named by a DROP: "relation" (it is dropped: its partitions and the views over it go too) or
+    #: "on" (its trigger, policy or rule is); among the tables the statement touches, nothing of it runs
+    dropped: str = ""
 
 
 @attrs.frozen
@@ -166,6 +174,12 @@ class Syntax:
     # own (`json_value(...)`, `merge_action()`, `json_object(a, b)` as pg_catalog's): a server
     # that does not have the keyword reads a call of a function on the search_path there.
     grammar_words: frozenset[str] = frozenset()
+    # What DDL reaches beyond the relations it names, for the resolver to list from the catalog:
+    # ("schema", (name,)) every relation of a schema (ALTER SCHEMA ... RENAME / OWNER TO, DROP
+    # SCHEMA ... CASCADE), ("type", name parts) every table with a column of it (DROP TYPE /
+    # DOMAIN ... CASCADE), ("function", name parts) what calls it (DROP FUNCTION ... CASCADE),
+    # ("all", ()) any relation (DROP OWNED, another DROP ... CASCADE).
+    ddl_objects: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @attrs.frozen
@@ -364,6 +378,7 @@ class _Walker:
         self.changes_functions: list[tuple[str, Syntax | None]] = []
         self.where_checks: list[WhereCheck] = []
         self.grammar_words: set[str] = set()
+        self.ddl_objects: list[tuple[str, tuple[str, ...]]] = []
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -388,6 +403,7 @@ class _Walker:
             tuple(self.changes_functions),
             tuple(self.where_checks),
             frozenset(self.grammar_words),
+            tuple(dict.fromkeys(self.ddl_objects)),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -406,6 +422,7 @@ class _Walker:
         self.changes_functions += other.changes_functions
         self.where_checks += other.where_checks
         self.grammar_words |= other.grammar_words
+        self.ddl_objects += other.ddl_objects
 
     # ------------------------------------------------------------------ constants
 
@@ -516,6 +533,8 @@ class _Walker:
             if parts:
                 self.defines.append((parts[-2] if len(parts) > 1 else None, parts[-1], "v", None))
                 self.changes_functions.append(("alter", None))
+        elif name in ("DropStmt", "DropOwnedStmt", "RenameStmt", "AlterOwnerStmt"):
+            self._ddl_reach(name, f)
         elif name in ("CreateTrigStmt", "CreateEventTrigStmt"):
             # The function a trigger runs on every write of its table (every DDL, for an event
             # trigger): judged as a call now, what its body does counts for the statement that
@@ -552,6 +571,47 @@ class _Walker:
         if name.startswith(_DDL_PREFIXES) or name in _DDL_NODES:
             return "ddl"
         return "unknown"
+
+    def _ddl_reach(self, name: str, f: dict) -> None:
+        """The tables DDL touches without a RangeVar for them (`Syntax.ddl_objects`): DROP TABLE,
+        VIEW, INDEX, ... name their relations as lists of names; DROP TRIGGER, POLICY, RULE ... ON t
+        name the table before the object's name; a schema renamed (or given away) moves every
+        table of it out of reach of the rules that name them (`secret.*` is `opened.*` then); DROP
+        ... CASCADE drops what depends on the object, tables' columns included."""
+        if name == "DropOwnedStmt":
+            self.ddl_objects.append(("all", ()))
+            return
+        if name in ("RenameStmt", "AlterOwnerStmt"):
+            kind = f.get("renameType") if name == "RenameStmt" else f.get("objectType")
+            if kind == "OBJECT_SCHEMA":
+                schema = f.get("subname") if name == "RenameStmt" else _str(f.get("object"))
+                if schema:
+                    self.ddl_objects.append(("schema", (schema,)))
+            return
+        kind = f.get("removeType", "")
+        cascade = f.get("behavior") == "DROP_CASCADE"
+        for obj in f.get("objects", []) or []:
+            n = _node(obj)
+            if n is None:
+                continue
+            if kind in _DROPPED_RELATIONS or kind in _DROPPED_ON:
+                parts = _names(n[1].get("items", [])) if n[0] == "List" else []
+                if kind in _DROPPED_ON:
+                    parts = parts[:-1]  # (the trigger's, policy's or rule's own name last)
+                if parts:
+                    self.relations.add(Relation(parts[-2] if len(parts) > 1 else None, parts[-1],
+                                                dropped="on" if kind in _DROPPED_ON else "relation"))
+                continue
+            if not cascade:
+                continue  # (RESTRICT: the server refuses to drop what anything depends on)
+            if kind == "OBJECT_SCHEMA" and n[0] == "String":
+                self.ddl_objects.append(("schema", (_str(obj) or "",)))
+            elif kind in ("OBJECT_TYPE", "OBJECT_DOMAIN") and n[0] == "TypeName":
+                self.ddl_objects.append(("type", tuple(_names(n[1].get("names", [])))))
+            elif kind in _DROPPED_FUNCTIONS and n[0] == "ObjectWithArgs":
+                self.ddl_objects.append(("function", tuple(_names(n[1].get("objname", [])))))
+            else:  # an extension, a server, an operator, ... and what depends on it: not followed
+                self.ddl_objects.append(("all", ()))
 
     def _explain_analyze(self, f: dict) -> bool:
         """Whether EXPLAIN runs its statement: the last ANALYZE option decides, as on the server."""

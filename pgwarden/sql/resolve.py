@@ -801,7 +801,7 @@ class _Resolver:
                 # the referencing rows an ON DELETE SET NULL / SET DEFAULT action (a DELETE's) or
                 # an ON UPDATE action (an UPDATE's) updates: an UPDATE of that table (and of its
                 # parents: a partition's rows are theirs); the table itself comes with its 'c' row
-                if (kind == "n" and self._write_kinds & _DELETING) or (kind == "u" and self._write_kinds & _UPDATING):
+                if self._updates_rows(facts, target):
                     names = self._names((target,) + self.catalog.ancestors(target))
                     if not names:
                         kinds.add("unknown")
@@ -813,7 +813,14 @@ class _Resolver:
                     continue
                 name = f"{_schema(child.schema)}.{child.name}"
                 nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
-                self._effects(child, True, False, True, kinds, functions, nested, seen, truncating)
+                # an action that updates the referencing rows (SET NULL, SET DEFAULT, ON UPDATE
+                # CASCADE) stores them: their defaults (SET DEFAULT computes them), CHECK
+                # constraints and columns' domains run, as an UPDATE's do
+                stores = kind == "c" and self._updates_rows(facts, target)
+                if stores:
+                    for type_oid in child.column_types:
+                        self._convert(type_oid, False, kinds, functions, nested)
+                self._effects(child, True, stores, True, kinds, functions, nested, seen, truncating)
         if written:
             from pgwarden.sql.syntax import syntax_of
 
@@ -822,6 +829,13 @@ class _Resolver:
                 kinds |= ran.kinds - {"ddl", "select"}
                 functions |= ran.functions
                 nested.append(ran)
+
+    def _updates_rows(self, facts: RelationFacts, child: int) -> bool:
+        """Whether the statement's writes of ``facts`` set off a foreign key action that updates the
+        rows of table ``child`` (its 'n' and 'u' effects, `RelationFacts.effects`)."""
+        return any(target == child and (kind == "n" and bool(self._write_kinds & _DELETING)
+                                        or kind == "u" and bool(self._write_kinds & _UPDATING))
+                   for kind, target in facts.effects)
 
     def _planned_defaults(self, facts: RelationFacts, kinds: set[str], functions: set[str], nested: list,
                           seen: set[int] | None = None) -> None:

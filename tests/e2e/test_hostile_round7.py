@@ -283,3 +283,49 @@ def test_ddl_of_other_tables_and_schemas_still_runs(make_pgwarden, hostile_db, v
     assert _one(vault.conn, "SELECT to_regclass('public.hunt_free_t') IS NULL")
     assert vault.conn.execute(VAULT_STATE).fetchone() == before
     assert all(isinstance(a[-1], m.ReadyForQuery) for a in answers)
+
+
+# ---------------------------------------------------------------------- what a cascade stores
+
+CASCADES = """
+DROP TABLE IF EXISTS public.hunt_sd_child, public.hunt_sn_child, public.hunt_parent CASCADE;
+CREATE OR REPLACE FUNCTION public.hunt_null_wipe() RETURNS int LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT NULL::int $$;
+CREATE TABLE public.hunt_parent (id int PRIMARY KEY);
+INSERT INTO public.hunt_parent VALUES (1), (2);
+CREATE TABLE public.hunt_sd_child (id int, pid int DEFAULT public.hunt_null_wipe()
+    REFERENCES public.hunt_parent ON DELETE SET DEFAULT);
+CREATE TABLE public.hunt_sn_child (id int, pid int REFERENCES public.hunt_parent ON DELETE SET NULL ON UPDATE CASCADE,
+    CHECK (public.wipe_if_armed()));
+INSERT INTO public.hunt_sd_child VALUES (10, 1);
+INSERT INTO public.hunt_sn_child VALUES (10, 2);
+DELETE FROM secret.things; INSERT INTO secret.things SELECT g, 1000 + g FROM generate_series(1, 3) g;
+"""
+SECRETS = _policy({"name": "secrets", "block": {"tables": ["secret.*"]}})
+
+
+@pytest.fixture
+def cascades(server):
+    server.conn.execute(CASCADES)
+    yield server
+    server.conn.execute("DROP TABLE IF EXISTS public.hunt_sd_child, public.hunt_sn_child, public.hunt_parent CASCADE; "
+                        "DROP FUNCTION IF EXISTS public.hunt_null_wipe()")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM public.hunt_parent WHERE id = 1",  # SET DEFAULT computes hunt_null_wipe()
+    "DELETE FROM public.hunt_parent WHERE id = 2",  # SET NULL: the child's CHECK runs
+    "UPDATE public.hunt_parent SET id = 3 WHERE id = 2",  # ON UPDATE CASCADE: the CHECK runs
+], ids=["set-default", "set-null-check", "update-cascade-check"])
+def test_what_a_cascaded_update_stores_runs(make_pgwarden, hostile_db, cascades, protocol, sql):
+    running = make_pgwarden(policies=SECRETS, upstream={"database": DB})
+    agent = Agent(running, "ai-agents", protocol)
+    try:
+        assert not errors(agent.run("SET hostile.armed = on"))
+        answer = agent.run(sql)
+    finally:
+        agent.close()
+    assert errors(answer), answer
+    assert _one(cascades.conn, "SELECT count(*) FROM secret.things") == 3
+    assert _one(cascades.conn, "SELECT count(*) FROM public.hunt_parent") == 2

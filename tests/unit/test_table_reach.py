@@ -188,3 +188,27 @@ def test_a_catalog_that_does_not_know_every_object_cannot_list_them(sql):
                                  "ALTER SCHEMA hunt_free RENAME TO y", "DROP TABLE h_child"])
 def test_ddl_of_other_tables_is_no_match(sql):
     assert not _hits({"tables": ["vault.*"]}, sql)
+
+
+def test_what_a_cascaded_update_stores_runs_and_a_cascaded_delete_stores_nothing():
+    # red team seven, finding 7: ON DELETE SET DEFAULT computes the child's default, SET NULL and
+    # ON UPDATE CASCADE run its CHECK constraints ('d' effects), as an UPDATE of it does
+    o = lambda: next(_OIDS)  # noqa: E731
+    wipe = FunctionFacts(o(), "public", "wipe", 0, language="sql", trusted_language=True, builtin=False,
+                         source="WITH d AS (DELETE FROM secret.things RETURNING 1) SELECT 1")
+    secret = RelationFacts(o(), "secret", "things", "r")
+    nulled = RelationFacts(o(), "public", "nulled", "r", effects=(("d", wipe.oid),))
+    deleted = RelationFacts(o(), "public", "deleted", "r", effects=(("d", wipe.oid),))
+    parent = RelationFacts(o(), "public", "parent", "r", effects=(("c", nulled.oid), ("n", nulled.oid),
+                                                                   ("c", deleted.oid)))
+    other = RelationFacts(o(), "public", "other", "r", effects=(("c", deleted.oid),))
+    base = builtin_catalog()
+    ctx = attrs.evolve(default_context(), catalog=Catalog(
+        functions=base.functions + (wipe,), relations=base.relations + (secret, nulled, deleted, parent, other),
+        operators=base.operators, types=base.types, casts=base.casts, settings=base.settings,
+        schemas=base.schemas | {"public", "secret"}, server_version=base.server_version, source="test",
+        complete=True))
+    a = analyze_sql("DELETE FROM parent WHERE id = 1", ctx)
+    assert "secret.things" in a.tables and "wipe" in a.functions
+    assert "secret.things" not in analyze_sql("UPDATE parent SET id = 2 WHERE id = 1", ctx).tables  # (no ON UPDATE action)
+    assert "secret.things" not in analyze_sql("DELETE FROM other WHERE id = 1", ctx).tables  # (ON DELETE CASCADE)

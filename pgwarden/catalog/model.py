@@ -93,14 +93,15 @@ class RelationFacts:
     # 'i' a partition or inheritance child (reading or writing the table reaches its rows), 'x' a
     # function its indexes' expressions or predicates call (on every row stored, and by ANALYZE,
     # REINDEX, VACUUM FULL, CLUSTER); 'd' also a CHECK constraint's or partition key's function;
-    # 'F' (OID 0) a foreign table that reads a server file, 'X' (OID 0) one that runs a program.
+    # 'F' (OID 0) a foreign table that reads a server file, 'X' (OID 0) one that runs a program;
+    # 'k' (an attnum, not an OID: 0 for an expression) a column of a partitioned table's key.
     effects: tuple[tuple[str, int], ...] = ()
     # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.
     rules: tuple[str, ...] = ()
 
 
 #: The kinds of `RelationFacts.effects`.
-EFFECT_KINDS = ("t", "d", "p", "c", "r", "n", "u", "i", "x", "F", "X")
+EFFECT_KINDS = ("t", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X")
 
 
 @attrs.frozen

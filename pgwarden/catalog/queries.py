@@ -55,7 +55,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # calls, 'p' a function a row-level security policy calls (its table has RLS on), 'c' a table
     # a foreign key's ON DELETE / ON UPDATE action writes ('r': another referencing table, which
     # only TRUNCATE ... CASCADE empties; 'n' / 'u' one whose rows an ON DELETE / ON UPDATE action
-    # updates: SET NULL, SET DEFAULT, ON UPDATE CASCADE), 'i' a partition or inheritance child;
+    # updates: SET NULL, SET DEFAULT, ON UPDATE CASCADE), 'i' a partition or inheritance child,
+    # 'k' a column of a partitioned table's key (target: its attnum, 0 for an expression);
     # target: pg_proc or pg_class OID.
     "effects": ("relation", "kind", "target"),
     # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
@@ -280,6 +281,10 @@ SELECT DISTINCT * FROM (
     SELECT k.confrelid::int8, 'u', k.conrelid::int8
     FROM pg_constraint AS k
     WHERE k.contype = 'f' AND k.confupdtype IN ('c', 'n', 'd')
+    UNION ALL
+    -- a partitioned table's key columns (attnums; 0 for an expression): an UPDATE setting one moves rows
+    SELECT p.partrelid::int8, 'k', a.attnum::int8
+    FROM pg_partitioned_table AS p, unnest(p.partattrs::int2[]) AS a(attnum)
     UNION ALL
     SELECT i.inhparent::int8, 'i', i.inhrelid::int8
     FROM pg_inherits AS i

@@ -659,7 +659,8 @@ class _Resolver:
                         tables |= self._names(self.catalog.descendants(facts.oid) + self._dependents(facts.oid))
                     if rel.dropped:
                         continue
-                    if rel.written and moving and facts.kind == "p":
+                    if rel.written and moving and facts.kind == "p" and self._moves(facts, [
+                            columns for s, n, columns in syntax.updates if (s, n) == (rel.schema, rel.name)]):
                         for below in self._names(self.catalog.descendants(facts.oid)):
                             indirect |= {("delete", below), ("insert", below)}
                     if facts.kind in ("v", "m"):
@@ -687,6 +688,25 @@ class _Resolver:
         for what, parts in syntax.ddl_objects:
             tables |= self._ddl_reach(what, parts, kinds)
         return tables, writes, indirect
+
+    def _moves(self, facts: RelationFacts, sets: list[frozenset[str]]) -> bool:
+        """Whether UPDATEs of partitioned table ``facts`` setting the columns ``sets`` (one set per
+        UPDATE) may move rows between its partitions: when one sets a column of the partition key
+        of the table or of a partitioned partition under it ('k' effects, by attnum; an expression
+        in the key, or a key the catalog does not give, counts as any column)."""
+        named = frozenset().union(*sets)
+        for oid in (facts.oid,) + self.catalog.descendants(facts.oid):
+            table = self.catalog.relation(oid)
+            if table is None or table.kind != "p":
+                continue
+            keys = [attnum for kind, attnum in table.effects if kind == "k"]
+            if not keys:
+                return True
+            for attnum in keys:
+                column = self.catalog.column(oid, attnum) if attnum else None
+                if column is None or column.name in named:
+                    return True
+        return False
 
     def _names(self, oids: Iterable[int]) -> set[str]:
         """schema.name of each relation (by OID) the catalog knows."""
@@ -869,7 +889,12 @@ class _Resolver:
             if base is None or base.oid == view.oid:
                 continue
             name = f"{_schema(base.schema)}.{base.name}"
-            nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
+            moved: frozenset[tuple[str, str]] = frozenset()
+            if base.kind == "p" and self._write_kinds & _MOVING:  # (the columns set are the view's)
+                moved = frozenset((how, below) for below in self._names(self.catalog.descendants(base.oid))
+                                  for how in ("delete", "insert"))
+            nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name}),
+                                   indirect_writes=moved))
             self._effects(base, True, storing, cascading, kinds, functions, nested, seen, truncating)
             if base.kind == "v":
                 self._through_view(base, storing, cascading, kinds, functions, nested, seen, truncating)

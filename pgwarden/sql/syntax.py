@@ -180,6 +180,10 @@ class Syntax:
     # DOMAIN ... CASCADE), ("function", name parts) what calls it (DROP FUNCTION ... CASCADE),
     # ("all", ()) any relation (DROP OWNED, another DROP ... CASCADE).
     ddl_objects: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The columns each UPDATE (or MERGE's UPDATE action) sets, by its target as named: (schema or
+    # None, table, columns). A row of a partitioned table moves to another partition only when
+    # its partition key is set.
+    updates: tuple[tuple[str | None, str, frozenset[str]], ...] = ()
 
 
 @attrs.frozen
@@ -379,6 +383,7 @@ class _Walker:
         self.where_checks: list[WhereCheck] = []
         self.grammar_words: set[str] = set()
         self.ddl_objects: list[tuple[str, tuple[str, ...]]] = []
+        self.updates: list[tuple[str | None, str, frozenset[str]]] = []
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -404,6 +409,7 @@ class _Walker:
             tuple(self.where_checks),
             frozenset(self.grammar_words),
             tuple(dict.fromkeys(self.ddl_objects)),
+            tuple(dict.fromkeys(self.updates)),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -423,6 +429,7 @@ class _Walker:
         self.where_checks += other.where_checks
         self.grammar_words |= other.grammar_words
         self.ddl_objects += other.ddl_objects
+        self.updates += other.updates
 
     # ------------------------------------------------------------------ constants
 
@@ -811,6 +818,8 @@ class _Walker:
         target = frozenset(target_names)
         relation = Relation(fields.get("schemaname") or None, fields.get("relname", ""), True) \
             if isinstance(rel, dict) else None
+        if kind == "update" and relation is not None:
+            self._sets(relation, f.get("targetList"))
         if kind in ("update", "delete"):
             others = f.get("usingClause") if kind == "delete" else f.get("fromClause")
             self._where(f.get("whereClause"), relation, target, self._outputs(others))
@@ -910,6 +919,11 @@ class _Walker:
                 found |= self._outputs([f.get("larg"), f.get("rarg")])
         return frozenset(found)
 
+    def _sets(self, relation: Relation, targets: Any) -> None:
+        """The columns an UPDATE's SET list names (`Syntax.updates`)."""
+        columns = frozenset(t[1].get("name", "") for t in map(_node, targets or []) if t is not None)
+        self.updates.append((relation.schema, relation.name, columns))
+
     def _merge_actions(self, f: dict, relation: Relation | None, target: frozenset[str]) -> None:
         """MERGE's actions are the writes they are: a matched row deleted or updated is a DELETE
         or UPDATE of the rows the join condition (and the action's own) selects: ``ON true`` with
@@ -928,6 +942,8 @@ class _Walker:
             self.kinds.add(command)
             if command == "insert":
                 continue
+            if command == "update" and relation is not None:
+                self._sets(relation, action.get("targetList"))
             condition = action.get("condition")
             if action.get("matchKind", "MERGE_WHEN_MATCHED") == "MERGE_WHEN_MATCHED":
                 parts = [p for p in (join, condition) if p is not None]

@@ -173,9 +173,14 @@ def test_an_update_of_the_partitioned_table_moving_rows_deletes_from_a_partition
     (answer,) = _run(running, protocol, "UPDATE h_part SET k = 2 WHERE v = 1")
     assert errors(answer), answer
     assert family.conn.execute(FAMILY_STATE).fetchone() == before
+    # an UPDATE that sets no column of the partition key moves nothing: no rule on a partition's
+    # deletes or inserts concerns it
+    (answer,) = _run(running, protocol, "UPDATE h_part SET v = 9 WHERE v = 2")
+    assert not errors(answer), answer
     (answer,) = _run(running, protocol, "UPDATE h_part SET k = 2 WHERE v = 1", group="others")
     assert not errors(answer), answer
     assert _one(family.conn, "SELECT count(*) FROM public.h_p2") == 2
+    assert _one(family.conn, "SELECT count(*) FROM public.h_p1 WHERE v = 9") == 1
 
 
 # ---------------------------------------------------------------------- DROP, and schemas renamed

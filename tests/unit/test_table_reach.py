@@ -212,3 +212,34 @@ def test_what_a_cascaded_update_stores_runs_and_a_cascaded_delete_stores_nothing
     assert "secret.things" in a.tables and "wipe" in a.functions
     assert "secret.things" not in analyze_sql("UPDATE parent SET id = 2 WHERE id = 1", ctx).tables  # (no ON UPDATE action)
     assert "secret.things" not in analyze_sql("DELETE FROM other WHERE id = 1", ctx).tables  # (ON DELETE CASCADE)
+
+
+def _keyed():
+    """k_part partitioned by (k) into k_1 (itself partitioned by (j) into k_1a) and k_2, with
+    their key columns in the catalog ('k' effects, attnums)."""
+    o = lambda: next(_OIDS)  # noqa: E731
+    k1a, k2 = RelationFacts(o(), "public", "k_1a", "r"), RelationFacts(o(), "public", "k_2", "r")
+    k1 = RelationFacts(o(), "public", "k_1", "p", effects=(("i", k1a.oid), ("k", 3)))
+    part = RelationFacts(o(), "public", "k_part", "p", effects=(("i", k1.oid), ("i", k2.oid), ("k", 1)))
+    base = builtin_catalog()
+    relations = (k1a, k2, k1, part)
+    attributes = [(r.oid, ("k", "v", "j"), (23, 23, 23)) for r in relations]
+    return attrs.evolve(default_context(), catalog=Catalog(
+        functions=base.functions, relations=base.relations + relations, operators=base.operators,
+        types=base.types, casts=base.casts, settings=base.settings, schemas=base.schemas | {"public"},
+        attributes=attributes, server_version=base.server_version, source="test", complete=True))
+
+
+@pytest.mark.parametrize("sql, moves", [
+    ("UPDATE k_part SET v = 1 WHERE v = 2", False),
+    ("UPDATE k_part SET k = 2 WHERE v = 1", True),
+    ("UPDATE k_part SET j = 2 WHERE v = 1", True),  # (k_1's own key: rows move from k_1a)
+    ("UPDATE k_part AS p SET (v, k) = (1, 2) WHERE v = 1", True),
+    ("MERGE INTO k_part USING (SELECT 1 AS x) s ON v = x WHEN MATCHED THEN UPDATE SET v = 3", False),
+    ("MERGE INTO k_part USING (SELECT 1 AS x) s ON v = x WHEN MATCHED THEN UPDATE SET k = 3", True),
+    ("UPDATE k_1 SET k = 2 WHERE v = 1", False),  # (k_1's key is j; k out of its range is an error)
+    ("INSERT INTO k_part VALUES (1, 1, 1); UPDATE k_2 SET v = 1 WHERE v = 2", False),
+])
+def test_rows_move_between_partitions_when_the_update_sets_a_key_column(sql, moves):
+    indirect = analyze_sql(sql, _keyed()).indirect_writes
+    assert (("delete", "public.k_1a") in indirect) is moves, indirect

@@ -431,7 +431,8 @@ class _Resolver:
         column may have, it counts for every statement that writes rows. (A prepared
         statement's parameters are converted to its declared types, casts of its body.)
         """
-        computing = bool(syntax.calls or syntax.relations or syntax.kinds & _CONVERTING)
+        computing = bool(syntax.calls or syntax.kinds & _CONVERTING
+                         or any(not r.dropped for r in syntax.relations))  # (a DROP computes nothing)
         assigning = bool(syntax.kinds & _ASSIGNING)
         for cast in self._ambient():
             if cast.context == "i" and computing or \

@@ -11,7 +11,7 @@ import attrs
 import pytest
 
 from pgwarden.catalog import builtin_catalog
-from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts, TypeFacts
+from pgwarden.catalog.model import CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.policy.model import StatementMatch
 from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.context import default_context
@@ -243,3 +243,20 @@ def _keyed():
 def test_rows_move_between_partitions_when_the_update_sets_a_key_column(sql, moves):
     indirect = analyze_sql(sql, _keyed()).indirect_writes
     assert (("delete", "public.k_1a") in indirect) is moves, indirect
+
+
+def test_a_drop_computes_nothing():
+    # an implicit cast of the database's own counts wherever values are computed; a DROP names
+    # its relations and computes no value
+    o = lambda: next(_OIDS)  # noqa: E731
+    wipe = FunctionFacts(o(), "public", "wipe_cast", 1, language="sql", trusted_language=True, builtin=False,
+                         source="DELETE FROM public.h_child")
+    ticket = TypeFacts(o(), "public", "ticket", "b")
+    catalog = CTX.catalog
+    ctx = attrs.evolve(CTX, catalog=Catalog(
+        functions=catalog.functions + (wipe,), relations=catalog.relations, operators=catalog.operators,
+        types=catalog.types + (ticket,), casts=catalog.casts + (CastFacts(o(), ticket.oid, 23, wipe.oid, "i"),),
+        settings=catalog.settings, schemas=catalog.schemas, server_version=catalog.server_version, source="test",
+        complete=True))
+    assert "delete" in analyze_sql("SELECT 1 FROM vault.t", ctx).kinds
+    assert analyze_sql("DROP TABLE vault.t", ctx).kinds == {"ddl"}

@@ -748,7 +748,8 @@ class _Resolver:
 
     def _ddl_reach(self, what: str, parts: tuple[str, ...], kinds: set[str]) -> set[str]:
         """The relations DDL touches beyond those it names (`Syntax.ddl_objects`), from the catalog:
-        every relation of a schema renamed or dropped, every table with a column of a type dropped
+        every relation of a schema renamed, given away, granted or published (and dropped, with the
+        views over its relations elsewhere), every table with a column of a type dropped
         (with CASCADE: the column goes), every relation whose trigger, default, policy, index or
         view calls a function dropped with CASCADE, and every relation of the database for what
         cannot be followed (DROP OWNED, DROP EXTENSION ... CASCADE). A catalog that does not know
@@ -756,8 +757,10 @@ class _Resolver:
         if not self.catalog.complete:
             kinds.add("unknown")
         found: set[int] = set()
-        if what == "schema":
+        if what in ("schema", "dropped schema"):
             found = {r.oid for r in self.catalog.relations if _schema(r.schema) == _schema(parts[0])}
+            if what == "schema":  # (renamed, given away, granted, published: the views over them stay as they are)
+                return self._names(found)
         elif what == "type" and parts:
             schema = parts[-2] if len(parts) > 1 else None
             dropped = {t.oid for t in self._types(schema, parts[-1])}

@@ -175,8 +175,9 @@ class Syntax:
     # that does not have the keyword reads a call of a function on the search_path there.
     grammar_words: frozenset[str] = frozenset()
     # What DDL reaches beyond the relations it names, for the resolver to list from the catalog:
-    # ("schema", (name,)) every relation of a schema (ALTER SCHEMA ... RENAME / OWNER TO, DROP
-    # SCHEMA ... CASCADE), ("type", name parts) every table with a column of it (DROP TYPE /
+    # ("schema", (name,)) every relation of a schema (ALTER SCHEMA ... RENAME / OWNER TO, GRANT ON
+    # ALL TABLES IN SCHEMA, a publication of its tables), ("dropped schema", (name,)) the same and
+    # the views over them (DROP SCHEMA ... CASCADE), ("type", name parts) every table with a column of it (DROP TYPE /
     # DOMAIN ... CASCADE), ("function", name parts) what calls it (DROP FUNCTION ... CASCADE),
     # ("all", ()) any relation (DROP OWNED, another DROP ... CASCADE).
     ddl_objects: tuple[tuple[str, tuple[str, ...]], ...] = ()
@@ -540,7 +541,8 @@ class _Walker:
             if parts:
                 self.defines.append((parts[-2] if len(parts) > 1 else None, parts[-1], "v", None))
                 self.changes_functions.append(("alter", None))
-        elif name in ("DropStmt", "DropOwnedStmt", "RenameStmt", "AlterOwnerStmt"):
+        elif name in ("DropStmt", "DropOwnedStmt", "RenameStmt", "AlterOwnerStmt", "GrantStmt",
+                      "CreatePublicationStmt", "AlterPublicationStmt"):
             self._ddl_reach(name, f)
         elif name in ("CreateTrigStmt", "CreateEventTrigStmt"):
             # The function a trigger runs on every write of its table (every DDL, for an event
@@ -588,6 +590,21 @@ class _Walker:
         if name == "DropOwnedStmt":
             self.ddl_objects.append(("all", ()))
             return
+        if name == "GrantStmt":  # GRANT / REVOKE ... ON ALL TABLES (SEQUENCES) IN SCHEMA s: each of them
+            if f.get("targtype") == "ACL_TARGET_ALL_IN_SCHEMA" and f.get("objtype") in (
+                    "OBJECT_TABLE", "OBJECT_SEQUENCE"):
+                self.ddl_objects += [("schema", (_str(o) or "",)) for o in f.get("objects", []) or []]
+            return
+        if name in ("CreatePublicationStmt", "AlterPublicationStmt"):  # what logical replication sends out
+            if f.get("for_all_tables"):
+                self.ddl_objects.append(("all", ()))
+            for spec in f.get("pubobjects", []) or []:
+                fields = _fields(spec) or {}
+                if fields.get("pubobjtype") == "PUBLICATIONOBJ_TABLES_IN_SCHEMA":
+                    self.ddl_objects.append(("schema", (fields.get("name", ""),)))
+                elif fields.get("pubobjtype") == "PUBLICATIONOBJ_TABLES_IN_CUR_SCHEMA":
+                    self.ddl_objects.append(("all", ()))  # (the first schema of the path: any)
+            return
         if name in ("RenameStmt", "AlterOwnerStmt"):
             kind = f.get("renameType") if name == "RenameStmt" else f.get("objectType")
             if kind == "OBJECT_SCHEMA":
@@ -612,7 +629,7 @@ class _Walker:
             if not cascade:
                 continue  # (RESTRICT: the server refuses to drop what anything depends on)
             if kind == "OBJECT_SCHEMA" and n[0] == "String":
-                self.ddl_objects.append(("schema", (_str(obj) or "",)))
+                self.ddl_objects.append(("dropped schema", (_str(obj) or "",)))
             elif kind in ("OBJECT_TYPE", "OBJECT_DOMAIN") and n[0] == "TypeName":
                 self.ddl_objects.append(("type", tuple(_names(n[1].get("names", [])))))
             elif kind in _DROPPED_FUNCTIONS and n[0] == "ObjectWithArgs":

@@ -188,7 +188,7 @@ def test_an_update_of_the_partitioned_table_moving_rows_deletes_from_a_partition
 VAULT_SETUP = """
 DROP SCHEMA IF EXISTS vault CASCADE; DROP SCHEMA IF EXISTS opened CASCADE;
 DROP SCHEMA IF EXISTS hunt_free CASCADE; DROP SCHEMA IF EXISTS hunt_freed CASCADE;
-DROP TABLE IF EXISTS public.hunt_free_t;
+DROP TABLE IF EXISTS public.hunt_free_t; DROP PUBLICATION IF EXISTS hunt_pub;
 DROP DOMAIN IF EXISTS public.hunt_code CASCADE;
 DROP FUNCTION IF EXISTS public.hunt_default() CASCADE; DROP FUNCTION IF EXISTS public.hunt_trig() CASCADE;
 DO $$ BEGIN
@@ -217,7 +217,7 @@ CREATE TABLE public.hunt_free_t (id int);
 VAULT_TEARDOWN = """
 DROP SCHEMA IF EXISTS vault CASCADE; DROP SCHEMA IF EXISTS opened CASCADE;
 DROP SCHEMA IF EXISTS hunt_free CASCADE; DROP SCHEMA IF EXISTS hunt_freed CASCADE;
-DROP TABLE IF EXISTS public.hunt_free_t;
+DROP TABLE IF EXISTS public.hunt_free_t; DROP PUBLICATION IF EXISTS hunt_pub;
 DROP DOMAIN IF EXISTS public.hunt_code CASCADE;
 DROP FUNCTION IF EXISTS public.hunt_default() CASCADE; DROP FUNCTION IF EXISTS public.hunt_trig() CASCADE;
 DROP OWNED BY hunt_owner; DROP ROLE hunt_owner;
@@ -234,7 +234,8 @@ SELECT (SELECT string_agg(nspname || ':' || pg_get_userbyid(nspowner), ',') FROM
        (SELECT count(*) FROM pg_trigger WHERE tgrelid = to_regclass('vault.t') AND NOT tgisinternal),
        (SELECT count(*) FROM pg_policy WHERE polrelid = to_regclass('vault.t')),
        (SELECT count(*) FROM pg_rewrite WHERE ev_class = to_regclass('vault.t')),
-       (SELECT count(*) FROM vault.t)
+       (SELECT count(*) FROM vault.t),
+       (SELECT count(*) FROM pg_publication WHERE pubname = 'hunt_pub')
 """
 VAULT = _policy(
     {"name": "vault", "block": {"tables": ["vault.*"]}},
@@ -266,6 +267,7 @@ def vault(server):
     "DROP OWNED BY hunt_owner",  # drops vault.owned
     "ALTER SCHEMA vault RENAME TO opened",  # vault.* is opened.* afterwards
     "ALTER SCHEMA vault OWNER TO hunt_owner",
+    "CREATE PUBLICATION hunt_pub FOR TABLES IN SCHEMA vault",  # logical replication sends its rows out
 ], ids=lambda sql: sql.split(" (")[0].replace(" ", "-").lower())
 def test_ddl_that_drops_or_moves_a_blocked_tables_parts_is_refused(make_pgwarden, hostile_db, vault, protocol, sql):
     running = make_pgwarden(policies=VAULT, upstream={"database": DB})

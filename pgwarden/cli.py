@@ -338,6 +338,7 @@ def _cmd_explain(args) -> int:
         "kinds": sorted(analysis.kinds),
         "tables": sorted(analysis.tables),
         "writes": sorted(analysis.writes),
+        "indirect_writes": [f"{kind} {table}" for kind, table in sorted(analysis.indirect_writes)],
         "functions": sorted(analysis.functions),
         "has_where": analysis.has_where,
         "lineage": [lineage_json(one) for one in lineage],
@@ -355,6 +356,8 @@ def _cmd_explain(args) -> int:
         print(json.dumps(result, indent=2))
     else:
         for key in ("kinds", "tables", "writes", "functions"):
+            if key == "functions" and result["indirect_writes"]:
+                print(f"{'also':10} {', '.join(result['indirect_writes'])}")
             print(f"{key:10} {', '.join(result[key]) or '-'}")
         print(f"{'has_where':10} {result['has_where']}")
         for i, one in enumerate(lineage, 1):

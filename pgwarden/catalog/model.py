@@ -87,18 +87,21 @@ class RelationFacts:
     # What a statement runs on it without naming it (`queries.EFFECTS`): (kind, OID) with kind 't'
     # a trigger's function, 'd' a function of a column's default or generated expression, 'p' a
     # function of a row-level security policy, 'c' a table a foreign key's cascading action writes
-    # ('r' one whose foreign key has no such action: TRUNCATE ... CASCADE empties it too),
+    # ('r' one whose foreign key has no such action: TRUNCATE ... CASCADE empties it too; 'n' one
+    # whose rows a DELETE updates, ON DELETE SET NULL / SET DEFAULT, and 'u' one whose rows an
+    # UPDATE updates, ON UPDATE CASCADE / SET NULL / SET DEFAULT: each beside its 'c' row),
     # 'i' a partition or inheritance child (reading or writing the table reaches its rows), 'x' a
     # function its indexes' expressions or predicates call (on every row stored, and by ANALYZE,
     # REINDEX, VACUUM FULL, CLUSTER); 'd' also a CHECK constraint's or partition key's function;
-    # 'F' (OID 0) a foreign table that reads a server file, 'X' (OID 0) one that runs a program.
+    # 'F' (OID 0) a foreign table that reads a server file, 'X' (OID 0) one that runs a program;
+    # 'k' (an attnum, not an OID: 0 for an expression) a column of a partitioned table's key.
     effects: tuple[tuple[str, int], ...] = ()
     # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.
     rules: tuple[str, ...] = ()
 
 
 #: The kinds of `RelationFacts.effects`.
-EFFECT_KINDS = ("t", "d", "p", "c", "r", "i", "x", "F", "X")
+EFFECT_KINDS = ("t", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X")
 
 
 @attrs.frozen
@@ -299,6 +302,46 @@ class Catalog:
 
     def relation(self, oid: int) -> RelationFacts | None:
         return self._relations_by_oid.get(oid)
+
+    def parents(self) -> dict[int, list[int]]:
+        """Each partition's and inheritance child's parents (pg_class OIDs), from the parents'
+        'i' effects (`RelationFacts.effects`): built once, kept with the facts."""
+        parents: dict[int, list[int]] | None = self.derived.get("parents")
+        if parents is None:
+            parents = {}
+            for facts in self.relations:
+                for kind, target in facts.effects:
+                    if kind == "i":
+                        parents.setdefault(target, []).append(facts.oid)
+            self.derived["parents"] = parents
+        return parents
+
+    def ancestors(self, oid: int) -> tuple[int, ...]:
+        """The relations ``oid`` is a partition or an inheritance child of, at any depth: its rows
+        are theirs (a read or a write of it reads or writes rows of each)."""
+        return self._walk("ancestors", oid, lambda o: self.parents().get(o, ()))
+
+    def descendants(self, oid: int) -> tuple[int, ...]:
+        """The partitions and inheritance children of ``oid``, at any depth."""
+        def children(o: int) -> Iterable[int]:
+            facts = self._relations_by_oid.get(o)
+            return [t for kind, t in facts.effects if kind == "i"] if facts is not None else ()
+        return self._walk("descendants", oid, children)
+
+    def _walk(self, key: str, oid: int, step) -> tuple[int, ...]:
+        known: dict[int, tuple[int, ...]] = self.derived.setdefault(key, {})
+        found = known.get(oid)
+        if found is None:
+            seen: dict[int, None] = {}
+            todo = list(step(oid))
+            while todo:
+                other = todo.pop()
+                if other in seen or other == oid:
+                    continue
+                seen[other] = None
+                todo += step(other)
+            found = known[oid] = tuple(seen)
+        return found
 
     def _all_columns(self, oid: int) -> tuple[ColumnFacts, ...] | None:
         known = self._columns.get(oid)

@@ -54,7 +54,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # kind 't' a trigger's function, 'd' a function a column's default or generated expression
     # calls, 'p' a function a row-level security policy calls (its table has RLS on), 'c' a table
     # a foreign key's ON DELETE / ON UPDATE action writes ('r': another referencing table, which
-    # only TRUNCATE ... CASCADE empties), 'i' a partition or inheritance child;
+    # only TRUNCATE ... CASCADE empties; 'n' / 'u' one whose rows an ON DELETE / ON UPDATE action
+    # updates: SET NULL, SET DEFAULT, ON UPDATE CASCADE), 'i' a partition or inheritance child,
+    # 'k' a column of a partitioned table's key (target: its attnum, 0 for an expression);
     # target: pg_proc or pg_class OID.
     "effects": ("relation", "kind", "target"),
     # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
@@ -269,6 +271,20 @@ SELECT DISTINCT * FROM (
            k.conrelid::int8
     FROM pg_constraint AS k
     WHERE k.contype = 'f'
+    UNION ALL
+    -- the referencing rows an action UPDATEs: ON DELETE SET NULL / SET DEFAULT ('n'), ON UPDATE
+    -- CASCADE / SET NULL / SET DEFAULT ('u'); ON DELETE CASCADE deletes them (the 'c' row)
+    SELECT k.confrelid::int8, 'n', k.conrelid::int8
+    FROM pg_constraint AS k
+    WHERE k.contype = 'f' AND k.confdeltype IN ('n', 'd')
+    UNION ALL
+    SELECT k.confrelid::int8, 'u', k.conrelid::int8
+    FROM pg_constraint AS k
+    WHERE k.contype = 'f' AND k.confupdtype IN ('c', 'n', 'd')
+    UNION ALL
+    -- a partitioned table's key columns (attnums; 0 for an expression): an UPDATE setting one moves rows
+    SELECT p.partrelid::int8, 'k', a.attnum::int8
+    FROM pg_partitioned_table AS p, unnest(p.partattrs::int2[]) AS a(attnum)
     UNION ALL
     SELECT i.inhparent::int8, 'i', i.inhrelid::int8
     FROM pg_inherits AS i

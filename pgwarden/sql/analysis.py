@@ -55,6 +55,13 @@ class Analysis:
     tables: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
     functions: frozenset[str] = frozenset()
+    # Writes of another kind than the statement's own, to tables it does not name as their target,
+    # as (kind, schema.table): the rows a foreign key's ON DELETE SET NULL / SET DEFAULT or ON
+    # UPDATE CASCADE action updates, the rows an UPDATE of a partitioned table moves between its
+    # partitions (a DELETE from one, an INSERT into another). A rule naming both statements and
+    # tables matches such a pair too (`plugins.block.matches`); the kinds are not in ``kinds``
+    # (a DELETE that nulls a reference is no UPDATE to a rule that names no table).
+    indirect_writes: frozenset[tuple[str, str]] = frozenset()
     has_where: bool | None = None  # for UPDATE/DELETE: a WHERE that filters rows; None otherwise
     # SQL-level PREPAREs: (name, what the body does here, its Syntax — the server plans the body
     # again under the search_path of each EXECUTE, so it is resolved again then).

@@ -2191,15 +2191,7 @@ def _body_context(fn: FunctionFacts, ctx: SqlContext) -> SqlContext:
 
 def inheritance_parents(catalog: Catalog) -> dict[int, list[int]]:
     """Each partition's and inheritance child's parents (pg_class OIDs), kept with the catalog."""
-    parents: dict[int, list[int]] | None = catalog.derived.get("lineage parents")
-    if parents is None:
-        parents = {}
-        for facts in catalog.relations:
-            for kind, target in facts.effects:
-                if kind == "i":
-                    parents.setdefault(target, []).append(facts.oid)
-        catalog.derived["lineage parents"] = parents
-    return parents
+    return catalog.parents()
 
 
 def scope_params(scope: _Scope) -> frozenset[str]:

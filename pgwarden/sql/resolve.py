@@ -29,6 +29,8 @@ use.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
@@ -117,6 +119,10 @@ _ASSIGNING = frozenset({"insert", "update", "merge"})
 _STORING = _ASSIGNING | {"copy_from"}
 # Statements whose writes reach the tables a foreign key's ON DELETE / ON UPDATE action writes.
 _CASCADING = frozenset({"delete", "update", "merge"})
+_DELETING = frozenset({"delete", "merge"})
+_UPDATING = frozenset({"update", "merge"})
+# Statements whose writes of a partitioned table may move rows between its partitions.
+_MOVING = frozenset({"update", "merge"})
 
 
 def resolve(syntax: Syntax, ctx: SqlContext) -> Analysis:
@@ -134,11 +140,16 @@ class _Resolver:
         self.stale = ctx.stale
         self._body_kinds: dict[int, frozenset[str]] = {}
         self._body_tables: dict[int, frozenset[str]] = {}
+        # (the writes of another kind than the body's own it does, `Analysis.indirect_writes`)
+        self._body_indirect: dict[int, frozenset[tuple[str, str]]] = {}
         # (a body's writes' WHERE, `Analysis.has_where`: a call of a function whose body deletes
         # every row is a DELETE without WHERE to a `where: absent` rule)
         self._body_wheres: dict[int, bool] = {}
         #: the statement being resolved runs maintenance (its relations' index expressions run)
         self._maintaining = False
+        #: the kinds of write the statement being resolved does to what it names (`_CASCADING`):
+        #: which foreign key actions it sets off
+        self._write_kinds: frozenset[str] = frozenset()
         # what each body does, without its function's own volatility (a trigger's, see `_fires`)
         self._body_only: dict[int, frozenset[str]] = {}
         # a function of the database's own that runs prepares or deallocates (`Analysis.prepares_unseen`)
@@ -188,14 +199,22 @@ class _Resolver:
             self._changed_functions(syntax, kinds, functions, nested)
         if self.catalog.ambient_casts:
             self._ambient_casts(syntax, kinds, functions, nested)
-        tables, writes = self._relations(syntax, kinds, functions, nested)
+        tables, writes, indirect = self._relations(syntax, kinds, functions, nested)
         wheres = [] if syntax.has_where is None else [syntax.has_where]
         wheres += [self._filters(check) for check in syntax.where_checks]
         for inner in nested:  # SQL handed to a function as text, which it runs
             tables |= inner.tables
             writes |= inner.writes
+            indirect |= inner.indirect_writes
             if inner.has_where is not None:
                 wheres.append(inner.has_where)
+        ancestry = self._ancestry()
+        if ancestry:
+            # A partition's or an inheritance child's rows are its parents' rows: what reads or
+            # writes them reads or writes the parents' (a rule naming a partitioned table covers
+            # `DELETE FROM` its partition, and `INSERT INTO` an inheritance child)
+            tables |= {up for t in tables for up in ancestry.get(t, ())}
+            writes |= {up for t in writes for up in ancestry.get(t, ())}
         settings = syntax.settings + tuple(x for inner in nested for x in inner.settings)
         self._settings(syntax, kinds)
         if syntax.read_write:
@@ -206,6 +225,7 @@ class _Resolver:
             tables=frozenset(tables),
             writes=frozenset(writes),
             functions=frozenset(functions),
+            indirect_writes=frozenset(indirect),
             has_where=all(wheres) if wheres else None,
             prepares=prepares,
             executes=syntax.executes,
@@ -301,7 +321,7 @@ class _Resolver:
             found |= self.function_kinds(fn)
             body_tables = self._body_tables.get(fn.oid)
             if body_tables:  # what its body reads counts as read here (a SECURITY DEFINER reader)
-                nested.append(Analysis(frozenset(), tables=body_tables, has_where=self._body_wheres.get(fn.oid)))
+                nested.append(self._body_effects(fn.oid, body_tables))
         if local is not None:
             _schema, volatility, body = local
             if body is None:
@@ -309,7 +329,8 @@ class _Resolver:
             else:
                 ran = self.analysis(body)
                 found |= set(ran.kinds) - {"select"}
-                nested.append(Analysis(frozenset(), tables=ran.tables, has_where=ran.has_where))
+                nested.append(Analysis(frozenset(), tables=ran.tables, has_where=ran.has_where,
+                                       indirect_writes=ran.indirect_writes))
             if volatility == "v":
                 found.add("side_effect")
         if call.how == "attribute" and not found:
@@ -425,7 +446,8 @@ class _Resolver:
         column may have, it counts for every statement that writes rows. (A prepared
         statement's parameters are converted to its declared types, casts of its body.)
         """
-        computing = bool(syntax.calls or syntax.relations or syntax.kinds & _CONVERTING)
+        computing = bool(syntax.calls or syntax.kinds & _CONVERTING
+                         or any(not r.dropped for r in syntax.relations))  # (a DROP computes nothing)
         assigning = bool(syntax.kinds & _ASSIGNING)
         for cast in self._ambient():
             if cast.context == "i" and computing or \
@@ -499,7 +521,7 @@ class _Resolver:
             functions.add(fn.name)
         body_tables = self._body_tables.get(fn.oid)
         if body_tables:
-            nested.append(Analysis(frozenset(), tables=body_tables, has_where=self._body_wheres.get(fn.oid)))
+            nested.append(self._body_effects(fn.oid, body_tables))
 
     # ------------------------------------------------------------------ function kinds
 
@@ -549,6 +571,8 @@ class _Resolver:
                     self._body_uncounted = True
                 self._body_only[fn.oid] = does
                 self._body_tables[fn.oid] = body.tables
+                if body.indirect_writes:
+                    self._body_indirect[fn.oid] = body.indirect_writes
                 if body.has_where is not None:
                     self._body_wheres[fn.oid] = body.has_where
         if fn.support and fn.oid not in self._in_progress:
@@ -579,6 +603,11 @@ class _Resolver:
             self._body_prepares = True
         return result
 
+    def _body_effects(self, oid: int, tables: frozenset[str]) -> Analysis:
+        """What a function's body reads and does to tables, counted for the statement that runs it."""
+        return Analysis(frozenset(), tables=tables, has_where=self._body_wheres.get(oid),
+                        indirect_writes=self._body_indirect.get(oid, frozenset()))
+
     def _body(self, fn: FunctionFacts) -> Analysis | None:
         """What ``fn``'s body does; None when it cannot be read."""
         from pgwarden.sql.syntax import plpgsql_body, syntax_of
@@ -600,23 +629,28 @@ class _Resolver:
     # ------------------------------------------------------------------ relations
 
     def _relations(self, syntax: Syntax, kinds: set[str], functions: set[str],
-                   nested: list) -> tuple[set[str], set[str]]:
-        saved = self._maintaining  # (a body judged on the way resolves its own statements)
+                   nested: list) -> tuple[set[str], set[str], set[tuple[str, str]]]:
+        saved = self._maintaining, self._write_kinds  # (a body judged on the way resolves its own statements)
         try:
             return self._relations_of(syntax, kinds, functions, nested)
         finally:
-            self._maintaining = saved
+            self._maintaining, self._write_kinds = saved
 
     def _relations_of(self, syntax: Syntax, kinds: set[str], functions: set[str],
-                      nested: list) -> tuple[set[str], set[str]]:
+                      nested: list) -> tuple[set[str], set[str], set[tuple[str, str]]]:
         tables: set[str] = set()
         writes: set[str] = set()
+        indirect: set[tuple[str, str]] = set()
         seen_views: set[int] = set()
         seen_effects: set[int] = set()
         # A row stored converts each value to its column's type (a COPY FROM reads it as text):
         # the columns of types that may run the database's own functions count.
         storing = bool(syntax.kinds & _STORING)
         cascading = bool(syntax.kinds & _CASCADING)
+        self._write_kinds = syntax.kinds & _CASCADING
+        # an UPDATE (or a MERGE's) of a partitioned table moves a row whose partition key changes
+        # to another partition: deleted from one, inserted into another
+        moving = bool(syntax.kinds & _MOVING)
         truncating = "truncate" in syntax.kinds  # (TRUNCATE ... CASCADE: every referencing table)
         cascading = cascading or truncating
         # ANALYZE, REINDEX, VACUUM FULL and CLUSTER compute the indexes' expressions and
@@ -642,6 +676,14 @@ class _Resolver:
                 for facts in self.catalog.relations_named(name):
                     if _schema(facts.schema) != schema:
                         continue
+                    if rel.dropped == "relation":  # nothing of it runs; its partitions and the views over it go too
+                        tables |= self._names(self.catalog.descendants(facts.oid) + self._dependents(facts.oid))
+                    if rel.dropped:
+                        continue
+                    if rel.written and moving and facts.kind == "p" and self._moves(facts, [
+                            columns for s, n, columns in syntax.updates if (s, n) == (rel.schema, rel.name)]):
+                        for below in self._names(self.catalog.descendants(facts.oid)):
+                            indirect |= {("delete", below), ("insert", below)}
                     if facts.kind in ("v", "m"):
                         self._view(facts, tables, kinds, functions, seen_views)
                     if rel.written and storing:
@@ -664,7 +706,105 @@ class _Resolver:
             tables |= self._relations_of_kinds("r", "p", "m", "f")
         if "pg_catalog.pg_sequences" in tables:  # every sequence's last value
             tables |= self._relations_of_kinds("S")
-        return tables, writes
+        for what, parts in syntax.ddl_objects:
+            tables |= self._ddl_reach(what, parts, kinds)
+        return tables, writes, indirect
+
+    def _moves(self, facts: RelationFacts, sets: list[frozenset[str]]) -> bool:
+        """Whether UPDATEs of partitioned table ``facts`` setting the columns ``sets`` (one set per
+        UPDATE) may move rows between its partitions: when one sets a column of the partition key
+        of the table or of a partitioned partition under it ('k' effects, by attnum; an expression
+        in the key, or a key the catalog does not give, counts as any column)."""
+        named = frozenset().union(*sets)
+        for oid in (facts.oid,) + self.catalog.descendants(facts.oid):
+            table = self.catalog.relation(oid)
+            if table is None or table.kind != "p":
+                continue
+            keys = [attnum for kind, attnum in table.effects if kind == "k"]
+            if not keys:
+                return True
+            for attnum in keys:
+                column = self.catalog.column(oid, attnum) if attnum else None
+                if column is None or column.name in named:
+                    return True
+        return False
+
+    def _names(self, oids: Iterable[int]) -> set[str]:
+        """schema.name of each relation (by OID) the catalog knows."""
+        return {f"{_schema(r.schema)}.{r.name}" for oid in oids if (r := self.catalog.relation(oid)) is not None}
+
+    def _ancestry(self) -> dict[str, frozenset[str]]:
+        """Each partition's and inheritance child's name -> its ancestors' names (`Catalog.ancestors`),
+        built once per catalog; empty when no table has a parent."""
+        known = self.catalog.derived.get("ancestor names")
+        if known is None:
+            known = {}
+            for oid in self.catalog.parents():
+                facts = self.catalog.relation(oid)
+                if facts is not None:
+                    known.setdefault(f"{_schema(facts.schema)}.{facts.name}", set()).update(
+                        self._names(self.catalog.ancestors(oid)))
+            known = self.catalog.derived["ancestor names"] = {k: frozenset(v) for k, v in known.items()}
+        return known
+
+    def _dependents(self, oid: int) -> tuple[int, ...]:
+        """The views and materialized views over relation ``oid``, at any depth (what DROP ...
+        CASCADE of it drops with it)."""
+        over: dict[int, list[int]] | None = self.catalog.derived.get("views over")
+        if over is None:
+            over = {}
+            for facts in self.catalog.relations:
+                for base in facts.relations:
+                    over.setdefault(base, []).append(facts.oid)
+            self.catalog.derived["views over"] = over
+        seen: dict[int, None] = {}
+        todo = list(over.get(oid, ()))
+        while todo:
+            view = todo.pop()
+            if view not in seen and view != oid:
+                seen[view] = None
+                todo += over.get(view, ())
+        return tuple(seen)
+
+    def _ddl_reach(self, what: str, parts: tuple[str, ...], kinds: set[str]) -> set[str]:
+        """The relations DDL touches beyond those it names (`Syntax.ddl_objects`), from the catalog:
+        every relation of a schema renamed, given away, granted or published (and dropped, with the
+        views over its relations elsewhere), every table with a column of a type dropped
+        (with CASCADE: the column goes), every relation whose trigger, default, policy, index or
+        view calls a function dropped with CASCADE, and every relation of the database for what
+        cannot be followed (DROP OWNED, DROP EXTENSION ... CASCADE). A catalog that does not know
+        every object (the snapshot) cannot list them: `unknown`."""
+        if not self.catalog.complete:
+            kinds.add("unknown")
+        found: set[int] = set()
+        if what in ("schema", "dropped schema"):
+            found = {r.oid for r in self.catalog.relations if _schema(r.schema) == _schema(parts[0])}
+            if what == "schema":  # (renamed, given away, granted, published: the views over them stay as they are)
+                return self._names(found)
+        elif what == "type" and parts:
+            schema = parts[-2] if len(parts) > 1 else None
+            dropped = {t.oid for t in self._types(schema, parts[-1])}
+            if not dropped:
+                kinds.add("unknown")
+            grown = True
+            while grown:  # arrays of it, domains over it, composites holding it
+                more = {t.oid for t in self.catalog.types if t.oid not in dropped and dropped.intersection(t.parts)}
+                grown = bool(more)
+                dropped |= more
+            found = {r.oid for r in self.catalog.relations if dropped.intersection(r.column_types)}
+        elif what == "function" and parts:
+            schema = parts[-2] if len(parts) > 1 else None
+            fns = {fn.oid for fn in self.catalog.functions_named(parts[-1])
+                   if (fn.schema == schema if schema is not None else self.uncertain or fn.schema in self.schemas)}
+            if not fns:
+                kinds.add("unknown")
+            found = {r.oid for r in self.catalog.relations
+                     if fns.intersection(r.functions) or any(t in fns for k, t in r.effects if k in "tdpx")}
+        else:
+            return self._relations_of_kinds("r", "p", "v", "m", "f", "S")
+        for oid in tuple(found):
+            found.update(self.catalog.descendants(oid), self._dependents(oid))
+        return self._names(found)
 
     def _relations_of_kinds(self, *relkinds: str) -> set[str]:
         """Every relation of the database's own of these kinds (what a catalog view shows of all)."""
@@ -701,6 +841,15 @@ class _Resolver:
                 nested.append(Analysis(frozenset(), tables=frozenset({name}),
                                        writes=frozenset({name}) if written else frozenset()))
                 self._effects(child, written, storing, cascading, kinds, functions, nested, seen, truncating)
+            elif kind in ("n", "u") and written and cascading:
+                # the referencing rows an ON DELETE SET NULL / SET DEFAULT action (a DELETE's) or
+                # an ON UPDATE action (an UPDATE's) updates: an UPDATE of that table (and of its
+                # parents: a partition's rows are theirs); the table itself comes with its 'c' row
+                if self._updates_rows(facts, target):
+                    names = self._names((target,) + self.catalog.ancestors(target))
+                    if not names:
+                        kinds.add("unknown")
+                    nested.append(Analysis(frozenset(), indirect_writes=frozenset(("update", n) for n in names)))
             elif (kind == "c" and cascading or kind == "r" and truncating) and written:
                 child = self.catalog.relation(target)
                 if child is None:
@@ -708,7 +857,14 @@ class _Resolver:
                     continue
                 name = f"{_schema(child.schema)}.{child.name}"
                 nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
-                self._effects(child, True, False, True, kinds, functions, nested, seen, truncating)
+                # an action that updates the referencing rows (SET NULL, SET DEFAULT, ON UPDATE
+                # CASCADE) stores them: their defaults (SET DEFAULT computes them), CHECK
+                # constraints and columns' domains run, as an UPDATE's do
+                stores = kind == "c" and self._updates_rows(facts, target)
+                if stores:
+                    for type_oid in child.column_types:
+                        self._convert(type_oid, False, kinds, functions, nested)
+                self._effects(child, True, stores, True, kinds, functions, nested, seen, truncating)
         if written:
             from pgwarden.sql.syntax import syntax_of
 
@@ -717,6 +873,13 @@ class _Resolver:
                 kinds |= ran.kinds - {"ddl", "select"}
                 functions |= ran.functions
                 nested.append(ran)
+
+    def _updates_rows(self, facts: RelationFacts, child: int) -> bool:
+        """Whether the statement's writes of ``facts`` set off a foreign key action that updates the
+        rows of table ``child`` (its 'n' and 'u' effects, `RelationFacts.effects`)."""
+        return any(target == child and (kind == "n" and bool(self._write_kinds & _DELETING)
+                                        or kind == "u" and bool(self._write_kinds & _UPDATING))
+                   for kind, target in facts.effects)
 
     def _planned_defaults(self, facts: RelationFacts, kinds: set[str], functions: set[str], nested: list,
                           seen: set[int] | None = None) -> None:
@@ -750,7 +913,12 @@ class _Resolver:
             if base is None or base.oid == view.oid:
                 continue
             name = f"{_schema(base.schema)}.{base.name}"
-            nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
+            moved: frozenset[tuple[str, str]] = frozenset()
+            if base.kind == "p" and self._write_kinds & _MOVING:  # (the columns set are the view's)
+                moved = frozenset((how, below) for below in self._names(self.catalog.descendants(base.oid))
+                                  for how in ("delete", "insert"))
+            nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name}),
+                                   indirect_writes=moved))
             self._effects(base, True, storing, cascading, kinds, functions, nested, seen, truncating)
             if base.kind == "v":
                 self._through_view(base, storing, cascading, kinds, functions, nested, seen, truncating)
@@ -775,7 +943,7 @@ class _Resolver:
             functions.add(fn.name)
         body_tables = self._body_tables.get(fn.oid)
         if body_tables:
-            nested.append(Analysis(frozenset(), tables=body_tables, has_where=self._body_wheres.get(fn.oid)))
+            nested.append(self._body_effects(fn.oid, body_tables))
 
     def _view(self, view: RelationFacts, tables: set[str], kinds: set[str], functions: set[str],
               seen: set[int]) -> None:

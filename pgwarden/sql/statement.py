@@ -108,6 +108,12 @@ class Statement:
         return self.analysis.writes
 
     @property
+    def indirect_writes(self) -> frozenset[tuple[str, str]]:
+        """(kind, schema.table) of the writes it does besides its own kinds on the tables it names:
+        a foreign key's action updating the referencing rows, rows moved between partitions."""
+        return self.analysis.indirect_writes
+
+    @property
     def functions(self) -> frozenset[str]:
         """The functions it runs (lower-case names), however they are called."""
         return self.analysis.functions

@@ -91,6 +91,11 @@ _DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Comment", "Security", "Im
 _DDL_NODES = frozenset({"IndexStmt", "ViewStmt", "RuleStmt", "CreateTableAsStmt", "CreateTrigStmt",
                         "CreateFunctionStmt", "DefineStmt", "CompositeTypeStmt", "CreateEnumStmt",
                         "CreateRangeStmt", "ReplicaIdentityStmt", "ObjectWithArgs"})
+# DROP statements whose objects are relations, and those whose objects are named ON a relation.
+_DROPPED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE",
+                                "OBJECT_FOREIGN_TABLE", "OBJECT_INDEX"})
+_DROPPED_ON = frozenset({"OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"})
+_DROPPED_FUNCTIONS = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
 # Two-phase commit outlives the session: an administrator's business.
 _TWO_PHASE = frozenset({"TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"})
 # Settings whose list elements the server keeps quoted as identifiers (GUC_LIST_QUOTE).
@@ -114,6 +119,9 @@ class Relation:
     #: the target of a write a plain EXPLAIN plans without running: planning folds its columns'
     #: defaults' IMMUTABLE-declared functions (what they do runs)
     planned_write: bool = False
+    #: named by a DROP: "relation" (it is dropped: its partitions and the views over it go too) or
+    #: "on" (its trigger, policy or rule is); among the tables the statement touches, nothing of it runs
+    dropped: str = ""
 
 
 @attrs.frozen
@@ -171,6 +179,17 @@ class Syntax:
     # computed again, by any USING expression) or DROP COLUMN, DROP TABLE / SCHEMA / OWNED, and
     # any DROP ... CASCADE (a type's, a domain's, a function's dependent columns go with it).
     uncounted: bool = False
+    # What DDL reaches beyond the relations it names, for the resolver to list from the catalog:
+    # ("schema", (name,)) every relation of a schema (ALTER SCHEMA ... RENAME / OWNER TO, GRANT ON
+    # ALL TABLES IN SCHEMA, a publication of its tables), ("dropped schema", (name,)) the same and
+    # the views over them (DROP SCHEMA ... CASCADE), ("type", name parts) every table with a column of it (DROP TYPE /
+    # DOMAIN ... CASCADE), ("function", name parts) what calls it (DROP FUNCTION ... CASCADE),
+    # ("all", ()) any relation (DROP OWNED, another DROP ... CASCADE).
+    ddl_objects: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # The columns each UPDATE (or MERGE's UPDATE action) sets, by its target as named: (schema or
+    # None, table, columns). A row of a partitioned table moves to another partition only when
+    # its partition key is set.
+    updates: tuple[tuple[str | None, str, frozenset[str]], ...] = ()
 
 
 @attrs.frozen
@@ -374,6 +393,8 @@ class _Walker:
         self.where_checks: list[WhereCheck] = []
         self.grammar_words: set[str] = set()
         self.uncounted = False
+        self.ddl_objects: list[tuple[str, tuple[str, ...]]] = []
+        self.updates: list[tuple[str | None, str, frozenset[str]]] = []
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -399,6 +420,8 @@ class _Walker:
             tuple(self.where_checks),
             frozenset(self.grammar_words),
             self.uncounted,
+            tuple(dict.fromkeys(self.ddl_objects)),
+            tuple(dict.fromkeys(self.updates)),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -418,6 +441,8 @@ class _Walker:
         self.where_checks += other.where_checks
         self.grammar_words |= other.grammar_words
         self.uncounted = self.uncounted or other.uncounted
+        self.ddl_objects += other.ddl_objects
+        self.updates += other.updates
 
     # ------------------------------------------------------------------ constants
 
@@ -531,6 +556,9 @@ class _Walker:
             if parts:
                 self.defines.append((parts[-2] if len(parts) > 1 else None, parts[-1], "v", None))
                 self.changes_functions.append(("alter", None))
+        elif name in ("DropStmt", "DropOwnedStmt", "RenameStmt", "AlterOwnerStmt", "GrantStmt",
+                      "CreatePublicationStmt", "AlterPublicationStmt"):
+            self._ddl_reach(name, f)
         elif name in ("CreateTrigStmt", "CreateEventTrigStmt"):
             # The function a trigger runs on every write of its table (every DDL, for an event
             # trigger): judged as a call now, what its body does counts for the statement that
@@ -567,6 +595,62 @@ class _Walker:
         if name.startswith(_DDL_PREFIXES) or name in _DDL_NODES:
             return "ddl"
         return "unknown"
+
+    def _ddl_reach(self, name: str, f: dict) -> None:
+        """The tables DDL touches without a RangeVar for them (`Syntax.ddl_objects`): DROP TABLE,
+        VIEW, INDEX, ... name their relations as lists of names; DROP TRIGGER, POLICY, RULE ... ON t
+        name the table before the object's name; a schema renamed (or given away) moves every
+        table of it out of reach of the rules that name them (`secret.*` is `opened.*` then); DROP
+        ... CASCADE drops what depends on the object, tables' columns included."""
+        if name == "DropOwnedStmt":
+            self.ddl_objects.append(("all", ()))
+            return
+        if name == "GrantStmt":  # GRANT / REVOKE ... ON ALL TABLES (SEQUENCES) IN SCHEMA s: each of them
+            if f.get("targtype") == "ACL_TARGET_ALL_IN_SCHEMA" and f.get("objtype") in (
+                    "OBJECT_TABLE", "OBJECT_SEQUENCE"):
+                self.ddl_objects += [("schema", (_str(o) or "",)) for o in f.get("objects", []) or []]
+            return
+        if name in ("CreatePublicationStmt", "AlterPublicationStmt"):  # what logical replication sends out
+            if f.get("for_all_tables"):
+                self.ddl_objects.append(("all", ()))
+            for spec in f.get("pubobjects", []) or []:
+                fields = _fields(spec) or {}
+                if fields.get("pubobjtype") == "PUBLICATIONOBJ_TABLES_IN_SCHEMA":
+                    self.ddl_objects.append(("schema", (fields.get("name", ""),)))
+                elif fields.get("pubobjtype") == "PUBLICATIONOBJ_TABLES_IN_CUR_SCHEMA":
+                    self.ddl_objects.append(("all", ()))  # (the first schema of the path: any)
+            return
+        if name in ("RenameStmt", "AlterOwnerStmt"):
+            kind = f.get("renameType") if name == "RenameStmt" else f.get("objectType")
+            if kind == "OBJECT_SCHEMA":
+                schema = f.get("subname") if name == "RenameStmt" else _str(f.get("object"))
+                if schema:
+                    self.ddl_objects.append(("schema", (schema,)))
+            return
+        kind = f.get("removeType", "")
+        cascade = f.get("behavior") == "DROP_CASCADE"
+        for obj in f.get("objects", []) or []:
+            n = _node(obj)
+            if n is None:
+                continue
+            if kind in _DROPPED_RELATIONS or kind in _DROPPED_ON:
+                parts = _names(n[1].get("items", [])) if n[0] == "List" else []
+                if kind in _DROPPED_ON:
+                    parts = parts[:-1]  # (the trigger's, policy's or rule's own name last)
+                if parts:
+                    self.relations.add(Relation(parts[-2] if len(parts) > 1 else None, parts[-1],
+                                                dropped="on" if kind in _DROPPED_ON else "relation"))
+                continue
+            if not cascade:
+                continue  # (RESTRICT: the server refuses to drop what anything depends on)
+            if kind == "OBJECT_SCHEMA" and n[0] == "String":
+                self.ddl_objects.append(("dropped schema", (_str(obj) or "",)))
+            elif kind in ("OBJECT_TYPE", "OBJECT_DOMAIN") and n[0] == "TypeName":
+                self.ddl_objects.append(("type", tuple(_names(n[1].get("names", [])))))
+            elif kind in _DROPPED_FUNCTIONS and n[0] == "ObjectWithArgs":
+                self.ddl_objects.append(("function", tuple(_names(n[1].get("objname", [])))))
+            else:  # an extension, a server, an operator, ... and what depends on it: not followed
+                self.ddl_objects.append(("all", ()))
 
     def _explain_analyze(self, f: dict) -> bool:
         """Whether EXPLAIN runs its statement: the last ANALYZE option decides, as on the server."""
@@ -766,6 +850,8 @@ class _Walker:
         target = frozenset(target_names)
         relation = Relation(fields.get("schemaname") or None, fields.get("relname", ""), True) \
             if isinstance(rel, dict) else None
+        if kind == "update" and relation is not None:
+            self._sets(relation, f.get("targetList"))
         if kind in ("update", "delete"):
             others = f.get("usingClause") if kind == "delete" else f.get("fromClause")
             self._where(f.get("whereClause"), relation, target, self._outputs(others))
@@ -865,6 +951,11 @@ class _Walker:
                 found |= self._outputs([f.get("larg"), f.get("rarg")])
         return frozenset(found)
 
+    def _sets(self, relation: Relation, targets: Any) -> None:
+        """The columns an UPDATE's SET list names (`Syntax.updates`)."""
+        columns = frozenset(t[1].get("name", "") for t in map(_node, targets or []) if t is not None)
+        self.updates.append((relation.schema, relation.name, columns))
+
     def _merge_actions(self, f: dict, relation: Relation | None, target: frozenset[str]) -> None:
         """MERGE's actions are the writes they are: a matched row deleted or updated is a DELETE
         or UPDATE of the rows the join condition (and the action's own) selects: ``ON true`` with
@@ -883,6 +974,8 @@ class _Walker:
             self.kinds.add(command)
             if command == "insert":
                 continue
+            if command == "update" and relation is not None:
+                self._sets(relation, action.get("targetList"))
             condition = action.get("condition")
             if action.get("matchKind", "MERGE_WHEN_MATCHED") == "MERGE_WHEN_MATCHED":
                 parts = [p for p in (join, condition) if p is not None]

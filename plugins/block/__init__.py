@@ -34,6 +34,7 @@ class _Executed:
     tables: frozenset[str]
     functions: frozenset[str]
     has_where: bool | None
+    indirect_writes: frozenset[tuple[str, str]] = frozenset()
 
 
 VerdictMemo = dict[tuple[int, int], tuple[object, object, "Verdict | None"]]
@@ -92,6 +93,7 @@ def _with_executed(statement, session):
     if not analysis.executes:
         return statement
     kinds, tables, functions = set(analysis.kinds), set(analysis.tables), set(analysis.functions)
+    indirect = set(analysis.indirect_writes)
     wheres = [] if analysis.has_where is None else [analysis.has_where]
     for name in analysis.executes:
         bodies = prepared.get(name)
@@ -109,9 +111,11 @@ def _with_executed(statement, session):
             kinds |= body.kinds
             tables |= body.tables
             functions |= body.functions
+            indirect |= body.indirect_writes
             if body.has_where is not None:
                 wheres.append(body.has_where)
-    return _Executed(frozenset(kinds), frozenset(tables), frozenset(functions), all(wheres) if wheres else None)
+    return _Executed(frozenset(kinds), frozenset(tables), frozenset(functions), all(wheres) if wheres else None,
+                     frozenset(indirect))
 
 
 _NAMES = {
@@ -131,15 +135,26 @@ def _statement_rule(rule) -> StatementMatch | None:
 
 
 def matches(spec: StatementMatch, statement) -> list[str]:
-    """What of ``statement`` the match ``spec`` hits (empty: no match). All given fields must hold."""
+    """What of ``statement`` the match ``spec`` hits (empty: no match). All given fields must hold.
+
+    A match that names both statements and tables also holds for a write of one of those kinds
+    to one of those tables that the statement does not say (`Analysis.indirect_writes`: a foreign
+    key's ON DELETE SET NULL updating the referencing table, an UPDATE of a partitioned table
+    moving rows out of one partition into another)."""
     hit: list[str] = []
-    if spec.statements:
-        kinds = statement.kinds & set(spec.statements)
+    kinds = statement.kinds & set(spec.statements) if spec.statements else None
+    tables = sorted(t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in spec.tables)) \
+        if spec.tables else None
+    if spec.statements and spec.tables and not (kinds and tables):
+        pairs = sorted((k, t) for k, t in statement.indirect_writes
+                       if k in spec.statements and any(fnmatch.fnmatchcase(t, g) for g in spec.tables))
+        if pairs:
+            kinds, tables = {k for k, _ in pairs}, sorted({t for _, t in pairs})
+    if kinds is not None:
         if not kinds:
             return []
         hit += sorted(kinds)
-    if spec.tables:
-        tables = sorted(t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in spec.tables))
+    if tables is not None:
         if not tables:
             return []
         hit += tables

@@ -31,6 +31,7 @@ import pytest
 from rawclient import RawClient
 
 from pgwarden import hookimpl
+from pgwarden.testing.matrix import protocols_of
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.wire import messages as m
 
@@ -896,8 +897,8 @@ CASES = [
 
 def _params():
     out = []
-    for case in CASES:
-        for protocol in case.protocols:
+    for index, case in enumerate(CASES):
+        for protocol in protocols_of(index, case.protocols):
             marks = [pytest.mark.xfail(strict=True, reason=case.xfail)] if case.xfail else []
             after = f"{case.setup[-1][:40]} then " if case.setup else ""
             label = f"{case.cause}-{case.policy}-{protocol}-{after}{case.sql[:60]}"

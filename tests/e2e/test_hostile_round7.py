@@ -22,12 +22,13 @@ import pytest
 import test_hostile
 from test_hostile import DB, Agent, errors
 
+from pgwarden.testing.matrix import thin
 from pgwarden.wire import messages as m
 
 # test_hostile's fixtures: its database, and a direct connection to it
 hostile_db, server = test_hostile.hostile_db, test_hostile.server
 
-PROTOCOLS = ["simple", "extended"]
+PROTOCOLS = ["extended"] if thin() else ["simple", "extended"]  # (pgwarden.testing.matrix)
 
 
 def _run(running, protocol: str, *sqls: str, group: str = "ai-agents") -> list[list]:

@@ -11,10 +11,11 @@ import psycopg
 import pytest
 from test_hostile import DB, GROUPS, Agent, errors, hostile, hostile_db, server  # noqa: F401
 
+from pgwarden.testing.matrix import thin
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER
 from pgwarden.wire import messages as m
 
-PROTOCOLS = ["simple", "extended"]
+PROTOCOLS = ["simple"] if thin() else ["simple", "extended"]  # (pgwarden.testing.matrix)
 
 
 def _one(server, sql):

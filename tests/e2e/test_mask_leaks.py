@@ -55,6 +55,7 @@ from pgwarden.testing.leaks import (
     random_word,
     searched,
 )
+from pgwarden.testing.matrix import protocols_of
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.testing.tap import Tap
 from pgwarden.wire import messages as m
@@ -876,8 +877,8 @@ CASES = [
 
 def _params(cases: list[Case]):
     out = []
-    for case in cases:
-        for protocol in case.protocols:
+    for index, case in enumerate(cases):
+        for protocol in protocols_of(index, case.protocols):
             reason = case.xfail if case.xfail and (not case.xfail_on or protocol in case.xfail_on) else None
             marks = [pytest.mark.xfail(strict=case.xfail_strict, reason=reason)] if reason else []
             out.append(pytest.param(case, protocol, id=f"{protocol}-{case.label}", marks=marks))

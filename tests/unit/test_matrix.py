@@ -1,0 +1,22 @@
+"""The thin matrix of `make test`'s second pass (pgwarden.testing.matrix)."""
+
+from __future__ import annotations
+
+from pgwarden.testing import matrix
+
+FIVE = ("simple", "ext-text", "ext-binary", "portal", "asyncpg")
+
+
+def test_the_full_matrix_runs_every_protocol(monkeypatch):
+    monkeypatch.delenv(matrix.ENV, raising=False)
+    assert [matrix.protocols_of(i, FIVE) for i in range(3)] == [FIVE] * 3
+
+
+def test_a_thin_matrix_runs_each_case_twice_and_every_protocol_somewhere(monkeypatch):
+    monkeypatch.setenv(matrix.ENV, "thin")
+    chosen = [matrix.protocols_of(i, FIVE) for i in range(8)]
+    assert all(len(c) == 2 and c[0] == "simple" for c in chosen)
+    assert {p for c in chosen for p in c} == set(FIVE)
+    pair = [matrix.protocols_of(i, ("simple", "extended")) for i in range(2)]
+    assert pair == [("simple",), ("extended",)]
+    assert matrix.protocols_of(3, ("simple",)) == ("simple",)

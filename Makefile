@@ -137,6 +137,7 @@ fuzz: $(STAMP)
 # every byte to the client searched for the secrets (tests/e2e/test_mask_leaks.py).
 fuzz-leaks: $(STAMP)
 	HYPOTHESIS_PROFILE=deep $(PY) -m pytest -q -p no:randomly tests/e2e/test_mask_leaks.py -k property
+	PGWARDEN_TEST_MATRIX=full $(PY) -m pytest -q $(WORKERS) tests/e2e/test_mask_leaks.py -k "not property"
 
 # The leak corpus's table: per technique and protocol, passed / failed / xfailed attempts.
 leak-table: $(STAMP)

@@ -878,7 +878,7 @@ CASES = [
 def _params(cases: list[Case]):
     out = []
     for index, case in enumerate(cases):
-        for protocol in protocols_of(index, case.protocols):
+        for protocol in protocols_of(index, case.protocols, default_thin=True):  # (make fuzz-leaks: all)
             reason = case.xfail if case.xfail and (not case.xfail_on or protocol in case.xfail_on) else None
             marks = [pytest.mark.xfail(strict=case.xfail_strict, reason=reason)] if reason else []
             out.append(pytest.param(case, protocol, id=f"{protocol}-{case.label}", marks=marks))

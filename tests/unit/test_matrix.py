@@ -20,3 +20,10 @@ def test_a_thin_matrix_runs_each_case_twice_and_every_protocol_somewhere(monkeyp
     pair = [matrix.protocols_of(i, ("simple", "extended")) for i in range(2)]
     assert pair == [("simple",), ("extended",)]
     assert matrix.protocols_of(3, ("simple",)) == ("simple",)
+
+
+def test_the_leak_corpus_is_thin_unless_the_full_matrix_is_asked_for(monkeypatch):
+    monkeypatch.delenv(matrix.ENV, raising=False)
+    assert matrix.protocols_of(1, FIVE, default_thin=True) == ("simple", "ext-binary")
+    monkeypatch.setenv(matrix.ENV, "full")
+    assert matrix.protocols_of(1, FIVE, default_thin=True) == FIVE

@@ -183,6 +183,17 @@ _SYNC: Final = m.Sync().encode()
 _RUN_UNNAMED: Final = m.Bind("", "").encode() + m.Describe("P", "").encode() + m.Execute("", 0).encode()
 
 
+def _declared(request: StatementRequest, types: tuple[int, ...]) -> None:
+    """A Parse's declared parameter types on the request that decides it (or a Bind of it): all
+    of them for the plan question, and, when one is a type of the database's own (rare), for the
+    check of what converting a value to it runs."""
+    request.declared_types = types
+    for oid in types:
+        if oid >= _FIRST_NORMAL_OID:
+            request.param_types = types
+            break
+
+
 def _unknown_portal(name: str) -> Refusal:
     which = f'portal "{name}"' if name else "the unnamed portal"
     return Refusal(
@@ -949,11 +960,7 @@ class Relay:
                 return self._unreadable("extended", body, name, e, what)
             request = StatementRequest("extended", sql, statement_name, self._seq, self._lexer, self._encoding_name)
             if types:
-                request.declared_types = types
-            for oid in types:
-                if oid >= _FIRST_NORMAL_OID:  # (a type of the database's own: rare)
-                    request.param_types = types
-                    break
+                _declared(request, types)
             return request
         m.FunctionCall.decode(raw[5:])
         return StatementRequest("function_call", "", None, self._seq)
@@ -1023,13 +1030,8 @@ class Relay:
             request = StatementRequest("extended", stmt.sql, stmt.name, self._seq, self._lexer,
                                        self._encoding_name)
             request.bind = raw
-            types = stmt.param_types  # (its Parse's, all of them) judged again with the statement
-            if types:
-                request.declared_types = types
-                for oid in types:
-                    if oid >= _FIRST_NORMAL_OID:
-                        request.param_types = types
-                        break
+            if stmt.param_types:  # (its Parse's, all of them) judged again with the statement
+                _declared(request, stmt.param_types)
             return request
         portal = Portal(portal_name, stmt, raw, self._generation)
         portal.runs_seen = self._runs

@@ -2,7 +2,7 @@
 
 Every hook is named ``pgwarden_*`` so a grep finds every implementation; every
 type a hook receives or returns is exported by `pgwarden.api`. Decision hooks
-(``pgwarden_check``) are called on every plugin and reduced by the core,
+(``pgwarden_check``) are called on every plugin (until one blocks) and reduced by the core,
 strictest verdict first; ``firstresult`` hooks stop at the first answer that is
 not None. Hooks are called through pluggy (tracing, ``wrapper=True``
 implementations), and pluggy is synchronous: a hook that may have to wait
@@ -216,16 +216,21 @@ def pgwarden_session_end(session: Session, summary: SessionSummary) -> None:
 def pgwarden_check(statement: Statement, session: Session) -> Verdict | Later[Verdict | None] | None:
     """Decides about one statement before any byte of it reaches the database.
 
-    Called on every plugin; the core keeps the strictest answer (block >
-    approve > allow). Each plugin is called through pluggy on its own, with the
-    ``wrapper=True`` implementations of every plugin that only wraps this hook
-    around it, so that a failure names the plugin that failed.
+    Called on each plugin in pluggy's order until one blocks; the core keeps the
+    strictest answer (block > approve > allow). Nothing overrules a block, so the
+    plugins after it are not asked: a plugin whose check does work of its own (asks
+    the server, opens an approval request) marks it ``trylast=True``. Each plugin
+    is called through pluggy on its own, with the ``wrapper=True`` implementations
+    of every plugin that only wraps this hook around it, so that a failure names
+    the plugin that failed.
 
     :param statement: the analysed SQL string (shared by all plugins, read-only).
     :param session: the session it comes from.
     :return: a `Verdict`, a Deferred of one, or None for no opinion.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 1.4
+       Plugins after one that blocks are not asked.
     """
 
 

@@ -33,6 +33,8 @@ MAY_WRITE_KINDS = frozenset({
     "insert", "update", "delete", "merge", "do", "call", "side_effect", "unknown", "execute",
     "cursor",  # a FETCH runs the cursor's query, and whatever functions it calls
 })
+# What a statement whose work waits for the COMMIT (`Analysis.at_commit`) may write there.
+_WRITES_WHEN_RUN = MAY_WRITE_KINDS - {"cursor"}
 # Statements that bring rows in that the count would not see before they are visible
 # to the client's own protocol exchange (COPY FROM STDIN): refused under rows_written.
 UNCOUNTABLE_KINDS = frozenset({"copy_from", "copy_file", "copy_program"})
@@ -274,6 +276,16 @@ def counting(analysis, statements: int, limits: SessionLimits, protocol: str, in
             "A COMMIT or ROLLBACK inside a DO block or a procedure ends the transaction whose rows "
             "are counted. Send the writes as statements of their own, or a DO block without "
             "COMMIT, ROLLBACK, CALL or SQL built at run time.",
+            **where,
+        )
+    if analysis.at_commit and (analysis.writes or bool(kinds & _WRITES_WHEN_RUN)):
+        # What the server runs when the transaction commits comes after pgwarden's check (red
+        # team eight): a deferred trigger's writes, a holdable cursor's query.
+        return Verdict.block(
+            "a write the server would do at COMMIT is not allowed under a rows_written limit",
+            "A DEFERRABLE constraint trigger whose function writes, and DECLARE ... WITH HOLD over a "
+            "query that may write, run when the transaction commits, after the rows written are "
+            "counted. Declare the cursor without WITH HOLD, or write from a session without this limit.",
             **where,
         )
     if not analysis.functions.isdisjoint(LARGE_OBJECT_WRITES):

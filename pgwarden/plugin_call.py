@@ -260,13 +260,22 @@ class Checkers:
             except Exception as e:
                 answers.append(self._host._failed(self._host._culprit("pgwarden_check", e, name), Failure()))
                 continue
+            blocked = False
             for answer in got:
                 if type(answer) is not _VERDICT:  # the common case first (isinstance costs more)
                     answer = self._host._settle(name, answer)
                     if answer is None:
                         continue
                     waits = waits or type(answer) is not _VERDICT
+                elif answer.action == "block":
+                    blocked = True
                 answers.append(answer)
+            if blocked:
+                # Nothing overrules a block: the plugins after it (pluggy's order; the mask plugin
+                # asks last) are not asked, so none of their work runs for a statement that will
+                # not (red team eight: the server's plan asked for a refused statement ran its
+                # functions on pgwarden's own connection).
+                break
         if not waits:
             if not answers:
                 return _ALLOWED  # what `Verdict.strictest` makes of none

@@ -101,7 +101,8 @@ class RelationFacts:
 
 
 #: The kinds of `RelationFacts.effects`.
-EFFECT_KINDS = ("t", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X")
+#: 'T': a DEFERRABLE constraint trigger's function (also a 't' row): it may run at the commit.
+EFFECT_KINDS = ("t", "T", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X")
 
 
 @attrs.frozen

@@ -239,7 +239,8 @@ _STATISTICS_TREES = """
 
 # What a statement runs without naming it, from the server's own records: triggers (less the
 # internal ones of foreign keys, which run the built-in RI_FKey functions: their effect is the
-# 'c' rows), the functions column defaults and RLS policies call (pg_depend: a default or a
+# 'c' rows; a DEFERRABLE one has a 'T' row too: it may run at the commit, after the statement),
+# the functions column defaults and RLS policies call (pg_depend: a default or a
 # policy records a dependency on each function of the database's own it calls; built-ins are
 # pinned and not recorded), the tables a foreign key's cascading action writes, and a table's
 # partitions and inheritance children (pg_inherits: what reads and writes of it reach). And what
@@ -254,6 +255,10 @@ SELECT DISTINCT * FROM (
     SELECT t.tgrelid::int8 AS relation, 't' AS kind, t.tgfoid::int8 AS target
     FROM pg_trigger AS t
     WHERE NOT t.tgisinternal
+    UNION ALL
+    SELECT t.tgrelid::int8, 'T', t.tgfoid::int8
+    FROM pg_trigger AS t
+    WHERE NOT t.tgisinternal AND t.tgdeferrable
     UNION ALL
     SELECT a.adrelid::int8, 'd', d.refobjid::int8
     FROM pg_attrdef AS a

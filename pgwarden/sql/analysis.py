@@ -86,6 +86,9 @@ class Analysis:
     # True when it destroys or rewrites rows the server's statistics do not count
     # (`Syntax.uncounted`: TRUNCATE, ALTER TABLE ... TYPE / DROP COLUMN, DROP TABLE, ...).
     uncounted: bool = False
+    # True when it leaves work the server does at COMMIT (`Syntax.at_commit`), or writes a table
+    # whose DEFERRABLE constraint trigger runs a function that may write: after pgwarden's count.
+    at_commit: bool = False
     # The foreign tables it reads or writes, through views and function bodies too: the server
     # counts no row written to one (the foreign server does, if anything).
     foreign: frozenset[str] = frozenset()

@@ -116,6 +116,8 @@ _OFF = frozenset({"off", "false", "0", "no", "f", "n", "of"})
 _CONVERTING = frozenset({"do", "call", "execute"})
 # Statements that store values in columns (with assignment casts; COPY FROM reads text).
 _ASSIGNING = frozenset({"insert", "update", "merge"})
+# What a body may do and still write nothing (`_may_write`).
+_READING = frozenset({"select", "show", "set", "server_files"})
 _STORING = _ASSIGNING | {"copy_from"}
 # Statements whose writes reach the tables a foreign key's ON DELETE / ON UPDATE action writes.
 _CASCADING = frozenset({"delete", "update", "merge"})
@@ -157,6 +159,8 @@ class _Resolver:
         # a function of the database's own whose body destroys rows uncounted (`Analysis.uncounted`)
         self._body_uncounted = False
         self._uncounted_bodies: set[int] = set()
+        # a write of a table whose deferrable constraint trigger may write (`Analysis.at_commit`)
+        self._deferred_writes = False
         self._in_progress: set[int] = set()
         # casts to types whose conversion runs nothing a policy cares about (see `_inert_cast`)
         self._inert_casts: dict = self.catalog.derived.setdefault("inert casts", {})
@@ -235,6 +239,7 @@ class _Resolver:
             read_write=syntax.read_write or any(inner.read_write for inner in nested),
             prepares_unseen=self._body_prepares or "unknown" in kinds,
             uncounted=syntax.uncounted or self._body_uncounted or any(inner.uncounted for inner in nested),
+            at_commit=syntax.at_commit or self._deferred_writes or any(inner.at_commit for inner in nested),
             foreign=self._foreign(tables),
         )
 
@@ -832,6 +837,9 @@ class _Resolver:
                 # them, IMMUTABLE as they are declared, whatever their functions do; a write stores
                 # them; maintenance computes them and the statistics' expressions)
                 self._fires(target, kind != "t", kinds, functions, nested)
+            elif kind == "T" and written and self._may_write(target):
+                # (its 't' row fires it: this one says it may run at the commit, after the count)
+                self._deferred_writes = True
             elif kind == "i":  # (`ONLY t` reaches no child: counted all the same)
                 child = self.catalog.relation(target)
                 if child is None:
@@ -922,6 +930,14 @@ class _Resolver:
             self._effects(base, True, storing, cascading, kinds, functions, nested, seen, truncating)
             if base.kind == "v":
                 self._through_view(base, storing, cascading, kinds, functions, nested, seen, truncating)
+
+    def _may_write(self, oid: int) -> bool:
+        """Whether trigger function ``oid``'s body may write (what `_fires` judges it by)."""
+        fn = self.catalog.function(oid)
+        if fn is None:
+            return True
+        found = self.function_kinds(fn)
+        return not _READING.issuperset(self._body_only.get(fn.oid, found))
 
     def _fires(self, oid: int, value: bool, kinds: set[str], functions: set[str], nested: list) -> None:
         """Function ``oid`` runs as a trigger, or (``value``) computes a default or a policy's test:

@@ -190,6 +190,11 @@ class Syntax:
     # None, table, columns). A row of a partitioned table moves to another partition only when
     # its partition key is set.
     updates: tuple[tuple[str | None, str, frozenset[str]], ...] = ()
+    # It leaves work the server does when the transaction commits (or at SET CONSTRAINTS), after
+    # the statement and after pgwarden's count of the rows it wrote (`limit: {rows_written}`):
+    # DECLARE ... WITH HOLD (the commit runs the cursor's query to keep its rows), CREATE
+    # CONSTRAINT TRIGGER ... DEFERRABLE (its function runs at the commit of a write).
+    at_commit: bool = False
 
 
 @attrs.frozen
@@ -236,6 +241,7 @@ def _cast(schema: str | None, name: str) -> Call:
 UNPARSABLE = Syntax(frozenset({"unknown"}))
 # Statements that destroy rows the statistics do not count (`Syntax.uncounted`), whatever they name.
 _UNCOUNTED_STATEMENTS = frozenset({"TruncateStmt", "DropOwnedStmt"})
+_CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
 # What a DROP of one of these takes with it: every row of a table, of every table of a schema.
 _DROPS_ROWS = frozenset({"OBJECT_TABLE", "OBJECT_SCHEMA", "OBJECT_MATVIEW"})
 # The value of a setting that the text does not give (a column, an expression, a parameter):
@@ -393,6 +399,7 @@ class _Walker:
         self.where_checks: list[WhereCheck] = []
         self.grammar_words: set[str] = set()
         self.uncounted = False
+        self.at_commit = False
         self.ddl_objects: list[tuple[str, tuple[str, ...]]] = []
         self.updates: list[tuple[str | None, str, frozenset[str]]] = []
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
@@ -422,6 +429,7 @@ class _Walker:
             self.uncounted,
             tuple(dict.fromkeys(self.ddl_objects)),
             tuple(dict.fromkeys(self.updates)),
+            self.at_commit,
         )
 
     def merge(self, other: Syntax) -> None:
@@ -441,6 +449,7 @@ class _Walker:
         self.where_checks += other.where_checks
         self.grammar_words |= other.grammar_words
         self.uncounted = self.uncounted or other.uncounted
+        self.at_commit = self.at_commit or other.at_commit
         self.ddl_objects += other.ddl_objects
         self.updates += other.updates
 
@@ -500,6 +509,9 @@ class _Walker:
         if name in _UNCOUNTED_STATEMENTS or name == "DropStmt" and (
                 f.get("behavior") == "DROP_CASCADE" or f.get("removeType") in _DROPS_ROWS):
             self.uncounted = True
+        if name == "DeclareCursorStmt" and int(f.get("options") or 0) & _CURSOR_OPT_HOLD \
+                or name == "CreateTrigStmt" and f.get("deferrable"):
+            self.at_commit = True
         if name in _ALSO_KINDS:
             also = _ALSO_KINDS[name](f)
             if also:

@@ -224,7 +224,7 @@ class Masking:
 
     # ------------------------------------------------------------------ statements
 
-    @hookimpl
+    @hookimpl(trylast=True)  # asked last: not for a statement another plugin blocked (`Checkers`)
     def pgwarden_check(self, statement: Statement, session: Session) -> Verdict | Deferred[Verdict | None] | None:
         rules = self.rules(session)
         if not rules.columns:

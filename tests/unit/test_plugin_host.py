@@ -78,12 +78,34 @@ def test_each_check_gets_the_arguments_it_names_in_its_own_order():
     reversed_, statement_only, session_only = ReversedArguments(), StatementOnly(), SessionOnly()
     plugins = host(reversed_, statement_only, session_only)
     assert plugins.checks
-    s, statement = session(), Statement("drop table t")
+    s, statement = session(), Statement("select 1")
     verdict = plugins.check(statement, s)
     assert reversed_.calls == [(s, statement)]
     assert statement_only.calls == [(statement,)]
     assert session_only.calls == [(s,)]
-    assert verdict.action == "block" and verdict.rule == "statement-only"  # the strictest of the three
+    assert verdict.action == "approve" and verdict.rule == "session-only"  # the strictest of the three
+
+
+class AsksLast(Seen):
+    """A check with work of its own (the mask plugin asks the server): asked last."""
+
+    @hookimpl(trylast=True)
+    def pgwarden_check(self, statement):
+        self.calls.append((statement,))
+        return None
+
+
+def test_a_block_ends_the_asking_and_a_check_marked_trylast_is_not_asked_for_a_blocked_statement():
+    # pluggy asks the last registered first; trylast after every other
+    last, reversed_, statement_only, session_only = AsksLast(), ReversedArguments(), StatementOnly(), SessionOnly()
+    plugins = host(last, reversed_, statement_only, session_only)
+    s = session()
+    verdict = plugins.check(Statement("drop table t"), s)
+    assert verdict.action == "block" and verdict.rule == "statement-only"  # over session-only's approve
+    assert session_only.calls == [(s,)] and len(statement_only.calls) == 1
+    assert reversed_.calls == [] and last.calls == []  # after the block: not asked
+    plugins.check(Statement("select 1"), s)
+    assert len(reversed_.calls) == 1 and len(last.calls) == 1  # no block: every one asked
 
 
 def test_without_a_block_the_strictest_is_the_approval():
@@ -346,7 +368,7 @@ class InOrder(Seen):
 
 def test_a_plugin_taking_the_hookspecs_arguments_in_order_is_called_directly_unless_monitored():
     in_order, statement_only = InOrder(), StatementOnly()
-    plugins = host(in_order, statement_only)
+    plugins = host(statement_only, in_order)  # (in_order asked first: the block ends the asking)
     s, statement = session(), Statement("drop table t")
     first = plugins.check(statement, s)
     assert in_order.calls == [(statement, s)] and first.rule == "statement-only"  # its None: no answer

@@ -477,12 +477,34 @@ def test_an_extended_counted_execute_is_checked_before_the_clients_sync():
     t = Talk(_counted)
     t.client(m.Parse("s", "update t set n = $1"), m.Bind("", "s"), m.Execute(""), m.Sync())
     sent = t.upstream()
-    assert [type(x) for x in sent] == [m.Parse, m.Bind, m.Close, m.Close, m.Parse, m.Bind, m.Execute,
-                                       m.Flush, m.Describe, m.Execute]
-    t.server(m.ParseComplete(), m.BindComplete(), *_before_answer(3), m.NoData(), m.CommandComplete("UPDATE 2"))
-    assert t.down() == [m.ParseComplete(), m.BindComplete()]
+    # The count begins before the client's Bind: the server plans the statement there, and planning
+    # runs functions (red team eight: one declared IMMUTABLE that writes, folded at the Bind).
+    assert [type(x) for x in sent] == [m.Parse, m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Flush,
+                                       m.Bind, m.Describe, m.Execute]
+    t.server(m.ParseComplete(), *_before_answer(3), m.BindComplete(), m.NoData(), m.CommandComplete("UPDATE 2"))
+    assert t.down() == [m.ParseComplete()]  # the rest held until the check passes
     assert [type(x) for x in t.upstream()] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync]
     t.server(*_OWN_RUN_ANSWER, m.CommandComplete("DO"), m.ReadyForQuery("I"))
+    assert t.down() == [m.BindComplete(), m.CommandComplete("UPDATE 2"), m.ReadyForQuery("I")]
+
+
+def test_a_counted_portal_bound_then_flushed_is_counted_from_before_its_bind():
+    """A client that waits for BindComplete (Flush) before its Execute: the before statement's
+    answer came first, nothing is held until the Execute, whose check uses that count."""
+    t = Talk(_counted)
+    t.client(m.Parse("s", "update t set n = $1"), m.Bind("", "s"), m.Flush())
+    assert [type(x) for x in t.upstream()] == [m.Parse, m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Flush,
+                                               m.Bind, m.Flush]
+    t.server(m.ParseComplete(), *_before_answer(3), m.BindComplete())
+    assert t.down() == [m.ParseComplete(), m.BindComplete()]
+    t.client(m.Execute(""), m.Sync())
+    sent = t.upstream()
+    assert [type(x) for x in sent] == [m.Close, m.Describe, m.Execute, m.Close, m.Close, m.Parse, m.Bind,
+                                       m.Execute, m.Sync]
+    check = next(x for x in sent if isinstance(x, m.Parse))
+    assert "'{16384}'::pg_catalog.oid[]" in check.sql and "'{3}'::pg_catalog.int8[]" in check.sql  # the count before the Bind
+    t.server(m.CloseComplete(), m.NoData(), m.CommandComplete("UPDATE 2"), *_OWN_RUN_ANSWER,
+             m.CommandComplete("DO"), m.ReadyForQuery("I"))
     assert t.down() == [m.CommandComplete("UPDATE 2"), m.ReadyForQuery("I")]
 
 

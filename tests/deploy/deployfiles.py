@@ -1,4 +1,4 @@
-"""The deploy/ tree as the tests read it: YAML documents, the Dockerfile, the sidecar example.
+"""The deploy/ tree as the tests read it: YAML documents, the Dockerfile (`dockerfile`), the sidecar example.
 
 Everything here parses the files as they are; nothing is copied out of them into
 the tests, so a change to a manifest is a change to what the tests check.
@@ -6,20 +6,25 @@ the tests, so a change to a manifest is a change to what the tests check.
 
 from __future__ import annotations
 
-import json
-import shlex
-import shutil
 from pathlib import Path
 from typing import Any
 
 import attrs
 import yaml
+from dockerfile import (  # noqa: F401  (the Dockerfile's readers, with the rest of deploy/'s)
+    DOCKERFILE,
+    DOCKERIGNORE,
+    Instruction,
+    Stage,
+    copy_build_context,
+    exec_form,
+    instructions,
+    stages,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 SIDECAR = DEPLOY / "k8s" / "sidecar"
-DOCKERFILE = DEPLOY / "Dockerfile"
-DOCKERIGNORE = ROOT / ".dockerignore"
 
 SIDECAR_NAME = "pgwarden"
 
@@ -164,94 +169,3 @@ class Example:
 def env(container: dict) -> dict[str, str]:
     """A container's plain env values (valueFrom entries map to None)."""
     return {e["name"]: e.get("value") for e in container.get("env") or ()}
-
-
-# ------------------------------------------------------------------ Dockerfile
-
-
-@attrs.frozen
-class Instruction:
-    keyword: str  # upper case: FROM, RUN, COPY, ...
-    value: str  # the rest, continuation lines joined
-    line: int
-
-
-@attrs.frozen
-class Stage:
-    base: str  # ARG defaults substituted
-    name: str | None
-    instructions: tuple[Instruction, ...]
-
-    def all(self, keyword: str) -> list[Instruction]:
-        return [i for i in self.instructions if i.keyword == keyword]
-
-    def last(self, keyword: str) -> Instruction | None:
-        found = self.all(keyword)
-        return found[-1] if found else None
-
-
-def instructions(text: str) -> list[Instruction]:
-    """A Dockerfile's instructions: comments dropped, backslash continuations joined."""
-    out: list[Instruction] = []
-    pending: list[str] = []
-    start = 0
-    for number, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):  # also inside a continuation, as Docker does
-            continue
-        if not pending:
-            start = number
-        if line.endswith("\\"):
-            pending.append(line[:-1].strip())
-            continue
-        pending.append(line)
-        joined = " ".join(pending)
-        keyword, _, value = joined.partition(" ")
-        out.append(Instruction(keyword.upper(), value.strip(), start))
-        pending = []
-    assert not pending, "the Dockerfile ends in a continuation"
-    return out
-
-
-def stages(path: Path = DOCKERFILE) -> list[Stage]:
-    args: dict[str, str] = {}
-    result: list[Stage] = []
-    current: list[Instruction] | None = None
-    base = name = None
-    for ins in instructions(path.read_text()):
-        if ins.keyword == "ARG" and current is None:  # global ARGs may parametrise FROM
-            key, _, default = ins.value.partition("=")
-            args[key.strip()] = default.strip()
-            continue
-        if ins.keyword == "FROM":
-            if current is not None:
-                result.append(Stage(base, name, tuple(current)))
-            words = [w for w in ins.value.split() if not w.startswith("--")]
-            base = words[0]
-            for key, value in args.items():
-                base = base.replace("${" + key + "}", value).replace("$" + key, value)
-            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
-            current = []
-            continue
-        assert current is not None, f"line {ins.line}: {ins.keyword} before FROM"
-        current.append(ins)
-    if current is not None:
-        result.append(Stage(base, name, tuple(current)))
-    return result
-
-
-def exec_form(ins: Instruction) -> list[str]:
-    """The JSON (exec) form of ENTRYPOINT/CMD; the shell form is an error here."""
-    value = json.loads(ins.value)
-    assert isinstance(value, list) and all(isinstance(v, str) for v in value), ins
-    return value
-
-
-def copy_build_context(builder: Stage, dest: Path) -> None:
-    """What the builder stage COPYs (``COPY <sources...> <dest>``), copied from this tree into
-    ``dest``: the sources a wheel is built from, exactly as the image builds it."""
-    for copy in builder.all("COPY"):
-        *sources, _dest = shlex.split(copy.value)
-        for source in sources:
-            path = ROOT / source.rstrip("/")
-            (shutil.copytree if path.is_dir() else shutil.copy)(path, dest / path.name)

@@ -9,7 +9,6 @@ the Dockerfile's instructions are taken from the file, so a changed command is r
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -20,54 +19,45 @@ from pathlib import Path
 import psycopg
 import pytest
 import yaml
-from deployfiles import copy_build_context, exec_form, stages
+from deployfiles import exec_form, stages
+from image_wheels import build_wheels, pip_command
 
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, free_port
 from pgwarden.testing.pytest_plugin import AUDIENCE, ISSUER
-
-
-def _pip_command(run: str, keyword: str) -> list[str]:
-    """The `python -m pip <keyword> ...` command of a RUN instruction (before any `&&`)."""
-    for part in run.split("&&"):
-        words = shlex.split(part)
-        if "pip" in words and keyword in words:
-            return words[words.index("python"):]
-    raise AssertionError(f"no pip {keyword} in: {run}")
 
 
 @pytest.fixture(scope="module")
 def image_root():
     if os.environ.get("PGWARDEN_PURE_PYTHON", "") not in ("", "0"):
         # The image is built the same whichever way this process runs pgwarden: built once
-        # (~100 s, most of it the compiler), by `make test`'s test-builds job (Makefile: BUILD_TESTS).
+        # (~100 s, most of it the compiler), for `make test`'s test-builds job (Makefile: BUILD_TESTS).
         pytest.skip("the image's stages are built and checked once, by make test-builds")
-    builder, final = stages()
+    final = stages()[-1]
     # Not under pytest's temp dir: that is private to root, and the image's user must read this.
     root = Path(tempfile.mkdtemp(prefix="pgwarden-image-"))
     root.chmod(0o755)
     try:
-        yield _build(root, builder, final), final
+        yield _build(root, final), final
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _build(root, builder, final):
-    src, wheels = root / "src", root / "wheels"
-    src.mkdir()
-    copy_build_context(builder, src)
-    wheel = _pip_command(builder.last("RUN").value, "wheel")
-    wheel = [sys.executable] + wheel[1:]
-    wheel[wheel.index("--wheel-dir") + 1] = str(wheels)
-    subprocess.run(wheel, cwd=src, check=True, capture_output=True, timeout=600)
+def _build(root, final):
+    built = os.environ.get("PGWARDEN_IMAGE_WHEELS")
+    if built:  # built by `make test` beside the venv's setup (tests/deploy/image_wheels.py)
+        wheels = Path(built) / "wheels"
+        assert list(wheels.glob("pgwarden-*.whl")), f"no pgwarden wheel in {wheels} (PGWARDEN_IMAGE_WHEELS)"
+    else:
+        wheels = build_wheels(root, sys.executable)
 
     env_dir = root / "venv"
     venv.create(env_dir, with_pip=True)
     python = str(env_dir / "bin" / "python")
-    install = _pip_command(final.last("RUN").value, "install")
+    install = pip_command(final.last("RUN").value, "install")
     install = [python] + install[1:]
     install[install.index(next(a for a in install if a.startswith("--find-links")))] = f"--find-links={wheels}"
     subprocess.run(install, check=True, capture_output=True, timeout=600)  # --no-index: offline
-    uninstall = _pip_command(final.last("RUN").value, "uninstall")
+    uninstall = pip_command(final.last("RUN").value, "uninstall")
     subprocess.run([python] + uninstall[1:], check=True, capture_output=True, timeout=120)
     for p in [env_dir, *env_dir.rglob("*")]:
         if not p.is_symlink():

@@ -9,8 +9,11 @@ from typing import Any
 
 import attrs
 import jwt
+from twisted.logger import Logger
 
 from pgwarden.config import JwtAuth
+
+log = Logger(namespace="pgwarden.auth")
 
 
 @attrs.frozen
@@ -65,7 +68,7 @@ class TokenVerifier:
     def __init__(self, config: JwtAuth, reactor=None) -> None:
         self._config = config
         self._keys: dict[str | None, Any] = {}
-        self._remote = None
+        self._remote: Any = None
         if config.jwks_file:
             for key in _read_jwks(config.jwks_file).keys:
                 self._keys[key.key_id] = key.key
@@ -87,6 +90,15 @@ class TokenVerifier:
                 ca_file=config.ca_file,
                 bearer_token_file=config.bearer_token_file,
             )
+
+    def bound_to(self, audience: str) -> TokenVerifier:
+        """A verifier of the same keys (the same local key set, or the same remote one with its
+        cache and refresh) that wants ``audience`` in the tokens (the MCP endpoint's URL)."""
+        other = object.__new__(TokenVerifier)
+        other._config = attrs.evolve(self._config, audience=audience)
+        other._keys = self._keys
+        other._remote = self._remote
+        return other
 
     @staticmethod
     def _kid(token: str) -> str | None:
@@ -146,3 +158,38 @@ class TokenVerifier:
         if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
             raise AuthenticationFailed(f"claim {c.groups_claim!r} is not a list of strings")
         return Identity(subject, frozenset(groups), claims, float(claims["exp"]))
+
+
+class CurrentKeys:
+    """The `TokenVerifier` of the running ``auth.jwt``, through reloads.
+
+    `configure` runs at start-up and at each reload. A local key file is read again each time:
+    rotating keys in the ConfigMap that holds the config changes the file, not ``auth.jwt``, so
+    the verifier is rebuilt when the settings or the file's bytes change, and kept otherwise
+    (remote keys stay cached). A file that cannot be read or used at a reload keeps the keys in
+    use (logged); at start-up there are none to keep, and the error is raised.
+
+    One of these serves both doors: the wire port's (the ``jwt`` plugin) and the MCP endpoint's
+    (`pgwarden.mcp.http.BearerAuth`, through `TokenVerifier.bound_to`), so a key rotated out is
+    refused on both at once.
+    """
+
+    def __init__(self) -> None:
+        self.verifier: TokenVerifier | None = None
+        self._settings: JwtAuth | None = None
+        self._keys: bytes | None = None  # the key file's bytes the verifier was built from
+
+    def configure(self, settings: JwtAuth, reactor=None) -> None:
+        key_file = settings.jwks_file or settings.public_key_file
+        try:
+            keys = Path(key_file).read_bytes() if key_file else None
+            if self.verifier is not None and self._settings == settings and keys == self._keys:
+                return  # unchanged: remote keys stay cached
+            verifier = TokenVerifier(settings, reactor)
+        except (OSError, ValueError) as e:  # KeyFileError included: it names the file and why
+            if self.verifier is None:
+                raise  # at start-up there are no keys to keep
+            log.error("auth.jwt keys not reloaded, the previous ones stay in use: {file}: {err}",
+                      file=key_file, err=e)
+            return
+        self.verifier, self._settings, self._keys = verifier, settings, keys

@@ -17,6 +17,15 @@ NAMES``. ``RESET``, ``SET ... TO DEFAULT``, ``RESET ALL`` and ``DISCARD ALL`` go
 back to the login value and pass. Should the server report a change all the same
 (a function did it), the relay ends the session (`changed_from_login`).
 
+``application_name`` is guarded here too, though it changes no reading: pgwarden names the
+upstream session after the agent's verified identity at login (``upstream.application_name``,
+``pgwarden:{subject}``), and the server's logs, ``pg_stat_activity`` and auditing extensions
+attribute the session's statements by it. A change (``SET``, ``SET LOCAL``, ``set_config``, a
+function's ``SET application_name`` clause or ``set_config`` in a function it runs, a function
+created or altered with one) is refused; ``RESET``, ``RESET ALL`` and ``DISCARD ALL`` go back to
+the login value and pass. ``ALTER ROLE``/``ALTER DATABASE ... SET application_name`` pass: the
+login's own value (the startup packet's) takes precedence over them.
+
 ``backslash_quote`` is not reported by the server and never changes where a
 literal ends, only whether ``\\'`` is refused: pgwarden assumes its default
 (``safe_encoding``: refused in a client-only encoding such as SJIS) so that it
@@ -34,6 +43,7 @@ from pgwarden.verdict import Refusal
 CLIENT_ENCODING = "client_encoding"
 STANDARD_CONFORMING_STRINGS = "standard_conforming_strings"
 TRACKED = frozenset({CLIENT_ENCODING, STANDARD_CONFORMING_STRINGS})
+APPLICATION_NAME = "application_name"
 
 
 def parse_bool(text: str) -> bool | None:
@@ -101,15 +111,22 @@ def refusal(settings: Iterable[tuple[str, str | None]], functions: frozenset[str
     computed = "set_config" in functions  # then a None value or a "*" name may be one
     for name, value in settings:
         if name == "*":
+            if value is not None and not computed:
+                return _renaming("a function it runs calls set_config with a setting name computed at run time")
             if computed:
                 return Refusal(
                     "42501",
                     "pgwarden: blocked: set_config with a setting name computed at run time",
                     "It could change client_encoding or standard_conforming_strings, which decide how the "
-                    "server reads the statements after it.",
+                    "server reads the statements after it, or application_name, which carries the agent's "
+                    "identity to the server's logs.",
                     "Name the setting as a literal, e.g. set_config('work_mem', '64MB', false).",
                 )
             continue
+        if name == APPLICATION_NAME:
+            if value is None and not computed:
+                continue  # RESET, SET ... TO DEFAULT: back to the login value
+            return _renaming("application_name cannot be changed during the session")
         if name not in TRACKED:
             continue
         if value is None:
@@ -141,3 +158,15 @@ def refusal(settings: Iterable[tuple[str, str | None]], functions: frozenset[str
             "client_encoding belong in the connection string.",
         )
     return None
+
+
+def _renaming(why: str) -> Refusal:
+    """The refusal of a statement that may rename the upstream session (``application_name``)."""
+    return Refusal(
+        "42501",
+        f"pgwarden: blocked: {why}",
+        "pgwarden names the session after the agent's identity (application_name, set at login): the "
+        "server's logs and pg_stat_activity attribute its statements by that name.",
+        "Leave application_name as it is (RESET application_name returns to it); to name the client, give "
+        "application_name in the connection string: pgwarden adds it after the identity.",
+    )

@@ -6,10 +6,10 @@ resource server.
 * ``Origin``: a browser's request whose Origin is not in ``mcp.allowed_origins`` is refused (403)
   before anything else, against DNS rebinding; requests without Origin (agents, CLIs) go on.
 * Identity: ``Authorization: Bearer <JWT>``, verified with the verifier agents' tokens use
-  (`pgwarden.identity.TokenVerifier`, ``auth.jwt``'s issuer, keys and algorithms) but with the
-  audience bound to ``mcp.url`` (RFC 8707): a token minted for the wire port, or for another
-  resource, is refused. Without a valid token: 401 with ``WWW-Authenticate: Bearer
-  resource_metadata="..."`` naming the RFC 9728 metadata, served at
+  (the ``jwt`` plugin's `pgwarden.identity.CurrentKeys`: ``auth.jwt``'s issuer, algorithms and
+  keys, the same keys through reloads) but with the audience bound to ``mcp.url`` (RFC 8707): a
+  token minted for the wire port, or for another resource, is refused. Without a valid token:
+  401 with ``WWW-Authenticate: Bearer resource_metadata="..."`` naming the RFC 9728 metadata, served at
   ``/.well-known/oauth-protected-resource`` (and that path with the endpoint's path appended).
   The token goes nowhere else: the database sessions log in with a one-time ticket.
 * A refused token (none, not a bearer token, one that does not verify, an identity no policy
@@ -24,7 +24,6 @@ import json
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import attrs
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -32,7 +31,7 @@ from twisted.web import server
 from twisted.web.resource import Resource
 
 from pgwarden.config import ConfigError, Mcp
-from pgwarden.identity import AuthenticationFailed, Identity, TokenVerifier
+from pgwarden.identity import AuthenticationFailed, CurrentKeys, Identity, TokenVerifier
 from pgwarden.mcp.protocol import INVALID_REQUEST, PARSE_ERROR, McpProtocol, Reply, dumps, error
 from pgwarden.mcp.sessions import InternalSessions
 from pgwarden.mcp.tools import DatabaseTools
@@ -59,25 +58,50 @@ def metadata_url(resource: str) -> str:
 
 
 class BearerAuth:
-    """Verifies bearer tokens for the endpoint, with ``auth.jwt`` bound to ``mcp.url``."""
+    """Verifies bearer tokens for the endpoint, with ``auth.jwt`` bound to ``mcp.url``.
+
+    The keys are the wire port's: the ``jwt`` plugin's `CurrentKeys`, which a reload re-reads (a
+    key rotated out of ``jwks_file`` or ``public_key_file`` is refused on both doors at once) and
+    whose remote key set is the one cache, refreshed by the one set of rules. With that plugin
+    disabled (another authenticator on the wire port), the endpoint keeps its own `CurrentKeys`
+    of ``auth.jwt``, configured at start and at each reload the same way.
+    """
 
     #: tokens verified, kept until they expire (a client sends the same token with every call)
     MAX_CACHED = 1024
 
     def __init__(self, app: Application) -> None:
         self.app = app
-        self._built_for: tuple[JwtAuth, str] | None = None
+        self._own = CurrentKeys()
+        self._own_reloads: int | None = None  # the reload the own keys were configured at
+        self._built_for: tuple[TokenVerifier, str] | None = None
         self._verifier: TokenVerifier | None = None
         self._verified: dict[str, Identity] = {}
+
+    def _keys(self, jwt: JwtAuth) -> TokenVerifier:
+        """The wire port's verifier (the ``jwt`` plugin's), else the endpoint's own."""
+        plugin_keys = getattr(self.app.plugins.pm.get_plugin("jwt"), "keys", None)
+        if isinstance(plugin_keys, CurrentKeys) and plugin_keys.verifier is not None:
+            return plugin_keys.verifier
+        if self._own_reloads != self.app.reloads or self._own.verifier is None:
+            try:
+                self._own.configure(jwt, self.app.reactor)
+            except (OSError, ValueError) as e:
+                raise AuthenticationFailed(f"auth.jwt keys unusable: {e}") from None
+            self._own_reloads = self.app.reloads
+        assert self._own.verifier is not None
+        return self._own.verifier
 
     def verifier(self) -> TokenVerifier:
         config = self.app.config
         jwt, mcp = config.auth.jwt, config.mcp
         if jwt is None or mcp is None:
             raise AuthenticationFailed("the MCP endpoint needs auth.jwt and mcp")
-        if self._built_for != (jwt, mcp.url) or self._verifier is None:
-            self._verifier = TokenVerifier(attrs.evolve(jwt, audience=mcp.url), self.app.reactor)
-            self._built_for = (jwt, mcp.url)
+        keys = self._keys(jwt)
+        built_for = self._built_for
+        if built_for is None or built_for[0] is not keys or built_for[1] != mcp.url or self._verifier is None:
+            self._verifier = keys.bound_to(mcp.url)
+            self._built_for = (keys, mcp.url)
             self._verified.clear()  # other keys, issuer or audience: every token is verified again
         return self._verifier
 

@@ -19,6 +19,12 @@ UNCERTAIN_AFTER = frozenset({"side_effect", "do", "call", "unknown", "role"})
 # Statement kinds that may change run-time settings (client_encoding, standard_conforming_strings)
 # without naming them: what runs code, and what the analysis cannot see into.
 MAY_CHANGE_SETTINGS = frozenset({"side_effect", "do", "call", "unknown", "set", "role", "system"})
+# The settings the core guards whatever changes them (`pgwarden.lexical`, `pgwarden.limits`):
+# a change a function makes while it runs (its SET clause, a set_config in its body), or will make
+# (one created or altered here), is the statement's in `Analysis.settings`.
+GUARDED_SETTINGS = frozenset({
+    "application_name", "track_counts", "statement_timeout", "transaction_read_only", "default_transaction_read_only",
+})
 # Statement kinds after which catalog facts may be stale.
 CATALOG_CHANGES = frozenset({"ddl", "do", "call", "side_effect", "unknown", "role", "grant"})
 # ... and those that may define again what lineage goes through (a view, a function's body, a
@@ -73,7 +79,10 @@ class Analysis:
     # Run-time settings the string changes: (name in lower case, the literal value as the
     # server receives it, or None for RESET / DEFAULT / a value computed at run time).
     # The name is "*" when it is not known before the statement runs (set_config with a
-    # computed name, RESET ALL, DISCARD ALL).
+    # computed name, RESET ALL, DISCARD ALL). Also, for the guards, the `GUARDED_SETTINGS` (and
+    # computed names) that the functions it runs change while they run: their SET clauses
+    # (pg_proc.proconfig), the set_config calls and SETs of their bodies; and those the
+    # functions it creates or alters will change (`Syntax.function_settings`).
     settings: tuple[tuple[str, str | None], ...] = ()
     # Names of SQL-level prepared statements DEALLOCATEd ("*": all, also by DISCARD ALL).
     deallocates: tuple[str, ...] = ()

@@ -34,7 +34,7 @@ from collections.abc import Iterable
 import attrs
 
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
-from pgwarden.sql.analysis import REDEFINES, STATISTICS_RELATIONS, Analysis
+from pgwarden.sql.analysis import GUARDED_SETTINGS, REDEFINES, STATISTICS_RELATIONS, Analysis
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.syntax import COMPUTED, Call, Syntax, WhereCheck
 
@@ -162,6 +162,11 @@ class _Resolver:
         # a write of a table whose deferrable constraint trigger may write (`Analysis.at_commit`)
         self._deferred_writes = False
         self._in_progress: set[int] = set()
+        #: the guarded settings (`GUARDED_SETTINGS`) the functions reached so far change while they
+        #: run (their SET clauses, their bodies' set_config and SET), in the order met
+        self._reached: list[tuple[str, str | None]] = []
+        # ... and those of each function whose kinds are known (`function_kinds`' cache)
+        self._fn_reached: dict[int, tuple[tuple[str, str | None], ...]] = {}
         # casts to types whose conversion runs nothing a policy cares about (see `_inert_cast`)
         self._inert_casts: dict = self.catalog.derived.setdefault("inert casts", {})
 
@@ -184,6 +189,7 @@ class _Resolver:
             self.schemas, self.uncertain, self.stale = saved
 
     def _analysis(self, syntax: Syntax) -> Analysis:
+        reached_from = len(self._reached)
         kinds = set(syntax.kinds)
         if syntax.grammar_words and self.catalog.keywords and not syntax.grammar_words <= self.catalog.keywords:
             # Syntax of pgwarden's grammar (a newer release's) that this server does not have: it
@@ -220,6 +226,12 @@ class _Resolver:
             tables |= {up for t in tables for up in ancestry.get(t, ())}
             writes |= {up for t in writes for up in ancestry.get(t, ())}
         settings = syntax.settings + tuple(x for inner in nested for x in inner.settings)
+        # What the functions it runs, creates or alters change while they run counts as its own
+        # change for the guards (a SET clause is undone when its function returns, but the
+        # writes made meanwhile went uncounted, the timeout lifted, the session misnamed)
+        reached = tuple(x for x in syntax.function_settings if _guarded(x)) + tuple(self._reached[reached_from:])
+        if reached:
+            settings += tuple(x for x in dict.fromkeys(reached) if x not in settings)
         self._settings(syntax, kinds)
         if syntax.read_write:
             kinds.add("system")
@@ -538,8 +550,17 @@ class _Resolver:
                 self._body_prepares = True
             if fn.oid in self._uncounted_bodies:
                 self._body_uncounted = True
+            if fn.oid in self._fn_reached:
+                self._reached += self._fn_reached[fn.oid]
             return cached
+        reached_from = len(self._reached)
         found: set[str] = set()
+        for item in fn.config:  # its SET clauses (proconfig), in force while it runs
+            name, _, value = item.partition("=")
+            setting = (name.lower(), value)
+            found |= self._setting_kinds(*setting)
+            if _guarded(setting):
+                self._reached.append(setting)
         if fn.name in SERVER_FILE_FUNCTIONS and fn.builtin:
             found.add("server_files")
         if fn.name in SIGNAL_FUNCTIONS and fn.builtin:
@@ -570,6 +591,7 @@ class _Resolver:
                 does = frozenset(body.kinds) - {"select"}
                 if body.settings:  # set_config in the body: a setting changed (a value kept there)
                     does |= {"set"}
+                    self._reached += [x for x in body.settings if _guarded(x)]
                 found |= does
                 if body.uncounted:
                     self._uncounted_bodies.add(fn.oid)
@@ -604,6 +626,8 @@ class _Resolver:
                 self._in_progress.discard(fn.oid)
         result = frozenset(found)
         self._body_kinds[fn.oid] = result
+        if len(self._reached) > reached_from:
+            self._fn_reached[fn.oid] = tuple(self._reached[reached_from:])
         if "prepare" in result:
             self._body_prepares = True
         return result
@@ -1018,16 +1042,21 @@ class _Resolver:
 
     def _settings(self, syntax: Syntax, kinds: set[str]) -> None:
         for name, value in syntax.settings:
-            if name == "*":
-                continue
-            if name in ROLE_SETTINGS:
-                kinds.add("role")
-            elif name in READ_ONLY_SETTINGS:
-                # off, or a value computed at run time; RESET returns to the session's own value
-                if value is not None and (value == COMPUTED or value.strip().lower() in _OFF):
-                    kinds.add("system")
-            else:
-                kinds.update(self.setting_kinds(name))
+            kinds |= self._setting_kinds(name, value)
+
+    def _setting_kinds(self, name: str, value: str | None) -> set[str]:
+        """What changing setting ``name`` to ``value`` is, as statement kinds (a function's SET
+        clause too: `session_replication_role` is the superuser's while the function runs)."""
+        if name == "*":
+            return set()
+        if name in ROLE_SETTINGS:
+            return {"role"}
+        if name in READ_ONLY_SETTINGS:
+            # off, or a value computed at run time; RESET returns to the session's own value
+            if value is not None and (value == COMPUTED or value.strip().lower() in _OFF):
+                return {"system"}
+            return set()
+        return self.setting_kinds(name)
 
     def setting_kinds(self, name: str) -> set[str]:
         context = self.catalog.setting_context(name)
@@ -1043,6 +1072,13 @@ class _Resolver:
         if context != "user":
             return {"system"}
         return set()
+
+
+def _guarded(setting: tuple[str, str | None]) -> bool:
+    """Whether a function's change of ``setting`` is the statement's for the guards: a guarded
+    name, or one known only at run time (set_config with a computed name) given a value."""
+    name, value = setting
+    return name in GUARDED_SETTINGS or (name == "*" and value is not None)
 
 
 def _schema(name: str) -> str:

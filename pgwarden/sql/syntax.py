@@ -195,6 +195,10 @@ class Syntax:
     # DECLARE ... WITH HOLD (the commit runs the cursor's query to keep its rows), CREATE
     # CONSTRAINT TRIGGER ... DEFERRABLE (its function runs at the commit of a write).
     at_commit: bool = False
+    # What the functions this string creates or alters will change while they run, as
+    # ``settings``: their SET clauses (CREATE FUNCTION ... SET, ALTER FUNCTION ... SET; a RESET
+    # clause changes nothing) and the settings their bodies change (set_config, SET).
+    function_settings: tuple[tuple[str, str | None], ...] = ()
 
 
 @attrs.frozen
@@ -402,6 +406,7 @@ class _Walker:
         self.at_commit = False
         self.ddl_objects: list[tuple[str, tuple[str, ...]]] = []
         self.updates: list[tuple[str | None, str, frozenset[str]]] = []
+        self.function_settings: list[tuple[str, str | None]] = []
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -430,6 +435,7 @@ class _Walker:
             tuple(dict.fromkeys(self.ddl_objects)),
             tuple(dict.fromkeys(self.updates)),
             self.at_commit,
+            tuple(dict.fromkeys(self.function_settings)),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -452,6 +458,7 @@ class _Walker:
         self.at_commit = self.at_commit or other.at_commit
         self.ddl_objects += other.ddl_objects
         self.updates += other.updates
+        self.function_settings += other.function_settings
 
     # ------------------------------------------------------------------ constants
 
@@ -568,6 +575,7 @@ class _Walker:
             if parts:
                 self.defines.append((parts[-2] if len(parts) > 1 else None, parts[-1], "v", None))
                 self.changes_functions.append(("alter", None))
+            self._clause_settings(f.get("actions") or [])
         elif name in ("DropStmt", "DropOwnedStmt", "RenameStmt", "AlterOwnerStmt", "GrantStmt",
                       "CreatePublicationStmt", "AlterPublicationStmt"):
             self._ddl_reach(name, f)
@@ -720,6 +728,20 @@ class _Walker:
         elif kind in ("VAR_SET_DEFAULT", "VAR_RESET", "VAR_SET_CURRENT"):
             self.settings.append((setting, None))
 
+    def _clause_settings(self, options: list) -> None:
+        """The SET clauses among a CREATE or ALTER FUNCTION's options (`Syntax.function_settings`)."""
+        for option in options:
+            o = _node(option)
+            if o is None or o[1].get("defname") != "set":
+                continue
+            clause = _node(o[1].get("arg"))
+            if clause is None or clause[0] != "VariableSetStmt":
+                continue
+            inner = _Walker(self.lexer)
+            inner._settings("VariableSetStmt", clause[1])
+            self.function_settings += [(name, value) for name, value in inner.settings if value is not None]
+            self.constants_read = self.constants_read or inner.constants_read
+
     def _body_options(self, f: dict) -> tuple[str | None, str | None, bool]:
         """(language, body text, whether the body is a constant) of DO or CREATE FUNCTION."""
         language, body, known = None, None, True
@@ -770,6 +792,9 @@ class _Walker:
         elif body is not None and language == "plpgsql":
             syntax = plpgsql_body(body, self.lexer)
         self.defines.append((schema, fname, volatility, syntax))
+        self._clause_settings(f.get("options") or [])
+        if syntax is not None:  # what its body changes, whenever it is called
+            self.function_settings += syntax.settings + syntax.function_settings
         if f.get("replace"):
             self.changes_functions.append(("replace", syntax))
 

@@ -21,7 +21,9 @@ Why it is built this way:
 
 from __future__ import annotations
 
+import re
 import time as _time
+import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -86,6 +88,50 @@ def pretty_sql(sql: str) -> str:
         return sql
 
 
+#: Characters shown as a mark (``<U+202E>``) rather than as themselves, by their Unicode category:
+#: controls (C0 and C1, tab and newline aside), format characters (the bidirectional embeddings,
+#: overrides and isolates U+202A-U+202E and U+2066-U+2069, zero-width characters U+200B-U+200F,
+#: U+FEFF), line and paragraph separators, surrogates, private-use and unassigned code points.
+#: Any of them can make a statement read one way on the page and run another (Trojan Source,
+#: CVE-2021-42574): the approver must see that they are there and where.
+HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+#: what may be one of them (everything but printable ASCII, tab and newline): each is looked up
+_SUSPECT = re.compile(r"[^\t\n\x20-\x7e]")
+
+
+def visible(text: str) -> list[str | Tag]:
+    """``text`` with every hidden character (`HIDDEN_CATEGORIES`) replaced by a mark naming it
+    (``<U+202E>`` in a span of class ``invisible``, its Unicode name as the title). A CR before a
+    newline stays: a line end as Windows clients send it."""
+    parts: list[str | Tag] = []
+    last = 0
+    for found in _SUSPECT.finditer(text):
+        char, at = found.group(), found.start()
+        if unicodedata.category(char) not in HIDDEN_CATEGORIES or (char == "\r" and text.startswith("\n", at + 1)):
+            continue
+        parts.append(text[last:at])
+        parts.append(tags.span(f"<U+{ord(char):04X}>", class_="invisible",
+                               title=unicodedata.name(char, "control or unassigned character")))
+        last = at + 1
+    parts.append(text[last:])
+    return parts
+
+
+def statement(sql: str) -> list[Tag]:
+    """The statement as the agent sent it (its comments too: a ``/* reason: ... */`` from MCP's
+    request_write), hidden characters marked (`visible`); then pglast's layout of it, easier to
+    read but without comments, folded unless the text as sent is one long line."""
+    sent = tags.pre(tags.code(*visible(sql)), class_="sql sent", dir="ltr")
+    pretty = pretty_sql(sql)
+    if pretty == sql:
+        return [sent]
+    folded = tags.details(tags.summary("Formatted (comments left out)"),
+                          tags.pre(tags.code(*visible(pretty)), class_="sql pretty", dir="ltr"), class_="pretty")
+    if "\n" not in sql.strip() and len(sql) > 100:
+        folded.attributes["open"] = ""
+    return [sent, folded]
+
+
 def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -115,7 +161,8 @@ def _row(label: str, *value: str | Tag) -> list[Tag]:
 def _parameters(parameters: Sequence[str | None] | None) -> str | Tag:
     if parameters is None:
         return "none"
-    return tags.ol(*[tags.li(tags.code("NULL" if p is None else p)) for p in parameters], class_="parameters")
+    return tags.ol(*[tags.li(tags.code("NULL" if p is None else visible(p))) for p in parameters],
+                   class_="parameters")
 
 
 def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int) -> Tag:
@@ -130,7 +177,7 @@ def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int)
         *_row("Rule", where),
         *_row("Reason", r.reason or "-"),
         *_row("Kinds", ", ".join(r.kinds) or "-"),
-        *_row("Tables", ", ".join(r.tables) or "-"),
+        *_row("Tables", *visible(", ".join(r.tables) or "-")),
         *_row("Parameters", _parameters(r.parameters)),
         *_row("Impact preview", tags.span(describe_preview(r.preview),
                                           class_="preview" + ("" if r.preview is None or r.preview.ok else " failed"))),
@@ -161,7 +208,7 @@ def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int)
         )
     return tags.article(
         tags.h3("Request ", tags.code(r.id)),
-        tags.pre(tags.code(pretty_sql(r.sql)), class_="sql"),
+        *statement(r.sql),
         details,
         action,
         class_="request", id=f"request-{r.id}", **{"data-id": r.id},
@@ -174,7 +221,7 @@ def _ended(r: StoredRequest) -> Tag:
     reason = r.closed_reason or "; ".join(d.reason for d in r.decisions if d.reason) or "-"
     sql = r.sql if len(r.sql) <= 200 else r.sql[:199] + "…"
     return tags.tr(
-        tags.td(tags.code(r.id)), tags.td(r.subject), tags.td(tags.code(sql), class_="sql"),
+        tags.td(tags.code(r.id)), tags.td(r.subject), tags.td(tags.code(*visible(sql)), class_="sql"),
         tags.td(r.state, class_=f"state {r.state}"), tags.td(by), tags.td(reason),
         tags.td(tags.time(_iso(r.closed_at), datetime=_iso(r.closed_at)) if r.closed_at else "-"),
         id=f"request-{r.id}",

@@ -9,12 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.logger import Logger
-
-from pgwarden.api import AUTH_JWT, ConfigProblem, JwtAuth, Reactor, Sections, StartupMessage, hookimpl
-from pgwarden.identity import KeyFileError, TokenVerifier
-
-log = Logger(namespace="pgwarden.auth")
+from pgwarden.api import AUTH_JWT, ConfigProblem, Reactor, Sections, StartupMessage, hookimpl
+from pgwarden.identity import CurrentKeys, KeyFileError, TokenVerifier
 
 MISSING = ConfigProblem(("auth", "jwt"), "expected the token issuer's settings (issuer, audience and a key source) "
                                          "for the plugin jwt; or disable it (plugins.disable) if another plugin "
@@ -25,9 +21,8 @@ class JwtAuthentication:
     """Verifies tokens with the keys of the current config (replaced on reload)."""
 
     def __init__(self) -> None:
-        self._verifier: TokenVerifier | None = None
-        self._settings: JwtAuth | None = None
-        self._keys: bytes | None = None  # the key file's bytes the verifier was built from
+        #: the verifier and the keys it was built from; the MCP endpoint verifies with them too
+        self.keys = CurrentKeys()
 
     @hookimpl
     def pgwarden_config_sections(self):
@@ -52,24 +47,11 @@ class JwtAuthentication:
         settings = sections[AUTH_JWT]
         if settings is None:
             raise MISSING
-        key_file = settings.jwks_file or settings.public_key_file
-        try:
-            # A key file is read again at every reload: rotating keys in the ConfigMap that
-            # holds the config changes the file, not ``auth.jwt``.
-            keys = Path(key_file).read_bytes() if key_file else None
-            if self._verifier is not None and self._settings == settings and keys == self._keys:
-                return  # unchanged: remote keys stay cached
-            verifier = TokenVerifier(settings, reactor)
-        except (OSError, ValueError) as e:  # KeyFileError included: it names the file and why
-            if self._verifier is None:
-                raise  # at start-up there are no keys to keep
-            log.error("auth.jwt keys not reloaded, the previous ones stay in use: {file}: {err}",
-                      file=key_file, err=e)
-            return
-        self._verifier, self._settings, self._keys = verifier, settings, keys
+        self.keys.configure(settings, reactor)
 
     @hookimpl
     def pgwarden_authenticate(self, startup: StartupMessage, secret: str):
-        if self._verifier is None:  # pragma: no cover - configure always runs first
+        verifier = self.keys.verifier
+        if verifier is None:  # pragma: no cover - configure always runs first
             return None
-        return self._verifier.verify(secret)
+        return verifier.verify(secret)

@@ -30,10 +30,10 @@ NOW = 1_800_000_100.0
 
 
 def stored(id_: str, sql: str, subject: str = "agent-1", **kw) -> StoredRequest:
+    kw.setdefault("tables", ("public.orders",))
     return StoredRequest(id=id_, subject=subject, groups=("ai-agents",), session="s1", sql=sql, fingerprint="f",
                          params_hash="h", created=NOW - 90, expires=NOW + 210, kinds=("update",),
-                         tables=("public.orders",), policy="agents", rule="prod-writes",
-                         reason="writes need a human", **kw)
+                         policy="agents", rule="prod-writes", reason="writes need a human", **kw)
 
 
 @pytest.fixture
@@ -162,6 +162,49 @@ def test_what_an_agent_wrote_is_text_never_markup(inbox):
     assert "preview failed: <b>relation</b> does not exist" in text
     assert "<script>alert(4)</script>" in text  # the denial's reason, in the history
     assert body.count("<script") == 1
+
+
+def test_the_statement_is_shown_as_the_agent_sent_it_with_its_reason(inbox):
+    """Red team eight (8c F3): the page showed pglast's layout alone, which drops comments: the
+    ``/* reason: ... */`` an agent gives through MCP's request_write never reached the approver."""
+    from pgwarden.mcp.writes import with_reason
+
+    sql = with_reason("UPDATE public.orders SET paid = true WHERE id = 7", "customer 7 paid by wire transfer")
+    inbox.put(stored("r1", sql))
+    status, _h, body = get(inbox.base + "requests", Authorization="Bearer " + inbox.token("alice", ["db-approvers"]))
+    assert status == 200
+    page = Elements(body)
+    text = "".join(page.text)
+    assert sql in text  # as sent, the reason's comment included
+    assert "UPDATE public.orders\nSET paid = TRUE\nWHERE id = 7" in text  # and laid out, for reading
+    assert ("pre", {"class": "sql sent", "dir": "ltr"}) in page.elements
+
+
+def test_characters_that_hide_or_reorder_text_are_shown_as_marks(inbox):
+    """Trojan Source: a right-to-left override, isolates and zero-width characters make the text
+    read one way on the page and run another. Each is shown as a mark naming it, in the
+    statement as sent, its layout, the parameters, the tables and the history; a CRLF line end
+    is a line end."""
+    trojan = ("UPDATE public.orders SET note = 'ok' /*\u202e } \u2066 WHERE id = 1 \u2069 \u2066*/\r\n"
+              "WHERE note\u200b = 'x\x07\rx\u2028'")
+    inbox.put(stored("r1", trojan, parameters=("a\u202eb", None), tables=("public.ord\u200dTers",)))
+    inbox.put(stored("r2", trojan))
+    inbox.decide("r2", Decision(approved=False, approver="bob", groups=("db-approvers",), reason="no", at=NOW))
+    status, _h, body = get(inbox.base, Authorization="Bearer " + inbox.token("alice", ["db-approvers"]))
+    assert status == 200
+    for hidden in "\u202e\u2066\u2069\u200b\u200d\x07\u2028":
+        assert hidden not in body, repr(hidden)
+    page = Elements(body)
+    titles = {a.get("title") for t, a in page.elements if t == "span" and a.get("class") == "invisible"}
+    assert {"RIGHT-TO-LEFT OVERRIDE", "LEFT-TO-RIGHT ISOLATE", "POP DIRECTIONAL ISOLATE", "ZERO WIDTH SPACE",
+            "ZERO WIDTH JOINER", "LINE SEPARATOR", "control or unassigned character"} == titles
+    # in the statement as sent, the parameter and the history (the layout drops the comment)
+    assert page.text.count("<U+202E>") == 3
+    assert page.text.count("<U+2028>") == 3  # the statement as sent, its layout (a literal) and the history
+    text = "".join(page.text)
+    assert "<U+2066> WHERE id = 1 <U+2069> <U+2066>*/\r\nWHERE note<U+200B> = 'x<U+0007><U+000D>x<U+2028>'" in text
+    assert "a<U+202E>b" in text and "public.ord<U+200D>Ters" in text  # the parameter, the tables
+    assert "<U+000D>\n" not in text  # a CRLF line end is not marked
 
 
 def test_the_reader_cannot_decide_their_own_request_nor_twice(inbox):

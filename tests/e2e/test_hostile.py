@@ -551,7 +551,8 @@ CASES = [
     refused("3", "COPY (SELECT 1) TO PROGRAM 'touch {marker}'", policy="nowrite"),
     refused("9", "DO $$ BEGIN EXECUTE 'COPY (SELECT 1) TO PROGRAM ''touch {marker}'''; END $$"),
     allowed("3", "SELECT random(), clock_timestamp(), pg_sleep(0), now(), txid_current()"),
-    allowed("3", "SELECT set_config('application_name', 'x', false)"),
+    allowed("3", "SELECT set_config('work_mem', '8MB', false)"),
+    refused("r8", "SELECT set_config('application_name', 'x', false)"),  # (the core's: it names the identity)
     allowed("3", "SELECT count(*) FROM pg_stat_activity"),
     allowed("3", "SELECT count(*) FROM pg_settings WHERE name = 'work_mem'"),
     allowed("3", "SELECT count(*) FROM pg_locks"),

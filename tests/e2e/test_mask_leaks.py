@@ -712,9 +712,10 @@ CASES = [
       "SELECT current_setting('leak.x')", expect=ANY, protocols=CODE),
     c("code", "LISTEN leak", "DO $$ BEGIN PERFORM pg_notify('leak', (SELECT ssn FROM users WHERE id = 1)); END $$",
       "SELECT 1", expect=ANY, protocols=CODE),
-    # ParameterStatus carries the new application_name to the client
+    # ParameterStatus carries the new application_name to the client (refused by the core since round
+    # eight, masks or not: application_name names the identity, docs/analysis.md)
     c("code", "DO $$ BEGIN PERFORM set_config('application_name', (SELECT ssn FROM users WHERE id = 1), false); "
-              "END $$", "SELECT 1", expect=ANY, protocols=CODE),
+              "END $$", "SELECT 1", expect=ANY, protocols=CODE, open_leaks=False),
     c("code", BEGIN, "DO $$ DECLARE c refcursor := (SELECT ssn FROM users WHERE id = 1); BEGIN OPEN c FOR SELECT 1; "
                      "END $$", "SELECT name FROM pg_cursors", COMMIT, expect=ANY, protocols=CODE),
     c("code", "CREATE PROCEDURE leak_p(INOUT x text) LANGUAGE sql AS $$ SELECT reverse(ssn) FROM users WHERE id = 1 $$",
@@ -784,7 +785,7 @@ CASES = [
     c("launder", "SELECT pg_advisory_lock(replace(ssn, '-', '')::bigint) FROM users WHERE id = 1",
       "SELECT classid, objid FROM pg_locks WHERE locktype = 'advisory'", expect=ANY, protocols=CODE),
     c("launder", "SELECT set_config('application_name', ssn, false) FROM users WHERE id = 1", "SELECT 1", expect=ANY,
-      protocols=CODE),
+      protocols=CODE, open_leaks=False),  # (refused by the core since round eight, as above)
     c("launder", "SELECT lo_create(4243)", "SELECT lo_put(4243, 0, convert_to(ssn, 'UTF8')) FROM users WHERE id = 1",
       "SELECT lo_get(4243)", expect=ANY, protocols=CODE),
     c("launder", "SELECT ssn, email INTO TEMP leak_t FROM users", "SELECT * FROM leak_t", expect=ANY, protocols=CODE),

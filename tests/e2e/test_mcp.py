@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -23,7 +25,7 @@ from pgwarden.testing.endpoint import ISSUER
 from pgwarden.testing.postgres import free_port
 from pgwarden.testing.pytest_plugin import base_config, check_records
 from pgwarden.testing.running import PgwardenProcess, launch
-from pgwarden.tokens import mint
+from pgwarden.tokens import generate_key, mint
 
 MODERN = "2026-07-28"
 
@@ -708,3 +710,64 @@ def test_reload_applies_settings_and_keeps_the_address(make_pgwarden):
     assert httpx.post(url, headers=headers).status_code == 401  # past the origin check, to the token's
     assert rp.call(rp.app.reload, attrs.evolve(config, mcp=None))
     assert rp.app.config.mcp is not None and httpx.get(metadata).json()["resource"] == url
+
+
+def _public_pem(private_key: Path) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(private_key.read_bytes(), password=None)
+    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+@pytest.mark.parametrize("source", ["jwks_file", "public_key_file"])
+def test_a_key_rotated_out_is_refused_on_both_doors_after_a_reload(pg_server, tmp_path, source):
+    """Red team eight (8c F1): the endpoint kept the keys it first read, so after a rotation
+    (old key out of the file, new key in, SIGHUP) it took the revoked key's tokens and refused
+    the new key's, while the wire port followed the file. Both doors now verify with the one
+    set of keys the reload read (the jwt plugin's)."""
+    old_key, old_jwks = generate_key(tmp_path / "old", kid="old-key")
+    new_key, new_jwks = generate_key(tmp_path / "new", kid="new-key")
+    key_file = tmp_path / "keys"
+    key_file.write_bytes(old_jwks.read_bytes() if source == "jwks_file" else _public_pem(old_key))
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/mcp"
+    keys = {"private": old_key, "jwks": old_jwks}
+    doc = base_config(pg_server, keys, tmp_path, mcp={"url": url, "port": port})
+    doc["auth"]["jwt"] = {"issuer": ISSUER, "audience": "pgwarden", source: str(key_file)}
+    config = tmp_path / "pgwarden.yaml"
+    config.write_text(yaml.safe_dump(doc))
+    running = launch(config, keys, tmp_path)
+    server = McpServer(running, url, port, pg_server.dsn())
+
+    def wire(key: Path, kid: str) -> bool:
+        token = mint(key, subject="agent-1", issuer=ISSUER, audience="pgwarden", groups=["ai-agents"], kid=kid)
+        try:
+            with psycopg.connect(f"host=127.0.0.1 port={running.port} dbname=appdb user=agent password={token}",
+                                 autocommit=True, connect_timeout=10) as conn:
+                return conn.execute("SELECT 1").fetchone() == (1,)
+        except psycopg.OperationalError:
+            return False
+
+    def endpoint(key: Path, kid: str) -> int:
+        token = mint(key, subject="agent-1", issuer=ISSUER, audience=url, groups=["ai-agents"], kid=kid)
+        return post(server, {"jsonrpc": "2.0", "id": 7, "method": "tools/call", "params": {
+            "name": "whoami", "arguments": {}, "_meta": {
+                "io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}}},
+            token, headers={"MCP-Protocol-Version": MODERN, "Mcp-Method": "tools/call",
+                            "Mcp-Name": "whoami"}).status_code
+
+    try:
+        # One old-key token is used before the rotation and again after it: no cache keeps it.
+        old_token = mint(old_key, subject="agent-1", issuer=ISSUER, audience=url, groups=["ai-agents"],
+                         kid="old-key")
+        assert (wire(old_key, "old-key"), endpoint(old_key, "old-key")) == (True, 200)
+        assert post(server, {"jsonrpc": "2.0", "id": 1, "method": "ping"}, old_token).status_code != 401
+        assert (wire(new_key, "new-key"), endpoint(new_key, "new-key")) == (False, 401)
+        key_file.write_bytes(new_jwks.read_bytes() if source == "jwks_file" else _public_pem(new_key))
+        running.proc.send_signal(signal.SIGHUP)
+        running.wait_for_log("reloaded")
+        assert (wire(old_key, "old-key"), endpoint(old_key, "old-key")) == (False, 401)
+        assert post(server, {"jsonrpc": "2.0", "id": 1, "method": "ping"}, old_token).status_code == 401
+        assert (wire(new_key, "new-key"), endpoint(new_key, "new-key")) == (True, 200)
+    finally:
+        running.stop()

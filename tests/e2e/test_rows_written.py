@@ -251,11 +251,21 @@ def test_switching_the_count_off_is_refused(capped, pg_server):
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
             c.execute("set track_counts = off")
         assert "track_counts" in excinfo.value.diag.message_primary
-        # Switched off inside the statement (by a function, unseen): the check will not guess.
+        # Switched off by a function the statement runs: seen in its body (round eight).
         with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
             c.execute("select rw_uncounted()")
-        assert excinfo.value.diag.message_primary == (
-            "pgwarden: blocked: the rows this statement writes cannot be counted")
+        assert excinfo.value.diag.message_primary == "pgwarden: blocked: changing track_counts is not allowed"
+    assert rows(pg_server, "rw_log") == 0
+    # Off where pgwarden does not look (the database's default, an operator's): the check will not guess.
+    pg_server.psql("alter database appdb set track_counts = off")
+    try:
+        with psycopg.connect(capped.dsn(), autocommit=True) as c:
+            with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
+                c.execute("insert into rw_log values (1)")
+            assert excinfo.value.diag.message_primary == (
+                "pgwarden: blocked: the rows this statement writes cannot be counted")
+    finally:
+        pg_server.psql("alter database appdb reset track_counts")
     assert rows(pg_server, "rw_log") == 0
 
 

@@ -655,6 +655,9 @@ class Relay:
         # Asked before each Execute (a statement parsed earlier runs again): a reason ends the session.
         self._execute_gate = execute_gate
         self.state = state or SessionState()
+        # The name the server gave the session at login (pgwarden's, after the agent's identity):
+        # a report of another ends the session (the analysis refuses every change it sees).
+        self._login_name: str | None = self.state.parameters.get(lexical.APPLICATION_NAME)
         self._client = MessageFramer(max_message_size, valid_types=FRONTEND_TYPES)
         self._server = MessageFramer(max_message_size, valid_types=BACKEND_TYPES, run_type=_B_DATA_ROW)
         self._server.streamable = _STREAMED
@@ -1470,6 +1473,14 @@ class Relay:
             elif t == _B_PARAMETER:
                 p = m.ParameterStatus.decode(raw[5:])
                 self.state.parameters[p.name] = p.value
+                if p.name == lexical.APPLICATION_NAME and self._login_name is not None \
+                        and p.value != self._login_name:
+                    # Code the analysis could not read (SQL built at run time) renamed the session,
+                    # which the server's logs and pg_stat_activity then blame on another agent.
+                    self.fail("the server reports that application_name changed during the session; "
+                              "pgwarden names the session after the agent's identity, so the session ends",
+                              "42501")
+                    return
                 if p.name in lexical.TRACKED and lexical.changed_from_login(
                         p.name, p.value, self._encoding.name, self._lexer):
                     # Statements already decided were read the old way (see pgwarden.lexical).

@@ -710,3 +710,19 @@ def test_an_error_that_answers_nothing_expected_ends_the_session():
     t.down()
     t.server(m.ErrorResponse((("S", "ERROR"), ("V", "ERROR"), ("C", "08P01"), ("M", "invalid message format"))))
     assert t.relay.closing and "cannot match" in t.relay.closing
+
+
+def test_a_report_that_the_session_was_renamed_ends_it():
+    """pgwarden names the upstream session after the agent (application_name); the analysis refuses
+    every change it sees, and a report of one it could not see (SQL built at run time) ends the
+    session: the server's logs would blame another agent."""
+    from pgwarden.relay.engine import SessionState
+
+    relay = Relay(lambda req: ALLOW, state=SessionState(parameters={"application_name": "pgwarden:agent-1"}))
+    relay.client_data(m.Query("select f()").encode())
+    relay.pop_upstream()
+    relay.server_data(m.ParameterStatus("application_name", "pgwarden:agent-1").encode())  # (the same: goes on)
+    assert not relay.closing
+    relay.server_data(m.ParameterStatus("application_name", "pgwarden:agent-2").encode())
+    assert relay.closing and "application_name changed" in relay.closing
+    assert m.ParameterStatus("application_name", "pgwarden:agent-2").encode() not in b"".join(relay.pop_client())

@@ -22,7 +22,7 @@ Pure: no Twisted, no I/O. The catalog facts come from the `SqlContext`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 from pglast.parser import ParseError
@@ -144,7 +144,30 @@ _REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "pg_prepared_statement": ("statement",),  # pg_prepared_statements.statement
     "pg_cursor": ("statement",),  # pg_cursors.statement
     "pg_stat_statements": ("query",),  # the extension's view pg_stat_statements.query
+    # logical decoding: the change stream of every table (test_decoding prints each written row's
+    # columns, `ssn[text]:'812-57-3964'`), what the output plugin makes of it (red team eight)
+    "pg_logical_slot_get_changes": (),
+    "pg_logical_slot_peek_changes": (),
+    "pg_logical_slot_get_binary_changes": (),
+    "pg_logical_slot_peek_binary_changes": (),
 }
+# Extensions every function of which may return stored rows by another path than their tables:
+# raw pages and their tuples (pageinspect: get_raw_page, heap_page_items, tuple_data_split,
+# bt_page_items, ...), WAL records' block images and data (pg_walinspect: pg_get_wal_block_info).
+# Known from the catalog (`FunctionFacts.extension`), whatever the functions' names or schema; an
+# output of one is traced to Source("pg_catalog", "<extension>:<function>", column).
+_REVEALING_EXTENSIONS = frozenset({"pageinspect", "pg_walinspect"})
+
+
+def revealing_function(fn: FunctionFacts) -> tuple[str, tuple[str, ...]] | None:
+    """Whether ``fn`` returns values of any column (`reveals_values`): the name its outputs are
+    traced to (``Source("pg_catalog", name, column)``) and its result columns that do (empty: the
+    whole result); None when it does not."""
+    if fn.extension in _REVEALING_EXTENSIONS:
+        return f"{fn.extension}:{fn.name}", ()
+    if fn.builtin and fn.name in _REVEALING_FUNCTIONS:
+        return fn.name, _REVEALING_FUNCTIONS[fn.name]
+    return None
 
 
 def _fields(obj: Any) -> Any:
@@ -200,7 +223,10 @@ def reveals_values(source: str) -> bool:
     if source in _REVEALING_COLUMNS:
         return True
     schema, _, rest = source.partition(".")
-    return schema == "pg_catalog" and rest.partition(".")[0] in _REVEALING_FUNCTIONS
+    table = rest.partition(".")[0]
+    # (no relation of pg_catalog is named so: only initdb makes them)
+    return schema == "pg_catalog" and (table in _REVEALING_FUNCTIONS
+                                       or table.partition(":")[0] in _REVEALING_EXTENSIONS and ":" in table)
 
 
 # The relations and views whose rows hold such values, as a statement's analysis names them
@@ -209,11 +235,20 @@ _REVEALING_RELATIONS = STATISTICS_RELATIONS | {
     "pg_catalog.pg_stat_activity", "pg_catalog.pg_prepared_statements", "pg_catalog.pg_cursors"}
 
 
-def names_revealing(tables: Iterable[str], functions: Iterable[str]) -> bool:
+class _FunctionsByName(Protocol):
+    def functions_named(self, name: str) -> Iterable[object]: ...
+
+
+def names_revealing(tables: Iterable[str], functions: Iterable[str], catalog: _FunctionsByName | None = None) -> bool:
     """Whether code that uses ``tables`` (schema.table) and calls ``functions`` (names) may read
-    values of any column (`reveals_values`): for what lineage cannot trace, a DO block's body."""
+    values of any column (`reveals_values`): for what lineage cannot trace, a DO block's body.
+    With ``catalog``, a function of an extension whose functions all do (pageinspect) counts
+    whatever its name."""
+    names = [f.rpartition(".")[2] for f in functions]
     return any(t in _REVEALING_RELATIONS or t.endswith(".pg_stat_statements") for t in tables) or any(
-        f.rpartition(".")[2] in _REVEALING_FUNCTIONS for f in functions)
+        name in _REVEALING_FUNCTIONS for name in names) or catalog is not None and any(
+        getattr(fn, "extension", None) in _REVEALING_EXTENSIONS
+        for name in names for fn in catalog.functions_named(name))
 
 
 def _revealing(fname: str, column: str) -> _Val:
@@ -1250,11 +1285,12 @@ class _Walker:
             names = [c.name for c in cols] if cols is not None else []
         if not names and defs:
             names = defs
-        if fn.builtin:  # what a built-in returns is computed from its arguments
+        found = revealing_function(fn)
+        if fn.builtin or found is not None:  # what a built-in returns is computed from its arguments
             out = [(nm, _NONE) for nm in names] if names else [(fname, _NONE)]
-            revealing = _REVEALING_FUNCTIONS.get(fname)
-            if revealing is not None:
-                out = [(nm, _revealing(fname, nm) if not revealing or nm in revealing else v) for nm, v in out]
+            if found is not None:
+                traced, revealing = found
+                out = [(nm, _revealing(traced, nm) if not revealing or nm in revealing else v) for nm, v in out]
             return out
         body = self.body_outputs(fn)
         if body is not None and (not names or len(body) == len(names)):
@@ -1892,9 +1928,10 @@ class _Walker:
             opaque = True
             sources.add(UNTRACED)
         for fn in candidates:
+            found = revealing_function(fn)
+            if found is not None:  # (a record or text holding a statement's text, a raw page)
+                sources.add(Source("pg_catalog", found[0], fname))
             if fn.builtin:
-                if fname in _REVEALING_FUNCTIONS:  # (a record or text holding a statement's text)
-                    sources.add(Source("pg_catalog", fname, fname))
                 continue
             if fn.ndefaults and nargs < fn.nargs:
                 # an argument left to its DEFAULT: an expression of the function's (proargdefaults)

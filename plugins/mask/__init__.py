@@ -444,7 +444,8 @@ class Masking:
         """Whether a statement that runs code may read a masked column: it names (or its code
         does) a table masked columns are in, the statistics or statements' text, or something
         pgwarden cannot identify."""
-        if "unknown" in statement.kinds or names_revealing(statement.tables, statement.analysis.functions):
+        catalog = statement.context.catalog if statement.context is not None else None
+        if "unknown" in statement.kinds or names_revealing(statement.tables, statement.analysis.functions, catalog):
             return True
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)

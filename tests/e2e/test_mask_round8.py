@@ -1,0 +1,127 @@
+"""Red team eight (masking, hunt 8b): a table's TOAST relation read by name, code of a refused
+statement run on pgwarden's plans connection, a row-level security policy reading masked values,
+logical decoding and raw pages. Round three's database and masks (tests/e2e/test_mask_round3.py),
+under round five's demo-like policy where the attack needs no DDL, round three's POLICY (default
+allow; roles and system blocked) where it does. Each test failed before its fix.
+
+This module runs its own server, at ``wal_level = logical`` (logical decoding needs it; the other
+tests do not depend on it).
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_mask_round3 import POLICY, SSN, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
+
+from pgwarden.testing.postgres import TempPostgres
+
+WRONG = "812-57-3965"
+
+
+@pytest.fixture
+def operator(request):
+    """A direct connection of the operator's (round three's ``direct``)."""
+    return request.getfixturevalue("direct")
+
+
+def _no_oracle(agent, sql: str) -> None:
+    """``sql`` (with ``{g}`` for the guess) tells the stored SSN from a wrong guess neither by its
+    rows nor by its bytes: refused (42501), or the same answer for both."""
+    answers = {}
+    for guess in (SSN, WRONG):
+        got, r = received_by(agent, sql.format(g=guess))
+        assert not leaked(got), (leaked(got), r)
+        if r["err"] is not None:
+            assert r["err"][0] == "42501", r
+            return
+        answers[guess] = r["rows"]
+    assert answers[SSN] == answers[WRONG], f"the stored SSN is told from a wrong guess: {answers}"
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """This module's server, at wal_level = logical (a CDC slot: Debezium, Fivetran, a managed
+    service's logical replication); otherwise as the shared one."""
+    server = TempPostgres(settings={"wal_level": "logical"})
+    server.start()
+    yield server
+    server.stop()
+
+
+# ------------------------------------------------------------------ 4. logical decoding
+@pytest.fixture
+def cdc_agent(request, make_pgwarden, tmp_path, operator):
+    request.getfixturevalue("rtdb")
+    operator.execute("SELECT pg_create_logical_replication_slot('h8b_cdc', 'test_decoding') WHERE NOT EXISTS "
+                     "(SELECT 1 FROM pg_replication_slots WHERE slot_name = 'h8b_cdc')")
+    operator.execute("UPDATE users SET name = name WHERE id = 1")  # the application's own traffic
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    yield s
+    s.close()
+    operator.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'h8b%'")
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT data FROM pg_logical_slot_peek_changes('h8b_cdc', NULL, NULL)",
+    "SELECT encode(data, 'escape') AS data FROM pg_logical_slot_peek_binary_changes('h8b_cdc', NULL, NULL)",
+    "SELECT c.data FROM pg_catalog.pg_logical_slot_peek_changes('h8b_cdc', NULL, NULL) AS c",
+    "SELECT (pg_logical_slot_peek_changes('h8b_cdc', NULL, NULL)).data",
+], ids=["peek", "peek-binary", "qualified", "in-select-list"])
+def test_logical_decoding_does_not_return_masked_values_in_clear(cdc_agent, sql):
+    # A role with REPLICATION (or a superuser) reads a slot's changes: test_decoding prints every
+    # column of every written row (`ssn[text]:'812-57-3964' card_number[text]:'4539...'`). These
+    # functions were not among those that reveal values: only a policy blocking side effects
+    # refused them.
+    got, r = received_by(cdc_agent, sql)
+    assert not leaked(got), (leaked(got), str(r)[:400])
+    # refused (reading a slot's changes is a function that may change state, and they may hold
+    # masked values), or answered masked whole
+    assert r["err"] is not None and r["err"][0] == "42501" or r["rows"], r
+
+
+def test_a_condition_over_logical_decoding_is_an_oracle(cdc_agent):
+    _no_oracle(cdc_agent, "SELECT count(*) FROM pg_logical_slot_peek_changes('h8b_cdc', NULL, NULL) "
+                          "WHERE data LIKE '%{g}%'")
+
+
+# ------------------------------------------------------------------ 5. raw pages (pageinspect)
+@pytest.fixture
+def pages_agent(request, make_pgwarden, tmp_path, operator):
+    request.getfixturevalue("rtdb")
+    operator.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")  # the operator's (a DBA's tool)
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    yield s
+    s.close()
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT encode(get_raw_page('users', 0), 'escape') AS page",
+    "SELECT t_data FROM heap_page_items(get_raw_page('users', 0))",
+    "SELECT * FROM heap_page_items(get_raw_page('users', 0))",
+    "SELECT tuple_data_split('users'::regclass, t_data, t_infomask, t_infomask2, t_bits) FROM "
+    "heap_page_items(get_raw_page('users', 0))",
+], ids=["raw-page", "heap-items", "star", "tuple-data-split"])
+def test_raw_pages_do_not_return_masked_values_in_clear(pages_agent, sql):
+    # get_raw_page reads a table's block as bytes (superuser by default): the heap tuples hold every
+    # column as stored. Every function of pageinspect (and of pg_walinspect) is now a source that
+    # may hold any column's value, known by its extension from the catalog.
+    got, r = received_by(pages_agent, sql)
+    assert not leaked(got) and SSN not in str(r), (leaked(got), str(r)[:300])
+    # refused (a page given to a set-returning function: how many rows it returns; a VOLATILE
+    # function), or answered masked whole
+    assert r["err"] is not None and r["err"][0] == "42501" or r["rows"], r
+
+
+def test_a_condition_over_raw_pages_is_an_oracle(pages_agent):
+    _no_oracle(pages_agent, "SELECT lp FROM heap_page_items(get_raw_page('users', 0)) "
+                            "WHERE position(convert_to('{g}', 'UTF8') in t_data) > 0")
+
+
+def test_ordinary_reads_near_these_sources_are_answered(cdc_agent):
+    # What the fixes must not refuse: the slots' list, a plain read of users (masked), pg_class.
+    for sql in ("SELECT slot_name, plugin FROM pg_replication_slots",
+                "SELECT id, name, ssn FROM users ORDER BY id",
+                "SELECT relname, reltoastrelid <> 0 AS toasted FROM pg_class WHERE relname = 'users'"):
+        got, r = received_by(cdc_agent, sql)
+        assert r["err"] is None, (sql, r)
+        assert not leaked(got), (sql, leaked(got))

@@ -11,7 +11,7 @@ tests do not depend on it).
 from __future__ import annotations
 
 import pytest
-from test_mask_round3 import POLICY, SSN, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
+from test_mask_round3 import POLICY, SSN, SSN_NUM, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
 
 from pgwarden.testing.postgres import TempPostgres
 
@@ -46,6 +46,51 @@ def pg_server():
     server.start()
     yield server
     server.stop()
+
+
+# ------------------------------------------------------------------ 2. the plan question runs the agent's code
+LOCKING = ("CREATE FUNCTION h8b_lock() RETURNS int LANGUAGE plpgsql {volatility} AS $$ BEGIN "
+           "EXECUTE 'SELECT pg_advisory_lock(replace(ss' || 'n, ''-'', '''')::bigint) FROM us' || "
+           "'ers WHERE id = 1'; RETURN 1; END $$")
+
+
+def _advisory_keys(conn) -> list[str]:
+    return [k for (k,) in conn.execute("SELECT classid::text || ':' || objid::text FROM pg_locks "
+                                         "WHERE locktype = 'advisory'").fetchall()]
+
+
+@pytest.fixture
+def locking_agent(request, make_pgwarden, tmp_path, operator):
+    request.getfixturevalue("rtdb")
+
+    def make(policy):
+        s = Session(start(make_pgwarden, tmp_path, policy))
+        made.append(s)
+        return s
+
+    made: list[Session] = []
+    yield make
+    for s in made:
+        s.close()
+    operator.execute("DROP FUNCTION IF EXISTS h8b_lock()")
+
+
+def test_a_refused_statement_leaves_nothing_on_pgwardens_plan_connection(locking_agent, operator):
+    # An IMMUTABLE PL/pgSQL function whose body builds its SQL takes a session-level advisory lock
+    # keyed by the SSN's digits. `SELECT h8b_lock()` is refused (block: "statements pgwarden cannot
+    # analyse"), but the mask plugin asks its plan on the "pgwarden plans" connection, and EXPLAIN
+    # folds an IMMUTABLE call with constant arguments: the planner RAN the function there, and
+    # ROLLBACK does not release a session-level advisory lock. pg_locks, read by any session,
+    # showed the SSN as the lock's key. (That the plan is asked for a statement another plugin
+    # refused is the core's; what the question leaves on its connection, pgwarden's planner's.)
+    agent = locking_agent(POLICY)
+    assert agent.run(LOCKING.format(volatility="IMMUTABLE"))["err"] is None
+    agent.run("SELECT h8b_lock()")
+    got, r = received_by(agent, "SELECT classid::text || ':' || objid::text AS k, pid FROM pg_locks "
+                                "WHERE locktype = 'advisory'")
+    assert f"0:{SSN_NUM}" not in [row[0] for row in r["rows"] or ()], f"the SSN is a lock's key: {r}"
+    assert f"0:{SSN_NUM}" not in _advisory_keys(operator)
+    assert not leaked(got), leaked(got)
 
 
 # ------------------------------------------------------------------ 4. logical decoding

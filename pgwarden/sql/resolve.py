@@ -140,6 +140,10 @@ class _Resolver:
         self.stale = ctx.stale
         self._body_kinds: dict[int, frozenset[str]] = {}
         self._body_tables: dict[int, frozenset[str]] = {}
+        # (the functions a body calls, its own functions' bodies' too: a statement that runs it
+        # runs them, whatever volatility it declares: an IMMUTABLE function's `PERFORM
+        # pg_advisory_lock(<a masked value>)` keeps that value in pg_locks, red team eight)
+        self._body_functions: dict[int, frozenset[str]] = {}
         # (the writes of another kind than the body's own it does, `Analysis.indirect_writes`)
         self._body_indirect: dict[int, frozenset[tuple[str, str]]] = {}
         # (a body's writes' WHERE, `Analysis.has_where`: a call of a function whose body deletes
@@ -319,6 +323,7 @@ class _Resolver:
         found: set[str] = set()
         for fn in candidates:
             found |= self.function_kinds(fn)
+            functions |= self._body_functions.get(fn.oid, frozenset())
             body_tables = self._body_tables.get(fn.oid)
             if body_tables:  # what its body reads counts as read here (a SECURITY DEFINER reader)
                 nested.append(self._body_effects(fn.oid, body_tables))
@@ -571,6 +576,7 @@ class _Resolver:
                     self._body_uncounted = True
                 self._body_only[fn.oid] = does
                 self._body_tables[fn.oid] = body.tables
+                self._body_functions[fn.oid] = body.functions
                 if body.indirect_writes:
                     self._body_indirect[fn.oid] = body.indirect_writes
                 if body.has_where is not None:
@@ -941,6 +947,7 @@ class _Resolver:
         if found:
             kinds |= found
             functions.add(fn.name)
+        functions |= self._body_functions.get(fn.oid, frozenset())
         body_tables = self._body_tables.get(fn.oid)
         if body_tables:
             nested.append(self._body_effects(fn.oid, body_tables))

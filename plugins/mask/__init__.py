@@ -297,7 +297,7 @@ class Masking:
                 "masked columns",
                 "The planner computes such a function's value and the plan prints it (a constant in a "
                 "filter, or an output with VERBOSE). EXPLAIN the statement without the function.")
-        keeps = _keeps(statement.kinds, analysis)
+        keeps = _keeps(statement.kinds, analysis, catalog)
         if keeps and self._may_touch(rules, statement, lineages):
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
@@ -351,7 +351,8 @@ class Masking:
                         "table or explained as it runs here",
                         "CREATE TABLE ... AS EXECUTE stores them unmasked, EXPLAIN ANALYZE shows sizes of what "
                         "it computed. EXECUTE it on its own: its rows come back masked.")
-                if body_analysis is None or _keeps(body_analysis.kinds, body_analysis):
+                catalog = statement.context.catalog if statement.context is not None else None
+                if body_analysis is None or _keeps(body_analysis.kinds, body_analysis, catalog):
                     return _refused_by(rule,
                         f"prepared statement {name} may read masked columns and keep values elsewhere "
                         "(set_config, large objects, NOTIFY, sequences, advisory locks), or is not known",
@@ -673,7 +674,14 @@ def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn,
     return masker
 
 
-def _keeps(kinds: frozenset[str], analysis) -> bool:
-    """Whether a statement keeps a value where a later one reads it back (`_KEEPS`)."""
+def _keeps(kinds: frozenset[str], analysis, catalog=None) -> bool:
+    """Whether a statement keeps a value where a later one reads it back (`_KEEPS`): also when it
+    runs code of the database's own that pgwarden cannot see into (``unknown``: EXECUTE of SQL a
+    function builds), which may do anything a statement may whatever volatility its function
+    declares (a VOLATILE one is a side effect; the same body declared IMMUTABLE or STABLE, the
+    agent's word, took an advisory lock keyed by the SSN all the same: red team eight)."""
     return bool(kinds & _KEEPS or analysis.settings
-                or any(name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions))
+                or any(name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions)
+                or "unknown" in kinds and catalog is not None and any(
+                    not fn.builtin for name in analysis.functions
+                    for fn in catalog.functions_named(name.rpartition(".")[2])))

@@ -93,6 +93,27 @@ def test_a_refused_statement_leaves_nothing_on_pgwardens_plan_connection(locking
     assert not leaked(got), leaked(got)
 
 
+# ------------------------------------------------------------------ 6. dynamic SQL whatever the volatility
+STATIC = ("CREATE FUNCTION h8b_lock() RETURNS int LANGUAGE plpgsql {volatility} AS $$ BEGIN "
+          "PERFORM pg_advisory_lock(replace(ssn, '-', '')::bigint) FROM users WHERE id = 1; RETURN 1; END $$")
+
+
+@pytest.mark.parametrize("body", [LOCKING, STATIC], ids=["dynamic", "static"])
+@pytest.mark.parametrize("volatility", ["IMMUTABLE", "STABLE", "VOLATILE"])
+def test_code_keeps_values_elsewhere_whatever_its_declared_volatility(locking_agent, operator, volatility, body):
+    # Under a policy that lets `unknown` statements through, the mask plugin refused the VOLATILE
+    # function as "keeping values elsewhere" (EXECUTE of built text may do anything), but not the
+    # same body declared IMMUTABLE or STABLE: a declared volatility is the agent's word. The lock
+    # was taken in the agent's own session (pg_locks shows it to every session).
+    agent = locking_agent({**POLICY, "rules": [{"name": "code", "allow": {"statements": ["unknown"]}},
+                                                *POLICY["rules"]]})
+    assert agent.run(body.format(volatility=volatility))["err"] is None
+    r = agent.run("SELECT h8b_lock()")
+    assert r["err"] is not None and r["err"][0] == "42501", r
+    assert "keep values elsewhere" in r["err"][1], r
+    assert f"0:{SSN_NUM}" not in _advisory_keys(operator)
+
+
 # ------------------------------------------------------------------ 4. logical decoding
 @pytest.fixture
 def cdc_agent(request, make_pgwarden, tmp_path, operator):

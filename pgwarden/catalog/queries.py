@@ -57,6 +57,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # only TRUNCATE ... CASCADE empties; 'n' / 'u' one whose rows an ON DELETE / ON UPDATE action
     # updates: SET NULL, SET DEFAULT, ON UPDATE CASCADE), 'i' a partition or inheritance child,
     # 'k' a column of a partitioned table's key (target: its attnum, 0 for an expression);
+    # 'o' (of a TOAST relation) the table whose values stored out of line it holds;
     # target: pg_proc or pg_class OID.
     "effects": ("relation", "kind", "target"),
     # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
@@ -134,7 +135,7 @@ RELATIONS = """
 SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 't')
 ORDER BY c.oid"""
 
 # The columns of every relation and composite type, for lineage: what ``*`` expands to, what a
@@ -147,7 +148,7 @@ SELECT a.attrelid::int8 AS relation,
        array_agg(CASE WHEN a.attisdropped THEN '' ELSE a.attname::text END ORDER BY a.attnum) AS names,
        array_agg(CASE WHEN a.attisdropped THEN 0 ELSE a.atttypid::int8 END ORDER BY a.attnum) AS types
 FROM pg_attribute AS a
-JOIN pg_class AS c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S')
+JOIN pg_class AS c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S', 't')
 WHERE a.attnum > 0
 GROUP BY a.attrelid
 ORDER BY 1"""
@@ -289,6 +290,11 @@ SELECT DISTINCT * FROM (
     SELECT i.inhparent::int8, 'i', i.inhrelid::int8
     FROM pg_inherits AS i
     JOIN pg_class AS c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
+    UNION ALL
+    -- a TOAST relation's owner: its chunks are the owner's values stored out of line
+    SELECT c.reltoastrelid::int8, 'o', c.oid::int8
+    FROM pg_class AS c
+    WHERE c.reltoastrelid <> 0
     UNION ALL
     SELECT refs.relation::int8, refs.kind,
            CASE WHEN refs.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE refs.ref END::int8

@@ -1087,7 +1087,7 @@ class _Walker:
                 columns, alike = _merge_alternatives([c or [] for c in columns_each])
             columns = _rename(columns, alias[1])
             rel = _Rel(alias[0] or name, columns, schema=schema or found[0].schema,
-                       system=all(r.kind in ("r", "p", "m", "f", "S") for r in found), opaque=not alike)
+                       system=all(r.kind in ("r", "p", "m", "f", "S", "t") for r in found), opaque=not alike)
             return _Item([rel], columns, [] if alike else [rel])
         return self.unknown_item(schema, name, alias)
 
@@ -1527,6 +1527,8 @@ class _Walker:
         schema = _schema(rel.schema)
         if rel.kind in ("v", "m"):
             return self.view_columns(rel)
+        if rel.kind == "t":
+            return self.toast_columns(rel)
         cache: dict = self.catalog.derived.setdefault("lineage tables", {})
         known = cache.get(rel.oid)
         if known is None:
@@ -1540,6 +1542,32 @@ class _Walker:
                               | above.get(c.name, _NO_SOURCES), True, False))
                 for c in cols]
         return known
+
+    def toast_columns(self, rel: RelationFacts) -> Columns | None:
+        """A TOAST relation's columns (chunk_id, chunk_seq, chunk_data): its chunks are the values
+        of its owner's columns stored out of line (`RelationFacts.effects` 'o'), so each is derived
+        from every column of the owner (red team eight: `WHERE position('<guess>' in chunk_data)
+        > 0` over pg_toast.pg_toast_N had been no oracle). An owner the catalog does not give: a
+        value of unknown columns."""
+        cols = self.catalog.columns_of(rel.oid)
+        if cols is None:
+            return None
+        sources: set[Source] = set()
+        opaque = False
+        owners = [target for kind, target in rel.effects if kind == "o"]
+        for oid in owners:
+            owner = self.catalog.relation(oid)
+            columns = self.relation_columns(owner) if owner is not None and owner.kind != "t" else None
+            if columns is None:
+                opaque = True
+                continue
+            for _, v in columns:
+                sources |= v.sources
+                opaque = opaque or v.opaque
+        if opaque or not owners:
+            sources.add(UNTRACED)
+        value = _Val(frozenset(sources), False, opaque or not owners)
+        return [(c.name, value) for c in cols]
 
     def _ancestors(self, rel: RelationFacts) -> dict[str, frozenset[Source]]:
         """The same-named columns of the tables ``rel`` is a partition or an inheritance child of, at

@@ -692,6 +692,8 @@ class _Resolver:
                             indirect |= {("delete", below), ("insert", below)}
                     if facts.kind in ("v", "m"):
                         self._view(facts, tables, kinds, functions, seen_views)
+                    if facts.kind == "t":  # a TOAST relation: its chunks are its owner's values
+                        tables |= self._names(target for kind, target in facts.effects if kind == "o")
                     if rel.written and storing:
                         for type_oid in facts.column_types:
                             self._convert(type_oid, False, kinds, functions, nested)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import pytest
 from test_mask_round3 import POLICY, SSN, SSN_NUM, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
+from test_mask_round5 import DEMO_LIKE
 
 from pgwarden.testing.postgres import TempPostgres
 
@@ -46,6 +47,60 @@ def pg_server():
     server.start()
     yield server
     server.stop()
+
+
+# ------------------------------------------------------------------ 1. a TOAST relation read by name
+@pytest.fixture
+def toasted(request, operator):
+    """A masked text column holding a long value (a note, a document: more than ~2 kB is stored
+    out of line, in the table's TOAST relation), with the SSN inside user 2's note."""
+    request.getfixturevalue("rtdb")
+    operator.execute(
+        "UPDATE users SET note = (SELECT string_agg(md5(i::text), '') FROM generate_series(1, 400) i) "
+        f"|| ' {SSN} ' || (SELECT string_agg(md5((i * 7)::text), '') FROM generate_series(1, 400) i) WHERE id = 2")
+    (toast,) = operator.execute("SELECT reltoastrelid::regclass::text FROM pg_class WHERE relname = 'users'").fetchone()
+    yield toast
+    operator.execute("UPDATE users SET note = 'x' WHERE id = 2")
+
+
+@pytest.mark.parametrize("spelling", ["{toast}", '"pg_toast"."{name}"', "{name}"], ids=["qualified", "quoted",
+                                                                                       "search-path"])
+def test_a_toast_relation_read_by_name_is_no_oracle_of_the_masked_values_it_holds(
+        request, make_pgwarden, tmp_path, toasted, spelling):
+    # The agent finds the TOAST relation (pg_class.reltoastrelid: a plain catalog read) and filters
+    # its chunks by their bytes: which rows (or what count) come back tells whether the guessed
+    # bytes are in a masked value; get_byte(chunk_data, k) < v reads any byte. pgwarden's catalog
+    # had no relations of kind 't': lineage took pg_toast.pg_toast_N for one of unknown columns,
+    # whose outputs came back masked whole but whose conditions were not refused.
+    agent = Session(start(make_pgwarden, tmp_path, DEMO_LIKE))
+    try:
+        name = toasted.partition(".")[2]
+        if spelling == "{name}":
+            assert agent.run("SET search_path TO public, pg_toast")["err"] is None
+        relation = spelling.format(toast=toasted, name=name)
+        _no_oracle(agent, f"SELECT count(*) FROM {relation} "
+                          "WHERE position(convert_to('{g}', 'UTF8') in chunk_data) > 0")
+        _no_oracle(agent, f"SELECT chunk_id FROM {relation} WHERE get_byte(chunk_data, 0) < ascii('{{g}}')")
+        # its chunks read back are masked whole, and the plain read is answered
+        got, r = received_by(agent, f"SELECT chunk_id, chunk_seq, chunk_data FROM {relation}")
+        assert r["err"] is None and r["rows"], r
+        assert not leaked(got) and not any(SSN.encode() in bytes(row[2] or b"") for row in r["rows"]), r["rows"][:1]
+    finally:
+        agent.close()
+
+
+def test_a_view_over_a_toast_relation_is_no_oracle_either(request, make_pgwarden, tmp_path, toasted, operator):
+    # With DDL allowed the agent names the TOAST relation once, in a view, and filters the view.
+    agent = Session(start(make_pgwarden, tmp_path, POLICY))
+    try:
+        made = agent.run(f"CREATE VIEW h8b_chunks AS SELECT chunk_id, chunk_data FROM {toasted}")
+        if made["err"] is None:
+            _no_oracle(agent, "SELECT count(*) FROM h8b_chunks WHERE position(convert_to('{g}', 'UTF8') in chunk_data) > 0")
+        else:
+            assert made["err"][0] == "42501", made
+    finally:
+        agent.close()
+        operator.execute("DROP VIEW IF EXISTS h8b_chunks")
 
 
 # ------------------------------------------------------------------ 2. the plan question runs the agent's code

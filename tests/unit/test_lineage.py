@@ -254,3 +254,25 @@ def test_logical_decoding_and_raw_storage_readers_reveal_any_columns_values():
         "SELECT 1 AS x FROM pg_logical_slot_peek_changes('s', NULL, NULL) WHERE data LIKE '%8%'").oracles)
     assert reveals_values("pg_catalog.pageinspect:heap_page_items.t_data")
     assert not reveals_values("pg_catalog.pg_class.relname") and not reveals_values("public.pageinspect:x.y")
+
+
+def test_a_toast_relations_chunks_are_derived_from_every_column_of_its_owner():
+    """pg_toast.pg_toast_N holds its owner's values stored out of line (the catalog's 'o' effect):
+    every column of it is derived from every column of the owner, so a condition on its chunks is
+    an oracle of the masked ones (red team eight), and reading it reads the owner."""
+    base = context()
+    catalog = base.catalog
+    attributes = [(r.oid, [c.name for c in cols], [c.type for c in cols])
+                  for r in catalog.relations for cols in [catalog.columns_of(r.oid)] if cols is not None]
+    attributes.append((20001, ["chunk_id", "chunk_seq", "chunk_data"], [26, 23, 17]))
+    toast = RelationFacts(20001, "pg_toast", "pg_toast_20000", "t", effects=(("o", 20000),))
+    ctx = SqlContext(Catalog(functions=catalog.functions, relations=[*catalog.relations, toast],
+                             operators=catalog.operators, types=catalog.types, attributes=attributes,
+                             settings=catalog.settings, schemas=catalog.schemas | {"pg_toast"}, source="test",
+                             complete=True))
+    every = {users(c) for c in ("id", "name", "ssn", "email", "Name")}
+    lin = one("SELECT chunk_id FROM pg_toast.pg_toast_20000 WHERE position('8' in chunk_data) > 0", ctx)
+    assert lin.outputs[0].sources == every and not lin.outputs[0].direct
+    assert OracleUse(users("ssn"), "WHERE") in lin.oracles
+    assert analyze_sql('SELECT 1 FROM "pg_toast"."pg_toast_20000"', ctx).tables == {
+        "pg_toast.pg_toast_20000", "public.users"}

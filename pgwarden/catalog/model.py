@@ -99,6 +99,9 @@ class RelationFacts:
     effects: tuple[tuple[str, int], ...] = ()
     # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.
     rules: tuple[str, ...] = ()
+    # With row-level security on: its policies' expressions (USING, WITH CHECK), as pg_get_expr
+    # prints them; the server adds them to the statements that read or write it.
+    policies: tuple[str, ...] = ()
 
 
 #: The kinds of `RelationFacts.effects`.

@@ -63,6 +63,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
     # rule), its CREATE RULE text (pg_get_ruledef, names schema-qualified).
     "rules": ("relation", "definition"),
+    # One row per expression of a row-level security policy (USING, WITH CHECK) of a table with
+    # row-level security on, as pg_get_expr prints it (names outside pg_catalog schema-qualified).
+    "policies": ("relation", "expression"),
     # One row per (aggregate made after initdb, a function it runs: transition, final, combine,
     # (de)serialization, moving-aggregate ones).
     "aggregates": ("aggregate", "function"),
@@ -188,6 +191,23 @@ RULES = """
 SELECT r.ev_class::int8 AS relation, pg_get_ruledef(r.oid) AS definition
 FROM pg_rewrite AS r
 WHERE r.ev_type <> '1'
+ORDER BY 1, 2"""
+
+# The expressions of the row-level security policies of tables with row-level security on: the
+# server adds them to every statement reading (USING) or writing (WITH CHECK) the table, under the
+# statement's eyes, so their conditions are the statement's (lineage walks them: a policy whose
+# subquery reads a view later replaced to return the SSN filtered the agent's own rows by it, red
+# team eight). Printed under this transaction's search_path, like the views' definitions.
+POLICIES = """
+SELECT e.relation, e.expression FROM (
+    SELECT p.polrelid::int8 AS relation, pg_get_expr(p.polqual, p.polrelid) AS expression
+    FROM pg_policy AS p JOIN pg_class AS c ON c.oid = p.polrelid AND c.relrowsecurity
+    WHERE p.polqual IS NOT NULL
+    UNION ALL
+    SELECT p.polrelid::int8, pg_get_expr(p.polwithcheck, p.polrelid)
+    FROM pg_policy AS p JOIN pg_class AS c ON c.oid = p.polrelid AND c.relrowsecurity
+    WHERE p.polwithcheck IS NOT NULL
+) AS e
 ORDER BY 1, 2"""
 
 # What reading each view and materialized view calls and reads, from its SELECT rule's query tree
@@ -495,6 +515,7 @@ def for_version(server_version: int) -> dict[str, str]:
         "dependencies": DEPENDENCIES,
         "effects": effects_query(server_version),
         "rules": RULES,
+        "policies": POLICIES,
         "aggregates": AGGREGATES,
         "operators": OPERATORS,
         "types": _TYPES.format(multirange_of=multirange_of, multirange_join=multirange_join),

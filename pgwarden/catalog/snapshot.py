@@ -87,9 +87,9 @@ def _load(release: int, stand_in: bool = False) -> Catalog:
 
 
 #: kinds of facts initdb's catalog has none of (triggers, rules on writes, cascading foreign keys,
-#: defaults and policies calling functions of the database's own, aggregates made after initdb):
-#: a snapshot may leave them out
-LIVE_ONLY = frozenset({"effects", "rules", "aggregates"})
+#: defaults and policies calling functions of the database's own, aggregates made after initdb,
+#: row-level security policies): a snapshot may leave them out
+LIVE_ONLY = frozenset({"effects", "rules", "aggregates", "policies"})
 
 
 def rows_of(document: dict) -> CatalogRows:

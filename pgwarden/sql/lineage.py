@@ -73,7 +73,8 @@ class OracleUse:
 
     source: Source
     # WHERE, JOIN, ORDER BY, GROUP BY, DISTINCT, HAVING, window, aggregate, FILTER, LIMIT, CASE,
-    # rows (the arguments of a set-returning function: how many rows it returns),
+    # rows (the arguments of a set-returning function: how many rows it returns), policy (a
+    # row-level security policy's condition on a table the statement reads or writes),
     # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later).
     # "aggregate" and "CASE" uses reveal only through the value they make, which carries the
     # source (an output derived from it, or another clause listed for it): a plugin may let them be.
@@ -1077,6 +1078,8 @@ class _Walker:
         if found:
             for r in found:
                 self.note_folding(self.view_functions(r))
+                if r.policies:
+                    self.policy_conditions(r)
             columns_each = [self.relation_columns(r) for r in found]
             if any(c is None for c in columns_each):
                 return self.unknown_item(schema, name, alias)
@@ -1542,6 +1545,51 @@ class _Walker:
                               | above.get(c.name, _NO_SOURCES), True, False))
                 for c in cols]
         return known
+
+    def policy_conditions(self, rel: RelationFacts) -> None:
+        """The conditions of ``rel``'s row-level security policies (USING, WITH CHECK): the server
+        adds them to a statement that reads or writes it, so what they read is read and what they
+        test is an oracle of the statement's, as its own WHERE's would be (red team eight: a
+        policy's subquery over a view later replaced to return the SSN filtered the agent's own
+        table by it). A condition pgwarden cannot read: what the statement reads is unknown."""
+        cache: dict = self.catalog.derived.setdefault("lineage policies", {})
+        known = cache.get(rel.oid)
+        if known == "pending":  # (a policy reading its own table: the server refuses it, recursion)
+            return
+        if known is None:
+            cache[rel.oid] = "pending"
+            try:
+                known = self._policy_lineage(rel)
+            finally:
+                cache.pop(rel.oid, None)
+            cache[rel.oid] = known
+        reads, oracles = known
+        if reads is None:
+            self.unknown_reads = True
+        else:
+            self.reads |= reads
+        if self.record_oracles:
+            for use in oracles:
+                self.oracles[use] = None
+
+    def _policy_lineage(self, rel: RelationFacts) -> tuple[frozenset[Source] | None, tuple[OracleUse, ...]]:
+        columns = self.relation_columns(rel)
+        if columns is None or self.depth > 32:
+            return None, (OracleUse(UNTRACED, "policy"),)
+        walker = _Walker(self.ctx, depth=self.depth + 1)
+        table = _Rel(rel.name, columns, schema=rel.schema, system=True)
+        scope = _Scope([_Item([table], columns, [])])
+        try:
+            for expression in rel.policies:
+                stmt = parse_tree(f"SELECT WHERE ({expression})")["stmts"][0]["stmt"]["SelectStmt"]
+                walker.oracle(walker.read(walker.expr(stmt["whereClause"], scope)), "policy")
+        except Exception:  # noqa: BLE001 - a condition pgwarden cannot read: unknown, and an oracle
+            return None, (OracleUse(UNTRACED, "policy"),)
+        # (whatever clause of the condition tests a column: which rows come back says it)
+        oracles = tuple(dict.fromkeys(OracleUse(use.source, "policy") for use in walker.oracles))
+        if walker.missing_relation:  # (a name the catalog no longer knows: the text is stale)
+            return None, (*oracles, OracleUse(UNTRACED, "policy"))
+        return (None if walker.unknown_reads else frozenset(walker.reads)), oracles
 
     def toast_columns(self, rel: RelationFacts) -> Columns | None:
         """A TOAST relation's columns (chunk_id, chunk_seq, chunk_data): its chunks are the values

@@ -59,7 +59,8 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "distinct": "DISTINCT", "having": "HAVING", "window": "a window's PARTITION BY / ORDER BY",
             "aggregate": "an aggregate's argument", "filter": "an aggregate's FILTER", "limit": "LIMIT",
             "case": "a CASE condition", "write": "a value written to a table",
-            "set operation": "UNION / INTERSECT / EXCEPT (they compare rows)"}
+            "set operation": "UNION / INTERSECT / EXCEPT (they compare rows)",
+            "policy": "a row-level security policy's condition (on a table the statement reads or writes)"}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
 # Functions whose argument stays visible after the statement: an advisory lock's key, in pg_locks.

@@ -11,10 +11,11 @@ tests do not depend on it).
 from __future__ import annotations
 
 import pytest
-from test_mask_round3 import POLICY, SSN, SSN_NUM, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
+from test_mask_round3 import DB, HASH_KEY, POLICY, SSN, SSN_NUM, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
 from test_mask_round5 import DEMO_LIKE
 
-from pgwarden.testing.postgres import TempPostgres
+from pgwarden.testing.postgres import APP_PASSWORD, TempPostgres
+from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
 
 WRONG = "812-57-3965"
 
@@ -167,6 +168,99 @@ def test_code_keeps_values_elsewhere_whatever_its_declared_volatility(locking_ag
     assert r["err"] is not None and r["err"][0] == "42501", r
     assert "keep values elsewhere" in r["err"][1], r
     assert f"0:{SSN_NUM}" not in _advisory_keys(operator)
+
+
+# ------------------------------------------------------------------ 3. a row-level security policy
+@pytest.fixture
+def unprivileged(request, make_pgwarden, tmp_path, operator):
+    """An upstream role that is not a superuser (as in production: row-level security binds it)."""
+    request.getfixturevalue("rtdb")
+    operator.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'h8b') THEN "
+                     f"CREATE ROLE h8b LOGIN PASSWORD '{APP_PASSWORD}'; END IF; END $$")
+    operator.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO h8b; GRANT CREATE, USAGE ON SCHEMA public TO h8b")
+    key = tmp_path / "mask-key"
+    key.write_text(HASH_KEY)
+    pw = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, upstream={"database": DB, "user": "h8b"},
+                       plugins_section={"mask": {"key_file": str(key)}})
+    s = Session(pw)
+    yield s
+    s.close()
+    operator.execute("DROP TABLE IF EXISTS h8b_guess, h8b_docs; DROP VIEW IF EXISTS h8b_vs CASCADE; "
+                     "DROP FUNCTION IF EXISTS h8b_prefix(text)")
+
+
+def _guesses_through_a_policy(agent, setup: list[str], read: str = "SELECT g FROM h8b_guess ORDER BY g") -> None:
+    for sql in setup:
+        r = agent.run(sql)
+        if r["err"] is not None:
+            assert r["err"][0] == "42501", (sql, r)  # a refusal of the set-up: as good
+            return
+    got, r = received_by(agent, read)
+    assert not leaked(got), leaked(got)
+    if r["err"] is not None:
+        assert r["err"][0] == "42501", r
+        return
+    seen = [row[0] for row in r["rows"]]
+    assert seen in ([], ["7", "8", "81", "812-57-395", "812-57-396", "82"]), \
+        f"the policy filtered the guesses by the SSN: {seen}"
+
+
+_GUESS_TABLE = ["CREATE {temp} TABLE h8b_guess (g text)",
+                "ALTER TABLE h8b_guess ENABLE ROW LEVEL SECURITY",
+                "ALTER TABLE h8b_guess FORCE ROW LEVEL SECURITY",
+                "CREATE POLICY ins ON h8b_guess FOR INSERT WITH CHECK (true)"]
+_GUESSES = "INSERT INTO h8b_guess VALUES ('7'), ('8'), ('81'), ('82'), ('812-57-396'), ('812-57-395')"
+
+
+@pytest.mark.parametrize("temp, view", [
+    ("", "SELECT id, ssn AS s FROM users WHERE id = 1"),
+    # a view the planner keeps apart as a scan of its own: its plan names `h8b_vs.s`, not users.ssn
+    ("", "SELECT id, ssn AS s FROM users WHERE id = 1 LIMIT 1"),
+    # a table only the session has: the server will not plan it on pgwarden's connection
+    ("TEMP", "SELECT id, ssn AS s FROM users WHERE id = 1"),
+], ids=["view", "view-kept-apart", "temp-table"])
+def test_a_row_level_policy_reading_masked_values_is_an_oracle(unprivileged, temp, view):
+    # The agent's own table gets a SELECT policy whose subquery reads a view; the view is made
+    # harmless, then replaced to return the SSN (views are DDL that goes on). CREATE POLICY naming
+    # users directly is refused ("DDL on public.users"), but no one followed the policy's quals
+    # when the table was read: lineage of `SELECT g FROM h8b_guess` saw one plain table, and the
+    # plan check was not asked. The rows that came back were the guesses that are prefixes of
+    # user 1's SSN: digit by digit.
+    _guesses_through_a_policy(unprivileged, [
+        *(s.format(temp=temp) for s in _GUESS_TABLE),
+        _GUESSES,
+        "CREATE VIEW h8b_vs AS SELECT 1 AS id, 'x'::text AS s",
+        "CREATE POLICY sel ON h8b_guess FOR SELECT USING (EXISTS (SELECT 1 FROM h8b_vs WHERE s LIKE g || '%'))",
+        f"CREATE OR REPLACE VIEW h8b_vs AS {view}"])
+
+
+def test_a_row_level_policy_calling_a_function_replaced_later_is_an_oracle(unprivileged):
+    # The same through a function: a harmless SQL function when the policy is made, replaced to
+    # compare with the SSN afterwards.
+    _guesses_through_a_policy(unprivileged, [
+        *(s.format(temp="") for s in _GUESS_TABLE),
+        _GUESSES,
+        "CREATE FUNCTION h8b_prefix(p text) RETURNS bool LANGUAGE sql STABLE AS $$ SELECT p <> '' $$",
+        "CREATE POLICY sel ON h8b_guess FOR SELECT USING (h8b_prefix(g))",
+        "CREATE OR REPLACE FUNCTION h8b_prefix(p text) RETURNS bool LANGUAGE sql STABLE AS "
+        "$$ SELECT EXISTS (SELECT 1 FROM users WHERE id = 1 AND ssn LIKE p || '%') $$"])
+
+
+@pytest.fixture
+def tenant_agent(request, operator):
+    """The operator's schema (made before pgwarden starts): a tenant policy on h8b_docs."""
+    request.getfixturevalue("rtdb")
+    operator.execute("CREATE TABLE h8b_docs (owner text, body text); INSERT INTO h8b_docs VALUES ('alice', 'a'), "
+                     "('bob', 'b'); ALTER TABLE h8b_docs ENABLE ROW LEVEL SECURITY; CREATE POLICY sel ON h8b_docs "
+                   "FOR SELECT USING (owner IN (SELECT name FROM users WHERE id = 1))")
+    return request.getfixturevalue("unprivileged")
+
+
+def test_a_row_level_policy_on_columns_that_are_not_masked_is_answered(tenant_agent):
+    # The operator's tenant policy reads a table with masked columns through columns that are not
+    # masked (the usual shape): reading the table it guards is no oracle, and is answered.
+    r = tenant_agent.run("SELECT owner, body FROM h8b_docs ORDER BY owner")
+    assert r["err"] is None and r["rows"] == [("alice", "a")], r
 
 
 # ------------------------------------------------------------------ 4. logical decoding

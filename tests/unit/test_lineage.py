@@ -276,3 +276,24 @@ def test_a_toast_relations_chunks_are_derived_from_every_column_of_its_owner():
     assert OracleUse(users("ssn"), "WHERE") in lin.oracles
     assert analyze_sql('SELECT 1 FROM "pg_toast"."pg_toast_20000"', ctx).tables == {
         "pg_toast.pg_toast_20000", "public.users"}
+
+
+def test_a_row_level_policys_condition_is_the_statements():
+    """The server adds a table's row-level security policies' conditions to the statements that
+    read or write it: what they read is read, what they test is an oracle (red team eight)."""
+    base = context()
+    catalog = base.catalog
+    attributes = [(r.oid, [c.name for c in cols], [c.type for c in cols])
+                  for r in catalog.relations for cols in [catalog.columns_of(r.oid)] if cols is not None]
+    attributes.append((20002, ["g"], [25]))
+    guarded = RelationFacts(20002, "public", "guesses", "r", policies=(
+        "(EXISTS ( SELECT 1 FROM public.users WHERE ((users.id = 1) AND (users.ssn ~~ (guesses.g || '%'::text)))))",
+        "(g <> ''::text)"))
+    ctx = SqlContext(Catalog(functions=catalog.functions, relations=[*catalog.relations, guarded],
+                             operators=catalog.operators, types=catalog.types, attributes=attributes,
+                             settings=catalog.settings, schemas=catalog.schemas, source="test", complete=True))
+    for sql in ("SELECT g FROM guesses", "DELETE FROM guesses WHERE g = 'x'", "SELECT 1 FROM (SELECT g FROM guesses) s"):
+        lin = one(sql, ctx)
+        assert OracleUse(users("ssn"), "policy") in lin.oracles, sql
+        assert users("ssn") in (lin.reads or ())
+    assert OracleUse(Source("public", "guesses", "g"), "policy") in one("SELECT 1 FROM guesses", ctx).oracles

@@ -44,6 +44,7 @@ class CatalogRows:
     dependencies: tuple[tuple, ...] = ()
     effects: tuple[tuple, ...] = ()
     rules: tuple[tuple, ...] = ()
+    policies: tuple[tuple, ...] = ()
     aggregates: tuple[tuple, ...] = ()
     operators: tuple[tuple, ...] = ()
     types: tuple[tuple, ...] = ()
@@ -186,7 +187,7 @@ def _type(row: tuple) -> TypeFacts:
 #: The kinds of rows each part of a `Catalog` (`model.PARTS`) is built from, and only from.
 PART_KINDS: dict[str, tuple[str, ...]] = {
     "functions": ("functions", "aggregates"),
-    "relations": ("relations", "dependencies", "definitions", "column_types", "effects", "rules"),
+    "relations": ("relations", "dependencies", "definitions", "column_types", "effects", "rules", "policies"),
     "operators": ("operators",),
     "types": ("types",),
     "casts": ("casts",),
@@ -223,12 +224,16 @@ def _relations(rows: CatalogRows) -> list[RelationFacts]:
     rules: dict[int, list[str]] = {}
     for relation, definition in rows.rules:
         rules.setdefault(relation, []).append(definition)
+    policies: dict[int, list[str]] = {}
+    for relation, expression in rows.policies:
+        policies.setdefault(relation, []).append(expression)
     return [
         RelationFacts(
             oid, schema, name, kind,
             functions=tuple(functions_of.get(oid, ())), relations=tuple(relations_of.get(oid, ())),
             column_types=tuple(column_types.get(oid, ())), definition=definitions.get(oid),
             effects=tuple(effects.get(oid, ())), rules=tuple(rules.get(oid, ())),
+            policies=tuple(policies.get(oid, ())),
         )
         for oid, schema, name, kind in rows.relations
     ]

@@ -74,7 +74,7 @@ class RelationFacts:
     oid: int
     schema: str
     name: str
-    kind: str  # relkind: r table, p partitioned, v view, m materialized view, f foreign, S sequence, ...
+    kind: str  # relkind: r table, p partitioned, v view, m materialized view, f foreign, S sequence, t TOAST
     # For views and materialized views: what their definition calls and reads (from pg_depend).
     functions: tuple[int, ...] = ()  # pg_proc OIDs
     relations: tuple[int, ...] = ()  # pg_class OIDs
@@ -94,15 +94,19 @@ class RelationFacts:
     # function its indexes' expressions or predicates call (on every row stored, and by ANALYZE,
     # REINDEX, VACUUM FULL, CLUSTER); 'd' also a CHECK constraint's or partition key's function;
     # 'F' (OID 0) a foreign table that reads a server file, 'X' (OID 0) one that runs a program;
-    # 'k' (an attnum, not an OID: 0 for an expression) a column of a partitioned table's key.
+    # 'k' (an attnum, not an OID: 0 for an expression) a column of a partitioned table's key;
+    # 'o' (of a TOAST relation, kind 't') the table whose values stored out of line it holds.
     effects: tuple[tuple[str, int], ...] = ()
     # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.
     rules: tuple[str, ...] = ()
+    # With row-level security on: its policies' expressions (USING, WITH CHECK), as pg_get_expr
+    # prints them; the server adds them to the statements that read or write it.
+    policies: tuple[str, ...] = ()
 
 
 #: The kinds of `RelationFacts.effects`.
 #: 'T': a DEFERRABLE constraint trigger's function (also a 't' row): it may run at the commit.
-EFFECT_KINDS = ("t", "T", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X")
+EFFECT_KINDS = ("t", "T", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o")
 
 
 @attrs.frozen

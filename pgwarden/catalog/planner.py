@@ -8,10 +8,12 @@ traffic, its transaction or its statistics. What the session has and this connec
 
     BEGIN READ ONLY                       -- a function the planner folds cannot write
     SET LOCAL search_path / standard_conforming_strings / plan_cache_mode = force_generic_plan
+    SAVEPOINT pgwarden_plan
     Parse (the statement; parameter types when the caller gives them: masking does not have the
            client's declared types, so the server infers them, or answers 42P18)
     EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) EXECUTE ... (NULL for each parameter)
-    DEALLOCATE; ROLLBACK                  -- (a statement without parameters: EXPLAIN of its text)
+    ROLLBACK TO SAVEPOINT; pg_advisory_unlock_all(); DEALLOCATE ALL; ROLLBACK
+                                          -- (a statement without parameters: EXPLAIN of its text)
 
 A generic plan keeps the parameters as ``$n``: no NULL is folded into a condition and no branch
 is planned away. An answer is kept per (text, search_path, standard_conforming_strings,
@@ -173,9 +175,10 @@ class ServerPlans:
     def _explain(conn: Any, sql: str, search_path: tuple[str, ...], standard_strings: bool,
                  param_types: tuple[int, ...], settings: tuple[tuple[str, str], ...] = ()) -> object:
         """The plan as EXPLAIN's JSON, or `PlanRefused`. One network round trip for a statement
-        without parameters (a pipeline: the transaction, the settings, EXPLAIN; then ROLLBACK); five
+        without parameters (a pipeline: the transaction, the settings, EXPLAIN; then its end); five
         for one with them: the settings, the statement prepared, described, explained with NULLs
-        under a generic plan, deallocated. No prepared statement outlives the transaction."""
+        under a generic plan, the end. Nothing the statement's code did that ROLLBACK does not undo
+        outlives the transaction (`_END`)."""
         import psycopg
         from psycopg import pq
 
@@ -186,43 +189,60 @@ class ServerPlans:
         setup = ("BEGIN READ ONLY", *custom, f"SET LOCAL search_path TO {path}",
                  f"SET LOCAL standard_conforming_strings TO {'on' if standard_strings else 'off'}",
                  "SET LOCAL plan_cache_mode TO force_generic_plan")
+        setup = (*setup, "SAVEPOINT pgwarden_plan")
         try:
             if not param_types and not _has_parameters(sql, standard_strings):
-                with conn.pipeline():  # (the ROLLBACK after it: an error inside is then raised once)
+                with conn.pipeline():  # (the end after it: an error inside is then raised once)
                     for command in setup:
                         conn.execute(command)
                     cur = conn.execute(_EXPLAIN + sql.encode())
                 row = cur.fetchone()
                 return row[0] if row is not None else []
             pg = conn.pgconn
-            # The prepared statement is deallocated inside the transaction, even after EXPLAIN
-            # failed (a savepoint): with PgBouncer between pgwarden and the server, a statement
-            # after the transaction may reach another server connection.
-            pg.exec_("; ".join((*setup, "SAVEPOINT pgwarden_plan")).encode())
+            pg.exec_("; ".join(setup).encode())
             done = pg.prepare(_NAME, sql.encode(), list(param_types) or None)
             if done.status != pq.ExecStatus.COMMAND_OK:
                 return PlanRefused(_field(done, b"C"), _field(done, b"M"))
-            failed = True
-            try:
-                described = pg.describe_prepared(_NAME)
-                params = described.nparams if described.status == pq.ExecStatus.COMMAND_OK else 0
-                args = f"({', '.join(['NULL'] * params)})" if params else ""
-                result = pg.exec_(_EXPLAIN + b"EXECUTE " + _NAME + args.encode())
-                if result.status != pq.ExecStatus.TUPLES_OK:
-                    return PlanRefused(_field(result, b"C"), _field(result, b"M"))
-                failed = False
-                raw = result.get_value(0, 0)
-                return json.loads(bytes(raw).decode()) if raw is not None else []
-            finally:
-                pg.exec_((b"ROLLBACK TO SAVEPOINT pgwarden_plan; " if failed else b"")
-                         + b"DEALLOCATE " + _NAME + b"; ROLLBACK")
+            described = pg.describe_prepared(_NAME)
+            params = described.nparams if described.status == pq.ExecStatus.COMMAND_OK else 0
+            args = f"({', '.join(['NULL'] * params)})" if params else ""
+            result = pg.exec_(_EXPLAIN + b"EXECUTE " + _NAME + args.encode())
+            if result.status != pq.ExecStatus.TUPLES_OK:
+                return PlanRefused(_field(result, b"C"), _field(result, b"M"))
+            raw = result.get_value(0, 0)
+            return json.loads(bytes(raw).decode()) if raw is not None else []
         except psycopg.errors.Error as e:
             if isinstance(e, psycopg.OperationalError) and not e.sqlstate:
                 raise  # the connection, not the statement
             return PlanRefused(e.sqlstate or "", str(e.diag.message_primary or ""))
         finally:
-            if not conn.closed and conn.info.transaction_status != pq.TransactionStatus.IDLE:
-                conn.execute("ROLLBACK")
+            if not conn.closed:
+                _end(conn)
+
+
+# What ends a question, inside its transaction (with PgBouncer between pgwarden and the server, a
+# statement after it may reach another server connection). Planning runs the statement's IMMUTABLE
+# and STABLE functions (folded, or computed for the estimates), and what their code does that
+# ROLLBACK does not undo would outlive the question on this connection, with the upstream's
+# credential: a session-level advisory lock (its key, shown by pg_locks to every session, was a
+# masked value: red team eight), a prepared statement a VOLATILE function they call made (one
+# named pgwarden_plan would make every later question fail). Settings set_config'd, LISTEN, WITH
+# HOLD cursors and temporary tables are undone by ROLLBACK, or refused in a read-only transaction.
+_END = (b"ROLLBACK TO SAVEPOINT pgwarden_plan; SELECT pg_catalog.pg_advisory_unlock_all(); DEALLOCATE ALL; "
+        b"ROLLBACK")
+
+
+def _end(conn: Any) -> None:
+    """Ends a question's transaction, leaving nothing of what it ran (`_END`)."""
+    from psycopg import pq
+
+    pg = conn.pgconn
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        pg.exec_(_END)
+    if conn.info.transaction_status != pq.TransactionStatus.IDLE:
+        # (the savepoint was not reached: the question's own settings failed, nothing of the
+        # statement ran)
+        pg.exec_(b"ROLLBACK")
 
 
 def _has_parameters(sql: str, standard_strings: bool) -> bool:

@@ -57,11 +57,15 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # only TRUNCATE ... CASCADE empties; 'n' / 'u' one whose rows an ON DELETE / ON UPDATE action
     # updates: SET NULL, SET DEFAULT, ON UPDATE CASCADE), 'i' a partition or inheritance child,
     # 'k' a column of a partitioned table's key (target: its attnum, 0 for an expression);
+    # 'o' (of a TOAST relation) the table whose values stored out of line it holds;
     # target: pg_proc or pg_class OID.
     "effects": ("relation", "kind", "target"),
     # One row per rule that rewrites a write (ON INSERT / UPDATE / DELETE: not a view's SELECT
     # rule), its CREATE RULE text (pg_get_ruledef, names schema-qualified).
     "rules": ("relation", "definition"),
+    # One row per expression of a row-level security policy (USING, WITH CHECK) of a table with
+    # row-level security on, as pg_get_expr prints it (names outside pg_catalog schema-qualified).
+    "policies": ("relation", "expression"),
     # One row per (aggregate made after initdb, a function it runs: transition, final, combine,
     # (de)serialization, moving-aggregate ones).
     "aggregates": ("aggregate", "function"),
@@ -134,7 +138,7 @@ RELATIONS = """
 SELECT c.oid::int8 AS oid, n.nspname AS schema, c.relname AS name, c.relkind AS kind
 FROM pg_class AS c
 JOIN pg_namespace AS n ON n.oid = c.relnamespace
-WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S')
+WHERE c.relkind IN ('r', 'p', 'v', 'm', 'f', 'S', 't')
 ORDER BY c.oid"""
 
 # The columns of every relation and composite type, for lineage: what ``*`` expands to, what a
@@ -147,7 +151,7 @@ SELECT a.attrelid::int8 AS relation,
        array_agg(CASE WHEN a.attisdropped THEN '' ELSE a.attname::text END ORDER BY a.attnum) AS names,
        array_agg(CASE WHEN a.attisdropped THEN 0 ELSE a.atttypid::int8 END ORDER BY a.attnum) AS types
 FROM pg_attribute AS a
-JOIN pg_class AS c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S')
+JOIN pg_class AS c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S', 't')
 WHERE a.attnum > 0
 GROUP BY a.attrelid
 ORDER BY 1"""
@@ -187,6 +191,23 @@ RULES = """
 SELECT r.ev_class::int8 AS relation, pg_get_ruledef(r.oid) AS definition
 FROM pg_rewrite AS r
 WHERE r.ev_type <> '1'
+ORDER BY 1, 2"""
+
+# The expressions of the row-level security policies of tables with row-level security on: the
+# server adds them to every statement reading (USING) or writing (WITH CHECK) the table, under the
+# statement's eyes, so their conditions are the statement's (lineage walks them: a policy whose
+# subquery reads a view later replaced to return the SSN filtered the agent's own rows by it, red
+# team eight). Printed under this transaction's search_path, like the views' definitions.
+POLICIES = """
+SELECT e.relation, e.expression FROM (
+    SELECT p.polrelid::int8 AS relation, pg_get_expr(p.polqual, p.polrelid) AS expression
+    FROM pg_policy AS p JOIN pg_class AS c ON c.oid = p.polrelid AND c.relrowsecurity
+    WHERE p.polqual IS NOT NULL
+    UNION ALL
+    SELECT p.polrelid::int8, pg_get_expr(p.polwithcheck, p.polrelid)
+    FROM pg_policy AS p JOIN pg_class AS c ON c.oid = p.polrelid AND c.relrowsecurity
+    WHERE p.polwithcheck IS NOT NULL
+) AS e
 ORDER BY 1, 2"""
 
 # What reading each view and materialized view calls and reads, from its SELECT rule's query tree
@@ -294,6 +315,11 @@ SELECT DISTINCT * FROM (
     SELECT i.inhparent::int8, 'i', i.inhrelid::int8
     FROM pg_inherits AS i
     JOIN pg_class AS c ON c.oid = i.inhrelid AND c.relkind IN ('r', 'p', 'f')
+    UNION ALL
+    -- a TOAST relation's owner: its chunks are the owner's values stored out of line
+    SELECT c.reltoastrelid::int8, 'o', c.oid::int8
+    FROM pg_class AS c
+    WHERE c.reltoastrelid <> 0
     UNION ALL
     SELECT refs.relation::int8, refs.kind,
            CASE WHEN refs.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE refs.ref END::int8
@@ -494,6 +520,7 @@ def for_version(server_version: int) -> dict[str, str]:
         "dependencies": DEPENDENCIES,
         "effects": effects_query(server_version),
         "rules": RULES,
+        "policies": POLICIES,
         "aggregates": AGGREGATES,
         "operators": OPERATORS,
         "types": _TYPES.format(multirange_of=multirange_of, multirange_join=multirange_join),

@@ -87,9 +87,9 @@ def _load(release: int, stand_in: bool = False) -> Catalog:
 
 
 #: kinds of facts initdb's catalog has none of (triggers, rules on writes, cascading foreign keys,
-#: defaults and policies calling functions of the database's own, aggregates made after initdb):
-#: a snapshot may leave them out
-LIVE_ONLY = frozenset({"effects", "rules", "aggregates"})
+#: defaults and policies calling functions of the database's own, aggregates made after initdb,
+#: row-level security policies): a snapshot may leave them out
+LIVE_ONLY = frozenset({"effects", "rules", "aggregates", "policies"})
 
 
 def rows_of(document: dict) -> CatalogRows:
@@ -121,8 +121,10 @@ def builtin_rows(rows: CatalogRows) -> CatalogRows:
     functions = tuple(row[:source] + (None,) + row[source + 1:] for row in rows.functions if builtin(row))
     relations = tuple(row for row in rows.relations if builtin(row))
     kept = {row[0] for row in relations}
-    # the built-in composite types' columns too (what a built-in function returning one names)
-    type_relations = {row[0] for row in rows.attributes if row[0] < FIRST_NORMAL_OID} - kept
+    # the built-in composite types' columns too (what a built-in function returning one names);
+    # not the catalogs' TOAST relations (pg_toast)
+    type_relations = {row[0] for row in rows.attributes if row[0] < FIRST_NORMAL_OID} - {
+        row[0] for row in rows.relations}
     return CatalogRows(
         server_version=rows.server_version,
         functions=functions,

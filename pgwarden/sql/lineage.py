@@ -22,7 +22,7 @@ Pure: no Twisted, no I/O. The catalog facts come from the `SqlContext`.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import attrs
 from pglast.parser import ParseError
@@ -73,7 +73,8 @@ class OracleUse:
 
     source: Source
     # WHERE, JOIN, ORDER BY, GROUP BY, DISTINCT, HAVING, window, aggregate, FILTER, LIMIT, CASE,
-    # rows (the arguments of a set-returning function: how many rows it returns),
+    # rows (the arguments of a set-returning function: how many rows it returns), policy (a
+    # row-level security policy's condition on a table the statement reads or writes),
     # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later).
     # "aggregate" and "CASE" uses reveal only through the value they make, which carries the
     # source (an output derived from it, or another clause listed for it): a plugin may let them be.
@@ -144,7 +145,30 @@ _REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "pg_prepared_statement": ("statement",),  # pg_prepared_statements.statement
     "pg_cursor": ("statement",),  # pg_cursors.statement
     "pg_stat_statements": ("query",),  # the extension's view pg_stat_statements.query
+    # logical decoding: the change stream of every table (test_decoding prints each written row's
+    # columns, `ssn[text]:'812-57-3964'`), what the output plugin makes of it (red team eight)
+    "pg_logical_slot_get_changes": (),
+    "pg_logical_slot_peek_changes": (),
+    "pg_logical_slot_get_binary_changes": (),
+    "pg_logical_slot_peek_binary_changes": (),
 }
+# Extensions every function of which may return stored rows by another path than their tables:
+# raw pages and their tuples (pageinspect: get_raw_page, heap_page_items, tuple_data_split,
+# bt_page_items, ...), WAL records' block images and data (pg_walinspect: pg_get_wal_block_info).
+# Known from the catalog (`FunctionFacts.extension`), whatever the functions' names or schema; an
+# output of one is traced to Source("pg_catalog", "<extension>:<function>", column).
+_REVEALING_EXTENSIONS = frozenset({"pageinspect", "pg_walinspect"})
+
+
+def revealing_function(fn: FunctionFacts) -> tuple[str, tuple[str, ...]] | None:
+    """Whether ``fn`` returns values of any column (`reveals_values`): the name its outputs are
+    traced to (``Source("pg_catalog", name, column)``) and its result columns that do (empty: the
+    whole result); None when it does not."""
+    if fn.extension in _REVEALING_EXTENSIONS:
+        return f"{fn.extension}:{fn.name}", ()
+    if fn.builtin and fn.name in _REVEALING_FUNCTIONS:
+        return fn.name, _REVEALING_FUNCTIONS[fn.name]
+    return None
 
 
 def _fields(obj: Any) -> Any:
@@ -200,7 +224,10 @@ def reveals_values(source: str) -> bool:
     if source in _REVEALING_COLUMNS:
         return True
     schema, _, rest = source.partition(".")
-    return schema == "pg_catalog" and rest.partition(".")[0] in _REVEALING_FUNCTIONS
+    table = rest.partition(".")[0]
+    # (no relation of pg_catalog is named so: only initdb makes them)
+    return schema == "pg_catalog" and (table in _REVEALING_FUNCTIONS
+                                       or table.partition(":")[0] in _REVEALING_EXTENSIONS and ":" in table)
 
 
 # The relations and views whose rows hold such values, as a statement's analysis names them
@@ -209,11 +236,20 @@ _REVEALING_RELATIONS = STATISTICS_RELATIONS | {
     "pg_catalog.pg_stat_activity", "pg_catalog.pg_prepared_statements", "pg_catalog.pg_cursors"}
 
 
-def names_revealing(tables: Iterable[str], functions: Iterable[str]) -> bool:
+class _FunctionsByName(Protocol):
+    def functions_named(self, name: str) -> Iterable[object]: ...
+
+
+def names_revealing(tables: Iterable[str], functions: Iterable[str], catalog: _FunctionsByName | None = None) -> bool:
     """Whether code that uses ``tables`` (schema.table) and calls ``functions`` (names) may read
-    values of any column (`reveals_values`): for what lineage cannot trace, a DO block's body."""
+    values of any column (`reveals_values`): for what lineage cannot trace, a DO block's body.
+    With ``catalog``, a function of an extension whose functions all do (pageinspect) counts
+    whatever its name."""
+    names = [f.rpartition(".")[2] for f in functions]
     return any(t in _REVEALING_RELATIONS or t.endswith(".pg_stat_statements") for t in tables) or any(
-        f.rpartition(".")[2] in _REVEALING_FUNCTIONS for f in functions)
+        name in _REVEALING_FUNCTIONS for name in names) or catalog is not None and any(
+        getattr(fn, "extension", None) in _REVEALING_EXTENSIONS
+        for name in names for fn in catalog.functions_named(name))
 
 
 def _revealing(fname: str, column: str) -> _Val:
@@ -1042,6 +1078,8 @@ class _Walker:
         if found:
             for r in found:
                 self.note_folding(self.view_functions(r))
+                if r.policies:
+                    self.policy_conditions(r)
             columns_each = [self.relation_columns(r) for r in found]
             if any(c is None for c in columns_each):
                 return self.unknown_item(schema, name, alias)
@@ -1052,7 +1090,7 @@ class _Walker:
                 columns, alike = _merge_alternatives([c or [] for c in columns_each])
             columns = _rename(columns, alias[1])
             rel = _Rel(alias[0] or name, columns, schema=schema or found[0].schema,
-                       system=all(r.kind in ("r", "p", "m", "f", "S") for r in found), opaque=not alike)
+                       system=all(r.kind in ("r", "p", "m", "f", "S", "t") for r in found), opaque=not alike)
             return _Item([rel], columns, [] if alike else [rel])
         return self.unknown_item(schema, name, alias)
 
@@ -1250,11 +1288,12 @@ class _Walker:
             names = [c.name for c in cols] if cols is not None else []
         if not names and defs:
             names = defs
-        if fn.builtin:  # what a built-in returns is computed from its arguments
+        found = revealing_function(fn)
+        if fn.builtin or found is not None:  # what a built-in returns is computed from its arguments
             out = [(nm, _NONE) for nm in names] if names else [(fname, _NONE)]
-            revealing = _REVEALING_FUNCTIONS.get(fname)
-            if revealing is not None:
-                out = [(nm, _revealing(fname, nm) if not revealing or nm in revealing else v) for nm, v in out]
+            if found is not None:
+                traced, revealing = found
+                out = [(nm, _revealing(traced, nm) if not revealing or nm in revealing else v) for nm, v in out]
             return out
         body = self.body_outputs(fn)
         if body is not None and (not names or len(body) == len(names)):
@@ -1491,6 +1530,8 @@ class _Walker:
         schema = _schema(rel.schema)
         if rel.kind in ("v", "m"):
             return self.view_columns(rel)
+        if rel.kind == "t":
+            return self.toast_columns(rel)
         cache: dict = self.catalog.derived.setdefault("lineage tables", {})
         known = cache.get(rel.oid)
         if known is None:
@@ -1504,6 +1545,77 @@ class _Walker:
                               | above.get(c.name, _NO_SOURCES), True, False))
                 for c in cols]
         return known
+
+    def policy_conditions(self, rel: RelationFacts) -> None:
+        """The conditions of ``rel``'s row-level security policies (USING, WITH CHECK): the server
+        adds them to a statement that reads or writes it, so what they read is read and what they
+        test is an oracle of the statement's, as its own WHERE's would be (red team eight: a
+        policy's subquery over a view later replaced to return the SSN filtered the agent's own
+        table by it). A condition pgwarden cannot read: what the statement reads is unknown."""
+        cache: dict = self.catalog.derived.setdefault("lineage policies", {})
+        known = cache.get(rel.oid)
+        if known == "pending":  # (a policy reading its own table: the server refuses it, recursion)
+            return
+        if known is None:
+            cache[rel.oid] = "pending"
+            try:
+                known = self._policy_lineage(rel)
+            finally:
+                cache.pop(rel.oid, None)
+            cache[rel.oid] = known
+        reads, oracles = known
+        if reads is None:
+            self.unknown_reads = True
+        else:
+            self.reads |= reads
+        if self.record_oracles:
+            for use in oracles:
+                self.oracles[use] = None
+
+    def _policy_lineage(self, rel: RelationFacts) -> tuple[frozenset[Source] | None, tuple[OracleUse, ...]]:
+        columns = self.relation_columns(rel)
+        if columns is None or self.depth > 32:
+            return None, (OracleUse(UNTRACED, "policy"),)
+        walker = _Walker(self.ctx, depth=self.depth + 1)
+        table = _Rel(rel.name, columns, schema=rel.schema, system=True)
+        scope = _Scope([_Item([table], columns, [])])
+        try:
+            for expression in rel.policies:
+                stmt = parse_tree(f"SELECT WHERE ({expression})")["stmts"][0]["stmt"]["SelectStmt"]
+                walker.oracle(walker.read(walker.expr(stmt["whereClause"], scope)), "policy")
+        except Exception:  # noqa: BLE001 - a condition pgwarden cannot read: unknown, and an oracle
+            return None, (OracleUse(UNTRACED, "policy"),)
+        # (whatever clause of the condition tests a column: which rows come back says it)
+        oracles = tuple(dict.fromkeys(OracleUse(use.source, "policy") for use in walker.oracles))
+        if walker.missing_relation:  # (a name the catalog no longer knows: the text is stale)
+            return None, (*oracles, OracleUse(UNTRACED, "policy"))
+        return (None if walker.unknown_reads else frozenset(walker.reads)), oracles
+
+    def toast_columns(self, rel: RelationFacts) -> Columns | None:
+        """A TOAST relation's columns (chunk_id, chunk_seq, chunk_data): its chunks are the values
+        of its owner's columns stored out of line (`RelationFacts.effects` 'o'), so each is derived
+        from every column of the owner (red team eight: `WHERE position('<guess>' in chunk_data)
+        > 0` over pg_toast.pg_toast_N had been no oracle). An owner the catalog does not give: a
+        value of unknown columns."""
+        cols = self.catalog.columns_of(rel.oid)
+        if cols is None:
+            return None
+        sources: set[Source] = set()
+        opaque = False
+        owners = [target for kind, target in rel.effects if kind == "o"]
+        for oid in owners:
+            owner = self.catalog.relation(oid)
+            columns = self.relation_columns(owner) if owner is not None and owner.kind != "t" else None
+            if columns is None:
+                opaque = True
+                continue
+            for _, v in columns:
+                sources |= v.sources
+                opaque = opaque or v.opaque
+        if opaque or not owners:
+            sources.add(UNTRACED)
+        value = _Val(frozenset(sources), False, opaque or not owners)
+        return [(c.name, value) for c in cols]
 
     def _ancestors(self, rel: RelationFacts) -> dict[str, frozenset[Source]]:
         """The same-named columns of the tables ``rel`` is a partition or an inheritance child of, at
@@ -1892,9 +2004,10 @@ class _Walker:
             opaque = True
             sources.add(UNTRACED)
         for fn in candidates:
+            found = revealing_function(fn)
+            if found is not None:  # (a record or text holding a statement's text, a raw page)
+                sources.add(Source("pg_catalog", found[0], fname))
             if fn.builtin:
-                if fname in _REVEALING_FUNCTIONS:  # (a record or text holding a statement's text)
-                    sources.add(Source("pg_catalog", fname, fname))
                 continue
             if fn.ndefaults and nargs < fn.nargs:
                 # an argument left to its DEFAULT: an expression of the function's (proargdefaults)

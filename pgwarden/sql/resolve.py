@@ -142,6 +142,10 @@ class _Resolver:
         self.stale = ctx.stale
         self._body_kinds: dict[int, frozenset[str]] = {}
         self._body_tables: dict[int, frozenset[str]] = {}
+        # (the functions a body calls, its own functions' bodies' too: a statement that runs it
+        # runs them, whatever volatility it declares: an IMMUTABLE function's `PERFORM
+        # pg_advisory_lock(<a masked value>)` keeps that value in pg_locks, red team eight)
+        self._body_functions: dict[int, frozenset[str]] = {}
         # (the writes of another kind than the body's own it does, `Analysis.indirect_writes`)
         self._body_indirect: dict[int, frozenset[tuple[str, str]]] = {}
         # (a body's writes' WHERE, `Analysis.has_where`: a call of a function whose body deletes
@@ -336,6 +340,7 @@ class _Resolver:
         found: set[str] = set()
         for fn in candidates:
             found |= self.function_kinds(fn)
+            functions |= self._body_functions.get(fn.oid, frozenset())
             body_tables = self._body_tables.get(fn.oid)
             if body_tables:  # what its body reads counts as read here (a SECURITY DEFINER reader)
                 nested.append(self._body_effects(fn.oid, body_tables))
@@ -598,6 +603,7 @@ class _Resolver:
                     self._body_uncounted = True
                 self._body_only[fn.oid] = does
                 self._body_tables[fn.oid] = body.tables
+                self._body_functions[fn.oid] = body.functions
                 if body.indirect_writes:
                     self._body_indirect[fn.oid] = body.indirect_writes
                 if body.has_where is not None:
@@ -715,6 +721,8 @@ class _Resolver:
                             indirect |= {("delete", below), ("insert", below)}
                     if facts.kind in ("v", "m"):
                         self._view(facts, tables, kinds, functions, seen_views)
+                    if facts.kind == "t":  # a TOAST relation: its chunks are its owner's values
+                        tables |= self._names(target for kind, target in facts.effects if kind == "o")
                     if rel.written and storing:
                         for type_oid in facts.column_types:
                             self._convert(type_oid, False, kinds, functions, nested)
@@ -981,6 +989,7 @@ class _Resolver:
         if found:
             kinds |= found
             functions.add(fn.name)
+        functions |= self._body_functions.get(fn.oid, frozenset())
         body_tables = self._body_tables.get(fn.oid)
         if body_tables:
             nested.append(self._body_effects(fn.oid, body_tables))

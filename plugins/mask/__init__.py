@@ -59,7 +59,8 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "distinct": "DISTINCT", "having": "HAVING", "window": "a window's PARTITION BY / ORDER BY",
             "aggregate": "an aggregate's argument", "filter": "an aggregate's FILTER", "limit": "LIMIT",
             "case": "a CASE condition", "write": "a value written to a table",
-            "set operation": "UNION / INTERSECT / EXCEPT (they compare rows)"}
+            "set operation": "UNION / INTERSECT / EXCEPT (they compare rows)",
+            "policy": "a row-level security policy's condition (on a table the statement reads or writes)"}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
 # Functions whose argument stays visible after the statement: an advisory lock's key, in pg_locks.
@@ -297,7 +298,7 @@ class Masking:
                 "masked columns",
                 "The planner computes such a function's value and the plan prints it (a constant in a "
                 "filter, or an output with VERBOSE). EXPLAIN the statement without the function.")
-        keeps = _keeps(statement.kinds, analysis)
+        keeps = _keeps(statement.kinds, analysis, catalog)
         if keeps and self._may_touch(rules, statement, lineages):
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
@@ -351,7 +352,8 @@ class Masking:
                         "table or explained as it runs here",
                         "CREATE TABLE ... AS EXECUTE stores them unmasked, EXPLAIN ANALYZE shows sizes of what "
                         "it computed. EXECUTE it on its own: its rows come back masked.")
-                if body_analysis is None or _keeps(body_analysis.kinds, body_analysis):
+                catalog = statement.context.catalog if statement.context is not None else None
+                if body_analysis is None or _keeps(body_analysis.kinds, body_analysis, catalog):
                     return _refused_by(rule,
                         f"prepared statement {name} may read masked columns and keep values elsewhere "
                         "(set_config, large objects, NOTIFY, sequences, advisory locks), or is not known",
@@ -444,7 +446,8 @@ class Masking:
         """Whether a statement that runs code may read a masked column: it names (or its code
         does) a table masked columns are in, the statistics or statements' text, or something
         pgwarden cannot identify."""
-        if "unknown" in statement.kinds or names_revealing(statement.tables, statement.analysis.functions):
+        catalog = statement.context.catalog if statement.context is not None else None
+        if "unknown" in statement.kinds or names_revealing(statement.tables, statement.analysis.functions, catalog):
             return True
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)
@@ -672,7 +675,14 @@ def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn,
     return masker
 
 
-def _keeps(kinds: frozenset[str], analysis) -> bool:
-    """Whether a statement keeps a value where a later one reads it back (`_KEEPS`)."""
+def _keeps(kinds: frozenset[str], analysis, catalog=None) -> bool:
+    """Whether a statement keeps a value where a later one reads it back (`_KEEPS`): also when it
+    runs code of the database's own that pgwarden cannot see into (``unknown``: EXECUTE of SQL a
+    function builds), which may do anything a statement may whatever volatility its function
+    declares (a VOLATILE one is a side effect; the same body declared IMMUTABLE or STABLE, the
+    agent's word, took an advisory lock keyed by the SSN all the same: red team eight)."""
     return bool(kinds & _KEEPS or analysis.settings
-                or any(name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions))
+                or any(name.startswith(_KEEPING_FUNCTIONS) for name in analysis.functions)
+                or "unknown" in kinds and catalog is not None and any(
+                    not fn.builtin for name in analysis.functions
+                    for fn in catalog.functions_named(name.rpartition(".")[2])))

@@ -66,7 +66,7 @@ def stored_code(tree: dict[str, object], catalog: _Functions | None) -> str | No
                 found = catalog.functions_named(name) if catalog is not None else ()
                 # a built-in that reveals other sessions' statements (pg_stat_get_backend_activity)
                 # stores what they quote where it is read back
-                if not found or name in SQL_TEXT_FUNCTIONS or names_revealing((), (name,)) \
+                if not found or name in SQL_TEXT_FUNCTIONS or names_revealing((), (name,), catalog) \
                         or not all(getattr(f, "builtin", False) for f in found):
                     return f"an expression calling {'.'.join(names) or 'a function'}"
             elif catalog is not None:  # an operator's or a cast's function, of the database's own

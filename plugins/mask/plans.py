@@ -55,9 +55,10 @@ log = Logger()
 
 def plan_needed(rules: SessionRules, statement: Statement) -> bool:
     """Whether the server's plan could name a masked column lineage did not see: not when every
-    relation the statement names is a plain table (no rules, no partitions or parents) whose
-    columns no rule masks, and it calls only built-in functions. (A plan names only what the
-    statement names, views and rules expanded, SQL functions inlined.) Such statements, most of
+    relation the statement names is a plain table (no rules, no row-level security policies, no
+    partitions or parents) whose columns no rule masks, and it calls only built-in functions. (A
+    plan names only what the statement names, views, rules and policies expanded, SQL functions
+    inlined.) Such statements, most of
     an application's, are not asked about: the question costs a round trip on pgwarden's
     connection (docs/performance.md)."""
     context = statement.context
@@ -78,8 +79,9 @@ def plan_needed(rules: SessionRules, statement: Statement) -> bool:
         if len(found_rels) != 1:
             return True
         rel = found_rels[0]
-        if rel.kind not in ("r", "p") or rel.rules or rel.oid in parents or any(k == "i" for k, _ in rel.effects):
-            return True
+        if rel.kind not in ("r", "p") or rel.rules or rel.policies or rel.oid in parents \
+                or any(k == "i" for k, _ in rel.effects):
+            return True  # (row-level security: the plan shows what its policies' conditions test)
     return False
 
 

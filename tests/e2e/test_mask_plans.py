@@ -226,3 +226,29 @@ def test_a_custom_setting_of_a_value_pgwarden_does_not_know_refuses(stale):
         c.execute("select set_config('app.j', %s, false)", ("1",))  # (a parameter: its value unread)
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match=r"could not check .*SQLSTATE 42704"):
             c.execute("select x from pl_view where id = current_setting('app.j')::int")
+
+
+def test_a_question_leaves_nothing_the_statements_code_did_on_pgwardens_connection(pg_server):
+    """Planning runs a statement's IMMUTABLE functions (folded) and STABLE ones (estimates): what
+    their code does that ROLLBACK does not undo is undone at the question's end, whether the plan
+    was given or the statement failed. A session-level advisory lock (its key, in pg_locks, had
+    been an SSN: red team eight) and a prepared statement a VOLATILE function they call made (one
+    named pgwarden_plan had failed every later question)."""
+    from pgwarden.catalog.planner import ServerPlans
+
+    with psycopg.connect(pg_server.dsn(), autocommit=True) as c:
+        c.execute("CREATE FUNCTION pg_temp.prep() RETURNS int LANGUAGE plpgsql VOLATILE AS $$ BEGIN "
+                  "EXECUTE 'PREPARE pgwarden_plan AS SELECT 1'; EXECUTE 'PREPARE other AS SELECT 2'; "
+                  "RETURN 1; END $$")
+        c.execute("CREATE FUNCTION pg_temp.locks(fail bool) RETURNS int LANGUAGE plpgsql IMMUTABLE AS $$ BEGIN "
+                  "PERFORM pg_advisory_lock(812573964); PERFORM pg_advisory_lock_shared(7); PERFORM pg_temp.prep(); "
+                  "IF fail THEN RAISE EXCEPTION 'no'; END IF; RETURN 1; END $$")
+        for sql in ("select pg_temp.locks(false)", "select pg_temp.locks(true)",
+                    "select pg_temp.locks(false) where $1::int = 1", "select pg_temp.locks(true) where $1::int = 1"):
+            ServerPlans._explain(c, sql, ("pg_catalog",), True, ())
+            assert c.execute("select count(*) from pg_locks where locktype = 'advisory' "
+                             "and pid = pg_backend_pid()").fetchone() == (0,), sql
+            assert c.execute("select count(*) from pg_prepared_statements").fetchone() == (0,), sql
+            assert c.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        # and a question with parameters after them is answered
+        assert isinstance(ServerPlans._explain(c, "select $1::int + 1", ("pg_catalog",), True, ()), list)

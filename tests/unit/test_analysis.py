@@ -158,6 +158,32 @@ def test_a_bodys_write_without_where_is_the_calls(sql, has_where):
     assert analyze_sql(sql, _with_writing_functions()).has_where is has_where
 
 
+@pytest.mark.parametrize("volatility", ["i", "s", "v"])
+def test_the_functions_a_bodys_code_calls_are_the_calls_whatever_its_declared_volatility(volatility):
+    # An IMMUTABLE function's `PERFORM pg_advisory_lock(<a masked value>)` keeps the value in
+    # pg_locks as a VOLATILE one's does: what its body calls, nested bodies' too, is called by the
+    # statement (the mask plugin judges advisory locks by name; red team eight).
+    import attrs
+
+    from pgwarden.catalog import builtin_catalog
+    from pgwarden.catalog.model import Catalog, FunctionFacts
+    from pgwarden.sql.context import default_context
+
+    base = builtin_catalog()
+    functions = (FunctionFacts(oid=99201, schema="public", name="keep", nargs=0, volatility=volatility,
+                               language="plpgsql", trusted_language=True, builtin=False,
+                               source="BEGIN PERFORM pg_advisory_lock(1); RETURN 1; END"),
+                 FunctionFacts(oid=99202, schema="public", name="outer_fn", nargs=0, volatility="i", language="sql",
+                               trusted_language=True, builtin=False, source="SELECT public.keep()"))
+    catalog = Catalog(functions=base.functions + functions, relations=base.relations, operators=base.operators,
+                      types=base.types, casts=base.casts, settings=base.settings, schemas=base.schemas | {"public"},
+                      server_version=base.server_version, source="test")
+    context = attrs.evolve(default_context(), catalog=catalog)
+    assert {"keep", "pg_advisory_lock"} <= analyze_sql("SELECT public.keep()", context).functions
+    assert {"outer_fn", "keep", "pg_advisory_lock"} <= analyze_sql("SELECT 1 WHERE public.outer_fn() = 1",
+                                                                   context).functions
+
+
 def test_tables_and_functions():
     a = analyze_sql("SELECT lower(u.email), s.f(1) FROM public.users u JOIN sales.orders o ON o.uid = u.id")
     assert a.tables == {"public.users", "sales.orders"}

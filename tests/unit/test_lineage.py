@@ -8,7 +8,7 @@ import functools
 import pytest
 
 from pgwarden.catalog import builtin_catalog
-from pgwarden.catalog.model import Catalog, RelationFacts
+from pgwarden.catalog.model import Catalog, FunctionFacts, RelationFacts
 from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.context import SqlContext, default_context
 from pgwarden.sql.lineage import (
@@ -223,3 +223,77 @@ def test_statistics_and_statement_text_are_traced_to_sources_that_reveal_any_col
     assert Source("pg_catalog", "pg_stat_get_activity", "query") in [
         o.source for o in one("SELECT pid FROM pg_stat_activity WHERE query LIKE '%x%'").oracles]
     assert not reveals_values("public.users.ssn") and reveals_values("pg_catalog.pg_statistic.stanumbers1")
+
+
+def test_logical_decoding_and_raw_storage_readers_reveal_any_columns_values():
+    """A slot's changes (test_decoding prints every written row's columns) and every function of
+    pageinspect or pg_walinspect (raw pages, tuples, WAL block images: known by the catalog's
+    ``extension``, whatever their names) hold values of any column: traced to sources
+    `reveals_values` names, and a condition over them is an oracle (red team eight)."""
+    base = context()
+    catalog = base.catalog
+    readers = [FunctionFacts(30000, "public", "get_raw_page", 2, extension="pageinspect", result_type=17),
+               FunctionFacts(30001, "public", "heap_page_items", 1, extension="pageinspect", returns_set=True,
+                             result_type=2249, result_columns=("lp", "t_data")),
+               FunctionFacts(30002, "public", "my_page", 1, builtin=False, language="sql", source="SELECT $1")]
+    ctx = SqlContext(Catalog(functions=[*catalog.functions, *readers], relations=catalog.relations,
+                             operators=catalog.operators, types=catalog.types,
+                             attributes=[(r.oid, [c.name for c in cols], [c.type for c in cols])
+                                         for r in catalog.relations for cols in [catalog.columns_of(r.oid)]
+                                         if cols is not None],
+                             settings=catalog.settings, schemas=catalog.schemas, source="test", complete=True))
+
+    def revealing(sql: str, context: SqlContext = base) -> list[bool]:
+        return [any(reveals_values(str(s)) for s in o.sources) for o in one(sql, context).outputs]
+
+    assert revealing("SELECT lsn, xid, data FROM pg_logical_slot_peek_changes('s', NULL, NULL)") == [True] * 3
+    assert revealing("SELECT data FROM pg_catalog.pg_logical_slot_get_binary_changes('s', NULL, NULL)") == [True]
+    assert revealing("SELECT encode(get_raw_page('users', 0), 'hex'), my_page(1)", ctx) == [True, False]
+    assert revealing("SELECT lp, t_data FROM heap_page_items(get_raw_page('users', 0))", ctx) == [True, True]
+    assert any(reveals_values(str(use.source)) for use in one(
+        "SELECT 1 AS x FROM pg_logical_slot_peek_changes('s', NULL, NULL) WHERE data LIKE '%8%'").oracles)
+    assert reveals_values("pg_catalog.pageinspect:heap_page_items.t_data")
+    assert not reveals_values("pg_catalog.pg_class.relname") and not reveals_values("public.pageinspect:x.y")
+
+
+def test_a_toast_relations_chunks_are_derived_from_every_column_of_its_owner():
+    """pg_toast.pg_toast_N holds its owner's values stored out of line (the catalog's 'o' effect):
+    every column of it is derived from every column of the owner, so a condition on its chunks is
+    an oracle of the masked ones (red team eight), and reading it reads the owner."""
+    base = context()
+    catalog = base.catalog
+    attributes = [(r.oid, [c.name for c in cols], [c.type for c in cols])
+                  for r in catalog.relations for cols in [catalog.columns_of(r.oid)] if cols is not None]
+    attributes.append((20001, ["chunk_id", "chunk_seq", "chunk_data"], [26, 23, 17]))
+    toast = RelationFacts(20001, "pg_toast", "pg_toast_20000", "t", effects=(("o", 20000),))
+    ctx = SqlContext(Catalog(functions=catalog.functions, relations=[*catalog.relations, toast],
+                             operators=catalog.operators, types=catalog.types, attributes=attributes,
+                             settings=catalog.settings, schemas=catalog.schemas | {"pg_toast"}, source="test",
+                             complete=True))
+    every = {users(c) for c in ("id", "name", "ssn", "email", "Name")}
+    lin = one("SELECT chunk_id FROM pg_toast.pg_toast_20000 WHERE position('8' in chunk_data) > 0", ctx)
+    assert lin.outputs[0].sources == every and not lin.outputs[0].direct
+    assert OracleUse(users("ssn"), "WHERE") in lin.oracles
+    assert analyze_sql('SELECT 1 FROM "pg_toast"."pg_toast_20000"', ctx).tables == {
+        "pg_toast.pg_toast_20000", "public.users"}
+
+
+def test_a_row_level_policys_condition_is_the_statements():
+    """The server adds a table's row-level security policies' conditions to the statements that
+    read or write it: what they read is read, what they test is an oracle (red team eight)."""
+    base = context()
+    catalog = base.catalog
+    attributes = [(r.oid, [c.name for c in cols], [c.type for c in cols])
+                  for r in catalog.relations for cols in [catalog.columns_of(r.oid)] if cols is not None]
+    attributes.append((20002, ["g"], [25]))
+    guarded = RelationFacts(20002, "public", "guesses", "r", policies=(
+        "(EXISTS ( SELECT 1 FROM public.users WHERE ((users.id = 1) AND (users.ssn ~~ (guesses.g || '%'::text)))))",
+        "(g <> ''::text)"))
+    ctx = SqlContext(Catalog(functions=catalog.functions, relations=[*catalog.relations, guarded],
+                             operators=catalog.operators, types=catalog.types, attributes=attributes,
+                             settings=catalog.settings, schemas=catalog.schemas, source="test", complete=True))
+    for sql in ("SELECT g FROM guesses", "DELETE FROM guesses WHERE g = 'x'", "SELECT 1 FROM (SELECT g FROM guesses) s"):
+        lin = one(sql, ctx)
+        assert OracleUse(users("ssn"), "policy") in lin.oracles, sql
+        assert users("ssn") in (lin.reads or ())
+    assert OracleUse(Source("public", "guesses", "g"), "policy") in one("SELECT 1 FROM guesses", ctx).oracles

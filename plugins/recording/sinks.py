@@ -15,6 +15,7 @@ work of its own; `_direct` says again after each such work whether the chain may
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
 import time
@@ -230,6 +231,31 @@ def why_not_a_sink_file(path: str) -> str | None:
     return None
 
 
+def _writer_lock(path: str) -> int:
+    """An exclusive lock on ``path``'s writing, held while the sink is open: a second pgwarden
+    appending to the same file (the same config started twice, a shared volume) would interleave
+    two hash chains in it, and every record after would fail `pgwarden verify`. The lock is a
+    file of its own (the records' file is renamed at each rotation), hidden beside it
+    (``.NAME.lock``: out of the way of a log shipper's ``NAME*``), and flock's: the kernel lets
+    it go with the process, however it ends."""
+    folder, name = os.path.split(path)
+    lock_path = os.path.join(folder, f".{name}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o640)
+    except OSError as e:
+        raise SinkFailed(f"cannot open the lock file {lock_path}: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise SinkFailed(f"another process is writing records to {path} (it holds {lock_path}): two "
+                             "writers would interleave two hash chains in one file; give each pgwarden "
+                             "a file of its own") from None
+        raise SinkFailed(f"cannot lock {lock_path}: {e.strerror or e}") from None
+    return fd
+
+
 class FileSink(Sink):
     """Appends to ``path``; rotates to path.1 .. path.N by size; fsyncs every ``fsync_s``."""
 
@@ -250,10 +276,12 @@ class FileSink(Sink):
         unusable = why_not_a_sink_file(path)
         if unusable is not None:
             raise SinkFailed(unusable)
+        self._lock = _writer_lock(path)
         try:
             self.chain.prev = self.written_head = self._resume()
             self._open()
         except OSError as e:
+            os.close(self._lock)
             raise SinkFailed(f"cannot append to {path}: {e.strerror or e}") from None
         self.configured()
 
@@ -399,6 +427,7 @@ class FileSink(Sink):
     def discard(self) -> None:
         self.chain.fd = -1
         os.close(self._fd)
+        os.close(self._lock)
 
     def close(self) -> None:
         super().close()
@@ -410,3 +439,5 @@ class FileSink(Sink):
             os.close(self._fd)
         except OSError as e:
             log.error("{path}: {err}", path=self.path, err=e.strerror)
+        finally:
+            os.close(self._lock)

@@ -163,3 +163,31 @@ def test_a_direct_write_the_pipe_takes_in_part_leaves_the_rest_to_the_flush_noth
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_second_writer_of_a_record_file_is_refused_until_the_first_closes(tmp_path):
+    """Two pgwardens appending to one file (the same config started twice, a shared volume) would
+    interleave two hash chains: the second is refused at its start, saying why (red team eight)."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "r.jsonl"
+    first = _file_sink(path, 1 << 20)
+    other = subprocess.run(
+        [sys.executable, "-c",
+         "import sys\nfrom pgwarden_plugins.recording.sinks import FileSink, SinkFailed\n"
+         "try:\n    FileSink(sys.argv[1], max_bytes=1 << 20, keep=1, fsync_s=1, on_error='closed')\n"
+         "except SinkFailed as e:\n    print(e)\n    sys.exit(3)\n", str(path)],
+        capture_output=True, text=True, timeout=60)
+    assert other.returncode == 3, other.stderr
+    assert f"another process is writing records to {path}" in other.stdout
+    with pytest.raises(SinkFailed, match="two writers would interleave two hash chains"):
+        _file_sink(path, 1 << 20)  # (flock's lock is the open file's: a second open here is refused too)
+    first.add([b'{"n":1}'])
+    first.flush()
+    first.close()
+    second = _file_sink(path, 1 << 20)  # the first let go: the chain goes on
+    second.add([b'{"n":2}'])
+    second.flush()
+    second.close()
+    assert verify([str(path)]).problem is None

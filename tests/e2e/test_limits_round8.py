@@ -182,3 +182,47 @@ def test_writes_made_while_planning_at_bind_are_counted(hostile, clean, protocol
     (answer,) = _steps(hostile, protocol, [sql])
     assert "wrote 5 rows, more than the 2 allowed" in errors(answer)[0].message, answer
     _things_untouched(clean, [answer])
+
+
+# ----------------------------------------------------------------- procedures inside the client's block
+
+PROCEDURES = """
+CREATE OR REPLACE PROCEDURE public.r8_all() LANGUAGE sql AS $$ UPDATE public.things SET n = n + 100 WHERE id = abs(id) $$;
+CREATE OR REPLACE PROCEDURE public.r8_one() LANGUAGE sql AS $$ UPDATE public.things SET n = n + 100 WHERE id = 1 $$;
+CREATE OR REPLACE PROCEDURE public.r8_commits() LANGUAGE plpgsql AS
+    $$ BEGIN UPDATE public.things SET n = n + 100 WHERE id = abs(id); COMMIT; END $$;
+"""
+
+
+@pytest.fixture
+def procedures(hostile, clean):
+    clean.conn.execute(PROCEDURES)
+    _refresh(hostile)
+    yield clean
+    clean.conn.execute("DROP PROCEDURE IF EXISTS public.r8_all(), public.r8_one(), public.r8_commits()")
+
+
+def test_a_procedure_called_inside_the_clients_block_is_counted(hostile, procedures):
+    # Inside a transaction block a procedure cannot COMMIT (the server refuses it): what it writes
+    # is counted like any write, instead of the CALL being refused (a false refusal before).
+    answers = _steps(hostile, "simple", ["BEGIN", "CALL public.r8_one()", "COMMIT",
+                                         "BEGIN", "CALL public.r8_all()", "ROLLBACK",
+                                         "BEGIN", "CALL public.r8_commits()", "ROLLBACK",
+                                         "BEGIN", "DO $$ BEGIN UPDATE public.things SET n = n + 100 WHERE id = 1; "
+                                                  "COMMIT; END $$", "ROLLBACK"])
+    assert not errors(answers[1]) and not errors(answers[2]), answers
+    assert "wrote 5 rows, more than the 2 allowed" in errors(answers[4])[0].message, answers
+    assert errors(answers[7])[0].sqlstate == "2D000", answers  # the server's: invalid transaction termination
+    assert errors(answers[10])[0].sqlstate == "2D000", answers
+    assert _one(procedures, "SELECT sum(n) FROM public.things") == 115  # r8_one's, and nothing else
+
+
+@pytest.mark.parametrize("steps", [["CALL public.r8_one()"], ["BEGIN; CALL public.r8_one()"]],
+                         ids=["autocommit", "with-its-begin"])
+def test_a_procedure_called_outside_a_known_block_is_still_refused(hostile, procedures, steps):
+    # (outside a block it may COMMIT before the check; a Query that opens the block itself is
+    # decided before the server said the block is open)
+    answers = _steps(hostile, "simple", steps)
+    (error,) = errors(answers[-1])
+    assert error.sqlstate == "42501" and error.message.startswith("pgwarden: blocked: "), answers
+    _things_untouched(procedures, answers)

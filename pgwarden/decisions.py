@@ -383,14 +383,7 @@ class Decisions:
             return ALLOW
         limits = state.limits
         syntax = self.statements.syntax_for(statement.sql, statement.context.lexer)  # type: ignore[union-attr]  # the cache's have one
-        # A simple Query decided while the server owes nothing, its last ReadyForQuery 'T': it runs
-        # inside the client's transaction block, where a DO block or a procedure cannot commit (the
-        # server refuses it), so they are counted like any write instead of refused.
-        relay = state.relay
-        in_block = (request.protocol == "simple" and relay is not None and not relay.answers_owed
-                    and relay.state.transaction_status == "T")
-        return core_limits.counting(statement.analysis, syntax.statements, limits, request.protocol,
-                                    in_block) or ALLOW
+        return core_limits.counting(statement.analysis, syntax.statements, limits, request.protocol) or ALLOW
 
     def _enforce(self, verdict: Verdict, statement: Statement, conn: ClientConnection, request: StatementRequest,
                  shadow: list | None = None):

@@ -280,10 +280,9 @@ class Portal(_Described):
         self.description = None
         self._decoded = None
         self.rows_sent = 0
-        # A counted portal fetched in several Executes is one statement: its count starts once,
-        # before its Bind (planning at Bind runs functions: red team eight, an IMMUTABLE lie that
-        # writes), and its before statement's answer (`_Count.known`) is this count's.
-        self.count: _Count | None = None
+        # A counted portal fetched in several Executes is one statement: its count starts once.
+        self.counting = False
+        self.count_before: int | None = None
         # The relay's count of statements run (`Relay._runs`) when what this portal returns was
         # last known: code a statement runs since may have closed it and opened a cursor of its
         # name (PL/pgSQL's OPEN of a refcursor given the name), which returns something else.
@@ -1042,14 +1041,18 @@ class Relay:
         st.portals[portal_name] = portal
         if portal_name and self.on_name_taken is not None:
             self.on_name_taken("cursor", portal_name)
+        count = None
         if stmt.count is not None:
             # The server plans the statement at its Bind, and planning runs functions (one
             # declared IMMUTABLE is folded, whatever its body writes; a domain's CHECK on a
-            # parameter): the count starts before the Bind, not before the Execute.
-            portal.count = _Count(stmt.count, portal, False)
-            self._begin_count(portal.count)
+            # parameter): the Bind is counted and checked on its own, whether an Execute follows
+            # or not (red teams eight and nine); its Executes are counted as before.
+            count = _Count(stmt.count, None, False)
+            self._begin_count(count)
         self._up.append(raw)
         self._expect.append(Expectation(_E_BIND, portal, False))
+        if count is not None:
+            self._count_waiting = count  # its check goes up once the count before is known
         return None
 
     def _apply(self, raw: bytes, request: StatementRequest, decision: object) -> None:
@@ -1196,22 +1199,18 @@ class Relay:
         self._expect.append(Expectation(_E_TSYNC, None, False, count.ex))
 
     def _counted_execute(self, portal: Portal, cap: CountRows) -> _Count | None:
-        """Before a counted portal's Execute: its count, begun before its Bind. Its before
-        statement not answered yet: the check waits for the answer (which starts holding the
-        results); answered (an Execute after a Flush, or a later Execute of the portal): only the
-        marker whose answer starts holding this Execute's results."""
+        """Before a counted portal's Execute: the before statement, or (a later Execute of the
+        same portal) only the marker whose answer starts holding its results."""
         if self._server_discarding:
             return None
-        started = portal.count
-        if started is None:  # (bound before its statement was counted: never, but counted here)
-            started = portal.count = _Count(cap, portal, False)
-            self._begin_count(started)
-        if not started.known:
-            return started
         count = _Count(cap, portal, False)
-        count.before, count.known = started.before, True
-        self._up.append(m.Close("S", self._hold_name).encode())
-        self._expect.append(Expectation(_E_HOLD, count, False))
+        if portal.counting:
+            count.before, count.known = portal.count_before, True
+            self._up.append(m.Close("S", self._hold_name).encode())
+            self._expect.append(Expectation(_E_HOLD, count, False))
+        else:
+            portal.counting = True
+            self._begin_count(count)
         return count
 
     def _copy_message(self, t: int, raw: bytes) -> bool:
@@ -1645,7 +1644,9 @@ class Relay:
                 count.before = counting.parse_count(count.capture[0])
             count.known = True
             count.capture = []
-            if self._count_waiting is count:  # (else a portal's, begun at its Bind, not executed yet)
+            if count.portal is not None:
+                count.portal.count_before = count.before
+            if self._count_waiting is count:
                 self._hold(count)
                 self._count_waiting = None
                 self._send_check(count)

@@ -8,6 +8,7 @@ answers and ``down()`` what the agent receives.
 from __future__ import annotations
 
 import attrs
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -476,36 +477,42 @@ def test_when_pgwarden_cannot_count_in_an_aborted_transaction_the_client_gets_th
 def test_an_extended_counted_execute_is_checked_before_the_clients_sync():
     t = Talk(_counted)
     t.client(m.Parse("s", "update t set n = $1"), m.Bind("", "s"), m.Execute(""), m.Sync())
-    sent = t.upstream()
-    # The count begins before the client's Bind: the server plans the statement there, and planning
-    # runs functions (red team eight: one declared IMMUTABLE that writes, folded at the Bind).
-    assert [type(x) for x in sent] == [m.Parse, m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Flush,
-                                       m.Bind, m.Describe, m.Execute]
-    t.server(m.ParseComplete(), *_before_answer(3), m.BindComplete(), m.NoData(), m.CommandComplete("UPDATE 2"))
-    assert t.down() == [m.ParseComplete()]  # the rest held until the check passes
+    # The server plans the statement at its Bind, and planning runs functions (red teams eight and
+    # nine: one declared IMMUTABLE that writes): the Bind is counted and checked on its own first.
+    assert [type(x) for x in t.upstream()] == [m.Parse, m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Flush,
+                                               m.Bind]
+    t.server(m.ParseComplete(), *_before_answer(3), m.BindComplete())
+    assert t.down() == [m.ParseComplete()]  # the Bind's answer held until its check passes
+    assert [type(x) for x in t.upstream()] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute,  # the Bind's check
+                                               m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Flush,  # before
+                                               m.Describe, m.Execute]
+    t.server(*_OWN_RUN_ANSWER, m.CommandComplete("DO"))
+    assert t.down() == [m.BindComplete()]
+    t.server(*_before_answer(3), m.NoData(), m.CommandComplete("UPDATE 2"))
+    assert t.down() == []
     assert [type(x) for x in t.upstream()] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Sync]
     t.server(*_OWN_RUN_ANSWER, m.CommandComplete("DO"), m.ReadyForQuery("I"))
-    assert t.down() == [m.BindComplete(), m.CommandComplete("UPDATE 2"), m.ReadyForQuery("I")]
-
-
-def test_a_counted_portal_bound_then_flushed_is_counted_from_before_its_bind():
-    """A client that waits for BindComplete (Flush) before its Execute: the before statement's
-    answer came first, nothing is held until the Execute, whose check uses that count."""
-    t = Talk(_counted)
-    t.client(m.Parse("s", "update t set n = $1"), m.Bind("", "s"), m.Flush())
-    assert [type(x) for x in t.upstream()] == [m.Parse, m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Flush,
-                                               m.Bind, m.Flush]
-    t.server(m.ParseComplete(), *_before_answer(3), m.BindComplete())
-    assert t.down() == [m.ParseComplete(), m.BindComplete()]
-    t.client(m.Execute(""), m.Sync())
-    sent = t.upstream()
-    assert [type(x) for x in sent] == [m.Close, m.Describe, m.Execute, m.Close, m.Close, m.Parse, m.Bind,
-                                       m.Execute, m.Sync]
-    check = next(x for x in sent if isinstance(x, m.Parse))
-    assert "'{16384}'::pg_catalog.oid[]" in check.sql and "'{3}'::pg_catalog.int8[]" in check.sql  # the count before the Bind
-    t.server(m.CloseComplete(), m.NoData(), m.CommandComplete("UPDATE 2"), *_OWN_RUN_ANSWER,
-             m.CommandComplete("DO"), m.ReadyForQuery("I"))
     assert t.down() == [m.CommandComplete("UPDATE 2"), m.ReadyForQuery("I")]
+    assert t.relay.idle
+
+
+@pytest.mark.parametrize("after", [[m.Sync()], [m.Close("P", ""), m.Sync()], [m.Bind("", "s"), m.Sync()]],
+                         ids=["sync", "close", "bound-again"])
+def test_a_counted_bind_is_checked_whether_or_not_an_execute_follows(after):
+    """Bound and never executed: planning at the Bind may have written, so its check comes before
+    anything else goes up (red team nine: Parse + Bind + Sync wrote 5 rows unchecked)."""
+    t = Talk(_counted)
+    t.client(m.Parse("s", "update t set n = $1"), m.Bind("", "s"), *after)
+    up = t.upstream()
+    assert [type(x) for x in up] == [m.Parse, m.Close, m.Close, m.Parse, m.Bind, m.Execute, m.Flush, m.Bind]
+    t.server(m.ParseComplete(), *_before_answer(3), m.BindComplete())
+    check = t.upstream()[:5]
+    assert [type(x) for x in check] == [m.Close, m.Close, m.Parse, m.Bind, m.Execute]
+    assert "'{3}'::pg_catalog.int8[]" in check[2].sql  # the count before the Bind
+    refused = m.ErrorResponse.build("ERROR", "42501", "pgwarden: blocked: the statement wrote 5 rows, more than "
+                                                     "the 2 allowed")
+    t.server(*_OWN_RUN_ANSWER, refused)  # (the check's DO raises)
+    assert t.down() == [m.ParseComplete(), refused]  # its BindComplete dropped with the refusal
 
 
 def test_results_too_large_to_hold_flow_and_the_check_still_decides():

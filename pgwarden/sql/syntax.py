@@ -193,7 +193,8 @@ class Syntax:
     # It leaves work the server does after the statement, after pgwarden's count of the rows it
     # wrote (`limit: {rows_written}`): DECLARE ... WITH HOLD (the commit runs the cursor's query
     # to keep its rows), CREATE CONSTRAINT TRIGGER ... DEFERRABLE (its function runs at the
-    # commit, or at SET CONSTRAINTS, of a write).
+    # commit, or at SET CONSTRAINTS, of a write), CREATE EVENT TRIGGER (its function runs at
+    # every later DDL statement, which is never counted).
     after_count: bool = False
     # What the functions this string creates or alters will change while they run, as
     # ``settings``: their SET clauses (CREATE FUNCTION ... SET, ALTER FUNCTION ... SET; a RESET
@@ -517,7 +518,7 @@ class _Walker:
                 f.get("behavior") == "DROP_CASCADE" or f.get("removeType") in _DROPS_ROWS):
             self.uncounted = True
         if name == "DeclareCursorStmt" and int(f.get("options") or 0) & _CURSOR_OPT_HOLD \
-                or name == "CreateTrigStmt" and f.get("deferrable"):
+                or name == "CreateTrigStmt" and f.get("deferrable") or name == "CreateEventTrigStmt":
             self.after_count = True
         if name in _ALSO_KINDS:
             also = _ALSO_KINDS[name](f)
@@ -797,6 +798,11 @@ class _Walker:
             self.function_settings += syntax.settings + syntax.function_settings
         if f.get("replace"):
             self.changes_functions.append(("replace", syntax))
+            returns = _names((_fields(f.get("returnType")) or f.get("returnType") or {}).get("names", []))
+            if returns[-1:] == ["event_trigger"]:
+                # An event trigger armed over it runs the new body at every later DDL statement,
+                # never counted (red team nine): as arming one (`after_count`)
+                self.after_count = True
 
     # ------------------------------------------------------------------ expressions
 

@@ -241,6 +241,49 @@ def test_an_ordinary_function_call_that_writes_is_still_counted(hostile, clean, 
     assert _one(clean, "SELECT count(*) FROM public.r8_log") == 1
 
 
+# ----------------------------------------------------------------- an event trigger armed under the cap (round nine)
+
+EVENT_FUNCTION = ("CREATE {replace}FUNCTION public.r8_evt() RETURNS event_trigger LANGUAGE plpgsql {volatility} AS "
+                  "$$ BEGIN {body}; END $$")
+WRITES = "UPDATE public.things SET n = n + 100 WHERE id = abs(id)"
+READS = "RAISE NOTICE 'ddl: %', tg_tag"
+ARM = "CREATE EVENT TRIGGER r8_evt ON ddl_command_end EXECUTE FUNCTION public.r8_evt()"
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_agent_cannot_arm_an_event_trigger_that_writes(hostile, clean, protocol):
+    # Red team nine: arming wrote nothing (counted: 0); every later DDL statement, never counted,
+    # then ran its function: 5 rows each.
+    answers = _steps(hostile, protocol, [
+        EVENT_FUNCTION.format(replace="", volatility="", body=WRITES), ARM, "CREATE TABLE public.r8_x (a int)"])
+    assert not errors(answers[0]) and not errors(answers[2]), answers
+    _refused_after_count(answers[1])
+    assert _one(clean, "SELECT count(*) FROM pg_event_trigger WHERE evtname = 'r8_evt'") == 0
+    _things_untouched(clean, answers)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_armed_event_triggers_function_cannot_be_replaced_by_one_that_writes(hostile, clean, protocol):
+    # Armed over a function that only reads (allowed, below), then the function replaced: its new
+    # body would run at every later CREATE TABLE, uncounted (not at the replacement itself, which
+    # is counted: the trigger's tag filter leaves it out).
+    answers = _steps(hostile, protocol, [
+        EVENT_FUNCTION.format(replace="", volatility="STABLE", body=READS),
+        ARM.replace(" EXECUTE", " WHEN TAG IN ('CREATE TABLE') EXECUTE"),
+        EVENT_FUNCTION.format(replace="OR REPLACE ", volatility="", body=WRITES), "CREATE TABLE public.r8_x (a int)"])
+    assert not errors(answers[0]) and not errors(answers[1]) and not errors(answers[3]), answers
+    _refused_after_count(answers[2])
+    _things_untouched(clean, answers)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_event_trigger_that_only_reads_may_be_armed(hostile, clean, protocol):
+    answers = _steps(hostile, protocol, [
+        EVENT_FUNCTION.format(replace="", volatility="STABLE", body=READS), ARM, "CREATE TABLE public.r8_x (a int)"])
+    assert not any(errors(a) for a in answers), answers
+    assert any("ddl: CREATE TABLE" in getattr(x, "message", "") for x in answers[2]), answers
+
+
 # ----------------------------------------------------------------- planning at Bind
 
 LIAR = """

@@ -7,7 +7,8 @@ Plugins decide what a statement may do; these rules decide what no statement may
   its rows (see `pgwarden.relay.counting`); a multi-statement Query string holding one
   is refused, since the count is per statement, and so is what the count cannot see: a
   DO block or procedure that may COMMIT before the check, TRUNCATE and DDL that drops or
-  rewrites rows, writes to foreign tables and to large objects (`counting`).
+  rewrites rows, writes to foreign tables and to large objects, work left for after the
+  count (a holdable cursor, a deferred or event trigger) and SQL built at run time (`counting`).
 * When the policies allow (or approve) no write at all, the upstream session is opened with
   ``default_transaction_read_only=on``: the server itself then refuses any write the analysis
   missed (a function that inserts, called in a SELECT). Every way of lifting it is refused.
@@ -33,7 +34,7 @@ MAY_WRITE_KINDS = frozenset({
     "insert", "update", "delete", "merge", "do", "call", "side_effect", "unknown", "execute",
     "cursor",  # a FETCH runs the cursor's query, and whatever functions it calls
 })
-# What a statement whose work waits for the COMMIT (`Analysis.at_commit`) may write there.
+# What a statement that leaves work for after the count (`Analysis.after_count`) may write then.
 _WRITES_WHEN_RUN = MAY_WRITE_KINDS - {"cursor"}
 # Statements that bring rows in that the count would not see before they are visible
 # to the client's own protocol exchange (COPY FROM STDIN): refused under rows_written.
@@ -278,14 +279,20 @@ def counting(analysis, statements: int, limits: SessionLimits, protocol: str, in
             "COMMIT, ROLLBACK, CALL or SQL built at run time.",
             **where,
         )
-    if analysis.at_commit and (analysis.writes or bool(kinds & _WRITES_WHEN_RUN)):
-        # What the server runs when the transaction commits comes after pgwarden's check (red
-        # team eight): a deferred trigger's writes, a holdable cursor's query.
+    if analysis.after_count and (analysis.writes or bool(kinds & _WRITES_WHEN_RUN)) or "unknown" in kinds:
+        # What the server runs after the statement comes after pgwarden's check: at the commit a
+        # deferred trigger's writes and a holdable cursor's query (red team eight), declared by a
+        # function's body too; at every later DDL statement, never counted, an event trigger's
+        # function (red team nine). SQL built at run time may leave any of these: no analysis
+        # sees what it does (a DO block holding it is refused above, outside a block).
         return Verdict.block(
-            "a write the server would do at COMMIT is not allowed under a rows_written limit",
-            "A DEFERRABLE constraint trigger whose function writes, and DECLARE ... WITH HOLD over a "
-            "query that may write, run when the transaction commits, after the rows written are "
-            "counted. Declare the cursor without WITH HOLD, or write from a session without this limit.",
+            "a write the server would do after the count is not allowed under a rows_written limit",
+            "The rows a statement writes are counted when it ends. What it leaves for later runs "
+            "uncounted: at COMMIT, a DEFERRABLE constraint trigger whose function writes and "
+            "DECLARE ... WITH HOLD over a query that may write (by the statement or by a function it "
+            "calls); at every later DDL statement, an event trigger whose function writes; and SQL "
+            "built at run time (EXECUTE of a computed string) may do either. Declare cursors without "
+            "WITH HOLD, write with plain statements, or write from a session without this limit.",
             **where,
         )
     if not analysis.functions.isdisjoint(LARGE_OBJECT_WRITES):

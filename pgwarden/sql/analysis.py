@@ -95,9 +95,12 @@ class Analysis:
     # True when it destroys or rewrites rows the server's statistics do not count
     # (`Syntax.uncounted`: TRUNCATE, ALTER TABLE ... TYPE / DROP COLUMN, DROP TABLE, ...).
     uncounted: bool = False
-    # True when it leaves work the server does at COMMIT (`Syntax.at_commit`), or writes a table
-    # whose DEFERRABLE constraint trigger runs a function that may write: after pgwarden's count.
-    at_commit: bool = False
+    # True when it may leave work the server does after pgwarden's count of the rows it wrote:
+    # its own (`Syntax.after_count`) or a function body's it runs, at any depth (an SQL function's
+    # DECLARE ... WITH HOLD); a write of a table whose DEFERRABLE constraint trigger runs a
+    # function that may write. (SQL built at run time, `unknown`, may do any of these: under a
+    # cap `limits.counting` refuses it as it refuses these.)
+    after_count: bool = False
     # The foreign tables it reads or writes, through views and function bodies too: the server
     # counts no row written to one (the foreign server does, if anything).
     foreign: frozenset[str] = frozenset()

@@ -163,7 +163,11 @@ class _Resolver:
         # a function of the database's own whose body destroys rows uncounted (`Analysis.uncounted`)
         self._body_uncounted = False
         self._uncounted_bodies: set[int] = set()
-        # a write of a table whose deferrable constraint trigger may write (`Analysis.at_commit`)
+        # a function of the database's own whose body leaves work after the count, at any depth (an
+        # SQL function's DECLARE ... WITH HOLD, red team nine), and a write of a table whose
+        # deferrable constraint trigger may write (`Analysis.after_count`)
+        self._body_after_count = False
+        self._after_count_bodies: set[int] = set()
         self._deferred_writes = False
         self._in_progress: set[int] = set()
         #: the guarded settings (`GUARDED_SETTINGS`) the functions reached so far change while they
@@ -255,7 +259,8 @@ class _Resolver:
             read_write=syntax.read_write or any(inner.read_write for inner in nested),
             prepares_unseen=self._body_prepares or "unknown" in kinds,
             uncounted=syntax.uncounted or self._body_uncounted or any(inner.uncounted for inner in nested),
-            at_commit=syntax.at_commit or self._deferred_writes or any(inner.at_commit for inner in nested),
+            after_count=syntax.after_count or self._body_after_count or self._deferred_writes
+            or any(inner.after_count for inner in nested),
             foreign=self._foreign(tables),
         )
 
@@ -555,6 +560,8 @@ class _Resolver:
                 self._body_prepares = True
             if fn.oid in self._uncounted_bodies:
                 self._body_uncounted = True
+            if fn.oid in self._after_count_bodies:
+                self._body_after_count = True
             if fn.oid in self._fn_reached:
                 self._reached += self._fn_reached[fn.oid]
             return cached
@@ -601,6 +608,9 @@ class _Resolver:
                 if body.uncounted:
                     self._uncounted_bodies.add(fn.oid)
                     self._body_uncounted = True
+                if body.after_count:
+                    self._after_count_bodies.add(fn.oid)
+                    self._body_after_count = True
                 self._body_only[fn.oid] = does
                 self._body_tables[fn.oid] = body.tables
                 self._body_functions[fn.oid] = body.functions

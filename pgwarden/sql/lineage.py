@@ -2239,7 +2239,7 @@ class _Walker:
             return _OPAQUE
         if "unknown" in analysis.kinds:
             self.unknown_reads = True
-        sources: set[Source] = set()
+        sources: set[Source] = self.revealing_calls(analysis.functions)
         for qualified in analysis.tables:
             schema, _, name = qualified.partition(".")
             rels = [r for r in self.catalog.relations_named(name) if _schema(r.schema) == schema]
@@ -2254,6 +2254,24 @@ class _Walker:
                     sources |= v.sources
         self.reads |= sources
         return _Val(frozenset(sources), False, True)
+
+    def revealing_calls(self, functions: Iterable[str]) -> set[Source]:
+        """The sources that may hold any column's value (`reveals_values`) among the functions a
+        body calls, at any depth (`Analysis.functions`): pg_stat_get_activity, logical decoding,
+        pageinspect's ... wrapped in PL/pgSQL (red team nine: `RETURN (SELECT string_agg(query,
+        ' | ') FROM pg_stat_get_activity(NULL))` returned other sessions' statements in clear),
+        which makes the body's result, and any condition over it, derived from every column."""
+        found: set[Source] = set()
+        for qualified in functions:
+            name = qualified.rpartition(".")[2]
+            known = self.catalog.functions_named(name)
+            for fn in known:
+                revealing = revealing_function(fn)
+                if revealing is not None:
+                    found.add(Source("pg_catalog", revealing[0], name))
+            if not known and name in _REVEALING_FUNCTIONS:  # (no facts of it: by its name)
+                found.add(Source("pg_catalog", name, name))
+        return found
 
 
 def _plpgsql_return_queries(fn: FunctionFacts) -> list[str] | None:

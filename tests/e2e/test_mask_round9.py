@@ -1,0 +1,126 @@
+"""Red team nine (masking, hunt 9b): code of the database's own over value-revealing functions and
+over tables whose row-level policies read masked values, contrib xml2's ``xpath_table``, the server's
+files read as bytes, foreign tables, and conditions after the session's own uncommitted DDL. Round
+three's database and masks (tests/e2e/test_mask_round3.py), under round five's demo-like policy where
+the attack needs no DDL, round three's POLICY (default allow; roles and system blocked) where it
+does. Each test failed before its fix.
+
+This module runs its own server, at ``wal_level = logical`` (logical decoding needs it; the other
+tests do not depend on it).
+"""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from test_mask_round3 import DB, HASH_KEY, POLICY, RULES, SSN, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
+
+from pgwarden.testing.postgres import TempPostgres
+
+
+@pytest.fixture(scope="module")
+def pg_server():
+    """This module's server, at wal_level = logical (a CDC slot); otherwise as the shared one."""
+    server = TempPostgres(settings={"wal_level": "logical"})
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def operator(request):
+    """A direct connection of the operator's (round three's ``direct``)."""
+    return request.getfixturevalue("direct")
+
+
+def _no_oracle(agent, sql: str, guesses: tuple[str, str] = ("8", "7")) -> None:
+    """``sql`` (``{g}`` a guess of the SSN's first characters: the right one, then a wrong one)
+    is refused (42501), or answers both alike; nothing secret is received."""
+    answers = {}
+    for guess in guesses:
+        got, r = received_by(agent, sql.format(g=guess))
+        assert not leaked(got), (leaked(got), r)
+        if r["err"] is not None:
+            assert r["err"][0] == "42501", r
+            return
+        answers[guess] = r["rows"]
+    assert len(set(map(repr, answers.values()))) == 1, f"the SSN's first characters are told: {answers}"
+
+
+@pytest.fixture
+def agent(request, make_pgwarden, tmp_path, operator):
+    """Agents through pgwarden under a policy (round three's POLICY unless given)."""
+    request.getfixturevalue("rtdb")
+    made = []
+
+    def make(policy=POLICY):
+        s = Session(start(make_pgwarden, tmp_path, policy))
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+    operator.execute("DROP FUNCTION IF EXISTS h9_wrap(), h9_plain(); DROP VIEW IF EXISTS h9_v; "
+                     "DROP TABLE IF EXISTS h9_local")
+
+
+# ------------------------------------------------------------------ 2. PL/pgSQL over value-revealing functions
+@pytest.fixture
+def sources(request, operator, pg_server):
+    """An application's session whose last statement wrote the SSN (pg_stat_activity.query), a CDC
+    slot (logical decoding), pageinspect (the operator's)."""
+    request.getfixturevalue("rtdb")
+    operator.execute("CREATE EXTENSION IF NOT EXISTS pageinspect")
+    operator.execute("SELECT pg_create_logical_replication_slot('h9_cdc', 'test_decoding') WHERE NOT EXISTS "
+                     "(SELECT 1 FROM pg_replication_slots WHERE slot_name = 'h9_cdc')")
+    operator.execute("UPDATE users SET name = name WHERE id = 1")
+    app = psycopg.connect(pg_server.dsn(database=DB), autocommit=True)
+    app.execute(f"UPDATE users SET ssn = '{SSN}' WHERE id = 1")
+    yield
+    app.close()
+    operator.execute("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name LIKE 'h9%'")
+
+
+_REVEALING_BODIES = {
+    "activity": "RETURN (SELECT string_agg(query, ' | ') FROM pg_stat_get_activity(NULL))",
+    "backend-activity": "RETURN (SELECT string_agg(pg_stat_get_backend_activity(i), ' | ') "
+                        "FROM pg_stat_get_backend_idset() i)",
+    "logical-decoding": "RETURN (SELECT string_agg(data, ' ') FROM pg_logical_slot_peek_changes('h9_cdc', NULL, NULL))",
+    "pageinspect": "RETURN (SELECT string_agg(encode(t_data, 'escape'), ' ') "
+                   "FROM heap_page_items(get_raw_page('users', 0)))",
+}
+
+
+@pytest.mark.parametrize("body", list(_REVEALING_BODIES.values()), ids=list(_REVEALING_BODIES))
+@pytest.mark.parametrize("volatility", ["VOLATILE", "STABLE"])
+def test_a_plpgsql_function_over_a_value_revealing_function_is_masked(agent, sources, body, volatility):
+    # The same functions named in the statement are sources that may hold any column's value
+    # (round five, round eight): masked whole or refused. Named inside a PL/pgSQL body they were
+    # not: lineage took what the body reads from the *tables* it names only, so the result came
+    # back in clear (another application's `UPDATE users SET ssn = '...'`, every column of every
+    # decoded row, the raw heap tuples).
+    a = agent()
+    made = a.run(f"CREATE FUNCTION h9_wrap() RETURNS text LANGUAGE plpgsql {volatility} AS $$ BEGIN {body}; END $$")
+    assert made["err"] is None, made
+    got, r = received_by(a, "SELECT h9_wrap()")
+    assert not leaked(got), (leaked(got), str(r)[:300])
+
+
+def test_a_condition_over_a_plpgsql_function_over_a_revealing_function_is_an_oracle(agent, sources):
+    a = agent()
+    assert a.run("CREATE FUNCTION h9_wrap() RETURNS text LANGUAGE plpgsql STABLE AS $$ BEGIN "
+                 f"{_REVEALING_BODIES['activity']}; END $$")["err"] is None
+    _no_oracle(a, "SELECT 1 AS one WHERE h9_wrap() LIKE '%ssn = ''{g}%'")
+
+
+def test_a_plpgsql_function_over_an_ordinary_table_is_answered(agent, sources):
+    # The control: a PL/pgSQL function reading a table no rule names (and calling built-ins that
+    # reveal nothing) comes back in clear, and a condition over it is answered.
+    a = agent()
+    for sql in ("CREATE TABLE h9_local (tag text)", "INSERT INTO h9_local VALUES ('a'), ('b')",
+                "CREATE FUNCTION h9_plain() RETURNS text LANGUAGE plpgsql STABLE AS $$ BEGIN "
+                "RETURN (SELECT upper(string_agg(tag, ',' ORDER BY tag)) FROM h9_local); END $$"):
+        assert a.run(sql)["err"] is None, sql
+    r = a.run("SELECT h9_plain() AS tags WHERE h9_plain() LIKE 'A%'")
+    assert r["err"] is None and r["rows"] == [("A,B",)], r
+

@@ -1546,16 +1546,17 @@ class _Walker:
                 for c in cols]
         return known
 
-    def policy_conditions(self, rel: RelationFacts) -> None:
+    def policy_conditions(self, rel: RelationFacts) -> frozenset[Source]:
         """The conditions of ``rel``'s row-level security policies (USING, WITH CHECK): the server
         adds them to a statement that reads or writes it, so what they read is read and what they
         test is an oracle of the statement's, as its own WHERE's would be (red team eight: a
         policy's subquery over a view later replaced to return the SSN filtered the agent's own
-        table by it). A condition pgwarden cannot read: what the statement reads is unknown."""
+        table by it). A condition pgwarden cannot read: what the statement reads is unknown.
+        Returns what decides which rows pass: the columns the conditions read and test."""
         cache: dict = self.catalog.derived.setdefault("lineage policies", {})
         known = cache.get(rel.oid)
         if known == "pending":  # (a policy reading its own table: the server refuses it, recursion)
-            return
+            return frozenset()
         if known is None:
             cache[rel.oid] = "pending"
             try:
@@ -1571,6 +1572,7 @@ class _Walker:
         if self.record_oracles:
             for use in oracles:
                 self.oracles[use] = None
+        return (reads or frozenset()) | frozenset(use.source for use in oracles)
 
     def _policy_lineage(self, rel: RelationFacts) -> tuple[frozenset[Source] | None, tuple[OracleUse, ...]]:
         columns = self.relation_columns(rel)
@@ -2246,6 +2248,11 @@ class _Walker:
             if not rels:
                 self.unknown_reads = True
             for r in rels:
+                if r.policies:
+                    # which of its rows the body sees is its row-level policies' to decide (red
+                    # team nine: `RETURN (SELECT count(*) FROM guesses WHERE g = p)` over a table
+                    # whose policy compares g with the SSN counted the right guess)
+                    sources |= self.policy_conditions(r)
                 cols = self.relation_columns(r)
                 if cols is None:
                     self.unknown_reads = True

@@ -555,6 +555,19 @@ _READS_BY_NAME = frozenset({
     "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema", "cursor_to_xml",
     "cursor_to_xmlschema",
 })
+# Extensions' functions that build and run a query from their text arguments, known by the
+# extension the catalog says they belong to (`FunctionFacts.extension`), not by a name anyone may
+# give a function: contrib xml2's ``xpath_table(key, document, relation, xpaths, criteria)`` runs
+# ``SELECT <key>, <document> FROM <relation> WHERE <criteria>`` (red team nine: the document
+# ``'<a>' || ssn || '</a>'`` came back in clear, and the criteria answered a guess by the rows).
+RUNS_BUILT_SQL = frozenset({("xml2", "xpath_table")})
+
+
+def runs_built_sql(fn: FunctionFacts) -> bool:
+    """Whether ``fn`` is an extension's function that runs a query built from its arguments."""
+    return (fn.extension, fn.name) in RUNS_BUILT_SQL
+
+
 _STATEMENTS_WITHOUT_ROWS = frozenset({
     "TransactionStmt", "VariableSetStmt", "DiscardStmt", "ListenStmt", "UnlistenStmt", "NotifyStmt",
     "LockStmt", "CheckPointStmt", "LoadStmt", "ConstraintsSetStmt", "DeallocateStmt", "ClosePortalStmt",
@@ -1256,7 +1269,12 @@ class _Walker:
         # How many rows it returns follows its arguments: generate_series(1, ascii(ssn)).
         if not candidates or any(fn.returns_set for fn in candidates):
             self.oracle(self.steering(fname, candidates, f.get("args") or (), args, scope), "rows")
-        if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
+        if any(runs_built_sql(fn) for fn in candidates):
+            # what it reads, and which rows its criteria keep, are named at run time: a value of
+            # unknown columns, whose rows are an oracle of them
+            self.oracle(_OPAQUE, "rows")
+        if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates \
+                or any(runs_built_sql(fn) for fn in candidates):
             self.unknown_reads = True
             if defs:
                 return [(d, _Val(argv.sources | {UNTRACED}, False, True)) for d in defs], fname, None
@@ -1432,7 +1450,7 @@ class _Walker:
             if fn is None:
                 self.unknown_reads = True
                 values.append(_OPAQUE)
-            elif fn.name in _READS_BY_NAME:
+            elif fn.name in _READS_BY_NAME or runs_built_sql(fn):
                 self.unknown_reads = True
                 values.append(_OPAQUE)
             elif not fn.builtin:
@@ -1996,10 +2014,12 @@ class _Walker:
             self.oracle(order, "aggregate")
         value = _union([argv, order])
         sources, opaque = set(value.sources), value.opaque
-        if fname in _READS_BY_NAME or fname.startswith("dblink"):
+        if fname in _READS_BY_NAME or fname.startswith("dblink") or any(runs_built_sql(fn) for fn in candidates):
             self.unknown_reads = True
             opaque = True
             sources.add(UNTRACED)  # (what it reads is named at run time: table_to_xml('users', ...))
+            if any(runs_built_sql(fn) for fn in candidates):
+                self.oracle(_OPAQUE, "rows")
         elif not candidates:
             # A function the catalog does not know (with the snapshot: any of the database's own).
             self.unknown_reads = True
@@ -2242,6 +2262,10 @@ class _Walker:
         if "unknown" in analysis.kinds:
             self.unknown_reads = True
         sources: set[Source] = self.revealing_calls(analysis.functions)
+        if any(runs_built_sql(fn) for name in analysis.functions
+               for fn in self.catalog.functions_named(name.rpartition(".")[2])):
+            self.unknown_reads = True  # (xpath_table in the body: it reads what its text names)
+            sources.add(UNTRACED)
         for qualified in analysis.tables:
             schema, _, name = qualified.partition(".")
             rels = [r for r in self.catalog.relations_named(name) if _schema(r.schema) == schema]

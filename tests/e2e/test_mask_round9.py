@@ -14,6 +14,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 from test_mask_round3 import DB, HASH_KEY, POLICY, RULES, SSN, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
+from test_mask_round5 import DEMO_LIKE
 
 from pgwarden.testing.postgres import APP_PASSWORD, TempPostgres
 from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
@@ -191,3 +192,55 @@ def test_a_plpgsql_function_reading_a_table_whose_policy_reads_no_masked_column_
                  "$$ BEGIN RETURN (SELECT count(*) FROM h9_tenant); END $$")["err"] is None
     r = a.run("SELECT h9_tenant_rows() AS n WHERE h9_tenant_rows() > 0")
     assert r["err"] is None and r["rows"] == [(1,)], r
+
+
+# ------------------------------------------------------------------ 1. contrib xml2's xpath_table
+@pytest.fixture
+def xml2_agent(request, make_pgwarden, tmp_path, operator):
+    """An agent under round five's demo-like policy (no DDL, no side effects, no unknown), or
+    round three's POLICY, where the operator installed contrib xml2."""
+    request.getfixturevalue("rtdb")
+    operator.execute("CREATE EXTENSION IF NOT EXISTS xml2")
+    made = []
+
+    def make(policy):
+        s = Session(start(make_pgwarden, tmp_path, policy))
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.close()
+    operator.execute("DROP FUNCTION IF EXISTS h9_xp()")
+
+
+_POLICIES = {"demo": DEMO_LIKE, "default-allow": POLICY}
+
+
+@pytest.mark.parametrize("policy", list(_POLICIES.values()), ids=list(_POLICIES))
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM xpath_table('id', '''<a>'' || ssn || ''</a>''', 'users', '/a/text()', 'true') AS t(id int, x text)",
+    "SELECT * FROM xpath_table('id', '''<a>'' || card_number || ''</a>''', 'users', '/a/text()', 'true') "
+    "AS t(id int, x text)",
+], ids=["ssn", "card"])
+def test_xpath_table_does_not_return_masked_values_in_clear(xml2_agent, policy, sql):
+    # xpath_table(key, document, relation, xpaths, criteria) runs `SELECT <key>, <document> FROM
+    # <relation> WHERE <criteria>` built from its text arguments, like query_to_xml: the document
+    # read users.ssn, and its text came back as the XPath's result. An extension's STABLE function
+    # no list named: traced to its constant arguments, nothing masked.
+    got, r = received_by(xml2_agent(policy), sql)
+    assert not leaked(got), (leaked(got), r)
+
+
+@pytest.mark.parametrize("policy", list(_POLICIES.values()), ids=list(_POLICIES))
+def test_xpath_tables_criteria_is_an_oracle(xml2_agent, policy):
+    _no_oracle(xml2_agent(policy), "SELECT * FROM xpath_table('id', 'name', 'users', '/a', 'ssn LIKE ''{g}%''') "
+                                   "AS t(id int, x text)")
+
+
+def test_xpath_table_inside_a_plpgsql_body_is_masked(xml2_agent):
+    a = xml2_agent(POLICY)
+    assert a.run("CREATE FUNCTION h9_xp() RETURNS text LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN (SELECT "
+                 "string_agg(x, ' ') FROM xpath_table('id', '''<a>'' || ssn || ''</a>''', 'users', '/a/text()', "
+                 "'true') AS t(id int, x text)); END $$")["err"] is None
+    got, r = received_by(a, "SELECT h9_xp() AS x")
+    assert not leaked(got), (leaked(got), r)

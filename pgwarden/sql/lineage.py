@@ -151,6 +151,12 @@ _REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "pg_logical_slot_peek_changes": (),
     "pg_logical_slot_get_binary_changes": (),
     "pg_logical_slot_peek_binary_changes": (),
+    # the server's files (under a role that may read them): a table's data files
+    # (pg_relation_filepath), the WAL, the server's log, which quotes the values of failed
+    # statements whose messages pgwarden withheld (red team nine)
+    "pg_read_file": (),
+    "pg_read_binary_file": (),
+    "pg_file_read": (),  # adminpack's
 }
 # Extensions every function of which may return stored rows by another path than their tables:
 # raw pages and their tuples (pageinspect: get_raw_page, heap_page_items, tuple_data_split,

@@ -164,6 +164,9 @@ _REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
 # Known from the catalog (`FunctionFacts.extension`), whatever the functions' names or schema; an
 # output of one is traced to Source("pg_catalog", "<extension>:<function>", column).
 _REVEALING_EXTENSIONS = frozenset({"pageinspect", "pg_walinspect"})
+# A foreign table's columns (relkind 'f'): another server's values, which may be this database's
+# own masked ones; traced to Source("pg_catalog", "foreign:<table>", column) besides their own.
+FOREIGN = "foreign"
 
 
 def revealing_function(fn: FunctionFacts) -> tuple[str, tuple[str, ...]] | None:
@@ -232,8 +235,8 @@ def reveals_values(source: str) -> bool:
     schema, _, rest = source.partition(".")
     table = rest.partition(".")[0]
     # (no relation of pg_catalog is named so: only initdb makes them)
-    return schema == "pg_catalog" and (table in _REVEALING_FUNCTIONS
-                                       or table.partition(":")[0] in _REVEALING_EXTENSIONS and ":" in table)
+    return schema == "pg_catalog" and (table in _REVEALING_FUNCTIONS or ":" in table and (
+        table.partition(":")[0] in _REVEALING_EXTENSIONS or table.partition(":")[0] == FOREIGN))
 
 
 # The relations and views whose rows hold such values, as a statement's analysis names them
@@ -1564,9 +1567,14 @@ class _Walker:
                 return None
             below = self._descendants(rel)
             above = self._ancestors(rel)
+            # A foreign table's rows are what its server returns: postgres_fdw over a loopback
+            # server reads the masked table itself (red team nine), so each of its columns may hold
+            # any column's value (`reveals_values`), whatever rule names it
+            remote = (lambda c: frozenset({Source("pg_catalog", f"{FOREIGN}:{rel.name}", c)})) \
+                if rel.kind == "f" else (lambda c: _NO_SOURCES)
             known = cache[rel.oid] = [
                 (c.name, _Val(frozenset({Source(schema, rel.name, c.name)}) | below.get(c.name, _NO_SOURCES)
-                              | above.get(c.name, _NO_SOURCES), True, False))
+                              | above.get(c.name, _NO_SOURCES) | remote(c.name), True, False))
                 for c in cols]
         return known
 

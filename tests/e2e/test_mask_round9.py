@@ -317,3 +317,58 @@ def test_a_local_table_beside_a_foreign_one_is_answered(loopback):
         assert loopback.run(sql)["err"] is None, sql
     r = loopback.run("SELECT tag FROM h9_local WHERE tag LIKE 'a%' ORDER BY tag")
     assert r["err"] is None and r["rows"] == [("a",)], r
+
+
+# ------------------------------------------------------------------ 3. after the session's own uncommitted DDL
+@pytest.fixture
+def harmless_view(operator, request):
+    request.getfixturevalue("rtdb")
+    operator.execute("DROP VIEW IF EXISTS h9_v; CREATE VIEW h9_v AS SELECT id, name AS x FROM users")
+
+
+@pytest.mark.parametrize("probe", [
+    "SELECT 1 AS one FROM h9_v WHERE x LIKE '{g}%'",
+    "SELECT id FROM users WHERE id = 1 AND EXISTS (SELECT 1 FROM h9_v WHERE x LIKE '{g}%')",
+], ids=["where", "exists"])
+def test_conditions_after_the_sessions_own_uncommitted_change_are_oracles(agent, harmless_view, probe):
+    # While the session's own DDL is uncommitted the catalog cannot show it: lineage marked what
+    # the statement reads unknown and masked its outputs whole, but kept the conditions it traced
+    # on the stale catalog (h9_v.x was `name` there), and the plan question cannot answer (the
+    # view is locked: 55P03). Which rows came back told the SSN: one row for '8', none for '7'.
+    a = agent()
+    assert a.run("BEGIN")["err"] is None
+    try:
+        assert a.run("CREATE OR REPLACE VIEW h9_v AS SELECT id, ssn AS x FROM users")["err"] is None
+        _no_oracle(a, probe)
+    finally:
+        a.run("ROLLBACK")
+
+
+def test_conditions_after_ddl_in_the_same_query_string_are_oracles(agent, harmless_view):
+    # The same in one simple Query: the statements after the DDL are untraceable, their
+    # conditions were not.
+    a = agent()
+    answers = {}
+    for guess in ("8", "7"):
+        got, r = received_by(a, "CREATE OR REPLACE VIEW h9_v AS SELECT id, ssn AS x FROM users; "
+                                f"SELECT 1 AS one FROM h9_v WHERE x LIKE '{guess}%'; "
+                                "CREATE OR REPLACE VIEW h9_v AS SELECT id, name AS x FROM users")
+        assert not leaked(got)
+        if r["err"] is not None:
+            assert r["err"][0] == "42501", r
+            return
+        answers[guess] = got.count(b"D\x00")  # DataRow messages received
+    assert answers["8"] == answers["7"], f"the SSN's first digit is told by the rows: {answers}"
+
+
+def test_a_statement_without_conditions_after_the_change_is_still_answered(agent, harmless_view):
+    # The control: in the same transaction, a read without conditions answers (masked whole, as
+    # every output in a stale context is), and after ROLLBACK conditions answer again.
+    a = agent()
+    assert a.run("BEGIN")["err"] is None
+    assert a.run("CREATE OR REPLACE VIEW h9_v AS SELECT id, ssn AS x FROM users")["err"] is None
+    r = a.run("SELECT count(*) AS n FROM h9_v")
+    assert r["err"] is None and len(r["rows"]) == 1, r
+    assert a.run("ROLLBACK")["err"] is None
+    r = a.run("SELECT x FROM h9_v WHERE id = 1")
+    assert r["err"] is None and r["rows"] == [("alice",)], r

@@ -151,6 +151,12 @@ _REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
     "pg_logical_slot_peek_changes": (),
     "pg_logical_slot_get_binary_changes": (),
     "pg_logical_slot_peek_binary_changes": (),
+    # the server's files (under a role that may read them): a table's data files
+    # (pg_relation_filepath), the WAL, the server's log, which quotes the values of failed
+    # statements whose messages pgwarden withheld (red team nine)
+    "pg_read_file": (),
+    "pg_read_binary_file": (),
+    "pg_file_read": (),  # adminpack's
 }
 # Extensions every function of which may return stored rows by another path than their tables:
 # raw pages and their tuples (pageinspect: get_raw_page, heap_page_items, tuple_data_split,
@@ -158,6 +164,9 @@ _REVEALING_FUNCTIONS: dict[str, tuple[str, ...]] = {
 # Known from the catalog (`FunctionFacts.extension`), whatever the functions' names or schema; an
 # output of one is traced to Source("pg_catalog", "<extension>:<function>", column).
 _REVEALING_EXTENSIONS = frozenset({"pageinspect", "pg_walinspect"})
+# A foreign table's columns (relkind 'f'): another server's values, which may be this database's
+# own masked ones; traced to Source("pg_catalog", "foreign:<table>", column) besides their own.
+FOREIGN = "foreign"
 
 
 def revealing_function(fn: FunctionFacts) -> tuple[str, tuple[str, ...]] | None:
@@ -226,8 +235,8 @@ def reveals_values(source: str) -> bool:
     schema, _, rest = source.partition(".")
     table = rest.partition(".")[0]
     # (no relation of pg_catalog is named so: only initdb makes them)
-    return schema == "pg_catalog" and (table in _REVEALING_FUNCTIONS
-                                       or table.partition(":")[0] in _REVEALING_EXTENSIONS and ":" in table)
+    return schema == "pg_catalog" and (table in _REVEALING_FUNCTIONS or ":" in table and (
+        table.partition(":")[0] in _REVEALING_EXTENSIONS or table.partition(":")[0] == FOREIGN))
 
 
 # The relations and views whose rows hold such values, as a statement's analysis names them
@@ -305,7 +314,12 @@ def _untraceable(lineage: Lineage) -> Lineage:
     defines = tuple((kind, name, _untraceable(body)) for kind, name, body in lineage.defines)
     if lineage.outputs is None and lineage.reads == frozenset():
         return attrs.evolve(lineage, defines=defines) if defines != lineage.defines else lineage
-    return attrs.evolve(lineage, reads=None, opaque=True, defines=defines)
+    # ... and so is what its conditions test: a view replaced in the open transaction (`h9_v.x`
+    # was `users.name` on the catalog, `users.ssn` on the server) answered guesses by its rows
+    # (red team nine). Which relations the session changed is not known here, so every condition
+    # is over a value pgwarden cannot trace (as the outputs are masked whole already)
+    oracles = tuple(dict.fromkeys(OracleUse(UNTRACED, use.clause) for use in lineage.oracles))
+    return attrs.evolve(lineage, reads=None, opaque=True, defines=defines, oracles=oracles)
 
 
 def _changes_catalog(stmt: Any) -> bool:
@@ -555,6 +569,19 @@ _READS_BY_NAME = frozenset({
     "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema", "cursor_to_xml",
     "cursor_to_xmlschema",
 })
+# Extensions' functions that build and run a query from their text arguments, known by the
+# extension the catalog says they belong to (`FunctionFacts.extension`), not by a name anyone may
+# give a function: contrib xml2's ``xpath_table(key, document, relation, xpaths, criteria)`` runs
+# ``SELECT <key>, <document> FROM <relation> WHERE <criteria>`` (red team nine: the document
+# ``'<a>' || ssn || '</a>'`` came back in clear, and the criteria answered a guess by the rows).
+RUNS_BUILT_SQL = frozenset({("xml2", "xpath_table")})
+
+
+def runs_built_sql(fn: FunctionFacts) -> bool:
+    """Whether ``fn`` is an extension's function that runs a query built from its arguments."""
+    return (fn.extension, fn.name) in RUNS_BUILT_SQL
+
+
 _STATEMENTS_WITHOUT_ROWS = frozenset({
     "TransactionStmt", "VariableSetStmt", "DiscardStmt", "ListenStmt", "UnlistenStmt", "NotifyStmt",
     "LockStmt", "CheckPointStmt", "LoadStmt", "ConstraintsSetStmt", "DeallocateStmt", "ClosePortalStmt",
@@ -1256,7 +1283,12 @@ class _Walker:
         # How many rows it returns follows its arguments: generate_series(1, ascii(ssn)).
         if not candidates or any(fn.returns_set for fn in candidates):
             self.oracle(self.steering(fname, candidates, f.get("args") or (), args, scope), "rows")
-        if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates:
+        if any(runs_built_sql(fn) for fn in candidates):
+            # what it reads, and which rows its criteria keep, are named at run time: a value of
+            # unknown columns, whose rows are an oracle of them
+            self.oracle(_OPAQUE, "rows")
+        if fname in _READS_BY_NAME or fname.startswith("dblink") or not candidates \
+                or any(runs_built_sql(fn) for fn in candidates):
             self.unknown_reads = True
             if defs:
                 return [(d, _Val(argv.sources | {UNTRACED}, False, True)) for d in defs], fname, None
@@ -1432,7 +1464,7 @@ class _Walker:
             if fn is None:
                 self.unknown_reads = True
                 values.append(_OPAQUE)
-            elif fn.name in _READS_BY_NAME:
+            elif fn.name in _READS_BY_NAME or runs_built_sql(fn):
                 self.unknown_reads = True
                 values.append(_OPAQUE)
             elif not fn.builtin:
@@ -1540,22 +1572,28 @@ class _Walker:
                 return None
             below = self._descendants(rel)
             above = self._ancestors(rel)
+            # A foreign table's rows are what its server returns: postgres_fdw over a loopback
+            # server reads the masked table itself (red team nine), so each of its columns may hold
+            # any column's value (`reveals_values`), whatever rule names it
+            remote = (lambda c: frozenset({Source("pg_catalog", f"{FOREIGN}:{rel.name}", c)})) \
+                if rel.kind == "f" else (lambda c: _NO_SOURCES)
             known = cache[rel.oid] = [
                 (c.name, _Val(frozenset({Source(schema, rel.name, c.name)}) | below.get(c.name, _NO_SOURCES)
-                              | above.get(c.name, _NO_SOURCES), True, False))
+                              | above.get(c.name, _NO_SOURCES) | remote(c.name), True, False))
                 for c in cols]
         return known
 
-    def policy_conditions(self, rel: RelationFacts) -> None:
+    def policy_conditions(self, rel: RelationFacts) -> frozenset[Source]:
         """The conditions of ``rel``'s row-level security policies (USING, WITH CHECK): the server
         adds them to a statement that reads or writes it, so what they read is read and what they
         test is an oracle of the statement's, as its own WHERE's would be (red team eight: a
         policy's subquery over a view later replaced to return the SSN filtered the agent's own
-        table by it). A condition pgwarden cannot read: what the statement reads is unknown."""
+        table by it). A condition pgwarden cannot read: what the statement reads is unknown.
+        Returns what decides which rows pass: the columns the conditions read and test."""
         cache: dict = self.catalog.derived.setdefault("lineage policies", {})
         known = cache.get(rel.oid)
         if known == "pending":  # (a policy reading its own table: the server refuses it, recursion)
-            return
+            return frozenset()
         if known is None:
             cache[rel.oid] = "pending"
             try:
@@ -1571,6 +1609,7 @@ class _Walker:
         if self.record_oracles:
             for use in oracles:
                 self.oracles[use] = None
+        return (reads or frozenset()) | frozenset(use.source for use in oracles)
 
     def _policy_lineage(self, rel: RelationFacts) -> tuple[frozenset[Source] | None, tuple[OracleUse, ...]]:
         columns = self.relation_columns(rel)
@@ -1994,10 +2033,12 @@ class _Walker:
             self.oracle(order, "aggregate")
         value = _union([argv, order])
         sources, opaque = set(value.sources), value.opaque
-        if fname in _READS_BY_NAME or fname.startswith("dblink"):
+        if fname in _READS_BY_NAME or fname.startswith("dblink") or any(runs_built_sql(fn) for fn in candidates):
             self.unknown_reads = True
             opaque = True
             sources.add(UNTRACED)  # (what it reads is named at run time: table_to_xml('users', ...))
+            if any(runs_built_sql(fn) for fn in candidates):
+                self.oracle(_OPAQUE, "rows")
         elif not candidates:
             # A function the catalog does not know (with the snapshot: any of the database's own).
             self.unknown_reads = True
@@ -2239,13 +2280,22 @@ class _Walker:
             return _OPAQUE
         if "unknown" in analysis.kinds:
             self.unknown_reads = True
-        sources: set[Source] = set()
+        sources: set[Source] = self.revealing_calls(analysis.functions)
+        if any(runs_built_sql(fn) for name in analysis.functions
+               for fn in self.catalog.functions_named(name.rpartition(".")[2])):
+            self.unknown_reads = True  # (xpath_table in the body: it reads what its text names)
+            sources.add(UNTRACED)
         for qualified in analysis.tables:
             schema, _, name = qualified.partition(".")
             rels = [r for r in self.catalog.relations_named(name) if _schema(r.schema) == schema]
             if not rels:
                 self.unknown_reads = True
             for r in rels:
+                if r.policies:
+                    # which of its rows the body sees is its row-level policies' to decide (red
+                    # team nine: `RETURN (SELECT count(*) FROM guesses WHERE g = p)` over a table
+                    # whose policy compares g with the SSN counted the right guess)
+                    sources |= self.policy_conditions(r)
                 cols = self.relation_columns(r)
                 if cols is None:
                     self.unknown_reads = True
@@ -2254,6 +2304,24 @@ class _Walker:
                     sources |= v.sources
         self.reads |= sources
         return _Val(frozenset(sources), False, True)
+
+    def revealing_calls(self, functions: Iterable[str]) -> set[Source]:
+        """The sources that may hold any column's value (`reveals_values`) among the functions a
+        body calls, at any depth (`Analysis.functions`): pg_stat_get_activity, logical decoding,
+        pageinspect's ... wrapped in PL/pgSQL (red team nine: `RETURN (SELECT string_agg(query,
+        ' | ') FROM pg_stat_get_activity(NULL))` returned other sessions' statements in clear),
+        which makes the body's result, and any condition over it, derived from every column."""
+        found: set[Source] = set()
+        for qualified in functions:
+            name = qualified.rpartition(".")[2]
+            known = self.catalog.functions_named(name)
+            for fn in known:
+                revealing = revealing_function(fn)
+                if revealing is not None:
+                    found.add(Source("pg_catalog", revealing[0], name))
+            if not known and name in _REVEALING_FUNCTIONS:  # (no facts of it: by its name)
+                found.add(Source("pg_catalog", name, name))
+        return found
 
 
 def _plpgsql_return_queries(fn: FunctionFacts) -> list[str] | None:

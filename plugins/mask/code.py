@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
-from pgwarden.sql.lineage import names_revealing
+from pgwarden.sql.lineage import RUNS_BUILT_SQL, names_revealing
 from pgwarden.sql.resolve import SQL_TEXT_FUNCTIONS
 
 # Statements whose expressions are stored on a table, a column or a type and evaluated later.
@@ -67,6 +67,7 @@ def stored_code(tree: dict[str, object], catalog: _Functions | None) -> str | No
                 # a built-in that reveals other sessions' statements (pg_stat_get_backend_activity)
                 # stores what they quote where it is read back
                 if not found or name in SQL_TEXT_FUNCTIONS or names_revealing((), (name,), catalog) \
+                        or any((getattr(f, "extension", None), name) in RUNS_BUILT_SQL for f in found) \
                         or not all(getattr(f, "builtin", False) for f in found):
                     return f"an expression calling {'.'.join(names) or 'a function'}"
             elif catalog is not None:  # an operator's or a cast's function, of the database's own

@@ -1250,7 +1250,9 @@ def test_a_search_path_set_while_nothing_checks_is_followed_after_a_reload(unche
     try:
         assert not errors(agent.run("SET search_path = secret, public"))
         mask()
-        answer = agent.run("SELECT n + 0 AS n FROM things ORDER BY id")
+        # (no ORDER BY: the first statement after statements pgwarden did not read is judged on a
+        # catalog that may be stale, where a condition or an ordering is refused as an oracle)
+        answer = agent.run("SELECT n + 0 AS n FROM things")
         _assert_secret_masked(answer)
     finally:
         agent.close()
@@ -1292,7 +1294,7 @@ def test_a_view_replaced_while_nothing_checks_is_read_again_after_a_reload(unche
     try:
         assert not errors(agent.run("CREATE OR REPLACE VIEW public.unchecked_v AS SELECT id, n FROM secret.things"))
         mask()
-        answer = agent.run("SELECT n FROM public.unchecked_v ORDER BY id")
+        answer = agent.run("SELECT n FROM public.unchecked_v")  # (no ORDER BY: see above)
         _assert_secret_masked(answer)
     finally:
         agent.close()

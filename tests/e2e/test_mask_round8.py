@@ -171,18 +171,23 @@ def test_code_keeps_values_elsewhere_whatever_its_declared_volatility(locking_ag
 
 
 # ------------------------------------------------------------------ 3. a row-level security policy
-@pytest.fixture
-def unprivileged(request, make_pgwarden, tmp_path, operator):
-    """An upstream role that is not a superuser (as in production: row-level security binds it)."""
+def unprivileged_session(request, make_pgwarden, tmp_path, operator, role: str) -> Session:
+    """A session through a pgwarden whose upstream role ``role`` is not a superuser (as in
+    production: row-level security binds it)."""
     request.getfixturevalue("rtdb")
-    operator.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'h8b') THEN "
-                     f"CREATE ROLE h8b LOGIN PASSWORD '{APP_PASSWORD}'; END IF; END $$")
-    operator.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO h8b; GRANT CREATE, USAGE ON SCHEMA public TO h8b")
+    operator.execute(f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN "
+                     f"CREATE ROLE {role} LOGIN PASSWORD '{APP_PASSWORD}'; END IF; END $$")
+    operator.execute(f"GRANT ALL ON ALL TABLES IN SCHEMA public TO {role}; GRANT CREATE, USAGE ON SCHEMA public TO {role}")
     key = tmp_path / "mask-key"
     key.write_text(HASH_KEY)
-    pw = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, upstream={"database": DB, "user": "h8b"},
+    pw = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, upstream={"database": DB, "user": role},
                        plugins_section={"mask": {"key_file": str(key)}})
-    s = Session(pw)
+    return Session(pw)
+
+
+@pytest.fixture
+def unprivileged(request, make_pgwarden, tmp_path, operator):
+    s = unprivileged_session(request, make_pgwarden, tmp_path, operator, "h8b")
     yield s
     s.close()
     operator.execute("DROP TABLE IF EXISTS h8b_guess, h8b_docs; DROP VIEW IF EXISTS h8b_vs CASCADE; "

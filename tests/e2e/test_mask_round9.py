@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from test_mask_round3 import DB, HASH_KEY, POLICY, RULES, SSN, Session, direct, leaked, received_by, rtdb, start  # noqa: F401 (fixtures, asked for by name)
 from test_mask_round5 import DEMO_LIKE
+from test_mask_round8 import unprivileged_session
 
-from pgwarden.testing.postgres import APP_PASSWORD, TempPostgres
-from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
+from pgwarden.testing.postgres import TempPostgres
 
 
 @pytest.fixture(scope="module")
@@ -130,16 +130,7 @@ def test_a_plpgsql_function_over_an_ordinary_table_is_answered(agent, sources):
 # ------------------------------------------------------------------ 4. a table's row-level policy, read in a body
 @pytest.fixture
 def unprivileged(request, make_pgwarden, tmp_path, operator):
-    """An upstream role that is not a superuser (as in production: row-level security binds it)."""
-    request.getfixturevalue("rtdb")
-    operator.execute("DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'h9b') THEN "
-                     f"CREATE ROLE h9b LOGIN PASSWORD '{APP_PASSWORD}'; END IF; END $$")
-    operator.execute("GRANT ALL ON ALL TABLES IN SCHEMA public TO h9b; GRANT CREATE, USAGE ON SCHEMA public TO h9b")
-    key = tmp_path / "mask-key"
-    key.write_text(HASH_KEY)
-    pw = make_pgwarden(policies=[POLICY], only=BUILTIN_PLUGINS, upstream={"database": DB, "user": "h9b"},
-                       plugins_section={"mask": {"key_file": str(key)}})
-    s = Session(pw)
+    s = unprivileged_session(request, make_pgwarden, tmp_path, operator, "h9b")
     yield s
     s.close()
     operator.execute("DROP TABLE IF EXISTS h9_guess, h9_docs, h9_tenant CASCADE; DROP VIEW IF EXISTS h9_vs CASCADE; "

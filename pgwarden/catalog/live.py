@@ -427,7 +427,7 @@ class LiveCatalog(CatalogState):
         for _ in range(2):
             conn, fresh = self._connection(password)
             try:
-                return read_rows(conn, self.load_timeout_s, self._memory.views)
+                return read_rows(conn, self.load_timeout_s, self._memory.views, self._memory.initdb)
             except psycopg.Error:
                 self._conn = None
                 conn.close()

@@ -132,6 +132,7 @@ LEFT JOIN pg_depend AS d
        ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.objsubid = 0
       AND d.refclassid = 'pg_extension'::regclass AND d.deptype = 'e'
 LEFT JOIN pg_extension AS x ON x.oid = d.refobjid
+WHERE {{part}}
 ORDER BY p.oid"""
 
 RELATIONS = """
@@ -146,15 +147,16 @@ ORDER BY c.oid"""
 # in attnum order (attnums start at 1 and have no gaps: a dropped column keeps its place, with the
 # name "" — no column can be named so — and type 0). One row per relation, not per column: a
 # database of 100,000 tables has a million columns.
-ATTRIBUTES = """
+_ATTRIBUTES = """
 SELECT a.attrelid::int8 AS relation,
        array_agg(CASE WHEN a.attisdropped THEN '' ELSE a.attname::text END ORDER BY a.attnum) AS names,
        array_agg(CASE WHEN a.attisdropped THEN 0 ELSE a.atttypid::int8 END ORDER BY a.attnum) AS types
 FROM pg_attribute AS a
 JOIN pg_class AS c ON c.oid = a.attrelid AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S', 't')
-WHERE a.attnum > 0
+WHERE a.attnum > 0 AND {part}
 GROUP BY a.attrelid
 ORDER BY 1"""
+ATTRIBUTES = _ATTRIBUTES.format(part="true")
 
 # A view's query as text, for lineage. Printed under this transaction's search_path (pg_catalog,
 # pg_temp), so every relation outside pg_catalog comes schema-qualified. Asked only for the
@@ -448,7 +450,7 @@ LEFT JOIN pg_type AS e ON e.typarray = t.oid
 LEFT JOIN pg_class AS c ON c.oid = coalesce(e.typrelid, t.typrelid)
 LEFT JOIN pg_range AS r ON r.rngtypid = t.oid
 {{multirange_join}}
-WHERE c.oid IS NULL OR c.relkind = 'c'
+WHERE (c.oid IS NULL OR c.relkind = 'c') AND {{part}}
 ORDER BY t.oid"""
 
 # The casts made after initdb: initdb's own cast between built-in types only and run built-in
@@ -497,12 +499,17 @@ CHANGES = "SELECT " + ",\n       ".join(
     f" AS {table}" for table in _CHANGED)
 
 
-def for_version(server_version: int) -> dict[str, str]:
-    """The queries for a server of ``server_version`` (server_version_num), by kind of fact."""
+def for_version(server_version: int, initdb: bool | None = None) -> dict[str, str]:
+    """The queries for a server of ``server_version`` (server_version_num), by kind of fact.
+
+    ``initdb``: for the kinds of `INITDB_KINDS`, True asks only for the rows of initdb's objects
+    (OIDs below FIRST_NORMAL_OID), False only for the others; None for all of them.
+    """
     if server_version < OLDEST_SERVER_VERSION:
         raise ValueError(
             f"PostgreSQL {server_version // 10000} is older than pgwarden's catalog queries support (11)"
         )
+    part = "true" if initdb is None else f"{{column}} {'<' if initdb else '>='} {FIRST_NORMAL_OID}"
     if server_version >= 140000:
         body = "WHEN p.prosqlbody IS NOT NULL THEN pg_get_function_sqlbody(p.oid)"
         sql_body = "p.prosqlbody IS NOT NULL"
@@ -512,9 +519,9 @@ def for_version(server_version: int) -> dict[str, str]:
         body, sql_body = "", "false"
         multirange_of, multirange_join = "NULL::oid", ""
     return {
-        "functions": _FUNCTIONS.format(body=body, sql_body=sql_body),
+        "functions": _FUNCTIONS.format(body=body, sql_body=sql_body, part=part.format(column="p.oid")),
         "relations": RELATIONS,
-        "attributes": ATTRIBUTES,
+        "attributes": _ATTRIBUTES.format(part=part.format(column="a.attrelid")),
         "definitions": DEFINITIONS,
         "column_types": COLUMN_TYPES,
         "dependencies": DEPENDENCIES,
@@ -523,10 +530,51 @@ def for_version(server_version: int) -> dict[str, str]:
         "policies": POLICIES,
         "aggregates": AGGREGATES,
         "operators": OPERATORS,
-        "types": _TYPES.format(multirange_of=multirange_of, multirange_join=multirange_join),
+        "types": _TYPES.format(multirange_of=multirange_of, multirange_join=multirange_join,
+                               part=part.format(column="t.oid")),
         "casts": CASTS,
         "settings": SETTINGS,
         "schemas": SCHEMAS,
         "keywords": KEYWORDS,
         "session": SESSION,
     }
+
+
+#: The kinds whose rows are mostly of initdb's objects (~3,200 functions, ~200 types, the system
+#: catalogs' and information_schema's columns): two thirds of a load's time on a new database.
+#: `loader.InitdbRows` reads those rows again only when `INITDB_KEY` changed.
+INITDB_KINDS = ("functions", "attributes", "types")
+
+
+def _versions(table: str, key: str, where: str = "") -> str:
+    """How many rows ``table`` has (of ``where``), and a sum over the row versions of those not frozen."""
+    condition = f" WHERE {where}" if where else ""
+    return (f"(SELECT count(*)::text || '/' || coalesce(sum(hashtext({key} || '@' || ctid::text || ':' || xmin::text))"
+            f" FILTER (WHERE NOT xmin = '2'::xid), 0)::text FROM pg_catalog.{table}{condition})")
+
+
+# What the rows of `INITDB_KINDS` for initdb's objects are made of: every catalog row those rows
+# are read from (initdb's functions, types, relations and their columns, schemas, languages,
+# operators, ranges; the CHECK constraints of its domains; the initial privileges; extension
+# membership of functions). Only a superuser can change one of those rows (ALTER FUNCTION on a
+# built-in, GRANT / REVOKE on one, ALTER DOMAIN information_schema.*); any change writes a new
+# row version, whose xmin and ctid are new, and changes the key; a row added or removed changes a
+# count. Rows that VACUUM froze read xmin 2 and are left out of the sums (which keeps the key from
+# formatting thousands of row versions: ~3 ms), so a freeze changes the key too (one load reads
+# them again, finds them equal). What it cannot tell is a built-in's row changed and then frozen,
+# by a superuser, between two loads: a superuser can change pgwarden's facts in plainer ways.
+INITDB_KEY = "SELECT " + " || '|' ||\n       ".join((
+    _versions("pg_proc", "oid::text", f"oid < {FIRST_NORMAL_OID}"),
+    _versions("pg_type", "oid::text", f"oid < {FIRST_NORMAL_OID}"),
+    _versions("pg_class", "oid::text", f"oid < {FIRST_NORMAL_OID}"),
+    _versions("pg_attribute", "attrelid::text || '.' || attnum::text", f"attrelid < {FIRST_NORMAL_OID}"),
+    _versions("pg_namespace", "oid::text", f"oid < {FIRST_NORMAL_OID}"),
+    _versions("pg_language", "oid::text"),
+    _versions("pg_operator", "oid::text", f"oid < {FIRST_NORMAL_OID}"),
+    _versions("pg_range", "rngtypid::text", f"rngtypid < {FIRST_NORMAL_OID}"),
+    _versions("pg_constraint", "oid::text", f"contypid <> 0 AND contypid < {FIRST_NORMAL_OID}"),
+    _versions("pg_init_privs", "objoid::text || '.' || classoid::text || '.' || objsubid::text"),
+    _versions("pg_depend", "objid::text || '.' || refobjid::text",
+              "classid = 'pg_proc'::regclass AND refclassid = 'pg_extension'::regclass"),
+    _versions("pg_extension", "oid::text"),
+)) + " AS key"

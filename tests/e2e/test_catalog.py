@@ -18,7 +18,7 @@ from twisted.internet.threads import blockingCallFromThread
 
 from pgwarden.catalog import queries, snapshot
 from pgwarden.catalog.live import APPLICATION_NAME, LiveCatalog
-from pgwarden.catalog.loader import LoadMemory, ViewDependencies, build_catalog, read_rows
+from pgwarden.catalog.loader import InitdbRows, LoadMemory, ViewDependencies, build_catalog, read_rows
 from pgwarden.catalog.model import Catalog
 from pgwarden.config import Upstream, UpstreamTLS
 from pgwarden.testing.postgres import APP_PASSWORD, APP_USER, SUPERUSER, SUPERUSER_PASSWORD, TempPostgres, _bin
@@ -292,6 +292,63 @@ def test_a_views_dependencies_are_read_again_only_when_it_changed(pg_server, cat
         assert views.last_read == 1  # app.classes, created again; app.later forgotten
         # what the remembered dependencies give is what reading every view gives
         assert cached.dependencies == read_rows(conn).dependencies
+
+
+
+# A superuser's change to each kind of row the rows of initdb's objects are made of, and its undoing.
+INITDB_CHANGES = [
+    # pg_proc: an ACL (public_execute) and a SET clause (config)
+    ("REVOKE EXECUTE ON FUNCTION pg_catalog.pg_sleep(float8) FROM PUBLIC",
+     "GRANT EXECUTE ON FUNCTION pg_catalog.pg_sleep(float8) TO PUBLIC"),
+    ("ALTER FUNCTION pg_catalog.lower(text) SET work_mem = '1MB'", "ALTER FUNCTION pg_catalog.lower(text) RESET ALL"),
+    # pg_constraint: a CHECK on one of information_schema's domains (a type's functions)
+    ("ALTER DOMAIN information_schema.cardinal_number ADD CONSTRAINT pgw_positive CHECK (app.positive(VALUE + 1))",
+     "ALTER DOMAIN information_schema.cardinal_number DROP CONSTRAINT pgw_positive"),
+    # pg_attribute: a column of one of information_schema's views renamed
+    ("ALTER VIEW information_schema.sql_features RENAME COLUMN comments TO remarks",
+     "ALTER VIEW information_schema.sql_features RENAME COLUMN remarks TO comments"),
+    # pg_type: one of information_schema's domains renamed
+    ("ALTER DOMAIN information_schema.yes_or_no RENAME TO yes_or_no_2",
+     "ALTER DOMAIN information_schema.yes_or_no_2 RENAME TO yes_or_no"),
+]
+
+
+def test_initdb_rows_are_read_again_only_when_a_superuser_changed_one(pg_server, catalogdb):
+    """The rows of initdb's objects (most of a load's time) are kept from one load to the next;
+    the database's own objects are read at every load, and a superuser's change to one of
+    initdb's is read at the next: whatever it keeps, a load reads what a load keeping nothing does."""
+    initdb = InitdbRows()
+    with psycopg.connect(pg_server.dsn(database=DB), autocommit=True) as conn:
+
+        def load():
+            rows = read_rows(conn, initdb=initdb)
+            assert rows == read_rows(conn), "a load keeping initdb's rows read other facts than one keeping none"
+            return rows
+
+        first = load()
+        assert initdb.last_read
+        assert load() == first and not initdb.last_read
+        pg_server.psql("CREATE FUNCTION app.later() RETURNS int LANGUAGE sql AS 'SELECT 1';"
+                       "CREATE TABLE app.later_t (a app.pos); CREATE DOMAIN app.later_d AS int", database=DB)
+        try:
+            rows = load()
+            assert not initdb.last_read
+            assert any(row[2] == "later" for row in rows.functions)
+            assert any(row[2] == "later_d" for row in rows.types)
+        finally:
+            pg_server.psql("DROP FUNCTION app.later(); DROP TABLE app.later_t; DROP DOMAIN app.later_d", database=DB)
+        load()
+        for do, undo in INITDB_CHANGES:
+            pg_server.psql(do, database=DB)
+            try:
+                changed = load()
+                assert initdb.last_read and changed != first, do
+            finally:
+                pg_server.psql(undo, database=DB)
+            load()
+            assert initdb.last_read, undo
+        pg_server.psql("VACUUM FREEZE pg_catalog.pg_proc", database=DB)  # frozen rows read xmin 2: read again
+        assert load().functions == first.functions
 
 
 # ---------------------------------------------------------------------------- the snapshot

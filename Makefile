@@ -1,4 +1,11 @@
 # Each target sets up its own virtualenv on a fresh machine.
+
+# Python's bytecode caches are written whatever the environment says: the machines here set
+# PYTHONDONTWRITEBYTECODE, under which every `pgwarden` process a test starts compiled pgwarden's
+# modules from source again (~0.4 s of CPU each), and every pytest process rewrote the assertions
+# of every module it imported anew (pytest marks the whole pgwarden distribution, a pytest11
+# plugin, for rewriting; ~2.5 s a process). The caches are in __pycache__, which git ignores.
+unexport PYTHONDONTWRITEBYTECODE
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python

@@ -31,7 +31,11 @@ except ImportError:
     pytest.skip("selenium is not installed (pip install -e .[test])", allow_module_level=True)
 
 from selenium import webdriver  # noqa: E402
-from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException  # noqa: E402
+from selenium.common.exceptions import (  # noqa: E402
+    ElementNotInteractableException,
+    NoAlertPresentException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
@@ -125,11 +129,13 @@ def request_on_page(driver, wait: WebDriverWait, sql_part: str):
 def on_request(driver, wait: WebDriverWait, sql_part: str, act):
     """``act(article)`` on the request's article as the page lists it now: the page refreshes its
     list every few seconds until the approver starts writing, so an article found earlier may be
-    gone (replaced by its fresh copy); found again until the action lands."""
+    gone (replaced by its fresh copy), or, caught in the middle of the refresh, not interactable yet
+    (seen once under a loaded machine: "element not interactable" on the reason's field); found
+    again until the action lands."""
     def done(_driver):
         try:
             return act(request_on_page(driver, wait, sql_part)) or True
-        except StaleElementReferenceException:
+        except (StaleElementReferenceException, ElementNotInteractableException):
             return False
 
     return wait.until(done)

@@ -8,7 +8,8 @@ the second pass is there for the hot path's pure-Python build and the other reac
 one other, rotating through the rest across cases: every protocol path still runs in that pass,
 and every case, at about two fifths of the cost (docs/testing.md, "How long it takes"). The
 masking leak corpus (five protocols a case) is thin in both passes; ``make fuzz-leaks`` runs it
-whole (``PGWARDEN_TEST_MATRIX=full``).
+whole (``PGWARDEN_TEST_MATRIX=full``), and in the thin pass runs each case under one protocol. The thin
+pass's property tests generate half their examples (`examples`, the ``ci-thin`` hypothesis profile).
 """
 
 from __future__ import annotations
@@ -27,9 +28,24 @@ def thin(default: bool = False) -> bool:
 
 def protocols_of(index: int, protocols: Sequence[str], default_thin: bool = False) -> Sequence[str]:
     """The protocols case number ``index`` runs under: all of ``protocols``, or, in a thin matrix,
-    the first and one other (chosen by ``index``, so that the cases share out the others)."""
+    the first and one other (chosen by ``index``, so that the cases share out the others). A
+    corpus thin by default (``default_thin``: the leak corpus, in both passes) runs each case under
+    one protocol in the thin pass, rotating through all of them across the cases."""
     if not thin(default_thin):
         return protocols
-    if len(protocols) <= 2:
+    if len(protocols) <= 2 or (default_thin and thin()):
         return (protocols[index % len(protocols)],)
     return (protocols[0], protocols[1 + index % (len(protocols) - 1)])
+
+
+#: The thin pass's hypothesis profile (tests/conftest.py) generates this share of the examples.
+THIN_EXAMPLES = 0.5
+
+
+def examples(count: int) -> int:
+    """How many examples a property that asks for ``count`` under the ``ci`` profile generates
+    in this pass: ``count``, or in the thin pass (whose profile is ``ci-thin``) half of it, at
+    least ten. The second pass runs the same properties over the pure-Python hot path and the
+    default reactor; what they generate for code that is the same in both passes the first pass
+    checks at full size (and ``make fuzz`` deep)."""
+    return max(10, int(count * THIN_EXAMPLES)) if thin() else count

@@ -55,7 +55,7 @@ from pgwarden.testing.leaks import (
     random_word,
     searched,
 )
-from pgwarden.testing.matrix import protocols_of
+from pgwarden.testing.matrix import examples, protocols_of
 from pgwarden.testing.postgres import APP_USER
 from pgwarden.testing.tap import Tap
 from pgwarden.wire import messages as m
@@ -1036,7 +1036,7 @@ def property_clients(warden):
         client.close()
 
 
-@settings(max_examples=2000 if DEEP else 25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2000 if DEEP else examples(25), deadline=None, suppress_health_check=list(HealthCheck))
 @given(sql=_statement(), protocol=st.sampled_from(PROTOCOLS))
 def test_property_no_generated_select_delivers_a_masked_value(warden, world, pg_server, property_clients,
                                                              sql: str, protocol: str):

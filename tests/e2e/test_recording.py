@@ -21,6 +21,7 @@ from twisted.internet import tcp
 from pgwarden import hookimpl
 from pgwarden.api import RECORDING
 from pgwarden.testing.clocks import EndOfPollClock, StockClock
+from pgwarden.testing.matrix import examples
 from pgwarden.testing.pytest_plugin import check_records
 
 POLICY = {
@@ -846,7 +847,7 @@ def test_records_without_a_verdict_wait_a_little_and_records_with_one_never(tmp_
     _one_hand_over_per_write(sink)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.sampled_from(["result", "allowed", "refused", "turn", "wait"]), max_size=120))
 def test_whatever_the_order_records_are_written_in_order_verdicts_at_once_the_rest_in_time(recorded, steps):
     from pgwarden.recorder import LAZY_RECORDS

@@ -16,6 +16,7 @@ from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.context import default_context, shared
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
+from pgwarden.testing.matrix import examples
 from tests.unit.test_catalog_loader import rows
 
 NAMES = st.sampled_from(["a", "b", "users", "things", "secret.things", '"Odd"'])
@@ -59,7 +60,7 @@ def statements(draw) -> str:
     return draw(st.sampled_from(templates))
 
 
-@settings(max_examples=400)
+@settings(max_examples=examples(400))
 @given(st.lists(st.tuples(statements(), st.sampled_from([None, ("secret", "public"), ("a",)])), min_size=1,
                 max_size=12))
 def test_property_cached_analysis_equals_a_fresh_one(sequence):
@@ -314,7 +315,7 @@ def test_texts_read_in_two_contexts_in_turn_each_take_their_own_contexts_lexer()
         assert ("delete" in cache.get(sql, context).kinds) is deletes
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(statements(), min_size=1, max_size=6), st.sampled_from([None, ("secret", "public"), ("a",)]))
 def test_property_an_analysis_that_does_not_change_the_context_leaves_it_as_it_is(sqls, path):
     """`Analysis.changes_context` false: the decision skips `SqlContext.after`, which must then
@@ -421,7 +422,7 @@ def test_a_new_text_of_the_statement_just_analysed_comes_with_its_analysis():
         assert statement.analysis == analyze_sql(sql, context), sql
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(["SELECT * FROM things WHERE id = {}", "DELETE FROM users WHERE id = {}",
                                            "SELECT {} FROM t ORDER BY {}", "SELECT * FROM things WHERE id = -{}",
                                            "UPDATE a SET x = {} WHERE {} = id", "SELECT set_config('role', 'x', {})"]),

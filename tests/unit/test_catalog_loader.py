@@ -25,6 +25,7 @@ from pgwarden.catalog.loader import (
     unchanged_parts,
 )
 from pgwarden.catalog.model import FIRST_NORMAL_OID, PARTS, CastFacts, Catalog, TypeFacts
+from pgwarden.testing.matrix import examples
 
 # oid schema name nargs ndefaults variadic volatility language trusted kind builtin public_execute
 # security_definer returns_set source extension config sql_body result_type result_relation
@@ -340,7 +341,7 @@ _ROW_EDITS = {
 
 @given(edits=st.lists(st.tuples(st.sampled_from(sorted(_ROW_EDITS)), st.sampled_from(["add", "drop", "replace"]),
                                 st.integers(0, 3)), max_size=4))
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 def test_property_a_catalog_built_from_the_previous_one_is_the_one_built_afresh(edits):
     """Whatever rows changed, a build that takes the unchanged parts from the previous load
     answers every lookup as a build from nothing; the parts whose rows are the same are the

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from pgwarden.chain import GENESIS, Chain, seal, seal_into, seal_record, verify
 from pgwarden.cli import main
+from pgwarden.testing.matrix import examples
 
 
 def write_chain(path, records, prev=GENESIS):
@@ -139,7 +140,7 @@ def test_verify_command_exit_codes_and_messages(tmp_path, capsys):
     assert main(["verify", str(tmp_path / "missing")]) == 2
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(st.lists(st.dictionaries(st.text(min_size=1, max_size=8).filter(lambda k: k not in ("prev", "hash")),
                                 st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**63 - 1),
                                           st.floats(allow_nan=False), st.text()), max_size=5), min_size=1, max_size=8),

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from pglast.parser import ParseError, fingerprint
 
 from pgwarden.sql.cache import StatementCache
+from pgwarden.testing.matrix import examples
 
 NUMBERS = st.sampled_from(["0", "5", "-5", "- 5", "+5", "6", "1.5", "-1.5", ".5", "1e5", "-1e-5", "0x1F", "1_000",
                            "99999999999", "-99999999999", "2147483648", "'5'", "-'5'", "'x'", "$1", "-$1", "NULL",
@@ -50,7 +51,7 @@ def _fresh(sql: str) -> str | None:
         return None
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(texts(), min_size=1, max_size=40))
 def test_property_shared_fingerprint_equals_a_fresh_one(sequence):
     cache = StatementCache()

@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgwarden.testing.matrix import examples
 from pgwarden.wire import framing
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import MessageTooLarge, ProtocolError
@@ -338,7 +339,7 @@ def test_fuzz_take_is_feed_then_frames(data):
     assert outcomes[1] == outcomes[0]
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(data=st.data())
 def test_take_completes_a_buffered_row_from_the_next_read(data):
     """A read that ends inside a row (a large result's reads nearly all do) leaves that row's

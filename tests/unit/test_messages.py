@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pgwarden.testing.matrix import examples
 from pgwarden.wire import messages as m
 from pgwarden.wire.errors import LocalProtocolError, ProtocolError
 
@@ -555,7 +556,7 @@ def test_encoder_refuses_unencodable_fields(msg):
         msg.encode()
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(data=st.binary(max_size=12), kind=st.sampled_from(["bytes", "bytearray", "memoryview"]))
 def test_reader_integers_and_strings_are_what_struct_and_find_say_property(data, kind):
     # The reader assembles integers from their bytes and tests an empty string by its first
@@ -587,7 +588,7 @@ def test_reader_integers_and_strings_are_what_struct_and_find_say_property(data,
         assert type(r.rest()) is bytes and Reader(body, "X").byte() == data[:1]
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(name=st.binary().filter(lambda b: b"\0" not in b), sql=st.binary().filter(lambda b: b"\0" not in b),
        types=st.lists(st.integers(0, 2**32 - 1), max_size=5), extra=st.binary(max_size=3))
 def test_parse_parts_gives_the_name_and_text_as_sent_and_checks_the_whole_body_property(name, sql, types, extra):

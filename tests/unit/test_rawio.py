@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgwarden import compiled, rawio
+from pgwarden.testing.matrix import examples
 
 
 @pytest.fixture
@@ -81,7 +82,7 @@ def test_a_read_never_returns_more_than_asked(pair, want: int, large: bool) -> N
 
 
 @given(st.lists(st.tuples(st.integers(0, 70_000), st.integers(1, 300_000), st.booleans()), max_size=12))
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 def test_random_writes_and_reads_carry_every_byte_in_order(steps) -> None:
     """Whatever the sizes written, the sizes asked and the ``large`` hints, the reader gets the
     writer's bytes, whole and in order, each read at most what it asked for."""

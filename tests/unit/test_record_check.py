@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgwarden.schemas import record_schema
+from pgwarden.testing.matrix import examples
 from pgwarden.testing.record_check import (
     SHARED_KEYWORDS,
     Disagreement,
@@ -137,7 +138,7 @@ def broken(draw):
     return record
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(record=broken())
 def test_both_give_the_same_answer_on_broken_records(record):
     refused = bool(list(REFERENCE.iter_errors(record)))

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgwarden.relay.engine import ALLOW, PENDING, Relay
+from pgwarden.testing.matrix import examples
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 
@@ -270,7 +271,7 @@ def _cut(data: bytes, points) -> list[bytes]:
     return out
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(st.integers(0, 10_000), max_size=30), st.lists(st.integers(0, 10_000), max_size=30))
 def test_property_any_split_relays_the_same_bytes(cuts_client, cuts_server):
     up, down, t = _run(cuts_client, cuts_server)
@@ -331,7 +332,7 @@ _STATEMENT = st.tuples(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=examples(300))
 @given(st.lists(_STATEMENT, min_size=1, max_size=8))
 def test_property_a_command_tag_is_rewritten_only_for_a_cut_result(statements):
     """Every CommandComplete the client gets equals the server's unless that result was cut."""
@@ -579,7 +580,7 @@ _COUNTED_SERVER = (
 )
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(st.lists(st.integers(0, 10_000), max_size=30), st.lists(st.integers(0, 10_000), max_size=30))
 def test_property_a_counted_write_relays_the_same_whatever_the_split(cuts, more_cuts):
     t = Talk(_counted)
@@ -600,7 +601,7 @@ def test_property_a_counted_write_relays_the_same_whatever_the_split(cuts, more_
     assert not t.relay._expect
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(ops=st.lists(st.one_of(st.integers(0, 9), st.just("pop"), st.just("pop many")), max_size=300))
 def test_expectations_queue_as_a_deque_does_property(ops):
     # The relay's queue of owed answers (`Expectations`, a list and a head index) against a deque:

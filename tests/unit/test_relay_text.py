@@ -216,6 +216,7 @@ def test_a_name_is_read_as_find_and_isascii_read_it(encoding):
 
     from pgwarden.relay.engine import _name
     from pgwarden.sql.encoding import client_encoding
+    from pgwarden.testing.matrix import examples
 
     enc = client_encoding(encoding)
 
@@ -225,7 +226,7 @@ def test_a_name_is_read_as_find_and_isascii_read_it(encoding):
         except Exception as e:  # the same exception, with the same message
             return type(e), str(e)
 
-    @settings(max_examples=1500, deadline=None)
+    @settings(max_examples=examples(1500), deadline=None)
     @given(raw=st.binary(min_size=1, max_size=24).map(lambda b: b"B" + b) |
            st.lists(st.sampled_from([b"\0", b"a", b"P0_1", "名".encode(), b"\x81", b"\xff"]), min_size=1,
                     max_size=6).map(lambda parts: b"B\0\0\0\0" + b"".join(parts)),

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pgwarden.chain import GENESIS, lines_for, verify, write_all
+from pgwarden.testing.matrix import examples
 from pgwarden_plugins.recording.sinks import SinkFailed, StdoutSink
 
 
@@ -81,7 +82,7 @@ def _files(path) -> list[bytes]:
     return [p.read_bytes() for p in [*rotated, path]]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(st.lists(st.lists(st.integers(min_value=0, max_value=400), min_size=1, max_size=4), min_size=1, max_size=25),
        st.integers(min_value=150, max_value=3000))
 def test_lines_the_chain_writes_itself_land_in_the_same_files_as_the_sinks_own_writes(tmp_path_factory, turns,

@@ -23,6 +23,7 @@ from pgwarden.sql.template import (
     numeric_template,
     template_parts,
 )
+from pgwarden.testing.matrix import examples
 
 
 def _normalize(sql: str) -> str | None:
@@ -99,7 +100,7 @@ def _check_pair(first: str, second: str) -> None:
             assert cache.template_hits == (first != second)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(shape=st.sampled_from(SHAPES), one=st.lists(digits, min_size=1, max_size=4),
        two=st.lists(digits, min_size=1, max_size=4))
 def test_texts_of_one_template_normalize_alike(shape: str, one: list[str], two: list[str]) -> None:
@@ -111,7 +112,7 @@ TOKENS = ["SELECT", "FROM", "WHERE", "t", "x", "y1", "(", ")", ",", "=", "<", "-
           "#", "#", "e", "_", "FETCH", "IN", "c", ";", " ", "\n"]
 
 
-@settings(max_examples=600, deadline=None)
+@settings(max_examples=examples(600), deadline=None)
 @given(tokens=st.lists(st.sampled_from(TOKENS), min_size=1, max_size=14),
        one=st.lists(digits, min_size=1, max_size=3), two=st.lists(digits, min_size=1, max_size=3),
        spaced=st.booleans())
@@ -168,7 +169,7 @@ _CONTINUING = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ012345678
 _TEXT = st.text(alphabet="0123456789aZ_. ,;()=+-*/:[]\t\n\r" + "'\"`$\\\x00\x0b\x7fé", max_size=40)
 
 
-@settings(max_examples=2000, deadline=None)
+@settings(max_examples=examples(2000), deadline=None)
 @given(sql=_TEXT)
 def test_the_template_is_the_text_with_exactly_its_standalone_short_runs_replaced(sql: str) -> None:
     """What a template is, read off the text: None exactly when the text holds a byte or pair the
@@ -210,7 +211,7 @@ def _runs_replaced(sql: str, runs: list[str]) -> str:
     return _each_run(sql, lambda k, end: next(taken))
 
 
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=examples(3000), deadline=None)
 @given(first=_TEXT, second=_TEXT, runs=st.lists(digits, min_size=1, max_size=4), related=st.booleans())
 def test_a_text_fits_a_template_exactly_when_that_is_its_template(first, second, runs, related) -> None:
     # `fits_template` answers without making the template what comparing the templates answers,
@@ -240,7 +241,7 @@ def test_fits_a_template(template: str, sql: str, fits: bool) -> None:
     assert fits_template(sql, template_parts(template.replace("#", PLACEHOLDER))) is fits
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=examples(400), deadline=None)
 @given(shape=st.sampled_from(SHAPES), one=st.lists(digits, min_size=1, max_size=4),
        two=st.lists(digits, min_size=1, max_size=4), three=st.lists(digits, min_size=1, max_size=4))
 def test_texts_after_a_sound_template_normalize_as_libpg_query_does(shape, one, two, three) -> None:

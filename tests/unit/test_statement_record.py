@@ -27,6 +27,7 @@ from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings
 from pgwarden.sql.statement import Statement
+from pgwarden.testing.matrix import examples
 from pgwarden.turns import Turns
 
 
@@ -114,7 +115,7 @@ verdicts = st.builds(lambda action, policy, rule, reason: SimpleNamespace(action
 shadows = st.none() | st.lists(st.dictionaries(names, names, max_size=2), max_size=2)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(requests, statements, verdicts, shadows), min_size=1, max_size=6), paths)
 def test_a_statement_record_has_every_field_in_the_order_and_bytes_it_always_had(turn, start_path):
     recorder, taken = _recorder()
@@ -190,7 +191,7 @@ identities = st.builds(lambda subject, groups: {"subject": subject, "groups": so
 TS = re.compile(rb'\{"ts":"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z",')
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(requests, statements, verdicts, shadows, st.booleans(), st.none() | identities),
                 min_size=1, max_size=6), paths, names, identities)
 def test_a_statement_record_built_serialised_is_the_bytes_of_the_record(turn, start_path, session, identity):
@@ -251,7 +252,7 @@ def _expected_result(slog: SessionLog, ts: str, ex: Execution, caps: list) -> di
     return record
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.tuples(executions, st.none() | row_caps, st.booleans()), min_size=1, max_size=6), names,
        identities)
 def test_a_result_record_built_serialised_is_the_bytes_of_the_record(turn, session, identity):

@@ -487,9 +487,9 @@ WHERE d.datname = pg_catalog.current_database() AND r.rolname = SESSION_USER"""
 # table the facts come from, how many rows it has and the sum of their row versions (xmin). DDL
 # writes new row versions (CREATE OR REPLACE VIEW its pg_rewrite row, ALTER TABLE RENAME COLUMN
 # a pg_attribute row, CREATE OR REPLACE FUNCTION its pg_proc row, a table dropped and made again
-# its pg_class and pg_attribute rows), so the answer changes with every committed change; a
-# VACUUM FREEZE also changes it (a frozen row's xmin reads 2), which costs one load that finds
-# nothing new. It scans those tables whole: 0.14-0.28 s for 300,000 columns (docs/catalog.md).
+# its pg_class and pg_attribute rows), so the answer changes with every committed change (a
+# VACUUM FREEZE does not change it: the xmin column reads a frozen row's own xid, from
+# PostgreSQL 9.4). It scans those tables whole: 0.14-0.28 s for 300,000 columns (docs/catalog.md).
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
             "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
             "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table", "pg_statistic_ext",
@@ -547,10 +547,10 @@ INITDB_KINDS = ("functions", "attributes", "types")
 
 
 def _versions(table: str, key: str, where: str = "") -> str:
-    """How many rows ``table`` has (of ``where``), and a sum over the row versions of those not frozen."""
+    """How many rows ``table`` has (of ``where``), and a sum over their row versions (xmin)."""
     condition = f" WHERE {where}" if where else ""
-    return (f"(SELECT count(*)::text || '/' || coalesce(sum(hashtext({key} || '@' || ctid::text || ':' || xmin::text))"
-            f" FILTER (WHERE NOT xmin = '2'::xid), 0)::text FROM pg_catalog.{table}{condition})")
+    return (f"(SELECT count(*)::text || '/' || coalesce(sum(hashtext({key} || ':' || xmin::text)), 0)::text"
+            f" FROM pg_catalog.{table}{condition})")
 
 
 # What the rows of `INITDB_KINDS` for initdb's objects are made of: every catalog row those rows
@@ -558,11 +558,9 @@ def _versions(table: str, key: str, where: str = "") -> str:
 # operators, ranges; the CHECK constraints of its domains; the initial privileges; extension
 # membership of functions). Only a superuser can change one of those rows (ALTER FUNCTION on a
 # built-in, GRANT / REVOKE on one, ALTER DOMAIN information_schema.*); any change writes a new
-# row version, whose xmin and ctid are new, and changes the key; a row added or removed changes a
-# count. Rows that VACUUM froze read xmin 2 and are left out of the sums (which keeps the key from
-# formatting thousands of row versions: ~3 ms), so a freeze changes the key too (one load reads
-# them again, finds them equal). What it cannot tell is a built-in's row changed and then frozen,
-# by a superuser, between two loads: a superuser can change pgwarden's facts in plainer ways.
+# row version, whose xmin is the changing transaction's, and changes the key; a row added or
+# removed changes a count. The xmin column reads a row version's own transaction whether VACUUM
+# froze it or not (PostgreSQL 9.4 and later keep it), so a change stays seen after a freeze. ~5 ms.
 INITDB_KEY = "SELECT " + " || '|' ||\n       ".join((
     _versions("pg_proc", "oid::text", f"oid < {FIRST_NORMAL_OID}"),
     _versions("pg_type", "oid::text", f"oid < {FIRST_NORMAL_OID}"),

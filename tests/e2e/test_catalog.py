@@ -347,8 +347,15 @@ def test_initdb_rows_are_read_again_only_when_a_superuser_changed_one(pg_server,
                 pg_server.psql(undo, database=DB)
             load()
             assert initdb.last_read, undo
-        pg_server.psql("VACUUM FREEZE pg_catalog.pg_proc", database=DB)  # frozen rows read xmin 2: read again
-        assert load().functions == first.functions
+        pg_server.psql("VACUUM FREEZE pg_catalog.pg_proc", database=DB)  # a frozen row keeps its xmin
+        assert load().functions == first.functions and not initdb.last_read
+        # changed and frozen before the next load: seen all the same
+        for do in ("ALTER FUNCTION pg_catalog.lower(text) SET work_mem = '1MB'",
+                   "ALTER FUNCTION pg_catalog.lower(text) RESET ALL"):
+            pg_server.psql(do, database=DB)
+            pg_server.psql("VACUUM FREEZE pg_catalog.pg_proc", database=DB)
+            load()
+            assert initdb.last_read, do
 
 
 # ---------------------------------------------------------------------------- the snapshot

@@ -74,9 +74,11 @@ lint: $(STAMP)
 # pass is a pytest session of its own (its own PostgreSQL, its own ports, temp dirs); make
 # prints each one's output whole when it ends (--output-sync), and fails if any of them fails
 # (pytest's exit code 5, no tests, included).
-# First lint and the example's venv side by side (and the hot path's build again if a compiled
-# module changed since), then the passes: the example's editable install rewrites
-# pgwarden.egg-info in this tree, whose entry points the passes read.
+# First the hot path's build again if a compiled module changed since the install built it, then
+# the passes and, in the third job's place, one after the other, the package builds, the example
+# (its venv made first: it installs the example plugin alone, in a venv of its own, and touches
+# nothing the passes read) and lint: before the passes, lint and the example's venv kept one core
+# idle for ~45 s of each fresh clone's run.
 # The tests that build pgwarden's package (the image's two stages, compiler and all; a wheel without
 # a compiler) answer the same whichever build the pytest that runs them imports: `make test` runs
 # them once, as a job of their own beside the two passes (~2 min, most of it the compiler), and the
@@ -92,9 +94,9 @@ PASS_ARGS ?=
 TEST_JOBS ?= 3
 test:
 	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target $(STAMP) image-wheels
-	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target $(COMPILED_STAMP) lint $(EXAMPLE_STAMP)
+	$(MAKE) --no-print-directory $(COMPILED_STAMP)
 	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-compiled test-stock-reactor test-builds \
-		test-example PASS_ARGS="$(addprefix --ignore=,$(BUILD_TESTS))" IMAGE_WHEELS_FROM="$(CURDIR)/$(IMAGE_WHEELS)"
+		test-example lint PASS_ARGS="$(addprefix --ignore=,$(BUILD_TESTS))" IMAGE_WHEELS_FROM="$(CURDIR)/$(IMAGE_WHEELS)"
 
 # The image builder stage's wheels (tests/deploy/image_wheels.py: deploy/Dockerfile's pip wheel
 # command on what the stage COPYs), built with the plain interpreter beside the venv's setup: that

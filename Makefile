@@ -89,9 +89,6 @@ lint: $(STAMP)
 # workers each, both passes side by side, keep them busy. PASS_WORKERS=0: no workers, one session.
 PASS_WORKERS ?= 2
 WORKERS := $(if $(filter 0,$(PASS_WORKERS)),,-n $(PASS_WORKERS) --dist loadfile)
-# In `make test` the first pass (every case, the full matrix) has more to run than the thin one and
-# ended ~70 s after it, the machine part idle meanwhile: it runs on one worker more there.
-COMPILED_WORKERS ?= $(PASS_WORKERS)
 BUILD_TESTS := tests/deploy/test_image_stages.py tests/deploy/test_build_fallback.py
 PASS_ARGS ?=
 TEST_JOBS ?= 3
@@ -99,8 +96,7 @@ test:
 	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target $(STAMP) image-wheels
 	$(MAKE) --no-print-directory $(COMPILED_STAMP)
 	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-compiled test-stock-reactor test-builds \
-		test-example lint PASS_ARGS="$(addprefix --ignore=,$(BUILD_TESTS))" IMAGE_WHEELS_FROM="$(CURDIR)/$(IMAGE_WHEELS)" \
-		COMPILED_WORKERS=$(if $(filter 0,$(PASS_WORKERS)),0,$(shell echo $$(($(PASS_WORKERS) + 1))))
+		test-example lint PASS_ARGS="$(addprefix --ignore=,$(BUILD_TESTS))" IMAGE_WHEELS_FROM="$(CURDIR)/$(IMAGE_WHEELS)"
 
 # The image builder stage's wheels (tests/deploy/image_wheels.py: deploy/Dockerfile's pip wheel
 # command on what the stage COPYs), built with the plain interpreter beside the venv's setup: that
@@ -133,8 +129,7 @@ test-stock-reactor: $(STAMP)
 
 # The whole suite on the compiled hot path only (the first half of `make test`).
 test-compiled: $(STAMP) $(COMPILED_STAMP)
-	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q \
-		$(if $(filter 0,$(COMPILED_WORKERS)),,-n $(COMPILED_WORKERS) --dist loadfile) $(PASS_ARGS)
+	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q $(WORKERS) $(PASS_ARGS)
 
 # ... and on pure Python only (PGWARDEN_PURE_PYTHON=1: pgwarden.compiled), on pgwarden's reactor.
 test-pure: $(STAMP)

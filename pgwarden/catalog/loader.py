@@ -112,7 +112,7 @@ class InitdbRows:
     Most of a new database's catalog is initdb's: ~3,200 of its ~3,250 functions. Reading them
     took ~50 ms of the server's time a load and ~20 ms of pgwarden's (converting the rows), and a
     sidecar loads again after every DDL its agent makes. Their rows change only when a superuser
-    changes one of initdb's objects, which changes the key (a ~3 ms query); the rows of the
+    changes one of initdb's objects, which changes the key (a ~5 ms query); the rows of the
     database's own objects are read at every load, as every other kind is. Loads of one database
     may share one (`LoadMemory`); each asks for the key in its own snapshot, and rows kept under
     the same key are those that snapshot would read.
@@ -121,7 +121,7 @@ class InitdbRows:
     def __init__(self) -> None:
         self._key: tuple[int, str] | None = None
         self._rows: dict[str, tuple[tuple, ...]] = {}
-        #: whether the last load read the rows (the key had changed), for tests and the load's log
+        #: whether the last load read the rows (the key had changed): for tests, as `ViewDependencies.last_read`
         self.last_read = False
         self._lock = threading.Lock()
 

@@ -15,7 +15,7 @@ EXAMPLE := examples/pgwarden-business-hours
 EXAMPLE_VENV ?= .venv-example
 EXAMPLE_STAMP := $(EXAMPLE_VENV)/.installed
 
-.PHONY: venv compiled image-wheels lint test test-fast test-stock-reactor test-compiled test-pure test-builds test-newest-twisted test-example fuzz fuzz-leaks leak-table \
+.PHONY: venv compiled image-wheels lint test test-fast test-stock-reactor test-second-pass test-compiled test-pure test-builds test-newest-twisted test-example fuzz fuzz-leaks leak-table \
 	bench load suites demo image \
 	image-name push clean
 
@@ -66,27 +66,26 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m mypy
 
-# The whole suite: unit, property-based (fast profile), end to end, twice: the compiled hot path on
-# pgwarden's reactor (a test fails if it is not compiled: PGWARDEN_EXPECT_COMPILED: test-compiled),
-# and pure Python on Twisted's own reactor (test-stock-reactor); the example plugin's own; and lint.
-# Side by side, TEST_JOBS at a time: the end-to-end tests spend much of their time waiting on
-# PostgreSQL, pgwarden and their clients, so one pass alone leaves part of the two cores idle. Each
-# pass is a pytest session of its own (its own PostgreSQL, its own ports, temp dirs); make
-# prints each one's output whole when it ends (--output-sync), and fails if any of them fails
+# The whole suite: unit, property-based (fast profile), end to end, on the compiled hot path and
+# pgwarden's reactor (a test fails if it is not compiled: PGWARDEN_EXPECT_COMPILED: test-compiled);
+# the example plugin's own; the package builds; and lint. CI (.ci/run) then runs the whole suite
+# a second time, as pure Python on Twisted's own reactor (test-second-pass): both passes side by
+# side took ~990-1,180 s on two cores, over make test's 15 minutes, and the pure-Python build is
+# the fallback, which CI must cover and a developer's `make test` need not wait for.
+# Side by side, TEST_JOBS at a time: the end-to-end tests spend part of their time waiting on
+# PostgreSQL, pgwarden and their clients, so the pass alone leaves part of the two cores idle.
+# Each job prints its output whole when it ends (--output-sync); make fails if any of them fails
 # (pytest's exit code 5, no tests, included).
 # First the hot path's build again if a compiled module changed since the install built it, then
-# the passes and, in the third job's place, one after the other, the package builds, the example
-# (its venv made first: it installs the example plugin alone, in a venv of its own, and touches
-# nothing the passes read) and lint: before the passes, lint and the example's venv kept one core
-# idle for ~45 s of each fresh clone's run.
+# the pass and, beside it, the package builds, the example (its venv made first: it installs the
+# example plugin alone, in a venv of its own, and touches nothing the pass reads) and lint.
 # The tests that build pgwarden's package (the image's two stages, compiler and all; a wheel without
-# a compiler) answer the same whichever build the pytest that runs them imports: `make test` runs
-# them once, as a job of their own beside the two passes (~2 min, most of it the compiler), and the
-# passes leave them out (PASS_ARGS). `make test-compiled` alone runs them, as it runs everything.
+# a compiler) answer the same whichever build the pytest that runs them imports: they run once, as
+# a job of their own beside the pass (~2 min, most of it the compiler), and the passes leave them
+# out (PASS_ARGS). `make test-compiled` alone runs them, as it runs everything.
 # Each pass runs on PASS_WORKERS pytest-xdist workers, a test file's tests on one worker (its
 # module's fixtures are made once), each worker a pytest session of its own (its own PostgreSQL).
-# One pass on one worker kept the two cores ~56% busy (waiting on servers and clients); two
-# workers each, both passes side by side, keep them busy. PASS_WORKERS=0: no workers, one session.
+# PASS_WORKERS=0: no workers, one session.
 PASS_WORKERS ?= 2
 WORKERS := $(if $(filter 0,$(PASS_WORKERS)),,-n $(PASS_WORKERS) --dist loadfile)
 BUILD_TESTS := tests/deploy/test_image_stages.py tests/deploy/test_build_fallback.py
@@ -95,8 +94,13 @@ TEST_JOBS ?= 3
 test:
 	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target $(STAMP) image-wheels
 	$(MAKE) --no-print-directory $(COMPILED_STAMP)
-	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-compiled test-stock-reactor test-builds \
+	$(MAKE) --no-print-directory -j$(TEST_JOBS) --output-sync=target test-compiled test-builds \
 		test-example lint PASS_ARGS="$(addprefix --ignore=,$(BUILD_TESTS))" IMAGE_WHEELS_FROM="$(CURDIR)/$(IMAGE_WHEELS)"
+
+# CI's second pass, after `make test` (.ci/run): the whole suite but the package builds (make test
+# ran them), pure Python on Twisted's default reactor (test-stock-reactor).
+test-second-pass: $(STAMP)
+	$(MAKE) --no-print-directory test-stock-reactor PASS_ARGS="$(addprefix --ignore=,$(BUILD_TESTS))"
 
 # The image builder stage's wheels (tests/deploy/image_wheels.py: deploy/Dockerfile's pip wheel
 # command on what the stage COPYs), built with the plain interpreter beside the venv's setup: that
@@ -121,13 +125,13 @@ test-builds: $(STAMP) $(COMPILED_STAMP)
 
 # The whole suite on Twisted's default reactor instead of pgwarden's (PGWARDEN_REACTOR=default:
 # the fixtures and every `pgwarden run` the tests start use it), with the hot path as pure Python,
-# as `make test`'s second pass. pgwarden.turns ends each turn with callLater(0) there instead of
+# as CI's second pass (test-second-pass). pgwarden.turns ends each turn with callLater(0) there instead of
 # at the end of the poll; records and bytes must not notice. The hostile corpora run each case
 # under two of its protocols there, not all (pgwarden.testing.matrix: the first pass runs all).
 test-stock-reactor: $(STAMP)
 	PGWARDEN_PURE_PYTHON=1 PGWARDEN_REACTOR=default PGWARDEN_TEST_MATRIX=thin $(PY) -m pytest -q $(WORKERS) $(PASS_ARGS)
 
-# The whole suite on the compiled hot path only (the first half of `make test`).
+# The whole suite on the compiled hot path only (`make test`'s pass).
 test-compiled: $(STAMP) $(COMPILED_STAMP)
 	PGWARDEN_EXPECT_COMPILED=1 $(PY) -m pytest -q $(WORKERS) $(PASS_ARGS)
 

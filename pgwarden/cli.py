@@ -12,7 +12,7 @@ import attrs
 from pgwarden.config import ConfigError
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Moves start-up objects out of the collector's way and collects young objects less often.
 
     A relay allocates many short-lived objects per statement and few cycles;
@@ -79,7 +79,7 @@ def _cmd_run(args) -> int:
     # Whatever stops the reactor, the last records are written and the sinks closed.
     reactor.addSystemEventTrigger("before", "shutdown", app.stop)
     reactor.callWhenRunning(_graceful_on_sigterm, app, reactor)
-    _tune_gc()
+    tune_gc()
     reactor.run()
     return 0
 

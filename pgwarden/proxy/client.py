@@ -115,7 +115,7 @@ def forget_frames(error: BaseException) -> None:
     A frame that caught an exception and raised another (pluggy's hook call does, so does
     ``raise ... from``) keeps the first in a local, and its traceback keeps the frame: a
     cycle, which holds every caller's frame, this connection's among them, until the cyclic
-    collector runs, late under `pgwarden run` (`pgwarden.cli._tune_gc`). A refused login
+    collector runs, late under `pgwarden run` (`pgwarden.cli.tune_gc`). A refused login
     needs only the reason."""
     seen: set[int] = set()
     pending: list[BaseException | None] = [error]
@@ -349,7 +349,7 @@ class ClientConnection(ConnectionState, Protocol):
     def _release(self) -> None:
         """Both connections are over: breaks the session's reference cycles, so that it is
         freed at once rather than by the cyclic collector, which `pgwarden run` tunes to
-        run rarely (`pgwarden.cli._tune_gc`): sessions that come and go would otherwise
+        run rarely (`pgwarden.cli.tune_gc`): sessions that come and go would otherwise
         pile up as garbage between its full collections, and the memory they held stay
         fragmented. The relay and the masking listeners call back into this connection
         (bound methods, closures); nothing calls them once neither end can send."""

@@ -157,7 +157,7 @@ class UpstreamProtocol(Protocol):
 
         They are bound methods of the session's `ClientConnection`, which holds this
         protocol: a reference cycle that only the cyclic collector frees, late under
-        `pgwarden run`'s thresholds (`pgwarden.cli._tune_gc`). Without the cycle the
+        `pgwarden run`'s thresholds (`pgwarden.cli.tune_gc`). Without the cycle the
         session's objects are freed the moment its last reference goes.
         """
         self._phase = "closed"

@@ -1,6 +1,6 @@
 """An ended session is freed at once, by reference counting, however it ended.
 
-`pgwarden run` collects cyclic garbage rarely (`pgwarden.cli._tune_gc`), so a session
+`pgwarden run` collects cyclic garbage rarely (`pgwarden.cli.tune_gc`), so a session
 whose objects form a reference cycle stays in memory long after it ended: sessions
 that come and go then make the process grow (docs/performance.md, "memory and scale").
 Here the cyclic collector is off while sessions open and end every way a session ends,

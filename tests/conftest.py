@@ -1,6 +1,7 @@
-"""Hypothesis profiles: ``ci`` (the default), ``ci-thin`` (make test's second pass: with
-``PGWARDEN_TEST_MATRIX=thin``, half the examples, `pgwarden.testing.matrix.examples`) and ``deep``
-(``HYPOTHESIS_PROFILE=deep``)."""
+"""Hypothesis profiles: ``ci`` (the default), ``ci-thin`` (CI's second pass, `make
+test-second-pass`: with ``PGWARDEN_TEST_MATRIX=thin``, half the examples,
+`pgwarden.testing.matrix.examples`) and ``deep`` (``HYPOTHESIS_PROFILE=deep``); the cyclic
+collector tuned as pgwarden's."""
 
 import os
 

@@ -1,15 +1,16 @@
 """How many ways a hostile corpus runs each case: all of them, or a thin matrix.
 
-`make test` runs the whole suite twice, side by side: on the compiled hot path and on pure Python
-with Twisted's default reactor. The analysis, lineage and the plugins are the same Python in
-both, so running each hostile case under every protocol in both passes checks that code twice;
-the second pass is there for the hot path's pure-Python build and the other reactor. With
-``PGWARDEN_TEST_MATRIX=thin`` (the second pass's), each case runs under its first protocol and
-one other, rotating through the rest across cases: every protocol path still runs in that pass,
-and every case, at about two fifths of the cost (docs/testing.md, "How long it takes"). The
-masking leak corpus (five protocols a case) is thin in both passes; ``make fuzz-leaks`` runs it
-whole (``PGWARDEN_TEST_MATRIX=full``), and in the thin pass runs each case under one protocol. The thin
-pass's property tests generate half their examples (`examples`, the ``ci-thin`` hypothesis profile).
+CI runs the whole suite twice (`.ci/run`: `make test`, then `make test-second-pass`): on the
+compiled hot path and on pure Python with Twisted's default reactor. The analysis, lineage and the
+plugins are the same Python in both, so running each hostile case under every protocol in both
+passes checks that code twice; the second pass is there for the hot path's pure-Python build and the
+other reactor. With ``PGWARDEN_TEST_MATRIX=thin`` (the second pass's), each case runs under its
+first protocol and one other, rotating through the rest across cases: every protocol path still runs
+in that pass, and every case, at about two fifths of the cost (docs/testing.md, "How long it
+takes"). The masking leak corpus (five protocols a case) is thin in both passes; ``make fuzz-leaks``
+runs it whole (``PGWARDEN_TEST_MATRIX=full``), and in the thin pass runs each case under one
+protocol. The thin pass's property tests generate half their examples (`examples`, the ``ci-thin``
+hypothesis profile).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The thin matrix of `make test`'s second pass (pgwarden.testing.matrix)."""
+"""The thin matrix of CI's second pass, `make test-second-pass` (pgwarden.testing.matrix)."""
 
 from __future__ import annotations
 

@@ -874,6 +874,8 @@ class _Resolver:
         for kind, target in facts.effects:
             if kind in ("F", "X"):  # file_fdw: any use reads its file or runs its program
                 kinds.add("server_files" if kind == "F" else "copy_program")
+            elif kind == "A":  # a built-in relation PUBLIC may not read (pg_authid, pg_shadow, ...)
+                kinds.add("system")
             elif kind == "p" or written and (kind == "t" or kind == "d" and storing) or kind == "x":
                 # (an index's expressions and predicate: planning any statement on the table folds
                 # them, IMMUTABLE as they are declared, whatever their functions do; a write stores

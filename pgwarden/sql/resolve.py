@@ -142,6 +142,8 @@ class _Resolver:
         self.stale = ctx.stale
         self._body_kinds: dict[int, frozenset[str]] = {}
         self._body_tables: dict[int, frozenset[str]] = {}
+        # (the relations a body writes: the statement writes them, for what counts its writes)
+        self._body_writes: dict[int, frozenset[str]] = {}
         # (the functions a body calls, its own functions' bodies' too: a statement that runs it
         # runs them, whatever volatility it declares: an IMMUTABLE function's `PERFORM
         # pg_advisory_lock(<a masked value>)` keeps that value in pg_locks, red team eight)
@@ -613,6 +615,8 @@ class _Resolver:
                     self._body_after_count = True
                 self._body_only[fn.oid] = does
                 self._body_tables[fn.oid] = body.tables
+                if body.writes:
+                    self._body_writes[fn.oid] = body.writes
                 self._body_functions[fn.oid] = body.functions
                 if body.indirect_writes:
                     self._body_indirect[fn.oid] = body.indirect_writes
@@ -624,6 +628,7 @@ class _Resolver:
             self._in_progress.add(fn.oid)
             try:
                 tables: set[str] = set()
+                writes: set[str] = set()
                 wheres: list[bool] = []
                 for oid in fn.support:
                     part = self.catalog.function(oid)
@@ -632,10 +637,13 @@ class _Resolver:
                         continue
                     found |= self.function_kinds(part)
                     tables |= self._body_tables.get(oid, frozenset())
+                    writes |= self._body_writes.get(oid, frozenset())
                     if oid in self._body_wheres:
                         wheres.append(self._body_wheres[oid])
                 if tables:
                     self._body_tables[fn.oid] = frozenset(tables)
+                if writes:
+                    self._body_writes[fn.oid] = frozenset(writes)
                 if wheres:
                     self._body_wheres[fn.oid] = all(wheres)
             finally:
@@ -650,7 +658,8 @@ class _Resolver:
 
     def _body_effects(self, oid: int, tables: frozenset[str]) -> Analysis:
         """What a function's body reads and does to tables, counted for the statement that runs it."""
-        return Analysis(frozenset(), tables=tables, has_where=self._body_wheres.get(oid),
+        return Analysis(frozenset(), tables=tables, writes=self._body_writes.get(oid, frozenset()),
+                        has_where=self._body_wheres.get(oid),
                         indirect_writes=self._body_indirect.get(oid, frozenset()))
 
     def _body(self, fn: FunctionFacts) -> Analysis | None:

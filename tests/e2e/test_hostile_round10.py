@@ -1,0 +1,189 @@
+"""Red team, round ten: what the administrators' relations give away, and writes the count misses.
+
+Found (each closed, its case below; the server's state read on a direct connection before and after):
+
+* **Relations PUBLIC may not read**: `pg_read_file()`, `pg_config()` and every built-in function
+  whose initial privileges grant no EXECUTE to PUBLIC were `system`, but the built-in *relations*
+  whose initial privileges grant no SELECT to PUBLIC were plain reads: `SELECT rolname,
+  rolpassword FROM pg_authid` and `SELECT * FROM pg_shadow` returned every role's SCRAM hash to an
+  agent under a policy blocking `system` (the upstream role is a superuser), `TABLE
+  pg_largeobject` every large object's bytes, `information_schema._pg_user_mappings` the user
+  mappings' options (passwords of foreign servers). The catalog now marks them (effect 'A' of
+  `queries.EFFECTS`, from pg_init_privs / relacl) and reading one is `system` (`resolve._effects`).
+  The views PUBLIC may read over them (`pg_roles`, `pg_user`, `pg_stats`) are not concerned.
+* **Writes of system catalogs under `rows_written`**: the count reads pg_stat_xact_user_tables,
+  which leaves out pg_catalog, information_schema and pg_toast: `DELETE FROM pg_largeobject WHERE
+  loid <> 0` (every large object's data) and `DELETE FROM information_schema.sql_features WHERE
+  feature_id <> ''` (714 rows) ran under `rows_written: 2`, counted as 0. A statement that writes
+  (or calls a function whose body writes) such a relation is now refused under the limit
+  (`limits.counting`).
+
+Controls (refused before this round, kept): MERGE whose WHEN MATCHED DELETE has no filter, MERGE
+reading `secret.*`, `pg_terminate_backend`, `COMMENT ON`, `ALTER DEFAULT PRIVILEGES`, `REFRESH
+MATERIALIZED VIEW`, `PREPARE TRANSACTION`, `pg_reload_conf`, a volatile function in a TABLESAMPLE's
+REPEATABLE, in FETCH FIRST, in a WITH HOLD cursor, `set_config('role')`, `SET SESSION
+AUTHORIZATION DEFAULT`, `session_replication_role`, `pg_stat_file`, `lo_from_bytea`,
+`table_to_xml('pg_authid')`, SQL text reading pg_authid handed to `query_to_xml`.
+"""
+
+from __future__ import annotations
+
+import pytest
+import test_hostile
+from test_hostile import GROUPS, Agent, assert_refused, errors
+
+from pgwarden.testing.matrix import thin
+from pgwarden.wire import messages as m
+
+# test_hostile's fixtures: its database, pgwarden with its policies in front of it, a direct connection
+hostile_db, server, hostile = test_hostile.hostile_db, test_hostile.server, test_hostile.hostile
+
+PROTOCOLS = ["extended"] if thin() else ["simple", "extended"]  # (pgwarden.testing.matrix)
+
+
+def _run(hostile, policy: str, protocol: str, *sqls: str) -> list[list]:
+    agent = Agent(hostile, GROUPS[policy], protocol)
+    try:
+        return [agent.run(sql) for sql in sqls]
+    finally:
+        agent.close()
+
+
+def _rows(answer: list) -> list:
+    return [row.values for row in answer if isinstance(row, m.DataRow)]
+
+
+# ---------------------------------------------------------------------- relations PUBLIC may not read
+
+ADMIN_READS = [
+    "SELECT rolname, rolpassword FROM pg_authid",
+    "SELECT * FROM pg_catalog.pg_shadow",
+    "SELECT (SELECT rolpassword FROM pg_authid WHERE rolpassword IS NOT NULL LIMIT 1)",
+    "SELECT x FROM ROWS FROM (unnest(ARRAY(SELECT rolpassword FROM pg_authid))) AS x",
+    "COPY (SELECT * FROM pg_shadow) TO STDOUT",
+    "COPY pg_authid TO STDOUT",
+    "TABLE pg_largeobject",
+    "SELECT * FROM information_schema._pg_user_mappings",
+    "SELECT * FROM pg_user_mapping",
+    "SELECT table_to_xml('pg_authid', true, true, '')",
+    "SELECT query_to_xml('SELECT rolpassword FROM pg_authid', true, true, '')",
+]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ADMIN_READS)
+def test_a_relation_public_may_not_read_is_administration(hostile, server, protocol, sql):
+    server.reset()
+    server.conn.execute("SELECT lo_from_bytea(0, 'private bytes')")
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    assert "system administration" in errors(answer)[0].message
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "SELECT rolname, rolpassword FROM pg_roles",  # the password is shown as ********
+    "SELECT count(*) FROM pg_user",
+    "SELECT count(*) FROM information_schema.tables",
+    "SELECT count(*) FROM pg_settings",
+    "SELECT count(*) FROM pg_class",
+])
+def test_the_views_public_may_read_over_them_still_run(hostile, server, protocol, sql):
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert not errors(answer), answer
+    assert _rows(answer)
+
+
+# ---------------------------------------------------------------------- writes the count does not see
+
+LO_WIPE = """
+CREATE OR REPLACE FUNCTION public.rt10_lo_wipe() RETURNS int LANGUAGE sql VOLATILE
+    AS $$ WITH d AS (DELETE FROM pg_catalog.pg_largeobject WHERE loid <> 0 RETURNING 1) SELECT 1 $$
+"""
+CATALOG_STATE = ("SELECT (SELECT count(*) FROM pg_catalog.pg_largeobject), "
+                 "(SELECT count(*) FROM information_schema.sql_features)")
+
+
+@pytest.fixture
+def large_objects(server):
+    server.reset()
+    server.conn.execute(LO_WIPE)
+    server.conn.execute("SELECT lo_from_bytea(0, 'abc') FROM generate_series(1, 5)")
+    yield server
+    server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_lo_wipe()")
+    server.reset()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "DELETE FROM pg_largeobject WHERE loid <> 0",
+    "DELETE FROM pg_catalog.pg_largeobject WHERE loid <> 0",
+    "UPDATE pg_largeobject SET data = '' WHERE loid <> 0",
+    "WITH d AS (DELETE FROM pg_largeobject WHERE loid <> 0 RETURNING 1) SELECT count(*) FROM d",
+    "DELETE FROM information_schema.sql_features WHERE feature_id <> ''",
+    "SELECT public.rt10_lo_wipe()",
+])
+def test_a_write_of_a_system_catalog_is_refused_under_rows_written(hostile, large_objects, protocol, sql):
+    # (policy "capped": rows_written 2; pg_stat_xact_user_tables counts none of these rows)
+    hostile.call(hostile.app.catalog.invalidate, "rt10_lo_wipe made")
+    hostile.call(hostile.app.catalog.fresh)
+    before = large_objects.conn.execute(CATALOG_STATE).fetchone()
+    assert before[0] == 5
+    (answer,) = _run(hostile, "capped", protocol, sql)
+    assert_refused(answer, sql)
+    assert "rows_written" in errors(answer)[0].message
+    assert large_objects.conn.execute(CATALOG_STATE).fetchone() == before
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_user_tables_are_still_counted(hostile, server, protocol):
+    server.reset()
+    wide, narrow = _run(hostile, "capped", protocol, "DELETE FROM public.things WHERE id <> 0",
+                        "DELETE FROM public.things WHERE id = 1")
+    assert "more than the 2 allowed" in errors(wide)[0].message, wide
+    assert not errors(narrow), narrow
+    assert server.state()["things"] == 4
+
+
+# ---------------------------------------------------------------------- controls
+
+CONTROLS = [
+    "MERGE INTO public.things t USING (SELECT 1 AS id) s ON true WHEN MATCHED THEN DELETE",
+    "MERGE INTO public.things t USING secret.things s ON t.id = s.id WHEN MATCHED THEN UPDATE SET n = s.n",
+    "SELECT pg_terminate_backend({victim})",
+    "COMMENT ON TABLE public.things IS 'x'",
+    "ALTER DEFAULT PRIVILEGES GRANT ALL ON TABLES TO PUBLIC",
+    "REFRESH MATERIALIZED VIEW public.rt10_mv",
+    "PREPARE TRANSACTION 'rt10'",
+    "SELECT pg_reload_conf()",
+    "SELECT * FROM public.things TABLESAMPLE system (100) REPEATABLE (public.purge())",
+    "SELECT * FROM public.things ORDER BY id OFFSET 0 ROWS FETCH FIRST (SELECT public.purge()) ROWS ONLY",
+    "DECLARE c CURSOR WITH HOLD FOR SELECT public.purge()",
+    "SELECT set_config('role', 'postgres', false)",
+    "SET SESSION AUTHORIZATION DEFAULT",
+    "SELECT pg_catalog.set_config('session_replication_role', 'replica', false)",
+    "SELECT pg_stat_file('postgresql.conf')",
+    "SELECT lo_from_bytea(0, 'x')",
+    "SELECT pg_import_system_collations('pg_catalog')",
+]
+
+
+@pytest.fixture
+def matview(server):
+    server.conn.execute("CREATE MATERIALIZED VIEW IF NOT EXISTS public.rt10_mv AS SELECT public.purge() AS n "
+                        "WITH NO DATA")
+    yield server
+    server.conn.execute("DROP MATERIALIZED VIEW IF EXISTS public.rt10_mv")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", CONTROLS)
+def test_controls_stay_refused(hostile, server, matview, protocol, sql):
+    server.reset()
+    hostile.call(hostile.app.catalog.invalidate, "rt10_mv made")
+    hostile.call(hostile.app.catalog.fresh)
+    sql = sql.replace("{victim}", str(server.victim.info.backend_pid))
+    before = server.state()
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    assert server.state() == before

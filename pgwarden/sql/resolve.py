@@ -725,6 +725,11 @@ class _Resolver:
                 # the live catalog is not loaded: a relation of the database's own may be a view
                 # over anything, with triggers, defaults and policies no one can see
                 kinds.add("unknown")
+            if rel.written and any(_system_schema(schema_name.partition(".")[0]) for schema_name in names):
+                # a write of a system catalog (a superuser's: `UPDATE pg_proc SET prosrc = ...`
+                # replaces a function's body, `DELETE FROM pg_trigger ...` drops a trigger) is a
+                # schema change the text does not spell as DDL, and an administrator's act
+                kinds |= {"ddl", "system"}
             for schema_name in names:
                 schema, _, name = schema_name.partition(".")
                 for facts in self.catalog.relations_named(name):
@@ -1109,6 +1114,12 @@ def _guarded(setting: tuple[str, str | None]) -> bool:
     name, or one known only at run time (set_config with a computed name) given a value."""
     name, value = setting
     return name in GUARDED_SETTINGS or (name == "*" and value is not None)
+
+
+def _system_schema(schema: str) -> bool:
+    """Whether ``schema`` holds the system catalogs (or their TOAST tables): only a superuser
+    writes there, and what is written is the database's schema."""
+    return schema == "pg_catalog" or schema.startswith("pg_toast")
 
 
 def _schema(name: str) -> str:

@@ -11,12 +11,19 @@ Found (each closed, its case below; the server's state read on a direct connecti
   mappings' options (passwords of foreign servers). The catalog now marks them (effect 'A' of
   `queries.EFFECTS`, from pg_init_privs / relacl) and reading one is `system` (`resolve._effects`).
   The views PUBLIC may read over them (`pg_roles`, `pg_user`, `pg_stats`) are not concerned.
+* **Writes of system catalogs are schema changes**: under a policy blocking `ddl` and `system`,
+  `UPDATE pg_proc SET prosrc = 'SELECT 42' WHERE proname = 'rt10_f'` replaced a function's body,
+  `DELETE FROM pg_trigger WHERE tgname = '...'` dropped a trigger, `DELETE FROM pg_description`
+  a comment: the upstream role (a superuser) may write the catalogs, and the statement was a
+  plain UPDATE or DELETE. A write of a relation of pg_catalog (or pg_toast) is now `ddl` and
+  `system` (`resolve._relations_of`).
 * **Writes of system catalogs under `rows_written`**: the count reads pg_stat_xact_user_tables,
   which leaves out pg_catalog, information_schema and pg_toast: `DELETE FROM pg_largeobject WHERE
   loid <> 0` (every large object's data) and `DELETE FROM information_schema.sql_features WHERE
   feature_id <> ''` (714 rows) ran under `rows_written: 2`, counted as 0. A statement that writes
   (or calls a function whose body writes) such a relation is now refused under the limit
-  (`limits.counting`).
+  (`limits.counting`); a function's body's writes are now the calling statement's
+  (`Analysis.writes`), so `SELECT f()` whose body deletes pg_largeobject is refused too.
 
 Controls (refused before this round, kept): MERGE whose WHEN MATCHED DELETE has no filter, MERGE
 reading `secret.*`, `pg_terminate_backend`, `COMMENT ON`, `ALTER DEFAULT PRIVILEGES`, `REFRESH
@@ -143,6 +150,51 @@ def test_user_tables_are_still_counted(hostile, server, protocol):
     assert "more than the 2 allowed" in errors(wide)[0].message, wide
     assert not errors(narrow), narrow
     assert server.state()["things"] == 4
+
+
+# ---------------------------------------------------------------------- writes of the system catalogs
+
+CATALOG_OBJECTS = """
+CREATE OR REPLACE FUNCTION public.rt10_f() RETURNS int LANGUAGE sql AS 'SELECT 1';
+COMMENT ON FUNCTION public.rt10_f() IS 'kept';
+"""
+OBJECTS_STATE = ("SELECT (SELECT prosrc FROM pg_proc WHERE proname = 'rt10_f'), "
+                 "(SELECT count(*) FROM pg_description WHERE description = 'kept')")
+
+
+@pytest.fixture
+def catalog_objects(server):
+    server.reset()
+    server.conn.execute(CATALOG_OBJECTS)
+    yield server
+    server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_f()")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "UPDATE pg_catalog.pg_proc SET prosrc = 'SELECT 42' WHERE proname = 'rt10_f'",  # CREATE OR REPLACE
+    "UPDATE pg_proc SET prosrc = 'SELECT 42' WHERE proname = 'rt10_f'",
+    "DELETE FROM pg_catalog.pg_description WHERE description = 'kept'",  # COMMENT ... IS NULL
+    "WITH d AS (DELETE FROM pg_description WHERE description = 'kept' RETURNING 1) SELECT count(*) FROM d",
+    "MERGE INTO pg_proc p USING (SELECT 'rt10_f'::name AS n) s ON p.proname = s.n "
+    "WHEN MATCHED THEN UPDATE SET prosrc = 'SELECT 42'",
+])
+def test_a_write_of_a_system_catalog_is_a_schema_change(hostile, catalog_objects, protocol, sql):
+    # (policy "design": ddl and system blocked; the upstream role is a superuser, who may write
+    # pg_proc, pg_trigger, pg_class... directly: a function replaced, a trigger dropped)
+    before = catalog_objects.conn.execute(OBJECTS_STATE).fetchone()
+    assert before == ("SELECT 1", 1)
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    assert "DDL" in errors(answer)[0].message
+    assert catalog_objects.conn.execute(OBJECTS_STATE).fetchone() == before
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ["VACUUM pg_catalog.pg_class", "ANALYZE pg_catalog.pg_description"])
+def test_maintenance_of_a_system_catalog_is_no_write_of_it(hostile, server, protocol, sql):
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert not errors(answer), answer
 
 
 # ---------------------------------------------------------------------- controls

@@ -35,7 +35,7 @@ import attrs
 
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import GUARDED_SETTINGS, REDEFINES, STATISTICS_RELATIONS, Analysis
-from pgwarden.sql.context import SqlContext
+from pgwarden.sql.context import SqlContext, parse_path
 from pgwarden.sql.syntax import COMPUTED, Call, Syntax, WhereCheck
 
 # Volatile built-ins that change nothing a policy cares about: clocks, randomness,
@@ -662,8 +662,42 @@ class _Resolver:
                         has_where=self._body_wheres.get(oid),
                         indirect_writes=self._body_indirect.get(oid, frozenset()))
 
+    # What each function judged so far does (`function_kinds`' caches): kept apart while a body
+    # runs under a search_path of its own, where the same names may be other functions and tables.
+    _PER_FUNCTION = ("_body_kinds", "_body_tables", "_body_writes", "_body_functions", "_body_indirect",
+                     "_body_wheres", "_body_only", "_uncounted_bodies", "_after_count_bodies", "_fn_reached")
+
     def _body(self, fn: FunctionFacts) -> Analysis | None:
-        """What ``fn``'s body does; None when it cannot be read."""
+        """What ``fn``'s body does; None when it cannot be read. A function with a ``SET
+        search_path`` clause runs its body under that path (red team ten: `SET search_path =
+        secret` and `SELECT ... FROM things` read secret.things while the session's path said
+        public.things); its names are matched in that path's schemas and in the session's."""
+        path = None
+        for item in fn.config:
+            name, _, value = item.partition("=")
+            if name.lower() == "search_path":
+                path = parse_path(value)
+                if path is None:  # a value the server may read otherwise: any schema
+                    path = ()
+                    uncertain = True
+                else:
+                    uncertain = False
+        if path is None:
+            return self._read_body(fn)
+        saved = self.schemas, self.uncertain, [getattr(self, name) for name in self._PER_FUNCTION]
+        own = attrs.evolve(self.ctx, search_path=path, possible=frozenset()).schemas()
+        self.schemas = tuple(dict.fromkeys(own + self.schemas))
+        self.uncertain = self.uncertain or uncertain
+        for name, value in zip(self._PER_FUNCTION, saved[2]):
+            setattr(self, name, type(value)())
+        try:
+            return self._read_body(fn)
+        finally:
+            self.schemas, self.uncertain = saved[0], saved[1]
+            for name, value in zip(self._PER_FUNCTION, saved[2]):
+                setattr(self, name, value)
+
+    def _read_body(self, fn: FunctionFacts) -> Analysis | None:
         from pgwarden.sql.syntax import plpgsql_body, syntax_of
 
         if fn.language == "sql" and fn.sql_body:  # RETURN expr / BEGIN ATOMIC ... END

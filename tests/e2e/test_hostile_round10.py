@@ -25,6 +25,12 @@ Found (each closed, its case below; the server's state read on a direct connecti
   (`limits.counting`); a function's body's writes are now the calling statement's
   (`Analysis.writes`), so `SELECT f()` whose body deletes pg_largeobject is refused too.
 
+* **A function's own search_path**: a function made with `SET search_path = secret` whose body
+  reads an unqualified `things` read secret.things (`SELECT public.rt10_sp(1)` returned its
+  values under `block {tables: [secret.*]}`): the body's names were resolved under the session's
+  path. A body is now read under its function's path too (`resolve._body`), names matched in its
+  schemas and the session's.
+
 Controls (refused before this round, kept): MERGE whose WHEN MATCHED DELETE has no filter, MERGE
 reading `secret.*`, `pg_terminate_backend`, `COMMENT ON`, `ALTER DEFAULT PRIVILEGES`, `REFRESH
 MATERIALIZED VIEW`, `PREPARE TRANSACTION`, `pg_reload_conf`, a volatile function in a TABLESAMPLE's
@@ -197,6 +203,53 @@ def test_maintenance_of_a_system_catalog_is_no_write_of_it(hostile, server, prot
     assert not errors(answer), answer
 
 
+# ---------------------------------------------------------------------- a function's own search_path
+
+PATHS = """
+CREATE OR REPLACE FUNCTION public.rt10_sp(int) RETURNS text LANGUAGE sql STABLE SET search_path = secret
+    AS 'SELECT string_agg(n::text, $$,$$) FROM things';
+CREATE OR REPLACE FUNCTION public.rt10_pl() RETURNS text LANGUAGE plpgsql STABLE SET search_path = secret, public
+    AS 'BEGIN RETURN (SELECT string_agg(n::text, $$,$$) FROM things); END';
+CREATE OR REPLACE FUNCTION public.rt10_quoted() RETURNS text LANGUAGE sql STABLE SET search_path = "SECRET", secret
+    AS 'SELECT string_agg(n::text, $$,$$) FROM things';
+CREATE OR REPLACE FUNCTION public.rt10_ok() RETURNS text LANGUAGE sql STABLE SET search_path = public
+    AS 'SELECT string_agg(n::text, $$,$$) FROM things';
+"""
+
+
+@pytest.fixture
+def own_paths(hostile, server):
+    server.reset()
+    server.conn.execute(PATHS)
+    hostile.call(hostile.app.catalog.invalidate, "rt10 functions made")
+    hostile.call(hostile.app.catalog.fresh)
+    yield server
+    server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_sp(int), public.rt10_pl(), public.rt10_quoted(), "
+                        "public.rt10_ok()")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "SELECT public.rt10_sp(1)",
+    "SELECT public.rt10_pl()",
+    "SELECT public.rt10_quoted()",
+    "SELECT id FROM public.things WHERE public.rt10_sp(id) IS NOT NULL",
+])
+def test_a_body_is_read_under_its_functions_own_search_path(hostile, own_paths, protocol, sql):
+    # (the session's path is public's: `things` there is public.things; in the body, secret.things,
+    # whose values `string_agg` returned: 1001,1002,1003)
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    assert "secret.things" in errors(answer)[0].message
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_body_under_a_harmless_search_path_still_runs(hostile, own_paths, protocol):
+    (answer,) = _run(hostile, "design", protocol, "SELECT public.rt10_ok()")
+    assert not errors(answer), answer
+    assert _rows(answer) == [(b"1,2,3,4,5",)]
+
+
 # ---------------------------------------------------------------------- controls
 
 CONTROLS = [
@@ -217,6 +270,9 @@ CONTROLS = [
     "SELECT pg_stat_file('postgresql.conf')",
     "SELECT lo_from_bytea(0, 'x')",
     "SELECT pg_import_system_collations('pg_catalog')",
+    # pg_settings' UPDATE rule calls set_config with the row's name
+    "UPDATE pg_settings SET setting = 'replica' WHERE name = 'session_replication_role'",
+    "UPDATE pg_settings SET setting = 'secret, public' WHERE name = 'search_path'",
 ]
 
 

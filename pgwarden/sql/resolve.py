@@ -228,6 +228,12 @@ class _Resolver:
             indirect |= inner.indirect_writes
             if inner.has_where is not None:
                 wheres.append(inner.has_where)
+        if any(_system_schema(name.partition(".")[0]) for name in writes):
+            # a write of a system catalog (a superuser's: `UPDATE pg_proc SET prosrc = ...`
+            # replaces a function's body, `DELETE FROM pg_trigger ...` drops a trigger; through
+            # an updatable view over one too) is a schema change the text does not spell as DDL,
+            # and an administrator's act
+            kinds |= {"ddl", "system"}
         ancestry = self._ancestry()
         if ancestry:
             # A partition's or an inheritance child's rows are its parents' rows: what reads or
@@ -759,11 +765,6 @@ class _Resolver:
                 # the live catalog is not loaded: a relation of the database's own may be a view
                 # over anything, with triggers, defaults and policies no one can see
                 kinds.add("unknown")
-            if rel.written and any(_system_schema(schema_name.partition(".")[0]) for schema_name in names):
-                # a write of a system catalog (a superuser's: `UPDATE pg_proc SET prosrc = ...`
-                # replaces a function's body, `DELETE FROM pg_trigger ...` drops a trigger) is a
-                # schema change the text does not spell as DDL, and an administrator's act
-                kinds |= {"ddl", "system"}
             for schema_name in names:
                 schema, _, name = schema_name.partition(".")
                 for facts in self.catalog.relations_named(name):

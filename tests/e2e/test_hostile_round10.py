@@ -163,17 +163,20 @@ def test_user_tables_are_still_counted(hostile, server, protocol):
 CATALOG_OBJECTS = """
 CREATE OR REPLACE FUNCTION public.rt10_f() RETURNS int LANGUAGE sql AS 'SELECT 1';
 COMMENT ON FUNCTION public.rt10_f() IS 'kept';
+CREATE OR REPLACE VIEW public.rt10_descs AS SELECT * FROM pg_catalog.pg_description;
 """
 OBJECTS_STATE = ("SELECT (SELECT prosrc FROM pg_proc WHERE proname = 'rt10_f'), "
                  "(SELECT count(*) FROM pg_description WHERE description = 'kept')")
 
 
 @pytest.fixture
-def catalog_objects(server):
+def catalog_objects(hostile, server):
     server.reset()
     server.conn.execute(CATALOG_OBJECTS)
+    hostile.call(hostile.app.catalog.invalidate, "rt10 objects made")
+    hostile.call(hostile.app.catalog.fresh)
     yield server
-    server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_f()")
+    server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_f(); DROP VIEW IF EXISTS public.rt10_descs")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -184,6 +187,7 @@ def catalog_objects(server):
     "WITH d AS (DELETE FROM pg_description WHERE description = 'kept' RETURNING 1) SELECT count(*) FROM d",
     "MERGE INTO pg_proc p USING (SELECT 'rt10_f'::name AS n) s ON p.proname = s.n "
     "WHEN MATCHED THEN UPDATE SET prosrc = 'SELECT 42'",
+    "DELETE FROM public.rt10_descs WHERE description = 'kept'",  # an updatable view over pg_description
 ])
 def test_a_write_of_a_system_catalog_is_a_schema_change(hostile, catalog_objects, protocol, sql):
     # (policy "design": ddl and system blocked; the upstream role is a superuser, who may write

@@ -1070,6 +1070,11 @@ class _Resolver:
             if rel is None or rel.oid == view.oid:
                 continue
             tables.add(f"{_schema(rel.schema)}.{rel.name}")
+            if view.oid >= FIRST_NORMAL_OID and ("A", 0) in rel.effects:
+                # a view of the database's own over a relation PUBLIC may not read (pg_authid):
+                # its owner's privileges read it for the agent (the built-in views PUBLIC may
+                # read over one, pg_roles and pg_stats, show what PUBLIC may see)
+                kinds.add("system")
             if rel.kind in ("v", "m"):
                 self._view(rel, tables, kinds, functions, seen)
 

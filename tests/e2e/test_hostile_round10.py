@@ -10,7 +10,8 @@ Found (each closed, its case below; the server's state read on a direct connecti
   pg_largeobject` every large object's bytes, `information_schema._pg_user_mappings` the user
   mappings' options (passwords of foreign servers). The catalog now marks them (effect 'A' of
   `queries.EFFECTS`, from pg_init_privs / relacl) and reading one is `system` (`resolve._effects`).
-  The views PUBLIC may read over them (`pg_roles`, `pg_user`, `pg_stats`) are not concerned.
+  The views PUBLIC may read over them (`pg_roles`, `pg_user`, `pg_stats`) are not concerned; a
+  view of the database's own over one is (`resolve._view`).
 * **Writes of system catalogs are schema changes**: under a policy blocking `ddl` and `system`,
   `UPDATE pg_proc SET prosrc = 'SELECT 42' WHERE proname = 'rt10_f'` replaced a function's body,
   `DELETE FROM pg_trigger WHERE tgname = '...'` dropped a trigger, `DELETE FROM pg_description`
@@ -91,6 +92,25 @@ def test_a_relation_public_may_not_read_is_administration(hostile, server, proto
     (answer,) = _run(hostile, "design", protocol, sql)
     assert_refused(answer, sql)
     assert "system administration" in errors(answer)[0].message
+
+
+@pytest.fixture
+def owners_views(hostile, server):
+    server.conn.execute("CREATE OR REPLACE VIEW public.rt10_hashes AS SELECT rolname, rolpassword FROM pg_authid; "
+                        "CREATE OR REPLACE VIEW public.rt10_roles AS SELECT rolname, rolpassword FROM pg_roles")
+    hostile.call(hostile.app.catalog.invalidate, "rt10 views made")
+    hostile.call(hostile.app.catalog.fresh)
+    yield server
+    server.conn.execute("DROP VIEW IF EXISTS public.rt10_hashes, public.rt10_roles")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_view_of_the_databases_own_over_one_is_administration(hostile, owners_views, protocol):
+    sql = "SELECT * FROM public.rt10_hashes"
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    (answer,) = _run(hostile, "design", protocol, "SELECT * FROM public.rt10_roles")
+    assert not errors(answer), answer
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -186,9 +186,12 @@ class _Resolver:
             # `CREATE CAST ...; SELECT 5::t` runs the new cast: the string's statements are
             # judged as a transaction's after its DDL are (`SqlContext.stale`)
             self.stale = True
-        if (syntax.settings and syntax.statements > 1) or syntax.executes:
+        if syntax.settings and (syntax.statements != 1 or "do" in syntax.kinds) or syntax.executes:
             # A statement of the string may move the search_path for the statements after it in the
-            # same string: names are matched in the schemas of both paths.
+            # same string: names are matched in the schemas of both paths. So may a statement of a
+            # DO block or of a function's body (statements 0) for the body's later statements
+            # (red team ten: `DO $$ ... SET LOCAL search_path = secret; SELECT ... INTO r FROM
+            # things ... $$` read secret.things).
             later = self.ctx.after(syntax)
             if later is not self.ctx:
                 self.schemas = tuple(dict.fromkeys(self.schemas + later.schemas()))

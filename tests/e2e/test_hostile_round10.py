@@ -32,6 +32,13 @@ Found (each closed, its case below; the server's state read on a direct connecti
   path. A body is now read under its function's path too (`resolve._body`), names matched in its
   schemas and the session's.
 
+* **A search_path moved inside a DO block or a function's body**: `DO $$ ... SET LOCAL search_path
+  = secret; SELECT string_agg(n::text, ',') INTO r FROM things; RAISE NOTICE '%', r ... $$` (and
+  `PERFORM set_config('search_path', 'secret', true)`, a plain `SET`) sent secret.things' values
+  in a NOTICE under a policy that allows DO; so did a function whose body moves the path and then
+  reads. The statements of a string were matched under both paths, not those of a body. Now a DO
+  block's or a body's settings widen its names the same way (`_Resolver.analysis`).
+
 Controls (refused before this round, kept): MERGE whose WHEN MATCHED DELETE has no filter, MERGE
 reading `secret.*`, `pg_terminate_backend`, `COMMENT ON`, `ALTER DEFAULT PRIVILEGES`, `REFRESH
 MATERIALIZED VIEW`, `PREPARE TRANSACTION`, `pg_reload_conf`, a volatile function in a TABLESAMPLE's
@@ -238,6 +245,9 @@ CREATE OR REPLACE FUNCTION public.rt10_quoted() RETURNS text LANGUAGE sql STABLE
     AS 'SELECT string_agg(n::text, $$,$$) FROM things';
 CREATE OR REPLACE FUNCTION public.rt10_ok() RETURNS text LANGUAGE sql STABLE SET search_path = public
     AS 'SELECT string_agg(n::text, $$,$$) FROM things';
+CREATE OR REPLACE FUNCTION public.rt10_moves() RETURNS text LANGUAGE plpgsql STABLE
+    AS $f$ BEGIN PERFORM set_config('search_path', 'secret', true);
+                 RETURN (SELECT string_agg(n::text, ',') FROM things); END $f$;
 """
 
 
@@ -249,7 +259,7 @@ def own_paths(hostile, server):
     hostile.call(hostile.app.catalog.fresh)
     yield server
     server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_sp(int), public.rt10_pl(), public.rt10_quoted(), "
-                        "public.rt10_ok()")
+                        "public.rt10_ok(), public.rt10_moves()")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -258,6 +268,7 @@ def own_paths(hostile, server):
     "SELECT public.rt10_pl()",
     "SELECT public.rt10_quoted()",
     "SELECT id FROM public.things WHERE public.rt10_sp(id) IS NOT NULL",
+    "SELECT public.rt10_moves()",  # its body moves the path, then reads
 ])
 def test_a_body_is_read_under_its_functions_own_search_path(hostile, own_paths, protocol, sql):
     # (the session's path is public's: `things` there is public.things; in the body, secret.things,
@@ -265,6 +276,30 @@ def test_a_body_is_read_under_its_functions_own_search_path(hostile, own_paths, 
     (answer,) = _run(hostile, "design", protocol, sql)
     assert_refused(answer, sql)
     assert "secret.things" in errors(answer)[0].message
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "DO $$ DECLARE r text; BEGIN SET LOCAL search_path = secret; "
+    "SELECT string_agg(n::text, ',') INTO r FROM things; RAISE NOTICE 'got %', r; END $$",
+    "DO $$ DECLARE r text; BEGIN PERFORM set_config('search_path', 'secret', true); "
+    "SELECT string_agg(n::text, ',') INTO r FROM things; RAISE NOTICE 'got %', r; END $$",
+    "DO $$ DECLARE r text; BEGIN SET search_path = secret; r := (SELECT string_agg(n::text, ',') FROM things); "
+    "RAISE NOTICE 'got %', r; RESET search_path; END $$",
+])
+def test_a_do_block_that_moves_the_search_path_reads_under_both(hostile, server, protocol, sql):
+    # (policy "design" allows DO; the NOTICE had carried secret.things' values: got 1001,1002,1003)
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    assert "secret.things" in errors(answer)[0].message
+    assert not [x for x in answer if isinstance(x, m.NoticeResponse)]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_do_block_that_keeps_the_search_path_still_runs(hostile, server, protocol):
+    (answer,) = _run(hostile, "design", protocol,
+                     "DO $$ BEGIN RAISE NOTICE 'n %', (SELECT count(*) FROM things); END $$")
+    assert not errors(answer), answer
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

@@ -213,6 +213,10 @@ class _Resolver:
         nested: list[Analysis] = []
         for call in syntax.calls:
             self._call(call, kinds, functions, defined, nested)
+        if any(name == "search_path" for name, _value in self._reached[reached_from:]):
+            # a function it calls moves the search_path: the names of the statement (of a DO
+            # block's or a body's later statements) may be in any schema
+            self.uncertain = True
         if self.stale and syntax.calls and self._reads_own_types(syntax):
             # A cast from a type of the database's own made in the transaction still open (CREATE
             # CAST ... AS IMPLICIT, or to text) may convert its columns' values where the text
@@ -615,6 +619,12 @@ class _Resolver:
                 if body.settings:  # set_config in the body: a setting changed (a value kept there)
                     does |= {"set"}
                     self._reached += [x for x in body.settings if _guarded(x)]
+                    if any(name in ("search_path", "*") for name, _value in body.settings):
+                        # the body moves the search_path (a set_config that outlives the call,
+                        # maybe): where unqualified names resolve, from the call on, is not known
+                        # (red team ten: a STABLE function's `set_config('search_path', 'secret',
+                        # false)`, then `SELECT ... FROM things` read secret.things)
+                        self._reached.append(("search_path", COMPUTED))
                 found |= does
                 if body.uncounted:
                     self._uncounted_bodies.add(fn.oid)

@@ -39,6 +39,13 @@ Found (each closed, its case below; the server's state read on a direct connecti
   reads. The statements of a string were matched under both paths, not those of a body. Now a DO
   block's or a body's settings widen its names the same way (`_Resolver.analysis`).
 
+* **A function that moves the search_path**: an owner's STABLE function whose body calls
+  `set_config('search_path', 'secret', false)` is only `set` to the analysis; after `SELECT
+  public.rt10_mover()`, `SELECT string_agg(n::text, ',') FROM things` returned secret.things'
+  values (in the next Query, in the same string, in a DO block after `PERFORM` of it). A body
+  that changes search_path (or a setting named at run time) now leaves it uncertain: the calling
+  statement's names, and the session's from then on, may be in any schema.
+
 Controls (refused before this round, kept): MERGE whose WHEN MATCHED DELETE has no filter, MERGE
 reading `secret.*`, `pg_terminate_backend`, `COMMENT ON`, `ALTER DEFAULT PRIVILEGES`, `REFRESH
 MATERIALIZED VIEW`, `PREPARE TRANSACTION`, `pg_reload_conf`, a volatile function in a TABLESAMPLE's
@@ -245,6 +252,12 @@ CREATE OR REPLACE FUNCTION public.rt10_quoted() RETURNS text LANGUAGE sql STABLE
     AS 'SELECT string_agg(n::text, $$,$$) FROM things';
 CREATE OR REPLACE FUNCTION public.rt10_ok() RETURNS text LANGUAGE sql STABLE SET search_path = public
     AS 'SELECT string_agg(n::text, $$,$$) FROM things';
+CREATE OR REPLACE FUNCTION public.rt10_mover() RETURNS text LANGUAGE plpgsql STABLE
+    AS $f$ BEGIN RETURN set_config('search_path', 'secret', false); END $f$;
+CREATE OR REPLACE FUNCTION public.rt10_mover_sql() RETURNS text LANGUAGE sql STABLE
+    AS $f$ SELECT set_config('search_path', 'secret', false) $f$;
+CREATE OR REPLACE FUNCTION public.rt10_work_mem() RETURNS text LANGUAGE plpgsql STABLE
+    AS $f$ BEGIN RETURN set_config('work_mem', '8MB', false); END $f$;
 CREATE OR REPLACE FUNCTION public.rt10_moves() RETURNS text LANGUAGE plpgsql STABLE
     AS $f$ BEGIN PERFORM set_config('search_path', 'secret', true);
                  RETURN (SELECT string_agg(n::text, ',') FROM things); END $f$;
@@ -259,7 +272,8 @@ def own_paths(hostile, server):
     hostile.call(hostile.app.catalog.fresh)
     yield server
     server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_sp(int), public.rt10_pl(), public.rt10_quoted(), "
-                        "public.rt10_ok(), public.rt10_moves()")
+                        "public.rt10_ok(), public.rt10_moves(), public.rt10_mover(), public.rt10_mover_sql(), "
+                        "public.rt10_work_mem()")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -293,6 +307,34 @@ def test_a_do_block_that_moves_the_search_path_reads_under_both(hostile, server,
     assert_refused(answer, sql)
     assert "secret.things" in errors(answer)[0].message
     assert not [x for x in answer if isinstance(x, m.NoticeResponse)]
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("steps", [
+    ("SELECT public.rt10_mover()", "SELECT string_agg(n::text, ',') FROM things"),
+    ("SELECT public.rt10_mover_sql()", "SELECT string_agg(n::text, ',') FROM things"),
+    ("SELECT public.rt10_mover(); SELECT string_agg(n::text, ',') FROM things",),
+    ("DO $$ DECLARE r text; BEGIN PERFORM public.rt10_mover(); "
+     "SELECT string_agg(n::text, ',') INTO r FROM things; RAISE NOTICE 'got %', r; END $$",),
+], ids=["plpgsql", "sql", "one-string", "do"])
+def test_a_function_that_moves_the_search_path_makes_it_uncertain(hostile, own_paths, protocol, steps):
+    # (a STABLE function whose body calls set_config('search_path', 'secret', false): its kinds
+    # are "set", which the policy allows; the path it leaves was not followed, and `things` was
+    # read as public.things while the server read secret.things: 1001,1002,1003)
+    if protocol == "extended" and ";" in steps[0] and "DO" not in steps[0]:
+        pytest.skip("one Parse holds one statement")
+    answers = _run(hostile, "design", protocol, *steps)
+    assert_refused(answers[-1], steps[-1])
+    assert "secret.things" in errors(answers[-1])[0].message
+    assert not any(b"1001" in value for answer in answers for row in _rows(answer) for value in row if value)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_function_that_sets_another_setting_leaves_the_path_alone(hostile, own_paths, protocol):
+    first, then = _run(hostile, "design", protocol, "SELECT public.rt10_work_mem()",
+                       "SELECT string_agg(n::text, ',') FROM things")
+    assert not errors(first), first
+    assert _rows(then) == [(b"1,2,3,4,5",)]
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

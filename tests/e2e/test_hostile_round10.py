@@ -256,6 +256,11 @@ CREATE OR REPLACE FUNCTION public.rt10_mover() RETURNS text LANGUAGE plpgsql STA
     AS $f$ BEGIN RETURN set_config('search_path', 'secret', false); END $f$;
 CREATE OR REPLACE FUNCTION public.rt10_mover_sql() RETURNS text LANGUAGE sql STABLE
     AS $f$ SELECT set_config('search_path', 'secret', false) $f$;
+CREATE OR REPLACE FUNCTION public.rt10_trg() RETURNS trigger LANGUAGE plpgsql
+    AS $f$ BEGIN PERFORM set_config('search_path', 'secret', false); RETURN NEW; END $f$;
+DROP TABLE IF EXISTS public.rt10_t;
+CREATE TABLE public.rt10_t (id int);
+CREATE TRIGGER rt10_t_trg BEFORE INSERT ON public.rt10_t FOR EACH ROW EXECUTE FUNCTION public.rt10_trg();
 CREATE OR REPLACE FUNCTION public.rt10_work_mem() RETURNS text LANGUAGE plpgsql STABLE
     AS $f$ BEGIN RETURN set_config('work_mem', '8MB', false); END $f$;
 CREATE OR REPLACE FUNCTION public.rt10_moves() RETURNS text LANGUAGE plpgsql STABLE
@@ -273,7 +278,8 @@ def own_paths(hostile, server):
     yield server
     server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_sp(int), public.rt10_pl(), public.rt10_quoted(), "
                         "public.rt10_ok(), public.rt10_moves(), public.rt10_mover(), public.rt10_mover_sql(), "
-                        "public.rt10_work_mem()")
+                        "public.rt10_work_mem(); DROP TABLE IF EXISTS public.rt10_t; "
+                        "DROP FUNCTION IF EXISTS public.rt10_trg()")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -316,7 +322,10 @@ def test_a_do_block_that_moves_the_search_path_reads_under_both(hostile, server,
     ("SELECT public.rt10_mover(); SELECT string_agg(n::text, ',') FROM things",),
     ("DO $$ DECLARE r text; BEGIN PERFORM public.rt10_mover(); "
      "SELECT string_agg(n::text, ',') INTO r FROM things; RAISE NOTICE 'got %', r; END $$",),
-], ids=["plpgsql", "sql", "one-string", "do"])
+    ("INSERT INTO public.rt10_t VALUES (1)", "SELECT string_agg(n::text, ',') FROM things"),  # its trigger
+    ("BEGIN", "DECLARE c CURSOR FOR SELECT public.rt10_mover()", "FETCH ALL FROM c",
+     "SELECT string_agg(n::text, ',') FROM things"),
+], ids=["plpgsql", "sql", "one-string", "do", "trigger", "cursor"])
 def test_a_function_that_moves_the_search_path_makes_it_uncertain(hostile, own_paths, protocol, steps):
     # (a STABLE function whose body calls set_config('search_path', 'secret', false): its kinds
     # are "set", which the policy allows; the path it leaves was not followed, and `things` was

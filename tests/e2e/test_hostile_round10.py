@@ -46,6 +46,10 @@ Found (each closed, its case below; the server's state read on a direct connecti
   that changes search_path (or a setting named at run time) now leaves it uncertain: the calling
   statement's names, and the session's from then on, may be in any schema.
 
+* **DROP DATABASE under `rows_written`**: `DROP DATABASE rt10_other` (100 rows) ran under
+  `rows_written: 2` (a policy allowing DDL): it was not among the statements that destroy rows
+  uncounted. Now it is, and so is `DROP EXTENSION` (its own tables go with it).
+
 Controls (refused before this round, kept): MERGE whose WHEN MATCHED DELETE has no filter, MERGE
 reading `secret.*`, `pg_terminate_backend`, `COMMENT ON`, `ALTER DEFAULT PRIVILEGES`, `REFRESH
 MATERIALIZED VIEW`, `PREPARE TRANSACTION`, `pg_reload_conf`, a volatile function in a TABLESAMPLE's
@@ -60,6 +64,7 @@ import pytest
 import test_hostile
 from test_hostile import GROUPS, Agent, assert_refused, errors
 
+from pgwarden.sql.syntax import syntax_of
 from pgwarden.testing.matrix import thin
 from pgwarden.wire import messages as m
 
@@ -75,6 +80,10 @@ def _run(hostile, policy: str, protocol: str, *sqls: str) -> list[list]:
         return [agent.run(sql) for sql in sqls]
     finally:
         agent.close()
+
+
+def _one(conn, sql: str):
+    return conn.execute(sql).fetchone()[0]
 
 
 def _rows(answer: list) -> list:
@@ -190,6 +199,32 @@ def test_user_tables_are_still_counted(hostile, server, protocol):
     assert "more than the 2 allowed" in errors(wide)[0].message, wide
     assert not errors(narrow), narrow
     assert server.state()["things"] == 4
+
+
+@pytest.fixture
+def other_database(server):
+    server.pg.psql("DROP DATABASE IF EXISTS rt10_other")
+    server.pg.psql("CREATE DATABASE rt10_other")
+    server.pg.psql("CREATE TABLE t AS SELECT g FROM generate_series(1, 100) AS g", "rt10_other")
+    yield server
+    server.pg.psql("DROP DATABASE IF EXISTS rt10_other")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_drop_database_is_refused_under_rows_written(hostile, other_database, protocol):
+    # (policy "capped" allows DDL; the 100 rows of another database went, counted as none)
+    sql = "DROP DATABASE rt10_other"
+    (answer,) = _run(hostile, "capped", protocol, sql)
+    assert_refused(answer, sql)
+    assert "rows_written" in errors(answer)[0].message
+    assert _one(other_database.conn, "SELECT count(*) FROM pg_database WHERE datname = 'rt10_other'") == 1
+
+
+@pytest.mark.parametrize("sql", ["DROP DATABASE rt10_other WITH (FORCE)", "DROP DATABASE IF EXISTS rt10_other",
+                                 "DROP EXTENSION tablefunc", "DROP EXTENSION IF EXISTS tablefunc RESTRICT"])
+def test_drops_that_take_rows_with_them_are_uncounted(sql):
+    # (an extension's own tables go with it; not run on the server: the corpus' database needs it)
+    assert syntax_of(sql).uncounted
 
 
 # ---------------------------------------------------------------------- writes of the system catalogs

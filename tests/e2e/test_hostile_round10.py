@@ -227,6 +227,40 @@ def test_drops_that_take_rows_with_them_are_uncounted(sql):
     assert syntax_of(sql).uncounted
 
 
+@pytest.fixture
+def row_writer(hostile, server):
+    server.reset()
+    server.conn.execute("CREATE OR REPLACE FUNCTION public.rt10_ins(int) RETURNS int LANGUAGE sql VOLATILE "
+                        "AS 'INSERT INTO public.plain_t VALUES ($1); SELECT $1'")
+    hostile.call(hostile.app.catalog.invalidate, "rt10_ins made")
+    hostile.call(hostile.app.catalog.fresh)
+    yield server
+    server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_ins(int)")
+    server.reset()
+
+
+@pytest.mark.parametrize("portal", ["", "p1"])
+@pytest.mark.parametrize("in_block", [False, True], ids=["implicit", "block"])
+def test_a_portal_executed_a_row_at_a_time_is_counted_as_one_statement(hostile, row_writer, portal, in_block):
+    # control: ten Executes of one row each (PortalSuspended between them), each row inserting
+    # one row through a function: the count is the portal's, not each Execute's
+    agent = Agent(hostile, GROUPS["capped"], "extended")
+    try:
+        if in_block:
+            assert not errors(agent.run("BEGIN"))
+        sql = "SELECT public.rt10_ins(g) FROM generate_series(1, 10) AS g"
+        wire = m.Parse("", sql).encode() + m.Bind(portal, "").encode()
+        wire += m.Execute(portal, 1).encode() * 10 + m.Sync().encode()
+        agent.rc.send(wire)
+        answer = agent.rc.until_ready()
+        if in_block:
+            agent.run("COMMIT")
+    finally:
+        agent.close()
+    assert "more than the 2 allowed" in errors(answer)[0].message, answer
+    assert _one(row_writer.conn, "SELECT count(*) FROM public.plain_t") == 0
+
+
 # ---------------------------------------------------------------------- writes of the system catalogs
 
 CATALOG_OBJECTS = """

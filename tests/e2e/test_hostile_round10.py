@@ -16,8 +16,8 @@ Found (each closed, its case below; the server's state read on a direct connecti
   `UPDATE pg_proc SET prosrc = 'SELECT 42' WHERE proname = 'rt10_f'` replaced a function's body,
   `DELETE FROM pg_trigger WHERE tgname = '...'` dropped a trigger, `DELETE FROM pg_description`
   a comment: the upstream role (a superuser) may write the catalogs, and the statement was a
-  plain UPDATE or DELETE. A write of a relation of pg_catalog (or pg_toast) is now `ddl` and
-  `system` (`resolve._relations_of`).
+  plain UPDATE or DELETE. A write of a relation of pg_catalog (or pg_toast), directly or
+  through an updatable view, is now `ddl` and `system` (`_Resolver._analysis`).
 * **Writes of system catalogs under `rows_written`**: the count reads pg_stat_xact_user_tables,
   which leaves out pg_catalog, information_schema and pg_toast: `DELETE FROM pg_largeobject WHERE
   loid <> 0` (every large object's data) and `DELETE FROM information_schema.sql_features WHERE
@@ -25,27 +25,24 @@ Found (each closed, its case below; the server's state read on a direct connecti
   (or calls a function whose body writes) such a relation is now refused under the limit
   (`limits.counting`); a function's body's writes are now the calling statement's
   (`Analysis.writes`), so `SELECT f()` whose body deletes pg_largeobject is refused too.
-
 * **A function's own search_path**: a function made with `SET search_path = secret` whose body
   reads an unqualified `things` read secret.things (`SELECT public.rt10_sp(1)` returned its
   values under `block {tables: [secret.*]}`): the body's names were resolved under the session's
   path. A body is now read under its function's path too (`resolve._body`), names matched in its
   schemas and the session's.
-
 * **A search_path moved inside a DO block or a function's body**: `DO $$ ... SET LOCAL search_path
   = secret; SELECT string_agg(n::text, ',') INTO r FROM things; RAISE NOTICE '%', r ... $$` (and
   `PERFORM set_config('search_path', 'secret', true)`, a plain `SET`) sent secret.things' values
   in a NOTICE under a policy that allows DO; so did a function whose body moves the path and then
   reads. The statements of a string were matched under both paths, not those of a body. Now a DO
   block's or a body's settings widen its names the same way (`_Resolver.analysis`).
-
 * **A function that moves the search_path**: an owner's STABLE function whose body calls
   `set_config('search_path', 'secret', false)` is only `set` to the analysis; after `SELECT
   public.rt10_mover()`, `SELECT string_agg(n::text, ',') FROM things` returned secret.things'
   values (in the next Query, in the same string, in a DO block after `PERFORM` of it). A body
   that changes search_path (or a setting named at run time) now leaves it uncertain: the calling
-  statement's names, and the session's from then on, may be in any schema.
-
+  statement's names, and the session's from then on, may be in any schema (a trigger's or a
+  cursor's function too).
 * **DROP DATABASE under `rows_written`**: `DROP DATABASE rt10_other` (100 rows) ran under
   `rows_written: 2` (a policy allowing DDL): it was not among the statements that destroy rows
   uncounted. Now it is, and so is `DROP EXTENSION` (its own tables go with it).
@@ -54,8 +51,12 @@ Controls (refused before this round, kept): MERGE whose WHEN MATCHED DELETE has 
 reading `secret.*`, `pg_terminate_backend`, `COMMENT ON`, `ALTER DEFAULT PRIVILEGES`, `REFRESH
 MATERIALIZED VIEW`, `PREPARE TRANSACTION`, `pg_reload_conf`, a volatile function in a TABLESAMPLE's
 REPEATABLE, in FETCH FIRST, in a WITH HOLD cursor, `set_config('role')`, `SET SESSION
-AUTHORIZATION DEFAULT`, `session_replication_role`, `pg_stat_file`, `lo_from_bytea`,
-`table_to_xml('pg_authid')`, SQL text reading pg_authid handed to `query_to_xml`.
+AUTHORIZATION DEFAULT`, `session_replication_role`, `pg_stat_file`, `lo_from_bytea`, SQL text
+reading pg_authid handed to `query_to_xml` (a volatile function), `UPDATE pg_settings` (its rule's
+`set_config` with the row's name), and a portal Executed a row at a time under `rows_written` (the
+count is the portal's). Also seen refused, not kept here: `dblink_exec` writing through another
+connection (`unknown`), `options=-c search_path=...` at startup (not forwarded), XML external
+entities (the server does not load them).
 """
 
 from __future__ import annotations

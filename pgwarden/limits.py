@@ -240,6 +240,15 @@ def _timeout_refusal(analysis, limits: SessionLimits) -> Verdict | None:
     return None
 
 
+def _not_a_user_table(qualified: str) -> bool:
+    """Whether rows written to ``schema.table`` go uncounted: pg_stat_xact_user_tables (the count's
+    view) is pg_stat_xact_all_tables without the schemas ``pg_catalog``, ``information_schema``
+    and those whose name starts with ``pg_toast`` (its definition in system_views.sql). A superuser
+    upstream may write them (`DELETE FROM pg_largeobject WHERE loid > 0`, red team ten)."""
+    schema = qualified.partition(".")[0]
+    return schema in ("pg_catalog", "information_schema") or schema.startswith("pg_toast")
+
+
 def counting(analysis, statements: int, limits: SessionLimits, protocol: str, in_block: bool = False):
     """For an allowed statement under rows_written: a CountRows to run it with, a refusal
     (Verdict) when it cannot be counted, or None when it does not write.
@@ -300,6 +309,15 @@ def counting(analysis, statements: int, limits: SessionLimits, protocol: str, in
             "writing large objects is not allowed under a rows_written limit",
             "The server does not count what lo_unlink, lo_put, lowrite and their kin write (a system "
             "catalog); write large objects from a session without this limit.",
+            **where,
+        )
+    uncounted_tables = sorted(name for name in analysis.writes if _not_a_user_table(name))
+    if uncounted_tables:
+        return Verdict.block(
+            "a write of a system catalog is not allowed under a rows_written limit",
+            f"The server counts rows written to user tables only ({', '.join(uncounted_tables)} is not one: "
+            "pg_stat_xact_user_tables leaves out pg_catalog, information_schema and pg_toast); "
+            "write to it from a session without this limit.",
             **where,
         )
     if analysis.foreign:

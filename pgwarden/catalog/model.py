@@ -95,7 +95,9 @@ class RelationFacts:
     # REINDEX, VACUUM FULL, CLUSTER); 'd' also a CHECK constraint's or partition key's function;
     # 'F' (OID 0) a foreign table that reads a server file, 'X' (OID 0) one that runs a program;
     # 'k' (an attnum, not an OID: 0 for an expression) a column of a partitioned table's key;
-    # 'o' (of a TOAST relation, kind 't') the table whose values stored out of line it holds.
+    # 'o' (of a TOAST relation, kind 't') the table whose values stored out of line it holds;
+    # 'A' (OID 0) a built-in relation whose initial privileges grant no SELECT to PUBLIC (pg_authid,
+    # pg_shadow, pg_largeobject, pg_user_mapping, ...): reading it is an administrator's act.
     effects: tuple[tuple[str, int], ...] = ()
     # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.
     rules: tuple[str, ...] = ()
@@ -106,7 +108,7 @@ class RelationFacts:
 
 #: The kinds of `RelationFacts.effects`.
 #: 'T': a DEFERRABLE constraint trigger's function (also a 't' row): it may run at the commit.
-EFFECT_KINDS = ("t", "T", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o")
+EFFECT_KINDS = ("t", "T", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o", "A")
 
 
 @attrs.frozen

@@ -344,6 +344,17 @@ SELECT DISTINCT * FROM (
     JOIN pg_foreign_data_wrapper AS w ON w.oid = s.srvfdw
     JOIN pg_proc AS h ON h.oid = w.fdwhandler
     WHERE h.proname = 'file_fdw_handler'
+    UNION ALL
+    -- a built-in relation whose initial privileges (pg_init_privs, else its ACL; none: its owner's
+    -- alone) grant no SELECT to PUBLIC: pg_authid's password hashes, pg_largeobject's contents,
+    -- pg_user_mapping's options; the upstream role may be a superuser, who reads them all the same
+    SELECT c.oid::int8, 'A', 0
+    FROM pg_class AS c
+    LEFT JOIN pg_init_privs AS i
+           ON i.objoid = c.oid AND i.classoid = 'pg_class'::regclass AND i.objsubid = 0
+    WHERE c.oid < {FIRST_NORMAL_OID} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND NOT coalesce(EXISTS (SELECT FROM aclexplode(coalesce(i.initprivs, c.relacl)) AS a
+                               WHERE a.grantee = 0 AND a.privilege_type = 'SELECT'), false)
 ) AS e
 ORDER BY 1, 2, 3"""
 

@@ -35,7 +35,7 @@ import attrs
 
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import GUARDED_SETTINGS, REDEFINES, STATISTICS_RELATIONS, Analysis
-from pgwarden.sql.context import SqlContext
+from pgwarden.sql.context import SqlContext, parse_path
 from pgwarden.sql.syntax import COMPUTED, Call, Syntax, WhereCheck
 
 # Volatile built-ins that change nothing a policy cares about: clocks, randomness,
@@ -142,6 +142,8 @@ class _Resolver:
         self.stale = ctx.stale
         self._body_kinds: dict[int, frozenset[str]] = {}
         self._body_tables: dict[int, frozenset[str]] = {}
+        # (the relations a body writes: the statement writes them, for what counts its writes)
+        self._body_writes: dict[int, frozenset[str]] = {}
         # (the functions a body calls, its own functions' bodies' too: a statement that runs it
         # runs them, whatever volatility it declares: an IMMUTABLE function's `PERFORM
         # pg_advisory_lock(<a masked value>)` keeps that value in pg_locks, red team eight)
@@ -184,9 +186,12 @@ class _Resolver:
             # `CREATE CAST ...; SELECT 5::t` runs the new cast: the string's statements are
             # judged as a transaction's after its DDL are (`SqlContext.stale`)
             self.stale = True
-        if (syntax.settings and syntax.statements > 1) or syntax.executes:
+        if syntax.settings and (syntax.statements != 1 or "do" in syntax.kinds) or syntax.executes:
             # A statement of the string may move the search_path for the statements after it in the
-            # same string: names are matched in the schemas of both paths.
+            # same string: names are matched in the schemas of both paths. So may a statement of a
+            # DO block or of a function's body (statements 0) for the body's later statements
+            # (red team ten: `DO $$ ... SET LOCAL search_path = secret; SELECT ... INTO r FROM
+            # things ... $$` read secret.things).
             later = self.ctx.after(syntax)
             if later is not self.ctx:
                 self.schemas = tuple(dict.fromkeys(self.schemas + later.schemas()))
@@ -208,6 +213,10 @@ class _Resolver:
         nested: list[Analysis] = []
         for call in syntax.calls:
             self._call(call, kinds, functions, defined, nested)
+        if any(name == "search_path" for name, _value in self._reached[reached_from:]):
+            # a function it calls moves the search_path: the names of the statement (of a DO
+            # block's or a body's later statements) may be in any schema
+            self.uncertain = True
         if self.stale and syntax.calls and self._reads_own_types(syntax):
             # A cast from a type of the database's own made in the transaction still open (CREATE
             # CAST ... AS IMPLICIT, or to text) may convert its columns' values where the text
@@ -226,6 +235,12 @@ class _Resolver:
             indirect |= inner.indirect_writes
             if inner.has_where is not None:
                 wheres.append(inner.has_where)
+        if any(_system_schema(name.partition(".")[0]) for name in writes):
+            # a write of a system catalog (a superuser's: `UPDATE pg_proc SET prosrc = ...`
+            # replaces a function's body, `DELETE FROM pg_trigger ...` drops a trigger; through
+            # an updatable view over one too) is a schema change the text does not spell as DDL,
+            # and an administrator's act
+            kinds |= {"ddl", "system"}
         ancestry = self._ancestry()
         if ancestry:
             # A partition's or an inheritance child's rows are its parents' rows: what reads or
@@ -604,6 +619,12 @@ class _Resolver:
                 if body.settings:  # set_config in the body: a setting changed (a value kept there)
                     does |= {"set"}
                     self._reached += [x for x in body.settings if _guarded(x)]
+                    if any(name in ("search_path", "*") for name, _value in body.settings):
+                        # the body moves the search_path (a set_config that outlives the call,
+                        # maybe): where unqualified names resolve, from the call on, is not known
+                        # (red team ten: a STABLE function's `set_config('search_path', 'secret',
+                        # false)`, then `SELECT ... FROM things` read secret.things)
+                        self._reached.append(("search_path", COMPUTED))
                 found |= does
                 if body.uncounted:
                     self._uncounted_bodies.add(fn.oid)
@@ -613,6 +634,8 @@ class _Resolver:
                     self._body_after_count = True
                 self._body_only[fn.oid] = does
                 self._body_tables[fn.oid] = body.tables
+                if body.writes:
+                    self._body_writes[fn.oid] = body.writes
                 self._body_functions[fn.oid] = body.functions
                 if body.indirect_writes:
                     self._body_indirect[fn.oid] = body.indirect_writes
@@ -624,6 +647,7 @@ class _Resolver:
             self._in_progress.add(fn.oid)
             try:
                 tables: set[str] = set()
+                writes: set[str] = set()
                 wheres: list[bool] = []
                 for oid in fn.support:
                     part = self.catalog.function(oid)
@@ -632,10 +656,13 @@ class _Resolver:
                         continue
                     found |= self.function_kinds(part)
                     tables |= self._body_tables.get(oid, frozenset())
+                    writes |= self._body_writes.get(oid, frozenset())
                     if oid in self._body_wheres:
                         wheres.append(self._body_wheres[oid])
                 if tables:
                     self._body_tables[fn.oid] = frozenset(tables)
+                if writes:
+                    self._body_writes[fn.oid] = frozenset(writes)
                 if wheres:
                     self._body_wheres[fn.oid] = all(wheres)
             finally:
@@ -650,11 +677,46 @@ class _Resolver:
 
     def _body_effects(self, oid: int, tables: frozenset[str]) -> Analysis:
         """What a function's body reads and does to tables, counted for the statement that runs it."""
-        return Analysis(frozenset(), tables=tables, has_where=self._body_wheres.get(oid),
+        return Analysis(frozenset(), tables=tables, writes=self._body_writes.get(oid, frozenset()),
+                        has_where=self._body_wheres.get(oid),
                         indirect_writes=self._body_indirect.get(oid, frozenset()))
 
+    # What each function judged so far does (`function_kinds`' caches): kept apart while a body
+    # runs under a search_path of its own, where the same names may be other functions and tables.
+    _PER_FUNCTION = ("_body_kinds", "_body_tables", "_body_writes", "_body_functions", "_body_indirect",
+                     "_body_wheres", "_body_only", "_uncounted_bodies", "_after_count_bodies", "_fn_reached")
+
     def _body(self, fn: FunctionFacts) -> Analysis | None:
-        """What ``fn``'s body does; None when it cannot be read."""
+        """What ``fn``'s body does; None when it cannot be read. A function with a ``SET
+        search_path`` clause runs its body under that path (red team ten: `SET search_path =
+        secret` and `SELECT ... FROM things` read secret.things while the session's path said
+        public.things); its names are matched in that path's schemas and in the session's."""
+        path = None
+        for item in fn.config:
+            name, _, value = item.partition("=")
+            if name.lower() == "search_path":
+                path = parse_path(value)
+                if path is None:  # a value the server may read otherwise: any schema
+                    path = ()
+                    uncertain = True
+                else:
+                    uncertain = False
+        if path is None:
+            return self._read_body(fn)
+        saved = self.schemas, self.uncertain, [getattr(self, name) for name in self._PER_FUNCTION]
+        own = attrs.evolve(self.ctx, search_path=path, possible=frozenset()).schemas()
+        self.schemas = tuple(dict.fromkeys(own + self.schemas))
+        self.uncertain = self.uncertain or uncertain
+        for name, value in zip(self._PER_FUNCTION, saved[2]):
+            setattr(self, name, type(value)())
+        try:
+            return self._read_body(fn)
+        finally:
+            self.schemas, self.uncertain = saved[0], saved[1]
+            for name, value in zip(self._PER_FUNCTION, saved[2]):
+                setattr(self, name, value)
+
+    def _read_body(self, fn: FunctionFacts) -> Analysis | None:
         from pgwarden.sql.syntax import plpgsql_body, syntax_of
 
         if fn.language == "sql" and fn.sql_body:  # RETURN expr / BEGIN ATOMIC ... END
@@ -874,6 +936,8 @@ class _Resolver:
         for kind, target in facts.effects:
             if kind in ("F", "X"):  # file_fdw: any use reads its file or runs its program
                 kinds.add("server_files" if kind == "F" else "copy_program")
+            elif kind == "A":  # a built-in relation PUBLIC may not read (pg_authid, pg_shadow, ...)
+                kinds.add("system")
             elif kind == "p" or written and (kind == "t" or kind == "d" and storing) or kind == "x":
                 # (an index's expressions and predicate: planning any statement on the table folds
                 # them, IMMUTABLE as they are declared, whatever their functions do; a write stores
@@ -1019,6 +1083,11 @@ class _Resolver:
             if rel is None or rel.oid == view.oid:
                 continue
             tables.add(f"{_schema(rel.schema)}.{rel.name}")
+            if view.oid >= FIRST_NORMAL_OID and ("A", 0) in rel.effects:
+                # a view of the database's own over a relation PUBLIC may not read (pg_authid):
+                # its owner's privileges read it for the agent (the built-in views PUBLIC may
+                # read over one, pg_roles and pg_stats, show what PUBLIC may see)
+                kinds.add("system")
             if rel.kind in ("v", "m"):
                 self._view(rel, tables, kinds, functions, seen)
 
@@ -1098,6 +1167,12 @@ def _guarded(setting: tuple[str, str | None]) -> bool:
     name, or one known only at run time (set_config with a computed name) given a value."""
     name, value = setting
     return name in GUARDED_SETTINGS or (name == "*" and value is not None)
+
+
+def _system_schema(schema: str) -> bool:
+    """Whether ``schema`` holds the system catalogs (or their TOAST tables): only a superuser
+    writes there, and what is written is the database's schema."""
+    return schema == "pg_catalog" or schema.startswith("pg_toast")
 
 
 def _schema(name: str) -> str:

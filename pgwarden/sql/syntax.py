@@ -245,10 +245,12 @@ def _cast(schema: str | None, name: str) -> Call:
 
 UNPARSABLE = Syntax(frozenset({"unknown"}))
 # Statements that destroy rows the statistics do not count (`Syntax.uncounted`), whatever they name.
-_UNCOUNTED_STATEMENTS = frozenset({"TruncateStmt", "DropOwnedStmt"})
+# (DROP DATABASE: every row of another database, red team ten)
+_UNCOUNTED_STATEMENTS = frozenset({"TruncateStmt", "DropOwnedStmt", "DropdbStmt"})
 _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
-# What a DROP of one of these takes with it: every row of a table, of every table of a schema.
-_DROPS_ROWS = frozenset({"OBJECT_TABLE", "OBJECT_SCHEMA", "OBJECT_MATVIEW"})
+# What a DROP of one of these takes with it: every row of a table, of every table of a schema,
+# of an extension's own tables.
+_DROPS_ROWS = frozenset({"OBJECT_TABLE", "OBJECT_SCHEMA", "OBJECT_MATVIEW", "OBJECT_EXTENSION"})
 # The value of a setting that the text does not give (a column, an expression, a parameter):
 # never a literal's text (a protocol string cannot hold a NUL byte).
 COMPUTED = "\x00"

@@ -86,10 +86,11 @@ def _load(release: int, stand_in: bool = False) -> Catalog:
     return build_catalog(rows, source=source, complete=False, stand_in=stand_in)
 
 
-#: kinds of facts initdb's catalog has none of (triggers, rules on writes, cascading foreign keys,
-#: defaults and policies calling functions of the database's own, aggregates made after initdb,
-#: row-level security policies): a snapshot may leave them out
-LIVE_ONLY = frozenset({"effects", "rules", "aggregates", "policies"})
+#: kinds of facts initdb's catalog has none of (rules on writes, aggregates made after initdb,
+#: row-level security policies): a snapshot may leave them out. Its effects are kept: those of the
+#: built-in relations (no trigger, default or foreign key of the database's own: 'A', a relation
+#: PUBLIC may not read, pg_authid's password hashes, red team ten)
+LIVE_ONLY = frozenset({"rules", "aggregates", "policies"})
 
 
 def rows_of(document: dict) -> CatalogRows:
@@ -133,6 +134,7 @@ def builtin_rows(rows: CatalogRows) -> CatalogRows:
         definitions=tuple(row for row in rows.definitions if row[0] in kept),
         column_types=tuple(row for row in rows.column_types if row[0] in kept),
         dependencies=tuple(row for row in rows.dependencies if row[0] in kept and row[2] < FIRST_NORMAL_OID),
+        effects=tuple(row for row in rows.effects if row[0] in kept),
         operators=tuple(row for row in rows.operators if builtin(row)),
         types=tuple(row for row in rows.types if builtin(row)),
         casts=(),  # the casts query reads only those made after initdb

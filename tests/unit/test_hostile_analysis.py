@@ -603,3 +603,19 @@ def test_a_functions_own_setting_after_ddl_in_an_open_transaction_is_unknown(sql
 def test_a_functions_other_attributes_are_not_unknown():
     assert analyze_sql("ALTER FUNCTION public.f(int) IMMUTABLE",
                        default_context().with_stale(True)).kinds == {"ddl"}
+
+
+@pytest.mark.parametrize("sql, system", [
+    ("SELECT rolname, rolpassword FROM pg_authid", True),
+    ("SELECT * FROM pg_shadow", True),  # a view over pg_authid
+    ("TABLE pg_largeobject", True),
+    ("SELECT * FROM pg_roles", False),
+    ("SELECT * FROM pg_stats", False),
+    ("SELECT relname FROM pg_class", False),
+])
+def test_relations_public_may_not_read_are_system_in_the_snapshot_too(sql, system):
+    """Red team ten: the live catalog marks built-in relations whose initial privileges grant PUBLIC
+    no SELECT (effect 'A'); the shipped snapshot keeps those effects, so that `catalog: {live:
+    false}` and `pgwarden explain` without a database refuse `SELECT rolpassword FROM pg_authid`
+    under a rule on `system` too."""
+    assert ("system" in analyze_sql(sql).kinds) is system

@@ -1,0 +1,123 @@
+"""Red team ten (masking, 2026-12-07): the schema's own code reached by the agent's statements
+without lineage following it, and a sweep of the brief's list (errors and notices of casts,
+cursors and MOVE, refcursors opened by PL/pgSQL, MERGE, whole-row and JSON forms, set-returning
+functions as row-count oracles, ARRAY[...] of arrays, BINARY cursors, GROUPING SETS, aggregates,
+TABLESAMPLE, views and prepared statements whose columns fail). Round three's database and masks
+(tests/e2e/test_mask_round3.py) under its POLICY (default allow; roles and system blocked).
+
+Found, closed:
+
+* a trigger of the schema's own on a table with **no** masked columns (``orders``) whose function
+  reads the masked table (``RAISE NOTICE 'order for %', (SELECT row_to_json(u) FROM users u WHERE
+  u.id = NEW.user_id)``, ``pg_notify(...)`` of the same, ``RAISE EXCEPTION``, a deferred constraint
+  trigger at COMMIT, the same read through ``EXECUTE`` of built SQL) gave the agent's plain
+  ``INSERT INTO orders VALUES (...)`` / ``UPDATE orders ...`` the user's salary, date of birth,
+  SSN digits and blob in clear, in the notice, the error and the NOTIFY payload, in autocommit and
+  in a transaction: the messages of a statement were withheld when *lineage* said it read masked
+  columns or it wrote a masked table, and lineage does not follow triggers (the analysis does:
+  ``Statement.tables`` holds the tables their bodies read). Now a statement that reaches a table
+  with masked columns through code lineage does not follow, or runs code pgwarden cannot see into,
+  has its messages withheld as a reader's, and a write that does so marks the session's
+  transaction statements' messages withheld (a deferred trigger runs at COMMIT).
+
+Controls (masked or refused, kept so a later change cannot open them): see ``CONTROLS``.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_mask_round3 import DB, POLICY, Session, direct, leaked, rtdb, start  # noqa: F401 (fixtures)
+
+
+@pytest.fixture
+def operator(request):
+    return request.getfixturevalue("direct")
+
+
+# ------------------------------------------------------------------ 1. the schema's triggers, reading the masked table
+TRIGGERS = {
+    # each: the trigger function's body (NEW is an orders row), and the trigger's timing
+    "notice": ("RAISE NOTICE 'order for %', (SELECT row_to_json(u) FROM users u WHERE u.id = NEW.user_id)", ""),
+    "notify": ("PERFORM pg_notify('orders', (SELECT row_to_json(u) FROM users u WHERE u.id = NEW.user_id)::text)", ""),
+    "exception": ("IF NEW.amount < 0 THEN RAISE EXCEPTION 'refund for %', "
+                  "(SELECT row_to_json(u) FROM users u WHERE u.id = NEW.user_id); END IF", ""),
+    "hint": ("IF NEW.amount < 0 THEN RAISE EXCEPTION 'refund' USING HINT = "
+             "(SELECT row_to_json(u) FROM users u WHERE u.id = NEW.user_id)::text; END IF", ""),
+    "dynamic": ("DECLARE r text; BEGIN EXECUTE 'SELECT row_to_json(u)::text FROM ' || 'users u WHERE u.id = $1' "
+                "INTO r USING NEW.user_id; RAISE NOTICE 'order for %', r; END", ""),
+    "deferred": ("RAISE NOTICE 'order for %', (SELECT row_to_json(u) FROM users u WHERE u.id = NEW.user_id)",
+                 "deferred"),
+}
+
+
+def _trigger_sql(body: str, timing: str) -> str:
+    if body.startswith("DECLARE"):  # a block of its own
+        code = body.replace("; END", "; RETURN NEW; END")
+    else:
+        code = f"BEGIN {body}; RETURN NEW; END"
+    fn = f"CREATE OR REPLACE FUNCTION r10_order() RETURNS trigger LANGUAGE plpgsql AS $$ {code} $$"
+    trig = ("CREATE CONSTRAINT TRIGGER r10_order AFTER INSERT OR UPDATE ON orders DEFERRABLE INITIALLY DEFERRED "
+            "FOR EACH ROW EXECUTE FUNCTION r10_order()") if timing == "deferred" else \
+        "CREATE TRIGGER r10_order AFTER INSERT OR UPDATE ON orders FOR EACH ROW EXECUTE FUNCTION r10_order()"
+    return f"{fn}; DROP TRIGGER IF EXISTS r10_order ON orders; {trig}"
+
+
+@pytest.fixture
+def triggered(request, make_pgwarden, tmp_path, operator):
+    """An agent under POLICY, LISTENing on ``orders``, and the operator's trigger on ``orders``
+    (the schema's own: the agent creates nothing)."""
+    request.getfixturevalue("rtdb")
+    sessions = []
+
+    def make(body: str, timing: str) -> Session:
+        operator.execute(_trigger_sql(body, timing))
+        s = Session(start(make_pgwarden, tmp_path, POLICY))
+        sessions.append(s)
+        assert s.run("LISTEN orders")["err"] is None
+        return s
+    yield make
+    for s in sessions:
+        s.close()
+    operator.execute("DROP TRIGGER IF EXISTS r10_order ON orders; DROP FUNCTION IF EXISTS r10_order(); "
+                     "DELETE FROM orders WHERE id > 2; UPDATE orders SET amount = id * 10")
+
+
+WRITES = {
+    "insert": "INSERT INTO orders VALUES (3, 1, {amount})",
+    "update": "UPDATE orders SET amount = {amount} WHERE id = 1",
+}
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.parametrize("transaction", [False, True], ids=["autocommit", "transaction"])
+@pytest.mark.parametrize("write", list(WRITES))
+@pytest.mark.parametrize("trigger", list(TRIGGERS))
+def test_a_trigger_reading_the_masked_table_says_nothing_in_clear(triggered, trigger, write, transaction, protocol):
+    # The agent's statement names only `orders` (no masked column); the trigger of the schema's
+    # own reads `users` and raises, notifies or notices what it read. Received before the fix:
+    # `NOTICE: order for {"id":1,...,"salary":7342195.37,"note":"Jörg Müller ÄÖÜ ßéè",
+    # "ssn_num":812573964,"dob":"1961-04-27","blob":"\\xdeadbeef..."}` (the detectors caught the
+    # SSN, the card and the e-mail; nothing else did), the same as the NOTIFY payload, the error.
+    body, timing = TRIGGERS[trigger]
+    agent = triggered(body, timing)
+    amount = -5 if trigger in ("exception", "hint") else 30
+    before = len(agent.received)
+    statements = ["BEGIN", WRITES[write].format(amount=amount), "COMMIT"] if transaction \
+        else [WRITES[write].format(amount=amount)]
+    answers = [agent.run(sql, prepare=protocol == "extended" and sql not in ("BEGIN", "COMMIT")) for sql in statements]
+    if transaction and answers[1]["err"] is not None:
+        agent.run("ROLLBACK")
+    payloads = [n.payload for n in agent.conn.notifies(timeout=0.5, stop_after=3)]
+    got = agent.received[before:] + repr((answers, payloads, agent.notices)).encode()
+    assert not leaked(got), (leaked(got), answers, payloads, agent.notices)
+    for r in answers:  # whatever the trigger said, the agent's statement was answered (or refused)
+        assert r["err"] is None or r["err"][0] in ("42501", "P0001", "25P02"), r
+    if all(r["err"] is None for r in answers):  # it ran, and said something (withheld)
+        assert agent.notices or payloads or trigger in ("exception", "hint"), (answers, payloads)
+
+
+def test_a_trigger_reading_nothing_masked_still_speaks(triggered):
+    # The control: a trigger whose notice reads only `orders` keeps its message.
+    agent = triggered("RAISE NOTICE 'order % of %', NEW.id, NEW.amount", "")
+    assert agent.run("INSERT INTO orders VALUES (3, 1, 30)")["err"] is None
+    assert "order 3 of 30" in agent.notices, agent.notices

@@ -16,9 +16,13 @@ Found, closed:
   in a transaction: the messages of a statement were withheld when *lineage* said it read masked
   columns or it wrote a masked table, and lineage does not follow triggers (the analysis does:
   ``Statement.tables`` holds the tables their bodies read). Now a statement that reaches a table
-  with masked columns through code lineage does not follow, or runs code pgwarden cannot see into,
-  has its messages withheld as a reader's, and a write that does so marks the session's
+  with masked columns through code lineage does not follow has its messages withheld as a reader's, and a write that does so marks the session's
   transaction statements' messages withheld (a deferred trigger runs at COMMIT).
+
+* an operator's DDL audit **event trigger** whose function reads the masked table and raises a
+  notice with it spoke in clear after the agent's ``CREATE TABLE``, ``COMMENT ON``, ``GRANT``: the
+  catalog does not list event triggers. When the database has functions of its own returning
+  ``event_trigger``, the messages of DDL, GRANT and code that may run them are withheld.
 
 Controls (masked or refused, kept so a later change cannot open them): see ``CONTROLS``.
 """
@@ -121,3 +125,48 @@ def test_a_trigger_reading_nothing_masked_still_speaks(triggered):
     agent = triggered("RAISE NOTICE 'order % of %', NEW.id, NEW.amount", "")
     assert agent.run("INSERT INTO orders VALUES (3, 1, 30)")["err"] is None
     assert "order 3 of 30" in agent.notices, agent.notices
+
+
+# ------------------------------------------------------------------ 2. the schema's event triggers
+@pytest.fixture
+def audited(request, make_pgwarden, tmp_path, operator):
+    """An operator's DDL audit event trigger whose function reads the masked table and notices it
+    (the schema's own code; the agent's DDL runs it)."""
+    request.getfixturevalue("rtdb")
+    operator.execute("""
+        CREATE OR REPLACE FUNCTION r10_audit() RETURNS event_trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE NOTICE 'ddl by %', (SELECT row_to_json(u) FROM users u WHERE u.id = 1); END $$;
+        DROP EVENT TRIGGER IF EXISTS r10_audit;
+        CREATE EVENT TRIGGER r10_audit ON ddl_command_end EXECUTE FUNCTION r10_audit()""")
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    yield s
+    s.close()
+    operator.execute("DROP EVENT TRIGGER IF EXISTS r10_audit; DROP FUNCTION IF EXISTS r10_audit(); "
+                     "DROP TABLE IF EXISTS r10_made")
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+@pytest.mark.parametrize("ddl", ["CREATE TABLE r10_made (a int)", "COMMENT ON TABLE orders IS 'orders'",
+                                 "CREATE TEMP TABLE r10_tmp (a int)", "GRANT SELECT ON orders TO PUBLIC"])
+def test_an_event_trigger_reading_the_masked_table_says_nothing_in_clear(audited, ddl, protocol):
+    # Received before the fix, after the agent's `CREATE TABLE r10_made (a int)`: `NOTICE: ddl by
+    # {"id":1,...,"salary":7342195.37,...,"ssn_num":812573964,"dob":"1961-04-27",...}`. The catalog
+    # does not say which event triggers are armed; that the database has functions an event
+    # trigger may run (RETURNS event_trigger) is enough to withhold what its DDL says.
+    before = len(audited.received)
+    r = audited.run(ddl, prepare=protocol == "extended")
+    got = audited.received[before:] + repr((r, audited.notices)).encode()
+    assert not leaked(got), (leaked(got), r, audited.notices)
+    assert r["err"] is None and audited.notices, (r, audited.notices)  # it ran, and said something
+
+
+def test_without_event_trigger_code_ddl_errors_keep_their_message(request, make_pgwarden, tmp_path):
+    # The control: no function of the database's own returns event_trigger, so a failed DDL
+    # statement on a table without masked columns keeps its message.
+    request.getfixturevalue("rtdb")
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    try:
+        r = s.run("CREATE TABLE orders (a int)")
+        assert r["err"] is not None and r["err"][0] == "42P07" and "already exists" in r["err"][1], r
+    finally:
+        s.close()

@@ -305,7 +305,11 @@ class Masking:
                 "The planner computes such a function's value and the plan prints it (a constant in a "
                 "filter, or an output with VERBOSE). EXPLAIN the statement without the function.")
         keeps = _keeps(statement.kinds, analysis, catalog)
-        if keeps and self._may_touch(rules, statement, lineages):
+        if keeps and (self._may_touch(rules, statement, lineages)
+                      or self._reaches_unseen(rules, statement, lineages, events=False)):
+            # (also when the masked table is read by a trigger its write fires: the schema's
+            # trigger doing `setval('seq', (SELECT ssn_num FROM users ...))` on `INSERT INTO
+            # orders` left the SSN's digits in `currval`, red team ten)
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
             return _refused_by(rule,
@@ -641,21 +645,22 @@ class Masking:
             rules, statement, lineages)
 
     @staticmethod
-    def _reaches_unseen(rules: SessionRules, statement: Statement, lineages) -> bool:
+    def _reaches_unseen(rules: SessionRules, statement: Statement, lineages, events: bool = True) -> bool:
         """Whether the statement reaches a table masked columns are in through code lineage does
         not follow: a trigger's function its write fires, a domain's CHECK, a cast's or a type's
         function (the analysis counts the tables their bodies read, `Statement.tables`, where
         lineage counts the columns the statement's own text reads). What that code raises or
         notifies may quote any of the table's values (red team ten: a trigger of the schema's own
         on ``orders`` doing ``RAISE NOTICE '%', (SELECT row_to_json(u) FROM users u ...)`` gave an
-        ``INSERT INTO orders`` the salary in clear)."""
+        ``INSERT INTO orders`` the salary in clear). ``events``: also DDL where the database has
+        functions an event trigger may run (for messages; not for what a statement keeps)."""
         try:
             named = statement.tables
             kinds = statement.kinds
         except Exception:  # noqa: BLE001 - cannot tell: as if it did
             return True
         catalog = statement.context.catalog if statement.context is not None else None
-        if kinds & _FIRES_EVENT_TRIGGERS and _event_trigger_code(catalog):
+        if events and kinds & _FIRES_EVENT_TRIGGERS and _event_trigger_code(catalog):
             # an event trigger's function runs at DDL and may read (and RAISE) anything: the
             # catalog does not say which event triggers are armed, only that such code exists
             return True

@@ -127,6 +127,35 @@ def test_a_trigger_reading_nothing_masked_still_speaks(triggered):
     assert "order 3 of 30" in agent.notices, agent.notices
 
 
+
+KEEPING = {
+    "setval": ("PERFORM setval('r10_seq', (SELECT ssn_num FROM users u WHERE u.id = NEW.user_id))",
+               "SELECT currval('r10_seq')"),
+    "set_config": ("PERFORM set_config('app.r10', (SELECT dob::text FROM users u WHERE u.id = NEW.user_id), false)",
+                   "SELECT current_setting('app.r10', true)"),
+}
+
+
+@pytest.mark.parametrize("keeping", list(KEEPING))
+def test_a_trigger_keeping_a_masked_value_refuses_the_write(triggered, operator, keeping):
+    # The schema's trigger on `orders` keeps what it read of `users` where the agent reads it back:
+    # `INSERT INTO orders ...` then `SELECT currval('r10_seq')` gave 812573964 (the SSN's digits),
+    # `current_setting('app.r10')` 1961-04-27. A statement that reads masked columns may not keep
+    # values elsewhere; read by its trigger, now neither.
+    operator.execute("CREATE SEQUENCE IF NOT EXISTS r10_seq")
+    try:
+        body, read = KEEPING[keeping]
+        agent = triggered(body, "")
+        before = len(agent.received)
+        r = agent.run("INSERT INTO orders VALUES (3, 1, 30)")
+        back = agent.run(read)
+        got = agent.received[before:] + repr((r, back)).encode()
+        assert not leaked(got), (leaked(got), r, back)
+        assert r["err"] is not None and r["err"][0] == "42501", r
+    finally:
+        operator.execute("DROP TRIGGER IF EXISTS r10_order ON orders; DROP SEQUENCE IF EXISTS r10_seq")
+
+
 # ------------------------------------------------------------------ 2. the schema's event triggers
 @pytest.fixture
 def audited(request, make_pgwarden, tmp_path, operator):

@@ -199,3 +199,83 @@ def test_without_event_trigger_code_ddl_errors_keep_their_message(request, make_
         assert r["err"] is not None and r["err"][0] == "42P07" and "already exists" in r["err"][1], r
     finally:
         s.close()
+
+
+
+# ------------------------------------------------------------------ 3. controls: masked or refused
+# Each statement of the sweep, in order in one session (some set up the next): nothing secret is
+# received, and a statement marked "refused" is refused (42501). "masked": answered, masked.
+CONTROLS = [
+    ("BEGIN", "ok"),
+    ("DECLARE c CURSOR FOR SELECT salary::text::int FROM users", "ok"),
+    ("MOVE ALL IN c", "withheld"),  # the cast's error quotes the salary: withheld as a reader's
+    ("ROLLBACK", "ok"),
+    ("BEGIN", "ok"),
+    ("DECLARE c BINARY CURSOR FOR SELECT ssn, ssn_num, dob, salary, blob, card_number FROM users", "ok"),
+    ("FETCH ALL FROM c", "masked"),
+    ("COMMIT", "ok"),
+    ("CREATE FUNCTION r10_cur() RETURNS refcursor LANGUAGE plpgsql AS $$ DECLARE c refcursor := 'k10'; "
+     "BEGIN OPEN c FOR SELECT translate(ssn, '0123456789', 'abcdefghij') AS t, salary::text AS s FROM users; "
+     "RETURN c; END $$", "ok"),
+    ("SELECT r10_cur()", "refused"),
+    ("CREATE TEMP TABLE r10_p (id int, v text)", "ok"),
+    ("MERGE INTO r10_p t USING users u ON t.id = u.id WHEN NOT MATCHED THEN INSERT VALUES (u.id, u.ssn)", "refused"),
+    ("MERGE INTO r10_p t USING (SELECT id, ssn FROM users) u ON t.id = u.id AND u.ssn LIKE '8%' "
+     "WHEN NOT MATCHED THEN INSERT VALUES (u.id, 'x')", "refused"),
+    ("SELECT count(*) FROM users, unnest(ARRAY[string_to_array(ssn, '8')]) WHERE id = 1", "refused"),
+    ("SELECT count(*) FROM users u, jsonb_each(to_jsonb(u) - 'ssn') WHERE id = 1", "refused"),
+    ("SELECT count(*) FROM users u, jsonb_path_query(to_jsonb(u), '$.ssn ? (@ starts with \"8\")') WHERE id = 1",
+     "refused"),
+    ("SELECT count(*) FROM users u, jsonb_each(jsonb_build_object('a', ssn) || jsonb_build_object(ssn, 1)) "
+     "WHERE id = 1", "refused"),
+    ("SELECT count(*) FROM users u, jsonb_each_text(to_jsonb(u)) e WHERE e.value LIKE '8%' AND id = 1", "refused"),
+    ("SELECT e.key FROM users u, jsonb_each_text(to_jsonb(u)) e WHERE id = 1 ORDER BY e.value", "refused"),
+    ("SELECT g, substr(ssn, g, 1) FROM users, generate_series(1, 11) g WHERE id = 1", "masked"),
+    ("SELECT (SELECT string_agg(x[1], '') FROM regexp_matches(ssn, '.', 'g') x) FROM users", "refused"),
+    ("SELECT ssn FROM users GROUP BY GROUPING SETS ((ssn), ())", "refused"),
+    ("SELECT xmlagg(xmlelement(name x, ssn)) FROM users", "refused"),
+    ("SELECT u FROM users u", "masked"),
+    ("SELECT ROW(u.*)::text FROM users u", "masked"),
+    ("SELECT pg_column_size(ssn), octet_length(ssn), hashtext(ssn), md5(ssn) FROM users", "masked"),
+    ("SELECT ts_headline(ssn, to_tsquery('8')) FROM users", "masked"),
+    ("SELECT * FROM users TABLESAMPLE BERNOULLI (100)", "masked"),
+    ("TABLE users", "masked"),
+    ("SELECT id FROM users WHERE (ssn, id) > ('8', 0)", "refused"),
+    ("SELECT id FROM users u ORDER BY u", "refused"),
+    ("SELECT DISTINCT u FROM users u", "refused"),
+    ("SELECT ((u).*) FROM users u", "masked"),
+    ("VALUES ((SELECT ssn FROM users WHERE id = 1))", "masked"),
+    ("SELECT count(*) FROM (SELECT (salary::text || (random() * 0)::int::text)::int AS x FROM users) s", "withheld"),
+    ("PREPARE r10_p AS SELECT salary::text::int FROM users", "ok"),
+    ("EXECUTE r10_p", "withheld"),
+    ("SELECT make_date(1, 1, ssn_num::int) FROM users", "withheld"),
+    ("SELECT translate(ssn, '0123456789', 'abcdefghij')::regclass FROM users", "withheld"),
+    ("INSERT INTO r10_p VALUES (1, 'a')", "ok"),
+    ("WITH x AS (UPDATE r10_p SET id = id RETURNING (SELECT salary::text::int FROM users LIMIT 1)) SELECT 1",
+     "withheld"),
+]
+
+
+@pytest.mark.parametrize("protocol", ["simple", "extended"])
+def test_controls_are_masked_or_refused(request, make_pgwarden, tmp_path, operator, protocol):
+    request.getfixturevalue("rtdb")
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    try:
+        for sql, expected in CONTROLS:
+            extended = protocol == "extended" and not sql.startswith(("BEGIN", "COMMIT", "ROLLBACK", "DECLARE",
+                                                                      "MOVE", "FETCH", "PREPARE", "EXECUTE"))
+            before = len(s.received)
+            r = s.run(sql, prepare=extended)
+            got = s.received[before:] + repr(r).encode()
+            assert not leaked(got), (sql, leaked(got), r)
+            if expected == "refused":
+                assert r["err"] is not None and r["err"][0] == "42501", (sql, r)
+            elif expected == "withheld":
+                assert r["err"] is not None and "message withheld" in r["err"][1], (sql, r)
+            else:
+                assert r["err"] is None, (sql, r)
+            if expected == "masked":
+                assert r["rows"], (sql, r)
+    finally:
+        s.close()
+        operator.execute("DROP FUNCTION IF EXISTS r10_cur()")

@@ -305,11 +305,12 @@ class Masking:
                 "The planner computes such a function's value and the plan prints it (a constant in a "
                 "filter, or an output with VERBOSE). EXPLAIN the statement without the function.")
         keeps = _keeps(statement.kinds, analysis, catalog)
-        if keeps and (self._may_touch(rules, statement, lineages)
-                      or self._reaches_unseen(rules, statement, lineages, events=False)):
+        unseen = self._reaches_unseen(rules, statement, lineages, events=False)
+        if keeps and (self._may_touch(rules, statement, lineages) or unseen):
             # (also when the masked table is read by a trigger its write fires: the schema's
             # trigger doing `setval('seq', (SELECT ssn_num FROM users ...))` on `INSERT INTO
-            # orders` left the SSN's digits in `currval`, red team ten)
+            # orders` left the SSN's digits in `currval`; or by a function such a trigger calls,
+            # which the agent replaced to copy the values to its table, red team ten)
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
             return _refused_by(rule,

@@ -202,6 +202,75 @@ def test_without_event_trigger_code_ddl_errors_keep_their_message(request, make_
 
 
 
+
+# ------------------------------------------------------------------ 2b. the agent gives armed code a new body
+ARMED = """
+CREATE OR REPLACE FUNCTION r10_helper(i int) RETURNS void LANGUAGE plpgsql AS $$ BEGIN NULL; END $$;
+CREATE OR REPLACE FUNCTION r10_order() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN PERFORM r10_helper(NEW.user_id); RETURN NEW; END $$;
+DROP TRIGGER IF EXISTS r10_order ON orders;
+CREATE TRIGGER r10_order AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r10_order();
+CREATE OR REPLACE FUNCTION r10_audit() RETURNS event_trigger LANGUAGE plpgsql AS $$ BEGIN NULL; END $$;
+DROP EVENT TRIGGER IF EXISTS r10_audit;
+CREATE EVENT TRIGGER r10_audit ON ddl_command_end EXECUTE FUNCTION r10_audit();
+DROP TABLE IF EXISTS r10_mine;
+CREATE TABLE r10_mine (v text);
+"""
+_COPY = "INSERT INTO r10_mine SELECT ssn || ' ' || salary || ' ' || dob FROM users"
+REBODIED = {
+    # the new body, then what runs it
+    "trigger": (f"CREATE OR REPLACE FUNCTION r10_order() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN {_COPY}; "
+                "RETURN NEW; END $$", "INSERT INTO orders VALUES (7, 1, 1)"),
+    "event-trigger": (f"CREATE OR REPLACE FUNCTION r10_audit() RETURNS event_trigger LANGUAGE plpgsql AS $$ "
+                      f"BEGIN {_COPY}; END $$", "CREATE TABLE r10_z (a int)"),
+    "trigger-helper": (f"CREATE OR REPLACE FUNCTION r10_helper(i int) RETURNS void LANGUAGE plpgsql AS $$ "
+                       f"BEGIN {_COPY}; END $$", "INSERT INTO orders VALUES (7, 1, 1)"),
+    "trigger-helper-sql": (f"CREATE OR REPLACE FUNCTION r10_helper(i int) RETURNS void LANGUAGE sql AS $$ {_COPY} $$",
+                           "INSERT INTO orders VALUES (7, 1, 1)"),
+}
+
+
+@pytest.mark.parametrize("case", list(REBODIED))
+def test_a_new_body_for_armed_trigger_code_copies_nothing(request, make_pgwarden, tmp_path, operator, case):
+    # The schema arms a trigger on `orders` and a DDL event trigger (harmless bodies). Under
+    # POLICY the agent may create and replace functions: it gave the trigger's function (or the
+    # event trigger's) a body copying users' values into its own table, wrote an order (made a
+    # table), and read `r10_mine`: [('812-57-3964 7342195.37 1961-04-27',), ...] in clear. A new
+    # body for a function returning trigger / event_trigger is now code attached to tables
+    # (refused as CREATE TRIGGER is); a helper such a trigger calls, given a body that copies,
+    # makes the write one that reads masked columns (by its trigger) and keeps values: refused.
+    request.getfixturevalue("rtdb")
+    operator.execute(ARMED)
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    try:
+        rebody, run = REBODIED[case]
+        before = len(s.received)
+        answers = [s.run(rebody), s.run(run), s.run("SELECT * FROM r10_mine")]
+        got = s.received[before:] + repr(answers).encode()
+        assert not leaked(got), (leaked(got), answers)
+        assert any(a["err"] is not None and a["err"][0] == "42501" for a in answers[:2]), answers
+        assert answers[2]["rows"] == [], answers
+    finally:
+        s.close()
+        operator.execute("DROP EVENT TRIGGER IF EXISTS r10_audit; DROP FUNCTION IF EXISTS r10_audit(); "
+                         "DROP TRIGGER IF EXISTS r10_order ON orders; DROP FUNCTION IF EXISTS r10_order(); "
+                         "DROP FUNCTION IF EXISTS r10_helper(int); DROP TABLE IF EXISTS r10_mine, r10_z; "
+                         "DELETE FROM orders WHERE id > 2")
+
+
+def test_a_new_trigger_function_not_replacing_one_is_made(request, make_pgwarden, tmp_path, operator):
+    # The control: a trigger function made anew (not OR REPLACE) arms nothing (CREATE TRIGGER
+    # stays refused in a masking session), so it is made.
+    request.getfixturevalue("rtdb")
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    try:
+        r = s.run("CREATE FUNCTION r10_fresh() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$")
+        assert r["err"] is None, r
+    finally:
+        s.close()
+        operator.execute("DROP FUNCTION IF EXISTS r10_fresh()")
+
+
 # ------------------------------------------------------------------ 3. controls: masked or refused
 # Each statement of the sweep, in order in one session (some set up the next): nothing secret is
 # received, and a statement marked "refused" is refused (42501). "masked": answered, masked.

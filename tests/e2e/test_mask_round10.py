@@ -156,6 +156,46 @@ def test_a_trigger_keeping_a_masked_value_refuses_the_write(triggered, operator,
         operator.execute("DROP TRIGGER IF EXISTS r10_order ON orders; DROP SEQUENCE IF EXISTS r10_seq")
 
 
+
+REACHED = """
+CREATE OR REPLACE FUNCTION r10_io() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'io %', (SELECT row_to_json(u) FROM users u WHERE u.id = NEW.user_id); RETURN NEW; END $$;
+CREATE OR REPLACE VIEW r10_ov AS SELECT id, user_id, amount, now() AS at FROM orders;
+CREATE TRIGGER r10_io INSTEAD OF INSERT OR UPDATE ON r10_ov FOR EACH ROW EXECUTE FUNCTION r10_io();
+DROP TABLE IF EXISTS r10_child, r10_par;
+CREATE TABLE r10_par (id int PRIMARY KEY);
+CREATE TABLE r10_child (id int, par int REFERENCES r10_par (id) ON DELETE CASCADE);
+CREATE OR REPLACE FUNCTION r10_del() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'del %', (SELECT row_to_json(u) FROM users u WHERE u.id = 1); RETURN OLD; END $$;
+CREATE TRIGGER r10_del AFTER DELETE ON r10_child FOR EACH ROW EXECUTE FUNCTION r10_del();
+CREATE OR REPLACE FUNCTION r10_tr() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE NOTICE 'tr %', (SELECT row_to_json(u) FROM users u WHERE u.id = 1); RETURN NULL; END $$;
+CREATE TRIGGER r10_tr AFTER TRUNCATE ON r10_child FOR EACH STATEMENT EXECUTE FUNCTION r10_tr();
+INSERT INTO r10_par VALUES (50); INSERT INTO r10_child VALUES (1, 50);
+"""
+
+
+@pytest.mark.parametrize("sql", ["INSERT INTO r10_ov VALUES (9, 1, 1)", "UPDATE r10_ov SET amount = 2 WHERE id = 1",
+                                 "DELETE FROM r10_par WHERE id = 50", "TRUNCATE r10_child"],
+                         ids=["instead-of-insert", "instead-of-update", "cascade", "truncate"])
+def test_triggers_reached_otherwise_say_nothing_in_clear(request, make_pgwarden, tmp_path, operator, sql):
+    # INSTEAD OF triggers of a view, a trigger on the table a foreign key's cascade deletes from,
+    # a TRUNCATE trigger: the same notice, withheld.
+    request.getfixturevalue("rtdb")
+    operator.execute(REACHED)
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    try:
+        before = len(s.received)
+        r = s.run(sql)
+        got = s.received[before:] + repr((r, s.notices)).encode()
+        assert not leaked(got), (leaked(got), r, s.notices)
+        assert r["err"] is None and s.notices, (r, s.notices)
+    finally:
+        s.close()
+        operator.execute("DROP VIEW IF EXISTS r10_ov; DROP FUNCTION IF EXISTS r10_io(); "
+                         "DROP TABLE IF EXISTS r10_child, r10_par; DROP FUNCTION IF EXISTS r10_del(), r10_tr()")
+
+
 # ------------------------------------------------------------------ 2. the schema's event triggers
 @pytest.fixture
 def audited(request, make_pgwarden, tmp_path, operator):

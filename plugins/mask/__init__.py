@@ -666,8 +666,11 @@ class Masking:
             # catalog does not say which event triggers are armed, only that such code exists
             return True
         seen = {f"{s.schema}.{s.table}" for lineage in lineages for s in lineage.reads or ()}
+        # (a table lineage saw read, of which the statement names only other columns, counts too
+        # when a trigger reads it: ``INSERT INTO orders SELECT 3, id, 30 FROM users``)
+        fired = getattr(statement.analysis, "fired_tables", frozenset())
         tables = rules.masked_tables()
-        return any(fnmatch.fnmatchcase(t, g) for t in named if t not in seen for g in tables)
+        return any(fnmatch.fnmatchcase(t, g) for t in named if t not in seen or t in fired for g in tables)
 
 
 def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_jsonb: bool = False,

@@ -3,26 +3,46 @@ without lineage following it, and a sweep of the brief's list (errors and notice
 cursors and MOVE, refcursors opened by PL/pgSQL, MERGE, whole-row and JSON forms, set-returning
 functions as row-count oracles, ARRAY[...] of arrays, BINARY cursors, GROUPING SETS, aggregates,
 TABLESAMPLE, views and prepared statements whose columns fail). Round three's database and masks
-(tests/e2e/test_mask_round3.py) under its POLICY (default allow; roles and system blocked).
+(tests/e2e/test_mask_round3.py) under its POLICY (default allow; roles and system blocked). Each
+test of sections 1, 2 and 2b failed before its fix.
 
 Found, closed:
 
 * a trigger of the schema's own on a table with **no** masked columns (``orders``) whose function
   reads the masked table (``RAISE NOTICE 'order for %', (SELECT row_to_json(u) FROM users u WHERE
-  u.id = NEW.user_id)``, ``pg_notify(...)`` of the same, ``RAISE EXCEPTION``, a deferred constraint
-  trigger at COMMIT, the same read through ``EXECUTE`` of built SQL) gave the agent's plain
-  ``INSERT INTO orders VALUES (...)`` / ``UPDATE orders ...`` the user's salary, date of birth,
-  SSN digits and blob in clear, in the notice, the error and the NOTIFY payload, in autocommit and
-  in a transaction: the messages of a statement were withheld when *lineage* said it read masked
-  columns or it wrote a masked table, and lineage does not follow triggers (the analysis does:
-  ``Statement.tables`` holds the tables their bodies read). Now a statement that reaches a table
-  with masked columns through code lineage does not follow has its messages withheld as a reader's, and a write that does so marks the session's
-  transaction statements' messages withheld (a deferred trigger runs at COMMIT).
-
+  u.id = NEW.user_id)``, ``pg_notify(...)`` of the same, ``RAISE EXCEPTION`` with it in the
+  message or the HINT, a deferred constraint trigger at COMMIT; INSTEAD OF triggers of a view, a
+  trigger of the table a foreign key's cascade deletes from, a TRUNCATE trigger) gave the agent's
+  plain ``INSERT INTO orders VALUES (...)`` / ``UPDATE orders ...`` the user's salary, date of
+  birth, SSN digits and blob in clear, in the notice, the error and the NOTIFY payload, simple and
+  extended protocol, in autocommit and in a transaction: messages were withheld when *lineage*
+  said the statement read masked columns or it wrote a masked table, and lineage does not follow
+  triggers (the analysis does: ``Statement.tables``, now also ``Analysis.fired_tables``). Now a
+  statement that reaches a table with masked columns through code lineage does not follow (or
+  fires code reading it, though the statement reads other columns of that table itself: ``INSERT
+  INTO orders SELECT 3, id, 30 FROM users``) has its messages withheld as a reader's, and a write
+  that does so marks the session's transaction statements' messages withheld (a deferred trigger
+  runs at COMMIT);
+* the same trigger *keeping* what it read where the agent reads it back (``setval('r10_seq',
+  (SELECT ssn_num FROM users ...))`` then ``SELECT currval('r10_seq')``: 812573964;
+  ``set_config('app.r10', dob::text, false)`` then ``current_setting``): such a write is now
+  refused as a statement that reads masked columns and keeps values elsewhere;
 * an operator's DDL audit **event trigger** whose function reads the masked table and raises a
   notice with it spoke in clear after the agent's ``CREATE TABLE``, ``COMMENT ON``, ``GRANT``: the
   catalog does not list event triggers. When the database has functions of its own returning
-  ``event_trigger``, the messages of DDL, GRANT and code that may run them are withheld.
+  ``event_trigger``, the messages of DDL, GRANT and code that may run them are withheld;
+* the agent giving **armed code a new body** (POLICY lets it create and replace functions):
+  ``CREATE OR REPLACE FUNCTION`` of the schema's trigger function on ``orders`` (or of its DDL
+  audit event trigger's function) with a body copying ``users`` into the agent's table, then
+  ``INSERT INTO orders ...`` (``CREATE TABLE ...``), then ``SELECT * FROM r10_mine``: every SSN,
+  salary and date of birth in clear. A new body for a function returning ``trigger`` or
+  ``event_trigger`` is now refused as CREATE TRIGGER is (code attached to tables); a helper such
+  a trigger calls, given a copying body, makes the write refused (it reads masked columns, by its
+  trigger, and keeps values).
+
+Left (documented limit, not changed): a trigger of the schema's own that *writes* what it reads
+of a masked table into a table no rule masks (a BEFORE trigger filling ``NEW.memo`` from
+``users.salary``; an audit table) is read back in clear, by RETURNING too.
 
 Controls (masked or refused, kept so a later change cannot open them): see ``CONTROLS``.
 """

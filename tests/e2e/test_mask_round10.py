@@ -413,3 +413,26 @@ def test_controls_are_masked_or_refused(request, make_pgwarden, tmp_path, operat
     finally:
         s.close()
         operator.execute("DROP FUNCTION IF EXISTS r10_cur()")
+
+
+@pytest.mark.parametrize("sql", ["SELECT 1::r10_dom", "SELECT id, id::r10_dom FROM users WHERE id = 1",
+                                 "SELECT id, 1::r10_dom FROM orders"])
+def test_a_domain_check_reading_the_masked_table_says_nothing_in_clear(request, make_pgwarden, tmp_path, operator,
+                                                                       sql):
+    # The control: a domain's CHECK (the schema's, STABLE) that reads `users` and notices it, run
+    # by a cast: withheld (the conversion's body is the statement's).
+    request.getfixturevalue("rtdb")
+    operator.execute("""
+        CREATE OR REPLACE FUNCTION r10_chk(v int) RETURNS bool LANGUAGE plpgsql STABLE AS $$
+        BEGIN RAISE NOTICE 'chk %', (SELECT row_to_json(u) FROM users u WHERE u.id = v); RETURN true; END $$;
+        DROP DOMAIN IF EXISTS r10_dom CASCADE;
+        CREATE DOMAIN r10_dom AS int CHECK (r10_chk(VALUE))""")
+    s = Session(start(make_pgwarden, tmp_path, POLICY))
+    try:
+        before = len(s.received)
+        r = s.run(sql)
+        got = s.received[before:] + repr((r, s.notices)).encode()
+        assert not leaked(got), (leaked(got), r, s.notices)
+    finally:
+        s.close()
+        operator.execute("DROP DOMAIN IF EXISTS r10_dom; DROP FUNCTION IF EXISTS r10_chk(int)")

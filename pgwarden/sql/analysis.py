@@ -69,6 +69,11 @@ class Analysis:
     # (a DELETE that nulls a reference is no UPDATE to a rule that names no table).
     indirect_writes: frozenset[tuple[str, str]] = frozenset()
     has_where: bool | None = None  # for UPDATE/DELETE: a WHERE that filters rows; None otherwise
+    # The tables read by code the statement runs without naming it: the functions of the triggers
+    # its writes fire, of its tables' defaults, CHECKs, policies and index expressions, of the
+    # conversions the server makes (a domain's CHECK). Lineage follows none of the triggers, so
+    # what they read may reach the agent in their messages (masking: `plugins/mask`).
+    fired_tables: frozenset[str] = frozenset()
     # SQL-level PREPAREs: (name, what the body does here, its Syntax — the server plans the body
     # again under the search_path of each EXECUTE, so it is resolved again then).
     prepares: tuple[tuple[str, Analysis, object], ...] = ()

@@ -229,8 +229,10 @@ class _Resolver:
         tables, writes, indirect = self._relations(syntax, kinds, functions, nested)
         wheres = [] if syntax.has_where is None else [syntax.has_where]
         wheres += [self._filters(check) for check in syntax.where_checks]
+        fired: set[str] = set()
         for inner in nested:  # SQL handed to a function as text, which it runs
             tables |= inner.tables
+            fired |= inner.fired_tables
             writes |= inner.writes
             indirect |= inner.indirect_writes
             if inner.has_where is not None:
@@ -277,6 +279,7 @@ class _Resolver:
             after_count=syntax.after_count or self._body_after_count or self._deferred_writes
             or any(inner.after_count for inner in nested),
             foreign=self._foreign(tables),
+            fired_tables=frozenset(fired),
         )
 
     def _foreign(self, tables: set[str]) -> frozenset[str]:
@@ -563,7 +566,8 @@ class _Resolver:
             functions.add(fn.name)
         body_tables = self._body_tables.get(fn.oid)
         if body_tables:
-            nested.append(self._body_effects(fn.oid, body_tables))
+            effects = self._body_effects(fn.oid, body_tables)
+            nested.append(effects if named else attrs.evolve(effects, fired_tables=body_tables))
 
     # ------------------------------------------------------------------ function kinds
 
@@ -1066,7 +1070,7 @@ class _Resolver:
         functions |= self._body_functions.get(fn.oid, frozenset())
         body_tables = self._body_tables.get(fn.oid)
         if body_tables:
-            nested.append(self._body_effects(fn.oid, body_tables))
+            nested.append(attrs.evolve(self._body_effects(fn.oid, body_tables), fired_tables=body_tables))
 
     def _view(self, view: RelationFacts, tables: set[str], kinds: set[str], functions: set[str],
               seen: set[int]) -> None:

@@ -88,6 +88,9 @@ HELD_MASKED = StoreKey[bool]("mask.held")
 # What may commit the session's transaction: COMMIT and its kin, and code that may run COMMIT
 # (a procedure's, a DO block's).
 _MAY_COMMIT = frozenset({"transaction", "call", "do", "unknown"})
+# What may fire the database's event triggers (ddl_command_start / _end, sql_drop, table_rewrite):
+# DDL, GRANT, and code that may run either (a procedure's, a DO block's, a function's EXECUTE).
+_FIRES_EVENT_TRIGGERS = frozenset({"ddl", "grant", "call", "do", "unknown"})
 # Statement kinds in which an EXECUTE's rows do not come back as rows: CREATE TABLE ... AS EXECUTE
 # (written to a table), EXPLAIN ANALYZE EXECUTE (sizes of what it computed).
 _EXECUTED_INTO = frozenset({"ddl", "explain"})
@@ -234,11 +237,14 @@ class Masking:
         follow_settings(statement, session)
         lineages = statement.lineage
         held = [lineage for lineage in lineages if lineage.holds]
-        if held and self._may_touch(rules, statement, held) or statement.writes and any(
-                fnmatch.fnmatchcase(t, g) for t in statement.writes for g in rules.masked_tables()):
+        if held and self._may_touch(rules, statement, held) or statement.writes and (any(
+                fnmatch.fnmatchcase(t, g) for t in statement.writes for g in rules.masked_tables())
+                or self._reaches_unseen(rules, statement, lineages)):
             # A cursor kept past its transaction, or a write to a table with masked columns: a
             # deferred constraint's error, at COMMIT or SET CONSTRAINTS, quotes the row's key
-            # (``Key (note)=(...) is still referenced``): those statements' messages are withheld
+            # (``Key (note)=(...) is still referenced``); or a write whose triggers read masked
+            # tables (a deferred one runs at COMMIT, and its notification comes then): those
+            # statements' messages are withheld
             session.store[HELD_MASKED] = True
         if catalog is not None and not catalog.complete and self._may_touch(rules, statement, lineages, True):
             return Verdict.block(
@@ -299,7 +305,14 @@ class Masking:
                 "The planner computes such a function's value and the plan prints it (a constant in a "
                 "filter, or an output with VERBOSE). EXPLAIN the statement without the function.")
         keeps = _keeps(statement.kinds, analysis, catalog)
-        if keeps and self._may_touch(rules, statement, lineages):
+        # (a write: its triggers run; a PREPARE is judged at its EXECUTE, with its body)
+        unseen = bool(statement.writes) and "prepare" not in statement.kinds \
+            and self._reaches_unseen(rules, statement, lineages, events=False)
+        if keeps and (self._may_touch(rules, statement, lineages) or unseen):
+            # (also when the masked table is read by a trigger its write fires: the schema's
+            # trigger doing `setval('seq', (SELECT ssn_num FROM users ...))` on `INSERT INTO
+            # orders` left the SSN's digits in `currval`; or by a function such a trigger calls,
+            # which the agent replaced to copy the values to its table, red team ten)
             rule = rules.strictest(r for lineage in lineages for r in map(str, lineage.reads or ())) \
                 or rules.columns[0]
             return _refused_by(rule,
@@ -631,7 +644,35 @@ class Masking:
             return True
         tables = rules.masked_tables()
         return self._may_touch(rules, statement, lineages) or any(
-            fnmatch.fnmatchcase(t, g) for t in writes for g in tables)
+            fnmatch.fnmatchcase(t, g) for t in writes for g in tables) or self._reaches_unseen(
+            rules, statement, lineages)
+
+    @staticmethod
+    def _reaches_unseen(rules: SessionRules, statement: Statement, lineages, events: bool = True) -> bool:
+        """Whether the statement reaches a table masked columns are in through code lineage does
+        not follow: a trigger's function its write fires, a domain's CHECK, a cast's or a type's
+        function (the analysis counts the tables their bodies read, `Statement.tables`, where
+        lineage counts the columns the statement's own text reads). What that code raises or
+        notifies may quote any of the table's values (red team ten: a trigger of the schema's own
+        on ``orders`` doing ``RAISE NOTICE '%', (SELECT row_to_json(u) FROM users u ...)`` gave an
+        ``INSERT INTO orders`` the salary in clear). ``events``: also DDL where the database has
+        functions an event trigger may run (for messages; not for what a statement keeps)."""
+        try:
+            named = statement.tables
+            kinds = statement.kinds
+        except Exception:  # noqa: BLE001 - cannot tell: as if it did
+            return True
+        catalog = statement.context.catalog if statement.context is not None else None
+        if events and kinds & _FIRES_EVENT_TRIGGERS and _event_trigger_code(catalog):
+            # an event trigger's function runs at DDL and may read (and RAISE) anything: the
+            # catalog does not say which event triggers are armed, only that such code exists
+            return True
+        seen = {f"{s.schema}.{s.table}" for lineage in lineages for s in lineage.reads or ()}
+        # (a table lineage saw read, of which the statement names only other columns, counts too
+        # when a trigger reads it: ``INSERT INTO orders SELECT 3, id, 30 FROM users``)
+        fired = getattr(statement.analysis, "fired_tables", frozenset())
+        tables = rules.masked_tables()
+        return any(fnmatch.fnmatchcase(t, g) for t in named if t not in seen or t in fired for g in tables)
 
 
 def detection(scanner: Scanner, hits: Counter[str], json: bool = False, binary_jsonb: bool = False,
@@ -673,6 +714,20 @@ def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn,
         return strategy(value, family, fmt)
 
     return masker
+
+
+def _event_trigger_code(catalog) -> bool:
+    """Whether the database has functions of its own that an event trigger may run (RETURNS
+    event_trigger, not an extension's): an operator's DDL audit trigger that reads a masked table
+    and raises a notice with it spoke in clear after the agent's ``CREATE TABLE`` (red team ten)."""
+    if catalog is None:
+        return False
+    found = catalog.derived.get("mask event trigger code")
+    if found is None:
+        types = {t.oid for t in catalog.types_named("event_trigger")} or {3838}
+        found = catalog.derived["mask event trigger code"] = any(
+            not fn.builtin and fn.result_type in types for fn in catalog.functions)
+    return bool(found)
 
 
 def _keeps(kinds: frozenset[str], analysis, catalog=None) -> bool:

@@ -52,6 +52,11 @@ def stored_code(tree: dict[str, object], catalog: _Functions | None) -> str | No
         kind = next(iter(stmt), "")
         if kind in ATTACHING_CODE:
             return {"CreateTrigStmt": "a trigger", "RuleStmt": "a rule"}.get(kind, "an event trigger")
+        if kind == "CreateFunctionStmt" and _replaces_trigger_code(stmt[kind]):
+            # a trigger's or an event trigger's function given a new body: the triggers armed over
+            # it (the schema's own, on tables without masked columns too) run the new body from
+            # now on, under statements that name none of it, as a trigger just made would
+            return "a new body for a trigger's function"
         if kind not in STORING_CODE:
             continue
         for node_kind, node in _calls(stmt[kind]):
@@ -79,6 +84,18 @@ def stored_code(tree: dict[str, object], catalog: _Functions | None) -> str | No
                     what = "operator" if node_kind == "A_Expr" else "conversion to"
                     return f"an expression with the {what} {'.'.join(names)}, a function of the database's own"
     return None
+
+
+def _replaces_trigger_code(node: dict[str, object]) -> bool:
+    """Whether a CREATE FUNCTION is OR REPLACE of a function returning ``trigger`` or
+    ``event_trigger`` (only triggers run such functions)."""
+    if not node.get("replace"):
+        return False
+    returns = node.get("returnType")
+    parts = returns.get("names") if isinstance(returns, dict) else None
+    names = [str(n.get("String", {}).get("sval", "")) for n in (parts if isinstance(parts, list) else [])
+             if isinstance(n, dict)]
+    return bool(names) and names[-1].lower() in ("trigger", "event_trigger")
 
 
 def _calls(node: object) -> Iterator[tuple[str, dict[str, object]]]:

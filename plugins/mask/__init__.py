@@ -670,7 +670,7 @@ class Masking:
         seen = {f"{s.schema}.{s.table}" for lineage in lineages for s in lineage.reads or ()}
         # (a table lineage saw read, of which the statement names only other columns, counts too
         # when a trigger reads it: ``INSERT INTO orders SELECT 3, id, 30 FROM users``)
-        fired = getattr(statement.analysis, "fired_tables", frozenset())
+        fired: frozenset[str] = getattr(statement.analysis, "fired_tables", frozenset())
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in named if t not in seen or t in fired for g in tables)
 

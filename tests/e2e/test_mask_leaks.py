@@ -638,12 +638,15 @@ CASES = [
       expect=EITHER, differential=False),  # other sessions differ between the two databases
     c("catalog", "SELECT reverse(query) FROM pg_stat_activity WHERE query LIKE '%card_number%'", policy="detect",
       expect=EITHER, differential=False),
+    # (pg_statistic and pg_statistic_ext_data: relations PUBLIC may not read, whose reading is
+    # `system` since red team ten: refused by the open policy's rule on system too, open_leaks=False)
     c("catalog", "SELECT stavalues1::text, stavalues2::text, reverse(stavalues3::text) FROM pg_statistic "
-                 "WHERE starelid = 'users'::regclass", expect=EITHER),
+                 "WHERE starelid = 'users'::regclass", expect=EITHER, open_leaks=False),
     c("catalog", "SELECT most_common_vals::text FROM pg_stats_ext WHERE tablename = 'users'", expect=EITHER),
     c("catalog", "SELECT most_common_vals::text, histogram_bounds::text FROM pg_stats_ext_exprs "
                  "WHERE tablename = 'users'", expect=EITHER),
-    c("catalog", "SELECT m.values::text FROM pg_statistic_ext_data d, pg_mcv_list_items(d.stxdmcv) m", expect=EITHER),
+    c("catalog", "SELECT m.values::text FROM pg_statistic_ext_data d, pg_mcv_list_items(d.stxdmcv) m", expect=EITHER,
+      open_leaks=False),
     c("catalog", "SELECT tablename, attname FROM pg_stats WHERE most_common_vals::text LIKE '%-%'", expect=EITHER,
       open_leaks=False),  # an oracle: refused, or answered without the values
     c("catalog", "SELECT pg_stat_get_backend_activity(b) FROM pg_stat_get_backend_idset() b", expect=EITHER,
@@ -658,7 +661,7 @@ CASES = [
       "SELECT x FROM leak_view", expect=EITHER, protocols=CODE),
     c("catalog", "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE sql STABLE "
                  "AS $$ SELECT stavalues1::text FROM pg_statistic WHERE starelid = 'users'::regclass $$",
-      "SELECT leak_fn()", expect=EITHER, protocols=CODE),
+      "SELECT leak_fn()", expect=EITHER, protocols=CODE, open_leaks=False),
     c("catalog", "CREATE FUNCTION leak_fn() RETURNS SETOF text LANGUAGE plpgsql STABLE "
                  "AS $$ BEGIN RETURN QUERY SELECT reverse(query) FROM pg_stat_activity; END $$",
       "SELECT leak_fn()", expect=EITHER, protocols=CODE),

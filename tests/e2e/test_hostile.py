@@ -1008,6 +1008,13 @@ def errors(answer: list) -> list:
     return [x for x in answer if isinstance(x, m.ErrorResponse)]
 
 
+def read_catalog_again(hostile, why: str) -> None:
+    """The running pgwarden's live catalog read again, now: the test made or dropped objects on a
+    connection of its own, which pgwarden's checks did not see."""
+    hostile.call(hostile.app.catalog.invalidate, why)
+    hostile.call(hostile.app.catalog.fresh)
+
+
 def assert_refused(answer: list, sql: str) -> None:
     errs = errors(answer)
     assert errs, f"not refused: {sql[:200]!r}: {answer[-3:]}"
@@ -1051,8 +1058,7 @@ def test_hostile(hostile, server, case: Case, protocol: str):
             # trigger) must not leave its trigger in pgwarden's catalog either, where a load begun
             # at its COMMIT and ended after the next case's reset made that case flaky.
             server.reset()
-            hostile.call(hostile.app.catalog.invalidate, "a case committed its DDL")
-            hostile.call(hostile.app.catalog.fresh)
+            read_catalog_again(hostile, "a case committed its DDL")
 
 
 def test_parameters_where_another_text_has_constants_lend_it_nothing(hostile, server):
@@ -1363,8 +1369,7 @@ def test_a_named_statement_bound_after_a_same_named_function_comes_first(hostile
     server.reset()
     server.conn.execute("CREATE SCHEMA shadowing; CREATE FUNCTION shadowing.swap_h() RETURNS bigint LANGUAGE sql "
                         "STABLE AS 'SELECT sum(n) FROM secret.things'")
-    hostile.call(hostile.app.catalog.invalidate, "the test's setup")
-    hostile.call(hostile.app.catalog.fresh)
+    read_catalog_again(hostile, "the test's setup")
     agent = Agent(hostile, GROUPS["bodies"], "simple")
     rc = agent.rc
     try:

@@ -63,7 +63,7 @@ from __future__ import annotations
 
 import pytest
 import test_hostile
-from test_hostile import GROUPS, Agent, assert_refused, errors
+from test_hostile import GROUPS, Agent, assert_refused, errors, read_catalog_again
 
 from pgwarden.sql.syntax import syntax_of
 from pgwarden.testing.matrix import thin
@@ -122,8 +122,7 @@ def test_a_relation_public_may_not_read_is_administration(hostile, server, proto
 def owners_views(hostile, server):
     server.conn.execute("CREATE OR REPLACE VIEW public.rt10_hashes AS SELECT rolname, rolpassword FROM pg_authid; "
                         "CREATE OR REPLACE VIEW public.rt10_roles AS SELECT rolname, rolpassword FROM pg_roles")
-    hostile.call(hostile.app.catalog.invalidate, "rt10 views made")
-    hostile.call(hostile.app.catalog.fresh)
+    read_catalog_again(hostile, "rt10 views made")
     yield server
     server.conn.execute("DROP VIEW IF EXISTS public.rt10_hashes, public.rt10_roles")
 
@@ -182,8 +181,7 @@ def large_objects(server):
 ])
 def test_a_write_of_a_system_catalog_is_refused_under_rows_written(hostile, large_objects, protocol, sql):
     # (policy "capped": rows_written 2; pg_stat_xact_user_tables counts none of these rows)
-    hostile.call(hostile.app.catalog.invalidate, "rt10_lo_wipe made")
-    hostile.call(hostile.app.catalog.fresh)
+    read_catalog_again(hostile, "rt10_lo_wipe made")
     before = large_objects.conn.execute(CATALOG_STATE).fetchone()
     assert before[0] == 5
     (answer,) = _run(hostile, "capped", protocol, sql)
@@ -233,8 +231,7 @@ def row_writer(hostile, server):
     server.reset()
     server.conn.execute("CREATE OR REPLACE FUNCTION public.rt10_ins(int) RETURNS int LANGUAGE sql VOLATILE "
                         "AS 'INSERT INTO public.plain_t VALUES ($1); SELECT $1'")
-    hostile.call(hostile.app.catalog.invalidate, "rt10_ins made")
-    hostile.call(hostile.app.catalog.fresh)
+    read_catalog_again(hostile, "rt10_ins made")
     yield server
     server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_ins(int)")
     server.reset()
@@ -277,8 +274,7 @@ OBJECTS_STATE = ("SELECT (SELECT prosrc FROM pg_proc WHERE proname = 'rt10_f'), 
 def catalog_objects(hostile, server):
     server.reset()
     server.conn.execute(CATALOG_OBJECTS)
-    hostile.call(hostile.app.catalog.invalidate, "rt10 objects made")
-    hostile.call(hostile.app.catalog.fresh)
+    read_catalog_again(hostile, "rt10 objects made")
     yield server
     server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_f(); DROP VIEW IF EXISTS public.rt10_descs")
 
@@ -343,8 +339,7 @@ CREATE OR REPLACE FUNCTION public.rt10_moves() RETURNS text LANGUAGE plpgsql STA
 def own_paths(hostile, server):
     server.reset()
     server.conn.execute(PATHS)
-    hostile.call(hostile.app.catalog.invalidate, "rt10 functions made")
-    hostile.call(hostile.app.catalog.fresh)
+    read_catalog_again(hostile, "rt10 functions made")
     yield server
     server.conn.execute("DROP FUNCTION IF EXISTS public.rt10_sp(int), public.rt10_pl(), public.rt10_quoted(), "
                         "public.rt10_ok(), public.rt10_moves(), public.rt10_mover(), public.rt10_mover_sql(), "
@@ -468,8 +463,7 @@ def matview(server):
 @pytest.mark.parametrize("sql", CONTROLS)
 def test_controls_stay_refused(hostile, server, matview, protocol, sql):
     server.reset()
-    hostile.call(hostile.app.catalog.invalidate, "rt10_mv made")
-    hostile.call(hostile.app.catalog.fresh)
+    read_catalog_again(hostile, "rt10_mv made")
     sql = sql.replace("{victim}", str(server.victim.info.backend_pid))
     before = server.state()
     (answer,) = _run(hostile, "design", protocol, sql)

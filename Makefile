@@ -39,7 +39,7 @@ venv: $(STAMP) compiled
 # would leave the previous build's extensions in place, running old code under the compiled tests).
 COMPILED_STAMP := $(VENV)/.compiled
 COMPILED_SOURCES := $(addsuffix .py,$(subst .,/,$(shell sed -n 's/^    "\(pgwarden\.[a-z_.]*\)",$$/\1/p' pgwarden/compiled.py)))
-$(COMPILED_STAMP): $(STAMP) setup.py pgwarden/compiled.py $(COMPILED_SOURCES)
+$(COMPILED_STAMP): $(STAMP) setup.py pgwarden/compiled.py $(COMPILED_SOURCES) $(wildcard pgwarden/*.pxd)
 	PGWARDEN_REQUIRE_COMPILE=1 MYPY_CACHE_DIR=build/.mypy_cache $(PY) setup.py -q build_ext --inplace
 	@# A module's own extension is a stub into the group's library, rewritten only when the stub
 	@# changes: touched, so that test_compiled's "older than its source" reads the build's time.

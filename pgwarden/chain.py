@@ -32,6 +32,8 @@ from typing import IO, Final
 import attrs
 import orjson
 
+from pgwarden.sealing import lines_for
+
 GENESIS = "0" * 64
 # Final: compiled, C variables (module globals are a dictionary lookup at each use)
 _sha256: Final = hashlib.sha256
@@ -47,23 +49,6 @@ def seal(body: bytes, prev: str) -> tuple[bytes, str]:
     lines: list[bytes] = []
     digest = lines_for([body], prev, lines)
     return lines[0], digest
-
-
-def lines_for(bodies: list[bytes], prev: str, out: list[bytes]) -> str:
-    """Appends to ``out`` the chained line of each serialised record, in order; returns the last hash.
-
-    One loop for a reactor turn's records: sealing is most of what recording costs per
-    statement, and a call per record would add to it.
-    """
-    head = prev.encode()
-    for body in bodies:
-        if body == b"{}":
-            covered = b'{"prev":"%s"}' % head
-        else:
-            covered = b'%s,"prev":"%s"}' % (body[:-1], head)
-        head = _sha256(covered).hexdigest().encode()
-        out.append(b'%s,"hash":"%s"}\n' % (covered[:-1], head))  # (compiled: a list's append, natively)
-    return head.decode()
 
 
 class Chain:

@@ -62,6 +62,7 @@ MODULES: tuple[str, ...] = (
 CYTHON_MODULES: tuple[str, ...] = (
     "pgwarden.rawio",
     "pgwarden.wire.scanning",
+    "pgwarden.sealing",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

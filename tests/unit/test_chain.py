@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 
 import pytest
 from hypothesis import given, settings
@@ -172,3 +173,57 @@ def test_the_example_records_in_the_docs_carry_their_own_hashes_and_field_order(
         assert claimed is not None, line
         assert hashlib.sha256(line[:line.rindex(b',"hash":"')] + b"}").hexdigest() == claimed, line
         assert list(json.loads(line))[:5] == ["ts", "type", "session", "seq", "identity"], line
+
+
+# ------------------------------------------------------------------ sealing (compiled: OpenSSL's SHA-256)
+
+def _reference_lines(bodies, prev):
+    """The chain's lines as its format defines them, written here with hashlib and json."""
+    out, head = [], prev
+    for body in bodies:
+        covered = (body[:-1] + (b"" if body == b"{}" else b",") + b'"prev":"' + head.encode() + b'"}')
+        head = hashlib.sha256(covered).hexdigest()
+        out.append(covered[:-1] + b',"hash":"' + head.encode() + b'"}\n')
+    return out, head
+
+
+def test_the_compiled_build_seals_with_openssls_own_functions():
+    from pgwarden import compiled, sealing
+
+    if os.environ.get("PGWARDEN_EXPECT_COMPILED") == "1":
+        assert sealing.__file__.endswith(".so") and sealing.NATIVE, (
+            "the compiled build hashes records through hashlib: OpenSSL's SHA256_* were not found")
+    elif compiled.pure_requested():
+        assert not sealing.NATIVE and sealing.__file__.endswith(".py")
+
+
+@settings(max_examples=300)
+@given(bodies=st.lists(st.one_of(st.just(b"{}"), st.binary(min_size=2, max_size=1200),
+                                 st.dictionaries(st.text(max_size=8), st.text(max_size=300)).map(
+                                     lambda d: json.dumps(d, ensure_ascii=False).encode())), max_size=6),
+       prev=st.one_of(st.just(GENESIS), st.text(alphabet="0123456789abcdef", min_size=64, max_size=64),
+                      st.text(max_size=70)))
+def test_lines_for_writes_the_lines_the_format_defines(bodies, prev):
+    # Whichever build runs (the compiled one builds each line in place and hashes it with
+    # OpenSSL's SHA256_*), any bytes a sink is given, any head it resumes from.
+    from pgwarden.sealing import lines_for
+
+    out: list[bytes] = []
+    head = lines_for(bodies, prev, out)
+    expected, expected_head = _reference_lines(bodies, prev)
+    assert out == expected and head == expected_head
+
+
+def test_lines_for_leaves_what_it_cannot_seal_in_place_to_python():
+    # Not bytes, or too short to be a JSON object: the Python loop (whatever it then makes of them).
+    from pgwarden.sealing import _lines_for_python, lines_for
+
+    for bodies in ([bytearray(b'{"a":1}')], [b"}"], [b'{"a":1}', b""]):
+        out, expected = [], []
+        try:
+            head = lines_for(bodies, GENESIS, out)
+        except Exception as e:  # noqa: BLE001
+            with pytest.raises(type(e)):
+                _lines_for_python(bodies, GENESIS, expected)
+        else:
+            assert (head, out) == (_lines_for_python(bodies, GENESIS, expected), expected)

@@ -287,6 +287,10 @@ class Masking:
                             "pgwarden cannot tell which columns this statement returns, and it may read "
                             "masked columns",
                             "Name the columns you need in a plain SELECT; masked columns come back masked.")
+        if statement.kinds & {"maintenance", "ddl"}:
+            refused = self._reorders(rules, statement)
+            if refused is not None:
+                return refused
         if "ddl" in statement.kinds:
             refused = self._ddl_on_masked(rules, statement) or self._code_on_tables(rules, statement)
             if refused is not None:
@@ -438,6 +442,35 @@ class Masking:
             "Renaming it or its columns, a generated column, a new type, a constraint, an index, a "
             "trigger, a rule or a policy on it could make the masked values readable. Ask an operator "
             "to run schema changes of masked tables outside this identity.")
+
+    @staticmethod
+    def _reorders(rules: SessionRules, statement: Statement) -> Verdict | None:
+        """CLUSTER of a table holding masked columns, or of every table clustered before (no table
+        named), in a session with column rules: it rewrites the table in the order of an index,
+        which may be on a masked column, and a plain ``SELECT id FROM users`` then returns the rows
+        in that order (red team eleven: ``CLUSTER users USING users_ssn``, a probe row the agent
+        wrote with ``ssn = '5'``, then the ids' order told whether each SSN sorts before '5')."""
+        from pglast.parser import ParseError
+
+        from pgwarden.sql.lexer import parse_tree
+
+        try:
+            lexer = statement.context.lexer if statement.context is not None else None
+            tree = parse_tree(statement.sql, lexer) if lexer is not None else parse_tree(statement.sql)
+            clusters = [raw["stmt"]["ClusterStmt"] for raw in tree.get("stmts", []) if "ClusterStmt" in raw["stmt"]]
+        except (ParseError, KeyError, AttributeError, TypeError):
+            clusters = [{}]
+        if not clusters:
+            return None
+        globs = rules.masked_tables()
+        masked = sorted(t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in globs))
+        if not masked and all(c.get("relation") for c in clusters):
+            return None
+        return _refused_by(_owning_rule(rules, masked),
+            f"CLUSTER of {masked[0] if masked else 'every clustered table'}, in a session with masked columns",
+            "CLUSTER puts a table's rows in the order of an index, which may be on a masked column: the "
+            "order plain reads return them in would then tell how the masked values compare. Ask an operator "
+            "to run it outside this identity.")
 
     @classmethod
     def _code_on_tables(cls, rules: SessionRules, statement: Statement) -> Verdict | None:

@@ -111,6 +111,13 @@ ARMING = {
                       ["UPDATE orders SET amount = 3 WHERE id = 1 RETURNING *"]),
     "before-helper": ("CREATE TRIGGER r11_t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_call()",
                       ["INSERT INTO orders VALUES (5, 1, 1) RETURNING memo"]),
+    "before-cte": ("CREATE TRIGGER r11_t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_fill()",
+                   ["WITH w AS (INSERT INTO orders VALUES (5, 1, 1) RETURNING memo) SELECT * FROM w"]),
+    "before-prepared": ("CREATE TRIGGER r11_t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_fill()",
+                        ["PREPARE r11_p AS INSERT INTO orders VALUES (5, 1, 1) RETURNING memo", "EXECUTE r11_p"]),
+    "before-merge": ("CREATE TRIGGER r11_t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_fill()",
+                     ["MERGE INTO orders o USING (SELECT 5 AS id) s ON o.id = s.id "
+                      "WHEN NOT MATCHED THEN INSERT VALUES (5, 1, 1)", "SELECT id, memo FROM orders"]),
     "after-audit": ("CREATE TRIGGER r11_t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_aud()",
                     ["INSERT INTO orders VALUES (5, 1, 1)", "SELECT * FROM r11_audit"]),
     "instead-of-returning": ("CREATE TRIGGER r11_t INSTEAD OF INSERT OR UPDATE ON r11_ov FOR EACH ROW "

@@ -1,11 +1,12 @@
 """Red team eleven (masking, 2026-12-07, hunt 11b): what the server does with a masked value on
 its own side of a statement, where no result carries it: the schema's triggers putting what they
-read into rows, COPY's server files and programs, CLUSTER's row order; and a sweep of the brief's
-list (errors and DETAILs, EXPLAIN, statistics, cursors, COPY binary, large objects, statements'
-text, record/JSON/XML/array wrappers, ordering and comparison oracles, hashes), kept as controls.
+read into rows, COPY's server files and programs, CLUSTER's row order, ANALYZE's errors; and a
+sweep of the brief's list (errors and DETAILs, EXPLAIN, statistics, cursors, COPY binary, large
+objects, statements' text, record/JSON/XML/array wrappers, ordering and comparison oracles,
+hashes), kept as controls.
 Round three's database and masks (tests/e2e/test_mask_round3.py) under its POLICY (default allow;
 roles and system blocked: the agent may create tables, functions and views). Each test of
-sections 1 to 3 failed before its fix.
+sections 1 to 4 failed before its fix.
 
 Found, closed:
 
@@ -30,6 +31,14 @@ Found, closed:
   VALUES (3, 'probe', '5')``, then CLUSTER again) the order told whether each SSN sorts before
   the probe: a binary search. CLUSTER of a table holding masked columns (or bare CLUSTER) is
   refused in a masking session.
+
+* ``CREATE STATISTICS r11_st ON ((salary::text::int)), name FROM users`` was made (extended
+  statistics were not DDL on the table), and a bare ``ANALYZE`` (or ``VACUUM ANALYZE``: every
+  table, none named) computed the expression over every row and answered ``invalid input syntax
+  for type integer: "7342195.37"`` in clear (an expression failing on the first digit, a
+  statement that fails or not). CREATE STATISTICS on a table holding masked columns is now
+  refused as CREATE INDEX is, and the messages of maintenance naming no table are withheld as a
+  reader's in a masking session (the schema's own expressions run there too).
 
 Left (reported, not changed): the same order through an **index scan** the planner picks without
 an ORDER BY: with an operator's index on ``(ssn, id)`` (or ``(ssn) INCLUDE (id)``), ``SET
@@ -249,7 +258,49 @@ def test_cluster_of_a_table_without_masked_columns_goes_on(agent, operator):
         operator.execute("DROP TABLE IF EXISTS r11_own")
 
 
-# ------------------------------------------------------------------ 4. controls: masked or refused
+# ------------------------------------------------------------------ 4. ANALYZE of every table: statistics' expressions
+def test_statistics_on_a_masked_table_are_refused(agent, operator):
+    # Received before the fix: `CREATE STATISTICS r11_st ON ((salary::text::int)), name FROM
+    # users` was made (CREATE STATISTICS was not DDL on the table), and a bare `ANALYZE` (every
+    # table: none named) answered `invalid input syntax for type integer: "7342195.37"`.
+    s = agent()
+    try:
+        answers = _searched(s, "CREATE STATISTICS r11_st ON ((salary::text::int)), name FROM users", "ANALYZE",
+                            "CREATE STATISTICS r11_st2 ON ((1 / (ascii(ssn) - 56))), name FROM users")
+        assert _refused(answers[0]) and _refused(answers[2]), answers
+        assert answers[1]["err"] is None, answers
+    finally:
+        operator.execute("DROP STATISTICS IF EXISTS r11_st, r11_st2")
+
+
+@pytest.mark.parametrize("sql", ["ANALYZE", "VACUUM ANALYZE", "ANALYZE VERBOSE", "VACUUM (ANALYZE, VERBOSE)"])
+def test_analyze_of_every_table_says_nothing_in_clear(agent, operator, sql):
+    # The schema's statistics object (or one made before the session) whose expression fails on
+    # the salary: a bare ANALYZE quoted it, `invalid input syntax for type integer: "7342195.37"`.
+    # Maintenance naming no table runs every table's stored expressions: its messages are now
+    # withheld as a reader's (the SQLSTATE stays).
+    operator.execute("CREATE STATISTICS IF NOT EXISTS r11_st ON ((salary::text::int)), name FROM users")
+    s = agent()
+    try:
+        r = _searched(s, sql)[0]
+        assert r["err"] is not None and r["err"][0] == "22P02" and "message withheld" in r["err"][1], r
+    finally:
+        operator.execute("DROP STATISTICS IF EXISTS r11_st")
+
+
+def test_maintenance_of_a_table_without_masked_columns_keeps_its_messages(agent, operator):
+    # The control: statistics on the agent's own table are made, and ANALYZE of it speaks.
+    s = agent()
+    try:
+        answers = _searched(s, "CREATE TABLE r11_own (a int, b int)", "CREATE STATISTICS r11_own_st ON a, b FROM r11_own",
+                            "ANALYZE VERBOSE r11_own")
+        assert all(r["err"] is None for r in answers), answers
+        assert any("r11_own" in n for n in s.notices), s.notices
+    finally:
+        operator.execute("DROP TABLE IF EXISTS r11_own")
+
+
+# ------------------------------------------------------------------ 5. controls: masked or refused
 # Each statement of the sweep, in order in one session (some set up the next): nothing secret is
 # received; "refused": 42501; "masked": answered, with rows; "withheld": the message withheld.
 CONTROLS = [

@@ -165,6 +165,23 @@ def test_a_trigger_putting_a_masked_value_into_rows_refuses_the_write(agent, sch
     assert (stored, audited) == (0, 0), (stored, audited)
 
 
+@pytest.mark.parametrize("language", ["sql", "plpgsql"])
+def test_a_function_writing_through_such_a_trigger_is_refused(agent, schema_triggers, language):
+    # The control: the agent's function doing the write (`INSERT ... RETURNING memo` in its body)
+    # reaches the trigger too: refused (it reads masked columns, by its trigger, and writes).
+    schema_triggers.execute("CREATE TRIGGER r11_t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_fill()")
+    body = ("$$ INSERT INTO orders VALUES (5, 1, 1) RETURNING memo $$" if language == "sql" else
+            "$$ DECLARE v text; BEGIN INSERT INTO orders VALUES (5, 1, 1) RETURNING memo INTO v; RETURN v; END $$")
+    s = agent()
+    try:
+        answers = _searched(s, f"CREATE FUNCTION r11_ins() RETURNS text LANGUAGE {language} AS {body}",
+                            "SELECT r11_ins()")
+        assert answers[0]["err"] is None and _refused(answers[1]), answers
+        assert schema_triggers.execute("SELECT count(*) FROM orders WHERE id > 2").fetchone()[0] == 0
+    finally:
+        schema_triggers.execute("DROP FUNCTION IF EXISTS r11_ins()")
+
+
 def test_a_trigger_reading_no_masked_table_still_fills_rows(agent, schema_triggers):
     # The control: a BEFORE trigger computing from the row itself.
     schema_triggers.execute("CREATE TRIGGER r11_t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_own()")

@@ -418,7 +418,9 @@ def copy_options(sql: str, index: int, lexer: LexerSettings | None = None) -> di
         stmt = tree["stmts"][index]["stmt"]["CopyStmt"]
     except (ParseError, KeyError, IndexError, TypeError):
         return None
-    options: dict[str, object] = {"format": "text", "header": False, "custom": False}
+    options: dict[str, object] = {"format": "text", "header": False, "custom": False,
+                                  "from": bool(stmt.get("is_from")),
+                                  "server_side": bool(stmt.get("filename") or stmt.get("is_program"))}
     for item in stmt.get("options", ()):
         elem = item.get("DefElem", {})
         name = elem.get("defname")

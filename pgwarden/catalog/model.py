@@ -108,7 +108,9 @@ class RelationFacts:
 
 #: The kinds of `RelationFacts.effects`.
 #: 'T': a DEFERRABLE constraint trigger's function (also a 't' row): it may run at the commit.
-EFFECT_KINDS = ("t", "T", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o", "A")
+#: 'B' / 'J': a row trigger's function on INSERT or UPDATE (also a 't' row) whose returned row is
+#: stored (BEFORE) or returned by RETURNING (INSTEAD OF): what its body reads may be in that row.
+EFFECT_KINDS = ("t", "T", "B", "J", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o", "A")
 
 
 @attrs.frozen

@@ -283,6 +283,13 @@ SELECT DISTINCT * FROM (
     FROM pg_trigger AS t
     WHERE NOT t.tgisinternal AND t.tgdeferrable
     UNION ALL
+    -- a row trigger on INSERT or UPDATE whose returned row is the one stored ('B': BEFORE) or the
+    -- one RETURNING shows ('J': INSTEAD OF); tgtype's bits: ROW 1, BEFORE 2, INSERT 4, UPDATE 16,
+    -- INSTEAD 64
+    SELECT t.tgrelid::int8, CASE WHEN t.tgtype::int & 64 <> 0 THEN 'J' ELSE 'B' END, t.tgfoid::int8
+    FROM pg_trigger AS t
+    WHERE NOT t.tgisinternal AND t.tgtype::int & 1 <> 0 AND t.tgtype::int & 66 <> 0 AND t.tgtype::int & 20 <> 0
+    UNION ALL
     SELECT a.adrelid::int8, 'd', d.refobjid::int8
     FROM pg_attrdef AS a
     JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass AND d.objid = a.oid

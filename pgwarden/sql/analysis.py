@@ -74,6 +74,12 @@ class Analysis:
     # conversions the server makes (a domain's CHECK). Lineage follows none of the triggers, so
     # what they read may reach the agent in their messages (masking: `plugins/mask`).
     fired_tables: frozenset[str] = frozenset()
+    # Of those, the tables read by code that may put what it reads into rows (red team eleven): a
+    # BEFORE row trigger's function (the row it returns is stored), a trigger's function that
+    # writes tables (an audit table); and (``returned_tables``) an INSTEAD OF row trigger's (the
+    # row it returns is what RETURNING shows).
+    carried_tables: frozenset[str] = frozenset()
+    returned_tables: frozenset[str] = frozenset()
     # SQL-level PREPAREs: (name, what the body does here, its Syntax — the server plans the body
     # again under the search_path of each EXECUTE, so it is resolved again then).
     prepares: tuple[tuple[str, Analysis, object], ...] = ()

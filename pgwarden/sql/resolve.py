@@ -230,9 +230,13 @@ class _Resolver:
         wheres = [] if syntax.has_where is None else [syntax.has_where]
         wheres += [self._filters(check) for check in syntax.where_checks]
         fired: set[str] = set()
+        carried: set[str] = set()
+        returned: set[str] = set()
         for inner in nested:  # SQL handed to a function as text, which it runs
             tables |= inner.tables
             fired |= inner.fired_tables
+            carried |= inner.carried_tables
+            returned |= inner.returned_tables
             writes |= inner.writes
             indirect |= inner.indirect_writes
             if inner.has_where is not None:
@@ -280,6 +284,8 @@ class _Resolver:
             or any(inner.after_count for inner in nested),
             foreign=self._foreign(tables),
             fired_tables=frozenset(fired),
+            carried_tables=frozenset(carried),
+            returned_tables=frozenset(returned),
         )
 
     def _foreign(self, tables: set[str]) -> frozenset[str]:
@@ -947,6 +953,15 @@ class _Resolver:
                 # them, IMMUTABLE as they are declared, whatever their functions do; a write stores
                 # them; maintenance computes them and the statistics' expressions)
                 self._fires(target, kind != "t", kinds, functions, nested)
+                if kind == "t" and self._may_write(target):
+                    # (a trigger writing tables may write there what its body reads: an audit
+                    # table filled from `users`, red team eleven)
+                    nested.append(Analysis(frozenset(), carried_tables=self._fired_reads(target)))
+            elif kind in ("B", "J") and written and storing:
+                # a row trigger whose returned row is stored (BEFORE) or returned (INSTEAD OF):
+                # `NEW.memo := (SELECT ssn FROM users ...)` (red team eleven)
+                found = self._fired_reads(target)
+                nested.append(Analysis(frozenset(), **{"carried_tables" if kind == "B" else "returned_tables": found}))
             elif kind == "T" and written and self._may_write(target):
                 # (its 't' row fires it: this one says it may run at the commit, after the count)
                 self._deferred_writes = True
@@ -1040,6 +1055,17 @@ class _Resolver:
             self._effects(base, True, storing, cascading, kinds, functions, nested, seen, truncating)
             if base.kind == "v":
                 self._through_view(base, storing, cascading, kinds, functions, nested, seen, truncating)
+
+    def _fired_reads(self, oid: int) -> frozenset[str]:
+        """The tables trigger function ``oid``'s body reads (with what it calls); every table of
+        the database's own when the body cannot be read (it may read any)."""
+        fn = self.catalog.function(oid)
+        if fn is None:
+            return frozenset(self._relations_of_kinds("r", "p", "v", "m", "f"))
+        found = self.function_kinds(fn)
+        if "unknown" in found or fn.oid not in self._body_only and not fn.builtin:
+            return frozenset(self._relations_of_kinds("r", "p", "v", "m", "f"))
+        return self._body_tables.get(fn.oid, frozenset())
 
     def _may_write(self, oid: int) -> bool:
         """Whether trigger function ``oid``'s body may write (what `_fires` judges it by)."""

@@ -63,6 +63,7 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "policy": "a row-level security policy's condition (on a table the statement reads or writes)"}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
+_COPY_SERVER_SIDE = frozenset({"copy_file", "copy_program"})
 # Functions whose argument stays visible after the statement: an advisory lock's key, in pg_locks.
 _KEEPING_FUNCTIONS = ("pg_advisory", "pg_try_advisory",
                       # ... the random generator's seed, which the next random() shows
@@ -72,7 +73,10 @@ _KEEPING_FUNCTIONS = ("pg_advisory", "pg_try_advisory",
 # expression, a CHECK constraint or a unique index (it fails, quoting the value, or not: an
 # oracle), a trigger, a rule or a row-level policy (code that sees the values).
 _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaStmt", "CreateTrigStmt",
-                            "CreatePolicyStmt", "AlterPolicyStmt", "RuleStmt", "IndexStmt"})
+                            "CreatePolicyStmt", "AlterPolicyStmt", "RuleStmt", "IndexStmt",
+                            # (extended statistics: ANALYZE computes their expressions over every row,
+                            # and what fails quotes the value: red team eleven)
+                            "CreateStatsStmt"})
 
 
 # The session's SQL-level prepared statements, as this plugin saw them PREPAREd: name -> every
@@ -252,6 +256,10 @@ class Masking:
                 "pgwarden masks columns by what the database's catalog says they are; until it can read the "
                 "catalog again, statements that may touch masked tables are refused. Retry shortly.",
                 rule="mask: catalog")
+        if statement.kinds & _COPY_SERVER_SIDE:
+            refused = self._copy_server_side(rules, statement, lineages)
+            if refused is not None:
+                return refused
         if "copy_to" in statement.kinds:
             for index, lineage in enumerate(lineages):
                 options = copy_options(statement.sql, index, statement.context.lexer if statement.context else None)
@@ -282,6 +290,10 @@ class Masking:
                             "pgwarden cannot tell which columns this statement returns, and it may read "
                             "masked columns",
                             "Name the columns you need in a plain SELECT; masked columns come back masked.")
+        if statement.kinds & {"maintenance", "ddl"}:
+            refused = self._reorders(rules, statement)
+            if refused is not None:
+                return refused
         if "ddl" in statement.kinds:
             refused = self._ddl_on_masked(rules, statement) or self._code_on_tables(rules, statement)
             if refused is not None:
@@ -304,6 +316,9 @@ class Masking:
                 "masked columns",
                 "The planner computes such a function's value and the plan prints it (a constant in a "
                 "filter, or an output with VERBOSE). EXPLAIN the statement without the function.")
+        refused = self._carried(rules, statement, lineages)
+        if refused is not None:
+            return refused
         keeps = _keeps(statement.kinds, analysis, catalog)
         # (a write: its triggers run; a PREPARE is judged at its EXECUTE, with its body)
         unseen = bool(statement.writes) and "prepare" not in statement.kinds \
@@ -431,6 +446,35 @@ class Masking:
             "trigger, a rule or a policy on it could make the masked values readable. Ask an operator "
             "to run schema changes of masked tables outside this identity.")
 
+    @staticmethod
+    def _reorders(rules: SessionRules, statement: Statement) -> Verdict | None:
+        """CLUSTER of a table holding masked columns, or of every table clustered before (no table
+        named), in a session with column rules: it rewrites the table in the order of an index,
+        which may be on a masked column, and a plain ``SELECT id FROM users`` then returns the rows
+        in that order (red team eleven: ``CLUSTER users USING users_ssn``, a probe row the agent
+        wrote with ``ssn = '5'``, then the ids' order told whether each SSN sorts before '5')."""
+        from pglast.parser import ParseError
+
+        from pgwarden.sql.lexer import parse_tree
+
+        try:
+            lexer = statement.context.lexer if statement.context is not None else None
+            tree = parse_tree(statement.sql, lexer) if lexer is not None else parse_tree(statement.sql)
+            clusters = [raw["stmt"]["ClusterStmt"] for raw in tree.get("stmts", []) if "ClusterStmt" in raw["stmt"]]
+        except (ParseError, KeyError, AttributeError, TypeError):
+            clusters = [{}]
+        if not clusters:
+            return None
+        globs = rules.masked_tables()
+        masked = sorted(t for t in statement.tables if any(fnmatch.fnmatchcase(t, g) for g in globs))
+        if not masked and all(c.get("relation") for c in clusters):
+            return None
+        return _refused_by(_owning_rule(rules, masked),
+            f"CLUSTER of {masked[0] if masked else 'every clustered table'}, in a session with masked columns",
+            "CLUSTER puts a table's rows in the order of an index, which may be on a masked column: the "
+            "order plain reads return them in would then tell how the masked values compare. Ask an operator "
+            "to run it outside this identity.")
+
     @classmethod
     def _code_on_tables(cls, rules: SessionRules, statement: Statement) -> Verdict | None:
         """DDL that attaches code to a table (`hidden_code.stored_code`) in a session with column rules:
@@ -464,6 +508,54 @@ class Masking:
             return True
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in statement.tables for g in tables)
+
+    def _carried(self, rules: SessionRules, statement: Statement, lineages) -> Verdict | None:
+        """A write that fires code of the schema's own which reads a table holding masked columns
+        and may put what it reads into rows: a BEFORE row trigger (``NEW.memo := (SELECT ssn FROM
+        users ...)``: the row stored holds the SSN, read back by RETURNING or a later SELECT), a
+        trigger that writes tables (an audit table), an INSTEAD OF row trigger under RETURNING
+        (red team eleven). Lineage does not follow trigger bodies; the catalog says which
+        triggers a write fires and the analysis which tables their bodies read: refused."""
+        if not statement.writes:
+            return None
+        analysis = statement.analysis
+        found = set(getattr(analysis, "carried_tables", ()))
+        if any(lineage.outputs for lineage in lineages):  # RETURNING
+            found |= getattr(analysis, "returned_tables", frozenset())
+        globs = rules.masked_tables()
+        masked = sorted(t for t in found if any(fnmatch.fnmatchcase(t, g) for g in globs))
+        if not masked:
+            return None
+        return _refused_by(_owning_rule(rules, masked),
+            f"a write whose triggers read {', '.join(masked)}, which holds masked columns, and may store "
+            "or return what they read",
+            "A trigger of the schema's own (a BEFORE or INSTEAD OF row trigger, or one that writes a table) "
+            "could copy masked values into rows read back unmasked. Ask an operator to run such writes "
+            "outside this identity, or to mask the columns the trigger fills.")
+
+    def _copy_server_side(self, rules: SessionRules, statement: Statement, lineages) -> Verdict | None:
+        """COPY to or from a server file or program (red team eleven: ``COPY users TO
+        '/tmp/f'`` then ``COPY mine FROM '/tmp/f'`` gave the agent's table the SSNs in clear). TO:
+        refused when it may read masked columns (the file keeps them unmasked). FROM: refused in
+        every masking session, as the file may hold any column's value (an export, the server's
+        log, a data file: `pg_read_file` is masked whole for the same reason) and the rows it
+        stores are read back as they are."""
+        lexer = statement.context.lexer if statement.context is not None else None
+        seen = False
+        for index, lineage in enumerate(lineages):
+            options = copy_options(statement.sql, index, lexer)
+            if options is None or not options.get("server_side"):
+                continue
+            seen = True
+            if options.get("from") or self._may_touch(rules, statement, [lineage]):
+                break
+        else:
+            if seen:
+                return None  # (not found: refused, as it cannot be told which it is)
+        return _refused_by(self._table_rule(rules, statement),
+            "COPY to or from a server file or program, in a session with masked columns",
+            "A server file keeps what COPY writes to it unmasked, and may hold any value COPY "
+            "reads from it into a table. Use COPY ... TO STDOUT (masked) or FROM STDIN.")
 
     @staticmethod
     def _table_rule(rules: SessionRules, statement: Statement) -> MaskRule:
@@ -645,7 +737,7 @@ class Masking:
         tables = rules.masked_tables()
         return self._may_touch(rules, statement, lineages) or any(
             fnmatch.fnmatchcase(t, g) for t in writes for g in tables) or self._reaches_unseen(
-            rules, statement, lineages)
+            rules, statement, lineages) or _maintains_all(statement)
 
     @staticmethod
     def _reaches_unseen(rules: SessionRules, statement: Statement, lineages, events: bool = True) -> bool:
@@ -714,6 +806,18 @@ def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn,
         return strategy(value, family, fmt)
 
     return masker
+
+
+def _maintains_all(statement: Statement) -> bool:
+    """Whether the statement is maintenance of every table (``ANALYZE``, ``VACUUM ANALYZE``,
+    ``REINDEX DATABASE``: none named), which computes the expressions stored with the masked
+    tables too (their indexes', their extended statistics'), and what fails there quotes the value
+    (red team eleven: bare ``ANALYZE`` said ``invalid input syntax for type integer:
+    "7342195.37"`` of a statistics expression ``(salary::text::int)`` on ``users``)."""
+    try:
+        return "maintenance" in statement.kinds and not statement.tables
+    except Exception:  # noqa: BLE001 - cannot tell: as if it did
+        return True
 
 
 def _event_trigger_code(catalog) -> bool:

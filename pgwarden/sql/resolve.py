@@ -961,7 +961,10 @@ class _Resolver:
                 # a row trigger whose returned row is stored (BEFORE) or returned (INSTEAD OF):
                 # `NEW.memo := (SELECT ssn FROM users ...)` (red team eleven)
                 found = self._fired_reads(target)
-                nested.append(Analysis(frozenset(), **{"carried_tables" if kind == "B" else "returned_tables": found}))
+                if kind == "B":
+                    nested.append(Analysis(frozenset(), carried_tables=found))
+                else:
+                    nested.append(Analysis(frozenset(), returned_tables=found))
             elif kind == "T" and written and self._may_write(target):
                 # (its 't' row fires it: this one says it may run at the commit, after the count)
                 self._deferred_writes = True

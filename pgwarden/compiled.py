@@ -63,6 +63,7 @@ CYTHON_MODULES: tuple[str, ...] = (
     "pgwarden.rawio",
     "pgwarden.wire.scanning",
     "pgwarden.sealing",
+    "pgwarden.stamp",
 )
 
 PURE_ENV = "PGWARDEN_PURE_PYTHON"

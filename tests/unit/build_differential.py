@@ -28,6 +28,7 @@ from pgwarden.relay.counting import CountRows
 from pgwarden.relay.engine import ALLOW, PENDING, Relay
 from pgwarden.sql.cache import StatementCache
 from pgwarden.sql.template import fits_template, numeric_template, signs_precede_numbers, template_parts
+from pgwarden.stamp import format_ns
 from pgwarden.verdict import Refusal
 from pgwarden.wire import messages as m
 from pgwarden.wire.framing import MessageFramer
@@ -270,7 +271,8 @@ def records(rng: random.Random, count: int, out: Callable[[object], None]) -> No
     out([head, [line.decode() for line in lines]])
     for _ in range(count):
         now = rng.uniform(0, 4_000_000_000)
-        out([now, timestamp(now)])
+        ns = rng.randrange(0, 4_000_000_000 * 10**9)
+        out([now, timestamp(now), ns, format_ns(ns)])
 
 
 PARTS = {"statements": statements, "relay": relay, "framing": framing, "records": records}

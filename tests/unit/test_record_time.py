@@ -27,3 +27,31 @@ def test_now_is_written_in_rfc_3339_with_six_digits():
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", ts)
     at = datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
     assert before - 1e-6 <= at <= after
+
+
+def test_now_of_the_compiled_build_is_the_stamp_of_an_instant_between_two_clock_reads():
+    # `pgwarden.stamp.now`, compiled, reads clock_gettime(2) itself and writes the digits in C;
+    # whatever it writes must be `format_ns` of an instant between the reads around it, across a
+    # change of second too (its text up to the seconds is kept from one stamp to the next).
+    from pgwarden.stamp import format_ns, now
+
+    first = time.time_ns()
+    seconds = set()
+    while len(seconds) < 2:  # until a second has changed (at most ~1 s)
+        before = time.time_ns()
+        stamp = now()
+        after = time.time_ns()
+        assert format_ns(before) <= stamp <= format_ns(after), (before, stamp, after)
+        seconds.add(stamp[:19])
+        if after - first > 3 * 10**9:
+            break
+    assert len(seconds) >= 2
+
+
+@given(st.integers(min_value=0, max_value=4_102_444_800 * 10**9))
+def test_format_ns_writes_what_datetime_writes(ns):
+    from pgwarden.stamp import format_ns
+
+    second, rest = divmod(ns, 10**9)
+    expected = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{rest // 1000:06d}Z"
+    assert format_ns(ns) == expected

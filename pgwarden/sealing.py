@@ -121,7 +121,11 @@ def lines_for(bodies: list[bytes], prev: str, out: list[bytes]) -> str:
     order; returns the last hash. A line is the record with ``"prev"`` (the hash before it) and
     ``"hash"`` (SHA-256 of the record with its ``"prev"``) added as its last two keys."""
     if cython.compiled:
-        if NATIVE and all(type(body) is bytes and len(body) >= 2 for body in bodies):
+        fits = NATIVE
+        for body in bodies:  # (a loop: ``all()`` of a generator made a generator object per call)
+            if type(body) is not bytes or len(body) < 2:
+                fits = False
+        if fits:
             head_bytes = prev.encode()
             head = cython.declare(cython.p_char, PyBytes_AS_STRING(head_bytes))
             h = cython.declare(cython.Py_ssize_t, len(head_bytes))

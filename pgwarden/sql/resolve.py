@@ -275,12 +275,31 @@ class _Resolver:
             deallocates=syntax.deallocates,
             read_write=syntax.read_write or any(inner.read_write for inner in nested),
             prepares_unseen=self._body_prepares or "unknown" in kinds,
-            uncounted=syntax.uncounted or self._body_uncounted or any(inner.uncounted for inner in nested),
+            uncounted=syntax.uncounted or self._body_uncounted or any(inner.uncounted for inner in nested)
+            or self._rewrites(syntax),
             after_count=syntax.after_count or self._body_after_count or self._deferred_writes
             or any(inner.after_count for inner in nested),
             foreign=self._foreign(tables),
             fired_tables=frozenset(fired),
         )
+
+    def _rewrites(self, syntax: Syntax) -> bool:
+        """Whether a column ADD COLUMN adds has a default the server computes again for every row
+        (a volatile function, by the catalog's pg_proc.provolatile; one it does not know, or an
+        operator's, counts as volatile): the table is rewritten, every row written uncounted."""
+        for call in syntax.rewrite_calls:
+            if call.how == "operator":
+                operators = [o for o in self.catalog.operators_named(call.name)
+                             if (o.schema == call.schema if call.schema is not None
+                                 else self.uncertain or o.schema in self.schemas)]
+                fns = [self.catalog.function(o.function) for o in operators]
+            else:
+                fns = list(self._candidates(call))
+            if not fns or any(fn is None or fn.volatility == "v" for fn in fns):
+                if call.how == "attribute" and not fns:
+                    continue  # a column reference, not a call
+                return True
+        return False
 
     def _foreign(self, tables: set[str]) -> frozenset[str]:
         """The foreign tables (relkind f) among ``tables``."""
@@ -559,6 +578,7 @@ class _Resolver:
         if fn is None:
             kinds.add("unknown")
             return
+        self._unseen_settings(fn)
         found = self.function_kinds(fn)
         if found:
             kinds |= found
@@ -658,6 +678,7 @@ class _Resolver:
                     if part is None:
                         found.add("unknown")
                         continue
+                    self._unseen_settings(part)
                     found |= self.function_kinds(part)
                     tables |= self._body_tables.get(oid, frozenset())
                     writes |= self._body_writes.get(oid, frozenset())
@@ -678,6 +699,17 @@ class _Resolver:
         if "prepare" in result:
             self._body_prepares = True
         return result
+
+    def _unseen_settings(self, fn: FunctionFacts) -> None:
+        """``set_config`` run where the text shows neither its name nor its value: a view's
+        definition, a column's default, a CHECK, a policy's expression, a trigger's WHEN, an
+        aggregate's transition function. Which setting it changes is not known: any, to a value
+        known at run time, for the guards (red team eleven: a view computing `set_config(
+        'track_counts', 'off', false), f(), set_config('track_counts', 'on', false)` wrote f()'s
+        rows uncounted under `rows_written`; one renaming the session and naming it back in one
+        row escaped the relay's ParameterStatus check) and for the search_path."""
+        if fn.builtin and fn.name == "set_config":
+            self._reached += [("*", COMPUTED), ("search_path", COMPUTED)]
 
     def _body_effects(self, oid: int, tables: frozenset[str]) -> Analysis:
         """What a function's body reads and does to tables, counted for the statement that runs it."""
@@ -796,7 +828,7 @@ class _Resolver:
                         for below in self._names(self.catalog.descendants(facts.oid)):
                             indirect |= {("delete", below), ("insert", below)}
                     if facts.kind in ("v", "m"):
-                        self._view(facts, tables, kinds, functions, seen_views)
+                        self._view(facts, tables, kinds, functions, seen_views, nested)
                     if facts.kind == "t":  # a TOAST relation: its chunks are its owner's values
                         tables |= self._names(target for kind, target in facts.effects if kind == "o")
                     if rel.written and storing:
@@ -1059,6 +1091,7 @@ class _Resolver:
         if fn is None:
             kinds.add("unknown")
             return
+        self._unseen_settings(fn)
         found = self.function_kinds(fn)
         if fn.builtin and value:
             found = found - {"side_effect"}
@@ -1073,7 +1106,7 @@ class _Resolver:
             nested.append(attrs.evolve(self._body_effects(fn.oid, body_tables), fired_tables=body_tables))
 
     def _view(self, view: RelationFacts, tables: set[str], kinds: set[str], functions: set[str],
-              seen: set[int]) -> None:
+              seen: set[int], nested: list) -> None:
         if view.oid in seen:
             return
         seen.add(view.oid)
@@ -1082,6 +1115,11 @@ class _Resolver:
             self._runs(oid, kinds, functions, read, named=False)
         for inner in read:  # and what those functions' bodies read
             tables |= inner.tables
+            # ... and write: the statement writes it, for `rows_written` (a system catalog the
+            # count does not see) and for `where: absent` (red team eleven: `SELECT * FROM v`
+            # over a function whose body deletes every row passed a rule refusing `SELECT f()`)
+            if inner.writes or inner.has_where is not None or inner.indirect_writes:
+                nested.append(attrs.evolve(inner, tables=frozenset(), fired_tables=frozenset()))
         for oid in view.relations:
             rel = self.catalog.relation(oid)
             if rel is None or rel.oid == view.oid:
@@ -1093,7 +1131,7 @@ class _Resolver:
                 # read over one, pg_roles and pg_stats, show what PUBLIC may see)
                 kinds.add("system")
             if rel.kind in ("v", "m"):
-                self._view(rel, tables, kinds, functions, seen)
+                self._view(rel, tables, kinds, functions, seen, nested)
 
     def _filters(self, check: WhereCheck) -> bool:
         """A write's condition judged with its table's columns (`WhereCheck`): it filters only if
@@ -1133,7 +1171,7 @@ class _Resolver:
     # ------------------------------------------------------------------ settings
 
     def _settings(self, syntax: Syntax, kinds: set[str]) -> None:
-        for name, value in syntax.settings:
+        for name, value in syntax.settings + syntax.stored_settings:
             kinds |= self._setting_kinds(name, value)
 
     def _setting_kinds(self, name: str, value: str | None) -> set[str]:

@@ -53,6 +53,7 @@ class CatalogRows:
     schemas: tuple[tuple, ...] = ()
     keywords: tuple[tuple, ...] = ()
     session: tuple[tuple, ...] = ()
+    event_triggers: tuple[tuple, ...] = ()
 
     def by_kind(self) -> dict[str, tuple[tuple, ...]]:
         return {kind: getattr(self, kind) for kind in KINDS}
@@ -333,6 +334,7 @@ def build_catalog(
         schemas=(name for (name,) in rows.schemas),
         keywords=(word for (word,) in rows.keywords),
         session_defaults={name: value for name, value in rows.session},
+        event_triggers=(function for (function,) in rows.event_triggers),
         server_version=rows.server_version,
         source=source,
         complete=complete,

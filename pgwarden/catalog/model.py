@@ -255,6 +255,7 @@ class Catalog:
         schemas: Iterable[str] = (),
         keywords: Iterable[str] = (),
         session_defaults: dict[str, str] | None = None,
+        event_triggers: Iterable[int] = (),
         server_version: int = 0,
         source: str = "empty",
         complete: bool = False,
@@ -277,6 +278,8 @@ class Catalog:
         #: what a new session of the upstream role starts with (search_path), as the server says
         #: (empty: not known, as in the snapshot: the default assumed)
         self.session_defaults: dict[str, str] = dict(session_defaults or {})
+        #: the functions of the enabled event triggers (pg_proc OIDs), which DDL runs
+        self.event_triggers: tuple[int, ...] = tuple(event_triggers)
         self.server_version = server_version
         self.source = source
         self.complete = complete

@@ -587,6 +587,8 @@ class _Walker:
             if name == "DiscardStmt" and f.get("target") == "DISCARD_ALL":
                 self.deallocates.append("*")
             self._settings(name, f)
+        elif name == "CreateForeignTableStmt":
+            self._foreign_table_options(f.get("options"))
         elif name in ("AlterDatabaseSetStmt", "AlterRoleSetStmt"):
             # what the sessions that start later will start with, pgwarden's own next ones among
             # them (red team eleven: `ALTER DATABASE d SET session_replication_role = replica`, a
@@ -1239,7 +1241,27 @@ class _Walker:
         if isinstance(type_name, dict) and type_name.get("typmods"):  # (10, 2): expressions too
             self.expr(type_name["typmods"], scope)
 
+    def _foreign_table_options(self, options: Any) -> None:
+        """A foreign table's ``program`` or ``filename`` option (file_fdw's): every read of the table
+        runs the program or reads the server file. Made or changed now, judged now as what it
+        arms (red team eleven: `CREATE FOREIGN TABLE t (...) SERVER files OPTIONS (program '...');
+        SELECT * FROM t`, in one string or one transaction, ran the program before the catalog
+        showed the table); whichever wrapper the server is of, none but file_fdw has them."""
+        node = _node(options)
+        items = node[1].get("items", []) if node is not None and node[0] == "List" else options or []
+        for item in items:
+            o = _node(item)
+            if o is None or o[0] != "DefElem" or o[1].get("defaction") == "DEFELEM_DROP":
+                continue
+            option = (o[1].get("defname") or "").lower()
+            if option == "program":
+                self.kinds.add("copy_program")
+            elif option == "filename":
+                self.kinds.add("server_files")
+
     def _alter_table_cmd(self, f: dict, scope: tuple) -> None:
+        if f.get("subtype") == "AT_GenericOptions":  # ALTER FOREIGN TABLE ... OPTIONS (...)
+            self._foreign_table_options(f.get("def"))
         if f.get("subtype") in ("AT_AlterColumnType", "AT_DropColumn"):
             self.uncounted = True  # every row's value computed again, or dropped: no row counted
         if f.get("subtype") in ("AT_AddColumn", "AT_AlterColumnType"):

@@ -15,7 +15,16 @@ Found (each closed, its case below; the server's state read on a direct connecti
   REPLICA) armed the owner's disabled event trigger, whose function then deleted 5 rows at the
   agent's next `CREATE TABLE`, uncounted (round nine refused arming one by CREATE EVENT TRIGGER).
   The text does not name the function it arms: it is now `unknown` and leaves work for after the
-  count (`Syntax.after_count`).
+  count (`Syntax.after_count`). And an event trigger the owner armed ran its function (5 rows
+  deleted) at the agent's `CREATE TABLE`, `COMMENT ON`, `GRANT` (round ten's known limit): the
+  catalog now reads the enabled event triggers' functions (pg_event_trigger, `Catalog.event_triggers`),
+  and any DDL or GRANT while one may write leaves writes after the count (`_Resolver._event_triggers`).
+* **An index's operator class**: a btree operator class of the database's own whose comparison
+  function deleted secret.things ran at `INSERT INTO public.rt11_oc VALUES (3)`, at an index scan
+  (`SELECT ... WHERE a = 1`) and at an UPDATE, under a policy refusing writes of secret.*: the text
+  names no function. The catalog's `x` effects (what any statement naming the table runs) now
+  carry the functions of the database's own in its indexes' operator families (support functions,
+  operators' functions: `queries.EFFECTS`).
 * **A view's function's writes**: reading a view runs the functions its definition calls, judged
   by their kinds, but what their bodies wrote was dropped (only what they read was kept):
   `SELECT * FROM public.purging` (a view over a function deleting every row of public.things)
@@ -31,6 +40,14 @@ Found (each closed, its case below; the server's state read on a direct connecti
   within one row escaped the relay's ParameterStatus check (`pg_stat_activity` showed the other
   name meanwhile). Such a call now changes a setting named at run time (`("*", COMPUTED)`, the
   search_path too): refused by the guards (`set_config with a setting name computed at run time`).
+* **A foreign table made and read before the catalog shows it**: `BEGIN; CREATE FOREIGN TABLE
+  public.rt11_ft (line text) SERVER files OPTIONS (program '...')`, then `SELECT * FROM
+  public.rt11_ft`, ran the program (its output came back) under a policy refusing `copy_program`
+  and allowing DDL, and `OPTIONS (filename '/etc/hostname')` sent the file's lines under one
+  refusing `server_files`; so did the one-string form. The table was known by name only (a
+  relation made in the open transaction has no effects yet). A foreign table's `program` and
+  `filename` options, made or changed (`CREATE FOREIGN TABLE`, `ALTER FOREIGN TABLE ... OPTIONS`),
+  are now judged when set: `copy_program`, `server_files`.
 * **Settings kept for the next session**: `ALTER DATABASE hostile SET session_replication_role =
   replica` is DDL; under a policy that allows DDL and blocks `system`, it passed, and the agent's
   next session ran with every trigger off (an audit trigger's row not written). A setting ALTER
@@ -45,8 +62,13 @@ the statement wrote 5 rows); CREATE TABLE AS, SELECT INTO, CREATE MATERIALIZED V
 ALTER COLUMN ... TYPE ... USING, in a DO block too, and ALTER TYPE ... DROP / ALTER ATTRIBUTE ...
 CASCADE (uncounted); `set_config('track_counts', ...)` in SQL handed to `query_to_xml`; a database
 whose sessions start with `track_counts = off` (the count refuses) or `standard_conforming_strings =
-off` (read that way) or a search_path of `secret` (followed). Also seen: the FunctionCall message
-(refused whatever the policy, `test_protocol.py`).
+off` (read that way) or a search_path of `secret` (followed); `COPY (DELETE ... RETURNING) TO STDOUT`
+(counted, its rows held). Also seen: the FunctionCall message (refused whatever the policy).
+
+False refusals noticed (kept, fail closed): under `rows_written`, every DDL while an enabled event
+trigger's function may write, whether or not its tag filter matches (`ALTER EVENT TRIGGER ...
+DISABLE` included); `ALTER TABLE ... ADD COLUMN z serial` is `unknown` (the analysis knows no type
+`serial`), as before this round.
 """
 
 from __future__ import annotations
@@ -216,11 +238,128 @@ def test_enabling_an_event_trigger_is_refused_under_rows_written(hostile, disabl
     sql = f"ALTER EVENT TRIGGER rt11_et {how}"
     enable, ddl = _run(hostile, "capped", protocol, sql, "CREATE TABLE public.rt11_x (a int)")
     assert_refused(enable, sql)
-    assert not errors(ddl), ddl
+    assert not errors(ddl), ddl  # (a disabled event trigger runs nothing)
     assert _one(disabled_event_trigger.conn, "SELECT evtenabled FROM pg_event_trigger WHERE evtname = 'rt11_et'") == "D"
     assert _one(disabled_event_trigger.conn, THINGS) == 5
     (answer,) = _run(hostile, "capped", protocol, "ALTER EVENT TRIGGER rt11_et DISABLE")
     assert not errors(answer), answer
+
+
+@pytest.fixture
+def armed_event_trigger(hostile, server):
+    _made(hostile, server, *EVENT_TRIGGER[:3])
+    yield server
+    server.conn.execute("DROP EVENT TRIGGER IF EXISTS rt11_et; DROP TABLE IF EXISTS public.rt11_x; "
+                        "DROP FUNCTION IF EXISTS public.rt11_evt()")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ["CREATE TABLE public.rt11_x (a int)", "COMMENT ON TABLE public.plain_t IS 'x'",
+                                 "GRANT SELECT ON public.plain_t TO PUBLIC"])
+def test_ddl_under_an_event_trigger_that_writes_is_refused_under_rows_written(hostile, armed_event_trigger,
+                                                                              protocol, sql):
+    # (the owner's event trigger, enabled: its function deleted public.things' 5 rows at the agent's
+    # DDL, which no count sees; round ten's known limit)
+    (answer,) = _run(hostile, "capped", protocol, sql)
+    assert_refused(answer, sql)
+    assert "after the count" in errors(answer)[0].message
+    assert _one(armed_event_trigger.conn, THINGS) == 5
+    assert _one(armed_event_trigger.conn, "SELECT to_regclass('public.rt11_x') IS NULL")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_ddl_without_an_event_trigger_still_runs_under_rows_written(hostile, server, protocol):
+    server.reset()
+    read_catalog_again(hostile, "no event trigger")
+    try:
+        (answer,) = _run(hostile, "capped", protocol, "CREATE TABLE public.rt11_x (a int)")
+        assert not errors(answer), answer
+    finally:
+        server.conn.execute("DROP TABLE IF EXISTS public.rt11_x")
+
+
+# ---------------------------------------------------------------------- an index's operator class
+
+OPERATOR_CLASS = [
+    "DROP TABLE IF EXISTS public.rt11_oc",
+    "DROP OPERATOR FAMILY IF EXISTS public.rt11_ops USING btree CASCADE",
+    "CREATE OR REPLACE FUNCTION public.rt11_cmp(int, int) RETURNS int LANGUAGE plpgsql "
+    "AS $$ BEGIN DELETE FROM secret.things; RETURN btint4cmp($1, $2); END $$",
+    "CREATE OPERATOR CLASS public.rt11_ops FOR TYPE int USING btree AS OPERATOR 1 <, OPERATOR 2 <=, "
+    "OPERATOR 3 =, OPERATOR 4 >=, OPERATOR 5 >, FUNCTION 1 public.rt11_cmp(int, int)",
+    "CREATE TABLE public.rt11_oc (a int)",
+    "CREATE INDEX rt11_oc_i ON public.rt11_oc (a public.rt11_ops)",
+    "INSERT INTO public.rt11_oc VALUES (1), (2)",
+    "DELETE FROM secret.things",
+    "INSERT INTO secret.things SELECT g, 1000 + g FROM generate_series(1, 3) g",
+]
+SECRET = "SELECT count(*) FROM secret.things"
+
+
+@pytest.fixture
+def operator_class(hostile, server):
+    _made(hostile, server, *OPERATOR_CLASS)
+    yield server
+    server.conn.execute("DROP TABLE IF EXISTS public.rt11_oc; "
+                        "DROP OPERATOR FAMILY IF EXISTS public.rt11_ops USING btree CASCADE; "
+                        "DROP FUNCTION IF EXISTS public.rt11_cmp(int, int)")
+    server.reset()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ["INSERT INTO public.rt11_oc VALUES (3)", "SELECT * FROM public.rt11_oc WHERE a = 1",
+                                 "UPDATE public.rt11_oc SET a = 4 WHERE a = 2"])
+def test_an_index_operator_class_function_runs_for_the_statement(hostile, operator_class, protocol, sql):
+    # (policy "design": the btree's comparison function, of the database's own, ran at the INSERT
+    # (and the index scan) and deleted secret.things' rows; the text names no function)
+    assert _one(operator_class.conn, SECRET) == 3
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    assert _one(operator_class.conn, SECRET) == 3
+
+
+# ---------------------------------------------------------------------- a foreign table made and read at once
+
+@pytest.fixture
+def no_foreign_table(server):
+    server.reset()
+    yield server
+    server.conn.execute("DROP FOREIGN TABLE IF EXISTS public.rt11_ft")
+    server.reset()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("option", ["program 'touch {marker}; echo hi'", "filename '/etc/hostname'"],
+                         ids=["program", "filename"])
+def test_a_foreign_table_made_in_a_transaction_and_read(hostile, no_foreign_table, protocol, option):
+    # (policy "migrators": DDL allowed, `copy_program` and `server_files` refused; file_fdw's
+    # `files` server exists. The table, unknown to the catalog until the commit, was read: the
+    # program ran ("hi" came back), the file's lines were sent)
+    create = ("CREATE FOREIGN TABLE public.rt11_ft (line text) SERVER files OPTIONS ("
+              + option.format(marker=test_hostile.MARKER) + ")")
+    _, made, read, _ = _run(hostile, "migrators", protocol, "BEGIN", create, "SELECT * FROM public.rt11_ft",
+                            "ROLLBACK")
+    assert_refused(made, create)
+    assert errors(read) and not _rows(read), read
+    assert not no_foreign_table.state()["marker_file"]
+
+
+@pytest.mark.parametrize("option", ["program 'touch {marker}; echo hi'", "filename '/etc/hostname'"],
+                         ids=["program", "filename"])
+def test_a_foreign_table_made_and_read_in_one_string(hostile, no_foreign_table, option):
+    sql = ("CREATE FOREIGN TABLE public.rt11_ft (line text) SERVER files OPTIONS ("
+           + option.format(marker=test_hostile.MARKER) + "); SELECT * FROM public.rt11_ft")
+    (answer,) = _run(hostile, "migrators", "simple", sql)
+    assert_refused(answer, sql)
+    assert not no_foreign_table.state()["marker_file"]
+    assert _one(no_foreign_table.conn, "SELECT to_regclass('public.rt11_ft') IS NULL")
+
+
+@pytest.mark.parametrize("sql", ["ALTER FOREIGN TABLE public.host_file OPTIONS (DROP filename, ADD program 'id')",
+                                 "ALTER FOREIGN TABLE public.host_file OPTIONS (SET filename '/etc/passwd')",
+                                 "CREATE FOREIGN TABLE t (line text) SERVER files OPTIONS (program 'id')"])
+def test_arming_a_program_or_a_file_is_what_it_arms(sql):
+    assert analyze_sql(sql).kinds & {"copy_program", "server_files"}
 
 
 # ---------------------------------------------------------------------- a view's function's writes
@@ -434,6 +573,7 @@ def typed_table(hostile, server):
     "SELECT g INTO public.rt11_big FROM generate_series(1, 100) g",
     "SELECT query_to_xml('SELECT set_config(''track_counts'', ''off'', false), public.rt11_del(), "
     "set_config(''track_counts'', ''on'', false)', true, true, '')",
+    "COPY (DELETE FROM public.things WHERE id > 0 RETURNING *) TO STDOUT",
 ])
 def test_controls_stay_refused_under_rows_written(hostile, typed_table, protocol, sql):
     typed_table.conn.execute(DELETER)
@@ -455,3 +595,29 @@ def test_a_database_whose_sessions_keep_no_count_refuses_the_write(hostile, data
     assert _rows(shown) == [(b"off",)]
     assert_refused(answer, "DELETE FROM public.things WHERE id > 0")
     assert _one(database_settings.conn, THINGS) == 5
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_stats_fetch_consistency_does_not_freeze_the_count(hostile, server, protocol):
+    # (the count reads the backend's pending counts, which a stats snapshot does not cache)
+    server.reset()
+    setting, answer = _run(hostile, "capped", protocol, "SET stats_fetch_consistency = snapshot",
+                           "DELETE FROM public.things WHERE id > 0")
+    assert not errors(setting), setting
+    assert "more than the 2 allowed" in errors(answer)[0].message, answer
+    assert _one(server.conn, THINGS) == 5
+
+
+@pytest.fixture
+def reading_aggregate(hostile, server):
+    _made(hostile, server, "CREATE OR REPLACE AGGREGATE public.rt11_rd(text) "
+          "(SFUNC = textcat, STYPE = text, FINALFUNC = pg_read_file, INITCOND = '')")
+    yield server
+    server.conn.execute("DROP AGGREGATE IF EXISTS public.rt11_rd(text)")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_aggregate_whose_final_function_reads_a_file(hostile, reading_aggregate, protocol):
+    sql = "SELECT public.rt11_rd('/etc/hostname')"
+    (answer,) = _run(hostile, "bodies", protocol, sql)
+    assert_refused(answer, sql)

@@ -19,6 +19,9 @@ Found (each closed, its case below; the server's state read on a direct connecti
   deleted) at the agent's `CREATE TABLE`, `COMMENT ON`, `GRANT` (round ten's known limit): the
   catalog now reads the enabled event triggers' functions (pg_event_trigger, `Catalog.event_triggers`),
   and any DDL or GRANT while one may write leaves writes after the count (`_Resolver._event_triggers`).
+  Outside the limit too: the owner's event trigger deleting secret.things ran at the agent's `CREATE
+  TABLE` under a policy refusing secret.* (an INSERT into a table whose trigger does so is refused);
+  DDL now runs the enabled event triggers' functions as a write runs its table's triggers.
 * **An index's operator class**: a btree operator class of the database's own whose comparison
   function deleted secret.things ran at `INSERT INTO public.rt11_oc VALUES (3)`, at an index scan
   (`SELECT ... WHERE a = 1`) and at an UPDATE, under a policy refusing writes of secret.*: the text
@@ -276,6 +279,43 @@ def test_ddl_without_an_event_trigger_still_runs_under_rows_written(hostile, ser
         assert not errors(answer), answer
     finally:
         server.conn.execute("DROP TABLE IF EXISTS public.rt11_x")
+
+
+SECRET_EVENT_TRIGGER = [
+    "DROP EVENT TRIGGER IF EXISTS rt11_et",
+    "CREATE OR REPLACE FUNCTION public.rt11_evt() RETURNS event_trigger LANGUAGE plpgsql "
+    "AS $$ BEGIN DELETE FROM secret.things WHERE id > 0; END $$",
+    "CREATE EVENT TRIGGER rt11_et ON ddl_command_end EXECUTE FUNCTION public.rt11_evt()",
+]
+
+
+@pytest.fixture
+def secret_event_trigger(request, hostile, server):
+    _made(hostile, server, *SECRET_EVENT_TRIGGER, *request.param)
+    yield server
+    server.conn.execute("DROP EVENT TRIGGER IF EXISTS rt11_et; DROP TABLE IF EXISTS public.rt11_x; "
+                        "DROP FUNCTION IF EXISTS public.rt11_evt()")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("policy", ["migrators", "truncators"])
+@pytest.mark.parametrize("secret_event_trigger", [()], indirect=True)
+def test_ddl_runs_the_enabled_event_triggers_functions(hostile, secret_event_trigger, protocol, policy):
+    # (policies refusing secret.* and allowing DDL: the owner's event trigger deleted secret.things'
+    # 3 rows at the agent's CREATE TABLE, as an INSERT into a table whose trigger does is refused)
+    sql = "CREATE TABLE public.rt11_x (a int)"
+    (answer,) = _run(hostile, policy, protocol, sql)
+    assert_refused(answer, sql)
+    assert "secret.things" in errors(answer)[0].message
+    assert _one(secret_event_trigger.conn, "SELECT count(*) FROM secret.things") == 3
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("secret_event_trigger", [("ALTER EVENT TRIGGER rt11_et DISABLE",)], indirect=True)
+def test_ddl_under_a_disabled_event_trigger_runs(hostile, secret_event_trigger, protocol):
+    (answer,) = _run(hostile, "migrators", protocol, "CREATE TABLE public.rt11_x (a int)")
+    assert not errors(answer), answer
+    assert _one(secret_event_trigger.conn, "SELECT count(*) FROM secret.things") == 3
 
 
 # ---------------------------------------------------------------------- an index's operator class

@@ -1149,10 +1149,13 @@ class _Resolver:
             if rel is None or rel.oid == view.oid:
                 continue
             tables.add(f"{_schema(rel.schema)}.{rel.name}")
-            if view.oid >= FIRST_NORMAL_OID and ("A", 0) in rel.effects:
+            if ("A", 0) in rel.effects and (view.oid >= FIRST_NORMAL_OID or rel.name == "pg_user_mapping"):
                 # a view of the database's own over a relation PUBLIC may not read (pg_authid):
                 # its owner's privileges read it for the agent (the built-in views PUBLIC may
-                # read over one, pg_roles and pg_stats, show what PUBLIC may see)
+                # read over one, pg_roles and pg_stats, show what PUBLIC may see); and any view
+                # over pg_user_mapping: the built-in ones (pg_user_mappings,
+                # information_schema.user_mapping_options) show a mapping's options, passwords of
+                # foreign servers, to a superuser, as the upstream role may be (red team eleven)
                 kinds.add("system")
             if rel.kind in ("v", "m"):
                 self._view(rel, tables, kinds, functions, seen, nested)

@@ -51,6 +51,11 @@ Found (each closed, its case below; the server's state read on a direct connecti
   relation made in the open transaction has no effects yet). A foreign table's `program` and
   `filename` options, made or changed (`CREATE FOREIGN TABLE`, `ALTER FOREIGN TABLE ... OPTIONS`),
   are now judged when set: `copy_program`, `server_files`.
+* **The built-in views over user mappings**: round ten made reading `pg_user_mapping` and
+  `information_schema._pg_user_mappings` `system`, but `SELECT umoptions FROM pg_user_mappings` and
+  `information_schema.user_mapping_options` still returned `{user=u,password=pw-rt11-secret}` (the
+  server shows a mapping's options to a superuser). A view over pg_user_mapping, built-in or not,
+  is now `system` (`_Resolver._view`).
 * **Settings kept for the next session**: `ALTER DATABASE hostile SET session_replication_role =
   replica` is DDL; under a policy that allows DDL and blocks `system`, it passed, and the agent's
   next session ran with every trigger off (an audit trigger's row not written). A setting ALTER
@@ -499,6 +504,36 @@ def test_a_view_that_renames_the_session_and_names_it_back(hostile, renaming_vie
     answer, shown = _run(hostile, "truncators", protocol, sql, "SHOW application_name")
     assert_refused(answer, sql)
     assert _rows(shown) == [(b"pgwarden:agent-1",)]
+
+
+# ---------------------------------------------------------------------- the built-in views over user mappings
+
+USER_MAPPING = ["DROP SERVER IF EXISTS rt11_srv CASCADE",
+                "CREATE SERVER rt11_srv FOREIGN DATA WRAPPER dblink_fdw OPTIONS (host 'db.example')",
+                "CREATE USER MAPPING FOR PUBLIC SERVER rt11_srv OPTIONS (user 'u', password 'pw-rt11-secret')"]
+
+
+@pytest.fixture
+def user_mapping(hostile, server):
+    _made(hostile, server, *USER_MAPPING)
+    yield server
+    server.conn.execute("DROP SERVER IF EXISTS rt11_srv CASCADE")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ["SELECT umoptions FROM pg_user_mappings",
+                                 "SELECT * FROM information_schema.user_mapping_options",
+                                 "SELECT option_value FROM information_schema.user_mapping_options "
+                                 "WHERE option_name = 'password'"])
+def test_the_built_in_views_over_user_mappings_are_administration(hostile, user_mapping, protocol, sql):
+    # (policy "design": `system` refused; round ten closed pg_user_mapping and
+    # information_schema._pg_user_mappings, but these views show a mapping's options to a superuser:
+    # {user=u,password=pw-rt11-secret} came back)
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    assert "system administration" in errors(answer)[0].message
+    (answer,) = _run(hostile, "design", protocol, "SELECT srvname FROM pg_foreign_server WHERE srvname = 'rt11_srv'")
+    assert _rows(answer) == [(b"rt11_srv",)]
 
 
 # ---------------------------------------------------------------------- settings kept for the next session

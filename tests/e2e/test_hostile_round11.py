@@ -71,7 +71,11 @@ ALTER COLUMN ... TYPE ... USING, in a DO block too, and ALTER TYPE ... DROP / AL
 CASCADE (uncounted); `set_config('track_counts', ...)` in SQL handed to `query_to_xml`; a database
 whose sessions start with `track_counts = off` (the count refuses) or `standard_conforming_strings =
 off` (read that way) or a search_path of `secret` (followed); `COPY (DELETE ... RETURNING) TO STDOUT`
-(counted, its rows held). Also seen: the FunctionCall message (refused whatever the policy).
+(counted, its rows held); `SET stats_fetch_consistency = snapshot` before a write (the count reads
+the pending counts, not the snapshot); an aggregate whose final function is `pg_read_file`. Also
+seen: the FunctionCall message (refused whatever the policy). Not bypasses: `SET
+transform_null_equals = on` then `WHERE NOT (n = NULL)` is `n IS NOT NULL` (the known tautology
+limit); `#variable_conflict use_column` makes `n = id` compare two columns, a data filter either way.
 
 False refusals noticed (kept, fail closed): under `rows_written`, every DDL while an enabled event
 trigger's function may write, whether or not its tag filter matches (`ALTER EVENT TRIGGER ...

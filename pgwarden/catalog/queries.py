@@ -82,6 +82,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "session": ("name", "value"),
     # The functions of the event triggers that are enabled: DDL runs them (red team eleven).
     "event_triggers": ("function",),
+    # One row per (operator class, a function of the database's own its family runs: a support
+    # function, an operator's function): an index built with it runs them (red team eleven).
+    "operator_classes": ("schema", "name", "function"),
 }
 
 # EXECUTE for PUBLIC by the function's initial privileges: those pg_init_privs keeps for objects
@@ -517,6 +520,23 @@ WHERE d.datname = pg_catalog.current_database() AND r.rolname = SESSION_USER"""
 EVENT_TRIGGERS = ("SELECT DISTINCT e.evtfoid::int8 AS function FROM pg_event_trigger AS e"
                   " WHERE e.evtenabled <> 'D' ORDER BY 1")
 
+# The functions of the database's own (extensions' too) each operator class's family runs: support
+# functions (pg_amproc) and operators' functions (pg_amop): an index built with the class runs them.
+OPERATOR_CLASSES = f"""
+SELECT n.nspname AS schema, c.opcname AS name, p.amproc::oid::int8 AS function
+FROM pg_opclass AS c
+JOIN pg_namespace AS n ON n.oid = c.opcnamespace
+JOIN pg_amproc AS p ON p.amprocfamily = c.opcfamily
+WHERE p.amproc::oid >= {FIRST_NORMAL_OID}
+UNION
+SELECT n.nspname, c.opcname, o.oprcode::oid::int8
+FROM pg_opclass AS c
+JOIN pg_namespace AS n ON n.oid = c.opcnamespace
+JOIN pg_amop AS a ON a.amopfamily = c.opcfamily
+JOIN pg_operator AS o ON o.oid = a.amopopr
+WHERE o.oprcode::oid >= {FIRST_NORMAL_OID}
+ORDER BY 1, 2, 3"""
+
 # Whether the catalog changed since the last load, far cheaper than a load: for each catalog
 # table the facts come from, how many rows it has and the sum of their row versions (xmin). DDL
 # writes new row versions (CREATE OR REPLACE VIEW its pg_rewrite row, ALTER TABLE RENAME COLUMN
@@ -527,7 +547,7 @@ EVENT_TRIGGERS = ("SELECT DISTINCT e.evtfoid::int8 AS function FROM pg_event_tri
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
             "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
             "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table", "pg_statistic_ext",
-            "pg_db_role_setting", "pg_amproc", "pg_amop", "pg_event_trigger")
+            "pg_db_role_setting", "pg_amproc", "pg_amop", "pg_event_trigger", "pg_opclass")
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"
     f" AS {table}" for table in _CHANGED)
@@ -572,6 +592,7 @@ def for_version(server_version: int, initdb: bool | None = None) -> dict[str, st
         "keywords": KEYWORDS,
         "session": SESSION,
         "event_triggers": EVENT_TRIGGERS,
+        "operator_classes": OPERATOR_CLASSES,
     }
 
 

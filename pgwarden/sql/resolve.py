@@ -233,6 +233,8 @@ class _Resolver:
         # (DDL runs the event triggers of the database: a function of one that may write leaves
         # writes no count sees)
         event_writes = bool(syntax.kinds & _FIRES_EVENT_TRIGGERS) and self._event_triggers(kinds, functions, nested)
+        for schema, name in syntax.operator_classes:
+            self._operator_class(schema, name, kinds, functions, nested)
         wheres = [] if syntax.has_where is None else [syntax.has_where]
         wheres += [self._filters(check) for check in syntax.where_checks]
         fired: set[str] = set()
@@ -306,6 +308,20 @@ class _Resolver:
                 if not self._body_writes.get(oid):
                     kinds.add("unknown")
         return found
+
+    def _operator_class(self, schema: str | None, name: str, kinds: set[str], functions: set[str],
+                        nested: list) -> None:
+        """An index built with operator class ``name`` runs the functions of the database's own its
+        family holds over every row (`Catalog.operator_classes`), judged by their bodies as an
+        index's expressions are (red team eleven: `CREATE INDEX ... (a public.rt11_ops)`, whose
+        comparison function deleted secret.things). One made in the transaction still open (or
+        earlier in the string) is not in the catalog yet: `unknown`, unless it is pg_catalog's."""
+        found = [function for s, function in self.catalog.operator_classes.get(name, ())
+                 if (s == schema if schema is not None else self.uncertain or s in self.schemas)]
+        for function in found:
+            self._fires(function, True, kinds, functions, nested)
+        if not found and self.stale and schema != "pg_catalog":
+            kinds.add("unknown")
 
     def _rewrites(self, syntax: Syntax) -> bool:
         """Whether a column ADD COLUMN adds has a default the server computes again for every row

@@ -208,6 +208,9 @@ class Syntax:
     # (pgwarden's next upstream sessions among them): judged as a SET of them is, by the resolver
     # (`session_replication_role` is `system`), not as this session's (red team eleven).
     stored_settings: tuple[tuple[str, str | None], ...] = ()
+    # The operator classes an index (or an exclusion constraint) it builds names, as (schema or
+    # None, name): building the index runs their functions over every row (red team eleven).
+    operator_classes: frozenset[tuple[str | None, str]] = frozenset()
 
 
 @attrs.frozen
@@ -424,6 +427,7 @@ class _Walker:
         self.function_settings: list[tuple[str, str | None]] = []
         self.rewrite_calls: set[Call] = set()
         self.stored_settings: list[tuple[str, str | None]] = []
+        self.operator_classes: set[tuple[str | None, str]] = set()
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -455,6 +459,7 @@ class _Walker:
             tuple(dict.fromkeys(self.function_settings)),
             frozenset(self.rewrite_calls),
             tuple(self.stored_settings),
+            frozenset(self.operator_classes),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -480,6 +485,7 @@ class _Walker:
         self.function_settings += other.function_settings
         self.rewrite_calls |= other.rewrite_calls
         self.stored_settings += other.stored_settings
+        self.operator_classes |= other.operator_classes
 
     # ------------------------------------------------------------------ constants
 
@@ -552,6 +558,14 @@ class _Walker:
             also = _ALSO_KINDS[name](f)
             if also:
                 self.kinds.add(also)
+        if name in ("IndexStmt", "AlterTableStmt", "CreateStmt"):
+            # an index element's operator class (`CREATE INDEX ... (a public.my_ops)`, an EXCLUDE
+            # constraint's): its support functions run for every row the index is built over
+            for inner_name, inner in _nodes(f):
+                if inner_name == "IndexElem" and inner.get("opclass"):
+                    parts = _names(inner["opclass"])
+                    if parts:
+                        self.operator_classes.add((parts[-2] if len(parts) > 1 else None, parts[-1]))
         if name == "ExplainStmt":
             if self._explain_analyze(f):  # EXPLAIN ANALYZE runs its statement
                 self.statement(f.get("query"), scope)

@@ -27,7 +27,10 @@ Found (each closed, its case below; the server's state read on a direct connecti
   (`SELECT ... WHERE a = 1`) and at an UPDATE, under a policy refusing writes of secret.*: the text
   names no function. The catalog's `x` effects (what any statement naming the table runs) now
   carry the functions of the database's own in its indexes' operator families (support functions,
-  operators' functions: `queries.EFFECTS`).
+  operators' functions: `queries.EFFECTS`). And `CREATE INDEX ... (a public.rt11_ops)` (an EXCLUDE
+  constraint's too) ran it over the table's rows under a policy allowing DDL: the operator classes'
+  functions are now read too (`Catalog.operator_classes`), and an index element naming one runs
+  them (`Syntax.operator_classes`).
 * **A view's function's writes**: reading a view runs the functions its definition calls, judged
   by their kinds, but what their bodies wrote was dropped (only what they read was kept):
   `SELECT * FROM public.purging` (a view over a function deleting every row of public.things)
@@ -365,6 +368,36 @@ def test_an_index_operator_class_function_runs_for_the_statement(hostile, operat
     (answer,) = _run(hostile, "design", protocol, sql)
     assert_refused(answer, sql)
     assert _one(operator_class.conn, SECRET) == 3
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "CREATE INDEX rt11_oc2_i ON public.rt11_oc2 (a public.rt11_ops)",
+    "CREATE INDEX rt11_oc2_i ON public.rt11_oc2 (a rt11_ops)",
+    "ALTER TABLE public.rt11_oc2 ADD CONSTRAINT rt11_oc2_x EXCLUDE USING btree (a public.rt11_ops WITH =)",
+])
+def test_an_index_built_with_an_operator_class_of_the_databases_own(hostile, operator_class, protocol, sql):
+    # (policy "migrators": DDL allowed, secret.* refused; building the index ran the comparison
+    # function over the rows: secret.things emptied)
+    operator_class.conn.execute("DROP TABLE IF EXISTS public.rt11_oc2; CREATE TABLE public.rt11_oc2 (a int); "
+                                "INSERT INTO public.rt11_oc2 VALUES (1), (2)")
+    read_catalog_again(hostile, "rt11_oc2 made")
+    try:
+        (answer,) = _run(hostile, "migrators", protocol, sql)
+        assert_refused(answer, sql)
+        assert _one(operator_class.conn, SECRET) == 3
+    finally:
+        operator_class.conn.execute("DROP TABLE IF EXISTS public.rt11_oc2")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_index_built_with_a_built_in_operator_class_still_runs(hostile, server, protocol):
+    server.reset()
+    try:
+        (answer,) = _run(hostile, "migrators", protocol, "CREATE INDEX rt11_tp ON public.things ((n::text) text_pattern_ops)")
+        assert not errors(answer), answer
+    finally:
+        server.conn.execute("DROP INDEX IF EXISTS public.rt11_tp")
 
 
 # ---------------------------------------------------------------------- a foreign table made and read at once

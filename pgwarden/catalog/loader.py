@@ -53,6 +53,8 @@ class CatalogRows:
     schemas: tuple[tuple, ...] = ()
     keywords: tuple[tuple, ...] = ()
     session: tuple[tuple, ...] = ()
+    event_triggers: tuple[tuple, ...] = ()
+    operator_classes: tuple[tuple, ...] = ()
 
     def by_kind(self) -> dict[str, tuple[tuple, ...]]:
         return {kind: getattr(self, kind) for kind in KINDS}
@@ -333,6 +335,8 @@ def build_catalog(
         schemas=(name for (name,) in rows.schemas),
         keywords=(word for (word,) in rows.keywords),
         session_defaults={name: value for name, value in rows.session},
+        event_triggers=(function for (function,) in rows.event_triggers),
+        operator_classes=rows.operator_classes,
         server_version=rows.server_version,
         source=source,
         complete=complete,

@@ -257,6 +257,8 @@ class Catalog:
         schemas: Iterable[str] = (),
         keywords: Iterable[str] = (),
         session_defaults: dict[str, str] | None = None,
+        event_triggers: Iterable[int] = (),
+        operator_classes: Iterable[tuple[str, str, int]] = (),
         server_version: int = 0,
         source: str = "empty",
         complete: bool = False,
@@ -279,6 +281,12 @@ class Catalog:
         #: what a new session of the upstream role starts with (search_path), as the server says
         #: (empty: not known, as in the snapshot: the default assumed)
         self.session_defaults: dict[str, str] = dict(session_defaults or {})
+        #: the functions of the enabled event triggers (pg_proc OIDs), which DDL runs
+        self.event_triggers: tuple[int, ...] = tuple(event_triggers)
+        #: operator class name -> (schema, a function of the database's own its family runs)
+        self.operator_classes: dict[str, tuple[tuple[str, int], ...]] = {}
+        for schema, name, function in operator_classes:
+            self.operator_classes[name] = self.operator_classes.get(name, ()) + ((schema, function),)
         self.server_version = server_version
         self.source = source
         self.complete = complete

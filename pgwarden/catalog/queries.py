@@ -80,6 +80,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # What a new session of the upstream role in this database starts with, where the role or the
     # database sets it (ALTER ROLE / DATABASE ... SET search_path), else the server's default.
     "session": ("name", "value"),
+    # The functions of the event triggers that are enabled: DDL runs them (red team eleven).
+    "event_triggers": ("function",),
+    # One row per (operator class, a function of the database's own its family runs: a support
+    # function, an operator's function): an index built with it runs them (red team eleven).
+    "operator_classes": ("schema", "name", "function"),
 }
 
 # EXECUTE for PUBLIC by the function's initial privileges: those pg_init_privs keeps for objects
@@ -343,6 +348,23 @@ SELECT DISTINCT * FROM (
     LEFT JOIN pg_operator AS o ON refs.field IN ({_OPERATORS}) AND o.oid = refs.ref
     WHERE refs.ref <> 0 AND (refs.field NOT IN ({_OPERATORS}) OR o.oprcode <> 0)
     UNION ALL
+    -- the functions of the database's own in its indexes' operator families ('x'): support
+    -- functions (a btree's comparison, a hash index's hash function) and the functions of their
+    -- operators run on every row stored and every scan of the index, named by no statement (red
+    -- team eleven: a btree operator class whose comparison function deleted rows, at an INSERT)
+    SELECT i.indrelid::int8, 'x', p.amproc::oid::int8
+    FROM pg_index AS i, unnest(i.indclass::oid[]) AS k(opclass)
+    JOIN pg_opclass AS c ON c.oid = k.opclass
+    JOIN pg_amproc AS p ON p.amprocfamily = c.opcfamily
+    WHERE p.amproc::oid >= {FIRST_NORMAL_OID}
+    UNION ALL
+    SELECT i.indrelid::int8, 'x', o.oprcode::oid::int8
+    FROM pg_index AS i, unnest(i.indclass::oid[]) AS k(opclass)
+    JOIN pg_opclass AS c ON c.oid = k.opclass
+    JOIN pg_amop AS a ON a.amopfamily = c.opcfamily
+    JOIN pg_operator AS o ON o.oid = a.amopopr
+    WHERE o.oprcode::oid >= {FIRST_NORMAL_OID}
+    UNION ALL
     SELECT ft.ftrelid::int8,
            CASE WHEN EXISTS (SELECT FROM unnest(ft.ftoptions) AS opt WHERE opt LIKE 'program=%') THEN 'X' ELSE 'F' END,
            0
@@ -500,6 +522,27 @@ SELECT 'search_path' AS name, coalesce(
 FROM pg_catalog.pg_database AS d, pg_catalog.pg_roles AS r
 WHERE d.datname = pg_catalog.current_database() AND r.rolname = SESSION_USER"""
 
+# The functions the enabled event triggers run (at DDL, GRANT, ...: ddl_command_start / end, sql_drop,
+# table_rewrite), in any session_replication_role ('O' origin, 'R' replica, 'A' always; 'D' disabled)
+EVENT_TRIGGERS = ("SELECT DISTINCT e.evtfoid::int8 AS function FROM pg_event_trigger AS e"
+                  " WHERE e.evtenabled <> 'D' ORDER BY 1")
+
+# The functions of the database's own (extensions' too) each operator class's family runs: support
+# functions (pg_amproc) and operators' functions (pg_amop): an index built with the class runs them.
+OPERATOR_CLASSES = f"""
+SELECT n.nspname AS schema, c.opcname AS name, p.amproc::oid::int8 AS function
+FROM pg_opclass AS c
+JOIN pg_namespace AS n ON n.oid = c.opcnamespace
+JOIN pg_amproc AS p ON p.amprocfamily = c.opcfamily
+WHERE p.amproc::oid >= {FIRST_NORMAL_OID}
+UNION
+SELECT n.nspname, c.opcname, o.oprcode::oid::int8
+FROM pg_opclass AS c
+JOIN pg_namespace AS n ON n.oid = c.opcnamespace
+JOIN pg_amop AS a ON a.amopfamily = c.opcfamily
+JOIN pg_operator AS o ON o.oid = a.amopopr
+WHERE o.oprcode::oid >= {FIRST_NORMAL_OID}
+ORDER BY 1, 2, 3"""
 
 # Whether the catalog changed since the last load, far cheaper than a load: for each catalog
 # table the facts come from, how many rows it has and the sum of their row versions (xmin). DDL
@@ -511,7 +554,7 @@ WHERE d.datname = pg_catalog.current_database() AND r.rolname = SESSION_USER"""
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
             "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
             "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table", "pg_statistic_ext",
-            "pg_db_role_setting")
+            "pg_db_role_setting", "pg_amproc", "pg_amop", "pg_event_trigger", "pg_opclass")
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"
     f" AS {table}" for table in _CHANGED)
@@ -555,6 +598,8 @@ def for_version(server_version: int, initdb: bool | None = None) -> dict[str, st
         "schemas": SCHEMAS,
         "keywords": KEYWORDS,
         "session": SESSION,
+        "event_triggers": EVENT_TRIGGERS,
+        "operator_classes": OPERATOR_CLASSES,
     }
 
 

@@ -118,6 +118,9 @@ _CONVERTING = frozenset({"do", "call", "execute"})
 _ASSIGNING = frozenset({"insert", "update", "merge"})
 # What a body may do and still write nothing (`_may_write`).
 _READING = frozenset({"select", "show", "set", "server_files"})
+# The kinds of statement that fire event triggers (ddl_command_start / end, sql_drop, table_rewrite):
+# CREATE, ALTER, DROP, COMMENT, SELECT INTO, ...; GRANT and REVOKE on objects.
+_FIRES_EVENT_TRIGGERS = frozenset({"ddl", "grant"})
 _STORING = _ASSIGNING | {"copy_from"}
 # Statements whose writes reach the tables a foreign key's ON DELETE / ON UPDATE action writes.
 _CASCADING = frozenset({"delete", "update", "merge"})
@@ -227,6 +230,11 @@ class _Resolver:
         if self.catalog.ambient_casts:
             self._ambient_casts(syntax, kinds, functions, nested)
         tables, writes, indirect = self._relations(syntax, kinds, functions, nested)
+        # (DDL runs the event triggers of the database: a function of one that may write leaves
+        # writes no count sees)
+        event_writes = bool(syntax.kinds & _FIRES_EVENT_TRIGGERS) and self._event_triggers(kinds, functions, nested)
+        for schema, name in syntax.operator_classes:
+            self._operator_class(schema, name, kinds, functions, nested)
         wheres = [] if syntax.has_where is None else [syntax.has_where]
         wheres += [self._filters(check) for check in syntax.where_checks]
         fired: set[str] = set()
@@ -279,14 +287,65 @@ class _Resolver:
             deallocates=syntax.deallocates,
             read_write=syntax.read_write or any(inner.read_write for inner in nested),
             prepares_unseen=self._body_prepares or "unknown" in kinds,
-            uncounted=syntax.uncounted or self._body_uncounted or any(inner.uncounted for inner in nested),
-            after_count=syntax.after_count or self._body_after_count or self._deferred_writes
+            uncounted=syntax.uncounted or self._body_uncounted or any(inner.uncounted for inner in nested)
+            or self._rewrites(syntax),
+            after_count=syntax.after_count or self._body_after_count or self._deferred_writes or event_writes
             or any(inner.after_count for inner in nested),
             foreign=self._foreign(tables),
             fired_tables=frozenset(fired),
             carried_tables=frozenset(carried),
             returned_tables=frozenset(returned),
         )
+
+    def _event_triggers(self, kinds: set[str], functions: set[str], nested: list) -> bool:
+        """DDL (and GRANT) runs the functions of the database's enabled event triggers
+        (`Catalog.event_triggers`): judged as a table's triggers are, by what their bodies do (red
+        team eleven: the owner's event trigger deleted secret.things at the agent's `CREATE TABLE`
+        under a policy refusing secret.*). Whether one may write: the server counts none of it
+        (`limits.counting` counts no DDL; `Analysis.after_count`, round nine's known limit); a
+        write the body does not name (C, SQL built at run time) makes the statement `unknown`."""
+        found = False
+        for oid in self.catalog.event_triggers:
+            if oid in self._in_progress:
+                continue
+            self._fires(oid, False, kinds, functions, nested)
+            if self._may_write(oid):
+                found = True
+                if not self._body_writes.get(oid):
+                    kinds.add("unknown")
+        return found
+
+    def _operator_class(self, schema: str | None, name: str, kinds: set[str], functions: set[str],
+                        nested: list) -> None:
+        """An index built with operator class ``name`` runs the functions of the database's own its
+        family holds over every row (`Catalog.operator_classes`), judged by their bodies as an
+        index's expressions are (red team eleven: `CREATE INDEX ... (a public.rt11_ops)`, whose
+        comparison function deleted secret.things). One made in the transaction still open (or
+        earlier in the string) is not in the catalog yet: `unknown`, unless it is pg_catalog's."""
+        found = [function for s, function in self.catalog.operator_classes.get(name, ())
+                 if (s == schema if schema is not None else self.uncertain or s in self.schemas)]
+        for function in found:
+            self._fires(function, True, kinds, functions, nested)
+        if not found and self.stale and schema != "pg_catalog":
+            kinds.add("unknown")
+
+    def _rewrites(self, syntax: Syntax) -> bool:
+        """Whether a column ADD COLUMN adds has a default the server computes again for every row
+        (a volatile function, by the catalog's pg_proc.provolatile; one it does not know, or an
+        operator's, counts as volatile): the table is rewritten, every row written uncounted."""
+        for call in syntax.rewrite_calls:
+            if call.how == "operator":
+                operators = [o for o in self.catalog.operators_named(call.name)
+                             if (o.schema == call.schema if call.schema is not None
+                                 else self.uncertain or o.schema in self.schemas)]
+                fns = [self.catalog.function(o.function) for o in operators]
+            else:
+                fns = list(self._candidates(call))
+            if not fns or any(fn is None or fn.volatility == "v" for fn in fns):
+                if call.how == "attribute" and not fns:
+                    continue  # a column reference, not a call
+                return True
+        return False
 
     def _foreign(self, tables: set[str]) -> frozenset[str]:
         """The foreign tables (relkind f) among ``tables``."""
@@ -565,6 +624,7 @@ class _Resolver:
         if fn is None:
             kinds.add("unknown")
             return
+        self._unseen_settings(fn)
         found = self.function_kinds(fn)
         if found:
             kinds |= found
@@ -664,6 +724,7 @@ class _Resolver:
                     if part is None:
                         found.add("unknown")
                         continue
+                    self._unseen_settings(part)
                     found |= self.function_kinds(part)
                     tables |= self._body_tables.get(oid, frozenset())
                     writes |= self._body_writes.get(oid, frozenset())
@@ -684,6 +745,17 @@ class _Resolver:
         if "prepare" in result:
             self._body_prepares = True
         return result
+
+    def _unseen_settings(self, fn: FunctionFacts) -> None:
+        """``set_config`` run where the text shows neither its name nor its value: a view's
+        definition, a column's default, a CHECK, a policy's expression, a trigger's WHEN, an
+        aggregate's transition function. Which setting it changes is not known: any, to a value
+        known at run time, for the guards (red team eleven: a view computing `set_config(
+        'track_counts', 'off', false), f(), set_config('track_counts', 'on', false)` wrote f()'s
+        rows uncounted under `rows_written`; one renaming the session and naming it back in one
+        row escaped the relay's ParameterStatus check) and for the search_path."""
+        if fn.builtin and fn.name == "set_config":
+            self._reached += [("*", COMPUTED), ("search_path", COMPUTED)]
 
     def _body_effects(self, oid: int, tables: frozenset[str]) -> Analysis:
         """What a function's body reads and does to tables, counted for the statement that runs it."""
@@ -802,7 +874,7 @@ class _Resolver:
                         for below in self._names(self.catalog.descendants(facts.oid)):
                             indirect |= {("delete", below), ("insert", below)}
                     if facts.kind in ("v", "m"):
-                        self._view(facts, tables, kinds, functions, seen_views)
+                        self._view(facts, tables, kinds, functions, seen_views, nested)
                     if facts.kind == "t":  # a TOAST relation: its chunks are its owner's values
                         tables |= self._names(target for kind, target in facts.effects if kind == "o")
                     if rel.written and storing:
@@ -1088,6 +1160,7 @@ class _Resolver:
         if fn is None:
             kinds.add("unknown")
             return
+        self._unseen_settings(fn)
         found = self.function_kinds(fn)
         if fn.builtin and value:
             found = found - {"side_effect"}
@@ -1102,7 +1175,7 @@ class _Resolver:
             nested.append(attrs.evolve(self._body_effects(fn.oid, body_tables), fired_tables=body_tables))
 
     def _view(self, view: RelationFacts, tables: set[str], kinds: set[str], functions: set[str],
-              seen: set[int]) -> None:
+              seen: set[int], nested: list) -> None:
         if view.oid in seen:
             return
         seen.add(view.oid)
@@ -1111,18 +1184,26 @@ class _Resolver:
             self._runs(oid, kinds, functions, read, named=False)
         for inner in read:  # and what those functions' bodies read
             tables |= inner.tables
+            # ... and write: the statement writes it, for `rows_written` (a system catalog the
+            # count does not see) and for `where: absent` (red team eleven: `SELECT * FROM v`
+            # over a function whose body deletes every row passed a rule refusing `SELECT f()`)
+            if inner.writes or inner.has_where is not None or inner.indirect_writes:
+                nested.append(attrs.evolve(inner, tables=frozenset(), fired_tables=frozenset()))
         for oid in view.relations:
             rel = self.catalog.relation(oid)
             if rel is None or rel.oid == view.oid:
                 continue
             tables.add(f"{_schema(rel.schema)}.{rel.name}")
-            if view.oid >= FIRST_NORMAL_OID and ("A", 0) in rel.effects:
+            if ("A", 0) in rel.effects and (view.oid >= FIRST_NORMAL_OID or rel.name == "pg_user_mapping"):
                 # a view of the database's own over a relation PUBLIC may not read (pg_authid):
                 # its owner's privileges read it for the agent (the built-in views PUBLIC may
-                # read over one, pg_roles and pg_stats, show what PUBLIC may see)
+                # read over one, pg_roles and pg_stats, show what PUBLIC may see); and any view
+                # over pg_user_mapping: the built-in ones (pg_user_mappings,
+                # information_schema.user_mapping_options) show a mapping's options, passwords of
+                # foreign servers, to a superuser, as the upstream role may be (red team eleven)
                 kinds.add("system")
             if rel.kind in ("v", "m"):
-                self._view(rel, tables, kinds, functions, seen)
+                self._view(rel, tables, kinds, functions, seen, nested)
 
     def _filters(self, check: WhereCheck) -> bool:
         """A write's condition judged with its table's columns (`WhereCheck`): it filters only if
@@ -1162,7 +1243,7 @@ class _Resolver:
     # ------------------------------------------------------------------ settings
 
     def _settings(self, syntax: Syntax, kinds: set[str]) -> None:
-        for name, value in syntax.settings:
+        for name, value in syntax.settings + syntax.stored_settings:
             kinds |= self._setting_kinds(name, value)
 
     def _setting_kinds(self, name: str, value: str | None) -> set[str]:

@@ -200,6 +200,17 @@ class Syntax:
     # ``settings``: their SET clauses (CREATE FUNCTION ... SET, ALTER FUNCTION ... SET; a RESET
     # clause changes nothing) and the settings their bodies change (set_config, SET).
     function_settings: tuple[tuple[str, str | None], ...] = ()
+    # The calls of a column's default that ALTER TABLE ... ADD COLUMN adds: the server computes a
+    # volatile one again for every row, rewriting the table uncounted (red team eleven); the
+    # resolver reads their volatility in the catalog (`Analysis.uncounted`).
+    rewrite_calls: frozenset[Call] = frozenset()
+    # The settings ALTER DATABASE / ALTER ROLE ... SET keeps for the sessions that start later
+    # (pgwarden's next upstream sessions among them): judged as a SET of them is, by the resolver
+    # (`session_replication_role` is `system`), not as this session's (red team eleven).
+    stored_settings: tuple[tuple[str, str | None], ...] = ()
+    # The operator classes an index (or an exclusion constraint) it builds names, as (schema or
+    # None, name): building the index runs their functions over every row (red team eleven).
+    operator_classes: frozenset[tuple[str | None, str]] = frozenset()
 
 
 @attrs.frozen
@@ -246,7 +257,11 @@ def _cast(schema: str | None, name: str) -> Call:
 UNPARSABLE = Syntax(frozenset({"unknown"}))
 # Statements that destroy rows the statistics do not count (`Syntax.uncounted`), whatever they name.
 # (DROP DATABASE: every row of another database, red team ten)
-_UNCOUNTED_STATEMENTS = frozenset({"TruncateStmt", "DropOwnedStmt", "DropdbStmt"})
+# (REFRESH MATERIALIZED VIEW: the view's rows made again, into a new heap or, CONCURRENTLY, by a
+# diff whose writes are not the statement's own; red team eleven)
+_UNCOUNTED_STATEMENTS = frozenset({"TruncateStmt", "DropOwnedStmt", "DropdbStmt", "RefreshMatViewStmt"})
+# Column types whose default is a sequence's nextval() (ADD COLUMN fills every row).
+_SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
 _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
 # What a DROP of one of these takes with it: every row of a table, of every table of a schema,
 # of an extension's own tables.
@@ -410,6 +425,9 @@ class _Walker:
         self.ddl_objects: list[tuple[str, tuple[str, ...]]] = []
         self.updates: list[tuple[str | None, str, frozenset[str]]] = []
         self.function_settings: list[tuple[str, str | None]] = []
+        self.rewrite_calls: set[Call] = set()
+        self.stored_settings: list[tuple[str, str | None]] = []
+        self.operator_classes: set[tuple[str | None, str]] = set()
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -439,6 +457,9 @@ class _Walker:
             tuple(dict.fromkeys(self.updates)),
             self.after_count,
             tuple(dict.fromkeys(self.function_settings)),
+            frozenset(self.rewrite_calls),
+            tuple(self.stored_settings),
+            frozenset(self.operator_classes),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -462,6 +483,9 @@ class _Walker:
         self.ddl_objects += other.ddl_objects
         self.updates += other.updates
         self.function_settings += other.function_settings
+        self.rewrite_calls |= other.rewrite_calls
+        self.stored_settings += other.stored_settings
+        self.operator_classes |= other.operator_classes
 
     # ------------------------------------------------------------------ constants
 
@@ -517,8 +541,16 @@ class _Walker:
         name, f = n
         self.kinds.add(self._kind(name, f))
         if name in _UNCOUNTED_STATEMENTS or name == "DropStmt" and (
-                f.get("behavior") == "DROP_CASCADE" or f.get("removeType") in _DROPS_ROWS):
+                f.get("behavior") == "DROP_CASCADE" or f.get("removeType") in _DROPS_ROWS) \
+                or name == "AlterEnumStmt" and f.get("oldVal") is not None:
+            # (ALTER TYPE ... RENAME VALUE: every row holding the label reads the new one; red team
+            # eleven, as REFRESH MATERIALIZED VIEW's rows, `_UNCOUNTED_STATEMENTS`)
             self.uncounted = True
+        if name == "AlterEventTrigStmt" and f.get("tgenabled", "O") != "D":
+            # ENABLE [REPLICA | ALWAYS]: its function runs at every later DDL statement, never
+            # counted, and the text does not name it: what it does is not known (red team eleven)
+            self.after_count = True
+            self.kinds.add("unknown")
         if name == "DeclareCursorStmt" and int(f.get("options") or 0) & _CURSOR_OPT_HOLD \
                 or name == "CreateTrigStmt" and f.get("deferrable") or name == "CreateEventTrigStmt":
             self.after_count = True
@@ -526,6 +558,14 @@ class _Walker:
             also = _ALSO_KINDS[name](f)
             if also:
                 self.kinds.add(also)
+        if name in ("IndexStmt", "AlterTableStmt", "CreateStmt"):
+            # an index element's operator class (`CREATE INDEX ... (a public.my_ops)`, an EXCLUDE
+            # constraint's): its support functions run for every row the index is built over
+            for inner_name, inner in _nodes(f):
+                if inner_name == "IndexElem" and inner.get("opclass"):
+                    parts = _names(inner["opclass"])
+                    if parts:
+                        self.operator_classes.add((parts[-2] if len(parts) > 1 else None, parts[-1]))
         if name == "ExplainStmt":
             if self._explain_analyze(f):  # EXPLAIN ANALYZE runs its statement
                 self.statement(f.get("query"), scope)
@@ -561,6 +601,19 @@ class _Walker:
             if name == "DiscardStmt" and f.get("target") == "DISCARD_ALL":
                 self.deallocates.append("*")
             self._settings(name, f)
+        elif name == "CreateForeignTableStmt":
+            self._foreign_table_options(f.get("options"))
+        elif name in ("AlterDatabaseSetStmt", "AlterRoleSetStmt"):
+            # what the sessions that start later will start with, pgwarden's own next ones among
+            # them (red team eleven: `ALTER DATABASE d SET session_replication_role = replica`, a
+            # plain DDL statement, turned every trigger off for the agent's next session)
+            clause = f.get("setstmt")  # (a VariableSetStmt's fields, not a node)
+            clause = _node(clause) or (("VariableSetStmt", clause) if isinstance(clause, dict) else None)
+            if clause is not None and clause[0] == "VariableSetStmt":
+                inner = _Walker(self.lexer)
+                inner._settings("VariableSetStmt", clause[1])
+                self.stored_settings += [(n, v) for n, v in inner.settings if v is not None]
+                self.constants_read = self.constants_read or inner.constants_read
         elif name == "DoStmt":
             self._do(f)
             return
@@ -1202,7 +1255,27 @@ class _Walker:
         if isinstance(type_name, dict) and type_name.get("typmods"):  # (10, 2): expressions too
             self.expr(type_name["typmods"], scope)
 
+    def _foreign_table_options(self, options: Any) -> None:
+        """A foreign table's ``program`` or ``filename`` option (file_fdw's): every read of the table
+        runs the program or reads the server file. Made or changed now, judged now as what it
+        arms (red team eleven: `CREATE FOREIGN TABLE t (...) SERVER files OPTIONS (program '...');
+        SELECT * FROM t`, in one string or one transaction, ran the program before the catalog
+        showed the table); whichever wrapper the server is of, none but file_fdw has them."""
+        node = _node(options)
+        items = node[1].get("items", []) if node is not None and node[0] == "List" else options or []
+        for item in items:
+            o = _node(item)
+            if o is None or o[0] != "DefElem" or o[1].get("defaction") == "DEFELEM_DROP":
+                continue
+            option = (o[1].get("defname") or "").lower()
+            if option == "program":
+                self.kinds.add("copy_program")
+            elif option == "filename":
+                self.kinds.add("server_files")
+
     def _alter_table_cmd(self, f: dict, scope: tuple) -> None:
+        if f.get("subtype") == "AT_GenericOptions":  # ALTER FOREIGN TABLE ... OPTIONS (...)
+            self._foreign_table_options(f.get("def"))
         if f.get("subtype") in ("AT_AlterColumnType", "AT_DropColumn"):
             self.uncounted = True  # every row's value computed again, or dropped: no row counted
         if f.get("subtype") in ("AT_AddColumn", "AT_AlterColumnType"):
@@ -1211,9 +1284,35 @@ class _Walker:
             column = _node(f.get("def"))
             if column is not None and column[0] == "ColumnDef":
                 self.type_name(column[1].get("typeName"))
+                if f.get("subtype") == "AT_AddColumn":
+                    self._added_column(column[1], scope)
         for v in f.values():
             if isinstance(v, (dict, list)):
                 self.expr(v, scope)
+
+    def _added_column(self, column: dict, scope: tuple) -> None:
+        """ADD COLUMN: a value the server computes for every row rewrites the table, each row
+        written without the statistics counting it (red team eleven): an identity or a serial
+        column (a sequence's next value each), a stored generated one, a default that calls a
+        volatile function (`rewrite_calls`, judged by the resolver). A constant or a
+        non-volatile default is computed once and kept in the catalog: no row is rewritten."""
+        names = _names((column.get("typeName") or {}).get("names", []))
+        if names and names[-1] in _SERIAL_TYPES and len(names) == 1:
+            self.uncounted = True
+        for item in column.get("constraints") or []:
+            c = _node(item)
+            if c is None or c[0] != "Constraint":
+                continue
+            contype = c[1].get("contype")
+            if contype in ("CONSTR_IDENTITY", "CONSTR_GENERATED"):
+                self.uncounted = True
+            elif contype == "CONSTR_DEFAULT":
+                inner = _Walker(self.lexer)
+                inner.variables = self.variables
+                inner.expr(c[1].get("raw_expr"), scope)
+                self.rewrite_calls |= {call for call in inner.calls if call.how != "cast"}
+                if inner.kinds or inner.relations:
+                    self.uncounted = True  # a sub-select: computed again for every row
 
     def plpgsql_variable(self, datum: Any) -> None:
         """A PL/pgSQL variable: a value assigned to it is converted to its type (a domain's CHECK

@@ -262,6 +262,9 @@ UNPARSABLE = Syntax(frozenset({"unknown"}))
 _UNCOUNTED_STATEMENTS = frozenset({"TruncateStmt", "DropOwnedStmt", "DropdbStmt", "RefreshMatViewStmt"})
 # Column types whose default is a sequence's nextval() (ADD COLUMN fills every row).
 _SERIAL_TYPES = frozenset({"serial", "serial2", "serial4", "serial8", "smallserial", "bigserial"})
+#: the integer type of each serial column (PostgreSQL's transformColumnDefinition)
+_SERIAL_INTEGERS = {"smallserial": "int2", "serial2": "int2", "serial": "int4", "serial4": "int4",
+                    "bigserial": "int8", "serial8": "int8"}
 _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
 # What a DROP of one of these takes with it: every row of a table, of every table of a schema,
 # of an extension's own tables.
@@ -561,9 +564,9 @@ class _Walker:
         if name in ("IndexStmt", "AlterTableStmt", "CreateStmt"):
             # an index element's operator class (`CREATE INDEX ... (a public.my_ops)`, an EXCLUDE
             # constraint's): its support functions run for every row the index is built over
-            for inner_name, inner in _nodes(f):
-                if inner_name == "IndexElem" and inner.get("opclass"):
-                    parts = _names(inner["opclass"])
+            for element_name, element in _nodes(f):
+                if element_name == "IndexElem" and element.get("opclass"):
+                    parts = _names(element["opclass"])
                     if parts:
                         self.operator_classes.add((parts[-2] if len(parts) > 1 else None, parts[-1]))
         if name == "ExplainStmt":
@@ -1283,9 +1286,13 @@ class _Walker:
             # even for the NULLs of a column added without a default)
             column = _node(f.get("def"))
             if column is not None and column[0] == "ColumnDef":
-                self.type_name(column[1].get("typeName"))
                 if f.get("subtype") == "AT_AddColumn":
+                    self._column_def(column[1], scope)  # (a serial column: `column_type`)
                     self._added_column(column[1], scope)
+                else:
+                    self.type_name(column[1].get("typeName"))
+                    self.expr(f.get("def"), scope)
+                f = {k: v for k, v in f.items() if k != "def"}
         for v in f.values():
             if isinstance(v, (dict, list)):
                 self.expr(v, scope)
@@ -1328,6 +1335,45 @@ class _Walker:
             typ = _node(n[1].get("datatype"))
             typname = typ[1].get("typname", "") if typ is not None else ""
             self.calls.add(_cast("pg_catalog", typname) if typname and "%" not in typname else _cast(None, "*"))
+
+    def _create_table(self, f: dict, scope: tuple) -> None:
+        """CREATE TABLE: its columns' definitions (`_column_def`), the rest walked as any node's."""
+        for key, v in f.items():
+            if key == "tableElts" and isinstance(v, list):
+                for element in v:
+                    column = _node(element)
+                    if column is not None and column[0] == "ColumnDef":
+                        self._column_def(column[1], scope)
+                    else:
+                        self.expr(element, scope)
+            elif isinstance(v, (dict, list)):
+                self.expr(v, scope)
+
+    def _column_def(self, f: dict, scope: tuple) -> None:
+        """A table column's definition (CREATE TABLE, ADD COLUMN): values stored in it convert to
+        its type. (A function's column definition list, a composite type's attributes: the walk's,
+        `type_name`: there ``serial`` names a type like any other.)"""
+        type_name = f.get("typeName")
+        self.column_type(type_name)
+        for key, v in f.items():
+            if key == "typeName" and isinstance(v, dict):  # (its modifiers: constants, but walked)
+                for part in v.values():
+                    if isinstance(part, (dict, list)):
+                        self.expr(part, scope)
+            elif isinstance(v, (dict, list)):
+                self.expr(v, scope)
+
+    def column_type(self, type_name: Any) -> None:
+        """A column's type: as `type_name`, except that an unqualified ``serial`` (``bigserial``,
+        ...) is no type but an integer column with a sequence the server makes for it, whatever
+        types of that name the schemas hold (PostgreSQL's transformColumnDefinition): the
+        integer's conversion (a built-in's, inert), not an unknown type's."""
+        names = _names(type_name.get("names", [])) if isinstance(type_name, dict) else []
+        if (len(names) == 1 and names[0] in _SERIAL_INTEGERS and not type_name.get("arrayBounds")
+                and not type_name.get("pct_type")):
+            self.calls.add(_cast("pg_catalog", _SERIAL_INTEGERS[names[0]]))
+        else:
+            self.type_name(type_name)
 
     def type_name(self, type_name: Any) -> None:
         """A conversion to the type a TypeName names (``int[]`` converts to ``int`` element-wise):
@@ -1931,6 +1977,7 @@ _HANDLERS = {
     "A_Indirection": _Walker._indirection,
     "TypeCast": _Walker._type_cast,
     "AlterTableCmd": _Walker._alter_table_cmd,
+    "CreateStmt": _Walker._create_table,
     "ColumnRef": _Walker._column_ref,
     "ParamRef": _Walker._param_ref,
     "CopyStmt": _Walker._copy,

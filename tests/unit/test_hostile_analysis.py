@@ -619,3 +619,19 @@ def test_relations_public_may_not_read_are_system_in_the_snapshot_too(sql, syste
     false}` and `pgwarden explain` without a database refuse `SELECT rolpassword FROM pg_authid`
     under a rule on `system` too."""
     assert ("system" in analyze_sql(sql).kinds) is system
+
+
+# A serial column is an integer column and a sequence the server makes (transformColumnDefinition),
+# not a type named serial: not unknown. A type of that name elsewhere is still judged as itself.
+
+
+@pytest.mark.parametrize(("sql", "unknown"), [
+    ("CREATE TABLE t (id serial PRIMARY KEY, n int)", False),
+    ("CREATE TABLE t (id bigserial, n smallserial, m serial8, k serial2, j serial4)", False),
+    ("ALTER TABLE things ADD COLUMN z bigserial", False),
+    ("CREATE TABLE t (id public.serial)", True),  # (qualified: the type of that name)
+    ("CREATE TABLE t (id nosuchtype)", True),
+    ("SELECT * FROM json_to_record('{}') AS x(c serial)", True),  # (no column: the type of that name)
+])
+def test_a_serial_column_is_an_integer_column(sql, unknown):
+    assert ("unknown" in analyze_sql(sql).kinds) is unknown, sql

@@ -106,7 +106,7 @@ DELETE FROM notes;
 DROP VIEW IF EXISTS leak_view;
 DROP MATERIALIZED VIEW IF EXISTS leak_mv;
 DROP TABLE IF EXISTS leak_copy;
-DROP DOMAIN IF EXISTS leak_dom;
+DROP DOMAIN IF EXISTS leak_dom CASCADE;  -- (a closed session's temp table may still use it: its backend exits after the close)
 SELECT lo_unlink(oid) FROM pg_largeobject_metadata;
 """
 USERS = 4  # user 4 shares user 1's SSN: equal values make most_common_vals and unique violations

@@ -254,6 +254,7 @@ class Catalog:
         casts: Iterable[CastFacts] = (),
         attributes: Iterable[tuple[int, Sequence[str], Sequence[int]]] = (),
         settings: dict[str, str] | None = None,
+        tuning: Iterable[str] = (),
         schemas: Iterable[str] = (),
         keywords: Iterable[str] = (),
         session_defaults: dict[str, str] | None = None,
@@ -273,6 +274,9 @@ class Catalog:
             raise ValueError(f"unknown parts: {sorted(unchanged - PARTS)}")
         #: setting name (lower-case) -> pg_settings.context
         self.settings: dict[str, str] = dict(settings or {})
+        #: the planner's settings (pg_settings.category "Query Tuning / ..."), lower-case: empty
+        #: when not known (a snapshot)
+        self.tuning: frozenset[str] = frozenset(tuning)
         self.schemas: frozenset[str] = frozenset(schemas)
         #: the server's SQL keywords (empty: not known, as in a catalog made by hand)
         self.keywords: frozenset[str] = frozenset(keywords)

@@ -73,6 +73,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "types": ("oid", "schema", "name", "kind", "functions", "parts"),
     "casts": ("oid", "source", "target", "function", "context", "method"),
     "settings": ("name", "context"),
+    # The planner's settings: pg_settings' category "Query Tuning / ..." (enable_seqscan,
+    # random_page_cost, ...), which decide which plan, and so which row order, a statement gets.
+    "tuning": ("name",),
     "schemas": ("name",),
     # The server's keywords (pg_get_keywords): SQL syntax pgwarden's parser, of a newer release,
     # reads where the server reads a function call (`json_value(...)` before PostgreSQL 17).
@@ -484,6 +487,9 @@ ORDER BY c.oid"""
 # GUC_NO_SHOW_ALL ones (role, session_authorization, seed, ...) from everyone.
 SETTINGS = "SELECT lower(s.name) AS name, s.context AS context FROM pg_settings AS s ORDER BY 1"
 
+# (the server's own category: no list of names kept here)
+TUNING = "SELECT lower(s.name) AS name FROM pg_settings AS s WHERE s.category LIKE 'Query Tuning%' ORDER BY 1"
+
 SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
 KEYWORDS = "SELECT k.word AS word FROM pg_catalog.pg_get_keywords() AS k ORDER BY 1"
 # (pg_db_role_setting, not the catalog session's own value: a role's or database's setting made
@@ -552,6 +558,7 @@ def for_version(server_version: int, initdb: bool | None = None) -> dict[str, st
                                part=part.format(column="t.oid")),
         "casts": CASTS,
         "settings": SETTINGS,
+        "tuning": TUNING,
         "schemas": SCHEMAS,
         "keywords": KEYWORDS,
         "session": SESSION,

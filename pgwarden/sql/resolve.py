@@ -258,7 +258,7 @@ class _Resolver:
         # What the functions it runs, creates or alters change while they run counts as its own
         # change for the guards (a SET clause is undone when its function returns, but the
         # writes made meanwhile went uncounted, the timeout lifted, the session misnamed)
-        reached = tuple(x for x in syntax.function_settings if _guarded(x)) + tuple(self._reached[reached_from:])
+        reached = tuple(x for x in syntax.function_settings if self._guarded(x)) + tuple(self._reached[reached_from:])
         if reached:
             settings += tuple(x for x in dict.fromkeys(reached) if x not in settings)
         self._settings(syntax, kinds)
@@ -596,7 +596,7 @@ class _Resolver:
             name, _, value = item.partition("=")
             setting = (name.lower(), value)
             found |= self._setting_kinds(*setting)
-            if _guarded(setting):
+            if self._guarded(setting):
                 self._reached.append(setting)
         if fn.name in SERVER_FILE_FUNCTIONS and fn.builtin:
             found.add("server_files")
@@ -628,7 +628,7 @@ class _Resolver:
                 does = frozenset(body.kinds) - {"select"}
                 if body.settings:  # set_config in the body: a setting changed (a value kept there)
                     does |= {"set"}
-                    self._reached += [x for x in body.settings if _guarded(x)]
+                    self._reached += [x for x in body.settings if self._guarded(x)]
                     if any(name in ("search_path", "*") for name, _value in body.settings):
                         # the body moves the search_path (a set_config that outlives the call,
                         # maybe): where unqualified names resolve, from the call on, is not known
@@ -1162,6 +1162,9 @@ class _Resolver:
         for name, value in syntax.settings:
             kinds |= self._setting_kinds(name, value)
 
+    def _guarded(self, setting: tuple[str, str | None]) -> bool:
+        return _guarded(setting, self.catalog.tuning)
+
     def _setting_kinds(self, name: str, value: str | None) -> set[str]:
         """What changing setting ``name`` to ``value`` is, as statement kinds (a function's SET
         clause too: `session_replication_role` is the superuser's while the function runs)."""
@@ -1192,11 +1195,13 @@ class _Resolver:
         return set()
 
 
-def _guarded(setting: tuple[str, str | None]) -> bool:
+def _guarded(setting: tuple[str, str | None], tuning: frozenset[str] = frozenset()) -> bool:
     """Whether a function's change of ``setting`` is the statement's for the guards: a guarded
-    name, or one known only at run time (set_config with a computed name) given a value."""
+    name, a planner setting of the server's (``tuning``: `Catalog.tuning`, which masking guards:
+    the plan decides the rows' order), or one known only at run time (set_config with a computed
+    name) given a value."""
     name, value = setting
-    return name in GUARDED_SETTINGS or (name == "*" and value is not None)
+    return name in GUARDED_SETTINGS or name in tuning or (name == "*" and value is not None)
 
 
 def _system_schema(schema: str) -> bool:

@@ -110,7 +110,10 @@ class RelationFacts:
 #: 'T': a DEFERRABLE constraint trigger's function (also a 't' row): it may run at the commit.
 #: 'B' / 'J': a row trigger's function on INSERT or UPDATE (also a 't' row) whose returned row is
 #: stored (BEFORE) or returned by RETURNING (INSTEAD OF): what its body reads may be in that row.
-EFFECT_KINDS = ("t", "T", "B", "J", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o", "A")
+#: 'I' / 'U' / 'D' / 'Y': a trigger's function (also a 't' row) fires on INSERT / UPDATE / DELETE /
+#: TRUNCATE (pg_trigger.tgtype): one row per event.
+EFFECT_KINDS = ("t", "T", "B", "J", "I", "U", "D", "Y", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o",
+                "A")
 
 
 @attrs.frozen

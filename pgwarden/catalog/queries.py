@@ -293,6 +293,13 @@ SELECT DISTINCT * FROM (
     FROM pg_trigger AS t
     WHERE NOT t.tgisinternal AND t.tgtype::int & 1 <> 0 AND t.tgtype::int & 66 <> 0 AND t.tgtype::int & 20 <> 0
     UNION ALL
+    -- the events each trigger fires on ('I' INSERT, 'U' UPDATE, 'D' DELETE, 'Y' TRUNCATE; tgtype's
+    -- bits 4, 16, 8, 32): a write of another event does not run it
+    SELECT t.tgrelid::int8, e.kind, t.tgfoid::int8
+    FROM pg_trigger AS t
+    JOIN (VALUES (4, 'I'), (16, 'U'), (8, 'D'), (32, 'Y')) AS e(bit, kind) ON t.tgtype::int & e.bit <> 0
+    WHERE NOT t.tgisinternal
+    UNION ALL
     SELECT a.adrelid::int8, 'd', d.refobjid::int8
     FROM pg_attrdef AS a
     JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass AND d.objid = a.oid

@@ -125,6 +125,9 @@ _DELETING = frozenset({"delete", "merge"})
 _UPDATING = frozenset({"update", "merge"})
 # Statements whose writes of a partitioned table may move rows between its partitions.
 _MOVING = frozenset({"update", "merge"})
+# The trigger events (`RelationFacts.effects` 'I', 'U', 'D', 'Y') of each kind of write (an
+# upsert is "insert" and "update"; a MERGE may do any of the three).
+_EVENTS = {"insert": "I", "copy_from": "I", "update": "U", "delete": "D", "merge": "IUD", "truncate": "Y"}
 
 
 def resolve(syntax: Syntax, ctx: SqlContext) -> Analysis:
@@ -158,6 +161,9 @@ class _Resolver:
         #: the kinds of write the statement being resolved does to what it names (`_CASCADING`):
         #: which foreign key actions it sets off
         self._write_kinds: frozenset[str] = frozenset()
+        #: the trigger events (`_EVENTS`) of the writes being followed; None: any (a foreign key's
+        #: cascading action, a row moved between partitions)
+        self._events: frozenset[str] | None = None
         # what each body does, without its function's own volatility (a trigger's, see `_fires`)
         self._body_only: dict[int, frozenset[str]] = {}
         # a function of the database's own that runs prepares or deallocates (`Analysis.prepares_unseen`)
@@ -747,11 +753,11 @@ class _Resolver:
 
     def _relations(self, syntax: Syntax, kinds: set[str], functions: set[str],
                    nested: list) -> tuple[set[str], set[str], set[tuple[str, str]]]:
-        saved = self._maintaining, self._write_kinds  # (a body judged on the way resolves its own statements)
+        saved = self._maintaining, self._write_kinds, self._events  # (a body judged on the way resolves its own)
         try:
             return self._relations_of(syntax, kinds, functions, nested)
         finally:
-            self._maintaining, self._write_kinds = saved
+            self._maintaining, self._write_kinds, self._events = saved
 
     def _relations_of(self, syntax: Syntax, kinds: set[str], functions: set[str],
                       nested: list) -> tuple[set[str], set[str], set[tuple[str, str]]]:
@@ -765,6 +771,8 @@ class _Resolver:
         storing = bool(syntax.kinds & _STORING)
         cascading = bool(syntax.kinds & _CASCADING)
         self._write_kinds = syntax.kinds & _CASCADING
+        # the trigger events its writes are (`_fires_on`)
+        self._events = frozenset(event for kind, events in _EVENTS.items() if kind in syntax.kinds for event in events)
         # an UPDATE (or a MERGE's) of a partitioned table moves a row whose partition key changes
         # to another partition: deleted from one, inserted into another
         moving = bool(syntax.kinds & _MOVING)
@@ -953,11 +961,11 @@ class _Resolver:
                 # them, IMMUTABLE as they are declared, whatever their functions do; a write stores
                 # them; maintenance computes them and the statistics' expressions)
                 self._fires(target, kind != "t", kinds, functions, nested)
-                if kind == "t" and self._may_write(target):
+                if kind == "t" and self._may_write(target) and self._fires_on(facts, target):
                     # (a trigger writing tables may write there what its body reads: an audit
                     # table filled from `users`, red team eleven)
                     nested.append(Analysis(frozenset(), carried_tables=self._fired_reads(target)))
-            elif kind in ("B", "J") and written and storing:
+            elif kind in ("B", "J") and written and storing and self._fires_on(facts, target):
                 # a row trigger whose returned row is stored (BEFORE) or returned (INSTEAD OF):
                 # `NEW.memo := (SELECT ssn FROM users ...)` (red team eleven)
                 found = self._fired_reads(target)
@@ -973,7 +981,11 @@ class _Resolver:
                 name = f"{_schema(child.schema)}.{child.name}"
                 nested.append(Analysis(frozenset(), tables=frozenset({name}),
                                        writes=frozenset({name}) if written else frozenset()))
-                self._effects(child, written, storing, cascading, kinds, functions, nested, seen, truncating)
+                events, self._events = self._events, (None if self._write_kinds & _MOVING else self._events)
+                try:  # (an UPDATE moving a row between partitions deletes it from one, inserts it in another)
+                    self._effects(child, written, storing, cascading, kinds, functions, nested, seen, truncating)
+                finally:
+                    self._events = events
             elif kind in ("n", "u") and written and cascading:
                 # the referencing rows an ON DELETE SET NULL / SET DEFAULT action (a DELETE's) or
                 # an ON UPDATE action (an UPDATE's) updates: an UPDATE of that table (and of its
@@ -990,6 +1002,7 @@ class _Resolver:
                     continue
                 name = f"{_schema(child.schema)}.{child.name}"
                 nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
+                events, self._events = self._events, None  # (its own events: a DELETE or an UPDATE)
                 # an action that updates the referencing rows (SET NULL, SET DEFAULT, ON UPDATE
                 # CASCADE) stores them: their defaults (SET DEFAULT computes them), CHECK
                 # constraints and columns' domains run, as an UPDATE's do
@@ -997,7 +1010,10 @@ class _Resolver:
                 if stores:
                     for type_oid in child.column_types:
                         self._convert(type_oid, False, kinds, functions, nested)
-                self._effects(child, True, stores, True, kinds, functions, nested, seen, truncating)
+                try:
+                    self._effects(child, True, stores, True, kinds, functions, nested, seen, truncating)
+                finally:
+                    self._events = events
         if written:
             from pgwarden.sql.syntax import syntax_of
 
@@ -1161,6 +1177,12 @@ class _Resolver:
     def _settings(self, syntax: Syntax, kinds: set[str]) -> None:
         for name, value in syntax.settings:
             kinds |= self._setting_kinds(name, value)
+
+    def _fires_on(self, facts: RelationFacts, function: int) -> bool:
+        """Whether a trigger of ``facts`` running ``function`` fires on the events of the writes
+        being followed: any when they are not known (None), or the catalog says no event of it."""
+        events = [kind for kind, target in facts.effects if target == function and kind in "IUDY"]
+        return self._events is None or not events or any(e in self._events for e in events)
 
     def _guarded(self, setting: tuple[str, str | None]) -> bool:
         return _guarded(setting, self.catalog.tuning)

@@ -40,7 +40,24 @@ Found, closed:
   refused as CREATE INDEX is, and the messages of maintenance naming no table are withheld as a
   reader's in a masking session (the schema's own expressions run there too).
 
-Left (reported, not changed): the same order through an **index scan** the planner picks without
+Closed after (sections 6 and 7), on round eleven's own limit:
+
+* ``SET enable_seqscan = off; SELECT id FROM users`` with an operator's index on ``(ssn, id)``
+  and the probe row: ``[(2,), (3,), (1,)]``, the SSN order (so with ``SET LOCAL``, ``set_config``,
+  ``SET seq_page_cost = 1000``, a function's ``SET enable_seqscan = off`` clause, a body's
+  ``set_config``, ``ALTER DATABASE ... SET`` for the next session): a change of a setting the
+  server files under "Query Tuning" (pg_settings.category, now in the catalog) is refused in a
+  masking session;
+* with no setting changed, the planner's own Index Scan of an index on ``(name, ssn)`` in a large
+  table: ``SELECT id FROM users WHERE name = 'alice'`` gave ``[(3,), (1,)]`` (the probe's SSN '5'
+  sorts before alice's), and ``array_agg``, ``string_agg`` over a sub-select, ``LIMIT 1`` under an
+  ``ORDER BY id`` the same: the plan check reads the key columns of each index the plan scans and
+  refuses a scan in a masked column's order that no ORDER BY on a unique column undoes;
+* round eleven's false refusal: a DELETE or UPDATE of ``orders`` under an AFTER INSERT audit
+  trigger reading ``users`` (or an UPDATE under a BEFORE INSERT one) was refused: the triggers'
+  events are read (pg_trigger.tgtype) and only those the write fires count.
+
+Left (reported, not changed, before the section 6 fix): the same order through an **index scan** the planner picks without
 an ORDER BY: with an operator's index on ``(ssn, id)`` (or ``(ssn) INCLUDE (id)``), ``SET
 enable_seqscan = off; SELECT id FROM users`` is an Index Only Scan returning the ids in SSN order
 (and the probe row answers the same binary search). The plan check asks its question without the
@@ -523,3 +540,50 @@ def test_planner_settings_refused_by_policy_stay_so(agent, covering_index):
     s = agent()
     r = _searched(s, "SELECT set_config('enable_' || 'seqscan', 'off', false)", "SELECT id FROM users")
     assert _refused(r[0]) and r[1]["rows"] == [(1,), (2,)], r
+
+
+# ------------------------------------------------------------------ 7. the trigger refusal by the events its triggers fire on
+EVENT_WRITES = {
+    # the trigger the schema arms (reading `users`, writing the audit table or the row), then a write
+    # of another event, which does not fire it
+    "after-insert-delete": ("CREATE TRIGGER r11_t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_aud()",
+                            "DELETE FROM orders WHERE id = 2"),
+    "after-insert-update": ("CREATE TRIGGER r11_t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_aud()",
+                            "UPDATE orders SET amount = 21 WHERE id = 2"),
+    "before-insert-update": ("CREATE TRIGGER r11_t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_fill()",
+                             "UPDATE orders SET amount = 21 WHERE id = 2 RETURNING memo"),
+}
+
+
+@pytest.mark.parametrize("case", list(EVENT_WRITES))
+def test_a_write_its_triggers_do_not_fire_on_goes_on(agent, schema_triggers, case):
+    # Refused before the fix (round eleven's false refusal: `triggers read public.users` for a
+    # DELETE of `orders` whose only trigger is AFTER INSERT). pg_trigger.tgtype's events are now
+    # read (effects 'I', 'U', 'D', 'Y'): a write is refused only for the triggers its event fires.
+    arm, sql = EVENT_WRITES[case]
+    schema_triggers.execute(arm)
+    s = agent()
+    try:
+        r = _searched(s, sql)[0]
+        assert r["err"] is None, r
+        done = schema_triggers.execute("SELECT count(*) FROM orders WHERE id = 2").fetchone()[0]
+        changed = schema_triggers.execute("SELECT amount FROM orders WHERE id = 2").fetchone()
+        audited = schema_triggers.execute("SELECT count(*) FROM r11_audit").fetchone()[0]
+        assert audited == 0, audited
+        assert (done == 0) if case.endswith("delete") else (changed == (21,)), (done, changed)
+    finally:
+        schema_triggers.execute("DROP TRIGGER IF EXISTS r11_t ON orders; INSERT INTO orders SELECT 2, 2, 20 "
+                                "WHERE NOT EXISTS (SELECT FROM orders WHERE id = 2)")
+
+
+@pytest.mark.parametrize("sql", ["INSERT INTO orders VALUES (5, 1, 1)",
+                                 "INSERT INTO orders VALUES (2, 1, 1) ON CONFLICT DO NOTHING",
+                                 "MERGE INTO orders o USING (SELECT 2 AS id) s ON o.id = s.id "
+                                 "WHEN MATCHED THEN DELETE"])
+def test_a_write_of_the_triggers_event_is_still_refused(agent, schema_triggers, sql):
+    # The control: an INSERT (and a MERGE, which may insert) with the AFTER INSERT audit trigger.
+    schema_triggers.execute("CREATE TRIGGER r11_t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_aud()")
+    s = agent()
+    r = _searched(s, sql)[0]
+    assert _refused(r), r
+    assert schema_triggers.execute("SELECT count(*) FROM r11_audit").fetchone()[0] == 0

@@ -496,7 +496,7 @@ class Masking:
             return None
         tuning = context.catalog.tuning
         changed = [name for name, value in statement.analysis.settings
-                   if value is not None and (name in tuning or name == "*")]
+                   if value is not None and (name in tuning and not name.startswith(_COMPILING) or name == "*")]
         if not changed and statement.kinds & {"ddl", "role"}:
             changed = _stored_tuning(statement, tuning)
         if not changed:
@@ -841,6 +841,13 @@ def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn,
     return masker
 
 
+#: The "Query Tuning" settings of JIT compilation (``jit``, ``jit_above_cost``, ...): they decide
+#: whether the chosen plan's expressions are compiled, never which plan is chosen, so they change
+#: no row order; asyncpg turns ``jit`` off around its type introspection (``set_config('jit',
+#: 'off', false)``, then back), in every session. (The one exception to the server's category.)
+_COMPILING = "jit"
+
+
 def _stored_tuning(statement: Statement, tuning: frozenset[str]) -> list[str]:
     """The planner's settings (``tuning``) an ``ALTER ROLE / DATABASE ... SET`` of the statement
     gives a value (what the next sessions start with); every statement's "*" when the text cannot
@@ -858,7 +865,8 @@ def _stored_tuning(statement: Statement, tuning: frozenset[str]) -> list[str]:
         for kind in ("AlterRoleSetStmt", "AlterDatabaseSetStmt"):
             setting = ((stmt.get(kind) or {}).get("setstmt") or {})
             name = (setting.get("name") or "").lower()
-            if setting.get("kind") in ("VAR_SET_VALUE", "VAR_SET_CURRENT") and (name in tuning or not name):
+            if setting.get("kind") in ("VAR_SET_VALUE", "VAR_SET_CURRENT") \
+                    and (name in tuning and not name.startswith(_COMPILING) or not name):
                 found.append(name or "*")
     return found
 

@@ -515,6 +515,8 @@ ORDER_CONTROLS = [
     "RESET ALL",
     "SET work_mem = '8MB'",
     "SET app.tenant = '7'",
+    "SELECT set_config('jit', 'off', false)",  # (asyncpg's, around its type introspection: no plan changes)
+    "SET jit = on",
     "CREATE TABLE r11_own (id int PRIMARY KEY, v text)",
     "CREATE INDEX r11_own_v ON r11_own (v, id)",
     "INSERT INTO r11_own SELECT g, 'v' || g FROM generate_series(1, 2000) AS g",

@@ -441,6 +441,8 @@ SET_PLANNER = {
                             "AS $$ SELECT string_agg(id::text, ',') FROM users $$"],
     "function-body": ["CREATE FUNCTION r11_ord() RETURNS text LANGUAGE plpgsql AS $$ BEGIN "
                       "PERFORM set_config('enable_seqscan', 'off', false); RETURN 'x'; END $$"],
+    "function-altered": ["CREATE FUNCTION r11_ord() RETURNS text LANGUAGE sql AS $$ SELECT string_agg(id::text, ',') "
+                         "FROM users $$", "ALTER FUNCTION r11_ord() SET enable_seqscan = off"],
     "alter-database": ["ALTER DATABASE mask_round3 SET enable_seqscan = off"],
 }
 
@@ -589,3 +591,14 @@ def test_a_write_of_the_triggers_event_is_still_refused(agent, schema_triggers, 
     r = _searched(s, sql)[0]
     assert _refused(r), r
     assert schema_triggers.execute("SELECT count(*) FROM r11_audit").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_an_index_scan_in_a_masked_columns_order_is_refused_with_parameters(agent, big_users, prepare):
+    # The same read through the extended protocol, the name a parameter (the plan question is the
+    # statement's generic plan): refused as the text is.
+    s = agent()
+    answers = _searched(s, "INSERT INTO users (id, name, ssn) VALUES (3, 'alice', '5')")
+    r = s.run("SELECT id FROM users WHERE name = %s", ("alice",), prepare=prepare)
+    assert answers[0]["err"] is None and _refused(r), (answers, r)
+    assert not leaked(repr(r).encode())

@@ -50,6 +50,7 @@ class CatalogRows:
     types: tuple[tuple, ...] = ()
     casts: tuple[tuple, ...] = ()
     settings: tuple[tuple, ...] = ()
+    tuning: tuple[tuple, ...] = ()
     schemas: tuple[tuple, ...] = ()
     keywords: tuple[tuple, ...] = ()
     session: tuple[tuple, ...] = ()
@@ -332,6 +333,7 @@ def build_catalog(
         previous=previous[1] if unchanged and previous is not None else None,
         unchanged=unchanged,
         settings=settings,
+        tuning=(name.lower() for (name,) in rows.tuning),
         schemas=(name for (name,) in rows.schemas),
         keywords=(word for (word,) in rows.keywords),
         session_defaults={name: value for name, value in rows.session},

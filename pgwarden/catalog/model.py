@@ -110,7 +110,10 @@ class RelationFacts:
 #: 'T': a DEFERRABLE constraint trigger's function (also a 't' row): it may run at the commit.
 #: 'B' / 'J': a row trigger's function on INSERT or UPDATE (also a 't' row) whose returned row is
 #: stored (BEFORE) or returned by RETURNING (INSTEAD OF): what its body reads may be in that row.
-EFFECT_KINDS = ("t", "T", "B", "J", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o", "A")
+#: 'I' / 'U' / 'D' / 'Y': a trigger's function (also a 't' row) fires on INSERT / UPDATE / DELETE /
+#: TRUNCATE (pg_trigger.tgtype): one row per event.
+EFFECT_KINDS = ("t", "T", "B", "J", "I", "U", "D", "Y", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o",
+                "A")
 
 
 @attrs.frozen
@@ -254,6 +257,7 @@ class Catalog:
         casts: Iterable[CastFacts] = (),
         attributes: Iterable[tuple[int, Sequence[str], Sequence[int]]] = (),
         settings: dict[str, str] | None = None,
+        tuning: Iterable[str] = (),
         schemas: Iterable[str] = (),
         keywords: Iterable[str] = (),
         session_defaults: dict[str, str] | None = None,
@@ -275,6 +279,9 @@ class Catalog:
             raise ValueError(f"unknown parts: {sorted(unchanged - PARTS)}")
         #: setting name (lower-case) -> pg_settings.context
         self.settings: dict[str, str] = dict(settings or {})
+        #: the planner's settings (pg_settings.category "Query Tuning / ..."), lower-case: empty
+        #: when not known (a snapshot)
+        self.tuning: frozenset[str] = frozenset(tuning)
         self.schemas: frozenset[str] = frozenset(schemas)
         #: the server's SQL keywords (empty: not known, as in a catalog made by hand)
         self.keywords: frozenset[str] = frozenset(keywords)

@@ -197,7 +197,7 @@ class ServerPlans:
                         conn.execute(command)
                     cur = conn.execute(_EXPLAIN + sql.encode())
                 row = cur.fetchone()
-                return row[0] if row is not None else []
+                return _with_index_keys(conn, row[0] if row is not None else [])
             pg = conn.pgconn
             pg.exec_("; ".join(setup).encode())
             done = pg.prepare(_NAME, sql.encode(), list(param_types) or None)
@@ -210,7 +210,7 @@ class ServerPlans:
             if result.status != pq.ExecStatus.TUPLES_OK:
                 return PlanRefused(_field(result, b"C"), _field(result, b"M"))
             raw = result.get_value(0, 0)
-            return json.loads(bytes(raw).decode()) if raw is not None else []
+            return _with_index_keys(conn, json.loads(bytes(raw).decode()) if raw is not None else [])
         except psycopg.errors.Error as e:
             if isinstance(e, psycopg.OperationalError) and not e.sqlstate:
                 raise  # the connection, not the statement
@@ -218,6 +218,63 @@ class ServerPlans:
         finally:
             if not conn.closed:
                 _end(conn)
+
+
+#: The plan nodes that return rows in their index's order (a bitmap scan returns them in the
+#: table's order).
+ORDERED_SCANS = frozenset({"Index Scan", "Index Only Scan"})
+
+#: The columns each index's key is made of (not its INCLUDE columns): a key column's own, every
+#: column an expression key depends on (pg_depend; with the predicate's: more, never fewer), by
+#: (schema, index name); and its table's columns that alone tell its rows apart (NOT NULL, a
+#: unique index of that column alone, immediate, not partial: an ORDER BY on one fixes the rows'
+#: order whatever the scan's). In the question's own transaction: the indexes its plan names.
+_INDEX_KEYS = """
+SELECT n.nspname::text, c.relname::text,
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute AS a
+             WHERE a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped
+               AND (a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])
+                    OR 0 = ANY (i.indkey[0:i.indnkeyatts - 1])
+                       AND EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                                   WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = i.indexrelid
+                                     AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                                     AND d.refobjid = i.indrelid AND d.refobjsubid = a.attnum))
+             ORDER BY a.attnum),
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index AS u
+             JOIN pg_catalog.pg_attribute AS a ON a.attrelid = u.indrelid AND a.attnum = u.indkey[0]
+             WHERE u.indrelid = i.indrelid AND u.indisunique AND u.indimmediate AND u.indnkeyatts = 1
+               AND u.indpred IS NULL AND u.indkey[0] > 0 AND a.attnotnull)
+FROM pg_catalog.pg_index AS i
+JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
+WHERE (n.nspname::text, c.relname::text) IN
+      (SELECT * FROM ROWS FROM (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::text[])))"""
+
+def _with_index_keys(conn: Any, explained: object) -> object:
+    """``explained`` with each node of `ORDERED_SCANS` given its index's key columns
+    (`INDEX_KEYS`), as the server's catalog says in the question's own transaction: such a scan
+    returns its rows in the order of those columns (an index on ``(ssn, id)`` returns ``SELECT
+    id FROM users`` in SSN order). An index the catalog does not show gets None."""
+    from pgwarden.catalog.plans import INDEX_KEYS, UNIQUE_KEYS, plan_nodes
+
+    scans = [node for node in plan_nodes(explained) if node.get("Node Type") in ORDERED_SCANS]
+    if not scans:
+        return explained
+    wanted = sorted({(str(node.get("Schema", "")), str(node.get("Index Name", ""))) for node in scans})
+    import psycopg
+
+    try:
+        conn.execute("SET LOCAL search_path TO pg_catalog")  # (not the session's: its operators, its functions)
+        rows = conn.execute(_INDEX_KEYS, ([w[0] for w in wanted], [w[1] for w in wanted])).fetchall()
+    except psycopg.errors.Error as e:
+        # (pgwarden's own question failing, not the statement: never a refusal left to lineage)
+        return PlanUnavailable(f"the index keys could not be read: {type(e).__name__}")
+    keys = {(schema, name): (list(columns), list(unique)) for schema, name, columns, unique in rows}
+    for node in scans:
+        found = keys.get((str(node.get("Schema", "")), str(node.get("Index Name", ""))))
+        node[INDEX_KEYS] = found[0] if found is not None else None
+        node[UNIQUE_KEYS] = found[1] if found is not None else []
+    return explained
 
 
 # What ends a question, inside its transaction (with PgBouncer between pgwarden and the server, a

@@ -53,6 +53,18 @@ _NOT_EXPRESSIONS = frozenset({
     "Params Evaluated",
 })
 
+#: What the planner question adds to a node of an index scan: its index's key columns
+#: (`planner.INDEX_KEYS`; a list, or None when the catalog did not show the index).
+INDEX_KEYS = "pgwarden Index Keys"
+#: ... and the columns of its relation that alone tell rows apart (`planner._INDEX_KEYS`)
+UNIQUE_KEYS = "pgwarden Unique Columns"
+
+#: Plan nodes that pass every row of their children on, each once, without choosing by their
+#: order: a Sort above them orders what the scans below them return (not a Limit, an Aggregate,
+#: a Unique, a WindowAgg, a SetOp: they keep or make values by the order they receive).
+_PASSING = frozenset({"Hash", "Hash Join", "Nested Loop", "Merge Join", "Materialize", "Memoize", "Gather",
+                      "Result", "Append", "Subquery Scan"})
+
 #: A FROM item's function call: its arguments are read. How many rows it makes of them is
 #: lineage's judgement (the keys of a whole row's JSON are its column names, not its values).
 _ARGUMENTS = frozenset({"Function Call", "Table Function Call"})
@@ -76,6 +88,10 @@ class PlanUses:
     #: columns in order, then sort keys and the like), itself or through a sub-plan's result:
     #: those it takes through a sub-select's or a CTE's alias are not among them
     outputs: tuple[frozenset[Source], ...] = ()
+    #: the base columns whose order an index scan returns rows in (its index's key columns: an
+    #: Index Scan or Index Only Scan, `planner.ORDERED_SCANS`); every column of its relation when
+    #: the index's keys are not known
+    orders: frozenset[Source] = frozenset()
 
 
 def _name(text: str) -> str:
@@ -105,6 +121,7 @@ class _Reader:
         self.reads: set[Source] = set()
         self.tests: set[Source] = set()
         self.unknown: set[tuple[str, str]] = set()
+        self.orders: set[Source] = set()
 
     def relation_columns(self, relation: tuple[str, str]) -> Sequence[str] | None:
         cols = self.columns(*relation)
@@ -192,11 +209,28 @@ class _Reader:
             return _name(tokens[0]) == column
         return len(tokens) == 3 and _name(tokens[0]) == alias and tokens[1] == "." and _name(tokens[2]) == column
 
-    def node(self, node: dict[str, Any], top: bool) -> None:
+    def node(self, node: dict[str, Any], top: bool, sorted_by: tuple[list[str], ...] | None = None) -> None:
+        """Reads ``node``; ``sorted_by``: the sort keys (as tokens) of a Sort above it that every
+        row it returns goes through (`_PASSING` nodes between), else None."""
+        kind = node.get("Node Type")
+        below = sorted_by if kind in _PASSING else None
+        if kind == "Sort":
+            below = tuple([text for _, text in _tokens(str(k))] for k in node.get("Sort Key", ()) or ())
         for key, value in node.items():
-            if key == "Plans":
+            if key == INDEX_KEYS:
+                if not _unique_sort(node, sorted_by):
+                    relation = (str(node.get("Schema", "")), str(node.get("Relation Name", "")))
+                    if isinstance(value, list):
+                        self.orders |= {Source(relation[0], relation[1], str(column)) for column in value}
+                    else:  # (an index the catalog did not show: any of its columns)
+                        self.orders |= self.whole(relation)
+            elif key == UNIQUE_KEYS:
+                continue
+            elif key == "Plans":
                 for child in value:
-                    self.node(child, child.get("Parent Relationship") in _RESULTS)
+                    relationship = child.get("Parent Relationship")
+                    self.node(child, relationship in _RESULTS,
+                              below if relationship not in ("InitPlan", "SubPlan") else None)
             elif key == "Output":
                 if top or not self.physical(value):
                     for expression in value:
@@ -209,6 +243,21 @@ class _Reader:
                     used = self.references(expression)
                     self.reads |= used
                     self.tests |= used
+
+
+def _unique_sort(node: dict[str, Any], sorted_by: tuple[list[str], ...] | None) -> bool:
+    """Whether a Sort above the index scan ``node`` (``sorted_by``: its keys' tokens) orders its
+    rows by a column of its own that alone tells them apart (`UNIQUE_KEYS`): their order is then
+    the sort's, not the index's (``... ORDER BY id``)."""
+    if not sorted_by:
+        return False
+    alias = str(node.get("Alias", ""))
+    unique = node.get(UNIQUE_KEYS) or ()
+    for tokens in sorted_by:
+        if len(tokens) >= 3 and _name(tokens[0]) == alias and tokens[1] == "." and _name(tokens[2]) in unique \
+                and (len(tokens) == 3 or tokens[3].upper() in ("DESC", "ASC", "NULLS")):
+            return True
+    return False
 
 
 def _strings(value: object) -> Iterator[str]:
@@ -226,6 +275,14 @@ def _nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
     yield node
     for child in node.get("Plans", ()):
         yield from _nodes(child)
+
+
+def plan_nodes(explained: object) -> Iterator[dict[str, Any]]:
+    """Every node of the plan(s) of ``EXPLAIN (FORMAT JSON)``."""
+    if isinstance(explained, list):
+        for entry in explained:
+            if isinstance(entry, dict) and isinstance(entry.get("Plan"), dict):
+                yield from _nodes(entry["Plan"])
 
 
 def _subplan(reader: _Reader, node: dict[str, Any]) -> None:
@@ -261,4 +318,5 @@ def plan_uses(explained: object, columns: Columns) -> PlanUses:
     for plan in plans:
         reader.node(plan, True)
     outputs = tuple(frozenset(reader.references(e)) for e in plans[0].get("Output", ())) if plans else ()
-    return PlanUses(frozenset(reader.reads), frozenset(reader.tests), frozenset(reader.unknown), outputs)
+    return PlanUses(frozenset(reader.reads), frozenset(reader.tests), frozenset(reader.unknown), outputs,
+                    frozenset(reader.orders))

@@ -73,6 +73,9 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     "types": ("oid", "schema", "name", "kind", "functions", "parts"),
     "casts": ("oid", "source", "target", "function", "context", "method"),
     "settings": ("name", "context"),
+    # The planner's settings: pg_settings' category "Query Tuning / ..." (enable_seqscan,
+    # random_page_cost, ...), which decide which plan, and so which row order, a statement gets.
+    "tuning": ("name",),
     "schemas": ("name",),
     # The server's keywords (pg_get_keywords): SQL syntax pgwarden's parser, of a newer release,
     # reads where the server reads a function call (`json_value(...)` before PostgreSQL 17).
@@ -295,6 +298,13 @@ SELECT DISTINCT * FROM (
     FROM pg_trigger AS t
     WHERE NOT t.tgisinternal AND t.tgtype::int & 1 <> 0 AND t.tgtype::int & 66 <> 0 AND t.tgtype::int & 20 <> 0
     UNION ALL
+    -- the events each trigger fires on ('I' INSERT, 'U' UPDATE, 'D' DELETE, 'Y' TRUNCATE; tgtype's
+    -- bits 4, 16, 8, 32): a write of another event does not run it
+    SELECT t.tgrelid::int8, e.kind, t.tgfoid::int8
+    FROM pg_trigger AS t
+    JOIN (VALUES (4, 'I'), (16, 'U'), (8, 'D'), (32, 'Y')) AS e(bit, kind) ON t.tgtype::int & e.bit <> 0
+    WHERE NOT t.tgisinternal
+    UNION ALL
     SELECT a.adrelid::int8, 'd', d.refobjid::int8
     FROM pg_attrdef AS a
     JOIN pg_depend AS d ON d.classid = 'pg_attrdef'::regclass AND d.objid = a.oid
@@ -506,6 +516,9 @@ ORDER BY c.oid"""
 # GUC_NO_SHOW_ALL ones (role, session_authorization, seed, ...) from everyone.
 SETTINGS = "SELECT lower(s.name) AS name, s.context AS context FROM pg_settings AS s ORDER BY 1"
 
+# (the server's own category: no list of names kept here)
+TUNING = "SELECT lower(s.name) AS name FROM pg_settings AS s WHERE s.category LIKE 'Query Tuning%' ORDER BY 1"
+
 SCHEMAS = "SELECT nspname AS name FROM pg_namespace ORDER BY 1"
 KEYWORDS = "SELECT k.word AS word FROM pg_catalog.pg_get_keywords() AS k ORDER BY 1"
 # (pg_db_role_setting, not the catalog session's own value: a role's or database's setting made
@@ -595,6 +608,7 @@ def for_version(server_version: int, initdb: bool | None = None) -> dict[str, st
                                part=part.format(column="t.oid")),
         "casts": CASTS,
         "settings": SETTINGS,
+        "tuning": TUNING,
         "schemas": SCHEMAS,
         "keywords": KEYWORDS,
         "session": SESSION,

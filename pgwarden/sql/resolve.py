@@ -128,6 +128,9 @@ _DELETING = frozenset({"delete", "merge"})
 _UPDATING = frozenset({"update", "merge"})
 # Statements whose writes of a partitioned table may move rows between its partitions.
 _MOVING = frozenset({"update", "merge"})
+# The trigger events (`RelationFacts.effects` 'I', 'U', 'D', 'Y') of each kind of write (an
+# upsert is "insert" and "update"; a MERGE may do any of the three).
+_EVENTS = {"insert": "I", "copy_from": "I", "update": "U", "delete": "D", "merge": "IUD", "truncate": "Y"}
 
 
 def resolve(syntax: Syntax, ctx: SqlContext) -> Analysis:
@@ -161,6 +164,9 @@ class _Resolver:
         #: the kinds of write the statement being resolved does to what it names (`_CASCADING`):
         #: which foreign key actions it sets off
         self._write_kinds: frozenset[str] = frozenset()
+        #: the trigger events (`_EVENTS`) of the writes being followed; None: any (a foreign key's
+        #: cascading action, a row moved between partitions)
+        self._events: frozenset[str] | None = None
         # what each body does, without its function's own volatility (a trigger's, see `_fires`)
         self._body_only: dict[int, frozenset[str]] = {}
         # a function of the database's own that runs prepares or deallocates (`Analysis.prepares_unseen`)
@@ -266,7 +272,7 @@ class _Resolver:
         # What the functions it runs, creates or alters change while they run counts as its own
         # change for the guards (a SET clause is undone when its function returns, but the
         # writes made meanwhile went uncounted, the timeout lifted, the session misnamed)
-        reached = tuple(x for x in syntax.function_settings if _guarded(x)) + tuple(self._reached[reached_from:])
+        reached = tuple(x for x in syntax.function_settings if self._guarded(x)) + tuple(self._reached[reached_from:])
         if reached:
             settings += tuple(x for x in dict.fromkeys(reached) if x not in settings)
         self._settings(syntax, kinds)
@@ -656,7 +662,7 @@ class _Resolver:
             name, _, value = item.partition("=")
             setting = (name.lower(), value)
             found |= self._setting_kinds(*setting)
-            if _guarded(setting):
+            if self._guarded(setting):
                 self._reached.append(setting)
         if fn.name in SERVER_FILE_FUNCTIONS and fn.builtin:
             found.add("server_files")
@@ -688,7 +694,7 @@ class _Resolver:
                 does = frozenset(body.kinds) - {"select"}
                 if body.settings:  # set_config in the body: a setting changed (a value kept there)
                     does |= {"set"}
-                    self._reached += [x for x in body.settings if _guarded(x)]
+                    self._reached += [x for x in body.settings if self._guarded(x)]
                     if any(name in ("search_path", "*") for name, _value in body.settings):
                         # the body moves the search_path (a set_config that outlives the call,
                         # maybe): where unqualified names resolve, from the call on, is not known
@@ -819,11 +825,11 @@ class _Resolver:
 
     def _relations(self, syntax: Syntax, kinds: set[str], functions: set[str],
                    nested: list) -> tuple[set[str], set[str], set[tuple[str, str]]]:
-        saved = self._maintaining, self._write_kinds  # (a body judged on the way resolves its own statements)
+        saved = self._maintaining, self._write_kinds, self._events  # (a body judged on the way resolves its own)
         try:
             return self._relations_of(syntax, kinds, functions, nested)
         finally:
-            self._maintaining, self._write_kinds = saved
+            self._maintaining, self._write_kinds, self._events = saved
 
     def _relations_of(self, syntax: Syntax, kinds: set[str], functions: set[str],
                       nested: list) -> tuple[set[str], set[str], set[tuple[str, str]]]:
@@ -837,6 +843,8 @@ class _Resolver:
         storing = bool(syntax.kinds & _STORING)
         cascading = bool(syntax.kinds & _CASCADING)
         self._write_kinds = syntax.kinds & _CASCADING
+        # the trigger events its writes are (`_fires_on`)
+        self._events = frozenset(event for kind, events in _EVENTS.items() if kind in syntax.kinds for event in events)
         # an UPDATE (or a MERGE's) of a partitioned table moves a row whose partition key changes
         # to another partition: deleted from one, inserted into another
         moving = bool(syntax.kinds & _MOVING)
@@ -1025,11 +1033,11 @@ class _Resolver:
                 # them, IMMUTABLE as they are declared, whatever their functions do; a write stores
                 # them; maintenance computes them and the statistics' expressions)
                 self._fires(target, kind != "t", kinds, functions, nested)
-                if kind == "t" and self._may_write(target):
+                if kind == "t" and self._may_write(target) and self._fires_on(facts, target):
                     # (a trigger writing tables may write there what its body reads: an audit
                     # table filled from `users`, red team eleven)
                     nested.append(Analysis(frozenset(), carried_tables=self._fired_reads(target)))
-            elif kind in ("B", "J") and written and storing:
+            elif kind in ("B", "J") and written and storing and self._fires_on(facts, target):
                 # a row trigger whose returned row is stored (BEFORE) or returned (INSTEAD OF):
                 # `NEW.memo := (SELECT ssn FROM users ...)` (red team eleven)
                 found = self._fired_reads(target)
@@ -1048,7 +1056,11 @@ class _Resolver:
                 name = f"{_schema(child.schema)}.{child.name}"
                 nested.append(Analysis(frozenset(), tables=frozenset({name}),
                                        writes=frozenset({name}) if written else frozenset()))
-                self._effects(child, written, storing, cascading, kinds, functions, nested, seen, truncating)
+                events, self._events = self._events, (None if self._write_kinds & _MOVING else self._events)
+                try:  # (an UPDATE moving a row between partitions deletes it from one, inserts it in another)
+                    self._effects(child, written, storing, cascading, kinds, functions, nested, seen, truncating)
+                finally:
+                    self._events = events
             elif kind in ("n", "u") and written and cascading:
                 # the referencing rows an ON DELETE SET NULL / SET DEFAULT action (a DELETE's) or
                 # an ON UPDATE action (an UPDATE's) updates: an UPDATE of that table (and of its
@@ -1065,6 +1077,7 @@ class _Resolver:
                     continue
                 name = f"{_schema(child.schema)}.{child.name}"
                 nested.append(Analysis(frozenset(), tables=frozenset({name}), writes=frozenset({name})))
+                events, self._events = self._events, None  # (its own events: a DELETE or an UPDATE)
                 # an action that updates the referencing rows (SET NULL, SET DEFAULT, ON UPDATE
                 # CASCADE) stores them: their defaults (SET DEFAULT computes them), CHECK
                 # constraints and columns' domains run, as an UPDATE's do
@@ -1072,7 +1085,10 @@ class _Resolver:
                 if stores:
                     for type_oid in child.column_types:
                         self._convert(type_oid, False, kinds, functions, nested)
-                self._effects(child, True, stores, True, kinds, functions, nested, seen, truncating)
+                try:
+                    self._effects(child, True, stores, True, kinds, functions, nested, seen, truncating)
+                finally:
+                    self._events = events
         if written:
             from pgwarden.sql.syntax import syntax_of
 
@@ -1246,6 +1262,15 @@ class _Resolver:
         for name, value in syntax.settings + syntax.stored_settings:
             kinds |= self._setting_kinds(name, value)
 
+    def _fires_on(self, facts: RelationFacts, function: int) -> bool:
+        """Whether a trigger of ``facts`` running ``function`` fires on the events of the writes
+        being followed: any when they are not known (None), or the catalog says no event of it."""
+        events = [kind for kind, target in facts.effects if target == function and kind in "IUDY"]
+        return self._events is None or not events or any(e in self._events for e in events)
+
+    def _guarded(self, setting: tuple[str, str | None]) -> bool:
+        return _guarded(setting, self.catalog.tuning)
+
     def _setting_kinds(self, name: str, value: str | None) -> set[str]:
         """What changing setting ``name`` to ``value`` is, as statement kinds (a function's SET
         clause too: `session_replication_role` is the superuser's while the function runs)."""
@@ -1276,11 +1301,13 @@ class _Resolver:
         return set()
 
 
-def _guarded(setting: tuple[str, str | None]) -> bool:
+def _guarded(setting: tuple[str, str | None], tuning: frozenset[str] = frozenset()) -> bool:
     """Whether a function's change of ``setting`` is the statement's for the guards: a guarded
-    name, or one known only at run time (set_config with a computed name) given a value."""
+    name, a planner setting of the server's (``tuning``: `Catalog.tuning`, which masking guards:
+    the plan decides the rows' order), or one known only at run time (set_config with a computed
+    name) given a value."""
     name, value = setting
-    return name in GUARDED_SETTINGS or (name == "*" and value is not None)
+    return name in GUARDED_SETTINGS or name in tuning or (name == "*" and value is not None)
 
 
 def _system_schema(schema: str) -> bool:

@@ -256,6 +256,10 @@ class Masking:
                 "pgwarden masks columns by what the database's catalog says they are; until it can read the "
                 "catalog again, statements that may touch masked tables are refused. Retry shortly.",
                 rule="mask: catalog")
+        if statement.analysis.settings or "ddl" in statement.kinds or "role" in statement.kinds:
+            refused = self._retunes(rules, statement)
+            if refused is not None:
+                return refused
         if statement.kinds & _COPY_SERVER_SIDE:
             refused = self._copy_server_side(rules, statement, lineages)
             if refused is not None:
@@ -474,6 +478,35 @@ class Masking:
             "CLUSTER puts a table's rows in the order of an index, which may be on a masked column: the "
             "order plain reads return them in would then tell how the masked values compare. Ask an operator "
             "to run it outside this identity.")
+
+    @staticmethod
+    def _retunes(rules: SessionRules, statement: Statement) -> Verdict | None:
+        """A change of one of the planner's settings (the server's pg_settings.category "Query
+        Tuning / ...": `Catalog.tuning`) in a session whose column rules refuse oracles: ``SET``,
+        ``SET LOCAL``, ``set_config``, a SET clause of a function it runs, creates or alters, a
+        body's SET or set_config (`Analysis.settings`), a setting named at run time, and ``ALTER
+        ROLE / DATABASE ... SET`` (the next sessions'). ``SET enable_seqscan = off; SELECT id FROM
+        users`` was an Index Only Scan of an operator's index on ``(ssn, id)``, returning the ids in
+        SSN order (with a probe row the agent wrote, a binary search: red team eleven), and the plan
+        check, asked without the session's settings, saw a Seq Scan; a function's body is planned
+        in those settings out of the check's sight. RESET, ``SET ... TO DEFAULT`` go back and pass."""
+        refusing = [r for r in rules.columns if r.spec.oracle == "refuse"]
+        context = statement.context
+        if not refusing or context is None:
+            return None
+        tuning = context.catalog.tuning
+        changed = [name for name, value in statement.analysis.settings
+                   if value is not None and (name in tuning and not name.startswith(_COMPILING) or name == "*")]
+        if not changed and statement.kinds & {"ddl", "role"}:
+            changed = _stored_tuning(statement, tuning)
+        if not changed:
+            return None
+        name = changed[0] if changed[0] != "*" else "a setting named at run time"
+        return _refused_by(refusing[0],
+            f"a change of the planner's settings ({name}) in a session with masked columns",
+            "The planner's settings decide which plan a statement gets, and so the order its rows come "
+            "back in: an index's order on a masked column would tell how the masked values compare. Keep "
+            "the server's planner settings (RESET returns to them); add ORDER BY for the order you need.")
 
     @classmethod
     def _code_on_tables(cls, rules: SessionRules, statement: Statement) -> Verdict | None:
@@ -806,6 +839,36 @@ def _strategy_masker(strategy: values.Strategy, resolved: ResultColumn,
         return strategy(value, family, fmt)
 
     return masker
+
+
+#: The "Query Tuning" settings of JIT compilation (``jit``, ``jit_above_cost``, ...): they decide
+#: whether the chosen plan's expressions are compiled, never which plan is chosen, so they change
+#: no row order; asyncpg turns ``jit`` off around its type introspection (``set_config('jit',
+#: 'off', false)``, then back), in every session. (The one exception to the server's category.)
+_COMPILING = "jit"
+
+
+def _stored_tuning(statement: Statement, tuning: frozenset[str]) -> list[str]:
+    """The planner's settings (``tuning``) an ``ALTER ROLE / DATABASE ... SET`` of the statement
+    gives a value (what the next sessions start with); every statement's "*" when the text cannot
+    be read."""
+    from pgwarden.sql.lexer import parse_tree
+
+    try:
+        context = statement.context
+        tree = parse_tree(statement.sql, context.lexer) if context is not None else parse_tree(statement.sql)
+    except Exception:  # noqa: BLE001 - what does not parse was refused before: fail closed
+        return ["*"]
+    found = []
+    for entry in tree.get("stmts", []):
+        stmt = entry.get("stmt") or {}
+        for kind in ("AlterRoleSetStmt", "AlterDatabaseSetStmt"):
+            setting = ((stmt.get(kind) or {}).get("setstmt") or {})
+            name = (setting.get("name") or "").lower()
+            if setting.get("kind") in ("VAR_SET_VALUE", "VAR_SET_CURRENT") \
+                    and (name in tuning and not name.startswith(_COMPILING) or not name):
+                found.append(name or "*")
+    return found
 
 
 def _maintains_all(statement: Statement) -> bool:

@@ -9,6 +9,9 @@ and the statement is refused when the plan:
 * reads a masked column lineage never saw read (the value may be returned unmasked, or used);
 * tests a masked column (a filter, a join or index condition, a sort or group key) that lineage
   found no use of as an oracle, and whose rule refuses oracles;
+* scans an index whose key holds a masked column (an Index Scan or Index Only Scan: the rows
+  come back in the masked column's order, whatever lineage saw; red team eleven: ``SELECT id FROM
+  users`` through an index on ``(ssn, id)``), and its rule refuses oracles;
 * computes a result column from a masked column lineage did not trace to it (the column's mask
   follows lineage's sources: it would come back in clear). The names the plan's top output list
   gives, itself or through a sub-plan's result, are compared: a value taken through a sub-select
@@ -253,6 +256,16 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
                           "a sort or a grouping), and pgwarden did not see where",
                           "Which rows come back, or in which order, would reveal its values. pgwarden checks "
                           "its reading of each statement against the server's own plan; here they disagree.")
+        for source in sorted(answer.orders, key=str):
+            rule = rules.rule_for(str(source))
+            if rule is None or rule.spec.oracle != "refuse" or source in oracles or UNTRACED in oracles:
+                continue
+            return refuse(rule,
+                          f"the server's plan of this statement reads rows in the order of an index on masked "
+                          f"column {source}",
+                          "The order rows come back in would tell how the masked values compare (with a row "
+                          "you wrote, a binary search). Add an ORDER BY on columns no rule masks, or ask an "
+                          "operator to drop the index or use `oracle: allow`.")
         for source in sorted(answer.reads, key=str):
             rule = rules.rule_for(str(source))
             if rule is None or seen_all or source in seen:

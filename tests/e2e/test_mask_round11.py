@@ -40,7 +40,24 @@ Found, closed:
   refused as CREATE INDEX is, and the messages of maintenance naming no table are withheld as a
   reader's in a masking session (the schema's own expressions run there too).
 
-Left (reported, not changed): the same order through an **index scan** the planner picks without
+Closed after (sections 6 and 7), on round eleven's own limit:
+
+* ``SET enable_seqscan = off; SELECT id FROM users`` with an operator's index on ``(ssn, id)``
+  and the probe row: ``[(2,), (3,), (1,)]``, the SSN order (so with ``SET LOCAL``, ``set_config``,
+  ``SET seq_page_cost = 1000``, a function's ``SET enable_seqscan = off`` clause, a body's
+  ``set_config``, ``ALTER DATABASE ... SET`` for the next session): a change of a setting the
+  server files under "Query Tuning" (pg_settings.category, now in the catalog) is refused in a
+  masking session;
+* with no setting changed, the planner's own Index Scan of an index on ``(name, ssn)`` in a large
+  table: ``SELECT id FROM users WHERE name = 'alice'`` gave ``[(3,), (1,)]`` (the probe's SSN '5'
+  sorts before alice's), and ``array_agg``, ``string_agg`` over a sub-select, ``LIMIT 1`` under an
+  ``ORDER BY id`` the same: the plan check reads the key columns of each index the plan scans and
+  refuses a scan in a masked column's order that no ORDER BY on a unique column undoes;
+* round eleven's false refusal: a DELETE or UPDATE of ``orders`` under an AFTER INSERT audit
+  trigger reading ``users`` (or an UPDATE under a BEFORE INSERT one) was refused: the triggers'
+  events are read (pg_trigger.tgtype) and only those the write fires count.
+
+Left (reported, not changed, before the section 6 fix): the same order through an **index scan** the planner picks without
 an ORDER BY: with an operator's index on ``(ssn, id)`` (or ``(ssn) INCLUDE (id)``), ``SET
 enable_seqscan = off; SELECT id FROM users`` is an Index Only Scan returning the ids in SSN order
 (and the probe row answers the same binary search). The plan check asks its question without the
@@ -66,12 +83,16 @@ def operator(request):
 
 @pytest.fixture
 def agent(request, make_pgwarden, tmp_path, operator):
-    """An agent under POLICY, made after the operator's setup (``make()``)."""
+    """An agent under POLICY, made after the operator's setup (``make()``; a second ``make()`` is
+    another session of the same pgwarden)."""
     request.getfixturevalue("rtdb")
     made = []
+    started = []
 
     def make() -> Session:
-        s = Session(start(make_pgwarden, tmp_path, POLICY))
+        if not started:
+            started.append(start(make_pgwarden, tmp_path, POLICY))
+        s = Session(started[0])
         made.append(s)
         return s
     yield make
@@ -392,3 +413,192 @@ def test_controls_are_masked_or_refused(agent, operator):
                          "DROP FUNCTION IF EXISTS r11_sf(int, int), r11_et(), r11_f(int); "
                          "DROP SCHEMA IF EXISTS r11_s CASCADE; DROP TABLE IF EXISTS r11_c, r11_c2, r11_p; "
                          "DROP MATERIALIZED VIEW IF EXISTS r11_mv")
+
+
+# ------------------------------------------------------------------ 6. the rows' order from an index scan (round eleven's limit)
+# An operator's covering index on the masked column, and a probe row the agent writes with
+# `ssn = '5'`: `SELECT id FROM users` through an Index Only Scan returns the ids in SSN order,
+# and where the probe's id lands tells whether each SSN sorts before '5' (a binary search, as
+# CLUSTER's was). Written order: [1, 2, 3]; SSN order: bob '345-...' < probe '5' < alice '812-...'.
+SSN_ORDER = [(2,), (3,), (1,)]
+
+
+@pytest.fixture
+def covering_index(operator):
+    operator.execute("CREATE INDEX IF NOT EXISTS r11_ssn_id ON users (ssn, id)")
+    yield operator
+    operator.execute("DROP INDEX IF EXISTS r11_ssn_id; DROP FUNCTION IF EXISTS r11_ord(); "
+                     "DELETE FROM users WHERE id > 2; ALTER DATABASE mask_round3 RESET ALL")
+
+
+SET_PLANNER = {
+    # how the agent turns the sequential scan off, then what it runs
+    "set": ["SET enable_seqscan = off"],
+    "set-local": ["BEGIN", "SET LOCAL enable_seqscan = off"],
+    "set-cost": ["SET seq_page_cost = 1000"],
+    "set_config": ["SELECT set_config('enable_seqscan', 'off', false)"],
+    "function-set-clause": ["CREATE FUNCTION r11_ord() RETURNS text LANGUAGE sql SET enable_seqscan = off "
+                            "AS $$ SELECT string_agg(id::text, ',') FROM users $$"],
+    "function-body": ["CREATE FUNCTION r11_ord() RETURNS text LANGUAGE plpgsql AS $$ BEGIN "
+                      "PERFORM set_config('enable_seqscan', 'off', false); RETURN 'x'; END $$"],
+    "function-altered": ["CREATE FUNCTION r11_ord() RETURNS text LANGUAGE sql AS $$ SELECT string_agg(id::text, ',') "
+                         "FROM users $$", "ALTER FUNCTION r11_ord() SET enable_seqscan = off"],
+    "alter-database": ["ALTER DATABASE mask_round3 SET enable_seqscan = off"],
+}
+
+
+@pytest.mark.parametrize("case", list(SET_PLANNER))
+def test_the_planner_settings_are_the_servers(agent, covering_index, case):
+    # Received before the fix, after `SET enable_seqscan = off` (or `SET LOCAL`, set_config, a
+    # function's SET clause or body, `ALTER DATABASE ... SET` for the next session): `SELECT id
+    # FROM users` -> [(2,), (3,), (1,)], the SSN order (`SELECT r11_ord()` -> '2,3,1'). A change of
+    # the planner's settings is now refused in a masking session.
+    s = agent()
+    probe = _searched(s, "INSERT INTO users (id, name, ssn) VALUES (3, 'probe', '5')")[0]
+    assert probe["err"] is None, probe
+    answers = _searched(s, *SET_PLANNER[case])
+    assert _refused(answers[-1]), answers
+    assert "planner's settings" in answers[-1]["err"][1], answers
+    reads = _searched(s, *(["SELECT r11_ord()"] if case.startswith("function") else []), "SELECT id FROM users")
+    s.run("ROLLBACK")
+    reads += _searched(agent(), "SELECT id FROM users")
+    for r in reads:
+        assert r["rows"] not in (SSN_ORDER, [("2,3,1",)]), reads
+    assert reads[-1]["rows"] == [(1,), (2,), (3,)], reads
+    stored = covering_index.execute("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d "
+                                    "ON d.oid = s.setdatabase WHERE d.datname = 'mask_round3'").fetchone()[0]
+    assert stored == 0, stored
+
+
+@pytest.fixture
+def big_users(operator):
+    # The schema's: more rows, and an index on (name, ssn) the planner picks by itself for a
+    # condition on `name`; it returns the rows of one name in SSN order.
+    operator.execute("INSERT INTO users (id, name) SELECT g, 'filler ' || g FROM generate_series(100, 5099) AS g; "
+                     "CREATE INDEX IF NOT EXISTS r11_name_ssn ON users (name, ssn); ANALYZE users")
+    yield operator
+    operator.execute("DROP INDEX IF EXISTS r11_name_ssn; DELETE FROM users WHERE id > 2; ANALYZE users")
+
+
+NATURAL_ORDER = {
+    # what the agent runs after its probe row (id 3, name 'alice', ssn '5'), and what came back
+    # before the fix: alice's two rows in SSN order, the probe's before hers ('5' < '812-...')
+    "plain": ("SELECT id FROM users WHERE name = 'alice'", [(3,), (1,)]),
+    "array_agg": ("SELECT array_agg(id) FROM users WHERE name = 'alice'", [([3, 1],)]),
+    "subquery": ("SELECT string_agg(id::text, ',') FROM (SELECT id FROM users WHERE name = 'alice') s", [("3,1",)]),
+    "limit": ("SELECT id FROM (SELECT id FROM users WHERE name = 'alice' LIMIT 1) s ORDER BY id", [(3,)]),
+}
+
+
+@pytest.mark.parametrize("case", list(NATURAL_ORDER))
+def test_an_index_scan_in_a_masked_columns_order_is_refused(agent, big_users, case):
+    # Received before the fix (no setting changed: the planner's own choice, an Index Scan using
+    # r11_name_ssn): the values of NATURAL_ORDER, the probe's id first: alice's SSN sorts after
+    # '5'. The plan check now reads the index's key columns (pg_index, in its own question's
+    # transaction) and refuses a scan in a masked column's order that no ORDER BY on a unique
+    # column undoes.
+    sql, _before = NATURAL_ORDER[case]
+    s = agent()
+    answers = _searched(s, "INSERT INTO users (id, name, ssn) VALUES (3, 'alice', '5')", sql)
+    assert answers[0]["err"] is None, answers
+    assert _refused(answers[1]), answers
+    assert "order of an index on masked column public.users.ssn" in answers[1]["err"][1], answers
+
+
+ORDER_CONTROLS = [
+    # (no index on a masked column in their plans, or an ORDER BY on a unique column above it)
+    "SELECT id FROM users WHERE name = 'alice' ORDER BY id",
+    "SELECT id, ssn FROM users WHERE name = 'alice' ORDER BY id DESC",
+    "SELECT name FROM users WHERE id = 1",
+    "SELECT id FROM users WHERE id BETWEEN 100 AND 110",
+    "SELECT count(*) FROM users",
+    "RESET enable_seqscan",
+    "SET enable_seqscan TO DEFAULT",
+    "RESET ALL",
+    "SET work_mem = '8MB'",
+    "SET app.tenant = '7'",
+    "SELECT set_config('jit', 'off', false)",  # (asyncpg's, around its type introspection: no plan changes)
+    "SET jit = on",
+    "CREATE TABLE r11_own (id int PRIMARY KEY, v text)",
+    "CREATE INDEX r11_own_v ON r11_own (v, id)",
+    "INSERT INTO r11_own SELECT g, 'v' || g FROM generate_series(1, 2000) AS g",
+    "ANALYZE r11_own",
+    "SELECT id FROM r11_own WHERE v = 'v5'",
+    "SELECT o.id, u.name FROM orders o JOIN users u ON u.id = o.user_id ORDER BY o.id",
+]
+
+
+def test_reads_in_no_masked_columns_order_go_on(agent, big_users, operator):
+    s = agent()
+    try:
+        answers = _searched(s, "INSERT INTO users (id, name, ssn) VALUES (3, 'alice', '5')", *ORDER_CONTROLS)
+        for sql, r in zip(["insert", *ORDER_CONTROLS], answers, strict=True):
+            assert r["err"] is None, (sql, r)
+        assert answers[1]["rows"] == [(1,), (3,)], answers
+    finally:
+        operator.execute("DROP TABLE IF EXISTS r11_own")
+
+
+def test_planner_settings_refused_by_policy_stay_so(agent, covering_index):
+    # The control: a setting named at run time is a role's change to the policy (refused before).
+    s = agent()
+    r = _searched(s, "SELECT set_config('enable_' || 'seqscan', 'off', false)", "SELECT id FROM users")
+    assert _refused(r[0]) and r[1]["rows"] == [(1,), (2,)], r
+
+
+# ------------------------------------------------------------------ 7. the trigger refusal by the events its triggers fire on
+EVENT_WRITES = {
+    # the trigger the schema arms (reading `users`, writing the audit table or the row), then a write
+    # of another event, which does not fire it
+    "after-insert-delete": ("CREATE TRIGGER r11_t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_aud()",
+                            "DELETE FROM orders WHERE id = 2"),
+    "after-insert-update": ("CREATE TRIGGER r11_t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_aud()",
+                            "UPDATE orders SET amount = 21 WHERE id = 2"),
+    "before-insert-update": ("CREATE TRIGGER r11_t BEFORE INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_fill()",
+                             "UPDATE orders SET amount = 21 WHERE id = 2 RETURNING memo"),
+}
+
+
+@pytest.mark.parametrize("case", list(EVENT_WRITES))
+def test_a_write_its_triggers_do_not_fire_on_goes_on(agent, schema_triggers, case):
+    # Refused before the fix (round eleven's false refusal: `triggers read public.users` for a
+    # DELETE of `orders` whose only trigger is AFTER INSERT). pg_trigger.tgtype's events are now
+    # read (effects 'I', 'U', 'D', 'Y'): a write is refused only for the triggers its event fires.
+    arm, sql = EVENT_WRITES[case]
+    schema_triggers.execute(arm)
+    s = agent()
+    try:
+        r = _searched(s, sql)[0]
+        assert r["err"] is None, r
+        done = schema_triggers.execute("SELECT count(*) FROM orders WHERE id = 2").fetchone()[0]
+        changed = schema_triggers.execute("SELECT amount FROM orders WHERE id = 2").fetchone()
+        audited = schema_triggers.execute("SELECT count(*) FROM r11_audit").fetchone()[0]
+        assert audited == 0, audited
+        assert (done == 0) if case.endswith("delete") else (changed == (21,)), (done, changed)
+    finally:
+        schema_triggers.execute("DROP TRIGGER IF EXISTS r11_t ON orders; INSERT INTO orders SELECT 2, 2, 20 "
+                                "WHERE NOT EXISTS (SELECT FROM orders WHERE id = 2)")
+
+
+@pytest.mark.parametrize("sql", ["INSERT INTO orders VALUES (5, 1, 1)",
+                                 "INSERT INTO orders VALUES (2, 1, 1) ON CONFLICT DO NOTHING",
+                                 "MERGE INTO orders o USING (SELECT 2 AS id) s ON o.id = s.id "
+                                 "WHEN MATCHED THEN DELETE"])
+def test_a_write_of_the_triggers_event_is_still_refused(agent, schema_triggers, sql):
+    # The control: an INSERT (and a MERGE, which may insert) with the AFTER INSERT audit trigger.
+    schema_triggers.execute("CREATE TRIGGER r11_t AFTER INSERT ON orders FOR EACH ROW EXECUTE FUNCTION r11_aud()")
+    s = agent()
+    r = _searched(s, sql)[0]
+    assert _refused(r), r
+    assert schema_triggers.execute("SELECT count(*) FROM r11_audit").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("prepare", [False, True])
+def test_an_index_scan_in_a_masked_columns_order_is_refused_with_parameters(agent, big_users, prepare):
+    # The same read through the extended protocol, the name a parameter (the plan question is the
+    # statement's generic plan): refused as the text is.
+    s = agent()
+    answers = _searched(s, "INSERT INTO users (id, name, ssn) VALUES (3, 'alice', '5')")
+    r = s.run("SELECT id FROM users WHERE name = %s", ("alice",), prepare=prepare)
+    assert answers[0]["err"] is None and _refused(r), (answers, r)
+    assert not leaked(repr(r).encode())

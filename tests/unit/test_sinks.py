@@ -140,12 +140,13 @@ def test_a_direct_write_that_fails_goes_to_the_sinks_flush_which_fails_closed_an
     assert verify([str(path)]).problem is None
 
 
-def test_a_direct_write_the_pipe_takes_in_part_leaves_the_rest_to_the_flush_nothing_lost_nothing_twice():
+@pytest.mark.parametrize("pad", [1000, 40000])  # (many lines: joined; a few: writev(2), Chain.write)
+def test_a_direct_write_the_pipe_takes_in_part_leaves_the_rest_to_the_flush_nothing_lost_nothing_twice(pad):
     read_end, write_end, capacity = _nonblocking_pipe()
     try:
         sink = StdoutSink("open", fd=write_end)
         assert sink.chain.fd == write_end
-        bodies = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * 1000) for i in range(3 * capacity // 1000)]
+        bodies = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * pad) for i in range(max(3 * capacity // pad, 3))]
         sink.add(bodies)
         assert not write_all([sink.chain])  # a pipe's worth written, then EAGAIN
         assert 0 < sink.chain.written and len(sink.chain.lines) == 1

@@ -219,6 +219,15 @@ def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Stat
     return gatherResults(asked).addCallback(compare)
 
 
+def _refusing_oracles(rules: SessionRules, source: Any, oracles: Any) -> Any:
+    """The rule of masked column ``source`` when it refuses oracles and lineage saw none of it (a
+    plan's test or index order of it is then one lineage missed), else None."""
+    rule = rules.rule_for(str(source))
+    if rule is None or rule.spec.oracle != "refuse" or source in oracles or UNTRACED in oracles:
+        return None
+    return rule
+
+
 def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: bool,
              refuse: Refuse, stale: bool = False, results: list[Any] | None = None) -> Verdict | None:
     seen_all = any(lineage.reads is None for lineage in lineages)
@@ -248,8 +257,8 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
         if not isinstance(answer, PlanUses):
             continue
         for source in sorted(answer.tests, key=str):
-            rule = rules.rule_for(str(source))
-            if rule is None or rule.spec.oracle != "refuse" or source in oracles or UNTRACED in oracles:
+            rule = _refusing_oracles(rules, source, oracles)
+            if rule is None:
                 continue
             return refuse(rule,
                           f"the server's plan of this statement tests masked column {source} (a condition, "
@@ -257,8 +266,8 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
                           "Which rows come back, or in which order, would reveal its values. pgwarden checks "
                           "its reading of each statement against the server's own plan; here they disagree.")
         for source in sorted(answer.orders, key=str):
-            rule = rules.rule_for(str(source))
-            if rule is None or rule.spec.oracle != "refuse" or source in oracles or UNTRACED in oracles:
+            rule = _refusing_oracles(rules, source, oracles)
+            if rule is None:
                 continue
             return refuse(rule,
                           f"the server's plan of this statement reads rows in the order of an index on masked "

@@ -1015,6 +1015,24 @@ def read_catalog_again(hostile, why: str) -> None:
     hostile.call(hostile.app.catalog.fresh)
 
 
+def run_policy(hostile, policy: str, protocol: str, *sqls: str) -> list[list]:
+    """``sqls`` in one session of an agent of ``policy``'s group (`GROUPS`): each one's answer."""
+    agent = Agent(hostile, GROUPS[policy], protocol)
+    try:
+        return [agent.run(sql) for sql in sqls]
+    finally:
+        agent.close()
+
+
+def first_value(conn, sql: str):
+    """The first column of the first row ``sql`` returns on a direct connection."""
+    return conn.execute(sql).fetchone()[0]
+
+
+def data_rows(answer: list) -> list:
+    return [row.values for row in answer if isinstance(row, m.DataRow)]
+
+
 def assert_refused(answer: list, sql: str) -> None:
     errs = errors(answer)
     assert errs, f"not refused: {sql[:200]!r}: {answer[-3:]}"

@@ -64,6 +64,9 @@ from __future__ import annotations
 import pytest
 import test_hostile
 from test_hostile import GROUPS, Agent, assert_refused, errors, read_catalog_again
+from test_hostile import data_rows as _rows
+from test_hostile import first_value as _one
+from test_hostile import run_policy as _run
 
 from pgwarden.sql.syntax import syntax_of
 from pgwarden.testing.matrix import thin
@@ -73,22 +76,6 @@ from pgwarden.wire import messages as m
 hostile_db, server, hostile = test_hostile.hostile_db, test_hostile.server, test_hostile.hostile
 
 PROTOCOLS = ["extended"] if thin() else ["simple", "extended"]  # (pgwarden.testing.matrix)
-
-
-def _run(hostile, policy: str, protocol: str, *sqls: str) -> list[list]:
-    agent = Agent(hostile, GROUPS[policy], protocol)
-    try:
-        return [agent.run(sql) for sql in sqls]
-    finally:
-        agent.close()
-
-
-def _one(conn, sql: str):
-    return conn.execute(sql).fetchone()[0]
-
-
-def _rows(answer: list) -> list:
-    return [row.values for row in answer if isinstance(row, m.DataRow)]
 
 
 # ---------------------------------------------------------------------- relations PUBLIC may not read

@@ -56,6 +56,7 @@ class CatalogRows:
     session: tuple[tuple, ...] = ()
     event_triggers: tuple[tuple, ...] = ()
     operator_classes: tuple[tuple, ...] = ()
+    plain_settings: tuple[tuple, ...] = ()
 
     def by_kind(self) -> dict[str, tuple[tuple, ...]]:
         return {kind: getattr(self, kind) for kind in KINDS}
@@ -198,11 +199,34 @@ def read_rows(conn: Any, timeout_s: float = 30.0, views: ViewDependencies | None
             if kind == "dependencies":
                 answers[kind], answers["definitions"] = views.read(cur, sql, every["definitions"])
                 continue
+            if kind == "plain_settings":
+                answers[kind] = _plain_settings(cur, server_version, sql)
+                continue
             cur.execute(sql)
             _check(cur, kind)
             # initdb's objects have the lowest OIDs: their rows come first, as one query gives them
             answers[kind] = kept.get(kind, ()) + tuple(cur.fetchall())
     return CatalogRows(server_version=server_version, **answers)
+
+
+def _plain_settings(cur: Any, server_version: int, sql: str) -> tuple[tuple, ...]:
+    """The settings pg_settings shows a role without privileges (`queries.PLAIN_SETTINGS`), read as
+    pg_database_owner in a savepoint whose end gives the role back; () when the server cannot say
+    (before 14, or an upstream role that may not take it)."""
+    if server_version < 140000:
+        return ()
+    cur.execute(queries.PLAIN_ROLE)
+    (may,) = cur.fetchone()
+    if not may:
+        return ()
+    cur.execute("SAVEPOINT pgwarden_plain_settings")
+    try:
+        cur.execute("SET LOCAL ROLE pg_database_owner")
+        cur.execute(sql)
+        _check(cur, "plain_settings")
+        return tuple(cur.fetchall())
+    finally:
+        cur.execute("ROLLBACK TO SAVEPOINT pgwarden_plain_settings")
 
 
 def _function(row: tuple) -> FunctionFacts:
@@ -339,6 +363,7 @@ def build_catalog(
         session_defaults={name: value for name, value in rows.session},
         event_triggers=(function for (function,) in rows.event_triggers),
         operator_classes=rows.operator_classes,
+        plain_settings=(name.lower() for (name,) in rows.plain_settings),
         server_version=rows.server_version,
         source=source,
         complete=complete,

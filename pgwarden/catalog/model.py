@@ -220,6 +220,18 @@ _PARTS: dict[str, tuple[tuple[str, ...], Any]] = {
 PARTS = frozenset(_PARTS)
 
 
+#: The settings PostgreSQL 15 marks GUC_SUPERUSER_ONLY (those a live catalog found hidden from
+#: pg_database_owner on it): the stand-in for `Catalog.hidden_settings` when the server cannot
+#: tell (a newer release's others are missed then; an older release's are refused by the server).
+SUPERUSER_ONLY_SETTINGS = frozenset({
+    "config_file", "data_directory", "dynamic_library_path", "external_pid_file", "hba_file", "ident_file",
+    "jit_provider", "krb_server_keyfile", "log_directory", "log_filename", "primary_conninfo",
+    "session_preload_libraries", "shared_preload_libraries", "ssl_ciphers", "ssl_dh_params_file",
+    "ssl_ecdh_curve", "ssl_max_protocol_version", "ssl_min_protocol_version", "ssl_passphrase_command",
+    "unix_socket_directories", "extension_destdir",
+})
+
+
 class Catalog:
     """An immutable set of catalog facts with the lookups the analysis makes.
 
@@ -263,6 +275,7 @@ class Catalog:
         session_defaults: dict[str, str] | None = None,
         event_triggers: Iterable[int] = (),
         operator_classes: Iterable[tuple[str, str, int]] = (),
+        plain_settings: Iterable[str] = (),
         server_version: int = 0,
         source: str = "empty",
         complete: bool = False,
@@ -294,6 +307,14 @@ class Catalog:
         self.operator_classes: dict[str, tuple[tuple[str, int], ...]] = {}
         for schema, name, function in operator_classes:
             self.operator_classes[name] = self.operator_classes.get(name, ()) + ((schema, function),)
+        plain = frozenset(plain_settings)
+        #: the settings (lower-case) pg_settings, SHOW and current_setting() show only to a role
+        #: with pg_read_all_settings (GUC_SUPERUSER_ONLY), as the upstream role may be: those the
+        #: server lists for the upstream role and not for pg_database_owner (`queries.PLAIN_SETTINGS`);
+        #: when the server did not say (a snapshot, a release before 14, a role that may not take
+        #: pg_database_owner), `SUPERUSER_ONLY_SETTINGS` (red team twelve)
+        self.hidden_settings: frozenset[str] = (
+            frozenset(self.settings) - plain if plain else SUPERUSER_ONLY_SETTINGS)
         self.server_version = server_version
         self.source = source
         self.complete = complete

@@ -88,6 +88,11 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # One row per (operator class, a function of the database's own its family runs: a support
     # function, an operator's function): an index built with it runs them (red team eleven).
     "operator_classes": ("schema", "name", "function"),
+    # The settings a role without pg_read_all_settings sees in pg_settings, read as
+    # pg_database_owner (`PLAIN_SETTINGS`): those of "settings" it does not see (GUC_SUPERUSER_ONLY:
+    # hba_file, data_directory, primary_conninfo, ...) answer SHOW only to the privileged, as the
+    # upstream role may be (red team twelve). Empty: not known.
+    "plain_settings": ("name",),
 }
 
 # EXECUTE for PUBLIC by the function's initial privileges: those pg_init_privs keeps for objects
@@ -516,6 +521,13 @@ ORDER BY c.oid"""
 # GUC_NO_SHOW_ALL ones (role, session_authorization, seed, ...) from everyone.
 SETTINGS = "SELECT lower(s.name) AS name, s.context AS context FROM pg_settings AS s ORDER BY 1"
 
+# What a plain role sees of pg_settings: read in a savepoint as pg_database_owner (PostgreSQL 14
+# and later; a role with no privilege of its own), when the upstream role may take it
+# (`loader.read_rows`; the savepoint's end gives the role back).
+PLAIN_SETTINGS = "SELECT lower(s.name) AS name FROM pg_settings AS s ORDER BY 1"
+PLAIN_ROLE = ("SELECT pg_catalog.pg_has_role('pg_database_owner', 'MEMBER')"
+              " AND NOT pg_catalog.pg_has_role('pg_database_owner', 'pg_read_all_settings', 'USAGE')")
+
 # (the server's own category: no list of names kept here)
 TUNING = "SELECT lower(s.name) AS name FROM pg_settings AS s WHERE s.category LIKE 'Query Tuning%' ORDER BY 1"
 
@@ -614,6 +626,7 @@ def for_version(server_version: int, initdb: bool | None = None) -> dict[str, st
         "session": SESSION,
         "event_triggers": EVENT_TRIGGERS,
         "operator_classes": OPERATOR_CLASSES,
+        "plain_settings": PLAIN_SETTINGS,
     }
 
 

@@ -90,7 +90,8 @@ def _load(release: int, stand_in: bool = False) -> Catalog:
 #: row-level security policies): a snapshot may leave them out. Its effects are kept: those of the
 #: built-in relations (no trigger, default or foreign key of the database's own: 'A', a relation
 #: PUBLIC may not read, pg_authid's password hashes, red team ten)
-LIVE_ONLY = frozenset({"rules", "aggregates", "policies", "event_triggers", "operator_classes", "tuning"})
+LIVE_ONLY = frozenset({"rules", "aggregates", "policies", "event_triggers", "operator_classes", "tuning",
+                       "plain_settings"})
 
 
 def rows_of(document: dict) -> CatalogRows:

@@ -36,7 +36,7 @@ import attrs
 from pgwarden.catalog.model import FIRST_NORMAL_OID, CastFacts, Catalog, FunctionFacts, RelationFacts, TypeFacts
 from pgwarden.sql.analysis import GUARDED_SETTINGS, REDEFINES, STATISTICS_RELATIONS, Analysis
 from pgwarden.sql.context import SqlContext, parse_path
-from pgwarden.sql.syntax import COMPUTED, Call, Syntax, WhereCheck
+from pgwarden.sql.syntax import COMPUTED, UNPARSABLE, Call, Syntax, WhereCheck, syntax_of
 
 # Volatile built-ins that change nothing a policy cares about: clocks, randomness,
 # sleeping, reading sequences' current values, identifiers of the running transaction.
@@ -276,6 +276,7 @@ class _Resolver:
         if reached:
             settings += tuple(x for x in dict.fromkeys(reached) if x not in settings)
         self._settings(syntax, kinds)
+        self._read_settings(syntax.read_settings, kinds)
         if syntax.read_write:
             kinds.add("system")
         prepares = tuple((name, self.analysis(body), body) for name, body in syntax.prepares)
@@ -1205,6 +1206,8 @@ class _Resolver:
             # over a function whose body deletes every row passed a rule refusing `SELECT f()`)
             if inner.writes or inner.has_where is not None or inner.indirect_writes:
                 nested.append(attrs.evolve(inner, tables=frozenset(), fired_tables=frozenset()))
+        if view.oid >= FIRST_NORMAL_OID:
+            self._view_settings(view, kinds)
         for oid in view.relations:
             rel = self.catalog.relation(oid)
             if rel is None or rel.oid == view.oid:
@@ -1220,6 +1223,22 @@ class _Resolver:
                 kinds.add("system")
             if rel.kind in ("v", "m"):
                 self._view(rel, tables, kinds, functions, seen, nested)
+
+    def _view_settings(self, view: RelationFacts, kinds: set[str]) -> None:
+        """The settings a view of the database's own reads (`Syntax.read_settings` of its
+        definition: `current_setting('hba_file')`, pg_settings' values), judged as the statement's
+        own reads; any, when its definition is not known and it calls current_setting or
+        pg_show_all_settings (red team twelve)."""
+        calls = [fn for fn in (self.catalog.function(oid) for oid in view.functions) if fn is not None]
+        read = [rel for rel in (self.catalog.relation(oid) for oid in view.relations) if rel is not None]
+        if not any(fn.builtin and fn.name in ("current_setting", "pg_show_all_settings") for fn in calls) \
+                and not any(rel.schema == "pg_catalog" and rel.name == "pg_settings" for rel in read):
+            return
+        body = syntax_of(view.definition, self.ctx.lexer) if view.definition else None
+        if body is None or body is UNPARSABLE:
+            self._read_settings(("*",), kinds)
+        else:
+            self._read_settings(body.read_settings, kinds)
 
     def _filters(self, check: WhereCheck) -> bool:
         """A write's condition judged with its table's columns (`WhereCheck`): it filters only if
@@ -1267,6 +1286,15 @@ class _Resolver:
         being followed: any when they are not known (None), or the catalog says no event of it."""
         events = [kind for kind, target in facts.effects if target == function and kind in "IUDY"]
         return self._events is None or not events or any(e in self._events for e in events)
+
+    def _read_settings(self, names: Iterable[str], kinds: set[str]) -> None:
+        """Reading a setting the server shows only to a role with pg_read_all_settings (`Catalog.
+        hidden_settings`: hba_file, data_directory, primary_conninfo's replication password) is an
+        administrator's act: the upstream role may be a superuser (red team twelve). So is reading
+        any setting, or one named at run time, while such settings exist."""
+        hidden = self.catalog.hidden_settings
+        if hidden and any(name == "*" or name in hidden for name in names):
+            kinds.add("system")
 
     def _guarded(self, setting: tuple[str, str | None]) -> bool:
         return _guarded(setting, self.catalog.tuning)

@@ -97,6 +97,10 @@ _DROPPED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW",
 _DROPPED_ON = frozenset({"OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"})
 _DROPPED_FUNCTIONS = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
 # Two-phase commit outlives the session: an administrator's business.
+# pg_settings' columns that describe a setting without its value (what the documentation says of
+# it): reading only these is no read of a setting (`Syntax.read_settings`).
+_SETTING_FACTS = frozenset({"name", "unit", "category", "short_desc", "extra_desc", "context", "vartype",
+                            "min_val", "max_val", "enumvals"})
 _TWO_PHASE = frozenset({"TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"})
 # Settings whose list elements the server keeps quoted as identifiers (GUC_LIST_QUOTE).
 _LIST_QUOTE_SETTINGS = frozenset({"search_path", "temp_tablespaces", "session_preload_libraries",
@@ -211,6 +215,11 @@ class Syntax:
     # The operator classes an index (or an exclusion constraint) it builds names, as (schema or
     # None, name): building the index runs their functions over every row (red team eleven).
     operator_classes: frozenset[tuple[str | None, str]] = frozenset()
+    # The settings whose values it reads (lower-case; "*": any, or a name computed at run time):
+    # SHOW (SHOW ALL is "*"), current_setting(name), pg_settings' and pg_show_all_settings()'
+    # value columns (setting, reset_val, sourcefile, ...; a WHERE name = '...' of the one relation
+    # read names them). The resolver refuses those a plain role may not read (red team twelve).
+    read_settings: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -431,6 +440,9 @@ class _Walker:
         self.rewrite_calls: set[Call] = set()
         self.stored_settings: list[tuple[str, str | None]] = []
         self.operator_classes: set[tuple[str | None, str]] = set()
+        self.read_settings: list[str] = []
+        #: pg_settings / pg_show_all_settings() items a SELECT's FROM judged already (by id)
+        self.settings_items: set[int] = set()
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -463,6 +475,7 @@ class _Walker:
             frozenset(self.rewrite_calls),
             tuple(self.stored_settings),
             frozenset(self.operator_classes),
+            tuple(dict.fromkeys(self.read_settings)),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -489,6 +502,7 @@ class _Walker:
         self.rewrite_calls |= other.rewrite_calls
         self.stored_settings += other.stored_settings
         self.operator_classes |= other.operator_classes
+        self.read_settings += other.read_settings
 
     # ------------------------------------------------------------------ constants
 
@@ -668,6 +682,8 @@ class _Walker:
         if name == "SelectStmt" and f.get("intoClause"):
             return "ddl"  # SELECT INTO creates a table
         if name == "VariableShowStmt":
+            shown = (f.get("name") or "").lower()
+            self.read_settings.append("*" if shown == "all" else shown)
             return "show"
         if name in _TOP_KINDS:
             return _TOP_KINDS[name]
@@ -923,6 +939,7 @@ class _Walker:
 
     def _select(self, f: dict, scope: tuple) -> None:
         inner = self._with(f, scope)
+        self._settings_read(f, inner)
         if f.get("lockingClause"):
             self.kinds.add("lock")  # SELECT ... FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE locks rows
         if f.get("intoClause"):
@@ -934,6 +951,89 @@ class _Walker:
             if key in ("withClause", "intoClause") or not isinstance(value, (dict, list)):
                 continue
             self.expr(value, inner)
+
+    def _settings_read(self, f: dict, scope: tuple) -> None:
+        """What a SELECT reading pg_settings (or pg_show_all_settings()) in its FROM reads of the
+        settings (`Syntax.read_settings`): nothing when it uses no value column (``count(*)``,
+        ``name``, ``short_desc``), the settings a ``WHERE name = '...'`` (``IN (...)``) of its only
+        FROM item names, else any. Any column name, star or whole-row reference in the SELECT
+        outside `_SETTING_FACTS` counts as a value column read (fail closed)."""
+        items: list[Any] = list(f.get("fromClause") or [])
+        found: list[dict] = []
+        while items:
+            n = _node(items.pop())
+            if n is None:
+                continue
+            kind, fields = n
+            if kind == "JoinExpr":
+                items += [fields.get("larg"), fields.get("rarg")]
+            elif kind == "RangeVar" and fields.get("relname") == "pg_settings" \
+                    and (fields.get("schemaname") or None) in (None, "pg_catalog") \
+                    and not (fields.get("schemaname") is None and "pg_settings" in scope):
+                found.append(fields)
+            elif kind == "RangeFunction":
+                for entry in fields.get("functions") or []:
+                    for part in entry.get("List", {}).get("items", []) if isinstance(entry, dict) else []:
+                        call = _node(part)
+                        if call is not None and call[0] == "FuncCall":
+                            names = _names(call[1].get("funcname", []))
+                            if names and names[-1] == "pg_show_all_settings" and (
+                                    len(names) == 1 or names[-2] == "pg_catalog"):
+                                found.append(call[1])
+        if not found:
+            return
+        self.settings_items.update(id(x) for x in found)
+        values = False
+        for kind, fields in _nodes({k: v for k, v in f.items() if k != "withClause"}):
+            if kind != "ColumnRef":
+                continue
+            parts = fields.get("fields") or []
+            last = _node(parts[-1]) if parts else None
+            if last is None or last[0] != "String" or last[1].get("sval") not in _SETTING_FACTS:
+                values = True
+                break
+        if not values:
+            return
+        froms = f.get("fromClause") or []
+        named = None
+        if len(froms) == 1 and len(found) == 1:
+            item = _fields(froms[0]) or {}
+            alias = (item.get("alias") or {}).get("aliasname")
+            # the column `name` of that item: unqualified (the innermost FROM's first), or qualified
+            # by its alias (else its name); an outer query's `o.name` keeps no row of it
+            own = [["name"], [alias, "name"]] if alias else [["name"], ["pg_settings", "name"],
+                                                              ["pg_catalog", "pg_settings", "name"]]
+            named = self._setting_names(f.get("whereClause"), own)
+        self.read_settings += [x.lower() for x in named] if named else ["*"]
+
+    def _setting_names(self, where: Any, own: list[list[str]]) -> list[str] | None:
+        """The settings a WHERE keeps (``name = 'x'``, ``name IN ('x', 'y')``, among ANDed
+        conditions; ``own``: how the column `name` is written), None when it keeps any."""
+        n = _node(where)
+        if n is None:
+            return None
+        kind, f = n
+        if kind == "BoolExpr" and f.get("boolop") == "AND_EXPR":
+            for arg in f.get("args") or []:
+                named = self._setting_names(arg, own)
+                if named is not None:
+                    return named
+            return None
+        if kind != "A_Expr" or _names(f.get("name", [])) != ["="] or f.get("kind") not in ("AEXPR_OP", "AEXPR_IN"):
+            return None
+        column, other = f.get("lexpr"), f.get("rexpr")
+        c = _node(column)
+        if c is None or c[0] != "ColumnRef" or _names(c[1].get("fields", [])) not in own \
+                or len(c[1].get("fields", [])) != len(_names(c[1].get("fields", []))):
+            column, other = other, column
+            c = _node(column)
+            if c is None or c[0] != "ColumnRef" or _names(c[1].get("fields", [])) not in own \
+                    or len(c[1].get("fields", [])) != len(_names(c[1].get("fields", []))) \
+                    or f.get("kind") != "AEXPR_OP":
+                return None
+        values = other.get("List", {}).get("items", []) if isinstance(other, dict) and "List" in other else [other]
+        texts = [self.text(v) for v in values]
+        return None if not texts or any(t is None for t in texts) else [t for t in texts if t is not None]
 
     def _write(self, f: dict, scope: tuple, kind: str) -> None:
         self.kinds.add(kind)
@@ -1153,6 +1253,8 @@ class _Walker:
         name = fields.get("relname", "")
         if schema is None and not written and name in scope:
             return  # a CTE
+        if name == "pg_settings" and schema in (None, "pg_catalog") and id(fields) not in self.settings_items:
+            self.read_settings.append("*")  # (not a SELECT's FROM item: UPDATE ... FROM, MERGE USING)
         self.relations.add(Relation(schema, name, written))
 
     def _func_call(self, f: dict, scope: tuple) -> None:
@@ -1188,6 +1290,11 @@ class _Walker:
         # catalog counts them: percentile_disc(0.5) WITHIN GROUP (ORDER BY x) takes two).
         nargs = len(args) + (len(f.get("agg_order") or ()) if f.get("agg_within_group") else 0)
         self.calls.add(Call(schema, fname, nargs, "call", tuple(literal_sql), computed))
+        if fname == "current_setting" and schema in (None, "pg_catalog"):
+            setting = self.text(args[0]) if args else None
+            self.read_settings.append("*" if setting is None else setting.lower())
+        if fname == "pg_show_all_settings" and schema in (None, "pg_catalog") and id(f) not in self.settings_items:
+            self.read_settings.append("*")
         if fname == "set_config" and schema in (None, "pg_catalog"):
             setting = self.text(args[0]) if args else None
             value = self.text(args[1]) if len(args) > 1 else None

@@ -1,0 +1,150 @@
+"""Red team, round twelve: blocking and limits, what the superuser upstream answers.
+
+Found (each closed, its case below; the server's answer read on a direct connection too):
+
+* **Settings only the privileged may read** (policy "design": `system` refused): `SHOW hba_file`,
+  `SHOW data_directory`, `SELECT current_setting('config_file')`, `SELECT setting FROM pg_settings
+  WHERE name = 'primary_conninfo'` (a replication password), `SHOW ALL`, `SELECT * FROM
+  pg_settings`, `SELECT * FROM pg_show_all_settings()` answered with the server's paths and values:
+  the upstream role is a superuser, and a plain role is refused them (GUC_SUPERUSER_ONLY, hidden
+  from pg_settings). The statements were `show` and `select`. The live catalog now learns which
+  settings a plain role does not see from the server itself (pg_settings read as pg_database_owner
+  in a savepoint, `Catalog.hidden_settings`; PostgreSQL 15's list stands in when the server cannot
+  tell), and what a statement reads of the settings is in its syntax (`Syntax.read_settings`: SHOW,
+  current_setting, pg_settings' and pg_show_all_settings()' value columns with or without a
+  `WHERE name = '...'` naming them): reading a hidden setting, any setting, or one named at run
+  time (`current_setting($1)`, `current_setting(name) FROM ...`) is `system`. So is a view of the
+  database's own reading one (its definition's reads). `SELECT count(*) FROM pg_settings`,
+  `SHOW work_mem`, `current_setting('work_mem')` and pg_settings' names and descriptions still run.
+"""
+
+from __future__ import annotations
+
+import pytest
+import test_hostile
+from test_hostile import assert_refused, errors, read_catalog_again
+from test_hostile import data_rows as _rows
+from test_hostile import first_value as _one
+from test_hostile import run_policy as _run
+
+from pgwarden.sql.analysis import analyze_sql
+from pgwarden.sql.syntax import syntax_of
+from pgwarden.testing.matrix import thin
+
+# test_hostile's fixtures: its database, pgwarden with its policies in front of it, a direct connection
+hostile_db, server, hostile = test_hostile.hostile_db, test_hostile.server, test_hostile.hostile
+
+PROTOCOLS = ["extended"] if thin() else ["simple", "extended"]  # (pgwarden.testing.matrix)
+
+
+def _made(hostile, server, *sqls: str) -> None:
+    server.reset()
+    for sql in sqls:
+        server.conn.execute(sql)
+    read_catalog_again(hostile, "rt12 objects made")
+
+
+# ---------------------------------------------------------------------- settings only the privileged may read
+
+PLAIN_SEES = "SELECT count(*) FROM pg_settings WHERE lower(name) = %s"
+
+
+def _hidden_from_a_plain_role(conn, name: str) -> bool:
+    """What the server itself says: pg_settings read as pg_database_owner does not list ``name``."""
+    with conn.transaction():
+        conn.execute("SET LOCAL ROLE pg_database_owner")
+        return conn.execute(PLAIN_SEES, (name,)).fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql, setting", [
+    ("SHOW hba_file", "hba_file"),
+    ("SHOW data_directory", "data_directory"),
+    ("SELECT current_setting('config_file')", "config_file"),
+    ("SELECT pg_catalog.current_setting('HBA_FILE', true)", "hba_file"),
+    ("SELECT setting FROM pg_settings WHERE name = 'primary_conninfo'", "primary_conninfo"),
+    ("SELECT s.reset_val FROM pg_catalog.pg_settings AS s WHERE s.name IN ('ident_file', 'work_mem')", "ident_file"),
+    ("SHOW ALL", None),
+    ("SELECT * FROM pg_settings", None),
+    ("SELECT name, setting FROM pg_settings WHERE name = 'work_mem' OR category <> ''", None),
+    ("SELECT * FROM pg_show_all_settings()", None),
+    ("SELECT s::text FROM pg_settings AS s", None),
+    ("SELECT name FROM pg_settings AS s WHERE s.sourcefile IS NOT NULL", None),
+    ("SELECT (SELECT string_agg(setting, ',') FROM pg_settings WHERE o.name = 'work_mem') "
+     "FROM (SELECT 'work_mem' AS name) AS o", None),
+    ("SELECT current_setting(name) FROM pg_settings WHERE category = 'File Locations'", None),
+    ("SELECT query_to_xml('SHOW hba_file', true, true, '')", "hba_file"),
+    ("DO $$ BEGIN RAISE NOTICE '%', current_setting('hba_file'); END $$", "hba_file"),
+])
+def test_a_setting_only_the_privileged_may_read_is_administration(hostile, server, protocol, sql, setting):
+    # (policy "design": `system` refused; the superuser upstream answered the path, or every value)
+    if setting is not None:
+        assert _hidden_from_a_plain_role(server.conn, setting)
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert_refused(answer, sql)
+    assert "system administration" in errors(answer)[0].message
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "SHOW work_mem",
+    "SELECT current_setting('work_mem')",
+    "SELECT setting FROM pg_settings WHERE name = 'work_mem'",
+    "SELECT setting, unit FROM pg_catalog.pg_settings AS s WHERE s.name IN ('work_mem', 'search_path')",
+    "SELECT count(*) FROM pg_settings",
+    "SELECT name, category, short_desc FROM pg_settings ORDER BY name",
+    "SELECT name FROM pg_show_all_settings() WHERE vartype = 'bool'",
+])
+def test_settings_a_plain_role_may_read_still_answer(hostile, server, protocol, sql):
+    (answer,) = _run(hostile, "design", protocol, sql)
+    assert not errors(answer), answer
+    assert _rows(answer)
+
+
+@pytest.fixture
+def settings_view(hostile, server):
+    _made(hostile, server, "CREATE OR REPLACE VIEW public.rt12_paths AS SELECT current_setting('hba_file') AS hba",
+          "CREATE OR REPLACE VIEW public.rt12_conf AS SELECT name, setting FROM pg_settings",
+          "CREATE OR REPLACE VIEW public.rt12_mem AS SELECT current_setting('work_mem') AS mem")
+    yield server
+    server.conn.execute("DROP VIEW IF EXISTS public.rt12_paths, public.rt12_conf, public.rt12_mem")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_view_reading_a_hidden_setting_is_administration(hostile, settings_view, protocol):
+    for sql in ("SELECT * FROM public.rt12_paths", "SELECT setting FROM public.rt12_conf WHERE name = 'hba_file'"):
+        (answer,) = _run(hostile, "design", protocol, sql)
+        assert_refused(answer, sql)
+    (answer,) = _run(hostile, "design", protocol, "SELECT * FROM public.rt12_mem")
+    assert _rows(answer) == [(_one(settings_view.conn, "SHOW work_mem").encode(),)]
+
+
+def test_the_live_catalog_learns_the_hidden_settings_from_the_server(hostile, server):
+    catalog = hostile.app.catalog.current
+    listed = {name for (name,) in server.conn.execute("SELECT lower(name) FROM pg_settings")}
+    hidden = {name for name in listed if _hidden_from_a_plain_role(server.conn, name)}
+    assert hidden and catalog.hidden_settings == hidden
+    assert {"hba_file", "primary_conninfo", "data_directory"} <= hidden and "work_mem" not in hidden
+
+
+@pytest.mark.parametrize("sql, read", [
+    ("SHOW hba_file", ("hba_file",)),
+    ("SHOW ALL", ("*",)),
+    ("SELECT current_setting($1)", ("*",)),
+    ("SELECT count(*) FROM pg_settings WHERE setting = 'on'", ("*",)),
+    ("SELECT count(*) FROM pg_settings", ()),
+    ("SELECT name FROM pg_settings WHERE name LIKE 'ssl%'", ()),
+    ("SELECT setting FROM pg_settings WHERE 'hba_file' = name AND true", ("hba_file",)),
+    ("SELECT s.setting FROM pg_settings AS s JOIN pg_settings AS t ON t.name = s.name WHERE s.name = 'work_mem'",
+     ("*",)),
+    ("UPDATE t SET a = s.setting FROM pg_settings AS s WHERE s.name = 'work_mem'", ("*",)),
+    ("WITH s AS (SELECT * FROM pg_settings) SELECT count(*) FROM s", ("*",)),
+])
+def test_what_a_statement_reads_of_the_settings(sql, read):
+    assert syntax_of(sql).read_settings == read
+
+
+def test_a_setting_read_by_name_shares_no_analysis_by_its_normalized_text():
+    assert "system" in analyze_sql("SELECT current_setting('hba_file')").kinds
+    assert "system" not in analyze_sql("SELECT current_setting('work_mem')").kinds
+    assert not syntax_of("SELECT current_setting('work_mem')").constant_free

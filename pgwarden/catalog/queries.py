@@ -273,6 +273,22 @@ _STATISTICS_TREES = """
         UNION ALL
         SELECT s.stxrelid, 'x', s.stxexprs::text FROM pg_statistic_ext AS s WHERE s.stxexprs IS NOT NULL"""
 
+# The functions of the database's own in each type's default operator classes (support functions,
+# operators' functions): sorting, grouping, DISTINCT, a merge or hash join, a UNION of values of the
+# type run them, named by no statement (red team twelve: ORDER BY a column of an enum whose default
+# btree class compares by a function that deleted rows). A type's (`_TYPES`: a value converted to it
+# may be sorted) and a table's with a column of it, or of an array or domain over it (`_EFFECTS`, 'x').
+_DEFAULT_CLASSES = f"""
+    SELECT c.opcintype AS type, p.amproc::oid AS function
+    FROM pg_opclass AS c JOIN pg_amproc AS p ON p.amprocfamily = c.opcfamily
+    WHERE c.opcdefault AND p.amproc::oid >= {FIRST_NORMAL_OID}
+    UNION ALL
+    SELECT c.opcintype, o.oprcode::oid
+    FROM pg_opclass AS c
+    JOIN pg_amop AS a ON a.amopfamily = c.opcfamily
+    JOIN pg_operator AS o ON o.oid = a.amopopr
+    WHERE c.opcdefault AND o.oprcode::oid >= {FIRST_NORMAL_OID}"""
+
 # What a statement runs without naming it, from the server's own records: triggers (less the
 # internal ones of foreign keys, which run the built-in RI_FKey functions: their effect is the
 # 'c' rows; a DEFERRABLE one has a 'T' row too: it may run at the commit, after the statement),
@@ -380,6 +396,12 @@ SELECT DISTINCT * FROM (
     JOIN pg_operator AS o ON o.oid = a.amopopr
     WHERE o.oprcode::oid >= {FIRST_NORMAL_OID}
     UNION ALL
+    SELECT a.attrelid::int8, 'x', dc.function::int8
+    FROM ({_DEFAULT_CLASSES}) AS dc
+    JOIN pg_type AS t ON dc.type IN (t.oid, t.typelem, t.typbasetype)
+    JOIN pg_attribute AS a ON a.atttypid = t.oid
+    WHERE a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL
     SELECT ft.ftrelid::int8,
            CASE WHEN EXISTS (SELECT FROM unnest(ft.ftoptions) AS opt WHERE opt LIKE 'program=%') THEN 'X' ELSE 'F' END,
            0
@@ -485,12 +507,14 @@ WITH checks AS (
     SELECT checks.type, CASE WHEN checks.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE checks.ref END AS function
     FROM checks
     LEFT JOIN pg_operator AS o ON checks.field IN ({_OPERATORS}) AND o.oid = checks.ref
+), default_classes AS ({_DEFAULT_CLASSES}
 )
 SELECT t.oid::int8 AS oid, n.nspname AS schema, t.typname AS name, t.typtype AS kind,
        ARRAY(SELECT DISTINCT f.function::int8
              FROM (SELECT t.typinput::oid AS function UNION ALL SELECT t.typmodin::oid
                    UNION ALL SELECT r.rngcanonical::oid
-                   UNION ALL SELECT cf.function FROM check_functions AS cf WHERE cf.type = t.oid) AS f
+                   UNION ALL SELECT cf.function FROM check_functions AS cf WHERE cf.type = t.oid
+                   UNION ALL SELECT dc.function FROM default_classes AS dc WHERE dc.type = t.oid) AS f
              WHERE f.function IS NOT NULL AND f.function <> 0 ORDER BY 1) AS functions,
        ARRAY(SELECT p.part::int8
              FROM (SELECT nullif(t.typbasetype, 0) AS part, 0 AS attnum UNION ALL SELECT e.oid, 0

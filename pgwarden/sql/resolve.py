@@ -339,8 +339,17 @@ class _Resolver:
     def _rewrites(self, syntax: Syntax) -> bool:
         """Whether a column ADD COLUMN adds has a default the server computes again for every row
         (a volatile function, by the catalog's pg_proc.provolatile; one it does not know, or an
-        operator's, counts as volatile): the table is rewritten, every row written uncounted."""
+        operator's, counts as volatile), or is of a domain: the table is rewritten, every row
+        written uncounted."""
         for call in syntax.rewrite_calls:
+            if call.how == "domain":
+                # the added column's type: a domain (its default may be volatile; its constraints
+                # are checked on every row: PostgreSQL rewrites the table), or one the catalog
+                # does not know (made in the transaction still open)
+                types = self._types(call.schema, call.name)
+                if not types or any(t.kind == "d" for t in types):
+                    return True
+                continue
             if call.how == "operator":
                 operators = [o for o in self.catalog.operators_named(call.name)
                              if (o.schema == call.schema if call.schema is not None

@@ -135,7 +135,8 @@ class Call:
     ``how``: ``call`` (f(...)), ``attribute`` (x.f, a one-argument call when such a
     function exists), ``operator`` (the function behind an operator), ``cast`` (a
     conversion to the type named: the cast's function, the type's input function, a
-    domain's CHECK constraints).
+    domain's CHECK constraints); among `Syntax.rewrite_calls` only, ``domain``: the type of
+    a column ADD COLUMN adds (a domain's default and constraints are computed for every row).
     """
 
     schema: str | None
@@ -1413,6 +1414,10 @@ class _Walker:
         names = _names((column.get("typeName") or {}).get("names", []))
         if names and names[-1] in _SERIAL_TYPES and len(names) == 1:
             self.uncounted = True
+        elif names:
+            # its type: a domain's default (a volatile one), or its constraints, make the server
+            # compute the value for every row, rewriting the table (red team twelve)
+            self.rewrite_calls.add(Call(names[-2] if len(names) > 1 else None, names[-1], 0, "domain"))
         for item in column.get("constraints") or []:
             c = _node(item)
             if c is None or c[0] != "Constraint":

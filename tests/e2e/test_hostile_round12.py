@@ -148,3 +148,100 @@ def test_a_setting_read_by_name_shares_no_analysis_by_its_normalized_text():
     assert "system" in analyze_sql("SELECT current_setting('hba_file')").kinds
     assert "system" not in analyze_sql("SELECT current_setting('work_mem')").kinds
     assert not syntax_of("SELECT current_setting('work_mem')").constant_free
+
+
+# ---------------------------------------------------------------------- a domain's default, under rows_written
+
+THINGS = "SELECT count(*) FROM public.things"
+ADDED = "SELECT count(*) FROM information_schema.columns WHERE table_name = 'things' AND column_name = 'rt12_z'"
+
+
+@pytest.fixture
+def volatile_domain(hostile, server):
+    _made(hostile, server, "ALTER TABLE public.things DROP COLUMN IF EXISTS rt12_z",
+          "DROP DOMAIN IF EXISTS public.rt12_rnd", "DROP DOMAIN IF EXISTS public.rt12_pos",
+          "CREATE DOMAIN public.rt12_rnd AS float DEFAULT random()",
+          "CREATE DOMAIN public.rt12_pos AS int CHECK (VALUE > 0) DEFAULT 1")
+    yield server
+    server.conn.execute("ALTER TABLE public.things DROP COLUMN IF EXISTS rt12_z; "
+                        "DROP DOMAIN IF EXISTS public.rt12_rnd, public.rt12_pos")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ["ALTER TABLE public.things ADD COLUMN rt12_z public.rt12_rnd",
+                                 "ALTER TABLE public.things ADD rt12_z rt12_rnd",
+                                 "ALTER TABLE public.things ADD COLUMN rt12_z public.rt12_pos"])
+def test_a_column_of_a_domain_computed_per_row_is_refused_under_rows_written(hostile, volatile_domain, protocol, sql):
+    # (policy "capped": DDL allowed, rows_written 2; round eleven refused `ADD COLUMN z float DEFAULT
+    # random()`, but the domain's default rewrote the table as well, every row a new value, counted
+    # as none; a domain's CHECK makes the server rewrite it too)
+    (answer,) = _run(hostile, "capped", protocol, sql)
+    assert_refused(answer, sql)
+    assert "rows_written" in errors(answer)[0].message
+    assert _one(volatile_domain.conn, ADDED) == 0
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_column_of_a_plain_type_is_added_as_before(hostile, volatile_domain, protocol):
+    (answer,) = _run(hostile, "capped", protocol, "ALTER TABLE public.things ADD COLUMN rt12_z double precision")
+    assert not errors(answer), answer
+    assert _one(volatile_domain.conn, ADDED) == 1
+
+
+@pytest.mark.parametrize("sql", ["ALTER TABLE t ADD COLUMN z information_schema.cardinal_number",
+                                 "ALTER TABLE t ADD COLUMN z no_such_type"])
+def test_a_column_of_a_domain_or_of_an_unknown_type_is_uncounted(sql):
+    assert analyze_sql(sql).uncounted
+
+
+@pytest.mark.parametrize("sql", ["ALTER TABLE t ADD COLUMN z int", "ALTER TABLE t ADD COLUMN z varchar(10)[]",
+                                 "ALTER TABLE t ADD COLUMN z double precision DEFAULT 1",
+                                 "ALTER TABLE t ADD COLUMN z timestamptz, ADD COLUMN y interval day"])
+def test_a_column_of_a_built_in_type_is_counted(sql):
+    assert not analyze_sql(sql).uncounted
+
+
+# ---------------------------------------------------------------------- a type's default operator class
+
+# An enum whose default btree operator class compares by a function that deletes secret.things:
+# sorting, grouping, DISTINCT of a column of it run the function, the text naming none.
+OPERATORS = ["<", "<=", "=", ">=", ">"]
+DEFAULT_CLASS = [
+    "DROP TABLE IF EXISTS public.rt12_m", "DROP TYPE IF EXISTS public.rt12_mood CASCADE",
+    "CREATE TYPE public.rt12_mood AS ENUM ('a', 'b', 'c')",
+    "CREATE FUNCTION public.rt12_cmp(public.rt12_mood, public.rt12_mood) RETURNS int LANGUAGE sql VOLATILE AS $$ "
+    "WITH d AS (DELETE FROM secret.things WHERE id > 0 RETURNING 1) SELECT CASE WHEN $1::text < $2::text THEN -1 "
+    "WHEN $1::text > $2::text THEN 1 ELSE 0 END + (SELECT count(*) FROM d)::int * 0 $$",
+    *(f"CREATE FUNCTION public.rt12_op{i}(public.rt12_mood, public.rt12_mood) RETURNS bool LANGUAGE sql "
+      f"IMMUTABLE AS 'SELECT $1::text {op} $2::text'" for i, op in enumerate(OPERATORS)),
+    *(f"CREATE OPERATOR public.{op} (LEFTARG = public.rt12_mood, RIGHTARG = public.rt12_mood, "
+      f"FUNCTION = public.rt12_op{i})" for i, op in enumerate(OPERATORS)),
+    "CREATE OPERATOR CLASS public.rt12_mood_ops DEFAULT FOR TYPE public.rt12_mood USING btree AS "
+    + ", ".join(f"OPERATOR {i + 1} public.{op}" for i, op in enumerate(OPERATORS))
+    + ", FUNCTION 1 public.rt12_cmp(public.rt12_mood, public.rt12_mood)",
+    "CREATE TABLE public.rt12_m (m public.rt12_mood)",
+    "INSERT INTO public.rt12_m VALUES ('b'), ('a'), ('c')",
+]
+
+
+@pytest.fixture
+def default_class(hostile, server):
+    _made(hostile, server, *DEFAULT_CLASS)
+    yield server
+    server.conn.execute("DROP TABLE IF EXISTS public.rt12_m; DROP TYPE IF EXISTS public.rt12_mood CASCADE")
+    server.reset()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "SELECT m FROM public.rt12_m ORDER BY m",
+    "SELECT DISTINCT m FROM public.rt12_m",
+    "SELECT m, count(*) FROM public.rt12_m GROUP BY m",
+    "SELECT x FROM (VALUES ('a'::public.rt12_mood), ('b')) AS v(x) ORDER BY x",
+])
+def test_sorting_a_type_runs_its_default_operator_class(hostile, default_class, protocol, sql):
+    # (policy "truncators": secret.* refused; the sort deleted secret.things' 3 rows)
+    assert _one(default_class.conn, "SELECT count(*) FROM secret.things") == 3
+    (answer,) = _run(hostile, "truncators", protocol, sql)
+    assert_refused(answer, sql)
+    assert _one(default_class.conn, "SELECT count(*) FROM secret.things") == 3

@@ -85,6 +85,12 @@ _ALSO_KINDS = {
     "CopyStmt": lambda f: "insert" if f.get("is_from") else None,
     "ClusterStmt": lambda f: "ddl" if f.get("indexname") else None,
     "NotifyStmt": lambda f: "side_effect",
+    # A subscription (a superuser's, PostgreSQL 15) connects out with the credentials it is given and
+    # has a worker write the publisher's rows into the database's tables, after any statement and
+    # any count (red team twelve); DROP SUBSCRIPTION drops the publisher's slot.
+    "CreateSubscriptionStmt": lambda f: "system",
+    "AlterSubscriptionStmt": lambda f: "system",
+    "DropSubscriptionStmt": lambda f: "system",
 }
 _WRITES = {"InsertStmt": "insert", "UpdateStmt": "update", "DeleteStmt": "delete", "MergeStmt": "merge"}
 _DDL_PREFIXES = ("Create", "Alter", "Drop", "Rename", "Comment", "Security", "Import", "Refresh")
@@ -96,11 +102,11 @@ _DROPPED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW",
                                 "OBJECT_FOREIGN_TABLE", "OBJECT_INDEX"})
 _DROPPED_ON = frozenset({"OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"})
 _DROPPED_FUNCTIONS = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
-# Two-phase commit outlives the session: an administrator's business.
 # pg_settings' columns that describe a setting without its value (what the documentation says of
 # it): reading only these is no read of a setting (`Syntax.read_settings`).
 _SETTING_FACTS = frozenset({"name", "unit", "category", "short_desc", "extra_desc", "context", "vartype",
                             "min_val", "max_val", "enumvals"})
+# Two-phase commit outlives the session: an administrator's business.
 _TWO_PHASE = frozenset({"TRANS_STMT_PREPARE", "TRANS_STMT_COMMIT_PREPARED", "TRANS_STMT_ROLLBACK_PREPARED"})
 # Settings whose list elements the server keeps quoted as identifiers (GUC_LIST_QUOTE).
 _LIST_QUOTE_SETTINGS = frozenset({"search_path", "temp_tablespaces", "session_preload_libraries",
@@ -570,7 +576,8 @@ class _Walker:
             self.after_count = True
             self.kinds.add("unknown")
         if name == "DeclareCursorStmt" and int(f.get("options") or 0) & _CURSOR_OPT_HOLD \
-                or name == "CreateTrigStmt" and f.get("deferrable") or name == "CreateEventTrigStmt":
+                or name == "CreateTrigStmt" and f.get("deferrable") or name == "CreateEventTrigStmt" \
+                or name in ("CreateSubscriptionStmt", "AlterSubscriptionStmt"):
             self.after_count = True
         if name in _ALSO_KINDS:
             also = _ALSO_KINDS[name](f)

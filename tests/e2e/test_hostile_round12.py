@@ -245,3 +245,36 @@ def test_sorting_a_type_runs_its_default_operator_class(hostile, default_class, 
     (answer,) = _run(hostile, "truncators", protocol, sql)
     assert_refused(answer, sql)
     assert _one(default_class.conn, "SELECT count(*) FROM secret.things") == 3
+
+
+# ---------------------------------------------------------------------- subscriptions
+
+SUBSCRIPTIONS = "SELECT count(*) FROM pg_subscription WHERE subname LIKE 'rt12%'"
+
+
+@pytest.fixture
+def no_subscription(server):
+    server.reset()
+    yield server
+    if _one(server.conn, SUBSCRIPTIONS):  # (no slot to drop: made without connecting)
+        server.conn.execute("ALTER SUBSCRIPTION rt12_sub DISABLE")
+        server.conn.execute("ALTER SUBSCRIPTION rt12_sub SET (slot_name = NONE)")
+        server.conn.execute("DROP SUBSCRIPTION rt12_sub")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_subscription_is_administration(hostile, no_subscription, protocol):
+    # (policy "migrators": DDL allowed, `system` refused; the subscription was made: a superuser's
+    # act whose worker writes the publisher's rows into the tables, after any count)
+    sql = ("CREATE SUBSCRIPTION rt12_sub CONNECTION 'host=127.0.0.1 port=1 dbname=x user=u password=pw' "
+           "PUBLICATION p WITH (connect = false)")
+    (answer,) = _run(hostile, "migrators", protocol, sql)
+    assert_refused(answer, sql)
+    assert "system administration" in errors(answer)[0].message
+    assert _one(no_subscription.conn, SUBSCRIPTIONS) == 0
+
+
+@pytest.mark.parametrize("sql", ["ALTER SUBSCRIPTION s ENABLE", "ALTER SUBSCRIPTION s REFRESH PUBLICATION",
+                                 "DROP SUBSCRIPTION s"])
+def test_changing_a_subscription_is_administration(sql):
+    assert "system" in analyze_sql(sql).kinds

@@ -107,13 +107,15 @@ class RelationFacts:
 
 
 #: The kinds of `RelationFacts.effects`.
+#: 'L': (of a foreign table) the relation of this database named as its remote table (postgres_fdw's
+#: schema_name and table_name options, else its own name): a server looping back reaches it.
 #: 'T': a DEFERRABLE constraint trigger's function (also a 't' row): it may run at the commit.
 #: 'B' / 'J': a row trigger's function on INSERT or UPDATE (also a 't' row) whose returned row is
 #: stored (BEFORE) or returned by RETURNING (INSTEAD OF): what its body reads may be in that row.
 #: 'I' / 'U' / 'D' / 'Y': a trigger's function (also a 't' row) fires on INSERT / UPDATE / DELETE /
 #: TRUNCATE (pg_trigger.tgtype): one row per event.
 EFFECT_KINDS = ("t", "T", "B", "J", "I", "U", "D", "Y", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o",
-                "A")
+                "A", "L")
 
 
 @attrs.frozen

@@ -402,6 +402,20 @@ SELECT DISTINCT * FROM (
     JOIN pg_attribute AS a ON a.atttypid = t.oid
     WHERE a.attnum > 0 AND NOT a.attisdropped
     UNION ALL
+    -- a foreign table whose remote table's name (postgres_fdw's schema_name and table_name
+    -- options, else its own) is a relation's of this database ('L'): what it reads and writes may
+    -- be that relation, over a server looping back here (red team twelve: a foreign table of
+    -- `public` naming secret.things read and deleted its rows under a rule refusing secret.*)
+    SELECT ft.ftrelid::int8, 'L', r.oid::int8
+    FROM pg_foreign_table AS ft
+    JOIN pg_class AS c ON c.oid = ft.ftrelid
+    JOIN pg_namespace AS n ON n.oid = c.relnamespace
+    JOIN pg_namespace AS rn ON rn.nspname = coalesce(
+        (SELECT substr(o, 13) FROM unnest(ft.ftoptions) AS o WHERE o LIKE 'schema\\_name=%' LIMIT 1), n.nspname)
+    JOIN pg_class AS r ON r.relnamespace = rn.oid AND r.relname = coalesce(
+        (SELECT substr(o, 12) FROM unnest(ft.ftoptions) AS o WHERE o LIKE 'table\\_name=%' LIMIT 1), c.relname)
+    WHERE r.oid <> ft.ftrelid AND r.relkind IN ('r', 'p', 'v', 'm', 'f')
+    UNION ALL
     SELECT ft.ftrelid::int8,
            CASE WHEN EXISTS (SELECT FROM unnest(ft.ftoptions) AS opt WHERE opt LIKE 'program=%') THEN 'X' ELSE 'F' END,
            0

@@ -1071,6 +1071,17 @@ class _Resolver:
                     self._effects(child, written, storing, cascading, kinds, functions, nested, seen, truncating)
                 finally:
                     self._events = events
+            elif kind == "L":
+                # a foreign table whose remote table's name is this relation's: over a server that
+                # loops back here, reading or writing it reads or writes that relation (red team
+                # twelve); the server's own options cannot say where it connects for sure
+                local = self.catalog.relation(target)
+                if local is None:
+                    kinds.add("unknown")
+                    continue
+                name = f"{_schema(local.schema)}.{local.name}"
+                nested.append(Analysis(frozenset(), tables=frozenset({name}),
+                                       writes=frozenset({name}) if written else frozenset()))
             elif kind in ("n", "u") and written and cascading:
                 # the referencing rows an ON DELETE SET NULL / SET DEFAULT action (a DELETE's) or
                 # an ON UPDATE action (an UPDATE's) updates: an UPDATE of that table (and of its

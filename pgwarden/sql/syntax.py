@@ -627,7 +627,11 @@ class _Walker:
                 self.deallocates.append("*")
             self._settings(name, f)
         elif name == "CreateForeignTableStmt":
-            self._foreign_table_options(f.get("options"))
+            self._foreign_table_options(f.get("options"), (f.get("base") or {}).get("relation"))
+        elif name == "ImportForeignSchemaStmt":
+            # the remote schema's tables, named as this database's: a server looping back here
+            # makes foreign tables of them (red team twelve)
+            self.ddl_objects.append(("schema", (f.get("remote_schema") or "",)))
         elif name in ("AlterDatabaseSetStmt", "AlterRoleSetStmt"):
             # what the sessions that start later will start with, pgwarden's own next ones among
             # them (red team eleven: `ALTER DATABASE d SET session_replication_role = replica`, a
@@ -1373,14 +1377,18 @@ class _Walker:
         if isinstance(type_name, dict) and type_name.get("typmods"):  # (10, 2): expressions too
             self.expr(type_name["typmods"], scope)
 
-    def _foreign_table_options(self, options: Any) -> None:
+    def _foreign_table_options(self, options: Any, table: Any = None) -> None:
         """A foreign table's ``program`` or ``filename`` option (file_fdw's): every read of the table
         runs the program or reads the server file. Made or changed now, judged now as what it
         arms (red team eleven: `CREATE FOREIGN TABLE t (...) SERVER files OPTIONS (program '...');
         SELECT * FROM t`, in one string or one transaction, ran the program before the catalog
-        showed the table); whichever wrapper the server is of, none but file_fdw has them."""
+        showed the table); whichever wrapper the server is of, none but file_fdw has them.
+        Its ``schema_name`` and ``table_name`` (postgres_fdw's) name the remote table, a relation
+        of this database over a server looping back here (red team twelve); ``table``: the
+        foreign table's RangeVar fields (CREATE FOREIGN TABLE), whose names they default to."""
         node = _node(options)
         items = node[1].get("items", []) if node is not None and node[0] == "List" else options or []
+        remote: dict[str, str | None] = {}
         for item in items:
             o = _node(item)
             if o is None or o[0] != "DefElem" or o[1].get("defaction") == "DEFELEM_DROP":
@@ -1390,6 +1398,19 @@ class _Walker:
                 self.kinds.add("copy_program")
             elif option == "filename":
                 self.kinds.add("server_files")
+            elif option in ("schema_name", "table_name"):
+                remote[option] = _str(o[1].get("arg"))  # (an option's value: a String node)
+        if not remote:
+            return
+        own = table if isinstance(table, dict) else {}
+        schema = remote.get("schema_name", own.get("schemaname") or None)
+        name = remote.get("table_name", own.get("relname") or None)
+        if "schema_name" in remote and schema is None or "table_name" in remote and name is None:
+            self.ddl_objects.append(("all", ()))  # (a value that is no string constant)
+        elif name is None:  # ALTER FOREIGN TABLE ... OPTIONS (schema_name ...): any table of it
+            self.ddl_objects.append(("schema", (schema or "",)))
+        else:
+            self.relations.add(Relation(schema, name))
 
     def _alter_table_cmd(self, f: dict, scope: tuple) -> None:
         if f.get("subtype") == "AT_GenericOptions":  # ALTER FOREIGN TABLE ... OPTIONS (...)

@@ -22,14 +22,15 @@ from __future__ import annotations
 
 import pytest
 import test_hostile
-from test_hostile import assert_refused, errors, read_catalog_again
+from test_hostile import DB, assert_refused, errors, read_catalog_again
 from test_hostile import data_rows as _rows
 from test_hostile import first_value as _one
 from test_hostile import run_policy as _run
 
 from pgwarden.sql.analysis import analyze_sql
-from pgwarden.sql.syntax import syntax_of
+from pgwarden.sql.syntax import Relation, syntax_of
 from pgwarden.testing.matrix import thin
+from pgwarden.testing.postgres import APP_PASSWORD, APP_USER
 
 # test_hostile's fixtures: its database, pgwarden with its policies in front of it, a direct connection
 hostile_db, server, hostile = test_hostile.hostile_db, test_hostile.server, test_hostile.hostile
@@ -278,3 +279,57 @@ def test_a_subscription_is_administration(hostile, no_subscription, protocol):
                                  "DROP SUBSCRIPTION s"])
 def test_changing_a_subscription_is_administration(sql):
     assert "system" in analyze_sql(sql).kinds
+
+
+# ---------------------------------------------------------------------- a foreign table looping back
+
+SECRET = "SELECT count(*) FROM secret.things"
+LOOPING = ("SELECT c.relname::text, ft.ftoptions::text[] FROM pg_foreign_table AS ft JOIN pg_class AS c ON c.oid = ft.ftrelid "
+           "JOIN pg_foreign_server AS s ON s.oid = ft.ftserver WHERE s.srvname = 'rt12_loop'")
+
+
+@pytest.fixture
+def loopback(hostile, server):
+    pg = server.pg
+    _made(hostile, server, "CREATE EXTENSION IF NOT EXISTS postgres_fdw",
+          "DROP SERVER IF EXISTS rt12_loop CASCADE",
+          f"CREATE SERVER rt12_loop FOREIGN DATA WRAPPER postgres_fdw "
+          f"OPTIONS (host '{pg.host}', port '{pg.port}', dbname '{DB}')",
+          f"CREATE USER MAPPING FOR CURRENT_USER SERVER rt12_loop OPTIONS (user '{APP_USER}', password '{APP_PASSWORD}')",
+          "CREATE FOREIGN TABLE public.rt12_ft (id int, n int) SERVER rt12_loop "
+          "OPTIONS (schema_name 'secret', table_name 'things')")
+    yield server
+    server.conn.execute("DROP SERVER IF EXISTS rt12_loop CASCADE")
+    server.reset()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ["SELECT * FROM public.rt12_ft", "DELETE FROM public.rt12_ft WHERE id > 0"])
+def test_a_foreign_table_naming_a_table_of_this_database_is_that_table(hostile, loopback, protocol, sql):
+    # (policy "truncators": secret.* refused; through the server looping back, secret.things' rows came
+    # back, and were deleted)
+    assert _one(loopback.conn, "SELECT count(*) FROM public.rt12_ft") == 3  # (it does loop back)
+    (answer,) = _run(hostile, "truncators", protocol, sql)
+    assert_refused(answer, sql)
+    assert "secret" in errors(answer)[0].message
+    assert _one(loopback.conn, SECRET) == 3
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", [
+    "CREATE FOREIGN TABLE public.rt12_ft2 (id int, n int) SERVER rt12_loop OPTIONS (schema_name 'secret', table_name 'things')",
+    "CREATE FOREIGN TABLE secret.rt12_ft2 (id int, n int) SERVER rt12_loop OPTIONS (table_name 'things')",
+    "ALTER FOREIGN TABLE public.rt12_ft OPTIONS (SET schema_name 'secret')",
+    "IMPORT FOREIGN SCHEMA secret FROM SERVER rt12_loop INTO public",
+])
+def test_making_a_foreign_table_of_a_refused_table_is_refused(hostile, loopback, protocol, sql):
+    # (policy "migrators": DDL allowed, secret.* refused: then reading the foreign table read secret.things)
+    (answer,) = _run(hostile, "migrators", protocol, sql)
+    assert_refused(answer, sql)
+    assert loopback.conn.execute(LOOPING).fetchall() == [("rt12_ft", ["schema_name=secret", "table_name=things"])]
+
+
+def test_a_foreign_tables_remote_name_is_a_relation_named():
+    assert syntax_of("CREATE FOREIGN TABLE s.f (a int) SERVER x OPTIONS (table_name 't')").relations >= {
+        Relation("s", "t")}
+    assert syntax_of("IMPORT FOREIGN SCHEMA secret FROM SERVER x INTO public").ddl_objects == (("schema", ("secret",)),)

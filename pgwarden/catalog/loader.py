@@ -57,6 +57,7 @@ class CatalogRows:
     event_triggers: tuple[tuple, ...] = ()
     operator_classes: tuple[tuple, ...] = ()
     plain_settings: tuple[tuple, ...] = ()
+    indexes: tuple[tuple, ...] = ()
 
     def by_kind(self) -> dict[str, tuple[tuple, ...]]:
         return {kind: getattr(self, kind) for kind in KINDS}
@@ -364,6 +365,7 @@ def build_catalog(
         event_triggers=(function for (function,) in rows.event_triggers),
         operator_classes=rows.operator_classes,
         plain_settings=(name.lower() for (name,) in rows.plain_settings),
+        indexes=rows.indexes,
         server_version=rows.server_version,
         source=source,
         complete=complete,

@@ -278,6 +278,7 @@ class Catalog:
         event_triggers: Iterable[int] = (),
         operator_classes: Iterable[tuple[str, str, int]] = (),
         plain_settings: Iterable[str] = (),
+        indexes: Iterable[tuple[str, str, int]] = (),
         server_version: int = 0,
         source: str = "empty",
         complete: bool = False,
@@ -317,6 +318,9 @@ class Catalog:
         #: pg_database_owner), `SUPERUSER_ONLY_SETTINGS` (red team twelve)
         self.hidden_settings: frozenset[str] = (
             frozenset(self.settings) - plain if plain else SUPERUSER_ONLY_SETTINGS)
+        #: "schema.index" -> the OID of its table (the database's own indexes: initdb's are of the
+        #: system catalogs, which DDL of an agent does not reach)
+        self.index_tables: dict[str, int] = {f"{schema}.{name}": table for schema, name, table in indexes}
         self.server_version = server_version
         self.source = source
         self.complete = complete

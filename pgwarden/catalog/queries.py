@@ -93,6 +93,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # hba_file, data_directory, primary_conninfo, ...) answer SHOW only to the privileged, as the
     # upstream role may be (red team twelve). Empty: not known.
     "plain_settings": ("name",),
+    # One row per index: its schema and name, and its table (pg_class OID). DROP INDEX, ALTER
+    # INDEX, REINDEX INDEX name the index, not its table: a rule naming the table sees them by it
+    # (red team twelve).
+    "indexes": ("schema", "name", "relation"),
 }
 
 # EXECUTE for PUBLIC by the function's initial privileges: those pg_init_privs keeps for objects
@@ -566,6 +570,14 @@ PLAIN_SETTINGS = "SELECT lower(s.name) AS name FROM pg_settings AS s ORDER BY 1"
 PLAIN_ROLE = ("SELECT pg_catalog.pg_has_role('pg_database_owner', 'MEMBER')"
               " AND NOT pg_catalog.pg_has_role('pg_database_owner', 'pg_read_all_settings', 'USAGE')")
 
+INDEXES = f"""
+SELECT n.nspname AS schema, c.relname AS name, i.indrelid::int8 AS relation
+FROM pg_index AS i
+JOIN pg_class AS c ON c.oid = i.indexrelid
+JOIN pg_namespace AS n ON n.oid = c.relnamespace
+WHERE i.indexrelid >= {FIRST_NORMAL_OID}
+ORDER BY 1, 2"""
+
 # (the server's own category: no list of names kept here)
 TUNING = "SELECT lower(s.name) AS name FROM pg_settings AS s WHERE s.category LIKE 'Query Tuning%' ORDER BY 1"
 
@@ -665,6 +677,7 @@ def for_version(server_version: int, initdb: bool | None = None) -> dict[str, st
         "event_triggers": EVENT_TRIGGERS,
         "operator_classes": OPERATOR_CLASSES,
         "plain_settings": PLAIN_SETTINGS,
+        "indexes": INDEXES,
     }
 
 

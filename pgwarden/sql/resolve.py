@@ -880,6 +880,10 @@ class _Resolver:
                 kinds.add("unknown")
             for schema_name in names:
                 schema, _, name = schema_name.partition(".")
+                if schema_name in self.catalog.index_tables:
+                    # an index (DROP INDEX, ALTER INDEX, REINDEX INDEX name it): its table's (red
+                    # team twelve: a rule naming secret.things saw no `DROP INDEX secret.things_n`)
+                    tables |= self._names((self.catalog.index_tables[schema_name],))
                 for facts in self.catalog.relations_named(name):
                     if _schema(facts.schema) != schema:
                         continue

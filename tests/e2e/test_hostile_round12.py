@@ -333,3 +333,41 @@ def test_a_foreign_tables_remote_name_is_a_relation_named():
     assert syntax_of("CREATE FOREIGN TABLE s.f (a int) SERVER x OPTIONS (table_name 't')").relations >= {
         Relation("s", "t")}
     assert syntax_of("IMPORT FOREIGN SCHEMA secret FROM SERVER x INTO public").ddl_objects == (("schema", ("secret",)),)
+
+
+# ---------------------------------------------------------------------- an index names its table
+
+GUARDED = [{"name": "ai-agents", "when": {"groups": ["ai-agents"]},
+            "rules": [{"name": "guarded", "block": {"tables": ["public.rt12_guarded"]}}]}]
+
+
+@pytest.fixture
+def guarded(server):
+    server.conn.execute("DROP TABLE IF EXISTS public.rt12_guarded, public.rt12_free; "
+                        "CREATE TABLE public.rt12_guarded (code text); "
+                        "CREATE UNIQUE INDEX rt12_guarded_code ON public.rt12_guarded (code); "
+                        "CREATE TABLE public.rt12_free (code text); CREATE INDEX rt12_free_code ON public.rt12_free (code)")
+    yield server
+    server.conn.execute("DROP TABLE IF EXISTS public.rt12_guarded, public.rt12_free")
+
+
+def _agent(running, protocol: str, *sqls: str) -> list[list]:
+    agent = test_hostile.Agent(running, "ai-agents", protocol)
+    try:
+        return [agent.run(sql) for sql in sqls]
+    finally:
+        agent.close()
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ["DROP INDEX public.rt12_guarded_code", "DROP INDEX rt12_guarded_code",
+                                 "ALTER INDEX public.rt12_guarded_code RENAME TO rt12_gone",
+                                 "REINDEX INDEX public.rt12_guarded_code"])
+def test_ddl_naming_an_index_is_its_tables(make_pgwarden, hostile_db, guarded, protocol, sql):
+    # (a rule naming public.rt12_guarded; round seven's known limit: only a `schema.*` glob saw
+    # the index; its unique index dropped, duplicates went in)
+    running = make_pgwarden(policies=GUARDED, upstream={"database": DB})
+    answer, free = _agent(running, protocol, sql, "DROP INDEX public.rt12_free_code")
+    assert_refused(answer, sql)
+    assert not errors(free), free  # (another table's index)
+    assert _one(guarded.conn, "SELECT count(*) FROM pg_indexes WHERE indexname = 'rt12_guarded_code'") == 1

@@ -1298,6 +1298,14 @@ class _Walker:
                 computed = True  # (a parameter too: its text is bound at run time, query_to_xml($1))
         if schema in (None, "pg_catalog") and fname in _RELATION_READERS | _SCHEMA_READERS:
             literal_sql, computed = self._relation_reader(fname, args)
+        elif schema in (None, "pg_catalog") and fname in _SEQUENCE_WRITERS and args:
+            # the sequence it advances or sets, named by its argument ('secret.s', a regclass):
+            # that relation is written, as `SELECT * FROM secret.s` reads it; one named at run time
+            # may be any (red team twelve: `setval('secret.s', 1)` passed a rule refusing secret.*)
+            literal_sql, computed = self._relation_reader(fname, args[:1])
+            if computed:
+                self.ddl_objects.append(("all", ()))
+                computed = False
         # An ordered-set aggregate's WITHIN GROUP (ORDER BY ...) items are arguments too (the
         # catalog counts them: percentile_disc(0.5) WITHIN GROUP (ORDER BY x) takes two).
         nargs = len(args) + (len(f.get("agg_order") or ()) if f.get("agg_within_group") else 0)
@@ -1811,6 +1819,8 @@ class _Walker:
 _RELATION_READERS = frozenset({"table_to_xml", "table_to_xmlschema", "table_to_xml_and_xmlschema", "connectby",
                                # a sequence's value: what SELECT last_value FROM it reads
                                "pg_sequence_last_value"})
+#: the built-ins that change a sequence named by their first argument
+_SEQUENCE_WRITERS = frozenset({"nextval", "setval"})
 #: what those functions call the argument naming the relation (``table_to_xml(tbl => ...)``)
 _RELATION_PARAMETERS = ("tbl", "relname", "seqoid")
 _SCHEMA_READERS = frozenset({"schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",

@@ -371,3 +371,25 @@ def test_ddl_naming_an_index_is_its_tables(make_pgwarden, hostile_db, guarded, p
     assert_refused(answer, sql)
     assert not errors(free), free  # (another table's index)
     assert _one(guarded.conn, "SELECT count(*) FROM pg_indexes WHERE indexname = 'rt12_guarded_code'") == 1
+
+
+# ---------------------------------------------------------------------- a sequence named by a string
+
+@pytest.fixture
+def secret_sequence(hostile, server):
+    _made(hostile, server, "DROP SEQUENCE IF EXISTS secret.rt12_s", "CREATE SEQUENCE secret.rt12_s")
+    yield server
+    server.conn.execute("DROP SEQUENCE IF EXISTS secret.rt12_s")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("sql", ["SELECT setval('secret.rt12_s', 1000)", "SELECT nextval('secret.rt12_s')",
+                                 "SELECT nextval('secret.rt12_s'::regclass) FROM generate_series(1, 5)",
+                                 "SELECT setval(concat('secret.', 'rt12_s'), 1000)"])
+def test_a_sequence_named_by_a_string_is_that_relation(hostile, secret_sequence, protocol, sql):
+    # (policy "bodies": volatile functions allowed, secret.* refused; the secret sequence was set)
+    (answer,) = _run(hostile, "bodies", protocol, sql)
+    assert_refused(answer, sql)
+    assert secret_sequence.conn.execute("SELECT last_value, is_called FROM secret.rt12_s").fetchone() == (1, False)
+    (answer,) = _run(hostile, "bodies", protocol, "SELECT nextval('public.s')")
+    assert _rows(answer) == [(b"1",)]

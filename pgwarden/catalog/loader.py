@@ -220,12 +220,16 @@ def _plain_settings(cur: Any, server_version: int, sql: str) -> tuple[tuple, ...
     (may,) = cur.fetchone()
     if not may:
         return ()
+    import psycopg
+
     cur.execute("SAVEPOINT pgwarden_plain_settings")
     try:
         cur.execute("SET LOCAL ROLE pg_database_owner")
         cur.execute(sql)
         _check(cur, "plain_settings")
         return tuple(cur.fetchall())
+    except psycopg.Error:
+        return ()  # (the server's refusal: not known, `Catalog.hidden_settings` falls back)
     finally:
         cur.execute("ROLLBACK TO SAVEPOINT pgwarden_plain_settings")
 

@@ -1317,7 +1317,14 @@ class _Resolver:
         administrator's act: the upstream role may be a superuser (red team twelve). So is reading
         any setting, or one named at run time, while such settings exist."""
         hidden = self.catalog.hidden_settings
-        if hidden and any(name == "*" or name in hidden for name in names):
+        if not hidden:
+            return
+        if any(name.startswith("=") for name in names) and any(
+                o.schema != "pg_catalog" for o in self.catalog.operators_named("=")):
+            # (`WHERE name = 'work_mem'` keeps one row with pg_catalog's `=`; one of the
+            # database's own earlier on the search_path may keep every row)
+            kinds.add("system")
+        if any(name == "*" or name.lstrip("=") in hidden for name in names):
             kinds.add("system")
 
     def _guarded(self, setting: tuple[str, str | None]) -> bool:

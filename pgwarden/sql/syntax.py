@@ -225,7 +225,8 @@ class Syntax:
     # The settings whose values it reads (lower-case; "*": any, or a name computed at run time):
     # SHOW (SHOW ALL is "*"), current_setting(name), pg_settings' and pg_show_all_settings()'
     # value columns (setting, reset_val, sourcefile, ...; a WHERE name = '...' of the one relation
-    # read names them). The resolver refuses those a plain role may not read (red team twelve).
+    # read names them, "=name": by the operator `=`). The resolver refuses those a plain role may
+    # not read (red team twelve).
     read_settings: tuple[str, ...] = ()
 
 
@@ -1016,7 +1017,7 @@ class _Walker:
             own = [["name"], [alias, "name"]] if alias else [["name"], ["pg_settings", "name"],
                                                               ["pg_catalog", "pg_settings", "name"]]
             named = self._setting_names(f.get("whereClause"), own)
-        self.read_settings += [x.lower() for x in named] if named else ["*"]
+        self.read_settings += ["=" + x.lower() for x in named] if named else ["*"]
 
     def _setting_names(self, where: Any, own: list[list[str]]) -> list[str] | None:
         """The settings a WHERE keeps (``name = 'x'``, ``name IN ('x', 'y')``, among ANDed

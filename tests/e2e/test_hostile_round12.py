@@ -120,6 +120,24 @@ def test_a_view_reading_a_hidden_setting_is_administration(hostile, settings_vie
     assert _rows(answer) == [(_one(settings_view.conn, "SHOW work_mem").encode(),)]
 
 
+@pytest.fixture
+def own_equality(hostile, server):
+    _made(hostile, server, "CREATE OR REPLACE FUNCTION public.rt12_any_eq(text, text) RETURNS boolean "
+          "LANGUAGE sql IMMUTABLE AS 'SELECT true'",
+          "CREATE OPERATOR public.= (LEFTARG = text, RIGHTARG = text, FUNCTION = public.rt12_any_eq)")
+    yield server
+    server.conn.execute("DROP FUNCTION IF EXISTS public.rt12_any_eq(text, text) CASCADE")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_setting_kept_by_an_equality_of_the_databases_own(hostile, own_equality, protocol):
+    # (the `=` of public, before pg_catalog on the path, kept every row: hba_file's value came back)
+    sql = "SELECT name, setting FROM pg_settings WHERE name = 'work_mem'"
+    path, answer = _run(hostile, "design", protocol, "SET search_path = public, pg_catalog", sql)
+    assert not errors(path), path
+    assert_refused(answer, sql)
+
+
 def test_the_live_catalog_learns_the_hidden_settings_from_the_server(hostile, server):
     catalog = hostile.app.catalog.current
     listed = {name for (name,) in server.conn.execute("SELECT lower(name) FROM pg_settings")}
@@ -135,7 +153,8 @@ def test_the_live_catalog_learns_the_hidden_settings_from_the_server(hostile, se
     ("SELECT count(*) FROM pg_settings WHERE setting = 'on'", ("*",)),
     ("SELECT count(*) FROM pg_settings", ()),
     ("SELECT name FROM pg_settings WHERE name LIKE 'ssl%'", ()),
-    ("SELECT setting FROM pg_settings WHERE 'hba_file' = name AND true", ("hba_file",)),
+    ("SELECT setting FROM pg_settings WHERE 'hba_file' = name AND true", ("=hba_file",)),
+    ("SELECT setting FROM pg_settings AS s WHERE s.name IN ('work_mem', 'DateStyle')", ("=work_mem", "=datestyle")),
     ("SELECT s.setting FROM pg_settings AS s JOIN pg_settings AS t ON t.name = s.name WHERE s.name = 'work_mem'",
      ("*",)),
     ("UPDATE t SET a = s.setting FROM pg_settings AS s WHERE s.name = 'work_mem'", ("*",)),

@@ -1,6 +1,6 @@
-"""Red team, round twelve: blocking and limits, what the superuser upstream answers.
+"""Red team, round twelve: blocking and limits, what the superuser upstream answers and what the text names.
 
-Found (each closed, its case below; the server's answer read on a direct connection too):
+Found (each closed, its case below; the server's state read on a direct connection before and after):
 
 * **Settings only the privileged may read** (policy "design": `system` refused): `SHOW hba_file`,
   `SHOW data_directory`, `SELECT current_setting('config_file')`, `SELECT setting FROM pg_settings
@@ -13,9 +13,36 @@ Found (each closed, its case below; the server's answer read on a direct connect
   tell), and what a statement reads of the settings is in its syntax (`Syntax.read_settings`: SHOW,
   current_setting, pg_settings' and pg_show_all_settings()' value columns with or without a
   `WHERE name = '...'` naming them): reading a hidden setting, any setting, or one named at run
-  time (`current_setting($1)`, `current_setting(name) FROM ...`) is `system`. So is a view of the
-  database's own reading one (its definition's reads). `SELECT count(*) FROM pg_settings`,
-  `SHOW work_mem`, `current_setting('work_mem')` and pg_settings' names and descriptions still run.
+  time (`current_setting($1)`, `current_setting(name) FROM ...`) is `system`. So is a view or a
+  function of the database's own reading one, and a filter whose `=` may be the database's own
+  (`SET search_path = public, pg_catalog` before an `=` of public's that keeps every row).
+  `SELECT count(*) FROM pg_settings`, `SHOW work_mem`, `current_setting('work_mem')` and
+  pg_settings' names and descriptions still run.
+* **A column of a domain under `rows_written`** (policy "capped"): `ALTER TABLE public.things ADD
+  COLUMN rt12_z public.rt12_rnd` (a domain whose default is `random()`) rewrote every row, counted
+  as none; so does a domain with a CHECK. A column added of a domain (or of a type the catalog does
+  not know) is now uncounted.
+* **A type's default operator class** (policy "truncators": secret.* refused; round eleven's
+  noticed lead): an enum whose default btree class compares by a function deleting secret.things
+  ran it at `ORDER BY`, `DISTINCT`, `GROUP BY` of a column of it, and at a sort of `VALUES` of the
+  type. Those functions are now the table's `x` effects and the type's own.
+* **A foreign table looping back** (policies "truncators" and "migrators"): a postgres_fdw foreign
+  table of public naming `schema_name 'secret', table_name 'things'` over a server pointing at this
+  database returned and deleted secret.things' rows; `CREATE FOREIGN TABLE` / `ALTER FOREIGN TABLE
+  ... OPTIONS` / `IMPORT FOREIGN SCHEMA secret` made one. The remote name is now a relation named
+  (the catalog's effect `L`, the statement's options).
+* **An index named by DDL** (a rule naming `public.rt12_guarded`): `DROP INDEX` of its unique
+  index, `ALTER INDEX ... RENAME`, `REINDEX INDEX` passed (round seven's known limit). The catalog
+  now maps indexes to their tables.
+* **A sequence named by a string** (policy "bodies"): `SELECT setval('secret.rt12_s', 1000)`,
+  `nextval('secret.rt12_s')` changed a secret sequence. Their first argument is now the relation.
+* **Subscriptions** (policy "migrators"): `CREATE SUBSCRIPTION ... WITH (connect = false)` was
+  `ddl`; CREATE / ALTER / DROP SUBSCRIPTION are now `system` (and leave writes after the count).
+
+Controls (refused before this round, kept): `CREATE FOREIGN TABLE secret.rt12_ft2 ... OPTIONS
+(table_name 'things')` (it names secret.*). Allowed, kept: `SELECT count(*) FROM pg_settings`,
+settings a plain role reads, a plain type's ADD COLUMN, another table's DROP INDEX,
+`nextval('public.s')`.
 """
 
 from __future__ import annotations
@@ -106,14 +133,18 @@ def test_settings_a_plain_role_may_read_still_answer(hostile, server, protocol, 
 def settings_view(hostile, server):
     _made(hostile, server, "CREATE OR REPLACE VIEW public.rt12_paths AS SELECT current_setting('hba_file') AS hba",
           "CREATE OR REPLACE VIEW public.rt12_conf AS SELECT name, setting FROM pg_settings",
-          "CREATE OR REPLACE VIEW public.rt12_mem AS SELECT current_setting('work_mem') AS mem")
+          "CREATE OR REPLACE VIEW public.rt12_mem AS SELECT current_setting('work_mem') AS mem",
+          "CREATE OR REPLACE FUNCTION public.rt12_where() RETURNS text LANGUAGE sql STABLE "
+          "AS $$ SELECT current_setting('data_directory') $$")
     yield server
-    server.conn.execute("DROP VIEW IF EXISTS public.rt12_paths, public.rt12_conf, public.rt12_mem")
+    server.conn.execute("DROP VIEW IF EXISTS public.rt12_paths, public.rt12_conf, public.rt12_mem; "
+                        "DROP FUNCTION IF EXISTS public.rt12_where()")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
-def test_a_view_reading_a_hidden_setting_is_administration(hostile, settings_view, protocol):
-    for sql in ("SELECT * FROM public.rt12_paths", "SELECT setting FROM public.rt12_conf WHERE name = 'hba_file'"):
+def test_a_view_or_function_reading_a_hidden_setting_is_administration(hostile, settings_view, protocol):
+    for sql in ("SELECT * FROM public.rt12_paths", "SELECT setting FROM public.rt12_conf WHERE name = 'hba_file'",
+                "SELECT public.rt12_where()"):
         (answer,) = _run(hostile, "design", protocol, sql)
         assert_refused(answer, sql)
     (answer,) = _run(hostile, "design", protocol, "SELECT * FROM public.rt12_mem")

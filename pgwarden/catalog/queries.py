@@ -402,9 +402,11 @@ SELECT DISTINCT * FROM (
     UNION ALL
     SELECT a.attrelid::int8, 'x', dc.function::int8
     FROM ({_DEFAULT_CLASSES}) AS dc
-    JOIN pg_type AS t ON dc.type IN (t.oid, t.typelem, t.typbasetype)
-    JOIN pg_attribute AS a ON a.atttypid = t.oid
-    WHERE a.attnum > 0 AND NOT a.attisdropped
+    JOIN (SELECT t.oid AS type, t.oid AS over FROM pg_type AS t
+          UNION ALL SELECT t.typelem, t.oid FROM pg_type AS t WHERE t.typelem <> 0
+          UNION ALL SELECT t.typbasetype, t.oid FROM pg_type AS t WHERE t.typbasetype <> 0) AS u ON u.type = dc.type
+    JOIN pg_attribute AS a ON a.atttypid = u.over
+    WHERE a.attrelid >= {FIRST_NORMAL_OID} AND a.attnum > 0 AND NOT a.attisdropped
     UNION ALL
     -- a foreign table whose remote table's name (postgres_fdw's schema_name and table_name
     -- options, else its own) is a relation's of this database ('L'): what it reads and writes may
@@ -525,14 +527,13 @@ WITH checks AS (
     SELECT checks.type, CASE WHEN checks.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE checks.ref END AS function
     FROM checks
     LEFT JOIN pg_operator AS o ON checks.field IN ({_OPERATORS}) AND o.oid = checks.ref
-), default_classes AS ({_DEFAULT_CLASSES}
 )
 SELECT t.oid::int8 AS oid, n.nspname AS schema, t.typname AS name, t.typtype AS kind,
        ARRAY(SELECT DISTINCT f.function::int8
              FROM (SELECT t.typinput::oid AS function UNION ALL SELECT t.typmodin::oid
                    UNION ALL SELECT r.rngcanonical::oid
                    UNION ALL SELECT cf.function FROM check_functions AS cf WHERE cf.type = t.oid
-                   UNION ALL SELECT dc.function FROM default_classes AS dc WHERE dc.type = t.oid) AS f
+                   UNION ALL SELECT unnest(dc.functions)) AS f
              WHERE f.function IS NOT NULL AND f.function <> 0 ORDER BY 1) AS functions,
        ARRAY(SELECT p.part::int8
              FROM (SELECT nullif(t.typbasetype, 0) AS part, 0 AS attnum UNION ALL SELECT e.oid, 0
@@ -546,6 +547,8 @@ JOIN pg_namespace AS n ON n.oid = t.typnamespace
 LEFT JOIN pg_type AS e ON e.typarray = t.oid
 LEFT JOIN pg_class AS c ON c.oid = coalesce(e.typrelid, t.typrelid)
 LEFT JOIN pg_range AS r ON r.rngtypid = t.oid
+LEFT JOIN (SELECT d.type, array_agg(d.function) AS functions FROM ({_DEFAULT_CLASSES}) AS d GROUP BY d.type) AS dc
+       ON dc.type = t.oid
 {{multirange_join}}
 WHERE (c.oid IS NULL OR c.relkind = 'c') AND {{part}}
 ORDER BY t.oid"""

@@ -1409,6 +1409,7 @@ class _Walker:
                 self.kinds.add("server_files")
             elif option in ("schema_name", "table_name"):
                 remote[option] = _str(o[1].get("arg"))  # (an option's value: a String node)
+                self.constants_read = True
         if not remote:
             return
         own = table if isinstance(table, dict) else {}

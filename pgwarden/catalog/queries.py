@@ -281,7 +281,8 @@ _STATISTICS_TREES = """
 # operators' functions): sorting, grouping, DISTINCT, a merge or hash join, a UNION of values of the
 # type run them, named by no statement (red team twelve: ORDER BY a column of an enum whose default
 # btree class compares by a function that deleted rows). A type's (`_TYPES`: a value converted to it
-# may be sorted) and a table's with a column of it, or of an array or domain over it (`_EFFECTS`, 'x').
+# may be sorted) and a table's with a column of it, of an array or a domain over it, or of a
+# composite type with a field of it (`_EFFECTS`, 'x': a record compares field by field).
 _DEFAULT_CLASSES = f"""
     SELECT c.opcintype AS type, p.amproc::oid AS function
     FROM pg_opclass AS c JOIN pg_amproc AS p ON p.amprocfamily = c.opcfamily
@@ -404,7 +405,10 @@ SELECT DISTINCT * FROM (
     FROM ({_DEFAULT_CLASSES}) AS dc
     JOIN (SELECT t.oid AS type, t.oid AS over FROM pg_type AS t
           UNION ALL SELECT t.typelem, t.oid FROM pg_type AS t WHERE t.typelem <> 0
-          UNION ALL SELECT t.typbasetype, t.oid FROM pg_type AS t WHERE t.typbasetype <> 0) AS u ON u.type = dc.type
+          UNION ALL SELECT t.typbasetype, t.oid FROM pg_type AS t WHERE t.typbasetype <> 0
+          UNION ALL SELECT f.atttypid, k.reltype FROM pg_attribute AS f
+                    JOIN pg_class AS k ON k.oid = f.attrelid AND k.relkind = 'c'
+                    WHERE f.attrelid >= {FIRST_NORMAL_OID} AND f.attnum > 0) AS u ON u.type = dc.type
     JOIN pg_attribute AS a ON a.atttypid = u.over
     WHERE a.attrelid >= {FIRST_NORMAL_OID} AND a.attnum > 0 AND NOT a.attisdropped
     UNION ALL

@@ -24,8 +24,9 @@ Found (each closed, its case below; the server's state read on a direct connecti
   not know) is now uncounted.
 * **A type's default operator class** (policy "truncators": secret.* refused; round eleven's
   noticed lead): an enum whose default btree class compares by a function deleting secret.things
-  ran it at `ORDER BY`, `DISTINCT`, `GROUP BY` of a column of it, and at a sort of `VALUES` of the
-  type. Those functions are now the table's `x` effects and the type's own.
+  ran it at `ORDER BY`, `DISTINCT`, `GROUP BY` of a column of it (or of a composite type with a
+  field of it), and at a sort of `VALUES` of the type. Those functions are now the table's `x`
+  effects and the type's own.
 * **A foreign table looping back** (policies "truncators" and "migrators"): a postgres_fdw foreign
   table of public naming `schema_name 'secret', table_name 'things'` over a server pointing at this
   database returned and deleted secret.things' rows; `CREATE FOREIGN TABLE` / `ALTER FOREIGN TABLE
@@ -268,7 +269,8 @@ def test_a_column_of_a_built_in_type_is_counted(sql):
 # sorting, grouping, DISTINCT of a column of it run the function, the text naming none.
 OPERATORS = ["<", "<=", "=", ">=", ">"]
 DEFAULT_CLASS = [
-    "DROP TABLE IF EXISTS public.rt12_m", "DROP TYPE IF EXISTS public.rt12_mood CASCADE",
+    "DROP TABLE IF EXISTS public.rt12_m, public.rt12_pt", "DROP TYPE IF EXISTS public.rt12_pair",
+    "DROP TYPE IF EXISTS public.rt12_mood CASCADE",
     "CREATE TYPE public.rt12_mood AS ENUM ('a', 'b', 'c')",
     "CREATE FUNCTION public.rt12_cmp(public.rt12_mood, public.rt12_mood) RETURNS int LANGUAGE sql VOLATILE AS $$ "
     "WITH d AS (DELETE FROM secret.things WHERE id > 0 RETURNING 1) SELECT CASE WHEN $1::text < $2::text THEN -1 "
@@ -282,6 +284,9 @@ DEFAULT_CLASS = [
     + ", FUNCTION 1 public.rt12_cmp(public.rt12_mood, public.rt12_mood)",
     "CREATE TABLE public.rt12_m (m public.rt12_mood)",
     "INSERT INTO public.rt12_m VALUES ('b'), ('a'), ('c')",
+    "CREATE TYPE public.rt12_pair AS (m public.rt12_mood, n int)",
+    "CREATE TABLE public.rt12_pt (p public.rt12_pair)",
+    "INSERT INTO public.rt12_pt VALUES (ROW('b', 1)), (ROW('a', 2))",
 ]
 
 
@@ -289,7 +294,8 @@ DEFAULT_CLASS = [
 def default_class(hostile, server):
     _made(hostile, server, *DEFAULT_CLASS)
     yield server
-    server.conn.execute("DROP TABLE IF EXISTS public.rt12_m; DROP TYPE IF EXISTS public.rt12_mood CASCADE")
+    server.conn.execute("DROP TABLE IF EXISTS public.rt12_m, public.rt12_pt; DROP TYPE IF EXISTS public.rt12_pair; "
+                        "DROP TYPE IF EXISTS public.rt12_mood CASCADE")
     server.reset()
 
 
@@ -299,6 +305,7 @@ def default_class(hostile, server):
     "SELECT DISTINCT m FROM public.rt12_m",
     "SELECT m, count(*) FROM public.rt12_m GROUP BY m",
     "SELECT x FROM (VALUES ('a'::public.rt12_mood), ('b')) AS v(x) ORDER BY x",
+    "SELECT p FROM public.rt12_pt ORDER BY p",  # (a record compares field by field)
 ])
 def test_sorting_a_type_runs_its_default_operator_class(hostile, default_class, protocol, sql):
     # (policy "truncators": secret.* refused; the sort deleted secret.things' 3 rows)

@@ -1311,7 +1311,7 @@ class _Resolver:
         events = [kind for kind, target in facts.effects if target == function and kind in "IUDY"]
         return self._events is None or not events or any(e in self._events for e in events)
 
-    def _read_settings(self, names: Iterable[str], kinds: set[str]) -> None:
+    def _read_settings(self, names: tuple[str, ...], kinds: set[str]) -> None:
         """Reading a setting the server shows only to a role with pg_read_all_settings (`Catalog.
         hidden_settings`: hba_file, data_directory, primary_conninfo's replication password) is an
         administrator's act: the upstream role may be a superuser (red team twelve). So is reading

@@ -99,11 +99,18 @@ def parameters_of(bind: bytes | None) -> tuple[tuple[str | None, ...] | None, by
     return shown, bind[start:]
 
 
-def exact_key(sql: str, values: bytes) -> str:
-    """What identifies one exact statement for a retry grant: its text and its parameter values."""
+def exact_key(sql: str, values: bytes, types: tuple[int, ...] = ()) -> str:
+    """What identifies one exact statement for a retry grant: its text, its parameter values and
+    the types its Parse declared for them (red team twelve: the same four bytes are 1.0 as a
+    float4 and 1065353216 as an int4). Types left to the server (0), trailing, are no types."""
     h = hashlib.sha256(sql.encode("utf-8", "surrogatepass"))
     h.update(b"\0")
     h.update(values)
+    n = len(types)
+    while n and not types[n - 1]:
+        n -= 1
+    if n:
+        h.update(b"\0types:" + ",".join(str(t) for t in types[:n]).encode())
     return h.hexdigest()
 
 
@@ -158,7 +165,7 @@ class ApprovalWaits:
         shown, values = parameters_of(request.bind)
         approval = ApprovalRequest(
             statement, verdict, conn.session, id=new_request_id(), parameters=shown, created=now,
-            expires=now + cfg.timeout_s, mode=mode, exact=exact_key(request.sql, values),
+            expires=now + cfg.timeout_s, mode=mode, exact=exact_key(request.sql, values, request.declared_types),
             approvers=spec.approvers if spec is not None else 1, session_id=conn.log.id,
         )
         try:

@@ -10,6 +10,8 @@ import pytest
 from test_approvals import api
 from test_hostile import DB, Agent, errors, hostile_db, server  # noqa: F401
 
+from pgwarden.wire import messages as m
+
 POLICY = [{"name": "p", "when": {"groups": ["ai-agents"]}, "rules": [
     {"name": "deletes", "approve": {"statements": ["delete"], "mode": "retry"}, "reason": "deletes need a human"},
 ]}]
@@ -99,3 +101,47 @@ def test_control_a_grant_covers_the_statement_while_its_definitions_stay(approvi
         agent.close()
     assert not errors(answer), answer
     assert _count(server) == 4
+
+
+FLOAT4, INT4 = 700, 23
+ONE_AS_FLOAT4 = b"\x3f\x80\x00\x00"  # 1.0 as a float4; as an int4 it is 1065353216
+
+
+def _typed_delete(agent, param_type):
+    """`DELETE ... WHERE n < $1` with $1 declared ``param_type`` and bound to the same four bytes."""
+    agent.rc.send(m.Parse("", "DELETE FROM public.things WHERE n < $1", (param_type,)).encode()
+                  + m.Bind("", "", (1,), (ONE_AS_FLOAT4,), ()).encode() + m.Describe("P", "").encode()
+                  + m.Execute("").encode() + m.Sync().encode())
+    return agent.rc.until_ready()
+
+
+def test_a_grant_does_not_cover_the_same_bytes_bound_to_another_declared_type(approving, server):
+    """Found: the exact key of a retry grant was the text and the Bind's bytes (formats and
+    values), not the parameter types the Parse declared. `DELETE FROM things WHERE n < $1` with
+    $1 declared float4 and bound to 0x3f800000 (1.0: no row; the inbox shows the value as
+    `\\x3f800000`) was approved; the same text Parsed with $1 declared int4 and bound to the same
+    four bytes (1065353216: every row) was covered by the grant and deleted every row. Now the
+    declared types are part of the exact key (`approvals.exact_key`)."""
+    agent = Agent(approving, "ai-agents", "extended")
+    try:
+        first = _typed_delete(agent, FLOAT4)
+        assert errors(first), first
+        _approve_pending(approving)
+        answer = _typed_delete(agent, INT4)
+    finally:
+        agent.close()
+    assert errors(answer), answer
+    assert _count(server) == 5
+
+
+def test_control_a_grant_covers_the_same_bytes_of_the_same_declared_type(approving, server):
+    agent = Agent(approving, "ai-agents", "extended")
+    try:
+        assert errors(_typed_delete(agent, FLOAT4))
+        _approve_pending(approving)
+        answer = _typed_delete(agent, FLOAT4)
+    finally:
+        agent.close()
+    assert not errors(answer), answer
+    assert any(isinstance(x, m.CommandComplete) and x.tag == "DELETE 0" for x in answer), answer
+    assert _count(server) == 5

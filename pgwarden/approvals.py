@@ -27,7 +27,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +36,7 @@ from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.policy.kinds import APPROVE
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.execution import _bind_parameters
+from pgwarden.sql.reached import definitions, everything
 from pgwarden.verdict import ApprovalAnswer, ApprovalRequest, Refusal, Verdict
 
 if TYPE_CHECKING:
@@ -147,8 +148,11 @@ class ApprovalWaits:
     """Starts approval waits for `pgwarden.decisions.Decisions` and turns their answers into outcomes."""
 
     def __init__(self, plugins: PluginHost, recorder: Recorder, stats: Stats, reactor: object,
-                 approvals: Callable[[], Approvals]) -> None:
+                 approvals: Callable[[], Approvals], catalog: object = None) -> None:
         self.plugins = plugins
+        #: the catalog source (`LiveCatalog`: ``fresh()``): a held statement approved is run only if
+        #: what it reaches is still defined as when it was held (`_unchanged`)
+        self.catalog = catalog
         self.recorder = recorder
         self.stats = stats
         self.reactor = reactor
@@ -203,6 +207,21 @@ class ApprovalWaits:
         def answered(answer: object) -> object:
             self._done(conn, wait)
             answer = as_answer(answer)
+            if answer.state == "approved" and mode == "hold" and self.catalog is not None:
+                return self._unchanged(statement).addCallback(approved_if, answer)
+            return decided(answer)
+
+        def approved_if(unchanged: bool, answer: ApprovalAnswer) -> object:
+            if unchanged:
+                return decided(answer)
+            conn.log.refused += 1
+            if not self._record(conn, approval, "withdrawn", request, approver=answer.approver,
+                                reason="approved, but what the statement reaches was defined again while it waited"):
+                return _RECORDING_FAILED
+            self.stats.approval("withdrawn")
+            return _redefined(approval)
+
+        def decided(answer: ApprovalAnswer) -> object:
             if answer.state == "approved":
                 if not self._record(conn, approval, "approved", request, approver=answer.approver,
                                     reason=_with_grant(answer), waits=True):
@@ -245,6 +264,31 @@ class ApprovalWaits:
         return waiting.addCallbacks(answered, failed)
 
     # ------------------------------------------------------------------ helpers
+
+    def _unchanged(self, statement) -> Deferred[bool]:
+        """Whether the views, functions, triggers, rules and policies of the database's own that
+        ``statement`` reaches are defined now (once the catalog has read every change made so
+        far) as they were when it was held (red team twelve: a view replaced by another session
+        of the agent while a person read the request and its preview). An EXECUTE, whose prepared
+        body the core does not keep: every definition of the database's own."""
+        context = getattr(statement, "context", None)
+        if context is None:
+            return succeed(True)
+        before = context.catalog
+        analysis = statement.analysis
+
+        def compare(now: object) -> bool:
+            if now is before:
+                return True
+            if analysis.executes or "unknown" in analysis.kinds:
+                return everything(before) == everything(now)  # type: ignore[arg-type]
+            return definitions(analysis, before) == definitions(analysis, now)  # type: ignore[arg-type]
+
+        def failed(_f: Failure) -> bool:
+            log.failure("the catalog could not be read again for an approved statement", _f)
+            return False  # fail closed
+
+        return self.catalog.fresh().addCallback(compare).addErrback(failed)  # type: ignore[attr-defined]
 
     def _done(self, conn: ClientConnection, wait: Wait) -> None:
         self.stats.approvals_pending -= 1
@@ -319,6 +363,14 @@ def _expired(approval: ApprovalRequest, cfg: Approvals) -> Refusal:
     return Refusal("42501", "pgwarden: approval expired",
                    f"Request {approval.id} was not decided within {cfg.timeout_s:g}s.",
                    "Ask an approver to be ready, then send the statement again (a new request).")
+
+
+def _redefined(approval: ApprovalRequest) -> Refusal:
+    return Refusal("42501", "pgwarden: approval void: what the statement reaches was defined again while it waited",
+                   f"Request {approval.id} was approved, but a view, function, trigger, rule or policy the "
+                   "statement reaches was replaced since it was held: what it would do now is not what was "
+                   "approved. Nothing ran.",
+                   "Send the statement again: a new request shows what it does now.")
 
 
 def _store_failed(request_id: str) -> Refusal:

@@ -145,3 +145,64 @@ def test_control_a_grant_covers_the_same_bytes_of_the_same_declared_type(approvi
     assert not errors(answer), answer
     assert any(isinstance(x, m.CommandComplete) and x.tag == "DELETE 0" for x in answer), answer
     assert _count(server) == 5
+
+
+HOLD_POLICY = [{"name": "p", "when": {"groups": ["ai-agents"]}, "rules": [
+    {"name": "deletes", "approve": {"statements": ["delete"], "mode": "hold"}, "reason": "deletes need a human"},
+]}]
+
+
+@pytest.fixture
+def holding(make_pgwarden, hostile_db, server):
+    server.reset()
+    _drop(server)
+    running = make_pgwarden(policies=HOLD_POLICY, upstream={"database": DB},
+                            approvals={"approver_groups": ["dba"], "timeout_s": 30})
+    running.admin = running.call(running.app.listen_admin).getHost().port
+    yield running
+    _drop(server)
+
+
+def _wait_pending(running):
+    from pgwarden.testing.waiting import wait_until
+
+    return wait_until(10, api(running).pending, "a pending request", until=lambda rs: len(rs) == 1)[0]
+
+
+@pytest.mark.parametrize("what", sorted(REPLACED))
+def test_a_held_statement_does_not_run_after_what_it_reaches_was_replaced(holding, server, what):
+    """Found: in hold mode the statement waits on the wire while a person reads it and its
+    preview; another session of the agent replaced the view (or function) the statement reads
+    meanwhile, and once approved the statement deleted every row where the preview had said one.
+    Now an approved statement is run only if it still reaches the definitions it reached when it
+    was held (its grant key, read again): else it is refused and a new request must be made."""
+    replace, statement = REPLACED[what]
+    agent, other = Agent(holding, "ai-agents", "simple"), Agent(holding, "ai-agents", "simple")
+    try:
+        _setup_view_and_function(other)
+        agent.rc.send(m.Query(statement).encode())
+        request = _wait_pending(holding)
+        assert not errors(other.run(replace))
+        api(holding).approve(request["id"], "one row, fine")
+        answer = agent.rc.until_ready()
+    finally:
+        agent.close()
+        other.close()
+    assert errors(answer), answer
+    assert _count(server) == 5
+
+
+def test_control_a_held_statement_runs_once_approved(holding, server):
+    agent, other = Agent(holding, "ai-agents", "simple"), Agent(holding, "ai-agents", "simple")
+    try:
+        _setup_view_and_function(other)
+        agent.rc.send(m.Query(REPLACED["view"][1]).encode())
+        request = _wait_pending(holding)
+        assert not errors(other.run("CREATE TABLE IF NOT EXISTS public.r12_other (x int)"))
+        api(holding).approve(request["id"], "one row, fine")
+        answer = agent.rc.until_ready()
+    finally:
+        agent.close()
+        other.close()
+    assert not errors(answer), answer
+    assert _count(server) == 4

@@ -340,6 +340,11 @@ class Approving:
         statement = request.statement
 
         def granted(stored: StoredRequest | None) -> Deferred[ApprovalAnswer] | ApprovalAnswer:
+            if stored is not None and stored.approvals_needed < request.approvers:
+                # Approved by fewer people than the rule that holds the statement now needs (a
+                # reload made it stricter, or another policy of the subject's holds it): no grant
+                # (red team twelve). A once grant taken here is spent: fail closed.
+                stored = None
             if stored is not None:
                 answer = answer_of(stored)
                 return ApprovalAnswer.approved(answer.approver, answer.reason, request=stored.id)

@@ -206,3 +206,53 @@ def test_control_a_held_statement_runs_once_approved(holding, server):
         other.close()
     assert not errors(answer), answer
     assert _count(server) == 4
+
+
+def _reload(running, pg_server, signing_keys, tmp_path, policies):
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import base_config
+
+    doc = base_config(pg_server, signing_keys, tmp_path, policies=policies, upstream={"database": DB},
+                      approvals={"approver_groups": ["dba"], "timeout_s": 30})
+    assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+
+
+TWO_APPROVERS = [{"name": "p", "when": {"groups": ["ai-agents"]}, "rules": [
+    {"name": "deletes", "approve": {"statements": ["delete"], "mode": "retry", "approvers": 2},
+     "reason": "deletes need two people now"},
+]}]
+
+
+def test_a_grant_of_one_approver_does_not_cover_a_statement_that_now_needs_two(approving, server, pg_server,
+                                                                               signing_keys, tmp_path):
+    """Found: a retry grant covered the statement for its subject whatever the policies said when
+    it came again: approved by one person with a 30-minute window, it kept running after a reload
+    made the rule need two approvers (`approvers: 2`), as it did for the same subject under
+    another policy (another group in its token) that needs two. Now a grant covers a statement
+    only when its request had as many approvers as the rule that holds the statement now needs."""
+    agent = Agent(approving, "ai-agents", "simple")
+    try:
+        assert errors(agent.run("DELETE FROM public.things WHERE id = 1"))
+        _approve_pending(approving, window_minutes=30)
+        assert not errors(agent.run("DELETE FROM public.things WHERE id = 1"))  # covered, as approved
+        _reload(approving, pg_server, signing_keys, tmp_path, TWO_APPROVERS)
+        answer = agent.run("DELETE FROM public.things WHERE id = 1")
+        (again,) = api(approving).pending()  # a request of its own, for two approvers
+    finally:
+        agent.close()
+    assert errors(answer), answer
+    assert again["approvals_needed"] == 2, again
+
+
+def test_control_a_grant_still_covers_after_a_reload_that_needs_no_more(approving, server, pg_server,
+                                                                        signing_keys, tmp_path):
+    agent = Agent(approving, "ai-agents", "simple")
+    try:
+        assert errors(agent.run("DELETE FROM public.things WHERE id = 1"))
+        _approve_pending(approving, window_minutes=30)
+        _reload(approving, pg_server, signing_keys, tmp_path, POLICY)
+        answer = agent.run("DELETE FROM public.things WHERE id = 1")
+    finally:
+        agent.close()
+    assert not errors(answer), answer
+    assert _count(server) == 4

@@ -21,9 +21,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import re
 import time as _time
-import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -37,6 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString, tags
 
 from pgwarden.identity import Identity
+from pgwarden.marks import SUSPECT, char_name, hidden, mark
 from pgwarden_plugins.approve.approvers import Approvers, NotAllowed, bearer_token
 from pgwarden_plugins.approve.notify import describe_preview
 from pgwarden_plugins.approve.store import ApprovalStore, StoredRequest
@@ -88,30 +87,20 @@ def pretty_sql(sql: str) -> str:
         return sql
 
 
-#: Characters shown as a mark (``<U+202E>``) rather than as themselves, by their Unicode category:
-#: controls (C0 and C1, tab and newline aside), format characters (the bidirectional embeddings,
-#: overrides and isolates U+202A-U+202E and U+2066-U+2069, zero-width characters U+200B-U+200F,
-#: U+FEFF), line and paragraph separators, surrogates, private-use and unassigned code points.
-#: Any of them can make a statement read one way on the page and run another (Trojan Source,
-#: CVE-2021-42574): the approver must see that they are there and where.
-HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
-#: what may be one of them (everything but printable ASCII, tab and newline): each is looked up
-_SUSPECT = re.compile(r"[^\t\n\x20-\x7e]")
-
-
 def visible(text: str) -> list[str | Tag]:
-    """``text`` with every hidden character (`HIDDEN_CATEGORIES`) replaced by a mark naming it
-    (``<U+202E>`` in a span of class ``invisible``, its Unicode name as the title). A CR before a
-    newline stays: a line end as Windows clients send it."""
+    """``text`` with every hidden character (`pgwarden.marks`: controls, format characters,
+    separators, spaces other than U+0020, ...) replaced by a mark naming it (``<U+202E>`` in a
+    span of class ``invisible``, its Unicode name as the title). A CR before a newline stays: a
+    line end as Windows clients send it."""
     parts: list[str | Tag] = []
     last = 0
-    for found in _SUSPECT.finditer(text):
-        char, at = found.group(), found.start()
-        if unicodedata.category(char) not in HIDDEN_CATEGORIES or (char == "\r" and text.startswith("\n", at + 1)):
+    for found in SUSPECT.finditer(text):
+        at = found.start()
+        if not hidden(text, at):
             continue
+        char = text[at]
         parts.append(text[last:at])
-        parts.append(tags.span(f"<U+{ord(char):04X}>", class_="invisible",
-                               title=unicodedata.name(char, "control or unassigned character")))
+        parts.append(tags.span(mark(char), class_="invisible", title=char_name(char)))
         last = at + 1
     parts.append(text[last:])
     return parts

@@ -7,6 +7,7 @@ Each test checks the tables over a direct connection afterwards.
 from __future__ import annotations
 
 import pytest
+from test_approval_inbox import Elements, get, inbox, stored  # noqa: F401
 from test_approvals import api
 from test_hostile import DB, Agent, errors, hostile_db, server  # noqa: F401
 
@@ -256,3 +257,72 @@ def test_control_a_grant_still_covers_after_a_reload_that_needs_no_more(approvin
         agent.close()
     assert not errors(answer), answer
     assert _count(server) == 4
+
+
+# ---------------------------------------------------------------------- what an approver reads
+
+#: Reads "DELETE FROM things t WHERE id IS NULL" (no row); the server reads one identifier,
+#: "t<NBSP>where<NBSP>id<NBSP>is<NBSP>null", after the table: an alias, and no WHERE (every row).
+#: PostgreSQL's lexer takes every non-ASCII character for a letter of an identifier, the no-break
+#: space included.
+NBSP_DELETE = "DELETE FROM public.things t\u00a0WHERE\u00a0id\u00a0IS\u00a0NULL"
+#: Shown in a terminal, the line comment's escape sequences move to the start of the line, erase
+#: it and write another statement in its place; the server reads `DELETE FROM public.things`.
+ESCAPED_DELETE = ("DELETE FROM public.things --\x1b[1G\x1b[2K  sql       "
+                  "DELETE FROM public.things WHERE id = 1")
+
+
+def test_the_server_reads_the_look_alike_statements_as_deleting_every_row(server):
+    """What the two statements below do on the server (nothing kept: rolled back)."""
+    server.reset()
+    for sql in (NBSP_DELETE, ESCAPED_DELETE):
+        with server.conn.transaction(force_rollback=True):
+            assert server.conn.execute(sql).rowcount == 5, sql
+    assert _count(server) == 5
+
+
+def test_the_inbox_marks_spaces_that_the_server_reads_as_letters(inbox):
+    """Found: the inbox marked control, format and separator characters (Trojan Source), not the
+    other space characters (Unicode's Zs: the no-break space, the en and em spaces, the ideographic
+    space, ...) nor letters drawn blank (the Hangul fillers): a browser draws each as a space,
+    PostgreSQL's lexer takes each for a letter of an identifier. `DELETE FROM things
+    t<NBSP>WHERE<NBSP>id<NBSP>IS<NBSP>NULL` read as a DELETE of no row, and deleted every row (the
+    "WHERE" is part of the alias). Now each is a mark naming it, as the other hidden characters."""
+    inbox.put(stored("r1", NBSP_DELETE + " /* \u3164 */", tables=("public.things",)))
+    status, _h, body = get(inbox.base, Authorization="Bearer " + inbox.token("alice", ["db-approvers"]))
+    assert status == 200
+    assert "\u00a0" not in body and "\u3164" not in body
+    page = Elements(body)
+    titles = {a.get("title") for t, a in page.elements if t == "span" and a.get("class") == "invisible"}
+    assert {"NO-BREAK SPACE", "HANGUL FILLER"} <= titles, titles
+    assert "t<U+00A0>WHERE<U+00A0>id<U+00A0>IS<U+00A0>NULL" in "".join(page.text)
+
+
+def test_the_terminal_shows_escape_sequences_as_marks():
+    """Found: `pgwarden approvals show` (and `list`) printed the statement as it came, escape
+    sequences included: a line comment holding `ESC[1G ESC[2K` and another statement erased the
+    line in the approver's terminal and showed `... WHERE id = 1` where the server would run a
+    DELETE of every row. Now the CLI shows what the inbox shows: each hidden character (controls,
+    format characters, separators, spaces other than U+0020) as a mark naming it."""
+    from pgwarden.approvals_cli import render, render_line
+
+    r = {"id": "r1", "state": "pending", "subject": "agent\x1b[2K", "groups": ["ai-agents"], "session": "s1",
+         "policy": "p", "rule": "deletes", "reason": "deletes need a human", "created": 0.0, "expires": 60.0,
+         "mode": "hold", "approvals_needed": 1, "sql": ESCAPED_DELETE, "parameters": ["a\u202eb", None],
+         "decisions": [{"approved": False, "approver": "bob", "reason": "no\x1b[1A"}]}
+    for shown in (render(r, 1.0), render_line(r, 1.0), render({**r, "sql": NBSP_DELETE}, 1.0)):
+        assert not any(c in shown for c in "\x1b\u202e\u00a0"), repr(shown)
+    assert "--<U+001B>[1G<U+001B>[2K" in render(r, 1.0)
+    assert "t<U+00A0>WHERE" in render({**r, "sql": NBSP_DELETE}, 1.0)
+    assert "a<U+202E>b" in render(r, 1.0)
+
+
+def test_the_slack_message_shows_the_same_marks():
+    """The Slack notification (a courtesy, but people read it) marks them too."""
+    import json
+
+    from pgwarden_plugins.approve.notify import slack_payload
+
+    text = json.dumps(slack_payload(stored("r1", NBSP_DELETE + " /* \u202e */"), None), ensure_ascii=False)
+    assert "\u00a0" not in text and "\u202e" not in text
+    assert "t&lt;U+00A0&gt;WHERE" in text and "&lt;U+202E&gt;" in text

@@ -17,6 +17,11 @@ characters as marks:
   deletes every row: "t where id is null" is the table's alias.
 
 A CR before a newline stays: a line end as Windows clients send it.
+
+Every other character outside ASCII is shown as itself, but named (`foreign`): a Cyrillic ``і``
+in ``WHERE іd = 1`` is another column than ``id`` (red team twelve: a column the agent added,
+all of its values 1, made a DELETE that read as one row's delete every row). The inbox
+highlights each and says which they are; the terminal lists them under the statement.
 """
 
 from __future__ import annotations
@@ -62,3 +67,25 @@ def marked(text: str) -> str:
             last = at + 1
     parts.append(text[last:])
     return "".join(parts)
+
+
+#: how many distinct characters `foreign` names at most
+FOREIGN_NAMED = 12
+
+
+def foreign(text: str) -> list[str]:
+    """The distinct characters outside ASCII in ``text`` that are shown as themselves (not hidden),
+    in order of appearance, each as ``і U+0456 CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I``;
+    at most `FOREIGN_NAMED` of them, then ``...``."""
+    seen: dict[str, None] = {}
+    for found in SUSPECT.finditer(text):
+        char = found.group()
+        if ord(char) > 0x7F and char not in seen and not hidden(text, found.start()):
+            if len(seen) == FOREIGN_NAMED:
+                return [*(describe(c) for c in seen), "..."]
+            seen[char] = None
+    return [describe(c) for c in seen]
+
+
+def describe(char: str) -> str:
+    return f"{char} {mark(char)[1:-1]} {char_name(char)}"

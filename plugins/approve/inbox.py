@@ -35,7 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString, tags
 
 from pgwarden.identity import Identity
-from pgwarden.marks import SUSPECT, char_name, hidden, mark
+from pgwarden.marks import SUSPECT, char_name, foreign, hidden, mark
 from pgwarden_plugins.approve.approvers import Approvers, NotAllowed, bearer_token
 from pgwarden_plugins.approve.notify import describe_preview
 from pgwarden_plugins.approve.store import ApprovalStore, StoredRequest
@@ -91,17 +91,21 @@ def visible(text: str) -> list[str | Tag]:
     """``text`` with every hidden character (`pgwarden.marks`: controls, format characters,
     separators, spaces other than U+0020, ...) replaced by a mark naming it (``<U+202E>`` in a
     span of class ``invisible``, its Unicode name as the title). A CR before a newline stays: a
-    line end as Windows clients send it."""
+    line end as Windows clients send it. Any other character outside ASCII is itself, in a span
+    of class ``foreign`` titled with its code point and name (a Cyrillic ``і`` is not ``i``)."""
     parts: list[str | Tag] = []
     last = 0
     for found in SUSPECT.finditer(text):
         at = found.start()
-        if not hidden(text, at):
-            continue
         char = text[at]
-        parts.append(text[last:at])
-        parts.append(tags.span(mark(char), class_="invisible", title=char_name(char)))
-        last = at + 1
+        if hidden(text, at):
+            parts.append(text[last:at])
+            parts.append(tags.span(mark(char), class_="invisible", title=char_name(char)))
+            last = at + 1
+        elif ord(char) > 0x7F:  # shown as itself, highlighted and named: it may look like another
+            parts.append(text[last:at])
+            parts.append(tags.span(char, class_="foreign", title=f"{mark(char)[1:-1]} {char_name(char)}"))
+            last = at + 1
     parts.append(text[last:])
     return parts
 
@@ -110,15 +114,19 @@ def statement(sql: str) -> list[Tag]:
     """The statement as the agent sent it (its comments too: a ``/* reason: ... */`` from MCP's
     request_write), hidden characters marked (`visible`); then pglast's layout of it, easier to
     read but without comments, folded unless the text as sent is one long line."""
-    sent = tags.pre(tags.code(*visible(sql)), class_="sql sent", dir="ltr")
+    sent: list[Tag] = [tags.pre(tags.code(*visible(sql)), class_="sql sent", dir="ltr")]
+    named = foreign(sql)
+    if named:  # which characters outside ASCII it holds: names that look alike may be others
+        sent.append(tags.p("Characters outside ASCII (highlighted above; they may look like others): ",
+                           tags.code(*visible("; ".join(named))), class_="foreign-note"))
     pretty = pretty_sql(sql)
     if pretty == sql:
-        return [sent]
+        return sent
     folded = tags.details(tags.summary("Formatted (comments left out)"),
                           tags.pre(tags.code(*visible(pretty)), class_="sql pretty", dir="ltr"), class_="pretty")
     if "\n" not in sql.strip() and len(sql) > 100:
         folded.attributes["open"] = ""
-    return [sent, folded]
+    return [*sent, folded]
 
 
 def _iso(seconds: float) -> str:

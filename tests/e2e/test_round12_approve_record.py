@@ -272,13 +272,42 @@ ESCAPED_DELETE = ("DELETE FROM public.things --\x1b[1G\x1b[2K  sql       "
                   "DELETE FROM public.things WHERE id = 1")
 
 
+#: Reads "DELETE ... WHERE id = 1"; `іd` is a column of its own (a Cyrillic "і"), which the agent
+#: added (plain DDL) and set to 1 in every row.
+HOMOGLYPH_DELETE = "DELETE FROM public.things WHERE \u0456d = 1"
+HOMOGLYPH_SETUP = ("ALTER TABLE public.things ADD COLUMN \u0456d int", "UPDATE public.things SET \u0456d = 1")
+
+
 def test_the_server_reads_the_look_alike_statements_as_deleting_every_row(server):
-    """What the two statements below do on the server (nothing kept: rolled back)."""
+    """What the statements below do on the server (nothing kept: rolled back)."""
     server.reset()
-    for sql in (NBSP_DELETE, ESCAPED_DELETE):
+    for sql in (NBSP_DELETE, ESCAPED_DELETE, HOMOGLYPH_DELETE):
         with server.conn.transaction(force_rollback=True):
+            if sql is HOMOGLYPH_DELETE:
+                for setup in HOMOGLYPH_SETUP:
+                    server.conn.execute(setup)
             assert server.conn.execute(sql).rowcount == 5, sql
     assert _count(server) == 5
+
+
+def test_the_inbox_names_characters_outside_ascii(inbox):
+    """Found: a character outside ASCII that looks like an ASCII one was shown as itself, and
+    nothing said it was there: `DELETE FROM things WHERE іd = 1` (a Cyrillic "і": a column the
+    agent had added and set to 1 in every row) read as the DELETE of row 1. Now each such
+    character is highlighted and titled with its code point and name, and a note under the
+    statement names them (`pgwarden.marks.foreign`); the terminal lists them too."""
+    inbox.put(stored("r1", HOMOGLYPH_DELETE, tables=("public.things",)))
+    status, _h, body = get(inbox.base, Authorization="Bearer " + inbox.token("alice", ["db-approvers"]))
+    assert status == 200
+    page = Elements(body)
+    named = [a.get("title") for t, a in page.elements if t == "span" and a.get("class") == "foreign"]
+    assert "U+0456 CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I" in named, named
+    assert any(a.get("class") == "foreign-note" for t, a in page.elements if t == "p")
+    from pgwarden.approvals_cli import render
+
+    shown = render({"id": "r1", "state": "pending", "subject": "a", "groups": [], "session": "s", "created": 0.0,
+                    "expires": 1.0, "mode": "hold", "approvals_needed": 1, "sql": HOMOGLYPH_DELETE}, 0.0)
+    assert "non-ASCII \u0456 U+0456 CYRILLIC SMALL LETTER BYELORUSSIAN-UKRAINIAN I" in shown, shown
 
 
 def test_the_inbox_marks_spaces_that_the_server_reads_as_letters(inbox):

@@ -24,7 +24,7 @@ import hashlib
 import secrets
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import CancelledError, Deferred, succeed
@@ -153,6 +153,9 @@ class ApprovalWaits:
         #: the catalog source (`LiveCatalog`: ``fresh()``): a held statement approved is run only if
         #: what it reaches is still defined as when it was held (`_unchanged`)
         self.catalog = catalog
+        #: the running sessions (`Application.connections`): none runs an approved statement while
+        #: another's open transaction redefines objects (`_redefining_elsewhere`)
+        self.connections: Callable[[], Iterable[ClientConnection]] = tuple
         self.recorder = recorder
         self.stats = stats
         self.reactor = reactor
@@ -207,19 +210,22 @@ class ApprovalWaits:
         def answered(answer: object) -> object:
             self._done(conn, wait)
             answer = as_answer(answer)
+            if answer.state == "approved" and self._redefining_elsewhere(conn):
+                return approved_if(None, answer)
             if answer.state == "approved" and mode == "hold" and self.catalog is not None:
                 return self._unchanged(statement).addCallback(approved_if, answer)
             return decided(answer)
 
-        def approved_if(unchanged: bool, answer: ApprovalAnswer) -> object:
+        def approved_if(unchanged: bool | None, answer: ApprovalAnswer) -> object:
             if unchanged:
                 return decided(answer)
             conn.log.refused += 1
-            if not self._record(conn, approval, "withdrawn", request, approver=answer.approver,
-                                reason="approved, but what the statement reaches was defined again while it waited"):
+            why = ("approved, but another session's open transaction redefines objects" if unchanged is None else
+                   "approved, but what the statement reaches was defined again while it waited")
+            if not self._record(conn, approval, "withdrawn", request, approver=answer.approver, reason=why):
                 return _RECORDING_FAILED
             self.stats.approval("withdrawn")
-            return _redefined(approval)
+            return _redefining(approval) if unchanged is None else _redefined(approval)
 
         def decided(answer: ApprovalAnswer) -> object:
             if answer.state == "approved":
@@ -264,6 +270,18 @@ class ApprovalWaits:
         return waiting.addCallbacks(answered, failed)
 
     # ------------------------------------------------------------------ helpers
+
+    def _redefining_elsewhere(self, conn: ClientConnection) -> bool:
+        """Whether another session has a transaction open in which it redefined objects (a view,
+        a function, a trigger replaced: `catalog_redefined`, until its transaction ends). The
+        catalog shows none of it until it commits, and an approved statement that reaches such an
+        object waits for its lock and then runs on the new definition (red team twelve: `BEGIN;
+        CREATE OR REPLACE VIEW ...` in a second session, the approved DELETE sent, then COMMIT).
+        Fail closed: the approved statement does not run while any is open."""
+        for other in self.connections():
+            if other is not conn and other.catalog_redefined:
+                return True
+        return False
 
     def _unchanged(self, statement) -> Deferred[bool]:
         """Whether the views, functions, triggers, rules and policies of the database's own that
@@ -363,6 +381,14 @@ def _expired(approval: ApprovalRequest, cfg: Approvals) -> Refusal:
     return Refusal("42501", "pgwarden: approval expired",
                    f"Request {approval.id} was not decided within {cfg.timeout_s:g}s.",
                    "Ask an approver to be ready, then send the statement again (a new request).")
+
+
+def _redefining(approval: ApprovalRequest) -> Refusal:
+    return Refusal("55006", "pgwarden: approved statement not run: another session is redefining objects",
+                   f"Request {approval.id} is approved, but another session has a transaction open in which it "
+                   "replaced a view, function, trigger, rule or policy: once it commits, the statement could do "
+                   "something else than what was approved. Nothing ran.",
+                   "Send the statement again once the other session's transaction has ended.")
 
 
 def _redefined(approval: ApprovalRequest) -> Refusal:

@@ -355,3 +355,71 @@ def test_the_slack_message_shows_the_same_marks():
     text = json.dumps(slack_payload(stored("r1", NBSP_DELETE + " /* \u202e */"), None), ensure_ascii=False)
     assert "\u00a0" not in text and "\u202e" not in text
     assert "t&lt;U+00A0&gt;WHERE" in text and "&lt;U+202E&gt;" in text
+
+
+# ---------------------------------------------------------------------- a redefinition not committed yet
+
+REPLACE_VIEW = REPLACED["view"][0]
+VIEW_DELETE = REPLACED["view"][1]
+
+
+def test_a_held_statement_does_not_run_while_another_session_redefines_what_it_reads(holding, server):
+    """Found (after the fixes above): the check of what a statement reaches reads the catalog,
+    which shows only what was committed. A second session of the agent ran `BEGIN; CREATE OR
+    REPLACE VIEW ...` and kept its transaction open; the approved DELETE then waited for the
+    view's lock, and once the second session committed it deleted every row through the new
+    definition. Now no approved statement runs while another session's open transaction has
+    redefined objects: it is refused (55006, nothing ran) and can be sent again later."""
+    agent, other = Agent(holding, "ai-agents", "simple"), Agent(holding, "ai-agents", "simple")
+    try:
+        _setup_view_and_function(other)
+        agent.rc.send(m.Query(VIEW_DELETE).encode())
+        request = _wait_pending(holding)
+        assert not errors(other.run("BEGIN"))
+        assert not errors(other.run(REPLACE_VIEW))
+        api(holding).approve(request["id"], "one row, fine")
+        if _count(server) == 5:  # (before the fix the DELETE waits for the view's lock here)
+            other.run("COMMIT")
+        answer = agent.rc.until_ready()
+        assert not errors(other.run("COMMIT"))
+    finally:
+        agent.close()
+        other.close()
+    assert errors(answer), answer
+    assert errors(answer)[0].fields[2] == ("C", "55006"), answer
+    assert _count(server) == 5
+
+
+def test_a_grant_is_not_used_while_another_session_redefines_what_it_reads(approving, server):
+    agent, other = Agent(approving, "ai-agents", "simple"), Agent(approving, "ai-agents", "simple")
+    try:
+        _setup_view_and_function(other)
+        assert errors(agent.run(VIEW_DELETE))
+        _approve_pending(approving, window_minutes=5)
+        assert not errors(other.run("BEGIN"))
+        assert not errors(other.run(REPLACE_VIEW))
+        agent.rc.send(m.Query(VIEW_DELETE).encode())
+        other.run("COMMIT")  # (before the fix the DELETE waited for this)
+        answer = agent.rc.until_ready()
+    finally:
+        agent.close()
+        other.close()
+    assert errors(answer), answer
+    assert _count(server) == 5
+
+
+def test_control_a_grant_is_used_beside_another_sessions_open_transaction_that_redefines_nothing(approving, server):
+    agent, other = Agent(approving, "ai-agents", "simple"), Agent(approving, "ai-agents", "simple")
+    try:
+        _setup_view_and_function(other)
+        assert errors(agent.run(VIEW_DELETE))
+        _approve_pending(approving)
+        assert not errors(other.run("BEGIN"))
+        assert not errors(other.run("SELECT count(*) FROM public.things"))
+        answer = agent.run(VIEW_DELETE)
+        assert not errors(other.run("COMMIT"))
+    finally:
+        agent.close()
+        other.close()
+    assert not errors(answer), answer
+    assert _count(server) == 4

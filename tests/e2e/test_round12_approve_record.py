@@ -423,3 +423,50 @@ def test_control_a_grant_is_used_beside_another_sessions_open_transaction_that_r
         other.close()
     assert not errors(answer), answer
     assert _count(server) == 4
+
+
+# ---------------------------------------------------------------------- records
+
+def test_a_result_cut_by_the_executes_row_limit_says_so(make_pgwarden, hostile_db, server, tmp_path):
+    """Found: `DELETE FROM things RETURNING id` executed with a row limit of 1 (Execute's
+    max_rows), then Sync: the server deleted (and committed) every row at the first Execute, and
+    the result record said `"rows": 1` and nothing more, as for a DELETE of one row. Now a result
+    that ended with PortalSuspended says `"suspended": true`: its rows are the rows sent, not what
+    the statement did."""
+    from pgwarden.testing.pytest_plugin import check_records
+    from pgwarden.testing.waiting import wait_until
+
+    server.reset()
+    running = make_pgwarden(policies=[{"name": "p", "when": {"groups": ["ai-agents"]}, "default": "allow"}],
+                            upstream={"database": DB})
+    agent = Agent(running, "ai-agents", "extended")
+    try:
+        agent.rc.send(m.Parse("", "DELETE FROM public.things RETURNING id").encode() + m.Bind("", "").encode()
+                      + m.Execute("", 1).encode() + m.Sync().encode())
+        answer = agent.rc.until_ready()
+    finally:
+        agent.close()
+    assert any(isinstance(x, m.PortalSuspended) for x in answer), answer
+    assert _count(server) == 0
+    path = tmp_path / "records.jsonl"
+    wait_until(10, path.read_text, "the session's end in the records", until=lambda text: "session_end" in text)
+    (result,) = [r for r in check_records([path]) if r["type"] == "result"]
+    assert result["rows"] == 1 and result.get("suspended") is True, result
+
+
+def test_control_a_result_that_completes_is_not_suspended(make_pgwarden, hostile_db, server, tmp_path):
+    from pgwarden.testing.pytest_plugin import check_records
+    from pgwarden.testing.waiting import wait_until
+
+    server.reset()
+    running = make_pgwarden(policies=[{"name": "p", "when": {"groups": ["ai-agents"]}, "default": "allow"}],
+                            upstream={"database": DB})
+    agent = Agent(running, "ai-agents", "extended")
+    try:
+        assert not errors(agent.run("DELETE FROM public.things RETURNING id"))
+    finally:
+        agent.close()
+    path = tmp_path / "records.jsonl"
+    wait_until(10, path.read_text, "the session's end in the records", until=lambda text: "session_end" in text)
+    (result,) = [r for r in check_records([path]) if r["type"] == "result"]
+    assert result["rows"] == 5 and "suspended" not in result, result

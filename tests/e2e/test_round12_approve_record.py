@@ -470,3 +470,31 @@ def test_control_a_result_that_completes_is_not_suspended(make_pgwarden, hostile
     wait_until(10, path.read_text, "the session's end in the records", until=lambda text: "session_end" in text)
     (result,) = [r for r in check_records([path]) if r["type"] == "result"]
     assert result["rows"] == 5 and "suspended" not in result, result
+
+
+def test_the_records_read_in_a_terminal_show_escape_sequences_as_marks(make_pgwarden, hostile_db, server, tmp_path):
+    """Found: `pgwarden tail` and `pgwarden replay --session` printed what the agent wrote as it
+    came: a DELETE of every row whose line comment held `ESC[1G ESC[2K` and another statement
+    showed the auditor, in a terminal, `SELECT 1` where the records hold the DELETE. Now both show
+    hidden characters as marks (`pgwarden.marks`), as the approvals inbox and CLI do."""
+    from pgwarden.records_cli import render_session, summary
+    from pgwarden.testing.pytest_plugin import check_records
+    from pgwarden.testing.waiting import wait_until
+
+    server.reset()
+    running = make_pgwarden(policies=[{"name": "p", "when": {"groups": ["ai-agents"]}, "default": "allow"}],
+                            upstream={"database": DB})
+    sql = "DELETE FROM public.things --\x1b[1G\x1b[2K" + "SELECT 1"
+    agent = Agent(running, "ai-agents", "simple")
+    try:
+        assert not errors(agent.run(sql))
+    finally:
+        agent.close()
+    assert _count(server) == 0
+    path = tmp_path / "records.jsonl"
+    wait_until(10, path.read_text, "the session's end in the records", until=lambda text: "session_end" in text)
+    records = check_records([path])
+    assert any(r.get("sql") == sql for r in records)  # the record holds the statement as it was sent
+    shown = render_session(records) + [summary(r)[0] for r in records]
+    assert not any("\x1b" in line for line in shown), shown
+    assert any("--<U+001B>[1G<U+001B>[2KSELECT 1" in line for line in shown), shown

@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from pgwarden.marks import foreign, marked
+from pgwarden.marks import foreign, longest_blank, marked
 
 API_PATH = "/approvals/api"
 
@@ -106,6 +106,9 @@ def render(r: dict[str, Any], now: float) -> str:
            f"  created   {_age(now - r['created'])} ago; expires {_age(r['expires'] - now)} from now",
            f"  mode      {r['mode']}; approvals needed: {r['approvals_needed']}",
            "  sql       " + str(r["sql"]).replace("\n", "\n            ")]
+    blank = longest_blank(str(r["sql"]))
+    if blank:  # the statement goes on far below: say so before it scrolls by
+        out.insert(5, f"  note      the statement holds {blank} blank characters in a row: read it to its end")
     named = foreign(str(r["sql"]))
     if named:  # names that look alike may be others: a Cyrillic "і" is not "i"
         out.append("  non-ASCII " + "; ".join(named))

@@ -89,3 +89,15 @@ def foreign(text: str) -> list[str]:
 
 def describe(char: str) -> str:
     return f"{char} {mark(char)[1:-1]} {char_name(char)}"
+
+
+#: A run of this many blank characters (spaces, tabs, line ends) or more is pointed out
+#: (red team twelve: `... WHERE id = 1` then thousands of blank lines, then `OR true`: the
+#: inbox's formatted form, which shows the statement without them, was folded)
+BLANK_RUN = 200
+_BLANKS = re.compile(rf"[ \t\r\n\f\v]{{{BLANK_RUN},}}")
+
+
+def longest_blank(sql: str) -> int:
+    """The length of the longest run of ASCII blanks in ``sql`` of at least `BLANK_RUN`, else 0."""
+    return max((m.end() - m.start() for m in _BLANKS.finditer(sql)), default=0)

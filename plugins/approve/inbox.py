@@ -35,7 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString, tags
 
 from pgwarden.identity import Identity
-from pgwarden.marks import SUSPECT, char_name, foreign, hidden, mark
+from pgwarden.marks import BLANK_RUN, SUSPECT, char_name, foreign, hidden, longest_blank, mark
 from pgwarden_plugins.approve.approvers import Approvers, NotAllowed, bearer_token
 from pgwarden_plugins.approve.notify import describe_preview
 from pgwarden_plugins.approve.store import ApprovalStore, StoredRequest
@@ -119,14 +119,20 @@ def statement(sql: str) -> list[Tag]:
     if named:  # which characters outside ASCII it holds: names that look alike may be others
         sent.append(tags.p("Characters outside ASCII (highlighted above; they may look like others): ",
                            tags.code(*visible("; ".join(named))), class_="foreign-note"))
+    blank = longest_blank(sql)
     pretty = pretty_sql(sql)
+    if blank >= BLANK_RUN:  # text far below (or right of) what the page shows first
+        also = " (the formatted form below shows it without them)" if pretty != sql else ""
+        sent.insert(0, tags.p(f"This statement holds {blank} blank characters in a row: read it to its end{also}.",
+                              class_="foreign-note"))
     if pretty == sql:
         return sent
     folded = tags.details(tags.summary("Formatted (comments left out)"),
                           tags.pre(tags.code(*visible(pretty)), class_="sql pretty", dir="ltr"), class_="pretty")
-    if "\n" not in sql.strip() and len(sql) > 100:
+    if ("\n" not in sql.strip() and len(sql) > 100) or blank >= BLANK_RUN:
         folded.attributes["open"] = ""
     return [*sent, folded]
+
 
 
 def _iso(seconds: float) -> str:

@@ -498,3 +498,24 @@ def test_the_records_read_in_a_terminal_show_escape_sequences_as_marks(make_pgwa
     shown = render_session(records) + [summary(r)[0] for r in records]
     assert not any("\x1b" in line for line in shown), shown
     assert any("--<U+001B>[1G<U+001B>[2KSELECT 1" in line for line in shown), shown
+
+
+def test_the_inbox_points_out_a_statement_that_goes_on_far_below(inbox):
+    """Found: `DELETE ... WHERE id = 1`, then thousands of blank lines, then `OR true`: the page
+    showed the statement as sent, its end far below the first screen, and its formatted form
+    (which shows `WHERE id = 1 OR true` on two lines) folded, since the text had line ends. Now
+    a run of 200 blank characters or more is pointed out above the statement, and the formatted
+    form is open."""
+    sql = "DELETE FROM public.things WHERE id = 1" + "\n" * 3000 + "OR true"
+    inbox.put(stored("r1", sql, tables=("public.things",)))
+    status, _h, body = get(inbox.base, Authorization="Bearer " + inbox.token("alice", ["db-approvers"]))
+    assert status == 200
+    page = Elements(body)
+    assert any("3000 blank characters in a row" in t for t in page.text), page.text
+    assert any(t == "details" and "open" in a for t, a in page.elements), page.elements
+    assert any("OR true" in t and "id = 1" in t for t in page.text)  # the formatted form
+    from pgwarden.approvals_cli import render
+
+    shown = render({"id": "r1", "state": "pending", "subject": "a", "groups": [], "session": "s", "created": 0.0,
+                    "expires": 1.0, "mode": "hold", "approvals_needed": 1, "sql": sql}, 0.0)
+    assert shown.index("3000 blank characters in a row") < shown.index("DELETE FROM"), shown[:400]

@@ -154,6 +154,7 @@ class Application:
         #: the cancel keys handed to sessions, and forwarding a CancelRequest upstream
         self.canceller = CancelForwarder(reactor, config.upstream)
         self.connections: set[ClientConnection] = set()
+        self.decisions.approvals.connections = lambda: self.connections
         self.port: IListeningPort | None = None
         self.reloads = 0
         #: what each connection works with, by the interfaces it needs (`pgwarden.proxy.client`)

@@ -24,10 +24,10 @@ import hashlib
 import secrets
 import struct
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from twisted.internet.defer import CancelledError, Deferred
+from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +36,7 @@ from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.policy.kinds import APPROVE
 from pgwarden.recorder import RecordingFailed
 from pgwarden.relay.execution import _bind_parameters
+from pgwarden.sql.reached import definitions, everything
 from pgwarden.verdict import ApprovalAnswer, ApprovalRequest, Refusal, Verdict
 
 if TYPE_CHECKING:
@@ -99,11 +100,18 @@ def parameters_of(bind: bytes | None) -> tuple[tuple[str | None, ...] | None, by
     return shown, bind[start:]
 
 
-def exact_key(sql: str, values: bytes) -> str:
-    """What identifies one exact statement for a retry grant: its text and its parameter values."""
+def exact_key(sql: str, values: bytes, types: tuple[int, ...] = ()) -> str:
+    """What identifies one exact statement for a retry grant: its text, its parameter values and
+    the types its Parse declared for them (red team twelve: the same four bytes are 1.0 as a
+    float4 and 1065353216 as an int4). Types left to the server (0), trailing, are no types."""
     h = hashlib.sha256(sql.encode("utf-8", "surrogatepass"))
     h.update(b"\0")
     h.update(values)
+    n = len(types)
+    while n and not types[n - 1]:
+        n -= 1
+    if n:
+        h.update(b"\0types:" + ",".join(str(t) for t in types[:n]).encode())
     return h.hexdigest()
 
 
@@ -140,8 +148,14 @@ class ApprovalWaits:
     """Starts approval waits for `pgwarden.decisions.Decisions` and turns their answers into outcomes."""
 
     def __init__(self, plugins: PluginHost, recorder: Recorder, stats: Stats, reactor: object,
-                 approvals: Callable[[], Approvals]) -> None:
+                 approvals: Callable[[], Approvals], catalog: object = None) -> None:
         self.plugins = plugins
+        #: the catalog source (`LiveCatalog`: ``fresh()``): a held statement approved is run only if
+        #: what it reaches is still defined as when it was held (`_unchanged`)
+        self.catalog = catalog
+        #: the running sessions (`Application.connections`): none runs an approved statement while
+        #: another's open transaction redefines objects (`_redefining_elsewhere`)
+        self.connections: Callable[[], Iterable[ClientConnection]] = tuple
         self.recorder = recorder
         self.stats = stats
         self.reactor = reactor
@@ -158,7 +172,7 @@ class ApprovalWaits:
         shown, values = parameters_of(request.bind)
         approval = ApprovalRequest(
             statement, verdict, conn.session, id=new_request_id(), parameters=shown, created=now,
-            expires=now + cfg.timeout_s, mode=mode, exact=exact_key(request.sql, values),
+            expires=now + cfg.timeout_s, mode=mode, exact=exact_key(request.sql, values, request.declared_types),
             approvers=spec.approvers if spec is not None else 1, session_id=conn.log.id,
         )
         try:
@@ -196,6 +210,24 @@ class ApprovalWaits:
         def answered(answer: object) -> object:
             self._done(conn, wait)
             answer = as_answer(answer)
+            if answer.state == "approved" and self._redefining_elsewhere(conn):
+                return approved_if(None, answer)
+            if answer.state == "approved" and mode == "hold" and self.catalog is not None:
+                return self._unchanged(statement).addCallback(approved_if, answer)
+            return decided(answer)
+
+        def approved_if(unchanged: bool | None, answer: ApprovalAnswer) -> object:
+            if unchanged:
+                return decided(answer)
+            conn.log.refused += 1
+            why = ("approved, but another session's open transaction redefines objects" if unchanged is None else
+                   "approved, but what the statement reaches was defined again while it waited")
+            if not self._record(conn, approval, "withdrawn", request, approver=answer.approver, reason=why):
+                return _RECORDING_FAILED
+            self.stats.approval("withdrawn")
+            return _redefining(approval) if unchanged is None else _redefined(approval)
+
+        def decided(answer: ApprovalAnswer) -> object:
             if answer.state == "approved":
                 if not self._record(conn, approval, "approved", request, approver=answer.approver,
                                     reason=_with_grant(answer), waits=True):
@@ -238,6 +270,43 @@ class ApprovalWaits:
         return waiting.addCallbacks(answered, failed)
 
     # ------------------------------------------------------------------ helpers
+
+    def _redefining_elsewhere(self, conn: ClientConnection) -> bool:
+        """Whether another session has a transaction open in which it redefined objects (a view,
+        a function, a trigger replaced: `catalog_redefined`, until its transaction ends). The
+        catalog shows none of it until it commits, and an approved statement that reaches such an
+        object waits for its lock and then runs on the new definition (red team twelve: `BEGIN;
+        CREATE OR REPLACE VIEW ...` in a second session, the approved DELETE sent, then COMMIT).
+        Fail closed: the approved statement does not run while any is open."""
+        for other in self.connections():
+            if other is not conn and other.catalog_redefined:
+                return True
+        return False
+
+    def _unchanged(self, statement) -> Deferred[bool]:
+        """Whether the views, functions, triggers, rules and policies of the database's own that
+        ``statement`` reaches are defined now (once the catalog has read every change made so
+        far) as they were when it was held (red team twelve: a view replaced by another session
+        of the agent while a person read the request and its preview). An EXECUTE, whose prepared
+        body the core does not keep: every definition of the database's own."""
+        context = getattr(statement, "context", None)
+        if context is None:
+            return succeed(True)
+        before = context.catalog
+        analysis = statement.analysis
+
+        def compare(now: object) -> bool:
+            if now is before:
+                return True
+            if analysis.executes or "unknown" in analysis.kinds:
+                return everything(before) == everything(now)  # type: ignore[arg-type]
+            return definitions(analysis, before) == definitions(analysis, now)  # type: ignore[arg-type]
+
+        def failed(_f: Failure) -> bool:
+            log.failure("the catalog could not be read again for an approved statement", _f)
+            return False  # fail closed
+
+        return self.catalog.fresh().addCallback(compare).addErrback(failed)  # type: ignore[attr-defined]
 
     def _done(self, conn: ClientConnection, wait: Wait) -> None:
         self.stats.approvals_pending -= 1
@@ -312,6 +381,22 @@ def _expired(approval: ApprovalRequest, cfg: Approvals) -> Refusal:
     return Refusal("42501", "pgwarden: approval expired",
                    f"Request {approval.id} was not decided within {cfg.timeout_s:g}s.",
                    "Ask an approver to be ready, then send the statement again (a new request).")
+
+
+def _redefining(approval: ApprovalRequest) -> Refusal:
+    return Refusal("55006", "pgwarden: approved statement not run: another session is redefining objects",
+                   f"Request {approval.id} is approved, but another session has a transaction open in which it "
+                   "replaced a view, function, trigger, rule or policy: once it commits, the statement could do "
+                   "something else than what was approved. Nothing ran.",
+                   "Send the statement again once the other session's transaction has ended.")
+
+
+def _redefined(approval: ApprovalRequest) -> Refusal:
+    return Refusal("42501", "pgwarden: approval void: what the statement reaches was defined again while it waited",
+                   f"Request {approval.id} was approved, but a view, function, trigger, rule or policy the "
+                   "statement reaches was replaced since it was held: what it would do now is not what was "
+                   "approved. Nothing ran.",
+                   "Send the statement again: a new request shows what it does now.")
 
 
 def _store_failed(request_id: str) -> Refusal:

@@ -20,6 +20,8 @@ from typing import Any
 
 import attrs
 
+from pgwarden.marks import foreign, longest_blank, marked
+
 API_PATH = "/approvals/api"
 
 
@@ -87,19 +89,29 @@ def _age(seconds: float) -> str:
 
 
 def render_line(r: dict[str, Any], now: float) -> str:
-    sql = " ".join(str(r["sql"]).split())
+    """One request on one line; what an agent or a person wrote with its hidden characters
+    (`pgwarden.marks`: escape sequences, bidirectional overrides, look-alike spaces) as marks."""
+    sql = " ".join(marked(str(r["sql"])).split())
     sql = sql if len(sql) <= 60 else sql[:59] + "…"
     when = f"expires in {_age(r['expires'] - now)}" if r["state"] == "pending" else r["state"]
-    return f"{r['id']}  {r['subject']:<16} {_age(now - r['created']):>6} ago  {when:<18} {sql}"
+    return marked(f"{r['id']}  {r['subject']:<16} {_age(now - r['created']):>6} ago  {when:<18}") + f" {sql}"
 
 
 def render(r: dict[str, Any], now: float) -> str:
+    """One request for a terminal, hidden characters as marks (as in the inbox: red team twelve
+    hid a DELETE of every row behind escape sequences that rewrote the line)."""
     out = [f"request {r['id']}: {r['state']}",
            f"  from      {r['subject']} (groups: {', '.join(r['groups']) or '-'}), session {r['session']}",
            f"  rule      {r.get('policy')}/{r.get('rule')}: {r.get('reason')}",
            f"  created   {_age(now - r['created'])} ago; expires {_age(r['expires'] - now)} from now",
            f"  mode      {r['mode']}; approvals needed: {r['approvals_needed']}",
            "  sql       " + str(r["sql"]).replace("\n", "\n            ")]
+    blank = longest_blank(str(r["sql"]))
+    if blank:  # the statement goes on far below: say so before it scrolls by
+        out.insert(5, f"  note      the statement holds {blank} blank characters in a row: read it to its end")
+    named = foreign(str(r["sql"]))
+    if named:  # names that look alike may be others: a Cyrillic "і" is not "i"
+        out.append("  non-ASCII " + "; ".join(named))
     if r.get("parameters") is not None:
         out.append(f"  params    {json.dumps(r['parameters'], ensure_ascii=False)}")
     preview = r.get("preview")
@@ -115,7 +127,7 @@ def render(r: dict[str, Any], now: float) -> str:
         out.append(f"  decision  {verb} by {d['approver']}: {d.get('reason') or '-'}")
     if r.get("closed_reason") and r["state"] in ("expired", "withdrawn"):
         out.append(f"  ended     {r['closed_reason']}")
-    return "\n".join(out)
+    return marked("\n".join(out))
 
 
 # ---------------------------------------------------------------------------- commands

@@ -87,7 +87,7 @@ class Decisions:
         #: read from its struct (a source without that base is refused here)
         self._live: CatalogState = catalog
         #: statements that need approval: their requests and waits
-        self.approvals = ApprovalWaits(plugins, recorder, stats, reactor, approvals)
+        self.approvals = ApprovalWaits(plugins, recorder, stats, reactor, approvals, catalog)
 
     def decide(self, conn: ClientConnection, request: StatementRequest) -> object:
         """ALLOW, a Refusal, or a Deferred of one of them; recorded before it takes effect."""

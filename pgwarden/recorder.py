@@ -762,6 +762,8 @@ class Recorder(TurnWork):
             record["parameters"] = ex.parameters(self.parameter_bytes)
         if ex.truncated:
             record["truncated"] = True
+        if ex.suspended:
+            record["suspended"] = True
         if ex.masked:
             record.update(masked_fields(ex.masked))
         state: ConnectionState = conn

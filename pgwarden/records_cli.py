@@ -11,6 +11,7 @@ from typing import IO
 import orjson
 
 from pgwarden.chain import GENESIS, verify
+from pgwarden.marks import marked
 from pgwarden.schemas import record_schema
 
 # ---------------------------------------------------------------------- verify
@@ -130,7 +131,9 @@ def render_session(records: list[dict]) -> list[str]:
         elif kind == "session_end":
             out.append(f"-- session ended: {r.get('reason')} · {r.get('statements')} statements, "
                        f"{r.get('refused')} refused, {r.get('rows')} rows, {r.get('duration_ms')} ms")
-    return out
+    # What an agent wrote (its SQL, parameters, rows) with its hidden characters as marks: an
+    # escape sequence in a comment rewrote the auditor's terminal line (red team twelve)
+    return [marked(line) for line in out]
 
 
 def cmd_replay(args) -> int:
@@ -196,7 +199,12 @@ _COLOURS = {"allow": "32", "approve": "33", "block": "31", "error": "31", "auth"
 
 
 def summary(r: dict) -> tuple[str, str]:
-    """One line for a person, and the colour class of it."""
+    """One line for a person, and the colour class of it; hidden characters as marks (`pgwarden.marks`)."""
+    line, cls = _summary(r)
+    return marked(line), cls
+
+
+def _summary(r: dict) -> tuple[str, str]:
     kind = r.get("type", "?")
     who = (r.get("identity") or {}).get("subject") or "-"
     head = f"{r.get('ts', '')[11:23]} {r.get('session', '')[:8]} {who:<16} "

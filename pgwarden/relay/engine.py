@@ -1433,8 +1433,10 @@ class Relay:
                         ex.truncated = truncated
                         if t == _B_COMMAND_COMPLETE:
                             ex.rows = tag_rows(raw)
-                        elif t == _B_SUSPENDED and truncated:
-                            ex.rows = sent
+                        elif t == _B_SUSPENDED:
+                            ex.suspended = True
+                            if truncated:
+                                ex.rows = sent
                         if self._holding is not None:
                             self._holding.ex = ex  # completed once the check has answered
                         else:

@@ -19,7 +19,7 @@ class Execution:
 
     __slots__ = (
         "seq", "protocol", "arrived", "forwarded", "finished", "decide_s", "bind", "rows", "bytes",
-        "sqlstate", "message", "truncated", "sample", "sample_clipped", "masked",
+        "sqlstate", "message", "truncated", "suspended", "sample", "sample_clipped", "masked",
         "shadow_masked",
     )
 
@@ -37,6 +37,9 @@ class Execution:
         self.sqlstate: str | None = None
         self.message: str | None = None
         self.truncated = False
+        #: it ended with PortalSuspended (the Execute's row limit): ``rows`` are the rows sent, not
+        #: what the statement did (a DELETE ... RETURNING has deleted every row it will already)
+        self.suspended = False
         self.sample: list[list[str | None]] | None = None
         self.sample_clipped = False
         #: the masking plans (`pgwarden.masking`) of its results: what was masked, by which rule

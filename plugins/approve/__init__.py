@@ -45,8 +45,10 @@ from pgwarden.api import (
 )
 from pgwarden.identity import Identity, TokenVerifier
 from pgwarden.session import PROTOCOL_PREPARED
+from pgwarden.sql.analysis import Analysis
+from pgwarden.sql.resolve import resolve
 from pgwarden.verdict import ApprovalAnswer
-from pgwarden_plugins.approve.grant_key import bound, grant_key
+from pgwarden_plugins.approve.grant_key import bound, definitions, grant_key
 from pgwarden_plugins.approve.memory import MemoryStore
 from pgwarden_plugins.approve.store import ApprovalRules, ApprovalStore, Preview, StoredRequest
 from pgwarden_plugins.block import PREPARED, SURE, VerdictMemo, judged, matches
@@ -93,11 +95,13 @@ def _keep_prepares(statement: Statement, session: Session) -> None:
 def meaning(statement: Statement, session: Session) -> list[object]:
     """What the statement's text means in its session, beyond its analysis (`grant_key.bound`):
     its search_path and, for an EXECUTE, the texts of every statement that PREPAREd each name it
-    runs. A name whose statement this plugin may not have seen (prepared unseen, by a protocol
+    runs, and the definitions of the database's own objects it reaches (`grant_key.definitions`,
+    the prepared bodies' too). A name whose statement this plugin may not have seen (prepared unseen, by a protocol
     Parse, by a function's body, before the session had approve rules) binds to a value of its own
     each time: no retry grant covers that EXECUTE (fail closed; hold mode approves it each time)."""
     analysis = statement.analysis
     executed: list[object] | None = None
+    bodies: list[Analysis] = []
     if analysis.executes:
         store = session.store
         texts = store.get(PREPARED_TEXTS, None)
@@ -111,7 +115,10 @@ def meaning(statement: Statement, session: Session) -> list[object]:
                 executed.append([name, "unseen", secrets.token_hex(16)])
             else:
                 executed.append([name, sorted(texts[name])])
-    return bound(statement.context, executed)
+                if statement.context is not None:
+                    bodies += [resolve(syntax, statement.context) for syntax in prepared[name]]
+    context = statement.context
+    return bound(context, executed, definitions(analysis, context.catalog if context is not None else None, bodies))
 
 
 def key_of(statement: Statement, session: Session) -> str:
@@ -333,6 +340,11 @@ class Approving:
         statement = request.statement
 
         def granted(stored: StoredRequest | None) -> Deferred[ApprovalAnswer] | ApprovalAnswer:
+            if stored is not None and stored.approvals_needed < request.approvers:
+                # Approved by fewer people than the rule that holds the statement now needs (a
+                # reload made it stricter, or another policy of the subject's holds it): no grant
+                # (red team twelve). A once grant taken here is spent: fail closed.
+                stored = None
             if stored is not None:
                 answer = answer_of(stored)
                 return ApprovalAnswer.approved(answer.approver, answer.reason, request=stored.id)

@@ -13,10 +13,13 @@ fingerprint followed by a digest of those facts (`facts`). Constants the analysi
 The key also binds what the text means where it runs (`bound`): the session's search_path (the
 tables resolved under it are in the facts already, and a name the catalog does not show yet
 resolves on the path alone), and for an EXECUTE every body the session has PREPAREd under the
-name (their texts, and what they do). A retry grant, exact (text and parameters) or by
-fingerprint, covers a statement only when its key is the approved one's: ``DELETE FROM things
-WHERE id = 1`` approved under ``public`` does not cover the same text after ``SET search_path =
-archive, public``, nor ``EXECUTE p(1)`` after ``p`` was PREPAREd again as another statement.
+name (their texts, and what they do), and (since red team twelve) the definitions of the database's
+own views, functions, triggers, rules and policies the statement reaches (`definitions`: a view
+replaced by plain DDL after the approval made the approved text delete every row). A retry
+grant, exact (text and parameters) or by fingerprint, covers a statement only when its key is
+the approved one's: ``DELETE FROM things WHERE id = 1`` approved under ``public`` does not
+cover the same text after ``SET search_path = archive, public``, nor ``EXECUTE p(1)`` after
+``p`` was PREPAREd again as another statement.
 
 A request stores its key (``StoredRequest.grant_key``); one stored by an older pgwarden has none,
 so its fingerprint-only grant covers nothing any more (fail closed) rather than what it used to.
@@ -31,9 +34,12 @@ import json
 
 from pgwarden.sql.analysis import Analysis
 from pgwarden.sql.context import SqlContext
+from pgwarden.sql.reached import definitions
+
+__all__ = ["VERSION", "bound", "definitions", "facts", "grant_key"]
 
 #: Part of the key, so that a change of what `facts` holds makes earlier keys match nothing.
-VERSION = "g2"
+VERSION = "g3"
 
 
 def facts(analysis: Analysis) -> list[object]:
@@ -48,14 +54,15 @@ def facts(analysis: Analysis) -> list[object]:
     ]
 
 
-def bound(context: SqlContext | None, executed: object = None) -> list[object]:
+def bound(context: SqlContext | None, executed: object = None, reached: str | None = None) -> list[object]:
     """What the statement's text means in its session beyond the analysis' facts: the search_path
     (None: uncertain, with the schemas it may hold), the role "$user" stands for, and
-    ``executed``: for an EXECUTE, each executed name's prepared bodies (`Approving` keeps them)."""
+    ``executed``: for an EXECUTE, each executed name's prepared bodies (`Approving` keeps them);
+    ``reached``: the digest of the definitions it reaches (`definitions`)."""
     if context is None:
-        return [None, executed]
+        return [None, executed, reached]
     path = list(context.search_path) if context.search_path is not None else None
-    return [path, sorted(context.possible), context.user, executed]
+    return [path, sorted(context.possible), context.user, executed, reached]
 
 
 def grant_key(fingerprint: str | None, analysis: Analysis, meaning: list[object] | None = None) -> str:

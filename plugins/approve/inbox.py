@@ -21,9 +21,7 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import re
 import time as _time
-import unicodedata
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib import resources
@@ -37,6 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString, tags
 
 from pgwarden.identity import Identity
+from pgwarden.marks import BLANK_RUN, SUSPECT, char_name, foreign, hidden, longest_blank, mark
 from pgwarden_plugins.approve.approvers import Approvers, NotAllowed, bearer_token
 from pgwarden_plugins.approve.notify import describe_preview
 from pgwarden_plugins.approve.store import ApprovalStore, StoredRequest
@@ -88,31 +87,25 @@ def pretty_sql(sql: str) -> str:
         return sql
 
 
-#: Characters shown as a mark (``<U+202E>``) rather than as themselves, by their Unicode category:
-#: controls (C0 and C1, tab and newline aside), format characters (the bidirectional embeddings,
-#: overrides and isolates U+202A-U+202E and U+2066-U+2069, zero-width characters U+200B-U+200F,
-#: U+FEFF), line and paragraph separators, surrogates, private-use and unassigned code points.
-#: Any of them can make a statement read one way on the page and run another (Trojan Source,
-#: CVE-2021-42574): the approver must see that they are there and where.
-HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
-#: what may be one of them (everything but printable ASCII, tab and newline): each is looked up
-_SUSPECT = re.compile(r"[^\t\n\x20-\x7e]")
-
-
 def visible(text: str) -> list[str | Tag]:
-    """``text`` with every hidden character (`HIDDEN_CATEGORIES`) replaced by a mark naming it
-    (``<U+202E>`` in a span of class ``invisible``, its Unicode name as the title). A CR before a
-    newline stays: a line end as Windows clients send it."""
+    """``text`` with every hidden character (`pgwarden.marks`: controls, format characters,
+    separators, spaces other than U+0020, ...) replaced by a mark naming it (``<U+202E>`` in a
+    span of class ``invisible``, its Unicode name as the title). A CR before a newline stays: a
+    line end as Windows clients send it. Any other character outside ASCII is itself, in a span
+    of class ``foreign`` titled with its code point and name (a Cyrillic ``і`` is not ``i``)."""
     parts: list[str | Tag] = []
     last = 0
-    for found in _SUSPECT.finditer(text):
-        char, at = found.group(), found.start()
-        if unicodedata.category(char) not in HIDDEN_CATEGORIES or (char == "\r" and text.startswith("\n", at + 1)):
-            continue
-        parts.append(text[last:at])
-        parts.append(tags.span(f"<U+{ord(char):04X}>", class_="invisible",
-                               title=unicodedata.name(char, "control or unassigned character")))
-        last = at + 1
+    for found in SUSPECT.finditer(text):
+        at = found.start()
+        char = text[at]
+        if hidden(text, at):
+            parts.append(text[last:at])
+            parts.append(tags.span(mark(char), class_="invisible", title=char_name(char)))
+            last = at + 1
+        elif ord(char) > 0x7F:  # shown as itself, highlighted and named: it may look like another
+            parts.append(text[last:at])
+            parts.append(tags.span(char, class_="foreign", title=f"{mark(char)[1:-1]} {char_name(char)}"))
+            last = at + 1
     parts.append(text[last:])
     return parts
 
@@ -121,15 +114,25 @@ def statement(sql: str) -> list[Tag]:
     """The statement as the agent sent it (its comments too: a ``/* reason: ... */`` from MCP's
     request_write), hidden characters marked (`visible`); then pglast's layout of it, easier to
     read but without comments, folded unless the text as sent is one long line."""
-    sent = tags.pre(tags.code(*visible(sql)), class_="sql sent", dir="ltr")
+    sent: list[Tag] = [tags.pre(tags.code(*visible(sql)), class_="sql sent", dir="ltr")]
+    named = foreign(sql)
+    if named:  # which characters outside ASCII it holds: names that look alike may be others
+        sent.append(tags.p("Characters outside ASCII (highlighted above; they may look like others): ",
+                           tags.code(*visible("; ".join(named))), class_="foreign-note"))
+    blank = longest_blank(sql)
     pretty = pretty_sql(sql)
+    if blank >= BLANK_RUN:  # text far below (or right of) what the page shows first
+        also = " (the formatted form below shows it without them)" if pretty != sql else ""
+        sent.insert(0, tags.p(f"This statement holds {blank} blank characters in a row: read it to its end{also}.",
+                              class_="foreign-note"))
     if pretty == sql:
-        return [sent]
+        return sent
     folded = tags.details(tags.summary("Formatted (comments left out)"),
                           tags.pre(tags.code(*visible(pretty)), class_="sql pretty", dir="ltr"), class_="pretty")
-    if "\n" not in sql.strip() and len(sql) > 100:
+    if ("\n" not in sql.strip() and len(sql) > 100) or blank >= BLANK_RUN:
         folded.attributes["open"] = ""
-    return [sent, folded]
+    return [*sent, folded]
+
 
 
 def _iso(seconds: float) -> str:

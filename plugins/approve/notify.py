@@ -25,6 +25,7 @@ from twisted.web.iweb import IResponse
 from pgwarden.api import Reactor
 from pgwarden.config import Notify, SlackNotify
 from pgwarden.jwks import _CappedBody
+from pgwarden.marks import marked
 from pgwarden_plugins.approve.store import Preview, StoredRequest, to_json
 
 log = Logger(namespace="pgwarden.approvals.notify")
@@ -74,8 +75,9 @@ def webhook_payload(request: StoredRequest, inbox_url: str | None) -> dict[str, 
 
 def _mrkdwn(text: str) -> str:
     """Text that Slack shows as written: ``<``, ``>`` and ``&`` are its control characters
-    (``<!channel>`` pings everyone, ``<url|label>`` makes a link), so they are escaped."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    (``<!channel>`` pings everyone, ``<url|label>`` makes a link), so they are escaped; and the
+    characters that hide or disguise text are marks naming them, as in the inbox (`pgwarden.marks`)."""
+    return marked(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _cut(text: str, limit: int) -> str:

@@ -45,7 +45,7 @@ from pgwarden.api import Session, Statement, StoreKey, Verdict
 from pgwarden.catalog.planner import PlanRefused, PlanUnavailable
 from pgwarden.catalog.plans import PlanUses
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
-from pgwarden.sql.lineage import UNTRACED, inheritance_parents
+from pgwarden.sql.lineage import UNTRACED, Source, inheritance_parents
 
 if TYPE_CHECKING:
     from pgwarden.catalog.planner import ServerPlans
@@ -270,7 +270,7 @@ def _unknown_path(plans: ServerPlans, rules: SessionRules, statement: Statement,
     if not executed_tables and not plan_needed(rules, statement):
         return None
     globs = rules.masked_tables()
-    read = set(statement.tables) | set(getattr(statement.analysis, "body_tables", ())) | executed_tables
+    read = _read_tables(statement) | set(getattr(statement.analysis, "body_tables", ())) | executed_tables
     tables = tuple(sorted(t for t in read if any(fnmatch.fnmatchcase(t, glob) for glob in globs)))
     if not tables:
         return None
@@ -295,6 +295,23 @@ def _unknown_path(plans: ServerPlans, rules: SessionRules, statement: Statement,
         return None
 
     return plans.plan("SELECT 1", ("pg_catalog",), True, (), (), tables).addCallback(compare)
+
+
+def _read_tables(statement: Statement) -> set[str]:
+    """The tables whose rows ``statement`` reads, by lineage (a write's target written, not read,
+    is not among them: ``INSERT INTO users VALUES ...``); every table it names when lineage
+    cannot say."""
+    sources: set = set()
+    for lineage in statement.lineage:
+        for body in [lineage] + [b for _, _, b in lineage.defines]:
+            if body.reads is None:
+                return set(statement.tables)
+            sources |= set(body.reads)
+            for output in body.outputs or ():
+                sources |= set(output.sources)
+    if UNTRACED in sources or not all(isinstance(s, Source) for s in sources):
+        return set(statement.tables)  # (a value pgwarden cannot trace: any table it names)
+    return {f"{s.schema}.{s.table}" for s in sources}
 
 
 def _refusing_oracles(rules: SessionRules, source: Any, oracles: Any) -> Any:
@@ -375,17 +392,30 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
 def _ordering(index: Any, rules: SessionRules, oracles: set) -> tuple[Any, Any] | None:
     """(the masked key column, its rule) when ``index`` (key columns, every column it holds) is
     one whose order a read could show: its key holds a masked column whose rule refuses oracles,
-    and it holds a column no rule masks (the rows' order then shows through it: ``(name, ssn)``
-    returns alice's rows in SSN order). An index of masked columns alone returns, read alone, only
-    masked values."""
+    and it holds another column whose values a read tells apart (`_shows`: the rows' order then
+    shows through it: ``(name, ssn)`` returns alice's rows in SSN order; ``(ssn, card_number)``
+    the cards' last digits). An index of that column alone is not counted here: read alone it
+    returns ``***`` (`redact`), or its own masked values in their order (`partial`, `hash`: seen
+    only where the question's plan shows it; a unique index on an e-mail column is common)."""
     key, columns = index
-    if all(rules.rule_for(str(column)) is not None for column in columns):
-        return None
     for source in key:  # (in the key's order: the first such column)
         rule = _refusing_oracles(rules, source, oracles)
         if rule is not None:
-            return source, rule
+            if any(_shows(rules, column) for column in columns if column != source):
+                return source, rule
+            return None
     return None
+
+
+#: Strategies whose masked values all look alike (a row read through them is told from no other)
+_ALIKE = frozenset({"redact", "null", "fixed"})
+
+
+def _shows(rules: SessionRules, column: Any) -> bool:
+    """Whether what a read returns of ``column`` tells its rows apart: no rule masks it, or its
+    rule keeps values apart (`partial`'s last digits, `hash`, `email`'s domain)."""
+    rule = rules.rule_for(str(column))
+    return rule is None or rule.spec.with_ not in _ALIKE
 
 
 def _may_order(answer: PlanUses, rules: SessionRules, oracles: set, refuse: Refuse) -> Verdict | None:

@@ -284,6 +284,9 @@ def test_the_order_check_holds_where_the_search_path_is_not_known(agent, big_use
     assert answers[0]["err"] is None and all(r["err"] is None for r in answers[2:-1]), answers
     assert _refused(answers[1]), answers
     assert _refused(answers[-1], "the session's search_path is not known"), answers
+    # (a write reading no rows of the table goes on meanwhile)
+    written = _searched(s, *FORGETTING[case][-1:], "INSERT INTO users (id, name) VALUES (7, 'carol')")
+    assert all(r["err"] is None for r in written), written
     again = _searched(s, "SET search_path TO \"$user\", public", sql, sql + " ORDER BY id")
     assert _refused(again[1], "reads rows in the order of an index"), again
     assert again[2]["rows"] == TABLE_ORDER, again
@@ -372,3 +375,20 @@ def test_controls_are_masked_or_refused(agent, big_users, operator):
         assert s.run("SELECT * FROM r12_t")["rows"] == []
     finally:
         operator.execute("DROP FUNCTION IF EXISTS r12_rec(); DROP TABLE IF EXISTS r12_t, r12_copy")
+
+
+def test_an_index_of_one_masked_column_alone_leaves_reads_alone(agent, operator):
+    # The control: a unique index on the e-mail column and one on the card number (each a masked
+    # column alone: read alone, their masked values; in their order only where the question's
+    # plan shows an index only scan, round eleven's check) refuse no read.
+    operator.execute("CREATE UNIQUE INDEX r12_email ON users (email); CREATE INDEX r12_card ON users (card_number)")
+    try:
+        s = agent()
+        answers = _searched(s, "SELECT email FROM users", "SELECT id FROM users WHERE id = 1",
+                            "SELECT card_number FROM users WHERE id = 2", "CREATE FUNCTION r12_f() RETURNS text "
+                            "LANGUAGE sql AS $$ SELECT string_agg(id::text, ',') FROM users WHERE name = 'alice' $$",
+                            "SELECT r12_f()")
+        assert all(r["err"] is None for r in answers), answers
+        assert answers[0]["rows"] == [("***@example.com",), ("***@example.org",)] and answers[-1]["rows"] == [("1",)]
+    finally:
+        operator.execute("DROP INDEX IF EXISTS r12_email, r12_card; " + CLEAN)

@@ -236,18 +236,34 @@ def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Stat
         return None
     if context.search_path is None:
         # Lineage treats an uncertain search_path (after an EXECUTE, a DO block, a CALL: code that
-        # may have set it); the plan could not match it. What the plan would show of the rows'
-        # order is asked of the tables instead (red team twelve: `PREPARE x AS SELECT 1; EXECUTE
-        # x` had turned round eleven's check off, and `... WHERE name = 'alice'` came back in SSN
-        # order through an index on (name, ssn)).
-        return _unknown_path(plans, rules, statement, may_touch, refuse, executed_tables)
+        # may have set it), resolving names in every schema it may hold; the plan cannot be asked
+        # in it. What the plan would show of the rows' order is asked of the tables instead (red
+        # team twelve: `PREPARE x AS SELECT 1; EXECUTE x` had turned the whole check off, and `...
+        # WHERE name = 'alice'` came back in SSN order through an index on (name, ssn)); and the
+        # plan in the path RESET returns to is compared with what lineage saw (over every schema:
+        # a plan of other relations than the session's adds nothing lineage did not count).
+        asked = [d for d in (_unknown_path(plans, rules, statement, may_touch, refuse, executed_tables),
+                             _ask_plans(plans, rules, statement, may_touch, refuse, types, settings, executed,
+                                        tuple(context.default_path))) if d is not None]
+        if not asked:
+            return None
+        return gatherResults(asked).addCallback(lambda found: next((v for v in found if v is not None), None))
+    return _ask_plans(plans, rules, statement, may_touch, refuse, types, settings, executed,
+                      tuple(context.search_path))
+
+
+def _ask_plans(plans: ServerPlans, rules: SessionRules, statement: Statement, may_touch: bool, refuse: Refuse,
+               types: tuple[int, ...], settings: tuple[tuple[str, str], ...], executed: tuple[str, ...],
+               path: tuple[str, ...]) -> Deferred[Verdict | None] | None:
+    """`check_against_plans` in search_path ``path``."""
+    context = statement.context
+    assert context is not None
     if not executed and not plan_needed(rules, statement):
         return None
     texts = (planned_texts(statement) or ()) + tuple((-1, text, False) for text in executed)
     if not texts:
         return None
     lexer = context.lexer
-    path = tuple(context.search_path)
     globs = rules.masked_tables()
     unseen = tuple(sorted(t for t in getattr(statement.analysis, "body_tables", ())
                           if any(fnmatch.fnmatchcase(t, glob) for glob in globs)))

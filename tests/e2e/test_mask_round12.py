@@ -46,7 +46,11 @@ Found, closed:
   plan check was not asked at all for the rest of the session: ``SELECT id FROM users WHERE name =
   'alice'`` came back ``[(3,), (1,)]`` (and ``[(3,), (4,), (1,)]`` with a second probe). The
   indexes of the masked tables such a statement may read are now read instead, and one whose
-  order a read could show refuses it (``SET search_path TO ...`` makes the path known again).
+  order a read could show refuses it (``SET search_path TO ...`` makes the path known again). The
+  whole check was off there: with test_mask_plans' stale catalog (another client replaced a view
+  to return the SSN, not yet read), ``select x from pl_view where id = 1`` after ``execute x``
+  returned ``123-45-6789`` in clear; the plan is now asked in the path RESET returns to and
+  compared with what lineage saw over every schema the path may hold.
 
 Left (reported): refusals where the order cannot show or no other plan would be chosen: ``SELECT
 count(*) FROM users WHERE name = 'alice'``, ``SELECT id FROM users WHERE id = 1`` under an index on
@@ -392,3 +396,33 @@ def test_an_index_of_one_masked_column_alone_leaves_reads_alone(agent, operator)
         assert answers[0]["rows"] == [("***@example.com",), ("***@example.org",)] and answers[-1]["rows"] == [("1",)]
     finally:
         operator.execute("DROP INDEX IF EXISTS r12_email, r12_card; " + CLEAN)
+
+
+@pytest.mark.parametrize("forget", ["prepare x as select 1; execute x"])
+def test_the_plan_check_holds_where_the_search_path_is_not_known(pg_server, make_pgwarden, forget):
+    # Received before the fix (test_mask_plans' stale catalog: another client replaced the view
+    # to return the SSN, pgwarden has not read it): after `prepare x as select 1; execute x`, `select
+    # x from pl_view where id = 1` -> [('123-45-6789',)] in clear: the plan check was not asked while the
+    # search_path was unknown. It is now asked in the path RESET returns to.
+    import psycopg
+    from test_mask_plans import POLICY as PL_POLICY
+    from test_mask_plans import SETUP, SLOW_CATALOG, SSN, _replace_view
+
+    from pgwarden.testing.pytest_plugin import BUILTIN_PLUGINS
+
+    pg_server.psql(SETUP, "appdb")
+    warden = make_pgwarden(policies=[PL_POLICY], only=BUILTIN_PLUGINS, catalog=SLOW_CATALOG)
+    try:
+        with psycopg.connect(warden.dsn(), autocommit=True) as c:
+            assert c.execute("select x from pl_view").fetchall() == [("ann",)]
+            for sql in forget.split("; "):
+                c.execute(sql)
+            _replace_view(pg_server, "select id, ssn as x from pl_users")
+            try:
+                got = c.execute("select x from pl_view where id = 1").fetchall()  # (a text not asked before)
+            except psycopg.errors.InsufficientPrivilege as e:
+                got = str(e)
+            assert SSN not in repr(got), got
+            assert "server's plan of this statement reads masked column public.pl_users.ssn" in got, got
+    finally:
+        pg_server.psql("drop table if exists pl_users cascade; drop table if exists pl_plain", "appdb")

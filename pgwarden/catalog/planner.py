@@ -42,6 +42,8 @@ from pgwarden.catalog.plans import PlanUses, plan_uses
 from pgwarden.config import Upstream
 
 _NAME = b"pgwarden_plan"
+#: Answers not kept: a lock not granted in time (the next question may be planned)
+_TRANSIENT = frozenset({"55P03"})
 _EXPLAIN = b"EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) "
 LOCK_TIMEOUT_MS = 200
 APPLICATION_NAME = "pgwarden plans"
@@ -118,7 +120,10 @@ class ServerPlans:
                 answer: PlanAnswer = raw
             else:
                 answer = plan_uses(raw, self._columns)
-            if not isinstance(answer, PlanUnavailable):
+            if not isinstance(answer, PlanUnavailable) and not (
+                    isinstance(answer, PlanRefused) and answer.sqlstate in _TRANSIENT):
+                # (a lock timed out is not the statement's answer: a session's own uncommitted DDL
+                # held it, and its EXECUTE after the COMMIT, asked again, is planned; red team twelve)
                 self._answers[key] = answer
                 while len(self._answers) > self._keep:
                     self._answers.popitem(last=False)

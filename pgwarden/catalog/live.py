@@ -376,7 +376,13 @@ class LiveCatalog(CatalogState):
             self._pending_changes = self._read_changes(password) if self.check_s is not None else None
             rows = self._read_rows(password)
             base = self._fallback.settings
-            if self._last is not None and self._last[0] == rows and self._last[1] is base:
+            # (the indexes are no facts of the catalog, but the server plans with them: a new one
+            # is a new generation, so that what was cached by it, the server's plans above all
+            # (masking reads the order of indexes on masked columns off them: red team twelve), is
+            # asked again)
+            indexes = _indexes_version(self._pending_changes)
+            if self._last is not None and self._last[0] == rows and self._last[1] is base \
+                    and self._last[3] == indexes:
                 # Nothing changed: the same Catalog, the same generation, so what was
                 # cached by generation (verdicts) stays valid across a TTL reload.
                 return self._last[2]
@@ -384,7 +390,7 @@ class LiveCatalog(CatalogState):
             # statement's DDL: a table made, a function replaced).
             catalog = build_catalog(rows, source="live", complete=True, base_settings=base,
                                     previous=self._memory.last)
-            self._last = (rows, base, catalog)
+            self._last = (rows, base, catalog, indexes)
             self._memory.last = (rows, catalog)
             return catalog
         except Exception as e:  # noqa: BLE001 - any failure keeps the previous facts; its text is all we keep
@@ -572,3 +578,11 @@ class LiveCatalog(CatalogState):
                 closed.callback(None)
 
         self._run_in_thread(close).addBoth(closed_now)
+
+
+def _indexes_version(changes: tuple | None) -> object:
+    """The change check's answer for pg_index (`queries.CHANGES`), None without one."""
+    try:
+        return changes[queries.CHANGED_TABLES.index("pg_index")] if changes else None
+    except (ValueError, IndexError):
+        return None

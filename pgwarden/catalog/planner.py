@@ -42,6 +42,8 @@ from pgwarden.catalog.plans import PlanUses, plan_uses
 from pgwarden.config import Upstream
 
 _NAME = b"pgwarden_plan"
+#: Answers not kept: a lock not granted in time (the next question may be planned)
+_TRANSIENT = frozenset({"55P03"})
 _EXPLAIN = b"EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) "
 LOCK_TIMEOUT_MS = 200
 APPLICATION_NAME = "pgwarden plans"
@@ -94,11 +96,15 @@ class ServerPlans:
 
     def plan(self, sql: str, search_path: tuple[str, ...], standard_strings: bool = True,
              param_types: tuple[int, ...] = (),
-             settings: tuple[tuple[str, str], ...] = ()) -> defer.Deferred[PlanAnswer]:
+             settings: tuple[tuple[str, str], ...] = (),
+             unseen: tuple[str, ...] = ()) -> defer.Deferred[PlanAnswer]:
         """A Deferred of what the server's plan of ``sql`` uses (never fails: answers instead).
         ``settings``: custom settings (``app.tenant``) the session has, as (name, value): set for
-        the question too (the planner computes ``current_setting('app.k')::int`` in a LIMIT)."""
-        key = (sql, search_path, standard_strings, param_types, settings, self._generation())
+        the question too (the planner computes ``current_setting('app.k')::int`` in a LIMIT).
+        ``unseen``: tables (``schema.table``) that code the statement runs reads out of the
+        plan's sight (a function's body the planner does not inline): their indexes are read too
+        (`PlanUses.unseen_orders`)."""
+        key = (sql, search_path, standard_strings, param_types, settings, unseen, self._generation())
         known = self._answers.get(key)
         if known is not None:
             self._answers.move_to_end(key)
@@ -107,14 +113,17 @@ class ServerPlans:
         self.asked += 1
 
         def ask() -> object:
-            return self._ask(sql, search_path, standard_strings, param_types, settings)
+            return self._ask(sql, search_path, standard_strings, param_types, settings, unseen)
 
         def answered(raw: object) -> PlanAnswer:
             if isinstance(raw, PlanRefused | PlanUnavailable):
                 answer: PlanAnswer = raw
             else:
                 answer = plan_uses(raw, self._columns)
-            if not isinstance(answer, PlanUnavailable):
+            if not isinstance(answer, PlanUnavailable) and not (
+                    isinstance(answer, PlanRefused) and answer.sqlstate in _TRANSIENT):
+                # (a lock timed out is not the statement's answer: a session's own uncommitted DDL
+                # held it, and its EXECUTE after the COMMIT, asked again, is planned; red team twelve)
                 self._answers[key] = answer
                 while len(self._answers) > self._keep:
                     self._answers.popitem(last=False)
@@ -139,7 +148,8 @@ class ServerPlans:
     # ------------------------------------------------------------------ in a worker thread
 
     def _ask(self, sql: str, search_path: tuple[str, ...], standard_strings: bool,
-             param_types: tuple[int, ...], settings: tuple[tuple[str, str], ...] = ()) -> object:
+             param_types: tuple[int, ...], settings: tuple[tuple[str, str], ...] = (),
+             unseen: tuple[str, ...] = ()) -> object:
         import psycopg
 
         password = None
@@ -154,7 +164,7 @@ class ServerPlans:
                     # A lock the session's own open transaction holds (its DDL) is never released
                     # while the session waits for this answer: not waited for long.
                     conn.execute(f"SET lock_timeout = {LOCK_TIMEOUT_MS}")
-                return self._explain(conn, sql, search_path, standard_strings, param_types, settings)
+                return self._explain(conn, sql, search_path, standard_strings, param_types, settings, unseen)
             except psycopg.OperationalError as e:
                 self._drop()
                 text = str(e).replace(password, "[password]") if password else str(e)
@@ -173,7 +183,8 @@ class ServerPlans:
 
     @staticmethod
     def _explain(conn: Any, sql: str, search_path: tuple[str, ...], standard_strings: bool,
-                 param_types: tuple[int, ...], settings: tuple[tuple[str, str], ...] = ()) -> object:
+                 param_types: tuple[int, ...], settings: tuple[tuple[str, str], ...] = (),
+                 unseen: tuple[str, ...] = ()) -> object:
         """The plan as EXPLAIN's JSON, or `PlanRefused`. One network round trip for a statement
         without parameters (a pipeline: the transaction, the settings, EXPLAIN; then its end); five
         for one with them: the settings, the statement prepared, described, explained with NULLs
@@ -197,7 +208,7 @@ class ServerPlans:
                         conn.execute(command)
                     cur = conn.execute(_EXPLAIN + sql.encode())
                 row = cur.fetchone()
-                return _with_index_keys(conn, row[0] if row is not None else [])
+                return _with_index_keys(conn, row[0] if row is not None else [], unseen)
             pg = conn.pgconn
             pg.exec_("; ".join(setup).encode())
             done = pg.prepare(_NAME, sql.encode(), list(param_types) or None)
@@ -210,7 +221,7 @@ class ServerPlans:
             if result.status != pq.ExecStatus.TUPLES_OK:
                 return PlanRefused(_field(result, b"C"), _field(result, b"M"))
             raw = result.get_value(0, 0)
-            return _with_index_keys(conn, json.loads(bytes(raw).decode()) if raw is not None else [])
+            return _with_index_keys(conn, json.loads(bytes(raw).decode()) if raw is not None else [], unseen)
         except psycopg.errors.Error as e:
             if isinstance(e, psycopg.OperationalError) and not e.sqlstate:
                 raise  # the connection, not the statement
@@ -224,13 +235,16 @@ class ServerPlans:
 #: table's order).
 ORDERED_SCANS = frozenset({"Index Scan", "Index Only Scan"})
 
-#: The columns each index's key is made of (not its INCLUDE columns): a key column's own, every
-#: column an expression key depends on (pg_depend; with the predicate's: more, never fewer), by
-#: (schema, index name); and its table's columns that alone tell its rows apart (NOT NULL, a
-#: unique index of that column alone, immediate, not partial: an ORDER BY on one fixes the rows'
-#: order whatever the scan's). In the question's own transaction: the indexes its plan names.
-_INDEX_KEYS = """
-SELECT n.nspname::text, c.relname::text,
+#: The indexes of each relation a question names (the plan's scans', `unseen` tables'), by
+#: (schema, table): each index's name; its key columns (not its INCLUDE columns) in the key's
+#: order: a key column's own, every column an expression key depends on (pg_depend; with the
+#: predicate's: more, never fewer; first, as if they led the key); every column it holds (key,
+#: INCLUDE, expressions', predicate's); and its table's columns that alone tell its rows apart
+#: (NOT NULL, a unique index of that column alone, immediate, not partial: an ORDER BY on one
+#: fixes the rows' order whatever the scan's). In the question's own transaction: as the
+#: server's catalog says when it planned.
+_INDEXES = """
+SELECT n.nspname::text, t.relname::text, c.relname::text,
        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute AS a
              WHERE a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped
                AND (a.attnum = ANY (i.indkey[0:i.indnkeyatts - 1])
@@ -239,6 +253,16 @@ SELECT n.nspname::text, c.relname::text,
                                    WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = i.indexrelid
                                      AND d.refclassid = 'pg_catalog.pg_class'::regclass
                                      AND d.refobjid = i.indrelid AND d.refobjsubid = a.attnum))
+             ORDER BY COALESCE(pg_catalog.array_position((i.indkey::pg_catalog.int2[])[0:i.indnkeyatts - 1],
+                                                         a.attnum), -1),
+                      a.attnum),
+       ARRAY(SELECT a.attname::text FROM pg_catalog.pg_attribute AS a
+             WHERE a.attrelid = i.indrelid AND a.attnum > 0 AND NOT a.attisdropped
+               AND (a.attnum = ANY (i.indkey)
+                    OR EXISTS (SELECT FROM pg_catalog.pg_depend AS d
+                               WHERE d.classid = 'pg_catalog.pg_class'::regclass AND d.objid = i.indexrelid
+                                 AND d.refclassid = 'pg_catalog.pg_class'::regclass
+                                 AND d.refobjid = i.indrelid AND d.refobjsubid = a.attnum))
              ORDER BY a.attnum),
        ARRAY(SELECT a.attname::text FROM pg_catalog.pg_index AS u
              JOIN pg_catalog.pg_attribute AS a ON a.attrelid = u.indrelid AND a.attnum = u.indkey[0]
@@ -246,34 +270,62 @@ SELECT n.nspname::text, c.relname::text,
                AND u.indpred IS NULL AND u.indkey[0] > 0 AND a.attnotnull)
 FROM pg_catalog.pg_index AS i
 JOIN pg_catalog.pg_class AS c ON c.oid = i.indexrelid
-JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace
-WHERE (n.nspname::text, c.relname::text) IN
+JOIN pg_catalog.pg_class AS t ON t.oid = i.indrelid
+JOIN pg_catalog.pg_namespace AS n ON n.oid = t.relnamespace
+WHERE (n.nspname::text, t.relname::text) IN
       (SELECT * FROM ROWS FROM (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::text[])))"""
 
-def _with_index_keys(conn: Any, explained: object) -> object:
-    """``explained`` with each node of `ORDERED_SCANS` given its index's key columns
-    (`INDEX_KEYS`), as the server's catalog says in the question's own transaction: such a scan
-    returns its rows in the order of those columns (an index on ``(ssn, id)`` returns ``SELECT
-    id FROM users`` in SSN order). An index the catalog does not show gets None."""
-    from pgwarden.catalog.plans import INDEX_KEYS, UNIQUE_KEYS, plan_nodes
 
-    scans = [node for node in plan_nodes(explained) if node.get("Node Type") in ORDERED_SCANS]
-    if not scans:
+def _scanned(node: dict[str, Any]) -> tuple[str, str] | None:
+    """The relation a scan node reads, as (schema, name); None for other nodes."""
+    kind = str(node.get("Node Type", ""))
+    if "Relation Name" not in node or not kind.endswith("Scan"):
+        return None
+    return str(node.get("Schema", "")), str(node["Relation Name"])
+
+
+def _with_index_keys(conn: Any, explained: object, unseen: tuple[str, ...] = ()) -> object:
+    """``explained`` with what the catalog says of the indexes of the relations it scans, as the
+    server's catalog says in the question's own transaction:
+
+    * each node of `ORDERED_SCANS` gets its index's key columns (`INDEX_KEYS`): such a scan
+      returns its rows in the order of those columns (an index on ``(ssn, id)`` returns ``SELECT
+      id FROM users`` in SSN order). An index the catalog does not show gets None;
+    * every scan of a relation gets the relation's indexes (`RELATION_INDEXES`: each one's key
+      columns and every column it holds): the plan the session's statement gets may scan another
+      of them than this question's (a parameter's value makes a custom plan; a cursor is planned
+      for its first rows; the statistics change after this answer was kept);
+    * the first entry gets the indexes of ``unseen`` (`UNSEEN_INDEXES`, by ``schema.table``): the
+      tables code the statement runs reads in plans of its own (a function's body)."""
+    from pgwarden.catalog.plans import INDEX_KEYS, RELATION_INDEXES, UNIQUE_KEYS, UNSEEN_INDEXES, plan_nodes
+
+    scans = [(node, relation) for node in plan_nodes(explained) if (relation := _scanned(node)) is not None]
+    hidden = sorted({(schema, name) for schema, _, name in (t.partition(".") for t in unseen) if name})
+    if not scans and not hidden:
         return explained
-    wanted = sorted({(str(node.get("Schema", "")), str(node.get("Index Name", ""))) for node in scans})
+    wanted = sorted({relation for _, relation in scans} | set(hidden))
     import psycopg
 
     try:
         conn.execute("SET LOCAL search_path TO pg_catalog")  # (not the session's: its operators, its functions)
-        rows = conn.execute(_INDEX_KEYS, ([w[0] for w in wanted], [w[1] for w in wanted])).fetchall()
+        rows = conn.execute(_INDEXES, ([w[0] for w in wanted], [w[1] for w in wanted])).fetchall()
     except psycopg.errors.Error as e:
         # (pgwarden's own question failing, not the statement: never a refusal left to lineage)
         return PlanUnavailable(f"the index keys could not be read: {type(e).__name__}")
-    keys = {(schema, name): (list(columns), list(unique)) for schema, name, columns, unique in rows}
-    for node in scans:
-        found = keys.get((str(node.get("Schema", "")), str(node.get("Index Name", ""))))
-        node[INDEX_KEYS] = found[0] if found is not None else None
-        node[UNIQUE_KEYS] = found[1] if found is not None else []
+    indexes: dict[tuple[str, str], list[list[list[str]]]] = {}
+    keys: dict[tuple[str, str], list[str]] = {}
+    unique: dict[tuple[str, str], list[str]] = {}
+    for schema, table, index, key, columns, alone in rows:
+        indexes.setdefault((schema, table), []).append([list(key), list(columns)])
+        keys[(schema, index)] = list(key)
+        unique[(schema, table)] = list(alone)
+    for node, relation in scans:
+        node[RELATION_INDEXES] = indexes.get(relation, [])
+        node[UNIQUE_KEYS] = unique.get(relation, [])
+        if node.get("Node Type") in ORDERED_SCANS:
+            node[INDEX_KEYS] = keys.get((relation[0], str(node.get("Index Name", ""))))
+    if hidden and isinstance(explained, list) and explained and isinstance(explained[0], dict):
+        explained[0][UNSEEN_INDEXES] = {f"{s}.{t}": indexes.get((s, t), []) for s, t in hidden}
     return explained
 
 

@@ -56,8 +56,17 @@ _NOT_EXPRESSIONS = frozenset({
 #: What the planner question adds to a node of an index scan: its index's key columns
 #: (`planner.INDEX_KEYS`; a list, or None when the catalog did not show the index).
 INDEX_KEYS = "pgwarden Index Keys"
-#: ... and the columns of its relation that alone tell rows apart (`planner._INDEX_KEYS`)
+#: ... and the columns of its relation that alone tell rows apart (`planner._INDEXES`)
 UNIQUE_KEYS = "pgwarden Unique Columns"
+#: What it adds to every scan of a relation: the relation's indexes, each [its key columns, every
+#: column it holds] (`planner._with_index_keys`)
+RELATION_INDEXES = "pgwarden Relation Indexes"
+#: ... and to the first entry of the plans: the indexes of the tables code the statement runs
+#: reads in plans of its own (a function's body), by ``schema.table``
+UNSEEN_INDEXES = "pgwarden Unseen Indexes"
+
+#: An index as `PlanUses` lists it: its key columns, every column it holds.
+Index = tuple[tuple[Source, ...], tuple[Source, ...]]
 
 #: Plan nodes that pass every row of their children on, each once, without choosing by their
 #: order: a Sort above them orders what the scans below them return (not a Limit, an Aggregate,
@@ -92,6 +101,17 @@ class PlanUses:
     #: Index Scan or Index Only Scan, `planner.ORDERED_SCANS`); every column of its relation when
     #: the index's keys are not known
     orders: frozenset[Source] = frozenset()
+    #: the indexes another plan of the statement could scan in their order instead of this one's
+    #: (a custom plan for a parameter's value, a cursor's plan, a plan after the statistics
+    #: changed): of each relation scanned with no Sort on a column telling its rows apart above
+    #: the scan, those holding a column the plan tests on it
+    may_order: frozenset[Index] = frozenset()
+    #: ... and those holding every column the plan reads of it (an index only scan could read them
+    #: in its order), with those columns
+    may_cover: frozenset[tuple[Index, tuple[Source, ...]]] = frozenset()
+    #: the indexes of the tables code the statement runs reads in plans of its own (a function's
+    #: body the planner does not inline): which of them those plans scan is not seen
+    unseen_orders: frozenset[Index] = frozenset()
 
 
 def _name(text: str) -> str:
@@ -122,6 +142,9 @@ class _Reader:
         self.tests: set[Source] = set()
         self.unknown: set[tuple[str, str]] = set()
         self.orders: set[Source] = set()
+        #: per scan of a relation not sorted above by a column telling its rows apart: the
+        #: relation and its indexes (`RELATION_INDEXES`)
+        self.scanned: list[tuple[tuple[str, str], list[Any]]] = []
 
     def relation_columns(self, relation: tuple[str, str]) -> Sequence[str] | None:
         cols = self.columns(*relation)
@@ -224,6 +247,9 @@ class _Reader:
                         self.orders |= {Source(relation[0], relation[1], str(column)) for column in value}
                     else:  # (an index the catalog did not show: any of its columns)
                         self.orders |= self.whole(relation)
+            elif key == RELATION_INDEXES:
+                if isinstance(value, list) and value and not _unique_sort(node, sorted_by):
+                    self.scanned.append(((str(node.get("Schema", "")), str(node.get("Relation Name", ""))), value))
             elif key == UNIQUE_KEYS:
                 continue
             elif key == "Plans":
@@ -318,5 +344,37 @@ def plan_uses(explained: object, columns: Columns) -> PlanUses:
     for plan in plans:
         reader.node(plan, True)
     outputs = tuple(frozenset(reader.references(e)) for e in plans[0].get("Output", ())) if plans else ()
+    unseen: set[Index] = set()
+    found = explained[0].get(UNSEEN_INDEXES) if isinstance(explained, list) and explained \
+        and isinstance(explained[0], dict) else None
+    for table, indexes in (found or {}).items():
+        schema, _, name = str(table).partition(".")
+        unseen |= {_index((schema, name), entry) for entry in indexes or ()}
     return PlanUses(frozenset(reader.reads), frozenset(reader.tests), frozenset(reader.unknown), outputs,
-                    frozenset(reader.orders))
+                    frozenset(reader.orders), *_may_order(reader), frozenset(unseen))
+
+
+def _index(relation: tuple[str, str], entry: Any) -> Index:
+    key, columns = entry
+    return (tuple(Source(relation[0], relation[1], str(c)) for c in key),
+            tuple(Source(relation[0], relation[1], str(c)) for c in columns))
+
+
+def _may_order(reader: _Reader) -> tuple[frozenset[Index], frozenset[tuple[Index, tuple[Source, ...]]]]:
+    """`PlanUses.may_order` and `may_cover`: of the indexes of each relation scanned
+    (`_Reader.scanned`), those the planner could scan for this statement whatever this plan chose:
+    one holding a column the plan tests on that relation (a condition, a join); one holding every
+    column the plan reads of it (an index only scan), with those columns."""
+    found: set[Index] = set()
+    covering: set[tuple[Index, tuple[Source, ...]]] = set()
+    for relation, indexes in reader.scanned:
+        tested = {s.column for s in reader.tests if (s.schema, s.table) == relation}
+        read = sorted((s for s in reader.reads if (s.schema, s.table) == relation), key=str)
+        for entry in indexes:
+            index = _index(relation, entry)
+            columns = {s.column for s in index[1]}
+            if columns & tested:
+                found.add(index)
+            if read and {s.column for s in read} <= columns:
+                covering.add((index, tuple(read)))
+    return frozenset(found), frozenset(covering)

@@ -637,6 +637,7 @@ _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace",
             "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
             "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table", "pg_statistic_ext",
             "pg_db_role_setting", "pg_amproc", "pg_amop", "pg_event_trigger", "pg_opclass")
+CHANGED_TABLES = _CHANGED
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"
     f" AS {table}" for table in _CHANGED)

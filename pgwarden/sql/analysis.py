@@ -80,6 +80,10 @@ class Analysis:
     # row it returns is what RETURNING shows).
     carried_tables: frozenset[str] = frozenset()
     returned_tables: frozenset[str] = frozenset()
+    # The tables read by the bodies of the database's own functions the statement runs (called or
+    # not named): their queries are planned apart from the statement's plan (the planner inlines
+    # only an SQL function that is a single SELECT), out of masking's plan check's sight.
+    body_tables: frozenset[str] = frozenset()
     # SQL-level PREPAREs: (name, what the body does here, its Syntax — the server plans the body
     # again under the search_path of each EXECUTE, so it is resolved again then).
     prepares: tuple[tuple[str, Analysis, object], ...] = ()

@@ -246,8 +246,10 @@ class _Resolver:
         fired: set[str] = set()
         carried: set[str] = set()
         returned: set[str] = set()
+        bodies: set[str] = set()
         for inner in nested:  # SQL handed to a function as text, which it runs
             tables |= inner.tables
+            bodies |= inner.body_tables
             fired |= inner.fired_tables
             carried |= inner.carried_tables
             returned |= inner.returned_tables
@@ -302,6 +304,7 @@ class _Resolver:
             fired_tables=frozenset(fired),
             carried_tables=frozenset(carried),
             returned_tables=frozenset(returned),
+            body_tables=frozenset(bodies),
         )
 
     def _event_triggers(self, kinds: set[str], functions: set[str], nested: list) -> bool:
@@ -456,7 +459,7 @@ class _Resolver:
                 ran = self.analysis(body)
                 found |= set(ran.kinds) - {"select"}
                 nested.append(Analysis(frozenset(), tables=ran.tables, has_where=ran.has_where,
-                                       indirect_writes=ran.indirect_writes))
+                                       indirect_writes=ran.indirect_writes, body_tables=ran.tables))
             if volatility == "v":
                 found.add("side_effect")
         if call.how == "attribute" and not found:
@@ -776,7 +779,7 @@ class _Resolver:
     def _body_effects(self, oid: int, tables: frozenset[str]) -> Analysis:
         """What a function's body reads and does to tables, counted for the statement that runs it."""
         return Analysis(frozenset(), tables=tables, writes=self._body_writes.get(oid, frozenset()),
-                        has_where=self._body_wheres.get(oid),
+                        has_where=self._body_wheres.get(oid), body_tables=tables,
                         indirect_writes=self._body_indirect.get(oid, frozenset()))
 
     # What each function judged so far does (`function_kinds`' caches): kept apart while a body
@@ -1225,6 +1228,8 @@ class _Resolver:
             self._runs(oid, kinds, functions, read, named=False)
         for inner in read:  # and what those functions' bodies read
             tables |= inner.tables
+            if inner.body_tables:  # (planned apart from the statement's plan)
+                nested.append(Analysis(frozenset(), body_tables=inner.body_tables))
             # ... and write: the statement writes it, for `rows_written` (a system catalog the
             # count does not see) and for `where: absent` (red team eleven: `SELECT * FROM v`
             # over a function whose body deletes every row passed a rule refusing `SELECT f()`)

@@ -47,7 +47,7 @@ from pgwarden.sql.lineage import UNTRACED, names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
 from pgwarden_plugins.mask.detectors import BUILTIN, Scanner
-from pgwarden_plugins.mask.plans import check_against_plans, custom_settings, follow_settings
+from pgwarden_plugins.mask.plans import check_against_plans, custom_settings, follow_settings, prepared_queries
 from pgwarden_plugins.mask.rules import MaskRule, SessionRules
 
 _REDACT = values.redact()
@@ -83,6 +83,8 @@ _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaSt
 # (lineage, analysis) of a body prepared under it (a PREPARE that fails leaves the old one: all
 # count until a DEALLOCATE). An EXECUTE is judged with them: what it keeps, writes or explains.
 PREPARED_BODIES = StoreKey[dict]("mask.prepared")
+#: the queries SQL-level PREPAREs of the session defined, by name (`plans.prepared_queries`)
+PREPARED_QUERIES = StoreKey[dict]("mask.prepared_queries")
 # Set once the session DECLAREs a cursor WITH HOLD that may read masked columns: the server runs
 # its query to the end when the transaction commits, and what that raises (``invalid input
 # syntax for type integer: "<a value>"``) is the COMMIT's error; or once it writes a table with
@@ -350,8 +352,11 @@ class Masking:
         plans = session.store.get(SERVER_PLANS, None)
         if plans is None:
             return None
+        known = session.store.get(PREPARED_QUERIES, {})
+        executed = tuple(query for name in statement.analysis.executes for query in known.get(name, ()))
         return check_against_plans(plans, rules, statement, self._may_touch(rules, statement, lineages, True),
-                                   _refused_by, declared_types(session, statement.sql), custom_settings(session))
+                                   _refused_by, declared_types(session, statement.sql), custom_settings(session),
+                                   executed, _executed_tables(rules, statement, session))
 
     def _prepared(self, rules: SessionRules, statement: Statement, session: Session) -> Verdict | None:
         """Remembers what PREPAREs define (and DEALLOCATEs forget); judges an EXECUTE with the
@@ -361,11 +366,17 @@ class Masking:
         if not (analysis.prepares or analysis.executes or analysis.deallocates):
             return None
         bodies: dict = session.store.setdefault(PREPARED_BODIES, {})
+        queries: dict = session.store.setdefault(PREPARED_QUERIES, {})
         for name in analysis.deallocates:
             if name == "*":
                 bodies.clear()
+                queries.clear()
             else:
                 bodies.pop(name, None)
+                queries.pop(name, None)
+        if analysis.prepares:
+            for name, query in prepared_queries(statement):
+                queries.setdefault(name, []).append(query)
         prepared = {name: body for name, body, _syntax in analysis.prepares}
         for lineage in statement.lineage:
             for kind, name, body in lineage.defines:
@@ -895,6 +906,26 @@ def _event_trigger_code(catalog) -> bool:
         found = catalog.derived["mask event trigger code"] = any(
             not fn.builtin and fn.result_type in types for fn in catalog.functions)
     return bool(found)
+
+
+def _executed_tables(rules: SessionRules, statement: Statement, session: Session) -> frozenset[str]:
+    """The tables the SQL-level prepared statements ``statement`` EXECUTEs read (their bodies'
+    lineage; every table holding masked columns for a body pgwarden cannot read)."""
+    names = statement.analysis.executes
+    if not names:
+        return frozenset()
+    bodies = session.store.get(PREPARED_BODIES, {})
+    found: set[str] = set()
+    for name in names:
+        for body, _analysis in bodies.get(name) or [(None, None)]:
+            if body is None or body.reads is None:
+                catalog = statement.context.catalog if statement.context is not None else None
+                globs = rules.masked_tables()
+                found |= {f"{r.schema}.{r.name}" for r in (catalog.relations if catalog is not None else ())
+                          if any(fnmatch.fnmatchcase(f"{r.schema}.{r.name}", g) for g in globs)}
+            else:
+                found |= {f"{s.schema}.{s.table}" for s in body.reads if hasattr(s, "table")}
+    return frozenset(found)
 
 
 def _keeps(kinds: frozenset[str], analysis, catalog=None) -> bool:

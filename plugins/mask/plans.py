@@ -12,13 +12,18 @@ and the statement is refused when the plan:
 * scans an index whose key holds a masked column (an Index Scan or Index Only Scan: the rows
   come back in the masked column's order, whatever lineage saw; red team eleven: ``SELECT id FROM
   users`` through an index on ``(ssn, id)``), and its rule refuses oracles;
+* scans a relation one of whose indexes of that kind another plan of the statement could scan
+  instead (a custom plan for a parameter's value, a cursor's, one made after new statistics: red
+  team twelve), or runs code planned apart (a function's body the planner does not inline) that
+  reads a table with such an index; where the session's search_path is not known, the indexes of
+  the masked tables the statement may read are judged so, the plan not being asked;
 * computes a result column from a masked column lineage did not trace to it (the column's mask
   follows lineage's sources: it would come back in clear). The names the plan's top output list
   gives, itself or through a sub-plan's result, are compared: a value taken through a sub-select
   or CTE the planner keeps as a scan of its own is lineage's alone.
 
-What the plan cannot show is left to lineage: code in functions the planner does not inline,
-and conditions on a column of a sub-select or CTE the planner kept apart (the plan names them
+What the plan cannot show is left to lineage (but the rows' order, above): code in functions the
+planner does not inline, and conditions on a column of a sub-select or CTE the planner kept apart (the plan names them
 by the sub-select's alias, not by the base column). A statement the server will not plan on
 pgwarden's connection because of a name (a temporary table of the session: class 42) or a lock
 held by the session's own uncommitted catalog change (55P03) is judged by lineage alone; any
@@ -40,7 +45,7 @@ from pgwarden.api import Session, Statement, StoreKey, Verdict
 from pgwarden.catalog.planner import PlanRefused, PlanUnavailable
 from pgwarden.catalog.plans import PlanUses
 from pgwarden.sql.lexer import DEFAULT_LEXER, LexerSettings, parse_tree
-from pgwarden.sql.lineage import UNTRACED, inheritance_parents
+from pgwarden.sql.lineage import UNTRACED, Source, inheritance_parents
 
 if TYPE_CHECKING:
     from pgwarden.catalog.planner import ServerPlans
@@ -191,25 +196,79 @@ def _inner_query(sql: str, index: int, lexer: LexerSettings) -> str | None:
         return None
 
 
+def prepared_queries(statement: Statement) -> tuple[tuple[str, str], ...]:
+    """(name, the query printed by pglast) of each SQL-level PREPARE of ``statement.sql``: asked
+    about again at each EXECUTE of the name (`check_against_plans`' ``executed``)."""
+    context = statement.context
+    lexer = context.lexer if context is not None else DEFAULT_LEXER
+    from pglast.parser import ParseError
+
+    try:
+        tree = parse_tree(statement.sql, lexer)
+    except (ParseError, ValueError, TypeError):
+        return ()
+    found = []
+    for index, entry in enumerate(tree.get("stmts", [])):
+        stmt = (entry.get("stmt") or {}).get("PrepareStmt")
+        if stmt is not None and stmt.get("name"):
+            inner = _inner_query(statement.sql, index, lexer)
+            if inner is not None:
+                found.append((str(stmt["name"]), inner))
+    return tuple(found)
+
+
 def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Statement,
                         may_touch: bool, refuse: Refuse, types: tuple[int, ...] = (),
-                        settings: tuple[tuple[str, str], ...] = ()) -> Deferred[Verdict | None] | None:
+                        settings: tuple[tuple[str, str], ...] = (),
+                        executed: tuple[str, ...] = (),
+                        executed_tables: frozenset[str] = frozenset()) -> Deferred[Verdict | None] | None:
     """None when there is nothing to ask; else a Deferred of the refusal (or None) once the
     server's plans of the statement's parts are compared with their lineage. ``types``: the
     parameter types the client declared in the statement's Parse (one statement: they type the
     ``$n`` of its text, and of the query inside it); ``settings``: the custom settings the session
-    set, whose values pgwarden knows (`custom_settings`)."""
+    set, whose values pgwarden knows (`custom_settings`); ``executed``: the queries of the SQL-level
+    prepared statements it EXECUTEs (`prepared_queries`), asked about again: the server plans
+    them again after a new index or new statistics, and for the EXECUTE's arguments (red team
+    twelve: ``EXECUTE q`` after an operator's index on ``(name, ssn)`` came back in SSN order);
+    ``executed_tables``: the tables those queries read."""
     context = statement.context
-    if context is None or context.search_path is None:
-        return None  # lineage already treats an uncertain search_path; the plan could not match it
-    if not plan_needed(rules, statement):
+    if context is None:
         return None
-    texts = planned_texts(statement)
+    if context.search_path is None:
+        # Lineage treats an uncertain search_path (after an EXECUTE, a DO block, a CALL: code that
+        # may have set it), resolving names in every schema it may hold; the plan cannot be asked
+        # in it. What the plan would show of the rows' order is asked of the tables instead (red
+        # team twelve: `PREPARE x AS SELECT 1; EXECUTE x` had turned the whole check off, and `...
+        # WHERE name = 'alice'` came back in SSN order through an index on (name, ssn)); and the
+        # plan in the path RESET returns to is compared with what lineage saw (over every schema:
+        # a plan of other relations than the session's adds nothing lineage did not count).
+        asked = [d for d in (_unknown_path(plans, rules, statement, may_touch, refuse, executed_tables),
+                             _ask_plans(plans, rules, statement, may_touch, refuse, types, settings, executed,
+                                        tuple(context.default_path))) if d is not None]
+        if not asked:
+            return None
+        return gatherResults(asked).addCallback(lambda found: next((v for v in found if v is not None), None))
+    return _ask_plans(plans, rules, statement, may_touch, refuse, types, settings, executed,
+                      tuple(context.search_path))
+
+
+def _ask_plans(plans: ServerPlans, rules: SessionRules, statement: Statement, may_touch: bool, refuse: Refuse,
+               types: tuple[int, ...], settings: tuple[tuple[str, str], ...], executed: tuple[str, ...],
+               path: tuple[str, ...]) -> Deferred[Verdict | None] | None:
+    """`check_against_plans` in search_path ``path``."""
+    context = statement.context
+    assert context is not None
+    if not executed and not plan_needed(rules, statement):
+        return None
+    texts = (planned_texts(statement) or ()) + tuple((-1, text, False) for text in executed)
     if not texts:
         return None
     lexer = context.lexer
-    path = tuple(context.search_path)
-    asked = [plans.plan(text, path, lexer.standard_conforming_strings, types, settings) for _, text, _ in texts]
+    globs = rules.masked_tables()
+    unseen = tuple(sorted(t for t in getattr(statement.analysis, "body_tables", ())
+                          if any(fnmatch.fnmatchcase(t, glob) for glob in globs)))
+    asked = [plans.plan(text, path, lexer.standard_conforming_strings, types, settings, unseen)
+             for _, text, _ in texts]
     lineages = statement.lineage
     results = [lineages[index] if direct and index < len(lineages) else None for index, _, direct in texts]
 
@@ -217,6 +276,58 @@ def check_against_plans(plans: ServerPlans, rules: SessionRules, statement: Stat
         return _compare(answers, rules, lineages, may_touch, refuse, context.stale, results)
 
     return gatherResults(asked).addCallback(compare)
+
+
+def _unknown_path(plans: ServerPlans, rules: SessionRules, statement: Statement, may_touch: bool,
+                  refuse: Refuse, executed_tables: frozenset[str] = frozenset()) -> Deferred[Verdict | None] | None:
+    """`check_against_plans` where the session's search_path is not known: the indexes of the
+    tables holding masked columns the statement may read (lineage's, over every schema the path may
+    hold) are read (`PlanUses.unseen_orders`), and one whose order a read could show refuses it."""
+    if not executed_tables and not plan_needed(rules, statement):
+        return None
+    globs = rules.masked_tables()
+    read = _read_tables(statement) | set(getattr(statement.analysis, "body_tables", ())) | executed_tables
+    tables = tuple(sorted(t for t in read if any(fnmatch.fnmatchcase(t, glob) for glob in globs)))
+    if not tables:
+        return None
+
+    def compare(answer: Any) -> Verdict | None:
+        if not isinstance(answer, PlanUses):
+            if not may_touch:
+                return None
+            return refuse(rules.columns[0], "pgwarden could not read the indexes of the tables this statement reads",
+                          "It may read masked columns, and the session's search_path is not known. Retry shortly.")
+        for index in sorted(answer.unseen_orders, key=str):
+            found = _ordering(index, rules, set())
+            if found is not None:
+                source, rule = found
+                return refuse(rule,
+                              f"this statement may read rows in the order of an index on masked column {source}, "
+                              "and pgwarden cannot ask the server's plan of it: the session's search_path is not "
+                              "known (after an EXECUTE, a DO block or a CALL)",
+                              "The order rows come back in would tell how the masked values compare. Set the "
+                              "search_path to a literal value (SET search_path TO ...) and pgwarden checks the "
+                              "plan again; or add an ORDER BY on a column that tells rows apart.")
+        return None
+
+    return plans.plan("SELECT 1", ("pg_catalog",), True, (), (), tables).addCallback(compare)
+
+
+def _read_tables(statement: Statement) -> set[str]:
+    """The tables whose rows ``statement`` reads, by lineage (a write's target written, not read,
+    is not among them: ``INSERT INTO users VALUES ...``); every table it names when lineage
+    cannot say."""
+    sources: set = set()
+    for lineage in statement.lineage:
+        for body in [lineage] + [b for _, _, b in lineage.defines]:
+            if body.reads is None:
+                return set(statement.tables)
+            sources |= set(body.reads)
+            for output in body.outputs or ():
+                sources |= set(output.sources)
+    if UNTRACED in sources or not all(isinstance(s, Source) for s in sources):
+        return set(statement.tables)  # (a value pgwarden cannot trace: any table it names)
+    return {f"{s.schema}.{s.table}" for s in sources}
 
 
 def _refusing_oracles(rules: SessionRules, source: Any, oracles: Any) -> Any:
@@ -275,6 +386,9 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
                           "The order rows come back in would tell how the masked values compare (with a row "
                           "you wrote, a binary search). Add an ORDER BY on columns no rule masks, or ask an "
                           "operator to drop the index or use `oracle: allow`.")
+        refused = _may_order(answer, rules, oracles, refuse)
+        if refused is not None:
+            return refused
         for source in sorted(answer.reads, key=str):
             rule = rules.rule_for(str(source))
             if rule is None or seen_all or source in seen:
@@ -288,6 +402,79 @@ def _compare(answers: list[Any], rules: SessionRules, lineages: Any, may_touch: 
         refused = _outputs_differ(answer, result, rules, refuse, oracles)
         if refused is not None:
             return refused
+    return None
+
+
+def _ordering(index: Any, rules: SessionRules, oracles: set) -> tuple[Any, Any] | None:
+    """(the masked key column, its rule) when ``index`` (key columns, every column it holds) is
+    one whose order a read could show: its key holds a masked column whose rule refuses oracles,
+    and it holds another column whose values a read tells apart (`_shows`: the rows' order then
+    shows through it: ``(name, ssn)`` returns alice's rows in SSN order; ``(ssn, card_number)``
+    the cards' last digits). An index of that column alone is not counted here: read alone it
+    returns ``***`` (`redact`), or its own masked values in their order (`partial`, `hash`: seen
+    only where the question's plan shows it; a unique index on an e-mail column is common)."""
+    key, columns = index
+    for source in key:  # (in the key's order: the first such column)
+        rule = _refusing_oracles(rules, source, oracles)
+        if rule is not None:
+            if any(_shows(rules, column) for column in columns if column != source):
+                return source, rule
+            return None
+    return None
+
+
+#: Strategies whose masked values all look alike (a row read through them is told from no other)
+_ALIKE = frozenset({"redact", "null", "fixed"})
+
+
+def _shows(rules: SessionRules, column: Any) -> bool:
+    """Whether what a read returns of ``column`` tells its rows apart: no rule masks it, or its
+    rule keeps values apart (`partial`'s last digits, `hash`, `email`'s domain)."""
+    rule = rules.rule_for(str(column))
+    return rule is None or rule.spec.with_ not in _ALIKE
+
+
+def _may_order(answer: PlanUses, rules: SessionRules, oracles: set, refuse: Refuse) -> Verdict | None:
+    """An index whose key holds a masked column that another plan of the statement could scan
+    (`PlanUses.may_order`: a custom plan for a parameter's value, a cursor's plan, the plan after
+    the statistics changed: red team twelve), or that code it runs may scan in a plan of its own
+    (`PlanUses.unseen_orders`: a function's body)."""
+    for index in sorted(answer.may_order, key=str):
+        found = _ordering(index, rules, oracles)
+        if found is not None:
+            source, rule = found
+            return refuse(rule,
+                          f"this statement may read rows in the order of an index on masked column {source} "
+                          "(the plan it runs with may differ from the one pgwarden sees)",
+                          "The server chooses the plan again for a parameter's value, a cursor or new statistics, "
+                          "and the order rows come back in would tell how the masked values compare. Add an "
+                          "ORDER BY on a column that tells rows apart, or ask an operator to drop the index or "
+                          "use `oracle: allow`.")
+    for index, shown in sorted(answer.may_cover, key=str):
+        found = _ordering(index, rules, oracles)
+        if found is None:
+            continue
+        source, rule = found
+        before = index[0][:index[0].index(source)]  # (the key's columns above the masked one)
+        if all(column in before for column in shown):
+            continue  # what it shows of each row is sorted above the masked column: its ties look alike
+        return refuse(rule,
+                      f"this statement may read rows in the order of an index on masked column {source} "
+                      "(an index only scan of it holds every column the statement reads)",
+                      "The server may scan that index instead of the table (after new statistics, or a VACUUM), "
+                      "and the order rows come back in would tell how the masked values compare. Add an ORDER "
+                      "BY on a column that tells rows apart, or ask an operator to drop the index or use "
+                      "`oracle: allow`.")
+    for index in sorted(answer.unseen_orders, key=str):
+        found = _ordering(index, rules, oracles)
+        if found is not None:
+            source, rule = found
+            return refuse(rule,
+                          f"code this statement runs reads {source.schema}.{source.table}, which has an index on "
+                          f"masked column {source}, in a plan pgwarden cannot see",
+                          "A function's body the planner does not inline is planned apart, and may read rows in "
+                          "that index's order, which would tell how the masked values compare. Read the table in "
+                          "the statement itself, or ask an operator to drop the index or use `oracle: allow`.")
     return None
 
 

@@ -113,6 +113,12 @@ def _refused(r: dict) -> bool:
     return r["err"] is not None and r["err"][0] == "42501"
 
 
+def _covered(r: dict) -> bool:
+    """Refused as a read an index only scan of an index on a masked column could answer in its
+    order (round twelve)."""
+    return _refused(r) and "an index only scan of it holds every column" in r["err"][1]
+
+
 # ------------------------------------------------------------------ 1. the schema's triggers putting masked values into rows
 SCHEMA_TRIGGERS = """
 ALTER TABLE orders ADD COLUMN IF NOT EXISTS memo text;
@@ -464,7 +470,9 @@ def test_the_planner_settings_are_the_servers(agent, covering_index, case):
     reads += _searched(agent(), "SELECT id FROM users")
     for r in reads:
         assert r["rows"] not in (SSN_ORDER, [("2,3,1",)]), reads
-    assert reads[-1]["rows"] == [(1,), (2,), (3,)], reads
+    # (or refused since round twelve: the index on (ssn, id) holds every column the read names, so
+    # an index only scan of it could return them in SSN order, whatever plan pgwarden saw)
+    assert reads[-1]["rows"] == [(1,), (2,), (3,)] or _covered(reads[-1]), reads
     stored = covering_index.execute("SELECT count(*) FROM pg_db_role_setting s JOIN pg_database d "
                                     "ON d.oid = s.setdatabase WHERE d.datname = 'mask_round3'").fetchone()[0]
     assert stored == 0, stored
@@ -543,7 +551,7 @@ def test_planner_settings_refused_by_policy_stay_so(agent, covering_index):
     # The control: a setting named at run time is a role's change to the policy (refused before).
     s = agent()
     r = _searched(s, "SELECT set_config('enable_' || 'seqscan', 'off', false)", "SELECT id FROM users")
-    assert _refused(r[0]) and r[1]["rows"] == [(1,), (2,)], r
+    assert _refused(r[0]) and (r[1]["rows"] == [(1,), (2,)] or _covered(r[1])), r
 
 
 # ------------------------------------------------------------------ 7. the trigger refusal by the events its triggers fire on

@@ -211,6 +211,11 @@ class Syntax:
     # The operator classes an index (or an exclusion constraint) it builds names, as (schema or
     # None, name): building the index runs their functions over every row (red team eleven).
     operator_classes: frozenset[tuple[str | None, str]] = frozenset()
+    # A setting whose name set_config reads from pg_settings.name where the statement's WHERE fixes
+    # that name to a literal (pg_dump's `SELECT set_config(name, ..., false) FROM pg_settings WHERE
+    # name = 'restrict_nonsystem_relation_kind'`): judged as that setting, when pg_settings and `=`
+    # are the server's own (the resolver checks; else `unknown`).
+    settings_from_catalog: bool = False
 
 
 @attrs.frozen
@@ -431,6 +436,10 @@ class _Walker:
         self.rewrite_calls: set[Call] = set()
         self.stored_settings: list[tuple[str, str | None]] = []
         self.operator_classes: set[tuple[str | None, str]] = set()
+        self.settings_from_catalog = False
+        # In a SELECT of pg_settings whose WHERE fixes its name to a literal: (that literal, the
+        # names that qualify the relation's columns), for set_config(name, ...) in its targets.
+        self.settings_row: tuple[str, frozenset[str]] | None = None
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -463,6 +472,7 @@ class _Walker:
             frozenset(self.rewrite_calls),
             tuple(self.stored_settings),
             frozenset(self.operator_classes),
+            self.settings_from_catalog,
         )
 
     def merge(self, other: Syntax) -> None:
@@ -475,6 +485,7 @@ class _Walker:
         self.prepares += other.prepares
         self.executes += other.executes
         self.settings += other.settings
+        self.settings_from_catalog = self.settings_from_catalog or other.settings_from_catalog
         self.read_write = self.read_write or other.read_write
         self.defines += other.defines
         self.deallocates += other.deallocates
@@ -930,10 +941,53 @@ class _Walker:
             rel = into.get("rel") if isinstance(into, dict) else None
             if isinstance(rel, dict):
                 self._relation(rel, (), written=True)
-        for key, value in f.items():
-            if key in ("withClause", "intoClause") or not isinstance(value, (dict, list)):
+        # (only its targets: they are computed for the rows the WHERE keeps, where a condition's
+        # operands may be computed for any row, in any order)
+        outer_row, row = self.settings_row, self._settings_row(f, inner)
+        try:
+            for key, value in f.items():
+                if key in ("withClause", "intoClause") or not isinstance(value, (dict, list)):
+                    continue
+                self.settings_row = row if key == "targetList" else None
+                self.expr(value, inner)
+        finally:
+            self.settings_row = outer_row
+
+    def _settings_row(self, f: dict, scope: tuple) -> tuple[str, frozenset[str]] | None:
+        """A SELECT whose one FROM item is pg_settings (not a WITH item of that name) and whose
+        WHERE, at its top level, is or ANDs ``name = 'literal'``: the literal, and the names that
+        qualify the relation's columns. Its rows' ``name`` is that literal."""
+        items = f.get("fromClause") or []
+        rel = _node(items[0]) if len(items) == 1 else None
+        if rel is None or rel[0] != "RangeVar" or rel[1].get("relname") != "pg_settings" \
+                or rel[1].get("schemaname") not in (None, "pg_catalog") \
+                or rel[1].get("schemaname") is None and "pg_settings" in scope:
+            return None
+        alias = (rel[1].get("alias") or {}).get("aliasname")
+        qualifiers = frozenset({alias} if alias else {"pg_settings"})
+        where = _node(f.get("whereClause"))
+        conjuncts: list[tuple[str, dict] | None] = [where] if where is not None else []
+        if where is not None and where[0] == "BoolExpr" and where[1].get("boolop") == "AND_EXPR":
+            conjuncts = [_node(a) for a in where[1].get("args") or ()]
+        for c in conjuncts:
+            if c is None or c[0] != "A_Expr" or c[1].get("kind") != "AEXPR_OP" \
+                    or _names(c[1].get("name") or []) != ["="]:
                 continue
-            self.expr(value, inner)
+            for column, literal in ((c[1].get("lexpr"), c[1].get("rexpr")), (c[1].get("rexpr"), c[1].get("lexpr"))):
+                if self._settings_name_column(column, qualifiers) and _node_name(literal) == "A_Const":
+                    text = self.text(literal)
+                    if text is not None:
+                        return text, qualifiers
+        return None
+
+    @staticmethod
+    def _settings_name_column(obj: Any, qualifiers: frozenset[str]) -> bool:
+        ref = _node(obj)
+        if ref is None or ref[0] != "ColumnRef":
+            return False
+        names = _names(ref[1].get("fields") or [])
+        return len(names) == len(ref[1].get("fields") or []) and (
+            names == ["name"] or len(names) == 2 and names[0] in qualifiers and names[1] == "name")
 
     def _write(self, f: dict, scope: tuple, kind: str) -> None:
         self.kinds.add(kind)
@@ -1190,6 +1244,10 @@ class _Walker:
         self.calls.add(Call(schema, fname, nargs, "call", tuple(literal_sql), computed))
         if fname == "set_config" and schema in (None, "pg_catalog"):
             setting = self.text(args[0]) if args else None
+            if setting is None and args and self.settings_row is not None \
+                    and self._settings_name_column(args[0], self.settings_row[1]):
+                setting = self.settings_row[0]  # pg_settings' name, which the WHERE fixes
+                self.settings_from_catalog = True
             value = self.text(args[1]) if len(args) > 1 else None
             if setting is None:
                 self.kinds.add("role")  # a setting chosen at run time: assume the worst

@@ -431,6 +431,26 @@ CORPUS: list[Sql] = [
     S("CREATE TEMP TABLE tmp_ids AS SELECT id FROM orders WHERE amount > 100",
       refused={"demo": "no-ddl", "typical": "no-ddl"}),
     S("CREATE TEMP TABLE tmp_work (id int, note text)", refused={"demo": "no-ddl", "typical": "no-ddl"}),
+    # what ORMs and drivers send at connection
+    S("select pg_catalog.version()"),
+    S("select current_schema()"),
+    S("show transaction isolation level"),
+    S("show standard_conforming_strings"),
+    S("SELECT CAST('test plain returns' AS VARCHAR(60)) AS anon_1"),
+    S("SELECT t.oid, typarray FROM pg_type t JOIN pg_namespace ns ON typnamespace = ns.oid WHERE typname = 'hstore'"),
+    S("SELECT set_config('TimeZone', 'UTC', false)"),
+    S("SELECT pg_sleep(0.01)"),
+    # more reads and writes an agent makes
+    S("SELECT * FROM users WHERE id IN (SELECT user_id FROM orders WHERE amount > 400) ORDER BY id"),
+    S("SELECT u.* FROM users u ORDER BY u.id DESC LIMIT 3"),
+    S("SELECT count(DISTINCT user_id), min(created_at), max(amount) FROM orders"),
+    S("UPDATE users SET email = 'new4@example.com' WHERE id = 4"),
+    S("SELECT format('%%I.%%I', 'public', 'users'), quote_literal('it''s'), quote_ident('Name')"),
+    # a masked column in WHERE or ORDER BY: its rows would tell its values (an oracle)
+    S("SELECT id, name FROM users WHERE email = 'user3@example.com'",
+      refused={"typical": "contact", "masking": "contact"}),
+    S("SELECT id, name FROM users ORDER BY ssn LIMIT 3",
+      refused={"demo": "pii", "typical": "pii", "masking": "pii"}),
     # notifications: other sessions' listeners act on them (docs/analysis.md, round five)
     S("LISTEN jobs"),
     S("UNLISTEN *"),
@@ -524,6 +544,23 @@ META = [
 def test_psql_meta_commands(running, policy: str, command: str, expected: str):
     out = passed(psql(running, policy, "-c", command))
     assert expected in out, out
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_psql_c_with_several_statements(running, policy: str):
+    """`psql -c` sends its text as one Query: reads together pass; a write beside them under a
+    `rows_written` cap is refused (its count is per statement), saying to send it alone."""
+    out = passed(psql(running, policy, "-A", "-t", "-c", "SELECT count(*) FROM orders; SELECT count(*) FROM users"))
+    assert out.split() == ["500", out.split()[1]] and int(out.split()[1]) >= 50
+    mixed = psql(running, policy, "-c", "UPDATE scratch SET note = 'psql' WHERE id = 2; SELECT note FROM scratch "
+                                        "WHERE id = 2")
+    if policy == "masking":
+        passed(mixed)
+        return
+    assert mixed.returncode != 0 and "pgwarden: blocked:" in mixed.stderr, mixed.stderr
+    assert "HINT:" in mixed.stderr and "rule '" in mixed.stderr, mixed.stderr
+    for one in ("UPDATE scratch SET note = 'psql' WHERE id = 2", "SELECT note FROM scratch WHERE id = 2"):
+        passed(psql(running, policy, "-c", one))
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
@@ -770,6 +807,24 @@ def test_psycopg_session(running, policy: str, direct):
         assert conn.execute("FETCH NEXT FROM c").fetchone() == (16,)
         conn.execute("CLOSE c")
         conn.commit()
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_psycopg_type_registration(running, policy: str):
+    """psycopg's TypeInfo queries (what `register_enum`, `register_composite` and hstore's check
+    send on first use), then rows of those types."""
+    from psycopg.types import TypeInfo
+    from psycopg.types.composite import CompositeInfo, register_composite
+    from psycopg.types.enum import EnumInfo, register_enum
+
+    with connect(running, policy) as conn:
+        register_enum(EnumInfo.fetch(conn, "order_status"), conn)
+        info = CompositeInfo.fetch(conn, "money_pair")
+        register_composite(info, conn)
+        assert TypeInfo.fetch(conn, "hstore") is None  # not installed: the query answers nothing
+        status, price = conn.execute("SELECT status, price FROM tickets WHERE id = 2").fetchone()
+        assert status.name == "shipped" and price.currency == "EUR"
+        assert conn.execute("SELECT %s::order_status", (status,)).fetchone()[0] == status
 
 
 @pytest.mark.parametrize("policy", POLICY_NAMES)
@@ -1168,5 +1223,5 @@ def test_a_new_order_is_held_then_approved_under_the_demo_policy(running, direct
 
 
 def test_corpus_size():
-    assert len(CORPUS) >= 90 and len(META) >= 20
+    assert len(CORPUS) >= 110 and len(META) >= 20
     assert not [c for c in CORPUS if re.search(r"\bDROP\b|\bTRUNCATE\b", c.sql)]

@@ -484,7 +484,6 @@ _EXPECT_OWN_PARSE: Final = Expectation(_E_OWN_PARSE)
 _EXPECT_OWN_BIND: Final = Expectation(_E_OWN_BIND)
 _EXPECT_TPARSE: Final = Expectation(_E_TPARSE)
 _EXPECT_TBIND: Final = Expectation(_E_TBIND)
-_EXPECT_TEXECUTE: Final = Expectation(_E_TEXECUTE)
 # What `counting.own_run` is answered with before its Execute's answer.
 _OWN_RUN: Final = (Expectation(_E_OWN_CLOSE), Expectation(_E_OWN_CLOSE), _EXPECT_OWN_PARSE, _EXPECT_OWN_BIND)
 
@@ -1183,7 +1182,9 @@ class Relay:
         self._expect.append(_EXPECT_TPARSE)
         self._expect.append(_EXPECT_TBIND)
         self._expect.append(Expectation(_E_TDESCRIBE, text))
-        self._expect.append(_EXPECT_TEXECUTE)
+        # (the Query's text, as its Describe's: the answer's origin while its rows and messages
+        # come, for the masks; a shared one without it had them judged as of no statement)
+        self._expect.append(Expectation(_E_TEXECUTE, text))
         self._count_waiting = count
 
     def _send_check(self, count: _Count) -> None:
@@ -1726,7 +1727,7 @@ class Relay:
             target = head.target
             statement = getattr(target, "statement", target)
             return (statement.sql or None) if statement is not None else None, 0
-        if kind == _E_TDESCRIBE:
+        if kind == _E_TDESCRIBE or kind == _E_TEXECUTE:
             return head.target, 0
         if kind == _E_PARSE:
             return head.target.sql, 0

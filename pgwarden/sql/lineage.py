@@ -459,6 +459,9 @@ class _Rel:
     fallback: _Val | None = None
     # A function's result: its whole row may be one value (a jsonb), not a row of its columns.
     function_item: bool = False
+    # A table (relkind r or p) the catalog lists the columns of: (schema, name). A column it does
+    # not list is one added since the catalog was read, or none (the server says so): of this table.
+    stored: tuple[str, str] | None = None
 
     def find(self, name: str) -> _Val | None:
         found = [v for n, v in self.columns if n == name]
@@ -521,6 +524,31 @@ def _node(obj: Any) -> tuple[str, dict] | None:
 def _is_star(obj: Any) -> bool:
     n = _node(obj)
     return n is not None and n[0] == "A_Star"
+
+
+def _unnest_items(f: dict) -> list:
+    """A RangeFunction's function items, ``unnest(a, b, ...)`` expanded as the server expands it
+    (parse_clause.c, transformRangeFunction): an unqualified ``unnest`` of several arguments in
+    FROM, plain (no ORDER BY, FILTER, OVER, ``*``, DISTINCT, VARIADIC) and without a column
+    definition list, is ``ROWS FROM (pg_catalog.unnest(a), pg_catalog.unnest(b), ...)``: each
+    argument then is a one-argument ``unnest`` as lineage follows one (Django's index introspection
+    reads ``unnest(i.indkey, i.indoption)``, whose columns were of unknown origin before)."""
+    functions = f.get("functions") or []
+    if len(functions) != 1 or f.get("coldeflist"):
+        return functions
+    n = _node(functions[0])
+    items = n[1].get("items", []) if n is not None and n[0] == "List" else []
+    call = _node(items[0]) if items else None
+    if call is None or call[0] != "FuncCall" or (len(items) > 1 and items[1]):
+        return functions
+    fc = call[1]
+    args = fc.get("args") or []
+    if _names(fc.get("funcname")) != ["unnest"] or len(fc.get("funcname") or ()) != 1 or len(args) < 2 \
+            or any(fc.get(k) for k in ("agg_order", "agg_filter", "over", "agg_star", "agg_distinct",
+                                        "func_variadic", "agg_within_group")):
+        return functions
+    name = [{"String": {"sval": "pg_catalog"}}, {"String": {"sval": "unnest"}}]
+    return [{"List": {"items": [{"FuncCall": {**fc, "funcname": name, "args": [arg]}}, {}]}} for arg in args]
 
 
 def _str(obj: Any) -> str | None:
@@ -1117,7 +1145,9 @@ class _Walker:
                 columns, alike = _merge_alternatives([c or [] for c in columns_each])
             columns = _rename(columns, alias[1])
             rel = _Rel(alias[0] or name, columns, schema=schema or found[0].schema,
-                       system=all(r.kind in ("r", "p", "m", "f", "S", "t") for r in found), opaque=not alike)
+                       system=all(r.kind in ("r", "p", "m", "f", "S", "t") for r in found), opaque=not alike,
+                       stored=(found[0].schema, found[0].name) if len(found) == 1 and found[0].kind in ("r", "p")
+                       else None)
             return _Item([rel], columns, [] if alike else [rel])
         return self.unknown_item(schema, name, alias)
 
@@ -1196,7 +1226,7 @@ class _Walker:
         fn_scope = scope  # a function's arguments see the items before it, LATERAL or not
         single_name: str | None = None  # the item's name: its first function's, as the server names it
         fallback: _Val | None = None  # a result whose columns follow the arguments' types
-        for i, entry in enumerate(f.get("functions") or ()):
+        for i, entry in enumerate(_unnest_items(f)):
             n = _node(entry)
             items = n[1].get("items", []) if n is not None and n[0] == "List" else []
             call = items[0] if items else None
@@ -1246,7 +1276,10 @@ class _Walker:
         for arg in args:
             a = _node(arg)
             if a is None or not (a[0] == "A_ArrayExpr"
-                                 or a[0] == "TypeCast" and (a[1].get("typeName") or {}).get("arrayBounds")):
+                                 or a[0] == "TypeCast" and (a[1].get("typeName") or {}).get("arrayBounds")
+                                 # pg_catalog's own (the server's expansion of unnest(a, b) names it so):
+                                 # a base column of an array type is the anyarray overload's
+                                 or a[0] == "ColumnRef" and len(named) == 2 and self.an_array(a[1], scope)):
                 return None
         columns: Columns = []
         steering: list[_Val] = []
@@ -1931,7 +1964,35 @@ class _Walker:
                 return _Val(w.sources, False, opaque)
         if len(names) == 1 and names[0] in scope_params(scope):
             return _NONE
+        if len(names) == 1:
+            added = self.added_column(names[0], scope)
+            if added is not None:
+                return added
         return self._opaque_read()
+
+    @staticmethod
+    def added_column(name: str, scope: _Scope) -> _Val | None:
+        """An unqualified name no column in scope has, where every FROM item at every level is a
+        table whose columns the catalog lists: a column one of them has had added since the catalog
+        was read, or none at all (a typo: ``WHERE amout > 3``, which the server refuses, naming
+        it). Its sources are that column of each of those tables, which mask rules match by name
+        (``public.*.notes``) as any column's; it was a value of any column before, an oracle of
+        every masked one, refused in a WHERE of a table without any. None when an item may hold
+        columns lineage does not list (a sub-select, a function, a view, a join's alias): as before."""
+        sources: set[Source] = set()
+        s: _Scope | None = scope
+        while s is not None:
+            for item in s.items:
+                if item.open_rels:
+                    return None
+                for rel in item.rels:
+                    if rel.stored is None or rel.opaque or rel.unknown is not None or rel.fallback is not None:
+                        return None
+                    sources.add(Source(_schema(rel.stored[0]), rel.stored[1], name))
+            s = s.parent
+        if not sources:
+            return None
+        return _Val(frozenset(sources), len(sources) == 1, False)
 
     def _opaque_read(self) -> _Val:
         self.unknown_reads = True
@@ -2133,6 +2194,29 @@ class _Walker:
             if len(cols) != 1:
                 return False
             return _not_an_array(self.catalog.type(cols[0].type))
+        return False
+
+    def an_array(self, f: dict, scope: _Scope) -> bool:
+        """Whether a column reference is a base column of an array type (not a domain over one):
+        the catalog's own of an element type (``typarray``), and the two vector types."""
+        fields = f.get("fields") or []
+        names = _names(fields)
+        if len(names) != len(fields) or not names:
+            return False
+        v = self.lookup(names, scope)
+        if v is None or not v.direct or v.opaque or len(v.sources) != 1:
+            return False
+        (source,) = v.sources
+        for rel in self.catalog.relations_named(source.table):
+            if _schema(rel.schema) != source.schema:
+                continue
+            cols = [c for c in self.catalog.columns_of(rel.oid) or () if c.name == source.column]
+            if len(cols) != 1:
+                return False
+            t = self.catalog.type(cols[0].type)
+            # (int2vector and oidvector, pg_index's and pg_proc's: arrays no other type's typarray)
+            return t is not None and t.kind == "b" and (
+                bool(t.parts) or t.schema == "pg_catalog" and t.name in ("int2vector", "oidvector"))
         return False
 
     def names_no_array(self, type_name: dict) -> bool:

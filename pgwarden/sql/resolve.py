@@ -1309,6 +1309,13 @@ class _Resolver:
     def _settings(self, syntax: Syntax, kinds: set[str]) -> None:
         for name, value in syntax.settings + syntax.stored_settings:
             kinds |= self._setting_kinds(name, value)
+        if syntax.settings_from_catalog and (
+                self._qualified(None, "pg_settings") != {"pg_catalog.pg_settings"}
+                or any(_schema(op.schema) != "pg_catalog" for op in self.catalog.operators_named("="))):
+            # set_config(name, ...) of a pg_settings whose `name = '...'` fixed the name: only where
+            # both are the server's own (no relation of that name, no `=` of the database's own,
+            # on the path); else the name is any
+            kinds.add("unknown")
 
     def _fires_on(self, facts: RelationFacts, function: int) -> bool:
         """Whether a trigger of ``facts`` running ``function`` fires on the events of the writes

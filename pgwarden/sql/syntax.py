@@ -228,6 +228,11 @@ class Syntax:
     # read names them, "=name": by the operator `=`). The resolver refuses those a plain role may
     # not read (red team twelve).
     read_settings: tuple[str, ...] = ()
+    # A setting whose name set_config reads from pg_settings.name where the statement's WHERE fixes
+    # that name to a literal (pg_dump's `SELECT set_config(name, ..., false) FROM pg_settings WHERE
+    # name = 'restrict_nonsystem_relation_kind'`): judged as that setting, when pg_settings and `=`
+    # are the server's own (the resolver checks; else `unknown`).
+    settings_from_catalog: bool = False
 
 
 @attrs.frozen
@@ -451,6 +456,10 @@ class _Walker:
         self.read_settings: list[str] = []
         #: pg_settings / pg_show_all_settings() items a SELECT's FROM judged already (by id)
         self.settings_items: set[int] = set()
+        self.settings_from_catalog = False
+        # In a SELECT of pg_settings whose WHERE fixes its name to a literal: (that literal, the
+        # names that qualify the relation's columns), for set_config(name, ...) in its targets.
+        self.settings_row: tuple[str, frozenset[str]] | None = None
         #: PL/pgSQL variables in scope (a body's statements are walked knowing them)
         self.variables: frozenset[str] = frozenset()
         # While a condition is folded: the written table's columns (None: every unqualified
@@ -484,6 +493,7 @@ class _Walker:
             tuple(self.stored_settings),
             frozenset(self.operator_classes),
             tuple(dict.fromkeys(self.read_settings)),
+            self.settings_from_catalog,
         )
 
     def merge(self, other: Syntax) -> None:
@@ -496,6 +506,7 @@ class _Walker:
         self.prepares += other.prepares
         self.executes += other.executes
         self.settings += other.settings
+        self.settings_from_catalog = self.settings_from_catalog or other.settings_from_catalog
         self.read_write = self.read_write or other.read_write
         self.defines += other.defines
         self.deallocates += other.deallocates
@@ -965,10 +976,44 @@ class _Walker:
             rel = into.get("rel") if isinstance(into, dict) else None
             if isinstance(rel, dict):
                 self._relation(rel, (), written=True)
-        for key, value in f.items():
-            if key in ("withClause", "intoClause") or not isinstance(value, (dict, list)):
-                continue
-            self.expr(value, inner)
+        # (only its targets: they are computed for the rows the WHERE keeps, where a condition's
+        # operands may be computed for any row, in any order)
+        outer_row, row = self.settings_row, self._settings_row(f, inner)
+        try:
+            for key, value in f.items():
+                if key in ("withClause", "intoClause") or not isinstance(value, (dict, list)):
+                    continue
+                self.settings_row = row if key == "targetList" else None
+                self.expr(value, inner)
+        finally:
+            self.settings_row = outer_row
+
+    def _settings_row(self, f: dict, scope: tuple) -> tuple[str, frozenset[str]] | None:
+        """A SELECT whose one FROM item is pg_settings (not a WITH item of that name) and whose
+        WHERE, at its top level, is or ANDs ``name = 'literal'``: the literal, and the names that
+        qualify the relation's columns. Its rows' ``name`` is that literal."""
+        items = f.get("fromClause") or []
+        rel = _node(items[0]) if len(items) == 1 else None
+        if rel is None or rel[0] != "RangeVar" or rel[1].get("relname") != "pg_settings" \
+                or rel[1].get("schemaname") not in (None, "pg_catalog") \
+                or rel[1].get("schemaname") is None and "pg_settings" in scope:
+            return None
+        alias = (rel[1].get("alias") or {}).get("aliasname")
+        qualifiers = frozenset({alias} if alias else {"pg_settings"})
+        named = self._setting_names(f.get("whereClause"), [["name"], *([q, "name"] for q in qualifiers)])
+        # (one setting only: `name IN ('a', 'b')` would make set_config(name, ...) set both)
+        if named is not None and len(named) == 1:
+            return named[0], qualifiers
+        return None
+
+    @staticmethod
+    def _settings_name_column(obj: Any, qualifiers: frozenset[str]) -> bool:
+        ref = _node(obj)
+        if ref is None or ref[0] != "ColumnRef":
+            return False
+        names = _names(ref[1].get("fields") or [])
+        return len(names) == len(ref[1].get("fields") or []) and (
+            names == ["name"] or len(names) == 2 and names[0] in qualifiers and names[1] == "name")
 
     def _settings_read(self, f: dict, scope: tuple) -> None:
         """What a SELECT reading pg_settings (or pg_show_all_settings()) in its FROM reads of the
@@ -1323,6 +1368,10 @@ class _Walker:
             self.read_settings.append("*")
         if fname == "set_config" and schema in (None, "pg_catalog"):
             setting = self.text(args[0]) if args else None
+            if setting is None and args and self.settings_row is not None \
+                    and self._settings_name_column(args[0], self.settings_row[1]):
+                setting = self.settings_row[0]  # pg_settings' name, which the WHERE fixes
+                self.settings_from_catalog = True
             value = self.text(args[1]) if len(args) > 1 else None
             if setting is None:
                 self.kinds.add("role")  # a setting chosen at run time: assume the worst

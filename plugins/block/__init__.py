@@ -190,9 +190,37 @@ def _hint(rule, hit: list[str], statement) -> str:
         verb = "DELETE" if "delete" in statement.kinds else "UPDATE"
         return f"{verb} needs a WHERE clause that selects the rows to change; reads are allowed."
     if "unknown" in hit:
+        why = _unknown_why(statement)
+        if why is not None:
+            return f"pgwarden could not tell what this statement does: {why}."
         return ("pgwarden could not tell what this statement does (it does not parse, or it calls a function or "
                 "operator the catalog does not know, or runs SQL built at run time); write it plainly.")
     return "This statement is refused by policy; reads (SELECT) may be allowed, ask an operator for anything else."
+
+
+def _unknown_why(statement) -> str | None:
+    """Why a statement is `unknown`, when it is one of the two reasons an agent trips over: its text
+    does not parse (a typo), or it calls functions of names the catalog has none of (a misspelt
+    name, an extension not installed). From what every statement of its shape has alike (the memo
+    of verdicts is shared by statements that differ in constants only): never its constants."""
+    try:
+        from pglast.parser import ParseError, parse_sql
+
+        try:
+            parse_sql(statement.sql)
+        except ParseError:
+            return "it does not parse (a syntax error: pgwarden reads it with PostgreSQL's own parser); fix its syntax"
+        catalog = statement.context.catalog if statement.context is not None else None
+        if catalog is None:
+            return None
+        missing = sorted(f for f in statement.analysis.functions if not catalog.functions_named(f.split(".")[-1]))
+    except Exception:  # noqa: BLE001 - only a hint: the general one
+        return None
+    if not missing:
+        return None
+    names = ", ".join(f"{name}()" for name in missing)
+    return (f"the database has no function named {names} (a misspelt name, or an extension that is not "
+            f"installed?); use one the database has")
 
 
 class Blocking:

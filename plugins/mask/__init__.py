@@ -126,6 +126,33 @@ def _withheld(sqlstate: str) -> str:
     return f"pgwarden: message withheld: the statement reads masked columns{said}"
 
 
+# What a notification's payload says when it is withheld (`pgwarden.results` hands a payload to
+# the message masks as a message with severity NOTIFY and no SQLSTATE).
+NOTIFICATION_WITHHELD = ("pgwarden: payload withheld: another session's notification may carry masked values "
+                         "(this session has masked columns); the channel is kept")
+
+# Errors the server raises while it analyses the statement's own text, before it runs anything:
+# an unknown column, table, or function or operator. They carry the statement's position (P) and
+# neither a context (W) nor an internal query (p, q), which errors of code the statement runs
+# (a function's body, SQL built at run time: query_to_xml's, PL/pgSQL's EXECUTE) carry instead.
+_PARSE_ANALYSIS_ERRORS = frozenset({"42703", "42P01", "42883"})
+_QUOTED = re.compile(r'"((?:[^"]|"")*)"')
+
+
+def _of_the_text(fields: Fields, sql: str) -> bool:
+    """Whether an error's message is one the server gave while analysing the statement's own text,
+    every name it quotes written in that text: a typo's ``column "nme" does not exist`` (what an
+    agent corrects itself by), not a value (``ssn::regclass`` fails as it runs, without a
+    position; a value the runtime parses, ``ssn::regtype``, fails with a position but as a syntax
+    error, 42601, which is not among these)."""
+    codes = dict(fields)
+    if codes.get("C") not in _PARSE_ANALYSIS_ERRORS or not codes.get("P", "").isdigit():
+        return False
+    if any(code in codes for code in "Wpq"):
+        return False
+    return all(name.replace('""', '"') in sql for name in _QUOTED.findall(codes.get("M", "")))
+
+
 def _refuses(rule: MaskRule, clause: str) -> bool:
     """Whether ``rule`` refuses its column's use in ``clause``: every use unless ``oracle: allow``;
     a value written to a table always (it comes back from there in clear: no comparison, the
@@ -751,14 +778,20 @@ class Masking:
 
         def rewrite(fields: Fields) -> Fields:
             out = []
-            sqlstate = dict(fields).get("C", "")
+            codes = dict(fields)
+            sqlstate = codes.get("C", "")
+            # the message alone of an error in the statement's own text (detail, hint: withheld)
+            withhold = reads_masked and not (statement is not None and _of_the_text(fields, statement.sql))
             for code, text in fields:
                 if code in _CODE_FIELDS:
                     out.append((code, text))
                     continue
-                if reads_masked:
+                if withhold:
                     if code == "M":
-                        out.append((code, _withheld(sqlstate)))
+                        notification = statement is None and not sqlstate and codes.get("V") == "NOTIFY"
+                        out.append((code, NOTIFICATION_WITHHELD if notification else _withheld(sqlstate)))
+                    continue
+                if reads_masked and code != "M":
                     continue
                 raw = text.encode()
                 if (scanner.prefilter is None or scanner.prefilter.passes(raw)) and scanner.candidate(raw):

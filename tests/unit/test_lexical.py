@@ -134,3 +134,72 @@ def test_the_statement_cache_keeps_readings_under_other_lexer_settings_apart():
 ])
 def test_text_that_cannot_name_a_setting_change_is_not_parsed_for_it(sql, may):
     assert lexical.may_change(sql) is may
+
+
+# pg_dump (15.8 on) sets restrict_nonsystem_relation_kind only where the server has it:
+PG_DUMP_SETTING = ("SELECT set_config(name, 'view, foreign-table', false) FROM pg_settings "
+                   "WHERE name = 'restrict_nonsystem_relation_kind'")
+
+
+def test_a_setting_named_by_pg_settings_where_its_where_fixes_the_name_is_that_setting():
+    """The name set_config reads from pg_settings is the literal its WHERE fixes: pg_dump's
+    statement is a change of restrict_nonsystem_relation_kind (refused before as a name computed
+    at run time), and the same form naming a guarded setting is judged as that setting."""
+    assert refusal(PG_DUMP_SETTING) is None
+    assert Statement(PG_DUMP_SETTING).analysis.settings == (("restrict_nonsystem_relation_kind",
+                                                             "view, foreign-table"),)
+    assert "role" not in Statement(PG_DUMP_SETTING).analysis.kinds
+    assert refusal("SELECT set_config(s.name, 'work_mem', false) FROM pg_catalog.pg_settings AS s "
+                   "WHERE s.name = 'work_mem' AND s.context = 'user'") is None
+    r = refusal("SELECT set_config(name, 'SQL_ASCII', false) FROM pg_settings WHERE name = 'client_encoding'")
+    assert r is not None and r.message == "pgwarden: blocked: client_encoding cannot be changed during the session"
+    assert "system" in Statement("SELECT set_config(name, 'off', false) FROM pg_settings "
+                                 "WHERE name = 'transaction_read_only'").analysis.kinds
+
+
+@pytest.mark.parametrize("sql", [
+    # the WHERE does not fix the name: another conjunct, an OR, a pattern
+    "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name = 'work_mem' OR true",
+    "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name LIKE 'work%'",
+    "SELECT set_config(name, 'x', false) FROM pg_settings WHERE name <> 'work_mem'",
+    # set_config in the WHERE (computed for any row, in any order) or in another select
+    "SELECT 1 FROM pg_settings WHERE name = 'work_mem' AND set_config(name, 'SQL_ASCII', false) = 'x'",
+    "SELECT (SELECT set_config(name, 'x', false) FROM (VALUES ('role')) v(name)) FROM pg_settings "
+    "WHERE name = 'work_mem'",
+    # pg_settings not the server's: a WITH item, another FROM item beside it, another column
+    "WITH pg_settings AS (SELECT 'role' AS name) SELECT set_config(name, 'x', false) FROM pg_settings "
+    "WHERE name = 'work_mem'",
+    "SELECT set_config(name, 'x', false) FROM pg_settings, (VALUES ('role')) v(n) WHERE name = 'work_mem'",
+    "SELECT set_config(setting, 'x', false) FROM pg_settings WHERE name = 'work_mem'",
+    "SELECT set_config(name, 'x', false) FROM public.pg_settings WHERE name = 'work_mem'",
+])
+def test_a_setting_named_by_pg_settings_otherwise_is_computed(sql):
+    r = refusal(sql)
+    assert r is not None and r.message.startswith("pgwarden: blocked: set_config with a setting name computed"), sql
+
+
+def test_a_pg_settings_of_the_database_s_own_on_the_path_makes_the_name_unknown():
+    """A relation named pg_settings in a schema on the path (it may come first: `SET search_path =
+    public, pg_catalog`), or an `=` operator of the database's own: the WHERE fixes nothing, and
+    the statement is `unknown` (refused by the block plugin)."""
+    from pgwarden.catalog import builtin_catalog
+    from pgwarden.catalog.model import Catalog, OperatorFacts, RelationFacts
+    from pgwarden.sql.context import SqlContext
+
+    base = builtin_catalog()
+    attributes = [(r.oid, [c.name for c in cols], [c.type for c in cols])
+                  for r in base.relations for cols in [base.columns_of(r.oid)] if cols is not None]
+
+    def context(relations=(), operators=()) -> SqlContext:
+        catalog = Catalog(functions=base.functions, relations=[*base.relations, *relations],
+                          operators=[*base.operators, *operators], types=base.types,
+                          attributes=attributes + [(r.oid, ["name"], [25]) for r in relations],
+                          settings=base.settings, schemas=base.schemas | {"public"}, source="test", complete=True)
+        return SqlContext(catalog, search_path=("public", "pg_catalog"))
+
+    assert "unknown" not in Statement(PG_DUMP_SETTING, context=context()).analysis.kinds
+    shadow = context(relations=[RelationFacts(30001, "public", "pg_settings", "r")])
+    assert "unknown" in Statement(PG_DUMP_SETTING, context=shadow).analysis.kinds
+    equals = base.operators_named("=")[0]
+    own = context(operators=[OperatorFacts(30002, "public", "=", equals.function, 25, 25)])
+    assert "unknown" in Statement(PG_DUMP_SETTING, context=own).analysis.kinds

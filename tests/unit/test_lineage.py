@@ -297,3 +297,59 @@ def test_a_row_level_policys_condition_is_the_statements():
         assert OracleUse(users("ssn"), "policy") in lin.oracles, sql
         assert users("ssn") in (lin.reads or ())
     assert OracleUse(Source("public", "guesses", "g"), "policy") in one("SELECT 1 FROM guesses", ctx).oracles
+
+
+# ---------------------------------------------------------------------- ordinary work (2026-12-07)
+
+
+def pg_index(column: str) -> Source:
+    return Source("pg_catalog", "pg_index", column)
+
+
+def test_unnest_of_several_columns_is_the_servers_rows_from():
+    """``unnest(a, b)`` in FROM is ``ROWS FROM (pg_catalog.unnest(a), pg_catalog.unnest(b))``: each
+    column from its own array (Django's index introspection), through a sub-select's ``*`` too."""
+    lin = one("SELECT koi.key, koi.option, koi.n FROM pg_index i, unnest(i.indkey, i.indoption) "
+              "WITH ORDINALITY koi(key, option, n)")
+    assert [(o.name, o.sources, o.opaque) for o in lin.outputs] == [
+        ("key", {pg_index("indkey")}, False), ("option", {pg_index("indoption")}, False), ("n", set(), False)]
+    lin = one("SELECT CASE (option & 1) WHEN 1 THEN 'DESC' END FROM (SELECT * FROM pg_index i, "
+              "unnest(i.indkey, i.indoption) koi(key, option)) idx")
+    assert not lin.opaque and lin.outputs[0].sources == {pg_index("indoption")}
+    assert OracleUse(pg_index("indoption"), "CASE") in lin.oracles or any(
+        o.source == pg_index("indoption") for o in lin.oracles)
+
+
+def test_unnest_of_a_masked_column_beside_another_keeps_its_source_and_oracles():
+    lin = one("SELECT x.a FROM users u, unnest(ARRAY[u.ssn], ARRAY[u.id]) x(a, b) WHERE x.b = 1")
+    assert lin.outputs[0].sources == {users("ssn")}
+    assert OracleUse(users("id"), "WHERE") in lin.oracles
+    lin = one("SELECT x.b FROM users u, unnest(ARRAY[u.id], ARRAY[u.ssn]) x(a, b) WHERE x.b LIKE '1%'")
+    assert OracleUse(users("ssn"), "WHERE") in lin.oracles
+    # an array computed from a masked value: how many rows it makes is an oracle of it
+    lin = one("SELECT x.a FROM users u, unnest(ARRAY[1], string_to_array(u.ssn, '-')) x(a, b)")
+    assert any(o.source == users("ssn") and o.clause == "rows" for o in lin.oracles)
+
+
+def test_a_qualified_unnest_of_several_arguments_is_not_expanded():
+    """The server expands only an unqualified ``unnest``: ``pg_catalog.unnest(a, b)`` is a function
+    of two arguments, which it does not have (an error), and a schema's own ``unnest`` is its own."""
+    lin = one("SELECT x.a FROM pg_index i, public.unnest(i.indkey, i.indoption) x(a, b)")
+    assert lin.outputs[0].opaque
+
+
+def test_a_name_of_no_column_of_known_tables_is_a_column_of_each():
+    """A typo, or a column added since the catalog was read: that column of the tables in scope
+    (mask rules match it by name), not a value of any column."""
+    lin = one("SELECT id FROM users WHERE nmae = 'x'")
+    assert lin.oracles == (OracleUse(users("nmae"), "WHERE"),) and not lin.opaque
+    lin = one("SELECT nmae FROM users u JOIN pg_index i ON true")
+    assert lin.outputs[0].sources == {users("nmae"), pg_index("nmae")} and not lin.outputs[0].opaque
+
+
+def test_a_name_of_no_column_beside_a_sub_select_stays_untraced():
+    """A sub-select, a function, a view's alias may hold columns lineage does not list: as before."""
+    for sql in ("SELECT nmae FROM (SELECT * FROM users) s",
+                "SELECT nmae FROM users, (SELECT 1 AS one) s",
+                "SELECT nmae FROM users, generate_series(1, 2) g"):
+        assert one(sql).outputs[0].opaque, sql

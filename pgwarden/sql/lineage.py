@@ -2177,47 +2177,38 @@ class _Walker:
                 out.append(self.read(self.expr(element, scope)))
         return _union(out)
 
-    def not_an_array(self, f: dict, scope: _Scope) -> bool:
-        """Whether a column reference is a base column of a type that is not an array."""
+    def _base_column_type(self, f: dict, scope: _Scope) -> tuple[bool, TypeFacts | None]:
+        """(True, its type or None) for a column reference that is one base column of a table
+        the catalog knows with one column of that name, else (False, None)."""
         fields = f.get("fields") or []
         names = _names(fields)
         if len(names) != len(fields) or not names:
-            return False
+            return False, None
         v = self.lookup(names, scope)
         if v is None or not v.direct or v.opaque or len(v.sources) != 1:
-            return False
+            return False, None
         (source,) = v.sources
         for rel in self.catalog.relations_named(source.table):
             if _schema(rel.schema) != source.schema:
                 continue
             cols = [c for c in self.catalog.columns_of(rel.oid) or () if c.name == source.column]
             if len(cols) != 1:
-                return False
-            return _not_an_array(self.catalog.type(cols[0].type))
-        return False
+                return False, None
+            return True, self.catalog.type(cols[0].type)
+        return False, None
+
+    def not_an_array(self, f: dict, scope: _Scope) -> bool:
+        """Whether a column reference is a base column of a type that is not an array."""
+        known, t = self._base_column_type(f, scope)
+        return known and _not_an_array(t)
 
     def an_array(self, f: dict, scope: _Scope) -> bool:
         """Whether a column reference is a base column of an array type (not a domain over one):
         the catalog's own of an element type (``typarray``), and the two vector types."""
-        fields = f.get("fields") or []
-        names = _names(fields)
-        if len(names) != len(fields) or not names:
-            return False
-        v = self.lookup(names, scope)
-        if v is None or not v.direct or v.opaque or len(v.sources) != 1:
-            return False
-        (source,) = v.sources
-        for rel in self.catalog.relations_named(source.table):
-            if _schema(rel.schema) != source.schema:
-                continue
-            cols = [c for c in self.catalog.columns_of(rel.oid) or () if c.name == source.column]
-            if len(cols) != 1:
-                return False
-            t = self.catalog.type(cols[0].type)
-            # (int2vector and oidvector, pg_index's and pg_proc's: arrays no other type's typarray)
-            return t is not None and t.kind == "b" and (
-                bool(t.parts) or t.schema == "pg_catalog" and t.name in ("int2vector", "oidvector"))
-        return False
+        known, t = self._base_column_type(f, scope)
+        # (int2vector and oidvector, pg_index's and pg_proc's: arrays no other type's typarray)
+        return known and t is not None and t.kind == "b" and (
+            bool(t.parts) or t.schema == "pg_catalog" and t.name in ("int2vector", "oidvector"))
 
     def names_no_array(self, type_name: dict) -> bool:
         """Whether a cast's type is not an array (nor a domain, which may be over one)."""

@@ -115,9 +115,13 @@ policies:
     default: allow                # what no rule below matches: reads, filtered writes
     rules:
       - name: no-ddl
-        block: {{statements: [ddl, truncate, grant, role, system]}}
+        block: {{statements: [ddl, truncate, grant]}}
         reason: {_q(NO_DDL_REASON)}
         hint: {_q(NO_DDL_HINT)}
+      - name: no-administration    # roles, server settings, administrators' functions and relations
+        block: {{statements: [role, system]}}
+        reason: "the server's administration is an operator's"
+        hint: "Reads of the application's tables and filtered writes are allowed; ask an operator for the rest."
       - name: no-server-access     # the server's programs and files
         block: {{statements: [copy_program, copy_file, server_files]}}
         hint: "COPY ... TO STDOUT and COPY ... FROM STDIN are allowed."

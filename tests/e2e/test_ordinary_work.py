@@ -611,9 +611,10 @@ def test_pg_dump_of_the_schema(running, policy: str):
         return
     if policy == "demo":
         # A role that is no superuser counts the database's subscriptions (pg_subscription: an
-        # administrators' relation, `system`, which the demo's `no-ddl` blocks); --no-subscriptions
-        # leaves that out
-        assert done.returncode != 0 and "rule 'no-ddl'" in done.stderr and "pg_subscription" in done.stderr
+        # administrators' relation, `system`, which the demo's `no-administration` blocks);
+        # --no-subscriptions leaves that out
+        assert done.returncode != 0 and "rule 'no-administration'" in done.stderr and "pg_subscription" in done.stderr
+        assert "the server's administration is an operator's" in done.stderr, done.stderr
         done = pg_dump(running, policy, "--schema-only", "--no-subscriptions")
     assert done.returncode == 0, done.stderr
     assert "CREATE TABLE public.orders" in done.stdout and "CREATE TYPE public.order_status" in done.stdout

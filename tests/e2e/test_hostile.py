@@ -1015,6 +1015,15 @@ def read_catalog_again(hostile, why: str) -> None:
     hostile.call(hostile.app.catalog.fresh)
 
 
+def made(hostile, server, *sqls: str) -> None:
+    """``sqls`` run on the direct connection (as the database's owner would), then the running
+    pgwarden's catalog read again."""
+    server.reset()
+    for sql in sqls:
+        server.conn.execute(sql)
+    read_catalog_again(hostile, "objects made by the test")
+
+
 def run_policy(hostile, policy: str, protocol: str, *sqls: str) -> list[list]:
     """``sqls`` in one session of an agent of ``policy``'s group (`GROUPS`): each one's answer."""
     agent = Agent(hostile, GROUPS[policy], protocol)

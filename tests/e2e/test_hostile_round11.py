@@ -105,11 +105,7 @@ hostile_db, server, hostile = test_hostile.hostile_db, test_hostile.server, test
 PROTOCOLS = ["extended"] if thin() else ["simple", "extended"]  # (pgwarden.testing.matrix)
 
 
-def _made(hostile, server, *sqls: str) -> None:
-    server.reset()
-    for sql in sqls:
-        server.conn.execute(sql)
-    read_catalog_again(hostile, "rt11 objects made")
+_made = test_hostile.made
 
 
 THINGS = "SELECT count(*) FROM public.things"

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import pytest
 import test_hostile
-from test_hostile import DB, assert_refused, errors, read_catalog_again
+from test_hostile import DB, assert_refused, errors
 from test_hostile import data_rows as _rows
 from test_hostile import first_value as _one
 from test_hostile import run_policy as _run
@@ -68,11 +68,7 @@ hostile_db, server, hostile = test_hostile.hostile_db, test_hostile.server, test
 PROTOCOLS = ["extended"] if thin() else ["simple", "extended"]  # (pgwarden.testing.matrix)
 
 
-def _made(hostile, server, *sqls: str) -> None:
-    server.reset()
-    for sql in sqls:
-        server.conn.execute(sql)
-    read_catalog_again(hostile, "rt12 objects made")
+_made = test_hostile.made
 
 
 # ---------------------------------------------------------------------- settings only the privileged may read

@@ -18,15 +18,21 @@ POLICY = [{"name": "p", "when": {"groups": ["ai-agents"]}, "rules": [
 ]}]
 
 
-@pytest.fixture
-def approving(make_pgwarden, hostile_db, server):
+def _approvals_pgwarden(make_pgwarden, server, policies):
+    """A pgwarden with ``policies`` and approvals by the group dba, its admin port open; the
+    objects of these tests dropped before and after."""
     server.reset()
     _drop(server)
-    running = make_pgwarden(policies=POLICY, upstream={"database": DB},
+    running = make_pgwarden(policies=policies, upstream={"database": DB},
                             approvals={"approver_groups": ["dba"], "timeout_s": 30})
     running.admin = running.call(running.app.listen_admin).getHost().port
     yield running
     _drop(server)
+
+
+@pytest.fixture
+def approving(make_pgwarden, hostile_db, server):
+    yield from _approvals_pgwarden(make_pgwarden, server, POLICY)
 
 
 def _drop(server):
@@ -155,13 +161,7 @@ HOLD_POLICY = [{"name": "p", "when": {"groups": ["ai-agents"]}, "rules": [
 
 @pytest.fixture
 def holding(make_pgwarden, hostile_db, server):
-    server.reset()
-    _drop(server)
-    running = make_pgwarden(policies=HOLD_POLICY, upstream={"database": DB},
-                            approvals={"approver_groups": ["dba"], "timeout_s": 30})
-    running.admin = running.call(running.app.listen_admin).getHost().port
-    yield running
-    _drop(server)
+    yield from _approvals_pgwarden(make_pgwarden, server, HOLD_POLICY)
 
 
 def _wait_pending(running):

@@ -276,6 +276,13 @@ WHERE (n.nspname::text, t.relname::text) IN
       (SELECT * FROM ROWS FROM (pg_catalog.unnest(%s::text[]), pg_catalog.unnest(%s::text[])))"""
 
 
+#: Whether a schema but pg_catalog has a function named as an order-blind aggregate
+#: (`plans.ORDERLESS_AGGREGATES`): one on the session's search_path would print as the built-in does.
+_SHADOWED = """
+SELECT EXISTS (SELECT FROM pg_catalog.pg_proc
+               WHERE proname::text = ANY (%s::text[]) AND pronamespace <> 'pg_catalog'::pg_catalog.regnamespace)"""
+
+
 def _scanned(node: dict[str, Any]) -> tuple[str, str] | None:
     """The relation a scan node reads, as (schema, name); None for other nodes."""
     kind = str(node.get("Node Type", ""))
@@ -297,7 +304,15 @@ def _with_index_keys(conn: Any, explained: object, unseen: tuple[str, ...] = ())
       for its first rows; the statistics change after this answer was kept);
     * the first entry gets the indexes of ``unseen`` (`UNSEEN_INDEXES`, by ``schema.table``): the
       tables code the statement runs reads in plans of its own (a function's body)."""
-    from pgwarden.catalog.plans import INDEX_KEYS, RELATION_INDEXES, UNIQUE_KEYS, UNSEEN_INDEXES, plan_nodes
+    from pgwarden.catalog.plans import (
+        BUILTIN_AGGREGATES,
+        INDEX_KEYS,
+        ORDERLESS_AGGREGATES,
+        RELATION_INDEXES,
+        UNIQUE_KEYS,
+        UNSEEN_INDEXES,
+        plan_nodes,
+    )
 
     scans = [(node, relation) for node in plan_nodes(explained) if (relation := _scanned(node)) is not None]
     hidden = sorted({(schema, name) for schema, _, name in (t.partition(".") for t in unseen) if name})
@@ -309,6 +324,12 @@ def _with_index_keys(conn: Any, explained: object, unseen: tuple[str, ...] = ())
     try:
         conn.execute("SET LOCAL search_path TO pg_catalog")  # (not the session's: its operators, its functions)
         rows = conn.execute(_INDEXES, ([w[0] for w in wanted], [w[1] for w in wanted])).fetchall()
+        aggregates = [node for node in plan_nodes(explained)
+                      if node.get("Node Type") == "Aggregate" and node.get("Strategy") == "Plain"]
+        if aggregates and scans:
+            row = conn.execute(_SHADOWED, (sorted(ORDERLESS_AGGREGATES),)).fetchone()
+            for node in aggregates:
+                node[BUILTIN_AGGREGATES] = row is not None and row[0] is False
     except psycopg.errors.Error as e:
         # (pgwarden's own question failing, not the statement: never a refusal left to lineage)
         return PlanUnavailable(f"the index keys could not be read: {type(e).__name__}")

@@ -64,6 +64,22 @@ RELATION_INDEXES = "pgwarden Relation Indexes"
 #: ... and to the first entry of the plans: the indexes of the tables code the statement runs
 #: reads in plans of its own (a function's body), by ``schema.table``
 UNSEEN_INDEXES = "pgwarden Unseen Indexes"
+#: ... and to a plain Aggregate node: True when no schema but pg_catalog has a function of the
+#: names `ORDERLESS_AGGREGATES` lists (an aggregate of the agent's own, on the search_path before
+#: pg_catalog, would print the same, and its code sees the rows in their order)
+BUILTIN_AGGREGATES = "pgwarden Builtin Aggregates"
+
+#: Aggregates whose value does not depend on the order of the rows they see.
+ORDERLESS_AGGREGATES = frozenset({"count", "min", "max", "bool_and", "bool_or", "every"})
+
+#: The nodes an order-blind aggregate's input may pass through: scans, and a Gather (whose own
+#: order is the workers').
+_ORDERLESS_BELOW = frozenset({"Aggregate", "Gather", "Index Scan", "Index Only Scan", "Seq Scan",
+                              "Bitmap Heap Scan", "Bitmap Index Scan"})
+
+#: The expressions of such a node evaluated once per scan, not per row: an index's conditions
+#: (their operators an operator class's, which only a superuser makes).
+_PER_SCAN = frozenset({"Index Cond", "Recheck Cond"})
 
 #: An index as `PlanUses` lists it: its key columns, every column it holds.
 Index = tuple[tuple[Source, ...], tuple[Source, ...]]
@@ -225,6 +241,25 @@ class _Reader:
                 return True
         return False
 
+    def index_physical(self, node: dict[str, Any], output: Sequence[str]) -> bool:
+        """Whether ``output`` is every column the index of the index only scan ``node`` holds (its
+        physical target list: ``count(*)`` over it prints the index's columns, and takes none)."""
+        keys = node.get(INDEX_KEYS)
+        if node.get("Node Type") != "Index Only Scan" or not isinstance(keys, list) or not output:
+            return False
+        alias = str(node.get("Alias", ""))
+        named = set()
+        for entry in output:
+            tokens = [text for _, text in _tokens(entry)]
+            if len(tokens) == 1:
+                named.add(_name(tokens[0]))
+            elif len(tokens) == 3 and _name(tokens[0]) == alias and tokens[1] == ".":
+                named.add(_name(tokens[2]))
+            else:
+                return False
+        return any(isinstance(index, list) and len(index) == 2 and index[0] == keys and set(index[1]) == named
+                   for index in node.get(RELATION_INDEXES) or ())
+
     @staticmethod
     def _is_column(entry: str, alias: str, column: str) -> bool:
         tokens = [text for _, text in _tokens(entry)]
@@ -232,14 +267,19 @@ class _Reader:
             return _name(tokens[0]) == column
         return len(tokens) == 3 and _name(tokens[0]) == alias and tokens[1] == "." and _name(tokens[2]) == column
 
-    def node(self, node: dict[str, Any], top: bool, sorted_by: tuple[list[str], ...] | None = None) -> None:
+    def node(self, node: dict[str, Any], top: bool, sorted_by: tuple[list[str], ...] | None = None,
+             orderless: bool = False) -> None:
         """Reads ``node``; ``sorted_by``: the sort keys (as tokens) of a Sort above it that every
-        row it returns goes through (`_PASSING` nodes between), else None."""
+        row it returns goes through (`_PASSING` nodes between), else None; ``orderless``: below an
+        aggregate the order of its rows cannot change (`_orderless`)."""
         kind = node.get("Node Type")
         below = sorted_by if kind in _PASSING else None
         if kind == "Sort":
             below = tuple([text for _, text in _tokens(str(k))] for k in node.get("Sort Key", ()) or ())
+        orderless = orderless or kind == "Aggregate" and _orderless(node)
         for key, value in node.items():
+            if orderless and key in (INDEX_KEYS, RELATION_INDEXES):
+                continue
             if key == INDEX_KEYS:
                 if not _unique_sort(node, sorted_by):
                     relation = (str(node.get("Schema", "")), str(node.get("Relation Name", "")))
@@ -256,9 +296,9 @@ class _Reader:
                 for child in value:
                     relationship = child.get("Parent Relationship")
                     self.node(child, relationship in _RESULTS,
-                              below if relationship not in ("InitPlan", "SubPlan") else None)
+                              below if relationship not in ("InitPlan", "SubPlan") else None, orderless)
             elif key == "Output":
-                if top or not self.physical(value):
+                if top or not (self.physical(value) or self.index_physical(node, value)):
                     for expression in value:
                         self.reads |= self.references(expression)
             elif key in _ARGUMENTS:
@@ -269,6 +309,58 @@ class _Reader:
                     used = self.references(expression)
                     self.reads |= used
                     self.tests |= used
+
+
+def _orderless(aggregate: dict[str, Any]) -> bool:
+    """Whether the plain Aggregate ``aggregate`` makes one row whose value no order of the rows it
+    reads could change: only `ORDERLESS_AGGREGATES` of plain columns (``count(*)``, ``max(id)``),
+    of scans and Gathers with no other per-row expression (no filter, no function, no operator:
+    code that sees the rows one by one in their order, and could leave that order in a setting or
+    a notice). Its scans' order is then no oracle, whichever index another plan takes: a count over
+    an index only scan of ``(name, ssn)`` after a VACUUM (red team twelve's false refusal)."""
+    if aggregate.get("Strategy") != "Plain" or aggregate.get(BUILTIN_AGGREGATES) is not True:
+        return False
+    for node in _nodes(aggregate):
+        if node.get("Node Type") not in _ORDERLESS_BELOW or \
+                node.get("Node Type") == "Aggregate" and node.get("Strategy") != "Plain":
+            return False
+        for key, value in node.items():
+            if key in _NOT_EXPRESSIONS or key in _PER_SCAN or key in (INDEX_KEYS, RELATION_INDEXES, UNIQUE_KEYS,
+                                                                      BUILTIN_AGGREGATES):
+                continue
+            if key != "Output" and any(_strings(value)):
+                return False
+        if not all(_plain_aggregate(expression) for expression in _strings(node.get("Output", ()))):
+            return False
+    return True
+
+
+def _plain_aggregate(expression: str) -> bool:
+    """Whether ``expression`` (an output list's entry) is a column, or `ORDERLESS_AGGREGATES` of a
+    column or of ``*``: names, dots, parentheses and commas, a ``*`` alone between parentheses, a
+    partial aggregate's PARTIAL, and no other token."""
+    tokens = _tokens(expression)
+    for i, (kind, text) in enumerate(tokens):
+        before = tokens[i - 1][1] if i else ""
+        after = tokens[i + 1][1] if i + 1 < len(tokens) else ""
+        if kind == "IDENT":
+            if after == "(" and (before == "." or _name(text) not in ORDERLESS_AGGREGATES):
+                return False
+        elif kind == "ASCII_42":
+            if (before, after) != ("(", ")"):
+                return False
+        elif kind in _NOT_KEYWORDS or kind.startswith("ASCII_"):
+            if kind not in ("ASCII_40", "ASCII_41", "ASCII_44", "ASCII_46"):
+                return False
+        elif kind != "PARTIAL" and (before not in ("", "(", ",", ".") or after not in ("", ")", ",", ".")):
+            return False  # (a keyword standing alone is a column's name: ``name``)
+    return True
+
+
+#: The scanner's token types that are not keywords.
+_NOT_KEYWORDS = frozenset({"IDENT", "UIDENT", "FCONST", "SCONST", "USCONST", "BCONST", "XCONST", "Op", "ICONST",
+                           "PARAM", "TYPECAST", "DOT_DOT", "COLON_EQUALS", "EQUALS_GREATER", "LESS_EQUALS",
+                           "GREATER_EQUALS", "NOT_EQUALS", "?"})
 
 
 def _unique_sort(node: dict[str, Any], sorted_by: tuple[list[str], ...] | None) -> bool:

@@ -52,8 +52,9 @@ Found, closed:
   returned ``123-45-6789`` in clear; the plan is now asked in the path RESET returns to and
   compared with what lineage saw over every schema the path may hold.
 
-Left (reported): refusals where the order cannot show or no other plan would be chosen: ``SELECT
-count(*) FROM users WHERE name = 'alice'``, ``SELECT id FROM users WHERE id = 1`` under an index on
+Left (reported): refusals where the order cannot show or no other plan would be chosen (``SELECT
+count(*) FROM users WHERE name = 'alice'`` goes on since session 28: section 7), ``SELECT id FROM
+users WHERE id = 1`` under an index on
 ``(ssn, id)`` (which holds ``id``), ``SELECT id FROM users`` under that index (an index only scan
 could return the ids in SSN order; round eleven's reads now refused so), a function whose body
 orders its rows by ``id``; an index of masked columns alone (``(card_number)``, `partial`) read
@@ -68,6 +69,7 @@ import time
 import pytest
 from test_mask_round3 import DB, POLICY, Session, direct, leaked, rtdb, start  # noqa: F401 (fixtures)
 
+from pgwarden.sql.lineage import Source
 from pgwarden.testing.waiting import wait_until
 
 TABLE_ORDER = [(1,), (3,)]
@@ -433,3 +435,80 @@ def test_the_plan_check_holds_where_the_search_path_is_not_known(pg_server, make
             assert "server's plan of this statement reads masked column public.pl_users.ssn" in got, got
     finally:
         pg_server.psql("drop table if exists pl_users cascade; drop table if exists pl_plain", "appdb")
+
+
+# ------------------------------------------------------------------ 7. an aggregate no order can change
+def _plan(operator, sql: str) -> str:
+    return "\n".join(row[0] for row in operator.execute("EXPLAIN " + sql).fetchall())
+
+
+def test_an_order_blind_aggregate_over_an_index_order_goes_on(agent, big_users, operator):
+    # Refused before the fix, once autovacuum had set the table's visibility map (CI, session 28):
+    # `SELECT count(*) FROM users` planned as an Index Only Scan of (name, ssn) -> "reads rows in the
+    # order of an index on masked column"; a count cannot show the order it read rows in.
+    # (a sparse heap, as earlier tests' writes leave it, and an index of the SSNs, mostly NULL here,
+    # smaller than the primary key's: the cheapest read once the visibility map says the heap need not be)
+    for sql in ("ALTER TABLE users SET (fillfactor = 10)", "VACUUM FULL users", "CREATE INDEX r12_ssn ON users (ssn)",
+                "VACUUM (ANALYZE) users"):
+        operator.execute(sql)
+    try:
+        counted = "SELECT count(*) FROM users"
+        assert "Index Only Scan using r12_ssn" in _plan(operator, counted)  # (the plan the fix is about)
+        total = operator.execute(counted).fetchone()[0]
+        s = agent()
+        answers = _searched(s, PROBE, counted, "SELECT count(*), max(id) FROM users WHERE name = 'alice'",
+                            "SELECT count(id) FROM users WHERE name = 'alice'")
+        assert [r["err"] for r in answers] == [None] * 4, answers
+        assert answers[1]["rows"] == [(total + 1,)] and answers[2]["rows"] == [(2, 3)] \
+            and answers[3]["rows"] == [(2,)], answers
+    finally:
+        operator.execute("ALTER TABLE users RESET (fillfactor)")
+        operator.execute("VACUUM FULL users")
+
+
+def test_an_aggregate_whose_code_sees_the_order_is_refused(agent, big_users, operator):
+    # The same aggregates made to see the rows one by one: a setting each row appends its id to,
+    # an aggregate of the agent's own named max on the search_path before pg_catalog (printed as
+    # the built-in is), a window's row numbers under max().
+    s = agent()
+    try:
+        answers = _searched(
+            s, PROBE,
+            "SELECT count(set_config('r13.o', coalesce(current_setting('r13.o', true), '') || id || ',', false)) "
+            "FROM users WHERE name = 'alice'",
+            "SELECT current_setting('r13.o', true)",
+            "SELECT max(n * (id = 3)::int) FROM (SELECT id, row_number() OVER () AS n FROM users "
+            "WHERE name = 'alice') AS s",
+            "CREATE FUNCTION r13_acc(text, int) RETURNS text LANGUAGE sql IMMUTABLE AS $$ SELECT $1 || $2 || ',' $$",
+            "CREATE AGGREGATE public.max(int) (sfunc = r13_acc, stype = text, initcond = '')",
+            "SET search_path TO public, pg_catalog",
+            "SELECT max(id) FROM users WHERE name = 'alice'")
+        assert _refused(answers[1], "in the order of an index"), answers
+        assert answers[2]["rows"] in ([(None,)], [("",)]), answers  # (nothing was appended)
+        assert _refused(answers[3]), answers
+        assert [r["err"] for r in answers[4:7]] == [None] * 3, answers
+        assert _refused(answers[7]), answers  # (here lineage's own refusal of code it cannot read, first)
+        _no_order(answers)
+        assert all("3,1" not in repr(r["rows"]) for r in answers), answers
+        # The plan check's own reading of the shadowing aggregate: its order is an oracle again.
+        maxed = _order_blind(operator, "SELECT max(id) FROM users WHERE name = 'alice'", ("public", "pg_catalog"))
+        assert maxed == (False, {Source("public", "users", "name"), Source("public", "users", "ssn")})
+        operator.execute("DROP AGGREGATE public.max(int)")
+        assert _order_blind(operator, "SELECT max(id) FROM users WHERE name = 'alice'",
+                            ("public", "pg_catalog")) == (True, set())
+    finally:
+        operator.execute("DROP AGGREGATE IF EXISTS public.max(int); DROP FUNCTION IF EXISTS r13_acc(text, int)")
+
+
+def _order_blind(operator, sql: str, path: tuple[str, ...]) -> tuple[bool, set]:
+    """What the plan question makes of ``sql``'s plain aggregate: whether its names are pg_catalog's
+    alone, and the columns whose index order the plan check reads as an oracle."""
+    from pgwarden.catalog.planner import ServerPlans
+    from pgwarden.catalog.plans import BUILTIN_AGGREGATES, plan_nodes, plan_uses
+
+    explained = ServerPlans._explain(operator, sql, path, True, ())
+    [aggregate] = [n for n in plan_nodes(explained) if n.get("Node Type") == "Aggregate"]
+    columns = {("public", "users"): [r[0] for r in operator.execute(
+        "SELECT attname::text FROM pg_attribute WHERE attrelid = 'users'::regclass AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum")]}
+    return aggregate[BUILTIN_AGGREGATES], set(plan_uses(explained, lambda s, t: columns.get((s, t))).orders)

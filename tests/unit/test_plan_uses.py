@@ -5,7 +5,7 @@ COSTS OFF, FORMAT JSON)); tests/e2e/test_mask_plans.py asks a real server."""
 from __future__ import annotations
 
 from pgwarden.catalog.planner import PlanRefused, PlanUnavailable
-from pgwarden.catalog.plans import PlanUses, plan_uses
+from pgwarden.catalog.plans import BUILTIN_AGGREGATES, INDEX_KEYS, RELATION_INDEXES, PlanUses, plan_uses
 from pgwarden.config import structure_config
 from pgwarden.plugins import PluginHost
 from pgwarden.sql.lineage import Lineage, OracleUse, Output, Source
@@ -169,3 +169,32 @@ def test_a_result_column_computed_from_a_masked_column_lineage_traced_elsewhere_
     opaque = Lineage((Output("x", frozenset(), False, opaque=True), Output("y", frozenset(), False)),
                      frozenset({src("ssn")}))
     assert _compare([answer], RULES, (opaque,), True, refuse, False, [opaque]) is None  # masked whole anyway
+
+
+def _counted(output: list[str], builtin: bool = True, strategy: str = "Plain", **scan_keys) -> PlanUses:
+    index_scan = {"Node Type": "Index Only Scan", "Relation Name": "users", "Schema": "public", "Alias": "users",
+                  "Index Name": "users_name_ssn", "Output": [], "Parent Relationship": "Outer",
+                  INDEX_KEYS: ["name", "ssn"], RELATION_INDEXES: [[["name", "ssn"], ["name", "ssn"]]], **scan_keys}
+    return uses({"Node Type": "Aggregate", "Strategy": strategy, "Output": output, BUILTIN_AGGREGATES: builtin,
+                 "Plans": [index_scan]})
+
+
+def test_an_index_order_an_order_blind_aggregate_reads_is_no_oracle():
+    # count(*) over an index only scan of (name, ssn) (after a VACUUM): one row, whatever the order
+    for output in (["count(*)"], ["count(users.id)", "max(users.id)"], ["min(id)"], ["every(x)"]):
+        got = _counted(output)
+        assert got.orders == frozenset() and got.may_order == frozenset() and got.may_cover == frozenset(), output
+
+
+def test_an_aggregate_that_could_see_the_order_keeps_it_an_oracle():
+    ssn_order = {src("name"), src("ssn")}
+    for output, more in [(["string_agg(id::text, ',')"], {}),             # its value is the order
+                         (["count(set_config('x.y', id::text, false))"], {}),  # a function per row
+                         (["count((id * 2))"], {}),                         # an operator per row
+                         (["public.count(*)"], {}),                        # not pg_catalog's
+                         (["count(*)"], {"Filter": "(users.id > 0)"}),     # code per row below it
+                         (["sum(id)"], {})]:                                 # floats' sums differ by order
+        assert _counted(output, **more).orders == ssn_order, output
+    # an aggregate of the agent's own named count on the search_path; a grouped aggregate
+    assert _counted(["count(*)"], builtin=False).orders == ssn_order
+    assert _counted(["count(*)"], strategy="Sorted").orders == ssn_order

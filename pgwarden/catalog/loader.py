@@ -58,6 +58,9 @@ class CatalogRows:
     operator_classes: tuple[tuple, ...] = ()
     plain_settings: tuple[tuple, ...] = ()
     indexes: tuple[tuple, ...] = ()
+    #: whether the upstream role reads the settings pg_settings hides from a plain role, or may
+    #: become one that does (`queries.HIDDEN_READER`): True when not known (a snapshot)
+    reads_hidden_settings: bool = True
 
     def by_kind(self) -> dict[str, tuple[tuple, ...]]:
         return {kind: getattr(self, kind) for kind in KINDS}
@@ -207,7 +210,9 @@ def read_rows(conn: Any, timeout_s: float = 30.0, views: ViewDependencies | None
             _check(cur, kind)
             # initdb's objects have the lowest OIDs: their rows come first, as one query gives them
             answers[kind] = kept.get(kind, ()) + tuple(cur.fetchall())
-    return CatalogRows(server_version=server_version, **answers)
+        cur.execute(queries.HIDDEN_READER)
+        (reads_hidden,) = cur.fetchone()
+    return CatalogRows(server_version=server_version, reads_hidden_settings=reads_hidden is not False, **answers)
 
 
 def _plain_settings(cur: Any, server_version: int, sql: str) -> tuple[tuple, ...]:
@@ -369,6 +374,7 @@ def build_catalog(
         event_triggers=(function for (function,) in rows.event_triggers),
         operator_classes=rows.operator_classes,
         plain_settings=(name.lower() for (name,) in rows.plain_settings),
+        upstream_reads_hidden=rows.reads_hidden_settings,
         indexes=rows.indexes,
         server_version=rows.server_version,
         source=source,
@@ -379,7 +385,5 @@ def build_catalog(
 
 def rows_from_lists(server_version: int, answers: Mapping[str, Iterable[Iterable]]) -> CatalogRows:
     """`CatalogRows` from plain lists (as JSON gives them back): rows become tuples."""
-    return CatalogRows(
-        server_version=server_version,
-        **{kind: tuple(tuple(row) for row in answers.get(kind, ())) for kind in KINDS},
-    )
+    rows: dict[str, Any] = {kind: tuple(tuple(row) for row in answers.get(kind, ())) for kind in KINDS}
+    return CatalogRows(server_version=server_version, **rows)

@@ -278,6 +278,7 @@ class Catalog:
         event_triggers: Iterable[int] = (),
         operator_classes: Iterable[tuple[str, str, int]] = (),
         plain_settings: Iterable[str] = (),
+        upstream_reads_hidden: bool = True,
         indexes: Iterable[tuple[str, str, int]] = (),
         server_version: int = 0,
         source: str = "empty",
@@ -318,6 +319,11 @@ class Catalog:
         #: pg_database_owner), `SUPERUSER_ONLY_SETTINGS` (red team twelve)
         self.hidden_settings: frozenset[str] = (
             frozenset(self.settings) - plain if plain else SUPERUSER_ONLY_SETTINGS)
+        #: whether the upstream role reads the hidden settings, or may become a role that does (a
+        #: superuser, a member of pg_read_all_settings): when not, the server leaves them out of
+        #: pg_settings and SHOW ALL for every role the session may be, and a read of every setting
+        #: is of what a plain role sees (psql's \dconfig). True when not known (a snapshot).
+        self.upstream_reads_hidden = upstream_reads_hidden
         #: "schema.index" -> the OID of its table (the database's own indexes: initdb's are of the
         #: system catalogs, which DDL of an agent does not reach)
         self.index_tables: dict[str, int] = {f"{schema}.{name}": table for schema, name, table in indexes}

@@ -576,6 +576,12 @@ SETTINGS = "SELECT lower(s.name) AS name, s.context AS context FROM pg_settings 
 PLAIN_SETTINGS = "SELECT lower(s.name) AS name FROM pg_settings AS s ORDER BY 1"
 PLAIN_ROLE = ("SELECT pg_catalog.pg_has_role('pg_database_owner', 'MEMBER')"
               " AND NOT pg_catalog.pg_has_role('pg_database_owner', 'pg_read_all_settings', 'USAGE')")
+# Whether the upstream role reads those settings itself, or may become a role that does (SET ROLE):
+# a superuser (itself, or a role it is a member of), a member of pg_read_all_settings, inherited or
+# not (`Catalog.upstream_reads_hidden`).
+HIDDEN_READER = ("SELECT pg_catalog.pg_has_role('pg_read_all_settings', 'MEMBER')"
+                 " OR EXISTS (SELECT FROM pg_catalog.pg_roles AS r"
+                 " WHERE r.rolsuper AND pg_catalog.pg_has_role(r.oid, 'MEMBER'))")
 
 INDEXES = f"""
 SELECT n.nspname AS schema, c.relname AS name, i.indrelid::int8 AS relation
@@ -636,7 +642,9 @@ ORDER BY 1, 2, 3"""
 _CHANGED = ("pg_class", "pg_attribute", "pg_rewrite", "pg_proc", "pg_namespace", "pg_type", "pg_cast",
             "pg_operator", "pg_constraint", "pg_trigger", "pg_attrdef", "pg_policy",
             "pg_inherits", "pg_index", "pg_partitioned_table", "pg_foreign_table", "pg_statistic_ext",
-            "pg_db_role_setting", "pg_amproc", "pg_amop", "pg_event_trigger", "pg_opclass")
+            "pg_db_role_setting", "pg_amproc", "pg_amop", "pg_event_trigger", "pg_opclass",
+            # (a role granted, as pg_read_all_settings to the upstream role: `HIDDEN_READER`)
+            "pg_auth_members")
 CHANGED_TABLES = _CHANGED
 CHANGES = "SELECT " + ",\n       ".join(
     f"(SELECT count(*)::text || '/' || coalesce(sum(xmin::text::int8), 0)::text FROM pg_catalog.{table})"

@@ -278,7 +278,9 @@ class _Resolver:
         if reached:
             settings += tuple(x for x in dict.fromkeys(reached) if x not in settings)
         self._settings(syntax, kinds)
-        self._read_settings(syntax.read_settings, kinds)
+        # (the statement's own reads run as the session's role; a function body's may not: a
+        # SECURITY DEFINER's owner may read what the session's role does not)
+        self._read_settings(syntax.read_settings, kinds, own=not self._in_progress)
         if syntax.read_write:
             kinds.add("system")
         prepares = tuple((name, self.analysis(body), body) for name, body in syntax.prepares)
@@ -1323,14 +1325,20 @@ class _Resolver:
         events = [kind for kind, target in facts.effects if target == function and kind in "IUDY"]
         return self._events is None or not events or any(e in self._events for e in events)
 
-    def _read_settings(self, names: tuple[str, ...], kinds: set[str]) -> None:
+    def _read_settings(self, names: tuple[str, ...], kinds: set[str], own: bool = False) -> None:
         """Reading a setting the server shows only to a role with pg_read_all_settings (`Catalog.
         hidden_settings`: hba_file, data_directory, primary_conninfo's replication password) is an
         administrator's act: the upstream role may be a superuser (red team twelve). So is reading
-        any setting, or one named at run time, while such settings exist."""
+        any setting, or one named at run time, while such settings exist, unless the reading is
+        the statement's ``own`` (not a function body's) and the upstream role neither reads them
+        nor may become a role that does (`Catalog.upstream_reads_hidden`): the server then leaves
+        them out of what it shows the session (psql's \\dconfig: ``current_setting(s.name) FROM
+        pg_settings s``)."""
         hidden = self.catalog.hidden_settings
         if not hidden:
             return
+        if own and not self.catalog.upstream_reads_hidden:
+            names = tuple(name for name in names if name != "*")
         if any(name.startswith("=") for name in names) and any(
                 o.schema != "pg_catalog" for o in self.catalog.operators_named("=")):
             # (`WHERE name = 'work_mem'` keeps one row with pg_catalog's `=`; one of the

@@ -21,6 +21,7 @@ the case says which rule, and the test checks that the error names it and says w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import decimal
 import os
@@ -132,9 +133,10 @@ def demo_policy(directory: Path, pg: TempPostgres) -> tuple[dict, dict]:
     return policy, doc["approvals"]
 
 
-@pytest.fixture(scope="module")
-def running(demo_pg, signing_keys, reactor_thread, tmp_path_factory):
-    """One pgwarden for the module, the three policies, in front of the demo's database."""
+@contextlib.contextmanager
+def ordinary_pgwarden(demo_pg, signing_keys, reactor_thread, tmp_path_factory, extra_policies=()):
+    """One pgwarden, the three policies (and ``extra_policies`` after them), in front of the demo's
+    database: this module's and test_ordinary_tools.py's."""
     from pgwarden.app import Application
     from pgwarden.config import structure_config
     from pgwarden.testing.pytest_plugin import RunningPgwarden, base_config, check_records
@@ -144,7 +146,7 @@ def running(demo_pg, signing_keys, reactor_thread, tmp_path_factory):
     policy, approvals = demo_policy(workdir, pg)
     pwfile = workdir / "owner-password"
     pwfile.write_text(password + "\n")
-    doc = base_config(pg, signing_keys, workdir, policies=[policy, TYPICAL, MASKING],
+    doc = base_config(pg, signing_keys, workdir, policies=[policy, TYPICAL, MASKING, *extra_policies],
                       upstream={"user": demo.OWNER, "password_file": str(pwfile)},
                       approvals={**approvals, "timeout_s": 60})
     config = structure_config(doc)
@@ -160,6 +162,13 @@ def running(demo_pg, signing_keys, reactor_thread, tmp_path_factory):
     yield rp
     rp.call(rp.app.stop)
     check_records([workdir / "records.jsonl"])
+
+
+@pytest.fixture(scope="module")
+def running(demo_pg, signing_keys, reactor_thread, tmp_path_factory):
+    """One pgwarden for the module, the three policies, in front of the demo's database."""
+    with ordinary_pgwarden(demo_pg, signing_keys, reactor_thread, tmp_path_factory) as rp:
+        yield rp
 
 
 @pytest.fixture(scope="module")

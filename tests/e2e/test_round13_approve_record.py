@@ -1,0 +1,242 @@
+# ruff: noqa: F811  (the fixtures of test_hostile, imported, are the tests' arguments)
+"""Red team, round thirteen: approvals, recording, MCP and the wire's edges.
+
+One pgwarden for the module (two approve rules: retry for the group ai-agents, hold for the
+group holders); each case checks the tables over a direct connection afterwards.
+"""
+
+from __future__ import annotations
+
+import select
+
+import psycopg
+import pytest
+from test_approvals import api
+from test_hostile import DB, Agent, errors, hostile_db, server  # noqa: F401
+
+from pgwarden.testing.waiting import wait_until
+from pgwarden.wire import messages as m
+
+POLICIES = [
+    {"name": "agents", "when": {"groups": ["ai-agents"]}, "rules": [
+        {"name": "deletes", "approve": {"statements": ["delete"], "mode": "retry"}, "reason": "deletes need a human"},
+    ]},
+    {"name": "holders", "when": {"groups": ["holders"]}, "rules": [
+        {"name": "deletes", "approve": {"statements": ["delete"], "mode": "hold"}, "reason": "deletes need a human"},
+    ]},
+]
+APPROVALS = {"approver_groups": ["dba"], "timeout_s": 30, "preview_timeout_s": 1}
+#: The change check far apart: another client's committed DDL stays unseen by it during a test
+#: (by default it is seen within about two seconds: the same gap, narrower)
+CATALOG = {"check_s": 600}
+GROUP = {"retry": "ai-agents", "hold": "holders"}
+
+
+@pytest.fixture(scope="module")
+def approving(hostile_db, pg_server, signing_keys, reactor_thread, tmp_path_factory):
+    """One pgwarden for the module with the two approve rules, its admin port open."""
+    from pgwarden.app import Application
+    from pgwarden.config import _CONVERTER, Config
+    from pgwarden.testing.pytest_plugin import RunningPgwarden, base_config, check_records
+
+    workdir = tmp_path_factory.mktemp("round13")
+    doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB},
+                      approvals=APPROVALS, catalog=CATALOG)
+    config = _CONVERTER.structure(doc, Config)
+    rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
+
+    def listen():
+        app = Application(config, reactor_thread)
+        return app, app.listen().getHost().port
+
+    rp.app, rp.port = rp.call(listen)
+    rp.call(rp.app.catalog.first_load)
+    rp.admin = rp.call(rp.app.listen_admin).getHost().port
+    rp.workdir, rp.doc = workdir, doc
+    yield rp
+    rp.call(rp.app.stop)
+    check_records([workdir / "records.jsonl"])
+
+
+def _count(server, table="public.things"):
+    return server.conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+
+
+def _fresh(running, server):
+    """The tables as the hostile set-up makes them, the objects of these tests (re)made, no
+    request pending, the catalog read again."""
+    server.reset()
+    server.conn.execute("CREATE OR REPLACE VIEW public.r13_ids AS SELECT 1 AS id")
+    for r in api(running).pending():
+        api(running).deny(r["id"], "clean up")
+    running.call(running.app.catalog.invalidate, "round 13 set-up")
+    running.call(running.app.catalog.fresh)
+
+
+VIEW_DELETE = "DELETE FROM public.things WHERE id IN (SELECT id FROM public.r13_ids)"
+REPLACE_VIEW = "CREATE OR REPLACE VIEW public.r13_ids AS SELECT id FROM public.things"
+
+
+def _pending(running):
+    return wait_until(10, api(running).pending, "a pending request", until=lambda rs: len(rs) == 1)[0]
+
+
+def _answer_or_commit(agent, other, server):
+    """The approved statement's answer; if it waits for a lock (the other transaction's) instead,
+    ``other`` commits first (what happened before the fix: the statement then ran)."""
+    wait_until(10, lambda: bool(select.select([agent.rc.sock], [], [], 0)[0]) or server.conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    ).fetchone()[0] > 0, "an answer or a statement waiting for a lock")
+    if not select.select([agent.rc.sock], [], [], 0)[0]:
+        other.commit()
+    return agent.rc.until_ready()
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_an_approved_statement_does_not_run_after_its_own_transaction_redefined_what_it_reads(
+        approving, server, mode):
+    """Found: the checks of round twelve compare what a statement reaches as the catalog shows it,
+    which is what was committed, and look for open redefinitions in the other sessions only. An
+    agent's `BEGIN; CREATE OR REPLACE VIEW ids AS SELECT id FROM things` then, in the same
+    transaction, `DELETE ... WHERE id IN (SELECT id FROM ids)` (the view committed holds one id):
+    in hold mode the person read the DELETE and approved it, in retry mode a grant approved before
+    covered it; either way the DELETE ran on the session's own new view and deleted every row
+    (`DELETE 5`), then COMMIT. Now an approved statement does not run while its own session's
+    transaction has redefined objects (55006): nothing ran."""
+    _fresh(approving, server)
+    agent = Agent(approving, GROUP[mode], "simple")
+    try:
+        if mode == "retry":
+            assert errors(agent.run(VIEW_DELETE))
+            api(approving).approve(_pending(approving)["id"], "one row, fine")
+        assert not errors(agent.run("BEGIN"))
+        assert not errors(agent.run(REPLACE_VIEW))
+        agent.rc.send(m.Query(VIEW_DELETE).encode())
+        if mode == "hold":
+            api(approving).approve(_pending(approving)["id"], "one row, fine")
+        answer = agent.rc.until_ready()
+        agent.run("COMMIT")
+    finally:
+        agent.close()
+    assert errors(answer), (mode, answer)
+    assert errors(answer)[0].fields[2] == ("C", "55006"), (mode, answer)
+    assert _count(server) == 5, mode
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_control_an_approved_statement_runs_after_its_own_transaction_wrote_rows(approving, server, mode):
+    _fresh(approving, server)
+    agent = Agent(approving, GROUP[mode], "simple")
+    try:
+        if mode == "retry":
+            assert errors(agent.run(VIEW_DELETE))
+            api(approving).approve(_pending(approving)["id"], "one row, fine")
+        assert not errors(agent.run("BEGIN"))
+        assert not errors(agent.run("UPDATE public.things SET n = n + 1 WHERE id = 2"))
+        agent.rc.send(m.Query(VIEW_DELETE).encode())
+        if mode == "hold":
+            api(approving).approve(_pending(approving)["id"], "one row, fine")
+        answer = agent.rc.until_ready()
+        assert not errors(agent.run("COMMIT"))
+    finally:
+        agent.close()
+    assert not errors(answer), (mode, answer)
+    assert _count(server) == 4, mode
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_an_approved_statement_does_not_run_after_another_clients_redefinition_pgwarden_has_not_read(
+        approving, server, mode):
+    """Found: what a statement reaches was compared on the catalog as pgwarden had last read it.
+    Another client's DDL (the agent's session through a second pgwarden replica, or straight to
+    the database) is read by the change check within `catalog.check_s` (two seconds by default)
+    plus a load: the agent replaced the view through the other replica and at once sent the
+    approved DELETE (retry: covered by the grant, whose key was computed on the catalog read
+    before; hold: the approval's check read the same stale catalog): every row deleted. Now the
+    database is asked, at the approved statement's turn, whether its catalog changed since the
+    last load (read again first if so), and the definitions are compared on what it says."""
+    _fresh(approving, server)
+    agent = Agent(approving, GROUP[mode], "simple")
+    try:
+        if mode == "retry":
+            assert errors(agent.run(VIEW_DELETE))
+            api(approving).approve(_pending(approving)["id"], "one row, fine")
+            server.conn.execute(REPLACE_VIEW)  # (through the other replica, or straight)
+            answer = agent.run(VIEW_DELETE)
+        else:
+            agent.rc.send(m.Query(VIEW_DELETE).encode())
+            request = _pending(approving)
+            server.conn.execute(REPLACE_VIEW)
+            api(approving).approve(request["id"], "one row, fine")
+            answer = agent.rc.until_ready()
+    finally:
+        agent.close()
+    assert errors(answer), (mode, answer)
+    assert _count(server) == 5, mode
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_an_approved_statement_does_not_run_while_another_clients_open_transaction_redefines(
+        approving, server, pg_server, mode):
+    """Found (round twelve's open lead): the check for open redefinitions looked at the sessions
+    of this pgwarden only. Another replica's session (here: a client straight to the database)
+    ran `BEGIN; CREATE OR REPLACE VIEW ...` and kept it open; the approved DELETE waited for the
+    view's lock and ran on the new definition once that transaction committed: every row. Now
+    the database is asked (`queries.OPEN_REDEFINITIONS`: another backend's open transaction that
+    has rewritten a catalog row of a view, function, trigger, rule, policy, default, ... or holds
+    a relation in SHARE ROW EXCLUSIVE / ACCESS EXCLUSIVE mode): 55006, nothing ran."""
+    _fresh(approving, server)
+    other = psycopg.connect(pg_server.dsn(database=DB))
+    agent = Agent(approving, GROUP[mode], "simple")
+    try:
+        if mode == "retry":
+            assert errors(agent.run(VIEW_DELETE))
+            api(approving).approve(_pending(approving)["id"], "one row, fine")
+            other.execute(REPLACE_VIEW)
+            agent.rc.send(m.Query(VIEW_DELETE).encode())
+        else:
+            agent.rc.send(m.Query(VIEW_DELETE).encode())
+            request = _pending(approving)
+            other.execute(REPLACE_VIEW)
+            api(approving).approve(request["id"], "one row, fine")
+        answer = _answer_or_commit(agent, other, server)
+        other.commit()
+    finally:
+        agent.close()
+        other.close()
+    assert errors(answer), (mode, answer)
+    assert errors(answer)[0].fields[2] == ("C", "55006"), (mode, answer)
+    assert _count(server) == 5, mode
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_control_an_approved_statement_runs_beside_another_clients_writes_and_unrelated_ddl(
+        approving, server, pg_server, mode):
+    _fresh(approving, server)
+    server.conn.execute("DROP TABLE IF EXISTS public.r13_other")
+    other = psycopg.connect(pg_server.dsn(database=DB))
+    agent = Agent(approving, GROUP[mode], "simple")
+    try:
+        def between():
+            server.conn.execute("CREATE TABLE public.r13_other (x int)")  # committed, unseen, unrelated
+            other.execute("CREATE TEMPORARY TABLE r13_scratch (x int)")  # open: a table only it sees
+            other.execute("UPDATE public.things SET n = n + 1 WHERE id = 5")  # open: rows only
+
+        if mode == "retry":
+            assert errors(agent.run(VIEW_DELETE))
+            api(approving).approve(_pending(approving)["id"], "one row, fine")
+            between()
+            answer = agent.run(VIEW_DELETE)
+        else:
+            agent.rc.send(m.Query(VIEW_DELETE).encode())
+            request = _pending(approving)
+            between()
+            api(approving).approve(request["id"], "one row, fine")
+            answer = agent.rc.until_ready()
+        other.commit()
+    finally:
+        agent.close()
+        other.close()
+        server.conn.execute("DROP TABLE IF EXISTS public.r13_other")
+    assert not errors(answer), (mode, answer)
+    assert _count(server) == 4, mode

@@ -240,3 +240,65 @@ def test_control_an_approved_statement_runs_beside_another_clients_writes_and_un
         server.conn.execute("DROP TABLE IF EXISTS public.r13_other")
     assert not errors(answer), (mode, answer)
     assert _count(server) == 4, mode
+
+
+# ---------------------------------------------------------------------- grants after a reload
+
+def _reload(running, **approvals):
+    """The module's config again, ``approvals`` changed (none: as it started)."""
+    from pgwarden.config import _CONVERTER, Config
+
+    doc = {**running.doc, "approvals": {**running.doc["approvals"], **approvals}}
+    assert running.call(running.app.reload, _CONVERTER.structure(doc, Config))
+
+
+def _backdate(running, request_id, seconds):
+    """The approval of ``request_id`` as if given ``seconds`` earlier (its window as long)."""
+    import attrs
+
+    store = running.app.plugins.pm.get_plugin("approve").store
+
+    def move():
+        r = store._requests[request_id]
+        store._requests[request_id] = attrs.evolve(r, closed_at=r.closed_at - seconds,
+                                                   grant_until=r.grant_until - seconds)
+
+    running.call(move)
+
+
+#: (what the reload changes, whether the window grant still covers the DELETE after it)
+RELOADS = {
+    "nothing": ({}, True),
+    "the approver's group is no approver group any more": ({"approver_groups": ["other-dba"]}, False),
+    "grants are at most 5 minutes now (approved 10 minutes ago, for 60)": ({"max_grant_minutes": 5}, False),
+    "grants are at most 15 minutes now (approved 10 minutes ago, for 60)": ({"max_grant_minutes": 15}, True),
+}
+
+
+def test_a_window_grant_follows_a_reload_of_the_approvals_section(approving, server):
+    """Found (round twelve's open lead): a retry grant's window went on as it was given whatever
+    the `approvals:` section said after a reload: a 60-minute window approved 10 minutes before a
+    reload to `max_grant_minutes: 5` still let the DELETE through, as did a grant given by a
+    person whose group a reload took out of `approver_groups` (an approver whose right was
+    withdrawn). Now a grant covers only while enough of its approvers are approvers under the
+    running section, and only for `max_grant_minutes` after the approval as the section says now.
+    Each case: the window approved, backdated ten minutes in the store, the section reloaded."""
+    try:
+        for k, (case, (change, covered)) in enumerate(RELOADS.items(), 1):
+            _fresh(approving, server)
+            delete = f"DELETE FROM public.things WHERE id = {k}"  # (each case a statement of its own)
+            agent = Agent(approving, "ai-agents", "simple")
+            try:
+                assert errors(agent.run(delete)), case
+                request = _pending(approving)
+                api(approving).approve(request["id"], "ok", window_minutes=60)
+                _backdate(approving, request["id"], 600)
+                _reload(approving, **change)
+                answer = agent.run(delete)
+            finally:
+                agent.close()
+                _reload(approving)
+            assert bool(errors(answer)) is not covered, (case, answer)
+            assert _count(server) == (4 if covered else 5), case
+    finally:
+        _reload(approving)

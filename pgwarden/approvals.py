@@ -32,6 +32,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pgwarden import marks
 from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.policy.kinds import APPROVE
 from pgwarden.recorder import RecordingFailed
@@ -52,7 +53,7 @@ log = Logger(namespace="pgwarden.approvals")
 
 #: Parameter values longer than this are cut in the request (as in records); the whole value
 #: still decides which statement an approval covers (`exact`).
-SHOWN_PARAMETER_BYTES = 2048
+SHOWN_PARAMETER_BYTES = marks.SHOWN_PARAMETER_BYTES
 
 _RECORDING_FAILED = Refusal(
     "58030",
@@ -86,6 +87,32 @@ def policy_mode(policies: tuple[Policy, ...], verdict: Verdict) -> str | None:
         if policy.name == verdict.policy:
             return policy.approval_mode
     return None
+
+
+def parameter_sizes(bind: bytes | None) -> tuple[int | None, ...] | None:
+    """The size in bytes of each parameter value of ``bind`` (None for NULL): what the request
+    shows of a value longer than `SHOWN_PARAMETER_BYTES` is its beginning, and the approver is
+    told how much more runs (red team thirteen)."""
+    if bind is None:
+        return None
+    try:
+        i = bind.index(b"\0", bind.index(b"\0", 5) + 1) + 1  # after the portal and statement names
+        (nformats,) = struct.unpack_from("!H", bind, i)
+        i += 2 + 2 * nformats
+        (count,) = struct.unpack_from("!H", bind, i)
+        i += 2
+        sizes: list[int | None] = []
+        for _ in range(count):
+            (size,) = struct.unpack_from("!i", bind, i)
+            i += 4
+            if size < 0:
+                sizes.append(None)
+            else:
+                sizes.append(size)
+                i += size
+        return tuple(sizes)
+    except (ValueError, struct.error, IndexError):
+        return None
 
 
 def parameters_of(bind: bytes | None) -> tuple[tuple[str | None, ...] | None, bytes]:
@@ -174,6 +201,7 @@ class ApprovalWaits:
             statement, verdict, conn.session, id=new_request_id(), parameters=shown, created=now,
             expires=now + cfg.timeout_s, mode=mode, exact=exact_key(request.sql, values, request.declared_types),
             approvers=spec.approvers if spec is not None else 1, session_id=conn.log.id,
+            parameter_sizes=parameter_sizes(request.bind),
         )
         try:
             waiting = self.plugins.approval(approval, conn.session)

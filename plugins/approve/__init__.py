@@ -152,7 +152,7 @@ def stored_request(request: ApprovalRequest, preview: Preview | None) -> StoredR
         tables=tuple(sorted(statement.tables)), policy=verdict.policy, rule=verdict.rule,
         reason=verdict.reason, mode="retry" if request.mode == "retry" else "hold",
         approvals_needed=request.approvers, preview=preview,
-        grant_key=key_of(statement, session),
+        grant_key=key_of(statement, session), parameter_sizes=request.parameter_sizes,
     )
 
 

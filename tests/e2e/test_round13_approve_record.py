@@ -302,3 +302,44 @@ def test_a_window_grant_follows_a_reload_of_the_approvals_section(approving, ser
             assert _count(server) == (4 if covered else 5), case
     finally:
         _reload(approving)
+
+
+# ---------------------------------------------------------------------- what an approver reads
+
+def test_the_inbox_says_a_parameter_is_cut_and_how_much_runs(approving, server):
+    """Found (round twelve's open lead): a parameter longer than 2,048 bytes was shown cut, with a
+    "…" at its end and nothing else: the same as a short value that ends with "…" itself. `DELETE
+    FROM things WHERE id = ANY ($1::int[])` with `$1` = `{1`, 3,000 spaces, `,2,3,4,5}` showed
+    `{1` and blanks (the generic plan's preview knows no values): a DELETE of row 1, to the eye;
+    every row, as it runs. Now each request keeps the size of each value (`parameter_sizes`), and
+    the inbox and `pgwarden approvals show` say under a cut one how much of it is shown. A value
+    that holds "…" itself and is shown whole gets no such note."""
+    from test_approval_inbox import Elements, get
+
+    from pgwarden.approvals_cli import render
+
+    _fresh(approving, server)
+    long = "{1" + " " * 3000 + ",2,3,4,5}"
+    agent = Agent(approving, "ai-agents", "extended")
+    try:
+        for value in (long, "{1} …"):
+            agent.rc.send(m.Parse("", "DELETE FROM public.things WHERE id = ANY ($1::int[])").encode()
+                          + m.Bind("", "", (), (value.encode(),), ()).encode() + m.Execute("").encode()
+                          + m.Sync().encode())
+            assert errors(agent.rc.until_ready())  # a request, nothing ran
+    finally:
+        agent.close()
+    requests = wait_until(10, api(approving).pending, "two requests", until=lambda rs: len(rs) == 2)
+    cut, whole = sorted(requests, key=lambda r: -len(r["parameters"][0]))
+    assert cut["parameter_sizes"] == [len(long)] and whole["parameter_sizes"] == [len("{1} …".encode())], requests
+    status, _h, body = get(f"http://127.0.0.1:{approving.admin}/approvals/inbox/",
+                           Authorization="Bearer " + approving.token("ann", ["dba"]))
+    assert status == 200
+    notes = [t for t in Elements(body).text if t.startswith("cut: ")]
+    assert notes == [f"cut: the first 2,048 of {len(long):,} bytes are shown; the statement runs with the whole "
+                     "value"], notes
+    assert f"$1 cut: the first 2,048 of {len(long):,} bytes" in render(cut, 0.0)
+    assert "cut:" not in render(whole, 0.0)
+    for r in requests:
+        api(approving).deny(r["id"], "no")
+    assert _count(server) == 5

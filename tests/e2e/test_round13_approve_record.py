@@ -343,3 +343,47 @@ def test_the_inbox_says_a_parameter_is_cut_and_how_much_runs(approving, server):
     for r in requests:
         api(approving).deny(r["id"], "no")
     assert _count(server) == 5
+
+
+# ---------------------------------------------------------------------- records
+
+def test_a_session_that_ends_with_a_statement_in_flight_says_so(approving, server):
+    """Found: a client sent `SELECT pg_sleep(0.3); UPDATE things SET n = n + 100` and closed its
+    socket at once. The server ran the statement to its end (a backend notices a closed socket
+    only when it writes) and the UPDATE committed; the records held its `statement` record, no
+    `result`, and a `session_end` with `"reason": "client disconnected"` and `"rows": 0`: nothing
+    told an auditor that the statement had been forwarded and may have written. Now the session's
+    end says that statements were in flight and may have run without a result record. (A
+    control: a session that closes after its answers came back says "client disconnected".)"""
+    import json
+
+    from pgwarden.proxy.client import IN_FLIGHT
+
+    _fresh(approving, server)
+    path = approving.workdir / "records.jsonl"
+
+    def session_end_of(sql):
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        (session,) = {r["session"] for r in records if r.get("sql") == sql}
+        ends = [r for r in records if r["session"] == session and r["type"] == "session_end"]
+        return ends[0] if ends else None
+
+    update = "SELECT pg_sleep(0.3); UPDATE public.things SET n = n + 100 /* r13 in flight */"
+    agent = Agent(approving, "ai-agents", "simple")
+    agent.rc.send(m.Query(update).encode())
+    wait_until(10, lambda: "r13 in flight" in path.read_text(), "the statement's record")
+    agent.close()  # before its answer
+    wait_until(10, lambda: _sum(server) == 515, "the UPDATE committed on the server")
+    end = wait_until(10, lambda: session_end_of(update), "the session's end", until=lambda e: e is not None)
+    assert end["reason"] == "client disconnected" + IN_FLIGHT, end
+
+    answered = "UPDATE public.things SET n = n + 1 /* r13 answered */"
+    agent = Agent(approving, "ai-agents", "simple")
+    assert not errors(agent.run(answered))
+    agent.close()
+    end = wait_until(10, lambda: session_end_of(answered), "the session's end", until=lambda e: e is not None)
+    assert end["reason"] == "client disconnected", end
+
+
+def _sum(server):
+    return server.conn.execute("SELECT sum(n) FROM public.things").fetchone()[0]

@@ -733,9 +733,10 @@ INITDB_KEY = "SELECT " + " || '|' ||\n       ".join((
 # transaction's id in xmax, and each open transaction holds a lock on its own id; CREATE TRIGGER,
 # CREATE RULE, CREATE POLICY and ALTER TABLE also lock the relation (SHARE ROW EXCLUSIVE or ACCESS
 # EXCLUSIVE) until they end. Relations only that transaction can see (made in it: a temporary
-# table) are left out. $1: a backend not to count (the session that will run the statement,
-# whose own open changes pgwarden follows itself). Row locks on catalog rows also set xmax:
-# they count too (fail closed).
+# table) are left out. $1: a backend whose relation locks do not count (the session that will run
+# the statement: its own TRUNCATE or LOCK TABLE is no redefinition); its rewritten catalog rows do
+# (a function a trigger of its own ran may have replaced a view). Row locks on catalog rows also
+# set xmax: they count too (fail closed).
 _REDEFINED_ROWS = " UNION ALL ".join(
     f"SELECT xmax FROM pg_catalog.{table} WHERE xmax::text <> '0'"
     for table in ("pg_rewrite", "pg_proc", "pg_trigger", "pg_policy", "pg_attrdef", "pg_class",
@@ -743,8 +744,8 @@ _REDEFINED_ROWS = " UNION ALL ".join(
 OPEN_REDEFINITIONS = f"""
 SELECT EXISTS (
   SELECT 1 FROM pg_catalog.pg_locks AS l
-  WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND l.pid <> %s AND (
-    (l.locktype = 'relation' AND l.mode IN ('ShareRowExclusiveLock', 'AccessExclusiveLock')
+  WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND (
+    (l.locktype = 'relation' AND l.pid <> %s AND l.mode IN ('ShareRowExclusiveLock', 'AccessExclusiveLock')
      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                        WHERE d.datname = pg_catalog.current_database())
      AND l.relation IN (SELECT c.oid FROM pg_catalog.pg_class AS c))

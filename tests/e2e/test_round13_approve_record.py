@@ -25,7 +25,7 @@ POLICIES = [
         {"name": "deletes", "approve": {"statements": ["delete"], "mode": "hold"}, "reason": "deletes need a human"},
     ]},
 ]
-APPROVALS = {"approver_groups": ["dba"], "timeout_s": 30, "preview_timeout_s": 1}
+APPROVALS = {"approver_groups": ["dba"], "timeout_s": 30, "preview": False}
 #: The change check far apart: another client's committed DDL stays unseen by it during a test
 #: (by default it is seen within about two seconds: the same gap, narrower)
 CATALOG = {"check_s": 600}
@@ -75,6 +75,16 @@ def _fresh(running, server):
 
 VIEW_DELETE = "DELETE FROM public.things WHERE id IN (SELECT id FROM public.r13_ids)"
 REPLACE_VIEW = "CREATE OR REPLACE VIEW public.r13_ids AS SELECT id FROM public.things"
+#: A table whose rows' insertion replaces the view (its trigger's function does)
+TRIGGER_SETUP = (
+    "CREATE TABLE IF NOT EXISTS public.r13_log (x int)",
+    "CREATE OR REPLACE FUNCTION public.r13_widen() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN CREATE OR REPLACE VIEW public.r13_ids AS SELECT id FROM public.things; RETURN NEW; END $$",
+    "CREATE OR REPLACE TRIGGER r13_widen AFTER INSERT ON public.r13_log FOR EACH ROW EXECUTE FUNCTION public.r13_widen()",
+)
+#: What the agent's own transaction runs before the approved DELETE, by case
+OWN_REDEFINITIONS = {"the view replaced": REPLACE_VIEW,
+                     "a row inserted whose trigger replaces the view": "INSERT INTO public.r13_log VALUES (1)"}
 
 
 def _pending(running):
@@ -99,28 +109,35 @@ def test_an_approved_statement_does_not_run_after_its_own_transaction_redefined_
     which is what was committed, and look for open redefinitions in the other sessions only. An
     agent's `BEGIN; CREATE OR REPLACE VIEW ids AS SELECT id FROM things` then, in the same
     transaction, `DELETE ... WHERE id IN (SELECT id FROM ids)` (the view committed holds one id):
-    in hold mode the person read the DELETE and approved it, in retry mode a grant approved before
-    covered it; either way the DELETE ran on the session's own new view and deleted every row
-    (`DELETE 5`), then COMMIT. Now an approved statement does not run while its own session's
-    transaction has redefined objects (55006): nothing ran."""
-    _fresh(approving, server)
-    agent = Agent(approving, GROUP[mode], "simple")
+    in hold mode the person read the DELETE and approved it (its preview had timed out on the
+    view's lock), in retry mode a grant approved before covered it; either way the DELETE ran on
+    the session's own new view and deleted every row (`DELETE 5`), then COMMIT. The same with the
+    view replaced by the trigger of a row the transaction inserted. Now an approved statement does
+    not run while its own session's transaction has redefined objects (55006): nothing ran."""
+    for sql in TRIGGER_SETUP:
+        server.conn.execute(sql)
     try:
-        if mode == "retry":
-            assert errors(agent.run(VIEW_DELETE))
-            api(approving).approve(_pending(approving)["id"], "one row, fine")
-        assert not errors(agent.run("BEGIN"))
-        assert not errors(agent.run(REPLACE_VIEW))
-        agent.rc.send(m.Query(VIEW_DELETE).encode())
-        if mode == "hold":
-            api(approving).approve(_pending(approving)["id"], "one row, fine")
-        answer = agent.rc.until_ready()
-        agent.run("COMMIT")
+        for case, redefinition in OWN_REDEFINITIONS.items():
+            _fresh(approving, server)
+            agent = Agent(approving, GROUP[mode], "simple")
+            try:
+                if mode == "retry":
+                    assert errors(agent.run(VIEW_DELETE)), case
+                    api(approving).approve(_pending(approving)["id"], "one row, fine")
+                assert not errors(agent.run("BEGIN"))
+                assert not errors(agent.run(redefinition)), case
+                agent.rc.send(m.Query(VIEW_DELETE).encode())
+                if mode == "hold":
+                    api(approving).approve(_pending(approving)["id"], "one row, fine")
+                answer = agent.rc.until_ready()
+                agent.run("COMMIT")
+            finally:
+                agent.close()
+            assert errors(answer), (case, answer)
+            assert errors(answer)[0].fields[2] == ("C", "55006"), (case, answer)
+            assert _count(server) == 5, case
     finally:
-        agent.close()
-    assert errors(answer), (mode, answer)
-    assert errors(answer)[0].fields[2] == ("C", "55006"), (mode, answer)
-    assert _count(server) == 5, mode
+        server.conn.execute("DROP TABLE IF EXISTS public.r13_log; DROP FUNCTION IF EXISTS public.r13_widen()")
 
 
 @pytest.mark.parametrize("mode", ["hold", "retry"])
@@ -387,3 +404,4 @@ def test_a_session_that_ends_with_a_statement_in_flight_says_so(approving, serve
 
 def _sum(server):
     return server.conn.execute("SELECT sum(n) FROM public.things").fetchone()[0]
+

@@ -92,7 +92,7 @@ class ApprovalRequest:
     session_id: str = ""
     #: the size in bytes of each parameter's value (None for NULL), of which ``parameters`` show
     #: at most the first 2048 (`pgwarden.approvals.SHOWN_PARAMETER_BYTES`); None without parameters
-    #: (.. versionadded:: 1.2)
+    #: (added with red team thirteen; no contract change)
     parameter_sizes: tuple[int | None, ...] | None = None
 
 

@@ -254,6 +254,8 @@ class ApprovalWaits:
             return decided(answer)
 
         def approved_if(found: str, answer: ApprovalAnswer) -> object:
+            if found == UNCHANGED and getattr(conn, "phase", "relay") != "relay":
+                found = GONE  # the session ended while the database was asked: it will not run
             if found == UNCHANGED:
                 return decided(answer)
             conn.log.refused += 1
@@ -453,16 +455,21 @@ def _expired(approval: ApprovalRequest, cfg: Approvals) -> Refusal:
 
 #: What `ApprovalWaits._confirmed` (and the sessions' own flags) found before an approved statement runs.
 UNCHANGED, CHANGED, OPEN, OWN_OPEN, UNCHECKED = "unchanged", "changed", "open", "own_open", "unchecked"
+#: ... and the session ended meanwhile (the statement never runs: no `approved` record)
+GONE = "gone"
 #: ... as the withdrawn record's reason says it
 _NOT_RUN = {
     CHANGED: "what the statement reaches was defined again while it waited",
     OPEN: "another session's open transaction redefines objects",
     OWN_OPEN: "this session's open transaction redefined objects before it",
     UNCHECKED: "the database could not be asked whether objects are being redefined",
+    GONE: "the session ended before it ran",
 }
 
 
 def _redefining(approval: ApprovalRequest, found: str = OPEN) -> Refusal:
+    if found == GONE:
+        return Refusal("57014", "canceling statement: the session ended", f"Request {approval.id}: nothing ran.")
     if found == OWN_OPEN:
         return Refusal(
             "55006", "pgwarden: approved statement not run: this session's transaction redefined objects",

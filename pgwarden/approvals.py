@@ -32,6 +32,7 @@ from twisted.internet.defer import TimeoutError as DeferredTimeout
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from pgwarden import marks
 from pgwarden.hookspecs import PgwardenDeprecationWarning
 from pgwarden.policy.kinds import APPROVE
 from pgwarden.recorder import RecordingFailed
@@ -52,7 +53,7 @@ log = Logger(namespace="pgwarden.approvals")
 
 #: Parameter values longer than this are cut in the request (as in records); the whole value
 #: still decides which statement an approval covers (`exact`).
-SHOWN_PARAMETER_BYTES = 2048
+SHOWN_PARAMETER_BYTES = marks.SHOWN_PARAMETER_BYTES
 
 _RECORDING_FAILED = Refusal(
     "58030",
@@ -86,6 +87,32 @@ def policy_mode(policies: tuple[Policy, ...], verdict: Verdict) -> str | None:
         if policy.name == verdict.policy:
             return policy.approval_mode
     return None
+
+
+def parameter_sizes(bind: bytes | None) -> tuple[int | None, ...] | None:
+    """The size in bytes of each parameter value of ``bind`` (None for NULL): what the request
+    shows of a value longer than `SHOWN_PARAMETER_BYTES` is its beginning, and the approver is
+    told how much more runs (red team thirteen)."""
+    if bind is None:
+        return None
+    try:
+        i = bind.index(b"\0", bind.index(b"\0", 5) + 1) + 1  # after the portal and statement names
+        (nformats,) = struct.unpack_from("!H", bind, i)
+        i += 2 + 2 * nformats
+        (count,) = struct.unpack_from("!H", bind, i)
+        i += 2
+        sizes: list[int | None] = []
+        for _ in range(count):
+            (size,) = struct.unpack_from("!i", bind, i)
+            i += 4
+            if size < 0:
+                sizes.append(None)
+            else:
+                sizes.append(size)
+                i += size
+        return tuple(sizes)
+    except (ValueError, struct.error, IndexError):
+        return None
 
 
 def parameters_of(bind: bytes | None) -> tuple[tuple[str | None, ...] | None, bytes]:
@@ -174,6 +201,7 @@ class ApprovalWaits:
             statement, verdict, conn.session, id=new_request_id(), parameters=shown, created=now,
             expires=now + cfg.timeout_s, mode=mode, exact=exact_key(request.sql, values, request.declared_types),
             approvers=spec.approvers if spec is not None else 1, session_id=conn.log.id,
+            parameter_sizes=parameter_sizes(request.bind),
         )
         try:
             waiting = self.plugins.approval(approval, conn.session)
@@ -210,22 +238,32 @@ class ApprovalWaits:
         def answered(answer: object) -> object:
             self._done(conn, wait)
             answer = as_answer(answer)
-            if answer.state == "approved" and self._redefining_elsewhere(conn):
-                return approved_if(None, answer)
-            if answer.state == "approved" and mode == "hold" and self.catalog is not None:
-                return self._unchanged(statement).addCallback(approved_if, answer)
+            if answer.state != "approved":
+                return decided(answer)
+            if conn.catalog_redefined:
+                return approved_if(OWN_OPEN, answer)
+            if self._redefining_elsewhere(conn):
+                return approved_if(OPEN, answer)
+            if self.catalog is not None and hasattr(self.catalog, "confirm"):
+                relay = conn.relay
+                return self._confirmed(statement, relay.backend_pid if relay is not None else 0).addCallback(
+                    approved_if, answer)
+            if mode == "hold" and self.catalog is not None:
+                return self._unchanged(statement).addCallback(
+                    lambda unchanged: approved_if(UNCHANGED if unchanged else CHANGED, answer))
             return decided(answer)
 
-        def approved_if(unchanged: bool | None, answer: ApprovalAnswer) -> object:
-            if unchanged:
+        def approved_if(found: str, answer: ApprovalAnswer) -> object:
+            if found == UNCHANGED and getattr(conn, "phase", "relay") != "relay":
+                found = GONE  # the session ended while the database was asked: it will not run
+            if found == UNCHANGED:
                 return decided(answer)
             conn.log.refused += 1
-            why = ("approved, but another session's open transaction redefines objects" if unchanged is None else
-                   "approved, but what the statement reaches was defined again while it waited")
-            if not self._record(conn, approval, "withdrawn", request, approver=answer.approver, reason=why):
+            if not self._record(conn, approval, "withdrawn", request, approver=answer.approver,
+                                reason=f"approved, but {_NOT_RUN[found]}"):
                 return _RECORDING_FAILED
             self.stats.approval("withdrawn")
-            return _redefining(approval) if unchanged is None else _redefined(approval)
+            return _redefined(approval) if found == CHANGED else _redefining(approval, found)
 
         def decided(answer: ApprovalAnswer) -> object:
             if answer.state == "approved":
@@ -282,6 +320,38 @@ class ApprovalWaits:
             if other is not conn and other.catalog_redefined:
                 return True
         return False
+
+    def _confirmed(self, statement, backend_pid: int) -> Deferred[str]:
+        """What the server says now, for a statement about to run on its approval (red team
+        thirteen: what the sessions of this pgwarden show is not all): `UNCHANGED`; `CHANGED`
+        when what it reaches is defined otherwise than when it was read for its request or grant
+        key (another client's DDL, committed, that the change check had not seen yet: another
+        pgwarden's session, an operator's); `OPEN` when another backend's open transaction
+        redefines objects (another pgwarden's session, `BEGIN; CREATE OR REPLACE VIEW ...`);
+        `UNCHECKED` when the server could not be asked (fail closed)."""
+        context = getattr(statement, "context", None)
+        before = context.catalog if context is not None else None
+        analysis = statement.analysis
+
+        def compare(answer: tuple) -> str:
+            now, open_ = answer
+            if open_ is None:
+                return UNCHECKED
+            if open_:
+                return OPEN
+            if before is None or now is before:
+                return UNCHANGED
+            if analysis.executes or "unknown" in analysis.kinds:
+                same = everything(before) == everything(now)
+            else:
+                same = definitions(analysis, before) == definitions(analysis, now)
+            return UNCHANGED if same else CHANGED
+
+        def failed(_f: Failure) -> str:
+            log.failure("the catalog could not be checked for an approved statement", _f)
+            return UNCHECKED
+
+        return self.catalog.confirm(backend_pid).addCallback(compare).addErrback(failed)  # type: ignore[attr-defined]
 
     def _unchanged(self, statement) -> Deferred[bool]:
         """Whether the views, functions, triggers, rules and policies of the database's own that
@@ -383,7 +453,37 @@ def _expired(approval: ApprovalRequest, cfg: Approvals) -> Refusal:
                    "Ask an approver to be ready, then send the statement again (a new request).")
 
 
-def _redefining(approval: ApprovalRequest) -> Refusal:
+#: What `ApprovalWaits._confirmed` (and the sessions' own flags) found before an approved statement runs.
+UNCHANGED, CHANGED, OPEN, OWN_OPEN, UNCHECKED = "unchanged", "changed", "open", "own_open", "unchecked"
+#: ... and the session ended meanwhile (the statement never runs: no `approved` record)
+GONE = "gone"
+#: ... as the withdrawn record's reason says it
+_NOT_RUN = {
+    CHANGED: "what the statement reaches was defined again while it waited",
+    OPEN: "another session's open transaction redefines objects",
+    OWN_OPEN: "this session's open transaction redefined objects before it",
+    UNCHECKED: "the database could not be asked whether objects are being redefined",
+    GONE: "the session ended before it ran",
+}
+
+
+def _redefining(approval: ApprovalRequest, found: str = OPEN) -> Refusal:
+    if found == GONE:
+        return Refusal("57014", "canceling statement: the session ended", f"Request {approval.id}: nothing ran.")
+    if found == OWN_OPEN:
+        return Refusal(
+            "55006", "pgwarden: approved statement not run: this session's transaction redefined objects",
+            f"Request {approval.id} is approved, but this session's open transaction replaced a view, function, "
+            "trigger, rule or policy before it, which neither the approvers nor pgwarden can see (not committed): "
+            "the statement could do something else than what was approved. Nothing ran.",
+            "End the transaction (COMMIT or ROLLBACK), then send the statement again.")
+    if found == UNCHECKED:
+        return Refusal(
+            "55006", "pgwarden: approved statement not run: the database could not be asked whether objects are "
+                     "being redefined",
+            f"Request {approval.id} is approved, but pgwarden could not confirm with the database that what the "
+            "statement reaches is still what was approved. Nothing ran.",
+            "Send the statement again later; an operator sees the reason in pgwarden's log.")
     return Refusal("55006", "pgwarden: approved statement not run: another session is redefining objects",
                    f"Request {approval.id} is approved, but another session has a transaction open in which it "
                    "replaced a view, function, trigger, rule or policy: once it commits, the statement could do "

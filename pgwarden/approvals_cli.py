@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from pgwarden.marks import foreign, longest_blank, marked
+from pgwarden.marks import cut_note, foreign, longest_blank, marked
 
 API_PATH = "/approvals/api"
 
@@ -114,6 +114,11 @@ def render(r: dict[str, Any], now: float) -> str:
         out.append("  non-ASCII " + "; ".join(named))
     if r.get("parameters") is not None:
         out.append(f"  params    {json.dumps(r['parameters'], ensure_ascii=False)}")
+        sizes = r.get("parameter_sizes") or []
+        for i, value in enumerate(r["parameters"]):
+            note = cut_note(value, sizes[i] if i < len(sizes) else None)
+            if note:
+                out.append(f"  ${i + 1} {note}")
     preview = r.get("preview")
     if preview:
         if preview["ok"]:

@@ -101,3 +101,21 @@ _BLANKS = re.compile(rf"[ \t\r\n\f\v]{{{BLANK_RUN},}}")
 def longest_blank(sql: str) -> int:
     """The length of the longest run of ASCII blanks in ``sql`` of at least `BLANK_RUN`, else 0."""
     return max((m.end() - m.start() for m in _BLANKS.finditer(sql)), default=0)
+
+
+#: Bytes of each parameter value an approval request shows (`pgwarden.approvals.SHOWN_PARAMETER_BYTES`).
+SHOWN_PARAMETER_BYTES = 2048
+
+
+def cut_note(value: str | None, size: int | None) -> str | None:
+    """What an approver must be told about a parameter shown as ``value`` whose whole value is
+    ``size`` bytes (None: not known): that it was cut, and by how much (red team thirteen: a
+    trailing "…", which a value may hold itself, was all that said so). None when shown whole."""
+    if size is not None:
+        if size <= SHOWN_PARAMETER_BYTES:
+            return None
+        return (f"cut: the first {SHOWN_PARAMETER_BYTES:,} of {size:,} bytes are shown; the statement runs with "
+                f"the whole value")
+    if value is not None and value.endswith("\u2026"):
+        return "may be cut (its size is not known): the statement runs with the whole value"
+    return None

@@ -90,6 +90,10 @@ class ApprovalRequest:
     approvers: int = 1
     #: the id of the session in records (``session`` of each record)
     session_id: str = ""
+    #: the size in bytes of each parameter's value (None for NULL), of which ``parameters`` show
+    #: at most the first 2048 (`pgwarden.approvals.SHOWN_PARAMETER_BYTES`); None without parameters
+    #: (added with red team thirteen; no contract change)
+    parameter_sizes: tuple[int | None, ...] | None = None
 
 
 #: What an approval store says about a request (`ApprovalAnswer.state`).

@@ -227,6 +227,9 @@ class LiveCatalog(CatalogState):
         #: decide their named statements again at their next Bind (`Application`), so that a
         #: statement run after it waits for the load like a statement decided after it
         self.on_change_seen: list[Callable[[], object]] = []
+        #: the connection of `confirm` (its own: never beside a load or a check), and its turn
+        self._confirm_conn: psycopg.Connection[Any] | None = None
+        self._confirm_lock = defer.DeferredLock()
 
     def __repr__(self) -> str:
         u = self._upstream
@@ -316,6 +319,68 @@ class LiveCatalog(CatalogState):
         waiter: defer.Deferred = defer.Deferred()
         self._waiters.append((self._invalidations, waiter))
         return waiter
+
+    def confirm(self, backend_pid: int = 0) -> defer.Deferred:
+        """For a statement about to run because people approved it (`pgwarden.approvals`): asks the
+        server now, not within ``check_s``, whether its catalog changed since the last load (another
+        client's DDL: another pgwarden's session, an operator's) and whether another backend than
+        ``backend_pid`` has a transaction open that redefines objects (`queries.OPEN_REDEFINITIONS`).
+        Fires with ``(catalog, open)``: the catalog read again first if it changed (`fresh`), and
+        whether such a transaction is open; ``open`` is None when the server could not be asked,
+        and the catalog then is `current` (fail closed: the caller refuses)."""
+
+        def ask() -> tuple | _Failed:
+            password = None
+            if self._stopped:
+                return _Failed("the catalog has stopped")
+            try:
+                import psycopg
+
+                password = self._upstream.read_password()
+                for attempt in range(2):
+                    conn = self._confirm_conn
+                    if conn is None or conn.closed:
+                        conn = self._confirm_conn = psycopg.connect(
+                            **self._params, password=password or "", autocommit=True, prepare_threshold=None)
+                    try:
+                        with conn.cursor() as cur:
+                            cur.execute(queries.CHANGES)
+                            changes = cur.fetchone()
+                            cur.execute(queries.OPEN_REDEFINITIONS, (int(backend_pid),))
+                            row = cur.fetchone()
+                        return (tuple(changes) if changes is not None else (), bool(row[0]) if row else True)
+                    except psycopg.Error:
+                        self._confirm_conn = None
+                        conn.close()
+                        if attempt:
+                            raise
+                raise AssertionError("unreachable")
+            except Exception as e:  # noqa: BLE001 - the caller refuses: its text is all we keep
+                return _Failed(_scrub(f"{type(e).__name__}: {e}".strip(), password))
+
+        def asked(answer: tuple | _Failed) -> defer.Deferred:
+            if self._stopped:
+                return defer.succeed((self.current, None))
+            if isinstance(answer, _Failed):
+                log.warn("catalog: an approved statement's check failed ({error})", error=answer.error)
+                return defer.succeed((self.current, None))
+            changes, open_ = answer
+            if self._changes is not None and changes == self._changes:
+                return self.fresh().addCallback(lambda catalog: (catalog, open_))
+            ticket = self.invalidate("the catalog changed (checked for an approved statement)", seen=True)
+            # (a load that failed has not read the change: the caller refuses)
+            return self.fresh().addCallback(lambda catalog: (catalog, open_ if self.has_read(ticket) else None))
+
+        def released(answer: object) -> object:
+            self._confirm_lock.release()
+            return answer
+
+        def run(_: object) -> defer.Deferred:
+            return self._run_in_thread(ask).addBoth(released)
+
+        if self._stopped:
+            return defer.succeed((self.current, None))
+        return self._confirm_lock.acquire().addCallback(run).addCallback(asked)
 
     def first_load(self) -> defer.Deferred:
         """Fires with `current` once the first load has ended, whether it succeeded or not."""
@@ -567,11 +632,13 @@ class LiveCatalog(CatalogState):
 
     def _close(self) -> None:
         conn, self._conn = self._conn, None
+        confirming, self._confirm_conn = self._confirm_conn, None
         closed = self._closed
 
         def close() -> None:
-            if conn is not None:
-                conn.close()
+            for c in (conn, confirming):
+                if c is not None:
+                    c.close()
 
         def closed_now(_: object) -> None:  # whatever close() did: the connection is gone
             if closed is not None:

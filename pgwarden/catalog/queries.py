@@ -733,3 +733,29 @@ INITDB_KEY = "SELECT " + " || '|' ||\n       ".join((
               "classid = 'pg_proc'::regclass AND refclassid = 'pg_extension'::regclass"),
     _versions("pg_extension", "oid::text"),
 )) + " AS key"
+
+
+# Whether a transaction of another backend, still open, has redefined objects (red team thirteen):
+# a view, function, trigger, rule, policy or default replaced or altered writes a new version of
+# its catalog row and marks the old one (the one every other session still sees) with its
+# transaction's id in xmax, and each open transaction holds a lock on its own id; CREATE TRIGGER,
+# CREATE RULE, CREATE POLICY and ALTER TABLE also lock the relation (SHARE ROW EXCLUSIVE or ACCESS
+# EXCLUSIVE) until they end. Relations only that transaction can see (made in it: a temporary
+# table) are left out. $1: a backend whose relation locks do not count (the session that will run
+# the statement: its own TRUNCATE or LOCK TABLE is no redefinition); its rewritten catalog rows do
+# (a function a trigger of its own ran may have replaced a view). Row locks on catalog rows also
+# set xmax: they count too (fail closed).
+_REDEFINED_ROWS = " UNION ALL ".join(
+    f"SELECT xmax FROM pg_catalog.{table} WHERE xmax::text <> '0'"
+    for table in ("pg_rewrite", "pg_proc", "pg_trigger", "pg_policy", "pg_attrdef", "pg_class",
+                  "pg_constraint", "pg_type", "pg_operator", "pg_cast", "pg_namespace"))
+OPEN_REDEFINITIONS = f"""
+SELECT EXISTS (
+  SELECT 1 FROM pg_catalog.pg_locks AS l
+  WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND (
+    (l.locktype = 'relation' AND l.pid <> %s AND l.mode IN ('ShareRowExclusiveLock', 'AccessExclusiveLock')
+     AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
+                       WHERE d.datname = pg_catalog.current_database())
+     AND l.relation IN (SELECT c.oid FROM pg_catalog.pg_class AS c))
+    OR (l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock'
+        AND l.transactionid IN ({_REDEFINED_ROWS}))))"""

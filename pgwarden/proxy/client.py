@@ -336,7 +336,8 @@ class ClientConnection(ConnectionState, Protocol):
         if self.approval_wait is not None:  # never approved, never run: withdrawn, before the session's end
             self.approval_wait.withdraw("the session ended")
         if self.session is not None:
-            self.services.events.session_ended(self, self.end_reason or "client disconnected")
+            self.services.events.session_ended(self, _with_in_flight(self.end_reason or "client disconnected",
+                                                                     self.relay))
         if self.upstream is not None and self.upstream.transport is not None:
             if self.relay is not None and not self.relay.terminated:
                 self.upstream.transport.write(m.Terminate().encode())
@@ -690,3 +691,21 @@ class _Once(ClientFactory):
         # collector frees. Twisted breaks it itself when a connection fails
         # (BaseConnector.connectionFailed); so does this when one ends.
         connector.transport = None
+
+
+#: Appended to a session's end reason when statements it sent were still in flight (red team thirteen)
+IN_FLIGHT = ("; statements were in flight: their results never reached pgwarden, and they may have run "
+             "(and committed) without a result record")
+
+
+def _with_in_flight(reason: str, relay: Relay | None) -> str:
+    """``reason``, and whether statements were still in flight when the client left: the server
+    runs a statement to its end whether its client is there or not (a backend notices the
+    closed socket only when it writes), so the statement record of one whose answer never came
+    back says nothing of what it did (red team thirteen: `SELECT pg_sleep(0.5); UPDATE ...`
+    sent, then the socket closed: the UPDATE committed, and the records had its statement, no
+    result, and a session end "client disconnected")."""
+    if relay is not None and relay.answers_owed and not relay.server_fatal:
+        return reason + IN_FLIGHT
+    return reason
+

@@ -152,7 +152,7 @@ def stored_request(request: ApprovalRequest, preview: Preview | None) -> StoredR
         tables=tuple(sorted(statement.tables)), policy=verdict.policy, rule=verdict.rule,
         reason=verdict.reason, mode="retry" if request.mode == "retry" else "hold",
         approvals_needed=request.approvers, preview=preview,
-        grant_key=key_of(statement, session),
+        grant_key=key_of(statement, session), parameter_sizes=request.parameter_sizes,
     )
 
 
@@ -173,6 +173,29 @@ def answer_of(stored: StoredRequest) -> ApprovalAnswer:
         denier = next((d.approver for d in stored.decisions if not d.approved), None)
         return ApprovalAnswer.denied(stored.closed_reason, denier)
     return ApprovalAnswer.expired(stored.closed_reason)
+
+
+def still_granted(stored: StoredRequest, approvers: int, approvals: Approvals, now: float) -> bool:
+    """Whether ``stored``'s grant still covers a statement whose rule needs ``approvers`` under the
+    running ``approvals:`` section (a reload may have made either stricter since the approval).
+
+    * approved by fewer people than the rule that holds the statement now needs (a reload made
+      it stricter, or another policy of the subject's holds it): no grant (red team twelve);
+    * approved by people of whom fewer than that are approvers now (`approver_groups` no longer
+      holds any group their tokens had when they decided): no grant (red team thirteen);
+    * a window longer than `max_grant_minutes` now allows ends where that many minutes after the
+      approval end (red team thirteen: a 60-minute window went on after a reload to 5).
+    """
+    if stored.approvals_needed < approvers:
+        return False
+    groups = set(approvals.approver_groups)
+    if len({d.approver for d in stored.decisions if d.approved and groups & set(d.groups)}) < approvers:
+        return False
+    if stored.grant_until is not None:
+        approved_at = stored.closed_at if stored.closed_at is not None else stored.created
+        if now >= approved_at + approvals.max_grant_minutes * 60:
+            return False
+    return True
 
 
 class Approving:
@@ -340,10 +363,8 @@ class Approving:
         statement = request.statement
 
         def granted(stored: StoredRequest | None) -> Deferred[ApprovalAnswer] | ApprovalAnswer:
-            if stored is not None and stored.approvals_needed < request.approvers:
-                # Approved by fewer people than the rule that holds the statement now needs (a
-                # reload made it stricter, or another policy of the subject's holds it): no grant
-                # (red team twelve). A once grant taken here is spent: fail closed.
+            if stored is not None and not still_granted(stored, request.approvers, self.approvals, request.created):
+                # A once grant taken here is spent: fail closed.
                 stored = None
             if stored is not None:
                 answer = answer_of(stored)

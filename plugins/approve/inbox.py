@@ -35,7 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString, tags
 
 from pgwarden.identity import Identity
-from pgwarden.marks import BLANK_RUN, SUSPECT, char_name, foreign, hidden, longest_blank, mark
+from pgwarden.marks import BLANK_RUN, SUSPECT, char_name, cut_note, foreign, hidden, longest_blank, mark
 from pgwarden_plugins.approve.approvers import Approvers, NotAllowed, bearer_token
 from pgwarden_plugins.approve.notify import describe_preview
 from pgwarden_plugins.approve.store import ApprovalStore, StoredRequest
@@ -161,11 +161,15 @@ def _row(label: str, *value: str | Tag) -> list[Tag]:
     return [tags.dt(label), tags.dd(*value)]
 
 
-def _parameters(parameters: Sequence[str | None] | None) -> str | Tag:
+def _parameters(parameters: Sequence[str | None] | None, sizes: Sequence[int | None] | None) -> str | Tag:
     if parameters is None:
         return "none"
-    return tags.ol(*[tags.li(tags.code("NULL" if p is None else visible(p))) for p in parameters],
-                   class_="parameters")
+    items = []
+    for i, p in enumerate(parameters):
+        note = cut_note(p, sizes[i] if sizes is not None and i < len(sizes) else None)
+        value = tags.code("NULL" if p is None else visible(p))
+        items.append(tags.li(value, tags.p(note, class_="cut")) if note else tags.li(value))
+    return tags.ol(*items, class_="parameters")
 
 
 def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int) -> Tag:
@@ -181,7 +185,7 @@ def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int)
         *_row("Reason", r.reason or "-"),
         *_row("Kinds", ", ".join(r.kinds) or "-"),
         *_row("Tables", *visible(", ".join(r.tables) or "-")),
-        *_row("Parameters", _parameters(r.parameters)),
+        *_row("Parameters", _parameters(r.parameters, r.parameter_sizes)),
         *_row("Impact preview", tags.span(describe_preview(r.preview),
                                           class_="preview" + ("" if r.preview is None or r.preview.ok else " failed"))),
         *_row("Requested", _at(r.created, now)),

@@ -155,6 +155,10 @@ class StoredRequest:
     #: the fingerprint-only grant's key (`grant_key.grant_key`); None (a request stored before
     #: there was one, or a text without a fingerprint): a fingerprint-only grant covers nothing
     grant_key: str | None = None
+    #: the size in bytes of each parameter's value (None for NULL): ``parameters`` show at most the
+    #: first 2048 of each (the inbox and the CLI say when one is cut, and by how much); None when
+    #: unknown (a request stored by an older pgwarden)
+    parameter_sizes: tuple[int | None, ...] | None = None
 
     @property
     def approvers(self) -> tuple[str, ...]:

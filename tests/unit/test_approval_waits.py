@@ -59,6 +59,8 @@ class _Conn:
     relay: _Relay = attrs.Factory(_Relay)
     approval_wait: object = None
     flushed: int = 0
+    #: the session's own open transaction has redefined objects (`ConnectionState.catalog_redefined`)
+    catalog_redefined: bool = False
 
     def flush_soon(self) -> None:
         self.flushed += 1

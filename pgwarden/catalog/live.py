@@ -320,14 +320,15 @@ class LiveCatalog(CatalogState):
         self._waiters.append((self._invalidations, waiter))
         return waiter
 
-    def confirm(self, backend_pid: int = 0) -> defer.Deferred:
+    def confirm(self, backend_pid: int = 0, own_rows: bool = False) -> defer.Deferred:
         """For a statement about to run because people approved it (`pgwarden.approvals`): asks the
         server now, not within ``check_s``, whether its catalog changed since the last load (another
         client's DDL: another pgwarden's session, an operator's) and whether another backend than
         ``backend_pid`` has a transaction open that redefines objects (`queries.OPEN_REDEFINITIONS`).
         Fires with ``(catalog, open)``: the catalog read again first if it changed (`fresh`), and
         whether such a transaction is open; ``open`` is None when the server could not be asked,
-        and the catalog then is `current` (fail closed: the caller refuses)."""
+        and the catalog then is `current` (fail closed: the caller refuses). ``own_rows``: the
+        catalog rows ``backend_pid``'s own transaction rewrote do not count either."""
 
         def ask() -> tuple | _Failed:
             password = None
@@ -346,7 +347,8 @@ class LiveCatalog(CatalogState):
                         with conn.cursor() as cur:
                             cur.execute(queries.CHANGES)
                             changes = cur.fetchone()
-                            cur.execute(queries.OPEN_REDEFINITIONS, (int(backend_pid),))
+                            cur.execute(queries.OPEN_REDEFINITIONS,
+                                        (int(backend_pid), int(backend_pid) if own_rows else 0))
                             row = cur.fetchone()
                         return (tuple(changes) if changes is not None else (), bool(row[0]) if row else True)
                     except psycopg.Error:

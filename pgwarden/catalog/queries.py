@@ -743,8 +743,9 @@ INITDB_KEY = "SELECT " + " || '|' ||\n       ".join((
 # EXCLUSIVE) until they end. Relations only that transaction can see (made in it: a temporary
 # table) are left out. $1: a backend whose relation locks do not count (the session that will run
 # the statement: its own TRUNCATE or LOCK TABLE is no redefinition); its rewritten catalog rows do
-# (a function a trigger of its own ran may have replaced a view). Row locks on catalog rows also
-# set xmax: they count too (fail closed).
+# (a function a trigger of its own ran may have replaced a view), unless $2 is that backend too (a
+# statement whose effect its text fixes: `approvals.runs_no_definitions`). Row locks on catalog
+# rows also set xmax: they count too (fail closed).
 _REDEFINED_ROWS = " UNION ALL ".join(
     f"SELECT xmax FROM pg_catalog.{table} WHERE xmax::text <> '0'"
     for table in ("pg_rewrite", "pg_proc", "pg_trigger", "pg_policy", "pg_attrdef", "pg_class",
@@ -757,5 +758,5 @@ SELECT EXISTS (
      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                        WHERE d.datname = pg_catalog.current_database())
      AND l.relation IN (SELECT c.oid FROM pg_catalog.pg_class AS c))
-    OR (l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock'
+    OR (l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.pid <> %s
         AND l.transactionid IN ({_REDEFINED_ROWS}))))"""

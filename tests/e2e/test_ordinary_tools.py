@@ -596,6 +596,44 @@ def test_an_alembic_migration_is_held_then_approved(running, direct):
                           "AND attname = 'archived')").fetchone() == (True, 1)
 
 
+def test_a_migrations_drop_cascade_after_its_own_redefinition_is_not_run(running, direct):
+    """The hostile cousin of the migration above: DDL whose effect the catalog decides (a DROP ...
+    CASCADE takes what depends on the table, and the transaction's own CREATE OR REPLACE VIEW made
+    a committed view depend on it) does not run on its approval after the session's own transaction
+    redefined objects (55006, red team thirteen's check); only DDL its text fixes does."""
+    approver = ApiClient(f"http://127.0.0.1:{running.admin}/approvals/api", running.token("ann", [APPROVERS]))
+    direct.execute("CREATE TABLE IF NOT EXISTS r13_gone (id int); "
+                   "CREATE OR REPLACE VIEW r13_keep AS SELECT 1 AS id")
+    running.call(running.app.catalog.invalidate, "the case's set-up")  # (read before the first is held)
+    running.call(running.app.catalog.fresh)
+    steps = ["CREATE OR REPLACE VIEW r13_keep AS SELECT id FROM r13_gone", "DROP TABLE r13_gone CASCADE"]
+
+    def migrate():
+        with _connect(running, "migrations", autocommit=False) as conn:
+            for statement in steps:
+                try:
+                    conn.execute(statement)
+                except psycopg.Error as e:
+                    return statement, e.sqlstate
+            return None
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            done = pool.submit(migrate)
+            for statement in steps:
+                pending = wait_until(20, approver.pending, "the migration's DDL held",
+                                     until=lambda rs, s=statement: any(r["sql"] == s for r in rs) or done.done())
+                if done.done():
+                    break
+                (held,) = [r for r in pending if r["sql"] == statement]
+                approver.approve(held["id"], "reviewed")
+            assert done.result(20) == ("DROP TABLE r13_gone CASCADE", "55006")
+        assert direct.execute("SELECT to_regclass('public.r13_keep') IS NOT NULL, "
+                              "to_regclass('public.r13_gone') IS NOT NULL").fetchone() == (True, True)
+    finally:
+        direct.execute("DROP VIEW IF EXISTS r13_keep; DROP TABLE IF EXISTS r13_gone")
+
+
 # ---------------------------------------------------------------------- the hostile cousins
 
 

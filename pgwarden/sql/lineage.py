@@ -1920,7 +1920,16 @@ class _Walker:
             return _Val(v.sources | hidden.sources, False, v.opaque or hidden.opaque)
         if kind == "A_Expr":
             v = _union(self.expr(child, scope) for child in _children(f))
-            hidden = self.hidden_functions(self.operator_functions(_names(f.get("name"))))
+            oids = self.operator_functions(_names(f.get("name")))
+            sets = [fn for fn in map(self.ctx.catalog.function, oids) if fn is None or fn.returns_set]
+            if sets:
+                # an operator whose function returns a set multiplies rows as its call would (red
+                # team thirteen: `CREATE OPERATOR #~# (FUNCTION = generate_series, ...)`, then
+                # `count(*)` of `1 #~# ascii(substr(ssn, 1, 1))` counted the SSN's characters' codes)
+                known = [fn for fn in sets if fn is not None]
+                self.oracle(self.steering("", known, (), [v], scope) if len(known) == len(sets) else _union(
+                    [v, _OPAQUE]), "rows")
+            hidden = self.hidden_functions(oids)
             if hidden is _NONE:
                 return v
             return _Val(v.sources | hidden.sources, False, v.opaque or hidden.opaque)

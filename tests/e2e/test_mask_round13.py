@@ -5,7 +5,7 @@ run SQL text or read a table by name, side channels the session reads back, enco
 order and count oracles), kept as controls.
 Round three's database and masks (tests/e2e/test_mask_round3.py) under its POLICY (default allow;
 roles and system blocked: the agent may create tables, functions, operators, casts and aggregates).
-Each test of sections 1 and 2 failed before its fix.
+Each test of sections 1 to 3 failed before its fix.
 
 Found, closed:
 
@@ -35,7 +35,15 @@ Found, closed:
   pg_stat_get_backend_idset() n`` stored the statements, and ``SELECT * FROM r13_t`` after ``DROP
   CAST`` returned them in clear).
 
-Controls (section 3): the brief's list held (masked or refused): query_to_xml, table_to_xml under
+* **a set-returning function reached by an operator**: ``CREATE OPERATOR #~# (FUNCTION =
+  generate_series, LEFTARG = int4, RIGHTARG = int4)``, then ``SELECT count(*) FROM (SELECT 1 #~#
+  ascii(substr(ssn, 1, 1)) FROM users WHERE id = 1) s`` returned ``56`` (``'8'``): one character
+  of the SSN a statement (``regexp_split_to_table``, ``jsonb_array_elements`` likewise); the call by
+  name was refused as a set-returning function's argument, the operator was no such call. Now an
+  operator whose function returns a set is an oracle of its operands, as the call's arguments are
+  (``used in rows``, unless the statement fixes their structure).
+
+Controls (section 4): the brief's list held (masked or refused): query_to_xml, table_to_xml under
 xpath, cursor_to_xml, schema_to_xml, database_to_xml, ts_stat, ts_rewrite by name, a LANGUAGE
 internal alias of query_to_xml or pg_stat_get_backend_activity, pg_notify with LISTEN, set_config
 then SHOW, errors of casts (int, jsonb), an INSERT into a table with a unique key, an advisory lock,
@@ -192,7 +200,44 @@ def test_a_revealing_built_in_through_an_operator_or_a_cast_is_masked(warden, op
         operator.execute(CLEAN)
 
 
-# ------------------------------------------------------------------ 3. controls: the brief's list, masked or refused
+# ------------------------------------------------------------------ 3. rows multiplied by an operator's set-returning function
+ROWS = [
+    ("CREATE OPERATOR #~# (FUNCTION = generate_series, LEFTARG = int4, RIGHTARG = int4)", "ok"),
+    # before: [(56,)], the code of the SSN's first character ('8'), one character a statement
+    ("SELECT count(*) FROM (SELECT 1 #~# ascii(substr(ssn, 1, 1)) FROM users WHERE id = 1) AS s", "refused"),
+    ("SELECT count(*) FROM users AS u, LATERAL (SELECT 1 #~# ascii(substr(u.ssn, 2, 1))) AS s WHERE u.id = 1",
+     "refused"),  # before: [(49,)], '1'
+    ("CREATE OPERATOR #<# (FUNCTION = regexp_split_to_table, LEFTARG = text, RIGHTARG = text)", "ok"),
+    ("SELECT count(*) FROM (SELECT ssn #<# '8' FROM users WHERE id = 1) AS s", "refused"),  # before: [(2,)]
+    ("CREATE OPERATOR #*# (FUNCTION = jsonb_array_elements, RIGHTARG = jsonb)", "ok"),
+    ("SELECT count(*) FROM (SELECT #*# to_jsonb(string_to_array(ssn, '8')) FROM users WHERE id = 1) AS s",
+     "refused"),  # before: [(2,)]
+    # the controls: the same operators over values the statement fixes, or no masked column
+    ("SELECT ssn, #*# '[1, 2]'::jsonb FROM users", "ok"),
+    ("SELECT count(*) FROM (SELECT 1 #~# id FROM users) AS s", "ok"),
+    ("SELECT count(*) FROM (SELECT generate_series(1, ascii(substr(ssn, 1, 1))) FROM users WHERE id = 1) AS s",
+     "refused"),  # (the call by name: refused before too)
+]
+
+
+def test_an_operators_set_returning_function_steers_rows(warden, operator):
+    s = Session(warden)
+    try:
+        for sql, expected in ROWS:
+            r, got = _run(s, sql)
+            assert not leaked(got), (sql, leaked(got), r)
+            assert _refused(r, "used in rows") if expected == "refused" else r["err"] is None, (sql, r)
+        assert s.run("SELECT count(*) FROM (SELECT 1 #~# id FROM users) AS s")["rows"] == [(3,)]
+        # no built-in operator returns a set: the check costs ordinary statements nothing
+        assert operator.execute("SELECT count(*) FROM pg_operator AS o JOIN pg_proc AS p ON p.oid = o.oprcode "
+                                "WHERE p.proretset AND o.oid < 16384").fetchone() == (0,)
+    finally:
+        s.close()
+        operator.execute("DROP OPERATOR IF EXISTS #~# (int4, int4); DROP OPERATOR IF EXISTS #<# (text, text); "
+                         "DROP OPERATOR IF EXISTS #*# (NONE, jsonb)")
+
+
+# ------------------------------------------------------------------ 4. controls: the brief's list, masked or refused
 CONTROLS = [
     ("SELECT query_to_xml('select ssn from users', true, false, '')", "refused"),
     ("SELECT query_to_xml_and_xmlschema('select ssn from users', true, false, '')", "refused"),

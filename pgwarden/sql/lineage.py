@@ -318,7 +318,8 @@ def _hidden_revealing_casts(catalog: Catalog) -> bool:
     known = catalog.derived.get("revealing casts")
     if known is None:
         known = catalog.derived["revealing casts"] = any(
-            fn is not None and fn.builtin and (fn.name in _READS_BY_NAME or revealing_function(fn) is not None)
+            fn is not None and (fn.builtin and fn.name in _READS_BY_NAME or revealing_function(fn) is not None
+                                or runs_built_sql(fn))
             for cast in catalog.ambient_casts for fn in (catalog.function(cast.function),))
     return bool(known)
 

@@ -101,6 +101,7 @@ CLEAN = ("DROP FUNCTION IF EXISTS r13_words() CASCADE; DROP AGGREGATE IF EXISTS 
          "DROP OPERATOR IF EXISTS ### (tsquery, text); DROP OPERATOR IF EXISTS #%# (NONE, text); "
          "DROP OPERATOR IF EXISTS #!# (NONE, int4); DROP CAST IF EXISTS (int4 AS text); "
          "DROP FUNCTION IF EXISTS r13_qx(text, bool, bool, text), r13_act(int); "
+         "DROP OPERATOR IF EXISTS #&& (text, text), #@@ (regclass, int8), #^^ (int4, int4), #== (oid, bytea); "
          "DROP TABLE IF EXISTS r13_qs, r13_uq, r13_t; DROP SEQUENCE IF EXISTS r13_sq")
 
 
@@ -281,6 +282,15 @@ CONTROLS = [
     ("SELECT count(*) FROM (SELECT DISTINCT u FROM users u) s", "refused"),
     ("EXPLAIN SELECT 1 FROM users WHERE ssn < '5'", "refused"),
     ("SELECT current_query(), ssn FROM users", "ok"),
+    # functions that keep values elsewhere, reached by operators: judged as their calls
+    ("CREATE OPERATOR #&& (FUNCTION = pg_notify, LEFTARG = text, RIGHTARG = text)", "ok"),
+    ("SELECT 'r13' #&& ssn FROM users", "refused"),
+    ("CREATE OPERATOR #@@ (FUNCTION = setval, LEFTARG = regclass, RIGHTARG = int8)", "ok"),
+    ("SELECT 'r13_sq'::regclass #@@ ssn_num FROM users WHERE id = 1", "refused"),
+    ("CREATE OPERATOR #^^ (FUNCTION = pg_advisory_lock, LEFTARG = int4, RIGHTARG = int4)", "ok"),
+    ("SELECT 1 #^^ ascii(ssn) FROM users WHERE id = 1", "refused"),
+    ("CREATE OPERATOR #== (FUNCTION = lo_from_bytea, LEFTARG = oid, RIGHTARG = bytea)", "ok"),
+    ("SELECT 0::oid #== ssn::bytea FROM users WHERE id = 1", "refused"),
 ]
 
 

@@ -284,7 +284,7 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
         if not stmts:
             return ()
         first = _Walker(context).statement(stmts[0])
-        if context.stale:
+        if context.stale or _hidden_revealing_casts(context.catalog):
             first = _untraceable(first)
         if len(stmts) == 1:
             return (first,)
@@ -292,7 +292,8 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
         out = [first]
         for stmt in stmts[1:]:
             lineage = _Walker(later).statement(stmt)
-            if context.stale or any(_changes_catalog(p) for p in stmts[:len(out)]):
+            if context.stale or _hidden_revealing_casts(context.catalog) \
+                    or any(_changes_catalog(p) for p in stmts[:len(out)]):
                 # What the catalog said may have changed before this statement runs (a view
                 # replaced, a table renamed): nothing it returns can be traced.
                 lineage = _untraceable(lineage)
@@ -306,6 +307,21 @@ def lineage_of(statement: str | dict[str, Any], context: SqlContext) -> tuple[Li
             return deep(run)
     except Exception:  # noqa: BLE001 - a bug here must not let a statement through unmasked
         return tuple(UNKNOWN for _ in stmts) or (UNKNOWN,)
+
+
+def _hidden_revealing_casts(catalog: Catalog) -> bool:
+    """Whether the server may apply, where no text shows it, a cast whose function is a built-in
+    that reads what its argument names or returns values of any column (an implicit or
+    assignment cast of the database's own: `CREATE CAST (int4 AS text) WITH FUNCTION
+    pg_stat_get_backend_activity(int4) AS IMPLICIT` made `ltrim(n)` return other sessions'
+    statements, red team thirteen): no output of any statement can be traced then."""
+    known = catalog.derived.get("revealing casts")
+    if known is None:
+        known = catalog.derived["revealing casts"] = any(
+            fn is not None and (fn.builtin and fn.name in _READS_BY_NAME or revealing_function(fn) is not None
+                                or runs_built_sql(fn))
+            for cast in catalog.ambient_casts for fn in (catalog.function(cast.function),))
+    return bool(known)
 
 
 def _untraceable(lineage: Lineage) -> Lineage:
@@ -774,6 +790,11 @@ class _Walker:
     def _written(self, columns: Columns) -> None:
         for _, v in columns:
             self.oracle(v, "write")
+        if columns and _hidden_revealing_casts(self.catalog):
+            # an assignment cast may convert what is written through such a function, out of sight
+            # (`INSERT INTO t SELECT n FROM pg_stat_get_backend_idset() n` stored other sessions'
+            # statements, read back in clear once the cast was dropped, red team thirteen)
+            self.oracle(self.read(_OPAQUE), "write")
 
     # ------------------------------------------------------------------ reads, oracles
 
@@ -1900,7 +1921,16 @@ class _Walker:
             return _Val(v.sources | hidden.sources, False, v.opaque or hidden.opaque)
         if kind == "A_Expr":
             v = _union(self.expr(child, scope) for child in _children(f))
-            hidden = self.hidden_functions(self.operator_functions(_names(f.get("name"))))
+            oids = self.operator_functions(_names(f.get("name")))
+            sets = [fn for fn in map(self.ctx.catalog.function, oids) if fn is None or fn.returns_set]
+            if sets:
+                # an operator whose function returns a set multiplies rows as its call would (red
+                # team thirteen: `CREATE OPERATOR #~# (FUNCTION = generate_series, ...)`, then
+                # `count(*)` of `1 #~# ascii(substr(ssn, 1, 1))` counted the SSN's characters' codes)
+                known = [fn for fn in sets if fn is not None]
+                self.oracle(self.steering("", known, (), [v], scope) if len(known) == len(sets) else _union(
+                    [v, _OPAQUE]), "rows")
+            hidden = self.hidden_functions(oids)
             if hidden is _NONE:
                 return v
             return _Val(v.sources | hidden.sources, False, v.opaque or hidden.opaque)
@@ -2062,6 +2092,18 @@ class _Walker:
                 opaque = opaque or oid >= FIRST_NORMAL_OID
                 continue
             if fn.builtin:
+                # A built-in that reads what its text argument names (ts_rewrite's query, ts_stat's)
+                # or returns values of any column (another session's statement text), reached by an
+                # operator or a cast of the agent's own (red team thirteen: `CREATE OPERATOR ###
+                # (FUNCTION = ts_rewrite, ...)`, then `'a'::tsquery ### 'SELECT ..., ssn::tsquery
+                # FROM users'` returned the SSN in clear): as its call by name is
+                if fn.name in _READS_BY_NAME or fn.name.startswith("dblink"):
+                    self.unknown_reads = True
+                    sources.add(UNTRACED)
+                    opaque = True
+                found = revealing_function(fn)
+                if found is not None:
+                    sources.add(Source("pg_catalog", found[0], fn.name))
                 continue
             extra = self.body_reads(fn)
             sources |= extra.sources

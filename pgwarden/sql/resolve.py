@@ -104,6 +104,7 @@ SQL_TEXT_FUNCTIONS = frozenset({
     "schema_to_xml", "schema_to_xmlschema", "schema_to_xml_and_xmlschema",
     "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
 })
+_UNKNOWN_KIND = frozenset({"unknown"})
 # The volatilities of the functions planning runs (a plain EXPLAIN): IMMUTABLE ones folded,
 # STABLE ones computed for the estimates (eval_const_expressions' estimate mode).
 _PLANNED = frozenset({"i", "s"})
@@ -501,7 +502,7 @@ class _Resolver:
                 if op.function >= 16384 or not self.catalog.complete:
                     kinds.add("unknown")
                 continue
-            found = self.function_kinds(fn)
+            found = self.function_kinds(fn) | self._hidden_text_kinds(fn)
             if found:
                 kinds |= found
                 functions.add(fn.name)
@@ -646,7 +647,7 @@ class _Resolver:
             kinds.add("unknown")
             return
         self._unseen_settings(fn)
-        found = self.function_kinds(fn)
+        found = self.function_kinds(fn) | self._hidden_text_kinds(fn)
         if found:
             kinds |= found
         if found or (named and not fn.builtin):
@@ -657,6 +658,14 @@ class _Resolver:
             nested.append(effects if named else attrs.evolve(effects, fired_tables=body_tables))
 
     # ------------------------------------------------------------------ function kinds
+
+    @staticmethod
+    def _hidden_text_kinds(fn: FunctionFacts) -> frozenset[str]:
+        """A built-in that runs SQL given as text (or reads a relation by name), reached where the
+        text does not call it by name (an operator's or a cast's function, an aggregate's state
+        function): its text argument is not the literal a call's is analysed as, so what it runs
+        is unknown (red team thirteen: `CREATE OPERATOR ### (FUNCTION = ts_rewrite, ...)`)."""
+        return _UNKNOWN_KIND if fn.builtin and fn.name in SQL_TEXT_FUNCTIONS else frozenset()
 
     def function_kinds(self, fn: FunctionFacts) -> frozenset[str]:
         """What calling ``fn`` may do, as statement kinds (empty: nothing a policy cares about)."""
@@ -746,7 +755,7 @@ class _Resolver:
                         found.add("unknown")
                         continue
                     self._unseen_settings(part)
-                    found |= self.function_kinds(part)
+                    found |= self.function_kinds(part) | self._hidden_text_kinds(part)
                     tables |= self._body_tables.get(oid, frozenset())
                     writes |= self._body_writes.get(oid, frozenset())
                     if oid in self._body_wheres:

@@ -687,8 +687,14 @@ class _Resolver:
             found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
             if fn.builtin and fn.name in VOLATILE_ALSO:
                 found.add(VOLATILE_ALSO[fn.name])
-        if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
-            found.add("side_effect")  # C or an untrusted language: anything may happen
+        if not fn.builtin and fn.language not in ("sql", "plpgsql"):
+            if not fn.trusted_language:
+                found.add("side_effect")  # C or an untrusted language: anything may happen
+            # Code pgwarden does not read: what it does is not known (red team thirteen: a function
+            # of the database's own `LANGUAGE internal AS 'pg_read_file_all'` read a server file, one
+            # `AS 'set_config_by_name'` turned track_counts off around a DELETE, one `LANGUAGE c AS
+            # '$libdir/adminpack', 'pg_file_write_v1_1'` wrote a server file, each as `side_effect`)
+            found.add("unknown")
         if not fn.builtin and self.stale:
             # The session changed the catalog in a transaction still open (or not read since):
             # the function may have been replaced there (CREATE OR REPLACE, then a call of it,

@@ -291,6 +291,62 @@ _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
 # What a DROP of one of these takes with it: every row of a table, of every table of a schema,
 # of an extension's own tables.
 _DROPS_ROWS = frozenset({"OBJECT_TABLE", "OBJECT_SCHEMA", "OBJECT_MATVIEW", "OBJECT_EXTENSION"})
+# ALTER TABLE commands that make a table's rows another's, or no longer: rows enter or leave a parent
+# without being written (`Syntax.uncounted`)
+_MOVES_ROWS = frozenset({"AT_AttachPartition", "AT_DetachPartition", "AT_DetachPartitionFinalize", "AT_AddInherit",
+                         "AT_DropInherit"})
+# DDL only a superuser may run (PostgreSQL 15): the upstream role may be one, and then the server refuses
+# none of it (red team thirteen: `CREATE TABLESPACE ... LOCATION`, `CREATE FOREIGN DATA WRAPPER`, `CREATE
+# EXTENSION adminpack`, `ALTER TABLE ... DISABLE TRIGGER ALL` passed a policy refusing `system`). Each is
+# `system` as well as `ddl`. The statements themselves; DROP / RENAME / OWNER TO of the objects only a
+# superuser makes; an extension, trusted or not (its script runs as a superuser).
+_SUPERUSER_STATEMENTS = frozenset({
+    "CreateTableSpaceStmt", "AlterTableSpaceOptionsStmt", "DropTableSpaceStmt", "CreateFdwStmt", "AlterFdwStmt",
+    "CreateEventTrigStmt", "AlterEventTrigStmt", "CreatePLangStmt", "CreateAmStmt", "CreateOpClassStmt",
+    "CreateOpFamilyStmt", "AlterOpFamilyStmt", "CreateExtensionStmt", "AlterExtensionStmt",
+    "AlterExtensionContentsStmt", "CreateTransformStmt",
+})
+_SUPERUSER_OBJECTS = frozenset({
+    "OBJECT_TABLESPACE", "OBJECT_FDW", "OBJECT_EVENT_TRIGGER", "OBJECT_LANGUAGE", "OBJECT_ACCESS_METHOD",
+    "OBJECT_OPCLASS", "OBJECT_OPFAMILY", "OBJECT_TSPARSER", "OBJECT_TSTEMPLATE", "OBJECT_TRANSFORM",
+})
+# ALTER TABLE ... ENABLE / DISABLE TRIGGER ALL switches the foreign keys' internal triggers too: a
+# superuser's (the referenced rows can go, the referencing stay); so does naming one of those
+_TRIGGER_ALL = frozenset({"AT_EnableTrigAll", "AT_DisableTrigAll"})
+_TRIGGER_ONE = frozenset({"AT_EnableTrig", "AT_DisableTrig", "AT_EnableAlwaysTrig", "AT_EnableReplicaTrig"})
+# ALTER TYPE ... SET of these: a base type's I/O functions, a superuser's
+_TYPE_SUPERUSER_OPTIONS = frozenset({"receive", "send", "typmod_in", "typmod_out", "analyze", "subscript"})
+# The languages whose functions pgwarden reads (their bodies are judged); a function made in any other
+# is a superuser's when the language is untrusted (internal, c, plpython3u: any built-in's C code, any
+# library's symbol, under a name of the agent's choosing) and its code is not read: `system`.
+READ_LANGUAGES = frozenset({"sql", "plpgsql"})
+
+
+def superuser_only(name: str, f: dict) -> bool:
+    """Whether the statement ``name`` (its fields ``f``) is one only a superuser may run (`_SUPERUSER_STATEMENTS`)."""
+    if name in _SUPERUSER_STATEMENTS:
+        return True
+    if name == "DropStmt":
+        return f.get("removeType") in _SUPERUSER_OBJECTS
+    if name == "RenameStmt":
+        return f.get("renameType") in _SUPERUSER_OBJECTS
+    if name == "AlterOwnerStmt":
+        return f.get("objectType") in _SUPERUSER_OBJECTS
+    if name == "DefineStmt":  # a base type (its I/O functions), a text search parser or template
+        kind = f.get("kind")
+        return kind in ("OBJECT_TSPARSER", "OBJECT_TSTEMPLATE") or kind == "OBJECT_TYPE" and bool(f.get("definition"))
+    if name == "CreateCastStmt":  # WITHOUT FUNCTION: binary coercible
+        return not f.get("func") and not f.get("inout")
+    if name == "AlterTypeStmt":
+        return any((_fields(o) or {}).get("defname") in _TYPE_SUPERUSER_OPTIONS for o in f.get("options") or [])
+    if name == "AlterTableStmt":
+        for cmd in f.get("cmds") or []:
+            c = _fields(cmd) or {}
+            subtype = c.get("subtype")
+            if subtype in _TRIGGER_ALL or subtype in _TRIGGER_ONE and str(c.get("name", "")).startswith(
+                    "RI_ConstraintTrigger"):
+                return True
+    return False
 # The value of a setting that the text does not give (a column, an expression, a parameter):
 # never a literal's text (a protocol string cannot hold a NUL byte).
 COMPUTED = "\x00"
@@ -576,6 +632,8 @@ class _Walker:
             return
         name, f = n
         self.kinds.add(self._kind(name, f))
+        if superuser_only(name, f):
+            self.kinds.add("system")
         if name in _UNCOUNTED_STATEMENTS or name == "DropStmt" and (
                 f.get("behavior") == "DROP_CASCADE" or f.get("removeType") in _DROPS_ROWS) \
                 or name == "AlterEnumStmt" and f.get("oldVal") is not None:
@@ -844,6 +902,10 @@ class _Walker:
             inner = _Walker(self.lexer)
             inner._settings("VariableSetStmt", clause[1])
             self.function_settings += [(name, value) for name, value in inner.settings if value is not None]
+            # kept in pg_proc: every later call, of any session, runs under it (red team thirteen:
+            # `ALTER FUNCTION f SET session_replication_role = replica` was plain DDL), judged as
+            # ALTER DATABASE / ROLE ... SET is (`stored_settings`)
+            self.stored_settings += [(name, value) for name, value in inner.settings if value is not None]
             self.constants_read = self.constants_read or inner.constants_read
 
     def _body_options(self, f: dict) -> tuple[str | None, str | None, bool]:
@@ -881,6 +943,8 @@ class _Walker:
             return
         schema, fname = (parts[-2] if len(parts) > 1 else None), parts[-1]
         language, body, _ = self._body_options(f)
+        if language is not None and language not in READ_LANGUAGES:
+            self.kinds.add("system")  # C, internal, an untrusted language: a superuser's (`READ_LANGUAGES`)
         volatility = "v"
         for option in f.get("options", []) or []:
             o = _node(option)
@@ -1481,6 +1545,10 @@ class _Walker:
             self._foreign_table_options(f.get("def"))
         if f.get("subtype") in ("AT_AlterColumnType", "AT_DropColumn"):
             self.uncounted = True  # every row's value computed again, or dropped: no row counted
+        if f.get("subtype") in _MOVES_ROWS:
+            # a partition's (an inheritance child's) rows leave the parent, or join it, none of them
+            # written (red team thirteen: DETACH PARTITION took 10 rows out of the parent, counted as none)
+            self.uncounted = True
         if f.get("subtype") in ("AT_AddColumn", "AT_AlterColumnType"):
             # every row's value is converted to the column's new type (a domain's CHECK runs
             # even for the NULLs of a column added without a default)

@@ -58,6 +58,7 @@ class CatalogRows:
     operator_classes: tuple[tuple, ...] = ()
     plain_settings: tuple[tuple, ...] = ()
     indexes: tuple[tuple, ...] = ()
+    trusted_extensions: tuple[tuple, ...] = ()
 
     def by_kind(self) -> dict[str, tuple[tuple, ...]]:
         return {kind: getattr(self, kind) for kind in KINDS}
@@ -370,6 +371,7 @@ def build_catalog(
         operator_classes=rows.operator_classes,
         plain_settings=(name.lower() for (name,) in rows.plain_settings),
         indexes=rows.indexes,
+        trusted_extensions=(name for (name,) in rows.trusted_extensions),
         server_version=rows.server_version,
         source=source,
         complete=complete,

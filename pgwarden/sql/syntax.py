@@ -295,16 +295,23 @@ _DROPS_ROWS = frozenset({"OBJECT_TABLE", "OBJECT_SCHEMA", "OBJECT_MATVIEW", "OBJ
 # without being written (`Syntax.uncounted`)
 _MOVES_ROWS = frozenset({"AT_AttachPartition", "AT_DetachPartition", "AT_DetachPartitionFinalize", "AT_AddInherit",
                          "AT_DropInherit"})
+# DDL statements whose objects may be the server's own (`changed_objects`)
+_CHANGES_OBJECTS = frozenset({
+    "AlterFunctionStmt", "RenameStmt", "AlterOwnerStmt", "AlterObjectSchemaStmt", "AlterObjectDependsStmt",
+    "DropStmt", "CommentStmt", "CreateFunctionStmt", "DefineStmt", "AlterOperatorStmt", "AlterTypeStmt",
+    "AlterTableStmt", "AlterEnumStmt", "AlterDomainStmt", "CreateTrigStmt", "RuleStmt", "CreatePolicyStmt",
+    "AlterPolicyStmt", "IndexStmt", "CreateStatsStmt", "AlterStatsStmt", "SecLabelStmt",
+})
 # DDL only a superuser may run (PostgreSQL 15): the upstream role may be one, and then the server refuses
 # none of it (red team thirteen: `CREATE TABLESPACE ... LOCATION`, `CREATE FOREIGN DATA WRAPPER`, `CREATE
 # EXTENSION adminpack`, `ALTER TABLE ... DISABLE TRIGGER ALL` passed a policy refusing `system`). Each is
 # `system` as well as `ddl`. The statements themselves; DROP / RENAME / OWNER TO of the objects only a
-# superuser makes; an extension, trusted or not (its script runs as a superuser).
+# superuser makes. (CREATE / ALTER EXTENSION: unless the server says the extension is trusted, the
+# resolver's `Catalog.trusted_extensions`.)
 _SUPERUSER_STATEMENTS = frozenset({
     "CreateTableSpaceStmt", "AlterTableSpaceOptionsStmt", "DropTableSpaceStmt", "CreateFdwStmt", "AlterFdwStmt",
     "CreateEventTrigStmt", "AlterEventTrigStmt", "CreatePLangStmt", "CreateAmStmt", "CreateOpClassStmt",
-    "CreateOpFamilyStmt", "AlterOpFamilyStmt", "CreateExtensionStmt", "AlterExtensionStmt",
-    "AlterExtensionContentsStmt", "CreateTransformStmt",
+    "CreateOpFamilyStmt", "AlterOpFamilyStmt", "AlterExtensionContentsStmt", "CreateTransformStmt",
 })
 _SUPERUSER_OBJECTS = frozenset({
     "OBJECT_TABLESPACE", "OBJECT_FDW", "OBJECT_EVENT_TRIGGER", "OBJECT_LANGUAGE", "OBJECT_ACCESS_METHOD",
@@ -347,6 +354,79 @@ def superuser_only(name: str, f: dict) -> bool:
                     "RI_ConstraintTrigger"):
                 return True
     return False
+
+
+# The schemas of the server's own objects (owned by the bootstrap superuser): DDL on an object of one is
+# a superuser's (red team thirteen: `ALTER FUNCTION pg_catalog.set_config(text, text, boolean) RENAME TO
+# ...` hid set_config from every check that knows it by name)
+_SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
+# Object types of DDL naming a function (an aggregate, a procedure), an operator
+_ROUTINES = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
+# Where DDL names the object it changes: (field, whether it is a list of such objects)
+_OBJECT_FIELDS = (("object", False), ("objects", True), ("func", False), ("opername", False), ("defnames", False),
+                  ("typeName", False), ("relation", False), ("funcname", False))
+
+
+def _object_names(obj: Any) -> list[str]:
+    """The qualified name of a DDL statement's object: an ObjectWithArgs', a list of names', a
+    TypeName's, a RangeVar's (empty when it is none of these)."""
+    n = _node(obj)
+    if n is not None:
+        name, f = n
+        if name == "ObjectWithArgs":
+            return _names(f.get("objname", []))
+        if name == "TypeName":
+            return _names(f.get("names", []))
+        if name == "List":
+            return _names(f.get("items", []))
+        if name == "String":
+            return [_str(obj) or ""]
+        if name == "RangeVar":
+            return [x for x in (f.get("schemaname"), f.get("relname")) if x]
+        return []
+    if isinstance(obj, list):
+        return _names(obj)
+    if isinstance(obj, dict):
+        if "objname" in obj:
+            return _names(obj.get("objname", []))
+        if "names" in obj:
+            return _names(obj.get("names", []))
+        if "relname" in obj:
+            return [x for x in (obj.get("schemaname"), obj.get("relname")) if x]
+    return []
+
+
+def changed_objects(name: str, f: dict) -> tuple[bool, list[tuple[str, tuple[str, ...]]]]:
+    """DDL statement ``name``'s objects: (whether one is named in a schema of the server's own, the
+    functions and operators it alters, renames, gives away, moves, drops, comments on or replaces as
+    ("routine" | "replaced" | "operator", qualified name)): the resolver asks the catalog whether
+    they are built in ("replaced": CREATE OR REPLACE, whose unqualified name is the first schema's of
+    the path, not pg_catalog's)."""
+    kind = (f.get("objtype") or f.get("removeType") or f.get("renameType") or f.get("objectType")
+            or f.get("kind") or "")
+    if name in ("AlterFunctionStmt", "CreateFunctionStmt"):
+        kind = "OBJECT_FUNCTION"
+    elif name == "AlterOperatorStmt":
+        kind = "OBJECT_OPERATOR"
+    elif name == "DefineStmt" and kind == "OBJECT_AGGREGATE" and not f.get("replace"):
+        kind = ""  # (a new aggregate: nothing of the server's own changes, unless made in its schema)
+    system = False
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for field, many in _OBJECT_FIELDS:
+        value = f.get(field)
+        if value is None or field == "typeName" and name != "AlterTypeStmt" \
+                or field == "funcname" and name != "CreateFunctionStmt":
+            continue
+        for item in (value if many and isinstance(value, list) else [value]):
+            parts = _object_names(item)
+            if not parts:
+                continue
+            if len(parts) > 1 and parts[-2] in _SYSTEM_SCHEMAS:
+                system = True
+            if kind in _ROUTINES and (name != "CreateFunctionStmt" or f.get("replace")) or kind == "OBJECT_OPERATOR":
+                what = "routine" if kind in _ROUTINES else "operator"
+                found.append(("replaced" if name == "CreateFunctionStmt" else what, tuple(parts)))
+    return system, found
 # The value of a setting that the text does not give (a column, an expression, a parameter):
 # never a literal's text (a protocol string cannot hold a NUL byte).
 COMPUTED = "\x00"
@@ -634,6 +714,17 @@ class _Walker:
         self.kinds.add(self._kind(name, f))
         if superuser_only(name, f):
             self.kinds.add("system")
+        if name in _CHANGES_OBJECTS:
+            system, changed = changed_objects(name, f)
+            if system:
+                self.kinds.add("system")
+            self.ddl_objects += changed
+        if name in ("CreateExtensionStmt", "AlterExtensionStmt"):
+            self.ddl_objects.append(("extension", (f.get("extname") or "",)))
+        if name == "AlterExtensionContentsStmt":
+            # ALTER EXTENSION ... ADD / DROP: a function of the database's own becomes an extension's
+            # (whose body pgwarden does not read: `FunctionFacts.builtin`), or the reverse
+            self.kinds.add("unknown")
         if name in _UNCOUNTED_STATEMENTS or name == "DropStmt" and (
                 f.get("behavior") == "DROP_CASCADE" or f.get("removeType") in _DROPS_ROWS) \
                 or name == "AlterEnumStmt" and f.get("oldVal") is not None:

@@ -25,6 +25,17 @@ Found (each closed, its case below; the server's state read on a direct connecti
   text search parsers and templates, transforms, extensions, base types, binary casts, a type's I/O
   functions, ENABLE / DISABLE TRIGGER ALL or of an internal trigger), and a function's SET clause is
   judged as `ALTER DATABASE ... SET` is (`Syntax.stored_settings`).
+* **The server's own functions renamed** (policies "capped" and "migrators"): `ALTER FUNCTION
+  pg_catalog.set_config(text, text, boolean) RENAME TO rt13_cfg` was plain `ddl`, and hid set_config
+  from every check that knows it by name: an SQL function calling it by the new name turned
+  `track_counts` off around a DELETE of 5 rows, counted as none; `lo_unlink` renamed `random` (a
+  harmless volatile built-in, by name) deleted a large object under a policy refusing
+  `side_effect`, and `pg_terminate_backend` renamed so was called; `ALTER FUNCTION pg_catalog.now()
+  OWNER TO app` gave a built-in to the agent's role. DDL naming an object of `pg_catalog` or
+  `information_schema` is now `system`, and DDL that alters, renames, moves, gives away, replaces,
+  comments on or drops a function or operator the catalog says is the server's own (initdb's, an
+  extension's) is `system` and `unknown`; `ALTER EXTENSION ... ADD / DROP` (a function of the
+  database's own made an extension's, whose body pgwarden does not read) is `unknown`.
 * **Rows that leave or join a table unwritten** (policy "capped", `rows_written: 2`): `ALTER TABLE
   public.rt13_part DETACH PARTITION public.rt13_p1` took 10 rows out of the parent, `NO INHERIT`
   likewise, `ATTACH PARTITION` and `INHERIT` brought 10 in, each counted as none. They are now
@@ -37,10 +48,10 @@ Found (each closed, its case below; the server's state read on a direct connecti
 Controls (refused or counted before this round, kept): `ALTER ROLE ALL IN DATABASE ... SET
 session_replication_role`, `set_config('session_replication_role', ...)`, `CREATE FUNCTION ... SET
 role`, `SET allow_system_table_mods`, `RESET ALL` in a read-only session (back to read-only), an
-INSTEAD OF trigger's and a `DO ALSO` rule's 50 rows, `ON CONFLICT DO UPDATE`, MERGE, TRUNCATE in a
-function, `lo_from_bytea` under `rows_written`. Allowed, kept: `DISABLE TRIGGER USER`, a function
-with `SET search_path`, `CREATE SERVER` of an existing wrapper, a shell type, `SET
-check_function_bodies`.
+INSTEAD OF trigger's and a `DO ALSO` rule's 50 rows, `ON CONFLICT DO UPDATE` and MERGE of 5 rows,
+TRUNCATE in a function, `lo_from_bytea` under `rows_written`. Allowed, kept: `DISABLE TRIGGER
+USER`, a function with `SET search_path`, `CREATE SERVER` of an existing wrapper, a shell type, `SET
+check_function_bodies`, `CREATE EXTENSION hstore`, renaming a function of the database's own.
 """
 
 from __future__ import annotations
@@ -360,3 +371,35 @@ def test_controls_refused_before_this_round(hostile, server, protocol):
     assert _one(server.conn, "SELECT count(*) FROM pg_largeobject_metadata") == 0
     reset, shown = _run(hostile, "readonly", protocol, "RESET ALL", "SHOW default_transaction_read_only")
     assert not errors(reset) and _rows(shown) == [(b"on",)]
+
+
+WRITES_ELSEWHERE = [
+    "DROP VIEW IF EXISTS public.rt13_v", "DROP TABLE IF EXISTS public.rt13_r",
+    "DROP FUNCTION IF EXISTS public.rt13_io() CASCADE", "DROP FUNCTION IF EXISTS public.rt13_tr()",
+    "CREATE VIEW public.rt13_v AS SELECT 1 AS a",
+    "CREATE FUNCTION public.rt13_io() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO public.plain_t SELECT g FROM generate_series(1, 50) AS g; RETURN NEW; END $$",
+    "CREATE TRIGGER rt13_io INSTEAD OF INSERT ON public.rt13_v FOR EACH ROW EXECUTE FUNCTION public.rt13_io()",
+    "CREATE TABLE public.rt13_r (a int)",
+    "CREATE RULE rt13_rr AS ON INSERT TO public.rt13_r DO ALSO INSERT INTO public.plain_t "
+    "SELECT g FROM generate_series(1, 50) AS g",
+    "CREATE FUNCTION public.rt13_tr() RETURNS int LANGUAGE plpgsql AS $$ BEGIN TRUNCATE public.things; RETURN 1; END $$",
+]
+
+
+@pytest.fixture
+def writes_elsewhere(hostile, server):
+    _made(hostile, server, *WRITES_ELSEWHERE)
+    yield server
+    server.conn.execute("; ".join(WRITES_ELSEWHERE[:4]))
+
+
+@pytest.mark.parametrize("protocol", ["extended"])  # (controls: one protocol)
+def test_controls_writes_the_text_does_not_show_are_counted(hostile, writes_elsewhere, protocol):
+    # (policy "capped": the 50 rows an INSTEAD OF trigger or a DO ALSO rule wrote were counted, and the
+    # TRUNCATE in a function refused, before this round too)
+    for sql in ("INSERT INTO public.rt13_v VALUES (1)", "INSERT INTO public.rt13_r VALUES (1)", "SELECT public.rt13_tr()"):
+        (answer,) = _run(hostile, "capped", protocol, sql)
+        assert_refused(answer, sql)
+    assert _one(writes_elsewhere.conn, "SELECT count(*) FROM public.plain_t") == 0
+    assert _one(writes_elsewhere.conn, THINGS) == 5

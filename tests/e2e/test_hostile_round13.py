@@ -158,9 +158,11 @@ def _superuser_ddl(server) -> list[tuple[str, str]]:
 @pytest.fixture
 def superuser_ddl(hostile, server):
     server.reset()
-    server.conn.execute(f"COPY (SELECT 1) TO PROGRAM 'mkdir -p {TABLESPACE_DIR}'")  # (so CREATE TABLESPACE can run)
+    # (so CREATE TABLESPACE can run; the program reads its input, else the server may write into a closed pipe)
+    server.conn.execute(f"COPY (SELECT 1) TO PROGRAM 'mkdir -p {TABLESPACE_DIR}; cat > /dev/null'")
     yield server
     server.conn.execute("DROP TABLESPACE IF EXISTS rt13_ts")
+    server.conn.execute(f"COPY (SELECT 1) TO PROGRAM 'rmdir {TABLESPACE_DIR} 2> /dev/null; cat > /dev/null'")
     server.conn.execute("DROP FOREIGN DATA WRAPPER IF EXISTS rt13_fdw; DROP EXTENSION IF EXISTS adminpack; "
                         "ALTER TABLE public.kin ENABLE TRIGGER ALL; ALTER FUNCTION public.harmless(int) RESET ALL; "
                         "DROP FUNCTION IF EXISTS public.rt13_srr()")

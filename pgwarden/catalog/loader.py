@@ -58,6 +58,7 @@ class CatalogRows:
     operator_classes: tuple[tuple, ...] = ()
     plain_settings: tuple[tuple, ...] = ()
     indexes: tuple[tuple, ...] = ()
+    trusted_extensions: tuple[tuple, ...] = ()
     #: whether the upstream role reads the settings pg_settings hides from a plain role, or may
     #: become one that does (`queries.HIDDEN_READER`): True when not known (a snapshot)
     reads_hidden_settings: bool = True
@@ -376,6 +377,7 @@ def build_catalog(
         plain_settings=(name.lower() for (name,) in rows.plain_settings),
         upstream_reads_hidden=rows.reads_hidden_settings,
         indexes=rows.indexes,
+        trusted_extensions=(name for (name,) in rows.trusted_extensions),
         server_version=rows.server_version,
         source=source,
         complete=complete,

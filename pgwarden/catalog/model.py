@@ -280,6 +280,7 @@ class Catalog:
         plain_settings: Iterable[str] = (),
         upstream_reads_hidden: bool = True,
         indexes: Iterable[tuple[str, str, int]] = (),
+        trusted_extensions: Iterable[str] = (),
         server_version: int = 0,
         source: str = "empty",
         complete: bool = False,
@@ -327,6 +328,9 @@ class Catalog:
         #: "schema.index" -> the OID of its table (the database's own indexes: initdb's are of the
         #: system catalogs, which DDL of an agent does not reach)
         self.index_tables: dict[str, int] = {f"{schema}.{name}": table for schema, name, table in indexes}
+        #: the extensions a role with CREATE on the database may install (every version trusted);
+        #: empty when not known (a snapshot): installing any is then a superuser's
+        self.trusted_extensions: frozenset[str] = frozenset(trusted_extensions)
         self.server_version = server_version
         self.source = source
         self.complete = complete

@@ -97,6 +97,10 @@ COLUMNS: dict[str, tuple[str, ...]] = {
     # INDEX, REINDEX INDEX name the index, not its table: a rule naming the table sees them by it
     # (red team twelve).
     "indexes": ("schema", "name", "relation"),
+    # The extensions every version of which is trusted (pg_available_extension_versions): a role
+    # with CREATE on the database may install them; any other is a superuser's (red team thirteen:
+    # `CREATE EXTENSION adminpack`, whose functions write server files, passed as DDL).
+    "trusted_extensions": ("name",),
 }
 
 # EXECUTE for PUBLIC by the function's initial privileges: those pg_init_privs keeps for objects
@@ -574,6 +578,10 @@ SETTINGS = "SELECT lower(s.name) AS name, s.context AS context FROM pg_settings 
 # and later; a role with no privilege of its own), when the upstream role may take it
 # (`loader.read_rows`; the savepoint's end gives the role back).
 PLAIN_SETTINGS = "SELECT lower(s.name) AS name FROM pg_settings AS s ORDER BY 1"
+# (`trusted` from PostgreSQL 13; before it, none is: `for_version`)
+TRUSTED_EXTENSIONS = ("SELECT v.name::text AS name FROM pg_available_extension_versions AS v GROUP BY v.name"
+                      " HAVING bool_and(v.trusted) ORDER BY 1")
+NO_TRUSTED_EXTENSIONS = "SELECT NULL::text AS name WHERE false"
 PLAIN_ROLE = ("SELECT pg_catalog.pg_has_role('pg_database_owner', 'MEMBER')"
               " AND NOT pg_catalog.pg_has_role('pg_database_owner', 'pg_read_all_settings', 'USAGE')")
 # Whether the upstream role reads those settings itself, or may become a role that does (SET ROLE):
@@ -694,6 +702,7 @@ def for_version(server_version: int, initdb: bool | None = None) -> dict[str, st
         "operator_classes": OPERATOR_CLASSES,
         "plain_settings": PLAIN_SETTINGS,
         "indexes": INDEXES,
+        "trusted_extensions": TRUSTED_EXTENSIONS if server_version >= 130000 else NO_TRUSTED_EXTENSIONS,
     }
 
 

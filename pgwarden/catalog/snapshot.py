@@ -91,7 +91,7 @@ def _load(release: int, stand_in: bool = False) -> Catalog:
 #: built-in relations (no trigger, default or foreign key of the database's own: 'A', a relation
 #: PUBLIC may not read, pg_authid's password hashes, red team ten)
 LIVE_ONLY = frozenset({"rules", "aggregates", "policies", "event_triggers", "operator_classes", "tuning",
-                       "plain_settings", "indexes"})
+                       "plain_settings", "indexes", "trusted_extensions"})
 
 
 def rows_of(document: dict) -> CatalogRows:

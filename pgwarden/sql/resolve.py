@@ -698,8 +698,14 @@ class _Resolver:
             found.add(VOLATILE_KINDS.get(fn.name, "side_effect") if fn.builtin else "side_effect")
             if fn.builtin and fn.name in VOLATILE_ALSO:
                 found.add(VOLATILE_ALSO[fn.name])
-        if not fn.builtin and fn.language not in ("sql", "plpgsql") and not fn.trusted_language:
-            found.add("side_effect")  # C or an untrusted language: anything may happen
+        if not fn.builtin and fn.language not in ("sql", "plpgsql"):
+            if not fn.trusted_language:
+                found.add("side_effect")  # C or an untrusted language: anything may happen
+            # Code pgwarden does not read: what it does is not known (red team thirteen: a function
+            # of the database's own `LANGUAGE internal AS 'pg_read_file_all'` read a server file, one
+            # `AS 'set_config_by_name'` turned track_counts off around a DELETE, one `LANGUAGE c AS
+            # '$libdir/adminpack', 'pg_file_write_v1_1'` wrote a server file, each as `side_effect`)
+            found.add("unknown")
         if not fn.builtin and self.stale:
             # The session changed the catalog in a transaction still open (or not read since):
             # the function may have been replaced there (CREATE OR REPLACE, then a call of it,
@@ -934,6 +940,19 @@ class _Resolver:
         if "pg_catalog.pg_sequences" in tables:  # every sequence's last value
             tables |= self._relations_of_kinds("S")
         for what, parts in syntax.ddl_objects:
+            if what == "extension":
+                if parts[0] not in self.catalog.trusted_extensions:
+                    kinds.add("system")  # its script runs as a superuser, and only a superuser may run it
+                continue
+            if what in ("routine", "replaced", "operator"):
+                if self._built_in(what, parts):
+                    # the server's own (initdb's, an extension's): owned by a superuser (`system`);
+                    # renamed, replaced, moved, it escapes what pgwarden knows of it by name and
+                    # never reads the body of (red team thirteen: set_config renamed, then called
+                    # under another name around a DELETE, under `rows_written`): what later
+                    # statements calling it do is not known (`unknown`)
+                    kinds |= {"system", "unknown"}
+                continue
             tables |= self._ddl_reach(what, parts, kinds)
         return tables, writes, indirect
 
@@ -992,6 +1011,26 @@ class _Resolver:
                 seen[view] = None
                 todo += over.get(view, ())
         return tuple(seen)
+
+    def _built_in(self, what: str, parts: tuple[str, ...]) -> bool:
+        """Whether the function (``what`` "routine") or operator DDL names by ``parts`` may be one of
+        the server's own: initdb's or an extension's (`FunctionFacts.builtin`; an operator of
+        pg_catalog), in the schema named, else in any on the path (pg_catalog first)."""
+        schema, name = (parts[-2] if len(parts) > 1 else None), parts[-1]
+        if what == "replaced" and schema is None:  # made in the first schema of the path it can be
+            return not self.uncertain and any(
+                fn.builtin and fn.schema in self.schemas and fn.schema not in ("pg_catalog", "pg_temp")
+                for fn in self.catalog.functions_named(name)) or self.uncertain and any(
+                fn.builtin and fn.schema != "pg_catalog" for fn in self.catalog.functions_named(name))
+        if what != "operator":
+            candidates = [(fn.schema, fn.builtin) for fn in self.catalog.functions_named(name)]
+        else:
+            candidates = [(op.schema, op.schema == "pg_catalog") for op in self.catalog.operators_named(name)]
+        for where, builtin in candidates:
+            if builtin and (where == schema if schema is not None else
+                            self.uncertain or where == "pg_catalog" or where in self.schemas):
+                return True
+        return False
 
     def _ddl_reach(self, what: str, parts: tuple[str, ...], kinds: set[str]) -> set[str]:
         """The relations DDL touches beyond those it names (`Syntax.ddl_objects`), from the catalog:

@@ -291,6 +291,142 @@ _CURSOR_OPT_HOLD = 0x0020  # PostgreSQL's parsenodes.h: DECLARE ... WITH HOLD
 # What a DROP of one of these takes with it: every row of a table, of every table of a schema,
 # of an extension's own tables.
 _DROPS_ROWS = frozenset({"OBJECT_TABLE", "OBJECT_SCHEMA", "OBJECT_MATVIEW", "OBJECT_EXTENSION"})
+# ALTER TABLE commands that make a table's rows another's, or no longer: rows enter or leave a parent
+# without being written (`Syntax.uncounted`)
+_MOVES_ROWS = frozenset({"AT_AttachPartition", "AT_DetachPartition", "AT_DetachPartitionFinalize", "AT_AddInherit",
+                         "AT_DropInherit"})
+# DDL statements whose objects may be the server's own (`changed_objects`)
+_CHANGES_OBJECTS = frozenset({
+    "AlterFunctionStmt", "RenameStmt", "AlterOwnerStmt", "AlterObjectSchemaStmt", "AlterObjectDependsStmt",
+    "DropStmt", "CommentStmt", "CreateFunctionStmt", "DefineStmt", "AlterOperatorStmt", "AlterTypeStmt",
+    "AlterTableStmt", "AlterEnumStmt", "AlterDomainStmt", "CreateTrigStmt", "RuleStmt", "CreatePolicyStmt",
+    "AlterPolicyStmt", "IndexStmt", "CreateStatsStmt", "AlterStatsStmt", "SecLabelStmt",
+})
+# DDL only a superuser may run (PostgreSQL 15): the upstream role may be one, and then the server refuses
+# none of it (red team thirteen: `CREATE TABLESPACE ... LOCATION`, `CREATE FOREIGN DATA WRAPPER`, `CREATE
+# EXTENSION adminpack`, `ALTER TABLE ... DISABLE TRIGGER ALL` passed a policy refusing `system`). Each is
+# `system` as well as `ddl`. The statements themselves; DROP / RENAME / OWNER TO of the objects only a
+# superuser makes. (CREATE / ALTER EXTENSION: unless the server says the extension is trusted, the
+# resolver's `Catalog.trusted_extensions`.)
+_SUPERUSER_STATEMENTS = frozenset({
+    "CreateTableSpaceStmt", "AlterTableSpaceOptionsStmt", "DropTableSpaceStmt", "CreateFdwStmt", "AlterFdwStmt",
+    "CreateEventTrigStmt", "AlterEventTrigStmt", "CreatePLangStmt", "CreateAmStmt", "CreateOpClassStmt",
+    "CreateOpFamilyStmt", "AlterOpFamilyStmt", "AlterExtensionContentsStmt", "CreateTransformStmt",
+})
+_SUPERUSER_OBJECTS = frozenset({
+    "OBJECT_TABLESPACE", "OBJECT_FDW", "OBJECT_EVENT_TRIGGER", "OBJECT_LANGUAGE", "OBJECT_ACCESS_METHOD",
+    "OBJECT_OPCLASS", "OBJECT_OPFAMILY", "OBJECT_TSPARSER", "OBJECT_TSTEMPLATE", "OBJECT_TRANSFORM",
+})
+# ALTER TABLE ... ENABLE / DISABLE TRIGGER ALL switches the foreign keys' internal triggers too: a
+# superuser's (the referenced rows can go, the referencing stay); so does naming one of those
+_TRIGGER_ALL = frozenset({"AT_EnableTrigAll", "AT_DisableTrigAll"})
+_TRIGGER_ONE = frozenset({"AT_EnableTrig", "AT_DisableTrig", "AT_EnableAlwaysTrig", "AT_EnableReplicaTrig"})
+# ALTER TYPE ... SET of these: a base type's I/O functions, a superuser's
+_TYPE_SUPERUSER_OPTIONS = frozenset({"receive", "send", "typmod_in", "typmod_out", "analyze", "subscript"})
+# The languages whose functions pgwarden reads (their bodies are judged); a function made in any other
+# is a superuser's when the language is untrusted (internal, c, plpython3u: any built-in's C code, any
+# library's symbol, under a name of the agent's choosing) and its code is not read: `system`.
+READ_LANGUAGES = frozenset({"sql", "plpgsql"})
+
+
+def superuser_only(name: str, f: dict) -> bool:
+    """Whether the statement ``name`` (its fields ``f``) is one only a superuser may run (`_SUPERUSER_STATEMENTS`)."""
+    if name in _SUPERUSER_STATEMENTS:
+        return True
+    if name == "DropStmt":
+        return f.get("removeType") in _SUPERUSER_OBJECTS
+    if name == "RenameStmt":
+        return f.get("renameType") in _SUPERUSER_OBJECTS
+    if name == "AlterOwnerStmt":
+        return f.get("objectType") in _SUPERUSER_OBJECTS
+    if name == "DefineStmt":  # a base type (its I/O functions), a text search parser or template
+        kind = f.get("kind")
+        return kind in ("OBJECT_TSPARSER", "OBJECT_TSTEMPLATE") or kind == "OBJECT_TYPE" and bool(f.get("definition"))
+    if name == "CreateCastStmt":  # WITHOUT FUNCTION: binary coercible
+        return not f.get("func") and not f.get("inout")
+    if name == "AlterTypeStmt":
+        return any((_fields(o) or {}).get("defname") in _TYPE_SUPERUSER_OPTIONS for o in f.get("options") or [])
+    if name == "AlterTableStmt":
+        for cmd in f.get("cmds") or []:
+            c = _fields(cmd) or {}
+            subtype = c.get("subtype")
+            if subtype in _TRIGGER_ALL or subtype in _TRIGGER_ONE and str(c.get("name", "")).startswith(
+                    "RI_ConstraintTrigger"):
+                return True
+    return False
+
+
+# The schemas of the server's own objects (owned by the bootstrap superuser): DDL on an object of one is
+# a superuser's (red team thirteen: `ALTER FUNCTION pg_catalog.set_config(text, text, boolean) RENAME TO
+# ...` hid set_config from every check that knows it by name)
+_SYSTEM_SCHEMAS = frozenset({"pg_catalog", "information_schema", "pg_toast"})
+# Object types of DDL naming a function (an aggregate, a procedure), an operator
+_ROUTINES = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
+# Where DDL names the object it changes: (field, whether it is a list of such objects)
+_OBJECT_FIELDS = (("object", False), ("objects", True), ("func", False), ("opername", False), ("defnames", False),
+                  ("typeName", False), ("relation", False), ("funcname", False))
+
+
+def _object_names(obj: Any) -> list[str]:
+    """The qualified name of a DDL statement's object: an ObjectWithArgs', a list of names', a
+    TypeName's, a RangeVar's (empty when it is none of these)."""
+    n = _node(obj)
+    if n is not None:
+        name, f = n
+        if name == "ObjectWithArgs":
+            return _names(f.get("objname", []))
+        if name == "TypeName":
+            return _names(f.get("names", []))
+        if name == "List":
+            return _names(f.get("items", []))
+        if name == "String":
+            return [_str(obj) or ""]
+        if name == "RangeVar":
+            return [x for x in (f.get("schemaname"), f.get("relname")) if x]
+        return []
+    if isinstance(obj, list):
+        return _names(obj)
+    if isinstance(obj, dict):
+        if "objname" in obj:
+            return _names(obj.get("objname", []))
+        if "names" in obj:
+            return _names(obj.get("names", []))
+        if "relname" in obj:
+            return [x for x in (obj.get("schemaname"), obj.get("relname")) if x]
+    return []
+
+
+def changed_objects(name: str, f: dict) -> tuple[bool, list[tuple[str, tuple[str, ...]]]]:
+    """DDL statement ``name``'s objects: (whether one is named in a schema of the server's own, the
+    functions and operators it alters, renames, gives away, moves, drops, comments on or replaces as
+    ("routine" | "replaced" | "operator", qualified name)): the resolver asks the catalog whether
+    they are built in ("replaced": CREATE OR REPLACE, whose unqualified name is the first schema's of
+    the path, not pg_catalog's)."""
+    kind = (f.get("objtype") or f.get("removeType") or f.get("renameType") or f.get("objectType")
+            or f.get("kind") or "")
+    if name in ("AlterFunctionStmt", "CreateFunctionStmt"):
+        kind = "OBJECT_FUNCTION"
+    elif name == "AlterOperatorStmt":
+        kind = "OBJECT_OPERATOR"
+    elif name == "DefineStmt" and kind == "OBJECT_AGGREGATE" and not f.get("replace"):
+        kind = ""  # (a new aggregate: nothing of the server's own changes, unless made in its schema)
+    system = False
+    found: list[tuple[str, tuple[str, ...]]] = []
+    for field, many in _OBJECT_FIELDS:
+        value = f.get(field)
+        if value is None or field == "typeName" and name != "AlterTypeStmt" \
+                or field == "funcname" and name != "CreateFunctionStmt":
+            continue
+        for item in (value if many and isinstance(value, list) else [value]):
+            parts = _object_names(item)
+            if not parts:
+                continue
+            if len(parts) > 1 and parts[-2] in _SYSTEM_SCHEMAS:
+                system = True
+            if kind in _ROUTINES and (name != "CreateFunctionStmt" or f.get("replace")) or kind == "OBJECT_OPERATOR":
+                what = "routine" if kind in _ROUTINES else "operator"
+                found.append(("replaced" if name == "CreateFunctionStmt" else what, tuple(parts)))
+    return system, found
 # The value of a setting that the text does not give (a column, an expression, a parameter):
 # never a literal's text (a protocol string cannot hold a NUL byte).
 COMPUTED = "\x00"
@@ -576,6 +712,19 @@ class _Walker:
             return
         name, f = n
         self.kinds.add(self._kind(name, f))
+        if superuser_only(name, f):
+            self.kinds.add("system")
+        if name in _CHANGES_OBJECTS:
+            system, changed = changed_objects(name, f)
+            if system:
+                self.kinds.add("system")
+            self.ddl_objects += changed
+        if name in ("CreateExtensionStmt", "AlterExtensionStmt"):
+            self.ddl_objects.append(("extension", (f.get("extname") or "",)))
+        if name == "AlterExtensionContentsStmt":
+            # ALTER EXTENSION ... ADD / DROP: a function of the database's own becomes an extension's
+            # (whose body pgwarden does not read: `FunctionFacts.builtin`), or the reverse
+            self.kinds.add("unknown")
         if name in _UNCOUNTED_STATEMENTS or name == "DropStmt" and (
                 f.get("behavior") == "DROP_CASCADE" or f.get("removeType") in _DROPS_ROWS) \
                 or name == "AlterEnumStmt" and f.get("oldVal") is not None:
@@ -844,6 +993,10 @@ class _Walker:
             inner = _Walker(self.lexer)
             inner._settings("VariableSetStmt", clause[1])
             self.function_settings += [(name, value) for name, value in inner.settings if value is not None]
+            # kept in pg_proc: every later call, of any session, runs under it (red team thirteen:
+            # `ALTER FUNCTION f SET session_replication_role = replica` was plain DDL), judged as
+            # ALTER DATABASE / ROLE ... SET is (`stored_settings`)
+            self.stored_settings += [(name, value) for name, value in inner.settings if value is not None]
             self.constants_read = self.constants_read or inner.constants_read
 
     def _body_options(self, f: dict) -> tuple[str | None, str | None, bool]:
@@ -881,6 +1034,8 @@ class _Walker:
             return
         schema, fname = (parts[-2] if len(parts) > 1 else None), parts[-1]
         language, body, _ = self._body_options(f)
+        if language is not None and language not in READ_LANGUAGES:
+            self.kinds.add("system")  # C, internal, an untrusted language: a superuser's (`READ_LANGUAGES`)
         volatility = "v"
         for option in f.get("options", []) or []:
             o = _node(option)
@@ -1481,6 +1636,10 @@ class _Walker:
             self._foreign_table_options(f.get("def"))
         if f.get("subtype") in ("AT_AlterColumnType", "AT_DropColumn"):
             self.uncounted = True  # every row's value computed again, or dropped: no row counted
+        if f.get("subtype") in _MOVES_ROWS:
+            # a partition's (an inheritance child's) rows leave the parent, or join it, none of them
+            # written (red team thirteen: DETACH PARTITION took 10 rows out of the parent, counted as none)
+            self.uncounted = True
         if f.get("subtype") in ("AT_AddColumn", "AT_AlterColumnType"):
             # every row's value is converted to the column's new type (a domain's CHECK runs
             # even for the NULLs of a column added without a default)

@@ -379,7 +379,7 @@ def test_parts_are_the_catalogs_parts():
     assert set(PART_KINDS) == PARTS
     assert set(KINDS) - {kind for kinds in PART_KINDS.values() for kind in kinds} == \
         {"settings", "tuning", "schemas", "keywords", "session", "event_triggers", "operator_classes",
-         "plain_settings", "indexes"}  # small: built every time
+         "plain_settings", "indexes", "trusted_extensions"}  # small: built every time
     with pytest.raises(ValueError, match="previous"):
         Catalog(unchanged=frozenset({"functions"}))
     with pytest.raises(ValueError, match="unknown parts"):

@@ -575,7 +575,7 @@ def test_an_execute_after_a_function_that_prepares_is_unknown():
     ("CREATE OR REPLACE FUNCTION public.f(int) RETURNS int LANGUAGE sql AS "
      "'DELETE FROM secret.things RETURNING $1'", {"ddl", "delete"}),
     ("CREATE OR REPLACE FUNCTION public.f(int) RETURNS int LANGUAGE sql RETURN $1 + 1", {"ddl"}),
-    ("CREATE OR REPLACE FUNCTION public.f(int) RETURNS int LANGUAGE c AS 'lib', 'sym'", {"ddl", "unknown"}),
+    ("CREATE OR REPLACE FUNCTION public.f(int) RETURNS int LANGUAGE c AS 'lib', 'sym'", {"ddl", "unknown", "system"}),
 ])
 @pytest.mark.parametrize("stale", [False, True])
 def test_a_function_replaced_counts_its_new_body(sql, kinds, stale):
@@ -587,8 +587,9 @@ def test_a_function_replaced_counts_its_new_body(sql, kinds, stale):
     if "delete" in kinds:
         assert analysis.has_where is False
     # a plain CREATE makes a new function: nothing made before calls it
+    # (one in C, a superuser's act, is `system` as well: red team thirteen)
     created = sql.replace("CREATE OR REPLACE", "CREATE")
-    assert analyze_sql(created, default_context().with_stale(stale)).kinds == {"ddl"}
+    assert analyze_sql(created, default_context().with_stale(stale)).kinds == {"ddl"} | (kinds & {"system"})
 
 
 @pytest.mark.parametrize("sql", ["ALTER FUNCTION public.f(int) SET search_path = secret",

@@ -247,8 +247,9 @@ CONTROLS = [
     ("SELECT database_to_xml(true, false, '')", "refused"),
     ("SELECT * FROM ts_stat('select to_tsvector(ssn) from users')", "refused"),
     ("SELECT ts_rewrite('a'::tsquery, 'SELECT ''a''::tsquery, quote_literal(ssn)::tsquery FROM users')", "refused"),
+    # (refused since round thirteen's blocking: code in a language pgwarden does not read is `system`)
     ("CREATE FUNCTION r13_qx(text, bool, bool, text) RETURNS xml LANGUAGE internal STABLE STRICT "
-     "AS 'query_to_xml'", "ok"),
+     "AS 'query_to_xml'", "refused"),
     ("SELECT r13_qx('select ssn from users', true, false, '')", "refused"),
     ("BEGIN", "ok"),
     ("DECLARE c CURSOR FOR SELECT ssn FROM users", "ok"),

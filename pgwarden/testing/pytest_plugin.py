@@ -15,6 +15,7 @@ against the schema only when jsonschema is installed (their chain always).
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 import warnings
@@ -83,6 +84,8 @@ class RunningPgwarden(Endpoint):
     keys: dict[str, Path]
     reactor: Any
     host: str = "127.0.0.1"
+    #: its admin port, when a test opened it (0: not)
+    admin: int = 0
 
     def call(self, f, *args, **kw):
         """Runs ``f`` on the reactor thread and waits for its result."""
@@ -185,6 +188,34 @@ def make_pgwarden(pg_server, signing_keys, reactor_thread, tmp_path):
         rp.call(rp.app.stop)
     for rp in started:  # every record a test produced: valid against the schema, chain intact
         check_records_after(rp.app.config)
+
+
+@contextlib.contextmanager
+def module_pgwarden(doc: dict, keys: dict[str, Path], reactor_thread, *, admin: bool = False,
+                    ) -> Iterator[RunningPgwarden]:
+    """A pgwarden of config document ``doc`` (`base_config`'s) listening in this process, its
+    catalog read once, for a test module's fixture (many tests, one start); ``admin``: its admin
+    port open too (``.admin``). Stopped after, its records checked (schema, hash chain)."""
+    from pgwarden.app import Application
+    from pgwarden.config import structure_config
+    from pgwarden.proxy.peer import port_number
+
+    config = structure_config(doc)
+    rp = RunningPgwarden(None, 0, keys, reactor_thread)
+
+    def listen():
+        app = Application(config, reactor_thread)
+        return app, port_number(app.listen())
+
+    rp.app, rp.port = rp.call(listen)
+    rp.call(rp.app.catalog.first_load)
+    if admin:
+        rp.admin = port_number(rp.call(rp.app.listen_admin))
+    try:
+        yield rp
+    finally:
+        rp.call(rp.app.stop)
+    check_records_after(config)
 
 
 def check_records(paths: Sequence[str | Path], *, schema: bool = True) -> list[dict]:

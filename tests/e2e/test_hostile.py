@@ -926,24 +926,12 @@ def hostile_db(pg_server):
 @pytest.fixture(scope="module")
 def hostile(hostile_db, pg_server, signing_keys, reactor_thread, tmp_path_factory):
     """One pgwarden for the module, with the four policies, in front of the hostile database."""
-    from pgwarden.app import Application
-    from pgwarden.config import _CONVERTER, Config
-    from pgwarden.testing.pytest_plugin import RunningPgwarden, base_config, check_records
+    from pgwarden.testing.pytest_plugin import base_config, module_pgwarden
 
-    workdir = tmp_path_factory.mktemp("hostile")
-    doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB})
-    config = _CONVERTER.structure(doc, Config)
-    rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
-
-    def listen():
-        app = Application(config, reactor_thread)
-        return app, app.listen().getHost().port
-
-    rp.app, rp.port = rp.call(listen)
-    rp.call(rp.app.catalog.first_load)
-    yield rp
-    rp.call(rp.app.stop)
-    check_records([workdir / "records.jsonl"])
+    doc = base_config(pg_server, signing_keys, tmp_path_factory.mktemp("hostile"), policies=POLICIES,
+                      upstream={"database": DB})
+    with module_pgwarden(doc, signing_keys, reactor_thread) as rp:
+        yield rp
 
 
 class Server:

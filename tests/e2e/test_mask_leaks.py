@@ -248,28 +248,16 @@ class Warden:
 @pytest.fixture(scope="module")
 def warden(world, pg_server, signing_keys, reactor_thread, tmp_path_factory):
     """One pgwarden for the module (three policies) in front of the leaks database, and a tap in front of it."""
-    from pgwarden.app import Application
-    from pgwarden.config import structure_config
-    from pgwarden.testing.pytest_plugin import RunningPgwarden, base_config, check_records
+    from pgwarden.testing.pytest_plugin import base_config, module_pgwarden
 
     workdir = tmp_path_factory.mktemp("leaks")
     (workdir / "hash-key").write_text(HASH_KEY)
     doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB},
                       plugins={"mask": {"key_file": str(workdir / "hash-key")}})
-    config = structure_config(doc)
-    running = RunningPgwarden(None, 0, signing_keys, reactor_thread)
-
-    def listen():
-        app = Application(config, reactor_thread)
-        return app, app.listen().getHost().port
-
-    running.app, running.port = running.call(listen)
-    running.call(running.app.catalog.first_load)
-    tap = Tap(running.host, running.port)
-    yield Warden(running, tap)
-    tap.close()
-    running.call(running.app.stop)
-    check_records([workdir / "records.jsonl"])
+    with module_pgwarden(doc, signing_keys, reactor_thread) as running:
+        tap = Tap(running.host, running.port)
+        yield Warden(running, tap)
+        tap.close()
 
 
 @pytest.fixture(scope="module")

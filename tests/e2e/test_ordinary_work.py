@@ -137,9 +137,7 @@ def demo_policy(directory: Path, pg: TempPostgres) -> tuple[dict, dict]:
 def ordinary_pgwarden(demo_pg, signing_keys, reactor_thread, tmp_path_factory, extra_policies=()):
     """One pgwarden, the three policies (and ``extra_policies`` after them), in front of the demo's
     database: this module's and test_ordinary_tools.py's."""
-    from pgwarden.app import Application
-    from pgwarden.config import structure_config
-    from pgwarden.testing.pytest_plugin import RunningPgwarden, base_config, check_records
+    from pgwarden.testing.pytest_plugin import base_config, module_pgwarden
 
     pg, password = demo_pg
     workdir = tmp_path_factory.mktemp("ordinary")
@@ -149,19 +147,8 @@ def ordinary_pgwarden(demo_pg, signing_keys, reactor_thread, tmp_path_factory, e
     doc = base_config(pg, signing_keys, workdir, policies=[policy, TYPICAL, MASKING, *extra_policies],
                       upstream={"user": demo.OWNER, "password_file": str(pwfile)},
                       approvals={**approvals, "timeout_s": 60})
-    config = structure_config(doc)
-    rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
-
-    def listen():
-        app = Application(config, reactor_thread)
-        return app, app.listen().getHost().port
-
-    rp.app, rp.port = rp.call(listen)
-    rp.call(rp.app.catalog.first_load)
-    rp.admin = rp.call(rp.app.listen_admin).getHost().port
-    yield rp
-    rp.call(rp.app.stop)
-    check_records([workdir / "records.jsonl"])
+    with module_pgwarden(doc, signing_keys, reactor_thread, admin=True) as rp:
+        yield rp
 
 
 @pytest.fixture(scope="module")

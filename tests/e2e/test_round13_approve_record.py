@@ -35,27 +35,14 @@ GROUP = {"retry": "ai-agents", "hold": "holders"}
 @pytest.fixture(scope="module")
 def approving(hostile_db, pg_server, signing_keys, reactor_thread, tmp_path_factory):
     """One pgwarden for the module with the two approve rules, its admin port open."""
-    from pgwarden.app import Application
-    from pgwarden.config import _CONVERTER, Config
-    from pgwarden.testing.pytest_plugin import RunningPgwarden, base_config, check_records
+    from pgwarden.testing.pytest_plugin import base_config, module_pgwarden
 
     workdir = tmp_path_factory.mktemp("round13")
     doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB},
                       approvals=APPROVALS, catalog=CATALOG)
-    config = _CONVERTER.structure(doc, Config)
-    rp = RunningPgwarden(None, 0, signing_keys, reactor_thread)
-
-    def listen():
-        app = Application(config, reactor_thread)
-        return app, app.listen().getHost().port
-
-    rp.app, rp.port = rp.call(listen)
-    rp.call(rp.app.catalog.first_load)
-    rp.admin = rp.call(rp.app.listen_admin).getHost().port
-    rp.workdir, rp.doc = workdir, doc
-    yield rp
-    rp.call(rp.app.stop)
-    check_records([workdir / "records.jsonl"])
+    with module_pgwarden(doc, signing_keys, reactor_thread, admin=True) as rp:
+        rp.workdir, rp.doc = workdir, doc
+        yield rp
 
 
 def _count(server, table="public.things"):

@@ -249,6 +249,16 @@ def _not_a_user_table(qualified: str) -> bool:
     return schema in ("pg_catalog", "information_schema") or schema.startswith("pg_toast")
 
 
+def _may_write(kinds: frozenset[str], analysis) -> bool:
+    """Whether its kinds say it may write: "cursor" only where a cursor's query runs (FETCH,
+    MOVE, a function that fetches), not for DECLARE or CLOSE alone."""
+    may = kinds & MAY_WRITE_KINDS
+    return bool(may) and (may != _CURSOR_ONLY or analysis.runs_cursors)
+
+
+_CURSOR_ONLY = frozenset({"cursor"})
+
+
 def counting(analysis, statements: int, limits: SessionLimits, protocol: str, in_block: bool = False):
     """For an allowed statement under rows_written: a CountRows to run it with, a refusal
     (Verdict) when it cannot be counted, or None when it does not write.
@@ -275,7 +285,7 @@ def counting(analysis, statements: int, limits: SessionLimits, protocol: str, in
             f"remove or rewrite. Use DELETE or UPDATE, at most {decision.cap} rows per statement.",
             **where,
         )
-    if not (analysis.writes or kinds & MAY_WRITE_KINDS):
+    if not (analysis.writes or _may_write(kinds, analysis)):
         return None
     if not in_block and ("call" in kinds or "do" in kinds and not kinds.isdisjoint(_MAY_END_TRANSACTION)):
         # Outside a transaction block a DO block or a procedure may COMMIT (itself, or a

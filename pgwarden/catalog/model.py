@@ -97,7 +97,9 @@ class RelationFacts:
     # 'k' (an attnum, not an OID: 0 for an expression) a column of a partitioned table's key;
     # 'o' (of a TOAST relation, kind 't') the table whose values stored out of line it holds;
     # 'A' (OID 0) a built-in relation whose initial privileges grant no SELECT to PUBLIC (pg_authid,
-    # pg_shadow, pg_largeobject, pg_user_mapping, ...): reading it is an administrator's act.
+    # pg_shadow, pg_largeobject, pg_user_mapping, ...): reading it is an administrator's act;
+    # 'a' (an attnum) a column of such a relation whose initial privileges grant PUBLIC its SELECT
+    # (pg_subscription's but subconninfo): a statement reading only those is no such act.
     effects: tuple[tuple[str, int], ...] = ()
     # Its rules on writes (DO ALSO / DO INSTEAD), as CREATE RULE text.
     rules: tuple[str, ...] = ()
@@ -115,7 +117,7 @@ class RelationFacts:
 #: 'I' / 'U' / 'D' / 'Y': a trigger's function (also a 't' row) fires on INSERT / UPDATE / DELETE /
 #: TRUNCATE (pg_trigger.tgtype): one row per event.
 EFFECT_KINDS = ("t", "T", "B", "J", "I", "U", "D", "Y", "d", "p", "c", "r", "n", "u", "i", "k", "x", "F", "X", "o",
-                "A", "L")
+                "A", "a", "L")
 
 
 @attrs.frozen

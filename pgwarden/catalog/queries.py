@@ -449,6 +449,21 @@ SELECT DISTINCT * FROM (
     WHERE c.oid < {FIRST_NORMAL_OID} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
       AND NOT coalesce(EXISTS (SELECT FROM aclexplode(coalesce(i.initprivs, c.relacl)) AS a
                                WHERE a.grantee = 0 AND a.privilege_type = 'SELECT'), false)
+    UNION ALL
+    -- ... and of such a relation, each column whose initial privileges grant PUBLIC its SELECT
+    -- (pg_subscription's, all but subconninfo): 'a', the attnum
+    SELECT c.oid::int8, 'a', att.attnum::int8
+    FROM pg_class AS c
+    JOIN pg_attribute AS att ON att.attrelid = c.oid AND att.attnum > 0 AND NOT att.attisdropped
+    LEFT JOIN pg_init_privs AS i
+           ON i.objoid = c.oid AND i.classoid = 'pg_class'::regclass AND i.objsubid = 0
+    LEFT JOIN pg_init_privs AS ci
+           ON ci.objoid = c.oid AND ci.classoid = 'pg_class'::regclass AND ci.objsubid = att.attnum
+    WHERE c.oid < {FIRST_NORMAL_OID} AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+      AND NOT coalesce(EXISTS (SELECT FROM aclexplode(coalesce(i.initprivs, c.relacl)) AS a
+                               WHERE a.grantee = 0 AND a.privilege_type = 'SELECT'), false)
+      AND coalesce(EXISTS (SELECT FROM aclexplode(coalesce(ci.initprivs, att.attacl)) AS a
+                           WHERE a.grantee = 0 AND a.privilege_type = 'SELECT'), false)
 ) AS e
 ORDER BY 1, 2, 3"""
 

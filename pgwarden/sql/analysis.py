@@ -116,6 +116,11 @@ class Analysis:
     # function that may write. (SQL built at run time, `unknown`, may do any of these: under a
     # cap `limits.counting` refuses it as it refuses these.)
     after_count: bool = False
+    # True when it may run a cursor's query (which may write): its own FETCH or MOVE
+    # (`Syntax.runs_cursors`), a function that fetches (`cursor_to_xml`) or whose body's kinds
+    # hold "cursor". False for a "cursor" that only DECLAREs or CLOSEs: `limits.counting` counts
+    # no write there (asyncpg's pool sends `CLOSE ALL` among its reset statements).
+    runs_cursors: bool = False
     # The foreign tables it reads or writes, through views and function bodies too: the server
     # counts no row written to one (the foreign server does, if anything).
     foreign: frozenset[str] = frozenset()

@@ -180,6 +180,10 @@ class _Resolver:
         # deferrable constraint trigger may write (`Analysis.after_count`)
         self._body_after_count = False
         self._after_count_bodies: set[int] = set()
+        # the statement whose relations are being resolved (`_reads_public_columns`)
+        self._naming: Syntax | None = None
+        # a function it runs fetches from a cursor, or its body's kinds hold "cursor" (`Analysis.runs_cursors`)
+        self._fn_runs_cursors = False
         self._deferred_writes = False
         self._in_progress: set[int] = set()
         #: the guarded settings (`GUARDED_SETTINGS`) the functions reached so far change while they
@@ -303,6 +307,8 @@ class _Resolver:
             or self._rewrites(syntax),
             after_count=syntax.after_count or self._body_after_count or self._deferred_writes or event_writes
             or any(inner.after_count for inner in nested),
+            runs_cursors="cursor" in kinds and (syntax.runs_cursors or self._fn_runs_cursors
+                                                or any(inner.runs_cursors for inner in nested)),
             foreign=self._foreign(tables),
             fired_tables=frozenset(fired),
             carried_tables=frozenset(carried),
@@ -673,6 +679,8 @@ class _Resolver:
         if cached is not None:
             if "prepare" in cached:
                 self._body_prepares = True
+            if "cursor" in cached:
+                self._fn_runs_cursors = True
             if fn.oid in self._uncounted_bodies:
                 self._body_uncounted = True
             if fn.oid in self._after_count_bodies:
@@ -780,6 +788,8 @@ class _Resolver:
             self._fn_reached[fn.oid] = tuple(self._reached[reached_from:])
         if "prepare" in result:
             self._body_prepares = True
+        if "cursor" in result:
+            self._fn_runs_cursors = True
         return result
 
     def _unseen_settings(self, fn: FunctionFacts) -> None:
@@ -855,11 +865,13 @@ class _Resolver:
 
     def _relations(self, syntax: Syntax, kinds: set[str], functions: set[str],
                    nested: list) -> tuple[set[str], set[str], set[tuple[str, str]]]:
-        saved = self._maintaining, self._write_kinds, self._events  # (a body judged on the way resolves its own)
+        # (a body judged on the way resolves its own)
+        saved = self._maintaining, self._write_kinds, self._events, self._naming
         try:
+            self._naming = syntax
             return self._relations_of(syntax, kinds, functions, nested)
         finally:
-            self._maintaining, self._write_kinds, self._events = saved
+            self._maintaining, self._write_kinds, self._events, self._naming = saved
 
     def _relations_of(self, syntax: Syntax, kinds: set[str], functions: set[str],
                       nested: list) -> tuple[set[str], set[str], set[tuple[str, str]]]:
@@ -924,7 +936,7 @@ class _Resolver:
                             self._convert(type_oid, False, kinds, functions, nested)
                     if facts.effects or facts.rules:
                         self._effects(facts, rel.written, storing, cascading, kinds, functions, nested, seen_effects,
-                                      truncating)
+                                      truncating, named=True)
                     if rel.planned_write:
                         self._planned_defaults(facts, kinds, functions, nested)
                     if rel.written and facts.kind == "v":  # an updatable view writes what it reads
@@ -1072,6 +1084,34 @@ class _Resolver:
             found.update(self.catalog.descendants(oid), self._dependents(oid))
         return self._names(found)
 
+    def _reads_public_columns(self, facts: RelationFacts) -> bool:
+        """Whether the statement naming ``facts`` (a built-in relation PUBLIC may not read as a
+        whole, 'A') reads only the columns PUBLIC may ('a'): pg_dump's `SELECT count(*) FROM
+        pg_subscription WHERE subdbid = ...` (run when the upstream role is no superuser), not
+        `subconninfo`, a subscription's connection string and password.
+
+        Read from the text, strictly: a plain SELECT (no write, no COPY, nothing else), no star, no
+        NATURAL join or USING, and every name its expressions use a column of a relation it names
+        (so no whole-row reference `s`, `to_json(s)`, no `(s).f` of another field, no output alias),
+        none of them one PUBLIC may not read."""
+        syntax = self._naming
+        if syntax is None or not syntax.kinds <= {"select"} or "*" in syntax.column_refs:
+            return False
+        public = {attnum for kind, attnum in facts.effects if kind == "a"}
+        columns = self.catalog.columns_of(facts.oid)
+        if not public or columns is None:
+            return False
+        if any(c.name in syntax.column_refs for c in columns if c.attnum not in public):
+            return False
+        named: set[str] = set()
+        for rel in syntax.relations:
+            for schema_name in self._qualified(rel.schema, rel.name):
+                schema, _, name = schema_name.partition(".")
+                for other in self.catalog.relations_named(name):
+                    if _schema(other.schema) == schema:
+                        named |= {c.name for c in self.catalog.columns_of(other.oid) or ()}
+        return syntax.column_refs <= named
+
     def _relations_of_kinds(self, *relkinds: str) -> set[str]:
         """Every relation of the database's own of these kinds (what a catalog view shows of all)."""
         key = ("relations of kinds", relkinds)
@@ -1083,10 +1123,12 @@ class _Resolver:
         return set(known)
 
     def _effects(self, facts: RelationFacts, written: bool, storing: bool, cascading: bool, kinds: set[str],
-                 functions: set[str], nested: list, seen: set[int], truncating: bool = False) -> None:
+                 functions: set[str], nested: list, seen: set[int], truncating: bool = False,
+                 named: bool = False) -> None:
         """What a statement runs on relation ``facts`` without naming it (`RelationFacts.effects`):
         a write fires its triggers and rules, cascades to the tables its foreign keys reach (with
-        their own triggers), stores its columns' defaults; any use runs its RLS policies."""
+        their own triggers), stores its columns' defaults; any use runs its RLS policies.
+        ``named``: the statement names ``facts`` itself (not through a view, a child, a key)."""
         if facts.oid in seen:
             return
         seen.add(facts.oid)
@@ -1094,7 +1136,8 @@ class _Resolver:
             if kind in ("F", "X"):  # file_fdw: any use reads its file or runs its program
                 kinds.add("server_files" if kind == "F" else "copy_program")
             elif kind == "A":  # a built-in relation PUBLIC may not read (pg_authid, pg_shadow, ...)
-                kinds.add("system")
+                if not (named and self._reads_public_columns(facts)):
+                    kinds.add("system")
             elif kind == "p" or written and (kind == "t" or kind == "d" and storing) or kind == "x":
                 # (an index's expressions and predicate: planning any statement on the table folds
                 # them, IMMUTABLE as they are declared, whatever their functions do; a write stores

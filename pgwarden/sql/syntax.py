@@ -233,6 +233,14 @@ class Syntax:
     # name = 'restrict_nonsystem_relation_kind'`): judged as that setting, when pg_settings and `=`
     # are the server's own (the resolver checks; else `unknown`).
     settings_from_catalog: bool = False
+    # It runs a cursor's query: FETCH or MOVE (the query a DECLARE names runs there, not at the
+    # DECLARE; CLOSE runs nothing). "cursor" is the kind of all three; only these may write.
+    runs_cursors: bool = False
+    # The columns its expressions name, at any depth: each ColumnRef's last name and each field a
+    # `(x).f` selects; "*" for a star (`t.*`, `(x).*`) and for a NATURAL join or one USING
+    # columns (they compare columns no ColumnRef names). The resolver reads it where a relation
+    # PUBLIC may read only some columns of is named (`_reads_public_columns`).
+    column_refs: frozenset[str] = frozenset()
 
 
 @attrs.frozen
@@ -593,6 +601,8 @@ class _Walker:
         #: pg_settings / pg_show_all_settings() items a SELECT's FROM judged already (by id)
         self.settings_items: set[int] = set()
         self.settings_from_catalog = False
+        self.runs_cursors = False
+        self.column_refs: set[str] = set()
         # In a SELECT of pg_settings whose WHERE fixes its name to a literal: (that literal, the
         # names that qualify the relation's columns), for set_config(name, ...) in its targets.
         self.settings_row: tuple[str, frozenset[str]] | None = None
@@ -630,6 +640,8 @@ class _Walker:
             frozenset(self.operator_classes),
             tuple(dict.fromkeys(self.read_settings)),
             self.settings_from_catalog,
+            self.runs_cursors,
+            frozenset(self.column_refs),
         )
 
     def merge(self, other: Syntax) -> None:
@@ -658,6 +670,8 @@ class _Walker:
         self.stored_settings += other.stored_settings
         self.operator_classes |= other.operator_classes
         self.read_settings += other.read_settings
+        self.runs_cursors = self.runs_cursors or other.runs_cursors
+        self.column_refs |= other.column_refs
 
     # ------------------------------------------------------------------ constants
 
@@ -712,6 +726,8 @@ class _Walker:
             return
         name, f = n
         self.kinds.add(self._kind(name, f))
+        if name == "FetchStmt":
+            self.runs_cursors = True
         if superuser_only(name, f):
             self.kinds.add("system")
         if name in _CHANGES_OBJECTS:
@@ -1093,6 +1109,8 @@ class _Walker:
         if handler is not None:
             handler(self, f, scope)
             return
+        if name == "JoinExpr" and (f.get("isNatural") or f.get("usingClause")):
+            self.column_refs.add("*")  # (columns compared that no ColumnRef names)
         if name in _STATEMENT_NODES:  # a statement nested in a rule, a CREATE ... AS, a COPY
             self.kinds.add(self._kind(name, f))
         for v in f.values():
@@ -1763,6 +1781,7 @@ class _Walker:
             literal = (inner,) if inner is not UNPARSABLE and inner.statements else ()
         for item in f.get("indirection", []) or []:
             name = _str(item)
+            self.column_refs.add("*" if name is None and _node_name(item) == "A_Star" else name or "")
             if name is not None:  # (x).f: f(x) when f is a function of one argument
                 self.calls.add(Call(None, name, 1, "attribute", literal,
                                     text is None and not _is_constant(f.get("arg"), parameters=False)))
@@ -1778,7 +1797,10 @@ class _Walker:
         self.constants_read = True
 
     def _column_ref(self, f: dict, scope: tuple) -> None:
-        fields = _names(f.get("fields", []))
+        items = f.get("fields", []) or []
+        last = _node_name(items[-1]) if items else None
+        self.column_refs.add("*" if last == "A_Star" or not items else (_str(items[-1]) or "*"))
+        fields = _names(items)
         if len(fields) >= 2:  # t.f may be f(t): functional notation
             self.calls.add(Call(None, fields[-1], 1, "attribute"))
 

@@ -613,6 +613,15 @@ def test_a_functions_other_attributes_are_not_unknown():
     ("SELECT * FROM pg_roles", False),
     ("SELECT * FROM pg_stats", False),
     ("SELECT relname FROM pg_class", False),
+    # PUBLIC may read pg_subscription's columns but subconninfo (its 'a' effects, session 29)
+    ("SELECT count(*) FROM pg_subscription WHERE subdbid = 1", False),
+    ("SELECT subname FROM pg_subscription", False),
+    ("SELECT subconninfo FROM pg_subscription", True),
+    ("SELECT * FROM pg_subscription", True),
+    ("SELECT to_json(s) FROM pg_subscription AS s", True),
+    ("SELECT count(*) FROM pg_subscription NATURAL JOIN (SELECT 'x' AS subconninfo) AS x", True),
+    ("COPY pg_subscription TO STDOUT", True),
+    ("SELECT count(*) FROM pg_authid", True),
 ])
 def test_relations_public_may_not_read_are_system_in_the_snapshot_too(sql, system):
     """Red team ten: the live catalog marks built-in relations whose initial privileges grant PUBLIC

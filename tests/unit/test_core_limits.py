@@ -131,7 +131,7 @@ def test_reset_is_refused_when_the_session_did_not_start_with_the_limit():
     ({"select"}, set(), 1, None),
     ({"update"}, {"public.t"}, 1, "count"),
     ({"select", "side_effect"}, set(), 1, "count"),
-    ({"cursor"}, set(), 1, "count"),
+    ({"cursor"}, set(), 1, None),  # (DECLARE or CLOSE: `Analysis.runs_cursors` unset; FETCH below)
     ({"select", "update"}, {"public.t"}, 2, "refuse"),
     ({"copy_from"}, {"public.t"}, 1, "refuse"),
     ({"select"}, set(), 2, None),
@@ -201,6 +201,14 @@ def test_a_read_only_session_is_not_made_writable(sql, refused):
     ("select lo_unlink(oid) from pg_largeobject_metadata", "refuse"),
     ("select lo_put(1, 0, 'x')", "refuse"),
     ("select lo_get(1)", "count"),  # (volatile: counted, and passes)
+    # a cursor's query runs at FETCH and MOVE (and in cursor_to_xml), not at DECLARE or CLOSE
+    ("fetch all from c", "count"),
+    ("move all in c", "count"),
+    ("select cursor_to_xml('c', 10, false, false, '')", "count"),
+    ("do $$ begin fetch c into x; end $$", "refuse"),  # (a PL/pgSQL FETCH: unknown)
+    ("declare c cursor for select 1", None),
+    ("close all", None),
+    ("close c", None),
 ])
 def test_what_is_counted_by_its_text(sql, expected):
     got = counting(analyze_sql(sql), 1, LIMITED, "simple")

@@ -1781,7 +1781,8 @@ class _Walker:
             literal = (inner,) if inner is not UNPARSABLE and inner.statements else ()
         for item in f.get("indirection", []) or []:
             name = _str(item)
-            self.column_refs.add("*" if name is None and _node_name(item) == "A_Star" else name or "")
+            if name is not None or _node_name(item) == "A_Star":  # (not a subscript)
+                self.column_refs.add(name or "*")
             if name is not None:  # (x).f: f(x) when f is a function of one argument
                 self.calls.add(Call(None, name, 1, "attribute", literal,
                                     text is None and not _is_constant(f.get("arg"), parameters=False)))

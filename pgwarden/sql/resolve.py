@@ -91,9 +91,25 @@ SERVER_FILE_FUNCTIONS = frozenset({
     "pg_ls_replslotdir", "pg_current_logfile", "lo_import", "lo_export", "pg_file_write", "pg_file_rename",
     "pg_file_unlink", "pg_file_sync", "pg_logdir_ls", "pg_show_all_file_settings", "pg_hba_file_rules",
     "pg_ident_file_mappings", "pg_file_read", "pg_file_length",
+    # (pg_read_file(text, bigint, bigint) under its C name, PUBLIC's: it checks for a superuser itself)
+    "pg_read_file_old",
 })
 # Functions that signal other backends: administration, whatever their privileges say.
 SIGNAL_FUNCTIONS = frozenset({"pg_terminate_backend", "pg_cancel_backend", "pg_signal_backend"})
+# Built-ins PUBLIC may call whose code checks for a superuser or the REPLICATION attribute itself (so
+# their ACL, `FunctionFacts.public_execute`, does not tell): a superuser upstream runs them all (red team
+# fourteen: under a policy allowing volatile functions and refusing `system`, a physical replication slot
+# made, keeping the server's WAL from then on, every system collation imported, and `pg_read_file_old`,
+# pg_read_file's C function under a name of its own, read a server file). Administration,
+# as those whose ACL says so; and the WAL message every logical decoding consumer reads.
+ADMIN_CHECKED_FUNCTIONS = frozenset({
+    "pg_create_physical_replication_slot", "pg_create_logical_replication_slot", "pg_drop_replication_slot",
+    "pg_copy_physical_replication_slot", "pg_copy_logical_replication_slot", "pg_replication_slot_advance",
+    "pg_logical_slot_get_changes", "pg_logical_slot_peek_changes", "pg_logical_slot_get_binary_changes",
+    "pg_logical_slot_peek_binary_changes", "pg_sync_replication_slots", "pg_import_system_collations",
+    "pg_nextoid", "pg_logical_emit_message", "pg_read_file_old", "pg_rotate_logfile_old",
+    "pg_stop_making_pinned_objects",
+})
 # Built-ins that run SQL they are given as text: the literal is analysed as what it is.
 SQL_TEXT_FUNCTIONS = frozenset({
     "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
@@ -129,6 +145,10 @@ _DELETING = frozenset({"delete", "merge"})
 _UPDATING = frozenset({"update", "merge"})
 # Statements whose writes of a partitioned table may move rows between its partitions.
 _MOVING = frozenset({"update", "merge"})
+# What a relation renamed is to a rule naming statements and it (`_Resolver._renamed`): each statement of
+# it, under the new name, no longer names it
+_RENAMED_AS = ("select", "insert", "update", "delete", "merge", "truncate", "copy_to", "copy_from", "lock",
+               "maintenance", "cursor")
 # The trigger events (`RelationFacts.effects` 'I', 'U', 'D', 'Y') of each kind of write (an
 # upsert is "insert" and "update"; a MERGE may do any of the three).
 _EVENTS = {"insert": "I", "copy_from": "I", "update": "U", "delete": "D", "merge": "IUD", "truncate": "Y"}
@@ -690,7 +710,7 @@ class _Resolver:
                 self._reached.append(setting)
         if fn.name in SERVER_FILE_FUNCTIONS and fn.builtin:
             found.add("server_files")
-        if fn.name in SIGNAL_FUNCTIONS and fn.builtin:
+        if fn.builtin and (fn.name in SIGNAL_FUNCTIONS or fn.name in ADMIN_CHECKED_FUNCTIONS):
             found.add("system")
         if fn.builtin and not fn.public_execute and not fn.name.startswith(("RI_FKey", "binary_upgrade")):
             found.add("system")
@@ -940,6 +960,9 @@ class _Resolver:
         if "pg_catalog.pg_sequences" in tables:  # every sequence's last value
             tables |= self._relations_of_kinds("S")
         for what, parts in syntax.ddl_objects:
+            if what in ("renamed", "renamed column"):
+                self._renamed(parts, what == "renamed", kinds, functions, nested)
+                continue
             if what == "extension":
                 if parts[0] not in self.catalog.trusted_extensions:
                     kinds.add("system")  # its script runs as a superuser, and only a superuser may run it
@@ -955,6 +978,36 @@ class _Resolver:
                 continue
             tables |= self._ddl_reach(what, parts, kinds)
         return tables, writes, indirect
+
+    def _renamed(self, parts: tuple[str, ...], relation: bool, kinds: set[str], functions: set[str],
+                 nested: list) -> None:
+        """A relation renamed, moved to another schema, or a column of it renamed (`Syntax.ddl_objects`):
+        until the change is read, the catalog knows its triggers, rules, policies, defaults and
+        partitions by the old name, and a statement naming the new one (later in the string, or in
+        the transaction still open) runs them unseen (red team fourteen: `ALTER TABLE public.audited
+        RENAME TO a; INSERT INTO public.a VALUES (1)`, whose trigger emptied secret.things, passed a
+        rule naming secret.*). The rename is judged as a write of every kind of the relation, of
+        every column: what any statement under the new name may run. And for a rule naming both
+        statements and the relation (`block {statements: [delete], tables: [public.a]}`), as each of
+        those statements of it (`Analysis.indirect_writes`), unless only a column is renamed (``relation``
+        False): `ALTER TABLE public.a RENAME TO b`, then `DELETE FROM b`, deletes its rows under
+        another name."""
+        schema, name = parts
+        for schema_name in self._qualified(schema or None, name):
+            if relation:
+                nested.append(Analysis(frozenset(), indirect_writes=frozenset((kind, schema_name) for kind in _RENAMED_AS)))
+            s, _, n = schema_name.partition(".")
+            for facts in self.catalog.relations_named(n):
+                if _schema(facts.schema) != s or not (facts.effects or facts.rules or facts.column_types):
+                    continue
+                saved = self._events, self._write_kinds
+                self._events, self._write_kinds = None, _CASCADING  # (every event, every action)
+                try:
+                    for type_oid in facts.column_types:
+                        self._convert(type_oid, False, kinds, functions, nested)
+                    self._effects(facts, True, True, True, kinds, functions, nested, set(), True)
+                finally:
+                    self._events, self._write_kinds = saved
 
     def _moves(self, facts: RelationFacts, sets: list[frozenset[str]]) -> bool:
         """Whether UPDATEs of partitioned table ``facts`` setting the columns ``sets`` (one set per

@@ -101,6 +101,14 @@ _DDL_NODES = frozenset({"IndexStmt", "ViewStmt", "RuleStmt", "CreateTableAsStmt"
 _DROPPED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE",
                                 "OBJECT_FOREIGN_TABLE", "OBJECT_INDEX"})
 _DROPPED_ON = frozenset({"OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"})
+# RENAME / SET SCHEMA of a relation, or RENAME of its column (ALTER INDEX and ALTER SEQUENCE rename a
+# table too): what later statements name it by is another name (`_renamed`)
+_RENAMED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE",
+                                "OBJECT_SEQUENCE", "OBJECT_INDEX", "OBJECT_COLUMN"})
+# COMMENT ON a relation, or on what is named by a relation's name and its own (`CommentStmt`)
+_RELATION_OBJECTS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE",
+                               "OBJECT_SEQUENCE", "OBJECT_INDEX"})
+_COMMENTED_RELATIONS = _RELATION_OBJECTS | _DROPPED_ON | {"OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"}
 _DROPPED_FUNCTIONS = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
 # pg_settings' columns that describe a setting without its value (what the documentation says of
 # it): reading only these is no read of a setting (`Syntax.read_settings`).
@@ -830,6 +838,18 @@ class _Walker:
         elif name in ("DropStmt", "DropOwnedStmt", "RenameStmt", "AlterOwnerStmt", "GrantStmt",
                       "CreatePublicationStmt", "AlterPublicationStmt"):
             self._ddl_reach(name, f)
+        elif name == "AlterObjectSchemaStmt" and f.get("objectType") in _RENAMED_RELATIONS:
+            self._renamed(f.get("relation"), "renamed")
+        elif name == "CommentStmt" and f.get("objtype") in _COMMENTED_RELATIONS:
+            # a relation's (or its column's, trigger's, ...) comment is the relation's, for the rules
+            # that name it (red team fourteen: `COMMENT ON TABLE secret.things` named no table);
+            # nothing of it runs ("on", as a DROP TRIGGER ... ON names its table)
+            n = _node(f.get("object"))
+            parts = _names(n[1].get("items", [])) if n is not None and n[0] == "List" else []
+            if f.get("objtype") not in _RELATION_OBJECTS:
+                parts = parts[:-1]  # (the column's, trigger's, constraint's ... own name last)
+            if parts:
+                self.relations.add(Relation(parts[-2] if len(parts) > 1 else None, parts[-1], dropped="on"))
         elif name in ("CreateTrigStmt", "CreateEventTrigStmt"):
             # The function a trigger runs on every write of its table (every DDL, for an event
             # trigger): judged as a call now, what its body does counts for the statement that
@@ -899,6 +919,8 @@ class _Walker:
                 schema = f.get("subname") if name == "RenameStmt" else _str(f.get("object"))
                 if schema:
                     self.ddl_objects.append(("schema", (schema,)))
+            elif name == "RenameStmt" and kind in _RENAMED_RELATIONS:
+                self._renamed(f.get("relation"), "renamed column" if kind == "OBJECT_COLUMN" else "renamed")
             return
         kind = f.get("removeType", "")
         cascade = f.get("behavior") == "DROP_CASCADE"
@@ -924,6 +946,16 @@ class _Walker:
                 self.ddl_objects.append(("function", tuple(_names(n[1].get("objname", [])))))
             else:  # an extension, a server, an operator, ... and what depends on it: not followed
                 self.ddl_objects.append(("all", ()))
+
+    def _renamed(self, relation: Any, what: str) -> None:
+        """A relation renamed or moved to another schema (or a column of it renamed): what the catalog
+        knows of it by its name (its triggers, rules, policies, defaults, partitions) is another
+        name's until the change is read, in the rest of the string or the transaction still open
+        (`Syntax.ddl_objects` "renamed", "renamed column": the resolver judges it as a write of every
+        kind of it)."""
+        rv = _fields(relation) if relation is not None else None
+        if isinstance(rv, dict) and rv.get("relname"):
+            self.ddl_objects.append((what, (rv.get("schemaname") or "", rv["relname"])))
 
     def _explain_analyze(self, f: dict) -> bool:
         """Whether EXPLAIN runs its statement: the last ANALYZE option decides, as on the server."""

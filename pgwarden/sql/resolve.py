@@ -995,7 +995,8 @@ class _Resolver:
         schema, name = parts
         for schema_name in self._qualified(schema or None, name):
             if relation:
-                nested.append(Analysis(frozenset(), indirect_writes=frozenset((kind, schema_name) for kind in _RENAMED_AS)))
+                renamed = frozenset((kind, schema_name) for kind in _RENAMED_AS)
+                nested.append(Analysis(frozenset(), indirect_writes=renamed))
             s, _, n = schema_name.partition(".")
             for facts in self.catalog.relations_named(n):
                 if _schema(facts.schema) != s or not (facts.effects or facts.rules or facts.column_types):

@@ -50,8 +50,8 @@ from test_hostile import run_policy as _run
 
 from pgwarden.sql.analysis import analyze_sql
 from pgwarden.sql.context import SqlContext
-from pgwarden.testing.postgres import APP_USER
 from pgwarden.testing.matrix import thin
+from pgwarden.testing.postgres import APP_USER
 
 hostile_db, server = test_hostile.hostile_db, test_hostile.server
 

@@ -722,6 +722,13 @@ class _Walker:
         self.kinds.add(self._kind(name, f))
         if superuser_only(name, f):
             self.kinds.add("system")
+        if name == "CreateSchemaStmt":
+            # its elements are statements, each judged as one (red team fourteen: `CREATE SCHEMA s
+            # CREATE TABLE t (a int) CREATE TRIGGER ... ON t EXECUTE FUNCTION public.audit_wipe()`
+            # armed a trigger whose function was never judged, and an INSERT into s.t in the same
+            # string or transaction emptied secret.things)
+            for element in f.get("schemaElts") or []:
+                self.statement(element, scope)
         if name in _CHANGES_OBJECTS:
             system, changed = changed_objects(name, f)
             if system:

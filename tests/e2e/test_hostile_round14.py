@@ -25,6 +25,12 @@ Found (each closed, its case below; the server's state read on a direct connecti
   functions and `pg_nextoid` likewise: their ACL grants PUBLIC EXECUTE and their code checks for a
   superuser or REPLICATION, which the upstream role passes. They are now `system`
   (`resolve.ADMIN_CHECKED_FUNCTIONS`), and `pg_read_file_old` reads server files.
+* **A trigger made by CREATE SCHEMA** (policies "migrators" and "truncators"): `CREATE SCHEMA rt14
+  CREATE TABLE t (a int) CREATE TRIGGER tr AFTER INSERT ON t ... EXECUTE FUNCTION
+  public.audit_wipe()` armed a trigger whose function was never judged (the elements of CREATE
+  SCHEMA were walked as expressions, not as statements), and `INSERT INTO rt14.t` in the same
+  Query or transaction (a table the catalog does not know yet) emptied secret.things. Each element
+  is now judged as the statement it is.
 * **A comment on a protected table** (policy "migrators"): `COMMENT ON TABLE secret.things` and
   `COMMENT ON COLUMN secret.things.n` named no table. COMMENT ON a relation, or on its column,
   trigger, rule, policy or constraint, now names the relation.
@@ -168,6 +174,33 @@ def test_renames_that_carry_nothing_are_allowed(hostile, renamed_back, protocol)
 def test_a_rename_is_judged_by_what_the_relation_runs(hostile, sql):
     analysis = analyze_sql(sql, SqlContext(hostile.app.catalog.current, user=APP_USER))
     assert "delete" in analysis.kinds and "secret.things" in analysis.tables, analysis
+
+
+@pytest.fixture
+def no_schema(hostile, server):
+    server.reset()
+    yield server
+    server.conn.execute("DROP SCHEMA IF EXISTS rt14 CASCADE")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_trigger_made_by_create_schema_is_judged(hostile, no_schema, protocol):
+    # (policies "migrators" and "truncators": the trigger's function, never judged, emptied secret.things
+    # at the INSERT in the same transaction, or the same Query)
+    schema = ("CREATE SCHEMA rt14 CREATE TABLE t (a int) "
+              "CREATE TRIGGER tr AFTER INSERT ON t FOR EACH STATEMENT EXECUTE FUNCTION public.audit_wipe()")
+    for policy in ("migrators", "truncators"):
+        _begin, making, _insert, _commit = _run(hostile, policy, protocol, "BEGIN", schema,
+                                                "INSERT INTO rt14.t VALUES (1)", "COMMIT")
+        assert_refused(making, schema)
+        assert _one(no_schema.conn, SECRET) == 3, policy
+    if protocol == "simple":
+        sql = f"{schema}; INSERT INTO rt14.t VALUES (1)"
+        (answer,) = _run(hostile, "migrators", protocol, sql)
+        assert_refused(answer, sql)
+        assert _one(no_schema.conn, SECRET) == 3
+    made, dropped = _run(hostile, "migrators", protocol, "CREATE SCHEMA rt14 CREATE TABLE t (a int)", "DROP SCHEMA rt14 CASCADE")
+    assert not errors(made) and not errors(dropped), (made, dropped)  # (a plain schema element is allowed)
 
 
 # ---------------------------------------------------------------------- built-ins that check for a superuser

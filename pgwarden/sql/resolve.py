@@ -145,7 +145,7 @@ _DELETING = frozenset({"delete", "merge"})
 _UPDATING = frozenset({"update", "merge"})
 # Statements whose writes of a partitioned table may move rows between its partitions.
 _MOVING = frozenset({"update", "merge"})
-# What a relation renamed is to a rule naming statements and it (`_Resolver._renamed`): each statement of
+# What a relation renamed is to a rule naming statements and it (`_Resolver._as_written`): each statement of
 # it, under the new name, no longer names it
 _RENAMED_AS = ("select", "insert", "update", "delete", "merge", "truncate", "copy_to", "copy_from", "lock",
                "maintenance", "cursor")
@@ -960,8 +960,8 @@ class _Resolver:
         if "pg_catalog.pg_sequences" in tables:  # every sequence's last value
             tables |= self._relations_of_kinds("S")
         for what, parts in syntax.ddl_objects:
-            if what in ("renamed", "renamed column"):
-                self._renamed(parts, what == "renamed", kinds, functions, nested)
+            if what in ("renamed", "renamed column", "inherited"):
+                self._as_written(parts, what == "renamed", kinds, functions, nested)
                 continue
             if what == "extension":
                 if parts[0] not in self.catalog.trusted_extensions:
@@ -979,8 +979,8 @@ class _Resolver:
             tables |= self._ddl_reach(what, parts, kinds)
         return tables, writes, indirect
 
-    def _renamed(self, parts: tuple[str, ...], relation: bool, kinds: set[str], functions: set[str],
-                 nested: list) -> None:
+    def _as_written(self, parts: tuple[str, ...], relation: bool, kinds: set[str], functions: set[str],
+                    nested: list) -> None:
         """A relation renamed, moved to another schema, or a column of it renamed (`Syntax.ddl_objects`):
         until the change is read, the catalog knows its triggers, rules, policies, defaults and
         partitions by the old name, and a statement naming the new one (later in the string, or in
@@ -991,7 +991,10 @@ class _Resolver:
         statements and the relation (`block {statements: [delete], tables: [public.a]}`), as each of
         those statements of it (`Analysis.indirect_writes`), unless only a column is renamed (``relation``
         False): `ALTER TABLE public.a RENAME TO b`, then `DELETE FROM b`, deletes its rows under
-        another name."""
+        another name. A parent (INHERITS, PARTITION OF, ATTACH PARTITION) or a LIKE source likewise
+        (``relation`` False): the table made or attached takes on its defaults, CHECKs, indexes and row
+        triggers under a name the catalog does not know until the change is read (red team fourteen:
+        `CREATE TABLE x (LIKE public.defaulted INCLUDING DEFAULTS); INSERT INTO x ...`)."""
         schema, name = parts
         for schema_name in self._qualified(schema or None, name):
             if relation:

@@ -102,7 +102,7 @@ _DROPPED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW",
                                 "OBJECT_FOREIGN_TABLE", "OBJECT_INDEX"})
 _DROPPED_ON = frozenset({"OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"})
 # RENAME / SET SCHEMA of a relation, or RENAME of its column (ALTER INDEX and ALTER SEQUENCE rename a
-# table too): what later statements name it by is another name (`_renamed`)
+# table too): what later statements name it by is another name (`_relation_object`)
 _RENAMED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE",
                                 "OBJECT_SEQUENCE", "OBJECT_INDEX", "OBJECT_COLUMN"})
 # COMMENT ON a relation, or on what is named by a relation's name and its own (`CommentStmt`)
@@ -722,6 +722,20 @@ class _Walker:
         self.kinds.add(self._kind(name, f))
         if superuser_only(name, f):
             self.kinds.add("system")
+        if name == "CreateStmt":
+            # a table made with a parent's (or a LIKE source's) defaults, CHECKs, indexes, row triggers
+            # (red team fourteen: `CREATE TABLE public.rt14_l (LIKE public.defaulted INCLUDING DEFAULTS);
+            # INSERT INTO public.rt14_l ...` ran the default's function, which emptied secret.things;
+            # INHERITS and PARTITION OF alike, in a transaction)
+            for parent in f.get("inhRelations") or []:
+                self._relation_object(parent, "inherited")
+            for element in f.get("tableElts") or []:
+                like = _node(element)
+                if like is not None and like[0] == "TableLikeClause":
+                    self._relation_object(like[1].get("relation"), "inherited")
+        if name == "AlterTableStmt" and any((_fields(c) or {}).get("subtype") == "AT_AttachPartition"
+                                            for c in f.get("cmds") or []):
+            self._relation_object(f.get("relation"), "inherited")  # (its row triggers cloned, its indexes built)
         if name == "CreateSchemaStmt":
             # its elements are statements, each judged as one (red team fourteen: `CREATE SCHEMA s
             # CREATE TABLE t (a int) CREATE TRIGGER ... ON t EXECUTE FUNCTION public.audit_wipe()`
@@ -846,7 +860,7 @@ class _Walker:
                       "CreatePublicationStmt", "AlterPublicationStmt"):
             self._ddl_reach(name, f)
         elif name == "AlterObjectSchemaStmt" and f.get("objectType") in _RENAMED_RELATIONS:
-            self._renamed(f.get("relation"), "renamed")
+            self._relation_object(f.get("relation"), "renamed")
         elif name == "CommentStmt" and f.get("objtype") in _COMMENTED_RELATIONS:
             # a relation's (or its column's, trigger's, ...) comment is the relation's, for the rules
             # that name it (red team fourteen: `COMMENT ON TABLE secret.things` named no table);
@@ -927,7 +941,7 @@ class _Walker:
                 if schema:
                     self.ddl_objects.append(("schema", (schema,)))
             elif name == "RenameStmt" and kind in _RENAMED_RELATIONS:
-                self._renamed(f.get("relation"), "renamed column" if kind == "OBJECT_COLUMN" else "renamed")
+                self._relation_object(f.get("relation"), "renamed column" if kind == "OBJECT_COLUMN" else "renamed")
             return
         kind = f.get("removeType", "")
         cascade = f.get("behavior") == "DROP_CASCADE"
@@ -954,12 +968,14 @@ class _Walker:
             else:  # an extension, a server, an operator, ... and what depends on it: not followed
                 self.ddl_objects.append(("all", ()))
 
-    def _renamed(self, relation: Any, what: str) -> None:
+    def _relation_object(self, relation: Any, what: str) -> None:
         """A relation renamed or moved to another schema (or a column of it renamed): what the catalog
         knows of it by its name (its triggers, rules, policies, defaults, partitions) is another
         name's until the change is read, in the rest of the string or the transaction still open
-        (`Syntax.ddl_objects` "renamed", "renamed column": the resolver judges it as a write of every
-        kind of it)."""
+        (`Syntax.ddl_objects` "renamed", "renamed column"). Or one whose defaults, CHECKs, indexes
+        and row triggers a table made or attached takes on ("inherited": INHERITS, PARTITION OF, LIKE,
+        ATTACH PARTITION), under a name the catalog does not know yet. The resolver judges each as a
+        write of every kind of the relation."""
         rv = _fields(relation) if relation is not None else None
         if isinstance(rv, dict) and rv.get("relname"):
             self.ddl_objects.append((what, (rv.get("schemaname") or "", rv["relname"])))

@@ -12,6 +12,13 @@ Found (each closed, its case below; the server's state read on a direct connecti
   renamed, is now judged as a write of every kind of it (every trigger, rule, default, policy,
   cascade and partition of it: `Syntax.ddl_objects` "renamed", `_Resolver._renamed`): the rename
   of public.audited is a DELETE of secret.things.
+* **A table made or attached takes on its parent's code** (policies "truncators" and "migrators"):
+  `CREATE TABLE public.rt14_l (LIKE public.defaulted INCLUDING DEFAULTS)`, `CREATE TABLE ... ()
+  INHERITS (public.defaulted)` (a default whose function deletes secret.things), `CREATE TABLE ...
+  PARTITION OF public.rt14_pt` and `ALTER TABLE public.rt14_pt ATTACH PARTITION ...` (a row trigger
+  that does, cloned to the partition), then an INSERT into the new table in the same transaction
+  or Query (a name the catalog does not know yet): secret.things emptied. The parent, or the LIKE
+  source, is now judged as written in every way (`Syntax.ddl_objects` "inherited").
 * **A rule naming statements and a table, escaped by a rename** (policy "renamers": DDL allowed,
   DELETE and TRUNCATE of public.rt14_kept refused): `ALTER TABLE public.rt14_kept RENAME TO
   rt14_moved`, then `DELETE FROM public.rt14_moved`, deleted its rows (SET SCHEMA alike). A relation
@@ -201,6 +208,39 @@ def test_a_trigger_made_by_create_schema_is_judged(hostile, no_schema, protocol)
         assert _one(no_schema.conn, SECRET) == 3
     made, dropped = _run(hostile, "migrators", protocol, "CREATE SCHEMA rt14 CREATE TABLE t (a int)", "DROP SCHEMA rt14 CASCADE")
     assert not errors(made) and not errors(dropped), (made, dropped)  # (a plain schema element is allowed)
+
+
+@pytest.fixture
+def parented(hostile, server):
+    drop = "DROP TABLE IF EXISTS public.rt14_l, public.rt14_i, public.rt14_pt, public.rt14_pp2"
+    test_hostile.made(hostile, server, drop, "CREATE TABLE public.rt14_pt (id int) PARTITION BY RANGE (id)",
+                      "CREATE TRIGGER rt14_pt_w AFTER INSERT ON public.rt14_pt FOR EACH ROW EXECUTE FUNCTION "
+                      "public.audit_wipe()", "CREATE TABLE public.rt14_pp2 (id int)")
+    yield server
+    server.conn.execute(drop)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_table_made_or_attached_takes_on_its_parents_code(hostile, parented, protocol):
+    # (policy "truncators": secret.* refused; public.defaulted's default and public.rt14_pt's row
+    # trigger empty secret.things; the table made or attached, then written, in one transaction)
+    for make, insert in [
+            ("CREATE TABLE public.rt14_l (LIKE public.defaulted INCLUDING DEFAULTS)", "INSERT INTO public.rt14_l (id) VALUES (1)"),
+            ("CREATE TABLE public.rt14_i () INHERITS (public.defaulted)", "INSERT INTO public.rt14_i (id) VALUES (1)"),
+            ("CREATE TABLE public.rt14_pp PARTITION OF public.rt14_pt FOR VALUES FROM (0) TO (100)",
+             "INSERT INTO public.rt14_pp VALUES (1)"),
+            ("ALTER TABLE public.rt14_pt ATTACH PARTITION public.rt14_pp2 FOR VALUES FROM (0) TO (100)",
+             "INSERT INTO public.rt14_pp2 VALUES (1)")]:
+        _begin, making, _insert, _commit = _run(hostile, "truncators", protocol, "BEGIN", make, insert, "COMMIT")
+        assert_refused(making, make)
+        assert _one(parented.conn, SECRET) == 3, make
+    if protocol == "simple":  # (one Query, policy "migrators")
+        sql = "CREATE TABLE public.rt14_l (LIKE public.defaulted INCLUDING DEFAULTS); INSERT INTO public.rt14_l (id) VALUES (1)"
+        (answer,) = _run(hostile, "migrators", protocol, sql)
+        assert_refused(answer, sql)
+        assert _one(parented.conn, SECRET) == 3
+    made = _run(hostile, "migrators", protocol, "CREATE TABLE public.rt14_l (LIKE public.things INCLUDING ALL)")
+    assert not errors(made[0]), made  # (a table of no code of the database's own)
 
 
 # ---------------------------------------------------------------------- built-ins that check for a superuser

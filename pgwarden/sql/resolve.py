@@ -991,7 +991,8 @@ class _Resolver:
         statements and the relation (`block {statements: [delete], tables: [public.a]}`), as each of
         those statements of it (`Analysis.indirect_writes`), unless only a column is renamed (``relation``
         False): `ALTER TABLE public.a RENAME TO b`, then `DELETE FROM b`, deletes its rows under
-        another name. A parent (INHERITS, PARTITION OF, ATTACH PARTITION) or a LIKE source likewise
+        another name. A parent (INHERITS, PARTITION OF, ATTACH PARTITION), a LIKE source, or the one
+        relation a view made reads (a write of the view writes it, if it is updatable) likewise
         (``relation`` False): the table made or attached takes on its defaults, CHECKs, indexes and row
         triggers under a name the catalog does not know until the change is read (red team fourteen:
         `CREATE TABLE x (LIKE public.defaulted INCLUDING DEFAULTS); INSERT INTO x ...`)."""
@@ -1002,7 +1003,8 @@ class _Resolver:
                 nested.append(Analysis(frozenset(), indirect_writes=renamed))
             s, _, n = schema_name.partition(".")
             for facts in self.catalog.relations_named(n):
-                if _schema(facts.schema) != s or not (facts.effects or facts.rules or facts.column_types):
+                if _schema(facts.schema) != s or not (
+                        facts.effects or facts.rules or facts.column_types or facts.kind == "v"):
                     continue
                 saved = self._events, self._write_kinds
                 self._events, self._write_kinds = None, _CASCADING  # (every event, every action)
@@ -1010,6 +1012,8 @@ class _Resolver:
                     for type_oid in facts.column_types:
                         self._convert(type_oid, False, kinds, functions, nested)
                     self._effects(facts, True, True, True, kinds, functions, nested, set(), True)
+                    if facts.kind == "v":  # (an updatable view writes what it reads)
+                        self._through_view(facts, True, True, kinds, functions, nested, set(), True)
                 finally:
                     self._events, self._write_kinds = saved
 

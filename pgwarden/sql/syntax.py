@@ -736,6 +736,15 @@ class _Walker:
         if name == "AlterTableStmt" and any((_fields(c) or {}).get("subtype") == "AT_AttachPartition"
                                             for c in f.get("cmds") or []):
             self._relation_object(f.get("relation"), "inherited")  # (its row triggers cloned, its indexes built)
+        if name == "ViewStmt":
+            # an automatically updatable view reads one relation: a write of it (later in the string,
+            # or in the transaction, before the catalog knows the view) writes that relation (red team
+            # fourteen: `CREATE VIEW public.rt14_v AS SELECT * FROM public.audited; INSERT INTO
+            # public.rt14_v ...` ran audited's trigger)
+            query = _node(f.get("query"))
+            items = (query[1].get("fromClause") or []) if query is not None and query[0] == "SelectStmt" else []
+            if len(items) == 1 and _node_name(items[0]) == "RangeVar":
+                self._relation_object(items[0], "inherited")
         if name == "CreateSchemaStmt":
             # its elements are statements, each judged as one (red team fourteen: `CREATE SCHEMA s
             # CREATE TABLE t (a int) CREATE TRIGGER ... ON t EXECUTE FUNCTION public.audit_wipe()`

@@ -18,7 +18,9 @@ Found (each closed, its case below; the server's state read on a direct connecti
   PARTITION OF public.rt14_pt` and `ALTER TABLE public.rt14_pt ATTACH PARTITION ...` (a row trigger
   that does, cloned to the partition), then an INSERT into the new table in the same transaction
   or Query (a name the catalog does not know yet): secret.things emptied. The parent, or the LIKE
-  source, is now judged as written in every way (`Syntax.ddl_objects` "inherited").
+  source, is now judged as written in every way (`Syntax.ddl_objects` "inherited"). So is the one
+  relation a view made reads: `CREATE VIEW public.rt14_v AS SELECT id FROM public.defaulted`, then
+  `INSERT INTO public.rt14_v` (automatically updatable: the write reaches the table) did the same.
 * **A rule naming statements and a table, escaped by a rename** (policy "renamers": DDL allowed,
   DELETE and TRUNCATE of public.rt14_kept refused): `ALTER TABLE public.rt14_kept RENAME TO
   rt14_moved`, then `DELETE FROM public.rt14_moved`, deleted its rows (SET SCHEMA alike). A relation
@@ -212,7 +214,7 @@ def test_a_trigger_made_by_create_schema_is_judged(hostile, no_schema, protocol)
 
 @pytest.fixture
 def parented(hostile, server):
-    drop = "DROP TABLE IF EXISTS public.rt14_l, public.rt14_i, public.rt14_pt, public.rt14_pp2"
+    drop = "DROP VIEW IF EXISTS public.rt14_v; DROP TABLE IF EXISTS public.rt14_l, public.rt14_i, public.rt14_pt, public.rt14_pp2"
     test_hostile.made(hostile, server, drop, "CREATE TABLE public.rt14_pt (id int) PARTITION BY RANGE (id)",
                       "CREATE TRIGGER rt14_pt_w AFTER INSERT ON public.rt14_pt FOR EACH ROW EXECUTE FUNCTION "
                       "public.audit_wipe()", "CREATE TABLE public.rt14_pp2 (id int)")
@@ -230,7 +232,9 @@ def test_a_table_made_or_attached_takes_on_its_parents_code(hostile, parented, p
             ("CREATE TABLE public.rt14_pp PARTITION OF public.rt14_pt FOR VALUES FROM (0) TO (100)",
              "INSERT INTO public.rt14_pp VALUES (1)"),
             ("ALTER TABLE public.rt14_pt ATTACH PARTITION public.rt14_pp2 FOR VALUES FROM (0) TO (100)",
-             "INSERT INTO public.rt14_pp2 VALUES (1)")]:
+             "INSERT INTO public.rt14_pp2 VALUES (1)"),
+            ("CREATE VIEW public.rt14_v AS SELECT id FROM public.defaulted", "INSERT INTO public.rt14_v VALUES (1)"),
+            ("CREATE VIEW public.rt14_v AS SELECT id FROM public.audited", "DELETE FROM public.rt14_v")]:
         _begin, making, _insert, _commit = _run(hostile, "truncators", protocol, "BEGIN", make, insert, "COMMIT")
         assert_refused(making, make)
         assert _one(parented.conn, SECRET) == 3, make
@@ -239,8 +243,9 @@ def test_a_table_made_or_attached_takes_on_its_parents_code(hostile, parented, p
         (answer,) = _run(hostile, "migrators", protocol, sql)
         assert_refused(answer, sql)
         assert _one(parented.conn, SECRET) == 3
-    made = _run(hostile, "migrators", protocol, "CREATE TABLE public.rt14_l (LIKE public.things INCLUDING ALL)")
-    assert not errors(made[0]), made  # (a table of no code of the database's own)
+    made = _run(hostile, "migrators", protocol, "CREATE TABLE public.rt14_l (LIKE public.things INCLUDING ALL)",
+                "CREATE VIEW public.rt14_v AS SELECT id FROM public.things")
+    assert not any(errors(a) for a in made), made  # (of a table of no code of the database's own)
 
 
 # ---------------------------------------------------------------------- built-ins that check for a superuser

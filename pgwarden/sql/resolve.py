@@ -963,6 +963,9 @@ class _Resolver:
             if what in ("renamed", "renamed column", "inherited"):
                 self._as_written(parts, what == "renamed", kinds, functions, nested)
                 continue
+            if what == "validated":
+                self._validated(parts, kinds, functions, nested)
+                continue
             if what == "extension":
                 if parts[0] not in self.catalog.trusted_extensions:
                     kinds.add("system")  # its script runs as a superuser, and only a superuser may run it
@@ -1016,6 +1019,22 @@ class _Resolver:
                         self._through_view(facts, True, True, kinds, functions, nested, set(), True)
                 finally:
                     self._events, self._write_kinds = saved
+
+    def _validated(self, parts: tuple[str, ...], kinds: set[str], functions: set[str], nested: list) -> None:
+        """`ALTER TABLE ... VALIDATE CONSTRAINT`: a CHECK's expression runs over every row of the table
+        and of its partitions and children (the catalog's 'd' effects: its CHECKs' functions, and its
+        defaults', which count as well)."""
+        schema, name = parts
+        for schema_name in self._qualified(schema or None, name):
+            s, _, n = schema_name.partition(".")
+            for facts in self.catalog.relations_named(n):
+                if _schema(facts.schema) != s:
+                    continue
+                for oid in (facts.oid,) + self.catalog.descendants(facts.oid):
+                    table = self.catalog.relation(oid)
+                    for kind, target in table.effects if table is not None else ():
+                        if kind == "d":
+                            self._fires(target, True, kinds, functions, nested)
 
     def _moves(self, facts: RelationFacts, sets: list[frozenset[str]]) -> bool:
         """Whether UPDATEs of partitioned table ``facts`` setting the columns ``sets`` (one set per

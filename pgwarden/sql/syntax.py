@@ -733,9 +733,14 @@ class _Walker:
                 like = _node(element)
                 if like is not None and like[0] == "TableLikeClause":
                     self._relation_object(like[1].get("relation"), "inherited")
-        if name == "AlterTableStmt" and any((_fields(c) or {}).get("subtype") == "AT_AttachPartition"
-                                            for c in f.get("cmds") or []):
-            self._relation_object(f.get("relation"), "inherited")  # (its row triggers cloned, its indexes built)
+        if name == "AlterTableStmt":
+            subtypes = {(_fields(c) or {}).get("subtype") for c in f.get("cmds") or []}
+            if "AT_AttachPartition" in subtypes:
+                self._relation_object(f.get("relation"), "inherited")  # (its row triggers cloned, its indexes built)
+            if "AT_ValidateConstraint" in subtypes:
+                # a NOT VALID CHECK validated: its expression runs over every row (red team fourteen: one
+                # calling a function that deletes secret.things, by `ALTER TABLE ... VALIDATE CONSTRAINT`)
+                self._relation_object(f.get("relation"), "validated")
         if name == "ViewStmt":
             # an automatically updatable view reads one relation: a write of it (later in the string,
             # or in the transaction, before the catalog knows the view) writes that relation (red team

@@ -34,6 +34,11 @@ Found (each closed, its case below; the server's state read on a direct connecti
   functions and `pg_nextoid` likewise: their ACL grants PUBLIC EXECUTE and their code checks for a
   superuser or REPLICATION, which the upstream role passes. They are now `system`
   (`resolve.ADMIN_CHECKED_FUNCTIONS`), and `pg_read_file_old` reads server files.
+* **A CHECK validated** (policies "migrators" and "truncators"): `ALTER TABLE public.checked_t VALIDATE
+  CONSTRAINT rt14_nv` (the owner's NOT VALID `CHECK (public.wipe_if_armed())`, armed by the
+  session's `SET hostile.armed = on`) ran the check over the table's row and emptied
+  secret.things: ALTER TABLE ran none of the table's code in the analysis. Its CHECKs' (and
+  defaults') functions now count, of its partitions and children too (`_Resolver._validated`).
 * **A trigger made by CREATE SCHEMA** (policies "migrators" and "truncators"): `CREATE SCHEMA rt14
   CREATE TABLE t (a int) CREATE TRIGGER tr AFTER INSERT ON t ... EXECUTE FUNCTION
   public.audit_wipe()` armed a trigger whose function was never judged (the elements of CREATE
@@ -183,6 +188,26 @@ def test_renames_that_carry_nothing_are_allowed(hostile, renamed_back, protocol)
 def test_a_rename_is_judged_by_what_the_relation_runs(hostile, sql):
     analysis = analyze_sql(sql, SqlContext(hostile.app.catalog.current, user=APP_USER))
     assert "delete" in analysis.kinds and "secret.things" in analysis.tables, analysis
+
+
+@pytest.fixture
+def not_valid(hostile, server):
+    test_hostile.made(hostile, server, "INSERT INTO public.checked_t VALUES (1)",
+                      "ALTER TABLE public.checked_t ADD CONSTRAINT rt14_nv CHECK (public.wipe_if_armed()) NOT VALID")
+    yield server
+    server.conn.execute("ALTER TABLE public.checked_t DROP CONSTRAINT IF EXISTS rt14_nv; DELETE FROM public.checked_t")
+    test_hostile.read_catalog_again(hostile, "a constraint dropped")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_validating_a_check_runs_it(hostile, not_valid, protocol):
+    # (policies "migrators" and "truncators": the CHECK, armed, emptied secret.things over the table's row)
+    sql = "ALTER TABLE public.checked_t VALIDATE CONSTRAINT rt14_nv"
+    for policy in ("migrators", "truncators"):
+        _armed, answer = _run(hostile, policy, protocol, "SET hostile.armed = on", sql)
+        assert_refused(answer, sql)
+        assert _one(not_valid.conn, SECRET) == 3, policy
+        assert not _one(not_valid.conn, "SELECT convalidated FROM pg_constraint WHERE conname = 'rt14_nv'")
 
 
 @pytest.fixture

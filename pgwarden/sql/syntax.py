@@ -750,6 +750,13 @@ class _Walker:
             items = (query[1].get("fromClause") or []) if query is not None and query[0] == "SelectStmt" else []
             if len(items) == 1 and _node_name(items[0]) == "RangeVar":
                 self._relation_object(items[0], "inherited")
+        if name == "AlterDomainStmt" and f.get("subtype") == "V":
+            # ALTER DOMAIN ... VALIDATE CONSTRAINT: its CHECKs run over every value of it stored, as a
+            # conversion to it runs them (red team fourteen: a NOT VALID CHECK calling a function that
+            # deletes secret.things, validated)
+            parts = _names(f.get("typeName") or [])
+            if parts:
+                self.calls.add(_cast(parts[-2] if len(parts) > 1 else None, parts[-1]))
         if name == "CreateSchemaStmt":
             # its elements are statements, each judged as one (red team fourteen: `CREATE SCHEMA s
             # CREATE TABLE t (a int) CREATE TRIGGER ... ON t EXECUTE FUNCTION public.audit_wipe()`

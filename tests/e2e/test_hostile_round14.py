@@ -39,6 +39,8 @@ Found (each closed, its case below; the server's state read on a direct connecti
   session's `SET hostile.armed = on`) ran the check over the table's row and emptied
   secret.things: ALTER TABLE ran none of the table's code in the analysis. Its CHECKs' (and
   defaults') functions now count, of its partitions and children too (`_Resolver._validated`).
+  `ALTER DOMAIN public.plain VALIDATE CONSTRAINT rt14_d` likewise (a column of the domain in
+  public.rt14_dt): it is now judged as a conversion to the domain (its CHECKs).
 * **A trigger made by CREATE SCHEMA** (policies "migrators" and "truncators"): `CREATE SCHEMA rt14
   CREATE TABLE t (a int) CREATE TRIGGER tr AFTER INSERT ON t ... EXECUTE FUNCTION
   public.audit_wipe()` armed a trigger whose function was never judged (the elements of CREATE
@@ -193,21 +195,27 @@ def test_a_rename_is_judged_by_what_the_relation_runs(hostile, sql):
 @pytest.fixture
 def not_valid(hostile, server):
     test_hostile.made(hostile, server, "INSERT INTO public.checked_t VALUES (1)",
-                      "ALTER TABLE public.checked_t ADD CONSTRAINT rt14_nv CHECK (public.wipe_if_armed()) NOT VALID")
+                      "ALTER TABLE public.checked_t ADD CONSTRAINT rt14_nv CHECK (public.wipe_if_armed()) NOT VALID",
+                      "DROP TABLE IF EXISTS public.rt14_dt", "CREATE TABLE public.rt14_dt (p public.plain)",
+                      "INSERT INTO public.rt14_dt VALUES (1)",
+                      "ALTER DOMAIN public.plain ADD CONSTRAINT rt14_d CHECK (public.wipe_if_armed()) NOT VALID")
     yield server
-    server.conn.execute("ALTER TABLE public.checked_t DROP CONSTRAINT IF EXISTS rt14_nv; DELETE FROM public.checked_t")
+    server.conn.execute("ALTER TABLE public.checked_t DROP CONSTRAINT IF EXISTS rt14_nv; DELETE FROM public.checked_t; "
+                        "ALTER DOMAIN public.plain DROP CONSTRAINT IF EXISTS rt14_d; DROP TABLE IF EXISTS public.rt14_dt")
     test_hostile.read_catalog_again(hostile, "a constraint dropped")
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_validating_a_check_runs_it(hostile, not_valid, protocol):
     # (policies "migrators" and "truncators": the CHECK, armed, emptied secret.things over the table's row)
-    sql = "ALTER TABLE public.checked_t VALIDATE CONSTRAINT rt14_nv"
-    for policy in ("migrators", "truncators"):
-        _armed, answer = _run(hostile, policy, protocol, "SET hostile.armed = on", sql)
-        assert_refused(answer, sql)
-        assert _one(not_valid.conn, SECRET) == 3, policy
-        assert not _one(not_valid.conn, "SELECT convalidated FROM pg_constraint WHERE conname = 'rt14_nv'")
+    # (and a domain's, over the column of public.rt14_dt)
+    for sql, name in [("ALTER TABLE public.checked_t VALIDATE CONSTRAINT rt14_nv", "rt14_nv"),
+                      ("ALTER DOMAIN public.plain VALIDATE CONSTRAINT rt14_d", "rt14_d")]:
+        for policy in ("migrators", "truncators"):
+            _armed, answer = _run(hostile, policy, protocol, "SET hostile.armed = on", sql)
+            assert_refused(answer, sql)
+            assert _one(not_valid.conn, SECRET) == 3, (policy, sql)
+            assert not _one(not_valid.conn, f"SELECT convalidated FROM pg_constraint WHERE conname = '{name}'")
 
 
 @pytest.fixture

@@ -203,7 +203,11 @@ class Syntax:
     # ALL TABLES IN SCHEMA, a publication of its tables), ("dropped schema", (name,)) the same and
     # the views over them (DROP SCHEMA ... CASCADE), ("type", name parts) every table with a column of it (DROP TYPE /
     # DOMAIN ... CASCADE), ("function", name parts) what calls it (DROP FUNCTION ... CASCADE),
-    # ("all", ()) any relation (DROP OWNED, another DROP ... CASCADE).
+    # ("all", ()) any relation (DROP OWNED, another DROP ... CASCADE); and, each as (schema or "", name),
+    # ("renamed", ...) a relation renamed or moved to another schema, ("renamed column", ...) one a
+    # column of which is renamed, ("inherited", ...) the parent, LIKE source or one relation read of
+    # a table or view made (or a table attached): the resolver judges it as written in every way;
+    # ("validated", ...) a table whose constraint is validated: its CHECKs run (red team fourteen).
     ddl_objects: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # The columns each UPDATE (or MERGE's UPDATE action) sets, by its target as named: (schema or
     # None, table, columns). A row of a partitioned table moves to another partition only when

@@ -966,6 +966,24 @@ class _Resolver:
             if what == "validated":
                 self._validated(parts, kinds, functions, nested)
                 continue
+            if what == "typed from":
+                # CREATE TABLE AS / SELECT INTO: the new table's columns are of the types of what the
+                # query reads (a domain's, whose default runs at an INSERT that leaves it out; its
+                # CHECKs, a type's casts): converted to as a write of a table of them would, and the
+                # read relations' `d` effects run (a domain's default among them; their own columns'
+                # defaults and CHECKs, which the new table does not take, count as well)
+                for rel in syntax.relations:
+                    for schema_name in self._qualified(rel.schema, rel.name):
+                        s, _, n = schema_name.partition(".")
+                        for facts in self.catalog.relations_named(n):
+                            if _schema(facts.schema) != s:
+                                continue
+                            for type_oid in facts.column_types:
+                                self._convert(type_oid, False, kinds, functions, nested)
+                            for kind, target in facts.effects:
+                                if kind == "d":
+                                    self._fires(target, True, kinds, functions, nested)
+                continue
             if what == "extension":
                 if parts[0] not in self.catalog.trusted_extensions:
                     kinds.add("system")  # its script runs as a superuser, and only a superuser may run it

@@ -207,7 +207,9 @@ class Syntax:
     # ("renamed", ...) a relation renamed or moved to another schema, ("renamed column", ...) one a
     # column of which is renamed, ("inherited", ...) the parent, LIKE source or one relation read of
     # a table or view made (or a table attached): the resolver judges it as written in every way;
-    # ("validated", ...) a table whose constraint is validated: its CHECKs run (red team fourteen).
+    # ("validated", ...) a table whose constraint is validated: its CHECKs run; ("typed from", ()) a
+    # table made by CREATE TABLE AS / SELECT INTO: the relations read give it their columns' types
+    # (red team fourteen).
     ddl_objects: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # The columns each UPDATE (or MERGE's UPDATE action) sets, by its target as named: (schema or
     # None, table, columns). A row of a partitioned table moves to another partition only when
@@ -761,6 +763,12 @@ class _Walker:
             parts = _names(f.get("typeName") or [])
             if parts:
                 self.calls.add(_cast(parts[-2] if len(parts) > 1 else None, parts[-1]))
+        if name == "CreateTableAsStmt" and f.get("objtype") != "OBJECT_MATVIEW" or name == "SelectStmt" and f.get(
+                "intoClause"):
+            # the table made has the columns' types of what its query reads: a domain's default runs
+            # at an INSERT leaving the column out (red team fourteen: `CREATE TABLE public.rt14_ct AS
+            # SELECT * FROM public.dom_t`, then such an INSERT in the transaction, emptied secret.things)
+            self.ddl_objects.append(("typed from", ()))
         if name == "CreateSchemaStmt":
             # its elements are statements, each judged as one (red team fourteen: `CREATE SCHEMA s
             # CREATE TABLE t (a int) CREATE TRIGGER ... ON t EXECUTE FUNCTION public.audit_wipe()`

@@ -21,6 +21,9 @@ Found (each closed, its case below; the server's state read on a direct connecti
   source, is now judged as written in every way (`Syntax.ddl_objects` "inherited"). So is the one
   relation a view made reads: `CREATE VIEW public.rt14_v AS SELECT id FROM public.defaulted`, then
   `INSERT INTO public.rt14_v` (automatically updatable: the write reaches the table) did the same.
+  And `CREATE TABLE public.rt14_ct AS SELECT * FROM public.dom_t` (or `SELECT * INTO`): the new
+  column is of dom_t's domain, whose default runs (and deleted, armed) at an INSERT leaving it out;
+  the relations it reads now give it their columns' conversions and `d` effects ("typed from").
 * **A rule naming statements and a table, escaped by a rename** (policy "renamers": DDL allowed,
   DELETE and TRUNCATE of public.rt14_kept refused): `ALTER TABLE public.rt14_kept RENAME TO
   rt14_moved`, then `DELETE FROM public.rt14_moved`, deleted its rows (SET SCHEMA alike). A relation
@@ -247,7 +250,8 @@ def test_a_trigger_made_by_create_schema_is_judged(hostile, no_schema, protocol)
 
 @pytest.fixture
 def parented(hostile, server):
-    drop = "DROP VIEW IF EXISTS public.rt14_v; DROP TABLE IF EXISTS public.rt14_l, public.rt14_i, public.rt14_pt, public.rt14_pp2"
+    drop = ("DROP VIEW IF EXISTS public.rt14_v; "
+            "DROP TABLE IF EXISTS public.rt14_l, public.rt14_i, public.rt14_pt, public.rt14_pp2, public.rt14_ct")
     test_hostile.made(hostile, server, drop, "CREATE TABLE public.rt14_pt (id int) PARTITION BY RANGE (id)",
                       "CREATE TRIGGER rt14_pt_w AFTER INSERT ON public.rt14_pt FOR EACH ROW EXECUTE FUNCTION "
                       "public.audit_wipe()", "CREATE TABLE public.rt14_pp2 (id int)")
@@ -267,8 +271,12 @@ def test_a_table_made_or_attached_takes_on_its_parents_code(hostile, parented, p
             ("ALTER TABLE public.rt14_pt ATTACH PARTITION public.rt14_pp2 FOR VALUES FROM (0) TO (100)",
              "INSERT INTO public.rt14_pp2 VALUES (1)"),
             ("CREATE VIEW public.rt14_v AS SELECT id FROM public.defaulted", "INSERT INTO public.rt14_v VALUES (1)"),
-            ("CREATE VIEW public.rt14_v AS SELECT id FROM public.audited", "DELETE FROM public.rt14_v")]:
-        _begin, making, _insert, _commit = _run(hostile, "truncators", protocol, "BEGIN", make, insert, "COMMIT")
+            ("CREATE VIEW public.rt14_v AS SELECT id FROM public.audited", "DELETE FROM public.rt14_v"),
+            # (a column of public.dom_t's domain, whose default deletes when armed)
+            ("CREATE TABLE public.rt14_ct AS SELECT * FROM public.dom_t", "INSERT INTO public.rt14_ct (id) VALUES (1)"),
+            ("SELECT * INTO public.rt14_ct FROM public.dom_t", "INSERT INTO public.rt14_ct (id) VALUES (1)")]:
+        _armed, _begin, making, _insert, _commit = _run(hostile, "truncators", protocol, "SET hostile.armed = on", "BEGIN",
+                                                        make, insert, "COMMIT")
         assert_refused(making, make)
         assert _one(parented.conn, SECRET) == 3, make
     if protocol == "simple":  # (one Query, policy "migrators")

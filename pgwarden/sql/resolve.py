@@ -961,7 +961,7 @@ class _Resolver:
             tables |= self._relations_of_kinds("S")
         for what, parts in syntax.ddl_objects:
             if what in ("renamed", "renamed column", "inherited"):
-                self._as_written(parts, what == "renamed", kinds, functions, nested)
+                self._as_written(parts, what, kinds, functions, nested)
                 continue
             if what == "validated":
                 self._validated(parts, kinds, functions, nested)
@@ -1000,7 +1000,7 @@ class _Resolver:
             tables |= self._ddl_reach(what, parts, kinds)
         return tables, writes, indirect
 
-    def _as_written(self, parts: tuple[str, ...], relation: bool, kinds: set[str], functions: set[str],
+    def _as_written(self, parts: tuple[str, ...], what: str, kinds: set[str], functions: set[str],
                     nested: list) -> None:
         """A relation renamed, moved to another schema, or a column of it renamed (`Syntax.ddl_objects`):
         until the change is read, the catalog knows its triggers, rules, policies, defaults and
@@ -1010,23 +1010,28 @@ class _Resolver:
         rule naming secret.*). The rename is judged as a write of every kind of the relation, of
         every column: what any statement under the new name may run. And for a rule naming both
         statements and the relation (`block {statements: [delete], tables: [public.a]}`), as each of
-        those statements of it (`Analysis.indirect_writes`), unless only a column is renamed (``relation``
-        False): `ALTER TABLE public.a RENAME TO b`, then `DELETE FROM b`, deletes its rows under
-        another name. A parent (INHERITS, PARTITION OF, ATTACH PARTITION), a LIKE source, or the one
-        relation a view made reads (a write of the view writes it, if it is updatable) likewise
-        (``relation`` False): the table made or attached takes on its defaults, CHECKs, indexes and row
-        triggers under a name the catalog does not know until the change is read (red team fourteen:
+        those statements of it (`Analysis.indirect_writes`), unless only a column is renamed (``what``
+        "renamed column"; a view's column renamed counts for nothing): `ALTER TABLE public.a RENAME TO
+        b`, then `DELETE FROM b`, deletes its rows under another name. A parent (INHERITS, PARTITION
+        OF, ATTACH PARTITION), a LIKE source, or the one relation a view made reads (a write of the
+        view writes it, if it is updatable) likewise (``what`` "inherited"): the table made or
+        attached takes on its defaults, CHECKs, indexes and row triggers under a name the catalog
+        does not know until the change is read (red team fourteen:
         `CREATE TABLE x (LIKE public.defaulted INCLUDING DEFAULTS); INSERT INTO x ...`)."""
         schema, name = parts
         for schema_name in self._qualified(schema or None, name):
-            if relation:
+            if what == "renamed":
                 renamed = frozenset((kind, schema_name) for kind in _RENAMED_AS)
                 nested.append(Analysis(frozenset(), indirect_writes=renamed))
             s, _, n = schema_name.partition(".")
+            if s in ("pg_catalog", "information_schema"):
+                continue  # (the server's own: no code of the database's own on them; DDL of them is `system`)
             for facts in self.catalog.relations_named(n):
                 if _schema(facts.schema) != s or not (
                         facts.effects or facts.rules or facts.column_types or facts.kind == "v"):
                     continue
+                if facts.kind == "v" and what == "renamed column":
+                    continue  # (a view's column renamed: a write of it reaches what it did)
                 saved = self._events, self._write_kinds
                 self._events, self._write_kinds = None, _CASCADING  # (every event, every action)
                 try:

@@ -10,7 +10,7 @@ Found (each closed, its case below; the server's state read on a direct connecti
   table it did not know. `ALTER TABLE ... SET SCHEMA`, `ALTER INDEX <a table> RENAME` (the server
   renames a table so) and `RENAME COLUMN` alike. A relation renamed, moved, or a column of it
   renamed, is now judged as a write of every kind of it (every trigger, rule, default, policy,
-  cascade and partition of it: `Syntax.ddl_objects` "renamed", `_Resolver._renamed`): the rename
+  cascade and partition of it: `Syntax.ddl_objects` "renamed", `_Resolver._as_written`): the rename
   of public.audited is a DELETE of secret.things.
 * **A table made or attached takes on its parent's code** (policies "truncators" and "migrators"):
   `CREATE TABLE public.rt14_l (LIKE public.defaulted INCLUDING DEFAULTS)`, `CREATE TABLE ... ()
@@ -57,11 +57,12 @@ Found (each closed, its case below; the server's state read on a direct connecti
 Controls (refused or counted before this round, kept): under `rows_written: 2`, a FETCH, a MOVE and
 `cursor_to_xml` of a cursor whose query deletes 5 rows (counted, rolled back), a CALL of a procedure
 that COMMITs, a DELETE of 5 rows between SAVEPOINT and ROLLBACK TO; a DO block's EXECUTE of a
-computed string and a function's `EXECUTE format(...)` under a rule naming tables (unknown);
+computed string and `query_to_xml` of one under a rule naming tables (unknown);
 `lo_export` and `lo_import` of a server file; `SET search_path = pg_temp, secret` then a bare name;
 `ALTER VIEW public.leak RENAME` (its body names secret.things). Allowed, kept: renaming a table
 with no triggers, rules or defaults of the database's own (public.plain_t, public.stamped,
-public.keyed) and a column of one, `COMMENT ON TABLE public.things`.
+public.keyed) and a column of one, `COMMENT ON TABLE public.things`, a plain element of CREATE
+SCHEMA, a table LIKE public.things and a view over it.
 """
 
 from __future__ import annotations

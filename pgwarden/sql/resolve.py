@@ -91,9 +91,25 @@ SERVER_FILE_FUNCTIONS = frozenset({
     "pg_ls_replslotdir", "pg_current_logfile", "lo_import", "lo_export", "pg_file_write", "pg_file_rename",
     "pg_file_unlink", "pg_file_sync", "pg_logdir_ls", "pg_show_all_file_settings", "pg_hba_file_rules",
     "pg_ident_file_mappings", "pg_file_read", "pg_file_length",
+    # (pg_read_file(text, bigint, bigint) under its C name, PUBLIC's: it checks for a superuser itself)
+    "pg_read_file_old",
 })
 # Functions that signal other backends: administration, whatever their privileges say.
 SIGNAL_FUNCTIONS = frozenset({"pg_terminate_backend", "pg_cancel_backend", "pg_signal_backend"})
+# Built-ins PUBLIC may call whose code checks for a superuser or the REPLICATION attribute itself (so
+# their ACL, `FunctionFacts.public_execute`, does not tell): a superuser upstream runs them all (red team
+# fourteen: under a policy allowing volatile functions and refusing `system`, a physical replication slot
+# made, keeping the server's WAL from then on, every system collation imported, and `pg_read_file_old`,
+# pg_read_file's C function under a name of its own, read a server file). Administration,
+# as those whose ACL says so; and the WAL message every logical decoding consumer reads.
+ADMIN_CHECKED_FUNCTIONS = frozenset({
+    "pg_create_physical_replication_slot", "pg_create_logical_replication_slot", "pg_drop_replication_slot",
+    "pg_copy_physical_replication_slot", "pg_copy_logical_replication_slot", "pg_replication_slot_advance",
+    "pg_logical_slot_get_changes", "pg_logical_slot_peek_changes", "pg_logical_slot_get_binary_changes",
+    "pg_logical_slot_peek_binary_changes", "pg_sync_replication_slots", "pg_import_system_collations",
+    "pg_nextoid", "pg_logical_emit_message", "pg_read_file_old", "pg_rotate_logfile_old",
+    "pg_stop_making_pinned_objects",
+})
 # Built-ins that run SQL they are given as text: the literal is analysed as what it is.
 SQL_TEXT_FUNCTIONS = frozenset({
     "query_to_xml", "query_to_xml_and_xmlschema", "query_to_xmlschema", "ts_stat", "ts_rewrite",
@@ -129,6 +145,10 @@ _DELETING = frozenset({"delete", "merge"})
 _UPDATING = frozenset({"update", "merge"})
 # Statements whose writes of a partitioned table may move rows between its partitions.
 _MOVING = frozenset({"update", "merge"})
+# What a relation renamed is to a rule naming statements and it (`_Resolver._as_written`): each statement of
+# it, under the new name, no longer names it
+_RENAMED_AS = ("select", "insert", "update", "delete", "merge", "truncate", "copy_to", "copy_from", "lock",
+               "maintenance", "cursor")
 # The trigger events (`RelationFacts.effects` 'I', 'U', 'D', 'Y') of each kind of write (an
 # upsert is "insert" and "update"; a MERGE may do any of the three).
 _EVENTS = {"insert": "I", "copy_from": "I", "update": "U", "delete": "D", "merge": "IUD", "truncate": "Y"}
@@ -698,7 +718,7 @@ class _Resolver:
                 self._reached.append(setting)
         if fn.name in SERVER_FILE_FUNCTIONS and fn.builtin:
             found.add("server_files")
-        if fn.name in SIGNAL_FUNCTIONS and fn.builtin:
+        if fn.builtin and (fn.name in SIGNAL_FUNCTIONS or fn.name in ADMIN_CHECKED_FUNCTIONS):
             found.add("system")
         if fn.builtin and not fn.public_execute and not fn.name.startswith(("RI_FKey", "binary_upgrade")):
             found.add("system")
@@ -952,6 +972,30 @@ class _Resolver:
         if "pg_catalog.pg_sequences" in tables:  # every sequence's last value
             tables |= self._relations_of_kinds("S")
         for what, parts in syntax.ddl_objects:
+            if what in ("renamed", "renamed column", "inherited"):
+                self._as_written(parts, what, kinds, functions, nested)
+                continue
+            if what == "validated":
+                self._validated(parts, kinds, functions, nested)
+                continue
+            if what == "typed from":
+                # CREATE TABLE AS / SELECT INTO: the new table's columns are of the types of what the
+                # query reads (a domain's, whose default runs at an INSERT that leaves it out; its
+                # CHECKs, a type's casts): converted to as a write of a table of them would, and the
+                # read relations' `d` effects run (a domain's default among them; their own columns'
+                # defaults and CHECKs, which the new table does not take, count as well)
+                for rel in syntax.relations:
+                    for schema_name in self._qualified(rel.schema, rel.name):
+                        s, _, n = schema_name.partition(".")
+                        for facts in self.catalog.relations_named(n):
+                            if _schema(facts.schema) != s:
+                                continue
+                            for type_oid in facts.column_types:
+                                self._convert(type_oid, False, kinds, functions, nested)
+                            for kind, target in facts.effects:
+                                if kind == "d":
+                                    self._fires(target, True, kinds, functions, nested)
+                continue
             if what == "extension":
                 if parts[0] not in self.catalog.trusted_extensions:
                     kinds.add("system")  # its script runs as a superuser, and only a superuser may run it
@@ -967,6 +1011,65 @@ class _Resolver:
                 continue
             tables |= self._ddl_reach(what, parts, kinds)
         return tables, writes, indirect
+
+    def _as_written(self, parts: tuple[str, ...], what: str, kinds: set[str], functions: set[str],
+                    nested: list) -> None:
+        """A relation renamed, moved to another schema, or a column of it renamed (`Syntax.ddl_objects`):
+        until the change is read, the catalog knows its triggers, rules, policies, defaults and
+        partitions by the old name, and a statement naming the new one (later in the string, or in
+        the transaction still open) runs them unseen (red team fourteen: `ALTER TABLE public.audited
+        RENAME TO a; INSERT INTO public.a VALUES (1)`, whose trigger emptied secret.things, passed a
+        rule naming secret.*). The rename is judged as a write of every kind of the relation, of
+        every column: what any statement under the new name may run. And for a rule naming both
+        statements and the relation (`block {statements: [delete], tables: [public.a]}`), as each of
+        those statements of it (`Analysis.indirect_writes`), unless only a column is renamed (``what``
+        "renamed column"; a view's column renamed counts for nothing): `ALTER TABLE public.a RENAME TO
+        b`, then `DELETE FROM b`, deletes its rows under another name. A parent (INHERITS, PARTITION
+        OF, ATTACH PARTITION), a LIKE source, or the one relation a view made reads (a write of the
+        view writes it, if it is updatable) likewise (``what`` "inherited"): the table made or
+        attached takes on its defaults, CHECKs, indexes and row triggers under a name the catalog
+        does not know until the change is read (red team fourteen:
+        `CREATE TABLE x (LIKE public.defaulted INCLUDING DEFAULTS); INSERT INTO x ...`)."""
+        schema, name = parts
+        for schema_name in self._qualified(schema or None, name):
+            if what == "renamed":
+                renamed = frozenset((kind, schema_name) for kind in _RENAMED_AS)
+                nested.append(Analysis(frozenset(), indirect_writes=renamed))
+            s, _, n = schema_name.partition(".")
+            if s in ("pg_catalog", "information_schema"):
+                continue  # (the server's own: no code of the database's own on them; DDL of them is `system`)
+            for facts in self.catalog.relations_named(n):
+                if _schema(facts.schema) != s or not (
+                        facts.effects or facts.rules or facts.column_types or facts.kind == "v"):
+                    continue
+                if facts.kind == "v" and what == "renamed column":
+                    continue  # (a view's column renamed: a write of it reaches what it did)
+                saved = self._events, self._write_kinds
+                self._events, self._write_kinds = None, _CASCADING  # (every event, every action)
+                try:
+                    for type_oid in facts.column_types:
+                        self._convert(type_oid, False, kinds, functions, nested)
+                    self._effects(facts, True, True, True, kinds, functions, nested, set(), True)
+                    if facts.kind == "v":  # (an updatable view writes what it reads)
+                        self._through_view(facts, True, True, kinds, functions, nested, set(), True)
+                finally:
+                    self._events, self._write_kinds = saved
+
+    def _validated(self, parts: tuple[str, ...], kinds: set[str], functions: set[str], nested: list) -> None:
+        """`ALTER TABLE ... VALIDATE CONSTRAINT`: a CHECK's expression runs over every row of the table
+        and of its partitions and children (the catalog's 'd' effects: its CHECKs' functions, and its
+        defaults', which count as well)."""
+        schema, name = parts
+        for schema_name in self._qualified(schema or None, name):
+            s, _, n = schema_name.partition(".")
+            for facts in self.catalog.relations_named(n):
+                if _schema(facts.schema) != s:
+                    continue
+                for oid in (facts.oid,) + self.catalog.descendants(facts.oid):
+                    table = self.catalog.relation(oid)
+                    for kind, target in table.effects if table is not None else ():
+                        if kind == "d":
+                            self._fires(target, True, kinds, functions, nested)
 
     def _moves(self, facts: RelationFacts, sets: list[frozenset[str]]) -> bool:
         """Whether UPDATEs of partitioned table ``facts`` setting the columns ``sets`` (one set per

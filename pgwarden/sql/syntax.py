@@ -101,6 +101,14 @@ _DDL_NODES = frozenset({"IndexStmt", "ViewStmt", "RuleStmt", "CreateTableAsStmt"
 _DROPPED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_SEQUENCE",
                                 "OBJECT_FOREIGN_TABLE", "OBJECT_INDEX"})
 _DROPPED_ON = frozenset({"OBJECT_TRIGGER", "OBJECT_POLICY", "OBJECT_RULE"})
+# RENAME / SET SCHEMA of a relation, or RENAME of its column (ALTER INDEX and ALTER SEQUENCE rename a
+# table too): what later statements name it by is another name (`_relation_object`)
+_RENAMED_RELATIONS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE",
+                                "OBJECT_SEQUENCE", "OBJECT_INDEX", "OBJECT_COLUMN"})
+# COMMENT ON a relation, or on what is named by a relation's name and its own (`CommentStmt`)
+_RELATION_OBJECTS = frozenset({"OBJECT_TABLE", "OBJECT_VIEW", "OBJECT_MATVIEW", "OBJECT_FOREIGN_TABLE",
+                               "OBJECT_SEQUENCE", "OBJECT_INDEX"})
+_COMMENTED_RELATIONS = _RELATION_OBJECTS | _DROPPED_ON | {"OBJECT_COLUMN", "OBJECT_TABCONSTRAINT"}
 _DROPPED_FUNCTIONS = frozenset({"OBJECT_FUNCTION", "OBJECT_PROCEDURE", "OBJECT_ROUTINE", "OBJECT_AGGREGATE"})
 # pg_settings' columns that describe a setting without its value (what the documentation says of
 # it): reading only these is no read of a setting (`Syntax.read_settings`).
@@ -195,7 +203,13 @@ class Syntax:
     # ALL TABLES IN SCHEMA, a publication of its tables), ("dropped schema", (name,)) the same and
     # the views over them (DROP SCHEMA ... CASCADE), ("type", name parts) every table with a column of it (DROP TYPE /
     # DOMAIN ... CASCADE), ("function", name parts) what calls it (DROP FUNCTION ... CASCADE),
-    # ("all", ()) any relation (DROP OWNED, another DROP ... CASCADE).
+    # ("all", ()) any relation (DROP OWNED, another DROP ... CASCADE); and, each as (schema or "", name),
+    # ("renamed", ...) a relation renamed or moved to another schema, ("renamed column", ...) one a
+    # column of which is renamed, ("inherited", ...) the parent, LIKE source or one relation read of
+    # a table or view made (or a table attached): the resolver judges it as written in every way;
+    # ("validated", ...) a table whose constraint is validated: its CHECKs run; ("typed from", ()) a
+    # table made by CREATE TABLE AS / SELECT INTO: the relations read give it their columns' types
+    # (red team fourteen).
     ddl_objects: tuple[tuple[str, tuple[str, ...]], ...] = ()
     # The columns each UPDATE (or MERGE's UPDATE action) sets, by its target as named: (schema or
     # None, table, columns). A row of a partitioned table moves to another partition only when
@@ -730,6 +744,54 @@ class _Walker:
             self.runs_cursors = True
         if superuser_only(name, f):
             self.kinds.add("system")
+        if name == "CreateStmt":
+            # a table made with a parent's (or a LIKE source's) defaults, CHECKs, indexes, row triggers
+            # (red team fourteen: `CREATE TABLE public.rt14_l (LIKE public.defaulted INCLUDING DEFAULTS);
+            # INSERT INTO public.rt14_l ...` ran the default's function, which emptied secret.things;
+            # INHERITS and PARTITION OF alike, in a transaction)
+            for parent in f.get("inhRelations") or []:
+                self._relation_object(parent, "inherited")
+            for element in f.get("tableElts") or []:
+                like = _node(element)
+                if like is not None and like[0] == "TableLikeClause":
+                    self._relation_object(like[1].get("relation"), "inherited")
+        if name == "AlterTableStmt":
+            subtypes = {(_fields(c) or {}).get("subtype") for c in f.get("cmds") or []}
+            if "AT_AttachPartition" in subtypes:
+                self._relation_object(f.get("relation"), "inherited")  # (its row triggers cloned, its indexes built)
+            if "AT_ValidateConstraint" in subtypes:
+                # a NOT VALID CHECK validated: its expression runs over every row (red team fourteen: one
+                # calling a function that deletes secret.things, by `ALTER TABLE ... VALIDATE CONSTRAINT`)
+                self._relation_object(f.get("relation"), "validated")
+        if name == "ViewStmt":
+            # an automatically updatable view reads one relation: a write of it (later in the string,
+            # or in the transaction, before the catalog knows the view) writes that relation (red team
+            # fourteen: `CREATE VIEW public.rt14_v AS SELECT * FROM public.audited; INSERT INTO
+            # public.rt14_v ...` ran audited's trigger)
+            query = _node(f.get("query"))
+            items = (query[1].get("fromClause") or []) if query is not None and query[0] == "SelectStmt" else []
+            if len(items) == 1 and _node_name(items[0]) == "RangeVar":
+                self._relation_object(items[0], "inherited")
+        if name == "AlterDomainStmt" and f.get("subtype") == "V":
+            # ALTER DOMAIN ... VALIDATE CONSTRAINT: its CHECKs run over every value of it stored, as a
+            # conversion to it runs them (red team fourteen: a NOT VALID CHECK calling a function that
+            # deletes secret.things, validated)
+            parts = _names(f.get("typeName") or [])
+            if parts:
+                self.calls.add(_cast(parts[-2] if len(parts) > 1 else None, parts[-1]))
+        if name == "CreateTableAsStmt" and f.get("objtype") != "OBJECT_MATVIEW" or name == "SelectStmt" and f.get(
+                "intoClause"):
+            # the table made has the columns' types of what its query reads: a domain's default runs
+            # at an INSERT leaving the column out (red team fourteen: `CREATE TABLE public.rt14_ct AS
+            # SELECT * FROM public.dom_t`, then such an INSERT in the transaction, emptied secret.things)
+            self.ddl_objects.append(("typed from", ()))
+        if name == "CreateSchemaStmt":
+            # its elements are statements, each judged as one (red team fourteen: `CREATE SCHEMA s
+            # CREATE TABLE t (a int) CREATE TRIGGER ... ON t EXECUTE FUNCTION public.audit_wipe()`
+            # armed a trigger whose function was never judged, and an INSERT into s.t in the same
+            # string or transaction emptied secret.things)
+            for element in f.get("schemaElts") or []:
+                self.statement(element, scope)
         if name in _CHANGES_OBJECTS:
             system, changed = changed_objects(name, f)
             if system:
@@ -846,6 +908,18 @@ class _Walker:
         elif name in ("DropStmt", "DropOwnedStmt", "RenameStmt", "AlterOwnerStmt", "GrantStmt",
                       "CreatePublicationStmt", "AlterPublicationStmt"):
             self._ddl_reach(name, f)
+        elif name == "AlterObjectSchemaStmt" and f.get("objectType") in _RENAMED_RELATIONS:
+            self._relation_object(f.get("relation"), "renamed")
+        elif name == "CommentStmt" and f.get("objtype") in _COMMENTED_RELATIONS:
+            # a relation's (or its column's, trigger's, ...) comment is the relation's, for the rules
+            # that name it (red team fourteen: `COMMENT ON TABLE secret.things` named no table);
+            # nothing of it runs ("on", as a DROP TRIGGER ... ON names its table)
+            n = _node(f.get("object"))
+            parts = _names(n[1].get("items", [])) if n is not None and n[0] == "List" else []
+            if f.get("objtype") not in _RELATION_OBJECTS:
+                parts = parts[:-1]  # (the column's, trigger's, constraint's ... own name last)
+            if parts:
+                self.relations.add(Relation(parts[-2] if len(parts) > 1 else None, parts[-1], dropped="on"))
         elif name in ("CreateTrigStmt", "CreateEventTrigStmt"):
             # The function a trigger runs on every write of its table (every DDL, for an event
             # trigger): judged as a call now, what its body does counts for the statement that
@@ -915,6 +989,8 @@ class _Walker:
                 schema = f.get("subname") if name == "RenameStmt" else _str(f.get("object"))
                 if schema:
                     self.ddl_objects.append(("schema", (schema,)))
+            elif name == "RenameStmt" and kind in _RENAMED_RELATIONS:
+                self._relation_object(f.get("relation"), "renamed column" if kind == "OBJECT_COLUMN" else "renamed")
             return
         kind = f.get("removeType", "")
         cascade = f.get("behavior") == "DROP_CASCADE"
@@ -940,6 +1016,18 @@ class _Walker:
                 self.ddl_objects.append(("function", tuple(_names(n[1].get("objname", [])))))
             else:  # an extension, a server, an operator, ... and what depends on it: not followed
                 self.ddl_objects.append(("all", ()))
+
+    def _relation_object(self, relation: Any, what: str) -> None:
+        """A relation renamed or moved to another schema (or a column of it renamed): what the catalog
+        knows of it by its name (its triggers, rules, policies, defaults, partitions) is another
+        name's until the change is read, in the rest of the string or the transaction still open
+        (`Syntax.ddl_objects` "renamed", "renamed column"). Or one whose defaults, CHECKs, indexes
+        and row triggers a table made or attached takes on ("inherited": INHERITS, PARTITION OF, LIKE,
+        ATTACH PARTITION), under a name the catalog does not know yet. The resolver judges each as a
+        write of every kind of the relation."""
+        rv = _fields(relation) if relation is not None else None
+        if isinstance(rv, dict) and rv.get("relname"):
+            self.ddl_objects.append((what, (rv.get("schemaname") or "", rv["relname"])))
 
     def _explain_analyze(self, f: dict) -> bool:
         """Whether EXPLAIN runs its statement: the last ANALYZE option decides, as on the server."""

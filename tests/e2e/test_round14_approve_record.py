@@ -1,0 +1,209 @@
+# ruff: noqa: F811  (the fixtures of test_hostile, imported, are the tests' arguments)
+"""Red team, round fourteen: approvals, recording, policy rollout, MCP and the wire's edges.
+
+One pgwarden for the module (two approve rules: retry for the group ai-agents, hold for the
+group holders); each case checks the tables over a direct connection afterwards.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import psycopg
+import pytest
+from test_approvals import api
+from test_hostile import DB, Agent, errors, hostile_db, server  # noqa: F401
+from test_round13_approve_record import _count, _pending
+
+from pgwarden.testing.waiting import wait_until
+from pgwarden.wire import messages as m
+
+POLICIES = [
+    {"name": "agents", "when": {"groups": ["ai-agents"]}, "rules": [
+        {"name": "deletes", "approve": {"statements": ["delete"], "mode": "retry"}, "reason": "deletes need a human"},
+    ]},
+    {"name": "holders", "when": {"groups": ["holders"]}, "rules": [
+        {"name": "deletes", "approve": {"statements": ["delete"], "mode": "hold"}, "reason": "deletes need a human"},
+    ]},
+]
+APPROVALS = {"approver_groups": ["dba"], "timeout_s": 30, "preview": False}
+CATALOG = {"check_s": 600}
+GROUP = {"retry": "ai-agents", "hold": "holders"}
+
+
+@pytest.fixture(scope="module")
+def approving(hostile_db, pg_server, signing_keys, reactor_thread, tmp_path_factory):
+    """One pgwarden for the module with the two approve rules, its admin port open."""
+    from pgwarden.testing.pytest_plugin import base_config, module_pgwarden
+
+    workdir = tmp_path_factory.mktemp("round14")
+    doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB},
+                      approvals=APPROVALS, catalog=CATALOG)
+    with module_pgwarden(doc, signing_keys, reactor_thread, admin=True) as rp:
+        rp.workdir, rp.doc = workdir, doc
+        yield rp
+
+
+def _fresh(running, server):
+    """The tables as the hostile set-up makes them, the objects of these tests (re)made, no
+    request pending, the catalog read again."""
+    server.reset()
+    for r in api(running).pending():
+        api(running).deny(r["id"], "clean up")
+    server.conn.execute("DROP FUNCTION IF EXISTS public.r14_floor(integer)")
+    server.conn.execute("CREATE OR REPLACE FUNCTION public.r14_floor(bigint) RETURNS bigint LANGUAGE sql "
+                        "AS 'SELECT $1'")
+    running.call(running.app.catalog.invalidate, "round 14 set-up")
+    running.call(running.app.catalog.fresh)
+
+
+def _answer_or_commit(agent, other, server):
+    """The approved statement's answer; if it waits for a lock (the other transaction's) instead,
+    ``other`` commits first (what happened before the fix: the statement then ran). (Round
+    thirteen's helper looks at the socket, which the hold notice makes readable.)"""
+    answer: list = []
+    reader = threading.Thread(target=lambda: answer.extend(agent.rc.until_ready()), daemon=True)
+    reader.start()
+    wait_until(10, lambda: not reader.is_alive() or server.conn.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+    ).fetchone()[0] > 0, "an answer or a statement waiting for a lock")
+    if reader.is_alive():
+        other.commit()
+    reader.join(10)
+    assert not reader.is_alive(), "no answer"
+    return answer
+
+
+# ---------------------------------------------------------------------- inserted catalog rows
+
+#: 4 as an int4 calls `r14_floor(bigint)` (4: the DELETE of row 5) until an overload taking an
+#: int4 exists, which the parser then prefers (here: 0, the DELETE of every row)
+FLOOR_DELETE = "DELETE FROM public.things WHERE id > public.r14_floor(4)"
+OVERLOAD = "CREATE FUNCTION public.r14_floor(integer) RETURNS bigint LANGUAGE sql AS 'SELECT 0'"
+#: What the other transaction holds besides the overload it made (a lock the DELETE must wait for)
+HOLDS = {
+    "LOCK TABLE ... IN SHARE MODE": "LOCK TABLE public.things IN SHARE MODE",
+    "CREATE INDEX (a SHARE lock)": "CREATE INDEX r14_n ON public.things (n)",
+    "LOCK TABLE ... IN EXCLUSIVE MODE": "LOCK TABLE public.things IN EXCLUSIVE MODE",
+}
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_an_approved_statement_does_not_wait_for_another_transaction_that_only_inserted_catalog_rows(
+        approving, server, pg_server, mode):
+    """Found (round thirteen's open lead): the question to the database finds another backend's
+    open transaction by the catalog rows it rewrote (their xmax) or a relation it holds in SHARE
+    ROW EXCLUSIVE or ACCESS EXCLUSIVE mode. A transaction that only *inserts* catalog rows (a new
+    overload of a function, a cast, an operator, a relation in an earlier schema of the path)
+    leaves no such trace: nobody else can see those rows, and the lock on the catalog is let go
+    at once. It held `public.things` in SHARE mode (`LOCK TABLE`, or the `CREATE INDEX` of a
+    migration; EXCLUSIVE mode alike), which a DELETE's ROW EXCLUSIVE lock must wait for, and
+    made `r14_floor(integer)` beside the `r14_floor(bigint)` the approved `DELETE FROM things
+    WHERE id > r14_floor(4)` called (row 5, the preview would say). The DELETE was approved, sent,
+    waited for the lock while being parsed, and, the other transaction committed, resolved its
+    call on the catalog as it was then: the new overload, every row deleted. Now a relation held
+    by another backend's open transaction in any mode that conflicts with a write's lock (SHARE,
+    SHARE ROW EXCLUSIVE, EXCLUSIVE, ACCESS EXCLUSIVE) counts as an open redefinition: 55006,
+    nothing ran."""
+    for case, hold in HOLDS.items():
+        _fresh(approving, server)
+        other = psycopg.connect(pg_server.dsn(database=DB))
+        agent = Agent(approving, GROUP[mode], "simple")
+        try:
+            if mode == "retry":
+                assert errors(agent.run(FLOOR_DELETE)), case
+                api(approving).approve(_pending(approving)["id"], "row 5, fine")
+                other.execute(OVERLOAD)
+                other.execute(hold)
+                agent.rc.send(m.Query(FLOOR_DELETE).encode())
+            else:
+                agent.rc.send(m.Query(FLOOR_DELETE).encode())
+                request = _pending(approving)
+                other.execute(OVERLOAD)
+                other.execute(hold)
+                api(approving).approve(request["id"], "row 5, fine")
+            answer = _answer_or_commit(agent, other, server)
+            other.rollback()
+        finally:
+            agent.close()
+            other.close()
+        assert errors(answer), (case, mode, answer)
+        assert errors(answer)[0].fields[2] == ("C", "55006"), (case, mode, answer)
+        assert _count(server) == 5, (case, mode)
+
+
+
+
+ROW_LOCK = "UPDATE public.things SET n = n + 1 WHERE id = 1"
+#: How the DELETE comes to be parsed after a statement that waits for the other transaction's row
+#: lock: (the messages the agent sends, which of them is approved)
+BEHIND = {
+    "the same text": (ROW_LOCK + "; " + FLOOR_DELETE, ROW_LOCK + "; " + FLOOR_DELETE),
+    "a Query sent before it, not answered yet": (ROW_LOCK, FLOOR_DELETE),
+}
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_an_approved_statement_behind_a_waiting_one_does_not_see_what_another_transaction_made(
+        approving, server, pg_server, mode):
+    """Found: the same overload, made by another client's open transaction that also holds a row
+    of `things` (`UPDATE things ... WHERE id = 1`: a row lock, which pg_locks shows to nobody
+    until someone waits for it). The agent sent `UPDATE things SET n = n + 1 WHERE id = 1; DELETE
+    FROM things WHERE id > r14_floor(4)` (approved as a whole), or the UPDATE as a Query of its
+    own and the approved DELETE right behind it: the UPDATE waited for the row, the other
+    transaction committed, and the DELETE, parsed only then, called the new overload: every row
+    deleted. Now an approved statement that goes to the server behind another (of its text, other
+    than BEGIN / COMMIT and the like, or of its session, unanswered) does not run while another
+    backend of the database has an open transaction that wrote anything: 55006, nothing ran
+    (the UPDATE ahead of it, not approved, runs)."""
+    for case, (sent, approved) in BEHIND.items():
+        _fresh(approving, server)
+        other = psycopg.connect(pg_server.dsn(database=DB))
+        agent = Agent(approving, GROUP[mode], "simple")
+        try:
+            if mode == "retry":
+                assert errors(agent.run(approved)), case
+                api(approving).approve(_pending(approving)["id"], "row 5, fine")
+            other.execute(OVERLOAD)
+            other.execute("UPDATE public.things SET n = n WHERE id = 1")
+            agent.rc.send(m.Query(sent).encode() + (m.Query(approved).encode() if sent != approved else b""))
+            if mode == "hold":
+                api(approving).approve(_pending(approving)["id"], "row 5, fine")
+            answer = _answer_or_commit(agent, other, server)
+            if sent != approved:
+                answer += agent.rc.until_ready()
+            other.rollback()
+        finally:
+            agent.close()
+            other.close()
+        assert errors(answer), (case, mode, answer)
+        assert errors(answer)[-1].fields[2] == ("C", "55006"), (case, mode, answer)
+        assert _count(server) == 5, (case, mode)
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_control_an_approved_statement_runs_beside_another_clients_open_writes_and_share_update_lock(
+        approving, server, pg_server, mode):
+    """Not refused: another client's open transaction holds a row it wrote and `things` in SHARE
+    UPDATE EXCLUSIVE mode (what VACUUM, ANALYZE, CREATE INDEX CONCURRENTLY take: a write does not
+    wait for it), and the approved DELETE is the only statement of its text, nothing of its
+    session in flight."""
+    _fresh(approving, server)
+    other = psycopg.connect(pg_server.dsn(database=DB))
+    agent = Agent(approving, GROUP[mode], "simple")
+    try:
+        if mode == "retry":
+            assert errors(agent.run(FLOOR_DELETE))
+            api(approving).approve(_pending(approving)["id"], "row 5, fine")
+        other.execute("UPDATE public.things SET n = n WHERE id = 1")
+        other.execute("LOCK TABLE public.things IN SHARE UPDATE EXCLUSIVE MODE")
+        agent.rc.send(m.Query(FLOOR_DELETE).encode())
+        if mode == "hold":
+            api(approving).approve(_pending(approving)["id"], "row 5, fine")
+        answer = _answer_or_commit(agent, other, server)
+        other.rollback()
+    finally:
+        agent.close()
+        other.close()
+    assert not errors(answer), (mode, answer)
+    assert _count(server) == 4, mode

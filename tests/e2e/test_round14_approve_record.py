@@ -207,3 +207,4 @@ def test_control_an_approved_statement_runs_beside_another_clients_open_writes_a
         other.close()
     assert not errors(answer), (mode, answer)
     assert _count(server) == 4, mode
+

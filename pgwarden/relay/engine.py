@@ -1903,6 +1903,15 @@ class Relay:
         statements = self.state.statements
         while expect and expect[0].kind not in _SYNCS:
             e = expect.popleft()
+            if e.kind == _E_EXECUTE and e.execution is not None:
+                # An Execute whose Bind failed (a parameter the type cannot read: 22P02), or one
+                # the server skipped after an earlier message's error: it ran nothing, and its
+                # result says so with that error (red team fourteen: it had no result record, the
+                # error the agent got was nowhere in the records)
+                skipped_ex = e.execution
+                skipped_ex.error(raw)
+                skipped_ex.rows = 0
+                self._complete(skipped_ex)
             if e.kind == _E_PARSE:
                 skipped: PreparedStatement = e.target
                 if statements.get(skipped.name) is skipped:

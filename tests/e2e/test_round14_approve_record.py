@@ -57,16 +57,30 @@ def _fresh(running, server):
     running.call(running.app.catalog.fresh)
 
 
-def _answer_or_commit(agent, other, server):
+def _decided_since(running, mark: int) -> bool:
+    """Whether an approved statement's check has ended (its `approval` record, approved or
+    withdrawn, written before it goes upstream) after line ``mark`` of the records."""
+    import json
+
+    lines = (running.workdir / "records.jsonl").read_text().splitlines()[mark:]
+    return any(r["type"] == "approval" and r["state"] in ("approved", "withdrawn") for r in map(json.loads, lines))
+
+
+def _mark(running) -> int:
+    return len((running.workdir / "records.jsonl").read_text().splitlines())
+
+
+def _answer_or_commit(agent, other, server, running, mark: int):
     """The approved statement's answer; if it waits for a lock (the other transaction's) instead,
-    ``other`` commits first (what happened before the fix: the statement then ran). (Round
-    thirteen's helper looks at the socket, which the hold notice makes readable.)"""
+    ``other`` commits first, once pgwarden's check of the statement has ended (the attacker's
+    timing: what happened before the fix, the statement then ran). (Round thirteen's helper looks
+    at the socket, which the hold notice makes readable.)"""
     answer: list = []
     reader = threading.Thread(target=lambda: answer.extend(agent.rc.until_ready()), daemon=True)
     reader.start()
-    wait_until(10, lambda: not reader.is_alive() or server.conn.execute(
+    wait_until(10, lambda: not reader.is_alive() or (_decided_since(running, mark) and server.conn.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
-    ).fetchone()[0] > 0, "an answer or a statement waiting for a lock")
+    ).fetchone()[0] > 0), "an answer or a statement waiting for a lock")
     if reader.is_alive():
         other.commit()
     reader.join(10)
@@ -115,14 +129,16 @@ def test_an_approved_statement_does_not_wait_for_another_transaction_that_only_i
                 api(approving).approve(_pending(approving)["id"], "row 5, fine")
                 other.execute(OVERLOAD)
                 other.execute(hold)
+                mark = _mark(approving)
                 agent.rc.send(m.Query(FLOOR_DELETE).encode())
             else:
                 agent.rc.send(m.Query(FLOOR_DELETE).encode())
                 request = _pending(approving)
                 other.execute(OVERLOAD)
                 other.execute(hold)
+                mark = _mark(approving)
                 api(approving).approve(request["id"], "row 5, fine")
-            answer = _answer_or_commit(agent, other, server)
+            answer = _answer_or_commit(agent, other, server, approving, mark)
             other.rollback()
         finally:
             agent.close()
@@ -166,10 +182,11 @@ def test_an_approved_statement_behind_a_waiting_one_does_not_see_what_another_tr
                 api(approving).approve(_pending(approving)["id"], "row 5, fine")
             other.execute(OVERLOAD)
             other.execute("UPDATE public.things SET n = n WHERE id = 1")
+            mark = _mark(approving)
             agent.rc.send(m.Query(sent).encode() + (m.Query(approved).encode() if sent != approved else b""))
             if mode == "hold":
                 api(approving).approve(_pending(approving)["id"], "row 5, fine")
-            answer = _answer_or_commit(agent, other, server)
+            answer = _answer_or_commit(agent, other, server, approving, mark)
             if sent != approved:
                 answer += agent.rc.until_ready()
             other.rollback()
@@ -197,10 +214,11 @@ def test_control_an_approved_statement_runs_beside_another_clients_open_writes_a
             api(approving).approve(_pending(approving)["id"], "row 5, fine")
         other.execute("UPDATE public.things SET n = n WHERE id = 1")
         other.execute("LOCK TABLE public.things IN SHARE UPDATE EXCLUSIVE MODE")
+        mark = _mark(approving)
         agent.rc.send(m.Query(FLOOR_DELETE).encode())
         if mode == "hold":
             api(approving).approve(_pending(approving)["id"], "row 5, fine")
-        answer = _answer_or_commit(agent, other, server)
+        answer = _answer_or_commit(agent, other, server, approving, mark)
         other.rollback()
     finally:
         agent.close()
@@ -208,3 +226,57 @@ def test_control_an_approved_statement_runs_beside_another_clients_open_writes_a
     assert not errors(answer), (mode, answer)
     assert _count(server) == 4, mode
 
+
+
+
+# ---------------------------------------------------------------------- records
+
+def _records(running, session_of: str) -> list[dict]:
+    """The records of the session that sent ``session_of``, once its end is written."""
+    import json
+
+    path = running.workdir / "records.jsonl"
+
+    def of_session():
+        records = [json.loads(line) for line in path.read_text().splitlines()]
+        sessions = {r["session"] for r in records if session_of in (r.get("sql") or "")}
+        return [r for r in records if r["session"] in sessions]
+
+    return wait_until(10, of_session, "the session's records",
+                      until=lambda rs: any(r["type"] == "session_end" for r in rs))
+
+
+def test_an_execute_whose_bind_failed_or_that_the_server_skipped_has_a_result(approving, server):
+    """Found: an Execute whose Bind the server refused (`UPDATE things ... WHERE id = $1` with `$1`
+    = `abc`: 22P02, the agent told so), and the Execute of a second statement the server then
+    skipped (before the Sync), had their `statement` records and no `result` record: the error
+    the agent got was nowhere in the records, and a statement without a result reads as one whose
+    outcome is unknown (round thirteen). Now each such Execute has a `result`: `rows` 0 and the
+    error that ended it or made the server skip it (22P02). A control: an Execute that fails
+    itself (22012) had its result before."""
+    _fresh(approving, server)
+    before = _sum(server)
+    agent = Agent(approving, "ai-agents", "extended")
+    try:
+        agent.rc.send(m.Parse("", "UPDATE public.things SET n = n + 1000 /* r14 bind */ WHERE id = $1").encode()
+                      + m.Bind("", "", (), (b"abc",), ()).encode() + m.Execute("").encode()
+                      + m.Parse("", "UPDATE public.things SET n = n + 1000 /* r14 skipped */").encode()
+                      + m.Bind("", "").encode() + m.Execute("").encode() + m.Sync().encode())
+        answer = agent.rc.until_ready()
+        assert [e.fields[2] for e in errors(answer)] == [("C", "22P02")], answer
+        fails = agent.run("UPDATE public.things SET n = n / 0 /* r14 fails */")
+        assert [e.fields[2] for e in errors(fails)] == [("C", "22012")], fails
+    finally:
+        agent.close()
+    assert _sum(server) == before
+    records = _records(approving, "r14 bind")
+    numbers = {r["sql"]: r["statement"] for r in records if r["type"] == "statement"}
+    results = {r["statement"]: r for r in records if r["type"] == "result"}
+    for marker, sqlstate in (("r14 bind", "22P02"), ("r14 skipped", "22P02"), ("r14 fails", "22012")):
+        (number,) = [n for sql, n in numbers.items() if marker in sql]
+        assert number in results, (marker, records)
+        assert (results[number]["sqlstate"], results[number]["rows"]) == (sqlstate, 0), (marker, results[number])
+
+
+def _sum(server):
+    return server.conn.execute("SELECT sum(n) FROM public.things").fetchone()[0]

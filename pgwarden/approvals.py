@@ -272,6 +272,7 @@ class ApprovalWaits:
                 if not self._record(conn, approval, "approved", request, approver=answer.approver,
                                     reason=_with_grant(answer), waits=True):
                     return _RECORDING_FAILED
+                request.approved = True  # (a Bind's portal: run in its own pipeline only, `Portal.approved`)
                 self.stats.approval("approved", self.reactor.seconds() - approval.created)  # type: ignore[attr-defined]
                 ran()
                 return runs

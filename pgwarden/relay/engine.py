@@ -205,6 +205,18 @@ def _unknown_portal(name: str) -> Refusal:
     )
 
 
+def _approved_portal_stale(name: str) -> Refusal:
+    which = f'portal "{name}"' if name else "the unnamed portal"
+    return Refusal(
+        "55006",
+        f"pgwarden: approved statement not run: {which} was bound before a Sync or another statement",
+        "An approved statement is checked at its Bind (what it reaches defined as when it was approved, "
+        "nothing redefining it); a Sync, a Query or another Execute between its Bind and its Execute may have "
+        "defined again what it calls. Nothing ran.",
+        "Send Bind and Execute together, with nothing between them (the approval still covers it).",
+    )
+
+
 def _unknown_statement(name: str, refused: bool) -> Refusal:
     which = f'prepared statement "{name}"' if name else "the unnamed prepared statement"
     if refused:  # as the server would say: it was never created
@@ -287,6 +299,12 @@ class Portal(_Described):
         # last known: code a statement runs since may have closed it and opened a cursor of its
         # name (PL/pgSQL's OPEN of a refcursor given the name), which returns something else.
         self.runs_seen = 0
+        # Bound from a statement people approved (or a grant covered, `StatementRequest.approved`):
+        # the checks of its approval held at its Bind. What it calls may be defined again after
+        # (red team fourteen: a function's body replaced between the Bind and the Execute), so
+        # it runs only in the Bind's own pipeline, nothing run between (no Sync, Query or Execute).
+        self.approved = False
+        self.approved_runs = 0
 
     def __repr__(self) -> str:
         return f"Portal(name={self.name!r}, statement={self.statement!r})"
@@ -311,7 +329,8 @@ class StatementRequest:
     """
 
     __slots__ = ("protocol", "sql", "statement_name", "seq", "lexer", "encoding", "refusal",
-                 "may_change_settings", "decide_binds", "bind", "param_types", "declared_types", "copy_in")
+                 "may_change_settings", "decide_binds", "bind", "param_types", "declared_types", "copy_in",
+                 "approved")
 
     def __init__(self, protocol: str, sql: str, statement_name: str | None = None, seq: int = 0,
                  lexer: LexerSettings = DEFAULT_LEXER, encoding: str = "UTF8", refusal: Refusal | None = None,
@@ -345,6 +364,8 @@ class StatementRequest:
         self.declared_types: tuple[int, ...] = ()
         # Set by the decider on a statement that may start COPY FROM STDIN (see `Relay._copy_in`).
         self.copy_in = False
+        # Set by the decider on a Bind that runs because people approved it (`Portal.approved`).
+        self.approved = False
 
     def __repr__(self) -> str:
         return (f"StatementRequest(protocol={self.protocol!r}, sql={self.sql!r}, "
@@ -1010,7 +1031,7 @@ class Relay:
                                 None if name is None else encoding.readable(name), self._seq,
                                 self._lexer, encoding.name, refusal)
 
-    def _bind(self, raw: bytes, decided: bool = False) -> StatementRequest | None:
+    def _bind(self, raw: bytes, decided: bool = False, approved: bool = False) -> StatementRequest | None:
         """Forwards a Bind, or refuses it; or, for a statement decided under policies that
         have changed since, returns the request to decide it again (nothing forwarded)."""
         if self._server_discarding:
@@ -1037,6 +1058,9 @@ class Relay:
             return request
         portal = Portal(portal_name, stmt, raw, self._generation)
         portal.runs_seen = self._runs
+        if approved:
+            portal.approved = True
+            portal.approved_runs = self._runs
         st.portals[portal_name] = portal
         if portal_name and self.on_name_taken is not None:
             self.on_name_taken("cursor", portal_name)
@@ -1111,7 +1135,7 @@ class Relay:
                     stmt.generation = self.policy_generation
                     stmt.count = decision if isinstance(decision, CountRows) else None
                     stmt.copy_in = stmt.copy_in or request.copy_in
-                self._bind(raw, decided=True)
+                self._bind(raw, decided=True, approved=request.approved)
             else:
                 self._refuse_here(refusal, ex)
         else:  # Parse
@@ -1253,6 +1277,17 @@ class Relay:
                 # Never bound here (an SQL cursor, DECLAREd: its rows would pass unread, unmasked)
                 self._refuse_here(_unknown_portal(name), None)
                 return
+            if portal is not None and portal.approved and (portal.generation != self._generation
+                                                           or portal.approved_runs != self._runs):
+                # Approved at its Bind, and a Sync, a Query or another Execute came since: what
+                # it calls may be defined otherwise now (red team fourteen). Forgotten, refused.
+                del st.portals[name]
+                stale = None
+                if self._on_complete is not None:
+                    now = self._clock()
+                    stale = Execution(portal.statement.seq, "extended", now, now, 0.0, portal.bind)
+                self._refuse_here(_approved_portal_stale(name), stale)
+                return
             count = None
             if portal is not None and portal.statement.count is not None:
                 count = self._counted_execute(portal, portal.statement.count)
@@ -1268,6 +1303,7 @@ class Relay:
             self._runs += 1
             if portal is not None:
                 portal.runs_seen = self._runs  # (its own run leaves it what it was)
+                portal.approved_runs = self._runs
             self._up.append(raw)
             ex = None
             if self._on_complete is not None:

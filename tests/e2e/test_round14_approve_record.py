@@ -280,3 +280,86 @@ def test_an_execute_whose_bind_failed_or_that_the_server_skipped_has_a_result(ap
 
 def _sum(server):
     return server.conn.execute("SELECT sum(n) FROM public.things").fetchone()[0]
+
+
+
+# ---------------------------------------------------------------------- portals
+
+PL_DELETE = "DELETE FROM public.things WHERE id > public.r14_pl(4)"
+PL_FLOOR = "CREATE OR REPLACE FUNCTION public.r14_pl(bigint) RETURNS bigint LANGUAGE plpgsql AS 'BEGIN RETURN {}; END'"
+#: What comes between the approved Bind and its Execute, by case: (messages, expected answers)
+BETWEEN = {
+    "a Sync, the function replaced by a Query in the open transaction":
+        lambda: m.Sync().encode() + m.Query(PL_FLOOR.format(0)).encode(),
+    "the function replaced by Parse/Bind/Execute in the same pipeline, the portal described again":
+        lambda: (m.Parse("", PL_FLOOR.format(0)).encode() + m.Bind("", "").encode() + m.Execute("").encode()
+                 + m.Describe("P", "p1").encode()),
+    "a Sync only (another client may replace the function meanwhile)": lambda: m.Sync().encode(),
+}
+
+
+@pytest.mark.parametrize("mode", ["hold", "retry"])
+def test_an_approved_portal_runs_only_in_its_binds_pipeline(approving, server, mode):
+    """Found: the checks of an approval (what the statement reaches defined as when it was
+    approved, no transaction redefining objects) are made at the Bind, and the portal the Bind
+    made was executed whenever the agent chose. In an open transaction, `DELETE FROM things WHERE
+    id > r14_pl(4)` bound (approved: row 5; or covered by a grant), a Sync, then `CREATE OR
+    REPLACE FUNCTION r14_pl ... RETURN 0` (allowed: this policy lets DDL through), then Execute
+    of the portal: the plan fixed at the Bind calls the function by its id and runs its body as it
+    is at the Execute: every row deleted, COMMIT. The same in one pipeline without a Sync (the
+    function replaced by the extended protocol, the portal described again). Now a portal bound
+    from an approved statement runs only with nothing between its Bind and its Execute: no Sync,
+    Query or other Execute (a suspended one's later Executes too); else 55006, the portal
+    forgotten, nothing ran. A control: Bind, Execute and Sync together run."""
+    server.conn.execute(PL_FLOOR.format("$1"))
+    try:
+        for case, between in [*BETWEEN.items(), ("control: nothing between", None)]:
+            _fresh(approving, server)
+            server.conn.execute(PL_FLOOR.format("$1"))
+            approving.call(approving.app.catalog.invalidate, "round 14: the function as it was")
+            approving.call(approving.app.catalog.fresh)
+            agent = Agent(approving, GROUP[mode], "extended")
+            try:
+                if mode == "retry":
+                    assert errors(agent.run(PL_DELETE)), case
+                    api(approving).approve(_pending(approving)["id"], "row 5, fine")
+                assert not errors(agent.run("BEGIN")), case
+                bound = m.Parse("", PL_DELETE).encode() + m.Bind("p1", "").encode()
+                tail = m.Execute("p1").encode() + m.Sync().encode()
+                agent.rc.send(bound + (between() if between is not None else b"") + tail)
+                if mode == "hold":
+                    api(approving).approve(_pending(approving)["id"], "row 5, fine")
+                answer = agent.rc.until_ready()
+                while not isinstance(answer[-1], m.ReadyForQuery) or len(
+                        [x for x in answer if isinstance(x, m.ReadyForQuery)]) < answer_count(between):
+                    answer += agent.rc.until_ready()
+                assert not errors(agent.run("COMMIT")), case
+            finally:
+                agent.close()
+            if between is None:
+                assert not errors(answer), (case, mode, answer)
+                assert _count(server) == 4, (case, mode)
+            else:
+                assert errors(answer) and errors(answer)[-1].fields[2] == ("C", "55006"), (case, mode, answer)
+                assert _count(server) == 5, (case, mode)
+    finally:
+        server.conn.execute("DROP FUNCTION IF EXISTS public.r14_pl(bigint)")
+
+
+def answer_count(between) -> int:
+    """How many ReadyForQuery the messages sent bring: one for the final Sync, one for each Sync
+    and Query between."""
+    if between is None:
+        return 1
+    sent = between()
+    return 1 + sum(1 for frame in _frames(sent) if frame[:1] in (b"S", b"Q"))
+
+
+def _frames(data: bytes):
+    import struct
+
+    i = 0
+    while i < len(data):
+        (length,) = struct.unpack_from("!i", data, i + 1)
+        yield data[i:i + 1 + length]
+        i += 1 + length

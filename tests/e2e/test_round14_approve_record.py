@@ -11,6 +11,7 @@ import threading
 
 import psycopg
 import pytest
+from test_approval_inbox import inbox  # noqa: F401
 from test_approvals import api
 from test_hostile import DB, Agent, errors, hostile_db, server  # noqa: F401
 from test_round13_approve_record import _count, _pending
@@ -363,3 +364,41 @@ def _frames(data: bytes):
         (length,) = struct.unpack_from("!i", data, i + 1)
         yield data[i:i + 1 + length]
         i += 1 + length
+
+
+# ---------------------------------------------------------------------- what an approver reads
+
+def test_the_inbox_points_out_a_line_no_browser_breaks(inbox):
+    """Found: `DELETE FROM things`, a line end, then `WHERE id = 1 /*`, 3,000 dashes, `*/OR/**/true`:
+    a browser wraps a line at blanks only, so the page showed `WHERE id = 1 /*-----` running off
+    to the right (a scroll bar its only sign), `OR true` out of sight, and the formatted form,
+    which shows `WHERE id = 1 OR true`, folded since the text had a line end. Now a run of 200
+    characters or more without a blank is pointed out above the statement (inbox and `pgwarden
+    approvals show`), the formatted form is open, and the page breaks such a run anywhere
+    (`overflow-wrap: anywhere`). A control: a statement without such a run gets no note, its
+    formatted form folded."""
+    from test_approval_inbox import Elements, get, stored
+
+    from pgwarden.approvals_cli import render
+
+    hidden = "DELETE FROM public.things\nWHERE id = 1 /*" + "-" * 3000 + "*/OR/**/true"
+    plain = "DELETE FROM public.things\nWHERE id = 1"
+    run = len("/*" + "-" * 3000 + "*/OR/**/true")
+    for n, (case, sql, noted) in enumerate((("control", plain, False), ("the run", hidden, True))):
+        inbox.put(stored(f"r{n}", sql, tables=("public.things",)))  # (the control first: both shown after)
+        status, _h, body = get(inbox.base, Authorization="Bearer " + inbox.token("alice", ["db-approvers"]))
+        assert status == 200, case
+        page = Elements(body)
+        notes = [t for t in page.text if "characters without a blank in a row" in t]
+        assert notes == ([f"This statement holds {run} characters without a blank in a row: read it to "
+                          "its end (the formatted form below shows it without comments)."] if noted else []), (case, notes)
+        assert any(t == "details" and "open" in a for t, a in page.elements) is noted, (case, page.elements)
+        if noted:
+            assert any("OR TRUE" in t and "id = 1" in t for t in page.text), case  # the formatted form
+        shown = render({"id": f"r{n}", "state": "pending", "subject": "a", "groups": [], "session": "s", "created": 0.0,
+                        "expires": 1.0, "mode": "hold", "approvals_needed": 1, "sql": sql}, 0.0)
+        assert ("characters without a blank in a row" in shown) is noted, case
+        if noted:
+            assert shown.index("characters without a blank in a row") < shown.index("DELETE FROM"), case
+    css = get(inbox.base + "inbox.css")[2]
+    assert "overflow-wrap: anywhere" in css.split("pre.sql {", 1)[1].split("}", 1)[0]

@@ -247,7 +247,7 @@ class ApprovalWaits:
                 return approved_if(OPEN, answer)
             if self.catalog is not None and hasattr(self.catalog, "confirm"):
                 relay = conn.relay
-                waits = relay is None or relay.answers_owed or after_others(statement.sql)
+                waits = relay is None or relay.runs_in_flight or after_others(statement.sql)
                 return self._confirmed(statement, relay.backend_pid if relay is not None else 0, fixed,
                                        waits).addCallback(approved_if, answer)
             if mode == "hold" and self.catalog is not None:
@@ -334,7 +334,7 @@ class ApprovalWaits:
         `UNCHECKED` when the server could not be asked (fail closed). ``own_rows``: the catalog
         rows ``backend_pid``'s own transaction rewrote do not count (`runs_no_definitions`).
         ``waits``: the statement goes to the server behind others (its text's, or its session's
-        still unanswered), which may wait for a row lock of another transaction; it is parsed
+        still running: `Relay.runs_in_flight`), which may wait for a row lock of another transaction; it is parsed
         after that, and so sees what that transaction made once it commits: any other open
         transaction that has written counts as `OPEN` (red team fourteen)."""
         context = getattr(statement, "context", None)

@@ -402,6 +402,10 @@ _E_TSYNC: Final = 19
 # Completions (ParseComplete, BindComplete, CloseComplete) the client never asked for.
 _OWN_COMPLETIONS: Final = frozenset({_E_OWN_PARSE, _E_OWN_BIND, _E_OWN_CLOSE, _E_HOLD, _E_TPARSE, _E_TBIND})
 _SYNCS: Final = (_E_SYNC, _E_TSYNC)
+# Answers owed to what runs no statement (`Relay.runs_in_flight`).
+_NOT_RUNNING: Final = frozenset({_E_PARSE, _E_BIND, _E_DESCRIBE, _E_CLOSE, _E_SYNC, _E_OWN_PARSE, _E_OWN_BIND,
+                                 _E_OWN_DESCRIBE, _E_OWN_CLOSE, _E_HOLD, _E_TPARSE, _E_TBIND, _E_TDESCRIBE,
+                                 _E_TSYNC})
 
 
 class Expectation:
@@ -807,6 +811,17 @@ class Relay:
     def answers_owed(self) -> bool:
         """Whether the server still owes answers to what was sent (statements in flight)."""
         return bool(self._expect)
+
+    @property
+    def runs_in_flight(self) -> bool:
+        """Whether something this session sent may still be running at the server: an answer owed
+        to anything but a Parse, Bind, Describe, Close or Sync (a Query, an Execute, pgwarden's
+        own statements). What is sent after it is parsed by the server only once it has ended,
+        maybe after waiting for another transaction (red team fourteen)."""
+        for e in self._expect:
+            if e.kind not in _NOT_RUNNING:
+                return True
+        return False
 
     @property
     def waiting(self) -> StatementRequest | None:

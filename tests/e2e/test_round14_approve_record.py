@@ -205,29 +205,31 @@ def test_control_an_approved_statement_runs_beside_another_clients_open_writes_a
     """Not refused: another client's open transaction holds a row it wrote and `things` in SHARE
     UPDATE EXCLUSIVE mode (what VACUUM, ANALYZE, CREATE INDEX CONCURRENTLY take: a write does not
     wait for it), and the approved DELETE is the only statement of its text, nothing of its
-    session in flight."""
-    _fresh(approving, server)
-    other = psycopg.connect(pg_server.dsn(database=DB))
-    agent = Agent(approving, GROUP[mode], "simple")
-    try:
-        if mode == "retry":
-            assert errors(agent.run(FLOOR_DELETE))
-            api(approving).approve(_pending(approving)["id"], "row 5, fine")
-        other.execute("UPDATE public.things SET n = n WHERE id = 1")
-        other.execute("LOCK TABLE public.things IN SHARE UPDATE EXCLUSIVE MODE")
-        mark = _mark(approving)
-        agent.rc.send(m.Query(FLOOR_DELETE).encode())
-        if mode == "hold":
-            api(approving).approve(_pending(approving)["id"], "row 5, fine")
-        answer = _answer_or_commit(agent, other, server, approving, mark)
-        other.rollback()
-    finally:
-        agent.close()
-        other.close()
-    assert not errors(answer), (mode, answer)
-    assert _count(server) == 4, mode
-
-
+    session running: by a Query, or by Parse, Bind, Execute and Sync sent together (the
+    ParseComplete still owed when the Bind is decided runs nothing)."""
+    for protocol in ("simple", "extended"):
+        _fresh(approving, server)
+        other = psycopg.connect(pg_server.dsn(database=DB))
+        agent = Agent(approving, GROUP[mode], protocol)
+        try:
+            if mode == "retry":
+                assert errors(agent.run(FLOOR_DELETE)), protocol
+                api(approving).approve(_pending(approving)["id"], "row 5, fine")
+            other.execute("UPDATE public.things SET n = n WHERE id = 1")
+            other.execute("LOCK TABLE public.things IN SHARE UPDATE EXCLUSIVE MODE")
+            mark = _mark(approving)
+            agent.rc.send(m.Query(FLOOR_DELETE).encode() if protocol == "simple" else
+                          m.Parse("", FLOOR_DELETE).encode() + m.Bind("", "").encode() + m.Execute("").encode()
+                          + m.Sync().encode())
+            if mode == "hold":
+                api(approving).approve(_pending(approving)["id"], "row 5, fine")
+            answer = _answer_or_commit(agent, other, server, approving, mark)
+            other.rollback()
+        finally:
+            agent.close()
+            other.close()
+        assert not errors(answer), (protocol, mode, answer)
+        assert _count(server) == 4, (protocol, mode)
 
 
 # ---------------------------------------------------------------------- records

@@ -213,7 +213,7 @@ def _approved_portal_stale(name: str) -> Refusal:
         "An approved statement is checked at its Bind (what it reaches defined as when it was approved, "
         "nothing redefining it); a Sync, a Query or another Execute between its Bind and its Execute may have "
         "defined again what it calls. Nothing ran.",
-        "Send Bind and Execute together, with nothing between them (the approval still covers it).",
+        "Send Bind and Execute together, with nothing between them (a new request if its grant was for once).",
     )
 
 

@@ -99,7 +99,6 @@ OVERLOAD = "CREATE FUNCTION public.r14_floor(integer) RETURNS bigint LANGUAGE sq
 HOLDS = {
     "LOCK TABLE ... IN SHARE MODE": "LOCK TABLE public.things IN SHARE MODE",
     "CREATE INDEX (a SHARE lock)": "CREATE INDEX r14_n ON public.things (n)",
-    "LOCK TABLE ... IN EXCLUSIVE MODE": "LOCK TABLE public.things IN EXCLUSIVE MODE",
 }
 
 

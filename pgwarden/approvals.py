@@ -247,8 +247,9 @@ class ApprovalWaits:
                 return approved_if(OPEN, answer)
             if self.catalog is not None and hasattr(self.catalog, "confirm"):
                 relay = conn.relay
-                return self._confirmed(statement, relay.backend_pid if relay is not None else 0, fixed).addCallback(
-                    approved_if, answer)
+                waits = relay is None or relay.runs_in_flight or after_others(statement.sql)
+                return self._confirmed(statement, relay.backend_pid if relay is not None else 0, fixed,
+                                       waits).addCallback(approved_if, answer)
             if mode == "hold" and self.catalog is not None:
                 return self._unchanged(statement).addCallback(
                     lambda unchanged: approved_if(UNCHANGED if unchanged else CHANGED, answer))
@@ -271,6 +272,7 @@ class ApprovalWaits:
                 if not self._record(conn, approval, "approved", request, approver=answer.approver,
                                     reason=_with_grant(answer), waits=True):
                     return _RECORDING_FAILED
+                request.approved = True  # (a Bind's portal: run in its own pipeline only, `Portal.approved`)
                 self.stats.approval("approved", self.reactor.seconds() - approval.created)  # type: ignore[attr-defined]
                 ran()
                 return runs
@@ -322,7 +324,7 @@ class ApprovalWaits:
                 return True
         return False
 
-    def _confirmed(self, statement, backend_pid: int, own_rows: bool = False) -> Deferred[str]:
+    def _confirmed(self, statement, backend_pid: int, own_rows: bool = False, waits: bool = False) -> Deferred[str]:
         """What the server says now, for a statement about to run on its approval (red team
         thirteen: what the sessions of this pgwarden show is not all): `UNCHANGED`; `CHANGED`
         when what it reaches is defined otherwise than when it was read for its request or grant
@@ -330,7 +332,11 @@ class ApprovalWaits:
         pgwarden's session, an operator's); `OPEN` when another backend's open transaction
         redefines objects (another pgwarden's session, `BEGIN; CREATE OR REPLACE VIEW ...`);
         `UNCHECKED` when the server could not be asked (fail closed). ``own_rows``: the catalog
-        rows ``backend_pid``'s own transaction rewrote do not count (`runs_no_definitions`)."""
+        rows ``backend_pid``'s own transaction rewrote do not count (`runs_no_definitions`).
+        ``waits``: the statement goes to the server behind others (its text's, or its session's
+        still running: `Relay.runs_in_flight`), which may wait for a row lock of another transaction; it is parsed
+        after that, and so sees what that transaction made once it commits: any other open
+        transaction that has written counts as `OPEN` (red team fourteen)."""
         context = getattr(statement, "context", None)
         before = context.catalog if context is not None else None
         analysis = statement.analysis
@@ -353,7 +359,7 @@ class ApprovalWaits:
             log.failure("the catalog could not be checked for an approved statement", _f)
             return UNCHECKED
 
-        return self.catalog.confirm(backend_pid, own_rows).addCallback(  # type: ignore[attr-defined]
+        return self.catalog.confirm(backend_pid, own_rows, waits).addCallback(  # type: ignore[attr-defined]
             compare).addErrback(failed)
 
     def _unchanged(self, statement) -> Deferred[bool]:
@@ -470,6 +476,22 @@ _NOT_RUN = {
 }
 
 
+def after_others(sql: str) -> bool:
+    """Whether ``sql`` holds a statement after another that may wait at the server (anything but
+    transaction control: BEGIN, COMMIT, SAVEPOINT, ...): the server parses each statement of a
+    text when its turn comes, after those before it ran (red team fourteen: `UPDATE things ...
+    WHERE id = 1; DELETE ... WHERE id > f(4)`, the UPDATE waiting for another transaction's row
+    lock, the DELETE then calling the overload of `f` that transaction made). Unreadable: True."""
+    from pglast import ast, parse_sql
+    from pglast.parser import ParseError
+
+    try:
+        parsed = parse_sql(sql)
+    except (ParseError, ValueError, RecursionError):
+        return True
+    return sum(1 for raw in parsed if not isinstance(raw.stmt, ast.TransactionStmt)) > 1
+
+
 def _redefining(approval: ApprovalRequest, found: str = OPEN) -> Refusal:
     if found == GONE:
         return Refusal("57014", "canceling statement: the session ended", f"Request {approval.id}: nothing ran.")
@@ -489,8 +511,9 @@ def _redefining(approval: ApprovalRequest, found: str = OPEN) -> Refusal:
             "Send the statement again later; an operator sees the reason in pgwarden's log.")
     return Refusal("55006", "pgwarden: approved statement not run: another session is redefining objects",
                    f"Request {approval.id} is approved, but another session has a transaction open in which it "
-                   "replaced a view, function, trigger, rule or policy: once it commits, the statement could do "
-                   "something else than what was approved. Nothing ran.",
+                   "replaced a view, function, trigger, rule or policy, or holds a lock the statement would wait "
+                   "for while objects made in that transaction, which nobody else sees yet, become visible: "
+                   "once it commits, the statement could do something else than what was approved. Nothing ran.",
                    "Send the statement again once the other session's transaction has ended.")
 
 

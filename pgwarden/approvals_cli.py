@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from pgwarden.marks import cut_note, foreign, longest_blank, marked
+from pgwarden.marks import cut_note, foreign, longest_blank, longest_unbroken, marked
 
 API_PATH = "/approvals/api"
 
@@ -109,6 +109,10 @@ def render(r: dict[str, Any], now: float) -> str:
     blank = longest_blank(str(r["sql"]))
     if blank:  # the statement goes on far below: say so before it scrolls by
         out.insert(5, f"  note      the statement holds {blank} blank characters in a row: read it to its end")
+    unbroken = longest_unbroken(str(r["sql"]))
+    if unbroken:  # a terminal wraps it, but it may scroll by: say so before it does
+        out.insert(5, f"  note      the statement holds {unbroken} characters without a blank in a row: read it to "
+                      "its end")
     named = foreign(str(r["sql"]))
     if named:  # names that look alike may be others: a Cyrillic "і" is not "i"
         out.append("  non-ASCII " + "; ".join(named))

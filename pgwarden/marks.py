@@ -103,6 +103,20 @@ def longest_blank(sql: str) -> int:
     return max((m.end() - m.start() for m in _BLANKS.finditer(sql)), default=0)
 
 
+#: A run of this many characters without an ASCII blank or more is pointed out (red team
+#: fourteen: `... WHERE id = 1 /*` and thousands of dashes `*/OR/**/true` on a second line: a
+#: browser wraps a line at blanks only, so the run went on far to the right of the page, its end
+#: out of sight, and the formatted form, which shows `WHERE id = 1 OR true`, was folded)
+UNBROKEN_RUN = 200
+_UNBROKEN = re.compile(rf"[^ \t\r\n\f\v]{{{UNBROKEN_RUN},}}")
+
+
+def longest_unbroken(sql: str) -> int:
+    """The length of the longest run of characters other than ASCII blanks in ``sql`` of at least
+    `UNBROKEN_RUN`, else 0."""
+    return max((m.end() - m.start() for m in _UNBROKEN.finditer(sql)), default=0)
+
+
 #: Bytes of each parameter value an approval request shows (`pgwarden.approvals.SHOWN_PARAMETER_BYTES`).
 SHOWN_PARAMETER_BYTES = 2048
 

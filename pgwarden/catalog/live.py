@@ -320,7 +320,7 @@ class LiveCatalog(CatalogState):
         self._waiters.append((self._invalidations, waiter))
         return waiter
 
-    def confirm(self, backend_pid: int = 0, own_rows: bool = False) -> defer.Deferred:
+    def confirm(self, backend_pid: int = 0, own_rows: bool = False, writers: bool = False) -> defer.Deferred:
         """For a statement about to run because people approved it (`pgwarden.approvals`): asks the
         server now, not within ``check_s``, whether its catalog changed since the last load (another
         client's DDL: another pgwarden's session, an operator's) and whether another backend than
@@ -328,7 +328,9 @@ class LiveCatalog(CatalogState):
         Fires with ``(catalog, open)``: the catalog read again first if it changed (`fresh`), and
         whether such a transaction is open; ``open`` is None when the server could not be asked,
         and the catalog then is `current` (fail closed: the caller refuses). ``own_rows``: the
-        catalog rows ``backend_pid``'s own transaction rewrote do not count either."""
+        catalog rows ``backend_pid``'s own transaction rewrote do not count either. ``writers``:
+        the statement may be parsed after a wait (red team fourteen): any open transaction of
+        another backend that has written counts (it may have made objects nobody else sees)."""
 
         def ask() -> tuple | _Failed:
             password = None
@@ -348,7 +350,8 @@ class LiveCatalog(CatalogState):
                             cur.execute(queries.CHANGES)
                             changes = cur.fetchone()
                             cur.execute(queries.OPEN_REDEFINITIONS,
-                                        (int(backend_pid), int(backend_pid) if own_rows else 0))
+                                        (int(backend_pid), int(backend_pid) if own_rows else 0,
+                                         bool(writers), int(backend_pid)))
                             row = cur.fetchone()
                         return (tuple(changes) if changes is not None else (), bool(row[0]) if row else True)
                     except psycopg.Error:

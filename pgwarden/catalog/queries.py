@@ -770,6 +770,17 @@ INITDB_KEY = "SELECT " + " || '|' ||\n       ".join((
 # (a function a trigger of its own ran may have replaced a view), unless $2 is that backend too (a
 # statement whose effect its text fixes: `approvals.runs_no_definitions`). Row locks on catalog
 # rows also set xmax: they count too (fail closed).
+# A transaction that only *inserts* catalog rows (a new overload of a function, a cast, an
+# operator, a relation in an earlier schema of the path) leaves no trace here: nobody else sees
+# its rows, and it lets go of the catalog's lock at once. What it changes reaches a statement
+# parsed after it committed: one that waited, while being parsed, for a relation lock it holds
+# (red team fourteen: `LOCK TABLE things IN SHARE MODE`, or a CREATE INDEX, beside a new
+# overload; the approved DELETE waited for the lock, then called the overload). So a relation
+# held in any mode a write's ROW EXCLUSIVE lock waits for counts too (SHARE and EXCLUSIVE as well).
+# A statement may also be parsed after a wait of another kind: a row lock (no trace in pg_locks
+# until someone waits) taken by a statement ahead of it, in its own text or sent before it by its
+# session and not answered yet. Then $3 is true, and any open transaction of another backend of
+# the database that has written (it holds a lock on its own transaction id) counts (fail closed).
 _REDEFINED_ROWS = " UNION ALL ".join(
     f"SELECT xmax FROM pg_catalog.{table} WHERE xmax::text <> '0'"
     for table in ("pg_rewrite", "pg_proc", "pg_trigger", "pg_policy", "pg_attrdef", "pg_class",
@@ -778,9 +789,13 @@ OPEN_REDEFINITIONS = f"""
 SELECT EXISTS (
   SELECT 1 FROM pg_catalog.pg_locks AS l
   WHERE l.granted AND l.pid <> pg_catalog.pg_backend_pid() AND (
-    (l.locktype = 'relation' AND l.pid <> %s AND l.mode IN ('ShareRowExclusiveLock', 'AccessExclusiveLock')
+    (l.locktype = 'relation' AND l.pid <> %s
+     AND l.mode IN ('ShareLock', 'ShareRowExclusiveLock', 'ExclusiveLock', 'AccessExclusiveLock')
      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database AS d
                        WHERE d.datname = pg_catalog.current_database())
      AND l.relation IN (SELECT c.oid FROM pg_catalog.pg_class AS c))
     OR (l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.pid <> %s
-        AND l.transactionid IN ({_REDEFINED_ROWS}))))"""
+        AND l.transactionid IN ({_REDEFINED_ROWS}))
+    OR (%s AND l.locktype = 'transactionid' AND l.mode = 'ExclusiveLock' AND l.pid <> %s
+        AND l.pid IN (SELECT a.pid FROM pg_catalog.pg_stat_activity AS a
+                      WHERE a.datname = pg_catalog.current_database()))))"""

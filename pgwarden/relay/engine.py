@@ -205,6 +205,18 @@ def _unknown_portal(name: str) -> Refusal:
     )
 
 
+def _approved_portal_stale(name: str) -> Refusal:
+    which = f'portal "{name}"' if name else "the unnamed portal"
+    return Refusal(
+        "55006",
+        f"pgwarden: approved statement not run: {which} was bound before a Sync or another statement",
+        "An approved statement is checked at its Bind (what it reaches defined as when it was approved, "
+        "nothing redefining it); a Sync, a Query or another Execute between its Bind and its Execute may have "
+        "defined again what it calls. Nothing ran.",
+        "Send Bind and Execute together, with nothing between them (a new request if its grant was for once).",
+    )
+
+
 def _unknown_statement(name: str, refused: bool) -> Refusal:
     which = f'prepared statement "{name}"' if name else "the unnamed prepared statement"
     if refused:  # as the server would say: it was never created
@@ -287,6 +299,12 @@ class Portal(_Described):
         # last known: code a statement runs since may have closed it and opened a cursor of its
         # name (PL/pgSQL's OPEN of a refcursor given the name), which returns something else.
         self.runs_seen = 0
+        # Bound from a statement people approved (or a grant covered, `StatementRequest.approved`):
+        # the checks of its approval held at its Bind. What it calls may be defined again after
+        # (red team fourteen: a function's body replaced between the Bind and the Execute), so
+        # it runs only in the Bind's own pipeline, nothing run between (no Sync, Query or Execute).
+        self.approved = False
+        self.approved_runs = 0
 
     def __repr__(self) -> str:
         return f"Portal(name={self.name!r}, statement={self.statement!r})"
@@ -311,7 +329,8 @@ class StatementRequest:
     """
 
     __slots__ = ("protocol", "sql", "statement_name", "seq", "lexer", "encoding", "refusal",
-                 "may_change_settings", "decide_binds", "bind", "param_types", "declared_types", "copy_in")
+                 "may_change_settings", "decide_binds", "bind", "param_types", "declared_types", "copy_in",
+                 "approved")
 
     def __init__(self, protocol: str, sql: str, statement_name: str | None = None, seq: int = 0,
                  lexer: LexerSettings = DEFAULT_LEXER, encoding: str = "UTF8", refusal: Refusal | None = None,
@@ -345,6 +364,8 @@ class StatementRequest:
         self.declared_types: tuple[int, ...] = ()
         # Set by the decider on a statement that may start COPY FROM STDIN (see `Relay._copy_in`).
         self.copy_in = False
+        # Set by the decider on a Bind that runs because people approved it (`Portal.approved`).
+        self.approved = False
 
     def __repr__(self) -> str:
         return (f"StatementRequest(protocol={self.protocol!r}, sql={self.sql!r}, "
@@ -381,6 +402,10 @@ _E_TSYNC: Final = 19
 # Completions (ParseComplete, BindComplete, CloseComplete) the client never asked for.
 _OWN_COMPLETIONS: Final = frozenset({_E_OWN_PARSE, _E_OWN_BIND, _E_OWN_CLOSE, _E_HOLD, _E_TPARSE, _E_TBIND})
 _SYNCS: Final = (_E_SYNC, _E_TSYNC)
+# Answers owed to what runs no statement (`Relay.runs_in_flight`).
+_NOT_RUNNING: Final = frozenset({_E_PARSE, _E_BIND, _E_DESCRIBE, _E_CLOSE, _E_SYNC, _E_OWN_PARSE, _E_OWN_BIND,
+                                 _E_OWN_DESCRIBE, _E_OWN_CLOSE, _E_HOLD, _E_TPARSE, _E_TBIND, _E_TDESCRIBE,
+                                 _E_TSYNC})
 
 
 class Expectation:
@@ -788,6 +813,17 @@ class Relay:
         return bool(self._expect)
 
     @property
+    def runs_in_flight(self) -> bool:
+        """Whether something this session sent may still be running at the server: an answer owed
+        to anything but a Parse, Bind, Describe, Close or Sync (a Query, an Execute, pgwarden's
+        own statements). What is sent after it is parsed by the server only once it has ended,
+        maybe after waiting for another transaction (red team fourteen)."""
+        for e in self._expect:
+            if e.kind not in _NOT_RUNNING:
+                return True
+        return False
+
+    @property
     def waiting(self) -> StatementRequest | None:
         """The statement whose verdict is pending, if any."""
         return self._waiting
@@ -1010,7 +1046,7 @@ class Relay:
                                 None if name is None else encoding.readable(name), self._seq,
                                 self._lexer, encoding.name, refusal)
 
-    def _bind(self, raw: bytes, decided: bool = False) -> StatementRequest | None:
+    def _bind(self, raw: bytes, decided: bool = False, approved: bool = False) -> StatementRequest | None:
         """Forwards a Bind, or refuses it; or, for a statement decided under policies that
         have changed since, returns the request to decide it again (nothing forwarded)."""
         if self._server_discarding:
@@ -1037,6 +1073,9 @@ class Relay:
             return request
         portal = Portal(portal_name, stmt, raw, self._generation)
         portal.runs_seen = self._runs
+        if approved:
+            portal.approved = True
+            portal.approved_runs = self._runs
         st.portals[portal_name] = portal
         if portal_name and self.on_name_taken is not None:
             self.on_name_taken("cursor", portal_name)
@@ -1111,7 +1150,7 @@ class Relay:
                     stmt.generation = self.policy_generation
                     stmt.count = decision if isinstance(decision, CountRows) else None
                     stmt.copy_in = stmt.copy_in or request.copy_in
-                self._bind(raw, decided=True)
+                self._bind(raw, decided=True, approved=request.approved)
             else:
                 self._refuse_here(refusal, ex)
         else:  # Parse
@@ -1253,6 +1292,17 @@ class Relay:
                 # Never bound here (an SQL cursor, DECLAREd: its rows would pass unread, unmasked)
                 self._refuse_here(_unknown_portal(name), None)
                 return
+            if portal is not None and portal.approved and (portal.generation != self._generation
+                                                           or portal.approved_runs != self._runs):
+                # Approved at its Bind, and a Sync, a Query or another Execute came since: what
+                # it calls may be defined otherwise now (red team fourteen). Forgotten, refused.
+                del st.portals[name]
+                stale = None
+                if self._on_complete is not None:
+                    now = self._clock()
+                    stale = Execution(portal.statement.seq, "extended", now, now, 0.0, portal.bind)
+                self._refuse_here(_approved_portal_stale(name), stale)
+                return
             count = None
             if portal is not None and portal.statement.count is not None:
                 count = self._counted_execute(portal, portal.statement.count)
@@ -1268,6 +1318,7 @@ class Relay:
             self._runs += 1
             if portal is not None:
                 portal.runs_seen = self._runs  # (its own run leaves it what it was)
+                portal.approved_runs = self._runs
             self._up.append(raw)
             ex = None
             if self._on_complete is not None:
@@ -1903,6 +1954,15 @@ class Relay:
         statements = self.state.statements
         while expect and expect[0].kind not in _SYNCS:
             e = expect.popleft()
+            if e.kind == _E_EXECUTE and e.execution is not None:
+                # An Execute whose Bind failed (a parameter the type cannot read: 22P02), or one
+                # the server skipped after an earlier message's error: it ran nothing, and its
+                # result says so with that error (red team fourteen: it had no result record, the
+                # error the agent got was nowhere in the records)
+                skipped_ex = e.execution
+                skipped_ex.error(raw)
+                skipped_ex.rows = 0
+                self._complete(skipped_ex)
             if e.kind == _E_PARSE:
                 skipped: PreparedStatement = e.target
                 if statements.get(skipped.name) is skipped:

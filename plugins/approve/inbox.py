@@ -35,7 +35,17 @@ from twisted.web.resource import Resource
 from twisted.web.template import Tag, flattenString, tags
 
 from pgwarden.identity import Identity
-from pgwarden.marks import BLANK_RUN, SUSPECT, char_name, cut_note, foreign, hidden, longest_blank, mark
+from pgwarden.marks import (
+    BLANK_RUN,
+    SUSPECT,
+    char_name,
+    cut_note,
+    foreign,
+    hidden,
+    longest_blank,
+    longest_unbroken,
+    mark,
+)
 from pgwarden_plugins.approve.approvers import Approvers, NotAllowed, bearer_token
 from pgwarden_plugins.approve.notify import describe_preview
 from pgwarden_plugins.approve.store import ApprovalStore, StoredRequest
@@ -125,11 +135,16 @@ def statement(sql: str) -> list[Tag]:
         also = " (the formatted form below shows it without them)" if pretty != sql else ""
         sent.insert(0, tags.p(f"This statement holds {blank} blank characters in a row: read it to its end{also}.",
                               class_="foreign-note"))
+    unbroken = longest_unbroken(sql)
+    if unbroken:  # a line no browser breaks at a blank: its end may be far right of the page
+        also = " (the formatted form below shows it without comments)" if pretty != sql else ""
+        sent.insert(0, tags.p(f"This statement holds {unbroken} characters without a blank in a row: read it to "
+                              f"its end{also}.", class_="foreign-note"))
     if pretty == sql:
         return sent
     folded = tags.details(tags.summary("Formatted (comments left out)"),
                           tags.pre(tags.code(*visible(pretty)), class_="sql pretty", dir="ltr"), class_="pretty")
-    if ("\n" not in sql.strip() and len(sql) > 100) or blank >= BLANK_RUN:
+    if ("\n" not in sql.strip() and len(sql) > 100) or blank >= BLANK_RUN or unbroken:
         folded.attributes["open"] = ""
     return [*sent, folded]
 

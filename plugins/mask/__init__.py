@@ -80,9 +80,11 @@ _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaSt
 
 
 # The session's SQL-level prepared statements, as this plugin saw them PREPAREd: name -> every
-# (lineage, analysis) of a body prepared under it (a PREPARE that fails leaves the old one: all
-# count until a DEALLOCATE). An EXECUTE is judged with them: what it keeps, writes or explains.
+# (lineage, analysis, (text, index, context)) of a body prepared under it (a PREPARE that fails
+# leaves the old one: all count until a DEALLOCATE). An EXECUTE is judged with them: what it keeps, writes or explains.
 PREPARED_BODIES = StoreKey[dict]("mask.prepared")
+#: those bodies traced again on a later catalog, search_path or staleness (`_prepared_bodies`)
+RETRACED_BODIES = StoreKey[dict]("mask.prepared_again")
 #: the queries SQL-level PREPAREs of the session defined, by name (`plans.prepared_queries`)
 PREPARED_QUERIES = StoreKey[dict]("mask.prepared_queries")
 # Set once the session DECLAREs a cursor WITH HOLD that may read masked columns: the server runs
@@ -405,12 +407,13 @@ class Masking:
             for name, query in prepared_queries(statement):
                 queries.setdefault(name, []).append(query)
         prepared = {name: body for name, body, _syntax in analysis.prepares}
-        for lineage in statement.lineage:
+        for index, lineage in enumerate(statement.lineage):
             for kind, name, body in lineage.defines:
                 if kind == "prepared":
-                    bodies.setdefault(name, []).append((body, prepared.get(name)))
+                    bodies.setdefault(name, []).append(
+                        (body, prepared.get(name), (statement.sql, index, statement.context)))
         for name in analysis.executes:
-            for body, body_analysis in bodies.get(name) or [(None, None)]:
+            for body, body_analysis in _prepared_bodies(session, statement, name):
                 touches = body is None or body.reads is None or any(rules.rule_for(str(s)) for s in body.reads)
                 if not touches:
                     continue
@@ -448,10 +451,9 @@ class Masking:
         catalog = statement.context.catalog if statement.context is not None else None
         if catalog is None or any(not catalog.functions_named(name) for name in statement.analysis.functions):
             return Masking._may_touch(rules, statement, statement.lineage)  # a function not known
-        bodies = session.store.get(PREPARED_BODIES, {})
         lineages = list(statement.lineage)
         for name in set(statement.analysis.executes) | _explained_executes(statement):
-            known = [body for body, _ in bodies.get(name) or [(None, None)]]
+            known = [body for body, _ in _prepared_bodies(session, statement, name)]
             if any(body is None for body in known):  # a body not seen: what it reaches is not known
                 return True
             lineages += known
@@ -941,16 +943,59 @@ def _event_trigger_code(catalog) -> bool:
     return bool(found)
 
 
+def _prepared_bodies(session: Session, statement: Statement, name: str) -> list[tuple]:
+    """The (lineage, analysis) of each body PREPAREd under ``name``, as the server runs it at
+    ``statement`` (an EXECUTE, or an EXPLAIN of one); ``[(None, None)]`` for a name not seen.
+
+    The server plans a prepared statement again when what it reads changed (a view or function
+    replaced) or the search_path moved, and runs it on the new definitions: a body traced on
+    another catalog, path or staleness than ``statement``'s is traced again on ``statement``'s
+    (red team fourteen: ``PREPARE q AS SELECT id FROM orders WHERE f() LIKE '8%'`` with ``f``
+    harmless, then ``f`` replaced to return the SSN: ``EXECUTE q`` answered the guess by its
+    rows; the same with a view replaced in the open transaction). Kept per session, by context."""
+    known = session.store.get(PREPARED_BODIES, {}).get(name)
+    if not known:
+        return [(None, None)]
+    now = statement.context
+    out: list[tuple] = []
+    for body, analysis, source in known:
+        if now is None or source is None or source[2] is None:
+            out.append((body, analysis))
+            continue
+        sql, index, then = source
+        if (then.catalog is now.catalog and then.stale == now.stale and then.search_path == now.search_path
+                and then.possible == now.possible):
+            out.append((body, analysis))
+            continue
+        memo: dict = session.store.setdefault(RETRACED_BODIES, {})
+        key = (name, sql, index, then.key, now.catalog.generation, now.stale, now.search_path, now.possible)
+        again = memo.get(key)
+        if again is None:
+            context = attrs.evolve(then, catalog=now.catalog, stale=now.stale, search_path=now.search_path,
+                                   possible=now.possible)
+            retraced = Statement(sql, context=context)
+            lineages = retraced.lineage
+            found = next((b for kind, n, b in (lineages[index].defines if index < len(lineages) else ())
+                          if kind == "prepared" and n == name), None)
+            found_analysis = next((b for n, b, _syntax in retraced.analysis.prepares if n == name), None)
+            # (a body that no longer traces: not known, refused as such)
+            again = (found, found_analysis)
+            if len(memo) > 100:
+                memo.clear()
+            memo[key] = again
+        out.append(again)
+    return out
+
+
 def _executed_tables(rules: SessionRules, statement: Statement, session: Session) -> frozenset[str]:
     """The tables the SQL-level prepared statements ``statement`` EXECUTEs read (their bodies'
     lineage; every table holding masked columns for a body pgwarden cannot read)."""
     names = statement.analysis.executes
     if not names:
         return frozenset()
-    bodies = session.store.get(PREPARED_BODIES, {})
     found: set[str] = set()
     for name in names:
-        for body, _analysis in bodies.get(name) or [(None, None)]:
+        for body, _analysis in _prepared_bodies(session, statement, name):
             if body is None or body.reads is None:
                 catalog = statement.context.catalog if statement.context is not None else None
                 globs = rules.masked_tables()

@@ -1,0 +1,174 @@
+"""Red team fourteen (masking, 2026-12-07, hunt 14b): what an SQL-level prepared statement runs
+when the server plans it again (a function or view it reads replaced, in the open transaction or
+committed), and a sweep of the brief's list (whole-row and composite paths, cursors, prepared
+statements, catalog changes in the agent's own session, error and count oracles), kept as
+controls. Round three's database and masks (tests/e2e/test_mask_round3.py) under its POLICY
+(default allow; roles and system blocked: the agent may create tables, views and functions). One
+pgwarden for the module. Each test of section 1 failed before its fix.
+
+Found, closed:
+
+* **an EXECUTE's conditions after a function its prepared body calls was replaced**: ``CREATE
+  FUNCTION r14_g() RETURNS text LANGUAGE sql STABLE AS $$ SELECT x FROM (VALUES ('a')) v(x) $$``,
+  ``PREPARE q AS SELECT id FROM orders WHERE r14_g() LIKE '8%'`` (no masked column anywhere), then
+  ``CREATE OR REPLACE FUNCTION r14_g() ... $$ SELECT ssn FROM users WHERE id = 1 $$``: ``EXECUTE
+  q`` returned ``[(1,), (2,)]`` (alice's SSN begins with 8; ``[]`` for a wrong guess), one
+  question a statement, and the PREPARE never named ``users``. The server plans a prepared
+  statement again on the new definitions, and the results were traced again (round three), but
+  the EXECUTE's oracles, what its body keeps and which tables it reads were judged with the
+  body's lineage as the PREPARE saw it (a view replaced so was refused by the plan check, which
+  plans the query again: kept as a control). Now a body traced on another catalog, search_path
+  or staleness than the EXECUTE's is traced again on the EXECUTE's before it is judged;
+* **an EXECUTE after the session's own DDL in the open transaction**: ``PREPARE q AS SELECT id
+  FROM r14_pv WHERE x LIKE '8%'`` with ``r14_pv.x`` alice's name, then ``BEGIN; CREATE OR REPLACE
+  VIEW r14_pv AS SELECT id, ssn AS x FROM users; EXECUTE q`` returned ``[(None,)]``: the id
+  masked whole (the catalog stale), but one row, so the guess was right (a plain ``SELECT`` there
+  is refused since round nine: a condition over a value pgwarden cannot trace). The same
+  retracing makes the body's conditions untraced there, refused alike.
+
+Controls (section 2): whole rows and composites (``u``, ``u::text``, ``row_to_json``, ``to_jsonb(u)
+- 'name'``, ``jsonb_populate_record``, ``(u).*`` in a subquery, ``ROW(u.*)::text``, ``array_agg(u)``,
+``json_agg``, ``string_agg(ssn)`` through a view, a row comparison, ``SETOF users`` functions,
+``RETURNING *`` and ``RETURNING u``, ``INSERT ... SELECT ssn`` into a temporary table, column
+aliases renaming ``users``' columns), cursors (``FETCH``, a BINARY cursor, ``MOVE``, a scroll
+cursor, one ordered by the SSN, PL/pgSQL reopening an SQL cursor's name), a temporary view or a
+schema's view shadowing a table on the search_path, a search_path set in a transaction rolled back
+or to a savepoint, materialized views and ``CREATE TABLE AS`` of masked columns, ``EXPLAIN
+ANALYZE`` with a condition on the SSN, ``ORDER BY`` expressions of it, a domain CHECK over it,
+``pg_input_error_info``; a prepared statement over a view replaced (refused by the plan check),
+and over a search_path moved to a schema whose view of that name returns the SSN.
+
+Left (reported): see the report of hunt 14b.
+"""
+
+from __future__ import annotations
+
+import pytest
+from test_mask_round3 import DB, HASH_KEY, POLICY, Session, leaked, rtdb  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(scope="module")
+def warden(rtdb, pg_server, signing_keys, reactor_thread, tmp_path_factory):  # noqa: F811
+    from pgwarden.testing.pytest_plugin import base_config, module_pgwarden
+
+    workdir = tmp_path_factory.mktemp("round14")
+    (workdir / "mask-key").write_text(HASH_KEY)
+    doc = base_config(pg_server, signing_keys, workdir, policies=[POLICY], upstream={"database": DB},
+                      plugins={"mask": {"key_file": str(workdir / "mask-key")}})
+    with module_pgwarden(doc, signing_keys, reactor_thread) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def operator(rtdb):  # noqa: F811
+    """A direct connection to the database (the operator's)."""
+    import psycopg
+
+    with psycopg.connect(rtdb.dsn(database=DB), autocommit=True) as c:
+        yield c
+
+
+def _refused(r: dict, why: str = "") -> bool:
+    return r["err"] is not None and r["err"][0] == "42501" and why in r["err"][1]
+
+
+def _play(s: Session, cases: list[tuple[str, str]]) -> None:
+    """Runs ``cases`` (statement, expected: "ok", "refused", "masked" or "error") in ``s``; asserts
+    nothing received for any holds a secret, and each answer is the one expected."""
+    for sql, expected in cases:
+        before = len(s.received)
+        s.notices.clear()
+        r = s.run(sql)
+        got = s.received[before:] + repr((r, s.notices)).encode()
+        assert not leaked(got), (sql, leaked(got), r)
+        if expected == "refused":
+            assert _refused(r), (sql, r)
+        elif expected == "error":
+            assert r["err"] is not None and r["err"][0] != "42501", (sql, r)
+        else:
+            assert r["err"] is None, (sql, r)
+        if expected == "masked":
+            assert r["rows"] and all(v in ("***", None) for row in r["rows"] for v in row), (sql, r)
+
+
+HARMLESS = "CREATE OR REPLACE FUNCTION r14_g() RETURNS text LANGUAGE sql STABLE AS $$ SELECT x FROM (VALUES ('a')) v(x) $$"
+REVEALING = "CREATE OR REPLACE FUNCTION r14_g() RETURNS text LANGUAGE sql STABLE AS $$ SELECT ssn FROM users WHERE id = 1 $$"
+
+# ------------------------------------------------------------------ 1. a prepared statement planned again
+PREPARED = [
+    (HARMLESS, "ok"),
+    ("PREPARE r14_q AS SELECT id FROM orders WHERE r14_g() LIKE '8%'", "ok"),
+    ("EXECUTE r14_q", "ok"),
+    (REVEALING, "ok"),
+    ("EXECUTE r14_q", "refused"),  # before: [(1,), (2,)] (the guess right; [] when wrong)
+    ("EXPLAIN ANALYZE EXECUTE r14_q", "refused"),
+    ("CREATE TABLE r14_ctas AS EXECUTE r14_q", "refused"),
+    (HARMLESS, "ok"),
+    ("EXECUTE r14_q", "ok"),  # (and judged as it is again)
+    # the session's own DDL in the open transaction
+    ("CREATE VIEW r14_pv AS SELECT id, name AS x FROM users", "ok"),
+    ("PREPARE r14_v AS SELECT id FROM r14_pv WHERE x LIKE '8%'", "ok"),
+    ("EXECUTE r14_v", "ok"),
+    ("BEGIN", "ok"),
+    ("CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS x FROM users", "ok"),
+    ("EXECUTE r14_v", "refused"),  # before: [(None,)]: one row, the guess right ([] when wrong)
+    ("ROLLBACK", "ok"),
+    ("BEGIN", "ok"),
+    ("CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS x FROM users", "ok"),
+    ("SELECT id FROM r14_pv WHERE x LIKE '8%'", "refused"),  # (refused since round nine)
+    ("ROLLBACK", "ok"),
+    ("BEGIN", "ok"),
+    (REVEALING, "ok"),
+    ("EXECUTE r14_q", "refused"),
+    ("ROLLBACK", "ok"),
+    # controls: a view replaced and committed (the plan check plans it again), a search_path moved
+    ("CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS x FROM users", "ok"),
+    ("EXECUTE r14_v", "refused"),
+    ("CREATE TABLE r14_pub (x text)", "ok"),
+    ("INSERT INTO r14_pub VALUES ('812'), ('9')", "ok"),
+    ("CREATE SCHEMA r14s", "ok"),
+    ("CREATE VIEW r14s.r14_pub AS SELECT ssn AS x FROM public.users", "ok"),
+    ("SET search_path = public", "ok"),  # (after an EXECUTE the path is unknown: round twelve)
+    ("PREPARE r14_s AS SELECT count(*) FROM r14_pub WHERE x LIKE '8%'", "ok"),
+    ("SET search_path = r14s, public", "ok"),
+    ("EXECUTE r14_s", "refused"),
+    ("SET search_path = public", "ok"),
+    ("EXECUTE r14_s", "ok"),
+]
+
+CLEAN = ("DROP FUNCTION IF EXISTS r14_g(), r14_k(), r14_f(), r14_reopen(); DROP VIEW IF EXISTS r14_pv, r14_sv; "
+         "DROP SCHEMA IF EXISTS r14s CASCADE; DROP TABLE IF EXISTS r14_pub, r14_ctas, r14_t, r14_like; "
+         "DROP TYPE IF EXISTS r14_ty; DROP DOMAIN IF EXISTS r14_d; DELETE FROM users WHERE id > 2")
+
+
+def test_a_prepared_statement_is_judged_as_the_server_plans_it_again(warden, operator):
+    s = Session(warden)
+    try:
+        _play(s, PREPARED)
+        # the premise: what EXECUTE answered before, directly (the guess right, then wrong)
+        operator.execute(REVEALING)
+        assert operator.execute("SELECT id FROM orders WHERE r14_g() LIKE '8%' ORDER BY id").fetchall() == [(1,), (2,)]
+        assert operator.execute("SELECT id FROM orders WHERE r14_g() LIKE '9%'").fetchall() == []
+    finally:
+        s.close()
+        operator.execute(CLEAN)
+
+
+def test_a_function_replaced_to_keep_values_is_judged_at_execute(warden, operator):
+    # the body's keeping too: a STABLE function replaced to set_config the SSN under a prepared
+    # statement that reads the masked column
+    s = Session(warden)
+    try:
+        _play(s, [
+            ("CREATE FUNCTION r14_k() RETURNS int LANGUAGE sql STABLE AS $$ SELECT x FROM (VALUES (1)) v(x) $$", "ok"),
+            ("PREPARE r14_kq AS SELECT r14_k(), ssn FROM users WHERE id = 1", "ok"),
+            ("EXECUTE r14_kq", "ok"),
+            ("CREATE OR REPLACE FUNCTION r14_k() RETURNS int LANGUAGE sql STABLE AS $$ SELECT length("
+             "set_config('r14.x', (SELECT ssn FROM users WHERE id = 1), false)) $$", "ok"),
+            ("EXECUTE r14_kq", "refused"),
+        ])
+        r = s.run("SELECT current_setting('r14.x', true)")
+        assert r["err"] is None and r["rows"] in ([(None,)], [("",)]), r
+    finally:
+        s.close()
+        operator.execute(CLEAN)

@@ -102,6 +102,9 @@ _FIRES_EVENT_TRIGGERS = frozenset({"ddl", "grant", "call", "do", "unknown"})
 # Statement kinds in which an EXECUTE's rows do not come back as rows: CREATE TABLE ... AS EXECUTE
 # (written to a table), EXPLAIN ANALYZE EXECUTE (sizes of what it computed).
 _EXECUTED_INTO = frozenset({"ddl", "explain"})
+# Statement kinds after which what an EXECUTE later in the same string runs may be defined again
+# (DDL, code run: a function's body may hold DDL; what pgwarden cannot read)
+_CHANGES_CATALOG = frozenset({"ddl", "do", "call", "unknown", "side_effect"})
 
 
 # Fields of ErrorResponse / NoticeResponse that carry codes, not text a value could hide in.
@@ -957,6 +960,15 @@ def _prepared_bodies(session: Session, statement: Statement, name: str) -> list[
     if not known:
         return [(None, None)]
     now = statement.context
+    if now is not None and len(statement.lineage) > 1:
+        # An EXECUTE after other statements of its string runs after what they change, which
+        # ``statement``'s context (its first statement's) does not show: a search_path they set
+        # (any schema they name or the path held), DDL (``CREATE OR REPLACE VIEW ...; EXECUTE q``
+        # in one Query answered a guess by its rows): stale then, as lineage takes the statements
+        # after DDL in a string (`lineage.lineage_of`)
+        now = now.after(statement.analysis)
+        if statement.kinds & _CHANGES_CATALOG:
+            now = now.with_stale(True)
     out: list[tuple] = []
     for body, analysis, source in known:
         if now is None or source is None or source[2] is None:

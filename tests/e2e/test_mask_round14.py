@@ -19,6 +19,11 @@ Found, closed:
   body's lineage as the PREPARE saw it (a view replaced so was refused by the plan check, which
   plans the query again: kept as a control). Now a body traced on another catalog, search_path
   or staleness than the EXECUTE's is traced again on the EXECUTE's before it is judged;
+* **an EXECUTE after DDL in its own string**: ``CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS
+  x FROM users; EXECUTE q`` in one Query (or the function replaced so) answered the guess as
+  above: the EXECUTE was judged in its string's first statement's context. Now, after other
+  statements of its string, in the context they leave (their search_path) and stale when one of
+  them may change the catalog (DDL, code run);
 * **an EXECUTE after the session's own DDL in the open transaction**: ``PREPARE q AS SELECT id
   FROM r14_pv WHERE x LIKE '8%'`` with ``r14_pv.x`` alice's name, then ``BEGIN; CREATE OR REPLACE
   VIEW r14_pv AS SELECT id, ssn AS x FROM users; EXECUTE q`` returned ``[(None,)]``: the id
@@ -149,6 +154,30 @@ def test_a_prepared_statement_is_judged_as_the_server_plans_it_again(warden, ope
         operator.execute(REVEALING)
         assert operator.execute("SELECT id FROM orders WHERE r14_g() LIKE '8%' ORDER BY id").fetchall() == [(1,), (2,)]
         assert operator.execute("SELECT id FROM orders WHERE r14_g() LIKE '9%'").fetchall() == []
+    finally:
+        s.close()
+        operator.execute(CLEAN)
+
+
+ONE_STRING = [
+    (HARMLESS, "ok"),
+    ("CREATE VIEW r14_pv AS SELECT id, name AS x FROM users", "ok"),
+    ("PREPARE r14_v AS SELECT id FROM r14_pv WHERE x LIKE '8%'", "ok"),
+    ("PREPARE r14_q AS SELECT id FROM orders WHERE r14_g() LIKE '8%'", "ok"),
+    # before: [(None,)] and [(1,), (2,)] for the EXECUTE (the guesses right; [] when wrong)
+    ("CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS x FROM users; EXECUTE r14_v", "refused"),
+    (REVEALING + "; EXECUTE r14_q", "refused"),
+    ("EXECUTE r14_v", "ok"),  # (refused whole: nothing of them ran)
+    ("EXECUTE r14_q", "ok"),
+    ("SELECT 1; EXECUTE r14_q", "ok"),
+]
+
+
+def test_an_execute_after_ddl_in_its_own_string_is_judged_after_it(warden, operator):
+    s = Session(warden)
+    try:
+        _play(s, ONE_STRING)
+        assert s.run("EXECUTE r14_q")["rows"] == [], "the function is the harmless one still"
     finally:
         s.close()
         operator.execute(CLEAN)

@@ -75,7 +75,8 @@ class OracleUse:
     # WHERE, JOIN, ORDER BY, GROUP BY, DISTINCT, HAVING, window, aggregate, FILTER, LIMIT, CASE,
     # rows (the arguments of a set-returning function: how many rows it returns), policy (a
     # row-level security policy's condition on a table the statement reads or writes),
-    # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later).
+    # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later),
+    # EXECUTE (an SQL EXECUTE's argument computed from a column: the body may test it anywhere).
     # "aggregate" and "CASE" uses reveal only through the value they make, which carries the
     # source (an output derived from it, or another clause listed for it): a plugin may let them be.
     clause: str
@@ -698,13 +699,20 @@ class _Walker:
             return Lineage(outputs=None, reads=frozenset(), defines=(("prepared", f.get("name", ""), body),))
         if kind == "ExecuteStmt":
             computed = False
+            uses: dict[OracleUse, None] = {}
             for param in f.get("params") or ():
-                computed = bool(self.expr(param, _Scope([])).sources) or computed
+                value = self.expr(param, _Scope([]))
+                computed = bool(value.sources) or computed
+                for source in sorted(value.sources, key=str):
+                    uses[OracleUse(source, "EXECUTE")] = None
             if computed:
                 # An argument computed from a column (or a function that reads one) flows into the
                 # body's outputs wherever it uses $n, which its lineage does not follow: opaque
-                # whatever the body, masked whole.
-                return Lineage(outputs=None, reads=None, opaque=True)
+                # whatever the body, masked whole. And into its conditions, LIMIT, set-returning
+                # calls: ``EXECUTE q(f())`` of ``PREPARE q(int) AS SELECT 1 FROM generate_series(1,
+                # $1)``, ``f`` returning ascii(ssn), returned as many rows as the code of the SSN's
+                # character (red team fourteen): each such argument is an oracle of what it holds.
+                return Lineage(outputs=None, reads=None, opaque=True, oracles=tuple(uses))
             # Opaque until `NamedLineage.resolve` gives it the prepared body's lineage.
             return Lineage(outputs=(), reads=None, opaque=True, refers=("prepared", f.get("name", "")))
         if kind == "DeallocateStmt":

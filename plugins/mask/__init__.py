@@ -60,7 +60,8 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "aggregate": "an aggregate's argument", "filter": "an aggregate's FILTER", "limit": "LIMIT",
             "case": "a CASE condition", "write": "a value written to a table",
             "set operation": "UNION / INTERSECT / EXCEPT (they compare rows)",
-            "policy": "a row-level security policy's condition (on a table the statement reads or writes)"}
+            "policy": "a row-level security policy's condition (on a table the statement reads or writes)",
+            "execute": "an EXECUTE's argument (the prepared statement may test it or count rows by it)"}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
 _COPY_SERVER_SIDE = frozenset({"copy_file", "copy_program"})

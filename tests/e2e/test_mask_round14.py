@@ -24,6 +24,13 @@ Found, closed:
   above: the EXECUTE was judged in its string's first statement's context. Now, after other
   statements of its string, in the context they leave (their search_path) and stale when one of
   them may change the catalog (DDL, code run);
+* **an EXECUTE's argument computed from a masked column**: ``PREPARE r14_b(int) AS SELECT 1 FROM
+  generate_series(1, $1)`` then ``EXECUTE r14_b(ascii(r14_g()))`` (``r14_g()`` the agent's function
+  returning alice's SSN; EXECUTE's arguments take no sub-select) returned 56 rows, the code of the
+  SSN's first character, one character a statement; ``$1 LIKE '8%'`` in the body's WHERE, or
+  ``LIMIT $1``, answered guesses. Lineage made such an EXECUTE's outputs opaque (masked whole)
+  but did not follow ``$n`` into the body's conditions; now each argument computed from a column
+  is an oracle of what it holds (``used in an EXECUTE's argument``);
 * **an EXECUTE after the session's own DDL in the open transaction**: ``PREPARE q AS SELECT id
   FROM r14_pv WHERE x LIKE '8%'`` with ``r14_pv.x`` alice's name, then ``BEGIN; CREATE OR REPLACE
   VIEW r14_pv AS SELECT id, ssn AS x FROM users; EXECUTE q`` returned ``[(None,)]``: the id
@@ -141,7 +148,7 @@ PREPARED = [
     ("EXECUTE r14_s", "ok"),
 ]
 
-CLEAN = ("DROP FUNCTION IF EXISTS r14_g(), r14_k(), r14_f(), r14_reopen(); DROP VIEW IF EXISTS r14_pv, r14_sv; "
+CLEAN = ("DROP FUNCTION IF EXISTS r14_g, r14_k, r14_f; DROP VIEW IF EXISTS r14_pv, r14_sv; "
          "DROP SCHEMA IF EXISTS r14s CASCADE; DROP TABLE IF EXISTS r14_pub, r14_ctas, r14_t, r14_like; "
          "DROP TYPE IF EXISTS r14_ty; DROP DOMAIN IF EXISTS r14_d; DELETE FROM users WHERE id > 2")
 
@@ -181,6 +188,42 @@ def test_an_execute_after_ddl_in_its_own_string_is_judged_after_it(warden, opera
     finally:
         s.close()
         operator.execute(CLEAN)
+
+
+ARGUMENTS = [
+    (REVEALING, "ok"),
+    ("PREPARE r14_a(text) AS SELECT id FROM orders WHERE $1 LIKE '8%'", "ok"),
+    ("EXECUTE r14_a(r14_g())", "refused"),  # before: [(1,), (2,)] (the guess right)
+    ("EXECUTE r14_a('9')", "ok"),
+    ("PREPARE r14_b(int) AS SELECT 1 FROM generate_series(1, $1)", "ok"),
+    ("EXECUTE r14_b(ascii(r14_g()))", "refused"),  # before: 56 rows, ascii('8'): a character a statement
+    ("EXECUTE r14_b(ascii(substr(r14_g(), 2, 1)))", "refused"),  # before: 49 rows, '1'
+    ("PREPARE r14_c(int) AS SELECT 1 FROM orders LIMIT $1", "ok"),
+    ("EXECUTE r14_c(length(r14_g()) - 10)", "refused"),  # before: one row (the length is 11)
+    ("PREPARE r14_d(text) AS SELECT count(*) FROM orders WHERE $1 LIKE '8%'", "ok"),
+    ("EXECUTE r14_d(r14_g())", "refused"),  # before: [(None,)] (masked whole, but refused now)
+    # the same flows by a function's own arguments: refused or masked already
+    ("CREATE FUNCTION r14_f(int) RETURNS SETOF int LANGUAGE sql STABLE AS $$ SELECT generate_series(1, $1) $$",
+     "ok"),
+    ("SELECT count(*) FROM r14_f(ascii(r14_g()))", "refused"),
+    ("CREATE FUNCTION r14_k(text) RETURNS bigint LANGUAGE sql STABLE AS "
+     "$$ SELECT count(*) FROM orders WHERE $1 LIKE '8%' $$", "ok"),
+    ("SELECT r14_k(r14_g())", "masked"),
+    ("SELECT id FROM orders WHERE r14_k(r14_g()) > 0", "refused"),
+]
+
+
+def test_an_executes_argument_computed_from_a_masked_column_is_an_oracle(warden, operator):
+    s = Session(warden)
+    try:
+        _play(s, ARGUMENTS)
+        # the premise, directly: the prepared statement counts rows by its argument
+        operator.execute(REVEALING)
+        operator.execute("PREPARE r14_b(int) AS SELECT 1 FROM generate_series(1, $1)")
+        assert len(operator.execute("EXECUTE r14_b(ascii(r14_g()))").fetchall()) == ord("8")
+    finally:
+        s.close()
+        operator.execute("DEALLOCATE ALL; " + CLEAN)
 
 
 def test_a_function_replaced_to_keep_values_is_judged_at_execute(warden, operator):

@@ -244,3 +244,92 @@ def test_a_function_replaced_to_keep_values_is_judged_at_execute(warden, operato
     finally:
         s.close()
         operator.execute(CLEAN)
+
+
+# ------------------------------------------------------------------ 2. controls: the brief's list, masked or refused
+CONTROLS = [
+    # whole rows and composites
+    ("SELECT u FROM users u", "masked"),
+    ("SELECT u::text FROM users u", "masked"),
+    ("SELECT row_to_json(u) FROM users u", "masked"),
+    ("SELECT to_jsonb(u) - 'name' FROM users u", "masked"),
+    ("SELECT (jsonb_populate_record(NULL::users, to_jsonb(u))).ssn FROM users u", "masked"),
+    ("SELECT ssn, card_number, email FROM (SELECT (u).* FROM users u) s", "ok"),
+    ("SELECT ROW(u.*)::text FROM users u", "masked"),
+    ("SELECT (x).ssn FROM (SELECT u AS x FROM users u) s", "masked"),
+    ("WITH w AS MATERIALIZED (SELECT u FROM users u) SELECT (w.u).ssn FROM w", "masked"),
+    ("SELECT (u::text::users).ssn FROM users u", "masked"),
+    ("SELECT format('%s', u) FROM users u", "masked"),
+    ("SELECT c FROM users AS u(i, n, c)", "masked"),
+    ("SELECT name FROM users AS u(id, ssn, name)", "masked"),
+    ("SELECT * FROM jsonb_to_record((SELECT to_jsonb(u) FROM users u WHERE id = 1)) AS x(ssn text)", "masked"),
+    ("SELECT array_agg(u) FROM users u", "refused"),
+    ("SELECT json_agg(u) FROM users u", "refused"),
+    ("CREATE VIEW r14_sv AS SELECT string_agg(ssn, ',') AS s FROM users", "ok"),
+    ("SELECT * FROM r14_sv", "refused"),
+    ("SELECT id FROM users u WHERE u > ROW(1, 'alice', '8', NULL, NULL, NULL, NULL, NULL, NULL, NULL)::users",
+     "refused"),
+    ("SELECT (unnest(ARRAY[u])).ssn FROM users u", "refused"),
+    ("UPDATE users SET name = name WHERE id = 1 RETURNING ssn, card_number", "ok"),
+    ("UPDATE users u SET name = name WHERE id = 1 RETURNING u", "masked"),
+    ("CREATE TEMP TABLE r14_t (x text)", "ok"),
+    ("INSERT INTO r14_t SELECT ssn FROM users", "refused"),
+    ("CREATE TABLE r14_ctas AS SELECT id, ssn FROM users", "refused"),
+    ("CREATE MATERIALIZED VIEW r14_mv AS SELECT id, ssn FROM users", "refused"),
+    # writes whose row count answers a condition
+    ("UPDATE orders o SET amount = amount FROM users u WHERE o.user_id = u.id AND u.ssn LIKE '8%'", "refused"),
+    ("MERGE INTO orders o USING users u ON o.user_id = u.id WHEN MATCHED AND u.ssn LIKE '8%' THEN "
+     "UPDATE SET amount = amount", "refused"),
+    ("INSERT INTO users (id, name, ssn) VALUES (1, 'x', '812-57-3964') ON CONFLICT (id) DO UPDATE SET "
+     "name = EXCLUDED.name WHERE users.ssn = EXCLUDED.ssn RETURNING id", "refused"),
+    # cursors
+    ("BEGIN", "ok"),
+    ("DECLARE r14_c CURSOR FOR SELECT ssn FROM users", "ok"),
+    ("FETCH ALL FROM r14_c", "masked"),
+    ("DECLARE r14_b BINARY CURSOR FOR SELECT ssn, ssn_num FROM users", "ok"),
+    ("FETCH ALL FROM r14_b", "masked"),
+    ("DECLARE r14_s SCROLL CURSOR FOR SELECT ssn FROM users", "ok"),
+    ("MOVE 1 FROM r14_s", "ok"),
+    ("FETCH PRIOR FROM r14_s", "ok"),
+    ("COMMIT", "ok"),
+    ("DECLARE r14_o CURSOR WITH HOLD FOR SELECT id FROM users ORDER BY ssn", "refused"),
+    ("CREATE FUNCTION r14_reopen() RETURNS int LANGUAGE plpgsql AS $$ DECLARE c refcursor := 'r14_k'; "
+     "BEGIN CLOSE c; OPEN c FOR SELECT ssn FROM users; RETURN 1; END $$", "ok"),
+    ("BEGIN", "ok"),
+    ("DECLARE r14_k CURSOR FOR SELECT name FROM users", "ok"),
+    ("SELECT r14_reopen()", "refused"),
+    ("ROLLBACK", "ok"),
+    # shadowing, the search_path in a transaction rolled back
+    ("CREATE TABLE r14_pub (x text)", "ok"),
+    ("CREATE TEMP VIEW r14_pub AS SELECT ssn AS x FROM public.users", "ok"),
+    ("SELECT x FROM r14_pub", "masked"),
+    ("DROP VIEW pg_temp.r14_pub", "ok"),
+    ("CREATE SCHEMA r14s", "ok"),
+    ("CREATE VIEW r14s.r14_pub AS SELECT ssn AS x FROM public.users", "ok"),
+    ("SET search_path = r14s, public", "ok"),
+    ("BEGIN", "ok"),
+    ("SET search_path = public", "ok"),
+    ("ROLLBACK", "ok"),
+    ("SELECT x FROM r14_pub", "masked"),
+    ("SET search_path = public", "ok"),
+    # error and count oracles
+    ("EXPLAIN ANALYZE SELECT 1 FROM users WHERE ssn LIKE '8%'", "refused"),
+    ("SELECT id FROM users ORDER BY md5(ssn) LIMIT 1", "refused"),
+    ("CREATE DOMAIN r14_d AS text CHECK (VALUE NOT LIKE '8%')", "ok"),
+    ("SELECT id FROM users WHERE id = 1 AND ssn::r14_d IS NOT NULL", "refused"),
+    ("SELECT pg_input_error_info(ssn, 'int') FROM users", "refused"),
+    ("SELECT id, lag(id, ascii(ssn) - 55) OVER (ORDER BY id) FROM users", "ok"),
+    ("SELECT id, count(*) OVER (ORDER BY id ROWS BETWEEN ascii(ssn) - 56 PRECEDING AND CURRENT ROW) FROM users",
+     "refused"),
+    ("SELECT count(*) FROM orders TABLESAMPLE BERNOULLI (100) REPEATABLE (ascii((SELECT ssn FROM users "
+     "WHERE id = 1)))", "refused"),
+]
+
+
+def test_controls_are_masked_or_refused(warden, operator):
+    s = Session(warden)
+    try:
+        _play(s, CONTROLS)
+    finally:
+        s.close()
+        operator.execute("DROP MATERIALIZED VIEW IF EXISTS r14_mv; DROP FUNCTION IF EXISTS r14_reopen; " + CLEAN)

@@ -42,7 +42,7 @@ from pgwarden.api import (
 )
 from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden.session import SERVER_PLANS, declared_types
+from pgwarden.session import PROTOCOL_PREPARED, SERVER_PLANS, declared_types
 from pgwarden.sql.lineage import UNTRACED, names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
@@ -84,6 +84,8 @@ _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaSt
 # (lineage, analysis, (text, index, context)) of a body prepared under it (a PREPARE that fails
 # leaves the old one: all count until a DEALLOCATE). An EXECUTE is judged with them: what it keeps, writes or explains.
 PREPARED_BODIES = StoreKey[dict]("mask.prepared")
+#: set once a statement ran code that may PREPARE any name (`Analysis.prepares_unseen`)
+PREPARED_UNSEEN = StoreKey[bool]("mask.prepared_unseen")
 #: those bodies traced again on a later catalog, search_path or staleness (`_prepared_bodies`)
 RETRACED_BODIES = StoreKey[dict]("mask.prepared_again")
 #: the queries SQL-level PREPAREs of the session defined, by name (`plans.prepared_queries`)
@@ -396,7 +398,7 @@ class Masking:
         bodies of its name: one that keeps values (set_config, advisory locks, sequences...) while
         reading masked columns, one written to a table or explained as it runs, its oracles."""
         analysis = statement.analysis
-        if not (analysis.prepares or analysis.executes or analysis.deallocates):
+        if not (analysis.prepares or analysis.executes or analysis.deallocates or analysis.prepares_unseen):
             return None
         bodies: dict = session.store.setdefault(PREPARED_BODIES, {})
         queries: dict = session.store.setdefault(PREPARED_QUERIES, {})
@@ -407,6 +409,8 @@ class Masking:
             else:
                 bodies.pop(name, None)
                 queries.pop(name, None)
+        if analysis.prepares_unseen:  # a function's body (or what cannot be read) may PREPARE any name
+            session.store[PREPARED_UNSEEN] = True
         if analysis.prepares:
             for name, query in prepared_queries(statement):
                 queries.setdefault(name, []).append(query)
@@ -958,7 +962,10 @@ def _prepared_bodies(session: Session, statement: Statement, name: str) -> list[
     harmless, then ``f`` replaced to return the SSN: ``EXECUTE q`` answered the guess by its
     rows; the same with a view replaced in the open transaction). Kept per session, by context."""
     known = session.store.get(PREPARED_BODIES, {}).get(name)
-    if not known:
+    taken = session.store.get(PROTOCOL_PREPARED, None)
+    if not known or taken and name in taken or session.store.get(PREPARED_UNSEEN, False):
+        # (a name a protocol Parse took, or after code that may PREPARE any name: the server may
+        # run another statement under it than the bodies seen PREPAREd, as the block plugin takes it)
         return [(None, None)]
     now = statement.context
     if now is not None and len(statement.lineage) > 1:

@@ -56,7 +56,15 @@ Left (reported): see the report of hunt 14b.
 from __future__ import annotations
 
 import pytest
-from test_mask_round3 import DB, HASH_KEY, POLICY, Session, leaked, rtdb  # noqa: F401 (fixtures)
+from test_mask_round3 import DB, HASH_KEY, POLICY, RawSession, Session, leaked, rtdb  # noqa: F401 (fixtures)
+
+from pgwarden.wire import messages as m
+
+# Round three's policy for the agents' group; the same masks for group "lax", whose policy also
+# allows what pgwarden cannot analyse (the masking alone judges an EXECUTE there)
+AGENTS = dict(POLICY, when={"groups": ["ai-agents"]})
+LAX = {"name": "lax", "when": {"groups": ["lax"]}, "default": "allow",
+       "rules": [*POLICY["rules"], {"name": "unknown-ok", "allow": {"statements": ["unknown"]}}]}
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +73,7 @@ def warden(rtdb, pg_server, signing_keys, reactor_thread, tmp_path_factory):  # 
 
     workdir = tmp_path_factory.mktemp("round14")
     (workdir / "mask-key").write_text(HASH_KEY)
-    doc = base_config(pg_server, signing_keys, workdir, policies=[POLICY], upstream={"database": DB},
+    doc = base_config(pg_server, signing_keys, workdir, policies=[AGENTS, LAX], upstream={"database": DB},
                       plugins={"mask": {"key_file": str(workdir / "mask-key")}})
     with module_pgwarden(doc, signing_keys, reactor_thread) as running:
         yield running
@@ -224,6 +232,44 @@ def test_an_executes_argument_computed_from_a_masked_column_is_an_oracle(warden,
     finally:
         s.close()
         operator.execute("DEALLOCATE ALL; " + CLEAN)
+
+
+class _Lax:
+    """``warden`` as the "lax" group's clients see it (RawSession takes ``token()`` from it)."""
+
+    def __init__(self, warden):
+        self.host, self.port, self._warden = warden.host, warden.port, warden
+
+    def token(self) -> str:
+        return self._warden.token(groups=["lax"])
+
+
+def test_an_execute_of_a_name_a_protocol_parse_took_is_not_judged_by_an_sql_body(warden, operator):
+    # A protocol Parse takes the name first; the SQL PREPARE of it fails (42P05) but its body was
+    # what masking judged EXECUTE by. Under a policy allowing unknown statements (where the block
+    # plugin's refusal of such an EXECUTE does not apply), masking alone: before, ``EXECUTE r14_q``
+    # after ``r14_g()`` was replaced returned [(1,), (2,)] (the guess right; the Parse's text was
+    # harmless when judged)
+    s = Session(warden)
+    s.run(HARMLESS)
+    s.close()
+    r = RawSession(_Lax(warden))
+    try:
+        def answer(*messages):
+            got, raw = r.send(*messages)
+            assert not leaked(raw), (messages, got)
+            return [x for x in got if not isinstance(x, (m.ReadyForQuery, m.ParseComplete, m.CloseComplete))]
+        assert not any(isinstance(x, m.ErrorResponse) for x in
+                       answer(m.Parse("r14_q", "SELECT id FROM orders WHERE r14_g() LIKE '8%'"), m.Sync()))
+        got = answer(m.Query("PREPARE r14_q AS SELECT 1"))
+        assert isinstance(got[0], m.ErrorResponse) and dict(got[0].fields)["C"] == "42P05", got
+        assert not any(isinstance(x, m.ErrorResponse) for x in answer(m.Query(REVEALING)))
+        got = answer(m.Query("EXECUTE r14_q"))
+        assert isinstance(got[0], m.ErrorResponse) and dict(got[0].fields)["C"] == "42501", got
+        assert "not known" in dict(got[0].fields)["M"], got
+    finally:
+        r.close()
+        operator.execute(CLEAN)
 
 
 def test_a_function_replaced_to_keep_values_is_judged_at_execute(warden, operator):

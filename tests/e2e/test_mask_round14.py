@@ -31,6 +31,12 @@ Found, closed:
   ``LIMIT $1``, answered guesses. Lineage made such an EXECUTE's outputs opaque (masked whole)
   but did not follow ``$n`` into the body's conditions; now each argument computed from a column
   is an oracle of what it holds (``used in an EXECUTE's argument``);
+* **an EXECUTE of a name a protocol Parse took**: Parse ``r14_q`` as ``SELECT id FROM orders WHERE
+  r14_g() LIKE '8%'`` (harmless then), ``PREPARE r14_q AS SELECT 1`` (refused by the server,
+  42P05), ``r14_g()`` replaced, then ``EXECUTE r14_q``: masking judged it by the SQL body it saw
+  PREPAREd, and under a policy allowing unknown statements (so that the block plugin's refusal of
+  such an EXECUTE, red team five, is off) it returned ``[(1,), (2,)]``. Now such a name (and every
+  name after code that may PREPARE one) is a body not known to masking too: refused;
 * **an EXECUTE after the session's own DDL in the open transaction**: ``PREPARE q AS SELECT id
   FROM r14_pv WHERE x LIKE '8%'`` with ``r14_pv.x`` alice's name, then ``BEGIN; CREATE OR REPLACE
   VIEW r14_pv AS SELECT id, ssn AS x FROM users; EXECUTE q`` returned ``[(None,)]``: the id

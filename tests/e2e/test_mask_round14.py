@@ -19,6 +19,10 @@ Found, closed:
   body's lineage as the PREPARE saw it (a view replaced so was refused by the plan check, which
   plans the query again: kept as a control). Now a body traced on another catalog, search_path
   or staleness than the EXECUTE's is traced again on the EXECUTE's before it is judged;
+* **a prepared write, the same way**: ``PREPARE w AS INSERT INTO r14_pub SELECT r14_g()`` with
+  ``r14_g()`` harmless, ``r14_g()`` replaced, ``EXECUTE w``: the SSN stored in the agent's table,
+  and ``SELECT x FROM r14_pub`` returned ``812-57-3964`` in clear (``UPDATE ... SET x = r14_g()``
+  likewise). Closed by the same retracing (a value written);
 * **an EXECUTE after DDL in its own string**: ``CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS
   x FROM users; EXECUTE q`` in one Query (or the function replaced so) answered the guess as
   above: the EXECUTE was judged in its string's first statement's context. Now, after other
@@ -192,6 +196,28 @@ ONE_STRING = [
     ("EXECUTE r14_q", "ok"),
     ("SELECT 1; EXECUTE r14_q", "ok"),
 ]
+
+
+WRITES = [
+    (HARMLESS, "ok"),
+    ("CREATE TABLE r14_pub (x text)", "ok"),
+    ("PREPARE r14_w AS INSERT INTO r14_pub SELECT r14_g()", "ok"),
+    ("PREPARE r14_u AS UPDATE r14_pub SET x = r14_g()", "ok"),
+    (REVEALING, "ok"),
+    ("EXECUTE r14_w", "refused"),  # before: stored alice's SSN in r14_pub, read back in clear
+    ("EXECUTE r14_u", "refused"),
+    ("SELECT x FROM r14_pub", "ok"),
+]
+
+
+def test_a_prepared_write_of_a_replaced_function_is_refused(warden, operator):
+    s = Session(warden)
+    try:
+        _play(s, WRITES)
+        assert operator.execute("SELECT count(*) FROM r14_pub").fetchone() == (0,)  # nothing written
+    finally:
+        s.close()
+        operator.execute("DEALLOCATE ALL; " + CLEAN)
 
 
 def test_an_execute_after_ddl_in_its_own_string_is_judged_after_it(warden, operator):

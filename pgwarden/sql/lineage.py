@@ -722,6 +722,23 @@ class _Walker:
             return Lineage(outputs=None, reads=frozenset(), forgets=(("prepared", "*"), ("cursor", "*")))
         if kind == "CopyStmt":
             return self.copy(f)
+        if kind == "RefreshMatViewStmt" and f.get("relation"):
+            # A refresh runs the view's query now, on the definitions of now, and stores its rows,
+            # which a later read traces through the definitions of then (a function it calls
+            # replaced to return the SSN, refreshed, replaced back: the rows held the SSN, read in
+            # clear; red team fourteen): what it reads is a value written, as in CREATE
+            # MATERIALIZED VIEW AS. (What it reads, not empty, makes it wait for a pending load.)
+            star = {"ResTarget": {"val": {"ColumnRef": {"fields": [{"A_Star": {}}]}}}}
+            inner = _Walker(self.ctx).statement({"SelectStmt": {
+                "targetList": [star], "fromClause": [{"RangeVar": f["relation"]}],
+                "limitOption": "LIMIT_OPTION_DEFAULT", "op": "SETOP_NONE"}})
+            uses = dict.fromkeys(inner.oracles)
+            for output in inner.outputs if inner.outputs is not None else (Output("*", _MARKS, False, True),):
+                for source in sorted(output.sources | (_MARKS if output.opaque else frozenset()), key=str):
+                    uses[OracleUse(source, "write")] = None
+            if inner.reads is None or inner.opaque:
+                uses[OracleUse(UNTRACED, "write")] = None
+            return Lineage(outputs=None, reads=inner.reads, oracles=tuple(uses))
         if kind == "ExplainStmt":
             inner = _Walker(self.ctx).statement(f.get("query"))
             # The plan shows no values of the rows, but row counts and estimates follow the filters;

@@ -23,6 +23,13 @@ Found, closed:
   ``r14_g()`` harmless, ``r14_g()`` replaced, ``EXECUTE w``: the SSN stored in the agent's table,
   and ``SELECT x FROM r14_pub`` returned ``812-57-3964`` in clear (``UPDATE ... SET x = r14_g()``
   likewise). Closed by the same retracing (a value written);
+* **a materialized view refreshed over a replaced definition** (round three's open limit):
+  ``CREATE MATERIALIZED VIEW r14_mv AS SELECT r14_g() AS x`` (harmless), ``r14_g()`` replaced to
+  return the SSN, ``REFRESH MATERIALIZED VIEW r14_mv``, ``r14_g()`` replaced back: ``SELECT x FROM
+  r14_mv`` returned ``812-57-3964`` in clear (through a view replaced and back, both SSNs):
+  lineage reads the view's rows through the definitions of now. A refresh is now a write of what
+  the view's query reads: refused when that may hold masked columns (stale after DDL in its
+  transaction or its string);
 * **an EXECUTE after DDL in its own string**: ``CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS
   x FROM users; EXECUTE q`` in one Query (or the function replaced so) answered the guess as
   above: the EXECUTE was judged in its string's first statement's context. Now, after other
@@ -220,6 +227,47 @@ def test_a_prepared_write_of_a_replaced_function_is_refused(warden, operator):
         operator.execute("DEALLOCATE ALL; " + CLEAN)
 
 
+REFRESHES = [
+    (HARMLESS, "ok"),
+    ("CREATE MATERIALIZED VIEW r14_mv AS SELECT r14_g() AS x", "ok"),
+    ("CREATE VIEW r14_pv AS SELECT id, name AS x FROM users", "ok"),
+    ("CREATE MATERIALIZED VIEW r14_mv2 AS SELECT x FROM r14_pv", "ok"),
+    ("CREATE MATERIALIZED VIEW r14_mv3 AS SELECT id, name FROM users", "ok"),
+    (REVEALING, "ok"),
+    ("REFRESH MATERIALIZED VIEW r14_mv", "refused"),  # before: stored the SSN (see below)
+    ("CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS x FROM users", "ok"),
+    ("REFRESH MATERIALIZED VIEW r14_mv2", "refused"),
+    ("CREATE OR REPLACE VIEW r14_pv AS SELECT id, name AS x FROM users", "ok"),
+    (HARMLESS, "ok"),
+    # before: [('812-57-3964',)], and alice's and bob's SSNs: read through today's definitions
+    ("SELECT x FROM r14_mv", "ok"),
+    ("SELECT x FROM r14_mv2", "ok"),
+    (REVEALING + "; REFRESH MATERIALIZED VIEW r14_mv", "refused"),  # (in one string: after the DDL)
+    (HARMLESS, "ok"),
+    ("REFRESH MATERIALIZED VIEW r14_mv", "ok"),  # (what reads no masked column goes on)
+    ("REFRESH MATERIALIZED VIEW r14_mv3", "ok"),
+    ("BEGIN", "ok"),
+    ("CREATE OR REPLACE VIEW r14_pv AS SELECT id, ssn AS x FROM users", "ok"),
+    ("REFRESH MATERIALIZED VIEW r14_mv2", "refused"),  # (the catalog stale in the transaction)
+    ("ROLLBACK", "ok"),
+]
+
+
+def test_a_materialized_views_refresh_is_a_write_of_what_it_reads(warden, operator):
+    s = Session(warden)
+    try:
+        _play(s, REFRESHES)
+        assert s.run("SELECT x FROM r14_mv")["rows"] == [("a",)]
+        assert sorted(s.run("SELECT x FROM r14_mv2")["rows"]) == [("alice",), ("bob",)]
+        # the premise: a refresh runs the definitions of now (the operator's, directly)
+        operator.execute(REVEALING)
+        operator.execute("REFRESH MATERIALIZED VIEW r14_mv")
+        assert operator.execute("SELECT x FROM r14_mv").fetchall() == [("812-57-3964",)]
+    finally:
+        s.close()
+        operator.execute("DROP MATERIALIZED VIEW IF EXISTS r14_mv, r14_mv2, r14_mv3; " + CLEAN)
+
+
 def test_an_execute_after_ddl_in_its_own_string_is_judged_after_it(warden, operator):
     s = Session(warden)
     try:
@@ -410,4 +458,4 @@ def test_controls_are_masked_or_refused(warden, operator):
         _play(s, CONTROLS)
     finally:
         s.close()
-        operator.execute("DROP MATERIALIZED VIEW IF EXISTS r14_mv; DROP FUNCTION IF EXISTS r14_reopen; " + CLEAN)
+        operator.execute("DROP MATERIALIZED VIEW IF EXISTS r14_mv, r14_mv2, r14_mv3; DROP FUNCTION IF EXISTS r14_reopen; " + CLEAN)

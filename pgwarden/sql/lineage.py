@@ -728,7 +728,7 @@ class _Walker:
             # replaced to return the SSN, refreshed, replaced back: the rows held the SSN, read in
             # clear; red team fourteen): what it reads is a value written, as in CREATE
             # MATERIALIZED VIEW AS. (What it reads, not empty, makes it wait for a pending load.)
-            star = {"ResTarget": {"val": {"ColumnRef": {"fields": [{"A_Star": {}}]}}}}
+            star: dict[str, Any] = {"ResTarget": {"val": {"ColumnRef": {"fields": [{"A_Star": {}}]}}}}
             inner = _Walker(self.ctx).statement({"SelectStmt": {
                 "targetList": [star], "fromClause": [{"RangeVar": f["relation"]}],
                 "limitOption": "LIMIT_OPTION_DEFAULT", "op": "SETOP_NONE"}})

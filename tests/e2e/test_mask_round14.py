@@ -17,8 +17,11 @@ Found, closed:
   statement again on the new definitions, and the results were traced again (round three), but
   the EXECUTE's oracles, what its body keeps and which tables it reads were judged with the
   body's lineage as the PREPARE saw it (a view replaced so was refused by the plan check, which
-  plans the query again: kept as a control). Now a body traced on another catalog, search_path
-  or staleness than the EXECUTE's is traced again on the EXECUTE's before it is judged;
+  plans the query again: kept as a control). ``PREPARE r14_kq AS SELECT r14_k(), ssn FROM users
+  WHERE id = 1`` with ``r14_k()`` STABLE and harmless, then replaced to ``set_config('r14.x',
+  (SELECT ssn ...), false)``: ``EXECUTE r14_kq`` ran it, and ``SHOW r14.x`` returned the SSN in
+  clear. Now a body traced on another catalog, search_path or staleness than the EXECUTE's is
+  traced again on the EXECUTE's before it is judged;
 * **a prepared write, the same way**: ``PREPARE w AS INSERT INTO r14_pub SELECT r14_g()`` with
   ``r14_g()`` harmless, ``r14_g()`` replaced, ``EXECUTE w``: the SSN stored in the agent's table,
   and ``SELECT x FROM r14_pub`` returned ``812-57-3964`` in clear (``UPDATE ... SET x = r14_g()``
@@ -67,7 +70,9 @@ ANALYZE`` with a condition on the SSN, ``ORDER BY`` expressions of it, a domain 
 ``pg_input_error_info``; a prepared statement over a view replaced (refused by the plan check),
 and over a search_path moved to a schema whose view of that name returns the SSN.
 
-Left (reported): see the report of hunt 14b.
+Left (reported): a user's aggregate, a procedure inserting its argument into the agent's table and a
+VOLATILE ``SETOF users`` function are refused (false refusals, not changed); an EXECUTE whose
+argument is computed from a masked column is refused whatever its body does with it.
 """
 
 from __future__ import annotations

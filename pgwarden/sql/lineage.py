@@ -75,7 +75,8 @@ class OracleUse:
     # WHERE, JOIN, ORDER BY, GROUP BY, DISTINCT, HAVING, window, aggregate, FILTER, LIMIT, CASE,
     # rows (the arguments of a set-returning function: how many rows it returns), policy (a
     # row-level security policy's condition on a table the statement reads or writes),
-    # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later).
+    # write (a value copied into a table by INSERT/UPDATE/MERGE/SELECT INTO, readable later),
+    # EXECUTE (an SQL EXECUTE's argument computed from a column: the body may test it anywhere).
     # "aggregate" and "CASE" uses reveal only through the value they make, which carries the
     # source (an output derived from it, or another clause listed for it): a plugin may let them be.
     clause: str
@@ -698,13 +699,20 @@ class _Walker:
             return Lineage(outputs=None, reads=frozenset(), defines=(("prepared", f.get("name", ""), body),))
         if kind == "ExecuteStmt":
             computed = False
+            uses: dict[OracleUse, None] = {}
             for param in f.get("params") or ():
-                computed = bool(self.expr(param, _Scope([])).sources) or computed
+                value = self.expr(param, _Scope([]))
+                computed = bool(value.sources) or computed
+                for source in sorted(value.sources, key=str):
+                    uses[OracleUse(source, "EXECUTE")] = None
             if computed:
                 # An argument computed from a column (or a function that reads one) flows into the
                 # body's outputs wherever it uses $n, which its lineage does not follow: opaque
-                # whatever the body, masked whole.
-                return Lineage(outputs=None, reads=None, opaque=True)
+                # whatever the body, masked whole. And into its conditions, LIMIT, set-returning
+                # calls: ``EXECUTE q(f())`` of ``PREPARE q(int) AS SELECT 1 FROM generate_series(1,
+                # $1)``, ``f`` returning ascii(ssn), returned as many rows as the code of the SSN's
+                # character (red team fourteen): each such argument is an oracle of what it holds.
+                return Lineage(outputs=None, reads=None, opaque=True, oracles=tuple(uses))
             # Opaque until `NamedLineage.resolve` gives it the prepared body's lineage.
             return Lineage(outputs=(), reads=None, opaque=True, refers=("prepared", f.get("name", "")))
         if kind == "DeallocateStmt":
@@ -714,6 +722,23 @@ class _Walker:
             return Lineage(outputs=None, reads=frozenset(), forgets=(("prepared", "*"), ("cursor", "*")))
         if kind == "CopyStmt":
             return self.copy(f)
+        if kind == "RefreshMatViewStmt" and f.get("relation"):
+            # A refresh runs the view's query now, on the definitions of now, and stores its rows,
+            # which a later read traces through the definitions of then (a function it calls
+            # replaced to return the SSN, refreshed, replaced back: the rows held the SSN, read in
+            # clear; red team fourteen): what it reads is a value written, as in CREATE
+            # MATERIALIZED VIEW AS. (What it reads, not empty, makes it wait for a pending load.)
+            star: dict[str, Any] = {"ResTarget": {"val": {"ColumnRef": {"fields": [{"A_Star": {}}]}}}}
+            inner = _Walker(self.ctx).statement({"SelectStmt": {
+                "targetList": [star], "fromClause": [{"RangeVar": f["relation"]}],
+                "limitOption": "LIMIT_OPTION_DEFAULT", "op": "SETOP_NONE"}})
+            uses = dict.fromkeys(inner.oracles)
+            for output in inner.outputs if inner.outputs is not None else (Output("*", _MARKS, False, True),):
+                for source in sorted(output.sources | (_MARKS if output.opaque else frozenset()), key=str):
+                    uses[OracleUse(source, "write")] = None
+            if inner.reads is None or inner.opaque:
+                uses[OracleUse(UNTRACED, "write")] = None
+            return Lineage(outputs=None, reads=inner.reads, oracles=tuple(uses))
         if kind == "ExplainStmt":
             inner = _Walker(self.ctx).statement(f.get("query"))
             # The plan shows no values of the rows, but row counts and estimates follow the filters;

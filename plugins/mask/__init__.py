@@ -42,7 +42,7 @@ from pgwarden.api import (
 )
 from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden.session import SERVER_PLANS, declared_types
+from pgwarden.session import PROTOCOL_PREPARED, SERVER_PLANS, declared_types
 from pgwarden.sql.lineage import UNTRACED, names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
@@ -60,7 +60,8 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "aggregate": "an aggregate's argument", "filter": "an aggregate's FILTER", "limit": "LIMIT",
             "case": "a CASE condition", "write": "a value written to a table",
             "set operation": "UNION / INTERSECT / EXCEPT (they compare rows)",
-            "policy": "a row-level security policy's condition (on a table the statement reads or writes)"}
+            "policy": "a row-level security policy's condition (on a table the statement reads or writes)",
+            "execute": "an EXECUTE's argument (the prepared statement may test it or count rows by it)"}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
 _COPY_SERVER_SIDE = frozenset({"copy_file", "copy_program"})
@@ -80,9 +81,13 @@ _DDL_ON_TABLES = frozenset({"AlterTableStmt", "RenameStmt", "AlterObjectSchemaSt
 
 
 # The session's SQL-level prepared statements, as this plugin saw them PREPAREd: name -> every
-# (lineage, analysis) of a body prepared under it (a PREPARE that fails leaves the old one: all
-# count until a DEALLOCATE). An EXECUTE is judged with them: what it keeps, writes or explains.
+# (lineage, analysis, (text, index, context)) of a body prepared under it (a PREPARE that fails
+# leaves the old one: all count until a DEALLOCATE). An EXECUTE is judged with them: what it keeps, writes or explains.
 PREPARED_BODIES = StoreKey[dict]("mask.prepared")
+#: set once a statement ran code that may PREPARE any name (`Analysis.prepares_unseen`)
+PREPARED_UNSEEN = StoreKey[bool]("mask.prepared_unseen")
+#: those bodies traced again on a later catalog, search_path or staleness (`_prepared_bodies`)
+RETRACED_BODIES = StoreKey[dict]("mask.prepared_again")
 #: the queries SQL-level PREPAREs of the session defined, by name (`plans.prepared_queries`)
 PREPARED_QUERIES = StoreKey[dict]("mask.prepared_queries")
 # Set once the session DECLAREs a cursor WITH HOLD that may read masked columns: the server runs
@@ -100,6 +105,9 @@ _FIRES_EVENT_TRIGGERS = frozenset({"ddl", "grant", "call", "do", "unknown"})
 # Statement kinds in which an EXECUTE's rows do not come back as rows: CREATE TABLE ... AS EXECUTE
 # (written to a table), EXPLAIN ANALYZE EXECUTE (sizes of what it computed).
 _EXECUTED_INTO = frozenset({"ddl", "explain"})
+# Statement kinds after which what an EXECUTE later in the same string runs may be defined again
+# (DDL, code run: a function's body may hold DDL; what pgwarden cannot read)
+_CHANGES_CATALOG = frozenset({"ddl", "do", "call", "unknown", "side_effect"})
 
 
 # Fields of ErrorResponse / NoticeResponse that carry codes, not text a value could hide in.
@@ -390,7 +398,7 @@ class Masking:
         bodies of its name: one that keeps values (set_config, advisory locks, sequences...) while
         reading masked columns, one written to a table or explained as it runs, its oracles."""
         analysis = statement.analysis
-        if not (analysis.prepares or analysis.executes or analysis.deallocates):
+        if not (analysis.prepares or analysis.executes or analysis.deallocates or analysis.prepares_unseen):
             return None
         bodies: dict = session.store.setdefault(PREPARED_BODIES, {})
         queries: dict = session.store.setdefault(PREPARED_QUERIES, {})
@@ -401,16 +409,19 @@ class Masking:
             else:
                 bodies.pop(name, None)
                 queries.pop(name, None)
+        if analysis.prepares_unseen:  # a function's body (or what cannot be read) may PREPARE any name
+            session.store[PREPARED_UNSEEN] = True
         if analysis.prepares:
             for name, query in prepared_queries(statement):
                 queries.setdefault(name, []).append(query)
         prepared = {name: body for name, body, _syntax in analysis.prepares}
-        for lineage in statement.lineage:
+        for index, lineage in enumerate(statement.lineage):
             for kind, name, body in lineage.defines:
                 if kind == "prepared":
-                    bodies.setdefault(name, []).append((body, prepared.get(name)))
+                    bodies.setdefault(name, []).append(
+                        (body, prepared.get(name), (statement.sql, index, statement.context)))
         for name in analysis.executes:
-            for body, body_analysis in bodies.get(name) or [(None, None)]:
+            for body, body_analysis in _prepared_bodies(session, statement, name):
                 touches = body is None or body.reads is None or any(rules.rule_for(str(s)) for s in body.reads)
                 if not touches:
                     continue
@@ -448,10 +459,9 @@ class Masking:
         catalog = statement.context.catalog if statement.context is not None else None
         if catalog is None or any(not catalog.functions_named(name) for name in statement.analysis.functions):
             return Masking._may_touch(rules, statement, statement.lineage)  # a function not known
-        bodies = session.store.get(PREPARED_BODIES, {})
         lineages = list(statement.lineage)
         for name in set(statement.analysis.executes) | _explained_executes(statement):
-            known = [body for body, _ in bodies.get(name) or [(None, None)]]
+            known = [body for body, _ in _prepared_bodies(session, statement, name)]
             if any(body is None for body in known):  # a body not seen: what it reaches is not known
                 return True
             lineages += known
@@ -941,16 +951,71 @@ def _event_trigger_code(catalog) -> bool:
     return bool(found)
 
 
+def _prepared_bodies(session: Session, statement: Statement, name: str) -> list[tuple]:
+    """The (lineage, analysis) of each body PREPAREd under ``name``, as the server runs it at
+    ``statement`` (an EXECUTE, or an EXPLAIN of one); ``[(None, None)]`` for a name not seen.
+
+    The server plans a prepared statement again when what it reads changed (a view or function
+    replaced) or the search_path moved, and runs it on the new definitions: a body traced on
+    another catalog, path or staleness than ``statement``'s is traced again on ``statement``'s
+    (red team fourteen: ``PREPARE q AS SELECT id FROM orders WHERE f() LIKE '8%'`` with ``f``
+    harmless, then ``f`` replaced to return the SSN: ``EXECUTE q`` answered the guess by its
+    rows; the same with a view replaced in the open transaction). Kept per session, by context."""
+    known = session.store.get(PREPARED_BODIES, {}).get(name)
+    taken = session.store.get(PROTOCOL_PREPARED, None)
+    if not known or taken and name in taken or session.store.get(PREPARED_UNSEEN, False):
+        # (a name a protocol Parse took, or after code that may PREPARE any name: the server may
+        # run another statement under it than the bodies seen PREPAREd, as the block plugin takes it)
+        return [(None, None)]
+    now = statement.context
+    if now is not None and len(statement.lineage) > 1:
+        # An EXECUTE after other statements of its string runs after what they change, which
+        # ``statement``'s context (its first statement's) does not show: a search_path they set
+        # (any schema they name or the path held), DDL (``CREATE OR REPLACE VIEW ...; EXECUTE q``
+        # in one Query answered a guess by its rows): stale then, as lineage takes the statements
+        # after DDL in a string (`lineage.lineage_of`)
+        now = now.after(statement.analysis)
+        if statement.kinds & _CHANGES_CATALOG:
+            now = now.with_stale(True)
+    out: list[tuple] = []
+    for body, analysis, source in known:
+        if now is None or source is None or source[2] is None:
+            out.append((body, analysis))
+            continue
+        sql, index, then = source
+        if (then.catalog is now.catalog and then.stale == now.stale and then.search_path == now.search_path
+                and then.possible == now.possible):
+            out.append((body, analysis))
+            continue
+        memo: dict = session.store.setdefault(RETRACED_BODIES, {})
+        key = (name, sql, index, then.key, now.catalog.generation, now.stale, now.search_path, now.possible)
+        again = memo.get(key)
+        if again is None:
+            context = attrs.evolve(then, catalog=now.catalog, stale=now.stale, search_path=now.search_path,
+                                   possible=now.possible)
+            retraced = Statement(sql, context=context)
+            lineages = retraced.lineage
+            found = next((b for kind, n, b in (lineages[index].defines if index < len(lineages) else ())
+                          if kind == "prepared" and n == name), None)
+            found_analysis = next((b for n, b, _syntax in retraced.analysis.prepares if n == name), None)
+            # (a body that no longer traces: not known, refused as such)
+            again = (found, found_analysis)
+            if len(memo) > 100:
+                memo.clear()
+            memo[key] = again
+        out.append(again)
+    return out
+
+
 def _executed_tables(rules: SessionRules, statement: Statement, session: Session) -> frozenset[str]:
     """The tables the SQL-level prepared statements ``statement`` EXECUTEs read (their bodies'
     lineage; every table holding masked columns for a body pgwarden cannot read)."""
     names = statement.analysis.executes
     if not names:
         return frozenset()
-    bodies = session.store.get(PREPARED_BODIES, {})
     found: set[str] = set()
     for name in names:
-        for body, _analysis in bodies.get(name) or [(None, None)]:
+        for body, _analysis in _prepared_bodies(session, statement, name):
             if body is None or body.reads is None:
                 catalog = statement.context.catalog if statement.context is not None else None
                 globs = rules.masked_tables()

@@ -985,16 +985,12 @@ class _Resolver:
                 # read relations' `d` effects run (a domain's default among them; their own columns'
                 # defaults and CHECKs, which the new table does not take, count as well)
                 for rel in syntax.relations:
-                    for schema_name in self._qualified(rel.schema, rel.name):
-                        s, _, n = schema_name.partition(".")
-                        for facts in self.catalog.relations_named(n):
-                            if _schema(facts.schema) != s:
-                                continue
-                            for type_oid in facts.column_types:
-                                self._convert(type_oid, False, kinds, functions, nested)
-                            for kind, target in facts.effects:
-                                if kind == "d":
-                                    self._fires(target, True, kinds, functions, nested)
+                    for facts in self._facts_named(rel.schema, rel.name):
+                        for type_oid in facts.column_types:
+                            self._convert(type_oid, False, kinds, functions, nested)
+                        for kind, target in facts.effects:
+                            if kind == "d":
+                                self._fires(target, True, kinds, functions, nested)
                 continue
             if what == "extension":
                 if parts[0] not in self.catalog.trusted_extensions:
@@ -1060,16 +1056,12 @@ class _Resolver:
         and of its partitions and children (the catalog's 'd' effects: its CHECKs' functions, and its
         defaults', which count as well)."""
         schema, name = parts
-        for schema_name in self._qualified(schema or None, name):
-            s, _, n = schema_name.partition(".")
-            for facts in self.catalog.relations_named(n):
-                if _schema(facts.schema) != s:
-                    continue
-                for oid in (facts.oid,) + self.catalog.descendants(facts.oid):
-                    table = self.catalog.relation(oid)
-                    for kind, target in table.effects if table is not None else ():
-                        if kind == "d":
-                            self._fires(target, True, kinds, functions, nested)
+        for facts in self._facts_named(schema or None, name):
+            for oid in (facts.oid,) + self.catalog.descendants(facts.oid):
+                table = self.catalog.relation(oid)
+                for kind, target in table.effects if table is not None else ():
+                    if kind == "d":
+                        self._fires(target, True, kinds, functions, nested)
 
     def _moves(self, facts: RelationFacts, sets: list[frozenset[str]]) -> bool:
         """Whether UPDATEs of partitioned table ``facts`` setting the columns ``sets`` (one set per
@@ -1206,14 +1198,18 @@ class _Resolver:
             return False
         if any(c.name in syntax.column_refs for c in columns if c.attnum not in public):
             return False
-        named: set[str] = set()
-        for rel in syntax.relations:
-            for schema_name in self._qualified(rel.schema, rel.name):
-                schema, _, name = schema_name.partition(".")
-                for other in self.catalog.relations_named(name):
-                    if _schema(other.schema) == schema:
-                        named |= {c.name for c in self.catalog.columns_of(other.oid) or ()}
+        named = {c.name for rel in syntax.relations for other in self._facts_named(rel.schema, rel.name)
+                 for c in self.catalog.columns_of(other.oid) or ()}
         return syntax.column_refs <= named
+
+    def _facts_named(self, schema: str | None, name: str) -> list[RelationFacts]:
+        """The relations a name may be: of its schema, or unqualified, of each schema the
+        search_path may find it in (`_qualified`)."""
+        found: list[RelationFacts] = []
+        for schema_name in self._qualified(schema, name):
+            s, _, n = schema_name.partition(".")
+            found += [facts for facts in self.catalog.relations_named(n) if _schema(facts.schema) == s]
+        return found
 
     def _relations_of_kinds(self, *relkinds: str) -> set[str]:
         """Every relation of the database's own of these kinds (what a catalog view shows of all)."""
@@ -1469,16 +1465,12 @@ class _Resolver:
         """A write's condition judged with its table's columns (`WhereCheck`): it filters only if
         it does for every table the name may be; the text's reading when the catalog knows none."""
         verdicts = []
-        for schema_name in self._qualified(check.relation.schema, check.relation.name):
-            schema, _, name = schema_name.partition(".")
-            for facts in self.catalog.relations_named(name):
-                if _schema(facts.schema) != schema:
-                    continue
-                columns = self.catalog.columns_of(facts.oid)
-                if columns is None:
-                    verdicts.append(check.unresolved)
-                else:
-                    verdicts.append(check.filters(frozenset(c.name for c in columns)))
+        for facts in self._facts_named(check.relation.schema, check.relation.name):
+            columns = self.catalog.columns_of(facts.oid)
+            if columns is None:
+                verdicts.append(check.unresolved)
+            else:
+                verdicts.append(check.filters(frozenset(c.name for c in columns)))
         return all(verdicts) if verdicts else check.unresolved
 
     def _qualified(self, schema: str | None, name: str) -> set[str]:

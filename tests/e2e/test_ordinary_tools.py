@@ -681,6 +681,42 @@ def test_an_asyncpg_pool_gives_connections_back(running, policy: str):
     asyncio.run(main())
 
 
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_asyncpg_timeouts_resets_and_codecs(running, policy: str):
+    """asyncpg's less-travelled calls an agent's code makes: a query timeout (asyncpg cancels it
+    with a CancelRequest on a connection of its own, which pgwarden relays with the key it handed
+    out), `reset()` (the pool's four statements, by hand), `reload_schema_state()`, a type codec
+    set (its introspection of pg_type), a prefetching cursor in a SERIALIZABLE transaction,
+    `copy_from_query` and a transaction-scoped advisory lock."""
+
+    async def main():
+        conn = await asyncpg.connect(running.url(running.token(groups=[GROUPS[policy]])), ssl=False)
+        try:
+            with pytest.raises(asyncio.TimeoutError):
+                await conn.fetchval("SELECT pg_sleep(30)", timeout=0.5)
+            # the session goes on: the sleep was cancelled (else this waits for its 30 s, and fails)
+            assert await conn.fetchval("SELECT 1", timeout=20) == 1
+            async with conn.transaction(isolation="serializable"):
+                seen = [r["id"] async for r in conn.cursor("SELECT id FROM orders ORDER BY id LIMIT 12", prefetch=5)]
+                assert len(seen) == 12
+                await conn.execute("SELECT pg_advisory_xact_lock(42)")
+            await conn.reset()
+            await conn.reload_schema_state()
+            await conn.set_type_codec("json", encoder=str, decoder=str, schema="pg_catalog")
+            assert await conn.fetchval("SELECT '{\"a\": 1}'::json") == '{"a": 1}'
+            out: list[bytes] = []
+
+            async def sink(chunk):
+                out.append(bytes(chunk))
+
+            await conn.copy_from_query("SELECT id FROM orders ORDER BY id LIMIT 3", output=sink)
+            assert b"".join(out).count(b"\n") == 3
+        finally:
+            await conn.close()
+
+    asyncio.run(main())
+
+
 def test_a_cursors_query_run_beside_other_statements_is_still_refused(running, direct):
     """The hostile cousins of the pool's CLOSE ALL, under the typical policy's rows_written cap
     (100): FETCH and MOVE run the cursor's query (here 150 INSERTs by a function), and so does

@@ -655,6 +655,33 @@ def test_statistics_of_a_masked_column_stay_masked(running, direct):
                 assert not [s for s in ssns if s in said], (policy, sql, said[:500])
 
 
+#: an interactive psql session's habits: ON_ERROR_ROLLBACK (psql wraps each statement of a
+#: transaction block in a savepoint of its own), \gset, \gexec, \crosstabview, \errverbose
+INTERACTIVE = r"""
+\set ON_ERROR_ROLLBACK on
+BEGIN;
+SELECT count(*) FROM orders;
+SELECT nosuchcolumn FROM orders;
+SELECT count(*) AS n FROM users \gset
+\echo users :n
+SELECT format('SELECT count(*) AS counted FROM %I', 'orders') \gexec
+COMMIT;
+SELECT id, status, 1 AS one FROM tickets ORDER BY id LIMIT 3 \crosstabview id status one
+\errverbose
+"""
+
+
+@pytest.mark.parametrize("policy", POLICY_NAMES)
+def test_an_interactive_psql_sessions_habits(running, policy: str):
+    """The error in the transaction block is the server's own (column does not exist), rolled back
+    to psql's savepoint, and the block goes on to its COMMIT; nothing of it is pgwarden's."""
+    done = psql(running, policy, "-v", "ON_ERROR_STOP=0", stdin=INTERACTIVE)
+    assert done.returncode == 0, done.stderr
+    assert 'column "nosuchcolumn" does not exist' in done.stderr and "pgwarden" not in done.stderr, done.stderr
+    assert "users 50" in done.stdout and "counted" in done.stdout and "COMMIT" in done.stdout, done.stdout
+    assert "42703" in done.stderr  # \errverbose: the last error, verbose
+
+
 # ---------------------------------------------------------------------- connection pools
 
 

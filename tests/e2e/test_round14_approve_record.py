@@ -1,4 +1,4 @@
-# ruff: noqa: F811  (the fixtures of test_hostile, imported, are the tests' arguments)
+# ruff: noqa: F811  (the fixtures of test_hostile and round thirteen, imported, are the tests' arguments)
 """Red team, round fourteen: approvals, recording, policy rollout, MCP and the wire's edges.
 
 One pgwarden for the module (two approve rules: retry for the group ai-agents, hold for the
@@ -14,35 +14,10 @@ import pytest
 from test_approval_inbox import inbox  # noqa: F401
 from test_approvals import api
 from test_hostile import DB, Agent, errors, hostile_db, server  # noqa: F401
-from test_round13_approve_record import _count, _pending
+from test_round13_approve_record import GROUP, _count, _pending, approving  # noqa: F401  (its set-up, not copied)
 
 from pgwarden.testing.waiting import wait_until
 from pgwarden.wire import messages as m
-
-POLICIES = [
-    {"name": "agents", "when": {"groups": ["ai-agents"]}, "rules": [
-        {"name": "deletes", "approve": {"statements": ["delete"], "mode": "retry"}, "reason": "deletes need a human"},
-    ]},
-    {"name": "holders", "when": {"groups": ["holders"]}, "rules": [
-        {"name": "deletes", "approve": {"statements": ["delete"], "mode": "hold"}, "reason": "deletes need a human"},
-    ]},
-]
-APPROVALS = {"approver_groups": ["dba"], "timeout_s": 30, "preview": False}
-CATALOG = {"check_s": 600}
-GROUP = {"retry": "ai-agents", "hold": "holders"}
-
-
-@pytest.fixture(scope="module")
-def approving(hostile_db, pg_server, signing_keys, reactor_thread, tmp_path_factory):
-    """One pgwarden for the module with the two approve rules, its admin port open."""
-    from pgwarden.testing.pytest_plugin import base_config, module_pgwarden
-
-    workdir = tmp_path_factory.mktemp("round14")
-    doc = base_config(pg_server, signing_keys, workdir, policies=POLICIES, upstream={"database": DB},
-                      approvals=APPROVALS, catalog=CATALOG)
-    with module_pgwarden(doc, signing_keys, reactor_thread, admin=True) as rp:
-        rp.workdir, rp.doc = workdir, doc
-        yield rp
 
 
 def _fresh(running, server):

@@ -462,13 +462,15 @@ def syntax_of(sql: str, lexer: LexerSettings = DEFAULT_LEXER, variables: frozens
     except ParseError:
         return UNPARSABLE
     try:
-        return _walk_tree(tree, lexer, variables)
+        return _walk_tree(tree, lexer, variables, sql)
     except RecursionError:
-        return deep(lambda: _walk_tree(tree, lexer, variables))
+        return deep(lambda: _walk_tree(tree, lexer, variables, sql))
 
 
-def _walk_tree(tree: dict, lexer: LexerSettings, variables: frozenset[str] = frozenset()) -> Syntax:
-    walker = _Walker(lexer)
+def _walk_tree(tree: dict, lexer: LexerSettings, variables: frozenset[str] = frozenset(),
+               source: str | None = None) -> Syntax:
+    """``source``: the text ``tree`` was parsed from (its nodes' locations point into it)."""
+    walker = _Walker(lexer, source.encode("utf-8") if source is not None else None)
     walker.variables = variables
     stmts = tree.get("stmts", [])
     for raw in stmts:
@@ -587,7 +589,10 @@ def _same_but_parameters(a: Any, b: Any) -> bool:
 
 
 class _Walker:
-    def __init__(self, lexer: LexerSettings) -> None:
+    def __init__(self, lexer: LexerSettings, source: bytes | None = None) -> None:
+        #: the parsed text as the parser read it (UTF-8: its locations count bytes), None when not
+        #: at hand; what the walker reads of it is in `_explicitly_qualified`
+        self.source = source
         self.lexer = lexer
         self.kinds: set[str] = set()
         self.relations: set[Relation] = set()
@@ -846,14 +851,14 @@ class _Walker:
                     # call (volatile functions, set_config): they run as in an EXECUTE
                     self.expr(q[1].get("params"), scope)
                     return
-                inner = _Walker(self.lexer)
+                inner = _Walker(self.lexer, self.source)
                 inner.expr(query, scope)
                 self.relations |= {attrs.evolve(r, written=False, planned_write=r.written) for r in inner.relations}
                 self.calls |= {attrs.evolve(c, planned=True) for c in inner.calls}
                 self.constants_read = self.constants_read or inner.constants_read
             return
         if name == "PrepareStmt":
-            inner = _Walker(self.lexer)
+            inner = _Walker(self.lexer, self.source)
             inner.statement(f.get("query"), ())
             for arg in f.get("argtypes", []) or []:  # EXECUTE converts its values to these types
                 inner.type_name((_node(arg) or ("", {}))[1])
@@ -883,7 +888,7 @@ class _Walker:
             clause = f.get("setstmt")  # (a VariableSetStmt's fields, not a node)
             clause = _node(clause) or (("VariableSetStmt", clause) if isinstance(clause, dict) else None)
             if clause is not None and clause[0] == "VariableSetStmt":
-                inner = _Walker(self.lexer)
+                inner = _Walker(self.lexer, self.source)
                 inner._settings("VariableSetStmt", clause[1])
                 self.stored_settings += [(n, v) for n, v in inner.settings if v is not None]
                 self.constants_read = self.constants_read or inner.constants_read
@@ -1094,7 +1099,7 @@ class _Walker:
             clause = _node(o[1].get("arg"))
             if clause is None or clause[0] != "VariableSetStmt":
                 continue
-            inner = _Walker(self.lexer)
+            inner = _Walker(self.lexer, self.source)
             inner._settings("VariableSetStmt", clause[1])
             self.function_settings += [(name, value) for name, value in inner.settings if value is not None]
             # kept in pg_proc: every later call, of any session, runs under it (red team thirteen:
@@ -1147,7 +1152,7 @@ class _Walker:
                 volatility = {"immutable": "i", "stable": "s"}.get(_str(o[1].get("arg")) or "", "v")
         syntax: Syntax | None = None
         if f.get("sql_body") is not None:  # BEGIN ATOMIC ... END: already parsed
-            inner = _Walker(self.lexer)
+            inner = _Walker(self.lexer, self.source)
             inner.expr(f.get("sql_body"), ())
             syntax = inner.result()
         elif body is not None and language == "sql":
@@ -1581,13 +1586,26 @@ class _Walker:
             self.read_settings.append("*")  # (not a SELECT's FROM item: UPDATE ... FROM, MERGE USING)
         self.relations.add(Relation(schema, name, written))
 
+    def _explicitly_qualified(self, f: dict) -> bool:
+        """Whether a FuncCall's text names its schema (``pg_catalog.format(...)``, quoted or
+        not), rather than being made by a keyword's syntax: where the parser says the call
+        starts, the text holds the schema's name. Not known (no text, no location): False."""
+        location = f.get("location")
+        if f.get("funcformat") == "COERCE_SQL_SYNTAX":
+            return False  # (EXTRACT, SYSTEM_USER, ...: where it starts says nothing of a schema)
+        if self.source is None or not isinstance(location, int) or location < 0:
+            return False
+        start = self.source[location:location + 14].lower()
+        return start.startswith((b"pg_catalog", b'"pg_catalog"', b'u&"'))
+
     def _func_call(self, f: dict, scope: tuple) -> None:
         parts = _names(f.get("funcname", []))
         if not parts:
             return
         schema, fname = (parts[-2] if len(parts) > 1 else None), parts[-1]
-        if schema == "pg_catalog" and fname in _KEYWORDS:
-            # (`json_object(a, b)` parses as pg_catalog.json_object; so does the explicit call)
+        if schema == "pg_catalog" and fname in _KEYWORDS and not self._explicitly_qualified(f):
+            # (`json_object(a, b)` parses as pg_catalog.json_object, a keyword's syntax; the
+            # explicit `pg_catalog.format(...)` is the same call in every release's grammar)
             self.grammar_words.add(fname)
         args = f.get("args", []) or []
         literal_sql: list[Syntax] = []
@@ -1783,7 +1801,7 @@ class _Walker:
             if contype in ("CONSTR_IDENTITY", "CONSTR_GENERATED"):
                 self.uncounted = True
             elif contype == "CONSTR_DEFAULT":
-                inner = _Walker(self.lexer)
+                inner = _Walker(self.lexer, self.source)
                 inner.variables = self.variables
                 inner.expr(c[1].get("raw_expr"), scope)
                 self.rewrite_calls |= {call for call in inner.calls if call.how != "cast"}
@@ -2416,9 +2434,9 @@ def _plpgsql_expr(f: dict, lexer: LexerSettings, variables: frozenset[str] = fro
     else:
         return UNPARSABLE
     try:
-        return _walk_tree({"stmts": [{"stmt": query}]}, lexer, variables)
+        return _walk_tree({"stmts": [{"stmt": query}]}, lexer, variables, text)
     except RecursionError:
-        return deep(lambda: _walk_tree({"stmts": [{"stmt": query}]}, lexer, variables))
+        return deep(lambda: _walk_tree({"stmts": [{"stmt": query}]}, lexer, variables, text))
 
 
 def _plpgsql_literal(expr_text: str, lexer: LexerSettings) -> str | None:

@@ -421,6 +421,9 @@ def test_right_refusals_say_which_rule_and_why(running):
 
 # ---------------------------------------------------------------------- psql
 
+#: a right refusal that is the server's own (the upstream role may not read it)
+SERVER = "(the server)"
+
 #: psql 15's meta-commands beyond test_ordinary_work's, each with a text its answer holds (None:
 #: nothing in particular, the object kind is empty here), or the rule that refuses it under a
 #: policy (a right refusal)
@@ -449,6 +452,45 @@ META = [
     ("\\z orders", "orders", {}),
     ("\\ddp", None, {}),
     ("\\drds", None, {}),
+    ("\\dRs", None, {}),
+    # reads subconninfo (a connection string may hold a password): refused, by the server itself
+    # where the policy allows `system` (the upstream role is no superuser)
+    ("\\dRs+", None, {"demo": "no-administration", "typical": "no-ddl", "masking": SERVER}),
+    ("\\dF", "english", {}),
+    ("\\dF+ english", "asciiword", {}),
+    ("\\dFd", "english_stem", {}),
+    ("\\dFp", "default", {}),
+    ("\\dFt", "simple", {}),
+    ("\\dA", "btree", {}),
+    ("\\dAc btree int4", "int4_ops", {}),
+    ("\\dAf btree", "integer_ops", {}),
+    ("\\dAo btree integer_ops", "<=", {}),
+    ("\\dAp btree integer_ops", "btint4cmp", {}),
+    ("\\dO", None, {}),
+    ("\\dOS", "ucs_basic", {}),
+    ("\\dg", None, {}),
+    ("\\du+", None, {}),
+    ("\\dl", None, {}),
+    ("\\lo_list", None, {}),
+    ("\\dX", None, {}),
+    ("\\dP", None, {}),
+    ("\\det", None, {}),
+    ("\\dS+ pg_class", "relname", {}),
+    ("\\dx+ plpgsql", None, {}),
+    ("\\dn+", "public", {}),
+    ("\\l+", "postgres", {}),
+    ("\\dconfig *", "work_mem", {}),
+    ("\\dfa", None, {}),
+    ("\\dft", None, {}),
+    ("\\dfw", None, {}),
+    ("\\ddp+", None, {}),
+    ("\\dS pg_stat_activity", "backend_type", {}),
+    ("SELECT 1 AS one \\gdesc", "integer", {}),
+    ("\\d+ orders", "user_id", {}),
+    ("\\dt *.*", "pg_class", {}),
+    ("\\di+", None, {}),
+    ("\\dv+", None, {}),
+    ("\\ds+", None, {}),
 ]
 
 
@@ -464,6 +506,10 @@ def test_psql_meta_commands(running, policy: str):
     failures = []
     for i, (command, expected, refusals) in enumerate(META):
         said = parts[i].split("\n", 1)[1]
+        if refusals.get(policy) == SERVER:
+            if "permission denied" not in said:
+                failures.append(f"{command}: not refused by the server: {said}")
+            continue
         if policy in refusals:
             if f"rule '{refusals[policy]}'" not in said or "HINT:" not in said:
                 failures.append(f"{command}: not refused by {refusals[policy]}: {said}")

@@ -673,6 +673,13 @@ class _Resolver:
             kinds.add("unknown")
             return
         self._unseen_settings(fn)
+        if fn.builtin and fn.name == "pg_sequence_last_value" and fn.schema == "pg_catalog":
+            # (a view's call, pg_sequences' own: of a sequence named at run time) it reads a
+            # sequence's value, and may read any sequence's: every sequence is read
+            if not self.catalog.complete:
+                kinds.add("unknown")
+            nested.append(Analysis(frozenset(), tables=frozenset(self._relations_of_kinds("S"))))
+            return
         found = self.function_kinds(fn) | self._hidden_text_kinds(fn)
         if found:
             kinds |= found
@@ -991,6 +998,11 @@ class _Resolver:
                         for kind, target in facts.effects:
                             if kind == "d":
                                 self._fires(target, True, kinds, functions, nested)
+                continue
+            if what == "sequences":  # every sequence's value may be read
+                if not self.catalog.complete:
+                    kinds.add("unknown")  # (the snapshot knows no sequence of the database's)
+                tables |= self._relations_of_kinds("S")
                 continue
             if what == "extension":
                 if parts[0] not in self.catalog.trusted_extensions:

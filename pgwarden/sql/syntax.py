@@ -1628,6 +1628,11 @@ class _Walker:
                 computed = True  # (a parameter too: its text is bound at run time, query_to_xml($1))
         if schema in (None, "pg_catalog") and fname in _RELATION_READERS | _SCHEMA_READERS:
             literal_sql, computed = self._relation_reader(fname, args)
+            if computed and fname == "pg_sequence_last_value":
+                # a sequence named at run time (pg_sequences' own `pg_sequence_last_value(c.oid)`):
+                # it reads no more than a sequence's value, and may read any sequence's
+                self.ddl_objects.append(("sequences", ()))
+                computed = False
         elif schema in (None, "pg_catalog") and fname in _SEQUENCE_WRITERS and args:
             # the sequence it advances or sets, named by its argument ('secret.s', a regclass):
             # that relation is written, as `SELECT * FROM secret.s` reads it; one named at run time

@@ -461,6 +461,15 @@ CASES = [
     refused("stored", "INSERT INTO when_t VALUES (1)", setup=("SET hostile.armed = on",)),
     refused("named", "SELECT pg_sequence_last_value('secret.counter')"),
     refused("named", "SELECT last_value FROM pg_sequences WHERE schemaname = 'secret'"),
+    # a sequence named at run time may be any (pg_sequences' own call): every sequence is read
+    # (session 30: it had been `unknown`, so `SELECT * FROM pg_sequences` was refused everywhere)
+    refused("named", "SELECT pg_sequence_last_value(c.oid) FROM pg_class c WHERE c.relname = 'counter'"),
+    refused("named", "SELECT pg_sequence_last_value(('secret.' || 'counter')::regclass)"),
+    refused("named", "SELECT * FROM pg_sequences"),
+    allowed("named", "SELECT pg_sequence_last_value(c.oid) FROM pg_class c WHERE c.relname = 's'",
+            policy="capped"),
+    allowed("named", "SELECT sequencename, last_value FROM pg_sequences", policy="capped"),
+    refused("named", "SELECT sequencename, last_value FROM pg_sequences", policy="truncators"),
     # ---------------------------------------------------------------- 2: calls without call syntax
     refused("2", "SELECT ('/etc/passwd'::text).pg_read_file"),
     refused("2", "SELECT x.pg_read_file FROM (SELECT '/etc/passwd'::text AS x) AS q"),

@@ -322,6 +322,9 @@ DEBUGGING = [
     S("SELECT relname, pg_size_pretty(pg_total_relation_size(relid)) FROM pg_catalog.pg_statio_user_tables "
       "ORDER BY pg_total_relation_size(relid) DESC"),
     S("SELECT pg_size_pretty(pg_database_size(current_database()))"),
+    # every sequence's last value (pg_sequence_last_value of a sequence named at run time: session 30)
+    S("SELECT schemaname, sequencename, last_value, increment_by FROM pg_sequences ORDER BY 2"),
+    S("SELECT * FROM pg_sequences"),
     S("SELECT schemaname, tablename, indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' "
       "ORDER BY tablename, indexname"),
     S("SELECT attname, null_frac, n_distinct, most_common_vals, most_common_freqs, histogram_bounds, correlation "

@@ -821,13 +821,14 @@ class Masking:
             writes = statement.writes
         except Exception:  # noqa: BLE001 - cannot tell: as if it did
             return True
-        tables = rules.masked_tables()
+        context = statement.context
         return self._may_touch(rules, statement, lineages) or any(
-            fnmatch.fnmatchcase(t, g) for t in writes for g in tables) or self._reaches_unseen(
-            rules, statement, lineages) or _maintains_all(statement)
+            rules.may_hold_masked(t, context) for t in writes) or self._reaches_unseen(
+            rules, statement, lineages, messages=True) or _maintains_all(statement)
 
     @staticmethod
-    def _reaches_unseen(rules: SessionRules, statement: Statement, lineages, events: bool = True) -> bool:
+    def _reaches_unseen(rules: SessionRules, statement: Statement, lineages, events: bool = True,
+                        messages: bool = False) -> bool:
         """Whether the statement reaches a table masked columns are in through code lineage does
         not follow: a trigger's function its write fires, a domain's CHECK, a cast's or a type's
         function (the analysis counts the tables their bodies read, `Statement.tables`, where
@@ -835,7 +836,9 @@ class Masking:
         notifies may quote any of the table's values (red team ten: a trigger of the schema's own
         on ``orders`` doing ``RAISE NOTICE '%', (SELECT row_to_json(u) FROM users u ...)`` gave an
         ``INSERT INTO orders`` the salary in clear). ``events``: also DDL where the database has
-        functions an event trigger may run (for messages; not for what a statement keeps)."""
+        functions an event trigger may run (for messages; not for what a statement keeps).
+        ``messages``: for its messages, a table counts when the catalog does not show it holds no
+        masked column (`SessionRules.may_hold_masked`)."""
         try:
             named = statement.tables
             kinds = statement.kinds
@@ -850,6 +853,9 @@ class Masking:
         # (a table lineage saw read, of which the statement names only other columns, counts too
         # when a trigger reads it: ``INSERT INTO orders SELECT 3, id, 30 FROM users``)
         fired: frozenset[str] = getattr(statement.analysis, "fired_tables", frozenset())
+        if messages:
+            context = statement.context
+            return any(rules.may_hold_masked(t, context) for t in named if t not in seen or t in fired)
         tables = rules.masked_tables()
         return any(fnmatch.fnmatchcase(t, g) for t in named if t not in seen or t in fired for g in tables)
 

@@ -8,7 +8,25 @@ from collections.abc import Iterable
 import attrs
 
 from pgwarden.api import MASK, MaskSpec, Policy
+from pgwarden.catalog.model import Catalog
+from pgwarden.sql.context import SqlContext
 from pgwarden.sql.lineage import reveals_values
+
+#: the relation kinds whose columns are what they store (a view's are what its query computes)
+_STORING = frozenset({"r", "p"})
+
+
+def _has_no_column(catalog: Catalog | None, table: str, column_glob: str) -> bool:
+    """Whether the catalog shows ``table`` as one table that stores no column ``column_glob``
+    names (False when it cannot tell)."""
+    if catalog is None or not catalog.complete or "." not in table:
+        return False
+    schema, name = table.split(".", 1)
+    found = [r for r in catalog.relations_named(name) if r.schema == schema]
+    if len(found) != 1 or found[0].kind not in _STORING:
+        return False
+    columns = catalog.columns_of(found[0].oid)
+    return columns is not None and not any(fnmatch.fnmatchcase(c.name, column_glob) for c in columns)
 
 
 @attrs.frozen
@@ -71,6 +89,24 @@ class SessionRules:
     def masked_tables(self) -> list[str]:
         """``schema.table`` globs of the tables masked columns are in."""
         return [glob.rsplit(".", 1)[0] for r in self.columns for glob in r.spec.columns]
+
+    def may_hold_masked(self, table: str, context: SqlContext | None) -> bool:
+        """Whether ``table`` (``schema.table``) may hold a masked column, for its messages: a
+        rule's glob names the table, and a column of it unless the catalog shows the table has
+        none of that name. ``public.*.secret_note`` names every table of public; one whose
+        columns the catalog lists, none of them a ``secret_note``, holds no masked value, and a
+        failed write to it may say why (session 30: every error of a write to any table of
+        public was withheld). What the catalog cannot show holds one: a view, a table it does not
+        know (made since it was read), any table while the session's own change is not read
+        (``stale``). Another client's new column is seen within the catalog's check, the same
+        bound as the rows' ("When the catalog changes", docs/masking.md)."""
+        catalog = context.catalog if context is not None and not context.stale else None
+        for rule in self.columns:
+            for glob in rule.spec.columns:
+                table_glob, column_glob = glob.rsplit(".", 1)
+                if fnmatch.fnmatchcase(table, table_glob) and not _has_no_column(catalog, table, column_glob):
+                    return True
+        return False
 
     def detectors_for(self, source: str | None) -> tuple[str, ...]:
         """The detectors of the rules that scan ``source`` (every column when a rule names none)."""

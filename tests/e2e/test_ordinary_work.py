@@ -992,6 +992,35 @@ def test_a_column_added_since_the_catalog_was_read_is_masked_by_its_rule(running
             refusal_of(excinfo)
 
 
+def test_a_failed_write_to_a_table_without_masked_columns_says_why(running, direct):
+    """Under a rule naming columns by a glob (`public.*.secret_note`), a failed write to a table
+    whose columns the catalog lists, none of them a `secret_note`, keeps its message and detail:
+    what an agent corrects its write by (session 30: every error of a write to any table of public
+    was withheld). Its hostile cousins: a table that holds such a column, and one the catalog does
+    not know yet (made since it was read, by another client), keep theirs withheld."""
+    direct.execute("CREATE TABLE IF NOT EXISTS noted (id int PRIMARY KEY, secret_note text NOT NULL)")
+    direct.execute("INSERT INTO noted VALUES (77, 'hush-77') ON CONFLICT DO NOTHING")
+    with connect(running, "masking") as conn:
+        with pytest.raises(psycopg.errors.UniqueViolation) as excinfo:
+            conn.execute("INSERT INTO categories (id, name) VALUES (1, 'again')")
+        diag = excinfo.value.diag
+        assert diag.message_primary == 'duplicate key value violates unique constraint "categories_pkey"', diag.message_primary
+        assert diag.message_detail == "Key (id)=(1) already exists.", diag.message_detail
+        with pytest.raises(psycopg.errors.NotNullViolation) as excinfo:
+            conn.execute("UPDATE categories SET name = NULL WHERE id = 4")
+        assert excinfo.value.diag.message_detail == "Failing row contains (4, 1, null).", excinfo.value.diag.message_detail
+        for sql in ("UPDATE noted SET id = NULL WHERE id = 77", "INSERT INTO noted VALUES (77, 'x')",
+                    "UPDATE noted SET id = id + 0 WHERE id = 77 AND 1 / 0 = 1"):
+            with pytest.raises(psycopg.Error) as excinfo:
+                conn.execute(sql)
+            diag = excinfo.value.diag
+            said = " ".join(filter(None, [diag.message_primary, diag.message_detail, diag.message_hint, diag.context]))
+            assert "hush" not in said, (sql, said)
+            if not diag.message_primary.startswith("pgwarden: blocked: "):  # (the plan check's: 1 / 0)
+                assert diag.message_primary.startswith("pgwarden: message withheld"), (sql, said)
+                assert diag.message_detail is None, (sql, said)
+
+
 # ---------------------------------------------------------------------- unnest of several arrays
 
 

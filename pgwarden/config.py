@@ -516,8 +516,23 @@ def _rule(value, _type) -> Rule:
     return Rule(str(kind), Unread(value[kind]), keys.name, keys.reason, keys.hint, keys.mode)
 
 
+def _mapping_of(cls: type, structure):
+    """``structure`` (cattrs' of an attrs class) after a check that the value is a mapping: a
+    list or a word where keys belong (``upstream: [db, 5432]``) is said as such, with the keys
+    the section takes (cattrs' own error there is an AttributeError's text)."""
+    def structure_mapping(value, t):
+        if not isinstance(value, Mapping):
+            found = "a list" if isinstance(value, list) else f"{value!r}"
+            raise ValueError(f"expected a mapping of {', '.join(_keys_of(cls))}, got {found}")
+        return structure(value, t)
+    return structure_mapping
+
+
 def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
+    # First: the structure functions made below take their fields' hooks as they are made
+    # (before this, `when: {groups: ai-agents}` became the groups a, i, -, g, e, n, t, s)
+    c.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda v, _t: tuple(_strs(v)))
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
     c.register_structure_hook_func(lambda t: t == Notify, _notify)
@@ -525,7 +540,7 @@ def _converter() -> cattrs.Converter:
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
                 ApprovalsPostgres, WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink,
                 Recording, Mcp, When, StatementMatch, ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):
-        c.register_structure_hook(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True))
+        c.register_structure_hook(cls, _mapping_of(cls, make_dict_structure_fn(cls, c, _cattrs_forbid_extra_keys=True)))
     flat = make_dict_structure_fn(MaskSpec, c, _cattrs_forbid_extra_keys=True, with_=override(rename="with"))
     c.register_structure_hook(MaskSpec, lambda value, t: flat(_mask_spec(value), t))
     c.register_structure_hook(
@@ -533,7 +548,6 @@ def _converter() -> cattrs.Converter:
         make_dict_structure_fn(Config, c, _cattrs_forbid_extra_keys=True, source=override(omit=True),
                                lines=override(omit=True)),
     )
-    c.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda v, _t: tuple(_strs(v)))
     return c
 
 

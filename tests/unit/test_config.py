@@ -295,3 +295,26 @@ def test_upstream_tls_files_go_together():
 def test_structuring_problems_come_in_file_order():
     text = GOOD.replace("port: 6432", "port: 6432, hots: x") + "policies: [{name: p, default: x}]\nlisten2: {}\n"
     assert [p.split(":")[0] for p in problems(text)] == ["line 2", "line 10", "line 11"]
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    # a word where a list of words belongs was split into its characters, silently: an approver in
+    # group "d" approved, a rule naming tables `secret.*` named the tables s, e, c, ... (session 30)
+    (GOOD + "policies: [{name: p, when: {groups: ai-agents}}]\n",
+     "line 10: policies[0].when.groups: expected a list of strings, got 'ai-agents'"),
+    (GOOD + "approvals: {approver_groups: db-approvers}\n",
+     "line 10: approvals.approver_groups: expected a list of strings, got 'db-approvers'"),
+    (GOOD + "policies: [{name: p, rules: [{block: {tables: secret.*}}]}]\n",
+     "line 10: policies[0].rules[0].block.tables: expected a list of strings, got 'secret.*'"),
+    (GOOD + "policies: [{name: p, rules: [{approve: {statements: [delete], tables: public.*}}]}]\n",
+     "line 10: policies[0].rules[0].approve.tables: expected a list of strings, got 'public.*'"),
+    (GOOD.replace("jwks_file: /etc/jwks.json", "jwks_file: /etc/jwks.json, algorithms: RS256"),
+     "line 9: auth.jwt.algorithms: expected a list of strings, got 'RS256'"),
+    # a list or a word where a section's keys belong: said so, with the keys it takes
+    (GOOD.replace("listen: {host: 127.0.0.1, port: 6432}", "listen: [127.0.0.1, 6432]"),
+     "line 2: listen: expected a mapping of host, port, tls, allow_cleartext_remote, got a list"),
+    (GOOD.replace("user: app", "user: app\n  tls: verify-full"),
+     "line 7: upstream.tls: expected a mapping of mode, ca_file, cert_file, key_file, got 'verify-full'"),
+])
+def test_a_word_or_a_list_where_another_shape_belongs_is_said(text, said):
+    assert problems(text) == [said]

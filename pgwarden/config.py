@@ -138,7 +138,7 @@ class JwtAuth:
     discovery: bool = False
     identity_claim: str = "sub"
     groups_claim: str = "groups"
-    leeway_s: float = 30.0
+    leeway_s: float = attrs.field(default=30.0, validator=_non_negative)
     algorithms: tuple[str, ...] = ("RS256", "ES256")
     keys_cache_s: float = attrs.field(default=300.0, validator=_positive)
     keys_refresh_interval_s: float = attrs.field(default=30.0, validator=_positive)
@@ -533,6 +533,7 @@ def _converter() -> cattrs.Converter:
     # First: the structure functions made below take their fields' hooks as they are made
     # (before this, `when: {groups: ai-agents}` became the groups a, i, -, g, e, n, t, s)
     c.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda v, _t: tuple(_strs(v)))
+    c.register_structure_hook(str, _str)
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
     c.register_structure_hook_func(lambda t: t == Notify, _notify)
@@ -549,6 +550,17 @@ def _converter() -> cattrs.Converter:
                                lines=override(omit=True)),
     )
     return c
+
+
+def _str(v, _t=None) -> str:
+    """A string, or a number written where one belongs (``user: 1234``). A list, a mapping or a
+    YAML boolean (``yes``, ``on``) is a mistake, never its text (``subject: [agent-*]`` had become
+    the glob ``['agent-*']``)."""
+    if isinstance(v, str):
+        return v
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    raise ValueError(f"expected a string, got {v!r}")
 
 
 def _strs(v):

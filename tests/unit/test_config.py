@@ -318,3 +318,40 @@ def test_structuring_problems_come_in_file_order():
 ])
 def test_a_word_or_a_list_where_another_shape_belongs_is_said(text, said):
     assert problems(text) == [said]
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    (GOOD + "policies: [{name: p, when: {subject: [agent-*]}}]\n",
+     "line 10: policies[0].when.subject: expected a string, got ['agent-*']"),
+    (GOOD.replace("user: app", "user: yes"), "line 6: upstream.user: expected a string, got True"),
+    (GOOD.replace("database: appdb", "database: {name: appdb}"),
+     "line 5: upstream.database: expected a string, got {'name': 'appdb'}"),
+    (GOOD.replace("jwks_file: /etc/jwks.json", "jwks_file: /etc/jwks.json, leeway_s: -30"),
+     "line 9: auth.jwt: invalid value: leeway_s must be zero or more, got -30.0"),
+])
+def test_a_list_a_mapping_or_a_boolean_is_no_string(text, said):
+    """(session 30: they became their text, `['agent-*']` a glob of one character)"""
+    assert problems(text) == [said]
+
+
+def test_a_number_where_a_name_belongs_is_its_digits():
+    assert parse_config(GOOD.replace("user: app", "user: 1234"), "f.yaml").upstream.user == "1234"
+
+
+def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(tmp_path):
+    """`pgwarden check ... | head -1`: the pipe's reader gone, the command ends as a shell's
+    would (141, SIGPIPE's), with no traceback on its standard error."""
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "good.yaml"
+    cfg.write_text(GOOD)
+    read, write = os.pipe()
+    os.close(read)  # (every write to the pipe fails: the reader left before the first)
+    try:
+        done = subprocess.run([sys.executable, "-m", "pgwarden", "check", "-c", str(cfg)], stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert done.returncode == 141 and "Traceback" not in done.stderr, done.stderr

@@ -533,7 +533,7 @@ def _converter() -> cattrs.Converter:
     # First: the structure functions made below take their fields' hooks as they are made
     # (before this, `when: {groups: ai-agents}` became the groups a, i, -, g, e, n, t, s)
     c.register_structure_hook_func(lambda t: t == tuple[str, ...], lambda v, _t: tuple(_strs(v)))
-    c.register_structure_hook(str, _str)
+    c.register_structure_hook(str, structure_string)
     c.register_structure_hook_func(lambda t: t == (str | dict[str, str]), _str_or_mapping)
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
     c.register_structure_hook_func(lambda t: t == Notify, _notify)
@@ -552,7 +552,7 @@ def _converter() -> cattrs.Converter:
     return c
 
 
-def _str(v, _t=None) -> str:
+def structure_string(v, _t=None) -> str:
     """A string, or a number written where one belongs (``user: 1234``). A list, a mapping or a
     YAML boolean (``yes``, ``on``) is a mistake, never its text (``subject: [agent-*]`` had become
     the glob ``['agent-*']``)."""

@@ -28,7 +28,15 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn
 
-from pgwarden.config import ConfigError, did_you_mean, line_index, located, parse_document, read_document
+from pgwarden.config import (
+    ConfigError,
+    did_you_mean,
+    line_index,
+    located,
+    parse_document,
+    read_document,
+    structure_string,
+)
 from pgwarden.identity import Identity
 from pgwarden.offline import NO_POLICY_RULE, Decision, MaskedOutput, decide, offline_session
 from pgwarden.sql.context import DEFAULT_PATH, SqlContext, parse_path
@@ -139,6 +147,7 @@ def _columns(value: object, _type: object) -> tuple[str, ...] | dict[str, str]:
 
 def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
+    c.register_structure_hook(str, structure_string)  # (first: the functions made below take it)
     c.register_structure_hook_func(lambda t: t == (str | IdentitySpec), _identity)
     c.register_structure_hook_func(lambda t: t == (tuple[str, ...] | dict[str, str]), _columns)
     c.register_structure_hook_func(lambda t: t == (tuple[str, ...] | None), lambda v, _t: _path(v))

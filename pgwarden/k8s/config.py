@@ -17,7 +17,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, override
 
-from pgwarden.config import parse_document, read_document
+from pgwarden.config import parse_document, read_document, structure_string
 
 # A PLACEHOLDER: nothing is published under this name. An injector config without
 # sidecar.image injects pods that cannot pull it; build and push your own (make push).
@@ -170,6 +170,7 @@ class InjectorConfig:
 
 def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
+    c.register_structure_hook(str, structure_string)  # (first: the functions made below take it)
     for newtype, hook in ((Port, _port), (PositiveInt, _positive), (Image, _image), (NonEmpty, _non_empty),
                           (ResourceName, _resource_name), (Quantity, _quantity)):
         c.register_structure_hook(newtype, hook)

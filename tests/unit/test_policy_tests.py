@@ -126,6 +126,9 @@ cases:
      "expect: {action: allow}}\n",
      "line 1: catalog.tables.people: expected a table as schema.table, got 'people'"),
     ("cases: []\n", "line 1: cases: expected at least one case"),
+    # (session 30: a list where a string belongs had become its text, a glob of one character)
+    ("cases:\n  - {name: x, identity: {subject: [a]}, sql: SELECT 1, expect: {action: allow}}\n",
+     "line 2: cases[0].identity.subject: expected a string, got ['a']"),
     ("- just a list\n", "expected a mapping of sections (cases:, identities:, catalog:)"),
 ])
 def test_bad_test_files_are_refused_with_line_and_key(config, tmp_path, capsys, text, problem):

@@ -448,17 +448,16 @@ def _lineage_lines(lineage, number: int | None) -> list[str]:
 def _cmd_token(args) -> int:
     from pgwarden.tokens import mint
 
-    print(
-        mint(
-            Path(args.key),
-            subject=args.subject,
-            issuer=args.issuer,
-            audience=args.audience,
-            groups=args.group,
-            ttl_s=args.ttl,
-            kid=args.kid,
-        )
-    )
+    try:
+        token = mint(Path(args.key), subject=args.subject, issuer=args.issuer, audience=args.audience,
+                     groups=args.group, ttl_s=args.ttl, kid=args.kid)
+    except OSError as e:
+        print(f"pgwarden token: {args.key}: cannot read the key: {e.strerror}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:  # cryptography's: not a PEM private key (or a wrong kind)
+        print(f"pgwarden token: {args.key}: expected an RSA private key in PEM form: {e}", file=sys.stderr)
+        return 2
+    print(token)
     return 0
 
 

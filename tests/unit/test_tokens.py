@@ -48,3 +48,19 @@ def test_a_key_that_is_not_rsa_is_refused_with_why(tmp_path):
     path.write_bytes(pem)
     with pytest.raises(ValueError, match="not an RSA private key"):
         mint(path, subject="a", issuer=ISSUER, audience=AUDIENCE)
+
+
+@pytest.mark.parametrize(("key", "said"), [
+    (None, "cannot read the key: No such file or directory"),
+    (b"not a key at all", "expected an RSA private key in PEM form"),
+])
+def test_pgwarden_token_says_what_is_wrong_with_its_key(tmp_path, capsys, key, said):
+    """A missing or unreadable key file is an error naming the file, exit 2 (it was a traceback)."""
+    from pgwarden.cli import main
+
+    path = tmp_path / "key.pem"
+    if key is not None:
+        path.write_bytes(key)
+    assert main(["token", "--key", str(path), "--subject", "a", "--issuer", "i"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"pgwarden token: {path}: ") and said in err, err

@@ -528,6 +528,16 @@ def _mapping_of(cls: type, structure):
     return structure_mapping
 
 
+def _listed(structure, what: str):
+    """``structure`` (cattrs' of a ``tuple[X, ...]``) after a check that the value is a list: a
+    word or a mapping would be taken item by item (``sinks: stdout`` as the sinks s, t, d, ...)."""
+    def structure_list(value, t):
+        if not isinstance(value, list):
+            raise ValueError(f"expected a list of {what}, got {value!r}")
+        return structure(value, t)
+    return structure_list
+
+
 def _converter() -> cattrs.Converter:
     c = cattrs.Converter(forbid_extra_keys=True)
     # First: the structure functions made below take their fields' hooks as they are made
@@ -538,6 +548,9 @@ def _converter() -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: t == Sink, _sink)
     c.register_structure_hook_func(lambda t: t == Notify, _notify)
     c.register_structure_hook(Rule, _rule)
+    for listed, what in ((tuple[Sink, ...], "sinks"), (tuple[Notify, ...], "notifications")):
+        c.register_structure_hook_func(lambda t, listed=listed: t == listed,
+                                       _listed(c.get_structure_hook(listed), what))
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
                 ApprovalsPostgres, WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink,
                 Recording, Mcp, When, StatementMatch, ApproveMatch, Partial, PartialMask, LimitSpec, _RuleKeys, Policy):

@@ -315,6 +315,10 @@ def test_structuring_problems_come_in_file_order():
      "line 2: listen: expected a mapping of host, port, tls, allow_cleartext_remote, got a list"),
     (GOOD.replace("user: app", "user: app\n  tls: verify-full"),
      "line 7: upstream.tls: expected a mapping of mode, ca_file, cert_file, key_file, got 'verify-full'"),
+    # (these were taken item by item too: `got 's'`, the first letter's sink)
+    (GOOD + "recording: {sinks: stdout}\n", "line 10: recording.sinks: expected a list of sinks, got 'stdout'"),
+    (GOOD + "approvals: {notify: {webhook: https://h}}\n",
+     "line 10: approvals.notify: expected a list of notifications, got {'webhook': 'https://h'}"),
 ])
 def test_a_word_or_a_list_where_another_shape_belongs_is_said(text, said):
     assert problems(text) == [said]

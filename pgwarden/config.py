@@ -9,6 +9,8 @@ secrets never appear in a repr.
 from __future__ import annotations
 
 import difflib
+import functools
+import operator
 import os
 import re
 import typing
@@ -549,7 +551,7 @@ def _converter() -> cattrs.Converter:
     c.register_structure_hook_func(lambda t: t == Notify, _notify)
     c.register_structure_hook(Rule, _rule)
     for listed, what in ((tuple[Sink, ...], "sinks"), (tuple[Notify, ...], "notifications")):
-        c.register_structure_hook_func(lambda t, listed=listed: t == listed,
+        c.register_structure_hook_func(functools.partial(operator.eq, listed),
                                        _listed(c.get_structure_hook(listed), what))
     for cls in (ListenTLS, Listen, UpstreamTLS, Upstream, JwtAuth, Auth, Admin, Shutdown, Limits,
                 ApprovalsPostgres, WebhookNotify, SlackNotify, Approvals, RecordingResults, StdoutSink, FileSink,

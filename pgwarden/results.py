@@ -84,6 +84,18 @@ class SessionMasks:
                     if kind == "prepared":
                         self._prepared[name] = (statement.sql, index, statement.context)
 
+    def redefined(self) -> None:
+        """The session runs a statement that may define again what lineage goes through (DDL, DO,
+        CALL, code pgwarden cannot see into): every SQL-level cursor declared before is opaque
+        from now on (masked whole). The server runs a cursor's query when its rows are fetched,
+        and a WITH HOLD cursor's whole at the COMMIT of its transaction, on the definitions of
+        then: ``BEGIN; DECLARE c CURSOR WITH HOLD FOR SELECT f(i) ...`` with ``f()`` returning
+        the name, ``f()`` replaced to return the SSN, ``COMMIT``, then ``FETCH ALL FROM c``
+        returned the SSNs in clear, traced as its DECLARE saw them (red team three's open
+        limit, closed in fifteen). Over-masks a WITH HOLD cursor an earlier transaction
+        materialized (its rows are fixed already)."""
+        self.named.forget_all("cursor")
+
     def _retrace(self, name: str) -> None:
         """A prepared statement traced on another catalog than the one in use is traced again:
         the server plans it again after DDL (a view it reads replaced to return a masked column),

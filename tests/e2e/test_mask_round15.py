@@ -1,0 +1,228 @@
+"""Red team fifteen (masking, 2026-12-07, hunt 15b): what a portal or a cursor runs after the
+definitions it was traced on changed (another session's change through pgwarden, the session's own
+before a WITH HOLD cursor's COMMIT), and a sweep of the brief's list (channels other than rows,
+values kept where a later statement reads them, transformations, the extended protocol), kept as
+controls. Round three's database and masks (tests/e2e/test_mask_round3.py) under round fourteen's
+policy and pgwarden (one for the module). Each test of section 1 failed before its fix.
+
+Found, closed:
+
+* **a suspended portal run after another session replaced what it calls**: session A, in a
+  transaction, Parse and Bind ``SELECT r15_g(i) AS x FROM (VALUES (1), (1), (2), (1)) v(i)`` with
+  ``r15_g(int)`` the agent's SQL function returning ``users.ssn``, ``Execute`` with a row limit of
+  1 (``***``, ``PortalSuspended``); session B (the same agent, another connection) replaces
+  ``r15_g`` to return ``users.name``; A's next ``Execute`` of the portal returned
+  ``812-57-3964``, ``345-67-8901``, ... in clear. The server runs the plan of the Bind (the SQL
+  function's body is kept for the transaction), while pgwarden traced each Execute's rows on the
+  catalog of now. Now a change that may define again what lineage goes through, by any session
+  (not only one the catalog's change check saw), makes every masking session forget the portals
+  bound before it (an Execute of one is refused, 42501) and decide its named statements again;
+* **a statement another session Parsed before the change, bound after it**: A Parses ``SELECT id
+  FROM orders WHERE r15_g(1) LIKE '8%'`` (``r15_g`` returning the name: harmless); B replaces
+  ``r15_g`` to return the SSN; A's Bind and Execute returned ``[1, 2]`` (alice's SSN begins with
+  8; none for a wrong guess), one question a statement: it was not decided again (only another
+  client's change, seen by the change check, did that). The same listener closes it: refused at the
+  Bind (``masked column public.users.ssn used in WHERE``);
+* **a WITH HOLD cursor whose query runs at COMMIT** (red team three's open limit): ``BEGIN;
+  DECLARE c CURSOR WITH HOLD FOR SELECT r15_g(i) AS x ...`` with ``r15_g`` returning the name,
+  then ``r15_g`` replaced to return the SSN (in the same transaction, or by another session before
+  the COMMIT, once the transaction took a new lock), ``COMMIT``, ``FETCH ALL FROM c`` returned the
+  SSNs in clear: the cursor's rows were traced as its DECLARE saw them. Now a statement that may
+  define things again (DDL, DO, CALL, unknown code), the session's or another session's, makes the
+  session's SQL cursors opaque (masked whole).
+
+Controls (section 2): pg_notify with LISTEN, set_config of application_name, RAISE in a DO block or
+in a function (DETAIL), a unique key and a domain CHECK over copied or cast values, COPY TO STDOUT
+(text, CSV with HEADER, binary), EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) of a condition from the
+SSN, large objects, setval, advisory locks, window functions, ROLLUP, DISTINCT ON, md5, base64,
+bytea casts, pg_column_size, CASE, ascii/position/overlay/translate, string_to_array with unnest,
+regexp_split_to_table, jsonb_path_query, xmltable, a recursive CTE walking the SSN; schema and
+catalog renames (ALTER SCHEMA public RENAME, UPDATE pg_attribute); binary results of derived
+outputs; a portal's rows read in several Executes with no change between them.
+
+Left (reported): after any session's DDL, every masking session's suspended portals are refused at
+their next Execute and its WITH HOLD cursors are masked whole, whether or not the change touched
+what they read (a false refusal for a cursor an asyncpg client reads while another agent migrates).
+"""
+
+from __future__ import annotations
+
+from test_mask_round3 import DB, HASH_KEY, POLICY, RawSession, Session, leaked, rtdb  # noqa: F401 (fixtures)
+from test_mask_round14 import _play, operator, warden  # noqa: F401 (fixtures)
+
+from pgwarden.wire import messages as m
+
+NAME = ("CREATE OR REPLACE FUNCTION r15_g(int) RETURNS text LANGUAGE sql STABLE AS "
+        "$$ SELECT name FROM users WHERE id = $1 $$")
+SSN = ("CREATE OR REPLACE FUNCTION r15_g(int) RETURNS text LANGUAGE sql STABLE AS "
+       "$$ SELECT ssn FROM users WHERE id = $1 $$")
+CLEAN = "DROP FUNCTION IF EXISTS r15_g(int); DROP TABLE IF EXISTS r15_t; DROP DOMAIN IF EXISTS r15_d; " \
+        "DROP SEQUENCE IF EXISTS r15_s; DROP FUNCTION IF EXISTS r15_n()"
+
+
+def _answer(raw: RawSession, *messages) -> list:
+    got, received = raw.send(*messages)
+    assert not leaked(received), (messages, leaked(received), got)
+    return [x for x in got if not isinstance(x, (m.ReadyForQuery, m.ParseComplete, m.BindComplete,
+                                                 m.CloseComplete))]
+
+
+def _error(got: list) -> dict | None:
+    return next((dict(x.fields) for x in got if isinstance(x, m.ErrorResponse)), None)
+
+
+def _ok(s: Session, sql: str) -> None:
+    r = s.run(sql)
+    assert r["err"] is None, (sql, r)
+
+
+# ------------------------------------------------------------------ 1. what runs after the definitions changed
+def test_a_portal_bound_before_another_sessions_change_is_not_run_after_it(warden, operator):  # noqa: F811
+    other = Session(warden)
+    raw = RawSession(warden)
+    try:
+        _ok(other, SSN)
+        _answer(raw, m.Query("BEGIN"))
+        got = _answer(raw, m.Parse("", "SELECT r15_g(i) AS x FROM (VALUES (1), (1), (2), (1)) v(i)"),
+                      m.Bind("P", ""), m.Describe("P", "P"), m.Execute("P", 1), m.Sync())
+        rows = [x.values for x in got if isinstance(x, m.DataRow)]
+        assert rows == [(b"***",)] and isinstance(got[-1], m.PortalSuspended), got
+        # no change between: the portal's rows come in several Executes, masked
+        got = _answer(raw, m.Execute("P", 1), m.Sync())
+        assert [x.values for x in got if isinstance(x, m.DataRow)] == [(b"***",)], got
+        _ok(other, NAME)  # another session: the portal's plan still runs the body of its Bind
+        # before: DataRow(b'345-67-8901'), DataRow(b'812-57-3964') (traced on the new body: the name)
+        got = _answer(raw, m.Execute("P", 0), m.Sync())
+        error = _error(got)
+        assert error is not None and error["C"] == "42501" and "portal" in error["M"], got
+        assert not any(isinstance(x, m.DataRow) for x in got), got
+        _answer(raw, m.Query("ROLLBACK"))
+    finally:
+        raw.close()
+        other.close()
+        operator.execute(CLEAN)
+
+
+def test_a_statement_parsed_before_another_sessions_change_is_decided_again_at_its_bind(warden, operator):  # noqa: F811
+    other = Session(warden)
+    raw = RawSession(warden)
+    guess = "SELECT id FROM orders WHERE r15_g(1) LIKE '8%' ORDER BY id"
+    try:
+        _ok(other, NAME)
+        _answer(raw, m.Parse("r15_s1", guess), m.Sync())
+        got = _answer(raw, m.Bind("", "r15_s1"), m.Execute("", 0), m.Sync())
+        assert _error(got) is None and not any(isinstance(x, m.DataRow) for x in got), got
+        _ok(other, SSN)
+        # before: DataRow(b'1'), DataRow(b'2'): the guess right (none for a wrong one)
+        got = _answer(raw, m.Bind("", "r15_s1"), m.Execute("", 0), m.Sync())
+        error = _error(got)
+        assert error is not None and error["C"] == "42501" and "used in WHERE" in error["M"], got
+        assert not any(isinstance(x, m.DataRow) for x in got), got
+        # the premise, directly: the statement answers the guess
+        assert operator.execute(guess).fetchall() == [(1,), (2,)]
+        assert operator.execute(guess.replace("'8%'", "'9%'")).fetchall() == []
+    finally:
+        raw.close()
+        other.close()
+        operator.execute(CLEAN)
+
+
+HOLD = "DECLARE r15_c CURSOR WITH HOLD FOR SELECT r15_g(i) AS x FROM (VALUES (1), (2)) v(i)"
+
+
+def test_a_with_hold_cursor_declared_before_a_change_is_masked_whole(warden, operator):  # noqa: F811
+    s = Session(warden)
+    other = Session(warden)
+    try:
+        # the session's own change before the COMMIT (red team three's open limit)
+        _play(s, [(NAME, "ok"), ("BEGIN", "ok"), (HOLD, "ok"), (SSN, "ok"), ("COMMIT", "ok"),
+                  ("FETCH ALL FROM r15_c", "masked"),  # before: [('812-57-3964',), ('345-67-8901',)]
+                  ("CLOSE r15_c", "ok")])
+        # another session's, the transaction taking a new lock after it (its catalog reads it)
+        _play(s, [(NAME, "ok"), ("BEGIN", "ok"), (HOLD, "ok")])
+        _ok(other, SSN)
+        _play(s, [("SELECT count(*) FROM people", "ok"), ("COMMIT", "ok"),
+                  ("FETCH ALL FROM r15_c", "masked"),  # before: the SSNs in clear
+                  ("CLOSE r15_c", "ok")])
+        # a cursor declared after the change is traced as before
+        _play(s, [(NAME, "ok"), ("BEGIN", "ok"), (HOLD, "ok"), ("COMMIT", "ok")])
+        assert sorted(s.run("FETCH ALL FROM r15_c")["rows"]) == [("alice",), ("bob",)]
+        # the premise, directly: the cursor runs the body of its COMMIT
+        operator.execute(NAME)
+        with operator.transaction():
+            operator.execute(HOLD)
+            operator.execute(SSN)
+        assert operator.execute("FETCH ALL FROM r15_c").fetchall() == [("812-57-3964",), ("345-67-8901",)]
+        operator.execute("CLOSE r15_c")
+    finally:
+        s.close()
+        other.close()
+        operator.execute(CLEAN)
+
+
+# ------------------------------------------------------------------ 2. controls: the brief's list, masked or refused
+CONTROLS = [
+    # channels other than rows
+    ("LISTEN r15", "ok"),
+    ("SELECT pg_notify('r15', ssn) FROM users", "refused"),
+    ("SELECT set_config('application_name', ssn, false) FROM users WHERE id = 1", "refused"),
+    ("DO $$ BEGIN RAISE NOTICE '%', (SELECT ssn FROM users WHERE id = 1); END $$", "refused"),
+    ("CREATE FUNCTION r15_n() RETURNS int LANGUAGE plpgsql AS $$ BEGIN RAISE NOTICE 'x' USING DETAIL = "
+     "(SELECT ssn FROM users WHERE id = 1); RETURN 1; END $$", "ok"),
+    ("SELECT r15_n()", "refused"),
+    ("CREATE TABLE r15_t (x text UNIQUE)", "ok"),
+    ("INSERT INTO r15_t SELECT ssn FROM users", "refused"),
+    ("INSERT INTO r15_t SELECT substr(ssn, 1, 3) FROM users", "refused"),
+    ("CREATE DOMAIN r15_d AS text CHECK (VALUE LIKE '8%')", "ok"),
+    ("SELECT ssn::r15_d FROM users", "error"),  # (its message withheld)
+    ("EXPLAIN (VERBOSE, ANALYZE, FORMAT JSON) SELECT * FROM users WHERE id = "
+     "(SELECT ascii(ssn) FROM users WHERE id = 1)", "refused"),
+    # values kept where a later statement reads them
+    ("SELECT lo_from_bytea(0, convert_to(ssn, 'UTF8')) FROM users WHERE id = 1", "refused"),
+    ("CREATE SEQUENCE r15_s", "ok"),
+    ("SELECT setval('r15_s', ssn_num) FROM users WHERE id = 1", "refused"),
+    ("SELECT pg_advisory_lock(hashtext(ssn)) FROM users WHERE id = 1", "refused"),
+    # transformations
+    ("SELECT lag(ssn) OVER (ORDER BY id), first_value(ssn) OVER () FROM users", "masked"),
+    ("SELECT ssn, count(*) FROM users GROUP BY ROLLUP (ssn)", "refused"),
+    ("SELECT DISTINCT ON (ssn) id FROM users", "refused"),
+    ("SELECT md5(ssn), encode(convert_to(ssn, 'UTF8'), 'base64'), ssn::bytea, pg_column_size(ssn) FROM users",
+     "masked"),
+    ("SELECT CASE WHEN ssn LIKE '8%' THEN 1 ELSE 0 END FROM users", "refused"),
+    ("SELECT ascii(ssn), position('8' in ssn), overlay(ssn placing 'x' from 1 for 1), "
+     "translate(ssn, '0123456789', 'abcdefghij') FROM users", "masked"),
+    ("SELECT x FROM users, LATERAL unnest(string_to_array(ssn, NULL)) x", "refused"),
+    ("SELECT regexp_split_to_table(ssn, '') FROM users", "refused"),
+    ("SELECT jsonb_path_query(to_jsonb(u), '$.ssn') FROM users u", "refused"),
+    ("SELECT * FROM users u, xmltable('/a' PASSING xmlelement(name a, u.ssn) COLUMNS v text PATH '.') x",
+     "refused"),
+    ("WITH RECURSIVE r(i, c) AS (SELECT 1, substr((SELECT ssn FROM users WHERE id = 1), 1, 1) UNION ALL "
+     "SELECT i + 1, substr((SELECT ssn FROM users WHERE id = 1), i + 1, 1) FROM r WHERE i < 11) SELECT c FROM r",
+     "masked"),
+    # names the rules go by
+    ("BEGIN", "ok"),
+    ("ALTER SCHEMA public RENAME TO r15p", "refused"),
+    ("ROLLBACK", "ok"),
+    ("UPDATE pg_attribute SET attname = 'r15' WHERE attrelid = 'users'::regclass AND attname = 'ssn'", "refused"),
+    ("ALTER FOREIGN TABLE users RENAME COLUMN ssn TO r15", "refused"),
+]
+
+
+def test_controls_are_masked_or_refused(warden, operator):  # noqa: F811
+    s = Session(warden)
+    raw = RawSession(warden)
+    try:
+        _play(s, CONTROLS)
+        got = _answer(raw, m.Query("COPY (SELECT id, ssn FROM users ORDER BY id) TO STDOUT (FORMAT csv, HEADER true)"))
+        assert [x.data for x in got if isinstance(x, m.CopyData)] == [b"id,ssn\n", b"1,***\n", b"2,***\n"], got
+        got = _answer(raw, m.Query("COPY users TO STDOUT (FORMAT binary)"))
+        assert _error(got)["C"] == "42501", got
+        # binary results of derived outputs: a valid value of the type, or NULL
+        got = _answer(raw, m.Parse("", "SELECT ssn || '' AS a, ascii(ssn) AS b, ssn::bytea AS c, ssn_num + 0 AS d "
+                                   "FROM users ORDER BY id"),
+                      m.Bind("", "", result_formats=(1,)), m.Describe("P", ""), m.Execute("", 0), m.Sync())
+        assert [x.values for x in got if isinstance(x, m.DataRow)] == [(b"***", None, None, None)] * 2, got
+    finally:
+        raw.close()
+        s.close()
+        operator.execute(CLEAN)

@@ -268,6 +268,12 @@ class Application:
                 relay.policy_generation += 1
                 relay.state.portals.clear()
                 masks.redefined()  # (its SQL cursors too: a WITH HOLD one runs at its COMMIT)
+                if relay.state.transaction_status != "I":
+                    # Its open transaction may run the definitions before the change until it
+                    # ends (a prepared statement's plan and the function bodies its backend has
+                    # read: ``EXECUTE q`` of ``SELECT f(id) FROM orders`` ran the old body of
+                    # ``f()``, returning the SSN, where lineage traced the new one, the name)
+                    conn.catalog_behind = True
 
 
     def connection_opened(self, conn: ClientConnection) -> None:

@@ -23,6 +23,16 @@ Found, closed:
   8; none for a wrong guess), one question a statement: it was not decided again (only another
   client's change, seen by the change check, did that). The same listener closes it: refused at the
   Bind (``masked column public.users.ssn used in WHERE``);
+* **a transaction open across another session's change**: ``BEGIN; PREPARE q AS SELECT r15_g(id)
+  AS x FROM orders ORDER BY id; EXECUTE q`` (masked: ``r15_g`` returned the SSN), B replaces
+  ``r15_g`` to return the name, then ``EXECUTE q`` returned ``812-57-3964``, ``345-67-8901`` in
+  clear: the backend ran the prepared plan with the function body it had read (its caches are not
+  refreshed inside a transaction that takes no new lock), pgwarden traced the new one (a plain
+  ``SELECT r15_g(id) ...`` there, parsed again, did read the new body). Now a masking session in
+  an open transaction when another session's change is made is judged, until that transaction
+  ends, as after its own uncommitted DDL (``ConnectionState.catalog_behind``: its outputs masked
+  whole, its conditions and the code it runs untraced, so refused under ``oracle: refuse`` or a
+  policy refusing unknown statements); its protocol Binds of named statements likewise;
 * **a WITH HOLD cursor whose query runs at COMMIT** (red team three's open limit): ``BEGIN;
   DECLARE c CURSOR WITH HOLD FOR SELECT r15_g(i) AS x ...`` with ``r15_g`` returning the name,
   then ``r15_g`` replaced to return the SSN (in the same transaction, or by another session before
@@ -42,13 +52,22 @@ outputs; a portal's rows read in several Executes with no change between them.
 
 Left (reported): after any session's DDL, every masking session's suspended portals are refused at
 their next Execute and its WITH HOLD cursors are masked whole, whether or not the change touched
-what they read (a false refusal for a cursor an asyncpg client reads while another agent migrates).
+what they read (a false refusal for a cursor an asyncpg client reads while another agent migrates),
+and a session in an open transaction then is judged stale until it ends (under "agents", its calls
+of its own functions are refused as unknown, and an EXECUTE refused so marks every later EXECUTE
+of a body reading masked columns as refused, round fourteen's ``prepares_unseen``). A change made
+by a client that bypasses pgwarden is seen within ``catalog.check_s`` (the documented bound); one
+made through pgwarden counts once the relay reads the ReadyForQuery ending its transaction, so a
+statement the other session pipelines before then is judged as before it. ``CALL`` of a
+harmless SQL procedure with an INOUT parameter is refused (keeps values elsewhere: its reads are
+unknown), and a PL/pgSQL procedure assigning an INOUT parameter from a sub-select does not parse
+(unknown): false refusals, not changed.
 """
 
 from __future__ import annotations
 
 from test_mask_round3 import DB, HASH_KEY, POLICY, RawSession, Session, leaked, rtdb  # noqa: F401 (fixtures)
-from test_mask_round14 import _play, operator, warden  # noqa: F401 (fixtures)
+from test_mask_round14 import _Lax, _play, operator, warden  # noqa: F401 (fixtures)
 
 from pgwarden.wire import messages as m
 
@@ -123,6 +142,45 @@ def test_a_statement_parsed_before_another_sessions_change_is_decided_again_at_i
         assert operator.execute(guess.replace("'8%'", "'9%'")).fetchall() == []
     finally:
         raw.close()
+        other.close()
+        operator.execute(CLEAN)
+
+
+def test_a_transaction_open_across_another_sessions_change_is_judged_behind_it(warden, operator):  # noqa: F811
+    # The server's backend may keep, until its transaction ends, the plans and function bodies it
+    # read before the change: EXECUTE of a prepared statement ran the old body of r15_g (the SSN)
+    # where lineage traced the new one (the name), and returned the SSNs in clear
+    other = Session(warden)
+    try:
+        for lax in (False, True):  # (round fourteen's "lax" group allows what pgwarden cannot analyse)
+            raw = RawSession(_Lax(warden) if lax else warden)
+            try:
+                _ok(other, SSN)
+                _answer(raw, m.Query("BEGIN"))
+                for got in (_answer(raw, m.Parse("r15_s2", "SELECT r15_g(id) AS x FROM orders ORDER BY id"),
+                                    m.Bind("", "r15_s2"), m.Describe("P", ""), m.Execute("", 0), m.Sync()),
+                            _answer(raw, m.Query("PREPARE r15_q AS SELECT r15_g(id) AS x FROM orders ORDER BY id; "
+                                                 "EXECUTE r15_q"))):
+                    assert [x.values for x in got if isinstance(x, m.DataRow)] == [(b"***",)] * 2, got
+                _answer(raw, m.Query("SAVEPOINT r15"))
+                _ok(other, NAME)
+                # before: EXECUTE r15_q returned DataRow(b'812-57-3964'), DataRow(b'345-67-8901')
+                for messages in ([m.Query("EXECUTE r15_q")],
+                                 [m.Bind("", "r15_s2"), m.Describe("P", ""), m.Execute("", 0), m.Sync()]):
+                    got = _answer(raw, *messages)
+                    rows = [x.values for x in got if isinstance(x, m.DataRow)]
+                    assert rows in ([], [(b"***",)] * 2), (lax, messages, got)
+                    assert rows or _error(got)["C"] == "42501", (lax, messages, got)
+                    _answer(raw, m.Query("ROLLBACK TO SAVEPOINT r15"))
+                _answer(raw, m.Query("COMMIT"))
+                # the transaction over, the next one reads the new body, and is traced so (an EXECUTE
+                # stays refused under "agents": the refused statement's untraced code may have
+                # PREPAREd any name, round fourteen's `prepares_unseen`)
+                got = _answer(raw, m.Query("SELECT r15_g(id) AS x FROM orders ORDER BY id"))
+                assert [x.values for x in got if isinstance(x, m.DataRow)] == [(b"alice",), (b"bob",)], (lax, got)
+            finally:
+                raw.close()
+    finally:
         other.close()
         operator.execute(CLEAN)
 

@@ -17,6 +17,7 @@ import attrs
 
 from pgwarden.masking import COPY_REFUSAL, ResultShape, copy_options, copy_transform, resolve_shape, row_transform
 from pgwarden.plugins import MaskingFailed
+from pgwarden.session import cursor_renewed, cursors_stale
 from pgwarden.sql.context import shared
 from pgwarden.sql.lineage import NAMING_KINDS, Lineage, NamedLineage
 from pgwarden.verdict import Refusal
@@ -73,7 +74,12 @@ class SessionMasks:
             return
         for index, lineage in enumerate(statement.lineage):
             self.named.after(lineage)
+            for kind, name, _ in lineage.defines:
+                if kind == "cursor":
+                    cursor_renewed(self.session, name)
             for kind, name in lineage.forgets:
+                if kind == "cursor":
+                    cursor_renewed(self.session, name)
                 if kind == "prepared":
                     if name == "*":
                         self._prepared.clear()
@@ -93,7 +99,9 @@ class SessionMasks:
         the name, ``f()`` replaced to return the SSN, ``COMMIT``, then ``FETCH ALL FROM c``
         returned the SSNs in clear, traced as its DECLARE saw them (red team three's open
         limit, closed in fifteen). Over-masks a WITH HOLD cursor an earlier transaction
-        materialized (its rows are fixed already)."""
+        materialized (its rows are fixed already). Their names are stale (`STALE_CURSORS`): a
+        FETCH or MOVE of one is refused where the query's conditions may test masked columns."""
+        cursors_stale(self.session, self.named.names("cursor"))
         self.named.forget_all("cursor")
 
     def _retrace(self, name: str) -> None:
@@ -131,6 +139,8 @@ class SessionMasks:
         for lineage in statement.lineage:
             for kind, name, _ in lineage.defines:
                 self.forget(kind, name)
+                if kind == "cursor":  # (the name's cursor, if any, is the one before: judged as stale)
+                    cursors_stale(self.session, [name])
             for kind, name in lineage.forgets:
                 if name == "*":
                     self.named.forget_all(kind)

@@ -37,9 +37,15 @@ Found, closed:
   DECLARE c CURSOR WITH HOLD FOR SELECT r15_g(i) AS x ...`` with ``r15_g`` returning the name,
   then ``r15_g`` replaced to return the SSN (in the same transaction, or by another session before
   the COMMIT, once the transaction took a new lock), ``COMMIT``, ``FETCH ALL FROM c`` returned the
-  SSNs in clear: the cursor's rows were traced as its DECLARE saw them. Now a statement that may
-  define things again (DDL, DO, CALL, unknown code), the session's or another session's, makes the
-  session's SQL cursors opaque (masked whole).
+  SSNs in clear: the cursor's rows were traced as its DECLARE saw them. And its conditions were
+  judged there too: ``DECLARE k CURSOR [WITH HOLD] FOR SELECT id FROM orders WHERE r15_g(1) LIKE
+  '8%'`` with ``r15_g`` harmless, ``r15_g`` replaced (by the session before the COMMIT, or by
+  another session, the cursor's transaction open), then ``FETCH ALL FROM k`` returned ``[1, 2]``,
+  the guess right (``MOVE ALL`` its count). Now a statement that may define things again (DDL,
+  DO, CALL, unknown code), the session's or another session's, makes the session's SQL cursors
+  declared before opaque and their names stale (``pgwarden.session.STALE_CURSORS``): a FETCH or
+  MOVE of one is refused where its query may test masked columns (any: its query is not known),
+  until the name is CLOSEd or declared again.
 
 Controls (section 2): pg_notify with LISTEN, set_config of application_name, RAISE in a DO block or
 in a function (DETAIL), a unique key and a domain CHECK over copied or cast values, COPY TO STDOUT
@@ -50,9 +56,9 @@ regexp_split_to_table, jsonb_path_query, xmltable, a recursive CTE walking the S
 catalog renames (ALTER SCHEMA public RENAME, UPDATE pg_attribute); binary results of derived
 outputs; a portal's rows read in several Executes with no change between them.
 
-Left (reported): after any session's DDL, every masking session's suspended portals are refused at
-their next Execute and its WITH HOLD cursors are masked whole, whether or not the change touched
-what they read (a false refusal for a cursor an asyncpg client reads while another agent migrates),
+Left (reported): after any session's DDL (a CREATE TEMP TABLE too), every masking session's
+suspended portals are refused at their next Execute and its SQL cursors declared before are refused
+at their next FETCH or MOVE, whether or not the change touched what they read (a false refusal for a cursor an asyncpg client reads while another agent migrates),
 and a session in an open transaction then is judged stale until it ends (under "agents", its calls
 of its own functions are refused as unknown, and an EXECUTE refused so marks every later EXECUTE
 of a body reading masked columns as refused, round fourteen's ``prepares_unseen``). A change made
@@ -177,7 +183,8 @@ def test_a_transaction_open_across_another_sessions_change_is_judged_behind_it(w
                 # stays refused under "agents": the refused statement's untraced code may have
                 # PREPAREd any name, round fourteen's `prepares_unseen`)
                 got = _answer(raw, m.Query("SELECT r15_g(id) AS x FROM orders ORDER BY id"))
-                assert [x.values for x in got if isinstance(x, m.DataRow)] == [(b"alice",), (b"bob",)], (lax, got)
+                assert [x.values for x in got if isinstance(x, m.DataRow)] in (
+                    [(b"alice",), (b"bob",)], [(b"***",)] * 2), (lax, got)  # (masked whole while a load is due)
             finally:
                 raw.close()
     finally:
@@ -186,21 +193,30 @@ def test_a_transaction_open_across_another_sessions_change_is_judged_behind_it(w
 
 
 HOLD = "DECLARE r15_c CURSOR WITH HOLD FOR SELECT r15_g(i) AS x FROM (VALUES (1), (2)) v(i)"
+GUESS = "DECLARE r15_k CURSOR WITH HOLD FOR SELECT id FROM orders WHERE r15_g(1) LIKE '8%'"
 
 
-def test_a_with_hold_cursor_declared_before_a_change_is_masked_whole(warden, operator):  # noqa: F811
+def test_a_cursor_declared_before_a_change_is_not_read_as_its_declare_saw_it(warden, operator):  # noqa: F811
     s = Session(warden)
     other = Session(warden)
     try:
         # the session's own change before the COMMIT (red team three's open limit)
-        _play(s, [(NAME, "ok"), ("BEGIN", "ok"), (HOLD, "ok"), (SSN, "ok"), ("COMMIT", "ok"),
-                  ("FETCH ALL FROM r15_c", "masked"),  # before: [('812-57-3964',), ('345-67-8901',)]
-                  ("CLOSE r15_c", "ok")])
-        # another session's, the transaction taking a new lock after it (its catalog reads it)
+        _play(s, [(NAME, "ok"), ("BEGIN", "ok"), (HOLD, "ok"), (GUESS, "ok"), (SSN, "ok"), ("COMMIT", "ok"),
+                  ("FETCH ALL FROM r15_c", "refused"),  # before: [('812-57-3964',), ('345-67-8901',)]
+                  ("FETCH ALL FROM r15_k", "refused"),  # before: [(1,), (2,)]: the guess right
+                  ("MOVE ALL FROM r15_k", "refused"),  # (its count)
+                  ("CLOSE r15_c", "ok"), ("CLOSE r15_k", "ok")])
+        # another session's, the transaction taking a new lock after it (its catalog reads it);
+        # a cursor without HOLD too (its query runs at the FETCH)
+        _play(s, [(NAME, "ok"), ("BEGIN", "ok"), (GUESS.replace(" WITH HOLD", ""), "ok")])
+        _ok(other, SSN)
+        _play(s, [("SELECT count(*) FROM people", "ok"),
+                  ("FETCH ALL FROM r15_k", "refused"),  # before: [(1,), (2,)]
+                  ("ROLLBACK", "ok")])
         _play(s, [(NAME, "ok"), ("BEGIN", "ok"), (HOLD, "ok")])
         _ok(other, SSN)
         _play(s, [("SELECT count(*) FROM people", "ok"), ("COMMIT", "ok"),
-                  ("FETCH ALL FROM r15_c", "masked"),  # before: the SSNs in clear
+                  ("FETCH ALL FROM r15_c", "refused"),  # before: the SSNs in clear
                   ("CLOSE r15_c", "ok")])
         # a cursor declared after the change is traced as before
         _play(s, [(NAME, "ok"), ("BEGIN", "ok"), (HOLD, "ok"), ("COMMIT", "ok")])
@@ -211,7 +227,12 @@ def test_a_with_hold_cursor_declared_before_a_change_is_masked_whole(warden, ope
             operator.execute(HOLD)
             operator.execute(SSN)
         assert operator.execute("FETCH ALL FROM r15_c").fetchall() == [("812-57-3964",), ("345-67-8901",)]
-        operator.execute("CLOSE r15_c")
+        operator.execute("CLOSE r15_c; " + NAME)
+        with operator.transaction():
+            operator.execute(GUESS)
+            operator.execute(SSN)
+        assert operator.execute("FETCH ALL FROM r15_k").fetchall() == [(1,), (2,)]
+        operator.execute("CLOSE r15_k")
     finally:
         s.close()
         other.close()

@@ -103,6 +103,14 @@ class SessionMasks:
         FETCH or MOVE of one is refused where the query's conditions may test masked columns."""
         cursors_stale(self.session, self.named.names("cursor"))
         self.named.forget_all("cursor")
+        relay = self.conn.relay
+        if relay is not None and self.masking():
+            # ... and its portals: one bound before runs its Bind's plan, and the bodies of the
+            # functions it calls as they are at its Execute (``SELECT id FROM orders WHERE f(1)
+            # LIKE '8%'`` bound with ``f`` harmless, ``f`` replaced in the same transaction to
+            # return the SSN: the Execute answered the guess by its rows). Forgotten: an Execute
+            # of one is refused.
+            relay.state.portals.clear()
 
     def _retrace(self, name: str) -> None:
         """A prepared statement traced on another catalog than the one in use is traced again:

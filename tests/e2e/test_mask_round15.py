@@ -17,6 +17,11 @@ Found, closed:
   catalog of now. Now a change that may define again what lineage goes through, by any session
   (not only one the catalog's change check saw), makes every masking session forget the portals
   bound before it (an Execute of one is refused, 42501) and decide its named statements again;
+* **a portal bound before the session's own change**: ``BEGIN``, Parse and Bind ``SELECT id FROM
+  orders WHERE r15_g(1) LIKE '8%'`` (``r15_g`` returning the name), ``CREATE OR REPLACE FUNCTION
+  r15_g`` to return the SSN in the same transaction, then the portal's Execute returned ``[1, 2]``
+  (the guess right): it was decided at its Bind, and the server reads the function's body at the
+  Execute. Now the session's own change of definitions forgets its portals too;
 * **a statement another session Parsed before the change, bound after it**: A Parses ``SELECT id
   FROM orders WHERE r15_g(1) LIKE '8%'`` (``r15_g`` returning the name: harmless); B replaces
   ``r15_g`` to return the SSN; A's Bind and Execute returned ``[1, 2]`` (alice's SSN begins with
@@ -128,6 +133,26 @@ def test_a_portal_bound_before_another_sessions_change_is_not_run_after_it(warde
     finally:
         raw.close()
         other.close()
+        operator.execute(CLEAN)
+
+
+def test_a_portal_bound_before_the_sessions_own_change_is_not_run_after_it(warden, operator):  # noqa: F811
+    raw = RawSession(warden)
+    try:
+        _answer(raw, m.Query(NAME))
+        _answer(raw, m.Query("BEGIN"))
+        got = _answer(raw, m.Parse("", "SELECT id FROM orders WHERE r15_g(1) LIKE '8%'"), m.Bind("P", ""),
+                      m.Describe("P", "P"), m.Sync())
+        assert _error(got) is None, got
+        _answer(raw, m.Query(SSN))  # (in the open transaction: the server's next call reads it)
+        # before: DataRow(b'1'), DataRow(b'2'): the guess right (none for a wrong one)
+        got = _answer(raw, m.Execute("P", 0), m.Sync())
+        error = _error(got)
+        assert error is not None and error["C"] == "42501" and "portal" in error["M"], got
+        assert not any(isinstance(x, m.DataRow) for x in got), got
+        _answer(raw, m.Query("ROLLBACK"))
+    finally:
+        raw.close()
         operator.execute(CLEAN)
 
 

@@ -266,8 +266,7 @@ class Application:
             relay, masks = conn.relay, conn.masks
             if relay is not None and masks is not None and masks.masking():  # (not shadow rules alone)
                 relay.policy_generation += 1
-                relay.state.portals.clear()
-                masks.redefined()  # (its SQL cursors too: a WITH HOLD one runs at its COMMIT)
+                masks.redefined()  # its portals and SQL cursors (a WITH HOLD one runs at its COMMIT)
                 if relay.state.transaction_status != "I":
                     # Its open transaction may run the definitions before the change until it
                     # ends (a prepared statement's plan and the function bodies its backend has

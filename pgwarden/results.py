@@ -109,7 +109,9 @@ class SessionMasks:
             # functions it calls as they are at its Execute (``SELECT id FROM orders WHERE f(1)
             # LIKE '8%'`` bound with ``f`` harmless, ``f`` replaced in the same transaction to
             # return the SSN: the Execute answered the guess by its rows). Forgotten: an Execute
-            # of one is refused.
+            # of one is refused; and SQL's FETCH of one by its name (``FETCH ALL FROM "P"``) is
+            # a FETCH of a stale cursor.
+            cursors_stale(self.session, [name for name in relay.state.portals if name])
             relay.state.portals.clear()
 
     def _retrace(self, name: str) -> None:

@@ -284,12 +284,16 @@ class LiveCatalog(CatalogState):
             return 0
         self._invalidations += 1
         ticket = self._invalidations
+        # a change the check sees while a session's own is not read yet is, most likely, that one
+        # (the check ran between its commit and the load): told once (the listeners would take
+        # the sessions whose transactions began since for ones open across it)
+        told = seen and self._covered < self._session_redefined
         if redefines:
             self._redefined = ticket
             if not seen:
                 self._session_redefined = ticket
         self._update_flags()
-        if redefines:
+        if redefines and not told:
             for listener in list(self.on_change_seen):
                 listener()
         log.debug("catalog: reload requested ({reason})", reason=reason)

@@ -138,8 +138,8 @@ def test_a_change_the_check_saw_redefines_but_not_as_a_sessions_change_and_is_an
     assert flags() == (False, False, False)
     live.invalidate("a session's ddl")
     assert flags() == (True, True, True) and told == [1, 1]
-    live.invalidate("seen while a session's change is not read", seen=True)
-    assert flags() == (True, True, True) and told == [1, 1, 1]
+    live.invalidate("seen while a session's change is not read", seen=True)  # (most likely that one)
+    assert flags() == (True, True, True) and told == [1, 1]
     clock.advance(live.settle_s)
     loads[-1].callback(catalog)
     assert flags() == (False, False, False)

@@ -39,6 +39,13 @@ Found, closed:
   ends, as after its own uncommitted DDL (``ConnectionState.catalog_behind``: its outputs masked
   whole, its conditions and the code it runs untraced, so refused under ``oracle: refuse`` or a
   policy refusing unknown statements); its protocol Binds of named statements likewise;
+* **PL/pgSQL fetching from the session's cursor** (red team three's open limit): ``DECLARE k CURSOR
+  FOR SELECT ssn FROM users``, then a function ``DECLARE c refcursor := 'k'; ... FETCH c INTO v;
+  RETURN v`` returned ``812-57-3964`` in clear (its body traced as reading nothing), and a DO
+  block doing so could RAISE it (it names no masked table). A body that FETCHes or MOVEs in a
+  cursor variable it did not OPEN itself, or one given a name (a default, an assignment, an INTO),
+  now runs what pgwarden cannot know (``unknown``: refused where unknown statements are, masked
+  whole and keeping values elsewhere otherwise);
 * **a WITH HOLD cursor whose query runs at COMMIT** (red team three's open limit): ``BEGIN;
   DECLARE c CURSOR WITH HOLD FOR SELECT r15_g(i) AS x ...`` with ``r15_g`` returning the name,
   then ``r15_g`` replaced to return the SSN (in the same transaction, or by another session before
@@ -287,6 +294,40 @@ def test_a_cursor_declared_before_a_change_is_not_read_as_its_declare_saw_it(war
         s.close()
         other.close()
         operator.execute(CLEAN)
+
+
+FETCHING = ("CREATE OR REPLACE FUNCTION r15_fetch() RETURNS text LANGUAGE plpgsql AS $$ DECLARE v text; "
+            "c refcursor := 'r15_k'; BEGIN FETCH c INTO v; RETURN v; END $$")
+
+
+def test_plpgsql_fetching_from_the_sessions_cursor_reads_what_it_reads(warden, operator):  # noqa: F811
+    _caught_up(warden)
+    operator.execute(FETCHING)  # (the schema's own function: an agent under "agents" may not make it now)
+    _caught_up(warden)
+    s = Session(warden)
+    lax = RawSession(_Lax(warden))
+    try:
+        _play(s, [("BEGIN", "ok"), ("DECLARE r15_k CURSOR FOR SELECT ssn FROM users ORDER BY id", "ok"),
+                  ("SELECT r15_fetch()", "refused"),  # before: [('812-57-3964',)] (traced as reading nothing)
+                  ("ROLLBACK", "ok"), ("BEGIN", "ok"),
+                  ("DECLARE r15_k CURSOR FOR SELECT ssn FROM users ORDER BY id", "ok"),
+                  ("DO $$ DECLARE c refcursor := 'r15_k'; v text; BEGIN FETCH c INTO v; RAISE NOTICE '%', v; END $$",
+                   "refused"),
+                  ("ROLLBACK", "ok"),
+                  (FETCHING.replace("r15_fetch", "r15_fetch2"), "refused")])  # (its body: unknown)
+        _answer(lax, m.Query("BEGIN"))
+        _answer(lax, m.Query("DECLARE r15_k CURSOR FOR SELECT ssn FROM users ORDER BY id"))
+        got = _answer(lax, m.Query("SELECT r15_fetch()"))  # (masked whole or refused: never in clear)
+        assert [x.values for x in got if isinstance(x, m.DataRow)] in ([], [(b"***",)]), got
+        _answer(lax, m.Query("ROLLBACK"))
+        # the premise, directly
+        with operator.transaction():
+            operator.execute("DECLARE r15_k CURSOR FOR SELECT ssn FROM users ORDER BY id")
+            assert operator.execute("SELECT r15_fetch()").fetchall() == [("812-57-3964",)]
+    finally:
+        lax.close()
+        s.close()
+        operator.execute("DROP FUNCTION IF EXISTS r15_fetch(), r15_fetch2()")
 
 
 # ------------------------------------------------------------------ 2. controls: the brief's list, masked or refused

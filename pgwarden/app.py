@@ -251,11 +251,28 @@ class Application:
         decided before the check saw it are traced on the catalog before it: the check's bound).
         Without this, a statement prepared long before and run after the change was seen would be
         judged on the facts before it; its rows used to be masked whole instead, NULL in the type
-        OIDs a driver's own type query reads (asyncpg: ``TypeError: an integer is required``)."""
+        OIDs a driver's own type query reads (asyncpg: ``TypeError: an integer is required``).
+        A session's own change through pgwarden counts too, for the other sessions (red team
+        fifteen: a statement another session Parsed before it was not decided again at its Bind,
+        and ``SELECT id FROM orders WHERE f() LIKE '8%'`` answered the guess once ``f()`` was
+        replaced to return the SSN). And a portal bound before the change is forgotten (an
+        Execute of it is refused): the server runs the plan of its Bind, made on the definitions
+        before, while its rows would be traced on those after (``SELECT f(i) ...``, suspended by
+        Execute's row limit, ``f()`` replaced from returning the SSN to returning the name: the
+        portal's next Execute returned the SSNs in clear). Its SQL cursors likewise become opaque
+        (`SessionMasks.redefined`): a WITH HOLD cursor declared before the change runs at its
+        COMMIT, after it."""
         for conn in self.connections:
             relay, masks = conn.relay, conn.masks
             if relay is not None and masks is not None and masks.masking():  # (not shadow rules alone)
                 relay.policy_generation += 1
+                masks.redefined()  # its portals and SQL cursors (a WITH HOLD one runs at its COMMIT)
+                if relay.state.transaction_status != "I":
+                    # Its open transaction may run the definitions before the change until it
+                    # ends (a prepared statement's plan and the function bodies its backend has
+                    # read: ``EXECUTE q`` of ``SELECT f(id) FROM orders`` ran the old body of
+                    # ``f()``, returning the SSN, where lineage traced the new one, the name)
+                    conn.catalog_behind = True
 
 
     def connection_opened(self, conn: ClientConnection) -> None:

@@ -369,6 +369,10 @@ class Decisions:
             state.catalog_changed = True
             if analysis.redefines:
                 state.catalog_redefined = True
+                if masks is not None:
+                    # A cursor declared before runs its query later (a WITH HOLD one at COMMIT),
+                    # with the definitions of then: its rows are not what its DECLARE traced
+                    masks.redefined()
             relay = state.relay
             if relay is not None:
                 # The server plans a named statement again after DDL (a view it reads replaced):

@@ -152,6 +152,41 @@ def protocol_took_name(session: Session, kind: str, name: str) -> None:
             session.store[UNCHECKED] = True
 
 
+#: The SQL cursors of the session declared before a change of what lineage goes through (the
+#: session's DDL, DO or CALL, or another session's change through pgwarden, or another client's the
+#: catalog's check saw), or whose later DECLARE failed: the server runs a cursor's query when it is
+#: fetched (a WITH HOLD one's at its COMMIT), on the definitions of then, while the plugins judged
+#: it at its DECLARE. Kept by the core (`pgwarden.results.SessionMasks`); a plugin that judges a
+#: cursor's query at its DECLARE takes a FETCH or MOVE of such a name as of a query it does not
+#: know (red team fifteen: ``DECLARE c ... WHERE f(1) LIKE '8%'`` with ``f`` harmless, ``f``
+#: replaced to return the SSN, then ``FETCH ALL FROM c`` answered the guess by its rows).
+STALE_CURSORS = StoreKey["set[str]"]("core.stale_cursors")
+
+
+def cursors_stale(session: Session, names: list[str]) -> None:
+    """The cursors ``names`` may run other definitions than their DECLARE was judged on."""
+    if names:
+        stale = session.store.get(STALE_CURSORS, None)
+        if stale is None:
+            stale = session.store[STALE_CURSORS] = set()
+        stale.update(names)
+
+
+def cursor_renewed(session: Session, name: str) -> None:
+    """``name`` was declared again, or closed (``*``: every cursor was)."""
+    stale = session.store.get(STALE_CURSORS, None)
+    if stale:
+        if name == "*":
+            stale.clear()
+        else:
+            stale.discard(name)
+
+
+def cursor_stale(session: Session, name: str) -> bool:
+    stale = session.store.get(STALE_CURSORS, None)
+    return bool(stale) and name in stale  # type: ignore[operator]
+
+
 def replace_policies(session: Session, policies: tuple[Policy, ...]) -> None:
     """A reload changed what applies to ``session``: the core's one change to a live session."""
     object.__setattr__(session, "policies", policies)

@@ -223,9 +223,11 @@ class LiveCatalog(CatalogState):
         #: before it (`pgwarden.results`). A change the check saw is within the bound of another
         #: client's DDL: a statement decided before the check saw it is judged on the facts before it.
         self.sessions_redefining = False
-        #: called (no arguments) when the change check sees a change that redefines: sessions
-        #: decide their named statements again at their next Bind (`Application`), so that a
-        #: statement run after it waits for the load like a statement decided after it
+        #: called (no arguments) when a change that redefines is made by a session through
+        #: pgwarden (once its transaction ended) or seen by the change check: sessions decide
+        #: their named statements again at their next Bind, and forget the portals bound before
+        #: (`Application`), so that a statement run after it waits for the load like a statement
+        #: decided after it (red team fifteen: another session's change had neither)
         self.on_change_seen: list[Callable[[], object]] = []
         #: the connection of `confirm` (its own: never beside a load or a check), and its turn
         self._confirm_conn: psycopg.Connection[Any] | None = None
@@ -275,18 +277,23 @@ class LiveCatalog(CatalogState):
         ``redefines``: the change may define again what lineage goes through (a view, a
         function's body), so `redefining` is true until a load has read it; false for a
         side effect such as a sequence's nextval. ``seen``: the change check saw it (another
-        client's change): `sessions_redefining` stays as it was, and `on_change_seen` is called.
+        client's change): `sessions_redefining` stays as it was. `on_change_seen` is called for
+        every change that redefines, a session's or one the check saw.
         """
         if not self._started or self._stopped:
             return 0
         self._invalidations += 1
         ticket = self._invalidations
+        # a change the check sees while a session's own is not read yet is, most likely, that one
+        # (the check ran between its commit and the load): told once (the listeners would take
+        # the sessions whose transactions began since for ones open across it)
+        told = seen and self._covered < self._session_redefined
         if redefines:
             self._redefined = ticket
             if not seen:
                 self._session_redefined = ticket
         self._update_flags()
-        if redefines and seen:
+        if redefines and not told:
             for listener in list(self.on_change_seen):
                 listener()
         log.debug("catalog: reload requested ({reason})", reason=reason)

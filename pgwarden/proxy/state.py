@@ -84,6 +84,11 @@ class ConnectionState:
     catalog_redefined: bool
     #: the catalog's ticket for this session's last such change (`CatalogSource.has_read`)
     catalog_ticket: int
+    #: another session changed what lineage goes through while this session's transaction was
+    #: open: until it ends, the server may run the definitions before the change (its cached
+    #: plans and function bodies), so the session's statements are judged as after its own
+    #: uncommitted DDL (`catalog_unread_of`; set by `Application._decide_binds_again`)
+    catalog_behind: bool
     #: the session's relay, once it relays (None before, and once both connections are over)
     relay: Relay | None
     #: why the session ended, for its session_end record
@@ -105,6 +110,7 @@ class ConnectionState:
         self.catalog_changed = False
         self.catalog_redefined = False
         self.catalog_ticket = 0
+        self.catalog_behind = False
         self.relay = None
         self.end_reason = None
 
@@ -139,6 +145,11 @@ def catalog_unread_of(conn: ConnectionState) -> bool:
     """`ClientConnection.catalog_unread`'s getter, compiled: the decisions ask it of every statement."""
     if conn.catalog_redefined:
         return True
+    if conn.catalog_behind:
+        relay = conn.relay
+        if relay is None or relay.state.transaction_status != "I":
+            return True
+        conn.catalog_behind = False  # (its transaction ended: the next one reads the change)
     ticket = conn.catalog_ticket  # 0: nothing to read (every source's has_read says so, without a call)
     return ticket > 0 and not conn.services.catalog.has_read(ticket)
 

@@ -410,6 +410,10 @@ class NamedLineage:
         for key in [k for k in self._named if k[0] == kind]:
             del self._named[key]
 
+    def names(self, kind: str) -> list[str]:
+        """The names of ``kind`` it knows a body of."""
+        return [name for k, name in self._named if k == kind]
+
     def define(self, kind: str, name: str, body: Lineage) -> None:
         """``name``'s body traced again (a prepared statement after the catalog changed: the
         server plans it again on the new definitions). A name not defined stays undefined."""

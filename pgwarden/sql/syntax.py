@@ -2367,6 +2367,8 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
             if isinstance(refname, str):
                 names.add(refname)
     variables = frozenset(names)
+    if _fetches_elsewhere(tree):
+        walker.kinds.add("unknown")
     stack: list = [tree]
     while stack:
         item = stack.pop()
@@ -2403,6 +2405,47 @@ def plpgsql_syntax(create_function: str, lexer: LexerSettings = DEFAULT_LEXER) -
             walker.kinds.add("transaction")
         stack.extend(v for v in item.values() if isinstance(v, (dict, list)))
     return walker.result()
+
+
+def _fetches_elsewhere(tree: object) -> bool:
+    """Whether a PL/pgSQL body FETCHes or MOVEs in a cursor whose query is not its own: a cursor
+    variable holds a portal's name, and one it did not OPEN, or that has a name given (a default,
+    an assignment, an INTO), may be the session's cursor (``c refcursor := 'k'; ... FETCH c INTO
+    v``), whose query pgwarden judged at its DECLARE: the body then reads what that query reads
+    (red team three's open limit, closed in fifteen: it returned the SSN in clear)."""
+    for function in tree if isinstance(tree, list) else [tree]:
+        f = (_node(function) or ("", {}))[1]
+        datums = f.get("datums", []) or []
+        opened: set[int] = set()
+        fetched: set[int] = set()
+        named: set[int] = set()
+        stack: list = [f.get("action")]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, list):
+                stack.extend(item)
+                continue
+            if not isinstance(item, dict):
+                continue
+            n = _node(item)
+            if n is not None and n[0] == "PLpgSQL_stmt_open" and isinstance(n[1].get("curvar"), int):
+                opened.add(n[1]["curvar"])
+            if n is not None and n[0] == "PLpgSQL_stmt_fetch" and isinstance(n[1].get("curvar"), int):
+                fetched.add(n[1]["curvar"])
+            for k, v in item.items():
+                if k == "varno" and isinstance(v, int):
+                    named.add(v)
+                elif isinstance(v, (dict, list)):
+                    stack.append(v)
+        for datum in datums:  # (a row's fields: the variables an INTO assigns)
+            for field in ((_node(datum) or ("", {}))[1].get("fields") or []):
+                if isinstance(field, dict) and isinstance(field.get("varno"), int):
+                    named.add(field["varno"])
+        for dno in fetched:
+            var = (_node(datums[dno]) or ("", {}))[1] if 0 <= dno < len(datums) else {}
+            if dno not in opened or dno in named or var.get("default_val") is not None:
+                return True
+    return False
 
 
 def _plpgsql_expr(f: dict, lexer: LexerSettings, variables: frozenset[str] = frozenset()) -> Syntax:

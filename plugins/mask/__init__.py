@@ -42,7 +42,7 @@ from pgwarden.api import (
 )
 from pgwarden.mask_rows import Detection
 from pgwarden.masking import COPY_REFUSAL, copy_options
-from pgwarden.session import PROTOCOL_PREPARED, SERVER_PLANS, declared_types
+from pgwarden.session import PROTOCOL_PREPARED, SERVER_PLANS, cursor_stale, declared_types
 from pgwarden.sql.lineage import UNTRACED, names_revealing, reveals_values
 from pgwarden_plugins.mask import code as hidden_code
 from pgwarden_plugins.mask import values
@@ -61,7 +61,9 @@ _CLAUSES = {"where": "WHERE", "join": "JOIN ... ON", "order by": "ORDER BY", "gr
             "case": "a CASE condition", "write": "a value written to a table",
             "set operation": "UNION / INTERSECT / EXCEPT (they compare rows)",
             "policy": "a row-level security policy's condition (on a table the statement reads or writes)",
-            "execute": "an EXECUTE's argument (the prepared statement may test it or count rows by it)"}
+            "execute": "an EXECUTE's argument (the prepared statement may test it or count rows by it)",
+            "cursor": ("a cursor declared before what its query runs was defined again (its conditions were "
+                       "judged on the definitions before)")}
 # Statement kinds that keep a value somewhere a later statement reads it back unmasked.
 _KEEPS = frozenset({"side_effect", "listen", "set"})
 _COPY_SERVER_SIDE = frozenset({"copy_file", "copy_program"})
@@ -309,6 +311,13 @@ class Masking:
                     return Verdict.block(COPY_REFUSAL.message.removeprefix("pgwarden: blocked: "), COPY_REFUSAL.hint,
                                          rule="mask: copy")
         for lineage in lineages:
+            if lineage.refers is not None and lineage.refers[0] == "cursor" \
+                    and cursor_stale(session, lineage.refers[1]):
+                # FETCH or MOVE of a cursor declared before a change of what its query runs: its
+                # conditions were judged on the definitions before (red team fifteen)
+                refused = self._untraced_oracle(rules, attrs.evolve(lineage, reads=None), "cursor")
+                if refused is not None:
+                    return refused
             bodies = [lineage] + [body for _, _, body in lineage.defines]
             for body in bodies:
                 for use in body.oracles:

@@ -212,10 +212,11 @@ def test_a_named_statement_of_ddl_executed_after_its_parse_was_synced_is_read_ag
 
 
 def test_a_named_statement_read_again_while_another_sessions_change_is_not_read_is_masked_whole(masked):
-    """Session b's named statement runs again by Bind and Execute alone: b decided it long ago, so
-    nothing makes it wait for the load that reads a's change. Its rows come while the catalog still
-    shows the view returning ``name`` (the load held back here by a long ``settle_s``): they are
-    masked whole, never traced through the old definition (before the fix: the SSN)."""
+    """Session b's named statement runs again by Bind and Execute alone: b decided it long ago.
+    Its rows never come traced through the old definition (before the fix: the SSN). Since red team
+    fifteen a's change (once its transaction ended) has b decide the statement again at that Bind,
+    which waits for the load that reads it (held back here by a long ``settle_s``, then let go):
+    the rows are traced through the new definition, masked by the SSN's rule."""
     from rawclient import RawClient
 
     from pgwarden.wire import messages as m
@@ -233,8 +234,10 @@ def test_a_named_statement_read_again_while_another_sessions_change_is_not_read_
             a.execute("create or replace view cc_view as select id, ssn as x from cc_users")
         assert masked.call(lambda: catalog.redefining)
         b.send(m.Bind("", "read").encode() + m.Execute("").encode() + m.Sync().encode())
+        masked.call(setattr, catalog, "settle_s", settle)  # (the Bind waits for the load: let it go)
+        masked.call(catalog.invalidate, "the load let go")
         rows = [msg.values for msg in b.until_ready() if isinstance(msg, m.DataRow)]
-        assert SSN.encode() not in repr(rows).encode() and rows == [(b"***",)]
+        assert SSN.encode() not in repr(rows).encode() and rows == [(b"***-**-6789",)]  # (its rule's mask)
     finally:
         b.close()
         masked.call(setattr, catalog, "settle_s", settle)

@@ -19,7 +19,7 @@ from pgwarden.sql.lexer import LexerSettings
 
 #: every field `ConnectionState` declares (compiled, reading one never set raises AttributeError)
 FIELDS = ("phase", "services", "session", "shadow", "untracked", "masks", "catalog_changed",
-          "catalog_redefined", "catalog_ticket", "relay", "end_reason", "limits", "limits_any",
+          "catalog_redefined", "catalog_ticket", "catalog_behind", "relay", "end_reason", "limits", "limits_any",
           "rows_written", "sql_context", "context", "context_catalog", "context_lexer", "context_stale")
 
 
@@ -38,7 +38,7 @@ def test_a_new_connection_has_every_field_of_its_state():
     assert values["limits"] == SessionLimits() and not values["limits_any"] and values["rows_written"] is None
     assert values["context"] is None and values["context_stale"] is False
     assert (values["untracked"], values["catalog_changed"], values["catalog_redefined"],
-            values["catalog_ticket"]) == (False, False, False, 0)
+            values["catalog_ticket"], values["catalog_behind"]) == (False, False, False, 0, False)
 
 
 def test_the_copies_of_the_limits_follow_every_write():

@@ -48,16 +48,27 @@ def test_a_change_the_check_saw_has_every_masking_session_decide_its_binds_again
     """`Application._decide_binds_again` (a `LiveCatalog.on_change_seen` listener): the relays of
     sessions that mask (an ``on_shape``) count a new generation, so each named statement is decided
     again at its next Bind (and waits for the load); others (shadow rules alone too: they mask
-    nothing), and sessions not relaying yet, not."""
+    nothing), and sessions not relaying yet, not. A masking session also forgets its portals and
+    its SQL cursors' lineage (red team fifteen), and one in an open transaction is behind the
+    catalog until it ends."""
     from pgwarden.app import Application
 
-    def conn(masks: object) -> SimpleNamespace:
-        return SimpleNamespace(relay=SimpleNamespace(policy_generation=3), masks=masks)
+    def conn(masks: object, status: str = "I") -> SimpleNamespace:
+        state = SimpleNamespace(portals={"P": object()}, transaction_status=status)
+        return SimpleNamespace(relay=SimpleNamespace(policy_generation=3, state=state), masks=masks,
+                               catalog_behind=False)
 
-    masking = conn(SimpleNamespace(masking=lambda: True))
+    forgot: list[int] = []
+
+    def masker() -> SimpleNamespace:
+        return SimpleNamespace(masking=lambda: True, redefined=lambda: forgot.append(1))  # (it forgets the portals)
+
+    masking, in_transaction = conn(masker()), conn(masker(), "T")
     shadow_only = conn(SimpleNamespace(masking=lambda: False))  # shadow rules count, nothing masked
     plain = conn(None)
     logging_in = SimpleNamespace(relay=None, masks=None)
-    app = SimpleNamespace(connections=[masking, shadow_only, plain, logging_in])
+    app = SimpleNamespace(connections=[masking, in_transaction, shadow_only, plain, logging_in])
     Application._decide_binds_again(app)  # type: ignore[arg-type]
-    assert [c.relay.policy_generation for c in (masking, shadow_only, plain)] == [4, 3, 3]
+    assert [c.relay.policy_generation for c in (masking, in_transaction, shadow_only, plain)] == [4, 4, 3, 3]
+    assert forgot == [1, 1]
+    assert [c.catalog_behind for c in (masking, in_transaction, shadow_only, plain)] == [False, True, False, False]

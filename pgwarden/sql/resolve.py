@@ -813,7 +813,9 @@ class _Resolver:
                     self._body_uncounted = True
         if fn.support and fn.oid not in self._in_progress:
             # an aggregate runs its transition and final functions (`SELECT agg(id) FROM t` calls
-            # its state function once a row): what they do is what calling it does
+            # its state function once a row), and a call computes the DEFAULT expressions of the
+            # arguments it leaves out (red team fifteen: `CALL p()`, `p(a int DEFAULT wipe())`):
+            # what they do is what calling it does
             self._in_progress.add(fn.oid)
             try:
                 tables: set[str] = set()

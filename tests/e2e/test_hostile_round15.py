@@ -193,6 +193,56 @@ def test_a_server_file_may_be_any_relations(hostile, server, protocol):
     assert _one(server.conn, "SELECT count(*) FROM pg_largeobject_metadata") == 0
 
 
+# ---------------------------------------------------------------------- arguments' defaults, a range's subtype_diff
+
+@pytest.fixture
+def defaulted_args(hostile, server):
+    # (the owner's routines whose bodies do nothing, their argument's DEFAULT deleting secret.things;
+    # a range type whose SUBTYPE_DIFF, declared IMMUTABLE, deletes it when armed, a GiST index of it)
+    drop = ("DROP FUNCTION IF EXISTS public.rt15_g(int)", "DROP PROCEDURE IF EXISTS public.rt15_p(int)",
+            "DROP FUNCTION IF EXISTS public.rt15_del()",
+            "DROP TABLE IF EXISTS public.rt15_ranged", "DROP TYPE IF EXISTS public.rt15_range",
+            "DROP FUNCTION IF EXISTS public.rt15_diff(int4, int4)")
+    test_hostile.made(hostile, server, *drop,
+                      "CREATE FUNCTION public.rt15_del() RETURNS int LANGUAGE sql "
+                      "AS 'WITH d AS (DELETE FROM secret.things WHERE id > 0 RETURNING 1) SELECT 1'",
+                      "CREATE FUNCTION public.rt15_g(a int DEFAULT public.rt15_del()) RETURNS int LANGUAGE plpgsql "
+                      "IMMUTABLE AS 'BEGIN RETURN a; END'",
+                      "CREATE PROCEDURE public.rt15_p(a int DEFAULT public.rt15_del()) LANGUAGE sql AS 'SELECT 1'",
+                      "CREATE FUNCTION public.rt15_diff(int4, int4) RETURNS float8 LANGUAGE sql IMMUTABLE "
+                      "AS 'SELECT ($1 - $2)::float8 + CASE WHEN public.wipe_if_armed() THEN 0 ELSE 0 END'",
+                      "CREATE TYPE public.rt15_range AS RANGE (SUBTYPE = int4, SUBTYPE_DIFF = public.rt15_diff)",
+                      "CREATE TABLE public.rt15_ranged (r public.rt15_range)",
+                      "CREATE INDEX rt15_ranged_r ON public.rt15_ranged USING gist (r)")
+    yield server
+    _drop(server, *drop)
+    test_hostile.read_catalog_again(hostile, "routines dropped")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_arguments_default_runs_at_the_call(hostile, defaulted_args, protocol):
+    # (policies "truncators" and "bodies": `CALL public.rt15_p()` emptied secret.things; "design" (the
+    # agents' policy: DDL, side effects refused) with the IMMUTABLE function likewise)
+    for policy, sql in [("truncators", "CALL public.rt15_p()"), ("bodies", "CALL public.rt15_p()"),
+                        ("truncators", "SELECT public.rt15_g()"), ("design", "SELECT public.rt15_g()"),
+                        ("design", "SELECT * FROM public.rt15_g()")]:
+        (answer,) = _run(hostile, policy, protocol, sql)
+        assert_refused(answer, sql)
+        assert _one(defaulted_args.conn, SECRET) == 3, (policy, sql)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_range_types_subtype_diff_runs_at_an_insert(hostile, defaulted_args, protocol):
+    # (policy "truncators": 3,000 ranges into the GiST index split its pages, which called
+    # public.rt15_diff, armed: secret.things emptied)
+    values = "SELECT ('[' || g || ',' || g + 1 || ')')::public.rt15_range FROM generate_series(1, 3000) AS g"
+    for sql in (f"INSERT INTO public.rt15_ranged {values}", f"INSERT INTO public.rt15_ranged {values.replace('::public.rt15_range', '')}"):
+        _armed, answer = _run(hostile, "truncators", protocol, "SET hostile.armed = on", sql)
+        assert_refused(answer, sql)
+        assert _one(defaulted_args.conn, SECRET) == 3, sql
+        assert _one(defaulted_args.conn, "SELECT count(*) FROM public.rt15_ranged") == 0
+
+
 # ---------------------------------------------------------------------- controls
 
 @pytest.mark.parametrize("protocol", ["extended"])  # (controls: one protocol)

@@ -279,8 +279,23 @@ _STATISTICS_TREES = """
 # functions; any function or procedure, the functions (and operators' functions) its arguments'
 # DEFAULT expressions call, which the caller computes for the arguments it leaves out (red team
 # fifteen: `CALL p()` of a procedure whose body does nothing, `a int DEFAULT public.wipe()`, emptied
-# secret.things under a rule naming it). Both counted as the call's (`FunctionFacts.support`).
+# secret.things under a rule naming it), and the functions of the CHECK constraints of the domains
+# its arguments and its result are of (over a domain, its base domains' too): every call converts
+# its arguments, and its result, to them (red team fifteen: `SELECT f(5)` of an IMMUTABLE
+# `f(c public.checked)`, a domain whose CHECK deletes, emptied public.things under the agents'
+# policy). Each counted as the call's (`FunctionFacts.support`).
 AGGREGATES = f"""
+WITH RECURSIVE typed(routine, type) AS (
+    SELECT p.oid, a.type
+    FROM pg_proc AS p, unnest(p.proargtypes::oid[] || p.prorettype) AS a(type)
+    WHERE p.oid >= {FIRST_NORMAL_OID}
+    UNION
+    SELECT typed.routine, t.typbasetype
+    FROM typed JOIN pg_type AS t ON t.oid = typed.type AND t.typtype = 'd'
+), domain_checks AS (
+    SELECT typed.routine, k.conbin::text AS tree
+    FROM typed JOIN pg_constraint AS k ON k.contypid = typed.type AND k.contype = 'c'
+)
 SELECT DISTINCT a.aggfnoid::int8 AS aggregate, f.oid::int8 AS function
 FROM pg_aggregate AS a
 CROSS JOIN LATERAL unnest(ARRAY[a.aggtransfn::oid, a.aggfinalfn::oid, a.aggcombinefn::oid, a.aggserialfn::oid,
@@ -299,6 +314,13 @@ FROM (
     FROM pg_proc AS p, regexp_matches(p.proargdefaults::text, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
          regexp_split_to_table(btrim(m[1]), ' ') AS n
     WHERE p.proargdefaults IS NOT NULL AND p.oid >= {FIRST_NORMAL_OID}
+    UNION ALL
+    SELECT c.routine, m[1], m[2]::oid
+    FROM domain_checks AS c, regexp_matches(c.tree, '{_TREE_REFS}', 'g') AS m
+    UNION ALL
+    SELECT c.routine, 'opno', n::oid
+    FROM domain_checks AS c, regexp_matches(c.tree, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
+         regexp_split_to_table(btrim(m[1]), ' ') AS n
 ) AS refs
 LEFT JOIN pg_operator AS o ON refs.field IN ({_OPERATORS}) AND o.oid = refs.ref
 WHERE refs.ref <> 0 AND (refs.field NOT IN ({_OPERATORS}) OR o.oprcode <> 0)

@@ -195,14 +195,15 @@ def test_a_server_file_may_be_any_relations(hostile, server, protocol):
 
 # ---------------------------------------------------------------------- arguments' defaults, a range's subtype_diff
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def defaulted_args(hostile, server):
     # (the owner's routines whose bodies do nothing, their argument's DEFAULT deleting secret.things;
     # a range type whose SUBTYPE_DIFF, declared IMMUTABLE, deletes it when armed, a GiST index of it)
     drop = ("DROP FUNCTION IF EXISTS public.rt15_g(int)", "DROP PROCEDURE IF EXISTS public.rt15_p(int)",
             "DROP FUNCTION IF EXISTS public.rt15_del()",
             "DROP TABLE IF EXISTS public.rt15_ranged", "DROP TYPE IF EXISTS public.rt15_range",
-            "DROP FUNCTION IF EXISTS public.rt15_diff(int4, int4)")
+            "DROP FUNCTION IF EXISTS public.rt15_diff(int4, int4)",
+            "DROP FUNCTION IF EXISTS public.rt15_takes(public.checked), public.rt15_gives(int)")
     test_hostile.made(hostile, server, *drop,
                       "CREATE FUNCTION public.rt15_del() RETURNS int LANGUAGE sql "
                       "AS 'WITH d AS (DELETE FROM secret.things WHERE id > 0 RETURNING 1) SELECT 1'",
@@ -213,7 +214,11 @@ def defaulted_args(hostile, server):
                       "AS 'SELECT ($1 - $2)::float8 + CASE WHEN public.wipe_if_armed() THEN 0 ELSE 0 END'",
                       "CREATE TYPE public.rt15_range AS RANGE (SUBTYPE = int4, SUBTYPE_DIFF = public.rt15_diff)",
                       "CREATE TABLE public.rt15_ranged (r public.rt15_range)",
-                      "CREATE INDEX rt15_ranged_r ON public.rt15_ranged USING gist (r)")
+                      "CREATE INDEX rt15_ranged_r ON public.rt15_ranged USING gist (r)",
+                      # (public.checked: a domain whose CHECK calls public.purge(), which empties public.things)
+                      "CREATE FUNCTION public.rt15_takes(c public.checked) RETURNS int LANGUAGE plpgsql IMMUTABLE "
+                      "AS 'BEGIN RETURN c; END'",
+                      "CREATE FUNCTION public.rt15_gives(i int) RETURNS public.checked LANGUAGE sql IMMUTABLE AS 'SELECT i'")
     yield server
     _drop(server, *drop)
     test_hostile.read_catalog_again(hostile, "routines dropped")
@@ -223,6 +228,7 @@ def defaulted_args(hostile, server):
 def test_an_arguments_default_runs_at_the_call(hostile, defaulted_args, protocol):
     # (policies "truncators" and "bodies": `CALL public.rt15_p()` emptied secret.things; "design" (the
     # agents' policy: DDL, side effects refused) with the IMMUTABLE function likewise)
+    defaulted_args.reset()
     for policy, sql in [("truncators", "CALL public.rt15_p()"), ("bodies", "CALL public.rt15_p()"),
                         ("truncators", "SELECT public.rt15_g()"), ("design", "SELECT public.rt15_g()"),
                         ("design", "SELECT * FROM public.rt15_g()")]:
@@ -232,9 +238,21 @@ def test_an_arguments_default_runs_at_the_call(hostile, defaulted_args, protocol
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_a_domain_an_argument_or_result_is_of_runs_its_check(hostile, defaulted_args, protocol):
+    # (policy "design": IMMUTABLE functions whose bodies do nothing; converting 5 to public.checked,
+    # argument or result, ran its CHECK: public.purge() emptied public.things)
+    defaulted_args.reset()
+    for sql in ("SELECT public.rt15_takes(5)", "SELECT public.rt15_gives(5)", "SELECT public.rt15_gives(id) FROM public.things"):
+        (answer,) = _run(hostile, "design", protocol, sql)
+        assert_refused(answer, sql)
+        assert _one(defaulted_args.conn, THINGS) == 5, sql
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_a_range_types_subtype_diff_runs_at_an_insert(hostile, defaulted_args, protocol):
     # (policy "truncators": 3,000 ranges into the GiST index split its pages, which called
     # public.rt15_diff, armed: secret.things emptied)
+    defaulted_args.reset()
     values = "SELECT ('[' || g || ',' || g + 1 || ')')::public.rt15_range FROM generate_series(1, 3000) AS g"
     for sql in (f"INSERT INTO public.rt15_ranged {values}", f"INSERT INTO public.rt15_ranged {values.replace('::public.rt15_range', '')}"):
         _armed, answer = _run(hostile, "truncators", protocol, "SET hostile.armed = on", sql)

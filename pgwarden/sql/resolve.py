@@ -818,24 +818,36 @@ class _Resolver:
             # what they do is what calling it does
             self._in_progress.add(fn.oid)
             try:
-                tables: set[str] = set()
-                writes: set[str] = set()
-                wheres: list[bool] = []
+                # (a function's body, judged above, keeps what it does: the parts add to it)
+                tables: set[str] = set(self._body_tables.get(fn.oid, ()))
+                writes: set[str] = set(self._body_writes.get(fn.oid, ()))
+                names: set[str] = set(self._body_functions.get(fn.oid, ()))
+                wheres: list[bool] = [self._body_wheres[fn.oid]] if fn.oid in self._body_wheres else []
+                parts: set[str] = set()
                 for oid in fn.support:
                     part = self.catalog.function(oid)
                     if part is None:
-                        found.add("unknown")
+                        parts.add("unknown")
                         continue
                     self._unseen_settings(part)
-                    found |= self.function_kinds(part) | self._hidden_text_kinds(part)
+                    does = self.function_kinds(part) | self._hidden_text_kinds(part)
+                    parts |= does
+                    if does or not part.builtin:
+                        names.add(part.name)
+                    names |= self._body_functions.get(oid, frozenset())
                     tables |= self._body_tables.get(oid, frozenset())
                     writes |= self._body_writes.get(oid, frozenset())
                     if oid in self._body_wheres:
                         wheres.append(self._body_wheres[oid])
+                found |= parts
+                if fn.oid in self._body_only:  # (what a trigger or a default running it does: `_fires`)
+                    self._body_only[fn.oid] = self._body_only[fn.oid] | parts
                 if tables:
                     self._body_tables[fn.oid] = frozenset(tables)
                 if writes:
                     self._body_writes[fn.oid] = frozenset(writes)
+                if names:
+                    self._body_functions[fn.oid] = frozenset(names)
                 if wheres:
                     self._body_wheres[fn.oid] = all(wheres)
             finally:

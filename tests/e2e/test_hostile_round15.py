@@ -203,7 +203,8 @@ def defaulted_args(hostile, server):
             "DROP FUNCTION IF EXISTS public.rt15_del()",
             "DROP TABLE IF EXISTS public.rt15_ranged", "DROP TYPE IF EXISTS public.rt15_range",
             "DROP FUNCTION IF EXISTS public.rt15_diff(int4, int4)",
-            "DROP FUNCTION IF EXISTS public.rt15_takes(public.checked), public.rt15_gives(int)")
+            "DROP FUNCTION IF EXISTS public.rt15_takes(public.checked), public.rt15_gives(int)",
+            "DROP FUNCTION IF EXISTS public.rt15_both(bigint)")
     test_hostile.made(hostile, server, *drop,
                       "CREATE FUNCTION public.rt15_del() RETURNS int LANGUAGE sql "
                       "AS 'WITH d AS (DELETE FROM secret.things WHERE id > 0 RETURNING 1) SELECT 1'",
@@ -218,7 +219,10 @@ def defaulted_args(hostile, server):
                       # (public.checked: a domain whose CHECK calls public.purge(), which empties public.things)
                       "CREATE FUNCTION public.rt15_takes(c public.checked) RETURNS int LANGUAGE plpgsql IMMUTABLE "
                       "AS 'BEGIN RETURN c; END'",
-                      "CREATE FUNCTION public.rt15_gives(i int) RETURNS public.checked LANGUAGE sql IMMUTABLE AS 'SELECT i'")
+                      "CREATE FUNCTION public.rt15_gives(i int) RETURNS public.checked LANGUAGE sql IMMUTABLE AS 'SELECT i'",
+                      # (a body that deletes, beside a default that reads: both count)
+                      "CREATE FUNCTION public.rt15_both(a bigint DEFAULT public.count_things()) RETURNS bigint "
+                      "LANGUAGE plpgsql AS 'BEGIN DELETE FROM secret.things WHERE id > 0; RETURN a; END'")
     yield server
     _drop(server, *drop)
     test_hostile.read_catalog_again(hostile, "routines dropped")
@@ -231,10 +235,13 @@ def test_an_arguments_default_runs_at_the_call(hostile, defaulted_args, protocol
     defaulted_args.reset()
     for policy, sql in [("truncators", "CALL public.rt15_p()"), ("bodies", "CALL public.rt15_p()"),
                         ("truncators", "SELECT public.rt15_g()"), ("design", "SELECT public.rt15_g()"),
-                        ("design", "SELECT * FROM public.rt15_g()")]:
+                        ("design", "SELECT * FROM public.rt15_g()"), ("bodies", "SELECT public.rt15_both()")]:
         (answer,) = _run(hostile, policy, protocol, sql)
         assert_refused(answer, sql)
         assert _one(defaulted_args.conn, SECRET) == 3, (policy, sql)
+    analysis = analyze_sql("SELECT public.rt15_both()", SqlContext(hostile.app.catalog.current, user=APP_USER))
+    assert {"secret.things", "public.things"} <= analysis.tables and "secret.things" in analysis.writes, analysis
+    assert {"rt15_both", "count_things"} <= analysis.functions, analysis
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)

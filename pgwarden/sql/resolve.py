@@ -792,10 +792,11 @@ class _Resolver:
                     self._body_indirect[fn.oid] = body.indirect_writes
                 if body.has_where is not None:
                     self._body_wheres[fn.oid] = body.has_where
-        if fn.builtin and fn.extension is not None and fn.language not in ("sql", "plpgsql") \
-                and fn.extension not in self.catalog.trusted_extensions and fn.name not in SQL_TEXT_FUNCTIONS:
-            # C code of an extension the server does not say is trusted (its script ran as a
-            # superuser): it may reach any relation by a name, a regclass or an OID it is given, or
+        if fn.builtin and fn.extension is not None and fn.extension not in self.catalog.trusted_extensions \
+                and fn.name not in SQL_TEXT_FUNCTIONS:
+            # Code of an extension the server does not say is trusted (its script ran as a
+            # superuser): its C functions, and the SQL ones calling them (an extension's bodies are
+            # not read), may reach any relation by a name, a regclass or an OID they are given, or
             # that a trigger's arguments hold, reading and writing its pages or running SQL on it
             # (red team fifteen: pageinspect's `get_raw_page('secret.things', 0)` and xml2's
             # `xpath_table(..., 'secret.things', ...)` returned its rows, pg_surgery's

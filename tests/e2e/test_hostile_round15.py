@@ -16,8 +16,8 @@ Found (each closed, its case below; the server's state read on a direct connecti
   trigger of refint's `check_foreign_key(1, 'cascade', 'id', 'secret.things', 'id')` on a table of
   the agent's own deleted them at a `DELETE` of that table. Such code reaches a relation by a name, a
   regclass or an OID it is given (or a trigger's arguments hold), which no analysis follows: a
-  function of an untrusted extension in a language other than SQL and PL/pgSQL now reads every
-  relation of the database's own, and writes them if it is volatile (`_Resolver.function_kinds`).
+  function of an untrusted extension (C, or SQL calling it) now reads every relation of the
+  database's own, and writes them if it is volatile (`_Resolver.function_kinds`).
   Under `rows_written` ("capped": `system` allowed), `heap_force_kill('public.things', ...)` killed
   5 rows the server's count never saw: a volatile one only an administrator may call is now
   `uncounted` (refused there).
@@ -307,7 +307,6 @@ def matview(hostile, server):
                       "CREATE MATERIALIZED VIEW public.rt15_mv AS SELECT g FROM generate_series(1, 10) AS g")
     yield server
     server.conn.execute(drop)
-    test_hostile.read_catalog_again(hostile, "a materialized view dropped")
 
 
 @pytest.mark.parametrize("protocol", ["extended"])  # (controls: one protocol)

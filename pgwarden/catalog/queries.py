@@ -579,13 +579,24 @@ WHERE target IS NOT NULL AND target <> 0
 ORDER BY 1, 2, 3"""
 
 # A shell operator (oprcode 0) cannot be used until it is defined: there is nothing to call.
-OPERATORS = """
+# An operator's rows: its function; and, when it is of the database's own, the function of its
+# NEGATOR and of its COMMUTATOR, each in a row of its own under the operator's name: planning puts
+# the negator in place of `NOT (a op b)` and may swap the operands of a comparison for its
+# commutator (red team fifteen: `WHERE NOT (id OPERATOR(public.<~>) 2)`, whose negator's function
+# deleted secret.things, under the agents' policy).
+OPERATORS = f"""
 SELECT o.oid::int8 AS oid, n.nspname AS schema, o.oprname AS name, o.oprcode::oid::int8 AS function,
        o.oprleft::int8 AS left, o.oprright::int8 AS right
 FROM pg_operator AS o
 JOIN pg_namespace AS n ON n.oid = o.oprnamespace
 WHERE o.oprcode <> 0
-ORDER BY o.oid"""
+UNION ALL
+SELECT o.oid::int8, n.nspname, o.oprname, x.oprcode::oid::int8, o.oprleft::int8, o.oprright::int8
+FROM pg_operator AS o
+JOIN pg_namespace AS n ON n.oid = o.oprnamespace
+JOIN pg_operator AS x ON x.oid IN (o.oprnegate, o.oprcom)
+WHERE o.oprcode <> 0 AND x.oprcode::oid >= {FIRST_NORMAL_OID} AND x.oprcode <> o.oprcode
+ORDER BY 1, 4"""
 
 # Every type a value can be cast to, but the row types of tables, views, sequences, ... and their
 # arrays (there is one of each for every table; a composite type made by CREATE TYPE is kept).

@@ -9,6 +9,12 @@ Found (each closed, its case below; the server's state read on a direct connecti
   on any path. The operator's function was judged for its kinds (`delete`, `side_effect`: both
   allowed there) and the tables its body reads and writes were dropped (`_Resolver._operator`);
   they now count as a call's do.
+* **An operator's NEGATOR runs in its place** (policies "design", the agents', and "truncators"): with
+  the owner's `public.<~>`, its function harmless, its NEGATOR `public.<!~>`'s deleting
+  secret.things, `SELECT id FROM public.things WHERE NOT (id OPERATOR(public.<~>) 2)` emptied it:
+  planning puts the negator in `NOT (a op b)`'s place (and may swap a comparison's operands for
+  its COMMUTATOR). An operator of the database's own now counts both functions too (the catalog's
+  operator rows, `queries.OPERATORS`).
 * **C code of an extension the server does not say is trusted** (policy "truncators", which allows
   `system`, so `CREATE EXTENSION` of any available one): pageinspect's `get_raw_page('secret.things',
   0)` returned secret.things' page (its rows), xml2's `xpath_table('id', ..., 'secret.things', ...)`
@@ -107,6 +113,35 @@ def test_an_operators_tables_are_the_statements(hostile, equals):
     catalog = hostile.app.catalog.current
     analysis = analyze_sql("SELECT 1 WHERE 1 OPERATOR(public.=) 1", SqlContext(catalog, user=APP_USER))
     assert "secret.things" in analysis.tables and "secret.things" in analysis.writes, analysis
+
+
+@pytest.fixture
+def negated(hostile, server):
+    # (the owner's `public.<~>`, its function harmless, its NEGATOR `public.<!~>` emptying secret.things)
+    drop = ("DROP OPERATOR IF EXISTS public.<~> (int, int)", "DROP OPERATOR IF EXISTS public.<!~> (int, int)",
+            "DROP FUNCTION IF EXISTS public.rt15_same(int, int), public.rt15_ne(int, int)")
+    test_hostile.made(hostile, server, *drop,
+                      "CREATE FUNCTION public.rt15_same(int, int) RETURNS boolean LANGUAGE plpgsql IMMUTABLE "
+                      "AS 'BEGIN RETURN $1 OPERATOR(pg_catalog.=) $2; END'",
+                      "CREATE FUNCTION public.rt15_ne(int, int) RETURNS boolean LANGUAGE sql "
+                      "AS 'WITH d AS (DELETE FROM secret.things WHERE id > 0 RETURNING 1) SELECT $1 OPERATOR(pg_catalog.<>) $2'",
+                      "CREATE OPERATOR public.<~> (LEFTARG = int, RIGHTARG = int, FUNCTION = public.rt15_same, "
+                      "NEGATOR = OPERATOR(public.<!~>), COMMUTATOR = OPERATOR(public.<~>))",
+                      "CREATE OPERATOR public.<!~> (LEFTARG = int, RIGHTARG = int, FUNCTION = public.rt15_ne)")
+    yield server
+    _drop(server, *drop)
+    test_hostile.read_catalog_again(hostile, "operators dropped")
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_operators_negator_runs_in_its_place(hostile, negated, protocol):
+    # (policies "design" and "truncators": planning put public.<!~> in place of NOT (... <~> ...), and
+    # its function emptied secret.things)
+    sql = "SELECT id FROM public.things WHERE NOT (id OPERATOR(public.<~>) 2)"
+    for policy in ("design", "truncators"):
+        (answer,) = _run(hostile, policy, protocol, sql)
+        assert_refused(answer, sql)
+        assert _one(negated.conn, SECRET) == 3, policy
 
 
 # ---------------------------------------------------------------------- untrusted extensions' C code

@@ -57,7 +57,8 @@ class FunctionFacts:
     result_relation: int = 0
     result_columns: tuple[str, ...] = ()
     argument_names: tuple[str, ...] = ()
-    # An aggregate made after initdb: the functions it runs (pg_aggregate: transition, final, ...).
+    # An aggregate made after initdb: the functions it runs (pg_aggregate: transition, final, ...);
+    # a function of the database's own: those its arguments' DEFAULT expressions call.
     support: tuple[int, ...] = ()
 
     def accepts(self, given: int) -> bool:

@@ -201,14 +201,7 @@ WHERE d.refclassid = 'pg_type'::regclass AND d.classid = 'pg_class'::regclass AN
   AND d.deptype = 'n'
 ORDER BY 1, 2"""
 
-AGGREGATES = f"""
-SELECT DISTINCT a.aggfnoid::int8 AS aggregate, f.oid::int8 AS function
-FROM pg_aggregate AS a
-CROSS JOIN LATERAL unnest(ARRAY[a.aggtransfn::oid, a.aggfinalfn::oid, a.aggcombinefn::oid, a.aggserialfn::oid,
-                                a.aggdeserialfn::oid, a.aggmtransfn::oid, a.aggminvtransfn::oid,
-                                a.aggmfinalfn::oid]) AS f(oid)
-WHERE a.aggfnoid >= {FIRST_NORMAL_OID} AND f.oid <> 0
-ORDER BY 1, 2"""
+# (AGGREGATES: below _TREE_REFS, whose fields it reads)
 
 RULES = """
 SELECT r.ev_class::int8 AS relation, pg_get_ruledef(r.oid) AS definition
@@ -281,12 +274,68 @@ _STATISTICS_TREES = """
         UNION ALL
         SELECT s.stxrelid, 'x', s.stxexprs::text FROM pg_statistic_ext AS s WHERE s.stxexprs IS NOT NULL"""
 
+# What calling a function of the database's own (an extension's too) runs besides its body: an
+# aggregate made after initdb, its transition, final, combine, (de)serialization and moving-aggregate
+# functions; any function or procedure, the functions (and operators' functions) its arguments'
+# DEFAULT expressions call, which the caller computes for the arguments it leaves out (red team
+# fifteen: `CALL p()` of a procedure whose body does nothing, `a int DEFAULT public.wipe()`, emptied
+# secret.things under a rule naming it), and the functions of the CHECK constraints of the domains
+# its arguments and its result are of (over a domain, its base domains' too): every call converts
+# its arguments, and its result, to them (red team fifteen: `SELECT f(5)` of an IMMUTABLE
+# `f(c public.checked)`, a domain whose CHECK deletes, emptied public.things under the agents'
+# policy). Each counted as the call's (`FunctionFacts.support`).
+AGGREGATES = f"""
+WITH RECURSIVE typed(routine, type) AS (
+    SELECT p.oid, a.type
+    FROM pg_proc AS p, unnest(p.proargtypes::oid[] || p.prorettype) AS a(type)
+    WHERE p.oid >= {FIRST_NORMAL_OID}
+    UNION
+    SELECT typed.routine, t.typbasetype
+    FROM typed JOIN pg_type AS t ON t.oid = typed.type AND t.typtype = 'd'
+), domain_checks AS (
+    SELECT typed.routine, k.conbin::text AS tree
+    FROM typed JOIN pg_constraint AS k ON k.contypid = typed.type AND k.contype = 'c'
+)
+SELECT DISTINCT a.aggfnoid::int8 AS aggregate, f.oid::int8 AS function
+FROM pg_aggregate AS a
+CROSS JOIN LATERAL unnest(ARRAY[a.aggtransfn::oid, a.aggfinalfn::oid, a.aggcombinefn::oid, a.aggserialfn::oid,
+                                a.aggdeserialfn::oid, a.aggmtransfn::oid, a.aggminvtransfn::oid,
+                                a.aggmfinalfn::oid]) AS f(oid)
+WHERE a.aggfnoid >= {FIRST_NORMAL_OID} AND f.oid <> 0
+UNION
+SELECT refs.routine::int8,
+       CASE WHEN refs.field IN ({_OPERATORS}) THEN o.oprcode::oid ELSE refs.ref END::int8
+FROM (
+    SELECT p.oid AS routine, m[1] AS field, m[2]::oid AS ref
+    FROM pg_proc AS p, regexp_matches(p.proargdefaults::text, '{_TREE_REFS}', 'g') AS m
+    WHERE p.proargdefaults IS NOT NULL AND p.oid >= {FIRST_NORMAL_OID}
+    UNION ALL
+    SELECT p.oid, 'opno', n::oid
+    FROM pg_proc AS p, regexp_matches(p.proargdefaults::text, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
+         regexp_split_to_table(btrim(m[1]), ' ') AS n
+    WHERE p.proargdefaults IS NOT NULL AND p.oid >= {FIRST_NORMAL_OID}
+    UNION ALL
+    SELECT c.routine, m[1], m[2]::oid
+    FROM domain_checks AS c, regexp_matches(c.tree, '{_TREE_REFS}', 'g') AS m
+    UNION ALL
+    SELECT c.routine, 'opno', n::oid
+    FROM domain_checks AS c, regexp_matches(c.tree, ':opnos \\(o((?: \\d+)+)\\)', 'g') AS m,
+         regexp_split_to_table(btrim(m[1]), ' ') AS n
+) AS refs
+LEFT JOIN pg_operator AS o ON refs.field IN ({_OPERATORS}) AND o.oid = refs.ref
+WHERE refs.ref <> 0 AND (refs.field NOT IN ({_OPERATORS}) OR o.oprcode <> 0)
+ORDER BY 1, 2"""
+
 # The functions of the database's own in each type's default operator classes (support functions,
 # operators' functions): sorting, grouping, DISTINCT, a merge or hash join, a UNION of values of the
 # type run them, named by no statement (red team twelve: ORDER BY a column of an enum whose default
 # btree class compares by a function that deleted rows). A type's (`_TYPES`: a value converted to it
 # may be sorted) and a table's with a column of it, of an array or a domain over it, or of a
-# composite type with a field of it (`_EFFECTS`, 'x': a record compares field by field).
+# composite type with a field of it (`_EFFECTS`, 'x': a record compares field by field). A range
+# type's SUBTYPE_DIFF function and its subtype's operator class's (SUBTYPE_OPCLASS) likewise: a GiST
+# index of the range type, and the planner's estimates, call the first; every range built or compared
+# the second (red team fifteen: an INSERT into a table with a GiST index on a column of a range type
+# whose subtype_diff, declared IMMUTABLE, deleted secret.things).
 _DEFAULT_CLASSES = f"""
     SELECT c.opcintype AS type, p.amproc::oid AS function
     FROM pg_opclass AS c JOIN pg_amproc AS p ON p.amprocfamily = c.opcfamily
@@ -296,7 +345,15 @@ _DEFAULT_CLASSES = f"""
     FROM pg_opclass AS c
     JOIN pg_amop AS a ON a.amopfamily = c.opcfamily
     JOIN pg_operator AS o ON o.oid = a.amopopr
-    WHERE c.opcdefault AND o.oprcode::oid >= {FIRST_NORMAL_OID}"""
+    WHERE c.opcdefault AND o.oprcode::oid >= {FIRST_NORMAL_OID}
+    UNION ALL
+    SELECT r.rngtypid, r.rngsubdiff::oid FROM pg_range AS r WHERE r.rngsubdiff::oid >= {FIRST_NORMAL_OID}
+    UNION ALL
+    SELECT r.rngtypid, p.amproc::oid
+    FROM pg_range AS r
+    JOIN pg_opclass AS c ON c.oid = r.rngsubopc
+    JOIN pg_amproc AS p ON p.amprocfamily = c.opcfamily
+    WHERE p.amproc::oid >= {FIRST_NORMAL_OID}"""
 
 # What a statement runs without naming it, from the server's own records: triggers (less the
 # internal ones of foreign keys, which run the built-in RI_FKey functions: their effect is the
@@ -522,13 +579,24 @@ WHERE target IS NOT NULL AND target <> 0
 ORDER BY 1, 2, 3"""
 
 # A shell operator (oprcode 0) cannot be used until it is defined: there is nothing to call.
-OPERATORS = """
+# An operator's rows: its function; and, when it is of the database's own, the function of its
+# NEGATOR and of its COMMUTATOR, each in a row of its own under the operator's name: planning puts
+# the negator in place of `NOT (a op b)` and may swap the operands of a comparison for its
+# commutator (red team fifteen: `WHERE NOT (id OPERATOR(public.<~>) 2)`, whose negator's function
+# deleted secret.things, under the agents' policy).
+OPERATORS = f"""
 SELECT o.oid::int8 AS oid, n.nspname AS schema, o.oprname AS name, o.oprcode::oid::int8 AS function,
        o.oprleft::int8 AS left, o.oprright::int8 AS right
 FROM pg_operator AS o
 JOIN pg_namespace AS n ON n.oid = o.oprnamespace
 WHERE o.oprcode <> 0
-ORDER BY o.oid"""
+UNION ALL
+SELECT o.oid::int8, n.nspname, o.oprname, x.oprcode::oid::int8, o.oprleft::int8, o.oprright::int8
+FROM pg_operator AS o
+JOIN pg_namespace AS n ON n.oid = o.oprnamespace
+JOIN pg_operator AS x ON x.oid IN (o.oprnegate, o.oprcom)
+WHERE o.oprcode <> 0 AND x.oprcode::oid >= {FIRST_NORMAL_OID} AND x.oprcode <> o.oprcode
+ORDER BY 1, 4"""
 
 # Every type a value can be cast to, but the row types of tables, views, sequences, ... and their
 # arrays (there is one of each for every table; a composite type made by CREATE TYPE is kept).

@@ -121,6 +121,8 @@ SQL_TEXT_FUNCTIONS = frozenset({
     "database_to_xml", "database_to_xmlschema", "database_to_xml_and_xmlschema",
 })
 _UNKNOWN_KIND = frozenset({"unknown"})
+# What reads or writes server files, any relation's among them (`_Resolver._analysis`).
+_FILE_KINDS = frozenset({"server_files", "copy_file"})
 # The volatilities of the functions planning runs (a plain EXPLAIN): IMMUTABLE ones folded,
 # STABLE ones computed for the estimates (eval_const_expressions' estimate mode).
 _PLANNED = frozenset({"i", "s"})
@@ -288,6 +290,13 @@ class _Resolver:
             # an updatable view over one too) is a schema change the text does not spell as DDL,
             # and an administrator's act
             kinds |= {"ddl", "system"}
+        if kinds & _FILE_KINDS:
+            # A server file may be any relation's: `pg_read_binary_file(pg_relation_filepath(
+            # 'secret.things'))`, or COPY ... FROM the file, reads its rows; `lo_export` or COPY ... TO
+            # over it writes them (red team fifteen, under a policy allowing server files and
+            # refusing secret.*). Every relation with storage is read, for the rules that name
+            # tables, as the planner's statistics are.
+            tables |= self._relations_of_kinds("r", "p", "m", "S")
         ancestry = self._ancestry()
         if ancestry:
             # A partition's or an inheritance child's rows are its parents' rows: what reads or
@@ -448,7 +457,7 @@ class _Resolver:
 
     def _call(self, call: Call, kinds: set[str], functions: set[str], defined: dict, nested: list) -> None:
         if call.how == "operator":
-            self._operator(call, kinds, functions)
+            self._operator(call, kinds, functions, nested)
             return
         if call.how == "cast":
             self._cast(call, kinds, functions, nested)
@@ -510,7 +519,11 @@ class _Resolver:
             # beside another argument that could: crosstab's two queries)
             kinds.add("unknown")
 
-    def _operator(self, call: Call, kinds: set[str], functions: set[str]) -> None:
+    def _operator(self, call: Call, kinds: set[str], functions: set[str], nested: list) -> None:
+        """An operator is a call of its function: its kinds, and the tables its body reads and writes
+        (red team fifteen: `WHERE id = 1` under `SET search_path = public, pg_catalog`, where a
+        `public.=` of the session's own deletes secret.things, passed a rule naming secret.*: the
+        body's kinds counted, its tables did not)."""
         operators = [o for o in self.catalog.operators_named(call.name)
                      if (o.schema == call.schema if call.schema is not None
                          else self.uncertain or o.schema in self.schemas)]
@@ -532,6 +545,10 @@ class _Resolver:
             if found:
                 kinds |= found
                 functions.add(fn.name)
+            functions |= self._body_functions.get(fn.oid, frozenset())
+            body_tables = self._body_tables.get(fn.oid)
+            if body_tables:
+                nested.append(self._body_effects(fn.oid, body_tables))
 
     # ------------------------------------------------------------------ casts
 
@@ -782,29 +799,63 @@ class _Resolver:
                     self._body_indirect[fn.oid] = body.indirect_writes
                 if body.has_where is not None:
                     self._body_wheres[fn.oid] = body.has_where
+        if fn.builtin and fn.extension is not None and fn.extension not in self.catalog.trusted_extensions \
+                and fn.name not in SQL_TEXT_FUNCTIONS:
+            # Code of an extension the server does not say is trusted (its script ran as a
+            # superuser): its C functions, and the SQL ones calling them (an extension's bodies are
+            # not read), may reach any relation by a name, a regclass or an OID they are given, or
+            # that a trigger's arguments hold, reading and writing its pages or running SQL on it
+            # (red team fifteen: pageinspect's `get_raw_page('secret.things', 0)` and xml2's
+            # `xpath_table(..., 'secret.things', ...)` returned its rows, pg_surgery's
+            # `heap_force_kill('secret.things', ...)` killed them, refint's `check_foreign_key(1,
+            # 'cascade', 'id', 'secret.things', 'id')` trigger deleted them, each under a rule naming
+            # secret.*). Every relation of the database's own is read; if it may change state,
+            # written; and one only an administrator may call that may change state writes pages
+            # the server's count does not see (pg_surgery's).
+            every = frozenset(self._relations_of_kinds("r", "p", "v", "m", "f", "S"))
+            self._body_tables[fn.oid] = every
+            if fn.volatility == "v":
+                self._body_writes[fn.oid] = every
+                if not fn.public_execute:
+                    self._uncounted_bodies.add(fn.oid)
+                    self._body_uncounted = True
         if fn.support and fn.oid not in self._in_progress:
             # an aggregate runs its transition and final functions (`SELECT agg(id) FROM t` calls
-            # its state function once a row): what they do is what calling it does
+            # its state function once a row), and a call computes the DEFAULT expressions of the
+            # arguments it leaves out (red team fifteen: `CALL p()`, `p(a int DEFAULT wipe())`):
+            # what they do is what calling it does
             self._in_progress.add(fn.oid)
             try:
-                tables: set[str] = set()
-                writes: set[str] = set()
-                wheres: list[bool] = []
+                # (a function's body, judged above, keeps what it does: the parts add to it)
+                tables: set[str] = set(self._body_tables.get(fn.oid, ()))
+                writes: set[str] = set(self._body_writes.get(fn.oid, ()))
+                names: set[str] = set(self._body_functions.get(fn.oid, ()))
+                wheres: list[bool] = [self._body_wheres[fn.oid]] if fn.oid in self._body_wheres else []
+                parts: set[str] = set()
                 for oid in fn.support:
                     part = self.catalog.function(oid)
                     if part is None:
-                        found.add("unknown")
+                        parts.add("unknown")
                         continue
                     self._unseen_settings(part)
-                    found |= self.function_kinds(part) | self._hidden_text_kinds(part)
+                    does = self.function_kinds(part) | self._hidden_text_kinds(part)
+                    parts |= does
+                    if does or not part.builtin:
+                        names.add(part.name)
+                    names |= self._body_functions.get(oid, frozenset())
                     tables |= self._body_tables.get(oid, frozenset())
                     writes |= self._body_writes.get(oid, frozenset())
                     if oid in self._body_wheres:
                         wheres.append(self._body_wheres[oid])
+                found |= parts
+                if fn.oid in self._body_only:  # (what a trigger or a default running it does: `_fires`)
+                    self._body_only[fn.oid] = self._body_only[fn.oid] | parts
                 if tables:
                     self._body_tables[fn.oid] = frozenset(tables)
                 if writes:
                     self._body_writes[fn.oid] = frozenset(writes)
+                if names:
+                    self._body_functions[fn.oid] = frozenset(names)
                 if wheres:
                     self._body_wheres[fn.oid] = all(wheres)
             finally:

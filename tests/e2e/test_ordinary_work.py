@@ -990,6 +990,13 @@ def test_a_column_added_since_the_catalog_was_read_is_masked_by_its_rule(running
             with pytest.raises(psycopg.errors.InsufficientPrivilege) as excinfo:
                 conn.execute(sql)
             refusal_of(excinfo)
+    caught_up(running)
+
+
+def caught_up(running) -> None:
+    """pgwarden has read the operator's DDL of the test (seen later by its catalog's check, the
+    change would forget the open portals and cursors of a test after it: red team fifteen)."""
+    running.call(running.app.catalog.confirm)
 
 
 def test_a_failed_write_to_a_table_without_masked_columns_says_why(running, direct):
@@ -1000,6 +1007,7 @@ def test_a_failed_write_to_a_table_without_masked_columns_says_why(running, dire
     not know yet (made since it was read, by another client), keep theirs withheld."""
     direct.execute("CREATE TABLE IF NOT EXISTS noted (id int PRIMARY KEY, secret_note text NOT NULL)")
     direct.execute("INSERT INTO noted VALUES (77, 'hush-77') ON CONFLICT DO NOTHING")
+    caught_up(running)
     with connect(running, "masking") as conn:
         with pytest.raises(psycopg.errors.UniqueViolation) as excinfo:
             conn.execute("INSERT INTO categories (id, name) VALUES (1, 'again')")

@@ -39,6 +39,7 @@ from pgwarden.marks import (
     BLANK_RUN,
     SUSPECT,
     char_name,
+    copy_in_note,
     cut_note,
     foreign,
     hidden,
@@ -228,8 +229,10 @@ def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int)
             tags.output(class_="outcome", role="status"),
             class_="decide",
         )
+    copying = copy_in_note(r.kinds, r.tables)
     return tags.article(
         tags.h3("Request ", tags.code(r.id)),
+        *([tags.p(copying, class_="foreign-note copy-note")] if copying else []),
         *statement(r.sql),
         details,
         action,

@@ -122,7 +122,10 @@ def render(r: dict[str, Any], now: float) -> str:
     if r.get("parameters") is not None:
         out.append(f"  params    {json.dumps(r['parameters'], ensure_ascii=False)}")
         sizes = r.get("parameter_sizes") or []
+        readings = r.get("parameter_readings") or []
         for i, value in enumerate(r["parameters"]):
+            if i < len(readings) and readings[i]:  # binary values: their type and value (red team fifteen)
+                out.append(f"  ${i + 1} {readings[i]}")
             note = cut_note(value, sizes[i] if i < len(sizes) else None)
             if note:
                 out.append(f"  ${i + 1} {note}")

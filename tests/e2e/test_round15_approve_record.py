@@ -24,7 +24,7 @@ import json
 from test_approval_inbox import inbox  # noqa: F401
 from test_approvals import api
 from test_hostile import DB, Agent, errors, hostile_db, server  # noqa: F401
-from test_round13_approve_record import GROUP, approving  # noqa: F401  (its set-up, not copied)
+from test_round13_approve_record import GROUP, _count, approving  # noqa: F401  (its set-up, not copied)
 
 from pgwarden.testing.waiting import wait_until
 from pgwarden.wire import messages as m
@@ -240,3 +240,60 @@ def test_the_inbox_says_a_copy_from_stdin_writes_rows_nobody_saw(inbox):
         assert ("reads its rows from the agent" in shown) is noted, (case, shown)
         if noted:
             assert shown.index("reads its rows from the agent") < shown.index("  sql "), case
+
+
+#: (the type the Parse declared, the Bind's binary value, how the approver is now told it reads)
+BINARY = {
+    "double precision Infinity (n < $1: every row)": (701, b"\x7f\xf0\x00\x00\x00\x00\x00\x00",
+                                                      "binary double precision: Infinity"),
+    "bigint 1,000,000": (20, (1000000).to_bytes(8, "big"), "binary bigint: 1000000"),
+    "numeric 1e8 (n < $1: every row)": (1700, b"\x00\x01\x00\x02\x00\x00\x00\x00\x00\x01", "binary numeric: 100000000"),
+    "a type left to the server": (0, (1000000).to_bytes(4, "big"),
+                                  "binary format, its type left to the server (the Parse declared none): not read "
+                                  "here; the hex shown is its bytes"),
+}
+
+
+def test_the_inbox_reads_a_binary_parameter_as_its_type(approving, server):
+    """Found (round twelve left it open): a binary parameter was shown as hex, as in the records:
+    `DELETE FROM things WHERE n < $1` with `$1` a double precision `\\x7ff0000000000000` read to
+    the approver as sixteen hex digits, not as Infinity (every row); a bigint 1,000,000 as
+    `\\x00000000000f4240`, a numeric 100,000,000 as `\\x00010002...` (its base-10,000 digits); and
+    nothing told a binary value from a text one holding the same characters. Now each parameter
+    of a request has a reading (`parameter_readings` in the API): its format, and for a binary
+    value of a type the Parse declared and pgwarden knows, the value as the server reads it (else
+    that it is not read); the inbox shows it under the value, `pgwarden approvals show` after it.
+    Control: a text value says it is text. Nothing ran (each request denied)."""
+    from test_approval_inbox import Elements, get
+
+    from pgwarden.approvals_cli import render
+
+    _fresh(approving, server)
+    agent = Agent(approving, GROUP["retry"], "extended")
+    try:
+        for case, (oid, value, _reading) in BINARY.items():
+            agent.rc.send(m.Parse("", f"DELETE FROM public.things WHERE n < $1 /* r15 {case} */", (oid,)).encode()
+                          + m.Bind("", "", (1,), (value,), ()).encode() + m.Execute("").encode() + m.Sync().encode())
+            assert errors(agent.rc.until_ready()), case  # a request, nothing ran
+        agent.rc.send(m.Parse("", "DELETE FROM public.things WHERE n < $1::float8 /* r15 text */").encode()
+                      + m.Bind("", "", (), (b"\\x7ff0000000000000",), ()).encode() + m.Execute("").encode()
+                      + m.Sync().encode())
+        answer = agent.rc.until_ready()
+        assert errors(answer), answer
+    finally:
+        agent.close()
+    requests = wait_until(10, api(approving).pending, "the requests", until=lambda rs: len(rs) == len(BINARY) + 1)
+    status, _h, body = get(f"http://127.0.0.1:{approving.admin}/approvals/inbox/",
+                           Authorization="Bearer " + approving.token("ann", ["dba"]))
+    assert status == 200
+    page = Elements(body).text
+    expected = {**{case: reading for case, (_o, _v, reading) in BINARY.items()},
+                "text": "text format: the characters shown, as the statement reads them"}
+    for case, reading in expected.items():
+        (request,) = [r for r in requests if f"/* r15 {case} */" in r["sql"]]
+        assert request["parameter_readings"] == [reading], (case, request)
+        assert reading in page, (case, [t for t in page if "binary" in t or "text format" in t])
+        assert f"$1 {reading}" in render(request, 0.0), case
+    for r in requests:
+        api(approving).deny(r["id"], "no")
+    assert _count(server) == 5

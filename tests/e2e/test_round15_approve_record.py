@@ -15,6 +15,12 @@ Found, and what now happens:
   at which the transaction ended without committing says `"rolled_back_from": N`: the results of
   the session from seq N to this one ran in that transaction, and the server kept nothing of it.
   Controls: a COMMIT that commits, a ROLLBACK TO SAVEPOINT, a pipeline without an error.
+* An Execute that failed itself had two `result` records (two executions, to a reader): one now.
+* `COPY things FROM STDIN`, held for approval, read as its text alone: the inbox and `pgwarden
+  approvals show` now say that its rows come from the agent after the approval, unseen.
+* A binary parameter read as hex (a double precision Infinity as `\x7ff0000000000000`): each
+  parameter of a request now has a reading, its format and, for a binary value of a known
+  declared type, the value as the server reads it.
 """
 
 from __future__ import annotations

@@ -1499,26 +1499,26 @@ class Relay:
                             ex.suspended = True
                             if truncated:
                                 ex.rows = sent
-                        rolls_back = t == _B_COMMAND_COMPLETE and raw[5:14] == b"ROLLBACK\x00"
+                        rolls_back = t == _B_COMMAND_COMPLETE and len(raw) == 14 and raw[5:14] == b"ROLLBACK\x00"
                         if rolls_back and self._txn_cause is None:
                             self._txn_cause = ex  # (ROLLBACK TO SAVEPOINT too: the ReadyForQuery tells)
                         if self._holding is not None:
                             self._holding.ex = ex  # completed once the check has answered
                         else:
                             self._complete(ex, not rolls_back)
-                elif head is not None and head.kind == _E_QUERY and t == _B_COMMAND_COMPLETE \
-                        and raw[5:14] == b"ROLLBACK\x00" and self._txn_cause is None:
-                    self._txn_cause = head.execution
                 elif head is not None and (head.kind == _E_QUERY or head.kind == _E_TEXECUTE):
                     if head.kind == _E_TEXECUTE:
                         expect.popleft()
+                    elif t == _B_COMMAND_COMPLETE and len(raw) == 14 and raw[5:14] == b"ROLLBACK\x00" \
+                            and self._txn_cause is None:  # its ReadyForQuery tells what it undid
+                        self._txn_cause = head.execution
                     if track:
                         if t == _B_COMMAND_COMPLETE:
                             self._meter.rows += tag_rows(raw)
                         self._meter.truncated = self._meter.truncated or truncated
                 if not raw:
                     continue
-                if t == _B_COMMAND_COMPLETE and raw[5] == 67 and raw[5:12] == b"COMMIT\x00":
+                if t == _B_COMMAND_COMPLETE and len(raw) == 12 and raw[5:12] == b"COMMIT\x00":
                     # committed: what ran before stays, whatever ends the transaction after
                     self._txn_first = self._txn_cause = None
                 if self.context_unsettled and t == _B_COMMAND_COMPLETE and raw[5:13] == b"ROLLBACK":

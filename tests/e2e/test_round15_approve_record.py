@@ -214,12 +214,13 @@ def test_the_inbox_says_a_copy_from_stdin_writes_rows_nobody_saw(inbox):
     inserts holds it) was shown as its text alone, like any INSERT: nothing said that the rows it
     writes come from the agent only after the approval, so that the person approved rows they
     never saw, any number of them. Now the inbox and `pgwarden approvals show` say so above the
-    statement. Controls: an INSERT of a VALUES list, a COPY FROM a server file (its rows are the
-    file's, not the agent's), a COPY TO STDOUT: no such note."""
+    statement, and the Slack message under it. Controls: an INSERT of a VALUES list, a COPY FROM
+    a server file (its rows are the file's, not the agent's), a COPY TO STDOUT: no such note."""
     import attrs
     from test_approval_inbox import Elements, get, stored
 
     from pgwarden.approvals_cli import render
+    from pgwarden_plugins.approve.notify import slack_payload
     from pgwarden_plugins.approve.store import to_json
 
     cases = {
@@ -246,6 +247,8 @@ def test_the_inbox_says_a_copy_from_stdin_writes_rows_nobody_saw(inbox):
         assert ("reads its rows from the agent" in shown) is noted, (case, shown)
         if noted:
             assert shown.index("reads its rows from the agent") < shown.index("  sql "), case
+        slack = json.dumps(slack_payload(request, None))
+        assert ("reads its rows from the agent" in slack) is noted, (case, slack)
 
 
 #: (the type the Parse declared, the Bind's binary value, how the approver is now told it reads)

@@ -140,6 +140,8 @@ def test_a_result_whose_transaction_the_server_rolled_back_says_so(approving, se
     """Found: see the module's docstring. Each case: the server kept none of the UPDATE (a direct
     connection's sum), and the result of the execution that ended the transaction says from
     which result on nothing stayed; no other result of the session says so."""
+    from pgwarden.records_cli import summary
+
     server.conn.execute("DROP TABLE IF EXISTS public.r15_kids")
     server.conn.execute("CREATE TABLE public.r15_kids (id int REFERENCES public.things (id) "
                         "DEFERRABLE INITIALLY DEFERRED)")
@@ -153,6 +155,7 @@ def test_a_result_whose_transaction_the_server_rolled_back_says_so(approving, se
             records = _records(approving, ends)
             ending, opening = _result_of(records, ends), _result_of(records, first)
             assert ending.get("rolled_back_from") == opening["seq"], (case, ending, opening)
+            assert f"(rolled back: results from seq {opening['seq']} on)" in summary(ending)[0], case  # pgwarden tail
             others = [r for r in records if r["type"] == "result" and r is not ending and "rolled_back_from" in r]
             assert not others, (case, others)
         for case, (protocol, sent, updates) in KEPT.items():
@@ -164,6 +167,7 @@ def test_a_result_whose_transaction_the_server_rolled_back_says_so(approving, se
             records = _records(approving, marker.split("/*")[1].split("*/")[0].strip())
             marked = [r for r in records if r["type"] == "result" and "rolled_back_from" in r]
             assert not marked, (case, marked)
+            assert not [r for r in records if r["type"] == "result" and "rolled back" in summary(r)[0]], case
     finally:
         server.conn.execute("DROP TABLE IF EXISTS public.r15_kids")
 

@@ -1961,10 +1961,12 @@ class Relay:
             if count is not None and count.ex is not None:
                 count.ex.error(raw)
                 count.ex.rows = 0
+                if self._txn_cause is None:
+                    self._txn_cause = count.ex  # (its ReadyForQuery tells what the refusal undid)
                 if count.translated:
                     self._meter.rows = 0
                 else:
-                    self._complete(count.ex)
+                    self._complete(count.ex, False)
         else:
             # The counted statement failed on its own: what it sent, then the server's error.
             self._release(severity not in ("FATAL", "PANIC"))

@@ -14,7 +14,9 @@ Found, and what now happens:
   null`) and nothing in the records said that none of it stayed. Now the result of the execution
   at which the transaction ended without committing says `"rolled_back_from": N`: the results of
   the session from seq N to this one ran in that transaction, and the server kept nothing of it.
-  Controls: a COMMIT that commits, a ROLLBACK TO SAVEPOINT, a pipeline without an error.
+  Controls: a COMMIT that commits, a ROLLBACK TO SAVEPOINT, a pipeline without an error. The
+  same for a write a `rows_written` count refused in a pipeline (a second pgwarden, its own
+  module fixture).
 * An Execute that failed itself had two `result` records (two executions, to a reader): one now.
 * `COPY things FROM STDIN`, held for approval, read as its text alone: the inbox and `pgwarden
   approvals show` now say that its rows come from the agent after the approval, unseen.
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_approval_inbox import inbox  # noqa: F401
 from test_approvals import api
 from test_hostile import DB, Agent, errors, hostile_db, server  # noqa: F401
@@ -41,6 +44,11 @@ def _fresh(running, server):
     server.reset()
     for r in api(running).pending():
         api(running).deny(r["id"], "clean up")
+
+
+def _fresh_tables(server):
+    """The tables as the hostile set-up makes them."""
+    server.reset()
 
 
 def _records(running, marker: str) -> list[dict]:
@@ -121,8 +129,8 @@ KEPT = {
 }
 
 
-def _run_case(running, server, protocol: str, sent: list) -> list:
-    agent = Agent(running, GROUP["retry"], protocol)
+def _run_case(running, server, protocol: str, sent: list, group: str = GROUP["retry"]) -> list:
+    agent = Agent(running, group, protocol)
     try:
         answer: list = []
         for item in sent:
@@ -310,3 +318,45 @@ def test_the_inbox_reads_a_binary_parameter_as_its_type(approving, server):
     for r in requests:
         api(approving).deny(r["id"], "no")
     assert _count(server) == 5
+
+
+# ---------------------------------------------------------------------- a write the count refused
+
+@pytest.fixture(scope="module")
+def capped(hostile_db, pg_server, signing_keys, reactor_thread, tmp_path_factory):
+    """One pgwarden for the module whose policy caps what a statement writes at 2 rows."""
+    from pgwarden.testing.pytest_plugin import base_config, module_pgwarden
+
+    workdir = tmp_path_factory.mktemp("round15")
+    doc = base_config(pg_server, signing_keys, workdir, upstream={"database": DB},
+                      policies=[{"name": "agents", "rules": [{"name": "small", "limit": {"rows_written": 2}}]}])
+    with module_pgwarden(doc, signing_keys, reactor_thread) as rp:
+        rp.workdir = workdir
+        yield rp
+
+
+def test_a_pipeline_the_write_count_refused_says_what_it_rolled_back(capped, server):
+    """Found with the above: under `limit: {rows_written: 2}`, a pipeline of an UPDATE of one row
+    (counted, kept so far) and an UPDATE of five (refused by the count: 42501, the implicit
+    transaction rolled back at the Sync): the first UPDATE's result said `"rows": 1` and nothing
+    said the server undid it (the count's refusal is pgwarden's own check, and its error was not
+    taken as the end of the transaction). Now the refused Execute's result says
+    `rolled_back_from`, the first UPDATE's seq. The same by Execute and by Query in an explicit
+    transaction ended by COMMIT (answered ROLLBACK)."""
+    cases = {
+        "a pipeline": ("extended", [("UPDATE public.things SET n = n + 1000 WHERE id = 1 /* r15 w1 first */",
+                                     "UPDATE public.things SET n = n + 1 /* r15 w1 ends */")],
+                       "r15 w1 ends", "r15 w1 first"),
+        "an explicit transaction, by Query": (
+            "simple", ["BEGIN /* r15 w2 first */", "UPDATE public.things SET n = n + 1000 WHERE id = 1",
+                       "UPDATE public.things SET n = n + 1", "COMMIT /* r15 w2 ends */"], "r15 w2 ends", "r15 w2 first"),
+    }
+    for case, (protocol, sent, ends, first) in cases.items():
+        _fresh_tables(server)
+        before = _sum(server)
+        answer = _run_case(capped, server, protocol, sent, group="ai-agents")
+        assert [e.fields[2][1] for e in errors(answer)] == ["42501"], (case, answer)
+        assert _sum(server) == before, case
+        records = _records(capped, ends)
+        ending, opening = _result_of(records, ends), _result_of(records, first)
+        assert ending.get("rolled_back_from") == opening["seq"], (case, ending, opening)

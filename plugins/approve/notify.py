@@ -113,8 +113,6 @@ def slack_payload(request: StoredRequest, inbox_url: str | None) -> dict[str, ob
         {"type": "header",
          "text": {"type": "plain_text", "text": _cut(f"Approval requested: {request.id}", HEADER_CHARS)}},
         {"type": "section", "text": {"type": "mrkdwn", "text": _code_block(request.sql, SECTION_CHARS)}},
-        *([{"type": "section", "text": {"type": "mrkdwn", "text": _cut(_mrkdwn(copying), SECTION_CHARS)}}]
-          if copying else []),
         {"type": "section", "fields": [
             {"type": "mrkdwn", "text": _cut(f"*{label}*\n{_mrkdwn(value)}", FIELD_CHARS)} for label, value in fields
         ]},
@@ -122,6 +120,8 @@ def slack_payload(request: StoredRequest, inbox_url: str | None) -> dict[str, ob
             {"type": "mrkdwn", "text": f"Expires {_when(request.expires)}"},
         ]},
     ]
+    if copying:
+        blocks.insert(2, {"type": "section", "text": {"type": "mrkdwn", "text": _cut(_mrkdwn(copying), SECTION_CHARS)}})
     link = request_link(inbox_url, request.id)
     if link is not None:
         blocks.append({"type": "actions", "elements": [

@@ -1817,7 +1817,7 @@ class Relay:
 
     def _complete(self, ex: Execution, now: bool = True) -> None:
         """An execution ended: what went to the agent since the previous one is its. Unless
-        ``now``, its listener is told at the next ReadyForQuery (`_settle`), when what the server
+        ``now``, its listener is told at the next ReadyForQuery (`settle`), when what the server
         did with its transaction is known."""
         ex.finished = self._clock()
         self._meter.finish(ex)

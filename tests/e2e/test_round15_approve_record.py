@@ -360,3 +360,37 @@ def test_a_pipeline_the_write_count_refused_says_what_it_rolled_back(capped, ser
         records = _records(capped, ends)
         ending, opening = _result_of(records, ends), _result_of(records, first)
         assert ending.get("rolled_back_from") == opening["seq"], (case, ending, opening)
+
+
+# ---------------------------------------------------------------------- controls: a held statement's session goes
+
+def test_control_a_held_statement_whose_session_went_cannot_be_approved_into_running(approving, server):
+    """Not a way through: a DELETE held for approval (hold mode), then the client leaves, by
+    Terminate (the extended protocol's last message, behind the held Bind) or by closing its
+    socket. The request ends `withdrawn` (the session ended) before anyone decides it; an
+    approval given afterwards is refused (409), nothing ran (a direct connection counts the rows),
+    and the records say `withdrawn`, not `approved`."""
+    from pgwarden.approvals_cli import ApiError
+
+    for case in ("Terminate", "the socket closed"):
+        _fresh(approving, server)
+        delete = f"DELETE FROM public.things WHERE id > 1 /* r15 gone {case} */"
+        agent = Agent(approving, GROUP["hold"], "extended")
+        agent.rc.send(m.Parse("", delete).encode() + m.Bind("", "").encode() + m.Execute("").encode()
+                      + m.Sync().encode())
+        request_id = wait_until(10, api(approving).pending, "a pending request", until=lambda rs: len(rs) == 1)[0]["id"]
+        if case == "Terminate":
+            agent.rc.send(m.Terminate().encode())
+        agent.close()
+        ended = wait_until(10, lambda rid=request_id: api(approving).show(rid), "the request withdrawn",
+                           until=lambda r: r["state"] != "pending")
+        assert ended["state"] == "withdrawn", (case, ended)
+        try:
+            api(approving).approve(request_id, "too late")
+            refused = None
+        except ApiError as e:
+            refused = e
+        assert refused is not None and refused.status == 409, (case, refused)
+        assert _count(server) == 5, case
+        states = [r["state"] for r in _records(approving, f"r15 gone {case}") if r["type"] == "approval"]
+        assert states == ["requested", "withdrawn"], (case, states)

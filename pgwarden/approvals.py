@@ -20,9 +20,11 @@ Extended-protocol statements are approved at their Bind, with the parameters tha
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import secrets
 import struct
+import uuid
 import warnings
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
@@ -115,6 +117,111 @@ def parameter_sizes(bind: bytes | None) -> tuple[int | None, ...] | None:
         return None
 
 
+def _numeric(raw: bytes) -> str:
+    """A numeric's binary form (`numeric_send`): digits of base 10,000, weight, sign, scale."""
+    ndigits, weight, sign, dscale = struct.unpack_from("!hhHh", raw)
+    if len(raw) != 8 + 2 * ndigits:
+        raise ValueError("numeric of the wrong length")
+    specials = {0xC000: "NaN", 0xD000: "Infinity", 0xF000: "-Infinity"}
+    if sign in specials:
+        return specials[sign]
+    digits = struct.unpack_from(f"!{ndigits}h", raw, 8)
+    whole = "".join(f"{d:04d}" for d in digits[:max(0, weight + 1)]) + "0000" * max(0, weight + 1 - ndigits)
+    frac = "0000" * max(0, -weight - 1) + "".join(f"{d:04d}" for d in digits[max(0, weight + 1):])
+    whole = whole.lstrip("0") or "0"
+    text = whole + ("." + (frac + "0" * dscale)[:dscale] if dscale > 0 else "")
+    return ("-" if sign == 0x4000 else "") + text
+
+
+def _float(value: float) -> str:
+    return "Infinity" if value == float("inf") else "-Infinity" if value == float("-inf") else repr(value)
+
+
+_ORDINAL_2000 = datetime.date(2000, 1, 1).toordinal()  # PostgreSQL's epoch
+#: The binary forms of the built-in types a driver sends in binary, read as the server reads them:
+#: oid -> (the type's name, a reader of the value's bytes)
+_BINARY_READERS: dict[int, tuple[str, Callable[[bytes], str]]] = {
+    16: ("boolean", lambda b: {b"\x01": "true", b"\x00": "false"}[b]),
+    20: ("bigint", lambda b: str(struct.unpack("!q", b)[0])),
+    21: ("smallint", lambda b: str(struct.unpack("!h", b)[0])),
+    23: ("integer", lambda b: str(struct.unpack("!i", b)[0])),
+    26: ("oid", lambda b: str(struct.unpack("!I", b)[0])),
+    700: ("real", lambda b: _float(struct.unpack("!f", b)[0])),
+    701: ("double precision", lambda b: _float(struct.unpack("!d", b)[0])),
+    1700: ("numeric", _numeric),
+    25: ("text", lambda b: b.decode("utf-8")),
+    1043: ("character varying", lambda b: b.decode("utf-8")),
+    19: ("name", lambda b: b.decode("utf-8")),
+    114: ("json", lambda b: b.decode("utf-8")),
+    3802: ("jsonb", lambda b: b[1:].decode("utf-8") if b[:1] == b"\x01" else _unreadable()),
+    2950: ("uuid", lambda b: str(uuid.UUID(bytes=b))),
+    1082: ("date", lambda b: datetime.date.fromordinal(
+        _ORDINAL_2000 + struct.unpack("!i", b)[0]).isoformat()),
+    1114: ("timestamp", lambda b: _timestamp(struct.unpack("!q", b)[0])),
+    1184: ("timestamptz", lambda b: _timestamp(struct.unpack("!q", b)[0]) + "+00"),
+    17: ("bytea", lambda b: f"{len(b):,} bytes (the hex above)"),
+}
+
+
+def _unreadable() -> str:
+    raise ValueError("unreadable")
+
+
+def _timestamp(micros: int) -> str:
+    if micros in (2**63 - 1, -(2**63)):
+        return "infinity" if micros > 0 else "-infinity"
+    when = datetime.datetime(2000, 1, 1) + datetime.timedelta(microseconds=micros)
+    return when.isoformat(sep=" ")
+
+
+def parameter_readings(bind: bytes | None, types: tuple[int, ...] = ()) -> tuple[str | None, ...] | None:
+    """How each parameter of ``bind`` is read, for the approver (red team fifteen; round twelve
+    left it open): a binary value is shown as hex, as in the records, which is the value only to
+    whoever decodes it (`\\x7ff0000000000000` is a double precision Infinity: `n < $1`, every row)
+    and the same characters as a text value that reads otherwise. Each reading says the format;
+    for a binary value of a type the Parse declared and this knows, the value as the server reads
+    it; else that it is not read here. None for NULL; None without parameters."""
+    if bind is None:
+        return None
+    try:
+        i = bind.index(b"\0", bind.index(b"\0", 5) + 1) + 1  # after the portal and statement names
+        (nformats,) = struct.unpack_from("!H", bind, i)
+        formats = struct.unpack_from(f"!{nformats}H", bind, i + 2)
+        i += 2 + 2 * nformats
+        (count,) = struct.unpack_from("!H", bind, i)
+        i += 2
+        out: list[str | None] = []
+        for k in range(count):
+            (size,) = struct.unpack_from("!i", bind, i)
+            i += 4
+            if size < 0:
+                out.append(None)
+                continue
+            value = bind[i:i + size]
+            i += size
+            fmt = formats[k] if nformats > 1 else formats[0] if nformats == 1 else 0
+            out.append(_reading(value, fmt, types[k] if k < len(types) else 0))
+        return tuple(out)
+    except (ValueError, struct.error, IndexError):
+        return None
+
+
+def _reading(value: bytes, fmt: int, oid: int) -> str:
+    if fmt == 0:
+        return "text format: the characters shown, as the statement reads them"
+    if not oid:
+        return ("binary format, its type left to the server (the Parse declared none): not read here; the hex "
+                "shown is its bytes")
+    known = _BINARY_READERS.get(oid)
+    if known is None:
+        return f"binary format, type oid {oid}: not read here; the hex shown is its bytes"
+    name, read = known
+    try:
+        return f"binary {name}: {read(value)}"
+    except (ValueError, struct.error, KeyError, UnicodeDecodeError, OverflowError):
+        return f"binary {name}, malformed ({len(value)} bytes): the server refuses it"
+
+
 def parameters_of(bind: bytes | None) -> tuple[tuple[str | None, ...] | None, bytes]:
     """The parameters as records show them, and the bytes that identify their values exactly."""
     if bind is None:
@@ -202,6 +309,7 @@ class ApprovalWaits:
             expires=now + cfg.timeout_s, mode=mode, exact=exact_key(request.sql, values, request.declared_types),
             approvers=spec.approvers if spec is not None else 1, session_id=conn.log.id,
             parameter_sizes=parameter_sizes(request.bind),
+            parameter_readings=parameter_readings(request.bind, request.declared_types),
         )
         try:
             waiting = self.plugins.approval(approval, conn.session)

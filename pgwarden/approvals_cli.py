@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from pgwarden.marks import cut_note, foreign, longest_blank, longest_unbroken, marked
+from pgwarden.marks import copy_in_note, cut_note, foreign, longest_blank, longest_unbroken, marked
 
 API_PATH = "/approvals/api"
 
@@ -113,13 +113,19 @@ def render(r: dict[str, Any], now: float) -> str:
     if unbroken:  # a terminal wraps it, but it may scroll by: say so before it does
         out.insert(5, f"  note      the statement holds {unbroken} characters without a blank in a row: read it to "
                       "its end")
+    copying = copy_in_note(r.get("kinds") or (), r.get("tables") or ())
+    if copying:  # the rows it writes come after the approval (red team fifteen)
+        out.insert(5, "  note      " + copying)
     named = foreign(str(r["sql"]))
     if named:  # names that look alike may be others: a Cyrillic "і" is not "i"
         out.append("  non-ASCII " + "; ".join(named))
     if r.get("parameters") is not None:
         out.append(f"  params    {json.dumps(r['parameters'], ensure_ascii=False)}")
         sizes = r.get("parameter_sizes") or []
+        readings = r.get("parameter_readings") or []
         for i, value in enumerate(r["parameters"]):
+            if i < len(readings) and readings[i]:  # binary values: their type and value (red team fifteen)
+                out.append(f"  ${i + 1} {readings[i]}")
             note = cut_note(value, sizes[i] if i < len(sizes) else None)
             if note:
                 out.append(f"  ${i + 1} {note}")

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Sequence
 
 #: Unicode categories of the characters shown as marks
 HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
@@ -133,3 +134,14 @@ def cut_note(value: str | None, size: int | None) -> str | None:
     if value is not None and value.endswith("\u2026"):
         return "may be cut (its size is not known): the statement runs with the whole value"
     return None
+
+
+def copy_in_note(kinds: Sequence[str], tables: Sequence[str]) -> str | None:
+    """What an approver must know of a `COPY ... FROM STDIN` (kind ``copy_from``: from the client)
+    and says nothing about otherwise (red team fifteen): its rows come from the agent after the
+    approval, so nobody sees them; None for any other statement."""
+    if "copy_from" not in kinds:
+        return None
+    into = ", ".join(tables) or "its table"
+    return (f"This COPY reads its rows from the agent after the approval: they are not shown here and are not "
+            f"known yet. Approving it lets the agent write whatever rows it sends into {into}.")

@@ -706,6 +706,7 @@ class Recorder(TurnWork):
         slog.rows += rows
         slog.bytes += size
         slog.seq += 1
+        ex.record_seq = slog.seq
         upstream, own = ex.upstream_s, ex.pgwarden_s
         if self._serialised:
             # Built serialised (as `_statement_body`). The three floats are orjson's to write, each
@@ -764,6 +765,11 @@ class Recorder(TurnWork):
             record["truncated"] = True
         if ex.suspended:
             record["suspended"] = True
+        undone = ex.rolled_back_from
+        if undone is not None:
+            # the transaction ended here without committing: the results from that one's to this
+            # one's tell what the agent was told, and none of it stays (red team fifteen)
+            record["rolled_back_from"] = undone.record_seq or ex.record_seq
         if ex.masked:
             record.update(masked_fields(ex.masked))
         state: ConnectionState = conn

@@ -216,10 +216,13 @@ def _summary(r: dict) -> tuple[str, str]:
         shadow = f" (+{len(r['shadow'])} shadow)" if r.get("shadow") else ""
         return head + f"{action.upper():<7} {sql[:160]}{rule}{shadow}", action
     if kind == "result":
+        # the transaction ended here, rolled back: nothing of these results stayed (red team fifteen)
+        undone = f" (rolled back: results from seq {r['rolled_back_from']} on)" if "rolled_back_from" in r else ""
         if r.get("sqlstate"):
-            return head + f"ERROR   {r['sqlstate']} {r.get('error', '')}", "error"
+            return head + f"ERROR   {r['sqlstate']} {r.get('error', '')}{undone}", "error"
         shadow = f" (+{len(r['shadow'])} shadow)" if r.get("shadow") else ""
-        return head + f"RESULT  {r.get('rows')} rows, {r.get('bytes')} bytes, {r.get('duration_ms')} ms{shadow}", ""
+        return head + (f"RESULT  {r.get('rows')} rows, {r.get('bytes')} bytes, {r.get('duration_ms')} ms"
+                       f"{shadow}{undone}"), ""
     if kind == "auth_failure":
         return head + f"AUTH    failed from {r.get('client')}: {r.get('reason')}", "auth"
     if kind == "approval":

@@ -94,6 +94,10 @@ class ApprovalRequest:
     #: at most the first 2048 (`pgwarden.approvals.SHOWN_PARAMETER_BYTES`); None without parameters
     #: (added with red team thirteen; no contract change)
     parameter_sizes: tuple[int | None, ...] | None = None
+    #: how each parameter is read (`pgwarden.approvals.parameter_readings`: its format, a binary
+    #: value of a known declared type as the server reads it), None for NULL; None without
+    #: parameters (added with red team fifteen; no contract change)
+    parameter_readings: tuple[str | None, ...] | None = None
 
 
 #: What an approval store says about a request (`ApprovalAnswer.state`).

@@ -335,6 +335,8 @@ class ClientConnection(ConnectionState, Protocol):
             self.canceller.keys.pop(self.key, None)
         if self.approval_wait is not None:  # never approved, never run: withdrawn, before the session's end
             self.approval_wait.withdraw("the session ended")
+        if self.relay is not None:
+            self.relay.settle()  # executions waiting for a ReadyForQuery that will not come
         if self.session is not None:
             self.services.events.session_ended(self, _with_in_flight(self.end_reason or "client disconnected",
                                                                      self.relay))

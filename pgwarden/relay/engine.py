@@ -732,6 +732,16 @@ class Relay:
         #: ``on_context_undone`` is called (at the ReadyForQuery): the path is uncertain.
         self.context_unsettled = False
         self._context_undone = False
+        # What the server's transaction did with what ran in it (red team fifteen: a pipeline's
+        # Execute, a Query's first statements, then an error, or a COMMIT answered ROLLBACK: their
+        # results said what the agent was told, nothing that the server undid it). The first
+        # execution completed in the transaction open now; the first that failed or was answered
+        # ROLLBACK since the last ReadyForQuery (the one whose result says, at the ReadyForQuery,
+        # whether the transaction ended without committing: `Execution.rolled_back_from`); and the
+        # Executes whose completion waits for that ReadyForQuery to be told.
+        self._txn_first: Execution | None = None
+        self._txn_cause: Execution | None = None
+        self._at_ready: list[Execution] = []
         self.on_context_undone: Callable[[], None] | None = None
         #: Called with ("prepared", name) when a Parse names a statement, ("cursor", name) when a
         #: Bind names a portal: the server has one namespace for those and SQL's PREPARE and
@@ -1489,19 +1499,28 @@ class Relay:
                             ex.suspended = True
                             if truncated:
                                 ex.rows = sent
+                        rolls_back = t == _B_COMMAND_COMPLETE and len(raw) == 14 and raw[5:14] == b"ROLLBACK\x00"
+                        if rolls_back and self._txn_cause is None:
+                            self._txn_cause = ex  # (ROLLBACK TO SAVEPOINT too: the ReadyForQuery tells)
                         if self._holding is not None:
                             self._holding.ex = ex  # completed once the check has answered
                         else:
-                            self._complete(ex)
+                            self._complete(ex, not rolls_back)
                 elif head is not None and (head.kind == _E_QUERY or head.kind == _E_TEXECUTE):
                     if head.kind == _E_TEXECUTE:
                         expect.popleft()
+                    elif t == _B_COMMAND_COMPLETE and len(raw) == 14 and raw[5:14] == b"ROLLBACK\x00" \
+                            and self._txn_cause is None:  # its ReadyForQuery tells what it undid
+                        self._txn_cause = head.execution
                     if track:
                         if t == _B_COMMAND_COMPLETE:
                             self._meter.rows += tag_rows(raw)
                         self._meter.truncated = self._meter.truncated or truncated
                 if not raw:
                     continue
+                if t == _B_COMMAND_COMPLETE and len(raw) == 12 and raw[5:12] == b"COMMIT\x00":
+                    # committed: what ran before stays, whatever ends the transaction after
+                    self._txn_first = self._txn_cause = None
                 if self.context_unsettled and t == _B_COMMAND_COMPLETE and raw[5:13] == b"ROLLBACK":
                     self._context_undone = True  # ROLLBACK, ROLLBACK TO SAVEPOINT
                 if t == _B_COMMAND_COMPLETE and (raw[5] == 68 or raw[5] == 67 or raw[5] == 80) \
@@ -1796,10 +1815,29 @@ class Relay:
         if not self._capturing:
             self._meter.rows_sent(run, self._result)
 
-    def _complete(self, ex: Execution) -> None:
-        """An execution ended: what went to the agent since the previous one is its."""
+    def _complete(self, ex: Execution, now: bool = True) -> None:
+        """An execution ended: what went to the agent since the previous one is its. Unless
+        ``now``, its listener is told at the next ReadyForQuery (`settle`), when what the server
+        did with its transaction is known."""
         ex.finished = self._clock()
         self._meter.finish(ex)
+        if self._txn_first is None:
+            self._txn_first = ex
+        if not now:
+            self._at_ready.append(ex)
+            return
+        if self._at_ready:
+            self.settle()  # (in order)
+        self._tell(ex)
+
+    def settle(self) -> None:
+        """The executions waiting for a ReadyForQuery (`_complete`) told to the listener now: at
+        that ReadyForQuery, or before a later execution's, or when the session ends."""
+        waiting, self._at_ready = self._at_ready, []
+        for ex in waiting:
+            self._tell(ex)
+
+    def _tell(self, ex: Execution) -> None:
         listener = self._listener
         if listener is not None:
             listener.completed(ex)
@@ -1923,10 +1961,12 @@ class Relay:
             if count is not None and count.ex is not None:
                 count.ex.error(raw)
                 count.ex.rows = 0
+                if self._txn_cause is None:
+                    self._txn_cause = count.ex  # (its ReadyForQuery tells what the refusal undid)
                 if count.translated:
                     self._meter.rows = 0
                 else:
-                    self._complete(count.ex)
+                    self._complete(count.ex, False)
         else:
             # The counted statement failed on its own: what it sent, then the server's error.
             self._release(severity not in ("FATAL", "PANIC"))
@@ -1942,6 +1982,8 @@ class Relay:
         if head is None or head.kind == _E_QUERY:
             if head is not None and head.execution is not None:
                 head.execution.error(raw)
+                if self._txn_cause is None:
+                    self._txn_cause = head.execution
             self._down.append(raw)
             return
         kind = head.kind
@@ -1949,12 +1991,16 @@ class Relay:
             ex = head.execution
             ex.error(raw)
             ex.rows = 0
-            self._complete(ex)
+            if self._txn_cause is None:
+                self._txn_cause = ex
+            self._complete(ex, False)  # told at the Sync's ReadyForQuery: it may roll back
         # Extended protocol: the server now discards everything until Sync.
         statements = self.state.statements
         while expect and expect[0].kind not in _SYNCS:
             e = expect.popleft()
-            if e.kind == _E_EXECUTE and e.execution is not None:
+            if e.kind == _E_EXECUTE and e.execution is not None and e is not head:
+                # (the Execute that failed itself has its result above: red team fifteen found it
+                # recorded twice, as two executions)
                 # An Execute whose Bind failed (a parameter the type cannot read: 22P02), or one
                 # the server skipped after an earlier message's error: it ran nothing, and its
                 # result says so with that error (red team fourteen: it had no result record, the
@@ -1962,7 +2008,9 @@ class Relay:
                 skipped_ex = e.execution
                 skipped_ex.error(raw)
                 skipped_ex.rows = 0
-                self._complete(skipped_ex)
+                if self._txn_cause is None:
+                    self._txn_cause = skipped_ex  # (its Bind failed)
+                self._complete(skipped_ex, False)
             if e.kind == _E_PARSE:
                 skipped: PreparedStatement = e.target
                 if statements.get(skipped.name) is skipped:
@@ -1994,6 +2042,12 @@ class Relay:
         self._down.append(raw)
 
     def _ready(self, raw: bytes) -> None:
+        cause = self._txn_cause
+        if cause is not None:
+            self._txn_cause = None
+            if raw[5] == 73:  # I: the transaction ended at an error or a ROLLBACK: nothing of it stays
+                first = self._txn_first
+                cause.rolled_back_from = first if first is not None else cause
         if self.context_unsettled:
             if self._context_undone:
                 self._context_undone = False
@@ -2020,6 +2074,10 @@ class Relay:
                 break
             if e.kind == _E_SYNC:
                 break
+        if self._at_ready:
+            self.settle()
+        if raw[5] == 73:
+            self._txn_first = None
         if self.read_only and self.state.parameters.get("default_transaction_read_only") == "off":
             # A function the analysis could not see made the session writable.
             self.fail("the session's read-only mode was changed; it ended, since the policies that "

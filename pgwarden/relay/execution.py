@@ -20,7 +20,7 @@ class Execution:
     __slots__ = (
         "seq", "protocol", "arrived", "forwarded", "finished", "decide_s", "bind", "rows", "bytes",
         "sqlstate", "message", "truncated", "suspended", "sample", "sample_clipped", "masked",
-        "shadow_masked",
+        "shadow_masked", "rolled_back_from", "record_seq",
     )
 
     def __init__(self, seq: int, protocol: str, arrived: float, forwarded: float,
@@ -46,6 +46,12 @@ class Execution:
         self.masked: tuple[object, ...] = ()
         #: what shadow mask rules would have masked in its results (`pgwarden.shadow.ShadowMasks`)
         self.shadow_masked: tuple[object, ...] = ()
+        #: the transaction it ran in ended at it without committing (an error, a ROLLBACK, a
+        #: COMMIT answered ROLLBACK): the first execution of that transaction (itself, if none
+        #: before). What they did, as their results tell it, the server undid (red team fifteen)
+        self.rolled_back_from: Execution | None = None
+        #: the ``seq`` of its result record, once built (0: none)
+        self.record_seq = 0
 
     @property
     def upstream_s(self) -> float:

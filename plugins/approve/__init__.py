@@ -153,6 +153,7 @@ def stored_request(request: ApprovalRequest, preview: Preview | None) -> StoredR
         reason=verdict.reason, mode="retry" if request.mode == "retry" else "hold",
         approvals_needed=request.approvers, preview=preview,
         grant_key=key_of(statement, session), parameter_sizes=request.parameter_sizes,
+        parameter_readings=request.parameter_readings,
     )
 
 

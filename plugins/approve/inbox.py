@@ -39,6 +39,7 @@ from pgwarden.marks import (
     BLANK_RUN,
     SUSPECT,
     char_name,
+    copy_in_note,
     cut_note,
     foreign,
     hidden,
@@ -176,14 +177,18 @@ def _row(label: str, *value: str | Tag) -> list[Tag]:
     return [tags.dt(label), tags.dd(*value)]
 
 
-def _parameters(parameters: Sequence[str | None] | None, sizes: Sequence[int | None] | None) -> str | Tag:
+def _parameters(parameters: Sequence[str | None] | None, sizes: Sequence[int | None] | None,
+                readings: Sequence[str | None] | None = None) -> str | Tag:
     if parameters is None:
         return "none"
     items = []
     for i, p in enumerate(parameters):
         note = cut_note(p, sizes[i] if sizes is not None and i < len(sizes) else None)
+        reading = readings[i] if readings is not None and i < len(readings) else None
         value = tags.code("NULL" if p is None else visible(p))
-        items.append(tags.li(value, tags.p(note, class_="cut")) if note else tags.li(value))
+        below = ([tags.p(*visible(reading), class_="reading")] if reading else []) + \
+            ([tags.p(note, class_="cut")] if note else [])
+        items.append(tags.li(value, *below))
     return tags.ol(*items, class_="parameters")
 
 
@@ -200,7 +205,7 @@ def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int)
         *_row("Reason", r.reason or "-"),
         *_row("Kinds", ", ".join(r.kinds) or "-"),
         *_row("Tables", *visible(", ".join(r.tables) or "-")),
-        *_row("Parameters", _parameters(r.parameters, r.parameter_sizes)),
+        *_row("Parameters", _parameters(r.parameters, r.parameter_sizes, r.parameter_readings)),
         *_row("Impact preview", tags.span(describe_preview(r.preview),
                                           class_="preview" + ("" if r.preview is None or r.preview.ok else " failed"))),
         *_row("Requested", _at(r.created, now)),
@@ -228,8 +233,10 @@ def _pending(r: StoredRequest, me: Identity, now: float, max_grant_minutes: int)
             tags.output(class_="outcome", role="status"),
             class_="decide",
         )
+    copying = copy_in_note(r.kinds, r.tables)
     return tags.article(
         tags.h3("Request ", tags.code(r.id)),
+        *([tags.p(copying, class_="foreign-note copy-note")] if copying else []),
         *statement(r.sql),
         details,
         action,

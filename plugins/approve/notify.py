@@ -25,7 +25,7 @@ from twisted.web.iweb import IResponse
 from pgwarden.api import Reactor
 from pgwarden.config import Notify, SlackNotify
 from pgwarden.jwks import _CappedBody
-from pgwarden.marks import marked
+from pgwarden.marks import copy_in_note, marked
 from pgwarden_plugins.approve.store import Preview, StoredRequest, to_json
 
 log = Logger(namespace="pgwarden.approvals.notify")
@@ -108,6 +108,7 @@ def slack_payload(request: StoredRequest, inbox_url: str | None) -> dict[str, ob
         ("Tables", ", ".join(request.tables) or "-"),
         ("Mode", request.mode),
     ]
+    copying = copy_in_note(request.kinds, request.tables)  # its rows come after the approval (red team fifteen)
     blocks: list[dict[str, object]] = [
         {"type": "header",
          "text": {"type": "plain_text", "text": _cut(f"Approval requested: {request.id}", HEADER_CHARS)}},
@@ -119,6 +120,8 @@ def slack_payload(request: StoredRequest, inbox_url: str | None) -> dict[str, ob
             {"type": "mrkdwn", "text": f"Expires {_when(request.expires)}"},
         ]},
     ]
+    if copying:
+        blocks.insert(2, {"type": "section", "text": {"type": "mrkdwn", "text": _cut(_mrkdwn(copying), SECTION_CHARS)}})
     link = request_link(inbox_url, request.id)
     if link is not None:
         blocks.append({"type": "actions", "elements": [

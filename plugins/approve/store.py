@@ -159,6 +159,9 @@ class StoredRequest:
     #: first 2048 of each (the inbox and the CLI say when one is cut, and by how much); None when
     #: unknown (a request stored by an older pgwarden)
     parameter_sizes: tuple[int | None, ...] | None = None
+    #: how each parameter is read: its format, a binary value of a known type as the server
+    #: reads it (`pgwarden.approvals.parameter_readings`); None from an older pgwarden
+    parameter_readings: tuple[str | None, ...] | None = None
 
     @property
     def approvers(self) -> tuple[str, ...]:

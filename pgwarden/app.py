@@ -57,7 +57,7 @@ class _Fixed(CatalogState):
     def start(self) -> None:
         pass
 
-    def invalidate(self, reason: str, redefines: bool = True, seen: bool = False) -> int:
+    def invalidate(self, reason: str, redefines: bool = True, seen: bool = False, functions: bool = True) -> int:
         return 0
 
     def has_read(self, ticket: int) -> bool:
@@ -244,7 +244,7 @@ class Application:
 
     # ------------------------------------------------------------------ sessions
 
-    def _decide_binds_again(self) -> None:
+    def _decide_binds_again(self, functions: bool = True) -> None:
         """The catalog's change check saw another client's change that may define again what
         lineage goes through: in every session that masks, each named statement is decided again
         at its next Bind, which waits for the load that reads the change (the rows of a statement
@@ -266,6 +266,12 @@ class Application:
             relay, masks = conn.relay, conn.masks
             if relay is not None and masks is not None and masks.masking():  # (not shadow rules alone)
                 relay.policy_generation += 1
+                if not functions:
+                    # another client's change that left every function's body as it was (an
+                    # operator's new table, column or index): a portal's plan, fixed at its Bind,
+                    # runs as it was traced; its cursors and open transaction go on (session 30:
+                    # any migration forgot every masking session's portals)
+                    continue
                 masks.redefined()  # its portals and SQL cursors (a WITH HOLD one runs at its COMMIT)
                 if relay.state.transaction_status != "I":
                     # Its open transaction may run the definitions before the change until it

@@ -228,7 +228,9 @@ class LiveCatalog(CatalogState):
         #: their named statements again at their next Bind, and forget the portals bound before
         #: (`Application`), so that a statement run after it waits for the load like a statement
         #: decided after it (red team fifteen: another session's change had neither)
-        self.on_change_seen: list[Callable[[], object]] = []
+        #: Each is told whether the change may have replaced a function's body (False: the
+        #: check saw pg_proc as it was, `_replaces_functions`).
+        self.on_change_seen: list[Callable[[bool], object]] = []
         #: the connection of `confirm` (its own: never beside a load or a check), and its turn
         self._confirm_conn: psycopg.Connection[Any] | None = None
         self._confirm_lock = defer.DeferredLock()
@@ -269,7 +271,7 @@ class LiveCatalog(CatalogState):
         self._update_flags()
         self._load()
 
-    def invalidate(self, reason: str, redefines: bool = True, seen: bool = False) -> int:
+    def invalidate(self, reason: str, redefines: bool = True, seen: bool = False, functions: bool = True) -> int:
         """A DDL statement committed: load again soon (several calls make one load).
 
         Call it once the statement's transaction has ended: a load that starts before
@@ -278,7 +280,9 @@ class LiveCatalog(CatalogState):
         function's body), so `redefining` is true until a load has read it; false for a
         side effect such as a sequence's nextval. ``seen``: the change check saw it (another
         client's change): `sessions_redefining` stays as it was. `on_change_seen` is called for
-        every change that redefines, a session's or one the check saw.
+        every change that redefines, a session's or one the check saw, with ``functions``: the
+        change may have replaced a function's body (what a portal bound before runs, unlike the
+        views and types its plan fixed at its Bind).
         """
         if not self._started or self._stopped:
             return 0
@@ -295,7 +299,7 @@ class LiveCatalog(CatalogState):
         self._update_flags()
         if redefines and not told:
             for listener in list(self.on_change_seen):
-                listener()
+                listener(functions)
         log.debug("catalog: reload requested ({reason})", reason=reason)
         if self._in_flight:
             self._again = True
@@ -379,7 +383,8 @@ class LiveCatalog(CatalogState):
             changes, open_ = answer
             if self._changes is not None and changes == self._changes:
                 return self.fresh().addCallback(lambda catalog: (catalog, open_))
-            ticket = self.invalidate("the catalog changed (checked for an approved statement)", seen=True)
+            ticket = self.invalidate("the catalog changed (checked for an approved statement)", seen=True,
+                                     functions=self._replaces_functions(changes))
             # (a load that failed has not read the change: the caller refuses)
             return self.fresh().addCallback(lambda catalog: (catalog, open_ if self.has_read(ticket) else None))
 
@@ -485,6 +490,14 @@ class LiveCatalog(CatalogState):
                                    prepare_threshold=None)
             self._conn = conn
         return conn, new
+
+    def _replaces_functions(self, answer: tuple) -> bool:
+        """Whether a change the check saw (its ``answer``, `queries.CHANGES`) may have replaced a
+        function's body: pg_proc's rows are not as the last load read them (or that is not known).
+        An operator's new table or column leaves them as they were."""
+        index = queries.CHANGED_TABLES.index("pg_proc")
+        known = self._changes
+        return known is None or len(known) != len(answer) or len(answer) <= index or known[index] != answer[index]
 
     def _read_changes(self, password: str | None) -> tuple:
         """In a worker thread: the change check's answer (`queries.CHANGES`)."""
@@ -620,7 +633,8 @@ class LiveCatalog(CatalogState):
             if isinstance(answer, _Failed):
                 log.debug("catalog: the change check failed ({error})", error=answer.error)
             elif answer != self._changes:
-                self.invalidate("the catalog changed (another client's DDL)", seen=True)
+                self.invalidate("the catalog changed (another client's DDL)", seen=True,
+                                functions=self._replaces_functions(answer))
             if self._load_after_check:
                 self._load_after_check = False
                 self._load()  # (it schedules the next check when it ends)

@@ -72,7 +72,8 @@ pg_attribute); the FunctionCall message; binary results of derived outputs; a po
 several Executes with no change between them. (Tried, not kept: temporary functions and views of
 the same names in two sessions, a view shadowing through pg_temp: masked or refused.)
 
-Left (reported): after any session's DDL (a CREATE TEMP TABLE too), every masking session's
+Left (reported): after any session's DDL through pgwarden (a CREATE TEMP TABLE too; another
+client's change only when pg_proc changed, since session 30), every masking session's
 suspended portals are refused at their next Execute and its SQL cursors declared before are refused
 at their next FETCH or MOVE, whether or not the change touched what they read (a false refusal for a cursor an asyncpg client reads while another agent migrates),
 and a session in an open transaction then is judged stale until it ends (under "agents", its calls
@@ -152,6 +153,38 @@ def test_a_portal_bound_before_another_sessions_change_is_not_run_after_it(warde
         raw.close()
         other.close()
         operator.execute(CLEAN)
+
+
+def test_an_operators_change_forgets_a_portal_only_when_it_replaced_a_function(warden, operator):  # noqa: F811
+    """Another client's change (an operator's, on a direct connection, seen by the catalog's
+    check): one that left pg_proc as it was (a new table, a new column) lets a portal bound before
+    go on, masked as it was traced (its plan is its Bind's; session 30: any migration forgot every
+    masking session's portals); one that replaced a function's body forgets it, as another session's
+    change through pgwarden does (the portal's plan runs the body of its Bind)."""
+    _caught_up(warden)
+    operator.execute(SSN)
+    _caught_up(warden)
+    raw = RawSession(warden)
+    try:
+        _answer(raw, m.Query("BEGIN"))
+        got = _answer(raw, m.Parse("", "SELECT r15_g(i) AS x FROM (VALUES (1), (1), (2), (1)) v(i)"),
+                      m.Bind("P", ""), m.Describe("P", "P"), m.Execute("P", 1), m.Sync())
+        assert [x.values for x in got if isinstance(x, m.DataRow)] == [(b"***",)], got
+        operator.execute("CREATE TABLE r15_t (id int); ALTER TABLE r15_t ADD COLUMN note text")
+        _caught_up(warden)
+        got = _answer(raw, m.Execute("P", 1), m.Sync())
+        assert _error(got) is None and [x.values for x in got if isinstance(x, m.DataRow)] == [(b"***",)], got
+        operator.execute(NAME)  # the body its plan runs is the one of its Bind: the SSN
+        _caught_up(warden)
+        got = _answer(raw, m.Execute("P", 0), m.Sync())
+        error = _error(got)
+        assert error is not None and error["C"] == "42501" and "portal" in error["M"], got
+        assert not any(isinstance(x, m.DataRow) for x in got), got
+        _answer(raw, m.Query("ROLLBACK"))
+    finally:
+        raw.close()
+        operator.execute(CLEAN)
+        _caught_up(warden)
 
 
 def test_a_portal_bound_before_the_sessions_own_change_is_not_run_after_it(warden, operator):  # noqa: F811

@@ -123,7 +123,7 @@ def test_a_change_the_check_saw_redefines_but_not_as_a_sessions_change_and_is_an
     clock = task.Clock()
     live = LiveCatalog(upstream(), clock, run_in_thread=held)
     told: list[int] = []
-    live.on_change_seen.append(lambda: told.append(1))
+    live.on_change_seen.append(lambda functions: told.append(1))
     catalog = load_snapshot()
     live.start()
     loads[-1].callback(catalog)
